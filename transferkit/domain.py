@@ -1,0 +1,148 @@
+"""The :class:`Domain`: images, labels, class names, optional group ids and provenance.
+
+A domain is an explicit object, never a convention hidden in arrays: every split,
+shift and loader in transferkit takes and returns ``Domain`` objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import TransferkitError, check
+
+
+@dataclass
+class Domain:
+    """A labelled image domain held in memory.
+
+    images: ``N x C x H x W`` float32 tensor with values in [0, 1].
+    labels: ``N`` int64 tensor with values in ``range(len(class_names))``.
+    class_names: name of each label id (label ``i`` is ``class_names[i]``).
+    groups: optional ``N`` int64 tensor; samples sharing an id form one group
+        (frames of one video), used by grouped accuracy.
+    provenance: free-form description of where the data came from (source, seed,
+        shifts applied, ...), written into results.
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    groups: torch.Tensor | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        x, y = self.images, self.labels
+        check(isinstance(x, torch.Tensor) and x.dim() == 4,
+              f"domain {self.name!r}: images must be an N x C x H x W tensor, got shape "
+              f"{tuple(getattr(x, 'shape', ()))}")
+        check(isinstance(y, torch.Tensor) and y.dim() == 1 and y.shape[0] == x.shape[0],
+              f"domain {self.name!r}: labels must be a 1-D tensor with one label per image "
+              f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
+        if x.dtype != torch.float32:
+            self.images = x = x.float()
+        if y.dtype != torch.int64:
+            self.labels = y = y.long()
+        if y.numel():
+            lo, hi = int(y.min()), int(y.max())
+            check(lo >= 0 and hi < len(self.class_names),
+                  f"domain {self.name!r}: labels out of range [0, {len(self.class_names) - 1}] "
+                  f"(found {lo}..{hi})")
+        if self.groups is not None:
+            check(self.groups.shape == y.shape,
+                  f"domain {self.name!r}: groups must have one id per image")
+            self.groups = self.groups.long()
+
+    # ---- basic facts -------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=self.num_classes)
+
+    def present_classes(self) -> list[int]:
+        return torch.nonzero(self.class_counts()).flatten().tolist()
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "size": len(self),
+            "image_shape": list(self.image_shape),
+            "classes": self.class_names,
+            "class_counts": self.class_counts().tolist(),
+            "grouped": self.groups is not None,
+        }
+
+    # ---- derived domains ---------------------------------------------------------
+    def subset(self, index, name: str | None = None) -> "Domain":
+        """The samples at ``index`` (bool mask or integer indices)."""
+        index = torch.as_tensor(index)
+        if index.dtype == torch.bool:
+            index = torch.nonzero(index).flatten()
+        return replace(
+            self,
+            name=name or self.name,
+            images=self.images[index],
+            labels=self.labels[index],
+            groups=None if self.groups is None else self.groups[index],
+        )
+
+    def select_classes(self, classes: Sequence[int | str], relabel: bool = True) -> "Domain":
+        """Keep only ``classes`` (ids or names). With ``relabel`` labels become 0..len-1
+        in the given order and ``class_names`` shrink accordingly."""
+        ids = [self._class_id(c) for c in classes]
+        check(len(ids) > 0, f"domain {self.name!r}: empty class subset")
+        check(len(set(ids)) == len(ids), f"domain {self.name!r}: repeated class in {list(classes)}")
+        ids_t = torch.tensor(ids)
+        mask = (self.labels[:, None] == ids_t[None, :]).any(1)
+        sub = self.subset(mask)
+        check(len(sub) > 0, f"domain {self.name!r}: no samples of classes {list(classes)}")
+        if not relabel:
+            return sub
+        lut = torch.full((self.num_classes,), -1, dtype=torch.long)
+        lut[ids_t] = torch.arange(len(ids))
+        return replace(sub, labels=lut[sub.labels], class_names=[self.class_names[i] for i in ids],
+                       provenance={**sub.provenance, "classes": [self.class_names[i] for i in ids]})
+
+    def _class_id(self, c) -> int:
+        if isinstance(c, str) and not c.isdigit() or (isinstance(c, str) and c in self.class_names):
+            if c not in self.class_names:
+                raise TransferkitError(f"domain {self.name!r}: unknown class {c!r}; "
+                                       f"classes are {self.class_names}")
+            return self.class_names.index(c)
+        i = int(c)
+        check(0 <= i < self.num_classes,
+              f"domain {self.name!r}: class id {i} out of range [0, {self.num_classes - 1}]")
+        return i
+
+    def to_format(self, size: int | None = None, channels: int | None = None) -> "Domain":
+        """Resize to ``size x size`` (bilinear, antialiased) and convert to ``channels``
+        (grayscale replicated to 3 channels; colour averaged to 1 channel)."""
+        x = self.images
+        if channels is not None and x.shape[1] != channels:
+            if x.shape[1] == 1 and channels == 3:
+                x = x.expand(-1, 3, -1, -1).contiguous()
+            elif x.shape[1] == 3 and channels == 1:
+                x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            else:
+                raise TransferkitError(f"domain {self.name!r}: cannot convert {x.shape[1]} channels "
+                                       f"to {channels}")
+        if size is not None and tuple(x.shape[2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True).clamp_(0, 1)
+        return replace(self, images=x)
+
+    def with_name(self, name: str) -> "Domain":
+        return replace(self, name=name)

@@ -1,0 +1,22 @@
+"""User-facing errors: the CLI prints these without a traceback and exits with code 2."""
+
+
+class TransferkitError(Exception):
+    """A mistake in the user's input (unknown name, bad shape, bad config...), not a bug."""
+
+
+class UnknownNameError(TransferkitError, KeyError):
+    """An unknown domain, shift, method, backbone, benchmark or config key."""
+
+    def __init__(self, kind: str, name: str, known):
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return self.args[0]
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`TransferkitError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise TransferkitError(message)

@@ -1,3 +1,18 @@
-"""transferkit: label-efficient transfer learning across domains and tasks."""
+"""transferkit: label-efficient transfer learning across domains and tasks.
+
+Main entry points: :func:`load_domain`, :func:`build_backbone`, :class:`Engine`,
+:class:`Transfer` (fit / predict / score) and :func:`run_experiment`.
+"""
 
 __version__ = "0.1.0"
+
+from .api import Transfer  # noqa: E402
+from .backbones import build_backbone  # noqa: E402
+from .config import ExperimentConfig, load_config  # noqa: E402
+from .data import load_domain  # noqa: E402
+from .domain import Domain  # noqa: E402
+from .engine import Engine, TrainConfig  # noqa: E402
+from .experiment import run_experiment  # noqa: E402
+
+__all__ = ["Domain", "Engine", "ExperimentConfig", "TrainConfig", "Transfer", "build_backbone",
+           "load_config", "load_domain", "run_experiment"]

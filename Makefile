@@ -1,0 +1,28 @@
+# Two commands for a fresh machine: `make demo` (set up + main job) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.transferkit-installed
+
+.PHONY: setup demo test lint bench-demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/transferkit demo
+
+test: setup
+	$(BIN)/ruff check transferkit tests
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check transferkit tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

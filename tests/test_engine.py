@@ -1,0 +1,154 @@
+import pytest
+import torch
+
+from transferkit.backbones import build_backbone
+from transferkit.domain import Domain
+from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.io import atomic_write, write_json
+from transferkit.methods import get_method
+
+
+def toy_domain(n=96, seed=0, classes=4, name="toy"):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+    # a class-dependent bright square makes the task learnable
+    for c in range(classes):
+        x[y == c, :, 4 + 5 * c: 9 + 5 * c, 4:24] += 0.6
+    return Domain(name, x.clamp(0, 1), y, [str(c) for c in range(classes)])
+
+
+def make(method="finetune", seed=0):
+    torch.manual_seed(seed)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    return get_method(method)(net)
+
+
+def weights(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_training_learns_and_is_deterministic():
+    d, val = toy_domain(), toy_domain(seed=1)
+    cfg = TrainConfig(steps=40, batch_size=16, eval_every=10, patience=None)
+    runs = []
+    for _ in range(2):
+        m = make()
+        res = Engine(cfg, seed=3).fit(m, target=d, val=val)
+        runs.append((weights(m), res))
+    (w1, r1), (w2, r2) = runs
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert r1.best_val_accuracy > 0.5
+    m3 = make()
+    Engine(cfg, seed=4).fit(m3, target=d, val=val)
+    assert any(not torch.equal(w1[k], v) for k, v in weights(m3).items())
+
+
+def test_frozen_units_bit_identical_and_prefix_cached():
+    d = toy_domain()
+    m = make("linear_probe")
+    before = weights(m)
+    seen = []
+    Engine(TrainConfig(steps=30, batch_size=16, eval_every=10), seed=0,
+           hooks=(lambda step, state: seen.append(m.input_unit),)).fit(m, target=d, val=d)
+    after = weights(m)
+    assert set(seen) == {"embedding"}  # trained from the cached embedding
+    for k in before:
+        if k.startswith("head") or k.startswith("net.head"):
+            continue
+        assert torch.equal(before[k], after[k]), k  # BatchNorm running stats included
+    assert any(not torch.equal(before[k], after[k]) for k in before if "head" in k)
+
+
+def test_cached_prefix_matches_uncached_training():
+    d = toy_domain()
+    results = []
+    for cache in (True, False):
+        m = make("linear_probe")
+        Engine(TrainConfig(steps=20, batch_size=16, cache_frozen=cache, patience=None), seed=0).fit(m, target=d)
+        results.append(weights(m))
+    for k in results[0]:
+        assert torch.allclose(results[0][k], results[1][k], atol=1e-5), k
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
+    d, val = toy_domain(), toy_domain(seed=1)
+    cfg = TrainConfig(steps=50, batch_size=16, eval_every=10, checkpoint_every=10, patience=None)
+    full = make()
+    Engine(cfg, seed=0).fit(full, target=d, val=val)
+
+    def crash(step, state):
+        if step == 27:
+            raise Interrupt
+
+    first = make()
+    with pytest.raises(Interrupt):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(first, target=d, val=val)
+    resumed = make(seed=99)  # different init: everything must come from the checkpoint
+    res = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, target=d, val=val)
+    assert res.steps == 50
+    wf, wr = weights(full), weights(resumed)
+    for k in wf:
+        assert torch.equal(wf[k], wr[k]), k
+
+
+def test_resume_refuses_foreign_checkpoint(tmp_path):
+    d = toy_domain()
+    cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)
+    Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
+    with pytest.raises(TransferkitError, match="different run"):
+        Engine(TrainConfig(steps=12, batch_size=16), seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
+
+
+def test_early_stopping_stops_when_validation_stalls():
+    d = toy_domain()
+    cfg = TrainConfig(steps=200, batch_size=16, lr=1e-12, eval_every=1, patience=2)
+    res = Engine(cfg, seed=0).fit(make(), target=d, val=d)
+    assert res.stopped_early and res.steps == 3 and res.best_step == 1
+
+
+def test_missing_stream_is_a_clear_error():
+    with pytest.raises(TransferkitError, match="needs a non-empty target"):
+        Engine(TrainConfig(steps=2)).fit(make(), source=toy_domain())
+
+
+def test_stream_batches_cover_each_epoch_and_are_reproducible():
+    x = torch.arange(10).float()
+    s = Stream("source", x, None, batch_size=5, seed=1)
+    first_epoch = torch.cat([s.indices(0), s.indices(1)])
+    assert sorted(first_epoch.tolist()) == list(range(10))
+    assert torch.equal(Stream("source", x, None, 5, 1).indices(7), s.indices(7))
+    assert not torch.equal(Stream("target", x, None, 5, 1).indices(0), s.indices(0))
+    assert Stream("t", x, None, batch_size=64, seed=0).batch_size == 10
+
+
+def test_dann_schedule_values():
+    assert SCHEDULES["dann"](0.0) == 1.0
+    assert SCHEDULES["dann"](1.0) == pytest.approx(11 ** -0.75)
+    assert SCHEDULES["cosine"](1.0) == pytest.approx(0.0)
+
+
+def test_config_validation():
+    with pytest.raises(TransferkitError, match="schedule"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(TransferkitError, match="steps"):
+        TrainConfig(steps=0)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "results.json"
+    write_json(path, {"a": 1})
+
+    def broken(p):
+        p.write_text('{"a": ')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_text().strip().replace(" ", "").replace("\n", "") == '{"a":1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

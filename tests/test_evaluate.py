@@ -1,0 +1,58 @@
+import math
+
+import pytest
+import torch
+
+from transferkit.errors import TransferkitError
+from transferkit.evaluate import classification_report, confusion_matrix, grouped_accuracy, mean_se
+from transferkit.results import markdown_table, summarize
+
+
+def test_confusion_and_per_class_accuracy():
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    logits = torch.eye(3)[torch.tensor([0, 1, 1, 1, 0])]
+    rep = classification_report(logits, labels)
+    assert rep["accuracy"] == pytest.approx(3 / 5)
+    assert rep["per_class_accuracy"] == [0.5, 1.0, 0.0]
+    assert rep["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert confusion_matrix(torch.tensor([2]), torch.tensor([0]), 3)[0, 2] == 1
+
+
+def test_per_class_accuracy_of_absent_class_is_none():
+    rep = classification_report(torch.eye(3)[[0, 0]], torch.tensor([0, 0]))
+    assert rep["per_class_accuracy"] == [1.0, None, None]
+
+
+def test_grouped_accuracy_averages_softmax_over_group():
+    # group 0: two frames wrong with low confidence, one right with high confidence -> right
+    logits = torch.tensor([[0.0, 0.2], [0.0, 0.2], [5.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    groups = torch.tensor([7, 7, 7, 9])
+    assert classification_report(logits, labels)["accuracy"] == pytest.approx(0.5)
+    assert grouped_accuracy(logits, labels, groups) == 1.0
+    with pytest.raises(TransferkitError, match="different labels"):
+        grouped_accuracy(logits, torch.tensor([0, 1, 0, 1]), groups)
+
+
+def test_mean_and_standard_error():
+    m, se = mean_se([0.5, 0.7, 0.9])
+    assert m == pytest.approx(0.7)
+    assert se == pytest.approx(math.sqrt(0.04 / 3))
+    assert mean_se([0.3]) == (0.3, 0.0)
+
+
+def test_empty_evaluation_is_an_error():
+    with pytest.raises(TransferkitError, match="empty"):
+        classification_report(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_summary_table_groups_by_method_and_setting():
+    rows = [{"method": "a", "source": "s", "target": "t", "setting": "k=2", "seed": i, "accuracy": acc,
+             "wall_s": 1.0} for i, acc in enumerate([0.5, 0.7])]
+    rows.append({"method": "b", "source": "s", "target": "t", "setting": "k=2", "seed": 0, "accuracy": 0.9,
+                 "wall_s": 2.0})
+    summary = summarize(rows)
+    assert [(s["method"], s["n"]) for s in summary] == [("a", 2), ("b", 1)]
+    assert summary[0]["accuracy_mean"] == pytest.approx(0.6)
+    table = markdown_table(summary)
+    assert "| a | s | t | k=2 | 60.0 ± 10.0 | 2 | 1.0 |" in table

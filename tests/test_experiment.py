@@ -1,0 +1,61 @@
+"""Experiment runner: class handling across source and target, the Python API."""
+
+import pytest
+import torch
+
+from transferkit.api import Transfer
+from transferkit.backbones import build_backbone
+from transferkit.config import ExperimentConfig, load_config
+from transferkit.engine import TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.experiment import head_mapping, retarget_head, run_experiment
+from transferkit.splits import sample_k_shot, split_domain
+
+TINY_PRE = TrainConfig(steps=20, eval_every=10)
+TINY = TrainConfig(steps=10, eval_every=5, batch_size=16)
+
+
+def test_head_mapping_and_retarget_copy_shared_rows():
+    net = build_backbone("convnet4", num_classes=5, in_channels=1, image_size=28)
+    old = net.get_classifier().weight.detach().clone()
+    assert head_mapping(list("01234"), list("3456")) == [3, 4, None, None]
+    retarget_head(net, list("01234"), list("3456"))
+    new = net.get_classifier().weight
+    assert new.shape[0] == 4
+    assert torch.equal(new[0], old[3]) and torch.equal(new[1], old[4])
+
+
+def test_disjoint_label_sets_finetune(tmp_path):
+    cfg = ExperimentConfig(name="cross", source="mnist", target="digits", source_classes="0-4",
+                           target_classes="5-9", methods=["finetune", "linear_probe"], k=2, repeats=1,
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    _, rows = run_experiment(cfg, log=lambda *a: None)
+    assert {r["method"] for r in rows} == {"finetune", "linear_probe"}
+    assert all(len(r["per_class_accuracy"]) == 5 and r["n_labeled"] == 10 for r in rows)
+
+
+def test_source_only_refuses_new_classes(tmp_path):
+    cfg = ExperimentConfig(name="x", source="mnist", target="digits", source_classes="0-4",
+                           target_classes="5-9", methods=["source_only"], k=2, repeats=1,
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match="absent from the source"):
+        run_experiment(cfg, log=lambda *a: None)
+
+
+def test_config_overrides_and_defaults():
+    cfg = load_config(None, ["train.steps=7", "methods=finetune,linear_probe", "k=3"])
+    assert cfg.train.steps == 7 and cfg.methods == ["finetune", "linear_probe"] and cfg.setting == "k=3"
+    assert cfg.pretrain.steps == ExperimentConfig().pretrain.steps
+    with pytest.raises(TransferkitError, match="k or ratio"):
+        load_config(None, ["ratio=30"])
+
+
+def test_sklearn_like_api():
+    from transferkit.data import load_domain
+    digits = split_domain(load_domain("digits"))
+    labeled, _ = sample_k_shot(digits.train, 5, seed=0)
+    model = Transfer("target_only", train=TrainConfig(steps=60, eval_every=20, batch_size=32)).fit(target=labeled)
+    acc = model.score(digits.test)
+    assert 0.2 < acc <= 1.0  # well above chance (0.1) after 60 steps on 50 labels
+    assert model.predict(digits.test.images[:5]).shape == (5,)
+    assert torch.allclose(model.predict_proba(digits.test.images[:5]).sum(1), torch.ones(5))

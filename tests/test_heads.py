@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from transferkit.errors import TransferkitError, UnknownNameError
+from transferkit.heads import (
+    CosineHead,
+    LinearHead,
+    PrototypeHead,
+    class_means,
+    list_heads,
+    make_head,
+    prototype_logits,
+)
+
+
+def test_linear_head_names_and_shape():
+    h = LinearHead(8, 3)
+    assert set(dict(h.named_parameters())) == {"weight", "bias"}
+    assert h(torch.randn(5, 8)).shape == (5, 3)
+    assert (h.in_features, h.num_classes) == (8, 3)
+
+
+def test_cosine_logits_bounded_by_scale():
+    torch.manual_seed(0)
+    h = CosineHead(16, 4, scale=5.0)
+    x = torch.randn(32, 16) * 1000
+    out = h(x)
+    assert out.shape == (32, 4)
+    assert out.abs().max() <= 5.0 + 1e-4
+    assert torch.allclose(h(x), h(x * 0.01), atol=1e-5)  # invariant to feature norm
+    assert isinstance(h.scale, torch.nn.Parameter)
+    fixed = CosineHead(16, 4, scale=2.0, learn_scale=False)
+    assert "scale" in dict(fixed.named_buffers()) and "scale" not in dict(fixed.named_parameters())
+    # a feature aligned with a class weight reaches the bound
+    assert torch.allclose(fixed(fixed.weight[1:2] * 3)[0, 1], torch.tensor(2.0))
+
+
+def test_prototype_fit_equals_class_means():
+    feats = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [1.0, 1.0], [3.0, 3.0]])
+    labels = torch.tensor([0, 0, 1, 2, 2])
+    h = PrototypeHead(2, 3).fit(feats, labels)
+    assert torch.equal(h.prototypes, torch.tensor([[1.0, 0.0], [0.0, 4.0], [2.0, 2.0]]))
+    assert h.counts.tolist() == [2, 1, 2]
+    logits = h(torch.tensor([[1.0, 1.0]]))
+    assert torch.allclose(logits, torch.tensor([[-1.0, -10.0, -2.0]]))
+    assert "prototypes" in h.state_dict()
+
+
+def test_prototype_cosine_metric_and_errors():
+    h = PrototypeHead(2, 2, metric="cosine", scale=3.0)
+    with pytest.raises(TransferkitError, match="fit"):
+        h(torch.randn(1, 2))
+    h.fit(torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1]))
+    assert torch.allclose(h(torch.tensor([[5.0, 0.0]])), torch.tensor([[3.0, 0.0]]))
+    with pytest.raises(TransferkitError, match=r"class\(es\) \[1\]"):
+        PrototypeHead(2, 3).fit(torch.randn(4, 2), torch.tensor([0, 0, 2, 2]))
+    with pytest.raises(UnknownNameError):
+        PrototypeHead(2, 2, metric="manhattan")
+
+
+def test_class_means_is_differentiable():
+    f = torch.randn(6, 3, requires_grad=True)
+    m = class_means(f, torch.tensor([0, 1, 0, 1, 2, 2]), 3)
+    prototype_logits(f, m).sum().backward()
+    assert f.grad is not None
+
+
+def test_make_head():
+    assert list_heads() == ["cosine", "linear", "prototype"]
+    assert isinstance(make_head("linear", 4, 2), LinearHead)
+    assert isinstance(make_head("cosine", 4, 2, scale=2.0), CosineHead)
+    assert make_head("prototype", 4, 2, metric="cosine").metric == "cosine"
+    with pytest.raises(UnknownNameError, match="unknown head 'svm'"):
+        make_head("svm", 4, 2)

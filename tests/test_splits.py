@@ -1,0 +1,132 @@
+"""Splits, k-shot sampling, per-class subsampling and class lists (transferkit.splits)."""
+
+import pytest
+import torch
+
+from transferkit.domain import Domain
+from transferkit.errors import TransferkitError
+from transferkit.splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
+
+
+def indexed(labels, names=None, groups=None):
+    """A domain whose single pixel is the sample index, so subsets can be traced back."""
+    labels = torch.as_tensor(labels)
+    n = len(labels)
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1) / max(n, 1)
+    names = names or [f"c{i}" for i in range(int(labels.max()) + 1)]
+    return Domain("toy", images, labels, names, groups)
+
+
+def ids(d):
+    return (d.images.flatten() * N).round().long()
+
+
+N = 1000
+LABELS = torch.arange(N) % 7  # 143 of classes 0-5, 142 of class 6
+LABELS = torch.where(torch.arange(N) < 40, torch.tensor(6), LABELS)
+
+
+def test_split_is_disjoint_covering_and_stratified():
+    d = indexed(LABELS)
+    s = split_domain(d)
+    assert isinstance(s, Split) and sum(s.sizes().values()) == N
+    parts = [set(ids(p).tolist()) for p in (s.train, s.val, s.test)]
+    assert parts[0] | parts[1] | parts[2] == set(range(N))
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    counts = d.class_counts()
+    assert torch.equal(s.test.class_counts(), torch.round(counts * 0.25).long())
+    assert torch.equal(s.val.class_counts(), torch.round(counts * 0.15).long())
+    assert s.train.name == "toy/train" and s.test.provenance["split"] == "test"
+    for p in (s.train, s.val, s.test):
+        assert torch.equal(p.labels, LABELS[ids(p)])
+
+
+def test_split_is_fixed_and_seeded():
+    d = indexed(LABELS)
+    a, b, c = split_domain(d), split_domain(d), split_domain(d, seed=1)
+    assert torch.equal(ids(a.test), ids(b.test))
+    assert not torch.equal(ids(a.test), ids(c.test))
+
+
+def test_split_keeps_a_training_sample_of_tiny_classes():
+    d = indexed([0] * 20 + [1] + [2, 2])
+    s = split_domain(d, val_fraction=0.3, test_fraction=0.4)
+    assert s.train.class_counts().tolist()[1:] == [1, 1]
+    with pytest.raises(TransferkitError, match="fractions"):
+        split_domain(d, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_split_by_group():
+    groups = torch.arange(N) // 10  # 100 groups of 10 frames
+    labels = groups % 5
+    s = split_domain(indexed(labels, groups=groups))
+    part_of = {}
+    for k, p in enumerate((s.train, s.val, s.test)):
+        for g in p.groups.unique().tolist():
+            assert g not in part_of, "a group was split across parts"
+            part_of[g] = k
+    assert len(part_of) == 100
+    assert s.test.class_counts().tolist() == [50] * 5  # 5 of 20 groups per class
+    assert s.val.class_counts().tolist() == [30] * 5
+
+
+def test_k_shot_exact_counts_and_disjoint_parts():
+    d = indexed(LABELS)
+    s = split_domain(d)
+    labeled, unlabeled = sample_k_shot(s.train, 5, seed=3)
+    assert labeled.class_counts().tolist() == [5] * 7
+    assert len(labeled) + len(unlabeled) == len(s.train)
+    lab, unl, test = set(ids(labeled).tolist()), set(ids(unlabeled).tolist()), set(ids(s.test).tolist())
+    assert not (lab & unl or lab & test or unl & test)
+    assert lab | unl == set(ids(s.train).tolist())
+    again, _ = sample_k_shot(s.train, 5, seed=3)
+    other, _ = sample_k_shot(s.train, 5, seed=4)
+    assert torch.equal(ids(again), ids(labeled)) and not torch.equal(ids(other), ids(labeled))
+    assert labeled.provenance["k_shot"] == 5
+
+
+def test_k_shot_counts_only_present_classes():
+    d = indexed(LABELS).subset(LABELS >= 3)
+    labeled, _ = sample_k_shot(d, 2, seed=0)
+    assert labeled.class_counts().tolist() == [0, 0, 0, 2, 2, 2, 2]
+
+
+def test_k_shot_errors_name_the_class():
+    d = indexed([0] * 10 + [1] * 3 + [2] * 8, names=["zero", "seven", "two"])
+    message = r"k=4 is larger than the smallest class \(class seven has 3 samples\)"
+    with pytest.raises(TransferkitError, match=message):
+        sample_k_shot(d, 4, seed=0)
+    labeled, unlabeled = sample_k_shot(d, 3, seed=0)
+    assert labeled.class_counts().tolist() == [3, 3, 3] and unlabeled.class_counts().tolist() == [7, 0, 5]
+    for k in (0, -1, 1.5):
+        with pytest.raises(TransferkitError, match="k must be an integer >= 1"):
+            sample_k_shot(d, k, seed=0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 30, 300])
+def test_subsample_per_class(n):
+    d = indexed(LABELS)
+    sub = subsample_per_class(d, n, seed=0)
+    assert torch.equal(sub.class_counts(), torch.clamp(d.class_counts(), max=n))
+    assert len(set(ids(sub).tolist())) == len(sub)
+    assert torch.equal(ids(sub), ids(subsample_per_class(d, n, seed=0)))
+
+
+def test_parse_classes():
+    d = indexed(torch.arange(10) % 10, names=["zero", "one", "two", "three", "four", "five", "six",
+                                             "seven", "eight", "nine"])
+    assert parse_classes("0-4", d) == [0, 1, 2, 3, 4]
+    assert parse_classes("5,6,7", d) == [5, 6, 7]
+    assert parse_classes(" 0-1, 9 ", d) == [0, 1, 9]
+    assert parse_classes([0, 1], d) == [0, 1]
+    assert parse_classes(["two", "nine"], d) == [2, 9]
+    assert parse_classes("two,three", d) == [2, 3]
+    assert parse_classes(4, d) == [4]
+    assert parse_classes("all", d) == list(range(10))
+    assert parse_classes("5-9") == [5, 6, 7, 8, 9]
+    for bad, message in [("0-12", "out of range"), ("4-2", "empty class range"),
+                         ("ten", "unknown class 'ten'"), ("", "empty"), ("1,,2", "empty entry"),
+                         ("1,1", "repeats"), ([], "empty"), ("-3", "negative"), ([1.5], "not an integer"),
+                         (None, "cannot read classes")]:
+        with pytest.raises(TransferkitError, match=message):
+            parse_classes(bad, d)

@@ -1,0 +1,156 @@
+"""User data: image folders, npz arrays, torchvision adapters (transferkit.userdata)."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transferkit.data import load_domain
+from transferkit.errors import TransferkitError
+from transferkit.userdata import load_image_folder, load_npz, load_torchvision
+
+
+def write_folder(root, classes=("cat", "dog"), per_class=3, size=(8, 8), mode="L", suffix=".png"):
+    rng = np.random.default_rng(0)
+    written = {}
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = size[::-1] + ((3,) if mode == "RGB" else ())
+            arr = rng.integers(0, 256, shape, dtype=np.uint8)
+            Image.fromarray(arr, mode).save(root / c / f"{i:03d}{suffix}")
+            written[(c, i)] = arr
+    return written
+
+
+def test_image_folder_round_trip(tmp_path):
+    written = write_folder(tmp_path / "pets", classes=("dog", "cat"))
+    d = load_image_folder(tmp_path / "pets")
+    assert d.class_names == ["cat", "dog"] and d.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert d.images.shape == (6, 1, 8, 8) and d.groups is None and d.name == "pets"
+    expected = np.stack([written[("cat", i)] for i in range(3)] + [written[("dog", i)] for i in range(3)])
+    assert torch.allclose(d.images[:, 0], torch.from_numpy(expected).float() / 255)
+    assert load_image_folder(tmp_path / "pets", channels=3).images.shape == (6, 3, 8, 8)
+    assert load_image_folder(tmp_path / "pets", size=5).images.shape == (6, 1, 5, 5)
+
+
+def test_image_folder_rgb_and_bmp_and_jpeg(tmp_path):
+    write_folder(tmp_path / "a", classes=("x",), mode="RGB", suffix=".bmp")
+    write_folder(tmp_path / "a", classes=("y",), mode="RGB", suffix=".jpg")
+    (tmp_path / "a" / "x" / "notes.txt").write_text("ignored")
+    d = load_image_folder(tmp_path / "a")
+    assert d.images.shape == (6, 3, 8, 8) and d.class_names == ["x", "y"]
+    assert load_image_folder(tmp_path / "a", channels=1).images.shape == (6, 1, 8, 8)
+
+
+def test_image_folder_mixed_modes_become_rgb(tmp_path):
+    write_folder(tmp_path / "m", classes=("g",), mode="L")
+    write_folder(tmp_path / "m", classes=("c",), mode="RGB")
+    assert load_image_folder(tmp_path / "m").images.shape == (6, 3, 8, 8)
+
+
+def test_image_folder_sizes_must_match_or_be_resized(tmp_path):
+    write_folder(tmp_path / "s", classes=("a",), size=(8, 8))
+    write_folder(tmp_path / "s", classes=("b",), size=(10, 6))
+    message = r"different sizes: .*000.png' is 8x8 but .*b/000.png' is 10x6.*size"
+    with pytest.raises(TransferkitError, match=message):
+        load_image_folder(tmp_path / "s")
+    d = load_image_folder(tmp_path / "s", size=12)
+    assert d.images.shape == (6, 1, 12, 12)
+
+
+def test_image_folder_corrupt_file_is_named(tmp_path):
+    write_folder(tmp_path / "c")
+    bad = tmp_path / "c" / "dog" / "001.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    with pytest.raises(TransferkitError, match=r"cannot read image file .*dog/001.png"):
+        load_image_folder(tmp_path / "c")
+    bad.write_bytes(b"hello")
+    with pytest.raises(TransferkitError, match=r"cannot read image file .*dog/001.png"):
+        load_image_folder(tmp_path / "c")
+
+
+def test_image_folder_structure_errors(tmp_path):
+    with pytest.raises(TransferkitError, match="does not exist"):
+        load_image_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TransferkitError, match="no class sub-folders"):
+        load_image_folder(tmp_path / "empty")
+    write_folder(tmp_path / "half", classes=("a",))
+    (tmp_path / "half" / "b").mkdir()
+    with pytest.raises(TransferkitError, match="class folder .*b' contains no images"):
+        load_image_folder(tmp_path / "half")
+
+
+def test_image_folder_nested_frames_form_groups(tmp_path):
+    for c, videos in (("run", ("v1", "v2")), ("walk", ("v3",))):
+        for v in videos:
+            write_folder(tmp_path / "vid" / c, classes=(v,), per_class=2)
+    d = load_image_folder(tmp_path / "vid")
+    assert d.labels.tolist() == [0, 0, 0, 0, 1, 1]
+    assert d.groups.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def save_npz(path, **arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw", "nhwc4"])
+def test_npz_round_trip_layouts(tmp_path, layout):
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (6, 3, 10, 12), dtype=np.uint8)  # N C H W
+    x = {"nhw": base[:, 0], "nhwc": base.transpose(0, 2, 3, 1), "nchw": base,
+         "nhwc4": np.concatenate([base, base[:, :1]], 1).transpose(0, 2, 3, 1)}[layout]
+    path = save_npz(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]),
+                    class_names=np.array(["a", "b", "c"]), groups=np.array([0, 0, 1, 1, 2, 2]))
+    d = load_npz(path)
+    expected = base[:, :1] if layout == "nhw" else base
+    assert d.images.shape == expected.shape
+    assert torch.allclose(d.images, torch.from_numpy(expected).float() / 255)
+    assert d.class_names == ["a", "b", "c"] and d.groups.tolist() == [0, 0, 1, 1, 2, 2]
+    assert d.provenance["origin"].startswith("npz:")
+
+
+def test_npz_float_images_and_default_names(tmp_path):
+    x = np.random.default_rng(2).random((5, 1, 4, 4)).astype(np.float32)
+    d = load_npz(save_npz(tmp_path / "f.npz", x=x, y=np.array([0, 3, 1, 1, 2])))
+    assert torch.allclose(d.images, torch.from_numpy(x)) and d.class_names == ["0", "1", "2", "3"]
+    spec = load_domain(f"npz:{tmp_path / 'f.npz'}+inversion", size=8, channels=3)
+    assert spec.images.shape == (5, 3, 8, 8) and spec.provenance["shifts"] == ["inversion"]
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((3, 4, 4), np.uint8)}, r"lacks key\(s\) \['y'\]"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.zeros(4, int)}, "'y' has 4 entries but 'x' has 3"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, -1, 1])}, "labels must be >= 0"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0.5, 1, 1])}, "'y' must hold integers"),
+    ({"x": np.full((3, 4, 4), 2.0), "y": np.zeros(3, int)}, r"float images must be in \[0, 1\]"),
+    ({"x": np.zeros((3, 4), np.uint8), "y": np.zeros(3, int)}, "got shape"),
+    ({"x": np.zeros((3, 5, 4, 6), np.uint8), "y": np.zeros(3, int)}, "cannot tell the channel axis"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 1, 2]), "class_names": np.array(["a", "b"])},
+     "2 class_names but labels go up to 2"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.zeros(3, int), "groups": np.zeros(2, int)},
+     "'groups' has 2 entries"),
+])
+def test_npz_errors(tmp_path, arrays, message):
+    with pytest.raises(TransferkitError, match=message):
+        load_npz(save_npz(tmp_path / "bad.npz", **arrays))
+
+
+def test_npz_unreadable(tmp_path):
+    with pytest.raises(TransferkitError, match="does not exist"):
+        load_npz(tmp_path / "nope.npz")
+    (tmp_path / "junk.npz").write_text("junk")
+    with pytest.raises(TransferkitError, match="cannot be read as .npz"):
+        load_npz(tmp_path / "junk.npz")
+
+
+def test_torchvision_missing_gives_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    with pytest.raises(TransferkitError, match=r"pip install transferkit\[vision\]"):
+        load_torchvision("mnist", tmp_path)

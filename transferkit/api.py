@@ -1,0 +1,81 @@
+"""A scikit-learn-like surface over the engine: ``fit`` / ``predict`` / ``score``.
+
+>>> from transferkit import Transfer, load_domain
+>>> src, tgt = load_domain("syndigits"), load_domain("mnist")
+>>> model = Transfer("finetune", backbone="convnet4").fit(target=tgt_few, source=src)
+>>> model.score(tgt_test)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .backbones import UnitNet, build_backbone
+from .domain import Domain
+from .engine import Engine, FitResult, TrainConfig
+from .errors import check
+from .evaluate import classification_report, predict_logits
+from .methods import get_method
+from .methods.supervised import SourceOnly
+
+
+class Transfer:
+    """Transfer with one method.
+
+    ``fit(target, source=None, unlabeled=None, val=None, net=None)``: when the method
+    starts from a source network and ``net`` is not given, the backbone is first trained
+    on ``source`` (with ``pretrain`` config). The fitted network is ``self.net_``.
+    """
+
+    def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
+                 pretrain: TrainConfig | None = None, seed: int = 0, **options):
+        self.method_cls = get_method(method)
+        self.backbone, self.seed, self.options = backbone, seed, options
+        self.train_cfg = train or TrainConfig()
+        self.pretrain_cfg = pretrain or TrainConfig(steps=600)
+
+    def _net(self, domain: Domain, num_classes: int) -> UnitNet:
+        c, h, _ = domain.image_shape
+        return build_backbone(self.backbone, num_classes=num_classes, in_channels=c, image_size=h)
+
+    def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,
+            val: Domain | None = None, net: UnitNet | None = None) -> "Transfer":
+        cls = self.method_cls
+        torch.manual_seed(self.seed)
+        classes = (target or source).class_names
+        if net is not None:
+            net = copy.deepcopy(net)
+        elif cls.needs_pretrained:
+            check(source is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")
+            net = self._net(source, source.num_classes)
+            Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
+        else:
+            net = self._net(target or source, len(classes))
+        if target is not None and net.num_classes != target.num_classes:
+            net.reset_classifier(target.num_classes)
+        self.method_ = cls(net, **self.options)
+        self.fit_result_: FitResult = Engine(self.train_cfg, seed=self.seed).fit(
+            self.method_, source=source, target=target, unlabeled=unlabeled, val=val)
+        self.net_, self.classes_ = net, classes
+        return self
+
+    @torch.no_grad()
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        check(hasattr(self, "net_"), "call fit before predict")
+        self.net_.eval()
+        return predict_logits(self.net_, images)
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.predict_logits(images), 1)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.predict_logits(images).argmax(1)
+
+    def score(self, domain: Domain) -> float:
+        return float((self.predict(domain.images) == domain.labels).float().mean())
+
+    def report(self, domain: Domain) -> dict:
+        return classification_report(self.predict_logits(domain.images), domain.labels, domain.num_classes,
+                                     domain.groups)

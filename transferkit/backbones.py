@@ -1,0 +1,607 @@
+"""Backbones cut into ordered, named **units** (seed 002 §3: ``N = N_L o ... o N_1``).
+
+A unit is the granularity for fine-tuning, flex-tuning (tune one unit), layer tapping and
+multi-layer discriminators. :class:`UnitNet` holds the feature units, a parameter-free
+``pool`` that turns the last feature unit's output into an ``N x D`` embedding, and a
+classifier ``head`` that is itself the last unit, named ``"head"``::
+
+    x -> units[0] -> ... -> units[L-1] -> pool -> embedding (N x D) -> head -> logits
+
+Besides the unit names, ``"embedding"`` names the pooled ``N x D`` activation.
+
+Built-in backbones (:func:`build_backbone`): ``convnet4`` (seed 000 Table 4), ``lenet``
+(seed 000 Table 7), ``convnet7`` (seed 002 §4) and ``resnet18`` (torchvision layout).
+Any ``nn.Sequential`` or torchvision/timm-like model can be cut into units with
+:func:`from_sequential` / :func:`from_modules`. torchvision is imported lazily and only by
+:func:`load_torchvision_weights`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from .errors import TransferkitError, UnknownNameError, check
+from .heads import make_head
+
+EMBEDDING = "embedding"
+HEAD = "head"
+
+
+def _shape3(in_channels: int, image_size) -> tuple[int, int, int]:
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return (int(in_channels), int(h), int(w))
+
+
+class UnitNet(nn.Module):
+    """A network cut into ordered, named units; the head is the last unit, ``"head"``.
+
+    units: ordered mapping ``name -> module`` of feature units (names must not contain
+        dots nor be ``"head"``/``"embedding"``).
+    head: classifier acting on the ``N x D`` embedding.
+    pool: parameter-free module applied after the last feature unit to get the ``N x D``
+        embedding; default ``nn.Flatten()`` (a no-op on ``N x D`` outputs).
+    input_shape: ``(C, H, W)`` of one input, used by the dry run of :meth:`unit_output_shapes`.
+
+    State-dict keys are ``units.<unit>.<...>`` and ``head.<...>``.
+    """
+
+    def __init__(self, units: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]], head: nn.Module,
+                 pool: nn.Module | None = None, name: str = "unitnet",
+                 input_shape: Sequence[int] | None = None):
+        super().__init__()
+        units = OrderedDict(units)
+        for n in units:
+            check(isinstance(n, str) and n and "." not in n and n not in (HEAD, EMBEDDING),
+                  f"invalid unit name {n!r}: names must be non-empty, without dots, and not "
+                  f"{HEAD!r} or {EMBEDDING!r}")
+        pool = nn.Flatten(1) if pool is None else pool
+        check(not any(True for _ in pool.parameters()), "the pool of a UnitNet must have no parameters")
+        # registered directly so that the `units` property below can also show the head
+        self._modules["units"] = nn.ModuleDict(units)
+        self.pool = pool
+        self.head = head
+        self.name = name
+        self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+        self._shapes: dict[str, tuple] | None = None
+
+    # ---- names -----------------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._modules["units"].keys())
+
+    @property
+    def unit_names(self) -> list[str]:
+        """Feature unit names in order, then ``"head"``."""
+        return self.feature_names + [HEAD]
+
+    @property
+    def units(self) -> nn.ModuleDict:
+        """Read-only ordered view ``name -> module`` of all units, head included."""
+        view = nn.ModuleDict(self._modules["units"])
+        view[HEAD] = self.head
+        return view
+
+    def unit(self, name: str) -> nn.Module:
+        if name == HEAD:
+            return self.head
+        feats = self._modules["units"]
+        if name not in feats:
+            raise UnknownNameError("unit", name, self.unit_names)
+        return feats[name]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, units={self.unit_names}"
+
+    # ---- forward ---------------------------------------------------------------------
+    def _steps(self) -> list[nn.Module]:
+        return list(self._modules["units"].values()) + [self.pool, self.head]
+
+    def _end_step(self, name: str) -> int:
+        """Index of the step whose output is the activation called ``name``."""
+        L = len(self._modules["units"])
+        if name == EMBEDDING:
+            return L
+        if name == HEAD:
+            return L + 1
+        return self._feature_index(name)
+
+    def _feature_index(self, name: str) -> int:
+        feats = self.feature_names
+        if name not in feats:
+            raise UnknownNameError("unit", name, self.unit_names + [EMBEDDING])
+        return feats.index(name)
+
+    def _boundary(self, where, is_start: bool) -> int:
+        """Step index of a boundary given by unit name or index (see :meth:`forward_units`)."""
+        L = len(self._modules["units"])
+        if where is None:
+            return L + 2 if not is_start else 0
+        if isinstance(where, bool) or not isinstance(where, (int, str)):
+            raise TransferkitError(f"unit boundaries are unit names or indices, got {where!r}")
+        if isinstance(where, int):
+            n = L + 1
+            i = where + n if where < 0 else where
+            check(0 <= i <= n, f"unit index {where} out of range for {n} units")
+            if i == n:
+                return L + 2
+            where = self.unit_names[i]
+        if where == HEAD:
+            return L  # the input of the head is the last feature unit's output: pool first
+        if where == EMBEDDING:
+            return L + 1
+        return self._feature_index(where)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self._modules["units"].values():
+            x = m(x)
+        return self.head(self.pool(x))
+
+    def forward_units(self, h: torch.Tensor, start: str | int = 0, stop: str | int | None = None):
+        """Run units ``start`` (inclusive) to ``stop`` (exclusive; ``None``: through the head).
+
+        ``h`` is the output of the unit before ``start`` (the image if ``start`` is the first
+        unit), so ``forward_units(forward_units(x, 0, s), s) == forward(x)`` for every ``s``.
+        The pool is applied when crossing into the head. ``"embedding"`` is also a valid
+        boundary: as ``stop`` it returns the pooled ``N x D`` embedding, as ``start`` it takes
+        the embedding and runs only the head. Integers index :attr:`unit_names`.
+        """
+        a, b = self._boundary(start, True), self._boundary(stop, False)
+        check(a <= b, f"forward_units: start {start!r} comes after stop {stop!r}")
+        for m in self._steps()[a:b]:
+            h = m(h)
+        return h
+
+    def forward_features(self, x: torch.Tensor, layers: Sequence[str] | str | None = None):
+        """The ``N x D`` embedding (``layers=None``), or a dict ``name -> activation``.
+
+        Names are unit names (``"head"`` gives the logits) or ``"embedding"``; only the units
+        needed for the deepest requested layer are run.
+        """
+        if layers is None:
+            return self.forward_units(x, 0, EMBEDDING)
+        names = [layers] if isinstance(layers, str) else list(layers)
+        want: dict[int, list[str]] = {}
+        for n in names:
+            want.setdefault(self._end_step(n), []).append(n)
+        out: dict[str, torch.Tensor] = {}
+        if not want:
+            return out
+        for i, m in enumerate(self._steps()[: max(want) + 1]):
+            x = m(x)
+            for n in want.get(i, ()):
+                out[n] = x
+        return {n: out[n] for n in names}
+
+    # ---- sizes -----------------------------------------------------------------------
+    def _ref_tensor(self) -> torch.Tensor:
+        for t in self.parameters():
+            return t
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t
+        return torch.zeros(())
+
+    def unit_output_shapes(self, refresh: bool = False) -> dict[str, tuple]:
+        """``name -> output shape`` (without batch dim) of every unit, plus ``"embedding"``.
+
+        Computed once by a dry run in eval mode on ``input_shape`` and cached (``refresh``
+        recomputes it, e.g. after replacing a feature unit).
+        """
+        if self._shapes is None or refresh:
+            check(self.input_shape is not None,
+                  f"{self.name}: unit_output_shapes needs input_shape=(C, H, W)")
+            ref = self._ref_tensor()
+            x = torch.zeros(1, *self.input_shape, device=ref.device, dtype=ref.dtype)
+            modes = {m: m.training for m in self.modules()}
+            self.eval()
+            try:
+                with torch.no_grad():
+                    acts = self.forward_features(x, self.feature_names + [EMBEDDING])
+            except RuntimeError as e:
+                raise TransferkitError(f"{self.name}: the units do not fit input shape "
+                                       f"{self.input_shape}: {e}") from e
+            finally:
+                for m, t in modes.items():
+                    m.training = t
+            self._shapes = {n: tuple(a.shape[1:]) for n, a in acts.items()}
+        shapes = {n: self._shapes[n] for n in self.feature_names}
+        shapes[HEAD] = (self.num_classes,)
+        shapes[EMBEDDING] = self._shapes[EMBEDDING]
+        return shapes
+
+    @property
+    def embed_dim(self) -> int:
+        """Size D of the embedding (input of the head)."""
+        d = getattr(self.head, "in_features", None)
+        if isinstance(d, int):
+            return d
+        return int(self.unit_output_shapes()[EMBEDDING][0])
+
+    @property
+    def num_classes(self) -> int:
+        n = getattr(self.head, "out_features", None)
+        if isinstance(n, int):
+            return n
+        ref = self._ref_tensor()
+        was = self.head.training
+        self.head.eval()
+        try:
+            with torch.no_grad():
+                out = self.head(torch.zeros(1, self.embed_dim, device=ref.device, dtype=ref.dtype))
+        finally:
+            self.head.train(was)
+        return int(out.shape[1])
+
+    # ---- classifier ------------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, kind: str = "linear", **kw) -> nn.Module:
+        """Replace the head by a fresh ``kind`` head (``linear``/``cosine``/``prototype``)."""
+        ref = self._ref_tensor()
+        head = make_head(kind, self.embed_dim, num_classes, **kw).to(device=ref.device, dtype=ref.dtype)
+        head.train(self.training)
+        self.head = head
+        return head
+
+    # ---- freezing --------------------------------------------------------------------
+    def _names(self, units) -> list[str]:
+        if isinstance(units, str):
+            units = self.unit_names if units == "all" else [units]
+        names = list(units)
+        for n in names:
+            if n != HEAD and n not in self._modules["units"]:
+                raise UnknownNameError("unit", n, self.unit_names)
+        return names
+
+    def parameters_of(self, units: Sequence[str] | str = "all") -> list[nn.Parameter]:
+        """Parameters of the given units (``"all"``: every unit), in unit order, without duplicates."""
+        wanted = set(self._names(units))
+        seen, out = set(), []
+        for n in self.unit_names:
+            if n in wanted:
+                for p in self.unit(n).parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        out.append(p)
+        return out
+
+    def num_parameters(self, units: Sequence[str] | str = "all") -> int:
+        return sum(p.numel() for p in self.parameters_of(units))
+
+    def freeze(self, units: Sequence[str] | str = "all") -> None:
+        """``requires_grad=False`` for the given units (BatchNorm running stats are not touched)."""
+        for p in self.parameters_of(units):
+            p.requires_grad_(False)
+
+    def unfreeze(self, units: Sequence[str] | str = "all") -> None:
+        for p in self.parameters_of(units):
+            p.requires_grad_(True)
+
+    def trainable_units(self, units: Sequence[str] | str) -> list[nn.Parameter]:
+        """Make exactly ``units`` trainable (all others frozen); returns their parameters."""
+        names = self._names(units)
+        self.freeze("all")
+        self.unfreeze(names)
+        return self.parameters_of(names)
+
+
+# ---- small convnets --------------------------------------------------------------------
+
+def _conv_unit(cin: int, cout: int, kernel: int = 3, pad: int = 1, bn: bool = True,
+               pool: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, kernel, padding=pad)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU())
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def _flat_dim(name: str, units: Mapping[str, nn.Module], input_shape: tuple) -> int:
+    h = torch.zeros(1, *input_shape)
+    try:
+        with torch.no_grad():
+            for m in units.values():
+                h = m.eval()(h)
+    except RuntimeError as e:
+        raise TransferkitError(f"{name}: input shape {input_shape} is too small for this backbone") from e
+    finally:
+        for m in units.values():
+            m.train()
+    return h[0].numel()
+
+
+def _fc_unit(din: int, dout: int, dropout: float = 0.0) -> nn.Sequential:
+    layers = [nn.Flatten(1), nn.Linear(din, dout), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def convnet4(num_classes: int, in_channels: int = 1, image_size=28) -> UnitNet:
+    """Embedding net of seed 000 Table 4 (SVHN->MNIST), 5 feature units + head.
+
+    Units ``conv1..conv4``: conv3x3x64 (pad 1) - BN - ReLU - maxpool 2x2; ``fc1``: flatten -
+    Linear(->64) - ReLU; ``head``: Linear(64 -> num_classes). At 28x28 the four pools give
+    1x1x64, so fc1 is 64x64 as in the table; otherwise its input size comes from a dry run.
+    """
+    shape = _shape3(in_channels, image_size)
+    units = OrderedDict(conv1=_conv_unit(shape[0], 64), conv2=_conv_unit(64, 64),
+                        conv3=_conv_unit(64, 64), conv4=_conv_unit(64, 64))
+    units["fc1"] = _fc_unit(_flat_dim("convnet4", units, shape), 64)
+    return UnitNet(units, make_head("linear", 64, num_classes), name="convnet4", input_shape=shape)
+
+
+def lenet(num_classes: int, in_channels: int = 1, image_size=28) -> UnitNet:
+    """ADDA's LeNet, seed 000 Table 7: conv-ReLU-maxpool units ``conv1``, ``conv2``, ``fc1``, head.
+
+    ``conv1``: conv5x5x20 - ReLU - maxpool 2x2; ``conv2``: conv5x5x50 - ReLU - maxpool 2x2;
+    ``fc1``: flatten - Linear(800 -> 500) - ReLU; ``head``: Linear(500 -> num_classes).
+    Documented deviation: Table 7 prints conv2 as 5x5x20, but its fc1 is 800x500, which
+    needs 50 channels (4*4*50 = 800 at 28x28, as in Caffe's LeNet used by ADDA); we use 50.
+    """
+    shape = _shape3(in_channels, image_size)
+    units = OrderedDict(conv1=_conv_unit(shape[0], 20, kernel=5, pad=0, bn=False),
+                        conv2=_conv_unit(20, 50, kernel=5, pad=0, bn=False))
+    units["fc1"] = _fc_unit(_flat_dim("lenet", units, shape), 500)
+    return UnitNet(units, make_head("linear", 500, num_classes), name="lenet", input_shape=shape)
+
+
+def convnet7(num_classes: int, in_channels: int = 1, image_size=28, dropout: float = 0.0) -> UnitNet:
+    """The "7 layers network (5 conv + 2 fc one-layer units)" of seed 002 §4.
+
+    The paper gives no sizes; our choice: ``conv1..conv5`` are conv3x3 (pad 1) - BN - ReLU
+    with 32, 32, 64, 64, 128 channels and a 2x2 max pool ending conv2, conv4 and conv5
+    (28 px -> 3x3x128, 32 px -> 4x4x128); ``fc1``: flatten - Linear(->128) - ReLU
+    (- Dropout(``dropout``), off by default); ``head``: Linear(128 -> num_classes).
+    """
+    shape = _shape3(in_channels, image_size)
+    units = OrderedDict(conv1=_conv_unit(shape[0], 32, pool=False), conv2=_conv_unit(32, 32),
+                        conv3=_conv_unit(32, 64, pool=False), conv4=_conv_unit(64, 64),
+                        conv5=_conv_unit(64, 128))
+    units["fc1"] = _fc_unit(_flat_dim("convnet7", units, shape), 128, dropout)
+    return UnitNet(units, make_head("linear", 128, num_classes), name="convnet7", input_shape=shape)
+
+
+# ---- ResNet-18 (torchvision layout) ----------------------------------------------------
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock (same submodule names, so its weights load as is)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+def _res_layer(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+    down = None
+    if stride != 1 or inplanes != planes:
+        down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
+                             nn.BatchNorm2d(planes))
+    return nn.Sequential(BasicBlock(inplanes, planes, stride, down), BasicBlock(planes, planes))
+
+
+def resnet18(num_classes: int, in_channels: int = 3, image_size=224,
+             small_input: bool | None = None) -> UnitNet:
+    """ResNet-18 (seed 000 §b, torchvision layout): units ``stem``, ``layer1..layer4``, head.
+
+    ``stem`` holds torchvision's ``conv1, bn1, relu, maxpool`` (conv7x7 s2 + maxpool 3x3 s2);
+    ``small_input=True`` (default when ``image_size < 64``) uses a conv3x3 s1 and no maxpool,
+    as CIFAR ResNets do. Pool: global average pool + flatten; head: Linear(512 -> num_classes).
+    Weights are initialised as in torchvision (Kaiming-normal convs, BN = identity).
+    """
+    shape = _shape3(in_channels, image_size)
+    if small_input is None:
+        small_input = min(shape[1:]) < 64
+    if small_input:
+        conv1, maxpool = nn.Conv2d(shape[0], 64, 3, 1, 1, bias=False), nn.Identity()
+    else:
+        conv1, maxpool = nn.Conv2d(shape[0], 64, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)
+    stem = nn.Sequential(OrderedDict(conv1=conv1, bn1=nn.BatchNorm2d(64), relu=nn.ReLU(inplace=True),
+                                     maxpool=maxpool))
+    units = OrderedDict(stem=stem, layer1=_res_layer(64, 64, 1), layer2=_res_layer(64, 128, 2),
+                        layer3=_res_layer(128, 256, 2), layer4=_res_layer(256, 512, 2))
+    for m in units.values():
+        for mod in m.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+    pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    net = UnitNet(units, make_head("linear", 512, num_classes), pool=pool, name="resnet18", input_shape=shape)
+    net.small_input = bool(small_input)
+    return net
+
+
+def _torchvision_key(key: str) -> str:
+    if key.startswith(("conv1.", "bn1.")):
+        return "units.stem." + key
+    if key.startswith("layer"):
+        return "units." + key
+    if key.startswith("fc."):
+        return "head." + key[3:]
+    return key
+
+
+def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1") -> dict[str, list[str]]:
+    """Load torchvision ResNet-18 weights into a :func:`resnet18` UnitNet.
+
+    weights: a torchvision weights name (imports torchvision lazily, may download) or a
+        state dict in torchvision's layout. ``fc`` goes to the head only if shapes match.
+        For a 1-channel net the RGB ``conv1`` filters are summed over input channels.
+    Returns ``{"loaded": [...], "skipped": [...]}`` (keys in ``net``'s layout).
+    """
+    if isinstance(weights, Mapping):
+        sd = weights
+    else:
+        try:
+            import torchvision
+        except ImportError as e:
+            raise TransferkitError("loading torchvision weights needs torchvision: "
+                                   "pip install 'transferkit[vision]'") from e
+        sd = torchvision.models.resnet18(weights=weights).state_dict()
+    own = net.state_dict()
+    check("units.stem.conv1.weight" in own and "units.layer4.1.bn2.weight" in own,
+          f"load_torchvision_weights expects a resnet18 UnitNet, got {getattr(net, 'name', net)!r}")
+    new, loaded, skipped = {}, [], []
+    for k, v in sd.items():
+        nk = _torchvision_key(k)
+        if nk.startswith("head.") and (nk not in own or own[nk].shape != v.shape):
+            skipped.append(nk)
+            continue
+        check(nk in own, f"unexpected torchvision key {k!r}: is this a ResNet-18 state dict?")
+        if nk == "units.stem.conv1.weight" and own[nk].shape != v.shape:
+            if own[nk].shape[1] == 1 and v.shape[1] == 3 and own[nk].shape[2:] == v.shape[2:]:
+                v = v.sum(1, keepdim=True)
+            else:
+                raise TransferkitError(
+                    f"stem conv1 has shape {tuple(own[nk].shape)} but the weights have {tuple(v.shape)}: "
+                    "build resnet18 with small_input=False (7x7 stem) and 1 or 3 input channels")
+        check(own[nk].shape == v.shape,
+              f"shape mismatch for {nk}: {tuple(own[nk].shape)} vs {tuple(v.shape)}")
+        new[nk] = v
+        loaded.append(nk)
+    missing = [k for k in own if k not in new and not k.startswith("head.")]
+    check(not missing, f"torchvision weights lack {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    net.load_state_dict(new, strict=False)
+    return {"loaded": loaded, "skipped": skipped}
+
+
+# ---- registry --------------------------------------------------------------------------
+
+BACKBONES: dict[str, Callable[..., UnitNet]] = {
+    "convnet4": convnet4, "lenet": lenet, "convnet7": convnet7, "resnet18": resnet18,
+}
+
+
+def list_backbones() -> list[str]:
+    return sorted(BACKBONES)
+
+
+def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size=28,
+                   head: str = "linear", **kw) -> UnitNet:
+    """Build a registered backbone; ``head`` picks the classifier kind, ``kw`` go to the builder."""
+    if name not in BACKBONES:
+        raise UnknownNameError("backbone", name, BACKBONES)
+    fn = BACKBONES[name]
+    fixed = ("num_classes", "in_channels", "image_size")
+    known = [p for p in inspect.signature(fn).parameters if p not in fixed]
+    for k in kw:
+        if k not in known:
+            raise UnknownNameError(f"option of backbone {name!r}", k, known)
+    net = fn(num_classes, in_channels=in_channels, image_size=image_size, **kw)
+    if head != "linear":
+        net.reset_classifier(num_classes, head)
+    return net
+
+
+# ---- adapters --------------------------------------------------------------------------
+
+def _merge(named: Sequence[tuple[str, nn.Module]]) -> nn.Module:
+    if len(named) == 1:
+        return named[0][1]
+    return nn.Sequential(OrderedDict((n.replace(".", "_"), m) for n, m in named))
+
+
+def _auto_name(k: int, group: Sequence[str]) -> str:
+    if len(group) == 1 and not group[0].isdigit() and "." not in group[0]:
+        return group[0]
+    return f"unit{k + 1}"
+
+
+def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: nn.Module | None = None,
+                    input_shape: Sequence[int] | None = None, name: str = "sequential") -> UnitNet:
+    """Cut an ``nn.Sequential`` into units (modules are shared, not copied).
+
+    The head is child ``head_index`` together with any children after it (e.g. a trailing
+    softmax); the children before it are the feature units, grouped by ``units``:
+    ``None`` (each child is a unit), a list of group sizes (``[2, 2, 1]``), a list of lists of
+    child names (``[["0", "1"], ["2"]]``) or a dict ``unit name -> child name(s)``. Groups
+    must cover the feature children in order. Unnamed units are called after their child
+    when it is a single named child, else ``unit1, unit2, ...``.
+    """
+    children = list(seq.named_children())
+    check(len(children) >= 1, "from_sequential needs a non-empty nn.Sequential")
+    h = head_index + len(children) if head_index < 0 else head_index
+    check(0 <= h < len(children), f"head_index {head_index} out of range for {len(children)} children")
+    feats, head_children = children[:h], children[h:]
+    child_names = [n for n, _ in feats]
+    if units is None:
+        groups = [[n] for n in child_names]
+    elif isinstance(units, Mapping):
+        groups = [[g] if isinstance(g, str) else list(g) for g in units.values()]
+    elif all(isinstance(u, int) for u in units):
+        check(all(u > 0 for u in units) and sum(units) == len(child_names),
+              f"unit sizes {list(units)} must be positive and sum to the {len(child_names)} feature children")
+        ends = [sum(units[: i + 1]) for i in range(len(units))]
+        groups = [child_names[e - s:e] for s, e in zip(units, ends)]
+    else:
+        groups = [[g] if isinstance(g, str) else list(g) for g in units]
+    flat = [str(n) for g in groups for n in g]
+    check(flat == child_names,
+          f"unit groups {groups} must list the feature children {child_names} once each, in order")
+    names = list(units) if isinstance(units, Mapping) else [_auto_name(k, g) for k, g in enumerate(groups)]
+    check(len(set(names)) == len(names), f"duplicate unit names {names}")
+    mods = dict(feats)
+    body = OrderedDict((n, _merge([(c, mods[c]) for c in g])) for n, g in zip(names, groups))
+    return UnitNet(body, _merge(head_children), pool=pool, name=name, input_shape=input_shape)
+
+
+def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Module | None = None,
+                 input_shape: Sequence[int] | None = (3, 224, 224), name: str | None = None) -> UnitNet:
+    """Cut a torchvision/timm-like model into units by (dotted) attribute names; modules are shared.
+
+    units: a list of attribute names (an entry may be a list of names merged into one
+        ``nn.Sequential``), or a dict ``unit name -> attribute name(s)``, e.g.
+        ``{"stem": ["conv1", "bn1", "relu", "maxpool"], "layer1": "layer1", ...}``.
+    head: attribute name(s) of the classifier. Functional code in ``model.forward`` (e.g.
+        ``torch.flatten``) is not captured: give it as ``pool`` (default ``nn.Flatten()``),
+        e.g. ``nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())`` for a ResNet.
+    """
+    known = [n for n, _ in model.named_modules() if n]
+
+    def get(path: str) -> nn.Module:
+        try:
+            return model.get_submodule(path)
+        except AttributeError:
+            raise UnknownNameError("module", path, known) from None
+
+    def group(spec) -> list[str]:
+        return [spec] if isinstance(spec, str) else list(spec)
+
+    if isinstance(units, Mapping):
+        specs = [(n, group(s)) for n, s in units.items()]
+    else:
+        specs = []
+        for k, s in enumerate(units):
+            g = group(s)
+            specs.append((g[0].replace(".", "_") if len(g) == 1 else f"unit{k + 1}", g))
+    used = [p for _, g in specs for p in g] + group(head)
+    check(len(set(used)) == len(used), f"a module is used twice in units/head: {used}")
+    body = OrderedDict((n, _merge([(p, get(p)) for p in g])) for n, g in specs)
+    head_mod = _merge([(p, get(p)) for p in group(head)])
+    return UnitNet(body, head_mod, pool=pool, name=name or type(model).__name__.lower(),
+                   input_shape=input_shape)

@@ -1,0 +1,114 @@
+"""The ``transferkit`` command line. User mistakes print one clear line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _domains(args) -> None:
+    from .data import list_domains, list_shifts
+    print(f"{'domain':<12} {'images':>7} {'classes':>7} {'channels':>8} {'size':>5}  description")
+    for d in list_domains():
+        print(f"{d['name']:<12} {d['size']:>7} {len(d['classes']):>7} {d['channels']:>8} "
+              f"{d['image_size']:>5}  {d['description']}")
+    print("\nshifts (append to any domain, e.g. mnist+blur, mnist+rotation+noise):")
+    for s in list_shifts():
+        print(f"  {s['name']:<14} {s['description']}")
+    print("\nuser data: folder:PATH (one subfolder per class), npz:PATH (arrays x, y)")
+
+
+def _show(args) -> None:
+    from .data import load_domain
+    from .plots import sample_grid
+    domain = load_domain(args.domain, seed=args.seed, size=args.size)
+    path = sample_grid(domain, args.out, per_class=args.per_class, seed=args.seed)
+    print(f"{domain.name}: {len(domain)} images, {domain.num_classes} classes -> {path}")
+
+
+def _methods(args) -> None:
+    from .methods import METHODS
+    for name, cls in sorted(METHODS.items()):
+        print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description}")
+
+
+def _run(args) -> None:
+    from .config import load_config
+    from .experiment import run_experiment
+    from .results import markdown_table, summarize
+    cfg = load_config(args.config, args.set)
+    run_dir, rows = run_experiment(cfg, run_dir=args.resume)
+    print("\n" + markdown_table(summarize(rows)))
+    print(f"results: {Path(run_dir) / 'results.json'}")
+
+
+def _bench(args) -> None:
+    from .bench import run_benchmark
+    bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume)
+    print(f"results: {bench_dir / 'results.json'}")
+
+
+def _demo(args) -> None:
+    args.name = "demo"
+    _bench(args)
+
+
+def _summary(args) -> None:
+    from .results import markdown_table, summarize
+    data = json.loads(Path(args.results).read_text())
+    print(markdown_table(summarize(data["rows"])))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transferkit", description="Label-efficient transfer learning across "
+                                "domains and tasks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("domains", help="list built-in domains and shifts")
+    s.set_defaults(func=_domains)
+    s = sub.add_parser("show", help="save a picture of samples per class")
+    s.add_argument("domain")
+    s.add_argument("--out", default="grid.png")
+    s.add_argument("--per-class", type=int, default=8)
+    s.add_argument("--size", type=int, default=28)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_show)
+    s = sub.add_parser("methods", help="list methods")
+    s.set_defaults(func=_methods)
+    s = sub.add_parser("run", help="run an experiment from a YAML config")
+    s.add_argument("config", nargs="?", help="YAML file (omit to use the defaults with --set)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.steps=100 (repeatable)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")
+    s.set_defaults(func=_run)
+    for name, helptext in (("bench", "run a benchmark suite"), ("demo", "the main job: syndigits -> mnist, k=5")):
+        s = sub.add_parser(name, help=helptext)
+        if name == "bench":
+            s.add_argument("name")
+        s.add_argument("--quick", action="store_true", help="a few-minute version")
+        s.add_argument("--out", default="runs")
+        s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory")
+        s.set_defaults(func=_bench if name == "bench" else _demo)
+    s = sub.add_parser("summary", help="print the table of a results.json")
+    s.add_argument("results")
+    s.set_defaults(func=_summary)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import TransferkitError
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TransferkitError as e:
+        print(f"transferkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transferkit: interrupted; finished jobs and checkpoints are kept (use --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

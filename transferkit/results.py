@@ -1,0 +1,56 @@
+"""Results: one stable JSON shape for runs and benchmarks, and the tables printed from it.
+
+``results.json`` is ``{"name": ..., "config": {...}, "rows": [...]}`` with one row per
+(method, source, target, setting, seed) holding at least ``method``, ``source``,
+``target``, ``setting``, ``seed``, ``accuracy`` (target test accuracy in [0, 1]) and
+``wall_s``; methods may add fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .evaluate import mean_se
+from .io import write_json, write_text
+
+ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
+
+
+def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
+    """Group rows by (method, source, target, setting): mean and standard error of the
+    accuracy over seeds, number of seeds, mean wall seconds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["source"], r["target"], r["setting"]), []).append(r)
+    out = []
+    for (method, source, target, setting), rs in groups.items():
+        mean, se = mean_se(r["accuracy"] for r in rs)
+        summary = {"method": method, "source": source, "target": target, "setting": setting,
+                   "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
+                   "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
+                   "seeds": sorted(r["seed"] for r in rs)}
+        for key in extra_keys:
+            if key in rs[0]:
+                summary[key] = mean_se(r[key] for r in rs)[0]
+        out.append(summary)
+    return out
+
+
+def markdown_table(summary: list[dict]) -> str:
+    """The results table: accuracy in percent, mean ± standard error over seeds."""
+    lines = ["| method | source | target | setting | target accuracy (%) | n | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['method']} | {s['source']} | {s['target']} | {s['setting']} | "
+                     f"{100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_se']:.1f} | {s['n']} | "
+                     f"{s['wall_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(run_dir: Path, name: str, config: dict, rows: list[dict]) -> Path:
+    """Write ``results.json`` and ``results.md`` atomically; return the JSON path."""
+    summary = summarize(rows)
+    path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows,
+                                                 "summary": summary})
+    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary))
+    return path

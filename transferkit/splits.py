@@ -1,0 +1,200 @@
+"""Train/val/test splits, k-shot sampling and per-class subsampling.
+
+* :func:`split_domain` -- a fixed stratified split per domain (seed 002 §5.1 keeps separate
+  validation data for early stopping and unit selection; seed 000 §4 evaluates on held-out
+  target data).
+* :func:`sample_k_shot` -- k labelled samples per class, the rest unlabelled (seed 000 §4.1,
+  k-shot SVHN 0-4 -> MNIST 5-9 over random subsets).
+* :func:`subsample_per_class` -- the subsampling ratios of seed 002 Table 2 (~3, 30, 300
+  images per class).
+
+All selections are vectorised: a seeded ``torch.randperm`` followed by a stable sort by class
+gives every sample its random rank within its class.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .domain import Domain
+from .errors import TransferkitError, check
+
+
+@dataclass
+class Split:
+    train: Domain
+    val: Domain
+    test: Domain
+
+    def sizes(self) -> dict:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def class_ranks(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random rank ``0..n_c-1`` for every sample within its class."""
+    n = labels.shape[0]
+    perm = torch.randperm(n, generator=generator)
+    order = perm[torch.argsort(labels[perm], stable=True)]
+    sorted_labels = labels[order]
+    counts = torch.bincount(sorted_labels)
+    starts = torch.cumsum(counts, 0) - counts
+    ranks = torch.empty(n, dtype=torch.long)
+    ranks[order] = torch.arange(n) - starts[sorted_labels]
+    return ranks
+
+
+def _part_sizes(counts: torch.Tensor, val_fraction: float, test_fraction: float):
+    """Per-class test and val sizes, leaving at least one training sample per class."""
+    n_test = torch.round(counts * test_fraction).long()
+    n_val = torch.round(counts * val_fraction).long()
+    room = (counts - 1).clamp_min(0)
+    n_test = torch.minimum(n_test, room)
+    n_val = torch.minimum(n_val, room - n_test)
+    return n_test, n_val
+
+
+def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int) -> torch.Tensor:
+    """0 = train, 1 = val, 2 = test for every element of ``labels`` (stratified)."""
+    if labels.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
+    ranks = class_ranks(labels, _generator(seed))
+    n_test, n_val = _part_sizes(torch.bincount(labels), val_fraction, test_fraction)
+    test = ranks < n_test[labels]
+    val = ~test & (ranks < (n_test + n_val)[labels])
+    return test.long() * 2 + val.long()
+
+
+def _group_labels(domain: Domain) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group index of every sample and the majority label of every group."""
+    _, inverse = torch.unique(domain.groups, return_inverse=True)
+    n_groups, c = int(inverse.max()) + 1, domain.num_classes
+    votes = torch.bincount(inverse * c + domain.labels, minlength=n_groups * c).view(n_groups, c)
+    return inverse, votes.argmax(1)
+
+
+def split_domain(domain: Domain, val_fraction: float = 0.15, test_fraction: float = 0.25,
+                 seed: int = 0) -> Split:
+    """Stratified train/val/test split, fixed for a domain (``seed`` defaults to 0 and is
+    independent of the experiment seed). Each class contributes ``round(fraction * n_c)``
+    samples to val and test, keeping at least one for train. With ``groups`` (frames of one
+    video) whole groups are split, stratified by each group's majority label."""
+    check(0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
+          f"split fractions must be in [0, 1) and sum below 1 (val={val_fraction}, test={test_fraction})")
+    if domain.groups is None or len(domain) == 0:
+        part = _assign(domain.labels, val_fraction, test_fraction, seed)
+    else:
+        inverse, group_labels = _group_labels(domain)
+        part = _assign(group_labels, val_fraction, test_fraction, seed)[inverse]
+    info = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": seed}
+
+    def take(code: int, tag: str) -> Domain:
+        sub = domain.subset(part == code, name=f"{domain.name}/{tag}")
+        sub.provenance = {**domain.provenance, "split": tag, **info}
+        return sub
+
+    return Split(take(0, "train"), take(1, "val"), take(2, "test"))
+
+
+def _per_class(domain: Domain, n: int, seed: int) -> torch.Tensor:
+    """Mask of at most ``n`` randomly chosen samples per class."""
+    return class_ranks(domain.labels, _generator(seed)) < n
+
+
+def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
+    """Exactly ``k`` labelled samples of every class present, chosen with ``seed``; the rest
+    is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1."""
+    check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, got {k!r}")
+    counts = domain.class_counts()
+    present = domain.present_classes()
+    check(len(present) > 0, f"domain {domain.name!r} is empty; cannot sample k-shot")
+    smallest = min(present, key=lambda c: int(counts[c]))
+    if k > int(counts[smallest]):
+        raise TransferkitError(
+            f"k={k} is larger than the smallest class (class {domain.class_names[smallest]} has "
+            f"{int(counts[smallest])} samples) in domain {domain.name!r}")
+    mask = _per_class(domain, k, seed)
+    labeled = domain.subset(mask, name=f"{domain.name}/{k}-shot")
+    unlabeled = domain.subset(~mask, name=f"{domain.name}/unlabeled")
+    labeled.provenance = {**domain.provenance, "k_shot": k, "k_shot_seed": seed, "part": "labeled"}
+    unlabeled.provenance = {**domain.provenance, "k_shot": k, "k_shot_seed": seed, "part": "unlabeled"}
+    return labeled, unlabeled
+
+
+def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
+    """At most ``n`` randomly chosen samples per class (seed 002 Table 2 subsampling ratios)."""
+    check(isinstance(n, int) and not isinstance(n, bool) and n >= 1, f"n must be an integer >= 1, got {n!r}")
+    sub = domain.subset(_per_class(domain, n, seed), name=f"{domain.name}/{n}-per-class")
+    sub.provenance = {**domain.provenance, "per_class": n, "subsample_seed": seed}
+    return sub
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
+    """Class ids from ``"0-4"``, ``"5,6,7"``, ``"0-2,7"``, ``[0, 1]`` or class names
+    (``"cat,dog"``, ``["cat"]``). ``"all"`` means every class of ``domain``. Ids are checked
+    against ``domain`` when given; names need a domain."""
+    if isinstance(text_or_list, str):
+        text = text_or_list.strip()
+        check(text != "", "empty class subset: the class list is empty")
+        if text.lower() == "all":
+            check(domain is not None, "'all' classes needs a domain")
+            return list(range(domain.num_classes))
+        items = [t.strip() for t in text.split(",")]
+        check(all(items), f"class list {text_or_list!r} has an empty entry")
+    elif isinstance(text_or_list, int) and not isinstance(text_or_list, bool):
+        items = [text_or_list]
+    else:
+        try:
+            items = list(text_or_list)
+        except TypeError:
+            raise TransferkitError(f"cannot read classes from {text_or_list!r}; use '0-4', '5,6,7', "
+                                   f"a list of ids or a list of names") from None
+    ids: list[int] = []
+    for item in items:
+        ids.extend(_parse_item(item, domain))
+    check(len(ids) > 0, f"empty class subset: class list {text_or_list!r} is empty")
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    check(not dupes, f"class list {text_or_list!r} repeats class(es) {dupes}")
+    return ids
+
+
+def _parse_item(item, domain: Domain | None) -> list[int]:
+    if isinstance(item, bool):
+        raise TransferkitError(f"invalid class {item!r}")
+    if isinstance(item, str):
+        if domain is not None and item in domain.class_names:
+            return [domain.class_names.index(item)]
+        m = _RANGE.match(item)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            check(lo <= hi, f"empty class range {item!r} (start {lo} > end {hi})")
+            return [_check_id(i, domain) for i in range(lo, hi + 1)]
+        if item.lstrip("-").isdigit():
+            return [_check_id(int(item), domain)]
+        if domain is None:
+            raise TransferkitError(f"class name {item!r} needs a domain to resolve")
+        raise TransferkitError(f"unknown class {item!r} in domain {domain.name!r}; classes are "
+                               f"{domain.class_names}")
+    try:
+        i = int(item)
+    except (TypeError, ValueError):
+        raise TransferkitError(f"invalid class {item!r}") from None
+    check(i == item, f"invalid class {item!r} (not an integer)")
+    return [_check_id(i, domain)]
+
+
+def _check_id(i: int, domain: Domain | None) -> int:
+    check(i >= 0, f"class id {i} is negative")
+    if domain is not None:
+        check(i < domain.num_classes, f"class id {i} out of range [0, {domain.num_classes - 1}] for "
+                                      f"domain {domain.name!r}")
+    return i

@@ -1,0 +1,181 @@
+"""Bring your own data: image folders, ``.npz`` arrays and torchvision datasets as Domains."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .domain import Domain
+from .errors import TransferkitError, UnknownNameError, check
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+# ---- image folders -----------------------------------------------------------------------
+def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders; expected "
+                            f"one sub-folder per class (e.g. {root}/cat/001.png)")
+    files = []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (root / name).rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        check(len(found) > 0, f"class folder {str(root / name)!r} contains no images "
+                              f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for p in found:
+            rel = p.relative_to(root / name)
+            files.append((p, label, str(Path(name) / rel.parent) if len(rel.parts) > 1 else None))
+    return classes, files
+
+
+def _read_image(path: Path, size: int | None, mode: str | None):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if mode is None:
+                mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+            im = im.convert(mode)
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            arr = np.asarray(im, dtype=np.uint8)
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for corrupt files
+        raise TransferkitError(f"cannot read image file {str(path)!r}: {e}") from None
+    return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def load_image_folder(path: str | os.PathLike, size: int | None = None,
+                      channels: int | None = None) -> Domain:
+    """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP; class names = sorted sub-folder
+    names). ``channels`` 1 or 3 converts every image; ``None`` keeps grayscale if all images
+    are grayscale, otherwise RGB. Images of different sizes need ``size`` (they are resized to
+    ``size x size``). Images inside a further sub-folder of a class folder (``cat/video7/f.png``)
+    share a group id per sub-folder (frames of one video); other images get a group each."""
+    root = Path(path).expanduser()
+    check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory")
+    check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
+    classes, files = _class_files(root)
+    mode = {1: "L", 3: "RGB", None: None}[channels]
+    arrays = [_read_image(p, size, mode) for p, _, _ in files]
+    if channels is None and len({a.shape[2] for a in arrays}) > 1:
+        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
+    first = arrays[0].shape
+    for (p, _, _), a in zip(files, arrays):
+        if a.shape[:2] != first[:2]:
+            raise TransferkitError(
+                f"images in {str(root)!r} have different sizes: {str(files[0][0])!r} is "
+                f"{first[1]}x{first[0]} but {str(p)!r} is {a.shape[1]}x{a.shape[0]}; pass a size "
+                f"(e.g. --size 28) to resize them")
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+    y = torch.tensor([label for _, label, _ in files])
+    keys = [g if g is not None else str(p) for p, _, g in files]
+    groups = None
+    if any(g is not None for _, _, g in files):
+        ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        groups = torch.tensor([ids[k] for k in keys])
+    return Domain(root.name or str(root), x.contiguous(), y, classes, groups,
+                  {"origin": f"folder:{root}", "files": len(files)})
+
+
+# ---- npz arrays -------------------------------------------------------------------------------
+def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    check(x.ndim in (3, 4), f"{where}: 'x' must be N x H x W, N x H x W x C or N x C x H x W, "
+                            f"got shape {x.shape}")
+    if x.ndim == 3:
+        return x[:, None]
+    if x.shape[1] in (1, 3, 4) and not (x.shape[-1] in (1, 3, 4) and x.shape[1] > x.shape[-1]):
+        return x[:, :3] if x.shape[1] == 4 else x
+    check(x.shape[-1] in (1, 3, 4), f"{where}: cannot tell the channel axis of 'x' with shape "
+                                    f"{x.shape}; use 1, 3 or 4 channels")
+    return np.moveaxis(x[..., :3], -1, 1)
+
+
+def _images_float(x: np.ndarray, where: str) -> torch.Tensor:
+    if x.dtype == np.bool_:
+        return torch.from_numpy(x.astype(np.float32))
+    if x.dtype.kind in "iu":
+        check(x.size == 0 or (x.min() >= 0 and x.max() <= 255),
+              f"{where}: integer images must be in 0..255 (found {x.min()}..{x.max()})")
+        return torch.from_numpy(x.astype(np.float32) / 255)
+    check(x.dtype.kind == "f", f"{where}: 'x' must be uint8 or float, got dtype {x.dtype}")
+    check(x.size == 0 or bool(np.isfinite(x).all()), f"{where}: 'x' contains NaN or infinite values")
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    check(lo >= -1e-3 and hi <= 1 + 1e-3, f"{where}: float images must be in [0, 1] (found "
+                                          f"{lo:.3g}..{hi:.3g}); store uint8 0..255 or divide by 255")
+    return torch.from_numpy(np.clip(x, 0, 1).astype(np.float32))
+
+
+def _int_vector(a: np.ndarray, key: str, n: int, where: str) -> torch.Tensor:
+    check(a.ndim == 1, f"{where}: {key!r} must be 1-D, got shape {a.shape}")
+    check(len(a) == n, f"{where}: {key!r} has {len(a)} entries but 'x' has {n} images")
+    if a.dtype.kind == "f" and a.size and np.all(a == np.round(a)):
+        a = a.astype(np.int64)
+    check(a.dtype.kind in "iu", f"{where}: {key!r} must hold integers, got dtype {a.dtype}")
+    return torch.from_numpy(a.astype(np.int64))
+
+
+def load_npz(path: str | os.PathLike) -> Domain:
+    """A domain from an ``.npz`` file with ``x`` (N x H x W, N x H x W x C or N x C x H x W;
+    uint8 0..255 or float 0..1; an alpha channel is dropped), ``y`` (N integer labels >= 0),
+    optional ``class_names`` (one per label id; default ``"0"``, ``"1"``, ...) and optional
+    ``groups`` (N integer group ids)."""
+    p = Path(path).expanduser()
+    where = f"npz file {str(p)!r}"
+    check(p.is_file(), f"{where} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise TransferkitError(f"{where} cannot be read as .npz: {e}") from None
+    missing = [k for k in ("x", "y") if k not in data]
+    check(not missing, f"{where} lacks key(s) {missing}; found {sorted(data)} (need 'x' and 'y')")
+    x = _images_float(_images_nchw(data["x"], where), where)
+    n = x.shape[0]
+    y = _int_vector(data["y"], "y", n, where)
+    check(n == 0 or int(y.min()) >= 0, f"{where}: labels must be >= 0 (found {int(y.min()) if n else 0})")
+    n_classes = int(y.max()) + 1 if n else 0
+    if "class_names" in data:
+        names = [str(s) for s in np.asarray(data["class_names"]).reshape(-1)]
+        check(len(names) >= n_classes, f"{where}: {len(names)} class_names but labels go up to "
+                                       f"{n_classes - 1}")
+        check(len(set(names)) == len(names), f"{where}: class_names are not unique")
+    else:
+        names = [str(i) for i in range(n_classes)]
+    groups = _int_vector(data["groups"], "groups", n, where) if "groups" in data else None
+    return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}"})
+
+
+# ---- torchvision --------------------------------------------------------------------------------
+def load_torchvision(name: str, root: str | os.PathLike, train: bool = True) -> Domain:
+    """MNIST, SVHN, USPS or CIFAR10 through torchvision (downloaded into ``root``). Needs the
+    vision extra: ``pip install transferkit[vision]``."""
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise TransferkitError("torchvision is not installed; install the vision extra: "
+                               "pip install transferkit[vision]") from None
+    key = name.lower()
+    root = str(Path(root).expanduser())
+    split = "train" if train else "test"
+    if key == "mnist":
+        ds = tvd.MNIST(root, train=train, download=True)
+        x, y, names = np.asarray(ds.data)[:, None], np.asarray(ds.targets), [str(i) for i in range(10)]
+    elif key == "usps":
+        ds = tvd.USPS(root, train=train, download=True)
+        x, y, names = np.asarray(ds.data)[:, None], np.asarray(ds.targets), [str(i) for i in range(10)]
+    elif key == "svhn":
+        ds = tvd.SVHN(root, split=split, download=True)
+        x, y, names = np.asarray(ds.data), np.asarray(ds.labels) % 10, [str(i) for i in range(10)]
+    elif key == "cifar10":
+        ds = tvd.CIFAR10(root, train=train, download=True)
+        x, y, names = np.moveaxis(np.asarray(ds.data), -1, 1), np.asarray(ds.targets), list(ds.classes)
+    else:
+        raise UnknownNameError("torchvision dataset", name, ["cifar10", "mnist", "svhn", "usps"])
+    images = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255)
+    return Domain(f"{key}-{split}", images, torch.from_numpy(y.astype(np.int64)), names,
+                  provenance={"origin": f"torchvision.datasets.{type(ds).__name__}", "split": split})

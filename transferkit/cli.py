@@ -45,7 +45,11 @@ def _run(args) -> None:
 
 
 def _bench(args) -> None:
-    from .bench import run_benchmark
+    from .bench import load_suites, run_benchmark
+    if args.name == "list":
+        for name, (_, description) in sorted(load_suites().items()):
+            print(f"{name:<12} {description}")
+        return
     bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume)
     print(f"results: {bench_dir / 'results.json'}")
 
@@ -82,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")
     s.set_defaults(func=_run)
-    for name, helptext in (("bench", "run a benchmark suite"), ("demo", "the main job: syndigits -> mnist, k=5")):
+    for name, helptext in (("bench", "run a benchmark suite (see `transferkit bench list`)"),
+                           ("demo", "the main job: syndigits -> mnist, k=5")):
         s = sub.add_parser(name, help=helptext)
         if name == "bench":
             s.add_argument("name")

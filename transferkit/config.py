@@ -40,6 +40,7 @@ class ExperimentConfig:
     repeats: int = 3
     seed: int = 0
     val_per_class: int | None = None  # cap on labelled target validation examples per class
+    select_on: str = "target_val"  # early stopping / model selection: target_val | source_val | none
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, eval_every=100))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, eval_every=25))
     options: dict = field(default_factory=dict)  # per-method keyword arguments: {method: {key: value}}
@@ -50,8 +51,11 @@ class ExperimentConfig:
         check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
         check(self.k is None or self.k >= 1, f"k must be >= 1, got {self.k}")
         check(self.ratio is None or self.ratio >= 1, f"ratio must be >= 1, got {self.ratio}")
-        check(not (self.k is not None and self.ratio is not None), "give k or ratio, not both (set k: null to use ratio)")
+        check(not (self.k is not None and self.ratio is not None),
+              "give k or ratio, not both (set k: null to use ratio)")
         check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
+        check(self.select_on in ("target_val", "source_val", "none"),
+              f"select_on must be target_val, source_val or none, got {self.select_on!r}")
         check(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints when a checkpoint dir is given
     cache_frozen: bool = True
     cache_limit_mb: int = 2048
-    progress: bool = False
+    progress: bool | None = None  # tqdm bar; None: when stderr is a terminal
 
     def __post_init__(self):
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -177,8 +178,8 @@ class Engine:
             if self.metrics_path and self.metrics_path.exists():
                 history = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= state["step"]]
 
-        bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress, desc=method.name,
-                   leave=False)
+        show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+        bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)
         while state["step"] < cfg.steps and not state["stopped"]:
             step = state["step"]
             p = step / cfg.steps

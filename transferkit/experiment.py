@@ -142,6 +142,13 @@ def source_only_forward(net, data: Prepared):
     return lambda x: net(x)[:, cols]
 
 
+def selection_domain(cfg: ExperimentConfig, data: Prepared) -> Domain | None:
+    """The labelled domain that early stopping / model selection looks at (never the test
+    split): the target validation split (seed 002 protocol), the source validation split
+    (no target label used, the unsupervised setting), or none (fixed budget)."""
+    return {"target_val": data.target.val, "source_val": data.source.val, "none": None}[cfg.select_on]
+
+
 def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
     if cfg.k is not None:
         return sample_k_shot(target.train, cfg.k, seed)
@@ -174,7 +181,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     pretrained, pre_info = None, {}
     if any(m.needs_pretrained or m is SourceOnly for m in methods):
         pretrained, pre_info = pretrain_source(cfg, data, log)
-        log(f"source network: val accuracy {pre_info.get('val_accuracy')}, {pre_info['wall_s']:.1f}s"
+        val_acc = pre_info.get("val_accuracy")
+        log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
+            f"{pre_info['wall_s']:.1f}s"
             f"{' (cached)' if pre_info['cached'] else ''}")
     rows = []
     base = {"source": cfg.source, "target": cfg.target, "setting": cfg.setting}
@@ -203,16 +212,19 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
                 if "target" in cls.streams:
                     retarget_head(net, data.source.train.class_names, data.target.train.class_names)
                 method = cls(net, **cfg.options.get(cls.name, {}))
-                engine = Engine(cfg.train, seed=seed, checkpoint_dir=run_dir / "checkpoints" / job.stem,
-                                metrics_path=run_dir / "metrics.jsonl")
-                fit = engine.fit(method, source=data.source.train, target=labeled, unlabeled=unlabeled,
-                                 val=data.target.val)
+                def make_engine(tag, config=None, job=job, seed=seed):
+                    return Engine(config or cfg.train, seed=seed, metrics_path=run_dir / "metrics.jsonl",
+                                  checkpoint_dir=run_dir / "checkpoints" / job.stem / tag)
+
+                fit = method.fit_transfer(make_engine, source=data.source.train, target=labeled, unlabeled=unlabeled,
+                                          val=selection_domain(cfg, data))
                 report = evaluate_on(method, data.target.test)
                 row = {**base, "method": cls.name, "seed": seed, "accuracy": report["accuracy"],
                        "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
                        "steps": fit.steps, "best_step": fit.best_step, "n_labeled": len(labeled)}
-                row.update(getattr(method, "extra_results", lambda: {})())
+                row.update(method.extra_results())
             row["per_class_accuracy"] = report["per_class_accuracy"]
+            row["confusion"] = report["confusion"]
             if "group_accuracy" in report:
                 row["group_accuracy"] = report["group_accuracy"]
             write_json(job, row)

@@ -70,6 +70,19 @@ class Method(nn.Module):
             for p in self.net.unit(name).parameters():
                 p.requires_grad_(name in trainable)
 
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        """Train for transfer and return the :class:`~transferkit.engine.FitResult`.
+
+        The default is one engine run. Methods made of several trainings (two-stage
+        fine-tuning, flex-tuning's candidates, ADDA's two steps) override it and call
+        ``make_engine(tag)`` for each stage: each tag gets its own checkpoint directory,
+        so an interrupted stage resumes on its own."""
+        return make_engine("main").fit(self, source=source, target=target, unlabeled=unlabeled, val=val)
+
+    def extra_results(self) -> dict:
+        """Extra fields for this method's results row (e.g. the unit flex-tuning picked)."""
+        return {}
+
     def after_step(self, batch) -> None:
         """Hook after each optimiser step (e.g. target-encoder updates)."""
 

@@ -18,6 +18,8 @@ with :func:`register`.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,6 +27,8 @@ import torch.nn.functional as F
 from ..errors import UnknownNameError
 
 METHODS: dict[str, type["Method"]] = {}
+#: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
+PREFIXES: dict[str, Callable[[str], type["Method"]]] = {}
 
 
 def register(cls: type["Method"]) -> type["Method"]:
@@ -32,10 +36,21 @@ def register(cls: type["Method"]) -> type["Method"]:
     return cls
 
 
+def register_prefix(prefix: str):
+    """Register ``factory(arg) -> Method subclass`` for names ``"<prefix>:<arg>"``."""
+    def wrap(factory: Callable[[str], type["Method"]]):
+        PREFIXES[prefix] = factory
+        return factory
+    return wrap
+
+
 def get_method(name: str) -> type["Method"]:
-    if name not in METHODS:
-        raise UnknownNameError("method", name, METHODS)
-    return METHODS[name]
+    if name in METHODS:
+        return METHODS[name]
+    prefix, sep, arg = name.partition(":")
+    if sep and prefix in PREFIXES and arg:
+        return PREFIXES[prefix](arg)
+    raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES])
 
 
 class Method(nn.Module):

@@ -1,37 +1,261 @@
-"""Fine-tuning family (seed 002 §4 baselines, seed 004 linear probing / fine-tuning).
+"""Fine-tuning family (seed 002 §4-§5.1 baselines, seed 004 linear probing / two-stage
+fine-tuning, seed 001 slow fine-tuning).
 
 All start from the network pre-trained on the source and train on labelled target
-examples with cross entropy; they differ in which units they train.
+examples with cross entropy, ``L = CE(N(x), y)``; they differ in which parameters they
+train. With a network ``N = N_L o ... o N_1`` cut into units (seed 002 §3.2):
+
+* ``ft_all`` (``finetune``): every unit;
+* ``ft_fc`` / ``ft_fc1`` / ``ft_fc2``: the trailing fully connected units / the last one / the last two;
+* ``ft_unit:<name>``: one named unit ``N_l`` (the candidates of flex-tuning, Algorithm 1);
+* ``ft_ss``: the head plus per-channel scale ``g`` and shift ``b`` after every convolution and
+  linear layer, ``y -> g * y + b`` (seed 002 §5.1 "ft-ss", after [36]), weights frozen;
+* ``ft_slow``: every unit, the feature units with learning rate ``lr * backbone_lr_mult``;
+* ``linear_probe``: a new linear head on frozen features (seed 004);
+* ``two_stage``: ``ft_all``, then a new linear head trained on the frozen fine-tuned features (seed 004).
 """
 
 from __future__ import annotations
 
-from .base import Method, register
+import functools
+import time
+
+import torch
+import torch.nn as nn
+
+from ..backbones import HEAD
+from ..engine import FitResult
+from ..errors import check
+from .base import Method, register, register_prefix
+
+
+class _TargetCE(Method):
+    """Cross entropy on the labelled target; subclasses choose the trained units."""
+
+    def losses(self, batch):
+        return {"ce_target": self.supervised(batch.target)}
 
 
 @register
-class Finetune(Method):
+class Finetune(_TargetCE):
     """Fine-tune every unit on the labelled target ("ft-all" of seed 002, "fine-tuning" of
     seed 004 and seed 000 Table 1)."""
 
     name = "finetune"
     description = "pre-train on source, fine-tune all units on the target labels"
 
-    def losses(self, batch):
-        return {"ce_target": self.supervised(batch.target)}
+
+@register
+class FtAll(Finetune):
+    """Seed 002's name for :class:`Finetune`: ``N_ft-all`` of Algorithm 1 line 5."""
+
+    name = "ft_all"
+    description = "fine-tune every unit (seed 002 ft-all)"
+
+
+def fc_units(net) -> list[str]:
+    """The trailing units without convolution (the fully connected units, head included)."""
+    out = []
+    for name in reversed(net.unit_names):
+        if any(isinstance(m, nn.modules.conv._ConvNd) for m in net.unit(name).modules()):
+            break
+        out.insert(0, name)
+    return out
 
 
 @register
-class LinearProbe(Method):
-    """Freeze the pre-trained feature units and train a new linear head on the labelled
-    target (seed 004 "linear probing"; seed 001 "frozen features + linear classifier").
+class FtFc(_TargetCE):
+    """Tune only the last ``n`` fully connected units (seed 002 "ft-fc"); ``n=None``: all
+    trailing fully connected units. The engine caches the frozen prefix."""
+
+    name = "ft_fc"
+    n_fc: int | None = None
+    description = "tune the trailing fully connected units only (seed 002 ft-fc)"
+
+    def __init__(self, net, n: int | None = None):
+        super().__init__(net)
+        n = self.n_fc if n is None else n
+        fcs = fc_units(net)
+        check(n is None or 1 <= n <= len(net.unit_names), f"ft_fc: n must be in [1, {len(net.unit_names)}]")
+        self.units = fcs if n is None else net.unit_names[-n:]
+
+    def trainable_units(self):
+        return list(self.units)
+
+
+@register
+class FtFc1(FtFc):
+    """Tune only the last unit, the classifier (seed 002 "ft-fc (1)")."""
+
+    name = "ft_fc1"
+    n_fc = 1
+    description = "tune the last unit only (seed 002 ft-fc (1))"
+
+
+@register
+class FtFc2(FtFc):
+    """Tune the last two units (seed 002 "ft-fc (2)")."""
+
+    name = "ft_fc2"
+    n_fc = 2
+    description = "tune the last two units (seed 002 ft-fc (2))"
+
+
+@register
+class FtUnit(_TargetCE):
+    """Tune the units in ``unit`` (a name or a list of names), everything else frozen:
+    ``N_ft-l`` of seed 002 Algorithm 1 line 2. ``ft_unit:<name>`` fixes the unit."""
+
+    name = "ft_unit"
+    default_unit: str | None = None
+    description = "tune one named unit (seed 002 N_ft-l); name it as ft_unit:<unit>"
+
+    def __init__(self, net, unit: str | list[str] | None = None):
+        super().__init__(net)
+        unit = self.default_unit if unit is None else unit
+        check(unit is not None, "ft_unit needs a unit: use ft_unit:<name> or options {ft_unit: {unit: NAME}}")
+        self.units = [unit] if isinstance(unit, str) else list(unit)
+        for u in self.units:
+            net.unit(u)  # unknown names fail here, with the known ones
+
+    def trainable_units(self):
+        return list(self.units)
+
+
+@register_prefix("ft_unit")
+@functools.lru_cache(maxsize=None)
+def ft_unit_named(unit: str) -> type[FtUnit]:
+    """The class of ``ft_unit:<unit>`` (one class per unit name, cached)."""
+    return type(f"FtUnit_{unit}", (FtUnit,), {"name": f"ft_unit:{unit}", "default_unit": unit,
+                                               "__module__": __name__, "__doc__": FtUnit.__doc__})
+
+
+class ScaleShift(nn.Module):
+    """Per-channel ``y -> scale * y + shift`` on dimension 1, initialised to the identity."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+        self.shift = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (y.dim() - 2)
+        return y * self.scale.view(shape) + self.shift.view(shape)
+
+
+def _scale_shift_hook(module, inputs, output):
+    return module.scale_shift(output)
+
+
+def add_scale_shift(net, units: list[str]) -> list[ScaleShift]:
+    """Attach a :class:`ScaleShift` after every convolution and linear layer of ``units``
+    (as a ``scale_shift`` child and a forward hook; the original weights keep their keys)."""
+    added = []
+    for name in units:
+        for m in list(net.unit(name).modules()):
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and not hasattr(m, "scale_shift"):
+                m.scale_shift = ScaleShift(m.out_channels if hasattr(m, "out_channels") else m.out_features)
+                m.register_forward_hook(_scale_shift_hook)
+                added.append(m.scale_shift)
+    return added
+
+
+@register
+class FtSS(_TargetCE):
+    """Seed 002 §5.1 "ft-ss": tune the classifier and, at every layer of the feature units,
+    a per-channel scale ``g`` and shift ``b`` applied to the layer output, ``g * (W * x) + b``
+    (kernel scaling and bias shifting of [36]); the pre-trained weights stay frozen. The
+    scale/shift modules sit inside every unit, so the engine does not cache a prefix."""
+
+    name = "ft_ss"
+    cache_frozen_prefix = False
+    description = "tune the head plus per-channel scale and shift at every layer (seed 002 ft-ss)"
+
+    def __init__(self, net):
+        super().__init__(net)
+        self.scale_shifts = add_scale_shift(net, net.feature_names)
+
+    def trainable_units(self):
+        return [HEAD]
+
+    def ss_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.scale_shifts for p in m.parameters()]
+
+    def prepare(self, domains):
+        super().prepare(domains)
+        for p in self.ss_parameters():
+            p.requires_grad_(True)
+
+    def param_groups(self):
+        return [{"params": self.net.parameters_of([HEAD])}, {"params": self.ss_parameters()}]
+
+
+@register
+class FtSlow(_TargetCE):
+    """Fine-tune every unit, the feature units with a smaller learning rate
+    ``lr * backbone_lr_mult`` than the head (seed 001 "fine-tune the whole model" with a
+    small learning rate for the copied layers)."""
+
+    name = "ft_slow"
+    description = "tune everything, backbone with a smaller learning rate than the head (seed 001)"
+
+    def __init__(self, net, backbone_lr_mult: float = 0.1):
+        super().__init__(net)
+        check(backbone_lr_mult > 0, f"backbone_lr_mult must be > 0, got {backbone_lr_mult}")
+        self.backbone_lr_mult = backbone_lr_mult
+
+    def param_groups(self):
+        return [{"params": self.net.parameters_of(self.net.feature_names), "lr_mult": self.backbone_lr_mult},
+                {"params": self.net.parameters_of([HEAD])}]
+
+
+@register
+class LinearProbe(_TargetCE):
+    """Freeze the pre-trained feature units and train a linear head on the labelled target
+    (seed 004 "linear probing"; seed 001 "frozen features + linear classifier"). With
+    ``reset_head`` (default) the head is new; otherwise the source head is tuned (= ``ft_fc1``).
     The engine caches the frozen embedding once, so training touches only the head."""
 
     name = "linear_probe"
     description = "frozen source features, new linear head on the target labels"
 
-    def trainable_units(self):
-        return ["head"]
+    def __init__(self, net, reset_head: bool = True):
+        super().__init__(net)
+        if reset_head:
+            net.reset_classifier(net.num_classes)
 
-    def losses(self, batch):
-        return {"ce_target": self.supervised(batch.target)}
+    def trainable_units(self):
+        return [HEAD]
+
+
+@register
+class TwoStage(_TargetCE):
+    """Seed 004 two-stage fine-tuning: stage 1 fine-tunes every unit (``ft_all``); stage 2
+    freezes the fine-tuned features and trains a new linear head on them (linear probing).
+    Reports ``stage1_val_accuracy``."""
+
+    name = "two_stage"
+    description = "fine-tune all units, then linear-probe a new head on the fine-tuned features (seed 004)"
+
+    def __init__(self, net):
+        super().__init__(net)
+        self.stage = 1
+        self._extra: dict = {}
+
+    def trainable_units(self):
+        return list(self.net.unit_names) if self.stage == 1 else [HEAD]
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        t0 = time.perf_counter()
+        self.stage = 1
+        first = make_engine("finetune").fit(self, target=target, val=val)
+        self.stage = 2
+        self.net.reset_classifier(self.net.num_classes)
+        second = make_engine("probe").fit(self, target=target, val=val)
+        self._extra = {"stage1_val_accuracy": first.best_val_accuracy}
+        return FitResult(steps=first.steps + second.steps, best_step=second.best_step,
+                         best_val_accuracy=second.best_val_accuracy, stopped_early=second.stopped_early,
+                         wall_s=time.perf_counter() - t0, history=first.history + second.history)
+
+    def extra_results(self):
+        return dict(self._extra)

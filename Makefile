@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.transferkit-installed
 
-.PHONY: setup demo test lint bench-demo clean
+.PHONY: setup browser demo test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/transferkit demo
 
-test: setup
+# Headless Chromium for the report test; the test is skipped (with a message) when it cannot be installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium could not be installed: the browser test will be skipped"; }
+
+test: setup browser
 	$(BIN)/ruff check transferkit tests
 	$(BIN)/python -m pytest -q
 

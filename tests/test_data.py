@@ -8,6 +8,7 @@ import torch
 
 from transferkit.data import (
     BUILTINS,
+    CACHE_VERSION,
     builtin_arrays,
     cache_path,
     list_domains,
@@ -50,7 +51,7 @@ def test_builtin_size_shape_range_balance(name):
     else:
         assert int(counts.min()) >= 170
     assert d.name == name and d.provenance["base"] == name and d.provenance["origin"]
-    assert cache_path(name).name == f"{name}-v1.npz" and cache_path(name).is_file()
+    assert cache_path(name).name == f"{name}-{CACHE_VERSION}.npz" and cache_path(name).is_file()
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

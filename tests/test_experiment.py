@@ -59,3 +59,14 @@ def test_sklearn_like_api():
     assert 0.2 < acc <= 1.0  # well above chance (0.1) after 60 steps on 50 labels
     assert model.predict(digits.test.images[:5]).shape == (5,)
     assert torch.allclose(model.predict_proba(digits.test.images[:5]).sum(1), torch.ones(5))
+
+
+def test_cached_source_network_gives_the_same_source_only_result(tmp_path):
+    """The second run loads the source network from the cache; BatchNorm must be in eval
+    mode there too (train-mode statistics would silently adapt to the target)."""
+    cfg = dict(name="cache", source="digits", target="digits+inversion", methods=["source_only"], k=2,
+               repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    _, first = run_experiment(ExperimentConfig(**cfg), log=lambda *a: None)
+    _, second = run_experiment(ExperimentConfig(**cfg), log=lambda *a: None)
+    assert second[0]["pretrain_cached"] and not first[0]["pretrain_cached"]
+    assert first[0]["accuracy"] == second[0]["accuracy"]

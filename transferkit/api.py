@@ -56,8 +56,9 @@ class Transfer:
         if target is not None and net.num_classes != target.num_classes:
             net.reset_classifier(target.num_classes)
         self.method_ = cls(net, **self.options)
-        self.fit_result_: FitResult = Engine(self.train_cfg, seed=self.seed).fit(
-            self.method_, source=source, target=target, unlabeled=unlabeled, val=val)
+        self.fit_result_: FitResult = self.method_.fit_transfer(
+            lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
+            source=source, target=target, unlabeled=unlabeled, val=val)
         self.net_, self.classes_ = net, classes
         return self
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,28 +31,73 @@ def _show(args) -> None:
 
 def _methods(args) -> None:
     from .methods import METHODS
+    from .methods.base import load_outside_families
+    load_outside_families()
     for name, cls in sorted(METHODS.items()):
         print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description}")
 
 
+def _runtime(args) -> None:
+    """Apply --workers / --device (as environment defaults every config and worker sees) and
+    join the process group when started by torchrun (--nproc)."""
+    import os
+    if getattr(args, "workers", None):
+        os.environ["TRANSFERKIT_WORKERS"] = str(args.workers)
+    if getattr(args, "device", None):
+        from .runtime import resolve_device
+        resolve_device(args.device)  # a clear error now rather than inside a worker
+        os.environ["TRANSFERKIT_DEVICE"] = args.device
+    from .runtime import init_distributed
+    init_distributed(os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+
+
+def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+    """``--nproc N``: start N processes with torchrun (torch.distributed.run), gloo on CPU."""
+    import subprocess
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "transferkit.cli", *rest]
+    return subprocess.call(cmd)
+
+
+def _report(args) -> None:
+    from .report import write_report
+    for run_dir in args.run_dirs:
+        html, md = write_report(run_dir, out=args.out)
+        print(f"report: {html}\nmarkdown: {md}")
+
+
 def _run(args) -> None:
+    _runtime(args)
     from .config import load_config
     from .experiment import run_experiment
     from .results import markdown_table, summarize
+    from .runtime import is_main_process
     cfg = load_config(args.config, args.set)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)
-    print("\n" + markdown_table(summarize(rows)))
-    print(f"results: {Path(run_dir) / 'results.json'}")
+    if is_main_process():
+        print("\n" + markdown_table(summarize(rows)))
+        print(f"results: {Path(run_dir) / 'results.json'}")
 
 
 def _bench(args) -> None:
+    _runtime(args)
     from .bench import load_suites, run_benchmark
     if args.name == "list":
         for name, (_, description) in sorted(load_suites().items()):
             print(f"{name:<12} {description}")
         return
     bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume)
-    print(f"results: {bench_dir / 'results.json'}")
+    from .runtime import is_main_process
+    if is_main_process():
+        print(f"results: {bench_dir / 'results.json'}")
 
 
 def _demo(args) -> None:
@@ -63,6 +109,13 @@ def _summary(args) -> None:
     from .results import markdown_table, summarize
     data = json.loads(Path(args.results).read_text())
     print(markdown_table(summarize(data["rows"])))
+
+
+def _runtime_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--workers", type=int, metavar="N", help="run independent jobs in N processes")
+    s.add_argument("--device", help="cpu | cuda | mps | auto (default cpu)")
+    s.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training in N processes (torchrun, torch.distributed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")
+    _runtime_flags(s)
     s.set_defaults(func=_run)
     for name, helptext in (("bench", "run a benchmark suite (see `transferkit bench list`)"),
                            ("demo", "the main job: syndigits -> mnist, k=5")):
@@ -94,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--quick", action="store_true", help="a few-minute version")
         s.add_argument("--out", default="runs")
         s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory")
+        _runtime_flags(s)
         s.set_defaults(func=_bench if name == "bench" else _demo)
+    s = sub.add_parser("report", help="write an HTML + markdown report of runs or benchmarks")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    s.add_argument("--out", help="output directory (default: inside each RUN_DIR)")
+    s.set_defaults(func=_report)
     s = sub.add_parser("summary", help="print the table of a results.json")
     s.add_argument("results")
     s.set_defaults(func=_summary)
@@ -103,7 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import TransferkitError
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch_with_torchrun(args.nproc, argv)
     try:
         args.func(args)
     except TransferkitError as e:

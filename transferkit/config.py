@@ -7,6 +7,7 @@ overrides are parsed as YAML scalars (``train.steps=100``, ``methods=[finetune]`
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ class ExperimentConfig:
     options: dict = field(default_factory=dict)  # per-method keyword arguments: {method: {key: value}}
     pretrained: str | None = None  # path to a source network (safetensors) to use instead of pre-training
     out_dir: str = "runs"
+    # where and how jobs run; the CLI's --workers / --device set the environment defaults
+    workers: int = field(default_factory=lambda: int(os.environ.get("TRANSFERKIT_WORKERS", "1")))
+    device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
     def __post_init__(self):
         check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
@@ -56,6 +60,7 @@ class ExperimentConfig:
         check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
+        check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]

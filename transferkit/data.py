@@ -32,7 +32,7 @@ from .domain import Domain
 from .errors import UnknownNameError, check
 from .io import atomic_write, cache_dir
 
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
 DIGIT_NAMES = [str(i) for i in range(10)]
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
           "immunohistochemistry", "retina", "colorwheel", "cat")
@@ -174,8 +174,9 @@ def _contrasting_colours(n: int, background_lum: torch.Tensor, g: torch.Generato
     return torch.where(bad[:, None], fallback, col)
 
 
-def _render_syndigits(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Render ``len(labels)`` samples (``N x 3 x 32 x 32`` in [0, 1]); see :func:`_build_syndigits`."""
+def _render_syndigits(labels: torch.Tensor, g: torch.Generator, meta: dict | None = None) -> torch.Tensor:
+    """Render ``len(labels)`` samples (``N x 3 x 32 x 32`` in [0, 1]); see :func:`_build_syndigits`.
+    ``meta``, when given, collects each sample's font face id and photo-background flag."""
     n, masks = len(labels), glyph_masks()
     font = torch.randint(masks.shape[0], (n,), generator=g)
     left = torch.randint(10, (n,), generator=g)
@@ -201,6 +202,9 @@ def _render_syndigits(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     photo = photo_crops(n, SYN_SIZE, g)
     alpha = (u(0.4, 0.9) * (torch.rand(n, generator=g) < 0.5).float())[:, None, None, None]
     background = (1 - alpha) * flat + alpha * photo
+    if meta is not None:
+        meta.setdefault("font", []).append(font)
+        meta.setdefault("photo", []).append(alpha.flatten() > 0)
     lum = (background * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1).mean((1, 2))
     stroke = _contrasting_colours(n, lum, g)[:, :, None, None]
     img = background * (1 - ink) + stroke * ink
@@ -211,7 +215,7 @@ def _render_syndigits(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return img.clamp_(0, 1)
 
 
-def _build_syndigits() -> tuple[np.ndarray, np.ndarray]:
+def _build_syndigits(meta: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """12,000 samples (1,200 per digit), generation seed 73257 (the SVHN train size): glyph of
     one of 21 matplotlib font faces; scale 0.8-1.15 (aspect 0.85-1.15), rotation ±15 deg,
     shear ±0.2, translation ±5 % / ±4 %; partial neighbour digits at the left/right edge
@@ -221,8 +225,29 @@ def _build_syndigits() -> tuple[np.ndarray, np.ndarray]:
     g = torch.Generator().manual_seed(73257)
     labels = torch.arange(10).repeat_interleave(SYN_PER_CLASS)
     labels = labels[torch.randperm(len(labels), generator=g)]
-    chunks = [_to_uint8(_render_syndigits(c, g)) for c in labels.split(2000)]
+    chunks = [_to_uint8(_render_syndigits(c, g, meta)) for c in labels.split(2000)]
     return np.concatenate(chunks), labels.numpy()
+
+
+def syndigits_styles() -> dict[str, np.ndarray]:
+    """Rendering style of every ``syndigits`` image: ``font`` (index into :data:`FONT_FACES`)
+    and ``photo`` (photo background or flat colour), recovered by replaying the generation
+    (as slow as building the domain once) and cached next to it."""
+    path = cache_dir() / "domains" / f"syndigits-styles-{CACHE_VERSION}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"font": z["font"], "photo": z["photo"]}
+    except Exception:  # missing or corrupt: replay
+        pass
+    meta: dict = {}
+    _build_syndigits(meta)
+    out = {k: torch.cat(v).numpy() for k, v in meta.items()}
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **out)
+    atomic_write(path, write)
+    return out
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -329,7 +354,7 @@ def _shift_generator(seed: int, index: int, name: str) -> torch.Generator:
 
 def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
                 channels: int | None = None) -> Domain:
-    """Load domain ``spec`` = ``NAME[+SHIFT[+SHIFT...]]``.
+    """Load domain ``spec`` = ``NAME[+SHIFT[+SHIFT...]][@groupedV]``.
 
     NAME is a built-in (:func:`list_domains`), ``folder:PATH`` (one sub-folder per class) or
     ``npz:PATH`` (arrays ``x``, ``y``). The images are resized to ``size x size`` (``None``
@@ -337,9 +362,14 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     derived from ``seed`` (the base images never depend on ``seed``), then the result is
     converted to ``channels`` (``None`` keeps the native channels). Colour-only shifts
     (``yuv``, ``hsv``) on a grayscale domain need ``channels=3``: it is applied first.
+    ``@groupedV`` makes each image a group of V views (:func:`transferkit.grouped.grouped_views`).
     """
     check(size is None or (isinstance(size, int) and size > 0), f"size must be a positive int, got {size!r}")
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
+    from .grouped import grouped_views, parse_grouped
+
+    if grouped := parse_grouped(spec):  # SPEC@groupedV: V shifted views of each image per group
+        return grouped_views(load_domain(grouped[0], seed=seed, size=size, channels=channels), grouped[1], seed=seed)
     base, shift_names = parse_spec(spec)
     entries = [_shifts.get_shift(s) for s in shift_names]  # unknown names fail before loading
     if not base.startswith(("folder:", "npz:")):

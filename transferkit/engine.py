@@ -29,12 +29,23 @@ from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .domain import Domain
 from .errors import TransferkitError, check
 from .evaluate import predict_logits
 from .io import append_jsonl, atomic_write, read_jsonl, write_json
+from .runtime import (
+    DEVICES,
+    all_reduce_mean,
+    autocast,
+    broadcast_state,
+    is_main_process,
+    rank,
+    resolve_device,
+    world_size,
+)
 
 STREAMS = ("source", "target", "unlabeled")
 
@@ -58,6 +69,8 @@ class TrainConfig:
     cache_frozen: bool = True
     cache_limit_mb: int = 2048
     progress: bool | None = None  # tqdm bar; None: when stderr is a terminal
+    device: str = "cpu"  # cpu | cuda | mps | auto
+    amp: bool = False  # bfloat16 autocast on GPU (ignored on CPU)
 
     def __post_init__(self):
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -66,6 +79,7 @@ class TrainConfig:
         check(self.optimizer in ("adam", "sgd"), f"unknown optimizer {self.optimizer!r} (adam, sgd)")
         check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
 
 
 SCHEDULES: dict[str, Callable[[float], float]] = {
@@ -92,12 +106,18 @@ class Batch:
 
 class Stream:
     """Endless shuffled batches over one set of tensors; batch ``t`` depends only on
-    (seed, name, t), which makes resume exact without saving sampler state."""
+    (seed, name, t), which makes resume exact without saving sampler state.
 
-    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int):
+    Under torch.distributed it is the distributed sampler: every rank draws the same global
+    batch and keeps its own shard ``rank::world_size``, so ``N`` processes see exactly the
+    samples one process would see with the same global batch size."""
+
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int,
+                 rank: int = 0, world: int = 1):
         check(len(x) > 0, f"the {name} stream is empty")
         self.name, self.x, self.y = name, x, y
-        self.batch_size = min(batch_size, len(x))
+        self.rank, self.world = rank, world
+        self.batch_size = max(min(batch_size, len(x)), world)
         self.seed = int(hashlib.sha256(f"{seed}/{name}".encode()).hexdigest()[:12], 16)
         self._perms: dict[int, torch.Tensor] = {}
 
@@ -120,7 +140,7 @@ class Stream:
         return idx
 
     def batch(self, step: int):
-        idx = self.indices(step)
+        idx = self.indices(step)[self.rank::self.world]
         return self.x[idx] if self.y is None else (self.x[idx], self.y[idx])
 
 
@@ -139,12 +159,13 @@ class Engine:
 
     def __init__(self, config: TrainConfig | None = None, seed: int = 0,
                  checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
-                 hooks: tuple[Callable[[int, dict], None], ...] = ()):
+                 hooks: tuple[Callable[[int, dict], None], ...] = (), tensorboard_dir: str | Path | None = None):
         self.cfg = config or TrainConfig()
         self.seed = seed
         self.ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.hooks = hooks
+        self.tensorboard_dir = tensorboard_dir
 
     # ------------------------------------------------------------------ public
     def fit(self, method, source: Domain | None = None, target: Domain | None = None,
@@ -157,15 +178,26 @@ class Engine:
             check(given.get(name) is not None and len(given[name]) > 0,
                   f"method {method.name!r} needs a non-empty {name} domain")
 
+        device = resolve_device(cfg.device)
         method.prepare(given)
+        method.to(device)
         start_unit = self._cacheable_start(method)
         method.input_unit = start_unit
         streams = {}
         for name in method.streams:
             d = given[name]
-            x = self._prefix(method, d.images, start_unit)
-            streams[name] = Stream(name, x, None if name == "unlabeled" else d.labels, cfg.batch_size, self.seed)
-        val_x = self._prefix(method, val.images, start_unit) if val is not None and len(val) else None
+            x = self._prefix(method, d.images.to(device), start_unit)
+            y = None if name == "unlabeled" else d.labels.to(device)
+            streams[name] = Stream(name, x, y, cfg.batch_size, self.seed, rank=rank(), world=world_size())
+        val_x = val_y = None
+        if val is not None and len(val):  # each rank scores its shard; counts are summed over ranks
+            val_x = self._prefix(method, val.images[rank()::world_size()].to(device), start_unit)
+            val_y = val.labels[rank()::world_size()].to(device)
+        loss_fn = method.losses
+        if world_size() > 1:
+            loss_fn = DistributedDataParallel(_Losses(method), find_unused_parameters=True)
+        main = is_main_process()
+        writer = _tensorboard(self.tensorboard_dir) if main else None
 
         opt = self._optimizer(method)
         base_lrs = [g["lr"] for g in opt.param_groups]
@@ -187,7 +219,8 @@ class Engine:
                 g["lr"] = lr0 * SCHEDULES[cfg.schedule](p)
             batch = Batch(step=step, progress=p, **{n: s.batch(step) for n, s in streams.items()})
             method.train_mode()
-            terms = method.losses(batch)
+            with autocast(device, cfg.amp):
+                terms = loss_fn(batch)
             check(len(terms) > 0, f"method {method.name!r} returned no loss term")
             loss = sum(terms.values())
             if not torch.isfinite(loss):
@@ -199,12 +232,13 @@ class Engine:
             method.after_step(batch)
             state["step"] = step = step + 1
             bar.update(1)
-            record = None
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                logged = all_reduce_mean(torch.stack([loss.detach().float()] + [v.detach().float()
+                                                                               for v in terms.values()]))
+                record = {"step": step, **dict(zip(["loss", *terms], logged.tolist())),
                           "lr": opt.param_groups[0]["lr"]}
                 if val_x is not None:
-                    acc = self._accuracy(method, val_x, val.labels)
+                    acc = self._accuracy(method, val_x, val_y)
                     record["val_accuracy"] = acc
                     if state["best_acc"] is None or acc > state["best_acc"]:
                         state.update(best_acc=acc, best_step=step, bad_evals=0)
@@ -214,18 +248,27 @@ class Engine:
                         if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
                             state["stopped"] = True
                 history.append(record)
-                if self.metrics_path:
+                if self.metrics_path and main:
                     append_jsonl(self.metrics_path, {"method": method.name, **record})
+                if writer is not None:
+                    for key, value in record.items():
+                        if key != "step":
+                            writer.add_scalar(f"{method.name}/{key}", value, step)
             for hook in self.hooks:
                 hook(step, state)
-            if self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
-                                          or state["stopped"]):
+            if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
+                                                   or state["stopped"]):
                 self._save(method, opt, state, best_weights, signature)
         bar.close()
+        if writer is not None:
+            writer.close()
         if cfg.restore_best and best_weights is not None:
             method.load_state_dict(best_weights)
+        broadcast_state(method)
         method.input_unit = method.net.unit_names[0]
         method.eval()
+        if device.type != "cpu":
+            method.to("cpu")  # results and evaluation stay device-agnostic
         return FitResult(steps=state["step"], best_step=state["best_step"], best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
                          wall_s=time.perf_counter() - t0, history=history)
@@ -259,8 +302,9 @@ class Engine:
 
     def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> float:
         method.eval()
-        logits = predict_logits(method.forward_from_input, x)
-        return float((logits.argmax(1) == y).float().mean())
+        correct = (predict_logits(method.forward_from_input, x).argmax(1) == y).sum().float()
+        counts = all_reduce_mean(torch.stack([correct, torch.tensor(float(len(y)), device=correct.device)]))
+        return float(counts[0] / counts[1])
 
     def _optimizer(self, method) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -279,15 +323,15 @@ class Engine:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def _save(self, method, opt, state, best_weights, signature):
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in method.state_dict().items()}
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
         if best_weights is not None:
-            tensors.update({f"best.{k}": v.contiguous() for k, v in best_weights.items()})
+            tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_weights.items()})
         opt_state = opt.state_dict()
         meta_opt = {}
         for pid, st in opt_state["state"].items():
             for k, v in st.items():
                 if isinstance(v, torch.Tensor):
-                    tensors[f"optim.{pid}.{k}"] = v.contiguous()
+                    tensors[f"optim.{pid}.{k}"] = v.cpu().contiguous()
                 else:
                     meta_opt[f"{pid}.{k}"] = v
         tensors["rng"] = torch.get_rng_state()
@@ -320,6 +364,29 @@ class Engine:
         opt.load_state_dict(opt_state)
         torch.set_rng_state(tensors["rng"])
         return meta["state"], best
+
+
+class _Losses(torch.nn.Module):
+    """The method's loss computation as a module, so DistributedDataParallel can wrap it and
+    average gradients over ranks for any method."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch):
+        return self.method.losses(batch)
+
+
+def _tensorboard(log_dir):
+    """A TensorBoard writer when ``log_dir`` is given and ``tensorboard`` is installed."""
+    if log_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the optional `tensorboard` extra is not installed
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def _clone_state(module: torch.nn.Module) -> dict:

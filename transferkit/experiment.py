@@ -14,25 +14,28 @@ import copy
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbones import build_backbone
-from .config import ExperimentConfig, dump_config
+from .config import ExperimentConfig, dump_config, from_dict
 from .data import load_domain
 from .domain import Domain
 from .engine import Engine
 from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
+from .grouped import sample_k_groups
 from .io import atomic_write, cache_dir, write_json, write_text
 from .methods import get_method
 from .methods.supervised import SourceOnly
 from .results import write_results
+from .runtime import barrier, is_main_process, map_jobs, peak_memory, world_size
 from .splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
 
 PRETRAIN_FORMAT = 1
@@ -93,27 +96,39 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     net = build_backbone(cfg.backbone, num_classes=n_cls, in_channels=data.channels, image_size=cfg.image_size)
     if cfg.pretrained:
         _load_net(net, Path(cfg.pretrained))
-        return net, {"cached": True, "wall_s": 0.0, "path": cfg.pretrained}
+        return net, {"cached": True, "wall_s": 0.0, "path": str(cfg.pretrained)}
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
-        "n": len(source.train), "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
+        "n": len(source.train), "data": _fingerprint(source.train), "size": cfg.image_size,
+        "channels": data.channels, "backbone": cfg.backbone,
         "train": asdict(cfg.pretrain), "seed": cfg.seed}, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     if path.exists():
         try:
             _load_net(net, path)
             meta = json.loads(path.with_suffix(".json").read_text())
-            return net, {**meta, "cached": True}
+            return net, {**meta, "cached": True, "path": str(path)}
         except (TransferkitError, OSError, ValueError):
             log(f"pre-trained cache {path} unreadable; training again")
     log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
     torch.manual_seed(cfg.seed)
     method = SourceOnly(net)
-    fit = Engine(cfg.pretrain, seed=cfg.seed).fit(method, source=source.train, val=source.val)
+    train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
+    fit = Engine(train, seed=cfg.seed).fit(method, source=source.train, val=source.val)
     meta = {"val_accuracy": fit.best_val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
-    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
-    write_json(path.with_suffix(".json"), meta)
-    return net, {**meta, "cached": False}
+    if is_main_process():
+        atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
+        write_json(path.with_suffix(".json"), meta)
+    barrier()
+    return net, {**meta, "cached": False, "path": str(path)}
+
+
+def _fingerprint(domain: Domain) -> str:
+    """A content hash of a domain (every 7th image, all labels): a cached source network is
+    reused only for the very same data."""
+    h = hashlib.sha256(domain.images[::7].numpy().tobytes())
+    h.update(domain.labels.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _load_net(net, path: Path) -> None:
@@ -126,9 +141,12 @@ def _load_net(net, path: Path) -> None:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise TransferkitError(f"pre-trained network {path} does not fit backbone: {e}") from e
+    net.eval()
 
 
 def evaluate_on(forward, domain: Domain) -> dict:
+    if isinstance(forward, torch.nn.Module):
+        forward.eval()
     logits = predict_logits(forward, domain.images)
     return classification_report(logits, domain.labels, domain.num_classes, domain.groups)
 
@@ -139,6 +157,7 @@ def source_only_forward(net, data: Prepared):
     missing = [c for c, s in zip(data.target.train.class_names, mapping) if s is None]
     check(not missing, f"source_only cannot predict target classes absent from the source: {missing}")
     cols = torch.tensor(mapping)
+    net.eval()
     return lambda x: net(x)[:, cols]
 
 
@@ -150,6 +169,8 @@ def selection_domain(cfg: ExperimentConfig, data: Prepared) -> Domain | None:
 
 
 def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
+    if cfg.k is not None and target.train.groups is not None:
+        return sample_k_groups(target.train, cfg.k, seed)  # k labelled groups (videos) per class
     if cfg.k is not None:
         return sample_k_shot(target.train, cfg.k, seed)
     if cfg.ratio is not None:
@@ -159,21 +180,95 @@ def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domai
 
 
 def new_run_dir(cfg: ExperimentConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return Path(cfg.out_dir) / cfg.name / stamp
+    """A fresh ``out_dir/name/<timestamp>``; under torch.distributed every rank gets rank 0's."""
+    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S-%f")]
+    if world_size() > 1:
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    return Path(cfg.out_dir) / cfg.name / stamp[0]
+
+
+def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:
+    return Path(run_dir) / "jobs" / f"{method}-{cfg.setting}-s{seed}.json"
+
+
+def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int) -> dict:
+    """Train and evaluate one (method, label subset) job; write its row atomically.
+
+    ``source_net()`` returns a fresh copy of the source network; it draws no random
+    numbers, so a job gives the same row in the main process and in a worker process."""
+    job = job_path(run_dir, cfg, cls.name, seed)
+    labeled, unlabeled = label_subset(cfg, data.target, seed)
+    t0 = time.perf_counter()
+    with peak_memory() as memory:
+        net = source_net() if cls.needs_pretrained else None
+        torch.manual_seed(seed)
+        if net is None:
+            net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
+                                 in_channels=data.channels, image_size=cfg.image_size)
+        if "target" in cls.streams:
+            retarget_head(net, data.source.train.class_names, data.target.train.class_names)
+        method = cls(net, **cfg.options.get(cls.name, {}))
+
+        def make_engine(tag, config=None):
+            train = config or cfg.train
+            if train.device != cfg.device:
+                train = replace(train, device=cfg.device)
+            return Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl",
+                          checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
+                          tensorboard_dir=run_dir / "tensorboard" / job.stem / tag)
+
+        fit = method.fit_transfer(make_engine, source=data.source.train, target=labeled, unlabeled=unlabeled,
+                                  val=selection_domain(cfg, data))
+        report = evaluate_on(method, data.target.test)
+    row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
+           "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
+           "steps": fit.steps, "best_step": fit.best_step, "n_labeled": len(labeled), **memory,
+           **method.extra_results()}
+    return _finish_row(job, row, report)
+
+
+def _finish_row(job: Path, row: dict, report: dict) -> dict:
+    row["per_class_accuracy"] = report["per_class_accuracy"]
+    row["confusion"] = report["confusion"]
+    if "group_accuracy" in report:
+        row["group_accuracy"] = report["group_accuracy"]
+    row.pop("measured_s", None)
+    if is_main_process():
+        write_json(job, row)
+    return row
+
+
+def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_path: str | None):
+    """Entry point of a worker process: rebuild the data (cached on disk) and run one job."""
+    cfg = from_dict(ExperimentConfig, cfg_dict)
+    data = prepare_domains(cfg)
+    cls = get_method(method)
+
+    def source_net():
+        net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes, in_channels=data.channels,
+                             image_size=cfg.image_size)
+        _load_net(net, Path(source_path))
+        return net
+    return run_job(cfg, data, source_net, Path(run_dir), cls, seed)
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print) -> tuple[Path, list[dict]]:
     """Run every (method, repeat) job of ``cfg``; return the run directory and the rows.
-    Passing an existing ``run_dir`` resumes it: finished jobs are read back, not re-run."""
+
+    Passing an existing ``run_dir`` resumes it: finished jobs are read back, not re-run.
+    With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
+    written as soon as its job ends); under ``torchrun`` every rank runs every job
+    data-parallel and rank 0 writes the files."""
     methods = [get_method(m) for m in cfg.methods]  # unknown names fail before any work
+    main = is_main_process()
+    log = log if main else (lambda *a, **k: None)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    jobs_dir = run_dir / "jobs"
-    jobs_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     old = run_dir / "config.yaml"
-    if old.exists() and old.read_text() != dump_config(cfg):
+    if old.exists() and _identity(yaml.safe_load(old.read_text())) != _identity(cfg.to_dict()):
         raise TransferkitError(f"{run_dir} holds a run with another config; resume it with the same config")
-    write_text(old, dump_config(cfg))
+    if main:
+        write_text(old, dump_config(cfg))
     data = prepare_domains(cfg)
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
@@ -183,53 +278,51 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
         pretrained, pre_info = pretrain_source(cfg, data, log)
         val_acc = pre_info.get("val_accuracy")
         log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
-            f"{pre_info['wall_s']:.1f}s"
-            f"{' (cached)' if pre_info['cached'] else ''}")
-    rows = []
-    base = {"source": cfg.source, "target": cfg.target, "setting": cfg.setting}
+            f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
+    rows, todo = [], []
     for r in range(cfg.repeats):
         seed = cfg.seed + r
-        labeled, unlabeled = label_subset(cfg, data.target, seed)
         for cls in methods:
             if cls is SourceOnly and r > 0:
                 continue  # one source network per experiment: its row does not vary with the label subset
-            job = jobs_dir / f"{cls.name}-{cfg.setting}-s{seed}.json"
+            job = job_path(run_dir, cfg, cls.name, cfg.seed if cls is SourceOnly else seed)
             if job.exists():
                 rows.append(json.loads(job.read_text()))
-                continue
-            t0 = time.perf_counter()
-            if cls is SourceOnly:
+            elif cls is SourceOnly:
                 report = evaluate_on(source_only_forward(pretrained, data), data.target.test)
-                row = {**base, "method": cls.name, "seed": cfg.seed, "accuracy": report["accuracy"],
-                       "wall_s": pre_info["wall_s"], "pretrain_cached": pre_info["cached"]}
+                row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
+                       "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
+                       "pretrain_cached": pre_info["cached"]}
+                rows.append(_log_row(log, _finish_row(job, row, report)))
             else:
-                torch.manual_seed(seed)
-                if cls.needs_pretrained:
-                    net = copy.deepcopy(pretrained)
-                else:
-                    net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
-                                         in_channels=data.channels, image_size=cfg.image_size)
-                if "target" in cls.streams:
-                    retarget_head(net, data.source.train.class_names, data.target.train.class_names)
-                method = cls(net, **cfg.options.get(cls.name, {}))
-                def make_engine(tag, config=None, job=job, seed=seed):
-                    return Engine(config or cfg.train, seed=seed, metrics_path=run_dir / "metrics.jsonl",
-                                  checkpoint_dir=run_dir / "checkpoints" / job.stem / tag)
-
-                fit = method.fit_transfer(make_engine, source=data.source.train, target=labeled, unlabeled=unlabeled,
-                                          val=selection_domain(cfg, data))
-                report = evaluate_on(method, data.target.test)
-                row = {**base, "method": cls.name, "seed": seed, "accuracy": report["accuracy"],
-                       "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
-                       "steps": fit.steps, "best_step": fit.best_step, "n_labeled": len(labeled)}
-                row.update(method.extra_results())
-            row["per_class_accuracy"] = report["per_class_accuracy"]
-            row["confusion"] = report["confusion"]
-            if "group_accuracy" in report:
-                row["group_accuracy"] = report["group_accuracy"]
-            write_json(job, row)
-            rows.append(row)
-            log(f"  {cls.name:<14} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  "
-                f"({row['wall_s']:.1f}s)")
-    write_results(run_dir, cfg.name, cfg.to_dict(), rows)
+                todo.append((cls, seed))
+    if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
+        rows += _run_in_workers(cfg, run_dir, todo, pre_info.get("path"), log)
+    else:
+        for cls, seed in todo:
+            rows.append(_log_row(log, run_job(cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)))
+    if main:
+        write_results(run_dir, cfg.name, cfg.to_dict(), rows)
+    barrier()
     return run_dir, rows
+
+
+def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log) -> list[dict]:
+    rows: list = [None] * len(todo)
+
+    def done(i, row):
+        rows[i] = _log_row(log, row)
+    jobs = [(cfg.to_dict(), str(run_dir), cls.name, seed, None if source_path is None else str(source_path))
+            for cls, seed in todo]
+    map_jobs(_worker_job, jobs, cfg.workers, done)
+    return rows
+
+
+def _identity(config: dict) -> dict:
+    """The config keys that determine results (the number of worker processes does not)."""
+    return {k: v for k, v in config.items() if k != "workers"}
+
+
+def _log_row(log, row: dict) -> dict:
+    log(f"  {row['method']:<14} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")
+    return row

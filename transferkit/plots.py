@@ -58,3 +58,139 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
                         top=1 - 0.35 / fig.get_figheight(), bottom=0.02, hspace=0.08)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     return Path(path)
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Seed 002 Figure 1: validation (solid) and test (dashed) accuracy of tuning each single
+    unit (and all units), one colour per ratio, mean over seeds; a marker on the candidate
+    with the best mean validation accuracy. ``flex_rows`` carry ``candidate_val_accuracy``
+    and ``candidate_test_accuracy``."""
+    check(len(flex_rows) > 0, "per_unit_accuracy_plot: no flex rows")
+    cands = list(flex_rows[0]["candidate_val_accuracy"])
+    fig = _figure(1.2 + 0.8 * len(cands), 3.2)
+    ax = fig.subplots()
+    for i, ratio in enumerate(sorted({r["ratio"] for r in flex_rows})):
+        rs = [r for r in flex_rows if r["ratio"] == ratio]
+        val = [sum(r["candidate_val_accuracy"][c] for r in rs) / len(rs) for c in cands]
+        test = [sum(r["candidate_test_accuracy"][c] for r in rs) / len(rs) for c in cands]
+        colour = f"C{i}"
+        ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"~{ratio}/class val (n={len(rs)})")
+        ax.plot(range(len(cands)), test, "--", color=colour, label=f"~{ratio}/class test")
+        best = max(range(len(cands)), key=lambda j: (val[j], -j))
+        ax.plot([best], [val[best]], "v", color="tab:blue", ms=9, mec="k")
+    ax.set_xticks(range(len(cands)), cands)
+    ax.set_xlabel("tuned unit")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    return Path(path)
+
+
+def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathLike) -> Path:
+    """Seed 002 Figure 2: one row per target, one column per flex candidate (units, then
+    ``all``). Background: the sum over ratios of each candidate's rank by mean *test*
+    accuracy (darker = better);
+    markers: how often flex (v), fast_flex's proxy choice (D) and faster_flex (^) picked
+    each unit, over ratios and seeds (marker area ~ count)."""
+    flex_rows = [r for r in rows if r["method"] == "flex"]
+    check(len(flex_rows) > 0, "units_picked_plot: no flex rows")
+    units = list(flex_rows[0]["candidate_test_accuracy"])
+    targets = [t for t in targets if any(r["target"] == t for r in flex_rows)]
+    rank = torch.zeros(len(targets), len(units))
+    for i, t in enumerate(targets):
+        for ratio in {r["ratio"] for r in flex_rows if r["target"] == t}:
+            rs = [r for r in flex_rows if r["target"] == t and r["ratio"] == ratio]
+            mean = torch.tensor([sum(r["candidate_test_accuracy"][u] for r in rs) / len(rs) for u in units])
+            rank[i] += torch.argsort(torch.argsort(-mean)).float()
+    fig = _figure(2.5 + 0.9 * len(units), 0.9 + 0.38 * len(targets))
+    ax = fig.subplots()
+    ax.imshow(-rank.numpy(), cmap="Greys", aspect="auto")
+    for k, (method, key, marker, colour) in enumerate((("flex", "picked", "v", "tab:red"),
+                                                        ("fast_flex", "proxy_unit", "D", "tab:green"),
+                                                        ("faster_flex", "picked", "^", "tab:blue"))):
+        xs, ys, sizes = [], [], []
+        for i, t in enumerate(targets):
+            picks = [r.get(key) for r in rows if r["method"] == method and r["target"] == t]
+            for j, u in enumerate(units):
+                n = picks.count(u)
+                if n:
+                    xs.append(j + (k - 1) * 0.25)
+                    ys.append(i)
+                    sizes.append(12 + 60 * n / max(1, len(picks)))
+        ax.scatter(xs, ys, s=sizes, marker=marker, color=colour, edgecolors="k", linewidths=0.4)
+        ax.scatter([], [], s=40, marker=marker, color=colour, edgecolors="k", linewidths=0.4, label=method)
+    ax.set_xticks(range(len(units)), units)
+    ax.set_yticks(range(len(targets)), targets, fontsize=7)
+    ax.set_title("units picked (markers) over test-accuracy rank of each unit (darker = better)", fontsize=8)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    return Path(path)
+
+
+def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed: int = 0,
+                    domain_names: tuple[str, str] = ("source", "target")) -> Path:
+    """Seed 000 Figure 4: t-SNE of source and target embeddings, one panel per network
+    (e.g. before and after adaptation). ``panels``: ``name -> (source_features,
+    target_features)``, each ``N x D``; each panel gets its own t-SNE (``seed``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.manifold import TSNE
+
+    check(len(panels) > 0, "tsne_embeddings: no panel")
+    fig = Figure(figsize=(3.2 * len(panels), 3.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, (fs, ft)) in zip(axes, panels.items()):
+        x = torch.cat([fs, ft]).flatten(1).double().numpy()
+        z = TSNE(n_components=2, perplexity=30, init="pca", random_state=seed).fit_transform(x)
+        n = len(fs)
+        ax.scatter(z[:n, 0], z[:n, 1], s=3, c="tab:blue", alpha=0.6, label=domain_names[0])
+        ax.scatter(z[n:, 0], z[n:, 1], s=3, c="tab:orange", alpha=0.6, label=domain_names[1])
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(fontsize=7, markerscale=3, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    return Path(path)
+
+
+def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Label efficiency: test accuracy (mean ± standard error over label subsets) against the
+    number k of labelled target examples per class, one line per method. ``rows`` carry
+    ``method``, ``setting`` (``k=K``) and ``accuracy``."""
+    from .evaluate import mean_se
+
+    check(len(rows) > 0, "accuracy_vs_k_plot: no rows")
+    fig = _figure(5.0, 3.4)
+    ax = fig.subplots()
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+        ks = sorted({int(r["setting"].split("=")[1]) for r in rows if r["method"] == method})
+        stats = [mean_se(r["accuracy"] for r in rows if r["method"] == method and r["setting"] == f"k={k}")
+                 for k in ks]
+        ax.errorbar(ks, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3, capsize=2,
+                    color=f"C{i % 10}", label=method)
+    ax.set_xticks(sorted({int(r["setting"].split("=")[1]) for r in rows}))
+    ax.set_xlabel("labelled target examples per class (k)")
+    ax.set_ylabel("target test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    return Path(path)

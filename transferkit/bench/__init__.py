@@ -14,12 +14,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..errors import UnknownNameError
 from ..results import markdown_table, summarize, write_results
+from ..runtime import is_main_process, world_size
 
 Suite = Callable[[bool, Path, Callable], list]
 BENCHMARKS: dict[str, tuple[Suite, str]] = {}
-SUITE_MODULES = ["demo"]
+SUITE_MODULES = ["demo", "flex", "uda", "zeroshot", "represent", "fewshot"]
 
 
 def benchmark(name: str, description: str):
@@ -44,10 +47,15 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
         raise UnknownNameError("benchmark", name, suites)
     suite, description = suites[name]
     tag = f"bench-{name}{'-quick' if quick else ''}"
-    bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
+    if world_size() > 1:  # under torchrun every rank works in rank 0's directory; rank 0 writes
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    log = log if is_main_process() else (lambda *a, **k: None)
+    bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
     bench_dir.mkdir(parents=True, exist_ok=True)
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     rows = suite(quick, bench_dir, log)
-    write_results(bench_dir, tag, {"benchmark": name, "quick": quick}, rows)
+    if is_main_process():
+        write_results(bench_dir, tag, {"benchmark": name, "quick": quick}, rows)
     log("\n" + markdown_table(summarize(rows)))
     return bench_dir, rows

@@ -1,6 +1,6 @@
 """Transfer methods, one module per family; each registers itself in :data:`METHODS`."""
 
-from . import finetune, supervised  # noqa: F401  (registration)
+from . import adversarial, discrepancy, dsn, finetune, flex, image_unit, semantic, supervised, tap  # noqa: F401
 from .base import METHODS, Method, get_method, register
 
 __all__ = ["METHODS", "Method", "get_method", "register"]

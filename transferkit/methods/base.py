@@ -18,6 +18,7 @@ with :func:`register`.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
@@ -44,7 +45,19 @@ def register_prefix(prefix: str):
     return wrap
 
 
+#: families that live outside this package (they build on the experiment runner) and
+#: register their methods when imported; :func:`get_method` imports them on demand
+OUTSIDE_FAMILIES = ("transferkit.zeroshot", "transferkit.clip", "transferkit.represent")
+
+
+def load_outside_families() -> None:
+    for module in OUTSIDE_FAMILIES:
+        importlib.import_module(module)
+
+
 def get_method(name: str) -> type["Method"]:
+    if name not in METHODS:
+        load_outside_families()
     if name in METHODS:
         return METHODS[name]
     prefix, sep, arg = name.partition(":")

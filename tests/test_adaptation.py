@@ -1,0 +1,173 @@
+import math
+
+import pytest
+import torch
+
+from transferkit.backbones import build_backbone
+from transferkit.domain import Domain
+from transferkit.engine import Batch, Engine, TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.methods import get_method
+from transferkit.methods.adversarial import DANN, MultiLayerAdversarial
+
+UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "dsn", "multilayer_adv"]
+
+
+def _net(channels=1, seed=0):
+    torch.manual_seed(seed)
+    return build_backbone("lenet", num_classes=10, in_channels=channels, image_size=28)
+
+
+def _domain(n, shift, seed, channels=1):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, channels, 28, 28, generator=g) * 0.7 + shift).clamp(0, 1)
+    return Domain("d", x, torch.randint(10, (n,), generator=g), [str(i) for i in range(10)])
+
+
+def _batch(n=8, progress=0.5):
+    s, t = _domain(n, 0.0, 1), _domain(n, 0.3, 2)
+    return Batch(step=1, progress=progress, source=(s.images, s.labels), unlabeled=t.images)
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", UDA)
+def test_each_method_trains_its_parameters_and_never_reads_target_labels(name):
+    method = get_method(name)(_net())
+    assert method.streams == ("source", "unlabeled")
+    before = _snapshot(method)
+    cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False)
+    Engine(cfg, seed=0).fit(method, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
+    after = method.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    trainable = set(method.trainable_units())
+    for unit in method.net.unit_names:
+        moved = any(k.startswith(f"net.units.{unit}.") or k.startswith(f"net.{unit}.") for k in changed)
+        assert moved == (unit in trainable), (name, unit)
+    if hasattr(method, "discriminator"):
+        assert any(k.startswith("discriminator.") for k in changed)
+    assert not any(k.startswith("source_net.") for k in changed)
+
+
+def test_adda_source_encoder_stays_bit_identical_and_encoder_only_keeps_the_head():
+    method = get_method("adda_encoder")(_net())
+    src_before, head_before = _snapshot(method.source_net), _snapshot(method.net.head)
+    cfg = TrainConfig(steps=3, batch_size=8, eval_every=3, progress=False)
+    Engine(cfg, seed=0).fit(method, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
+    for k, v in method.source_net.state_dict().items():
+        assert torch.equal(v, src_before[k])
+    for k, v in method.net.head.state_dict().items():
+        assert torch.equal(v, head_before[k])
+    assert method.layers == ["embedding"] and get_method("adda")(_net()).layers == ["head"]
+
+
+def _grad_owners(method, term):
+    method.zero_grad(set_to_none=True)
+    terms = method.losses(_batch())
+    terms[term].backward()
+    disc = any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.discriminator.parameters())
+    enc = any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.net.parameters())
+    return disc, enc
+
+
+@pytest.mark.parametrize("name, enc_term", [("multilayer_adv", "adv_encoder"), ("confusion", "confusion"),
+                                            ("adda", "adv_target")])
+def test_discriminator_and_encoder_get_gradient_only_from_their_own_loss(name, enc_term):
+    method = get_method(name)(_net())
+    method.train()
+    assert _grad_owners(method, "disc") == (True, False)  # eq. 3: discriminator only
+    assert _grad_owners(method, enc_term) == (False, True)  # eq. 4 / confusion: encoder only
+
+
+def test_dann_reverses_the_discriminator_gradient_into_the_encoder():
+    net = _net()
+    method = DANN(net, weight=1.0, lambda_schedule="constant")
+    batch = _batch()
+    (x_s, _), x_t = batch.source, batch.unlabeled
+    feats = net.forward_features(torch.cat([x_s, x_t])).detach().requires_grad_(True)
+    logit = method.discriminator(feats)
+    from transferkit.discriminators import discriminator_loss
+
+    discriminator_loss(logit[:8], logit[8:]).backward()
+    plain = feats.grad.clone()
+    feats.grad = None
+    from transferkit.losses import grad_reverse
+
+    logit = method.discriminator(grad_reverse(feats, method.coefficient(0.3)))
+    discriminator_loss(logit[:8], logit[8:]).backward()
+    assert torch.allclose(feats.grad, -plain)
+    assert DANN(net).coefficient(0.0) == 0.0
+    assert DANN(net, weight=0.5).coefficient(1.0) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
+
+
+def test_dann_uses_the_dann_learning_rate_schedule_by_default(tmp_path):
+    captured = {}
+
+    def make_engine(tag, config=None):
+        engine = Engine(TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False), seed=0)
+        captured["engine"] = engine
+        return engine
+
+    method = DANN(_net())
+    fit = method.fit_transfer(make_engine, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
+    assert captured["engine"].cfg.schedule == "dann"
+    assert fit.history[-1]["lr"] == pytest.approx(1e-3 / (1 + 10 * 0.5) ** 0.75)
+    DANN(_net(), lr_schedule=None).fit_transfer(make_engine, source=_domain(16, 0.0, 1),
+                                                unlabeled=_domain(16, 0.3, 2))
+    assert captured["engine"].cfg.schedule == "constant"
+
+
+@pytest.mark.parametrize("combine, sizes", [("sum", [800, 500, 10]), ("concat", [800, 1000, 20])])
+def test_multilayer_discriminator_wiring_in_the_method(combine, sizes):
+    method = MultiLayerAdversarial(_net(), combine=combine, gamma=0.1)
+    assert method.layers == ["conv2", "fc1", "head"]  # last three units (seed 000)
+    assert method.discriminator.layer_input_sizes() == sizes  # eq. 2 for both ⊕
+    assert method.discriminator.gamma == 0.1
+    other = MultiLayerAdversarial(_net(), same_label_space=False)
+    assert other.layers == ["conv2", "fc1"]  # second and third last
+    terms = method.losses(_batch())
+    assert set(terms) == {"ce_source", "disc", "adv_encoder"}
+
+
+def test_layers_option_sizes_single_discriminators_from_the_backbone():
+    net = _net()
+    assert DANN(net, layers=["conv2", "embedding"]).discriminator.net[0].in_features == 800 + 500
+    assert get_method("confusion")(net, layers="head").discriminator.net[0].in_features == 10
+    with pytest.raises(TransferkitError, match="unknown layer"):
+        DANN(net, layers=["conv9"])
+
+
+def test_entmin_weight_adds_the_target_entropy_to_any_method():
+    method = get_method("mmd")(_net(), entmin_weight=0.5)
+    terms = method.losses(_batch())
+    assert "entmin" in terms and "mmd" in terms
+    assert "entmin" not in get_method("coral")(_net()).losses(_batch())
+
+
+def test_dsn_has_all_four_terms_and_colour_input():
+    method = get_method("dsn")(_net(channels=3))
+    s, t = _domain(8, 0.0, 1, channels=3), _domain(8, 0.3, 2, channels=3)
+    terms = method.losses(Batch(step=0, progress=0.2, source=(s.images, s.labels), unlabeled=t.images))
+    assert set(terms) == {"ce_source", "recon", "difference", "similarity"}
+    assert all(torch.isfinite(v) for v in terms.values())
+
+
+def test_target_validation_is_never_used_for_selection():
+    seen = {}
+
+    def make_engine(tag, config=None):
+        engine = Engine(TrainConfig(steps=1, batch_size=8, eval_every=1, progress=False), seed=0)
+        fit = engine.fit
+        engine.fit = lambda method, **kw: seen.update(kw) or fit(method, **kw)
+        return engine
+
+    src, tgt = _domain(16, 0.0, 1).with_name("a/train"), _domain(16, 0.3, 2).with_name("b/train")
+    with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
+        get_method("coral")(_net()).fit_transfer(make_engine, source=src, unlabeled=tgt,
+                                                 val=_domain(8, 0.3, 3).with_name("b/val"))
+    assert seen["val"] is None
+    get_method("coral")(_net()).fit_transfer(make_engine, source=src, unlabeled=tgt,
+                                             val=_domain(8, 0.0, 3).with_name("a/val"))
+    assert seen["val"] is not None  # source validation is allowed

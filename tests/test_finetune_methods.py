@@ -1,0 +1,145 @@
+"""Fine-tuning family (seed 002 baselines, seed 004, seed 001): exactly the intended
+parameters change, early stopping restores the best checkpoint, tap, parameterised names."""
+
+import pytest
+import torch
+
+from transferkit.api import Transfer
+from transferkit.backbones import build_backbone
+from transferkit.domain import Domain
+from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import UnknownNameError
+from transferkit.methods import get_method
+from transferkit.methods.finetune import FtUnit, fc_units
+from transferkit.methods.flex import val_accuracy
+from transferkit.methods.tap import tap
+
+CFG = TrainConfig(steps=6, batch_size=16, eval_every=3, patience=None, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy(n=64, seed=0, classes=4):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+    for c in range(classes):
+        x[y == c, :, 4 + 5 * c: 9 + 5 * c, 4:24] += 0.6
+    return Domain("toy", x.clamp(0, 1), y, [str(c) for c in range(classes)])
+
+
+def state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def train(name, backbone="lenet", cfg=CFG, **options):
+    torch.manual_seed(0)
+    net = build_backbone(backbone, num_classes=4, in_channels=1, image_size=28)
+    before = state(net)
+    method = get_method(name)(net, **options)
+    fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), target=toy(), val=toy(seed=1))
+    return before, state(net), method, fit
+
+
+def changed(before, after):
+    assert set(before) <= set(after)
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+@pytest.mark.parametrize("name,backbone,expected", [
+    ("ft_fc1", "lenet", {"head."}),
+    ("ft_fc2", "lenet", {"head.", "units.fc1."}),
+    ("ft_fc", "lenet", {"head.", "units.fc1."}),
+    ("ft_unit:conv2", "lenet", {"units.conv2."}),
+    ("ft_unit:conv3", "convnet4", {"units.conv3."}),  # BatchNorm statistics of the other units untouched
+    ("linear_probe", "lenet", {"head."}),
+])
+def test_exactly_the_intended_units_change(name, backbone, expected):
+    before, after, _, _ = train(name, backbone)
+    diff = changed(before, after)
+    tensors = [k for k in diff if "num_batches_tracked" not in k]
+    assert {k for k in before if k.startswith(tuple(expected)) and "num_batches" not in k} == set(tensors)
+
+
+def test_ft_all_and_ft_slow_change_every_parameter_with_slower_backbone():
+    for name in ("ft_all", "finetune", "ft_slow"):
+        before, after, method, _ = train(name)
+        assert changed(before, after) == set(before), name
+    groups = method.param_groups()
+    assert groups[0]["lr_mult"] == 0.1 and "lr_mult" not in groups[1]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in method.net.head.parameters()}
+
+
+def test_ft_ss_trains_head_and_scale_shift_only():
+    before, after, method, _ = train("ft_ss")
+    assert changed(before, after) == {k for k in before if k.startswith("head.")}
+    ss = {k for k in after if "scale_shift" in k}
+    assert len(ss) == 2 * 3 and all(not torch.equal(after[k], torch.ones_like(after[k]))
+                                    and not torch.equal(after[k], torch.zeros_like(after[k])) for k in ss)
+
+
+def test_image_unit_trains_only_the_image_unit():
+    short = TrainConfig(steps=2, batch_size=8, eval_every=2, patience=None, progress=False)
+    for kind in ("colour", "stn", "unet"):
+        before, after, method, _ = train("image_unit", cfg=short, kind=kind)
+        assert method.net.unit_names[0] == "image"
+        assert not changed(before, after)
+        assert any(k.startswith("units.image.") for k in after)
+    fast = get_method("image_unit")(build_backbone("lenet", 4), kind="colour", lr_mult=30)
+    assert fast.param_groups()[0]["lr_mult"] == 30
+
+
+def test_image_units_start_as_identity():
+    from transferkit.methods.image_unit import make_image_unit
+
+    x = toy().images[:4].expand(-1, 3, -1, -1)
+    for kind in ("colour", "stn", "unet"):
+        assert torch.allclose(make_image_unit(kind, 3)(x), x, atol=1e-5), kind
+
+
+def test_two_stage_tunes_all_then_a_new_head():
+    before, after, method, fit = train("two_stage")
+    assert changed(before, after) == set(before)
+    assert "stage1_val_accuracy" in method.extra_results() and fit.steps == 2 * CFG.steps
+
+
+def test_early_stopping_restores_best_validation_checkpoint():
+    cfg = TrainConfig(steps=60, batch_size=8, lr=0.05, eval_every=2, patience=3, progress=False)
+    _, _, method, fit = train("ft_unit:fc1", cfg=cfg)
+    accs = [r["val_accuracy"] for r in fit.history]
+    assert fit.best_val_accuracy == max(accs)
+    assert val_accuracy(method.net, toy(seed=1)) == pytest.approx(fit.best_val_accuracy)
+    assert fit.history[-1]["step"] == fit.steps
+
+
+def test_parameterised_names():
+    cls = get_method("ft_unit:conv2")
+    assert cls is get_method("ft_unit:conv2") and issubclass(cls, FtUnit) and cls.name == "ft_unit:conv2"
+    with pytest.raises(UnknownNameError):
+        get_method("nope:conv2")
+    with pytest.raises(UnknownNameError):
+        get_method("ft_unit:nounit")(build_backbone("lenet", 4))
+    assert fc_units(build_backbone("lenet", 4)) == ["fc1", "head"]
+
+
+def test_tap_one_accuracy_per_unit_and_method():
+    net = build_backbone("lenet", 4)
+    rows = tap(net, toy(), toy(seed=1))
+    assert [r["unit"] for r in rows] == net.feature_names
+    assert all(0 <= r["svm_accuracy"] <= 1 and 0 <= r["softmax_accuracy"] <= 1 for r in rows)
+    before, after, method, fit = train("tap")
+    assert not changed(before, after) and set(method.extra_results()["tap_val_accuracy"]) == set(net.feature_names)
+    assert val_accuracy(method, toy(seed=1)) == pytest.approx(fit.best_val_accuracy)
+
+
+def test_transfer_api_runs_multi_stage_methods():
+    model = Transfer("fast_flex", backbone="lenet", train=CFG, pretrain=TrainConfig(steps=5, progress=False))
+    model.fit(target=toy(), source=toy(seed=2), val=toy(seed=1))
+    assert 0 <= model.score(toy(seed=3)) <= 1 and model.method_.picked in model.net_.unit_names + ["all"]

@@ -1,0 +1,133 @@
+"""Flex-tuning (seed 002 Algorithms 1-3): selection on validation, surgery proxies never
+trained, results independent of the number of worker processes, registration."""
+
+import math
+
+import pytest
+import torch
+
+from transferkit.backbones import build_backbone
+from transferkit.domain import Domain
+from transferkit.engine import Engine, TrainConfig
+from transferkit.methods import get_method
+from transferkit.methods.flex import proxy_network, val_accuracy
+
+CFG = TrainConfig(steps=6, batch_size=16, eval_every=3, patience=None, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy(n=64, seed=0, classes=4):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+    for c in range(classes):
+        x[y == c, :, 4 + 5 * c: 9 + 5 * c, 4:24] += 0.6
+    return Domain("toy", x.clamp(0, 1), y, [str(c) for c in range(classes)])
+
+
+def state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def pretrained():
+    torch.manual_seed(0)
+    return build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+
+
+def run(name, cfg=CFG, tags=None, **options):
+    net = pretrained()
+    method = get_method(name)(net, **options)
+
+    def make_engine(tag, config=None):
+        if tags is not None:
+            tags.append(tag)
+        return Engine(config or cfg, seed=0)
+
+    fit = method.fit_transfer(make_engine, target=toy(), val=toy(seed=1))
+    return method, fit
+
+
+def test_flex_picks_the_best_candidate_on_validation():
+    method, fit = run("flex", keep_candidates=True)
+    extra = method.extra_results()
+    accs = extra["candidate_val_accuracy"]
+    assert list(accs) == method.net.unit_names + ["all"]
+    assert accs[extra["picked"]] == max(accs.values()) == fit.best_val_accuracy
+    picked = method.candidate_nets[extra["picked"]]
+    assert all(torch.equal(v, picked.state_dict()[k]) for k, v in method.net.state_dict().items())
+    for c, net in method.candidate_nets.items():  # early stopping restored each candidate's best
+        assert val_accuracy(net, toy(seed=1)) == pytest.approx(accs[c])
+    base = pretrained().state_dict()
+    head_only = method.candidate_nets["head"].state_dict()
+    assert all(torch.equal(base[k], head_only[k]) for k in base if not k.startswith("head."))
+
+
+def test_flex_same_results_with_two_workers():
+    short = TrainConfig(steps=3, batch_size=8, eval_every=3, progress=False)
+    one, _ = run("flex", cfg=short, workers=1)
+    two, _ = run("flex", cfg=short, workers=2)
+    assert one.extra_results() == two.extra_results()
+    for k, v in one.net.state_dict().items():
+        assert torch.allclose(v, two.net.state_dict()[k], atol=1e-6), k
+
+
+def test_flex_image_unit_candidates():
+    method, _ = run("flex", cfg=TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False),
+                    image_units=["colour"])
+    assert "image:colour" in method.extra_results()["candidate_val_accuracy"]
+    assert ("image" in method.net.unit_names) == (method.picked == "image:colour")
+
+
+def test_proxy_network_is_pure_surgery():
+    base, donor = pretrained(), build_backbone("lenet", 4)
+    proxy = proxy_network(base, donor, "conv2")
+    for k, v in proxy.state_dict().items():
+        assert torch.equal(v, (donor if k.startswith("units.conv2.") else base).state_dict()[k]), k
+
+
+@pytest.mark.parametrize("name", ["fast_flex", "faster_flex"])
+def test_fast_flex_trains_two_networks_and_never_the_proxies(name, monkeypatch):
+    fits = []
+    real_fit = Engine.fit
+
+    def counting_fit(self, method, **kw):
+        fits.append((self.cfg.steps, list(method.trainable_units())))
+        return real_fit(self, method, **kw)
+
+    monkeypatch.setattr(Engine, "fit", counting_fit)
+    tags = []
+    before = state(pretrained())
+    method, _ = run(name, tags=tags)
+    extra = method.extra_results()
+    assert len(fits) == 2  # N_ft-all (or its one epoch) and N_best: L proxies are never trained
+    assert fits[0][1] == method.net.unit_names and fits[1][1] == [extra["proxy_unit"]]
+    assert set(extra["proxy_val_accuracy"]) == set(method.net.unit_names)
+    best = max(extra["proxy_val_accuracy"].values())
+    assert extra["proxy_val_accuracy"][extra["proxy_unit"]] == best
+    if name == "faster_flex":
+        assert fits[0][0] == math.ceil(len(toy()) / CFG.batch_size) and method.picked == extra["proxy_unit"]
+        after = state(method.net)
+        assert all(torch.equal(before[k], after[k]) for k in before
+                   if not k.startswith(f"units.{method.picked}.") and not (method.picked == "head"
+                                                                          and k.startswith("head.")))
+
+
+def test_flex_in_run_experiment(tmp_path):
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import run_experiment
+
+    cfg = ExperimentConfig(name="flex", source="digits", target="digits", backbone="lenet", k=2, repeats=1,
+                           methods=["faster_flex", "ft_unit:fc1"], pretrain=TrainConfig(steps=5, progress=False),
+                           train=TrainConfig(steps=4, eval_every=2, batch_size=8, progress=False),
+                           out_dir=str(tmp_path))
+    _, rows = run_experiment(cfg, log=lambda *a: None)
+    assert {r["method"] for r in rows} == {"faster_flex", "ft_unit:fc1"}
+    assert [r for r in rows if r["method"] == "faster_flex"][0]["picked"] in ("conv1", "conv2", "fc1", "head")

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from transferkit.losses import (
+    coral,
+    covariance,
+    dann_lambda,
+    difference_loss,
+    entropy,
+    frozen_call,
+    grad_reverse,
+    mmd2,
+    scale_invariant_mse,
+)
+
+
+def test_grad_reverse_flips_and_scales_the_gradient():
+    x = torch.randn(4, 3, requires_grad=True)
+    y = grad_reverse(x, 0.5)
+    assert torch.equal(y, x)
+    (y * torch.arange(3.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.5 * torch.arange(3.0).expand(4, 3))
+
+
+def test_dann_lambda_schedule():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert dann_lambda(0.1) == pytest.approx(2 / (1 + math.exp(-1)) - 1)
+
+
+def test_mmd_zero_for_identical_samples_and_grows_with_mean_shift():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 8, generator=g)
+    assert abs(float(mmd2(a, a.clone()))) < 1e-6
+    b = torch.randn(64, 8, generator=g)
+    values = [float(mmd2(a, b + shift, bandwidth=4.0)) for shift in (0.0, 0.5, 1.0, 2.0)]
+    assert values == sorted(values) and values[-1] > 10 * max(values[0], 1e-4)
+
+
+def test_coral_matches_hand_computation():
+    s = torch.tensor([[1.0, 2.0], [3.0, 0.0], [2.0, 4.0]])
+    t = torch.tensor([[0.0, 1.0], [2.0, 2.0], [1.0, 0.0]])
+    assert torch.allclose(covariance(s), torch.cov(s.T))
+    # C_s = [[1, -1], [-1, 4]], C_t = [[1, 0.5], [0.5, 1]]: ||C_s - C_t||² = 0 + 2.25 + 2.25 + 9
+    assert float(coral(s, t)) == pytest.approx(13.5 / 16)
+
+
+def test_entropy_known_values():
+    assert float(entropy(torch.zeros(3, 4))) == pytest.approx(math.log(4))
+    assert float(entropy(torch.tensor([[100.0, 0.0, 0.0]]))) == pytest.approx(0.0, abs=1e-6)
+    p = torch.tensor([0.25, 0.75])
+    assert float(entropy(p.log()[None])) == pytest.approx(-(p * p.log()).sum().item(), rel=1e-6)
+
+
+def test_difference_and_reconstruction_losses():
+    h = torch.randn(16, 6)
+    assert float(difference_loss(h, torch.zeros(16, 6))) == 0.0
+    assert float(difference_loss(h, h)) > float(difference_loss(h, torch.randn(16, 6)))
+    x = torch.rand(2, 1, 4, 4)
+    assert float(scale_invariant_mse(x, x + 0.3)) == pytest.approx(0.0, abs=1e-6)  # shift invariant
+    assert float(scale_invariant_mse(x, torch.zeros_like(x))) > 0
+
+
+def test_frozen_call_gives_gradient_to_inputs_only():
+    lin = torch.nn.Linear(3, 1)
+    x = torch.randn(5, 3, requires_grad=True)
+    frozen_call(lin, x).sum().backward()
+    assert lin.weight.grad is None and x.grad is not None
+    assert torch.allclose(x.grad, lin.weight.detach().expand(5, 3))

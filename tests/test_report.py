@@ -1,0 +1,70 @@
+"""The HTML/markdown report, checked in a real headless browser when Chromium is present."""
+
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from transferkit.cli import main
+from transferkit.config import ExperimentConfig
+from transferkit.engine import TrainConfig
+from transferkit.experiment import run_experiment
+from transferkit.report import write_report
+from transferkit.results import write_results
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    """A small real benchmark-like directory: two values of k, two methods."""
+    root = tmp_path_factory.mktemp("bench")
+    rows = []
+    for k in (1, 3):
+        cfg = ExperimentConfig(name=f"k{k}", source="digits", target="digits+noise", k=k, repeats=2,
+                               methods=["linear_probe", "finetune"], out_dir=str(root),
+                               pretrain=TrainConfig(steps=20, eval_every=10), train=TrainConfig(steps=8, eval_every=4))
+        rows += run_experiment(cfg, run_dir=root / cfg.name, log=lambda *a: None)[1]
+    write_results(root, "bench-test", {"benchmark": "test"}, rows)
+    return root
+
+
+def test_report_has_table_figures_and_markdown(bench_dir):
+    html_path, md_path = write_report(bench_dir)
+    page = html_path.read_text()
+    assert '<table id="results">' in page
+    assert page.count("<tr>") == 1 + 4  # header + (2 methods x 2 settings)
+    assert "Label efficiency, digits → digits+noise" in page
+    assert "Confusion matrices" in page and "Training curves" in page and "peak" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) >= 4 and all(len(i) > 1000 for i in images)
+    md = md_path.read_text()
+    for name in re.findall(r"\(report_files/(figure\d+\.png)\)", md):
+        assert (md_path.parent / "report_files" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
+    assert main(["report", str(bench_dir), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.html").exists()
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no results.json" in capsys.readouterr().err
+
+
+def test_report_in_headless_chromium(bench_dir):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed (make test installs Debian's chromium when it can); "
+                    "the browser check of the report did not run")
+    html_path, _ = write_report(bench_dir)
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp()}",
+                          "--virtual-time-budget=5000", "--dump-dom", html_path.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body, "the page did not load"
+    n_images = len(re.findall(r"<img ", html_path.read_text()))
+    assert f'data-images="{n_images}"' in body.group(0)
+    assert 'data-broken-images="0"' in body.group(0)
+    assert '<table id="results">' in dom and "finetune" in dom

@@ -1,0 +1,64 @@
+"""CAT_n, two-stage over CAT and DISTILL_n (seed 004)."""
+
+import torch
+import torch.nn as nn
+
+from transferkit.backbones import from_sequential
+from transferkit.domain import Domain
+from transferkit.engine import Engine, TrainConfig
+from transferkit.evaluate import predict_logits
+from transferkit.methods.finetune import LinearProbe
+from transferkit.represent import CatTwoStage, Distill, cat_network
+
+
+def tiny_net(classes: int, width: int = 16):
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, width),
+                        nn.ReLU(), nn.Linear(width, classes))
+    return from_sequential(seq, units=[2, 3], input_shape=(1, 28, 28))
+
+
+def _domain(n=40):
+    g = torch.Generator().manual_seed(0)
+    return Domain("d", torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 4, [str(i) for i in range(4)])
+
+
+def test_cat_feature_size_is_the_sum_of_its_members():
+    members = [tiny_net(4, 16), tiny_net(4, 8), tiny_net(4, 5)]
+    cat = cat_network(members)
+    assert cat.embed_dim == 29
+    x = _domain(3).images
+    f = cat.forward_features(x)
+    assert f.shape == (3, 29)
+    assert torch.allclose(f[:, 16:24], members[1].forward_features(x))
+    assert cat(x).shape == (3, 4)
+
+
+def test_linear_probe_on_cat_keeps_members_frozen():
+    members = [tiny_net(4), tiny_net(4)]
+    cat = cat_network(members)
+    before = [p.detach().clone() for p in cat.unit("cat").parameters()]
+    Engine(TrainConfig(steps=5, eval_every=5)).fit(LinearProbe(cat), target=_domain())
+    assert all(torch.equal(a, b) for a, b in zip(before, cat.unit("cat").parameters()))
+
+
+def test_cat_two_stage_fine_tunes_each_member_then_probes():
+    members = [tiny_net(4), tiny_net(4)]
+    cat = cat_network(members)
+    before = [m.unit("unit1")[0].weight.detach().clone() for m in members]
+    method = CatTwoStage(cat)
+    fit = method.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=4, eval_every=4)), target=_domain(),
+                              val=_domain())
+    assert all(not torch.equal(b, m.unit("unit1")[0].weight) for b, m in zip(before, members))
+    assert len(method.extra_results()["member_val_accuracy"]) == 2 and fit.best_val_accuracy is not None
+
+
+def test_distill_trains_the_student_only():
+    teacher = [tiny_net(4), tiny_net(4)]
+    t_before = [p.detach().clone() for m in teacher for p in m.parameters()]
+    student = tiny_net(4)
+    s_before = student.unit("unit1")[0].weight.detach().clone()
+    method = Distill(student, teacher=teacher)
+    fit = Engine(TrainConfig(steps=5, eval_every=5)).fit(method, source=_domain(), val=_domain())
+    assert all(torch.equal(a, b) for a, b in zip(t_before, (p for m in teacher for p in m.parameters())))
+    assert not torch.equal(s_before, student.unit("unit1")[0].weight)
+    assert "kd" in fit.history[-1] and predict_logits(student, _domain(5).images).shape == (5, 4)

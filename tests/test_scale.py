@@ -1,0 +1,137 @@
+"""Scaling out: worker processes for independent jobs, resuming a killed run, and
+data-parallel training on torch.distributed (2 gloo processes on CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from transferkit.backbones import build_backbone
+from transferkit.config import ExperimentConfig
+from transferkit.engine import Engine, TrainConfig
+from transferkit.experiment import run_experiment
+from transferkit.methods import get_method
+from transferkit.runtime import peak_memory, resolve_device, threads_per_worker
+
+
+def tiny_config(tmp_path, **kw):
+    base = dict(name="scale", source="digits", target="digits+blur", k=2, repeats=2,
+                methods=["target_only", "finetune"], out_dir=str(tmp_path),
+                pretrain=TrainConfig(steps=20, eval_every=10), train=TrainConfig(steps=10, eval_every=5))
+    base.update(kw)
+    return ExperimentConfig(**base)
+
+
+def test_workers_give_the_same_rows_as_one_process(tmp_path):
+    """Bit-identical rows when the thread count matches (2 workers on 2 cores get one thread
+    each; a different thread count changes floating-point summation order only)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_worker(2))
+    try:
+        _, one = run_experiment(tiny_config(tmp_path / "a", workers=1), log=lambda *a: None)
+    finally:
+        torch.set_num_threads(threads)
+    _, two = run_experiment(tiny_config(tmp_path / "b", workers=2), log=lambda *a: None)
+    key = lambda r: (r["method"], r["seed"])  # noqa: E731
+    assert [key(r) for r in one] == [key(r) for r in two]
+    for a, b in zip(one, two):
+        assert a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"]
+        assert a["peak_rss_mb"] > 0
+
+
+def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"name: killed\nsource: digits\ntarget: digits+noise\nk: 2\nrepeats: 4\nout_dir: {tmp_path}\n"
+                   "methods: [target_only, finetune]\npretrain: {steps: 20, eval_every: 10}\n"
+                   "train: {steps: 40, eval_every: 10}\n")
+    run_dir = tmp_path / "killed" / "fixed"
+    cmd = [sys.executable, "-m", "transferkit.cli", "run", str(cfg), "--resume", str(run_dir)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    jobs = run_dir / "jobs"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (jobs.exists() and len(list(jobs.glob("*.json"))) >= 2):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done = {p.name: p.read_bytes() for p in jobs.glob("*.json")}
+    assert 2 <= len(done) < 8, "the kill should land mid-way"
+    assert not (run_dir / "results.json").exists()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rerun = [line for line in out.stdout.splitlines() if ": accuracy" in line]
+    assert len(rerun) == 8 - len(done)  # only the missing jobs trained again
+    for name, content in done.items():
+        assert (jobs / name).read_bytes() == content
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert len(rows) == 8
+
+
+def _ddp_worker(rank, world, init_file, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    result = _train_lenet()
+    if rank == 0:
+        torch.save(result, out_file)
+    dist.destroy_process_group()
+
+
+def _toy(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+    for c in range(4):
+        x[y == c, :, 4 + 5 * c: 9 + 5 * c, 4:24] += 0.6
+    from transferkit.domain import Domain
+    return Domain("toy", x.clamp(0, 1), y, list("abcd"))
+
+
+def _train_lenet():
+    torch.manual_seed(0)
+    method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    cfg = TrainConfig(steps=30, batch_size=32, eval_every=10, patience=None, lr=3e-4)
+    res = Engine(cfg, seed=0).fit(method, target=_toy(128, 0), val=_toy(64, 1))
+    return {"val": res.best_val_accuracy, "weights": {k: v.clone() for k, v in method.state_dict().items()}}
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    """Same global batch (32 = 2 x 16): LeNet has no BatchNorm, so the only difference is
+    floating-point summation order: weights agree to 1e-4, validation accuracy to 2 points."""
+    single = _train_lenet()
+    out_file = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    double = torch.load(out_file)
+    assert abs(single["val"] - double["val"]) <= 0.02
+    for k, v in single["weights"].items():
+        assert torch.allclose(v, double["weights"][k], atol=1e-4), k
+
+
+def test_device_selection_and_peak_memory():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="unknown device"):
+        resolve_device("tpu")
+    with peak_memory() as mem:
+        block = torch.ones(2**24)  # 64 MiB
+        del block
+    assert mem["peak_rss_mb"] > 64
+
+
+def test_tensorboard_event_files_per_run(tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    Engine(TrainConfig(steps=6, batch_size=16, eval_every=3), seed=0, tensorboard_dir=tmp_path).fit(
+        method, target=_toy(32, 0), val=_toy(16, 1))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"finetune/loss", "finetune/ce_target", "finetune/lr", "finetune/val_accuracy"} <= tags
+    assert [e.step for e in events.Scalars("finetune/loss")] == [3, 6]

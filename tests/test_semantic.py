@@ -1,0 +1,156 @@
+"""Seed 000 full model (eq. 5-8), its few-shot baselines and the grouped offline domain."""
+
+import math
+
+import pytest
+import torch
+
+from transferkit.backbones import build_backbone
+from transferkit.config import ExperimentConfig
+from transferkit.data import load_domain
+from transferkit.domain import Domain
+from transferkit.engine import Batch, TrainConfig
+from transferkit.experiment import run_experiment
+from transferkit.grouped import grouped_views, sample_k_groups
+from transferkit.methods.semantic import (
+    SemanticTransfer,
+    matching_log_probs,
+    metric_cross_entropy,
+    similarity,
+    similarity_entropy,
+)
+from transferkit.splits import split_domain
+
+TINY_PRE = TrainConfig(steps=20, eval_every=10)
+TINY = TrainConfig(steps=6, eval_every=3, batch_size=16)
+
+
+def test_source_entropy_decreases_toward_one_prototype():
+    prototypes = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    start, goal = torch.tensor([0.5, 0.5, 0.5]), 4 * torch.tensor([1.0, 0.0, 0.0])
+    entropies = [float(similarity_entropy(((1 - a) * start + a * goal)[None], prototypes, tau=2.0))
+                 for a in torch.linspace(0, 1, 6)]
+    assert all(later < earlier for earlier, later in zip(entropies, entropies[1:]))
+    assert entropies[0] == pytest.approx(math.log(3), abs=1e-6)  # equal similarity to all three
+
+
+def test_similarity_normalises_support_only():
+    q, s = torch.tensor([[3.0, 4.0]]), torch.tensor([[10.0, 0.0], [0.0, 0.5]])
+    assert similarity(q, s).tolist() == [[3.0, 4.0]]
+
+
+def test_metric_cross_entropy_matches_hand_computation():
+    f = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 1.0]])
+    y = torch.tensor([0, 1, 1, 0])
+    c0, c1 = (f[0] + f[3]) / 2, (f[1] + f[2]) / 2  # (2.5, 0.5), (0.5, 1.0)
+    n0, n1 = c0 / c0.norm(), c1 / c1.norm()
+    total = 0.0
+    for x, label in zip(f, y.tolist()):
+        s = [float(x @ n0), float(x @ n1)]
+        total += -(s[label] - math.log(math.exp(s[0]) + math.exp(s[1])))
+    assert float(metric_cross_entropy(f, y)) == pytest.approx(total / 4, rel=1e-6)
+
+
+def test_lower_temperature_sharpens_and_spreads_entropies():
+    """Seed 000 Figure 2: a lower temperature gives lower, more varied entropies across points."""
+    g = torch.Generator().manual_seed(0)
+    support, queries = torch.randn(4, 16, generator=g), torch.randn(200, 16, generator=g)
+    per_point = {}
+    for tau in (1.0, 4.0):
+        logp = torch.log_softmax(similarity(queries, support) / tau, 1)
+        per_point[tau] = -(logp.exp() * logp).sum(1)
+        assert float(similarity_entropy(queries, support, tau)) == pytest.approx(float(per_point[tau].mean()))
+    assert per_point[1.0].mean() < per_point[4.0].mean()
+    assert per_point[1.0].var() > per_point[4.0].var()
+
+
+def test_matching_networks_hand_example():
+    support = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 1, 1])
+    query = torch.tensor([[2.0, 0.2], [0.1, 1.0]])
+    logp = matching_log_probs(query, support, labels, num_classes=2, scale=1.0)
+    cos = torch.nn.functional.normalize(query, dim=1) @ torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    att = torch.softmax(cos, 1)
+    expected = torch.stack([att[:, 0], att[:, 1] + att[:, 2]], 1)
+    assert torch.allclose(logp.exp(), expected, atol=1e-6)
+    assert logp.argmax(1).tolist() == [0, 1]
+
+
+def _tiny_domain(n, classes, channels=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Domain("tiny", torch.rand(n, channels, 28, 28, generator=g), torch.arange(n) % len(classes),
+                  list(classes))
+
+
+def test_adversarial_players_get_only_their_own_gradients():
+    net = build_backbone("convnet4", num_classes=5, in_channels=1, image_size=28)
+    method = SemanticTransfer(net)
+    src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "56789", seed=1)
+    method.prepare({"source": src, "target": tgt, "unlabeled": tgt})
+    assert method.layers == ["conv4", "fc1"] and method.source_prototypes.shape == (5, 64)
+    batch = Batch(step=0, progress=0.0, source=(src.images, src.labels), target=(tgt.images, tgt.labels),
+                  unlabeled=tgt.images)
+    method.train_mode()
+    assert not method.source_net.training
+    terms = method.losses(batch)
+    assert set(terms) == {"ce_target", "dt_disc", "dt_encoder", "st_source_entropy", "st_metric_ce",
+                          "st_target_entropy"}
+    terms["dt_disc"].backward(retain_graph=True)
+    assert all(p.grad is None for p in net.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.discriminator.parameters())
+    method.discriminator.zero_grad(set_to_none=True)
+    terms["dt_encoder"].backward()
+    assert all(p.grad is None for p in method.discriminator.parameters())
+    assert net.unit("conv1")[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in method.source_net.parameters())
+
+
+def test_disjoint_label_sets_end_to_end(tmp_path):
+    methods = ["lext", "finetune_adv", "matching_net", "matching_ft", "finetune_proto", "finetune_cosine"]
+    cfg = ExperimentConfig(name="fewshot", source="mnist", target="digits", source_classes="0-4",
+                           target_classes="5-9", methods=methods, k=2, repeats=1, select_on="none",
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path),
+                           options={"lext": {"source_support": "examples"}})
+    _, rows = run_experiment(cfg, log=lambda *a: None)
+    assert [r["method"] for r in rows] == methods
+    assert all(len(r["per_class_accuracy"]) == 5 and r["n_labeled"] == 10 for r in rows)
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert rows[2]["steps"] == 0 and rows[0]["steps"] == TINY.steps
+
+
+def test_grouped_views_groups_splits_and_k_groups():
+    base = load_domain("digits").subset(torch.arange(60))
+    dom = grouped_views(base, views=3, seed=1)
+    assert len(dom) == 180 and dom.groups.tolist()[:6] == [0, 0, 0, 1, 1, 1]
+    assert torch.equal(dom.labels, base.labels.repeat_interleave(3))
+    views = dom.images.view(60, 3, -1)
+    assert (views[:, 0] - views[:, 1]).abs().amax(1).min() > 0  # every view is its own draw
+    split = split_domain(dom)
+    owners = [set(part.groups.tolist()) for part in (split.train, split.val, split.test)]
+    assert sum(len(o) for o in owners) == 60 and not (owners[0] & owners[1] or owners[0] & owners[2])
+    labeled, unlabeled = sample_k_groups(split.train, 2, seed=0)
+    assert len(labeled) == 2 * 3 * 10 and len(set(labeled.groups.tolist())) == 20
+    assert not set(labeled.groups.tolist()) & set(unlabeled.groups.tolist())
+    spec = load_domain("digits@grouped2", seed=0)
+    assert len(spec) == 2 * 1797 and spec.groups is not None and spec.name == "digits@grouped2"
+
+
+def test_grouped_target_experiment_reports_group_accuracy(tmp_path):
+    cfg = ExperimentConfig(name="grouped", source="mnist", target="digits@grouped2", source_classes="0-4",
+                           target_classes="5-9", methods=["finetune", "lext"], k=1, repeats=1, select_on="none",
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    _, rows = run_experiment(cfg, log=lambda *a: None)
+    assert all(r["n_labeled"] == 2 * 5 and 0 <= r["group_accuracy"] <= 1 for r in rows)
+
+
+def test_fewshot_tables_in_table1_and_table2_form():
+    from transferkit.bench.fewshot import fewshot_report
+
+    base = {"finetune": 0.6, "lext": 0.8}
+    rows = [{"part": part, "method": m, "setting": f"k={k}", "seed": s, "accuracy": base[m] + 0.02 * s,
+             "group_accuracy": base[m] + 0.1 + 0.02 * s}
+            for part in ("main", "grouped") for m in base for k in (2, 5) for s in (0, 1)]
+    text = fewshot_report(rows)
+    assert "| method | k=2 | k=5 |" in text
+    assert "| lext | 0.810 ± 0.010 (n=2) | 0.810 ± 0.010 (n=2) |" in text
+    assert "| lext (sample) |" in text and "| lext (group) | 0.910 ± 0.010 (n=2)" in text

@@ -1,0 +1,90 @@
+"""Attribute- and embedding-based zero-shot learning."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from transferkit.backbones import from_sequential
+from transferkit.domain import Domain
+from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.zeroshot import (
+    DIGIT_ATTRIBUTE_NAMES,
+    DIGIT_ATTRIBUTES,
+    AttributeZeroShot,
+    EmbeddingZeroShot,
+    attribute_matrix,
+    attribute_scores,
+    harmonic_mean,
+    zero_shot_report,
+)
+
+
+def tiny_net(classes: int, channels: int = 1):
+    seq = nn.Sequential(nn.Conv2d(channels, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 16),
+                        nn.ReLU(), nn.Linear(16, classes))
+    return from_sequential(seq, units=[2, 3], input_shape=(channels, 28, 28))
+
+
+def test_builtin_digit_attributes_are_distinct():
+    a = DIGIT_ATTRIBUTES
+    assert a.shape == (10, len(DIGIT_ATTRIBUTE_NAMES))
+    assert torch.cdist(a, a).add(torch.eye(10)).min() > 0  # every class has its own vector
+    assert bool(a[:7].max(0).values.gt(0).all())  # every attribute occurs among the seen classes 0-6
+
+
+@pytest.mark.parametrize("metric", ["dap", "euclidean"])
+def test_exact_attribute_vector_maps_to_its_class(metric):
+    a = attribute_matrix([[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]])
+    logits = torch.logit(a.clamp(1e-4, 1 - 1e-4))  # predicted attributes exactly equal to each class vector
+    assert attribute_scores(logits, a, metric).argmax(1).tolist() == [0, 1, 2, 3]
+    # restricted to "unseen" classes 2, 3, the vector of class 3 still goes to 3
+    assert attribute_scores(logits, a[2:], metric).argmax(1)[3] == 1
+
+
+def test_attribute_matrix_checks():
+    with pytest.raises(TransferkitError):
+        attribute_matrix([[0.0, 2.0], [1.0, 0.0]])
+    with pytest.raises(TransferkitError):
+        attribute_matrix(DIGIT_ATTRIBUTES, num_classes=5)
+
+
+def test_zero_shot_report_and_harmonic_mean():
+    scores = torch.tensor([[5.0, 0, 0, 1], [0, 5.0, 0, 0], [0, 0, 1, 2.0], [3.0, 0, 2.0, 0]])
+    labels = torch.tensor([0, 1, 2, 3])
+    r = zero_shot_report(scores, labels, seen=[0, 1], unseen=[2, 3])
+    # zsl among {2, 3}: sample 2 -> 3 (wrong), sample 3 -> 2 (wrong)
+    assert r["zsl"] == 0.0
+    assert r["seen"] == 1.0 and r["unseen"] == 0.0 and r["h"] == 0.0
+    assert harmonic_mean(0.5, 1.0) == pytest.approx(2 / 3)
+
+
+def _toy_domain():
+    """Images whose bright columns encode the attributes of their class (attribute k lit <-> column band k)."""
+    a = attribute_matrix([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]])
+    labels = torch.arange(5).repeat(24)
+    images = 0.05 * torch.rand(len(labels), 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for k in range(3):
+        images[:, 0, :, 9 * k:9 * k + 9] += a[labels, k].view(-1, 1, 1)
+    return a, Domain("toy", images.clamp(0, 1), labels, [f"c{i}" for i in range(5)])
+
+
+def test_attribute_zero_shot_recognises_unseen_classes_through_the_engine():
+    torch.manual_seed(0)
+    a, dom = _toy_domain()
+    seen = dom.subset(dom.labels < 3)
+    method = AttributeZeroShot(tiny_net(3), attributes=a)
+    Engine(TrainConfig(steps=50, batch_size=30, eval_every=50, lr=3e-3)).fit(method, source=seen, val=seen)
+    assert method.candidates.tolist() == [True, True, True, False, False]  # trained on the seen classes
+    report = zero_shot_report(method.scores(dom.images), dom.labels, seen=[0, 1, 2], unseen=[3, 4])
+    assert report["zsl"] > 0.9
+
+
+def test_embedding_zero_shot_trains_and_masks_candidates():
+    torch.manual_seed(0)
+    a, dom = _toy_domain()
+    method = EmbeddingZeroShot(tiny_net(3), class_embeddings=a, dim=8)
+    Engine(TrainConfig(steps=5, batch_size=30, eval_every=5)).fit(method, source=dom.subset(dom.labels < 3))
+    method.set_candidates([3, 4])
+    pred = method(dom.images[:10]).argmax(1)
+    assert set(pred.tolist()) <= {3, 4}

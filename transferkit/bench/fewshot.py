@@ -1,0 +1,179 @@
+"""Few-shot transfer across domains and tasks (seed 000 §4.1, §4.2).
+
+* ``main``: syndigits 0-4 (all labels) -> mnist 5-9, k = 2, 3, 4, 5 labelled per class, the
+  rest of the mnist train split unlabelled, 10 random label subsets per k; Table 1 form.
+* ``second``: mnist 0-4 -> digits 5-9, same protocol.
+* ``grouped``: mnist 0-4 -> digits@grouped5 5-9 (5 shifted views of each digit = a group),
+  k labelled groups per class; per-sample and per-group accuracy (Table 2 form).
+* ``ablation``: the full model without each of its terms, main pair, k = 2.
+* t-SNE of target test embeddings (finetune vs full model, Figure 4 form) and accuracy vs k.
+
+Model selection: none (``select_on="none"``): a fixed budget of steps, no target
+validation labels, never the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from ..config import ExperimentConfig
+from ..engine import Engine, TrainConfig
+from ..evaluate import mean_se, predict_logits
+from ..experiment import label_subset, prepare_domains, pretrain_source, retarget_head, run_experiment
+from ..io import atomic_write, write_text
+from ..methods import get_method
+from . import benchmark
+
+METHODS = ["target_only", "finetune", "matching_net", "matching_ft", "finetune_adv", "lext",
+           "finetune_proto", "finetune_cosine"]
+PAIRS = {"main": ("syndigits", "mnist"), "second": ("mnist", "digits")}
+VARIANTS = {"lext α=0": {"alpha": 0.0}}  # extra rows of the main tables: lext without L_DT
+ABLATIONS = {  # label: (directory tag, lext options); the main rows hold lext and lext α=0
+    "lext α=0 -eq5": ("a0_no_eq5", {"alpha": 0.0, "source_entropy": 0.0}),
+    "lext -eq5": ("no_eq5", {"source_entropy": 0.0}),
+    "lext α=0.01": ("alpha001", {"alpha": 0.01}),
+    "lext α=0 -eq7": ("a0_no_eq7", {"alpha": 0.0, "target_entropy": 0.0}),
+    "lext α=0 -eq6": ("a0_no_eq6", {"alpha": 0.0, "metric_ce": 0.0}),
+    "lext -eq7": ("no_eq7", {"target_entropy": 0.0}),
+    "lext -eq6": ("no_eq6", {"metric_ce": 0.0}),
+    "lext α=0, head prediction": ("a0_head", {"alpha": 0.0, "predict": "head"}),
+}
+
+
+def fewshot_config(name: str, source: str, target: str, k: int, quick: bool, repeats: int, methods: list,
+                   options: dict | None = None) -> ExperimentConfig:
+    return ExperimentConfig(
+        name=name, source=source, target=target, source_classes="0-4", target_classes="5-9", k=k,
+        repeats=repeats, seed=0, methods=methods, select_on="none", options=options or {},
+        pretrain=TrainConfig(steps=200 if quick else 800, batch_size=64, eval_every=100),
+        train=TrainConfig(steps=30 if quick else 100, batch_size=32, eval_every=30 if quick else 50, patience=None))
+
+
+def _run(cfg: ExperimentConfig, bench_dir: Path, log, method_label: str | None = None) -> list[dict]:
+    cfg.out_dir = str(bench_dir)
+    _, rows = run_experiment(cfg, run_dir=bench_dir / cfg.name, log=log)
+    for r in rows:
+        r["part"] = cfg.name.split("-")[0].split("_")[0]
+        if method_label:
+            r["method"] = method_label
+    return rows
+
+
+@benchmark("fewshot", "seed 000 Table 1/2: syndigits 0-4 -> mnist 5-9 and mnist 0-4 -> digits 5-9, k = 2..5, "
+                      "full model (lext) vs baselines; grouped accuracy; ablation; t-SNE")
+def fewshot_suite(quick, bench_dir, log, repeats: int | None = None, ks=None, parts=None):
+    """``--quick``: k = 2, 5, 2 subsets, 30 steps, main pair + grouped + t-SNE. Full: k = 2..5,
+    10 subsets, 100 steps, every part. ``repeats``, ``ks``, ``parts`` reduce a run (Python)."""
+    parts = parts or (("main", "grouped", "tsne") if quick else ("main", "second", "grouped", "ablation", "tsne"))
+    repeats = repeats or (2 if quick else 10)
+    ks = list(ks or ((2, 5) if quick else (2, 3, 4, 5)))
+    rows: list[dict] = []
+    for part in ("main", "second"):
+        if part in parts:
+            source, target = PAIRS[part]
+            for k in ks:
+                rows += _run(fewshot_config(f"{part}-k{k}", source, target, k, quick, repeats, METHODS), bench_dir, log)
+                for i, (label, opts) in enumerate(VARIANTS.items()):
+                    cfg = fewshot_config(f"{part}-variant{i}-k{k}", source, target, k, quick, repeats, ["lext"],
+                                         {"lext": opts})
+                    rows += _run(cfg, bench_dir, log, method_label=label)
+    if "grouped" in parts:
+        for k in ks:
+            cfg = fewshot_config(f"grouped-k{k}", "mnist", "digits@grouped5", k, quick, repeats,
+                                 ["target_only", "finetune", "lext"])
+            rows += _run(cfg, bench_dir, log)
+    if "ablation" in parts:
+        for label, (tag, opts) in ABLATIONS.items():
+            cfg = fewshot_config(f"ablation_{tag}-k{ks[0]}", *PAIRS["main"], ks[0], quick, repeats, ["lext"],
+                                 {"lext": opts})
+            rows += _run(cfg, bench_dir, log, method_label=label)
+    write_text(bench_dir / "fewshot.md", fewshot_report(rows))
+    plot_dir = bench_dir / "img"
+    for part in ("main", "second"):
+        if any(r["part"] == part for r in rows):
+            from ..plots import accuracy_vs_k_plot
+
+            accuracy_vs_k_plot([r for r in rows if r["part"] == part], plot_dir / f"accuracy_vs_k_{part}.png",
+                               title=f"{' -> '.join(PAIRS[part])} (classes 0-4 -> 5-9)")
+    if "tsne" in parts:
+        tsne_figure(fewshot_config("tsne", *PAIRS["main"], ks[0], quick, 1, ["finetune", "lext"]), bench_dir, log)
+    return rows
+
+
+def _k(row: dict) -> int:
+    return int(row["setting"].split("=")[1])
+
+
+def k_table(rows: list[dict], key: str = "accuracy", label=lambda m: m) -> str:
+    """Rows: methods (in order of appearance), columns: k; cells mean ± standard error."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ks = sorted({_k(r) for r in rows})
+    lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for m in methods:
+        cells = []
+        for k in ks:
+            vals = [r[key] for r in rows if r["method"] == m and _k(r) == k and key in r]
+            cells.append(f"{mean_se(vals)[0]:.3f} ± {mean_se(vals)[1]:.3f} (n={len(vals)})" if vals else "-")
+        lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fewshot_report(rows: list[dict]) -> str:
+    out = ["# fewshot benchmark\n", "Test accuracy, mean ± standard error over random label subsets.\n"]
+    for part, title in (("main", "syndigits 0-4 -> mnist 5-9"), ("second", "mnist 0-4 -> digits 5-9")):
+        sub = [r for r in rows if r["part"] == part]
+        if sub:
+            out += [f"\n## {title} (Table 1 form)\n\n", k_table(sub)]
+    grouped = [r for r in rows if r["part"] == "grouped"]
+    if grouped:
+        per_view = k_table(grouped, "accuracy", lambda m: f"{m} (sample)").splitlines()
+        per_group = k_table(grouped, "group_accuracy", lambda m: f"{m} (group)").splitlines()
+        body = [line for pair in zip(per_view[2:], per_group[2:]) for line in pair]
+        out += ["\n## mnist 0-4 -> digits@grouped5 5-9: per-sample and per-group accuracy (Table 2 form)\n\n",
+                "\n".join(per_view[:2] + body) + "\n"]
+    ablation = [r for r in rows if r["part"] == "ablation"]
+    if ablation:
+        out += ["\n## Ablation of the full model (syndigits 0-4 -> mnist 5-9)\n\n", k_table(ablation)]
+    return "".join(out)
+
+
+def _train(name: str, cfg: ExperimentConfig, data, pretrained, labeled, unlabeled):
+    net = copy.deepcopy(pretrained)
+    retarget_head(net, data.source.train.class_names, data.target.train.class_names)
+    torch.manual_seed(cfg.seed)
+    method = get_method(name)(net, **cfg.options.get(name, {}))
+    method.fit_transfer(lambda tag, config=None: Engine(config or cfg.train, seed=cfg.seed),
+                        source=data.source.train, target=labeled, unlabeled=unlabeled, val=None)
+    return method.net
+
+
+def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Path:
+    """Seed 000 Figure 4 (e, f): source test embeddings under the source network overlaid
+    with target test embeddings under the source network, the fine-tuned network and the
+    full model (one subset, seed ``cfg.seed``); the embeddings are cached in ``tsne.pt``."""
+    from ..plots import tsne_embeddings
+
+    cache = bench_dir / "tsne" / "embeddings.pt"
+    if cache.exists():
+        panels = torch.load(cache)
+    else:
+        data = prepare_domains(cfg)
+        pretrained, _ = pretrain_source(cfg, data, log)
+        labeled, unlabeled = label_subset(cfg, data.target, cfg.seed)
+        g = torch.Generator().manual_seed(0)
+        xs = data.source.test.images[torch.randperm(len(data.source.test), generator=g)[:n]]
+        xt = data.target.test.images[torch.randperm(len(data.target.test), generator=g)[:n]]
+        embed = lambda net, x: predict_logits(net.eval().forward_features, x)  # noqa: E731
+        source_feats = embed(pretrained, xs)
+        panels = {"source network": (source_feats, embed(pretrained, xt))}
+        for name in cfg.methods:
+            log(f"t-SNE: training {name}")
+            panels[name] = (source_feats, embed(_train(name, cfg, data, pretrained, labeled, unlabeled), xt))
+        atomic_write(cache, lambda p: torch.save(panels, p))
+    options = "; ".join(f"{m} {o}" for m, o in cfg.options.items() if o)
+    return tsne_embeddings(panels, bench_dir / "img" / "tsne.png", domain_names=("source 0-4", "target 5-9"),
+                           title=f"{cfg.source} 0-4 (source network) and {cfg.target} 5-9 test embeddings, "
+                                 f"k={cfg.k}, seed {cfg.seed}" + (f" ({options})" if options else ""))

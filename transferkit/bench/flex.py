@@ -1,0 +1,304 @@
+"""The ``flex`` benchmark: seed 002 §5 on the offline digit domains.
+
+Source: a 4-unit network (``lenet``: 2 convolutional + 2 fully connected units, the
+layout of seed 002's MNIST network) pre-trained on a fixed half of ``mnist``; the targets
+built from mnist use the other, disjoint half. Targets: mnist + blur, noise, occlusion,
+affine_random, affine_fixed, rotation, inversion; mnistm; digits; syndigits. Every target
+has fixed val and test splits; labelled subsets of ~3 / 30 / 300 images per class (capped
+by what the target's train split holds) are drawn per seed. Methods: flex, fast_flex,
+faster_flex, ft_fc1, ft_fc2, ft_ss, ft_all, linear_probe.
+
+Outputs in the benchmark directory: ``table_ratio<r>.md`` (seed 002 Table 3 form, base
+accuracy in brackets, best per row in bold), ``wins.md``, ``wall.md`` (measured Table 1),
+``retrieval.md`` (AP@10, §5.3 Table 4), ``per_unit_<target>.png`` (Figure 1) and
+``units_picked.png`` (Figure 2). Each finished job is one JSON file in ``jobs/``, written
+atomically and skipped on resume.
+
+Environment knobs for the full run (the quick run ignores them):
+``TRANSFERKIT_FLEX_RATIOS`` (default ``3,30,300``), ``TRANSFERKIT_FLEX_SEEDS`` (default 3),
+``TRANSFERKIT_FLEX_SEEDS_RATIO3`` (default 3; seed 002 uses 20 at the smallest ratio),
+``TRANSFERKIT_FLEX_TARGETS`` (comma-separated subset).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..backbones import build_backbone
+from ..data import load_domain
+from ..engine import Engine, TrainConfig
+from ..evaluate import mean_se
+from ..io import atomic_write, write_json, write_text
+from ..methods import get_method
+from ..methods.supervised import SourceOnly
+from ..results import write_results
+from ..retrieval import retrieval_map
+from ..runtime import default_workers, map_jobs
+from ..splits import split_domain, subsample_per_class
+from . import benchmark
+
+TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
+           "mnist+rotation", "mnist+inversion", "mnistm", "digits", "syndigits"]
+QUICK_TARGETS = ["mnist+blur", "mnist+inversion", "mnistm"]
+METHODS = ["flex", "fast_flex", "faster_flex", "ft_fc1", "ft_fc2", "ft_ss", "ft_all", "linear_probe"]
+#: flex with the image-to-image units of §5.4 as extra candidates (on TRANSFERKIT_FLEX_IMAGE_TARGETS)
+IMAGE_FLEX = "flex+img"
+VARIANTS = {IMAGE_FLEX: ("flex", {"image_units": ["colour", "stn", "unet"]})}
+SOURCE = "mnist/half"
+BACKBONE = "lenet"
+CHANNELS = 3  # mnistm and syndigits are in colour; grey digits are replicated
+VAL_PER_CLASS, TEST_PER_CLASS = 50, 200
+
+
+def plan(quick: bool) -> dict:
+    env = os.environ.get
+    if quick:
+        return {"targets": QUICK_TARGETS, "ratios": [30], "seeds": {30: 1}, "image_targets": [],
+                "pretrain": TrainConfig(steps=300, batch_size=64, eval_every=100, progress=False),
+                "train": TrainConfig(steps=150, batch_size=32, eval_every=15, patience=3, progress=False)}
+    ratios = [int(r) for r in env("TRANSFERKIT_FLEX_RATIOS", "3,30,300").split(",")]
+    n = int(env("TRANSFERKIT_FLEX_SEEDS", "3"))
+    targets = [t for t in env("TRANSFERKIT_FLEX_TARGETS", ",".join(TARGETS)).split(",") if t]
+    image = [t for t in env("TRANSFERKIT_FLEX_IMAGE_TARGETS", "").split(",") if t]
+    return {"targets": targets, "ratios": ratios, "image_targets": image,
+            "seeds": {r: int(env("TRANSFERKIT_FLEX_SEEDS_RATIO3", str(n))) if r <= 3 else n for r in ratios},
+            "pretrain": TrainConfig(steps=1500, batch_size=64, eval_every=100, patience=5, progress=False),
+            "train": TrainConfig(steps=300, batch_size=32, eval_every=20, patience=4, progress=False)}
+
+
+def mnist_halves() -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed disjoint halves of mnist's indices: (source half, target half)."""
+    perm = torch.randperm(len(load_domain("mnist")), generator=torch.Generator().manual_seed(2002))
+    half = len(perm) // 2
+    return perm[:half], perm[half:]
+
+
+def target_splits(spec: str, target_half: torch.Tensor):
+    """Fixed train / val / test of a target; mnist-derived targets use the target half."""
+    d = load_domain(spec, size=28, channels=CHANNELS, seed=0)
+    if spec.split("+")[0] in ("mnist", "mnistm"):
+        d = d.subset(target_half)
+    s = split_domain(d)
+    s.val = subsample_per_class(s.val, VAL_PER_CLASS, seed=0)
+    s.test = subsample_per_class(s.test, TEST_PER_CLASS, seed=0)
+    return s
+
+
+def source_network(bench_dir: Path, source, cfg: TrainConfig, log):
+    """The pre-trained source network, trained once and stored in the benchmark directory."""
+    net = build_backbone(BACKBONE, num_classes=10, in_channels=CHANNELS, image_size=28)
+    path = bench_dir / "source.safetensors"
+    if path.exists():
+        net.load_state_dict(load_file(str(path)))
+        return net, json.loads(path.with_suffix(".json").read_text())
+    log(f"pre-training {BACKBONE} on {SOURCE} ({len(source.train)} images)")
+    torch.manual_seed(0)
+    fit = Engine(cfg, seed=0).fit(SourceOnly(net), source=source.train, val=source.val)
+    info = {"val_accuracy": fit.best_val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps}
+    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
+    write_json(path.with_suffix(".json"), info)
+    return net, info
+
+
+@torch.no_grad()
+def accuracy(forward, domain) -> float:
+    return float((torch.cat([forward(x) for x in domain.images.split(1024)]).argmax(1) == domain.labels)
+                 .float().mean())
+
+
+def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: int, cfg: TrainConfig) -> dict:
+    """Train one method on one labelled subset; test accuracy, wall seconds, AP@10, picks."""
+    import copy
+
+    labeled = subsample_per_class(split.train, ratio, seed)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    name, options = VARIANTS.get(method_name, (method_name, {}))
+    if name == "flex":
+        options = {**options, "keep_candidates": True}
+    method = get_method(name)(copy.deepcopy(pretrained), **options)
+    fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=seed), target=labeled,
+                              val=split.val)
+    method.eval()
+    acc = accuracy(method, split.test)
+    wall = time.perf_counter() - t0
+    row = {"method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.best_val_accuracy,
+           "steps": fit.steps, "n_labeled": len(labeled), "per_class_available": int(split.train.class_counts().min()),
+           "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10), **method.extra_results()}
+    if name == "flex":
+        row["candidate_test_accuracy"] = {c: accuracy(n.eval(), split.test) for c, n in method.candidate_nets.items()}
+    return row
+
+
+@benchmark("flex", "seed 002 flex-tuning: mnist-half source -> 10 digit targets, ratios 3/30/300, 8 methods")
+def flex_suite(quick, bench_dir, log):
+    p = plan(quick)
+    src_half, tgt_half = mnist_halves()
+    source = split_domain(load_domain("mnist", size=28, channels=CHANNELS).subset(src_half))
+    pretrained, info = source_network(bench_dir, source, p["pretrain"], log)
+    log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {SOURCE}")
+    jobs_dir = bench_dir / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    rows, base, todo = {}, {}, []
+    for target in p["targets"]:
+        split = target_splits(target, tgt_half)
+        base[target] = accuracy(pretrained.eval(), split.test)
+        log(f"{target}: base accuracy {100 * base[target]:.1f}%, train {len(split.train)} / val {len(split.val)}"
+            f" / test {len(split.test)}")
+        for ratio in p["ratios"]:
+            for seed in range(p["seeds"][ratio]):
+                for m in METHODS + ([IMAGE_FLEX] if target in p["image_targets"] else []):
+                    job = jobs_dir / f"{target}-r{ratio}-s{seed}-{m}.json"
+                    if job.exists():
+                        rows[job] = json.loads(job.read_text())
+                        continue
+                    rows[job] = None
+                    head = {"source": SOURCE, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
+                            "seed": seed, "base_accuracy": base[target]}
+                    todo.append((job, head, (m, pretrained, split, source.val, ratio, seed, p["train"])))
+
+    def done(i, result):  # each finished job is written at once: an interrupted run resumes
+        job, head, _ = todo[i]
+        rows[job] = row = {**head, **result}
+        write_json(job, row)
+        log(f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
+            f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}")
+    map_jobs(run_job, [args for _, _, args in todo], default_workers(), done)
+    rows = list(rows.values())
+    write_reports(bench_dir, rows, base, info)
+    return rows
+
+
+# ---- reports --------------------------------------------------------------------------
+
+def _pm(stat) -> str:
+    return f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
+
+
+def _cell(rows, target, ratio, method):
+    return [r for r in rows if r["target"] == target and r["ratio"] == ratio and r["method"] == method]
+
+
+def table3(rows, base, ratio) -> str:
+    """Seed 002 Table 3 form: mean ± standard error of test accuracy, best per row bold."""
+    targets = [t for t in base if any(r["target"] == t and r["ratio"] == ratio for r in rows)]
+    n = sorted({len(_cell(rows, t, ratio, "flex")) for t in targets})
+    lines = [f"ratio ~{ratio} images per class (n seeds: {', '.join(map(str, n))}; labelled per class "
+             "capped by the target's train split)", "",
+             "| target (base) | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for t in targets:
+        stats = {m: mean_se(r["accuracy"] for r in _cell(rows, t, ratio, m)) for m in METHODS
+                 if _cell(rows, t, ratio, m)}
+        best = max(s[0] for s in stats.values())
+        cells = []
+        for m in METHODS:
+            if m not in stats:
+                cells.append("–")
+                continue
+            txt = f"{100 * stats[m][0]:.1f} ± {100 * stats[m][1]:.1f}"
+            cells.append(f"**{txt}**" if stats[m][0] >= best - 1e-9 else txt)
+        lines.append(f"| {t} ({100 * base[t]:.1f}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def wins(rows, base, ratios) -> str:
+    count = {m: 0 for m in METHODS}
+    flex_ok, total, within = 0, 0, 0
+    for t in base:
+        for ratio in ratios:
+            means = {m: mean_se(r["accuracy"] for r in _cell(rows, t, ratio, m)) for m in METHODS
+                     if _cell(rows, t, ratio, m)}
+            if len(means) < len(METHODS):
+                continue
+            total += 1
+            best = max(v[0] for v in means.values())
+            for m, v in means.items():
+                count[m] += v[0] >= best - 1e-9
+            ref = max(means[m][0] for m in ("ft_fc1", "ft_fc2", "ft_all"))
+            flex_ok += means["flex"][0] >= ref - 1e-9
+            within += means["flex"][0] >= ref - means["flex"][1] - 1e-9
+    lines = [f"scenarios (target x ratio): {total}", "", "| method | best (ties count for all) |", "|---|---|"]
+    lines += [f"| {m} | {count[m]} |" for m in METHODS]
+    lines += ["", f"flex >= max(ft_fc1, ft_fc2, ft_all) (means): {flex_ok} / {total}",
+              f"flex within one standard error of max(ft_fc1, ft_fc2, ft_all): {within} / {total}"]
+    return "\n".join(lines) + "\n"
+
+
+def wall_table(rows, ratios) -> str:
+    lines = ["| ratio | " + " | ".join(METHODS) + " | faster_flex / ft_fc1 | faster_flex / ft_fc2 |",
+             "|---|" + "---|" * (len(METHODS) + 2)]
+    for ratio in ratios:
+        w = {m: [r["wall_s"] for r in rows if r["ratio"] == ratio and r["method"] == m] for m in METHODS}
+        if not all(w.values()):
+            continue
+        mean = {m: sum(v) / len(v) for m, v in w.items()}
+        lines.append(f"| {ratio} | " + " | ".join(f"{mean[m]:.2f}" for m in METHODS)
+                     + f" | {mean['faster_flex'] / mean['ft_fc1']:.2f} | {mean['faster_flex'] / mean['ft_fc2']:.2f} |")
+    return "mean wall seconds per job (training + selection + test evaluation)\n\n" + "\n".join(lines) + "\n"
+
+
+def retrieval_table(rows, base, ratios) -> str:
+    ms = ["flex", "ft_fc1", "ft_fc2", "ft_all"]
+    lines = ["| target | ratio | " + " | ".join(ms) + " |", "|---|---|" + "---|" * len(ms)]
+    for ratio in ratios:
+        for t in base:
+            if not _cell(rows, t, ratio, "flex"):
+                continue
+            vals = [mean_se(r["ap10"] for r in _cell(rows, t, ratio, m)) for m in ms]
+            lines.append(f"| {t} | {ratio} | " + " | ".join(f"{100 * a:.1f} ± {100 * s:.1f}" for a, s in vals) + " |")
+    return ("mAP@10 (%) of target test embeddings against source validation embeddings (seed 002 §5.3)\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def image_table(rows, base, ratios) -> str:
+    """flex vs flex with the §5.4 image units as extra candidates; test accuracy of each
+    image-unit candidate and how often flex+img picked one."""
+    kinds = VARIANTS[IMAGE_FLEX][1]["image_units"]
+    lines = ["| target | ratio | flex | flex+img | " + " | ".join(f"image:{k} (test)" for k in kinds)
+             + " | picks of flex+img |", "|---|---|---|---|" + "---|" * (len(kinds) + 1)]
+    for ratio in ratios:
+        for t in base:
+            img = _cell(rows, t, ratio, IMAGE_FLEX)
+            if not img:
+                continue
+            f, g = (mean_se(r["accuracy"] for r in _cell(rows, t, ratio, m)) for m in ("flex", IMAGE_FLEX))
+            cand = [mean_se(r["candidate_test_accuracy"][f"image:{k}"] for r in img) for k in kinds]
+            picks = ", ".join(sorted({f"{r['picked']} x{[q['picked'] for q in img].count(r['picked'])}"
+                                      for r in img}))
+            lines.append(f"| {t} | {ratio} | {_pm(f)} | {_pm(g)} | " + " | ".join(map(_pm, cand)) + f" | {picks} |")
+    return "test accuracy (%), mean ± standard error over seeds\n\n" + "\n".join(lines) + "\n"
+
+
+def write_reports(bench_dir: Path, rows: list, base: dict, info: dict) -> None:
+    from ..plots import per_unit_accuracy_plot, units_picked_plot
+
+    ratios = sorted({r["ratio"] for r in rows})
+    for ratio in ratios:
+        write_text(bench_dir / f"table_ratio{ratio}.md", table3(rows, base, ratio))
+    write_text(bench_dir / "wins.md", wins(rows, base, ratios))
+    write_text(bench_dir / "wall.md", wall_table(rows, ratios))
+    write_text(bench_dir / "retrieval.md", retrieval_table(rows, base, ratios))
+    if any(r["method"] == IMAGE_FLEX for r in rows):
+        write_text(bench_dir / "image_units.md", image_table(rows, base, ratios))
+    flex_rows = [r for r in rows if r["method"] == "flex"]
+    for t in base:
+        per_unit_accuracy_plot([r for r in flex_rows if r["target"] == t], bench_dir / f"per_unit_{t}.png",
+                               title=f"{SOURCE} -> {t}")
+    units_picked_plot([r for r in rows if r["method"] in ("flex", "fast_flex", "faster_flex")], list(base),
+                      bench_dir / "units_picked.png")
+
+
+def rewrite_reports(bench_dir: str | Path) -> None:
+    """Regenerate the tables and figures from the finished jobs of ``bench_dir``."""
+    bench_dir = Path(bench_dir)
+    rows = [json.loads(p.read_text()) for p in sorted((bench_dir / "jobs").glob("*.json"))]
+    base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in TARGETS
+            if any(r["target"] == t for r in rows)}
+    write_reports(bench_dir, rows, base, {})
+    write_results(bench_dir, "bench-flex", {"benchmark": "flex", "rewritten_from_jobs": True}, rows)

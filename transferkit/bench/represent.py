@@ -1,0 +1,189 @@
+"""``transferkit bench represent``: ERM vs CAT_n vs DISTILL_n representations (seed 004).
+
+For ``mnist -> digits``, ``syndigits -> mnist`` and ``mnist -> mnistm``: ``n`` lenet
+networks are trained on the source with seeds 0..n-1 (ERM is seed 0), concatenated
+(``cat2``, ``cat4``) and distilled into one lenet (``distill``, from the largest CAT).
+Each representation is transferred with ``linear_probe``, ``finetune`` and ``two_stage``
+(``cat_two_stage`` for CAT) at several numbers of labelled target images per class (the
+curves of seed 004 Fig. 1), and evaluated with 5-way 1-shot and 5-shot episodes
+(600 episodes, target test split, frozen features) with the ``linear`` (Baseline),
+``cosine`` (Baseline++) and ``prototype`` heads. One JSON file per job in
+``bench_dir/jobs``; distilled networks in ``bench_dir/nets`` (both skipped when present).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..backbones import build_backbone
+from ..config import ExperimentConfig
+from ..engine import Engine, TrainConfig
+from ..experiment import evaluate_on, prepare_domains, retarget_head
+from ..fewshot_eval import FEWSHOT_HEADS, evaluate_episodes, extract_features
+from ..io import atomic_write, write_json, write_text
+from ..methods.finetune import Finetune, LinearProbe, TwoStage
+from ..represent import CatTwoStage, cat_network, distill_network, source_members
+from ..splits import subsample_per_class
+from . import benchmark
+
+PAIRS = (("mnist", "digits"), ("syndigits", "mnist"), ("mnist", "mnistm"))
+BACKBONE = "lenet"
+
+
+def _settings(quick: bool) -> dict:
+    if quick:
+        return {"pairs": PAIRS[:1], "n_max": 2, "cats": [2], "sizes": [5], "seeds": [0], "pretrain": 200,
+                "distill": 200, "train": 100, "episodes": 100}
+    return {"pairs": PAIRS, "n_max": 4, "cats": [2, 4], "sizes": [2, 20], "seeds": [0], "pretrain": 400,
+            "distill": 400, "train": 100, "episodes": 600}
+
+
+def _config(source: str, target: str, s: dict) -> ExperimentConfig:
+    return ExperimentConfig(name=f"represent-{source}-{target}", source=source, target=target, backbone=BACKBONE,
+                            k=None, pretrain=TrainConfig(steps=s["pretrain"], batch_size=64, eval_every=100),
+                            train=TrainConfig(steps=s["train"], batch_size=32, eval_every=25, patience=2))
+
+
+def _distilled(cfg, data, members, s, path: Path, log):
+    net = build_backbone(cfg.backbone, data.source.train.num_classes, data.channels, cfg.image_size)
+    if path.exists():
+        net.load_state_dict(load_file(str(path)))
+        return net
+    log(f"  distilling cat{len(members)} into one {cfg.backbone} ({s['distill']} steps)")
+    torch.manual_seed(cfg.seed)
+    net, _ = distill_network(members, lambda: net, lambda: Engine(TrainConfig(steps=s["distill"], batch_size=64,
+                                                                               eval_every=100), seed=cfg.seed),
+                             data.source.train, data.source.val)
+    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
+    return net
+
+
+def _transfer(rep: str, net, method: str):
+    """The method instance for (representation, transfer method) on a copy of ``net``."""
+    is_cat = rep.startswith("cat")
+    if method == "linear_probe":
+        return LinearProbe(net)
+    if method == "finetune":
+        return Finetune(net)
+    return CatTwoStage(net) if is_cat else TwoStage(net)
+
+
+@benchmark("represent", "ERM vs CAT2/CAT4 vs DISTILL with linear probe / fine-tune / two-stage at several target "
+                        "sizes, and 5-way 1/5-shot episodes with Baseline, Baseline++ and prototype heads (seed 004)")
+def represent_suite(quick, bench_dir, log):
+    s = _settings(quick)
+    bench_dir = Path(bench_dir)
+    jobs = bench_dir / "jobs"
+    (bench_dir / "nets").mkdir(parents=True, exist_ok=True)
+    jobs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for source, target in s["pairs"]:
+        cfg = _config(source, target, s)
+        data = prepare_domains(cfg)
+        log(f"{source} -> {target}: {len(data.source.train)} source train images, {len(data.target.test)} target test")
+        members = source_members(cfg, data, s["n_max"], log)
+        reps = {"erm": members[0], **{f"cat{n}": cat_network(members[:n]) for n in s["cats"]}}
+        net_path = bench_dir / "nets" / f"distill-{source}-{target}.safetensors"
+        reps["distill"] = _distilled(cfg, data, members, s, net_path, log)
+        base = {"source": source, "target": target}
+        for rep, net in reps.items():
+            job = jobs / f"fewshot-{rep}-{source}-{target}.json"
+            if job.exists():
+                rows += json.loads(job.read_text())
+                continue
+            t0 = time.perf_counter()
+            feats = extract_features(net, data.target.test.images)
+            job_rows = []
+            for k in (1, 5):
+                rep_eval = evaluate_episodes(feats, data.target.test.labels, FEWSHOT_HEADS, n_way=5, k_shot=k,
+                                             n_query=15, episodes=s["episodes"], seed=0)
+                for head, r in rep_eval.items():
+                    job_rows.append({**base, "method": f"{rep}/fewshot_{head}", "setting": f"5-way {k}-shot",
+                                     "seed": 0, "accuracy": r["mean"], "ci95": r["ci95"], "episodes": r["episodes"],
+                                     "feature_dim": int(feats.shape[1]), "wall_s": time.perf_counter() - t0})
+            write_json(job, job_rows)
+            rows += job_rows
+            log("  " + ", ".join(f"{r['method']} {r['setting']} {100 * r['accuracy']:.1f}±{100 * r['ci95']:.1f}"
+                                 for r in job_rows))
+        for n in s["sizes"]:
+            for seed in s["seeds"]:
+                labeled = subsample_per_class(data.target.train, n, seed)
+                for rep, net in reps.items():
+                    for method_name in ("linear_probe", "finetune", "two_stage"):
+                        job = jobs / f"{rep}-{method_name}-{source}-{target}-n{n}-s{seed}.json"
+                        if job.exists():
+                            rows.append(json.loads(job.read_text()))
+                            continue
+                        t0 = time.perf_counter()
+                        torch.manual_seed(seed)
+                        copy_net = copy.deepcopy(net)
+                        retarget_head(copy_net, data.source.train.class_names, data.target.train.class_names)
+                        method = _transfer(rep, copy_net, method_name)
+
+                        def make_engine(tag, config=None, seed=seed, train=cfg.train):
+                            return Engine(config or train, seed=seed)
+
+                        fit = method.fit_transfer(make_engine, target=labeled, val=data.target.val)
+                        report = evaluate_on(method, data.target.test)
+                        row = {**base, "method": f"{rep}/{method_name}", "setting": f"{n}/class", "seed": seed,
+                               "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0,
+                               "val_accuracy": fit.best_val_accuracy, "n_labeled": len(labeled),
+                               "feature_dim": int(copy_net.embed_dim), **method.extra_results()}
+                        write_json(job, row)
+                        rows.append(row)
+                        log(f"  {rep:<8} {method_name:<12} {n:>3}/class seed {seed}: {100 * row['accuracy']:.1f}% "
+                            f"({row['wall_s']:.0f}s)")
+    write_text(bench_dir / "represent.md", represent_tables(rows))
+    return rows
+
+
+_REP_ORDER = ("erm", "cat2", "cat4", "distill")
+_METHOD_ORDER = ("linear_probe", "finetune", "two_stage", "linear", "cosine", "prototype")
+
+
+def _order(method: str) -> tuple:
+    rep, _, rest = method.partition("/")
+    rest = rest.replace("fewshot_", "")
+    return (_REP_ORDER.index(rep) if rep in _REP_ORDER else 99, rep,
+            _METHOD_ORDER.index(rest) if rest in _METHOD_ORDER else 99, rest)
+
+
+def represent_tables(rows: list[dict]) -> str:
+    """Markdown: transfer accuracy per (representation, method) x target size, per pair; and
+    the episodic few-shot table."""
+    from ..evaluate import mean_se
+
+    out = []
+    for source, target in sorted({(r["source"], r["target"]) for r in rows}):
+        pr = [r for r in rows if (r["source"], r["target"]) == (source, target) and "/class" in r["setting"]]
+        if not pr:
+            continue
+        sizes = sorted({r["setting"] for r in pr}, key=lambda x: int(x.split("/")[0]))
+        out += [f"### {source} -> {target} (target test accuracy %; mean ± s.e. when several seeds)", "",
+                "| representation / transfer | " + " | ".join(sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+        for m in sorted({r["method"] for r in pr}, key=_order):
+            cells = []
+            for size in sizes:
+                acc = [r["accuracy"] for r in pr if r["method"] == m and r["setting"] == size]
+                mean, se = mean_se(acc) if acc else (float("nan"), 0.0)
+                cells.append("-" if not acc else f"{100 * mean:.1f}" + (f" ± {100 * se:.1f}" if len(acc) > 1 else ""))
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
+    fs = [r for r in rows if "fewshot" in r["method"]]
+    if fs:
+        out += ["### 5-way episodic accuracy on the target test split (frozen features; mean ± 95 % interval)", "",
+                "| pair | representation | head | 1-shot | 5-shot |", "|---|---|---|---|---|"]
+        keys = {(r["source"], r["target"], r["method"]) for r in fs}
+        for key in sorted(keys, key=lambda k: (k[0], k[1], _order(k[2]))):
+            rs = {r["setting"]: r for r in fs if (r["source"], r["target"], r["method"]) == key}
+            rep, head = key[2].split("/fewshot_")
+            cells = [f"{100 * rs[s]['accuracy']:.1f} ± {100 * rs[s]['ci95']:.1f}" if s in rs else "-"
+                     for s in ("5-way 1-shot", "5-way 5-shot")]
+            out.append(f"| {key[0]} -> {key[1]} | {rep} | {head} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,113 @@
+"""SKADA side by side (benchmark only; ``pip install transferkit[bench]``).
+
+SKADA 0.6's deep methods (``SourceOnly``, ``DANN``, ``DeepCoral``, ``MCC``) are trained on
+the same data, from the same source-pretrained LeNet (a copy of transferkit's network: the
+very same ``UnitNet`` is SKADA's module, the feature layer is its last feature unit), with
+the same batch size (``batch_size`` source + ``batch_size`` target per step), optimiser
+(Adam, same learning rate) and number of epochs as transferkit's adaptation. An epoch is
+SKADA's: ``max(n_source, n_target) // batch_size`` steps. SKADA is imported lazily here and
+nowhere in the library.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+
+SKADA_METHODS = ("SourceOnly", "DANN", "DeepCoral", "MCC")
+
+
+def available() -> bool:
+    try:
+        import skada.deep  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def steps_per_epoch(n_source: int, n_target: int, batch_size: int) -> int:
+    """SKADA's DomainBalancedSampler: ``max(n_s, n_t)`` rounded down to whole batches."""
+    return max(n_source - n_source % batch_size, n_target - n_target % batch_size) // batch_size
+
+
+class SkadaModule(torch.nn.Module):
+    """The UnitNet as SKADA calls its module: ``module(x, sample_weight=...)``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, sample_weight=None):
+        return self.net(x)
+
+
+def skada_estimator(name: str, net, epochs: int, batch_size: int, lr: float):
+    import skada.deep as sd
+
+    layer = f"net.units.{net.feature_names[-1]}"
+    module = SkadaModule(net)
+    kw = dict(batch_size=batch_size, max_epochs=epochs, optimizer=torch.optim.Adam, lr=lr, train_split=None,
+              verbose=0, device="cpu")
+    if name == "SourceOnly":
+        return sd.SourceOnly(module, **kw)
+    if name == "DANN":
+        return sd.DANN(module, layer, reg=1, num_features=module.net.embed_dim, **kw)
+    if name == "DeepCoral":
+        return sd.DeepCoral(module, layer, reg=1, **kw)
+    if name == "MCC":
+        return sd.MCC(module, layer, reg=1, **kw)
+    raise ValueError(f"unknown SKADA method {name!r}; known: {SKADA_METHODS}")
+
+
+def run_skada(name: str, pretrained, source, target_train, target_test, epochs: int, batch_size: int,
+              lr: float, seed: int) -> dict:
+    """Adapt a copy of ``pretrained`` with SKADA method ``name``; return accuracy on
+    ``target_test`` and the wall seconds of ``fit``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    net = copy.deepcopy(pretrained).train()
+    est = skada_estimator(name, net, epochs, batch_size, lr)
+    x = torch.cat([source.images, target_train.images]).numpy()
+    y = np.concatenate([source.labels.numpy(), -np.ones(len(target_train), dtype=np.int64)])
+    domain = np.concatenate([np.ones(len(source), dtype=np.int64), -2 * np.ones(len(target_train), dtype=np.int64)])
+    t0 = time.perf_counter()
+    est.fit(x, y, sample_domain=domain)
+    wall = time.perf_counter() - t0
+    x_test = target_test.images.numpy()
+    pred = est.predict(x_test, sample_domain=-2 * np.ones(len(x_test), dtype=np.int64))
+    acc = float((torch.as_tensor(pred) == target_test.labels).float().mean())
+    return {"accuracy": acc, "wall_s": wall}
+
+
+def dann_timing(source: str = "mnist", target: str = "digits", epochs: int = 2, repeats: int = 3,
+                batch_size: int = 64, lr: float = 1e-3, pretrain_steps: int = 300) -> dict:
+    """Wall seconds of training transferkit's ``dann`` and SKADA's ``DANN`` for the same
+    epochs from the same source network, alternating the two ``repeats`` times (so that a
+    shared machine's load hits both alike); returns every time and the medians."""
+    import statistics
+
+    from ..config import ExperimentConfig
+    from ..engine import Engine, TrainConfig
+    from ..experiment import prepare_domains, pretrain_source
+    from ..methods import get_method
+
+    cfg = ExperimentConfig(source=source, target=target, k=None, backbone="lenet", select_on="none",
+                           pretrain=TrainConfig(steps=pretrain_steps, batch_size=batch_size, lr=lr, eval_every=100))
+    data = prepare_domains(cfg)
+    net, _ = pretrain_source(cfg, data, log=lambda *a: None)
+    steps = epochs * steps_per_epoch(len(data.source.train), len(data.target.train), batch_size)
+    times = {"transferkit dann": [], "skada DANN": []}
+    for r in range(repeats):
+        method = get_method("dann")(copy.deepcopy(net))
+        engine = Engine(TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=steps, patience=None,
+                                    progress=False), seed=r)
+        times["transferkit dann"].append(method.fit_transfer(lambda tag, config=None, e=engine: e,
+                                                             source=data.source.train,
+                                                             unlabeled=data.target.train).wall_s)
+        times["skada DANN"].append(run_skada("DANN", net, data.source.train, data.target.train, data.target.test,
+                                             epochs, batch_size, lr, r)["wall_s"])
+    return {"steps": steps, "epochs": epochs, "times": times,
+            "median": {k: statistics.median(v) for k, v in times.items()}}

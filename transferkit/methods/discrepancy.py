@@ -1,0 +1,76 @@
+"""Discrepancy-based domain adaptation: ``mmd`` (DDC / multi-kernel), ``coral`` (Deep
+CORAL), ``entmin`` (entropy minimisation). Seed 003 (DDC), seed 001 slides."""
+
+from __future__ import annotations
+
+from ..errors import check
+from ..losses import coral, mmd2
+from .adaptation import AdaptationMethod, resolve_layers
+from .base import register
+
+
+@register
+class MMD(AdaptationMethod):
+    """Deep domain confusion (Tzeng et al. 2014, seed 003) with a multi-kernel Gaussian MMD
+    (Long et al. 2015): ``L = CE(source) + weight · Σ_{l ∈ layers} MMD²_k(E_l(x^s), E_l(x^t))``,
+    ``k`` a sum of Gaussian kernels with bandwidths ``scales × σ²`` (σ² the mean pairwise
+    squared distance of the batch); see :func:`transferkit.losses.mmd2`."""
+
+    name = "mmd"
+    description = "DDC: multi-kernel Gaussian MMD between source and target features"
+
+    def __init__(self, net, weight: float = 1.0, layers=None, scales=(0.25, 0.5, 1.0, 2.0, 4.0),
+                 entmin_weight: float = 0.0):
+        super().__init__(net, entmin_weight=entmin_weight)
+        self.weight, self.scales = float(weight), tuple(float(s) for s in scales)
+        self.layers = resolve_layers(net, layers, ["embedding"])
+
+    def losses(self, batch):
+        (x_s, y_s), x_t = batch.source, batch.unlabeled
+        src, tgt = self.taps(x_s, x_t, self.layers)
+        terms = self.base_terms(src["head"], y_s, tgt["head"])
+        terms["mmd"] = self.weight * sum(mmd2(src[n], tgt[n], self.scales) for n in self.layers)
+        return terms
+
+
+@register
+class DeepCORAL(AdaptationMethod):
+    """Deep CORAL (Sun & Saenko 2016): ``L = CE(source) + weight · Σ_l ||C_s - C_t||_F² / (4 d²)``
+    with ``C`` the feature covariances of the batch at ``layers``. Default: the embedding
+    (as SKADA's ``DeepCoral`` on the feature layer). The paper's fc8 (``layers=["head"]``)
+    has large raw-logit covariances: with weight 1 the term swamped the source cross entropy
+    in our quick run (source CE 0.66 after adaptation against 0.19 for dann)."""
+
+    name = "coral"
+    description = "Deep CORAL: align second-order statistics of source and target features"
+
+    def __init__(self, net, weight: float = 1.0, layers=None, entmin_weight: float = 0.0):
+        super().__init__(net, entmin_weight=entmin_weight)
+        self.weight = float(weight)
+        self.layers = resolve_layers(net, layers, ["embedding"])
+
+    def losses(self, batch):
+        (x_s, y_s), x_t = batch.source, batch.unlabeled
+        src, tgt = self.taps(x_s, x_t, self.layers)
+        terms = self.base_terms(src["head"], y_s, tgt["head"])
+        terms["coral"] = self.weight * sum(coral(src[n], tgt[n]) for n in self.layers)
+        return terms
+
+
+@register
+class EntropyMinimisation(AdaptationMethod):
+    """Entropy minimisation (Grandvalet & Bengio 2005): ``L = CE(source) + weight · H(p(y|x^t))``
+    with ``H`` the mean Shannon entropy of the target predictions. The same term is available
+    in every adaptation method through ``entmin_weight``."""
+
+    name = "entmin"
+    description = "source cross entropy + entropy of target predictions"
+
+    def __init__(self, net, weight: float = 0.1):
+        check(weight > 0, f"entmin weight must be > 0, got {weight}")
+        super().__init__(net, entmin_weight=weight)
+
+    def losses(self, batch):
+        (x_s, y_s), x_t = batch.source, batch.unlabeled
+        src, tgt = self.taps(x_s, x_t, [])
+        return self.base_terms(src["head"], y_s, tgt["head"])

@@ -1,0 +1,207 @@
+"""Flex-tuning: tune the one unit of ``N = N_L o ... o N_1`` that works best (seed 002 §3-§4).
+
+* ``flex`` (Algorithm 1): train ``N_ft-l`` (only unit ``l`` tuned) for every unit and
+  ``N_ft-all``, each with early stopping on validation accuracy, and output
+  ``argmax_{X in {1..L, all}} a_ft-X``. Optional extra candidates: the image-to-image units
+  of §5.4 (``image_units=["colour", "stn", "unet"]``).
+* ``fast_flex`` (Algorithm 2): train ``N_ft-all``; build the proxy networks
+  ``N_prox-l = N_L o .. o [N_ft-all]_l o .. o N_1`` by network surgery (never trained), score
+  them on validation, fine-tune the best unit, output it if ``a_ft-best >= a_ft-all``.
+* ``faster_flex`` (Algorithm 3): as ``fast_flex`` with ``N_ft-all`` trained for one epoch
+  only, and always output the tuned best unit.
+
+Candidates are independent trainings through :class:`~transferkit.engine.Engine` (each
+caches the activations of its frozen prefix); with ``workers > 1`` they run in spawned
+worker processes. Results do not depend on ``workers``: every candidate is built in the
+parent with its own seed and the engine seeds each training.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+
+import torch
+import torch.multiprocessing as mp
+
+from ..engine import FitResult
+from ..errors import check
+from .base import Method, register
+from .finetune import FtAll, FtUnit
+from .image_unit import IMAGE_UNIT, ImageUnit, insert_image_unit
+
+ALL = "all"
+
+
+def candidate_method(net, candidate: str) -> Method:
+    """The method training candidate ``candidate`` on a copy of ``net``: a unit name,
+    ``"all"``, or ``"image:<kind>"``."""
+    net = copy.deepcopy(net)
+    if candidate == ALL:
+        return FtAll(net)
+    if candidate.startswith("image:"):
+        return ImageUnit(net, kind=candidate.split(":", 1)[1])
+    return FtUnit(net, candidate)
+
+
+def _train(job):
+    engine, method, target, val = job
+    fit = engine.fit(method, target=target, val=val)
+    return method.net, fit
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def train_candidates(jobs: list, workers: int = 1) -> list:
+    """Run ``(engine, method, target, val)`` jobs, in this process or in ``workers`` spawned
+    processes; returns ``(trained net, FitResult)`` in job order."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_train(j) for j in jobs]
+    threads = max(1, torch.get_num_threads() // workers)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        return list(pool.map(_train, jobs))
+
+
+@torch.no_grad()
+def val_accuracy(net, domain) -> float:
+    """Accuracy of ``net`` on ``domain`` in eval mode (no parameter or statistic changes)."""
+    was = net.training
+    net.eval()
+    dev = next(net.parameters()).device
+    correct = sum(int((net(x.to(dev)).argmax(1).cpu() == y).sum()) for x, y in
+                  zip(domain.images.split(1024), domain.labels.split(1024)))
+    net.train(was)
+    return correct / max(1, len(domain))
+
+
+def proxy_network(base, donor, unit: str):
+    """Network surgery (Algorithm 2 line 4): a copy of ``base`` whose unit ``unit`` is
+    copied from ``donor`` (weights and buffers); nothing is trained."""
+    proxy = copy.deepcopy(base)
+    proxy.unit(unit).load_state_dict(donor.unit(unit).state_dict())
+    return proxy
+
+
+class _FlexBase(Method):
+    """Shared parts: candidate seeds, adopting the picked network, results."""
+
+    def __init__(self, net, workers: int = 1, keep_candidates: bool = False):
+        super().__init__(net)
+        check(int(workers) >= 1, f"workers must be >= 1, got {workers}")
+        self.workers, self.keep_candidates = int(workers), bool(keep_candidates)
+        self.picked: str | None = None
+        self.candidate_nets: dict = {}
+        self._extra: dict = {}
+
+    def trainable_units(self):
+        return [] if self.picked is None else list(self.net.unit_names)
+
+    def _adopt(self, net) -> None:
+        """Make ``self.net`` (the caller's network object) the picked network, in place."""
+        if IMAGE_UNIT in net.feature_names and IMAGE_UNIT not in self.net.feature_names:
+            insert_image_unit(self.net, copy.deepcopy(net.unit(IMAGE_UNIT)))
+        self.net.load_state_dict(net.state_dict())
+        self.input_unit = self.net.unit_names[0]
+        self.net.eval()
+
+    def _train(self, make_engine, candidates: list[str], target, val, config=None, tag="cand") -> list:
+        jobs = []
+        for i, c in enumerate(candidates):
+            engine = make_engine(f"{tag}-{c.replace(':', '-')}", config)
+            torch.manual_seed(engine.seed * 1009 + i)  # new modules (image units) get a fixed init
+            jobs.append((engine, candidate_method(self.net, c), target, val))
+        return train_candidates(jobs, self.workers)
+
+    def extra_results(self):
+        return {"picked": self.picked, **self._extra}
+
+
+@register
+class Flex(_FlexBase):
+    """Seed 002 Algorithm 1 (flex): one early-stopped training per unit plus ``ft_all``
+    (plus optional §5.4 image units), keep the best on validation. Ties go to the earlier
+    candidate (units in network order, then ``all``, then image units)."""
+
+    name = "flex"
+    description = "tune each unit separately and ft_all, keep the best on validation (seed 002 Alg. 1)"
+
+    def __init__(self, net, workers: int = 1, image_units=(), keep_candidates: bool = False):
+        super().__init__(net, workers, keep_candidates)
+        self.image_units = [image_units] if isinstance(image_units, str) else list(image_units)
+
+    def candidates(self) -> list[str]:
+        return list(self.net.unit_names) + [ALL] + [f"image:{k}" for k in self.image_units]
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        check(val is not None and len(val) > 0, "flex selects on a labelled validation set; none was given")
+        t0 = time.perf_counter()
+        cands = self.candidates()
+        results = self._train(make_engine, cands, target, val)
+        accs = [fit.best_val_accuracy for _, fit in results]
+        best = max(range(len(cands)), key=lambda i: (accs[i], -i))
+        self.picked = cands[best]
+        self._adopt(results[best][0])
+        if self.keep_candidates:
+            self.candidate_nets = {c: net for c, (net, _) in zip(cands, results)}
+        self._extra = {"candidate_val_accuracy": dict(zip(cands, accs)),
+                       "candidate_steps": {c: fit.steps for c, (_, fit) in zip(cands, results)}}
+        fit = results[best][1]
+        return FitResult(steps=sum(f.steps for _, f in results), best_step=fit.best_step,
+                         best_val_accuracy=fit.best_val_accuracy, stopped_early=fit.stopped_early,
+                         wall_s=time.perf_counter() - t0, history=fit.history)
+
+
+@register
+class FastFlex(_FlexBase):
+    """Seed 002 Algorithm 2 (fast-flex): ``N_ft-all``, proxy networks by surgery scored on
+    validation, fine-tune the best proxy's unit, keep it if ``a_ft-best >= a_ft-all``."""
+
+    name = "fast_flex"
+    one_epoch = False
+    description = "ft_all, proxy networks by surgery, tune the best unit (seed 002 Alg. 2)"
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        check(val is not None and len(val) > 0, f"{self.name} selects on a labelled validation set; none was given")
+        t0 = time.perf_counter()
+        config, sel_val = None, val
+        if self.one_epoch:  # Algorithm 3 line 1: a single epoch, no early stopping
+            base = make_engine("config").cfg  # the stage config; this engine is not run
+            config = replace(base, steps=math.ceil(len(target) / base.batch_size), patience=None,
+                             eval_every=10**9, checkpoint_every=10**9)
+            sel_val = None
+        (all_net, all_fit), = self._train(make_engine, [ALL], target, sel_val, config, tag="surgery")
+        units = list(self.net.unit_names)
+        proxies = {u: val_accuracy(proxy_network(self.net, all_net, u), val) for u in units}
+        best_unit = max(units, key=lambda u: (proxies[u], -units.index(u)))
+        (unit_net, unit_fit), = self._train(make_engine, [best_unit], target, val, tag="tune")
+        a_all = all_fit.best_val_accuracy if not self.one_epoch else val_accuracy(all_net, val)
+        use_all = not self.one_epoch and a_all > unit_fit.best_val_accuracy
+        self.picked = ALL if use_all else best_unit
+        self._adopt(all_net if use_all else unit_net)
+        if self.keep_candidates:
+            self.candidate_nets = {ALL: all_net, best_unit: unit_net}
+        self._extra = {"proxy_unit": best_unit, "proxy_val_accuracy": proxies, "ft_all_val_accuracy": a_all,
+                       "ft_best_val_accuracy": unit_fit.best_val_accuracy, "surgery_steps": all_fit.steps}
+        fit = all_fit if use_all else unit_fit
+        return FitResult(steps=all_fit.steps + unit_fit.steps, best_step=fit.best_step,
+                         best_val_accuracy=fit.best_val_accuracy,
+                         stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history)
+
+
+@register
+class FasterFlex(FastFlex):
+    """Seed 002 Algorithm 3 (even faster flex): the surgery donor is ``N_ft-all`` after a
+    single epoch; the best proxy's unit is fine-tuned and always output."""
+
+    name = "faster_flex"
+    one_epoch = True
+    description = "one epoch of ft_all, proxy networks by surgery, tune the best unit (seed 002 Alg. 3)"
+
+
+__all__ = ["Flex", "FastFlex", "FasterFlex", "candidate_method", "proxy_network", "train_candidates"]

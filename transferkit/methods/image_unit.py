@@ -1,0 +1,135 @@
+"""Image-to-image units placed before the frozen source network (seed 002 §5.4).
+
+Instead of tuning the network, learn ``T: x -> x'`` that maps target images back towards
+the source domain, ``N(T(x))``, with every unit of ``N`` frozen. Three kinds, each
+initialised to the identity ``T(x) = x``:
+
+* ``colour``: a 1x1 convolution, ``x'_c = sum_d W_cd x_d + b_c`` (pixel-wise colour maps,
+  seed 002's choice for YUV/HSV);
+* ``stn``: a spatial transformer (Jaderberg et al., seed 002 [15]): a small localisation
+  network predicts an affine ``theta`` and ``x' = sample(x, grid(theta))``, for geometric shifts;
+* ``unet``: a small encoder-decoder with skip connections (the Pix2Pix generator of seed
+  002, reduced), ``x' = x + D(E(x))``, for the rest (blur, noise, backgrounds).
+
+The unit becomes the network's first unit, named ``"image"`` (network surgery), so the
+tuned network is an ordinary :class:`~transferkit.backbones.UnitNet`; flex-tuning can
+take these units as extra candidates (``Flex(image_units=[...])``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UnknownNameError, check
+from .base import register
+from .finetune import _TargetCE
+
+IMAGE_UNIT = "image"
+
+
+class ColourUnit(nn.Module):
+    """1x1 convolution over colour channels, identity at initialisation."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class SpatialTransformer(nn.Module):
+    """Affine spatial transformer: localisation net -> 2x3 ``theta`` -> bilinear resampling.
+    The last layer is zero-initialised with the identity as bias, so ``T(x) = x`` at start."""
+
+    def __init__(self, channels: int, hidden: int = 32):
+        super().__init__()
+        self.loc = nn.Sequential(
+            nn.Conv2d(channels, 8, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(8, 10, 5, padding=2), nn.AdaptiveMaxPool2d(4), nn.ReLU(), nn.Flatten(1),
+            nn.Linear(160, hidden), nn.ReLU(), nn.Linear(hidden, 6))
+        with torch.no_grad():
+            self.loc[-1].weight.zero_()
+            self.loc[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
+
+    def forward(self, x):
+        theta = self.loc(x).view(-1, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+
+class EncoderDecoder(nn.Module):
+    """Two-level encoder-decoder with skip connections (a reduced Pix2Pix U-Net), residual
+    output ``x + D(E(x))``; the output layer is zero-initialised (identity at start)."""
+
+    def __init__(self, channels: int, width: int = 16):
+        super().__init__()
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+        self.enc1, self.enc2 = block(channels, width), block(width, 2 * width)
+        self.dec2 = block(2 * width + width, width)
+        self.out = nn.Conv2d(width + channels, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        up = F.interpolate(e2, size=e1.shape[-2:], mode="nearest")
+        d = self.dec2(torch.cat([up, e1], 1))
+        return x + self.out(torch.cat([d, x], 1))
+
+
+IMAGE_UNITS = {"colour": ColourUnit, "stn": SpatialTransformer, "unet": EncoderDecoder}
+
+
+def make_image_unit(kind: str, channels: int) -> nn.Module:
+    if kind not in IMAGE_UNITS:
+        raise UnknownNameError("image unit kind", kind, IMAGE_UNITS)
+    return IMAGE_UNITS[kind](channels)
+
+
+def insert_image_unit(net, unit: nn.Module, name: str = IMAGE_UNIT) -> None:
+    """Network surgery: make ``unit`` the first unit of ``net`` (in place; the keys of the
+    other units are unchanged, the new ones are ``units.<name>.*``)."""
+    check(name not in net.feature_names, f"the network already has a unit {name!r}")
+    ref = net._ref_tensor()
+    feats = OrderedDict([(name, unit.to(device=ref.device, dtype=ref.dtype))])
+    feats.update(net._modules["units"].items())
+    net._modules["units"] = nn.ModuleDict(feats)  # UnitNet keeps its feature units here
+    net._shapes = None
+
+
+@register
+class ImageUnit(_TargetCE):
+    """Seed 002 §5.4: train only an image-to-image unit of kind ``kind`` (``colour``,
+    ``stn``, ``unet``) placed before the frozen source network, ``min CE(N(T(x)), y)``.
+    ``lr_mult`` scales its learning rate (Adam moves a weight by about ``lr`` per step, so an
+    identity-initialised colour unit needs a larger rate to reach e.g. ``x -> 1 - x``)."""
+
+    name = "image_unit"
+    description = "train an image-to-image unit (colour / stn / unet) before the frozen network (seed 002 §5.4)"
+
+    def __init__(self, net, kind: str = "unet", lr_mult: float = 1.0):
+        super().__init__(net)
+        check(lr_mult > 0, f"lr_mult must be > 0, got {lr_mult}")
+        self.kind, self.lr_mult = kind, float(lr_mult)
+        if IMAGE_UNIT not in net.feature_names:
+            insert_image_unit(net, make_image_unit(kind, net.input_shape[0] if net.input_shape else 3))
+        self.input_unit = net.unit_names[0]
+
+    def trainable_units(self):
+        return [IMAGE_UNIT]
+
+    def param_groups(self):
+        return [{"params": self.net.parameters_of([IMAGE_UNIT]), "lr_mult": self.lr_mult}]
+
+    def extra_results(self):
+        return {"image_unit": self.kind}

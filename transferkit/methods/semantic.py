@@ -1,0 +1,321 @@
+"""Transfer across domains and tasks with few labels (seed 000 §3 and the baselines of §4.1).
+
+``lext`` (label-efficient transfer, seed 000's full model), eq. 1:
+
+    L = L_sup(X^T, Y^T) + α L_DT(X^S, X~^T) + β L_ST(X^S, X^T, X~^T)
+
+* L_sup: cross entropy of the (new) classifier on the k labelled target examples per class.
+* L_DT (§3.2, eq. 2-4): multi-layer domain adversarial loss between the source network's
+  activations of source images and the target network's activations of unlabelled target
+  images (:class:`~transferkit.discriminators.MultiLayerDiscriminator`).
+* L_ST (§3.3, eq. 8) = eq. 5 + eq. 6 + eq. 7 with the similarity ψ(x, s) = <s / |s|, f(x)>
+  (normalised support feature, unnormalised query feature; "implementation details"):
+
+  - eq. 5: ``H(softmax(v_s(x~)/τ_s))``, similarity of each unlabelled target embedding to the
+    source support (per-class source prototypes, or the source examples of the batch);
+  - eq. 6: metric cross entropy of each labelled target embedding against the labelled
+    target class centroids, ``-log softmax(v_t(x))_y``;
+  - eq. 7: ``H(softmax(v_t(x~)/τ_t))`` against the same centroids.
+
+Deviations: sums over samples (eq. 5-7) are means over the batch; centroids of eq. 6/7 are
+those of the classes present in the labelled batch (all of them when the batch holds the
+whole labelled set, the usual few-shot case).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..discriminators import MultiLayerDiscriminator, default_layers, discriminator_loss, inverted_label_loss
+from ..engine import FitResult
+from ..errors import check
+from ..evaluate import predict_logits
+from ..heads import class_means
+from .base import Method, register
+from .finetune import Finetune
+
+
+def similarity(queries: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """ψ of seed 000: ``N x S`` dot products of the unnormalised queries with the
+    L2-normalised support features."""
+    return queries @ F.normalize(support, dim=1).t()
+
+
+def similarity_entropy(queries: torch.Tensor, support: torch.Tensor, tau: float) -> torch.Tensor:
+    """Seed 000 eq. 5 / eq. 7: mean entropy of ``softmax(ψ(x, support) / τ)`` over queries."""
+    logp = F.log_softmax(similarity(queries, support) / tau, dim=1)
+    return -(logp.exp() * logp).sum(1).mean()
+
+
+def present_class_means(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroids of the classes present in ``labels`` and the labels re-indexed onto them."""
+    present, index = torch.unique(labels, return_inverse=True)
+    return class_means(features, index, len(present)), index
+
+
+def metric_cross_entropy(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Seed 000 eq. 6: mean over labelled examples of ``-log softmax(ψ(x, c))_y`` with ``c``
+    the class centroids of the same labelled examples."""
+    centroids, index = present_class_means(features, labels)
+    return F.cross_entropy(similarity(features, centroids), index)
+
+
+@register
+class SemanticTransfer(Method):
+    """Seed 000's full model (eq. 1-8), see the module docstring.
+
+    Source encoder: a frozen copy of the pre-trained source network (blue in seed 000
+    Figure 1); the target network (green) starts from the same weights and is the one
+    trained. The discriminator therefore compares source activations under the source
+    network with target activations under the target network (as ADDA, seed 000 §3.2), and
+    the support of eq. 5 is fixed: per-class prototypes of the whole source train set
+    computed once (``source_support="prototypes"``) or the source batch's examples
+    (``"examples"``).
+
+    One optimiser step updates both players without mixing their gradients:
+    ``dt_disc`` (eq. 3) is computed on detached activations, so only the discriminator gets
+    its gradient; ``dt_encoder`` (α · eq. 4) runs the discriminator through
+    :func:`torch.func.functional_call` with detached parameters, so only the target
+    encoder gets its gradient.
+
+    Options: ``alpha``, ``beta`` (0.1, 0.1), ``tau_source`` (2), ``tau_target`` (1), ``gamma``
+    (0.1, decay of eq. 2, Table 1), ``combine`` (``sum``/``concat``), ``layers`` (default:
+    last three units, or second and third last when the label sets differ), weights
+    ``source_entropy``, ``metric_ce``, ``target_entropy`` of the three L_ST terms (1 each;
+    ablations set one to 0), ``source_support``, ``disc_lr_mult``, ``predict`` (``centroids``,
+    default: ψ against the labelled target class centroids, the metric of eq. 6; ``head``:
+    the linear classifier trained by L_sup).
+    """
+
+    name = "lext"
+    streams = ("source", "target", "unlabeled")
+    description = "seed 000 full model: target CE + multi-layer adversarial + semantic transfer (eq. 1-8)"
+
+    def __init__(self, net, alpha: float = 0.1, beta: float = 0.1, tau_source: float = 2.0,
+                 tau_target: float = 1.0, gamma: float = 0.1, combine: str = "sum", layers=None,
+                 source_support: str = "prototypes", source_entropy: float = 1.0, metric_ce: float = 1.0,
+                 target_entropy: float = 1.0, disc_lr_mult: float = 1.0, predict: str = "centroids"):
+        super().__init__(net)
+        check(source_support in ("prototypes", "examples"),
+              f"source_support must be 'prototypes' or 'examples', got {source_support!r}")
+        check(predict in ("head", "centroids"), f"predict must be 'head' or 'centroids', got {predict!r}")
+        self.predict = predict
+        check(tau_source > 0 and tau_target > 0, "temperatures must be > 0")
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.tau_source, self.tau_target = float(tau_source), float(tau_target)
+        self.gamma, self.combine, self.layers = gamma, combine, list(layers) if layers else None
+        self.source_support = source_support
+        self.weights = {"source_entropy": source_entropy, "metric_ce": metric_ce, "target_entropy": target_entropy}
+        self.disc_lr_mult = disc_lr_mult
+        self.source_net = copy.deepcopy(net).eval().requires_grad_(False)
+        self.discriminator = None
+        self.register_buffer("source_prototypes", torch.zeros(0, net.embed_dim))
+        self.register_buffer("target_centroids", torch.zeros(0, net.embed_dim))
+
+    # ---- setup -------------------------------------------------------------------------
+    def prepare(self, domains: dict) -> None:
+        super().prepare(domains)
+        source, target = domains.get("source"), domains.get("target")
+        same = source is not None and target is not None and source.class_names == target.class_names
+        self.layers = self.layers or default_layers(self.net, same)
+        if self.alpha > 0 and self.discriminator is None:
+            self.discriminator = MultiLayerDiscriminator.for_network(
+                self.net, self.layers, gamma=self.gamma, combine=self.combine)
+        if self.beta > 0 and self.weights["source_entropy"] and self.source_support == "prototypes":
+            feats = predict_logits(self.source_net.forward_features, source.images)
+            self.source_prototypes = class_means(feats, source.labels, source.num_classes)
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        if self.predict == "centroids":
+            feats = predict_logits(self.net.forward_features, target.images)
+            self.target_centroids = class_means(feats, target.labels, target.num_classes)
+        return fit
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.predict == "centroids" and len(self.target_centroids):
+            return similarity(self.net.forward_features(images), self.target_centroids)
+        return self.net(images)
+
+    def param_groups(self):
+        groups = super().param_groups()
+        if self.discriminator is not None:
+            groups.append({"params": list(self.discriminator.parameters()), "lr_mult": self.disc_lr_mult})
+        return groups
+
+    def train_mode(self) -> None:
+        super().train_mode()
+        self.source_net.eval()
+
+    # ---- losses ------------------------------------------------------------------------
+    def losses(self, batch):
+        (x_s, _), (x_t, y_t), x_u = batch.source, batch.target, batch.unlabeled
+        n_t = len(x_t)
+        taps = list(dict.fromkeys(self.layers + ["embedding", "head"]))
+        acts = self.net.forward_features(torch.cat([x_t, x_u]), taps)
+        terms = {"ce_target": F.cross_entropy(acts["head"][:n_t], y_t)}
+        src = {"embedding": None}
+        if self.discriminator is not None or self.source_support == "examples":
+            with torch.no_grad():
+                src = self.source_net.forward_features(x_s, list(dict.fromkeys(self.layers + ["embedding"])))
+        if self.discriminator is not None:
+            tgt = [acts[n][n_t:] for n in self.layers]
+            src_act = [src[n] for n in self.layers]
+            d_s = self.discriminator(src_act)
+            terms["dt_disc"] = discriminator_loss(d_s, self.discriminator([a.detach() for a in tgt]))
+            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+            d_t = functional_call(self.discriminator, frozen, (tgt,))
+            terms["dt_encoder"] = self.alpha * inverted_label_loss(d_s.detach(), d_t)
+        if self.beta > 0:
+            terms.update(self.semantic_terms(acts["embedding"][:n_t], y_t, acts["embedding"][n_t:],
+                                             src["embedding"]))
+        return terms
+
+    def semantic_terms(self, f_t, y_t, f_u, f_s) -> dict:
+        """β-weighted eq. 5, 6 and 7 (the three parts of L_ST, eq. 8)."""
+        w, out = self.weights, {}
+        if w["source_entropy"]:
+            support = self.source_prototypes if self.source_support == "prototypes" else f_s
+            out["st_source_entropy"] = self.beta * w["source_entropy"] * similarity_entropy(
+                f_u, support, self.tau_source)
+        if w["metric_ce"]:
+            out["st_metric_ce"] = self.beta * w["metric_ce"] * metric_cross_entropy(f_t, y_t)
+        if w["target_entropy"]:
+            centroids, _ = present_class_means(f_t, y_t)
+            out["st_target_entropy"] = self.beta * w["target_entropy"] * similarity_entropy(
+                f_u, centroids, self.tau_target)
+        return out
+
+
+@register
+class FinetuneAdversarial(SemanticTransfer):
+    """Seed 000 Table 1 "fine-tune + adv.": cross entropy on the labelled target plus α times
+    the multi-layer domain adversarial loss (eq. 2-4) between source and unlabelled target;
+    :class:`SemanticTransfer` with β = 0."""
+
+    name = "finetune_adv"
+    description = "fine-tune on target labels + multi-layer domain adversarial loss (seed 000 baseline v)"
+
+    def __init__(self, net, alpha: float = 0.1, gamma: float = 0.1, combine: str = "sum", layers=None,
+                 disc_lr_mult: float = 1.0):
+        super().__init__(net, alpha=alpha, beta=0.0, gamma=gamma, combine=combine, layers=layers,
+                         disc_lr_mult=disc_lr_mult, predict="head")
+
+
+# ---- matching networks --------------------------------------------------------------------
+def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
+                       num_classes: int, scale: float = 10.0) -> torch.Tensor:
+    """Matching networks (Vinyals et al. 2016): ``log Σ_i a(x, x_i) onehot(y_i)`` with the
+    attention ``a = softmax_i(scale · cos(x, x_i))`` over the support set."""
+    att = torch.softmax(scale * F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t(), dim=1)
+    probs = att @ F.one_hot(support_labels, num_classes).to(att.dtype)
+    return probs.clamp_min(1e-8).log()
+
+
+@register
+class MatchingNet(Method):
+    """Seed 000 Table 1 "Matching nets": the source-pretrained embedding, no training; a
+    target image gets the attention-weighted label of the k labelled target examples per
+    class (the support set). ``scale``: inverse temperature of the cosine attention."""
+
+    name = "matching_net"
+    streams = ("target",)
+    description = "source-pretrained embedding, matching-network attention over the k labelled target examples"
+
+    def __init__(self, net, scale: float = 10.0):
+        super().__init__(net)
+        self.scale = float(scale)
+        self.register_buffer("support_features", torch.zeros(0, net.embed_dim))
+        self.register_buffer("support_labels", torch.zeros(0, dtype=torch.long))
+        self.num_target_classes = net.num_classes
+
+    def trainable_units(self):
+        return self.net.feature_names
+
+    def set_support(self, target) -> None:
+        self.eval()
+        self.support_features = predict_logits(self.net.forward_features, target.images)
+        self.support_labels = target.labels.clone()
+        self.num_target_classes = target.num_classes
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        t0 = time.perf_counter()
+        self.set_support(target)
+        return FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False,
+                         wall_s=time.perf_counter() - t0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        check(len(self.support_labels) > 0, f"{self.name}: no support set yet (fit first)")
+        return matching_log_probs(self.net.forward_features(images), self.support_features, self.support_labels,
+                                  self.num_target_classes, self.scale)
+
+
+@register
+class FinetunedMatchingNet(MatchingNet):
+    """Seed 000 Table 1 "Fine-tuned matching nets": episodic fine-tuning of the embedding
+    on the labelled target, then matching against all k labelled examples per class.
+
+    Each step is one N-way (k−1)-shot episode over the labelled batch: one random example
+    per class is the query, the others are the support (with the whole labelled set in
+    the batch, as for k ≤ 12 at batch size 64, this is 5-way (k−1)-shot on the digit
+    pairs); the loss is the cross entropy of the matching prediction of the queries. The
+    budget is fixed (no validation: the classifier head is not what is trained)."""
+
+    name = "matching_ft"
+    description = "matching networks fine-tuned episodically (N-way (k-1)-shot) on the labelled target"
+
+    def losses(self, batch):
+        x, y = batch.target
+        f = self.net.forward_units(x, self.input_unit, "embedding")
+        pos = torch.arange(len(y), device=y.device)
+        first = torch.full((int(y.max()) + 1,), len(y), device=y.device).scatter_reduce(0, y, pos, "amin")
+        query = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        query[first[first < len(y)]] = True
+        logp = matching_log_probs(f[query], f[~query], y[~query], self.num_target_classes, self.scale)
+        return {"episode_ce": F.nll_loss(logp, y[query])}
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        self.num_target_classes = target.num_classes
+        fit = make_engine("main").fit(self, target=target)
+        self.set_support(target)
+        return fit
+
+
+# ---- heads on the fine-tuned network --------------------------------------------------------
+@register
+class FinetunePrototype(Finetune):
+    """Fine-tune every unit with cross entropy, then classify by the nearest labelled target
+    class mean of the fine-tuned embedding (prototypical head, Snell et al. 2017;
+    ``metric``: ``sqeuclidean`` or ``cosine``)."""
+
+    name = "finetune_proto"
+    description = "fine-tune, then nearest class mean (prototype head) on the fine-tuned embedding"
+
+    def __init__(self, net, metric: str = "sqeuclidean"):
+        super().__init__(net)
+        self.metric = metric
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        feats = predict_logits(self.net.forward_features, target.images)
+        self.net.reset_classifier(target.num_classes, "prototype", metric=self.metric).fit(feats, target.labels)
+        self.eval()
+        return fit
+
+
+@register
+class FinetuneCosine(Finetune):
+    """Fine-tune every unit with a cosine classifier head (Baseline++, Chen et al. 2019):
+    ``logits = s · cos(w_c, f)`` with a learned scale ``s`` (initial ``scale``)."""
+
+    name = "finetune_cosine"
+    description = "fine-tune all units with a cosine-classifier head (Baseline++)"
+
+    def __init__(self, net, scale: float = 10.0):
+        net.reset_classifier(net.num_classes, "cosine", scale=scale)
+        super().__init__(net)

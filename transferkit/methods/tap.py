@@ -1,0 +1,124 @@
+"""Layer tapping (seed 001 "Tapping off features at each layer"): frozen features of the
+source network taken at the output of every unit, each fed to a linear SVM and to a
+softmax (multinomial logistic regression) classifier; accuracy per unit.
+
+Features are flattened and standardised with the training mean and deviation; the
+classifiers are scikit-learn's ``LinearSVC`` and ``LogisticRegression``. Both are linear,
+so a fitted one is turned into an ``nn.Linear`` on the raw features, ``W' = W / s``,
+``b' = b - W' m``, and the ``tap`` method predicts with the unit and classifier that are
+best on validation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..engine import FitResult
+from ..errors import check
+from .base import Method, register
+
+CLASSIFIERS = ("svm", "softmax")
+
+
+@torch.no_grad()
+def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """``unit -> N x D`` flattened activations of the frozen ``net`` (eval mode)."""
+    net.eval()
+    dev = next(net.parameters()).device
+    chunks = [net.forward_features(x.to(dev), units) for x in images.split(batch_size)]
+    return {u: torch.cat([c[u].flatten(1).cpu() for c in chunks]) for u in units}
+
+
+def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0,
+               seed: int = 0) -> nn.Linear:
+    """Fit a linear SVM (``svm``) or softmax classifier (``softmax``) on standardised ``x``;
+    return it as an ``nn.Linear`` acting on the raw features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    check(kind in CLASSIFIERS, f"unknown tap classifier {kind!r} ({', '.join(CLASSIFIERS)})")
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    xs = ((x - mean) / std).double().numpy()
+    clf = (LinearSVC(C=c, random_state=seed, max_iter=5000) if kind == "svm"
+           else LogisticRegression(C=c, max_iter=1000, random_state=seed))
+    clf.fit(xs, y.numpy())
+    coef, bias = np.atleast_2d(clf.coef_), np.atleast_1d(clf.intercept_)
+    if coef.shape[0] == 1 and num_classes == 2:
+        coef, bias = np.concatenate([-coef, coef]), np.concatenate([-bias, bias])
+    w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64)
+    b = torch.full((num_classes,), -1e9, dtype=torch.float64)  # classes absent from training never win
+    w[clf.classes_] = torch.from_numpy(coef) / std.double()
+    b[clf.classes_] = torch.from_numpy(bias) - w[clf.classes_] @ mean.double()
+    lin = nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():
+        lin.weight.copy_(w.float())
+        lin.bias.copy_(b.float())
+    return lin
+
+
+def tap(net, train, test, units: list[str] | None = None, c: float = 1.0) -> list[dict]:
+    """Seed 001's table: for each feature unit (default: all), the accuracy on ``test`` of a
+    linear SVM and of a softmax classifier trained on ``train``'s frozen features.
+    Returns one row per unit: ``unit``, ``dim``, ``svm_accuracy``, ``softmax_accuracy``."""
+    units = list(net.feature_names if units is None else units)
+    f_train, f_test = unit_features(net, train.images, units), unit_features(net, test.images, units)
+    rows = []
+    for u in units:
+        row = {"unit": u, "dim": int(f_train[u].shape[1])}
+        for kind in CLASSIFIERS:
+            lin = fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
+            with torch.no_grad():
+                row[f"{kind}_accuracy"] = float((lin(f_test[u]).argmax(1) == test.labels).float().mean())
+        rows.append(row)
+    return rows
+
+
+@register
+class Tap(Method):
+    """Seed 001 layer tapping as a method: per unit and classifier (linear SVM, softmax) a
+    linear model on frozen features; predicts with the pair best on validation (on the
+    training set when no validation set is given). Reports ``tap_val_accuracy`` per unit."""
+
+    name = "tap"
+    description = "frozen features at every unit -> linear SVM / softmax; best unit on validation (seed 001)"
+
+    def __init__(self, net, c: float = 1.0, units: list[str] | None = None):
+        super().__init__(net)
+        self.c, self.units = float(c), list(net.feature_names if units is None else units)
+        self.tap_unit: str | None = None
+        self.tap_head: nn.Linear | None = None
+        self._extra: dict = {}
+
+    def trainable_units(self):
+        return []
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        check(target is not None and len(target) > 0, "tap needs labelled target examples")
+        t0 = time.perf_counter()
+        sel = val if val is not None and len(val) else target
+        f_train, f_sel = unit_features(self.net, target.images, self.units), unit_features(self.net, sel.images,
+                                                                                           self.units)
+        scores, heads = {}, {}
+        for u in self.units:
+            for kind in CLASSIFIERS:
+                heads[u, kind] = fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
+                with torch.no_grad():
+                    scores[u, kind] = float((heads[u, kind](f_sel[u]).argmax(1) == sel.labels).float().mean())
+        best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))
+        self.tap_unit, self.tap_head = best[0], heads[best]
+        self._extra = {"tap_unit": best[0], "tap_classifier": best[1],
+                       "tap_val_accuracy": {u: {k: scores[u, k] for k in CLASSIFIERS} for u in self.units}}
+        return FitResult(steps=0, best_step=0, best_val_accuracy=scores[best], stopped_early=False,
+                         wall_s=time.perf_counter() - t0)
+
+    def forward(self, images):
+        check(self.tap_head is not None, "tap: call fit_transfer first")
+        feats = self.net.forward_features(images, [self.tap_unit])[self.tap_unit].flatten(1)
+        return self.tap_head.to(feats.device)(feats)
+
+    def extra_results(self):
+        return dict(self._extra)

@@ -1,0 +1,285 @@
+"""``transferkit report RUN_DIR...``: one self-contained HTML page (and a markdown twin) per
+run or benchmark directory: the config, the results table (mean ± standard error), label-
+efficiency curves, per-unit curves (any per-unit dictionary a method reports, such as
+flex-tuning's candidate accuracies), training curves, confusion matrices, wall time and
+peak memory per method, and every figure the run saved. Plots are matplotlib PNGs,
+embedded as data URIs so the page is one file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from .errors import TransferkitError, check
+from .evaluate import mean_se
+from .io import read_jsonl, write_text
+from .results import summarize
+
+MAX_FIGURES = 24
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.4, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _setting_value(setting: str) -> float | None:
+    m = re.fullmatch(r"(?:k|ratio)=(\d+)", setting)
+    return float(m.group(1)) if m else None
+
+
+def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
+    """Accuracy vs labels per class (mean ± standard error) per method, one plot per pair."""
+    out = []
+    by_pair = defaultdict(list)
+    for r in rows:
+        by_pair[(r["source"], r["target"])].append(r)
+    for (source, target), rs in by_pair.items():
+        settings = {r["setting"] for r in rs if _setting_value(r["setting"]) is not None}
+        if len(settings) < 2:
+            continue
+        fig = _figure()
+        ax = fig.add_subplot()
+        curves = defaultdict(list)
+        for s in summarize(rs):
+            x = _setting_value(s["setting"])
+            if x is not None:
+                curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * s["accuracy_se"]))
+        for method, pts in sorted(curves.items()):
+            pts.sort()
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
+                        capsize=3, label=method)
+        ax.set_xlabel("labelled target images per class")
+        ax.set_ylabel("target test accuracy (%)")
+        ax.set_title(f"label efficiency: {source} -> {target}")
+        ax.legend(fontsize=7)
+        out.append((f"Label efficiency, {source} → {target}", _png(fig)))
+    return out
+
+
+def per_unit_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
+    """Every row field that maps names to numbers (e.g. validation accuracy per flex
+    candidate unit), averaged over seeds, one line per method, one plot per target."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        for key, value in r.items():
+            if key in ("per_class_accuracy", "confusion") or not isinstance(value, dict) or not value:
+                continue
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+                groups[(key, r["target"], r["setting"])][r["method"]].append(value)
+    out = []
+    for (key, target, setting), by_method in list(groups.items())[:MAX_FIGURES]:
+        fig = _figure()
+        ax = fig.add_subplot()
+        for method, dicts in sorted(by_method.items()):
+            names = list(dicts[0])
+            means = [mean_se(d.get(n, float("nan")) for d in dicts)[0] for n in names]
+            ax.plot(names, means, marker="o", label=method)
+        ax.set_title(f"{key}: {target} ({setting})")
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.legend(fontsize=7)
+        out.append((f"{key} per unit, {target} ({setting})", _png(fig)))
+    return out
+
+
+def confusion_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
+    """Row-normalised confusion matrix per method, summed over seeds, per (target, setting)."""
+    import numpy as np
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("confusion"):
+            groups[(r["source"], r["target"], r["setting"])][r["method"]].append(np.array(r["confusion"]))
+    out = []
+    for (source, target, setting), by_method in list(groups.items())[:4]:
+        methods = sorted(by_method)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(2.2 * len(methods) + 0.5, 2.6), dpi=100)
+        FigureCanvasAgg(fig)
+        for i, method in enumerate(methods):
+            conf = sum(by_method[method]).astype(float)
+            conf = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+            ax = fig.add_subplot(1, len(methods), i + 1)
+            ax.imshow(conf, vmin=0, vmax=1, cmap="Blues")
+            ax.set_title(method, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("predicted", fontsize=7)
+            if i == 0:
+                ax.set_ylabel("true", fontsize=7)
+        fig.suptitle(f"confusion: {source} -> {target} ({setting})", fontsize=9)
+        out.append((f"Confusion matrices, {source} → {target} ({setting})", _png(fig)))
+    return out
+
+
+def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]]:
+    """Mean wall seconds and peak resident memory per method."""
+    wall, memory = defaultdict(list), defaultdict(list)
+    for r in rows:
+        wall[r["method"]].append(r["wall_s"])
+        if "peak_rss_mb" in r:
+            memory[r["method"]].append(r["peak_rss_mb"])
+    methods = sorted(wall)
+    fig = _figure()
+    ax = fig.add_subplot(1, 2 if memory else 1, 1)
+    ax.barh(methods, [mean_se(wall[m])[0] for m in methods])
+    ax.set_xlabel("wall seconds per job")
+    if memory:
+        ax = fig.add_subplot(1, 2, 2)
+        ax.barh(methods, [mean_se(memory[m])[0] if memory[m] else 0 for m in methods])
+        ax.set_xlabel("peak resident memory (MiB)")
+        ax.set_yticks([])
+    return [("Wall time and peak memory per method", _png(fig))]
+
+
+def training_curve_figures(run_dir: Path) -> list[tuple[str, bytes]]:
+    """Validation accuracy and loss over steps of the first training of each method."""
+    out = []
+    for path in sorted(run_dir.rglob("metrics.jsonl"))[:4]:
+        curves: dict[str, list[dict]] = {}
+        last_step: dict[str, int] = {}
+        finished: set[str] = set()
+        for rec in read_jsonl(path):
+            m = rec.get("method", "?")
+            if m in finished:
+                continue
+            if rec["step"] <= last_step.get(m, 0):
+                finished.add(m)
+                continue
+            last_step[m] = rec["step"]
+            curves.setdefault(m, []).append(rec)
+        if not curves:
+            continue
+        fig = _figure()
+        ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+        for m, recs in sorted(curves.items()):
+            steps = [r["step"] for r in recs]
+            ax1.plot(steps, [r["loss"] for r in recs], label=m)
+            if any("val_accuracy" in r for r in recs):
+                ax2.plot([r["step"] for r in recs if "val_accuracy" in r],
+                         [100 * r["val_accuracy"] for r in recs if "val_accuracy" in r], label=m)
+        ax1.set_xlabel("step")
+        ax1.set_ylabel("training loss")
+        ax1.set_yscale("log")
+        ax2.set_xlabel("step")
+        ax2.set_ylabel("validation accuracy (%)")
+        ax2.legend(fontsize=7)
+        out.append((f"Training curves ({path.parent.name}, first run of each method)", _png(fig)))
+    return out
+
+
+def saved_figures(run_dir: Path, exclude: Path) -> list[tuple[str, bytes]]:
+    """PNG figures the run or benchmark wrote itself (t-SNE, per-unit plots, ...)."""
+    files = [p for p in sorted(run_dir.rglob("*.png")) if exclude not in p.parents]
+    return [(str(p.relative_to(run_dir)), p.read_bytes()) for p in files[:MAX_FIGURES]]
+
+
+def _table_rows(summary: list[dict], rows: list[dict]) -> list[list[str]]:
+    memory = defaultdict(list)
+    for r in rows:
+        if "peak_rss_mb" in r:
+            memory[(r["method"], r["source"], r["target"], r["setting"])].append(r["peak_rss_mb"])
+    table = []
+    for s in summary:
+        mem = memory.get((s["method"], s["source"], s["target"], s["setting"]))
+        table.append([s["method"], s["source"], s["target"], s["setting"],
+                      f"{100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_se']:.1f}", str(s["n"]),
+                      f"{s['wall_s']:.1f}", f"{max(mem):.0f}" if mem else "–"])
+    return table
+
+
+HEADER = ["method", "source", "target", "setting", "target accuracy (%)", "n", "wall s", "peak MiB"]
+CHECK_IMAGES = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  document.body.setAttribute('data-images', imgs.length);
+  document.body.setAttribute('data-broken-images',
+    imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; }).length);
+});
+</script>"""
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` (self-contained) and ``report.md`` (+ ``report_files/``) for the
+    run or benchmark in ``run_dir``; return their paths."""
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    check(results_path.exists(), f"no results.json in {run_dir}: not a finished run or benchmark directory")
+    try:
+        data = json.loads(results_path.read_text())
+        rows = data["rows"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise TransferkitError(f"{results_path} is not a transferkit results file: {e}") from e
+    out_dir = Path(out) if out else run_dir
+    files_dir = out_dir / "report_files"
+    summary = summarize(rows)
+    figures = (label_efficiency_figures(rows) + per_unit_figures(rows) + training_curve_figures(run_dir)
+               + confusion_figures(rows) + (cost_figure(summary, rows) if rows else [])
+               + saved_figures(run_dir, files_dir))
+    table = _table_rows(summary, rows)
+    config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
+    for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
+        config += f"\n# {sub.relative_to(run_dir)}\n" + sub.read_text()
+    title = f"transferkit report: {data.get('name', run_dir.name)}"
+
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)
+    figs_html = "".join(
+        f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, png in figures)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 70em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; font-size: 0.9em; }}
+th {{ background: #eef; }}
+figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
+figure img {{ max-width: 32em; border: 1px solid #ddd; }}
+figcaption {{ font-size: 0.8em; color: #555; }}
+pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; overflow: auto; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; accuracy is target test accuracy,
+mean ± standard error over seeds (n).</p>
+<h2>Results</h2>
+<table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
+<h2>Figures</h2>
+{figs_html or "<p>no figures</p>"}
+<h2>Configuration</h2>
+<pre>{html.escape(config)}</pre>
+{CHECK_IMAGES}
+</body></html>
+"""
+    html_path = write_text(out_dir / "report.html", page)
+
+    files_dir.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", "", f"{len(rows)} results; accuracy is target test accuracy, mean ± standard error.", "",
+          "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    md += ["| " + " | ".join(row) + " |" for row in table]
+    md += ["", "## Figures", ""]
+    for i, (cap, png) in enumerate(figures):
+        name = f"figure{i:02d}.png"
+        (files_dir / name).write_bytes(png)
+        md += [f"![{cap}](report_files/{name})", ""]
+    md += ["## Configuration", "", "```yaml", config.rstrip(), "```", ""]
+    md_path = write_text(out_dir / "report.md", "\n".join(md))
+    return html_path, md_path

@@ -1,0 +1,160 @@
+"""Rich representations for transfer (seed 004, Zhang & Bottou 2023, "Learning useful
+representations for shifting tasks and distributions").
+
+* :func:`cat_network` -- ``CAT_n``: ``n`` networks trained on the source with different
+  seeds, ``phi_CAT(x) = [phi_1(x), ..., phi_n(x)]`` (feature size ``sum_i D_i``), as a
+  :class:`~transferkit.backbones.UnitNet` with one feature unit ``cat`` and a linear head,
+  so every existing method applies: ``linear_probe`` (seed 004 "linear probing:
+  concatenate these representations and learn a big linear classifier on top"), ``finetune``
+  ("normal fine-tuning": ``[init]cat``).
+* :class:`CatTwoStage` (``cat_two_stage``) -- "fine-tune each pretrained representation on
+  target tasks separately, then concatenate the representation and apply linear probing"
+  (``[2ft]cat``).
+* :class:`Distill` (``distill``) -- ``DISTILL_n``: one network of the base size whose
+  representation ``f`` must reproduce the outputs of every member through its own linear
+  head, ``L = CE(h_0(f(x)), y) + T^2 sum_i KL(softmax(t_i(x) / T) || softmax(h_i(f(x)) / T))``.
+* :func:`source_members` -- ``n`` source networks with seeds ``seed, seed + 1, ...``, trained
+  and cached by :func:`~transferkit.experiment.pretrain_source`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbones import HEAD, UnitNet
+from .engine import FitResult
+from .errors import check
+from .heads import make_head
+from .methods.base import Method, register
+from .methods.finetune import Finetune
+
+
+class ConcatFeatures(nn.Module):
+    """``x -> [phi_1(x), ..., phi_n(x)]``: the embeddings of member UnitNets, concatenated."""
+
+    def __init__(self, members):
+        super().__init__()
+        check(len(members) >= 1, "CAT needs at least one member network")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def dims(self) -> list[int]:
+        return [m.embed_dim for m in self.members]
+
+    def forward(self, x):
+        return torch.cat([m.forward_features(x) for m in self.members], 1)
+
+
+def cat_network(members, num_classes: int | None = None, name: str | None = None) -> UnitNet:
+    """``CAT_n`` of ``members`` (modules are shared, not copied): one feature unit ``cat`` and a
+    new linear head over ``sum_i D_i`` features (``num_classes`` defaults to the members')."""
+    feats = ConcatFeatures(members)
+    n_cls = num_classes or members[0].num_classes
+    return UnitNet({"cat": feats}, make_head("linear", sum(feats.dims), n_cls), name=name or f"cat{len(members)}",
+                   input_shape=members[0].input_shape)
+
+
+def source_members(cfg, data, n: int, log=print) -> list[UnitNet]:
+    """``n`` source networks trained with seeds ``cfg.seed + i`` (each cached on disk)."""
+    from .experiment import pretrain_source
+
+    return [pretrain_source(dataclasses.replace(cfg, seed=cfg.seed + i), data, log)[0] for i in range(n)]
+
+
+@register
+class CatTwoStage(Method):
+    """Two-stage fine-tuning over ``CAT_n`` (seed 004 ``[2ft]cat``): stage 1 fine-tunes every
+    member separately on the target (each with its own new head, tag ``member<i>``); stage 2
+    trains a new linear head on the concatenated fine-tuned features (tag ``probe``).
+    ``net`` must come from :func:`cat_network`. Reports ``member_val_accuracy``."""
+
+    name = "cat_two_stage"
+    description = "fine-tune each CAT member on the target, concatenate, linear probe (seed 004)"
+
+    def __init__(self, net):
+        super().__init__(net)
+        check(isinstance(net.unit("cat"), ConcatFeatures), "cat_two_stage needs a network built by cat_network")
+        self._extra: dict = {}
+
+    def trainable_units(self):
+        return [HEAD]
+
+    def losses(self, batch):
+        return {"ce_target": self.supervised(batch.target)}
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        t0 = time.perf_counter()
+        accs, history = [], []
+        for i, member in enumerate(self.net.unit("cat").members):
+            member.reset_classifier(self.net.num_classes)
+            fit = Finetune(member).fit_transfer(lambda tag, config=None, i=i: make_engine(f"member{i}", config),
+                                                target=target, val=val)
+            accs.append(fit.best_val_accuracy)
+            history += fit.history
+        self.net.reset_classifier(self.net.num_classes)
+        probe = make_engine("probe").fit(self, target=target, val=val)
+        self._extra = {"member_val_accuracy": accs}
+        return FitResult(steps=probe.steps, best_step=probe.best_step, best_val_accuracy=probe.best_val_accuracy,
+                         stopped_early=probe.stopped_early, wall_s=time.perf_counter() - t0,
+                         history=history + probe.history)
+
+    def extra_results(self):
+        return dict(self._extra)
+
+
+@register
+class Distill(Method):
+    """Distil ``CAT_n`` into ``net`` (a fresh network of the base size; see the module
+    docstring). ``teacher``: the members (frozen, eval mode); ``temperature``: ``T``."""
+
+    name = "distill"
+    streams = ("source",)
+    needs_pretrained = False
+    cache_frozen_prefix = False
+    description = "distil the concatenated CAT representation into one base-size network (seed 004)"
+
+    def __init__(self, net, teacher=(), temperature: float = 2.0, ce_weight: float = 1.0):
+        super().__init__(net)
+        check(len(teacher) >= 1, "distill needs the teacher members")
+        self.teacher = nn.ModuleList(teacher)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.student_heads = nn.ModuleList(
+            make_head("linear", net.embed_dim, t.num_classes) for t in self.teacher)
+        self.temperature, self.ce_weight = temperature, ce_weight
+
+    def param_groups(self):
+        return [{"params": self.net.parameters_of(self.trainable_units())},
+                {"params": list(self.student_heads.parameters())}]
+
+    def train_mode(self):
+        super().train_mode()
+        self.teacher.eval()
+
+    def losses(self, batch):
+        x, y = batch.source
+        f = self.net.forward_features(x)
+        t = self.temperature
+        with torch.no_grad():
+            targets = [F.softmax(m(x) / t, 1) for m in self.teacher]
+        kd = sum(F.kl_div(F.log_softmax(h(f) / t, 1), p, reduction="batchmean")
+                 for h, p in zip(self.student_heads, targets)) * t * t
+        return {"ce_source": self.ce_weight * F.cross_entropy(self.net.head(f), y), "kd": kd}
+
+    def student(self) -> UnitNet:
+        """The distilled network (its own head; the member heads are dropped)."""
+        return self.net
+
+
+def distill_network(members, make_net, make_engine, source, val, **options) -> tuple[UnitNet, FitResult]:
+    """Train ``DISTILL_n``: ``make_net()`` gives a fresh base-size network, ``make_engine()``
+    the engine; returns the distilled network and the fit result."""
+    method = Distill(make_net(), teacher=[copy.deepcopy(m).eval() for m in members], **options)
+    fit = make_engine().fit(method, source=source, val=val)
+    return method.student(), fit

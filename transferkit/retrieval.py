@@ -1,0 +1,59 @@
+"""Retrieval of target images among source images in embedding space (seed 002 §5.3, Table 4).
+
+Source images (the source validation split) are embedded by the source network, target
+images by the tuned network; every target image queries its ``k`` nearest source
+neighbours (Euclidean distance) and a neighbour is relevant when it has the same class.
+Average precision at ``k`` of one query, with ``rel_i`` the relevance of the ``i``-th
+neighbour and ``R`` the number of relevant gallery items::
+
+    AP@k = 1 / min(k, R) * sum_{i <= k} P@i * rel_i,     P@i = (1/i) sum_{j <= i} rel_j
+
+and mAP@k (reported as AP@k in seed 002 Table 4) is its mean over queries.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import check
+
+
+def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
+                           gallery_labels: torch.Tensor, k: int = 10, chunk: int = 2048) -> torch.Tensor:
+    """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values."""
+    check(queries.dim() == 2 and gallery.dim() == 2 and queries.shape[1] == gallery.shape[1],
+          f"embeddings must be Q x D and G x D, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
+    check(len(gallery) > 0 and k >= 1, "retrieval needs a non-empty gallery and k >= 1")
+    k = min(k, len(gallery))
+    n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1
+    counts = torch.bincount(gallery_labels.long(), minlength=n_classes)
+    out = []
+    ranks = torch.arange(1, k + 1, dtype=torch.float32)
+    for q, ql in zip(queries.split(chunk), query_labels.split(chunk)):
+        nn_idx = torch.cdist(q.float(), gallery.float()).topk(k, dim=1, largest=False).indices
+        rel = (gallery_labels[nn_idx] == ql[:, None]).float()
+        precision = rel.cumsum(1) / ranks
+        n_rel = counts[ql.long()].clamp(max=k).float()
+        out.append((precision * rel).sum(1) / n_rel.clamp_min(1))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def map_at_k(queries, query_labels, gallery, gallery_labels, k: int = 10) -> float:
+    """Mean AP@k over queries."""
+    return float(average_precision_at_k(queries, query_labels, gallery, gallery_labels, k).mean())
+
+
+@torch.no_grad()
+def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """``N x D`` embeddings (input of the head) in eval mode."""
+    net.eval()
+    dev = next(net.parameters()).device
+    return torch.cat([net.forward_features(x.to(dev)).cpu() for x in images.split(batch_size)])
+
+
+def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10) -> float:
+    """Seed 002 §5.3: mAP@k of ``target_test`` embedded by ``tuned_net`` against
+    ``source_val`` embedded by ``source_net``."""
+    gallery = embed(source_net, source_val.images)
+    queries = embed(tuned_net, target_test.images)
+    return map_at_k(queries, target_test.labels, gallery, source_val.labels, k)

@@ -1,0 +1,158 @@
+"""Where code runs: device selection, mixed precision, distributed rank, worker threads and
+peak-memory measurement, all handled here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+
+from .errors import check
+
+DEVICES = ("cpu", "cuda", "mps", "auto")
+
+
+def resolve_device(name: str = "cpu") -> torch.device:
+    """``cpu``, ``cuda`` (``cuda:N``), ``mps`` or ``auto`` (cuda, then mps, then cpu). Under
+    ``torchrun`` with CUDA, each process takes the GPU of its local rank."""
+    check(name.split(":")[0] in DEVICES, f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else (
+            "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    if name.startswith("cuda"):
+        check(torch.cuda.is_available(), "device cuda requested but CUDA is not available")
+        if name == "cuda" and world_size() > 1:
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if name == "mps":
+        check(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+              "device mps requested but MPS is not available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision (bfloat16 autocast) on GPU when ``enabled``; a no-op on CPU."""
+    on = enabled and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
+# ---- torch.distributed ---------------------------------------------------------------------
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init_distributed(device: str = "cpu") -> bool:
+    """Join the process group started by ``torchrun`` (gloo on CPU, nccl on GPU); returns
+    whether this is a multi-process run."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or dist.is_initialized():
+        return world_size() > 1
+    backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Average a tensor over ranks (identity in a single process)."""
+    if world_size() == 1:
+        return values
+    values = values.detach().clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / world_size()
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers (BatchNorm statistics drift apart
+    because each rank updates them on its own shard)."""
+    if world_size() > 1:
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+# ---- worker processes --------------------------------------------------------------------------
+def threads_per_worker(workers: int) -> int:
+    """Split the machine's cores between ``workers`` processes (at least one thread each)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def default_workers() -> int:
+    """``--workers`` of the CLI (``TRANSFERKIT_WORKERS``), 1 when unset."""
+    return max(1, int(os.environ.get("TRANSFERKIT_WORKERS", "1")))
+
+
+def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
+    """Run ``fn(*args)`` for every ``args`` of ``jobs``, in this process or in ``workers``
+    spawned processes (``cores / workers`` torch threads each); ``on_done(index, result)``
+    is called in this process as soon as each job ends, so its result can be written
+    atomically right away. ``fn`` must be a module-level function."""
+    if workers <= 1 or len(jobs) <= 1:
+        for i, args in enumerate(jobs):
+            on_done(i, fn(*args))
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads_per_worker(workers),)) as pool:
+        futures = {pool.submit(fn, *args): i for i, args in enumerate(jobs)}
+        for future in as_completed(futures):
+            on_done(futures[future], future.result())
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ["TRANSFERKIT_WORKERS"] = "1"  # no nested pools inside a worker
+
+
+# ---- memory ------------------------------------------------------------------------------------
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextmanager
+def peak_memory(interval_s: float = 0.05):
+    """Measure the peak resident memory of this process while the block runs (sampled every
+    ``interval_s``), and the peak CUDA memory when CUDA is used. Yields a dict that holds
+    ``peak_rss_mb`` (and ``peak_cuda_mb``) when the block ends."""
+    result: dict = {}
+    peak = [_rss_bytes()]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(interval_s):
+            peak[0] = max(peak[0], _rss_bytes())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], _rss_bytes())
+        result["peak_rss_mb"] = round(peak[0] / 2**20, 1)
+        result["measured_s"] = time.perf_counter() - t0
+        if torch.cuda.is_available():
+            result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

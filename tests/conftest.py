@@ -17,3 +17,13 @@ def transferkit_cache(tmp_path_factory):
         os.environ.pop("TRANSFERKIT_CACHE", None)
     else:
         os.environ["TRANSFERKIT_CACHE"] = old
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,22 +1,16 @@
+import helpers
 import pytest
 import torch
 
 from transferkit.backbones import build_backbone
-from transferkit.domain import Domain
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.io import atomic_write, write_json
 from transferkit.methods import get_method
 
 
-def toy_domain(n=96, seed=0, classes=4, name="toy"):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % classes
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
-    # a class-dependent bright square makes the task learnable
-    for c in range(classes):
-        x[y == c, :, 4 + 5 * c: 9 + 5 * c, 4:24] += 0.6
-    return Domain(name, x.clamp(0, 1), y, [str(c) for c in range(classes)])
+def toy_domain(n=96, seed=0, classes=4):
+    return helpers.toy_domain(n, seed, classes)
 
 
 def make(method="finetune", seed=0):
@@ -25,8 +19,7 @@ def make(method="finetune", seed=0):
     return get_method(method)(net)
 
 
-def weights(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+weights = helpers.state_copy
 
 
 def test_training_learns_and_is_deterministic():

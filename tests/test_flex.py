@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from helpers import state_copy, toy_domain
 
 from transferkit.backbones import build_backbone
-from transferkit.domain import Domain
 from transferkit.engine import Engine, TrainConfig
 from transferkit.methods import get_method
 from transferkit.methods.flex import proxy_network, val_accuracy
@@ -15,26 +15,9 @@ from transferkit.methods.flex import proxy_network, val_accuracy
 CFG = TrainConfig(steps=6, batch_size=16, eval_every=3, patience=None, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def toy(n=64, seed=0, classes=4):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % classes
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
-    for c in range(classes):
-        x[y == c, :, 4 + 5 * c: 9 + 5 * c, 4:24] += 0.6
-    return Domain("toy", x.clamp(0, 1), y, [str(c) for c in range(classes)])
-
-
-def state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+pytestmark = pytest.mark.usefixtures("one_thread")
+toy = toy_domain
+state = state_copy
 
 
 def pretrained():

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import toy_domain
 
 from transferkit.backbones import build_backbone
 from transferkit.config import ExperimentConfig
@@ -82,21 +83,11 @@ def _ddp_worker(rank, world, init_file, out_file):
     dist.destroy_process_group()
 
 
-def _toy(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 4
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
-    for c in range(4):
-        x[y == c, :, 4 + 5 * c: 9 + 5 * c, 4:24] += 0.6
-    from transferkit.domain import Domain
-    return Domain("toy", x.clamp(0, 1), y, list("abcd"))
-
-
 def _train_lenet():
     torch.manual_seed(0)
     method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
     cfg = TrainConfig(steps=30, batch_size=32, eval_every=10, patience=None, lr=3e-4)
-    res = Engine(cfg, seed=0).fit(method, target=_toy(128, 0), val=_toy(64, 1))
+    res = Engine(cfg, seed=0).fit(method, target=toy_domain(128, 0), val=toy_domain(64, 1))
     return {"val": res.best_val_accuracy, "weights": {k: v.clone() for k, v in method.state_dict().items()}}
 
 
@@ -129,7 +120,7 @@ def test_tensorboard_event_files_per_run(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
     Engine(TrainConfig(steps=6, batch_size=16, eval_every=3), seed=0, tensorboard_dir=tmp_path).fit(
-        method, target=_toy(32, 0), val=_toy(16, 1))
+        method, target=toy_domain(32, 0), val=toy_domain(16, 1))
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     tags = set(events.Tags()["scalars"])

@@ -145,3 +145,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(path, broken)
     assert path.read_text().strip().replace(" ", "").replace("\n", "") == '{"a":1}'
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_prefix_cache_falls_back_to_images_when_over_the_memory_limit():
+    d = toy_domain()
+    seen = []
+    m = make("linear_probe")
+    cfg = TrainConfig(steps=4, batch_size=16, eval_every=2, cache_limit_mb=0)
+    Engine(cfg, seed=0, hooks=(lambda step, state: seen.append(m.input_unit),)).fit(m, target=d, val=d)
+    assert set(seen) == {"conv1"}  # every stream and the validation set start from the images

@@ -181,7 +181,8 @@ class Engine:
         device = resolve_device(cfg.device)
         method.prepare(given)
         method.to(device)
-        start_unit = self._cacheable_start(method)
+        sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
+        start_unit = self._cacheable_start(method, sizes)
         method.input_unit = start_unit
         streams = {}
         for name in method.streams:
@@ -274,28 +275,28 @@ class Engine:
                          wall_s=time.perf_counter() - t0, history=history)
 
     # ------------------------------------------------------------------ helpers
-    def _cacheable_start(self, method) -> str:
-        """First unit from which training must run: every unit before it is frozen."""
-        names = method.net.unit_names
+    def _cacheable_start(self, method, n_images: int) -> str:
+        """First unit from which training must run: every unit before it is frozen, and the
+        cached activations of all streams and the validation set fit in ``cache_limit_mb``."""
+        net = method.net
+        names = net.unit_names
         if not (self.cfg.cache_frozen and method.cache_frozen_prefix):
             return names[0]
         trainable = set(method.trainable_units())
         first = next((i for i, n in enumerate(names) if n in trainable), len(names) - 1)
         first = min(first, method.max_cache_unit_index())
-        return "embedding" if names[first] == "head" else names[first]  # pooled N x D, not the last map
+        if first == 0:
+            return names[0]
+        start = "embedding" if names[first] == "head" else names[first]  # pooled N x D, not the last map
+        shape = (net.embed_dim,) if start == "embedding" else net.unit_output_shapes()[names[first - 1]]
+        if n_images * math.prod(shape) * 4 / 2**20 > self.cfg.cache_limit_mb:
+            return names[0]
+        return start
 
     @torch.no_grad()
     def _prefix(self, method, images: torch.Tensor, start_unit: str) -> torch.Tensor:
         net = method.net
         if start_unit == net.unit_names[0]:
-            return images
-        if start_unit == "embedding":
-            shape = (net.embed_dim,)
-        else:
-            shape = net.unit_output_shapes()[net.unit_names[net.unit_names.index(start_unit) - 1]]
-        mb = len(images) * math.prod(shape) * 4 / 2**20
-        if mb > self.cfg.cache_limit_mb:
-            method.input_unit = net.unit_names[0]
             return images
         net.eval()
         return predict_logits(lambda x: net.forward_units(x, 0, start_unit), images)

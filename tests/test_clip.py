@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
+from helpers import tiny_net
 
-from transferkit.backbones import from_sequential
 from transferkit.clip import (
     CaptionedDomain,
     ClipMethod,
@@ -19,13 +18,6 @@ from transferkit.clip import (
 from transferkit.domain import Domain
 from transferkit.engine import Engine, TrainConfig
 from transferkit.text import HashingEncoder, class_text_embeddings, prompt_texts
-
-
-def tiny_net(classes: int, channels: int = 1):
-    seq = nn.Sequential(nn.Conv2d(channels, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 16),
-                        nn.ReLU(), nn.Linear(16, classes))
-    return from_sequential(seq, units=[2, 3], input_shape=(channels, 28, 28))
-
 
 SIM = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.0, 0.4, 0.7]])
 

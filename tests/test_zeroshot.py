@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-import torch.nn as nn
+from helpers import tiny_net
 
-from transferkit.backbones import from_sequential
 from transferkit.domain import Domain
 from transferkit.engine import Engine, TrainConfig
 from transferkit.errors import TransferkitError
@@ -18,12 +17,6 @@ from transferkit.zeroshot import (
     harmonic_mean,
     zero_shot_report,
 )
-
-
-def tiny_net(classes: int, channels: int = 1):
-    seq = nn.Sequential(nn.Conv2d(channels, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 16),
-                        nn.ReLU(), nn.Linear(16, classes))
-    return from_sequential(seq, units=[2, 3], input_shape=(channels, 28, 28))
 
 
 def test_builtin_digit_attributes_are_distinct():

@@ -15,9 +15,6 @@ from .io import atomic_write
 def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, seed: int = 0) -> Path:
     """Write a PNG with one row per class (labelled by class name) showing up to
     ``per_class`` randomly chosen images of that class (chosen with ``seed``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     from .splits import subsample_per_class
 
     check(per_class >= 1, f"per_class must be >= 1, got {per_class}")
@@ -39,8 +36,7 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     cell = 0.5 if h <= 64 else 1.0
     label_in = 0.2 + 0.075 * max(len(domain.class_names[c]) for c in classes)
     width = label_in + 0.1 + per_class * cell
-    fig = Figure(figsize=(width, 0.35 + len(classes) * cell * 1.02))
-    FigureCanvasAgg(fig)
+    fig = new_figure(width, 0.35 + len(classes) * cell * 1.02)
     axes = fig.subplots(len(classes), 1, squeeze=False)[:, 0]
     for ax, cls, row in zip(axes, classes, rows):
         arr = row.permute(1, 2, 0).clamp(0, 1).numpy()
@@ -60,11 +56,12 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     return Path(path)
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float, dpi: float = 100):
+    """A matplotlib figure on the Agg canvas (no display, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -76,7 +73,7 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
     and ``candidate_test_accuracy``."""
     check(len(flex_rows) > 0, "per_unit_accuracy_plot: no flex rows")
     cands = list(flex_rows[0]["candidate_val_accuracy"])
-    fig = _figure(1.2 + 0.8 * len(cands), 3.2)
+    fig = new_figure(1.2 + 0.8 * len(cands), 3.2)
     ax = fig.subplots()
     for i, ratio in enumerate(sorted({r["ratio"] for r in flex_rows})):
         rs = [r for r in flex_rows if r["ratio"] == ratio]
@@ -114,7 +111,7 @@ def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathL
             rs = [r for r in flex_rows if r["target"] == t and r["ratio"] == ratio]
             mean = torch.tensor([sum(r["candidate_test_accuracy"][u] for r in rs) / len(rs) for u in units])
             rank[i] += torch.argsort(torch.argsort(-mean)).float()
-    fig = _figure(2.5 + 0.9 * len(units), 0.9 + 0.38 * len(targets))
+    fig = new_figure(2.5 + 0.9 * len(units), 0.9 + 0.38 * len(targets))
     ax = fig.subplots()
     ax.imshow(-rank.numpy(), cmap="Greys", aspect="auto")
     for k, (method, key, marker, colour) in enumerate((("flex", "picked", "v", "tab:red"),
@@ -145,13 +142,10 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
     """Seed 000 Figure 4: t-SNE of source and target embeddings, one panel per network
     (e.g. before and after adaptation). ``panels``: ``name -> (source_features,
     target_features)``, each ``N x D``; each panel gets its own t-SNE (``seed``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from sklearn.manifold import TSNE
 
     check(len(panels) > 0, "tsne_embeddings: no panel")
-    fig = Figure(figsize=(3.2 * len(panels), 3.5))
-    FigureCanvasAgg(fig)
+    fig = new_figure(3.2 * len(panels), 3.5)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (fs, ft)) in zip(axes, panels.items()):
         x = torch.cat([fs, ft]).flatten(1).double().numpy()
@@ -177,7 +171,7 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "
     from .evaluate import mean_se
 
     check(len(rows) > 0, "accuracy_vs_k_plot: no rows")
-    fig = _figure(5.0, 3.4)
+    fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         ks = sorted({int(r["setting"].split("=")[1]) for r in rows if r["method"] == method})

@@ -20,17 +20,14 @@ import yaml
 from .errors import TransferkitError, check
 from .evaluate import mean_se
 from .io import read_jsonl, write_text
+from .plots import new_figure
 from .results import summarize
 
 MAX_FIGURES = 24
 
 
 def _figure():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(6.4, 3.8), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(6.4, 3.8)
 
 
 def _png(fig) -> bytes:
@@ -109,10 +106,7 @@ def confusion_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     out = []
     for (source, target, setting), by_method in list(groups.items())[:4]:
         methods = sorted(by_method)
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        fig = Figure(figsize=(2.2 * len(methods) + 0.5, 2.6), dpi=100)
-        FigureCanvasAgg(fig)
+        fig = new_figure(2.2 * len(methods) + 0.5, 2.6)
         for i, method in enumerate(methods):
             conf = sum(by_method[method]).astype(float)
             conf = conf / np.maximum(conf.sum(1, keepdims=True), 1)

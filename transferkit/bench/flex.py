@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from ..backbones import build_backbone
 from ..data import load_domain
 from ..engine import Engine, TrainConfig
-from ..evaluate import mean_se
+from ..evaluate import mean_se, predict_logits
 from ..io import atomic_write, write_json, write_text
 from ..methods import get_method
 from ..methods.supervised import SourceOnly
@@ -106,10 +106,8 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log):
     return net, info
 
 
-@torch.no_grad()
 def accuracy(forward, domain) -> float:
-    return float((torch.cat([forward(x) for x in domain.images.split(1024)]).argmax(1) == domain.labels)
-                 .float().mean())
+    return float((predict_logits(forward, domain.images).argmax(1) == domain.labels).float().mean())
 
 
 def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: int, cfg: TrainConfig) -> dict:

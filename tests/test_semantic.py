@@ -37,6 +37,11 @@ def test_source_entropy_decreases_toward_one_prototype():
 def test_similarity_normalises_support_only():
     q, s = torch.tensor([[3.0, 4.0]]), torch.tensor([[10.0, 0.0], [0.0, 0.5]])
     assert similarity(q, s).tolist() == [[3.0, 4.0]]
+    # query_scale: s * cos, so growing the query norm no longer sharpens eq. 5 / 7
+    assert similarity(q, s, query_scale=10.0)[0].tolist() == pytest.approx([6.0, 8.0])
+    h = [float(similarity_entropy(m * q, s, tau=1.0, query_scale=10.0)) for m in (1.0, 100.0)]
+    assert h[0] == pytest.approx(h[1])
+    assert float(similarity_entropy(100 * q, s, tau=1.0)) < float(similarity_entropy(q, s, tau=1.0))
 
 
 def test_metric_cross_entropy_matches_hand_computation():

@@ -15,6 +15,7 @@ from transferkit.zeroshot import (
     attribute_matrix,
     attribute_scores,
     harmonic_mean,
+    prior_matched_gamma,
     zero_shot_report,
 )
 
@@ -50,6 +51,21 @@ def test_zero_shot_report_and_harmonic_mean():
     assert r["zsl"] == 0.0
     assert r["seen"] == 1.0 and r["unseen"] == 0.0 and r["h"] == 0.0
     assert harmonic_mean(0.5, 1.0) == pytest.approx(2 / 3)
+
+
+def test_prior_matched_gamma_moves_the_seen_bias_to_the_unseen_prior():
+    # margins max_seen - max_unseen: 4, 5, -2, 1; half of the classes are unseen -> half of
+    # the samples must go unseen: gamma just above the median margin (1 .. 4 -> 2.5)
+    scores = torch.tensor([[5.0, 0, 0, 1], [0, 5.0, 0, 0], [0, 0, 1, 2.0], [3.0, 0, 2.0, 0]])
+    labels = torch.tensor([0, 1, 2, 2])
+    assert zero_shot_report(scores, labels, seen=[0, 1], unseen=[2, 3])["unseen"] == 0.0
+    gamma = prior_matched_gamma(scores, seen=[0, 1], unseen=[2, 3])
+    assert gamma == pytest.approx(2.5, abs=1e-5)
+    r = zero_shot_report(scores, labels, seen=[0, 1], unseen=[2, 3], gamma=gamma)
+    assert r["seen"] == 1.0 and r["unseen"] == 0.5  # the last sample (margin 1) now goes to class 2
+    assert prior_matched_gamma(scores, [0, 1], [2, 3], unseen_fraction=0.25) < gamma
+    with pytest.raises(TransferkitError, match="unseen_fraction"):
+        prior_matched_gamma(scores, [0, 1], [2, 3], unseen_fraction=1.0)
 
 
 def _toy_domain():

@@ -267,6 +267,28 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     return {"zsl": zsl, "seen": s, "unseen": u, "h": harmonic_mean(s, u)}
 
 
-def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unseen, gamma: float = 0.0) -> dict:
-    """:func:`zero_shot_report` of a trained method on a test domain holding seen and unseen classes."""
-    return zero_shot_report(method.scores(test.images), test.labels, seen, unseen, gamma)
+def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: float | None = None) -> float:
+    """Calibrated-stacking ``gamma`` chosen without labels: the smallest ``gamma`` for which the
+    fraction of the (unlabelled) samples predicted as unseen reaches ``unseen_fraction``
+    (default ``|U| / (|S| + |U|)``, the class prior when classes are balanced). With
+    ``m_i = max_seen s_i - max_unseen s_i``, a sample goes to an unseen class iff
+    ``m_i < gamma``, so ``gamma`` is the ``unseen_fraction`` quantile of ``m``. Transductive:
+    it reads the scores of the evaluation pool, never its labels."""
+    seen, unseen = list(seen), list(unseen)
+    check(len(seen) > 0 and len(unseen) > 0, "calibration needs seen and unseen classes")
+    check(scores.dim() == 2 and scores.shape[0] > 0,
+          f"scores must be a non-empty N x C matrix, got shape {tuple(scores.shape)}")
+    q = len(unseen) / (len(seen) + len(unseen)) if unseen_fraction is None else float(unseen_fraction)
+    check(0.0 < q < 1.0, f"unseen_fraction must lie in (0, 1), got {q}")
+    margin = scores[:, seen].max(1).values - scores[:, unseen].max(1).values
+    return float(torch.quantile(margin.double(), q)) + 1e-6
+
+
+def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unseen, gamma: float | str = 0.0) -> dict:
+    """:func:`zero_shot_report` of a trained method on a test domain holding seen and unseen
+    classes; ``gamma="prior"`` uses :func:`prior_matched_gamma` on the test scores (the chosen
+    value is returned as ``gamma``)."""
+    scores = method.scores(test.images)
+    if gamma == "prior":
+        gamma = prior_matched_gamma(scores, seen, unseen)
+    return {**zero_shot_report(scores, test.labels, seen, unseen, float(gamma)), "gamma": float(gamma)}

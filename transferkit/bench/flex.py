@@ -3,7 +3,9 @@
 Source: a 4-unit network (``lenet``: 2 convolutional + 2 fully connected units, the
 layout of seed 002's MNIST network) pre-trained on a fixed half of ``mnist``; the targets
 built from mnist use the other, disjoint half. Targets: mnist + blur, noise, occlusion,
-affine_random, affine_fixed, rotation, inversion; mnistm; digits; syndigits. Every target
+affine_random, affine_fixed, rotation, inversion; mnistm; digits; syndigits. Second source
+(``TRANSFERKIT_FLEX_SOURCE=syndigits``): a fixed half of ``syndigits``; targets: the other
+half with blur, noise, occlusion, affine_random, rotation, inversion; mnist; mnistm; digits. Every target
 has fixed val and test splits; labelled subsets of ~3 / 30 / 300 images per class (capped
 by what the target's train split holds) are drawn per seed. Methods: flex, fast_flex,
 faster_flex, ft_fc1, ft_fc2, ft_ss, ft_all, linear_probe.
@@ -16,8 +18,9 @@ atomically and skipped on resume.
 
 Environment knobs for the full run (the quick run ignores them):
 ``TRANSFERKIT_FLEX_RATIOS`` (default ``3,30,300``), ``TRANSFERKIT_FLEX_SEEDS`` (default 3),
-``TRANSFERKIT_FLEX_SEEDS_RATIO3`` (default 3; seed 002 uses 20 at the smallest ratio),
-``TRANSFERKIT_FLEX_TARGETS`` (comma-separated subset).
+``TRANSFERKIT_FLEX_SEEDS_RATIO3`` (default 20, as seed 002 at the smallest ratio),
+``TRANSFERKIT_FLEX_TARGETS`` (comma-separated subset), ``TRANSFERKIT_FLEX_SOURCE`` (``mnist``
+or ``syndigits``; one source per benchmark directory).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from ..backbones import build_backbone
 from ..data import load_domain
 from ..engine import Engine, TrainConfig
+from ..errors import check
 from ..evaluate import mean_se, predict_logits
 from ..io import atomic_write, write_json, write_text
 from ..methods import get_method
@@ -45,12 +49,15 @@ from . import benchmark
 
 TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
            "mnist+rotation", "mnist+inversion", "mnistm", "digits", "syndigits"]
+#: targets of the second source (syndigits): the other half of syndigits with shifts, and the handwritten domains
+SYN_TARGETS = ["syndigits+blur", "syndigits+noise", "syndigits+occlusion", "syndigits+affine_random",
+               "syndigits+rotation", "syndigits+inversion", "mnist", "mnistm", "digits"]
+SOURCES = {"mnist": TARGETS, "syndigits": SYN_TARGETS}
 QUICK_TARGETS = ["mnist+blur", "mnist+inversion", "mnistm"]
 METHODS = ["flex", "fast_flex", "faster_flex", "ft_fc1", "ft_fc2", "ft_ss", "ft_all", "linear_probe"]
 #: flex with the image-to-image units of §5.4 as extra candidates (on TRANSFERKIT_FLEX_IMAGE_TARGETS)
 IMAGE_FLEX = "flex+img"
 VARIANTS = {IMAGE_FLEX: ("flex", {"image_units": ["colour", "stn", "unet"]})}
-SOURCE = "mnist/half"
 BACKBONE = "lenet"
 CHANNELS = 3  # mnistm and syndigits are in colour; grey digits are replicated
 VAL_PER_CLASS, TEST_PER_CLASS = 50, 200
@@ -59,30 +66,34 @@ VAL_PER_CLASS, TEST_PER_CLASS = 50, 200
 def plan(quick: bool) -> dict:
     env = os.environ.get
     if quick:
-        return {"targets": QUICK_TARGETS, "ratios": [30], "seeds": {30: 1}, "image_targets": [],
+        return {"source": "mnist", "targets": QUICK_TARGETS, "ratios": [30], "seeds": {30: 1}, "image_targets": [],
                 "pretrain": TrainConfig(steps=300, batch_size=64, eval_every=100, progress=False),
                 "train": TrainConfig(steps=150, batch_size=32, eval_every=15, patience=3, progress=False)}
     ratios = [int(r) for r in env("TRANSFERKIT_FLEX_RATIOS", "3,30,300").split(",")]
     n = int(env("TRANSFERKIT_FLEX_SEEDS", "3"))
-    targets = [t for t in env("TRANSFERKIT_FLEX_TARGETS", ",".join(TARGETS)).split(",") if t]
+    source = env("TRANSFERKIT_FLEX_SOURCE", "mnist")
+    check(source in SOURCES, f"TRANSFERKIT_FLEX_SOURCE must be one of {sorted(SOURCES)}, got {source!r}")
+    targets = [t for t in env("TRANSFERKIT_FLEX_TARGETS", ",".join(SOURCES[source])).split(",") if t]
     image = [t for t in env("TRANSFERKIT_FLEX_IMAGE_TARGETS", "").split(",") if t]
-    return {"targets": targets, "ratios": ratios, "image_targets": image,
-            "seeds": {r: int(env("TRANSFERKIT_FLEX_SEEDS_RATIO3", str(n))) if r <= 3 else n for r in ratios},
+    return {"source": source, "targets": targets, "ratios": ratios, "image_targets": image,
+            "seeds": {r: int(env("TRANSFERKIT_FLEX_SEEDS_RATIO3", "20")) if r <= 3 else n for r in ratios},
             "pretrain": TrainConfig(steps=1500, batch_size=64, eval_every=100, patience=5, progress=False),
             "train": TrainConfig(steps=300, batch_size=32, eval_every=20, patience=4, progress=False)}
 
 
-def mnist_halves() -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed disjoint halves of mnist's indices: (source half, target half)."""
-    perm = torch.randperm(len(load_domain("mnist")), generator=torch.Generator().manual_seed(2002))
+def mnist_halves(name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed disjoint halves of a domain's indices (mnist by default): (source half, target half)."""
+    perm = torch.randperm(len(load_domain(name)), generator=torch.Generator().manual_seed(2002))
     half = len(perm) // 2
     return perm[:half], perm[half:]
 
 
-def target_splits(spec: str, target_half: torch.Tensor):
-    """Fixed train / val / test of a target; mnist-derived targets use the target half."""
+def target_splits(spec: str, target_half: torch.Tensor, source: str = "mnist"):
+    """Fixed train / val / test of a target; targets built from the source domain's images
+    (for mnist also ``mnistm``, whose digits are mnist's) use the target half."""
     d = load_domain(spec, size=28, channels=CHANNELS, seed=0)
-    if spec.split("+")[0] in ("mnist", "mnistm"):
+    base = spec.split("+")[0]
+    if base == source or (source == "mnist" and base == "mnistm"):
         d = d.subset(target_half)
     s = split_domain(d)
     s.val = subsample_per_class(s.val, VAL_PER_CLASS, seed=0)
@@ -90,17 +101,17 @@ def target_splits(spec: str, target_half: torch.Tensor):
     return s
 
 
-def source_network(bench_dir: Path, source, cfg: TrainConfig, log):
+def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = "mnist/half"):
     """The pre-trained source network, trained once and stored in the benchmark directory."""
     net = build_backbone(BACKBONE, num_classes=10, in_channels=CHANNELS, image_size=28)
     path = bench_dir / "source.safetensors"
     if path.exists():
         net.load_state_dict(load_file(str(path)))
         return net, json.loads(path.with_suffix(".json").read_text())
-    log(f"pre-training {BACKBONE} on {SOURCE} ({len(source.train)} images)")
+    log(f"pre-training {BACKBONE} on {label} ({len(source.train)} images)")
     torch.manual_seed(0)
     fit = Engine(cfg, seed=0).fit(SourceOnly(net), source=source.train, val=source.val)
-    info = {"val_accuracy": fit.best_val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps}
+    info = {"val_accuracy": fit.best_val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label}
     atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
     write_json(path.with_suffix(".json"), info)
     return net, info
@@ -137,15 +148,18 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
 @benchmark("flex", "seed 002 flex-tuning: mnist-half source -> 10 digit targets, ratios 3/30/300, 8 methods")
 def flex_suite(quick, bench_dir, log):
     p = plan(quick)
-    src_half, tgt_half = mnist_halves()
-    source = split_domain(load_domain("mnist", size=28, channels=CHANNELS).subset(src_half))
-    pretrained, info = source_network(bench_dir, source, p["pretrain"], log)
-    log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {SOURCE}")
+    src_half, tgt_half = mnist_halves(p["source"])
+    label = f"{p['source']}/half"
+    source = split_domain(load_domain(p["source"], size=28, channels=CHANNELS).subset(src_half))
+    pretrained, info = source_network(bench_dir, source, p["pretrain"], log, label)
+    check(info.get("source", label) == label, f"{bench_dir} holds a network pre-trained on {info.get('source')}, "
+                                              f"not {label}: use another directory")
+    log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {label}")
     jobs_dir = bench_dir / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     rows, base, todo = {}, {}, []
     for target in p["targets"]:
-        split = target_splits(target, tgt_half)
+        split = target_splits(target, tgt_half, p["source"])
         base[target] = accuracy(pretrained.eval(), split.test)
         log(f"{target}: base accuracy {100 * base[target]:.1f}%, train {len(split.train)} / val {len(split.val)}"
             f" / test {len(split.test)}")
@@ -157,7 +171,7 @@ def flex_suite(quick, bench_dir, log):
                         rows[job] = json.loads(job.read_text())
                         continue
                     rows[job] = None
-                    head = {"source": SOURCE, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
+                    head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
                             "seed": seed, "base_accuracy": base[target]}
                     todo.append((job, head, (m, pretrained, split, source.val, ratio, seed, p["train"])))
 
@@ -287,7 +301,7 @@ def write_reports(bench_dir: Path, rows: list, base: dict, info: dict) -> None:
     flex_rows = [r for r in rows if r["method"] == "flex"]
     for t in base:
         per_unit_accuracy_plot([r for r in flex_rows if r["target"] == t], bench_dir / f"per_unit_{t}.png",
-                               title=f"{SOURCE} -> {t}")
+                               title=f"{rows[0]['source']} -> {t}")
     units_picked_plot([r for r in rows if r["method"] in ("flex", "fast_flex", "faster_flex")], list(base),
                       bench_dir / "units_picked.png")
 
@@ -296,7 +310,8 @@ def rewrite_reports(bench_dir: str | Path) -> None:
     """Regenerate the tables and figures from the finished jobs of ``bench_dir``."""
     bench_dir = Path(bench_dir)
     rows = [json.loads(p.read_text()) for p in sorted((bench_dir / "jobs").glob("*.json"))]
-    base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in TARGETS
+    order = list(dict.fromkeys(TARGETS + SYN_TARGETS))
+    base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in order
             if any(r["target"] == t for r in rows)}
     write_reports(bench_dir, rows, base, {})
     write_results(bench_dir, "bench-flex", {"benchmark": "flex", "rewritten_from_jobs": True}, rows)

@@ -40,7 +40,7 @@ def _settings(quick: bool) -> dict:
     if quick:
         return {"pairs": PAIRS[:1], "n_max": 2, "cats": [2], "sizes": [5], "seeds": [0], "pretrain": 200,
                 "distill": 200, "train": 100, "episodes": 100}
-    return {"pairs": PAIRS, "n_max": 4, "cats": [2, 4], "sizes": [2, 20], "seeds": [0], "pretrain": 400,
+    return {"pairs": PAIRS, "n_max": 4, "cats": [2, 4], "sizes": [2, 5, 20], "seeds": [0, 1, 2], "pretrain": 400,
             "distill": 400, "train": 100, "episodes": 600}
 
 

@@ -40,15 +40,19 @@ from .base import Method, register
 from .finetune import Finetune
 
 
-def similarity(queries: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+def similarity(queries: torch.Tensor, support: torch.Tensor, query_scale: float | None = None) -> torch.Tensor:
     """ψ of seed 000: ``N x S`` dot products of the unnormalised queries with the
-    L2-normalised support features."""
+    L2-normalised support features. With ``query_scale = s`` the queries are normalised
+    too and scaled by ``s`` (``s · cos``; a transferkit option, not the seed's ψ)."""
+    if query_scale is not None:
+        queries = query_scale * F.normalize(queries, dim=1)
     return queries @ F.normalize(support, dim=1).t()
 
 
-def similarity_entropy(queries: torch.Tensor, support: torch.Tensor, tau: float) -> torch.Tensor:
+def similarity_entropy(queries: torch.Tensor, support: torch.Tensor, tau: float,
+                       query_scale: float | None = None) -> torch.Tensor:
     """Seed 000 eq. 5 / eq. 7: mean entropy of ``softmax(ψ(x, support) / τ)`` over queries."""
-    logp = F.log_softmax(similarity(queries, support) / tau, dim=1)
+    logp = F.log_softmax(similarity(queries, support, query_scale) / tau, dim=1)
     return -(logp.exp() * logp).sum(1).mean()
 
 
@@ -58,11 +62,12 @@ def present_class_means(features: torch.Tensor, labels: torch.Tensor) -> tuple[t
     return class_means(features, index, len(present)), index
 
 
-def metric_cross_entropy(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def metric_cross_entropy(features: torch.Tensor, labels: torch.Tensor,
+                         query_scale: float | None = None) -> torch.Tensor:
     """Seed 000 eq. 6: mean over labelled examples of ``-log softmax(ψ(x, c))_y`` with ``c``
     the class centroids of the same labelled examples."""
     centroids, index = present_class_means(features, labels)
-    return F.cross_entropy(similarity(features, centroids), index)
+    return F.cross_entropy(similarity(features, centroids, query_scale), index)
 
 
 @register
@@ -89,7 +94,9 @@ class SemanticTransfer(Method):
     ``source_entropy``, ``metric_ce``, ``target_entropy`` of the three L_ST terms (1 each;
     ablations set one to 0), ``source_support``, ``disc_lr_mult``, ``predict`` (``centroids``,
     default: ψ against the labelled target class centroids, the metric of eq. 6; ``head``:
-    the linear classifier trained by L_sup).
+    the linear classifier trained by L_sup), ``query_scale`` (``None``: the seed's ψ with
+    the unnormalised target feature; a number ``s``: ``ψ = s · cos``, which removes the
+    feature-norm shortcut of eq. 5 and 7).
     """
 
     name = "lext"
@@ -99,8 +106,11 @@ class SemanticTransfer(Method):
     def __init__(self, net, alpha: float = 0.1, beta: float = 0.1, tau_source: float = 2.0,
                  tau_target: float = 1.0, gamma: float = 0.1, combine: str = "sum", layers=None,
                  source_support: str = "prototypes", source_entropy: float = 1.0, metric_ce: float = 1.0,
-                 target_entropy: float = 1.0, disc_lr_mult: float = 1.0, predict: str = "centroids"):
+                 target_entropy: float = 1.0, disc_lr_mult: float = 1.0, predict: str = "centroids",
+                 query_scale: float | None = None):
         super().__init__(net)
+        check(query_scale is None or float(query_scale) > 0, f"query_scale must be > 0 or None, got {query_scale}")
+        self.query_scale = None if query_scale is None else float(query_scale)
         check(source_support in ("prototypes", "examples"),
               f"source_support must be 'prototypes' or 'examples', got {source_support!r}")
         check(predict in ("head", "centroids"), f"predict must be 'head' or 'centroids', got {predict!r}")
@@ -139,7 +149,7 @@ class SemanticTransfer(Method):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.predict == "centroids" and len(self.target_centroids):
-            return similarity(self.net.forward_features(images), self.target_centroids)
+            return similarity(self.net.forward_features(images), self.target_centroids, self.query_scale)
         return self.net(images)
 
     def param_groups(self):
@@ -182,13 +192,13 @@ class SemanticTransfer(Method):
         if w["source_entropy"]:
             support = self.source_prototypes if self.source_support == "prototypes" else f_s
             out["st_source_entropy"] = self.beta * w["source_entropy"] * similarity_entropy(
-                f_u, support, self.tau_source)
+                f_u, support, self.tau_source, self.query_scale)
         if w["metric_ce"]:
-            out["st_metric_ce"] = self.beta * w["metric_ce"] * metric_cross_entropy(f_t, y_t)
+            out["st_metric_ce"] = self.beta * w["metric_ce"] * metric_cross_entropy(f_t, y_t, self.query_scale)
         if w["target_entropy"]:
             centroids, _ = present_class_means(f_t, y_t)
             out["st_target_entropy"] = self.beta * w["target_entropy"] * similarity_entropy(
-                f_u, centroids, self.tau_target)
+                f_u, centroids, self.tau_target, self.query_scale)
         return out
 
 

@@ -10,7 +10,7 @@ from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
 from transferkit.methods.adversarial import DANN, MultiLayerAdversarial
 
-UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "dsn", "multilayer_adv"]
+UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "mcc", "dsn", "multilayer_adv"]
 
 
 def _net(channels=1, seed=0):

@@ -11,6 +11,7 @@ from transferkit.losses import (
     entropy,
     frozen_call,
     grad_reverse,
+    minimum_class_confusion,
     mmd2,
     scale_invariant_mse,
 )
@@ -52,6 +53,30 @@ def test_entropy_known_values():
     assert float(entropy(torch.tensor([[100.0, 0.0, 0.0]]))) == pytest.approx(0.0, abs=1e-6)
     p = torch.tensor([0.25, 0.75])
     assert float(entropy(p.log()[None])) == pytest.approx(-(p * p.log()).sum().item(), rel=1e-6)
+
+
+def test_minimum_class_confusion_known_values_and_gradient():
+    k = 4
+    # uniform predictions: every normalised row is 1/K, so the off-diagonal mass is (K - 1) / K
+    assert float(minimum_class_confusion(torch.zeros(6, k))) == pytest.approx((k - 1) / k)
+    # confident predictions of distinct classes: no confusion
+    assert float(minimum_class_confusion(100 * torch.eye(k), temperature=1.0)) == pytest.approx(0.0, abs=1e-6)
+    # hand computation, two samples, two classes, T = 1, equal entropies -> weights 1
+    y = torch.tensor([[0.8, 0.2], [0.2, 0.8]])
+    c = y.t() @ y  # [[0.68, 0.32], [0.32, 0.68]], rows sum to 1
+    assert float(minimum_class_confusion(y.log(), temperature=1.0)) == pytest.approx(float(c[0, 1] + c[1, 0]) / 2)
+    # gradient descent on the loss makes the predictions less confused
+    logits = torch.randn(8, k, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    before = float(minimum_class_confusion(logits))
+    minimum_class_confusion(logits).backward()
+    assert float(minimum_class_confusion(logits.detach() - 1.0 * logits.grad)) < before
+
+
+def test_minimum_class_confusion_matches_skada():
+    losses = pytest.importorskip("skada.deep.losses")
+    logits = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+    ours = minimum_class_confusion(logits, temperature=1.0)
+    assert float(ours) == pytest.approx(float(losses.mcc_loss(logits, T=1)), rel=1e-4)
 
 
 def test_difference_and_reconstruction_losses():

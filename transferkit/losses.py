@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from .errors import check
+
 
 class _GradReverse(torch.autograd.Function):
     @staticmethod
@@ -81,6 +83,21 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean over samples of ``-Σ_c p_c log p_c`` with ``p = softmax(logits)`` (nats)."""
     logp = F.log_softmax(logits, 1)
     return -(logp.exp() * logp).sum(1).mean()
+
+
+def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
+    """MCC loss (Jin et al., ECCV 2020, eq. 1-6) of a target batch of ``B`` logits over ``K``
+    classes: ``Y = softmax(logits / T)``; ``W_ii = B (1 + exp(-H(Y_i))) / Σ_j (1 + exp(-H(Y_j)))``;
+    ``C = Y^T W Y``; ``C~_jk = C_jk / Σ_k' C_jk'``; ``L = (1/K) Σ_j Σ_{k≠j} C~_jk``."""
+    check(logits.dim() == 2 and logits.shape[0] > 0,
+          f"logits must be a non-empty B x K matrix, got shape {tuple(logits.shape)}")
+    y = F.softmax(logits / temperature, dim=1)
+    h = -(y * torch.log(y.clamp_min(1e-12))).sum(1)
+    w = 1 + torch.exp(-h)
+    w = len(y) * w / w.sum()
+    c = (y * w[:, None]).t() @ y
+    c = c / c.sum(1, keepdim=True)
+    return (c.sum() - c.trace()) / y.shape[1]
 
 
 def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor:

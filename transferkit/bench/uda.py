@@ -42,12 +42,12 @@ from . import benchmark, skada_compare
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
          ("mnist", "mnist+inversion"))
 SKADA_PAIRS = (("mnist", "digits"), ("syndigits", "mnist"))
-ADAPTATION = ("dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "dsn", "multilayer_adv")
+ADAPTATION = ("dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "mcc", "dsn", "multilayer_adv")
 LABELS = {"source_only": "Source only", "dann": "Gradient reversal (dann)", "adda": "ADDA (adda)",
           "adda_encoder": "ADDA, encoder only (adda_encoder)", "confusion": "Domain confusion (confusion)",
           "mmd": "DDC / MMD (mmd)", "coral": "Deep CORAL (coral)", "entmin": "Entropy min. (entmin)",
-          "dsn": "DSN (dsn)", "multilayer_adv": "Ours: multi-layer (multilayer_adv)",
-          "target_only": "Target only (ceiling)"}
+          "mcc": "Min. class confusion (mcc)", "dsn": "DSN (dsn)",
+          "multilayer_adv": "Ours: multi-layer (multilayer_adv)", "target_only": "Target only (ceiling)"}
 TSNE_METHODS = ("dann", "multilayer_adv")
 
 
@@ -164,7 +164,7 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
     if sk:
         lines += ["", "Side by side with SKADA (same LeNet initialisation, data, batch, Adam lr, epochs):", "",
                   "| library | method | accuracy | n | wall s |", "|---|---|---|---|---|"]
-        for method in ("source_only", "dann", "coral", "entmin", "multilayer_adv"):
+        for method in ("source_only", "dann", "coral", "entmin", "mcc", "multilayer_adv"):
             rs = [r for r in rows if r["method"] == method]
             if rs:
                 lines.append(f"| transferkit | {method} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")

@@ -40,6 +40,8 @@ ABLATIONS = {  # label: (directory tag, lext options); the main rows hold lext a
     "lext -eq7": ("no_eq7", {"target_entropy": 0.0}),
     "lext -eq6": ("no_eq6", {"metric_ce": 0.0}),
     "lext α=0, head prediction": ("a0_head", {"alpha": 0.0, "predict": "head"}),
+    "lext ψ = 10·cos": ("qs10", {"query_scale": 10.0}),
+    "lext α=0, ψ = 10·cos": ("a0_qs10", {"alpha": 0.0, "query_scale": 10.0}),
 }
 
 

@@ -9,8 +9,9 @@ from helpers import state_copy, toy_domain
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
-from transferkit.methods.flex import proxy_network, val_accuracy
+from transferkit.methods.flex import candidate_method, proxy_network, val_accuracy
 
 CFG = TrainConfig(steps=6, batch_size=16, eval_every=3, patience=None, progress=False)
 
@@ -67,6 +68,14 @@ def test_flex_image_unit_candidates():
                     image_units=["colour"])
     assert "image:colour" in method.extra_results()["candidate_val_accuracy"]
     assert ("image" in method.net.unit_names) == (method.picked == "image:colour")
+
+
+def test_flex_image_candidates_take_their_own_learning_rate():
+    net = pretrained()
+    assert candidate_method(net, "image:colour", image_lr_mult=30).param_groups()[0]["lr_mult"] == 30
+    assert candidate_method(net, "image:colour").param_groups()[0]["lr_mult"] == 1.0
+    with pytest.raises(TransferkitError, match="image_lr_mult"):
+        get_method("flex")(net, image_units=["colour"], image_lr_mult=0)
 
 
 def test_proxy_network_is_pure_surgery():

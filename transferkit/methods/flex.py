@@ -36,14 +36,14 @@ from .image_unit import IMAGE_UNIT, ImageUnit, insert_image_unit
 ALL = "all"
 
 
-def candidate_method(net, candidate: str) -> Method:
+def candidate_method(net, candidate: str, image_lr_mult: float = 1.0) -> Method:
     """The method training candidate ``candidate`` on a copy of ``net``: a unit name,
-    ``"all"``, or ``"image:<kind>"``."""
+    ``"all"``, or ``"image:<kind>"`` (trained at ``image_lr_mult`` times the learning rate)."""
     net = copy.deepcopy(net)
     if candidate == ALL:
         return FtAll(net)
     if candidate.startswith("image:"):
-        return ImageUnit(net, kind=candidate.split(":", 1)[1])
+        return ImageUnit(net, kind=candidate.split(":", 1)[1], lr_mult=image_lr_mult)
     return FtUnit(net, candidate)
 
 
@@ -94,6 +94,7 @@ class _FlexBase(Method):
     def __init__(self, net, workers: int = 1, keep_candidates: bool = False):
         super().__init__(net)
         check(int(workers) >= 1, f"workers must be >= 1, got {workers}")
+        self.image_lr_mult = 1.0
         self.workers, self.keep_candidates = int(workers), bool(keep_candidates)
         self.picked: str | None = None
         self.candidate_nets: dict = {}
@@ -115,7 +116,7 @@ class _FlexBase(Method):
         for i, c in enumerate(candidates):
             engine = make_engine(f"{tag}-{c.replace(':', '-')}", config)
             torch.manual_seed(engine.seed * 1009 + i)  # new modules (image units) get a fixed init
-            jobs.append((engine, candidate_method(self.net, c), target, val))
+            jobs.append((engine, candidate_method(self.net, c, self.image_lr_mult), target, val))
         return train_candidates(jobs, self.workers)
 
     def extra_results(self):
@@ -126,14 +127,18 @@ class _FlexBase(Method):
 class Flex(_FlexBase):
     """Seed 002 Algorithm 1 (flex): one early-stopped training per unit plus ``ft_all``
     (plus optional §5.4 image units), keep the best on validation. Ties go to the earlier
-    candidate (units in network order, then ``all``, then image units)."""
+    candidate (units in network order, then ``all``, then image units). ``image_lr_mult``
+    scales the learning rate of the image-unit candidates (see :class:`~.image_unit.ImageUnit`)."""
 
     name = "flex"
     description = "tune each unit separately and ft_all, keep the best on validation (seed 002 Alg. 1)"
 
-    def __init__(self, net, workers: int = 1, image_units=(), keep_candidates: bool = False):
+    def __init__(self, net, workers: int = 1, image_units=(), keep_candidates: bool = False,
+                 image_lr_mult: float = 1.0):
         super().__init__(net, workers, keep_candidates)
+        check(image_lr_mult > 0, f"image_lr_mult must be > 0, got {image_lr_mult}")
         self.image_units = [image_units] if isinstance(image_units, str) else list(image_units)
+        self.image_lr_mult = float(image_lr_mult)
 
     def candidates(self) -> list[str]:
         return list(self.net.unit_names) + [ALL] + [f"image:{k}" for k in self.image_units]

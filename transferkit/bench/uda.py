@@ -164,7 +164,7 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
     if sk:
         lines += ["", "Side by side with SKADA (same LeNet initialisation, data, batch, Adam lr, epochs):", "",
                   "| library | method | accuracy | n | wall s |", "|---|---|---|---|---|"]
-        for method in ("source_only", "dann", "coral", "entmin", "mcc", "multilayer_adv"):
+        for method in ("source_only", "dann", "mmd", "coral", "entmin", "mcc", "multilayer_adv"):
             rs = [r for r in rows if r["method"] == method]
             if rs:
                 lines.append(f"| transferkit | {method} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")

@@ -21,14 +21,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import torch
-import torch.multiprocessing as mp
 
 from ..engine import FitResult
 from ..errors import check
+from ..evaluate import predict_logits
+from ..runtime import map_jobs
 from .base import Method, register
 from .finetune import FtAll, FtUnit
 from .image_unit import IMAGE_UNIT, ImageUnit, insert_image_unit
@@ -47,37 +47,31 @@ def candidate_method(net, candidate: str, image_lr_mult: float = 1.0) -> Method:
     return FtUnit(net, candidate)
 
 
-def _train(job):
-    engine, method, target, val = job
+def _train(engine, method, target, val):
     fit = engine.fit(method, target=target, val=val)
     return method.net, fit
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def train_candidates(jobs: list, workers: int = 1) -> list:
     """Run ``(engine, method, target, val)`` jobs, in this process or in ``workers`` spawned
-    processes; returns ``(trained net, FitResult)`` in job order."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [_train(j) for j in jobs]
-    threads = max(1, torch.get_num_threads() // workers)
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
-        return list(pool.map(_train, jobs))
+    processes (:func:`~transferkit.runtime.map_jobs`); returns ``(trained net, FitResult)``
+    in job order."""
+    results: list = [None] * len(jobs)
+    map_jobs(_train, jobs, workers, results.__setitem__)
+    return results
 
 
 @torch.no_grad()
 def val_accuracy(net, domain) -> float:
     """Accuracy of ``net`` on ``domain`` in eval mode (no parameter or statistic changes)."""
+    if len(domain) == 0:
+        return 0.0
     was = net.training
     net.eval()
     dev = next(net.parameters()).device
-    correct = sum(int((net(x.to(dev)).argmax(1).cpu() == y).sum()) for x, y in
-                  zip(domain.images.split(1024), domain.labels.split(1024)))
+    pred = predict_logits(lambda x: net(x.to(dev)).cpu(), domain.images).argmax(1)
     net.train(was)
-    return correct / max(1, len(domain))
+    return int((pred == domain.labels).sum()) / len(domain)
 
 
 def proxy_network(base, donor, unit: str):

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from helpers import state_copy
 
 from transferkit.backbones import build_backbone
 from transferkit.domain import Domain
@@ -29,15 +30,11 @@ def _batch(n=8, progress=0.5):
     return Batch(step=1, progress=progress, source=(s.images, s.labels), unlabeled=t.images)
 
 
-def _snapshot(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 @pytest.mark.parametrize("name", UDA)
 def test_each_method_trains_its_parameters_and_never_reads_target_labels(name):
     method = get_method(name)(_net())
     assert method.streams == ("source", "unlabeled")
-    before = _snapshot(method)
+    before = state_copy(method)
     cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False)
     Engine(cfg, seed=0).fit(method, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
     after = method.state_dict()
@@ -53,7 +50,7 @@ def test_each_method_trains_its_parameters_and_never_reads_target_labels(name):
 
 def test_adda_source_encoder_stays_bit_identical_and_encoder_only_keeps_the_head():
     method = get_method("adda_encoder")(_net())
-    src_before, head_before = _snapshot(method.source_net), _snapshot(method.net.head)
+    src_before, head_before = state_copy(method.source_net), state_copy(method.net.head)
     cfg = TrainConfig(steps=3, batch_size=8, eval_every=3, progress=False)
     Engine(cfg, seed=0).fit(method, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
     for k, v in method.source_net.state_dict().items():

@@ -14,6 +14,7 @@ from transferkit.zeroshot import (
     EmbeddingZeroShot,
     attribute_matrix,
     attribute_scores,
+    evaluate_zero_shot,
     harmonic_mean,
     prior_matched_gamma,
     zero_shot_report,
@@ -87,6 +88,9 @@ def test_attribute_zero_shot_recognises_unseen_classes_through_the_engine():
     assert method.candidates.tolist() == [True, True, True, False, False]  # trained on the seen classes
     report = zero_shot_report(method.scores(dom.images), dom.labels, seen=[0, 1, 2], unseen=[3, 4])
     assert report["zsl"] > 0.9
+    calibrated = evaluate_zero_shot(method, dom, seen=[0, 1, 2], unseen=[3, 4], gamma="prior")
+    assert calibrated["gamma"] == pytest.approx(prior_matched_gamma(method.scores(dom.images), [0, 1, 2], [3, 4]))
+    assert calibrated["zsl"] == report["zsl"]  # calibration only moves the seen-vs-unseen decision
 
 
 def test_embedding_zero_shot_trains_and_masks_candidates():

@@ -27,6 +27,7 @@ from ..clip import CaptionedDomain, ClipMethod, make_captions, retrieval_report
 from ..data import load_domain, syndigits_styles
 from ..domain import Domain
 from ..engine import Engine, TrainConfig
+from ..evaluate import mean_se
 from ..io import write_json, write_text
 from ..splits import split_domain
 from ..text import class_text_embeddings, text_available
@@ -159,10 +160,9 @@ def _mean(vals) -> str:
     return f"{100 * sum(vals) / len(vals):.1f}" if vals else "-"
 
 
-def _se(vals) -> str:
-    from ..evaluate import mean_se
-
-    return f"{100 * mean_se(list(vals))[1]:.1f}"
+def _mean_se(vals) -> str:
+    mean, se = mean_se(list(vals))
+    return f"{100 * mean:.1f} ± {100 * se:.1f}"
 
 
 def zeroshot_tables(rows: list[dict]) -> str:
@@ -177,7 +177,7 @@ def zeroshot_tables(rows: list[dict]) -> str:
     for m, s in keys:
         pick = [r for r in rows if r["method"] == m and r["source"] == s]
         z = [r for r in pick if r["setting"] == "zsl"]
-        out.append(f"| {m} | {s} | {_mean(r['accuracy'] for r in z)} ± {_se(r['accuracy'] for r in z)} | "
+        out.append(f"| {m} | {s} | {_mean_se(r['accuracy'] for r in z)} | "
                    f"{gzsl([r for r in pick if r['setting'] == 'gzsl'])} | "
                    f"{gzsl([r for r in pick if r['setting'] == 'gzsl_prior'])} | {len(z)} |")
     ret = [r for r in rows if "recall_at_1" in r]

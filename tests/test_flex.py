@@ -11,7 +11,7 @@ from transferkit.backbones import build_backbone
 from transferkit.engine import Engine, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
-from transferkit.methods.flex import candidate_method, proxy_network, val_accuracy
+from transferkit.methods.flex import candidate_method, proxy_accuracies, proxy_network, val_accuracy
 
 CFG = TrainConfig(steps=6, batch_size=16, eval_every=3, patience=None, progress=False)
 
@@ -45,6 +45,8 @@ def test_flex_picks_the_best_candidate_on_validation():
     accs = extra["candidate_val_accuracy"]
     assert list(accs) == method.net.unit_names + ["all"]
     assert accs[extra["picked"]] == max(accs.values()) == fit.best_val_accuracy
+    losses = extra["candidate_val_loss"]  # accuracy ties go to the lower validation loss
+    assert losses[extra["picked"]] == min(v for c, v in losses.items() if accs[c] == accs[extra["picked"]])
     picked = method.candidate_nets[extra["picked"]]
     assert all(torch.equal(v, picked.state_dict()[k]) for k, v in method.net.state_dict().items())
     for c, net in method.candidate_nets.items():  # early stopping restored each candidate's best
@@ -83,6 +85,16 @@ def test_proxy_network_is_pure_surgery():
     proxy = proxy_network(base, donor, "conv2")
     for k, v in proxy.state_dict().items():
         assert torch.equal(v, (donor if k.startswith("units.conv2.") else base).state_dict()[k]), k
+
+
+def test_proxy_accuracies_match_the_surgery_networks():
+    base, donor = pretrained(), build_backbone("lenet", 4)
+    val = toy(seed=1)
+    before = state(base)
+    shared = proxy_accuracies(base, donor, base.unit_names, val, batch_size=7)
+    assert shared == {u: val_accuracy(proxy_network(base, donor, u), val) for u in base.unit_names}
+    assert len(set(shared.values())) > 1  # the proxies really differ
+    assert all(torch.equal(v, state(base)[k]) for k, v in before.items()) and base.training
 
 
 @pytest.mark.parametrize("name", ["fast_flex", "faster_flex"])

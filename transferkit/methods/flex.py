@@ -2,11 +2,13 @@
 
 * ``flex`` (Algorithm 1): train ``N_ft-l`` (only unit ``l`` tuned) for every unit and
   ``N_ft-all``, each with early stopping on validation accuracy, and output
-  ``argmax_{X in {1..L, all}} a_ft-X``. Optional extra candidates: the image-to-image units
-  of §5.4 (``image_units=["colour", "stn", "unet"]``).
+  ``argmax_{X in {1..L, all}} a_ft-X`` (accuracy ties: lower validation cross entropy; our
+  addition, the seed names no tie rule). Optional extra candidates: the image-to-image
+  units of §5.4 (``image_units=["colour", "stn", "unet"]``).
 * ``fast_flex`` (Algorithm 2): train ``N_ft-all``; build the proxy networks
   ``N_prox-l = N_L o .. o [N_ft-all]_l o .. o N_1`` by network surgery (never trained), score
-  them on validation, fine-tune the best unit, output it if ``a_ft-best >= a_ft-all``.
+  them on validation (:func:`proxy_accuracies`: one pass of the source network shared by
+  all proxies), fine-tune the best unit, output it if ``a_ft-best >= a_ft-all``.
 * ``faster_flex`` (Algorithm 3): as ``fast_flex`` with ``N_ft-all`` trained for one epoch
   only, and always output the tuned best unit.
 
@@ -62,16 +64,23 @@ def train_candidates(jobs: list, workers: int = 1) -> list:
 
 
 @torch.no_grad()
-def val_accuracy(net, domain) -> float:
-    """Accuracy of ``net`` on ``domain`` in eval mode (no parameter or statistic changes)."""
+def val_scores(net, domain) -> tuple[float, float]:
+    """``(accuracy, mean cross entropy)`` of ``net`` on ``domain`` in eval mode (no
+    parameter or statistic changes)."""
     if len(domain) == 0:
-        return 0.0
+        return 0.0, math.inf
     was = net.training
     net.eval()
     dev = next(net.parameters()).device
-    pred = predict_logits(lambda x: net(x.to(dev)).cpu(), domain.images).argmax(1)
+    logits = predict_logits(lambda x: net(x.to(dev)).cpu(), domain.images)
     net.train(was)
-    return int((pred == domain.labels).sum()) / len(domain)
+    return (int((logits.argmax(1) == domain.labels).sum()) / len(domain),
+            float(torch.nn.functional.cross_entropy(logits, domain.labels)))
+
+
+def val_accuracy(net, domain) -> float:
+    """Accuracy of ``net`` on ``domain`` in eval mode (no parameter or statistic changes)."""
+    return val_scores(net, domain)[0]
 
 
 def proxy_network(base, donor, unit: str):
@@ -80,6 +89,32 @@ def proxy_network(base, donor, unit: str):
     proxy = copy.deepcopy(base)
     proxy.unit(unit).load_state_dict(donor.unit(unit).state_dict())
     return proxy
+
+
+@torch.no_grad()
+def proxy_accuracies(base, donor, units, domain, batch_size: int = 256) -> dict[str, float]:
+    """Validation accuracy of the proxy network of every unit in ``units`` (Algorithm 2
+    lines 4-5), the same numbers as ``val_accuracy(proxy_network(base, donor, u), domain)``
+    at a fraction of the cost: one pass of ``base`` gives each unit's input, so proxy ``u``
+    runs only ``donor``'s unit ``u`` and ``base``'s units after it (chunks of ``batch_size``
+    images, so only one chunk's activations are held)."""
+    check(len(domain) > 0, "proxy networks are scored on a labelled validation set; it is empty")
+    names, modes = base.unit_names, (base.training, donor.training)
+    base.eval(), donor.eval()
+    dev = next(base.parameters()).device
+    correct = dict.fromkeys(units, 0)
+    for i in range(0, len(domain), batch_size):
+        h, y = domain.images[i:i + batch_size].to(dev), domain.labels[i:i + batch_size].to(dev)
+        for j, u in enumerate(names):  # h is the input of unit u
+            nxt = names[j + 1] if j + 1 < len(names) else None
+            if u in correct:
+                out = donor.forward_units(h, u, nxt)
+                out = out if nxt is None else base.forward_units(out, nxt)
+                correct[u] += int((out.argmax(1) == y).sum())
+            if nxt is not None:
+                h = base.forward_units(h, u, nxt)
+    base.train(modes[0]), donor.train(modes[1])
+    return {u: correct[u] / len(domain) for u in units}
 
 
 class _FlexBase(Method):
@@ -120,8 +155,10 @@ class _FlexBase(Method):
 @register
 class Flex(_FlexBase):
     """Seed 002 Algorithm 1 (flex): one early-stopped training per unit plus ``ft_all``
-    (plus optional §5.4 image units), keep the best on validation. Ties go to the earlier
-    candidate (units in network order, then ``all``, then image units). ``image_lr_mult``
+    (plus optional §5.4 image units), keep the best on validation accuracy. Ties in
+    accuracy (frequent with a few hundred validation images) go to the lower validation
+    cross entropy, then to the earlier candidate (units in network order, then ``all``,
+    then image units). ``image_lr_mult``
     scales the learning rate of the image-unit candidates (see :class:`~.image_unit.ImageUnit`)."""
 
     name = "flex"
@@ -143,12 +180,14 @@ class Flex(_FlexBase):
         cands = self.candidates()
         results = self._train(make_engine, cands, target, val)
         accs = [fit.best_val_accuracy for _, fit in results]
-        best = max(range(len(cands)), key=lambda i: (accs[i], -i))
+        losses = [val_scores(net, val)[1] for net, _ in results]
+        best = max(range(len(cands)), key=lambda i: (accs[i], -losses[i], -i))
         self.picked = cands[best]
         self._adopt(results[best][0])
         if self.keep_candidates:
             self.candidate_nets = {c: net for c, (net, _) in zip(cands, results)}
         self._extra = {"candidate_val_accuracy": dict(zip(cands, accs)),
+                       "candidate_val_loss": dict(zip(cands, losses)),
                        "candidate_steps": {c: fit.steps for c, (_, fit) in zip(cands, results)}}
         fit = results[best][1]
         return FitResult(steps=sum(f.steps for _, f in results), best_step=fit.best_step,
@@ -176,10 +215,10 @@ class FastFlex(_FlexBase):
             sel_val = None
         (all_net, all_fit), = self._train(make_engine, [ALL], target, sel_val, config, tag="surgery")
         units = list(self.net.unit_names)
-        proxies = {u: val_accuracy(proxy_network(self.net, all_net, u), val) for u in units}
+        proxies = proxy_accuracies(self.net, all_net, units, val)
         best_unit = max(units, key=lambda u: (proxies[u], -units.index(u)))
         (unit_net, unit_fit), = self._train(make_engine, [best_unit], target, val, tag="tune")
-        a_all = all_fit.best_val_accuracy if not self.one_epoch else val_accuracy(all_net, val)
+        a_all = None if self.one_epoch else all_fit.best_val_accuracy  # Algorithm 3 never looks at it
         use_all = not self.one_epoch and a_all > unit_fit.best_val_accuracy
         self.picked = ALL if use_all else best_unit
         self._adopt(all_net if use_all else unit_net)
@@ -203,4 +242,5 @@ class FasterFlex(FastFlex):
     description = "one epoch of ft_all, proxy networks by surgery, tune the best unit (seed 002 Alg. 3)"
 
 
-__all__ = ["Flex", "FastFlex", "FasterFlex", "candidate_method", "proxy_network", "train_candidates"]
+__all__ = ["Flex", "FastFlex", "FasterFlex", "candidate_method", "proxy_accuracies", "proxy_network",
+           "train_candidates", "val_accuracy", "val_scores"]

@@ -23,3 +23,35 @@ def test_plan_second_source_and_bad_source(monkeypatch):
     monkeypatch.setenv("TRANSFERKIT_FLEX_SOURCE", "svhn")
     with pytest.raises(TransferkitError, match="TRANSFERKIT_FLEX_SOURCE"):
         plan(quick=False)
+
+
+def _rows():
+    from transferkit.bench.flex import METHODS
+
+    rows = []
+    for seed in (0, 1):
+        for m in METHODS:
+            row = {"target": "t", "ratio": 30, "seed": seed, "method": m, "steps": 10,
+                   "accuracy": {"ft_all": 0.95, "flex": 0.95}.get(m, 0.9),
+                   "wall_s": {"faster_flex": 3.0, "ft_fc1": 1.0, "ft_fc2": 2.0}.get(m, 5.0)}
+            if m == "flex":  # a tie on validation, broken by the loss towards `all`
+                row.update(candidate_val_accuracy={"conv1": 0.9, "all": 0.9},
+                           candidate_test_accuracy={"conv1": 0.8, "all": 0.95})
+            rows.append(row)
+    return rows
+
+
+def test_wins_counts_flex_against_the_baselines_under_both_tie_rules():
+    from transferkit.bench.flex import wins
+
+    text = wins(_rows(), {"t": 0.5}, [30])
+    assert "flex >= max(ft_fc1, ft_fc2, ft_all) (means): 1 / 1" in text
+    assert "earlier candidate instead of the lower validation loss (means): 0 / 1" in text
+
+
+def test_wall_table_reports_faster_flex_over_ft_fc_per_target():
+    from transferkit.bench.flex import wall_table
+
+    text = wall_table(_rows(), [30])
+    assert "| 30 | t | 3.00 | 1.50 |" in text
+    assert "| 30 | **targets below 2x** | 0 / 1 | 1 / 1 |" in text

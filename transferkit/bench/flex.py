@@ -219,9 +219,17 @@ def table3(rows, base, ratio) -> str:
     return "\n".join(lines) + "\n"
 
 
+def earlier_tie_accuracy(row: dict) -> float:
+    """Test accuracy flex would have had with accuracy ties going to the earlier candidate
+    (the rule before validation loss broke ties), from the row's candidate accuracies."""
+    accs = row["candidate_val_accuracy"]
+    pick = next(c for c, a in accs.items() if a == max(accs.values()))
+    return row["candidate_test_accuracy"][pick]
+
+
 def wins(rows, base, ratios) -> str:
     count = {m: 0 for m in METHODS}
-    flex_ok, total, within = 0, 0, 0
+    flex_ok, total, within, old_ok = 0, 0, 0, 0
     for t in base:
         for ratio in ratios:
             means = {m: mean_se(r["accuracy"] for r in _cell(rows, t, ratio, m)) for m in METHODS
@@ -235,10 +243,14 @@ def wins(rows, base, ratios) -> str:
             ref = max(means[m][0] for m in ("ft_fc1", "ft_fc2", "ft_all"))
             flex_ok += means["flex"][0] >= ref - 1e-9
             within += means["flex"][0] >= ref - means["flex"][1] - 1e-9
+            flex_rows = _cell(rows, t, ratio, "flex")
+            old_ok += sum(earlier_tie_accuracy(r) for r in flex_rows) / len(flex_rows) >= ref - 1e-9
     lines = [f"scenarios (target x ratio): {total}", "", "| method | best (ties count for all) |", "|---|---|"]
     lines += [f"| {m} | {count[m]} |" for m in METHODS]
     lines += ["", f"flex >= max(ft_fc1, ft_fc2, ft_all) (means): {flex_ok} / {total}",
-              f"flex within one standard error of max(ft_fc1, ft_fc2, ft_all): {within} / {total}"]
+              f"flex within one standard error of max(ft_fc1, ft_fc2, ft_all): {within} / {total}",
+              f"flex with accuracy ties to the earlier candidate instead of the lower validation loss (means): "
+              f"{old_ok} / {total}"]
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +270,30 @@ def wall_table(rows, ratios) -> str:
                    steps["faster_flex"] / steps["ft_fc1"], steps["faster_flex"] / steps["ft_fc2"]]
         lines.append(f"| {ratio} | " + " | ".join(f"{wall[m]:.2f}" for m in METHODS) + " | "
                      + " | ".join(f"{x:.2f}" for x in ratios_) + " |")
-    return "mean wall seconds per job (training + selection + test evaluation)\n\n" + "\n".join(lines) + "\n"
+    return ("mean wall seconds per job (training + selection + test evaluation)\n\n" + "\n".join(lines) + "\n\n"
+            + per_target_wall(rows, ratios))
+
+
+def per_target_wall(rows, ratios) -> str:
+    """faster_flex's mean wall seconds over ft_fc1's and ft_fc2's on each target, and on how
+    many targets it is below 2x."""
+    lines = ["faster_flex wall / ft_fc wall on each target (same run, mean over seeds)", "",
+             "| ratio | target | / ft_fc1 | / ft_fc2 |", "|---|---|---|---|"]
+    for ratio in ratios:
+        below = {"ft_fc1": 0, "ft_fc2": 0}
+        targets = list(dict.fromkeys(r["target"] for r in rows if r["ratio"] == ratio))
+        for t in targets:
+            wall = {m: mean_se(r["wall_s"] for r in _cell(rows, t, ratio, m))[0]
+                    for m in ("faster_flex", "ft_fc1", "ft_fc2") if _cell(rows, t, ratio, m)}
+            if len(wall) < 3:
+                continue
+            q = {m: wall["faster_flex"] / wall[m] for m in below}
+            for m in below:
+                below[m] += q[m] < 2
+            lines.append(f"| {ratio} | {t} | {q['ft_fc1']:.2f} | {q['ft_fc2']:.2f} |")
+        lines.append(f"| {ratio} | **targets below 2x** | {below['ft_fc1']} / {len(targets)} | "
+                     f"{below['ft_fc2']} / {len(targets)} |")
+    return "\n".join(lines) + "\n"
 
 
 def retrieval_table(rows, base, ratios) -> str:

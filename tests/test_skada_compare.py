@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from transferkit.backbones import build_backbone
-from transferkit.bench.skada_compare import run_skada, steps_per_epoch
+from transferkit.bench.skada_compare import (
+    dead_domain_classifier,
+    run_skada,
+    sigmoid_domain_classifier,
+    steps_per_epoch,
+)
 from transferkit.domain import Domain
 
 
@@ -11,7 +16,7 @@ def test_steps_per_epoch_matches_skada_balanced_sampler():
     assert steps_per_epoch(100, 300, 32) == 9
 
 
-@pytest.mark.parametrize("name", ["DANN", "DeepCoral"])
+@pytest.mark.parametrize("name", ["DANN", "DANN-sigmoid", "DeepCoral"])
 def test_skada_runs_on_a_transferkit_unitnet(name):
     pytest.importorskip("skada.deep")
     g = torch.Generator().manual_seed(0)
@@ -22,3 +27,14 @@ def test_skada_runs_on_a_transferkit_unitnet(name):
     res = run_skada(name, net, dom(32), dom(32), dom(20), epochs=1, batch_size=16, lr=1e-3, seed=0)
     assert 0.0 <= res["accuracy"] <= 1.0 and res["wall_s"] > 0
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # SKADA trains a copy
+
+
+def test_skada_default_domain_classifier_is_dead_and_the_sigmoid_one_is_not():
+    skada = pytest.importorskip("skada")
+    pytest.importorskip("skada.deep")
+    assert dead_domain_classifier() == (skada.__version__ == "0.6.0")  # Softmax over one output: constant 1
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, requires_grad=True)
+    out = sigmoid_domain_classifier(16)(x)
+    out.log().sum().backward()
+    assert ((out > 0) & (out < 1)).all() and x.grad.abs().max() > 0

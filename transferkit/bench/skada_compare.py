@@ -7,6 +7,11 @@ the same batch size (``batch_size`` source + ``batch_size`` target per step), op
 (Adam, same learning rate) and number of epochs as transferkit's adaptation. An epoch is
 SKADA's: ``max(n_source, n_target) // batch_size`` steps. SKADA is imported lazily here and
 nowhere in the library.
+
+``DANN-sigmoid`` is SKADA's ``DANN`` with one change, ours: SKADA 0.6's default
+``DomainClassifier`` ends in ``Softmax`` over its single output, so it outputs 1 for every
+sample and the domain loss sends no gradient (:func:`dead_domain_classifier` checks it);
+``DANN-sigmoid`` replaces that ``Softmax`` with a ``Sigmoid`` (what ``BCELoss`` expects).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-SKADA_METHODS = ("SourceOnly", "DANN", "DeepCoral", "MCC")
+SKADA_METHODS = ("SourceOnly", "DANN", "DANN-sigmoid", "DeepCoral", "MCC")
 
 
 def available() -> bool:
@@ -55,11 +60,39 @@ def skada_estimator(name: str, net, epochs: int, batch_size: int, lr: float):
         return sd.SourceOnly(module, **kw)
     if name == "DANN":
         return sd.DANN(module, layer, reg=1, num_features=module.net.embed_dim, **kw)
+    if name == "DANN-sigmoid":
+        return sd.DANN(module, layer, reg=1, domain_classifier=sigmoid_domain_classifier(module.net.embed_dim), **kw)
     if name == "DeepCoral":
         return sd.DeepCoral(module, layer, reg=1, **kw)
     if name == "MCC":
         return sd.MCC(module, layer, reg=1, **kw)
     raise ValueError(f"unknown SKADA method {name!r}; known: {SKADA_METHODS}")
+
+
+def sigmoid_domain_classifier(num_features: int):
+    """SKADA's ``DomainClassifier`` (DANN paper: Linear-100, BatchNorm, ReLU, Linear-1, with
+    its gradient reversal layer) with the final ``Softmax`` replaced by a ``Sigmoid``."""
+    from skada.deep.modules import DomainClassifier
+
+    d = DomainClassifier(num_features=num_features)
+    d.classifier[-1] = torch.nn.Sigmoid()
+    return d
+
+
+def dead_domain_classifier(num_features: int = 16, n: int = 8) -> bool:
+    """True when SKADA's default ``DomainClassifier`` gives the constant output 1 and no
+    gradient to its input (the case in skada 0.6.0)."""
+    import warnings
+
+    from skada.deep.modules import DomainClassifier
+
+    torch.manual_seed(0)
+    x = torch.randn(n, num_features, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = DomainClassifier(num_features=num_features)(x)
+    out.log().sum().backward()
+    return bool(torch.all(out == 1)) and float(x.grad.abs().max()) == 0.0
 
 
 def run_skada(name: str, pretrained, source, target_train, target_test, epochs: int, batch_size: int,

@@ -126,3 +126,19 @@ def test_tensorboard_event_files_per_run(tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"finetune/loss", "finetune/ce_target", "finetune/lr", "finetune/val_accuracy"} <= tags
     assert [e.step for e in events.Scalars("finetune/loss")] == [3, 6]
+
+
+def test_deterministic_cuda_turns_on_deterministic_kernels(monkeypatch):
+    from transferkit.runtime import deterministic_cuda
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        deterministic_cuda()
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]

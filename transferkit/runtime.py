@@ -27,10 +27,21 @@ def resolve_device(name: str = "cpu") -> torch.device:
         check(torch.cuda.is_available(), "device cuda requested but CUDA is not available")
         if name == "cuda" and world_size() > 1:
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        deterministic_cuda()
     if name == "mps":
         check(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
               "device mps requested but MPS is not available")
     return torch.device(name)
+
+
+def deterministic_cuda() -> None:
+    """The same results for the same seed on a GPU as well: deterministic cuDNN and cuBLAS
+    kernels (an op with no deterministic CUDA kernel warns instead of failing). Without
+    this, worker processes on one GPU gave different rows for the same job."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -99,7 +99,7 @@ def test_dann_reverses_the_discriminator_gradient_into_the_encoder():
     assert DANN(net, weight=0.5).coefficient(1.0) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
 
 
-def test_dann_uses_the_dann_learning_rate_schedule_by_default(tmp_path):
+def test_dann_and_multilayer_use_the_dann_learning_rate_schedule_by_default(tmp_path):
     captured = {}
 
     def make_engine(tag, config=None):
@@ -113,6 +113,12 @@ def test_dann_uses_the_dann_learning_rate_schedule_by_default(tmp_path):
     assert fit.history[-1]["lr"] == pytest.approx(1e-3 / (1 + 10 * 0.5) ** 0.75)
     DANN(_net(), lr_schedule=None).fit_transfer(make_engine, source=_domain(16, 0.0, 1),
                                                 unlabeled=_domain(16, 0.3, 2))
+    assert captured["engine"].cfg.schedule == "constant"
+    MultiLayerAdversarial(_net()).fit_transfer(make_engine, source=_domain(16, 0.0, 1),
+                                               unlabeled=_domain(16, 0.3, 2))
+    assert captured["engine"].cfg.schedule == "dann"
+    MultiLayerAdversarial(_net(), lr_schedule=None).fit_transfer(make_engine, source=_domain(16, 0.0, 1),
+                                                                 unlabeled=_domain(16, 0.3, 2))
     assert captured["engine"].cfg.schedule == "constant"
 
 

@@ -158,8 +158,8 @@ class Flex(_FlexBase):
     (plus optional §5.4 image units), keep the best on validation accuracy. Ties in
     accuracy (frequent with a few hundred validation images) go to the lower validation
     cross entropy, then to the earlier candidate (units in network order, then ``all``,
-    then image units). ``image_lr_mult``
-    scales the learning rate of the image-unit candidates (see :class:`~.image_unit.ImageUnit`)."""
+    then image units). ``image_lr_mult`` scales the learning rate of the image-unit
+    candidates (see :class:`~.image_unit.ImageUnit`)."""
 
     name = "flex"
     description = "tune each unit separately and ft_all, keep the best on validation (seed 002 Alg. 1)"

@@ -80,6 +80,7 @@ def _ddp_worker(rank, world, init_file, out_file):
     result = _train_lenet()
     if rank == 0:
         torch.save(result, out_file)
+    dist.barrier()  # both ranks reach teardown together (a lone gloo teardown aborted once in CI)
     dist.destroy_process_group()
 
 

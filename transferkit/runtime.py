@@ -3,6 +3,7 @@ peak-memory measurement, all handled here and nowhere else."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -70,7 +71,15 @@ def init_distributed(device: str = "cpu") -> bool:
         return world_size() > 1
     backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
     dist.init_process_group(backend=backend)
+    atexit.register(_leave_process_group)
     return True
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group while the interpreter is still alive: gloo's threads left
+    to interpreter teardown can abort the process (SIGABRT) after a finished run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,25 @@ def test_cached_prefix_matches_uncached_training():
         assert torch.allclose(results[0][k], results[1][k], atol=1e-5), k
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_multi_tensor_optimizer_step_is_bit_identical_to_the_per_tensor_loop(monkeypatch, optimizer):
+    """The engine's ``foreach=True`` update gives exactly PyTorch's CPU default results."""
+    d, cfg = toy_domain(), TrainConfig(steps=15, batch_size=16, optimizer=optimizer, weight_decay=1e-3,
+                                       schedule="cosine", patience=None)
+    results = []
+    for forced in (None, False):
+        cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]
+        if forced is not None:
+            monkeypatch.setattr(torch.optim, cls.__name__,
+                                lambda *a, _cls=cls, **kw: _cls(*a, **{**kw, "foreach": forced}))
+        m = make("finetune")
+        opt = Engine(cfg, seed=0)._optimizer(m)
+        assert opt.defaults["foreach"] is (True if forced is None else forced)
+        Engine(cfg, seed=0).fit(m, target=d)
+        results.append(weights(m))
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
 class Interrupt(Exception):
     pass
 

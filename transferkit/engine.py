@@ -312,9 +312,12 @@ class Engine:
         groups = [dict(g, lr=cfg.lr * g.pop("lr_mult", 1.0)) for g in method.param_groups()]
         groups = [g for g in groups if g["params"]]
         check(len(groups) > 0, f"method {method.name!r} has no trainable parameter")
+        # foreach: the multi-tensor update, the same arithmetic as PyTorch's CPU default (the
+        # per-tensor loop; tested bit-identical) in fewer dispatches. Not fused: that rounds differently.
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                   foreach=True)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
     def _signature(self, method, given: dict, val) -> str:
         parts = [method.name, json.dumps(asdict(self.cfg), sort_keys=True), str(self.seed)]

@@ -1,6 +1,7 @@
 """The flex benchmark's plan: sources, targets and seeds from the environment."""
 
 import pytest
+import torch
 
 from transferkit.bench.flex import SYN_TARGETS, TARGETS, plan
 from transferkit.errors import TransferkitError
@@ -8,11 +9,28 @@ from transferkit.errors import TransferkitError
 
 def test_plan_defaults_follow_seed_002(monkeypatch):
     for key in ("TRANSFERKIT_FLEX_SOURCE", "TRANSFERKIT_FLEX_RATIOS", "TRANSFERKIT_FLEX_SEEDS",
-                "TRANSFERKIT_FLEX_SEEDS_RATIO3", "TRANSFERKIT_FLEX_TARGETS"):
+                "TRANSFERKIT_FLEX_SEEDS_RATIO3", "TRANSFERKIT_FLEX_TARGETS", "TRANSFERKIT_FLEX_VAL_FRACTION",
+                "TRANSFERKIT_FLEX_VAL_PER_CLASS"):
         monkeypatch.delenv(key, raising=False)
     p = plan(quick=False)
     assert p["source"] == "mnist" and p["targets"] == TARGETS
     assert p["seeds"] == {3: 20, 30: 3, 300: 3}  # 20 repeats at the smallest ratio
+    assert p["val"] == (0.15, 50)
+    monkeypatch.setenv("TRANSFERKIT_FLEX_VAL_FRACTION", "0.35")
+    monkeypatch.setenv("TRANSFERKIT_FLEX_VAL_PER_CLASS", "100")
+    assert plan(quick=False)["val"] == (0.35, 100)
+
+
+def test_larger_validation_split_takes_images_from_train_and_keeps_test():
+    from transferkit.bench.flex import mnist_halves, target_splits
+
+    _, half = mnist_halves()
+    small, large = target_splits("mnist+blur", half), target_splits("mnist+blur", half, val_fraction=0.35,
+                                                                     val_per_class=100)
+    assert torch.equal(small.test.images, large.test.images) and torch.equal(small.test.labels, large.test.labels)
+    assert len(large.val) > 2 * len(small.val) and len(large.train) + len(large.val) == len(small.train) + len(small.val)
+    rows = {tuple(r.tolist()) for r in large.val.images.flatten(1)[:, ::7]}
+    assert all(tuple(r.tolist()) in rows for r in small.val.images.flatten(1)[:, ::7])  # the old val is kept
 
 
 def test_plan_second_source_and_bad_source(monkeypatch):

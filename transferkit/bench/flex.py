@@ -20,7 +20,9 @@ Environment knobs for the full run (the quick run ignores them):
 ``TRANSFERKIT_FLEX_RATIOS`` (default ``3,30,300``), ``TRANSFERKIT_FLEX_SEEDS`` (default 3),
 ``TRANSFERKIT_FLEX_SEEDS_RATIO3`` (default 20, as seed 002 at the smallest ratio),
 ``TRANSFERKIT_FLEX_TARGETS`` (comma-separated subset), ``TRANSFERKIT_FLEX_SOURCE`` (``mnist``
-or ``syndigits``; one source per benchmark directory).
+or ``syndigits``; one source per benchmark directory), ``TRANSFERKIT_FLEX_VAL_FRACTION`` and
+``TRANSFERKIT_FLEX_VAL_PER_CLASS`` (each target's validation split: share of every class,
+default 0.15, and cap per class, default 50; one split per benchmark directory).
 """
 
 from __future__ import annotations
@@ -61,12 +63,15 @@ VARIANTS = {IMAGE_FLEX: ("flex", {"image_units": ["colour", "stn", "unet"]})}
 BACKBONE = "lenet"
 CHANNELS = 3  # mnistm and syndigits are in colour; grey digits are replicated
 VAL_PER_CLASS, TEST_PER_CLASS = 50, 200
+#: share of each target class in the fixed validation split (test: 25 %, train: the rest)
+VAL_FRACTION = 0.15
 
 
 def plan(quick: bool) -> dict:
     env = os.environ.get
     if quick:
         return {"source": "mnist", "targets": QUICK_TARGETS, "ratios": [30], "seeds": {30: 1}, "image_targets": [],
+                "val": (VAL_FRACTION, VAL_PER_CLASS),
                 "pretrain": TrainConfig(steps=300, batch_size=64, eval_every=100, progress=False),
                 "train": TrainConfig(steps=150, batch_size=32, eval_every=15, patience=3, progress=False)}
     ratios = [int(r) for r in env("TRANSFERKIT_FLEX_RATIOS", "3,30,300").split(",")]
@@ -75,7 +80,9 @@ def plan(quick: bool) -> dict:
     check(source in SOURCES, f"TRANSFERKIT_FLEX_SOURCE must be one of {sorted(SOURCES)}, got {source!r}")
     targets = [t for t in env("TRANSFERKIT_FLEX_TARGETS", ",".join(SOURCES[source])).split(",") if t]
     image = [t for t in env("TRANSFERKIT_FLEX_IMAGE_TARGETS", "").split(",") if t]
-    return {"source": source, "targets": targets, "ratios": ratios, "image_targets": image,
+    val = (float(env("TRANSFERKIT_FLEX_VAL_FRACTION", str(VAL_FRACTION))),
+           int(env("TRANSFERKIT_FLEX_VAL_PER_CLASS", str(VAL_PER_CLASS))))
+    return {"source": source, "targets": targets, "ratios": ratios, "image_targets": image, "val": val,
             "seeds": {r: int(env("TRANSFERKIT_FLEX_SEEDS_RATIO3", "20")) if r <= 3 else n for r in ratios},
             "pretrain": TrainConfig(steps=1500, batch_size=64, eval_every=100, patience=5, progress=False),
             "train": TrainConfig(steps=300, batch_size=32, eval_every=20, patience=4, progress=False)}
@@ -88,15 +95,17 @@ def mnist_halves(name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
     return perm[:half], perm[half:]
 
 
-def target_splits(spec: str, target_half: torch.Tensor, source: str = "mnist"):
+def target_splits(spec: str, target_half: torch.Tensor, source: str = "mnist", val_fraction: float = VAL_FRACTION,
+                  val_per_class: int = VAL_PER_CLASS):
     """Fixed train / val / test of a target; targets built from the source domain's images
-    (for mnist also ``mnistm``, whose digits are mnist's) use the target half."""
+    (for mnist also ``mnistm``, whose digits are mnist's) use the target half. A larger
+    ``val_fraction`` moves images from train to val; test stays the same images."""
     d = load_domain(spec, size=28, channels=CHANNELS, seed=0)
     base = spec.split("+")[0]
     if base == source or (source == "mnist" and base == "mnistm"):
         d = d.subset(target_half)
-    s = split_domain(d)
-    s.val = subsample_per_class(s.val, VAL_PER_CLASS, seed=0)
+    s = split_domain(d, val_fraction=val_fraction, test_fraction=0.25)
+    s.val = subsample_per_class(s.val, val_per_class, seed=0)
     s.test = subsample_per_class(s.test, TEST_PER_CLASS, seed=0)
     return s
 
@@ -159,7 +168,7 @@ def flex_suite(quick, bench_dir, log):
     jobs_dir.mkdir(parents=True, exist_ok=True)
     rows, base, todo = {}, {}, []
     for target in p["targets"]:
-        split = target_splits(target, tgt_half, p["source"])
+        split = target_splits(target, tgt_half, p["source"], *p["val"])
         base[target] = accuracy(pretrained.eval(), split.test)
         log(f"{target}: base accuracy {100 * base[target]:.1f}%, train {len(split.train)} / val {len(split.val)}"
             f" / test {len(split.test)}")
@@ -169,10 +178,13 @@ def flex_suite(quick, bench_dir, log):
                     job = jobs_dir / f"{target}-r{ratio}-s{seed}-{m}.json"
                     if job.exists():
                         rows[job] = json.loads(job.read_text())
+                        check(rows[job].get("n_val", len(split.val)) == len(split.val),
+                              f"{job} was validated on {rows[job].get('n_val')} images, this plan's {target} "
+                              f"validation split has {len(split.val)}: use another directory")
                         continue
                     rows[job] = None
                     head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
-                            "seed": seed, "base_accuracy": base[target]}
+                            "seed": seed, "base_accuracy": base[target], "n_val": len(split.val)}
                     todo.append((job, head, (m, pretrained, split, source.val, ratio, seed, p["train"])))
 
     def done(i, result):  # each finished job is written at once: an interrupted run resumes

@@ -28,7 +28,8 @@ def test_larger_validation_split_takes_images_from_train_and_keeps_test():
     small, large = target_splits("mnist+blur", half), target_splits("mnist+blur", half, val_fraction=0.35,
                                                                      val_per_class=100)
     assert torch.equal(small.test.images, large.test.images) and torch.equal(small.test.labels, large.test.labels)
-    assert len(large.val) > 2 * len(small.val) and len(large.train) + len(large.val) == len(small.train) + len(small.val)
+    assert len(large.val) > 2 * len(small.val)
+    assert len(large.train) + len(large.val) == len(small.train) + len(small.val)
     rows = {tuple(r.tolist()) for r in large.val.images.flatten(1)[:, ::7]}
     assert all(tuple(r.tolist()) in rows for r in small.val.images.flatten(1)[:, ::7])  # the old val is kept
 

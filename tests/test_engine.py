@@ -75,7 +75,7 @@ def test_multi_tensor_optimizer_step_is_bit_identical_to_the_per_tensor_loop(mon
         cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]
         if forced is not None:
             monkeypatch.setattr(torch.optim, cls.__name__,
-                                lambda *a, _cls=cls, **kw: _cls(*a, **{**kw, "foreach": forced}))
+                                lambda *a, _cls=cls, _fe=forced, **kw: _cls(*a, **{**kw, "foreach": _fe}))
         m = make("finetune")
         opt = Engine(cfg, seed=0)._optimizer(m)
         assert opt.defaults["foreach"] is (True if forced is None else forced)

@@ -38,3 +38,13 @@ def test_skada_default_domain_classifier_is_dead_and_the_sigmoid_one_is_not():
     out = sigmoid_domain_classifier(16)(x)
     out.log().sum().backward()
     assert ((out > 0) & (out < 1)).all() and x.grad.abs().max() > 0
+
+
+def test_dann_timing_alternates_both_libraries_and_the_small_discriminator():
+    pytest.importorskip("skada.deep")
+    from transferkit.bench.skada_compare import dann_timing
+
+    res = dann_timing("digits", "digits+noise", epochs=1, repeats=2, pretrain_steps=2)
+    assert set(res["times"]) == {"transferkit dann", "transferkit dann, 100-unit discriminator", "skada DANN"}
+    assert all(len(t) == 2 and min(t) > 0 for t in res["times"].values())
+    assert res["steps"] > 0 and set(res["median"]) == set(res["times"])

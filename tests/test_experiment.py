@@ -70,3 +70,20 @@ def test_cached_source_network_gives_the_same_source_only_result(tmp_path):
     _, second = run_experiment(ExperimentConfig(**cfg), log=lambda *a: None)
     assert second[0]["pretrain_cached"] and not first[0]["pretrain_cached"]
     assert first[0]["accuracy"] == second[0]["accuracy"]
+
+
+def test_pretrained_source_network_does_not_depend_on_the_global_random_state(tmp_path, monkeypatch):
+    """PyTorch 2.13 seeds every process at random: the initial weights must come from cfg.seed."""
+    from transferkit.experiment import prepare_domains, pretrain_source
+
+    cfg = ExperimentConfig(name="det", source="digits", target="digits+inversion", k=2, pretrain=TINY_PRE,
+                           train=TINY, out_dir=str(tmp_path))
+    data = prepare_domains(cfg)
+    nets = []
+    for state in (1, 2):
+        monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / f"cache{state}"))
+        torch.manual_seed(state)
+        net, info = pretrain_source(cfg, data, log=lambda *a: None)
+        assert not info["cached"]
+        nets.append(net.state_dict())
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])

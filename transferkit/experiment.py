@@ -38,7 +38,7 @@ from .results import write_results
 from .runtime import barrier, is_main_process, map_jobs, peak_memory, world_size
 from .splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
 
-PRETRAIN_FORMAT = 1
+PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
 
 
 @dataclass
@@ -93,6 +93,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     seconds and whether the network came from the cache."""
     source = data.source
     n_cls = source.train.num_classes
+    torch.manual_seed(cfg.seed)  # the initial weights; PyTorch 2.13 seeds each process at random
     net = build_backbone(cfg.backbone, num_classes=n_cls, in_channels=data.channels, image_size=cfg.image_size)
     if cfg.pretrained:
         _load_net(net, Path(cfg.pretrained))
@@ -111,7 +112,6 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         except (TransferkitError, OSError, ValueError):
             log(f"pre-trained cache {path} unreadable; training again")
     log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
-    torch.manual_seed(cfg.seed)
     method = SourceOnly(net)
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     fit = Engine(train, seed=cfg.seed).fit(method, source=source.train, val=source.val)

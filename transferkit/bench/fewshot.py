@@ -144,8 +144,8 @@ def fewshot_report(rows: list[dict]) -> str:
 
 def _train(name: str, cfg: ExperimentConfig, data, pretrained, labeled, unlabeled):
     net = copy.deepcopy(pretrained)
+    torch.manual_seed(cfg.seed)  # before the new head's rows are drawn
     retarget_head(net, data.source.train.class_names, data.target.train.class_names)
-    torch.manual_seed(cfg.seed)
     method = get_method(name)(net, **cfg.options.get(name, {}))
     method.fit_transfer(lambda tag, config=None: Engine(config or cfg.train, seed=cfg.seed),
                         source=data.source.train, target=labeled, unlabeled=unlabeled, val=None)

@@ -112,13 +112,13 @@ def target_splits(spec: str, target_half: torch.Tensor, source: str = "mnist", v
 
 def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = "mnist/half"):
     """The pre-trained source network, trained once and stored in the benchmark directory."""
+    torch.manual_seed(0)  # the initial weights
     net = build_backbone(BACKBONE, num_classes=10, in_channels=CHANNELS, image_size=28)
     path = bench_dir / "source.safetensors"
     if path.exists():
         net.load_state_dict(load_file(str(path)))
         return net, json.loads(path.with_suffix(".json").read_text())
     log(f"pre-training {BACKBONE} on {label} ({len(source.train)} images)")
-    torch.manual_seed(0)
     fit = Engine(cfg, seed=0).fit(SourceOnly(net), source=source.train, val=source.val)
     info = {"val_accuracy": fit.best_val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label}
     atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))

@@ -51,12 +51,12 @@ def _config(source: str, target: str, s: dict) -> ExperimentConfig:
 
 
 def _distilled(cfg, data, members, s, path: Path, log):
+    torch.manual_seed(cfg.seed)  # the student's initial weights
     net = build_backbone(cfg.backbone, data.source.train.num_classes, data.channels, cfg.image_size)
     if path.exists():
         net.load_state_dict(load_file(str(path)))
         return net
     log(f"  distilling cat{len(members)} into one {cfg.backbone} ({s['distill']} steps)")
-    torch.manual_seed(cfg.seed)
     net, _ = distill_network(members, lambda: net, lambda: Engine(TrainConfig(steps=s["distill"], batch_size=64,
                                                                                eval_every=100), seed=cfg.seed),
                              data.source.train, data.source.val)

@@ -138,6 +138,7 @@ def dann_timing(source: str = "mnist", target: str = "digits", epochs: int = 2, 
     times = {**{k: [] for k in variants}, "skada DANN": []}
     for r in range(repeats):
         for key, options in variants.items():
+            torch.manual_seed(r)  # the discriminator's initial weights
             method = get_method("dann")(copy.deepcopy(net), **options)
             engine = Engine(TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=steps, patience=None,
                                         progress=False), seed=r)

@@ -65,6 +65,24 @@ def test_cached_prefix_matches_uncached_training():
         assert torch.allclose(results[0][k], results[1][k], atol=1e-5), k
 
 
+def test_conv_nets_train_channels_last_on_cpu_and_come_back_in_the_default_layout():
+    d, val = toy_domain(), toy_domain(seed=1)
+    results = []
+    for channels_last in (True, False):
+        m = make()
+        conv2 = m.net.units.conv2[0].weight
+        seen = []
+        cfg = TrainConfig(steps=10, batch_size=16, eval_every=5, patience=None, optimizer="sgd", lr=0.05,
+                          channels_last=channels_last)
+        Engine(cfg, seed=0, hooks=(lambda step, state, w=conv2, seen=seen: seen.append(
+            w.is_contiguous(memory_format=torch.channels_last)),)).fit(m, target=d, val=val)
+        assert set(seen) == {channels_last}
+        assert conv2.is_contiguous()  # the default layout again after fit
+        results.append(weights(m))
+    for k in results[0]:  # the same training up to rounding (SGD: Adam's step amplifies rounding of ~0 gradients)
+        assert torch.allclose(results[0][k], results[1][k], atol=1e-4), k
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_multi_tensor_optimizer_step_is_bit_identical_to_the_per_tensor_loop(monkeypatch, optimizer):
     """The engine's ``foreach=True`` update gives exactly PyTorch's CPU default results."""

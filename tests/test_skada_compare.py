@@ -45,6 +45,7 @@ def test_dann_timing_alternates_both_libraries_and_the_small_discriminator():
     from transferkit.bench.skada_compare import dann_timing
 
     res = dann_timing("digits", "digits+noise", epochs=1, repeats=2, pretrain_steps=2)
-    assert set(res["times"]) == {"transferkit dann", "transferkit dann, 100-unit discriminator", "skada DANN"}
+    assert set(res["times"]) == {"transferkit dann", "transferkit dann, 100-unit discriminator", "skada DANN",
+                                 "skada DANN, channels-last module"}
     assert all(len(t) == 2 and min(t) > 0 for t in res["times"].values())
     assert res["steps"] > 0 and set(res["median"]) == set(res["times"])

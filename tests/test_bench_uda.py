@@ -23,3 +23,28 @@ def test_table3_form_reports_mean_and_standard_error():
     assert "| Source only | 0.600 ± 0.100 | 2 | 2.0 |" in text
     assert "| Gradient reversal (dann) | 0.700 ± 0.100 | 2 | 2.0 |" in text
     assert "| skada 0.6 | DANN | 0.400 ± 0.000 | 2 | 2.0 |" in text
+
+
+def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tmp_path, one_thread):
+    import transferkit.bench.uda_tune as tune
+    from transferkit.experiment import evaluate_on
+
+    assert "uda_tune" in load_suites()
+    assert len(tune.DANN_GRID) == 12 and len(tune.MULTILAYER_GRID) == 23
+    assert {"hidden": 500, "depth": 2, "lr_schedule": "dann", "weight": 0.1} in tune.DANN_GRID  # the default
+    scored = []
+
+    def spy(forward, domain):
+        scored.append(domain.name)
+        return evaluate_on(forward, domain)
+    monkeypatch.setattr(tune, "evaluate_on", spy)
+    monkeypatch.setenv("TRANSFERKIT_UDA_PAIRS", "digits:digits+noise")
+    monkeypatch.setenv("TRANSFERKIT_UDA_BUDGET", "pretrain_steps=4,adapt_steps=2,batch_size=16")
+    rows = tune.uda_tune_suite(True, tmp_path, log=lambda *a: None)
+    assert len(rows) == 1 + len(tune.settings(True)) == 5
+    assert scored and all(name.endswith("/val") for name in scored)
+    assert all(r["split"] == "val" and 0 <= r["accuracy"] <= 1 for r in rows)
+    table = (tmp_path / "uda_tune.md").read_text()
+    assert table.count("| dann |") == 2 and "| source_only | - |" in table
+    again = tune.uda_tune_suite(True, tmp_path, log=lambda *a: None)  # finished jobs are read back
+    assert sorted(r["accuracy"] for r in again) == sorted(r["accuracy"] for r in rows)

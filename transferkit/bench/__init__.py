@@ -22,7 +22,7 @@ from ..runtime import is_main_process, world_size
 
 Suite = Callable[[bool, Path, Callable], list]
 BENCHMARKS: dict[str, tuple[Suite, str]] = {}
-SUITE_MODULES = ["demo", "flex", "uda", "zeroshot", "represent", "fewshot"]
+SUITE_MODULES = ["demo", "flex", "uda", "uda_tune", "zeroshot", "represent", "fewshot"]
 
 
 def benchmark(name: str, description: str):

@@ -1,0 +1,122 @@
+"""The target-validation grid behind the ``dann`` and ``multilayer_adv`` defaults
+(``transferkit bench uda_tune``; docs/adaptation.md, "How the defaults were chosen").
+
+Same pairs (the two SKADA pairs), budget and source networks as ``bench uda`` (the
+pre-trained networks are shared through the cache), seeds 0-2. Each setting adapts the
+seed's source network without target labels and is then scored on the target
+**validation** split; the test split is never evaluated here. ``source_only`` is the
+un-adapted network on the same split. The table ranks settings by their mean validation
+accuracy over the pairs and seeds. Picking a default this way reads target labels, which
+a real unsupervised adaptation does not have (the docs say so).
+
+``TRANSFERKIT_UDA_SEEDS``, ``TRANSFERKIT_UDA_PAIRS`` and ``TRANSFERKIT_UDA_BUDGET`` act as
+for ``bench uda``; ``--quick`` runs two settings per method, one seed, the quick budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..engine import Engine
+from ..evaluate import mean_se
+from ..experiment import evaluate_on, prepare_domains, pretrain_source, source_only_forward
+from ..io import write_json, write_text
+from ..methods import get_method
+from ..runtime import default_workers, map_jobs
+from . import benchmark
+from .uda import SKADA_PAIRS, adaptation_epochs, budget, pair_config
+
+DANN_GRID = [{"depth": d, "hidden": h, "lr_schedule": s, "weight": w}
+             for d, h in ((2, 500), (1, 100)) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]
+MULTILAYER_GRID = (
+    [{"combine": "sum", "hidden": h, "lr_schedule": s, "same_label_space": True, "weight": w}
+     for h in (500, 100) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]
+    + [{"combine": "sum", "hidden": 500, "lr_schedule": None, "same_label_space": True, "weight": 0.03}]
+    + [{"combine": "concat", "hidden": 500, "lr_schedule": None, "same_label_space": True, "weight": w}
+       for w in (0.03, 0.1, 0.3, 1.0)]
+    + [{"combine": "sum", "hidden": 500, "lr_schedule": s, "same_label_space": False, "weight": w}
+       for s in ("dann", None) for w in (0.1, 0.3, 1.0)])
+GRID = {"dann": DANN_GRID, "multilayer_adv": MULTILAYER_GRID}
+
+
+def settings(quick: bool) -> list[tuple[str, dict]]:
+    return [(method, options) for method, grid in GRID.items() for options in (grid[:2] if quick else grid)]
+
+
+def describe(options: dict) -> str:
+    return ", ".join(f"{k}={'none' if v is None else v}" for k, v in sorted(options.items()))
+
+
+def tune_job(cfg, method: str, options: dict) -> dict:
+    """Adapt the seed's (cached) source network with ``method(**options)``; accuracy on
+    the target validation split. Module-level, so that it can run in a worker process."""
+    data = prepare_domains(cfg)
+    net, _ = pretrain_source(cfg, data, log=lambda *a: None)
+    torch.manual_seed(cfg.seed)
+    adapted = get_method(method)(copy.deepcopy(net), **options)
+    fit = adapted.fit_transfer(lambda tag, config=None: Engine(config or cfg.train, seed=cfg.seed),
+                               source=data.source.train, unlabeled=data.target.train)
+    return {"accuracy": evaluate_on(adapted, data.target.val)["accuracy"], "wall_s": fit.wall_s}
+
+
+@benchmark("uda_tune", "target-validation grid that chose the dann and multilayer_adv defaults")
+def uda_tune_suite(quick, bench_dir, log):
+    b = budget(quick)
+    if not os.environ.get("TRANSFERKIT_UDA_SEEDS"):
+        b.seeds = (0,) if quick else (0, 1, 2)
+    if not os.environ.get("TRANSFERKIT_UDA_PAIRS"):
+        b.pairs = SKADA_PAIRS
+    rows, todo = [], []
+    for source, target in b.pairs:
+        for seed in b.seeds:
+            cfg = pair_config(source, target, seed, b, ["source_only"], 1)
+            data = prepare_domains(cfg)
+            cfg = pair_config(source, target, seed, b, ["source_only"], adaptation_epochs(data, b)[1])
+            net, _ = pretrain_source(cfg, data, log)  # once here, then read from the cache by every job
+            head = {"source": source, "target": target, "seed": seed, "split": "val"}
+            rows.append({**head, "method": "source_only", "setting": "-", "wall_s": 0.0,
+                         "accuracy": evaluate_on(source_only_forward(net, data), data.target.val)["accuracy"]})
+            for method, options in settings(quick):
+                name = f"{source}-{target}-s{seed}-{method}-{describe(options).replace(', ', '_')}"
+                job = bench_dir / "jobs" / f"{name}.json"
+                row = {**head, "method": method, "setting": describe(options), "options": options}
+                if job.exists():
+                    rows.append(json.loads(job.read_text()))
+                else:
+                    todo.append((job, row, (cfg, method, options)))
+
+    def done(i, result):
+        job, row, _ = todo[i]
+        row.update(result)
+        write_json(job, row)
+        rows.append(row)
+        log(f"  {row['source']}->{row['target']} s{row['seed']} {row['method']} {row['setting']}: "
+            f"val {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")
+    map_jobs(tune_job, [args for _, _, args in todo], default_workers(), done)
+    table = grid_table(rows, b)
+    write_text(Path(bench_dir) / "uda_tune.md", table)
+    log("\n" + table)
+    return rows
+
+
+def grid_table(rows: list[dict], b) -> str:
+    """Settings ranked by mean target-validation accuracy (per pair, then over pairs)."""
+    pairs = [f"{s} → {t}" for s, t in b.pairs]
+    keys = sorted({(r["method"], r["setting"]) for r in rows})
+    lines = [f"Target **validation** accuracy, seeds {list(b.seeds)}, {b.pretrain_steps} pre-training steps, "
+             f"≈{b.adapt_steps} adaptation steps (whole SKADA epochs), batch {b.batch_size}+{b.batch_size}.\n",
+             "| method | options | " + " | ".join(pairs) + " | mean |", "|---|---|" + "---|" * (len(pairs) + 1)]
+    ranked = []
+    for method, setting in keys:
+        per_pair = [mean_se(r["accuracy"] for r in rows if (r["method"], r["setting"]) == (method, setting)
+                            and f"{r['source']} → {r['target']}" == p)[0] for p in pairs]
+        ranked.append((method != "source_only", method, -sum(per_pair) / len(per_pair), setting, per_pair))
+    for _, method, neg_mean, setting, per_pair in sorted(ranked):
+        cells = " | ".join(f"{a:.3f}" for a in per_pair)
+        lines.append(f"| {method} | {setting} | {cells} | {-neg_mean:.3f} |")
+    return "\n".join(lines) + "\n"

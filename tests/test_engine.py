@@ -5,7 +5,7 @@ import torch
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.io import atomic_write, write_json
+from transferkit.io import atomic_write, job_result, write_json
 from transferkit.methods import get_method
 
 
@@ -182,6 +182,19 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(path, broken)
     assert path.read_text().strip().replace(" ", "").replace("\n", "") == '{"a":1}'
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_job_result_computes_once_and_reads_the_finished_job_back(tmp_path):
+    calls, logged = [], []
+
+    def compute():
+        calls.append(1)
+        return {"accuracy": 0.5, "seed": len(calls)}
+    path = tmp_path / "jobs" / "a.json"
+    first = job_result(path, compute, logged.append)
+    second = job_result(path, compute, logged.append)
+    assert first == second == {"accuracy": 0.5, "seed": 1}
+    assert len(calls) == 1 and logged == [first]  # logged when computed, not when read back
 
 
 def test_prefix_cache_falls_back_to_images_when_over_the_memory_limit():

@@ -154,7 +154,8 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
     return row
 
 
-@benchmark("flex", "seed 002 flex-tuning: mnist-half source -> 10 digit targets, ratios 3/30/300, 8 methods")
+@benchmark("flex", "seed 002 flex-tuning: half of mnist (or of syndigits) as source -> digit targets, "
+                   "ratios 3/30/300, 8 methods")
 def flex_suite(quick, bench_dir, log):
     p = plan(quick)
     src_half, tgt_half = mnist_halves(p["source"])

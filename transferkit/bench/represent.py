@@ -14,8 +14,8 @@ curves of seed 004 Fig. 1), and evaluated with 5-way 1-shot and 5-shot episodes
 from __future__ import annotations
 
 import copy
-import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig
 from ..experiment import evaluate_on, prepare_domains, retarget_head
 from ..fewshot_eval import FEWSHOT_HEADS, evaluate_episodes, extract_features
-from ..io import atomic_write, write_json, write_text
+from ..io import atomic_write, job_result, write_text
 from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, source_members
 from ..splits import subsample_per_class
@@ -93,52 +93,21 @@ def represent_suite(quick, bench_dir, log):
         reps["distill"] = _distilled(cfg, data, members, s, net_path, log)
         base = {"source": source, "target": target}
         for rep, net in reps.items():
-            job = jobs / f"fewshot-{rep}-{source}-{target}.json"
-            if job.exists():
-                rows += json.loads(job.read_text())
-                continue
-            t0 = time.perf_counter()
-            feats = extract_features(net, data.target.test.images)
-            job_rows = []
-            for k in (1, 5):
-                rep_eval = evaluate_episodes(feats, data.target.test.labels, FEWSHOT_HEADS, n_way=5, k_shot=k,
-                                             n_query=15, episodes=s["episodes"], seed=0)
-                for head, r in rep_eval.items():
-                    job_rows.append({**base, "method": f"{rep}/fewshot_{head}", "setting": f"5-way {k}-shot",
-                                     "seed": 0, "accuracy": r["mean"], "ci95": r["ci95"], "episodes": r["episodes"],
-                                     "feature_dim": int(feats.shape[1]), "wall_s": time.perf_counter() - t0})
-            write_json(job, job_rows)
-            rows += job_rows
-            log("  " + ", ".join(f"{r['method']} {r['setting']} {100 * r['accuracy']:.1f}±{100 * r['ci95']:.1f}"
-                                 for r in job_rows))
+            rows += job_result(jobs / f"fewshot-{rep}-{source}-{target}.json",
+                               partial(_fewshot_rows, rep, net, data, s, base),
+                               lambda job_rows: log("  " + ", ".join(
+                                   f"{r['method']} {r['setting']} {100 * r['accuracy']:.1f}±{100 * r['ci95']:.1f}"
+                                   for r in job_rows)))
         for n in s["sizes"]:
             for seed in s["seeds"]:
                 labeled = subsample_per_class(data.target.train, n, seed)
                 for rep, net in reps.items():
                     for method_name in ("linear_probe", "finetune", "two_stage"):
-                        job = jobs / f"{rep}-{method_name}-{source}-{target}-n{n}-s{seed}.json"
-                        if job.exists():
-                            rows.append(json.loads(job.read_text()))
-                            continue
-                        t0 = time.perf_counter()
-                        torch.manual_seed(seed)
-                        copy_net = copy.deepcopy(net)
-                        retarget_head(copy_net, data.source.train.class_names, data.target.train.class_names)
-                        method = _transfer(rep, copy_net, method_name)
-
-                        def make_engine(tag, config=None, seed=seed, train=cfg.train):
-                            return Engine(config or train, seed=seed)
-
-                        fit = method.fit_transfer(make_engine, target=labeled, val=data.target.val)
-                        report = evaluate_on(method, data.target.test)
-                        row = {**base, "method": f"{rep}/{method_name}", "setting": f"{n}/class", "seed": seed,
-                               "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0,
-                               "val_accuracy": fit.best_val_accuracy, "n_labeled": len(labeled),
-                               "feature_dim": int(copy_net.embed_dim), **method.extra_results()}
-                        write_json(job, row)
-                        rows.append(row)
-                        log(f"  {rep:<8} {method_name:<12} {n:>3}/class seed {seed}: {100 * row['accuracy']:.1f}% "
-                            f"({row['wall_s']:.0f}s)")
+                        rows.append(job_result(
+                            jobs / f"{rep}-{method_name}-{source}-{target}-n{n}-s{seed}.json",
+                            partial(_transfer_row, rep, net, method_name, n, seed, labeled, data, cfg, base),
+                            lambda row: log(f"  {row['method']:<21} {row['setting']:>9} seed {row['seed']}: "
+                                            f"{100 * row['accuracy']:.1f}% ({row['wall_s']:.0f}s)")))
     write_text(bench_dir / "represent.md", represent_tables(rows))
     return rows
 
@@ -152,6 +121,37 @@ def _order(method: str) -> tuple:
     rest = rest.replace("fewshot_", "")
     return (_REP_ORDER.index(rep) if rep in _REP_ORDER else 99, rep,
             _METHOD_ORDER.index(rest) if rest in _METHOD_ORDER else 99, rest)
+
+
+
+def _fewshot_rows(rep: str, net, data, s: dict, base: dict) -> list[dict]:
+    """5-way 1- and 5-shot episodes on the target test split with frozen features of ``net``."""
+    t0 = time.perf_counter()
+    feats = extract_features(net, data.target.test.images)
+    rows = []
+    for k in (1, 5):
+        rep_eval = evaluate_episodes(feats, data.target.test.labels, FEWSHOT_HEADS, n_way=5, k_shot=k,
+                                     n_query=15, episodes=s["episodes"], seed=0)
+        for head, r in rep_eval.items():
+            rows.append({**base, "method": f"{rep}/fewshot_{head}", "setting": f"5-way {k}-shot",
+                         "seed": 0, "accuracy": r["mean"], "ci95": r["ci95"], "episodes": r["episodes"],
+                         "feature_dim": int(feats.shape[1]), "wall_s": time.perf_counter() - t0})
+    return rows
+
+
+def _transfer_row(rep: str, net, method_name: str, n: int, seed: int, labeled, data, cfg, base: dict) -> dict:
+    """Transfer a copy of representation ``net`` to ``labeled`` with ``method_name``; test accuracy."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    copy_net = copy.deepcopy(net)
+    retarget_head(copy_net, data.source.train.class_names, data.target.train.class_names)
+    method = _transfer(rep, copy_net, method_name)
+    fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg.train, seed=seed), target=labeled,
+                              val=data.target.val)
+    report = evaluate_on(method, data.target.test)
+    return {**base, "method": f"{rep}/{method_name}", "setting": f"{n}/class", "seed": seed,
+            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
+            "n_labeled": len(labeled), "feature_dim": int(copy_net.embed_dim), **method.extra_results()}
 
 
 def represent_tables(rows: list[dict]) -> str:

@@ -22,7 +22,6 @@ full benchmark (seeds, pairs and budget are written in the tables and rows).
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from ..engine import TrainConfig
 from ..errors import check
 from ..evaluate import mean_se
 from ..experiment import prepare_domains, pretrain_source, run_experiment
-from ..io import write_json, write_text
+from ..io import job_result, write_text
 from ..methods import get_method
 from . import benchmark, skada_compare
 
@@ -125,17 +124,14 @@ def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, l
     net, _ = pretrain_source(cfg, data, log)
     out = []
     for name in skada_compare.SKADA_METHODS:
-        job = bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json"
-        if job.exists():
-            out.append(json.loads(job.read_text()))
-            continue
-        res = skada_compare.run_skada(name, net, data.source.train, data.target.train, data.target.test,
-                                      epochs, b.batch_size, b.lr, cfg.seed)
-        row = {"method": f"skada:{name}", "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
-               "seed": cfg.seed, "library": "skada", "epochs": epochs, **res}
-        write_json(job, row)
-        log(f"  skada:{name:<10} seed {cfg.seed}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")
-        out.append(row)
+        def compute(name=name):
+            res = skada_compare.run_skada(name, net, data.source.train, data.target.train, data.target.test,
+                                          epochs, b.batch_size, b.lr, cfg.seed)
+            return {"method": f"skada:{name}", "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
+                    "seed": cfg.seed, "library": "skada", "epochs": epochs, **res}
+        out.append(job_result(bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json", compute,
+                              lambda row: log(f"  {row['method']:<16} seed {row['seed']}: accuracy "
+                                              f"{100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")))
     return out
 
 

@@ -16,8 +16,8 @@ present).
 
 from __future__ import annotations
 
-import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from ..data import load_domain, syndigits_styles
 from ..domain import Domain
 from ..engine import Engine, TrainConfig
 from ..evaluate import mean_se
-from ..io import write_json, write_text
+from ..io import job_result, write_text
 from ..splits import split_domain
 from ..text import class_text_embeddings, text_available
 from ..zeroshot import AttributeZeroShot, EmbeddingZeroShot, prior_matched_gamma, zero_shot_report
@@ -119,41 +119,48 @@ def zeroshot_suite(quick, bench_dir, log):
             val, _ = _seen(*data[name]["val"])
             test = data[name]["test"][0]
             for mname, make in _methods(text).items():
-                job = jobs / f"{mname}-{name}-s{seed}.json"
-                if job.exists():
-                    rows += json.loads(job.read_text())
-                    continue
-                t0 = time.perf_counter()
-                torch.manual_seed(seed)
-                net = build_backbone(BACKBONE, num_classes=10, in_channels=3, image_size=28)
-                is_clip = mname.startswith("clip")
-                captioned = CaptionedDomain(train, train_caps) if is_clip else None
-                method = make(net, captioned.captions if is_clip else None)
-                fit = Engine(cfg, seed=seed).fit(method, source=captioned.domain if is_clip else train, val=val)
-                scores = method.scores(test.images)
-                rep = zero_shot_report(scores, test.labels, SEEN, UNSEEN)
-                gamma = prior_matched_gamma(scores, SEEN, UNSEEN)
-                cal = zero_shot_report(scores, test.labels, SEEN, UNSEEN, gamma)
-                wall = time.perf_counter() - t0
-                base = {"method": mname, "source": f"{name}[0-6]", "target": f"{name}[7-9]", "seed": seed,
-                        "wall_s": wall, "steps": fit.steps, "seen_val_accuracy": fit.best_val_accuracy,
-                        "text_encoder": text if (is_clip or mname == "embed_text") else None}
-                job_rows = [{**base, "setting": "zsl", "accuracy": rep["zsl"]},
-                            {**base, "setting": "gzsl", "accuracy": rep["h"], "seen": rep["seen"],
-                             "unseen": rep["unseen"]},
-                            {**base, "setting": "gzsl_prior", "accuracy": cal["h"], "seen": cal["seen"],
-                             "unseen": cal["unseen"], "gamma": gamma}]
-                if is_clip:
-                    job_rows[0]["temperature"] = method.temperature.temperature
-                    job_rows += _retrieval_rows(method, name, data, {**base, "target": f"{name} test"}, log)
-                write_json(job, job_rows)
-                rows += job_rows
-                log(f"  {mname:<13} {name:<9} seed {seed}: zsl {100 * rep['zsl']:.1f}%  gzsl seen "
-                    f"{100 * rep['seen']:.1f}% unseen {100 * rep['unseen']:.1f}% H {100 * rep['h']:.1f}% "
-                    f"(prior-calibrated H {100 * cal['h']:.1f}%)  ({wall:.0f}s)")
+                rows += job_result(jobs / f"{mname}-{name}-s{seed}.json",
+                                   partial(_zeroshot_rows, mname, make, name, seed, (train, train_caps, val, test),
+                                           data, cfg, text, log),
+                                   partial(_log_rows, log))
     write_text(Path(bench_dir) / "zeroshot.md", zeroshot_tables(rows))
     return rows
 
+
+
+def _zeroshot_rows(mname: str, make, name: str, seed: int, splits, data, cfg, text: str, log) -> list[dict]:
+    """Train method ``mname`` on the seen classes of domain ``name``; ZSL, GZSL and
+    prior-calibrated GZSL rows on its test split (and retrieval rows for CLIP)."""
+    train, train_caps, val, test = splits
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    net = build_backbone(BACKBONE, num_classes=10, in_channels=3, image_size=28)
+    is_clip = mname.startswith("clip")
+    captioned = CaptionedDomain(train, train_caps) if is_clip else None
+    method = make(net, captioned.captions if is_clip else None)
+    fit = Engine(cfg, seed=seed).fit(method, source=captioned.domain if is_clip else train, val=val)
+    scores = method.scores(test.images)
+    rep = zero_shot_report(scores, test.labels, SEEN, UNSEEN)
+    gamma = prior_matched_gamma(scores, SEEN, UNSEEN)
+    cal = zero_shot_report(scores, test.labels, SEEN, UNSEEN, gamma)
+    base = {"method": mname, "source": f"{name}[0-6]", "target": f"{name}[7-9]", "seed": seed,
+            "wall_s": time.perf_counter() - t0, "steps": fit.steps, "seen_val_accuracy": fit.best_val_accuracy,
+            "text_encoder": text if (is_clip or mname == "embed_text") else None}
+    rows = [{**base, "setting": "zsl", "accuracy": rep["zsl"]},
+            {**base, "setting": "gzsl", "accuracy": rep["h"], "seen": rep["seen"], "unseen": rep["unseen"]},
+            {**base, "setting": "gzsl_prior", "accuracy": cal["h"], "seen": cal["seen"], "unseen": cal["unseen"],
+             "gamma": gamma}]
+    if is_clip:
+        rows[0]["temperature"] = method.temperature.temperature
+        rows += _retrieval_rows(method, name, data, {**base, "target": f"{name} test"}, log)
+    return rows
+
+
+def _log_rows(log, rows: list[dict]) -> None:
+    zsl, gzsl, cal = rows[:3]
+    log(f"  {zsl['method']:<13} {zsl['source'][:-5]:<9} seed {zsl['seed']}: zsl {100 * zsl['accuracy']:.1f}%  "
+        f"gzsl seen {100 * gzsl['seen']:.1f}% unseen {100 * gzsl['unseen']:.1f}% H {100 * gzsl['accuracy']:.1f}% "
+        f"(prior-calibrated H {100 * cal['accuracy']:.1f}%)  ({zsl['wall_s']:.0f}s)")
 
 def _mean(vals) -> str:
     vals = [v for v in vals if v is not None]

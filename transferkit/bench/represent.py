@@ -123,7 +123,6 @@ def _order(method: str) -> tuple:
             _METHOD_ORDER.index(rest) if rest in _METHOD_ORDER else 99, rest)
 
 
-
 def _fewshot_rows(rep: str, net, data, s: dict, base: dict) -> list[dict]:
     """5-way 1- and 5-shot episodes on the target test split with frozen features of ``net``."""
     t0 = time.perf_counter()

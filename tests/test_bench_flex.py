@@ -1,24 +1,26 @@
-"""The flex benchmark's plan: sources, targets and seeds from the environment."""
+"""The flex benchmark's plan (sources, targets, seeds; ``--set`` overrides) and reports."""
 
 import pytest
 import torch
 
+from transferkit.bench import make_plan
 from transferkit.bench.flex import SYN_TARGETS, TARGETS, plan
 from transferkit.errors import TransferkitError
 
 
-def test_plan_defaults_follow_seed_002(monkeypatch):
-    for key in ("TRANSFERKIT_FLEX_SOURCE", "TRANSFERKIT_FLEX_RATIOS", "TRANSFERKIT_FLEX_SEEDS",
-                "TRANSFERKIT_FLEX_SEEDS_RATIO3", "TRANSFERKIT_FLEX_TARGETS", "TRANSFERKIT_FLEX_VAL_FRACTION",
-                "TRANSFERKIT_FLEX_VAL_PER_CLASS"):
-        monkeypatch.delenv(key, raising=False)
+def test_plan_defaults_follow_seed_002_and_set_overrides_them():
     p = plan(quick=False)
-    assert p["source"] == "mnist" and p["targets"] == TARGETS
-    assert p["seeds"] == {3: 20, 30: 3, 300: 3}  # 20 repeats at the smallest ratio
-    assert p["val"] == (0.15, 50)
-    monkeypatch.setenv("TRANSFERKIT_FLEX_VAL_FRACTION", "0.35")
-    monkeypatch.setenv("TRANSFERKIT_FLEX_VAL_PER_CLASS", "100")
-    assert plan(quick=False)["val"] == (0.35, 100)
+    assert p.source == "mnist" and p.target_names() == TARGETS
+    assert {r: p.n_seeds(r) for r in p.ratios} == {3: 20, 30: 3, 300: 3}  # 20 repeats at the smallest ratio
+    assert (p.val_fraction, p.val_per_class) == (0.15, 50)
+    p = make_plan("flex", False, ["val_fraction=0.35", "val_per_class=100", "ratios=30", "seeds=5",
+                                  "train.steps=40", "targets=mnistm,digits"])
+    assert (p.val_fraction, p.val_per_class, p.ratios, p.n_seeds(30), p.train.steps) == (0.35, 100, [30], 5, 40)
+    assert p.target_names() == ["mnistm", "digits"] and p.train.batch_size == 32  # the rest is kept
+    with pytest.raises(TransferkitError, match="ratioz.*known: .*ratios"):
+        make_plan("flex", False, ["ratioz=3"])
+    with pytest.raises(TransferkitError, match="ratios"):
+        make_plan("flex", False, ["ratios=3,thirty"])
 
 
 def test_larger_validation_split_takes_images_from_train_and_keeps_test():
@@ -34,14 +36,12 @@ def test_larger_validation_split_takes_images_from_train_and_keeps_test():
     assert all(tuple(r.tolist()) in rows for r in small.val.images.flatten(1)[:, ::7])  # the old val is kept
 
 
-def test_plan_second_source_and_bad_source(monkeypatch):
-    monkeypatch.setenv("TRANSFERKIT_FLEX_SOURCE", "syndigits")
-    p = plan(quick=False)
-    assert p["source"] == "syndigits" and p["targets"] == SYN_TARGETS
-    assert not any(t.startswith("mnist+") for t in p["targets"])
-    monkeypatch.setenv("TRANSFERKIT_FLEX_SOURCE", "svhn")
-    with pytest.raises(TransferkitError, match="TRANSFERKIT_FLEX_SOURCE"):
-        plan(quick=False)
+def test_plan_second_source_and_bad_source():
+    p = make_plan("flex", False, ["source=syndigits"])
+    assert p.source == "syndigits" and p.target_names() == SYN_TARGETS
+    assert not any(t.startswith("mnist+") for t in p.target_names())
+    with pytest.raises(TransferkitError, match="flex source must be one of"):
+        make_plan("flex", False, ["source=svhn"])
 
 
 def _rows():

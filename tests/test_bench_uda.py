@@ -1,17 +1,24 @@
-from transferkit.bench import load_suites
+import pytest
+
+from transferkit.bench import load_suites, make_plan
 from transferkit.bench.uda import ADAPTATION, Budget, budget, table3
+from transferkit.errors import TransferkitError
 
 
-def test_uda_suite_is_registered_and_quick_budget_is_small(monkeypatch):
+def test_uda_suite_is_registered_and_quick_budget_is_small():
     assert "uda" in load_suites()
-    monkeypatch.delenv("TRANSFERKIT_UDA_SEEDS", raising=False)
     quick, full = budget(True), budget(False)
     assert len(quick.seeds) == 1 and quick.adapt_steps < full.adapt_steps and len(full.seeds) == 5
     assert len(full.pairs) == 5 and {"dann", "adda", "dsn", "multilayer_adv"} <= set(ADAPTATION)
-    monkeypatch.setenv("TRANSFERKIT_UDA_SEEDS", "0,1,2")
-    monkeypatch.setenv("TRANSFERKIT_UDA_BUDGET", "adapt_steps=7")
-    b = budget(False)
-    assert b.seeds == (0, 1, 2) and b.adapt_steps == 7
+    b = make_plan("uda", False, ["seeds=0,1,2", "adapt_steps=7", "pairs=syndigits:mnist,mnist:mnist+inversion"])
+    assert b.seeds == (0, 1, 2) and b.adapt_steps == 7 and b.pretrain_steps == 1000
+    assert b.pairs == (("syndigits", "mnist"), ("mnist", "mnist+inversion"))
+    assert make_plan("uda", False, ["pairs=[[mnist, digits]]"]).pairs == (("mnist", "digits"),)
+    assert make_plan("uda_tune", False).seeds == (0, 1, 2)  # the grid's own defaults
+    for bad, message in (("pairs=mnist", "source:target"), ("seeds=", "seeds must not be empty"),
+                         ("adapt_steps=0", ">= 1"), ("quick=true", "--quick")):
+        with pytest.raises(TransferkitError, match=message):
+            make_plan("uda", False, [bad])
 
 
 def test_table3_form_reports_mean_and_standard_error():
@@ -19,7 +26,7 @@ def test_table3_form_reports_mean_and_standard_error():
             for m, lib, accs in (("source_only", "transferkit", (0.5, 0.7)), ("dann", "transferkit", (0.6, 0.8)),
                                  ("skada:DANN", "skada", (0.4, 0.4)))
             for s, a in enumerate(accs)]
-    text = table3("mnist", "digits", rows, Budget(seeds=(0, 1), pairs=(), pretrain_steps=10, adapt_steps=5), 1, 5)
+    text = table3("mnist", "digits", rows, Budget(seeds=(0, 1), pretrain_steps=10, adapt_steps=5), 1, 5)
     assert "| Source only | 0.600 ± 0.100 | 2 | 2.0 |" in text
     assert "| Gradient reversal (dann) | 0.700 ± 0.100 | 2 | 2.0 |" in text
     assert "| skada 0.6 | DANN | 0.400 ± 0.000 | 2 | 2.0 |" in text
@@ -38,13 +45,13 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
         scored.append(domain.name)
         return evaluate_on(forward, domain)
     monkeypatch.setattr(tune, "evaluate_on", spy)
-    monkeypatch.setenv("TRANSFERKIT_UDA_PAIRS", "digits:digits+noise")
-    monkeypatch.setenv("TRANSFERKIT_UDA_BUDGET", "pretrain_steps=4,adapt_steps=2,batch_size=16")
-    rows = tune.uda_tune_suite(True, tmp_path, log=lambda *a: None)
+    b = make_plan("uda_tune", True, ["pairs=digits:digits+noise", "pretrain_steps=4", "adapt_steps=2",
+                                     "batch_size=16"])
+    rows = tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)
     assert len(rows) == 1 + len(tune.settings(True)) == 5
     assert scored and all(name.endswith("/val") for name in scored)
     assert all(r["split"] == "val" and 0 <= r["accuracy"] <= 1 for r in rows)
     table = (tmp_path / "uda_tune.md").read_text()
     assert table.count("| dann |") == 2 and "| source_only | - |" in table
-    again = tune.uda_tune_suite(True, tmp_path, log=lambda *a: None)  # finished jobs are read back
+    again = tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)  # finished jobs are read back
     assert sorted(r["accuracy"] for r in again) == sorted(r["accuracy"] for r in rows)

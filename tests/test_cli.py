@@ -79,6 +79,8 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["run", "--set", "trian.steps=3"], "unknown config key 'trian'"),
     (["run", "--set", "train.stpes=3"], "unknown config key 'train.stpes'"),
     (["bench", "nosuchbench"], "unknown benchmark 'nosuchbench'"),
+    (["bench", "flex", "--set", "ratioz=3", "--print-plan"], "unknown config key 'ratioz'"),
+    (["bench", "uda", "--set", "pairs=mnist", "--print-plan"], "pairs must be source:target items"),
     (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
 ])
 def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path):
@@ -86,6 +88,32 @@ def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_bench_print_plan_shows_the_overridden_plan(capsys):
+    code, out, _ = run_cli(capsys, "bench", "uda", "--quick", "--set", "seeds=0,1", "--print-plan")
+    assert code == 0
+    assert "quick: true" in out and "seeds:\n- 0\n- 1\n" in out and "pretrain_steps: 200" in out
+
+
+def test_bench_cli_runs_a_tiny_plan_records_it_and_resumes(tmp_path, capsys, one_thread):
+    bench_dir = tmp_path / "flex"
+    argv = ["bench", "flex", "--resume", str(bench_dir), "--set", "targets=mnist+blur", "--set", "ratios=3",
+            "--set", "seeds_ratio3=1", "--set", "pretrain.steps=20", "--set", "train.steps=4",
+            "--set", "train.eval_every=2"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    result = json.loads((bench_dir / "results.json").read_text())
+    plan = result["config"]["plan"]
+    assert plan["ratios"] == [3] and plan["targets"] == ["mnist+blur"] and plan["train"]["steps"] == 4
+    assert sorted(r["method"] for r in result["rows"]) == sorted(
+        ["flex", "fast_flex", "faster_flex", "ft_fc1", "ft_fc2", "ft_ss", "ft_all", "linear_probe"])
+    assert all(r["steps"] <= 4 for r in result["rows"] if r["method"] in ("ft_fc1", "ft_all"))
+    jobs = sorted((bench_dir / "jobs").glob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in jobs]
+    code, out, _ = run_cli(capsys, *argv)  # every job is read back, none is run again
+    assert code == 0 and [p.stat().st_mtime_ns for p in jobs] == stamps
+    assert json.loads((bench_dir / "results.json").read_text())["rows"] == result["rows"]
 
 
 def test_bad_yaml_key_in_file(tmp_path, capsys):

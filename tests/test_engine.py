@@ -5,8 +5,9 @@ import torch
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.io import atomic_write, job_result, write_json
+from transferkit.io import atomic_write, write_json
 from transferkit.methods import get_method
+from transferkit.runtime import job_result, run_jobs
 
 
 def toy_domain(n=96, seed=0, classes=4):
@@ -79,8 +80,10 @@ def test_conv_nets_train_channels_last_on_cpu_and_come_back_in_the_default_layou
         assert set(seen) == {channels_last}
         assert conv2.is_contiguous()  # the default layout again after fit
         results.append(weights(m))
-    for k in results[0]:  # the same training up to rounding (SGD: Adam's step amplifies rounding of ~0 gradients)
-        assert torch.allclose(results[0][k], results[1][k], atol=1e-4), k
+    # the same training up to rounding (SGD: Adam's step amplifies rounding of ~0 gradients); the
+    # kernels differ per thread count, and 10 steps grow their rounding to ~2e-4 on one thread
+    for k in results[0]:
+        assert torch.allclose(results[0][k], results[1][k], atol=1e-3), k
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
@@ -195,6 +198,20 @@ def test_job_result_computes_once_and_reads_the_finished_job_back(tmp_path):
     second = job_result(path, compute, logged.append)
     assert first == second == {"accuracy": 0.5, "seed": 1}
     assert len(calls) == 1 and logged == [first]  # logged when computed, not when read back
+
+
+def test_run_jobs_in_two_processes_keeps_order_and_skips_finished_jobs(tmp_path):
+    import operator
+    from functools import partial
+
+    paths = [tmp_path / "jobs" / f"{i}.json" for i in range(4)]
+    write_json(paths[1], {"value": -1})  # finished by an earlier, interrupted run
+    logged = []
+    jobs = [(p, partial(dict, value=i * i)) for i, p in enumerate(paths)]
+    assert run_jobs(jobs, workers=2, log=logged.append) == [{"value": 0}, {"value": -1}, {"value": 4}, {"value": 9}]
+    assert sorted(r["value"] for r in logged) == [0, 4, 9]  # only the computed jobs
+    assert all(p.exists() for p in paths)
+    assert run_jobs([(paths[2], partial(operator.truediv, 1, 0))], workers=2) == [{"value": 4}]  # never computed
 
 
 def test_prefix_cache_falls_back_to_images_when_over_the_memory_limit():

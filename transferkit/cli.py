@@ -89,12 +89,16 @@ def _run(args) -> None:
 
 def _bench(args) -> None:
     _runtime(args)
-    from .bench import load_suites, run_benchmark
+    from .bench import load_suites, make_plan, plan_yaml, run_benchmark
     if args.name == "list":
-        for name, (_, description) in sorted(load_suites().items()):
+        for name, (_, description, _) in sorted(load_suites().items()):
             print(f"{name:<12} {description}")
         return
-    bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume)
+    if args.print_plan:
+        print(plan_yaml(make_plan(args.name, args.quick, args.set)), end="")
+        return
+    bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume,
+                                 overrides=args.set)
     from .runtime import is_main_process
     if is_main_process():
         print(f"results: {bench_dir / 'results.json'}")
@@ -148,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--quick", action="store_true", help="a few-minute version")
         s.add_argument("--out", default="runs")
         s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory")
+        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a field of the benchmark's plan, e.g. --set seeds=5 (see --print-plan)")
+        s.add_argument("--print-plan", action="store_true", help="print the plan (seeds, budgets) as YAML and exit")
         _runtime_flags(s)
         s.set_defaults(func=_bench if name == "bench" else _demo)
     s = sub.add_parser("report", help="write an HTML + markdown report of runs or benchmarks")

@@ -109,6 +109,14 @@ def set_dotted(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def override(obj, assignments: list[str] = ()):
+    """A copy of dataclass ``obj`` with ``key.sub=value`` assignments applied (checked like YAML)."""
+    data = dataclasses.asdict(obj)
+    for assignment in assignments:
+        set_dotted(data, assignment)
+    return from_dict(type(obj), data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
     data: dict = {}
     if path is not None:

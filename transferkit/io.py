@@ -68,20 +68,6 @@ def read_jsonl(path: str | os.PathLike) -> list:
     return rows
 
 
-def job_result(path: str | os.PathLike, compute: Callable[[], Any], log: Callable[[Any], None] | None = None):
-    """The JSON stored at ``path`` by an earlier run, or ``compute()``, written there
-    atomically and then passed to ``log``: a benchmark job that finished before an
-    interruption is read back instead of run again."""
-    path = Path(path)
-    if path.exists():
-        return json.loads(path.read_text())
-    result = compute()
-    write_json(path, result)
-    if log is not None:
-        log(result)
-    return result
-
-
 def _jsonable(obj: Any):
     if hasattr(obj, "item"):
         return obj.item()

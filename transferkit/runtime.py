@@ -4,15 +4,19 @@ peak-memory measurement, all handled here and nowhere else."""
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
 from .errors import check
+from .io import write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 
@@ -131,6 +135,34 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(jobs)}
         for future in as_completed(futures):
             on_done(futures[future], future.result())
+
+
+def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: int = 1,
+             log: Callable[[Any], None] | None = None) -> list:
+    """Results of ``jobs``, pairs ``(path, compute)``, in their order: the JSON stored at
+    ``path`` by an earlier run, or ``compute()`` run by :func:`map_jobs` (``compute`` must
+    pickle, e.g. a ``functools.partial`` of a module-level function, when ``workers > 1``),
+    written atomically the moment it ends and then passed to ``log``. An interrupted
+    benchmark resumes where it stopped."""
+    results = [json.loads(Path(p).read_text()) if Path(p).exists() else None for p, _ in jobs]
+    todo = [i for i, r in enumerate(results) if r is None]
+
+    def done(j: int, result) -> None:
+        results[todo[j]] = result
+        write_json(jobs[todo[j]][0], result)
+        if log is not None:
+            log(result)
+    map_jobs(_call, [(jobs[i][1],) for i in todo], workers, done)
+    return results
+
+
+def job_result(path: str | os.PathLike, compute: Callable[[], Any], log: Callable[[Any], None] | None = None):
+    """One job of :func:`run_jobs`, in this process."""
+    return run_jobs([(path, compute)], 1, log)[0]
+
+
+def _call(compute: Callable[[], Any]):
+    return compute()
 
 
 def _worker_init(threads: int) -> None:

@@ -1,51 +1,105 @@
-"""Benchmarks: named suites run by ``transferkit bench NAME [--quick]``.
+"""Benchmarks: named suites run by ``transferkit bench NAME [--quick] [--set KEY=VALUE]``.
 
-A suite is a function ``suite(quick: bool, bench_dir: Path, log) -> list[dict]`` that
-returns rows of the common results shape (see :mod:`transferkit.results`) and may write
-extra tables and figures into ``bench_dir``. It is registered with :func:`benchmark` in
-its own module of this package, imported in :data:`SUITE_MODULES`. The runner writes
-``results.json`` and ``results.md`` of all rows and prints the table.
+A suite is a function ``suite(plan, bench_dir: Path, log) -> list[dict]`` that returns
+rows of the common results shape (see :mod:`transferkit.results`) and may write extra
+tables and figures into ``bench_dir``. ``plan`` is a dataclass (a :class:`Plan`) holding
+what the suite runs, seeds and budgets; the suite's plan factory makes the default one
+for ``--quick`` or the full run, and ``--set`` overrides its fields (``--set seeds=3``,
+``--set train.steps=100``), checked like a config. A suite is registered with
+:func:`benchmark` in its own module of this package, imported in :data:`SUITE_MODULES`.
+The runner writes ``results.json`` (with the plan) and ``results.md`` of all rows and
+prints the table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 
-from ..errors import UnknownNameError
+from ..config import override
+from ..errors import TransferkitError, UnknownNameError, check
 from ..results import markdown_table, summarize, write_results
 from ..runtime import is_main_process, world_size
 
-Suite = Callable[[bool, Path, Callable], list]
-BENCHMARKS: dict[str, tuple[Suite, str]] = {}
+
+@dataclass
+class Plan:
+    """What a suite runs. Suites with options subclass it; ``quick`` comes from ``--quick``."""
+
+    quick: bool = False
+
+
+Suite = Callable[[Plan, Path, Callable], list]
+PlanFactory = Callable[[bool], Plan]
+BENCHMARKS: dict[str, tuple[Suite, str, PlanFactory]] = {}
 SUITE_MODULES = ["demo", "flex", "uda", "uda_tune", "zeroshot", "represent", "fewshot"]
 
 
-def benchmark(name: str, description: str):
+def benchmark(name: str, description: str, plan: PlanFactory = Plan):
+    """Register a suite; ``plan(quick)`` makes its default plan."""
     def wrap(fn: Suite) -> Suite:
-        BENCHMARKS[name] = (fn, description)
+        BENCHMARKS[name] = (fn, description, plan)
         return fn
     return wrap
 
 
-def load_suites() -> dict[str, tuple[Suite, str]]:
+def load_suites() -> dict[str, tuple[Suite, str, PlanFactory]]:
     for module in SUITE_MODULES:
         importlib.import_module(f"{__name__}.{module}")
     return BENCHMARKS
 
 
-def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
-                  log=print) -> tuple[Path, list[dict]]:
-    """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
-    an existing directory is resumed: finished jobs are not run again)."""
+def as_list(value, cast=str, what: str = "list") -> list:
+    """Plan field ``what`` given as a list, one scalar or a comma-separated string (``3,30,300``)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif value is None:
+        value = []
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    try:
+        return [cast(v) for v in value]
+    except (TypeError, ValueError) as e:
+        raise TransferkitError(f"{what}: bad value {value!r} ({e})") from e
+
+
+def as_pairs(value) -> tuple:
+    """``source:target`` pairs from ``a:b,c:d``, a list of such strings or a list of pairs."""
+    items = as_list(value, str, "pairs") if isinstance(value, str) else value
+    pairs = tuple(tuple(p.split(":")) if isinstance(p, str) else tuple(p) if isinstance(p, (list, tuple)) else ()
+                  for p in (items if isinstance(items, (list, tuple)) else ()))
+    check(pairs and all(len(p) == 2 and all(isinstance(n, str) and n for n in p) for p in pairs),
+          f"pairs must be source:target items such as syndigits:mnist,mnist:digits; got {value!r}")
+    return pairs
+
+
+def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan:
+    """Suite ``name``'s default plan for ``quick`` with ``--set`` overrides applied."""
     suites = load_suites()
     if name not in suites:
         raise UnknownNameError("benchmark", name, suites)
-    suite, description = suites[name]
+    for assignment in overrides:
+        check(assignment.split("=")[0].strip() != "quick", "use --quick, not --set quick=...")
+    return override(suites[name][2](quick), overrides)
+
+
+def plan_yaml(plan: Plan) -> str:
+    return yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
+
+
+def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
+                  log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
+    """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
+    an existing directory is resumed: finished jobs are not run again)."""
+    plan = make_plan(name, quick, overrides)
+    suite, description, _ = BENCHMARKS[name]
     tag = f"bench-{name}{'-quick' if quick else ''}"
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
     if world_size() > 1:  # under torchrun every rank works in rank 0's directory; rank 0 writes
@@ -54,8 +108,10 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
     bench_dir.mkdir(parents=True, exist_ok=True)
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
-    rows = suite(quick, bench_dir, log)
+    if overrides:
+        log("plan: " + ", ".join(overrides))
+    rows = suite(plan, bench_dir, log)
     if is_main_process():
-        write_results(bench_dir, tag, {"benchmark": name, "quick": quick}, rows)
+        write_results(bench_dir, tag, {"benchmark": name, "quick": quick, "plan": dataclasses.asdict(plan)}, rows)
     log("\n" + markdown_table(summarize(rows)))
     return bench_dir, rows

@@ -19,8 +19,8 @@ def demo_config(quick: bool = False) -> ExperimentConfig:
 
 
 @benchmark("demo", "syndigits -> mnist, k=5 labels per class: source_only, target_only, linear_probe, finetune")
-def demo_suite(quick, bench_dir, log):
-    cfg = demo_config(quick)
+def demo_suite(plan, bench_dir, log):
+    cfg = demo_config(plan.quick)
     cfg.out_dir = str(bench_dir)
     _, rows = run_experiment(cfg, run_dir=bench_dir / cfg.name, log=log)
     return rows

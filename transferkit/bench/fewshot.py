@@ -15,21 +15,24 @@ validation labels, never the test split.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig
+from ..errors import check
 from ..evaluate import mean_se, predict_logits
 from ..experiment import label_subset, prepare_domains, pretrain_source, retarget_head, run_experiment
 from ..io import atomic_write, write_text
 from ..methods import get_method
-from . import benchmark
+from . import Plan, as_list, benchmark
 
 METHODS = ["target_only", "finetune", "matching_net", "matching_ft", "finetune_adv", "lext",
            "finetune_proto", "finetune_cosine"]
 PAIRS = {"main": ("syndigits", "mnist"), "second": ("mnist", "digits")}
+PARTS = ("main", "second", "grouped", "ablation", "tsne")
 VARIANTS = {"lext α=0": {"alpha": 0.0}}  # extra rows of the main tables: lext without L_DT
 ABLATIONS = {  # label: (directory tag, lext options); the main rows hold lext and lext α=0
     "lext α=0 -eq5": ("a0_no_eq5", {"alpha": 0.0, "source_entropy": 0.0}),
@@ -64,14 +67,28 @@ def _run(cfg: ExperimentConfig, bench_dir: Path, log, method_label: str | None =
     return rows
 
 
+@dataclass
+class FewshotPlan(Plan):
+    ks: list = field(default_factory=lambda: [2, 3, 4, 5])
+    repeats: int = 10  # label subsets per k
+    parts: list = field(default_factory=lambda: list(PARTS))
+
+    def __post_init__(self):
+        self.ks, self.parts = as_list(self.ks, int, "ks"), as_list(self.parts, str, "parts")
+        check(set(self.parts) <= set(PARTS), f"parts must be among {list(PARTS)}, got {self.parts}")
+        check(self.ks and min(self.ks) >= 1 and self.repeats >= 1, "ks and repeats must be >= 1")
+
+
+def fewshot_plan(quick: bool) -> FewshotPlan:
+    return FewshotPlan(quick=True, ks=[2, 5], repeats=2, parts=["main", "grouped", "tsne"]) if quick else FewshotPlan()
+
+
 @benchmark("fewshot", "seed 000 Table 1/2: syndigits 0-4 -> mnist 5-9 and mnist 0-4 -> digits 5-9, k = 2..5, "
-                      "full model (lext) vs baselines; grouped accuracy; ablation; t-SNE")
-def fewshot_suite(quick, bench_dir, log, repeats: int | None = None, ks=None, parts=None):
+                      "full model (lext) vs baselines; grouped accuracy; ablation; t-SNE", plan=fewshot_plan)
+def fewshot_suite(plan: FewshotPlan, bench_dir, log):
     """``--quick``: k = 2, 5, 2 subsets, 30 steps, main pair + grouped + t-SNE. Full: k = 2..5,
-    10 subsets, 100 steps, every part. ``repeats``, ``ks``, ``parts`` reduce a run (Python)."""
-    parts = parts or (("main", "grouped", "tsne") if quick else ("main", "second", "grouped", "ablation", "tsne"))
-    repeats = repeats or (2 if quick else 10)
-    ks = list(ks or ((2, 5) if quick else (2, 3, 4, 5)))
+    10 subsets, 100 steps, every part. ``--set ks=... repeats=... parts=...`` reduce a run."""
+    quick, repeats, ks, parts = plan.quick, plan.repeats, plan.ks, plan.parts
     rows: list[dict] = []
     for part in ("main", "second"):
         if part in parts:

@@ -4,7 +4,7 @@ Source: a 4-unit network (``lenet``: 2 convolutional + 2 fully connected units, 
 layout of seed 002's MNIST network) pre-trained on a fixed half of ``mnist``; the targets
 built from mnist use the other, disjoint half. Targets: mnist + blur, noise, occlusion,
 affine_random, affine_fixed, rotation, inversion; mnistm; digits; syndigits. Second source
-(``TRANSFERKIT_FLEX_SOURCE=syndigits``): a fixed half of ``syndigits``; targets: the other
+(``--set source=syndigits``): a fixed half of ``syndigits``; targets: the other
 half with blur, noise, occlusion, affine_random, rotation, inversion; mnist; mnistm; digits. Every target
 has fixed val and test splits; labelled subsets of ~3 / 30 / 300 images per class (capped
 by what the target's train split holds) are drawn per seed. Methods: flex, fast_flex,
@@ -14,22 +14,25 @@ Outputs in the benchmark directory: ``table_ratio<r>.md`` (seed 002 Table 3 form
 accuracy in brackets, best per row in bold), ``wins.md``, ``wall.md`` (measured Table 1),
 ``retrieval.md`` (AP@10, §5.3 Table 4), ``per_unit_<target>.png`` (Figure 1) and
 ``units_picked.png`` (Figure 2). Each finished job is one JSON file in ``jobs/``, written
-atomically and skipped on resume.
+atomically and skipped on resume; the tables and figures cover every finished job of the
+directory, so runs of one ratio at a time (``--resume DIR --set ratios=3``) add up.
 
-Environment knobs for the full run (the quick run ignores them):
-``TRANSFERKIT_FLEX_RATIOS`` (default ``3,30,300``), ``TRANSFERKIT_FLEX_SEEDS`` (default 3),
-``TRANSFERKIT_FLEX_SEEDS_RATIO3`` (default 20, as seed 002 at the smallest ratio),
-``TRANSFERKIT_FLEX_TARGETS`` (comma-separated subset), ``TRANSFERKIT_FLEX_SOURCE`` (``mnist``
-or ``syndigits``; one source per benchmark directory), ``TRANSFERKIT_FLEX_VAL_FRACTION`` and
-``TRANSFERKIT_FLEX_VAL_PER_CLASS`` (each target's validation split: share of every class,
-default 0.15, and cap per class, default 50; one split per benchmark directory).
+Plan fields (``transferkit bench flex --print-plan``; ``--set`` changes them): ``ratios``
+(default ``3,30,300``), ``seeds`` (3), ``seeds_ratio3`` (20 at ratios <= 3, as seed 002 at
+the smallest ratio), ``targets`` (a subset; default every target of the source),
+``source`` (``mnist`` or ``syndigits``; one source per benchmark directory),
+``image_targets`` (targets that also run ``flex+img``), ``val_fraction`` and
+``val_per_class`` (each target's validation split: share of every class, default 0.15,
+and cap per class, default 50; one split per benchmark directory), ``pretrain`` and
+``train`` (the source network's and every method's training budgets).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -45,9 +48,9 @@ from ..methods import get_method
 from ..methods.supervised import SourceOnly
 from ..results import write_results
 from ..retrieval import retrieval_map
-from ..runtime import default_workers, map_jobs
+from ..runtime import default_workers, run_jobs
 from ..splits import split_domain, subsample_per_class
-from . import benchmark
+from . import Plan, as_list, benchmark
 
 TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
            "mnist+rotation", "mnist+inversion", "mnistm", "digits", "syndigits"]
@@ -57,7 +60,7 @@ SYN_TARGETS = ["syndigits+blur", "syndigits+noise", "syndigits+occlusion", "synd
 SOURCES = {"mnist": TARGETS, "syndigits": SYN_TARGETS}
 QUICK_TARGETS = ["mnist+blur", "mnist+inversion", "mnistm"]
 METHODS = ["flex", "fast_flex", "faster_flex", "ft_fc1", "ft_fc2", "ft_ss", "ft_all", "linear_probe"]
-#: flex with the image-to-image units of §5.4 as extra candidates (on TRANSFERKIT_FLEX_IMAGE_TARGETS)
+#: flex with the image-to-image units of §5.4 as extra candidates (on the plan's ``image_targets``)
 IMAGE_FLEX = "flex+img"
 VARIANTS = {IMAGE_FLEX: ("flex", {"image_units": ["colour", "stn", "unet"]})}
 BACKBONE = "lenet"
@@ -67,25 +70,43 @@ VAL_PER_CLASS, TEST_PER_CLASS = 50, 200
 VAL_FRACTION = 0.15
 
 
-def plan(quick: bool) -> dict:
-    env = os.environ.get
+@dataclass
+class FlexPlan(Plan):
+    source: str = "mnist"
+    targets: list | None = None  # None: every target of the source
+    ratios: list = field(default_factory=lambda: [3, 30, 300])
+    seeds: int = 3
+    seeds_ratio3: int = 20
+    image_targets: list = field(default_factory=list)
+    val_fraction: float = VAL_FRACTION
+    val_per_class: int = VAL_PER_CLASS
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, batch_size=64, eval_every=100,
+                                                                      patience=5, progress=False))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, eval_every=20,
+                                                                   patience=4, progress=False))
+
+    def __post_init__(self):
+        check(self.source in SOURCES, f"flex source must be one of {sorted(SOURCES)}, got {self.source!r}")
+        self.ratios = as_list(self.ratios, int, "ratios")
+        self.targets = None if self.targets is None else as_list(self.targets, str, "targets")
+        self.image_targets = as_list(self.image_targets, str, "image_targets")
+        check(min(self.ratios, default=0) >= 1, f"ratios must be >= 1, got {self.ratios}")
+        check(self.seeds >= 1 and self.seeds_ratio3 >= 1, "seeds and seeds_ratio3 must be >= 1")
+        check(0 < self.val_fraction < 0.75, f"val_fraction must be in (0, 0.75), got {self.val_fraction}")
+
+    def target_names(self) -> list[str]:
+        return self.targets if self.targets is not None else SOURCES[self.source]
+
+    def n_seeds(self, ratio: int) -> int:
+        return self.seeds_ratio3 if ratio <= 3 else self.seeds
+
+
+def plan(quick: bool) -> FlexPlan:
     if quick:
-        return {"source": "mnist", "targets": QUICK_TARGETS, "ratios": [30], "seeds": {30: 1}, "image_targets": [],
-                "val": (VAL_FRACTION, VAL_PER_CLASS),
-                "pretrain": TrainConfig(steps=300, batch_size=64, eval_every=100, progress=False),
-                "train": TrainConfig(steps=150, batch_size=32, eval_every=15, patience=3, progress=False)}
-    ratios = [int(r) for r in env("TRANSFERKIT_FLEX_RATIOS", "3,30,300").split(",")]
-    n = int(env("TRANSFERKIT_FLEX_SEEDS", "3"))
-    source = env("TRANSFERKIT_FLEX_SOURCE", "mnist")
-    check(source in SOURCES, f"TRANSFERKIT_FLEX_SOURCE must be one of {sorted(SOURCES)}, got {source!r}")
-    targets = [t for t in env("TRANSFERKIT_FLEX_TARGETS", ",".join(SOURCES[source])).split(",") if t]
-    image = [t for t in env("TRANSFERKIT_FLEX_IMAGE_TARGETS", "").split(",") if t]
-    val = (float(env("TRANSFERKIT_FLEX_VAL_FRACTION", str(VAL_FRACTION))),
-           int(env("TRANSFERKIT_FLEX_VAL_PER_CLASS", str(VAL_PER_CLASS))))
-    return {"source": source, "targets": targets, "ratios": ratios, "image_targets": image, "val": val,
-            "seeds": {r: int(env("TRANSFERKIT_FLEX_SEEDS_RATIO3", "20")) if r <= 3 else n for r in ratios},
-            "pretrain": TrainConfig(steps=1500, batch_size=64, eval_every=100, patience=5, progress=False),
-            "train": TrainConfig(steps=300, batch_size=32, eval_every=20, patience=4, progress=False)}
+        return FlexPlan(quick=True, targets=QUICK_TARGETS, ratios=[30], seeds=1,
+                        pretrain=TrainConfig(steps=300, batch_size=64, eval_every=100, progress=False),
+                        train=TrainConfig(steps=150, batch_size=32, eval_every=15, patience=3, progress=False))
+    return FlexPlan()
 
 
 def mnist_halves(name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,12 +147,22 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = 
     return net, info
 
 
+def check_validation_split(bench_dir: Path, target: str, n_val: int) -> None:
+    """The jobs of one directory share each target's validation split (``val_fraction``)."""
+    done = next(iter(sorted((bench_dir / "jobs").glob(f"{target}-r*.json"))), None)
+    old = json.loads(done.read_text()).get("n_val", n_val) if done else n_val
+    check(old == n_val, f"{done} was validated on {old} images, this plan's {target} validation split has "
+                        f"{n_val}: use another directory")
+
+
 def accuracy(forward, domain) -> float:
     return float((predict_logits(forward, domain.images).argmax(1) == domain.labels).float().mean())
 
 
-def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: int, cfg: TrainConfig) -> dict:
-    """Train one method on one labelled subset; test accuracy, wall seconds, AP@10, picks."""
+def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: int, cfg: TrainConfig,
+            head: dict) -> dict:
+    """Train one method on one labelled subset: ``head`` with test accuracy, wall seconds,
+    AP@10 and picks. Module-level, so that it can run in a worker process."""
     import copy
 
     labeled = subsample_per_class(split.train, ratio, seed)
@@ -146,7 +177,7 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
     method.eval()
     acc = accuracy(method, split.test)
     wall = time.perf_counter() - t0
-    row = {"method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.best_val_accuracy,
+    row = {**head, "method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.best_val_accuracy,
            "steps": fit.steps, "n_labeled": len(labeled), "per_class_available": int(split.train.class_counts().min()),
            "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10), **method.extra_results()}
     if name == "flex":
@@ -155,49 +186,33 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
 
 
 @benchmark("flex", "seed 002 flex-tuning: half of mnist (or of syndigits) as source -> digit targets, "
-                   "ratios 3/30/300, 8 methods")
-def flex_suite(quick, bench_dir, log):
-    p = plan(quick)
-    src_half, tgt_half = mnist_halves(p["source"])
-    label = f"{p['source']}/half"
-    source = split_domain(load_domain(p["source"], size=28, channels=CHANNELS).subset(src_half))
-    pretrained, info = source_network(bench_dir, source, p["pretrain"], log, label)
+                   "ratios 3/30/300, 8 methods", plan=plan)
+def flex_suite(p: FlexPlan, bench_dir, log):
+    src_half, tgt_half = mnist_halves(p.source)
+    label = f"{p.source}/half"
+    source = split_domain(load_domain(p.source, size=28, channels=CHANNELS).subset(src_half))
+    pretrained, info = source_network(bench_dir, source, p.pretrain, log, label)
     check(info.get("source", label) == label, f"{bench_dir} holds a network pre-trained on {info.get('source')}, "
                                               f"not {label}: use another directory")
     log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {label}")
-    jobs_dir = bench_dir / "jobs"
-    jobs_dir.mkdir(parents=True, exist_ok=True)
-    rows, base, todo = {}, {}, []
-    for target in p["targets"]:
-        split = target_splits(target, tgt_half, p["source"], *p["val"])
-        base[target] = accuracy(pretrained.eval(), split.test)
-        log(f"{target}: base accuracy {100 * base[target]:.1f}%, train {len(split.train)} / val {len(split.val)}"
+    jobs = []
+    for target in p.target_names():
+        split = target_splits(target, tgt_half, p.source, p.val_fraction, p.val_per_class)
+        base = accuracy(pretrained.eval(), split.test)
+        log(f"{target}: base accuracy {100 * base:.1f}%, train {len(split.train)} / val {len(split.val)}"
             f" / test {len(split.test)}")
-        for ratio in p["ratios"]:
-            for seed in range(p["seeds"][ratio]):
-                for m in METHODS + ([IMAGE_FLEX] if target in p["image_targets"] else []):
-                    job = jobs_dir / f"{target}-r{ratio}-s{seed}-{m}.json"
-                    if job.exists():
-                        rows[job] = json.loads(job.read_text())
-                        check(rows[job].get("n_val", len(split.val)) == len(split.val),
-                              f"{job} was validated on {rows[job].get('n_val')} images, this plan's {target} "
-                              f"validation split has {len(split.val)}: use another directory")
-                        continue
-                    rows[job] = None
-                    head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
-                            "seed": seed, "base_accuracy": base[target], "n_val": len(split.val)}
-                    todo.append((job, head, (m, pretrained, split, source.val, ratio, seed, p["train"])))
-
-    def done(i, result):  # each finished job is written at once: an interrupted run resumes
-        job, head, _ = todo[i]
-        rows[job] = row = {**head, **result}
-        write_json(job, row)
-        log(f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
-            f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}")
-    map_jobs(run_job, [args for _, _, args in todo], default_workers(), done)
-    rows = list(rows.values())
-    write_reports(bench_dir, rows, base, info)
-    return rows
+        check_validation_split(bench_dir, target, len(split.val))
+        for ratio in p.ratios:
+            for seed in range(p.n_seeds(ratio)):
+                head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
+                        "seed": seed, "base_accuracy": base, "n_val": len(split.val)}
+                for m in METHODS + ([IMAGE_FLEX] if target in p.image_targets else []):
+                    jobs.append((bench_dir / "jobs" / f"{target}-r{ratio}-s{seed}-{m}.json",
+                                 partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head)))
+    run_jobs(jobs, default_workers(), lambda row: log(
+        f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
+        f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}"))
+    return directory_reports(bench_dir)
 
 
 # ---- reports --------------------------------------------------------------------------
@@ -341,7 +356,7 @@ def image_table(rows, base, ratios) -> str:
     return "test accuracy (%), mean ± standard error over seeds\n\n" + "\n".join(lines) + "\n"
 
 
-def write_reports(bench_dir: Path, rows: list, base: dict, info: dict) -> None:
+def write_reports(bench_dir: Path, rows: list, base: dict) -> None:
     from ..plots import per_unit_accuracy_plot, units_picked_plot
 
     ratios = sorted({r["ratio"] for r in rows})
@@ -360,12 +375,19 @@ def write_reports(bench_dir: Path, rows: list, base: dict, info: dict) -> None:
                       bench_dir / "units_picked.png")
 
 
-def rewrite_reports(bench_dir: str | Path) -> None:
-    """Regenerate the tables and figures from the finished jobs of ``bench_dir``."""
+def directory_reports(bench_dir: str | Path) -> list[dict]:
+    """Write the tables and figures of every finished job of ``bench_dir`` (all the ratios,
+    seeds and targets run into it, by this plan or earlier ones) and return their rows."""
     bench_dir = Path(bench_dir)
     rows = [json.loads(p.read_text()) for p in sorted((bench_dir / "jobs").glob("*.json"))]
     order = list(dict.fromkeys(TARGETS + SYN_TARGETS))
     base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in order
             if any(r["target"] == t for r in rows)}
-    write_reports(bench_dir, rows, base, {})
-    write_results(bench_dir, "bench-flex", {"benchmark": "flex", "rewritten_from_jobs": True}, rows)
+    write_reports(bench_dir, rows, base)
+    return rows
+
+
+def rewrite_reports(bench_dir: str | Path) -> None:
+    """Regenerate the tables, figures and ``results.json`` from the finished jobs of ``bench_dir``."""
+    rows = directory_reports(bench_dir)
+    write_results(Path(bench_dir), "bench-flex", {"benchmark": "flex", "rewritten_from_jobs": True}, rows)

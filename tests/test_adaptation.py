@@ -122,6 +122,24 @@ def test_dann_and_multilayer_use_the_dann_learning_rate_schedule_by_default(tmp_
     assert captured["engine"].cfg.schedule == "constant"
 
 
+def test_dann_can_train_with_seed_003s_sgd_and_mu0():
+    captured = {}
+
+    def make_engine(tag, config=None):
+        captured["engine"] = Engine(TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False), seed=0)
+        return captured["engine"]
+
+    fit = DANN(_net(), optimizer="sgd").fit_transfer(make_engine, source=_domain(16, 0.0, 1),
+                                                     unlabeled=_domain(16, 0.3, 2))
+    cfg = captured["engine"].cfg
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.schedule) == ("sgd", 0.01, 0.9, "dann")
+    assert fit.history[-1]["lr"] == pytest.approx(0.01 / (1 + 10 * 0.5) ** 0.75)  # μ_p with μ_0 = 0.01
+    DANN(_net()).fit_transfer(make_engine, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
+    assert (captured["engine"].cfg.optimizer, captured["engine"].cfg.lr) == ("adam", 1e-3)  # the experiment's
+    with pytest.raises(TransferkitError, match="optimizer must be"):
+        DANN(_net(), optimizer="rmsprop")
+
+
 @pytest.mark.parametrize("combine, sizes", [("sum", [800, 500, 10]), ("concat", [800, 1000, 20])])
 def test_multilayer_discriminator_wiring_in_the_method(combine, sizes):
     method = MultiLayerAdversarial(_net(), combine=combine, gamma=0.1)

@@ -31,8 +31,10 @@ from ..runtime import default_workers, run_jobs
 from . import benchmark
 from .uda import SKADA_PAIRS, Budget, adaptation_epochs, budget, pair_config
 
-DANN_GRID = [{"depth": d, "hidden": h, "lr_schedule": s, "weight": w}
-             for d, h in ((2, 500), (1, 100)) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]
+DANN_GRID = ([{"depth": d, "hidden": h, "lr_schedule": s, "weight": w}
+              for d, h in ((2, 500), (1, 100)) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]
+             + [{"depth": d, "hidden": h, "lr_schedule": "dann", "optimizer": "sgd", "weight": w}  # seed 003's SGD
+                for d, h, w in ((2, 500, 0.1), (2, 500, 0.3), (2, 500, 1.0), (1, 100, 1.0))])
 MULTILAYER_GRID = (
     [{"combine": "sum", "hidden": h, "lr_schedule": s, "same_label_space": True, "weight": w}
      for h in (500, 100) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]

@@ -55,6 +55,8 @@ class AdaptationMethod(Method):
     cache_frozen_prefix = False  # the alignment terms read activations of early units
     #: learning-rate schedule forced on the engine (None: the experiment's ``train.schedule``)
     lr_schedule: str | None = None
+    #: engine settings forced by the method, e.g. ``{"optimizer": "sgd", "lr": 0.01}``
+    optimizer_override: dict = {}
     #: child modules that are never trained (e.g. ADDA's fixed source encoder)
     frozen_children: tuple[str, ...] = ()
 
@@ -86,6 +88,8 @@ class AdaptationMethod(Method):
         engine = make_engine("main")
         if self.lr_schedule is not None:
             engine.cfg = dataclasses.replace(engine.cfg, schedule=self.lr_schedule)
+        if self.optimizer_override:
+            engine.cfg = dataclasses.replace(engine.cfg, **self.optimizer_override)
         fit = engine.fit(self, source=source, target=target, unlabeled=unlabeled, val=val)
         self.fit_wall_s = fit.wall_s
         return fit

@@ -59,6 +59,8 @@ class DANN(AdaptationMethod):
     follows ``μ_p = μ_0 / (1 + 10 p)^0.75`` (``lr_schedule="dann"``; ``None`` keeps the
     experiment's schedule). Discriminator: an MLP with ``depth`` hidden layers of ``hidden``
     units (500, 2, as ADDA's; ``hidden=100, depth=1`` is the DANN paper's digit one).
+    ``optimizer="sgd"`` trains with SGD, momentum 0.9, ``μ_0 = lr`` (default 0.01): seed
+    003's optimiser and ``μ_0``; by default the experiment's optimiser and learning rate.
 
     Default ``weight=0.1``, not the papers' 1: chosen on the target *validation* splits of
     syndigits→mnist and mnist→digits (3 seeds, grid weight × schedule × discriminator in
@@ -69,10 +71,16 @@ class DANN(AdaptationMethod):
 
     def __init__(self, net, weight: float = 0.1, layers=None, lambda_schedule: str = "dann",
                  lr_schedule: str | None = "dann", hidden: int = 500, depth: int = 2,
-                 entmin_weight: float = 0.0):
+                 entmin_weight: float = 0.0, optimizer: str | None = None, lr: float | None = None):
         super().__init__(net, entmin_weight=entmin_weight)
         check(lambda_schedule in ("dann", "constant"), f"lambda_schedule must be dann or constant, "
                                                        f"got {lambda_schedule!r}")
+        check(optimizer in (None, "sgd", "adam"), f"optimizer must be sgd, adam or None, got {optimizer!r}")
+        if optimizer is not None:
+            self.optimizer_override = {"optimizer": optimizer, "momentum": 0.9,
+                                       "lr": float(lr if lr is not None else 0.01 if optimizer == "sgd" else 1e-3)}
+        elif lr is not None:
+            self.optimizer_override = {"lr": float(lr)}
         self.weight, self.lambda_schedule, self.lr_schedule = float(weight), lambda_schedule, lr_schedule
         self.layers = resolve_layers(net, layers, ["embedding"])
         self.discriminator = _mlp_for(net, self.layers, hidden, depth)

@@ -380,7 +380,8 @@ def directory_reports(bench_dir: str | Path) -> list[dict]:
     seeds and targets run into it, by this plan or earlier ones) and return their rows."""
     bench_dir = Path(bench_dir)
     rows = [json.loads(p.read_text()) for p in sorted((bench_dir / "jobs").glob("*.json"))]
-    order = list(dict.fromkeys(TARGETS + SYN_TARGETS))
+    source = rows[0]["source"].split("/")[0] if rows else "mnist"
+    order = list(dict.fromkeys(SOURCES.get(source, TARGETS) + TARGETS + SYN_TARGETS))  # the source's order first
     base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in order
             if any(r["target"] == t for r in rows)}
     write_reports(bench_dir, rows, base)

@@ -70,11 +70,16 @@ def as_list(value, cast=str, what: str = "list") -> list:
         raise TransferkitError(f"{what}: bad value {value!r} ({e})") from e
 
 
+def _pair(item) -> tuple:
+    if isinstance(item, str):
+        return tuple(item.split(":"))
+    return tuple(item) if isinstance(item, (list, tuple)) else ()
+
+
 def as_pairs(value) -> tuple:
     """``source:target`` pairs from ``a:b,c:d``, a list of such strings or a list of pairs."""
     items = as_list(value, str, "pairs") if isinstance(value, str) else value
-    pairs = tuple(tuple(p.split(":")) if isinstance(p, str) else tuple(p) if isinstance(p, (list, tuple)) else ()
-                  for p in (items if isinstance(items, (list, tuple)) else ()))
+    pairs = tuple(map(_pair, items)) if isinstance(items, (list, tuple)) else ()
     check(pairs and all(len(p) == 2 and all(isinstance(n, str) and n for n in p) for p in pairs),
           f"pairs must be source:target items such as syndigits:mnist,mnist:digits; got {value!r}")
     return pairs

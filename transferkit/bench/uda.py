@@ -22,7 +22,7 @@ benchmark (seeds, pairs and budget are written in the tables, rows and ``results
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,7 +53,7 @@ TSNE_METHODS = ("dann", "multilayer_adv")
 @dataclass
 class Budget(Plan):
     seeds: tuple = (0, 1, 2, 3, 4)
-    pairs: tuple = field(default_factory=lambda: PAIRS)
+    pairs: tuple = PAIRS
     pretrain_steps: int = 1000
     adapt_steps: int = 300  # rounded to whole SKADA epochs per pair
     batch_size: int = 64

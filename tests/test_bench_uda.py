@@ -37,7 +37,7 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
     from transferkit.experiment import evaluate_on
 
     assert "uda_tune" in load_suites()
-    assert len(tune.DANN_GRID) == 16 and len(tune.MULTILAYER_GRID) == 23
+    assert len(tune.DANN_GRID) == 23 and len(tune.MULTILAYER_GRID) == 23
     assert {"hidden": 500, "depth": 2, "lr_schedule": "dann", "weight": 0.1} in tune.DANN_GRID  # the default
     scored = []
 

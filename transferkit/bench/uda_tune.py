@@ -34,7 +34,12 @@ from .uda import SKADA_PAIRS, Budget, adaptation_epochs, budget, pair_config
 DANN_GRID = ([{"depth": d, "hidden": h, "lr_schedule": s, "weight": w}
               for d, h in ((2, 500), (1, 100)) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]
              + [{"depth": d, "hidden": h, "lr_schedule": "dann", "optimizer": "sgd", "weight": w}  # seed 003's SGD
-                for d, h, w in ((2, 500, 0.1), (2, 500, 0.3), (2, 500, 1.0), (1, 100, 1.0))])
+                for d, h, w in ((2, 500, 0.1), (2, 500, 0.3), (2, 500, 1.0), (1, 100, 1.0))]
+             # the DANN paper's placement: the discriminator on the convolutional features (LeNet's conv2)
+             + [{"depth": d, "hidden": h, "layers": "conv2", "lr_schedule": "dann", "weight": w}
+                for d, h in ((2, 500), (1, 100)) for w in (0.1, 0.3, 1.0)]
+             + [{"depth": 1, "hidden": 100, "layers": "conv2", "lr_schedule": "dann", "optimizer": "sgd",
+                 "weight": 1.0}])
 MULTILAYER_GRID = (
     [{"combine": "sum", "hidden": h, "lr_schedule": s, "same_label_space": True, "weight": w}
      for h in (500, 100) for s in ("dann", None) for w in (0.1, 0.3, 1.0)]

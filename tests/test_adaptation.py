@@ -136,6 +136,8 @@ def test_dann_can_train_with_seed_003s_sgd_and_mu0():
     assert fit.history[-1]["lr"] == pytest.approx(0.01 / (1 + 10 * 0.5) ** 0.75)  # μ_p with μ_0 = 0.01
     DANN(_net()).fit_transfer(make_engine, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
     assert (captured["engine"].cfg.optimizer, captured["engine"].cfg.lr) == ("adam", 1e-3)  # the experiment's
+    assert DANN(_net(), optimizer="adam").optimizer_override == {"optimizer": "adam", "momentum": 0.9}
+    assert DANN(_net(), lr=0.002).optimizer_override == {"lr": 0.002}  # keeps the experiment's optimiser
     with pytest.raises(TransferkitError, match="optimizer must be"):
         DANN(_net(), optimizer="rmsprop")
 

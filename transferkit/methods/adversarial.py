@@ -60,7 +60,8 @@ class DANN(AdaptationMethod):
     experiment's schedule). Discriminator: an MLP with ``depth`` hidden layers of ``hidden``
     units (500, 2, as ADDA's; ``hidden=100, depth=1`` is the DANN paper's digit one).
     ``optimizer="sgd"`` trains with SGD, momentum 0.9, ``μ_0 = lr`` (default 0.01): seed
-    003's optimiser and ``μ_0``; by default the experiment's optimiser and learning rate.
+    003's optimiser and ``μ_0``; by default (and for ``optimizer="adam"`` without ``lr``) the
+    experiment's optimiser and learning rate.
 
     Default ``weight=0.1``, not the papers' 1: chosen on the target *validation* splits of
     syndigits→mnist and mnist→digits (3 seeds, grid weight × schedule × discriminator in
@@ -76,11 +77,10 @@ class DANN(AdaptationMethod):
         check(lambda_schedule in ("dann", "constant"), f"lambda_schedule must be dann or constant, "
                                                        f"got {lambda_schedule!r}")
         check(optimizer in (None, "sgd", "adam"), f"optimizer must be sgd, adam or None, got {optimizer!r}")
-        if optimizer is not None:
-            self.optimizer_override = {"optimizer": optimizer, "momentum": 0.9,
-                                       "lr": float(lr if lr is not None else 0.01 if optimizer == "sgd" else 1e-3)}
-        elif lr is not None:
-            self.optimizer_override = {"lr": float(lr)}
+        override = {} if optimizer is None else {"optimizer": optimizer, "momentum": 0.9}
+        if lr is not None or optimizer == "sgd":
+            override["lr"] = float(0.01 if lr is None else lr)
+        self.optimizer_override = override
         self.weight, self.lambda_schedule, self.lr_schedule = float(weight), lambda_schedule, lr_schedule
         self.layers = resolve_layers(net, layers, ["embedding"])
         self.discriminator = _mlp_for(net, self.layers, hidden, depth)

@@ -74,3 +74,16 @@ def test_wall_table_reports_faster_flex_over_ft_fc_per_target():
     text = wall_table(_rows(), [30])
     assert "| 30 | t | 3.00 | 1.50 |" in text
     assert "| 30 | **targets below 2x** | 0 / 1 | 1 / 1 |" in text
+
+
+def test_selection_table_counts_clear_picks_and_skips_rows_without_the_record():
+    from transferkit.bench.flex import selection_table
+
+    rows = _rows()
+    flex = [r for r in rows if r["method"] == "flex"]
+    flex[0].update(picked="all", selection={"runner_up": "conv1", "margin": 0.02, "se": 0.01})  # clear
+    flex[1].update(picked="conv1", selection={"runner_up": "all", "margin": 0.0, "se": 0.005})  # a tie
+    text = selection_table(rows, {"t": 0.5}, [30])
+    assert "| 30 | t | all×1, conv1×1 | 1 / 2 | 1.0 ± 1.0 | +0.0 |" in text
+    del flex[0]["selection"], flex[1]["selection"]
+    assert "| 30 | t |" not in selection_table(rows, {"t": 0.5}, [30])

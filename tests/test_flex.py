@@ -11,7 +11,13 @@ from transferkit.backbones import build_backbone
 from transferkit.engine import Engine, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
-from transferkit.methods.flex import candidate_method, proxy_accuracies, proxy_network, val_accuracy
+from transferkit.methods.flex import (
+    candidate_method,
+    proxy_accuracies,
+    proxy_network,
+    selection_margin,
+    val_accuracy,
+)
 
 CFG = TrainConfig(steps=6, batch_size=16, eval_every=3, patience=None, progress=False)
 
@@ -51,9 +57,22 @@ def test_flex_picks_the_best_candidate_on_validation():
     assert all(torch.equal(v, picked.state_dict()[k]) for k, v in method.net.state_dict().items())
     for c, net in method.candidate_nets.items():  # early stopping restored each candidate's best
         assert val_accuracy(net, toy(seed=1)) == pytest.approx(accs[c])
+    sel = extra["selection"]  # the pick's margin over the runner-up, from per-image correctness
+    runner = max((c for c in accs if c != extra["picked"]), key=lambda c: (accs[c], -losses[c]))
+    assert sel["runner_up"] == runner and sel["se"] >= 0
+    assert sel["margin"] == pytest.approx(accs[extra["picked"]] - accs[runner], abs=1e-6)
     base = pretrained().state_dict()
     head_only = method.candidate_nets["head"].state_dict()
     assert all(torch.equal(base[k], head_only[k]) for k in base if not k.startswith("head."))
+
+
+def test_selection_margin_is_the_paired_accuracy_difference_and_its_standard_error():
+    a = torch.tensor([1, 1, 1, 0, 1, 0, 1, 1], dtype=torch.bool)
+    b = torch.tensor([1, 0, 1, 0, 1, 1, 0, 1], dtype=torch.bool)
+    d = torch.tensor([0, 1, 0, 0, 0, -1, 1, 0], dtype=torch.float)
+    margin, se = selection_margin(a, b)
+    assert margin == pytest.approx(0.125) and se == pytest.approx(float(d.std()) / 8 ** 0.5)
+    assert selection_margin(a, a) == (0.0, 0.0)
 
 
 def test_flex_same_results_with_two_workers():

@@ -12,7 +12,8 @@ faster_flex, ft_fc1, ft_fc2, ft_ss, ft_all, linear_probe.
 
 Outputs in the benchmark directory: ``table_ratio<r>.md`` (seed 002 Table 3 form, base
 accuracy in brackets, best per row in bold), ``wins.md``, ``wall.md`` (measured Table 1),
-``retrieval.md`` (AP@10, §5.3 Table 4), ``per_unit_<target>.png`` (Figure 1) and
+``retrieval.md`` (AP@10, §5.3 Table 4), ``selection.md`` (how clearly validation told
+flex's pick from the runner-up), ``per_unit_<target>.png`` (Figure 1) and
 ``units_picked.png`` (Figure 2). Each finished job is one JSON file in ``jobs/``, written
 atomically and skipped on resume; the tables and figures cover every finished job of the
 directory, so runs of one ratio at a time (``--resume DIR --set ratios=3``) add up.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -282,6 +284,28 @@ def wins(rows, base, ratios) -> str:
     return "\n".join(lines) + "\n"
 
 
+def selection_table(rows, base, ratios) -> str:
+    """How clearly flex's validation split told its pick apart from the runner-up, per
+    target: picks whose margin exceeds one paired standard error, the mean margin, and
+    flex's test gap to the better of ft_fc and ft_all (rows from before the ``selection``
+    record are left out)."""
+    lines = ["| ratio | target | picks | clear picks (margin > 1 paired SE) | mean margin ± SE (val, points) "
+             "| flex − max(ft_fc, ft_all) (test, points) |", "|---|---|---|---|---|---|"]
+    for ratio in ratios:
+        for t in base:
+            flex_rows = [r for r in _cell(rows, t, ratio, "flex") if "selection" in r]
+            refs = [mean_se(r["accuracy"] for r in _cell(rows, t, ratio, m))[0] for m in ("ft_fc1", "ft_fc2", "ft_all")
+                    if _cell(rows, t, ratio, m)]
+            if not flex_rows or not refs:
+                continue
+            picks = ", ".join(f"{c}×{n}" for c, n in Counter(r["picked"] for r in flex_rows).most_common())
+            clear = sum(r["selection"]["margin"] > r["selection"]["se"] for r in flex_rows)
+            gap = mean_se(r["accuracy"] for r in _cell(rows, t, ratio, "flex"))[0] - max(refs)
+            lines.append(f"| {ratio} | {t} | {picks} | {clear} / {len(flex_rows)} | "
+                         f"{_pm(mean_se(r['selection']['margin'] for r in flex_rows))} | {100 * gap:+.1f} |")
+    return "flex's pick against the runner-up on the validation split\n\n" + "\n".join(lines) + "\n"
+
+
 def wall_table(rows, ratios) -> str:
     """Mean wall seconds per method and ratio, and faster_flex's cost relative to ft_fc1 /
     ft_fc2 in wall seconds and in training steps (seed 002 Table 1 counts epochs x cost per
@@ -365,6 +389,8 @@ def write_reports(bench_dir: Path, rows: list, base: dict) -> None:
     write_text(bench_dir / "wins.md", wins(rows, base, ratios))
     write_text(bench_dir / "wall.md", wall_table(rows, ratios))
     write_text(bench_dir / "retrieval.md", retrieval_table(rows, base, ratios))
+    if any("selection" in r for r in rows):
+        write_text(bench_dir / "selection.md", selection_table(rows, base, ratios))
     if any(r["method"] == IMAGE_FLEX for r in rows):
         write_text(bench_dir / "image_units.md", image_table(rows, base, ratios))
     flex_rows = [r for r in rows if r["method"] == "flex"]

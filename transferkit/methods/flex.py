@@ -3,7 +3,9 @@
 * ``flex`` (Algorithm 1): train ``N_ft-l`` (only unit ``l`` tuned) for every unit and
   ``N_ft-all``, each with early stopping on validation accuracy, and output
   ``argmax_{X in {1..L, all}} a_ft-X`` (accuracy ties: lower validation cross entropy; our
-  addition, the seed names no tie rule). Optional extra candidates: the image-to-image
+  addition, the seed names no tie rule). It also reports the pick's validation margin over
+  the runner-up with its paired standard error (``selection``), to tell a clear pick from
+  one inside the validation set's noise. Optional extra candidates: the image-to-image
   units of §5.4 (``image_units=["colour", "stn", "unet"]``).
 * ``fast_flex`` (Algorithm 2): train ``N_ft-all``; build the proxy networks
   ``N_prox-l = N_L o .. o [N_ft-all]_l o .. o N_1`` by network surgery (never trained), score
@@ -64,18 +66,33 @@ def train_candidates(jobs: list, workers: int = 1) -> list:
 
 
 @torch.no_grad()
-def val_scores(net, domain) -> tuple[float, float]:
-    """``(accuracy, mean cross entropy)`` of ``net`` on ``domain`` in eval mode (no
-    parameter or statistic changes)."""
+def val_predictions(net, domain) -> tuple[torch.Tensor, float]:
+    """``(per-image correctness, mean cross entropy)`` of ``net`` on ``domain`` in eval mode
+    (no parameter or statistic changes)."""
     if len(domain) == 0:
-        return 0.0, math.inf
+        return torch.zeros(0, dtype=torch.bool), math.inf
     was = net.training
     net.eval()
     dev = next(net.parameters()).device
     logits = predict_logits(lambda x: net(x.to(dev)).cpu(), domain.images)
     net.train(was)
-    return (int((logits.argmax(1) == domain.labels).sum()) / len(domain),
-            float(torch.nn.functional.cross_entropy(logits, domain.labels)))
+    return logits.argmax(1) == domain.labels, float(torch.nn.functional.cross_entropy(logits, domain.labels))
+
+
+def val_scores(net, domain) -> tuple[float, float]:
+    """``(accuracy, mean cross entropy)`` of ``net`` on ``domain`` in eval mode."""
+    correct, loss = val_predictions(net, domain)
+    return (float(correct.float().mean()) if len(correct) else 0.0), loss
+
+
+def selection_margin(correct_best: torch.Tensor, correct_other: torch.Tensor) -> tuple[float, float]:
+    """Validation accuracy of the pick minus the runner-up's, and its paired standard error
+    over the validation images (both are scored on the same images). A margin within about
+    one standard error means the pick is not told apart from the runner-up by this
+    validation set (seed 002 §3: the selection error shrinks as ``sqrt(log L / |D_val|)``)."""
+    d = correct_best.float() - correct_other.float()
+    se = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    return float(d.mean()), se
 
 
 def val_accuracy(net, domain) -> float:
@@ -180,8 +197,10 @@ class Flex(_FlexBase):
         cands = self.candidates()
         results = self._train(make_engine, cands, target, val)
         accs = [fit.best_val_accuracy for _, fit in results]
-        losses = [val_scores(net, val)[1] for net, _ in results]
-        best = max(range(len(cands)), key=lambda i: (accs[i], -losses[i], -i))
+        scored = [val_predictions(net, val) for net, _ in results]
+        losses = [loss for _, loss in scored]
+        ranked = sorted(range(len(cands)), key=lambda i: (accs[i], -losses[i], -i), reverse=True)
+        best = ranked[0]
         self.picked = cands[best]
         self._adopt(results[best][0])
         if self.keep_candidates:
@@ -189,6 +208,9 @@ class Flex(_FlexBase):
         self._extra = {"candidate_val_accuracy": dict(zip(cands, accs)),
                        "candidate_val_loss": dict(zip(cands, losses)),
                        "candidate_steps": {c: fit.steps for c, (_, fit) in zip(cands, results)}}
+        if len(ranked) > 1:
+            margin, se = selection_margin(scored[best][0], scored[ranked[1]][0])
+            self._extra["selection"] = {"runner_up": cands[ranked[1]], "margin": margin, "se": se}
         fit = results[best][1]
         return FitResult(steps=sum(f.steps for _, f in results), best_step=fit.best_step,
                          best_val_accuracy=fit.best_val_accuracy, stopped_early=fit.stopped_early,
@@ -243,4 +265,4 @@ class FasterFlex(FastFlex):
 
 
 __all__ = ["Flex", "FastFlex", "FasterFlex", "candidate_method", "proxy_accuracies", "proxy_network",
-           "train_candidates", "val_accuracy", "val_scores"]
+           "selection_margin", "train_candidates", "val_accuracy", "val_predictions", "val_scores"]

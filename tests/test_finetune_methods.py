@@ -8,11 +8,11 @@ from helpers import state_copy, toy_domain
 from transferkit.api import Transfer
 from transferkit.backbones import build_backbone
 from transferkit.engine import Engine, TrainConfig
-from transferkit.errors import UnknownNameError
+from transferkit.errors import TransferkitError, UnknownNameError
 from transferkit.methods import get_method
 from transferkit.methods.finetune import FtUnit, fc_units
 from transferkit.methods.flex import val_accuracy
-from transferkit.methods.tap import tap
+from transferkit.methods.tap import fit_linear, tap
 
 CFG = TrainConfig(steps=6, batch_size=16, eval_every=3, patience=None, progress=False)
 
@@ -120,6 +120,23 @@ def test_tap_one_accuracy_per_unit_and_method():
     before, after, method, fit = train("tap")
     assert not changed(before, after) and set(method.extra_results()["tap_val_accuracy"]) == set(net.feature_names)
     assert val_accuracy(method, toy(seed=1)) == pytest.approx(fit.best_val_accuracy)
+
+
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+def test_fit_linear_with_two_of_more_classes_present_separates_them(kind):
+    x = torch.cat([torch.randn(20, 3) - 3, torch.randn(20, 3) + 3])
+    y = torch.tensor([0] * 20 + [2] * 20)  # class 1 of 3 absent from the training features
+    lin = fit_linear(kind, x, y, num_classes=3)
+    assert torch.equal(lin(x).argmax(1), y)
+    with pytest.raises(TransferkitError, match="at least 2 classes"):
+        fit_linear(kind, x[:20], y[:20], num_classes=3)
+
+
+def test_ft_fc_counts_only_fully_connected_units():
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    assert get_method("ft_fc")(net, n=2).trainable_units() == ["fc1", "head"]
+    with pytest.raises(TransferkitError, match=r"n must be in \[1, 2\].*fc1, head"):
+        get_method("ft_fc")(net, n=3)  # would reach conv2
 
 
 def test_transfer_api_runs_multi_stage_methods():

@@ -76,8 +76,9 @@ class FtFc(_TargetCE):
         super().__init__(net)
         n = self.n_fc if n is None else n
         fcs = fc_units(net)
-        check(n is None or 1 <= n <= len(net.unit_names), f"ft_fc: n must be in [1, {len(net.unit_names)}]")
-        self.units = fcs if n is None else net.unit_names[-n:]
+        check(n is None or 1 <= n <= len(fcs), f"ft_fc: n must be in [1, {len(fcs)}], the number of trailing "
+                                               f"fully connected units of this backbone ({', '.join(fcs)})")
+        self.units = fcs if n is None else fcs[-n:]
 
     def trainable_units(self):
         return list(self.units)

@@ -41,13 +41,15 @@ def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c:
     from sklearn.svm import LinearSVC
 
     check(kind in CLASSIFIERS, f"unknown tap classifier {kind!r} ({', '.join(CLASSIFIERS)})")
+    check(len(torch.unique(y)) >= 2, f"a linear classifier needs at least 2 classes in its training features, "
+                                     f"got {len(torch.unique(y))} ({len(y)} examples)")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     xs = ((x - mean) / std).double().numpy()
     clf = (LinearSVC(C=c, random_state=seed, max_iter=5000) if kind == "svm"
            else LogisticRegression(C=c, max_iter=1000, random_state=seed))
     clf.fit(xs, y.numpy())
     coef, bias = np.atleast_2d(clf.coef_), np.atleast_1d(clf.intercept_)
-    if coef.shape[0] == 1 and num_classes == 2:
+    if coef.shape[0] == 1:  # two classes present: sklearn returns one row, for classes_[1]
         coef, bias = np.concatenate([-coef, coef]), np.concatenate([-bias, bias])
     w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64)
     b = torch.full((num_classes,), -1e9, dtype=torch.float64)  # classes absent from training never win

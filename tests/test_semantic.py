@@ -159,3 +159,19 @@ def test_fewshot_tables_in_table1_and_table2_form():
     assert "| method | k=2 | k=5 |" in text
     assert "| lext | 0.810 ± 0.010 (n=2) | 0.810 ± 0.010 (n=2) |" in text
     assert "| lext (sample) |" in text and "| lext (group) | 0.910 ± 0.010 (n=2)" in text
+
+
+@pytest.mark.parametrize("predict", ["centroids", "head"])
+def test_lext_early_stopping_scores_the_classifier_it_predicts_with(predict):
+    from transferkit.engine import Engine
+    from transferkit.methods.flex import val_accuracy
+
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "01234", seed=1)
+    val = _tiny_domain(15, "01234", seed=2)
+    method = SemanticTransfer(net, predict=predict)
+    cfg = TrainConfig(steps=6, eval_every=2, batch_size=8, patience=None, progress=False)
+    fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), source=src, target=tgt,
+                              unlabeled=tgt, val=val)
+    assert val_accuracy(method, val) == pytest.approx(fit.best_val_accuracy)  # forward == what was selected

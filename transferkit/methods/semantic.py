@@ -131,6 +131,7 @@ class SemanticTransfer(Method):
     def prepare(self, domains: dict) -> None:
         super().prepare(domains)
         source, target = domains.get("source"), domains.get("target")
+        self._labeled = target
         same = source is not None and target is not None and source.class_names == target.class_names
         self.layers = self.layers or default_layers(self.net, same)
         if self.alpha > 0 and self.discriminator is None:
@@ -143,9 +144,22 @@ class SemanticTransfer(Method):
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
         if self.predict == "centroids":
-            feats = predict_logits(self.net.forward_features, target.images)
-            self.target_centroids = class_means(feats, target.labels, target.num_classes)
+            self.target_centroids = self._labelled_centroids()
         return fit
+
+    @torch.no_grad()
+    def _labelled_centroids(self) -> torch.Tensor:
+        dev = next(self.net.parameters()).device
+        feats = predict_logits(lambda x: self.net.forward_features(x.to(dev)), self._labeled.images)
+        return class_means(feats, self._labeled.labels.to(feats.device), self._labeled.num_classes)
+
+    def forward_from_input(self, x: torch.Tensor) -> torch.Tensor:
+        """In evaluation (the engine's validation), predict as :meth:`forward` will: with
+        ``predict="centroids"``, by ψ against the labelled centroids of the current network,
+        so that early stopping selects the classifier that is evaluated."""
+        if self.predict == "centroids" and not self.training and getattr(self, "_labeled", None) is not None:
+            return similarity(self.net.forward_features(x), self._labelled_centroids(), self.query_scale)
+        return super().forward_from_input(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.predict == "centroids" and len(self.target_centroids):

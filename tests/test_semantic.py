@@ -175,3 +175,22 @@ def test_lext_early_stopping_scores_the_classifier_it_predicts_with(predict):
     fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), source=src, target=tgt,
                               unlabeled=tgt, val=val)
     assert val_accuracy(method, val) == pytest.approx(fit.best_val_accuracy)  # forward == what was selected
+
+
+def test_matching_ft_queries_only_classes_with_support_and_needs_k2():
+    from transferkit.errors import TransferkitError
+    from transferkit.methods.semantic import FinetunedMatchingNet
+
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    method = FinetunedMatchingNet(net)
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 0, 1, 2])  # classes 1 and 2 alone: no query from them
+    method.train_mode()
+    loss = method.losses(Batch(step=0, progress=0.0, target=(x, y)))["episode_ce"]
+    assert loss < 10 and loss.item() > 0  # a real episode (a query without support gave -log 1e-8 = 18.4)
+    loss.backward()
+    assert net.unit("conv1")[0].weight.grad.abs().sum() > 0
+    lone = method.losses(Batch(step=0, progress=0.0, target=(x[1:], y[1:])))["episode_ce"]
+    assert lone.item() == 0.0
+    with pytest.raises(TransferkitError, match="at least 2 labelled examples per class"):
+        method.fit_transfer(None, target=_tiny_domain(3, "012"))

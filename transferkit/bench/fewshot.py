@@ -76,7 +76,9 @@ class FewshotPlan(Plan):
     def __post_init__(self):
         self.ks, self.parts = as_list(self.ks, int, "ks"), as_list(self.parts, str, "parts")
         check(set(self.parts) <= set(PARTS), f"parts must be among {list(PARTS)}, got {self.parts}")
-        check(self.ks and min(self.ks) >= 1 and self.repeats >= 1, "ks and repeats must be >= 1")
+        check(self.ks and min(self.ks) >= 2, f"ks must be >= 2 (matching_ft trains on (k-1)-shot episodes), "
+                                             f"got {self.ks}")
+        check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
 
 
 def fewshot_plan(quick: bool) -> FewshotPlan:

@@ -287,7 +287,9 @@ class FinetunedMatchingNet(MatchingNet):
     Each step is one N-way (k−1)-shot episode over the labelled batch: one random example
     per class is the query, the others are the support (with the whole labelled set in
     the batch, as for k ≤ 12 at batch size 64, this is 5-way (k−1)-shot on the digit
-    pairs); the loss is the cross entropy of the matching prediction of the queries. The
+    pairs); the loss is the cross entropy of the matching prediction of the queries. Only
+    classes with at least two examples in the batch give a query (a lone example has no
+    support to match), so at least k = 2 labelled examples per class are needed. The
     budget is fixed (no validation: the classifier head is not what is trained)."""
 
     name = "matching_ft"
@@ -300,10 +302,17 @@ class FinetunedMatchingNet(MatchingNet):
         first = torch.full((int(y.max()) + 1,), len(y), device=y.device).scatter_reduce(0, y, pos, "amin")
         query = torch.zeros(len(y), dtype=torch.bool, device=y.device)
         query[first[first < len(y)]] = True
+        query &= torch.bincount(y)[y] >= 2
+        if not query.any():  # no class twice in this batch: nothing to match
+            return {"episode_ce": f.sum() * 0.0}
         logp = matching_log_probs(f[query], f[~query], y[~query], self.num_target_classes, self.scale)
         return {"episode_ce": F.nll_loss(logp, y[query])}
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        counts = target.class_counts()
+        check(int(counts[counts > 0].min()) >= 2, f"{self.name} trains on (k-1)-shot episodes and needs at least "
+                                                  f"2 labelled examples per class; the smallest class has "
+                                                  f"{int(counts[counts > 0].min())} (use matching_net at k = 1)")
         self.num_target_classes = target.num_classes
         fit = make_engine("main").fit(self, target=target)
         self.set_support(target)

@@ -130,6 +130,24 @@ def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
         assert torch.equal(wf[k], wr[k]), k
 
 
+def test_resumed_history_holds_only_this_trainings_records_once(tmp_path):
+    d, val = toy_domain(), toy_domain(seed=1)
+    cfg = TrainConfig(steps=50, batch_size=16, eval_every=10, checkpoint_every=20, patience=None)
+    metrics = tmp_path / "metrics.jsonl"  # shared by the jobs of one run, as in experiment.run_job
+    Engine(cfg, seed=0, metrics_path=metrics, run_name="job-a/main").fit(make(), target=d, val=val)
+    full = Engine(cfg, seed=0).fit(make(), target=d, val=val)
+
+    def crash(step, state):
+        if step == 35:  # after the record of step 30, before the checkpoint of step 40
+            raise Interrupt
+
+    mine = {"checkpoint_dir": tmp_path / "ck", "metrics_path": metrics, "run_name": "job-b/main"}
+    with pytest.raises(Interrupt):
+        Engine(cfg, seed=0, hooks=(crash,), **mine).fit(make(), target=d, val=val)
+    res = Engine(cfg, seed=0, **mine).fit(make(seed=99), target=d, val=val)
+    assert res.history == full.history and [r["step"] for r in res.history] == [10, 20, 30, 40, 50]
+
+
 def test_resume_refuses_foreign_checkpoint(tmp_path):
     d = toy_domain()
     cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)

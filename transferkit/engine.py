@@ -166,8 +166,10 @@ class Engine:
 
     def __init__(self, config: TrainConfig | None = None, seed: int = 0,
                  checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
-                 hooks: tuple[Callable[[int, dict], None], ...] = (), tensorboard_dir: str | Path | None = None):
+                 hooks: tuple[Callable[[int, dict], None], ...] = (), tensorboard_dir: str | Path | None = None,
+                 run_name: str | None = None):
         self.cfg = config or TrainConfig()
+        self.run_name = run_name  # tags this training's records in a metrics file shared by several
         self.seed = seed
         self.ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_path = Path(metrics_path) if metrics_path else None
@@ -218,7 +220,9 @@ class Engine:
         if resume and self.ckpt is not None and (self.ckpt / "last.json").exists():
             state, best_weights = self._load(method, opt, signature)
             if self.metrics_path and self.metrics_path.exists():
-                history = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= state["step"]]
+                history = [{k: v for k, v in r.items() if k not in ("method", "run")}
+                           for r in read_jsonl(self.metrics_path)
+                           if r.get("run") == self.run_name and r.get("step", 0) <= state["step"]]
 
         show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)
@@ -259,7 +263,7 @@ class Engine:
                             state["stopped"] = True
                 history.append(record)
                 if self.metrics_path and main:
-                    append_jsonl(self.metrics_path, {"method": method.name, **record})
+                    append_jsonl(self.metrics_path, {"method": method.name, "run": self.run_name, **record})
                 if writer is not None:
                     for key, value in record.items():
                         if key != "step":

@@ -215,7 +215,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                 train = replace(train, device=cfg.device)
             return Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl",
                           checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
-                          tensorboard_dir=run_dir / "tensorboard" / job.stem / tag)
+                          tensorboard_dir=run_dir / "tensorboard" / job.stem / tag, run_name=f"{job.stem}/{tag}")
 
         fit = method.fit_transfer(make_engine, source=data.source.train, target=labeled, unlabeled=unlabeled,
                                   val=selection_domain(cfg, data))

@@ -134,6 +134,9 @@ class SemanticTransfer(Method):
         self._labeled = target
         same = source is not None and target is not None and source.class_names == target.class_names
         self.layers = self.layers or default_layers(self.net, same)
+        check(same or "head" not in self.layers, "layers may not include 'head' when the source and target label "
+                                                 "sets differ: the network's head is the new target classifier, "
+                                                 "so source and target logits are not comparable")
         if self.alpha > 0 and self.discriminator is None:
             self.discriminator = MultiLayerDiscriminator.for_network(
                 self.net, self.layers, gamma=self.gamma, combine=self.combine)

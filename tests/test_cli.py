@@ -82,12 +82,32 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["bench", "flex", "--set", "ratioz=3", "--print-plan"], "unknown config key 'ratioz'"),
     (["bench", "uda", "--set", "pairs=mnist", "--print-plan"], "pairs must be source:target items"),
     (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
+    (["run", "--resume", "/nonexistent/run-dir"], "not a run directory"),
+    (["run", "--workers", "0"], "--workers must be >= 1"),
+    (["summary", "/nonexistent/results.json"], "does not exist"),
+    (["report", "a", "b", "--out", "x"], "--out takes one run directory"),
 ])
 def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path):
     code, _, err = run_cli(capsys, *argv, *(["--set", f"out_dir={tmp_path}"] if argv[0] == "run" else []))
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_summary_of_a_file_that_is_not_results(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name, message in (("bad.json", "is not valid JSON"), ("list.json", "not a transferkit results file")):
+        code, _, err = run_cli(capsys, "summary", str(tmp_path / name))
+        assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_unknown_name_errors_survive_a_worker_process():
+    import pickle
+
+    from transferkit.errors import UnknownNameError
+    err = pickle.loads(pickle.dumps(UnknownNameError("unit", "conv9", ["conv1", "head"])))
+    assert isinstance(err, UnknownNameError) and str(err) == "unknown unit 'conv9'; known: conv1, head"
 
 
 def test_bench_print_plan_shows_the_overridden_plan(capsys):

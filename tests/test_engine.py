@@ -148,6 +148,27 @@ def test_resumed_history_holds_only_this_trainings_records_once(tmp_path):
     assert res.history == full.history and [r["step"] for r in res.history] == [10, 20, 30, 40, 50]
 
 
+def test_resume_reads_the_state_saved_with_the_weights(tmp_path):
+    d = toy_domain()
+    cfg = TrainConfig(steps=30, batch_size=16, checkpoint_every=10, patience=None)
+    full = make()
+    Engine(cfg, seed=0).fit(full, target=d)
+    saved = {}
+
+    def stale_json_then_crash(step, state):  # hooks run before that step's checkpoint
+        if step == 11:
+            saved["step10"] = (tmp_path / "last.json").read_text()
+        if step == 25:  # as if killed between the weights and the json of the step-20 save
+            (tmp_path / "last.json").write_text(saved["step10"])
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(stale_json_then_crash,)).fit(make(), target=d)
+    resumed = make(seed=99)
+    assert Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, target=d).steps == 30
+    assert all(torch.equal(v, weights(resumed)[k]) for k, v in weights(full).items())
+
+
 def test_resume_refuses_foreign_checkpoint(tmp_path):
     d = toy_domain()
     cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)

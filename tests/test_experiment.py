@@ -1,5 +1,7 @@
 """Experiment runner: class handling across source and target, the Python API."""
 
+import re
+
 import pytest
 import torch
 
@@ -48,6 +50,42 @@ def test_config_overrides_and_defaults():
     assert cfg.pretrain.steps == ExperimentConfig().pretrain.steps
     with pytest.raises(TransferkitError, match="k or ratio"):
         load_config(None, ["ratio=30"])
+
+
+def test_a_section_given_in_part_keeps_its_own_defaults_and_values_are_typed():
+    cfg = load_config(None, ["pretrain.batch_size=32", "train.lr=1e-4", "train.steps=1e3"])
+    default = ExperimentConfig()
+    assert (cfg.pretrain.steps, cfg.pretrain.eval_every, cfg.pretrain.batch_size) == (
+        default.pretrain.steps, default.pretrain.eval_every, 32)  # not TrainConfig's own 300 / 50
+    assert cfg.train.eval_every == default.train.eval_every
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.train.steps == 1000
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("train=5", "config train must be a mapping"),
+    ("repeats=2.5", "config repeats must be int, got 2.5"),
+    ("seed=abc", "config seed must be int"),
+    ("k=abc", "config k must be int or null"),
+    ("train.steps=10.5", "config train.steps must be int"),
+    ("train.momentum=abc", "config train.momentum must be float"),
+    ("train.amp=3", "config train.amp must be bool"),
+    ("image_size=null", "config image_size may not be null"),
+    ("train.checkpoint_every=0", "checkpoint_every must be >= 1"),
+    ("train.patience=-1", "patience must be >= 1 or None"),
+    ("methods=[finetune,finetune]", "methods lists finetune more than once"),
+    ("options=5", "options must map a method name"),
+    ("options.finetun.lr=1", "options for finetun, which is not in methods"),
+])
+def test_bad_config_values_are_named(assignment, message):
+    with pytest.raises(TransferkitError, match=re.escape(message)):
+        load_config(None, [assignment])
+
+
+def test_unknown_method_option_fails_before_any_work(tmp_path):
+    cfg = load_config(None, ["methods=[finetune]", "options.finetune.foo=1", f"out_dir={tmp_path}"])
+    with pytest.raises(TransferkitError, match="options for finetune: .*foo"):
+        run_experiment(cfg, log=lambda *a: None)
+    assert not any(tmp_path.iterdir())  # failed before the run directory, let alone pre-training
 
 
 def test_sklearn_like_api():

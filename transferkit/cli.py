@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import TransferkitError, check
+
 
 def _domains(args) -> None:
     from .data import list_domains, list_shifts
@@ -41,7 +43,9 @@ def _runtime(args) -> None:
     """Apply --workers / --device (as environment defaults every config and worker sees) and
     join the process group when started by torchrun (--nproc)."""
     import os
-    if getattr(args, "workers", None):
+    workers = getattr(args, "workers", None)
+    check(workers is None or workers >= 1, f"--workers must be >= 1, got {workers}")
+    if workers:
         os.environ["TRANSFERKIT_WORKERS"] = str(args.workers)
     if getattr(args, "device", None):
         from .runtime import resolve_device
@@ -69,6 +73,8 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
 
 def _report(args) -> None:
     from .report import write_report
+    check(args.out is None or len(args.run_dirs) == 1,
+          f"--out takes one run directory ({len(args.run_dirs)} given): each report would overwrite the last")
     for run_dir in args.run_dirs:
         html, md = write_report(run_dir, out=args.out)
         print(f"report: {html}\nmarkdown: {md}")
@@ -81,6 +87,9 @@ def _run(args) -> None:
     from .results import markdown_table, summarize
     from .runtime import is_main_process
     cfg = load_config(args.config, args.set)
+    if args.resume:
+        check((Path(args.resume) / "config.yaml").is_file(),
+              f"--resume {args.resume}: not a run directory (no config.yaml); give the directory a run printed")
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)
     if is_main_process():
         print("\n" + markdown_table(summarize(rows)))
@@ -111,7 +120,14 @@ def _demo(args) -> None:
 
 def _summary(args) -> None:
     from .results import markdown_table, summarize
-    data = json.loads(Path(args.results).read_text())
+    path = Path(args.results)
+    check(path.is_file(), f"results file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TransferkitError(f"{path} is not valid JSON: {e}") from e
+    check(isinstance(data, dict) and isinstance(data.get("rows"), list),
+          f"{path} is not a transferkit results file (no 'rows' list)")
     print(markdown_table(summarize(data["rows"])))
 
 
@@ -168,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import TransferkitError
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:

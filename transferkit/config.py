@@ -1,13 +1,17 @@
 """Experiment configuration: plain dataclasses, with YAML mapped onto them.
 
 Unknown keys are errors that name the key and the known ones; ``--set a.b=value``
-overrides are parsed as YAML scalars (``train.steps=100``, ``methods=[finetune]``).
+overrides are parsed as YAML scalars (``train.steps=100``, ``methods=[finetune]``). A
+section given in part (``train: {lr: 0.01}``) keeps the field's own defaults for the rest,
+and scalar values are checked against the field's type (``1e-4``, which YAML reads as a
+string, is taken as a number where a number is expected).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +69,12 @@ class ExperimentConfig:
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         check(len(self.methods) > 0, "no method given")
+        twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        check(not twice, f"methods lists {', '.join(twice)} more than once (its rows would count twice)")
+        check(isinstance(self.options, dict) and all(isinstance(v, dict) for v in self.options.values()),
+              "options must map a method name to its keyword arguments, e.g. options: {dann: {weight: 0.1}}")
+        stray = sorted(set(self.options) - set(self.methods) - {m.split(":")[0] for m in self.methods})
+        check(not stray, f"options for {', '.join(stray)}, which is not in methods {self.methods}")
 
     @property
     def setting(self) -> str:
@@ -87,13 +97,47 @@ def from_dict(cls, data: dict, where: str = ""):
         if key not in fields:
             raise UnknownNameError("config key", f"{where}{key}", [f"{where}{k}" for k in fields])
         hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value, f"{where}{key}.")
-        kwargs[key] = value
+        if dataclasses.is_dataclass(hint):
+            check(isinstance(value, dict), f"config {where}{key} must be a mapping of "
+                                           f"{hint.__name__} fields, got {value!r}")
+            value = from_dict(hint, {**dataclasses.asdict(_default(fields[key])), **value}, f"{where}{key}.")
+        kwargs[key] = _typed(hint, value, f"{where}{key}")
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise TransferkitError(f"bad config{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _typed(hint, value, name: str):
+    """``value`` checked against a scalar field type (``int``, ``float``, ``bool``, ``str``,
+    optionally ``| None``); other types pass through. Integral numbers are taken for
+    ``int`` and numeric strings for numbers."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = [t for t in (typing.get_args(hint) if union else (hint,)) if t is not type(None)]
+    if not kinds or not all(t in (int, float, bool, str) for t in kinds):
+        return value
+    if value is None:
+        check(len(kinds) < len(typing.get_args(hint)) if union else False, f"config {name} may not be null")
+        return None
+    for t in kinds:
+        if t is bool and isinstance(value, bool) or t is str and isinstance(value, str):
+            return value
+        if t in (int, float) and not isinstance(value, bool):
+            try:
+                number = float(value) if isinstance(value, str) else value
+            except ValueError:
+                continue
+            if t is float and isinstance(number, (int, float)):
+                return float(number)
+            if t is int and isinstance(number, (int, float)) and float(number).is_integer():
+                return int(number)
+    wanted = " or ".join(t.__name__ for t in kinds) + (" or null" if union and len(kinds) < len(typing.get_args(hint))
+                                                       else "")
+    raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")
 
 
 def set_dotted(data: dict, assignment: str) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -86,6 +87,10 @@ class TrainConfig:
         check(self.optimizer in ("adam", "sgd"), f"unknown optimizer {self.optimizer!r} (adam, sgd)")
         check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        check(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
+        check(self.momentum >= 0 and self.weight_decay >= 0,
+              f"momentum and weight_decay must be >= 0, got {self.momentum} and {self.weight_decay}")
         check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
 
 
@@ -217,7 +222,7 @@ class Engine:
         best_weights = None
         history: list = []
         signature = self._signature(method, given, val)
-        if resume and self.ckpt is not None and (self.ckpt / "last.json").exists():
+        if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
             state, best_weights = self._load(method, opt, signature)
             if self.metrics_path and self.metrics_path.exists():
                 history = [{k: v for k, v in r.items() if k not in ("method", "run")}
@@ -353,22 +358,27 @@ class Engine:
                 else:
                     meta_opt[f"{pid}.{k}"] = v
         tensors["rng"] = torch.get_rng_state()
+        meta = {"signature": signature, "state": state, "optim_groups": opt_state["param_groups"],
+                "optim_scalars": meta_opt, "has_best": best_weights is not None}
         self.ckpt.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.ckpt / "last.safetensors", lambda p: save_file(_unshare(tensors), str(p)))
-        write_json(self.ckpt / "last.json", {
-            "signature": signature, "state": state, "optim_groups": opt_state["param_groups"],
-            "optim_scalars": meta_opt, "has_best": best_weights is not None,
-        })
+        # one file, one atomic write: the state travels in the safetensors metadata, so weights
+        # and step can never come from two different saves; last.json is a readable copy
+        atomic_write(self.ckpt / "last.safetensors", lambda p: save_file(
+            _unshare(tensors), str(p), metadata={"transferkit": json.dumps(meta)}))
+        write_json(self.ckpt / "last.json", meta)
 
     def _load(self, method, opt, signature):
-        meta = json.loads((self.ckpt / "last.json").read_text())
+        path = self.ckpt / "last.safetensors"
+        try:
+            with safe_open(str(path), "pt") as f:
+                stored = (f.metadata() or {}).get("transferkit")
+            tensors = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise TransferkitError(f"checkpoint {path} is unreadable: {e}") from e
+        meta = json.loads(stored if stored else (self.ckpt / "last.json").read_text())  # older checkpoints
         if meta["signature"] != signature:
             raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different run (method, data or "
                                    "config changed); remove it or use a new run directory")
-        try:
-            tensors = load_file(str(self.ckpt / "last.safetensors"))
-        except Exception as e:  # safetensors raises its own error types
-            raise TransferkitError(f"checkpoint {self.ckpt / 'last.safetensors'} is unreadable: {e}") from e
         method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
         opt_state = {"state": {}, "param_groups": meta["optim_groups"]}

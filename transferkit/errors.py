@@ -15,6 +15,9 @@ class UnknownNameError(TransferkitError, KeyError):
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]
 
+    def __reduce__(self):  # picklable, so that a worker process can hand it back
+        return type(self), (self.kind, self.name, self.known)
+
 
 def check(condition: bool, message: str) -> None:
     """Raise :class:`TransferkitError` with ``message`` unless ``condition`` holds."""

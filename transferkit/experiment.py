@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, replace
@@ -259,7 +260,12 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files."""
-    methods = [get_method(m) for m in cfg.methods]  # unknown names fail before any work
+    methods = [get_method(m) for m in cfg.methods]  # unknown names and options fail before any work
+    for cls in methods:
+        try:
+            inspect.signature(cls).bind_partial(None, **cfg.options.get(cls.name, {}))
+        except TypeError as e:
+            raise TransferkitError(f"options for {cls.name}: {e}") from e
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)

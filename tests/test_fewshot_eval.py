@@ -35,3 +35,11 @@ def test_episodes_hand_case():
 def test_mean_ci95():
     m, ci = mean_ci95(torch.tensor([0.5, 1.0, 0.5, 1.0]))
     assert m == 0.75 and ci == pytest.approx(1.96 * 0.288675 / 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("options", [{"k_shot": 0}, {"n_query": 0}, {"n_way": 1}, {"episodes": 0}])
+def test_degenerate_episodes_are_errors(options):
+    from transferkit.errors import TransferkitError
+    feats, labels = torch.randn(60, 4), torch.arange(60) % 6
+    with pytest.raises(TransferkitError, match="episodes need"):
+        episode_accuracies(feats, labels, **{"n_way": 5, "k_shot": 1, "n_query": 2, **options})

@@ -36,3 +36,14 @@ def test_perfect_and_worst_cases():
     ap = average_precision_at_k(torch.tensor([[0.0]]), torch.tensor([1]), torch.tensor([[0.0], [1.0], [2.0]]),
                                 torch.tensor([0, 1, 1]), k=2)
     assert ap.item() == pytest.approx(0.5 / 2)  # relevant at rank 2 only: P@2 = 1/2, normalised by min(k, R) = 2
+
+
+@pytest.mark.parametrize("q_labels, g_labels, k, message", [
+    ([0, -1], [0, 1, 1], 2, "labels must be >= 0"),
+    ([0], [0, 1, 1], 2, "one label per embedding"),
+    ([0, 1], [0, 1, 1], 2.5, "integer k >= 1"),
+])
+def test_retrieval_input_errors(q_labels, g_labels, k, message):
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match=message):
+        map_at_k(torch.randn(2, 3), torch.tensor(q_labels), torch.randn(3, 3), torch.tensor(g_labels), k=k)

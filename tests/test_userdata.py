@@ -36,6 +36,14 @@ def test_image_folder_round_trip(tmp_path):
     assert load_image_folder(tmp_path / "pets", size=5).images.shape == (6, 1, 5, 5)
 
 
+def test_image_folder_16_bit_grey_is_scaled_not_clipped(tmp_path):
+    (tmp_path / "set" / "a").mkdir(parents=True)
+    grey16 = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "set" / "a" / "0.png")
+    img = load_image_folder(tmp_path / "set").images[0, 0]
+    assert torch.allclose(img, torch.from_numpy(grey16 / 65535).float(), atol=1 / 255)
+
+
 def test_image_folder_rgb_and_bmp_and_jpeg(tmp_path):
     write_folder(tmp_path / "a", classes=("x",), mode="RGB", suffix=".bmp")
     write_folder(tmp_path / "a", classes=("y",), mode="RGB", suffix=".jpg")
@@ -125,6 +133,7 @@ def test_npz_float_images_and_default_names(tmp_path):
 
 @pytest.mark.parametrize("arrays, message", [
     ({"x": np.zeros((3, 4, 4), np.uint8)}, r"lacks key\(s\) \['y'\]"),
+    ({"x": np.zeros((0, 4, 4), np.uint8), "y": np.zeros(0, int)}, "holds no images"),
     ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.zeros(4, int)}, "'y' has 4 entries but 'x' has 3"),
     ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, -1, 1])}, "labels must be >= 0"),
     ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0.5, 1, 1])}, "'y' must hold integers"),

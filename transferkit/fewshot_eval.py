@@ -33,7 +33,11 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Support indices ``E x N x K``, query indices ``E x N x Q`` and classes ``E x N``; classes
     are drawn among those with at least ``K + Q`` samples, samples without replacement."""
+    check(n_way >= 2 and k_shot >= 1 and n_query >= 1 and episodes >= 1,
+          f"episodes need n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got {n_way}-way "
+          f"{k_shot}-shot, {n_query} queries, {episodes} episodes")
     labels = labels.long()
+    check(len(labels) > 0 and int(labels.min()) >= 0, "episode labels must be a non-empty set of class ids >= 0")
     counts = torch.bincount(labels)
     eligible = torch.nonzero(counts >= k_shot + n_query).flatten()
     check(len(eligible) >= n_way, f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} classes "

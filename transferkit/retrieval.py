@@ -23,7 +23,12 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values."""
     check(queries.dim() == 2 and gallery.dim() == 2 and queries.shape[1] == gallery.shape[1],
           f"embeddings must be Q x D and G x D, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
-    check(len(gallery) > 0 and k >= 1, "retrieval needs a non-empty gallery and k >= 1")
+    check(len(gallery) > 0 and isinstance(k, int) and k >= 1,
+          f"retrieval needs a non-empty gallery and an integer k >= 1, got {len(gallery)} items and k={k!r}")
+    check(len(query_labels) == len(queries) and len(gallery_labels) == len(gallery),
+          f"{len(queries)} queries with {len(query_labels)} labels, {len(gallery)} gallery items with "
+          f"{len(gallery_labels)} labels: one label per embedding")
+    check(all(len(y) == 0 or int(y.min()) >= 0 for y in (query_labels, gallery_labels)), "labels must be >= 0")
     k = min(k, len(gallery))
     n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1
     counts = torch.bincount(gallery_labels.long(), minlength=n_classes)

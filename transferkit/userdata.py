@@ -38,8 +38,12 @@ def _read_image(path: Path, size: int | None, mode: str | None):
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: scale, convert() would clip at 255
+                a = np.asarray(im, dtype=np.float64)
+                top = 255.0 if im.mode == "I" and a.max() <= 255 else 65535.0
+                im = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
             if mode is None:
-                mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                mode = "L" if im.mode in ("1", "L", "LA", "F") else "RGB"
             im = im.convert(mode)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
@@ -99,8 +103,9 @@ def _images_float(x: np.ndarray, where: str) -> torch.Tensor:
     if x.dtype == np.bool_:
         return torch.from_numpy(x.astype(np.float32))
     if x.dtype.kind in "iu":
-        check(x.size == 0 or (x.min() >= 0 and x.max() <= 255),
-              f"{where}: integer images must be in 0..255 (found {x.min()}..{x.max()})")
+        if x.size:
+            check(x.min() >= 0 and x.max() <= 255, f"{where}: integer images must be in 0..255 "
+                                                   f"(found {x.min()}..{x.max()})")
         return torch.from_numpy(x.astype(np.float32) / 255)
     check(x.dtype.kind == "f", f"{where}: 'x' must be uint8 or float, got dtype {x.dtype}")
     check(x.size == 0 or bool(np.isfinite(x).all()), f"{where}: 'x' contains NaN or infinite values")
@@ -136,9 +141,10 @@ def load_npz(path: str | os.PathLike) -> Domain:
     check(not missing, f"{where} lacks key(s) {missing}; found {sorted(data)} (need 'x' and 'y')")
     x = _images_float(_images_nchw(data["x"], where), where)
     n = x.shape[0]
+    check(n > 0, f"{where} holds no images ('x' is empty)")
     y = _int_vector(data["y"], "y", n, where)
-    check(n == 0 or int(y.min()) >= 0, f"{where}: labels must be >= 0 (found {int(y.min()) if n else 0})")
-    n_classes = int(y.max()) + 1 if n else 0
+    check(int(y.min()) >= 0, f"{where}: labels must be >= 0 (found {int(y.min())})")
+    n_classes = int(y.max()) + 1
     if "class_names" in data:
         names = [str(s) for s in np.asarray(data["class_names"]).reshape(-1)]
         check(len(names) >= n_classes, f"{where}: {len(names)} class_names but labels go up to "

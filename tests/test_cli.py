@@ -82,7 +82,6 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["bench", "flex", "--set", "ratioz=3", "--print-plan"], "unknown config key 'ratioz'"),
     (["bench", "uda", "--set", "pairs=mnist", "--print-plan"], "pairs must be source:target items"),
     (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
-    (["run", "--resume", "/nonexistent/run-dir"], "not a run directory"),
     (["run", "--workers", "0"], "--workers must be >= 1"),
     (["summary", "/nonexistent/results.json"], "does not exist"),
     (["report", "a", "b", "--out", "x"], "--out takes one run directory"),
@@ -92,6 +91,14 @@ def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_resume_refuses_a_path_that_is_not_a_run_directory(tmp_path, capsys):
+    (tmp_path / "file.json").write_text("{}")
+    (tmp_path / "other" / "x").mkdir(parents=True)
+    for path in (tmp_path / "file.json", tmp_path / "other"):
+        code, _, err = run_cli(capsys, "run", "--resume", str(path))
+        assert code == 2 and "not a run directory" in err and "Traceback" not in err
 
 
 def test_summary_of_a_file_that_is_not_results(tmp_path, capsys):

@@ -87,9 +87,12 @@ def _run(args) -> None:
     from .results import markdown_table, summarize
     from .runtime import is_main_process
     cfg = load_config(args.config, args.set)
-    if args.resume:
-        check((Path(args.resume) / "config.yaml").is_file(),
-              f"--resume {args.resume}: not a run directory (no config.yaml); give the directory a run printed")
+    if args.resume:  # a new directory starts a run there; an existing one must be a run directory
+        resume = Path(args.resume)
+        check(not resume.exists() or (resume / "config.yaml").is_file() or (resume.is_dir() and not any(
+            resume.iterdir())), f"--resume {resume}: not a run directory (no config.yaml)")
+        if not resume.exists():
+            print(f"transferkit: {resume} does not exist; starting a new run there", file=sys.stderr)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)
     if is_main_process():
         print("\n" + markdown_table(summarize(rows)))

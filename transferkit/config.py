@@ -114,29 +114,30 @@ def _default(f: dataclasses.Field):
 
 def _typed(hint, value, name: str):
     """``value`` checked against a scalar field type (``int``, ``float``, ``bool``, ``str``,
-    optionally ``| None``); other types pass through. Integral numbers are taken for
-    ``int`` and numeric strings for numbers."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    kinds = [t for t in (typing.get_args(hint) if union else (hint,)) if t is not type(None)]
+    optionally ``| None``); other types pass through. Numbers are taken from numeric
+    strings (YAML reads ``1e-4`` as one), ``int`` takes integral numbers, and ``str`` takes
+    numbers as their text (``name: 2024``)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    nullable, kinds = type(None) in args, [t for t in args if t is not type(None)]
     if not kinds or not all(t in (int, float, bool, str) for t in kinds):
         return value
     if value is None:
-        check(len(kinds) < len(typing.get_args(hint)) if union else False, f"config {name} may not be null")
+        check(nullable, f"config {name} may not be null")
         return None
     for t in kinds:
-        if t is bool and isinstance(value, bool) or t is str and isinstance(value, str):
+        if isinstance(value, t) and (t is bool or not isinstance(value, bool)):
             return value
-        if t in (int, float) and not isinstance(value, bool):
-            try:
-                number = float(value) if isinstance(value, str) else value
-            except ValueError:
-                continue
-            if t is float and isinstance(number, (int, float)):
-                return float(number)
-            if t is int and isinstance(number, (int, float)) and float(number).is_integer():
-                return int(number)
-    wanted = " or ".join(t.__name__ for t in kinds) + (" or null" if union and len(kinds) < len(typing.get_args(hint))
-                                                       else "")
+        if t is bool or isinstance(value, bool):
+            continue
+        if t is str and isinstance(value, (int, float)):
+            return str(value)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if t is float or number.is_integer():
+            return t(number)
+    wanted = " or ".join(t.__name__ for t in kinds) + (" or null" if nullable else "")
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")
 
 

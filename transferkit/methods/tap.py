@@ -41,8 +41,9 @@ def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c:
     from sklearn.svm import LinearSVC
 
     check(kind in CLASSIFIERS, f"unknown tap classifier {kind!r} ({', '.join(CLASSIFIERS)})")
-    check(len(torch.unique(y)) >= 2, f"a linear classifier needs at least 2 classes in its training features, "
-                                     f"got {len(torch.unique(y))} ({len(y)} examples)")
+    present = len(torch.unique(y))
+    check(present >= 2, f"a linear classifier needs at least 2 classes in its training features, "
+                        f"got {present} ({len(y)} examples)")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     xs = ((x - mean) / std).double().numpy()
     clf = (LinearSVC(C=c, random_state=seed, max_iter=5000) if kind == "svm"

@@ -44,6 +44,13 @@ def test_show_writes_png(tmp_path, capsys):
     assert code == 0 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_show_takes_channels_for_a_colour_shift(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "show", "digits+yuv", "--out", str(tmp_path / "a.png"))
+    assert code == 2 and "--channels 3" in err
+    code, _, err = run_cli(capsys, "show", "digits+yuv", "--channels", "3", "--out", str(tmp_path / "b.png"))
+    assert code == 0 and (tmp_path / "b.png").is_file(), err
+
+
 def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     cfg = write_config(tmp_path, f"name: e2e\nsource: mnist\ntarget: digits\nout_dir: {tmp_path / 'runs'}\n"
                                  "methods: [source_only, target_only, linear_probe, finetune]\n")

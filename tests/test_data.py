@@ -166,6 +166,22 @@ def test_colour_shift_on_grayscale_needs_channels_3():
     assert load_domain("mnistm+yuv").images.shape == (5000, 3, 28, 28)
 
 
+def test_a_config_with_a_colour_shift_on_a_grey_domain_runs_in_colour():
+    from transferkit.config import ExperimentConfig
+    from transferkit.data import has_colour_shift
+    from transferkit.experiment import prepare_domains
+
+    assert has_colour_shift("mnist+rotation+hsv") and has_colour_shift("mnist+yuv@grouped3")
+    assert not has_colour_shift("mnistm+rotation")
+    data = prepare_domains(ExperimentConfig(source="digits", target="mnist+yuv"))
+    assert data.channels == 3 and data.target.train.images.shape[1:] == (3, 28, 28)
+    assert data.source.train.images.shape[1] == 3
+    grey = data.target.train.images
+    assert not torch.equal(grey[:, 0], grey[:, 1])  # YUV, not grey replicated
+    with pytest.raises(TransferkitError, match="grayscale.*channels: 3"):
+        prepare_domains(ExperimentConfig(source="digits", target="mnist+yuv", channels=1))
+
+
 def test_list_shifts():
     rows = list_shifts()
     assert [r["name"] for r in rows] == list(SHIFTS)

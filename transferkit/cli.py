@@ -26,7 +26,7 @@ def _domains(args) -> None:
 def _show(args) -> None:
     from .data import load_domain
     from .plots import sample_grid
-    domain = load_domain(args.domain, seed=args.seed, size=args.size)
+    domain = load_domain(args.domain, seed=args.seed, size=args.size, channels=args.channels)
     path = sample_grid(domain, args.out, per_class=args.per_class, seed=args.seed)
     print(f"{domain.name}: {len(domain)} images, {domain.num_classes} classes -> {path}")
 
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-class", type=int, default=8)
     s.add_argument("--size", type=int, default=28)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--channels", type=int, choices=(1, 3),
+                   help="convert to 1 or 3 channels (3 is needed for yuv/hsv on a grey domain)")
     s.set_defaults(func=_show)
     s = sub.add_parser("methods", help="list methods")
     s.set_defaults(func=_methods)

@@ -378,7 +378,8 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
         if needs_colour and dom.images.shape[1] == 1:
             check(channels == 3, f"shift {name!r} re-interprets RGB colour channels but domain "
-                                 f"{base!r} is grayscale; load it with channels=3 (--channels 3)")
+                                 f"{base!r} is grayscale; load it with 3 channels (channels=3 in Python, "
+                                 f"`channels: 3` in a config, --channels 3 for `transferkit show`)")
             dom = dom.to_format(channels=3)
         images = fn(dom.images, _shift_generator(seed, i, name)).clamp_(0, 1)
         dom = Domain(dom.name, images, dom.labels, dom.class_names, dom.groups, dom.provenance)
@@ -388,6 +389,14 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     if base.startswith(("folder:", "npz:")):
         provenance.setdefault("origin", base)
     return Domain(spec, dom.images, dom.labels, dom.class_names, dom.groups, provenance)
+
+
+def has_colour_shift(spec: str) -> bool:
+    """Whether ``spec`` applies a colour-only shift (``yuv``, ``hsv``), which needs 3 channels."""
+    from .grouped import parse_grouped
+
+    grouped = parse_grouped(spec)
+    return any(_shifts.get_shift(s)[2] for s in parse_spec(grouped[0] if grouped else spec)[1])
 
 
 def list_domains() -> list[dict]:

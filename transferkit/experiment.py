@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .backbones import build_backbone
 from .config import ExperimentConfig, dump_config, from_dict
-from .data import load_domain
+from .data import has_colour_shift, load_domain
 from .domain import Domain
 from .engine import Engine
 from .errors import TransferkitError, check
@@ -52,8 +52,11 @@ class Prepared:
 
 
 def prepare_domains(cfg: ExperimentConfig) -> Prepared:
-    src = load_domain(cfg.source, seed=cfg.seed, size=cfg.image_size)
-    tgt = load_domain(cfg.target, seed=cfg.seed, size=cfg.image_size)
+    def load(spec):  # a colour shift makes its domain colour unless 1 channel is asked for
+        colour = cfg.channels != 1 and has_colour_shift(spec)
+        return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None)
+
+    src, tgt = load(cfg.source), load(cfg.target)
     channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
     src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
     if cfg.source_classes is not None:

@@ -88,6 +88,24 @@ def test_unknown_method_option_fails_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())  # failed before the run directory, let alone pre-training
 
 
+@pytest.mark.parametrize("assignments, message", [
+    (["methods=[finetune]", "k=400"], "k=400 is larger than the smallest class"),
+    (["methods=[source_only, ft_unit:conv9]"], "ft_unit:conv9.*unknown unit 'conv9'"),
+    (["methods=[finetune]", "target=npz:{npz}"], "has no test images"),
+    (["methods=[finetune]", "target=npz:{npz}", "select_on=none"], "has no test images"),
+])
+def test_job_errors_surface_before_pre_training(tmp_path, monkeypatch, assignments, message):
+    import numpy as np
+
+    import transferkit.experiment as experiment
+    npz = tmp_path / "tiny.npz"  # 2 images per class: none for the test split
+    np.savez(npz, x=np.random.rand(20, 8, 8).astype("float32"), y=np.repeat(np.arange(10), 2))
+    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    cfg = load_config(None, [a.format(npz=npz) for a in assignments] + ["source=digits", f"out_dir={tmp_path}"])
+    with pytest.raises(TransferkitError, match=message):
+        run_experiment(cfg, log=lambda *a: None)
+
+
 def test_sklearn_like_api():
     from transferkit.data import load_domain
     digits = split_domain(load_domain("digits"))
@@ -97,6 +115,27 @@ def test_sklearn_like_api():
     assert 0.2 < acc <= 1.0  # well above chance (0.1) after 60 steps on 50 labels
     assert model.predict(digits.test.images[:5]).shape == (5,)
     assert torch.allclose(model.predict_proba(digits.test.images[:5]).sum(1), torch.ones(5))
+    with pytest.raises(TransferkitError, match=r"expected an N x 1 x 28 x 28 image tensor.*\(5, 3, 28, 28\)"):
+        model.predict(digits.test.images[:5].expand(5, 3, 28, 28))
+    with pytest.raises(TransferkitError, match="classes"):
+        model.score(digits.test.select_classes([0, 1]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "needs a target or a source"),
+    ({"target": "rgb"}, "must share one shape"),
+    ({"target": "empty"}, "target domain .* is empty"),
+    ({"target": "labeled", "val": []}, "val must be a Domain"),
+])
+def test_sklearn_like_api_names_bad_input(kwargs, message):
+    from transferkit.data import load_domain
+    labeled = load_domain("digits").subset(torch.arange(50))
+    domains = {"labeled": labeled, "rgb": labeled.to_format(channels=3), "empty": labeled.subset([])}
+    given = {k: domains.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+    if kwargs.get("target") == "rgb":
+        given["source"] = labeled
+    with pytest.raises(TransferkitError, match=message):
+        Transfer("target_only").fit(**given)
 
 
 def test_cached_source_network_gives_the_same_source_only_result(tmp_path):

@@ -43,8 +43,18 @@ class Transfer:
     def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,
             val: Domain | None = None, net: UnitNet | None = None) -> "Transfer":
         cls = self.method_cls
+        given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val))
+                 if d is not None}
+        check(target is not None or source is not None, "fit needs a target or a source domain")
+        for k, d in given.items():
+            check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}")
+            check(len(d) > 0, f"fit: the {k} domain {d.name!r} is empty")
+        shapes = {k: d.image_shape for k, d in given.items()}
+        if net is not None and getattr(net, "input_shape", None) is not None:
+            shapes["net"] = tuple(net.input_shape)
+        check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}")
         torch.manual_seed(self.seed)
-        classes = (target or source).class_names
+        classes = (target if target is not None else source).class_names
         if net is not None:
             net = copy.deepcopy(net)
         elif cls.needs_pretrained:
@@ -59,12 +69,15 @@ class Transfer:
         self.fit_result_: FitResult = self.method_.fit_transfer(
             lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
             source=source, target=target, unlabeled=unlabeled, val=val)
-        self.net_, self.classes_ = net, classes
+        self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))
         return self
 
     @torch.no_grad()
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         check(hasattr(self, "net_"), "call fit before predict")
+        check(isinstance(images, torch.Tensor) and images.dim() == 4 and tuple(images.shape[1:]) == self.input_shape_,
+              f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} image tensor (the shape fit "
+              f"saw), got {tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
         self.net_.eval()
         return predict_logits(self.net_, images)
 
@@ -74,9 +87,18 @@ class Transfer:
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.predict_logits(images).argmax(1)
 
+    def _check_classes(self, domain: Domain) -> None:
+        check(isinstance(domain, Domain), f"expected a Domain, got {type(domain).__name__}")
+        check(hasattr(self, "classes_"), "call fit before score")
+        check(list(domain.class_names) == list(self.classes_),
+              f"domain {domain.name!r} has classes {domain.class_names}, the fitted model {self.classes_}")
+
     def score(self, domain: Domain) -> float:
+        self._check_classes(domain)
+        check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
         return float((self.predict(domain.images) == domain.labels).float().mean())
 
     def report(self, domain: Domain) -> dict:
+        self._check_classes(domain)
         return classification_report(self.predict_logits(domain.images), domain.labels, domain.num_classes,
                                      domain.groups)

@@ -279,6 +279,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     if main:
         write_text(old, dump_config(cfg))
     data = prepare_domains(cfg)
+    _check_jobs(cfg, data, methods)
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
         f"{len(data.target.test)} test; {data.channels} channel(s), {cfg.image_size} px")
@@ -314,6 +315,33 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
         write_results(run_dir, cfg.name, cfg.to_dict(), rows)
     barrier()
     return run_dir, rows
+
+
+def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
+    """Fail now, before pre-training, on what a job would only meet later: an empty target
+    test or selection split, a label subset a class cannot fill (``k`` too large), or a
+    method that its options or unit names do not fit (built on a fresh backbone)."""
+    for part in ("test", "val") if cfg.select_on == "target_val" else ("test",):
+        check(len(getattr(data.target, part)) > 0,
+              f"target {cfg.target} has no {part} images ({len(data.target.train)} train): a class needs at "
+              f"least {3 if part == 'test' else 4} images to give one to the {part} split"
+              f"{' (or select_on: source_val / none)' if part == 'val' else ''}")
+    for r in range(cfg.repeats):
+        label_subset(cfg, data.target, cfg.seed + r)
+    with torch.random.fork_rng():
+        for cls in methods:
+            if cls is SourceOnly:
+                continue
+            net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
+                                 in_channels=data.channels, image_size=cfg.image_size)
+            if "target" in cls.streams:
+                retarget_head(net, data.source.train.class_names, data.target.train.class_names)
+            options = cfg.options.get(cls.name, {})
+            try:
+                cls(net, **options)
+            except (TransferkitError, TypeError, ValueError) as e:
+                raise TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: "
+                                       f"{e}") from e
 
 
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log) -> list[dict]:

@@ -130,3 +130,27 @@ def test_parse_classes():
                          (None, "cannot read classes")]:
         with pytest.raises(TransferkitError, match=message):
             parse_classes(bad, d)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labels": torch.tensor([0.0, 1.5, 1.0])}, "labels must be integers"),
+    ({"images": torch.tensor([0.0, float("nan"), 1.0]).view(3, 1, 1, 1)}, "NaN or infinite"),
+    ({"class_names": ["a", "b", "a"]}, r"repeated class names \['a'\]"),
+    ({"class_names": "abc"}, "list of names"),
+    ({"groups": [0.5, 1, 2]}, "integer id per image"),
+    ({"labels": torch.tensor([0, 1, 3])}, "labels out of range"),
+])
+def test_domain_names_bad_input(change, message):
+    fields = {"name": "toy", "images": torch.rand(3, 1, 1, 1), "labels": torch.tensor([0, 1, 2]),
+              "class_names": ["a", "b", "c"], **change}
+    with pytest.raises(TransferkitError, match=message):
+        Domain(**fields)
+
+
+def test_domain_takes_integral_float_labels_list_groups_and_empty_subsets():
+    d = Domain("toy", torch.rand(3, 1, 1, 1), torch.tensor([0.0, 1.0, 2.0]), ["a", "b", "c"], [7, 7, 8])
+    assert d.labels.dtype == torch.int64 and d.labels.tolist() == [0, 1, 2]
+    assert d.groups.tolist() == [7, 7, 8]
+    assert len(d.subset([])) == 0 and d.subset([]).image_shape == (1, 1, 1)
+    with pytest.raises(TransferkitError, match="bool mask or integer indices"):
+        d.subset([0.0, 1.0])

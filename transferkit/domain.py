@@ -6,6 +6,7 @@ shift and loader in transferkit takes and returns ``Domain`` objects.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -45,16 +46,26 @@ class Domain:
               f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
         if x.dtype != torch.float32:
             self.images = x = x.float()
+        if not torch.isfinite(x.sum()):  # one cheap pass; the exact check only when it fails
+            check(bool(torch.isfinite(x).all()), f"domain {self.name!r}: images contain NaN or infinite values")
+        if y.is_floating_point():
+            check(bool((y == y.round()).all()), f"domain {self.name!r}: labels must be integers, got "
+                                                f"non-integral values of dtype {y.dtype}")
         if y.dtype != torch.int64:
             self.labels = y = y.long()
+        check(not isinstance(self.class_names, str), f"domain {self.name!r}: class_names must be a list of names")
+        self.class_names = [str(c) for c in self.class_names]
+        dup = sorted(c for c, n in Counter(self.class_names).items() if n > 1)
+        check(not dup, f"domain {self.name!r}: repeated class names {dup}")
         if y.numel():
             lo, hi = int(y.min()), int(y.max())
             check(lo >= 0 and hi < len(self.class_names),
                   f"domain {self.name!r}: labels out of range [0, {len(self.class_names) - 1}] "
                   f"(found {lo}..{hi})")
         if self.groups is not None:
-            check(self.groups.shape == y.shape,
-                  f"domain {self.name!r}: groups must have one id per image")
+            self.groups = torch.as_tensor(self.groups)
+            check(not self.groups.is_floating_point() and self.groups.shape == y.shape,
+                  f"domain {self.name!r}: groups must have one integer id per image")
             self.groups = self.groups.long()
 
     # ---- basic facts -------------------------------------------------------------
@@ -89,6 +100,10 @@ class Domain:
     def subset(self, index, name: str | None = None) -> "Domain":
         """The samples at ``index`` (bool mask or integer indices)."""
         index = torch.as_tensor(index)
+        if index.numel() == 0:
+            index = index.long()
+        check(index.dtype == torch.bool or not index.is_floating_point(),
+              f"domain {self.name!r}: subset takes a bool mask or integer indices, got {index.dtype}")
         if index.dtype == torch.bool:
             index = torch.nonzero(index).flatten()
         return replace(

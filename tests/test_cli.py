@@ -108,12 +108,20 @@ def test_resume_refuses_a_path_that_is_not_a_run_directory(tmp_path, capsys):
         assert code == 2 and "not a run directory" in err and "Traceback" not in err
 
 
-def test_summary_of_a_file_that_is_not_results(tmp_path, capsys):
-    (tmp_path / "bad.json").write_text("{not json")
-    (tmp_path / "list.json").write_text("[1, 2]")
-    for name, message in (("bad.json", "is not valid JSON"), ("list.json", "not a transferkit results file")):
-        code, _, err = run_cli(capsys, "summary", str(tmp_path / name))
-        assert code == 2 and message in err and "Traceback" not in err
+def test_summary_and_report_of_a_file_that_is_not_results(tmp_path, capsys):
+    row = {"method": "m", "source": "s", "target": "t", "setting": "x", "seed": 0, "accuracy": 0.5, "wall_s": 1}
+    cases = {"bad": ("{not json", "is not valid JSON"), "list": ("[1, 2]", "not a transferkit results file"),
+             "rows": ('{"rows": [{"method": "m"}]}', "row 0 lacks source, target, setting, seed, accuracy"),
+             "acc": (json.dumps({"rows": [{**row, "accuracy": "high"}]}), "row 0 has a non-numeric accuracy"),
+             "good": (json.dumps({"rows": [row]}), None)}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(text)
+        for command in ("summary", "report"):
+            arg = tmp_path / name / "results.json" if command == "summary" else tmp_path / name
+            code, out, err = run_cli(capsys, command, str(arg))
+            assert "Traceback" not in err
+            assert (code, message is None or message in err) == (0 if message is None else 2, True), (name, err)
 
 
 def test_unknown_name_errors_survive_a_worker_process():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -122,16 +121,8 @@ def _demo(args) -> None:
 
 
 def _summary(args) -> None:
-    from .results import markdown_table, summarize
-    path = Path(args.results)
-    check(path.is_file(), f"results file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TransferkitError(f"{path} is not valid JSON: {e}") from e
-    check(isinstance(data, dict) and isinstance(data.get("rows"), list),
-          f"{path} is not a transferkit results file (no 'rows' list)")
-    print(markdown_table(summarize(data["rows"])))
+    from .results import markdown_table, read_results, summarize
+    print(markdown_table(summarize(read_results(args.results)["rows"])))
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
-from .errors import TransferkitError, check
+from .errors import check
 from .evaluate import mean_se
 from .io import read_jsonl, write_text
 from .plots import new_figure
-from .results import summarize
+from .results import read_results, summarize
 
 MAX_FIGURES = 24
 
@@ -216,11 +215,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     check(results_path.exists(), f"no results.json in {run_dir}: not a finished run or benchmark directory")
-    try:
-        data = json.loads(results_path.read_text())
-        rows = data["rows"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise TransferkitError(f"{results_path} is not a transferkit results file: {e}") from e
+    data = read_results(results_path)
+    rows = data["rows"]
     out_dir = Path(out) if out else run_dir
     files_dir = out_dir / "report_files"
     summary = summarize(rows)

@@ -8,12 +8,34 @@
 
 from __future__ import annotations
 
+import json
+from numbers import Real
 from pathlib import Path
 
+from .errors import TransferkitError, check
 from .evaluate import mean_se
 from .io import write_json, write_text
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
+
+
+def read_results(path: str | Path) -> dict:
+    """Read a ``results.json``, checking the shape the tables rely on (a clear error names
+    what is missing instead of a KeyError deep inside a table)."""
+    path = Path(path)
+    check(path.is_file(), f"results file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TransferkitError(f"{path} is not valid JSON: {e}") from e
+    check(isinstance(data, dict) and isinstance(data.get("rows"), list),
+          f"{path} is not a transferkit results file (no 'rows' list)")
+    for i, row in enumerate(data["rows"]):
+        missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
+        check(not missing, f"{path}: row {i} lacks {', '.join(missing)}")
+        check(all(isinstance(row[k], Real) for k in ("accuracy", "wall_s")),
+              f"{path}: row {i} has a non-numeric accuracy or wall_s")
+    return data
 
 
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:

@@ -178,6 +178,21 @@ def test_lext_early_stopping_scores_the_classifier_it_predicts_with(predict):
     fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), source=src, target=tgt,
                               unlabeled=tgt, val=val)
     assert val_accuracy(method, val) == pytest.approx(fit.best_val_accuracy)  # forward == what was selected
+    if predict == "centroids":  # the centroids are computed once per evaluation and never kept stale
+        from transferkit.evaluate import predict_logits
+        calls = []
+        compute = method._labelled_centroids
+        method._labelled_centroids = lambda: calls.append(1) or compute()
+        x = torch.rand(2100, 1, 28, 28)
+        method.eval()
+        first = predict_logits(method.forward_from_input, x, batch_size=1000)
+        assert len(calls) == 1
+        method.train()
+        with torch.no_grad():
+            net.unit("conv1")[0].weight.mul_(0.5)
+        method.eval()
+        second = predict_logits(method.forward_from_input, x[:10])
+        assert len(calls) == 2 and not torch.allclose(first[:10], second)
 
 
 def test_matching_ft_queries_only_classes_with_support_and_needs_k2():

@@ -161,8 +161,14 @@ class SemanticTransfer(Method):
         ``predict="centroids"``, by ψ against the labelled centroids of the current network,
         so that early stopping selects the classifier that is evaluated."""
         if self.predict == "centroids" and not self.training and getattr(self, "_labeled", None) is not None:
-            return similarity(self.net.forward_features(x), self._labelled_centroids(), self.query_scale)
+            if getattr(self, "_eval_centroids", None) is None:  # once per evaluation, not per chunk
+                self._eval_centroids = self._labelled_centroids()
+            return similarity(self.net.forward_features(x), self._eval_centroids, self.query_scale)
         return super().forward_from_input(x)
+
+    def train(self, mode: bool = True):
+        self._eval_centroids = None  # eval() starts an evaluation; the weights may have changed since the last
+        return super().train(mode)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.predict == "centroids" and len(self.target_centroids):

@@ -75,6 +75,8 @@ def test_a_section_given_in_part_keeps_its_own_defaults_and_values_are_typed():
     ("methods=[finetune,finetune]", "methods lists finetune more than once"),
     ("options=5", "options must map a method name"),
     ("options.finetun.lr=1", "options for finetun, which is not in methods"),
+    ("name=../../elsewhere", "name '../../elsewhere' names the run's folder under out_dir"),
+    ("name=..", "no '/'"),
 ])
 def test_bad_config_values_are_named(assignment, message):
     with pytest.raises(TransferkitError, match=re.escape(message)):

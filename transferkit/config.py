@@ -62,6 +62,8 @@ class ExperimentConfig:
         check(not (self.k is not None and self.ratio is not None),
               "give k or ratio, not both (set k: null to use ratio)")
         check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
+        check(self.name.strip(" .") != "" and not any(c in self.name for c in "/\\"),
+              f"name {self.name!r} names the run's folder under out_dir: no '/' or '\\', not empty or dots")
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")

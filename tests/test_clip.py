@@ -127,3 +127,15 @@ def test_missing_text_model_is_a_clear_error():
     pytest.importorskip("sentence_transformers")
     with pytest.raises(TransferkitError, match="cannot load"):
         SentenceEncoder("/nonexistent/model-dir", disk_cache=False)
+
+
+def test_prompt_templates_and_hashing_names_are_checked():
+    from transferkit.errors import TransferkitError
+    from transferkit.text import get_text_encoder
+    for template in ("a photo", "a {name}", "{} and {}"):
+        with pytest.raises(TransferkitError, match="exactly one"):
+            prompt_texts(["7"], templates=(template,))
+    for name in ("hashing:abc", "hashing:0", "hashing:-4", "hashing128"):
+        with pytest.raises(TransferkitError, match="'hashing:<dim>'"):
+            get_text_encoder(name)
+    assert get_text_encoder("hashing:16").encode(["a b"]).shape[1] == 16

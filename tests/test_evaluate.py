@@ -56,3 +56,14 @@ def test_summary_table_groups_by_method_and_setting():
     assert summary[0]["accuracy_mean"] == pytest.approx(0.6)
     table = markdown_table(summary)
     assert "| a | s | t | k=2 | 60.0 ± 10.0 | 2 | 1.0 |" in table
+
+
+def test_confusion_has_a_column_per_model_output_and_checks_labels():
+    logits = torch.tensor([[0.0, 0.0, 9.0], [9.0, 0.0, 0.0], [0.0, 9.0, 0.0]])  # 3 outputs, 2 classes
+    report = classification_report(logits, torch.tensor([0, 1, 1]), num_classes=2)
+    assert report["confusion"] == [[0, 0, 1], [1, 1, 0]]  # output 2 is its own column, not class 1's row
+    assert report["per_class_accuracy"] == [0.0, 0.5] and report["accuracy"] == pytest.approx(1 / 3)
+    with pytest.raises(TransferkitError, match=r"labels must lie in \[0, 1\], found 0..2"):
+        classification_report(logits, torch.tensor([0, 1, 2]), num_classes=2)
+    with pytest.raises(TransferkitError, match="labels must lie"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([-1]), 2)

@@ -47,3 +47,14 @@ def test_retrieval_input_errors(q_labels, g_labels, k, message):
     from transferkit.errors import TransferkitError
     with pytest.raises(TransferkitError, match=message):
         map_at_k(torch.randn(2, 3), torch.tensor(q_labels), torch.randn(3, 3), torch.tensor(g_labels), k=k)
+
+
+def test_no_query_is_an_error_and_near_duplicates_rank_exactly():
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="at least one query"):
+        map_at_k(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), torch.randn(3, 3), torch.tensor([0, 1, 1]))
+    torch.manual_seed(0)
+    base = 300 + torch.randn(1, 64)  # large embeddings 1e-2 apart: float32 x.x - 2 x.y + y.y loses them
+    gallery = torch.cat([base, base + 1e-2, base + 2e-2, 300 + torch.randn(27, 64)])
+    labels = torch.tensor([0, 1, 1] + [1] * 27)
+    assert map_at_k(base.repeat(30, 1), torch.zeros(30, dtype=torch.long), gallery, labels, k=1) == 1.0

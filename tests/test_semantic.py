@@ -137,6 +137,9 @@ def test_grouped_views_groups_splits_and_k_groups():
     owners = [set(part.groups.tolist()) for part in (split.train, split.val, split.test)]
     assert sum(len(o) for o in owners) == 60 and not (owners[0] & owners[1] or owners[0] & owners[2])
     labeled, unlabeled = sample_k_groups(split.train, 2, seed=0)
+    for bad in (0, 1.5, -2):
+        with pytest.raises(TransferkitError, match="k must be an integer >= 1"):
+            sample_k_groups(split.train, bad, seed=0)
     assert len(labeled) == 2 * 3 * 10 and len(set(labeled.groups.tolist())) == 20
     assert not set(labeled.groups.tolist()) & set(unlabeled.groups.tolist())
     spec = load_domain("digits@grouped2", seed=0)

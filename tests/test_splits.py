@@ -139,6 +139,8 @@ def test_parse_classes():
     ({"class_names": "abc"}, "list of names"),
     ({"groups": [0.5, 1, 2]}, "integer id per image"),
     ({"labels": torch.tensor([0, 1, 3])}, "labels out of range"),
+    ({"groups": [4, 5, 4]}, r"group 4 holds samples of different labels \[0, 2\]"),
+    ({"groups": [5, 4, 4]}, r"group 4 holds samples of different labels \[1, 2\]"),
 ])
 def test_domain_names_bad_input(change, message):
     fields = {"name": "toy", "images": torch.rand(3, 1, 1, 1), "labels": torch.tensor([0, 1, 2]),
@@ -148,9 +150,9 @@ def test_domain_names_bad_input(change, message):
 
 
 def test_domain_takes_integral_float_labels_list_groups_and_empty_subsets():
-    d = Domain("toy", torch.rand(3, 1, 1, 1), torch.tensor([0.0, 1.0, 2.0]), ["a", "b", "c"], [7, 7, 8])
+    d = Domain("toy", torch.rand(3, 1, 1, 1), torch.tensor([0.0, 1.0, 2.0]), ["a", "b", "c"], [7, 9, 8])
     assert d.labels.dtype == torch.int64 and d.labels.tolist() == [0, 1, 2]
-    assert d.groups.tolist() == [7, 7, 8]
+    assert d.groups.tolist() == [7, 9, 8]
     assert len(d.subset([])) == 0 and d.subset([]).image_shape == (1, 1, 1)
     with pytest.raises(TransferkitError, match="bool mask or integer indices"):
         d.subset([0.0, 1.0])

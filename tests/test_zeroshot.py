@@ -101,3 +101,21 @@ def test_embedding_zero_shot_trains_and_masks_candidates():
     method.set_candidates([3, 4])
     pred = method(dom.images[:10]).argmax(1)
     assert set(pred.tolist()) <= {3, 4}
+
+
+def test_candidate_and_seen_unseen_ids_are_checked():
+    a, dom = _toy_domain()
+    method = EmbeddingZeroShot(tiny_net(3), class_embeddings=a, dim=8)
+    for bad, message in (([-1], r"ids must lie in \[0, 4\]"), ([5], r"ids must lie"), ([], "empty list"),
+                         ([1, 1], "repeated ids")):
+        with pytest.raises(TransferkitError, match=message):
+            method.set_candidates(bad)
+    scores = torch.randn(6, 5)
+    labels = torch.tensor([0, 1, 2, 3, 4, 4])
+    with pytest.raises(TransferkitError, match=r"overlap: \[2\]"):
+        zero_shot_report(scores, labels, [0, 1, 2], [2, 3, 4])
+    with pytest.raises(TransferkitError, match="unseen classes: ids must lie"):
+        zero_shot_report(scores, labels, [0, 1, 2], [3, 7])
+    wide = Domain("wide", dom.images, dom.labels, [f"c{i}" for i in range(6)])  # 6 classes, 5 rows
+    with pytest.raises(TransferkitError, match="source domain has 6 classes but the method describes 5"):
+        method.prepare({"source": wide})

@@ -16,6 +16,20 @@ import torch.nn.functional as F
 from .errors import TransferkitError, check
 
 
+def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inverse, label)``: the group index of every sample and the label of every group
+    (sorted by id). A group (the frames of one video) must hold one label."""
+    ids, inverse = torch.unique(groups, return_inverse=True)
+    labels = labels.long()
+    lo = torch.zeros(len(ids), dtype=torch.long).scatter_reduce_(0, inverse, labels, "amin", include_self=False)
+    hi = torch.zeros(len(ids), dtype=torch.long).scatter_reduce_(0, inverse, labels, "amax", include_self=False)
+    if not torch.equal(lo, hi):
+        g = int(torch.nonzero(lo != hi)[0])
+        raise TransferkitError(f"group {int(ids[g])} holds samples of different labels "
+                               f"{sorted(set(labels[inverse == g].tolist()))}: a group must have one label")
+    return inverse, hi
+
+
 @dataclass
 class Domain:
     """A labelled image domain held in memory.
@@ -67,6 +81,10 @@ class Domain:
             check(not self.groups.is_floating_point() and self.groups.shape == y.shape,
                   f"domain {self.name!r}: groups must have one integer id per image")
             self.groups = self.groups.long()
+            try:
+                group_labels(self.groups, y)
+            except TransferkitError as e:
+                raise TransferkitError(f"domain {self.name!r}: {e}") from None
 
     # ---- basic facts -------------------------------------------------------------
     def __len__(self) -> int:

@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from .domain import group_labels
 from .errors import check
 
 
@@ -21,10 +22,17 @@ def predict_logits(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torc
     return torch.cat([forward(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
 
 
-def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``C[i, j]`` counts samples of true class ``i`` predicted as ``j``."""
-    flat = labels.long() * num_classes + pred.long()
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     num_outputs: int | None = None) -> torch.Tensor:
+    """``C[i, j]`` counts samples of true class ``i`` predicted as output ``j``: ``num_classes``
+    rows and ``max(num_classes, num_outputs)`` columns (a model may have more outputs than the
+    domain has classes, e.g. a source head on a subset of its classes)."""
+    width = max(num_classes, num_outputs or 0)
+    for name, v, hi in (("labels", labels, num_classes), ("predictions", pred, width)):
+        check(len(v) == 0 or (int(v.min()) >= 0 and int(v.max()) < hi),
+              f"{name} must lie in [0, {hi - 1}], found {int(v.min())}..{int(v.max())}")
+    flat = labels.long() * width + pred.long()
+    return torch.bincount(flat, minlength=num_classes * width).view(num_classes, width)
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
@@ -35,7 +43,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     check(len(labels) > 0, "cannot evaluate on an empty domain")
     num_classes = num_classes or logits.shape[1]
     pred = logits.argmax(1)
-    conf = confusion_matrix(pred, labels, num_classes)
+    conf = confusion_matrix(pred, labels, num_classes, logits.shape[1])
     support = conf.sum(1)
     per_class = torch.where(support > 0, conf.diag() / support.clamp(min=1), torch.nan)
     report = {
@@ -51,13 +59,9 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
 
 def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
     """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2)."""
-    ids, inverse = torch.unique(groups, return_inverse=True)
+    inverse, group_label = group_labels(groups, labels)
     probs = torch.softmax(logits.float(), 1)
-    summed = torch.zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
-    group_label = torch.zeros(len(ids), dtype=torch.long).scatter_(0, inverse, labels.long())
-    consistent = torch.zeros(len(ids), dtype=torch.long).scatter_reduce_(
-        0, inverse, labels.long(), reduce="amax", include_self=False)
-    check(bool((consistent == group_label).all()), "a group holds samples of different labels")
+    summed = torch.zeros(len(group_label), probs.shape[1]).index_add_(0, inverse, probs)
     return float((summed.argmax(1) == group_label).float().mean())
 
 

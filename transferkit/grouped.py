@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from .domain import Domain
+from .domain import Domain, group_labels
 from .errors import TransferkitError, check
 from .shifts import apply_shift
 
@@ -46,8 +46,9 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """``k`` labelled groups of every class (all their samples), chosen with ``seed``; the
     rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
-    ids, inverse = torch.unique(domain.groups, return_inverse=True)
-    group_label = torch.zeros(len(ids), dtype=torch.long).scatter_(0, inverse, domain.labels)
+    check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, got {k!r}")
+    inverse, group_label = group_labels(domain.groups, domain.labels)
+    ids = group_label  # one entry per group
     counts = torch.bincount(group_label, minlength=domain.num_classes)
     present = counts[counts > 0]
     if k > int(present.min()):

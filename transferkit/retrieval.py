@@ -35,7 +35,8 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     out = []
     ranks = torch.arange(1, k + 1, dtype=torch.float32)
     for q, ql in zip(queries.split(chunk), query_labels.split(chunk)):
-        nn_idx = torch.cdist(q.float(), gallery.float()).topk(k, dim=1, largest=False).indices
+        dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist")
+        nn_idx = dist.topk(k, dim=1, largest=False).indices
         rel = (gallery_labels[nn_idx] == ql[:, None]).float()
         precision = rel.cumsum(1) / ranks
         n_rel = counts[ql.long()].clamp(max=k).float()
@@ -45,6 +46,7 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
 
 def map_at_k(queries, query_labels, gallery, gallery_labels, k: int = 10) -> float:
     """Mean AP@k over queries."""
+    check(len(queries) > 0, "retrieval needs at least one query")
     return float(average_precision_at_k(queries, query_labels, gallery, gallery_labels, k).mean())
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .domain import Domain
+from .domain import Domain, group_labels
 from .errors import TransferkitError, check
 
 
@@ -71,27 +71,19 @@ def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, see
     return test.long() * 2 + val.long()
 
 
-def _group_labels(domain: Domain) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group index of every sample and the majority label of every group."""
-    _, inverse = torch.unique(domain.groups, return_inverse=True)
-    n_groups, c = int(inverse.max()) + 1, domain.num_classes
-    votes = torch.bincount(inverse * c + domain.labels, minlength=n_groups * c).view(n_groups, c)
-    return inverse, votes.argmax(1)
-
-
 def split_domain(domain: Domain, val_fraction: float = 0.15, test_fraction: float = 0.25,
                  seed: int = 0) -> Split:
     """Stratified train/val/test split, fixed for a domain (``seed`` defaults to 0 and is
     independent of the experiment seed). Each class contributes ``round(fraction * n_c)``
     samples to val and test, keeping at least one for train. With ``groups`` (frames of one
-    video) whole groups are split, stratified by each group's majority label."""
+    video) whole groups are split, stratified by the groups' labels."""
     check(0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
           f"split fractions must be in [0, 1) and sum below 1 (val={val_fraction}, test={test_fraction})")
     if domain.groups is None or len(domain) == 0:
         part = _assign(domain.labels, val_fraction, test_fraction, seed)
     else:
-        inverse, group_labels = _group_labels(domain)
-        part = _assign(group_labels, val_fraction, test_fraction, seed)[inverse]
+        inverse, labels = group_labels(domain.groups, domain.labels)
+        part = _assign(labels, val_fraction, test_fraction, seed)[inverse]
     info = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": seed}
 
     def take(code: int, tag: str) -> Domain:

@@ -23,7 +23,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from .errors import TransferkitError
+from .errors import TransferkitError, check
 from .io import atomic_write, cache_dir
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -147,8 +147,10 @@ def get_text_encoder(name: str | TextEncoder = DEFAULT_TEXT_MODEL) -> TextEncode
         return name
     if name not in _ENCODERS:
         if name.startswith("hashing"):
-            dim = int(name.split(":", 1)[1]) if ":" in name else 256
-            _ENCODERS[name] = HashingEncoder(dim)
+            match = re.fullmatch(r"hashing(?::(\d+))?", name)
+            check(match is not None and int(match[1] or 256) >= 1,
+                  f"text encoder {name!r}: use 'hashing' or 'hashing:<dim>' with dim >= 1")
+            _ENCODERS[name] = HashingEncoder(int(match[1] or 256))
         else:
             _ENCODERS[name] = SentenceEncoder(name)
     return _ENCODERS[name]
@@ -168,6 +170,9 @@ def class_words(class_name: str) -> list[str]:
 
 def prompt_texts(class_names, templates=PROMPT_TEMPLATES) -> list[list[str]]:
     """For every class, its prompts: every template filled with every name of the class."""
+    for t in templates:
+        check(isinstance(t, str) and t.count("{}") == 1 and t.replace("{}", "").count("{") == 0,
+              f"prompt template {t!r} must hold exactly one '{{}}' where the class name goes")
     return [[t.format(w) for t in templates for w in class_words(c)] for c in class_names]
 
 

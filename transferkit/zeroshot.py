@@ -125,13 +125,17 @@ class _ClassDescriptionMethod(Method):
         """Restrict predictions to ``classes`` (ids); ``None``: every class."""
         mask = torch.ones_like(self.candidates) if classes is None else torch.zeros_like(self.candidates)
         if classes is not None:
-            mask[torch.as_tensor(list(classes), dtype=torch.long)] = True
+            mask[class_ids(classes, len(mask), "candidate classes")] = True
         self.candidates.copy_(mask)
         self._candidates_given = True
 
     def prepare(self, domains):
         super().prepare(domains)
-        if not self._candidates_given and domains.get("source") is not None:
+        source = domains.get("source")
+        check(source is None or source.num_classes <= len(self.candidates),
+              f"the source domain has {source and source.num_classes} classes but the method describes "
+              f"{len(self.candidates)} (one attribute / embedding row per class)")
+        if not self._candidates_given and source is not None:
             self.set_candidates(domains["source"].present_classes())
             self._candidates_given = False
 
@@ -241,6 +245,15 @@ def harmonic_mean(seen: float, unseen: float) -> float:
     return 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
 
 
+def class_ids(classes, num_classes: int, what: str) -> torch.Tensor:
+    """``classes`` as a non-empty tensor of distinct ids in ``[0, num_classes)``."""
+    ids = [int(c) for c in classes]
+    check(len(ids) > 0, f"{what}: empty list")
+    check(len(set(ids)) == len(ids), f"{what}: repeated ids in {ids}")
+    check(min(ids) >= 0 and max(ids) < num_classes, f"{what}: ids must lie in [0, {num_classes - 1}], got {ids}")
+    return torch.tensor(ids, dtype=torch.long)
+
+
 def mean_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, classes) -> float:
     """Accuracy averaged over ``classes`` (those with test samples), the GZSL convention."""
     accs = [float((pred[labels == c] == c).float().mean()) for c in classes if bool((labels == c).any())]
@@ -253,7 +266,9 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     GZSL ``seen`` / ``unseen`` accuracies with every class a candidate and their harmonic
     mean ``h``; ``gamma`` is subtracted from seen scores (calibrated stacking, Chao et al.
     2016). Accuracies are per-class means."""
-    seen, unseen = list(seen), list(unseen)
+    seen = class_ids(seen, scores.shape[1], "seen classes").tolist()
+    unseen = class_ids(unseen, scores.shape[1], "unseen classes").tolist()
+    check(not set(seen) & set(unseen), f"seen and unseen classes overlap: {sorted(set(seen) & set(unseen))}")
     is_unseen = torch.isin(labels, torch.tensor(unseen))
     masked = torch.full_like(scores, MASKED)
     masked[:, unseen] = scores[:, unseen]

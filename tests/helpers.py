@@ -28,3 +28,10 @@ def tiny_net(classes: int, channels: int = 1):
     seq = nn.Sequential(nn.Conv2d(channels, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 16),
                         nn.ReLU(), nn.Linear(16, classes))
     return from_sequential(seq, units=[2, 3], input_shape=(channels, 28, 28))
+
+
+def slow_dict(seconds: float, **values) -> dict:
+    """A job result that takes ``seconds`` (module level, so worker processes can run it)."""
+    import time
+    time.sleep(seconds)
+    return values

@@ -1,3 +1,5 @@
+import json
+
 import helpers
 import pytest
 import torch
@@ -251,6 +253,18 @@ def test_run_jobs_in_two_processes_keeps_order_and_skips_finished_jobs(tmp_path)
     assert sorted(r["value"] for r in logged) == [0, 4, 9]  # only the computed jobs
     assert all(p.exists() for p in paths)
     assert run_jobs([(paths[2], partial(operator.truediv, 1, 0))], workers=2) == [{"value": 4}]  # never computed
+
+
+def test_a_failing_job_does_not_lose_the_results_of_jobs_running_beside_it(tmp_path):
+    import operator
+    from functools import partial
+
+    from helpers import slow_dict
+    paths = [tmp_path / f"{i}.json" for i in range(2)]
+    jobs = [(paths[0], partial(operator.truediv, 1, 0)), (paths[1], partial(slow_dict, 2.0, value=1))]
+    with pytest.raises(ZeroDivisionError):
+        run_jobs(jobs, workers=2)
+    assert not paths[0].exists() and json.loads(paths[1].read_text()) == {"value": 1}
 
 
 def test_prefix_cache_falls_back_to_images_when_over_the_memory_limit():

@@ -123,7 +123,9 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     """Run ``fn(*args)`` for every ``args`` of ``jobs``, in this process or in ``workers``
     spawned processes (``cores / workers`` torch threads each); ``on_done(index, result)``
     is called in this process as soon as each job ends, so its result can be written
-    atomically right away. ``fn`` must be a module-level function."""
+    atomically right away. ``fn`` must be a module-level function. When a job fails, the
+    jobs not yet started are cancelled, the running ones still finish and are handed to
+    ``on_done``, and then the first error is raised."""
     if workers <= 1 or len(jobs) <= 1:
         for i, args in enumerate(jobs):
             on_done(i, fn(*args))
@@ -133,8 +135,19 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
                              initargs=(threads_per_worker(workers),)) as pool:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(jobs)}
+        error = None
         for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            if future.exception() is not None:
+                if error is None:
+                    error = future.exception()
+                    for f in futures:
+                        f.cancel()
+                continue
             on_done(futures[future], future.result())
+    if error is not None:
+        raise error
 
 
 def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: int = 1,

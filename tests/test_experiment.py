@@ -166,3 +166,23 @@ def test_pretrained_source_network_does_not_depend_on_the_global_random_state(tm
         assert not info["cached"]
         nets.append(net.state_dict())
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+
+
+def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_split(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from transferkit.experiment import prepare_domains, pretrain_source
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    data = prepare_domains(cfg)
+    quiet = {"log": lambda *a: None}
+    first = pretrain_source(cfg, data, **quiet)[1]
+    assert pretrain_source(cfg, data, **quiet)[1]["cached"]
+    for part in ("train", "val"):  # image 1: not one of every 7th image that the key used to hash
+        domain = getattr(data.source, part)
+        edited = replace(domain, images=domain.images.clone().index_fill_(0, torch.tensor([1]), 0.5))
+        changed = replace(data.source, **{part: edited})
+        info = pretrain_source(cfg, replace(data, source=changed), **quiet)[1]
+        assert not info["cached"] and info["path"] != first["path"]

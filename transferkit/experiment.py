@@ -102,11 +102,12 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     if cfg.pretrained:
         _load_net(net, Path(cfg.pretrained))
         return net, {"cached": True, "wall_s": 0.0, "path": str(cfg.pretrained)}
+    train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
-        "n": len(source.train), "data": _fingerprint(source.train), "size": cfg.image_size,
-        "channels": data.channels, "backbone": cfg.backbone,
-        "train": asdict(cfg.pretrain), "seed": cfg.seed}, sort_keys=True).encode()).hexdigest()[:20]
+        "n": len(source.train), "data": [_fingerprint(source.train), _fingerprint(source.val)],
+        "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
+        "train": asdict(train), "seed": cfg.seed}, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     if path.exists():
         try:
@@ -117,7 +118,6 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
             log(f"pre-trained cache {path} unreadable; training again")
     log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
     method = SourceOnly(net)
-    train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     fit = Engine(train, seed=cfg.seed).fit(method, source=source.train, val=source.val)
     meta = {"val_accuracy": fit.best_val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
     if is_main_process():
@@ -128,9 +128,9 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
 
 
 def _fingerprint(domain: Domain) -> str:
-    """A content hash of a domain (every 7th image, all labels): a cached source network is
-    reused only for the very same data."""
-    h = hashlib.sha256(domain.images[::7].numpy().tobytes())
+    """A content hash of a domain (every image and label): a cached source network is reused
+    only for the very same data."""
+    h = hashlib.sha256(domain.images.contiguous().numpy().tobytes())
     h.update(domain.labels.numpy().tobytes())
     return h.hexdigest()[:16]
 

@@ -7,7 +7,7 @@ import torch
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.io import atomic_write, write_json
+from transferkit.io import atomic_write, read_jsonl, write_json
 from transferkit.methods import get_method
 from transferkit.runtime import job_result, run_jobs
 
@@ -139,15 +139,24 @@ def test_resumed_history_holds_only_this_trainings_records_once(tmp_path):
     Engine(cfg, seed=0, metrics_path=metrics, run_name="job-a/main").fit(make(), target=d, val=val)
     full = Engine(cfg, seed=0).fit(make(), target=d, val=val)
 
-    def crash(step, state):
-        if step == 35:  # after the record of step 30, before the checkpoint of step 40
-            raise Interrupt
+    def crash_at(at):
+        def crash(step, state):
+            if step == at:
+                raise Interrupt
+        return crash
 
     mine = {"checkpoint_dir": tmp_path / "ck", "metrics_path": metrics, "run_name": "job-b/main"}
-    with pytest.raises(Interrupt):
-        Engine(cfg, seed=0, hooks=(crash,), **mine).fit(make(), target=d, val=val)
+    with pytest.raises(Interrupt):  # after the record of step 30, before the checkpoint of step 40
+        Engine(cfg, seed=0, hooks=(crash_at(35),), **mine).fit(make(), target=d, val=val)
+    with pytest.raises(Interrupt):  # resumed from step 20, it logs step 30 again, then checkpoints at 40
+        Engine(cfg, seed=0, hooks=(crash_at(45),), **mine).fit(make(seed=98), target=d, val=val)
     res = Engine(cfg, seed=0, **mine).fit(make(seed=99), target=d, val=val)
     assert res.history == full.history and [r["step"] for r in res.history] == [10, 20, 30, 40, 50]
+    from transferkit.report import training_curves
+    only_b = tmp_path / "b.jsonl"  # the report draws one run per method: job-b's alone, with its repeated step
+    only_b.write_text("".join(line for line in metrics.read_text().splitlines(True) if '"job-b/main"' in line))
+    assert [r["step"] for r in read_jsonl(only_b)] == [10, 20, 30, 30, 40, 50]
+    assert [r["step"] for r in training_curves(only_b)["finetune"]] == [10, 20, 30, 40, 50]
 
 
 def test_resume_reads_the_state_saved_with_the_weights(tmp_path):

@@ -224,10 +224,11 @@ class Engine:
         signature = self._signature(method, given, val)
         if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
             state, best_weights = self._load(method, opt, signature)
-            if self.metrics_path and self.metrics_path.exists():
-                history = [{k: v for k, v in r.items() if k not in ("method", "run")}
+            if self.metrics_path and self.metrics_path.exists():  # a step logged again after a kill: the last counts
+                by_step = {r.get("step", 0): {k: v for k, v in r.items() if k not in ("method", "run")}
                            for r in read_jsonl(self.metrics_path)
-                           if r.get("run") == self.run_name and r.get("step", 0) <= state["step"]]
+                           if r.get("run") == self.run_name and r.get("step", 0) <= state["step"]}
+                history = [by_step[s] for s in sorted(by_step)]
 
         show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)

@@ -142,22 +142,29 @@ def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]
     return [("Wall time and peak memory per method", _png(fig))]
 
 
+def training_curves(path: Path) -> dict[str, list[dict]]:
+    """The records of the first training (``run``) of each method in a ``metrics.jsonl``, by
+    step. A resumed training logs the steps after its checkpoint again: the last record of a
+    step counts. Records without a run name (older files) end a training where the step goes back."""
+    first: dict[str, tuple] = {}
+    finished: set[str] = set()
+    for rec in read_jsonl(path):
+        m, run = rec.get("method", "?"), rec.get("run")
+        run0, by_step = first.setdefault(m, (run, {}))
+        if m in finished or run != run0:
+            continue
+        if run is None and by_step and rec["step"] <= max(by_step):
+            finished.add(m)
+            continue
+        by_step[rec["step"]] = rec
+    return {m: [by_step[s] for s in sorted(by_step)] for m, (_, by_step) in first.items() if by_step}
+
+
 def training_curve_figures(run_dir: Path) -> list[tuple[str, bytes]]:
     """Validation accuracy and loss over steps of the first training of each method."""
     out = []
     for path in sorted(run_dir.rglob("metrics.jsonl"))[:4]:
-        curves: dict[str, list[dict]] = {}
-        last_step: dict[str, int] = {}
-        finished: set[str] = set()
-        for rec in read_jsonl(path):
-            m = rec.get("method", "?")
-            if m in finished:
-                continue
-            if rec["step"] <= last_step.get(m, 0):
-                finished.add(m)
-                continue
-            last_step[m] = rec["step"]
-            curves.setdefault(m, []).append(rec)
+        curves = training_curves(path)
         if not curves:
             continue
         fig = _figure()

@@ -186,6 +186,12 @@ def test_resume_refuses_foreign_checkpoint(tmp_path):
     Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
     with pytest.raises(TransferkitError, match="different run"):
         Engine(TrainConfig(steps=12, batch_size=16), seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
+    edited = toy_domain()
+    edited.images[64:66] = 1 - edited.images[64:66]  # the signature once summed only the first 64 images
+    edited.labels[[63, 64]] = edited.labels[[64, 63]]  # and the labels
+    for data in (edited, toy_domain(seed=1)):
+        with pytest.raises(TransferkitError, match="different run"):
+            Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), target=data)
 
 
 def test_early_stopping_stops_when_validation_stalls():

@@ -340,11 +340,16 @@ class Engine:
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
     def _signature(self, method, given: dict, val) -> str:
-        parts = [method.name, json.dumps(asdict(self.cfg), sort_keys=True), str(self.seed)]
+        """What a checkpoint must have been trained on to be resumed: method, config, seed and
+        every image and label of every stream and of the validation set."""
+        h = hashlib.sha256("|".join([method.name, json.dumps(asdict(self.cfg), sort_keys=True),
+                                     str(self.seed)]).encode())
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
-                parts.append(f"{name}:{len(d)}:{float(d.images[:64].sum()):.6f}:{int(d.labels.sum())}")
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+                h.update(f"|{name}:{len(d)}".encode())
+                h.update(d.images.detach().cpu().contiguous().numpy().tobytes())
+                h.update(d.labels.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def _save(self, method, opt, state, best_weights, signature):
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in method.state_dict().items()}

@@ -186,3 +186,42 @@ def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_spli
         changed = replace(data.source, **{part: edited})
         info = pretrain_source(cfg, replace(data, source=changed), **quiet)[1]
         assert not info["cached"] and info["path"] != first["path"]
+
+
+def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import transferkit.experiment as experiment
+    from transferkit.engine import Engine
+
+    class Killed(Exception):
+        pass
+
+    steps_run = []
+
+    def engine_with(kill_at):
+        def hook(step, state):
+            steps_run.append(step)
+            if step == kill_at:
+                raise Killed
+        return lambda *a, **k: Engine(*a, **k, hooks=(hook,))
+
+    pre = replace(TINY_PRE, checkpoint_every=5)
+    quiet = {"log": lambda *a: None}
+    results = []
+    for cache, kills in (("whole", [None]), ("killed", [12, None])):
+        monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / cache))
+        cfg = ExperimentConfig(name="pre", source="digits", target="digits", k=2, pretrain=pre, train=TINY,
+                               out_dir=str(tmp_path))
+        data = experiment.prepare_domains(cfg)
+        for kill_at in kills:
+            steps_run.clear()
+            monkeypatch.setattr(experiment, "Engine", engine_with(kill_at))
+            try:
+                net, info = experiment.pretrain_source(cfg, data, **quiet)
+            except Killed:
+                assert list((tmp_path / cache / "pretrained").glob("*.ckpt"))  # the checkpoint of step 10
+        assert steps_run[0] == 11 if cache == "killed" else steps_run[0] == 1  # resumed after step 10
+        assert not list((tmp_path / cache / "pretrained").glob("*.ckpt"))  # removed once the network is saved
+        results.append(net.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])

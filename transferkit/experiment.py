@@ -14,6 +14,7 @@ import copy
 import hashlib
 import inspect
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -118,11 +119,13 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
             log(f"pre-trained cache {path} unreadable; training again")
     log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
     method = SourceOnly(net)
-    fit = Engine(train, seed=cfg.seed).fit(method, source=source.train, val=source.val)
+    ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
+    fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
     meta = {"val_accuracy": fit.best_val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
     if is_main_process():
         atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
         write_json(path.with_suffix(".json"), meta)
+        shutil.rmtree(ckpt, ignore_errors=True)
     barrier()
     return net, {**meta, "cached": False, "path": str(path)}
 

@@ -229,6 +229,19 @@ def test_config_validation():
         TrainConfig(steps=0)
 
 
+def test_a_torn_metrics_line_costs_only_itself_and_arrays_are_written_as_lists(tmp_path):
+    import numpy as np
+
+    from transferkit.io import append_jsonl
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, {"step": 10})
+    with open(path, "a") as f:
+        f.write('{"step": 2')  # killed in the middle of a line
+    append_jsonl(path, {"step": 20, "acc": torch.tensor([0.5, 0.25]), "n": np.array([1, 2]), "x": np.float32(1.5)})
+    assert read_jsonl(path) == [{"step": 10}, {"step": 20, "acc": [0.5, 0.25], "n": [1, 2], "x": 1.5}]
+    write_json(tmp_path / "row.json", {"a": torch.tensor(2.0), "b": torch.zeros(2)})
+
+
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     path = tmp_path / "results.json"
     write_json(path, {"a": 1})

@@ -50,11 +50,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
-    """Append one JSON line (metrics streams; a torn last line is skipped by :func:`read_jsonl`)."""
+    """Append one JSON line (metrics streams). A line torn by a kill is ended first, so that
+    :func:`read_jsonl` skips it alone and not the record appended after it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(obj, default=_jsonable) + "\n")
+    with open(path, "ab") as f:
+        torn = f.tell() > 0 and _last_byte(path) != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(obj, default=_jsonable) + "\n").encode("utf-8"))
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 def read_jsonl(path: str | os.PathLike) -> list:
@@ -69,9 +77,7 @@ def read_jsonl(path: str | os.PathLike) -> list:
 
 
 def _jsonable(obj: Any):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist"):  # numpy / torch: a scalar (0-d) becomes a number, an array a list
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)

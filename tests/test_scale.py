@@ -108,8 +108,17 @@ def test_device_selection_and_peak_memory():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     from transferkit.errors import TransferkitError
-    with pytest.raises(TransferkitError, match="unknown device"):
-        resolve_device("tpu")
+    for name in ("tpu", "auto:1", "cuda:x", "cuda:0:1"):
+        with pytest.raises(TransferkitError, match="unknown device"):
+            resolve_device(name)
+    assert resolve_device("cpu:0").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(TransferkitError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_available():
+        with pytest.raises(TransferkitError, match="MPS is not available"):
+            resolve_device("mps:0")  # raised NotImplementedError
     with peak_memory() as mem:
         block = torch.ones(2**24)  # 64 MiB
         del block

@@ -24,16 +24,20 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 def resolve_device(name: str = "cpu") -> torch.device:
     """``cpu``, ``cuda`` (``cuda:N``), ``mps`` or ``auto`` (cuda, then mps, then cpu). Under
     ``torchrun`` with CUDA, each process takes the GPU of its local rank."""
-    check(name.split(":")[0] in DEVICES, f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    check(isinstance(name, str) and name.split(":")[0] in DEVICES and name.count(":") <= 1
+          and (":" not in name or (name.split(":")[0] != "auto" and name.split(":")[1].isdigit())),
+          f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (cuda:N for one GPU)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else (
             "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
     if name.startswith("cuda"):
         check(torch.cuda.is_available(), "device cuda requested but CUDA is not available")
+        check(":" not in name or int(name.split(":")[1]) < torch.cuda.device_count(),
+              f"device {name} requested but there are {torch.cuda.device_count()} CUDA devices")
         if name == "cuda" and world_size() > 1:
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         deterministic_cuda()
-    if name == "mps":
+    if name.startswith("mps"):
         check(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
               "device mps requested but MPS is not available")
     return torch.device(name)

@@ -114,12 +114,12 @@ def test_npz_round_trip_layouts(tmp_path, layout):
     x = {"nhw": base[:, 0], "nhwc": base.transpose(0, 2, 3, 1), "nchw": base,
          "nhwc4": np.concatenate([base, base[:, :1]], 1).transpose(0, 2, 3, 1)}[layout]
     path = save_npz(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]),
-                    class_names=np.array(["a", "b", "c"]), groups=np.array([0, 0, 1, 1, 2, 2]))
+                    class_names=np.array(["a", "b", "c"]), groups=np.array([0, 1, 2, 0, 1, 2]))
     d = load_npz(path)
     expected = base[:, :1] if layout == "nhw" else base
     assert d.images.shape == expected.shape
     assert torch.allclose(d.images, torch.from_numpy(expected).float() / 255)
-    assert d.class_names == ["a", "b", "c"] and d.groups.tolist() == [0, 0, 1, 1, 2, 2]
+    assert d.class_names == ["a", "b", "c"] and d.groups.tolist() == [0, 1, 2, 0, 1, 2]
     assert d.provenance["origin"].startswith("npz:")
 
 

@@ -87,3 +87,22 @@ def test_selection_table_counts_clear_picks_and_skips_rows_without_the_record():
     assert "| 30 | t | all×1, conv1×1 | 1 / 2 | 1.0 ± 1.0 | +0.0 |" in text
     del flex[0]["selection"], flex[1]["selection"]
     assert "| 30 | t |" not in selection_table(rows, {"t": 0.5}, [30])
+
+
+def test_equal_counts_of_correct_images_tie_despite_float32_rounding():
+    import torch
+
+    from transferkit.bench.flex import wins
+    rows = _rows()
+    n = 626  # accuracies are stored as float32 fractions: 2979 / 3130 by two routes differs by ~1e-8
+    a = [float(torch.tensor(c / n, dtype=torch.float32)) for c in (601, 592, 597, 594, 595)]
+    b = [float(torch.tensor(c / n, dtype=torch.float32)) for c in (596, 597, 594, 597, 595)]
+    assert sum(a) != sum(b) and abs(sum(a) - sum(b)) < 1e-6 and sum(round(x * n) for x in a) == 2979
+    rows = [r for r in rows if r["seed"] == 0]
+    cells = []
+    for m, accs in (("flex", a), ("fast_flex", b)):
+        proto = next(r for r in rows if r["method"] == m)
+        cells += [{**proto, "seed": s, "accuracy": acc} for s, acc in enumerate(accs)]
+    rows = [r for r in rows if r["method"] not in ("flex", "fast_flex")] + cells
+    text = wins(rows, {"t": 0.5}, [30])
+    assert "| flex | 1 |" in text and "| fast_flex | 1 |" in text

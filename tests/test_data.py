@@ -87,6 +87,18 @@ def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_use_cache_false_never_touches_the_cache_and_an_unwritable_cache_only_warns(tmp_path, monkeypatch):
+    reference_x, _ = builtin_arrays("digits")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "fresh"))
+    builtin_arrays("mnistm", use_cache=False)  # builds mnist on the way
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "file").write_text("a file where the cache directory should be")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "file"))
+    with pytest.warns(UserWarning, match="cannot write the cache .*TRANSFERKIT_CACHE"):
+        x, _ = builtin_arrays("digits")
+    assert x.tobytes() == reference_x.tobytes()
+
+
 def test_mnistm_blends_mnist_digits_with_photos():
     mnist, mnistm = load_domain("mnist", size=None), load_domain("mnistm", size=None)
     assert torch.equal(mnist.labels, mnistm.labels)

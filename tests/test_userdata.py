@@ -144,10 +144,22 @@ def test_npz_float_images_and_default_names(tmp_path):
      "2 class_names but labels go up to 2"),
     ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.zeros(3, int), "groups": np.zeros(2, int)},
      "'groups' has 2 entries"),
+    ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 1, 10**6])}, "labels go up to 1000000 for 3 images"),
 ])
 def test_npz_errors(tmp_path, arrays, message):
     with pytest.raises(TransferkitError, match=message):
         load_npz(save_npz(tmp_path / "bad.npz", **arrays))
+
+
+def test_npz_bytes_class_names_and_paths_with_plus_and_spaces(tmp_path):
+    folder = tmp_path / "my + data"
+    folder.mkdir()
+    names = np.array([b"cat", b"dog"])  # an 'S' array, as numpy stores byte strings
+    save_npz(folder / "d.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 1]), class_names=names)
+    d = load_domain(f"npz:{folder / 'd.npz'}+inversion", size=4)
+    assert d.class_names == ["cat", "dog"] and d.provenance["shifts"] == ["inversion"]
+    with pytest.raises(TransferkitError, match="path .*missing' does not exist"):
+        load_domain(f"npz:{tmp_path / 'missing'}+set")  # was: unknown shift 'set'
 
 
 def test_npz_unreadable(tmp_path):

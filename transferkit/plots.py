@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .domain import Domain
@@ -19,6 +20,8 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
 
     check(per_class >= 1, f"per_class must be >= 1, got {per_class}")
     check(len(domain) > 0, f"domain {domain.name!r} is empty; nothing to plot")
+    check(domain.images.shape[1] in (1, 3), f"domain {domain.name!r}: can draw 1- or 3-channel images, got "
+                                            f"{domain.images.shape[1]} channels")
     sub = subsample_per_class(domain, per_class, seed)
     order = torch.argsort(sub.labels, stable=True)
     images, labels = sub.images[order], sub.labels[order]
@@ -141,7 +144,8 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
                     domain_names: tuple[str, str] = ("source", "target")) -> Path:
     """Seed 000 Figure 4: t-SNE of source and target embeddings, one panel per network
     (e.g. before and after adaptation). ``panels``: ``name -> (source_features,
-    target_features)``, each ``N x D``; each panel gets its own t-SNE (``seed``)."""
+    target_features)``, each ``N x D``; each panel gets its own t-SNE (``seed``), perplexity 30
+    (lowered to ``(n - 1) / 3`` for fewer than 91 points)."""
     from sklearn.manifold import TSNE
 
     check(len(panels) > 0, "tsne_embeddings: no panel")
@@ -149,7 +153,10 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (fs, ft)) in zip(axes, panels.items()):
         x = torch.cat([fs, ft]).flatten(1).double().numpy()
-        z = TSNE(n_components=2, perplexity=30, init="pca", random_state=seed).fit_transform(x)
+        check(len(x) >= 4, f"tsne_embeddings: panel {name!r} has {len(x)} points; t-SNE needs at least 4")
+        check(bool(np.isfinite(x).all()), f"tsne_embeddings: panel {name!r} has NaN or infinite features")
+        perplexity = min(30.0, (len(x) - 1) / 3)
+        z = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
         n = len(fs)
         ax.scatter(z[:n, 0], z[:n, 1], s=3, c="tab:blue", alpha=0.6, label=domain_names[0])
         ax.scatter(z[n:, 0], z[n:, 1], s=3, c="tab:orange", alpha=0.6, label=domain_names[1])
@@ -171,6 +178,9 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "
     from .evaluate import mean_se
 
     check(len(rows) > 0, "accuracy_vs_k_plot: no rows")
+    bad = sorted({str(r.get("setting")) for r in rows if not str(r.get("setting", "")).startswith("k=")
+                  or not str(r["setting"])[2:].isdigit()})
+    check(not bad, f"accuracy_vs_k_plot needs rows with setting 'k=K', got {bad}")
     fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):

@@ -62,6 +62,7 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     share a group id per sub-folder (frames of one video); other images get a group each."""
     root = Path(path).expanduser()
     check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory")
+    check(size is None or (isinstance(size, int) and size >= 1), f"size must be a positive int or None, got {size!r}")
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
     classes, files = _class_files(root)
     mode = {1: "L", 3: "RGB", None: None}[channels]

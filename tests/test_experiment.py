@@ -61,6 +61,17 @@ def test_a_section_given_in_part_keeps_its_own_defaults_and_values_are_typed():
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.train.steps == 1000
 
 
+def test_set_keeps_the_text_of_string_fields_and_merges_sections():
+    from transferkit.bench import make_plan
+    cfg = load_config(None, ["name=1.10", "pretrained=007", "train.lr=1e-4", "k=3"])
+    assert (cfg.name, cfg.pretrained, cfg.train.lr, cfg.k) == ("1.10", "007", 1e-4, 3)
+    quick = make_plan("flex", True)
+    merged = make_plan("flex", True, ["train={steps: 100}"]).train  # the quick plan's other values stay
+    assert merged.steps == 100 and (merged.eval_every, merged.patience) == (quick.train.eval_every, quick.train.patience)
+    with pytest.raises(TransferkitError, match="--set k: the value is not valid YAML"):
+        load_config(None, ["k=[1"])
+
+
 @pytest.mark.parametrize("assignment, message", [
     ("train=5", "config train must be a mapping"),
     ("repeats=2.5", "config repeats must be int, got 2.5"),

@@ -143,24 +143,45 @@ def _typed(hint, value, name: str):
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")
 
 
-def set_dotted(data: dict, assignment: str) -> None:
-    """Apply one ``key.sub=value`` override to a nested dict (value parsed as YAML)."""
+def _field_hint(cls, parts: list[str]):
+    """The type hint of the dataclass field at dotted path ``parts`` below ``cls`` (None when
+    the path leaves the dataclasses, e.g. inside ``options``)."""
+    hint = cls
+    for part in parts:
+        if not dataclasses.is_dataclass(hint) or part not in {f.name for f in dataclasses.fields(hint)}:
+            return None
+        hint = typing.get_type_hints(hint)[part]
+    return hint
+
+
+def set_dotted(data: dict, assignment: str, cls=None) -> None:
+    """Apply one ``key.sub=value`` override to a nested dict. The value is parsed as YAML,
+    except for a ``str`` field of dataclass ``cls``, which keeps the text as given
+    (``name=1.10`` stays ``"1.10"``). A mapping given for a section updates it."""
     check("=" in assignment, f"--set expects key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    node = data
     parts = key.strip().split(".")
+    text_field = _field_hint(cls, parts) in (str, str | None) if cls is not None else False
+    if text_field and raw.strip() not in ("", "null", "~", "Null", "NULL"):
+        value = raw.strip()
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise TransferkitError(f"--set {key}: the value is not valid YAML: {e}") from e
+    node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         check(isinstance(node, dict), f"--set {key}: {part!r} is not a section")
-    node[parts[-1]] = value
+    old = node.get(parts[-1])
+    node[parts[-1]] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
 
 
 def override(obj, assignments: list[str] = ()):
     """A copy of dataclass ``obj`` with ``key.sub=value`` assignments applied (checked like YAML)."""
     data = dataclasses.asdict(obj)
     for assignment in assignments:
-        set_dotted(data, assignment)
+        set_dotted(data, assignment, type(obj))
     return from_dict(type(obj), data)
 
 
@@ -174,7 +195,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         except yaml.YAMLError as e:
             raise TransferkitError(f"config file {path} is not valid YAML: {e}") from e
     for assignment in overrides:
-        set_dotted(data, assignment)
+        set_dotted(data, assignment, ExperimentConfig)
     return from_dict(ExperimentConfig, data)
 
 

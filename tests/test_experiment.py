@@ -67,7 +67,8 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     assert (cfg.name, cfg.pretrained, cfg.train.lr, cfg.k) == ("1.10", "007", 1e-4, 3)
     quick = make_plan("flex", True)
     merged = make_plan("flex", True, ["train={steps: 100}"]).train  # the quick plan's other values stay
-    assert merged.steps == 100 and (merged.eval_every, merged.patience) == (quick.train.eval_every, quick.train.patience)
+    assert merged.steps == 100
+    assert (merged.eval_every, merged.patience) == (quick.train.eval_every, quick.train.patience)
     with pytest.raises(TransferkitError, match="--set k: the value is not valid YAML"):
         load_config(None, ["k=[1"])
 

@@ -106,3 +106,20 @@ def test_equal_counts_of_correct_images_tie_despite_float32_rounding():
     rows = [r for r in rows if r["method"] not in ("flex", "fast_flex")] + cells
     text = wins(rows, {"t": 0.5}, [30])
     assert "| flex | 1 |" in text and "| fast_flex | 1 |" in text
+
+
+def test_a_benchmark_directory_resumes_only_with_the_same_budgets(tmp_path):
+    import dataclasses
+
+    from transferkit.bench import _check_same_plan, make_plan, run_benchmark
+    from transferkit.io import write_json
+    write_json(tmp_path / "plan.json", dataclasses.asdict(make_plan("flex", True)))
+    _check_same_plan(tmp_path, make_plan("flex", True, ["ratios=3", "seeds=2", "targets=mnist+blur"]))
+    for changed, message in ((make_plan("flex", True, ["train.steps=40"]), "train: .* there, .*'steps': 40"),
+                          (make_plan("flex", False), "quick: True there, False"),
+                          (make_plan("flex", True, ["val_fraction=0.3"]), "val_fraction: 0.15 there, 0.3 now")):
+        with pytest.raises(TransferkitError, match=message + ".*Only targets, ratios, seeds"):
+            _check_same_plan(tmp_path, changed)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TransferkitError, match="a file, not a benchmark directory"):
+        run_benchmark("demo", run_dir=tmp_path / "file")

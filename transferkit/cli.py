@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", default="runs")
         s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory")
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a field of the benchmark's plan, e.g. --set seeds=5 (see --print-plan)")
+                       help="override a field of the benchmark's plan as --print-plan shows it (flex: --set "
+                            "seeds=5 is a count; uda: --set seeds=0,1,2 lists the seeds)")
         s.add_argument("--print-plan", action="store_true", help="print the plan (seeds, budgets) as YAML and exit")
         _runtime_flags(s)
         s.set_defaults(func=_bench if name == "bench" else _demo)

@@ -15,24 +15,30 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import yaml
 
 from ..config import override
 from ..errors import TransferkitError, UnknownNameError, check
+from ..io import write_json
 from ..results import markdown_table, summarize, write_results
 from ..runtime import is_main_process, world_size
 
 
 @dataclass
 class Plan:
-    """What a suite runs. Suites with options subclass it; ``quick`` comes from ``--quick``."""
+    """What a suite runs. Suites with options subclass it; ``quick`` comes from ``--quick``.
+    ``selects`` names the fields that only choose which jobs run (targets, seeds, ...): a
+    benchmark directory may be resumed with other values of those, never of the rest
+    (budgets and protocol), whose jobs would not be comparable."""
 
+    selects: ClassVar[tuple[str, ...]] = ()
     quick: bool = False
 
 
@@ -99,6 +105,24 @@ def plan_yaml(plan: Plan) -> str:
     return yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
 
 
+def _check_same_plan(bench_dir: Path, plan: Plan) -> None:
+    """Refuse to resume ``bench_dir`` with a plan whose budgets or protocol differ from the
+    plan its jobs were run with (``plan.json``, or the plan in an older ``results.json``)."""
+    stored = None
+    if (bench_dir / "plan.json").is_file():
+        stored = json.loads((bench_dir / "plan.json").read_text())
+    elif (bench_dir / "results.json").is_file():
+        stored = json.loads((bench_dir / "results.json").read_text()).get("config", {}).get("plan")
+    if not isinstance(stored, dict):
+        return
+    now = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as stored
+    keys = sorted((set(now) | set(stored)) - set(plan.selects))
+    diff = [k for k in keys if now.get(k) != stored.get(k)]
+    check(not diff, f"{bench_dir} was run with another plan: " + "; ".join(
+        f"{k}: {stored.get(k)!r} there, {now.get(k)!r} now" for k in diff)
+        + (f". Only {', '.join(plan.selects)} may change when resuming" if plan.selects else ""))
+
+
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
@@ -111,7 +135,11 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
         torch.distributed.broadcast_object_list(stamp, src=0)
     log = log if is_main_process() else (lambda *a, **k: None)
     bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
+    check(not bench_dir.is_file(), f"--resume {bench_dir}: a file, not a benchmark directory")
+    _check_same_plan(bench_dir, plan)
     bench_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        write_json(bench_dir / "plan.json", dataclasses.asdict(plan))
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     if overrides:
         log("plan: " + ", ".join(overrides))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -69,6 +70,7 @@ def _run(cfg: ExperimentConfig, bench_dir: Path, log, method_label: str | None =
 
 @dataclass
 class FewshotPlan(Plan):
+    selects: ClassVar[tuple[str, ...]] = ("ks", "parts")
     ks: list = field(default_factory=lambda: [2, 3, 4, 5])
     repeats: int = 10  # label subsets per k
     parts: list = field(default_factory=lambda: list(PARTS))

@@ -36,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -77,6 +78,7 @@ VAL_FRACTION = 0.15
 
 @dataclass
 class FlexPlan(Plan):
+    selects: ClassVar[tuple[str, ...]] = ("targets", "ratios", "seeds", "seeds_ratio3", "image_targets")
     source: str = "mnist"
     targets: list | None = None  # None: every target of the source
     ratios: list = field(default_factory=lambda: [3, 30, 300])

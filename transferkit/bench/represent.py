@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -41,6 +42,7 @@ BACKBONE = "lenet"
 
 @dataclass
 class RepresentPlan(Plan):
+    selects: ClassVar[tuple[str, ...]] = ("pairs", "cats", "sizes", "seeds")
     pairs: tuple = PAIRS
     n_max: int = 4  # source networks trained (CAT members)
     cats: list = field(default_factory=lambda: [2, 4])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file
@@ -52,6 +53,7 @@ TSNE_METHODS = ("dann", "multilayer_adv")
 
 @dataclass
 class Budget(Plan):
+    selects: ClassVar[tuple[str, ...]] = ("seeds", "pairs", "tsne_points")
     seeds: tuple = (0, 1, 2, 3, 4)
     pairs: tuple = PAIRS
     pretrain_steps: int = 1000

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -104,6 +105,7 @@ def _retrieval_rows(method, domain_name, data, base_row, log) -> list[dict]:
 
 @dataclass
 class ZeroshotPlan(Plan):
+    selects: ClassVar[tuple[str, ...]] = ("seeds",)
     steps: int = 300
     seeds: list = field(default_factory=lambda: [0, 1, 2])
 

@@ -108,6 +108,16 @@ def test_resume_refuses_a_path_that_is_not_a_run_directory(tmp_path, capsys):
         assert code == 2 and "not a run directory" in err and "Traceback" not in err
 
 
+def test_config_files_and_environment_that_are_not_usable_are_named(tmp_path, capsys, monkeypatch):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00binary")
+    for path, message in ((tmp_path, "is not a file"), (tmp_path / "bin.yaml", "is not valid YAML")):
+        code, _, err = run_cli(capsys, "run", str(path))
+        assert code == 2 and message in err and "Traceback" not in err
+    monkeypatch.setenv("TRANSFERKIT_WORKERS", "two")
+    code, _, err = run_cli(capsys, "run", "--set", "k=2")
+    assert code == 2 and "TRANSFERKIT_WORKERS must be a whole number" in err
+
+
 def test_summary_and_report_of_a_file_that_is_not_results(tmp_path, capsys):
     row = {"method": "m", "source": "s", "target": "t", "setting": "x", "seed": 0, "accuracy": 0.5, "wall_s": 1}
     cases = {"bad": ("{not json", "is not valid JSON"), "list": ("[1, 2]", "not a transferkit results file"),

@@ -89,6 +89,9 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     ("options.finetun.lr=1", "options for finetun, which is not in methods"),
     ("name=../../elsewhere", "name '../../elsewhere' names the run's folder under out_dir"),
     ("name=..", "no '/'"),
+    ("methods=[1]", "methods must be a list of method names"),
+    ("methods=[finetune, null]", "methods must be a list of method names"),
+    ("train.device=cuda", "train.device is 'cuda' but device is 'cpu'"),
 ])
 def test_bad_config_values_are_named(assignment, message):
     with pytest.raises(TransferkitError, match=re.escape(message)):
@@ -237,3 +240,22 @@ def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch
         assert not list((tmp_path / cache / "pretrained").glob("*.ckpt"))  # removed once the network is saved
         results.append(net.state_dict())
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_resume_accepts_settings_that_do_not_change_rows_and_names_those_that_do(tmp_path):
+    from dataclasses import replace
+    cfg = ExperimentConfig(name="r", source="digits", target="digits", k=2, repeats=1, methods=["finetune"],
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    quiet = {"log": lambda *a: None}
+    run_dir, rows = run_experiment(cfg, **quiet)
+    same = replace(cfg, name="renamed", out_dir=str(tmp_path / "elsewhere"), workers=2,
+                   train=replace(TINY, progress=False, checkpoint_every=3))
+    assert run_experiment(same, run_dir=run_dir, **quiet)[1] == rows
+    with pytest.raises(TransferkitError, match=r"another config \(train.eval_every: 5 there, 4 now; "
+                                               r"train.steps: 10 there, 11 now\)"):
+        run_experiment(replace(cfg, train=replace(TINY, steps=11, eval_every=4)), run_dir=run_dir, **quiet)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.yaml").write_text("")
+    with pytest.raises(TransferkitError, match="not a run config"):
+        run_experiment(cfg, run_dir=tmp_path / "broken", **quiet)
+    assert not (tmp_path / "broken" / "jobs").exists()

@@ -52,10 +52,14 @@ class ExperimentConfig:
     pretrained: str | None = None  # path to a source network (safetensors) to use instead of pre-training
     out_dir: str = "runs"
     # where and how jobs run; the CLI's --workers / --device set the environment defaults
-    workers: int = field(default_factory=lambda: int(os.environ.get("TRANSFERKIT_WORKERS", "1")))
+    workers: int = field(default_factory=lambda: _env_int("TRANSFERKIT_WORKERS", 1))
     device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
     def __post_init__(self):
+        for stage in ("pretrain", "train"):  # a stage's device follows `device`; one that differs would be ignored
+            d = getattr(self, stage).device
+            check(d in ("cpu", self.device), f"{stage}.device is {d!r} but device is {self.device!r}: an "
+                                             f"experiment runs on `device` (--device); set that instead")
         check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
         check(self.k is None or self.k >= 1, f"k must be >= 1, got {self.k}")
         check(self.ratio is None or self.ratio >= 1, f"ratio must be >= 1, got {self.ratio}")
@@ -70,7 +74,9 @@ class ExperimentConfig:
         check(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
-        check(len(self.methods) > 0, "no method given")
+        check(isinstance(self.methods, list) and len(self.methods) > 0, "no method given")
+        check(all(isinstance(m, str) and m for m in self.methods),
+              f"methods must be a list of method names, got {self.methods!r}")
         twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
         check(not twice, f"methods lists {', '.join(twice)} more than once (its rows would count twice)")
         check(isinstance(self.options, dict) and all(isinstance(v, dict) for v in self.options.values()),
@@ -86,6 +92,12 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    check(value.strip().isdigit(), f"environment variable {name} must be a whole number, got {value!r}")
+    return int(value)
 
 
 def from_dict(cls, data: dict, where: str = ""):
@@ -189,10 +201,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
     data: dict = {}
     if path is not None:
         path = Path(path)
-        check(path.exists(), f"config file {path} does not exist")
+        check(path.is_file(), f"config file {path} does not exist or is not a file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise TransferkitError(f"config file {path} is not valid YAML: {e}") from e
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)

@@ -340,10 +340,11 @@ class Engine:
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
     def _signature(self, method, given: dict, val) -> str:
-        """What a checkpoint must have been trained on to be resumed: method, config, seed and
-        every image and label of every stream and of the validation set."""
-        h = hashlib.sha256("|".join([method.name, json.dumps(asdict(self.cfg), sort_keys=True),
-                                     str(self.seed)]).encode())
+        """What a checkpoint must have been trained on to be resumed: method, config (but the
+        progress bar and the checkpoint interval), seed and every image and label of every
+        stream and of the validation set."""
+        cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("progress", "checkpoint_every")}
+        h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
                 h.update(f"|{name}:{len(d)}".encode())

@@ -275,10 +275,10 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     old = run_dir / "config.yaml"
-    if old.exists() and _identity(yaml.safe_load(old.read_text())) != _identity(cfg.to_dict()):
-        raise TransferkitError(f"{run_dir} holds a run with another config; resume it with the same config")
+    if old.exists():
+        _check_same_config(old, cfg)
+    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:
         write_text(old, dump_config(cfg))
     data = prepare_domains(cfg)
@@ -358,9 +358,34 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_pat
     return rows
 
 
-def _identity(config: dict) -> dict:
-    """The config keys that determine results (the number of worker processes does not)."""
-    return {k: v for k, v in config.items() if k != "workers"}
+#: config keys that do not change a job's rows: a run may be resumed with other values
+NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progress", "train.checkpoint_every",
+               "pretrain.checkpoint_every"}
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and k in ("train", "pretrain"):
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _check_same_config(path: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to resume the run of ``path`` (its ``config.yaml``) with a config whose results
+    would differ; the error names the keys."""
+    try:
+        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise TransferkitError(f"{path} is unreadable: {e}") from e
+    check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
+    then, now = _flat(stored), _flat(cfg.to_dict())
+    diff = sorted(k for k in set(then) | set(now) if k not in NOT_RESULTS and then.get(k) != now.get(k))
+    check(not diff, f"{path.parent} holds a run with another config ("
+          + "; ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in diff)
+          + "); resume it with the same config")
 
 
 def _log_row(log, row: dict) -> dict:

@@ -47,8 +47,11 @@ def test_report_has_table_figures_and_markdown(bench_dir):
 
 
 def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
+    write_report(bench_dir)  # a report inside the run directory first: its figures are not the run's own
     assert main(["report", str(bench_dir), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.html").exists()
+    ours = sorted(p.name for p in (bench_dir / "report_files").glob("*.png"))
+    assert sorted(p.name for p in (tmp_path / "out" / "report_files").glob("*.png")) == ours
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no results.json" in capsys.readouterr().err
 

@@ -18,7 +18,7 @@ import yaml
 
 from .errors import check
 from .evaluate import mean_se
-from .io import read_jsonl, write_text
+from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
 from .results import read_results, summarize
 
@@ -186,8 +186,10 @@ def training_curve_figures(run_dir: Path) -> list[tuple[str, bytes]]:
 
 
 def saved_figures(run_dir: Path, exclude: Path) -> list[tuple[str, bytes]]:
-    """PNG figures the run or benchmark wrote itself (t-SNE, per-unit plots, ...)."""
-    files = [p for p in sorted(run_dir.rglob("*.png")) if exclude not in p.parents]
+    """PNG figures the run or benchmark wrote itself (t-SNE, per-unit plots, ...), not those of
+    a report (``exclude`` or any other ``report_files/`` folder, e.g. of an earlier ``--out``)."""
+    files = [p for p in sorted(run_dir.rglob("*.png"))
+             if exclude not in p.parents and "report_files" not in p.relative_to(run_dir).parts]
     return [(str(p.relative_to(run_dir)), p.read_bytes()) for p in files[:MAX_FIGURES]]
 
 
@@ -273,9 +275,12 @@ mean ± standard error over seeds (n).</p>
           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     md += ["| " + " | ".join(row) + " |" for row in table]
     md += ["", "## Figures", ""]
-    for i, (cap, png) in enumerate(figures):
-        name = f"figure{i:02d}.png"
-        (files_dir / name).write_bytes(png)
+    names = [f"figure{i:02d}.png" for i in range(len(figures))]
+    for stale in files_dir.glob("figure*.png"):  # of an earlier report with more figures
+        if stale.name not in names:
+            stale.unlink()
+    for name, (cap, png) in zip(names, figures):
+        atomic_write(files_dir / name, lambda p, png=png: p.write_bytes(png))
         md += [f"![{cap}](report_files/{name})", ""]
     md += ["## Configuration", "", "```yaml", config.rstrip(), "```", ""]
     md_path = write_text(out_dir / "report.md", "\n".join(md))

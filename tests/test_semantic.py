@@ -82,6 +82,19 @@ def test_matching_networks_hand_example():
     assert logp.argmax(1).tolist() == [0, 1]
 
 
+def test_nearest_support_rule_can_disagree_with_attention():
+    from transferkit.methods.semantic import nearest_support_scores
+    # one class-0 example at cosine 0.90, three class-1 examples at 0.85: attention votes 1, the nearest is 0
+    q = torch.tensor([[1.0, 0.0, 0.0]])
+    s0 = torch.tensor([[0.90, (1 - 0.90 ** 2) ** 0.5, 0.0]])
+    s1 = torch.tensor([[0.85, 0.0, (1 - 0.85 ** 2) ** 0.5]]).repeat(3, 1)
+    support, labels = torch.cat([s0, s1]), torch.tensor([0, 1, 1, 1])
+    assert matching_log_probs(q, support, labels, 3, scale=10.0).argmax(1).item() == 1
+    scores = nearest_support_scores(q, support, labels, 3)
+    assert scores.argmax(1).item() == 0 and torch.allclose(scores[0, :2], torch.tensor([0.90, 0.85]))
+    assert scores[0, 2] == -2.0  # a class without support
+
+
 def _tiny_domain(n, classes, channels=1, seed=0):
     g = torch.Generator().manual_seed(seed)
     return Domain("tiny", torch.rand(n, channels, 28, 28, generator=g), torch.arange(n) % len(classes),

@@ -46,6 +46,14 @@ def test_workers_give_the_same_rows_as_one_process(tmp_path):
         assert a["peak_rss_mb"] > 0
 
 
+def test_worker_threads_follow_a_pinned_omp_num_threads(monkeypatch):
+    import os
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads_per_worker(2) == threads_per_worker(1) == 1  # as the benchmark commands pin it
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads_per_worker(2) == max(1, (os.cpu_count() or 1) // 2)
+
+
 def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"name: killed\nsource: digits\ntarget: digits+noise\nk: 2\nrepeats: 4\nout_dir: {tmp_path}\n"

@@ -228,3 +228,29 @@ def test_matching_ft_queries_only_classes_with_support_and_needs_k2():
     assert lone.item() == 0.0
     with pytest.raises(TransferkitError, match="at least 2 labelled examples per class"):
         method.fit_transfer(None, target=_tiny_domain(3, "012"))
+
+
+def test_lext_reads_the_logits_when_source_and_target_have_as_many_classes(tmp_path):
+    """Seed 000 Table 5 (SVHN 0-4 -> MNIST 5-9): the discriminator reads conv4, fc1 and the 5
+    logits, source logits from the pre-trained source classifier."""
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.experiment import retarget_head, run_experiment
+
+    net = build_backbone("convnet4", num_classes=5, in_channels=1, image_size=28)
+    source_head = net.get_classifier().weight.detach().clone()
+    method = SemanticTransfer(net, layers=["conv4", "fc1", "head"])  # built first, as run_job does
+    retarget_head(net, list("01234"), list("56789"))
+    src, tgt = _tiny_domain(10, "01234"), _tiny_domain(10, "56789", seed=1)
+    method.prepare({"source": src, "target": tgt, "unlabeled": tgt})
+    assert torch.equal(method.source_net.get_classifier().weight, source_head)
+    assert not torch.equal(net.get_classifier().weight, source_head)
+    assert method.discriminator.in_sizes == [64, 64, 5]
+    with pytest.raises(TransferkitError, match="as many classes"):
+        SemanticTransfer(build_backbone("convnet4", 5, 1, 28), layers=["fc1", "head"]).prepare(
+            {"source": src, "target": _tiny_domain(12, "567890"), "unlabeled": tgt})
+    cfg = ExperimentConfig(name="t5", source="digits", target="digits", source_classes="0-4", target_classes="5-9",
+                           k=2, repeats=1, methods=["lext"], options={"lext": {"layers": ["conv4", "fc1", "head"]}},
+                           pretrain=TrainConfig(steps=10, eval_every=5), train=TrainConfig(steps=4, eval_every=2),
+                           out_dir=str(tmp_path))
+    assert run_experiment(cfg, log=lambda *a: None)[1][0]["accuracy"] >= 0

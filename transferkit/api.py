@@ -63,9 +63,10 @@ class Transfer:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
         else:
             net = self._net(target or source, len(classes))
+        method = cls(net, **self.options) if cls.built_before_retarget else None
         if target is not None and net.num_classes != target.num_classes:
             net.reset_classifier(target.num_classes)
-        self.method_ = cls(net, **self.options)
+        self.method_ = cls(net, **self.options) if method is None else method
         self.fit_result_: FitResult = self.method_.fit_transfer(
             lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
             source=source, target=target, unlabeled=unlabeled, val=val)

@@ -212,9 +212,11 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         if net is None:
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
+        method = cls(net, **cfg.options.get(cls.name, {})) if cls.built_before_retarget else None
         if "target" in cls.streams:
             retarget_head(net, data.source.train.class_names, data.target.train.class_names)
-        method = cls(net, **cfg.options.get(cls.name, {}))
+        if method is None:
+            method = cls(net, **cfg.options.get(cls.name, {}))
 
         def make_engine(tag, config=None):
             train = config or cfg.train
@@ -337,7 +339,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                 continue
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
-            if "target" in cls.streams:
+            if "target" in cls.streams and not cls.built_before_retarget:
                 retarget_head(net, data.source.train.class_names, data.target.train.class_names)
             options = cfg.options.get(cls.name, {})
             try:

@@ -114,7 +114,12 @@ def barrier() -> None:
 
 # ---- worker processes --------------------------------------------------------------------------
 def threads_per_worker(workers: int) -> int:
-    """Split the machine's cores between ``workers`` processes (at least one thread each)."""
+    """Torch threads of each of ``workers`` processes: ``$OMP_NUM_THREADS`` when set (results
+    depend on the thread count, so a pinned count gives the same rows with any number of
+    workers), else the machine's cores split between them (at least one each)."""
+    pinned = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if pinned.isdigit() and int(pinned) >= 1:
+        return int(pinned)
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 

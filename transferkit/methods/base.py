@@ -73,6 +73,9 @@ class Method(nn.Module):
     needs_pretrained = True
     #: the engine may cache activations of the frozen leading units
     cache_frozen_prefix = True
+    #: built while the network still has its source head (it keeps a copy of the source
+    #: network); the head is given the target classes afterwards
+    built_before_retarget = False
     description = ""
 
     def __init__(self, net: nn.Module):

@@ -90,7 +90,9 @@ class SemanticTransfer(Method):
 
     Options: ``alpha``, ``beta`` (0.1, 0.1), ``tau_source`` (2), ``tau_target`` (1), ``gamma``
     (0.1, decay of eq. 2, Table 1), ``combine`` (``sum``/``concat``), ``layers`` (default:
-    last three units, or second and third last when the label sets differ), weights
+    last three units, or second and third last when the label sets differ; ``head`` may be
+    listed whenever source and target have as many classes, as seed 000 Table 5 does for
+    SVHN 0-4 -> MNIST 5-9), weights
     ``source_entropy``, ``metric_ce``, ``target_entropy`` of the three L_ST terms (1 each;
     ablations set one to 0), ``source_support``, ``disc_lr_mult``, ``predict`` (``centroids``,
     default: ψ against the labelled target class centroids, the metric of eq. 6; ``head``:
@@ -101,6 +103,7 @@ class SemanticTransfer(Method):
 
     name = "lext"
     streams = ("source", "target", "unlabeled")
+    built_before_retarget = True  # source_net keeps the pre-trained source classifier
     description = "seed 000 full model: target CE + multi-layer adversarial + semantic transfer (eq. 1-8)"
 
     def __init__(self, net, alpha: float = 0.1, beta: float = 0.1, tau_source: float = 2.0,
@@ -134,9 +137,13 @@ class SemanticTransfer(Method):
         self._labeled = target
         same = source is not None and target is not None and source.class_names == target.class_names
         self.layers = self.layers or default_layers(self.net, same)
-        check(same or "head" not in self.layers, "layers may not include 'head' when the source and target label "
-                                                 "sets differ: the network's head is the new target classifier, "
-                                                 "so source and target logits are not comparable")
+        if "head" in self.layers:  # source logits (source network) vs target logits (target network)
+            n_s, n_t = source.num_classes, target.num_classes
+            check(n_s == n_t, f"layers may include 'head' only when source and target have as many classes "
+                              f"(seed 000 Table 5: 5 and 5); here {n_s} and {n_t}")
+            check(self.source_net.num_classes == n_s,
+                  f"layers include 'head' but the source copy's head has {self.source_net.num_classes} outputs for "
+                  f"{n_s} source classes: build the method before the head is given the target classes")
         if self.alpha > 0 and self.discriminator is None:
             self.discriminator = MultiLayerDiscriminator.for_network(
                 self.net, self.layers, gamma=self.gamma, combine=self.combine)

@@ -58,7 +58,8 @@ def mmd2(source: torch.Tensor, target: torch.Tensor, scales: Sequence[float] = (
 
     ``σ²`` is the mean squared distance over all ordered pairs of the pooled sample of size
     ``N``, self-pairs included (detached; ``(N-1)/N`` times the mean over distinct pairs,
-    -0.8 % at the benchmark's 64 + 64) unless ``bandwidth`` is given; ``c_i`` are ``scales``. Exactly 0 for identical samples."""
+    -0.8 % at the benchmark's 64 + 64) unless ``bandwidth`` is given; ``c_i`` are ``scales``.
+    Exactly 0 for identical samples."""
     s, t = source.flatten(1), target.flatten(1)
     x = torch.cat([s, t])
     d = _sq_dists(x, x)

@@ -214,6 +214,12 @@ def test_stream_batches_cover_each_epoch_and_are_reproducible():
     assert torch.equal(Stream("source", x, None, 5, 1).indices(7), s.indices(7))
     assert not torch.equal(Stream("target", x, None, 5, 1).indices(0), s.indices(0))
     assert Stream("t", x, None, batch_size=64, seed=0).batch_size == 10
+    for b in (3, 5, 7, 10):  # the within-epoch slice equals the position-by-position definition
+        s = Stream("source", x, None, batch_size=b, seed=1)
+        for step in range(12):
+            pos = torch.arange(step * b, (step + 1) * b)
+            expected = torch.stack([s._perm(int(p) // 10)[int(p) % 10] for p in pos])
+            assert torch.equal(s.indices(step), expected), (b, step)
 
 
 def test_dann_schedule_values():

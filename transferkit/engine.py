@@ -142,8 +142,11 @@ class Stream:
         return self._perms[epoch]
 
     def indices(self, step: int) -> torch.Tensor:
-        n = len(self.x)
-        pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        n, b = len(self.x), self.batch_size
+        start = step * b
+        if start // n == (start + b - 1) // n:  # within one epoch: a slice of its permutation
+            return self._perm(start // n)[start % n:start % n + b]
+        pos = torch.arange(start, start + b)
         epochs = pos // n
         idx = torch.empty_like(pos)
         for e in torch.unique(epochs).tolist():
@@ -230,6 +233,7 @@ class Engine:
                            if r.get("run") == self.run_name and r.get("step", 0) <= state["step"]}
                 history = [by_step[s] for s in sorted(by_step)]
 
+        modes_stale = True
         show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)
         while state["step"] < cfg.steps and not state["stopped"]:
@@ -238,7 +242,9 @@ class Engine:
             for g, lr0 in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr0 * SCHEDULES[cfg.schedule](p)
             batch = Batch(step=step, progress=p, **{n: s.batch(step) for n, s in streams.items()})
-            method.train_mode()
+            if modes_stale:  # at the start and after an evaluation, not every step (~0.15 ms of module walk)
+                method.train_mode()
+                modes_stale = False
             with autocast(device, cfg.amp):
                 terms = loss_fn(batch)
             check(len(terms) > 0, f"method {method.name!r} returned no loss term")
@@ -259,6 +265,7 @@ class Engine:
                           "lr": opt.param_groups[0]["lr"]}
                 if val_x is not None:
                     acc = self._accuracy(method, val_x, val_y)
+                    modes_stale = True
                     record["val_accuracy"] = acc
                     if state["best_acc"] is None or acc > state["best_acc"]:
                         state.update(best_acc=acc, best_step=step, bad_evals=0)
@@ -276,6 +283,7 @@ class Engine:
                             writer.add_scalar(f"{method.name}/{key}", value, step)
             for hook in self.hooks:
                 hook(step, state)
+                modes_stale = True  # a hook may look at or change the modules
             if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                                    or state["stopped"]):
                 self._save(method, opt, state, best_weights, signature)

@@ -193,3 +193,21 @@ def test_unreadable_image_file(tmp_path, capsys):
     (tmp_path / "imgs" / "b" / "broken.png").write_bytes(b"not a png at all")
     code, _, err = run_cli(capsys, "show", f"folder:{tmp_path / 'imgs'}")
     assert code == 2 and "broken.png" in err
+
+
+def test_a_method_from_outside_the_package_runs_from_the_cli(tmp_path, capsys, monkeypatch):
+    (tmp_path / "outside_methods.py").write_text(
+        "import torch.nn.functional as F\n"
+        "from transferkit.methods.base import Method, register\n\n\n"
+        "@register\nclass Outside(Method):\n    name = 'outside_ce'\n    description = 'plugin'\n\n"
+        "    def trainable_units(self):\n        return self.net.unit_names\n\n"
+        "    def losses(self, batch):\n        x, y = batch.target\n"
+        "        return {'ce': F.cross_entropy(self.forward_from_input(x), y)}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "outside_methods")
+    code, out, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                             "methods=[outside_ce]", "--set", f"out_dir={tmp_path / 'runs'}", *TINY)
+    assert code == 0 and "| outside_ce |" in out, err
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "no_such_module_here")
+    code, _, err = run_cli(capsys, "run", "--set", "methods=[not_registered]")
+    assert code == 2 and "TRANSFERKIT_PLUGINS names module 'no_such_module_here'" in err

@@ -19,13 +19,14 @@ with :func:`register`.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import UnknownNameError
+from ..errors import TransferkitError, UnknownNameError
 
 METHODS: dict[str, type["Method"]] = {}
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
@@ -51,8 +52,18 @@ OUTSIDE_FAMILIES = ("transferkit.zeroshot", "transferkit.clip", "transferkit.rep
 
 
 def load_outside_families() -> None:
-    for module in OUTSIDE_FAMILIES:
-        importlib.import_module(module)
+    """Import the outside families and the user's modules named in ``$TRANSFERKIT_PLUGINS``
+    (comma-separated module names, e.g. ``my_methods``: methods defined outside the package,
+    available to ``transferkit run`` and to worker processes, which inherit the variable)."""
+    plugins = [m.strip() for m in os.environ.get("TRANSFERKIT_PLUGINS", "").split(",") if m.strip()]
+    for module in OUTSIDE_FAMILIES + tuple(plugins):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            if module not in plugins:
+                raise
+            raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: {e} "
+                                   "(is its folder on PYTHONPATH?)") from e
 
 
 def get_method(name: str) -> type["Method"]:

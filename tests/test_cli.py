@@ -211,3 +211,11 @@ def test_a_method_from_outside_the_package_runs_from_the_cli(tmp_path, capsys, m
     monkeypatch.setenv("TRANSFERKIT_PLUGINS", "no_such_module_here")
     code, _, err = run_cli(capsys, "run", "--set", "methods=[not_registered]")
     assert code == 2 and "TRANSFERKIT_PLUGINS names module 'no_such_module_here'" in err
+
+
+def test_methods_a_config_cannot_feed_say_what_they_need(tmp_path, capsys):
+    for method, message in (("clip", "one caption per source class"), ("distill", "not from a config"),
+                            ("cat_two_stage", "not from a config")):
+        code, _, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                               f"methods=[{method}]", "--set", f"out_dir={tmp_path}", *TINY)
+        assert code == 2 and message in err and "Traceback" not in err, (method, err)

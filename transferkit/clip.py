@@ -215,6 +215,16 @@ class ClipMethod(Method):
     def trainable_units(self):
         return self.net.feature_names
 
+    def prepare(self, domains: dict) -> None:
+        super().prepare(domains)
+        source = domains.get("source")
+        n = len(self.caption_features)
+        check(source is None or (n > 0 and int(source.labels.max()) < n),
+              f"clip trains on captions: the source labels are caption ids, up to "
+              f"{None if source is None else int(source.labels.max())}, but {n} captions were given. In Python use "
+              f"transferkit.clip.CaptionedImages; in a config give one caption per source class, e.g. "
+              f"options: {{clip: {{captions: [a photo of a zero, a photo of a one, ...]}}}}")
+
     def param_groups(self):
         extra = [*self.image_proj.parameters(), *self.text_proj.parameters(), *self.temperature.parameters()]
         return [{"params": self.net.parameters_of(self.trainable_units())}, {"params": extra}]

@@ -79,7 +79,9 @@ class CatTwoStage(Method):
 
     def __init__(self, net):
         super().__init__(net)
-        check(isinstance(net.unit("cat"), ConcatFeatures), "cat_two_stage needs a network built by cat_network")
+        check("cat" in net.unit_names and isinstance(net.unit("cat"), ConcatFeatures),
+              "cat_two_stage needs a network built by transferkit.represent.cat_network (several source "
+              "networks), so it runs from Python or `transferkit bench represent`, not from a config")
         self._extra: dict = {}
 
     def trainable_units(self):
@@ -121,7 +123,8 @@ class Distill(Method):
 
     def __init__(self, net, teacher=(), temperature: float = 2.0, ce_weight: float = 1.0):
         super().__init__(net)
-        check(len(teacher) >= 1, "distill needs the teacher members")
+        check(len(teacher) >= 1, "distill needs the teacher members (teacher=[...] of source networks), so it "
+                                  "runs from Python or `transferkit bench represent`, not from a config")
         self.teacher = nn.ModuleList(teacher)
         for p in self.teacher.parameters():
             p.requires_grad_(False)

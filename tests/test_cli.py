@@ -72,6 +72,9 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     assert code == 0, err
     assert json.loads(open(results_path).read())["rows"] == rows
     assert not re.search(r"seed \d+: accuracy", out2)  # no job trained again
+    code, out3, err = run_cli(capsys, "run", "--resume", run_dir, "--workers", "2")  # its own config.yaml
+    assert code == 0 and not re.search(r"seed \d+: accuracy", out3), err
+    assert json.loads(open(results_path).read())["rows"] == rows
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -71,6 +71,9 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     assert (merged.eval_every, merged.patience) == (quick.train.eval_every, quick.train.patience)
     with pytest.raises(TransferkitError, match="--set k: the value is not valid YAML"):
         load_config(None, ["k=[1"])
+    both = ["methods=[dann, coral]", "options={dann: {weight: 0.3}, coral: {weight: 2}}"]
+    assert load_config(None, both + ["methods=[dann]", "options.coral=null"]).options == {"dann": {"weight": 0.3}}
+    assert load_config(None, both + ["options={dann: {weight: 1}}"]).options == {"dann": {"weight": 1}}
 
 
 @pytest.mark.parametrize("assignment, message", [

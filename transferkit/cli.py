@@ -85,7 +85,12 @@ def _run(args) -> None:
     from .experiment import run_experiment
     from .results import markdown_table, summarize
     from .runtime import is_main_process
-    cfg = load_config(args.config, args.set)
+    config, overrides = args.config, list(args.set)
+    stored = Path(args.resume) / "config.yaml" if args.resume else None
+    if config is None and stored is not None and stored.is_file():  # resume with the run's own config
+        config = stored
+        overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
+    cfg = load_config(config, overrides)
     if args.resume:  # a new directory starts a run there; an existing one must be a run directory
         resume = Path(args.resume)
         check(not resume.exists() or (resume / "config.yaml").is_file() or (resume.is_dir() and not any(
@@ -150,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("methods", help="list methods")
     s.set_defaults(func=_methods)
     s = sub.add_parser("run", help="run an experiment from a YAML config")
-    s.add_argument("config", nargs="?", help="YAML file (omit to use the defaults with --set)")
+    s.add_argument("config", nargs="?", help="YAML file (omit to use the defaults with --set, or, with "
+                                             "--resume, the run's own config.yaml)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")

@@ -169,11 +169,13 @@ def _field_hint(cls, parts: list[str]):
 def set_dotted(data: dict, assignment: str, cls=None) -> None:
     """Apply one ``key.sub=value`` override to a nested dict. The value is parsed as YAML,
     except for a ``str`` field of dataclass ``cls``, which keeps the text as given
-    (``name=1.10`` stays ``"1.10"``). A mapping given for a section updates it."""
+    (``name=1.10`` stays ``"1.10"``). A mapping given for a section (``train``) updates it;
+    inside a free mapping (``options``) a mapping replaces and ``null`` removes the key."""
     check("=" in assignment, f"--set expects key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
-    text_field = _field_hint(cls, parts) in (str, str | None) if cls is not None else False
+    hint = _field_hint(cls, parts) if cls is not None else None
+    text_field = hint in (str, str | None)
     if text_field and raw.strip() not in ("", "null", "~", "Null", "NULL"):
         value = raw.strip()
     else:
@@ -186,7 +188,12 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         node = node.setdefault(part, {})
         check(isinstance(node, dict), f"--set {key}: {part!r} is not a section")
     old = node.get(parts[-1])
-    node[parts[-1]] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+    if value is None and len(parts) > 1 and _field_hint(cls, parts[:-1]) in (dict, None):
+        node.pop(parts[-1], None)  # e.g. options.dann=null: that method's options are gone
+    elif dataclasses.is_dataclass(hint) and isinstance(old, dict) and isinstance(value, dict):
+        node[parts[-1]] = {**old, **value}
+    else:
+        node[parts[-1]] = value
 
 
 def override(obj, assignments: list[str] = ()):

@@ -94,7 +94,7 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
     (["run", "--workers", "0"], "--workers must be >= 1"),
     (["summary", "/nonexistent/results.json"], "does not exist"),
-    (["report", "a", "b", "--out", "x"], "--out takes one run directory"),
+    (["report", "x/a", "y/a", "--out", "o"], "these repeat: ['a', 'a']"),
 ])
 def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path):
     code, _, err = run_cli(capsys, *argv, *(["--set", f"out_dir={tmp_path}"] if argv[0] == "run" else []))

@@ -52,6 +52,10 @@ def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
     assert (tmp_path / "out" / "report.html").exists()
     ours = sorted(p.name for p in (bench_dir / "report_files").glob("*.png"))
     assert sorted(p.name for p in (tmp_path / "out" / "report_files").glob("*.png")) == ours
+    runs = [bench_dir / "k1", bench_dir / "k3"]  # several run directories: one sub-folder each
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "many")]) == 0
+    assert (tmp_path / "many" / "k1" / "report.html").exists() and (tmp_path / "many" / "k3" / "report.md").exists()
+    assert main(["summary", str(bench_dir)]) == 0  # a directory means its results.json
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no results.json" in capsys.readouterr().err
 

@@ -72,10 +72,12 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
 
 def _report(args) -> None:
     from .report import write_report
-    check(args.out is None or len(args.run_dirs) == 1,
-          f"--out takes one run directory ({len(args.run_dirs)} given): each report would overwrite the last")
-    for run_dir in args.run_dirs:
-        html, md = write_report(run_dir, out=args.out)
+    names = [Path(d).resolve().name for d in args.run_dirs]
+    several = args.out is not None and len(args.run_dirs) > 1
+    check(not several or len(set(names)) == len(names),
+          f"--out with several run directories writes one sub-folder per directory name; these repeat: {names}")
+    for run_dir, name in zip(args.run_dirs, names):
+        html, md = write_report(run_dir, out=Path(args.out) / name if several else args.out)
         print(f"report: {html}\nmarkdown: {md}")
 
 
@@ -127,7 +129,8 @@ def _demo(args) -> None:
 
 def _summary(args) -> None:
     from .results import markdown_table, read_results, summarize
-    print(markdown_table(summarize(read_results(args.results)["rows"])))
+    path = Path(args.results)
+    print(markdown_table(summarize(read_results(path / "results.json" if path.is_dir() else path)["rows"])))
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:
@@ -178,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=_bench if name == "bench" else _demo)
     s = sub.add_parser("report", help="write an HTML + markdown report of runs or benchmarks")
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    s.add_argument("--out", help="output directory (default: inside each RUN_DIR)")
+    s.add_argument("--out", help="output directory (default: inside each RUN_DIR; with several RUN_DIRs, "
+                                 "one sub-folder per directory name)")
     s.set_defaults(func=_report)
-    s = sub.add_parser("summary", help="print the table of a results.json")
+    s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory)")
     s.add_argument("results")
     s.set_defaults(func=_summary)
     return p

@@ -158,9 +158,10 @@ def test_sklearn_like_api_names_bad_input(kwargs, message):
         Transfer("target_only").fit(**given)
 
 
-def test_cached_source_network_gives_the_same_source_only_result(tmp_path):
+def test_cached_source_network_gives_the_same_source_only_result(tmp_path, monkeypatch):
     """The second run loads the source network from the cache; BatchNorm must be in eval
     mode there too (train-mode statistics would silently adapt to the target)."""
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))  # not one another test filled
     cfg = dict(name="cache", source="digits", target="digits+inversion", methods=["source_only"], k=2,
                repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
     _, first = run_experiment(ExperimentConfig(**cfg), log=lambda *a: None)

@@ -160,3 +160,14 @@ def test_deterministic_cuda_turns_on_deterministic_kernels(monkeypatch):
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+
+
+def test_device_flag_reaches_benchmark_plans(monkeypatch):
+    """--device sets TRANSFERKIT_DEVICE; every TrainConfig made after it (benchmark plans
+    included) trains there instead of silently staying on the CPU."""
+    from transferkit.bench import make_plan
+    monkeypatch.setenv("TRANSFERKIT_DEVICE", "auto")
+    plan = make_plan("flex", True)
+    assert plan.train.device == plan.pretrain.device == "auto"
+    cfg = ExperimentConfig()
+    assert cfg.device == cfg.train.device == "auto"

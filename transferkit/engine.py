@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,7 +77,8 @@ class TrainConfig:
     cache_frozen: bool = True
     cache_limit_mb: int = 2048
     progress: bool | None = None  # tqdm bar; None: when stderr is a terminal
-    device: str = "cpu"  # cpu | cuda | mps | auto
+    # cpu | cuda | mps | auto; the CLI's --device sets the default of every config made after it
+    device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
     amp: bool = False  # bfloat16 autocast on GPU (ignored on CPU)
     channels_last: bool = True  # on CPU, train conv nets in the channels-last layout (see Engine.fit)
 

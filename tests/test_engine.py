@@ -308,3 +308,15 @@ def test_prefix_cache_falls_back_to_images_when_over_the_memory_limit():
     cfg = TrainConfig(steps=4, batch_size=16, eval_every=2, cache_limit_mb=0)
     Engine(cfg, seed=0, hooks=(lambda step, state: seen.append(m.input_unit),)).fit(m, target=d, val=d)
     assert set(seen) == {"conv1"}  # every stream and the validation set start from the images
+
+
+def test_atomic_write_removes_temporary_files_of_killed_writers(tmp_path):
+    import os
+    import time
+    path = tmp_path / "cache.npz"
+    old, fresh = tmp_path / ".cache.npz.abc.tmp", tmp_path / ".cache.npz.def.tmp"
+    old.write_text("killed an hour ago")
+    fresh.write_text("another writer, now")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    atomic_write(path, lambda p: p.write_text("done"))
+    assert path.read_text() == "done" and not old.exists() and fresh.exists()

@@ -88,15 +88,15 @@ def _run(args) -> None:
     from .results import markdown_table, summarize
     from .runtime import is_main_process
     config, overrides = args.config, list(args.set)
-    stored = Path(args.resume) / "config.yaml" if args.resume else None
-    if config is None and stored is not None and stored.is_file():  # resume with the run's own config
-        config = stored
+    resume = Path(args.resume) if args.resume else None
+    stored = resume is not None and (resume / "config.yaml").is_file()
+    if config is None and stored:  # resume with the run's own config
+        config = resume / "config.yaml"
         overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
     cfg = load_config(config, overrides)
-    if args.resume:  # a new directory starts a run there; an existing one must be a run directory
-        resume = Path(args.resume)
-        check(not resume.exists() or (resume / "config.yaml").is_file() or (resume.is_dir() and not any(
-            resume.iterdir())), f"--resume {resume}: not a run directory (no config.yaml)")
+    if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
+        check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())),
+              f"--resume {resume}: not a run directory (no config.yaml)")
         if not resume.exists():
             print(f"transferkit: {resume} does not exist; starting a new run there", file=sys.stderr)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)

@@ -6,6 +6,7 @@ shift and loader in transferkit takes and returns ``Domain`` objects.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -97,6 +98,13 @@ class Domain:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])
+
+    def digest(self) -> str:
+        """A content hash of every image and label (16 hex digits): caches and checkpoints
+        are reused only for the very same data."""
+        h = hashlib.sha256(self.images.detach().cpu().contiguous().numpy().tobytes())
+        h.update(self.labels.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=self.num_classes)

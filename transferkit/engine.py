@@ -226,7 +226,7 @@ class Engine:
         state = {"step": 0, "best_acc": None, "best_step": 0, "bad_evals": 0, "stopped": False}
         best_weights = None
         history: list = []
-        signature = self._signature(method, given, val)
+        signature = self._signature(method, given, val) if self.ckpt is not None else None
         if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
             state, best_weights = self._load(method, opt, signature)
             if self.metrics_path and self.metrics_path.exists():  # a step logged again after a kill: the last counts
@@ -357,9 +357,7 @@ class Engine:
         h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
-                h.update(f"|{name}:{len(d)}".encode())
-                h.update(d.images.detach().cpu().contiguous().numpy().tobytes())
-                h.update(d.labels.detach().cpu().contiguous().numpy().tobytes())
+                h.update(f"|{name}:{len(d)}:{d.digest()}".encode())
         return h.hexdigest()[:16]
 
     def _save(self, method, opt, state, best_weights, signature):

@@ -106,7 +106,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
-        "n": len(source.train), "data": [_fingerprint(source.train), _fingerprint(source.val)],
+        "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
         "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
         "train": asdict(train), "seed": cfg.seed}, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
@@ -128,14 +128,6 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         shutil.rmtree(ckpt, ignore_errors=True)
     barrier()
     return net, {**meta, "cached": False, "path": str(path)}
-
-
-def _fingerprint(domain: Domain) -> str:
-    """A content hash of a domain (every image and label): a cached source network is reused
-    only for the very same data."""
-    h = hashlib.sha256(domain.images.contiguous().numpy().tobytes())
-    h.update(domain.labels.numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _load_net(net, path: Path) -> None:
@@ -198,6 +190,16 @@ def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Pa
     return Path(run_dir) / "jobs" / f"{method}-{cfg.setting}-s{seed}.json"
 
 
+def build_method(cfg: ExperimentConfig, data: Prepared, cls, net):
+    """``cls`` on ``net`` with its options; a method that trains on target labels gets a head
+    over the target classes (after it is built when it keeps a copy of the source network)."""
+    options = cfg.options.get(cls.name, {})
+    method = cls(net, **options) if cls.built_before_retarget else None
+    if "target" in cls.streams:
+        retarget_head(net, data.source.train.class_names, data.target.train.class_names)
+    return cls(net, **options) if method is None else method
+
+
 def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int) -> dict:
     """Train and evaluate one (method, label subset) job; write its row atomically.
 
@@ -212,11 +214,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         if net is None:
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
-        method = cls(net, **cfg.options.get(cls.name, {})) if cls.built_before_retarget else None
-        if "target" in cls.streams:
-            retarget_head(net, data.source.train.class_names, data.target.train.class_names)
-        if method is None:
-            method = cls(net, **cfg.options.get(cls.name, {}))
+        method = build_method(cfg, data, cls, net)
 
         def make_engine(tag, config=None):
             train = config or cfg.train
@@ -339,11 +337,9 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                 continue
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
-            if "target" in cls.streams and not cls.built_before_retarget:
-                retarget_head(net, data.source.train.class_names, data.target.train.class_names)
             options = cfg.options.get(cls.name, {})
             try:
-                cls(net, **options)
+                build_method(cfg, data, cls, net)
             except (TransferkitError, TypeError, ValueError) as e:
                 raise TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: "
                                        f"{e}") from e

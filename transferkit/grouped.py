@@ -48,18 +48,18 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
     check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, got {k!r}")
     inverse, group_label = group_labels(domain.groups, domain.labels)
-    ids = group_label  # one entry per group
+    n_groups = len(group_label)
     counts = torch.bincount(group_label, minlength=domain.num_classes)
     present = counts[counts > 0]
     if k > int(present.min()):
         raise TransferkitError(f"k={k} is larger than the number of groups of the smallest class "
                                f"({int(present.min())}) in domain {domain.name!r}")
     g = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(len(ids), generator=g)
+    perm = torch.randperm(n_groups, generator=g)
     order = perm[torch.argsort(group_label[perm], stable=True)]
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty(len(ids), dtype=torch.long)
-    rank[order] = torch.arange(len(ids)) - starts[group_label[order]]
+    rank = torch.empty(n_groups, dtype=torch.long)
+    rank[order] = torch.arange(n_groups) - starts[group_label[order]]
     mask = (rank < k)[inverse]
     labeled = domain.subset(mask, name=f"{domain.name}/{k}-shot-groups")
     unlabeled = domain.subset(~mask, name=f"{domain.name}/unlabeled")

@@ -136,7 +136,7 @@ class _ClassDescriptionMethod(Method):
               f"the source domain has {source and source.num_classes} classes but the method describes "
               f"{len(self.candidates)} (one attribute / embedding row per class)")
         if not self._candidates_given and source is not None:
-            self.set_candidates(domains["source"].present_classes())
+            self.set_candidates(source.present_classes())
             self._candidates_given = False
 
     def class_scores(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,3 +35,26 @@ def slow_dict(seconds: float, **values) -> dict:
     import time
     time.sleep(seconds)
     return values
+
+
+def check_frozen_features_cached(method, frozen_unit, fit, batch, inputs):
+    """A method with a fixed network runs it once per fit (``cache_inputs``), not at every
+    step, and its losses from the cached rows equal those computed from the batch."""
+    calls = []
+    hook = frozen_unit.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        fit()
+        assert len(calls) == 1 and method.input_cache == {}
+        method.train_mode()
+        method.input_cache = method.cache_inputs(inputs)
+        assert method.input_cache
+        torch.manual_seed(0)
+        cached = method.losses(batch)
+        method.input_cache = {}
+        torch.manual_seed(0)
+        computed = method.losses(batch)
+    finally:
+        hook.remove()
+    assert set(cached) == set(computed)
+    for name in computed:
+        assert torch.allclose(cached[name], computed[name], atol=1e-6), name

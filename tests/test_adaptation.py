@@ -194,3 +194,17 @@ def test_target_validation_is_never_used_for_selection():
     get_method("coral")(_net()).fit_transfer(make_engine, source=src, unlabeled=tgt,
                                              val=_domain(8, 0.0, 3).with_name("a/val"))
     assert seen["val"] is not None  # source validation is allowed
+
+
+@pytest.mark.parametrize("name", ["adda", "adda_encoder"])
+def test_adda_computes_the_fixed_source_encoders_features_once_per_fit(name):
+    from helpers import check_frozen_features_cached
+    method = get_method(name)(_net())
+    src, tgt = _domain(24, 0.0, 1), _domain(16, 0.3, 2)
+    cfg = TrainConfig(steps=5, batch_size=8, eval_every=5, progress=False)
+    idx = torch.tensor([5, 0, 17, 3])
+    batch = Batch(step=0, progress=0.5, source=(src.images[idx], src.labels[idx]), unlabeled=tgt.images[:4],
+                  indices={"source": idx, "unlabeled": torch.arange(4)})
+    check_frozen_features_cached(method, method.source_net.unit("conv1"),
+                                 lambda: Engine(cfg, seed=0).fit(method, source=src, unlabeled=tgt), batch,
+                                 {"source": src.images, "unlabeled": tgt.images})

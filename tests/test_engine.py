@@ -320,3 +320,23 @@ def test_atomic_write_removes_temporary_files_of_killed_writers(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     atomic_write(path, lambda p: p.write_text("done"))
     assert path.read_text() == "done" and not old.exists() and fresh.exists()
+
+
+def test_cache_inputs_sees_whole_streams_and_batch_indices_address_their_rows():
+    seen = {}
+
+    class Recorder(get_method("finetune")):
+        def cache_inputs(self, inputs):
+            seen["inputs"] = {k: v.clone() for k, v in inputs.items()}
+            return {"row_ids": torch.arange(len(inputs["target"]))}
+
+        def losses(self, batch):
+            x, _ = batch.target
+            assert torch.equal(seen["inputs"]["target"][batch.indices["target"]], x)
+            assert torch.equal(self.cached_rows("row_ids", batch.indices["target"], None), batch.indices["target"])
+            seen["steps"] = seen.get("steps", 0) + 1
+            return super().losses(batch)
+
+    method = Recorder(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    Engine(TrainConfig(steps=4, batch_size=10, eval_every=4, progress=False)).fit(method, target=toy_domain(25))
+    assert seen["steps"] == 4 and len(seen["inputs"]["target"]) == 25 and method.input_cache == {}

@@ -62,3 +62,17 @@ def test_distill_trains_the_student_only():
     assert all(torch.equal(a, b) for a, b in zip(t_before, (p for m in teacher for p in m.parameters())))
     assert not torch.equal(s_before, student.unit("unit1")[0].weight)
     assert "kd" in fit.history[-1] and predict_logits(student, _domain(5).images).shape == (5, 4)
+
+
+def test_distill_computes_the_teacher_logits_once_per_fit():
+    from helpers import check_frozen_features_cached
+
+    from transferkit.engine import Batch
+    teacher = [tiny_net(4), tiny_net(4)]
+    method = Distill(tiny_net(4), teacher=teacher)
+    src = _domain()
+    idx = torch.tensor([3, 30, 1])
+    batch = Batch(step=0, progress=0.0, source=(src.images[idx], src.labels[idx]), indices={"source": idx})
+    check_frozen_features_cached(method, teacher[1].unit("unit1"),
+                                 lambda: Engine(TrainConfig(steps=5, eval_every=5)).fit(method, source=src),
+                                 batch, {"source": src.images})

@@ -253,3 +253,24 @@ def test_lext_reads_the_logits_when_source_and_target_have_as_many_classes(tmp_p
                            pretrain=TrainConfig(steps=10, eval_every=5), train=TrainConfig(steps=4, eval_every=2),
                            out_dir=str(tmp_path))
     assert run_experiment(cfg, log=lambda *a: None)[1][0]["accuracy"] >= 0
+
+
+@pytest.mark.parametrize("name", ["lext", "finetune_adv"])
+def test_lext_computes_the_fixed_source_networks_activations_once_per_fit(name):
+    from helpers import check_frozen_features_cached
+
+    from transferkit.engine import Engine
+    from transferkit.methods import get_method
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    method = get_method(name)(net, **({"source_support": "examples"} if name == "lext" else {}))
+    src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "56789", seed=1)
+    cfg = TrainConfig(steps=5, eval_every=5, batch_size=8, progress=False)
+    idx = torch.tensor([7, 2, 11, 0, 19])
+    batch = Batch(step=0, progress=0.5, source=(src.images[idx], src.labels[idx]),
+                  target=(tgt.images[:4], tgt.labels[:4]), unlabeled=tgt.images[4:],
+                  indices={"source": idx, "target": torch.arange(4), "unlabeled": torch.arange(4, 10)})
+    check_frozen_features_cached(
+        method, method.source_net.unit("conv1"),
+        lambda: Engine(cfg, seed=0).fit(method, source=src, target=tgt, unlabeled=tgt), batch,
+        {"source": src.images, "target": tgt.images, "unlabeled": tgt.images})

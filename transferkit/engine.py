@@ -109,13 +109,16 @@ class Batch:
     ``unlabeled`` is ``x`` alone; a stream the method did not ask for is ``None``.
     ``x`` is the image, or the cached activation of the last frozen unit when the engine
     caches a frozen prefix (methods run ``method.forward_from_input`` on it). ``progress``
-    is ``step / steps`` in [0, 1] (the ``p`` of seed 003's schedules)."""
+    is ``step / steps`` in [0, 1] (the ``p`` of seed 003's schedules). ``indices`` holds,
+    per stream, the positions of this batch's samples in that stream's domain: they address
+    what the method computed once in ``Method.cache_inputs``."""
 
     step: int
     progress: float
     source: tuple[torch.Tensor, torch.Tensor] | None = None
     target: tuple[torch.Tensor, torch.Tensor] | None = None
     unlabeled: torch.Tensor | None = None
+    indices: dict = field(default_factory=dict)
 
 
 class Stream:
@@ -156,9 +159,11 @@ class Stream:
             idx[sel] = self._perm(e)[pos[sel] % n]
         return idx
 
-    def batch(self, step: int):
+    def batch(self, step: int) -> tuple:
+        """``(samples, idx)``: this rank's share of batch ``step`` (``x`` or ``(x, y)``) and
+        its positions in the stream."""
         idx = self.indices(step)[self.rank::self.world]
-        return self.x[idx] if self.y is None else (self.x[idx], self.y[idx])
+        return (self.x[idx] if self.y is None else (self.x[idx], self.y[idx])), idx
 
 
 @dataclass
@@ -211,6 +216,7 @@ class Engine:
             x = _as_layout(self._prefix(method, d.images.to(device), start_unit), layout)
             y = None if name == "unlabeled" else d.labels.to(device)
             streams[name] = Stream(name, x, y, cfg.batch_size, self.seed, rank=rank(), world=world_size())
+        method.input_cache = method.cache_inputs({n: s.x for n, s in streams.items()})
         val_x = val_y = None
         if val is not None and len(val):  # each rank scores its shard; counts are summed over ranks
             val_x = _as_layout(self._prefix(method, val.images[rank()::world_size()].to(device), start_unit), layout)
@@ -243,7 +249,9 @@ class Engine:
             p = step / cfg.steps
             for g, lr0 in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr0 * SCHEDULES[cfg.schedule](p)
-            batch = Batch(step=step, progress=p, **{n: s.batch(step) for n, s in streams.items()})
+            drawn = {n: s.batch(step) for n, s in streams.items()}
+            batch = Batch(step=step, progress=p, indices={n: d[1] for n, d in drawn.items()},
+                          **{n: d[0] for n, d in drawn.items()})
             if modes_stale:  # at the start and after an evaluation, not every step (~0.15 ms of module walk)
                 method.train_mode()
                 modes_stale = False
@@ -296,6 +304,7 @@ class Engine:
             method.load_state_dict(best_weights)
         broadcast_state(method)
         method.input_unit = method.net.unit_names[0]
+        method.input_cache = {}
         method.to(memory_format=torch.contiguous_format)
         method.eval()
         if device.type != "cpu":

@@ -31,7 +31,7 @@ from .backbones import HEAD, UnitNet
 from .engine import FitResult
 from .errors import check
 from .heads import make_head
-from .methods.base import Method, register
+from .methods.base import Method, precompute, register
 from .methods.finetune import Finetune
 
 
@@ -140,12 +140,22 @@ class Distill(Method):
         super().train_mode()
         self.teacher.eval()
 
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> dict:
+        return {str(i): m(x) for i, m in enumerate(self.teacher)}
+
+    def cache_inputs(self, inputs):
+        """The members are fixed: their logits of every source image are computed once per fit."""
+        self.teacher.eval()
+        logits = precompute(self.teacher_logits, inputs["source"])
+        return {} if logits is None else {"teacher_logits": logits}
+
     def losses(self, batch):
         x, y = batch.source
         f = self.net.forward_features(x)
         t = self.temperature
-        with torch.no_grad():
-            targets = [F.softmax(m(x) / t, 1) for m in self.teacher]
+        logits = self.cached_rows("teacher_logits", batch.indices.get("source"), lambda: self.teacher_logits(x))
+        targets = [F.softmax(logits[str(i)] / t, 1) for i in range(len(self.teacher))]
         kd = sum(F.kl_div(F.log_softmax(h(f) / t, 1), p, reduction="batchmean")
                  for h, p in zip(self.student_heads, targets)) * t * t
         return {"ce_source": self.ce_weight * F.cross_entropy(self.net.head(f), y), "kd": kd}

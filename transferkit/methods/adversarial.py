@@ -39,7 +39,7 @@ from ..discriminators import (
 from ..errors import check
 from ..losses import dann_lambda, frozen_call, grad_reverse
 from .adaptation import AdaptationMethod, flat_cat, layer_size, resolve_layers
-from .base import register
+from .base import precompute, register
 
 
 def _mlp_for(net, layers, hidden: int, depth: int) -> MLPDiscriminator:
@@ -172,10 +172,20 @@ class ADDA(AdaptationMethod):
     def param_groups(self):
         return [dict(g, lr_mult=self.lr_mult) for g in super().param_groups()]
 
+    @torch.no_grad()
+    def source_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``E^s(x)`` at ``layers``, flattened (the fixed source encoder, eval mode)."""
+        return flat_cat(self.source_net.forward_features(x, self.layers), self.layers)
+
+    def cache_inputs(self, inputs):
+        """``E^s`` never changes: its features of every source image are computed once per fit."""
+        self.source_net.eval()
+        feats = precompute(self.source_features, inputs["source"])
+        return {} if feats is None else {"source_features": feats}
+
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled
-        with torch.no_grad():
-            f_s = flat_cat(self.source_net.forward_features(x_s, self.layers), self.layers)
+        f_s = self.cached_rows("source_features", batch.indices.get("source"), lambda: self.source_features(x_s))
         names = list(dict.fromkeys(self.layers + ["head"]))
         if self.source_weight:
             src, tgt = self.taps(x_s, x_t, names)

@@ -77,6 +77,21 @@ def get_method(name: str) -> type["Method"]:
     raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES])
 
 
+@torch.no_grad()
+def precompute(forward: Callable[[torch.Tensor], object], inputs: torch.Tensor, limit_mb: float = 2048,
+               chunk: int = 1024):
+    """``forward`` over ``inputs`` in chunks, concatenated (a tensor, or a dict of tensors);
+    ``None`` when the result would take more than ``limit_mb`` (estimated from the first chunk)."""
+    parts = [forward(inputs[:chunk])]
+    first = parts[0] if isinstance(parts[0], dict) else {"": parts[0]}
+    if sum(v[0].numel() * v.element_size() for v in first.values()) * len(inputs) > limit_mb * 2**20:
+        return None
+    parts += [forward(inputs[i:i + chunk]) for i in range(chunk, len(inputs), chunk)]
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
 class Method(nn.Module):
     name = "method"
     streams: tuple[str, ...] = ("target",)
@@ -93,6 +108,7 @@ class Method(nn.Module):
         super().__init__()
         self.net = net
         self.input_unit = net.unit_names[0]
+        self.input_cache: dict = {}
 
     # ---- declared by subclasses -----------------------------------------------------
     def trainable_units(self) -> list[str]:
@@ -111,6 +127,24 @@ class Method(nn.Module):
         for name in self.net.unit_names:
             for p in self.net.unit(name).parameters():
                 p.requires_grad_(name in trainable)
+
+    def cache_inputs(self, inputs: dict[str, torch.Tensor]) -> dict:
+        """Called by the engine once per fit, after it has built its streams, with each
+        stream's whole input tensor (on the training device, in the training layout). A
+        method returns what depends only on frozen modules and these inputs (e.g. a fixed
+        source network's features, see :func:`precompute`); the engine keeps it in
+        ``self.input_cache`` during the fit, and ``losses`` takes a batch's rows with
+        :meth:`cached_rows`. The default caches nothing."""
+        return {}
+
+    def cached_rows(self, key: str, idx: torch.Tensor | None, compute: Callable[[], object]):
+        """Rows ``idx`` of ``self.input_cache[key]`` (a tensor or a dict of tensors), or
+        ``compute()`` when nothing is cached (``losses`` called outside the engine, or a
+        cache over the memory limit)."""
+        value = self.input_cache.get(key)
+        if value is None or idx is None:
+            return compute()
+        return {k: v[idx] for k, v in value.items()} if isinstance(value, dict) else value[idx]
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         """Train for transfer and return the :class:`~transferkit.engine.FitResult`.

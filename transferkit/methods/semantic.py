@@ -36,7 +36,7 @@ from ..engine import FitResult
 from ..errors import check
 from ..evaluate import predict_logits
 from ..heads import class_means
-from .base import Method, register
+from .base import Method, precompute, register
 from .finetune import Finetune
 
 
@@ -193,6 +193,23 @@ class SemanticTransfer(Method):
         self.source_net.eval()
 
     # ---- losses ------------------------------------------------------------------------
+    def _reads_source_features(self) -> bool:
+        return self.discriminator is not None or self.source_support == "examples"
+
+    @torch.no_grad()
+    def source_features(self, x: torch.Tensor) -> dict:
+        """The fixed source network's activations at ``layers`` and ``embedding`` (eval mode)."""
+        return self.source_net.forward_features(x, list(dict.fromkeys(self.layers + ["embedding"])))
+
+    def cache_inputs(self, inputs):
+        """The source network is fixed: its activations of every source image are computed
+        once per fit instead of at every step."""
+        if not self._reads_source_features():
+            return {}
+        self.source_net.eval()
+        feats = precompute(self.source_features, inputs["source"])
+        return {} if feats is None else {"source_features": feats}
+
     def losses(self, batch):
         (x_s, _), (x_t, y_t), x_u = batch.source, batch.target, batch.unlabeled
         n_t = len(x_t)
@@ -200,9 +217,8 @@ class SemanticTransfer(Method):
         acts = self.net.forward_features(torch.cat([x_t, x_u]), taps)
         terms = {"ce_target": F.cross_entropy(acts["head"][:n_t], y_t)}
         src = {"embedding": None}
-        if self.discriminator is not None or self.source_support == "examples":
-            with torch.no_grad():
-                src = self.source_net.forward_features(x_s, list(dict.fromkeys(self.layers + ["embedding"])))
+        if self._reads_source_features():
+            src = self.cached_rows("source_features", batch.indices.get("source"), lambda: self.source_features(x_s))
         if self.discriminator is not None:
             tgt = [acts[n][n_t:] for n in self.layers]
             src_act = [src[n] for n in self.layers]

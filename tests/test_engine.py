@@ -1,3 +1,4 @@
+import copy
 import json
 
 import helpers
@@ -340,3 +341,26 @@ def test_cache_inputs_sees_whole_streams_and_batch_indices_address_their_rows():
     method = Recorder(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
     Engine(TrainConfig(steps=4, batch_size=10, eval_every=4, progress=False)).fit(method, target=toy_domain(25))
     assert seen["steps"] == 4 and len(seen["inputs"]["target"]) == 25 and method.input_cache == {}
+
+
+def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_worker_counts(tmp_path):
+    d = toy_domain()
+    cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5, progress=False)
+    net = lambda: build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)  # noqa: E731
+    Engine(cfg, seed=0, checkpoint_dir=tmp_path / "a").fit(get_method("ft_fc")(net(), n=1), target=d)
+    with pytest.raises(TransferkitError, match="different run"):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path / "a").fit(get_method("ft_fc")(net(), n=2), target=d)
+    Engine(cfg, seed=0, checkpoint_dir=tmp_path / "a").fit(get_method("ft_fc")(net(), n=1), target=d)
+    flex = get_method("flex")
+    sig = [Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(flex(net(), **o), {"target": d}, None)
+           for o in ({"workers": 1}, {"workers": 2, "keep_candidates": True}, {"image_units": ["color"]})]
+    assert sig[0] == sig[1] != sig[2]
+    teacher = [net()]
+    distill = get_method("distill")
+    same = Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(distill(net(), teacher=teacher), {"source": d}, None)
+    assert same == Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(
+        distill(net(), teacher=[copy.deepcopy(teacher[0])]), {"source": d}, None)
+    with torch.no_grad():
+        teacher[0].head.weight.add_(1)
+    assert same != Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(
+        distill(net(), teacher=teacher), {"source": d}, None)

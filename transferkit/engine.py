@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -359,11 +360,12 @@ class Engine:
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
     def _signature(self, method, given: dict, val) -> str:
-        """What a checkpoint must have been trained on to be resumed: method, config (but the
-        progress bar and the checkpoint interval), seed and every image and label of every
-        stream and of the validation set."""
+        """What a checkpoint must have been trained on to be resumed: method and its options,
+        config (but the progress bar and the checkpoint interval), seed and every image and
+        label of every stream and of the validation set."""
         cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("progress", "checkpoint_every")}
-        h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
+        options = _digest(getattr(method, "init_options", {}))
+        h = hashlib.sha256("|".join([method.name, options, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
                 h.update(f"|{name}:{len(d)}:{d.digest()}".encode())
@@ -449,6 +451,23 @@ def _train_layout(method: torch.nn.Module, device: torch.device, channels_last: 
 
 def _as_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
     return x.contiguous(memory_format=layout) if x.dim() == 4 else x
+
+
+def _digest(value) -> str:
+    """A stable text for a method option: tensors and modules by content, domains by their
+    digest, containers item by item, anything else by its ``repr`` without memory addresses."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        return f"T{tuple(t.shape)}{t.dtype}:" + hashlib.sha256(t.view(-1).view(torch.uint8).numpy()).hexdigest()[:16]
+    if isinstance(value, torch.nn.Module):
+        return type(value).__name__ + _digest(value.state_dict())
+    if isinstance(value, Domain):
+        return f"D{len(value)}:{value.digest()}"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{_digest(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_digest(v) for v in value) + "]"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def _clone_state(module: torch.nn.Module) -> dict:

@@ -269,7 +269,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     methods = [get_method(m) for m in cfg.methods]  # unknown names and options fail before any work
     for cls in methods:
         try:
-            inspect.signature(cls).bind_partial(None, **cfg.options.get(cls.name, {}))
+            inspect.signature(cls.__init__).bind_partial(None, None, **cfg.options.get(cls.name, {}))
         except TypeError as e:
             raise TransferkitError(f"options for {cls.name}: {e}") from e
     main = is_main_process()

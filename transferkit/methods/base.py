@@ -104,6 +104,18 @@ class Method(nn.Module):
     built_before_retarget = False
     description = ""
 
+    #: constructor options that do not change what is trained (left out of ``init_options``)
+    not_trained_options: tuple[str, ...] = ()
+
+    def __new__(cls, *args, **kwargs):
+        """Keeps the constructor's options but the network (``args[1:]`` and ``kwargs``) as
+        ``init_options``: the engine's checkpoint signature includes them, so a checkpoint
+        trained with one setting is never resumed under another."""
+        method = super().__new__(cls)
+        object.__setattr__(method, "init_options", {
+            "args": args[1:], "kwargs": {k: v for k, v in kwargs.items() if k not in cls.not_trained_options}})
+        return method
+
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net

@@ -137,6 +137,8 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256) -> dict[
 class _FlexBase(Method):
     """Shared parts: candidate seeds, adopting the picked network, results."""
 
+    not_trained_options = ("workers", "keep_candidates")
+
     def __init__(self, net, workers: int = 1, keep_candidates: bool = False):
         super().__init__(net)
         check(int(workers) >= 1, f"workers must be >= 1, got {workers}")

@@ -41,6 +41,16 @@ def test_mean_and_standard_error():
     assert mean_se([0.3]) == (0.3, 0.0)
 
 
+def test_one_value_prints_its_mean_without_a_standard_error():
+    from transferkit.evaluate import mean_se_text
+    from transferkit.results import markdown_table, summarize
+    assert mean_se_text([0.5, 0.7, 0.9]) == "70.0 ± 11.5" and mean_se_text([0.735]) == "73.5"
+    assert mean_se_text([0.25, 0.25], scale=1, digits=3) == "0.250 ± 0.000"
+    rows = [{"method": "m", "source": "s", "target": "t", "setting": "k=5", "seed": 0, "accuracy": 0.735,
+             "wall_s": 1.0}]
+    assert "| 73.5 | 1 |" in markdown_table(summarize(rows))
+
+
 def test_empty_evaluation_is_an_error():
     with pytest.raises(TransferkitError, match="empty"):
         classification_report(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))

@@ -65,6 +65,19 @@ def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.T
     return float((summed.argmax(1) == group_label).float().mean())
 
 
+def format_mean_se(mean: float, se: float, n: int, scale: float = 100.0, digits: int = 1) -> str:
+    """``"mean ± se"`` (both times ``scale``); the mean alone when ``n < 2``, where the
+    standard error is undefined (printing ``± 0.0`` would claim no spread)."""
+    text = f"{scale * mean:.{digits}f}"
+    return text if n < 2 else f"{text} ± {scale * se:.{digits}f}"
+
+
+def mean_se_text(values: Iterable[float], scale: float = 100.0, digits: int = 1) -> str:
+    """:func:`format_mean_se` of ``values``."""
+    v = list(values)
+    return format_mean_se(*mean_se(v), len(v), scale, digits)
+
+
 def mean_se(values: Iterable[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value)."""
     v = [float(x) for x in values]

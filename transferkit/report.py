@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .errors import check
-from .evaluate import mean_se
+from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
 from .results import read_results, summarize
@@ -202,7 +202,7 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> list[list[str]]:
     for s in summary:
         mem = memory.get((s["method"], s["source"], s["target"], s["setting"]))
         table.append([s["method"], s["source"], s["target"], s["setting"],
-                      f"{100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_se']:.1f}", str(s["n"]),
+                      format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"]), str(s["n"]),
                       f"{s['wall_s']:.1f}", f"{max(mem):.0f}" if mem else "–"])
     return table
 

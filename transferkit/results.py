@@ -13,7 +13,7 @@ from numbers import Real
 from pathlib import Path
 
 from .errors import TransferkitError, check
-from .evaluate import mean_se
+from .evaluate import format_mean_se, mean_se
 from .io import write_json, write_text
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
@@ -64,7 +64,7 @@ def markdown_table(summary: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['method']} | {s['source']} | {s['target']} | {s['setting']} | "
-                     f"{100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_se']:.1f} | {s['n']} | "
+                     f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} | {s['n']} | "
                      f"{s['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"
 

@@ -24,7 +24,7 @@ import torch
 from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig
 from ..errors import check
-from ..evaluate import mean_se, predict_logits
+from ..evaluate import mean_se_text, predict_logits
 from ..experiment import label_subset, prepare_domains, pretrain_source, retarget_head, run_experiment
 from ..io import atomic_write, write_text
 from ..methods import get_method
@@ -139,7 +139,7 @@ def k_table(rows: list[dict], key: str = "accuracy", label=lambda m: m) -> str:
         cells = []
         for k in ks:
             vals = [r[key] for r in rows if r["method"] == m and _k(r) == k and key in r]
-            cells.append(f"{mean_se(vals)[0]:.3f} ± {mean_se(vals)[1]:.3f} (n={len(vals)})" if vals else "-")
+            cells.append(f"{mean_se_text(vals, scale=1, digits=3)} (n={len(vals)})" if vals else "-")
         lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -45,7 +45,7 @@ from ..backbones import build_backbone
 from ..data import load_domain
 from ..engine import Engine, TrainConfig
 from ..errors import check
-from ..evaluate import mean_se, predict_logits
+from ..evaluate import mean_se, mean_se_text, predict_logits
 from ..io import atomic_write, write_json, write_text
 from ..methods import get_method
 from ..methods.supervised import SourceOnly
@@ -224,8 +224,8 @@ def flex_suite(p: FlexPlan, bench_dir, log):
 
 # ---- reports --------------------------------------------------------------------------
 
-def _pm(stat) -> str:
-    return f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
+def _pm(values) -> str:
+    return mean_se_text(values)
 
 
 def _cell(rows, target, ratio, method):
@@ -248,7 +248,7 @@ def table3(rows, base, ratio) -> str:
             if m not in stats:
                 cells.append("–")
                 continue
-            txt = f"{100 * stats[m][0]:.1f} ± {100 * stats[m][1]:.1f}"
+            txt = _pm(r["accuracy"] for r in _cell(rows, t, ratio, m))
             cells.append(f"**{txt}**" if stats[m][0] >= best - TIE else txt)
         lines.append(f"| {t} ({100 * base[t]:.1f}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -307,7 +307,7 @@ def selection_table(rows, base, ratios) -> str:
             clear = sum(r["selection"]["margin"] > r["selection"]["se"] for r in flex_rows)
             gap = mean_se(r["accuracy"] for r in _cell(rows, t, ratio, "flex"))[0] - max(refs)
             lines.append(f"| {ratio} | {t} | {picks} | {clear} / {len(flex_rows)} | "
-                         f"{_pm(mean_se(r['selection']['margin'] for r in flex_rows))} | {100 * gap:+.1f} |")
+                         f"{_pm(r['selection']['margin'] for r in flex_rows)} | {100 * gap:+.1f} |")
     return "flex's pick against the runner-up on the validation split\n\n" + "\n".join(lines) + "\n"
 
 
@@ -360,8 +360,8 @@ def retrieval_table(rows, base, ratios) -> str:
         for t in base:
             if not _cell(rows, t, ratio, "flex"):
                 continue
-            vals = [mean_se(r["ap10"] for r in _cell(rows, t, ratio, m)) for m in ms]
-            lines.append(f"| {t} | {ratio} | " + " | ".join(f"{100 * a:.1f} ± {100 * s:.1f}" for a, s in vals) + " |")
+            cells = [_pm(r["ap10"] for r in _cell(rows, t, ratio, m)) for m in ms]
+            lines.append(f"| {t} | {ratio} | " + " | ".join(cells) + " |")
     return ("mAP@10 (%) of target test embeddings against source validation embeddings (seed 002 §5.3)\n\n"
             + "\n".join(lines) + "\n")
 
@@ -377,8 +377,8 @@ def image_table(rows, base, ratios) -> str:
             img = _cell(rows, t, ratio, IMAGE_FLEX)
             if not img:
                 continue
-            f, g = (mean_se(r["accuracy"] for r in _cell(rows, t, ratio, m)) for m in ("flex", IMAGE_FLEX))
-            cand = [mean_se(r["candidate_test_accuracy"][f"image:{k}"] for r in img) for k in kinds]
+            f, g = ([r["accuracy"] for r in _cell(rows, t, ratio, m)] for m in ("flex", IMAGE_FLEX))
+            cand = [[r["candidate_test_accuracy"][f"image:{k}"] for r in img] for k in kinds]
             picks = ", ".join(sorted({f"{r['picked']} x{[q['picked'] for q in img].count(r['picked'])}"
                                       for r in img}))
             lines.append(f"| {t} | {ratio} | {_pm(f)} | {_pm(g)} | " + " | ".join(map(_pm, cand)) + f" | {picks} |")

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from ..config import ExperimentConfig
 from ..engine import TrainConfig
 from ..errors import check
-from ..evaluate import mean_se
+from ..evaluate import mean_se, mean_se_text
 from ..experiment import prepare_domains, pretrain_source, run_experiment
 from ..io import write_text
 from ..methods import get_method
@@ -140,8 +140,7 @@ def _cell(rows: list[dict], key: str = "accuracy") -> str:
     """Accuracy as mean ± standard error; wall seconds as a mean (training alone where the
     row has ``fit_wall_s``)."""
     if key == "accuracy":
-        m, se = mean_se(r["accuracy"] for r in rows)
-        return f"{m:.3f} ± {se:.3f}"
+        return mean_se_text((r["accuracy"] for r in rows), scale=1, digits=3)
     return f"{mean_se(r.get('fit_wall_s', r['wall_s']) for r in rows)[0]:.1f}"
 
 

@@ -29,7 +29,7 @@ from ..clip import CaptionedDomain, ClipMethod, make_captions, retrieval_report
 from ..data import load_domain, syndigits_styles
 from ..domain import Domain
 from ..engine import Engine, TrainConfig
-from ..evaluate import mean_se
+from ..evaluate import mean_se_text
 from ..io import write_text
 from ..runtime import job_result
 from ..splits import split_domain
@@ -184,8 +184,7 @@ def _mean(vals) -> str:
 
 
 def _mean_se(vals) -> str:
-    mean, se = mean_se(list(vals))
-    return f"{100 * mean:.1f} ± {100 * se:.1f}"
+    return mean_se_text(vals)
 
 
 def zeroshot_tables(rows: list[dict]) -> str:

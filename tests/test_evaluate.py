@@ -77,3 +77,11 @@ def test_confusion_has_a_column_per_model_output_and_checks_labels():
         classification_report(logits, torch.tensor([0, 1, 2]), num_classes=2)
     with pytest.raises(TransferkitError, match="labels must lie"):
         confusion_matrix(torch.tensor([0]), torch.tensor([-1]), 2)
+
+
+def test_per_unit_plot_marks_the_best_candidate_never_a_nan_one(tmp_path):
+    from transferkit.plots import best_index, per_unit_accuracy_plot
+    assert best_index([float("nan"), 0.4, 0.6, 0.6]) == 2 and best_index([0.5, float("nan")]) == 0
+    rows = [{"ratio": 30, "candidate_val_accuracy": {"conv1": float("nan"), "fc": 0.7, "all": 0.6},
+             "candidate_test_accuracy": {"conv1": 0.1, "fc": 0.6, "all": 0.5}}]
+    assert per_unit_accuracy_plot(rows, tmp_path / "u.png").stat().st_size > 0

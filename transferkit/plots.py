@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def new_figure(width: float, height: float, dpi: float = 100):
     return fig
 
 
+def best_index(values: list[float]) -> int:
+    """Index of the largest value, the first one on ties; NaN never counts as the largest."""
+    return max(range(len(values)), key=lambda j: (-math.inf if math.isnan(values[j]) else values[j], -j))
+
+
 def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Seed 002 Figure 1: validation (solid) and test (dashed) accuracy of tuning each single
     unit (and all units), one colour per ratio, mean over seeds; a marker on the candidate
@@ -85,7 +91,7 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
         colour = f"C{i}"
         ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"~{ratio}/class val (n={len(rs)})")
         ax.plot(range(len(cands)), test, "--", color=colour, label=f"~{ratio}/class test")
-        best = max(range(len(cands)), key=lambda j: (val[j], -j))
+        best = best_index(val)
         ax.plot([best], [val[best]], "v", color="tab:blue", ms=9, mec="k")
     ax.set_xticks(range(len(cands)), cands)
     ax.set_xlabel("tuned unit")

@@ -263,3 +263,21 @@ def test_resume_accepts_settings_that_do_not_change_rows_and_names_those_that_do
     with pytest.raises(TransferkitError, match="not a run config"):
         run_experiment(cfg, run_dir=tmp_path / "broken", **quiet)
     assert not (tmp_path / "broken" / "jobs").exists()
+
+
+def test_transfer_gives_new_classes_a_new_head_as_run_job_does():
+    from helpers import toy_domain
+    src = toy_domain(40, classes=5, name="src")
+    from transferkit.domain import Domain
+    t = toy_domain(20, seed=1, classes=5)
+    tgt = Domain("tgt", t.images, t.labels, ["3", "4", "5", "6", "7"])  # as many classes, two shared
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    model = Transfer("ft_unit:conv1", backbone="lenet", train=TrainConfig(steps=1, eval_every=1)).fit(
+        target=tgt, source=src, net=net)
+    old, new = net.get_classifier().weight, model.net_.get_classifier().weight
+    assert torch.equal(new[:2], old[3:5])  # shared classes keep their source rows
+    assert not torch.equal(new[2:], old[2:])  # new classes get a new classifier (the head stays frozen here)
+    same = Transfer("ft_unit:conv1", backbone="lenet", train=TrainConfig(steps=1, eval_every=1)).fit(
+        target=toy_domain(20, seed=1, classes=5), source=src, net=net)
+    assert torch.equal(same.net_.get_classifier().weight, old)

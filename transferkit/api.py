@@ -17,6 +17,7 @@ from .domain import Domain
 from .engine import Engine, FitResult, TrainConfig
 from .errors import check
 from .evaluate import classification_report, predict_logits
+from .experiment import build_method
 from .methods import get_method
 from .methods.supervised import SourceOnly
 
@@ -55,18 +56,19 @@ class Transfer:
         check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}")
         torch.manual_seed(self.seed)
         classes = (target if target is not None else source).class_names
-        if net is not None:
+        if net is not None:  # its head is taken to be the source's when the class counts match
             net = copy.deepcopy(net)
+            head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else None
         elif cls.needs_pretrained:
             check(source is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")
             net = self._net(source, source.num_classes)
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
+            head_classes = source.class_names
         else:
             net = self._net(target or source, len(classes))
-        method = cls(net, **self.options) if cls.built_before_retarget else None
-        if target is not None and net.num_classes != target.num_classes:
-            net.reset_classifier(target.num_classes)
-        self.method_ = cls(net, **self.options) if method is None else method
+            head_classes = classes
+        self.method_ = build_method(cls, net, self.options, head_classes,
+                                    target.class_names if target is not None else None)
         self.fit_result_: FitResult = self.method_.fit_transfer(
             lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
             source=source, target=target, unlabeled=unlabeled, val=val)

@@ -75,9 +75,15 @@ def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[i
     return [source_classes.index(c) if c in source_classes else None for c in target_classes]
 
 
-def retarget_head(net, source_classes: list[str], target_classes: list[str]) -> None:
+def retarget_head(net, source_classes: list[str] | None, target_classes: list[str]) -> None:
     """Give ``net`` a head over the target classes, copying the rows of classes shared
-    with the source (a new classifier for new classes, as in seed 000 §4.1 fine-tuning)."""
+    with the source (a new classifier for new classes, as in seed 000 §4.1 fine-tuning).
+    ``source_classes=None`` (the head's classes are unknown, e.g. a network handed in
+    without its source domain): a new head only when the class counts differ."""
+    if source_classes is None:
+        if net.num_classes != len(target_classes):
+            net.reset_classifier(len(target_classes))
+        return
     if list(source_classes) == list(target_classes):
         return
     old = net.get_classifier()
@@ -190,14 +196,20 @@ def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Pa
     return Path(run_dir) / "jobs" / f"{method}-{cfg.setting}-s{seed}.json"
 
 
-def build_method(cfg: ExperimentConfig, data: Prepared, cls, net):
+def build_method(cls, net, options: dict, head_classes: list[str] | None, target_classes: list[str] | None):
     """``cls`` on ``net`` with its options; a method that trains on target labels gets a head
-    over the target classes (after it is built when it keeps a copy of the source network)."""
-    options = cfg.options.get(cls.name, {})
+    over the target classes (:func:`retarget_head` from ``head_classes``, the classes of
+    ``net``'s head), after the method is built when it keeps a copy of the source network.
+    ``run_job`` and ``Transfer.fit`` both build methods here."""
     method = cls(net, **options) if cls.built_before_retarget else None
-    if "target" in cls.streams:
-        retarget_head(net, data.source.train.class_names, data.target.train.class_names)
+    if "target" in cls.streams and target_classes is not None:
+        retarget_head(net, head_classes, target_classes)
     return cls(net, **options) if method is None else method
+
+
+def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
+    return build_method(cls, net, cfg.options.get(cls.name, {}), data.source.train.class_names,
+                        data.target.train.class_names)
 
 
 def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int) -> dict:
@@ -214,7 +226,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         if net is None:
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
-        method = build_method(cfg, data, cls, net)
+        method = _build_job_method(cfg, data, cls, net)
 
         def make_engine(tag, config=None):
             train = config or cfg.train
@@ -339,7 +351,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                                  in_channels=data.channels, image_size=cfg.image_size)
             options = cfg.options.get(cls.name, {})
             try:
-                build_method(cfg, data, cls, net)
+                _build_job_method(cfg, data, cls, net)
             except (TransferkitError, TypeError, ValueError) as e:
                 raise TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: "
                                        f"{e}") from e

@@ -355,6 +355,12 @@ def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_wo
     sig = [Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(flex(net(), **o), {"target": d}, None)
            for o in ({"workers": 1}, {"workers": 2, "keep_candidates": True}, {"image_units": ["color"]})]
     assert sig[0] == sig[1] != sig[2]
+    signature = lambda m: Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(m, {"target": d}, None)  # noqa: E731
+    assert signature(get_method("ft_fc")(net(), 2)) == signature(get_method("ft_fc")(net(), n=2))  # by name
+    assert signature(get_method("adda")(net(), weight=2)) == signature(get_method("adda")(net(), weight=2.0))
+    default = Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(get_method("ft_fc")(net()), {"target": d}, None)
+    assert default == Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(
+        get_method("ft_fc")(net(), n=None), {"target": d}, None)  # a default written out changes nothing
     teacher = [net()]
     distill = get_method("distill")
     same = Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(distill(net(), teacher=teacher), {"source": d}, None)

@@ -217,7 +217,6 @@ class Engine:
             x = _as_layout(self._prefix(method, d.images.to(device), start_unit), layout)
             y = None if name == "unlabeled" else d.labels.to(device)
             streams[name] = Stream(name, x, y, cfg.batch_size, self.seed, rank=rank(), world=world_size())
-        method.input_cache = method.cache_inputs({n: s.x for n, s in streams.items()})
         val_x = val_y = None
         if val is not None and len(val):  # each rank scores its shard; counts are summed over ranks
             val_x = _as_layout(self._prefix(method, val.images[rank()::world_size()].to(device), start_unit), layout)
@@ -245,67 +244,71 @@ class Engine:
         modes_stale = True
         show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)
-        while state["step"] < cfg.steps and not state["stopped"]:
-            step = state["step"]
-            p = step / cfg.steps
-            for g, lr0 in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr0 * SCHEDULES[cfg.schedule](p)
-            drawn = {n: s.batch(step) for n, s in streams.items()}
-            batch = Batch(step=step, progress=p, indices={n: d[1] for n, d in drawn.items()},
-                          **{n: d[0] for n, d in drawn.items()})
-            if modes_stale:  # at the start and after an evaluation, not every step (~0.15 ms of module walk)
-                method.train_mode()
-                modes_stale = False
-            with autocast(device, cfg.amp):
-                terms = loss_fn(batch)
-            check(len(terms) > 0, f"method {method.name!r} returned no loss term")
-            loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                raise TransferkitError(f"method {method.name!r}: loss became {float(loss)} at step {step}; "
-                                       "lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            method.after_step(batch)
-            state["step"] = step = step + 1
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                logged = all_reduce_mean(torch.stack([loss.detach().float()] + [v.detach().float()
-                                                                               for v in terms.values()]))
-                record = {"step": step, **dict(zip(["loss", *terms], logged.tolist())),
-                          "lr": opt.param_groups[0]["lr"]}
-                if val_x is not None:
-                    acc = self._accuracy(method, val_x, val_y)
-                    modes_stale = True
-                    record["val_accuracy"] = acc
-                    if state["best_acc"] is None or acc > state["best_acc"]:
-                        state.update(best_acc=acc, best_step=step, bad_evals=0)
-                        best_weights = _clone_state(method)
-                    else:
-                        state["bad_evals"] += 1
-                        if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
-                            state["stopped"] = True
-                history.append(record)
-                if self.metrics_path and main:
-                    append_jsonl(self.metrics_path, {"method": method.name, "run": self.run_name, **record})
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != "step":
-                            writer.add_scalar(f"{method.name}/{key}", value, step)
-            for hook in self.hooks:
-                hook(step, state)
-                modes_stale = True  # a hook may look at or change the modules
-            if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
-                                                   or state["stopped"]):
-                self._save(method, opt, state, best_weights, signature)
-        bar.close()
+        if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
+            method.input_cache = method.cache_inputs({n: s.x for n, s in streams.items()})
+        try:
+            while state["step"] < cfg.steps and not state["stopped"]:
+                step = state["step"]
+                p = step / cfg.steps
+                for g, lr0 in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr0 * SCHEDULES[cfg.schedule](p)
+                drawn = {n: s.batch(step) for n, s in streams.items()}
+                batch = Batch(step=step, progress=p, indices={n: d[1] for n, d in drawn.items()},
+                              **{n: d[0] for n, d in drawn.items()})
+                if modes_stale:  # at the start and after an evaluation, not every step (~0.15 ms of module walk)
+                    method.train_mode()
+                    modes_stale = False
+                with autocast(device, cfg.amp):
+                    terms = loss_fn(batch)
+                check(len(terms) > 0, f"method {method.name!r} returned no loss term")
+                loss = sum(terms.values())
+                if not torch.isfinite(loss):
+                    raise TransferkitError(f"method {method.name!r}: loss became {float(loss)} at step {step}; "
+                                           "lower the learning rate")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                method.after_step(batch)
+                state["step"] = step = step + 1
+                bar.update(1)
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    logged = all_reduce_mean(torch.stack([loss.detach().float()] + [v.detach().float()
+                                                                                   for v in terms.values()]))
+                    record = {"step": step, **dict(zip(["loss", *terms], logged.tolist())),
+                              "lr": opt.param_groups[0]["lr"]}
+                    if val_x is not None:
+                        acc = self._accuracy(method, val_x, val_y)
+                        modes_stale = True
+                        record["val_accuracy"] = acc
+                        if state["best_acc"] is None or acc > state["best_acc"]:
+                            state.update(best_acc=acc, best_step=step, bad_evals=0)
+                            best_weights = _clone_state(method)
+                        else:
+                            state["bad_evals"] += 1
+                            if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
+                                state["stopped"] = True
+                    history.append(record)
+                    if self.metrics_path and main:
+                        append_jsonl(self.metrics_path, {"method": method.name, "run": self.run_name, **record})
+                    if writer is not None:
+                        for key, value in record.items():
+                            if key != "step":
+                                writer.add_scalar(f"{method.name}/{key}", value, step)
+                for hook in self.hooks:
+                    hook(step, state)
+                    modes_stale = True  # a hook may look at or change the modules
+                if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
+                                                       or state["stopped"]):
+                    self._save(method, opt, state, best_weights, signature)
+        finally:
+            bar.close()
+            method.input_cache = {}  # also when training fails
         if writer is not None:
             writer.close()
         if cfg.restore_best and best_weights is not None:
             method.load_state_dict(best_weights)
         broadcast_state(method)
         method.input_unit = method.net.unit_names[0]
-        method.input_cache = {}
         method.to(memory_format=torch.contiguous_format)
         method.eval()
         if device.type != "cpu":
@@ -364,8 +367,9 @@ class Engine:
         config (but the progress bar and the checkpoint interval), seed and every image and
         label of every stream and of the validation set."""
         cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("progress", "checkpoint_every")}
-        options = _digest(getattr(method, "init_options", {}))
-        h = hashlib.sha256("|".join([method.name, options, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
+        h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
+        if getattr(method, "init_options", None):  # only options not at their defaults (older checkpoints resume)
+            h.update(f"|options:{_digest(method.init_options)}".encode())
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
                 h.update(f"|{name}:{len(d)}:{d.digest()}".encode())
@@ -467,6 +471,10 @@ def _digest(value) -> str:
         return "{" + ",".join(f"{k!r}:{_digest(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_digest(v) for v in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return "{" + ",".join(sorted(_digest(v) for v in value)) + "}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 

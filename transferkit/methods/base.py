@@ -18,7 +18,9 @@ with :func:`register`.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import os
 from typing import Callable
 
@@ -92,6 +94,50 @@ def precompute(forward: Callable[[torch.Tensor], object], inputs: torch.Tensor, 
     return torch.cat(parts)
 
 
+def _recording_options(init):
+    """Wrap a method class's ``__init__`` so that the outermost call keeps the options it was
+    given (but the network), by name, without those left at their defaults and without
+    ``not_trained_options``, as ``init_options``: the engine's checkpoint signature includes
+    them, so a checkpoint trained with one setting is never resumed under another."""
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if "init_options" not in self.__dict__:  # the outermost __init__ of a subclass chain
+            options = _options(init, type(self).not_trained_options, self, *args, **kwargs)
+            object.__setattr__(self, "init_options", options)
+        init(self, *args, **kwargs)
+    return __init__
+
+
+def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
+    """The options of the call ``init(*args, **kwargs)`` (``args[0]`` is the method, ``args[1]``
+    the network) by name, leaving out ``skip`` and those equal to their defaults."""
+    try:
+        bound = inspect.signature(init).bind(*args, **kwargs)
+    except TypeError:  # __init__ itself will name the problem
+        return {}
+    params = inspect.signature(init).parameters
+    out = {}
+    for name, value in list(bound.arguments.items())[2:]:  # self, net
+        if name in skip or _is_default(value, params[name].default):
+            continue
+        out[name] = {k: v for k, v in value.items() if k not in skip} \
+            if params[name].kind is inspect.Parameter.VAR_KEYWORD else value
+    return {k: v for k, v in out.items() if not (isinstance(v, dict) and not v)}
+
+
+def _is_default(value, default) -> bool:
+    if value is default:
+        return True
+    if default is inspect.Parameter.empty or isinstance(value, torch.Tensor):
+        return False
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        value, default = list(value), list(default)
+    try:
+        return bool(value == default)
+    except Exception:  # e.g. arrays, whose == is elementwise
+        return False
+
+
 class Method(nn.Module):
     name = "method"
     streams: tuple[str, ...] = ("target",)
@@ -103,24 +149,20 @@ class Method(nn.Module):
     #: network); the head is given the target classes afterwards
     built_before_retarget = False
     description = ""
-
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()
 
-    def __new__(cls, *args, **kwargs):
-        """Keeps the constructor's options but the network (``args[1:]`` and ``kwargs``) as
-        ``init_options``: the engine's checkpoint signature includes them, so a checkpoint
-        trained with one setting is never resumed under another."""
-        method = super().__new__(cls)
-        object.__setattr__(method, "init_options", {
-            "args": args[1:], "kwargs": {k: v for k, v in kwargs.items() if k not in cls.not_trained_options}})
-        return method
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_options(cls.__dict__["__init__"])
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
         self.input_unit = net.unit_names[0]
         self.input_cache: dict = {}
+        self.__dict__.setdefault("init_options", {})  # a class without its own __init__ has no options
 
     # ---- declared by subclasses -----------------------------------------------------
     def trainable_units(self) -> list[str]:

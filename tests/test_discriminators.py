@@ -69,3 +69,15 @@ def test_losses_known_values_and_gradient_directions():
     assert (ls.grad > 0).all() and (lt.grad < 0).all()
     confident = torch.full((3,), 10.0)
     assert discriminator_loss(confident, -confident).item() < 1e-3
+
+
+@pytest.mark.parametrize("combine", ["sum", "concat"])
+def test_eq2_layer_l_reads_relu_of_decayed_previous_output_combined_with_the_tap(combine):
+    torch.manual_seed(0)
+    acts = [torch.randn(4, 3, 2, 2), torch.randn(4, 6), torch.randn(4, 5)]
+    disc = MultiLayerDiscriminator([12, 6, 5], gamma=0.5, combine=combine, hidden=7)
+    mix = (lambda d, e: 0.5 * d + e) if combine == "sum" else (lambda d, e: torch.cat([0.5 * d, e], 1))
+    d = disc.layers[0](acts[0].flatten(1))  # d_1 = E_1 through the first layer
+    d = disc.layers[1](torch.relu(mix(d, acts[1])))  # d_l from σ(γ d_{l-1} ⊕ E_l), σ = ReLU
+    d = disc.layers[2](torch.relu(mix(d, acts[2])))
+    assert torch.allclose(disc(acts), disc.tail(d).squeeze(1), atol=1e-6)

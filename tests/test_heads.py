@@ -60,8 +60,13 @@ def test_prototype_cosine_metric_and_errors():
 
 def test_class_means_is_differentiable():
     f = torch.randn(6, 3, requires_grad=True)
-    m = class_means(f, torch.tensor([0, 1, 0, 1, 2, 2]), 3)
-    prototype_logits(f, m).sum().backward()
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    m = class_means(f, labels, 3)
+    assert torch.allclose(m, torch.stack([f[:3].mean(0), f[3], f[4:].mean(0)]))
+    m.sum().backward()  # d(sum of means)/d f_i = 1 / |class of i|, through the means alone
+    assert torch.allclose(f.grad, torch.tensor([1 / 3, 1 / 3, 1 / 3, 1.0, 0.5, 0.5])[:, None].expand(6, 3))
+    f.grad = None
+    prototype_logits(f, class_means(f, labels, 3)).sum().backward()
     assert f.grad is not None
 
 

@@ -94,3 +94,27 @@ def test_frozen_call_gives_gradient_to_inputs_only():
     frozen_call(lin, x).sum().backward()
     assert lin.weight.grad is None and x.grad is not None
     assert torch.allclose(x.grad, lin.weight.detach().expand(5, 3))
+
+
+def test_mmd_known_values_with_given_and_pooled_bandwidth():
+    s, t = torch.tensor([[0.0]]), torch.tensor([[1.0]])
+    # k(s, s) = k(t, t) = 1, k(s, t) = exp(-1 / (c σ²)): MMD² = 2 - 2 exp(-1 / (c σ²))
+    assert float(mmd2(s, t, scales=(1.0,), bandwidth=1.0)) == pytest.approx(2 - 2 * math.exp(-1))
+    assert float(mmd2(s, t, scales=(2.0,), bandwidth=1.0)) == pytest.approx(2 - 2 * math.exp(-0.5))
+    # pooled σ² = mean over the 4 ordered pairs (self-pairs included) of 0, 1, 1, 0 = 0.5
+    assert float(mmd2(s, t, scales=(1.0,))) == pytest.approx(2 - 2 * math.exp(-2))
+    assert float(mmd2(s, t, scales=(1.0, 2.0))) == pytest.approx(2 * (2 - math.exp(-2) - math.exp(-1)))
+
+
+def test_difference_loss_centres_normalises_and_divides_by_the_batch_squared():
+    shared = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    private = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
+    # centred and normalised rows are (±1, 0): H_cᵀ H_p = [[4, 0], [0, 0]], 16 / 4² = 1
+    assert float(difference_loss(shared + 5, 3 * shared - 3)) == pytest.approx(1.0)
+    assert float(difference_loss(shared, private)) == pytest.approx(0.0)  # orthogonal over the batch
+
+
+def test_scale_invariant_mse_is_the_per_sample_variance_of_the_error():
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    expected = x.flatten(1).var(1, unbiased=False).mean()  # (1/k)Σd² - (1/k²)(Σd)² with d = x
+    assert float(scale_invariant_mse(x, torch.zeros_like(x))) == pytest.approx(float(expected), rel=1e-5)

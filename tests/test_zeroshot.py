@@ -52,6 +52,21 @@ def test_zero_shot_report_and_harmonic_mean():
     assert r["zsl"] == 0.0
     assert r["seen"] == 1.0 and r["unseen"] == 0.0 and r["h"] == 0.0
     assert harmonic_mean(0.5, 1.0) == pytest.approx(2 / 3)
+    # per-class means, zsl among the unseen candidates only (a sample mean gives 2/3, no mask 0.25)
+    scores = torch.tensor([[5.0, 0, 2, 1], [0, 0, 1, 3], [0, 0, 2, 1], [4, 0, 0, 0], [0, 1, 3, 0]])
+    r = zero_shot_report(scores, torch.tensor([2, 3, 3, 0, 1]), seen=[0, 1], unseen=[2, 3])
+    assert (r["zsl"], r["seen"], r["unseen"]) == (0.75, 0.5, 0.25) and r["h"] == pytest.approx(1 / 3)
+
+
+def test_attribute_scores_known_values():
+    logits, a = torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 0.0], [0.5, 1.0]])
+    ls = torch.nn.functional.logsigmoid
+    # dap: sum_k a_ck log p_k + (1 - a_ck) log(1 - p_k), with log(1 - p) = logsigmoid(-logit)
+    dap = [ls(logits[0, 0]) + ls(-logits[0, 1]),
+           0.5 * ls(logits[0, 0]) + 0.5 * ls(-logits[0, 0]) + ls(logits[0, 1])]
+    assert torch.allclose(attribute_scores(logits, a, "dap"), torch.stack(dap)[None])
+    expected = -(torch.sigmoid(logits) - a).pow(2).sum(1)[None]
+    assert torch.allclose(attribute_scores(logits, a, "euclidean"), expected, atol=1e-6)
 
 
 def test_prior_matched_gamma_moves_the_seen_bias_to_the_unseen_prior():

@@ -45,6 +45,9 @@ def test_each_method_trains_its_parameters_and_never_reads_target_labels(name):
         assert moved == (unit in trainable), (name, unit)
     if hasattr(method, "discriminator"):
         assert any(k.startswith("discriminator.") for k in changed)
+    if name == "dsn":  # the private encoders and the shared decoder are trained too
+        for child in ("private_source", "private_target", "decoder"):
+            assert any(k.startswith(f"{child}.") for k in changed), child
     assert not any(k.startswith("source_net.") for k in changed)
 
 
@@ -208,3 +211,192 @@ def test_adda_computes_the_fixed_source_encoders_features_once_per_fit(name):
     check_frozen_features_cached(method, method.source_net.unit("conv1"),
                                  lambda: Engine(cfg, seed=0).fit(method, source=src, unlabeled=tgt), batch,
                                  {"source": src.images, "unlabeled": tgt.images})
+
+
+def _record_outputs(module):
+    """Every output of ``module`` from now on, with its gradient retained (a forward hook;
+    the caller removes the returned handle)."""
+    outs = []
+
+    def hook(_module, _inputs, out):
+        if out.requires_grad:
+            out.retain_grad()
+        outs.append(out)
+    return outs, module.register_forward_hook(hook)
+
+
+def _encoder_term_logit_grads(method, term):
+    """Backward of ``term`` alone; the discriminator outputs that received a gradient."""
+    method.train_mode()
+    outs, handle = _record_outputs(method.discriminator)
+    try:
+        terms = method.losses(_batch())
+    finally:
+        handle.remove()
+    terms[term].backward()
+    return terms[term], [o for o in outs if o.grad is not None]
+
+
+def test_adda_encoder_term_pushes_target_logits_toward_source():
+    method = get_method("adda")(_net(), weight=0.5)
+    _, graded = _encoder_term_logit_grads(method, "adv_target")
+    assert len(graded) == 1  # only the frozen pass on the target features (the disc terms are not in it)
+    logit, grad = graded[0].detach(), graded[0].grad
+    assert (grad < 0).all()  # inverted label: target pushed toward "source" (label 1)
+    assert torch.allclose(grad, 0.5 * (torch.sigmoid(logit) - 1) / len(logit))
+
+
+def test_multilayer_encoder_term_pushes_each_domain_toward_the_other():
+    method = MultiLayerAdversarial(_net(), weight=0.3)
+    _, graded = _encoder_term_logit_grads(method, "adv_encoder")
+    assert len(graded) == 2  # frozen passes on the source, then the target activations
+    (l_s, g_s), (l_t, g_t) = [(o.detach(), o.grad) for o in graded]
+    assert (g_s > 0).all() and (g_t < 0).all()  # eq. 4: source toward "target" (0), target toward "source" (1)
+    assert torch.allclose(g_s, 0.3 * torch.sigmoid(l_s) / len(l_s))
+    assert torch.allclose(g_t, 0.3 * (torch.sigmoid(l_t) - 1) / len(l_t))
+
+
+def test_confusion_term_is_the_cross_entropy_to_the_uniform_domain_label():
+    method = get_method("confusion")(_net(), weight=0.4)
+    value, graded = _encoder_term_logit_grads(method, "confusion")
+    assert len(graded) == 1  # one frozen pass on source and target together
+    logit, grad = graded[0].detach(), graded[0].grad
+    assert len(logit) == 16
+    expected = 0.4 * 0.5 * (torch.nn.functional.softplus(logit) + torch.nn.functional.softplus(-logit)).mean()
+    assert float(value.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert torch.allclose(grad, 0.4 * (torch.sigmoid(logit) - 0.5) / len(logit))  # toward d = 1/2
+
+
+@pytest.mark.parametrize("progress", [0.5, 0.0])
+def test_dann_losses_reverse_the_domain_gradient_into_the_encoder_only(progress):
+    from transferkit.discriminators import discriminator_loss
+
+    net = _net()
+    method = DANN(net)  # default weight and λ schedule
+    batch = _batch(progress=progress)
+    (x_s, _), x_t = batch.source, batch.unlabeled
+    weight = net.unit("fc1")[1].weight
+    disc_params = list(method.discriminator.parameters())
+    logit = method.discriminator(net.forward_features(torch.cat([x_s, x_t])))
+    plain = torch.autograd.grad(discriminator_loss(logit[:8], logit[8:]), [weight] + disc_params)
+    assert plain[0].abs().sum() > 0
+    method.zero_grad(set_to_none=True)
+    method.losses(batch)["domain"].backward()
+    coef = method.coefficient(progress)
+    if progress == 0.0:
+        assert coef == 0.0 and torch.all(weight.grad == 0)  # λ_0 = 0: the encoder gets nothing yet
+    else:
+        assert coef == pytest.approx(0.1 * (2 / (1 + math.exp(-5)) - 1))
+        tol = 1e-5 * float(plain[0].abs().max())
+        assert torch.allclose(weight.grad, -coef * plain[0], rtol=1e-4, atol=tol)
+    for p, g in zip(disc_params, plain[1:]):  # the discriminator descends L_d itself
+        assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-7)
+
+
+def _spread_net(scale=4.0):
+    """lenet at initialisation has tiny, near-uniform logits (entropy, MCC and CORAL terms
+    all but constant); scaling every parameter spreads them."""
+    net = _net()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(scale)
+    return net
+
+
+def _known_terms(method):
+    method.train_mode()
+    batch = _batch()
+    (x_s, y_s), x_t = batch.source, batch.unlabeled
+    return {k: v.detach() for k, v in method.losses(batch).items()}, x_s, y_s, x_t
+
+
+def test_mmd_term_is_the_weighted_mmd2_of_source_against_target_at_each_layer():
+    from transferkit.losses import mmd2
+
+    net, layers, scales = _spread_net(), ["conv2", "embedding"], (0.5, 1.0, 2.0)
+    terms, x_s, y_s, x_t = _known_terms(get_method("mmd")(net, weight=0.7, layers=layers, scales=scales))
+    with torch.no_grad():
+        s, t = net.forward_features(x_s, layers), net.forward_features(x_t, layers)
+        expected = 0.7 * sum(mmd2(s[n], t[n], scales) for n in layers)
+        assert float(terms["ce_source"]) == pytest.approx(float(torch.nn.functional.cross_entropy(net(x_s), y_s)),
+                                                          rel=1e-5)
+    assert float(expected) > 0.1
+    assert float(terms["mmd"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_mcc_term_reads_the_target_logits():
+    from transferkit.losses import minimum_class_confusion
+
+    net = _spread_net()
+    terms, x_s, _, x_t = _known_terms(get_method("mcc")(net, weight=0.5, temperature=1.5))
+    with torch.no_grad():
+        expected = 0.5 * minimum_class_confusion(net(x_t), 1.5)
+        on_source = 0.5 * minimum_class_confusion(net(x_s), 1.5)
+    assert float(expected) != pytest.approx(float(on_source), rel=1e-3)  # the batch tells the two apart
+    assert float(terms["mcc"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_entmin_term_is_the_weighted_entropy_of_the_target_predictions():
+    from transferkit.losses import entropy
+
+    net = _spread_net()
+    terms, x_s, _, x_t = _known_terms(get_method("entmin")(net, weight=0.3))
+    with torch.no_grad():
+        expected, on_source = 0.3 * entropy(net(x_t)), 0.3 * entropy(net(x_s))
+    assert float(expected) != pytest.approx(float(on_source), rel=1e-3)
+    assert float(terms["entmin"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_coral_term_on_the_logits_matches_its_formula():
+    from transferkit.losses import coral
+
+    net = _spread_net()
+    terms, x_s, _, x_t = _known_terms(get_method("coral")(net, weight=2.0, layers="head"))
+    with torch.no_grad():
+        expected = 2.0 * coral(net(x_s), net(x_t))
+    assert float(expected) > 0.1
+    assert float(terms["coral"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_dsn_difference_recon_and_similarity_terms_match_their_formulas():
+    from transferkit.discriminators import discriminator_loss
+    from transferkit.losses import difference_loss, scale_invariant_mse
+
+    net = _net()
+    method = get_method("dsn")(net, recon_weight=0.3, diff_weight=0.2, sim_weight=0.5)
+    terms, x_s, _, x_t = _known_terms(method)
+    with torch.no_grad():
+        hc_s, hc_t = net.forward_features(x_s), net.forward_features(x_t)
+        hp_s, hp_t = method.private_source(x_s), method.private_target(x_t)
+        difference = 0.2 * (difference_loss(hc_s, hp_s) + difference_loss(hc_t, hp_t))
+        recon = 0.3 * (scale_invariant_mse(x_s, method.decoder(hc_s + hp_s))
+                       + scale_invariant_mse(x_t, method.decoder(hc_t + hp_t)))
+        similarity = 0.5 * discriminator_loss(method.discriminator(hc_s), method.discriminator(hc_t))
+    assert float(terms["difference"]) == pytest.approx(float(difference), rel=1e-4)
+    assert float(terms["recon"]) == pytest.approx(float(recon), rel=1e-4)
+    assert float(terms["similarity"]) == pytest.approx(float(similarity), rel=1e-4)
+
+
+def test_a_resumed_fit_caches_the_restored_source_encoder_and_a_failed_fit_drops_its_cache(tmp_path):
+    class Checked(get_method("adda")):
+        def losses(self, batch):  # the cached rows are the features of the source encoder in use
+            cached = self.cached_rows("source_features", batch.indices["source"], lambda: None)
+            assert cached is not None and torch.allclose(cached, self.source_features(batch.source[0]), atol=1e-5)
+            return super().losses(batch)
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_2(step, state):
+        if step == 2:
+            raise Kill
+
+    src, tgt = _domain(24, 0.0, 1), _domain(16, 0.3, 2)
+    cfg = TrainConfig(steps=4, batch_size=8, eval_every=4, checkpoint_every=1, progress=False)
+    first = Checked(_net(seed=0))
+    with pytest.raises(Kill):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(kill_at_2,)).fit(first, source=src, unlabeled=tgt)
+    assert first.input_cache == {}
+    other = Checked(_net(seed=1))  # built from other weights: the checkpoint restores the first ones
+    Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(other, source=src, unlabeled=tgt)
+    assert torch.equal(other.source_net.unit("conv1")[0].weight, first.source_net.unit("conv1")[0].weight)

@@ -274,3 +274,59 @@ def test_lext_computes_the_fixed_source_networks_activations_once_per_fit(name):
         method, method.source_net.unit("conv1"),
         lambda: Engine(cfg, seed=0).fit(method, source=src, target=tgt, unlabeled=tgt), batch,
         {"source": src.images, "target": tgt.images, "unlabeled": tgt.images})
+
+
+def _lext_on_tiny_domains(scale=1.0, **options):
+    """lext (lenet: no dropout or BatchNorm, so train mode is deterministic) prepared on tiny
+    disjoint-label domains, and one batch; ``scale`` multiplies every network parameter
+    (at initialisation, lenet's embeddings give near-uniform similarities)."""
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(scale)
+    method = SemanticTransfer(net, **options)
+    src, tgt, unl = _tiny_domain(20, "01234"), _tiny_domain(10, "56789", seed=1), _tiny_domain(6, "56789", seed=2)
+    method.prepare({"source": src, "target": tgt, "unlabeled": unl})
+    method.train_mode()
+    batch = Batch(step=0, progress=0.3, source=(src.images[:8], src.labels[:8]), target=(tgt.images, tgt.labels),
+                  unlabeled=unl.images)
+    return method, src, tgt, unl, batch
+
+
+def test_lext_encoder_term_pushes_target_logits_toward_source():
+    method, *_, batch = _lext_on_tiny_domains(alpha=0.3)
+    outs = []
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        outs.append(out)
+    handle = method.discriminator.register_forward_hook(keep)
+    try:
+        terms = method.losses(batch)
+    finally:
+        handle.remove()
+    terms["dt_encoder"].backward()
+    graded = [o for o in outs if o.grad is not None]
+    assert len(graded) == 1  # the frozen pass on the target activations; d_s enters detached
+    logit, grad = graded[0].detach(), graded[0].grad
+    assert len(logit) == 6 and (grad < 0).all()  # eq. 4: target pushed toward "source" (label 1)
+    assert torch.allclose(grad, 0.3 * (torch.sigmoid(logit) - 1) / len(logit))
+
+
+def test_lext_semantic_entropies_use_their_own_support_and_temperature():
+    method, src, tgt, unl, batch = _lext_on_tiny_domains(scale=4.0, beta=0.2, tau_source=3.0, tau_target=0.5)
+    terms = method.losses(batch)
+    with torch.no_grad():
+        f_src = method.source_net.forward_features(src.images)
+        prototypes = torch.stack([f_src[src.labels == c].mean(0) for c in range(5)])
+        f_t, f_u = method.net.forward_features(tgt.images), method.net.forward_features(unl.images)
+        centroids = torch.stack([f_t[tgt.labels == c].mean(0) for c in range(5)])
+        source_h = 0.2 * similarity_entropy(f_u, prototypes, 3.0)
+        target_h = 0.2 * similarity_entropy(f_u, centroids, 0.5)
+        # the batch tells the temperatures apart
+        assert abs(float(source_h - 0.2 * similarity_entropy(f_u, prototypes, 0.5))) > 1e-3
+        assert abs(float(target_h - 0.2 * similarity_entropy(f_u, centroids, 3.0))) > 1e-3
+    assert torch.allclose(method.source_prototypes, prototypes, rtol=1e-4, atol=1e-5)
+    assert terms["st_source_entropy"].item() == pytest.approx(float(source_h), rel=1e-5)
+    assert terms["st_target_entropy"].item() == pytest.approx(float(target_h), rel=1e-5)

@@ -68,13 +68,21 @@ def test_ft_ss_trains_head_and_scale_shift_only():
                                     and not torch.equal(after[k], torch.zeros_like(after[k])) for k in ss)
 
 
-def test_image_unit_trains_only_the_image_unit():
+def test_image_unit_trains_only_the_image_unit(monkeypatch):
     short = TrainConfig(steps=2, batch_size=8, eval_every=2, patience=None, progress=False)
+    starts, real_fit = [], Engine.fit
+
+    def recording_fit(self, method, **kw):
+        starts.append(state(method.net))
+        return real_fit(self, method, **kw)
+
+    monkeypatch.setattr(Engine, "fit", recording_fit)
     for kind in ("colour", "stn", "unet"):
         before, after, method, _ = train("image_unit", cfg=short, kind=kind)
         assert method.net.unit_names[0] == "image"
         assert not changed(before, after)
-        assert any(k.startswith("units.image.") for k in after)
+        image = {k for k in after if k.startswith("units.image.")}
+        assert image and changed({k: starts[-1][k] for k in image}, after), kind  # the inserted unit trained
     fast = get_method("image_unit")(build_backbone("lenet", 4), kind="colour", lr_mult=30)
     assert fast.param_groups()[0]["lr_mult"] == 30
 
@@ -87,10 +95,24 @@ def test_image_units_start_as_identity():
         assert torch.allclose(make_image_unit(kind, 3)(x), x, atol=1e-5), kind
 
 
-def test_two_stage_tunes_all_then_a_new_head():
+def test_two_stage_tunes_all_then_a_new_head(monkeypatch):
+    stages, real_fit = [], Engine.fit
+
+    def recording_fit(self, method, **kw):
+        before = state(method.net)
+        fit = real_fit(self, method, **kw)
+        stages.append((before, state(method.net)))
+        return fit
+
+    monkeypatch.setattr(Engine, "fit", recording_fit)
     before, after, method, fit = train("two_stage")
     assert changed(before, after) == set(before)
     assert "stage1_val_accuracy" in method.extra_results() and fit.steps == 2 * CFG.steps
+    (b1, a1), (b2, a2) = stages
+    assert changed(b1, a1) == set(b1)  # stage 1: every unit
+    head = {k for k in a1 if k.startswith("head.")}
+    assert head and changed(a1, a2) == head  # stage 2: the fine-tuned features stay frozen
+    assert changed(a1, b2) == head and changed(b2, a2) == head  # a new head, then trained
 
 
 def test_early_stopping_restores_best_validation_checkpoint():
@@ -114,9 +136,19 @@ def test_parameterised_names():
 
 def test_tap_one_accuracy_per_unit_and_method():
     net = build_backbone("lenet", 4)
-    rows = tap(net, toy(), toy(seed=1))
+    train_d, test_d = toy(), toy(seed=1)
+    rows = tap(net, train_d, test_d)
     assert [r["unit"] for r in rows] == net.feature_names
-    assert all(0 <= r["svm_accuracy"] <= 1 and 0 <= r["softmax_accuracy"] <= 1 for r in rows)
+    for r in rows:  # each row is its unit's own linear classifiers scored on the test features
+        from transferkit.methods.tap import unit_features
+        f_train = unit_features(net, train_d.images, [r["unit"]])[r["unit"]]
+        f_test = unit_features(net, test_d.images, [r["unit"]])[r["unit"]]
+        assert r["dim"] == f_train.shape[1]
+        for kind in ("svm", "softmax"):
+            lin = fit_linear(kind, f_train, train_d.labels, 4)
+            with torch.no_grad():
+                assert r[f"{kind}_accuracy"] == float((lin(f_test).argmax(1) == test_d.labels).float().mean())
+    assert max(r["softmax_accuracy"] for r in rows) > 0.9  # the toy classes are separable from some unit
     before, after, method, fit = train("tap")
     assert not changed(before, after) and set(method.extra_results()["tap_val_accuracy"]) == set(net.feature_names)
     assert val_accuracy(method, toy(seed=1)) == pytest.approx(fit.best_val_accuracy)

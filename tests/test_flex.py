@@ -154,3 +154,22 @@ def test_flex_in_run_experiment(tmp_path):
     _, rows = run_experiment(cfg, log=lambda *a: None)
     assert {r["method"] for r in rows} == {"faster_flex", "ft_unit:fc1"}
     assert [r for r in rows if r["method"] == "faster_flex"][0]["picked"] in ("conv1", "conv2", "fc1", "head")
+
+
+@pytest.mark.parametrize("a_best, expected", [(0.9, "unit"), (0.75, "unit"), (0.5, "all")])
+def test_fast_flex_keeps_the_tuned_unit_when_it_is_at_least_as_good_as_ft_all(a_best, expected, monkeypatch):
+    import dataclasses
+
+    from transferkit.methods.flex import FastFlex
+    real = FastFlex._train
+
+    def with_val_accuracies(self, make_engine, candidates, target, val, config=None, tag="cand"):
+        (net, fit), = real(self, make_engine, candidates, target, val, config, tag)
+        return [(net, dataclasses.replace(fit, best_val_accuracy=0.75 if tag == "surgery" else a_best))]
+
+    monkeypatch.setattr(FastFlex, "_train", with_val_accuracies)
+    method, _ = run("fast_flex", keep_candidates=True)
+    unit = method.extra_results()["proxy_unit"]
+    assert method.picked == (unit if expected == "unit" else "all")  # Alg. 2: keep it if a_ft-best >= a_ft-all
+    kept = method.candidate_nets[method.picked].state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in method.net.state_dict().items())

@@ -58,3 +58,16 @@ def test_no_query_is_an_error_and_near_duplicates_rank_exactly():
     gallery = torch.cat([base, base + 1e-2, base + 2e-2, 300 + torch.randn(27, 64)])
     labels = torch.tensor([0, 1, 1] + [1] * 27)
     assert map_at_k(base.repeat(30, 1), torch.zeros(30, dtype=torch.long), gallery, labels, k=1) == 1.0
+
+
+def test_retrieval_map_embeds_queries_with_the_tuned_net_and_the_gallery_with_the_source_net():
+    from helpers import tiny_net, toy_domain
+
+    from transferkit.retrieval import embed, retrieval_map
+    torch.manual_seed(0)
+    source, tuned = tiny_net(4), tiny_net(4)
+    gallery, queries = toy_domain(24, seed=0), toy_domain(12, seed=1)
+    got = retrieval_map(source, tuned, gallery, queries, k=5)
+    assert got == map_at_k(embed(tuned, queries.images), queries.labels, embed(source, gallery.images),
+                           gallery.labels, 5)
+    assert got != retrieval_map(tuned, source, gallery, queries, k=5)  # the roles are not interchangeable

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from transferkit.cli import main
 
@@ -65,6 +66,8 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     for r in rows:
         assert {"method", "source", "target", "setting", "seed", "accuracy", "wall_s"} <= set(r)
         assert 0.0 <= r["accuracy"] <= 1.0 and r["setting"] == "k=2"
+        confusion = torch.tensor(r["confusion"])  # the accuracy is the one the confusion matrix holds
+        assert confusion.sum() == 450 and r["accuracy"] == pytest.approx(float(confusion.diag().sum() / 450))
     run_dir = results_path.rsplit("/", 1)[0]
     assert "| finetune |" in open(f"{run_dir}/results.md").read()
     # resuming a finished run re-runs nothing and reproduces the same rows

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import tiny_net
 
 from transferkit.clip import (
@@ -47,6 +48,9 @@ def test_hard_negative_triplet_picks_the_hardest_negative():
     # pairs sharing a caption id are not negatives of each other
     assert float(hard_negative_triplet(s, 0.2, torch.tensor([0, 1, 0]))) == pytest.approx(
         (0.05 + 0 + 0) / 3 + (0 + 0.15 + 0) / 3, abs=1e-6)
+    # the warm-up variant averages each hinge over the negatives: rows (0.05 + 0.1) / 2, 0, 0;
+    # columns 0, (0.15 + 0) / 2, (0.3 + 0) / 2
+    assert float(hard_negative_triplet(s, 0.2, hardest=False)) == pytest.approx(0.075 / 3 + 0.225 / 3, abs=1e-6)
 
 
 def test_temperature_is_learned_and_clamped():
@@ -100,6 +104,11 @@ def test_clip_trains_through_the_engine_with_caption_ids():
                    class_names=["0", "1", "2", "3"])
     Engine(TrainConfig(steps=60, batch_size=20, eval_every=60, lr=3e-3)).fit(m, source=cd.domain, val=dom)
     assert m.scores(images).shape == (40, 4)
+    with torch.no_grad():  # prompt ensembling: the normalised mean of each class's normalised prompt embeddings
+        manual = F.normalize(torch.stack([m.encode_texts(ps).mean(0) for ps in prompt_texts(["0", "1", "2", "3"])]),
+                             dim=1)
+        assert torch.allclose(m.class_embeddings(), manual, atol=1e-6)
+        assert torch.allclose(m.scores(images), m.temperature() * m.encode_images(images) @ manual.t(), atol=1e-5)
     img, txt = m.encode_images(images), m.encode_texts(cd.captions)
     sim = img @ txt.t()
     caption_class = torch.tensor([int(next(ch for ch in c if ch.isdigit()) if any(ch.isdigit() for ch in c)

@@ -1,5 +1,6 @@
 """CAT_n, two-stage over CAT and DISTILL_n (seed 004)."""
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -76,3 +77,19 @@ def test_distill_computes_the_teacher_logits_once_per_fit():
     check_frozen_features_cached(method, teacher[1].unit("unit1"),
                                  lambda: Engine(TrainConfig(steps=5, eval_every=5)).fit(method, source=src),
                                  batch, {"source": src.images})
+
+
+def test_distill_kd_term_is_t_squared_times_the_kl_to_each_teachers_softened_outputs():
+    import torch.nn.functional as F
+
+    from transferkit.engine import Batch
+    torch.manual_seed(0)
+    teacher = [tiny_net(4), tiny_net(4)]
+    method = Distill(tiny_net(4), teacher=teacher, temperature=3.0)
+    x, y = _domain(6).images, _domain(6).labels
+    terms = method.losses(Batch(step=0, progress=0.0, source=(x, y)))
+    f = method.net.forward_features(x)
+    kd = sum(F.kl_div(F.log_softmax(h(f) / 3, 1), F.softmax(m(x) / 3, 1), reduction="batchmean")
+             for h, m in zip(method.student_heads, teacher)) * 9
+    assert float(terms["kd"]) == pytest.approx(float(kd), rel=1e-5) and float(kd) > 0
+    assert float(terms["ce_source"]) == pytest.approx(float(F.cross_entropy(method.net.head(f), y)), rel=1e-5)

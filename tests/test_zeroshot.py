@@ -5,7 +5,7 @@ import torch
 from helpers import tiny_net
 
 from transferkit.domain import Domain
-from transferkit.engine import Engine, TrainConfig
+from transferkit.engine import Batch, Engine, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.zeroshot import (
     DIGIT_ATTRIBUTE_NAMES,
@@ -112,7 +112,14 @@ def test_embedding_zero_shot_trains_and_masks_candidates():
     torch.manual_seed(0)
     a, dom = _toy_domain()
     method = EmbeddingZeroShot(tiny_net(3), class_embeddings=a, dim=8)
-    Engine(TrainConfig(steps=5, batch_size=30, eval_every=5)).fit(method, source=dom.subset(dom.labels < 3))
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    seen = dom.subset(dom.labels < 3)
+    loss0 = float(method.losses(Batch(step=0, progress=0.0, source=(seen.images, seen.labels)))["ce_source"])
+    fit = Engine(TrainConfig(steps=5, batch_size=30, eval_every=5)).fit(method, source=seen)
+    after = method.state_dict()
+    for part in ("image_proj.", "class_proj.", "net."):  # both projections and the image tower train
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part)), part
+    assert fit.history[-1]["loss"] < loss0
     method.set_candidates([3, 4])
     pred = method(dom.images[:10]).argmax(1)
     assert set(pred.tolist()) <= {3, 4}

@@ -329,7 +329,7 @@ def test_cache_inputs_sees_whole_streams_and_batch_indices_address_their_rows():
     class Recorder(get_method("finetune")):
         def cache_inputs(self, inputs):
             seen["inputs"] = {k: v.clone() for k, v in inputs.items()}
-            return {"row_ids": torch.arange(len(inputs["target"]))}
+            return {"row_ids": torch.arange(len(inputs["target"]))} if inputs else {}
 
         def losses(self, batch):
             x, _ = batch.target
@@ -341,6 +341,16 @@ def test_cache_inputs_sees_whole_streams_and_batch_indices_address_their_rows():
     method = Recorder(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
     Engine(TrainConfig(steps=4, batch_size=10, eval_every=4, progress=False)).fit(method, target=toy_domain(25))
     assert seen["steps"] == 4 and len(seen["inputs"]["target"]) == 25 and method.input_cache == {}
+    seen.clear()  # 2 steps of 10 draw fewer than the 25 images: caching would cost more than it saves
+
+    class NotCached(Recorder):
+        def losses(self, batch):
+            assert self.input_cache == {}
+            return get_method("finetune").losses(self, batch)
+
+    Engine(TrainConfig(steps=2, batch_size=10, eval_every=2, progress=False)).fit(NotCached(method.net),
+                                                                                  target=toy_domain(25))
+    assert seen["inputs"] == {}
 
 
 def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_worker_counts(tmp_path):

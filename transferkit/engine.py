@@ -13,7 +13,10 @@ from a checkpoint therefore ends with the same weights as an uninterrupted run.
 
 Frozen leading units (no trainable parameter in them or before them) are computed once
 for every stream and for the validation set, and training starts from their cached
-activations (frozen units always run in eval mode, so this is exact).
+activations (frozen units always run in eval mode, so this is exact). A fixed network a
+method keeps beside the trained one (ADDA's source encoder, a distillation teacher) is run
+once over each stream the fit draws in full, through ``Method.cache_inputs``; each batch
+carries the positions of its samples (``Batch.indices``) to look the results up.
 
 Memory layout: on CPU a method with 4-D (convolution) weights trains in PyTorch's
 channels-last layout (``TrainConfig.channels_last``, default on), which oneDNN's
@@ -244,8 +247,10 @@ class Engine:
         modes_stale = True
         show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)
-        if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
-            method.input_cache = method.cache_inputs({n: s.x for n, s in streams.items()})
+        # after _load (the fixed networks it restored); only streams the fit will draw in full at least once
+        left = cfg.steps - state["step"] if not state["stopped"] else 0
+        method.input_cache = method.cache_inputs({n: s.x for n, s in streams.items()
+                                                  if left * s.batch_size >= len(s.x)}) if left else {}
         try:
             while state["step"] < cfg.steps and not state["stopped"]:
                 step = state["step"]

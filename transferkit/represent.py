@@ -146,6 +146,8 @@ class Distill(Method):
 
     def cache_inputs(self, inputs):
         """The members are fixed: their logits of every source image are computed once per fit."""
+        if "source" not in inputs:
+            return {}
         self.teacher.eval()
         logits = precompute(self.teacher_logits, inputs["source"])
         return {} if logits is None else {"teacher_logits": logits}

@@ -179,6 +179,8 @@ class ADDA(AdaptationMethod):
 
     def cache_inputs(self, inputs):
         """``E^s`` never changes: its features of every source image are computed once per fit."""
+        if "source" not in inputs:
+            return {}
         self.source_net.eval()
         feats = precompute(self.source_features, inputs["source"])
         return {} if feats is None else {"source_features": feats}

@@ -183,12 +183,14 @@ class Method(nn.Module):
                 p.requires_grad_(name in trainable)
 
     def cache_inputs(self, inputs: dict[str, torch.Tensor]) -> dict:
-        """Called by the engine once per fit, after it has built its streams, with each
-        stream's whole input tensor (on the training device, in the training layout). A
-        method returns what depends only on frozen modules and these inputs (e.g. a fixed
-        source network's features, see :func:`precompute`); the engine keeps it in
-        ``self.input_cache`` during the fit, and ``losses`` takes a batch's rows with
-        :meth:`cached_rows`. The default caches nothing."""
+        """Called by the engine once per fit, after it has built its streams, with the whole
+        input tensor of each stream that the fit will draw in full at least once (``steps x
+        batch_size >= len``: caching a larger stream would cost more forward passes than it
+        saves), on the training device, in the training layout. A method returns what
+        depends only on frozen modules and these inputs (e.g. a fixed source network's
+        features, see :func:`precompute`); the engine keeps it in ``self.input_cache`` during
+        the fit, and ``losses`` takes a batch's rows with :meth:`cached_rows`. The default
+        caches nothing."""
         return {}
 
     def cached_rows(self, key: str, idx: torch.Tensor | None, compute: Callable[[], object]):

@@ -204,7 +204,7 @@ class SemanticTransfer(Method):
     def cache_inputs(self, inputs):
         """The source network is fixed: its activations of every source image are computed
         once per fit instead of at every step."""
-        if not self._reads_source_features():
+        if not self._reads_source_features() or "source" not in inputs:
             return {}
         self.source_net.eval()
         feats = precompute(self.source_features, inputs["source"])

@@ -33,12 +33,12 @@ def test_workers_give_the_same_rows_as_one_process(tmp_path):
     """Bit-identical rows when the thread count matches (2 workers on 2 cores get one thread
     each; a different thread count changes floating-point summation order only)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(threads_per_worker(2))
+    torch.set_num_threads(threads_per_worker(2))  # the main process pre-trains with this count in both runs
     try:
         _, one = run_experiment(tiny_config(tmp_path / "a", workers=1), log=lambda *a: None)
+        _, two = run_experiment(tiny_config(tmp_path / "b", workers=2), log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)
-    _, two = run_experiment(tiny_config(tmp_path / "b", workers=2), log=lambda *a: None)
     key = lambda r: (r["method"], r["seed"])  # noqa: E731
     assert [key(r) for r in one] == [key(r) for r in two]
     for a, b in zip(one, two):

@@ -71,3 +71,4 @@ def test_retrieval_map_embeds_queries_with_the_tuned_net_and_the_gallery_with_th
     assert got == map_at_k(embed(tuned, queries.images), queries.labels, embed(source, gallery.images),
                            gallery.labels, 5)
     assert got != retrieval_map(tuned, source, gallery, queries, k=5)  # the roles are not interchangeable
+    assert got == retrieval_map(None, tuned, gallery, queries, k=5, gallery=embed(source, gallery.images))

@@ -58,9 +58,14 @@ def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     return torch.cat([net.forward_features(x.to(dev)).cpu() for x in images.split(batch_size)])
 
 
-def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10) -> float:
+def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,
+                  gallery: torch.Tensor | None = None) -> float:
     """Seed 002 §5.3: mAP@k of ``target_test`` embedded by ``tuned_net`` against
-    ``source_val`` embedded by ``source_net``."""
-    gallery = embed(source_net, source_val.images)
+    ``source_val`` embedded by ``source_net``. ``gallery``: those source embeddings when the
+    caller already has them (``embed(source_net, source_val.images)``; a benchmark scoring
+    many tuned networks against one source network computes them once)."""
+    if gallery is None:
+        gallery = embed(source_net, source_val.images)
+    check(len(gallery) == len(source_val), f"gallery has {len(gallery)} embeddings for {len(source_val)} images")
     queries = embed(tuned_net, target_test.images)
     return map_at_k(queries, target_test.labels, gallery, source_val.labels, k)

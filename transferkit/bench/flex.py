@@ -50,7 +50,7 @@ from ..io import atomic_write, write_json, write_text
 from ..methods import get_method
 from ..methods.supervised import SourceOnly
 from ..results import write_results
-from ..retrieval import retrieval_map
+from ..retrieval import embed, retrieval_map
 from ..runtime import default_workers, run_jobs
 from ..splits import split_domain, subsample_per_class
 from . import Plan, as_list, benchmark
@@ -167,9 +167,10 @@ def accuracy(forward, domain) -> float:
 
 
 def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: int, cfg: TrainConfig,
-            head: dict) -> dict:
+            head: dict, gallery: torch.Tensor | None = None) -> dict:
     """Train one method on one labelled subset: ``head`` with test accuracy, wall seconds,
-    AP@10 and picks. Module-level, so that it can run in a worker process."""
+    AP@10 and picks. ``gallery``: the source network's embeddings of ``source_val``, shared
+    by every job. Module-level, so that it can run in a worker process."""
     import copy
 
     labeled = subsample_per_class(split.train, ratio, seed)
@@ -186,7 +187,8 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
     wall = time.perf_counter() - t0
     row = {**head, "method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.best_val_accuracy,
            "steps": fit.steps, "n_labeled": len(labeled), "per_class_available": int(split.train.class_counts().min()),
-           "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10), **method.extra_results()}
+           "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10, gallery=gallery),
+           **method.extra_results()}
     if name == "flex":
         row["candidate_test_accuracy"] = {c: accuracy(n.eval(), split.test) for c, n in method.candidate_nets.items()}
     return row
@@ -202,6 +204,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
     check(info.get("source", label) == label, f"{bench_dir} holds a network pre-trained on {info.get('source')}, "
                                               f"not {label}: use another directory")
     log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {label}")
+    gallery = embed(pretrained, source.val.images)  # AP@10's gallery: the same for every job
     jobs = []
     for target in p.target_names():
         split = target_splits(target, tgt_half, p.source, p.val_fraction, p.val_per_class)
@@ -214,8 +217,8 @@ def flex_suite(p: FlexPlan, bench_dir, log):
                 head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
                         "seed": seed, "base_accuracy": base, "n_val": len(split.val)}
                 for m in METHODS + ([IMAGE_FLEX] if target in p.image_targets else []):
-                    jobs.append((bench_dir / "jobs" / f"{target}-r{ratio}-s{seed}-{m}.json",
-                                 partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head)))
+                    job = partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head, gallery)
+                    jobs.append((bench_dir / "jobs" / f"{target}-r{ratio}-s{seed}-{m}.json", job))
     run_jobs(jobs, default_workers(), lambda row: log(
         f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
         f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}"))

@@ -387,15 +387,15 @@ def test_a_resumed_fit_caches_the_restored_source_encoder_and_a_failed_fit_drops
     class Kill(Exception):
         pass
 
-    def kill_at_2(step, state):
-        if step == 2:
+    def kill_at_3(step, state):  # after the checkpoint of step 2: 2 steps x 8 left, fewer than the 24 images,
+        if step == 3:              # but the whole budget draws them all, so the resumed fit caches too
             raise Kill
 
     src, tgt = _domain(24, 0.0, 1), _domain(16, 0.3, 2)
     cfg = TrainConfig(steps=4, batch_size=8, eval_every=4, checkpoint_every=1, progress=False)
     first = Checked(_net(seed=0))
     with pytest.raises(Kill):
-        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(kill_at_2,)).fit(first, source=src, unlabeled=tgt)
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(kill_at_3,)).fit(first, source=src, unlabeled=tgt)
     assert first.input_cache == {}
     other = Checked(_net(seed=1))  # built from other weights: the checkpoint restores the first ones
     Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(other, source=src, unlabeled=tgt)

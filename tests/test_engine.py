@@ -368,6 +368,7 @@ def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_wo
     signature = lambda m: Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(m, {"target": d}, None)  # noqa: E731
     assert signature(get_method("ft_fc")(net(), 2)) == signature(get_method("ft_fc")(net(), n=2))  # by name
     assert signature(get_method("adda")(net(), weight=2)) == signature(get_method("adda")(net(), weight=2.0))
+    assert signature(get_method("adda_encoder")(net(), weight=1.0)) == signature(get_method("adda_encoder")(net()))
     default = Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(get_method("ft_fc")(net()), {"target": d}, None)
     assert default == Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(
         get_method("ft_fc")(net(), n=None), {"target": d}, None)  # a default written out changes nothing

@@ -247,11 +247,9 @@ class Engine:
         modes_stale = True
         show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)
-        # after _load (the fixed networks it restored); only streams the fit will draw in full at least once
-        left = cfg.steps - state["step"] if not state["stopped"] else 0
-        method.input_cache = method.cache_inputs({n: s.x for n, s in streams.items()
-                                                  if left * s.batch_size >= len(s.x)}) if left else {}
         try:
+            if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
+                method.input_cache = self._cache_inputs(method, streams, device)
             while state["step"] < cfg.steps and not state["stopped"]:
                 step = state["step"]
                 p = step / cfg.steps
@@ -340,6 +338,14 @@ class Engine:
         if n_images * math.prod(shape) * 4 / 2**20 > self.cfg.cache_limit_mb:
             return names[0]
         return start
+
+    def _cache_inputs(self, method, streams: dict, device) -> dict:
+        """``method.cache_inputs`` of the streams the whole budget draws in full at least once
+        per rank (decided on ``steps``, not on the steps left, so that a resumed fit caches as
+        an uninterrupted one does), under the autocast the steps run in."""
+        full = {n: s.x for n, s in streams.items() if self.cfg.steps * math.ceil(s.batch_size / s.world) >= len(s.x)}
+        with autocast(device, self.cfg.amp):
+            return method.cache_inputs(full)
 
     @torch.no_grad()
     def _prefix(self, method, images: torch.Tensor, start_unit: str) -> torch.Tensor:

@@ -99,7 +99,8 @@ def retarget_head(net, source_classes: list[str] | None, target_classes: list[st
 
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     """Pre-train the backbone on the labelled source (cached on disk by content key: data,
-    backbone, budget, seed, device and, on CPU, the torch thread count).
+    backbone, budget, seed, device, the torch thread count on CPU and the number of
+    data-parallel processes).
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds and whether the network came from the cache."""
@@ -111,15 +112,17 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         _load_net(net, Path(cfg.pretrained))
         return net, {"cached": True, "wall_s": 0.0, "path": str(cfg.pretrained)}
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
-    # on CPU the network depends on the torch thread count (the order of floating-point sums):
-    # a network trained with 2 threads must not be reused by a run with 1, which could not reproduce it
-    threads = torch.get_num_threads() if resolve_device(train.device).type == "cpu" else None
+    # the network depends on the torch thread count on CPU and on the number of data-parallel
+    # processes (the order of floating-point sums): one trained otherwise is not reused by a
+    # run that could not reproduce it
+    run = {"threads": torch.get_num_threads()} if resolve_device(train.device).type == "cpu" else {}
+    if world_size() > 1:
+        run["world"] = world_size()
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
         "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
-        "train": asdict(train), "seed": cfg.seed, **({"threads": threads} if threads else {})},
-        sort_keys=True).encode()).hexdigest()[:20]
+        "train": asdict(train), "seed": cfg.seed, **run}, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     if path.exists():
         try:

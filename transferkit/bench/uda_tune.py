@@ -17,6 +17,7 @@ seed, the quick budget.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def describe(options: dict) -> str:
 
 
 def tune_job(cfg, method: str, options: dict, head: dict) -> dict:
-    """Adapt the seed's (cached) source network with ``method(**options)``: ``head`` with the
+    """Adapt the seed's source network (``cfg.pretrained``) with ``method(**options)``: ``head`` with the
     accuracy on the target validation split. Module-level, so that it can run in a worker process."""
     data = prepare_domains(cfg)
     net, _ = pretrain_source(cfg, data, log=lambda *a: None)
@@ -85,7 +86,8 @@ def uda_tune_suite(b: Budget, bench_dir, log):
             cfg = pair_config(source, target, seed, b, ["source_only"], 1)
             data = prepare_domains(cfg)
             cfg = pair_config(source, target, seed, b, ["source_only"], adaptation_epochs(data, b)[1])
-            net, _ = pretrain_source(cfg, data, log)  # once here, then read from the cache by every job
+            net, info = pretrain_source(cfg, data, log)  # once here; every job loads this file
+            cfg = replace(cfg, pretrained=info["path"])  # (a worker's own cache key may differ: its thread count)
             head = {"source": source, "target": target, "seed": seed, "split": "val"}
             rows.append({**head, "method": "source_only", "setting": "-", "wall_s": 0.0,
                          "accuracy": evaluate_on(source_only_forward(net, data), data.target.val)["accuracy"]})

@@ -120,9 +120,20 @@ def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
     for name, value in list(bound.arguments.items())[2:]:  # self, net
         if name in skip or _is_default(value, params[name].default):
             continue
-        out[name] = {k: v for k, v in value.items() if k not in skip} \
-            if params[name].kind is inspect.Parameter.VAR_KEYWORD else value
+        if params[name].kind is inspect.Parameter.VAR_KEYWORD:  # **options passed on to a parent __init__
+            value = {k: v for k, v in value.items()
+                     if k not in skip and not _is_default(v, _inherited_default(type(args[0]), k))}
+        out[name] = value
     return {k: v for k, v in out.items() if not (isinstance(v, dict) and not v)}
+
+
+def _inherited_default(cls, name: str):
+    """The default of ``name`` in the nearest ``__init__`` of ``cls``'s bases that declares it."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and name in inspect.signature(init).parameters:
+            return inspect.signature(init).parameters[name].default
+    return inspect.Parameter.empty
 
 
 def _is_default(value, default) -> bool:

@@ -289,3 +289,15 @@ def test_transfer_gives_new_classes_a_new_head_as_run_job_does():
     same = Transfer("ft_unit:conv1", backbone="lenet", train=TrainConfig(steps=1, eval_every=1)).fit(
         target=toy_domain(20, seed=1, classes=5), source=src, net=net)
     assert torch.equal(same.net_.get_classifier().weight, old)
+
+
+def test_a_resumed_run_lists_its_rows_in_job_order(tmp_path):
+    cfg = ExperimentConfig(name="order", source="digits", target="digits+blur", k=2, repeats=2,
+                           methods=["source_only", "target_only", "linear_probe"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    run_dir, first = run_experiment(cfg, log=lambda *a: None)
+    (run_dir / "jobs" / "target_only-k=2-s0.json").unlink()  # as if killed before this job finished
+    _, again = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    assert [(r["method"], r["seed"]) for r in again] == [(r["method"], r["seed"]) for r in first]
+    assert [(r["method"], r["seed"]) for r in first][:3] == [("source_only", 0), ("target_only", 0),
+                                                              ("linear_probe", 0)]

@@ -312,13 +312,14 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
         val_acc = pre_info.get("val_accuracy")
         log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
-    rows, todo = [], []
+    rows, todo, order = [], [], {}
     for r in range(cfg.repeats):
         seed = cfg.seed + r
         for cls in methods:
             if cls is SourceOnly and r > 0:
                 continue  # one source network per experiment: its row does not vary with the label subset
             job = job_path(run_dir, cfg, cls.name, cfg.seed if cls is SourceOnly else seed)
+            order[(cls.name, cfg.seed if cls is SourceOnly else seed)] = len(order)
             if job.exists():
                 rows.append(json.loads(job.read_text()))
             elif cls is SourceOnly:
@@ -334,6 +335,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     else:
         for cls, seed in todo:
             rows.append(_log_row(log, run_job(cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)))
+    rows.sort(key=lambda row: order[(row["method"], row["seed"])])  # job order, resumed or not
     if main:
         write_results(run_dir, cfg.name, cfg.to_dict(), rows)
     barrier()

@@ -330,3 +330,12 @@ def test_lext_semantic_entropies_use_their_own_support_and_temperature():
     assert torch.allclose(method.source_prototypes, prototypes, rtol=1e-4, atol=1e-5)
     assert terms["st_source_entropy"].item() == pytest.approx(float(source_h), rel=1e-5)
     assert terms["st_target_entropy"].item() == pytest.approx(float(target_h), rel=1e-5)
+
+
+def test_lext_without_the_adversarial_term_caches_only_the_source_embedding():
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    src = _tiny_domain(20, "01234")
+    method = SemanticTransfer(net, alpha=0.0, source_support="examples")
+    method.prepare({"source": src, "target": src, "unlabeled": src})
+    assert list(method.cache_inputs({"source": src.images})["source_features"]) == ["embedding"]
+    assert method.cache_inputs({}) == {}  # a source stream the fit does not draw in full is not cached

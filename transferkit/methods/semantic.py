@@ -198,8 +198,10 @@ class SemanticTransfer(Method):
 
     @torch.no_grad()
     def source_features(self, x: torch.Tensor) -> dict:
-        """The fixed source network's activations at ``layers`` and ``embedding`` (eval mode)."""
-        return self.source_net.forward_features(x, list(dict.fromkeys(self.layers + ["embedding"])))
+        """The fixed source network's activations that the losses read (eval mode): ``layers``
+        for the discriminator, ``embedding`` for the source support."""
+        layers = self.layers if self.discriminator is not None else []
+        return self.source_net.forward_features(x, list(dict.fromkeys(layers + ["embedding"])))
 
     def cache_inputs(self, inputs):
         """The source network is fixed: its activations of every source image are computed

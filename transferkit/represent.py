@@ -31,7 +31,7 @@ from .backbones import HEAD, UnitNet
 from .engine import FitResult
 from .errors import check
 from .heads import make_head
-from .methods.base import Method, precompute, register
+from .methods.base import Method, register
 from .methods.finetune import Finetune
 
 
@@ -146,11 +146,7 @@ class Distill(Method):
 
     def cache_inputs(self, inputs):
         """The members are fixed: their logits of every source image are computed once per fit."""
-        if "source" not in inputs:
-            return {}
-        self.teacher.eval()
-        logits = precompute(self.teacher_logits, inputs["source"])
-        return {} if logits is None else {"teacher_logits": logits}
+        return self.cache_stream(inputs, "teacher_logits", self.teacher_logits, self.teacher)
 
     def losses(self, batch):
         x, y = batch.source

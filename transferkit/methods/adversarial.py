@@ -39,7 +39,7 @@ from ..discriminators import (
 from ..errors import check
 from ..losses import dann_lambda, frozen_call, grad_reverse
 from .adaptation import AdaptationMethod, flat_cat, layer_size, resolve_layers
-from .base import precompute, register
+from .base import register
 
 
 def _mlp_for(net, layers, hidden: int, depth: int) -> MLPDiscriminator:
@@ -179,11 +179,7 @@ class ADDA(AdaptationMethod):
 
     def cache_inputs(self, inputs):
         """``E^s`` never changes: its features of every source image are computed once per fit."""
-        if "source" not in inputs:
-            return {}
-        self.source_net.eval()
-        feats = precompute(self.source_features, inputs["source"])
-        return {} if feats is None else {"source_features": feats}
+        return self.cache_stream(inputs, "source_features", self.source_features, self.source_net)
 
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled

@@ -204,6 +204,17 @@ class Method(nn.Module):
         caches nothing."""
         return {}
 
+    def cache_stream(self, inputs: dict, key: str, forward: Callable, fixed: nn.Module,
+                     stream: str = "source") -> dict:
+        """``{key: forward over inputs[stream]}`` with the fixed module ``fixed`` in eval mode
+        (:func:`precompute`), the usual body of :meth:`cache_inputs`; ``{}`` when the stream is
+        not given or the result would exceed the memory limit."""
+        if stream not in inputs:
+            return {}
+        fixed.eval()
+        value = precompute(forward, inputs[stream])
+        return {} if value is None else {key: value}
+
     def cached_rows(self, key: str, idx: torch.Tensor | None, compute: Callable[[], object]):
         """Rows ``idx`` of ``self.input_cache[key]`` (a tensor or a dict of tensors), or
         ``compute()`` when nothing is cached (``losses`` called outside the engine, or a

@@ -36,7 +36,7 @@ from ..engine import FitResult
 from ..errors import check
 from ..evaluate import predict_logits
 from ..heads import class_means
-from .base import Method, precompute, register
+from .base import Method, register
 from .finetune import Finetune
 
 
@@ -206,11 +206,9 @@ class SemanticTransfer(Method):
     def cache_inputs(self, inputs):
         """The source network is fixed: its activations of every source image are computed
         once per fit instead of at every step."""
-        if not self._reads_source_features() or "source" not in inputs:
+        if not self._reads_source_features():
             return {}
-        self.source_net.eval()
-        feats = precompute(self.source_features, inputs["source"])
-        return {} if feats is None else {"source_features": feats}
+        return self.cache_stream(inputs, "source_features", self.source_features, self.source_net)
 
     def losses(self, batch):
         (x_s, _), (x_t, y_t), x_u = batch.source, batch.target, batch.unlabeled

@@ -353,6 +353,26 @@ def test_cache_inputs_sees_whole_streams_and_batch_indices_address_their_rows():
     assert seen["inputs"] == {}
 
 
+def test_cache_inputs_reading_a_stream_that_is_not_cached_gets_an_error_saying_why():
+    class Reads(get_method("finetune")):
+        stream = "target"
+
+        def cache_inputs(self, inputs):
+            return {"x": inputs[self.stream]}
+
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    short = TrainConfig(steps=2, batch_size=10, eval_every=2, progress=False)
+    with pytest.raises(TransferkitError, match="'target' is not cached: the budget of 2 steps does not draw"):
+        Engine(short).fit(Reads(net), target=toy_domain(25))
+    Reads.stream = "source"
+    with pytest.raises(TransferkitError, match="no 'source' stream \\(streams: target\\)"):
+        Engine(short).fit(Reads(net), target=toy_domain(25))
+    Reads.stream = "target"
+    method = Reads(net)
+    Engine(TrainConfig(steps=3, batch_size=10, eval_every=3, progress=False)).fit(method, target=toy_domain(25))
+    assert method.input_cache == {}  # cached during the fit, dropped at its end
+
+
 def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_worker_counts(tmp_path):
     d = toy_domain()
     cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5, progress=False)

@@ -180,6 +180,22 @@ class FitResult:
     history: list = field(default_factory=list)
 
 
+class StreamInputs(dict):
+    """The streams handed to ``Method.cache_inputs``: a dict of input tensors whose missing
+    keys raise an error that says why the stream is absent (``in`` and ``get`` work as usual)."""
+
+    def __init__(self, inputs: dict, given: list, steps: int):
+        super().__init__(inputs)
+        self.given, self.steps = list(given), steps
+
+    def __missing__(self, key):
+        why = (f"the budget of {self.steps} steps does not draw it in full, so caching it would cost more "
+               f"forward passes than it saves" if key in self.given else
+               f"this fit has no {key!r} stream (streams: {', '.join(self.given) or 'none'})")
+        raise TransferkitError(f"cache_inputs: stream {key!r} is not cached: {why}; cache_inputs must allow for "
+                               f"a missing stream (test `{key!r} in inputs`, or use Method.cache_stream)")
+
+
 class Engine:
     """Trains a method. ``fit`` is the only entry point; see the module docstring."""
 
@@ -343,7 +359,9 @@ class Engine:
         """``method.cache_inputs`` of the streams the whole budget draws in full at least once
         per rank (decided on ``steps``, not on the steps left, so that a resumed fit caches as
         an uninterrupted one does), under the autocast the steps run in."""
-        full = {n: s.x for n, s in streams.items() if self.cfg.steps * math.ceil(s.batch_size / s.world) >= len(s.x)}
+        full = StreamInputs({n: s.x for n, s in streams.items()
+                             if self.cfg.steps * math.ceil(s.batch_size / s.world) >= len(s.x)},
+                            given=list(streams), steps=self.cfg.steps)
         with autocast(device, self.cfg.amp):
             return method.cache_inputs(full)
 

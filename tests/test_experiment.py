@@ -44,6 +44,43 @@ def test_source_only_refuses_new_classes(tmp_path):
         run_experiment(cfg, log=lambda *a: None)
 
 
+def test_adaptation_methods_predict_the_target_classes_by_name(tmp_path):
+    """A method that never sees target labels classifies with the source head: its outputs
+    become the target classes (matched by name) after training, and a target class the
+    source lacks is refused before pre-training."""
+    cfg = ExperimentConfig(name="sub", source="digits", target="mnist", target_classes="7,2,9",
+                           methods=["dann", "source_only"], k=2, repeats=1, pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    _, rows = run_experiment(cfg, log=lambda *a: None)
+    for row in rows:
+        assert len(row["confusion"]) == 3 and all(len(r) == 3 for r in row["confusion"])
+    with pytest.raises(TransferkitError, match=r"method dann: it never sees target labels.*\['5'"):
+        run_experiment(ExperimentConfig(name="new", source="digits", source_classes="0-4", target="mnist",
+                                        target_classes="3-6", methods=["dann"], pretrain=TINY_PRE, train=TINY,
+                                        out_dir=str(tmp_path)), log=lambda *a: pytest.fail("pre-trained"))
+
+
+def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_classes():
+    from helpers import toy_domain
+
+    from transferkit.domain import Domain
+    src = toy_domain(40, classes=5, name="src")
+    t = toy_domain(20, seed=1, classes=3)
+    tgt = Domain("tgt", t.images, t.labels, ["4", "0", "2"])
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    model = Transfer("dann", backbone="lenet", train=TrainConfig(steps=2, eval_every=2)).fit(
+        target=tgt, source=src, unlabeled=tgt, net=net)
+    trained = model.method_.net
+    assert trained.num_classes == 3 and model.predict(t.images).max() <= 2
+    for name in ("source_only", "dann"):
+        with pytest.raises(TransferkitError, match=f"method {name}: it never sees target labels.*'9'"):
+            Transfer(name, backbone="lenet", pretrain=TrainConfig(steps=1000)).fit(
+                target=Domain("new", t.images, t.labels, ["1", "9", "2"]), source=src)
+    with pytest.raises(TransferkitError, match="with options {'foo': 1}: .*unexpected keyword"):
+        Transfer("dann", backbone="lenet", pretrain=TrainConfig(steps=1000), foo=1).fit(target=tgt, source=src)
+
+
 def test_config_overrides_and_defaults():
     cfg = load_config(None, ["train.steps=7", "methods=finetune,linear_probe", "k=3"])
     assert cfg.train.steps == 7 and cfg.methods == ["finetune", "linear_probe"] and cfg.setting == "k=3"

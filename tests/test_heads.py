@@ -7,6 +7,7 @@ from transferkit.heads import (
     LinearHead,
     PrototypeHead,
     class_means,
+    head_for_classes,
     list_heads,
     make_head,
     prototype_logits,
@@ -77,3 +78,18 @@ def test_make_head():
     assert make_head("prototype", 4, 2, metric="cosine").metric == "cosine"
     with pytest.raises(UnknownNameError, match="unknown head 'svm'"):
         make_head("svm", 4, 2)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "prototype"])
+def test_head_for_classes_gives_the_chosen_outputs_in_order(kind):
+    torch.manual_seed(0)
+    head = make_head(kind, 6, 5)
+    if kind == "prototype":
+        head.fit(torch.randn(20, 6), torch.arange(20) % 5)
+    x = torch.randn(7, 6)
+    small = head_for_classes(head, [3, 0, 4])
+    assert small.out_features == small.num_classes == 3
+    assert torch.allclose(small(x), head(x)[:, [3, 0, 4]], atol=1e-6)  # same rows; GEMM shapes round apart
+    assert all(p.requires_grad for p in small.parameters())
+    with pytest.raises(TransferkitError, match="head rows must lie in"):
+        head_for_classes(head, [5])

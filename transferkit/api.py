@@ -15,9 +15,9 @@ import torch
 from .backbones import UnitNet, build_backbone
 from .domain import Domain
 from .engine import Engine, FitResult, TrainConfig
-from .errors import check
+from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
-from .experiment import build_method
+from .experiment import build_method, finish_head
 from .methods import get_method
 from .methods.supervised import SourceOnly
 
@@ -55,23 +55,29 @@ class Transfer:
             shapes["net"] = tuple(net.input_shape)
         check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}")
         torch.manual_seed(self.seed)
+        given_net = net is not None
         classes = (target if target is not None else source).class_names
+        target_classes = target.class_names if target is not None else None
         if net is not None:  # its head is taken to be the source's when the class counts match
             net = copy.deepcopy(net)
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else None
-        elif cls.needs_pretrained:
-            check(source is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")
-            net = self._net(source, source.num_classes)
+        else:  # a method that never sees target labels classifies with a head over the source classes
+            head = source if cls.needs_pretrained or "target" not in cls.streams else (target or source)
+            check(head is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")
+            net, head_classes = self._net(head, head.num_classes), head.class_names
+        with torch.random.fork_rng():  # options and classes are checked before any training
+            try:
+                build_method(cls, copy.deepcopy(net), self.options, head_classes, target_classes)
+            except (TransferkitError, TypeError, ValueError) as e:
+                raise TransferkitError(f"method {cls.name}{f' with options {self.options}' if self.options else ''}: "
+                                       f"{e}") from e
+        if cls.needs_pretrained and not given_net:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
-            head_classes = source.class_names
-        else:
-            net = self._net(target or source, len(classes))
-            head_classes = classes
-        self.method_ = build_method(cls, net, self.options, head_classes,
-                                    target.class_names if target is not None else None)
+        self.method_ = build_method(cls, net, self.options, head_classes, target_classes)
         self.fit_result_: FitResult = self.method_.fit_transfer(
             lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
             source=source, target=target, unlabeled=unlabeled, val=val)
+        finish_head(self.method_, head_classes, target_classes)
         self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))
         return self
 

@@ -33,6 +33,7 @@ from .engine import Engine
 from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
+from .heads import head_for_classes
 from .io import atomic_write, cache_dir, write_json, write_text
 from .methods import get_method
 from .methods.supervised import SourceOnly
@@ -204,15 +205,48 @@ def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Pa
     return Path(run_dir) / "jobs" / f"{method}-{cfg.setting}-s{seed}.json"
 
 
+def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
+                     target_classes: list[str] | None) -> list[int] | None:
+    """For a method that never sees target labels (no ``target`` stream: source_only and
+    the domain adaptation family), the rows of its source head that predict the target
+    classes, matched by name; ``None`` when its outputs already are the target classes.
+    Refuses a target class the source does not have: such a method cannot predict it."""
+    if "target" in cls.streams or target_classes is None:
+        return None
+    if head_classes is None:  # a network handed in without its source domain
+        check(num_outputs == len(target_classes),
+              f"it predicts with the network's own classifier ({num_outputs} outputs), which cannot be matched "
+              f"to the {len(target_classes)} target classes: give the source domain as well")
+        return None
+    if list(head_classes) == list(target_classes):
+        return None
+    rows = head_mapping(list(head_classes), list(target_classes))
+    missing = [c for c, r in zip(target_classes, rows) if r is None]
+    check(not missing, f"it never sees target labels and predicts with the source classifier, so it cannot "
+                       f"predict target classes absent from the source: {missing}")
+    return rows
+
+
 def build_method(cls, net, options: dict, head_classes: list[str] | None, target_classes: list[str] | None):
     """``cls`` on ``net`` with its options; a method that trains on target labels gets a head
     over the target classes (:func:`retarget_head` from ``head_classes``, the classes of
     ``net``'s head), after the method is built when it keeps a copy of the source network.
-    ``run_job`` and ``Transfer.fit`` both build methods here."""
+    A method that does not is checked to predict every target class (:func:`source_head_rows`);
+    :func:`finish_head` narrows its head after training. ``run_job`` and ``Transfer.fit``
+    both build methods here."""
+    source_head_rows(cls, head_classes, net.num_classes, target_classes)
     method = cls(net, **options) if cls.built_before_retarget else None
     if "target" in cls.streams and target_classes is not None:
         retarget_head(net, head_classes, target_classes)
     return cls(net, **options) if method is None else method
+
+
+def finish_head(method, head_classes: list[str] | None, target_classes: list[str] | None) -> None:
+    """After training: a method that trained its head on the source classes only gets the
+    rows of the target classes (by name), so that its outputs are the target classes."""
+    rows = source_head_rows(type(method), head_classes, method.net.num_classes, target_classes)
+    if rows is not None:
+        method.net.head = head_for_classes(method.net.head, rows)
 
 
 def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
@@ -246,6 +280,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
 
         fit = method.fit_transfer(make_engine, source=data.source.train, target=labeled, unlabeled=unlabeled,
                                   val=selection_domain(cfg, data))
+        finish_head(method, data.source.train.class_names, data.target.train.class_names)
         report = evaluate_on(method, data.target.test)
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
@@ -355,12 +390,14 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
         label_subset(cfg, data.target, cfg.seed + r)
     with torch.random.fork_rng():
         for cls in methods:
-            if cls is SourceOnly:
-                continue
-            net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
-                                 in_channels=data.channels, image_size=cfg.image_size)
             options = cfg.options.get(cls.name, {})
             try:
+                if cls is SourceOnly:
+                    source_head_rows(cls, data.source.train.class_names, data.source.train.num_classes,
+                                     data.target.train.class_names)
+                    continue
+                net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
+                                     in_channels=data.channels, image_size=cfg.image_size)
                 _build_job_method(cfg, data, cls, net)
             except (TransferkitError, TypeError, ValueError) as e:
                 raise TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: "

@@ -6,6 +6,7 @@ Every head exposes ``in_features`` (D), ``out_features`` and ``num_classes`` so 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import numbers
@@ -135,6 +136,26 @@ HEADS = {"linear": LinearHead, "cosine": CosineHead, "prototype": PrototypeHead}
 
 def list_heads() -> list[str]:
     return sorted(HEADS)
+
+
+def head_for_classes(head: nn.Module, rows: list[int]) -> nn.Module:
+    """A copy of ``head`` whose outputs are its outputs ``rows``, in that order: every
+    parameter and buffer with one row per class is indexed, the rest (a cosine scale) is
+    kept. The logits of the copy equal ``head(x)[:, rows]``."""
+    n = head.out_features
+    check(all(0 <= r < n for r in rows), f"head rows must lie in [0, {n - 1}], got {rows}")
+    out = copy.deepcopy(head)
+    idx = torch.tensor(rows, dtype=torch.long)
+    for module in out.modules():
+        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if t.dim() >= 1 and t.shape[0] == n:
+                value = t.detach()[idx.to(t.device)].clone()
+                if isinstance(t, nn.Parameter):
+                    setattr(module, name, nn.Parameter(value, requires_grad=t.requires_grad))
+                else:
+                    setattr(module, name, value)
+    out.out_features = len(rows)
+    return out
 
 
 def make_head(kind: str, dim: int, num_classes: int, **kw) -> nn.Module:

@@ -120,6 +120,22 @@ def test_a_benchmark_directory_resumes_only_with_the_same_budgets(tmp_path):
                           (make_plan("flex", True, ["val_fraction=0.3"]), "val_fraction: 0.15 there, 0.3 now")):
         with pytest.raises(TransferkitError, match=message + ".*Only targets, ratios, seeds"):
             _check_same_plan(tmp_path, changed)
+    with pytest.raises(TransferkitError, match="holds a run of the flex benchmark: its plan has the fields"):
+        _check_same_plan(tmp_path, make_plan("uda", True))
+    (tmp_path / "plan.json").write_text('{"quick": tr')
+    with pytest.raises(TransferkitError, match=r"benchmark plan .*plan.json is unreadable .*delete it"):
+        _check_same_plan(tmp_path, make_plan("flex", True))
+    with pytest.raises(TransferkitError, match="seeds: the list is empty, so no job would run"):
+        make_plan("zeroshot", True, ["seeds="])
     (tmp_path / "file").write_text("x")
     with pytest.raises(TransferkitError, match="a file, not a benchmark directory"):
         run_benchmark("demo", run_dir=tmp_path / "file")
+
+
+def test_a_misspelt_flex_target_fails_before_pre_training(tmp_path, monkeypatch):
+    import transferkit.bench.flex as flex
+    from transferkit.bench import run_benchmark
+    monkeypatch.setattr(flex, "source_network", lambda *a, **k: pytest.fail("pre-trained first"))
+    with pytest.raises(TransferkitError, match="unknown shift 'blurr'"):
+        run_benchmark("flex", quick=True, run_dir=tmp_path / "b", log=lambda *a: None,
+                      overrides=["targets=mnist+blurr"])

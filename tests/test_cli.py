@@ -98,12 +98,26 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["run", "--workers", "0"], "--workers must be >= 1"),
     (["summary", "/nonexistent/results.json"], "does not exist"),
     (["report", "x/a", "y/a", "--out", "o"], "these repeat: ['a', 'a']"),
+    (["run", "--set", "source=digits", "--set", "target=digits", "--set", "image_size=100000"],
+     "of memory: use a smaller image size"),
 ])
 def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path):
     code, _, err = run_cli(capsys, *argv, *(["--set", f"out_dir={tmp_path}"] if argv[0] == "run" else []))
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_a_folder_that_cannot_be_made_is_named_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the run folder would go")
+    code, _, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits",
+                           "--set", f"out_dir={tmp_path / 'taken'}")
+    assert code == 2 and str(tmp_path / "taken") in err and "Traceback" not in err
+
+
+def test_show_draws_no_more_columns_than_the_largest_class_has(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "show", "digits", "--out", str(tmp_path / "g.png"), "--per-class", "100000")
+    assert code == 0 and (tmp_path / "g.png").stat().st_size < 5 * 2**20, err
 
 
 def test_resume_refuses_a_path_that_is_not_a_run_directory(tmp_path, capsys):

@@ -302,6 +302,18 @@ def test_a_failing_job_does_not_lose_the_results_of_jobs_running_beside_it(tmp_p
     assert not paths[0].exists() and json.loads(paths[1].read_text()) == {"value": 1}
 
 
+def test_a_broken_job_file_is_named_and_the_finished_ones_are_kept(tmp_path):
+    from transferkit.io import read_job
+    good, torn = tmp_path / "a.json", tmp_path / "b.json"
+    write_json(good, {"value": 1})
+    torn.write_text('{"value": ')  # as a full disk leaves it
+    with pytest.raises(TransferkitError, match=r"job result .*b.json is unreadable .*delete it to run that job again"):
+        run_jobs([(good, lambda: {"value": 2}), (torn, lambda: {"value": 3})])
+    assert json.loads(good.read_text()) == {"value": 1}
+    with pytest.raises(TransferkitError, match=r"a.json is not a result row \(it lacks \['seed'\]\)"):
+        read_job(good, ("value", "seed"))
+
+
 def test_prefix_cache_falls_back_to_images_when_over_the_memory_limit():
     d = toy_domain()
     seen = []

@@ -81,6 +81,22 @@ def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_cla
         Transfer("dann", backbone="lenet", pretrain=TrainConfig(steps=1000), foo=1).fit(target=tgt, source=src)
 
 
+def test_configs_made_in_python_are_checked_as_yaml_ones():
+    assert TrainConfig(steps="3").steps == 3 and ExperimentConfig(k="5").k == 5
+    assert ExperimentConfig(train={"lr": 0.1}).train == TrainConfig(steps=300, eval_every=25, lr=0.1)
+    assert ExperimentConfig(methods=("finetune",)).methods == ["finetune"]
+    assert Transfer("finetune", train={"steps": 7}).train_cfg == TrainConfig(steps=7)
+    for make, message in ((lambda: TrainConfig(steps=2.5), "steps must be int, got 2.5"),
+                          (lambda: TrainConfig(progress="yes"), "progress must be bool or null"),
+                          (lambda: ExperimentConfig(name=None), "name may not be null"),
+                          (lambda: ExperimentConfig(repeats=1.5), "repeats must be int"),
+                          (lambda: ExperimentConfig(train=3), "train must be a TrainConfig or a mapping"),
+                          (lambda: ExperimentConfig(train={"stesp": 3}), "unknown config key 'train.stesp'"),
+                          (lambda: Transfer("finetune", pretrain=[1]), "pretrain must be a TrainConfig")):
+        with pytest.raises(TransferkitError, match=message):
+            make()
+
+
 def test_config_overrides_and_defaults():
     cfg = load_config(None, ["train.steps=7", "methods=finetune,linear_probe", "k=3"])
     assert cfg.train.steps == 7 and cfg.methods == ["finetune", "linear_probe"] and cfg.setting == "k=3"
@@ -176,6 +192,13 @@ def test_sklearn_like_api():
         model.predict(digits.test.images[:5].expand(5, 3, 28, 28))
     with pytest.raises(TransferkitError, match="classes"):
         model.score(digits.test.select_classes([0, 1]))
+    x = digits.test.images[:5]
+    as_bytes = (x * 255).round().to(torch.uint8)
+    assert torch.equal(model.predict(as_bytes), model.predict(as_bytes.float() / 255))
+    assert torch.equal(model.predict(x.double()), model.predict(x))
+    assert model.predict(x[:0]).shape == (0,) and model.predict_proba(x[:0]).shape == (0, 10)
+    with pytest.raises(TransferkitError, match=r"predict: image values must lie in \[0, 1\]"):
+        model.predict(x * 255)
 
 
 @pytest.mark.parametrize("kwargs, message", [

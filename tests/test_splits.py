@@ -141,12 +141,24 @@ def test_parse_classes():
     ({"labels": torch.tensor([0, 1, 3])}, "labels out of range"),
     ({"groups": [4, 5, 4]}, r"group 4 holds samples of different labels \[0, 2\]"),
     ({"groups": [5, 4, 4]}, r"group 4 holds samples of different labels \[1, 2\]"),
+    ({"images": torch.tensor([0.0, 255.0, 1.0]).view(3, 1, 1, 1)}, r"must lie in \[0, 1\], found 0..255 \(0-255"),
+    ({"images": torch.tensor([-0.5, 0.5, 1.0]).view(3, 1, 1, 1)}, r"must lie in \[0, 1\], found -0.5..1$"),
+    ({"images": torch.tensor([0, 1, 1]).view(3, 1, 1, 1)}, "float in \\[0, 1\\] or uint8 in 0-255, got torch.int64"),
 ])
 def test_domain_names_bad_input(change, message):
     fields = {"name": "toy", "images": torch.rand(3, 1, 1, 1), "labels": torch.tensor([0, 1, 2]),
               "class_names": ["a", "b", "c"], **change}
     with pytest.raises(TransferkitError, match=message):
         Domain(**fields)
+
+
+def test_domain_scales_uint8_images_and_takes_float64():
+    d = Domain("toy", torch.tensor([0, 51, 255], dtype=torch.uint8).view(3, 1, 1, 1), torch.tensor([0, 1, 2]),
+               ["a", "b", "c"])
+    assert d.images.dtype == torch.float32 and torch.equal(d.images.flatten(), torch.tensor([0.0, 51 / 255, 1.0]))
+    d = Domain("toy", torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64).view(3, 1, 1, 1), torch.tensor([0, 1, 2]),
+               ["a", "b", "c"])
+    assert d.images.dtype == torch.float32
 
 
 def test_domain_takes_integral_float_labels_list_groups_and_empty_subsets():

@@ -9,15 +9,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
 from .backbones import UnitNet, build_backbone
-from .domain import Domain
+from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
 from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
 from .experiment import build_method, finish_head
+from .fields import from_dict
 from .methods import get_method
 from .methods.supervised import SourceOnly
 
@@ -34,8 +36,8 @@ class Transfer:
                  pretrain: TrainConfig | None = None, seed: int = 0, **options):
         self.method_cls = get_method(method)
         self.backbone, self.seed, self.options = backbone, seed, options
-        self.train_cfg = train or TrainConfig()
-        self.pretrain_cfg = pretrain or TrainConfig(steps=600)
+        self.train_cfg = _train_config(train, TrainConfig(), "train")
+        self.pretrain_cfg = _train_config(pretrain, TrainConfig(steps=600), "pretrain")
 
     def _net(self, domain: Domain, num_classes: int) -> UnitNet:
         c, h, _ = domain.image_shape
@@ -87,6 +89,9 @@ class Transfer:
         check(isinstance(images, torch.Tensor) and images.dim() == 4 and tuple(images.shape[1:]) == self.input_shape_,
               f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} image tensor (the shape fit "
               f"saw), got {tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+        images = as_images(images, "predict")
+        if len(images) == 0:
+            return torch.zeros(0, self.net_.num_classes)
         self.net_.eval()
         return predict_logits(self.net_, images)
 
@@ -111,3 +116,14 @@ class Transfer:
         self._check_classes(domain)
         return classification_report(self.predict_logits(domain.images), domain.labels, domain.num_classes,
                                      domain.groups)
+
+
+def _train_config(value, default: TrainConfig, name: str) -> TrainConfig:
+    """A :class:`TrainConfig`, a mapping of some of its fields (the rest from ``default``) or None."""
+    if value is None:
+        return default
+    if isinstance(value, dict):
+        return from_dict(TrainConfig, {**dataclasses.asdict(default), **value}, f"{name}.")
+    check(isinstance(value, TrainConfig), f"{name} must be a TrainConfig or a mapping of its fields, "
+                                          f"got {type(value).__name__}")
+    return value

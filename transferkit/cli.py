@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
+        print(f"transferkit: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("transferkit: interrupted; finished jobs and checkpoints are kept (use --resume)", file=sys.stderr)
         return 130

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from .engine import TrainConfig
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, check
+from .fields import check_fields, from_dict
 
 
 @dataclass
@@ -56,6 +56,9 @@ class ExperimentConfig:
     device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
     def __post_init__(self):
+        if isinstance(self.methods, tuple):
+            self.methods = list(self.methods)
+        check_fields(self)
         for stage in ("pretrain", "train"):  # a stage's device follows `device`; one that differs would be ignored
             d = getattr(self, stage).device
             check(d in ("cpu", self.device), f"{stage}.device is {d!r} but device is {self.device!r}: an "
@@ -98,61 +101,6 @@ def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, str(default))
     check(value.strip().isdigit(), f"environment variable {name} must be a whole number, got {value!r}")
     return int(value)
-
-
-def from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass ``cls`` from a mapping, recursing into dataclass-typed fields."""
-    if not isinstance(data, dict):
-        raise TransferkitError(f"config{where or ''} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise UnknownNameError("config key", f"{where}{key}", [f"{where}{k}" for k in fields])
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            check(isinstance(value, dict), f"config {where}{key} must be a mapping of "
-                                           f"{hint.__name__} fields, got {value!r}")
-            value = from_dict(hint, {**dataclasses.asdict(_default(fields[key])), **value}, f"{where}{key}.")
-        kwargs[key] = _typed(hint, value, f"{where}{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise TransferkitError(f"bad config{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
-
-
-def _default(f: dataclasses.Field):
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def _typed(hint, value, name: str):
-    """``value`` checked against a scalar field type (``int``, ``float``, ``bool``, ``str``,
-    optionally ``| None``); other types pass through. Numbers are taken from numeric
-    strings (YAML reads ``1e-4`` as one), ``int`` takes integral numbers, and ``str`` takes
-    numbers as their text (``name: 2024``)."""
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    nullable, kinds = type(None) in args, [t for t in args if t is not type(None)]
-    if not kinds or not all(t in (int, float, bool, str) for t in kinds):
-        return value
-    if value is None:
-        check(nullable, f"config {name} may not be null")
-        return None
-    for t in kinds:
-        if isinstance(value, t) and (t is bool or not isinstance(value, bool)):
-            return value
-        if t is bool or isinstance(value, bool):
-            continue
-        if t is str and isinstance(value, (int, float)):
-            return str(value)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if t is float or number.is_integer():
-            return t(number)
-    wanted = " or ".join(t.__name__ for t in kinds) + (" or null" if nullable else "")
-    raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")
 
 
 def _field_hint(cls, parts: list[str]):

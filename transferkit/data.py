@@ -359,6 +359,19 @@ def _shift_generator(seed: int, index: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{index}:{name}".encode()))
 
 
+def check_spec(spec: str) -> tuple[str, list[str], list]:
+    """``(base, shift names, shift entries)`` of ``NAME[+SHIFT...]``, without loading it:
+    an unknown domain or shift, or a missing folder / npz path, fails here."""
+    base, shift_names = parse_spec(spec)
+    if base.startswith(("folder:", "npz:")):
+        path = os.path.expanduser(base.split(":", 1)[1])
+        check(os.path.exists(path), f"domain {spec!r}: {base.split(':', 1)[0]} path {path!r} does not exist")
+    entries = [_shifts.get_shift(s) for s in shift_names]
+    if not base.startswith(("folder:", "npz:")):
+        _builtin(base)
+    return base, shift_names, entries
+
+
 def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
                 channels: int | None = None) -> Domain:
     """Load domain ``spec`` = ``NAME[+SHIFT[+SHIFT...]][@groupedV]``.
@@ -377,13 +390,7 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
 
     if grouped := parse_grouped(spec):  # SPEC@groupedV: V shifted views of each image per group
         return grouped_views(load_domain(grouped[0], seed=seed, size=size, channels=channels), grouped[1], seed=seed)
-    base, shift_names = parse_spec(spec)
-    if base.startswith(("folder:", "npz:")):
-        path = os.path.expanduser(base.split(":", 1)[1])
-        check(os.path.exists(path), f"domain {spec!r}: {base.split(':', 1)[0]} path {path!r} does not exist")
-    entries = [_shifts.get_shift(s) for s in shift_names]  # unknown names fail before loading
-    if not base.startswith(("folder:", "npz:")):
-        _builtin(base)
+    base, shift_names, entries = check_spec(spec)  # unknown names fail before loading
     dom = _load_base(base, size, channels).to_format(size=size)
     for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
         if needs_colour and dom.images.shape[1] == 1:

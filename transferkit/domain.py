@@ -7,6 +7,7 @@ shift and loader in transferkit takes and returns ``Domain`` objects.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -31,11 +32,33 @@ def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return inverse, hi
 
 
+#: how far outside [0, 1] image values may lie (rounding of resizing and colour transforms)
+RANGE_TOL = 1e-4
+
+
+def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """``x`` as float32 images in [0, 1]: uint8 (0-255) is scaled, other float types are
+    converted; refuses other types, NaN or infinite values and values outside [0, 1]."""
+    if x.dtype == torch.uint8:  # 0-255 pixels, as image files and the npz loader hold them
+        x = x.float().div_(255)
+    elif x.dtype != torch.float32:
+        check(x.is_floating_point(), f"{what}: images must be float in [0, 1] or uint8 in 0-255, got {x.dtype}")
+        x = x.float()
+    if not torch.isfinite(x.sum()):  # one cheap pass; the exact check only when it fails
+        check(bool(torch.isfinite(x).all()), f"{what}: images contain NaN or infinite values")
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        check(lo >= -RANGE_TOL and hi <= 1 + RANGE_TOL,
+              f"{what}: image values must lie in [0, 1], found {lo:g}..{hi:g}"
+              f"{' (0-255 pixels? divide by 255 or pass uint8)' if hi > 2 else ''}")
+    return x
+
+
 @dataclass
 class Domain:
     """A labelled image domain held in memory.
 
-    images: ``N x C x H x W`` float32 tensor with values in [0, 1].
+    images: ``N x C x H x W`` float32 tensor with values in [0, 1] (uint8 0-255 is scaled).
     labels: ``N`` int64 tensor with values in ``range(len(class_names))``.
     class_names: name of each label id (label ``i`` is ``class_names[i]``).
     groups: optional ``N`` int64 tensor; samples sharing an id form one group
@@ -59,10 +82,7 @@ class Domain:
         check(isinstance(y, torch.Tensor) and y.dim() == 1 and y.shape[0] == x.shape[0],
               f"domain {self.name!r}: labels must be a 1-D tensor with one label per image "
               f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
-        if x.dtype != torch.float32:
-            self.images = x = x.float()
-        if not torch.isfinite(x.sum()):  # one cheap pass; the exact check only when it fails
-            check(bool(torch.isfinite(x).all()), f"domain {self.name!r}: images contain NaN or infinite values")
+        self.images = x = as_images(x, f"domain {self.name!r}")
         if y.is_floating_point():
             check(bool((y == y.round()).all()), f"domain {self.name!r}: labels must be integers, got "
                                                 f"non-integral values of dtype {y.dtype}")
@@ -181,9 +201,21 @@ class Domain:
                 raise TransferkitError(f"domain {self.name!r}: cannot convert {x.shape[1]} channels "
                                        f"to {channels}")
         if size is not None and tuple(x.shape[2:]) != (size, size):
+            need, have = len(x) * x.shape[1] * size * size * 4, _memory_bytes()
+            check(have is None or need < have, f"domain {self.name!r}: {len(x)} images of {x.shape[1]} x {size} x "
+                                               f"{size} need {need / 2**30:.1f} GiB, more than this machine's "
+                                               f"{(have or 0) / 2**30:.1f} GiB of memory: use a smaller image size")
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                               antialias=True).clamp_(0, 1)
         return replace(self, images=x)
 
     def with_name(self, name: str) -> "Domain":
         return replace(self, name=name)
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from .domain import Domain
 from .errors import TransferkitError, check
 from .evaluate import predict_logits
+from .fields import check_fields
 from .io import append_jsonl, atomic_write, read_jsonl, write_json
 from .runtime import (
     DEVICES,
@@ -87,6 +88,7 @@ class TrainConfig:
     channels_last: bool = True  # on CPU, train conv nets in the channels-last layout (see Engine.fit)
 
     def __post_init__(self):
+        check_fields(self)
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")

@@ -34,7 +34,7 @@ from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
-from .io import atomic_write, cache_dir, write_json, write_text
+from .io import atomic_write, cache_dir, read_job, write_json, write_text
 from .methods import get_method
 from .methods.supervised import SourceOnly
 from .results import write_results
@@ -356,7 +356,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
             job = job_path(run_dir, cfg, cls.name, cfg.seed if cls is SourceOnly else seed)
             order[(cls.name, cfg.seed if cls is SourceOnly else seed)] = len(order)
             if job.exists():
-                rows.append(json.loads(job.read_text()))
+                rows.append(read_job(job, ("method", "seed", "accuracy")))
             elif cls is SourceOnly:
                 report = evaluate_on(source_only_forward(pretrained, data), data.target.test)
                 row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import TransferkitError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -58,6 +60,28 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file", hint: str = "") -> Any:
+    """The JSON in ``path``; a file that is not readable JSON (e.g. truncated by a full disk)
+    raises a :class:`TransferkitError` naming it, with ``hint`` on what to do."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TransferkitError(f"{what} {path} is unreadable ({e}){f': {hint}' if hint else ''}") from e
+
+
+def read_job(path: str | os.PathLike, keys=()) -> dict:
+    """A finished job's stored result (a JSON object with ``keys``); a broken one is named,
+    with how to run that job again."""
+    hint = "delete it to run that job again"
+    row = read_json(path, "job result", hint)
+    missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+    if not isinstance(row, dict) or missing:
+        raise TransferkitError(f"job result {path} is not a result row"
+                               f"{f' (it lacks {missing})' if isinstance(row, dict) else ''}: {hint}")
+    return row
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:

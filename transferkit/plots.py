@@ -23,6 +23,7 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     check(len(domain) > 0, f"domain {domain.name!r} is empty; nothing to plot")
     check(domain.images.shape[1] in (1, 3), f"domain {domain.name!r}: can draw 1- or 3-channel images, got "
                                             f"{domain.images.shape[1]} channels")
+    per_class = min(per_class, int(domain.class_counts().max()))  # the figure is as wide as the largest class
     sub = subsample_per_class(domain, per_class, seed)
     order = torch.argsort(sub.labels, stable=True)
     images, labels = sub.images[order], sub.labels[order]

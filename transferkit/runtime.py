@@ -4,7 +4,6 @@ peak-memory measurement, all handled here and nowhere else."""
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import threading
 import time
@@ -16,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import check
-from .io import write_json
+from .io import read_json, write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 
@@ -166,7 +165,8 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
     pickle, e.g. a ``functools.partial`` of a module-level function, when ``workers > 1``),
     written atomically the moment it ends and then passed to ``log``. An interrupted
     benchmark resumes where it stopped."""
-    results = [json.loads(Path(p).read_text()) if Path(p).exists() else None for p, _ in jobs]
+    results = [read_json(p, "job result", "delete it to run that job again") if Path(p).exists() else None
+               for p, _ in jobs]
     todo = [i for i, r in enumerate(results) if r is None]
 
     def done(j: int, result) -> None:

@@ -71,19 +71,25 @@ def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, see
     return test.long() * 2 + val.long()
 
 
+def split_parts(domain: Domain, val_fraction: float = 0.15, test_fraction: float = 0.25,
+                seed: int = 0) -> torch.Tensor:
+    """The part of every sample in :func:`split_domain`: 0 train, 1 val, 2 test (each part
+    keeps the samples in domain order, so ``nonzero(parts == 1)`` are the val images' indices)."""
+    check(0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
+          f"split fractions must be in [0, 1) and sum below 1 (val={val_fraction}, test={test_fraction})")
+    if domain.groups is None or len(domain) == 0:
+        return _assign(domain.labels, val_fraction, test_fraction, seed)
+    inverse, labels = group_labels(domain.groups, domain.labels)
+    return _assign(labels, val_fraction, test_fraction, seed)[inverse]
+
+
 def split_domain(domain: Domain, val_fraction: float = 0.15, test_fraction: float = 0.25,
                  seed: int = 0) -> Split:
     """Stratified train/val/test split, fixed for a domain (``seed`` defaults to 0 and is
     independent of the experiment seed). Each class contributes ``round(fraction * n_c)``
     samples to val and test, keeping at least one for train. With ``groups`` (frames of one
     video) whole groups are split, stratified by the groups' labels."""
-    check(0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
-          f"split fractions must be in [0, 1) and sum below 1 (val={val_fraction}, test={test_fraction})")
-    if domain.groups is None or len(domain) == 0:
-        part = _assign(domain.labels, val_fraction, test_fraction, seed)
-    else:
-        inverse, labels = group_labels(domain.groups, domain.labels)
-        part = _assign(labels, val_fraction, test_fraction, seed)[inverse]
+    part = split_parts(domain, val_fraction, test_fraction, seed)
     info = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": seed}
 
     def take(code: int, tag: str) -> Domain:

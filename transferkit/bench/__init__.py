@@ -26,7 +26,7 @@ import yaml
 
 from ..config import override
 from ..errors import TransferkitError, UnknownNameError, check
-from ..io import write_json
+from ..io import read_json, write_json
 from ..results import markdown_table, summarize, write_results
 from ..runtime import is_main_process, world_size
 
@@ -62,14 +62,16 @@ def load_suites() -> dict[str, tuple[Suite, str, PlanFactory]]:
     return BENCHMARKS
 
 
-def as_list(value, cast=str, what: str = "list") -> list:
-    """Plan field ``what`` given as a list, one scalar or a comma-separated string (``3,30,300``)."""
+def as_list(value, cast=str, what: str = "list", empty: bool = False) -> list:
+    """Plan field ``what`` given as a list, one scalar or a comma-separated string (``3,30,300``);
+    an empty list (no job to run) is refused unless ``empty``."""
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     elif value is None:
         value = []
     elif not isinstance(value, (list, tuple)):
         value = [value]
+    check(empty or len(value) > 0, f"{what}: the list is empty, so no job would run; give at least one value")
     try:
         return [cast(v) for v in value]
     except (TypeError, ValueError) as e:
@@ -110,12 +112,18 @@ def _check_same_plan(bench_dir: Path, plan: Plan) -> None:
     plan its jobs were run with (``plan.json``, or the plan in an older ``results.json``)."""
     stored = None
     if (bench_dir / "plan.json").is_file():
-        stored = json.loads((bench_dir / "plan.json").read_text())
+        stored = read_json(bench_dir / "plan.json", "benchmark plan", "delete it to resume with this plan")
     elif (bench_dir / "results.json").is_file():
-        stored = json.loads((bench_dir / "results.json").read_text()).get("config", {}).get("plan")
+        stored = read_json(bench_dir / "results.json", "results file", "delete it to resume")
+        stored = stored.get("config", {}).get("plan") if isinstance(stored, dict) else None
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as stored
+    if set(stored) != set(now):
+        owners = [n for n, (_, _, make) in BENCHMARKS.items() if set(dataclasses.asdict(make(False))) == set(stored)]
+        whose = f"the {owners[0]} benchmark" if owners else "another benchmark (or an older version of this one)"
+        check(False, f"{bench_dir} holds a run of {whose}: its plan has the fields {', '.join(sorted(stored))}, "
+                     f"this one {', '.join(sorted(now))}; use another directory")
     keys = sorted((set(now) | set(stored)) - set(plan.selects))
     diff = [k for k in keys if now.get(k) != stored.get(k)]
     check(not diff, f"{bench_dir} was run with another plan: " + "; ".join(

@@ -42,7 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..backbones import build_backbone
-from ..data import load_domain
+from ..data import check_spec, load_domain
 from ..engine import Engine, TrainConfig
 from ..errors import check
 from ..evaluate import mean_se, mean_se_text, predict_logits
@@ -96,7 +96,7 @@ class FlexPlan(Plan):
         check(self.source in SOURCES, f"flex source must be one of {sorted(SOURCES)}, got {self.source!r}")
         self.ratios = as_list(self.ratios, int, "ratios")
         self.targets = None if self.targets is None else as_list(self.targets, str, "targets")
-        self.image_targets = as_list(self.image_targets, str, "image_targets")
+        self.image_targets = as_list(self.image_targets, str, "image_targets", empty=True)
         check(min(self.ratios, default=0) >= 1, f"ratios must be >= 1, got {self.ratios}")
         check(self.seeds >= 1 and self.seeds_ratio3 >= 1, "seeds and seeds_ratio3 must be >= 1")
         check(0 < self.val_fraction < 0.75, f"val_fraction must be in (0, 0.75), got {self.val_fraction}")
@@ -197,6 +197,8 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
 @benchmark("flex", "seed 002 flex-tuning: half of mnist (or of syndigits) as source -> digit targets, "
                    "ratios 3/30/300, 8 methods", plan=plan)
 def flex_suite(p: FlexPlan, bench_dir, log):
+    for target in p.target_names():  # a misspelt target fails before the source network is trained
+        check_spec(target)
     src_half, tgt_half = mnist_halves(p.source)
     label = f"{p.source}/half"
     source = split_domain(load_domain(p.source, size=28, channels=CHANNELS).subset(src_half))

@@ -32,7 +32,7 @@ from ..engine import Engine, TrainConfig
 from ..evaluate import mean_se_text
 from ..io import write_text
 from ..runtime import job_result
-from ..splits import split_domain
+from ..splits import split_domain, split_parts
 from ..text import class_text_embeddings, text_available
 from ..zeroshot import AttributeZeroShot, EmbeddingZeroShot, prior_matched_gamma, zero_shot_report
 from . import Plan, as_list, benchmark
@@ -46,14 +46,13 @@ def _split_with_styles(name: str) -> dict:
     """Train/val/test of a domain (3 channels, 28 px) and the captions of every image."""
     dom = load_domain(name, size=28, channels=3)
     split = split_domain(dom)
-    index = Domain(name, torch.arange(len(dom)).float().view(-1, 1, 1, 1), dom.labels, dom.class_names)
-    idx = split_domain(index)
+    parts = split_parts(dom)
     styles = syndigits_styles() if name == "syndigits" else None
     out = {}
-    for part in ("train", "val", "test"):
+    for code, part in enumerate(("train", "val", "test")):
         d = getattr(split, part)
         d.provenance = {**d.provenance, "base": name}
-        ids = getattr(idx, part).images.flatten().long().numpy()
+        ids = torch.nonzero(parts == code).flatten().numpy()
         st = None if styles is None else {k: v[ids] for k, v in styles.items()}
         out[part] = (d, make_captions(d, kind=name, styles=st))
     return out

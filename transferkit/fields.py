@@ -1,0 +1,81 @@
+"""Typed dataclass fields: a config is checked the same way whether it comes from YAML
+(:func:`from_dict`) or is made in Python (``check_fields`` in ``__post_init__``): scalar
+fields get their declared type (numeric text such as YAML's ``1e-4`` is taken as a
+number, ``int`` takes integral numbers only), and a dataclass field given as a mapping
+is built from it, keeping that field's defaults for the keys it does not give."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+from .errors import TransferkitError, UnknownNameError, check
+
+
+def check_fields(obj, where: str = "") -> None:
+    """Check and convert every field of dataclass instance ``obj`` in place (see the module)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, {**dataclasses.asdict(_default(f)), **value}, f"{where}{f.name}.")
+        elif dataclasses.is_dataclass(hint):
+            check(isinstance(value, hint), f"config {where}{f.name} must be a {hint.__name__} or a mapping of its "
+                                           f"fields, got {type(value).__name__}")
+        setattr(obj, f.name, _typed(hint, value, f"{where}{f.name}"))
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from a mapping, recursing into dataclass-typed fields."""
+    if not isinstance(data, dict):
+        raise TransferkitError(f"config{where or ''} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise UnknownNameError("config key", f"{where}{key}", [f"{where}{k}" for k in fields])
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            check(isinstance(value, dict), f"config {where}{key} must be a mapping of "
+                                           f"{hint.__name__} fields, got {value!r}")
+            value = from_dict(hint, {**dataclasses.asdict(_default(fields[key])), **value}, f"{where}{key}.")
+        kwargs[key] = _typed(hint, value, f"{where}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise TransferkitError(f"bad config{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _typed(hint, value, name: str):
+    """``value`` checked against a scalar field type (``int``, ``float``, ``bool``, ``str``,
+    optionally ``| None``); other types pass through. Numbers are taken from numeric
+    strings (YAML reads ``1e-4`` as one), ``int`` takes integral numbers, and ``str`` takes
+    numbers as their text (``name: 2024``)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    nullable, kinds = type(None) in args, [t for t in args if t is not type(None)]
+    if not kinds or not all(t in (int, float, bool, str) for t in kinds):
+        return value
+    if value is None:
+        check(nullable, f"config {name} may not be null")
+        return None
+    for t in kinds:
+        if isinstance(value, t) and (t is bool or not isinstance(value, bool)):
+            return value
+        if t is bool or isinstance(value, bool):
+            continue
+        if t is str and isinstance(value, (int, float)):
+            return str(value)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if t is float or number.is_integer():
+            return t(number)
+    wanted = " or ".join(t.__name__ for t in kinds) + (" or null" if nullable else "")
+    raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")

@@ -153,6 +153,26 @@ def test_load_torchvision_weights_from_state_dict():
         load_torchvision_weights(resnet18(10, image_size=32), sd)
 
 
+def test_imagenet_weights_come_with_the_input_normalisation_they_expect():
+    from transferkit.backbones import IMAGENET_MEAN, IMAGENET_STD
+    torch.manual_seed(0)
+    sd = _tv_state_dict(resnet18(1000, image_size=64))
+    plain, normed = resnet18(1000, image_size=64), resnet18(1000, image_size=64)
+    load_torchvision_weights(plain, sd, normalize=False)
+    load_torchvision_weights(normed, sd)
+    load_torchvision_weights(normed, sd)  # a second load keeps one normalisation
+    assert list(normed.unit("stem")._modules) == ["norm", "conv1", "bn1", "relu", "maxpool"]
+    assert "norm" not in plain.unit("stem")._modules
+    plain.eval(), normed.eval()
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(normed(x), plain((x - mean) / std), atol=1e-5)
+    assert "units.stem.norm.mean" in normed.state_dict()  # saved with the net
+    gray = resnet18(10, in_channels=1, image_size=64)
+    load_torchvision_weights(gray, sd)
+    assert torch.allclose(gray.unit("stem").norm.mean.flatten(), torch.tensor([sum(IMAGENET_MEAN) / 3]))
+
+
 def test_load_torchvision_weights_without_torchvision():
     try:
         import torchvision  # noqa: F401

@@ -450,12 +450,46 @@ def _torchvision_key(key: str) -> str:
     return key
 
 
-def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1") -> dict[str, list[str]]:
+#: the per-channel input statistics torchvision's ImageNet weights were trained with
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class InputNorm(nn.Module):
+    """``(x - mean) / std`` per channel, for weights trained on normalised images while
+    transferkit's images are in [0, 1]. ``mean`` and ``std`` are buffers (saved with the net)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def add_input_norm(net: UnitNet, mean, std) -> InputNorm:
+    """Put an :class:`InputNorm` first in ``net``'s first unit (an ``nn.Sequential``), as its
+    child ``norm``; a net that has one keeps it."""
+    name = net.unit_names[0]
+    first = net.unit(name)
+    check(isinstance(first, nn.Sequential), f"the first unit {name!r} must be an nn.Sequential to take an InputNorm")
+    if isinstance(getattr(first, "norm", None), InputNorm):
+        return first.norm
+    ref = next(first.parameters(), torch.zeros(()))
+    norm = InputNorm(mean, std).to(ref.device)
+    net._modules["units"][name] = nn.Sequential(OrderedDict([("norm", norm), *first.named_children()]))
+    return norm
+
+
+def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1", normalize: bool = True) -> dict[str, list[str]]:
     """Load torchvision ResNet-18 weights into a :func:`resnet18` UnitNet.
 
     weights: a torchvision weights name (imports torchvision lazily, may download) or a
         state dict in torchvision's layout. ``fc`` goes to the head only if shapes match.
         For a 1-channel net the RGB ``conv1`` filters are summed over input channels.
+    normalize: put the ImageNet input normalisation the weights expect first in the stem
+        (:func:`add_input_norm`; images stay in [0, 1]). A 1-channel net uses the channel
+        means of ``IMAGENET_MEAN`` / ``IMAGENET_STD`` (grey replicated to RGB, approximately).
     Returns ``{"loaded": [...], "skipped": [...]}`` (keys in ``net``'s layout).
     """
     if isinstance(weights, Mapping):
@@ -488,9 +522,13 @@ def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1") -> dict[str,
               f"shape mismatch for {nk}: {tuple(own[nk].shape)} vs {tuple(v.shape)}")
         new[nk] = v
         loaded.append(nk)
-    missing = [k for k in own if k not in new and not k.startswith("head.")]
+    missing = [k for k in own if k not in new and not k.startswith(("head.", "units.stem.norm."))]
     check(not missing, f"torchvision weights lack {missing[:5]}{'...' if len(missing) > 5 else ''}")
     net.load_state_dict(new, strict=False)
+    if normalize:
+        c = net.unit("stem").conv1.weight.shape[1]
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else ([sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3])
+        add_input_norm(net, mean, std)
     return {"loaded": loaded, "skipped": skipped}
 
 

@@ -188,6 +188,12 @@ def test_bench_cli_runs_a_tiny_plan_records_it_and_resumes(tmp_path, capsys, one
     assert json.loads((bench_dir / "results.json").read_text())["rows"] == result["rows"]
 
 
+def test_a_yaml_key_given_twice_is_named(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("k: 5\ntrain: {steps: 3}\nk: 6\n")
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "c.yaml"))
+    assert code == 2 and "key k given twice in one mapping" in err and "line 1" in err
+
+
 def test_bad_yaml_key_in_file(tmp_path, capsys):
     cfg = write_config(tmp_path, "name: x\nsorce: mnist\n")
     code, _, err = run_cli(capsys, "run", cfg)

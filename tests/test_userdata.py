@@ -47,10 +47,12 @@ def test_image_folder_16_bit_grey_is_scaled_not_clipped(tmp_path):
 def test_image_folder_rgb_and_bmp_and_jpeg(tmp_path):
     write_folder(tmp_path / "a", classes=("x",), mode="RGB", suffix=".bmp")
     write_folder(tmp_path / "a", classes=("y",), mode="RGB", suffix=".jpg")
+    write_folder(tmp_path / "a", classes=("z",), mode="RGB", suffix=".gif")
+    write_folder(tmp_path / "a", classes=("w",), mode="RGB", suffix=".tiff")
     (tmp_path / "a" / "x" / "notes.txt").write_text("ignored")
     d = load_image_folder(tmp_path / "a")
-    assert d.images.shape == (6, 3, 8, 8) and d.class_names == ["x", "y"]
-    assert load_image_folder(tmp_path / "a", channels=1).images.shape == (6, 1, 8, 8)
+    assert d.images.shape == (12, 3, 8, 8) and d.class_names == ["w", "x", "y", "z"]
+    assert load_image_folder(tmp_path / "a", channels=1).images.shape == (12, 1, 8, 8)
 
 
 def test_image_folder_mixed_modes_become_rgb(tmp_path):
@@ -129,6 +131,9 @@ def test_npz_float_images_and_default_names(tmp_path):
     assert torch.allclose(d.images, torch.from_numpy(x)) and d.class_names == ["0", "1", "2", "3"]
     spec = load_domain(f"npz:{tmp_path / 'f.npz'}+inversion", size=8, channels=3)
     assert spec.images.shape == (5, 3, 8, 8) and spec.provenance["shifts"] == ["inversion"]
+    with pytest.warns(UserWarning, match=r"no image has label\(s\) \[1, 2, 3\].*3 of them are empty"):
+        d = load_npz(save_npz(tmp_path / "g.npz", x=x, y=np.array([0, 4, 4, 0, 4])))
+    assert d.num_classes == 5
 
 
 @pytest.mark.parametrize("arrays, message", [

@@ -106,6 +106,12 @@ def test_attribute_zero_shot_recognises_unseen_classes_through_the_engine():
     calibrated = evaluate_zero_shot(method, dom, seen=[0, 1, 2], unseen=[3, 4], gamma="prior")
     assert calibrated["gamma"] == pytest.approx(prior_matched_gamma(method.scores(dom.images), [0, 1, 2], [3, 4]))
     assert calibrated["zsl"] == report["zsl"]  # calibration only moves the seen-vs-unseen decision
+    with pytest.raises(TransferkitError, match="gamma must be a number or 'prior', got 'prio'"):
+        evaluate_zero_shot(method, dom, seen=[0, 1, 2], unseen=[3, 4], gamma="prio")
+    with pytest.raises(TransferkitError, match=r"images of shape \(3, 28, 28\), the network takes \(1, 28, 28\)"):
+        evaluate_zero_shot(method, dom.to_format(channels=3), seen=[0, 1, 2], unseen=[3, 4])
+    with pytest.raises(TransferkitError, match="dim .* must be >= 1, got 0"):
+        EmbeddingZeroShot(tiny_net(3), class_embeddings=a, dim=0)
 
 
 def test_embedding_zero_shot_trains_and_masks_candidates():

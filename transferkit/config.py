@@ -152,13 +152,29 @@ def override(obj, assignments: list[str] = ()):
     return from_dict(type(obj), data)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the last)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if twice:
+        raise yaml.constructor.ConstructorError(None, None, f"key {', '.join(twice)} given twice in one mapping",
+                                                node.start_mark)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
     data: dict = {}
     if path is not None:
         path = Path(path)
         check(path.is_file(), f"config file {path} does not exist or is not a file")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise TransferkitError(f"config file {path} is not valid YAML: {e}") from e
     for assignment in overrides:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from .domain import Domain
 from .errors import TransferkitError, UnknownNameError, check
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
 
 
 # ---- image folders -----------------------------------------------------------------------
@@ -156,6 +157,12 @@ def load_npz(path: str | os.PathLike) -> Domain:
         check(n_classes <= n, f"{where}: labels go up to {n_classes - 1} for {n} images, so most classes "
                               f"would be empty; give 'class_names' or number the classes 0..C-1")
         names = [str(i) for i in range(n_classes)]
+        empty = sorted(set(range(n_classes)) - set(y.tolist()))
+        if empty:
+            warnings.warn(f"{where}: no image has label(s) {empty[:10]}{'...' if len(empty) > 10 else ''}; "
+                          f"without 'class_names' the classes are the ids 0..{n_classes - 1}, so "
+                          f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)",
+                          stacklevel=2)
     groups = _int_vector(data["groups"], "groups", n, where) if "groups" in data else None
     return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}"})
 

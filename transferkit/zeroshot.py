@@ -217,6 +217,7 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
         e = attribute_matrix(class_embeddings) if class_embeddings is None or isinstance(class_embeddings, str) \
             else torch.as_tensor(class_embeddings).float()
         check(e.dim() == 2, f"class_embeddings must be classes x features, got {tuple(e.shape)}")
+        check(isinstance(dim, int) and dim >= 1, f"dim (the joint embedding size) must be >= 1, got {dim!r}")
         super().__init__(net, e.shape[0])
         self.register_buffer("class_embeddings", e.clone())
         self.image_proj = nn.Linear(net.embed_dim, dim)
@@ -303,6 +304,11 @@ def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unse
     """:func:`zero_shot_report` of a trained method on a test domain holding seen and unseen
     classes; ``gamma="prior"`` uses :func:`prior_matched_gamma` on the test scores (the chosen
     value is returned as ``gamma``)."""
+    check(gamma == "prior" or isinstance(gamma, (int, float)) and not isinstance(gamma, bool),
+          f"gamma must be a number or 'prior', got {gamma!r}")
+    shape = getattr(method.net, "input_shape", None)
+    check(shape is None or tuple(test.image_shape) == tuple(shape),
+          f"test domain {test.name!r} has images of shape {tuple(test.image_shape)}, the network takes {tuple(shape)}")
     scores = method.scores(test.images)
     if gamma == "prior":
         gamma = prior_matched_gamma(scores, seen, unseen)

@@ -43,3 +43,11 @@ def test_degenerate_episodes_are_errors(options):
     feats, labels = torch.randn(60, 4), torch.arange(60) % 6
     with pytest.raises(TransferkitError, match="episodes need"):
         episode_accuracies(feats, labels, **{"n_way": 5, "k_shot": 1, "n_query": 2, **options})
+
+
+def test_nan_features_are_named():
+    from transferkit.errors import TransferkitError
+    feats, labels = torch.randn(60, 4), torch.arange(60) % 6
+    feats[7, 2] = float("nan")
+    with pytest.raises(TransferkitError, match="features contain NaN"):
+        evaluate_episodes(feats, labels, episodes=2)

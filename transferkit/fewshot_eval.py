@@ -87,6 +87,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     check(features.dim() == 2 and len(features) == len(labels), "episodic evaluation needs N x D features, N labels")
+    check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")
     g = torch.Generator().manual_seed(seed)
     sup_idx, qry_idx, _ = sample_episodes(labels, n_way, k_shot, n_query, episodes, g)
     features = features.float()

@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# One torch thread per process (2 worker processes): the README's table reproduces on any machine.
 demo: setup
-	$(BIN)/transferkit demo
+	OMP_NUM_THREADS=1 $(BIN)/transferkit demo --workers 2
 
 # Headless Chromium for the report test; the test is skipped (with a message) when it cannot be installed.
 browser:

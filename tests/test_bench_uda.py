@@ -15,7 +15,7 @@ def test_uda_suite_is_registered_and_quick_budget_is_small():
     assert b.pairs == (("syndigits", "mnist"), ("mnist", "mnist+inversion"))
     assert make_plan("uda", False, ["pairs=[[mnist, digits]]"]).pairs == (("mnist", "digits"),)
     assert make_plan("uda_tune", False).seeds == (0, 1, 2)  # the grid's own defaults
-    for bad, message in (("pairs=mnist", "source:target"), ("seeds=", "seeds must not be empty"),
+    for bad, message in (("pairs=mnist", "source:target"), ("seeds=", "seeds: the list is empty"),
                          ("adapt_steps=0", ">= 1"), ("quick=true", "--quick")):
         with pytest.raises(TransferkitError, match=message):
             make_plan("uda", False, [bad])

@@ -222,7 +222,7 @@ class ClipMethod(Method):
         check(source is None or (n > 0 and int(source.labels.max()) < n),
               f"clip trains on captions: the source labels are caption ids, up to "
               f"{None if source is None else int(source.labels.max())}, but {n} captions were given. In Python use "
-              f"transferkit.clip.CaptionedImages; in a config give one caption per source class, e.g. "
+              f"transferkit.clip.CaptionedDomain; in a config give one caption per source class, e.g. "
               f"options: {{clip: {{captions: [a photo of a zero, a photo of a one, ...]}}}}")
 
     def param_groups(self):

@@ -65,7 +65,6 @@ class Budget(Plan):
     def __post_init__(self):
         self.seeds = tuple(as_list(self.seeds, int, "seeds"))
         self.pairs = as_pairs(self.pairs)
-        check(self.seeds, "seeds must not be empty")
         check(min(self.pretrain_steps, self.adapt_steps, self.batch_size) >= 1,
               "pretrain_steps, adapt_steps and batch_size must be >= 1")
 

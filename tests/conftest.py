@@ -27,3 +27,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def cli_environment():
+    """The CLI's --workers / --device set environment defaults for its process; CLI tests run
+    it in the test process, so each test gets the environment back as it found it."""
+    keys = ("TRANSFERKIT_WORKERS", "TRANSFERKIT_DEVICE")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -168,6 +168,10 @@ def test_imagenet_weights_come_with_the_input_normalisation_they_expect():
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     assert torch.allclose(normed(x), plain((x - mean) / std), atol=1e-5)
     assert "units.stem.norm.mean" in normed.state_dict()  # saved with the net
+    again = resnet18(1000, image_size=64)  # a fresh net takes the saved state, normalisation included
+    again.load_state_dict(normed.state_dict())
+    again.eval()
+    assert torch.equal(again(x), normed(x))
     gray = resnet18(10, in_channels=1, image_size=64)
     load_torchvision_weights(gray, sd)
     assert torch.allclose(gray.unit("stem").norm.mean.flatten(), torch.tensor([sum(IMAGENET_MEAN) / 3]))

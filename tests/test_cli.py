@@ -192,6 +192,10 @@ def test_a_yaml_key_given_twice_is_named(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("k: 5\ntrain: {steps: 3}\nk: 6\n")
     code, _, err = run_cli(capsys, "run", str(tmp_path / "c.yaml"))
     assert code == 2 and "key k given twice in one mapping" in err and "line 1" in err
+    (tmp_path / "m.yaml").write_text("pretrain: &b {steps: 20, batch_size: 8}\ntrain:\n  <<: *b\n  steps: 5\n")
+    from transferkit.config import load_config
+    cfg = load_config(tmp_path / "m.yaml")  # a merge key's values may be overridden
+    assert (cfg.train.steps, cfg.train.batch_size) == (5, 8)
 
 
 def test_bad_yaml_key_in_file(tmp_path, capsys):

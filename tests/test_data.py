@@ -227,3 +227,12 @@ def test_plots_name_inputs_they_cannot_draw(tmp_path):
         sample_grid(two, tmp_path / "g.png")
     with pytest.raises(TransferkitError, match=r"setting 'k=K', got \['all'\]"):
         accuracy_vs_k_plot([{"method": "m", "setting": "all", "accuracy": 0.5}], tmp_path / "k.png")
+
+
+def test_check_spec_names_what_load_domain_would_refuse_and_takes_grouped_specs():
+    from transferkit.data import check_spec
+    assert check_spec("digits+blur@grouped2")[:2] == ("digits", ["blur"])
+    with pytest.raises(TransferkitError, match="unknown shift 'blurr'"):
+        check_spec("digits+blurr")
+    with pytest.raises(TransferkitError, match="unknown domain 'digit'"):
+        check_spec("digit@grouped3")

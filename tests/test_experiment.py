@@ -73,6 +73,14 @@ def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_cla
         target=tgt, source=src, unlabeled=tgt, net=net)
     trained = model.method_.net
     assert trained.num_classes == 3 and model.predict(t.images).max() <= 2
+    train = TrainConfig(steps=30, eval_every=10, batch_size=16)  # early stopping sees the target val by name
+    fitted = Transfer("source_only", backbone="lenet", train=train).fit(source=src, target=tgt, val=tgt)
+    assert fitted.fit_result_.best_val_accuracy == fitted.score(tgt)
+    seen = Domain("seen", src.images, src.labels, ["0", "1", "2", "3", "4"])
+    everything = Domain("all", t.images, t.labels, ["0", "7", "9"])
+    zsl = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=1, eval_every=1),
+                   pretrain=TrainConfig(steps=1, eval_every=1)).fit(source=seen, target=everything)
+    assert zsl.predict_logits(t.images[:2]).shape == (2, 10)  # a zero-shot method scores every description
     for name in ("source_only", "dann"):
         with pytest.raises(TransferkitError, match=f"method {name}: it never sees target labels.*'9'"):
             Transfer(name, backbone="lenet", pretrain=TrainConfig(steps=1000)).fit(

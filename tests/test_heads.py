@@ -93,3 +93,11 @@ def test_head_for_classes_gives_the_chosen_outputs_in_order(kind):
     assert all(p.requires_grad for p in small.parameters())
     with pytest.raises(TransferkitError, match="head rows must lie in"):
         head_for_classes(head, [5])
+
+
+def test_head_for_classes_wraps_a_head_of_several_layers():
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 5))
+    small = head_for_classes(mlp, [4, 1], num_outputs=5)
+    x = torch.randn(3, 6)
+    assert small.num_classes == 2 and torch.equal(small(x), mlp(x)[:, [4, 1]])

@@ -61,7 +61,7 @@ def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
                    "train: {steps: 40, eval_every: 10}\n")
     run_dir = tmp_path / "killed" / "fixed"
     cmd = [sys.executable, "-m", "transferkit.cli", "run", str(cfg), "--resume", str(run_dir)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRANSFERKIT_WORKERS": "1"}  # no worker outlives the kill
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     jobs = run_dir / "jobs"
     deadline = time.time() + 300

@@ -18,7 +18,7 @@ from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
 from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
-from .experiment import build_method, finish_head
+from .experiment import build_method, fit_for_target
 from .fields import from_dict
 from .methods import get_method
 from .methods.supervised import SourceOnly
@@ -64,7 +64,7 @@ class Transfer:
             net = copy.deepcopy(net)
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else None
         else:  # a method that never sees target labels classifies with a head over the source classes
-            head = source if cls.needs_pretrained or "target" not in cls.streams else (target or source)
+            head = source if cls.needs_pretrained or cls.predicts_with_source_head() else (target or source)
             check(head is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")
             net, head_classes = self._net(head, head.num_classes), head.class_names
         with torch.random.fork_rng():  # options and classes are checked before any training
@@ -76,10 +76,9 @@ class Transfer:
         if cls.needs_pretrained and not given_net:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
         self.method_ = build_method(cls, net, self.options, head_classes, target_classes)
-        self.fit_result_: FitResult = self.method_.fit_transfer(
-            lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
-            source=source, target=target, unlabeled=unlabeled, val=val)
-        finish_head(self.method_, head_classes, target_classes)
+        self.fit_result_: FitResult = fit_for_target(
+            self.method_, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
+            head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
         self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))
         return self
 
@@ -91,9 +90,9 @@ class Transfer:
               f"saw), got {tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
         images = as_images(images, "predict")
         if len(images) == 0:
-            return torch.zeros(0, self.net_.num_classes)
-        self.net_.eval()
-        return predict_logits(self.net_, images)
+            return torch.zeros(0, len(self.classes_))
+        self.method_.eval()  # the method's forward: a zero-shot method scores class descriptions
+        return predict_logits(self.method_, images)
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.predict_logits(images), 1)

@@ -245,6 +245,15 @@ class UnitNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; a state saved with an :class:`InputNorm` first in the
+        first unit (ImageNet weights) gives this net that normalisation first."""
+        key = f"units.{self.unit_names[0]}.norm."
+        if f"{key}mean" in state_dict and f"{key}mean" not in self.state_dict():
+            mean, std = (state_dict[f"{key}{b}"].flatten().tolist() for b in ("mean", "std"))
+            add_input_norm(self, mean, std)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def reset_classifier(self, num_classes: int, kind: str = "linear", **kw) -> nn.Module:
         """Replace the head by a fresh ``kind`` head (``linear``/``cosine``/``prototype``)."""
         ref = self._ref_tensor()

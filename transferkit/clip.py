@@ -187,6 +187,7 @@ class ClipMethod(Method):
 
     name = "clip"
     streams = ("source",)
+    source_head = False  # scores captions, seen or not
     needs_pretrained = False
     description = "CLIP-style dual encoder (image tower + frozen text encoder with projection), seed 001"
 

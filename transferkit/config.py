@@ -157,7 +157,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _unique_mapping(loader, node, deep=False):
-    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    own = [k for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]  # `<<:` merges may be overridden
+    keys = [loader.construct_object(k, deep=deep) for k in own]
     twice = sorted({str(k) for k in keys if keys.count(k) > 1})
     if twice:
         raise yaml.constructor.ConstructorError(None, None, f"key {', '.join(twice)} given twice in one mapping",

@@ -361,7 +361,12 @@ def _shift_generator(seed: int, index: int, name: str) -> torch.Generator:
 
 def check_spec(spec: str) -> tuple[str, list[str], list]:
     """``(base, shift names, shift entries)`` of ``NAME[+SHIFT...]``, without loading it:
-    an unknown domain or shift, or a missing folder / npz path, fails here."""
+    an unknown domain or shift, or a missing folder / npz path, fails here (``@groupedV``
+    is checked and dropped)."""
+    from .grouped import parse_grouped
+
+    if grouped := parse_grouped(spec):
+        spec = grouped[0]
     base, shift_names = parse_spec(spec)
     if base.startswith(("folder:", "npz:")):
         path = os.path.expanduser(base.split(":", 1)[1])

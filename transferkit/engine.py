@@ -377,7 +377,11 @@ class Engine:
 
     def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> float:
         method.eval()
-        correct = (predict_logits(method.forward_from_input, x).argmax(1) == y).sum().float()
+        logits = predict_logits(method.forward_from_input, x)
+        rows = getattr(method, "eval_rows", None)
+        if rows is not None:  # a source head scored on target classes (experiment.fit_for_target)
+            logits = logits[:, torch.tensor(rows, device=logits.device)]
+        correct = (logits.argmax(1) == y).sum().float()
         counts = all_reduce_mean(torch.stack([correct, torch.tensor(float(len(y)), device=correct.device)]))
         return float(counts[0] / counts[1])
 

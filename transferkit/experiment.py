@@ -207,17 +207,20 @@ def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Pa
 
 def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
                      target_classes: list[str] | None) -> list[int] | None:
-    """For a method that never sees target labels (no ``target`` stream: source_only and
-    the domain adaptation family), the rows of its source head that predict the target
-    classes, matched by name; ``None`` when its outputs already are the target classes.
-    Refuses a target class the source does not have: such a method cannot predict it."""
-    if "target" in cls.streams or target_classes is None:
+    """For a method that predicts with its head trained on the source classes
+    (``Method.predicts_with_source_head``: source_only and the domain adaptation family), the
+    rows of that head that predict the target classes, matched by name; ``None`` when its
+    outputs already are the target classes. Refuses a target class the source does not
+    have: such a method cannot predict it."""
+    if not cls.predicts_with_source_head() or target_classes is None:
         return None
     if head_classes is None:  # a network handed in without its source domain
         check(num_outputs == len(target_classes),
               f"it predicts with the network's own classifier ({num_outputs} outputs), which cannot be matched "
               f"to the {len(target_classes)} target classes: give the source domain as well")
         return None
+    check(len(head_classes) == num_outputs, f"the network has {num_outputs} outputs for {len(head_classes)} "
+                                            f"source classes")
     if list(head_classes) == list(target_classes):
         return None
     rows = head_mapping(list(head_classes), list(target_classes))
@@ -231,9 +234,10 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
     """``cls`` on ``net`` with its options; a method that trains on target labels gets a head
     over the target classes (:func:`retarget_head` from ``head_classes``, the classes of
     ``net``'s head), after the method is built when it keeps a copy of the source network.
-    A method that does not is checked to predict every target class (:func:`source_head_rows`);
-    :func:`finish_head` narrows its head after training. ``run_job`` and ``Transfer.fit``
-    both build methods here."""
+    A method that predicts with its source head is checked to predict every target class
+    (:func:`source_head_rows`); :func:`fit_for_target` narrows its head after training.
+    ``run_job`` and ``Transfer.fit`` both build methods here and train them with
+    :func:`fit_for_target`."""
     source_head_rows(cls, head_classes, net.num_classes, target_classes)
     method = cls(net, **options) if cls.built_before_retarget else None
     if "target" in cls.streams and target_classes is not None:
@@ -241,12 +245,23 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
     return cls(net, **options) if method is None else method
 
 
-def finish_head(method, head_classes: list[str] | None, target_classes: list[str] | None) -> None:
-    """After training: a method that trained its head on the source classes only gets the
-    rows of the target classes (by name), so that its outputs are the target classes."""
+def fit_for_target(method, make_engine, head_classes: list[str] | None, target_classes: list[str] | None,
+                   **domains):
+    """``method.fit_transfer(make_engine, **domains)`` (``source``, ``target``, ``unlabeled``,
+    ``val``). A method that predicts with its source head (:func:`source_head_rows`) then keeps
+    only the head's rows of the target classes, so that its outputs are the target classes;
+    while it trains, early stopping scores a target-class ``val`` on those rows already
+    (``Method.eval_rows``)."""
     rows = source_head_rows(type(method), head_classes, method.net.num_classes, target_classes)
+    val = domains.get("val")
+    method.eval_rows = rows if val is not None and list(val.class_names) == list(target_classes or []) else None
+    try:
+        fit = method.fit_transfer(make_engine, **domains)
+    finally:
+        method.eval_rows = None
     if rows is not None:
-        method.net.head = head_for_classes(method.net.head, rows)
+        method.net.head = head_for_classes(method.net.head, rows, method.net.num_classes)
+    return fit
 
 
 def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
@@ -278,9 +293,9 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                           checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
                           tensorboard_dir=run_dir / "tensorboard" / job.stem / tag, run_name=f"{job.stem}/{tag}")
 
-        fit = method.fit_transfer(make_engine, source=data.source.train, target=labeled, unlabeled=unlabeled,
-                                  val=selection_domain(cfg, data))
-        finish_head(method, data.source.train.class_names, data.target.train.class_names)
+        fit = fit_for_target(method, make_engine, data.source.train.class_names, data.target.train.class_names,
+                             source=data.source.train, target=labeled, unlabeled=unlabeled,
+                             val=selection_domain(cfg, data))
         report = evaluate_on(method, data.target.test)
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,

@@ -138,12 +138,33 @@ def list_heads() -> list[str]:
     return sorted(HEADS)
 
 
-def head_for_classes(head: nn.Module, rows: list[int]) -> nn.Module:
-    """A copy of ``head`` whose outputs are its outputs ``rows``, in that order: every
-    parameter and buffer with one row per class is indexed, the rest (a cosine scale) is
-    kept. The logits of the copy equal ``head(x)[:, rows]``."""
-    n = head.out_features
-    check(all(0 <= r < n for r in rows), f"head rows must lie in [0, {n - 1}], got {rows}")
+class HeadRows(nn.Module):
+    """``head(x)[:, rows]``: the outputs ``rows`` of any other head, in that order."""
+
+    def __init__(self, head: nn.Module, rows: list[int]):
+        super().__init__()
+        self.head = head
+        self.register_buffer("rows", torch.tensor(rows, dtype=torch.long))
+        self.in_features, self.out_features = getattr(head, "in_features", None), len(rows)
+
+    @property
+    def num_classes(self) -> int:
+        return self.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)[:, self.rows]
+
+
+def head_for_classes(head: nn.Module, rows: list[int], num_outputs: int | None = None) -> nn.Module:
+    """A head whose outputs are ``head``'s outputs ``rows``, in that order: for the heads of
+    this module a copy whose parameters and buffers with one row per class are indexed (the
+    rest, a cosine scale, is kept); any other head is wrapped (:class:`HeadRows`). Its
+    logits equal ``head(x)[:, rows]``."""
+    n = getattr(head, "out_features", num_outputs)
+    check(n is not None and all(0 <= r < n for r in rows), f"head rows must lie in [0, {n - 1 if n else '?'}], "
+                                                          f"got {rows}")
+    if type(head) not in HEADS.values():
+        return HeadRows(head, rows)
     out = copy.deepcopy(head)
     idx = torch.tensor(rows, dtype=torch.long)
     for module in out.modules():

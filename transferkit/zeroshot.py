@@ -114,6 +114,7 @@ class _ClassDescriptionMethod(Method):
     """Shared machinery: scores over every described class, masked to the candidate classes."""
 
     streams = ("source",)
+    source_head = False  # scores class descriptions, seen or not
     needs_pretrained = False
 
     def __init__(self, net, num_classes: int):

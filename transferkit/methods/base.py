@@ -159,6 +159,10 @@ class Method(nn.Module):
     #: built while the network still has its source head (it keeps a copy of the source
     #: network); the head is given the target classes afterwards
     built_before_retarget = False
+    #: predicts with the network's head trained on the source classes (the target classes
+    #: are its rows of the same names); ``None``: when the method has no ``target`` stream.
+    #: Zero-shot methods, which score class descriptions, set ``False``.
+    source_head: bool | None = None
     description = ""
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()
@@ -173,6 +177,9 @@ class Method(nn.Module):
         self.net = net
         self.input_unit = net.unit_names[0]
         self.input_cache: dict = {}
+        #: the outputs the engine's validation accuracy compares with the labels (``None``: all);
+        #: set while a source-head method trains on a target-class validation set
+        self.eval_rows: list[int] | None = None
         self.__dict__.setdefault("init_options", {})  # a class without its own __init__ has no options
 
     # ---- declared by subclasses -----------------------------------------------------
@@ -192,6 +199,10 @@ class Method(nn.Module):
         for name in self.net.unit_names:
             for p in self.net.unit(name).parameters():
                 p.requires_grad_(name in trainable)
+
+    @classmethod
+    def predicts_with_source_head(cls) -> bool:
+        return "target" not in cls.streams if cls.source_head is None else bool(cls.source_head)
 
     def cache_inputs(self, inputs: dict[str, torch.Tensor]) -> dict:
         """Called by the engine once per fit, after it has built its streams, with the whole

@@ -16,7 +16,12 @@ def test_uda_suite_is_registered_and_quick_budget_is_small():
     assert make_plan("uda", False, ["pairs=[[mnist, digits]]"]).pairs == (("mnist", "digits"),)
     assert make_plan("uda_tune", False).seeds == (0, 1, 2)  # the grid's own defaults
     for bad, message in (("pairs=mnist", "source:target"), ("seeds=", "seeds: the list is empty"),
-                         ("adapt_steps=0", ">= 1"), ("quick=true", "--quick")):
+                         ("adapt_steps=0", ">= 1"), ("quick=true", "--quick"),
+                         ("seeds=0,0", "seeds: 0 given more than once"),
+                         ("seeds=-1", r"values must be >= 0, got \[-1\]"),
+                         ("pairs=mnist:digits,mnist:bogus", "unknown domain 'bogus'"),
+                         ("pairs=mnist:digits,mnist:digits", "pairs: mnist:digits given more than once"),
+                         ("lr=-1", "lr must be > 0")):
         with pytest.raises(TransferkitError, match=message):
             make_plan("uda", False, [bad])
 

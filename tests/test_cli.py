@@ -78,6 +78,13 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     code, out3, err = run_cli(capsys, "run", "--resume", run_dir, "--workers", "2")  # its own config.yaml
     assert code == 0 and not re.search(r"seed \d+: accuracy", out3), err
     assert json.loads(open(results_path).read())["rows"] == rows
+    code, _, err = run_cli(capsys, "bench", "demo", "--quick", "--resume", run_dir)
+    assert code == 2 and "not a benchmark directory" in err
+    edited = open(f"{run_dir}/config.yaml").read().replace("steps: 10", "steps: 11")
+    assert edited != open(f"{run_dir}/config.yaml").read()
+    open(f"{run_dir}/config.yaml", "w").write(edited)  # finished jobs of the old config are not passed off as new
+    code, _, err = run_cli(capsys, "run", "--resume", run_dir)
+    assert code == 2 and "was run with another configuration than" in err
 
 
 @pytest.mark.parametrize("argv, message", [

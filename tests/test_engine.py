@@ -395,7 +395,7 @@ def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_wo
     Engine(cfg, seed=0, checkpoint_dir=tmp_path / "a").fit(get_method("ft_fc")(net(), n=1), target=d)
     flex = get_method("flex")
     sig = [Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(flex(net(), **o), {"target": d}, None)
-           for o in ({"workers": 1}, {"workers": 2, "keep_candidates": True}, {"image_units": ["color"]})]
+           for o in ({"workers": 1}, {"workers": 2, "keep_candidates": True}, {"image_units": ["stn"]})]
     assert sig[0] == sig[1] != sig[2]
     signature = lambda m: Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(m, {"target": d}, None)  # noqa: E731
     assert signature(get_method("ft_fc")(net(), 2)) == signature(get_method("ft_fc")(net(), n=2))  # by name

@@ -100,7 +100,9 @@ def test_configs_made_in_python_are_checked_as_yaml_ones():
                           (lambda: ExperimentConfig(repeats=1.5), "repeats must be int"),
                           (lambda: ExperimentConfig(train=3), "train must be a TrainConfig or a mapping"),
                           (lambda: ExperimentConfig(train={"stesp": 3}), "unknown config key 'train.stesp'"),
-                          (lambda: Transfer("finetune", pretrain=[1]), "pretrain must be a TrainConfig")):
+                          (lambda: Transfer("finetune", pretrain=[1]), "pretrain must be a TrainConfig"),
+                          (lambda: ExperimentConfig(methods=["ft_unit:conv1"], options={"ft_unit": {"unit": "x"}}),
+                           "keyed by the method's full name")):
         with pytest.raises(TransferkitError, match=message):
             make()
 
@@ -173,6 +175,15 @@ def test_unknown_method_option_fails_before_any_work(tmp_path):
     (["methods=[finetune]", "k=400"], "k=400 is larger than the smallest class"),
     (["methods=[source_only, ft_unit:conv9]"], "ft_unit:conv9.*unknown unit 'conv9'"),
     (["methods=[finetune]", "target=npz:{npz}"], "has no test images"),
+    (["methods=[dann]", "options={{dann: {{lr_schedule: cosin}}}}"], "option lr_schedule must be one of constant"),
+    (["methods=[dann]", "options={{dann: {{weight: -1}}}}"], "dann: option weight must be a number >= 0, got -1"),
+    (["methods=[dann]", "options={{dann: {{hidden: 0}}}}"], "option hidden must be a whole number >= 1"),
+    (["methods=[flex]", "options={{flex: {{image_units: [stnn]}}}}"], "unknown image unit kind 'stnn'"),
+    (["methods=[lext]", "options={{lext: {{layers: [fc1, bogus]}}}}"], "unknown layer 'bogus'"),
+    (["methods=[tap]", "options={{tap: {{units: [conv1, fc9]}}}}"], "unknown unit 'fc9'"),
+    (["methods=[mmd]", "options={{mmd: {{scales: []}}}}"], "scales must be a non-empty list"),
+    (["methods=[finetune_proto]", "options={{finetune_proto: {{metric: cosin}}}}"], "metric must be sqeuclidean"),
+    (["methods=[clip]", "options={{clip: {{captions: a digit}}}}"], "captions must be a list of texts"),
     (["methods=[finetune]", "target=npz:{npz}", "select_on=none"], "has no test images"),
 ])
 def test_job_errors_surface_before_pre_training(tmp_path, monkeypatch, assignments, message):

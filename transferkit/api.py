@@ -70,9 +70,10 @@ class Transfer:
         with torch.random.fork_rng():  # options and classes are checked before any training
             try:
                 build_method(cls, copy.deepcopy(net), self.options, head_classes, target_classes)
-            except (TransferkitError, TypeError, ValueError) as e:
+            except Exception as e:  # whatever building it with these options raises names the problem
+                why = str(e) if isinstance(e, (TransferkitError, TypeError, ValueError)) else f"{type(e).__name__}: {e}"
                 raise TransferkitError(f"method {cls.name}{f' with options {self.options}' if self.options else ''}: "
-                                       f"{e}") from e
+                                       f"{why}") from e
         if cls.needs_pretrained and not given_net:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
         self.method_ = build_method(cls, net, self.options, head_classes, target_classes)

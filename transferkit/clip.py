@@ -197,6 +197,9 @@ class ClipMethod(Method):
         super().__init__(net)
         if loss not in ("infonce", "triplet"):
             raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
+        for what, value in (("captions", captions), ("class_names", class_names), ("templates", templates)):
+            check(not isinstance(value, str), f"clip: {what} must be a list of texts, not one text: {value!r}")
+        check(len(class_names) > 0, "clip: class_names must name at least one class")
         if text_encoder is None:
             text_encoder = DEFAULT_TEXT_MODEL if text_available() else "hashing"
         self.encoder = get_text_encoder(text_encoder)

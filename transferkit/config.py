@@ -84,8 +84,9 @@ class ExperimentConfig:
         check(not twice, f"methods lists {', '.join(twice)} more than once (its rows would count twice)")
         check(isinstance(self.options, dict) and all(isinstance(v, dict) for v in self.options.values()),
               "options must map a method name to its keyword arguments, e.g. options: {dann: {weight: 0.1}}")
-        stray = sorted(set(self.options) - set(self.methods) - {m.split(":")[0] for m in self.methods})
-        check(not stray, f"options for {', '.join(stray)}, which is not in methods {self.methods}")
+        stray = sorted(set(self.options) - set(self.methods))
+        check(not stray, f"options for {', '.join(stray)}, which is not in methods {self.methods} (options are "
+                         f"keyed by the method's full name, e.g. ft_unit:conv1)")
 
     @property
     def setting(self) -> str:

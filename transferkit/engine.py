@@ -439,7 +439,8 @@ class Engine:
                 stored = (f.metadata() or {}).get("transferkit")
             tensors = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
-            raise TransferkitError(f"checkpoint {path} is unreadable: {e}") from e
+            raise TransferkitError(f"checkpoint {path} is unreadable: {e}; delete it to train that stage again "
+                                   f"from its start") from e
         meta = json.loads(stored if stored else (self.ckpt / "last.json").read_text())  # older checkpoints
         if meta["signature"] != signature:
             raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different run (method, data or "

@@ -300,7 +300,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step, "n_labeled": len(labeled), **memory,
-           **method.extra_results()}
+           "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
     return _finish_row(job, row, report)
 
 
@@ -371,12 +371,16 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
             job = job_path(run_dir, cfg, cls.name, cfg.seed if cls is SourceOnly else seed)
             order[(cls.name, cfg.seed if cls is SourceOnly else seed)] = len(order)
             if job.exists():
-                rows.append(read_job(job, ("method", "seed", "accuracy")))
+                row = read_job(job, ("method", "seed", "accuracy"))
+                check(row.get("config_digest", job_digest(cfg, cls.name)) == job_digest(cfg, cls.name),
+                      f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now; "
+                      f"restore that config, or delete the job file to run the job again")
+                rows.append(row)
             elif cls is SourceOnly:
                 report = evaluate_on(source_only_forward(pretrained, data), data.target.test)
                 row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                        "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
-                       "pretrain_cached": pre_info["cached"]}
+                       "pretrain_cached": pre_info["cached"], "config_digest": job_digest(cfg, cls.name)}
                 rows.append(_log_row(log, _finish_row(job, row, report)))
             else:
                 todo.append((cls, seed))
@@ -414,9 +418,10 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                 net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                      in_channels=data.channels, image_size=cfg.image_size)
                 _build_job_method(cfg, data, cls, net)
-            except (TransferkitError, TypeError, ValueError) as e:
+            except Exception as e:  # whatever building it with these options raises names the problem
+                why = str(e) if isinstance(e, (TransferkitError, TypeError, ValueError)) else f"{type(e).__name__}: {e}"
                 raise TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: "
-                                       f"{e}") from e
+                                       f"{why}") from e
 
 
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log) -> list[dict]:
@@ -433,6 +438,15 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_pat
 #: config keys that do not change a job's rows: a run may be resumed with other values
 NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progress", "train.checkpoint_every",
                "pretrain.checkpoint_every"}
+
+
+def job_digest(cfg: ExperimentConfig, method: str) -> str:
+    """What a job's row depends on: the config but what only chooses jobs or where they run
+    (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options. Stored in
+    the row, it tells a job file written under another config.yaml from one of this run."""
+    flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | {"methods", "repeats", "options"}}
+    flat["options"] = cfg.options.get(method, {})
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _flat(config: dict, prefix: str = "") -> dict:

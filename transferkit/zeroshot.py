@@ -218,7 +218,6 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
         e = attribute_matrix(class_embeddings) if class_embeddings is None or isinstance(class_embeddings, str) \
             else torch.as_tensor(class_embeddings).float()
         check(e.dim() == 2, f"class_embeddings must be classes x features, got {tuple(e.shape)}")
-        check(isinstance(dim, int) and dim >= 1, f"dim (the joint embedding size) must be >= 1, got {dim!r}")
         super().__init__(net, e.shape[0])
         self.register_buffer("class_embeddings", e.clone())
         self.image_proj = nn.Linear(net.embed_dim, dim)

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from ..config import override
+from ..data import check_spec
 from ..errors import TransferkitError, UnknownNameError, check
 from ..io import read_json, write_json
 from ..results import markdown_table, summarize, write_results
@@ -62,9 +63,10 @@ def load_suites() -> dict[str, tuple[Suite, str, PlanFactory]]:
     return BENCHMARKS
 
 
-def as_list(value, cast=str, what: str = "list", empty: bool = False) -> list:
+def as_list(value, cast=str, what: str = "list", empty: bool = False, minimum=None) -> list:
     """Plan field ``what`` given as a list, one scalar or a comma-separated string (``3,30,300``);
-    an empty list (no job to run) is refused unless ``empty``."""
+    an empty list (no job to run), repeated values and values below ``minimum`` are refused
+    (``empty`` allows an empty list)."""
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     elif value is None:
@@ -73,9 +75,14 @@ def as_list(value, cast=str, what: str = "list", empty: bool = False) -> list:
         value = [value]
     check(empty or len(value) > 0, f"{what}: the list is empty, so no job would run; give at least one value")
     try:
-        return [cast(v) for v in value]
+        out = [cast(v) for v in value]
     except (TypeError, ValueError) as e:
         raise TransferkitError(f"{what}: bad value {value!r} ({e})") from e
+    twice = sorted({str(v) for v in out if out.count(v) > 1})
+    check(not twice, f"{what}: {', '.join(twice)} given more than once (its jobs would count twice)")
+    low = [v for v in out if minimum is not None and v < minimum]
+    check(not low, f"{what}: values must be >= {minimum}, got {low}")
+    return out
 
 
 def _pair(item) -> tuple:
@@ -90,6 +97,9 @@ def as_pairs(value) -> tuple:
     pairs = tuple(map(_pair, items)) if isinstance(items, (list, tuple)) else ()
     check(pairs and all(len(p) == 2 and all(isinstance(n, str) and n for n in p) for p in pairs),
           f"pairs must be source:target items such as syndigits:mnist,mnist:digits; got {value!r}")
+    check(len(set(pairs)) == len(pairs), f"pairs: a pair is given more than once in {value!r}")
+    for name in {n for p in pairs for n in p}:  # a misspelt domain fails before any training
+        check_spec(name)
     return pairs
 
 
@@ -116,6 +126,10 @@ def _check_same_plan(bench_dir: Path, plan: Plan) -> None:
     elif (bench_dir / "results.json").is_file():
         stored = read_json(bench_dir / "results.json", "results file", "delete it to resume")
         stored = stored.get("config", {}).get("plan") if isinstance(stored, dict) else None
+        check(isinstance(stored, dict), f"{bench_dir} holds results but no benchmark plan: it is not a benchmark "
+                                        f"directory (a `transferkit run` directory?); use another directory")
+    check(stored is not None or not (bench_dir / "config.yaml").is_file(),
+          f"{bench_dir} is a `transferkit run` directory, not a benchmark directory; use another directory")
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as stored

@@ -76,7 +76,7 @@ class FewshotPlan(Plan):
     parts: list = field(default_factory=lambda: list(PARTS))
 
     def __post_init__(self):
-        self.ks, self.parts = as_list(self.ks, int, "ks"), as_list(self.parts, str, "parts")
+        self.ks, self.parts = as_list(self.ks, int, "ks", minimum=1), as_list(self.parts, str, "parts")
         check(set(self.parts) <= set(PARTS), f"parts must be among {list(PARTS)}, got {self.parts}")
         check(self.ks and min(self.ks) >= 2, f"ks must be >= 2 (matching_ft trains on (k-1)-shot episodes), "
                                              f"got {self.ks}")

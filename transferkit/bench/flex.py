@@ -100,6 +100,9 @@ class FlexPlan(Plan):
         check(min(self.ratios, default=0) >= 1, f"ratios must be >= 1, got {self.ratios}")
         check(self.seeds >= 1 and self.seeds_ratio3 >= 1, "seeds and seeds_ratio3 must be >= 1")
         check(0 < self.val_fraction < 0.75, f"val_fraction must be in (0, 0.75), got {self.val_fraction}")
+        check(self.val_per_class >= 1, f"val_per_class must be >= 1, got {self.val_per_class}")
+        stray = [t for t in self.image_targets if t not in self.target_names()]
+        check(not stray, f"image_targets {stray} are not among the targets {self.target_names()}")
 
     def target_names(self) -> list[str]:
         return self.targets if self.targets is not None else SOURCES[self.source]

@@ -55,8 +55,11 @@ class RepresentPlan(Plan):
 
     def __post_init__(self):
         self.pairs = as_pairs(self.pairs)
-        self.cats, self.sizes, self.seeds = (as_list(getattr(self, k), int, k) for k in ("cats", "sizes", "seeds"))
+        self.cats, self.sizes, self.seeds = (as_list(getattr(self, k), int, k, minimum=m)
+                                             for k, m in (("cats", 2), ("sizes", 1), ("seeds", 0)))
         check(all(2 <= n <= self.n_max for n in self.cats), f"cats must be between 2 and n_max={self.n_max}")
+        check(min(self.pretrain, self.distill, self.train, self.episodes) >= 1,
+              "pretrain, distill, train and episodes must be >= 1")
 
 
 def represent_plan(quick: bool) -> RepresentPlan:

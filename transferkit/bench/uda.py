@@ -63,10 +63,11 @@ class Budget(Plan):
     tsne_points: int = 500
 
     def __post_init__(self):
-        self.seeds = tuple(as_list(self.seeds, int, "seeds"))
+        self.seeds = tuple(as_list(self.seeds, int, "seeds", minimum=0))
         self.pairs = as_pairs(self.pairs)
-        check(min(self.pretrain_steps, self.adapt_steps, self.batch_size) >= 1,
-              "pretrain_steps, adapt_steps and batch_size must be >= 1")
+        check(min(self.pretrain_steps, self.adapt_steps, self.batch_size, self.tsne_points) >= 1,
+              "pretrain_steps, adapt_steps, batch_size and tsne_points must be >= 1")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
 
 
 def budget(quick: bool) -> Budget:

@@ -109,7 +109,7 @@ class ZeroshotPlan(Plan):
     seeds: list = field(default_factory=lambda: [0, 1, 2])
 
     def __post_init__(self):
-        self.seeds = as_list(self.seeds, int, "seeds")
+        self.seeds = as_list(self.seeds, int, "seeds", minimum=0)
 
 
 def zeroshot_plan(quick: bool) -> ZeroshotPlan:

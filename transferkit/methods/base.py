@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import numbers
 import os
 from typing import Callable
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import TransferkitError, UnknownNameError
+from ..errors import TransferkitError, UnknownNameError, check
 
 METHODS: dict[str, type["Method"]] = {}
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
@@ -102,10 +103,42 @@ def _recording_options(init):
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
         if "init_options" not in self.__dict__:  # the outermost __init__ of a subclass chain
+            _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs))
             options = _options(init, type(self).not_trained_options, self, *args, **kwargs)
             object.__setattr__(self, "init_options", options)
         init(self, *args, **kwargs)
     return __init__
+
+
+#: option names whose values are weights of loss terms (numbers >= 0) or sizes, scales and
+#: rates (numbers > 0; whole numbers for the sizes), checked for every method by name
+_NONNEGATIVE = ("alpha", "beta", "gamma", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
+_POSITIVE = ("c", "scale", "query_scale", "tau0", "tau_source", "tau_target", "temperature", "lr", "lr_mult",
+             "disc_lr_mult", "image_lr_mult", "backbone_lr_mult")
+_COUNTS = ("hidden", "depth", "tail_depth", "dim", "workers", "n")
+#: options that take one of a few names, the same in every method that has them
+_CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),
+            "optimizer": ("adam", "sgd", None), "combine": ("sum", "concat")}
+
+
+def _check_option_values(method: str, options: dict) -> None:
+    """Refuse option values outside their domain, named (see ``_NONNEGATIVE`` and friends)."""
+    flat = {**{k: v for k, v in options.items() if not isinstance(v, dict)},
+            **{k: v for v in options.values() if isinstance(v, dict) for k, v in v.items()}}
+    for name, value in flat.items():
+        if name in _CHOICES:
+            check(value in _CHOICES[name], f"{method}: option {name} must be one of "
+                                           f"{', '.join(map(str, _CHOICES[name]))}, got {value!r}")
+        if value is None:
+            continue
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if name in _COUNTS:
+            check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
+                  f"{method}: option {name} must be a whole number >= 1, got {value!r}")
+        elif name in _POSITIVE:
+            check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
+        elif name.endswith("weight") or name in _NONNEGATIVE:
+            check(number and value >= 0, f"{method}: option {name} must be a number >= 0, got {value!r}")
 
 
 def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:

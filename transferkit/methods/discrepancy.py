@@ -23,6 +23,9 @@ class MMD(AdaptationMethod):
     def __init__(self, net, weight: float = 1.0, layers=None, scales=(0.25, 0.5, 1.0, 2.0, 4.0),
                  entmin_weight: float = 0.0):
         super().__init__(net, entmin_weight=entmin_weight)
+        check(isinstance(scales, (list, tuple)) and len(scales) > 0
+              and all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales),
+              f"mmd: scales must be a non-empty list of numbers > 0, got {scales!r}")
         self.weight, self.scales = float(weight), tuple(float(s) for s in scales)
         self.layers = resolve_layers(net, layers, ["embedding"])
 

@@ -30,12 +30,12 @@ from dataclasses import replace
 import torch
 
 from ..engine import FitResult
-from ..errors import check
+from ..errors import UnknownNameError, check
 from ..evaluate import predict_logits
 from ..runtime import map_jobs
 from .base import Method, register
 from .finetune import FtAll, FtUnit
-from .image_unit import IMAGE_UNIT, ImageUnit, insert_image_unit
+from .image_unit import IMAGE_UNIT, IMAGE_UNITS, ImageUnit, insert_image_unit
 
 ALL = "all"
 
@@ -188,6 +188,9 @@ class Flex(_FlexBase):
         super().__init__(net, workers, keep_candidates)
         check(image_lr_mult > 0, f"image_lr_mult must be > 0, got {image_lr_mult}")
         self.image_units = [image_units] if isinstance(image_units, str) else list(image_units)
+        for kind in self.image_units:
+            if kind not in IMAGE_UNITS:
+                raise UnknownNameError("image unit kind", kind, IMAGE_UNITS)
         self.image_lr_mult = float(image_lr_mult)
 
     def candidates(self) -> list[str]:

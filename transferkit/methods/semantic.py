@@ -36,6 +36,7 @@ from ..engine import FitResult
 from ..errors import check
 from ..evaluate import predict_logits
 from ..heads import class_means
+from .adaptation import resolve_layers
 from .base import Method, register
 from .finetune import Finetune
 
@@ -121,7 +122,8 @@ class SemanticTransfer(Method):
         check(tau_source > 0 and tau_target > 0, "temperatures must be > 0")
         self.alpha, self.beta = float(alpha), float(beta)
         self.tau_source, self.tau_target = float(tau_source), float(tau_target)
-        self.gamma, self.combine, self.layers = gamma, combine, list(layers) if layers else None
+        self.gamma, self.combine = gamma, combine
+        self.layers = None if layers is None else resolve_layers(net, layers, [])
         self.source_support = source_support
         self.weights = {"source_entropy": source_entropy, "metric_ce": metric_ce, "target_entropy": target_entropy}
         self.disc_lr_mult = disc_lr_mult
@@ -379,6 +381,7 @@ class FinetunePrototype(Finetune):
 
     def __init__(self, net, metric: str = "sqeuclidean"):
         super().__init__(net)
+        check(metric in ("sqeuclidean", "cosine"), f"metric must be sqeuclidean or cosine, got {metric!r}")
         self.metric = metric
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):

@@ -91,7 +91,11 @@ class Tap(Method):
 
     def __init__(self, net, c: float = 1.0, units: list[str] | None = None):
         super().__init__(net)
-        self.c, self.units = float(c), list(net.feature_names if units is None else units)
+        self.c = float(c)
+        self.units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)
+        check(len(self.units) > 0, "tap: units must name at least one unit")
+        for u in self.units:
+            check(u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
         self.tap_unit: str | None = None
         self.tap_head: nn.Linear | None = None
         self._extra: dict = {}

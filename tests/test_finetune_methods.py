@@ -169,6 +169,9 @@ def test_ft_fc_counts_only_fully_connected_units():
     assert get_method("ft_fc")(net, n=2).trainable_units() == ["fc1", "head"]
     with pytest.raises(TransferkitError, match=r"n must be in \[1, 2\].*fc1, head"):
         get_method("ft_fc")(net, n=3)  # would reach conv2
+    assert get_method("ft_fc1")(net, n=1).trainable_units() == ["head"]
+    with pytest.raises(TransferkitError, match=r"ft_fc1 tunes the last 1 unit\(s\); for n=2 use ft_fc"):
+        get_method("ft_fc1")(net, n=2)
 
 
 def test_transfer_api_runs_multi_stage_methods():

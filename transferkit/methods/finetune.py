@@ -74,6 +74,8 @@ class FtFc(_TargetCE):
 
     def __init__(self, net, n: int | None = None):
         super().__init__(net)
+        check(n is None or self.n_fc is None or n == self.n_fc,
+              f"{self.name} tunes the last {self.n_fc} unit(s); for n={n} use ft_fc with options {{n: {n}}}")
         n = self.n_fc if n is None else n
         fcs = fc_units(net)
         check(n is None or 1 <= n <= len(fcs), f"ft_fc: n must be in [1, {len(fcs)}], the number of trailing "

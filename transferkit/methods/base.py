@@ -123,8 +123,9 @@ _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedul
 
 def _check_option_values(method: str, options: dict) -> None:
     """Refuse option values outside their domain, named (see ``_NONNEGATIVE`` and friends)."""
-    flat = {**{k: v for k, v in options.items() if not isinstance(v, dict)},
-            **{k: v for v in options.values() if isinstance(v, dict) for k, v in v.items()}}
+    flat = {}
+    for name, value in options.items():  # **options passed on to a parent __init__ arrive as one dict
+        flat.update(value if isinstance(value, dict) else {name: value})
     for name, value in flat.items():
         if name in _CHOICES:
             check(value in _CHOICES[name], f"{method}: option {name} must be one of "

@@ -150,6 +150,7 @@ def test_summary_and_report_of_a_file_that_is_not_results(tmp_path, capsys):
     cases = {"bad": ("{not json", "is not valid JSON"), "list": ("[1, 2]", "not a transferkit results file"),
              "rows": ('{"rows": [{"method": "m"}]}', "row 0 lacks source, target, setting, seed, accuracy"),
              "acc": (json.dumps({"rows": [{**row, "accuracy": "high"}]}), "row 0 has a non-numeric accuracy"),
+             "pct": (json.dumps({"rows": [{**row, "accuracy": 85.0}]}), "accuracies are fractions in [0, 1]"),
              "good": (json.dumps({"rows": [row]}), None)}
     for name, (text, message) in cases.items():
         (tmp_path / name).mkdir()

@@ -85,3 +85,38 @@ def test_per_unit_plot_marks_the_best_candidate_never_a_nan_one(tmp_path):
     rows = [{"ratio": 30, "candidate_val_accuracy": {"conv1": float("nan"), "fc": 0.7, "all": 0.6},
              "candidate_test_accuracy": {"conv1": 0.1, "fc": 0.6, "all": 0.5}}]
     assert per_unit_accuracy_plot(rows, tmp_path / "u.png").stat().st_size > 0
+
+
+def test_mismatched_or_broken_evaluation_inputs_are_named():
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    for call, message in (
+            (lambda: confusion_matrix(torch.tensor([0]), labels, 3), "one prediction per label"),
+            (lambda: confusion_matrix(labels.float() + 0.5, labels, 3), "predictions must be whole class ids"),
+            (lambda: classification_report(logits[:, 0], labels), "needs N x C logits"),
+            (lambda: classification_report(torch.full((4, 3), float("nan")), labels), "NaN or infinite"),
+            (lambda: classification_report(logits, labels, groups=torch.tensor([0, 1])), "4 labels but 2 group"),
+            (lambda: grouped_accuracy(logits, labels, torch.tensor([0, 0, 1])), "N group ids")):
+        with pytest.raises(TransferkitError, match=message):
+            call()
+    assert confusion_matrix(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), 2).sum() == 0
+
+
+def test_zero_shot_scores_and_labels_must_agree():
+    from transferkit.zeroshot import prior_matched_gamma, zero_shot_report
+    scores, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 2])
+    with pytest.raises(TransferkitError, match="6 score rows for 5 labels"):
+        zero_shot_report(scores, labels[:5], [0, 1], [2, 3])
+    with pytest.raises(TransferkitError, match=r"labels \[3\] are neither seen nor unseen"):
+        zero_shot_report(scores, labels, [0, 1], [2])
+    with pytest.raises(TransferkitError, match=r"unseen classes: ids must lie in \[0, 3\]"):
+        prior_matched_gamma(scores, [0, 1], [2, 9])
+    with pytest.raises(TransferkitError, match="overlap"):
+        prior_matched_gamma(scores, [0, 1], [1, 2])
+
+
+def test_tsne_of_identical_features_is_named_not_a_crash(tmp_path):
+    from transferkit.plots import tsne_embeddings
+    with pytest.raises(TransferkitError, match="identical features for every point"):
+        tsne_embeddings({"a": (torch.zeros(10, 4), torch.zeros(10, 4))}, tmp_path / "t.png")
+    with pytest.raises(TransferkitError, match="one size D"):
+        tsne_embeddings({"a": (torch.randn(10, 4), torch.randn(10, 5))}, tmp_path / "t.png")

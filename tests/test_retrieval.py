@@ -72,3 +72,16 @@ def test_retrieval_map_embeds_queries_with_the_tuned_net_and_the_gallery_with_th
                            gallery.labels, 5)
     assert got != retrieval_map(tuned, source, gallery, queries, k=5)  # the roles are not interchangeable
     assert got == retrieval_map(None, tuned, gallery, queries, k=5, gallery=embed(source, gallery.images))
+
+
+def test_embed_takes_bytes_restores_the_mode_and_names_a_wrong_shape():
+    from transferkit.backbones import build_backbone
+    from transferkit.errors import TransferkitError
+    from transferkit.retrieval import embed
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28).train()
+    x = torch.rand(5, 1, 28, 28)
+    as_bytes = (x * 255).round().to(torch.uint8)
+    assert torch.equal(embed(net, as_bytes), embed(net, as_bytes.float() / 255)) and net.training
+    assert embed(net, x[:0]).shape == (0, net.embed_dim)
+    with pytest.raises(TransferkitError, match=r"embed: images of shape \(3, 28, 28\)"):
+        embed(net, torch.rand(2, 3, 28, 28))

@@ -168,3 +168,16 @@ def test_domain_takes_integral_float_labels_list_groups_and_empty_subsets():
     assert len(d.subset([])) == 0 and d.subset([]).image_shape == (1, 1, 1)
     with pytest.raises(TransferkitError, match="bool mask or integer indices"):
         d.subset([0.0, 1.0])
+
+
+def test_k_shot_sampling_takes_numpy_integers_and_keeps_groups_whole():
+    import numpy as np
+
+    from transferkit.data import load_domain
+    d = split_domain(load_domain("digits")).train
+    labeled, _ = sample_k_shot(d, np.int64(2), 0)
+    assert len(labeled) == 2 * d.num_classes and len(subsample_per_class(d, np.int32(3), 0)) == 3 * d.num_classes
+    grouped = split_domain(load_domain("digits@grouped2")).train
+    with pytest.raises(TransferkitError, match="has groups .* use transferkit.grouped.sample_k_groups"):
+        sample_k_shot(grouped, 2, 0)
+

@@ -142,6 +142,12 @@ def make_captions(domain: Domain, kind: str | None = None, styles: dict | None =
     if kind not in DOMAIN_TEMPLATES:
         raise UnknownNameError("caption domain kind", kind, DOMAIN_TEMPLATES)
     templates = DOMAIN_TEMPLATES[kind]
+    if styles is not None:
+        for key in ("font", "photo"):
+            check(key in styles and len(styles[key]) == len(domain),
+                  f"make_captions: styles[{key!r}] must hold one entry per image ({len(domain)})")
+        check(all(0 <= int(f) < len(FONT_FACES) for f in styles["font"]),
+              f"make_captions: font ids must lie in [0, {len(FONT_FACES) - 1}]")
     out = []
     for i, y in enumerate(domain.labels.tolist()):
         name = domain.class_names[y]
@@ -284,6 +290,8 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
     """Fraction of queries (rows of the ``Q x G`` similarity) with a relevant gallery item
     (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``."""
     check(sim.shape == relevant.shape, f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)}")
+    check(len(sim) > 0, "recall_at_k: no query")
+    ks = [ks] if isinstance(ks, int) else list(ks)
     order = sim.argsort(1, descending=True)
     hit = relevant.gather(1, order)
     first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), sim.shape[1]))

@@ -28,9 +28,13 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
     rows and ``max(num_classes, num_outputs)`` columns (a model may have more outputs than the
     domain has classes, e.g. a source head on a subset of its classes)."""
     width = max(num_classes, num_outputs or 0)
+    check(pred.dim() == 1 and labels.dim() == 1 and len(pred) == len(labels),
+          f"confusion_matrix needs one prediction per label, got shapes {tuple(pred.shape)} and {tuple(labels.shape)}")
     for name, v, hi in (("labels", labels, num_classes), ("predictions", pred, width)):
-        check(len(v) == 0 or (int(v.min()) >= 0 and int(v.max()) < hi),
-              f"{name} must lie in [0, {hi - 1}], found {int(v.min())}..{int(v.max())}")
+        check(not v.is_floating_point() or bool((v == v.round()).all()), f"{name} must be whole class ids")
+        if len(v):
+            check(int(v.min()) >= 0 and int(v.max()) < hi,
+                  f"{name} must lie in [0, {hi - 1}], found {int(v.min())}..{int(v.max())}")
     flat = labels.long() * width + pred.long()
     return torch.bincount(flat, minlength=num_classes * width).view(num_classes, width)
 
@@ -39,8 +43,12 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
                           groups: torch.Tensor | None = None) -> dict:
     """Accuracy, per-class accuracy and confusion matrix; with ``groups`` also the
     per-group accuracy of seed 000 §4.2 (softmax averaged over the samples of a group)."""
+    check(logits.dim() == 2, f"classification_report needs N x C logits, got shape {tuple(logits.shape)}")
     check(len(logits) == len(labels), f"{len(logits)} predictions for {len(labels)} labels")
     check(len(labels) > 0, "cannot evaluate on an empty domain")
+    check(bool(torch.isfinite(logits).all()), "the logits contain NaN or infinite values (a diverged network?)")
+    if groups is not None:
+        check(len(groups) == len(labels), f"{len(labels)} labels but {len(groups)} group ids")
     num_classes = num_classes or logits.shape[1]
     pred = logits.argmax(1)
     conf = confusion_matrix(pred, labels, num_classes, logits.shape[1])
@@ -59,6 +67,9 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
 
 def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
     """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2)."""
+    check(logits.dim() == 2 and len(logits) == len(labels) == len(groups) > 0,
+          f"grouped_accuracy needs N x C logits, N labels and N group ids, got {tuple(logits.shape)}, "
+          f"{len(labels)} and {len(groups)}")
     inverse, group_label = group_labels(groups, labels)
     probs = torch.softmax(logits.float(), 1)
     summed = torch.zeros(len(group_label), probs.shape[1]).index_add_(0, inverse, probs)

@@ -114,7 +114,7 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, **kw) -> dict:
     """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head."""
     out = {}
-    for head in heads:
+    for head in [heads] if isinstance(heads, str) else heads:
         accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)
         mean, ci = mean_ci95(accs)
         out[head] = {"mean": mean, "ci95": ci, "episodes": len(accs)}

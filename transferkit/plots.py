@@ -159,9 +159,14 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
     fig = new_figure(3.2 * len(panels), 3.5)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (fs, ft)) in zip(axes, panels.items()):
-        x = torch.cat([fs, ft]).flatten(1).double().numpy()
+        check(fs.dim() >= 2 and ft.dim() >= 2 and fs[0].numel() == ft[0].numel(),
+              f"tsne_embeddings: panel {name!r} needs N x D source and target features of one size D, got shapes "
+              f"{tuple(fs.shape)} and {tuple(ft.shape)}")
+        x = torch.cat([fs.flatten(1), ft.flatten(1)]).double().numpy()
         check(len(x) >= 4, f"tsne_embeddings: panel {name!r} has {len(x)} points; t-SNE needs at least 4")
         check(bool(np.isfinite(x).all()), f"tsne_embeddings: panel {name!r} has NaN or infinite features")
+        check(bool((x != x[0]).any()), f"tsne_embeddings: panel {name!r} has identical features for every point "
+                                       f"(a collapsed network?); t-SNE cannot place them")
         perplexity = min(30.0, (len(x) - 1) / 3)
         z = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
         n = len(fs)

@@ -33,8 +33,10 @@ def read_results(path: str | Path) -> dict:
     for i, row in enumerate(data["rows"]):
         missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
         check(not missing, f"{path}: row {i} lacks {', '.join(missing)}")
-        check(all(isinstance(row[k], Real) for k in ("accuracy", "wall_s")),
+        check(all(isinstance(row[k], Real) and not isinstance(row[k], bool) for k in ("accuracy", "wall_s")),
               f"{path}: row {i} has a non-numeric accuracy or wall_s")
+        check(0.0 <= row["accuracy"] <= 1.0, f"{path}: row {i} has accuracy {row['accuracy']!r}; accuracies are "
+                                             f"fractions in [0, 1] (a percentage?)")
     return data
 
 
@@ -71,6 +73,7 @@ def markdown_table(summary: list[dict]) -> str:
 
 def write_results(run_dir: Path, name: str, config: dict, rows: list[dict]) -> Path:
     """Write ``results.json`` and ``results.md`` atomically; return the JSON path."""
+    run_dir = Path(run_dir)
     summary = summarize(rows)
     path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows,
                                                  "summary": summary})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .domain import as_images
 from .errors import check
 
 
@@ -52,10 +53,20 @@ def map_at_k(queries, query_labels, gallery, gallery_labels, k: int = 10) -> flo
 
 @torch.no_grad()
 def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """``N x D`` embeddings (input of the head) in eval mode."""
+    """``N x D`` embeddings (input of the head) in eval mode (the net's mode is restored)."""
+    images = as_images(images, "embed")
+    shape = getattr(net, "input_shape", None)
+    check(shape is None or tuple(images.shape[1:]) == tuple(shape),
+          f"embed: images of shape {tuple(images.shape[1:])}, the network takes {tuple(shape)}")
+    was = net.training
     net.eval()
-    dev = next(net.parameters()).device
-    return torch.cat([net.forward_features(x.to(dev)).cpu() for x in images.split(batch_size)])
+    try:
+        dev = next(net.parameters()).device
+        if len(images) == 0:
+            return torch.zeros(0, net.embed_dim)
+        return torch.cat([net.forward_features(x.to(dev)).cpu() for x in images.split(batch_size)])
+    finally:
+        net.train(was)
 
 
 def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,

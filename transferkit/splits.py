@@ -14,6 +14,7 @@ gives every sample its random rank within its class.
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -107,8 +108,15 @@ def _per_class(domain: Domain, n: int, seed: int) -> torch.Tensor:
 
 def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """Exactly ``k`` labelled samples of every class present, chosen with ``seed``; the rest
-    is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1."""
-    check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, got {k!r}")
+    is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1. A domain
+    with groups (frames of videos) takes :func:`~transferkit.grouped.sample_k_groups`, which
+    keeps each group on one side."""
+    check(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, "
+                                                                                  f"got {k!r}")
+    k = int(k)
+    check(domain.groups is None, f"domain {domain.name!r} has groups (frames of one video): k-shot sampling of "
+                                 f"frames would put frames of one group on both sides; use "
+                                 f"transferkit.grouped.sample_k_groups (k labelled groups per class)")
     counts = domain.class_counts()
     present = domain.present_classes()
     check(len(present) > 0, f"domain {domain.name!r} is empty; cannot sample k-shot")
@@ -127,7 +135,9 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
 
 def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
     """At most ``n`` randomly chosen samples per class (seed 002 Table 2 subsampling ratios)."""
-    check(isinstance(n, int) and not isinstance(n, bool) and n >= 1, f"n must be an integer >= 1, got {n!r}")
+    check(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1, f"n must be an integer >= 1, "
+                                                                                  f"got {n!r}")
+    n = int(n)
     sub = domain.subset(_per_class(domain, n, seed), name=f"{domain.name}/{n}-per-class")
     sub.provenance = {**domain.provenance, "per_class": n, "subsample_seed": seed}
     return sub

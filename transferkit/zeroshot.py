@@ -23,6 +23,8 @@ their harmonic mean ``H = 2 s u / (s + u)``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -262,14 +264,25 @@ def mean_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, classes) -> fl
     return sum(accs) / len(accs)
 
 
+def _seen_unseen(scores: torch.Tensor, seen, unseen) -> tuple[list[int], list[int]]:
+    """Seen and unseen class ids, checked against the score columns and for overlap."""
+    check(scores.dim() == 2, f"scores must be an N x C matrix, got shape {tuple(scores.shape)}")
+    seen = class_ids(seen, scores.shape[1], "seen classes").tolist()
+    unseen = class_ids(unseen, scores.shape[1], "unseen classes").tolist()
+    check(not set(seen) & set(unseen), f"seen and unseen classes overlap: {sorted(set(seen) & set(unseen))}")
+    return seen, unseen
+
+
 def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, gamma: float = 0.0) -> dict:
     """From ``N x C`` unmasked scores: ``zsl`` (unseen test samples, unseen candidates only),
     GZSL ``seen`` / ``unseen`` accuracies with every class a candidate and their harmonic
     mean ``h``; ``gamma`` is subtracted from seen scores (calibrated stacking, Chao et al.
     2016). Accuracies are per-class means."""
-    seen = class_ids(seen, scores.shape[1], "seen classes").tolist()
-    unseen = class_ids(unseen, scores.shape[1], "unseen classes").tolist()
-    check(not set(seen) & set(unseen), f"seen and unseen classes overlap: {sorted(set(seen) & set(unseen))}")
+    seen, unseen = _seen_unseen(scores, seen, unseen)
+    check(len(labels) == len(scores), f"{len(scores)} score rows for {len(labels)} labels")
+    stray = sorted(set(labels.tolist()) - set(seen) - set(unseen))
+    check(not stray, f"labels {stray[:10]} are neither seen nor unseen classes")
+    check(not math.isnan(float(gamma)), "gamma is NaN")
     is_unseen = torch.isin(labels, torch.tensor(unseen))
     masked = torch.full_like(scores, MASKED)
     masked[:, unseen] = scores[:, unseen]
@@ -290,10 +303,10 @@ def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: flo
     ``m_i = max_seen s_i - max_unseen s_i``, a sample goes to an unseen class iff
     ``m_i < gamma``, so ``gamma`` is the ``unseen_fraction`` quantile of ``m``. Transductive:
     it reads the scores of the evaluation pool, never its labels."""
-    seen, unseen = list(seen), list(unseen)
-    check(len(seen) > 0 and len(unseen) > 0, "calibration needs seen and unseen classes")
     check(scores.dim() == 2 and scores.shape[0] > 0,
           f"scores must be a non-empty N x C matrix, got shape {tuple(scores.shape)}")
+    seen, unseen = _seen_unseen(scores, seen, unseen)
+    check(len(seen) > 0 and len(unseen) > 0, "calibration needs seen and unseen classes")
     q = len(unseen) / (len(seen) + len(unseen)) if unseen_fraction is None else float(unseen_fraction)
     check(0.0 < q < 1.0, f"unseen_fraction must lie in (0, 1), got {q}")
     margin = scores[:, seen].max(1).values - scores[:, unseen].max(1).values

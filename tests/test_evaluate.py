@@ -120,3 +120,11 @@ def test_tsne_of_identical_features_is_named_not_a_crash(tmp_path):
         tsne_embeddings({"a": (torch.zeros(10, 4), torch.zeros(10, 4))}, tmp_path / "t.png")
     with pytest.raises(TransferkitError, match="one size D"):
         tsne_embeddings({"a": (torch.randn(10, 4), torch.randn(10, 5))}, tmp_path / "t.png")
+
+
+def test_summary_refuses_a_seed_counted_twice_and_averages_extra_keys_where_present():
+    row = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0}
+    with pytest.raises(TransferkitError, match="repeat seed 0 .* count one run as two"):
+        summarize([{**row, "seed": 0}, {**row, "seed": 0}])
+    s = summarize([{**row, "seed": 0, "best_step": 4}, {**row, "seed": 1}], extra_keys="best_step")
+    assert s[0]["best_step"] == 4 and s[0]["n"] == 2

@@ -42,10 +42,18 @@ def read_results(path: str | Path) -> dict:
 
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     """Group rows by (method, source, target, setting): mean and standard error of the
-    accuracy over seeds, number of seeds, mean wall seconds."""
+    accuracy over seeds, number of seeds, mean wall seconds; ``extra_keys``: the mean of
+    those fields over the rows that have them. Two rows of one group and seed (runs merged
+    twice?) are refused: the standard error would count one run as two."""
+    extra_keys = (extra_keys,) if isinstance(extra_keys, str) else tuple(extra_keys)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["source"], r["target"], r["setting"]), []).append(r)
+    for key, rs in groups.items():
+        seeds = [r["seed"] for r in rs]
+        twice = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+        check(not twice, f"rows of {' / '.join(map(str, key))} repeat seed {', '.join(twice)} (runs merged twice?): "
+                         f"the standard error would count one run as two")
     out = []
     for (method, source, target, setting), rs in groups.items():
         mean, se = mean_se(r["accuracy"] for r in rs)
@@ -54,8 +62,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
                    "seeds": sorted(r["seed"] for r in rs)}
         for key in extra_keys:
-            if key in rs[0]:
-                summary[key] = mean_se(r[key] for r in rs)[0]
+            values = [r[key] for r in rs if key in r]
+            if values:
+                summary[key] = mean_se(values)[0]
         out.append(summary)
     return out
 

@@ -85,6 +85,9 @@ def test_per_unit_plot_marks_the_best_candidate_never_a_nan_one(tmp_path):
     rows = [{"ratio": 30, "candidate_val_accuracy": {"conv1": float("nan"), "fc": 0.7, "all": 0.6},
              "candidate_test_accuracy": {"conv1": 0.1, "fc": 0.6, "all": 0.5}}]
     assert per_unit_accuracy_plot(rows, tmp_path / "u.png").stat().st_size > 0
+    with_image = {"ratio": 30, "candidate_val_accuracy": {"conv1": 0.5, "fc": 0.6, "all": 0.6, "image:stn": 0.8},
+                  "candidate_test_accuracy": {"conv1": 0.5, "fc": 0.6, "all": 0.6, "image:stn": 0.7}}
+    assert per_unit_accuracy_plot(rows + [with_image], tmp_path / "v.png").stat().st_size > 0  # other candidates
 
 
 def test_mismatched_or_broken_evaluation_inputs_are_named():

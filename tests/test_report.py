@@ -75,3 +75,16 @@ def test_report_in_headless_chromium(bench_dir):
     assert f'data-images="{n_images}"' in body.group(0)
     assert 'data-broken-images="0"' in body.group(0)
     assert '<table id="results">' in dom and "finetune" in dom
+
+
+def test_a_report_of_rows_with_other_class_sets_and_no_memory_figures(tmp_path):
+    import json
+    base = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0,
+            "peak_rss_mb": None}
+    rows = [{**base, "seed": 0, "confusion": [[1, 0], [0, 1]]},
+            {**base, "seed": 1, "confusion": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": rows}))
+    html, _ = write_report(run, tmp_path / "out")
+    assert html.stat().st_size > 0

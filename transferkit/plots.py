@@ -82,13 +82,19 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
     with the best mean validation accuracy. ``flex_rows`` carry ``candidate_val_accuracy``
     and ``candidate_test_accuracy``."""
     check(len(flex_rows) > 0, "per_unit_accuracy_plot: no flex rows")
-    cands = list(flex_rows[0]["candidate_val_accuracy"])
+    cands = list(dict.fromkeys(c for r in flex_rows for c in r.get("candidate_val_accuracy", {})))
+    check(len(cands) > 0, "per_unit_accuracy_plot: the rows have no candidate_val_accuracy")
+
+    def mean_over(rs, key, c):  # rows without this candidate (another candidate set) do not count
+        values = [r[key][c] for r in rs if c in r.get(key, {})]
+        return sum(values) / len(values) if values else float("nan")
+
     fig = new_figure(1.2 + 0.8 * len(cands), 3.2)
     ax = fig.subplots()
     for i, ratio in enumerate(sorted({r["ratio"] for r in flex_rows})):
         rs = [r for r in flex_rows if r["ratio"] == ratio]
-        val = [sum(r["candidate_val_accuracy"][c] for r in rs) / len(rs) for c in cands]
-        test = [sum(r["candidate_test_accuracy"][c] for r in rs) / len(rs) for c in cands]
+        val = [mean_over(rs, "candidate_val_accuracy", c) for c in cands]
+        test = [mean_over(rs, "candidate_test_accuracy", c) for c in cands]
         colour = f"C{i}"
         ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"~{ratio}/class val (n={len(rs)})")
         ax.plot(range(len(cands)), test, "--", color=colour, label=f"~{ratio}/class test")

@@ -100,10 +100,11 @@ def confusion_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     import numpy as np
     groups = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        if r.get("confusion"):
-            groups[(r["source"], r["target"], r["setting"])][r["method"]].append(np.array(r["confusion"]))
+        if r.get("confusion"):  # keyed by shape too: runs over other class sets are drawn apart
+            conf = np.array(r["confusion"])
+            groups[(r["source"], r["target"], r["setting"], conf.shape)][r["method"]].append(conf)
     out = []
-    for (source, target, setting), by_method in list(groups.items())[:4]:
+    for (source, target, setting, _), by_method in list(groups.items())[:4]:
         methods = sorted(by_method)
         fig = new_figure(2.2 * len(methods) + 0.5, 2.6)
         for i, method in enumerate(methods):
@@ -127,7 +128,7 @@ def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]
     wall, memory = defaultdict(list), defaultdict(list)
     for r in rows:
         wall[r["method"]].append(r["wall_s"])
-        if "peak_rss_mb" in r:
+        if r.get("peak_rss_mb") is not None:
             memory[r["method"]].append(r["peak_rss_mb"])
     methods = sorted(wall)
     fig = _figure()
@@ -196,7 +197,7 @@ def saved_figures(run_dir: Path, exclude: Path) -> list[tuple[str, bytes]]:
 def _table_rows(summary: list[dict], rows: list[dict]) -> list[list[str]]:
     memory = defaultdict(list)
     for r in rows:
-        if "peak_rss_mb" in r:
+        if r.get("peak_rss_mb") is not None:
             memory[(r["method"], r["source"], r["target"], r["setting"])].append(r["peak_rss_mb"])
     table = []
     for s in summary:

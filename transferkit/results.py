@@ -35,6 +35,10 @@ def read_results(path: str | Path) -> dict:
         check(not missing, f"{path}: row {i} lacks {', '.join(missing)}")
         check(all(isinstance(row[k], Real) and not isinstance(row[k], bool) for k in ("accuracy", "wall_s")),
               f"{path}: row {i} has a non-numeric accuracy or wall_s")
+        check(all(isinstance(row[k], str) for k in ("method", "source", "target", "setting")),
+              f"{path}: row {i} has a method, source, target or setting that is not text")
+        check(row.get("peak_rss_mb") is None or isinstance(row["peak_rss_mb"], Real),
+              f"{path}: row {i} has a non-numeric peak_rss_mb")
         check(0.0 <= row["accuracy"] <= 1.0, f"{path}: row {i} has accuracy {row['accuracy']!r}; accuracies are "
                                              f"fractions in [0, 1] (a percentage?)")
     return data

@@ -413,3 +413,21 @@ def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_wo
         teacher[0].head.weight.add_(1)
     assert same != Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(
         distill(net(), teacher=teacher), {"source": d}, None)
+
+
+def test_a_directory_lock_refuses_a_second_live_process_and_takes_over_a_dead_ones(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from transferkit.io import directory_lock
+    (tmp_path / ".lock").write_text(str(os.getppid()))  # a live process that is not this one
+    with pytest.raises(TransferkitError, match=f"in use by another transferkit process \\(pid {os.getppid()}\\)"):
+        with directory_lock(tmp_path):
+            pass
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(str(dead.pid))  # killed before it could remove its lock
+    with directory_lock(tmp_path) as lock:
+        assert lock.read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()

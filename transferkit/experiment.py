@@ -10,6 +10,7 @@ continues an interrupted training from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -34,7 +35,7 @@ from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
-from .io import atomic_write, cache_dir, read_job, write_json, write_text
+from .io import atomic_write, cache_dir, directory_lock, read_job, write_json, write_text
 from .methods import get_method
 from .methods.supervised import SourceOnly
 from .results import write_results
@@ -345,6 +346,14 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
+        rows = _run_jobs_of(cfg, run_dir, methods, main, log)
+    barrier()
+    return run_dir, rows
+
+
+def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
+    """The body of :func:`run_experiment` in its run directory: every job's row, in job order."""
     old = run_dir / "config.yaml"
     if old.exists():
         _check_same_config(old, cfg)
@@ -392,8 +401,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     rows.sort(key=lambda row: order[(row["method"], row["seed"])])  # job order, resumed or not
     if main:
         write_results(run_dir, cfg.name, cfg.to_dict(), rows)
-    barrier()
-    return run_dir, rows
+    return rows
 
 
 def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:

@@ -84,6 +84,48 @@ def read_job(path: str | os.PathLike, keys=()) -> dict:
     return row
 
 
+@contextlib.contextmanager
+def directory_lock(directory: str | os.PathLike):
+    """Hold ``directory/.lock`` (this process's id) while a run or benchmark works there. A
+    second process gets an error naming the holder instead of running every job again
+    beside it; a lock left by a killed process (its id no longer runs) is taken over."""
+    path = Path(directory) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _running(pid):
+                raise TransferkitError(f"{directory} is in use by another transferkit process (pid {pid}); let it "
+                                       f"finish or stop it, then resume") from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    finally:
+        os.close(fd)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line (metrics streams). A line torn by a kill is ended first, so that
     :func:`read_jsonl` skips it alone and not the record appended after it."""

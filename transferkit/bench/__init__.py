@@ -13,6 +13,7 @@ prints the table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -27,7 +28,7 @@ import yaml
 from ..config import override
 from ..data import check_spec
 from ..errors import TransferkitError, UnknownNameError, check
-from ..io import read_json, write_json
+from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
 from ..runtime import is_main_process, world_size
 
@@ -165,8 +166,9 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     if overrides:
         log("plan: " + ", ".join(overrides))
-    rows = suite(plan, bench_dir, log)
-    if is_main_process():
-        write_results(bench_dir, tag, {"benchmark": name, "quick": quick, "plan": dataclasses.asdict(plan)}, rows)
+    with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per directory
+        rows = suite(plan, bench_dir, log)
+        if is_main_process():
+            write_results(bench_dir, tag, {"benchmark": name, "quick": quick, "plan": dataclasses.asdict(plan)}, rows)
     log("\n" + markdown_table(summarize(rows)))
     return bench_dir, rows

@@ -62,7 +62,6 @@ class AdaptationMethod(Method):
 
     def __init__(self, net, entmin_weight: float = 0.0, source_weight: float = 1.0):
         super().__init__(net)
-        check(entmin_weight >= 0, f"entmin_weight must be >= 0, got {entmin_weight}")
         self.entmin_weight = float(entmin_weight)
         self.source_weight = float(source_weight)
 

@@ -74,9 +74,6 @@ class DANN(AdaptationMethod):
                  lr_schedule: str | None = "dann", hidden: int = 500, depth: int = 2,
                  entmin_weight: float = 0.0, optimizer: str | None = None, lr: float | None = None):
         super().__init__(net, entmin_weight=entmin_weight)
-        check(lambda_schedule in ("dann", "constant"), f"lambda_schedule must be dann or constant, "
-                                                       f"got {lambda_schedule!r}")
-        check(optimizer in (None, "sgd", "adam"), f"optimizer must be sgd, adam or None, got {optimizer!r}")
         override = {} if optimizer is None else {"optimizer": optimizer, "momentum": 0.9}
         if lr is not None or optimizer == "sgd":
             override["lr"] = float(0.01 if lr is None else lr)

@@ -57,8 +57,6 @@ class DSN(AdaptationMethod):
                  lambda_schedule: str = "dann", hidden: int = 500, entmin_weight: float = 0.0):
         super().__init__(net, entmin_weight=entmin_weight)
         check(net.input_shape is not None, "dsn needs a backbone with input_shape (C, H, W)")
-        check(lambda_schedule in ("dann", "constant"), f"lambda_schedule must be dann or constant, "
-                                                       f"got {lambda_schedule!r}")
         self.recon_weight, self.diff_weight = float(recon_weight), float(diff_weight)
         self.sim_weight = float(sim_weight)
         self.lambda_schedule = lambda_schedule

@@ -204,7 +204,6 @@ class FtSlow(_TargetCE):
 
     def __init__(self, net, backbone_lr_mult: float = 0.1):
         super().__init__(net)
-        check(backbone_lr_mult > 0, f"backbone_lr_mult must be > 0, got {backbone_lr_mult}")
         self.backbone_lr_mult = backbone_lr_mult
 
     def param_groups(self):

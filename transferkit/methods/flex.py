@@ -186,7 +186,6 @@ class Flex(_FlexBase):
     def __init__(self, net, workers: int = 1, image_units=(), keep_candidates: bool = False,
                  image_lr_mult: float = 1.0):
         super().__init__(net, workers, keep_candidates)
-        check(image_lr_mult > 0, f"image_lr_mult must be > 0, got {image_lr_mult}")
         self.image_units = [image_units] if isinstance(image_units, str) else list(image_units)
         for kind in self.image_units:
             if kind not in IMAGE_UNITS:

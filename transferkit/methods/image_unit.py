@@ -119,7 +119,6 @@ class ImageUnit(_TargetCE):
 
     def __init__(self, net, kind: str = "unet", lr_mult: float = 1.0):
         super().__init__(net)
-        check(lr_mult > 0, f"lr_mult must be > 0, got {lr_mult}")
         self.kind, self.lr_mult = kind, float(lr_mult)
         if IMAGE_UNIT not in net.feature_names:
             insert_image_unit(net, make_image_unit(kind, net.input_shape[0] if net.input_shape else 3))

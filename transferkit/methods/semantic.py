@@ -113,13 +113,11 @@ class SemanticTransfer(Method):
                  target_entropy: float = 1.0, disc_lr_mult: float = 1.0, predict: str = "centroids",
                  query_scale: float | None = None):
         super().__init__(net)
-        check(query_scale is None or float(query_scale) > 0, f"query_scale must be > 0 or None, got {query_scale}")
         self.query_scale = None if query_scale is None else float(query_scale)
         check(source_support in ("prototypes", "examples"),
               f"source_support must be 'prototypes' or 'examples', got {source_support!r}")
         check(predict in ("head", "centroids"), f"predict must be 'head' or 'centroids', got {predict!r}")
         self.predict = predict
-        check(tau_source > 0 and tau_target > 0, "temperatures must be > 0")
         self.alpha, self.beta = float(alpha), float(beta)
         self.tau_source, self.tau_target = float(tau_source), float(tau_target)
         self.gamma, self.combine = gamma, combine

@@ -147,7 +147,7 @@ def test_config_files_and_environment_that_are_not_usable_are_named(tmp_path, ca
 
 def test_summary_and_report_of_a_file_that_is_not_results(tmp_path, capsys):
     row = {"method": "m", "source": "s", "target": "t", "setting": "x", "seed": 0, "accuracy": 0.5, "wall_s": 1}
-    cases = {"bad": ("{not json", "is not valid JSON"), "list": ("[1, 2]", "not a transferkit results file"),
+    cases = {"bad": ("{not json", "results.json is unreadable"), "list": ("[1, 2]", "not a transferkit results file"),
              "rows": ('{"rows": [{"method": "m"}]}', "row 0 lacks source, target, setting, seed, accuracy"),
              "acc": (json.dumps({"rows": [{**row, "accuracy": "high"}]}), "row 0 has a non-numeric accuracy"),
              "pct": (json.dumps({"rows": [{**row, "accuracy": 85.0}]}), "accuracies are fractions in [0, 1]"),

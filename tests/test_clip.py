@@ -77,6 +77,11 @@ def test_recall_at_k_hand_case():
     # query 0: relevant item 1 ranked 2nd; query 1: item 1 ranked 2nd; query 2: item 0 ranked 2nd
     assert r == {"R@1": 0.0, "R@2": 1.0, "R@3": 1.0}
     assert recall_at_k(SIM, torch.eye(3, dtype=torch.bool), ks=(1,))["R@1"] == 1.0
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="needs queries and gallery items"):  # it returned R@1 = 1.0
+        recall_at_k(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool), ks=(1,))
+    with pytest.raises(TransferkitError, match="NaN"):
+        recall_at_k(torch.full((3, 3), float("nan")), torch.eye(3, dtype=torch.bool), ks=(1,))
 
 
 def test_captions_and_prompts():

@@ -35,6 +35,10 @@ def test_episodes_hand_case():
 def test_mean_ci95():
     m, ci = mean_ci95(torch.tensor([0.5, 1.0, 0.5, 1.0]))
     assert m == 0.75 and ci == pytest.approx(1.96 * 0.288675 / 2, rel=1e-4)
+    from transferkit.errors import TransferkitError
+    for bad in (torch.zeros(0), torch.tensor([0.5, float("nan")])):
+        with pytest.raises(TransferkitError, match="one or more finite accuracies"):
+            mean_ci95(bad)
 
 
 @pytest.mark.parametrize("options", [{"k_shot": 0}, {"n_query": 0}, {"n_way": 1}, {"episodes": 0}])

@@ -32,6 +32,11 @@ def test_cat_feature_size_is_the_sum_of_its_members():
     assert f.shape == (3, 29)
     assert torch.allclose(f[:, 16:24], members[1].forward_features(x))
     assert cat(x).shape == (3, 4)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 4))
+    rgb = from_sequential(seq, units=[3], input_shape=(3, 28, 28))
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="same images"):  # it failed only at the first forward
+        cat_network([tiny_net(4), rgb])
 
 
 def test_linear_probe_on_cat_keeps_members_frozen():

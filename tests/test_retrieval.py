@@ -49,6 +49,14 @@ def test_retrieval_input_errors(q_labels, g_labels, k, message):
         map_at_k(torch.randn(2, 3), torch.tensor(q_labels), torch.randn(3, 3), torch.tensor(g_labels), k=k)
 
 
+def test_nan_embeddings_are_an_error():
+    from transferkit.errors import TransferkitError
+    q = torch.randn(2, 3)
+    q[1, 0] = float("nan")
+    with pytest.raises(TransferkitError, match="NaN or infinite"):
+        map_at_k(q, torch.tensor([0, 1]), torch.randn(3, 3), torch.tensor([0, 1, 1]))
+
+
 def test_no_query_is_an_error_and_near_duplicates_rank_exactly():
     from transferkit.errors import TransferkitError
     with pytest.raises(TransferkitError, match="at least one query"):

@@ -290,7 +290,9 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
     """Fraction of queries (rows of the ``Q x G`` similarity) with a relevant gallery item
     (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``."""
     check(sim.shape == relevant.shape, f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)}")
-    check(len(sim) > 0, "recall_at_k: no query")
+    check(sim.dim() == 2 and len(sim) > 0 and sim.shape[1] > 0,
+          f"recall_at_k needs queries and gallery items, got a similarity of shape {tuple(sim.shape)}")
+    check(not bool(sim.isnan().any()), "recall_at_k: the similarity has NaN values")
     ks = [ks] if isinstance(ks, int) else list(ks)
     order = sim.argsort(1, descending=True)
     hit = relevant.gather(1, order)

@@ -90,7 +90,9 @@ def mean_se_text(values: Iterable[float], scale: float = 100.0, digits: int = 1)
 
 
 def mean_se(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value)."""
+    """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value). A NaN or
+    infinite value gives a NaN standard error (plots draw such gaps; tables take accuracies,
+    which :func:`~transferkit.results.read_results` checks)."""
     v = [float(x) for x in values]
     check(len(v) > 0, "mean of no values")
     m = sum(v) / len(v)

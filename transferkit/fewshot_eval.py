@@ -105,6 +105,8 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
 def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
     """Mean and 95 % interval half-width ``1.96 * std / sqrt(E)`` (0 for one episode)."""
     n = len(accs)
+    check(n > 0 and bool(torch.isfinite(torch.as_tensor(accs)).all()), f"mean_ci95 needs one or more finite "
+                                                                      f"accuracies, got {n} values")
     if n < 2:
         return float(accs.mean()), 0.0
     return float(accs.mean()), 1.96 * float(accs.std()) / math.sqrt(n)

@@ -41,6 +41,9 @@ class ConcatFeatures(nn.Module):
     def __init__(self, members):
         super().__init__()
         check(len(members) >= 1, "CAT needs at least one member network")
+        shapes = [m.input_shape for m in members]
+        check(len({s for s in shapes if s is not None}) <= 1,
+              f"CAT members must take the same images, got input shapes {shapes}")
         self.members = nn.ModuleList(members)
 
     @property

@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-import json
 from numbers import Real
 from pathlib import Path
 
-from .errors import TransferkitError, check
+from .errors import check
 from .evaluate import format_mean_se, mean_se
-from .io import write_json, write_text
+from .io import read_json, write_json, write_text
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
@@ -24,10 +23,7 @@ def read_results(path: str | Path) -> dict:
     what is missing instead of a KeyError deep inside a table)."""
     path = Path(path)
     check(path.is_file(), f"results file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TransferkitError(f"{path} is not valid JSON: {e}") from e
+    data = read_json(path, "results file")
     check(isinstance(data, dict) and isinstance(data.get("rows"), list),
           f"{path} is not a transferkit results file (no 'rows' list)")
     for i, row in enumerate(data["rows"]):

@@ -30,6 +30,8 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
           f"{len(queries)} queries with {len(query_labels)} labels, {len(gallery)} gallery items with "
           f"{len(gallery_labels)} labels: one label per embedding")
     check(all(len(y) == 0 or int(y.min()) >= 0 for y in (query_labels, gallery_labels)), "labels must be >= 0")
+    check(bool(torch.isfinite(queries).all()) and bool(torch.isfinite(gallery).all()),
+          "retrieval embeddings have NaN or infinite values")
     k = min(k, len(gallery))
     n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1
     counts = torch.bincount(gallery_labels.long(), minlength=n_classes)

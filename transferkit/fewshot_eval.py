@@ -58,26 +58,38 @@ def _fit_head(kind: str, support: torch.Tensor, steps: int, lr: float, scale: fl
     ``E x N x K x D`` support features by full-batch Adam on the summed episode losses."""
     e, n, k, d = support.shape
     x = support.reshape(e, n * k, d)
+    if kind == "cosine":  # the support side is fixed: normalised once, not at every step
+        x = F.normalize(x, dim=-1)
     y = torch.arange(n).repeat_interleave(k).expand(e, -1)
     w = torch.zeros(e, n, d + 1)
     if kind == "cosine":
         w = torch.randn(e, n, d + 1, generator=torch.Generator().manual_seed(0)) * 0.01
-    w.requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
+    # weights and bias as two contiguous leaves: the same arithmetic as one E x N x D+1
+    # tensor sliced at every step, with a faster backward
+    weight, bias = w[..., :-1].clone().requires_grad_(True), w[..., -1].clone().requires_grad_(True)
+    opt = torch.optim.Adam([weight, bias], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
-            logits = _head_logits(kind, w, x, scale)
+            logits = _logits(kind, weight, bias, x, scale, normalised=True)
             loss = F.cross_entropy(logits.reshape(-1, n), y.reshape(-1), reduction="sum") / (n * k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return w.detach()
+    return torch.cat([weight.detach(), bias.detach()[..., None]], -1)
 
 
 def _head_logits(kind: str, w: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
+    return _logits(kind, w[..., :-1], w[..., -1], x, scale)
+
+
+def _logits(kind: str, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, scale: float,
+            normalised: bool = False) -> torch.Tensor:
+    """``E x M x N`` logits of ``linear`` (``x W^T + b``) or ``cosine`` (``s cos(x, W)``) heads;
+    ``normalised``: ``x`` is already unit-length (cosine)."""
     if kind == "linear":
-        return torch.bmm(x, w[..., :-1].transpose(1, 2)) + w[..., -1][:, None, :]
-    return scale * torch.bmm(F.normalize(x, dim=-1), F.normalize(w[..., :-1], dim=-1).transpose(1, 2))
+        return torch.bmm(x, weight.transpose(1, 2)) + bias[:, None, :]
+    x = x if normalised else F.normalize(x, dim=-1)
+    return scale * torch.bmm(x, F.normalize(weight, dim=-1).transpose(1, 2))
 
 
 def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str = "prototype", n_way: int = 5,

@@ -316,10 +316,19 @@ def _finish_row(job: Path, row: dict, report: dict) -> dict:
     return row
 
 
+_WORKER_DATA: dict = {}  # one run's domains per worker process
+
+
 def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_path: str | None):
-    """Entry point of a worker process: rebuild the data (cached on disk) and run one job."""
+    """Entry point of a worker process: rebuild the data (cached on disk) once per process
+    and run one job; the process's later jobs share the data, as the jobs of a one-process
+    run do."""
     cfg = from_dict(ExperimentConfig, cfg_dict)
-    data = prepare_domains(cfg)
+    key = json.dumps(cfg_dict, sort_keys=True, default=repr)
+    if key not in _WORKER_DATA:
+        _WORKER_DATA.clear()
+        _WORKER_DATA[key] = prepare_domains(cfg)
+    data = _WORKER_DATA[key]
     cls = get_method(method)
 
     def source_net():

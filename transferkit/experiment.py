@@ -316,19 +316,24 @@ def _finish_row(job: Path, row: dict, report: dict) -> dict:
     return row
 
 
-_WORKER_DATA: dict = {}  # one run's domains per worker process
+_PROCESS_DATA: dict = {}  # the domains of the last config a (worker) process prepared
+
+
+def process_domains(cfg: ExperimentConfig) -> Prepared:
+    """:func:`prepare_domains` once per process and config: a worker process's later jobs of
+    the same config share the data (read from the disk cache once), as the jobs of a
+    one-process run do."""
+    key = json.dumps(asdict(cfg), sort_keys=True, default=repr)
+    if key not in _PROCESS_DATA:
+        _PROCESS_DATA.clear()
+        _PROCESS_DATA[key] = prepare_domains(cfg)
+    return _PROCESS_DATA[key]
 
 
 def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_path: str | None):
-    """Entry point of a worker process: rebuild the data (cached on disk) once per process
-    and run one job; the process's later jobs share the data, as the jobs of a one-process
-    run do."""
+    """Entry point of a worker process: the data (see :func:`process_domains`) and one job."""
     cfg = from_dict(ExperimentConfig, cfg_dict)
-    key = json.dumps(cfg_dict, sort_keys=True, default=repr)
-    if key not in _WORKER_DATA:
-        _WORKER_DATA.clear()
-        _WORKER_DATA[key] = prepare_domains(cfg)
-    data = _WORKER_DATA[key]
+    data = process_domains(cfg)
     cls = get_method(method)
 
     def source_net():

@@ -25,7 +25,7 @@ import torch
 
 from ..engine import Engine
 from ..evaluate import mean_se
-from ..experiment import evaluate_on, prepare_domains, pretrain_source, source_only_forward
+from ..experiment import evaluate_on, prepare_domains, pretrain_source, process_domains, source_only_forward
 from ..io import write_text
 from ..methods import get_method
 from ..runtime import default_workers, run_jobs
@@ -63,7 +63,7 @@ def describe(options: dict) -> str:
 def tune_job(cfg, method: str, options: dict, head: dict) -> dict:
     """Adapt the seed's source network (``cfg.pretrained``) with ``method(**options)``: ``head`` with the
     accuracy on the target validation split. Module-level, so that it can run in a worker process."""
-    data = prepare_domains(cfg)
+    data = process_domains(cfg)
     net, _ = pretrain_source(cfg, data, log=lambda *a: None)
     torch.manual_seed(cfg.seed)
     adapted = get_method(method)(copy.deepcopy(net), **options)

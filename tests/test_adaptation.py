@@ -400,3 +400,41 @@ def test_a_resumed_fit_caches_the_restored_source_encoder_and_a_failed_fit_drops
     other = Checked(_net(seed=1))  # built from other weights: the checkpoint restores the first ones
     Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(other, source=src, unlabeled=tgt)
     assert torch.equal(other.source_net.unit("conv1")[0].weight, first.source_net.unit("conv1")[0].weight)
+
+
+def test_dsn_similarity_reverses_and_scales_the_gradient_into_the_encoder():
+    from transferkit.discriminators import discriminator_loss
+    from transferkit.losses import dann_lambda
+    net = _net()
+    method = get_method("dsn")(net, sim_weight=1.0)
+    batch = _batch(progress=0.5)
+    (x_s, _), x_t = batch.source, batch.unlabeled
+    w = net.unit("fc1")[1].weight
+    logit = method.discriminator(net.forward_features(torch.cat([x_s, x_t])))
+    plain = torch.autograd.grad(discriminator_loss(logit[:8], logit[8:]), w)[0]
+    method.zero_grad(set_to_none=True)
+    method.losses(batch)["similarity"].backward()
+    assert torch.allclose(w.grad, -dann_lambda(0.5) * plain, rtol=1e-4, atol=1e-5 * float(plain.abs().max()))
+
+
+def test_adda_source_weight_scales_the_source_term():
+    import torch.nn.functional as F
+    net = _net()
+    b = _batch()
+    terms = get_method("adda")(net, source_weight=0.5).losses(b)
+    with torch.no_grad():
+        expected = 0.5 * F.cross_entropy(net(b.source[0]), b.source[1]).item()
+    assert terms["ce_source"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_source_and_target_batches_of_different_sizes():
+    import torch.nn.functional as F
+
+    from transferkit.losses import mmd2
+    net = _net()
+    s, t = _domain(8, 0.0, 1), _domain(5, 0.3, 2)
+    terms = get_method("mmd")(net).losses(Batch(step=0, progress=0.5, source=(s.images, s.labels), unlabeled=t.images))
+    with torch.no_grad():
+        assert terms["ce_source"].item() == pytest.approx(F.cross_entropy(net(s.images), s.labels).item(), rel=1e-5)
+        expected = float(mmd2(net.forward_features(s.images), net.forward_features(t.images)))
+    assert terms["mmd"].item() == pytest.approx(expected, rel=1e-4)

@@ -153,3 +153,26 @@ def test_prompt_templates_and_hashing_names_are_checked():
         with pytest.raises(TransferkitError, match="'hashing:<dim>'"):
             get_text_encoder(name)
     assert get_text_encoder("hashing:16").encode(["a b"]).shape[1] == 16
+
+
+def test_the_temperature_is_clamped_after_each_step():
+    m = ClipMethod(tiny_net(10), captions=["a", "b"], text_encoder=HashingEncoder(16))
+    with torch.no_grad():
+        m.temperature.log_scale.fill_(10.0)
+    m.after_step(None)
+    assert m.temperature.log_scale.item() == pytest.approx(math.log(100.0))
+
+
+def test_triplet_loss_uses_all_negatives_in_warmup_then_the_hardest():
+    from transferkit.engine import Batch
+    torch.manual_seed(0)
+    m = ClipMethod(tiny_net(10), captions=["a", "b", "c", "d"], text_encoder=HashingEncoder(16), loss="triplet",
+                   triplet_warmup=0.5, margin=0.5)
+    x, ids = torch.rand(4, 1, 28, 28), torch.arange(4)
+    with torch.no_grad():
+        sim = m.encode_images_from_input(x) @ m.encode_text_features(m.caption_features[ids]).t()
+        early = m.losses(Batch(step=0, progress=0.2, source=(x, ids)))["triplet"]
+        late = m.losses(Batch(step=0, progress=0.8, source=(x, ids)))["triplet"]
+    assert early.item() == pytest.approx(hard_negative_triplet(sim, 0.5, ids, hardest=False).item(), rel=1e-5)
+    assert late.item() == pytest.approx(hard_negative_triplet(sim, 0.5, ids, hardest=True).item(), rel=1e-5)
+    assert early.item() != pytest.approx(late.item())

@@ -431,3 +431,67 @@ def test_a_directory_lock_refuses_a_second_live_process_and_takes_over_a_dead_on
     with directory_lock(tmp_path) as lock:
         assert lock.read_text() == str(os.getpid())
     assert not (tmp_path / ".lock").exists()
+
+
+def _scripted_accuracies(monkeypatch, values):
+    """Validation accuracies the engine will see, in order (the real ones tie too often to
+    tell restoring the best checkpoint from keeping the last weights)."""
+    state = {"i": 0}
+
+    def accuracy(self, method, x, y):
+        state["i"] += 1
+        return values[state["i"] - 1]
+    monkeypatch.setattr(Engine, "_accuracy", accuracy)
+    return state
+
+
+def test_restore_best_gives_the_weights_of_the_best_evaluation(monkeypatch):
+    _scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2])
+    snaps = {}
+    torch.manual_seed(0)
+    m = get_method("finetune")(build_backbone("lenet", 4))
+    fit = Engine(TrainConfig(steps=8, eval_every=2, batch_size=16, patience=None),
+                 hooks=(lambda step, state: snaps.__setitem__(step, helpers.state_copy(m)),)
+                 ).fit(m, target=helpers.toy_domain(), val=helpers.toy_domain(seed=1))
+    assert fit.best_step == 4
+    final = helpers.state_copy(m)
+    assert all(torch.equal(final[k], snaps[4][k]) for k in final)
+    assert any(not torch.equal(final[k], snaps[8][k]) for k in final)
+
+
+def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monkeypatch):
+    state = _scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2])
+    cfg = TrainConfig(steps=8, eval_every=2, checkpoint_every=2, batch_size=16, patience=None)
+    data = dict(target=helpers.toy_domain(), val=helpers.toy_domain(seed=1))
+    torch.manual_seed(0)
+    full = get_method("finetune")(build_backbone("lenet", 4))
+    Engine(cfg, seed=0).fit(full, **data)
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, st):
+        if step == 5:
+            raise Crash
+    state["i"] = 0
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(
+            get_method("finetune")(build_backbone("lenet", 4)), **data)
+    resumed = get_method("finetune")(build_backbone("lenet", 4))  # the best (step 4) is before the crash
+    Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, **data)
+    a, b = helpers.state_copy(full), helpers.state_copy(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learning_rate_multipliers_and_optimizer_settings_reach_the_optimizer():
+    opt = Engine(TrainConfig(lr=1e-3))._optimizer(get_method("ft_slow")(build_backbone("lenet", 4),
+                                                                         backbone_lr_mult=0.1))
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-3])
+    opt = Engine(TrainConfig(lr=1e-3))._optimizer(get_method("adda")(build_backbone("lenet", 4)))
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-4, 2e-4])  # ADDA's lower rate
+    net = build_backbone("lenet", 4)
+    sgd = Engine(TrainConfig(optimizer="sgd", momentum=0.9, weight_decay=1e-3))._optimizer(get_method("finetune")(net))
+    assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 1e-3
+    adam = Engine(TrainConfig(weight_decay=1e-3))._optimizer(get_method("finetune")(net))
+    assert adam.param_groups[0]["weight_decay"] == 1e-3

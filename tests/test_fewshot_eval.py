@@ -55,3 +55,24 @@ def test_nan_features_are_named():
     feats[7, 2] = float("nan")
     with pytest.raises(TransferkitError, match="features contain NaN"):
         evaluate_episodes(feats, labels, episodes=2)
+
+
+def test_multi_shot_prototypes_match_a_reference_and_the_linear_head_separates():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat_interleave(20)
+    feats = torch.randn(100, 8, generator=g) + 0.7 * torch.eye(8)[labels]
+    sup, qry, _ = sample_episodes(labels, 5, 3, 4, 30, torch.Generator().manual_seed(1))
+    d = torch.cdist(feats[qry].reshape(30, 20, 8), feats[sup].mean(2))  # every shot in the prototype
+    ref = (d.argmin(-1) == torch.arange(5).repeat_interleave(4)).float().mean(1)
+    got = episode_accuracies(feats, labels, "prototype", n_way=5, k_shot=3, n_query=4, episodes=30, seed=1)
+    assert torch.allclose(got, ref) and 0.2 < float(ref.mean()) < 1.0
+    sep = 10.0 * torch.eye(8)[labels] + 0.01 * torch.randn(100, 8, generator=g)
+    out = evaluate_episodes(sep, labels, heads="linear", k_shot=3, n_query=5, episodes=20, steps=50, lr=0.1)
+    assert out["linear"]["mean"] == 1.0
+
+
+def test_cosine_episode_logits_are_scaled_cosines():
+    from transferkit.fewshot_eval import _head_logits
+    w = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 3.0, 0.0]]])  # classes along e1 and e2, bias column last
+    x = torch.tensor([[[3.0, 4.0]]])
+    assert torch.allclose(_head_logits("cosine", w, x, 10.0), torch.tensor([[[6.0, 8.0]]]))

@@ -173,3 +173,10 @@ def test_fast_flex_keeps_the_tuned_unit_when_it_is_at_least_as_good_as_ft_all(a_
     assert method.picked == (unit if expected == "unit" else "all")  # Alg. 2: keep it if a_ft-best >= a_ft-all
     kept = method.candidate_nets[method.picked].state_dict()
     assert all(torch.equal(v, kept[k]) for k, v in method.net.state_dict().items())
+
+
+def test_fast_flex_proxies_are_the_source_network_with_one_unit_of_ft_all():
+    method, _ = run("fast_flex", keep_candidates=True)
+    base = pretrained()
+    expected = proxy_accuracies(base, method.candidate_nets["all"], base.unit_names, toy_domain(seed=1))
+    assert method.extra_results()["proxy_val_accuracy"] == expected

@@ -118,3 +118,10 @@ def test_scale_invariant_mse_is_the_per_sample_variance_of_the_error():
     x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     expected = x.flatten(1).var(1, unbiased=False).mean()  # (1/k)Σd² - (1/k²)(Σd)² with d = x
     assert float(scale_invariant_mse(x, torch.zeros_like(x))) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_mmd_bandwidth_carries_no_gradient():
+    s = torch.tensor([[0.0]], requires_grad=True)
+    mmd2(s, torch.tensor([[1.0]]), scales=(1.0,)).backward()
+    # sigma^2 = 0.5 held fixed: d/ds [2 - 2 exp(-(1 - s)^2 / sigma^2)] at s = 0 is -8 e^-2
+    assert s.grad.item() == pytest.approx(-8 * math.exp(-2), rel=1e-5)

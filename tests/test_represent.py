@@ -98,3 +98,32 @@ def test_distill_kd_term_is_t_squared_times_the_kl_to_each_teachers_softened_out
              for h, m in zip(method.student_heads, teacher)) * 9
     assert float(terms["kd"]) == pytest.approx(float(kd), rel=1e-5) and float(kd) > 0
     assert float(terms["ce_source"]) == pytest.approx(float(F.cross_entropy(method.net.head(f), y)), rel=1e-5)
+
+
+def test_cat_two_stage_probe_keeps_the_fine_tuned_members_fixed(monkeypatch):
+    from helpers import state_copy
+    members = [tiny_net(4), tiny_net(4)]
+    stages, real = [], Engine.fit
+
+    def recording_fit(self, method, **kw):
+        before = [state_copy(m) for m in members]
+        result = real(self, method, **kw)
+        stages.append((before, [state_copy(m) for m in members]))
+        return result
+    monkeypatch.setattr(Engine, "fit", recording_fit)
+    CatTwoStage(cat_network(members)).fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=4, eval_every=4)),
+                                                   target=_domain(), val=_domain())
+    assert len(stages) == 3  # two members, then the probe
+    changed = [any(not torch.equal(b[k], a[k]) for k in b) for b, a in zip(*stages[0])]
+    assert changed == [True, False]  # stage 1 tunes one member per fit
+    for b, a in zip(*stages[-1]):
+        assert all(torch.equal(b[k], a[k]) for k in b)
+
+
+def test_distill_ce_weight_scales_the_label_term():
+    from transferkit.engine import Batch
+    d = Distill(tiny_net(4), teacher=[tiny_net(4)], ce_weight=0.5)
+    x, y = torch.rand(6, 1, 28, 28), torch.arange(6) % 4
+    t = d.losses(Batch(step=0, progress=0.0, source=(x, y)))
+    assert t["ce_source"].item() == pytest.approx(0.5 * torch.nn.functional.cross_entropy(d.net(x), y).item(),
+                                                  rel=1e-5)

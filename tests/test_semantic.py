@@ -339,3 +339,16 @@ def test_lext_without_the_adversarial_term_caches_only_the_source_embedding():
     method.prepare({"source": src, "target": src, "unlabeled": src})
     assert list(method.cache_inputs({"source": src.images})["source_features"]) == ["embedding"]
     assert method.cache_inputs({}) == {}  # a source stream the fit does not draw in full is not cached
+
+
+def test_lext_source_examples_and_metric_cross_entropy_terms():
+    method, src, tgt, unl, batch = _lext_on_tiny_domains(scale=4.0, beta=0.2, tau_source=3.0,
+                                                         source_support="examples")
+    terms = method.losses(batch)
+    with torch.no_grad():
+        f_s = method.source_net.forward_features(batch.source[0])
+        f_t, f_u = method.net.forward_features(tgt.images), method.net.forward_features(unl.images)
+        entropy = 0.2 * float(similarity_entropy(f_u, f_s, 3.0))
+        metric = 0.2 * float(metric_cross_entropy(f_t, tgt.labels))
+    assert terms["st_source_entropy"].item() == pytest.approx(entropy, rel=1e-5)
+    assert terms["st_metric_ce"].item() == pytest.approx(metric, rel=1e-5)

@@ -147,3 +147,16 @@ def test_candidate_and_seen_unseen_ids_are_checked():
     wide = Domain("wide", dom.images, dom.labels, [f"c{i}" for i in range(6)])  # 6 classes, 5 rows
     with pytest.raises(TransferkitError, match="source domain has 6 classes but the method describes 5"):
         method.prepare({"source": wide})
+
+
+def test_embedding_zsl_scores_are_scaled_cosines_of_the_two_projections():
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    a = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [5.0, 5.0, 0]])  # one long class vector
+    m = EmbeddingZeroShot(tiny_net(3), class_embeddings=a, dim=8, scale=10.0)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        f = m.image_proj(m.net.forward_features(x))
+        g = m.class_proj(a)
+        expected = 10.0 * F.cosine_similarity(f[:, None, :], g[None, :, :], dim=-1)
+    assert torch.allclose(m.scores(x), expected, atol=1e-5)

@@ -141,7 +141,7 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = torch.multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(threads_per_worker(workers),)) as pool:
+                             initargs=(threads_per_worker(workers), os.getpid())) as pool:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(jobs)}
         error = None
         for future in as_completed(futures):
@@ -187,9 +187,19 @@ def _call(compute: Callable[[], Any]):
     return compute()
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
     os.environ["TRANSFERKIT_WORKERS"] = "1"  # no nested pools inside a worker
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
+    """End this worker when the process that started it is gone (e.g. killed with SIGKILL,
+    which leaves it no time to stop its pool): an orphan would go on writing job files into
+    a run directory that a resumed run now holds."""
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(1)
 
 
 # ---- memory ------------------------------------------------------------------------------------

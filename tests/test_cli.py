@@ -113,6 +113,7 @@ def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+    assert not list(tmp_path.rglob("config.yaml")), "a refused run left its run directory behind"
 
 
 def test_a_folder_that_cannot_be_made_is_named_without_a_traceback(tmp_path, capsys):
@@ -133,6 +134,8 @@ def test_resume_refuses_a_path_that_is_not_a_run_directory(tmp_path, capsys):
     for path in (tmp_path / "file.json", tmp_path / "other"):
         code, _, err = run_cli(capsys, "run", "--resume", str(path))
         assert code == 2 and "not a run directory" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "run", "--resume", str(tmp_path / "typo"))  # it started a default run there
+    assert code == 2 and "no such run directory" in err and not (tmp_path / "typo").exists()
 
 
 def test_config_files_and_environment_that_are_not_usable_are_named(tmp_path, capsys, monkeypatch):

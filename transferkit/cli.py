@@ -93,6 +93,9 @@ def _run(args) -> None:
     if config is None and stored:  # resume with the run's own config
         config = resume / "config.yaml"
         overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
+    check(resume is None or resume.exists() or config is not None,
+          f"--resume {resume}: no such run directory (to start a new run there, give its config too: "
+          f"transferkit run CONFIG --resume {resume})")
     cfg = load_config(config, overrides)
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
         check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())),
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("transferkit: interrupted; finished jobs and checkpoints are kept (use --resume)", file=sys.stderr)
+        print("transferkit: interrupted; finished jobs and checkpoints are kept (--resume the directory printed "
+              "at the start)", file=sys.stderr)
         return 130
     return 0
 

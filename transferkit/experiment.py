@@ -360,10 +360,25 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
-        rows = _run_jobs_of(cfg, run_dir, methods, main, log)
+    fresh = main and not run_dir.exists()
+    try:
+        with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
+            rows = _run_jobs_of(cfg, run_dir, methods, main, log)
+    except TransferkitError:
+        if fresh:
+            _remove_if_unused(run_dir)
+        raise
     barrier()
     return run_dir, rows
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run directory that this run made and that holds nothing but its config (the
+    run was refused before any job): empty directories would break ``report runs/NAME/*``."""
+    jobs = run_dir / "jobs"
+    names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if names <= {"config.yaml", "jobs"} and not (jobs.is_dir() and any(jobs.iterdir())):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
@@ -374,6 +389,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:
         write_text(old, dump_config(cfg))
+    log(f"run directory: {run_dir}")
     data = prepare_domains(cfg)
     _check_jobs(cfg, data, methods)
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "

@@ -236,3 +236,16 @@ def test_check_spec_names_what_load_domain_would_refuse_and_takes_grouped_specs(
         check_spec("digits+blurr")
     with pytest.raises(TransferkitError, match="unknown domain 'digit'"):
         check_spec("digit@grouped3")
+
+
+def test_domain_names_channels_last_images_and_arrays_that_are_not_tensors():
+    from transferkit.domain import Domain
+    y, names = torch.arange(4) % 2, ["a", "b"]
+    for shape in ((4, 28, 28, 1), (4, 28, 28, 3)):  # it was read as 28 channels and failed in a convolution
+        with pytest.raises(TransferkitError, match=r"channels last.*permute\(0, 3, 1, 2\)"):
+            Domain("d", torch.rand(shape), y, names)
+    assert Domain("d", torch.rand(4, 2, 8, 8), y, names).images.shape[1] == 2  # other channel counts are kept
+    with pytest.raises(TransferkitError, match="images must be a torch tensor, got numpy.ndarray"):
+        Domain("d", np.zeros((4, 1, 8, 8), np.float32), y, names)
+    with pytest.raises(TransferkitError, match="labels must be a torch tensor, got builtins.list"):
+        Domain("d", torch.rand(4, 1, 8, 8), [0, 1, 0, 1], names)

@@ -38,7 +38,11 @@ RANGE_TOL = 1e-4
 
 def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
     """``x`` as float32 images in [0, 1]: uint8 (0-255) is scaled, other float types are
-    converted; refuses other types, NaN or infinite values and values outside [0, 1]."""
+    converted; refuses other types, NaN or infinite values, values outside [0, 1] and
+    channels-last batches (``N x H x W x C`` read as ``N x C x H x W``)."""
+    if x.dim() == 4 and x.shape[1] not in (1, 3, 4) and x.shape[3] in (1, 3, 4):
+        raise TransferkitError(f"{what}: images must be N x C x H x W; shape {tuple(x.shape)} looks like N x H x W x C "
+                               f"(channels last): use images.permute(0, 3, 1, 2)")
     if x.dtype == torch.uint8:  # 0-255 pixels, as image files and the npz loader hold them
         x = x.float().div_(255)
     elif x.dtype != torch.float32:
@@ -76,10 +80,12 @@ class Domain:
 
     def __post_init__(self):
         x, y = self.images, self.labels
-        check(isinstance(x, torch.Tensor) and x.dim() == 4,
-              f"domain {self.name!r}: images must be an N x C x H x W tensor, got shape "
-              f"{tuple(getattr(x, 'shape', ()))}")
-        check(isinstance(y, torch.Tensor) and y.dim() == 1 and y.shape[0] == x.shape[0],
+        for what, value in (("images", x), ("labels", y)):
+            check(isinstance(value, torch.Tensor), f"domain {self.name!r}: {what} must be a torch tensor, got "
+                                                   f"{type(value).__module__}.{type(value).__name__} "
+                                                   f"(torch.as_tensor(...) converts it)")
+        check(x.dim() == 4, f"domain {self.name!r}: images must be an N x C x H x W tensor, got shape {tuple(x.shape)}")
+        check(y.dim() == 1 and y.shape[0] == x.shape[0],
               f"domain {self.name!r}: labels must be a 1-D tensor with one label per image "
               f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
         self.images = x = as_images(x, f"domain {self.name!r}")

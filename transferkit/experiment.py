@@ -389,9 +389,9 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:
         write_text(old, dump_config(cfg))
-    log(f"run directory: {run_dir}")
     data = prepare_domains(cfg)
     _check_jobs(cfg, data, methods)
+    log(f"run directory: {run_dir}")
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
         f"{len(data.target.test)} test; {data.channels} channel(s), {cfg.image_size} px")

@@ -54,6 +54,7 @@ def test_adaptation_methods_predict_the_target_classes_by_name(tmp_path):
     _, rows = run_experiment(cfg, log=lambda *a: None)
     for row in rows:
         assert len(row["confusion"]) == 3 and all(len(r) == 3 for r in row["confusion"])
+        assert row["class_names"] == ["7", "2", "9"]  # the order of the per-class accuracies
     with pytest.raises(TransferkitError, match=r"method dann: it never sees target labels.*\['5'"):
         run_experiment(ExperimentConfig(name="new", source="digits", source_classes="0-4", target="mnist",
                                         target_classes="3-6", methods=["dann"], pretrain=TINY_PRE, train=TINY,

@@ -302,10 +302,11 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step, "n_labeled": len(labeled), **memory,
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
-    return _finish_row(job, row, report)
+    return _finish_row(job, row, report, data.target.test.class_names)
 
 
-def _finish_row(job: Path, row: dict, report: dict) -> dict:
+def _finish_row(job: Path, row: dict, report: dict, class_names: list[str]) -> dict:
+    row["class_names"] = list(class_names)  # what the per-class accuracies and confusion rows are
     row["per_class_accuracy"] = report["per_class_accuracy"]
     row["confusion"] = report["confusion"]
     if "group_accuracy" in report:
@@ -420,7 +421,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                 row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                        "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
                        "pretrain_cached": pre_info["cached"], "config_digest": job_digest(cfg, cls.name)}
-                rows.append(_log_row(log, _finish_row(job, row, report)))
+                rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names)))
             else:
                 todo.append((cls, seed))
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:

@@ -98,13 +98,16 @@ def per_unit_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
 def confusion_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     """Row-normalised confusion matrix per method, summed over seeds, per (target, setting)."""
     import numpy as np
-    groups = defaultdict(lambda: defaultdict(list))
+    groups, names = defaultdict(lambda: defaultdict(list)), {}
     for r in rows:
         if r.get("confusion"):  # keyed by shape too: runs over other class sets are drawn apart
             conf = np.array(r["confusion"])
             groups[(r["source"], r["target"], r["setting"], conf.shape)][r["method"]].append(conf)
+            names[(r["source"], r["target"], r["setting"], conf.shape)] = r.get("class_names")
     out = []
-    for (source, target, setting, _), by_method in list(groups.items())[:4]:
+    for key, by_method in list(groups.items())[:4]:
+        source, target, setting, shape = key
+        labels = names[key] if names[key] and len(names[key]) == shape[0] == shape[1] <= 20 else None
         methods = sorted(by_method)
         fig = new_figure(2.2 * len(methods) + 0.5, 2.6)
         for i, method in enumerate(methods):
@@ -113,8 +116,9 @@ def confusion_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
             ax = fig.add_subplot(1, len(methods), i + 1)
             ax.imshow(conf, vmin=0, vmax=1, cmap="Blues")
             ax.set_title(method, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ticks = range(len(labels)) if labels else []
+            ax.set_xticks(ticks, labels or [], fontsize=5, rotation=90)
+            ax.set_yticks(ticks, (labels or []) if i == 0 else [], fontsize=5)
             ax.set_xlabel("predicted", fontsize=7)
             if i == 0:
                 ax.set_ylabel("true", fontsize=7)

@@ -381,3 +381,26 @@ def test_a_resumed_run_lists_its_rows_in_job_order(tmp_path):
     assert [(r["method"], r["seed"]) for r in again] == [(r["method"], r["seed"]) for r in first]
     assert [(r["method"], r["seed"]) for r in first][:3] == [("source_only", 0), ("target_only", 0),
                                                               ("linear_probe", 0)]
+
+
+def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_path):
+    from transferkit.experiment import evaluate_on, load_model, prepare_domains
+    cfg = ExperimentConfig(name="models", source="digits", target="digits+blur", target_classes="7,2,9", k=3,
+                           repeats=1, methods=["finetune", "dann", "tap", "source_only"], pretrain=TINY_PRE,
+                           train=TINY, out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    test = prepare_domains(cfg).target.test
+    for row in rows:
+        if row["method"] == "source_only":
+            continue
+        model = load_model(run_dir, row["method"], row["seed"])
+        assert not model.training
+        assert evaluate_on(model, test)["accuracy"] == row["accuracy"]  # dann: narrowed head; tap: picked unit
+    assert not any((run_dir / "checkpoints").rglob("*.safetensors"))  # only resuming an unfinished job reads them
+    with pytest.raises(TransferkitError, match="no finished source_only job"):
+        load_model(run_dir, "source_only")
+    with pytest.raises(TransferkitError, match="no finished finetune job of seed 7"):
+        load_model(run_dir, "finetune", 7)
+    (run_dir / "models" / "tap-k=3-s0.pt").write_bytes(b"torn")
+    with pytest.raises(TransferkitError, match="is unreadable.*run the job again"):
+        load_model(run_dir, "tap")

@@ -12,7 +12,7 @@ from .config import ExperimentConfig, load_config  # noqa: E402
 from .data import load_domain  # noqa: E402
 from .domain import Domain  # noqa: E402
 from .engine import Engine, TrainConfig  # noqa: E402
-from .experiment import run_experiment  # noqa: E402
+from .experiment import load_model, run_experiment  # noqa: E402
 
 __all__ = ["Domain", "Engine", "ExperimentConfig", "TrainConfig", "Transfer", "build_backbone",
-           "load_config", "load_domain", "run_experiment"]
+           "load_config", "load_domain", "load_model", "run_experiment"]

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbones import build_backbone
-from .config import ExperimentConfig, dump_config, from_dict
+from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
 from .domain import Domain
 from .engine import Engine
@@ -265,6 +265,36 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     return fit
 
 
+def model_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:
+    return Path(run_dir) / "models" / f"{method}-{cfg.setting}-s{seed}.pt"
+
+
+def save_model(path: Path, method) -> None:
+    """The trained method object as it was evaluated (``torch.save``), atomically."""
+    atomic_write(path, lambda p: torch.save(method, p))
+
+
+def load_model(run_dir: str | Path, method: str, seed: int | None = None):
+    """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, in eval
+    mode: ``model(images)`` gives target-class logits (``seed``: the config's first by
+    default). The file is a pickle (``torch.load(weights_only=False)``): load only run
+    directories you trust."""
+    run_dir = Path(run_dir)
+    check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml")
+    name = get_method(method).name
+    seed = cfg.seed if seed is None else int(seed)
+    path = model_path(run_dir, cfg, name, seed)
+    check(path.is_file(), f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a saved "
+                          f"model (source_only's network is the cached pre-training)")
+    try:
+        model = torch.load(path, weights_only=False)
+    except Exception as e:
+        raise TransferkitError(f"model {path} is unreadable ({type(e).__name__}: {e}): run the job again "
+                               f"(delete its job file and resume)") from e
+    return model.eval()
+
+
 def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
     return build_method(cls, net, cfg.options.get(cls.name, {}), data.source.train.class_names,
                         data.target.train.class_names)
@@ -302,7 +332,12 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step, "n_labeled": len(labeled), **memory,
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
-    return _finish_row(job, row, report, data.target.test.class_names)
+    if is_main_process():  # before the row: a job counts as finished once its row exists
+        save_model(model_path(run_dir, cfg, cls.name, seed), method)
+    row = _finish_row(job, row, report, data.target.test.class_names)
+    if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated
+        shutil.rmtree(run_dir / "checkpoints" / job.stem, ignore_errors=True)
+    return row
 
 
 def _finish_row(job: Path, row: dict, report: dict, class_names: list[str]) -> dict:

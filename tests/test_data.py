@@ -249,3 +249,12 @@ def test_domain_names_channels_last_images_and_arrays_that_are_not_tensors():
         Domain("d", np.zeros((4, 1, 8, 8), np.float32), y, names)
     with pytest.raises(TransferkitError, match="labels must be a torch tensor, got builtins.list"):
         Domain("d", torch.rand(4, 1, 8, 8), [0, 1, 0, 1], names)
+
+
+def test_a_path_given_as_a_domain_name_is_told_its_prefix(tmp_path):
+    from transferkit.data import check_spec
+    (tmp_path / "MyData").mkdir()
+    with pytest.raises(TransferkitError, match=f"needs its kind in front: folder:{tmp_path / 'MyData'}"):
+        check_spec(str(tmp_path / "MyData"))  # it said "unknown domain" with the path lowercased
+    with pytest.raises(TransferkitError, match="npz:data/x.npz"):
+        check_spec("data/x.npz+blur")

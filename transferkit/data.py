@@ -339,6 +339,10 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     shift_names = [s.strip().lower() for s in parts[base_len:]]
     check(all(shift_names), f"domain spec {spec!r}: empty shift name (stray '+')")
     if not base.startswith(("folder:", "npz:")):
+        kind = "npz" if base.endswith(".npz") else "folder"  # a built-in name may also be a folder here
+        check(not ("/" in base or os.sep in base or kind == "npz"),
+              f"domain spec {spec!r}: a path needs its kind in front: {kind}:{base}"
+              f"{' (one sub-folder per class)' if kind == 'folder' else ''}")
         base = base.lower()
     return base, shift_names
 

@@ -260,3 +260,14 @@ def test_methods_a_config_cannot_feed_say_what_they_need(tmp_path, capsys):
         code, _, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
                                f"methods=[{method}]", "--set", f"out_dir={tmp_path}", *TINY)
         assert code == 2 and message in err and "Traceback" not in err, (method, err)
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    import subprocess
+    import sys
+    rows = [{"method": f"m{i}", "source": "s", "target": "t", "setting": "x", "seed": 0, "accuracy": 0.5,
+             "wall_s": 1} for i in range(3000)]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    p = subprocess.run(f"{sys.executable} -m transferkit.cli summary {tmp_path} | head -1", shell=True,
+                       capture_output=True, text=True)
+    assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -56,6 +56,8 @@ def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "many")]) == 0
     assert (tmp_path / "many" / "k1" / "report.html").exists() and (tmp_path / "many" / "k3" / "report.md").exists()
     assert main(["summary", str(bench_dir)]) == 0  # a directory means its results.json
+    assert main(["report", str(bench_dir / "results.json"), "--out", str(tmp_path / "file")]) == 0  # and back
+    assert (tmp_path / "file" / "report.html").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no results.json" in capsys.readouterr().err
 

@@ -72,6 +72,8 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
 
 def _report(args) -> None:
     from .report import write_report
+    args.run_dirs = [str(Path(d).parent) if Path(d).name == "results.json" and Path(d).is_file() else d
+                     for d in args.run_dirs]  # a results.json stands for its run directory
     names = [Path(d).resolve().name for d in args.run_dirs]
     several = args.out is not None and len(args.run_dirs) > 1
     check(not several or len(set(names)) == len(names),
@@ -203,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2

@@ -330,7 +330,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         report = evaluate_on(method, data.target.test)
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
-           "steps": fit.steps, "best_step": fit.best_step, "n_labeled": len(labeled), **memory,
+           "steps": fit.steps, "best_step": fit.best_step,
+           "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         save_model(model_path(run_dir, cfg, cls.name, seed), method)

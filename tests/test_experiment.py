@@ -404,3 +404,16 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
     (run_dir / "models" / "tap-k=3-s0.pt").write_bytes(b"torn")
     with pytest.raises(TransferkitError, match="is unreadable.*run the job again"):
         load_model(run_dir, "tap")
+
+
+def test_a_model_that_cannot_be_saved_costs_a_warning_not_the_result(tmp_path, monkeypatch):
+    import transferkit.experiment as experiment
+
+    def refuse(path, method):
+        raise TypeError("cannot pickle 'generator' object")
+    monkeypatch.setattr(experiment, "save_model", refuse)
+    cfg = ExperimentConfig(name="nosave", source="digits", target="digits", methods=["finetune"], k=2, repeats=1,
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="the trained model is not saved.*cannot pickle"):
+        run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert (run_dir / "jobs" / "finetune-k=2-s0.json").exists() and not (run_dir / "models").exists()

@@ -151,8 +151,10 @@ def test_flex_in_run_experiment(tmp_path):
                            methods=["faster_flex", "ft_unit:fc1"], pretrain=TrainConfig(steps=5, progress=False),
                            train=TrainConfig(steps=4, eval_every=2, batch_size=8, progress=False),
                            out_dir=str(tmp_path))
-    _, rows = run_experiment(cfg, log=lambda *a: None)
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     assert {r["method"] for r in rows} == {"faster_flex", "ft_unit:fc1"}
+    from transferkit.experiment import load_model
+    assert load_model(run_dir, "ft_unit:fc1").name == "ft_unit:fc1"  # a class made for the unit name pickles
     assert [r for r in rows if r["method"] == "faster_flex"][0]["picked"] in ("conv1", "conv2", "fc1", "head")
 
 

@@ -352,3 +352,44 @@ def test_lext_source_examples_and_metric_cross_entropy_terms():
         metric = 0.2 * float(metric_cross_entropy(f_t, tgt.labels))
     assert terms["st_source_entropy"].item() == pytest.approx(entropy, rel=1e-5)
     assert terms["st_metric_ce"].item() == pytest.approx(metric, rel=1e-5)
+
+
+def test_lext_discriminator_learning_rate_multiplier_reaches_the_optimizer():
+    from transferkit.engine import Engine
+    method, *_ = _lext_on_tiny_domains(alpha=0.1, disc_lr_mult=0.5)
+    groups = Engine(TrainConfig(lr=1e-3))._optimizer(method).param_groups
+    disc = {id(p) for p in method.discriminator.parameters()}
+    assert [g["lr"] for g in groups if {id(p) for p in g["params"]} <= disc] == [pytest.approx(5e-4)]
+
+
+def test_matching_net_nearest_predicts_the_label_of_the_most_similar_support_example():
+    from transferkit.methods.semantic import MatchingNet
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    support, queries = _tiny_domain(10, "01234"), _tiny_domain(12, "01234", seed=3)
+    method = MatchingNet(net, predict="nearest")
+    method.set_support(support)
+    with torch.no_grad():
+        fq, fs = net.forward_features(queries.images), net.forward_features(support.images)
+        cos = torch.nn.functional.normalize(fq, dim=1) @ torch.nn.functional.normalize(fs, dim=1).t()
+        expected = support.labels[cos.argmax(1)]
+        assert torch.equal(method(queries.images).argmax(1), expected)
+        attention = MatchingNet(net)  # the default rule weighs every support example
+        attention.set_support(support)
+        assert not torch.equal(attention(queries.images), method(queries.images))
+
+
+def test_finetune_proto_cosine_metric_classifies_by_cosine_to_the_class_means():
+    from transferkit.engine import Engine
+    from transferkit.methods.semantic import FinetunePrototype
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    target, queries = _tiny_domain(10, "01234"), _tiny_domain(12, "01234", seed=3)
+    method = FinetunePrototype(net, metric="cosine")
+    method.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=3, eval_every=3)), target=target)
+    with torch.no_grad():
+        f = net.forward_features(target.images)
+        means = torch.stack([f[target.labels == c].mean(0) for c in range(5)])
+        fq = net.forward_features(queries.images)
+        cos = torch.nn.functional.normalize(fq, dim=1) @ torch.nn.functional.normalize(means, dim=1).t()
+        assert torch.allclose(method(queries.images), 10.0 * cos, atol=1e-5)  # the head's scale times cos

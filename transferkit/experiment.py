@@ -17,6 +17,7 @@ import inspect
 import json
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -334,7 +335,10 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
-        save_model(model_path(run_dir, cfg, cls.name, seed), method)
+        try:
+            save_model(model_path(run_dir, cfg, cls.name, seed), method)
+        except Exception as e:  # a model that does not pickle (a user's method) must not cost the result
+            warnings.warn(f"{job.stem}: the trained model is not saved ({type(e).__name__}: {e})", stacklevel=1)
     row = _finish_row(job, row, report, data.target.test.class_names)
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated
         shutil.rmtree(run_dir / "checkpoints" / job.stem, ignore_errors=True)

@@ -128,9 +128,19 @@ class FtUnit(_TargetCE):
 @register_prefix("ft_unit")
 @functools.lru_cache(maxsize=None)
 def ft_unit_named(unit: str) -> type[FtUnit]:
-    """The class of ``ft_unit:<unit>`` (one class per unit name, cached)."""
-    return type(f"FtUnit_{unit}", (FtUnit,), {"name": f"ft_unit:{unit}", "default_unit": unit,
-                                               "__module__": __name__, "__doc__": FtUnit.__doc__})
+    """The class of ``ft_unit:<unit>`` (one class per unit name, cached). Its name is found
+    again by this module's ``__getattr__``, so that a trained model of it pickles."""
+    name = f"FtUnit_{unit}" if unit.isidentifier() else f"FtUnitHex_{unit.encode().hex()}"
+    return type(name, (FtUnit,), {"name": f"ft_unit:{unit}", "default_unit": unit,
+                                  "__module__": __name__, "__qualname__": name, "__doc__": FtUnit.__doc__})
+
+
+def __getattr__(name: str):
+    if name.startswith("FtUnitHex_"):
+        return ft_unit_named(bytes.fromhex(name[len("FtUnitHex_"):]).decode())
+    if name.startswith("FtUnit_"):
+        return ft_unit_named(name[len("FtUnit_"):])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ScaleShift(nn.Module):

@@ -343,6 +343,13 @@ def test_resume_accepts_settings_that_do_not_change_rows_and_names_those_that_do
     same = replace(cfg, name="renamed", out_dir=str(tmp_path / "elsewhere"), workers=2,
                    train=replace(TINY, progress=False, checkpoint_every=3))
     assert run_experiment(same, run_dir=run_dir, **quiet)[1] == rows
+    more = replace(cfg, methods=["finetune", "linear_probe"], repeats=2)  # jobs added to the run
+    grown = run_experiment(more, run_dir=run_dir, **quiet)[1]
+    assert [(r["method"], r["seed"]) for r in grown] == [("finetune", 0), ("linear_probe", 0), ("finetune", 1),
+                                                          ("linear_probe", 1)]
+    assert grown[0] == rows[0]  # read back, not run again
+    with pytest.raises(TransferkitError, match="linear_probe-k=2-s0.json was run with another configuration"):
+        run_experiment(replace(more, options={"linear_probe": {"reset_head": False}}), run_dir=run_dir, **quiet)
     with pytest.raises(TransferkitError, match=r"another config \(train.eval_every: 5 there, 4 now; "
                                                r"train.steps: 10 there, 11 now\)"):
         run_experiment(replace(cfg, train=replace(TINY, steps=11, eval_every=4)), run_dir=run_dir, **quiet)

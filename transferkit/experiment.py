@@ -540,14 +540,16 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 def _check_same_config(path: Path, cfg: ExperimentConfig) -> None:
     """Refuse to resume the run of ``path`` (its ``config.yaml``) with a config whose results
-    would differ; the error names the keys."""
+    would differ; the error names the keys. ``methods``, ``repeats`` and ``options`` only
+    choose jobs: a finished job is checked by its own digest (:func:`job_digest`) instead."""
     try:
         stored = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise TransferkitError(f"{path} is unreadable: {e}") from e
     check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
     then, now = _flat(stored), _flat(cfg.to_dict())
-    diff = sorted(k for k in set(then) | set(now) if k not in NOT_RESULTS and then.get(k) != now.get(k))
+    chooses_jobs = NOT_RESULTS | {"methods", "repeats", "options"}
+    diff = sorted(k for k in set(then) | set(now) if k not in chooses_jobs and then.get(k) != now.get(k))
     check(not diff, f"{path.parent} holds a run with another config ("
           + "; ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in diff)
           + "); resume it with the same config")

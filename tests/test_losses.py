@@ -67,7 +67,7 @@ def test_minimum_class_confusion_known_values_and_gradient():
     assert float(minimum_class_confusion(y.log(), temperature=1.0)) == pytest.approx(float(c[0, 1] + c[1, 0]) / 2)
     # gradient descent on the loss makes the predictions less confused
     logits = torch.randn(8, k, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    before = float(minimum_class_confusion(logits))
+    before = float(minimum_class_confusion(logits).detach())
     minimum_class_confusion(logits).backward()
     assert float(minimum_class_confusion(logits.detach() - 1.0 * logits.grad)) < before
 

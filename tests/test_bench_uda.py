@@ -60,3 +60,15 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
     assert table.count("| dann |") == 2 and "| source_only | - |" in table
     again = tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)  # finished jobs are read back
     assert sorted(r["accuracy"] for r in again) == sorted(r["accuracy"] for r in rows)
+
+
+def test_tsne_figure_draws_the_adapted_network_of_a_finished_run(tmp_path, one_thread):
+    from transferkit.bench.uda import pair_config, tsne_figure
+    from transferkit.experiment import run_experiment
+    b = Budget(seeds=(0,), pairs="digits:digits+noise", pretrain_steps=4, adapt_steps=2, tsne_points=30)
+    cfg = pair_config("digits", "digits+noise", 0, b, ["dann"], 2)
+    run_experiment(cfg, run_dir=tmp_path / "digits-digits+noise" / "s0", log=lambda *a: None)
+    logged = []
+    assert tsne_figure(tmp_path, "digits", "digits+noise", b, logged.append).exists()
+    missing = [m for m in logged if m.startswith("t-SNE: no adapted")]
+    assert len(missing) == 1 and "multilayer_adv" in missing[0], logged  # dann's saved model is found

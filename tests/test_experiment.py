@@ -210,6 +210,8 @@ def test_sklearn_like_api():
     assert torch.allclose(model.predict_proba(digits.test.images[:5]).sum(1), torch.ones(5))
     with pytest.raises(TransferkitError, match=r"expected an N x 1 x 28 x 28 image tensor.*\(5, 3, 28, 28\)"):
         model.predict(digits.test.images[:5].expand(5, 3, 28, 28))
+    with pytest.raises(TransferkitError, match=r"look channels-last.*permute\(0, 3, 1, 2\)"):
+        model.predict(digits.test.images[:5].permute(0, 2, 3, 1))
     with pytest.raises(TransferkitError, match="classes"):
         model.score(digits.test.select_classes([0, 1]))
     x = digits.test.images[:5]
@@ -424,3 +426,24 @@ def test_a_model_that_cannot_be_saved_costs_a_warning_not_the_result(tmp_path, m
     with pytest.warns(UserWarning, match="the trained model is not saved.*cannot pickle"):
         run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     assert (run_dir / "jobs" / "finetune-k=2-s0.json").exists() and not (run_dir / "models").exists()
+
+
+def test_a_refused_resume_keeps_the_run_config_and_old_rows_are_checked_by_their_options(tmp_path):
+    import json
+    from dataclasses import replace
+    quiet = {"log": lambda *a: None}
+    cfg = ExperimentConfig(name="r", source="digits", target="digits", k=2, repeats=1, methods=["linear_probe"],
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, **quiet)
+    before = (run_dir / "config.yaml").read_text()
+    for bad, message in (({"options": {"linear_probe": {"reset_head": False}}}, "another configuration"),
+                         ({"methods": ["linear_probe", "ft_unit:bogus"]}, "unknown unit")):
+        with pytest.raises(TransferkitError, match=message):
+            run_experiment(replace(cfg, **bad), run_dir=run_dir, **quiet)
+        assert (run_dir / "config.yaml").read_text() == before  # it was overwritten: no plain resume after
+    assert run_experiment(cfg, run_dir=run_dir, **quiet)[1] == rows
+    job = run_dir / "jobs" / "linear_probe-k=2-s0.json"  # a row from before config digests
+    job.write_text(json.dumps({k: v for k, v in json.loads(job.read_text()).items() if k != "config_digest"}))
+    with pytest.raises(TransferkitError, match="another configuration"):
+        run_experiment(replace(cfg, options={"linear_probe": {"reset_head": False}}), run_dir=run_dir, **quiet)
+    assert run_experiment(cfg, run_dir=run_dir, **quiet)[1][0]["accuracy"] == rows[0]["accuracy"]

@@ -86,6 +86,10 @@ class Transfer:
     @torch.no_grad()
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         check(hasattr(self, "net_"), "call fit before predict")
+        nhwc = isinstance(images, torch.Tensor) and images.dim() == 4 and images.shape[1] != images.shape[3]
+        check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == self.input_shape_),
+              f"predict: images of shape {tuple(images.shape)} look channels-last (N x H x W x C); fit saw N x "
+              f"{' x '.join(map(str, self.input_shape_))}: use images.permute(0, 3, 1, 2)")
         check(isinstance(images, torch.Tensor) and images.dim() == 4 and tuple(images.shape[1:]) == self.input_shape_,
               f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} image tensor (the shape fit "
               f"saw), got {tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")

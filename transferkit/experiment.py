@@ -3,7 +3,8 @@ over several random label subsets, evaluate on the target test split, write resu
 
 Layout of a run directory ``runs/<name>/<timestamp>/``: ``config.yaml`` (resolved),
 ``metrics.jsonl`` (every evaluation of every training), ``jobs/*.json`` (one finished
-(method, seed) each, written atomically), ``checkpoints/`` (engine checkpoints),
+(method, seed) each, written atomically), ``models/*.pt`` (the model each finished job
+evaluated, :func:`load_model`), ``checkpoints/`` (engine checkpoints of unfinished jobs),
 ``results.json`` and ``results.md``. Re-running with ``resume`` skips finished jobs and
 continues an interrupted training from its last checkpoint.
 """
@@ -15,6 +16,7 @@ import copy
 import hashlib
 import inspect
 import json
+import pickle
 import shutil
 import time
 import warnings
@@ -289,10 +291,13 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     check(path.is_file(), f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a saved "
                           f"model (source_only's network is the cached pre-training)")
     try:
-        model = torch.load(path, weights_only=False)
-    except Exception as e:
+        model = torch.load(path, weights_only=False, map_location="cpu")
+    except (EOFError, pickle.UnpicklingError) as e:  # torn or not a model file
         raise TransferkitError(f"model {path} is unreadable ({type(e).__name__}: {e}): run the job again "
                                f"(delete its job file and resume)") from e
+    except (ImportError, AttributeError) as e:  # e.g. a plugin's method whose module is not importable here
+        raise TransferkitError(f"model {path} needs code that is not available here ({e}); for a plugin "
+                               f"method, name its module in TRANSFERKIT_PLUGINS") from e
     return model.eval()
 
 
@@ -425,13 +430,14 @@ def _remove_if_unused(run_dir: Path) -> None:
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
     """The body of :func:`run_experiment` in its run directory: every job's row, in job order."""
     old = run_dir / "config.yaml"
-    if old.exists():
-        _check_same_config(old, cfg)
-    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
-    if main:
-        write_text(old, dump_config(cfg))
+    stored = _check_same_config(old, cfg) if old.exists() else None
     data = prepare_domains(cfg)
     _check_jobs(cfg, data, methods)
+    jobs = _jobs_of(cfg, methods)
+    finished = _finished_rows(cfg, run_dir, jobs, stored)
+    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    if main:  # only now: a refused resume leaves the run's config as it was
+        write_text(old, dump_config(cfg))
     log(f"run directory: {run_dir}")
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
@@ -443,27 +449,19 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
     rows, todo, order = [], [], {}
-    for r in range(cfg.repeats):
-        seed = cfg.seed + r
-        for cls in methods:
-            if cls is SourceOnly and r > 0:
-                continue  # one source network per experiment: its row does not vary with the label subset
-            job = job_path(run_dir, cfg, cls.name, cfg.seed if cls is SourceOnly else seed)
-            order[(cls.name, cfg.seed if cls is SourceOnly else seed)] = len(order)
-            if job.exists():
-                row = read_job(job, ("method", "seed", "accuracy"))
-                check(row.get("config_digest", job_digest(cfg, cls.name)) == job_digest(cfg, cls.name),
-                      f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now; "
-                      f"restore that config, or delete the job file to run the job again")
-                rows.append(row)
-            elif cls is SourceOnly:
-                report = evaluate_on(source_only_forward(pretrained, data), data.target.test)
-                row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
-                       "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
-                       "pretrain_cached": pre_info["cached"], "config_digest": job_digest(cfg, cls.name)}
-                rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names)))
-            else:
-                todo.append((cls, seed))
+    for cls, seed in jobs:
+        job = job_path(run_dir, cfg, cls.name, seed)
+        order[(cls.name, seed)] = len(order)
+        if (cls.name, seed) in finished:
+            rows.append(finished[cls.name, seed])
+        elif cls is SourceOnly:
+            report = evaluate_on(source_only_forward(pretrained, data), data.target.test)
+            row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
+                   "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
+                   "pretrain_cached": pre_info["cached"], "config_digest": job_digest(cfg, cls.name)}
+            rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names)))
+        else:
+            todo.append((cls, seed))
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
         rows += _run_in_workers(cfg, run_dir, todo, pre_info.get("path"), log)
     else:
@@ -473,6 +471,33 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     if main:
         write_results(run_dir, cfg.name, cfg.to_dict(), rows)
     return rows
+
+
+def _jobs_of(cfg: ExperimentConfig, methods: list) -> list[tuple]:
+    """``(method class, seed)`` of every job, in order; source_only once (its row does not
+    vary with the label subset)."""
+    return [(cls, cfg.seed + r) for r in range(cfg.repeats) for cls in methods if not (cls is SourceOnly and r > 0)]
+
+
+def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict | None) -> dict:
+    """``{(method, seed): row}`` of the jobs already finished in ``run_dir``, each checked
+    against ``cfg`` by its digest; a row from before digests (no ``config_digest``) by the
+    options that the run's stored config gave its method."""
+    out = {}
+    for cls, seed in jobs:
+        job = job_path(run_dir, cfg, cls.name, seed)
+        if not job.exists():
+            continue
+        row = read_job(job, ("method", "seed", "accuracy"))
+        if "config_digest" in row:
+            same = row["config_digest"] == job_digest(cfg, cls.name)
+        else:
+            then = (stored or {}).get("options") or {}
+            same = stored is not None and then.get(cls.name, {}) == cfg.options.get(cls.name, {})
+        check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now; "
+                    f"restore that config, or delete the job file to run the job again")
+        out[cls.name, seed] = row
+    return out
 
 
 def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
@@ -538,7 +563,7 @@ def _flat(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def _check_same_config(path: Path, cfg: ExperimentConfig) -> None:
+def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
     """Refuse to resume the run of ``path`` (its ``config.yaml``) with a config whose results
     would differ; the error names the keys. ``methods``, ``repeats`` and ``options`` only
     choose jobs: a finished job is checked by its own digest (:func:`job_digest`) instead."""
@@ -553,6 +578,7 @@ def _check_same_config(path: Path, cfg: ExperimentConfig) -> None:
     check(not diff, f"{path.parent} holds a run with another config ("
           + "; ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in diff)
           + "); resume it with the same config")
+    return stored
 
 
 def _log_row(log, row: dict) -> dict:

@@ -31,9 +31,9 @@ from safetensors.torch import load_file
 
 from ..config import ExperimentConfig
 from ..engine import TrainConfig
-from ..errors import check
+from ..errors import TransferkitError, check
 from ..evaluate import mean_se, mean_se_text
-from ..experiment import prepare_domains, pretrain_source, run_experiment
+from ..experiment import load_model, model_path, prepare_domains, pretrain_source, run_experiment
 from ..io import write_text
 from ..methods import get_method
 from ..runtime import job_result
@@ -172,7 +172,10 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
 
 
 def _adapted(cfg: ExperimentConfig, run_dir: Path, name: str, pretrained):
-    """The adapted network of job ``name`` from its final engine checkpoint."""
+    """The adapted network of job ``name``: its saved model, or in a directory from before
+    models were saved, its final engine checkpoint."""
+    if model_path(run_dir, cfg, name, cfg.seed).is_file():
+        return load_model(run_dir, name, cfg.seed).net.eval()
     method = get_method(name)(copy.deepcopy(pretrained), **cfg.options.get(name, {}))
     ckpt = run_dir / "checkpoints" / f"{name}-{cfg.setting}-s{cfg.seed}" / "main" / "last.safetensors"
     state = load_file(str(ckpt))
@@ -196,7 +199,7 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: Budget, log) -> Pa
     for name in TSNE_METHODS:
         try:
             nets[f"{name} (after)"] = _adapted(cfg, run_dir, name, pretrained)
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError, TransferkitError) as e:
             log(f"t-SNE: no adapted {name} network ({e})")
     panels = {k: (net.forward_features(xs), net.forward_features(xt)) for k, net in nets.items()}
     path = tsne_embeddings(panels, bench_dir / f"tsne_{source}_{target}.png".replace("+", "_"),

@@ -136,10 +136,13 @@ def ft_unit_named(unit: str) -> type[FtUnit]:
 
 
 def __getattr__(name: str):
-    if name.startswith("FtUnitHex_"):
-        return ft_unit_named(bytes.fromhex(name[len("FtUnitHex_"):]).decode())
-    if name.startswith("FtUnit_"):
-        return ft_unit_named(name[len("FtUnit_"):])
+    try:
+        if name.startswith("FtUnitHex_"):
+            return ft_unit_named(bytes.fromhex(name[len("FtUnitHex_"):]).decode())
+        if name.startswith("FtUnit_") and name[len("FtUnit_"):]:
+            return ft_unit_named(name[len("FtUnit_"):])
+    except ValueError:  # not hex, or not UTF-8 (UnicodeDecodeError is a ValueError)
+        pass
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

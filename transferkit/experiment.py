@@ -343,6 +343,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         try:
             save_model(model_path(run_dir, cfg, cls.name, seed), method)
         except Exception as e:  # a model that does not pickle (a user's method) must not cost the result
+            model_path(run_dir, cfg, cls.name, seed).unlink(missing_ok=True)  # not an older run's model
             warnings.warn(f"{job.stem}: the trained model is not saved ({type(e).__name__}: {e})", stacklevel=1)
     row = _finish_row(job, row, report, data.target.test.class_names)
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated

@@ -160,3 +160,33 @@ def test_embedding_zsl_scores_are_scaled_cosines_of_the_two_projections():
         g = m.class_proj(a)
         expected = 10.0 * F.cosine_similarity(f[:, None, :], g[None, :, :], dim=-1)
     assert torch.allclose(m.scores(x), expected, atol=1e-5)
+
+
+def test_zero_shot_through_transfer_predicts_the_target_classes_and_refuses_renumbered_ones():
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(80, 1, 28, 28, generator=g), torch.arange(80) % 10, [str(i) for i in range(10)])
+    seen, unseen = dom.subset(dom.labels < 7), dom.subset(dom.labels >= 7)  # ids kept: rows of the descriptions
+    model = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=4, eval_every=2)).fit(
+        source=seen, target=unseen)
+    assert set(model.predict(unseen.images).tolist()) <= {7, 8, 9}  # it predicted seen classes only
+    assert 0.0 <= model.score(unseen) <= 1.0
+    with pytest.raises(TransferkitError, match="numbered apart.*evaluate_zero_shot"):
+        Transfer("attribute_zsl", backbone="lenet").fit(source=dom.select_classes(list(range(7))),
+                                                       target=dom.select_classes([7, 8, 9]))
+
+
+def test_clip_in_a_run_scores_the_target_classes_by_name(tmp_path):
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.experiment import load_model, run_experiment
+    cfg = ExperimentConfig(name="zs", source="digits", target="digits", source_classes="0-6", target_classes="7-9",
+                           k=2, repeats=1, backbone="lenet", methods=["clip"], select_on="none",
+                           options={"clip": {"captions": [f"a photo of the digit {i}" for i in range(7)],
+                                             "text_encoder": "hashing"}},
+                           pretrain=TrainConfig(steps=4, eval_every=2), train=TrainConfig(steps=4, eval_every=2),
+                           out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert len(rows[0]["confusion"][0]) == 3 and rows[0]["class_names"] == ["7", "8", "9"]
+    assert load_model(run_dir, "clip").class_names == ["7", "8", "9"]  # it scored 10 digit classes before

@@ -18,7 +18,7 @@ from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
 from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
-from .experiment import build_method, fit_for_target
+from .experiment import build_method, fit_for_target, zero_shot_options
 from .fields import from_dict
 from .methods import get_method
 from .methods.supervised import SourceOnly
@@ -69,14 +69,18 @@ class Transfer:
             net, head_classes = self._net(head, head.num_classes), head.class_names
         with torch.random.fork_rng():  # options and classes are checked before any training
             try:
-                build_method(cls, copy.deepcopy(net), self.options, head_classes, target_classes)
+                options = zero_shot_options(cls, self.options, source.class_names if source is not None else None,
+                                            target_classes)
+                build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
             except Exception as e:  # whatever building it with these options raises names the problem
                 why = str(e) if isinstance(e, (TransferkitError, TypeError, ValueError)) else f"{type(e).__name__}: {e}"
                 raise TransferkitError(f"method {cls.name}{f' with options {self.options}' if self.options else ''}: "
                                        f"{why}") from e
         if cls.needs_pretrained and not given_net:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
-        self.method_ = build_method(cls, net, self.options, head_classes, target_classes)
+        self.method_ = build_method(cls, net, options, head_classes, target_classes)
+        if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names
+            classes = list(self.method_.class_names)
         self.fit_result_: FitResult = fit_for_target(
             self.method_, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
             head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)

@@ -194,6 +194,7 @@ class ClipMethod(Method):
     name = "clip"
     streams = ("source",)
     source_head = False  # scores captions, seen or not
+    scores_class_names = True  # transferkit run / Transfer give it the target classes' names by default
     needs_pretrained = False
     description = "CLIP-style dual encoder (image tower + frozen text encoder with projection), seed 001"
 
@@ -218,6 +219,7 @@ class ClipMethod(Method):
 
     def set_classes(self, class_names, templates=PROMPT_TEMPLATES) -> None:
         """The zero-shot classes: one prompt ensemble per class (``P`` prompts each)."""
+        self.class_names = [str(c) for c in class_names]
         prompts = prompt_texts(class_names, templates)
         self.prompt_features = self.encoder.encode([p for ps in prompts for p in ps])
         self.prompt_classes = torch.arange(len(prompts)).repeat_interleave(torch.tensor([len(p) for p in prompts]))

@@ -234,6 +234,25 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
     return rows
 
 
+def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
+                      target_classes: list[str] | None) -> dict:
+    """Options of a method that scores class descriptions (``source_head = False``) for a
+    transfer from ``source_classes`` to ``target_classes``. A CLIP-style method scores the
+    classes its ``class_names`` name: by default the target classes (by name). An attribute /
+    class-embedding method scores the rows of its description matrix by class id, which a
+    class subset renumbers: it is refused when the two label sets differ."""
+    if cls.source_head is not False or target_classes is None:
+        return options
+    if getattr(cls, "scores_class_names", False):
+        return options if "class_names" in options else {**options, "class_names": list(target_classes)}
+    check(source_classes is None or list(source_classes) == list(target_classes),
+          f"it scores the rows of its class descriptions by class id, and the source classes "
+          f"{list(source_classes or [])} and target classes {list(target_classes)} are numbered apart: for seen / "
+          f"unseen classes use "
+          f"transferkit.zeroshot.evaluate_zero_shot or `transferkit bench zeroshot` (docs/zeroshot.md)")
+    return options
+
+
 def build_method(cls, net, options: dict, head_classes: list[str] | None, target_classes: list[str] | None):
     """``cls`` on ``net`` with its options; a method that trains on target labels gets a head
     over the target classes (:func:`retarget_head` from ``head_classes``, the classes of
@@ -255,7 +274,8 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     ``val``). A method that predicts with its source head (:func:`source_head_rows`) then keeps
     only the head's rows of the target classes, so that its outputs are the target classes;
     while it trains, early stopping scores a target-class ``val`` on those rows already
-    (``Method.eval_rows``)."""
+    (``Method.eval_rows``). A zero-shot method then predicts among the classes present in
+    ``target`` (its candidates; training used the source's)."""
     rows = source_head_rows(type(method), head_classes, method.net.num_classes, target_classes)
     val = domains.get("val")
     method.eval_rows = rows if val is not None and list(val.class_names) == list(target_classes or []) else None
@@ -265,6 +285,8 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
         method.eval_rows = None
     if rows is not None:
         method.net.head = head_for_classes(method.net.head, rows, method.net.num_classes)
+    if hasattr(method, "set_candidates") and domains.get("target") is not None:  # zero-shot: trained on the
+        method.set_candidates(domains["target"].present_classes())  # seen classes, predicts the target's
     return fit
 
 
@@ -302,8 +324,9 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
 
 
 def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
-    return build_method(cls, net, cfg.options.get(cls.name, {}), data.source.train.class_names,
-                        data.target.train.class_names)
+    options = zero_shot_options(cls, cfg.options.get(cls.name, {}), data.source.train.class_names,
+                                data.target.train.class_names)
+    return build_method(cls, net, options, data.source.train.class_names, data.target.train.class_names)
 
 
 def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int) -> dict:

@@ -393,3 +393,11 @@ def test_finetune_proto_cosine_metric_classifies_by_cosine_to_the_class_means():
         fq = net.forward_features(queries.images)
         cos = torch.nn.functional.normalize(fq, dim=1) @ torch.nn.functional.normalize(means, dim=1).t()
         assert torch.allclose(method(queries.images), 10.0 * cos, atol=1e-5)  # the head's scale times cos
+
+
+def test_matching_ft_at_one_label_per_class_fails_before_pre_training(tmp_path):
+    cfg = ExperimentConfig(name="k1", source="mnist", target="digits", source_classes="0-4", target_classes="5-9",
+                           methods=["matching_net", "matching_ft"], k=1, repeats=1, pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match="matching_ft.*at least 2 labelled target images per class.*has 1"):
+        run_experiment(cfg, log=lambda *a: pytest.fail("started"))  # it failed after the jobs before it

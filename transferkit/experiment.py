@@ -533,12 +533,15 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
               f"target {cfg.target} has no {part} images ({len(data.target.train)} train): a class needs at "
               f"least {3 if part == 'test' else 4} images to give one to the {part} split"
               f"{' (or select_on: source_val / none)' if part == 'val' else ''}")
-    for r in range(cfg.repeats):
-        label_subset(cfg, data.target, cfg.seed + r)
+    labelled = [label_subset(cfg, data.target, cfg.seed + r)[0] for r in range(cfg.repeats)]
+    fewest = min(int(c[c > 0].min()) if bool((c > 0).any()) else 0 for c in (d.class_counts() for d in labelled))
     with torch.random.fork_rng():
         for cls in methods:
             options = cfg.options.get(cls.name, {})
             try:
+                check("target" not in cls.streams or fewest >= cls.min_labels_per_class,
+                      f"it needs at least {cls.min_labels_per_class} labelled target images per class; a label "
+                      f"subset of this config has {fewest} (raise k)")
                 if cls is SourceOnly:
                     source_head_rows(cls, data.source.train.class_names, data.source.train.num_classes,
                                      data.target.train.class_names)

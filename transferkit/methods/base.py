@@ -197,6 +197,7 @@ class Method(nn.Module):
     #: are its rows of the same names); ``None``: when the method has no ``target`` stream.
     #: Zero-shot methods, which score class descriptions, set ``False``.
     source_head: bool | None = None
+    min_labels_per_class: int = 1  # labelled target images per class the method needs (checked before a run)
     description = ""
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()

@@ -341,6 +341,7 @@ class FinetunedMatchingNet(MatchingNet):
     budget is fixed (no validation: the classifier head is not what is trained)."""
 
     name = "matching_ft"
+    min_labels_per_class = 2
     description = "matching networks fine-tuned episodically (N-way (k-1)-shot) on the labelled target"
 
     def losses(self, batch):

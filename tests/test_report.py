@@ -60,6 +60,11 @@ def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
     assert (tmp_path / "file" / "report.html").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no results.json" in capsys.readouterr().err
+    (tmp_path / "half" / "jobs").mkdir(parents=True)  # a run stopped by an error: finished jobs, no results
+    (tmp_path / "half" / "jobs" / "finetune-k=1-s0.json").write_text("{}")
+    for command in ("report", "summary"):
+        assert main([command, str(tmp_path / "half")]) == 2
+        assert "holds 1 finished job(s) but is not finished; `transferkit run --resume" in capsys.readouterr().err
 
 
 def test_report_in_headless_chromium(bench_dir):

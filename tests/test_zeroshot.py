@@ -190,3 +190,14 @@ def test_clip_in_a_run_scores_the_target_classes_by_name(tmp_path):
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     assert len(rows[0]["confusion"][0]) == 3 and rows[0]["class_names"] == ["7", "8", "9"]
     assert load_model(run_dir, "clip").class_names == ["7", "8", "9"]  # it scored 10 digit classes before
+
+
+def test_built_in_digit_attributes_refuse_classes_that_are_not_the_digits():
+    from transferkit.engine import Engine, TrainConfig
+    g = torch.Generator().manual_seed(0)
+    shapes = Domain("shapes", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 3, ["circle", "square", "x"])
+    for method in (AttributeZeroShot(tiny_net(3)), EmbeddingZeroShot(tiny_net(3))):
+        with pytest.raises(TransferkitError, match=r"describe the digits 0-9.*\['circle', 'square', 'x'\]"):
+            Engine(TrainConfig(steps=1)).fit(method, source=shapes)  # it trained on the digit rows silently
+    own = AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]])
+    Engine(TrainConfig(steps=1)).fit(own, source=shapes)

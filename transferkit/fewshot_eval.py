@@ -41,7 +41,8 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
     counts = torch.bincount(labels)
     eligible = torch.nonzero(counts >= k_shot + n_query).flatten()
     check(len(eligible) >= n_way, f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} classes "
-                                  f"with >= {k_shot + n_query} samples; only {len(eligible)} have them")
+                                  f"with >= {k_shot + n_query} samples; only {len(eligible)} have them (fewer "
+                                  f"queries, n_query, or fewer classes, n_way, fit a small split)")
     classes = eligible[torch.rand(episodes, len(eligible), generator=generator).argsort(1)[:, :n_way]]
     order = torch.argsort(labels, stable=True)
     starts = torch.cumsum(counts, 0) - counts

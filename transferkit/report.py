@@ -20,7 +20,7 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import read_results, summarize
+from .results import read_results, summarize, unfinished_hint
 
 MAX_FIGURES = 24
 
@@ -185,7 +185,11 @@ def training_curve_figures(run_dir: Path) -> list[tuple[str, bytes]]:
         ax1.set_yscale("log")
         ax2.set_xlabel("step")
         ax2.set_ylabel("validation accuracy (%)")
-        ax2.legend(fontsize=7)
+        if ax2.lines:
+            ax2.legend(fontsize=7)
+        else:  # select_on: none, no validation split
+            ax2.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax2.transAxes)
+            ax1.legend(fontsize=7)
         out.append((f"Training curves ({path.parent.name}, first run of each method)", _png(fig)))
     return out
 
@@ -228,7 +232,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     run or benchmark in ``run_dir``; return their paths."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
-    check(results_path.exists(), f"no results.json in {run_dir}: not a finished run or benchmark directory")
+    check(results_path.exists(), f"no results.json in {run_dir}: not a finished run or benchmark directory"
+                                 f"{unfinished_hint(Path(run_dir))}")
     data = read_results(results_path)
     rows = data["rows"]
     out_dir = Path(out) if out else run_dir

@@ -18,11 +18,18 @@ from .io import read_json, write_json, write_text
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
 
+def unfinished_hint(run_dir: Path) -> str:
+    """What to do with a run or benchmark directory that has finished jobs but no results."""
+    n = len(list((Path(run_dir) / "jobs").glob("*.json")))
+    return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` (or "
+            f"`transferkit bench NAME --resume {run_dir}`) completes it and writes the results") if n else ""
+
+
 def read_results(path: str | Path) -> dict:
     """Read a ``results.json``, checking the shape the tables rely on (a clear error names
     what is missing instead of a KeyError deep inside a table)."""
     path = Path(path)
-    check(path.is_file(), f"results file {path} does not exist")
+    check(path.is_file(), f"results file {path} does not exist{unfinished_hint(path.parent)}")
     data = read_json(path, "results file")
     check(isinstance(data, dict) and isinstance(data.get("rows"), list),
           f"{path} is not a transferkit results file (no 'rows' list)")

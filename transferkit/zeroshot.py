@@ -123,6 +123,7 @@ class _ClassDescriptionMethod(Method):
         super().__init__(net)
         self.register_buffer("candidates", torch.ones(num_classes, dtype=torch.bool))
         self._candidates_given = False
+        self.digit_descriptions = False  # a built-in digit attribute set: class i must be digit i
 
     def set_candidates(self, classes=None) -> None:
         """Restrict predictions to ``classes`` (ids); ``None``: every class."""
@@ -135,6 +136,11 @@ class _ClassDescriptionMethod(Method):
     def prepare(self, domains):
         super().prepare(domains)
         source = domains.get("source")
+        for role, d in domains.items():
+            check(d is None or not self.digit_descriptions or d.class_names == [str(i) for i in range(d.num_classes)],
+                  f"{self.name}: its built-in attribute sets describe the digits 0-9 (class i is digit i), but the "
+                  f"{role} classes are {d and d.class_names[:10]}: give a matrix with one row per class "
+                  f"(attributes / class_embeddings)")
         check(source is None or source.num_classes <= len(self.candidates),
               f"the source domain has {source and source.num_classes} classes but the method describes "
               f"{len(self.candidates)} (one attribute / embedding row per class)")
@@ -175,6 +181,7 @@ class AttributeZeroShot(_ClassDescriptionMethod):
     def __init__(self, net, attributes=None, metric: str = "dap"):
         a = attribute_matrix(attributes)
         super().__init__(net, a.shape[0])
+        self.digit_descriptions = attributes is None or isinstance(attributes, str)
         if metric not in ("dap", "euclidean"):
             raise UnknownNameError("attribute metric", metric, ["dap", "euclidean"])
         self.metric = metric
@@ -221,6 +228,7 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
             else torch.as_tensor(class_embeddings).float()
         check(e.dim() == 2, f"class_embeddings must be classes x features, got {tuple(e.shape)}")
         super().__init__(net, e.shape[0])
+        self.digit_descriptions = class_embeddings is None or isinstance(class_embeddings, str)
         self.register_buffer("class_embeddings", e.clone())
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.class_proj = nn.Linear(e.shape[1], dim)

@@ -240,12 +240,14 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     transfer from ``source_classes`` to ``target_classes``. A CLIP-style method scores the
     classes its ``class_names`` name: by default the target classes (by name). An attribute /
     class-embedding method scores the rows of its description matrix by class id, which a
-    class subset renumbers: it is refused when the two label sets differ."""
+    class subset renumbers: one list of class names must begin the other (ids mean the same
+    classes in both), else it is refused."""
     if cls.source_head is not False or target_classes is None:
         return options
     if getattr(cls, "scores_class_names", False):
         return options if "class_names" in options else {**options, "class_names": list(target_classes)}
-    check(source_classes is None or list(source_classes) == list(target_classes),
+    shorter = min(len(source_classes or []), len(target_classes))
+    check(source_classes is None or list(source_classes)[:shorter] == list(target_classes)[:shorter],
           f"it scores the rows of its class descriptions by class id, and the source classes "
           f"{list(source_classes or [])} and target classes {list(target_classes)} are numbered apart: for seen / "
           f"unseen classes use "

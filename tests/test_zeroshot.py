@@ -162,19 +162,30 @@ def test_embedding_zsl_scores_are_scaled_cosines_of_the_two_projections():
     assert torch.allclose(m.scores(x), expected, atol=1e-5)
 
 
-def test_zero_shot_through_transfer_predicts_the_target_classes_and_refuses_renumbered_ones():
+def test_zero_shot_through_transfer_matches_classes_to_description_rows_by_name():
     from transferkit.api import Transfer
     from transferkit.engine import TrainConfig
     g = torch.Generator().manual_seed(0)
     dom = Domain("d", torch.rand(80, 1, 28, 28, generator=g), torch.arange(80) % 10, [str(i) for i in range(10)])
-    seen, unseen = dom.subset(dom.labels < 7), dom.subset(dom.labels >= 7)  # ids kept: rows of the descriptions
+    seen, unseen = dom.subset(dom.labels < 7), dom.subset(dom.labels >= 7)  # ids kept
     model = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=4, eval_every=2)).fit(
         source=seen, target=unseen)
     assert set(model.predict(unseen.images).tolist()) <= {7, 8, 9}  # it predicted seen classes only
-    assert 0.0 <= model.score(unseen) <= 1.0
-    with pytest.raises(TransferkitError, match="numbered apart.*evaluate_zero_shot"):
-        Transfer("attribute_zsl", backbone="lenet").fit(source=dom.select_classes(list(range(7))),
-                                                       target=dom.select_classes([7, 8, 9]))
+    renumbered = dom.select_classes([7, 8, 9])  # ids 0, 1, 2 for digits 7, 8, 9
+    model = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=4, eval_every=2)).fit(
+        source=dom.select_classes(list(range(7))), target=renumbered)
+    assert model.predict_logits(renumbered.images).shape == (len(renumbered), 3)
+    with torch.no_grad():  # the columns are the digit rows 7, 8, 9 of the unmasked scores
+        model.method_.eval()
+        assert torch.equal(model.predict_logits(renumbered.images), model.method_.scores(renumbered.images)[:, 7:])
+    own = [[1, 0], [0, 1], [1, 1], [0, 0]]  # rows without names are class ids: renumbered sets are refused
+    with pytest.raises(TransferkitError, match="rows without class names.*class_names"):
+        Transfer("attribute_zsl", backbone="lenet", attributes=own).fit(
+            source=dom.select_classes([0, 1]), target=dom.select_classes([2, 3]))
+    named = Transfer("attribute_zsl", backbone="lenet", attributes=own, class_names=["0", "1", "2", "3"],
+                     train=TrainConfig(steps=2, eval_every=2)).fit(source=dom.select_classes([0, 1]),
+                                                                   target=dom.select_classes([2, 3]))
+    assert named.method_.output_rows == [2, 3]
 
 
 def test_clip_in_a_run_scores_the_target_classes_by_name(tmp_path):

@@ -239,19 +239,22 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     """Options of a method that scores class descriptions (``source_head = False``) for a
     transfer from ``source_classes`` to ``target_classes``. A CLIP-style method scores the
     classes its ``class_names`` name: by default the target classes (by name). An attribute /
-    class-embedding method scores the rows of its description matrix by class id, which a
-    class subset renumbers: one list of class names must begin the other (ids mean the same
-    classes in both), else it is refused."""
+    class-embedding method scores the rows of its description matrix; :func:`fit_for_target`
+    matches classes to rows by name when the rows are named (built-in digit sets, or its
+    ``class_names`` option); unnamed rows are class ids, so one list of class names must then
+    begin the other (ids mean the same classes in both), else it is refused."""
     if cls.source_head is not False or target_classes is None:
         return options
     if getattr(cls, "scores_class_names", False):
         return options if "class_names" in options else {**options, "class_names": list(target_classes)}
+    given = options.get("attributes", options.get("class_embeddings"))
+    if given is None or isinstance(given, str) or options.get("class_names") is not None:  # rows are named
+        return options
     shorter = min(len(source_classes or []), len(target_classes))
     check(source_classes is None or list(source_classes)[:shorter] == list(target_classes)[:shorter],
-          f"it scores the rows of its class descriptions by class id, and the source classes "
-          f"{list(source_classes or [])} and target classes {list(target_classes)} are numbered apart: for seen / "
-          f"unseen classes use "
-          f"transferkit.zeroshot.evaluate_zero_shot or `transferkit bench zeroshot` (docs/zeroshot.md)")
+          f"its class descriptions are rows without class names, read by class id, and the source classes "
+          f"{list(source_classes or [])} and target classes {list(target_classes)} are numbered apart: give "
+          f"the option class_names (the class of each row) to match them by name")
     return options
 
 
@@ -278,6 +281,8 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     while it trains, early stopping scores a target-class ``val`` on those rows already
     (``Method.eval_rows``). A zero-shot method then predicts among the classes present in
     ``target`` (its candidates; training used the source's)."""
+    if getattr(method, "row_names", None) is not None:  # zero-shot: classes matched to description rows
+        return _fit_described(method, make_engine, **domains)
     rows = source_head_rows(type(method), head_classes, method.net.num_classes, target_classes)
     val = domains.get("val")
     method.eval_rows = rows if val is not None and list(val.class_names) == list(target_classes or []) else None
@@ -289,6 +294,25 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
         method.net.head = head_for_classes(method.net.head, rows, method.net.num_classes)
     if hasattr(method, "set_candidates") and domains.get("target") is not None:  # zero-shot: trained on the
         method.set_candidates(domains["target"].present_classes())  # seen classes, predicts the target's
+    return fit
+
+
+def _fit_described(method, make_engine, **domains):
+    """:func:`fit_for_target` of a zero-shot method whose description rows are named: every
+    domain is renumbered to rows by class name; it trains on the source's rows and predicts
+    among the target's, with its outputs in the target's class order. A validation split of
+    classes the source lacks is not used: its labels are of unseen classes."""
+    rows = {k: method.to_rows(d) for k, d in domains.items() if d is not None}
+    source, target, val = rows.get("source"), rows.get("target"), rows.get("val")
+    if val is not None and source is not None and not set(val.present_classes()) <= set(source.present_classes()):
+        warnings.warn(f"{method.name}: the validation split holds classes the source lacks (unseen ones); it is "
+                      f"not used, training runs its whole budget (select_on: source_val selects on seen classes)",
+                      stacklevel=2)
+        rows.pop("val")
+    fit = method.fit_transfer(make_engine, **rows)
+    if target is not None:
+        method.set_candidates(target.present_classes())
+        method.output_rows = [method.row_names.index(c) for c in domains["target"].class_names]
     return fit
 
 

@@ -119,11 +119,29 @@ class _ClassDescriptionMethod(Method):
     source_head = False  # scores class descriptions, seen or not
     needs_pretrained = False
 
-    def __init__(self, net, num_classes: int):
+    def __init__(self, net, num_classes: int, class_names=None, digit_descriptions: bool = False):
         super().__init__(net)
         self.register_buffer("candidates", torch.ones(num_classes, dtype=torch.bool))
         self._candidates_given = False
-        self.digit_descriptions = False  # a built-in digit attribute set: class i must be digit i
+        self.digit_descriptions = digit_descriptions  # a built-in digit attribute set: class i must be digit i
+        if class_names is None and digit_descriptions:
+            class_names = [str(i) for i in range(num_classes)]
+        check(class_names is None or (not isinstance(class_names, str) and len(class_names) == num_classes),
+              f"{self.name}: class_names must name the {num_classes} described classes, got {class_names!r}")
+        #: the class each description row describes (``None``: rows are class ids); a run or
+        #: ``Transfer`` maps domains to these rows by class name (:meth:`to_rows`)
+        self.row_names = None if class_names is None else [str(c) for c in class_names]
+        self.output_rows: list[int] | None = None  # forward's columns: the target classes' rows
+
+    def to_rows(self, domain):
+        """``domain`` with labels renumbered to the description rows of its class names."""
+        from .domain import Domain
+        missing = [c for c in domain.class_names if c not in self.row_names]
+        check(not missing, f"{self.name}: classes {missing} of domain {domain.name!r} have no description (its rows "
+                           f"describe {self.row_names})")
+        ids = torch.tensor([self.row_names.index(c) for c in domain.class_names], dtype=torch.long)
+        return Domain(domain.name, domain.images, ids[domain.labels], list(self.row_names), domain.groups,
+                      dict(domain.provenance))
 
     def set_candidates(self, classes=None) -> None:
         """Restrict predictions to ``classes`` (ids); ``None``: every class."""
@@ -156,7 +174,8 @@ class _ClassDescriptionMethod(Method):
         return self.class_scores(x).masked_fill(~self.candidates, MASKED)
 
     def forward(self, images):
-        return self.forward_from_input(images)
+        scores = self.forward_from_input(images)
+        return scores if self.output_rows is None else scores[:, self.output_rows]
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """Unmasked ``N x C`` class scores of images (eval mode, batched)."""
@@ -173,15 +192,17 @@ class AttributeZeroShot(_ClassDescriptionMethod):
     """Image -> attribute predictor trained with BCE on the seen classes; classes scored by
     the similarity of the predicted attributes to their attribute vectors (seed 001, see the
     module docstring). ``attributes``: ``C x A`` matrix in [0, 1] or a built-in digit set name
-    (``strokes``, ``zones``, ``strokes+zones``; default ``strokes``)."""
+    (``strokes``, ``zones``, ``strokes+zones``; default ``strokes``, whose rows are the digits
+    ``"0"``-``"9"``). ``class_names``: the class of each row of a given matrix, by which a run
+    or ``Transfer`` matches domains to rows (without it, class ids are the rows)."""
 
     name = "attribute_zsl"
     description = "zero-shot: predict attributes, pick the class with the most similar attribute vector (seed 001)"
 
-    def __init__(self, net, attributes=None, metric: str = "dap"):
+    def __init__(self, net, attributes=None, metric: str = "dap", class_names=None):
         a = attribute_matrix(attributes)
-        super().__init__(net, a.shape[0])
-        self.digit_descriptions = attributes is None or isinstance(attributes, str)
+        super().__init__(net, a.shape[0], class_names,
+                         digit_descriptions=attributes is None or isinstance(attributes, str))
         if metric not in ("dap", "euclidean"):
             raise UnknownNameError("attribute metric", metric, ["dap", "euclidean"])
         self.metric = metric
@@ -218,17 +239,18 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
     """``logits_c = s cos(f(x), g(e_c))`` with ``f`` = backbone embedding + linear projection and
     ``g`` a trainable linear map of the class description ``e_c`` (attributes or a frozen text
     embedding of the class name); cross entropy over the seen classes (seed 001 "attribute
-    embedding + class name embedding", ``min d(f(x^n), g(y^n))``)."""
+    embedding + class name embedding", ``min d(f(x^n), g(y^n))``). ``class_names``: as for
+    :class:`AttributeZeroShot`."""
 
     name = "embedding_zsl"
     description = "zero-shot: image and class-description embeddings trained to be close (seed 001)"
 
-    def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0):
+    def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0, class_names=None):
         e = attribute_matrix(class_embeddings) if class_embeddings is None or isinstance(class_embeddings, str) \
             else torch.as_tensor(class_embeddings).float()
         check(e.dim() == 2, f"class_embeddings must be classes x features, got {tuple(e.shape)}")
-        super().__init__(net, e.shape[0])
-        self.digit_descriptions = class_embeddings is None or isinstance(class_embeddings, str)
+        super().__init__(net, e.shape[0], class_names,
+                         digit_descriptions=class_embeddings is None or isinstance(class_embeddings, str))
         self.register_buffer("class_embeddings", e.clone())
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.class_proj = nn.Linear(e.shape[1], dim)

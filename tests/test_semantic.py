@@ -162,8 +162,12 @@ def test_grouped_target_experiment_reports_group_accuracy(tmp_path):
     cfg = ExperimentConfig(name="grouped", source="mnist", target="digits@grouped2", source_classes="0-4",
                            target_classes="5-9", methods=["finetune", "lext"], k=1, repeats=1, select_on="none",
                            pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
-    _, rows = run_experiment(cfg, log=lambda *a: None)
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     assert all(r["n_labeled"] == 2 * 5 and 0 <= r["group_accuracy"] <= 1 for r in rows)
+    from transferkit.report import write_report
+    _, md = write_report(run_dir)
+    for table in ((run_dir / "results.md").read_text(), md.read_text()):  # the per-video accuracy is tabled too
+        assert "grouped accuracy (%)" in table and f"{100 * rows[0]['group_accuracy']:.1f}" in table
 
 
 def test_fewshot_tables_in_table1_and_table2_form():

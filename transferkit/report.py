@@ -202,7 +202,10 @@ def saved_figures(run_dir: Path, exclude: Path) -> list[tuple[str, bytes]]:
     return [(str(p.relative_to(run_dir)), p.read_bytes()) for p in files[:MAX_FIGURES]]
 
 
-def _table_rows(summary: list[dict], rows: list[dict]) -> list[list[str]]:
+def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the results table; a grouped (video) target adds its per-group
+    accuracy."""
+    grouped = any("group_accuracy_mean" in s for s in summary)
     memory = defaultdict(list)
     for r in rows:
         if r.get("peak_rss_mb") is not None:
@@ -210,10 +213,13 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> list[list[str]]:
     table = []
     for s in summary:
         mem = memory.get((s["method"], s["source"], s["target"], s["setting"]))
+        group = ([format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
+                  if "group_accuracy_mean" in s else "–"] if grouped else [])
         table.append([s["method"], s["source"], s["target"], s["setting"],
-                      format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"]), str(s["n"]),
+                      format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"]), *group, str(s["n"]),
                       f"{s['wall_s']:.1f}", f"{max(mem):.0f}" if mem else "–"])
-    return table
+    header = HEADER[:5] + (["grouped accuracy (%)"] if grouped else []) + HEADER[5:]
+    return header, table
 
 
 HEADER = ["method", "source", "target", "setting", "target accuracy (%)", "n", "wall s", "peak MiB"]
@@ -242,13 +248,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     figures = (label_efficiency_figures(rows) + per_unit_figures(rows) + training_curve_figures(run_dir)
                + confusion_figures(rows) + (cost_figure(summary, rows) if rows else [])
                + saved_figures(run_dir, files_dir))
-    table = _table_rows(summary, rows)
+    header, table = _table_rows(summary, rows)
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
         config += f"\n# {sub.relative_to(run_dir)}\n" + sub.read_text()
     title = f"transferkit report: {data.get('name', run_dir.name)}"
 
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)
     figs_html = "".join(
         f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -282,7 +288,7 @@ mean ± standard error over seeds (n).</p>
 
     files_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", "", f"{len(rows)} results; accuracy is target test accuracy, mean ± standard error.", "",
-          "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in table]
     md += ["", "## Figures", ""]
     names = [f"figure{i:02d}.png" for i in range(len(figures))]

@@ -49,8 +49,9 @@ def read_results(path: str | Path) -> dict:
 
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     """Group rows by (method, source, target, setting): mean and standard error of the
-    accuracy over seeds, number of seeds, mean wall seconds; ``extra_keys``: the mean of
-    those fields over the rows that have them. Two rows of one group and seed (runs merged
+    accuracy over seeds, number of seeds, mean wall seconds, and for grouped (video) targets
+    those of ``group_accuracy``; ``extra_keys``: the mean of those fields over the rows that
+    have them. Two rows of one group and seed (runs merged
     twice?) are refused: the standard error would count one run as two."""
     extra_keys = (extra_keys,) if isinstance(extra_keys, str) else tuple(extra_keys)
     groups: dict[tuple, list[dict]] = {}
@@ -68,6 +69,10 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
                    "seeds": sorted(r["seed"] for r in rs)}
+        grouped = [r["group_accuracy"] for r in rs if isinstance(r.get("group_accuracy"), (int, float))]
+        if grouped:
+            summary["group_accuracy_mean"], summary["group_accuracy_se"] = mean_se(grouped)
+            summary["group_n"] = len(grouped)
         for key in extra_keys:
             values = [r[key] for r in rs if key in r]
             if values:
@@ -77,13 +82,18 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    """The results table: accuracy in percent, mean ± standard error over seeds."""
-    lines = ["| method | source | target | setting | target accuracy (%) | n | wall s |",
-             "|---|---|---|---|---|---|---|"]
+    """The results table: accuracy in percent, mean ± standard error over seeds (and the
+    grouped, per-video accuracy when a target is grouped)."""
+    grouped = any("group_accuracy_mean" in s for s in summary)
+    lines = ["| method | source | target | setting | target accuracy (%) |"
+             + (" grouped accuracy (%) |" if grouped else "") + " n | wall s |",
+             "|---|---|---|---|---|" + ("---|" if grouped else "") + "---|---|"]
     for s in summary:
+        group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
+                 if "group_accuracy_mean" in s else "–")
         lines.append(f"| {s['method']} | {s['source']} | {s['target']} | {s['setting']} | "
-                     f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} | {s['n']} | "
-                     f"{s['wall_s']:.1f} |")
+                     f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
+                     + (f" {group} |" if grouped else "") + f" {s['n']} | {s['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -127,3 +127,13 @@ def test_distill_ce_weight_scales_the_label_term():
     t = d.losses(Batch(step=0, progress=0.0, source=(x, y)))
     assert t["ce_source"].item() == pytest.approx(0.5 * torch.nn.functional.cross_entropy(d.net(x), y).item(),
                                                   rel=1e-5)
+
+
+def test_distill_in_a_config_names_its_missing_teachers_first(tmp_path):
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.experiment import run_experiment
+    cfg = ExperimentConfig(name="d", source="digits", target="digits", source_classes="0-4", target_classes="5-9",
+                           methods=["distill"], k=2, repeats=1, out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match="distill needs the teacher members"):  # not the disjoint label sets
+        run_experiment(cfg, log=lambda *a: pytest.fail("started"))

@@ -266,7 +266,11 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
     (:func:`source_head_rows`); :func:`fit_for_target` narrows its head after training.
     ``run_job`` and ``Transfer.fit`` both build methods here and train them with
     :func:`fit_for_target`."""
-    source_head_rows(cls, head_classes, net.num_classes, target_classes)
+    try:
+        source_head_rows(cls, head_classes, net.num_classes, target_classes)
+    except TransferkitError:
+        cls(copy.deepcopy(net), **options)  # the method's own error (e.g. distill without teachers) comes first
+        raise
     method = cls(net, **options) if cls.built_before_retarget else None
     if "target" in cls.streams and target_classes is not None:
         retarget_head(net, head_classes, target_classes)

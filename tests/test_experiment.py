@@ -253,6 +253,7 @@ def test_cached_source_network_gives_the_same_source_only_result(tmp_path, monke
     _, second = run_experiment(ExperimentConfig(**cfg), log=lambda *a: None)
     assert second[0]["pretrain_cached"] and not first[0]["pretrain_cached"]
     assert first[0]["accuracy"] == second[0]["accuracy"]
+    assert 0 < first[0]["source_val_accuracy"] == second[0]["source_val_accuracy"] <= 1  # recorded in the cache
 
 
 def test_pretrained_source_network_does_not_depend_on_the_global_random_state(tmp_path, monkeypatch):

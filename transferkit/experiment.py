@@ -512,7 +512,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             report = evaluate_on(source_only_forward(pretrained, data), data.target.test)
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
-                   "pretrain_cached": pre_info["cached"], "config_digest": job_digest(cfg, cls.name)}
+                   "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
+                   "config_digest": job_digest(cfg, cls.name)}
             rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names)))
         else:
             todo.append((cls, seed))

@@ -1,9 +1,11 @@
 """A scikit-learn-like surface over the engine: ``fit`` / ``predict`` / ``score``.
 
 >>> from transferkit import Transfer, load_domain
->>> src, tgt = load_domain("syndigits"), load_domain("mnist")
->>> model = Transfer("finetune", backbone="convnet4").fit(target=tgt_few, source=src)
->>> model.score(tgt_test)
+>>> from transferkit.splits import sample_k_shot, split_domain
+>>> src, tgt = load_domain("syndigits", channels=3), split_domain(load_domain("mnist", channels=3))
+>>> few, _ = sample_k_shot(tgt.train, k=5, seed=0)
+>>> model = Transfer("finetune", backbone="convnet4").fit(target=few, source=src, val=tgt.val)
+>>> model.score(tgt.test)
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ Models", "Learning strategy: hard negative triplet loss").
 
 Training goes through :class:`~transferkit.engine.Engine`: :class:`ClipMethod` reads
 ``(image, caption id)`` batches from the ``source`` stream of a :class:`CaptionedDomain`.
+In a run or ``Transfer`` the source labels are caption ids (option ``captions``) and
+``class_names`` defaults to the target's classes.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ Layout of a run directory ``runs/<name>/<timestamp>/``: ``config.yaml`` (resolve
 ``metrics.jsonl`` (every evaluation of every training), ``jobs/*.json`` (one finished
 (method, seed) each, written atomically), ``models/*.pt`` (the model each finished job
 evaluated, :func:`load_model`), ``checkpoints/`` (engine checkpoints of unfinished jobs),
-``results.json`` and ``results.md``. Re-running with ``resume`` skips finished jobs and
-continues an interrupted training from its last checkpoint.
+``results.json`` and ``results.md``. Passing the directory again (``run_dir``, ``--resume``)
+skips finished jobs, runs added methods or repeats, and continues an interrupted training
+from its last checkpoint.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Results: one stable JSON shape for runs and benchmarks, and the tables printed from it.
 
-``results.json`` is ``{"name": ..., "config": {...}, "rows": [...]}`` with one row per
+``results.json`` is ``{"name": ..., "config": {...}, "rows": [...], "summary": [...]}`` with one row per
 (method, source, target, setting, seed) holding at least ``method``, ``source``,
 ``target``, ``setting``, ``seed``, ``accuracy`` (target test accuracy in [0, 1]) and
 ``wall_s``; methods may add fields.

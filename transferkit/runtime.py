@@ -1,5 +1,6 @@
-"""Where code runs: device selection, mixed precision, distributed rank, worker threads and
-peak-memory measurement, all handled here and nowhere else."""
+"""Where code runs: device selection, mixed precision, distributed rank, worker processes
+(:func:`map_jobs`; they exit when their parent dies), resumable job files (:func:`run_jobs`)
+and peak-memory measurement, all handled here and nowhere else."""
 
 from __future__ import annotations
 
@@ -129,7 +130,8 @@ def default_workers() -> int:
 
 def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     """Run ``fn(*args)`` for every ``args`` of ``jobs``, in this process or in ``workers``
-    spawned processes (``cores / workers`` torch threads each); ``on_done(index, result)``
+    spawned processes (``$OMP_NUM_THREADS`` torch threads each if set, else ``cores / workers``;
+    each exits when this process dies); ``on_done(index, result)``
     is called in this process as soon as each job ends, so its result can be written
     atomically right away. ``fn`` must be a module-level function. When a job fails, the
     jobs not yet started are cancelled, the running ones still finish and are handed to

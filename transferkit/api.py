@@ -18,9 +18,9 @@ import torch
 from .backbones import UnitNet, build_backbone
 from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
-from .errors import TransferkitError, check
+from .errors import check
 from .evaluate import classification_report, predict_logits
-from .experiment import build_method, fit_for_target, zero_shot_options
+from .experiment import build_method, fit_for_target, method_error, zero_shot_options
 from .fields import from_dict
 from .methods import get_method
 from .methods.supervised import SourceOnly
@@ -75,9 +75,7 @@ class Transfer:
                                             target_classes)
                 build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
             except Exception as e:  # whatever building it with these options raises names the problem
-                why = str(e) if isinstance(e, (TransferkitError, TypeError, ValueError)) else f"{type(e).__name__}: {e}"
-                raise TransferkitError(f"method {cls.name}{f' with options {self.options}' if self.options else ''}: "
-                                       f"{why}") from e
+                raise method_error(cls, self.options, e) from e
         if cls.needs_pretrained and not given_net:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
         self.method_ = build_method(cls, net, options, head_classes, target_classes)

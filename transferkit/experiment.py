@@ -248,8 +248,7 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
         return options
     if getattr(cls, "scores_class_names", False):
         return options if "class_names" in options else {**options, "class_names": list(target_classes)}
-    given = options.get("attributes", options.get("class_embeddings"))
-    if given is None or isinstance(given, str) or options.get("class_names") is not None:  # rows are named
+    if cls.named_rows(options):
         return options
     shorter = min(len(source_classes or []), len(target_classes))
     check(source_classes is None or list(source_classes)[:shorter] == list(target_classes)[:shorter],
@@ -394,10 +393,11 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
+        model = model_path(run_dir, cfg, cls.name, seed)
         try:
-            save_model(model_path(run_dir, cfg, cls.name, seed), method)
+            save_model(model, method)
         except Exception as e:  # a model that does not pickle (a user's method) must not cost the result
-            model_path(run_dir, cfg, cls.name, seed).unlink(missing_ok=True)  # not an older run's model
+            model.unlink(missing_ok=True)  # not an older run's model
             warnings.warn(f"{job.stem}: the trained model is not saved ({type(e).__name__}: {e})", stacklevel=1)
     row = _finish_row(job, row, report, data.target.test.class_names)
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated
@@ -582,9 +582,14 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                                      in_channels=data.channels, image_size=cfg.image_size)
                 _build_job_method(cfg, data, cls, net)
             except Exception as e:  # whatever building it with these options raises names the problem
-                why = str(e) if isinstance(e, (TransferkitError, TypeError, ValueError)) else f"{type(e).__name__}: {e}"
-                raise TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: "
-                                       f"{why}") from e
+                raise method_error(cls, options, e) from e
+
+
+def method_error(cls, options: dict, error: Exception) -> TransferkitError:
+    """``error`` (from building or checking method ``cls`` with ``options``) named with both."""
+    why = str(error) if isinstance(error, (TransferkitError, TypeError, ValueError)) \
+        else f"{type(error).__name__}: {error}"
+    return TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: {why}")
 
 
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log) -> list[dict]:
@@ -601,13 +606,15 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_pat
 #: config keys that do not change a job's rows: a run may be resumed with other values
 NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progress", "train.checkpoint_every",
                "pretrain.checkpoint_every"}
+#: config keys that only choose which jobs run (each finished job is checked by its own digest)
+CHOOSES_JOBS = {"methods", "repeats", "options"}
 
 
 def job_digest(cfg: ExperimentConfig, method: str) -> str:
     """What a job's row depends on: the config but what only chooses jobs or where they run
     (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options. Stored in
     the row, it tells a job file written under another config.yaml from one of this run."""
-    flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | {"methods", "repeats", "options"}}
+    flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
     flat["options"] = cfg.options.get(method, {})
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -632,8 +639,7 @@ def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
         raise TransferkitError(f"{path} is unreadable: {e}") from e
     check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
     then, now = _flat(stored), _flat(cfg.to_dict())
-    chooses_jobs = NOT_RESULTS | {"methods", "repeats", "options"}
-    diff = sorted(k for k in set(then) | set(now) if k not in chooses_jobs and then.get(k) != now.get(k))
+    diff = sorted(k for k in set(then) | set(now) if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k))
     check(not diff, f"{path.parent} holds a run with another config ("
           + "; ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in diff)
           + "); resume it with the same config")

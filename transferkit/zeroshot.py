@@ -121,6 +121,18 @@ class _ClassDescriptionMethod(Method):
     streams = ("source",)
     source_head = False  # scores class descriptions, seen or not
     needs_pretrained = False
+    description_option = ""  # the option that gives the description matrix (a name: a built-in digit set)
+
+    @staticmethod
+    def built_in(description) -> bool:
+        """Whether a description option names a built-in digit set (rows ``"0"``-``"9"``)."""
+        return description is None or isinstance(description, str)
+
+    @classmethod
+    def named_rows(cls, options: dict) -> bool:
+        """Whether the description rows built with ``options`` name their classes: a built-in
+        digit set or a given ``class_names``."""
+        return cls.built_in(options.get(cls.description_option)) or options.get("class_names") is not None
 
     def __init__(self, net, num_classes: int, class_names=None, digit_descriptions: bool = False):
         super().__init__(net)
@@ -138,7 +150,6 @@ class _ClassDescriptionMethod(Method):
 
     def to_rows(self, domain):
         """``domain`` with labels renumbered to the description rows of its class names."""
-        from .domain import Domain
         missing = [c for c in domain.class_names if c not in self.row_names]
         check(not missing, f"{self.name}: classes {missing} of domain {domain.name!r} have no description (its rows "
                            f"describe {self.row_names})")
@@ -200,12 +211,13 @@ class AttributeZeroShot(_ClassDescriptionMethod):
     or ``Transfer`` matches domains to rows (without it, class ids are the rows)."""
 
     name = "attribute_zsl"
+    description_option = "attributes"
     description = "zero-shot: predict attributes, pick the class with the most similar attribute vector (seed 001)"
 
     def __init__(self, net, attributes=None, metric: str = "dap", class_names=None):
         a = attribute_matrix(attributes)
         super().__init__(net, a.shape[0], class_names,
-                         digit_descriptions=attributes is None or isinstance(attributes, str))
+                         digit_descriptions=self.built_in(attributes))
         if metric not in ("dap", "euclidean"):
             raise UnknownNameError("attribute metric", metric, ["dap", "euclidean"])
         self.metric = metric
@@ -246,14 +258,15 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
     :class:`AttributeZeroShot`."""
 
     name = "embedding_zsl"
+    description_option = "class_embeddings"
     description = "zero-shot: image and class-description embeddings trained to be close (seed 001)"
 
     def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0, class_names=None):
-        e = attribute_matrix(class_embeddings) if class_embeddings is None or isinstance(class_embeddings, str) \
+        e = attribute_matrix(class_embeddings) if self.built_in(class_embeddings) \
             else torch.as_tensor(class_embeddings).float()
         check(e.dim() == 2, f"class_embeddings must be classes x features, got {tuple(e.shape)}")
         super().__init__(net, e.shape[0], class_names,
-                         digit_descriptions=class_embeddings is None or isinstance(class_embeddings, str))
+                         digit_descriptions=self.built_in(class_embeddings))
         self.register_buffer("class_embeddings", e.clone())
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.class_proj = nn.Linear(e.shape[1], dim)

@@ -360,8 +360,9 @@ class FinetunedMatchingNet(MatchingNet):
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         counts = target.class_counts()
         smallest = int(counts[counts > 0].min())
-        check(smallest >= 2, f"{self.name} trains on (k-1)-shot episodes and needs at least 2 labelled examples "
-                             f"per class; the smallest class has {smallest} (use matching_net at k = 1)")
+        need = self.min_labels_per_class  # also checked before a run starts (experiment._check_jobs)
+        check(smallest >= need, f"{self.name} trains on (k-1)-shot episodes and needs at least {need} labelled "
+                                f"examples per class; the smallest class has {smallest} (use matching_net at k = 1)")
         self.num_target_classes = target.num_classes
         fit = make_engine("main").fit(self, target=target)
         self.set_support(target)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 
@@ -21,7 +20,7 @@ from .engine import Engine, FitResult, TrainConfig
 from .errors import check
 from .evaluate import classification_report, predict_logits
 from .experiment import build_method, fit_for_target, method_error, zero_shot_options
-from .fields import from_dict
+from .fields import updated
 from .methods import get_method
 from .methods.supervised import SourceOnly
 
@@ -131,7 +130,7 @@ def _train_config(value, default: TrainConfig, name: str) -> TrainConfig:
     if value is None:
         return default
     if isinstance(value, dict):
-        return from_dict(TrainConfig, {**dataclasses.asdict(default), **value}, f"{name}.")
+        return updated(default, value, f"{name}.")
     check(isinstance(value, TrainConfig), f"{name} must be a TrainConfig or a mapping of its fields, "
                                           f"got {type(value).__name__}")
     return value

@@ -19,7 +19,7 @@ def check_fields(obj, where: str = "") -> None:
     for f in dataclasses.fields(obj):
         value, hint = getattr(obj, f.name), hints[f.name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, {**dataclasses.asdict(_default(f)), **value}, f"{where}{f.name}.")
+            value = updated(_default(f), value, f"{where}{f.name}.")
         elif dataclasses.is_dataclass(hint):
             check(isinstance(value, hint), f"config {where}{f.name} must be a {hint.__name__} or a mapping of its "
                                            f"fields, got {type(value).__name__}")
@@ -40,12 +40,18 @@ def from_dict(cls, data: dict, where: str = ""):
         if dataclasses.is_dataclass(hint):
             check(isinstance(value, dict), f"config {where}{key} must be a mapping of "
                                            f"{hint.__name__} fields, got {value!r}")
-            value = from_dict(hint, {**dataclasses.asdict(_default(fields[key])), **value}, f"{where}{key}.")
+            value = updated(_default(fields[key]), value, f"{where}{key}.")
         kwargs[key] = _typed(hint, value, f"{where}{key}")
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise TransferkitError(f"bad config{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
+
+
+def updated(default, changes: dict, where: str = ""):
+    """Dataclass instance ``default`` with the fields ``changes`` gives, built and checked by
+    :func:`from_dict` (a config section given in part keeps the defaults of the rest)."""
+    return from_dict(type(default), {**dataclasses.asdict(default), **changes}, where)
 
 
 def _default(f: dataclasses.Field):

@@ -345,6 +345,24 @@ def test_lext_without_the_adversarial_term_caches_only_the_source_embedding():
     assert method.cache_inputs({}) == {}  # a source stream the fit does not draw in full is not cached
 
 
+def test_lext_fit_runs_the_source_network_over_the_source_once():
+    from transferkit.engine import Engine
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "56789", seed=1)
+    method = SemanticTransfer(net, alpha=0.1)
+    seen = []
+    forward = method.source_net.forward_features
+    method.source_net.forward_features = lambda x, *a, **k: seen.append(len(x)) or forward(x, *a, **k)
+    Engine(TrainConfig(steps=3, batch_size=8, eval_every=3), seed=0).fit(method, source=src, target=tgt,
+                                                                        unlabeled=tgt)
+    assert sum(seen) == len(src)  # the discriminator's cache; the prototypes are its class means
+    with torch.no_grad():
+        f_src = forward(src.images)
+    means = torch.stack([f_src[src.labels == c].mean(0) for c in range(5)])
+    assert torch.allclose(method.source_prototypes, means, atol=1e-5) and method._prototype_source is None
+
+
 def test_lext_source_examples_and_metric_cross_entropy_terms():
     method, src, tgt, unl, batch = _lext_on_tiny_domains(scale=4.0, beta=0.2, tau_source=3.0,
                                                          source_support="examples")

@@ -128,6 +128,7 @@ class SemanticTransfer(Method):
         self.source_net = copy.deepcopy(net).eval().requires_grad_(False)
         self.discriminator = None
         self.register_buffer("source_prototypes", torch.zeros(0, net.embed_dim))
+        self._prototype_source = None  # the source domain whose prototypes cache_inputs computes
         self.register_buffer("target_centroids", torch.zeros(0, net.embed_dim))
 
     # ---- setup -------------------------------------------------------------------------
@@ -147,12 +148,27 @@ class SemanticTransfer(Method):
         if self.alpha > 0 and self.discriminator is None:
             self.discriminator = MultiLayerDiscriminator.for_network(
                 self.net, self.layers, gamma=self.gamma, combine=self.combine)
-        if self.beta > 0 and self.weights["source_entropy"] and self.source_support == "prototypes":
-            feats = predict_logits(self.source_net.forward_features, source.images)
-            self.source_prototypes = class_means(feats, source.labels, source.num_classes)
+        if self._uses_prototypes():  # computed in cache_inputs: from the cached source features when there are
+            self.source_prototypes = torch.zeros(source.num_classes, self.net.embed_dim)
+            self._prototype_source = source
+
+    def _uses_prototypes(self) -> bool:
+        return bool(self.beta > 0 and self.weights["source_entropy"] and self.source_support == "prototypes")
+
+    @torch.no_grad()
+    def _set_prototypes(self, feats: torch.Tensor | None = None) -> None:
+        """Eq. 5's per-class source prototypes, from ``feats`` (the fixed source network's
+        embedding of every source image, in order) or from a pass over the source domain."""
+        source, self._prototype_source = self._prototype_source, None
+        if feats is None:
+            dev = next(self.source_net.parameters()).device
+            self.source_net.eval()
+            feats = predict_logits(lambda x: self.source_net.forward_features(x.to(dev)), source.images)
+        self.source_prototypes = class_means(feats, source.labels, source.num_classes)
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        self._prototype_source = None  # a fit resumed after its last step restored them from the checkpoint
         if self.predict == "centroids":
             self.target_centroids = self._labelled_centroids()
         return fit
@@ -205,10 +221,13 @@ class SemanticTransfer(Method):
 
     def cache_inputs(self, inputs):
         """The source network is fixed: its activations of every source image are computed
-        once per fit instead of at every step."""
-        if not self._reads_source_features():
-            return {}
-        return self.cache_stream(inputs, "source_features", self.source_features, self.source_net)
+        once per fit instead of at every step, and the prototypes are their class means."""
+        cache = {}
+        if self._reads_source_features():
+            cache = self.cache_stream(inputs, "source_features", self.source_features, self.source_net)
+        if self._prototype_source is not None:
+            self._set_prototypes(cache["source_features"]["embedding"] if cache else None)
+        return cache
 
     def losses(self, batch):
         (x_s, _), (x_t, y_t), x_u = batch.source, batch.target, batch.unlabeled
@@ -236,6 +255,8 @@ class SemanticTransfer(Method):
         """β-weighted eq. 5, 6 and 7 (the three parts of L_ST, eq. 8)."""
         w, out = self.weights, {}
         if w["source_entropy"]:
+            if self._prototype_source is not None:  # losses called outside the engine
+                self._set_prototypes()
             support = self.source_prototypes if self.source_support == "prototypes" else f_s
             out["st_source_entropy"] = self.beta * w["source_entropy"] * similarity_entropy(
                 f_u, support, self.tau_source, self.query_scale)

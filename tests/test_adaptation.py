@@ -197,6 +197,58 @@ def test_target_validation_is_never_used_for_selection():
     get_method("coral")(_net()).fit_transfer(make_engine, source=src, unlabeled=tgt,
                                              val=_domain(8, 0.0, 3).with_name("a/val"))
     assert seen["val"] is not None  # source validation is allowed
+    k_shot_rest = _domain(16, 0.3, 2).with_name("b/train/unlabeled")  # sample_k_shot's unlabelled part
+    with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
+        get_method("dann")(_net()).fit_transfer(make_engine, source=src, unlabeled=k_shot_rest,
+                                                val=_domain(8, 0.3, 3).with_name("b/val"))
+    assert seen["val"] is None
+
+
+def test_run_gives_unsupervised_methods_no_target_validation_split(tmp_path):
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import run_experiment
+    cfg = ExperimentConfig(name="u", source="mnist", target="digits", backbone="lenet", k=5, repeats=1,
+                           methods=["dann", "finetune"], select_on="target_val",
+                           pretrain=TrainConfig(steps=4, progress=False),
+                           train=TrainConfig(steps=4, eval_every=2, batch_size=8, progress=False),
+                           out_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="dann reads no target label, so it does not select on the target's"):
+        rows = {r["method"]: r for r in run_experiment(cfg, log=lambda *a: None)[1]}
+    assert rows["dann"]["val_accuracy"] is None and rows["finetune"]["val_accuracy"] is not None
+
+
+def test_adaptation_options_are_checked_by_name():
+    for name, options, message in [
+            ("multilayer_adv", {"same_label_space": "no"}, "option same_label_space must be true or false"),
+            ("dann", {"layers": 3}, "layers must be a unit name or a list of unit names, got 3"),
+            ("multilayer_adv", {"layers": ["head", "conv2"]}, r"layers must follow the network's order"),
+            ("multilayer_adv", {"layers": ["conv2", "conv2"]}, r"layers must follow the network's order"),
+            ("adda_encoder", {"variant": "full"}, "adda_encoder is ADDA's encoder_only variant")]:
+        with pytest.raises(TransferkitError, match=message):
+            get_method(name)(_net(), **options)
+    assert get_method("multilayer_adv")(_net(), layers=["conv2", "embedding", "head"]).layers[-1] == "head"
+
+
+def test_adda_sizes_its_discriminator_without_the_networks_input_shape():
+    import torch.nn as nn
+
+    from transferkit.backbones import from_sequential
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
+    method = get_method("adda")(from_sequential(seq))  # no input_shape: the head's size is its class count
+    assert method.discriminator(torch.zeros(3, 10)).shape == (3,)
+
+
+def test_a_huge_multilayer_discriminator_warns_with_its_size():
+    import torch.nn as nn
+
+    from transferkit.backbones import from_sequential
+    from transferkit.discriminators import MultiLayerDiscriminator
+    seq = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Flatten(),
+                        nn.Linear(16 * 28 * 28, 10))
+    net = from_sequential(seq, input_shape=(1, 28, 28))
+    message = r"has over 157 M weights \(0.6 GiB.*\[embedding, head\]"
+    with torch.device("meta"), pytest.warns(UserWarning, match=message):
+        MultiLayerDiscriminator.for_network(net, ["unit1", "unit2", "head"])
 
 
 @pytest.mark.parametrize("name", ["adda", "adda_encoder"])

@@ -495,3 +495,21 @@ def test_learning_rate_multipliers_and_optimizer_settings_reach_the_optimizer():
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 1e-3
     adam = Engine(TrainConfig(weight_decay=1e-3))._optimizer(get_method("finetune")(net))
     assert adam.param_groups[0]["weight_decay"] == 1e-3
+
+
+def test_fit_reports_the_validation_accuracy_of_the_weights_it_returns():
+    from helpers import toy_domain
+
+    from transferkit.backbones import build_backbone
+    from transferkit.methods import get_method
+    from transferkit.methods.flex import val_accuracy
+    for restore in (True, False):
+        torch.manual_seed(0)
+        method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+        cfg = TrainConfig(steps=8, batch_size=16, eval_every=2, patience=None, progress=False, restore_best=restore,
+                          lr=3e-2)
+        fit = Engine(cfg, seed=0).fit(method, target=toy_domain(), val=toy_domain(seed=1))
+        accs = [r["val_accuracy"] for r in fit.history]
+        assert fit.best_val_accuracy == max(accs)
+        assert fit.val_accuracy == (max(accs) if restore else accs[-1])
+        assert val_accuracy(method.net, toy_domain(seed=1)) == pytest.approx(fit.val_accuracy)

@@ -451,3 +451,57 @@ def test_a_refused_resume_keeps_the_run_config_and_old_rows_are_checked_by_their
     with pytest.raises(TransferkitError, match="another configuration"):
         run_experiment(replace(cfg, options={"linear_probe": {"reset_head": False}}), run_dir=run_dir, **quiet)
     assert run_experiment(cfg, run_dir=run_dir, **quiet)[1][0]["accuracy"] == rows[0]["accuracy"]
+
+
+def test_data_a_method_cannot_fit_is_refused_before_pre_training(tmp_path):
+    quiet = {"log": lambda *a: pytest.fail("started")}
+    base = dict(source="mnist", target="digits", k=2, repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    cases = [(dict(methods=["finetune", "flex"], select_on="none"),
+              "method flex: it selects on a labelled validation set and none is given"),
+             (dict(methods=["tap"], source_classes="0-4", target_classes="5"),
+              "method tap: it needs labelled target images of at least 2 classes"),
+             (dict(methods=["dann", "ft_all"], source_classes="0-9", target_classes="5-9", select_on="source_val"),
+              r"method ft_all: the validation domain .* has classes \['0', .*'9'\], but ft_all is scored on "
+              r"\['5', '6', '7', '8', '9'\] while it trains; select_on: source_val suits")]
+    for i, (fields, message) in enumerate(cases):
+        with pytest.raises(TransferkitError, match=message):
+            run_experiment(ExperimentConfig(name=f"c{i}", **base, **fields), **quiet)
+
+
+def test_transfer_refuses_a_validation_domain_of_other_classes_before_pre_training(monkeypatch):
+    import transferkit.api as api
+    from transferkit.data import load_domain
+    from transferkit.domain import Domain
+    digits = load_domain("digits", size=28)
+    few = sample_k_shot(digits, 2, seed=0)[0]
+    other = Domain("renamed", digits.images[:40], digits.labels[:40], [f"c{i}" for i in range(10)])
+    monkeypatch.setattr(api, "Engine", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(TransferkitError, match="method flex: it selects on a labelled validation set"):
+        Transfer("flex").fit(target=few, source=digits)
+    with pytest.raises(TransferkitError, match=r"method ft_all: the validation domain 'renamed' has classes \['c0'"):
+        Transfer("ft_all").fit(target=few, source=digits, val=other)
+
+
+def test_resume_may_change_options_that_do_not_change_training(tmp_path):
+    from dataclasses import replace
+    cfg = ExperimentConfig(name="w", source="digits", target="digits", k=2, repeats=1, methods=["flex"],
+                           pretrain=TINY_PRE, train=TrainConfig(steps=2, eval_every=2, batch_size=8),
+                           out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    again = replace(cfg, options={"flex": {"workers": 2, "keep_candidates": True}})
+    assert run_experiment(again, run_dir=run_dir, log=lambda *a: None)[1] == rows  # read back, not refused
+
+
+def test_transfer_names_a_missing_stream_and_a_head_of_other_classes_before_training(monkeypatch):
+    import transferkit.api as api
+    from transferkit.data import load_domain
+    digits = load_domain("digits", size=28)
+    monkeypatch.setattr(api, "Engine", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(TransferkitError, match="method 'dann' needs a non-empty unlabeled domain: fit"):
+        Transfer("dann").fit(source=digits)
+    five = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    for name in ("dann", "adda"):
+        with pytest.raises(TransferkitError, match=f"method '{name}' trains and predicts with the network's head on "
+                                                   f"the source classes, but the network has 5 outputs and the "
+                                                   f"source domain 'digits' 10 classes"):
+            Transfer(name).fit(source=digits, unlabeled=digits, net=five)

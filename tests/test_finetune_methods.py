@@ -167,7 +167,7 @@ def test_fit_linear_with_two_of_more_classes_present_separates_them(kind):
 def test_ft_fc_counts_only_fully_connected_units():
     net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
     assert get_method("ft_fc")(net, n=2).trainable_units() == ["fc1", "head"]
-    with pytest.raises(TransferkitError, match=r"n must be in \[1, 2\].*fc1, head"):
+    with pytest.raises(TransferkitError, match=r"ends in 2 \(fc1, head\); n must be in \[1, 2\]"):
         get_method("ft_fc")(net, n=3)  # would reach conv2
     assert get_method("ft_fc1")(net, n=1).trainable_units() == ["head"]
     with pytest.raises(TransferkitError, match=r"ft_fc1 tunes the last 1 unit\(s\); for n=2 use ft_fc"):
@@ -178,3 +178,42 @@ def test_transfer_api_runs_multi_stage_methods():
     model = Transfer("fast_flex", backbone="lenet", train=CFG, pretrain=TrainConfig(steps=5, progress=False))
     model.fit(target=toy(), source=toy(seed=2), val=toy(seed=1))
     assert 0 <= model.score(toy(seed=3)) <= 1 and model.method_.picked in model.net_.unit_names + ["all"]
+
+
+def test_named_units_options_and_backbones_that_do_not_fit_are_refused_by_name():
+    import torch.nn as nn
+
+    from transferkit.backbones import from_sequential
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    with pytest.raises(TransferkitError, match="ft_unit:conv2 tunes unit conv2; for unit=fc1 use ft_unit:fc1"):
+        get_method("ft_unit:conv2")(net, unit="fc1")
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 4))
+    one_fc = from_sequential(seq, input_shape=(1, 28, 28))  # conv, ReLU, Flatten, then the head only
+    assert fc_units(one_fc) == ["head"]  # the parameter-free units are not fully connected units
+    with pytest.raises(TransferkitError, match=r"ft_fc2 tunes the last 2 fully connected unit\(s\), but this "
+                                               r"backbone ends in 1 \(head\): use ft_fc1"):
+        get_method("ft_fc2")(one_fc)
+
+
+def test_image_unit_takes_the_channels_of_the_first_convolution_when_the_network_does_not_say():
+    import torch.nn as nn
+
+    from transferkit.backbones import from_sequential
+    from transferkit.methods.image_unit import IMAGE_UNIT
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 4))
+    for kind in ("colour", "stn", "unet"):
+        method = get_method("image_unit")(from_sequential(seq), kind=kind)  # no input_shape
+        assert method.net(toy(n=4).images).shape == (4, 4) and IMAGE_UNIT in method.net.feature_names
+    flat = from_sequential(nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 4)))
+    with pytest.raises(TransferkitError, match=r"image unit needs the network's image channels.*input_shape"):
+        get_method("image_unit")(flat)
+
+
+def test_tap_without_validation_says_it_picked_on_training_accuracy():
+    torch.manual_seed(0)
+    method = get_method("tap")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    with pytest.warns(UserWarning, match="picked on training accuracy"):
+        fit = method.fit_transfer(lambda tag, config=None: Engine(CFG, seed=0), target=toy())
+    extra = method.extra_results()
+    assert fit.best_val_accuracy is None and "tap_val_accuracy" not in extra
+    assert set(extra["tap_train_accuracy"]) == set(method.net.feature_names)

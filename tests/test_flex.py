@@ -167,7 +167,8 @@ def test_fast_flex_keeps_the_tuned_unit_when_it_is_at_least_as_good_as_ft_all(a_
 
     def with_val_accuracies(self, make_engine, candidates, target, val, config=None, tag="cand"):
         (net, fit), = real(self, make_engine, candidates, target, val, config, tag)
-        return [(net, dataclasses.replace(fit, best_val_accuracy=0.75 if tag == "surgery" else a_best))]
+        acc = 0.75 if tag == "surgery" else a_best
+        return [(net, dataclasses.replace(fit, best_val_accuracy=acc, val_accuracy=acc))]
 
     monkeypatch.setattr(FastFlex, "_train", with_val_accuracies)
     method, _ = run("fast_flex", keep_candidates=True)
@@ -182,3 +183,34 @@ def test_fast_flex_proxies_are_the_source_network_with_one_unit_of_ft_all():
     base = pretrained()
     expected = proxy_accuracies(base, method.candidate_nets["all"], base.unit_names, toy_domain(seed=1))
     assert method.extra_results()["proxy_val_accuracy"] == expected
+
+
+def test_flex_candidates_and_proxies_skip_units_without_parameters():
+    import torch.nn as nn
+
+    from transferkit.backbones import from_sequential
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 13 * 13, 4))
+    net = from_sequential(seq, input_shape=(1, 28, 28))  # every layer its own unit: ReLU and Flatten hold nothing
+    assert net.tunable_unit_names() == ["unit1", "head"]
+    for name in ("flex", "faster_flex"):
+        method = get_method(name)(from_sequential(seq, input_shape=(1, 28, 28)))
+        method.fit_transfer(lambda tag, config=None: Engine(config or CFG, seed=0), target=toy(), val=toy(seed=1))
+        picks = method.extra_results().get("candidate_val_accuracy") or method.extra_results()["proxy_val_accuracy"]
+        assert set(picks) <= {"unit1", "head", "all"} and method.picked in ("unit1", "head", "all")
+    with pytest.raises(TransferkitError, match="'unit2' has no parameters to tune; units with parameters: unit1, head"):
+        get_method("ft_unit:unit2")(net)
+
+
+def test_flex_refuses_an_image_unit_listed_twice():
+    with pytest.raises(TransferkitError, match="image_units lists colour more than once"):
+        get_method("flex")(pretrained(), image_units=["colour", "colour"])
+
+
+def test_flex_ranks_the_weights_it_keeps_without_restore_best():
+    cfg = TrainConfig(steps=6, batch_size=16, eval_every=1, patience=None, progress=False, restore_best=False,
+                      lr=3e-2)  # some candidates end below their best
+    method, fit = run("flex", cfg=cfg, keep_candidates=True)
+    accs = method.extra_results()["candidate_val_accuracy"]
+    for c, net in method.candidate_nets.items():  # the last evaluation's weights are kept, and ranked
+        assert val_accuracy(net, toy(seed=1)) == pytest.approx(accs[c])
+    assert fit.val_accuracy == pytest.approx(val_accuracy(method.net, toy(seed=1)))

@@ -19,7 +19,7 @@ from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
 from .errors import check
 from .evaluate import classification_report, predict_logits
-from .experiment import build_method, fit_for_target, method_error, zero_shot_options
+from .experiment import build_method, check_selection_classes, fit_for_target, method_error, zero_shot_options
 from .fields import updated
 from .methods import get_method
 from .methods.supervised import SourceOnly
@@ -62,6 +62,11 @@ class Transfer:
         classes = (target if target is not None else source).class_names
         target_classes = target.class_names if target is not None else None
         if net is not None:  # its head is taken to be the source's when the class counts match
+            check(not (cls.predicts_with_source_head() and source is not None
+                       and net.num_classes != source.num_classes),
+                  f"method {cls.name!r} trains and predicts with the network's head on the source classes, but the "
+                  f"network has {net.num_classes} outputs and the source domain {source.name!r} "
+                  f"{source.num_classes} classes")
             net = copy.deepcopy(net)
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else None
         else:  # a method that never sees target labels classifies with a head over the source classes
@@ -73,8 +78,12 @@ class Transfer:
                 options = zero_shot_options(cls, self.options, source.class_names if source is not None else None,
                                             target_classes)
                 build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
+                cls.check_data(target, val)
+                check_selection_classes(cls, val, head_classes, target_classes)
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, self.options, e) from e
+        for name in cls.streams:  # before any pre-training
+            check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
         if cls.needs_pretrained and not given_net:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
         self.method_ = build_method(cls, net, options, head_classes, target_classes)

@@ -272,6 +272,10 @@ class UnitNet(nn.Module):
                 raise UnknownNameError("unit", n, self.unit_names)
         return names
 
+    def tunable_unit_names(self) -> list[str]:
+        """The units that hold parameters, in order (a ReLU or pooling unit has none)."""
+        return [n for n in self.unit_names if next(self.unit(n).parameters(), None) is not None]
+
     def parameters_of(self, units: Sequence[str] | str = "all") -> list[nn.Parameter]:
         """Parameters of the given units (``"all"``: every unit), in unit order, without duplicates."""
         wanted = set(self._names(units))

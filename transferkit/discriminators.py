@@ -23,6 +23,7 @@ Losses (sigmoid outputs ``d^s``, ``d^t`` of the last layer; source labelled 1):
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -34,6 +35,8 @@ from .errors import check
 #: depth of the fully connected tail after the multi-layer part, per backbone
 #: (seed 000 Table 5: two 500x500 layers for convnet4; Table 8: one for lenet)
 TAIL_DEPTH = {"convnet4": 2, "lenet": 1}
+#: weights of eq. 2's layers above which building the discriminator warns (100 M: 0.4 GiB)
+LARGE_DISCRIMINATOR = 100_000_000
 
 
 def default_layers(net, same_label_space: bool) -> list[str]:
@@ -72,6 +75,14 @@ class MultiLayerDiscriminator(nn.Module):
         shapes = net.unit_output_shapes()
         sizes = [net.embed_dim if n == "embedding" else math.prod(shapes[n]) for n in layers]
         kw.setdefault("tail_depth", TAIL_DEPTH.get(getattr(net, "name", ""), 2))
+        first = sum(a * b for a, b in zip(sizes, sizes[1:]))  # eq. 2's layers but the last: |E_l| x |E_(l+1)|
+        if first > LARGE_DISCRIMINATOR:
+            warnings.warn(f"the multi-layer discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} "
+                          f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
+                          f"gradients and optimiser state): eq. 2 maps each tapped activation to the next one's size "
+                          f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head]); "
+                          f"seed 000 Table 6 uses a convolutional discriminator for ResNets, which transferkit has "
+                          f"not", stacklevel=3)
         return cls(sizes, **kw)
 
     def layer_input_sizes(self) -> list[int]:

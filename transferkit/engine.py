@@ -180,6 +180,13 @@ class FitResult:
     stopped_early: bool
     wall_s: float
     history: list = field(default_factory=list)
+    #: validation accuracy of the weights the fit returns: the best evaluation's when
+    #: ``restore_best`` restored them, else the last evaluation's (default: ``best_val_accuracy``)
+    val_accuracy: float | None = None
+
+    def __post_init__(self):
+        if self.val_accuracy is None:
+            self.val_accuracy = self.best_val_accuracy
 
 
 class StreamInputs(dict):
@@ -326,8 +333,10 @@ class Engine:
             method.input_cache = {}  # also when training fails
         if writer is not None:
             writer.close()
+        kept_acc = next((r["val_accuracy"] for r in reversed(history) if "val_accuracy" in r), None)
         if cfg.restore_best and best_weights is not None:
             method.load_state_dict(best_weights)
+            kept_acc = state["best_acc"]
         broadcast_state(method)
         method.input_unit = method.net.unit_names[0]
         method.to(memory_format=torch.contiguous_format)
@@ -336,7 +345,7 @@ class Engine:
             method.to("cpu")  # results and evaluation stay device-agnostic
         return FitResult(steps=state["step"], best_step=state["best_step"], best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
-                         wall_s=time.perf_counter() - t0, history=history)
+                         wall_s=time.perf_counter() - t0, history=history, val_accuracy=kept_acc)
 
     # ------------------------------------------------------------------ helpers
     def _cacheable_start(self, method, n_images: int) -> str:

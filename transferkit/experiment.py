@@ -141,7 +141,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     method = SourceOnly(net)
     ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
     fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
-    meta = {"val_accuracy": fit.best_val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
+    meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
     if is_main_process():
         atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
         write_json(path.with_suffix(".json"), meta)
@@ -180,11 +180,20 @@ def source_only_forward(net, data: Prepared):
     return lambda x: net(x)[:, cols]
 
 
-def selection_domain(cfg: ExperimentConfig, data: Prepared) -> Domain | None:
+def selection_domain(cfg: ExperimentConfig, data: Prepared, cls=None) -> Domain | None:
     """The labelled domain that early stopping / model selection looks at (never the test
     split): the target validation split (seed 002 protocol), the source validation split
-    (no target label used, the unsupervised setting), or none (fixed budget)."""
+    (no target label used, the unsupervised setting), or none (fixed budget). A method
+    ``cls`` that reads no target label (unsupervised adaptation) is never given the target's
+    labels to select on: none for ``target_val`` (``_check_jobs`` warns)."""
+    if cfg.select_on == "target_val" and cls is not None and reads_no_target_label(cls):
+        return None
     return {"target_val": data.target.val, "source_val": data.source.val, "none": None}[cfg.select_on]
+
+
+def reads_no_target_label(cls) -> bool:
+    """Unsupervised adaptation and source_only: no target stream, the source head predicts."""
+    return "target" not in cls.streams and cls.predicts_with_source_head()
 
 
 def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
@@ -233,6 +242,22 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
     check(not missing, f"it never sees target labels and predicts with the source classifier, so it cannot "
                        f"predict target classes absent from the source: {missing}")
     return rows
+
+
+def check_selection_classes(cls, val: Domain | None, head_classes: list[str] | None,
+                            target_classes: list[str] | None, hint: str = "") -> None:
+    """Refuse a validation split whose classes are not those the method's outputs are scored
+    on while it trains: the target's (a head trained on target labels, or a source head's
+    rows of the target classes), or, for a method that predicts with its source head, also
+    all the source's. Early stopping would compare labels of one class list with outputs of
+    another. Zero-shot methods match validation classes by name themselves."""
+    if val is None or ("target" not in cls.streams and not cls.predicts_with_source_head()):
+        return
+    allowed = [list(c) for c in ([target_classes] + ([head_classes] if cls.predicts_with_source_head() else []))
+               if c is not None]
+    check(not allowed or list(val.class_names) in allowed,
+          f"the validation domain {val.name!r} has classes {list(val.class_names)}, but {cls.name} is scored on "
+          f"{' or '.join(map(str, allowed))} while it trains{hint}")
 
 
 def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
@@ -385,10 +410,10 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
 
         fit = fit_for_target(method, make_engine, data.source.train.class_names, data.target.train.class_names,
                              source=data.source.train, target=labeled, unlabeled=unlabeled,
-                             val=selection_domain(cfg, data))
+                             val=selection_domain(cfg, data, cls))
         report = evaluate_on(method, data.target.test)
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
-           "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
+           "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
@@ -546,7 +571,7 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
             continue
         row = read_job(job, ("method", "seed", "accuracy"))
         if "config_digest" in row:
-            same = row["config_digest"] == job_digest(cfg, cls.name)
+            same = row["config_digest"] in (job_digest(cfg, cls.name), job_digest(cfg, cls.name, every_option=True))
         else:
             then = (stored or {}).get("options") or {}
             same = stored is not None and then.get(cls.name, {}) == cfg.options.get(cls.name, {})
@@ -566,14 +591,20 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
               f"least {3 if part == 'test' else 4} images to give one to the {part} split"
               f"{' (or select_on: source_val / none)' if part == 'val' else ''}")
     labelled = [label_subset(cfg, data.target, cfg.seed + r)[0] for r in range(cfg.repeats)]
-    fewest = min(int(c[c > 0].min()) if bool((c > 0).any()) else 0 for c in (d.class_counts() for d in labelled))
     with torch.random.fork_rng():
         for cls in methods:
             options = cfg.options.get(cls.name, {})
+            val = selection_domain(cfg, data, cls)
+            if cfg.select_on == "target_val" and val is None and cls is not SourceOnly:
+                warnings.warn(f"{cls.name} reads no target label, so it does not select on the target's validation "
+                              f"labels (select_on: target_val); it trains its whole budget (set select_on: none "
+                              f"or source_val to say so)", stacklevel=2)
             try:
-                check("target" not in cls.streams or fewest >= cls.min_labels_per_class,
-                      f"it needs at least {cls.min_labels_per_class} labelled target images per class; a label "
-                      f"subset of this config has {fewest} (raise k)")
+                for subset in labelled:
+                    cls.check_data(subset, val)
+                check_selection_classes(cls, val, data.source.train.class_names, data.target.train.class_names,
+                                        "; select_on: source_val suits methods that predict with the source "
+                                        "classifier, use target_val or none")
                 if cls is SourceOnly:
                     source_head_rows(cls, data.source.train.class_names, data.source.train.num_classes,
                                      data.target.train.class_names)
@@ -610,12 +641,15 @@ NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progres
 CHOOSES_JOBS = {"methods", "repeats", "options"}
 
 
-def job_digest(cfg: ExperimentConfig, method: str) -> str:
+def job_digest(cfg: ExperimentConfig, method: str, every_option: bool = False) -> str:
     """What a job's row depends on: the config but what only chooses jobs or where they run
-    (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options. Stored in
-    the row, it tells a job file written under another config.yaml from one of this run."""
+    (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options, less those
+    that do not change what is trained (``not_trained_options``, e.g. flex's ``workers``;
+    ``every_option``: with them, as earlier rows were). Stored in the
+    row, it tells a job file written under another config.yaml from one of this run."""
     flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
-    flat["options"] = cfg.options.get(method, {})
+    skip = () if every_option else get_method(method).not_trained_options
+    flat["options"] = {k: v for k, v in cfg.options.get(method, {}).items() if k not in skip}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -100,12 +100,13 @@ class CatTwoStage(Method):
             member.reset_classifier(self.net.num_classes)
             fit = Finetune(member).fit_transfer(lambda tag, config=None, i=i: make_engine(f"member{i}", config),
                                                 target=target, val=val)
-            accs.append(fit.best_val_accuracy)
+            accs.append(fit.val_accuracy)
             history += fit.history
         self.net.reset_classifier(self.net.num_classes)
         probe = make_engine("probe").fit(self, target=target, val=val)
         self._extra = {"member_val_accuracy": accs}
         return FitResult(steps=probe.steps, best_step=probe.best_step, best_val_accuracy=probe.best_val_accuracy,
+                         val_accuracy=probe.val_accuracy,
                          stopped_early=probe.stopped_early, wall_s=time.perf_counter() - t0,
                          history=history + probe.history)
 

@@ -151,7 +151,7 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = 
         return net, json.loads(path.with_suffix(".json").read_text())
     log(f"pre-training {BACKBONE} on {label} ({len(source.train)} images)")
     fit = Engine(cfg, seed=0).fit(SourceOnly(net), source=source.train, val=source.val)
-    info = {"val_accuracy": fit.best_val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label}
+    info = {"val_accuracy": fit.val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label}
     atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
     write_json(path.with_suffix(".json"), info)
     return net, info
@@ -188,7 +188,7 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
     method.eval()
     acc = accuracy(method, split.test)
     wall = time.perf_counter() - t0
-    row = {**head, "method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.best_val_accuracy,
+    row = {**head, "method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "n_labeled": len(labeled), "per_class_available": int(split.train.class_counts().min()),
            "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10, gallery=gallery),
            **method.extra_results()}

@@ -174,7 +174,7 @@ def _transfer_row(rep: str, net, method_name: str, n: int, seed: int, labeled, d
                               val=data.target.val)
     report = evaluate_on(method, data.target.test)
     return {**base, "method": f"{rep}/{method_name}", "setting": f"{n}/class", "seed": seed,
-            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.best_val_accuracy,
+            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
             "n_labeled": len(labeled), "feature_dim": int(copy_net.embed_dim), **method.extra_results()}
 
 

@@ -30,6 +30,8 @@ EMBEDDING = "embedding"
 
 def resolve_layers(net, layers: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:
     """``layers`` as a checked list of unit names (or ``"embedding"``); ``None`` gives ``default``."""
+    check(layers is None or isinstance(layers, (str, list, tuple)),
+          f"layers must be a unit name or a list of unit names, got {layers!r}")
     names = list(default) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
     known = list(net.unit_names) + [EMBEDDING]
     check(len(names) > 0, "layers must name at least one unit")
@@ -40,7 +42,9 @@ def resolve_layers(net, layers: Sequence[str] | str | None, default: Sequence[st
 
 def layer_size(net, name: str) -> int:
     """Flattened size of one tapped activation (from the backbone's unit output shapes)."""
-    return net.embed_dim if name == EMBEDDING else math.prod(net.unit_output_shapes()[name])
+    if name in (EMBEDDING, "head"):  # known without a dry run of the network
+        return net.embed_dim if name == EMBEDDING else net.num_classes
+    return math.prod(net.unit_output_shapes()[name])
 
 
 def flat_cat(acts: dict, layers: Sequence[str]) -> torch.Tensor:
@@ -76,10 +80,11 @@ class AdaptationMethod(Method):
             getattr(self, name).eval()
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        """One engine run. A validation domain that is the target's (``select_on:
-        target_val``) is dropped with a warning: selecting on target labels is not
-        unsupervised adaptation (use ``select_on: none`` or ``source_val``)."""
-        base = lambda d: d.name.rsplit("/", 1)[0] if d is not None else None  # noqa: E731  ("mnist/val" -> "mnist")
+        """One engine run. A validation domain cut from the unlabelled target's dataset (its
+        name's first part, e.g. ``mnist/val`` and ``mnist/train/unlabeled``) and not from the
+        source's is dropped with a warning: selecting on target labels is not unsupervised
+        adaptation. (``transferkit run`` gives these methods no target validation split.)"""
+        base = lambda d: d.name.split("/", 1)[0] if d is not None else None  # noqa: E731
         if val is not None and base(val) == base(unlabeled) != base(source):
             warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
                           "(unsupervised adaptation); set select_on: none or source_val", stacklevel=2)

@@ -203,6 +203,8 @@ class ADDAEncoderOnly(ADDA):
     description = "ADDA, encoder only (seed 000 §4.3): classifier fixed, adversarial on the embedding"
 
     def __init__(self, net, **options):
+        check(options.get("variant", "encoder_only") == "encoder_only",
+              f"adda_encoder is ADDA's encoder_only variant; for variant={options.get('variant')!r} use adda")
         options.setdefault("variant", "encoder_only")
         super().__init__(net, **options)
 
@@ -234,6 +236,10 @@ class MultiLayerAdversarial(AdaptationMethod):
         super().__init__(net, entmin_weight=entmin_weight)
         self.weight, self.lr_schedule = float(weight), lr_schedule
         self.layers = resolve_layers(net, layers, default_layers(net, same_label_space))
+        order = [n for n in net.unit_names if n != "head"] + ["embedding", "head"]
+        check([order.index(n) for n in self.layers] == sorted(order.index(n) for n in set(self.layers)),
+              f"layers must follow the network's order without repeats (eq. 2 chains d_(l-1) into layer l), "
+              f"got {self.layers}; the order is {order}")
         kw = {} if tail_depth is None else {"tail_depth": tail_depth}
         self.discriminator = MultiLayerDiscriminator.for_network(net, self.layers, gamma=gamma, combine=combine,
                                                                  hidden=hidden, **kw)

@@ -103,7 +103,7 @@ def _recording_options(init):
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
         if "init_options" not in self.__dict__:  # the outermost __init__ of a subclass chain
-            _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs))
+            _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs), _switches(type(self)))
             options = _options(init, type(self).not_trained_options, self, *args, **kwargs)
             object.__setattr__(self, "init_options", options)
         init(self, *args, **kwargs)
@@ -121,12 +121,21 @@ _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedul
             "optimizer": ("adam", "sgd", None), "combine": ("sum", "concat")}
 
 
-def _check_option_values(method: str, options: dict) -> None:
-    """Refuse option values outside their domain, named (see ``_NONNEGATIVE`` and friends)."""
+def _switches(cls) -> set[str]:
+    """Names of the options that default to ``True`` or ``False`` in ``cls`` or its parents."""
+    return {n for k in cls.__mro__ if "__init__" in k.__dict__ and k is not nn.Module
+            for n, p in inspect.signature(k.__dict__["__init__"]).parameters.items() if isinstance(p.default, bool)}
+
+
+def _check_option_values(method: str, options: dict, switches: set[str] = frozenset()) -> None:
+    """Refuse option values outside their domain, named (see ``_NONNEGATIVE`` and friends;
+    ``switches``: options that must be true or false)."""
     flat = {}
     for name, value in options.items():  # **options passed on to a parent __init__ arrive as one dict
         flat.update(value if isinstance(value, dict) else {name: value})
     for name, value in flat.items():
+        check(name not in switches or isinstance(value, bool),
+              f"{method}: option {name} must be true or false, got {value!r}")
         if name in _CHOICES:
             check(value in _CHOICES[name], f"{method}: option {name} must be one of "
                                            f"{', '.join(map(str, _CHOICES[name]))}, got {value!r}")
@@ -198,6 +207,8 @@ class Method(nn.Module):
     #: Zero-shot methods, which score class descriptions, set ``False``.
     source_head: bool | None = None
     min_labels_per_class: int = 1  # labelled target images per class the method needs (checked before a run)
+    min_classes: int = 1  # classes a labelled target must hold (tap's linear classifiers: 2)
+    needs_validation = False  # it selects on a labelled validation set (the flex family)
     description = ""
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()
@@ -234,6 +245,25 @@ class Method(nn.Module):
         for name in self.net.unit_names:
             for p in self.net.unit(name).parameters():
                 p.requires_grad_(name in trainable)
+
+    @classmethod
+    def check_data(cls, target=None, val=None) -> None:
+        """Refuse, before any pre-training, labelled data the method cannot fit: a labelled
+        ``target`` with fewer than ``min_labels_per_class`` images in a class or fewer than
+        ``min_classes`` classes, or no ``val`` for a method that ``needs_validation``.
+        ``transferkit run`` calls it for every label subset, ``Transfer.fit`` for its domains."""
+        check(not cls.needs_validation or (val is not None and len(val) > 0),
+              "it selects on a labelled validation set and none is given (select_on: target_val, or fit(val=...))")
+        if "target" not in cls.streams or target is None:
+            return
+        counts = target.class_counts()
+        present = counts[counts > 0]
+        check(len(present) >= cls.min_classes, f"it needs labelled target images of at least {cls.min_classes} "
+                                               f"classes; {target.name!r} has {len(present)}")
+        fewest = int(present.min()) if len(present) else 0
+        check(fewest >= cls.min_labels_per_class,
+              f"it needs at least {cls.min_labels_per_class} labelled target images per class; "
+              f"{target.name!r} has {fewest} in its smallest class (raise k)")
 
     @classmethod
     def predicts_with_source_head(cls) -> bool:

@@ -54,12 +54,14 @@ class FtAll(Finetune):
 
 
 def fc_units(net) -> list[str]:
-    """The trailing units without convolution (the fully connected units, head included)."""
-    out = []
+    """The trailing units without convolution that hold parameters (the fully connected
+    units, head included; a parameter-free unit among them, e.g. a ReLU, is skipped)."""
+    out, tunable = [], set(net.tunable_unit_names())
     for name in reversed(net.unit_names):
         if any(isinstance(m, nn.modules.conv._ConvNd) for m in net.unit(name).modules()):
             break
-        out.insert(0, name)
+        if name in tunable:
+            out.insert(0, name)
     return out
 
 
@@ -78,8 +80,10 @@ class FtFc(_TargetCE):
               f"{self.name} tunes the last {self.n_fc} unit(s); for n={n} use ft_fc with options {{n: {n}}}")
         n = self.n_fc if n is None else n
         fcs = fc_units(net)
-        check(n is None or 1 <= n <= len(fcs), f"ft_fc: n must be in [1, {len(fcs)}], the number of trailing "
-                                               f"fully connected units of this backbone ({', '.join(fcs)})")
+        check(n is None or 1 <= n <= len(fcs),
+              f"{self.name} tunes the last {n} fully connected unit(s), but this backbone ends in {len(fcs)} "
+              f"({', '.join(fcs)}){'' if self.n_fc else f'; n must be in [1, {len(fcs)}]'}: use ft_fc1, ft_fc "
+              f"(all of them) or ft_unit:<name>")
         self.units = fcs if n is None else fcs[-n:]
 
     def trainable_units(self):
@@ -115,11 +119,15 @@ class FtUnit(_TargetCE):
 
     def __init__(self, net, unit: str | list[str] | None = None):
         super().__init__(net)
+        check(unit is None or self.default_unit is None or unit == self.default_unit,
+              f"{self.name} tunes unit {self.default_unit}; for unit={unit} use ft_unit:{unit}")
         unit = self.default_unit if unit is None else unit
         check(unit is not None, "ft_unit needs a unit: use ft_unit:<name> or options {ft_unit: {unit: NAME}}")
         self.units = [unit] if isinstance(unit, str) else list(unit)
         for u in self.units:
             net.unit(u)  # unknown names fail here, with the known ones
+            check(u in net.tunable_unit_names(), f"unit {u!r} has no parameters to tune; units with parameters: "
+                                                 f"{', '.join(net.tunable_unit_names())}")
 
     def trainable_units(self):
         return list(self.units)
@@ -267,9 +275,10 @@ class TwoStage(_TargetCE):
         self.stage = 2
         self.net.reset_classifier(self.net.num_classes)
         second = make_engine("probe").fit(self, target=target, val=val)
-        self._extra = {"stage1_val_accuracy": first.best_val_accuracy}
+        self._extra = {"stage1_val_accuracy": first.val_accuracy}
         return FitResult(steps=first.steps + second.steps, best_step=second.best_step,
-                         best_val_accuracy=second.best_val_accuracy, stopped_early=second.stopped_early,
+                         best_val_accuracy=second.best_val_accuracy, val_accuracy=second.val_accuracy,
+                         stopped_early=second.stopped_early,
                          wall_s=time.perf_counter() - t0, history=first.history + second.history)
 
     def extra_results(self):

@@ -35,7 +35,7 @@ from ..evaluate import predict_logits
 from ..runtime import map_jobs
 from .base import Method, register
 from .finetune import FtAll, FtUnit
-from .image_unit import IMAGE_UNIT, IMAGE_UNITS, ImageUnit, insert_image_unit
+from .image_unit import IMAGE_UNIT, IMAGE_UNITS, ImageUnit, input_channels, insert_image_unit
 
 ALL = "all"
 
@@ -141,6 +141,7 @@ class _FlexBase(Method):
     """Shared parts: candidate seeds, adopting the picked network, results."""
 
     not_trained_options = ("workers", "keep_candidates")
+    needs_validation = True
 
     def __init__(self, net, workers: int = 1, keep_candidates: bool = False):
         super().__init__(net)
@@ -190,20 +191,24 @@ class Flex(_FlexBase):
                  image_lr_mult: float = 1.0):
         super().__init__(net, workers, keep_candidates)
         self.image_units = [image_units] if isinstance(image_units, str) else list(image_units)
+        twice = sorted({k for k in self.image_units if self.image_units.count(k) > 1})
+        check(not twice, f"image_units lists {', '.join(map(str, twice))} more than once")
+        if self.image_units:
+            input_channels(net)  # a network that does not say its channels fails now, not after the other candidates
         for kind in self.image_units:
             if kind not in IMAGE_UNITS:
                 raise UnknownNameError("image unit kind", kind, IMAGE_UNITS)
         self.image_lr_mult = float(image_lr_mult)
 
     def candidates(self) -> list[str]:
-        return list(self.net.unit_names) + [ALL] + [f"image:{k}" for k in self.image_units]
+        return self.net.tunable_unit_names() + [ALL] + [f"image:{k}" for k in self.image_units]
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         check(val is not None and len(val) > 0, "flex selects on a labelled validation set; none was given")
         t0 = time.perf_counter()
         cands = self.candidates()
         results = self._train(make_engine, cands, target, val)
-        accs = [fit.best_val_accuracy for _, fit in results]
+        accs = [fit.val_accuracy for _, fit in results]  # of the weights each returns
         scored = [val_predictions(net, val) for net, _ in results]
         losses = [loss for _, loss in scored]
         ranked = sorted(range(len(cands)), key=lambda i: (accs[i], -losses[i], -i), reverse=True)
@@ -220,8 +225,8 @@ class Flex(_FlexBase):
             self._extra["selection"] = {"runner_up": cands[ranked[1]], "margin": margin, "se": se}
         fit = results[best][1]
         return FitResult(steps=sum(f.steps for _, f in results), best_step=fit.best_step,
-                         best_val_accuracy=fit.best_val_accuracy, stopped_early=fit.stopped_early,
-                         wall_s=time.perf_counter() - t0, history=fit.history)
+                         best_val_accuracy=fit.best_val_accuracy, val_accuracy=fit.val_accuracy,
+                         stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history)
 
 
 @register
@@ -243,21 +248,21 @@ class FastFlex(_FlexBase):
                              eval_every=10**9, checkpoint_every=10**9)
             sel_val = None
         (all_net, all_fit), = self._train(make_engine, [ALL], target, sel_val, config, tag="surgery")
-        units = list(self.net.unit_names)
+        units = self.net.tunable_unit_names()
         proxies = proxy_accuracies(self.net, all_net, units, val)
         best_unit = max(units, key=lambda u: (proxies[u], -units.index(u)))
         (unit_net, unit_fit), = self._train(make_engine, [best_unit], target, val, tag="tune")
-        a_all = None if self.one_epoch else all_fit.best_val_accuracy  # Algorithm 3 never looks at it
-        use_all = not self.one_epoch and a_all > unit_fit.best_val_accuracy
+        a_all = None if self.one_epoch else all_fit.val_accuracy  # Algorithm 3 never looks at it
+        use_all = not self.one_epoch and a_all > unit_fit.val_accuracy
         self.picked = ALL if use_all else best_unit
         self._adopt(all_net if use_all else unit_net)
         if self.keep_candidates:
             self.candidate_nets = {ALL: all_net, best_unit: unit_net}
         self._extra = {"proxy_unit": best_unit, "proxy_val_accuracy": proxies, "ft_all_val_accuracy": a_all,
-                       "ft_best_val_accuracy": unit_fit.best_val_accuracy, "surgery_steps": all_fit.steps}
+                       "ft_best_val_accuracy": unit_fit.val_accuracy, "surgery_steps": all_fit.steps}
         fit = all_fit if use_all else unit_fit
         return FitResult(steps=all_fit.steps + unit_fit.steps, best_step=fit.best_step,
-                         best_val_accuracy=fit.best_val_accuracy,
+                         best_val_accuracy=fit.best_val_accuracy, val_accuracy=fit.val_accuracy,
                          stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history)
 
 

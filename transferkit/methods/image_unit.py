@@ -96,6 +96,17 @@ def make_image_unit(kind: str, channels: int) -> nn.Module:
     return IMAGE_UNITS[kind](channels)
 
 
+def input_channels(net) -> int:
+    """The channel count of the images ``net`` takes: its ``input_shape``, else the input of
+    its first convolution."""
+    if getattr(net, "input_shape", None):
+        return int(net.input_shape[0])
+    conv = next((m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    check(conv is not None, "an image unit needs the network's image channels: build the network with "
+                            "input_shape=(C, H, W)")
+    return int(conv.in_channels)
+
+
 def insert_image_unit(net, unit: nn.Module, name: str = IMAGE_UNIT) -> None:
     """Network surgery: make ``unit`` the first unit of ``net`` (in place; the keys of the
     other units are unchanged, the new ones are ``units.<name>.*``)."""
@@ -121,7 +132,7 @@ class ImageUnit(_TargetCE):
         super().__init__(net)
         self.kind, self.lr_mult = kind, float(lr_mult)
         if IMAGE_UNIT not in net.feature_names:
-            insert_image_unit(net, make_image_unit(kind, net.input_shape[0] if net.input_shape else 3))
+            insert_image_unit(net, make_image_unit(kind, input_channels(net)))
         self.input_unit = net.unit_names[0]
 
     def trainable_units(self):

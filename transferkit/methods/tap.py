@@ -12,6 +12,7 @@ best on validation.
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -83,11 +84,14 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0) -> lis
 @register
 class Tap(Method):
     """Seed 001 layer tapping as a method: per unit and classifier (linear SVM, softmax) a
-    linear model on frozen features; predicts with the pair best on validation (on the
-    training set when no validation set is given). Reports ``tap_val_accuracy`` per unit."""
+    linear model on frozen features; predicts with the pair best on validation. Reports
+    ``tap_val_accuracy`` per unit. Without a validation set it picks on the training set
+    (with a warning: training accuracy is often 1.0 at every unit, and ties go to the
+    earliest) and reports ``tap_train_accuracy`` instead."""
 
     name = "tap"
     description = "frozen features at every unit -> linear SVM / softmax; best unit on validation (seed 001)"
+    min_classes = 2  # a linear classifier tells classes apart
 
     def __init__(self, net, c: float = 1.0, units: list[str] | None = None):
         super().__init__(net)
@@ -106,7 +110,11 @@ class Tap(Method):
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         check(target is not None and len(target) > 0, "tap needs labelled target examples")
         t0 = time.perf_counter()
-        sel = val if val is not None and len(val) else target
+        on_val = val is not None and len(val) > 0
+        sel = val if on_val else target
+        if not on_val:
+            warnings.warn("tap: no validation set; the unit and classifier are picked on training accuracy",
+                          stacklevel=2)
         f_train, f_sel = unit_features(self.net, target.images, self.units), unit_features(self.net, sel.images,
                                                                                            self.units)
         scores, heads = {}, {}
@@ -118,8 +126,9 @@ class Tap(Method):
         best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))
         self.tap_unit, self.tap_head = best[0], heads[best]
         self._extra = {"tap_unit": best[0], "tap_classifier": best[1],
-                       "tap_val_accuracy": {u: {k: scores[u, k] for k in CLASSIFIERS} for u in self.units}}
-        return FitResult(steps=0, best_step=0, best_val_accuracy=scores[best], stopped_early=False,
+                       f"tap_{'val' if on_val else 'train'}_accuracy": {u: {k: scores[u, k] for k in CLASSIFIERS}
+                                                                          for u in self.units}}
+        return FitResult(steps=0, best_step=0, best_val_accuracy=scores[best] if on_val else None, stopped_early=False,
                          wall_s=time.perf_counter() - t0)
 
     def forward(self, images):

@@ -505,3 +505,17 @@ def test_transfer_names_a_missing_stream_and_a_head_of_other_classes_before_trai
                                                    f"the source classes, but the network has 5 outputs and the "
                                                    f"source domain 'digits' 10 classes"):
             Transfer(name).fit(source=digits, unlabeled=digits, net=five)
+
+
+def test_class_subsets_keep_the_whole_domains_split_so_no_test_image_trains_the_source():
+    from transferkit.experiment import prepare_domains
+    full = prepare_domains(ExperimentConfig(source="mnist", target="mnist+inversion", methods=["finetune"]))
+    cut = prepare_domains(ExperimentConfig(source="mnist", target="mnist+inversion", target_classes="5-9",
+                                           methods=["finetune"]))
+    key = lambda x: (x * 255).round().byte().numpy().tobytes()  # noqa: E731
+    seen = {key(x) for part in (cut.source.train, cut.source.val) for x in part.images}
+    assert not any(key(1 - x) in seen for x in cut.target.test.images)  # inversion undone: a source image?
+    wanted = full.target.test.labels >= 5  # the narrowed split is the whole one's, relabelled
+    assert torch.equal(cut.target.test.images, full.target.test.images[wanted])
+    assert torch.equal(cut.target.test.labels, full.target.test.labels[wanted] - 5)
+    assert cut.target.test.class_names == list("56789")

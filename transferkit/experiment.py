@@ -66,14 +66,23 @@ def prepare_domains(cfg: ExperimentConfig) -> Prepared:
     src, tgt = load(cfg.source), load(cfg.target)
     channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
     src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
-    if cfg.source_classes is not None:
-        src = src.select_classes(parse_classes(cfg.source_classes, src))
-    if cfg.target_classes is not None:
-        tgt = tgt.select_classes(parse_classes(cfg.target_classes, tgt))
-    source, target = split_domain(src), split_domain(tgt)
+    # split the whole domains, then keep the classes: a domain's split does not depend on the
+    # class subset, so source and target cut from the same images (mnist, mnist+inversion 5-9)
+    # never share an image between one's training and the other's test split
+    source = narrowed(split_domain(src), cfg.source_classes)
+    target = narrowed(split_domain(tgt), cfg.target_classes)
     if cfg.val_per_class is not None:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
     return Prepared(source=source, target=target, channels=channels)
+
+
+def narrowed(split: Split, classes) -> Split:
+    """``split`` with only ``classes`` (a class list, see ``parse_classes``; ``None``: all)
+    in each part, relabelled in the given order."""
+    if classes is None:
+        return split
+    ids = parse_classes(classes, split.train)
+    return Split(*(part.select_classes(ids) for part in (split.train, split.val, split.test)))
 
 
 def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[int | None]:

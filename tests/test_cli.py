@@ -103,6 +103,9 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["bench", "uda", "--set", "pairs=mnist", "--print-plan"], "pairs must be source:target items"),
     (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
     (["run", "--workers", "0"], "--workers must be >= 1"),
+    (["run", "--nproc", "0"], "--nproc must be >= 1, got 0"),
+    (["show", "digits", "--out", "grid.jpg"], "the sample grid is a PNG image: name it *.png"),
+    (["run", "--set", "methods=[finetune"], "is not valid YAML: while parsing a flow sequence"),
     (["summary", "/nonexistent/results.json"], "does not exist"),
     (["report", "x/a", "y/a", "--out", "o"], "these repeat: ['a', 'a']"),
     (["run", "--set", "source=digits", "--set", "target=digits", "--set", "image_size=100000"],
@@ -114,6 +117,8 @@ def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path
     assert message in err
     assert "Traceback" not in err
     assert not list(tmp_path.rglob("config.yaml")), "a refused run left its run directory behind"
+    assert not list(tmp_path.iterdir()) or argv[0] != "run", "a refused run left out_dir/NAME behind"
+    assert "\n" not in err.strip(), "a user mistake takes one line"
 
 
 def test_a_folder_that_cannot_be_made_is_named_without_a_traceback(tmp_path, capsys):
@@ -154,6 +159,8 @@ def test_summary_and_report_of_a_file_that_is_not_results(tmp_path, capsys):
              "rows": ('{"rows": [{"method": "m"}]}', "row 0 lacks source, target, setting, seed, accuracy"),
              "acc": (json.dumps({"rows": [{**row, "accuracy": "high"}]}), "row 0 has a non-numeric accuracy"),
              "pct": (json.dumps({"rows": [{**row, "accuracy": 85.0}]}), "accuracies are fractions in [0, 1]"),
+             "seed": (json.dumps({"rows": [{**row, "seed": None}, row]}), "row 0 has seed None; seeds are whole"),
+             "inf": (json.dumps({"rows": [{**row, "wall_s": float("inf")}]}), "row 0 has a non-numeric accuracy or"),
              "good": (json.dumps({"rows": [row]}), None)}
     for name, (text, message) in cases.items():
         (tmp_path / name).mkdir()

@@ -27,3 +27,14 @@ def test_shipped_config_is_valid(path):
 def test_demo_yaml_matches_demo_command():
     from transferkit.bench.demo import demo_config
     assert load_config(CONFIGS[0].parent / "demo.yaml") == demo_config()
+
+
+def test_set_values_errors_and_quotes():
+    from transferkit.errors import TransferkitError
+    assert load_config(None, ['name="my run"', "source='mnist'"]).name == "my run"
+    assert load_config(None, ["source='mnist'"]).source == "mnist" and load_config(None, ["name=1.10"]).name == "1.10"
+    with pytest.raises(TransferkitError, match="val_per_class must be >= 1"):
+        load_config(None, ["val_per_class=0"])
+    with pytest.raises(TransferkitError) as e:
+        load_config(None, ["methods=[finetune"])
+    assert "\n" not in str(e.value) and "expected ',' or ']'" in str(e.value)

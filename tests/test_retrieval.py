@@ -93,3 +93,21 @@ def test_embed_takes_bytes_restores_the_mode_and_names_a_wrong_shape():
     assert embed(net, x[:0]).shape == (0, net.embed_dim)
     with pytest.raises(TransferkitError, match=r"embed: images of shape \(3, 28, 28\)"):
         embed(net, torch.rand(2, 3, 28, 28))
+
+
+def test_retrieval_map_matches_query_and_gallery_classes_by_name():
+    from transferkit.backbones import from_sequential
+    from transferkit.domain import Domain
+    from transferkit.retrieval import embed, retrieval_map
+    torch.manual_seed(0)
+    net = from_sequential(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Linear(8, 3)))
+    assert embed(net, torch.rand(2, 1, 4, 4)).shape == (2, 8)  # a net without input_shape
+    x, y = torch.rand(30, 1, 4, 4), torch.arange(30) % 3
+    gallery = Domain("g", x, y, ["a", "b", "c"])
+    same = retrieval_map(net, net, gallery, Domain("q", x[:12], y[:12], ["a", "b", "c"]))
+    keep = y[:12] >= 1  # the queries of classes b and c, relabelled 0 and 1
+    narrowed = retrieval_map(net, net, gallery, Domain("q", x[:12][keep], y[:12][keep] - 1, ["b", "c"]))
+    per_query = average_precision_at_k(embed(net, x[:12]), y[:12], embed(net, x), y, 10)
+    assert narrowed == pytest.approx(float(per_query[keep].mean())) and same == pytest.approx(float(per_query.mean()))
+    unknown = retrieval_map(net, net, gallery, Domain("q", x[:4], torch.zeros(4, dtype=torch.long), ["z"]))
+    assert unknown == 0.0  # a class the gallery lacks retrieves nothing relevant

@@ -181,3 +181,13 @@ def test_k_shot_sampling_takes_numpy_integers_and_keeps_groups_whole():
     with pytest.raises(TransferkitError, match="has groups .* use transferkit.grouped.sample_k_groups"):
         sample_k_shot(grouped, 2, 0)
 
+
+
+def test_a_range_of_integer_class_names_means_names_as_a_list_does():
+    folders = Domain("num", torch.rand(8, 1, 4, 4), torch.arange(8) % 4, ["1", "10", "2", "3"])  # sorted as text
+    assert parse_classes("1-2", folders) == parse_classes("1,2", folders) == [0, 2]
+    assert parse_classes("2-10", folders) == [2, 3, 1]  # in value order
+    with pytest.raises(TransferkitError, match="no class of domain 'num' is named 4 to 9"):
+        parse_classes("4-9", folders)
+    digits = Domain("d", torch.rand(10, 1, 4, 4), torch.arange(10), [str(i) for i in range(10)])
+    assert parse_classes("3-5", digits) == [3, 4, 5]  # names 0-9 in order: the same as ids

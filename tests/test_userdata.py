@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from transferkit.data import load_domain
+from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
 from transferkit.userdata import load_image_folder, load_npz, load_torchvision
 
@@ -42,6 +43,17 @@ def test_image_folder_16_bit_grey_is_scaled_not_clipped(tmp_path):
     Image.fromarray(grey16).save(tmp_path / "set" / "a" / "0.png")
     img = load_image_folder(tmp_path / "set").images[0, 0]
     assert torch.allclose(img, torch.from_numpy(grey16 / 65535).float(), atol=1 / 255)
+
+
+def test_image_folder_wide_integer_and_float_grey_follow_one_scale_for_every_file(tmp_path):
+    (tmp_path / "w" / "a").mkdir(parents=True)
+    for i, value in enumerate((2000, 3000)):  # 32-bit integer TIFFs: the same scale, brighter stays brighter
+        Image.fromarray(np.full((4, 4), value, dtype=np.int32)).save(tmp_path / "w" / "a" / f"{i}.tif")
+    dim, bright = load_image_folder(tmp_path / "w").images[:, 0, 0, 0]
+    assert 0 < dim < bright < 0.05  # 16-bit: 2000 / 65535
+    (tmp_path / "f" / "a").mkdir(parents=True)
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "f" / "a" / "0.tif")
+    assert float(load_image_folder(tmp_path / "f").images[0, 0, 0, 0]) == pytest.approx(0.5, abs=1 / 255)
 
 
 def test_image_folder_rgb_and_bmp_and_jpeg(tmp_path):
@@ -180,3 +192,16 @@ def test_torchvision_missing_gives_install_hint(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
     with pytest.raises(TransferkitError, match=r"pip install transferkit\[vision\]"):
         load_torchvision("mnist", tmp_path)
+
+
+def test_a_single_array_npy_file_is_named_as_such(tmp_path):
+    from transferkit.userdata import load_npz
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 4)))
+    with pytest.raises(TransferkitError, match=r"is a single array \(.npy\); save x and y together"):
+        load_npz(tmp_path / "x.npy")
+
+
+def test_grouped_views_take_one_shift_name_as_one_shift():
+    from transferkit.grouped import grouped_views
+    d = Domain("d", torch.rand(3, 1, 8, 8), torch.arange(3), ["a", "b", "c"])
+    assert grouped_views(d, 2, shifts="noise").provenance["group_shifts"] == ["noise"]

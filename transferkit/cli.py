@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if getattr(args, "nproc", 1) < 1:
+        print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
+        return 2
     if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch_with_torchrun(args.nproc, argv)
     try:

@@ -66,6 +66,8 @@ class ExperimentConfig:
         check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
         check(self.k is None or self.k >= 1, f"k must be >= 1, got {self.k}")
         check(self.ratio is None or self.ratio >= 1, f"ratio must be >= 1, got {self.ratio}")
+        check(self.val_per_class is None or self.val_per_class >= 1,
+              f"val_per_class must be >= 1 (or null: the whole validation split), got {self.val_per_class}")
         check(not (self.k is not None and self.ratio is not None),
               "give k or ratio, not both (set k: null to use ratio)")
         check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
@@ -115,23 +117,30 @@ def _field_hint(cls, parts: list[str]):
     return hint
 
 
+def _one_line(error: Exception) -> str:
+    """A YAML error on one line: its problem and where (PyYAML spreads them over several)."""
+    return " ".join(str(error).split())
+
+
 def set_dotted(data: dict, assignment: str, cls=None) -> None:
     """Apply one ``key.sub=value`` override to a nested dict. The value is parsed as YAML,
     except for a ``str`` field of dataclass ``cls``, which keeps the text as given
-    (``name=1.10`` stays ``"1.10"``). A mapping given for a section (``train``) updates it;
-    inside a free mapping (``options``) a mapping replaces and ``null`` removes the key."""
+    (``name=1.10`` stays ``"1.10"``; YAML quotes around it are removed). A mapping given
+    for a section (``train``) updates it; inside a free mapping (``options``) a mapping
+    replaces and ``null`` removes the key."""
     check("=" in assignment, f"--set expects key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
     hint = _field_hint(cls, parts) if cls is not None else None
     text_field = hint in (str, str | None)
-    if text_field and raw.strip() not in ("", "null", "~", "Null", "NULL"):
+    quoted = len(raw.strip()) >= 2 and raw.strip()[0] == raw.strip()[-1] and raw.strip()[0] in "'\""
+    if text_field and raw.strip() not in ("", "null", "~", "Null", "NULL") and not quoted:
         value = raw.strip()
     else:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
-            raise TransferkitError(f"--set {key}: the value is not valid YAML: {e}") from e
+            raise TransferkitError(f"--set {key}: the value is not valid YAML: {_one_line(e)}") from e
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -178,7 +187,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise TransferkitError(f"config file {path} is not valid YAML: {e}") from e
+            raise TransferkitError(f"config file {path} is not valid YAML: {_one_line(e)}") from e
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)
     return from_dict(ExperimentConfig, data)

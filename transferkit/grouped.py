@@ -25,8 +25,9 @@ def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affi
     ``shifts`` (applied in order); ``groups[i]`` is the index of the underlying image. Samples
     of a group are consecutive and share the label."""
     check(isinstance(views, int) and views >= 1, f"views must be an integer >= 1, got {views!r}")
+    shifts = [shifts] if isinstance(shifts, str) else list(shifts)
     images = domain.images.repeat_interleave(views, 0)
-    for i, name in enumerate([shifts] if isinstance(shifts, str) else shifts):
+    for i, name in enumerate(shifts):
         g = torch.Generator().manual_seed(zlib.crc32(f"grouped:{seed}:{i}:{name}".encode()))
         images = apply_shift(name, images, g).clamp_(0, 1)
     name = f"{domain.name}@grouped{views}"

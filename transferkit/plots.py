@@ -20,6 +20,7 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     from .splits import subsample_per_class
 
     check(per_class >= 1, f"per_class must be >= 1, got {per_class}")
+    check(Path(path).suffix.lower() == ".png", f"the sample grid is a PNG image: name it *.png, got {str(path)!r}")
     check(len(domain) > 0, f"domain {domain.name!r} is empty; nothing to plot")
     check(domain.images.shape[1] in (1, 3), f"domain {domain.name!r}: can draw 1- or 3-channel images, got "
                                             f"{domain.images.shape[1]} channels")

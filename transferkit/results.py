@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 from pathlib import Path
 
@@ -36,8 +37,10 @@ def read_results(path: str | Path) -> dict:
     for i, row in enumerate(data["rows"]):
         missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
         check(not missing, f"{path}: row {i} lacks {', '.join(missing)}")
-        check(all(isinstance(row[k], Real) and not isinstance(row[k], bool) for k in ("accuracy", "wall_s")),
-              f"{path}: row {i} has a non-numeric accuracy or wall_s")
+        check(all(isinstance(row[k], Real) and not isinstance(row[k], bool) and math.isfinite(row[k])
+                  for k in ("accuracy", "wall_s")), f"{path}: row {i} has a non-numeric accuracy or wall_s")
+        check(isinstance(row["seed"], int) and not isinstance(row["seed"], bool),
+              f"{path}: row {i} has seed {row['seed']!r}; seeds are whole numbers")
         check(all(isinstance(row[k], str) for k in ("method", "source", "target", "setting")),
               f"{path}: row {i} has a method, source, target or setting that is not text")
         check(row.get("peak_rss_mb") is None or isinstance(row["peak_rss_mb"], Real),

@@ -59,7 +59,7 @@ def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     images = as_images(images, "embed")
     shape = getattr(net, "input_shape", None)
     check(shape is None or tuple(images.shape[1:]) == tuple(shape),
-          f"embed: images of shape {tuple(images.shape[1:])}, the network takes {tuple(shape)}")
+          f"embed: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
     was = net.training
     net.eval()
     try:
@@ -81,4 +81,10 @@ def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,
         gallery = embed(source_net, source_val.images)
     check(len(gallery) == len(source_val), f"gallery has {len(gallery)} embeddings for {len(source_val)} images")
     queries = embed(tuned_net, target_test.images)
-    return map_at_k(queries, target_test.labels, gallery, source_val.labels, k)
+    labels = target_test.labels
+    if list(target_test.class_names) != list(source_val.class_names):  # the same class is the same name
+        absent = len(source_val.class_names)  # an id no gallery item has: AP 0
+        ids = [source_val.class_names.index(c) if c in source_val.class_names else absent
+               for c in target_test.class_names]
+        labels = torch.tensor(ids, dtype=torch.long)[labels]
+    return map_at_k(queries, labels, gallery, source_val.labels, k)

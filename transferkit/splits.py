@@ -185,6 +185,11 @@ def _parse_item(item, domain: Domain | None) -> list[int]:
         if m:
             lo, hi = int(m.group(1)), int(m.group(2))
             check(lo <= hi, f"empty class range {item!r} (start {lo} > end {hi})")
+            if domain is not None and all(_is_int(c) for c in domain.class_names):  # as "1,2": names, not ids
+                named = sorted((int(c), i) for i, c in enumerate(domain.class_names) if lo <= int(c) <= hi)
+                check(len(named) > 0, f"no class of domain {domain.name!r} is named {lo} to {hi}; classes are "
+                                      f"{domain.class_names}")
+                return [i for _, i in named]
             return [_check_id(i, domain) for i in range(lo, hi + 1)]
         if item.lstrip("-").isdigit():
             return [_check_id(int(item), domain)]
@@ -198,6 +203,10 @@ def _parse_item(item, domain: Domain | None) -> list[int]:
         raise TransferkitError(f"invalid class {item!r}") from None
     check(i == item, f"invalid class {item!r} (not an integer)")
     return [_check_id(i, domain)]
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
 
 
 def _check_id(i: int, domain: Domain | None) -> int:

@@ -39,9 +39,9 @@ def _read_image(path: Path, size: int | None, mode: str | None):
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: scale, convert() would clip at 255
-                a = np.asarray(im, dtype=np.float64)
-                top = 255.0 if im.mode == "I" and a.max() <= 255 else 65535.0
+            if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # convert() would clip them at 255
+                a = np.asarray(im, dtype=np.float64)  # integers: 16-bit grey; floats: [0, 1] (one rule for all files)
+                top = 1.0 if im.mode == "F" else 65535.0
                 im = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
             if mode is None:
                 mode = "L" if im.mode in ("1", "L", "LA", "F") else "RGB"
@@ -60,7 +60,9 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     names). ``channels`` 1 or 3 converts every image; ``None`` keeps grayscale if all images
     are grayscale, otherwise RGB. Images of different sizes need ``size`` (they are resized to
     ``size x size``). Images inside a further sub-folder of a class folder (``cat/video7/f.png``)
-    share a group id per sub-folder (frames of one video); other images get a group each."""
+    share a group id per sub-folder (frames of one video); other images get a group each.
+    Grey images of integers wider than 8 bits (PIL modes ``I;16``, ``I``) are read as 16-bit
+    (0-65535), float images (``F``) as values in [0, 1]."""
     root = Path(path).expanduser()
     check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory")
     check(size is None or (isinstance(size, int) and size >= 1), f"size must be a positive int or None, got {size!r}")
@@ -134,6 +136,8 @@ def load_npz(path: str | os.PathLike) -> Domain:
     p = Path(path).expanduser()
     where = f"npz file {str(p)!r}"
     check(p.is_file(), f"{where} does not exist")
+    check(p.suffix.lower() != ".npy", f"{where} is a single array (.npy); save x and y together with "
+                                      f"numpy.savez(path, x=images, y=labels)")
     try:
         with np.load(p, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}

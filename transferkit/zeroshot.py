@@ -367,7 +367,8 @@ def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unse
           f"gamma must be a number or 'prior', got {gamma!r}")
     shape = getattr(method.net, "input_shape", None)
     check(shape is None or tuple(test.image_shape) == tuple(shape),
-          f"test domain {test.name!r} has images of shape {tuple(test.image_shape)}, the network takes {tuple(shape)}")
+          f"test domain {test.name!r} has images of shape {tuple(test.image_shape)}, the network takes "
+          f"{shape and tuple(shape)}")
     scores = method.scores(test.images)
     if gamma == "prior":
         gamma = prior_matched_gamma(scores, seen, unseen)

@@ -202,6 +202,13 @@ def test_target_validation_is_never_used_for_selection():
         get_method("dann")(_net()).fit_transfer(make_engine, source=src, unlabeled=k_shot_rest,
                                                 val=_domain(8, 0.3, 3).with_name("b/val"))
     assert seen["val"] is None
+    office = "folder:/data/office/"  # user folders: the names share their first part
+    with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
+        get_method("dann")(_net()).fit_transfer(
+            make_engine, source=_domain(16, 0.0, 1).with_name(office + "amazon/train"),
+            unlabeled=_domain(16, 0.3, 2).with_name(office + "webcam/train"),
+            val=_domain(8, 0.3, 3).with_name(office + "webcam/val"))
+    assert seen["val"] is None
 
 
 def test_run_gives_unsupervised_methods_no_target_validation_split(tmp_path):

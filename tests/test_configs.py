@@ -38,3 +38,8 @@ def test_set_values_errors_and_quotes():
     with pytest.raises(TransferkitError) as e:
         load_config(None, ["methods=[finetune"])
     assert "\n" not in str(e.value) and "expected ',' or ']'" in str(e.value)
+
+
+def test_a_quoted_set_text_value_is_taken_as_written():
+    assert load_config(None, [r'out_dir="C:\new\runs"']).out_dir == r"C:\new\runs"
+    assert load_config(None, ["name='it's'"]).name == "it's"

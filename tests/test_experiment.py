@@ -519,3 +519,33 @@ def test_class_subsets_keep_the_whole_domains_split_so_no_test_image_trains_the_
     assert torch.equal(cut.target.test.images, full.target.test.images[wanted])
     assert torch.equal(cut.target.test.labels, full.target.test.labels[wanted] - 5)
     assert cut.target.test.class_names == list("56789")
+
+
+def test_transfer_fits_a_given_network_without_a_source_domain():
+    from transferkit.data import load_domain
+    split = split_domain(load_domain("digits", size=28))
+    few = sample_k_shot(split.train, 2, seed=0)[0]
+    net = build_backbone("lenet", num_classes=7, in_channels=1, image_size=28)
+    model = Transfer("finetune", train=TrainConfig(steps=2, eval_every=2, batch_size=8)).fit(target=few, val=split.val,
+                                                                                           net=net)
+    assert model.predict_logits(split.test.images[:3]).shape == (3, 10)
+
+
+def test_narrowing_keeps_parts_left_without_an_image_of_the_classes():
+    from transferkit.domain import Domain
+    from transferkit.experiment import narrowed
+    from transferkit.splits import Split
+    train = Domain("d/train", torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 2]), ["a", "b", "c"])
+    val = Domain("d/val", torch.rand(2, 1, 8, 8), torch.tensor([2, 2]), ["a", "b", "c"])
+    cut = narrowed(Split(train, val, val), "a,b")  # small classes a and b gave no image to val or test
+    assert len(cut.train) == 2 and len(cut.val) == 0 and cut.val.class_names == ["a", "b"]
+
+
+def test_a_refused_run_leaves_folders_it_did_not_make(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    cfg = ExperimentConfig(name="r", source="digits", target="digits", k=2, repeats=1, methods=["flex"],
+                           select_on="none", pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match="selects on a labelled validation set"):
+        run_experiment(cfg, run_dir=mine / "run1", log=lambda *a: None)
+    assert mine.is_dir() and not (mine / "run1").exists()

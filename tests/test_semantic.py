@@ -423,3 +423,13 @@ def test_matching_ft_at_one_label_per_class_fails_before_pre_training(tmp_path):
                            out_dir=str(tmp_path))
     with pytest.raises(TransferkitError, match="matching_ft.*at least 2 labelled target images per class.*has 1"):
         run_experiment(cfg, log=lambda *a: pytest.fail("started"))  # it failed after the jobs before it
+
+
+def test_lext_restored_from_a_checkpoint_keeps_no_source_domain():
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "56789", seed=1)
+    method = SemanticTransfer(net, alpha=0.1)
+    method.prepare({"source": src, "target": tgt, "unlabeled": tgt})
+    assert method._prototype_source is src  # computed when training starts (cache_inputs)
+    method.load_state_dict(method.state_dict())  # a resumed fit: the checkpoint holds them
+    assert method._prototype_source is None

@@ -183,11 +183,21 @@ def test_k_shot_sampling_takes_numpy_integers_and_keeps_groups_whole():
 
 
 
+def test_dataset_name_strips_the_parts_splits_append():
+    from transferkit.splits import dataset_name
+    assert dataset_name("mnist/train/unlabeled") == dataset_name("mnist/val") == "mnist"
+    assert dataset_name("folder:/data/office/webcam/val") == "folder:/data/office/webcam"
+    assert dataset_name("digits/train/5-shot") == dataset_name("digits/train/30-per-class") == "digits"
+
+
 def test_a_range_of_integer_class_names_means_names_as_a_list_does():
     folders = Domain("num", torch.rand(8, 1, 4, 4), torch.arange(8) % 4, ["1", "10", "2", "3"])  # sorted as text
     assert parse_classes("1-2", folders) == parse_classes("1,2", folders) == [0, 2]
     assert parse_classes("2-10", folders) == [2, 3, 1]  # in value order
-    with pytest.raises(TransferkitError, match="no class of domain 'num' is named 4 to 9"):
-        parse_classes("4-9", folders)
+    assert parse_classes([2, 10], folders) == parse_classes("2,10", folders) == [2, 1]
+    with pytest.raises(TransferkitError, match="no class of domain 'num' is numbered 4"):
+        parse_classes("4-10", folders)  # both ends must be classes
+    padded = Domain("pad", torch.rand(8, 1, 4, 4), torch.arange(8) % 4, ["01", "02", "03", "04"])
+    assert parse_classes("1-2", padded) == parse_classes("1,2", padded) == parse_classes("01,02", padded) == [0, 1]
     digits = Domain("d", torch.rand(10, 1, 4, 4), torch.arange(10), [str(i) for i in range(10)])
     assert parse_classes("3-5", digits) == [3, 4, 5]  # names 0-9 in order: the same as ids

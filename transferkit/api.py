@@ -17,7 +17,7 @@ import torch
 from .backbones import UnitNet, build_backbone
 from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
-from .errors import check
+from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
 from .experiment import build_method, check_selection_classes, fit_for_target, method_error, zero_shot_options
 from .fields import updated
@@ -62,11 +62,10 @@ class Transfer:
         classes = (target if target is not None else source).class_names
         target_classes = target.class_names if target is not None else None
         if net is not None:  # its head is taken to be the source's when the class counts match
-            check(not (cls.predicts_with_source_head() and source is not None
-                       and net.num_classes != source.num_classes),
-                  f"method {cls.name!r} trains and predicts with the network's head on the source classes, but the "
-                  f"network has {net.num_classes} outputs and the source domain {source.name!r} "
-                  f"{source.num_classes} classes")
+            if cls.predicts_with_source_head() and source is not None and net.num_classes != source.num_classes:
+                raise TransferkitError(f"method {cls.name!r} trains and predicts with the network's head on the "
+                                       f"source classes, but the network has {net.num_classes} outputs and the "
+                                       f"source domain {source.name!r} {source.num_classes} classes")
             net = copy.deepcopy(net)
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else None
         else:  # a method that never sees target labels classifies with a head over the source classes

@@ -133,9 +133,10 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
     parts = key.strip().split(".")
     hint = _field_hint(cls, parts) if cls is not None else None
     text_field = hint in (str, str | None)
-    quoted = len(raw.strip()) >= 2 and raw.strip()[0] == raw.strip()[-1] and raw.strip()[0] in "'\""
-    if text_field and raw.strip() not in ("", "null", "~", "Null", "NULL") and not quoted:
-        value = raw.strip()
+    text = raw.strip()
+    if text_field and text not in ("", "null", "~", "Null", "NULL"):
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        value = text[1:-1] if quoted else text  # the text between the quotes, as written (no escapes)
     else:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None

@@ -166,16 +166,18 @@ class Domain:
             groups=None if self.groups is None else self.groups[index],
         )
 
-    def select_classes(self, classes: Sequence[int | str], relabel: bool = True) -> "Domain":
+    def select_classes(self, classes: Sequence[int | str], relabel: bool = True,
+                       allow_empty: bool = False) -> "Domain":
         """Keep only ``classes`` (ids or names). With ``relabel`` labels become 0..len-1
-        in the given order and ``class_names`` shrink accordingly."""
+        in the given order and ``class_names`` shrink accordingly. ``allow_empty``: a domain
+        without an image of them is returned, not refused (a split part of small classes)."""
         ids = [self._class_id(c) for c in classes]
         check(len(ids) > 0, f"domain {self.name!r}: empty class subset")
         check(len(set(ids)) == len(ids), f"domain {self.name!r}: repeated class in {list(classes)}")
         ids_t = torch.tensor(ids)
         mask = (self.labels[:, None] == ids_t[None, :]).any(1)
         sub = self.subset(mask)
-        check(len(sub) > 0, f"domain {self.name!r}: no samples of classes {list(classes)}")
+        check(len(sub) > 0 or allow_empty, f"domain {self.name!r}: no samples of classes {list(classes)}")
         if not relabel:
             return sub
         lut = torch.full((self.num_classes,), -1, dtype=torch.long)

@@ -82,7 +82,8 @@ def narrowed(split: Split, classes) -> Split:
     if classes is None:
         return split
     ids = parse_classes(classes, split.train)
-    return Split(*(part.select_classes(ids) for part in (split.train, split.val, split.test)))
+    return Split(split.train.select_classes(ids), *(part.select_classes(ids, allow_empty=True)
+                                                    for part in (split.val, split.test)))
 
 
 def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[int | None]:
@@ -496,28 +497,31 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     log = log if main else (lambda *a, **k: None)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     fresh = main and not run_dir.exists()
+    parent_fresh = fresh and not run_dir.parent.exists()
     try:
         with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)
     except TransferkitError:
         if fresh:
-            _remove_if_unused(run_dir)
+            _remove_if_unused(run_dir, parent_fresh)
         raise
     barrier()
     return run_dir, rows
 
 
-def _remove_if_unused(run_dir: Path) -> None:
+def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
     """Remove a run directory that this run made and that holds nothing but its config (the
-    run was refused before any job): empty directories would break ``report runs/NAME/*``."""
+    run was refused before any job), and its parent (``out_dir/NAME``) when this run made it
+    too and it is empty: empty directories would break ``report runs/NAME/*``."""
     jobs = run_dir / "jobs"
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
     if names <= {"config.yaml", "jobs"} and not (jobs.is_dir() and any(jobs.iterdir())):
         shutil.rmtree(run_dir, ignore_errors=True)
-        try:  # and out_dir/NAME when this run was its only one
-            run_dir.parent.rmdir()
-        except OSError:
-            pass
+        if parent_too:
+            try:
+                run_dir.parent.rmdir()
+            except OSError:  # not empty
+                pass
 
 
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:

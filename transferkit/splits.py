@@ -34,6 +34,19 @@ class Split:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
+#: the name parts that split_domain, sample_k_shot and subsample_per_class append
+_PART = re.compile(r"^(train|val|test|unlabeled|\d+-shot|\d+-per-class)$")
+
+
+def dataset_name(domain_name: str) -> str:
+    """The domain a split part was cut from: ``mnist/train/unlabeled`` -> ``mnist``,
+    ``folder:/data/office/webcam/val`` -> ``folder:/data/office/webcam``."""
+    parts = domain_name.split("/")
+    while len(parts) > 1 and _PART.match(parts[-1]):
+        parts.pop()
+    return "/".join(parts)
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
@@ -149,7 +162,9 @@ _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
     """Class ids from ``"0-4"``, ``"5,6,7"``, ``"0-2,7"``, ``[0, 1]`` or class names
     (``"cat,dog"``, ``["cat"]``). ``"all"`` means every class of ``domain``. Ids are checked
-    against ``domain`` when given; names need a domain."""
+    against ``domain`` when given; names need a domain. A name wins over an id; when every
+    class is named by a number other than its id (numbered folders ``1, 10, 2, 3``), every
+    number (``"2"``, ``2``, a range ``"1-3"`` with both ends present) names a class."""
     if isinstance(text_or_list, str):
         text = text_or_list.strip()
         check(text != "", "empty class subset: the class list is empty")
@@ -175,9 +190,28 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
     return ids
 
 
+def _numbered(domain: Domain | None) -> dict[int, int] | None:
+    """``number -> class id`` when every class of ``domain`` is named by a distinct integer
+    other than its own id (numbered folders: ``1, 10, 2, 3`` or ``01, 02``); ``None`` otherwise
+    (built-in digits are named by their ids: both readings agree)."""
+    if domain is None or not all(_is_int(c) for c in domain.class_names):
+        return None
+    values = [int(c) for c in domain.class_names]
+    if len(set(values)) < len(values) or values == list(range(len(values))):
+        return None
+    return {v: i for i, v in enumerate(values)}
+
+
+def _by_number(numbered: dict[int, int], value: int, domain: Domain) -> int:
+    check(value in numbered, f"no class of domain {domain.name!r} is numbered {value} (its classes are named by "
+                             f"numbers, so numbers name classes); classes are {domain.class_names}")
+    return numbered[value]
+
+
 def _parse_item(item, domain: Domain | None) -> list[int]:
     if isinstance(item, bool):
         raise TransferkitError(f"invalid class {item!r}")
+    numbered = _numbered(domain)
     if isinstance(item, str):
         if domain is not None and item in domain.class_names:
             return [domain.class_names.index(item)]
@@ -185,14 +219,13 @@ def _parse_item(item, domain: Domain | None) -> list[int]:
         if m:
             lo, hi = int(m.group(1)), int(m.group(2))
             check(lo <= hi, f"empty class range {item!r} (start {lo} > end {hi})")
-            if domain is not None and all(_is_int(c) for c in domain.class_names):  # as "1,2": names, not ids
-                named = sorted((int(c), i) for i, c in enumerate(domain.class_names) if lo <= int(c) <= hi)
-                check(len(named) > 0, f"no class of domain {domain.name!r} is named {lo} to {hi}; classes are "
-                                      f"{domain.class_names}")
-                return [i for _, i in named]
+            if numbered is not None:  # "1-3" and "1,2,3" name the same classes
+                _by_number(numbered, lo, domain), _by_number(numbered, hi, domain)
+                return [numbered[v] for v in sorted(numbered) if lo <= v <= hi]
             return [_check_id(i, domain) for i in range(lo, hi + 1)]
         if item.lstrip("-").isdigit():
-            return [_check_id(int(item), domain)]
+            value = int(item)
+            return [_by_number(numbered, value, domain) if numbered is not None else _check_id(value, domain)]
         if domain is None:
             raise TransferkitError(f"class name {item!r} needs a domain to resolve")
         raise TransferkitError(f"unknown class {item!r} in domain {domain.name!r}; classes are "
@@ -202,7 +235,7 @@ def _parse_item(item, domain: Domain | None) -> list[int]:
     except (TypeError, ValueError):
         raise TransferkitError(f"invalid class {item!r}") from None
     check(i == item, f"invalid class {item!r} (not an integer)")
-    return [_check_id(i, domain)]
+    return [_by_number(numbered, i, domain) if numbered is not None else _check_id(i, domain)]
 
 
 def _is_int(text: str) -> bool:

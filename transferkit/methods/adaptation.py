@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import check
 from ..losses import entropy
+from ..splits import dataset_name
 from .base import Method
 
 EMBEDDING = "embedding"
@@ -80,11 +81,12 @@ class AdaptationMethod(Method):
             getattr(self, name).eval()
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        """One engine run. A validation domain cut from the unlabelled target's dataset (its
-        name's first part, e.g. ``mnist/val`` and ``mnist/train/unlabeled``) and not from the
-        source's is dropped with a warning: selecting on target labels is not unsupervised
-        adaptation. (``transferkit run`` gives these methods no target validation split.)"""
-        base = lambda d: d.name.split("/", 1)[0] if d is not None else None  # noqa: E731
+        """One engine run. A validation domain cut from the unlabelled target's domain (by
+        name, :func:`~transferkit.splits.dataset_name`: ``mnist/val`` and
+        ``mnist/train/unlabeled``) and not from the source's is dropped with a warning:
+        selecting on target labels is not unsupervised adaptation. (``transferkit run`` gives
+        these methods no target validation split.)"""
+        base = lambda d: dataset_name(d.name) if d is not None else None  # noqa: E731
         if val is not None and base(val) == base(unlabeled) != base(source):
             warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
                           "(unsupervised adaptation); set select_on: none or source_val", stacklevel=2)

@@ -164,11 +164,16 @@ class SemanticTransfer(Method):
             dev = next(self.source_net.parameters()).device
             self.source_net.eval()
             feats = predict_logits(lambda x: self.source_net.forward_features(x.to(dev)), source.images)
-        self.source_prototypes = class_means(feats, source.labels, source.num_classes)
+        self.source_prototypes = class_means(feats.float(), source.labels, source.num_classes)  # fp32 under amp
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        out = super().load_state_dict(state_dict, *args, **kwargs)
+        if "source_prototypes" in state_dict:  # a resumed fit: they come from the checkpoint
+            self._prototype_source = None
+        return out
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
-        self._prototype_source = None  # a fit resumed after its last step restored them from the checkpoint
         if self.predict == "centroids":
             self.target_centroids = self._labelled_centroids()
         return fit

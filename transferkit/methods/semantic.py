@@ -174,6 +174,7 @@ class SemanticTransfer(Method):
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        self._prototype_source = None  # training is over: a saved model keeps no source domain
         if self.predict == "centroids":
             self.target_centroids = self._labelled_centroids()
         return fit

@@ -58,6 +58,12 @@ def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
     return x
 
 
+
+def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[int | None]:
+    """For each target class, the index of the same-named source class (or None)."""
+    return [source_classes.index(c) if c in source_classes else None for c in target_classes]
+
+
 @dataclass
 class Domain:
     """A labelled image domain held in memory.

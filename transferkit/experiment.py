@@ -33,7 +33,7 @@ from . import __version__
 from .backbones import build_backbone
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
-from .domain import Domain
+from .domain import Domain, head_mapping
 from .engine import Engine
 from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
@@ -84,11 +84,6 @@ def narrowed(split: Split, classes) -> Split:
     ids = parse_classes(classes, split.train)
     return Split(split.train.select_classes(ids), *(part.select_classes(ids, allow_empty=True)
                                                     for part in (split.val, split.test)))
-
-
-def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[int | None]:
-    """For each target class, the index of the same-named source class (or None)."""
-    return [source_classes.index(c) if c in source_classes else None for c in target_classes]
 
 
 def retarget_head(net, source_classes: list[str] | None, target_classes: list[str]) -> None:

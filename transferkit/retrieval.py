@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .domain import as_images
+from .domain import as_images, head_mapping
 from .errors import check
 
 
@@ -84,7 +84,6 @@ def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,
     labels = target_test.labels
     if list(target_test.class_names) != list(source_val.class_names):  # the same class is the same name
         absent = len(source_val.class_names)  # an id no gallery item has: AP 0
-        ids = [source_val.class_names.index(c) if c in source_val.class_names else absent
-               for c in target_test.class_names]
+        ids = [absent if i is None else i for i in head_mapping(source_val.class_names, target_test.class_names)]
         labels = torch.tensor(ids, dtype=torch.long)[labels]
     return map_at_k(queries, labels, gallery, source_val.labels, k)

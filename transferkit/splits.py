@@ -182,8 +182,9 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
             raise TransferkitError(f"cannot read classes from {text_or_list!r}; use '0-4', '5,6,7', "
                                    f"a list of ids or a list of names") from None
     ids: list[int] = []
+    numbered = _numbered(domain)
     for item in items:
-        ids.extend(_parse_item(item, domain))
+        ids.extend(_parse_item(item, domain, numbered))
     check(len(ids) > 0, f"empty class subset: class list {text_or_list!r} is empty")
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     check(not dupes, f"class list {text_or_list!r} repeats class(es) {dupes}")
@@ -202,16 +203,18 @@ def _numbered(domain: Domain | None) -> dict[int, int] | None:
     return {v: i for i, v in enumerate(values)}
 
 
-def _by_number(numbered: dict[int, int], value: int, domain: Domain) -> int:
+def _class_of_number(value: int, domain: Domain | None, numbered: dict[int, int] | None) -> int:
+    """The class a number names: the class named by it in a numbered domain, else the id."""
+    if numbered is None:
+        return _check_id(value, domain)
     check(value in numbered, f"no class of domain {domain.name!r} is numbered {value} (its classes are named by "
                              f"numbers, so numbers name classes); classes are {domain.class_names}")
     return numbered[value]
 
 
-def _parse_item(item, domain: Domain | None) -> list[int]:
+def _parse_item(item, domain: Domain | None, numbered: dict[int, int] | None) -> list[int]:
     if isinstance(item, bool):
         raise TransferkitError(f"invalid class {item!r}")
-    numbered = _numbered(domain)
     if isinstance(item, str):
         if domain is not None and item in domain.class_names:
             return [domain.class_names.index(item)]
@@ -219,13 +222,12 @@ def _parse_item(item, domain: Domain | None) -> list[int]:
         if m:
             lo, hi = int(m.group(1)), int(m.group(2))
             check(lo <= hi, f"empty class range {item!r} (start {lo} > end {hi})")
-            if numbered is not None:  # "1-3" and "1,2,3" name the same classes
-                _by_number(numbered, lo, domain), _by_number(numbered, hi, domain)
+            if numbered is not None:  # "1-3" and "1,2,3" name the same classes; both ends must be classes
+                _class_of_number(lo, domain, numbered), _class_of_number(hi, domain, numbered)
                 return [numbered[v] for v in sorted(numbered) if lo <= v <= hi]
             return [_check_id(i, domain) for i in range(lo, hi + 1)]
-        if item.lstrip("-").isdigit():
-            value = int(item)
-            return [_by_number(numbered, value, domain) if numbered is not None else _check_id(value, domain)]
+        if _is_int(item):
+            return [_class_of_number(int(item), domain, numbered)]
         if domain is None:
             raise TransferkitError(f"class name {item!r} needs a domain to resolve")
         raise TransferkitError(f"unknown class {item!r} in domain {domain.name!r}; classes are "
@@ -235,7 +237,7 @@ def _parse_item(item, domain: Domain | None) -> list[int]:
     except (TypeError, ValueError):
         raise TransferkitError(f"invalid class {item!r}") from None
     check(i == item, f"invalid class {item!r} (not an integer)")
-    return [_by_number(numbered, i, domain) if numbered is not None else _check_id(i, domain)]
+    return [_class_of_number(i, domain, numbered)]
 
 
 def _is_int(text: str) -> bool:

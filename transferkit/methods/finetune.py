@@ -124,10 +124,10 @@ class FtUnit(_TargetCE):
         unit = self.default_unit if unit is None else unit
         check(unit is not None, "ft_unit needs a unit: use ft_unit:<name> or options {ft_unit: {unit: NAME}}")
         self.units = [unit] if isinstance(unit, str) else list(unit)
+        tunable = net.tunable_unit_names()
         for u in self.units:
             net.unit(u)  # unknown names fail here, with the known ones
-            check(u in net.tunable_unit_names(), f"unit {u!r} has no parameters to tune; units with parameters: "
-                                                 f"{', '.join(net.tunable_unit_names())}")
+            check(u in tunable, f"unit {u!r} has no parameters to tune; units with parameters: {', '.join(tunable)}")
 
     def trainable_units(self):
         return list(self.units)

@@ -278,6 +278,8 @@ def _record_outputs(module):
     outs = []
 
     def hook(_module, _inputs, out):
+        if not isinstance(out, torch.Tensor):  # the (source, target) pair of a joint call
+            return
         if out.requires_grad:
             out.retain_grad()
         outs.append(out)
@@ -497,3 +499,32 @@ def test_source_and_target_batches_of_different_sizes():
         assert terms["ce_source"].item() == pytest.approx(F.cross_entropy(net(s.images), s.labels).item(), rel=1e-5)
         expected = float(mmd2(net.forward_features(s.images), net.forward_features(t.images)))
     assert terms["mmd"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_multilayer_adv_with_the_convolutional_discriminator_keeps_the_two_players_apart():
+    from transferkit.discriminators import ConvMultiLayerDiscriminator
+    method = MultiLayerAdversarial(_net(), discriminator="conv")
+    assert isinstance(method.discriminator, ConvMultiLayerDiscriminator)
+    method.train()
+    assert _grad_owners(method, "disc") == (True, False)
+    assert _grad_owners(method, "adv_encoder") == (False, True)
+    with pytest.raises(TransferkitError, match="discriminator must be one of"):
+        MultiLayerAdversarial(_net(), discriminator="mlp")
+
+
+def test_multilayer_adv_on_resnet18_trains_table6s_discriminator_without_the_size_warning():
+    import warnings
+
+    from transferkit.discriminators import ConvMultiLayerDiscriminator
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", num_classes=10, in_channels=1, image_size=28)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method = MultiLayerAdversarial(net)
+    assert isinstance(method.discriminator, ConvMultiLayerDiscriminator)
+    assert method.layers == ["layer3", "layer4", "head"]
+    before = state_copy(method.discriminator)
+    cfg = TrainConfig(steps=1, batch_size=4, eval_every=1, progress=False)
+    Engine(cfg, seed=0).fit(method, source=_domain(8, 0.0, 1), unlabeled=_domain(8, 0.3, 2))
+    after = method.discriminator.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))

@@ -81,3 +81,71 @@ def test_eq2_layer_l_reads_relu_of_decayed_previous_output_combined_with_the_tap
     d = disc.layers[1](torch.relu(mix(d, acts[1])))  # d_l from σ(γ d_{l-1} ⊕ E_l), σ = ReLU
     d = disc.layers[2](torch.relu(mix(d, acts[2])))
     assert torch.allclose(disc(acts), disc.tail(d).squeeze(1), atol=1e-6)
+
+
+def test_table6_convolutional_discriminator_for_resnet18():
+    from transferkit.discriminators import ConvMultiLayerDiscriminator, multilayer_discriminator
+    net = build_backbone("resnet18", num_classes=10, in_channels=3, image_size=224)
+    layers = default_layers(net, same_label_space=False)
+    assert layers == ["layer3", "layer4"]
+    disc = multilayer_discriminator(net, layers)  # auto: the fully connected one would hold 1.26 G weights
+    assert isinstance(disc, ConvMultiLayerDiscriminator)
+    convs = [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+             for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [(256, 512, (3, 3), (2, 2), (1, 1)), (512, 512, (3, 3), (1, 1), (1, 1))]  # Table 6 conv1, conv2
+    assert [type(m) for m in disc.layers[0]] == [torch.nn.Conv2d, torch.nn.BatchNorm2d]
+    assert [(m.in_features, m.out_features) for m in disc.tail] == [(512, 1)]  # conv3: 1x1x1
+    assert disc.layer_input_shapes() == [(256, 14, 14), (512, 7, 7)]
+    assert sum(p.numel() for p in disc.parameters()) < 4_000_000
+    lenet = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
+    assert isinstance(multilayer_discriminator(lenet, default_layers(lenet, True)), MultiLayerDiscriminator)
+
+
+@pytest.mark.parametrize("combine", ["sum", "concat"])
+def test_conv_discriminator_computes_eq2_with_feature_maps_then_vectors(combine):
+    from transferkit.discriminators import ConvMultiLayerDiscriminator
+    torch.manual_seed(0)
+    disc = ConvMultiLayerDiscriminator([(4, 6, 6), (8, 3, 3), (5,)], gamma=0.5, combine=combine).eval()
+    double = 2 if combine == "concat" else 1
+    assert disc.layer_input_shapes() == [(4, 6, 6), (8 * double, 3, 3), (5 * double,)]
+    assert disc.layers[0][0].stride == (2, 2) and disc.layers[2].out_features == 8  # hidden: last map's channels
+    acts = [torch.randn(3, 4, 6, 6), torch.randn(3, 8, 3, 3), torch.randn(3, 5)]
+    sigma = torch.nn.functional.leaky_relu
+    mix = (lambda d, e: 0.5 * d + e) if combine == "sum" else (lambda d, e: torch.cat([0.5 * d, e], 1))
+    d = disc.layers[0](acts[0])  # a map onto the next map's grid
+    d = disc.layers[1](sigma(mix(d, acts[1]), 0.2))  # a map onto the next vector: conv, pool, linear
+    assert d.shape == (3, 5)
+    d = disc.layers[2](sigma(mix(d, acts[2]), 0.2))
+    assert torch.allclose(disc(acts), disc.tail(sigma(d, 0.2)).squeeze(1), atol=1e-6)
+
+
+def test_conv_discriminator_sees_both_domains_in_one_batchnorm_pass():
+    from transferkit.discriminators import ConvMultiLayerDiscriminator
+    torch.manual_seed(0)
+    disc = ConvMultiLayerDiscriminator([(4, 1, 1)]).train()
+    src = torch.randn(16, 4, 1, 1)
+    tgt = src + 3.0  # a constant shift: per-domain BatchNorm statistics would remove it
+    alone_s, alone_t = disc([src]), disc([tgt])
+    assert torch.allclose(alone_s, alone_t, atol=1e-4)
+    joint_s, joint_t = disc([src], [tgt])
+    assert not torch.allclose(joint_s, joint_t, atol=1e-2)
+    both = disc([torch.cat([src, tgt])])
+    assert torch.allclose(torch.cat([joint_s, joint_t]), both)
+    fc = MultiLayerDiscriminator([4])
+    pair = fc([src], [tgt])
+    assert torch.equal(pair[0], fc([src])) and torch.equal(pair[1], fc([tgt]))  # no BatchNorm: each on its own
+
+
+def test_conv_discriminator_refuses_shapes_it_cannot_chain():
+    from transferkit.discriminators import ConvMultiLayerDiscriminator, multilayer_discriminator
+    with pytest.raises(TransferkitError, match=r"no strided 3x3 convolution maps the feature map \(4, 3, 3\)"):
+        ConvMultiLayerDiscriminator([(4, 3, 3), (8, 6, 6)])
+    with pytest.raises(TransferkitError, match="cannot be followed by the feature map"):
+        ConvMultiLayerDiscriminator([(5,), (8, 3, 3)])
+    with pytest.raises(TransferkitError, match="needs a feature map"):
+        ConvMultiLayerDiscriminator([(5,), (3,)])
+    net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
+    with pytest.raises(TransferkitError, match="discriminator must be one of auto, fc, conv"):
+        multilayer_discriminator(net, ["conv2"], "cnn")
+    with pytest.raises(TransferkitError, match=r"activation 1 has shape \(50, 5, 5\), expected \(50, 4, 4\)"):
+        multilayer_discriminator(net, ["conv2"], "conv")([torch.zeros(2, 50, 5, 5)])

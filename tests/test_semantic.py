@@ -303,8 +303,9 @@ def test_lext_encoder_term_pushes_target_logits_toward_source():
     outs = []
 
     def keep(_module, _inputs, out):
-        out.retain_grad()
-        outs.append(out)
+        if isinstance(out, torch.Tensor) and out.requires_grad:  # not the (source, target) pair of a joint call
+            out.retain_grad()
+            outs.append(out)
     handle = method.discriminator.register_forward_hook(keep)
     try:
         terms = method.losses(batch)
@@ -433,3 +434,14 @@ def test_lext_restored_from_a_checkpoint_keeps_no_source_domain():
     assert method._prototype_source is src  # computed when training starts (cache_inputs)
     method.load_state_dict(method.state_dict())  # a resumed fit: the checkpoint holds them
     assert method._prototype_source is None
+
+
+def test_lext_with_the_convolutional_discriminator_keeps_the_two_players_apart():
+    from transferkit.discriminators import ConvMultiLayerDiscriminator
+    method, *_, batch = _lext_on_tiny_domains(alpha=0.3, discriminator="conv")
+    assert isinstance(method.discriminator, ConvMultiLayerDiscriminator)
+    for term, owner in (("dt_disc", method.discriminator), ("dt_encoder", method.net)):
+        method.zero_grad(set_to_none=True)
+        method.losses(batch)[term].backward()
+        graded = {id(p) for p in method.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert graded and graded <= {id(p) for p in owner.parameters()}, term

@@ -9,10 +9,17 @@ followed by a tail of fully-connected layers to one logit. ``D_l`` maps to the s
 ``E_{l+1}`` ("the intermediate discriminator layers share the same structure with their
 corresponding encoding layers to match the dimensions"), σ is ReLU, γ ≤ 1 the decay and
 ⊕ element-wise sum (input size ``|E_l|``) or concatenation (``|d_{l-1}| + |E_l|``).
-Seed 000 Table 5 (convnet4): 64×64, 64×5, then 5×500, 500×500, 500×500, 500×1;
-Table 8 (lenet): 800×500, 500×10, then 10×500, 500×500, 500×1. Activations with spatial
-dimensions are flattened (seed 000 uses a convolutional discriminator, Table 6, only for
-ResNet-18 on video; this one is fully connected for every backbone).
+
+Two forms (:func:`multilayer_discriminator` picks one):
+
+* fully connected (:class:`MultiLayerDiscriminator`; activations flattened), seed 000
+  Table 5 (convnet4): 64×64, 64×5, then 5×500, 500×500, 500×500, 500×1; Table 8 (lenet):
+  800×500, 500×10, then 10×500, 500×500, 500×1.
+* convolutional (:class:`ConvMultiLayerDiscriminator`), seed 000 Table 6 (ResNet-18, the
+  image → video experiment): ``D_l`` between two feature maps is a 3×3 convolution whose
+  stride maps ``E_l``'s grid onto ``E_{l+1}``'s, plus BatchNorm; on ``layer3 → layer4``
+  that is Table 6's conv1 (3×3×512, stride 2), its conv2 (3×3×512, stride 1) is ``D_L``,
+  and conv3 (1×1×1) is the last linear layer on the position-averaged map.
 
 Losses (sigmoid outputs ``d^s``, ``d^t`` of the last layer; source labelled 1):
 
@@ -30,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import check
+from .errors import TransferkitError, check
 
 #: depth of the fully connected tail after the multi-layer part, per backbone
 #: (seed 000 Table 5: two 500x500 layers for convnet4; Table 8: one for lenet)
@@ -45,6 +52,11 @@ def default_layers(net, same_label_space: bool) -> list[str]:
     second and third last (the classifier's output has no common meaning then)."""
     names = net.unit_names
     return names[-3:] if same_label_space else names[-3:-1]
+
+
+def _fc_weights(sizes: Sequence[int]) -> int:
+    """Weights of the fully connected eq. 2 layers but the last: ``Σ |E_l| · |E_(l+1)|``."""
+    return sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
 class MultiLayerDiscriminator(nn.Module):
@@ -75,21 +87,23 @@ class MultiLayerDiscriminator(nn.Module):
         shapes = net.unit_output_shapes()
         sizes = [net.embed_dim if n == "embedding" else math.prod(shapes[n]) for n in layers]
         kw.setdefault("tail_depth", TAIL_DEPTH.get(getattr(net, "name", ""), 2))
-        first = sum(a * b for a, b in zip(sizes, sizes[1:]))  # eq. 2's layers but the last: |E_l| x |E_(l+1)|
+        first = _fc_weights(sizes)
         if first > LARGE_DISCRIMINATOR:
             warnings.warn(f"the multi-layer discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} "
                           f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
                           f"gradients and optimiser state): eq. 2 maps each tapped activation to the next one's size "
-                          f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head]); "
-                          f"seed 000 Table 6 uses a convolutional discriminator for ResNets, which transferkit has "
-                          f"not", stacklevel=3)
+                          f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head]) or "
+                          f"use the convolutional one of seed 000 Table 6 (discriminator: conv)", stacklevel=3)
         return cls(sizes, **kw)
 
     def layer_input_sizes(self) -> list[int]:
         return [layer.in_features for layer in self.layers]
 
-    def forward(self, activations: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Domain logit (source = 1) for each sample, from the tapped activations in order."""
+    def forward(self, activations: Sequence[torch.Tensor], target_activations=None):
+        """Domain logit (source = 1) for each sample, from the tapped activations in order;
+        given a second list (the target's), a pair of logits, each domain run on its own."""
+        if target_activations is not None:
+            return self(activations), self(target_activations)
         check(len(activations) == len(self.layers),
               f"expected {len(self.layers)} activations, got {len(activations)}")
         d = None
@@ -101,6 +115,122 @@ class MultiLayerDiscriminator(nn.Module):
                 mixed = self.gamma * d + e if self.combine == "sum" else torch.cat([self.gamma * d, e], 1)
                 d = layer(F.relu(mixed))
         return self.tail(d).squeeze(1)
+
+
+def _conv_stride(size: Sequence[int], target: Sequence[int]) -> int | None:
+    """The stride of a 3×3 convolution with padding 1 that maps grid ``size`` (H, W) onto
+    ``target``: output ``(h - 1) // s + 1``, as a ResNet's strided convolutions."""
+    for s in range(1, max(size) + 1):
+        if all((h - 1) // s + 1 == t for h, t in zip(size, target)):
+            return s
+    return None
+
+
+class ConvMultiLayerDiscriminator(nn.Module):
+    """Seed 000 eq. 2 with convolutional layers for feature maps (Table 6, ResNet-18).
+
+    ``in_shapes``: each tapped activation's shape without the batch, ``(C, H, W)`` for a
+    feature map, ``(D,)`` for a vector. ``D_l`` maps ``E_l`` onto ``E_{l+1}``'s shape:
+    feature map → feature map: conv 3×3 (stride from the two grids, padding 1) + BatchNorm;
+    feature map → vector: conv 3×3 to ``hidden`` channels + BatchNorm, σ, average over
+    positions, linear; vector → vector: linear. The last tapped layer maps to ``hidden``
+    (channels, default: those of the last feature map, Table 6's 512), followed by σ, the
+    average over positions, ``tail_depth`` hidden linear layers (Table 6: none) and a
+    linear layer to one logit. σ is a leaky ReLU (``slope`` 0.2; Table 6 gives no slope).
+
+    Both domains go through one pass (:meth:`forward` with ``target_activations``): the
+    BatchNorm statistics are those of the mixed batch; per-domain batches would normalise
+    the domain difference away. Deviation: Table 6's conv3 gives a logit per position;
+    here the positions are averaged before the last linear layer (the same as averaging
+    conv3's logits), so the losses see one logit per image.
+    """
+
+    def __init__(self, in_shapes: Sequence[Sequence[int]], gamma: float = 1.0, combine: str = "sum",
+                 hidden: int | None = None, tail_depth: int = 0, slope: float = 0.2):
+        super().__init__()
+        check(len(in_shapes) >= 1, "the multi-layer discriminator needs at least one layer")
+        check(0 < gamma <= 1, f"decay gamma must be in (0, 1], got {gamma}")
+        check(combine in ("sum", "concat"), f"combine must be 'sum' or 'concat', got {combine!r}")
+        shapes = [tuple(int(v) for v in s) if len(s) == 3 else (math.prod(s),) for s in in_shapes]
+        maps = [s for s in shapes if len(s) == 3]
+        check(bool(maps), f"the convolutional discriminator needs a feature map among the tapped shapes {shapes}")
+        self.in_shapes, self.gamma, self.combine = shapes, gamma, combine
+        hidden = int(hidden or maps[-1][0])
+        self.act = nn.LeakyReLU(slope)
+        self.layers = nn.ModuleList(self._layer(l, shapes, hidden) for l in range(len(shapes)))
+        tail = []
+        for _ in range(tail_depth):
+            tail += [nn.Linear(hidden, hidden), nn.LeakyReLU(slope)]
+        self.tail = nn.Sequential(*tail, nn.Linear(hidden, 1))
+
+    def _layer(self, l: int, shapes: list[tuple], hidden: int) -> nn.Module:
+        shape, nxt = shapes[l], shapes[l + 1] if l + 1 < len(shapes) else None
+        width = shape[0] * (2 if l > 0 and self.combine == "concat" else 1)
+        if len(shape) == 1:
+            check(nxt is None or len(nxt) == 1, f"a vector ({shape[0]}) cannot be followed by the feature map {nxt} "
+                                                "in eq. 2; tap layers in the network's order")
+            return nn.Linear(width, nxt[0] if nxt else hidden)
+        if nxt is not None and len(nxt) == 3:
+            stride = _conv_stride(shape[1:], nxt[1:])
+            check(stride is not None, f"no strided 3x3 convolution maps the feature map {shape} onto {nxt}; "
+                                      f"tap other layers or use discriminator: fc")
+            return nn.Sequential(nn.Conv2d(width, nxt[0], 3, stride, 1), nn.BatchNorm2d(nxt[0]))
+        conv = [nn.Conv2d(width, hidden, 3, 1, 1), nn.BatchNorm2d(hidden)]
+        if nxt is None:
+            return nn.Sequential(*conv)
+        return nn.Sequential(*conv, self.act, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(hidden, nxt[0]))
+
+    def layer_input_shapes(self) -> list[tuple]:
+        """What eq. 2's layer ``l`` reads: ``E_1``, then ``γ d_(l-1) ⊕ E_l``."""
+        return [(s[0] * (2 if l and self.combine == "concat" else 1),) + s[1:] for l, s in enumerate(self.in_shapes)]
+
+    def _logits(self, activations: Sequence[torch.Tensor]) -> torch.Tensor:
+        check(len(activations) == len(self.layers),
+              f"expected {len(self.layers)} activations, got {len(activations)}")
+        d = None
+        for l, (layer, shape, e) in enumerate(zip(self.layers, self.in_shapes, activations)):
+            e = e if len(shape) == 3 else e.flatten(1)
+            check(tuple(e.shape[1:]) == shape, f"activation {l + 1} has shape {tuple(e.shape[1:])}, expected {shape}")
+            if l > 0:
+                e = self.act(self.gamma * d + e if self.combine == "sum" else torch.cat([self.gamma * d, e], 1))
+            d = layer(e)
+        d = self.act(d)
+        return self.tail(d.mean((2, 3)) if d.dim() == 4 else d).squeeze(1)
+
+    def forward(self, activations: Sequence[torch.Tensor], target_activations=None):
+        """Domain logit (source = 1) per sample; given the target's activations too, the pair
+        of logits from one pass over both domains (mixed BatchNorm statistics)."""
+        if target_activations is None:
+            return self._logits(activations)
+        n = len(activations[0])
+        logits = self._logits([torch.cat([a, b]) for a, b in zip(activations, target_activations)])
+        return logits[:n], logits[n:]
+
+
+#: discriminator forms :func:`multilayer_discriminator` builds
+DISCRIMINATOR_KINDS = ("auto", "fc", "conv")
+
+
+def multilayer_discriminator(net, layers: Sequence[str], kind: str = "auto", hidden: int | None = None, **kw):
+    """Seed 000 eq. 2's discriminator for ``net``'s ``layers``, sized from the unit output shapes.
+
+    ``kind``: ``"fc"`` (Tables 5, 8), ``"conv"`` (Table 6) or ``"auto"``: fully connected
+    unless its eq. 2 layers would exceed :data:`LARGE_DISCRIMINATOR` weights (ResNets:
+    ≈ 103 M at 28 px, 1.3 G at 224 px) and a convolutional one can be built. ``hidden``:
+    ``None`` gives 500 (fc) or the last feature map's channels (conv)."""
+    check(kind in DISCRIMINATOR_KINDS, f"discriminator must be one of {', '.join(DISCRIMINATOR_KINDS)}, got {kind!r}")
+    if kind == "fc":
+        return MultiLayerDiscriminator.for_network(net, layers, hidden=hidden or 500, **kw)
+    shapes = net.unit_output_shapes()
+    in_shapes = [(net.embed_dim,) if n == "embedding" else tuple(shapes[n]) for n in layers]
+    if kind == "conv":
+        return ConvMultiLayerDiscriminator(in_shapes, hidden=hidden, **kw)
+    if _fc_weights([math.prod(s) for s in in_shapes]) > LARGE_DISCRIMINATOR and len(in_shapes[0]) == 3:
+        try:
+            return ConvMultiLayerDiscriminator(in_shapes, hidden=hidden, **kw)
+        except TransferkitError:
+            pass  # no convolutional form for these shapes: the fully connected one warns
+    return MultiLayerDiscriminator.for_network(net, layers, hidden=hidden or 500, **kw)
 
 
 class MLPDiscriminator(nn.Module):

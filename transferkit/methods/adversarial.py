@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from ..discriminators import (
     MLPDiscriminator,
-    MultiLayerDiscriminator,
     default_layers,
     discriminator_loss,
     inverted_label_loss,
+    multilayer_discriminator,
 )
 from ..errors import check
 from ..losses import dann_lambda, frozen_call, grad_reverse
@@ -213,11 +213,14 @@ class ADDAEncoderOnly(ADDA):
 class MultiLayerAdversarial(AdaptationMethod):
     """Multi-layer domain adversarial loss (seed 000 §3.2, §4.3 "Ours").
 
-    The discriminator (:class:`~transferkit.discriminators.MultiLayerDiscriminator`) reads
+    The discriminator (:func:`~transferkit.discriminators.multilayer_discriminator`) reads
     the activations ``E_1..E_L`` of ``layers`` (default: the last three units, or the second
     and third last when ``same_label_space=False``, seed 000 implementation details) and
     computes ``d_l = D_l(σ(γ d_{l-1} ⊕ E_l(x)))`` (eq. 2; ``gamma`` = γ, default 0.1 as in
-    §4.3; ``combine`` = ⊕, ``"sum"`` or ``"concat"``). The discriminator minimises eq. 3;
+    §4.3; ``combine`` = ⊕, ``"sum"`` or ``"concat"``). ``discriminator``: ``"fc"`` (Tables
+    5, 8; ``hidden`` 500 and ``tail_depth`` per backbone), ``"conv"`` (Table 6: 3×3
+    convolutions between feature maps, one pass over both domains for its BatchNorm) or
+    ``"auto"`` (fully connected unless that exceeds 100 M weights, as on ResNets). The discriminator minimises eq. 3;
     the encoder minimises ``weight`` × eq. 4 (inverted labels, both domains) plus the source
     cross entropy. Source and target share the encoder (``E^s = E^t``), which is why eq. 4's
     source term carries gradient. ``weight`` defaults to seed 000's α = 0.1.
@@ -231,8 +234,8 @@ class MultiLayerAdversarial(AdaptationMethod):
     description = "multi-layer domain adversarial loss (seed 000 §3.2 eq. 2-4)"
 
     def __init__(self, net, weight: float = 0.1, layers=None, gamma: float = 0.1, combine: str = "sum",
-                 same_label_space: bool = True, hidden: int = 500, tail_depth: int | None = None,
-                 lr_schedule: str | None = "dann", entmin_weight: float = 0.0):
+                 same_label_space: bool = True, discriminator: str = "auto", hidden: int | None = None,
+                 tail_depth: int | None = None, lr_schedule: str | None = "dann", entmin_weight: float = 0.0):
         super().__init__(net, entmin_weight=entmin_weight)
         self.weight, self.lr_schedule = float(weight), lr_schedule
         self.layers = resolve_layers(net, layers, default_layers(net, same_label_space))
@@ -241,16 +244,14 @@ class MultiLayerAdversarial(AdaptationMethod):
               f"layers must follow the network's order without repeats (eq. 2 chains d_(l-1) into layer l), "
               f"got {self.layers}; the order is {order}")
         kw = {} if tail_depth is None else {"tail_depth": tail_depth}
-        self.discriminator = MultiLayerDiscriminator.for_network(net, self.layers, gamma=gamma, combine=combine,
-                                                                 hidden=hidden, **kw)
+        self.discriminator = multilayer_discriminator(net, self.layers, discriminator, gamma=gamma, combine=combine,
+                                                      hidden=hidden, **kw)
 
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled
         src, tgt = self.taps(x_s, x_t, self.layers)
         a_s, a_t = [src[n] for n in self.layers], [tgt[n] for n in self.layers]
         terms = self.base_terms(src["head"], y_s, tgt["head"])
-        terms["disc"] = discriminator_loss(self.discriminator([a.detach() for a in a_s]),
-                                           self.discriminator([a.detach() for a in a_t]))
-        terms["adv_encoder"] = self.weight * inverted_label_loss(frozen_call(self.discriminator, a_s),
-                                                                 frozen_call(self.discriminator, a_t))
+        terms["disc"] = discriminator_loss(*self.discriminator([a.detach() for a in a_s], [a.detach() for a in a_t]))
+        terms["adv_encoder"] = self.weight * inverted_label_loss(*frozen_call(self.discriminator, a_s, a_t))
         return terms

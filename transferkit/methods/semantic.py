@@ -7,7 +7,7 @@
 * L_sup: cross entropy of the (new) classifier on the k labelled target examples per class.
 * L_DT (§3.2, eq. 2-4): multi-layer domain adversarial loss between the source network's
   activations of source images and the target network's activations of unlabelled target
-  images (:class:`~transferkit.discriminators.MultiLayerDiscriminator`).
+  images (:func:`~transferkit.discriminators.multilayer_discriminator`).
 * L_ST (§3.3, eq. 8) = eq. 5 + eq. 6 + eq. 7 with the similarity ψ(x, s) = <s / |s|, f(x)>
   (normalised support feature, unnormalised query feature; "implementation details"):
 
@@ -29,13 +29,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
-from ..discriminators import MultiLayerDiscriminator, default_layers, discriminator_loss, inverted_label_loss
+from ..discriminators import default_layers, discriminator_loss, inverted_label_loss, multilayer_discriminator
 from ..engine import FitResult
 from ..errors import check
 from ..evaluate import predict_logits
 from ..heads import class_means
+from ..losses import frozen_call
 from .adaptation import resolve_layers
 from .base import Method, register
 from .finetune import Finetune
@@ -86,11 +86,12 @@ class SemanticTransfer(Method):
     One optimiser step updates both players without mixing their gradients:
     ``dt_disc`` (eq. 3) is computed on detached activations, so only the discriminator gets
     its gradient; ``dt_encoder`` (α · eq. 4) runs the discriminator through
-    :func:`torch.func.functional_call` with detached parameters, so only the target
+    :func:`~transferkit.losses.frozen_call` (detached parameters), so only the target
     encoder gets its gradient.
 
     Options: ``alpha``, ``beta`` (0.1, 0.1), ``tau_source`` (2), ``tau_target`` (1), ``gamma``
-    (0.1, decay of eq. 2, Table 1), ``combine`` (``sum``/``concat``), ``layers`` (default:
+    (0.1, decay of eq. 2, Table 1), ``combine`` (``sum``/``concat``), ``discriminator``
+    (``auto``/``fc``/``conv``, as for ``multilayer_adv``), ``layers`` (default:
     last three units, or second and third last when the label sets differ; ``head`` may be
     listed whenever source and target have as many classes, as seed 000 Table 5 does for
     SVHN 0-4 -> MNIST 5-9), weights
@@ -111,7 +112,7 @@ class SemanticTransfer(Method):
                  tau_target: float = 1.0, gamma: float = 0.1, combine: str = "sum", layers=None,
                  source_support: str = "prototypes", source_entropy: float = 1.0, metric_ce: float = 1.0,
                  target_entropy: float = 1.0, disc_lr_mult: float = 1.0, predict: str = "centroids",
-                 query_scale: float | None = None):
+                 query_scale: float | None = None, discriminator: str = "auto"):
         super().__init__(net)
         self.query_scale = None if query_scale is None else float(query_scale)
         check(source_support in ("prototypes", "examples"),
@@ -120,7 +121,7 @@ class SemanticTransfer(Method):
         self.predict = predict
         self.alpha, self.beta = float(alpha), float(beta)
         self.tau_source, self.tau_target = float(tau_source), float(tau_target)
-        self.gamma, self.combine = gamma, combine
+        self.gamma, self.combine, self.discriminator_kind = gamma, combine, discriminator
         self.layers = None if layers is None else resolve_layers(net, layers, [])
         self.source_support = source_support
         self.weights = {"source_entropy": source_entropy, "metric_ce": metric_ce, "target_entropy": target_entropy}
@@ -146,8 +147,8 @@ class SemanticTransfer(Method):
                   f"layers include 'head' but the source copy's head has {self.source_net.num_classes} outputs for "
                   f"{n_s} source classes: build the method before the head is given the target classes")
         if self.alpha > 0 and self.discriminator is None:
-            self.discriminator = MultiLayerDiscriminator.for_network(
-                self.net, self.layers, gamma=self.gamma, combine=self.combine)
+            self.discriminator = multilayer_discriminator(self.net, self.layers, self.discriminator_kind,
+                                                          gamma=self.gamma, combine=self.combine)
         if self._uses_prototypes():  # computed in cache_inputs: from the cached source features when there are
             self.source_prototypes = torch.zeros(source.num_classes, self.net.embed_dim)
             self._prototype_source = source
@@ -247,10 +248,9 @@ class SemanticTransfer(Method):
         if self.discriminator is not None:
             tgt = [acts[n][n_t:] for n in self.layers]
             src_act = [src[n] for n in self.layers]
-            d_s = self.discriminator(src_act)
-            terms["dt_disc"] = discriminator_loss(d_s, self.discriminator([a.detach() for a in tgt]))
-            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-            d_t = functional_call(self.discriminator, frozen, (tgt,))
+            d_s, d_t = self.discriminator(src_act, [a.detach() for a in tgt])
+            terms["dt_disc"] = discriminator_loss(d_s, d_t)
+            _, d_t = frozen_call(self.discriminator, src_act, tgt)
             terms["dt_encoder"] = self.alpha * inverted_label_loss(d_s.detach(), d_t)
         if self.beta > 0:
             terms.update(self.semantic_terms(acts["embedding"][:n_t], y_t, acts["embedding"][n_t:],

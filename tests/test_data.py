@@ -258,3 +258,12 @@ def test_a_path_given_as_a_domain_name_is_told_its_prefix(tmp_path):
         check_spec(str(tmp_path / "MyData"))  # it said "unknown domain" with the path lowercased
     with pytest.raises(TransferkitError, match="npz:data/x.npz"):
         check_spec("data/x.npz+blur")
+
+
+def test_select_classes_reads_ints_as_ids_and_strings_as_names_on_numbered_folders():
+    from transferkit.domain import Domain
+    d = Domain("folders", torch.zeros(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2]), ["1", "10", "2"])
+    assert d.select_classes([1, 2]).class_names == ["10", "2"]
+    assert d.select_classes(["1", "2"]).class_names == ["1", "2"]
+    with pytest.raises(TransferkitError, match=r"class id 5 out of range \[0, 2\]"):
+        d.select_classes(["5"])

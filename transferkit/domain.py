@@ -174,9 +174,13 @@ class Domain:
 
     def select_classes(self, classes: Sequence[int | str], relabel: bool = True,
                        allow_empty: bool = False) -> "Domain":
-        """Keep only ``classes`` (ids or names). With ``relabel`` labels become 0..len-1
-        in the given order and ``class_names`` shrink accordingly. ``allow_empty``: a domain
-        without an image of them is returned, not refused (a split part of small classes)."""
+        """Keep only ``classes``: an ``int`` is a class id, a ``str`` a class name (a string of
+        digits that names no class is read as an id). So on numbered folders ``1, 10, 2``
+        ``[1, 2]`` means ids (classes ``10`` and ``2``) and ``["1", "2"]`` names; configs go
+        through :func:`~transferkit.splits.parse_classes`, where a number names a class on
+        numbered folders. With ``relabel`` labels become 0..len-1 in the given order and
+        ``class_names`` shrink accordingly. ``allow_empty``: a domain without an image of them
+        is returned, not refused (a split part of small classes)."""
         ids = [self._class_id(c) for c in classes]
         check(len(ids) > 0, f"domain {self.name!r}: empty class subset")
         check(len(set(ids)) == len(ids), f"domain {self.name!r}: repeated class in {list(classes)}")

@@ -120,6 +120,10 @@ def test_clip_trains_through_the_engine_with_caption_ids():
                                       else ["zero", "one", "two", "three"].index(c.split()[-1])) for c in cd.captions])
     rel = labels[:, None] == caption_class[None, :]
     assert recall_at_k(sim, rel, ks=(1,))["R@1"] > 0.5
+    from transferkit.clip import retrieval_report
+    report = retrieval_report(m, images, labels, cd.captions, caption_class)
+    assert report["i2t_R@1"] == recall_at_k(sim, rel, ks=(1,))["R@1"]
+    assert retrieval_report(m, None, labels, cd.captions, caption_class, image_embeddings=img) == report
 
 
 def test_sentence_encoder_when_the_text_extra_is_installed():

@@ -212,8 +212,13 @@ def test_image_unit_takes_the_channels_of_the_first_convolution_when_the_network
 def test_tap_without_validation_says_it_picked_on_training_accuracy():
     torch.manual_seed(0)
     method = get_method("tap")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    seen = []
+    handle = method.net.unit("conv1").register_forward_hook(lambda m, inp, out: seen.append(len(inp[0])))
+    target = toy()
     with pytest.warns(UserWarning, match="picked on training accuracy"):
-        fit = method.fit_transfer(lambda tag, config=None: Engine(CFG, seed=0), target=toy())
+        fit = method.fit_transfer(lambda tag, config=None: Engine(CFG, seed=0), target=target)
+    handle.remove()
+    assert sum(seen) == len(target)  # the training features serve as the selection features
     extra = method.extra_results()
     assert fit.best_val_accuracy is None and "tap_val_accuracy" not in extra
     assert set(extra["tap_train_accuracy"]) == set(method.net.feature_names)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,6 +153,9 @@ def test_grouped_views_groups_splits_and_k_groups():
     for bad in (0, 1.5, -2):
         with pytest.raises(TransferkitError, match="k must be an integer >= 1"):
             sample_k_groups(split.train, bad, seed=0)
+    assert torch.equal(sample_k_groups(split.train, np.int64(2), seed=0)[0].images, labeled.images)
+    with pytest.raises(TransferkitError, match="is empty: no group to label"):
+        sample_k_groups(split.train.subset(torch.zeros(len(split.train), dtype=torch.bool)), 1, seed=0)
     assert len(labeled) == 2 * 3 * 10 and len(set(labeled.groups.tolist())) == 20
     assert not set(labeled.groups.tolist()) & set(unlabeled.groups.tolist())
     spec = load_domain("digits@grouped2", seed=0)
@@ -445,3 +449,29 @@ def test_lext_with_the_convolutional_discriminator_keeps_the_two_players_apart()
         method.losses(batch)[term].backward()
         graded = {id(p) for p in method.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
         assert graded and graded <= {id(p) for p in owner.parameters()}, term
+
+
+def test_finetune_proto_early_stops_on_the_prototype_classifier_it_returns():
+    from transferkit.engine import Engine
+    from transferkit.methods.semantic import FinetunePrototype
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    target, val = _tiny_domain(10, "01234"), _tiny_domain(40, "01234", seed=3)
+    method = FinetunePrototype(net)
+    fit = method.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=6, eval_every=2)), target=target,
+                              val=val)
+    returned = float((method(val.images).argmax(1) == val.labels).float().mean())
+    assert fit.val_accuracy == pytest.approx(returned)  # the prototype head's, not the linear head's
+    assert method._labeled is None  # the fitted model keeps no domain
+
+
+@pytest.mark.parametrize("name", ["lext", "finetune_proto"])
+def test_class_mean_methods_refuse_a_target_class_without_labels_before_training(name):
+    from helpers import tiny_net, toy_domain
+
+    from transferkit import Transfer
+    src, t0 = toy_domain(32, seed=1, classes=4, name="src"), toy_domain(32, seed=2, classes=4, name="tgt")
+    target = Domain("tgt", t0.images, t0.labels, ["a", "b", "c", "d", "e"])  # class "e" has no image
+    with pytest.raises(TransferkitError, match=r"has none of class\(es\) \['e'\]"):
+        Transfer(name, train=TrainConfig(steps=100, batch_size=8)).fit(target=target, source=src, unlabeled=t0,
+                                                                       net=tiny_net(4))

@@ -212,3 +212,23 @@ def test_built_in_digit_attributes_refuse_classes_that_are_not_the_digits():
             Engine(TrainConfig(steps=1)).fit(method, source=shapes)  # it trained on the digit rows silently
     own = AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]])
     Engine(TrainConfig(steps=1)).fit(own, source=shapes)
+
+
+def test_evaluate_zero_shot_scores_test_classes_against_their_own_description_rows():
+    from helpers import tiny_net
+    torch.manual_seed(0)
+    method = AttributeZeroShot(tiny_net(10), "strokes").eval()  # built-in rows name the digits "0".."9"
+    x, y = torch.rand(30, 1, 28, 28), torch.arange(30) % 10
+    full = Domain("d", x, y, [str(i) for i in range(10)])
+    order = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    reordered = Domain("d", x, torch.tensor([order.index(int(v)) for v in y]), [str(i) for i in order])
+    expected = evaluate_zero_shot(method, full, list(range(7)), [7, 8, 9])
+    assert evaluate_zero_shot(method, reordered, list(range(7)), [7, 8, 9]) == expected
+    by_name = evaluate_zero_shot(method, full, [str(i) for i in range(7)], ["7", "8", "9"])
+    assert by_name == expected
+    part = full.subset(y >= 7)
+    only_unseen = Domain("d79", part.images, part.labels - 7, ["7", "8", "9"])  # as `target_classes: 7-9` builds it
+    with pytest.raises(TransferkitError, match=r"no test image of the seen classes \[0, 1, 2, 3, 4, 5, 6\]"):
+        evaluate_zero_shot(method, only_unseen, list(range(7)), [7, 8, 9])  # its labels 0-2 are rows 7-9
+    with pytest.raises(TransferkitError, match=r"unseen classes: \['x'\] are not described classes"):
+        evaluate_zero_shot(method, full, list(range(7)), ["x"])

@@ -305,10 +305,15 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
 
 
 @torch.no_grad()
-def retrieval_report(method: ClipMethod, images: torch.Tensor, image_classes: torch.Tensor,
-                     captions: list[str], caption_classes: torch.Tensor, ks=(1, 5, 10)) -> dict:
-    """Image -> text and text -> image Recall@K (a caption is relevant to an image of its class)."""
-    img = method.encode_images(images)
+def retrieval_report(method: ClipMethod, images: torch.Tensor | None, image_classes: torch.Tensor,
+                     captions: list[str], caption_classes: torch.Tensor, ks=(1, 5, 10),
+                     image_embeddings: torch.Tensor | None = None) -> dict:
+    """Image -> text and text -> image Recall@K (a caption is relevant to an image of its class).
+    ``image_embeddings``: ``method.encode_images(images)`` when the caller already has them
+    (one image set scored against several caption sets); ``images`` may then be ``None``."""
+    check(images is not None or image_embeddings is not None, "retrieval_report needs images or their embeddings")
+    img = method.encode_images(images) if image_embeddings is None else image_embeddings
+    check(len(img) == len(image_classes), f"{len(img)} image embeddings for {len(image_classes)} image classes")
     txt = method.encode_texts(list(captions))
     sim = img @ txt.t()
     rel = image_classes[:, None] == torch.as_tensor(caption_classes)[None, :]

@@ -97,14 +97,15 @@ def _logits(kind: str, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor
 def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str = "prototype", n_way: int = 5,
                        k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0,
                        steps: int = 100, lr: float = 0.01, scale: float = 10.0) -> torch.Tensor:
-    """Accuracy of every episode (``E`` values) of ``head`` on ``N x D`` frozen features."""
+    """Accuracy of every episode (``E`` values) of ``head`` on ``N x D`` frozen features (on
+    the CPU: features on another device are copied there)."""
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     check(features.dim() == 2 and len(features) == len(labels), "episodic evaluation needs N x D features, N labels")
     check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")
+    features, labels = features.detach().float().cpu(), torch.as_tensor(labels).cpu()
     g = torch.Generator().manual_seed(seed)
     sup_idx, qry_idx, _ = sample_episodes(labels, n_way, k_shot, n_query, episodes, g)
-    features = features.float()
     support, query = features[sup_idx], features[qry_idx]
     e, n, q, d = query.shape
     flat_q = query.reshape(e, n * q, d)

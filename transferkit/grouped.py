@@ -6,6 +6,7 @@ for the frames of one video, seed 000 §4.2), and group-level k-shot sampling.
 
 from __future__ import annotations
 
+import numbers
 import re
 import zlib
 from typing import Sequence
@@ -47,7 +48,10 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """``k`` labelled groups of every class (all their samples), chosen with ``seed``; the
     rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
-    check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, got {k!r}")
+    check(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1,
+          f"k must be an integer >= 1, got {k!r}")
+    check(len(domain) > 0, f"domain {domain.name!r} is empty: no group to label")
+    k = int(k)
     inverse, group_label = group_labels(domain.groups, domain.labels)
     n_groups = len(group_label)
     counts = torch.bincount(group_label, minlength=domain.num_classes)

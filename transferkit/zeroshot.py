@@ -330,6 +330,9 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     check(not stray, f"labels {stray[:10]} are neither seen nor unseen classes")
     check(not math.isnan(float(gamma)), "gamma is NaN")
     is_unseen = torch.isin(labels, torch.tensor(unseen))
+    for name, ids, has in (("seen", seen, ~is_unseen), ("unseen", unseen, is_unseen)):
+        check(bool(has.any()), f"no test image of the {name} classes {ids}: the GZSL report needs test images "
+                               f"of both seen and unseen classes")
     masked = torch.full_like(scores, MASKED)
     masked[:, unseen] = scores[:, unseen]
     zsl = mean_class_accuracy(masked[is_unseen].argmax(1), labels[is_unseen], unseen)
@@ -359,16 +362,34 @@ def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: flo
     return float(torch.quantile(margin.double(), q)) + 1e-6
 
 
+def _row_ids(method: _ClassDescriptionMethod, classes, what: str) -> list:
+    """``classes`` as description rows: ids as given, class names through ``method.row_names``."""
+    classes = [classes] if isinstance(classes, (str, int)) else list(classes)
+    if not any(isinstance(c, str) for c in classes):
+        return classes
+    check(method.row_names is not None, f"{what} are given by name, but the method's description rows have no "
+                                        f"class names (give class_names, or row ids)")
+    unknown = [c for c in classes if isinstance(c, str) and c not in method.row_names]
+    check(not unknown, f"{what}: {unknown} are not described classes ({method.row_names})")
+    return [method.row_names.index(c) if isinstance(c, str) else c for c in classes]
+
+
 def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unseen, gamma: float | str = 0.0) -> dict:
     """:func:`zero_shot_report` of a trained method on a test domain holding seen and unseen
     classes; ``gamma="prior"`` uses :func:`prior_matched_gamma` on the test scores (the chosen
-    value is returned as ``gamma``)."""
+    value is returned as ``gamma``). ``seen`` / ``unseen``: description rows, by id or by class
+    name. When the rows name their classes (``method.row_names``), the test labels are mapped
+    to them by class name (:meth:`~_ClassDescriptionMethod.to_rows`), so a test domain of a
+    class subset or in another class order is scored against the right rows."""
     check(gamma == "prior" or isinstance(gamma, (int, float)) and not isinstance(gamma, bool),
           f"gamma must be a number or 'prior', got {gamma!r}")
     shape = getattr(method.net, "input_shape", None)
     check(shape is None or tuple(test.image_shape) == tuple(shape),
           f"test domain {test.name!r} has images of shape {tuple(test.image_shape)}, the network takes "
           f"{shape and tuple(shape)}")
+    if method.row_names is not None:
+        test = method.to_rows(test)
+    seen, unseen = _row_ids(method, seen, "seen classes"), _row_ids(method, unseen, "unseen classes")
     scores = method.scores(test.images)
     if gamma == "prior":
         gamma = prior_matched_gamma(scores, seen, unseen)

@@ -209,6 +209,7 @@ class Method(nn.Module):
     min_labels_per_class: int = 1  # labelled target images per class the method needs (checked before a run)
     min_classes: int = 1  # classes a labelled target must hold (tap's linear classifiers: 2)
     needs_validation = False  # it selects on a labelled validation set (the flex family)
+    needs_every_class = False  # it classifies by each target class's labelled mean (prototypes, centroids)
     description = ""
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()
@@ -250,13 +251,18 @@ class Method(nn.Module):
     def check_data(cls, target=None, val=None) -> None:
         """Refuse, before any pre-training, labelled data the method cannot fit: a labelled
         ``target`` with fewer than ``min_labels_per_class`` images in a class or fewer than
-        ``min_classes`` classes, or no ``val`` for a method that ``needs_validation``.
+        ``min_classes`` classes, a class without an image for a method that
+        ``needs_every_class``, or no ``val`` for a method that ``needs_validation``.
         ``transferkit run`` calls it for every label subset, ``Transfer.fit`` for its domains."""
         check(not cls.needs_validation or (val is not None and len(val) > 0),
               "it selects on a labelled validation set and none is given (select_on: target_val, or fit(val=...))")
         if "target" not in cls.streams or target is None:
             return
         counts = target.class_counts()
+        missing = [n for n, c in zip(target.class_names, counts.tolist()) if c == 0]
+        check(not cls.needs_every_class or not missing,
+              f"it classifies by the mean of each target class's labelled images; {target.name!r} has none of "
+              f"class(es) {missing[:10]}")
         present = counts[counts > 0]
         check(len(present) >= cls.min_classes, f"it needs labelled target images of at least {cls.min_classes} "
                                                f"classes; {target.name!r} has {len(present)}")

@@ -34,7 +34,7 @@ from ..discriminators import default_layers, discriminator_loss, inverted_label_
 from ..engine import FitResult
 from ..errors import check
 from ..evaluate import predict_logits
-from ..heads import class_means
+from ..heads import class_means, prototype_logits
 from ..losses import frozen_call
 from .adaptation import resolve_layers
 from .base import Method, register
@@ -105,6 +105,7 @@ class SemanticTransfer(Method):
 
     name = "lext"
     streams = ("source", "target", "unlabeled")
+    needs_every_class = True  # eq. 6 / 7 and prediction use every target class's labelled centroid
     built_before_retarget = True  # source_net keeps the pre-trained source classifier
     description = "seed 000 full model: target CE + multi-layer adversarial + semantic transfer (eq. 1-8)"
 
@@ -404,19 +405,42 @@ class FinetunePrototype(Finetune):
     ``metric``: ``sqeuclidean`` or ``cosine``)."""
 
     name = "finetune_proto"
+    needs_every_class = True
     description = "fine-tune, then nearest class mean (prototype head) on the fine-tuned embedding"
 
     def __init__(self, net, metric: str = "sqeuclidean"):
         super().__init__(net)
         check(metric in ("sqeuclidean", "cosine"), f"metric must be sqeuclidean or cosine, got {metric!r}")
         self.metric = metric
+        self._labeled, self._eval_means = None, None
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        self._labeled = target
+        try:
+            fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        finally:
+            self._labeled = None  # a saved model keeps no domain
         feats = predict_logits(self.net.forward_features, target.images)
         self.net.reset_classifier(target.num_classes, "prototype", metric=self.metric).fit(feats, target.labels)
         self.eval()
         return fit
+
+    def forward_from_input(self, x: torch.Tensor) -> torch.Tensor:
+        """In the engine's validation, predict as the returned model will: by the nearest class
+        mean of the labelled target under the current weights, so that early stopping selects
+        (and ``val_accuracy`` reports) the classifier that is evaluated, not the linear head
+        that cross entropy trains."""
+        if not self.training and self._labeled is not None:
+            if self._eval_means is None:  # once per evaluation, not per chunk
+                dev = next(self.net.parameters()).device
+                feats = predict_logits(lambda b: self.net.forward_features(b.to(dev)), self._labeled.images)
+                self._eval_means = class_means(feats, self._labeled.labels.to(feats.device), self._labeled.num_classes)
+            return prototype_logits(self.net.forward_features(x), self._eval_means, self.metric)
+        return super().forward_from_input(x)
+
+    def train(self, mode: bool = True):
+        self._eval_means = None  # eval() starts an evaluation; the weights may have changed since the last
+        return super().train(mode)
 
 
 @register

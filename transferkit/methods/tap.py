@@ -115,8 +115,8 @@ class Tap(Method):
         if not on_val:
             warnings.warn("tap: no validation set; the unit and classifier are picked on training accuracy",
                           stacklevel=2)
-        f_train, f_sel = unit_features(self.net, target.images, self.units), unit_features(self.net, sel.images,
-                                                                                           self.units)
+        f_train = unit_features(self.net, target.images, self.units)
+        f_sel = unit_features(self.net, sel.images, self.units) if on_val else f_train
         scores, heads = {}, {}
         for u in self.units:
             for kind in CLASSIFIERS:

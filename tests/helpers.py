@@ -58,3 +58,12 @@ def check_frozen_features_cached(method, frozen_unit, fit, batch, inputs):
     assert set(cached) == set(computed)
     for name in computed:
         assert torch.allclose(cached[name], computed[name], atol=1e-6), name
+
+
+def slow_marked(seconds: float, marker: str) -> str:
+    """Touch ``marker`` when it starts, then take ``seconds`` (a worker-process job)."""
+    import time
+    from pathlib import Path
+    Path(marker).touch()
+    time.sleep(seconds)
+    return marker

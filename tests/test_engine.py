@@ -430,6 +430,7 @@ def test_a_directory_lock_refuses_a_second_live_process_and_takes_over_a_dead_on
     (tmp_path / ".lock").write_text(str(dead.pid))  # killed before it could remove its lock
     with directory_lock(tmp_path) as lock:
         assert lock.read_text() == str(os.getpid())
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # created whole, no temporary file left
     assert not (tmp_path / ".lock").exists()
 
 
@@ -513,3 +514,49 @@ def test_fit_reports_the_validation_accuracy_of_the_weights_it_returns():
         assert fit.best_val_accuracy == max(accs)
         assert fit.val_accuracy == (max(accs) if restore else accs[-1])
         assert val_accuracy(method.net, toy_domain(seed=1)) == pytest.approx(fit.val_accuracy)
+
+
+def test_an_interrupt_stops_the_worker_pool_at_once_and_keeps_the_results_back(tmp_path):
+    from transferkit.runtime import map_jobs
+    done = []
+
+    def on_done(i, result):
+        done.append(i)
+        if len(done) == 1:
+            raise KeyboardInterrupt  # as Ctrl-C while the first result is written
+    jobs = [(1.5, str(tmp_path / f"started{i}")) for i in range(8)]
+    from helpers import slow_marked
+    with pytest.raises(KeyboardInterrupt):
+        map_jobs(slow_marked, jobs, 2, on_done)
+    started = len(list(tmp_path.glob("started*")))
+    assert done and started <= 4, (done, started)  # not all 8 queued jobs run before the interrupt is raised
+
+
+@pytest.mark.parametrize("method", ["ft_fc1", "linear_probe"])
+def test_a_resumed_fit_caches_the_frozen_prefix_of_the_checkpoints_weights(tmp_path, method):
+    d, val = toy_domain(96), toy_domain(96, seed=1)
+    cfg = TrainConfig(steps=30, batch_size=16, eval_every=10, checkpoint_every=10, patience=None, restore_best=False,
+                      lr=1e-2)
+    full = make(method)
+    uninterrupted = Engine(cfg, seed=0).fit(full, target=d, val=val)
+
+    def crash(step, state):
+        if step == 15:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(make(method), target=d, val=val)
+    resumed = make(method, seed=99)  # other frozen units: they must come from the checkpoint before caching
+    res = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, target=d, val=val)
+    wf, wr = weights(full), weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    # no metrics log: the history and the kept weights' accuracy travel in the checkpoint
+    assert res.history == uninterrupted.history and res.val_accuracy == uninterrupted.val_accuracy
+
+
+def test_engine_fit_names_images_of_the_wrong_shape_before_training():
+    d = toy_domain()
+    with pytest.raises(TransferkitError, match=r"the target domain 'toy' has images of shape \(3, 28, 28\), the "
+                                               r"network takes \(1, 28, 28\)"):
+        Engine(TrainConfig(steps=2)).fit(make(), target=d.to_format(channels=3))
+    with pytest.raises(TransferkitError, match=r"the val domain 'toy' has images of shape \(1, 14, 14\)"):
+        Engine(TrainConfig(steps=2)).fit(make(), target=d, val=d.to_format(size=14))

@@ -299,6 +299,8 @@ def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_spli
     finally:
         torch.set_num_threads(threads)
     assert pretrain_source(cfg, data, **quiet)[1]["path"] == first["path"]
+    neutral = replace(cfg, pretrain=replace(cfg.pretrain, progress=False, checkpoint_every=7))  # NOT_RESULTS
+    assert pretrain_source(neutral, data, **quiet)[1]["cached"]
 
 
 def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):

@@ -230,12 +230,28 @@ class Engine:
         for name in method.streams:
             check(given.get(name) is not None and len(given[name]) > 0,
                   f"method {method.name!r} needs a non-empty {name} domain")
+        shape = getattr(method.net, "input_shape", None)
+        for name, d in [(n, given[n]) for n in method.streams] + [("val", val)]:
+            check(shape is None or d is None or tuple(d.images.shape[1:]) == tuple(shape),
+                  f"the {name} domain {d and d.name!r} has images of shape {d and tuple(d.images.shape[1:])}, the "
+                  f"network takes {shape and tuple(shape)} (Domain.to_format(size, channels) converts them)")
 
         device = resolve_device(cfg.device)
         method.prepare(given)
         method.to(device)
         layout = _train_layout(method, device, cfg.channels_last)
         method.to(memory_format=layout)
+        opt = self._optimizer(method)
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        state = {"step": 0, "best_acc": None, "best_step": 0, "bad_evals": 0, "stopped": False}
+        best_weights = None
+        history: list = []
+        signature = self._signature(method, given, val) if self.ckpt is not None else None
+        if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
+            # before the frozen prefix is cached below: its activations come from the checkpoint's weights
+            state, best_weights, history = self._load(method, opt, signature)
+            if history is None:  # a checkpoint from before the history was saved in it: the metrics log
+                history = self._logged_history(state["step"])
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
         start_unit = self._cacheable_start(method, sizes)
         method.input_unit = start_unit
@@ -254,20 +270,6 @@ class Engine:
             loss_fn = DistributedDataParallel(_Losses(method), find_unused_parameters=True)
         main = is_main_process()
         writer = _tensorboard(self.tensorboard_dir) if main else None
-
-        opt = self._optimizer(method)
-        base_lrs = [g["lr"] for g in opt.param_groups]
-        state = {"step": 0, "best_acc": None, "best_step": 0, "bad_evals": 0, "stopped": False}
-        best_weights = None
-        history: list = []
-        signature = self._signature(method, given, val) if self.ckpt is not None else None
-        if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
-            state, best_weights = self._load(method, opt, signature)
-            if self.metrics_path and self.metrics_path.exists():  # a step logged again after a kill: the last counts
-                by_step = {r.get("step", 0): {k: v for k, v in r.items() if k not in ("method", "run")}
-                           for r in read_jsonl(self.metrics_path)
-                           if r.get("run") == self.run_name and r.get("step", 0) <= state["step"]}
-                history = [by_step[s] for s in sorted(by_step)]
 
         modes_stale = True
         show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
@@ -327,7 +329,7 @@ class Engine:
                     modes_stale = True  # a hook may look at or change the modules
                 if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                                        or state["stopped"]):
-                    self._save(method, opt, state, best_weights, signature)
+                    self._save(method, opt, state, best_weights, signature, history)
         finally:
             bar.close()
             method.input_cache = {}  # also when training fails
@@ -419,7 +421,16 @@ class Engine:
                 h.update(f"|{name}:{len(d)}:{d.digest()}".encode())
         return h.hexdigest()[:16]
 
-    def _save(self, method, opt, state, best_weights, signature):
+    def _logged_history(self, step: int) -> list:
+        """Evaluation records up to ``step`` from the metrics log (a step logged again after a
+        kill: the last record counts); empty without a log."""
+        if not (self.metrics_path and self.metrics_path.exists()):
+            return []
+        by_step = {r.get("step", 0): {k: v for k, v in r.items() if k not in ("method", "run")}
+                   for r in read_jsonl(self.metrics_path) if r.get("run") == self.run_name and r.get("step", 0) <= step}
+        return [by_step[s] for s in sorted(by_step)]
+
+    def _save(self, method, opt, state, best_weights, signature, history):
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
         if best_weights is not None:
             tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_weights.items()})
@@ -432,8 +443,10 @@ class Engine:
                 else:
                     meta_opt[f"{pid}.{k}"] = v
         tensors["rng"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its generator
+            tensors.update({f"rng_cuda.{i}": r for i, r in enumerate(torch.cuda.get_rng_state_all())})
         meta = {"signature": signature, "state": state, "optim_groups": opt_state["param_groups"],
-                "optim_scalars": meta_opt, "has_best": best_weights is not None}
+                "optim_scalars": meta_opt, "has_best": best_weights is not None, "history": history}
         self.ckpt.mkdir(parents=True, exist_ok=True)
         # one file, one atomic write: the state travels in the safetensors metadata, so weights
         # and step can never come from two different saves; last.json is a readable copy
@@ -466,7 +479,11 @@ class Engine:
             opt_state["state"].setdefault(int(pid), {})[key] = v
         opt.load_state_dict(opt_state)
         torch.set_rng_state(tensors["rng"])
-        return meta["state"], best
+        cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng_cuda.")),
+                                           key=lambda k: int(k.split(".")[1]))]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        return meta["state"], best, meta.get("history")
 
 
 class _Losses(torch.nn.Module):

@@ -21,7 +21,7 @@ import pickle
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .backbones import build_backbone
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
 from .domain import Domain, head_mapping
-from .engine import Engine
+from .engine import Engine, TrainConfig
 from .errors import TransferkitError, check
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
@@ -133,7 +133,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
         "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
-        "train": asdict(train), "seed": cfg.seed, **run}, sort_keys=True).encode()).hexdigest()[:20]
+        "train": asdict(_result_neutral_defaults(train)), "seed": cfg.seed, **run},
+        sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     if path.exists():
         try:
@@ -651,6 +652,15 @@ NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progres
                "pretrain.checkpoint_every"}
 #: config keys that only choose which jobs run (each finished job is checked by its own digest)
 CHOOSES_JOBS = {"methods", "repeats", "options"}
+
+
+def _result_neutral_defaults(train: TrainConfig) -> TrainConfig:
+    """``train`` with the settings that do not change what is trained (progress bar,
+    checkpoint interval; ``NOT_RESULTS``) at their defaults: a cache key that ignores them and
+    stays the key of a config that never set them."""
+    neutral = {k.split(".", 1)[1] for k in NOT_RESULTS if k.startswith("train.")}
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in neutral}
+    return replace(train, **defaults)
 
 
 def job_digest(cfg: ExperimentConfig, method: str, every_option: bool = False) -> str:

@@ -41,10 +41,19 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        _fsync(tmp)  # on disk before the rename: a power loss leaves the old file or the new one
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
@@ -91,29 +100,46 @@ def directory_lock(directory: str | os.PathLike):
     beside it; a lock left by a killed process (its id no longer runs) is taken over."""
     path = Path(directory) / ".lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
+    while not _create_lock(path):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _running(pid):
-                raise TransferkitError(f"{directory} is in use by another transferkit process (pid {pid}); let it "
-                                       f"finish or stop it, then resume") from None
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-    try:
-        os.write(fd, str(os.getpid()).encode())
-    finally:
-        os.close(fd)
+            pid = int(path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and _running(pid):
+            raise TransferkitError(f"{directory} is in use by another transferkit process (pid {pid}); let it "
+                                   f"finish or stop it, then resume") from None
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     try:
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _create_lock(path: Path) -> bool:
+    """Create the lock file ``path`` holding this process's id, in one step (a hard link of a
+    written file), so that no other process ever reads it empty; False if it exists."""
+    tmp = path.with_name(f".lock.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: create, then write
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def _running(pid: int) -> bool:

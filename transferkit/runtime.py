@@ -135,17 +135,21 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     is called in this process as soon as each job ends, so its result can be written
     atomically right away. ``fn`` must be a module-level function. When a job fails, the
     jobs not yet started are cancelled, the running ones still finish and are handed to
-    ``on_done``, and then the first error is raised."""
+    ``on_done``, and then the first error is raised. When this process is interrupted
+    (Ctrl-C) or ``on_done`` raises, it stops at once: queued jobs are cancelled, the workers
+    are ended (running jobs are lost, a resumed run repeats them), the results that had
+    already come back are handed to ``on_done``, and the interruption is raised."""
     if workers <= 1 or len(jobs) <= 1:
         for i, args in enumerate(jobs):
             on_done(i, fn(*args))
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = torch.multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(threads_per_worker(workers), os.getpid())) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
+                               initargs=(threads_per_worker(workers), os.getpid()))
+    futures, handed, error = {}, set(), None
+    try:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(jobs)}
-        error = None
         for future in as_completed(futures):
             if future.cancelled():
                 continue
@@ -155,9 +159,28 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
                     for f in futures:
                         f.cancel()
                 continue
+            handed.add(futures[future])
             on_done(futures[future], future.result())
+    except BaseException:
+        _stop_pool(pool)
+        for f, i in futures.items():  # results that came back before the interruption are kept
+            if i not in handed and f.done() and not f.cancelled() and f.exception() is None:
+                handed.add(i)
+                on_done(i, f.result())
+        raise
+    pool.shutdown(wait=True)
     if error is not None:
         raise error
+
+
+def _stop_pool(pool) -> None:
+    """Cancel a process pool's queued jobs and end its workers without waiting for the
+    running ones (``shutdown`` alone would let every queued job run first)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
 
 
 def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: int = 1,

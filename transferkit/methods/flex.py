@@ -16,8 +16,10 @@
 
 Candidates are independent trainings through :class:`~transferkit.engine.Engine` (each
 caches the activations of its frozen prefix); with ``workers > 1`` they run in spawned
-worker processes. Results do not depend on ``workers``: every candidate is built in the
-parent with its own seed and the engine seeds each training.
+worker processes. Results do not depend on ``workers`` when the thread count is pinned
+(``OMP_NUM_THREADS``; otherwise the workers split the cores while the parent uses them all,
+and floating-point sums differ): every candidate is built in the parent with its own seed
+and the engine seeds each training.
 """
 
 from __future__ import annotations

@@ -560,3 +560,16 @@ def test_engine_fit_names_images_of_the_wrong_shape_before_training():
         Engine(TrainConfig(steps=2)).fit(make(), target=d.to_format(channels=3))
     with pytest.raises(TransferkitError, match=r"the val domain 'toy' has images of shape \(1, 14, 14\)"):
         Engine(TrainConfig(steps=2)).fit(make(), target=d, val=d.to_format(size=14))
+
+
+def test_a_failed_fit_leaves_the_method_reading_images_in_the_default_layout():
+    method = make("ft_fc1")
+
+    def crash(step, state):
+        assert method.input_unit != method.net.unit_names[0]  # training on the cached prefix
+        raise Interrupt
+    with pytest.raises(Interrupt):
+        Engine(TrainConfig(steps=5, batch_size=8), seed=0, hooks=(crash,)).fit(method, target=toy_domain())
+    assert method.input_unit == method.net.unit_names[0]
+    assert all(p.is_contiguous() for p in method.parameters())
+    assert method(toy_domain(4).images).shape == (4, 4)

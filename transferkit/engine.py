@@ -330,9 +330,11 @@ class Engine:
                 if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                                        or state["stopped"]):
                     self._save(method, opt, state, best_weights, signature, history)
-        finally:
+        finally:  # also when training fails: the method is left as it was handed over, but its weights
             bar.close()
-            method.input_cache = {}  # also when training fails
+            method.input_cache = {}
+            method.input_unit = method.net.unit_names[0]
+            method.to(memory_format=torch.contiguous_format)
         if writer is not None:
             writer.close()
         kept_acc = next((r["val_accuracy"] for r in reversed(history) if "val_accuracy" in r), None)
@@ -340,8 +342,6 @@ class Engine:
             method.load_state_dict(best_weights)
             kept_acc = state["best_acc"]
         broadcast_state(method)
-        method.input_unit = method.net.unit_names[0]
-        method.to(memory_format=torch.contiguous_format)
         method.eval()
         if device.type != "cpu":
             method.to("cpu")  # results and evaluation stay device-agnostic

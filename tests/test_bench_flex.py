@@ -21,6 +21,8 @@ def test_plan_defaults_follow_seed_002_and_set_overrides_them():
         make_plan("flex", False, ["ratioz=3"])
     with pytest.raises(TransferkitError, match="ratios"):
         make_plan("flex", False, ["ratios=3,thirty"])
+    with pytest.raises(TransferkitError, match="targets: the list is empty"):  # not "every target"
+        make_plan("flex", False, ["targets="])
 
 
 def test_larger_validation_split_takes_images_from_train_and_keeps_test():
@@ -122,6 +124,16 @@ def test_a_benchmark_directory_resumes_only_with_the_same_budgets(tmp_path):
             _check_same_plan(tmp_path, changed)
     with pytest.raises(TransferkitError, match="holds a run of the flex benchmark: its plan has the fields"):
         _check_same_plan(tmp_path, make_plan("uda", True))
+    uda = tmp_path / "uda"  # uda and uda_tune share their plan type: plan.json names its benchmark
+    write_json(uda / "plan.json", {"benchmark": "uda", **dataclasses.asdict(make_plan("uda", True))})
+    _check_same_plan(uda, make_plan("uda", True), "uda")
+    with pytest.raises(TransferkitError, match="holds a run of the uda benchmark, not of uda_tune"):
+        _check_same_plan(uda, make_plan("uda_tune", True), "uda_tune")
+    (uda / "plan.json").unlink()  # an older directory: the benchmark named in results.json
+    uda_plan = dataclasses.asdict(make_plan("uda", True))
+    write_json(uda / "results.json", {"config": {"benchmark": "uda", "plan": uda_plan}})
+    with pytest.raises(TransferkitError, match="holds a run of the uda benchmark, not of uda_tune"):
+        _check_same_plan(uda, make_plan("uda_tune", True), "uda_tune")
     (tmp_path / "plan.json").write_text('{"quick": tr')
     with pytest.raises(TransferkitError, match=r"benchmark plan .*plan.json is unreadable .*delete it"):
         _check_same_plan(tmp_path, make_plan("flex", True))
@@ -139,3 +151,23 @@ def test_a_misspelt_flex_target_fails_before_pre_training(tmp_path, monkeypatch)
     with pytest.raises(TransferkitError, match="unknown shift 'blurr'"):
         run_benchmark("flex", quick=True, run_dir=tmp_path / "b", log=lambda *a: None,
                       overrides=["targets=mnist+blurr"])
+
+
+def test_reports_keep_only_label_subsets_every_method_finished_and_flag_mixed_invocations(tmp_path):
+    import json
+
+    from transferkit.bench.flex import complete_subsets, directory_reports, wall_table
+    rows = _rows()
+    partial_subset = [{**r, "seed": 2, "accuracy": 0.1} for r in rows if r["seed"] == 0 and r["method"] != "ft_all"]
+    kept, left_out = complete_subsets(rows + partial_subset)
+    assert kept == rows and left_out == 1  # seed 2 lacks ft_all: not in any cell
+    assert "several invocations" not in wall_table(rows, [30])
+    mixed = [{**r, "invocation": f"run{r['seed']}", "workers": 2} for r in rows]
+    assert "ratio 30: 2 invocations (run0, 2 worker(s), run1, 2 worker(s))" in wall_table(mixed, [30])
+    (tmp_path / "jobs").mkdir()
+    for i, r in enumerate(partial_subset):
+        (tmp_path / "jobs" / f"{i}.json").write_text(json.dumps(r))
+    logged = []
+    with pytest.raises(TransferkitError, match="holds no label subset that every method finished"):
+        directory_reports(tmp_path, logged.append)
+    assert "1 label subset(s)" in logged[0]

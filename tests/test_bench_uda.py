@@ -21,7 +21,7 @@ def test_uda_suite_is_registered_and_quick_budget_is_small():
                          ("seeds=-1", r"values must be >= 0, got \[-1\]"),
                          ("pairs=mnist:digits,mnist:bogus", "unknown domain 'bogus'"),
                          ("pairs=mnist:digits,mnist:digits", "pairs: mnist:digits given more than once"),
-                         ("lr=-1", "lr must be > 0")):
+                         ("lr=-1", "lr must be > 0"), ("seeds=1.5", "1.5 is not a whole number")):
         with pytest.raises(TransferkitError, match=message):
             make_plan("uda", False, [bad])
 
@@ -72,3 +72,13 @@ def test_tsne_figure_draws_the_adapted_network_of_a_finished_run(tmp_path, one_t
     assert tsne_figure(tmp_path, "digits", "digits+noise", b, logged.append).exists()
     missing = [m for m in logged if m.startswith("t-SNE: no adapted")]
     assert len(missing) == 1 and "multilayer_adv" in missing[0], logged  # dann's saved model is found
+
+
+def test_a_batch_larger_than_both_training_sets_is_named():
+    from types import SimpleNamespace
+
+    from transferkit.bench.uda import adaptation_epochs
+    data = SimpleNamespace(source=SimpleNamespace(train=range(100)), target=SimpleNamespace(train=range(80)))
+    assert adaptation_epochs(data, Budget(batch_size=32, adapt_steps=6)) == (2, 6)
+    with pytest.raises(TransferkitError, match=r"batch_size 128 is larger than both training sets \(100 source"):
+        adaptation_epochs(data, Budget(batch_size=128))

@@ -76,3 +76,16 @@ def test_cosine_episode_logits_are_scaled_cosines():
     w = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 3.0, 0.0]]])  # classes along e1 and e2, bias column last
     x = torch.tensor([[[3.0, 4.0]]])
     assert torch.allclose(_head_logits("cosine", w, x, 10.0), torch.tensor([[[6.0, 8.0]]]))
+
+
+def test_fewshot_tsne_cache_is_keyed_by_what_the_embeddings_depend_on(tmp_path, one_thread):
+    from transferkit.bench.fewshot import fewshot_config, tsne_figure
+    from transferkit.engine import TrainConfig
+    logged = []
+    for k in (1, 2):
+        cfg = fewshot_config("tsne", "digits", "digits+noise", k, True, 1, ["finetune"])
+        cfg.pretrain, cfg.train = TrainConfig(steps=2, eval_every=2), TrainConfig(steps=2, eval_every=2)
+        tsne_figure(cfg, tmp_path, logged.append, n=40)
+    assert len(list((tmp_path / "tsne").glob("embeddings-*.pt"))) == 2  # k=2 does not read k=1's embeddings
+    tsne_figure(cfg, tmp_path, logged.append, n=40)
+    assert sum("t-SNE: training" in str(m) for m in logged) == 2  # the same config reads its cache

@@ -232,3 +232,13 @@ def test_evaluate_zero_shot_scores_test_classes_against_their_own_description_ro
         evaluate_zero_shot(method, only_unseen, list(range(7)), [7, 8, 9])  # its labels 0-2 are rows 7-9
     with pytest.raises(TransferkitError, match=r"unseen classes: \['x'\] are not described classes"):
         evaluate_zero_shot(method, full, list(range(7)), ["x"])
+
+
+def test_zeroshot_bench_jobs_name_a_non_default_text_encoder_and_refuse_zero_steps():
+    from transferkit.bench import make_plan
+    from transferkit.bench.zeroshot import job_name
+    assert job_name("clip_infonce", "mnist", 0, "all-MiniLM-L6-v2") == "clip_infonce-mnist-s0.json"
+    assert job_name("clip_infonce", "mnist", 0, "hashing") == "clip_infonce-hashing-mnist-s0.json"
+    assert job_name("attr_zones", "mnist", 1, "hashing") == "attr_zones-mnist-s1.json"  # reads no text
+    with pytest.raises(TransferkitError, match="steps must be a whole number >= 1, got 0"):
+        make_plan("zeroshot", True, ["steps=0"])

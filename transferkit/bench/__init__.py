@@ -44,6 +44,9 @@ class Plan:
     quick: bool = False
 
 
+#: the key of ``plan.json`` that names the benchmark whose plan it is
+PLAN_OWNER = "benchmark"
+
 Suite = Callable[[Plan, Path, Callable], list]
 PlanFactory = Callable[[bool], Plan]
 BENCHMARKS: dict[str, tuple[Suite, str, PlanFactory]] = {}
@@ -76,7 +79,7 @@ def as_list(value, cast=str, what: str = "list", empty: bool = False, minimum=No
         value = [value]
     check(empty or len(value) > 0, f"{what}: the list is empty, so no job would run; give at least one value")
     try:
-        out = [cast(v) for v in value]
+        out = [_strict_int(v) if cast is int else cast(v) for v in value]
     except (TypeError, ValueError) as e:
         raise TransferkitError(f"{what}: bad value {value!r} ({e})") from e
     twice = sorted({str(v) for v in out if out.count(v) > 1})
@@ -84,6 +87,13 @@ def as_list(value, cast=str, what: str = "list", empty: bool = False, minimum=No
     low = [v for v in out if minimum is not None and v < minimum]
     check(not low, f"{what}: values must be >= {minimum}, got {low}")
     return out
+
+
+def _strict_int(value) -> int:
+    """``int(value)`` for whole numbers only: ``1.5`` or ``True`` is an error, not seed 1."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
 
 
 def _pair(item) -> tuple:
@@ -118,9 +128,19 @@ def plan_yaml(plan: Plan) -> str:
     return yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
 
 
-def _check_same_plan(bench_dir: Path, plan: Plan) -> None:
-    """Refuse to resume ``bench_dir`` with a plan whose budgets or protocol differ from the
-    plan its jobs were run with (``plan.json``, or the plan in an older ``results.json``)."""
+def _stored_benchmark(bench_dir: Path) -> str | None:
+    """The benchmark whose results ``bench_dir`` holds, from its ``results.json`` (None: unknown)."""
+    if not (bench_dir / "results.json").is_file():
+        return None
+    stored = read_json(bench_dir / "results.json", "results file", "delete it to resume")
+    config = stored.get("config") if isinstance(stored, dict) else None
+    return config.get("benchmark") if isinstance(config, dict) else None
+
+
+def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> None:
+    """Refuse to resume ``bench_dir`` with another benchmark (``name``, when given: two suites
+    may share a plan type) or with a plan whose budgets or protocol differ from the plan its
+    jobs were run with (``plan.json``, or the plan in an older ``results.json``)."""
     stored = None
     if (bench_dir / "plan.json").is_file():
         stored = read_json(bench_dir / "plan.json", "benchmark plan", "delete it to resume with this plan")
@@ -131,6 +151,10 @@ def _check_same_plan(bench_dir: Path, plan: Plan) -> None:
                                         f"directory (a `transferkit run` directory?); use another directory")
     check(stored is not None or not (bench_dir / "config.yaml").is_file(),
           f"{bench_dir} is a `transferkit run` directory, not a benchmark directory; use another directory")
+    owner = stored.pop(PLAN_OWNER, None) if isinstance(stored, dict) else None
+    owner = owner or _stored_benchmark(bench_dir)
+    check(name is None or owner is None or owner == name,
+          f"{bench_dir} holds a run of the {owner} benchmark, not of {name}; use another directory")
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as stored
@@ -159,10 +183,10 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     log = log if is_main_process() else (lambda *a, **k: None)
     bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
     check(not bench_dir.is_file(), f"--resume {bench_dir}: a file, not a benchmark directory")
-    _check_same_plan(bench_dir, plan)
+    _check_same_plan(bench_dir, plan, name)
     bench_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
-        write_json(bench_dir / "plan.json", dataclasses.asdict(plan))
+        write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     if overrides:
         log("plan: " + ", ".join(overrides))

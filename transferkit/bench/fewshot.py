@@ -15,6 +15,8 @@ validation labels, never the test split.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -176,10 +178,14 @@ def _train(name: str, cfg: ExperimentConfig, data, pretrained, labeled, unlabele
 def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Path:
     """Seed 000 Figure 4 (e, f): source test embeddings under the source network overlaid
     with target test embeddings under the source network, the fine-tuned network and the
-    full model (one subset, seed ``cfg.seed``); the embeddings are cached in ``tsne.pt``."""
+    full model (one subset, seed ``cfg.seed``); the embeddings are cached in
+    ``tsne/embeddings-<key>.pt``, keyed by what they depend on (domains, classes, k, seed,
+    methods, options, budgets), so a resume with another k or options trains them anew."""
     from ..plots import tsne_embeddings
 
-    cache = bench_dir / "tsne" / "embeddings.pt"
+    used = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "out_dir", "workers", "repeats")}
+    key = hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    cache = bench_dir / "tsne" / f"embeddings-{key}.pt"
     if cache.exists():
         panels = torch.load(cache)
     else:

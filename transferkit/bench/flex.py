@@ -34,6 +34,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -46,7 +47,7 @@ from ..data import check_spec, load_domain
 from ..engine import Engine, TrainConfig
 from ..errors import check
 from ..evaluate import mean_se, mean_se_text, predict_logits
-from ..io import atomic_write, write_json, write_text
+from ..io import atomic_write, read_json, write_json, write_text
 from ..methods import get_method
 from ..methods.supervised import SourceOnly
 from ..results import write_results
@@ -80,7 +81,7 @@ VAL_FRACTION = 0.15
 class FlexPlan(Plan):
     selects: ClassVar[tuple[str, ...]] = ("targets", "ratios", "seeds", "seeds_ratio3", "image_targets")
     source: str = "mnist"
-    targets: list | None = None  # None: every target of the source
+    targets: list | str = "all"  # "all": every target of the source
     ratios: list = field(default_factory=lambda: [3, 30, 300])
     seeds: int = 3
     seeds_ratio3: int = 20
@@ -95,7 +96,7 @@ class FlexPlan(Plan):
     def __post_init__(self):
         check(self.source in SOURCES, f"flex source must be one of {sorted(SOURCES)}, got {self.source!r}")
         self.ratios = as_list(self.ratios, int, "ratios")
-        self.targets = None if self.targets is None else as_list(self.targets, str, "targets")
+        self.targets = "all" if self.targets == "all" else as_list(self.targets, str, "targets")
         self.image_targets = as_list(self.image_targets, str, "image_targets", empty=True)
         check(min(self.ratios, default=0) >= 1, f"ratios must be >= 1, got {self.ratios}")
         check(self.seeds >= 1 and self.seeds_ratio3 >= 1, "seeds and seeds_ratio3 must be >= 1")
@@ -105,7 +106,7 @@ class FlexPlan(Plan):
         check(not stray, f"image_targets {stray} are not among the targets {self.target_names()}")
 
     def target_names(self) -> list[str]:
-        return self.targets if self.targets is not None else SOURCES[self.source]
+        return SOURCES[self.source] if self.targets == "all" else self.targets
 
     def n_seeds(self, ratio: int) -> int:
         return self.seeds_ratio3 if ratio <= 3 else self.seeds
@@ -210,6 +211,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
                                               f"not {label}: use another directory")
     log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {label}")
     gallery = embed(pretrained, source.val.images)  # AP@10's gallery: the same for every job
+    invocation = {"invocation": datetime.now().strftime("%Y%m%d-%H%M%S"), "workers": default_workers()}
     jobs = []
     for target in p.target_names():
         split = target_splits(target, tgt_half, p.source, p.val_fraction, p.val_per_class)
@@ -220,14 +222,14 @@ def flex_suite(p: FlexPlan, bench_dir, log):
         for ratio in p.ratios:
             for seed in range(p.n_seeds(ratio)):
                 head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
-                        "seed": seed, "base_accuracy": base, "n_val": len(split.val)}
+                        "seed": seed, "base_accuracy": base, "n_val": len(split.val), **invocation}
                 for m in METHODS + ([IMAGE_FLEX] if target in p.image_targets else []):
                     job = partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head, gallery)
                     jobs.append((bench_dir / "jobs" / f"{target}-r{ratio}-s{seed}-{m}.json", job))
     run_jobs(jobs, default_workers(), lambda row: log(
         f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
         f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}"))
-    return directory_reports(bench_dir)
+    return directory_reports(bench_dir, log)
 
 
 # ---- reports --------------------------------------------------------------------------
@@ -335,8 +337,14 @@ def wall_table(rows, ratios) -> str:
                    steps["faster_flex"] / steps["ft_fc1"], steps["faster_flex"] / steps["ft_fc2"]]
         lines.append(f"| {ratio} | " + " | ".join(f"{wall[m]:.2f}" for m in METHODS) + " | "
                      + " | ".join(f"{x:.2f}" for x in ratios_) + " |")
-    return ("mean wall seconds per job (training + selection + test evaluation)\n\n" + "\n".join(lines) + "\n\n"
-            + per_target_wall(rows, ratios))
+    mixed = [f"ratio {ratio}: {len(runs)} invocations ({', '.join(sorted(runs))})" for ratio in ratios
+             if len(runs := {f"{r.get('invocation', 'unrecorded')}, {r.get('workers', '?')} worker(s)"
+                             for r in rows if r["ratio"] == ratio}) > 1]
+    note = ("\nWall seconds from several invocations of the benchmark (a resumed or extended run; the "
+            "machine's load and the worker count differ between them, so compare methods within one): "
+            + "; ".join(mixed) + "\n") if mixed else ""
+    return ("mean wall seconds per job (training + selection + test evaluation)\n\n" + "\n".join(lines) + "\n"
+            + note + "\n" + per_target_wall(rows, ratios))
 
 
 def per_target_wall(rows, ratios) -> str:
@@ -408,18 +416,37 @@ def write_reports(bench_dir: Path, rows: list, base: dict) -> None:
         write_text(bench_dir / "image_units.md", image_table(rows, base, ratios))
     flex_rows = [r for r in rows if r["method"] == "flex"]
     for t in base:
-        per_unit_accuracy_plot([r for r in flex_rows if r["target"] == t], bench_dir / f"per_unit_{t}.png",
-                               title=f"{rows[0]['source']} -> {t}")
-    units_picked_plot([r for r in rows if r["method"] in ("flex", "fast_flex", "faster_flex")], list(base),
-                      bench_dir / "units_picked.png")
+        if any(r["target"] == t for r in flex_rows):
+            per_unit_accuracy_plot([r for r in flex_rows if r["target"] == t], bench_dir / f"per_unit_{t}.png",
+                                   title=f"{rows[0]['source']} -> {t}")
+    if flex_rows:
+        units_picked_plot([r for r in rows if r["method"] in ("flex", "fast_flex", "faster_flex")], list(base),
+                          bench_dir / "units_picked.png")
 
 
-def directory_reports(bench_dir: str | Path) -> list[dict]:
-    """Write the tables and figures of every finished job of ``bench_dir`` (all the ratios,
-    seeds and targets run into it, by this plan or earlier ones) and return their rows."""
+def complete_subsets(rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows of the label subsets (target, ratio, seed) on which every method of
+    :data:`METHODS` finished, and how many subsets were left out: the tables compare the
+    methods on the same subsets (an interrupted run leaves some with a few methods only)."""
+    done: dict = {}
+    for r in rows:
+        done.setdefault((r["target"], r["ratio"], r["seed"]), set()).add(r["method"])
+    full = {key for key, methods in done.items() if set(METHODS) <= methods}
+    return [r for r in rows if (r["target"], r["ratio"], r["seed"]) in full], len(done) - len(full)
+
+
+def directory_reports(bench_dir: str | Path, log=print) -> list[dict]:
+    """Write the tables and figures of every label subset of ``bench_dir`` that every method
+    finished (all the ratios, seeds and targets run into it, by this plan or earlier ones)
+    and return their rows."""
     bench_dir = Path(bench_dir)
     rows = [json.loads(p.read_text()) for p in sorted((bench_dir / "jobs").glob("*.json"))]
-    source = rows[0]["source"].split("/")[0] if rows else "mnist"
+    rows, partial_subsets = complete_subsets(rows)
+    if partial_subsets:
+        log(f"{partial_subsets} label subset(s) of {bench_dir} lack a method's job (an interrupted run?): "
+            f"left out of the tables; resume to finish them")
+    check(len(rows) > 0, f"{bench_dir} holds no label subset that every method finished: no table to write")
+    source = rows[0]["source"].split("/")[0]
     order = list(dict.fromkeys(SOURCES.get(source, TARGETS) + TARGETS + SYN_TARGETS))  # the source's order first
     base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in order
             if any(r["target"] == t for r in rows)}
@@ -428,6 +455,11 @@ def directory_reports(bench_dir: str | Path) -> list[dict]:
 
 
 def rewrite_reports(bench_dir: str | Path) -> None:
-    """Regenerate the tables, figures and ``results.json`` from the finished jobs of ``bench_dir``."""
+    """Regenerate the tables, figures and ``results.json`` from the finished jobs of ``bench_dir``
+    (the plan stored in ``results.json`` is kept, so the directory can still be resumed)."""
+    bench_dir = Path(bench_dir)
+    old = read_json(bench_dir / "results.json", "results file") if (bench_dir / "results.json").is_file() else {}
+    plan = (old.get("config") or {}).get("plan") if isinstance(old, dict) else None
     rows = directory_reports(bench_dir)
-    write_results(Path(bench_dir), "bench-flex", {"benchmark": "flex", "rewritten_from_jobs": True}, rows)
+    config = {"benchmark": "flex", "rewritten_from_jobs": True, **({"plan": plan} if plan is not None else {})}
+    write_results(bench_dir, "bench-flex", config, rows)

@@ -86,7 +86,10 @@ def pair_config(source: str, target: str, seed: int, b: Budget, methods, steps: 
 
 def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
     """(epochs, steps): the adaptation budget as a whole number of SKADA epochs."""
-    spe = skada_compare.steps_per_epoch(len(data.source.train), len(data.target.train), b.batch_size)
+    n_s, n_t = len(data.source.train), len(data.target.train)
+    spe = skada_compare.steps_per_epoch(n_s, n_t, b.batch_size)
+    check(spe >= 1, f"batch_size {b.batch_size} is larger than both training sets ({n_s} source, {n_t} target "
+                    f"images): no whole epoch of batches")
     epochs = max(1, round(b.adapt_steps / spe))
     return epochs, epochs * spe
 

@@ -29,6 +29,7 @@ from ..clip import CaptionedDomain, ClipMethod, make_captions, retrieval_report
 from ..data import load_domain, syndigits_styles
 from ..domain import Domain
 from ..engine import Engine, TrainConfig
+from ..errors import check
 from ..evaluate import mean_se_text
 from ..io import write_text
 from ..runtime import job_result
@@ -111,6 +112,8 @@ class ZeroshotPlan(Plan):
 
     def __post_init__(self):
         self.seeds = as_list(self.seeds, int, "seeds", minimum=0)
+        check(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 1,
+              f"steps must be a whole number >= 1, got {self.steps!r}")
 
 
 def zeroshot_plan(quick: bool) -> ZeroshotPlan:
@@ -135,13 +138,21 @@ def zeroshot_suite(plan: ZeroshotPlan, bench_dir, log):
             val, _ = _seen(*data[name]["val"])
             test = data[name]["test"][0]
             for mname, make in _methods(text).items():
-                rows += job_result(jobs / f"{mname}-{name}-s{seed}.json",
+                rows += job_result(jobs / job_name(mname, name, seed, text),
                                    partial(_zeroshot_rows, mname, make, name, seed, (train, train_caps, val, test),
                                            data, cfg, text, log),
                                    partial(_log_rows, log))
     write_text(Path(bench_dir) / "zeroshot.md", zeroshot_tables(rows))
     return rows
 
+
+
+def job_name(method: str, domain: str, seed: int, text: str) -> str:
+    """A job's file name; a method that reads text names a text encoder other than the default
+    MiniLM in it, so that runs with and without the text extra never share a job."""
+    reads_text = method.startswith("clip_") or method == "embed_text"
+    encoder = f"-{text}" if reads_text and text != "all-MiniLM-L6-v2" else ""
+    return f"{method}{encoder}-{domain}-s{seed}.json"
 
 
 def _zeroshot_rows(mname: str, make, name: str, seed: int, splits, data, cfg, text: str, log) -> list[dict]:

@@ -508,7 +508,7 @@ def test_multilayer_adv_with_the_convolutional_discriminator_keeps_the_two_playe
     method.train()
     assert _grad_owners(method, "disc") == (True, False)
     assert _grad_owners(method, "adv_encoder") == (False, True)
-    with pytest.raises(TransferkitError, match="discriminator must be one of"):
+    with pytest.raises(TransferkitError, match="option discriminator must be one of auto, fc, conv"):
         MultiLayerAdversarial(_net(), discriminator="mlp")
 
 

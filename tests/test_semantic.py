@@ -444,6 +444,8 @@ def test_lext_with_the_convolutional_discriminator_keeps_the_two_players_apart()
     from transferkit.discriminators import ConvMultiLayerDiscriminator
     method, *_, batch = _lext_on_tiny_domains(alpha=0.3, discriminator="conv")
     assert isinstance(method.discriminator, ConvMultiLayerDiscriminator)
+    with pytest.raises(TransferkitError, match="lext: option discriminator must be one of auto, fc, conv"):
+        SemanticTransfer(build_backbone("lenet", num_classes=5, in_channels=1, image_size=28), discriminator="cnn")
     for term, owner in (("dt_disc", method.discriminator), ("dt_encoder", method.net)):
         method.zero_grad(set_to_none=True)
         method.losses(batch)[term].backward()

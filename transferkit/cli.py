@@ -140,7 +140,7 @@ def _summary(args) -> None:
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, metavar="N", help="run independent jobs in N processes")
-    s.add_argument("--device", help="cpu | cuda | mps | auto (default cpu)")
+    s.add_argument("--device", help="cpu | cuda | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
     s.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes (torchrun, torch.distributed)")
 

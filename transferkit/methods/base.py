@@ -111,14 +111,16 @@ def _recording_options(init):
 
 
 #: option names whose values are weights of loss terms (numbers >= 0) or sizes, scales and
-#: rates (numbers > 0; whole numbers for the sizes), checked for every method by name
+#: rates (numbers > 0; whole numbers for the sizes), checked for every method by name (also
+#: by pattern: ``*weight`` >= 0, ``*lr_mult`` and ``tau*`` > 0)
 _NONNEGATIVE = ("alpha", "beta", "gamma", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
 _POSITIVE = ("c", "scale", "query_scale", "tau0", "tau_source", "tau_target", "temperature", "lr", "lr_mult",
              "disc_lr_mult", "image_lr_mult", "backbone_lr_mult")
 _COUNTS = ("hidden", "depth", "tail_depth", "dim", "workers", "n")
 #: options that take one of a few names, the same in every method that has them
 _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),
-            "optimizer": ("adam", "sgd", None), "combine": ("sum", "concat")}
+            "optimizer": ("adam", "sgd", None), "combine": ("sum", "concat"),
+            "discriminator": ("auto", "fc", "conv")}
 
 
 def _switches(cls) -> set[str]:
@@ -145,7 +147,7 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         if name in _COUNTS:
             check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
                   f"{method}: option {name} must be a whole number >= 1, got {value!r}")
-        elif name in _POSITIVE:
+        elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
         elif name.endswith("weight") or name in _NONNEGATIVE:
             check(number and value >= 0, f"{method}: option {name} must be a number >= 0, got {value!r}")

@@ -21,8 +21,9 @@ def test_plan_defaults_follow_seed_002_and_set_overrides_them():
         make_plan("flex", False, ["ratioz=3"])
     with pytest.raises(TransferkitError, match="ratios"):
         make_plan("flex", False, ["ratios=3,thirty"])
-    with pytest.raises(TransferkitError, match="targets: the list is empty"):  # not "every target"
+    with pytest.raises(TransferkitError, match="targets: none given; use targets=all"):  # not "every target"
         make_plan("flex", False, ["targets="])
+    assert make_plan("flex", False, ["targets=all"]).target_names() == TARGETS
 
 
 def test_larger_validation_split_takes_images_from_train_and_keeps_test():
@@ -161,6 +162,9 @@ def test_reports_keep_only_label_subsets_every_method_finished_and_flag_mixed_in
     partial_subset = [{**r, "seed": 2, "accuracy": 0.1} for r in rows if r["seed"] == 0 and r["method"] != "ft_all"]
     kept, left_out = complete_subsets(rows + partial_subset)
     assert kept == rows and left_out == 1  # seed 2 lacks ft_all: not in any cell
+    image = [{**rows[0], "method": "flex+img"}]  # image flex finished on seed 0 only
+    kept, left_out = complete_subsets(rows + image)
+    assert {r["seed"] for r in kept} == {0} and left_out == 1
     assert "several invocations" not in wall_table(rows, [30])
     mixed = [{**r, "invocation": f"run{r['seed']}", "workers": 2} for r in rows]
     assert "ratio 30: 2 invocations (run0, 2 worker(s), run1, 2 worker(s))" in wall_table(mixed, [30])

@@ -230,11 +230,11 @@ class Engine:
         for name in method.streams:
             check(given.get(name) is not None and len(given[name]) > 0,
                   f"method {method.name!r} needs a non-empty {name} domain")
-        shape = getattr(method.net, "input_shape", None)
+        shape = getattr(method.net, "input_shape", None)  # the channels: a net may take any size (global pooling)
         for name, d in [(n, given[n]) for n in method.streams] + [("val", val)]:
-            check(shape is None or d is None or tuple(d.images.shape[1:]) == tuple(shape),
-                  f"the {name} domain {d and d.name!r} has images of shape {d and tuple(d.images.shape[1:])}, the "
-                  f"network takes {shape and tuple(shape)} (Domain.to_format(size, channels) converts them)")
+            check(shape is None or d is None or d.images.shape[1] == shape[0],
+                  f"the {name} domain {d and d.name!r} has images of {d and d.images.shape[1]} channel(s), the "
+                  f"network takes {shape and shape[0]} (Domain.to_format(channels=...) converts them)")
 
         device = resolve_device(cfg.device)
         method.prepare(given)

@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save_file
 from ..backbones import build_backbone
 from ..data import check_spec, load_domain
 from ..engine import Engine, TrainConfig
-from ..errors import check
+from ..errors import TransferkitError, check
 from ..evaluate import mean_se, mean_se_text, predict_logits
 from ..io import atomic_write, read_json, write_json, write_text
 from ..methods import get_method
@@ -96,6 +96,8 @@ class FlexPlan(Plan):
     def __post_init__(self):
         check(self.source in SOURCES, f"flex source must be one of {sorted(SOURCES)}, got {self.source!r}")
         self.ratios = as_list(self.ratios, int, "ratios")
+        check(self.targets is not None and self.targets != [], "targets: none given; use targets=all for every "
+                                                               "target of the source, or name them")
         self.targets = "all" if self.targets == "all" else as_list(self.targets, str, "targets")
         self.image_targets = as_list(self.image_targets, str, "image_targets", empty=True)
         check(min(self.ratios, default=0) >= 1, f"ratios must be >= 1, got {self.ratios}")
@@ -426,12 +428,15 @@ def write_reports(bench_dir: Path, rows: list, base: dict) -> None:
 
 def complete_subsets(rows: list[dict]) -> tuple[list[dict], int]:
     """The rows of the label subsets (target, ratio, seed) on which every method of
-    :data:`METHODS` finished, and how many subsets were left out: the tables compare the
-    methods on the same subsets (an interrupted run leaves some with a few methods only)."""
+    :data:`METHODS` finished (and ``flex+img`` on the targets that have it), and how many
+    subsets were left out: the tables compare the methods on the same subsets (an
+    interrupted run leaves some with a few methods only)."""
     done: dict = {}
     for r in rows:
         done.setdefault((r["target"], r["ratio"], r["seed"]), set()).add(r["method"])
-    full = {key for key, methods in done.items() if set(METHODS) <= methods}
+    image_targets = {r["target"] for r in rows if r["method"] == IMAGE_FLEX}  # compared with flex on its subsets
+    full = {key for key, methods in done.items()
+            if set(METHODS) | ({IMAGE_FLEX} if key[0] in image_targets else set()) <= methods}
     return [r for r in rows if (r["target"], r["ratio"], r["seed"]) in full], len(done) - len(full)
 
 
@@ -458,7 +463,10 @@ def rewrite_reports(bench_dir: str | Path) -> None:
     """Regenerate the tables, figures and ``results.json`` from the finished jobs of ``bench_dir``
     (the plan stored in ``results.json`` is kept, so the directory can still be resumed)."""
     bench_dir = Path(bench_dir)
-    old = read_json(bench_dir / "results.json", "results file") if (bench_dir / "results.json").is_file() else {}
+    try:
+        old = read_json(bench_dir / "results.json", "results file") if (bench_dir / "results.json").is_file() else {}
+    except TransferkitError:
+        old = {}  # a broken results.json is what this rewrites
     plan = (old.get("config") or {}).get("plan") if isinstance(old, dict) else None
     rows = directory_reports(bench_dir)
     config = {"benchmark": "flex", "rewritten_from_jobs": True, **({"plan": plan} if plan is not None else {})}

@@ -62,6 +62,9 @@ def _fc_weights(sizes: Sequence[int]) -> int:
 class MultiLayerDiscriminator(nn.Module):
     """Seed 000 eq. 2. ``in_sizes``: flattened size of each tapped activation ``E_l``."""
 
+    #: whether a domain's logits depend on the other domain's batch (BatchNorm over both)
+    joint_batch = False
+
     def __init__(self, in_sizes: Sequence[int], gamma: float = 1.0, combine: str = "sum",
                  hidden: int = 500, tail_depth: int = 2):
         super().__init__()
@@ -144,6 +147,8 @@ class ConvMultiLayerDiscriminator(nn.Module):
     here the positions are averaged before the last linear layer (the same as averaging
     conv3's logits), so the losses see one logit per image.
     """
+
+    joint_batch = True
 
     def __init__(self, in_shapes: Sequence[Sequence[int]], gamma: float = 1.0, combine: str = "sum",
                  hidden: int | None = None, tail_depth: int = 0, slope: float = 0.2):

@@ -71,6 +71,14 @@ def metric_cross_entropy(features: torch.Tensor, labels: torch.Tensor,
     return F.cross_entropy(similarity(features, centroids, query_scale), index)
 
 
+@torch.no_grad()
+def embedded_class_means(net, domain) -> torch.Tensor:
+    """Per-class means of ``net``'s embeddings of ``domain``'s images (on the net's device)."""
+    dev = next(net.parameters()).device
+    feats = predict_logits(lambda x: net.forward_features(x.to(dev)), domain.images)
+    return class_means(feats, domain.labels.to(feats.device), domain.num_classes)
+
+
 @register
 class SemanticTransfer(Method):
     """Seed 000's full model (eq. 1-8), see the module docstring.
@@ -181,11 +189,8 @@ class SemanticTransfer(Method):
             self.target_centroids = self._labelled_centroids()
         return fit
 
-    @torch.no_grad()
     def _labelled_centroids(self) -> torch.Tensor:
-        dev = next(self.net.parameters()).device
-        feats = predict_logits(lambda x: self.net.forward_features(x.to(dev)), self._labeled.images)
-        return class_means(feats, self._labeled.labels.to(feats.device), self._labeled.num_classes)
+        return embedded_class_means(self.net, self._labeled)
 
     def forward_from_input(self, x: torch.Tensor) -> torch.Tensor:
         """In evaluation (the engine's validation), predict as :meth:`forward` will: with
@@ -251,7 +256,10 @@ class SemanticTransfer(Method):
             src_act = [src[n] for n in self.layers]
             d_s, d_t = self.discriminator(src_act, [a.detach() for a in tgt])
             terms["dt_disc"] = discriminator_loss(d_s, d_t)
-            _, d_t = frozen_call(self.discriminator, src_act, tgt)
+            if self.discriminator.joint_batch:  # its target logits depend on the source batch too
+                _, d_t = frozen_call(self.discriminator, src_act, tgt)
+            else:  # no second pass of the source activations, whose logits enter detached
+                d_t = frozen_call(self.discriminator, tgt)
             terms["dt_encoder"] = self.alpha * inverted_label_loss(d_s.detach(), d_t)
         if self.beta > 0:
             terms.update(self.semantic_terms(acts["embedding"][:n_t], y_t, acts["embedding"][n_t:],
@@ -432,9 +440,7 @@ class FinetunePrototype(Finetune):
         that cross entropy trains."""
         if not self.training and self._labeled is not None:
             if self._eval_means is None:  # once per evaluation, not per chunk
-                dev = next(self.net.parameters()).device
-                feats = predict_logits(lambda b: self.net.forward_features(b.to(dev)), self._labeled.images)
-                self._eval_means = class_means(feats, self._labeled.labels.to(feats.device), self._labeled.num_classes)
+                self._eval_means = embedded_class_means(self.net, self._labeled)
             return prototype_logits(self.net.forward_features(x), self._eval_means, self.metric)
         return super().forward_from_input(x)
 

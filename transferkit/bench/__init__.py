@@ -128,31 +128,29 @@ def plan_yaml(plan: Plan) -> str:
     return yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
 
 
-def _stored_benchmark(bench_dir: Path) -> str | None:
-    """The benchmark whose results ``bench_dir`` holds, from its ``results.json`` (None: unknown)."""
-    if not (bench_dir / "results.json").is_file():
-        return None
-    stored = read_json(bench_dir / "results.json", "results file", "delete it to resume")
-    config = stored.get("config") if isinstance(stored, dict) else None
-    return config.get("benchmark") if isinstance(config, dict) else None
-
-
 def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> None:
     """Refuse to resume ``bench_dir`` with another benchmark (``name``, when given: two suites
     may share a plan type) or with a plan whose budgets or protocol differ from the plan its
     jobs were run with (``plan.json``, or the plan in an older ``results.json``)."""
-    stored = None
+    def results_config() -> dict:  # read only when plan.json does not say it all
+        if not (bench_dir / "results.json").is_file():
+            return {}
+        results = read_json(bench_dir / "results.json", "results file", "delete it to resume")
+        config = results.get("config") if isinstance(results, dict) else None
+        return config if isinstance(config, dict) else {}
+
+    stored = config = None
     if (bench_dir / "plan.json").is_file():
         stored = read_json(bench_dir / "plan.json", "benchmark plan", "delete it to resume with this plan")
     elif (bench_dir / "results.json").is_file():
-        stored = read_json(bench_dir / "results.json", "results file", "delete it to resume")
-        stored = stored.get("config", {}).get("plan") if isinstance(stored, dict) else None
+        config = results_config()
+        stored = config.get("plan")
         check(isinstance(stored, dict), f"{bench_dir} holds results but no benchmark plan: it is not a benchmark "
                                         f"directory (a `transferkit run` directory?); use another directory")
     check(stored is not None or not (bench_dir / "config.yaml").is_file(),
           f"{bench_dir} is a `transferkit run` directory, not a benchmark directory; use another directory")
     owner = stored.pop(PLAN_OWNER, None) if isinstance(stored, dict) else None
-    owner = owner or _stored_benchmark(bench_dir)
+    owner = owner or (config if config is not None else results_config()).get("benchmark")
     check(name is None or owner is None or owner == name,
           f"{bench_dir} holds a run of the {owner} benchmark, not of {name}; use another directory")
     if not isinstance(stored, dict):

@@ -114,8 +114,7 @@ def _recording_options(init):
 #: rates (numbers > 0; whole numbers for the sizes), checked for every method by name (also
 #: by pattern: ``*weight`` >= 0, ``*lr_mult`` and ``tau*`` > 0)
 _NONNEGATIVE = ("alpha", "beta", "gamma", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
-_POSITIVE = ("c", "scale", "query_scale", "tau0", "tau_source", "tau_target", "temperature", "lr", "lr_mult",
-             "disc_lr_mult", "image_lr_mult", "backbone_lr_mult")
+_POSITIVE = ("c", "scale", "query_scale", "temperature", "lr")  # and the patterns *lr_mult, tau*
 _COUNTS = ("hidden", "depth", "tail_depth", "dim", "workers", "n")
 #: options that take one of a few names, the same in every method that has them
 _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),

@@ -401,6 +401,9 @@ def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_wo
     assert signature(get_method("ft_fc")(net(), 2)) == signature(get_method("ft_fc")(net(), n=2))  # by name
     assert signature(get_method("adda")(net(), weight=2)) == signature(get_method("adda")(net(), weight=2.0))
     assert signature(get_method("adda_encoder")(net(), weight=1.0)) == signature(get_method("adda_encoder")(net()))
+    ml = get_method("multilayer_adv")  # hidden: 500 was its default until 2026-11-29 (now None = 500 for fc)
+    assert signature(ml(net(), hidden=500)) == signature(ml(net())) != signature(ml(net(), hidden=400))
+    assert signature(ml(net(), hidden=500, discriminator="conv")) != signature(ml(net(), discriminator="conv"))
     default = Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(get_method("ft_fc")(net()), {"target": d}, None)
     assert default == Engine(cfg, seed=0, checkpoint_dir=tmp_path)._signature(
         get_method("ft_fc")(net(), n=None), {"target": d}, None)  # a default written out changes nothing

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..discriminators import (
     MLPDiscriminator,
+    MultiLayerDiscriminator,
     default_layers,
     discriminator_loss,
     inverted_label_loss,
@@ -246,6 +247,8 @@ class MultiLayerAdversarial(AdaptationMethod):
         kw = {} if tail_depth is None else {"tail_depth": tail_depth}
         self.discriminator = multilayer_discriminator(net, self.layers, discriminator, gamma=gamma, combine=combine,
                                                       hidden=hidden, **kw)
+        if hidden == 500 and isinstance(self.discriminator, MultiLayerDiscriminator):
+            self.init_options.pop("hidden", None)  # the fc default (and the option's default before 2026-11-29)
 
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled

@@ -8,7 +8,7 @@ import torch
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.io import atomic_write, read_jsonl, write_json
+from transferkit.io import atomic_write, directory_lock, read_jsonl, write_json
 from transferkit.methods import get_method
 from transferkit.runtime import job_result, run_jobs
 
@@ -423,18 +423,47 @@ def test_a_directory_lock_refuses_a_second_live_process_and_takes_over_a_dead_on
     import subprocess
     import sys
 
-    from transferkit.io import directory_lock
-    (tmp_path / ".lock").write_text(str(os.getppid()))  # a live process that is not this one
-    with pytest.raises(TransferkitError, match=f"in use by another transferkit process \\(pid {os.getppid()}\\)"):
-        with directory_lock(tmp_path):
-            pass
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (tmp_path / ".lock").write_text(str(dead.pid))  # killed before it could remove its lock
+    hold = ("import sys, time; from transferkit.io import directory_lock\n"
+            "with directory_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TransferkitError, match=f"in use by another transferkit process \\(pid {holder.pid}\\)"):
+            with directory_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()  # killed before it could remove its lock
+        holder.wait()
+    assert (tmp_path / ".lock").read_text() == str(holder.pid)
     with directory_lock(tmp_path) as lock:
         assert lock.read_text() == str(os.getpid())
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # created whole, no temporary file left
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # no temporary file left
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_held_lock_is_refused_even_when_its_file_names_a_dead_process(tmp_path):
+    """Two processes that found the same stale lock could both take it over when the file's
+    process id decided: the second removed the lock the first had just created. The
+    kernel's lock decides now, whatever id a process read from the file."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    hold = ("import sys, time; from pathlib import Path; from transferkit.io import directory_lock\n"
+            "with directory_lock(sys.argv[1]) as lock:\n"
+            "    lock.write_text(sys.argv[2]); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path), str(dead.pid)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TransferkitError, match="in use by another transferkit process"):
+            with directory_lock(tmp_path):
+                pass
+        assert (tmp_path / ".lock").exists()  # the holder's lock stays in place
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _scripted_accuracies(monkeypatch, values):

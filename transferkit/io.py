@@ -18,6 +18,11 @@ from typing import Any, Callable
 
 from .errors import TransferkitError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -95,23 +100,71 @@ def read_job(path: str | os.PathLike, keys=()) -> dict:
 
 @contextlib.contextmanager
 def directory_lock(directory: str | os.PathLike):
-    """Hold ``directory/.lock`` (this process's id) while a run or benchmark works there. A
-    second process gets an error naming the holder instead of running every job again
-    beside it; a lock left by a killed process (its id no longer runs) is taken over."""
+    """Hold ``directory/.lock`` (holding this process's id) while a run or benchmark works
+    there. A second process gets an error naming the holder instead of running every job
+    again beside it. The lock is an operating-system file lock (``flock``), which the kernel
+    releases when its process dies: the lock file of a killed run is free to take, and two
+    processes resuming its directory at once cannot both take it. Without ``fcntl``
+    (Windows) a lock file whose process no longer runs is taken over instead."""
     path = Path(directory) / ".lock"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        with _pid_file_lock(directory, path):
+            yield path
+        return
+    fd = _flock(directory, path)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # while still held: a process that opened this file checks that it is still the lock
+        os.close(fd)
+
+
+def _flock(directory, path: Path) -> int:
+    """Open ``path`` and lock it without waiting; retry when the file was replaced between
+    opening and locking (its holder removed it on release). Returns the descriptor."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _in_use(directory, path) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _in_use(directory, path: Path) -> TransferkitError:
+    try:
+        holder = f"pid {int(path.read_text().strip())}"
+    except (OSError, ValueError):
+        holder = "pid unknown"
+    return TransferkitError(f"{directory} is in use by another transferkit process ({holder}); let it "
+                            f"finish or stop it, then resume")
+
+
+@contextlib.contextmanager
+def _pid_file_lock(directory, path: Path):
+    """The lock without ``fcntl``: a file created whole with this process's id; one whose
+    process no longer runs is taken over."""
     while not _create_lock(path):
         try:
             pid = int(path.read_text().strip() or 0)
         except (OSError, ValueError):
             pid = 0
         if pid and pid != os.getpid() and _running(pid):
-            raise TransferkitError(f"{directory} is in use by another transferkit process (pid {pid}); let it "
-                                   f"finish or stop it, then resume") from None
+            raise _in_use(directory, path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     try:
-        yield path
+        yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -3,9 +3,12 @@
 import pytest
 import torch
 
-from transferkit.bench import make_plan
+from transferkit.backbones import build_backbone
+from transferkit.bench import flex, make_plan
 from transferkit.bench.flex import SYN_TARGETS, TARGETS, plan
 from transferkit.errors import TransferkitError
+from transferkit.methods import get_method
+from transferkit.retrieval import embed
 
 
 def test_plan_defaults_follow_seed_002_and_set_overrides_them():
@@ -175,3 +178,22 @@ def test_reports_keep_only_label_subsets_every_method_finished_and_flag_mixed_in
     with pytest.raises(TransferkitError, match="holds no label subset that every method finished"):
         directory_reports(tmp_path, logged.append)
     assert "1 label subset(s)" in logged[0]
+
+
+def test_every_benchmark_method_predicts_with_its_net_so_one_test_pass_serves_accuracy_and_ap10():
+    """run_job takes the test accuracy from the AP@10 embeddings (head of the embedding):
+    true only for methods that predict with ``net`` (Method.forward), bit for bit."""
+    from transferkit.methods.base import Method
+
+    torch.manual_seed(0)
+    x = torch.rand(40, flex.CHANNELS, 28, 28)
+    for m in flex.METHODS + [flex.IMAGE_FLEX]:
+        name, options = flex.VARIANTS.get(m, (m, {}))
+        net = build_backbone(flex.BACKBONE, num_classes=10, in_channels=flex.CHANNELS, image_size=28)
+        method = get_method(name)(net, **options)
+        assert type(method).forward is Method.forward, m
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * torch.randn_like(p))  # ft_ss: scale and shift away from the identity
+        method.eval()
+        assert torch.equal(net.forward_units(embed(net, x), "embedding"), method(x)), m

@@ -72,15 +72,18 @@ def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
 
 
 def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,
-                  gallery: torch.Tensor | None = None) -> float:
+                  gallery: torch.Tensor | None = None, queries: torch.Tensor | None = None) -> float:
     """Seed 002 §5.3: mAP@k of ``target_test`` embedded by ``tuned_net`` against
-    ``source_val`` embedded by ``source_net``. ``gallery``: those source embeddings when the
-    caller already has them (``embed(source_net, source_val.images)``; a benchmark scoring
-    many tuned networks against one source network computes them once)."""
+    ``source_val`` embedded by ``source_net``. ``gallery`` / ``queries``: those embeddings
+    when the caller already has them (``embed(source_net, source_val.images)``,
+    ``embed(tuned_net, target_test.images)``; a benchmark scoring many tuned networks
+    against one source network computes the gallery once)."""
     if gallery is None:
         gallery = embed(source_net, source_val.images)
     check(len(gallery) == len(source_val), f"gallery has {len(gallery)} embeddings for {len(source_val)} images")
-    queries = embed(tuned_net, target_test.images)
+    if queries is None:
+        queries = embed(tuned_net, target_test.images)
+    check(len(queries) == len(target_test), f"{len(queries)} query embeddings for {len(target_test)} images")
     labels = target_test.labels
     if list(target_test.class_names) != list(source_val.class_names):  # the same class is the same name
         absent = len(source_val.class_names)  # an id no gallery item has: AP 0

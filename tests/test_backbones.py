@@ -110,7 +110,38 @@ def test_table_sizes_and_state_dict_keys():
     fc1 = ln.unit("fc1")[1]
     assert (fc1.in_features, fc1.out_features) == (800, 500)
     assert ln.unit("conv2")[0].out_channels == 50 and ln.unit("conv1")[0].kernel_size == (5, 5)
-    assert [type(m) for m in ln.unit("conv1")] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d]
+    assert [type(m) for m in ln.unit("conv1")] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU]  # = conv-ReLU-pool, see below
+
+
+@pytest.mark.parametrize("name", ["lenet", "convnet4", "convnet7"])
+def test_pooling_before_relu_trains_bit_for_bit_as_the_textbook_order(name):
+    """_conv_unit pools before its ReLU (cheaper); both orders give identical outputs and
+    gradients, in training mode (BatchNorm batch statistics) and the channels-last layout."""
+    import copy
+
+    torch.manual_seed(0)
+    net = build_backbone(name, 10, in_channels=3, image_size=28)
+    textbook = copy.deepcopy(net)
+    for unit in textbook.feature_names:
+        seq = textbook.unit(unit)
+        kinds = [type(m) for m in seq]
+        if nn.MaxPool2d in kinds:
+            i = kinds.index(nn.MaxPool2d)
+            assert kinds[i + 1] is nn.ReLU
+            seq[i], seq[i + 1] = seq[i + 1], seq[i]
+    assert textbook.state_dict().keys() == net.state_dict().keys()
+    x = torch.randn(16, 3, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (16,))
+    grads = []
+    for n in (net, textbook):
+        n = n.to(memory_format=torch.channels_last).train()
+        n.zero_grad()
+        out = n(x)
+        nn.functional.cross_entropy(out, y).backward()
+        grads.append((out, [p.grad for p in n.parameters()], [b.clone() for b in n.buffers()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1]))
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][2], grads[1][2]))
 
 
 def test_resnet18_param_count_and_torchvision_layout():

@@ -312,12 +312,14 @@ class UnitNet(nn.Module):
 
 def _conv_unit(cin: int, cout: int, kernel: int = 3, pad: int = 1, bn: bool = True,
                pool: bool = True) -> nn.Sequential:
+    """conv - [BN] - ReLU - [maxpool 2x2], computed as conv - [BN] - [maxpool] - ReLU: the
+    ReLU is monotonic, so it commutes with the max; outputs and gradients are bit for bit
+    those of the textbook order (tested) with a quarter of the ReLU's work (about 20 % of a
+    lenet training step whose gradient reaches conv1, on CPU). Parameter keys are unchanged."""
     layers = [nn.Conv2d(cin, cout, kernel, padding=pad)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
-    layers.append(nn.ReLU())
-    if pool:
-        layers.append(nn.MaxPool2d(2))
+    layers += [nn.MaxPool2d(2), nn.ReLU()] if pool else [nn.ReLU()]
     return nn.Sequential(*layers)
 
 

@@ -1,6 +1,8 @@
 """Fine-tuning family (seed 002 baselines, seed 004, seed 001): exactly the intended
 parameters change, early stopping restores the best checkpoint, tap, parameterised names."""
 
+import copy
+
 import pytest
 import torch
 from helpers import state_copy, toy_domain
@@ -195,6 +197,29 @@ def test_named_units_options_and_backbones_that_do_not_fit_are_refused_by_name()
         get_method("ft_fc2")(one_fc)
 
 
+def test_networks_without_input_shape_train_middle_units_from_cached_activations():
+    """from_sequential's input_shape is optional: the engine sizes the frozen prefix's cache
+    from one image (it asked the network for its unit shapes and failed)."""
+    import torch.nn as nn
+
+    from transferkit.backbones import from_sequential
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 16), nn.ReLU(),
+                        nn.Linear(16, 4))
+    cfg = TrainConfig(steps=2, batch_size=8, eval_every=1, progress=False)
+    torch.manual_seed(0)
+    net = from_sequential(copy.deepcopy(seq))
+    assert net.input_shape is None
+    seen = []
+    net.unit("unit1").register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    Engine(cfg, seed=0).fit(get_method("ft_fc2")(net), target=toy_domain(16), val=toy_domain(8, seed=1))
+    assert sum(seen) == 1 + 16 + 8  # one image to size the cache, then each image once: later steps read the cache
+    torch.manual_seed(0)
+    flex = get_method("flex")(from_sequential(copy.deepcopy(seq)))
+    flex.fit_transfer(lambda tag, config=None: Engine(cfg, seed=0), target=toy_domain(16),
+                      val=toy_domain(8, seed=1))
+    assert flex.picked in flex.candidates()
+
+
 def test_image_unit_takes_the_channels_of_the_first_convolution_when_the_network_does_not_say():
     import torch.nn as nn
 
@@ -207,6 +232,16 @@ def test_image_unit_takes_the_channels_of_the_first_convolution_when_the_network
     flat = from_sequential(nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 4)))
     with pytest.raises(TransferkitError, match=r"image unit needs the network's image channels.*input_shape"):
         get_method("image_unit")(flat)
+
+
+def test_image_unit_trains_an_image_unit_already_there_only_when_it_is_of_the_kind_asked():
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    get_method("image_unit")(net, kind="colour")  # inserts a colour unit into net
+    assert get_method("image_unit")(net, kind="colour").kind == "colour"
+    with pytest.raises(TransferkitError, match="already has an image unit of kind 'colour'; image_unit kind='unet'"):
+        get_method("image_unit")(net, kind="unet")
+    with pytest.raises(UnknownNameError):
+        get_method("image_unit")(net, kind="pix2pix")
 
 
 def test_tap_without_validation_says_it_picked_on_training_accuracy():

@@ -10,7 +10,7 @@ classifier ``head`` that is itself the last unit, named ``"head"``::
 Besides the unit names, ``"embedding"`` names the pooled ``N x D`` activation.
 
 Built-in backbones (:func:`build_backbone`): ``convnet4`` (seed 000 Table 4), ``lenet``
-(seed 000 Table 7), ``convnet7`` (seed 002 §4) and ``resnet18`` (torchvision layout).
+(seed 000 Table 7), ``convnet7`` (seed 002 §5.1) and ``resnet18`` (torchvision layout).
 Any ``nn.Sequential`` or torchvision/timm-like model can be cut into units with
 :func:`from_sequential` / :func:`from_modules`. torchvision is imported lazily and only by
 :func:`load_torchvision_weights`.
@@ -374,7 +374,7 @@ def lenet(num_classes: int, in_channels: int = 1, image_size=28) -> UnitNet:
 
 
 def convnet7(num_classes: int, in_channels: int = 1, image_size=28, dropout: float = 0.0) -> UnitNet:
-    """The "7 layers network (5 conv + 2 fc one-layer units)" of seed 002 §4.
+    """The "7 layers network (5 conv + 2 fc one-layer units)" of seed 002 §5.1.
 
     The paper gives no sizes; our choice: ``conv1..conv5`` are conv3x3 (pad 1) - BN - ReLU
     with 32, 32, 64, 64, 128 channels and a 2x2 max pool ending conv2, conv4 and conv5

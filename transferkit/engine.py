@@ -253,7 +253,7 @@ class Engine:
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
-        start_unit = self._cacheable_start(method, sizes)
+        start_unit = self._cacheable_start(method, sizes, given[method.streams[0]].images[:1].to(device))
         method.input_unit = start_unit
         streams = {}
         for name in method.streams:
@@ -350,9 +350,10 @@ class Engine:
                          wall_s=time.perf_counter() - t0, history=history, val_accuracy=kept_acc)
 
     # ------------------------------------------------------------------ helpers
-    def _cacheable_start(self, method, n_images: int) -> str:
+    def _cacheable_start(self, method, n_images: int, sample: torch.Tensor) -> str:
         """First unit from which training must run: every unit before it is frozen, and the
-        cached activations of all streams and the validation set fit in ``cache_limit_mb``."""
+        cached activations of all streams and the validation set fit in ``cache_limit_mb``
+        (sized by ``sample``, one image, when the net does not declare its input shape)."""
         net = method.net
         names = net.unit_names
         if not (self.cfg.cache_frozen and method.cache_frozen_prefix):
@@ -363,7 +364,12 @@ class Engine:
         if first == 0:
             return names[0]
         start = "embedding" if names[first] == "head" else names[first]  # pooled N x D, not the last map
-        shape = (net.embed_dim,) if start == "embedding" else net.unit_output_shapes()[names[first - 1]]
+        if start == "embedding":
+            shape = (net.embed_dim,)
+        elif net.input_shape is not None:
+            shape = net.unit_output_shapes()[names[first - 1]]
+        else:  # e.g. from_sequential without input_shape
+            shape = tuple(self._prefix(method, sample, start).shape[1:])
         if n_images * math.prod(shape) * 4 / 2**20 > self.cfg.cache_limit_mb:
             return names[0]
         return start

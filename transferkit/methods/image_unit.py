@@ -133,6 +133,12 @@ class ImageUnit(_TargetCE):
         self.kind, self.lr_mult = kind, float(lr_mult)
         if IMAGE_UNIT not in net.feature_names:
             insert_image_unit(net, make_image_unit(kind, input_channels(net)))
+        else:  # a network that already has one (e.g. picked by flex): train it, if it is of this kind
+            make_image_unit(kind, 1)  # an unknown kind is named first
+            unit = net.unit(IMAGE_UNIT)
+            have = next((k for k, c in IMAGE_UNITS.items() if type(unit) is c), type(unit).__name__)
+            check(have == kind, f"the network already has an image unit of kind {have!r}; image_unit "
+                                f"kind={kind!r} would train that one instead: use kind={have!r} or another network")
         self.input_unit = net.unit_names[0]
 
     def trainable_units(self):

@@ -217,8 +217,8 @@ class FtSS(_TargetCE):
 @register
 class FtSlow(_TargetCE):
     """Fine-tune every unit, the feature units with a smaller learning rate
-    ``lr * backbone_lr_mult`` than the head (seed 001 "fine-tune the whole model" with a
-    small learning rate for the copied layers)."""
+    ``lr * backbone_lr_mult`` than the head (seed 001 "fine-tune the whole model", "other
+    solution: use smaller gradient's update for AlexNet part"; the factor 0.1 is ours)."""
 
     name = "ft_slow"
     description = "tune everything, backbone with a smaller learning rate than the head (seed 001)"

@@ -77,6 +77,9 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     assert not re.search(r"seed \d+: accuracy", out2)  # no job trained again
     code, out3, err = run_cli(capsys, "run", "--resume", run_dir, "--workers", "2")  # its own config.yaml
     assert code == 0 and not re.search(r"seed \d+: accuracy", out3), err
+    assert "workers: 2" in open(f"{run_dir}/config.yaml").read()  # the flag wins over the file's `workers: 1`
+    code, _, err = run_cli(capsys, "run", f"{run_dir}/config.yaml", "--resume", run_dir, "--workers", "1")
+    assert code == 0 and "workers: 1" in open(f"{run_dir}/config.yaml").read(), err
     assert json.loads(open(results_path).read())["rows"] == rows
     code, _, err = run_cli(capsys, "bench", "demo", "--quick", "--resume", run_dir)
     assert code == 2 and "not a benchmark directory" in err
@@ -141,6 +144,9 @@ def test_resume_refuses_a_path_that_is_not_a_run_directory(tmp_path, capsys):
         assert code == 2 and "not a run directory" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, "run", "--resume", str(tmp_path / "typo"))  # it started a default run there
     assert code == 2 and "no such run directory" in err and not (tmp_path / "typo").exists()
+    (tmp_path / "empty").mkdir()  # e.g. left by a run stopped before it wrote its config: no default run there
+    code, _, err = run_cli(capsys, "run", "--resume", str(tmp_path / "empty"))
+    assert code == 2 and "not a run directory (no config.yaml)" in err and "transferkit run CONFIG --resume" in err
 
 
 def test_config_files_and_environment_that_are_not_usable_are_named(tmp_path, capsys, monkeypatch):

@@ -551,3 +551,72 @@ def test_a_refused_run_leaves_folders_it_did_not_make(tmp_path):
     with pytest.raises(TransferkitError, match="selects on a labelled validation set"):
         run_experiment(cfg, run_dir=mine / "run1", log=lambda *a: None)
     assert mine.is_dir() and not (mine / "run1").exists()
+
+
+def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_data(tmp_path, monkeypatch):
+    import shutil
+    from dataclasses import replace
+
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from transferkit import experiment
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    x, y = np.random.default_rng(0).random((60, 8, 8)).astype("float32"), np.repeat(np.arange(3), 20)
+    npz = tmp_path / "t.npz"
+    np.savez(npz, x=x, y=y)
+    cfg = ExperimentConfig(name="pin", source="digits", target=f"npz:{npz}", source_classes="0-2", k=2, repeats=1,
+                           methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path / "runs"))
+    logs: list = []
+    run_dir, rows = run_experiment(cfg, log=logs.append)
+    cached = next((tmp_path / "cache" / "pretrained").glob("*.safetensors"))
+    pinned = load_file(str(run_dir / "source.safetensors"))
+    assert pinned.keys() == load_file(str(cached)).keys()
+    assert all(torch.equal(v, load_file(str(cached))[k]) for k, v in pinned.items())
+    assert (run_dir / "data.json").exists()
+    shutil.rmtree(tmp_path / "cache")  # a cleared cache, or another machine
+    logs.clear()
+    assert run_experiment(cfg, run_dir=run_dir, log=logs.append)[1] == rows
+    assert not any("pre-training" in line for line in logs)  # every job that needs the network had finished
+
+    def another_network(*a, **k):
+        raise AssertionError("a resume pre-trained (another thread count would give another network)")
+    monkeypatch.setattr(experiment, "pretrain_source", another_network)
+    grown = run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=logs.append)[1]
+    assert len(grown) == 3 and grown[:2] == rows  # the added job started from source.safetensors
+    np.savez(npz, x=x[::-1].copy(), y=y)  # the same config, other images
+    with pytest.raises(TransferkitError, match="computed on other data: the images or labels of target.test, "
+                                               "target.train, target.val changed"):
+        run_experiment(replace(cfg, repeats=3), run_dir=run_dir, log=logs.append)
+
+
+def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_path, monkeypatch):
+    from transferkit import experiment
+    cfg = ExperimentConfig(name="tup", source="digits", target="digits", source_classes=(0, 1, 2),
+                           target_classes=(0, 1, 2), k=2, repeats=1, methods=["target_only"], pretrain=TINY_PRE,
+                           train=TINY, out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1] == rows  # lists there, tuples here
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "prepare_domains", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentConfig(name="stopped", out_dir=str(tmp_path)), log=lambda *a: None)
+    assert not (tmp_path / "stopped").exists()  # nothing a resume could mistake for a run
+
+
+def test_yaml_exponents_are_numbers_in_options_too(tmp_path):
+    cfg = load_config(None, ["methods=[dann, ft_slow]", "options.dann.weight=1e-3", "train.lr=2E-4"])
+    assert cfg.options["dann"]["weight"] == 0.001 and cfg.train.lr == 0.0002
+    path = tmp_path / "c.yaml"
+    path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\n")
+    cfg = load_config(path)
+    assert cfg.options["ft_slow"]["backbone_lr_mult"] == 0.01
+
+
+def test_an_unknown_backbone_is_named_as_the_config_s(tmp_path):
+    with pytest.raises(TransferkitError, match="^unknown backbone 'foo'"):
+        run_experiment(ExperimentConfig(backbone="foo", out_dir=str(tmp_path)), log=lambda *a: None)
+    assert not any(tmp_path.iterdir())

@@ -90,13 +90,16 @@ def _run(args) -> None:
     from .results import markdown_table, summarize
     from .runtime import is_main_process
     config, overrides = args.config, list(args.set)
+    # --workers / --device win over the config file's keys (a run's config.yaml names both)
+    overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
     resume = Path(args.resume) if args.resume else None
     stored = resume is not None and (resume / "config.yaml").is_file()
     if config is None and stored:  # resume with the run's own config
         config = resume / "config.yaml"
-        overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
-    check(resume is None or resume.exists() or config is not None,
-          f"--resume {resume}: no such run directory (to start a new run there, give its config too: "
+    missing = "not a run directory (no config.yaml)" if resume is not None and resume.exists() else \
+        "no such run directory"
+    check(resume is None or stored or config is not None,
+          f"--resume {resume}: {missing} (to start a new run there, give its config too: "
           f"transferkit run CONFIG --resume {resume})")
     cfg = load_config(config, overrides)
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory

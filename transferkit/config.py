@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         value = text[1:-1] if quoted else text  # the text between the quotes, as written (no escapes)
     else:
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
         except yaml.YAMLError as e:
             raise TransferkitError(f"--set {key}: the value is not valid YAML: {_one_line(e)}") from e
     node = data
@@ -164,7 +165,14 @@ def override(obj, assignments: list[str] = ()):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the last)."""
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the
+    last), and ``1e-3`` is a number (YAML 1.2; PyYAML's 1.1 rules read it as text)."""
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def _unique_mapping(loader, node, deep=False):

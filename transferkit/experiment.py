@@ -30,12 +30,12 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .backbones import build_backbone
+from .backbones import BACKBONES, build_backbone
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
 from .domain import Domain, head_mapping
 from .engine import Engine, TrainConfig
-from .errors import TransferkitError, check
+from .errors import TransferkitError, UnknownNameError, check
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
@@ -154,6 +154,57 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         shutil.rmtree(ckpt, ignore_errors=True)
     barrier()
     return net, {**meta, "cached": False, "path": str(path)}
+
+
+def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log=print):
+    """The run's source network, pinned in its directory (``source.safetensors``: a hard
+    link to, or a copy of, the pre-trained or ``pretrained:`` network, and ``source.json``)
+    the first time and read from there on resume: every job of a run starts from the same
+    network, even when a resume would pre-train another one (another thread count, a cleared
+    cache) or ``pretrained:`` now names another file."""
+    pinned = run_dir / "source.safetensors"
+    if not pinned.exists():
+        net, info = pretrain_source(cfg, data, log)
+        if is_main_process():
+            meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}
+            atomic_write(pinned, lambda p: _link_or_copy(Path(info["path"]), p))
+            write_json(pinned.with_suffix(".json"), meta)
+            info = {**info, "path": str(pinned)}
+        return net, info
+    torch.manual_seed(cfg.seed)  # as pretrain_source: the same random state afterwards
+    net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes, in_channels=data.channels,
+                         image_size=cfg.image_size)
+    _load_net(net, pinned)
+    meta = json.loads(pinned.with_suffix(".json").read_text()) if pinned.with_suffix(".json").exists() else {}
+    return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        dst.unlink(missing_ok=True)
+        dst.hardlink_to(src)
+    except OSError:  # another file system, or none with hard links
+        shutil.copyfile(src, dst)
+
+
+def data_digests(data: Prepared) -> dict:
+    """Content digests of the run's splits (images and labels)."""
+    return {f"{side}.{part}": getattr(getattr(data, side), part).digest()
+            for side in ("source", "target") for part in ("train", "val", "test")}
+
+
+def _check_same_data(run_dir: Path, data: Prepared, finished: dict, main: bool) -> None:
+    """Finished rows are kept only when the data is still what they were computed on (a
+    ``folder:`` / ``npz:`` domain may have changed under the same config); ``data.json``
+    records it."""
+    path, now = run_dir / "data.json", data_digests(data)
+    then = json.loads(path.read_text()) if path.exists() else None
+    if finished and then is not None:
+        diff = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+        check(not diff, f"{run_dir} holds results computed on other data: the images or labels of "
+                        f"{', '.join(diff)} changed since; restore them, or start a new run")
+    if main and then != now:
+        write_json(path, now)
 
 
 def _load_net(net, path: Path) -> None:
@@ -483,6 +534,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files."""
+    if cfg.backbone not in BACKBONES:  # named as the config's, not as the first method's, error
+        raise UnknownNameError("backbone", cfg.backbone, BACKBONES)
     methods = [get_method(m) for m in cfg.methods]  # unknown names and options fail before any work
     for cls in methods:
         try:
@@ -497,7 +550,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     try:
         with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)
-    except TransferkitError:
+    except BaseException:  # refused, failed or interrupted (Ctrl-C) before any job finished: leave nothing
         if fresh:
             _remove_if_unused(run_dir, parent_fresh)
         raise
@@ -511,7 +564,8 @@ def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
     too and it is empty: empty directories would break ``report runs/NAME/*``."""
     jobs = run_dir / "jobs"
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if names <= {"config.yaml", "jobs"} and not (jobs.is_dir() and any(jobs.iterdir())):
+    if names <= {"config.yaml", "jobs", "data.json", "source.safetensors", "source.json"} and not (
+            jobs.is_dir() and any(jobs.iterdir())):
         shutil.rmtree(run_dir, ignore_errors=True)
         if parent_too:
             try:
@@ -528,6 +582,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     _check_jobs(cfg, data, methods)
     jobs = _jobs_of(cfg, methods)
     finished = _finished_rows(cfg, run_dir, jobs, stored)
+    _check_same_data(run_dir, data, finished, main)
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:  # only now: a refused resume leaves the run's config as it was
         write_text(old, dump_config(cfg))
@@ -536,8 +591,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
         f"{len(data.target.test)} test; {data.channels} channel(s), {cfg.image_size} px")
     pretrained, pre_info = None, {}
-    if any(m.needs_pretrained or m is SourceOnly for m in methods):
-        pretrained, pre_info = pretrain_source(cfg, data, log)
+    if any((cls.needs_pretrained or cls is SourceOnly) and (cls.name, seed) not in finished for cls, seed in jobs):
+        pretrained, pre_info = run_source_network(cfg, data, run_dir, log)
         val_acc = pre_info.get("val_accuracy")
         log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
@@ -694,7 +749,7 @@ def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise TransferkitError(f"{path} is unreadable: {e}") from e
     check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
-    then, now = _flat(stored), _flat(cfg.to_dict())
+    then, now = _flat(stored), _flat(yaml.safe_load(dump_config(cfg)))  # as stored: tuples are lists
     diff = sorted(k for k in set(then) | set(now) if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k))
     check(not diff, f"{path.parent} holds a run with another config ("
           + "; ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in diff)

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("transferkit: interrupted; finished jobs and checkpoints are kept (--resume the directory printed "
-              "at the start)", file=sys.stderr)
+              "at the start; a run stopped before its first job leaves none: start it again)", file=sys.stderr)
         return 130
     return 0
 

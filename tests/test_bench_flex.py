@@ -42,6 +42,16 @@ def test_larger_validation_split_takes_images_from_train_and_keeps_test():
     assert all(tuple(r.tolist()) in rows for r in small.val.images.flatten(1)[:, ::7])  # the old val is kept
 
 
+def test_a_target_spelt_otherwise_still_leaves_out_the_source_half():
+    from transferkit.bench.flex import mnist_halves, target_splits
+
+    _, half = mnist_halves()
+    a, b = target_splits("mnist+blur", half), target_splits("MNIST +blur", half)
+    assert torch.equal(a.test.images, b.test.images) and len(a.train) == len(b.train)
+    with pytest.raises(TransferkitError, match="single images, not @grouped"):
+        target_splits("mnist+blur@grouped2", half)
+
+
 def test_plan_second_source_and_bad_source():
     p = make_plan("flex", False, ["source=syndigits"])
     assert p.source == "syndigits" and p.target_names() == SYN_TARGETS

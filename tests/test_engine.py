@@ -441,6 +441,21 @@ def test_a_directory_lock_refuses_a_second_live_process_and_takes_over_a_dead_on
     assert not (tmp_path / ".lock").exists()
 
 
+def test_a_file_system_without_flock_falls_back_to_the_pid_file_lock(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from transferkit import io
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(io.fcntl, "flock", no_flock)
+    before = len(os.listdir("/proc/self/fd"))
+    with directory_lock(tmp_path) as lock:
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists() and len(os.listdir("/proc/self/fd")) == before  # no descriptor left open
+
+
 def test_a_held_lock_is_refused_even_when_its_file_names_a_dead_process(tmp_path):
     """Two processes that found the same stale lock could both take it over when the file's
     process id decided: the second removed the lock the first had just created. The

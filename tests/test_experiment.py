@@ -1,5 +1,6 @@
 """Experiment runner: class handling across source and target, the Python API."""
 
+import json
 import re
 
 import pytest
@@ -586,9 +587,64 @@ def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_d
     grown = run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=logs.append)[1]
     assert len(grown) == 3 and grown[:2] == rows  # the added job started from source.safetensors
     np.savez(npz, x=x[::-1].copy(), y=y)  # the same config, other images
-    with pytest.raises(TransferkitError, match="computed on other data: the images or labels of target.test, "
-                                               "target.train, target.val changed"):
-        run_experiment(replace(cfg, repeats=3), run_dir=run_dir, log=logs.append)
+    for other in (replace(cfg, repeats=3), replace(cfg, methods=["linear_probe"])):  # also when no row is selected
+        with pytest.raises(TransferkitError, match="computed on other data: the images, labels or class names of "
+                                                   "target.test, target.train, target.val changed"):
+            run_experiment(other, run_dir=run_dir, log=logs.append)
+
+
+def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monkeypatch):
+    import os
+    from dataclasses import replace
+
+    from safetensors.torch import load_file, save, save_file
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
+    given = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(given))
+    given.chmod(0o444)
+    cfg = ExperimentConfig(name="given", source="digits", target="digits", backbone="lenet", k=2, repeats=1,
+                           methods=["finetune"], pretrained=str(given), train=TINY, out_dir=str(tmp_path / "runs"))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    pinned = run_dir / "source.safetensors"
+    assert oct(given.stat().st_mode & 0o777) == "0o444" and given.stat().st_nlink == 1
+    assert os.stat(pinned).st_ino != given.stat().st_ino
+    given.chmod(0o644)
+    with torch.no_grad():
+        net.head.weight.add_(1)
+    inode = given.stat().st_ino
+    with open(given, "wb") as f:  # overwritten in place (same inode)
+        f.write(save({k: v.contiguous() for k, v in net.state_dict().items()}))
+    assert given.stat().st_ino == inode
+    assert not torch.equal(load_file(str(pinned))["head.weight"], load_file(str(given))["head.weight"])
+    from transferkit import experiment
+    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("read the overwritten file"))
+    grown = run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=lambda *a: None)[1]
+    assert grown[0] == rows[0] and len(grown) == 2
+
+
+def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
+    from types import SimpleNamespace
+
+    from transferkit.experiment import _check_same_data, data_digests
+    from transferkit.splits import Split
+    def split(seed):
+        from helpers import toy_domain
+        d = toy_domain(12, seed=seed)
+        return Split(d, d, d)
+    data = SimpleNamespace(source=split(0), target=split(1))
+    _check_same_data(tmp_path, data, True)
+    assert json.loads((tmp_path / "data.json").read_text()) == data_digests(data)
+    (tmp_path / "source.safetensors").write_text("trained on the old data")
+    other = SimpleNamespace(source=split(2), target=split(1))
+    _check_same_data(tmp_path, other, True)  # no job row depends on it: re-pinned on the new data
+    assert not (tmp_path / "source.safetensors").exists()
+    assert json.loads((tmp_path / "data.json").read_text()) == data_digests(other)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "finetune-k=2-s0.json").write_text("{}")
+    with pytest.raises(TransferkitError, match="other data: .* of source.test, source.train, source.val changed"):
+        _check_same_data(tmp_path, data, True)
 
 
 def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_path, monkeypatch):
@@ -607,13 +663,21 @@ def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_p
     assert not (tmp_path / "stopped").exists()  # nothing a resume could mistake for a run
 
 
-def test_yaml_exponents_are_numbers_in_options_too(tmp_path):
-    cfg = load_config(None, ["methods=[dann, ft_slow]", "options.dann.weight=1e-3", "train.lr=2E-4"])
-    assert cfg.options["dann"]["weight"] == 0.001 and cfg.train.lr == 0.0002
+def test_yaml_exponents_are_numbers_for_numeric_options_and_text_stays_text(tmp_path):
+    from transferkit.methods import get_method
+    cfg = load_config(None, ["methods=[dann, ft_slow, multilayer_adv]", "options.dann.weight=1e-3",
+                             "options.multilayer_adv.hidden=1e2", "train.lr=2E-4", "name=2e3"])
+    assert cfg.train.lr == 0.0002 and cfg.name == "2e3"
+    net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
+    dann = get_method("dann")(net, **cfg.options["dann"])  # PyYAML (YAML 1.1) read "1e-3" as text
+    assert dann.weight == 0.001 and dann.init_options == {"weight": 0.001}
+    assert get_method("multilayer_adv")(net, **cfg.options["multilayer_adv"]).init_options["hidden"] == 100
     path = tmp_path / "c.yaml"
-    path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\n")
+    path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\nname: 2e3\n")
     cfg = load_config(path)
-    assert cfg.options["ft_slow"]["backbone_lr_mult"] == 0.01
+    assert get_method("ft_slow")(net, **cfg.options["ft_slow"]).backbone_lr_mult == 0.01 and cfg.name == "2e3"
+    with pytest.raises(TransferkitError, match="must be a number >= 0, got 'heavy'"):
+        get_method("dann")(net, weight="heavy")
 
 
 def test_an_unknown_backbone_is_named_as_the_config_s(tmp_path):

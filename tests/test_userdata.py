@@ -205,3 +205,36 @@ def test_grouped_views_take_one_shift_name_as_one_shift():
     from transferkit.grouped import grouped_views
     d = Domain("d", torch.rand(3, 1, 8, 8), torch.arange(3), ["a", "b", "c"])
     assert grouped_views(d, 2, shifts="noise").provenance["group_shifts"] == ["noise"]
+
+
+def test_grouped_views_of_a_folder_of_videos_keep_each_video_one_group(tmp_path):
+    for c, videos in (("run", ("v1", "v2")), ("walk", ("v3",))):
+        for v in videos:
+            write_folder(tmp_path / "vid" / c, classes=(v,), per_class=2)
+    d = load_domain(f"folder:{tmp_path / 'vid'}@grouped2", size=8)
+    assert d.groups.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]  # 2 views of 2 frames per video
+
+
+def test_transparent_images_are_composited_on_white_and_exif_orientation_is_applied(tmp_path):
+    from transferkit.userdata import _read_image
+    sketch = np.zeros((6, 6, 4), dtype=np.uint8)  # black everywhere, opaque only on a stroke
+    sketch[2, :, 3] = 255
+    Image.fromarray(sketch, "RGBA").save(tmp_path / "sketch.png")
+    arr = _read_image(tmp_path / "sketch.png", None, None)
+    assert arr.shape == (6, 6, 3) and (arr[2] == 0).all() and (np.delete(arr, 2, axis=0) == 255).all()
+    grey = np.zeros((6, 6, 2), dtype=np.uint8)
+    grey[:, 1, 1] = 255
+    Image.fromarray(grey, "LA").save(tmp_path / "grey.png")
+    arr = _read_image(tmp_path / "grey.png", None, None)
+    assert arr.shape == (6, 6, 1) and (arr[:, 1] == 0).all() and (np.delete(arr, 1, axis=1) == 255).all()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(np.zeros((20, 40), dtype=np.uint8), "L").save(tmp_path / "phone.jpg", exif=exif)
+    assert _read_image(tmp_path / "phone.jpg", None, None).shape == (40, 20, 1)
+
+
+def test_shifts_of_a_folder_domain_see_its_native_channels_as_built_ins_do(tmp_path):
+    write_folder(tmp_path / "colour", mode="RGB")
+    d = load_domain(f"folder:{tmp_path / 'colour'}+yuv", size=8, channels=1)  # refused as grayscale before
+    native = load_domain(f"folder:{tmp_path / 'colour'}+yuv", size=8)
+    assert d.images.shape[1] == 1 and torch.allclose(d.images, native.to_format(channels=1).images)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +139,7 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         value = text[1:-1] if quoted else text  # the text between the quotes, as written (no escapes)
     else:
         try:
-            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise TransferkitError(f"--set {key}: the value is not valid YAML: {_one_line(e)}") from e
     node = data
@@ -165,14 +164,7 @@ def override(obj, assignments: list[str] = ()):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the
-    last), and ``1e-3`` is a number (YAML 1.2; PyYAML's 1.1 rules read it as text)."""
-
-
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML keeps the last)."""
 
 
 def _unique_mapping(loader, node, deep=False):

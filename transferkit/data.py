@@ -400,7 +400,8 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     if grouped := parse_grouped(spec):  # SPEC@groupedV: V shifted views of each image per group
         return grouped_views(load_domain(grouped[0], seed=seed, size=size, channels=channels), grouped[1], seed=seed)
     base, shift_names, entries = check_spec(spec)  # unknown names fail before loading
-    dom = _load_base(base, size, channels).to_format(size=size)
+    # a folder converts its files to `channels` as it reads them when no shift follows; shifts see the native ones
+    dom = _load_base(base, size, None if shift_names else channels).to_format(size=size)
     for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
         if needs_colour and dom.images.shape[1] == 1:
             check(channels == 3, f"shift {name!r} re-interprets RGB colour channels but domain "

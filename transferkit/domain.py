@@ -133,7 +133,8 @@ class Domain:
 
     def digest(self) -> str:
         """A content hash of every image and label (16 hex digits): caches and checkpoints
-        are reused only for the very same data."""
+        are reused only for the very same data. Class names and groups are not part of it
+        (the pre-training cache key and a run's ``data.json`` add them)."""
         h = hashlib.sha256(self.images.detach().cpu().contiguous().numpy().tobytes())
         h.update(self.labels.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]

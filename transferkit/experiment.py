@@ -17,6 +17,7 @@ import copy
 import hashlib
 import inspect
 import json
+import os
 import pickle
 import shutil
 import time
@@ -158,16 +159,17 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
 
 def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log=print):
     """The run's source network, pinned in its directory (``source.safetensors``: a hard
-    link to, or a copy of, the pre-trained or ``pretrained:`` network, and ``source.json``)
-    the first time and read from there on resume: every job of a run starts from the same
-    network, even when a resume would pre-train another one (another thread count, a cleared
-    cache) or ``pretrained:`` now names another file."""
+    link to the cached pre-training, which is only ever replaced, never rewritten, or a copy
+    of a ``pretrained:`` file; ``source.json``) the first time and read from there on resume:
+    every job of a run starts from the same network, even when a resume would pre-train
+    another one (another thread count, a cleared cache) or the ``pretrained:`` file was
+    overwritten."""
     pinned = run_dir / "source.safetensors"
     if not pinned.exists():
         net, info = pretrain_source(cfg, data, log)
         if is_main_process():
             meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}
-            atomic_write(pinned, lambda p: _link_or_copy(Path(info["path"]), p))
+            _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
             write_json(pinned.with_suffix(".json"), meta)
             info = {**info, "path": str(pinned)}
         return net, info
@@ -179,31 +181,52 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        dst.unlink(missing_ok=True)
-        dst.hardlink_to(src)
-    except OSError:  # another file system, or none with hard links
-        shutil.copyfile(src, dst)
+def _pin(src: Path, dst: Path, link: bool) -> None:
+    """``dst`` becomes ``src``'s content at once: a hard link (renamed into place; the
+    linked file itself is never touched) or, for other file systems and with ``link=False``,
+    an atomic copy."""
+    if link:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            return
+        except OSError:  # another file system, or none with hard links
+            tmp.unlink(missing_ok=True)
+    atomic_write(dst, lambda p: shutil.copyfile(src, p))
 
 
 def data_digests(data: Prepared) -> dict:
-    """Content digests of the run's splits (images and labels)."""
-    return {f"{side}.{part}": getattr(getattr(data, side), part).digest()
-            for side in ("source", "target") for part in ("train", "val", "test")}
+    """Content digests of the run's splits: images, labels, class names and groups."""
+    out = {}
+    for side in ("source", "target"):
+        for part in ("train", "val", "test"):
+            d = getattr(getattr(data, side), part)
+            h = hashlib.sha256(f"{d.digest()}|{json.dumps(list(d.class_names))}".encode())
+            if d.groups is not None:
+                h.update(d.groups.detach().cpu().contiguous().numpy().tobytes())
+            out[f"{side}.{part}"] = h.hexdigest()[:16]
+    return out
 
 
-def _check_same_data(run_dir: Path, data: Prepared, finished: dict, main: bool) -> None:
-    """Finished rows are kept only when the data is still what they were computed on (a
-    ``folder:`` / ``npz:`` domain may have changed under the same config); ``data.json``
-    records it."""
+def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
+    """A run directory's rows are kept only while the data is what they were computed on (a
+    ``folder:`` / ``npz:`` domain may change under the same config); ``data.json`` records
+    it. Without rows, new data is recorded and a source network pinned for the old one is
+    dropped."""
     path, now = run_dir / "data.json", data_digests(data)
     then = json.loads(path.read_text()) if path.exists() else None
-    if finished and then is not None:
-        diff = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
-        check(not diff, f"{run_dir} holds results computed on other data: the images or labels of "
-                        f"{', '.join(diff)} changed since; restore them, or start a new run")
-    if main and then != now:
+    rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
+    if then is None or then == now:
+        if main and then is None:
+            write_json(path, now)
+        return
+    diff = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+    check(not rows, f"{run_dir} holds results computed on other data: the images, labels or class names of "
+                    f"{', '.join(diff)} changed since; restore them, or start a new run")
+    if main:
+        for name in ("source.safetensors", "source.json"):
+            (run_dir / name).unlink(missing_ok=True)
         write_json(path, now)
 
 
@@ -423,7 +446,7 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     seed = cfg.seed if seed is None else int(seed)
     path = model_path(run_dir, cfg, name, seed)
     check(path.is_file(), f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a saved "
-                          f"model (source_only's network is the cached pre-training)")
+                          f"model (source_only's network is the run's source.safetensors)")
     try:
         model = torch.load(path, weights_only=False, map_location="cpu")
     except (EOFError, pickle.UnpicklingError) as e:  # torn or not a model file
@@ -534,9 +557,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files."""
-    if cfg.backbone not in BACKBONES:  # named as the config's, not as the first method's, error
-        raise UnknownNameError("backbone", cfg.backbone, BACKBONES)
     methods = [get_method(m) for m in cfg.methods]  # unknown names and options fail before any work
+    if cfg.backbone not in BACKBONES:  # (after get_method: it imports plugins, which may add backbones)
+        raise UnknownNameError("backbone", cfg.backbone, BACKBONES)
     for cls in methods:
         try:
             inspect.signature(cls.__init__).bind_partial(None, None, **cfg.options.get(cls.name, {}))
@@ -582,7 +605,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     _check_jobs(cfg, data, methods)
     jobs = _jobs_of(cfg, methods)
     finished = _finished_rows(cfg, run_dir, jobs, stored)
-    _check_same_data(run_dir, data, finished, main)
+    _check_same_data(run_dir, data, main)
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:  # only now: a refused resume leaves the run's config as it was
         write_text(old, dump_config(cfg))

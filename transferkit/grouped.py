@@ -22,9 +22,11 @@ SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$")
 
 def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affine_random", "noise"),
                   seed: int = 0) -> Domain:
-    """Each image of ``domain`` becomes a group of ``views`` images, each with its own draw of
-    ``shifts`` (applied in order); ``groups[i]`` is the index of the underlying image. Samples
-    of a group are consecutive and share the label."""
+    """Each image of ``domain`` becomes ``views`` images, each with its own draw of ``shifts``
+    (applied in order), in a group with the other views: ``groups[i]`` is the index of the
+    underlying image, or its own group when ``domain`` has groups (the frames of a folder's
+    videos: all views of all frames of a video form one group, so that no split cuts a video
+    apart). The views of an image are consecutive and share its label."""
     check(isinstance(views, int) and views >= 1, f"views must be an integer >= 1, got {views!r}")
     shifts = [shifts] if isinstance(shifts, str) else list(shifts)
     images = domain.images.repeat_interleave(views, 0)
@@ -32,8 +34,9 @@ def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affi
         g = torch.Generator().manual_seed(zlib.crc32(f"grouped:{seed}:{i}:{name}".encode()))
         images = apply_shift(name, images, g).clamp_(0, 1)
     name = f"{domain.name}@grouped{views}"
+    groups = torch.arange(len(domain)) if domain.groups is None else domain.groups
     return Domain(name, images, domain.labels.repeat_interleave(views), list(domain.class_names),
-                  groups=torch.arange(len(domain)).repeat_interleave(views),
+                  groups=groups.repeat_interleave(views),
                   provenance={**domain.provenance, "grouped_views": views, "group_shifts": list(shifts),
                               "group_seed": seed})
 

@@ -105,14 +105,15 @@ def directory_lock(directory: str | os.PathLike):
     again beside it. The lock is an operating-system file lock (``flock``), which the kernel
     releases when its process dies: the lock file of a killed run is free to take, and two
     processes resuming its directory at once cannot both take it. Without ``fcntl``
-    (Windows) a lock file whose process no longer runs is taken over instead."""
+    (Windows) or ``flock`` (some network file systems) a lock file whose process no longer
+    runs is taken over instead."""
     path = Path(directory) / ".lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
+    fd = _flock(directory, path) if fcntl is not None else None
+    if fd is None:
         with _pid_file_lock(directory, path):
             yield path
         return
-    fd = _flock(directory, path)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -123,9 +124,10 @@ def directory_lock(directory: str | os.PathLike):
         os.close(fd)
 
 
-def _flock(directory, path: Path) -> int:
+def _flock(directory, path: Path) -> int | None:
     """Open ``path`` and lock it without waiting; retry when the file was replaced between
-    opening and locking (its holder removed it on release). Returns the descriptor."""
+    opening and locking (its holder removed it on release). Returns the descriptor, or None
+    on a file system without ``flock`` (some NFS and Lustre mounts)."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
@@ -133,6 +135,9 @@ def _flock(directory, path: Path) -> int:
         except BlockingIOError:
             os.close(fd)
             raise _in_use(directory, path) from None
+        except OSError:  # ENOLCK, ENOSYS...: the pid-file lock instead
+            os.close(fd)
+            return None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd

@@ -33,12 +33,26 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
     return classes, files
 
 
-def _read_image(path: Path, size: int | None, mode: str | None):
+def _on_white(im):
+    """An image with transparency composited onto white, as a viewer shows it (a dropped
+    alpha keeps the colour stored under transparent pixels, often black: a black sketch on a
+    transparent background became a black square). Grey stays grey."""
     from PIL import Image
+
+    rgba = im.convert("RGBA")
+    out = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return out.convert("L") if im.mode == "LA" else out
+
+
+def _read_image(path: Path, size: int | None, mode: str | None):
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # as a viewer shows it (a phone's Orientation tag)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = _on_white(im)
             if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # convert() would clip them at 255
                 a = np.asarray(im, dtype=np.float64)  # integers: 16-bit grey; floats: [0, 1] (one rule for all files)
                 top = 1.0 if im.mode == "F" else 65535.0

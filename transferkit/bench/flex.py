@@ -43,10 +43,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..backbones import build_backbone
-from ..data import check_spec, load_domain
+from ..data import check_spec, load_domain, parse_spec
 from ..engine import Engine, TrainConfig
 from ..errors import TransferkitError, check
 from ..evaluate import mean_se, mean_se_text, predict_logits
+from ..grouped import parse_grouped
 from ..io import atomic_write, read_json, write_json, write_text
 from ..methods import get_method
 from ..methods.supervised import SourceOnly
@@ -134,8 +135,9 @@ def target_splits(spec: str, target_half: torch.Tensor, source: str = "mnist", v
     """Fixed train / val / test of a target; targets built from the source domain's images
     (for mnist also ``mnistm``, whose digits are mnist's) use the target half. A larger
     ``val_fraction`` moves images from train to val; test stays the same images."""
+    check(parse_grouped(spec) is None, f"flex target {spec!r}: the benchmark scores single images, not @grouped")
     d = load_domain(spec, size=28, channels=CHANNELS, seed=0)
-    base = spec.split("+")[0]
+    base = parse_spec(spec)[0]  # as the loader reads it ("MNIST +blur" is mnist)
     if base == source or (source == "mnist" and base == "mnistm"):
         d = d.subset(target_half)
     s = split_domain(d, val_fraction=val_fraction, test_fraction=0.25)

@@ -23,6 +23,7 @@ import importlib
 import inspect
 import numbers
 import os
+import re
 from typing import Callable
 
 import torch
@@ -102,12 +103,32 @@ def _recording_options(init):
     them, so a checkpoint trained with one setting is never resumed under another."""
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
+        kwargs = _numbers_from_text(type(self), kwargs)
         if "init_options" not in self.__dict__:  # the outermost __init__ of a subclass chain
             _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs), _switches(type(self)))
             options = _options(init, type(self).not_trained_options, self, *args, **kwargs)
             object.__setattr__(self, "init_options", options)
         init(self, *args, **kwargs)
     return __init__
+
+
+_NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _numbers_from_text(cls, kwargs: dict) -> dict:
+    """Options given as text that spells a number (PyYAML reads ``1e-3`` as text: YAML 1.1
+    wants ``1.0e-3``) become that number when their parameter is annotated ``float`` (or
+    ``int``, for a whole number); any other text stays text."""
+    out = dict(kwargs)
+    for name, value in kwargs.items():
+        if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+            hint = _inherited_parameter(cls, name)
+            hint = "" if hint is None or hint.annotation is inspect.Parameter.empty else str(hint.annotation)
+            if re.search(r"\bfloat\b", hint):
+                out[name] = float(value)
+            elif re.search(r"\bint\b", hint) and float(value).is_integer():
+                out[name] = int(float(value))
+    return out
 
 
 #: option names whose values are weights of loss terms (numbers >= 0) or sizes, scales and
@@ -171,13 +192,19 @@ def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
     return {k: v for k, v in out.items() if not (isinstance(v, dict) and not v)}
 
 
-def _inherited_default(cls, name: str):
-    """The default of ``name`` in the nearest ``__init__`` of ``cls``'s bases that declares it."""
+def _inherited_parameter(cls, name: str) -> inspect.Parameter | None:
+    """Parameter ``name`` of the nearest ``__init__`` of ``cls``'s bases that declares it."""
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is not None and name in inspect.signature(init).parameters:
-            return inspect.signature(init).parameters[name].default
-    return inspect.Parameter.empty
+            return inspect.signature(init).parameters[name]
+    return None
+
+
+def _inherited_default(cls, name: str):
+    """The default of ``name`` in the nearest ``__init__`` of ``cls``'s bases that declares it."""
+    param = _inherited_parameter(cls, name)
+    return inspect.Parameter.empty if param is None else param.default
 
 
 def _is_default(value, default) -> bool:

@@ -182,9 +182,13 @@ def test_npz_bytes_class_names_and_paths_with_plus_and_spaces(tmp_path):
 def test_npz_unreadable(tmp_path):
     with pytest.raises(TransferkitError, match="does not exist"):
         load_npz(tmp_path / "nope.npz")
-    (tmp_path / "junk.npz").write_text("junk")
-    with pytest.raises(TransferkitError, match="cannot be read as .npz"):
+    (tmp_path / "junk.npz").write_text("junk")  # numpy said "contains pickled (object) data"
+    with pytest.raises(TransferkitError, match="is not an .npz archive"):
         load_npz(tmp_path / "junk.npz")
+    good = save_npz(tmp_path / "good.npz", x=np.zeros((4, 8, 8), dtype=np.uint8), y=np.arange(4))
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:100])
+    with pytest.raises(TransferkitError, match="cannot be read as .npz"):
+        load_npz(tmp_path / "cut.npz")
 
 
 def test_torchvision_missing_gives_install_hint(monkeypatch, tmp_path):

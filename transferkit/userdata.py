@@ -152,6 +152,9 @@ def load_npz(path: str | os.PathLike) -> Domain:
     check(p.is_file(), f"{where} does not exist")
     check(p.suffix.lower() != ".npy", f"{where} is a single array (.npy); save x and y together with "
                                       f"numpy.savez(path, x=images, y=labels)")
+    with open(p, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    check(zipped, f"{where} is not an .npz archive (numpy.savez writes a zip file; this one does not start as one)")
     try:
         with np.load(p, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}

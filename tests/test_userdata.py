@@ -242,3 +242,18 @@ def test_shifts_of_a_folder_domain_see_its_native_channels_as_built_ins_do(tmp_p
     d = load_domain(f"folder:{tmp_path / 'colour'}+yuv", size=8, channels=1)  # refused as grayscale before
     native = load_domain(f"folder:{tmp_path / 'colour'}+yuv", size=8)
     assert d.images.shape[1] == 1 and torch.allclose(d.images, native.to_format(channels=1).images)
+
+
+def test_a_palette_image_of_greys_is_grey():
+    import tempfile
+    from pathlib import Path
+
+    from transferkit.userdata import _read_image
+    with tempfile.TemporaryDirectory() as d:
+        grey = Image.fromarray(np.arange(36, dtype=np.uint8).reshape(6, 6) * 7, "L").convert("P")
+        grey.save(Path(d) / "grey.png")
+        arr = _read_image(Path(d) / "grey.png", None, None)
+        assert arr.shape == (6, 6, 1) and (arr[..., 0] == np.arange(36).reshape(6, 6) * 7).all()
+        colour = Image.fromarray(np.full((6, 6, 3), (200, 10, 10), dtype=np.uint8), "RGB").convert("P")
+        colour.save(Path(d) / "red.png")
+        assert _read_image(Path(d) / "red.png", None, None).shape == (6, 6, 3)

@@ -57,6 +57,11 @@ def _read_image(path: Path, size: int | None, mode: str | None):
                 a = np.asarray(im, dtype=np.float64)  # integers: 16-bit grey; floats: [0, 1] (one rule for all files)
                 top = 1.0 if im.mode == "F" else 65535.0
                 im = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
+            if im.mode == "P":  # a palette is an encoding: grey when every colour of the image is
+                im = im.convert("RGB")
+                a = np.asarray(im)
+                if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+                    im = im.convert("L")  # exact for equal channels
             if mode is None:
                 mode = "L" if im.mode in ("1", "L", "LA", "F") else "RGB"
             im = im.convert(mode)

@@ -165,6 +165,9 @@ def test_a_misspelt_flex_target_fails_before_pre_training(tmp_path, monkeypatch)
     with pytest.raises(TransferkitError, match="unknown shift 'blurr'"):
         run_benchmark("flex", quick=True, run_dir=tmp_path / "b", log=lambda *a: None,
                       overrides=["targets=mnist+blurr"])
+    with pytest.raises(TransferkitError, match="single images, not @grouped"):
+        run_benchmark("flex", quick=True, run_dir=tmp_path / "c", log=lambda *a: None,
+                      overrides=["targets=mnist+blur@grouped2"])
 
 
 def test_reports_keep_only_label_subsets_every_method_finished_and_flag_mixed_invocations(tmp_path):

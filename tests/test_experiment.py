@@ -637,14 +637,20 @@ def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
     _check_same_data(tmp_path, data, True)
     assert json.loads((tmp_path / "data.json").read_text()) == data_digests(data)
     (tmp_path / "source.safetensors").write_text("trained on the old data")
+    (tmp_path / "checkpoints" / "finetune-k=2-s0").mkdir(parents=True)
     other = SimpleNamespace(source=split(2), target=split(1))
-    _check_same_data(tmp_path, other, True)  # no job row depends on it: re-pinned on the new data
-    assert not (tmp_path / "source.safetensors").exists()
+    _check_same_data(tmp_path, other, True)  # no job row depends on them: re-pinned and retrained on the new data
+    assert not (tmp_path / "source.safetensors").exists() and not (tmp_path / "checkpoints").exists()
     assert json.loads((tmp_path / "data.json").read_text()) == data_digests(other)
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "finetune-k=2-s0.json").write_text("{}")
     with pytest.raises(TransferkitError, match="other data: .* of source.test, source.train, source.val changed"):
         _check_same_data(tmp_path, data, True)
+    first = {f"{s}.{p}": getattr(getattr(other, s), p).digest() for s in ("source", "target")
+             for p in ("train", "val", "test")}
+    (tmp_path / "data.json").write_text(json.dumps(first))  # written by the first version (no format)
+    _check_same_data(tmp_path, other, True)  # the same data: accepted, rewritten in today's format
+    assert json.loads((tmp_path / "data.json").read_text()) == data_digests(other)
 
 
 def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_path, monkeypatch):
@@ -676,8 +682,9 @@ def test_yaml_exponents_are_numbers_for_numeric_options_and_text_stays_text(tmp_
     path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\nname: 2e3\n")
     cfg = load_config(path)
     assert get_method("ft_slow")(net, **cfg.options["ft_slow"]).backbone_lr_mult == 0.01 and cfg.name == "2e3"
-    with pytest.raises(TransferkitError, match="must be a number >= 0, got 'heavy'"):
-        get_method("dann")(net, weight="heavy")
+    for text in ("heavy", "1__0"):  # "1__0" looks like a number to the pattern, not to float()
+        with pytest.raises(TransferkitError, match=f"must be a number >= 0, got '{text}'"):
+            get_method("dann")(net, weight=text)
 
 
 def test_an_unknown_backbone_is_named_as_the_config_s(tmp_path):

@@ -254,6 +254,14 @@ def test_a_palette_image_of_greys_is_grey():
         grey.save(Path(d) / "grey.png")
         arr = _read_image(Path(d) / "grey.png", None, None)
         assert arr.shape == (6, 6, 1) and (arr[..., 0] == np.arange(36).reshape(6, 6) * 7).all()
+        see_through = grey.copy()
+        see_through.save(Path(d) / "grey_t.png", transparency=int(np.asarray(grey)[0, 0]))
+        arr = _read_image(Path(d) / "grey_t.png", None, None)
+        assert arr.shape == (6, 6, 1) and arr[0, 0, 0] == 255 and arr[0, 1, 0] == 7
+        key = Image.fromarray(np.arange(36, dtype=np.uint8).reshape(6, 6), "L")
+        key.save(Path(d) / "key.png", transparency=0)  # grey with a transparent key value (tRNS)
+        arr = _read_image(Path(d) / "key.png", None, None)
+        assert arr.shape == (6, 6, 1) and arr[0, 0, 0] == 255 and arr[0, 1, 0] == 1
         colour = Image.fromarray(np.full((6, 6, 3), (200, 10, 10), dtype=np.uint8), "RGB").convert("P")
         colour.save(Path(d) / "red.png")
         assert _read_image(Path(d) / "red.png", None, None).shape == (6, 6, 3)

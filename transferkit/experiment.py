@@ -196,9 +196,13 @@ def _pin(src: Path, dst: Path, link: bool) -> None:
     atomic_write(dst, lambda p: shutil.copyfile(src, p))
 
 
+#: ``data.json``'s format: 2 adds class names and groups to each split's digest
+DATA_FORMAT = 2
+
+
 def data_digests(data: Prepared) -> dict:
     """Content digests of the run's splits: images, labels, class names and groups."""
-    out = {}
+    out: dict = {"format": DATA_FORMAT}
     for side in ("source", "target"):
         for part in ("train", "val", "test"):
             d = getattr(getattr(data, side), part)
@@ -216,17 +220,22 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
     dropped."""
     path, now = run_dir / "data.json", data_digests(data)
     then = json.loads(path.read_text()) if path.exists() else None
+    if then is not None and "format" not in then:  # format 1 (2026-11-29): images and labels only
+        old = {f"{side}.{part}": getattr(getattr(data, side), part).digest()
+               for side in ("source", "target") for part in ("train", "val", "test")}
+        then = now if then == old else then
     rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
     if then is None or then == now:
-        if main and then is None:
+        if main and not (path.exists() and json.loads(path.read_text()) == now):
             write_json(path, now)
         return
-    diff = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+    diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))
     check(not rows, f"{run_dir} holds results computed on other data: the images, labels or class names of "
                     f"{', '.join(diff)} changed since; restore them, or start a new run")
-    if main:
+    if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
         for name in ("source.safetensors", "source.json"):
             (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         write_json(path, now)
 
 
@@ -606,6 +615,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     jobs = _jobs_of(cfg, methods)
     finished = _finished_rows(cfg, run_dir, jobs, stored)
     _check_same_data(run_dir, data, main)
+    barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:  # only now: a refused resume leaves the run's config as it was
         write_text(old, dump_config(cfg))

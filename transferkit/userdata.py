@@ -41,7 +41,7 @@ def _on_white(im):
 
     rgba = im.convert("RGBA")
     out = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return out.convert("L") if im.mode == "LA" else out
+    return out.convert("L") if im.mode in ("L", "LA") else out
 
 
 def _read_image(path: Path, size: int | None, mode: str | None):
@@ -51,13 +51,14 @@ def _read_image(path: Path, size: int | None, mode: str | None):
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)  # as a viewer shows it (a phone's Orientation tag)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            palette = im.mode in ("P", "PA")
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("L", "RGB", "P") and "transparency" in im.info):
                 im = _on_white(im)
             if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # convert() would clip them at 255
                 a = np.asarray(im, dtype=np.float64)  # integers: 16-bit grey; floats: [0, 1] (one rule for all files)
                 top = 1.0 if im.mode == "F" else 65535.0
                 im = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
-            if im.mode == "P":  # a palette is an encoding: grey when every colour of the image is
+            if palette:  # a palette is an encoding: grey when every colour of the image is
                 im = im.convert("RGB")
                 a = np.asarray(im)
                 if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():

@@ -209,8 +209,10 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
 @benchmark("flex", "seed 002 flex-tuning: half of mnist (or of syndigits) as source -> digit targets, "
                    "ratios 3/30/300, 8 methods", plan=plan)
 def flex_suite(p: FlexPlan, bench_dir, log):
-    for target in p.target_names():  # a misspelt target fails before the source network is trained
+    for target in p.target_names():  # a misspelt or grouped target fails before the source network is trained
         check_spec(target)
+        check(parse_grouped(target) is None, f"flex target {target!r}: the benchmark scores single images, "
+                                             f"not @grouped")
     src_half, tgt_half = mnist_halves(p.source)
     label = f"{p.source}/half"
     source = split_domain(load_domain(p.source, size=28, channels=CHANNELS).subset(src_half))

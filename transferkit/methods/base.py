@@ -121,13 +121,20 @@ def _numbers_from_text(cls, kwargs: dict) -> dict:
     ``int``, for a whole number); any other text stays text."""
     out = dict(kwargs)
     for name, value in kwargs.items():
-        if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
-            hint = _inherited_parameter(cls, name)
-            hint = "" if hint is None or hint.annotation is inspect.Parameter.empty else str(hint.annotation)
+        if not (isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip())):
+            continue
+        param = _inherited_parameter(cls, name)
+        hint = "" if param is None or param.annotation is inspect.Parameter.empty else str(param.annotation)
+        if re.search(r"\b(str|list|tuple|dict|Sequence|Any)\b", hint):  # text or containers are welcome as given
+            continue
+        try:
             if re.search(r"\bfloat\b", hint):
                 out[name] = float(value)
-            elif re.search(r"\bint\b", hint) and float(value).is_integer():
-                out[name] = int(float(value))
+            elif re.search(r"\bint\b", hint):
+                whole = re.fullmatch(r"\s*[-+]?[0-9][0-9_]*\s*", value)
+                out[name] = int(value) if whole else int(float(value)) if float(value).is_integer() else value
+        except ValueError:  # e.g. "1__0": not a number after all
+            pass
     return out
 
 

@@ -216,7 +216,8 @@ class MultiLayerAdversarial(AdaptationMethod):
 
     The discriminator (:func:`~transferkit.discriminators.multilayer_discriminator`) reads
     the activations ``E_1..E_L`` of ``layers`` (default: the last three units, or the second
-    and third last when ``same_label_space=False``, seed 000 implementation details) and
+    and third last when source and target classes differ, seed 000 implementation details;
+    ``same_label_space`` true / false forces one) and
     computes ``d_l = D_l(σ(γ d_{l-1} ⊕ E_l(x)))`` (eq. 2; ``gamma`` = γ, default 0.1 as in
     §4.3; ``combine`` = ⊕, ``"sum"`` or ``"concat"``). ``discriminator``: ``"fc"`` (Tables
     5, 8; ``hidden`` 500 and ``tail_depth`` per backbone), ``"conv"`` (Table 6: 3×3
@@ -235,20 +236,40 @@ class MultiLayerAdversarial(AdaptationMethod):
     description = "multi-layer domain adversarial loss (seed 000 §3.2 eq. 2-4)"
 
     def __init__(self, net, weight: float = 0.1, layers=None, gamma: float = 0.1, combine: str = "sum",
-                 same_label_space: bool = True, discriminator: str = "auto", hidden: int | None = None,
+                 same_label_space: bool | None = None, discriminator: str = "auto", hidden: int | None = None,
                  tail_depth: int | None = None, lr_schedule: str | None = "dann", entmin_weight: float = 0.0):
         super().__init__(net, entmin_weight=entmin_weight)
+        check(same_label_space is None or isinstance(same_label_space, bool),
+              f"multilayer_adv: option same_label_space must be true or false (or null: decided from the "
+              f"classes), got {same_label_space!r}")
         self.weight, self.lr_schedule = float(weight), lr_schedule
-        self.layers = resolve_layers(net, layers, default_layers(net, same_label_space))
-        order = [n for n in net.unit_names if n != "head"] + ["embedding", "head"]
+        self._auto_layers = layers is None and same_label_space is None  # decided in prepare() from the classes
+        self.layers = resolve_layers(net, layers, default_layers(net, same_label_space is not False))
+        kw = {} if tail_depth is None else {"tail_depth": tail_depth}
+        self._disc_args = (discriminator, {"gamma": gamma, "combine": combine, "hidden": hidden, **kw})
+        self._build_discriminator()
+        if hidden == 500 and isinstance(self.discriminator, MultiLayerDiscriminator):
+            self.init_options.pop("hidden", None)  # the fc default (and the option's default before 2026-11-29)
+
+    def _build_discriminator(self) -> None:
+        order = [n for n in self.net.unit_names if n != "head"] + ["embedding", "head"]
         check([order.index(n) for n in self.layers] == sorted(order.index(n) for n in set(self.layers)),
               f"layers must follow the network's order without repeats (eq. 2 chains d_(l-1) into layer l), "
               f"got {self.layers}; the order is {order}")
-        kw = {} if tail_depth is None else {"tail_depth": tail_depth}
-        self.discriminator = multilayer_discriminator(net, self.layers, discriminator, gamma=gamma, combine=combine,
-                                                      hidden=hidden, **kw)
-        if hidden == 500 and isinstance(self.discriminator, MultiLayerDiscriminator):
-            self.init_options.pop("hidden", None)  # the fc default (and the option's default before 2026-11-29)
+        kind, kw = self._disc_args
+        self.discriminator = multilayer_discriminator(self.net, self.layers, kind, **kw)
+
+    def prepare(self, domains: dict) -> None:
+        """Seed 000's rule when ``same_label_space`` is not given: the last three layers when
+        source and target have the same classes, else the second and third last (the
+        discriminator is rebuilt for them before training)."""
+        super().prepare(domains)
+        source, target = domains.get("source"), domains.get("unlabeled")
+        if self._auto_layers and source is not None and target is not None and \
+                list(source.class_names) != list(target.class_names):
+            self.layers = default_layers(self.net, False)
+            self._build_discriminator()
+            self._auto_layers = False
 
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled

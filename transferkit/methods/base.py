@@ -143,7 +143,8 @@ def _numbers_from_text(cls, kwargs: dict) -> dict:
 #: by pattern: ``*weight`` >= 0, ``*lr_mult`` and ``tau*`` > 0)
 _NONNEGATIVE = ("alpha", "beta", "gamma", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
 _POSITIVE = ("c", "scale", "query_scale", "temperature", "lr")  # and the patterns *lr_mult, tau*
-_COUNTS = ("hidden", "depth", "tail_depth", "dim", "workers", "n")
+_COUNTS = ("hidden", "depth", "dim", "workers", "n")
+_WHOLE = ("tail_depth",)  # whole numbers >= 0
 #: options that take one of a few names, the same in every method that has them
 _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),
             "optimizer": ("adam", "sgd", None), "combine": ("sum", "concat"),
@@ -171,9 +172,10 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         if value is None:
             continue
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if name in _COUNTS:
-            check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
-                  f"{method}: option {name} must be a whole number >= 1, got {value!r}")
+        if name in _COUNTS or name in _WHOLE:
+            low = 1 if name in _COUNTS else 0
+            check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low,
+                  f"{method}: option {name} must be a whole number >= {low}, got {value!r}")
         elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
         elif name.endswith("weight") or name in _NONNEGATIVE:

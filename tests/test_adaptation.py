@@ -528,3 +528,22 @@ def test_multilayer_adv_on_resnet18_trains_table6s_discriminator_without_the_siz
     Engine(cfg, seed=0).fit(method, source=_domain(8, 0.0, 1), unlabeled=_domain(8, 0.3, 2))
     after = method.discriminator.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
+
+
+def test_multilayer_adv_follows_seed_000s_layer_rule_for_other_label_sets_and_takes_tail_depth_0():
+    from transferkit.discriminators import default_layers
+    cfg = TrainConfig(steps=1, batch_size=8, eval_every=1, progress=False)
+    src, tgt = _domain(16, 0.0, 1), _domain(16, 0.3, 2)
+    five = Domain("t5", tgt.images, tgt.labels % 5, [str(i) for i in range(5)])  # other classes
+    for unlabeled, same in ((tgt, True), (five, False)):
+        method = get_method("multilayer_adv")(_net())
+        Engine(cfg, seed=0).fit(method, source=src, unlabeled=unlabeled)
+        assert method.layers == default_layers(method.net, same)
+        assert len(method.discriminator.layers) == len(method.layers)  # built for those layers
+    forced = get_method("multilayer_adv")(_net(), same_label_space=True)
+    Engine(cfg, seed=0).fit(forced, source=src, unlabeled=five)
+    assert forced.layers == default_layers(forced.net, True)
+    for kind in ("fc", "conv"):  # Table 6's tail: none
+        get_method("multilayer_adv")(_net(), discriminator=kind, tail_depth=0)
+    with pytest.raises(TransferkitError, match="tail_depth must be a whole number >= 0"):
+        get_method("multilayer_adv")(_net(), tail_depth=-1)

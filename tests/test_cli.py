@@ -210,6 +210,11 @@ def test_bench_cli_runs_a_tiny_plan_records_it_and_resumes(tmp_path, capsys, one
     code, out, _ = run_cli(capsys, *argv)  # every job is read back, none is run again
     assert code == 0 and [p.stat().st_mtime_ns for p in jobs] == stamps
     assert json.loads((bench_dir / "results.json").read_text())["rows"] == result["rows"]
+    budgets = [a for a in argv[4:] if a.startswith(("pretrain.", "train."))]
+    code, out, err = run_cli(capsys, "bench", "flex", "--resume", str(bench_dir),
+                             *[x for b in budgets for x in ("--set", b)])  # no selection given: the directory's
+    assert code == 0 and [p.stat().st_mtime_ns for p in jobs] == stamps, err  # not every default target and ratio
+    assert json.loads((bench_dir / "results.json").read_text())["config"]["plan"]["targets"] == ["mnist+blur"]
 
 
 def test_a_yaml_key_given_twice_is_named(tmp_path, capsys):

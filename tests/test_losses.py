@@ -125,3 +125,31 @@ def test_mmd_bandwidth_carries_no_gradient():
     mmd2(s, torch.tensor([[1.0]]), scales=(1.0,)).backward()
     # sigma^2 = 0.5 held fixed: d/ds [2 - 2 exp(-(1 - s)^2 / sigma^2)] at s = 0 is -8 e^-2
     assert s.grad.item() == pytest.approx(-8 * math.exp(-2), rel=1e-5)
+
+
+def test_minimum_class_confusion_weights_carry_no_gradient_as_in_the_authors_code():
+    torch.manual_seed(0)
+    logits = torch.randn(16, 5, requires_grad=True)
+    minimum_class_confusion(logits).backward()
+    y = torch.softmax(logits.detach() / 2.5, 1)
+    w = 1 + torch.exp((y * y.log()).sum(1))
+    w = (len(y) * w / w.sum()).detach()
+    ref = logits.detach().clone().requires_grad_(True)
+    p = torch.softmax(ref / 2.5, 1)
+    c = (p * w[:, None]).t() @ p
+    c = c / c.sum(1, keepdim=True)
+    ((c.sum() - c.trace()) / 5).backward()
+    assert torch.allclose(logits.grad, ref.grad, atol=1e-7)
+
+
+def test_coral_of_wide_features_uses_gram_matrices_with_the_same_value():
+    from transferkit.losses import CORAL_GRAM_WIDTH, covariance
+    torch.manual_seed(0)
+    s = torch.randn(12, CORAL_GRAM_WIDTH + 1, dtype=torch.float64)
+    t = torch.randn(9, CORAL_GRAM_WIDTH + 1, dtype=torch.float64) * 1.5 + 0.2
+    d = s.shape[1]
+    direct = (covariance(s) - covariance(t)).pow(2).sum() / (4 * d * d)
+    assert torch.allclose(coral(s, t), direct, rtol=1e-10)
+    wide = torch.randn(4, 64, 80, 80, requires_grad=True)  # 409,600 wide: d x d would be 625 GiB
+    coral(wide, torch.randn(4, 64, 80, 80)).backward()
+    assert wide.grad.shape == wide.shape

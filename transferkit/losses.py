@@ -106,7 +106,9 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
     """MCC loss (Jin et al., ECCV 2020) of a target batch of ``B`` logits over ``K``
     classes: ``Y = softmax(logits / T)``; ``W_ii = B (1 + exp(-H(Y_i))) / Σ_j (1 + exp(-H(Y_j)))``;
-    ``C = Y^T W Y``; ``C~_jk = C_jk / Σ_k' C_jk'``; ``L = (1/K) Σ_j Σ_{k≠j} C~_jk``."""
+    ``C = Y^T W Y``; ``C~_jk = C_jk / Σ_k' C_jk'``; ``L = (1/K) Σ_j Σ_{k≠j} C~_jk``. ``W``
+    carries no gradient (the authors' code detaches the entropies; SKADA's ``mcc_loss`` does
+    not: same value, another gradient)."""
     check(logits.dim() == 2 and logits.shape[0] > 0,
           f"logits must be a non-empty B x K matrix, got shape {tuple(logits.shape)}")
     y = F.softmax(logits / temperature, dim=1)

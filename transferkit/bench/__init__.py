@@ -168,11 +168,27 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
         + (f". Only {', '.join(plan.selects)} may change when resuming" if plan.selects else ""))
 
 
+def _resumed_selection(plan: Plan, run_dir, overrides: list[str]) -> Plan:
+    """A resumed directory selects the jobs its ``plan.json`` selected (targets, ratios,
+    seeds, pairs, parts...) unless ``--set`` names them: ``--resume DIR`` of a run made with
+    ``--set pairs=...`` finishes those pairs, not every default one."""
+    path = Path(run_dir) / "plan.json" if run_dir else None
+    if path is None or not path.is_file():
+        return plan
+    try:
+        stored = read_json(path)
+    except TransferkitError:
+        return plan  # _check_same_plan names the problem
+    given = {a.split("=", 1)[0].strip() for a in overrides}
+    keep = {k: stored[k] for k in plan.selects if isinstance(stored, dict) and k in stored and k not in given}
+    return dataclasses.replace(plan, **keep) if keep else plan
+
+
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
     an existing directory is resumed: finished jobs are not run again)."""
-    plan = make_plan(name, quick, overrides)
+    plan = _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides)
     suite, description, _ = BENCHMARKS[name]
     tag = f"bench-{name}{'-quick' if quick else ''}"
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]

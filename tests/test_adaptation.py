@@ -547,3 +547,21 @@ def test_multilayer_adv_follows_seed_000s_layer_rule_for_other_label_sets_and_ta
         get_method("multilayer_adv")(_net(), discriminator=kind, tail_depth=0)
     with pytest.raises(TransferkitError, match="tail_depth must be a whole number >= 0"):
         get_method("multilayer_adv")(_net(), tail_depth=-1)
+
+
+def test_multilayer_adv_label_rule_ignores_class_order_and_a_checkpoint_of_other_modules_is_named(tmp_path):
+    from transferkit.discriminators import default_layers
+    src, tgt = _domain(16, 0.0, 1), _domain(16, 0.3, 2)
+    shuffled = Domain("t", tgt.images, tgt.labels, [str(i) for i in reversed(range(10))])  # same label space
+    cfg = TrainConfig(steps=1, batch_size=8, eval_every=1, progress=False)
+    method = get_method("multilayer_adv")(_net())
+    Engine(cfg, seed=0).fit(method, source=src, unlabeled=shuffled)
+    assert method.layers == default_layers(method.net, True)
+    five = Domain("t", tgt.images, tgt.labels % 5, [str(i) for i in range(5)])
+    ten = Domain("t", five.images, five.labels, [str(i) for i in range(10)])  # same images and labels, 10 names
+    stop = TrainConfig(steps=4, batch_size=8, eval_every=2, checkpoint_every=2, progress=False)
+    Engine(stop, seed=0, checkpoint_dir=tmp_path).fit(get_method("multilayer_adv")(_net()), source=src,
+                                                      unlabeled=five)  # leaves its checkpoint (2 layers)
+    with pytest.raises(TransferkitError, match="holds other modules than this method builds"):
+        Engine(stop, seed=0, checkpoint_dir=tmp_path).fit(get_method("multilayer_adv")(_net()), source=src,
+                                                         unlabeled=ten)

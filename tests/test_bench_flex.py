@@ -210,3 +210,23 @@ def test_every_benchmark_method_predicts_with_its_net_so_one_test_pass_serves_ac
                 p.add_(0.1 * torch.randn_like(p))  # ft_ss: scale and shift away from the identity
         method.eval()
         assert torch.equal(net.forward_units(embed(net, x), "embedding"), method(x)), m
+
+
+def test_a_resume_keeps_the_directory_s_selection_with_its_groups_and_ignores_other_benchmarks(tmp_path):
+    import dataclasses
+    import json
+
+    from transferkit.bench import _resumed_selection
+    stored = {"benchmark": "flex", **dataclasses.asdict(
+        make_plan("flex", False, ["targets=mnist+blur,mnistm", "image_targets=mnistm", "ratios=30"]))}
+    (tmp_path / "plan.json").write_text(json.dumps(stored))
+    default = make_plan("flex", False, [])
+    kept = _resumed_selection(default, tmp_path, [], "flex")
+    assert (kept.targets, kept.image_targets, kept.ratios) == (["mnist+blur", "mnistm"], ["mnistm"], [30])
+    other = _resumed_selection(make_plan("flex", False, ["targets=digits"]), tmp_path, ["targets=digits"], "flex")
+    assert (other.targets, other.image_targets, other.ratios) == (["digits"], [], [30])  # image_targets go along
+    (tmp_path / "plan.json").write_text(json.dumps({"benchmark": "uda", "seeds": [0, 1], "pairs": [["a", "b"]]}))
+    assert _resumed_selection(default, tmp_path, [], "flex") == default  # refused later, by name
+    (tmp_path / "plan.json").unlink()
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"benchmark": "flex", "plan": stored}}))
+    assert _resumed_selection(default, tmp_path, [], "flex").targets == ["mnist+blur", "mnistm"]  # older directory

@@ -473,7 +473,11 @@ class Engine:
         if meta["signature"] != signature:
             raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different run (method, data or "
                                    "config changed); remove it or use a new run directory")
-        method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        try:
+            method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        except RuntimeError as e:  # e.g. a discriminator built for other layers by an older version
+            raise TransferkitError(f"checkpoint in {self.ckpt} holds other modules than this method builds "
+                                   f"({str(e).splitlines()[0]}); remove it or use a new run directory") from None
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
         opt_state = {"state": {}, "param_groups": meta["optim_groups"]}
         for k, v in tensors.items():

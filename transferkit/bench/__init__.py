@@ -41,6 +41,8 @@ class Plan:
     (budgets and protocol), whose jobs would not be comparable."""
 
     selects: ClassVar[tuple[str, ...]] = ()
+    #: selection fields that a resume keeps or replaces together
+    select_groups: ClassVar[tuple[tuple[str, ...], ...]] = ()
     quick: bool = False
 
 
@@ -168,27 +170,41 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
         + (f". Only {', '.join(plan.selects)} may change when resuming" if plan.selects else ""))
 
 
-def _resumed_selection(plan: Plan, run_dir, overrides: list[str]) -> Plan:
-    """A resumed directory selects the jobs its ``plan.json`` selected (targets, ratios,
-    seeds, pairs, parts...) unless ``--set`` names them: ``--resume DIR`` of a run made with
-    ``--set pairs=...`` finishes those pairs, not every default one."""
-    path = Path(run_dir) / "plan.json" if run_dir else None
-    if path is None or not path.is_file():
-        return plan
+def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> Plan:
+    """A resumed directory selects the jobs its plan selected (targets, ratios, seeds,
+    pairs, parts...; ``plan.json``, or an older directory's ``results.json``) unless
+    ``--set`` names them: ``--resume DIR`` of a run made with ``--set pairs=...`` finishes
+    those pairs, not every default one. Fields of one ``select_groups`` entry go together
+    (flex's ``image_targets`` are among its ``targets``)."""
+    d = Path(run_dir) if run_dir else None
     try:
-        stored = read_json(path)
-    except TransferkitError:
+        if d is not None and (d / "plan.json").is_file():
+            stored = read_json(d / "plan.json")
+        elif d is not None and (d / "results.json").is_file():
+            config = read_json(d / "results.json").get("config", {})
+            stored = {**config.get("plan", {}), PLAN_OWNER: config.get("benchmark")}
+        else:
+            return plan
+    except (TransferkitError, AttributeError):
         return plan  # _check_same_plan names the problem
+    if not isinstance(stored, dict) or stored.get(PLAN_OWNER) not in (None, name):
+        return plan  # another benchmark's directory: _check_same_plan refuses it
     given = {a.split("=", 1)[0].strip() for a in overrides}
-    keep = {k: stored[k] for k in plan.selects if isinstance(stored, dict) and k in stored and k not in given}
-    return dataclasses.replace(plan, **keep) if keep else plan
+    for group in plan.select_groups:
+        if given & set(group):
+            given |= set(group)
+    keep = {k: stored[k] for k in plan.selects if k in stored and k not in given}
+    try:
+        return dataclasses.replace(plan, **keep) if keep else plan
+    except (TypeError, ValueError):
+        return plan  # a stored value of another form: _check_same_plan compares the plans
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
     an existing directory is resumed: finished jobs are not run again)."""
-    plan = _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides)
+    plan = _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
     suite, description, _ = BENCHMARKS[name]
     tag = f"bench-{name}{'-quick' if quick else ''}"
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]

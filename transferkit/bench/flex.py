@@ -81,6 +81,7 @@ VAL_FRACTION = 0.15
 @dataclass
 class FlexPlan(Plan):
     selects: ClassVar[tuple[str, ...]] = ("targets", "ratios", "seeds", "seeds_ratio3", "image_targets")
+    select_groups: ClassVar[tuple[tuple[str, ...], ...]] = (("targets", "image_targets"),)
     source: str = "mnist"
     targets: list | str = "all"  # "all": every target of the source
     ratios: list = field(default_factory=lambda: [3, 30, 300])

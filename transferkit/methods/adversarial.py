@@ -261,12 +261,12 @@ class MultiLayerAdversarial(AdaptationMethod):
 
     def prepare(self, domains: dict) -> None:
         """Seed 000's rule when ``same_label_space`` is not given: the last three layers when
-        source and target have the same classes, else the second and third last (the
-        discriminator is rebuilt for them before training)."""
+        source and target have the same classes (by name, in any order), else the second and
+        third last (the discriminator is rebuilt for them before training)."""
         super().prepare(domains)
         source, target = domains.get("source"), domains.get("unlabeled")
         if self._auto_layers and source is not None and target is not None and \
-                list(source.class_names) != list(target.class_names):
+                set(source.class_names) != set(target.class_names):  # label spaces: the order does not matter
             self.layers = default_layers(self.net, False)
             self._build_discriminator()
             self._auto_layers = False

@@ -180,3 +180,23 @@ def test_triplet_loss_uses_all_negatives_in_warmup_then_the_hardest():
     assert early.item() == pytest.approx(hard_negative_triplet(sim, 0.5, ids, hardest=False).item(), rel=1e-5)
     assert late.item() == pytest.approx(hard_negative_triplet(sim, 0.5, ids, hardest=True).item(), rel=1e-5)
     assert early.item() != pytest.approx(late.item())
+
+
+def test_clip_refuses_a_validation_split_of_other_classes_than_it_scores():
+    from transferkit.errors import TransferkitError
+    g = torch.Generator().manual_seed(0)
+    val = Domain("seen", torch.rand(6, 1, 28, 28, generator=g), torch.arange(6) % 3, ["0", "1", "2"])
+    m = ClipMethod(tiny_net(10), captions=["a", "b"], class_names=["7", "8", "9"], text_encoder=HashingEncoder(16))
+    with pytest.raises(TransferkitError, match="early stopping would compare labels of one list"):
+        m.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=1, progress=False)), source=val, val=val)
+
+
+def test_a_pickled_sentence_encoder_leaves_its_model_behind():
+    import pickle
+
+    from transferkit.text import SentenceEncoder
+    enc = SentenceEncoder.__new__(SentenceEncoder)
+    enc.__dict__.update(name="m", device="cpu", dim=3, _model=object(), _cache={"x": torch.ones(3)}, _path=None)
+    state = enc.__getstate__()
+    assert state["_model"] is None and state["_cache"] == {} and state["name"] == "m"
+    assert pickle.loads(pickle.dumps(enc))._model is None  # loaded again by name on the next encode

@@ -55,6 +55,8 @@ def test_nan_features_are_named():
     feats[7, 2] = float("nan")
     with pytest.raises(TransferkitError, match="features contain NaN"):
         evaluate_episodes(feats, labels, episodes=2)
+    with pytest.raises(TransferkitError, match="no head given"):
+        evaluate_episodes(torch.randn(60, 4), labels, heads=[], episodes=2)  # returned {} before
 
 
 def test_multi_shot_prototypes_match_a_reference_and_the_linear_head_separates():

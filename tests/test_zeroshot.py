@@ -242,3 +242,21 @@ def test_zeroshot_bench_jobs_name_a_non_default_text_encoder_and_refuse_zero_ste
     assert job_name("attr_zones", "mnist", 1, "hashing") == "attr_zones-mnist-s1.json"  # reads no text
     with pytest.raises(TransferkitError, match="steps must be a whole number >= 1, got 0"):
         make_plan("zeroshot", True, ["steps=0"])
+
+
+def test_domains_out_of_the_description_rows_order_and_bad_matrices_are_named():
+    a, dom = _toy_domain()
+    names = [f"c{i}" for i in range(5)]
+    seen = dom.subset(dom.labels < 3).select_classes([2, 0, 1])  # classes c2, c0, c1: ids are not rows
+    cfg = TrainConfig(steps=1, batch_size=8, eval_every=1, progress=False)
+    method = AttributeZeroShot(tiny_net(5), attributes=a, class_names=names)
+    with pytest.raises(TransferkitError, match=r"are not the description rows .* method.to_rows\(domain\)"):
+        Engine(cfg, seed=0).fit(method, source=seen)
+    Engine(cfg, seed=0).fit(method, source=method.to_rows(seen))  # mapped by name: accepted
+    for bad, message in (([[1, 0], [1]], "classes x features matrix of numbers"),
+                         (["cat", "dog"], "embed them: class_text_embeddings"),
+                         ([[float("nan"), 1.0], [0.0, 1.0]], "NaN or infinite"), ([[1.0, 2.0]], "at least 2 classes")):
+        with pytest.raises(TransferkitError, match=message):
+            EmbeddingZeroShot(tiny_net(5), class_embeddings=bad)
+    with pytest.raises(TransferkitError, match=r"names \['a'\] more than once"):
+        AttributeZeroShot(tiny_net(5), attributes=a, class_names=["a", "a", "b", "c", "d"])

@@ -229,6 +229,13 @@ class ClipMethod(Method):
     def trainable_units(self):
         return self.net.feature_names
 
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        check(val is None or list(val.class_names) == self.class_names,
+              f"clip scores the classes {self.class_names[:10]} while it trains, but the validation domain "
+              f"{val and val.name!r} has the classes {val and list(val.class_names)[:10]}: early stopping would "
+              f"compare labels of one list with outputs of another (select_on: none for a zero-shot protocol)")
+        return super().fit_transfer(make_engine, source, target, unlabeled, val)
+
     def prepare(self, domains: dict) -> None:
         super().prepare(domains)
         source = domains.get("source")

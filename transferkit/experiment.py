@@ -339,7 +339,8 @@ def check_selection_classes(cls, val: Domain | None, head_classes: list[str] | N
     on while it trains: the target's (a head trained on target labels, or a source head's
     rows of the target classes), or, for a method that predicts with its source head, also
     all the source's. Early stopping would compare labels of one class list with outputs of
-    another. Zero-shot methods match validation classes by name themselves."""
+    another. Zero-shot methods check validation classes themselves (description rows by name,
+    ``clip`` against the classes it scores)."""
     if val is None or ("target" not in cls.streams and not cls.predicts_with_source_head()):
         return
     allowed = [list(c) for c in ([target_classes] + ([head_classes] if cls.predicts_with_source_head() else []))

@@ -130,8 +130,10 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, **kw) -> dict:
     """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head."""
+    heads = [heads] if isinstance(heads, str) else list(heads)
+    check(len(heads) > 0, f"evaluate_episodes: no head given (heads: {', '.join(FEWSHOT_HEADS)})")
     out = {}
-    for head in [heads] if isinstance(heads, str) else heads:
+    for head in heads:
         accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)
         mean, ci = mean_ci95(accs)
         out[head] = {"mean": mean, "ci95": ci, "episodes": len(accs)}

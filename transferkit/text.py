@@ -98,8 +98,13 @@ class SentenceEncoder(TextEncoder):
             except Exception:  # a corrupt cache is rebuilt
                 pass
 
+    def __getstate__(self):  # a pickled method (a run's models/) keeps the model's name, not its 90 MB
+        return {**self.__dict__, "_model": None, "_cache": {}}
+
     @torch.no_grad()
     def _encode(self, texts):
+        if self._model is None:  # unpickled: load again (offline, by name)
+            self._model = _load_sentence_model(self.name, self.device)
         return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False, batch_size=128)
 
     def _stored(self, new):

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .domain import Domain
-from .errors import UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check
 from .evaluate import predict_logits
 from .methods.base import Method, register
 
@@ -101,12 +101,25 @@ def digit_attributes(kind: str = "strokes") -> torch.Tensor:
     return torch.cat([parts[n]() for n in names], 1)
 
 
+def description_matrix(values, what: str) -> torch.Tensor:
+    """``values`` as a float ``C x D`` matrix of finite numbers, or a named error."""
+    try:
+        m = torch.as_tensor(values, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TransferkitError(f"the {what} must be a classes x features matrix of numbers (one row per class; "
+                               f"for class names, embed them: class_text_embeddings(names)); {e}") from None
+    check(m.dim() == 2 and m.shape[0] >= 2 and m.shape[1] >= 1,
+          f"the {what} must be classes x features with at least 2 classes, got shape {tuple(m.shape)}")
+    check(bool(torch.isfinite(m).all()), f"the {what} has NaN or infinite values")
+    return m
+
+
 def attribute_matrix(attributes=None, num_classes: int | None = None) -> torch.Tensor:
     """A ``C x A`` float matrix with entries in [0, 1]: the given one, or a built-in digit set
     by name (:func:`digit_attributes`; ``None``: ``strokes``)."""
     if attributes is None or isinstance(attributes, str):
         attributes = digit_attributes(attributes or "strokes")
-    a = torch.as_tensor(attributes, dtype=torch.float32)
+    a = description_matrix(attributes, "attribute matrix")
     check(a.dim() == 2 and a.shape[0] >= 2 and a.shape[1] >= 1,
           f"the attribute matrix must be classes x attributes, got shape {tuple(a.shape)}")
     check(bool(((a >= 0) & (a <= 1)).all()), "attribute values must lie in [0, 1]")
@@ -143,6 +156,8 @@ class _ClassDescriptionMethod(Method):
             class_names = [str(i) for i in range(num_classes)]
         check(class_names is None or (not isinstance(class_names, str) and len(class_names) == num_classes),
               f"{self.name}: class_names must name the {num_classes} described classes, got {class_names!r}")
+        twice = sorted({str(c) for c in class_names or [] if [str(x) for x in class_names].count(str(c)) > 1})
+        check(not twice, f"{self.name}: class_names names {twice} more than once (one description row per class)")
         #: the class each description row describes (``None``: rows are class ids); a run or
         #: ``Transfer`` maps domains to these rows by class name (:meth:`to_rows`)
         self.row_names = None if class_names is None else [str(c) for c in class_names]
@@ -173,6 +188,11 @@ class _ClassDescriptionMethod(Method):
                   f"{self.name}: its built-in attribute sets describe the digits 0-9 (class i is digit i), but the "
                   f"{role} classes are {d and d.class_names[:10]}: give a matrix with one row per class "
                   f"(attributes / class_embeddings)")
+        for role, d in domains.items():  # rows are read as class ids: a domain must be in the rows' order
+            check(d is None or self.row_names is None or list(d.class_names) == self.row_names[:d.num_classes],
+                  f"{self.name}: the {role} classes {d and list(d.class_names)[:10]} are not the description rows "
+                  f"{(self.row_names or [])[:10]} in their order: map the domain with method.to_rows(domain) "
+                  f"(Transfer and transferkit run do)")
         check(source is None or source.num_classes <= len(self.candidates),
               f"the source domain has {source and source.num_classes} classes but the method describes "
               f"{len(self.candidates)} (one attribute / embedding row per class)")
@@ -263,8 +283,7 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
 
     def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0, class_names=None):
         e = attribute_matrix(class_embeddings) if self.built_in(class_embeddings) \
-            else torch.as_tensor(class_embeddings).float()
-        check(e.dim() == 2, f"class_embeddings must be classes x features, got {tuple(e.shape)}")
+            else description_matrix(class_embeddings, "class_embeddings")
         super().__init__(net, e.shape[0], class_names,
                          digit_descriptions=self.built_in(class_embeddings))
         self.register_buffer("class_embeddings", e.clone())

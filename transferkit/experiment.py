@@ -40,7 +40,7 @@ from .errors import TransferkitError, UnknownNameError, check
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
-from .io import atomic_write, cache_dir, directory_lock, read_job, write_json, write_text
+from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, write_json, write_text
 from .methods import get_method
 from .methods.supervised import SourceOnly
 from .results import write_results
@@ -219,14 +219,17 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
     it. Without rows, new data is recorded and a source network pinned for the old one is
     dropped."""
     path, now = run_dir / "data.json", data_digests(data)
-    then = json.loads(path.read_text()) if path.exists() else None
+    then = read_json(path, "data.json", "delete it to record the data again") if path.exists() else None
+    check(then is None or isinstance(then, dict), f"{path} is not a data record (not a mapping): delete it to record "
+                                                  f"the data again")
+    stored = then
     if then is not None and "format" not in then:  # format 1 (2026-11-29): images and labels only
         old = {f"{side}.{part}": getattr(getattr(data, side), part).digest()
                for side in ("source", "target") for part in ("train", "val", "test")}
         then = now if then == old else then
     rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
     if then is None or then == now:
-        if main and not (path.exists() and json.loads(path.read_text()) == now):
+        if main and stored != now:
             write_json(path, now)
         return
     diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))

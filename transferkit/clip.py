@@ -257,12 +257,14 @@ class ClipMethod(Method):
         return F.normalize(self.text_proj(feats), dim=-1)
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        return self.encode_text_features(self.encoder.encode(texts))
+        return self.encode_text_features(self.encoder.encode(texts).to(self.text_proj.weight))  # on the model's device
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         self.eval()
-        return predict_logits(lambda x: F.normalize(self.image_proj(self.net.forward_features(x)), dim=1), images)
+        dev = self.image_proj.weight.device
+        return predict_logits(lambda x: F.normalize(self.image_proj(self.net.forward_features(x.to(dev))), dim=1),
+                              images)
 
     def class_embeddings(self) -> torch.Tensor:
         per_prompt = self.encode_text_features(self.prompt_features.to(self.text_proj.weight))

@@ -185,18 +185,44 @@ def test_triplet_loss_uses_all_negatives_in_warmup_then_the_hardest():
 def test_clip_refuses_a_validation_split_of_other_classes_than_it_scores():
     from transferkit.errors import TransferkitError
     g = torch.Generator().manual_seed(0)
-    val = Domain("seen", torch.rand(6, 1, 28, 28, generator=g), torch.arange(6) % 3, ["0", "1", "2"])
+
+    def val(names):
+        return Domain("v", torch.rand(14, 1, 28, 28, generator=g), torch.arange(14) % len(names), names)
     m = ClipMethod(tiny_net(10), captions=["a", "b"], class_names=["7", "8", "9"], text_encoder=HashingEncoder(16))
-    with pytest.raises(TransferkitError, match="early stopping would compare labels of one list"):
-        m.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=1, progress=False)), source=val, val=val)
+    for names in ([str(i) for i in range(7)], ["8", "7"]):  # seen 0-6 against unseen 7-9; 8 and 7 swapped
+        with pytest.raises(TransferkitError, match="early stopping would compare labels of one list"):
+            m.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=1, progress=False)), source=val(names),
+                           val=val(names))
+    m.check_validation(val(["seven", "eight", "nine"]))  # the same classes under other names, in order
+    gzsl = ClipMethod(tiny_net(10), captions=["a"], class_names=[str(i) for i in range(10)],
+                      text_encoder=HashingEncoder(16))
+    gzsl.check_validation(val([str(i) for i in range(7)]))  # seen classes first: label i is column i
 
 
-def test_a_pickled_sentence_encoder_leaves_its_model_behind():
+def test_a_run_refuses_clip_selecting_on_other_classes_before_pre_training(tmp_path, monkeypatch):
+    from transferkit import experiment
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitError
+    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-6", target_classes="7-9",
+                           methods=["clip"], select_on="source_val", backbone="lenet", out_dir=str(tmp_path),
+                           options={"clip": {"captions": [f"digit {i}" for i in range(7)],
+                                             "text_encoder": "hashing"}})
+    with pytest.raises(TransferkitError, match="method clip.*early stopping would compare"):
+        experiment.run_experiment(cfg, log=lambda *a: None)
+
+
+def test_a_pickled_sentence_encoder_leaves_its_model_behind_and_reads_its_disk_cache_back(tmp_path):
     import pickle
 
     from transferkit.text import SentenceEncoder
+    disk = {"x": torch.ones(3), "y": torch.zeros(3)}
+    torch.save(disk, tmp_path / "cache.pt")
     enc = SentenceEncoder.__new__(SentenceEncoder)
-    enc.__dict__.update(name="m", device="cpu", dim=3, _model=object(), _cache={"x": torch.ones(3)}, _path=None)
+    enc.__dict__.update(name="m", device="cpu", dim=3, _model=object(), _cache={"x": torch.ones(3)},
+                        _path=tmp_path / "cache.pt")
     state = enc.__getstate__()
     assert state["_model"] is None and state["_cache"] == {} and state["name"] == "m"
-    assert pickle.loads(pickle.dumps(enc))._model is None  # loaded again by name on the next encode
+    back = pickle.loads(pickle.dumps(enc))
+    assert back._model is None  # loaded again by name on the next encode that needs it
+    assert sorted(back._cache) == ["x", "y"]  # so its next store keeps every cached text

@@ -260,3 +260,5 @@ def test_domains_out_of_the_description_rows_order_and_bad_matrices_are_named():
             EmbeddingZeroShot(tiny_net(5), class_embeddings=bad)
     with pytest.raises(TransferkitError, match=r"names \['a'\] more than once"):
         AttributeZeroShot(tiny_net(5), attributes=a, class_names=["a", "a", "b", "c", "d"])
+    import numpy as np
+    assert AttributeZeroShot(tiny_net(5), attributes=a, class_names=np.array(names)).row_names == names

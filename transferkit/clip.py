@@ -229,11 +229,22 @@ class ClipMethod(Method):
     def trainable_units(self):
         return self.net.feature_names
 
-    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        check(val is None or list(val.class_names) == self.class_names,
+    def check_validation(self, val) -> None:
+        """Early stopping compares validation label ``i`` with the ``i``-th class clip scores:
+        refuse a validation domain with more classes than that, or with a class clip scores
+        at another position (e.g. seen classes 0-6 while clip scores the unseen 7-9). The
+        seen classes first of all the classes (GZSL), or the same classes under other names
+        in the same order, are fine."""
+        names = list(val.class_names)
+        misplaced = [n for i, n in enumerate(names) if n in self.class_names and self.class_names.index(n) != i]
+        check(len(names) <= len(self.class_names) and not misplaced,
               f"clip scores the classes {self.class_names[:10]} while it trains, but the validation domain "
-              f"{val and val.name!r} has the classes {val and list(val.class_names)[:10]}: early stopping would "
-              f"compare labels of one list with outputs of another (select_on: none for a zero-shot protocol)")
+              f"{val.name!r} has the classes {names[:10]}: early stopping would compare labels of one list with "
+              f"outputs of another (select_on: none for a zero-shot protocol)")
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        if val is not None:
+            self.check_validation(val)
         return super().fit_transfer(make_engine, source, target, unlabeled, val)
 
     def prepare(self, domains: dict) -> None:

@@ -219,9 +219,9 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
     it. Without rows, new data is recorded and a source network pinned for the old one is
     dropped."""
     path, now = run_dir / "data.json", data_digests(data)
-    then = read_json(path, "data.json", "delete it to record the data again") if path.exists() else None
-    check(then is None or isinstance(then, dict), f"{path} is not a data record (not a mapping): delete it to record "
-                                                  f"the data again")
+    then = read_json(path, "data.json", "restore it, or start a new run") if path.exists() else None
+    check(then is None or isinstance(then, dict), f"{path} is not a data record (not a mapping): restore it, or start "
+                                                  f"a new run")
     stored = then
     if then is not None and "format" not in then:  # format 1 (2026-11-29): images and labels only
         old = {f"{side}.{part}": getattr(getattr(data, side), part).digest()
@@ -716,7 +716,9 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                     continue
                 net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                      in_channels=data.channels, image_size=cfg.image_size)
-                _build_job_method(cfg, data, cls, net)
+                method = _build_job_method(cfg, data, cls, net)
+                if val is not None and hasattr(method, "check_validation"):
+                    method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, options, e) from e
 

@@ -101,6 +101,14 @@ class SentenceEncoder(TextEncoder):
     def __getstate__(self):  # a pickled method (a run's models/) keeps the model's name, not its 90 MB
         return {**self.__dict__, "_model": None, "_cache": {}}
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._path is not None and self._path.exists():  # the disk cache, as __init__ reads it
+            try:
+                self._cache.update(torch.load(self._path, weights_only=True))
+            except Exception:
+                pass
+
     @torch.no_grad()
     def _encode(self, texts):
         if self._model is None:  # unpickled: load again (offline, by name)

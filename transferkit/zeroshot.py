@@ -27,6 +27,7 @@ classes in its order.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 import torch.nn as nn
@@ -156,7 +157,8 @@ class _ClassDescriptionMethod(Method):
             class_names = [str(i) for i in range(num_classes)]
         check(class_names is None or (not isinstance(class_names, str) and len(class_names) == num_classes),
               f"{self.name}: class_names must name the {num_classes} described classes, got {class_names!r}")
-        twice = sorted({str(c) for c in class_names or [] if [str(x) for x in class_names].count(str(c)) > 1})
+        given = [] if class_names is None else [str(c) for c in class_names]
+        twice = sorted(c for c, n in Counter(given).items() if n > 1)
         check(not twice, f"{self.name}: class_names names {twice} more than once (one description row per class)")
         #: the class each description row describes (``None``: rows are class ids); a run or
         #: ``Transfer`` maps domains to these rows by class name (:meth:`to_rows`)

@@ -109,6 +109,12 @@ def retarget_head(net, source_classes: list[str] | None, target_classes: list[st
                     new.bias[t] = old.bias[s]
 
 
+def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
+    torch.manual_seed(cfg.seed)  # the initial weights; PyTorch 2.13 seeds each process at random
+    return build_backbone(cfg.backbone, num_classes=data.source.train.num_classes, in_channels=data.channels,
+                          image_size=cfg.image_size)
+
+
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     """Pre-train the backbone on the labelled source (cached on disk by content key: data,
     backbone, budget, seed, device, the torch thread count on CPU and the number of
@@ -117,9 +123,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds and whether the network came from the cache."""
     source = data.source
-    n_cls = source.train.num_classes
-    torch.manual_seed(cfg.seed)  # the initial weights; PyTorch 2.13 seeds each process at random
-    net = build_backbone(cfg.backbone, num_classes=n_cls, in_channels=data.channels, image_size=cfg.image_size)
+    net = _initial_source_net(cfg, data)
     if cfg.pretrained:
         _load_net(net, Path(cfg.pretrained))
         return net, {"cached": True, "wall_s": 0.0, "path": str(cfg.pretrained)}
@@ -173,9 +177,7 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
             write_json(pinned.with_suffix(".json"), meta)
             info = {**info, "path": str(pinned)}
         return net, info
-    torch.manual_seed(cfg.seed)  # as pretrain_source: the same random state afterwards
-    net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes, in_channels=data.channels,
-                         image_size=cfg.image_size)
+    net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
     _load_net(net, pinned)
     meta = json.loads(pinned.with_suffix(".json").read_text()) if pinned.with_suffix(".json").exists() else {}
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
@@ -200,16 +202,20 @@ def _pin(src: Path, dst: Path, link: bool) -> None:
 DATA_FORMAT = 2
 
 
+def _splits(data: Prepared) -> dict:
+    """``{"source.train": domain, ...}``: the six splits of a run."""
+    return {f"{side}.{part}": getattr(getattr(data, side), part)
+            for side in ("source", "target") for part in ("train", "val", "test")}
+
+
 def data_digests(data: Prepared) -> dict:
     """Content digests of the run's splits: images, labels, class names and groups."""
     out: dict = {"format": DATA_FORMAT}
-    for side in ("source", "target"):
-        for part in ("train", "val", "test"):
-            d = getattr(getattr(data, side), part)
-            h = hashlib.sha256(f"{d.digest()}|{json.dumps(list(d.class_names))}".encode())
-            if d.groups is not None:
-                h.update(d.groups.detach().cpu().contiguous().numpy().tobytes())
-            out[f"{side}.{part}"] = h.hexdigest()[:16]
+    for key, d in _splits(data).items():
+        h = hashlib.sha256(f"{d.digest()}|{json.dumps(list(d.class_names))}".encode())
+        if d.groups is not None:
+            h.update(d.groups.detach().cpu().contiguous().numpy().tobytes())
+        out[key] = h.hexdigest()[:16]
     return out
 
 
@@ -224,8 +230,7 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
                                                   f"a new run")
     stored = then
     if then is not None and "format" not in then:  # format 1 (2026-11-29): images and labels only
-        old = {f"{side}.{part}": getattr(getattr(data, side), part).digest()
-               for side in ("source", "target") for part in ("train", "val", "test")}
+        old = {key: d.digest() for key, d in _splits(data).items()}
         then = now if then == old else then
     rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
     if then is None or then == now:

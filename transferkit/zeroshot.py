@@ -120,9 +120,7 @@ def attribute_matrix(attributes=None, num_classes: int | None = None) -> torch.T
     by name (:func:`digit_attributes`; ``None``: ``strokes``)."""
     if attributes is None or isinstance(attributes, str):
         attributes = digit_attributes(attributes or "strokes")
-    a = description_matrix(attributes, "attribute matrix")
-    check(a.dim() == 2 and a.shape[0] >= 2 and a.shape[1] >= 1,
-          f"the attribute matrix must be classes x attributes, got shape {tuple(a.shape)}")
+    a = description_matrix(attributes, "attribute matrix")  # classes x attributes, finite
     check(bool(((a >= 0) & (a <= 1)).all()), "attribute values must lie in [0, 1]")
     check(num_classes is None or a.shape[0] == num_classes,
           f"the attribute matrix has {a.shape[0]} rows for {num_classes} classes")

@@ -130,10 +130,10 @@ def plan_yaml(plan: Plan) -> str:
     return yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
 
 
-def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> None:
-    """Refuse to resume ``bench_dir`` with another benchmark (``name``, when given: two suites
-    may share a plan type) or with a plan whose budgets or protocol differ from the plan its
-    jobs were run with (``plan.json``, or the plan in an older ``results.json``)."""
+def _stored_plan(bench_dir: Path) -> tuple[dict | None, str | None]:
+    """``(plan, benchmark)`` that ``bench_dir``'s jobs were run with (``plan.json``, or the
+    plan in an older ``results.json``); ``(None, None)`` for a new directory. A directory
+    that is not a benchmark directory (a `transferkit run` one) is refused."""
     def results_config() -> dict:  # read only when plan.json does not say it all
         if not (bench_dir / "results.json").is_file():
             return {}
@@ -151,8 +151,16 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
                                         f"directory (a `transferkit run` directory?); use another directory")
     check(stored is not None or not (bench_dir / "config.yaml").is_file(),
           f"{bench_dir} is a `transferkit run` directory, not a benchmark directory; use another directory")
-    owner = stored.pop(PLAN_OWNER, None) if isinstance(stored, dict) else None
-    owner = owner or (config if config is not None else results_config()).get("benchmark")
+    stored = dict(stored) if isinstance(stored, dict) else None
+    owner = stored.pop(PLAN_OWNER, None) if stored is not None else None
+    return stored, owner or (config if config is not None else results_config()).get("benchmark")
+
+
+def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> None:
+    """Refuse to resume ``bench_dir`` with another benchmark (``name``, when given: two suites
+    may share a plan type) or with a plan whose budgets or protocol differ from the plan its
+    jobs were run with (:func:`_stored_plan`)."""
+    stored, owner = _stored_plan(bench_dir)
     check(name is None or owner is None or owner == name,
           f"{bench_dir} holds a run of the {owner} benchmark, not of {name}; use another directory")
     if not isinstance(stored, dict):
@@ -176,19 +184,14 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
     ``--set`` names them: ``--resume DIR`` of a run made with ``--set pairs=...`` finishes
     those pairs, not every default one. Fields of one ``select_groups`` entry go together
     (flex's ``image_targets`` are among its ``targets``)."""
-    d = Path(run_dir) if run_dir else None
+    if not run_dir:
+        return plan
     try:
-        if d is not None and (d / "plan.json").is_file():
-            stored = read_json(d / "plan.json")
-        elif d is not None and (d / "results.json").is_file():
-            config = read_json(d / "results.json").get("config", {})
-            stored = {**config.get("plan", {}), PLAN_OWNER: config.get("benchmark")}
-        else:
-            return plan
-    except (TransferkitError, AttributeError):
+        stored, owner = _stored_plan(Path(run_dir))
+    except TransferkitError:
         return plan  # _check_same_plan names the problem
-    if not isinstance(stored, dict) or stored.get(PLAN_OWNER) not in (None, name):
-        return plan  # another benchmark's directory: _check_same_plan refuses it
+    if stored is None or owner not in (None, name):
+        return plan  # a new directory, or another benchmark's (_check_same_plan refuses it)
     given = {a.split("=", 1)[0].strip() for a in overrides}
     for group in plan.select_groups:
         if given & set(group):

@@ -131,12 +131,16 @@ def mnist_halves(name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
     return perm[:half], perm[half:]
 
 
+def check_single_images(spec: str) -> None:
+    check(parse_grouped(spec) is None, f"flex target {spec!r}: the benchmark scores single images, not @grouped")
+
+
 def target_splits(spec: str, target_half: torch.Tensor, source: str = "mnist", val_fraction: float = VAL_FRACTION,
                   val_per_class: int = VAL_PER_CLASS):
     """Fixed train / val / test of a target; targets built from the source domain's images
     (for mnist also ``mnistm``, whose digits are mnist's) use the target half. A larger
     ``val_fraction`` moves images from train to val; test stays the same images."""
-    check(parse_grouped(spec) is None, f"flex target {spec!r}: the benchmark scores single images, not @grouped")
+    check_single_images(spec)
     d = load_domain(spec, size=28, channels=CHANNELS, seed=0)
     base = parse_spec(spec)[0]  # as the loader reads it ("MNIST +blur" is mnist)
     if base == source or (source == "mnist" and base == "mnistm"):
@@ -212,8 +216,7 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
 def flex_suite(p: FlexPlan, bench_dir, log):
     for target in p.target_names():  # a misspelt or grouped target fails before the source network is trained
         check_spec(target)
-        check(parse_grouped(target) is None, f"flex target {target!r}: the benchmark scores single images, "
-                                             f"not @grouped")
+        check_single_images(target)
     src_half, tgt_half = mnist_halves(p.source)
     label = f"{p.source}/half"
     source = split_domain(load_domain(p.source, size=28, channels=CHANNELS).subset(src_half))

@@ -143,8 +143,7 @@ def _numbers_from_text(cls, kwargs: dict) -> dict:
 #: by pattern: ``*weight`` >= 0, ``*lr_mult`` and ``tau*`` > 0)
 _NONNEGATIVE = ("alpha", "beta", "gamma", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
 _POSITIVE = ("c", "scale", "query_scale", "temperature", "lr")  # and the patterns *lr_mult, tau*
-_COUNTS = ("hidden", "depth", "dim", "workers", "n")
-_WHOLE = ("tail_depth",)  # whole numbers >= 0
+_COUNTS = {"hidden": 1, "depth": 1, "dim": 1, "workers": 1, "n": 1, "tail_depth": 0}  # whole numbers >= these
 #: options that take one of a few names, the same in every method that has them
 _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),
             "optimizer": ("adam", "sgd", None), "combine": ("sum", "concat"),
@@ -172,10 +171,9 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         if value is None:
             continue
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if name in _COUNTS or name in _WHOLE:
-            low = 1 if name in _COUNTS else 0
-            check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low,
-                  f"{method}: option {name} must be a whole number >= {low}, got {value!r}")
+        if name in _COUNTS:
+            check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= _COUNTS[name],
+                  f"{method}: option {name} must be a whole number >= {_COUNTS[name]}, got {value!r}")
         elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
         elif name.endswith("weight") or name in _NONNEGATIVE:

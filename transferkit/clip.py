@@ -312,15 +312,16 @@ class ClipMethod(Method):
 # ---- retrieval -----------------------------------------------------------------------------
 def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
     """Fraction of queries (rows of the ``Q x G`` similarity) with a relevant gallery item
-    (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``."""
+    (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``. Computed
+    on the similarity's device (``relevant`` is moved there)."""
     check(sim.shape == relevant.shape, f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)}")
     check(sim.dim() == 2 and len(sim) > 0 and sim.shape[1] > 0,
           f"recall_at_k needs queries and gallery items, got a similarity of shape {tuple(sim.shape)}")
     check(not bool(sim.isnan().any()), "recall_at_k: the similarity has NaN values")
     ks = [ks] if isinstance(ks, int) else list(ks)
     order = sim.argsort(1, descending=True)
-    hit = relevant.gather(1, order)
-    first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), sim.shape[1]))
+    hit = relevant.to(sim.device).gather(1, order)
+    first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), sim.shape[1], device=sim.device))
     return {f"R@{k}": float((first < k).float().mean()) for k in ks}
 
 
@@ -334,9 +335,9 @@ def retrieval_report(method: ClipMethod, images: torch.Tensor | None, image_clas
     check(images is not None or image_embeddings is not None, "retrieval_report needs images or their embeddings")
     img = method.encode_images(images) if image_embeddings is None else image_embeddings
     check(len(img) == len(image_classes), f"{len(img)} image embeddings for {len(image_classes)} image classes")
-    txt = method.encode_texts(list(captions))
+    txt = method.encode_texts(list(captions)).to(img.device)  # the model's device, the images' may differ
     sim = img @ txt.t()
-    rel = image_classes[:, None] == torch.as_tensor(caption_classes)[None, :]
+    rel = torch.as_tensor(image_classes).cpu()[:, None] == torch.as_tensor(caption_classes).cpu()[None, :]
     i2t = recall_at_k(sim, rel, ks)
     t2i = recall_at_k(sim.t(), rel.t(), ks)
     return {**{f"i2t_{k}": v for k, v in i2t.items()}, **{f"t2i_{k}": v for k, v in t2i.items()}}

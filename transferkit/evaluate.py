@@ -26,7 +26,8 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
                      num_outputs: int | None = None) -> torch.Tensor:
     """``C[i, j]`` counts samples of true class ``i`` predicted as output ``j``: ``num_classes``
     rows and ``max(num_classes, num_outputs)`` columns (a model may have more outputs than the
-    domain has classes, e.g. a source head on a subset of its classes)."""
+    domain has classes, e.g. a source head on a subset of its classes). Computed on the CPU."""
+    pred, labels = torch.as_tensor(pred).detach().cpu(), torch.as_tensor(labels).cpu()
     width = max(num_classes, num_outputs or 0)
     check(pred.dim() == 1 and labels.dim() == 1 and len(pred) == len(labels),
           f"confusion_matrix needs one prediction per label, got shapes {tuple(pred.shape)} and {tuple(labels.shape)}")
@@ -42,7 +43,10 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
                           groups: torch.Tensor | None = None) -> dict:
     """Accuracy, per-class accuracy and confusion matrix; with ``groups`` also the
-    per-group accuracy of seed 000 §4.2 (softmax averaged over the samples of a group)."""
+    per-group accuracy of seed 000 §4.2 (softmax averaged over the samples of a group).
+    Computed on the CPU: tensors on another device (a GPU) are copied there."""
+    logits, labels = torch.as_tensor(logits).detach().cpu(), torch.as_tensor(labels).cpu()
+    groups = None if groups is None else torch.as_tensor(groups).cpu()
     check(logits.dim() == 2, f"classification_report needs N x C logits, got shape {tuple(logits.shape)}")
     check(len(logits) == len(labels), f"{len(logits)} predictions for {len(labels)} labels")
     check(len(labels) > 0, "cannot evaluate on an empty domain")
@@ -66,7 +70,8 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
 
 
 def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
-    """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2)."""
+    """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2), on the CPU."""
+    logits, labels, groups = (torch.as_tensor(t).detach().cpu() for t in (logits, labels, groups))
     check(logits.dim() == 2 and len(logits) == len(labels) == len(groups) > 0,
           f"grouped_accuracy needs N x C logits, N labels and N group ids, got {tuple(logits.shape)}, "
           f"{len(labels)} and {len(groups)}")

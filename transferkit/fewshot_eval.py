@@ -142,10 +142,12 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
 
 @torch.no_grad()
 def extract_features(net, images: torch.Tensor) -> torch.Tensor:
-    """``N x D`` embeddings of a (frozen or fine-tuned) :class:`~transferkit.backbones.UnitNet`."""
+    """``N x D`` embeddings of a (frozen or fine-tuned) :class:`~transferkit.backbones.UnitNet`,
+    on the network's device (the images are moved there chunk by chunk)."""
     was = net.training
     net.eval()
+    dev = next(net.parameters(), torch.empty(0)).device
     try:
-        return predict_logits(net.forward_features, images)
+        return predict_logits(lambda x: net.forward_features(x.to(dev)), images)
     finally:
         net.train(was)

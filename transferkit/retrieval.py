@@ -21,7 +21,8 @@ from .errors import check
 
 def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
                            gallery_labels: torch.Tensor, k: int = 10, chunk: int = 2048) -> torch.Tensor:
-    """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values."""
+    """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values,
+    computed on the queries' device (the gallery and the labels are moved there)."""
     check(queries.dim() == 2 and gallery.dim() == 2 and queries.shape[1] == gallery.shape[1],
           f"embeddings must be Q x D and G x D, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
     check(len(gallery) > 0 and isinstance(k, int) and k >= 1,
@@ -33,10 +34,12 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     check(bool(torch.isfinite(queries).all()) and bool(torch.isfinite(gallery).all()),
           "retrieval embeddings have NaN or infinite values")
     k = min(k, len(gallery))
+    dev = queries.device
+    gallery, query_labels, gallery_labels = gallery.to(dev), query_labels.to(dev), gallery_labels.to(dev)
     n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1
     counts = torch.bincount(gallery_labels.long(), minlength=n_classes)
     out = []
-    ranks = torch.arange(1, k + 1, dtype=torch.float32)
+    ranks = torch.arange(1, k + 1, dtype=torch.float32, device=dev)
     for q, ql in zip(queries.split(chunk), query_labels.split(chunk)):
         dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist")
         nn_idx = dist.topk(k, dim=1, largest=False).indices

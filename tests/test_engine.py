@@ -623,3 +623,20 @@ def test_a_failed_fit_leaves_the_method_reading_images_in_the_default_layout():
     assert method.input_unit == method.net.unit_names[0]
     assert all(p.is_contiguous() for p in method.parameters())
     assert method(toy_domain(4).images).shape == (4, 4)
+
+
+def test_images_of_another_size_than_the_network_was_built_for_are_named():
+    d = toy_domain(16)
+    big = d.to_format(size=32)
+    with pytest.raises(TransferkitError, match=r"the target domain 'toy' has images of 32x32 pixels, the network "
+                                               r"was built for 28x28 and cannot take them .*Domain.to_format"):
+        Engine(TrainConfig(steps=2)).fit(make("ft_fc1"), target=big)  # before its prefix is cached
+    torch.manual_seed(0)  # a ResNet takes them, DSN's private encoders (sized for 28x28) do not
+    resnet = build_backbone("resnet18", num_classes=4, in_channels=1, image_size=28)
+    with pytest.raises(TransferkitError, match=r"method 'dsn': the source domain 'toy' has images of 32x32 pixels.*"
+                                               r"its own modules were sized for that"):
+        Engine(TrainConfig(steps=1, batch_size=4)).fit(get_method("dsn")(resnet), source=big, unlabeled=big)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # other errors are not renamed
+        bad = get_method("dsn")(build_backbone("resnet18", num_classes=4, in_channels=1, image_size=28))
+        bad.decoder.net[0] = torch.nn.Linear(3, 3)  # a bug of the method at its first step, right size
+        Engine(TrainConfig(steps=1, batch_size=4)).fit(bad, source=d, unlabeled=d)

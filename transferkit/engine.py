@@ -27,6 +27,7 @@ floating-point rounding, and deterministic for a fixed seed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -235,6 +236,7 @@ class Engine:
             check(shape is None or d is None or d.images.shape[1] == shape[0],
                   f"the {name} domain {d and d.name!r} has images of {d and d.images.shape[1]} channel(s), the "
                   f"network takes {shape and shape[0]} (Domain.to_format(channels=...) converts them)")
+        other_size = _other_size(method.net, {n: given[n] for n in method.streams} | {"val": val})
 
         device = resolve_device(cfg.device)
         method.prepare(given)
@@ -277,6 +279,7 @@ class Engine:
         try:
             if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
                 method.input_cache = self._cache_inputs(method, streams, device)
+            first_step = state["step"]
             while state["step"] < cfg.steps and not state["stopped"]:
                 step = state["step"]
                 p = step / cfg.steps
@@ -288,7 +291,7 @@ class Engine:
                 if modes_stale:  # at the start and after an evaluation, not every step (~0.15 ms of module walk)
                     method.train_mode()
                     modes_stale = False
-                with autocast(device, cfg.amp):
+                with autocast(device, cfg.amp), _size_named(method, other_size, step == first_step):
                     terms = loss_fn(batch)
                 check(len(terms) > 0, f"method {method.name!r} returned no loss term")
                 loss = sum(terms.values())
@@ -506,6 +509,47 @@ class _Losses(torch.nn.Module):
 
     def forward(self, batch):
         return self.method.losses(batch)
+
+
+def _other_size(net, domains: dict) -> str:
+    """``""``, or what differs when a domain's images are not of the size the network was
+    built for (``input_shape``). A network that cannot take them (a fully-connected unit sized
+    for its input) is named now, before anything is cached or trained."""
+    shape = getattr(net, "input_shape", None)
+    odd = {name: d for name, d in domains.items()
+           if shape is not None and d is not None and len(d) and tuple(d.images.shape[2:]) != tuple(shape[1:])}
+    if not odd:
+        return ""
+    name, d = next(iter(odd.items()))
+    text = (f"the {name} domain {d.name!r} has images of {'x'.join(map(str, d.images.shape[2:]))} pixels, the "
+            f"network was built for {'x'.join(map(str, shape[1:]))}")
+    was, ref = net.training, next(net.parameters(), torch.empty(0))
+    net.eval()
+    try:
+        with torch.no_grad():
+            for d in odd.values():
+                net(d.images[:1].to(ref.device))
+    except RuntimeError as e:
+        raise TransferkitError(f"{text} and cannot take them ({e}): resize them (Domain.to_format(size=...)) or "
+                               f"build the backbone for their size (image_size=...)") from e
+    finally:
+        net.train(was)
+    return text
+
+
+@contextlib.contextmanager
+def _size_named(method, other_size: str, first: bool):
+    """At the first step on images of another size than the network's ``input_shape``, an
+    error of the method's own modules (sized for ``input_shape``: DSN's private encoders, a
+    discriminator on convolutional activations) names the size."""
+    try:
+        yield
+    except (RuntimeError, TransferkitError) as e:
+        if not (first and other_size):
+            raise
+        raise TransferkitError(f"method {method.name!r}: {other_size}, and its own modules were sized for that "
+                               f"({e}): resize the images (Domain.to_format(size=...)) or build the backbone for "
+                               f"their size (image_size=...)") from e
 
 
 def _tensorboard(log_dir):

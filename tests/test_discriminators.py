@@ -149,3 +149,18 @@ def test_conv_discriminator_refuses_shapes_it_cannot_chain():
         multilayer_discriminator(net, ["conv2"], "cnn")
     with pytest.raises(TransferkitError, match=r"activation 1 has shape \(50, 5, 5\), expected \(50, 4, 4\)"):
         multilayer_discriminator(net, ["conv2"], "conv")([torch.zeros(2, 50, 5, 5)])
+
+
+@pytest.mark.parametrize("method", ["dann", "confusion", "adda"])
+def test_a_single_layer_discriminator_on_a_large_activation_warns(method, monkeypatch):
+    import warnings
+
+    from transferkit.methods import adversarial, get_method
+    monkeypatch.setattr(adversarial, "LARGE_DISCRIMINATOR", 300_000)  # lenet: conv2 800 x 500, embedding 500 x 500
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    with pytest.warns(UserWarning, match=r"discriminator on \['conv2'\] of lenet has over 0 M weights in its first "
+                                         r"layer \(800 inputs x 500"):
+        get_method(method)(net, layers=["conv2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_method(method)(net)  # the embedding

@@ -25,11 +25,13 @@ concatenated for single discriminators); discriminator sizes come from the backb
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 from ..discriminators import (
+    LARGE_DISCRIMINATOR,
     MLPDiscriminator,
     MultiLayerDiscriminator,
     default_layers,
@@ -44,7 +46,13 @@ from .base import register
 
 
 def _mlp_for(net, layers, hidden: int, depth: int) -> MLPDiscriminator:
-    return MLPDiscriminator(sum(layer_size(net, n) for n in layers), hidden=hidden, depth=depth)
+    size = sum(layer_size(net, n) for n in layers)
+    if size * hidden > LARGE_DISCRIMINATOR:
+        warnings.warn(f"the domain discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} has "
+                      f"over {size * hidden / 1e6:.0f} M weights in its first layer ({size} inputs x {hidden}; "
+                      f"{size * hidden * 4 / 2**30:.1f} GiB in float32, before gradients and optimiser state): "
+                      f"tap a smaller activation with `layers` (e.g. [embedding]) or lower `hidden`", stacklevel=3)
+    return MLPDiscriminator(size, hidden=hidden, depth=depth)
 
 
 @register

@@ -131,3 +131,18 @@ def test_summary_refuses_a_seed_counted_twice_and_averages_extra_keys_where_pres
         summarize([{**row, "seed": 0}, {**row, "seed": 0}])
     s = summarize([{**row, "seed": 0, "best_step": 4}, {**row, "seed": 1}], extra_keys="best_step")
     assert s[0]["best_step"] == 4 and s[0]["n"] == 2
+
+
+def test_an_empty_test_split_and_bad_grouped_inputs_are_named():
+    from transferkit.backbones import build_backbone
+    from transferkit.domain import Domain
+    from transferkit.experiment import evaluate_on
+    net = build_backbone("lenet", num_classes=2, in_channels=1, image_size=28)
+    empty = Domain("none", torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), ["a", "b"])
+    with pytest.raises(TransferkitError, match="cannot evaluate on an empty domain"):
+        evaluate_on(net, empty)
+    logits, labels, groups = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]), torch.tensor([0, 1])
+    with pytest.raises(TransferkitError, match="NaN or infinite"):
+        grouped_accuracy(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]), labels, groups)
+    with pytest.raises(TransferkitError, match=r"labels must lie in \[0, 1\].*found 0..5"):
+        grouped_accuracy(logits, torch.tensor([0, 5]), groups)

@@ -111,3 +111,16 @@ def test_retrieval_map_matches_query_and_gallery_classes_by_name():
     assert narrowed == pytest.approx(float(per_query[keep].mean())) and same == pytest.approx(float(per_query.mean()))
     unknown = retrieval_map(net, net, gallery, Domain("q", x[:4], torch.zeros(4, dtype=torch.long), ["z"]))
     assert unknown == 0.0  # a class the gallery lacks retrieves nothing relevant
+
+
+def test_equal_distances_rank_in_gallery_order():
+    same = torch.zeros(6, 3)  # a collapsed embedding: every gallery item at the same distance
+    labels = torch.tensor([1, 1, 1, 0, 0, 0])
+    q, ql = torch.ones(1, 3), torch.tensor([0])
+    for k in (1, 3, 6):
+        assert torch.allclose(average_precision_at_k(q, ql, same, labels, k), loop_ap(q, ql, same, labels, k))
+    assert float(average_precision_at_k(q, ql, same, labels, 3)) == 0.0  # the three first items are of class 1
+    g = torch.Generator().manual_seed(0)  # many ties: binary embeddings
+    q, g_emb = (torch.rand(40, 4, generator=g) > 0.5).float(), (torch.rand(90, 4, generator=g) > 0.5).float()
+    ql, gl = torch.randint(0, 3, (40,), generator=g), torch.randint(0, 3, (90,), generator=g)
+    assert torch.allclose(average_precision_at_k(q, ql, g_emb, gl, 10, chunk=7), loop_ap(q, ql, g_emb, gl, 10))

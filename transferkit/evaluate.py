@@ -47,9 +47,9 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     Computed on the CPU: tensors on another device (a GPU) are copied there."""
     logits, labels = torch.as_tensor(logits).detach().cpu(), torch.as_tensor(labels).cpu()
     groups = None if groups is None else torch.as_tensor(groups).cpu()
+    check(len(labels) > 0, "cannot evaluate on an empty domain")
     check(logits.dim() == 2, f"classification_report needs N x C logits, got shape {tuple(logits.shape)}")
     check(len(logits) == len(labels), f"{len(logits)} predictions for {len(labels)} labels")
-    check(len(labels) > 0, "cannot evaluate on an empty domain")
     check(bool(torch.isfinite(logits).all()), "the logits contain NaN or infinite values (a diverged network?)")
     if groups is not None:
         check(len(groups) == len(labels), f"{len(labels)} labels but {len(groups)} group ids")
@@ -75,6 +75,10 @@ def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.T
     check(logits.dim() == 2 and len(logits) == len(labels) == len(groups) > 0,
           f"grouped_accuracy needs N x C logits, N labels and N group ids, got {tuple(logits.shape)}, "
           f"{len(labels)} and {len(groups)}")
+    check(bool(torch.isfinite(logits).all()), "the logits contain NaN or infinite values (a diverged network?)")
+    check(int(labels.min()) >= 0 and int(labels.max()) < logits.shape[1],
+          f"labels must lie in [0, {logits.shape[1] - 1}] (one logit per class), found {int(labels.min())}.."
+          f"{int(labels.max())}")
     inverse, group_label = group_labels(groups, labels)
     probs = torch.softmax(logits.float(), 1)
     summed = torch.zeros(len(group_label), probs.shape[1]).index_add_(0, inverse, probs)

@@ -22,7 +22,9 @@ from .errors import check
 def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
                            gallery_labels: torch.Tensor, k: int = 10, chunk: int = 2048) -> torch.Tensor:
     """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values,
-    computed on the queries' device (the gallery and the labels are moved there)."""
+    computed on the queries' device (the gallery and the labels are moved there). Gallery
+    items at equal distances rank in gallery order, so a collapsed embedding (every distance
+    equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns."""
     check(queries.dim() == 2 and gallery.dim() == 2 and queries.shape[1] == gallery.shape[1],
           f"embeddings must be Q x D and G x D, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
     check(len(gallery) > 0 and isinstance(k, int) and k >= 1,
@@ -40,9 +42,10 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     counts = torch.bincount(gallery_labels.long(), minlength=n_classes)
     out = []
     ranks = torch.arange(1, k + 1, dtype=torch.float32, device=dev)
+    chunk = max(1, min(chunk, 2**25 // len(gallery)))  # the sort holds chunk x G distances and indices
     for q, ql in zip(queries.split(chunk), query_labels.split(chunk)):
         dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist")
-        nn_idx = dist.topk(k, dim=1, largest=False).indices
+        nn_idx = dist.argsort(dim=1, stable=True)[:, :k]  # equal distances in gallery order (topk's is arbitrary)
         rel = (gallery_labels[nn_idx] == ql[:, None]).float()
         precision = rel.cumsum(1) / ranks
         n_rel = counts[ql.long()].clamp(max=k).float()

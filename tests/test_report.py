@@ -95,3 +95,26 @@ def test_a_report_of_rows_with_other_class_sets_and_no_memory_figures(tmp_path):
     (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": rows}))
     html, _ = write_report(run, tmp_path / "out")
     assert html.stat().st_size > 0
+
+
+def test_label_efficiency_reads_the_per_class_settings_of_bench_represent():
+    from transferkit.report import label_efficiency_figures
+    rows = [{"method": "erm/finetune", "source": "mnist", "target": "digits", "setting": f"{n}/class", "seed": s,
+             "accuracy": 0.5 + n / 100 + s / 100, "wall_s": 1.0} for n in (2, 5) for s in (0, 1)]
+    rows.append({**rows[0], "setting": "5-way 1-shot"})  # an episodic row is no point of the curve
+    assert [cap for cap, _ in label_efficiency_figures(rows)] == ["Label efficiency, mnist → digits"]
+
+
+def test_per_unit_figures_flatten_tap_scores_and_keep_sources_apart():
+    from transferkit.report import per_unit_figures
+    base = {"method": "tap", "target": "mnist", "setting": "k=5", "seed": 0, "accuracy": 0.5, "wall_s": 1.0,
+            "tap_unit": "fc1", "tap_val_accuracy": {"conv1": {"svm": 0.4, "softmax": 0.5},
+                                                    "fc1": {"svm": 0.7, "softmax": 0.6}}}
+    rows = [{**base, "source": "digits"}, {**base, "source": "syndigits"},
+            {**base, "source": "usps", "tap_val_accuracy": {"conv1": {"svm": "x"}}}]  # not numbers: no figure
+    caps = [cap for cap, _ in per_unit_figures(rows)]
+    assert caps == ["tap_val_accuracy per unit, digits → mnist (k=5)",
+                    "tap_val_accuracy per unit, syndigits → mnist (k=5)"]
+    from transferkit.report import _unit_values
+    assert _unit_values(base["tap_val_accuracy"]) == {"conv1/svm": 0.4, "conv1/softmax": 0.5, "fc1/svm": 0.7,
+                                                      "fc1/softmax": 0.6}

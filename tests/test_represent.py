@@ -137,3 +137,38 @@ def test_distill_in_a_config_names_its_missing_teachers_first(tmp_path):
                            methods=["distill"], k=2, repeats=1, out_dir=str(tmp_path))
     with pytest.raises(TransferkitError, match="distill needs the teacher members"):  # not the disjoint label sets
         run_experiment(cfg, log=lambda *a: pytest.fail("started"))
+
+
+def test_cat_heads_of_the_bench_are_seeded_not_drawn_from_the_global_rng():
+    from transferkit.bench.represent import _representations
+    members = [tiny_net(4), tiny_net(4)]
+    heads = []
+    for state in (1, 2):  # the random state left by training vs loading the source networks
+        torch.manual_seed(state)
+        reps = _representations(members, [2], seed=0)
+        heads.append(reps["cat2"].head.weight.detach().clone())
+        assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(state)))  # untouched
+    assert torch.equal(*heads) and reps["erm"] is members[0]
+    assert not torch.equal(cat_network(members, seed=1).head.weight, heads[0])
+
+
+def test_distill_refuses_teachers_of_another_input_shape():
+    from helpers import tiny_net as net_of
+
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match=r"teacher 1 takes images of shape \(3, 28, 28\).*\(1, 28, 28\)"):
+        Distill(net_of(4), teacher=[net_of(4), net_of(4, channels=3)])
+
+
+def test_cat_two_stage_reports_the_steps_of_all_its_fits(monkeypatch):
+    steps, real = [], Engine.fit
+
+    def recording_fit(self, method, **kw):
+        result = real(self, method, **kw)
+        steps.append(result.steps)
+        return result
+    monkeypatch.setattr(Engine, "fit", recording_fit)
+    fit = CatTwoStage(cat_network([tiny_net(4), tiny_net(4)])).fit_transfer(
+        lambda tag, config=None: Engine(TrainConfig(steps=3 if tag == "probe" else 4, eval_every=2)),
+        target=_domain(), val=_domain())
+    assert len(steps) == 3 and fit.steps == sum(steps) > steps[-1]

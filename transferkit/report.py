@@ -37,8 +37,26 @@ def _png(fig) -> bytes:
 
 
 def _setting_value(setting: str) -> float | None:
-    m = re.fullmatch(r"(?:k|ratio)=(\d+)", setting)
-    return float(m.group(1)) if m else None
+    m = re.fullmatch(r"(?:k|ratio)=(\d+)|(\d+)/class", setting)
+    return float(m.group(1) or m.group(2)) if m else None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _unit_values(value: dict) -> dict | None:
+    """``name -> number``, one level of nesting flattened (``{u: {svm: a}}`` -> ``{"u/svm": a}``);
+    None when some value is neither a number nor a dictionary of numbers."""
+    out = {}
+    for name, v in value.items():
+        if _is_number(v):
+            out[str(name)] = v
+        elif isinstance(v, dict) and v and all(_is_number(x) for x in v.values()):
+            out.update({f"{name}/{inner}": x for inner, x in v.items()})
+        else:
+            return None
+    return out
 
 
 def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
@@ -72,26 +90,29 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
 
 def per_unit_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     """Every row field that maps names to numbers (e.g. validation accuracy per flex
-    candidate unit), averaged over seeds, one line per method, one plot per target."""
+    candidate unit; one level of nesting, such as tap's unit -> classifier, is flattened to
+    ``unit/classifier``), averaged over seeds, one line per method, one plot per (source,
+    target, setting)."""
     groups = defaultdict(lambda: defaultdict(list))
     for r in rows:
         for key, value in r.items():
             if key in ("per_class_accuracy", "confusion") or not isinstance(value, dict) or not value:
                 continue
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
-                groups[(key, r["target"], r["setting"])][r["method"]].append(value)
+            flat = _unit_values(value)
+            if flat:
+                groups[(key, r.get("source", ""), r["target"], r["setting"])][r["method"]].append(flat)
     out = []
-    for (key, target, setting), by_method in list(groups.items())[:MAX_FIGURES]:
+    for (key, source, target, setting), by_method in list(groups.items())[:MAX_FIGURES]:
         fig = _figure()
         ax = fig.add_subplot()
         for method, dicts in sorted(by_method.items()):
             names = list(dicts[0])
             means = [mean_se(d.get(n, float("nan")) for d in dicts)[0] for n in names]
             ax.plot(names, means, marker="o", label=method)
-        ax.set_title(f"{key}: {target} ({setting})")
+        ax.set_title(f"{key}: {source} -> {target} ({setting})")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.legend(fontsize=7)
-        out.append((f"{key} per unit, {target} ({setting})", _png(fig)))
+        out.append((f"{key} per unit, {source} → {target} ({setting})", _png(fig)))
     return out
 
 

@@ -54,13 +54,18 @@ class ConcatFeatures(nn.Module):
         return torch.cat([m.forward_features(x) for m in self.members], 1)
 
 
-def cat_network(members, num_classes: int | None = None, name: str | None = None) -> UnitNet:
+def cat_network(members, num_classes: int | None = None, name: str | None = None, seed: int | None = None) -> UnitNet:
     """``CAT_n`` of ``members`` (modules are shared, not copied): one feature unit ``cat`` and a
-    new linear head over ``sum_i D_i`` features (``num_classes`` defaults to the members')."""
+    new linear head over ``sum_i D_i`` features (``num_classes`` defaults to the members').
+    With ``seed`` the head's initial weights come from that seed alone (the global random
+    state is neither read nor advanced); without it, from the global random state."""
     feats = ConcatFeatures(members)
     n_cls = num_classes or members[0].num_classes
-    return UnitNet({"cat": feats}, make_head("linear", sum(feats.dims), n_cls), name=name or f"cat{len(members)}",
-                   input_shape=members[0].input_shape)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.default_generator.manual_seed(seed)  # the head is built on the CPU
+        head = make_head("linear", sum(feats.dims), n_cls)
+    return UnitNet({"cat": feats}, head, name=name or f"cat{len(members)}", input_shape=members[0].input_shape)
 
 
 def source_members(cfg, data, n: int, log=print) -> list[UnitNet]:
@@ -95,18 +100,19 @@ class CatTwoStage(Method):
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         t0 = time.perf_counter()
-        accs, history = [], []
+        accs, history, steps = [], [], 0
         for i, member in enumerate(self.net.unit("cat").members):
             member.reset_classifier(self.net.num_classes)
             fit = Finetune(member).fit_transfer(lambda tag, config=None, i=i: make_engine(f"member{i}", config),
                                                 target=target, val=val)
             accs.append(fit.val_accuracy)
             history += fit.history
+            steps += fit.steps
         self.net.reset_classifier(self.net.num_classes)
         probe = make_engine("probe").fit(self, target=target, val=val)
         self._extra = {"member_val_accuracy": accs}
-        return FitResult(steps=probe.steps, best_step=probe.best_step, best_val_accuracy=probe.best_val_accuracy,
-                         val_accuracy=probe.val_accuracy,
+        return FitResult(steps=steps + probe.steps, best_step=probe.best_step,
+                         best_val_accuracy=probe.best_val_accuracy, val_accuracy=probe.val_accuracy,
                          stopped_early=probe.stopped_early, wall_s=time.perf_counter() - t0,
                          history=history + probe.history)
 
@@ -129,6 +135,12 @@ class Distill(Method):
         super().__init__(net)
         check(len(teacher) >= 1, "distill needs the teacher members (teacher=[...] of source networks), so it "
                                   "runs from Python or `transferkit bench represent`, not from a config")
+        for i, t in enumerate(teacher):
+            shape = getattr(t, "input_shape", None)
+            check(shape is None or net.input_shape is None or tuple(shape) == tuple(net.input_shape),
+                  f"distill: teacher {i} takes images of shape {tuple(shape) if shape else shape} but the student "
+                  f"takes {tuple(net.input_shape)}; build the student for the teachers' images (same channels "
+                  f"and size, e.g. in_channels=data.channels)")
         self.teacher = nn.ModuleList(teacher)
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -2,7 +2,9 @@
 
 For ``mnist -> digits``, ``syndigits -> mnist`` and ``mnist -> mnistm``: ``n`` lenet
 networks are trained on the source with seeds 0..n-1 (ERM is seed 0), concatenated
-(``cat2``, ``cat4``) and distilled into one lenet (``distill``, from the largest CAT).
+(``cat2``, ``cat4``; the CAT heads are seeded, so rows do not depend on whether the source
+networks were cached) and all ``n_max`` of them distilled into one lenet (``distill`` =
+DISTILL_{n_max}, whichever ``cats`` are selected).
 Each representation is transferred with ``linear_probe``, ``finetune`` and ``two_stage``
 (``cat_two_stage`` for CAT) at several numbers of labelled target images per class (the
 curves of seed 004 Fig. 1), and evaluated with 5-way 1-shot and 5-shot episodes
@@ -89,6 +91,12 @@ def _distilled(cfg, data, members, s, path: Path, log):
     return net
 
 
+def _representations(members, cats, seed: int) -> dict:
+    """``erm`` (the first member) and ``cat<n>`` of the first ``n`` members for each ``n`` in
+    ``cats``; the CAT heads are seeded with ``seed`` (a finetune row starts from its head)."""
+    return {"erm": members[0], **{f"cat{n}": cat_network(members[:n], seed=seed) for n in cats}}
+
+
 def _transfer(rep: str, net, method: str):
     """The method instance for (representation, transfer method) on a copy of ``net``."""
     is_cat = rep.startswith("cat")
@@ -113,7 +121,7 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
         data = prepare_domains(cfg)
         log(f"{source} -> {target}: {len(data.source.train)} source train images, {len(data.target.test)} target test")
         members = source_members(cfg, data, s.n_max, log)
-        reps = {"erm": members[0], **{f"cat{n}": cat_network(members[:n]) for n in s.cats}}
+        reps = _representations(members, s.cats, cfg.seed)
         net_path = bench_dir / "nets" / f"distill-{source}-{target}.safetensors"
         reps["distill"] = _distilled(cfg, data, members, s, net_path, log)
         base = {"source": source, "target": target}

@@ -31,7 +31,11 @@ def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int =
     net.eval()
     dev = next(net.parameters()).device
     chunks = [net.forward_features(x.to(dev), units) for x in images.split(batch_size)]
-    return {u: torch.cat([c[u].flatten(1).cpu() for c in chunks]) for u in units}
+    feats = {u: torch.cat([c[u].flatten(1).cpu() for c in chunks]) for u in units}
+    for u, f in feats.items():
+        check(bool(torch.isfinite(f).all()), f"tap: the features of unit {u!r} hold NaN or infinite values; check "
+                                             f"the network's weights and the images, or leave that unit out (units=)")
+    return feats
 
 
 def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0,
@@ -45,6 +49,11 @@ def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c:
     present = len(torch.unique(y))
     check(present >= 2, f"a linear classifier needs at least 2 classes in its training features, "
                         f"got {present} ({len(y)} examples)")
+    check(int(y.min()) >= 0 and int(y.max()) < num_classes,
+          f"a linear classifier over {num_classes} classes needs labels in [0, {num_classes - 1}], got labels "
+          f"from {int(y.min())} to {int(y.max())}; pass num_classes = the number of classes")
+    check(bool(torch.isfinite(x).all()), "a linear classifier needs finite features; these hold NaN or infinite "
+                                         "values")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     xs = ((x - mean) / std).double().numpy()
     clf = (LinearSVC(C=c, random_state=seed, max_iter=5000) if kind == "svm"
@@ -68,7 +77,11 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0) -> lis
     """Seed 001's table: for each feature unit (default: all), the accuracy on ``test`` of a
     linear SVM and of a softmax classifier trained on ``train``'s frozen features.
     Returns one row per unit: ``unit``, ``dim``, ``svm_accuracy``, ``softmax_accuracy``."""
-    units = list(net.feature_names if units is None else units)
+    units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)
+    check(len(units) > 0, "tap: units must name at least one unit")
+    for u in units:
+        check(u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
+    check(len(test) > 0, "tap: the test domain is empty; pass a domain with images to measure the accuracy on")
     f_train, f_test = unit_features(net, train.images, units), unit_features(net, test.images, units)
     rows = []
     for u in units:

@@ -1,0 +1,41 @@
+"""Layer tapping (seed 001): the refusals of ``tap`` and ``fit_linear``."""
+
+import pytest
+import torch
+from helpers import tiny_net, toy_domain
+
+from transferkit.domain import Domain
+from transferkit.errors import TransferkitError
+from transferkit.methods.tap import Tap, fit_linear, tap
+
+
+def test_tap_takes_one_unit_as_a_string():
+    rows = tap(tiny_net(4), toy_domain(32), toy_domain(16, seed=1), units="unit2")
+    assert [r["unit"] for r in rows] == ["unit2"]
+    with pytest.raises(TransferkitError, match="unknown unit 'fc9'"):
+        tap(tiny_net(4), toy_domain(32), toy_domain(16, seed=1), units="fc9")
+
+
+def test_tap_refuses_an_empty_test_domain():
+    empty = Domain("empty", torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), [str(c) for c in range(4)])
+    with pytest.raises(TransferkitError, match="test domain is empty"):
+        tap(tiny_net(4), toy_domain(32), empty)
+
+
+def test_tap_names_the_unit_with_non_finite_features():
+    net = tiny_net(4)
+    with torch.no_grad():
+        net.unit("unit2")[1].bias[0] = float("nan")  # unit1 stays finite
+    with pytest.raises(TransferkitError, match="features of unit 'unit2' hold NaN"):
+        tap(net, toy_domain(32), toy_domain(16, seed=1))
+    with pytest.raises(TransferkitError, match="features of unit 'unit2' hold NaN"):
+        Tap(net, units=["unit2"]).fit_transfer(None, target=toy_domain(32), val=toy_domain(16, seed=1))
+    with pytest.raises(TransferkitError, match="finite features"):
+        fit_linear("svm", torch.full((8, 3), float("nan")), torch.arange(8) % 2, 2)
+
+
+@pytest.mark.parametrize("kind", ["svm", "softmax"])
+def test_fit_linear_refuses_labels_outside_num_classes(kind):
+    x, y = torch.randn(12, 3), torch.arange(12) % 4
+    with pytest.raises(TransferkitError, match=r"labels in \[0, 2\], got labels from 0 to 3"):
+        fit_linear(kind, x, y, num_classes=3)

@@ -55,7 +55,7 @@ def test_nan_features_are_named():
     feats[7, 2] = float("nan")
     with pytest.raises(TransferkitError, match="features contain NaN"):
         evaluate_episodes(feats, labels, episodes=2)
-    with pytest.raises(TransferkitError, match="no head given"):
+    with pytest.raises(TransferkitError, match="needs heads: a head name or a non-empty list"):
         evaluate_episodes(torch.randn(60, 4), labels, heads=[], episodes=2)  # returned {} before
 
 
@@ -91,3 +91,52 @@ def test_fewshot_tsne_cache_is_keyed_by_what_the_embeddings_depend_on(tmp_path, 
     assert len(list((tmp_path / "tsne").glob("embeddings-*.pt"))) == 2  # k=2 does not read k=1's embeddings
     tsne_figure(cfg, tmp_path, logged.append, n=40)
     assert sum("t-SNE: training" in str(m) for m in logged) == 2  # the same config reads its cache
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"n_way": 2.5}, r"whole numbers .* got n_way=2.5"),
+    ({"k_shot": True}, r"whole numbers .* got k_shot=True"),
+    ({"n_query": 1.0, "episodes": "3"}, r"got n_query=1.0, episodes='3'"),
+    ({"head": "linear", "steps": 0}, "needs a whole number of steps >= 1, got 0"),
+    ({"head": "cosine", "steps": 2.5}, "needs a whole number of steps >= 1, got 2.5"),
+    ({"head": "linear", "lr": -1}, "learning rate lr > 0, got -1"),
+    ({"head": "cosine", "lr": float("nan")}, "learning rate lr > 0, got nan"),
+    ({"seed": None}, "whole-number seed, got None"),
+])
+def test_bad_episode_settings_are_named(options, message):
+    from transferkit.errors import TransferkitError
+    feats, labels = torch.randn(60, 4), torch.arange(60) % 6
+    with pytest.raises(TransferkitError, match=message):
+        episode_accuracies(feats, labels, **{"n_way": 3, "k_shot": 1, "n_query": 2, "episodes": 2, **options})
+
+
+def test_labels_must_be_one_dimensional_whole_class_ids():
+    from transferkit.errors import TransferkitError
+    feats, labels = torch.randn(60, 4), torch.arange(60) % 6
+    for bad in (labels[:, None], labels + 0.5, labels.float().masked_fill(labels == 0, float("inf"))):
+        with pytest.raises(TransferkitError, match="1-D tensor of whole class ids"):
+            episode_accuracies(feats, bad, n_way=3, k_shot=1, n_query=2, episodes=2)
+    with pytest.raises(TransferkitError, match="1-D tensor of whole class ids"):
+        sample_episodes(labels[:, None], 3, 1, 2, 2, torch.Generator())
+    same = episode_accuracies(feats, labels.float(), n_way=3, k_shot=1, n_query=2, episodes=4)  # whole floats
+    assert torch.equal(same, episode_accuracies(feats, labels.tolist(), n_way=3, k_shot=1, n_query=2, episodes=4))
+    assert torch.equal(same, episode_accuracies(feats, labels, n_way=3, k_shot=1, n_query=2, episodes=4, steps=0))
+
+
+def test_heads_are_a_name_or_a_list_of_known_names():
+    from transferkit.errors import TransferkitError, UnknownNameError
+    feats, labels = torch.randn(60, 4), torch.arange(60) % 6
+    for bad in (None, 3, [None]):
+        with pytest.raises(TransferkitError, match="needs heads: a head name or a non-empty list of them"):
+            evaluate_episodes(feats, labels, heads=bad, episodes=2, n_query=2)
+    with pytest.raises(UnknownNameError, match="unknown few-shot head 'knn'"):
+        evaluate_episodes(feats, labels, heads=["prototype", "knn"], episodes=2, n_query=2)
+    assert list(evaluate_episodes(feats, labels, heads=("prototype",), episodes=2, n_query=2)) == ["prototype"]
+
+
+def test_mean_ci95_takes_a_list():
+    from transferkit.errors import TransferkitError
+    assert mean_ci95([0.5, 1.0]) == mean_ci95(torch.tensor([0.5, 1.0]))
+    assert mean_ci95([1, 0])[0] == 0.5
+    with pytest.raises(TransferkitError, match="1-D sequence of one or more finite accuracies"):
+        mean_ci95(torch.ones(2, 2))

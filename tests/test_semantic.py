@@ -203,6 +203,7 @@ def test_lext_early_stopping_scores_the_classifier_it_predicts_with(predict):
     assert val_accuracy(method, val) == pytest.approx(fit.best_val_accuracy)  # forward == what was selected
     if predict == "centroids":  # the centroids are computed once per evaluation and never kept stale
         from transferkit.evaluate import predict_logits
+        method._labeled = tgt  # as while it trains (a fitted lext keeps no domain)
         calls = []
         compute = method._labelled_centroids
         method._labelled_centroids = lambda: calls.append(1) or compute()
@@ -477,3 +478,80 @@ def test_class_mean_methods_refuse_a_target_class_without_labels_before_training
     with pytest.raises(TransferkitError, match=r"has none of class\(es\) \['e'\]"):
         Transfer(name, train=TrainConfig(steps=100, batch_size=8)).fit(target=target, source=src, unlabeled=t0,
                                                                        net=tiny_net(4))
+
+
+def test_finetune_adv_accepts_a_target_class_without_labels_that_lext_refuses():
+    from transferkit.engine import Engine
+    from transferkit.methods.semantic import FinetuneAdversarial
+    t0 = _tiny_domain(8, "5678", seed=1)
+    target = Domain("tgt", t0.images, t0.labels, list("56789"))  # class "9" has no labelled image
+    FinetuneAdversarial.check_data(target)  # β = 0, linear head: no class centroid
+    with pytest.raises(TransferkitError, match=r"has none of class\(es\) \['9'\]"):
+        SemanticTransfer.check_data(target)
+    torch.manual_seed(0)
+    method = FinetuneAdversarial(build_backbone("lenet", num_classes=5, in_channels=1, image_size=28))
+    fit = Engine(TrainConfig(steps=2, batch_size=8, progress=False), seed=0).fit(
+        method, source=_tiny_domain(10, "01234"), target=target, unlabeled=t0)
+    assert fit.steps == 2
+
+
+def test_lext_names_a_source_class_without_images_before_training():
+    from transferkit.engine import Engine
+    s0, tgt = _tiny_domain(12, "0123"), _tiny_domain(10, "56789", seed=1)
+    src = Domain("src", s0.images, s0.labels, list("01234"))  # class "4" has no image: no eq. 5 prototype
+    method = SemanticTransfer(build_backbone("lenet", num_classes=5, in_channels=1, image_size=28))
+    method.losses = lambda batch: pytest.fail("trained")
+    with pytest.raises(TransferkitError, match=r"source domain 'src' has no image of class\(es\) \['4'\]; leave "
+                                               r"them out of the source \(source_classes\) or set source_support"):
+        Engine(TrainConfig(steps=2, batch_size=8, progress=False), seed=0).fit(method, source=src, target=tgt,
+                                                                              unlabeled=tgt)
+    examples = SemanticTransfer(build_backbone("lenet", num_classes=5, in_channels=1, image_size=28),
+                                source_support="examples")
+    examples.prepare({"source": src, "target": tgt, "unlabeled": tgt})  # no prototype needed
+
+
+def test_fitted_lext_keeps_no_labelled_domain_and_predicts_alike_from_both_entry_points():
+    import pickle
+
+    from transferkit.engine import Engine
+    torch.manual_seed(0)
+    src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "56789", seed=1)
+    method = SemanticTransfer(build_backbone("lenet", num_classes=5, in_channels=1, image_size=28))
+    method.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=2, batch_size=8, progress=False), seed=0),
+                        source=src, target=tgt, unlabeled=tgt)
+    assert method._labeled is None and method._prototype_source is None
+    assert not any(isinstance(v, Domain) for v in pickle.loads(pickle.dumps(method)).__dict__.values())
+    method.eval()
+    with torch.no_grad():
+        assert torch.allclose(method.forward_from_input(tgt.images), method(tgt.images))
+
+
+def test_grouped_sizes_and_seeds_take_numpy_integers_and_refuse_the_rest():
+    base = load_domain("digits").subset(torch.arange(20))
+    two = grouped_views(base, views=2, seed=1)
+    assert torch.equal(grouped_views(base, views=np.int64(2), seed=np.int64(1)).images, two.images)
+    for bad in (True, 2.0, "2"):
+        with pytest.raises(TransferkitError, match="views must be an integer >= 1"):
+            grouped_views(base, views=bad)
+    for bad in (None, 1.5, False):
+        with pytest.raises(TransferkitError, match="seed must be an integer"):
+            grouped_views(base, views=2, seed=bad)
+        with pytest.raises(TransferkitError, match="seed must be an integer"):
+            sample_k_groups(two, 1, bad)
+    assert torch.equal(sample_k_groups(two, 1, np.int64(3))[0].images, sample_k_groups(two, 1, 3)[0].images)
+
+
+def test_fewshot_tsne_trains_its_methods_as_benchmark_jobs(one_thread):
+    from transferkit.bench.fewshot import _train, fewshot_config
+    from transferkit.experiment import label_subset, prepare_domains, pretrain_source
+    cfg = fewshot_config("tsne", "digits", "digits+noise", 2, True, 1, ["lext"],
+                         {"lext": {"layers": ["conv4", "fc1", "head"]}})
+    cfg.pretrain, cfg.train = TrainConfig(steps=2, eval_every=2), TrainConfig(steps=2, eval_every=2)
+    data = prepare_domains(cfg)
+    pretrained, _ = pretrain_source(cfg, data, lambda *a: None)
+    labeled, unlabeled = label_subset(cfg, data.target, cfg.seed)
+    method = _train("lext", cfg, data, pretrained, labeled, unlabeled)
+    # built before the head is given the target classes: the source copy keeps the pre-trained source head
+    assert torch.equal(method.source_net.get_classifier().weight, pretrained.get_classifier().weight)
+    with pytest.raises(TransferkitError, match=r"has none of class\(es\) \['5'\]"):  # check_data, before training
+        _train("lext", cfg, data, pretrained, labeled.subset(labeled.labels != 0), unlabeled)

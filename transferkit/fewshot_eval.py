@@ -17,6 +17,8 @@ episodes and the 95 % interval ``1.96 * std / sqrt(E)`` (600 episodes by default
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 from functools import partial
 
 import torch
@@ -27,16 +29,42 @@ from .evaluate import predict_logits
 from .heads import prototype_logits
 
 FEWSHOT_HEADS = ("linear", "cosine", "prototype")
+TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps
+
+
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _whole(value, minimum: int) -> bool:
+    return _integer(value) and value >= minimum
+
+
+def _positive(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _class_ids(labels) -> torch.Tensor:
+    """``labels`` as a 1-D ``long`` tensor of class ids, refusing what a cast would change."""
+    labels = torch.as_tensor(labels)
+    whole = not labels.is_complex() and (not labels.is_floating_point()
+                                         or bool((torch.isfinite(labels) & (labels == labels.round())).all()))
+    check(labels.dim() == 1 and whole, f"episode labels must be a 1-D tensor of whole class ids, got shape "
+                                       f"{tuple(labels.shape)} of {labels.dtype}"
+                                       f"{'' if whole else ' with values that are not whole numbers'}")
+    return labels.long()
 
 
 def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int, episodes: int,
                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Support indices ``E x N x K``, query indices ``E x N x Q`` and classes ``E x N``; classes
     are drawn among those with at least ``K + Q`` samples, samples without replacement."""
-    check(n_way >= 2 and k_shot >= 1 and n_query >= 1 and episodes >= 1,
-          f"episodes need n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got {n_way}-way "
-          f"{k_shot}-shot, {n_query} queries, {episodes} episodes")
-    labels = labels.long()
+    sizes = {"n_way": (n_way, 2), "k_shot": (k_shot, 1), "n_query": (n_query, 1), "episodes": (episodes, 1)}
+    bad = [f"{name}={value!r}" for name, (value, least) in sizes.items() if not _whole(value, least)]
+    check(not bad, f"episodes need whole numbers n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got "
+                   f"{', '.join(bad)}")
+    n_way, k_shot, n_query, episodes = int(n_way), int(k_shot), int(n_query), int(episodes)
+    labels = _class_ids(labels)
     check(len(labels) > 0 and int(labels.min()) >= 0, "episode labels must be a non-empty set of class ids >= 0")
     counts = torch.bincount(labels)
     eligible = torch.nonzero(counts >= k_shot + n_query).flatten()
@@ -101,10 +129,18 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
     the CPU: features on another device are copied there)."""
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
-    check(features.dim() == 2 and len(features) == len(labels), "episodic evaluation needs N x D features, N labels")
+    if head in TRAINED_HEADS:
+        check(_whole(steps, 1), f"the {head} head is fit by Adam and needs a whole number of steps >= 1, got "
+                                f"{steps!r}")
+        check(_positive(lr), f"the {head} head needs a learning rate lr > 0, got {lr!r}")
+        check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
+    check(_integer(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
+    labels = _class_ids(labels).cpu()
+    check(features.dim() == 2 and len(features) == len(labels),
+          f"episodic evaluation needs N x D features and N labels, got {tuple(features.shape)} and {len(labels)}")
     check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")
-    features, labels = features.detach().float().cpu(), torch.as_tensor(labels).cpu()
-    g = torch.Generator().manual_seed(seed)
+    features = features.detach().float().cpu()
+    g = torch.Generator().manual_seed(int(seed))
     sup_idx, qry_idx, _ = sample_episodes(labels, n_way, k_shot, n_query, episodes, g)
     support, query = features[sup_idx], features[qry_idx]
     e, n, q, d = query.shape
@@ -119,9 +155,12 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
 
 def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
     """Mean and 95 % interval half-width ``1.96 * std / sqrt(E)`` (0 for one episode)."""
-    n = len(accs)
-    check(n > 0 and bool(torch.isfinite(torch.as_tensor(accs)).all()), f"mean_ci95 needs one or more finite "
-                                                                      f"accuracies, got {n} values")
+    accs = torch.as_tensor(accs)
+    accs = accs if accs.is_floating_point() else accs.double()
+    n = accs.numel()
+    check(accs.dim() == 1 and n > 0 and bool(torch.isfinite(accs).all()),
+          f"mean_ci95 needs a 1-D sequence of one or more finite accuracies, got {n} values of shape "
+          f"{tuple(accs.shape)}")
     if n < 2:
         return float(accs.mean()), 0.0
     return float(accs.mean()), 1.96 * float(accs.std()) / math.sqrt(n)
@@ -130,8 +169,14 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, **kw) -> dict:
     """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head."""
-    heads = [heads] if isinstance(heads, str) else list(heads)
-    check(len(heads) > 0, f"evaluate_episodes: no head given (heads: {', '.join(FEWSHOT_HEADS)})")
+    given = heads
+    heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
+    check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
+          f"evaluate_episodes needs heads: a head name or a non-empty list of them ({', '.join(FEWSHOT_HEADS)}); "
+          f"got {given!r}")
+    for head in heads:
+        if head not in FEWSHOT_HEADS:
+            raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     out = {}
     for head in heads:
         accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)

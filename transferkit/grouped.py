@@ -20,6 +20,10 @@ from .shifts import apply_shift
 SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$")
 
 
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affine_random", "noise"),
                   seed: int = 0) -> Domain:
     """Each image of ``domain`` becomes ``views`` images, each with its own draw of ``shifts``
@@ -27,7 +31,9 @@ def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affi
     underlying image, or its own group when ``domain`` has groups (the frames of a folder's
     videos: all views of all frames of a video form one group, so that no split cuts a video
     apart). The views of an image are consecutive and share its label."""
-    check(isinstance(views, int) and views >= 1, f"views must be an integer >= 1, got {views!r}")
+    check(_integer(views) and views >= 1, f"views must be an integer >= 1, got {views!r}")
+    check(_integer(seed), f"seed must be an integer, got {seed!r}")
+    views, seed = int(views), int(seed)
     shifts = [shifts] if isinstance(shifts, str) else list(shifts)
     images = domain.images.repeat_interleave(views, 0)
     for i, name in enumerate(shifts):
@@ -51,10 +57,10 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """``k`` labelled groups of every class (all their samples), chosen with ``seed``; the
     rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
-    check(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1,
-          f"k must be an integer >= 1, got {k!r}")
+    check(_integer(k) and k >= 1, f"k must be an integer >= 1, got {k!r}")
+    check(_integer(seed), f"seed must be an integer, got {seed!r}")
     check(len(domain) > 0, f"domain {domain.name!r} is empty: no group to label")
-    k = int(k)
+    k, seed = int(k), int(seed)
     inverse, group_label = group_labels(domain.groups, domain.labels)
     n_groups = len(group_label)
     counts = torch.bincount(group_label, minlength=domain.num_classes)

@@ -27,7 +27,7 @@ from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig
 from ..errors import check
 from ..evaluate import mean_se_text, predict_logits
-from ..experiment import label_subset, prepare_domains, pretrain_source, retarget_head, run_experiment
+from ..experiment import build_method, fit_for_target, label_subset, prepare_domains, pretrain_source, run_experiment
 from ..io import atomic_write, write_text
 from ..methods import get_method
 from . import Plan, as_list, benchmark
@@ -166,13 +166,15 @@ def fewshot_report(rows: list[dict]) -> str:
 
 
 def _train(name: str, cfg: ExperimentConfig, data, pretrained, labeled, unlabeled):
-    net = copy.deepcopy(pretrained)
+    """Method ``name`` trained on one label subset as a benchmark job trains it (``run_job``)."""
+    cls = get_method(name)
+    cls.check_data(labeled)
+    classes = data.source.train.class_names, data.target.train.class_names
     torch.manual_seed(cfg.seed)  # before the new head's rows are drawn
-    retarget_head(net, data.source.train.class_names, data.target.train.class_names)
-    method = get_method(name)(net, **cfg.options.get(name, {}))
-    method.fit_transfer(lambda tag, config=None: Engine(config or cfg.train, seed=cfg.seed),
-                        source=data.source.train, target=labeled, unlabeled=unlabeled, val=None)
-    return method.net
+    method = build_method(cls, copy.deepcopy(pretrained), cfg.options.get(name, {}), *classes)
+    fit_for_target(method, lambda tag, config=None: Engine(config or cfg.train, seed=cfg.seed), *classes,
+                   source=data.source.train, target=labeled, unlabeled=unlabeled)
+    return method
 
 
 def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Path:
@@ -200,7 +202,7 @@ def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Pa
         panels = {"source network": (source_feats, embed(pretrained, xt))}
         for name in cfg.methods:
             log(f"t-SNE: training {name}")
-            panels[name] = (source_feats, embed(_train(name, cfg, data, pretrained, labeled, unlabeled), xt))
+            panels[name] = (source_feats, embed(_train(name, cfg, data, pretrained, labeled, unlabeled).net, xt))
         atomic_write(cache, lambda p: torch.save(panels, p))
     options = "; ".join(f"{m} {o}" for m, o in cfg.options.items() if o)
     return tsne_embeddings(panels, bench_dir / "img" / "tsne.png", domain_names=("source 0-4", "target 5-9"),

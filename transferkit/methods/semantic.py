@@ -19,7 +19,8 @@
 
 Deviations: sums over samples (eq. 5-7) are means over the batch; centroids of eq. 6/7 are
 those of the classes present in the labelled batch (all of them when the batch holds the
-whole labelled set, the usual few-shot case).
+whole labelled set, the usual few-shot case; not when k groups of views outnumber the batch,
+as in the grouped benchmark, docs/fewshot.md).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class SemanticTransfer(Method):
         self.register_buffer("source_prototypes", torch.zeros(0, net.embed_dim))
         self._prototype_source = None  # the source domain whose prototypes cache_inputs computes
         self.register_buffer("target_centroids", torch.zeros(0, net.embed_dim))
+        self._labeled = None  # the labelled target while it trains (the centroids of predict="centroids")
 
     # ---- setup -------------------------------------------------------------------------
     def prepare(self, domains: dict) -> None:
@@ -159,6 +161,10 @@ class SemanticTransfer(Method):
             self.discriminator = multilayer_discriminator(self.net, self.layers, self.discriminator_kind,
                                                           gamma=self.gamma, combine=self.combine)
         if self._uses_prototypes():  # computed in cache_inputs: from the cached source features when there are
+            missing = [n for n, c in zip(source.class_names, source.class_counts().tolist()) if c == 0]
+            check(not missing, f"{self.name}: eq. 5 compares with a prototype of every source class, but the source "
+                               f"domain {source.name!r} has no image of class(es) {missing[:10]}; leave them out of "
+                               f"the source (source_classes) or set source_support: examples")
             self.source_prototypes = torch.zeros(source.num_classes, self.net.embed_dim)
             self._prototype_source = source
 
@@ -183,10 +189,12 @@ class SemanticTransfer(Method):
         return out
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
-        self._prototype_source = None  # training is over: a saved model keeps no source domain
-        if self.predict == "centroids":
-            self.target_centroids = self._labelled_centroids()
+        try:
+            fit = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+            if self.predict == "centroids":
+                self.target_centroids = self._labelled_centroids()
+        finally:  # training is over: a saved model keeps no domain
+            self._prototype_source, self._labeled, self._eval_centroids = None, None, None
         return fit
 
     def _labelled_centroids(self) -> torch.Tensor:
@@ -195,11 +203,15 @@ class SemanticTransfer(Method):
     def forward_from_input(self, x: torch.Tensor) -> torch.Tensor:
         """In evaluation (the engine's validation), predict as :meth:`forward` will: with
         ``predict="centroids"``, by ψ against the labelled centroids of the current network,
-        so that early stopping selects the classifier that is evaluated."""
-        if self.predict == "centroids" and not self.training and getattr(self, "_labeled", None) is not None:
-            if getattr(self, "_eval_centroids", None) is None:  # once per evaluation, not per chunk
-                self._eval_centroids = self._labelled_centroids()
-            return similarity(self.net.forward_features(x), self._eval_centroids, self.query_scale)
+        so that early stopping selects the classifier that is evaluated; once fitted, by the
+        centroids :meth:`forward` uses."""
+        if self.predict == "centroids" and not self.training:
+            if getattr(self, "_labeled", None) is not None:
+                if getattr(self, "_eval_centroids", None) is None:  # once per evaluation, not per chunk
+                    self._eval_centroids = self._labelled_centroids()
+                return similarity(self.net.forward_features(x), self._eval_centroids, self.query_scale)
+            if len(self.target_centroids):
+                return similarity(self.net.forward_features(x), self.target_centroids, self.query_scale)
         return super().forward_from_input(x)
 
     def train(self, mode: bool = True):
@@ -291,6 +303,7 @@ class FinetuneAdversarial(SemanticTransfer):
     :class:`SemanticTransfer` with β = 0."""
 
     name = "finetune_adv"
+    needs_every_class = False  # β = 0 and predict="head": no class centroid
     description = "fine-tune on target labels + multi-layer domain adversarial loss (seed 000 baseline v)"
 
     def __init__(self, net, alpha: float = 0.1, gamma: float = 0.1, combine: str = "sum", layers=None,
@@ -322,7 +335,11 @@ def nearest_support_scores(queries: torch.Tensor, support: torch.Tensor, support
 class MatchingNet(Method):
     """Seed 000 Table 1 "Matching nets": the source-pretrained embedding, no training; a
     target image gets the attention-weighted label of the k labelled target examples per
-    class (the support set). ``scale``: inverse temperature of the cosine attention.
+    class (the support set). Seed 000 §4.1 (iii) says "we first pretrain the model on D_3";
+    D_3 is the unlabelled target, which gives no label to pre-train with, so this reads it as
+    D_1, the labelled source, whose pre-trained network ``finetune`` starts from too (and the
+    seed's "due to domain shift, matching networks perform poorly" fits a source embedding).
+    ``scale``: inverse temperature of the cosine attention.
     ``predict``: ``"attention"`` (default, the matching-network rule it is trained with) or
     ``"nearest"``, the label of the nearest support example, the rule by which seed 000
     Table 1 scores both matching-net baselines ("calculated based on nearest neighbors in the

@@ -172,3 +172,15 @@ def test_cat_two_stage_reports_the_steps_of_all_its_fits(monkeypatch):
         lambda tag, config=None: Engine(TrainConfig(steps=3 if tag == "probe" else 4, eval_every=2)),
         target=_domain(), val=_domain())
     assert len(steps) == 3 and fit.steps == sum(steps) > steps[-1]
+
+
+def test_distill_network_calls_its_engine_factory_as_fit_transfer_does():
+    from transferkit.represent import distill_network
+    tags = []
+
+    def make_engine(tag, config=None):
+        tags.append(tag)
+        return Engine(config or TrainConfig(steps=2, eval_every=2))
+    student = tiny_net(4)
+    net, fit = distill_network([tiny_net(4), tiny_net(4)], lambda: student, make_engine, _domain(), _domain())
+    assert tags == ["distill"] and fit.steps == 2 and net is not None

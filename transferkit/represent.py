@@ -180,8 +180,9 @@ class Distill(Method):
 
 
 def distill_network(members, make_net, make_engine, source, val, **options) -> tuple[UnitNet, FitResult]:
-    """Train ``DISTILL_n``: ``make_net()`` gives a fresh base-size network, ``make_engine()``
-    the engine; returns the distilled network and the fit result."""
+    """Train ``DISTILL_n``: ``make_net()`` gives a fresh base-size network, ``make_engine(tag,
+    config=None)`` the engine (called with the tag ``"distill"``, as ``fit_transfer`` calls its
+    engines); returns the distilled network and the fit result."""
     method = Distill(make_net(), teacher=[copy.deepcopy(m).eval() for m in members], **options)
-    fit = make_engine().fit(method, source=source, val=val)
+    fit = make_engine("distill").fit(method, source=source, val=val)
     return method.student(), fit

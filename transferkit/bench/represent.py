@@ -84,8 +84,8 @@ def _distilled(cfg, data, members, s, path: Path, log):
         net.load_state_dict(load_file(str(path)))
         return net
     log(f"  distilling cat{len(members)} into one {cfg.backbone} ({s.distill} steps)")
-    net, _ = distill_network(members, lambda: net, lambda: Engine(TrainConfig(steps=s.distill, batch_size=64,
-                                                                               eval_every=100), seed=cfg.seed),
+    train = TrainConfig(steps=s.distill, batch_size=64, eval_every=100)
+    net, _ = distill_network(members, lambda: net, lambda tag, config=None: Engine(config or train, seed=cfg.seed),
                              data.source.train, data.source.val)
     atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
     return net

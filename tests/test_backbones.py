@@ -384,3 +384,14 @@ def test_lazy_heads_and_bad_head_arguments():
         net.reset_classifier(10, "linear", scale=5)
     with pytest.raises(TransferkitError, match="image_size must be an int or a pair"):
         build_backbone("lenet", 10, image_size="28")
+
+
+def test_a_head_without_out_features_gives_its_sizes_and_child_indices_may_be_numbers():
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2704, 3), nn.Softmax(1))
+    net = from_sequential(seq, head_index=3, input_shape=(1, 28, 28))  # the head is Linear + Softmax
+    assert net.num_classes == 3 and net.embed_dim == 2704 and net.unit_output_shapes()["head"] == (3,)
+    net.reset_classifier(7)
+    assert net.num_classes == 7 and net.unit_output_shapes()["head"] == (7,)
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(676, 3))
+    assert from_sequential(seq, units={"a": [0, 1], "b": 2}).unit_names == ["a", "b", "head"]
+    assert from_sequential(seq, units=[[0, 1], [2]]).unit_names == ["unit1", "unit2", "head"]

@@ -225,6 +225,9 @@ def test_sklearn_like_api():
     assert model.predict(x[:0]).shape == (0,) and model.predict_proba(x[:0]).shape == (0, 10)
     with pytest.raises(TransferkitError, match=r"predict: image values must lie in \[0, 1\]"):
         model.predict(x * 255)
+    assert torch.equal(model.predict(x.numpy()), model.predict(x))  # a numpy array is taken as is
+    with pytest.raises(TransferkitError, match=r"image tensor \(or numpy array\), got list"):
+        model.predict([1, 2])
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -417,9 +420,12 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         load_model(run_dir, "source_only")
     with pytest.raises(TransferkitError, match="no finished finetune job of seed 7"):
         load_model(run_dir, "finetune", 7)
+    whole = (run_dir / "models" / "finetune-k=3-s0.pt").read_bytes()
+    (run_dir / "models" / "finetune-k=3-s0.pt").write_bytes(whole[:len(whole) // 2])  # a cut zip archive
     (run_dir / "models" / "tap-k=3-s0.pt").write_bytes(b"torn")
-    with pytest.raises(TransferkitError, match="is unreadable.*run the job again"):
-        load_model(run_dir, "tap")
+    for method in ("tap", "finetune"):
+        with pytest.raises(TransferkitError, match="is unreadable.*run the job again"):
+            load_model(run_dir, method)
 
 
 def test_a_model_that_cannot_be_saved_costs_a_warning_not_the_result(tmp_path, monkeypatch):

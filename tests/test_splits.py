@@ -201,3 +201,41 @@ def test_a_range_of_integer_class_names_means_names_as_a_list_does():
     assert parse_classes("1-2", padded) == parse_classes("1,2", padded) == parse_classes("01,02", padded) == [0, 1]
     digits = Domain("d", torch.rand(10, 1, 4, 4), torch.arange(10), [str(i) for i in range(10)])
     assert parse_classes("3-5", digits) == [3, 4, 5]  # names 0-9 in order: the same as ids
+
+
+def test_subsampling_a_grouped_domain_keeps_whole_groups_and_seeds_are_whole_numbers():
+    labels = torch.arange(24) // 12  # two classes, groups of 3 frames (ids 0..7)
+    grouped = Domain("videos", torch.rand(24, 1, 4, 4), labels, ["a", "b"], groups=torch.arange(24) // 3)
+    for n in (1, 3, 5, 7):
+        sub = subsample_per_class(grouped, n, seed=0)
+        counts = torch.bincount(sub.groups, minlength=8)
+        assert set(counts.tolist()) <= {0, 3}  # every group whole or absent
+        assert sub.class_counts().tolist() == [max(3, 3 * (n // 3))] * 2  # as many groups as fit, at least one
+    assert torch.equal(subsample_per_class(grouped, 6, 1).groups, subsample_per_class(grouped, 6, 1).groups)
+    assert not torch.equal(subsample_per_class(grouped, 6, 0).groups, subsample_per_class(grouped, 6, 1).groups)
+    plain = Domain("d", torch.rand(24, 1, 4, 4), labels, ["a", "b"])
+    for bad in (None, 1.7, True):
+        with pytest.raises(TransferkitError, match="seed must be a whole number"):
+            subsample_per_class(plain, 2, bad)
+        with pytest.raises(TransferkitError, match="seed must be a whole number"):
+            sample_k_shot(plain, 2, bad)
+    import numpy as np
+    assert sample_k_shot(plain, 2, np.int64(3))[0].provenance["k_shot_seed"] == 3
+
+
+def test_domain_subset_select_classes_and_to_format_name_bad_arguments():
+    d = Domain("d", torch.rand(10, 1, 4, 4), torch.arange(10) % 2, ["a", "b"])
+    for index, message in ((torch.tensor([True, False]), r"one entry per sample \(10\), got shape \(2,\)"),
+                           ([100], r"indices must lie in \[0, 9\], found 100..100"),
+                           ([[0, 1]], "1-D index")):
+        with pytest.raises(TransferkitError, match=message):
+            d.subset(index)
+    assert len(d.subset([-1, 0])) == 2
+    for classes, message in (([1.5], "whole-number id, got 1.5"), ([True], "whole-number id, got True"),
+                             ("ab", "takes a list of class names or ids, got the string 'ab'")):
+        with pytest.raises(TransferkitError, match=message):
+            d.select_classes(classes)
+    for size in (0, "16", 16.0, True):
+        with pytest.raises(TransferkitError, match="size must be a whole number of pixels >= 1"):
+            d.to_format(size=size)
+    assert d.to_format(size=8).image_shape == (1, 8, 8)

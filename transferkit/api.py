@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 
 from .backbones import UnitNet, build_backbone
@@ -97,13 +98,17 @@ class Transfer:
     @torch.no_grad()
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         check(hasattr(self, "net_"), "call fit before predict")
-        nhwc = isinstance(images, torch.Tensor) and images.dim() == 4 and images.shape[1] != images.shape[3]
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images)
+        check(isinstance(images, torch.Tensor), f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} "
+                                                f"image tensor (or numpy array), got {type(images).__name__}")
+        nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]
         check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == self.input_shape_),
               f"predict: images of shape {tuple(images.shape)} look channels-last (N x H x W x C); fit saw N x "
               f"{' x '.join(map(str, self.input_shape_))}: use images.permute(0, 3, 1, 2)")
-        check(isinstance(images, torch.Tensor) and images.dim() == 4 and tuple(images.shape[1:]) == self.input_shape_,
+        check(images.dim() == 4 and tuple(images.shape[1:]) == self.input_shape_,
               f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} image tensor (the shape fit "
-              f"saw), got {tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+              f"saw), got {tuple(images.shape)}")
         images = as_images(images, "predict")
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))

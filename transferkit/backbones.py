@@ -214,9 +214,25 @@ class UnitNet(nn.Module):
                     m.training = t
             self._shapes = {n: tuple(a.shape[1:]) for n, a in acts.items()}
         shapes = {n: self._shapes[n] for n in self.feature_names}
-        shapes[HEAD] = (self.num_classes,)
+        shapes[HEAD] = self._head_shape(self._shapes[EMBEDDING])
         shapes[EMBEDDING] = self._shapes[EMBEDDING]
         return shapes
+
+    def _head_shape(self, embedding_shape: tuple) -> tuple:
+        """The head's output shape: ``out_features``, else a dry run of the head alone (it may
+        change, e.g. by :meth:`reset_classifier`, so it is not cached)."""
+        n = getattr(self.head, "out_features", None)
+        if isinstance(n, int) and n > 0:
+            return (n,)
+        ref = self._ref_tensor()
+        was = self.head.training
+        self.head.eval()
+        try:
+            with torch.no_grad():
+                out = self.head(torch.zeros(1, *embedding_shape, device=ref.device, dtype=ref.dtype))
+        finally:
+            self.head.train(was)
+        return tuple(out.shape[1:])
 
     @property
     def embed_dim(self) -> int:
@@ -228,18 +244,7 @@ class UnitNet(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        n = getattr(self.head, "out_features", None)
-        if isinstance(n, int) and n > 0:
-            return n
-        ref = self._ref_tensor()
-        was = self.head.training
-        self.head.eval()
-        try:
-            with torch.no_grad():
-                out = self.head(torch.zeros(1, self.embed_dim, device=ref.device, dtype=ref.dtype))
-        finally:
-            self.head.train(was)
-        return int(out.shape[1])
+        return int(self._head_shape((self.embed_dim,))[0])
 
     # ---- classifier ------------------------------------------------------------------
     def get_classifier(self) -> nn.Module:
@@ -596,9 +601,9 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     The head is child ``head_index`` together with any children after it (e.g. a trailing
     softmax); the children before it are the feature units, grouped by ``units``:
     ``None`` (each child is a unit), a list of group sizes (``[2, 2, 1]``), a list of lists of
-    child names (``[["0", "1"], ["2"]]``) or a dict ``unit name -> child name(s)``. Groups
-    must cover the feature children in order. Unnamed units are called after their child
-    when it is a single named child, else ``unit1, unit2, ...``.
+    child names (``[["0", "1"], ["2"]]``, or their indices ``[[0, 1], [2]]``) or a dict
+    ``unit name -> child name(s)``. Groups must cover the feature children in order. Unnamed
+    units are called after their child when it is a single named child, else ``unit1, unit2, ...``.
     """
     children = [(n, m) for n, m in seq._modules.items() if m is not None]  # a module used twice counts twice
     check(len(children) >= 1, "from_sequential needs a non-empty nn.Sequential")
@@ -609,7 +614,7 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     if units is None:
         groups = [[n] for n in child_names]
     elif isinstance(units, Mapping):
-        groups = [[g] if isinstance(g, str) else list(g) for g in units.values()]
+        groups = [[g] if isinstance(g, (str, int)) else list(g) for g in units.values()]
     elif all(isinstance(u, int) for u in units):
         check(all(u > 0 for u in units) and sum(units) == len(child_names),
               f"unit sizes {list(units)} must be positive and sum to the {len(child_names)} feature children")
@@ -617,7 +622,8 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
         groups = [child_names[e - s:e] for s, e in zip(units, ends)]
     else:
         groups = [[g] if isinstance(g, str) else list(g) for g in units]
-    flat = [str(n) for g in groups for n in g]
+    groups = [[str(n) for n in g] for g in groups]  # child indices may be given as numbers
+    flat = [n for g in groups for n in g]
     check(flat == child_names,
           f"unit groups {groups} must list the feature children {child_names} once each, in order")
     names = list(units) if isinstance(units, Mapping) else [_auto_name(k, g) for k, g in enumerate(groups)]

@@ -7,6 +7,7 @@ shift and loader in transferkit takes and returns ``Domain`` objects.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -164,7 +165,13 @@ class Domain:
         check(index.dtype == torch.bool or not index.is_floating_point(),
               f"domain {self.name!r}: subset takes a bool mask or integer indices, got {index.dtype}")
         if index.dtype == torch.bool:
+            check(tuple(index.shape) == (len(self),), f"domain {self.name!r}: a bool mask must have one entry per "
+                                                      f"sample ({len(self)}), got shape {tuple(index.shape)}")
             index = torch.nonzero(index).flatten()
+        check(index.dim() == 1, f"domain {self.name!r}: subset takes a 1-D index, got shape {tuple(index.shape)}")
+        check(len(index) == 0 or (int(index.min()) >= -len(self) and int(index.max()) < len(self)),
+              f"domain {self.name!r}: indices must lie in [0, {len(self) - 1}], found "
+              f"{int(index.min()) if len(index) else ''}..{int(index.max()) if len(index) else ''}")
         return replace(
             self,
             name=name or self.name,
@@ -182,6 +189,8 @@ class Domain:
         numbered folders. With ``relabel`` labels become 0..len-1 in the given order and
         ``class_names`` shrink accordingly. ``allow_empty``: a domain without an image of them
         is returned, not refused (a split part of small classes)."""
+        check(not isinstance(classes, str), f"domain {self.name!r}: select_classes takes a list of class names or "
+                                            f"ids, got the string {classes!r} (parse_classes reads '0-4' or 'a,b')")
         ids = [self._class_id(c) for c in classes]
         check(len(ids) > 0, f"domain {self.name!r}: empty class subset")
         check(len(set(ids)) == len(ids), f"domain {self.name!r}: repeated class in {list(classes)}")
@@ -202,6 +211,8 @@ class Domain:
                 raise TransferkitError(f"domain {self.name!r}: unknown class {c!r}; "
                                        f"classes are {self.class_names}")
             return self.class_names.index(c)
+        check(isinstance(c, str) or (isinstance(c, numbers.Integral) and not isinstance(c, bool)),
+              f"domain {self.name!r}: a class is a name or a whole-number id, got {c!r}")
         i = int(c)
         check(0 <= i < self.num_classes,
               f"domain {self.name!r}: class id {i} out of range [0, {self.num_classes - 1}]")
@@ -209,7 +220,10 @@ class Domain:
 
     def to_format(self, size: int | None = None, channels: int | None = None) -> "Domain":
         """Resize to ``size x size`` (bilinear, antialiased) and convert to ``channels``
-        (grayscale replicated to 3 channels; colour averaged to 1 channel)."""
+        (grayscale replicated to 3 channels; colour to grey by the luma weights 0.299, 0.587,
+        0.114)."""
+        check(size is None or (isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 1),
+              f"domain {self.name!r}: size must be a whole number of pixels >= 1 (square images), got {size!r}")
         x = self.images
         if channels is not None and x.shape[1] != channels:
             if x.shape[1] == 1 and channels == 3:

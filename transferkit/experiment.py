@@ -467,7 +467,9 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
                           f"model (source_only's network is the run's source.safetensors)")
     try:
         model = torch.load(path, weights_only=False, map_location="cpu")
-    except (EOFError, pickle.UnpicklingError) as e:  # torn or not a model file
+    except (EOFError, pickle.UnpicklingError, RuntimeError) as e:  # torn (a cut zip archive) or not a model file
+        if isinstance(e, RuntimeError) and "zip archive" not in str(e) and "PytorchStreamReader" not in str(e):
+            raise
         raise TransferkitError(f"model {path} is unreadable ({type(e).__name__}: {e}): run the job again "
                                f"(delete its job file and resume)") from e
     except (ImportError, AttributeError) as e:  # e.g. a plugin's method whose module is not importable here

@@ -48,6 +48,8 @@ def dataset_name(domain_name: str) -> str:
 
 
 def _generator(seed: int) -> torch.Generator:
+    check(isinstance(seed, numbers.Integral) and not isinstance(seed, bool), f"a seed must be a whole number, got "
+                                                                             f"{seed!r}")
     return torch.Generator().manual_seed(int(seed))
 
 
@@ -115,8 +117,20 @@ def split_domain(domain: Domain, val_fraction: float = 0.15, test_fraction: floa
 
 
 def _per_class(domain: Domain, n: int, seed: int) -> torch.Tensor:
-    """Mask of at most ``n`` randomly chosen samples per class."""
-    return class_ranks(domain.labels, _generator(seed)) < n
+    """Mask of at most ``n`` randomly chosen samples per class. With groups (frames of one
+    video), whole groups in a random order per class, as many as fit in ``n`` samples, and at
+    least one (which may alone hold more)."""
+    if domain.groups is None or len(domain) == 0:
+        return class_ranks(domain.labels, _generator(seed)) < n
+    inverse, labels = group_labels(domain.groups, domain.labels)
+    ranks = class_ranks(labels, _generator(seed))
+    order = torch.argsort(labels * len(labels) + ranks)  # by class, then the random rank
+    sizes, ordered = torch.bincount(inverse, minlength=len(labels))[order], labels[order]
+    total = torch.cumsum(sizes, 0)
+    first = torch.searchsorted(ordered, ordered)  # where each group's class starts in that order
+    keep = torch.zeros(len(labels), dtype=torch.bool)
+    keep[order] = (total - total[first] + sizes[first] <= n) | (ranks[order] == 0)
+    return keep[inverse]
 
 
 def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
@@ -141,18 +155,19 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     mask = _per_class(domain, k, seed)
     labeled = domain.subset(mask, name=f"{domain.name}/{k}-shot")
     unlabeled = domain.subset(~mask, name=f"{domain.name}/unlabeled")
-    labeled.provenance = {**domain.provenance, "k_shot": k, "k_shot_seed": seed, "part": "labeled"}
-    unlabeled.provenance = {**domain.provenance, "k_shot": k, "k_shot_seed": seed, "part": "unlabeled"}
+    labeled.provenance = {**domain.provenance, "k_shot": k, "k_shot_seed": int(seed), "part": "labeled"}
+    unlabeled.provenance = {**domain.provenance, "k_shot": k, "k_shot_seed": int(seed), "part": "unlabeled"}
     return labeled, unlabeled
 
 
 def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
-    """At most ``n`` randomly chosen samples per class (seed 002 Table 2 subsampling ratios)."""
+    """At most ``n`` randomly chosen samples per class (seed 002 Table 2 subsampling ratios);
+    a domain with groups keeps whole groups (see :func:`_per_class`)."""
     check(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1, f"n must be an integer >= 1, "
                                                                                   f"got {n!r}")
     n = int(n)
     sub = domain.subset(_per_class(domain, n, seed), name=f"{domain.name}/{n}-per-class")
-    sub.provenance = {**domain.provenance, "per_class": n, "subsample_seed": seed}
+    sub.provenance = {**domain.provenance, "per_class": n, "subsample_seed": int(seed)}
     return sub
 
 

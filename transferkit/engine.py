@@ -523,7 +523,7 @@ def _other_size(net, domains: dict) -> str:
     name, d = next(iter(odd.items()))
     text = (f"the {name} domain {d.name!r} has images of {'x'.join(map(str, d.images.shape[2:]))} pixels, the "
             f"network was built for {'x'.join(map(str, shape[1:]))}")
-    was, ref = net.training, next(net.parameters(), torch.empty(0))
+    modes, ref = {m: m.training for m in net.modules()}, next(net.parameters(), torch.empty(0))
     net.eval()
     try:
         with torch.no_grad():
@@ -533,7 +533,8 @@ def _other_size(net, domains: dict) -> str:
         raise TransferkitError(f"{text} and cannot take them ({e}): resize them (Domain.to_format(size=...)) or "
                                f"build the backbone for their size (image_size=...)") from e
     finally:
-        net.train(was)
+        for m, training in modes.items():
+            m.training = training
     return text
 
 

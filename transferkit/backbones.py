@@ -18,6 +18,7 @@ Any ``nn.Sequential`` or torchvision/timm-like model can be cut into units with
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections import OrderedDict
 from typing import Callable, Mapping, Sequence
@@ -38,6 +39,19 @@ def _shape3(in_channels: int, image_size) -> tuple[int, int, int]:
     check(ok, f"image_size must be an int or a pair (H, W) of ints, got {image_size!r}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     return (int(in_channels), int(h), int(w))
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """Every submodule in eval mode inside the block; each gets its own mode back after it
+    (``module.train(was)`` would also switch submodules a method keeps in eval mode)."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 class UnitNet(nn.Module):
@@ -201,17 +215,12 @@ class UnitNet(nn.Module):
                   f"{self.name}: unit_output_shapes needs input_shape=(C, H, W)")
             ref = self._ref_tensor()
             x = torch.zeros(1, *self.input_shape, device=ref.device, dtype=ref.dtype)
-            modes = {m: m.training for m in self.modules()}
-            self.eval()
             try:
-                with torch.no_grad():
+                with evaluating(self), torch.no_grad():
                     acts = self.forward_features(x, self.feature_names + [EMBEDDING])
             except RuntimeError as e:
                 raise TransferkitError(f"{self.name}: the units do not fit input shape "
                                        f"{self.input_shape}: {e}") from e
-            finally:
-                for m, t in modes.items():
-                    m.training = t
             self._shapes = {n: tuple(a.shape[1:]) for n, a in acts.items()}
         shapes = {n: self._shapes[n] for n in self.feature_names}
         shapes[HEAD] = self._head_shape(self._shapes[EMBEDDING])

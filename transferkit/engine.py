@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .backbones import evaluating
 from .domain import Domain
 from .errors import TransferkitError, check
 from .evaluate import predict_logits
@@ -523,18 +524,14 @@ def _other_size(net, domains: dict) -> str:
     name, d = next(iter(odd.items()))
     text = (f"the {name} domain {d.name!r} has images of {'x'.join(map(str, d.images.shape[2:]))} pixels, the "
             f"network was built for {'x'.join(map(str, shape[1:]))}")
-    modes, ref = {m: m.training for m in net.modules()}, next(net.parameters(), torch.empty(0))
-    net.eval()
+    ref = next(net.parameters(), torch.empty(0))
     try:
-        with torch.no_grad():
+        with evaluating(net), torch.no_grad():
             for d in odd.values():
                 net(d.images[:1].to(ref.device))
     except RuntimeError as e:
         raise TransferkitError(f"{text} and cannot take them ({e}): resize them (Domain.to_format(size=...)) or "
                                f"build the backbone for their size (image_size=...)") from e
-    finally:
-        for m, training in modes.items():
-            m.training = training
     return text
 
 

@@ -235,6 +235,7 @@ def test_domain_subset_select_classes_and_to_format_name_bad_arguments():
                              ("ab", "takes a list of class names or ids, got the string 'ab'")):
         with pytest.raises(TransferkitError, match=message):
             d.select_classes(classes)
+    assert d.select_classes(torch.tensor([1])).class_names == ["b"]  # ids in an integer tensor
     for size in (0, "16", 16.0, True):
         with pytest.raises(TransferkitError, match="size must be a whole number of pixels >= 1"):
             d.to_format(size=size)

@@ -211,6 +211,8 @@ class Domain:
                 raise TransferkitError(f"domain {self.name!r}: unknown class {c!r}; "
                                        f"classes are {self.class_names}")
             return self.class_names.index(c)
+        if isinstance(c, torch.Tensor) and c.dim() == 0 and not c.is_floating_point() and c.dtype != torch.bool:
+            c = int(c)  # an element of an integer tensor of ids
         check(isinstance(c, str) or (isinstance(c, numbers.Integral) and not isinstance(c, bool)),
               f"domain {self.name!r}: a class is a name or a whole-number id, got {c!r}")
         i = int(c)

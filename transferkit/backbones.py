@@ -234,13 +234,8 @@ class UnitNet(nn.Module):
         if isinstance(n, int) and n > 0:
             return (n,)
         ref = self._ref_tensor()
-        was = self.head.training
-        self.head.eval()
-        try:
-            with torch.no_grad():
-                out = self.head(torch.zeros(1, *embedding_shape, device=ref.device, dtype=ref.dtype))
-        finally:
-            self.head.train(was)
+        with evaluating(self.head), torch.no_grad():
+            out = self.head(torch.zeros(1, *embedding_shape, device=ref.device, dtype=ref.dtype))
         return tuple(out.shape[1:])
 
     @property

@@ -7,7 +7,6 @@ shift and loader in transferkit takes and returns ``Domain`` objects.
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, is_whole
 
 
 def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +212,7 @@ class Domain:
             return self.class_names.index(c)
         if isinstance(c, torch.Tensor) and c.dim() == 0 and not c.is_floating_point() and c.dtype != torch.bool:
             c = int(c)  # an element of an integer tensor of ids
-        check(isinstance(c, str) or (isinstance(c, numbers.Integral) and not isinstance(c, bool)),
+        check(isinstance(c, str) or is_whole(c),
               f"domain {self.name!r}: a class is a name or a whole-number id, got {c!r}")
         i = int(c)
         check(0 <= i < self.num_classes,
@@ -224,7 +223,7 @@ class Domain:
         """Resize to ``size x size`` (bilinear, antialiased) and convert to ``channels``
         (grayscale replicated to 3 channels; colour to grey by the luma weights 0.299, 0.587,
         0.114)."""
-        check(size is None or (isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 1),
+        check(size is None or is_whole(size, 1),
               f"domain {self.name!r}: size must be a whole number of pixels >= 1 (square images), got {size!r}")
         x = self.images
         if channels is not None and x.shape[1] != channels:

@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints these without a traceback and exits with code 2."""
 
+import numbers
+
 
 class TransferkitError(Exception):
     """A mistake in the user's input (unknown name, bad shape, bad config...), not a bug."""
@@ -17,6 +19,11 @@ class UnknownNameError(TransferkitError, KeyError):
 
     def __reduce__(self):  # picklable, so that a worker process can hand it back
         return type(self), (self.kind, self.name, self.known)
+
+
+def is_whole(value, minimum: int | None = None) -> bool:
+    """``value`` is a whole number (an int or numpy integer, not a bool), ``>= minimum`` if given."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (minimum is None or value >= minimum)
 
 
 def check(condition: bool, message: str) -> None:

@@ -24,20 +24,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .errors import UnknownNameError, check
+from .errors import UnknownNameError, check, is_whole
 from .evaluate import predict_logits
 from .heads import prototype_logits
 
 FEWSHOT_HEADS = ("linear", "cosine", "prototype")
 TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps
-
-
-def _integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _whole(value, minimum: int) -> bool:
-    return _integer(value) and value >= minimum
 
 
 def _positive(value) -> bool:
@@ -60,7 +52,7 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
     """Support indices ``E x N x K``, query indices ``E x N x Q`` and classes ``E x N``; classes
     are drawn among those with at least ``K + Q`` samples, samples without replacement."""
     sizes = {"n_way": (n_way, 2), "k_shot": (k_shot, 1), "n_query": (n_query, 1), "episodes": (episodes, 1)}
-    bad = [f"{name}={value!r}" for name, (value, least) in sizes.items() if not _whole(value, least)]
+    bad = [f"{name}={value!r}" for name, (value, least) in sizes.items() if not is_whole(value, least)]
     check(not bad, f"episodes need whole numbers n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got "
                    f"{', '.join(bad)}")
     n_way, k_shot, n_query, episodes = int(n_way), int(k_shot), int(n_query), int(episodes)
@@ -130,11 +122,11 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     if head in TRAINED_HEADS:
-        check(_whole(steps, 1), f"the {head} head is fit by Adam and needs a whole number of steps >= 1, got "
+        check(is_whole(steps, 1), f"the {head} head is fit by Adam and needs a whole number of steps >= 1, got "
                                 f"{steps!r}")
         check(_positive(lr), f"the {head} head needs a learning rate lr > 0, got {lr!r}")
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
-    check(_integer(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
+    check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
     labels = _class_ids(labels).cpu()
     check(features.dim() == 2 and len(features) == len(labels),
           f"episodic evaluation needs N x D features and N labels, got {tuple(features.shape)} and {len(labels)}")

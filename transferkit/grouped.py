@@ -6,7 +6,6 @@ for the frames of one video, seed 000 §4.2), and group-level k-shot sampling.
 
 from __future__ import annotations
 
-import numbers
 import re
 import zlib
 from typing import Sequence
@@ -14,14 +13,10 @@ from typing import Sequence
 import torch
 
 from .domain import Domain, group_labels
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, is_whole
 from .shifts import apply_shift
 
 SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$")
-
-
-def _integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affine_random", "noise"),
@@ -31,8 +26,8 @@ def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affi
     underlying image, or its own group when ``domain`` has groups (the frames of a folder's
     videos: all views of all frames of a video form one group, so that no split cuts a video
     apart). The views of an image are consecutive and share its label."""
-    check(_integer(views) and views >= 1, f"views must be an integer >= 1, got {views!r}")
-    check(_integer(seed), f"seed must be an integer, got {seed!r}")
+    check(is_whole(views, 1), f"views must be an integer >= 1, got {views!r}")
+    check(is_whole(seed), f"seed must be an integer, got {seed!r}")
     views, seed = int(views), int(seed)
     shifts = [shifts] if isinstance(shifts, str) else list(shifts)
     images = domain.images.repeat_interleave(views, 0)
@@ -57,8 +52,8 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """``k`` labelled groups of every class (all their samples), chosen with ``seed``; the
     rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
-    check(_integer(k) and k >= 1, f"k must be an integer >= 1, got {k!r}")
-    check(_integer(seed), f"seed must be an integer, got {seed!r}")
+    check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
+    check(is_whole(seed), f"seed must be an integer, got {seed!r}")
     check(len(domain) > 0, f"domain {domain.name!r} is empty: no group to label")
     k, seed = int(k), int(seed)
     inverse, group_label = group_labels(domain.groups, domain.labels)

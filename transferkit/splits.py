@@ -14,14 +14,13 @@ gives every sample its random rank within its class.
 
 from __future__ import annotations
 
-import numbers
 import re
 from dataclasses import dataclass
 
 import torch
 
 from .domain import Domain, group_labels
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, is_whole
 
 
 @dataclass
@@ -48,7 +47,7 @@ def dataset_name(domain_name: str) -> str:
 
 
 def _generator(seed: int) -> torch.Generator:
-    check(isinstance(seed, numbers.Integral) and not isinstance(seed, bool), f"a seed must be a whole number, got "
+    check(is_whole(seed), f"a seed must be a whole number, got "
                                                                              f"{seed!r}")
     return torch.Generator().manual_seed(int(seed))
 
@@ -138,7 +137,7 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1. A domain
     with groups (frames of videos) takes :func:`~transferkit.grouped.sample_k_groups`, which
     keeps each group on one side."""
-    check(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1, f"k must be an integer >= 1, "
+    check(is_whole(k, 1), f"k must be an integer >= 1, "
                                                                                   f"got {k!r}")
     k = int(k)
     check(domain.groups is None, f"domain {domain.name!r} has groups (frames of one video): k-shot sampling of "
@@ -163,7 +162,7 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
 def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
     """At most ``n`` randomly chosen samples per class (seed 002 Table 2 subsampling ratios);
     a domain with groups keeps whole groups (see :func:`_per_class`)."""
-    check(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1, f"n must be an integer >= 1, "
+    check(is_whole(n, 1), f"n must be an integer >= 1, "
                                                                                   f"got {n!r}")
     n = int(n)
     sub = domain.subset(_per_class(domain, n, seed), name=f"{domain.name}/{n}-per-class")

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import TransferkitError, UnknownNameError, check
+from ..errors import TransferkitError, UnknownNameError, check, is_whole
 
 METHODS: dict[str, type["Method"]] = {}
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
@@ -172,7 +172,7 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
             continue
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if name in _COUNTS:
-            check(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= _COUNTS[name],
+            check(is_whole(value, _COUNTS[name]),
                   f"{method}: option {name} must be a whole number >= {_COUNTS[name]}, got {value!r}")
         elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")

@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# One torch thread per process (2 worker processes): the README's table reproduces on any machine.
+# One torch thread per process (2 worker processes) and CPU kernels capped at AVX2: the README's
+# table does not depend on the CPU's native kernels (docs/scale.md, "Same numbers on another machine").
 demo: setup
-	OMP_NUM_THREADS=1 $(BIN)/transferkit demo --workers 2
+	OMP_NUM_THREADS=1 $(BIN)/transferkit demo --workers 2 --portable-kernels
 
 # Headless Chromium for the report test; the test is skipped (with a message) when it cannot be installed.
 browser:

@@ -68,6 +68,9 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["setting"] == "k=2"
         confusion = torch.tensor(r["confusion"])  # the accuracy is the one the confusion matrix holds
         assert confusion.sum() == 450 and r["accuracy"] == pytest.approx(float(confusion.diag().sum() / 450))
+    env = data["environment"]  # what the numbers depend on besides code, config and seed
+    assert env["torch"] == torch.__version__ and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert {"cpu", "mkl_cbwr", "onednn_max_cpu_isa", "threads_per_process", "portable_kernels"} <= set(env)
     run_dir = results_path.rsplit("/", 1)[0]
     assert "| finetune |" in open(f"{run_dir}/results.md").read()
     # resuming a finished run re-runs nothing and reproduces the same rows

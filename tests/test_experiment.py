@@ -1,6 +1,7 @@
 """Experiment runner: class handling across source and target, the Python API."""
 
 import json
+import os
 import re
 
 import pytest
@@ -302,6 +303,14 @@ def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_spli
         assert not info["cached"] and info["path"] != first["path"]
     finally:
         torch.set_num_threads(threads)
+    mkl = os.environ.get("MKL_CBWR")  # other kernels (--portable-kernels sets MKL_CBWR): not reused either
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    info = pretrain_source(cfg, data, **quiet)[1]
+    assert not info["cached"] and info["path"] != first["path"]
+    if mkl is None:
+        monkeypatch.delenv("MKL_CBWR")
+    else:
+        monkeypatch.setenv("MKL_CBWR", mkl)
     assert pretrain_source(cfg, data, **quiet)[1]["path"] == first["path"]
     neutral = replace(cfg, pretrain=replace(cfg.pretrain, progress=False, checkpoint_every=7))  # NOT_RESULTS
     assert pretrain_source(neutral, data, **quiet)[1]["cached"]

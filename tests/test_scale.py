@@ -171,3 +171,93 @@ def test_device_flag_reaches_benchmark_plans(monkeypatch):
     assert plan.train.device == plan.pretrain.device == "auto"
     cfg = ExperimentConfig()
     assert cfg.device == cfg.train.device == "auto"
+
+
+# A few SGD steps of a small convolutional net in a fresh process: the numbers depend on the
+# CPU kernels torch picks (ATen, MKL matrix products, oneDNN convolutions).
+KERNEL_PROBE = """
+import sys, torch
+if sys.argv[1] == "call":
+    from transferkit.runtime import portable_kernels
+    portable_kernels()
+from transferkit.backbones import build_backbone
+torch.manual_seed(0)
+net = build_backbone("lenet", num_classes=10, in_channels=3, image_size=28).to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(net.parameters(), lr=0.1)
+x, y = torch.randn(32, 3, 28, 28).to(memory_format=torch.channels_last), torch.randint(0, 10, (32,))
+for _ in range(3):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+print(torch.backends.cpu.get_cpu_capability(), [repr(float(p.double().sum())) for p in net.parameters()])
+"""
+
+
+def _unpinned() -> dict:
+    from transferkit.runtime import PORTABLE_KERNELS
+    return {k: v for k, v in os.environ.items() if k not in PORTABLE_KERNELS}
+
+
+def _probe(mode: str, **env) -> str:
+    p = subprocess.run([sys.executable, "-c", KERNEL_PROBE, mode], capture_output=True, text=True, timeout=120,
+                       env={**_unpinned(), "OMP_NUM_THREADS": "1", **env})
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def _avx2_or_skip():
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("portable kernels pin x86 kernels")
+    if not _probe("plain", ATEN_CPU_CAPABILITY="avx2").startswith("AVX2 "):
+        pytest.skip("this CPU has no AVX2")
+
+
+def test_portable_kernels_set_in_process_equal_the_environment_variables():
+    """``portable_kernels()`` (``--portable-kernels``), called after transferkit is imported
+    but before any torch operation, trains bit for bit as the three variables set in the
+    shell do, and runs AVX2 kernels: MKL and oneDNN read them late enough."""
+    from transferkit.runtime import PORTABLE_KERNELS
+    _avx2_or_skip()
+    shell = _probe("plain", **PORTABLE_KERNELS)
+    assert shell.startswith("AVX2 ")
+    assert _probe("call") == shell
+
+
+def test_portable_kernels_refuse_when_torch_already_chose_wider_kernels():
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("portable kernels pin x86 kernels")
+    native = _probe("plain").split()[0]
+    if native in ("AVX2", "DEFAULT"):
+        pytest.skip(f"native kernels are {native}: nothing wider to refuse")
+    code = "import torch; torch.ones(4).sum(); torch.backends.cpu.get_cpu_capability()\n" \
+           "from transferkit.runtime import portable_kernels; portable_kernels()"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=_unpinned())
+    assert p.returncode != 0 and f"torch already runs {native} kernels" in p.stderr
+
+
+def test_portable_kernels_flag_is_recorded_in_results(tmp_path):
+    _avx2_or_skip()
+    p = subprocess.run([sys.executable, "-m", "transferkit.cli", "run", "--portable-kernels", "--set",
+                        "methods=[target_only]", "--set", "source=digits", "--set", "target=digits+blur",
+                        "--set", f"out_dir={tmp_path}", "--set", "k=2", "--set", "repeats=1",
+                        "--set", "pretrain.steps=5", "--set", "train.steps=5", "--set", "train.eval_every=5"],
+                       capture_output=True, text=True, timeout=300, env=_unpinned())
+    assert p.returncode == 0, p.stderr
+    env = json.loads(next(tmp_path.rglob("results.json")).read_text())["environment"]
+    assert env["portable_kernels"] is True and env["cpu_capability"] == "AVX2"
+    assert env["mkl_cbwr"] == "AVX2" and env["onednn_max_cpu_isa"] == "AVX2"
+
+
+def test_portable_kernels_do_nothing_but_warn_on_a_cpu_that_is_not_x86(monkeypatch):
+    import platform
+
+    from transferkit.runtime import portable_kernels
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    for key in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.warns(UserWarning, match="this CPU is arm64: no effect"):
+        assert portable_kernels() == {}
+    assert "MKL_CBWR" not in os.environ

@@ -146,6 +146,9 @@ def _runtime_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", help="cpu | cuda | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
     s.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes (torchrun, torch.distributed)")
+    s.add_argument("--portable-kernels", action="store_true",
+                   help="cap torch's CPU kernels at AVX2 (ATen, MKL, oneDNN), so that a seed gives the same numbers "
+                        "on x86 machines with other native kernels (AVX-512, AMX); see docs/scale.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
         return 2
-    if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch_with_torchrun(args.nproc, argv)
     try:
+        if getattr(args, "portable_kernels", False):  # before any torch operation; workers inherit it
+            from .runtime import portable_kernels
+            portable_kernels()
+        if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+            return _relaunch_with_torchrun(args.nproc, argv)
         args.func(args)
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)

@@ -44,7 +44,7 @@ from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, wr
 from .methods import get_method
 from .methods.supervised import SourceOnly
 from .results import write_results
-from .runtime import barrier, is_main_process, map_jobs, peak_memory, resolve_device, world_size
+from .runtime import barrier, cpu_kernels, is_main_process, map_jobs, peak_memory, resolve_device, world_size
 from .splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
 
 PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
@@ -117,8 +117,8 @@ def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
 
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     """Pre-train the backbone on the labelled source (cached on disk by content key: data,
-    backbone, budget, seed, device, the torch thread count on CPU and the number of
-    data-parallel processes).
+    backbone, budget, seed, device, the torch thread count and kernels on CPU and the number
+    of data-parallel processes).
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds and whether the network came from the cache."""
@@ -128,10 +128,11 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         _load_net(net, Path(cfg.pretrained))
         return net, {"cached": True, "wall_s": 0.0, "path": str(cfg.pretrained)}
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
-    # the network depends on the torch thread count on CPU and on the number of data-parallel
-    # processes (the order of floating-point sums): one trained otherwise is not reused by a
-    # run that could not reproduce it
-    run = {"threads": torch.get_num_threads()} if resolve_device(train.device).type == "cpu" else {}
+    # the network depends on the torch thread count and kernels on CPU and on the number of
+    # data-parallel processes (the order of floating-point sums): one trained otherwise is not
+    # reused by a run that could not reproduce it
+    run = {"threads": torch.get_num_threads(), "kernels": cpu_kernels()} \
+        if resolve_device(train.device).type == "cpu" else {}
     if world_size() > 1:
         run["world"] = world_size()
     key = hashlib.sha256(json.dumps({

@@ -271,6 +271,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                + saved_figures(run_dir, files_dir))
     header, table = _table_rows(summary, rows)
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
+    if data.get("environment"):
+        config += "\n# environment (results.json)\n" + yaml.safe_dump({"environment": data["environment"]},
+                                                                      sort_keys=False)
     for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
         config += f"\n# {sub.relative_to(run_dir)}\n" + sub.read_text()
     title = f"transferkit report: {data.get('name', run_dir.name)}"

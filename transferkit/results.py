@@ -1,9 +1,11 @@
 """Results: one stable JSON shape for runs and benchmarks, and the tables printed from it.
 
-``results.json`` is ``{"name": ..., "config": {...}, "rows": [...], "summary": [...]}`` with one row per
-(method, source, target, setting, seed) holding at least ``method``, ``source``,
+``results.json`` is ``{"name": ..., "config": {...}, "rows": [...], "summary": [...], "environment": {...}}``
+with one row per (method, source, target, setting, seed) holding at least ``method``, ``source``,
 ``target``, ``setting``, ``seed``, ``accuracy`` (target test accuracy in [0, 1]) and
-``wall_s``; methods may add fields.
+``wall_s``; methods may add fields. ``environment`` (:func:`~transferkit.runtime.kernel_environment`)
+names the versions, CPU, kernels and threads of the process that wrote the file; the rows of a
+resumed directory may have been computed by an earlier process.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import read_json, write_json, write_text
+from .runtime import default_workers, kernel_environment
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
@@ -104,7 +107,7 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict]) -> P
     """Write ``results.json`` and ``results.md`` atomically; return the JSON path."""
     run_dir = Path(run_dir)
     summary = summarize(rows)
-    path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows,
-                                                 "summary": summary})
+    path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows, "summary": summary,
+                                                 "environment": kernel_environment(default_workers())})
     write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary))
     return path

@@ -1,4 +1,5 @@
-"""Where code runs: device selection, mixed precision, distributed rank, worker processes
+"""Where code runs: device selection, mixed precision, CPU kernels (:func:`portable_kernels`)
+and the record of them (:func:`kernel_environment`), distributed rank, worker processes
 (:func:`map_jobs`; they exit when their parent dies), resumable job files (:func:`run_jobs`)
 and peak-memory measurement, all handled here and nowhere else."""
 
@@ -6,8 +7,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import platform
+import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +61,61 @@ def autocast(device: torch.device, enabled: bool):
     """Mixed precision (bfloat16 autocast) on GPU when ``enabled``; a no-op on CPU."""
     on = enabled and device.type == "cuda"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
+# ---- CPU kernels ------------------------------------------------------------------------------
+#: environment variables that fix which x86 kernels torch uses: ATen's vectorised kernels, MKL's
+#: matrix products (conditional numerical reproducibility) and oneDNN's convolutions, each capped
+#: at AVX2. Left free, each library picks the widest kernels the CPU has (AVX-512, AMX), which sum
+#: in another order, and training turns the rounding into other accuracies (docs/scale.md).
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def portable_kernels() -> dict:
+    """Cap torch's CPU kernels at AVX2 (:data:`PORTABLE_KERNELS`), so that a fixed seed gives
+    the same numbers on x86 machines whose native kernels differ (AVX2, AVX-512, AMX). The
+    libraries read these variables when they first compute, so call this before any torch
+    operation (``transferkit --portable-kernels`` does); worker processes inherit them. A
+    variable already set by the user is kept. Returns the variables in force; raises when
+    torch already chose wider kernels, and warns (no effect) on a CPU that is not x86-64."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        warnings.warn(f"portable kernels pin x86 kernels; this CPU is {platform.machine()}: no effect", stacklevel=2)
+        return {}
+    for key, value in PORTABLE_KERNELS.items():
+        os.environ.setdefault(key, value)
+    chosen = torch.backends.cpu.get_cpu_capability()
+    wanted = os.environ["ATEN_CPU_CAPABILITY"].upper()
+    check(chosen == wanted or chosen == "DEFAULT",
+          f"portable kernels: torch already runs {chosen} kernels ({wanted} wanted); call portable_kernels() "
+          f"before the first torch operation, or set {', '.join(f'{k}={v}' for k, v in PORTABLE_KERNELS.items())} "
+          f"in the environment")
+    return {k: os.environ[k] for k in PORTABLE_KERNELS}
+
+
+def cpu_kernels() -> dict:
+    """The CPU kernels torch computes with in this process: ATen's capability and the MKL and
+    oneDNN caps (``auto`` / ``native`` when free)."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl_cbwr": os.environ.get("MKL_CBWR", "auto"),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native")}
+
+
+def kernel_environment(workers: int = 1) -> dict:
+    """What the numbers of a run depend on besides the code, the config and the seed: versions,
+    the CPU, the kernels torch chose on it and the threads per process. Stored in every
+    ``results.json`` (``environment``) so that a table can be reproduced on a matching machine."""
+    from . import __version__
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"transferkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": sys.platform, "cpu": cpu, **cpu_kernels(),
+            "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
+            "threads_per_process": threads_per_worker(workers) if workers > 1 else torch.get_num_threads(),
+            "workers": workers}
 
 
 # ---- torch.distributed ---------------------------------------------------------------------

@@ -102,7 +102,7 @@ def cpu_kernels() -> dict:
 
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
-    the CPU, the kernels torch chose on it and the threads per process. Stored in every
+    the CPU, the kernels torch chose on it, the threads per process and the GPU (if any). Stored in every
     ``results.json`` (``environment``) so that a table can be reproduced on a matching machine."""
     from . import __version__
     cpu = platform.processor() or platform.machine()
@@ -115,7 +115,7 @@ def kernel_environment(workers: int = 1) -> dict:
             "platform": sys.platform, "cpu": cpu, **cpu_kernels(),
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
             "threads_per_process": threads_per_worker(workers) if workers > 1 else torch.get_num_threads(),
-            "workers": workers}
+            "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 # ---- torch.distributed ---------------------------------------------------------------------

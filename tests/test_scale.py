@@ -261,3 +261,15 @@ def test_portable_kernels_do_nothing_but_warn_on_a_cpu_that_is_not_x86(monkeypat
     with pytest.warns(UserWarning, match="this CPU is arm64: no effect"):
         assert portable_kernels() == {}
     assert "MKL_CBWR" not in os.environ
+
+
+def test_a_resume_under_other_kernels_says_so(tmp_path, monkeypatch):
+    from transferkit.runtime import note_kernels
+    said = []
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    note_kernels(tmp_path, said.append)
+    note_kernels(tmp_path, said.append)  # the same kernels: nothing to say
+    assert said == [] and json.loads((tmp_path / "kernels.json").read_text())["mkl_cbwr"] == "auto"
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    note_kernels(tmp_path, said.append)
+    assert len(said) == 1 and "mkl_cbwr 'auto' -> 'AVX2'" in said[0]

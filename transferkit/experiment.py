@@ -5,9 +5,10 @@ Layout of a run directory ``runs/<name>/<timestamp>/``: ``config.yaml`` (resolve
 ``metrics.jsonl`` (every evaluation of every training), ``jobs/*.json`` (one finished
 (method, seed) each, written atomically), ``models/*.pt`` (the model each finished job
 evaluated, :func:`load_model`), ``checkpoints/`` (engine checkpoints of unfinished jobs),
-``results.json`` and ``results.md``. Passing the directory again (``run_dir``, ``--resume``)
-skips finished jobs, runs added methods or repeats, and continues an interrupted training
-from its last checkpoint.
+``results.json`` and ``results.md``, ``kernels.json`` (the torch version, CPU and kernels
+the run started with; :func:`~transferkit.runtime.note_kernels`). Passing the directory
+again (``run_dir``, ``--resume``) skips finished jobs, runs added methods or repeats, and
+continues an interrupted training from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -44,7 +45,16 @@ from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, wr
 from .methods import get_method
 from .methods.supervised import SourceOnly
 from .results import write_results
-from .runtime import barrier, cpu_kernels, is_main_process, map_jobs, peak_memory, resolve_device, world_size
+from .runtime import (
+    barrier,
+    cpu_kernels,
+    is_main_process,
+    map_jobs,
+    note_kernels,
+    peak_memory,
+    resolve_device,
+    world_size,
+)
 from .splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
 
 PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
@@ -608,7 +618,7 @@ def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
     too and it is empty: empty directories would break ``report runs/NAME/*``."""
     jobs = run_dir / "jobs"
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if names <= {"config.yaml", "jobs", "data.json", "source.safetensors", "source.json"} and not (
+    if names <= {"config.yaml", "jobs", "data.json", "source.safetensors", "source.json", "kernels.json"} and not (
             jobs.is_dir() and any(jobs.iterdir())):
         shutil.rmtree(run_dir, ignore_errors=True)
         if parent_too:
@@ -631,6 +641,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:  # only now: a refused resume leaves the run's config as it was
         write_text(old, dump_config(cfg))
+        note_kernels(run_dir, log)
     log(f"run directory: {run_dir}")
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "

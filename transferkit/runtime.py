@@ -100,6 +100,20 @@ def cpu_kernels() -> dict:
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native")}
 
 
+def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print) -> None:
+    """Keep the torch version, CPU and kernels of a run or benchmark directory in its
+    ``kernels.json`` and say so when a resume runs under others: its new rows are valid but
+    would not be bit-identical to rows computed where the first jobs ran."""
+    path = Path(run_dir) / "kernels.json"
+    now = {"torch": torch.__version__, "cpu": kernel_environment()["cpu"], **cpu_kernels()}
+    before = read_json(path, "kernel record") if path.exists() else None
+    if isinstance(before, dict) and before != now:
+        changed = ", ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in now if before.get(k) != now[k])
+        log(f"note: {run_dir} was started with other torch kernels or another CPU ({changed}); jobs run now "
+            f"may differ in the last digits from the same jobs run there (docs/scale.md)")
+    write_json(path, now)
+
+
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
     the CPU, the kernels torch chose on it, the threads per process and the GPU (if any). Stored in every

@@ -30,7 +30,7 @@ from ..data import check_spec
 from ..errors import TransferkitError, UnknownNameError, check
 from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
-from ..runtime import is_main_process, world_size
+from ..runtime import is_main_process, note_kernels, world_size
 
 
 @dataclass
@@ -220,6 +220,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     bench_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
+        note_kernels(bench_dir, log)
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     if overrides:
         log("plan: " + ", ".join(overrides))

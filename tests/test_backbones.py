@@ -377,8 +377,8 @@ def test_lazy_heads_and_bad_head_arguments():
     assert net.embed_dim == 144
     net.reset_classifier(5)
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 5)
-    for bad in (0, -1):
-        with pytest.raises(TransferkitError, match="num_classes >= 1"):
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(TransferkitError, match="whole num_classes >= 1"):
             net.reset_classifier(bad)
     with pytest.raises(TransferkitError, match="linear head: .*unexpected keyword argument 'scale'"):
         net.reset_classifier(10, "linear", scale=5)

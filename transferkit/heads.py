@@ -9,13 +9,12 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import numbers
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, is_whole
 
 
 class LinearHead(nn.Linear):
@@ -183,9 +182,8 @@ def make_head(kind: str, dim: int, num_classes: int, **kw) -> nn.Module:
     """Build a head by name: ``linear``, ``cosine`` or ``prototype`` (extra ``kw`` go to its constructor)."""
     if kind not in HEADS:
         raise UnknownNameError("head", kind, HEADS)
-    check(isinstance(num_classes, numbers.Integral) and num_classes >= 1,
-          f"a head needs num_classes >= 1, got {num_classes!r}")
-    check(isinstance(dim, numbers.Integral) and dim >= 1, f"a head needs an input size >= 1, got {dim!r}")
+    check(is_whole(num_classes, 1), f"a head needs a whole num_classes >= 1, got {num_classes!r}")
+    check(is_whole(dim, 1), f"a head needs a whole input size >= 1, got {dim!r}")
     try:
         inspect.signature(HEADS[kind]).bind(dim, num_classes, **kw)
     except TypeError as e:

@@ -216,7 +216,9 @@ def _avx2_or_skip():
 def test_portable_kernels_set_in_process_equal_the_environment_variables():
     """``portable_kernels()`` (``--portable-kernels``), called after transferkit is imported
     but before any torch operation, trains bit for bit as the three variables set in the
-    shell do, and runs AVX2 kernels: MKL and oneDNN read them late enough."""
+    shell do, and runs AVX2 kernels: MKL and oneDNN read them late enough. (On the
+    development machine, AVX-512 with AMX, leaving out MKL_CBWR or ONEDNN_MAX_CPU_ISA alone
+    changes the probe's numbers, so the equality shows that both took effect there.)"""
     from transferkit.runtime import PORTABLE_KERNELS
     _avx2_or_skip()
     shell = _probe("plain", **PORTABLE_KERNELS)

@@ -6,6 +6,7 @@ import subprocess
 import tempfile
 
 import pytest
+import torch
 
 from transferkit.cli import main
 from transferkit.config import ExperimentConfig
@@ -42,6 +43,9 @@ def test_report_has_table_figures_and_markdown(bench_dir):
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) >= 4 and all(len(i) > 1000 for i in images)
     md = md_path.read_text()
+    kernels = f"cpu_capability: {torch.backends.cpu.get_cpu_capability()}"
+    for text in (page, md):  # the kernels and versions the numbers came from, under the configuration
+        assert "# environment (results.json)" in text and kernels in text
     for name in re.findall(r"\(report_files/(figure\d+\.png)\)", md):
         assert (md_path.parent / "report_files" / name).read_bytes()[:4] == b"\x89PNG"
 

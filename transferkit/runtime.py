@@ -100,12 +100,22 @@ def cpu_kernels() -> dict:
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native")}
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        return cpu
+
+
 def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print) -> None:
     """Keep the torch version, CPU and kernels of a run or benchmark directory in its
     ``kernels.json`` and say so when a resume runs under others: its new rows are valid but
     would not be bit-identical to rows computed where the first jobs ran."""
     path = Path(run_dir) / "kernels.json"
-    now = {"torch": torch.__version__, "cpu": kernel_environment()["cpu"], **cpu_kernels()}
+    now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels()}
     before = read_json(path, "kernel record") if path.exists() else None
     if isinstance(before, dict) and before != now:
         changed = ", ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in now if before.get(k) != now[k])
@@ -116,17 +126,12 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print) 
 
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
-    the CPU, the kernels torch chose on it, the threads per process and the GPU (if any). Stored in every
-    ``results.json`` (``environment``) so that a table can be reproduced on a matching machine."""
+    the CPU, the kernels torch chose on it, the threads per process and the GPU (if any).
+    Stored in every ``results.json`` (``environment``) so that a table can be reproduced on a
+    matching machine."""
     from . import __version__
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     return {"transferkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": sys.platform, "cpu": cpu, **cpu_kernels(),
+            "platform": sys.platform, "cpu": cpu_model(), **cpu_kernels(),
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
             "threads_per_process": threads_per_worker(workers) if workers > 1 else torch.get_num_threads(),
             "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

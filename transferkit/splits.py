@@ -47,8 +47,7 @@ def dataset_name(domain_name: str) -> str:
 
 
 def _generator(seed: int) -> torch.Generator:
-    check(is_whole(seed), f"a seed must be a whole number, got "
-                                                                             f"{seed!r}")
+    check(is_whole(seed), f"a seed must be a whole number, got {seed!r}")
     return torch.Generator().manual_seed(int(seed))
 
 
@@ -137,8 +136,7 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1. A domain
     with groups (frames of videos) takes :func:`~transferkit.grouped.sample_k_groups`, which
     keeps each group on one side."""
-    check(is_whole(k, 1), f"k must be an integer >= 1, "
-                                                                                  f"got {k!r}")
+    check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
     k = int(k)
     check(domain.groups is None, f"domain {domain.name!r} has groups (frames of one video): k-shot sampling of "
                                  f"frames would put frames of one group on both sides; use "
@@ -162,8 +160,7 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
 def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
     """At most ``n`` randomly chosen samples per class (seed 002 Table 2 subsampling ratios);
     a domain with groups keeps whole groups (see :func:`_per_class`)."""
-    check(is_whole(n, 1), f"n must be an integer >= 1, "
-                                                                                  f"got {n!r}")
+    check(is_whole(n, 1), f"n must be an integer >= 1, got {n!r}")
     n = int(n)
     sub = domain.subset(_per_class(domain, n, seed), name=f"{domain.name}/{n}-per-class")
     sub.provenance = {**domain.provenance, "per_class": n, "subsample_seed": int(seed)}

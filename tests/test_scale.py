@@ -205,10 +205,14 @@ def _probe(mode: str, **env) -> str:
     return p.stdout.strip()
 
 
-def _avx2_or_skip():
+def _x86_or_skip():
     import platform
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("portable kernels pin x86 kernels")
+
+
+def _avx2_or_skip():
+    _x86_or_skip()
     if not _probe("plain", ATEN_CPU_CAPABILITY="avx2").startswith("AVX2 "):
         pytest.skip("this CPU has no AVX2")
 
@@ -227,9 +231,7 @@ def test_portable_kernels_set_in_process_equal_the_environment_variables():
 
 
 def test_portable_kernels_refuse_when_torch_already_chose_wider_kernels():
-    import platform
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip("portable kernels pin x86 kernels")
+    _x86_or_skip()
     native = _probe("plain").split()[0]
     if native in ("AVX2", "DEFAULT"):
         pytest.skip(f"native kernels are {native}: nothing wider to refuse")

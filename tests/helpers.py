@@ -67,3 +67,9 @@ def slow_marked(seconds: float, marker: str) -> str:
     Path(marker).touch()
     time.sleep(seconds)
     return marker
+
+
+def module_loaded(name: str) -> bool:
+    """Whether this process has imported module ``name`` (a worker-process job)."""
+    import sys
+    return name in sys.modules

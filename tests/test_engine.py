@@ -640,3 +640,25 @@ def test_images_of_another_size_than_the_network_was_built_for_are_named():
         bad = get_method("dsn")(build_backbone("resnet18", num_classes=4, in_channels=1, image_size=28))
         bad.decoder.net[0] = torch.nn.Linear(3, 3)  # a bug of the method at its first step, right size
         Engine(TrainConfig(steps=1, batch_size=4)).fit(bad, source=d, unlabeled=d)
+
+
+def test_the_first_optimizer_of_a_process_imports_nothing_after_preload_lazy_imports():
+    # torch imports torch._dynamo (1.5-2 s) on a process's first optimizer: a benchmark's first timed
+    # job would pay for it, unless the import is done before the clock starts
+    import subprocess
+    import sys
+    code = ("import sys, torch\nfrom transferkit.runtime import preload_lazy_imports\n"
+            "cold = 'torch._dynamo' in sys.modules\npreload_lazy_imports()\nbefore = set(sys.modules)\n"
+            "torch.optim.Adam([torch.zeros(1, requires_grad=True)], foreach=True)\n"
+            "print(cold, sorted(m for m in set(sys.modules) - before if m.startswith('torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split(None, 1) == ["False", "[]\n"], out.stdout + out.stderr
+
+
+def test_worker_processes_have_the_lazy_imports_before_their_first_job():
+    from helpers import module_loaded
+
+    from transferkit.runtime import map_jobs
+    seen = {}
+    map_jobs(module_loaded, [("torch._dynamo",), ("torch._dynamo",)], 2, seen.__setitem__)
+    assert seen == {0: True, 1: True}

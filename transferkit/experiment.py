@@ -52,6 +52,7 @@ from .runtime import (
     map_jobs,
     note_kernels,
     peak_memory,
+    preload_lazy_imports,
     resolve_device,
     world_size,
 )
@@ -601,6 +602,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     fresh = main and not run_dir.exists()
     parent_fresh = fresh and not run_dir.parent.exists()
+    preload_lazy_imports()
     try:
         with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)

@@ -290,8 +290,16 @@ def _call(compute: Callable[[], Any]):
     return compute()
 
 
+def preload_lazy_imports() -> None:
+    """Import what torch loads on a process's first optimizer (``torch._dynamo``: 1.5-2 s on
+    our 2-core machine), so that the first timed training of a process (a benchmark job's
+    wall seconds) does not pay for it. Called by benchmarks, experiments and every worker."""
+    import torch._dynamo  # noqa: F401
+
+
 def _worker_init(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
+    preload_lazy_imports()
     os.environ["TRANSFERKIT_WORKERS"] = "1"  # no nested pools inside a worker
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 

@@ -30,7 +30,7 @@ from ..data import check_spec
 from ..errors import TransferkitError, UnknownNameError, check
 from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
-from ..runtime import is_main_process, note_kernels, world_size
+from ..runtime import is_main_process, note_kernels, preload_lazy_imports, world_size
 
 
 @dataclass
@@ -224,6 +224,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     if overrides:
         log("plan: " + ", ".join(overrides))
+    preload_lazy_imports()
     with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per directory
         rows = suite(plan, bench_dir, log)
         if is_main_process():

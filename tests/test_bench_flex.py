@@ -230,3 +230,16 @@ def test_a_resume_keeps_the_directory_s_selection_with_its_groups_and_ignores_ot
     (tmp_path / "plan.json").unlink()
     (tmp_path / "results.json").write_text(json.dumps({"config": {"benchmark": "flex", "plan": stored}}))
     assert _resumed_selection(default, tmp_path, [], "flex").targets == ["mnist+blur", "mnistm"]  # older directory
+
+
+def test_a_benchmark_that_runs_in_one_process_says_that_workers_does_not_apply(tmp_path, monkeypatch):
+    from transferkit.bench import BENCHMARKS, ONE_PROCESS, load_suites, run_benchmark
+    load_suites()
+    assert ONE_PROCESS == {"represent", "zeroshot"}  # the others spread their jobs over --workers processes
+    _, description, plan = BENCHMARKS["represent"]
+    monkeypatch.setitem(BENCHMARKS, "represent", (lambda p, d, log: [], description, plan))
+    for workers, noted in (("2", True), ("1", False)):
+        monkeypatch.setenv("TRANSFERKIT_WORKERS", workers)
+        lines = []
+        run_benchmark("represent", quick=True, run_dir=tmp_path / workers, log=lines.append)
+        assert any("runs its jobs in one process; --workers 2 does not apply" in str(x) for x in lines) == noted

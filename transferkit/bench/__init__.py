@@ -30,7 +30,7 @@ from ..data import check_spec
 from ..errors import TransferkitError, UnknownNameError, check
 from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
-from ..runtime import is_main_process, note_kernels, preload_lazy_imports, world_size
+from ..runtime import default_workers, is_main_process, note_kernels, preload_lazy_imports, world_size
 
 
 @dataclass
@@ -52,13 +52,18 @@ PLAN_OWNER = "benchmark"
 Suite = Callable[[Plan, Path, Callable], list]
 PlanFactory = Callable[[bool], Plan]
 BENCHMARKS: dict[str, tuple[Suite, str, PlanFactory]] = {}
+#: suites that run their jobs in one process (``--workers`` does not apply)
+ONE_PROCESS: set[str] = set()
 SUITE_MODULES = ["demo", "flex", "uda", "uda_tune", "zeroshot", "represent", "fewshot"]
 
 
-def benchmark(name: str, description: str, plan: PlanFactory = Plan):
-    """Register a suite; ``plan(quick)`` makes its default plan."""
+def benchmark(name: str, description: str, plan: PlanFactory = Plan, workers: bool = True):
+    """Register a suite; ``plan(quick)`` makes its default plan; ``workers=False``: it runs
+    its jobs in one process, whatever ``--workers`` says."""
     def wrap(fn: Suite) -> Suite:
         BENCHMARKS[name] = (fn, description, plan)
+        if not workers:
+            ONE_PROCESS.add(name)
         return fn
     return wrap
 
@@ -224,6 +229,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     if overrides:
         log("plan: " + ", ".join(overrides))
+    if name in ONE_PROCESS and default_workers() > 1:
+        log(f"note: benchmark {name} runs its jobs in one process; --workers {default_workers()} does not apply")
     preload_lazy_imports()
     with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per directory
         rows = suite(plan, bench_dir, log)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from transferkit.bench import load_suites, make_plan
@@ -57,7 +59,11 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
     assert scored and all(name.endswith("/val") for name in scored)
     assert all(r["split"] == "val" and 0 <= r["accuracy"] <= 1 for r in rows)
     table = (tmp_path / "uda_tune.md").read_text()
-    assert table.count("| dann |") == 2 and "| source_only | - |" in table
+    assert table.count("| dann |") == 2 + 1 and "| source_only | - |" in table  # the grid, then the choice
+    chosen = json.loads((tmp_path / "selected.json").read_text())["digits:digits+noise"]
+    assert set(chosen) == {"dann", "multilayer_adv"} and "| digits → digits+noise | dann |" in table
+    best = max(tune.DANN_GRID[:2], key=lambda o: next(r["accuracy"] for r in rows if r.get("options") == o))
+    assert chosen["dann"]["options"] == best
     again = tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)  # finished jobs are read back
     assert sorted(r["accuracy"] for r in again) == sorted(r["accuracy"] for r in rows)
 
@@ -82,3 +88,37 @@ def test_a_batch_larger_than_both_training_sets_is_named():
     assert adaptation_epochs(data, Budget(batch_size=32, adapt_steps=6)) == (2, 6)
     with pytest.raises(TransferkitError, match=r"batch_size 128 is larger than both training sets \(100 source"):
         adaptation_epochs(data, Budget(batch_size=128))
+
+
+def test_per_pair_choice_takes_each_pairs_best_validation_setting_and_the_first_on_ties():
+    from transferkit.bench.uda_tune import DANN_GRID, describe, per_pair_choice
+    a, b, c = DANN_GRID[:3]
+    rows = [{"source": s, "target": t, "method": "dann", "setting": describe(o), "accuracy": acc}
+            for s, t, o, accs in (("x", "y", a, (0.5, 0.7)), ("x", "y", b, (0.7, 0.6)), ("x", "y", c, (0.6, 0.6)),
+                                  ("u", "v", a, (0.4, 0.4)), ("u", "v", b, (0.3, 0.5 + 1e-8)), ("u", "v", c, (0.1, 0.1)))
+            for acc in accs]
+    rows += [{"source": "x", "target": "y", "method": "source_only", "setting": "-", "accuracy": 0.55}]
+    chosen = per_pair_choice(rows, (("x", "y"), ("u", "v")))
+    assert chosen["x:y"]["dann"]["options"] == b and chosen["x:y"]["dann"]["val_accuracy"] == pytest.approx(0.65)
+    assert chosen["x:y"]["dann"]["source_only"] == 0.55 and "multilayer_adv" not in chosen["x:y"]
+    assert chosen["u:v"]["dann"]["options"] == a and chosen["u:v"]["dann"]["source_only"] is None  # a tie: a first
+
+
+def test_the_benchmark_runs_each_pairs_validation_choice_and_defaults_elsewhere():
+    import inspect
+
+    from transferkit.bench.uda import SKADA_PAIRS, TUNED, pair_config
+    from transferkit.bench.uda_tune import GRID
+    from transferkit.methods import get_method
+    assert set(TUNED) == set(SKADA_PAIRS)
+    for pair, methods in TUNED.items():
+        assert set(methods) == set(GRID)
+        for method, options in methods.items():
+            assert options in GRID[method], (pair, method)  # chosen from the grid, nothing else
+            inspect.signature(get_method(method).__init__).bind_partial(None, **options)
+    b = Budget()
+    cfg = pair_config("syndigits", "mnist", 0, b, ["source_only", "dann", "mmd", "multilayer_adv"], 5)
+    assert cfg.options == TUNED["syndigits", "mnist"]
+    assert pair_config("syndigits", "mnist", 0, b, ["target_only"], 5).options == {}
+    assert pair_config("mnist", "mnistm", 0, b, ["source_only", "dann"], 5).options == {}
+    assert "chosen on target validation" in table3("mnist", "digits", [], b, 1, 5)

@@ -3,8 +3,11 @@
 Protocol: pre-train LeNet (seed 000 Table 7) on the labelled source, then adapt with
 labelled source and *unlabelled* target training data (``k: null``; the adaptation methods
 read only the ``source`` and ``unlabeled`` streams), for a fixed budget with no model
-selection (``select_on: none``: no target label is looked at before the test), and
-evaluate on the target test split. Each seed pre-trains its own source network.
+selection (``select_on: none``), and evaluate on the target test split. Each seed
+pre-trains its own source network. On the two SKADA pairs ``dann`` and ``multilayer_adv``
+run the settings that ``bench uda_tune`` chose for that pair on the target *validation*
+split (:data:`TUNED`; the test split is never looked at to choose them); elsewhere, and
+for every other method, the methods' defaults.
 ``target_only`` (all target training labels, trained from scratch with the pre-training
 budget) is the ceiling.
 
@@ -49,6 +52,19 @@ LABELS = {"source_only": "Source only", "dann": "Gradient reversal (dann)", "add
           "mcc": "Min. class confusion (mcc)", "dsn": "DSN (dsn)",
           "multilayer_adv": "Ours: multi-layer (multilayer_adv)", "target_only": "Target only (ceiling)"}
 TSNE_METHODS = ("dann", "multilayer_adv")
+#: Per-pair settings of the two tuned methods: the grid setting with the best mean target
+#: validation accuracy over seeds 0-2 on that pair (``transferkit bench uda_tune``, its
+#: ``selected.json``; run of 2026-11-30 with ``--portable-kernels``, docs/adaptation.md).
+TUNED: dict[tuple[str, str], dict[str, dict]] = {
+    ("syndigits", "mnist"): {
+        "dann": {"depth": 2, "hidden": 500, "layers": "conv2", "lr_schedule": "dann", "weight": 1.0},
+        "multilayer_adv": {"combine": "sum", "hidden": 500, "lr_schedule": "dann", "same_label_space": True,
+                           "weight": 0.1}},  # = its defaults
+    ("mnist", "digits"): {
+        "dann": {"depth": 2, "hidden": 500, "lr_schedule": None, "weight": 0.1},
+        "multilayer_adv": {"combine": "sum", "hidden": 500, "lr_schedule": "dann", "same_label_space": True,
+                           "weight": 0.3}},
+}
 
 
 @dataclass
@@ -77,9 +93,12 @@ def budget(quick: bool) -> Budget:
 
 
 def pair_config(source: str, target: str, seed: int, b: Budget, methods, steps: int) -> ExperimentConfig:
+    """One seed of one pair; the methods in :data:`TUNED` get that pair's settings."""
+    tuned = TUNED.get((source, target), {})
     return ExperimentConfig(
         name=f"uda-{source}-{target}", source=source, target=target, k=None, repeats=1, seed=seed,
         backbone="lenet", methods=list(methods), select_on="none",
+        options={m: dict(tuned[m]) for m in methods if tuned.get(m)},
         pretrain=TrainConfig(steps=b.pretrain_steps, batch_size=b.batch_size, lr=b.lr, eval_every=100),
         train=TrainConfig(steps=steps, batch_size=b.batch_size, lr=b.lr, eval_every=steps, patience=None))
 
@@ -139,6 +158,10 @@ def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, l
     return out
 
 
+def describe(options: dict) -> str:
+    return ", ".join(f"{k}={'none' if v is None else v}" for k, v in sorted(options.items()))
+
+
 def _cell(rows: list[dict], key: str = "accuracy") -> str:
     """Accuracy as mean ± standard error; wall seconds as a mean (training alone where the
     row has ``fit_wall_s``)."""
@@ -153,7 +176,9 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
     lines = [f"### {source} → {target}\n",
              f"LeNet, seeds {seeds}, adaptation {steps} steps = {epochs} epochs of batch {b.batch_size}+"
              f"{b.batch_size}, pre-training {b.pretrain_steps} steps; wall s = training time of the "
-             f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its training).\n",
+             f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its training)."
+             + "".join(f" `{m}`: {describe(o)} (chosen on target validation)." for m, o in
+                       TUNED.get((source, target), {}).items() if o) + "\n",
              "| method | accuracy | n | wall s |", "|---|---|---|---|"]
     for method in ["source_only", *ADAPTATION, "target_only"]:
         rs = [r for r in rows if r["method"] == method]

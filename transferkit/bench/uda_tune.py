@@ -1,5 +1,6 @@
-"""The target-validation grid behind the ``dann`` and ``multilayer_adv`` defaults
-(``transferkit bench uda_tune``; docs/adaptation.md, "How the defaults were chosen").
+"""The target-validation grid behind the ``dann`` and ``multilayer_adv`` defaults and the
+per-pair settings of ``bench uda`` (``transferkit bench uda_tune``; docs/adaptation.md, "How
+the dann and multilayer_adv settings were chosen").
 
 Same pairs (the two SKADA pairs), budget and source networks as ``bench uda`` (the
 pre-trained networks are shared through the cache), seeds 0-2. Each setting adapts the
@@ -76,7 +77,7 @@ def tune_budget(quick: bool) -> Budget:
     return b
 
 
-@benchmark("uda_tune", "target-validation grid that chose the dann and multilayer_adv defaults", plan=tune_budget)
+@benchmark("uda_tune", "target-validation grid that chose the dann and multilayer_adv settings", plan=tune_budget)
 def uda_tune_suite(b: Budget, bench_dir, log):
     rows, jobs = [], []
     for source, target in b.pairs:

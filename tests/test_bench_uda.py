@@ -94,8 +94,9 @@ def test_per_pair_choice_takes_each_pairs_best_validation_setting_and_the_first_
     from transferkit.bench.uda_tune import DANN_GRID, describe, per_pair_choice
     a, b, c = DANN_GRID[:3]
     rows = [{"source": s, "target": t, "method": "dann", "setting": describe(o), "accuracy": acc}
-            for s, t, o, accs in (("x", "y", a, (0.5, 0.7)), ("x", "y", b, (0.7, 0.6)), ("x", "y", c, (0.6, 0.6)),
-                                  ("u", "v", a, (0.4, 0.4)), ("u", "v", b, (0.3, 0.5 + 1e-8)), ("u", "v", c, (0.1, 0.1)))
+            for s, t, o, accs in (("x", "y", a, (0.5, 0.7)), ("x", "y", b, (0.7, 0.6)),
+                                  ("x", "y", c, (0.6, 0.6)), ("u", "v", a, (0.4, 0.4)),
+                                  ("u", "v", b, (0.3, 0.5 + 1e-8)), ("u", "v", c, (0.1, 0.1)))
             for acc in accs]
     rows += [{"source": "x", "target": "y", "method": "source_only", "setting": "-", "accuracy": 0.55}]
     chosen = per_pair_choice(rows, (("x", "y"), ("u", "v")))

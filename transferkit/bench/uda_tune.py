@@ -148,9 +148,11 @@ def per_pair_choice(rows: list[dict], pairs) -> dict:
 
 def choice_table(chosen: dict) -> str:
     lines = ["Per pair: the setting with the best mean target **validation** accuracy on that pair "
-             "(what `bench uda` runs).\n", "| pair | method | options | val | source_only val |", "|---|---|---|---|---|"]
+             "(what `bench uda` runs).\n",
+             "| pair | method | options | val | source_only val |", "|---|---|---|---|---|"]
     for pair, methods in chosen.items():
         for method, c in methods.items():
             base = "-" if c["source_only"] is None else f"{c['source_only']:.3f}"
-            lines.append(f"| {pair.replace(':', ' → ')} | {method} | {c['setting']} | {c['val_accuracy']:.3f} | {base} |")
+            lines.append(f"| {pair.replace(':', ' → ')} | {method} | {c['setting']} | "
+                         f"{c['val_accuracy']:.3f} | {base} |")
     return "\n".join(lines) + "\n"

@@ -59,7 +59,7 @@ TUNED: dict[tuple[str, str], dict[str, dict]] = {
     ("syndigits", "mnist"): {
         "dann": {"depth": 2, "hidden": 500, "layers": "conv2", "lr_schedule": "dann", "weight": 1.0},
         "multilayer_adv": {"combine": "sum", "hidden": 500, "lr_schedule": "dann", "same_label_space": True,
-                           "weight": 0.1}},  # = its defaults
+                           "weight": 0.1}},  # what its defaults give on this pair
     ("mnist", "digits"): {
         "dann": {"depth": 2, "hidden": 500, "lr_schedule": None, "weight": 0.1},
         "multilayer_adv": {"combine": "sum", "hidden": 500, "lr_schedule": "dann", "same_label_space": True,

@@ -98,7 +98,7 @@ def pair_config(source: str, target: str, seed: int, b: Budget, methods, steps: 
     return ExperimentConfig(
         name=f"uda-{source}-{target}", source=source, target=target, k=None, repeats=1, seed=seed,
         backbone="lenet", methods=list(methods), select_on="none",
-        options={m: dict(tuned[m]) for m in methods if tuned.get(m)},
+        options={m: dict(tuned[m]) for m in methods if m in tuned},
         pretrain=TrainConfig(steps=b.pretrain_steps, batch_size=b.batch_size, lr=b.lr, eval_every=100),
         train=TrainConfig(steps=steps, batch_size=b.batch_size, lr=b.lr, eval_every=steps, patience=None))
 
@@ -178,7 +178,7 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
              f"{b.batch_size}, pre-training {b.pretrain_steps} steps; wall s = training time of the "
              f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its training)."
              + "".join(f" `{m}`: {describe(o)} (chosen on target validation)." for m, o in
-                       TUNED.get((source, target), {}).items() if o) + "\n",
+                       TUNED.get((source, target), {}).items()) + "\n",
              "| method | accuracy | n | wall s |", "|---|---|---|---|"]
     for method in ["source_only", *ADAPTATION, "target_only"]:
         rs = [r for r in rows if r["method"] == method]

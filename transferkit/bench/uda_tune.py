@@ -105,17 +105,25 @@ def uda_tune_suite(b: Budget, bench_dir, log):
     return rows
 
 
+def _accuracies(rows: list[dict]) -> dict:
+    """``{(source, target, method, setting): [accuracy of each seed]}``."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r["source"], r["target"], r["method"], r["setting"]), []).append(r["accuracy"])
+    return out
+
+
 def grid_table(rows: list[dict], b) -> str:
     """Settings ranked by mean target-validation accuracy (per pair, then over pairs)."""
     pairs = [f"{s} → {t}" for s, t in b.pairs]
     keys = sorted({(r["method"], r["setting"]) for r in rows})
+    accs = _accuracies(rows)
     lines = [f"Target **validation** accuracy, seeds {list(b.seeds)}, {b.pretrain_steps} pre-training steps, "
              f"≈{b.adapt_steps} adaptation steps (whole SKADA epochs), batch {b.batch_size}+{b.batch_size}.\n",
              "| method | options | " + " | ".join(pairs) + " | mean |", "|---|---|" + "---|" * (len(pairs) + 1)]
     ranked = []
     for method, setting in keys:
-        per_pair = [mean_se(r["accuracy"] for r in rows if (r["method"], r["setting"]) == (method, setting)
-                            and f"{r['source']} → {r['target']}" == p)[0] for p in pairs]
+        per_pair = [mean_se(accs.get((s, t, method, setting), []))[0] for s, t in b.pairs]
         ranked.append((method != "source_only", method, -sum(per_pair) / len(per_pair), setting, per_pair))
     for _, method, neg_mean, setting, per_pair in sorted(ranked):
         cells = " | ".join(f"{a:.3f}" for a in per_pair)
@@ -128,17 +136,17 @@ def per_pair_choice(rows: list[dict], pairs) -> dict:
     pair, the setting of each tuned method with the best mean validation accuracy over the
     seeds on that pair (ties, to 6 decimals: the setting listed first in :data:`GRID`, the default
     first)."""
-    out = {}
+    out, accs = {}, _accuracies(rows)
     for source, target in pairs:
-        mine = [r for r in rows if (r["source"], r["target"]) == (source, target)]
-        base = [r["accuracy"] for r in mine if r["method"] == "source_only"]
+        base = accs.get((source, target, "source_only", "-"))
         out[f"{source}:{target}"] = pick = {}
         for method, grid in GRID.items():
             scored = []
             for i, options in enumerate(grid):
-                accs = [r["accuracy"] for r in mine if r["method"] == method and r["setting"] == describe(options)]
-                if accs:  # rounded: equal counts of correct images average to means 1e-8 apart
-                    scored.append((-round(mean_se(accs)[0], 6), i, options, mean_se(accs)[0]))
+                if (source, target, method, describe(options)) in accs:
+                    mean = mean_se(accs[source, target, method, describe(options)])[0]
+                    # rounded: equal counts of correct images average to means 1e-8 apart
+                    scored.append((-round(mean, 6), i, options, mean))
             if scored:
                 _, _, options, acc = min(scored, key=lambda t: t[:2])
                 pick[method] = {"options": options, "setting": describe(options), "val_accuracy": acc,

@@ -106,12 +106,15 @@ def test_mmd_known_values_with_given_and_pooled_bandwidth():
     assert float(mmd2(s, t, scales=(1.0, 2.0))) == pytest.approx(2 * (2 - math.exp(-2) - math.exp(-1)))
 
 
-def test_difference_loss_centres_normalises_and_divides_by_the_batch_squared():
+def test_difference_loss_centres_normalises_and_averages_the_correlation_entries():
     shared = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
-    private = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
-    # centred and normalised rows are (±1, 0): H_cᵀ H_p = [[4, 0], [0, 0]], 16 / 4² = 1
-    assert float(difference_loss(shared + 5, 3 * shared - 3)) == pytest.approx(1.0)
-    assert float(difference_loss(shared, private)) == pytest.approx(0.0)  # orthogonal over the batch
+    aligned = torch.cat([shared, torch.zeros(4, 1)], 1)  # private codes along the shared ones (d_p = 3)
+    orthogonal = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    # centred and normalised rows are (±1, 0) and (±1, 0, 0): H_cᵀ H_p (2 x 3) has one entry 4, 16 / 6
+    assert float(difference_loss(shared + 5, 3 * aligned - 3)) == pytest.approx(16 / 6)
+    assert float(difference_loss(shared, orthogonal)) == pytest.approx(0.0)  # orthogonal over the batch
+    # the entries are sums over the batch, as in the authors' code: the same codes twice over give 4x
+    assert float(difference_loss(torch.cat([shared] * 2), torch.cat([aligned] * 2))) == pytest.approx(64 / 6)
 
 
 def test_scale_invariant_mse_is_the_per_sample_variance_of_the_error():

@@ -216,6 +216,15 @@ class ConvMultiLayerDiscriminator(nn.Module):
 DISCRIMINATOR_KINDS = ("auto", "fc", "conv")
 
 
+def check_layer_order(net, layers: Sequence[str]) -> None:
+    """Eq. 2 chains ``d_(l-1)`` into layer ``l``: ``layers`` must follow the network's order
+    (units, then ``embedding``, then ``head``) without repeats."""
+    order = [n for n in net.unit_names if n != "head"] + ["embedding", "head"]
+    check([order.index(n) for n in layers] == sorted(order.index(n) for n in set(layers)),
+          f"layers must follow the network's order without repeats (eq. 2 chains d_(l-1) into layer l), "
+          f"got {list(layers)}; the order is {order}")
+
+
 def multilayer_discriminator(net, layers: Sequence[str], kind: str = "auto", hidden: int | None = None, **kw):
     """Seed 000 eq. 2's discriminator for ``net``'s ``layers``, sized from the unit output shapes.
 
@@ -224,6 +233,7 @@ def multilayer_discriminator(net, layers: Sequence[str], kind: str = "auto", hid
     ≈ 103 M at 28 px, 1.3 G at 224 px) and a convolutional one can be built. ``hidden``:
     ``None`` gives 500 (fc) or the last feature map's channels (conv)."""
     check(kind in DISCRIMINATOR_KINDS, f"discriminator must be one of {', '.join(DISCRIMINATOR_KINDS)}, got {kind!r}")
+    check_layer_order(net, layers)
     if kind == "fc":
         return MultiLayerDiscriminator.for_network(net, layers, hidden=hidden or 500, **kw)
     shapes = net.unit_output_shapes()

@@ -122,12 +122,14 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> t
 
 
 def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor:
-    """DSN's soft orthogonality ``||H_cᵀ H_p||_F²`` between shared and private codes (rows
-    centred and L2-normalised, as in the authors' implementation), divided by the batch
-    size squared so that it does not grow with the batch."""
+    """DSN's soft orthogonality ``||H_cᵀ H_p||_F²`` between shared (``B × d_c``) and private
+    (``B × d_p``) codes, normalised as the authors' implementation does it (the scale their
+    loss weight β was set on): each code centred over the batch, each row L2-normalised,
+    and the squared entries of the ``d_c × d_p`` matrix ``H_cᵀ H_p`` averaged (``/ (d_c d_p)``;
+    the entries are sums over the batch, so the value grows with the batch size)."""
     hc = F.normalize(shared - shared.mean(0, keepdim=True), dim=1)
     hp = F.normalize(private - private.mean(0, keepdim=True), dim=1)
-    return (hc.T @ hp).pow(2).sum() / (len(shared) ** 2)
+    return (hc.T @ hp).pow(2).mean()
 
 
 def scale_invariant_mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

@@ -111,10 +111,10 @@ class DomainConfusion(AdaptationMethod):
     encoder minimises the cross entropy between the discriminator's output and the uniform
     distribution over the two domains,
 
-        L_conf = -Σ_{x ∈ s ∪ t} ½ (log d(x) + log(1 - d(x))),
+        L_conf = -mean_{x ∈ s ∪ t} ½ (log d(x) + log(1 - d(x)))
 
-    weighted by ``weight``, plus the source cross entropy. (The paper's soft-label transfer
-    term is not included.)"""
+    (the mean over the joined batch), weighted by ``weight``, plus the source cross entropy.
+    (The paper's soft-label transfer term is not included.)"""
 
     name = "confusion"
     description = "domain confusion: uniform-target loss on the domain classifier (Tzeng 2015)"
@@ -260,10 +260,6 @@ class MultiLayerAdversarial(AdaptationMethod):
             self.init_options.pop("hidden", None)  # the fc default (and the option's default before 2026-11-29)
 
     def _build_discriminator(self) -> None:
-        order = [n for n in self.net.unit_names if n != "head"] + ["embedding", "head"]
-        check([order.index(n) for n in self.layers] == sorted(order.index(n) for n in set(self.layers)),
-              f"layers must follow the network's order without repeats (eq. 2 chains d_(l-1) into layer l), "
-              f"got {self.layers}; the order is {order}")
         kind, kw = self._disc_args
         self.discriminator = multilayer_discriminator(self.net, self.layers, kind, **kw)
 

@@ -44,11 +44,15 @@ class DSN(AdaptationMethod):
     * shared encoder ``E_c`` = the backbone up to its embedding (the classifier reads it);
     * private encoders ``E_p^s``, ``E_p^t`` (:func:`private_encoder`) give domain-specific codes;
     * ``L_recon``: scale-invariant MSE of the shared decoder's ``D(E_c(x) + E_p(x))`` on both domains;
-    * ``L_difference``: ``||H_cᵀ H_p||_F²`` per domain (soft orthogonality);
+    * ``L_difference``: ``||H_cᵀ H_p||_F²`` per domain (soft orthogonality), normalised as
+      in the authors' code (:func:`~transferkit.losses.difference_loss`);
     * ``L_similarity``: domain-adversarial loss on the shared codes through a gradient
       reversal layer with coefficient ``λ_p`` (as :class:`~transferkit.methods.adversarial.DANN`).
 
-    Defaults α = 0.01, β = 0.05, γ = 0.25 are the paper's MNIST → MNIST-M values."""
+    Defaults α = 0.01, β = 0.05, γ = 0.25 are the paper's MNIST → MNIST-M values (β on the
+    authors' scale of ``L_difference``; ``L_recon`` is the paper's formula, which the
+    authors' code computes in a pairwise form ``2k/(k-1)`` times larger, so α weighs it
+    about half as much here)."""
 
     name = "dsn"
     description = "domain separation networks: shared/private encoders, decoder, difference and similarity"

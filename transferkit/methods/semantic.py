@@ -31,7 +31,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..discriminators import default_layers, discriminator_loss, inverted_label_loss, multilayer_discriminator
+from ..discriminators import (
+    check_layer_order,
+    default_layers,
+    discriminator_loss,
+    inverted_label_loss,
+    multilayer_discriminator,
+)
 from ..engine import FitResult
 from ..errors import check
 from ..evaluate import predict_logits
@@ -133,6 +139,8 @@ class SemanticTransfer(Method):
         self.tau_source, self.tau_target = float(tau_source), float(tau_target)
         self.gamma, self.combine, self.discriminator_kind = gamma, combine, discriminator
         self.layers = None if layers is None else resolve_layers(net, layers, [])
+        if self.layers is not None:
+            check_layer_order(net, self.layers)  # now, not when prepare() builds the discriminator
         self.source_support = source_support
         self.weights = {"source_entropy": source_entropy, "metric_ce": metric_ce, "target_entropy": target_entropy}
         self.disc_lr_mult = disc_lr_mult

@@ -202,6 +202,13 @@ def test_early_stopping_stops_when_validation_stalls():
     assert res.stopped_early and res.steps == 3 and res.best_step == 1
 
 
+def test_validation_labels_the_head_cannot_score_are_a_clear_error():
+    d = toy_domain()  # 4 classes
+    val = toy_domain(n=16, classes=6, seed=1)
+    with pytest.raises(TransferkitError, match="validation labels go up to 5 but .* scores 4 classes"):
+        Engine(TrainConfig(steps=2, eval_every=1), seed=0).fit(make(), target=d, val=val)
+
+
 def test_missing_stream_is_a_clear_error():
     with pytest.raises(TransferkitError, match="needs a non-empty target"):
         Engine(TrainConfig(steps=2)).fit(make(), source=toy_domain())

@@ -312,6 +312,11 @@ def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_spli
     else:
         monkeypatch.setenv("MKL_CBWR", mkl)
     assert pretrain_source(cfg, data, **quiet)[1]["path"] == first["path"]
+    real = torch.__version__
+    monkeypatch.setattr(torch, "__version__", "9.9.9")  # another torch: not reused
+    info = pretrain_source(cfg, data, **quiet)[1]
+    assert not info["cached"] and info["path"] != first["path"]
+    monkeypatch.setattr(torch, "__version__", real)
     neutral = replace(cfg, pretrain=replace(cfg.pretrain, progress=False, checkpoint_every=7))  # NOT_RESULTS
     assert pretrain_source(neutral, data, **quiet)[1]["cached"]
 

@@ -277,3 +277,18 @@ def test_a_resume_under_other_kernels_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("MKL_CBWR", "AVX2")
     note_kernels(tmp_path, said.append)
     assert len(said) == 1 and "mkl_cbwr 'auto' -> 'AVX2'" in said[0]
+    note_kernels(tmp_path, said.append)  # still not what the run started with: said again, recorded once
+    record = json.loads((tmp_path / "kernels.json").read_text())
+    assert len(said) == 2 and record["mkl_cbwr"] == "auto"
+    assert [r["mkl_cbwr"] for r in record["resumed_under"]] == ["AVX2"]
+
+
+def test_results_record_the_worker_processes_the_jobs_ran_in(tmp_path, monkeypatch):
+    from transferkit.results import write_results
+    from transferkit.runtime import threads_per_worker
+    monkeypatch.delenv("TRANSFERKIT_WORKERS", raising=False)  # a YAML `workers: 3`, not the CLI flag
+    rows = [{"method": "m", "source": "s", "target": "t", "setting": "-", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}]
+    env = json.loads(write_results(tmp_path, "x", {}, rows, workers=3).read_text())["environment"]
+    assert env["workers"] == 3 and env["threads_per_process"] == threads_per_worker(3)
+    env = json.loads(write_results(tmp_path, "x", {}, rows).read_text())["environment"]
+    assert env["workers"] == 1  # the CLI's --workers when not given

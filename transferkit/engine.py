@@ -402,6 +402,10 @@ class Engine:
         rows = getattr(method, "eval_rows", None)
         if rows is not None:  # a source head scored on target classes (experiment.fit_for_target)
             logits = logits[:, torch.tensor(rows, device=logits.device)]
+        top = int(y.max()) if len(y) else -1
+        check(top < logits.shape[1], f"validation labels go up to {top} but {method.name!r} scores "
+                                     f"{logits.shape[1]} classes: the validation domain has other classes than the "
+                                     f"network's head (no image of class {top} could ever be counted correct)")
         correct = (logits.argmax(1) == y).sum().float()
         counts = all_reduce_mean(torch.stack([correct, torch.tensor(float(len(y)), device=correct.device)]))
         return float(counts[0] / counts[1])

@@ -139,11 +139,16 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         _load_net(net, Path(cfg.pretrained))
         return net, {"cached": True, "wall_s": 0.0, "path": str(cfg.pretrained)}
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
-    # the network depends on the torch thread count and kernels on CPU and on the number of
-    # data-parallel processes (the order of floating-point sums): one trained otherwise is not
-    # reused by a run that could not reproduce it
-    run = {"threads": torch.get_num_threads(), "kernels": cpu_kernels()} \
-        if resolve_device(train.device).type == "cpu" else {}
+    # the network depends on the torch version, on the thread count and kernels on CPU (the GPU
+    # model and CUDA version otherwise) and on the number of data-parallel processes (the order
+    # of floating-point sums): one trained otherwise is not reused by a run that could not reproduce it
+    device = resolve_device(train.device)
+    run = {"torch": torch.__version__}
+    if device.type == "cpu":
+        run |= {"threads": torch.get_num_threads(), "kernels": cpu_kernels()}
+    else:
+        run |= {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+                "cuda": torch.version.cuda}
     if world_size() > 1:
         run["world"] = world_size()
     key = hashlib.sha256(json.dumps({
@@ -676,7 +681,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             rows.append(_log_row(log, run_job(cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)))
     rows.sort(key=lambda row: order[(row["method"], row["seed"])])  # job order, resumed or not
     if main:
-        write_results(run_dir, cfg.name, cfg.to_dict(), rows)
+        write_results(run_dir, cfg.name, cfg.to_dict(), rows, workers=cfg.workers)
     return rows
 
 

@@ -103,11 +103,13 @@ def markdown_table(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(run_dir: Path, name: str, config: dict, rows: list[dict]) -> Path:
-    """Write ``results.json`` and ``results.md`` atomically; return the JSON path."""
+def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], workers: int | None = None) -> Path:
+    """Write ``results.json`` and ``results.md`` atomically; return the JSON path. ``workers``:
+    the worker processes the jobs ran in (default: the CLI's ``--workers``)."""
     run_dir = Path(run_dir)
     summary = summarize(rows)
+    env = kernel_environment(default_workers() if workers is None else workers)
     path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows, "summary": summary,
-                                                 "environment": kernel_environment(default_workers())})
+                                                 "environment": env})
     write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary))
     return path

@@ -111,17 +111,24 @@ def cpu_model() -> str:
 
 
 def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print) -> None:
-    """Keep the torch version, CPU and kernels of a run or benchmark directory in its
-    ``kernels.json`` and say so when a resume runs under others: its new rows are valid but
-    would not be bit-identical to rows computed where the first jobs ran."""
+    """Keep the torch version, CPU and kernels a run or benchmark directory was started with
+    in its ``kernels.json`` and say so when a resume runs under others: its new rows are valid
+    but would not be bit-identical to rows computed where the first jobs ran. The start record
+    is never overwritten; each other environment a resume ran under is added to ``resumed_under``."""
     path = Path(run_dir) / "kernels.json"
     now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels()}
     before = read_json(path, "kernel record") if path.exists() else None
-    if isinstance(before, dict) and before != now:
-        changed = ", ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in now if before.get(k) != now[k])
+    if not isinstance(before, dict):
+        write_json(path, now)
+        return
+    started = {k: v for k, v in before.items() if k != "resumed_under"}
+    if started != now:
+        changed = ", ".join(f"{k} {started.get(k)!r} -> {now[k]!r}" for k in now if started.get(k) != now[k])
         log(f"note: {run_dir} was started with other torch kernels or another CPU ({changed}); jobs run now "
             f"may differ in the last digits from the same jobs run there (docs/scale.md)")
-    write_json(path, now)
+        later = before.get("resumed_under", [])
+        if now not in later:
+            write_json(path, {**started, "resumed_under": later + [now]})
 
 
 def kernel_environment(workers: int = 1) -> dict:

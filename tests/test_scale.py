@@ -292,3 +292,13 @@ def test_results_record_the_worker_processes_the_jobs_ran_in(tmp_path, monkeypat
     assert env["workers"] == 3 and env["threads_per_process"] == threads_per_worker(3)
     env = json.loads(write_results(tmp_path, "x", {}, rows).read_text())["environment"]
     assert env["workers"] == 1  # the CLI's --workers when not given
+
+
+def test_the_last_job_of_a_resumed_run_gets_a_workers_thread_count(tmp_path, monkeypatch):
+    from transferkit.runtime import run_jobs, threads_per_worker, worker_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # unpinned: workers split the cores
+    before = torch.get_num_threads()
+    (done,) = run_jobs([(tmp_path / "job.json", lambda: {"threads": torch.get_num_threads()})], workers=2)
+    assert done["threads"] == threads_per_worker(2) and torch.get_num_threads() == before
+    with worker_threads(1):
+        assert torch.get_num_threads() == before  # one worker: the process's own count

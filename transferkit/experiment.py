@@ -54,6 +54,7 @@ from .runtime import (
     peak_memory,
     preload_lazy_imports,
     resolve_device,
+    worker_threads,
     world_size,
 )
 from .splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
@@ -676,9 +677,10 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             todo.append((cls, seed))
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
         rows += _run_in_workers(cfg, run_dir, todo, pre_info.get("path"), log)
-    else:
-        for cls, seed in todo:
-            rows.append(_log_row(log, run_job(cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)))
+    else:  # with a worker's thread count: the one job a resumed run has left computes what a worker did
+        with worker_threads(cfg.workers if world_size() == 1 else 1):
+            for cls, seed in todo:
+                rows.append(_log_row(log, run_job(cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)))
     rows.sort(key=lambda row: order[(row["method"], row["seed"])])  # job order, resumed or not
     if main:
         write_results(run_dir, cfg.name, cfg.to_dict(), rows, workers=cfg.workers)

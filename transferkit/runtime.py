@@ -208,6 +208,20 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+@contextmanager
+def worker_threads(workers: int):
+    """Run the block with the torch thread count a worker of ``workers`` processes gets
+    (:func:`threads_per_worker`), so that a job run in this process (the only job left of a
+    resumed run) computes what it would have computed in a worker. No change for one worker."""
+    before = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(threads_per_worker(workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def default_workers() -> int:
     """``--workers`` of the CLI (``TRANSFERKIT_WORKERS``), 1 when unset."""
     return max(1, int(os.environ.get("TRANSFERKIT_WORKERS", "1")))
@@ -284,7 +298,8 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
         write_json(jobs[todo[j]][0], result)
         if log is not None:
             log(result)
-    map_jobs(_call, [(jobs[i][1],) for i in todo], workers, done)
+    with worker_threads(workers):  # a last job left to this process computes what a worker would
+        map_jobs(_call, [(jobs[i][1],) for i in todo], workers, done)
     return results
 
 

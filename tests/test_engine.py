@@ -448,6 +448,34 @@ def test_a_directory_lock_refuses_a_second_live_process_and_takes_over_a_dead_on
     assert not (tmp_path / ".lock").exists()
 
 
+def test_a_waiting_lock_waits_for_its_holder_and_is_freed_when_the_holder_dies(tmp_path):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from transferkit.io import waiting_lock
+    hold = ("import sys, time; from transferkit.io import waiting_lock\n"
+            "with waiting_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "x.lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        killer = threading.Timer(1.0, holder.kill)  # the holder dies while we wait
+        killer.start()
+        t0 = time.perf_counter()
+        with waiting_lock(tmp_path / "x.lock"):
+            waited = time.perf_counter() - t0
+        killer.join()
+        assert waited >= 0.9
+    finally:
+        holder.kill()
+        holder.wait()
+    t0 = time.perf_counter()
+    with waiting_lock(tmp_path / "x.lock"):  # free: taken at once
+        assert time.perf_counter() - t0 < 0.5
+
+
 def test_a_file_system_without_flock_falls_back_to_the_pid_file_lock(tmp_path, monkeypatch):
     import errno
     import os

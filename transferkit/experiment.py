@@ -41,7 +41,7 @@ from .errors import TransferkitError, UnknownNameError, check
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
-from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, write_json, write_text
+from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, waiting_lock, write_json, write_text
 from .methods import get_method
 from .methods.supervised import SourceOnly
 from .results import write_results
@@ -159,23 +159,26 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         "train": asdict(_result_neutral_defaults(train)), "seed": cfg.seed, **run},
         sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
-    if path.exists():
-        try:
-            _load_net(net, path)
-            meta = json.loads(path.with_suffix(".json").read_text())
-            return net, {**meta, "cached": True, "path": str(path)}
-        except (TransferkitError, OSError, ValueError):
-            log(f"pre-trained cache {path} unreadable; training again")
-    log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
-    method = SourceOnly(net)
-    ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
-    fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
-    meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
-    if is_main_process():
-        atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
-        write_json(path.with_suffix(".json"), meta)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    barrier()
+    # one process trains a given network at a time; another run that needs it waits, then reads it
+    # (not under torchrun, whose ranks train it together)
+    with waiting_lock(path.with_suffix(".lock")) if world_size() == 1 else contextlib.nullcontext():
+        if path.exists():
+            try:
+                _load_net(net, path)
+                meta = json.loads(path.with_suffix(".json").read_text())
+                return net, {**meta, "cached": True, "path": str(path)}
+            except (TransferkitError, OSError, ValueError):
+                log(f"pre-trained cache {path} unreadable; training again")
+        log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
+        method = SourceOnly(net)
+        ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
+        fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
+        meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
+        if is_main_process():
+            atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
+            write_json(path.with_suffix(".json"), meta)
+            shutil.rmtree(ckpt, ignore_errors=True)
+        barrier()
     return net, {**meta, "cached": False, "path": str(path)}
 
 

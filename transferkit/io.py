@@ -99,6 +99,22 @@ def read_job(path: str | os.PathLike, keys=()) -> dict:
 
 
 @contextlib.contextmanager
+def waiting_lock(path: str | os.PathLike):
+    """Hold the operating-system lock (``flock``) of the file ``path``, waiting while another
+    process holds it (released when its holder ends or dies). Without ``fcntl`` it does not lock."""
+    if fcntl is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiter)
+
+
+@contextlib.contextmanager
 def directory_lock(directory: str | os.PathLike):
     """Hold ``directory/.lock`` (holding this process's id) while a run or benchmark works
     there. A second process gets an error naming the holder instead of running every job

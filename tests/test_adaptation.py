@@ -209,6 +209,16 @@ def test_target_validation_is_never_used_for_selection():
             unlabeled=_domain(16, 0.3, 2).with_name(office + "webcam/train"),
             val=_domain(8, 0.3, 3).with_name(office + "webcam/val"))
     assert seen["val"] is None
+    from dataclasses import replace  # user folders named like split parts: the loaded spec tells them apart
+
+    def loaded(d, spec, part):
+        return replace(d, name=f"{spec}/{part}", provenance={"spec": spec})
+    with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
+        get_method("dann")(_net()).fit_transfer(
+            make_engine, source=loaded(_domain(16, 0.0, 1), "folder:/d/train", "train"),
+            unlabeled=loaded(_domain(16, 0.3, 2), "folder:/d/test", "train"),
+            val=loaded(_domain(8, 0.3, 3), "folder:/d/test", "val"))
+    assert seen["val"] is None
 
 
 def test_run_gives_unsupervised_methods_no_target_validation_split(tmp_path):

@@ -266,3 +266,15 @@ def test_option_names_are_checked_by_pattern_for_new_methods():
         with pytest.raises(TransferkitError, match=f"m: option {name} {message}"):
             _check_option_values("m", {name: value})
     _check_option_values("m", {"head_lr_mult": 0.5, "tau_new": 2.0, "extra_weight": 0.0})
+
+
+def test_a_method_that_keeps_the_head_fixed_refuses_target_classes_the_source_head_lacks():
+    from transferkit.experiment import build_method
+    source, new = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
+    for name in ("ft_unit:conv1", "image_unit"):
+        net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+        with pytest.raises(TransferkitError, match=f"{name.split(':')[0]}.*keeps the head fixed.*'5', '6'"):
+            build_method(get_method(name), net, {}, source, new)
+        build_method(get_method(name), build_backbone("lenet", num_classes=5, in_channels=1, image_size=28), {},
+                     source, source[::-1])  # the same classes in another order: every row is a trained one
+    build_method(get_method("ft_unit:head"), build_backbone("lenet", 5, 1, 28), {}, source, new)  # trains the head

@@ -1,5 +1,6 @@
 """Splits, k-shot sampling, per-class subsampling and class lists (transferkit.splits)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,11 +227,13 @@ def test_subsampling_a_grouped_domain_keeps_whole_groups_and_seeds_are_whole_num
 def test_domain_subset_select_classes_and_to_format_name_bad_arguments():
     d = Domain("d", torch.rand(10, 1, 4, 4), torch.arange(10) % 2, ["a", "b"])
     for index, message in ((torch.tensor([True, False]), r"one entry per sample \(10\), got shape \(2,\)"),
-                           ([100], r"indices must lie in \[0, 9\], found 100..100"),
+                           ([100], r"indices must lie in \[0, 9\] \(or count back from -1\), found 100..100"),
+                           ([-11], r"found -11..-11"),
                            ([[0, 1]], "1-D index")):
         with pytest.raises(TransferkitError, match=message):
             d.subset(index)
     assert len(d.subset([-1, 0])) == 2
+    assert torch.equal(d.subset(np.array([0, 1, 2], np.uint8)).labels, d.labels[:3])  # integers, not a mask
     for classes, message in (([1.5], "whole-number id, got 1.5"), ([True], "whole-number id, got True"),
                              ("ab", "takes a list of class names or ids, got the string 'ab'")):
         with pytest.raises(TransferkitError, match=message):

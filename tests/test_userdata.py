@@ -54,6 +54,12 @@ def test_image_folder_wide_integer_and_float_grey_follow_one_scale_for_every_fil
     (tmp_path / "f" / "a").mkdir(parents=True)
     Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "f" / "a" / "0.tif")
     assert float(load_image_folder(tmp_path / "f").images[0, 0, 0, 0]) == pytest.approx(0.5, abs=1 / 255)
+    for name, values in (("g", np.linspace(0, 255, 16)), ("n", np.array([0.5] * 15 + [np.nan]))):
+        (tmp_path / name / "a").mkdir(parents=True)  # float TIFFs of 0-255, or with NaN: refused, not binarised
+        Image.fromarray(values.reshape(4, 4).astype(np.float32)).save(tmp_path / name / "a" / "0.tif")
+        with pytest.raises(TransferkitError, match=r"0\.tif.*32-bit float image is read as values in \[0, 1\]; "
+                                                   r"this one holds (0\.\.255|NaN)"):
+            load_image_folder(tmp_path / name)
 
 
 def test_image_folder_rgb_and_bmp_and_jpeg(tmp_path):

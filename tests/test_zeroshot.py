@@ -203,6 +203,27 @@ def test_clip_in_a_run_scores_the_target_classes_by_name(tmp_path):
     assert load_model(run_dir, "clip").class_names == ["7", "8", "9"]  # it scored 10 digit classes before
 
 
+def test_zero_shot_methods_never_select_on_labelled_images_of_unseen_classes():
+    from transferkit.clip import ClipMethod
+    from transferkit.experiment import fit_for_target
+    from transferkit.text import HashingEncoder
+    g = torch.Generator().manual_seed(0)
+
+    def domain(names, n=14):
+        return Domain("d", torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % len(names), names)
+    seen, unseen = [str(i) for i in range(7)], ["7", "8", "9"]
+    make_engine = lambda tag, config=None: Engine(TrainConfig(steps=2, eval_every=1, progress=False))  # noqa: E731
+    for method in (ClipMethod(tiny_net(10), captions=[f"digit {c}" for c in seen], class_names=unseen,
+                              text_encoder=HashingEncoder(16)), AttributeZeroShot(tiny_net(10), "strokes")):
+        with pytest.warns(UserWarning, match="holds classes the source lacks"):
+            fit = fit_for_target(method, make_engine, seen, unseen, source=domain(seen), target=domain(unseen),
+                                 val=domain(unseen))
+        assert fit.best_val_accuracy is None  # no evaluation: the whole budget, nothing selected
+    fit = fit_for_target(AttributeZeroShot(tiny_net(10), "strokes"), make_engine, seen, unseen,
+                         source=domain(seen), target=domain(unseen), val=domain(seen))  # seen classes: used
+    assert fit.best_val_accuracy is not None
+
+
 def test_built_in_digit_attributes_refuse_classes_that_are_not_the_digits():
     from transferkit.engine import Engine, TrainConfig
     g = torch.Generator().manual_seed(0)

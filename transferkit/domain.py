@@ -157,7 +157,7 @@ class Domain:
 
     # ---- derived domains ---------------------------------------------------------
     def subset(self, index, name: str | None = None) -> "Domain":
-        """The samples at ``index`` (bool mask or integer indices)."""
+        """The samples at ``index`` (bool mask or integer indices; negative ones count from the end)."""
         index = torch.as_tensor(index)
         if index.numel() == 0:
             index = index.long()
@@ -167,9 +167,10 @@ class Domain:
             check(tuple(index.shape) == (len(self),), f"domain {self.name!r}: a bool mask must have one entry per "
                                                       f"sample ({len(self)}), got shape {tuple(index.shape)}")
             index = torch.nonzero(index).flatten()
+        index = index.long()  # uint8 would index as a (deprecated) mask
         check(index.dim() == 1, f"domain {self.name!r}: subset takes a 1-D index, got shape {tuple(index.shape)}")
         check(len(index) == 0 or (int(index.min()) >= -len(self) and int(index.max()) < len(self)),
-              f"domain {self.name!r}: indices must lie in [0, {len(self) - 1}], found "
+              f"domain {self.name!r}: indices must lie in [0, {len(self) - 1}] (or count back from -1), found "
               f"{int(index.min()) if len(index) else ''}..{int(index.max()) if len(index) else ''}")
         return replace(
             self,

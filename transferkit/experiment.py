@@ -418,7 +418,13 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
     method = cls(net, **options) if cls.built_before_retarget else None
     if "target" in cls.streams and target_classes is not None:
         retarget_head(net, head_classes, target_classes)
-    return cls(net, **options) if method is None else method
+    method = cls(net, **options) if method is None else method
+    new = [c for c in target_classes or [] if head_classes is not None and c not in head_classes]
+    check(not (new and "target" in cls.streams and method.keeps_head_fixed),
+          f"{method.name} trains {', '.join(method.trainable_units())} and keeps the head fixed, but the target "
+          f"classes {new[:10]} are not among the source head's: their new rows would never be trained. Use a "
+          f"method that trains the head (ft_unit:head, ft_fc1, ft_all, flex) or target classes the source has")
+    return method
 
 
 def fit_for_target(method, make_engine, head_classes: list[str] | None, target_classes: list[str] | None,
@@ -429,6 +435,7 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     while it trains, early stopping scores a target-class ``val`` on those rows already
     (``Method.eval_rows``). A zero-shot method then predicts among the classes present in
     ``target`` (its candidates; training used the source's)."""
+    domains = _without_unseen_validation(method, domains)
     if getattr(method, "row_names", None) is not None:  # zero-shot: classes matched to description rows
         return _fit_described(method, make_engine, **domains)
     rows = source_head_rows(type(method), head_classes, method.net.num_classes, target_classes)
@@ -445,18 +452,29 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     return fit
 
 
+def _without_unseen_validation(method, domains: dict) -> dict:
+    """``domains`` without ``val`` when ``method`` scores class descriptions (zero-shot:
+    attributes, class-name embeddings, clip) and ``val`` holds classes the source lacks: their
+    labels are of unseen classes, which a zero-shot method must not select on. (A source of
+    caption ids, :class:`~transferkit.clip.CaptionedDomain`, names no classes: kept.)"""
+    source, val = domains.get("source"), domains.get("val")
+    if type(method).source_head is not False or source is None or val is None or "captions" in source.provenance:
+        return domains
+    present = lambda d: {d.class_names[i] for i in d.present_classes()}  # noqa: E731
+    if present(val) <= present(source):
+        return domains
+    warnings.warn(f"{method.name}: the validation split holds classes the source lacks (unseen ones); it is "
+                  f"not used, training runs its whole budget (select_on: source_val selects on seen classes)",
+                  stacklevel=3)
+    return {**domains, "val": None}
+
+
 def _fit_described(method, make_engine, **domains):
     """:func:`fit_for_target` of a zero-shot method whose description rows are named: every
     domain is renumbered to rows by class name; it trains on the source's rows and predicts
-    among the target's, with its outputs in the target's class order. A validation split of
-    classes the source lacks is not used: its labels are of unseen classes."""
+    among the target's, with its outputs in the target's class order."""
     rows = {k: method.to_rows(d) for k, d in domains.items() if d is not None}
-    source, target, val = rows.get("source"), rows.get("target"), rows.get("val")
-    if val is not None and source is not None and not set(val.present_classes()) <= set(source.present_classes()):
-        warnings.warn(f"{method.name}: the validation split holds classes the source lacks (unseen ones); it is "
-                      f"not used, training runs its whole budget (select_on: source_val selects on seen classes)",
-                      stacklevel=2)
-        rows.pop("val")
+    target = rows.get("target")
     fit = method.fit_transfer(make_engine, **rows)
     if target is not None:
         method.set_candidates(target.present_classes())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .domain import Domain
+from .domain import RANGE_TOL, Domain
 from .errors import TransferkitError, UnknownNameError, check
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
@@ -56,6 +56,12 @@ def _read_image(path: Path, size: int | None, mode: str | None):
                 im = _on_white(im)
             if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # convert() would clip them at 255
                 a = np.asarray(im, dtype=np.float64)  # integers: 16-bit grey; floats: [0, 1] (one rule for all files)
+                if im.mode == "F":
+                    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+                    check(bool(np.isfinite(a).all()) and lo >= -RANGE_TOL and hi <= 1 + RANGE_TOL,
+                          f"a 32-bit float image is read as values in [0, 1]; this one holds "
+                          f"{'NaN or infinite values' if not np.isfinite(a).all() else f'{lo:g}..{hi:g}'} "
+                          f"(rescale it to [0, 1], or save it as 8- or 16-bit integers)")
                 top = 1.0 if im.mode == "F" else 65535.0
                 im = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
             if palette:  # a palette is an encoding: grey when every colour of the image is

@@ -81,12 +81,15 @@ class AdaptationMethod(Method):
             getattr(self, name).eval()
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        """One engine run. A validation domain cut from the unlabelled target's domain (by
-        name, :func:`~transferkit.splits.dataset_name`: ``mnist/val`` and
-        ``mnist/train/unlabeled``) and not from the source's is dropped with a warning:
-        selecting on target labels is not unsupervised adaptation. (``transferkit run`` gives
-        these methods no target validation split.)"""
-        base = lambda d: dataset_name(d.name) if d is not None else None  # noqa: E731
+        """One engine run. A validation domain cut from the unlabelled target's domain and not
+        from the source's is dropped with a warning: selecting on target labels is not
+        unsupervised adaptation. Which domain a split part was cut from: the ``spec`` it was
+        loaded from (:func:`~transferkit.data.load_domain` records it in ``provenance``; every
+        split keeps it), else its name (:func:`~transferkit.splits.dataset_name`: ``mnist/val``
+        and ``mnist/train/unlabeled``). (``transferkit run`` gives these methods no target
+        validation split.)"""
+        def base(d):
+            return None if d is None else d.provenance.get("spec") or dataset_name(d.name)
         if val is not None and base(val) == base(unlabeled) != base(source):
             warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
                           "(unsupervised adaptation); set select_on: none or source_val", stacklevel=2)

@@ -245,6 +245,8 @@ class Method(nn.Module):
     min_classes: int = 1  # classes a labelled target must hold (tap's linear classifiers: 2)
     needs_validation = False  # it selects on a labelled validation set (the flex family)
     needs_every_class = False  # it classifies by each target class's labelled mean (prototypes, centroids)
+    #: trains a fixed set of units without the head (a head row of a new target class would stay random)
+    keeps_head_fixed = False
     description = ""
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()

@@ -132,6 +132,10 @@ class FtUnit(_TargetCE):
     def trainable_units(self):
         return list(self.units)
 
+    @property
+    def keeps_head_fixed(self) -> bool:
+        return "head" not in self.units
+
 
 @register_prefix("ft_unit")
 @functools.lru_cache(maxsize=None)

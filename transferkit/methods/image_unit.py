@@ -141,6 +141,8 @@ class ImageUnit(_TargetCE):
                                 f"kind={kind!r} would train that one instead: use kind={have!r} or another network")
         self.input_unit = net.unit_names[0]
 
+    keeps_head_fixed = True
+
     def trainable_units(self):
         return [IMAGE_UNIT]
 

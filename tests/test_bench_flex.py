@@ -82,6 +82,16 @@ def test_wins_counts_flex_against_the_baselines_under_both_tie_rules():
     text = wins(_rows(), {"t": 0.5}, [30])
     assert "flex >= max(ft_fc1, ft_fc2, ft_all) (means): 1 / 1" in text
     assert "earlier candidate instead of the lower validation loss (means): 0 / 1" in text
+    # within one *paired* standard error: flex - ft_all per seed is -0.02 and +0.00 (mean -0.01, SE 0.01)
+    rows = _rows()
+    for r in rows:
+        if r["method"] == "flex":
+            r["accuracy"] = {0: 0.93, 1: 0.95}[r["seed"]]
+    assert "of max(ft_fc1, ft_fc2, ft_all): 1 / 1" in wins(rows, {"t": 0.5}, [30])
+    for r in rows:
+        if r["method"] == "ft_all":
+            r["accuracy"] = {0: 0.96, 1: 0.96}[r["seed"]]  # -0.03 and -0.01: mean -0.02, SE 0.01
+    assert "of max(ft_fc1, ft_fc2, ft_all): 0 / 1" in wins(rows, {"t": 0.5}, [30])
 
 
 def test_wall_table_reports_faster_flex_over_ft_fc_per_target():
@@ -181,9 +191,13 @@ def test_reports_keep_only_label_subsets_every_method_finished_and_flag_mixed_in
     image = [{**rows[0], "method": "flex+img"}]  # image flex finished on seed 0 only
     kept, left_out = complete_subsets(rows + image)
     assert {r["seed"] for r in kept} == {0} and left_out == 1
+    other_ratio = [{**r, "ratio": 3} for r in rows]  # image flex never ran at ratio 3: those subsets stay
+    kept, left_out = complete_subsets(rows + image + other_ratio)
+    assert sum(r["ratio"] == 3 for r in kept) == len(other_ratio) and left_out == 1
     assert "several invocations" not in wall_table(rows, [30])
     mixed = [{**r, "invocation": f"run{r['seed']}", "workers": 2} for r in rows]
     assert "ratio 30: 2 invocations (run0, 2 worker(s), run1, 2 worker(s))" in wall_table(mixed, [30])
+    assert "| 30 | t (mixed) |" in wall_table(mixed, [30]) and "(mixed) |" not in wall_table(rows, [30])
     (tmp_path / "jobs").mkdir()
     for i, r in enumerate(partial_subset):
         (tmp_path / "jobs" / f"{i}.json").write_text(json.dumps(r))
@@ -191,6 +205,17 @@ def test_reports_keep_only_label_subsets_every_method_finished_and_flag_mixed_in
     with pytest.raises(TransferkitError, match="holds no label subset that every method finished"):
         directory_reports(tmp_path, logged.append)
     assert "1 label subset(s)" in logged[0]
+
+
+def test_a_target_outside_the_built_in_lists_still_gets_its_table_rows(tmp_path):
+    import json
+
+    from transferkit.bench.flex import directory_reports
+    (tmp_path / "jobs").mkdir()
+    for i, r in enumerate(_rows()):  # target "t" is in no built-in list
+        (tmp_path / "jobs" / f"{i}.json").write_text(json.dumps({**r, "source": "mnist/half", "base_accuracy": 0.5}))
+    directory_reports(tmp_path, lambda *a: None)
+    assert "| t (50.0) |" in (tmp_path / "table_ratio30.md").read_text()
 
 
 def test_every_benchmark_method_predicts_with_its_net_so_one_test_pass_serves_accuracy_and_ap10():

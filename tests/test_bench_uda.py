@@ -37,6 +37,21 @@ def test_table3_form_reports_mean_and_standard_error():
     assert "| Source only | 0.600 ± 0.100 | 2 | 2.0 |" in text
     assert "| Gradient reversal (dann) | 0.700 ± 0.100 | 2 | 2.0 |" in text
     assert "| skada 0.6 | DANN | 0.400 ± 0.000 | 2 | 2.0 |" in text
+    # the checks: dann - source_only is +0.1 on both seeds (paired: SE 0), best 0.700 vs 0.400, walls
+    assert "| dann − source_only (paired, points) | +10.0 ± 0.0 | 2 |" in text
+    assert "| best transferkit − best SKADA (means) | dann 0.700 − DANN 0.400 = +30.0 points | |" in text
+    assert "| dann / SKADA DANN training seconds (means) | 2.0 / 2.0 s | 2 / 2 |" in text
+    assert "multilayer_adv −" not in text  # not run: not compared
+
+
+def test_paired_differences_pair_rows_by_seed():
+    from transferkit.bench.uda import paired_difference
+    rows = [{"method": "a", "seed": 0, "accuracy": 0.9}, {"method": "a", "seed": 1, "accuracy": 0.5},
+            {"method": "b", "seed": 1, "accuracy": 0.4}, {"method": "b", "seed": 0, "accuracy": 0.7},
+            {"method": "b", "seed": 2, "accuracy": 0.1}]  # seed 2 has no row of a: left out
+    mean, se, n = paired_difference(rows, "a", "b")
+    assert n == 2 and mean == pytest.approx(0.15) and se == pytest.approx(0.05)
+    assert paired_difference(rows, "a", "c") is None
 
 
 def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tmp_path, one_thread):

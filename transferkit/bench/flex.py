@@ -299,15 +299,21 @@ def wins(rows, base, ratios) -> str:
             best = max(v[0] for v in means.values())
             for m, v in means.items():
                 count[m] += v[0] >= best - TIE
-            ref = max(means[m][0] for m in ("ft_fc1", "ft_fc2", "ft_all"))
+            ref_method = max(("ft_fc1", "ft_fc2", "ft_all"), key=lambda m: means[m][0])
+            ref = means[ref_method][0]
             flex_ok += means["flex"][0] >= ref - TIE
-            within += means["flex"][0] >= ref - means["flex"][1] - TIE
+            # within one paired standard error: flex - ref per label subset (both trained on it)
+            by_seed = {m: {r["seed"]: r["accuracy"] for r in _cell(rows, t, ratio, m)} for m in ("flex", ref_method)}
+            paired = [by_seed["flex"][k] - by_seed[ref_method][k] for k in by_seed["flex"] if k in by_seed[ref_method]]
+            diff, se = mean_se(paired)
+            within += diff >= -se - TIE
             flex_rows = _cell(rows, t, ratio, "flex")
             old_ok += sum(earlier_tie_accuracy(r) for r in flex_rows) / len(flex_rows) >= ref - TIE
     lines = [f"scenarios (target x ratio): {total}", "", "| method | best (ties count for all) |", "|---|---|"]
     lines += [f"| {m} | {count[m]} |" for m in METHODS]
     lines += ["", f"flex >= max(ft_fc1, ft_fc2, ft_all) (means): {flex_ok} / {total}",
-              f"flex within one standard error of max(ft_fc1, ft_fc2, ft_all): {within} / {total}",
+              f"flex within one paired standard error (over label subsets) of max(ft_fc1, ft_fc2, ft_all): "
+              f"{within} / {total}",
               f"flex with accuracy ties to the earlier candidate instead of the lower validation loss (means): "
               f"{old_ok} / {total}"]
     return "\n".join(lines) + "\n"
@@ -364,7 +370,8 @@ def wall_table(rows, ratios) -> str:
 def per_target_wall(rows, ratios) -> str:
     """faster_flex's mean wall seconds over ft_fc1's and ft_fc2's on each target, and on how
     many targets it is below 2x."""
-    lines = ["faster_flex wall / ft_fc wall on each target (same run, mean over seeds)", "",
+    lines = ["faster_flex wall / ft_fc wall on each target (mean over seeds; same run unless marked "
+             "\"mixed\": seeds from several invocations)", "",
              "| ratio | target | / ft_fc1 | / ft_fc2 |", "|---|---|---|---|"]
     for ratio in ratios:
         below = {"ft_fc1": 0, "ft_fc2": 0}
@@ -377,7 +384,9 @@ def per_target_wall(rows, ratios) -> str:
             q = {m: wall["faster_flex"] / wall[m] for m in below}
             for m in below:
                 below[m] += q[m] < 2
-            lines.append(f"| {ratio} | {t} | {q['ft_fc1']:.2f} | {q['ft_fc2']:.2f} |")
+            runs = {r.get("invocation") for m in wall for r in _cell(rows, t, ratio, m)}
+            lines.append(f"| {ratio} | {t}{' (mixed)' if len(runs) > 1 else ''} | {q['ft_fc1']:.2f} | "
+                         f"{q['ft_fc2']:.2f} |")
         lines.append(f"| {ratio} | **targets below 2x** | {below['ft_fc1']} / {len(targets)} | "
                      f"{below['ft_fc2']} / {len(targets)} |")
     return "\n".join(lines) + "\n"
@@ -440,15 +449,16 @@ def write_reports(bench_dir: Path, rows: list, base: dict) -> None:
 
 def complete_subsets(rows: list[dict]) -> tuple[list[dict], int]:
     """The rows of the label subsets (target, ratio, seed) on which every method of
-    :data:`METHODS` finished (and ``flex+img`` on the targets that have it), and how many
+    :data:`METHODS` finished (and ``flex+img`` on the target and ratio cells that have it), and how many
     subsets were left out: the tables compare the methods on the same subsets (an
     interrupted run leaves some with a few methods only)."""
     done: dict = {}
     for r in rows:
         done.setdefault((r["target"], r["ratio"], r["seed"]), set()).add(r["method"])
-    image_targets = {r["target"] for r in rows if r["method"] == IMAGE_FLEX}  # compared with flex on its subsets
+    # flex+img is compared with flex on its subsets: required on the (target, ratio) cells it ran on
+    image_cells = {(r["target"], r["ratio"]) for r in rows if r["method"] == IMAGE_FLEX}
     full = {key for key, methods in done.items()
-            if set(METHODS) | ({IMAGE_FLEX} if key[0] in image_targets else set()) <= methods}
+            if set(METHODS) | ({IMAGE_FLEX} if key[:2] in image_cells else set()) <= methods}
     return [r for r in rows if (r["target"], r["ratio"], r["seed"]) in full], len(done) - len(full)
 
 
@@ -464,7 +474,8 @@ def directory_reports(bench_dir: str | Path, log=print) -> list[dict]:
             f"left out of the tables; resume to finish them")
     check(len(rows) > 0, f"{bench_dir} holds no label subset that every method finished: no table to write")
     source = rows[0]["source"].split("/")[0]
-    order = list(dict.fromkeys(SOURCES.get(source, TARGETS) + TARGETS + SYN_TARGETS))  # the source's order first
+    # the source's order first, then any other target the plan named
+    order = list(dict.fromkeys(SOURCES.get(source, TARGETS) + TARGETS + SYN_TARGETS + [r["target"] for r in rows]))
     base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in order
             if any(r["target"] == t for r in rows)}
     write_reports(bench_dir, rows, base)

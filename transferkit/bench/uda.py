@@ -36,7 +36,7 @@ from ..config import ExperimentConfig
 from ..engine import TrainConfig
 from ..errors import TransferkitError, check
 from ..evaluate import mean_se, mean_se_text
-from ..experiment import load_model, model_path, prepare_domains, pretrain_source, run_experiment
+from ..experiment import load_model, model_path, prepare_domains, run_experiment, run_source_network
 from ..io import write_text
 from ..methods import get_method
 from ..runtime import job_result
@@ -130,7 +130,8 @@ def uda_suite(b: Budget, bench_dir, log):
             _, c = run_experiment(ceiling, run_dir=bench_dir / f"{source}-{target}" / f"ceiling-s{seed}", log=log)
             pair_rows += [{**row, **extra} for row in r + c]
             if (source, target) in SKADA_PAIRS and skada_compare.available():
-                pair_rows += skada_rows(cfg, epochs, b, bench_dir, log)
+                pair_rows += skada_rows(cfg, epochs, b, bench_dir, log,
+                                        run_dir=bench_dir / f"{source}-{target}" / f"s{seed}")
         if (source, target) in SKADA_PAIRS and not skada_compare.available():
             log("skada is not installed (pip install transferkit[bench]): no side-by-side rows")
         rows += pair_rows
@@ -142,9 +143,11 @@ def uda_suite(b: Budget, bench_dir, log):
     return rows
 
 
-def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, log) -> list[dict]:
+def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, log, run_dir: Path) -> list[dict]:
+    """SKADA's rows for one seed, from the network pinned in transferkit's run directory of
+    that seed (``run_dir``): the very network every transferkit row of the seed started from."""
     data = prepare_domains(cfg)
-    net, _ = pretrain_source(cfg, data, log)
+    net, _ = run_source_network(cfg, data, run_dir, log)
     out = []
     for name in skada_compare.SKADA_METHODS:
         def compute(name=name):
@@ -168,6 +171,49 @@ def _cell(rows: list[dict], key: str = "accuracy") -> str:
     if key == "accuracy":
         return mean_se_text((r["accuracy"] for r in rows), scale=1, digits=3)
     return f"{mean_se(r.get('fit_wall_s', r['wall_s']) for r in rows)[0]:.1f}"
+
+
+def paired_difference(rows: list[dict], a: str, b: str) -> tuple[float, float, int] | None:
+    """Mean and standard error over seeds of ``accuracy(a) - accuracy(b)``, each seed's rows
+    paired (both start from that seed's source network and see the same batches' data);
+    ``None`` when no seed has both."""
+    acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["method"] == m} for m in (a, b)}
+    seeds = sorted(set(acc[a]) & set(acc[b]))
+    if not seeds:
+        return None
+    mean, se = mean_se(acc[a][s] - acc[b][s] for s in seeds)
+    return mean, se, len(seeds)
+
+
+def issue_checks(rows: list[dict]) -> list[str]:
+    """The comparisons the benchmark is judged on, computed from the rows: paired differences
+    (points), best transferkit vs best SKADA method (means) and dann's training seconds
+    against SKADA's DANN."""
+    lines = []
+    for a, b in (("dann", "source_only"), ("multilayer_adv", "dann"), ("multilayer_adv", "source_only")):
+        d = paired_difference(rows, a, b)
+        if d is not None:
+            lines.append(f"| {a} − {b} (paired, points) | {100 * d[0]:+.1f} ± {100 * d[1]:.1f} | {d[2]} |")
+
+    def means(library):
+        out = {}
+        for r in rows:
+            if r.get("library") == library and r["method"] != "target_only":
+                out.setdefault(r["method"], []).append(r["accuracy"])
+        return {m: mean_se(v)[0] for m, v in out.items()}
+    ours, theirs = means("transferkit"), means("skada")
+    if ours and theirs:
+        (m1, a1), (m2, a2) = max(ours.items(), key=lambda t: t[1]), max(theirs.items(), key=lambda t: t[1])
+        lines.append(f"| best transferkit − best SKADA (means) | {m1} {a1:.3f} − {m2.split(':', 1)[1]} {a2:.3f} "
+                     f"= {100 * (a1 - a2):+.1f} points | |")
+    dann = [r.get("fit_wall_s", r["wall_s"]) for r in rows if r["method"] == "dann"]
+    skada_dann = [r["wall_s"] for r in rows if r["method"] == "skada:DANN"]
+    if dann and skada_dann:
+        lines.append(f"| dann / SKADA DANN training seconds (means) | {mean_se(dann)[0]:.1f} / "
+                     f"{mean_se(skada_dann)[0]:.1f} s | {len(dann)} / {len(skada_dann)} |")
+    if not lines:
+        return []
+    return ["", "Checks (computed from the rows above):", "", "| comparison | value | n |", "|---|---|---|", *lines]
 
 
 def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, steps: int) -> str:
@@ -196,6 +242,7 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
             rs = [r for r in sk if r["method"] == f"skada:{name}"]
             if rs:
                 lines.append(f"| skada 0.6 | {name} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")
+    lines += issue_checks(rows)
     return "\n".join(lines) + "\n"
 
 
@@ -219,7 +266,7 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: Budget, log) -> Pa
     cfg = pair_config(source, target, seed, b, ["source_only", *ADAPTATION], 1)
     run_dir = bench_dir / f"{source}-{target}" / f"s{seed}"
     data = prepare_domains(cfg)
-    pretrained, _ = pretrain_source(cfg, data, log)
+    pretrained, _ = run_source_network(cfg, data, run_dir, log)
     g = torch.Generator().manual_seed(seed)
     xs = data.source.test.images[torch.randperm(len(data.source.test), generator=g)[: b.tsne_points]]
     xt = data.target.test.images[torch.randperm(len(data.target.test), generator=g)[: b.tsne_points]]

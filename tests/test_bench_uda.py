@@ -1,6 +1,8 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from transferkit.bench import load_suites, make_plan
 from transferkit.bench.uda import ADAPTATION, Budget, budget, table3
@@ -138,3 +140,26 @@ def test_the_benchmark_runs_each_pairs_validation_choice_and_defaults_elsewhere(
     assert pair_config("syndigits", "mnist", 0, b, ["target_only"], 5).options == {}
     assert pair_config("mnist", "mnistm", 0, b, ["source_only", "dann"], 5).options == {}
     assert "chosen on target validation" in table3("mnist", "digits", [], b, 1, 5)
+
+
+def test_skada_rows_start_from_the_pinned_network_and_refuse_a_row_of_other_settings(tmp_path, monkeypatch,
+                                                                                     one_thread):
+    import transferkit.bench.uda as uda
+    from transferkit.experiment import run_experiment
+    b = Budget(seeds=(0,), pairs="digits:digits+noise", pretrain_steps=4, adapt_steps=2)
+    cfg = uda.pair_config("digits", "digits+noise", 0, b, ["source_only"], 2)
+    run_dir = tmp_path / "digits-digits+noise" / "s0"
+    run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    started = []
+
+    def fake_skada(name, net, *args):
+        started.append(net.state_dict())
+        return {"accuracy": 0.5, "wall_s": 1.0}
+    monkeypatch.setattr(uda.skada_compare, "run_skada", fake_skada)
+    rows = uda.skada_rows(cfg, 1, b, tmp_path, lambda *a: None, run_dir=run_dir)
+    pinned = load_file(str(run_dir / "source.safetensors"))
+    assert len(rows) == len(uda.skada_compare.SKADA_METHODS) and all(r["config_digest"] for r in rows)
+    assert all(torch.equal(s[k], pinned[k]) for s in started for k in pinned)
+    assert uda.skada_rows(cfg, 1, b, tmp_path, lambda *a: None, run_dir=run_dir) == rows  # read back
+    with pytest.raises(TransferkitError, match="another SKADA version, network, data or budget"):
+        uda.skada_rows(cfg, 2, b, tmp_path, lambda *a: None, run_dir=run_dir)  # other epochs

@@ -33,6 +33,16 @@ def available() -> bool:
     return True
 
 
+def version() -> str | None:
+    """The installed SKADA's version (None when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+    try:
+        return installed("skada")
+    except PackageNotFoundError:
+        return None
+
+
 def steps_per_epoch(n_source: int, n_target: int, batch_size: int) -> int:
     """SKADA's DomainBalancedSampler: ``max(n_s, n_t)`` rounded down to whole batches."""
     return max(n_source - n_source % batch_size, n_target - n_target % batch_size) // batch_size

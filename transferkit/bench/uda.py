@@ -150,15 +150,38 @@ def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, l
     net, _ = run_source_network(cfg, data, run_dir, log)
     out = []
     for name in skada_compare.SKADA_METHODS:
-        def compute(name=name):
+        digest = skada_digest(name, net, data, epochs, b, cfg.seed)
+
+        def compute(name=name, digest=digest):
             res = skada_compare.run_skada(name, net, data.source.train, data.target.train, data.target.test,
                                           epochs, b.batch_size, b.lr, cfg.seed)
             return {"method": f"skada:{name}", "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
-                    "seed": cfg.seed, "library": "skada", "epochs": epochs, **res}
-        out.append(job_result(bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json", compute,
-                              lambda row: log(f"  {row['method']:<16} seed {row['seed']}: accuracy "
-                                              f"{100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")))
+                    "seed": cfg.seed, "library": "skada", "epochs": epochs, "config_digest": digest, **res}
+        path = bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json"
+        row = job_result(path, compute, lambda row: log(f"  {row['method']:<16} seed {row['seed']}: accuracy "
+                                                        f"{100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"))
+        check(row.get("config_digest", digest) == digest,
+              f"{path} was run with another SKADA version, network, data or budget than this run gives now; "
+              f"delete the job file to run it again")
+        out.append(row)
     return out
+
+
+def skada_digest(name: str, net, data, epochs: int, b: Budget, seed: int) -> str:
+    """What a SKADA row depends on: SKADA's version, the method, the starting network's weights,
+    the source / target training and target test data, the epochs, batch size, learning rate and
+    seed. (Rows written before 2026-11-30 carry none and are read back as they are.)"""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps({"skada": skada_compare.version(), "method": name, "epochs": epochs,
+                                   "batch": b.batch_size, "lr": b.lr, "seed": seed,
+                                   "data": [data.source.train.digest(), data.target.train.digest(),
+                                            data.target.test.digest()]}, sort_keys=True).encode())
+    for key, tensor in sorted(net.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def describe(options: dict) -> str:

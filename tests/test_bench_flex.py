@@ -213,7 +213,8 @@ def test_a_target_outside_the_built_in_lists_still_gets_its_table_rows(tmp_path)
     from transferkit.bench.flex import directory_reports
     (tmp_path / "jobs").mkdir()
     for i, r in enumerate(_rows()):  # target "t" is in no built-in list
-        (tmp_path / "jobs" / f"{i}.json").write_text(json.dumps({**r, "source": "mnist/half", "base_accuracy": 0.5}))
+        row = {**r, "source": "mnist/half", "base_accuracy": 0.5, "ap10": 0.5}
+        (tmp_path / "jobs" / f"{i}.json").write_text(json.dumps(row))
     directory_reports(tmp_path, lambda *a: None)
     assert "| t (50.0) |" in (tmp_path / "table_ratio30.md").read_text()
 

@@ -394,14 +394,14 @@ def test_transfer_gives_new_classes_a_new_head_as_run_job_does():
     tgt = Domain("tgt", t.images, t.labels, ["3", "4", "5", "6", "7"])  # as many classes, two shared
     torch.manual_seed(0)
     net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
-    model = Transfer("ft_unit:conv1", backbone="lenet", train=TrainConfig(steps=1, eval_every=1)).fit(
-        target=tgt, source=src, net=net)
+    still = TrainConfig(steps=1, eval_every=1, lr=1e-12)  # the head trains, but moves by about 1e-12
+    model = Transfer("ft_fc1", backbone="lenet", train=still).fit(target=tgt, source=src, net=net)
     old, new = net.get_classifier().weight, model.net_.get_classifier().weight
-    assert torch.equal(new[:2], old[3:5])  # shared classes keep their source rows
-    assert not torch.equal(new[2:], old[2:])  # new classes get a new classifier (the head stays frozen here)
-    same = Transfer("ft_unit:conv1", backbone="lenet", train=TrainConfig(steps=1, eval_every=1)).fit(
-        target=toy_domain(20, seed=1, classes=5), source=src, net=net)
-    assert torch.equal(same.net_.get_classifier().weight, old)
+    assert torch.allclose(new[:2], old[3:5], atol=1e-9)  # shared classes keep their source rows
+    assert not torch.allclose(new[2:], old[2:], atol=1e-3)  # new classes get a new classifier
+    same = Transfer("ft_fc1", backbone="lenet", train=still).fit(target=toy_domain(20, seed=1, classes=5),
+                                                                  source=src, net=net)
+    assert torch.allclose(same.net_.get_classifier().weight, old, atol=1e-9)
 
 
 def test_a_resumed_run_lists_its_rows_in_job_order(tmp_path):

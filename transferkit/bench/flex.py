@@ -371,7 +371,7 @@ def per_target_wall(rows, ratios) -> str:
     """faster_flex's mean wall seconds over ft_fc1's and ft_fc2's on each target, and on how
     many targets it is below 2x."""
     lines = ["faster_flex wall / ft_fc wall on each target (mean over seeds; same run unless marked "
-             "\"mixed\": seeds from several invocations)", "",
+             "\"mixed\": its seeds ran in more than one invocation)", "",
              "| ratio | target | / ft_fc1 | / ft_fc2 |", "|---|---|---|---|"]
     for ratio in ratios:
         below = {"ft_fc1": 0, "ft_fc2": 0}

@@ -245,7 +245,8 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
     lines = [f"### {source} → {target}\n",
              f"LeNet, seeds {seeds}, adaptation {steps} steps = {epochs} epochs of batch {b.batch_size}+"
              f"{b.batch_size}, pre-training {b.pretrain_steps} steps; wall s = training time of the "
-             f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its training)."
+             f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its job, training "
+             f"and test evaluation)."
              + "".join(f" `{m}`: {describe(o)} (chosen on target validation)." for m, o in
                        TUNED.get((source, target), {}).items()) + "\n",
              "| method | accuracy | n | wall s |", "|---|---|---|---|"]

@@ -170,7 +170,7 @@ def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, l
 def skada_digest(name: str, net, data, epochs: int, b: Budget, seed: int) -> str:
     """What a SKADA row depends on: SKADA's version, the method, the starting network's weights,
     the source / target training and target test data, the epochs, batch size, learning rate and
-    seed. (Rows written before 2026-11-30 carry none and are read back as they are.)"""
+    seed. (Rows written before this digest existed carry none and are read back as they are.)"""
     import hashlib
     import json
 

@@ -357,6 +357,14 @@ def test_unitnet_validation():
         UnitNet({"head": nn.Identity()}, nn.Linear(2, 2))
     with pytest.raises(TransferkitError, match="no parameters"):
         UnitNet({"a": nn.Identity()}, nn.Linear(2, 2), pool=nn.Linear(2, 2))
+    for pool in (nn.BatchNorm1d(2, affine=False), nn.Sequential(nn.Flatten(1), nn.Dropout(0.5))):
+        with pytest.raises(TransferkitError, match="pool of a UnitNet must be stateless"):
+            UnitNet({"a": nn.Identity()}, nn.Linear(2, 2), pool=pool)  # no method could freeze it
+    lin = nn.Linear(8, 8)
+    with pytest.raises(TransferkitError, match="units 'unit1' and 'unit3' share parameters"):
+        from_sequential(nn.Sequential(lin, nn.ReLU(), lin, nn.Linear(8, 3)))
+    shared_within = nn.Sequential(lin, nn.ReLU(), lin)  # one unit using a module twice: fine
+    assert UnitNet({"a": shared_within}, nn.Linear(8, 3)).feature_names == ["a"]
     with pytest.raises(TransferkitError, match="input_shape"):
         UnitNet({"a": nn.Identity()}, nn.Identity()).unit_output_shapes()
 

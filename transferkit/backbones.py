@@ -78,6 +78,18 @@ class UnitNet(nn.Module):
                   f"{HEAD!r} or {EMBEDDING!r}")
         pool = nn.Flatten(1) if pool is None else pool
         check(not any(True for _ in pool.parameters()), "the pool of a UnitNet must have no parameters")
+        check(not any(True for _ in pool.buffers())
+              and not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in pool.modules()),
+              "the pool of a UnitNet must be stateless and the same in training and evaluation (no "
+              "BatchNorm, no dropout): it belongs to no unit, so no method could freeze it; put such a "
+              "layer in a unit")
+        owner: dict = {}
+        for n, m in [*units.items(), (HEAD, head)]:
+            for p in m.parameters():
+                other = owner.setdefault(id(p), n)
+                check(other == n, f"units {other!r} and {n!r} share parameters (one module used in both): "
+                                  f"tuning one unit would also change or freeze the other; give each its own "
+                                  f"module (copy.deepcopy)")
         # registered directly so that the `units` property below can also show the head
         self._modules["units"] = nn.ModuleDict(units)
         self.pool = pool

@@ -191,8 +191,10 @@ def add_scale_shift(net, units: list[str]) -> list[ScaleShift]:
 @register
 class FtSS(_TargetCE):
     """Seed 002 §5.1 "ft-ss": tune the classifier and, at every layer of the feature units,
-    a per-channel scale ``g`` and shift ``b`` applied to the layer output, ``g * (W * x) + b``
-    (kernel scaling and bias shifting of [36]); the pre-trained weights stay frozen. The
+    a per-channel scale ``g`` and shift ``b`` applied to the layer output, bias included:
+    ``g * (W * x + c) + b`` (kernel scaling and bias shifting of [36]: the same family of
+    functions as ``g * (W * x) + b'``, parametrised through the frozen bias ``c``); the
+    pre-trained weights stay frozen. The
     scale/shift modules sit inside every unit, so the engine does not cache a prefix."""
 
     name = "ft_ss"

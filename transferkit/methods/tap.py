@@ -147,7 +147,7 @@ class Tap(Method):
     def forward(self, images):
         check(self.tap_head is not None, "tap: call fit_transfer first")
         feats = self.net.forward_features(images, [self.tap_unit])[self.tap_unit].flatten(1)
-        return self.tap_head.to(feats.device)(feats)
+        return self.tap_head.to(device=feats.device, dtype=feats.dtype)(feats)
 
     def extra_results(self):
         return dict(self._extra)

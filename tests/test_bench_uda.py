@@ -47,7 +47,7 @@ def test_table3_form_reports_mean_and_standard_error():
 
 
 def test_paired_differences_pair_rows_by_seed():
-    from transferkit.bench.uda import paired_difference
+    from transferkit.evaluate import paired_difference
     rows = [{"method": "a", "seed": 0, "accuracy": 0.9}, {"method": "a", "seed": 1, "accuracy": 0.5},
             {"method": "b", "seed": 1, "accuracy": 0.4}, {"method": "b", "seed": 0, "accuracy": 0.7},
             {"method": "b", "seed": 2, "accuracy": 0.1}]  # seed 2 has no row of a: left out

@@ -429,7 +429,7 @@ class Engine:
         cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("progress", "checkpoint_every")}
         h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
         if getattr(method, "init_options", None):  # only options not at their defaults (older checkpoints resume)
-            h.update(f"|options:{_digest(method.init_options)}".encode())
+            h.update(f"|options:{content_text(method.init_options)}".encode())
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
                 h.update(f"|{name}:{len(d)}:{d.digest()}".encode())
@@ -575,22 +575,24 @@ def _as_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
     return x.contiguous(memory_format=layout) if x.dim() == 4 else x
 
 
-def _digest(value) -> str:
-    """A stable text for a method option: tensors and modules by content, domains by their
-    digest, containers item by item, anything else by its ``repr`` without memory addresses."""
+def content_text(value) -> str:
+    """A stable text for a value (a method's options in checkpoint signatures, a benchmark job's
+    settings): tensors and modules by content, domains by their digest, containers item by
+    item, anything else by its ``repr`` without memory addresses."""
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         return f"T{tuple(t.shape)}{t.dtype}:" + hashlib.sha256(t.view(-1).view(torch.uint8).numpy()).hexdigest()[:16]
     if isinstance(value, torch.nn.Module):
-        return type(value).__name__ + _digest(value.state_dict())
+        return type(value).__name__ + content_text(value.state_dict())
     if isinstance(value, Domain):
         return f"D{len(value)}:{value.digest()}"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k!r}:{_digest(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) + "}"
+        items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        return "{" + ",".join(f"{k!r}:{content_text(v)}" for k, v in items) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_digest(v) for v in value) + "]"
+        return "[" + ",".join(content_text(v) for v in value) + "]"
     if isinstance(value, (set, frozenset)):
-        return "{" + ",".join(sorted(_digest(v) for v in value)) + "}"
+        return "{" + ",".join(sorted(content_text(v) for v in value)) + "}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(float(value))
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))

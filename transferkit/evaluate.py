@@ -109,3 +109,15 @@ def mean_se(values: Iterable[float]) -> tuple[float, float]:
         return m, 0.0
     var = sum((x - m) ** 2 for x in v) / (len(v) - 1)
     return m, math.sqrt(var / len(v))
+
+
+def paired_difference(rows: list[dict], a: str, b: str) -> tuple[float, float, int] | None:
+    """Mean and standard error over seeds of ``accuracy(a) - accuracy(b)`` from result rows
+    (``method``, ``seed``, ``accuracy``), each seed's two rows paired (the same source network
+    or label subset); ``None`` when no seed has both."""
+    acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["method"] == m} for m in (a, b)}
+    seeds = sorted(set(acc[a]) & set(acc[b]))
+    if not seeds:
+        return None
+    mean, se = mean_se(acc[a][s] - acc[b][s] for s in seeds)
+    return mean, se, len(seeds)

@@ -46,7 +46,7 @@ from ..backbones import build_backbone
 from ..data import check_spec, load_domain, parse_spec
 from ..engine import Engine, TrainConfig
 from ..errors import TransferkitError, check
-from ..evaluate import mean_se, mean_se_text, predict_logits
+from ..evaluate import mean_se, mean_se_text, paired_difference, predict_logits
 from ..grouped import parse_grouped
 from ..io import atomic_write, read_json, write_json, write_text
 from ..methods import get_method
@@ -303,9 +303,8 @@ def wins(rows, base, ratios) -> str:
             ref = means[ref_method][0]
             flex_ok += means["flex"][0] >= ref - TIE
             # within one paired standard error: flex - ref per label subset (both trained on it)
-            by_seed = {m: {r["seed"]: r["accuracy"] for r in _cell(rows, t, ratio, m)} for m in ("flex", ref_method)}
-            paired = [by_seed["flex"][k] - by_seed[ref_method][k] for k in by_seed["flex"] if k in by_seed[ref_method]]
-            diff, se = mean_se(paired)
+            diff, se, _ = paired_difference(_cell(rows, t, ratio, "flex") + _cell(rows, t, ratio, ref_method),
+                                            "flex", ref_method)
             within += diff >= -se - TIE
             flex_rows = _cell(rows, t, ratio, "flex")
             old_ok += sum(earlier_tie_accuracy(r) for r in flex_rows) / len(flex_rows) >= ref - TIE

@@ -25,6 +25,7 @@ benchmark (seeds, pairs and budget are written in the tables, rows and ``results
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -33,9 +34,9 @@ import torch
 from safetensors.torch import load_file
 
 from ..config import ExperimentConfig
-from ..engine import TrainConfig
+from ..engine import TrainConfig, content_text
 from ..errors import TransferkitError, check
-from ..evaluate import mean_se, mean_se_text
+from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, model_path, prepare_domains, run_experiment, run_source_network
 from ..io import write_text
 from ..methods import get_method
@@ -171,17 +172,10 @@ def skada_digest(name: str, net, data, epochs: int, b: Budget, seed: int) -> str
     """What a SKADA row depends on: SKADA's version, the method, the starting network's weights,
     the source / target training and target test data, the epochs, batch size, learning rate and
     seed. (Rows written before this digest existed carry none and are read back as they are.)"""
-    import hashlib
-    import json
-
-    h = hashlib.sha256(json.dumps({"skada": skada_compare.version(), "method": name, "epochs": epochs,
-                                   "batch": b.batch_size, "lr": b.lr, "seed": seed,
-                                   "data": [data.source.train.digest(), data.target.train.digest(),
-                                            data.target.test.digest()]}, sort_keys=True).encode())
-    for key, tensor in sorted(net.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    text = content_text({"skada": skada_compare.version(), "method": name, "net": net, "epochs": epochs,
+                         "batch": b.batch_size, "lr": b.lr, "seed": seed,
+                         "data": [data.source.train, data.target.train, data.target.test]})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def describe(options: dict) -> str:
@@ -194,18 +188,6 @@ def _cell(rows: list[dict], key: str = "accuracy") -> str:
     if key == "accuracy":
         return mean_se_text((r["accuracy"] for r in rows), scale=1, digits=3)
     return f"{mean_se(r.get('fit_wall_s', r['wall_s']) for r in rows)[0]:.1f}"
-
-
-def paired_difference(rows: list[dict], a: str, b: str) -> tuple[float, float, int] | None:
-    """Mean and standard error over seeds of ``accuracy(a) - accuracy(b)``, each seed's rows
-    paired (both start from that seed's source network and see the same batches' data);
-    ``None`` when no seed has both."""
-    acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["method"] == m} for m in (a, b)}
-    seeds = sorted(set(acc[a]) & set(acc[b]))
-    if not seeds:
-        return None
-    mean, se = mean_se(acc[a][s] - acc[b][s] for s in seeds)
-    return mean, se, len(seeds)
 
 
 def issue_checks(rows: list[dict]) -> list[str]:

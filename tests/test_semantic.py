@@ -558,3 +558,24 @@ def test_fewshot_tsne_trains_its_methods_as_benchmark_jobs(one_thread):
     assert torch.equal(method.source_net.get_classifier().weight, pretrained.get_classifier().weight)
     with pytest.raises(TransferkitError, match=r"has none of class\(es\) \['5'\]"):  # check_data, before training
         _train("lext", cfg, data, pretrained, labeled.subset(labeled.labels != 0), unlabeled)
+
+
+def test_matching_ft_counts_an_image_drawn_twice_once():
+    """A batch that crosses an epoch holds some images twice: the copy must not be the
+    query's support (cos = 1 would make the episode trivially right)."""
+    from transferkit.methods.semantic import FinetunedMatchingNet, first_occurrences
+
+    assert first_occurrences(torch.tensor([4, 2, 4, 7, 2])).tolist() == [True, True, False, True, False]
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    method = FinetunedMatchingNet(net)
+    method.num_target_classes = 3
+    method.train_mode()
+    x, y = torch.rand(5, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2])
+    idx = torch.arange(5)
+    clean = method.losses(Batch(step=0, progress=0.0, target=(x, y), indices={"target": idx}))["episode_ce"]
+    # image 4 (class 2, alone) drawn again, and image 0 again: without the fix class 2 gets a query
+    # whose only support is itself, and the loss changes
+    dup = torch.tensor([0, 1, 2, 3, 4, 4, 0])
+    twice = method.losses(Batch(step=0, progress=0.0, target=(x[dup], y[dup]), indices={"target": dup}))
+    assert torch.allclose(twice["episode_ce"], clean)

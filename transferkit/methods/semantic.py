@@ -321,6 +321,17 @@ class FinetuneAdversarial(SemanticTransfer):
 
 
 # ---- matching networks --------------------------------------------------------------------
+def first_occurrences(ids: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the first position of every distinct value of ``ids`` (1-d)."""
+    _, inverse = torch.unique(ids, return_inverse=True)
+    pos = torch.arange(len(ids), device=ids.device)
+    first = torch.full((int(inverse.max()) + 1 if len(ids) else 0,), len(ids), device=ids.device)
+    first = first.scatter_reduce(0, inverse, pos, "amin")
+    mask = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    mask[first] = True
+    return mask
+
+
 def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
                        num_classes: int, scale: float = 10.0) -> torch.Tensor:
     """Matching networks (Vinyals et al. 2016): ``log Σ_i a(x, x_i) onehot(y_i)`` with the
@@ -396,8 +407,10 @@ class FinetunedMatchingNet(MatchingNet):
     Each step is one N-way (k−1)-shot episode over the labelled batch: one random example
     per class is the query, the others are the support (with the whole labelled set in
     the batch, as for k ≤ 12 at batch size 64, this is 5-way (k−1)-shot on the digit
-    pairs); the loss is the cross entropy of the matching prediction of the queries. Only
-    classes with at least two examples in the batch give a query (a lone example has no
+    pairs); the loss is the cross entropy of the matching prediction of the queries. An
+    image drawn twice into one batch (a batch that crosses an epoch) counts once, so no
+    query meets a copy of itself in the support. Only
+    classes with at least two distinct examples in the batch give a query (a lone example has no
     support to match), so at least k = 2 labelled examples per class are needed. The
     budget is fixed (no validation: the classifier head is not what is trained)."""
 
@@ -407,6 +420,10 @@ class FinetunedMatchingNet(MatchingNet):
 
     def losses(self, batch):
         x, y = batch.target
+        idx = batch.indices.get("target")
+        if idx is not None:  # a batch that crosses an epoch can hold an image twice: a query must not match itself
+            once = first_occurrences(idx.to(y.device))
+            x, y = x[once], y[once]
         f = self.net.forward_units(x, self.input_unit, "embedding")
         pos = torch.arange(len(y), device=y.device)
         first = torch.full((int(y.max()) + 1,), len(y), device=y.device).scatter_reduce(0, y, pos, "amin")

@@ -163,3 +163,13 @@ def test_skada_rows_start_from_the_pinned_network_and_refuse_a_row_of_other_sett
     assert uda.skada_rows(cfg, 1, b, tmp_path, lambda *a: None, run_dir=run_dir) == rows  # read back
     with pytest.raises(TransferkitError, match="another SKADA version, network, data or budget"):
         uda.skada_rows(cfg, 2, b, tmp_path, lambda *a: None, run_dir=run_dir)  # other epochs
+
+
+def test_paired_difference_refuses_two_rows_of_one_method_and_seed():
+    from transferkit.errors import TransferkitError
+    from transferkit.evaluate import paired_difference
+
+    rows = [{"method": "a", "seed": 0, "accuracy": 0.5}, {"method": "a", "seed": 0, "accuracy": 0.9},
+            {"method": "b", "seed": 0, "accuracy": 0.4}]
+    with pytest.raises(TransferkitError, match="'a' has 2 rows for 1 seeds"):
+        paired_difference(rows, "a", "b")

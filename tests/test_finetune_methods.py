@@ -278,3 +278,34 @@ def test_a_method_that_keeps_the_head_fixed_refuses_target_classes_the_source_he
         build_method(get_method(name), build_backbone("lenet", num_classes=5, in_channels=1, image_size=28), {},
                      source, source[::-1])  # the same classes in another order: every row is a trained one
     build_method(get_method("ft_unit:head"), build_backbone("lenet", 5, 1, 28), {}, source, new)  # trains the head
+
+
+def test_ft_ss_tunes_again_the_scale_shift_of_a_network_tuned_by_ft_ss():
+    import copy
+
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    first = get_method("ft_ss")(net)
+    again = get_method("ft_ss")(copy.deepcopy(first.net))
+    assert len(again.scale_shifts) == len(first.scale_shifts) == 3
+    ids = {id(p) for p in again.ss_parameters()}
+    assert ids and ids <= {id(p) for g in again.param_groups() for p in g["params"]}
+    x = torch.rand(2, 1, 28, 28)  # the hooks are not doubled: the copy computes what the first computes
+    with torch.no_grad():
+        assert torch.equal(again.net(x), first.net(x))
+
+
+def test_scale_shift_of_a_linear_layer_scales_features_not_tokens():
+    from transferkit.methods.finetune import add_scale_shift
+
+    class OneUnit:  # add_scale_shift reads only net.unit(name)
+        def unit(self, name):
+            return lin
+
+    lin = torch.nn.Linear(8, 4)
+    ss, = add_scale_shift(OneUnit(), ["tokens"])
+    with torch.no_grad():
+        ss.scale.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        x = torch.rand(2, 4, 8)  # N x T x D: T == out_features, where scaling dimension 1 went unnoticed
+        out, plain = lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias)
+    assert torch.allclose(out, plain * torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert lin(torch.rand(2, 5, 8)).shape == (2, 5, 4)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from helpers import tiny_net, toy_domain
 
+from transferkit.backbones import build_backbone
 from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
 from transferkit.methods.tap import Tap, fit_linear, tap
@@ -39,3 +40,24 @@ def test_fit_linear_refuses_labels_outside_num_classes(kind):
     x, y = torch.randn(12, 3), torch.arange(12) % 4
     with pytest.raises(TransferkitError, match=r"labels in \[0, 2\], got labels from 0 to 3"):
         fit_linear(kind, x, y, num_classes=3)
+
+
+def test_two_class_softmax_gives_the_models_probabilities_and_tap_restores_the_mode():
+    from sklearn.linear_model import LogisticRegression
+
+    from transferkit.methods.tap import fit_linear, unit_features
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(30, 4, generator=g) - 0.5, torch.randn(30, 4, generator=g) + 0.5])
+    y = torch.tensor([0] * 30 + [1] * 30)
+    lin = fit_linear("softmax", x, y, num_classes=2)
+    mean, std = x.mean(0), x.std(0)
+    ref = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(((x - mean) / std).double().numpy(), y.numpy())
+    with torch.no_grad():
+        ours = torch.softmax(lin(x), 1)[:, 1].double()
+    want = torch.from_numpy(ref.predict_proba(((x - mean) / std).double().numpy())[:, 1])
+    assert torch.allclose(ours, want, atol=1e-4)  # sigmoid(z), not sigmoid(2z)
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    net.train()
+    unit_features(net, torch.rand(3, 1, 28, 28), ["conv1"])
+    assert net.training

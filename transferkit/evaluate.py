@@ -116,6 +116,10 @@ def paired_difference(rows: list[dict], a: str, b: str) -> tuple[float, float, i
     (``method``, ``seed``, ``accuracy``), each seed's two rows paired (the same source network
     or label subset); ``None`` when no seed has both."""
     acc = {m: {r["seed"]: r["accuracy"] for r in rows if r["method"] == m} for m in (a, b)}
+    for m in (a, b):
+        n_rows = sum(r["method"] == m for r in rows)
+        check(n_rows == len(acc[m]), f"paired_difference: method {m!r} has {n_rows} rows for {len(acc[m])} seeds; "
+                                     f"each seed must appear once (a second row would silently replace the first)")
     seeds = sorted(set(acc[a]) & set(acc[b]))
     if not seeds:
         return None

@@ -159,15 +159,20 @@ def __getattr__(name: str):
 
 
 class ScaleShift(nn.Module):
-    """Per-channel ``y -> scale * y + shift`` on dimension 1, initialised to the identity."""
+    """Per-channel ``y -> scale * y + shift``, initialised to the identity. The channels are
+    dimension 1 (a convolution's output) or, with ``last_dim``, the last dimension (a linear
+    layer's output, also on ``N x T x D`` tokens)."""
 
-    def __init__(self, channels: int):
+    last_dim = False  # also what a module pickled before the option (a saved run's model) reads
+
+    def __init__(self, channels: int, last_dim: bool = False):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(channels))
         self.shift = nn.Parameter(torch.zeros(channels))
+        self.last_dim = last_dim
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (y.dim() - 2)
+        shape = (-1,) if self.last_dim else (1, -1) + (1,) * (y.dim() - 2)
         return y * self.scale.view(shape) + self.shift.view(shape)
 
 
@@ -177,15 +182,20 @@ def _scale_shift_hook(module, inputs, output):
 
 def add_scale_shift(net, units: list[str]) -> list[ScaleShift]:
     """Attach a :class:`ScaleShift` after every convolution and linear layer of ``units``
-    (as a ``scale_shift`` child and a forward hook; the original weights keep their keys)."""
-    added = []
+    (as a ``scale_shift`` child and a forward hook; the original weights keep their keys).
+    Returns the scale/shift module of every such layer: a layer that already has one (a
+    network tuned by an earlier ``ft_ss``) keeps it, and it is returned to be tuned again."""
+    found = []
     for name in units:
         for m in list(net.unit(name).modules()):
-            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and not hasattr(m, "scale_shift"):
-                m.scale_shift = ScaleShift(m.out_channels if hasattr(m, "out_channels") else m.out_features)
+            if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                continue
+            if not hasattr(m, "scale_shift"):
+                linear = isinstance(m, nn.Linear)
+                m.scale_shift = ScaleShift(m.out_features if linear else m.out_channels, last_dim=linear)
                 m.register_forward_hook(_scale_shift_hook)
-                added.append(m.scale_shift)
-    return added
+            found.append(m.scale_shift)
+    return found
 
 
 @register

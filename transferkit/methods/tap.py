@@ -27,10 +27,15 @@ CLASSIFIERS = ("svm", "softmax")
 
 @torch.no_grad()
 def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """``unit -> N x D`` flattened activations of the frozen ``net`` (eval mode)."""
+    """``unit -> N x D`` flattened activations of the frozen ``net`` (computed in eval mode;
+    the network's mode is restored)."""
+    was = net.training
     net.eval()
     dev = next(net.parameters()).device
-    chunks = [net.forward_features(x.to(dev), units) for x in images.split(batch_size)]
+    try:
+        chunks = [net.forward_features(x.to(dev), units) for x in images.split(batch_size)]
+    finally:
+        net.train(was)
     feats = {u: torch.cat([c[u].flatten(1).cpu() for c in chunks]) for u in units}
     for u, f in feats.items():
         check(bool(torch.isfinite(f).all()), f"tap: the features of unit {u!r} hold NaN or infinite values; check "
@@ -60,8 +65,9 @@ def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c:
            else LogisticRegression(C=c, max_iter=1000, random_state=seed))
     clf.fit(xs, y.numpy())
     coef, bias = np.atleast_2d(clf.coef_), np.atleast_1d(clf.intercept_)
-    if coef.shape[0] == 1:  # two classes present: sklearn returns one row, for classes_[1]
-        coef, bias = np.concatenate([-coef, coef]), np.concatenate([-bias, bias])
+    if coef.shape[0] == 1:  # two classes: sklearn returns the row of classes_[1]; classes_[0] scores 0, so that
+        # softmax gives the model's sigmoid(z) (not sigmoid(2z), which would skew grouped score averages)
+        coef, bias = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([np.zeros_like(bias), bias])
     w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64)
     b = torch.full((num_classes,), -1e9, dtype=torch.float64)  # classes absent from training never win
     w[clf.classes_] = torch.from_numpy(coef) / std.double()

@@ -214,3 +214,11 @@ def test_flex_ranks_the_weights_it_keeps_without_restore_best():
     for c, net in method.candidate_nets.items():  # the last evaluation's weights are kept, and ranked
         assert val_accuracy(net, toy(seed=1)) == pytest.approx(accs[c])
     assert fit.val_accuracy == pytest.approx(val_accuracy(method.net, toy(seed=1)))
+
+
+@pytest.mark.parametrize("name", ["fast_flex", "faster_flex"])
+def test_fast_flex_without_target_images_names_the_problem(name):
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    method = get_method(name)(net)
+    with pytest.raises(TransferkitError, match="labelled target images; none were given"):
+        method.fit_transfer(lambda tag, config=None: Engine(CFG), target=None, val=toy_domain(16, seed=1, classes=3))

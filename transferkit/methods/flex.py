@@ -242,6 +242,7 @@ class FastFlex(_FlexBase):
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         check(val is not None and len(val) > 0, f"{self.name} selects on a labelled validation set; none was given")
+        check(target is not None and len(target) > 0, f"{self.name} tunes on labelled target images; none were given")
         t0 = time.perf_counter()
         config, sel_val = None, val
         if self.one_epoch:  # Algorithm 3 line 1: a single epoch, no early stopping

@@ -11,7 +11,8 @@ from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
 from transferkit.methods.adversarial import DANN, MultiLayerAdversarial
 
-UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "mcc", "dsn", "multilayer_adv"]
+UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "mcc", "dsn", "multilayer_adv",
+       "multilayer_adda"]
 
 
 def _net(channels=1, seed=0):
@@ -73,7 +74,7 @@ def _grad_owners(method, term):
 
 
 @pytest.mark.parametrize("name, enc_term", [("multilayer_adv", "adv_encoder"), ("confusion", "confusion"),
-                                            ("adda", "adv_target")])
+                                            ("adda", "adv_target"), ("multilayer_adda", "adv_encoder")])
 def test_discriminator_and_encoder_get_gradient_only_from_their_own_loss(name, enc_term):
     method = get_method(name)(_net())
     method.train()
@@ -268,7 +269,7 @@ def test_a_huge_multilayer_discriminator_warns_with_its_size():
         MultiLayerDiscriminator.for_network(net, ["unit1", "unit2", "head"])
 
 
-@pytest.mark.parametrize("name", ["adda", "adda_encoder"])
+@pytest.mark.parametrize("name", ["adda", "adda_encoder", "multilayer_adda"])
 def test_adda_computes_the_fixed_source_encoders_features_once_per_fit(name):
     from helpers import check_frozen_features_cached
     method = get_method(name)(_net())
@@ -575,3 +576,30 @@ def test_multilayer_adv_label_rule_ignores_class_order_and_a_checkpoint_of_other
     with pytest.raises(TransferkitError, match="holds other modules than this method builds"):
         Engine(stop, seed=0, checkpoint_dir=tmp_path).fit(get_method("multilayer_adv")(_net()), source=src,
                                                          unlabeled=ten)
+
+
+def test_multilayer_adda_is_seed_000s_two_step_form():
+    """Seed 000 §3 / §4.3: the source network stays fixed and gives the source activations;
+    the target network (initialised from it) is trained on alpha x eq. 4 alone."""
+    method = get_method("multilayer_adda")(_net(), weight=0.3)
+    assert method.untied and method.lr_schedule is None and method.layers == ["conv2", "fc1", "head"]
+    src_before = state_copy(method.source_net)
+    terms = method.losses(_batch())
+    assert set(terms) == {"disc", "adv_encoder"}  # no source cross entropy
+    batch = _batch()
+    (x_s, _), x_t = batch.source, batch.unlabeled
+    with torch.no_grad():
+        a_s = method.source_net.forward_features(x_s, method.layers)
+        a_t = method.net.forward_features(x_t, method.layers)
+        d_s, d_t = method.discriminator([a_s[n] for n in method.layers], [a_t[n] for n in method.layers])
+    from transferkit.discriminators import inverted_label_loss
+    assert torch.allclose(terms["adv_encoder"], 0.3 * inverted_label_loss(d_s, d_t))
+    cfg = TrainConfig(steps=3, batch_size=8, eval_every=3, progress=False)
+    Engine(cfg, seed=0).fit(method, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
+    assert all(torch.equal(v, src_before[k]) for k, v in method.source_net.state_dict().items())
+    assert not all(torch.equal(v, src_before[k]) for k, v in method.net.state_dict().items())
+    assert get_method("multilayer_adda")(_net(), lr_schedule="dann").lr_schedule == "dann"
+    with pytest.raises(TransferkitError, match="untied form; for untied=False use multilayer_adv"):
+        get_method("multilayer_adda")(_net(), untied=False)
+    with pytest.raises(TransferkitError, match="option untied must be true or false"):
+        get_method("multilayer_adv")(_net(), untied="yes")

@@ -235,6 +235,13 @@ class MultiLayerAdversarial(AdaptationMethod):
     cross entropy. Source and target share the encoder (``E^s = E^t``), which is why eq. 4's
     source term carries gradient. ``weight`` defaults to seed 000's α = 0.1.
 
+    ``untied=True`` is seed 000's own form (§3: "initialize the target model with the source
+    parameters"; §4.3: the two-step strategy of ADDA): a copy of the source network stays
+    fixed and gives the source activations (computed once per fit), the network is the
+    target model, trained on ``weight`` × eq. 4 alone (eq. 1 without target labels: no
+    source cross entropy; eq. 4's source term is then constant). :class:`MultiLayerADDA`
+    (``multilayer_adda``) runs it with seed 000's constant learning rate.
+
     ``lr_schedule`` (default ``"dann"``: ``μ_p = μ_0 / (1 + 10 p)^0.75`` as for
     :class:`DANN`; ``None`` keeps the experiment's schedule) is our addition, chosen on the
     target *validation* splits of syndigits→mnist and mnist→digits (docs/adaptation.md);
@@ -245,8 +252,14 @@ class MultiLayerAdversarial(AdaptationMethod):
 
     def __init__(self, net, weight: float = 0.1, layers=None, gamma: float = 0.1, combine: str = "sum",
                  same_label_space: bool | None = None, discriminator: str = "auto", hidden: int | None = None,
-                 tail_depth: int | None = None, lr_schedule: str | None = "dann", entmin_weight: float = 0.0):
-        super().__init__(net, entmin_weight=entmin_weight)
+                 tail_depth: int | None = None, lr_schedule: str | None = "dann", entmin_weight: float = 0.0,
+                 untied: bool = False):
+        check(isinstance(untied, bool), f"{self.name}: option untied must be true or false, got {untied!r}")
+        super().__init__(net, entmin_weight=entmin_weight, source_weight=0.0 if untied else 1.0)
+        self.untied = untied
+        if untied:  # E^s: the pre-trained network, fixed; self.net is E^t, initialised from it
+            self.source_net = copy.deepcopy(net).eval().requires_grad_(False)
+            self.frozen_children = ("source_net",)
         check(same_label_space is None or isinstance(same_label_space, bool),
               f"multilayer_adv: option same_label_space must be true or false (or null: decided from the "
               f"classes), got {same_label_space!r}")
@@ -275,11 +288,47 @@ class MultiLayerAdversarial(AdaptationMethod):
             self._build_discriminator()
             self._auto_layers = False
 
+    @torch.no_grad()
+    def source_taps(self, x: torch.Tensor) -> dict:
+        """``E^s(x)`` at ``layers`` (``untied``: the fixed source network, eval mode)."""
+        return self.source_net.forward_features(x, self.layers)
+
+    def cache_inputs(self, inputs):
+        """``untied``: ``E^s`` never changes, so its activations of every source image are
+        computed once per fit."""
+        if not self.untied:
+            return {}
+        return self.cache_stream(inputs, "source_taps", self.source_taps, self.source_net)
+
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled
-        src, tgt = self.taps(x_s, x_t, self.layers)
+        if self.untied:
+            src = self.cached_rows("source_taps", batch.indices.get("source"), lambda: self.source_taps(x_s))
+            tgt = self.net.forward_features(x_t, list(dict.fromkeys(self.layers + ["head"])))
+            terms = self.base_terms(None, y_s, tgt["head"])
+        else:
+            src, tgt = self.taps(x_s, x_t, self.layers)
+            terms = self.base_terms(src["head"], y_s, tgt["head"])
         a_s, a_t = [src[n] for n in self.layers], [tgt[n] for n in self.layers]
-        terms = self.base_terms(src["head"], y_s, tgt["head"])
         terms["disc"] = discriminator_loss(*self.discriminator([a.detach() for a in a_s], [a.detach() for a in a_t]))
         terms["adv_encoder"] = self.weight * inverted_label_loss(*frozen_call(self.discriminator, a_s, a_t))
         return terms
+
+
+@register
+class MultiLayerADDA(MultiLayerAdversarial):
+    """``multilayer_adv`` with ``untied=True``: seed 000's two-step form of §3 and §4.3 (a
+    fixed source network, the target network initialised from it and trained on α × eq. 4
+    alone), with seed 000's constant learning rate (implementation details: Adam, 10⁻³)
+    unless ``lr_schedule`` is given. No setting of it was chosen on any target split."""
+
+    name = "multilayer_adda"
+    description = "multi-layer domain adversarial loss, seed 000's two-step form (fixed source network)"
+
+    def __init__(self, net, **options):
+        check(options.get("untied", True) is True,
+              f"multilayer_adda is multilayer_adv's untied form; for untied={options.get('untied')!r} use "
+              f"multilayer_adv")
+        options.update(untied=True)
+        options.setdefault("lr_schedule", None)
+        super().__init__(net, **options)

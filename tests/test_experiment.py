@@ -437,7 +437,8 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
     whole = (run_dir / "models" / "finetune-k=3-s0.pt").read_bytes()
     (run_dir / "models" / "finetune-k=3-s0.pt").write_bytes(whole[:len(whole) // 2])  # a cut zip archive
     (run_dir / "models" / "tap-k=3-s0.pt").write_bytes(b"torn")
-    for method in ("tap", "finetune"):
+    (run_dir / "models" / "dann-k=3-s0.pt").write_bytes(bytes(len(whole)))  # zero-filled (a lost write)
+    for method in ("tap", "finetune", "dann"):
         with pytest.raises(TransferkitError, match="is unreadable.*run the job again"):
             load_model(run_dir, method)
 
@@ -711,3 +712,41 @@ def test_an_unknown_backbone_is_named_as_the_config_s(tmp_path):
     with pytest.raises(TransferkitError, match="^unknown backbone 'foo'"):
         run_experiment(ExperimentConfig(backbone="foo", out_dir=str(tmp_path)), log=lambda *a: None)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_record_comes_first(tmp_path,
+                                                                                                   monkeypatch):
+    """A resume that gives an unfinished job's method other options is refused before config.yaml is
+    rewritten (the engine would refuse its checkpoints only later); the pinned source network's record
+    is written before the network, and a torn record is a named error."""
+    from dataclasses import replace
+
+    import transferkit.experiment as experiment
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(name="stale", source="digits", target="digits", k=2, repeats=1, backbone="lenet",
+                           methods=["source_only", "ft_slow"], pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+
+    def killed(src, dst, link):
+        raise KeyboardInterrupt  # killed between the two writes
+    monkeypatch.setattr(experiment, "_pin", killed)
+    monkeypatch.setattr(experiment, "_remove_if_unused", lambda *a, **k: None)  # kill -9: no clean-up runs
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, log=lambda *a: None)
+    run_dir = next((tmp_path / "stale").iterdir())
+    assert (run_dir / "source.json").exists() and not (run_dir / "source.safetensors").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    _, rows = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    assert rows[0]["source_val_accuracy"] is not None
+    (run_dir / "checkpoints" / "ft_slow-k=2-s0").mkdir(parents=True)  # as if killed mid-training
+    (run_dir / "jobs" / "ft_slow-k=2-s0.json").unlink()
+    config = (run_dir / "config.yaml").read_text()
+    other = replace(cfg, options={"ft_slow": {"backbone_lr_mult": 0.5}})
+    with pytest.raises(TransferkitError, match=r"unfinished job\(s\) ft_slow-k=2-s0 have checkpoints trained with "
+                                               r"other options"):
+        run_experiment(other, run_dir=run_dir, log=lambda *a: None)
+    assert (run_dir / "config.yaml").read_text() == config
+    (run_dir / "source.json").write_text('{"val_accuracy": 0.9')  # torn
+    with pytest.raises(TransferkitError, match="source network record .*source.json is unreadable"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)

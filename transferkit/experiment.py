@@ -194,13 +194,15 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
         net, info = pretrain_source(cfg, data, log)
         if is_main_process():
             meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}
+            write_json(pinned.with_suffix(".json"), meta)  # first: a pinned network always has its record
             _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
-            write_json(pinned.with_suffix(".json"), meta)
             info = {**info, "path": str(pinned)}
         return net, info
     net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
     _load_net(net, pinned)
-    meta = json.loads(pinned.with_suffix(".json").read_text()) if pinned.with_suffix(".json").exists() else {}
+    record = pinned.with_suffix(".json")
+    meta = read_json(record, "source network record", "restore it, or delete it and source.safetensors to pin the "
+                                                      "source network again") if record.exists() else {}
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
 
 
@@ -508,7 +510,8 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
                           f"model (source_only's network is the run's source.safetensors)")
     try:
         model = torch.load(path, weights_only=False, map_location="cpu")
-    except (EOFError, pickle.UnpicklingError, RuntimeError) as e:  # torn (a cut zip archive) or not a model file
+    except (EOFError, pickle.UnpicklingError, RuntimeError, KeyError) as e:  # torn (a cut zip archive), zeroed
+        # (a zip without its records) or not a model file
         if isinstance(e, RuntimeError) and "zip archive" not in str(e) and "PytorchStreamReader" not in str(e):
             raise
         raise TransferkitError(f"model {path} is unreadable ({type(e).__name__}: {e}): run the job again "
@@ -667,6 +670,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     _check_jobs(cfg, data, methods)
     jobs = _jobs_of(cfg, methods)
     finished = _finished_rows(cfg, run_dir, jobs, stored)
+    _check_unfinished_checkpoints(cfg, run_dir, jobs, finished, stored)
     _check_same_data(run_dir, data, main)
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
@@ -714,6 +718,27 @@ def _jobs_of(cfg: ExperimentConfig, methods: list) -> list[tuple]:
     """``(method class, seed)`` of every job, in order; source_only once (its row does not
     vary with the label subset)."""
     return [(cls, cfg.seed + r) for r in range(cfg.repeats) for cls in methods if not (cls is SourceOnly and r > 0)]
+
+
+def _check_unfinished_checkpoints(cfg: ExperimentConfig, run_dir: Path, jobs: list, finished: dict,
+                                  stored: dict | None) -> None:
+    """An unfinished job's checkpoints were trained under the run's stored options for its
+    method; a resume that gives other options would be refused by the engine only after
+    ``config.yaml`` had been rewritten, so it is refused here, while the config is as it was."""
+    if stored is None:
+        return
+    then = stored.get("options") or {}
+
+    def trained(options: dict, name: str) -> dict:
+        skip = get_method(name).not_trained_options
+        return {k: v for k, v in (options or {}).items() if k not in skip}
+    stale = [job_path(run_dir, cfg, cls.name, seed).stem for cls, seed in jobs
+             if (cls.name, seed) not in finished
+             and (run_dir / "checkpoints" / job_path(run_dir, cfg, cls.name, seed).stem).is_dir()
+             and trained(then.get(cls.name), cls.name) != trained(cfg.options.get(cls.name), cls.name)]
+    check(not stale, f"{run_dir}: the unfinished job(s) {', '.join(stale)} have checkpoints trained with other options "
+                     f"for their method than this resume gives: resume with the run's options (its config.yaml), or "
+                     f"delete their folders under {run_dir / 'checkpoints'} to train them again with the new ones")
 
 
 def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict | None) -> dict:

@@ -582,8 +582,9 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
     """Seed 000 §3 / §4.3: the source network stays fixed and gives the source activations;
     the target network (initialised from it) is trained on alpha x eq. 4 alone."""
     method = get_method("multilayer_adda")(_net(), weight=0.3)
-    assert method.untied and method.lr_schedule is None and method.layers == ["conv2", "fc1", "head"]
-    src_before = state_copy(method.source_net)
+    assert method.untied and method.lr_schedule is None and method.layers == ["conv1", "conv2", "fc1"]
+    assert method.trainable_units() == ["conv1", "conv2", "fc1"]  # encoder only, in feature space (§4.3)
+    src_before, head_before = state_copy(method.source_net), state_copy(method.net.head)
     terms = method.losses(_batch())
     assert set(terms) == {"disc", "adv_encoder"}  # no source cross entropy
     batch = _batch()
@@ -598,6 +599,7 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
     Engine(cfg, seed=0).fit(method, source=_domain(16, 0.0, 1), unlabeled=_domain(16, 0.3, 2))
     assert all(torch.equal(v, src_before[k]) for k, v in method.source_net.state_dict().items())
     assert not all(torch.equal(v, src_before[k]) for k, v in method.net.state_dict().items())
+    assert all(torch.equal(v, head_before[k]) for k, v in method.net.head.state_dict().items())
     assert get_method("multilayer_adda")(_net(), lr_schedule="dann").lr_schedule == "dann"
     with pytest.raises(TransferkitError, match="untied form; for untied=False use multilayer_adv"):
         get_method("multilayer_adda")(_net(), untied=False)

@@ -235,12 +235,15 @@ class MultiLayerAdversarial(AdaptationMethod):
     cross entropy. Source and target share the encoder (``E^s = E^t``), which is why eq. 4's
     source term carries gradient. ``weight`` defaults to seed 000's α = 0.1.
 
-    ``untied=True`` is seed 000's own form (§3: "initialize the target model with the source
-    parameters"; §4.3: the two-step strategy of ADDA): a copy of the source network stays
-    fixed and gives the source activations (computed once per fit), the network is the
-    target model, trained on ``weight`` × eq. 4 alone (eq. 1 without target labels: no
-    source cross entropy; eq. 4's source term is then constant). :class:`MultiLayerADDA`
-    (``multilayer_adda``) runs it with seed 000's constant learning rate.
+    ``untied=True`` is seed 000's own form of its UDA experiment (§3: "initialize the target
+    model with the source parameters"; §4.3: ADDA's two-step strategy, "optimize encoder
+    only", "no classifier in the last layer (i.e. perform domain adversarial training in
+    feature space)"): a copy of the source network stays fixed and gives the source
+    activations (computed once per fit); the network is the target model, whose feature
+    units (not the classifier) are trained on ``weight`` × eq. 4 alone (eq. 1 without target
+    labels: no source cross entropy; eq. 4's source term is then constant); ``layers``
+    defaults to the last three feature units. :class:`MultiLayerADDA` (``multilayer_adda``)
+    runs it with seed 000's constant learning rate.
 
     ``lr_schedule`` (default ``"dann"``: ``μ_p = μ_0 / (1 + 10 p)^0.75`` as for
     :class:`DANN`; ``None`` keeps the experiment's schedule) is our addition, chosen on the
@@ -264,8 +267,10 @@ class MultiLayerAdversarial(AdaptationMethod):
               f"multilayer_adv: option same_label_space must be true or false (or null: decided from the "
               f"classes), got {same_label_space!r}")
         self.weight, self.lr_schedule = float(weight), lr_schedule
-        self._auto_layers = layers is None and same_label_space is None  # decided in prepare() from the classes
-        self.layers = resolve_layers(net, layers, default_layers(net, same_label_space is not False))
+        # decided in prepare() from the classes; untied: in feature space, whatever the classes
+        self._auto_layers = layers is None and same_label_space is None and not untied
+        default = list(net.feature_names[-3:]) if untied else default_layers(net, same_label_space is not False)
+        self.layers = resolve_layers(net, layers, default)
         kw = {} if tail_depth is None else {"tail_depth": tail_depth}
         self._disc_args = (discriminator, {"gamma": gamma, "combine": combine, "hidden": hidden, **kw})
         self._build_discriminator()
@@ -287,6 +292,10 @@ class MultiLayerAdversarial(AdaptationMethod):
             self.layers = default_layers(self.net, False)
             self._build_discriminator()
             self._auto_layers = False
+
+    def trainable_units(self):
+        """``untied``: the target encoder (feature units); the classifier stays the source one."""
+        return list(self.net.feature_names) if self.untied else super().trainable_units()
 
     @torch.no_grad()
     def source_taps(self, x: torch.Tensor) -> dict:
@@ -317,13 +326,14 @@ class MultiLayerAdversarial(AdaptationMethod):
 
 @register
 class MultiLayerADDA(MultiLayerAdversarial):
-    """``multilayer_adv`` with ``untied=True``: seed 000's two-step form of §3 and §4.3 (a
-    fixed source network, the target network initialised from it and trained on α × eq. 4
-    alone), with seed 000's constant learning rate (implementation details: Adam, 10⁻³)
-    unless ``lr_schedule`` is given. No setting of it was chosen on any target split."""
+    """``multilayer_adv`` with ``untied=True``: seed 000 §4.3's form (a fixed source network;
+    the target encoder, initialised from it, trained on α × eq. 4 alone with the discriminator
+    on its last three feature units; the classifier kept), with seed 000's constant learning
+    rate (implementation details: Adam, 10⁻³) unless ``lr_schedule`` is given. No setting of
+    it was chosen on any target split."""
 
     name = "multilayer_adda"
-    description = "multi-layer domain adversarial loss, seed 000's two-step form (fixed source network)"
+    description = "multi-layer domain adversarial loss, seed 000 §4.3's form: fixed source net, encoder only"
 
     def __init__(self, net, **options):
         check(options.get("untied", True) is True,

@@ -584,6 +584,8 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
     method = get_method("multilayer_adda")(_net(), weight=0.3)
     assert method.untied and method.lr_schedule is None and method.layers == ["conv1", "conv2", "fc1"]
     assert method.trainable_units() == ["conv1", "conv2", "fc1"]  # encoder only, in feature space (§4.3)
+    assert [g["lr_mult"] for g in method.param_groups()] == [0.2, 0.2]  # ADDA's training strategy (§4.3)
+    assert all("lr_mult" not in g for g in get_method("multilayer_adv")(_net()).param_groups())
     src_before, head_before = state_copy(method.source_net), state_copy(method.net.head)
     terms = method.losses(_batch())
     assert set(terms) == {"disc", "adv_encoder"}  # no source cross entropy

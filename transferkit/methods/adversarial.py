@@ -243,7 +243,9 @@ class MultiLayerAdversarial(AdaptationMethod):
     units (not the classifier) are trained on ``weight`` × eq. 4 alone (eq. 1 without target
     labels: no source cross entropy; eq. 4's source term is then constant); ``layers``
     defaults to the last three feature units. :class:`MultiLayerADDA` (``multilayer_adda``)
-    runs it with seed 000's constant learning rate.
+    runs it with ADDA's training strategy, as §4.3 says ("the same training strategy ... as
+    [64]"): ADDA's learning rate (``lr_mult`` 0.2, as :class:`ADDA`), constant.
+    ``lr_mult`` (default 1) scales the learning rate of the network and the discriminator.
 
     ``lr_schedule`` (default ``"dann"``: ``μ_p = μ_0 / (1 + 10 p)^0.75`` as for
     :class:`DANN`; ``None`` keeps the experiment's schedule) is our addition, chosen on the
@@ -256,10 +258,11 @@ class MultiLayerAdversarial(AdaptationMethod):
     def __init__(self, net, weight: float = 0.1, layers=None, gamma: float = 0.1, combine: str = "sum",
                  same_label_space: bool | None = None, discriminator: str = "auto", hidden: int | None = None,
                  tail_depth: int | None = None, lr_schedule: str | None = "dann", entmin_weight: float = 0.0,
-                 untied: bool = False):
+                 untied: bool = False, lr_mult: float = 1.0):
         check(isinstance(untied, bool), f"{self.name}: option untied must be true or false, got {untied!r}")
         super().__init__(net, entmin_weight=entmin_weight, source_weight=0.0 if untied else 1.0)
-        self.untied = untied
+        self.untied, self.lr_mult = untied, float(lr_mult)
+        check(self.lr_mult > 0, f"{self.name}: option lr_mult must be > 0, got {lr_mult}")
         if untied:  # E^s: the pre-trained network, fixed; self.net is E^t, initialised from it
             self.source_net = copy.deepcopy(net).eval().requires_grad_(False)
             self.frozen_children = ("source_net",)
@@ -297,6 +300,11 @@ class MultiLayerAdversarial(AdaptationMethod):
         """``untied``: the target encoder (feature units); the classifier stays the source one."""
         return list(self.net.feature_names) if self.untied else super().trainable_units()
 
+    def param_groups(self):
+        """``lr_mult`` scales the learning rate of the network and the discriminator."""
+        groups = super().param_groups()
+        return groups if self.lr_mult == 1.0 else [dict(g, lr_mult=self.lr_mult) for g in groups]
+
     @torch.no_grad()
     def source_taps(self, x: torch.Tensor) -> dict:
         """``E^s(x)`` at ``layers`` (``untied``: the fixed source network, eval mode)."""
@@ -328,9 +336,10 @@ class MultiLayerAdversarial(AdaptationMethod):
 class MultiLayerADDA(MultiLayerAdversarial):
     """``multilayer_adv`` with ``untied=True``: seed 000 §4.3's form (a fixed source network;
     the target encoder, initialised from it, trained on α × eq. 4 alone with the discriminator
-    on its last three feature units; the classifier kept), with seed 000's constant learning
-    rate (implementation details: Adam, 10⁻³) unless ``lr_schedule`` is given. No setting of
-    it was chosen on any target split."""
+    on its last three feature units; the classifier kept) and ADDA's training strategy, which
+    §4.3 follows: ADDA's learning rate (``lr_mult`` 0.2 of the experiment's 10⁻³, as
+    :class:`ADDA`), constant unless ``lr_schedule`` is given. (Run at seed 000's general
+    10⁻³ first, it collapsed to one class on every job of the benchmark; docs/adaptation.md.)"""
 
     name = "multilayer_adda"
     description = "multi-layer domain adversarial loss, seed 000 §4.3's form: fixed source net, encoder only"
@@ -341,4 +350,5 @@ class MultiLayerADDA(MultiLayerAdversarial):
               f"multilayer_adv")
         options.update(untied=True)
         options.setdefault("lr_schedule", None)
+        options.setdefault("lr_mult", 0.2)
         super().__init__(net, **options)

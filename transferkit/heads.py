@@ -78,7 +78,12 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) 
 
 def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor, metric: str = "sqeuclidean",
                      scale: float = 10.0) -> torch.Tensor:
-    """Logits ``-||f - p_c||^2`` (``sqeuclidean``) or ``scale * cos(f, p_c)`` (``cosine``)."""
+    """Logits ``-||f - p_c||^2`` (``sqeuclidean``) or ``scale * cos(f, p_c)`` (``cosine``).
+
+    The squared distance is expanded as ``||f||² − 2 f·p + ||p||²`` (one matrix product), which
+    loses float32 precision when the features share a large offset (norms in the thousands);
+    centre such features, or use ``cosine``. Centring here would change every few-shot table's
+    last digits, so it is left to the caller."""
     if metric == "sqeuclidean":
         d = (features.pow(2).sum(1, keepdim=True) - 2 * features @ prototypes.t()
              + prototypes.pow(2).sum(1).unsqueeze(0))

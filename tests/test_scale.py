@@ -302,3 +302,19 @@ def test_the_last_job_of_a_resumed_run_gets_a_workers_thread_count(tmp_path, mon
     assert done["threads"] == threads_per_worker(2) and torch.get_num_threads() == before
     with worker_threads(1):
         assert torch.get_num_threads() == before  # one worker: the process's own count
+
+
+def test_a_resume_under_another_thread_count_says_so_and_old_records_compare_on_their_fields(tmp_path, monkeypatch):
+    from transferkit.runtime import note_kernels
+    said = []
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    note_kernels(tmp_path, said.append, workers=2)
+    assert json.loads((tmp_path / "kernels.json").read_text())["threads"] == 1 and said == []
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    note_kernels(tmp_path, said.append, workers=2)
+    assert len(said) == 1 and "threads 1 -> 3" in said[0]
+    old = {k: v for k, v in json.loads((tmp_path / "kernels.json").read_text()).items()
+           if k not in ("threads", "resumed_under")}
+    (tmp_path / "kernels.json").write_text(json.dumps(old))  # written before the field existed
+    note_kernels(tmp_path, said.append, workers=2)
+    assert len(said) == 1

@@ -676,7 +676,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:  # only now: a refused resume leaves the run's config as it was
         write_text(old, dump_config(cfg))
-        note_kernels(run_dir, log)
+        note_kernels(run_dir, log, cfg.workers)
     log(f"run directory: {run_dir}")
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "

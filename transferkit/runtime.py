@@ -110,21 +110,23 @@ def cpu_model() -> str:
         return cpu
 
 
-def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print) -> None:
-    """Keep the torch version, CPU and kernels a run or benchmark directory was started with
-    in its ``kernels.json`` and say so when a resume runs under others: its new rows are valid
-    but would not be bit-identical to rows computed where the first jobs ran. The start record
-    is never overwritten; each other environment a resume ran under is added to ``resumed_under``."""
+def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, workers: int = 1) -> None:
+    """Keep the torch version, CPU, kernels and torch threads per process (of ``workers``
+    job processes) a run or benchmark directory was started with in its ``kernels.json`` and
+    say so when a resume runs under others: its new rows are valid but would not be
+    bit-identical to rows computed where the first jobs ran. The start record is never
+    overwritten; each other environment a resume ran under is added to ``resumed_under``. A
+    record from before a field existed is compared on the fields it has."""
     path = Path(run_dir) / "kernels.json"
-    now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels()}
+    now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels(), "threads": job_threads(workers)}
     before = read_json(path, "kernel record") if path.exists() else None
     if not isinstance(before, dict):
         write_json(path, now)
         return
     started = {k: v for k, v in before.items() if k != "resumed_under"}
-    if started != now:
-        changed = ", ".join(f"{k} {started.get(k)!r} -> {now[k]!r}" for k in now if started.get(k) != now[k])
-        log(f"note: {run_dir} was started with other torch kernels or another CPU ({changed}); jobs run now "
+    if any(started[k] != now.get(k) for k in started):
+        changed = ", ".join(f"{k} {started[k]!r} -> {now.get(k)!r}" for k in started if started[k] != now.get(k))
+        log(f"note: {run_dir} was started with other torch kernels, CPU or threads ({changed}); jobs run now "
             f"may differ in the last digits from the same jobs run there (docs/scale.md)")
         later = before.get("resumed_under", [])
         if now not in later:
@@ -140,7 +142,7 @@ def kernel_environment(workers: int = 1) -> dict:
     return {"transferkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": sys.platform, "cpu": cpu_model(), **cpu_kernels(),
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
-            "threads_per_process": threads_per_worker(workers) if workers > 1 else torch.get_num_threads(),
+            "threads_per_process": job_threads(workers),
             "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -198,6 +200,12 @@ def barrier() -> None:
 
 
 # ---- worker processes --------------------------------------------------------------------------
+def job_threads(workers: int) -> int:
+    """Torch threads of the process a job runs in: a worker's (:func:`threads_per_worker`)
+    with ``workers > 1``, else this process's."""
+    return threads_per_worker(workers) if workers > 1 else torch.get_num_threads()
+
+
 def threads_per_worker(workers: int) -> int:
     """Torch threads of each of ``workers`` processes: ``$OMP_NUM_THREADS`` when set (results
     depend on the thread count, so a pinned count gives the same rows with any number of

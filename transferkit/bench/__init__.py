@@ -225,7 +225,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     bench_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
-        note_kernels(bench_dir, log)
+        note_kernels(bench_dir, log, 1 if name in ONE_PROCESS else default_workers())
     log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
     if overrides:
         log("plan: " + ", ".join(overrides))

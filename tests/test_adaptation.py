@@ -582,7 +582,9 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
     """Seed 000 §3 / §4.3: the source network stays fixed and gives the source activations;
     the target network (initialised from it) is trained on alpha x eq. 4 alone."""
     method = get_method("multilayer_adda")(_net(), weight=0.3)
-    assert method.untied and method.lr_schedule is None and method.layers == ["conv1", "conv2", "fc1"]
+    assert method.untied and method.lr_schedule == "constant" and method.layers == ["conv1", "conv2", "fc1"]
+    assert get_method("multilayer_adda")(_net()).init_options == {}  # its own defaults are not options (signature)
+    assert get_method("multilayer_adda")(_net(), lr_mult=1.0).init_options == {"lr_mult": 1.0}
     assert method.trainable_units() == ["conv1", "conv2", "fc1"]  # encoder only, in feature space (§4.3)
     assert [g["lr_mult"] for g in method.param_groups()] == [0.2, 0.2]  # ADDA's training strategy (§4.3)
     assert all("lr_mult" not in g for g in get_method("multilayer_adv")(_net()).param_groups())
@@ -607,3 +609,5 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
         get_method("multilayer_adda")(_net(), untied=False)
     with pytest.raises(TransferkitError, match="option untied must be true or false"):
         get_method("multilayer_adv")(_net(), untied="yes")
+    with pytest.raises(TransferkitError, match="untied form reads feature units only"):
+        get_method("multilayer_adda")(_net(), same_label_space=False)

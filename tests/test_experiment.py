@@ -721,6 +721,8 @@ def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_
     is written before the network, and a torn record is a named error."""
     from dataclasses import replace
 
+    import yaml
+
     import transferkit.experiment as experiment
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
@@ -747,6 +749,17 @@ def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_
                                                r"other options"):
         run_experiment(other, run_dir=run_dir, log=lambda *a: None)
     assert (run_dir / "config.yaml").read_text() == config
+    from transferkit.experiment import _check_unfinished_checkpoints, _jobs_of
+    from transferkit.methods import get_method
+    at_default = replace(cfg, options={"ft_slow": {"backbone_lr_mult": 0.1}})  # what the checkpoint was trained with
+    stored = yaml.safe_load(config)
+    classes = [get_method(m) for m in at_default.methods]
+    _check_unfinished_checkpoints(at_default, run_dir, _jobs_of(at_default, classes), {}, stored)
+    as_tuple = replace(cfg, methods=["dann"], options={"dann": {"layers": ("embedding",)}})
+    (run_dir / "checkpoints" / "dann-k=2-s0").mkdir()
+    stored = yaml.safe_load(experiment.dump_config(as_tuple))  # the tuple reads back as a list
+    _check_unfinished_checkpoints(as_tuple, run_dir, _jobs_of(as_tuple, [get_method("dann")]), {}, stored)
+    (run_dir / "checkpoints" / "dann-k=2-s0").rmdir()
     (run_dir / "source.json").write_text('{"val_accuracy": 0.9')  # torn
     with pytest.raises(TransferkitError, match="source network record .*source.json is unreadable"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)

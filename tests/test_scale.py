@@ -318,3 +318,6 @@ def test_a_resume_under_another_thread_count_says_so_and_old_records_compare_on_
     (tmp_path / "kernels.json").write_text(json.dumps(old))  # written before the field existed
     note_kernels(tmp_path, said.append, workers=2)
     assert len(said) == 1
+    (tmp_path / "kernels.json").write_text("{}")  # no start record: this one becomes it
+    note_kernels(tmp_path, said.append, workers=2)
+    assert len(said) == 1 and json.loads((tmp_path / "kernels.json").read_text())["threads"] == 3

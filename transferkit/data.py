@@ -240,7 +240,7 @@ def syndigits_styles() -> dict[str, np.ndarray]:
     """Rendering style of every ``syndigits`` image: ``font`` (index into :data:`FONT_FACES`)
     and ``photo`` (photo background or flat colour), recovered by replaying the generation
     (as slow as building the domain once) and cached next to it."""
-    path = cache_dir() / "domains" / f"syndigits-styles-{CACHE_VERSION}.npz"
+    path = cache_dir() / "domains" / f"syndigits-styles-{CACHE_VERSION}-{build_tag()}.npz"  # a replay, as the pixels
     try:
         with np.load(path, allow_pickle=False) as z:
             return {"font": z["font"], "photo": z["photo"]}

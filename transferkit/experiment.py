@@ -43,6 +43,7 @@ from .grouped import sample_k_groups
 from .heads import head_for_classes
 from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, waiting_lock, write_json, write_text
 from .methods import get_method
+from .methods.base import trained_options
 from .methods.supervised import SourceOnly
 from .results import write_results
 from .runtime import (
@@ -511,8 +512,10 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     try:
         model = torch.load(path, weights_only=False, map_location="cpu")
     except (EOFError, pickle.UnpicklingError, RuntimeError, KeyError) as e:  # torn (a cut zip archive), zeroed
-        # (a zip without its records) or not a model file
+        # (a zip without its records: KeyError 'storages') or not a model file
         if isinstance(e, RuntimeError) and "zip archive" not in str(e) and "PytorchStreamReader" not in str(e):
+            raise
+        if isinstance(e, KeyError) and "storages" not in str(e):  # a method's own unpickling
             raise
         raise TransferkitError(f"model {path} is unreadable ({type(e).__name__}: {e}): run the job again "
                                f"(delete its job file and resume)") from e
@@ -670,8 +673,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     _check_jobs(cfg, data, methods)
     jobs = _jobs_of(cfg, methods)
     finished = _finished_rows(cfg, run_dir, jobs, stored)
+    _check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
     _check_unfinished_checkpoints(cfg, run_dir, jobs, finished, stored)
-    _check_same_data(run_dir, data, main)
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:  # only now: a refused resume leaves the run's config as it was
@@ -728,14 +731,11 @@ def _check_unfinished_checkpoints(cfg: ExperimentConfig, run_dir: Path, jobs: li
     if stored is None:
         return
     then = stored.get("options") or {}
-
-    def trained(options: dict, name: str) -> dict:
-        skip = get_method(name).not_trained_options
-        return {k: v for k, v in (options or {}).items() if k not in skip}
+    now = yaml.safe_load(dump_config(cfg)).get("options") or {}  # as the stored config reads back (tuples: lists)
     stale = [job_path(run_dir, cfg, cls.name, seed).stem for cls, seed in jobs
              if (cls.name, seed) not in finished
              and (run_dir / "checkpoints" / job_path(run_dir, cfg, cls.name, seed).stem).is_dir()
-             and trained(then.get(cls.name), cls.name) != trained(cfg.options.get(cls.name), cls.name)]
+             and trained_options(cls, then.get(cls.name)) != trained_options(cls, now.get(cls.name))]
     check(not stale, f"{run_dir}: the unfinished job(s) {', '.join(stale)} have checkpoints trained with other options "
                      f"for their method than this resume gives: resume with the run's options (its config.yaml), or "
                      f"delete their folders under {run_dir / 'checkpoints'} to train them again with the new ones")

@@ -120,10 +120,10 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
     path = Path(run_dir) / "kernels.json"
     now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels(), "threads": job_threads(workers)}
     before = read_json(path, "kernel record") if path.exists() else None
-    if not isinstance(before, dict):
+    started = {k: v for k, v in before.items() if k != "resumed_under"} if isinstance(before, dict) else {}
+    if not started:  # none, or one without a start record
         write_json(path, now)
         return
-    started = {k: v for k, v in before.items() if k != "resumed_under"}
     if any(started[k] != now.get(k) for k in started):
         changed = ", ".join(f"{k} {started[k]!r} -> {now.get(k)!r}" for k in started if started[k] != now.get(k))
         log(f"note: {run_dir} was started with other torch kernels, CPU or threads ({changed}); jobs run now "

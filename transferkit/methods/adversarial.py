@@ -244,7 +244,8 @@ class MultiLayerAdversarial(AdaptationMethod):
     labels: no source cross entropy; eq. 4's source term is then constant); ``layers``
     defaults to the last three feature units. :class:`MultiLayerADDA` (``multilayer_adda``)
     runs it with ADDA's training strategy, as §4.3 says ("the same training strategy ... as
-    [64]"): ADDA's learning rate (``lr_mult`` 0.2, as :class:`ADDA`), constant.
+    [64]"): ADDA's learning rate (``lr_mult`` 0.2, as :class:`ADDA`), constant. With
+    ``untied``, ``same_label_space`` is refused (the layers are feature units either way).
     ``lr_mult`` (default 1) scales the learning rate of the network and the discriminator.
 
     ``lr_schedule`` (default ``"dann"``: ``μ_p = μ_0 / (1 + 10 p)^0.75`` as for
@@ -269,6 +270,9 @@ class MultiLayerAdversarial(AdaptationMethod):
         check(same_label_space is None or isinstance(same_label_space, bool),
               f"multilayer_adv: option same_label_space must be true or false (or null: decided from the "
               f"classes), got {same_label_space!r}")
+        check(not (untied and same_label_space is not None),
+              f"{self.name}: option same_label_space chooses between the logits and the units before them; the "
+              f"untied form reads feature units only (give layers to choose them)")
         self.weight, self.lr_schedule = float(weight), lr_schedule
         # decided in prepare() from the classes; untied: in feature space, whatever the classes
         self._auto_layers = layers is None and same_label_space is None and not untied
@@ -279,6 +283,7 @@ class MultiLayerAdversarial(AdaptationMethod):
         self._build_discriminator()
         if hidden == 500 and isinstance(self.discriminator, MultiLayerDiscriminator):
             self.init_options.pop("hidden", None)  # the fc default (and the option's default before 2026-11-29)
+            self.init_options.get("options", {}).pop("hidden", None)  # given to a subclass's **options
 
     def _build_discriminator(self) -> None:
         kind, kw = self._disc_args
@@ -338,17 +343,14 @@ class MultiLayerADDA(MultiLayerAdversarial):
     the target encoder, initialised from it, trained on α × eq. 4 alone with the discriminator
     on its last three feature units; the classifier kept) and ADDA's training strategy, which
     §4.3 follows: ADDA's learning rate (``lr_mult`` 0.2 of the experiment's 10⁻³, as
-    :class:`ADDA`), constant unless ``lr_schedule`` is given. (Run at seed 000's general
+    :class:`ADDA`) and a constant schedule (``lr_schedule="constant"``). (Run at seed 000's general
     10⁻³ first, it collapsed to one class on every job of the benchmark; docs/adaptation.md.)"""
 
     name = "multilayer_adda"
     description = "multi-layer domain adversarial loss, seed 000 §4.3's form: fixed source net, encoder only"
 
-    def __init__(self, net, **options):
-        check(options.get("untied", True) is True,
-              f"multilayer_adda is multilayer_adv's untied form; for untied={options.get('untied')!r} use "
-              f"multilayer_adv")
-        options.update(untied=True)
-        options.setdefault("lr_schedule", None)
-        options.setdefault("lr_mult", 0.2)
-        super().__init__(net, **options)
+    def __init__(self, net, untied: bool = True, lr_mult: float = 0.2, lr_schedule: str | None = "constant",
+                 **options):
+        check(untied is True, f"multilayer_adda is multilayer_adv's untied form; for untied={untied!r} use "
+                              f"multilayer_adv")
+        super().__init__(net, untied=True, lr_mult=lr_mult, lr_schedule=lr_schedule, **options)

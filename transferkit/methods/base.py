@@ -199,6 +199,15 @@ def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
     return {k: v for k, v in out.items() if not (isinstance(v, dict) and not v)}
 
 
+def trained_options(cls, options: dict | None) -> dict:
+    """``options`` of method class ``cls`` as its checkpoint signature counts them: numbers
+    given as text read as numbers, without ``not_trained_options`` and those equal to their
+    defaults."""
+    given = _numbers_from_text(cls, dict(options or {}))
+    return {k: v for k, v in given.items()
+            if k not in cls.not_trained_options and not _is_default(v, _inherited_default(cls, k))}
+
+
 def _inherited_parameter(cls, name: str) -> inspect.Parameter | None:
     """Parameter ``name`` of the nearest ``__init__`` of ``cls``'s bases that declares it."""
     for klass in cls.__mro__:

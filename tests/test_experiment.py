@@ -763,3 +763,13 @@ def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_
     (run_dir / "source.json").write_text('{"val_accuracy": 0.9')  # torn
     with pytest.raises(TransferkitError, match="source network record .*source.json is unreadable"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+
+
+def test_a_ratio_above_a_class_size_warns_that_the_class_keeps_all_its_images():
+    from transferkit.experiment import label_subset, prepare_domains
+    cfg = ExperimentConfig(name="r", source="digits", target="digits", k=None, ratio=1000, repeats=1,
+                           methods=["finetune"])
+    data = prepare_domains(cfg)
+    with pytest.warns(UserWarning, match="ratio 1000: the smallest class .* keep all of theirs"):
+        labeled, _ = label_subset(cfg, data.target, 0)
+    assert len(labeled) == len(data.target.train)

@@ -1,6 +1,7 @@
 """Synthetic shifts of seed 002 Table 2 (transferkit.shifts)."""
 
 import colorsys
+import math
 
 import pytest
 import torch
@@ -146,3 +147,23 @@ def test_scaling_zooms_in_and_out(gray):
 def test_apply_shift_validates_shape():
     with pytest.raises(TransferkitError, match="N x C x H x W"):
         apply_shift("blur", torch.rand(3, 28, 28), gen(0))
+
+
+def test_a_rotation_of_a_non_square_image_stays_a_rotation():
+    """The affine maps act in pixel units: on a 28 x 56 image a 30 degree rotation about the
+    centre keeps the radius of a dot and turns it by 30 degrees (no shear)."""
+    from transferkit.shifts import affine_matrix, warp
+
+    img = torch.zeros(1, 1, 28, 56)
+    img[0, 0, 13:15, 37:39] = 1.0  # a dot 10 px right of the centre (13.5, 27.5)
+    out = warp(img, affine_matrix(30.0, 1.0))[0, 0]
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(56.0), indexing="ij")
+    cy, cx = float((out * ys).sum() / out.sum()) - 13.5, float((out * xs).sum() / out.sum()) - 27.5
+    assert abs(math.hypot(cx, cy) - 10.0) < 0.5 and abs(math.degrees(math.atan2(cy, cx)) - 30.0) < 1.0
+    square = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    m = affine_matrix(30.0, 1.1, shear=0.2, tx=0.1).expand(2, 2, 3)
+    inv = torch.linalg.inv(m[:, :, :2])  # square images: exactly the normalised-coordinate maps as before
+    grid = torch.nn.functional.affine_grid(torch.cat([inv, -(inv @ m[:, :, 2:])], 2), [2, 1, 28, 28],
+                                           align_corners=False)
+    before = torch.nn.functional.grid_sample(square, grid, align_corners=False).clamp(0, 1)
+    assert torch.equal(warp(square, m), before)

@@ -283,3 +283,32 @@ def test_domains_out_of_the_description_rows_order_and_bad_matrices_are_named():
         AttributeZeroShot(tiny_net(5), attributes=a, class_names=["a", "a", "b", "c", "d"])
     import numpy as np
     assert AttributeZeroShot(tiny_net(5), attributes=a, class_names=np.array(names)).row_names == names
+
+
+def test_a_second_fit_trains_on_the_seen_classes_and_keeps_the_prediction_candidates():
+    """Candidates set for zero-shot predictions (the unseen classes) must not mask the seen
+    labels of a later fit (a cross entropy of 1e9) nor let it train against unseen classes."""
+    torch.manual_seed(0)
+    a, dom = _toy_domain()
+    method = EmbeddingZeroShot(tiny_net(3), class_embeddings=a, dim=8)
+    seen = dom.subset(dom.labels < 3)
+    cfg = TrainConfig(steps=3, batch_size=30, eval_every=3)
+    Engine(cfg).fit(method, source=seen)
+    method.set_candidates([3, 4])
+    fit = Engine(cfg).fit(method, source=seen)
+    assert fit.history[-1]["loss"] < 100 and method.candidates.tolist() == [True, True, True, False, False]
+    method.set_candidates([3, 4])
+    method.fit_transfer(lambda tag, config=None: Engine(config or cfg), source=seen)
+    assert method.candidates.tolist() == [False, False, False, True, True]  # the user's, for predictions
+
+
+def test_prompts_and_recall_refuse_empty_templates_and_k_below_one():
+    from transferkit.clip import recall_at_k
+    from transferkit.text import prompt_texts
+
+    with pytest.raises(TransferkitError, match="prompt templates: none given"):
+        prompt_texts(["7"], ())
+    with pytest.raises(TransferkitError, match="at least one class name"):
+        prompt_texts([], ("a {}",))
+    with pytest.raises(TransferkitError, match="every k must be a whole number >= 1"):
+        recall_at_k(torch.randn(3, 4), torch.eye(3, 4, dtype=torch.bool), (0,))

@@ -319,6 +319,7 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
           f"recall_at_k needs queries and gallery items, got a similarity of shape {tuple(sim.shape)}")
     check(not bool(sim.isnan().any()), "recall_at_k: the similarity has NaN values")
     ks = [ks] if isinstance(ks, int) else list(ks)
+    check(all(isinstance(k, int) and k >= 1 for k in ks), f"recall_at_k: every k must be a whole number >= 1, got {ks}")
     order = sim.argsort(1, descending=True)
     hit = relevant.to(sim.device).gather(1, order)
     first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), sim.shape[1], device=sim.device))

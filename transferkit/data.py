@@ -406,7 +406,9 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     NAME is a built-in (:func:`list_domains`), ``folder:PATH`` (one sub-folder per class) or
     ``npz:PATH`` (arrays ``x``, ``y``). The images are resized to ``size x size`` (``None``
     keeps the native size), then the shifts are applied in order, each with its own generator
-    derived from ``seed`` (the base images never depend on ``seed``), then the result is
+    derived from ``seed``, its position in the spec and its name (``mnist+noise`` and
+    ``mnist+inversion+noise`` draw other noise; ``noise+noise`` draws twice; the base images
+    never depend on ``seed``), then the result is
     converted to ``channels`` (``None`` keeps the native channels). Colour-only shifts
     (``yuv``, ``hsv``) on a grayscale domain need ``channels=3``: it is applied first.
     ``@groupedV`` makes each image a group of V views (:func:`transferkit.grouped.grouped_views`).

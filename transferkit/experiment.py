@@ -325,6 +325,11 @@ def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domai
     if cfg.k is not None:
         return sample_k_shot(target.train, cfg.k, seed)
     if cfg.ratio is not None:
+        counts = target.train.class_counts()
+        if int(counts[counts > 0].min()) < cfg.ratio:
+            warnings.warn(f"ratio {cfg.ratio}: the smallest class of {target.train.name!r} has "
+                          f"{int(counts[counts > 0].min())} training images; those classes keep all of theirs "
+                          f"(the rows' n_labeled says how many were used)", stacklevel=2)
         labeled = subsample_per_class(target.train, cfg.ratio, seed)
         return labeled, target.train
     return target.train, target.train

@@ -58,9 +58,14 @@ def affine_matrix(angle_deg, scale_x, scale_y=None, shear=0.0, tx=0.0, ty=0.0) -
 
 
 def warp(images: torch.Tensor, forward: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    """Apply forward affine maps (``N x 2 x 3`` or ``2 x 3``) with bilinear sampling."""
-    n = images.shape[0]
+    """Apply forward affine maps (``N x 2 x 3`` or ``2 x 3``) with bilinear sampling. The
+    linear part acts in pixel units (on an H ≠ W image a rotation stays a rotation);
+    translations are fractions of each side."""
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     forward = (forward[None] if forward.dim() == 2 else forward).expand(n, 2, 3)
+    if h != w:  # normalised x and y have other pixel scales: A_n[i, j] = A[i, j] * s_j / s_i, s = (w, h)
+        s = torch.tensor([float(w), float(h)])
+        forward = torch.cat([forward[:, :, :2] * s[None, None, :] / s[None, :, None], forward[:, :, 2:]], 2)
     lin = forward[:, :, :2]
     inv = torch.linalg.inv(lin)
     theta = torch.cat([inv, -(inv @ forward[:, :, 2:])], 2)
@@ -80,8 +85,8 @@ def _require_colour(images: torch.Tensor, name: str) -> None:
 def blur(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Gaussian blur ("Blurry MNIST/CIFAR", seed 002 Table 2): sigma uniform in
     [1.0, 1.5] px per image (at 28 px), reflect padding, kernel radius 3 sigma."""
-    h = images.shape[-1]
-    sigma = _uniform(images.shape[0], 1.0, 1.5, generator) * (h / 28)
+    side = images.shape[-1]  # the width
+    sigma = _uniform(images.shape[0], 1.0, 1.5, generator) * (side / 28)
     return gaussian_blur(images, sigma)
 
 
@@ -94,7 +99,8 @@ def noise(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def occlusion(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random occlusion ("Occluded MNIST", seed 002 §5.1): one axis-aligned rectangle per
     image with sides uniform in [30 %, 60 %] of the image side, placed uniformly inside the
-    image, filled with one random colour (each channel uniform in [0, 1])."""
+    image, filled with one random colour (each channel uniform in [0, 1]; grey on 1-channel
+    images: shifts act on a domain's native channels, before ``channels=3`` replicates them)."""
     n, c, h, w = images.shape
     rh = (_uniform(n, 0.3, 0.6, generator) * h).round().long().clamp(1, h)
     rw = (_uniform(n, 0.3, 0.6, generator) * w).round().long().clamp(1, w)

@@ -183,6 +183,9 @@ def class_words(class_name: str) -> list[str]:
 
 def prompt_texts(class_names, templates=PROMPT_TEMPLATES) -> list[list[str]]:
     """For every class, its prompts: every template filled with every name of the class."""
+    templates, class_names = list(templates), list(class_names)
+    check(len(templates) > 0, "prompt templates: none given (at least one, e.g. 'a photo of the digit {}')")
+    check(len(class_names) > 0, "prompts need at least one class name")
     for t in templates:
         check(isinstance(t, str) and t.count("{}") == 1 and t.replace("{}", "").count("{") == 0,
               f"prompt template {t!r} must hold exactly one '{{}}' where the class name goes")

@@ -150,6 +150,7 @@ class _ClassDescriptionMethod(Method):
         super().__init__(net)
         self.register_buffer("candidates", torch.ones(num_classes, dtype=torch.bool))
         self._candidates_given = False
+        self._predict_candidates = None  # during a fit: the prediction candidates a user set before it
         self.digit_descriptions = digit_descriptions  # a built-in digit attribute set: class i must be digit i
         if class_names is None and digit_descriptions:
             class_names = [str(i) for i in range(num_classes)]
@@ -196,9 +197,23 @@ class _ClassDescriptionMethod(Method):
         check(source is None or source.num_classes <= len(self.candidates),
               f"the source domain has {source and source.num_classes} classes but the method describes "
               f"{len(self.candidates)} (one attribute / embedding row per class)")
-        if not self._candidates_given and source is not None:
+        if source is not None:  # trained on the seen classes alone, whatever was set for predictions
+            given = self._candidates_given
+            if given and self._predict_candidates is None:
+                self._predict_candidates = self.candidates.clone()
             self.set_candidates(source.present_classes())
-            self._candidates_given = False
+            self._candidates_given = given
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        """Train on the seen classes; candidates set before (:meth:`set_candidates`) are the
+        prediction candidates again afterwards."""
+        self._predict_candidates = None
+        try:
+            return super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        finally:
+            if self._predict_candidates is not None:
+                self.candidates.copy_(self._predict_candidates)
+            self._predict_candidates = None
 
     def class_scores(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C`` scores of every class for engine inputs ``x``."""
@@ -369,8 +384,10 @@ def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: flo
     fraction of the (unlabelled) samples predicted as unseen reaches ``unseen_fraction``
     (default ``|U| / (|S| + |U|)``, the class prior when classes are balanced). With
     ``m_i = max_seen s_i - max_unseen s_i``, a sample goes to an unseen class iff
-    ``m_i < gamma``, so ``gamma`` is the ``unseen_fraction`` quantile of ``m``. Transductive:
-    it reads the scores of the evaluation pool, never its labels."""
+    ``m_i < gamma``, so ``gamma`` is the ``unseen_fraction`` quantile of ``m`` (linearly
+    interpolated between order statistics: the fraction reached is the target up to one
+    sample, e.g. 2/7 for 0.3 of 7 samples). Transductive: it reads the scores of the
+    evaluation pool, never its labels."""
     check(scores.dim() == 2 and scores.shape[0] > 0,
           f"scores must be a non-empty N x C matrix, got shape {tuple(scores.shape)}")
     seen, unseen = _seen_unseen(scores, seen, unseen)

@@ -1,5 +1,6 @@
 """The HTML/markdown report, checked in a real headless browser when Chromium is present."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -8,6 +9,7 @@ import tempfile
 import pytest
 import torch
 
+import transferkit.report as report_module
 from transferkit.cli import main
 from transferkit.config import ExperimentConfig
 from transferkit.engine import TrainConfig
@@ -122,3 +124,63 @@ def test_per_unit_figures_flatten_tap_scores_and_keep_sources_apart():
     from transferkit.report import _unit_values
     assert _unit_values(base["tap_val_accuracy"]) == {"conv1/svm": 0.4, "conv1/softmax": 0.5, "fc1/svm": 0.7,
                                                       "fc1/softmax": 0.6}
+
+
+# ---- review of 2026-11-30: names with '$', figures left out, per-unit union, styles, confusion labels, memory
+
+REVIEW_ROW = {"source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0}
+
+
+def _capture(monkeypatch):
+    figs = []
+    orig = report_module._png
+    monkeypatch.setattr(report_module, "_png", lambda fig: (figs.append(fig), orig(fig))[1])
+    return figs
+
+
+def test_per_unit_figures_average_each_unit_over_the_seeds_that_have_it(monkeypatch):
+    figs = _capture(monkeypatch)
+    rows = [{**REVIEW_ROW, "method": "m", "seed": 0, "acc": {"a": 0.1, "b": 0.2}},
+            {**REVIEW_ROW, "method": "m", "seed": 1, "acc": {"a": 0.1, "b": 0.2, "c": 0.9}}]
+    report_module.per_unit_figures(rows)
+    (line,) = figs[-1].axes[0].lines
+    assert list(map(str, line.get_xdata())) == ["a", "b", "c"] and line.get_ydata()[2] == 0.9
+
+
+def test_memory_panel_does_not_draw_a_missing_measurement_as_zero(monkeypatch):
+    figs = _capture(monkeypatch)
+    report_module.cost_figure([], [{**REVIEW_ROW, "method": "a", "seed": 0, "peak_rss_mb": 900.0},
+                                   {**REVIEW_ROW, "method": "b", "seed": 0}])
+    assert 0.0 not in [p.get_width() for p in figs[-1].axes[1].patches]
+
+
+def test_label_efficiency_series_are_distinguishable_beyond_ten_methods(monkeypatch):
+    figs = _capture(monkeypatch)
+    report_module.label_efficiency_figures([{**REVIEW_ROW, "method": f"m{i:02d}", "setting": f"k={k}", "seed": 0}
+                                for i in range(12) for k in (1, 2)])
+    styles = [(c.lines[0].get_color(), c.lines[0].get_marker()) for c in figs[-1].axes[0].containers]
+    assert len(set(styles)) == 12
+
+
+def test_confusion_labels_follow_each_rows_class_names(monkeypatch):
+    figs = _capture(monkeypatch)
+    rows = [{**REVIEW_ROW, "seed": 0, "method": "a", "confusion": [[3, 1], [0, 4]], "class_names": ["cat", "dog"]},
+            {**REVIEW_ROW, "seed": 0, "method": "b", "confusion": [[2, 2], [1, 3]], "class_names": ["car", "bus"]}]
+    report_module.confusion_figures(rows)
+    labels = {t.get_text() for f in figs for ax in f.axes for t in ax.get_xticklabels()}
+    assert {"cat", "dog", "car", "bus"} <= labels
+
+
+def test_report_survives_dollar_signs_in_names(tmp_path):
+    rows = [{**REVIEW_ROW, "seed": 0, "method": "cost_$_per_$", "confusion": [[1, 0], [0, 1]],
+             "class_names": ["US$_total_$", "b"]}]
+    (tmp_path / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": rows}))
+    report_module.write_report(tmp_path)
+
+
+def test_report_says_when_figures_are_left_out(tmp_path):
+    rows = [{**REVIEW_ROW, "method": "m", "seed": 0, "setting": f"k={k}",
+             **{f"u{j}": {"a": 0.1, "b": 0.2} for j in range(4)}} for k in range(1, 8)]  # 28 groups > 24
+    (tmp_path / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": rows}))
+    page = report_module.write_report(tmp_path)[0].read_text()
+    assert "4 more per-unit figures not shown" in page

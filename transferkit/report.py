@@ -25,6 +25,13 @@ from .results import read_results, summarize, unfinished_hint
 MAX_FIGURES = 24
 
 
+def _capped(items: list, cap: int, what: str, notes: list | None) -> list:
+    """The first ``cap`` of ``items``; the rest is named in ``notes`` (the report says so)."""
+    if len(items) > cap and notes is not None:
+        notes.append(f"{len(items) - cap} more {what} not shown (the report draws {cap})")
+    return items[:cap]
+
+
 def _figure():
     return new_figure(6.4, 3.8)
 
@@ -76,10 +83,10 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
             x = _setting_value(s["setting"])
             if x is not None:
                 curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * s["accuracy_se"]))
-        for method, pts in sorted(curves.items()):
+        for i, (method, pts) in enumerate(sorted(curves.items())):  # colours repeat after 10: markers do not
             pts.sort()
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                        capsize=3, label=method)
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker="osD^v"[i // 10 % 5], capsize=3, label=method)
         ax.set_xlabel("labelled target images per class")
         ax.set_ylabel("target test accuracy (%)")
         ax.set_title(f"label efficiency: {source} -> {target}")
@@ -88,7 +95,7 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     return out
 
 
-def per_unit_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
+def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[str, bytes]]:
     """Every row field that maps names to numbers (e.g. validation accuracy per flex
     candidate unit; one level of nesting, such as tap's unit -> classifier, is flattened to
     ``unit/classifier``), averaged over seeds, one line per method, one plot per (source,
@@ -102,12 +109,13 @@ def per_unit_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
             if flat:
                 groups[(key, r.get("source", ""), r["target"], r["setting"])][r["method"]].append(flat)
     out = []
-    for (key, source, target, setting), by_method in list(groups.items())[:MAX_FIGURES]:
+    for (key, source, target, setting), by_method in _capped(list(groups.items()), MAX_FIGURES,
+                                                             "per-unit figures", notes):
         fig = _figure()
         ax = fig.add_subplot()
         for method, dicts in sorted(by_method.items()):
-            names = list(dicts[0])
-            means = [mean_se(d.get(n, float("nan")) for d in dicts)[0] for n in names]
+            names = list(dict.fromkeys(n for d in dicts for n in d))  # every seed's units, in first-seen order
+            means = [mean_se(d[n] for d in dicts if n in d)[0] for n in names]  # over the seeds that have it
             ax.plot(names, means, marker="o", label=method)
         ax.set_title(f"{key}: {source} -> {target} ({setting})")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
@@ -116,18 +124,19 @@ def per_unit_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     return out
 
 
-def confusion_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
+def confusion_figures(rows: list[dict], notes: list | None = None) -> list[tuple[str, bytes]]:
     """Row-normalised confusion matrix per method, summed over seeds, per (target, setting)."""
     import numpy as np
     groups, names = defaultdict(lambda: defaultdict(list)), {}
     for r in rows:
-        if r.get("confusion"):  # keyed by shape too: runs over other class sets are drawn apart
+        if r.get("confusion"):  # keyed by shape and class names too: other class sets are drawn apart
             conf = np.array(r["confusion"])
-            groups[(r["source"], r["target"], r["setting"], conf.shape)][r["method"]].append(conf)
-            names[(r["source"], r["target"], r["setting"], conf.shape)] = r.get("class_names")
+            key = (r["source"], r["target"], r["setting"], conf.shape, tuple(r.get("class_names") or ()))
+            groups[key][r["method"]].append(conf)
+            names[key] = r.get("class_names")
     out = []
-    for key, by_method in list(groups.items())[:4]:
-        source, target, setting, shape = key
+    for key, by_method in _capped(list(groups.items()), 4, "confusion figures", notes):
+        source, target, setting, shape, _ = key
         labels = names[key] if names[key] and len(names[key]) == shape[0] == shape[1] <= 20 else None
         methods = sorted(by_method)
         fig = new_figure(2.2 * len(methods) + 0.5, 2.6)
@@ -160,10 +169,10 @@ def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]
     ax = fig.add_subplot(1, 2 if memory else 1, 1)
     ax.barh(methods, [mean_se(wall[m])[0] for m in methods])
     ax.set_xlabel("wall seconds per job")
-    if memory:
+    if memory:  # a method without a measurement gets no bar (not a bar at 0)
         ax = fig.add_subplot(1, 2, 2)
-        ax.barh(methods, [mean_se(memory[m])[0] if memory[m] else 0 for m in methods])
-        ax.set_xlabel("peak resident memory (MiB)")
+        ax.barh(methods, [mean_se(memory[m])[0] if memory.get(m) else float("nan") for m in methods])
+        ax.set_xlabel("peak resident memory (MiB; none: not measured)")
         ax.set_yticks([])
     return [("Wall time and peak memory per method", _png(fig))]
 
@@ -186,10 +195,10 @@ def training_curves(path: Path) -> dict[str, list[dict]]:
     return {m: [by_step[s] for s in sorted(by_step)] for m, (_, by_step) in first.items() if by_step}
 
 
-def training_curve_figures(run_dir: Path) -> list[tuple[str, bytes]]:
+def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tuple[str, bytes]]:
     """Validation accuracy and loss over steps of the first training of each method."""
     out = []
-    for path in sorted(run_dir.rglob("metrics.jsonl"))[:4]:
+    for path in _capped(sorted(run_dir.rglob("metrics.jsonl")), 4, "training-curve files", notes):
         curves = training_curves(path)
         if not curves:
             continue
@@ -215,12 +224,12 @@ def training_curve_figures(run_dir: Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def saved_figures(run_dir: Path, exclude: Path) -> list[tuple[str, bytes]]:
+def saved_figures(run_dir: Path, exclude: Path, notes: list | None = None) -> list[tuple[str, bytes]]:
     """PNG figures the run or benchmark wrote itself (t-SNE, per-unit plots, ...), not those of
     a report (``exclude`` or any other ``report_files/`` folder, e.g. of an earlier ``--out``)."""
     files = [p for p in sorted(run_dir.rglob("*.png"))
              if exclude not in p.parents and "report_files" not in p.relative_to(run_dir).parts]
-    return [(str(p.relative_to(run_dir)), p.read_bytes()) for p in files[:MAX_FIGURES]]
+    return [(str(p.relative_to(run_dir)), p.read_bytes()) for p in _capped(files, MAX_FIGURES, "saved figures", notes)]
 
 
 def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -266,9 +275,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     out_dir = Path(out) if out else run_dir
     files_dir = out_dir / "report_files"
     summary = summarize(rows)
-    figures = (label_efficiency_figures(rows) + per_unit_figures(rows) + training_curve_figures(run_dir)
-               + confusion_figures(rows) + (cost_figure(summary, rows) if rows else [])
-               + saved_figures(run_dir, files_dir))
+    notes: list[str] = []
+    import matplotlib
+    with matplotlib.rc_context({"text.parse_math": False}):  # a '$' in a name is text, not mathtext
+        figures = (label_efficiency_figures(rows) + per_unit_figures(rows, notes)
+                   + training_curve_figures(run_dir, notes) + confusion_figures(rows, notes)
+                   + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):
@@ -302,7 +314,7 @@ mean ± standard error over seeds (n).</p>
 <h2>Results</h2>
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
 <h2>Figures</h2>
-{figs_html or "<p>no figures</p>"}
+{figs_html or "<p>no figures</p>"}{"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 <h2>Configuration</h2>
 <pre>{html.escape(config)}</pre>
 {CHECK_IMAGES}
@@ -322,6 +334,7 @@ mean ± standard error over seeds (n).</p>
     for name, (cap, png) in zip(names, figures):
         atomic_write(files_dir / name, lambda p, png=png: p.write_bytes(png))
         md += [f"![{cap}](report_files/{name})", ""]
+    md += [f"{n}." for n in notes] + ([""] if notes else [])
     md += ["## Configuration", "", "```yaml", config.rstrip(), "```", ""]
     md_path = write_text(out_dir / "report.md", "\n".join(md))
     return html_path, md_path

@@ -326,9 +326,10 @@ def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domai
         return sample_k_shot(target.train, cfg.k, seed)
     if cfg.ratio is not None:
         counts = target.train.class_counts()
-        if int(counts[counts > 0].min()) < cfg.ratio:
+        smallest = int(counts[counts > 0].min())
+        if smallest < cfg.ratio:
             warnings.warn(f"ratio {cfg.ratio}: the smallest class of {target.train.name!r} has "
-                          f"{int(counts[counts > 0].min())} training images; those classes keep all of theirs "
+                          f"{smallest} training images; those classes keep all of theirs "
                           f"(the rows' n_labeled says how many were used)", stacklevel=2)
         labeled = subsample_per_class(target.train, cfg.ratio, seed)
         return labeled, target.train
@@ -737,9 +738,9 @@ def _check_unfinished_checkpoints(cfg: ExperimentConfig, run_dir: Path, jobs: li
         return
     then = stored.get("options") or {}
     now = yaml.safe_load(dump_config(cfg)).get("options") or {}  # as the stored config reads back (tuples: lists)
-    stale = [job_path(run_dir, cfg, cls.name, seed).stem for cls, seed in jobs
-             if (cls.name, seed) not in finished
-             and (run_dir / "checkpoints" / job_path(run_dir, cfg, cls.name, seed).stem).is_dir()
+    unfinished = [(cls, job_path(run_dir, cfg, cls.name, seed).stem) for cls, seed in jobs
+                  if (cls.name, seed) not in finished]
+    stale = [stem for cls, stem in unfinished if (run_dir / "checkpoints" / stem).is_dir()
              and trained_options(cls, then.get(cls.name)) != trained_options(cls, now.get(cls.name))]
     check(not stale, f"{run_dir}: the unfinished job(s) {', '.join(stale)} have checkpoints trained with other options "
                      f"for their method than this resume gives: resume with the run's options (its config.yaml), or "

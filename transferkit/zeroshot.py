@@ -150,7 +150,6 @@ class _ClassDescriptionMethod(Method):
         super().__init__(net)
         self.register_buffer("candidates", torch.ones(num_classes, dtype=torch.bool))
         self._candidates_given = False
-        self._predict_candidates = None  # during a fit: the prediction candidates a user set before it
         self.digit_descriptions = digit_descriptions  # a built-in digit attribute set: class i must be digit i
         if class_names is None and digit_descriptions:
             class_names = [str(i) for i in range(num_classes)]
@@ -199,21 +198,18 @@ class _ClassDescriptionMethod(Method):
               f"{len(self.candidates)} (one attribute / embedding row per class)")
         if source is not None:  # trained on the seen classes alone, whatever was set for predictions
             given = self._candidates_given
-            if given and self._predict_candidates is None:
-                self._predict_candidates = self.candidates.clone()
             self.set_candidates(source.present_classes())
             self._candidates_given = given
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         """Train on the seen classes; candidates set before (:meth:`set_candidates`) are the
         prediction candidates again afterwards."""
-        self._predict_candidates = None
+        given = self.candidates.clone() if self._candidates_given else None
         try:
             return super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
         finally:
-            if self._predict_candidates is not None:
-                self.candidates.copy_(self._predict_candidates)
-            self._predict_candidates = None
+            if given is not None:
+                self.candidates.copy_(given)
 
     def class_scores(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C`` scores of every class for engine inputs ``x``."""

@@ -303,10 +303,9 @@ def wins(rows, base, ratios) -> str:
             ref = means[ref_method][0]
             flex_ok += means["flex"][0] >= ref - TIE
             # within one paired standard error: flex - ref per label subset (both trained on it)
-            diff, se, _ = paired_difference(_cell(rows, t, ratio, "flex") + _cell(rows, t, ratio, ref_method),
-                                            "flex", ref_method)
-            within += diff >= -se - TIE
             flex_rows = _cell(rows, t, ratio, "flex")
+            diff, se, _ = paired_difference(flex_rows + _cell(rows, t, ratio, ref_method), "flex", ref_method)
+            within += diff >= -se - TIE
             old_ok += sum(earlier_tie_accuracy(r) for r in flex_rows) / len(flex_rows) >= ref - TIE
     lines = [f"scenarios (target x ratio): {total}", "", "| method | best (ties count for all) |", "|---|---|"]
     lines += [f"| {m} | {count[m]} |" for m in METHODS]

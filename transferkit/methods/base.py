@@ -193,8 +193,7 @@ def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
         if name in skip or _is_default(value, params[name].default):
             continue
         if params[name].kind is inspect.Parameter.VAR_KEYWORD:  # **options passed on to a parent __init__
-            value = {k: v for k, v in value.items()
-                     if k not in skip and not _is_default(v, _inherited_default(type(args[0]), k))}
+            value = _without_defaults(type(args[0]), value, skip)
         out[name] = value
     return {k: v for k, v in out.items() if not (isinstance(v, dict) and not v)}
 
@@ -203,9 +202,12 @@ def trained_options(cls, options: dict | None) -> dict:
     """``options`` of method class ``cls`` as its checkpoint signature counts them: numbers
     given as text read as numbers, without ``not_trained_options`` and those equal to their
     defaults."""
-    given = _numbers_from_text(cls, dict(options or {}))
-    return {k: v for k, v in given.items()
-            if k not in cls.not_trained_options and not _is_default(v, _inherited_default(cls, k))}
+    return _without_defaults(cls, _numbers_from_text(cls, dict(options or {})), cls.not_trained_options)
+
+
+def _without_defaults(cls, options: dict, skip: tuple[str, ...]) -> dict:
+    """``options`` of method class ``cls`` without ``skip`` and those equal to their (inherited) defaults."""
+    return {k: v for k, v in options.items() if k not in skip and not _is_default(v, _inherited_default(cls, k))}
 
 
 def _inherited_parameter(cls, name: str) -> inspect.Parameter | None:

@@ -425,11 +425,7 @@ class FinetunedMatchingNet(MatchingNet):
             once = first_occurrences(idx.to(y.device))
             x, y = x[once], y[once]
         f = self.net.forward_units(x, self.input_unit, "embedding")
-        pos = torch.arange(len(y), device=y.device)
-        first = torch.full((int(y.max()) + 1,), len(y), device=y.device).scatter_reduce(0, y, pos, "amin")
-        query = torch.zeros(len(y), dtype=torch.bool, device=y.device)
-        query[first[first < len(y)]] = True
-        query &= torch.bincount(y)[y] >= 2
+        query = first_occurrences(y) & (torch.bincount(y)[y] >= 2)  # the first example of each class twice
         if not query.any():  # no class twice in this batch: nothing to match
             return {"episode_ce": f.sum() * 0.0}
         logp = matching_log_probs(f[query], f[~query], y[~query], self.num_target_classes, self.scale)

@@ -226,3 +226,26 @@ def test_a_pickled_sentence_encoder_leaves_its_model_behind_and_reads_its_disk_c
     back = pickle.loads(pickle.dumps(enc))
     assert back._model is None  # loaded again by name on the next encode that needs it
     assert sorted(back._cache) == ["x", "y"]  # so its next store keeps every cached text
+
+
+def test_clip_inference_keeps_training_modes_and_weight_decay_spares_the_temperature():
+    from transferkit.backbones import evaluating
+    from transferkit.errors import TransferkitError
+    m = ClipMethod(tiny_net(10), captions=["a", "b"], text_encoder=HashingEncoder(16))
+    m.set_classes(["a", "b"])
+    m.train()
+    images = torch.rand(3, 1, 28, 28)
+    m.encode_images(images), m.scores(images)
+    assert all(mod.training for mod in m.modules())  # a call during training leaves BatchNorm training
+    with evaluating(m):
+        assert torch.equal(m.scores(images), m.forward(images))
+    groups = m.param_groups()
+    temp = [g for g in groups if any(p is m.temperature.log_scale for p in g["params"])]
+    assert len(temp) == 1 and temp[0]["params"] == [m.temperature.log_scale] and temp[0]["weight_decay"] == 0.0
+    opt = Engine(TrainConfig(weight_decay=0.5))._optimizer(m)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.5, 0.0]
+    for tau0 in (0.0, -0.1):
+        with pytest.raises(TransferkitError, match="tau0 must be > 0"):
+            LearnableTemperature(tau0)
+    with pytest.raises(TransferkitError, match="exactly one"):
+        prompt_texts(["7"], templates=("a {} }",))

@@ -164,3 +164,16 @@ def test_a_single_layer_discriminator_on_a_large_activation_warns(method, monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         get_method(method)(net)  # the embedding
+
+
+def test_the_large_discriminator_count_includes_concats_wider_inputs_and_layer_names_are_checked():
+    from transferkit.backbones import build_backbone
+    from transferkit.discriminators import _fc_weights, check_layer_order
+    from transferkit.errors import UnknownNameError
+    d = MultiLayerDiscriminator([800, 500, 10], combine="concat", hidden=7)
+    linear = sum(layer.weight.numel() for layer in d.layers[:-1])
+    assert _fc_weights([800, 500, 10], "concat") == linear == 800 * 500 + 2 * 500 * 10
+    assert _fc_weights([800, 500, 10]) == sum(layer.weight.numel()
+                                              for layer in MultiLayerDiscriminator([800, 500, 10]).layers[:-1])
+    with pytest.raises(UnknownNameError, match="unknown layer 'fc_1'"):
+        check_layer_order(build_backbone("lenet", 10), ["conv2", "fc_1"])

@@ -128,6 +128,7 @@ def test_a_section_given_in_part_keeps_its_own_defaults_and_values_are_typed():
         default.pretrain.steps, default.pretrain.eval_every, 32)  # not TrainConfig's own 300 / 50
     assert cfg.train.eval_every == default.train.eval_every
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.train.steps == 1000
+    assert load_config(None, ["seed='9007199254740993'"]).seed == 9007199254740993  # text, not through float
 
 
 def test_set_keeps_the_text_of_string_fields_and_merges_sections():

@@ -312,3 +312,16 @@ def test_prompts_and_recall_refuse_empty_templates_and_k_below_one():
         prompt_texts([], ("a {}",))
     with pytest.raises(TransferkitError, match="every k must be a whole number >= 1"):
         recall_at_k(torch.randn(3, 4), torch.eye(3, 4, dtype=torch.bool), (0,))
+
+
+def test_recall_counts_a_query_without_relevant_items_as_a_miss_and_ranks_ties_in_gallery_order():
+    from transferkit.clip import recall_at_k
+
+    sim = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.8, 0.3], [0.1, 0.2, 0.3], [0.4, 0.6, 0.5]])
+    relevant = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=torch.bool)  # query 3: none
+    r = recall_at_k(sim, relevant, (1, 3, 5, 10))
+    assert r == {"R@1": 0.75, "R@3": 0.75, "R@5": 0.75, "R@10": 0.75}
+    flat = torch.zeros(2, 40)  # a collapsed embedding: every similarity ties
+    rel = torch.zeros(2, 40, dtype=torch.bool)
+    rel[0, 0], rel[1, 39] = True, True
+    assert recall_at_k(flat, rel, (1, 39, 40)) == {"R@1": 0.5, "R@39": 0.5, "R@40": 1.0}

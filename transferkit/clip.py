@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbones import evaluating
 from .data import FONT_FACES
 from .domain import Domain
 from .errors import UnknownNameError, check
@@ -92,6 +93,7 @@ class LearnableTemperature(nn.Module):
 
     def __init__(self, tau0: float = 0.07, max_scale: float = MAX_LOGIT_SCALE):
         super().__init__()
+        check(tau0 > 0 and max_scale >= 1, f"temperature tau0 must be > 0 and max_scale >= 1, got {tau0}, {max_scale}")
         self.max_log = math.log(max_scale)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / tau0)).clamp(0, self.max_log))
 
@@ -258,8 +260,9 @@ class ClipMethod(Method):
               f"options: {{clip: {{captions: [a photo of a zero, a photo of a one, ...]}}}}")
 
     def param_groups(self):
-        extra = [*self.image_proj.parameters(), *self.text_proj.parameters(), *self.temperature.parameters()]
-        return [{"params": self.net.parameters_of(self.trainable_units())}, {"params": extra}]
+        projections = [*self.image_proj.parameters(), *self.text_proj.parameters()]
+        return [{"params": self.net.parameters_of(self.trainable_units())}, {"params": projections},
+                {"params": list(self.temperature.parameters()), "weight_decay": 0.0}]  # as CLIP: no decay on it
 
     def encode_images_from_input(self, x):
         return F.normalize(self.image_proj(self.net.forward_units(x, self.input_unit, "embedding")), dim=1)
@@ -272,10 +275,11 @@ class ClipMethod(Method):
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        self.eval()
+        """Unit-norm image embeddings, in eval mode (each module's mode is restored after)."""
         dev = self.image_proj.weight.device
-        return predict_logits(lambda x: F.normalize(self.image_proj(self.net.forward_features(x.to(dev))), dim=1),
-                              images)
+        with evaluating(self):
+            return predict_logits(lambda x: F.normalize(self.image_proj(self.net.forward_features(x.to(dev))), dim=1),
+                                  images)
 
     def class_embeddings(self) -> torch.Tensor:
         per_prompt = self.encode_text_features(self.prompt_features.to(self.text_proj.weight))
@@ -297,9 +301,11 @@ class ClipMethod(Method):
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
-        """``N x C`` zero-shot logits of images over the classes of :meth:`set_classes`."""
-        self.eval()
-        return predict_logits(self.forward, images)
+        """``N x C`` zero-shot logits of images over the classes of :meth:`set_classes`, in
+        eval mode (each module's mode is restored after), on the model's device."""
+        dev = self.image_proj.weight.device
+        with evaluating(self):
+            return predict_logits(lambda x: self.forward(x.to(dev)), images)
 
     def forward(self, images):
         saved, self.input_unit = self.input_unit, self.net.unit_names[0]
@@ -312,17 +318,19 @@ class ClipMethod(Method):
 # ---- retrieval -----------------------------------------------------------------------------
 def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
     """Fraction of queries (rows of the ``Q x G`` similarity) with a relevant gallery item
-    (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``. Computed
-    on the similarity's device (``relevant`` is moved there)."""
+    (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``; a query
+    with no relevant item is a miss at every ``k`` (also ``k > G``). Equal similarities rank in
+    gallery order, on any device. Computed on the similarity's device (``relevant`` is moved there)."""
     check(sim.shape == relevant.shape, f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)}")
     check(sim.dim() == 2 and len(sim) > 0 and sim.shape[1] > 0,
           f"recall_at_k needs queries and gallery items, got a similarity of shape {tuple(sim.shape)}")
     check(not bool(sim.isnan().any()), "recall_at_k: the similarity has NaN values")
     ks = [ks] if isinstance(ks, int) else list(ks)
     check(all(isinstance(k, int) and k >= 1 for k in ks), f"recall_at_k: every k must be a whole number >= 1, got {ks}")
-    order = sim.argsort(1, descending=True)
+    order = torch.sort(sim, dim=1, descending=True, stable=True).indices
     hit = relevant.to(sim.device).gather(1, order)
-    first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), sim.shape[1], device=sim.device))
+    never = torch.iinfo(torch.long).max  # no relevant item: beyond every k
+    first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), never, device=sim.device))
     return {f"R@{k}": float((first < k).float().mean()) for k in ks}
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import TransferkitError, check
+from .errors import TransferkitError, UnknownNameError, check
 
 #: depth of the fully connected tail after the multi-layer part, per backbone
 #: (seed 000 Table 5: two 500x500 layers for convnet4; Table 8: one for lenet)
@@ -54,9 +54,11 @@ def default_layers(net, same_label_space: bool) -> list[str]:
     return names[-3:] if same_label_space else names[-3:-1]
 
 
-def _fc_weights(sizes: Sequence[int]) -> int:
-    """Weights of the fully connected eq. 2 layers but the last: ``Σ |E_l| · |E_(l+1)|``."""
-    return sum(a * b for a, b in zip(sizes, sizes[1:]))
+def _fc_weights(sizes: Sequence[int], combine: str = "sum") -> int:
+    """Weights of the fully connected eq. 2 layers but the last: ``Σ |E_l| · |E_(l+1)|``, with
+    ``2 |E_l|`` inputs from the second layer on when ``combine="concat"``."""
+    wide = 2 if combine == "concat" else 1
+    return sum((1 if i == 0 else wide) * a * b for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
 
 
 class MultiLayerDiscriminator(nn.Module):
@@ -90,7 +92,7 @@ class MultiLayerDiscriminator(nn.Module):
         shapes = net.unit_output_shapes()
         sizes = [net.embed_dim if n == "embedding" else math.prod(shapes[n]) for n in layers]
         kw.setdefault("tail_depth", TAIL_DEPTH.get(getattr(net, "name", ""), 2))
-        first = _fc_weights(sizes)
+        first = _fc_weights(sizes, kw.get("combine", "sum"))
         if first > LARGE_DISCRIMINATOR:
             warnings.warn(f"the multi-layer discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} "
                           f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
@@ -220,6 +222,9 @@ def check_layer_order(net, layers: Sequence[str]) -> None:
     """Eq. 2 chains ``d_(l-1)`` into layer ``l``: ``layers`` must follow the network's order
     (units, then ``embedding``, then ``head``) without repeats."""
     order = [n for n in net.unit_names if n != "head"] + ["embedding", "head"]
+    for n in layers:
+        if n not in order:
+            raise UnknownNameError("layer", n, order)
     check([order.index(n) for n in layers] == sorted(order.index(n) for n in set(layers)),
           f"layers must follow the network's order without repeats (eq. 2 chains d_(l-1) into layer l), "
           f"got {list(layers)}; the order is {order}")
@@ -240,7 +245,8 @@ def multilayer_discriminator(net, layers: Sequence[str], kind: str = "auto", hid
     in_shapes = [(net.embed_dim,) if n == "embedding" else tuple(shapes[n]) for n in layers]
     if kind == "conv":
         return ConvMultiLayerDiscriminator(in_shapes, hidden=hidden, **kw)
-    if _fc_weights([math.prod(s) for s in in_shapes]) > LARGE_DISCRIMINATOR and len(in_shapes[0]) == 3:
+    if (_fc_weights([math.prod(s) for s in in_shapes], kw.get("combine", "sum")) > LARGE_DISCRIMINATOR
+            and len(in_shapes[0]) == 3):
         try:
             return ConvMultiLayerDiscriminator(in_shapes, hidden=hidden, **kw)
         except TransferkitError:

@@ -77,6 +77,11 @@ def _typed(hint, value, name: str):
             continue
         if t is str and isinstance(value, (int, float)):
             return str(value)
+        if t is int and isinstance(value, str):
+            try:
+                return int(value.strip())  # exact beyond 2**53, where float() would round
+            except ValueError:
+                pass
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -187,7 +187,7 @@ def prompt_texts(class_names, templates=PROMPT_TEMPLATES) -> list[list[str]]:
     check(len(templates) > 0, "prompt templates: none given (at least one, e.g. 'a photo of the digit {}')")
     check(len(class_names) > 0, "prompts need at least one class name")
     for t in templates:
-        check(isinstance(t, str) and t.count("{}") == 1 and t.replace("{}", "").count("{") == 0,
+        check(isinstance(t, str) and t.count("{}") == 1 and not {"{", "}"} & set(t.replace("{}", "")),
               f"prompt template {t!r} must hold exactly one '{{}}' where the class name goes")
     return [[t.format(w) for t in templates for w in class_words(c)] for c in class_names]
 

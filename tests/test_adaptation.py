@@ -297,12 +297,12 @@ def _record_outputs(module):
     return outs, module.register_forward_hook(hook)
 
 
-def _encoder_term_logit_grads(method, term):
+def _encoder_term_logit_grads(method, term, batch=None):
     """Backward of ``term`` alone; the discriminator outputs that received a gradient."""
     method.train_mode()
     outs, handle = _record_outputs(method.discriminator)
     try:
-        terms = method.losses(_batch())
+        terms = method.losses(batch or _batch())
     finally:
         handle.remove()
     terms[term].backward()
@@ -326,6 +326,19 @@ def test_multilayer_encoder_term_pushes_each_domain_toward_the_other():
     assert (g_s > 0).all() and (g_t < 0).all()  # eq. 4: source toward "target" (0), target toward "source" (1)
     assert torch.allclose(g_s, 0.3 * torch.sigmoid(l_s) / len(l_s))
     assert torch.allclose(g_t, 0.3 * (torch.sigmoid(l_t) - 1) / len(l_t))
+
+
+@pytest.mark.parametrize("name", ["adda", "adda_encoder", "confusion", "multilayer_adv", "multilayer_adda"])
+def test_the_discriminator_term_pushes_source_logits_up_and_target_logits_down(name):
+    method = get_method(name)(_net())
+    s, t = _domain(8, 0.0, 1), _domain(6, 0.3, 2)  # 8 source and 6 target images tell the two passes apart
+    batch = Batch(step=1, progress=0.5, source=(s.images, s.labels), unlabeled=t.images)
+    _, graded = _encoder_term_logit_grads(method, "disc", batch)
+    assert sorted(len(o) for o in graded) == [6, 8]  # its own passes on the (detached) source and target features
+    (l_s, g_s), (l_t, g_t) = [(o.detach(), o.grad) for o in sorted(graded, key=len, reverse=True)]
+    assert (g_s < 0).all() and (g_t > 0).all()  # eq. 3: source labelled 1, target 0; descent raises l_s
+    assert torch.allclose(g_s, (torch.sigmoid(l_s) - 1) / len(l_s))
+    assert torch.allclose(g_t, torch.sigmoid(l_t) / len(l_t))
 
 
 def test_confusion_term_is_the_cross_entropy_to_the_uniform_domain_label():

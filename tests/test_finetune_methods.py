@@ -179,7 +179,10 @@ def test_ft_fc_counts_only_fully_connected_units():
 def test_transfer_api_runs_multi_stage_methods():
     model = Transfer("fast_flex", backbone="lenet", train=CFG, pretrain=TrainConfig(steps=5, progress=False))
     model.fit(target=toy(), source=toy(seed=2), val=toy(seed=1))
-    assert 0 <= model.score(toy(seed=3)) <= 1 and model.method_.picked in model.net_.unit_names + ["all"]
+    test = toy(seed=3)
+    predicted = torch.as_tensor(model.predict(test.images))
+    assert model.score(test) == pytest.approx(float((predicted == test.labels).float().mean()))
+    assert model.method_.picked in model.net_.unit_names + ["all"]
 
 
 def test_named_units_options_and_backbones_that_do_not_fit_are_refused_by_name():

@@ -151,8 +151,12 @@ def test_coral_of_wide_features_uses_gram_matrices_with_the_same_value():
     s = torch.randn(12, CORAL_GRAM_WIDTH + 1, dtype=torch.float64)
     t = torch.randn(9, CORAL_GRAM_WIDTH + 1, dtype=torch.float64) * 1.5 + 0.2
     d = s.shape[1]
+    s.requires_grad_(True)
     direct = (covariance(s) - covariance(t)).pow(2).sum() / (4 * d * d)
-    assert torch.allclose(coral(s, t), direct, rtol=1e-10)
+    gram = coral(s, t)
+    assert torch.allclose(gram, direct, rtol=1e-10)
+    (g_gram,), (g_direct,) = torch.autograd.grad(gram, s), torch.autograd.grad(direct, s)
+    assert torch.allclose(g_gram, g_direct, rtol=1e-8, atol=1e-14) and g_direct.abs().max() > 0
     wide = torch.randn(4, 64, 80, 80, requires_grad=True)  # 409,600 wide: d x d would be 625 GiB
     coral(wide, torch.randn(4, 64, 80, 80)).backward()
     assert wide.grad.shape == wide.shape

@@ -9,6 +9,7 @@ import torch
 from transferkit.backbones import build_backbone
 from transferkit.config import ExperimentConfig
 from transferkit.data import load_domain
+from transferkit.discriminators import discriminator_loss
 from transferkit.domain import Domain
 from transferkit.engine import Batch, TrainConfig
 from transferkit.errors import TransferkitError
@@ -116,6 +117,12 @@ def test_adversarial_players_get_only_their_own_gradients():
     terms = method.losses(batch)
     assert set(terms) == {"ce_target", "dt_disc", "dt_encoder", "st_source_entropy", "st_metric_ce",
                           "st_target_entropy"}
+    with torch.no_grad():  # eq. 3 by hand: the discriminator on the source, then the unlabelled target
+        src_act = [method.source_features(src.images)[n] for n in method.layers]
+        tgt_act = net.forward_features(torch.cat([tgt.images, tgt.images]), method.layers)  # as losses: BN on both
+        d_s, d_t = method.discriminator(src_act, [tgt_act[n][len(tgt):] for n in method.layers])
+    assert float(terms["dt_disc"]) == pytest.approx(float(discriminator_loss(d_s, d_t)), rel=1e-5)
+    assert float(terms["dt_disc"]) != pytest.approx(float(discriminator_loss(d_t, d_s)), rel=1e-3)
     terms["dt_disc"].backward(retain_graph=True)
     assert all(p.grad is None for p in net.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.discriminator.parameters())
@@ -135,7 +142,9 @@ def test_disjoint_label_sets_end_to_end(tmp_path):
     _, rows = run_experiment(cfg, log=lambda *a: None)
     assert [r["method"] for r in rows] == methods
     assert all(len(r["per_class_accuracy"]) == 5 and r["n_labeled"] == 10 for r in rows)
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    for r in rows:  # the accuracy is the one its confusion matrix holds
+        confusion = torch.tensor(r["confusion"])
+        assert r["accuracy"] == pytest.approx(float(confusion.diag().sum() / confusion.sum()))
     assert rows[2]["steps"] == 0 and rows[0]["steps"] == TINY.steps
 
 
@@ -203,6 +212,12 @@ def test_lext_early_stopping_scores_the_classifier_it_predicts_with(predict):
     assert val_accuracy(method, val) == pytest.approx(fit.best_val_accuracy)  # forward == what was selected
     if predict == "centroids":  # the centroids are computed once per evaluation and never kept stale
         from transferkit.evaluate import predict_logits
+        method.eval()
+        with torch.no_grad():  # ψ by hand: queries against the normalised labelled target class means
+            f_t, q = net.forward_features(tgt.images), net.forward_features(val.images)
+            means = torch.nn.functional.normalize(torch.stack([f_t[tgt.labels == c].mean(0) for c in range(5)]), dim=1)
+            q = q if method.query_scale is None else method.query_scale * torch.nn.functional.normalize(q, dim=1)
+            assert torch.allclose(method(val.images), q @ means.t(), atol=1e-4)
         method._labeled = tgt  # as while it trains (a fitted lext keeps no domain)
         calls = []
         compute = method._labelled_centroids
@@ -408,6 +423,9 @@ def test_matching_net_nearest_predicts_the_label_of_the_most_similar_support_exa
         attention = MatchingNet(net)  # the default rule weighs every support example
         attention.set_support(support)
         assert not torch.equal(attention(queries.images), method(queries.images))
+        weights = torch.softmax(attention.scale * cos, dim=1)  # Vinyals et al.: Σ_i a(x, x_i) onehot(y_i)
+        votes = torch.stack([weights[:, support.labels == c].sum(1) for c in range(5)], 1)
+        assert torch.allclose(attention(queries.images).exp(), votes.clamp_min(1e-8), atol=1e-6)
 
 
 def test_finetune_proto_cosine_metric_classifies_by_cosine_to_the_class_means():

@@ -697,3 +697,11 @@ def test_worker_processes_have_the_lazy_imports_before_their_first_job():
     seen = {}
     map_jobs(module_loaded, [("torch._dynamo",), ("torch._dynamo",)], 2, seen.__setitem__)
     assert seen == {0: True, 1: True}
+
+
+def test_atomic_write_flushes_the_directory_after_the_rename(tmp_path, monkeypatch):
+    from transferkit import io
+    flushed = []
+    monkeypatch.setattr(io, "_fsync_dir", lambda d: flushed.append((d, (d / "r.json").read_text())))
+    io.atomic_write(tmp_path / "r.json", lambda p: p.write_text("new"))
+    assert flushed == [(tmp_path, "new")]  # the directory entry is flushed once the new file is in place

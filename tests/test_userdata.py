@@ -1,6 +1,7 @@
 """User data: image folders, npz arrays, torchvision adapters (transferkit.userdata)."""
 
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -271,3 +272,54 @@ def test_a_palette_image_of_greys_is_grey():
         colour = Image.fromarray(np.full((6, 6, 3), (200, 10, 10), dtype=np.uint8), "RGB").convert("P")
         colour.save(Path(d) / "red.png")
         assert _read_image(Path(d) / "red.png", None, None).shape == (6, 6, 3)
+
+
+def test_user_data_errors_name_the_problem(tmp_path):
+    from transferkit.splits import parse_classes
+    write_folder(tmp_path / "f")
+    with pytest.raises(TransferkitError, match="size must be a positive int"):
+        load_image_folder(tmp_path / "f", size=True)
+    with pytest.raises(TransferkitError, match="is a directory; an image folder loads as 'folder:"):
+        load_npz(tmp_path / "f")
+    x = np.zeros((2, 4, 4), np.uint8)
+    save_npz(tmp_path / "inf.npz", x=x, y=np.array([0, np.inf]))
+    with pytest.raises(TransferkitError, match="'y' contains NaN or infinite values"):
+        load_npz(tmp_path / "inf.npz")
+    save_npz(tmp_path / "latin.npz", x=x, y=np.array([0, 1]), class_names=np.array([b"caf\xe9", b"tea"]))
+    with pytest.raises(TransferkitError, match="class_names are bytes that are not UTF-8"):
+        load_npz(tmp_path / "latin.npz")
+    images = torch.zeros(2, 1, 4, 4)
+    assert Domain("d", images, torch.tensor([0, 1]), torch.tensor([3, 7])).class_names == ["3", "7"]
+    for names in (None, [["a"], ["b"]]):
+        with pytest.raises(TransferkitError, match="class_names must be a list of names"):
+            Domain("d", images, torch.tensor([0, 1]), names)
+    with pytest.raises(TransferkitError, match="labels contain NaN or infinite values"):
+        Domain("d", images, torch.tensor([0.0, float("inf")]), ["a", "b"])
+    with pytest.raises(TransferkitError, match="groups must be integer ids"):
+        Domain("d", images, torch.tensor([0, 1]), ["a", "b"], groups=["v1", "v2"])
+    with pytest.raises(TransferkitError, match="are a set, whose order changes between processes"):
+        parse_classes({"a", "b"}, Domain("d", images, torch.tensor([0, 1]), ["a", "b"]))
+
+
+def test_two_image_folders_with_one_name_are_two_domains_for_adaptation(tmp_path):
+    from transferkit.backbones import build_backbone
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.methods import get_method
+    from transferkit.splits import split_domain
+    seen = {}
+
+    def make_engine(tag, config=None):
+        engine = Engine(TrainConfig(steps=1, batch_size=4, eval_every=1, progress=False), seed=0)
+        engine.fit = lambda method, **kw: seen.update(kw) or SimpleNamespace(wall_s=0.0)
+        return engine
+
+    for office in ("amazon", "webcam"):  # the Office-31 layout: <domain>/images/<class>/<file>
+        write_folder(tmp_path / office / "images", per_class=8, size=(28, 28))
+    source, target = (split_domain(load_image_folder(tmp_path / o / "images")) for o in ("amazon", "webcam"))
+    assert source.train.name == target.train.name == "images/train"
+    method = get_method("dann")(build_backbone("lenet", 2, 1, 28))
+    with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
+        method.fit_transfer(make_engine, source=source.train, unlabeled=target.train, val=target.val)
+    assert seen["val"] is None
+    method.fit_transfer(make_engine, source=source.train, unlabeled=target.train, val=source.val)
+    assert seen["val"] is source.val

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -96,12 +97,20 @@ class Domain:
               f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
         self.images = x = as_images(x, f"domain {self.name!r}")
         if y.is_floating_point():
+            check(bool(y.isfinite().all()), f"domain {self.name!r}: labels contain NaN or infinite values")
             check(bool((y == y.round()).all()), f"domain {self.name!r}: labels must be integers, got "
                                                 f"non-integral values of dtype {y.dtype}")
         if y.dtype != torch.int64:
             self.labels = y = y.long()
-        check(not isinstance(self.class_names, str), f"domain {self.name!r}: class_names must be a list of names")
-        self.class_names = [str(c) for c in self.class_names]
+        names = self.class_names
+        if isinstance(names, (torch.Tensor, np.ndarray)):
+            names = names.tolist()  # str() of a tensor element would read 'tensor(0)'
+        check(not isinstance(names, (str, bytes, dict, set, frozenset)) and hasattr(names, "__iter__"),
+              f"domain {self.name!r}: class_names must be a list of names, got {names!r:.80}")
+        names = list(names)
+        check(all(isinstance(c, (str, int, np.integer)) for c in names),
+              f"domain {self.name!r}: class_names must be a list of names (strings or ints), got {names!r:.80}")
+        self.class_names = [str(c) for c in names]
         dup = sorted(c for c, n in Counter(self.class_names).items() if n > 1)
         check(not dup, f"domain {self.name!r}: repeated class names {dup}")
         if y.numel():
@@ -110,7 +119,11 @@ class Domain:
                   f"domain {self.name!r}: labels out of range [0, {len(self.class_names) - 1}] "
                   f"(found {lo}..{hi})")
         if self.groups is not None:
-            self.groups = torch.as_tensor(self.groups)
+            try:
+                self.groups = torch.as_tensor(self.groups)
+            except (TypeError, ValueError, RuntimeError):
+                raise TransferkitError(f"domain {self.name!r}: groups must be integer ids, one per image (strings "
+                                       f"or objects cannot be ids; number them)") from None
             check(not self.groups.is_floating_point() and self.groups.shape == y.shape,
                   f"domain {self.name!r}: groups must have one integer id per image")
             self.groups = self.groups.long()

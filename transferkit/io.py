@@ -48,15 +48,29 @@ def atomic_path(path: str | os.PathLike):
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         _fsync(tmp)  # on disk before the rename: a power loss leaves the old file or the new one
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # and the rename itself, or a new file may vanish with the power
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows flushes writable handles only
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (POSIX; Windows has no directory handles for this)."""
+    if os.name == "nt":
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory; the file itself is flushed
+        pass
     finally:
         os.close(fd)
 
@@ -217,6 +231,8 @@ def _create_lock(path: Path) -> bool:
 
 
 def _running(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return _running_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -224,6 +240,20 @@ def _running(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def _running_windows(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists, another user's
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:

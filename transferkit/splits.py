@@ -101,7 +101,9 @@ def split_domain(domain: Domain, val_fraction: float = 0.15, test_fraction: floa
                  seed: int = 0) -> Split:
     """Stratified train/val/test split, fixed for a domain (``seed`` defaults to 0 and is
     independent of the experiment seed). Each class contributes ``round(fraction * n_c)``
-    samples to val and test, keeping at least one for train. With ``groups`` (frames of one
+    samples to val and test (computed in float32, so a product that lands within float32
+    rounding of a half may round the other way, e.g. 0.15 x 190 -> 29), keeping at least one
+    for train. With ``groups`` (frames of one
     video) whole groups are split, stratified by the groups' labels."""
     part = split_parts(domain, val_fraction, test_fraction, seed)
     info = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": seed}
@@ -187,6 +189,8 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
     elif isinstance(text_or_list, int) and not isinstance(text_or_list, bool):
         items = [text_or_list]
     else:
+        check(not isinstance(text_or_list, (set, frozenset)),
+              f"classes {text_or_list!r} are a set, whose order changes between processes; give a list")
         try:
             items = list(text_or_list)
         except TypeError:

@@ -91,7 +91,8 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     (0-65535), float images (``F``) as values in [0, 1]."""
     root = Path(path).expanduser()
     check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory")
-    check(size is None or (isinstance(size, int) and size >= 1), f"size must be a positive int or None, got {size!r}")
+    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
+          f"size must be a positive int or None, got {size!r}")
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
     classes, files = _class_files(root)
     mode = {1: "L", 3: "RGB", None: None}[channels]
@@ -148,6 +149,7 @@ def _images_float(x: np.ndarray, where: str) -> torch.Tensor:
 def _int_vector(a: np.ndarray, key: str, n: int, where: str) -> torch.Tensor:
     check(a.ndim == 1, f"{where}: {key!r} must be 1-D, got shape {a.shape}")
     check(len(a) == n, f"{where}: {key!r} has {len(a)} entries but 'x' has {n} images")
+    check(a.dtype.kind != "f" or bool(np.isfinite(a).all()), f"{where}: {key!r} contains NaN or infinite values")
     if a.dtype.kind == "f" and a.size and np.all(a == np.round(a)):
         a = a.astype(np.int64)
     check(a.dtype.kind in "iu", f"{where}: {key!r} must hold integers, got dtype {a.dtype}")
@@ -161,6 +163,7 @@ def load_npz(path: str | os.PathLike) -> Domain:
     ``groups`` (N integer group ids)."""
     p = Path(path).expanduser()
     where = f"npz file {str(p)!r}"
+    check(not p.is_dir(), f"{where} is a directory; an image folder loads as 'folder:{p}'")
     check(p.is_file(), f"{where} does not exist")
     check(p.suffix.lower() != ".npy", f"{where} is a single array (.npy); save x and y together with "
                                       f"numpy.savez(path, x=images, y=labels)")
@@ -182,7 +185,11 @@ def load_npz(path: str | os.PathLike) -> Domain:
     n_classes = int(y.max()) + 1
     if "class_names" in data:
         raw = np.asarray(data["class_names"]).reshape(-1)
-        names = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in raw.tolist()]
+        try:
+            names = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in raw.tolist()]
+        except UnicodeDecodeError as e:
+            raise TransferkitError(f"{where}: class_names are bytes that are not UTF-8 ({e}); store them as "
+                                   f"str (numpy.array(names, dtype=str))") from None
         check(len(names) >= n_classes, f"{where}: {len(names)} class_names but labels go up to "
                                        f"{n_classes - 1}")
         check(len(set(names)) == len(names), f"{where}: class_names are not unique")

@@ -85,11 +85,16 @@ class AdaptationMethod(Method):
         from the source's is dropped with a warning: selecting on target labels is not
         unsupervised adaptation. Which domain a split part was cut from: the ``spec`` it was
         loaded from (:func:`~transferkit.data.load_domain` records it in ``provenance``; every
-        split keeps it), else its name (:func:`~transferkit.splits.dataset_name`: ``mnist/val``
-        and ``mnist/train/unlabeled``). (``transferkit run`` gives these methods no target
-        validation split.)"""
+        split keeps it), else the folder or file it was read from (``origin``: two image folders
+        both named ``images`` differ), else its name (:func:`~transferkit.splits.dataset_name`:
+        ``mnist/val`` and ``mnist/train/unlabeled``). (``transferkit run`` gives these methods
+        no target validation split.)"""
         def base(d):
-            return None if d is None else d.provenance.get("spec") or dataset_name(d.name)
+            if d is None:
+                return None
+            origin = d.provenance.get("origin", "")
+            return (d.provenance.get("spec") or (origin if origin.startswith(("folder:", "npz:")) else None)
+                    or dataset_name(d.name))
         if val is not None and base(val) == base(unlabeled) != base(source):
             warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
                           "(unsupervised adaptation); set select_on: none or source_val", stacklevel=2)

@@ -128,7 +128,7 @@ def test_a_section_given_in_part_keeps_its_own_defaults_and_values_are_typed():
         default.pretrain.steps, default.pretrain.eval_every, 32)  # not TrainConfig's own 300 / 50
     assert cfg.train.eval_every == default.train.eval_every
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.train.steps == 1000
-    assert load_config(None, ["seed='9007199254740993'"]).seed == 9007199254740993  # text, not through float
+    assert load_config(None, ["train.steps='9007199254740993'"]).train.steps == 9007199254740993  # not via float
 
 
 def test_set_keeps_the_text_of_string_fields_and_merges_sections():
@@ -165,10 +165,31 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     ("methods=[1]", "methods must be a list of method names"),
     ("methods=[finetune, null]", "methods must be a list of method names"),
     ("train.device=cuda", "train.device is 'cuda' but device is 'cpu'"),
+    ("device=tpu", "unknown device 'tpu'"),
+    ("seed=1e20", "seed must be in 0..2**32 - repeats"),
+    ("seed=-1", "seed must be in 0..2**32 - repeats"),
 ])
 def test_bad_config_values_are_named(assignment, message):
     with pytest.raises(TransferkitError, match=re.escape(message)):
         load_config(None, [assignment])
+
+
+def test_the_config_device_wins_over_the_environment_and_numpy_values_write_as_plain_yaml(monkeypatch):
+    import numpy as np
+    import yaml
+
+    from transferkit.config import dump_config
+    from transferkit.experiment import job_digest
+    monkeypatch.setenv("TRANSFERKIT_DEVICE", "auto")  # the stages' defaults: nobody set them
+    assert load_config(None, ["device=cpu"]).device == "cpu"
+    assert ExperimentConfig(device="cpu").train.device == "auto"  # the run replaces it by `device`
+    sweep = ExperimentConfig(methods=["dann"], options={"dann": {"weight": np.float64(0.3), "depth": np.int64(2)}},
+                             source_classes=np.arange(3), seed=np.int64(1))
+    read = yaml.safe_load(dump_config(sweep))
+    assert read["options"] == {"dann": {"weight": 0.3, "depth": 2}} and read["source_classes"] == [0, 1, 2]
+    typed = ExperimentConfig(methods=["dann"], options={"dann": {"weight": 0.3, "depth": 2}}, source_classes=[0, 1, 2],
+                             seed=1)
+    assert job_digest(sweep, "dann") == job_digest(typed, "dann")
 
 
 def test_unknown_method_option_fails_before_any_work(tmp_path):
@@ -228,6 +249,13 @@ def test_sklearn_like_api():
     with pytest.raises(TransferkitError, match=r"predict: image values must lie in \[0, 1\]"):
         model.predict(x * 255)
     assert torch.equal(model.predict(x.numpy()), model.predict(x))  # a numpy array is taken as is
+    import numpy as np
+    flipped = np.flip(torch.flip(x, [3]).numpy(), 3)  # x's values, in a view with negative strides
+    assert flipped.strides[3] < 0
+    assert torch.equal(model.predict(flipped), model.predict(x))
+    assert torch.equal(model.predict(x.numpy().astype(">f4")), model.predict(x))  # big-endian
+    with pytest.raises(TransferkitError, match="predict: images must be numbers, got a numpy array of dtype object"):
+        model.predict(x.numpy().astype(object))
     with pytest.raises(TransferkitError, match=r"image tensor \(or numpy array\), got list"):
         model.predict([1, 2])
 
@@ -515,6 +543,12 @@ def test_resume_may_change_options_that_do_not_change_training(tmp_path):
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     again = replace(cfg, options={"flex": {"workers": 2, "keep_candidates": True}})
     assert run_experiment(again, run_dir=run_dir, log=lambda *a: None)[1] == rows  # read back, not refused
+    spelled = replace(cfg, options={"flex": {"image_lr_mult": 1.0, "image_units": []}})  # its defaults, spelled out
+    assert run_experiment(spelled, run_dir=run_dir, log=lambda *a: None)[1] == rows
+    other = replace(cfg, options={"flex": {"image_lr_mult": 2.0}})
+    with pytest.raises(TransferkitError, match=r"options of flex: \{'image_lr_mult': 1.0, 'image_units': \[\]\} "
+                                               r"there, \{'image_lr_mult': 2.0\} now"):
+        run_experiment(other, run_dir=run_dir, log=lambda *a: None)
 
 
 def test_transfer_names_a_missing_stream_and_a_head_of_other_classes_before_training(monkeypatch):

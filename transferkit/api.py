@@ -99,7 +99,10 @@ class Transfer:
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         check(hasattr(self, "net_"), "call fit before predict")
         if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images)
+            check(images.dtype.kind in "biuf", f"predict: images must be numbers, got a numpy array of dtype "
+                                               f"{images.dtype}")
+            native = images.dtype.newbyteorder("=")  # from_numpy takes neither other byte orders nor flipped views
+            images = torch.from_numpy(np.ascontiguousarray(images).astype(native, copy=False))
         check(isinstance(images, torch.Tensor), f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} "
                                                 f"image tensor (or numpy array), got {type(images).__name__}")
         nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]

@@ -20,6 +20,7 @@ import yaml
 from .engine import TrainConfig
 from .errors import TransferkitError, check
 from .fields import check_fields, from_dict
+from .runtime import check_device_name
 
 
 @dataclass
@@ -59,10 +60,14 @@ class ExperimentConfig:
         if isinstance(self.methods, tuple):
             self.methods = list(self.methods)
         check_fields(self)
+        check_device_name(self.device)
+        unset = os.environ.get("TRANSFERKIT_DEVICE", "cpu")  # a stage device nobody set: the environment's default
         for stage in ("pretrain", "train"):  # a stage's device follows `device`; one that differs would be ignored
             d = getattr(self, stage).device
-            check(d in ("cpu", self.device), f"{stage}.device is {d!r} but device is {self.device!r}: an "
-                                             f"experiment runs on `device` (--device); set that instead")
+            check(d in ("cpu", unset, self.device), f"{stage}.device is {d!r} but device is {self.device!r}: an "
+                                                    f"experiment runs on `device` (--device); set that instead")
+        check(0 <= self.seed and self.seed + self.repeats <= 2**32, f"seed must be in 0..2**32 - repeats (as "
+                                                                   f"numpy's seeds), got {self.seed}")
         check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
         check(self.k is None or self.k >= 1, f"k must be >= 1, got {self.k}")
         check(self.ratio is None or self.ratio >= 1, f"ratio must be >= 1, got {self.ratio}")

@@ -757,12 +757,13 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         if not job.exists():
             continue
         row = read_job(job, ("method", "seed", "accuracy"))
+        then, now = then_options(stored, cls.name), cfg.options.get(cls.name, {})
         if "config_digest" in row:
-            same = row["config_digest"] in (job_digest(cfg, cls.name), job_digest(cfg, cls.name, every_option=True))
+            same = row["config_digest"] in {job_digest(cfg, cls.name, form) for form in DIGEST_FORMS}
         else:
-            then = (stored or {}).get("options") or {}
-            same = stored is not None and then.get(cls.name, {}) == cfg.options.get(cls.name, {})
-        check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now; "
+            same = stored is not None and then == now
+        hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
+        check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now{hint}; "
                     f"restore that config, or delete the job file to run the job again")
         out[cls.name, seed] = row
     return out
@@ -839,16 +840,32 @@ def _result_neutral_defaults(train: TrainConfig) -> TrainConfig:
     return replace(train, **defaults)
 
 
-def job_digest(cfg: ExperimentConfig, method: str, every_option: bool = False) -> str:
+#: how :func:`job_digest` counted a method's options: now, and in rows of earlier versions
+DIGEST_FORMS = ("trained", "given", "every")
+
+
+def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained") -> str:
     """What a job's row depends on: the config but what only chooses jobs or where they run
-    (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options, less those
-    that do not change what is trained (``not_trained_options``, e.g. flex's ``workers``;
-    ``every_option``: with them, as earlier rows were). Stored in the
-    row, it tells a job file written under another config.yaml from one of this run."""
+    (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options as they
+    change what is trained (``form="trained"``: :func:`~transferkit.methods.base.trained_options`,
+    so an option spelled at its default or a ``not_trained_options`` one, e.g. flex's
+    ``workers``, changes nothing). Earlier rows counted the options as given, less
+    (``"given"``) or with (``"every"``) the ``not_trained_options``. Stored in the row, it
+    tells a job file written under another config.yaml from one of this run."""
+    check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
     flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
-    skip = () if every_option else get_method(method).not_trained_options
-    flat["options"] = {k: v for k, v in cfg.options.get(method, {}).items() if k not in skip}
+    cls, given = get_method(method), cfg.options.get(method, {})
+    if form == "trained":
+        flat["options"] = trained_options(cls, given)
+    else:
+        skip = () if form == "every" else cls.not_trained_options
+        flat["options"] = {k: v for k, v in given.items() if k not in skip}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def then_options(stored: dict, method: str) -> dict:
+    """The options a run's stored config gave ``method``."""
+    return ((stored or {}).get("options") or {}).get(method, {})
 
 
 def _flat(config: dict, prefix: str = "") -> dict:

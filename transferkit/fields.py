@@ -10,6 +10,9 @@ import dataclasses
 import types
 import typing
 
+import numpy as np
+import torch
+
 from .errors import TransferkitError, UnknownNameError, check
 
 
@@ -23,7 +26,20 @@ def check_fields(obj, where: str = "") -> None:
         elif dataclasses.is_dataclass(hint):
             check(isinstance(value, hint), f"config {where}{f.name} must be a {hint.__name__} or a mapping of its "
                                            f"fields, got {type(value).__name__}")
-        setattr(obj, f.name, _typed(hint, value, f"{where}{f.name}"))
+        setattr(obj, f.name, plain(_typed(hint, value, f"{where}{f.name}")))
+
+
+def plain(value):
+    """``value`` with NumPy and torch scalars and arrays (also inside dicts, lists and tuples)
+    turned into Python numbers and lists, so that a config made in Python (a sweep over
+    ``numpy.linspace``) writes to YAML and digests like one read from YAML."""
+    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
 
 
 def from_dict(cls, data: dict, where: str = ""):

@@ -25,12 +25,17 @@ from .io import read_json, write_json
 DEVICES = ("cpu", "cuda", "mps", "auto")
 
 
-def resolve_device(name: str = "cpu") -> torch.device:
-    """``cpu``, ``cuda`` (``cuda:N``), ``mps`` or ``auto`` (cuda, then mps, then cpu). Under
-    ``torchrun`` with CUDA, each process takes the GPU of its local rank."""
+def check_device_name(name) -> None:
+    """Refuse a device name :func:`resolve_device` cannot take, naming the choices."""
     check(isinstance(name, str) and name.split(":")[0] in DEVICES and name.count(":") <= 1
           and (":" not in name or (name.split(":")[0] != "auto" and name.split(":")[1].isdigit())),
           f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (cuda:N for one GPU)")
+
+
+def resolve_device(name: str = "cpu") -> torch.device:
+    """``cpu``, ``cuda`` (``cuda:N``), ``mps`` or ``auto`` (cuda, then mps, then cpu). Under
+    ``torchrun`` with CUDA, each process takes the GPU of its local rank."""
+    check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else (
             "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")

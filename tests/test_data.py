@@ -207,6 +207,8 @@ def test_sample_grid_writes_png(tmp_path):
     out = sample_grid(d, tmp_path / "grid.png", per_class=4)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+    grouped = load_domain("digits@grouped5").subset(torch.arange(200))  # groups of 5 frames, kept whole
+    assert sample_grid(grouped, tmp_path / "g.png", per_class=3).stat().st_size > 0
 
 
 def test_tsne_of_few_points_works_and_nan_features_are_named(tmp_path):

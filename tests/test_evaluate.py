@@ -146,3 +146,29 @@ def test_an_empty_test_split_and_bad_grouped_inputs_are_named():
         grouped_accuracy(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]), labels, groups)
     with pytest.raises(TransferkitError, match=r"labels must lie in \[0, 1\].*found 0..5"):
         grouped_accuracy(logits, torch.tensor([0, 5]), groups)
+
+
+def test_units_picked_background_is_the_mean_rank_over_each_targets_ratios(tmp_path, monkeypatch):
+    from transferkit import plots
+    from transferkit.plots import best_index, tsne_embeddings, units_picked_plot
+    assert best_index([0.8, 0.8, 0.7], [0.5, 0.4, 0.1]) == 1  # flex's tie rule: the lower validation loss
+    assert best_index([0.8, 0.8], [float("nan"), 0.4]) == 1 and best_index([0.8, 0.8]) == 0
+    order = {"conv1": 0.9, "fc1": 0.8, "all": 0.7}  # the same unit order on both targets
+    rows = [{"method": "flex", "target": t, "ratio": ratio, "candidate_test_accuracy": order}
+            for t, ratios in (("A", (3, 30, 300)), ("B", (3,))) for ratio in ratios]
+    rows[0] = {**rows[0], "candidate_test_accuracy": {**order, "image:colour": 0.95}}  # another candidate set
+    shown = {}
+    real = plots.new_figure
+
+    def spy(*a, **k):
+        fig = real(*a, **k)
+        shown["fig"] = fig
+        return fig
+    monkeypatch.setattr(plots, "new_figure", spy)
+    units_picked_plot(rows, ["A", "B"], tmp_path / "u.png")
+    background = -shown["fig"].axes[0].images[0].get_array()  # the plot shows -rank
+    # A: image:colour first at ratio 3 (ranked on the row that has it), last at 30 and 300
+    assert background[0].tolist() == pytest.approx([1 / 3, 4 / 3, 7 / 3, (0 + 3 + 3) / 3])
+    assert background[1].tolist() == [0, 1, 2, 3]  # B, one ratio: on the same scale as A
+    grad = torch.randn(20, 4, requires_grad=True)
+    tsne_embeddings({"a": (grad * 2, torch.randn(20, 4).numpy())}, tmp_path / "t.png")  # autograd and NumPy inputs

@@ -24,8 +24,8 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     check(len(domain) > 0, f"domain {domain.name!r} is empty; nothing to plot")
     check(domain.images.shape[1] in (1, 3), f"domain {domain.name!r}: can draw 1- or 3-channel images, got "
                                             f"{domain.images.shape[1]} channels")
-    per_class = min(per_class, int(domain.class_counts().max()))  # the figure is as wide as the largest class
-    sub = subsample_per_class(domain, per_class, seed)
+    sub = subsample_per_class(domain, min(per_class, int(domain.class_counts().max())), seed)
+    per_class = int(sub.class_counts().max())  # as wide as the largest row (a group of frames stays whole)
     order = torch.argsort(sub.labels, stable=True)
     images, labels = sub.images[order], sub.labels[order]
     classes = sub.present_classes()
@@ -72,16 +72,20 @@ def new_figure(width: float, height: float, dpi: float = 100):
     return fig
 
 
-def best_index(values: list[float]) -> int:
-    """Index of the largest value, the first one on ties; NaN never counts as the largest."""
-    return max(range(len(values)), key=lambda j: (-math.inf if math.isnan(values[j]) else values[j], -j))
+def best_index(values: list[float], losses: list[float] | None = None) -> int:
+    """Index of the largest value; on ties the lowest of ``losses`` (flex's rule), then the
+    first one; NaN never counts as the largest (nor as the lowest loss)."""
+    def loss(j):
+        return math.inf if losses is None or math.isnan(losses[j]) else losses[j]
+    return max(range(len(values)), key=lambda j: (-math.inf if math.isnan(values[j]) else values[j], -loss(j), -j))
 
 
 def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Seed 002 Figure 1: validation (solid) and test (dashed) accuracy of tuning each single
     unit (and all units), one colour per ratio, mean over seeds; a marker on the candidate
-    with the best mean validation accuracy. ``flex_rows`` carry ``candidate_val_accuracy``
-    and ``candidate_test_accuracy``."""
+    with the best mean validation accuracy (ties: the lower mean validation loss, as flex
+    breaks them). ``flex_rows`` carry ``candidate_val_accuracy`` and
+    ``candidate_test_accuracy`` (and ``candidate_val_loss``)."""
     check(len(flex_rows) > 0, "per_unit_accuracy_plot: no flex rows")
     cands = list(dict.fromkeys(c for r in flex_rows for c in r.get("candidate_val_accuracy", {})))
     check(len(cands) > 0, "per_unit_accuracy_plot: the rows have no candidate_val_accuracy")
@@ -99,7 +103,7 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
         colour = f"C{i}"
         ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"~{ratio}/class val (n={len(rs)})")
         ax.plot(range(len(cands)), test, "--", color=colour, label=f"~{ratio}/class test")
-        best = best_index(val)
+        best = best_index(val, [mean_over(rs, "candidate_val_loss", c) for c in cands])
         ax.plot([best], [val[best]], "v", color="tab:blue", ms=9, mec="k")
     ax.set_xticks(range(len(cands)), cands)
     ax.set_xlabel("tuned unit")
@@ -114,20 +118,23 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
 
 def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathLike) -> Path:
     """Seed 002 Figure 2: one row per target, one column per flex candidate (units, then
-    ``all``). Background: the sum over ratios of each candidate's rank by mean *test*
-    accuracy (darker = better);
+    ``all``; every candidate of any row). Background: the mean over the target's ratios of
+    each candidate's rank by mean *test* accuracy (darker = better; a target run at fewer
+    ratios is on the same scale; a candidate no row of a ratio has ranks last there);
     markers: how often flex (v), fast_flex's proxy choice (D) and faster_flex (^) picked
     each unit, over ratios and seeds (marker area ~ count)."""
     flex_rows = [r for r in rows if r["method"] == "flex"]
     check(len(flex_rows) > 0, "units_picked_plot: no flex rows")
-    units = list(flex_rows[0]["candidate_test_accuracy"])
+    units = list(dict.fromkeys(u for r in flex_rows for u in r["candidate_test_accuracy"]))
     targets = [t for t in targets if any(r["target"] == t for r in flex_rows)]
     rank = torch.zeros(len(targets), len(units))
     for i, t in enumerate(targets):
-        for ratio in {r["ratio"] for r in flex_rows if r["target"] == t}:
+        ratios = {r["ratio"] for r in flex_rows if r["target"] == t}
+        for ratio in ratios:
             rs = [r for r in flex_rows if r["target"] == t and r["ratio"] == ratio]
-            mean = torch.tensor([sum(r["candidate_test_accuracy"][u] for r in rs) / len(rs) for u in units])
-            rank[i] += torch.argsort(torch.argsort(-mean)).float()
+            have = [[r["candidate_test_accuracy"][u] for r in rs if u in r["candidate_test_accuracy"]] for u in units]
+            mean = torch.tensor([sum(v) / len(v) if v else -math.inf for v in have])
+            rank[i] += torch.argsort(torch.argsort(-mean, stable=True)).float() / len(ratios)
     fig = new_figure(2.5 + 0.9 * len(units), 0.9 + 0.38 * len(targets))
     ax = fig.subplots()
     ax.imshow(-rank.numpy(), cmap="Greys", aspect="auto")
@@ -166,6 +173,7 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
     fig = new_figure(3.2 * len(panels), 3.5)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (fs, ft)) in zip(axes, panels.items()):
+        fs, ft = (torch.as_tensor(f).detach().cpu() for f in (fs, ft))  # NumPy, autograd or GPU features too
         check(fs.dim() >= 2 and ft.dim() >= 2 and fs[0].numel() == ft[0].numel(),
               f"tsne_embeddings: panel {name!r} needs N x D source and target features of one size D, got shapes "
               f"{tuple(fs.shape)} and {tuple(ft.shape)}")

@@ -312,3 +312,31 @@ def test_scale_shift_of_a_linear_layer_scales_features_not_tokens():
         out, plain = lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias)
     assert torch.allclose(out, plain * torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert lin(torch.rand(2, 5, 8)).shape == (2, 5, 4)
+
+
+def test_scale_shift_covers_attention_blocks_and_identity_parameters_take_no_weight_decay():
+    from transferkit.methods.finetune import add_scale_shift
+
+    block = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+
+    class OneUnit:
+        def unit(self, name):
+            return block
+
+    found = add_scale_shift(OneUnit(), ["block"])
+    assert len(found) == 3  # the attention (once, on its output) and the two feed-forward layers
+    assert not hasattr(block.self_attn.out_proj, "scale_shift")  # its hook would never fire
+    block(torch.rand(2, 5, 16)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for m in found for p in m.parameters())
+    x = torch.rand(2, 5, 16)
+    with torch.no_grad():
+        before = block(x)
+        block.self_attn.scale_shift.shift.fill_(1.0)  # the attention's shift reaches the block's output
+        assert not torch.allclose(block(x), before)
+    cfg = TrainConfig(weight_decay=0.1)
+    decays = {}
+    for name, kw in (("ft_ss", {}), ("image_unit", {"kind": "colour"}), ("image_unit", {"kind": "stn"}),
+                     ("image_unit", {"kind": "unet"})):
+        opt = Engine(cfg)._optimizer(get_method(name)(build_backbone("lenet", 10, 1, 28), **kw))
+        decays[kw.get("kind", name)] = [g["weight_decay"] for g in opt.param_groups]
+    assert decays == {"ft_ss": [0.1, 0.0], "colour": [0.0], "stn": [0.0], "unet": [0.1]}

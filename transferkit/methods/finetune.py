@@ -180,20 +180,36 @@ def _scale_shift_hook(module, inputs, output):
     return module.scale_shift(output)
 
 
+def _attention_scale_shift_hook(module, inputs, output):
+    out, weights = output
+    return module.scale_shift(out), weights
+
+
 def add_scale_shift(net, units: list[str]) -> list[ScaleShift]:
     """Attach a :class:`ScaleShift` after every convolution and linear layer of ``units``
     (as a ``scale_shift`` child and a forward hook; the original weights keep their keys).
-    Returns the scale/shift module of every such layer: a layer that already has one (a
-    network tuned by an earlier ``ft_ss``) keeps it, and it is returned to be tuned again."""
+    An ``nn.MultiheadAttention`` (a ViT block) counts as one layer: its output gets the
+    scale/shift (its projections run through the functional API, where a hook on its
+    ``out_proj`` would never fire). Returns the scale/shift module of every such layer: a
+    layer that already has one (a network tuned by an earlier ``ft_ss``) keeps it, and it
+    is returned to be tuned again."""
     found = []
     for name in units:
-        for m in list(net.unit(name).modules()):
-            if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+        modules = list(net.unit(name).modules())
+        inside_attention = {id(c) for m in modules if isinstance(m, nn.MultiheadAttention)
+                            for c in m.modules() if c is not m}
+        for m in modules:
+            attention = isinstance(m, nn.MultiheadAttention)
+            if id(m) in inside_attention or not (attention or isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))):
                 continue
             if not hasattr(m, "scale_shift"):
-                linear = isinstance(m, nn.Linear)
-                m.scale_shift = ScaleShift(m.out_features if linear else m.out_channels, last_dim=linear)
-                m.register_forward_hook(_scale_shift_hook)
+                if attention:
+                    m.scale_shift = ScaleShift(m.embed_dim, last_dim=True)
+                    m.register_forward_hook(_attention_scale_shift_hook)
+                else:
+                    linear = isinstance(m, nn.Linear)
+                    m.scale_shift = ScaleShift(m.out_features if linear else m.out_channels, last_dim=linear)
+                    m.register_forward_hook(_scale_shift_hook)
             found.append(m.scale_shift)
     return found
 
@@ -205,7 +221,9 @@ class FtSS(_TargetCE):
     ``g * (W * x + c) + b`` (kernel scaling and bias shifting of [36]: the same family of
     functions as ``g * (W * x) + b'``, parametrised through the frozen bias ``c``); the
     pre-trained weights stay frozen. The
-    scale/shift modules sit inside every unit, so the engine does not cache a prefix."""
+    scale/shift modules sit inside every unit, so the engine does not cache a prefix. They
+    start at the identity and take no weight decay (``train.weight_decay`` would pull them
+    toward 0, not toward the source network); the head does."""
 
     name = "ft_ss"
     cache_frozen_prefix = False
@@ -227,7 +245,7 @@ class FtSS(_TargetCE):
             p.requires_grad_(True)
 
     def param_groups(self):
-        return [{"params": self.net.parameters_of([HEAD])}, {"params": self.ss_parameters()}]
+        return [{"params": self.net.parameters_of([HEAD])}, {"params": self.ss_parameters(), "weight_decay": 0.0}]
 
 
 @register

@@ -29,6 +29,9 @@ from .base import register
 from .finetune import _TargetCE
 
 IMAGE_UNIT = "image"
+#: kinds whose parameters are the identity at the start, so weight decay would pull the
+#: unit toward a zero map rather than toward ``T(x) = x`` (unet's ``x + D(E(x))`` decays toward it)
+NO_DECAY = ("colour", "stn")
 
 
 class ColourUnit(nn.Module):
@@ -147,7 +150,10 @@ class ImageUnit(_TargetCE):
         return [IMAGE_UNIT]
 
     def param_groups(self):
-        return [{"params": self.net.parameters_of([IMAGE_UNIT]), "lr_mult": self.lr_mult}]
+        group = {"params": self.net.parameters_of([IMAGE_UNIT]), "lr_mult": self.lr_mult}
+        if self.kind in NO_DECAY:
+            group["weight_decay"] = 0.0
+        return [group]
 
     def extra_results(self):
         return {"image_unit": self.kind}

@@ -808,3 +808,16 @@ def test_a_ratio_above_a_class_size_warns_that_the_class_keeps_all_its_images():
     with pytest.warns(UserWarning, match="ratio 1000: the smallest class .* keep all of theirs"):
         labeled, _ = label_subset(cfg, data.target, 0)
     assert len(labeled) == len(data.target.train)
+
+
+def test_the_unlabelled_target_is_the_rest_with_k_and_the_whole_train_split_with_ratio():
+    from dataclasses import replace
+
+    from transferkit.experiment import label_subset, prepare_domains
+    cfg = ExperimentConfig(source="digits", target="digits", k=3, methods=["finetune"])
+    data = prepare_domains(cfg)
+    train = data.target.train
+    labeled, unlabeled = label_subset(cfg, data.target, 0)
+    assert len(labeled) == 30 and len(unlabeled) == len(train) - 30  # k: the rest
+    labeled, unlabeled = label_subset(replace(cfg, k=None, ratio=3), data.target, 0)
+    assert len(labeled) == 30 and unlabeled is train  # ratio: the whole train split (documented)

@@ -28,7 +28,9 @@ class ExperimentConfig:
     """One experiment: pre-train on ``source``, transfer to ``target`` with few labels.
 
     ``k`` labelled target examples per class (the rest of the target train split is the
-    unlabelled target), or ``ratio`` images per class, or neither (all target labels).
+    unlabelled target), or ``ratio`` images per class, or neither (all target labels); with
+    ``ratio`` or neither, the unlabelled target is the whole train split (labelled images
+    included; a ratio may take every image of a small class, leaving no rest).
     Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``.
     """
 

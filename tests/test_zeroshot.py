@@ -325,3 +325,17 @@ def test_recall_counts_a_query_without_relevant_items_as_a_miss_and_ranks_ties_i
     rel = torch.zeros(2, 40, dtype=torch.bool)
     rel[0, 0], rel[1, 39] = True, True
     assert recall_at_k(flat, rel, (1, 39, 40)) == {"R@1": 0.5, "R@39": 0.5, "R@40": 1.0}
+
+
+def test_zeroshot_bench_rows_name_what_they_score():
+    from transferkit.bench.zeroshot import _methods, _seen, _split_with_styles, _zeroshot_rows
+    data = {"mnist": _split_with_styles("mnist")}
+    train, caps = _seen(*data["mnist"]["train"])
+    val, _ = _seen(*data["mnist"]["val"])
+    test = data["mnist"]["test"][0]
+    cfg = TrainConfig(steps=2, batch_size=16, eval_every=2, progress=False)
+    rows = _zeroshot_rows("attr_zones", _methods("hashing")["attr_zones"], "mnist", 0, (train, caps, val, test),
+                          data, cfg, "hashing", lambda *a: None)
+    assert {r["setting"]: r["target"] for r in rows} == {"zsl": "mnist[7-9]", "gzsl": "mnist[0-9]",
+                                                         "gzsl_prior": "mnist[0-9]"}
+    assert sorted(set(train.labels.tolist())) == list(range(7))  # the unseen classes never train

@@ -172,6 +172,8 @@ def test_a_misspelt_flex_target_fails_before_pre_training(tmp_path, monkeypatch)
     import transferkit.bench.flex as flex
     from transferkit.bench import run_benchmark
     monkeypatch.setattr(flex, "source_network", lambda *a, **k: pytest.fail("pre-trained first"))
+    with pytest.raises(TransferkitError, match="unknown domain 'nosuch'"):
+        make_plan("flex", True, ["targets=nosuch"])  # the plan itself (--print-plan) names it
     with pytest.raises(TransferkitError, match="unknown shift 'blurr'"):
         run_benchmark("flex", quick=True, run_dir=tmp_path / "b", log=lambda *a: None,
                       overrides=["targets=mnist+blurr"])

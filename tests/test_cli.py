@@ -218,6 +218,47 @@ def test_bench_cli_runs_a_tiny_plan_records_it_and_resumes(tmp_path, capsys, one
                              *[x for b in budgets for x in ("--set", b)])  # no selection given: the directory's
     assert code == 0 and [p.stat().st_mtime_ns for p in jobs] == stamps, err  # not every default target and ratio
     assert json.loads((bench_dir / "results.json").read_text())["config"]["plan"]["targets"] == ["mnist+blur"]
+    code, out, err = run_cli(capsys, "bench", "flex", "--resume", str(bench_dir))  # the stored plan, budgets too
+    assert code == 0 and [p.stat().st_mtime_ns for p in jobs] == stamps, err
+    assert "benchmark directory: " + str(bench_dir) in out
+
+
+def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_leaves_nothing(tmp_path, capsys):
+    import dataclasses
+
+    from transferkit.bench import make_plan
+    from transferkit.io import directory_lock, write_json
+    bench_dir = tmp_path / "b"
+    write_json(bench_dir / "plan.json", {"benchmark": "flex", **dataclasses.asdict(make_plan("flex", True))})
+    before = (bench_dir / "plan.json").read_text()
+    with directory_lock(bench_dir):  # another process works there
+        code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(bench_dir),
+                               "--set", "targets=mnist+blur")
+    assert code == 2 and "in use by another transferkit process" in err
+    assert (bench_dir / "plan.json").read_text() == before and not (bench_dir / "kernels.json").exists()
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other))
+    assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    new = tmp_path / "new"
+    code, _, err = run_cli(capsys, "bench", "uda", "--quick", "--resume", str(new), "--set", "seeds=99999999999")
+    assert code == 2 and not new.exists()  # it failed before any work: nothing left to resume or report
+
+
+def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_count_is_named(capsys, monkeypatch):
+    import transferkit.cli as cli
+    monkeypatch.setattr(cli, "_relaunch_with_torchrun", lambda *a: pytest.fail("relaunched"))
+    code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", "nosuch=1")
+    assert code == 2 and err.count("transferkit: error:") == 1 and "nosuch" in err
+    code, _, err = run_cli(capsys, "bench", "nosuch", "--nproc", "2")
+    assert code == 2 and "unknown benchmark 'nosuch'" in err
+    code, out, _ = run_cli(capsys, "bench", "list", "--nproc", "2")
+    assert code == 0 and out.count("flex ") == 1
+    monkeypatch.setenv("TRANSFERKIT_WORKERS", "abc")
+    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", "/nonexistent/x")
+    assert code == 2 and "environment variable TRANSFERKIT_WORKERS must be a whole number, got 'abc'" in err
 
 
 def test_a_yaml_key_given_twice_is_named(tmp_path, capsys):

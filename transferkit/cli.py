@@ -42,13 +42,10 @@ def _runtime(args) -> None:
     """Apply --workers / --device (as environment defaults every config and worker sees) and
     join the process group when started by torchrun (--nproc)."""
     import os
-    workers = getattr(args, "workers", None)
-    check(workers is None or workers >= 1, f"--workers must be >= 1, got {workers}")
-    if workers:
+    _runtime_flag_checks(args)  # a clear error now rather than inside a worker
+    if getattr(args, "workers", None):
         os.environ["TRANSFERKIT_WORKERS"] = str(args.workers)
     if getattr(args, "device", None):
-        from .runtime import resolve_device
-        resolve_device(args.device)  # a clear error now rather than inside a worker
         os.environ["TRANSFERKIT_DEVICE"] = args.device
     from .runtime import init_distributed
     init_distributed(os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
@@ -70,6 +67,30 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     return subprocess.call(cmd)
 
 
+def _checked_for_torchrun(args) -> bool:
+    """Before ``--nproc`` starts processes: check what they would run (a bad config, plan or
+    name is one error line here, not one per rank and a torchrun traceback); ``False`` when
+    the command needs no processes (``bench list``, ``--print-plan``)."""
+    if args.command == "run":
+        _runtime_flag_checks(args)
+        _run_config(args)
+    elif args.command in ("bench", "demo"):
+        name = "demo" if args.command == "demo" else args.name
+        if name == "list" or args.print_plan:
+            return False
+        from .bench import make_plan
+        _runtime_flag_checks(args)
+        make_plan(name, args.quick, args.set)
+    return True
+
+
+def _runtime_flag_checks(args) -> None:
+    check(getattr(args, "workers", None) is None or args.workers >= 1, f"--workers must be >= 1, got {args.workers}")
+    if getattr(args, "device", None):
+        from .runtime import check_device_name
+        check_device_name(args.device)
+
+
 def _report(args) -> None:
     from .report import write_report
     args.run_dirs = [str(Path(d).parent) if Path(d).name == "results.json" and Path(d).is_file() else d
@@ -78,20 +99,23 @@ def _report(args) -> None:
     several = args.out is not None and len(args.run_dirs) > 1
     check(not several or len(set(names)) == len(names),
           f"--out with several run directories writes one sub-folder per directory name; these repeat: {names}")
+    for run_dir in args.run_dirs:  # every directory is checked before any report is written
+        check((Path(run_dir) / "results.json").is_file(), f"no results.json in {run_dir}")
     for run_dir, name in zip(args.run_dirs, names):
         html, md = write_report(run_dir, out=Path(args.out) / name if several else args.out)
         print(f"report: {html}\nmarkdown: {md}")
 
 
-def _run(args) -> None:
-    _runtime(args)
+def _run_config(args):
+    """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
+    / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
     from .config import load_config
-    from .experiment import run_experiment
-    from .results import markdown_table, summarize
-    from .runtime import is_main_process
     config, overrides = args.config, list(args.set)
-    # --workers / --device win over the config file's keys (a run's config.yaml names both)
+    # --workers / --device win over the config file's keys (a run's config.yaml names both; with
+    # --device, the stages' own device keys, stored from the environment a run began in, follow it)
     overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
+    if getattr(args, "device", None):
+        overrides += [f"{stage}.device={args.device}" for stage in ("pretrain", "train")]
     resume = Path(args.resume) if args.resume else None
     stored = resume is not None and (resume / "config.yaml").is_file()
     if config is None and stored:  # resume with the run's own config
@@ -105,8 +129,17 @@ def _run(args) -> None:
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
         check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())),
               f"--resume {resume}: not a run directory (no config.yaml)")
-        if not resume.exists():
-            print(f"transferkit: {resume} does not exist; starting a new run there", file=sys.stderr)
+    return cfg
+
+
+def _run(args) -> None:
+    _runtime(args)
+    from .experiment import run_experiment
+    from .results import markdown_table, summarize
+    from .runtime import is_main_process
+    cfg = _run_config(args)
+    if args.resume and not Path(args.resume).exists():
+        print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)
     if is_main_process():
         print("\n" + markdown_table(summarize(rows)))
@@ -212,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             from .runtime import portable_kernels
             portable_kernels()
         if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+            if not _checked_for_torchrun(args):  # listing and printing need no processes
+                args.func(args)
+                return 0
             return _relaunch_with_torchrun(args.nproc, argv)
         args.func(args)
     except TransferkitError as e:
@@ -224,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("transferkit: interrupted; finished jobs and checkpoints are kept (--resume the directory printed "
-              "at the start; a run stopped before its first job leaves none: start it again)", file=sys.stderr)
+        print("transferkit: interrupted; finished jobs and checkpoints are kept (--resume the run or benchmark "
+              "directory printed at the start; one stopped before any work was kept is removed: start it again)",
+              file=sys.stderr)
         return 130
     return 0
 

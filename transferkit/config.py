@@ -20,7 +20,7 @@ import yaml
 from .engine import TrainConfig
 from .errors import TransferkitError, check
 from .fields import check_fields, from_dict
-from .runtime import check_device_name
+from .runtime import check_device_name, env_int
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ExperimentConfig:
     pretrained: str | None = None  # path to a source network (safetensors) to use instead of pre-training
     out_dir: str = "runs"
     # where and how jobs run; the CLI's --workers / --device set the environment defaults
-    workers: int = field(default_factory=lambda: _env_int("TRANSFERKIT_WORKERS", 1))
+    workers: int = field(default_factory=lambda: env_int("TRANSFERKIT_WORKERS", 1))
     device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
     def __post_init__(self):
@@ -105,12 +105,6 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, str(default))
-    check(value.strip().isdigit(), f"environment variable {name} must be a whole number, got {value!r}")
-    return int(value)
 
 
 def _field_hint(cls, parts: list[str]):

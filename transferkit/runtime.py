@@ -235,9 +235,18 @@ def worker_threads(workers: int):
         torch.set_num_threads(before)
 
 
+def env_int(name: str, default: int) -> int:
+    """Whole-number environment variable ``name`` (``default`` when unset), or a named error."""
+    value = os.environ.get(name, str(default))
+    check(value.strip().isdigit(), f"environment variable {name} must be a whole number, got {value!r}")
+    return int(value)
+
+
 def default_workers() -> int:
     """``--workers`` of the CLI (``TRANSFERKIT_WORKERS``), 1 when unset."""
-    return max(1, int(os.environ.get("TRANSFERKIT_WORKERS", "1")))
+    workers = env_int("TRANSFERKIT_WORKERS", 1)
+    check(workers >= 1, f"environment variable TRANSFERKIT_WORKERS must be >= 1, got {workers}")
+    return workers
 
 
 def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:

@@ -184,11 +184,13 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
 
 
 def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> Plan:
-    """A resumed directory selects the jobs its plan selected (targets, ratios, seeds,
-    pairs, parts...; ``plan.json``, or an older directory's ``results.json``) unless
-    ``--set`` names them: ``--resume DIR`` of a run made with ``--set pairs=...`` finishes
-    those pairs, not every default one. Fields of one ``select_groups`` entry go together
-    (flex's ``image_targets`` are among its ``targets``)."""
+    """A resumed directory runs under its stored plan (``plan.json``, or an older
+    directory's ``results.json``) except for the fields ``--set`` names (and ``quick`` when
+    ``--quick`` is given): ``--resume DIR`` of a run made with ``--set pairs=...`` or
+    ``--set train.steps=...`` finishes that run. A named selection field (targets, ratios,
+    seeds, pairs, parts...) may differ; a named budget or protocol field must match
+    (:func:`_check_same_plan`). Fields of one ``select_groups`` entry go together (flex's
+    ``image_targets`` are among its ``targets``)."""
     if not run_dir:
         return plan
     try:
@@ -197,11 +199,14 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
         return plan  # _check_same_plan names the problem
     if stored is None or owner not in (None, name):
         return plan  # a new directory, or another benchmark's (_check_same_plan refuses it)
-    given = {a.split("=", 1)[0].strip() for a in overrides}
+    given = {a.split("=", 1)[0].strip().split(".", 1)[0] for a in overrides} | ({"quick"} if plan.quick else set())
     for group in plan.select_groups:
         if given & set(group):
             given |= set(group)
-    keep = {k: stored[k] for k in plan.selects if k in stored and k not in given}
+    fields = {f.name for f in dataclasses.fields(plan)}
+    if set(stored) != fields:
+        return plan  # another benchmark's or an older version's plan: _check_same_plan names the fields
+    keep = {k: stored[k] for k in fields if k not in given}
     try:
         return dataclasses.replace(plan, **keep) if keep else plan
     except (TypeError, ValueError):
@@ -213,6 +218,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
     an existing directory is resumed: finished jobs are not run again)."""
     plan = _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
+    quick = plan.quick  # a resumed quick run stays one
     suite, description, _ = BENCHMARKS[name]
     tag = f"bench-{name}{'-quick' if quick else ''}"
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
@@ -222,19 +228,52 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
     check(not bench_dir.is_file(), f"--resume {bench_dir}: a file, not a benchmark directory")
     _check_same_plan(bench_dir, plan, name)
+    new = not bench_dir.exists() or not any(bench_dir.iterdir())
+    check(new or (bench_dir / "plan.json").is_file() or (bench_dir / "results.json").is_file(),
+          f"--resume {bench_dir}: not a benchmark directory (no plan.json) and not empty; use an empty or new one")
+    if run_dir and not bench_dir.exists():
+        log(f"note: {bench_dir} does not exist; starting a new benchmark there")
+    workers = 1 if name in ONE_PROCESS else default_workers()
     bench_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
-        note_kernels(bench_dir, log, 1 if name in ONE_PROCESS else default_workers())
-    log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
-    if overrides:
-        log("plan: " + ", ".join(overrides))
-    if name in ONE_PROCESS and default_workers() > 1:
-        log(f"note: benchmark {name} runs its jobs in one process; --workers {default_workers()} does not apply")
-    preload_lazy_imports()
-    with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per directory
-        rows = suite(plan, bench_dir, log)
-        if is_main_process():
-            write_results(bench_dir, tag, {"benchmark": name, "quick": quick, "plan": dataclasses.asdict(plan)}, rows)
+    try:
+        with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
+            if is_main_process():  # under the lock: a refused second process changes nothing here
+                write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
+                note_kernels(bench_dir, log, workers)
+            log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
+            log(f"benchmark directory: {bench_dir} (--resume it to finish an interrupted run)")
+            if overrides:
+                log("plan: " + ", ".join(overrides))
+            if name in ONE_PROCESS and default_workers() > 1:
+                log(f"note: benchmark {name} runs its jobs in one process; --workers {default_workers()} "
+                    f"does not apply")
+            preload_lazy_imports()
+            rows = suite(plan, bench_dir, log)
+            if is_main_process():
+                write_results(bench_dir, tag, {"benchmark": name, "quick": quick, "plan": dataclasses.asdict(plan)},
+                              rows)
+    except BaseException:
+        if new and is_main_process():
+            _remove_if_unused(bench_dir)
+        raise
     log("\n" + markdown_table(summarize(rows)))
     return bench_dir, rows
+
+
+#: what a benchmark directory holds before its first job's work
+_START_FILES = {"plan.json", "kernels.json", ".lock"}
+
+
+def _remove_if_unused(bench_dir: Path) -> None:
+    """Remove a directory this invocation created when it stopped before any work was kept
+    in it (only its plan and kernel record): nothing to resume, and it would stand among the
+    finished runs (``transferkit report runs/bench-NAME/*``)."""
+    if not bench_dir.is_dir():
+        return
+    entries = list(bench_dir.iterdir())
+    if all(p.name in _START_FILES or (p.is_dir() and not any(p.iterdir())) for p in entries):
+        for p in entries:
+            with contextlib.suppress(OSError):
+                p.rmdir() if p.is_dir() else p.unlink()
+        with contextlib.suppress(OSError):
+            bench_dir.rmdir()

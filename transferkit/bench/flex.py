@@ -108,6 +108,8 @@ class FlexPlan(Plan):
         check(self.val_per_class >= 1, f"val_per_class must be >= 1, got {self.val_per_class}")
         stray = [t for t in self.image_targets if t not in self.target_names()]
         check(not stray, f"image_targets {stray} are not among the targets {self.target_names()}")
+        for t in self.target_names():  # an unknown domain or shift is named now, not after pre-training
+            check_spec(parse_grouped(t)[0] if parse_grouped(t) else t)
 
     def target_names(self) -> list[str]:
         return SOURCES[self.source] if self.targets == "all" else self.targets

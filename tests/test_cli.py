@@ -221,6 +221,11 @@ def test_bench_cli_runs_a_tiny_plan_records_it_and_resumes(tmp_path, capsys, one
     code, out, err = run_cli(capsys, "bench", "flex", "--resume", str(bench_dir))  # the stored plan, budgets too
     assert code == 0 and [p.stat().st_mtime_ns for p in jobs] == stamps, err
     assert "benchmark directory: " + str(bench_dir) in out
+    ft_fc1 = next(p for p in jobs if "ft_fc1" in p.name)
+    ft_fc1.unlink()  # an interrupted run: one job left to train under the stored budgets
+    code, out, err = run_cli(capsys, "bench", "flex", "--resume", str(bench_dir))
+    assert code == 0, err
+    assert json.loads(ft_fc1.read_text())["steps"] <= 4  # train.steps=4 of the stored plan, not the default 300
 
 
 def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_leaves_nothing(tmp_path, capsys):
@@ -236,6 +241,12 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
                                "--set", "targets=mnist+blur")
     assert code == 2 and "in use by another transferkit process" in err
     assert (bench_dir / "plan.json").read_text() == before and not (bench_dir / "kernels.json").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with directory_lock(empty):  # another process took a new directory first: nothing of it is removed
+        code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(empty))
+        assert code == 2 and "in use by another transferkit process" in err
+        assert [p.name for p in empty.iterdir()] == [".lock"]
     other = tmp_path / "notes"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

@@ -249,3 +249,21 @@ def test_clip_inference_keeps_training_modes_and_weight_decay_spares_the_tempera
             LearnableTemperature(tau0)
     with pytest.raises(TransferkitError, match="exactly one"):
         prompt_texts(["7"], templates=("a {} }",))
+
+
+def test_a_checkpoint_of_another_optimiser_layout_is_named_not_a_raw_error(tmp_path, monkeypatch):
+    from transferkit.errors import TransferkitError
+    dom = Domain("d", torch.rand(16, 1, 28, 28), torch.arange(16) % 2, ["a", "b"])
+    cfg = TrainConfig(steps=2, eval_every=2, batch_size=8, progress=False)
+
+    def make():
+        torch.manual_seed(0)
+        return ClipMethod(tiny_net(10), captions=["a", "b"], text_encoder=HashingEncoder(16))
+    old = make()  # the two groups of earlier versions: the temperature with the projections
+    monkeypatch.setattr(old, "param_groups", lambda: [{"params": old.net.parameters_of(old.trainable_units())},
+                                                      {"params": [*old.image_proj.parameters(),
+                                                                  *old.text_proj.parameters(),
+                                                                  *old.temperature.parameters()]}])
+    Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(old, source=dom)
+    with pytest.raises(TransferkitError, match="holds another optimiser layout than this method builds"):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), source=dom, resume=True)

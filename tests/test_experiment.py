@@ -181,8 +181,11 @@ def test_the_config_device_wins_over_the_environment_and_numpy_values_write_as_p
     from transferkit.config import dump_config
     from transferkit.experiment import job_digest
     monkeypatch.setenv("TRANSFERKIT_DEVICE", "auto")  # the stages' defaults: nobody set them
-    assert load_config(None, ["device=cpu"]).device == "cpu"
-    assert ExperimentConfig(device="cpu").train.device == "auto"  # the run replaces it by `device`
+    cfg = load_config(None, ["device=cpu"])
+    assert (cfg.device, cfg.pretrain.device, cfg.train.device) == ("cpu", "cpu", "cpu")  # they follow `device`
+    stored = dump_config(cfg)
+    monkeypatch.delenv("TRANSFERKIT_DEVICE")
+    assert yaml.safe_load(stored)["train"]["device"] == "cpu"  # config.yaml loads without the variable too
     sweep = ExperimentConfig(methods=["dann"], options={"dann": {"weight": np.float64(0.3), "depth": np.int64(2)}},
                              source_classes=np.arange(3), seed=np.int64(1))
     read = yaml.safe_load(dump_config(sweep))

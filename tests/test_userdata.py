@@ -290,6 +290,9 @@ def test_user_data_errors_name_the_problem(tmp_path):
         load_npz(tmp_path / "latin.npz")
     images = torch.zeros(2, 1, 4, 4)
     assert Domain("d", images, torch.tensor([0, 1]), torch.tensor([3, 7])).class_names == ["3", "7"]
+    assert Domain("d", images, torch.tensor([0, 1]), {"dog": 1, "cat": 0}).class_names == ["cat", "dog"]  # by id
+    assert Domain("d", images, torch.tensor([0, 1]), [0.5, 1.5]).class_names == ["0.5", "1.5"]
+    assert parse_classes({1, 0}, Domain("d", images, torch.tensor([0, 1]), ["a", "b"])) == [0, 1]  # ids: sorted
     for names in (None, [["a"], ["b"]]):
         with pytest.raises(TransferkitError, match="class_names must be a list of names"):
             Domain("d", images, torch.tensor([0, 1]), names)
@@ -297,7 +300,7 @@ def test_user_data_errors_name_the_problem(tmp_path):
         Domain("d", images, torch.tensor([0.0, float("inf")]), ["a", "b"])
     with pytest.raises(TransferkitError, match="groups must be integer ids"):
         Domain("d", images, torch.tensor([0, 1]), ["a", "b"], groups=["v1", "v2"])
-    with pytest.raises(TransferkitError, match="are a set, whose order changes between processes"):
+    with pytest.raises(TransferkitError, match="are a set of names, whose order changes between processes"):
         parse_classes({"a", "b"}, Domain("d", images, torch.tensor([0, 1]), ["a", "b"]))
 
 

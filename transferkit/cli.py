@@ -99,8 +99,10 @@ def _report(args) -> None:
     several = args.out is not None and len(args.run_dirs) > 1
     check(not several or len(set(names)) == len(names),
           f"--out with several run directories writes one sub-folder per directory name; these repeat: {names}")
+    from .results import unfinished_hint
     for run_dir in args.run_dirs:  # every directory is checked before any report is written
-        check((Path(run_dir) / "results.json").is_file(), f"no results.json in {run_dir}")
+        check((Path(run_dir) / "results.json").is_file(), f"no results.json in {run_dir}: not a finished run or "
+                                                            f"benchmark directory{unfinished_hint(Path(run_dir))}")
     for run_dir, name in zip(args.run_dirs, names):
         html, md = write_report(run_dir, out=Path(args.out) / name if several else args.out)
         print(f"report: {html}\nmarkdown: {md}")
@@ -111,11 +113,8 @@ def _run_config(args):
     / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
     from .config import load_config
     config, overrides = args.config, list(args.set)
-    # --workers / --device win over the config file's keys (a run's config.yaml names both; with
-    # --device, the stages' own device keys, stored from the environment a run began in, follow it)
+    # --workers / --device win over the config file's keys (a run's config.yaml names both)
     overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
-    if getattr(args, "device", None):
-        overrides += [f"{stage}.device={args.device}" for stage in ("pretrain", "train")]
     resume = Path(args.resume) if args.resume else None
     stored = resume is not None and (resume / "config.yaml").is_file()
     if config is None and stored:  # resume with the run's own config

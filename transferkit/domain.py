@@ -105,11 +105,14 @@ class Domain:
         names = self.class_names
         if isinstance(names, (torch.Tensor, np.ndarray)):
             names = names.tolist()  # str() of a tensor element would read 'tensor(0)'
-        check(not isinstance(names, (str, bytes, dict, set, frozenset)) and hasattr(names, "__iter__"),
+        if isinstance(names, dict):  # torchvision's class_to_idx: the names in the order of their ids
+            names = sorted(names, key=names.get)
+        check(not isinstance(names, (str, bytes, set, frozenset)) and hasattr(names, "__iter__"),
               f"domain {self.name!r}: class_names must be a list of names, got {names!r:.80}")
         names = list(names)
-        check(all(isinstance(c, (str, int, np.integer)) for c in names),
-              f"domain {self.name!r}: class_names must be a list of names (strings or ints), got {names!r:.80}")
+        check(all(c is not None and not isinstance(c, (list, tuple, dict, set, torch.Tensor, np.ndarray))
+                  for c in names),
+              f"domain {self.name!r}: class_names must be a list of names, got {names!r:.80}")
         self.class_names = [str(c) for c in names]
         dup = sorted(c for c, n in Counter(self.class_names).items() if n > 1)
         check(not dup, f"domain {self.name!r}: repeated class names {dup}")

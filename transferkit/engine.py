@@ -495,7 +495,11 @@ class Engine:
         for k, v in meta["optim_scalars"].items():
             pid, key = k.split(".", 1)
             opt_state["state"].setdefault(int(pid), {})[key] = v
-        opt.load_state_dict(opt_state)
+        try:
+            opt.load_state_dict(opt_state)
+        except ValueError as e:  # e.g. parameter groups an older version split otherwise
+            raise TransferkitError(f"checkpoint in {self.ckpt} holds another optimiser layout than this method "
+                                   f"builds ({e}); remove it or use a new run directory") from None
         torch.set_rng_state(tensors["rng"])
         cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng_cuda.")),
                                            key=lambda k: int(k.split(".")[1]))]

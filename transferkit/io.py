@@ -66,7 +66,10 @@ def _fsync_dir(path: Path) -> None:
     """Flush a directory's entries (POSIX; Windows has no directory handles for this)."""
     if os.name == "nt":
         return
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a directory this process may write to but not read: the file itself is flushed
+        return
     try:
         os.fsync(fd)
     except OSError:  # some file systems refuse fsync on a directory; the file itself is flushed

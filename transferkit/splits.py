@@ -189,8 +189,10 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
     elif isinstance(text_or_list, int) and not isinstance(text_or_list, bool):
         items = [text_or_list]
     else:
-        check(not isinstance(text_or_list, (set, frozenset)),
-              f"classes {text_or_list!r} are a set, whose order changes between processes; give a list")
+        if isinstance(text_or_list, (set, frozenset)):  # unordered: ids in order; names would change per process
+            check(all(is_whole(c) for c in text_or_list),
+                  f"classes {text_or_list!r} are a set of names, whose order changes between processes; give a list")
+            text_or_list = sorted(text_or_list)
         try:
             items = list(text_or_list)
         except TypeError:

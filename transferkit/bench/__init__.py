@@ -28,6 +28,7 @@ import yaml
 from ..config import override
 from ..data import check_spec
 from ..errors import TransferkitError, UnknownNameError, check
+from ..fields import updated
 from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
 from ..runtime import default_workers, is_main_process, note_kernels, preload_lazy_imports, world_size
@@ -207,9 +208,9 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
     if set(stored) != fields:
         return plan  # another benchmark's or an older version's plan: _check_same_plan names the fields
     keep = {k: stored[k] for k in fields if k not in given}
-    try:
-        return dataclasses.replace(plan, **keep) if keep else plan
-    except (TypeError, ValueError):
+    try:  # built as from YAML: stored sections (flex's train: {...}) become their dataclasses again
+        return updated(plan, keep) if keep else plan
+    except (TypeError, ValueError, TransferkitError):
         return plan  # a stored value of another form: _check_same_plan compares the plans
 
 
@@ -228,52 +229,69 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
     check(not bench_dir.is_file(), f"--resume {bench_dir}: a file, not a benchmark directory")
     _check_same_plan(bench_dir, plan, name)
-    new = not bench_dir.exists() or not any(bench_dir.iterdir())
-    check(new or (bench_dir / "plan.json").is_file() or (bench_dir / "results.json").is_file(),
-          f"--resume {bench_dir}: not a benchmark directory (no plan.json) and not empty; use an empty or new one")
-    if run_dir and not bench_dir.exists():
+    existed = bench_dir.exists()
+    if is_main_process():  # the other ranks of a torchrun work where rank 0 does
+        check(_unused(bench_dir) or (bench_dir / "plan.json").is_file() or (bench_dir / "results.json").is_file(),
+              f"--resume {bench_dir}: not a benchmark directory (no plan.json) and not empty; use an empty or new one")
+    if run_dir and not existed:
         log(f"note: {bench_dir} does not exist; starting a new benchmark there")
     workers = 1 if name in ONE_PROCESS else default_workers()
     bench_dir.mkdir(parents=True, exist_ok=True)
+    fresh = False  # nothing of an earlier run here: this invocation's to clear if it stops before any work
     try:
         with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
-            if is_main_process():  # under the lock: a refused second process changes nothing here
-                write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
-                note_kernels(bench_dir, log, workers)
-            log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
-            log(f"benchmark directory: {bench_dir} (--resume it to finish an interrupted run)")
-            if overrides:
-                log("plan: " + ", ".join(overrides))
-            if name in ONE_PROCESS and default_workers() > 1:
-                log(f"note: benchmark {name} runs its jobs in one process; --workers {default_workers()} "
-                    f"does not apply")
-            preload_lazy_imports()
-            rows = suite(plan, bench_dir, log)
-            if is_main_process():
-                write_results(bench_dir, tag, {"benchmark": name, "quick": quick, "plan": dataclasses.asdict(plan)},
-                              rows)
+            fresh = is_main_process() and _unused(bench_dir)  # under the lock: no other process works here
+            try:
+                if is_main_process():  # under the lock: a refused second process changes nothing here
+                    write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
+                    note_kernels(bench_dir, log, workers)
+                log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
+                log(f"benchmark directory: {bench_dir} (--resume it to finish an interrupted run)")
+                if overrides:
+                    log("plan: " + ", ".join(overrides))
+                if name in ONE_PROCESS and default_workers() > 1:
+                    log(f"note: benchmark {name} runs its jobs in one process; --workers {default_workers()} "
+                        f"does not apply")
+                preload_lazy_imports()
+                rows = suite(plan, bench_dir, log)
+                if is_main_process():
+                    write_results(bench_dir, tag, {"benchmark": name, "quick": quick,
+                                                   "plan": dataclasses.asdict(plan)}, rows)
+            except BaseException:
+                fresh = fresh and _unused(bench_dir) and _clear_start_files(bench_dir)
+                raise
     except BaseException:
-        if new and is_main_process():
-            _remove_if_unused(bench_dir)
+        if fresh and not existed:  # after the lock is released (its file removed); another process's files stay
+            with contextlib.suppress(OSError):
+                bench_dir.rmdir()
         raise
     log("\n" + markdown_table(summarize(rows)))
     return bench_dir, rows
 
 
-#: what a benchmark directory holds before its first job's work
+#: what a benchmark directory holds before its first job's work (and temporary files of their writes)
 _START_FILES = {"plan.json", "kernels.json", ".lock"}
 
 
-def _remove_if_unused(bench_dir: Path) -> None:
-    """Remove a directory this invocation created when it stopped before any work was kept
-    in it (only its plan and kernel record): nothing to resume, and it would stand among the
-    finished runs (``transferkit report runs/bench-NAME/*``)."""
-    if not bench_dir.is_dir():
-        return
-    entries = list(bench_dir.iterdir())
-    if all(p.name in _START_FILES or (p.is_dir() and not any(p.iterdir())) for p in entries):
-        for p in entries:
-            with contextlib.suppress(OSError):
+def _unused(bench_dir: Path) -> bool:
+    """Whether ``bench_dir`` is missing or holds nothing but a benchmark's start files and
+    empty folders: no work to resume."""
+    try:
+        entries = list(bench_dir.iterdir()) if bench_dir.is_dir() else []
+        return all(p.name in _START_FILES or (p.name.startswith(".") and p.name.endswith(".tmp"))
+                   or (p.is_dir() and not any(p.iterdir())) for p in entries)
+    except OSError:
+        return False
+
+
+def _clear_start_files(bench_dir: Path) -> bool:
+    """Remove the start files and empty folders of a benchmark that stopped before any work
+    (not the lock, which its holder removes); ``True`` when done without an error. Never
+    raises: it runs while another error propagates."""
+    try:
+        for p in bench_dir.iterdir():
+            if p.name != ".lock":
                 p.rmdir() if p.is_dir() else p.unlink()
-        with contextlib.suppress(OSError):
-            bench_dir.rmdir()
+        return True
+    except OSError:
+        return False

@@ -260,6 +260,24 @@ def test_a_resume_keeps_the_directory_s_selection_with_its_groups_and_ignores_ot
     assert _resumed_selection(default, tmp_path, [], "flex").targets == ["mnist+blur", "mnistm"]  # older directory
 
 
+def test_a_resumed_benchmark_keeps_its_budgets_but_runs_where_this_invocation_runs(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from transferkit.bench import _check_same_plan, _resumed_selection
+    from transferkit.engine import TrainConfig
+    stored = {"benchmark": "flex", **dataclasses.asdict(make_plan("flex", True, ["train.steps=7"]))}
+    (tmp_path / "plan.json").write_text(json.dumps(stored))
+    resumed = _resumed_selection(make_plan("flex", False), tmp_path, [], "flex")
+    assert isinstance(resumed.train, TrainConfig) and resumed.train.steps == 7 and resumed.quick
+    _check_same_plan(tmp_path, resumed, "flex")
+    monkeypatch.setenv("TRANSFERKIT_DEVICE", "cuda")  # --device cuda on a run that trained on the CPU
+    on_gpu = _resumed_selection(make_plan("flex", False), tmp_path, [], "flex")
+    assert on_gpu.train.device == "cuda"  # not silently the stored cpu: the plan check names the change
+    with pytest.raises(TransferkitError, match="'device': 'cpu'.* there, .*'device': 'cuda'"):
+        _check_same_plan(tmp_path, on_gpu, "flex")
+
+
 def test_a_benchmark_that_runs_in_one_process_says_that_workers_does_not_apply(tmp_path, monkeypatch):
     from transferkit.bench import BENCHMARKS, ONE_PROCESS, load_suites, run_benchmark
     load_suites()

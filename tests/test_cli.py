@@ -247,12 +247,16 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
         code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(empty))
         assert code == 2 and "in use by another transferkit process" in err
         assert [p.name for p in empty.iterdir()] == [".lock"]
-    other = tmp_path / "notes"
-    other.mkdir()
-    (other / "notes.txt").write_text("mine")
-    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other))
-    assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
-    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    for i, mine in enumerate(("notes.txt", "data", ".notes.tmp", "kernels.json")):  # the user's: never written
+        other = tmp_path / f"mine{i}"
+        other.mkdir()
+        if mine == "data":
+            (other / mine).mkdir()  # an empty folder of theirs
+        else:
+            (other / mine).write_text("mine")
+        code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other))
+        assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
+        assert [p.name for p in other.iterdir()] == [mine]
     new = tmp_path / "new"
     code, _, err = run_cli(capsys, "bench", "uda", "--quick", "--resume", str(new), "--set", "seeds=99999999999")
     assert code == 2 and not new.exists()  # it failed before any work: nothing left to resume or report

@@ -291,6 +291,9 @@ def test_user_data_errors_name_the_problem(tmp_path):
     images = torch.zeros(2, 1, 4, 4)
     assert Domain("d", images, torch.tensor([0, 1]), torch.tensor([3, 7])).class_names == ["3", "7"]
     assert Domain("d", images, torch.tensor([0, 1]), {"dog": 1, "cat": 0}).class_names == ["cat", "dog"]  # by id
+    for other in ({0: "cat", 1: "dog"}, {"a": 0, "b": 0}, {"a": 0, "b": 5}):  # id -> name, repeats, gaps
+        with pytest.raises(TransferkitError, match="must map each name to its id, 0..C-1 once each"):
+            Domain("d", images, torch.tensor([0, 1]), other)
     assert Domain("d", images, torch.tensor([0, 1]), [0.5, 1.5]).class_names == ["0.5", "1.5"]
     assert parse_classes({1, 0}, Domain("d", images, torch.tensor([0, 1]), ["a", "b"])) == [0, 1]  # ids: sorted
     for names in (None, [["a"], ["b"]]):

@@ -106,6 +106,10 @@ class Domain:
         if isinstance(names, (torch.Tensor, np.ndarray)):
             names = names.tolist()  # str() of a tensor element would read 'tensor(0)'
         if isinstance(names, dict):  # torchvision's class_to_idx: the names in the order of their ids
+            ids = list(names.values())
+            check(all(is_whole(i) for i in ids) and sorted(ids) == list(range(len(ids))),
+                  f"domain {self.name!r}: class_names given as a dict must map each name to its id, 0..C-1 once "
+                  f"each (torchvision's class_to_idx), got {names!r:.80}; give a list of names in id order")
             names = sorted(names, key=names.get)
         check(not isinstance(names, (str, bytes, set, frozenset)) and hasattr(names, "__iter__"),
               f"domain {self.name!r}: class_names must be a list of names, got {names!r:.80}")

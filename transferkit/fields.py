@@ -7,6 +7,7 @@ is built from it, keeping that field's defaults for the keys it does not give.""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 
@@ -39,6 +40,8 @@ def plain(value):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(plain(v) for v in value)
+    if isinstance(value, (set, frozenset)) and all(isinstance(v, numbers.Integral) for v in value):
+        return sorted(int(v) for v in value)  # class ids: unordered, so in order (YAML cannot write a frozenset)
     return value
 
 

@@ -208,6 +208,9 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
     if set(stored) != fields:
         return plan  # another benchmark's or an older version's plan: _check_same_plan names the fields
     keep = {k: stored[k] for k in fields if k not in given}
+    for k, value in keep.items():  # a stage's device is where this invocation runs (--device): compared, not kept
+        if isinstance(value, dict) and "device" in value and hasattr(getattr(plan, k), "device"):
+            keep[k] = {**value, "device": getattr(plan, k).device}
     try:  # built as from YAML: stored sections (flex's train: {...}) become their dataclasses again
         return updated(plan, keep) if keep else plan
     except (TypeError, ValueError, TransferkitError):
@@ -231,7 +234,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     _check_same_plan(bench_dir, plan, name)
     existed = bench_dir.exists()
     if is_main_process():  # the other ranks of a torchrun work where rank 0 does
-        check(_unused(bench_dir) or (bench_dir / "plan.json").is_file() or (bench_dir / "results.json").is_file(),
+        check(not _entries(bench_dir) - {".lock"} or (bench_dir / "plan.json").is_file()
+              or (bench_dir / "results.json").is_file(),
               f"--resume {bench_dir}: not a benchmark directory (no plan.json) and not empty; use an empty or new one")
     if run_dir and not existed:
         log(f"note: {bench_dir} does not exist; starting a new benchmark there")
@@ -240,7 +244,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     fresh = False  # nothing of an earlier run here: this invocation's to clear if it stops before any work
     try:
         with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
-            fresh = is_main_process() and _unused(bench_dir)  # under the lock: no other process works here
+            before = _entries(bench_dir)  # under the lock: no other process works here
+            fresh = is_main_process() and not before - {".lock"}
             try:
                 if is_main_process():  # under the lock: a refused second process changes nothing here
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
@@ -258,7 +263,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                     write_results(bench_dir, tag, {"benchmark": name, "quick": quick,
                                                    "plan": dataclasses.asdict(plan)}, rows)
             except BaseException:
-                fresh = fresh and _unused(bench_dir) and _clear_start_files(bench_dir)
+                fresh = fresh and _clear_start_files(bench_dir, before)
                 raise
     except BaseException:
         if fresh and not existed:  # after the lock is released (its file removed); another process's files stay
@@ -269,29 +274,32 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     return bench_dir, rows
 
 
-#: what a benchmark directory holds before its first job's work (and temporary files of their writes)
-_START_FILES = {"plan.json", "kernels.json", ".lock"}
+#: what a benchmark writes before its first job's work
+_START_FILES = ("plan.json", "kernels.json")
 
 
-def _unused(bench_dir: Path) -> bool:
-    """Whether ``bench_dir`` is missing or holds nothing but a benchmark's start files and
-    empty folders: no work to resume."""
+def _entries(bench_dir: Path) -> set[str]:
+    """Names in ``bench_dir`` (none when it does not exist); a lock's temporary file counts
+    as the lock."""
+    if not bench_dir.is_dir():
+        return set()
+    return {".lock" if p.name.startswith(".lock.") else p.name for p in bench_dir.iterdir()}
+
+
+def _clear_start_files(bench_dir: Path, before: set[str]) -> bool:
+    """Undo what a benchmark that stopped before any work wrote into a directory that held
+    nothing (``before``): its start files, their temporary files and empty folders it made;
+    ``True`` when nothing else is there (the directory may go). Never raises: it runs while
+    another error propagates."""
+    def ours(p: Path) -> bool:
+        return p.name in _START_FILES or any(p.name.startswith(f".{f}.") and p.name.endswith(".tmp")
+                                             for f in _START_FILES)
     try:
-        entries = list(bench_dir.iterdir()) if bench_dir.is_dir() else []
-        return all(p.name in _START_FILES or (p.name.startswith(".") and p.name.endswith(".tmp"))
-                   or (p.is_dir() and not any(p.iterdir())) for p in entries)
-    except OSError:
-        return False
-
-
-def _clear_start_files(bench_dir: Path) -> bool:
-    """Remove the start files and empty folders of a benchmark that stopped before any work
-    (not the lock, which its holder removes); ``True`` when done without an error. Never
-    raises: it runs while another error propagates."""
-    try:
-        for p in bench_dir.iterdir():
-            if p.name != ".lock":
-                p.rmdir() if p.is_dir() else p.unlink()
+        made = [p for p in bench_dir.iterdir() if p.name not in before]
+        if not all(ours(p) or (p.is_dir() and not any(p.iterdir())) for p in made):
+            return False  # work was kept: the directory stays as it is
+        for p in made:
+            p.rmdir() if p.is_dir() else p.unlink()
         return True
     except OSError:
         return False

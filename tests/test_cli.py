@@ -257,9 +257,9 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
         code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other))
         assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
         assert [p.name for p in other.iterdir()] == [mine]
-    new = tmp_path / "new"
+    new = tmp_path / "out" / "new"
     code, _, err = run_cli(capsys, "bench", "uda", "--quick", "--resume", str(new), "--set", "seeds=99999999999")
-    assert code == 2 and not new.exists()  # it failed before any work: nothing left to resume or report
+    assert code == 2 and not (tmp_path / "out").exists()  # failed before any work: nothing to resume or report
 
 
 def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_count_is_named(capsys, monkeypatch):

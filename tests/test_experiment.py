@@ -194,6 +194,7 @@ def test_the_config_device_wins_over_the_environment_and_numpy_values_write_as_p
                              seed=1)
     assert job_digest(sweep, "dann") == job_digest(typed, "dann")
     assert yaml.safe_load(dump_config(ExperimentConfig(target_classes=frozenset({3, 2}))))["target_classes"] == [2, 3]
+    assert ExperimentConfig(target_classes={True, 2}).target_classes == {True, 2}  # not ids: parse_classes names it
 
 
 def test_unknown_method_option_fails_before_any_work(tmp_path):

@@ -7,14 +7,13 @@ is built from it, keeping that field's defaults for the keys it does not give.""
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import types
 import typing
 
 import numpy as np
 import torch
 
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, is_whole
 
 
 def check_fields(obj, where: str = "") -> None:
@@ -40,7 +39,7 @@ def plain(value):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(plain(v) for v in value)
-    if isinstance(value, (set, frozenset)) and all(isinstance(v, numbers.Integral) for v in value):
+    if isinstance(value, (set, frozenset)) and all(is_whole(v) for v in value):
         return sorted(int(v) for v in value)  # class ids: unordered, so in order (YAML cannot write a frozenset)
     return value
 

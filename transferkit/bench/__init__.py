@@ -178,9 +178,18 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
         check(False, f"{bench_dir} holds a run of {whose}: its plan has the fields {', '.join(sorted(stored))}, "
                      f"this one {', '.join(sorted(now))}; use another directory")
     keys = sorted((set(now) | set(stored)) - set(plan.selects))
-    diff = [k for k in keys if now.get(k) != stored.get(k)]
+    diff = []
+    for k in (k for k in keys if now.get(k) != stored.get(k)):
+        then_k, now_k = stored.get(k), now.get(k)
+        if isinstance(then_k, dict) and isinstance(now_k, dict):  # a section (flex's train): the keys that differ
+            diff += [(f"{k}.{sub}", then_k.get(sub), now_k.get(sub)) for sub in sorted(set(then_k) | set(now_k))
+                     if then_k.get(sub) != now_k.get(sub)]
+        else:
+            diff.append((k, then_k, now_k))
+    device = any(k.endswith(".device") for k, _, _ in diff)
     check(not diff, f"{bench_dir} was run with another plan: " + "; ".join(
-        f"{k}: {stored.get(k)!r} there, {now.get(k)!r} now" for k in diff)
+        f"{k}: {a!r} there, {b!r} now" for k, a, b in diff)
+        + (" (a stage's device is where this invocation runs: --device / $TRANSFERKIT_DEVICE)" if device else "")
         + (f". Only {', '.join(plan.selects)} may change when resuming" if plan.selects else ""))
 
 
@@ -232,7 +241,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
     check(not bench_dir.is_file(), f"--resume {bench_dir}: a file, not a benchmark directory")
     _check_same_plan(bench_dir, plan, name)
-    existed = bench_dir.exists()
+    existed, parent_existed = bench_dir.exists(), bench_dir.parent.exists()
     if is_main_process():  # the other ranks of a torchrun work where rank 0 does
         check(not _entries(bench_dir) - {".lock"} or (bench_dir / "plan.json").is_file()
               or (bench_dir / "results.json").is_file(),
@@ -241,11 +250,10 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
         log(f"note: {bench_dir} does not exist; starting a new benchmark there")
     workers = 1 if name in ONE_PROCESS else default_workers()
     bench_dir.mkdir(parents=True, exist_ok=True)
-    fresh = False  # nothing of an earlier run here: this invocation's to clear if it stops before any work
     try:
         with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
             before = _entries(bench_dir)  # under the lock: no other process works here
-            fresh = is_main_process() and not before - {".lock"}
+            fresh = is_main_process() and not before - {".lock"}  # this invocation's to clear if it stops early
             try:
                 if is_main_process():  # under the lock: a refused second process changes nothing here
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
@@ -263,12 +271,15 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                     write_results(bench_dir, tag, {"benchmark": name, "quick": quick,
                                                    "plan": dataclasses.asdict(plan)}, rows)
             except BaseException:
-                fresh = fresh and _clear_start_files(bench_dir, before)
+                if fresh:
+                    _clear_start_files(bench_dir, before)
                 raise
     except BaseException:
-        if fresh and not existed:  # after the lock is released (its file removed); another process's files stay
-            with contextlib.suppress(OSError):
+        if is_main_process() and not existed:  # after the lock is released (its file removed). rmdir removes
+            with contextlib.suppress(OSError):  # only an empty folder: work or another process's files stay
                 bench_dir.rmdir()
+                if not parent_existed:  # out_dir/bench-NAME made for it
+                    bench_dir.parent.rmdir()
         raise
     log("\n" + markdown_table(summarize(rows)))
     return bench_dir, rows
@@ -288,8 +299,8 @@ def _entries(bench_dir: Path) -> set[str]:
 
 def _clear_start_files(bench_dir: Path, before: set[str]) -> bool:
     """Undo what a benchmark that stopped before any work wrote into a directory that held
-    nothing (``before``): its start files, their temporary files and empty folders it made;
-    ``True`` when nothing else is there (the directory may go). Never raises: it runs while
+    nothing (``before``): its start files, their temporary files and empty folders it made,
+    only when nothing else is there; ``True`` when it did. Never raises: it runs while
     another error propagates."""
     def ours(p: Path) -> bool:
         return p.name in _START_FILES or any(p.name.startswith(f".{f}.") and p.name.endswith(".tmp")

@@ -757,7 +757,7 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         if not job.exists():
             continue
         row = read_job(job, ("method", "seed", "accuracy"))
-        then, now = then_options(stored, cls.name), cfg.options.get(cls.name, {})
+        then, now = _stored_options(stored, cls.name), cfg.options.get(cls.name, {})
         if "config_digest" in row:
             same = row["config_digest"] in {job_digest(cfg, cls.name, form) for form in DIGEST_FORMS}
         else:
@@ -863,7 +863,7 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained") -> str
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def then_options(stored: dict, method: str) -> dict:
+def _stored_options(stored: dict, method: str) -> dict:
     """The options a run's stored config gave ``method``."""
     return ((stored or {}).get("options") or {}).get(method, {})
 

@@ -86,6 +86,13 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
     assert chosen["dann"]["options"] == best
     again = tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)  # finished jobs are read back
     assert sorted(r["accuracy"] for r in again) == sorted(r["accuracy"] for r in rows)
+    job = sorted((tmp_path / "jobs").glob("*.json"))[0]
+    stale = {**json.loads(job.read_text()), "config_digest": "0" * 16}  # from another source network
+    job.write_text(json.dumps(stale))
+    with pytest.raises(TransferkitError, match="was computed from another source network, data or budget"):
+        tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)
+    job.write_text(json.dumps({k: v for k, v in stale.items() if k != "config_digest"}))  # a v3 row: read back
+    assert len(tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)) == len(rows)
 
 
 def test_tsne_figure_draws_the_adapted_network_of_a_finished_run(tmp_path, one_thread):

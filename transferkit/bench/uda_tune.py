@@ -20,16 +20,18 @@ seed, the quick budget.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from ..engine import Engine
+from ..engine import Engine, content_text
+from ..errors import check
 from ..evaluate import mean_se
 from ..experiment import evaluate_on, prepare_domains, pretrain_source, process_domains, source_only_forward
-from ..io import write_json, write_text
+from ..io import read_json, write_json, write_text
 from ..methods import get_method
 from ..runtime import default_workers, run_jobs
 from . import benchmark
@@ -71,6 +73,17 @@ def tune_job(cfg, method: str, options: dict, head: dict) -> dict:
     return {**head, "accuracy": evaluate_on(adapted, data.target.val)["accuracy"], "wall_s": fit.wall_s}
 
 
+def _check_finished(path: Path, digest: str) -> None:
+    """Refuse a finished job file computed from another source network, data or budget than
+    this run gives (a resume under other kernels or threads pre-trains other networks).
+    Rows written before the digest existed (v3) carry none and are read back as they are."""
+    if path.is_file():
+        row = read_json(path, "grid job", "delete it to run the job again")
+        check(isinstance(row, dict) and row.get("config_digest", digest) == digest,
+              f"{path} was computed from another source network, data or budget than this run gives now (other "
+              f"CPU kernels, threads or cache?); delete the job file to run it again, or use a new directory")
+
+
 def tune_budget(quick: bool) -> Budget:
     b = budget(quick)
     b.seeds, b.pairs = ((0,) if quick else (0, 1, 2)), SKADA_PAIRS
@@ -90,10 +103,16 @@ def uda_tune_suite(b: Budget, bench_dir, log):
             head = {"source": source, "target": target, "seed": seed, "split": "val"}
             rows.append({**head, "method": "source_only", "setting": "-", "wall_s": 0.0,
                          "accuracy": evaluate_on(source_only_forward(net, data), data.target.val)["accuracy"]})
+            inputs = content_text({"net": net, "data": [data.source.train, data.target.train, data.target.val],
+                                   "train": cfg.train, "seed": seed})
             for method, options in settings(b.quick):
                 name = f"{source}-{target}-s{seed}-{method}-{describe(options).replace(', ', '_')}"
-                row = {**head, "method": method, "setting": describe(options), "options": options}
-                jobs.append((bench_dir / "jobs" / f"{name}.json", partial(tune_job, cfg, method, options, row)))
+                digest = hashlib.sha256(f"{inputs}|{method}|{content_text(options)}".encode()).hexdigest()[:16]
+                path = bench_dir / "jobs" / f"{name}.json"
+                _check_finished(path, digest)
+                row = {**head, "method": method, "setting": describe(options), "options": options,
+                       "config_digest": digest}
+                jobs.append((path, partial(tune_job, cfg, method, options, row)))
     rows += run_jobs(jobs, default_workers(), lambda row: log(
         f"  {row['source']}->{row['target']} s{row['seed']} {row['method']} {row['setting']}: "
         f"val {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"))

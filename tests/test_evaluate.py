@@ -172,3 +172,19 @@ def test_units_picked_background_is_the_mean_rank_over_each_targets_ratios(tmp_p
     assert background[1].tolist() == [0, 1, 2, 3]  # B, one ratio: on the same scale as A
     grad = torch.randn(20, 4, requires_grad=True)
     tsne_embeddings({"a": (grad * 2, torch.randn(20, 4).numpy())}, tmp_path / "t.png")  # autograd and NumPy inputs
+
+
+def test_known_values_that_pin_grouped_accuracy_paired_counts_and_retrieval_at_small_galleries():
+    from transferkit.evaluate import grouped_accuracy, paired_difference
+    from transferkit.retrieval import average_precision_at_k
+    # group 1 averages softmax probabilities (two confident 1s, one very confident 0): class 1 wins;
+    # averaging raw logits instead would pick class 0
+    logits = torch.tensor([[0.0, 3.0], [0.0, 3.0], [10.0, 0.0]])
+    assert grouped_accuracy(logits, torch.tensor([1, 1, 1]), torch.tensor([0, 0, 0])) == 1.0
+    with pytest.raises(TransferkitError, match=r"labels must lie in \[0, 1\]"):
+        grouped_accuracy(torch.zeros(2, 2), torch.tensor([0, 2]), torch.tensor([0, 1]))
+    rows = [{"method": m, "seed": s, "accuracy": 0.5} for m, seeds in (("a", (0, 1, 2)), ("b", (0, 1))) for s in seeds]
+    assert paired_difference(rows, "a", "b")[2] == 2  # only the seeds both have
+    ap = average_precision_at_k(torch.zeros(1, 1), torch.tensor([0]), torch.tensor([[1.0], [2.0], [3.0]]),
+                                torch.tensor([1, 0, 0]), k=10)  # k above the gallery: two hits, at ranks 2 and 3
+    assert float(ap[0]) == pytest.approx((1 / 2 + 2 / 3) / 2)

@@ -8,6 +8,7 @@ import torch
 from helpers import state_copy, toy_domain
 
 from transferkit.backbones import build_backbone
+from transferkit.domain import Domain
 from transferkit.engine import Engine, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
@@ -222,3 +223,15 @@ def test_fast_flex_without_target_images_names_the_problem(name):
     method = get_method(name)(net)
     with pytest.raises(TransferkitError, match="labelled target images; none were given"):
         method.fit_transfer(lambda tag, config=None: Engine(CFG), target=None, val=toy_domain(16, seed=1, classes=3))
+
+
+def test_validation_scores_name_cross_entropy_and_an_empty_split():
+    from transferkit.methods.flex import selection_margin, val_scores
+    assert selection_margin(torch.tensor([True]), torch.tensor([False])) == (1.0, math.inf)
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    dom = Domain("d", torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2]), ["a", "b", "c"])
+    acc, loss = val_scores(net, dom)
+    with torch.no_grad():
+        assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(net.eval()(dom.images), dom.labels)))
+    assert val_scores(net, dom.subset(torch.zeros(6, dtype=torch.bool))) == (0.0, math.inf)

@@ -160,3 +160,11 @@ def test_coral_of_wide_features_uses_gram_matrices_with_the_same_value():
     wide = torch.randn(4, 64, 80, 80, requires_grad=True)  # 409,600 wide: d x d would be 625 GiB
     coral(wide, torch.randn(4, 64, 80, 80)).backward()
     assert wide.grad.shape == wide.shape
+
+
+def test_known_values_of_mmd_with_unequal_sizes_and_mcc_on_one_hot_predictions():
+    from transferkit.losses import minimum_class_confusion, mmd2
+    # k = exp(-d^2 / 1): source {0}, target {1, 1}: 1 + 1 - 2 e^-1
+    assert float(mmd2(torch.zeros(1, 1), torch.ones(2, 1), scales=(1,), bandwidth=1)) == pytest.approx(
+        2 - 2 * math.exp(-1), rel=1e-5)
+    assert float(minimum_class_confusion(1000 * torch.eye(3), temperature=1)) == 0.0  # no NaN at zero entropy

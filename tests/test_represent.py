@@ -184,3 +184,14 @@ def test_distill_network_calls_its_engine_factory_as_fit_transfer_does():
     student = tiny_net(4)
     net, fit = distill_network([tiny_net(4), tiny_net(4)], lambda: student, make_engine, _domain(), _domain())
     assert tags == ["distill"] and fit.steps == 2 and net is not None
+
+
+def test_distillation_teachers_stay_frozen_and_in_eval_mode():
+    from transferkit.backbones import build_backbone
+    from transferkit.represent import Distill
+    torch.manual_seed(0)
+    teachers = [build_backbone("lenet", num_classes=4, in_channels=1, image_size=28) for _ in range(2)]
+    method = Distill(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28), teachers)
+    method.train_mode()
+    assert not any(m.training for m in method.teacher.modules())
+    assert not any(p.requires_grad for p in method.teacher.parameters())

@@ -597,3 +597,13 @@ def test_matching_ft_counts_an_image_drawn_twice_once():
     dup = torch.tensor([0, 1, 2, 3, 4, 4, 0])
     twice = method.losses(Batch(step=0, progress=0.0, target=(x[dup], y[dup]), indices={"target": dup}))
     assert torch.allclose(twice["episode_ce"], clean)
+
+
+def test_metric_cross_entropy_with_a_query_scale_known_value():
+    from transferkit.methods.semantic import metric_cross_entropy
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    y = torch.tensor([0, 1, 0])
+    cent = torch.nn.functional.normalize(torch.stack([f[[0, 2]].mean(0), f[1]]), dim=1)
+    logits = 10 * torch.nn.functional.normalize(f, dim=1) @ cent.t()  # s · cos against the class means
+    assert float(metric_cross_entropy(f, y, query_scale=10)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5)

@@ -243,3 +243,11 @@ def test_domain_subset_select_classes_and_to_format_name_bad_arguments():
         with pytest.raises(TransferkitError, match="size must be a whole number of pixels >= 1"):
             d.to_format(size=size)
     assert d.to_format(size=8).image_shape == (1, 8, 8)
+
+
+def test_split_sizes_round_and_leave_one_training_image():
+    from transferkit.splits import _part_sizes
+    n_test, n_val = _part_sizes(torch.tensor([7]), 0.0, 0.25)
+    assert (n_test.tolist(), n_val.tolist()) == ([2], [0])  # round(1.75), not floor
+    n_test, n_val = _part_sizes(torch.tensor([3]), 0.05, 0.9)
+    assert (n_test.tolist(), n_val.tolist()) == ([2], [0])  # round(2.7) = 3 leaves none to train: capped

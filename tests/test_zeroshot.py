@@ -339,3 +339,16 @@ def test_zeroshot_bench_rows_name_what_they_score():
     assert {r["setting"]: r["target"] for r in rows} == {"zsl": "mnist[7-9]", "gzsl": "mnist[0-9]",
                                                          "gzsl_prior": "mnist[0-9]"}
     assert sorted(set(train.labels.tolist())) == list(range(7))  # the unseen classes never train
+
+
+def test_zero_shot_report_and_prior_gamma_known_values():
+    from transferkit.zeroshot import prior_matched_gamma, zero_shot_report
+    scores = torch.tensor([[1.0, 0, 0, 0, 9], [0, 0, 1.0, 0, 9]])  # class 4 is no candidate: masked out
+    rep = zero_shot_report(scores, torch.tensor([0, 2]), [0, 1], [2, 3])
+    assert (rep["seen"], rep["unseen"], rep["h"]) == (1.0, 1.0, 1.0)
+    margins = torch.tensor([[float(m), 0.0, 0.0] for m in range(4)])  # max seen - max unseen = 0, 1, 2, 3
+    gamma = prior_matched_gamma(margins, [0], [1, 2])  # 2 of 3 classes unseen: send 2/3 of the pool there
+    assert gamma == pytest.approx(2.0, abs=1e-5)
+    assert float((margins[:, 0] < gamma).float().mean()) == 0.75
+    with pytest.raises(TransferkitError, match="gamma is NaN"):
+        zero_shot_report(scores, torch.tensor([0, 2]), [0, 1], [2, 3], gamma=float("nan"))

@@ -305,14 +305,20 @@ def _stop_pool(pool) -> None:
 
 
 def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: int = 1,
-             log: Callable[[Any], None] | None = None) -> list:
+             log: Callable[[Any], None] | None = None, digests: list[str] | None = None, stale: str = "") -> list:
     """Results of ``jobs``, pairs ``(path, compute)``, in their order: the JSON stored at
     ``path`` by an earlier run, or ``compute()`` run by :func:`map_jobs` (``compute`` must
     pickle, e.g. a ``functools.partial`` of a module-level function, when ``workers > 1``),
     written atomically the moment it ends and then passed to ``log``. An interrupted
-    benchmark resumes where it stopped."""
+    benchmark resumes where it stopped. With ``digests`` (one per job, stored by ``compute``
+    as the row's ``config_digest``), a stored row with another digest is refused before any
+    job runs, the error saying how it was made (``stale``, e.g. "run with another network");
+    rows written before digests carry none and are read back as they are."""
     results = [read_json(p, "job result", "delete it to run that job again") if Path(p).exists() else None
                for p, _ in jobs]
+    for (path, _), r, digest in zip(jobs, results, digests or []):
+        check(r is None or (isinstance(r, dict) and r.get("config_digest", digest) == digest),
+              f"{path} was {stale}; delete the job file to run it again, or use a new directory")
     todo = [i for i, r in enumerate(results) if r is None]
 
     def done(j: int, result) -> None:
@@ -325,9 +331,10 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
     return results
 
 
-def job_result(path: str | os.PathLike, compute: Callable[[], Any], log: Callable[[Any], None] | None = None):
+def job_result(path: str | os.PathLike, compute: Callable[[], Any], log: Callable[[Any], None] | None = None,
+               digest: str | None = None, stale: str = ""):
     """One job of :func:`run_jobs`, in this process."""
-    return run_jobs([(path, compute)], 1, log)[0]
+    return run_jobs([(path, compute)], 1, log, None if digest is None else [digest], stale)[0]
 
 
 def _call(compute: Callable[[], Any]):

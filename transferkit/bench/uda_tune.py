@@ -28,10 +28,9 @@ from pathlib import Path
 import torch
 
 from ..engine import Engine, content_text
-from ..errors import check
 from ..evaluate import mean_se
 from ..experiment import evaluate_on, prepare_domains, pretrain_source, process_domains, source_only_forward
-from ..io import read_json, write_json, write_text
+from ..io import write_json, write_text
 from ..methods import get_method
 from ..runtime import default_workers, run_jobs
 from . import benchmark
@@ -73,17 +72,6 @@ def tune_job(cfg, method: str, options: dict, head: dict) -> dict:
     return {**head, "accuracy": evaluate_on(adapted, data.target.val)["accuracy"], "wall_s": fit.wall_s}
 
 
-def _check_finished(path: Path, digest: str) -> None:
-    """Refuse a finished job file computed from another source network, data or budget than
-    this run gives (a resume under other kernels or threads pre-trains other networks).
-    Rows written before the digest existed (v3) carry none and are read back as they are."""
-    if path.is_file():
-        row = read_json(path, "grid job", "delete it to run the job again")
-        check(isinstance(row, dict) and row.get("config_digest", digest) == digest,
-              f"{path} was computed from another source network, data or budget than this run gives now (other "
-              f"CPU kernels, threads or cache?); delete the job file to run it again, or use a new directory")
-
-
 def tune_budget(quick: bool) -> Budget:
     b = budget(quick)
     b.seeds, b.pairs = ((0,) if quick else (0, 1, 2)), SKADA_PAIRS
@@ -92,7 +80,7 @@ def tune_budget(quick: bool) -> Budget:
 
 @benchmark("uda_tune", "target-validation grid that chose the dann and multilayer_adv settings", plan=tune_budget)
 def uda_tune_suite(b: Budget, bench_dir, log):
-    rows, jobs = [], []
+    rows, jobs, digests = [], [], []
     for source, target in b.pairs:
         for seed in b.seeds:
             cfg = pair_config(source, target, seed, b, ["source_only"], 1)
@@ -107,15 +95,15 @@ def uda_tune_suite(b: Budget, bench_dir, log):
                                    "train": cfg.train, "seed": seed})
             for method, options in settings(b.quick):
                 name = f"{source}-{target}-s{seed}-{method}-{describe(options).replace(', ', '_')}"
-                digest = hashlib.sha256(f"{inputs}|{method}|{content_text(options)}".encode()).hexdigest()[:16]
-                path = bench_dir / "jobs" / f"{name}.json"
-                _check_finished(path, digest)
+                digests.append(hashlib.sha256(f"{inputs}|{method}|{content_text(options)}".encode()).hexdigest()[:16])
                 row = {**head, "method": method, "setting": describe(options), "options": options,
-                       "config_digest": digest}
-                jobs.append((path, partial(tune_job, cfg, method, options, row)))
+                       "config_digest": digests[-1]}  # v3's rows carry none: read back as they are
+                jobs.append((bench_dir / "jobs" / f"{name}.json", partial(tune_job, cfg, method, options, row)))
     rows += run_jobs(jobs, default_workers(), lambda row: log(
         f"  {row['source']}->{row['target']} s{row['seed']} {row['method']} {row['setting']}: "
-        f"val {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"))
+        f"val {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"), digests,
+        "computed from another source network, data or budget than this run gives now (other CPU kernels, "
+        "threads or cache?)")
     chosen = per_pair_choice(rows, b.pairs)
     write_json(Path(bench_dir) / "selected.json", chosen)
     table = grid_table(rows, b) + "\n" + choice_table(chosen)

@@ -567,6 +567,13 @@ def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monk
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_logged_learning_rate_is_the_scheduled_rate_not_a_slowed_groups():
+    cfg = TrainConfig(steps=4, batch_size=16, eval_every=2, lr=1e-3, schedule="cosine", progress=False)
+    method = get_method("ft_slow")(build_backbone("lenet", 4), backbone_lr_mult=0.1)  # the backbone group is first
+    fit = Engine(cfg, seed=0).fit(method, target=toy_domain(32))
+    assert [r["lr"] for r in fit.history] == pytest.approx([1e-3 * SCHEDULES["cosine"](p) for p in (0.25, 0.75)])
+
+
 def test_learning_rate_multipliers_and_optimizer_settings_reach_the_optimizer():
     opt = Engine(TrainConfig(lr=1e-3))._optimizer(get_method("ft_slow")(build_backbone("lenet", 4),
                                                                          backbone_lr_mult=0.1))

@@ -309,7 +309,7 @@ class Engine:
                     logged = all_reduce_mean(torch.stack([loss.detach().float()] + [v.detach().float()
                                                                                    for v in terms.values()]))
                     record = {"step": step, **dict(zip(["loss", *terms], logged.tolist())),
-                              "lr": opt.param_groups[0]["lr"]}
+                              "lr": cfg.lr * SCHEDULES[cfg.schedule](p)}  # a group trains at lr_mult × this
                     if val_x is not None:
                         acc = self._accuracy(method, val_x, val_y)
                         modes_stale = True

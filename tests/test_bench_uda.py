@@ -65,6 +65,7 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
 
     assert "uda_tune" in load_suites()
     assert len(tune.DANN_GRID) == 23 and len(tune.MULTILAYER_GRID) == 23
+    assert tune.MCC_GRID == [{"detach_weights": True}, {"detach_weights": False}]  # the default first
     assert {"hidden": 500, "depth": 2, "lr_schedule": "dann", "weight": 0.1} in tune.DANN_GRID  # the default
     scored = []
 
@@ -75,13 +76,13 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
     b = make_plan("uda_tune", True, ["pairs=digits:digits+noise", "pretrain_steps=4", "adapt_steps=2",
                                      "batch_size=16"])
     rows = tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)
-    assert len(rows) == 1 + len(tune.settings(True)) == 5
+    assert len(rows) == 1 + len(tune.settings(True)) == 7
     assert scored and all(name.endswith("/val") for name in scored)
     assert all(r["split"] == "val" and 0 <= r["accuracy"] <= 1 for r in rows)
     table = (tmp_path / "uda_tune.md").read_text()
     assert table.count("| dann |") == 2 + 1 and "| source_only | - |" in table  # the grid, then the choice
     chosen = json.loads((tmp_path / "selected.json").read_text())["digits:digits+noise"]
-    assert set(chosen) == {"dann", "multilayer_adv"} and "| digits → digits+noise | dann |" in table
+    assert set(chosen) == {"dann", "multilayer_adv", "mcc"} and "| digits → digits+noise | dann |" in table
     best = max(tune.DANN_GRID[:2], key=lambda o: next(r["accuracy"] for r in rows if r.get("options") == o))
     assert chosen["dann"]["options"] == best
     again = tune.uda_tune_suite(b, tmp_path, log=lambda *a: None)  # finished jobs are read back
@@ -150,7 +151,7 @@ def test_the_benchmark_runs_each_pairs_validation_choice_and_defaults_elsewhere(
             assert options in GRID[method], (pair, method)  # chosen from the grid, nothing else
             inspect.signature(get_method(method).__init__).bind_partial(None, **options)
     b = Budget()
-    cfg = pair_config("syndigits", "mnist", 0, b, ["source_only", "dann", "mmd", "multilayer_adv"], 5)
+    cfg = pair_config("syndigits", "mnist", 0, b, ["source_only", "dann", "mmd", "mcc", "multilayer_adv"], 5)
     assert cfg.options == TUNED["syndigits", "mnist"]
     assert pair_config("syndigits", "mnist", 0, b, ["target_only"], 5).options == {}
     assert pair_config("mnist", "mnistm", 0, b, ["source_only", "dann"], 5).options == {}

@@ -79,6 +79,30 @@ def test_minimum_class_confusion_matches_skada():
     assert float(ours) == pytest.approx(float(losses.mcc_loss(logits, T=1)), rel=1e-4)
 
 
+def test_minimum_class_confusion_weights_carry_a_gradient_only_when_asked():
+    logits = 5 * torch.randn(16, 5, generator=torch.Generator().manual_seed(2))  # confident: W varies
+
+    def grad(fn):
+        x = logits.clone().requires_grad_(True)
+        fn(x).backward()
+        return x.grad
+
+    def by_hand(x, t=2.5):  # the paper's formula with W differentiated
+        y = torch.softmax(x / t, 1)
+        w = 1 + torch.exp((y * y.log()).sum(1))
+        c = (y * (len(y) * w / w.sum())[:, None]).t() @ y
+        c = c / c.sum(1, keepdim=True)
+        return (c.sum() - c.trace()) / y.shape[1]
+
+    detached, through = (grad(lambda x, d=d: minimum_class_confusion(x, detach_weights=d)) for d in (True, False))
+    assert float(minimum_class_confusion(logits, detach_weights=False)) == pytest.approx(
+        float(minimum_class_confusion(logits)))
+    assert torch.allclose(through, grad(by_hand), atol=1e-6)
+    assert (detached - through).abs().max() > 0.05 * through.abs().max()
+    losses = pytest.importorskip("skada.deep.losses")
+    assert torch.allclose(through, grad(lambda x: losses.mcc_loss(x, T=2.5, eps=0.0)), atol=1e-6)  # SKADA's gradient
+
+
 def test_difference_and_reconstruction_losses():
     h = torch.randn(16, 6)
     assert float(difference_loss(h, torch.zeros(16, 6))) == 0.0

@@ -16,7 +16,7 @@ def test_steps_per_epoch_matches_skada_balanced_sampler():
     assert steps_per_epoch(100, 300, 32) == 9
 
 
-@pytest.mark.parametrize("name", ["DANN", "DANN-sigmoid", "DeepCoral"])
+@pytest.mark.parametrize("name", ["DANN", "DANN-sigmoid", "DAN", "DeepCoral", "MCC-T2.5"])
 def test_skada_runs_on_a_transferkit_unitnet(name):
     pytest.importorskip("skada.deep")
     g = torch.Generator().manual_seed(0)
@@ -27,6 +27,19 @@ def test_skada_runs_on_a_transferkit_unitnet(name):
     res = run_skada(name, net, dom(32), dom(32), dom(20), epochs=1, batch_size=16, lr=1e-3, seed=0)
     assert 0.0 <= res["accuracy"] <= 1.0 and res["wall_s"] > 0
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # SKADA trains a copy
+
+
+def test_skada_estimators_take_the_named_settings():
+    pytest.importorskip("skada.deep")
+    from transferkit.bench.skada_compare import SKADA_METHODS, skada_estimator
+
+    net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
+    est = {name: skada_estimator(name, net, epochs=1, batch_size=16, lr=1e-3) for name in SKADA_METHODS}
+    est["MCC"].initialize(), est["MCC-T2.5"].initialize(), est["DAN"].initialize()
+    assert est["MCC"].criterion_.adapt_criterion.T == 1 and est["MCC-T2.5"].criterion_.adapt_criterion.T == 2.5
+    assert type(est["DAN"].criterion_.adapt_criterion).__name__ == "DANLoss"
+    with pytest.raises(ValueError, match="unknown SKADA method"):
+        skada_estimator("DDC", net, epochs=1, batch_size=16, lr=1e-3)
 
 
 def test_skada_default_domain_classifier_is_dead_and_the_sigmoid_one_is_not():

@@ -104,16 +104,20 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(1).mean()
 
 
-def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
+def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5,
+                            detach_weights: bool = True) -> torch.Tensor:
     """MCC loss (Jin et al., ECCV 2020) of a target batch of ``B`` logits over ``K``
     classes: ``Y = softmax(logits / T)``; ``W_ii = B (1 + exp(-H(Y_i))) / Σ_j (1 + exp(-H(Y_j)))``;
-    ``C = Y^T W Y``; ``C~_jk = C_jk / Σ_k' C_jk'``; ``L = (1/K) Σ_j Σ_{k≠j} C~_jk``. ``W``
-    carries no gradient (the authors' code detaches the entropies; SKADA's ``mcc_loss`` does
-    not: same value, another gradient)."""
+    ``C = Y^T W Y``; ``C~_jk = C_jk / Σ_k' C_jk'``; ``L = (1/K) Σ_j Σ_{k≠j} C~_jk``. With
+    ``detach_weights`` (default) ``W`` carries no gradient, as in the authors' code (it
+    detaches the entropies); ``detach_weights=False`` lets the gradient flow through ``W``
+    too, as SKADA's ``mcc_loss`` does: the same value, another gradient."""
     check(logits.dim() == 2 and logits.shape[0] > 0,
           f"logits must be a non-empty B x K matrix, got shape {tuple(logits.shape)}")
     y = F.softmax(logits / temperature, dim=1)
-    h = -(y * torch.log(y.clamp_min(1e-12))).sum(1).detach()  # weights carry no gradient, as in the authors' code
+    h = -(y * torch.log(y.clamp_min(1e-12))).sum(1)
+    if detach_weights:
+        h = h.detach()
     w = 1 + torch.exp(-h)
     w = len(y) * w / w.sum()
     c = (y * w[:, None]).t() @ y

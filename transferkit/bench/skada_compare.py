@@ -1,6 +1,6 @@
 """SKADA side by side (benchmark only; ``pip install transferkit[bench]``).
 
-SKADA 0.6's deep methods (``SourceOnly``, ``DANN``, ``DeepCoral``, ``MCC``) are trained on
+SKADA 0.6's deep methods (``SourceOnly``, ``DANN``, ``DAN``, ``DeepCoral``, ``MCC``) are trained on
 the same data, from the same source-pretrained LeNet (a copy of transferkit's network: the
 very same ``UnitNet`` is SKADA's module, the feature layer is its last feature unit), with
 the same batch size (``batch_size`` source + ``batch_size`` target per step), optimiser
@@ -12,6 +12,8 @@ nowhere in the library.
 ``DomainClassifier`` ends in ``Softmax`` over its single output, so it outputs 1 for every
 sample and the domain loss sends no gradient (:func:`dead_domain_classifier` checks it);
 ``DANN-sigmoid`` replaces that ``Softmax`` with a ``Sigmoid`` (what ``BCELoss`` expects).
+``MCC-T2.5`` is SKADA's ``MCC`` at temperature T = 2.5 (the MCC paper's and transferkit's
+``mcc`` default; SKADA's default is T = 1). Every other method runs SKADA's defaults.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-SKADA_METHODS = ("SourceOnly", "DANN", "DANN-sigmoid", "DeepCoral", "MCC")
+SKADA_METHODS = ("SourceOnly", "DANN", "DANN-sigmoid", "DAN", "DeepCoral", "MCC", "MCC-T2.5")
 
 
 def available() -> bool:
@@ -72,10 +74,14 @@ def skada_estimator(name: str, net, epochs: int, batch_size: int, lr: float):
         return sd.DANN(module, layer, reg=1, num_features=module.net.embed_dim, **kw)
     if name == "DANN-sigmoid":
         return sd.DANN(module, layer, reg=1, domain_classifier=sigmoid_domain_classifier(module.net.embed_dim), **kw)
+    if name == "DAN":
+        return sd.DAN(module, layer, reg=1, **kw)
     if name == "DeepCoral":
         return sd.DeepCoral(module, layer, reg=1, **kw)
     if name == "MCC":
         return sd.MCC(module, layer, reg=1, **kw)
+    if name == "MCC-T2.5":
+        return sd.MCC(module, layer, reg=1, T=2.5, **kw)
     raise ValueError(f"unknown SKADA method {name!r}; known: {SKADA_METHODS}")
 
 

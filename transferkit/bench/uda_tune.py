@@ -1,6 +1,7 @@
 """The target-validation grid behind the ``dann`` and ``multilayer_adv`` defaults and the
-per-pair settings of ``bench uda`` (``transferkit bench uda_tune``; docs/adaptation.md, "How
-the dann and multilayer_adv settings were chosen").
+per-pair settings of ``bench uda`` for ``dann``, ``multilayer_adv`` and ``mcc``
+(``transferkit bench uda_tune``; docs/adaptation.md, "How the dann and multilayer_adv
+settings were chosen").
 
 Same pairs (the two SKADA pairs), budget and source networks as ``bench uda`` (the
 pre-trained networks are shared through the cache), seeds 0-2. Each setting adapts the
@@ -53,7 +54,9 @@ MULTILAYER_GRID = (
        for w in (0.03, 0.1, 0.3, 1.0)]
     + [{"combine": "sum", "hidden": 500, "lr_schedule": s, "same_label_space": False, "weight": w}
        for s in ("dann", None) for w in (0.1, 0.3, 1.0)])
-GRID = {"dann": DANN_GRID, "multilayer_adv": MULTILAYER_GRID}
+# the authors' confidence weights without gradient (the default), or SKADA's form with it
+MCC_GRID = [{"detach_weights": True}, {"detach_weights": False}]
+GRID = {"dann": DANN_GRID, "multilayer_adv": MULTILAYER_GRID, "mcc": MCC_GRID}
 
 
 def settings(quick: bool) -> list[tuple[str, dict]]:
@@ -78,7 +81,8 @@ def tune_budget(quick: bool) -> Budget:
     return b
 
 
-@benchmark("uda_tune", "target-validation grid that chose the dann and multilayer_adv settings", plan=tune_budget)
+@benchmark("uda_tune", "target-validation grid that chose the dann, multilayer_adv and mcc settings",
+           plan=tune_budget)
 def uda_tune_suite(b: Budget, bench_dir, log):
     rows, jobs, digests = [], [], []
     for source, target in b.pairs:

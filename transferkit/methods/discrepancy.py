@@ -85,20 +85,23 @@ class MinimumClassConfusion(AdaptationMethod):
     """Minimum class confusion (Jin et al., ECCV 2020): ``L = CE(source) + weight · MCC(z^t)``,
     the between-class confusion of the target predictions, reweighted towards confident
     samples (:func:`transferkit.losses.minimum_class_confusion`). Defaults from the paper:
-    temperature 2.5, weight 1. Not among the seeds' methods: added because SKADA's ``MCC``
-    was the strongest SKADA method in the ``uda`` benchmark, so the two can be compared."""
+    temperature 2.5, weight 1, the confidence weights ``W`` without gradient (the authors'
+    code); ``detach_weights=False`` differentiates through them as SKADA does. Not among the
+    seeds' methods: added because SKADA's ``MCC`` was the strongest SKADA method in the
+    ``uda`` benchmark, so the two can be compared."""
 
     name = "mcc"
     description = "source cross entropy + minimum class confusion of target predictions (Jin et al. 2020)"
 
-    def __init__(self, net, weight: float = 1.0, temperature: float = 2.5, entmin_weight: float = 0.0):
+    def __init__(self, net, weight: float = 1.0, temperature: float = 2.5, entmin_weight: float = 0.0,
+                 detach_weights: bool = True):
         check(weight > 0 and temperature > 0, f"mcc weight and temperature must be > 0, got {weight}, {temperature}")
         super().__init__(net, entmin_weight=entmin_weight)
-        self.weight, self.temperature = float(weight), float(temperature)
+        self.weight, self.temperature, self.detach_weights = float(weight), float(temperature), bool(detach_weights)
 
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled
         src, tgt = self.taps(x_s, x_t, [])
         terms = self.base_terms(src["head"], y_s, tgt["head"])
-        terms["mcc"] = self.weight * minimum_class_confusion(tgt["head"], self.temperature)
+        terms["mcc"] = self.weight * minimum_class_confusion(tgt["head"], self.temperature, self.detach_weights)
         return terms

@@ -421,6 +421,25 @@ def test_mcc_term_reads_the_target_logits():
     assert float(terms["mcc"]) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_mcc_passes_detach_weights_to_its_loss():
+    from transferkit.losses import minimum_class_confusion
+
+    assert get_method("mcc")(_net()).detach_weights is True  # the authors' form by default
+    grads = {}
+    for detach in (True, False):
+        net = _spread_net()
+        method = get_method("mcc")(net, detach_weights=detach)
+        method.train_mode()
+        batch = _batch()
+        method.losses(batch)["mcc"].backward()
+        got = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        minimum_class_confusion(net(batch.unlabeled), 2.5, detach_weights=detach).backward()
+        assert max(float((a - p.grad).abs().max()) for a, p in zip(got, net.parameters())) < 1e-6
+        grads[detach] = got
+    assert max(float((a - b).abs().max()) for a, b in zip(grads[True], grads[False])) > 1e-4  # grads ~1e-2
+
+
 def test_entmin_term_is_the_weighted_entropy_of_the_target_predictions():
     from transferkit.losses import entropy
 

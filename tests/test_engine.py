@@ -572,6 +572,11 @@ def test_logged_learning_rate_is_the_scheduled_rate_not_a_slowed_groups():
     method = get_method("ft_slow")(build_backbone("lenet", 4), backbone_lr_mult=0.1)  # the backbone group is first
     fit = Engine(cfg, seed=0).fit(method, target=toy_domain(32))
     assert [r["lr"] for r in fit.history] == pytest.approx([1e-3 * SCHEDULES["cosine"](p) for p in (0.25, 0.75)])
+    slowed = get_method("ft_slow")(build_backbone("lenet", 4), backbone_lr_mult=0.1)
+    slowed.param_groups = lambda: [dict(g, lr_mult=0.2 * g.get("lr_mult", 1.0)) for g in  # every group slowed
+                                   type(slowed).param_groups(slowed)]
+    fit = Engine(cfg, seed=0).fit(slowed, target=toy_domain(32))
+    assert [r["lr"] for r in fit.history] == pytest.approx([1e-3 * SCHEDULES["cosine"](p) for p in (0.25, 0.75)])
 
 
 def test_learning_rate_multipliers_and_optimizer_settings_reach_the_optimizer():

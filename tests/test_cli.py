@@ -39,6 +39,31 @@ def test_methods_lists_the_four_base_methods(capsys):
         assert name in out
 
 
+def test_methods_describes_named_methods_with_their_options_and_defaults(capsys):
+    code, out, _ = run_cli(capsys, "methods", "mcc", "multilayer_adda")
+    assert code == 0
+    mcc, _, adda = out.partition("\nmultilayer_adda: ")
+    assert "streams: source, unlabeled" in mcc and "detach_weights: true" in mcc and "temperature: 2.5" in mcc
+    assert "Minimum class confusion" in mcc  # the docstring
+    # options passed on to multilayer_adv with **options are listed, its own defaults first
+    assert "untied: true" in adda and "weight: 0.1" in adda and "combine: \"sum\"" in adda
+    assert "untied: false" not in adda
+    code, _, err = run_cli(capsys, "methods", "mccc")
+    assert code != 0 and "unknown method 'mccc'" in err
+
+
+def test_method_options_follow_options_passed_on_to_parents():
+    from transferkit.methods import get_method
+    from transferkit.methods.base import method_options
+
+    assert method_options(get_method("finetune")) == {}
+    assert method_options(get_method("mcc")) == {"weight": 1.0, "temperature": 2.5, "entmin_weight": 0.0,
+                                                 "detach_weights": True}
+    adda = method_options(get_method("adda_encoder"))
+    assert adda["variant"] == "encoder_only" and adda["weight"] == 1.0  # its own default, then adda's options
+    assert list(method_options(get_method("multilayer_adda")))[:3] == ["untied", "lr_mult", "lr_schedule"]
+
+
 def test_show_writes_png(tmp_path, capsys):
     out_png = tmp_path / "grid.png"
     code, out, _ = run_cli(capsys, "show", "digits", "--out", str(out_png), "--per-class", "3")

@@ -31,11 +31,33 @@ def _show(args) -> None:
 
 
 def _methods(args) -> None:
-    from .methods import METHODS
-    from .methods.base import load_outside_families
+    import inspect
+    import json
+    import textwrap
+
+    from .methods import METHODS, get_method
+    from .methods.base import load_outside_families, method_options
     load_outside_families()
-    for name, cls in sorted(METHODS.items()):
-        print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description}")
+    if not args.names:
+        for name, cls in sorted(METHODS.items()):
+            print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description}")
+        return
+    for name in args.names:
+        cls = get_method(name)
+        print(f"{name}: {cls.description}\n  streams: {', '.join(cls.streams)}")
+        options = method_options(cls)
+        print(f"  options (a config's `options: {{{name}: {{...}}}}`, or keyword arguments):" if options
+              else "  options: none")
+        for option, default in options.items():
+            if default is inspect.Parameter.empty:
+                print(f"    {option} (required)")
+            else:
+                shown = list(default) if isinstance(default, tuple) else default
+                try:
+                    print(f"    {option}: {json.dumps(shown)}")
+                except TypeError:
+                    print(f"    {option}: {default!r}")
+        print(textwrap.indent(inspect.getdoc(cls) or "", "  ") + "\n")
 
 
 def _runtime(args) -> None:
@@ -198,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channels", type=int, choices=(1, 3),
                    help="convert to 1 or 3 channels (3 is needed for yuv/hsv on a grey domain)")
     s.set_defaults(func=_show)
-    s = sub.add_parser("methods", help="list methods")
+    s = sub.add_parser("methods", help="list methods, or show the named methods' options and documentation")
+    s.add_argument("names", nargs="*", help="methods to describe (options with their defaults, the docstring)")
     s.set_defaults(func=_methods)
     s = sub.add_parser("run", help="run an experiment from a YAML config")
     s.add_argument("config", nargs="?", help="YAML file (omit to use the defaults with --set, or, with "

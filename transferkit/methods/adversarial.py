@@ -211,11 +211,10 @@ class ADDAEncoderOnly(ADDA):
     name = "adda_encoder"
     description = "ADDA, encoder only (seed 000 §4.3): classifier fixed, adversarial on the embedding"
 
-    def __init__(self, net, **options):
-        check(options.get("variant", "encoder_only") == "encoder_only",
-              f"adda_encoder is ADDA's encoder_only variant; for variant={options.get('variant')!r} use adda")
-        options.setdefault("variant", "encoder_only")
-        super().__init__(net, **options)
+    def __init__(self, net, variant: str = "encoder_only", **options):
+        check(variant == "encoder_only",
+              f"adda_encoder is ADDA's encoder_only variant; for variant={variant!r} use adda")
+        super().__init__(net, variant=variant, **options)
 
 
 @register

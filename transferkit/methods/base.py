@@ -198,6 +198,24 @@ def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
     return {k: v for k, v in out.items() if not (isinstance(v, dict) and not v)}
 
 
+def method_options(cls) -> dict:
+    """``{option: default}`` of method class ``cls``: the parameters of its ``__init__`` after
+    the network, and, where it passes ``**options`` on, those of the parents it passes them to
+    (the nearest default wins). ``inspect.Parameter.empty`` marks an option without default."""
+    out: dict = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is nn.Module:
+            continue
+        params = list(inspect.signature(init).parameters.values())[2:]  # self, net
+        for p in params:
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(p.name, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
 def trained_options(cls, options: dict | None) -> dict:
     """``options`` of method class ``cls`` as its checkpoint signature counts them: numbers
     given as text read as numbers, without ``not_trained_options`` and those equal to their

@@ -37,6 +37,7 @@ def test_methods_lists_the_four_base_methods(capsys):
     assert code == 0
     for name in ("source_only", "target_only", "finetune", "linear_probe"):
         assert name in out
+    assert "transferkit methods NAME" in out
 
 
 def test_methods_describes_named_methods_with_their_options_and_defaults(capsys):

@@ -41,6 +41,7 @@ def _methods(args) -> None:
     if not args.names:
         for name, cls in sorted(METHODS.items()):
             print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description}")
+        print("\n`transferkit methods NAME...` shows the options of the named methods, with their defaults")
         return
     for name in args.names:
         cls = get_method(name)

@@ -36,7 +36,7 @@ def _methods(args) -> None:
     import textwrap
 
     from .methods import METHODS, get_method
-    from .methods.base import load_outside_families, method_options
+    from .methods.base import load_outside_families, method_options, option_choices
     load_outside_families()
     if not args.names:
         for name, cls in sorted(METHODS.items()):
@@ -54,10 +54,12 @@ def _methods(args) -> None:
                 print(f"    {option} (required)")
             else:
                 shown = list(default) if isinstance(default, tuple) else default
+                names = option_choices(option)
+                choices = f"  (one of {', '.join(json.dumps(c) for c in names)})" if names else ""
                 try:
-                    print(f"    {option}: {json.dumps(shown)}")
+                    print(f"    {option}: {json.dumps(shown)}{choices}")
                 except TypeError:
-                    print(f"    {option}: {default!r}")
+                    print(f"    {option}: {default!r}{choices}")
         print(textwrap.indent(inspect.getdoc(cls) or "", "  ") + "\n")
 
 

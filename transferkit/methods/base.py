@@ -198,6 +198,11 @@ def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
     return {k: v for k, v in out.items() if not (isinstance(v, dict) and not v)}
 
 
+def option_choices(option: str) -> tuple | None:
+    """The names an option takes in every method that has it (``lr_schedule``, ...), or None."""
+    return _CHOICES.get(option)
+
+
 def method_options(cls) -> dict:
     """``{option: default}`` of method class ``cls``: the parameters of its ``__init__`` after
     the network, and, where it passes ``**options`` on, those of the parents it passes them to

@@ -1,0 +1,208 @@
+"""Known values and named errors of the evaluation modules (evaluate, splits, grouped, retrieval,
+fewshot_eval) that a mutation-testing pass found unpinned: each test fails when the code it
+names is changed in the way its comment says."""
+
+import pytest
+import torch
+
+from transferkit.domain import Domain
+from transferkit.errors import TransferkitError
+
+
+def _domain(labels, groups=None, names=None, seed=0):
+    labels = torch.as_tensor(labels)
+    names = names or [f"c{i}" for i in range(int(labels.max()) + 1)]
+    images = torch.rand(len(labels), 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+    return Domain("toy", images, labels, names, groups)
+
+
+def _rank_in_class(labels, perm):
+    """The rank of every item among those of its class, in ``perm`` order (a plain loop)."""
+    seen, ranks = {}, torch.empty(len(labels), dtype=torch.long)
+    for i in perm.tolist():
+        c = int(labels[i])
+        ranks[i] = seen.get(c, 0)
+        seen[c] = int(ranks[i]) + 1
+    return ranks
+
+
+# ---- evaluate --------------------------------------------------------------------------------
+def test_per_class_accuracy_keeps_six_decimals():
+    from transferkit.evaluate import classification_report
+    rep = classification_report(torch.eye(2)[[0, 1, 1, 1]], torch.tensor([0, 0, 0, 1]))
+    assert rep["per_class_accuracy"] == [0.333333, 1.0] and rep["accuracy"] == 0.5  # not round(1/3, 2)
+
+
+def test_group_accuracy_counts_each_group_once_whatever_its_size():
+    from transferkit.evaluate import classification_report, grouped_accuracy
+    logits = torch.tensor([[5.0, 0.0]] * 4)  # every frame predicts class 0
+    labels = torch.tensor([0, 0, 0, 1])
+    groups = torch.tensor([0, 0, 0, 1])  # a right group of 3 frames, a wrong group of 1
+    assert grouped_accuracy(logits, labels, groups) == 0.5  # 1 of 2 groups, not 3 of 4 frames
+    assert classification_report(logits, labels, groups=groups)["group_accuracy"] == 0.5
+
+
+def test_classification_report_names_a_length_mismatch():
+    from transferkit.evaluate import classification_report
+    with pytest.raises(TransferkitError, match="4 predictions for 5 labels"):
+        classification_report(torch.zeros(4, 3), torch.zeros(5, dtype=torch.long))
+
+
+# ---- splits ----------------------------------------------------------------------------------
+def test_class_ranks_follow_the_seeded_permutation_within_each_class():
+    from transferkit.splits import class_ranks
+    labels = torch.arange(1000) % 7  # the module's documented recipe: randperm, then a *stable* sort by class
+    ranks = class_ranks(labels, torch.Generator().manual_seed(5))
+    assert torch.equal(ranks, _rank_in_class(labels, torch.randperm(1000, generator=torch.Generator().manual_seed(5))))
+
+
+def test_grouped_subsampling_keeps_groups_that_fit_exactly():
+    from transferkit.splits import subsample_per_class
+    d = _domain(torch.arange(24) // 12, groups=torch.arange(24) // 3)  # 4 groups of 3 frames per class
+    assert subsample_per_class(d, 6, seed=0).class_counts().tolist() == [6, 6]  # two whole groups fill n = 6
+
+
+def test_subsample_refuses_zero_per_class():
+    from transferkit.splits import subsample_per_class
+    with pytest.raises(TransferkitError, match="n must be an integer >= 1"):
+        subsample_per_class(_domain(torch.arange(8) % 2), 0, seed=0)
+
+
+def test_class_ranges_of_one_class_and_the_last_id():
+    from transferkit.splits import parse_classes
+    d = _domain(torch.arange(10))
+    assert parse_classes("3-3", d) == [3] and parse_classes("9", d) == [9]
+    for bad in ("10", [10], "8-10"):
+        with pytest.raises(TransferkitError, match=r"class id 10 out of range \[0, 9\]"):
+            parse_classes(bad, d)
+
+
+def test_dataset_name_keeps_a_domain_named_like_a_part():
+    from transferkit.splits import dataset_name
+    assert dataset_name("test") == "test" and dataset_name("val") == "val"
+    assert dataset_name("test/train") == "test"
+
+
+# ---- grouped ---------------------------------------------------------------------------------
+def test_grouped_views_are_consecutive_copies_of_their_image_and_seeded():
+    from transferkit.grouped import grouped_views
+    base = _domain(torch.arange(4) % 2)
+    plain = grouped_views(base, 3, shifts=())
+    assert torch.equal(plain.images, base.images.repeat_interleave(3, 0))
+    assert plain.groups.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert torch.equal(grouped_views(base, 2, seed=1).images, grouped_views(base, 2, seed=1).images)
+    assert not torch.equal(grouped_views(base, 2, seed=0).images, grouped_views(base, 2, seed=1).images)
+    with pytest.raises(TransferkitError, match="views must be an integer >= 1"):
+        grouped_views(base, 0)
+
+
+def test_parse_grouped_ignores_surrounding_spaces():
+    from transferkit.grouped import parse_grouped
+    assert parse_grouped(" digits+blur@grouped5 ") == ("digits+blur", 5)
+
+
+def test_k_groups_follow_the_seeded_permutation_within_each_class():
+    from transferkit.grouped import sample_k_groups
+    group_label = torch.arange(300) % 3
+    d = _domain(group_label.repeat_interleave(2), groups=torch.arange(600) // 2)  # 300 groups of 2 frames
+    for seed in (4, 9):
+        labeled, unlabeled = sample_k_groups(d, 7, seed)
+        rank = _rank_in_class(group_label, torch.randperm(300, generator=torch.Generator().manual_seed(seed)))
+        assert set(labeled.groups.tolist()) == set(torch.nonzero(rank < 7).flatten().tolist())
+        assert len(unlabeled) == 600 - 2 * 21
+
+
+def test_k_groups_skip_a_class_without_groups():
+    from transferkit.grouped import sample_k_groups
+    labels = torch.tensor([0, 0, 2, 2, 0, 0, 2, 2])  # class 1 has no sample
+    d = _domain(labels, groups=torch.arange(8) // 2, names=["a", "b", "c"])
+    labeled, _ = sample_k_groups(d, 1, 0)
+    assert labeled.class_counts().tolist() == [2, 0, 2]
+
+
+# ---- retrieval -------------------------------------------------------------------------------
+def test_retrieval_map_names_embeddings_that_do_not_match_the_images():
+    from transferkit.retrieval import retrieval_map
+    gallery, queries = _domain(torch.tensor([0, 1, 0, 1])), _domain(torch.tensor([0, 1, 1, 0, 1]))
+    with pytest.raises(TransferkitError, match="gallery has 3 embeddings for 4 images"):
+        retrieval_map(None, None, gallery, queries, gallery=torch.randn(3, 2), queries=torch.randn(5, 2))
+    with pytest.raises(TransferkitError, match="2 query embeddings for 5 images"):
+        retrieval_map(None, None, gallery, queries, gallery=torch.randn(4, 2), queries=torch.randn(2, 2))
+
+
+def test_retrieval_ranks_near_duplicates_exactly_whatever_the_gallery_order():
+    from transferkit.retrieval import map_at_k
+    torch.manual_seed(0)
+    base = 300 + torch.randn(1, 64)  # |x|^2 ~ 6e6: float32 x.x - 2 x.y + y.y cannot see 1e-2 apart
+    gallery = torch.cat([base + 1e-2, 300 + torch.randn(28, 64), base])  # the exact match is last
+    labels = torch.tensor([1] * 29 + [0])
+    assert map_at_k(base.repeat(30, 1), torch.zeros(30, dtype=torch.long), gallery, labels, k=1) == 1.0
+
+
+def test_embed_leaves_an_eval_network_in_eval_mode():
+    from transferkit.backbones import from_sequential
+    from transferkit.retrieval import embed
+    net = from_sequential(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Linear(8, 3)))
+    net.eval()
+    embed(net, torch.rand(2, 1, 4, 4))
+    assert not net.training and not any(m.training for m in net.modules())
+
+
+def test_retrieval_refuses_k_zero():
+    from transferkit.retrieval import map_at_k
+    with pytest.raises(TransferkitError, match="integer k >= 1"):
+        map_at_k(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(3, 3), torch.tensor([0, 1, 1]), k=0)
+
+
+# ---- fewshot_eval ----------------------------------------------------------------------------
+def test_mean_ci95_of_one_episode_has_no_interval():
+    from transferkit.fewshot_eval import mean_ci95
+    assert mean_ci95([0.5]) == (0.5, 0.0)
+
+
+def test_classes_of_exactly_k_plus_q_samples_are_drawn_whole():
+    from transferkit.fewshot_eval import sample_episodes
+    labels = torch.arange(3).repeat_interleave(torch.tensor([3, 3, 5]))  # classes 0 and 1: exactly K + Q = 3
+    sup, qry, classes = sample_episodes(labels, 3, 1, 2, 20, torch.Generator().manual_seed(0))
+    both = torch.cat([sup, qry], 2)
+    assert bool((labels[both] == classes[..., None]).all())
+    for e in range(20):
+        for j, c in enumerate(classes[e].tolist()):
+            if c < 2:  # every sample of a class that has just enough
+                assert sorted(both[e, j].tolist()) == torch.nonzero(labels == c).flatten().tolist()
+
+
+def test_episodes_draw_their_classes_at_random():
+    from transferkit.fewshot_eval import sample_episodes
+    labels = torch.arange(6).repeat_interleave(10)
+    _, _, classes = sample_episodes(labels, 2, 1, 2, 200, torch.Generator().manual_seed(0))
+    assert set(classes.flatten().tolist()) == set(range(6))
+    assert len({tuple(sorted(c)) for c in classes.tolist()}) == 15  # all 6-choose-2 pairs in 200 episodes
+
+
+def test_negative_episode_labels_are_named():
+    from transferkit.fewshot_eval import sample_episodes
+    with pytest.raises(TransferkitError, match="class ids >= 0"):
+        sample_episodes(torch.tensor([-1, 0, 0, 0, 1, 1, 1]), 2, 1, 1, 2, torch.Generator().manual_seed(0))
+
+
+def test_the_linear_head_takes_exactly_steps_adam_steps():
+    from transferkit.fewshot_eval import episode_accuracies
+    labels = torch.arange(5).repeat_interleave(20)
+    feats = 10.0 * torch.eye(8)[labels] + 0.01 * torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+    # from zero weights one Adam step moves W_c by +lr on its class's axis: every query right;
+    # no step leaves all logits 0 (argmax 0: accuracy 1/5)
+    accs = episode_accuracies(feats, labels, "linear", n_way=5, k_shot=1, n_query=5, episodes=10, steps=1, lr=0.1)
+    assert float(accs.mean()) == 1.0
+
+
+def test_the_cosine_head_sees_only_feature_directions():
+    from transferkit.fewshot_eval import episode_accuracies
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat_interleave(12)
+    feats = torch.randn(60, 6, generator=g) + 1.5 * torch.eye(6)[labels]
+    scaled = feats * torch.exp(2 * torch.randn(60, 1, generator=g))  # each sample rescaled, directions kept
+    kw = {"n_way": 5, "k_shot": 2, "n_query": 4, "episodes": 20, "steps": 30, "lr": 0.05}
+    accs = episode_accuracies(feats, labels, "cosine", **kw)
+    flipped = float(((accs - episode_accuracies(scaled, labels, "cosine", **kw)).abs() * 20).sum())  # 20 queries each
+    assert flipped <= 2  # 0 here; a head fit on unnormalised support features flips 33 of the 400 queries

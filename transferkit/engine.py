@@ -284,8 +284,9 @@ class Engine:
             while state["step"] < cfg.steps and not state["stopped"]:
                 step = state["step"]
                 p = step / cfg.steps
+                factor = SCHEDULES[cfg.schedule](p)
                 for g, lr0 in zip(opt.param_groups, base_lrs):
-                    g["lr"] = lr0 * SCHEDULES[cfg.schedule](p)
+                    g["lr"] = lr0 * factor
                 drawn = {n: s.batch(step) for n, s in streams.items()}
                 batch = Batch(step=step, progress=p, indices={n: d[1] for n, d in drawn.items()},
                               **{n: d[0] for n, d in drawn.items()})
@@ -309,7 +310,7 @@ class Engine:
                     logged = all_reduce_mean(torch.stack([loss.detach().float()] + [v.detach().float()
                                                                                    for v in terms.values()]))
                     record = {"step": step, **dict(zip(["loss", *terms], logged.tolist())),
-                              "lr": cfg.lr * SCHEDULES[cfg.schedule](p)}  # a group trains at lr_mult × this
+                              "lr": cfg.lr * factor}  # a group trains at lr_mult × this
                     if val_x is not None:
                         acc = self._accuracy(method, val_x, val_y)
                         modes_stale = True

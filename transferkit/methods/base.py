@@ -151,9 +151,8 @@ _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedul
 
 
 def _switches(cls) -> set[str]:
-    """Names of the options that default to ``True`` or ``False`` in ``cls`` or its parents."""
-    return {n for k in cls.__mro__ if "__init__" in k.__dict__ and k is not nn.Module
-            for n, p in inspect.signature(k.__dict__["__init__"]).parameters.items() if isinstance(p.default, bool)}
+    """Names of the options of ``cls`` (:func:`method_options`) that default to ``True`` or ``False``."""
+    return {name for name, default in method_options(cls).items() if isinstance(default, bool)}
 
 
 def _check_option_values(method: str, options: dict, switches: set[str] = frozenset()) -> None:

@@ -234,7 +234,8 @@ class Flex(_FlexBase):
 @register
 class FastFlex(_FlexBase):
     """Seed 002 Algorithm 2 (fast-flex): ``N_ft-all``, proxy networks by surgery scored on
-    validation, fine-tune the best proxy's unit, keep it if ``a_ft-best >= a_ft-all``."""
+    validation, fine-tune the best proxy's unit (proxy ties: the earlier unit), keep it if
+    ``a_ft-best >= a_ft-all``."""
 
     name = "fast_flex"
     one_epoch = False

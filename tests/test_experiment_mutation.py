@@ -1,0 +1,380 @@
+"""Tests from a mutation pass over experiment.py, api.py and cli.py: each kills a plausible bug
+that the existing tests let through (a job digest blind to a seed or option, label subsets not
+drawn with the job's seed, model selection on the wrong split, head rows matched to the wrong
+classes, the scikit-learn-like surface training or scoring with the wrong settings, CLI exit
+codes and flags). Invariants, hand-made tiny domains and named errors; no snapshots."""
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import toy_domain
+
+from transferkit import cli
+from transferkit import experiment as ex
+from transferkit.backbones import build_backbone
+from transferkit.config import ExperimentConfig
+from transferkit.domain import Domain
+from transferkit.engine import FitResult, TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.methods import get_method
+from transferkit.splits import Split
+
+TINY = TrainConfig(steps=3, eval_every=3, batch_size=8)
+
+
+def _named(domain: Domain, name: str, classes=None) -> Domain:
+    return Domain(name, domain.images, domain.labels, list(classes or domain.class_names))
+
+
+def _prepared(classes=4, target_names=None) -> ex.Prepared:
+    """Six distinct tiny splits (each its own size, so a swapped split shows)."""
+    def split(side, seed, names=None):
+        return Split(*(_named(toy_domain(n, seed=seed + i, classes=classes), f"{side}.{part}", names)
+                       for i, (part, n) in enumerate((("train", 48), ("val", 12), ("test", 20)))))
+    return ex.Prepared(source=split("source", 0), target=split("target", 10, target_names), channels=1)
+
+
+# -- job digest --------------------------------------------------------------------------------
+
+def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_which_jobs_run():
+    cfg = ExperimentConfig(methods=["dann", "linear_probe"], k=2, train=TINY, pretrain=TINY)
+    d = ex.job_digest(cfg, "dann")
+    changed = {"seed": replace(cfg, seed=1), "k": replace(cfg, k=3), "select_on": replace(cfg, select_on="none"),
+               "source": replace(cfg, source="digits"), "train.steps": replace(cfg, train=replace(TINY, steps=4)),
+               "pretrain.lr": replace(cfg, pretrain=replace(TINY, lr=0.5)),
+               "options": replace(cfg, options={"dann": {"weight": 0.5}})}
+    for key, other in changed.items():
+        assert ex.job_digest(other, "dann") != d, key
+    same = [replace(cfg, workers=3), replace(cfg, out_dir="elsewhere"), replace(cfg, name="other"),
+            replace(cfg, methods=["dann"], repeats=7), replace(cfg, train=replace(TINY, progress=False)),
+            replace(cfg, options={"linear_probe": {"reset_head": False}}),  # another method's options
+            replace(cfg, options={"dann": {"weight": 0.1}})]  # an option spelled at its default
+    for other in same:
+        assert ex.job_digest(other, "dann") == d
+    assert ex.job_digest(replace(cfg), "dann") == d  # an identical config
+    flex = ExperimentConfig(methods=["flex"])
+    assert ex.job_digest(replace(flex, options={"flex": {"workers": 4}}), "flex") == ex.job_digest(flex, "flex")
+
+
+def test_a_row_of_another_method_s_options_or_seed_is_refused_on_resume(tmp_path):
+    cfg = ExperimentConfig(methods=["finetune"], k=2, train=TINY, pretrain=TINY)
+    jobs = ex._jobs_of(cfg, [get_method("finetune")])
+    job = ex.job_path(tmp_path, cfg, "finetune", 0)
+    job.parent.mkdir()
+    row = {"method": "finetune", "seed": 0, "accuracy": 0.5}
+    ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "finetune")})
+    assert ex._finished_rows(cfg, tmp_path, jobs, None)[("finetune", 0)]["accuracy"] == 0.5
+    other = replace(cfg, seed=1)
+    with pytest.raises(TransferkitError, match="was run with another configuration"):
+        ex._finished_rows(other, tmp_path, jobs, None)  # the (finetune, 0) job of a run seeded 1
+    ex.write_json(job, row)  # a row from before digests: checked by the stored config's options
+    stored = {"options": {"finetune": {"unknown": 0.5}}}
+    with pytest.raises(TransferkitError, match=r"options of finetune: \{'unknown': 0.5\} there, \{\} now"):
+        ex._finished_rows(cfg, tmp_path, jobs, stored)
+    with pytest.raises(TransferkitError, match="was run with another configuration"):
+        ex._finished_rows(cfg, tmp_path, jobs, None)  # no stored config: nothing vouches for it
+    assert ex._finished_rows(cfg, tmp_path, jobs, {"options": {}})[("finetune", 0)] == row
+
+
+# -- label subsets -----------------------------------------------------------------------------
+
+def _ids(domain):
+    return sorted(map(tuple, domain.images.flatten(1)[:, :8].tolist()))
+
+
+@pytest.mark.parametrize("how", [{"k": 2}, {"k": None, "ratio": 3}, {"k": 2, "groups": True}])
+def test_label_subsets_are_drawn_with_the_job_seed_not_the_config_seed(how):
+    how = dict(how)
+    grouped = how.pop("groups", False)
+    data = _prepared()
+    if grouped:
+        train = data.target.train
+        data.target.train = Domain(train.name, train.images, train.labels, train.class_names,
+                                   groups=torch.arange(len(train)))
+    cfg = ExperimentConfig(methods=["finetune"], **how)
+    a0, _ = ex.label_subset(cfg, data.target, 0)
+    again, _ = ex.label_subset(replace(cfg, seed=5), data.target, 0)
+    a1, _ = ex.label_subset(cfg, data.target, 1)
+    assert _ids(a0) == _ids(again)  # the config's own seed does not choose it
+    assert _ids(a0) != _ids(a1)
+    assert a0.class_counts().tolist() == [how["k"] or 3] * 4
+    if how["k"] and not grouped:  # k: the unlabelled part is the rest of the train split
+        _, rest = ex.label_subset(cfg, data.target, 0)
+        assert len(rest) == len(data.target.train) - len(a0)
+
+
+# -- model selection ---------------------------------------------------------------------------
+
+def test_selection_follows_select_on_and_never_reaches_the_test_split():
+    data = _prepared()
+    finetune, dann = get_method("finetune"), get_method("dann")
+    picks = {s: ex.selection_domain(ExperimentConfig(select_on=s), data, finetune)
+             for s in ("target_val", "source_val", "none")}
+    assert picks == {"target_val": data.target.val, "source_val": data.source.val, "none": None}
+    assert ex.selection_domain(ExperimentConfig(select_on="target_val"), data, dann) is None  # reads no target label
+    assert ex.selection_domain(ExperimentConfig(select_on="source_val"), data, dann) is data.source.val
+    assert not ex.reads_no_target_label(finetune) and ex.reads_no_target_label(dann)
+    assert not ex.reads_no_target_label(get_method("target_only"))
+    assert not ex.reads_no_target_label(get_method("clip"))  # no target stream, but it predicts no source head
+    clip_val = ex.selection_domain(ExperimentConfig(select_on="target_val"), data, get_method("clip"))
+    assert clip_val is data.target.val
+
+
+def test_jobs_run_seeds_from_the_config_seed_and_source_only_once():
+    methods = [get_method("source_only"), get_method("finetune")]
+    jobs = ex._jobs_of(ExperimentConfig(seed=5, repeats=3), methods)
+    assert [(cls.name, seed) for cls, seed in jobs] == [("source_only", 5), ("finetune", 5), ("finetune", 6),
+                                                        ("finetune", 7)]
+
+
+def test_an_empty_target_validation_split_is_refused_only_when_selecting_on_it():
+    data = _prepared()
+    data.target.val = data.target.val.subset([])
+    cfg = ExperimentConfig(methods=["finetune"], k=2, select_on="target_val")
+    with pytest.raises(TransferkitError, match="has no val images .*select_on: source_val / none"):
+        ex._check_jobs(cfg, data, [get_method("finetune")])
+
+
+def test_a_larger_k_than_a_class_has_is_refused_before_any_job():
+    data = _prepared()
+    cfg = ExperimentConfig(methods=["dann"], k=13, select_on="none")  # 12 train images per class
+    with pytest.raises(TransferkitError, match="k=13 is larger than the smallest class"):
+        ex._check_jobs(cfg, data, [get_method("dann")])
+
+
+def _job(tmp_path, cfg, data, method, seed):
+    torch.manual_seed(0)
+    source = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    return ex.run_job(cfg, data, lambda: _copy(source), tmp_path, get_method(method), seed)
+
+
+def _copy(net):
+    import copy
+    return copy.deepcopy(net)
+
+
+@pytest.mark.parametrize("select_on, method, expected", [
+    ("target_val", "finetune", "target.val"), ("source_val", "finetune", "source.val"), ("none", "finetune", None),
+    ("target_val", "dann", None)])
+def test_a_job_selects_on_the_chosen_split_and_is_scored_on_the_test_split(tmp_path, monkeypatch, select_on, method,
+                                                                          expected):
+    data = _prepared()
+    seen = {}
+    real_fit, real_eval = ex.fit_for_target, ex.evaluate_on
+
+    def fit(*args, **domains):
+        seen["val"] = domains["val"] and domains["val"].name
+        return real_fit(*args, **domains)
+
+    def evaluate(forward, domain):
+        seen["scored"] = domain.name
+        return real_eval(forward, domain)
+    monkeypatch.setattr(ex, "fit_for_target", fit)
+    monkeypatch.setattr(ex, "evaluate_on", evaluate)
+    cfg = ExperimentConfig(methods=[method], k=2, select_on=select_on, train=TINY)
+    row = _job(tmp_path, cfg, data, method, 0)
+    assert seen == {"val": expected, "scored": "target.test"}
+    assert sum(map(sum, row["confusion"])) == len(data.target.test)
+    assert row["n_labeled"] == (8 if method == "finetune" else 0)
+
+
+@pytest.mark.parametrize("method", ["finetune", "target_only"])
+def test_a_job_s_row_depends_on_its_seed_only_not_on_the_config_seed(tmp_path, method):
+    data = _prepared()
+    cfg = ExperimentConfig(methods=[method], k=3, select_on="none", train=TINY)  # 12 labels, batches of 8
+    a = _job(tmp_path / "a", cfg, data, method, 1)
+    b = _job(tmp_path / "b", replace(cfg, seed=1), data, method, 1)
+    assert a["seed"] == b["seed"] == 1
+    assert a["confusion"] == b["confusion"] and a["accuracy"] == b["accuracy"]
+    nets = [torch.load(ex.model_path(tmp_path / d, cfg, method, 1), weights_only=False).net.state_dict()
+            for d in ("a", "b")]
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+    c = _job(tmp_path / "c", cfg, data, method, 0)
+    assert c["seed"] == 0
+
+
+# -- heads -------------------------------------------------------------------------------------
+
+def test_retarget_head_copies_weight_and_bias_rows_by_name():
+    net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28)
+    with torch.no_grad():
+        net.get_classifier().bias.copy_(torch.tensor([10.0, 11.0, 12.0]))
+    old = net.get_classifier().weight.detach().clone()
+    ex.retarget_head(net, ["a", "b", "c"], ["c", "a", "z"])
+    head = net.get_classifier()
+    assert head.bias[:2].tolist() == [12.0, 10.0]
+    assert torch.equal(head.weight[0], old[2]) and torch.equal(head.weight[1], old[0])
+
+
+def test_a_head_of_unknown_classes_is_replaced_only_when_the_counts_differ():
+    net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28)
+    kept = net.get_classifier()
+    ex.retarget_head(net, None, ["x", "y", "z"])
+    assert net.get_classifier() is kept
+    ex.retarget_head(net, None, ["x", "y"])
+    assert net.num_classes == 2 and net.get_classifier().weight.shape[0] == 2
+
+
+def test_source_only_reads_the_source_logits_of_the_target_classes_by_name():
+    data = SimpleNamespace(source=SimpleNamespace(train=SimpleNamespace(class_names=["a", "b", "c"])),
+                           target=SimpleNamespace(train=SimpleNamespace(class_names=["c", "a"])))
+    net = torch.nn.Identity()
+    forward = ex.source_only_forward(net, data)
+    assert forward(torch.tensor([[0.0, 1.0, 2.0]])).tolist() == [[2.0, 0.0]]
+    data.target.train.class_names = ["a", "q"]
+    with pytest.raises(TransferkitError, match=r"absent from the source: \['q'\]"):
+        ex.source_only_forward(net, data)
+
+
+def test_a_method_predicting_with_the_source_head_refuses_a_class_the_source_lacks():
+    dann = get_method("dann")
+    assert ex.source_head_rows(dann, ["a", "b", "c"], 3, ["c", "a"]) == [2, 0]
+    with pytest.raises(TransferkitError, match=r"cannot predict target classes absent from the source: \['d'\]"):
+        ex.source_head_rows(dann, ["a", "b", "c"], 3, ["a", "d"])
+
+
+def test_a_method_keeping_the_head_fixed_refuses_new_target_classes():
+    net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28)
+    with pytest.raises(TransferkitError, match=r"keeps the head fixed, but the target classes \['d'\]"):
+        ex.build_method(get_method("ft_unit:conv1"), net, {}, ["a", "b", "c"], ["a", "d"])
+
+
+def test_early_stopping_scores_a_source_head_method_on_the_target_rows(monkeypatch):
+    net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28)
+    method = get_method("dann")(net)
+    val = _named(toy_domain(8, classes=2), "val", ["c", "a"])
+    seen = []
+
+    def fit_transfer(make_engine, **domains):
+        seen.append(method.eval_rows)
+        return FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
+    monkeypatch.setattr(method, "fit_transfer", fit_transfer)
+    ex.fit_for_target(method, None, ["a", "b", "c"], ["c", "a"], source=None, target=None, val=val)
+    assert seen == [[2, 0]] and method.eval_rows is None
+    assert net.num_classes == 2
+
+
+def test_a_clip_style_method_scores_the_target_classes_by_default():
+    clip = get_method("clip")
+    assert ex.zero_shot_options(clip, {}, ["a", "b"], ["b", "c"]) == {"class_names": ["b", "c"]}
+    assert ex.zero_shot_options(clip, {"class_names": ["z"]}, ["a"], ["b"]) == {"class_names": ["z"]}
+
+
+# -- the scikit-learn-like API -----------------------------------------------------------------
+
+def _recording_engine(monkeypatch):
+    import transferkit.api as api
+    made = []
+
+    class Recording(api.Engine):
+        def __init__(self, config, seed=0, **kw):
+            made.append((config, seed))
+            super().__init__(config, seed=seed, **kw)
+    monkeypatch.setattr(api, "Engine", Recording)
+    return made
+
+
+def test_fit_pretrains_with_its_pretrain_config_then_transfers_with_train_both_seeded(monkeypatch):
+    from transferkit.api import Transfer
+    made = _recording_engine(monkeypatch)
+    src, tgt = toy_domain(32, seed=0), toy_domain(16, seed=1)
+    pre, train = TrainConfig(steps=2, eval_every=2, batch_size=8), TrainConfig(steps=3, eval_every=3, batch_size=8)
+    Transfer("finetune", pretrain=pre, train=train, seed=7).fit(target=tgt, source=src)
+    assert made == [(pre, 7), (train, 7)]
+    made.clear()
+    Transfer("finetune", pretrain=pre, train=train, seed=7).fit(target=tgt, source=src,
+                                                                 net=build_backbone("convnet4", num_classes=4))
+    assert made == [(train, 7)]  # a given network is not pre-trained again
+
+
+def test_fit_selects_on_the_given_validation_domain(monkeypatch):
+    import transferkit.api as api
+    seen = {}
+    real = api.fit_for_target
+
+    def fit(*args, **domains):
+        seen.update(domains)
+        return real(*args, **domains)
+    monkeypatch.setattr(api, "fit_for_target", fit)
+    tgt, val = toy_domain(16, seed=1, name="t"), toy_domain(8, seed=2, name="v")
+    api.Transfer("target_only", train=TINY).fit(target=tgt, val=val)
+    assert seen["val"] is val and seen["target"] is tgt
+
+
+def test_fit_is_seeded_by_its_seed_whatever_the_global_random_state():
+    from transferkit.api import Transfer
+    tgt, x = toy_domain(16, seed=1), toy_domain(8, seed=3).images
+    out = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        out.append(Transfer("target_only", train=TINY, seed=4).fit(target=tgt).predict_logits(x))
+    assert torch.equal(out[0], out[1])
+
+
+def test_score_is_the_fraction_of_correct_predictions_and_train_takes_a_mapping():
+    from transferkit.api import Transfer
+    tgt = toy_domain(16, seed=1)
+    model = Transfer("target_only", train={"steps": 2, "eval_every": 2, "batch_size": 8})
+    assert (model.train_cfg.steps, model.train_cfg.batch_size) == (2, 8)
+    model.fit(target=tgt)
+    test = toy_domain(10, seed=5)  # 10 images, 4 classes
+    hits = (model.predict_logits(test.images).argmax(1) == test.labels).float()
+    assert model.score(test) == pytest.approx(float(hits.mean()))
+    assert model.predict(test.images).tolist() == model.predict_logits(test.images).argmax(1).tolist()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def test_an_interrupted_command_exits_130_and_a_bad_worker_count_2(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_domains", interrupted)
+    assert cli.main(["domains"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert cli.main(["run", "--workers", "0"]) == 2
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
+    assert cli.main(["run", "--nproc", "0"]) == 2
+    assert "--nproc must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_workers_and_device_flags_win_over_the_config_s_keys():
+    args = cli.build_parser().parse_args(["run", "--set", "workers=1", "--set", "device=cpu", "--workers", "3"])
+    assert cli._run_config(args).workers == 3
+
+
+def test_nproc_relaunches_the_same_command_without_the_nproc_flag(monkeypatch):
+    import subprocess
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert cli._relaunch_with_torchrun(2, ["run", "--nproc", "2", "--set", "k=1", "--nproc=2"]) == 0
+    assert calls[0][-3:] == ["run", "--set", "k=1"] and "--nproc_per_node=2" in calls[0]
+
+
+def test_an_unknown_method_exits_2_naming_it(tmp_path, capsys):
+    assert cli.main(["run", "--set", "methods=[finetune, nosuchmethod]", "--set", f"out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuchmethod" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_pretrained_cache_key_holds_the_seed_and_training_but_not_the_progress_bar(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    data = _prepared()
+    cfg = ExperimentConfig(source="toy", pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
+    quiet = {"log": lambda *a: None}
+    torch.manual_seed(1)
+    first, info = ex.pretrain_source(cfg, data, **quiet)
+    assert not info["cached"]
+    torch.manual_seed(2)  # the initial weights come from the config's seed
+    again, info = ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, progress=False)), data, **quiet)
+    assert info["cached"]
+    assert ex.pretrain_source(replace(cfg, seed=1), data, **quiet)[1]["cached"] is False
+    assert ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, lr=0.5)), data, **quiet)[1]["cached"] is False
+    for path in tmp_path.rglob("*.safetensors"):
+        path.unlink()
+    torch.manual_seed(3)
+    retrained, info = ex.pretrain_source(cfg, data, **quiet)
+    assert not info["cached"]
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), retrained.state_dict().values()))

@@ -378,3 +378,130 @@ def test_the_pretrained_cache_key_holds_the_seed_and_training_but_not_the_progre
     retrained, info = ex.pretrain_source(cfg, data, **quiet)
     assert not info["cached"]
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), retrained.state_dict().values()))
+
+
+# -- second pass: survivors of the first ---------------------------------------------------------
+
+def test_source_only_is_the_source_network_s_accuracy_on_the_target_test_split(tmp_path, monkeypatch):
+    data = _prepared(target_names=["2", "0", "3", "1"])  # the target's classes in another order
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    monkeypatch.setattr(ex, "prepare_domains", lambda cfg: data)
+    monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)  # seconds of imports no job here needs
+    monkeypatch.setattr(ex, "run_source_network",
+                        lambda cfg, data, run_dir, log: (net, {"wall_s": 0.0, "cached": True, "path": None}))
+    _, (row,) = ex.run_experiment(ExperimentConfig(methods=["source_only"], k=2, train=TINY, pretrain=TINY),
+                                  run_dir=tmp_path / "run", log=lambda *a: None)
+    test = data.target.test
+    net.eval()
+    with torch.no_grad():  # by hand: the source logits of each target class, found by name
+        picked = net(test.images)[:, torch.tensor([2, 0, 3, 1])].argmax(1)
+    assert row["accuracy"] == pytest.approx(float((picked == test.labels).float().mean()))
+    assert sum(map(sum, row["confusion"])) == len(test)  # 20 test images, not the 12 of val
+
+
+def _loaded(monkeypatch, n=400):
+    """prepare_domains on a hand-made 4-class domain instead of a named one."""
+    monkeypatch.setattr(ex, "load_domain", lambda spec, **kw: toy_domain(n, seed=0 if spec == "src" else 1, name=spec))
+    monkeypatch.setattr(ex, "has_colour_shift", lambda spec: False)
+
+
+def test_val_per_class_cuts_the_target_validation_split_and_leaves_the_test_split_whole(monkeypatch):
+    _loaded(monkeypatch)
+    cfg = ExperimentConfig(source="src", target="tgt", image_size=28)
+    whole = ex.prepare_domains(cfg)
+    cut = ex.prepare_domains(replace(cfg, val_per_class=2))
+    assert cut.target.val.class_counts().tolist() == [2] * 4
+    assert len(whole.target.val) > 8
+    assert torch.equal(cut.target.test.images, whole.target.test.images)
+    assert torch.equal(cut.target.test.labels, whole.target.test.labels)
+    assert torch.equal(cut.source.val.labels, whole.source.val.labels)  # only the target's val
+
+
+def test_source_and_target_are_each_narrowed_to_their_own_classes(monkeypatch):
+    _loaded(monkeypatch)
+    data = ex.prepare_domains(ExperimentConfig(source="src", target="tgt", image_size=28,
+                                               source_classes="0,1", target_classes="2,3"))
+    for part in ("train", "val", "test"):
+        assert getattr(data.source, part).class_names == ["0", "1"]
+        assert getattr(data.target, part).class_names == ["2", "3"]
+
+
+def test_predict_proba_is_a_distribution_over_the_classes_for_each_image():
+    from transferkit.api import Transfer
+    model = Transfer("target_only", train=TINY).fit(target=toy_domain(16, seed=1))
+    x = toy_domain(6, seed=3).images  # 6 images, 4 classes: a softmax over images shows
+    proba = model.predict_proba(x)
+    assert proba.shape == (6, 4)
+    assert torch.allclose(proba.sum(1), torch.ones(6))
+    assert proba.argmax(1).tolist() == model.predict(x).tolist()
+
+
+def test_a_given_network_s_head_is_taken_as_the_source_s_and_mapped_to_the_target_by_name():
+    from transferkit.api import Transfer
+    src = toy_domain(16, seed=0, name="src")  # classes 0 1 2 3
+    t = toy_domain(16, seed=1)
+    tgt = Domain("tgt", t.images, t.labels, ["3", "0", "1", "2"])  # as many classes, in another order
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    old = net.get_classifier().weight.detach().clone()
+    train = TrainConfig(steps=1, eval_every=1, batch_size=8, lr=1e-12)  # the head barely moves
+    model = Transfer("finetune", train=train).fit(target=tgt, source=src, net=net)
+    new = model.net_.get_classifier().weight.detach()
+    assert torch.allclose(new, old[[3, 0, 1, 2]], atol=1e-6)
+
+
+def test_a_file_system_error_exits_2_and_a_closed_pipe_141(tmp_path, monkeypatch, capfd):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli.main(["run", "--set", f"out_dir={blocker}", "--set", "methods=[finetune]"]) == 2
+    err = capfd.readouterr().err
+    assert "transferkit: error:" in err and "Not a directory" in err and "Traceback" not in err
+
+    def closed(args):
+        print("a table")
+        raise BrokenPipeError
+    monkeypatch.setattr(cli, "_summary", closed)
+    assert cli.main(["summary", str(tmp_path)]) == 141
+    assert capfd.readouterr().err == ""
+
+
+def test_resume_with_a_config_refuses_an_existing_folder_that_is_not_a_run_directory(tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text("methods: [finetune]\nk: 1\n")
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("someone's files")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for there in (stray, a_file):
+        args = cli.build_parser().parse_args(["run", str(config), "--resume", str(there)])
+        with pytest.raises(TransferkitError, match=f"--resume {there}: not a run directory"):
+            cli._run_config(args)
+    for there in (tmp_path / "new", tmp_path / "empty"):  # a new or empty folder starts a run there
+        if there.name == "empty":
+            there.mkdir()
+        assert cli._run_config(cli.build_parser().parse_args(["run", str(config), "--resume", str(there)])).k == 1
+
+
+def test_report_of_a_results_json_reports_its_run_directory(tmp_path, monkeypatch, capsys):
+    import transferkit.report as report
+    run = tmp_path / "run1"
+    run.mkdir()
+    (run / "results.json").write_text("{}")
+    seen = []
+    monkeypatch.setattr(report, "write_report", lambda run_dir, out=None: seen.append(str(run_dir)) or ("h", "m"))
+    assert cli.main(["report", str(run / "results.json")]) == 0
+    assert seen == [str(run)]
+
+
+def test_a_bad_worker_count_or_method_is_refused_before_any_data_is_read(tmp_path, monkeypatch):
+    def reached(*args, **kwargs):
+        raise AssertionError("the run read its data before refusing")
+    monkeypatch.setattr(ex, "prepare_domains", reached)  # a mutant that lets either through fails at once
+    with pytest.raises(TransferkitError, match="--workers must be >= 1, got 0"):
+        cli._runtime_flag_checks(SimpleNamespace(workers=0, device=None))
+    with pytest.raises(TransferkitError, match="nosuchmethod"):
+        ex.run_experiment(ExperimentConfig(methods=["finetune", "nosuchmethod"], out_dir=str(tmp_path)),
+                          log=lambda *a: None)
+    assert not any(tmp_path.iterdir())

@@ -255,10 +255,10 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     each exits when this process dies); ``on_done(index, result)``
     is called in this process as soon as each job ends, so its result can be written
     atomically right away. ``fn`` must be a module-level function. When a job fails, the
-    queued jobs are cancelled (but for the one the pool may already have passed to its
-    workers' queue: ``ProcessPoolExecutor`` queues one call more than it has workers, and
-    such a call runs), the running ones still finish and are handed to ``on_done``, and
-    then the first error is raised. When this process is interrupted
+    queued jobs are cancelled, but for those the pool has already passed to its workers'
+    queue (``ProcessPoolExecutor`` keeps up to one call more than it has workers there, and
+    cannot cancel them: they run); the running ones still finish and are handed to
+    ``on_done``, and then the first error is raised. When this process is interrupted
     (Ctrl-C) or ``on_done`` raises, it stops at once: queued jobs are cancelled, the workers
     are ended (running jobs are lost, a resumed run repeats them), the results that had
     already come back are handed to ``on_done``, and the interruption is raised."""

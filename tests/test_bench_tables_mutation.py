@@ -1,7 +1,7 @@
 """Tests from a mutation pass over the benchmark table code: ``bench/uda.py`` (``table3``,
 ``issue_checks``), ``bench/flex.py`` (``table3``, ``wins``, ``selection_table``, ``wall_table``,
 ``per_target_wall``, ``retrieval_table``, ``image_table``) and ``bench/uda_tune.py``
-(``per_pair_choice``, ``grid_table``, ``choice_table``). Each test kills mutations that the
+(``per_pair_choice``, ``grid_table``, ``choice_table``), then ``report._table_rows``. Each test kills mutations that the
 existing tests let through (a flipped pairing, the best picked from the wrong set, a ratio or a
 column of the wrong quantity, a tie rule off by its tolerance), on small hand-made rows whose
 expected values are worked out by hand in the comments."""
@@ -170,3 +170,18 @@ def test_grid_table_ranks_settings_by_their_mean_over_the_pairs():
     # b: (0.9 + 0.9) / 2 = 0.900 first; a: (0.6 + 0.8) / 2 = 0.700; source_only above both
     assert lines == ["| source_only | - | 0.500 | 0.500 | 0.500 |", f"| dann | {b} | 0.900 | 0.900 | 0.900 |",
                      f"| dann | {a} | 0.600 | 0.800 | 0.700 |"]
+
+
+def test_report_table_rows_keep_each_cells_largest_memory_and_its_grouped_column():
+    from transferkit.report import _table_rows
+    cell = {"source": "s", "target": "t", "setting": "k=5"}
+    summary = [{"method": "a", **cell, "accuracy_mean": 0.7, "accuracy_se": 0.1, "n": 2, "wall_s": 1.0,
+                "group_accuracy_mean": 0.6, "group_accuracy_se": 0.05, "group_n": 2},
+               {"method": "b", **cell, "accuracy_mean": 0.5, "accuracy_se": 0.0, "n": 1, "wall_s": 2.0}]
+    rows = [{"method": "a", **cell, "peak_rss_mb": 100.0}, {"method": "a", **cell, "peak_rss_mb": 300.0},
+            {"method": "b", **cell, "peak_rss_mb": None}]  # b measured nothing: no figure borrowed from a
+    header, table = _table_rows(summary, rows)
+    assert header == ["method", "source", "target", "setting", "target accuracy (%)", "grouped accuracy (%)", "n",
+                      "wall s", "peak MiB"]
+    assert table == [["a", "s", "t", "k=5", "70.0 ± 10.0", "60.0 ± 5.0", "2", "1.0", "300"],
+                     ["b", "s", "t", "k=5", "50.0", "–", "1", "2.0", "–"]]

@@ -41,3 +41,12 @@ def cli_environment():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """Every test starts from torch's RNG seeded with 0, so that what it draws (initial weights,
+    random inputs) does not depend on which tests ran before it in the process: a test passes
+    or fails the same alone, in its file or in the whole suite."""
+    import torch
+    torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Small shared test data: a learnable toy domain and a state copy."""
+"""Small shared test data: a learnable toy domain, a shifted random domain, a seeded LeNet,
+state copies and which tensors changed."""
 
 import torch
 
@@ -18,6 +19,26 @@ def toy_domain(n=64, seed=0, classes=4, name="toy"):
 
 def state_copy(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, after) -> set[str]:
+    """Names of the tensors of state copy ``before`` that differ in ``after``."""
+    assert set(before) <= set(after)
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def seeded_lenet(channels: int = 1, seed: int = 0):
+    """The 10-class 28x28 LeNet, initialised from ``seed``."""
+    from transferkit.backbones import build_backbone
+    torch.manual_seed(seed)
+    return build_backbone("lenet", num_classes=10, in_channels=channels, image_size=28)
+
+
+def shifted_domain(n, shift, seed, channels=1, classes=10):
+    """``n`` random images brightened by ``shift`` (a domain shift) with random labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, channels, 28, 28, generator=g) * 0.7 + shift).clamp(0, 1)
+    return Domain("d", x, torch.randint(classes, (n,), generator=g), [str(i) for i in range(classes)])
 
 
 def tiny_net(classes: int, channels: int = 1):

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from helpers import state_copy
+from helpers import seeded_lenet, shifted_domain, state_copy
 
 from transferkit.backbones import build_backbone
 from transferkit.domain import Domain
@@ -15,15 +15,8 @@ UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "m
        "multilayer_adda"]
 
 
-def _net(channels=1, seed=0):
-    torch.manual_seed(seed)
-    return build_backbone("lenet", num_classes=10, in_channels=channels, image_size=28)
-
-
-def _domain(n, shift, seed, channels=1):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, channels, 28, 28, generator=g) * 0.7 + shift).clamp(0, 1)
-    return Domain("d", x, torch.randint(10, (n,), generator=g), [str(i) for i in range(10)])
+_net = seeded_lenet
+_domain = shifted_domain
 
 
 def _batch(n=8, progress=0.5):

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from helpers import state_copy, toy_domain
+from helpers import changed, state_copy, toy_domain
 
 from transferkit.backbones import build_backbone, from_sequential
 from transferkit.engine import Engine, FitResult, TrainConfig
@@ -34,10 +34,6 @@ def lenet():
 
 def engines(cfg=CFG):
     return lambda tag, config=None: Engine(config or cfg, seed=0)
-
-
-def changed(before, after):
-    return {k for k in before if not torch.equal(before[k], after[k])}
 
 
 def train(method, target=None, val=None, cfg=CFG):

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from helpers import state_copy, toy_domain
+from helpers import changed, state_copy, toy_domain
 
 from transferkit.api import Transfer
 from transferkit.backbones import build_backbone
@@ -31,11 +31,6 @@ def train(name, backbone="lenet", cfg=CFG, **options):
     method = get_method(name)(net, **options)
     fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), target=toy(), val=toy(seed=1))
     return before, state(net), method, fit
-
-
-def changed(before, after):
-    assert set(before) <= set(after)
-    return {k for k in before if not torch.equal(before[k], after[k])}
 
 
 @pytest.mark.parametrize("name,backbone,expected", [

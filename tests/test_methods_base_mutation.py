@@ -9,24 +9,15 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from helpers import seeded_lenet, shifted_domain
 
-from transferkit.backbones import build_backbone
-from transferkit.domain import Domain
 from transferkit.engine import Batch
 from transferkit.errors import TransferkitError, UnknownNameError
 from transferkit.methods import get_method
 from transferkit.methods.base import METHODS, Method, _check_option_values, option_choices, trained_options
 
-
-def _net(seed=0, name="lenet"):
-    torch.manual_seed(seed)
-    return build_backbone(name, num_classes=10, in_channels=1, image_size=28)
-
-
-def _domain(n, shift, seed, classes=10):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(n, 1, 28, 28, generator=g) * 0.7 + shift).clamp(0, 1)
-    return Domain("d", x, torch.randint(classes, (n,), generator=g), [str(i) for i in range(classes)])
+_net = seeded_lenet
+_domain = shifted_domain
 
 
 # ---- option checking -----------------------------------------------------------------

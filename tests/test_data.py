@@ -286,3 +286,19 @@ def test_a_domain_built_under_other_cpu_kernels_is_not_read_back(tmp_path, monke
     assert cache_path("digits") != here and not cache_path("digits").exists()
     load_domain("digits", size=None)
     assert cache_path("digits").is_file()
+
+
+@pytest.mark.parametrize("package", ["pillow", "matplotlib", "scikit-image"])
+def test_a_domain_built_under_another_rendering_package_is_not_read_back(package, tmp_path, monkeypatch):
+    """Pillow 12.3.0 and 13.0.0 rasterise syndigits' glyphs differently (863 values in 75
+    images): the cache is keyed by the versions of the packages that make the pixels."""
+    import transferkit.runtime as runtime
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    here = cache_path("digits")
+    real = runtime.package_version
+    assert real(package) is not None  # an installed dependency, so the key reads a version
+    monkeypatch.setattr(runtime, "package_version", lambda name: "0.0-other" if name == package else real(name))
+    assert cache_path("digits") != here
+    monkeypatch.setattr(runtime, "package_version", real)
+    assert cache_path("digits") == here

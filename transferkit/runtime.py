@@ -138,6 +138,20 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
             write_json(path, {**started, "resumed_under": later + [now]})
 
 
+#: packages recorded in a run's environment: NumPy and the ones that make the built-in domains
+RECORDED_PACKAGES = ("numpy", "pillow", "matplotlib", "scikit-image", "scikit-learn", "mlxtend")
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or ``None`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
     the CPU, the kernels torch chose on it, the threads per process and the GPU (if any).
@@ -148,7 +162,8 @@ def kernel_environment(workers: int = 1) -> dict:
             "platform": sys.platform, "cpu": cpu_model(), **cpu_kernels(),
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
             "threads_per_process": job_threads(workers),
-            "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "packages": {name: package_version(name) for name in RECORDED_PACKAGES}}
 
 
 # ---- torch.distributed ---------------------------------------------------------------------

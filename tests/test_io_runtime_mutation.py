@@ -364,6 +364,27 @@ def test_a_pool_raises_a_jobs_error_after_handing_over_the_jobs_beside_it(thread
     assert done == {1: 1}
 
 
+def test_a_failing_job_cancels_the_jobs_still_queued(thread_pool):
+    """Job 0 fails while job 1 runs; jobs 2-4 wait for a worker (the stand-in hands a freed
+    worker its next job 0.3 s later) and are cancelled before they start."""
+    release, ran, done = threading.Event(), [], {}
+
+    def job(value, fail=False):
+        ran.append(value)
+        if fail:
+            time.sleep(0.1)  # every job is submitted by then, 2-4 queued
+            raise ZeroDivisionError(f"job {value} failed")
+        if value == 1:
+            assert release.wait(5)
+        return value
+    timer = threading.Timer(1.0, release.set)  # job 1 ends after the queued ones were cancelled
+    timer.start()
+    with pytest.raises(ZeroDivisionError, match="job 0 failed"):
+        map_jobs(job, [(0, True), (1,), (2,), (3,), (4,)], 2, done.__setitem__)
+    timer.join()
+    assert sorted(ran) == [0, 1] and done == {1: 1}
+
+
 def test_an_interrupted_pool_hands_over_the_results_that_came_back(thread_pool):
     done = []
     both = threading.Barrier(2)

@@ -80,6 +80,24 @@ def test_resume_on_the_gpu_restores_the_cuda_random_state(tmp_path):
         assert torch.equal(wf[k], wr[k]), k
 
 
+class _Crash(Exception):
+    pass
+
+
+def test_a_failed_fit_on_the_gpu_hands_the_method_back_on_the_cpu():
+    """A finished fit comes back to the CPU; a failed one did not (found by the whole suite run
+    with TRANSFERKIT_DEVICE=cuda, 2026-11-30: the method stayed on the GPU and CPU images failed)."""
+    method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+
+    def crash(step, state):
+        assert {p.device.type for p in method.parameters()} == {"cuda"}  # it trains there
+        raise _Crash
+    with pytest.raises(_Crash):
+        Engine(TrainConfig(steps=5, batch_size=8, device="cuda"), hooks=(crash,)).fit(method, target=toy_domain())
+    assert {p.device.type for p in method.parameters()} == {"cpu"}
+    assert method(toy_domain(4).images).shape == (4, 4)
+
+
 def test_clip_trains_on_the_gpu_and_its_encoders_follow_the_model():
     from transferkit.clip import CaptionedDomain, ClipMethod, make_captions, retrieval_report
     from transferkit.domain import Domain

@@ -242,6 +242,17 @@ class Engine:
         device = resolve_device(cfg.device)
         method.prepare(given)
         method.to(device)
+        try:
+            return self._train(method, given, val, resume, device, other_size, t0)
+        except BaseException:
+            if device.type != "cpu":
+                method.to("cpu")  # a failed fit hands the method back on the CPU, as a finished one
+            raise
+
+    def _train(self, method, given: dict, val: Domain | None, resume: bool, device: torch.device,
+               other_size, t0: float) -> FitResult:
+        """The body of :meth:`fit` once the inputs are checked and the method is on ``device``."""
+        cfg = self.cfg
         layout = _train_layout(method, device, cfg.channels_last)
         method.to(memory_format=layout)
         opt = self._optimizer(method)

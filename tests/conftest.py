@@ -5,7 +5,7 @@ import os
 import pytest
 
 #: the suite checks the library's defaults whatever the shell exports: with TRANSFERKIT_DEVICE=cuda
-#: it trained on the GPU and 11 tests of CPU behaviour failed (2026-11-30); tests/test_cuda.py is
+#: it trained on the GPU and 8 tests of CPU behaviour failed (2026-11-30); tests/test_cuda.py is
 #: where training on the GPU is tested. Cleared before the test modules build their configs.
 for _key in ("TRANSFERKIT_WORKERS", "TRANSFERKIT_DEVICE"):
     os.environ.pop(_key, None)

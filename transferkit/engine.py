@@ -245,8 +245,9 @@ class Engine:
         try:
             return self._train(method, given, val, resume, device, other_size, t0)
         except BaseException:
-            if device.type != "cpu":
-                method.to("cpu")  # a failed fit hands the method back on the CPU, as a finished one
+            if device.type != "cpu":  # a failed fit hands the method back on the CPU, as a finished one
+                with contextlib.suppress(Exception):  # but never in place of the fit's own error
+                    method.to("cpu")
             raise
 
     def _train(self, method, given: dict, val: Domain | None, resume: bool, device: torch.device,

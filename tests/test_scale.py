@@ -336,3 +336,16 @@ def test_results_record_the_versions_of_the_packages_that_make_the_data(tmp_path
     assert list(env["packages"]) == list(RECORDED_PACKAGES)
     assert env["packages"]["pillow"] == PIL.__version__ and env["packages"]["numpy"] == numpy.__version__
     assert all(isinstance(v, str) for v in env["packages"].values())  # every one is installed with transferkit
+
+
+def test_a_resume_under_another_pillow_says_so(tmp_path, monkeypatch):
+    """A benchmark resumed after a Pillow upgrade renders other syndigits pixels for its new jobs."""
+    import transferkit.runtime as runtime
+    said = []
+    runtime.note_kernels(tmp_path, said.append)
+    assert said == [] and json.loads((tmp_path / "kernels.json").read_text())["packages"] == runtime.package_versions()
+    real = runtime.package_version
+    monkeypatch.setattr(runtime, "package_version", lambda name: "99.0" if name == "pillow" else real(name))
+    runtime.note_kernels(tmp_path, said.append)
+    assert len(said) == 1 and "packages" in said[0] and "'pillow': '99.0'" in said[0]
+    assert json.loads((tmp_path / "kernels.json").read_text())["resumed_under"][0]["packages"]["pillow"] == "99.0"

@@ -115,29 +115,6 @@ def cpu_model() -> str:
         return cpu
 
 
-def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, workers: int = 1) -> None:
-    """Keep the torch version, CPU, kernels and torch threads per process (of ``workers``
-    job processes) a run or benchmark directory was started with in its ``kernels.json`` and
-    say so when a resume runs under others: its new rows are valid but would not be
-    bit-identical to rows computed where the first jobs ran. The start record is never
-    overwritten; each other environment a resume ran under is added to ``resumed_under``. A
-    record from before a field existed is compared on the fields it has."""
-    path = Path(run_dir) / "kernels.json"
-    now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels(), "threads": job_threads(workers)}
-    before = read_json(path, "kernel record") if path.exists() else None
-    started = {k: v for k, v in before.items() if k != "resumed_under"} if isinstance(before, dict) else {}
-    if not started:  # none, or one without a start record
-        write_json(path, now)
-        return
-    if any(started[k] != now.get(k) for k in started):
-        changed = ", ".join(f"{k} {started[k]!r} -> {now.get(k)!r}" for k in started if started[k] != now.get(k))
-        log(f"note: {run_dir} was started with other torch kernels, CPU or threads ({changed}); jobs run now "
-            f"may differ in the last digits from the same jobs run there (docs/scale.md)")
-        later = before.get("resumed_under", [])
-        if now not in later:
-            write_json(path, {**started, "resumed_under": later + [now]})
-
-
 #: packages recorded in a run's environment: NumPy and the ones that make the built-in domains
 RECORDED_PACKAGES = ("numpy", "pillow", "matplotlib", "scikit-image", "scikit-learn", "mlxtend")
 
@@ -152,6 +129,36 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def package_versions() -> dict:
+    """``{name: version}`` of :data:`RECORDED_PACKAGES`."""
+    return {name: package_version(name) for name in RECORDED_PACKAGES}
+
+
+def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, workers: int = 1) -> None:
+    """Keep the torch version, CPU, kernels, torch threads per process (of ``workers`` job
+    processes) and versions of :data:`RECORDED_PACKAGES` a run or benchmark directory was
+    started with in its ``kernels.json`` and say so when a resume runs under others: its new
+    rows are valid but would not be bit-identical to rows computed where the first jobs ran
+    (another Pillow renders other ``syndigits`` pixels). The start record is never
+    overwritten; each other environment a resume ran under is added to ``resumed_under``. A
+    record from before a field existed is compared on the fields it has."""
+    path = Path(run_dir) / "kernels.json"
+    now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels(), "threads": job_threads(workers),
+           "packages": package_versions()}
+    before = read_json(path, "kernel record") if path.exists() else None
+    started = {k: v for k, v in before.items() if k != "resumed_under"} if isinstance(before, dict) else {}
+    if not started:  # none, or one without a start record
+        write_json(path, now)
+        return
+    if any(started[k] != now.get(k) for k in started):
+        changed = ", ".join(f"{k} {started[k]!r} -> {now.get(k)!r}" for k in started if started[k] != now.get(k))
+        log(f"note: {run_dir} was started with other torch kernels, CPU, threads or package versions ({changed}); "
+            f"jobs run now may differ from the same jobs run there (docs/scale.md)")
+        later = before.get("resumed_under", [])
+        if now not in later:
+            write_json(path, {**started, "resumed_under": later + [now]})
+
+
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
     the CPU, the kernels torch chose on it, the threads per process and the GPU (if any).
@@ -163,7 +170,7 @@ def kernel_environment(workers: int = 1) -> dict:
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
             "threads_per_process": job_threads(workers),
             "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "packages": {name: package_version(name) for name in RECORDED_PACKAGES}}
+            "packages": package_versions()}
 
 
 # ---- torch.distributed ---------------------------------------------------------------------

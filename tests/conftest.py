@@ -4,10 +4,12 @@ import os
 
 import pytest
 
-#: the suite checks the library's defaults whatever the shell exports: with TRANSFERKIT_DEVICE=cuda
-#: it trained on the GPU and 8 tests of CPU behaviour failed (2026-11-30); tests/test_cuda.py is
-#: where training on the GPU is tested. Cleared before the test modules build their configs.
-for _key in ("TRANSFERKIT_WORKERS", "TRANSFERKIT_DEVICE"):
+#: the defaults the CLI's --workers / --device set for its process. The suite checks the library's
+#: defaults whatever the shell exports: with TRANSFERKIT_DEVICE=cuda it trained on the GPU and 8
+#: tests of CPU behaviour failed (2026-11-30); tests/test_cuda.py is where training on the GPU is
+#: tested. Cleared before the test modules build their configs.
+CLI_ENVIRONMENT = ("TRANSFERKIT_WORKERS", "TRANSFERKIT_DEVICE")
+for _key in CLI_ENVIRONMENT:
     os.environ.pop(_key, None)
 
 
@@ -38,15 +40,10 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def cli_environment():
     """The CLI's --workers / --device set environment defaults for its process; CLI tests run
-    it in the test process, so each test gets the environment back as it found it."""
-    keys = ("TRANSFERKIT_WORKERS", "TRANSFERKIT_DEVICE")
-    saved = {k: os.environ.get(k) for k in keys}
+    it in the test process, so each test leaves them unset, as every test finds them."""
     yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    for key in CLI_ENVIRONMENT:
+        os.environ.pop(key, None)
 
 
 @pytest.fixture(autouse=True)

@@ -303,10 +303,10 @@ def build_tag() -> str:
     Pillow versions, so a domain built under one is never read back under another
     (``--portable-kernels`` runs, or a run after an upgrade, would otherwise get other pixels
     from a warm cache than from an empty one)."""
-    from .runtime import cpu_kernels, package_version
+    from .runtime import cpu_kernels, package_versions
 
-    packages = {name: package_version(name) for name in RENDERING_PACKAGES}
-    text = json.dumps({"torch": torch.__version__, **cpu_kernels(), **packages}, sort_keys=True)
+    text = json.dumps({"torch": torch.__version__, **cpu_kernels(), **package_versions(RENDERING_PACKAGES)},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

@@ -129,9 +129,9 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def package_versions() -> dict:
-    """``{name: version}`` of :data:`RECORDED_PACKAGES`."""
-    return {name: package_version(name) for name in RECORDED_PACKAGES}
+def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict:
+    """``{name: version}`` of ``names`` (:data:`RECORDED_PACKAGES` by default)."""
+    return {name: package_version(name) for name in names}
 
 
 def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, workers: int = 1) -> None:

@@ -1,7 +1,9 @@
 """The command line end to end, on embedded data with tiny budgets, and its errors."""
 
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -372,6 +374,25 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     rows = [{"method": f"m{i}", "source": "s", "target": "t", "setting": "x", "seed": 0, "accuracy": 0.5,
              "wall_s": 1} for i in range(3000)]
     (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
-    p = subprocess.run(f"{sys.executable} -m transferkit.cli summary {tmp_path} | head -1", shell=True,
-                       capture_output=True, text=True)
-    assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as usual
+    commands = [f"{sys.executable} -m transferkit.cli"]
+    script = Path(sys.executable).parent / "transferkit"  # the console script, where it is installed beside
+    if script.exists():
+        commands.append(str(script))
+    for command in commands:
+        p = subprocess.run(["bash", "-c", f"{command} summary {tmp_path} | head -1; exit ${{PIPESTATUS[0]}}"],
+                           capture_output=True, text=True, env=buffered)
+        assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, (command, p.stderr)
+        assert p.returncode == 141 and len(p.stdout.splitlines()) == 1, (command, p.returncode, p.stdout[:200])
+    # output still buffered when the pipe closes: the entry point's last flush must not fail
+    child = ("import sys\nfrom transferkit import cli\ndef closed(args):\n    print('a table')\n"
+             "    raise BrokenPipeError\ncli._summary = closed\nsys.argv = ['transferkit', 'summary', 'x']\n"
+             "cli.entry()\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the child writes: every write fails with EPIPE
+    try:
+        p = subprocess.run([sys.executable, "-c", child], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                           env=buffered)
+    finally:
+        os.close(write_end)
+    assert p.returncode == 141 and p.stderr == "", p.stderr

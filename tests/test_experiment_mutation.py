@@ -4,6 +4,8 @@ drawn with the job's seed, model selection on the wrong split, head rows matched
 classes, the scikit-learn-like surface training or scoring with the wrong settings, CLI exit
 codes and flags). Invariants, hand-made tiny domains and named errors; no snapshots."""
 
+import os
+import sys
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -462,8 +464,12 @@ def test_a_file_system_error_exits_2_and_a_closed_pipe_141(tmp_path, monkeypatch
         print("a table")
         raise BrokenPipeError
     monkeypatch.setattr(cli, "_summary", closed)
+    fd = sys.stdout.fileno()
+    where = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None
     assert cli.main(["summary", str(tmp_path)]) == 141
     assert capfd.readouterr().err == ""
+    # in-process, main leaves the descriptors alone (only the console script's entry points stdout at /dev/null)
+    assert where is None or os.readlink(f"/proc/self/fd/{fd}") == where
 
 
 def test_resume_with_a_config_refuses_an_existing_folder_that_is_not_a_run_directory(tmp_path):

@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CLOSED_PIPE = 141  # the shell's status for a process killed by SIGPIPE (128 + 13)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -279,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return CLOSED_PIPE
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
@@ -292,5 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``transferkit`` command: exits with :func:`main`'s status. After a closed pipe,
+    stdout's descriptor is pointed at ``/dev/null`` first, so that the interpreter's last flush
+    raises nothing (the Python docs' recipe). Only here, in the process's entry point: ``main``
+    called in-process (a test, a notebook) never touches a file descriptor."""
+    code = main()
+    if code == CLOSED_PIPE:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from transferkit.bench import load_suites, make_plan
-from transferkit.bench.uda import ADAPTATION, Budget, budget, table3
+from transferkit.bench.uda import ADAPTATION, Budget, UdaPlan, budget, table3
 from transferkit.errors import TransferkitError
 
 
@@ -99,7 +99,7 @@ def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tm
 def test_tsne_figure_draws_the_adapted_network_of_a_finished_run(tmp_path, one_thread):
     from transferkit.bench.uda import pair_config, tsne_figure
     from transferkit.experiment import run_experiment
-    b = Budget(seeds=(0,), pairs="digits:digits+noise", pretrain_steps=4, adapt_steps=2, tsne_points=30)
+    b = UdaPlan(seeds=(0,), pairs="digits:digits+noise", pretrain_steps=4, adapt_steps=2, tsne_points=30)
     cfg = pair_config("digits", "digits+noise", 0, b, ["dann"], 2)
     run_experiment(cfg, run_dir=tmp_path / "digits-digits+noise" / "s0", log=lambda *a: None)
     logged = []
@@ -162,7 +162,7 @@ def test_skada_rows_start_from_the_pinned_network_and_refuse_a_row_of_other_sett
                                                                                      one_thread):
     import transferkit.bench.uda as uda
     from transferkit.experiment import run_experiment
-    b = Budget(seeds=(0,), pairs="digits:digits+noise", pretrain_steps=4, adapt_steps=2)
+    b = UdaPlan(seeds=(0,), pairs="digits:digits+noise", pretrain_steps=4, adapt_steps=2)
     cfg = uda.pair_config("digits", "digits+noise", 0, b, ["source_only"], 2)
     run_dir = tmp_path / "digits-digits+noise" / "s0"
     run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
@@ -189,3 +189,34 @@ def test_paired_difference_refuses_two_rows_of_one_method_and_seed():
             {"method": "b", "seed": 0, "accuracy": 0.4}]
     with pytest.raises(TransferkitError, match="'a' has 2 rows for 1 seeds"):
         paired_difference(rows, "a", "b")
+
+
+def test_uda_plan_chooses_methods_and_skada_rows_by_name():
+    b = make_plan("uda", False, ["methods=mcc,dann", "skada="])
+    assert b.methods == ("source_only", "dann", "mcc") and b.skada == ()  # the table's order; source_only always
+    assert make_plan("uda", False).methods == ("source_only", *ADAPTATION, "target_only")
+    for bad, message in (("methods=dann,bogus", "methods: unknown 'bogus'; known: source_only, dann"),
+                         ("skada=MCC,mcc", "skada: unknown 'mcc'; known: SourceOnly"),
+                         ("methods=", "methods: the list is empty"),
+                         ("methods=dann,dann", "dann given more than once")):
+        with pytest.raises(TransferkitError, match=message):
+            make_plan("uda", False, [bad])
+
+
+def test_uda_suite_runs_the_chosen_rows_and_a_row_does_not_depend_on_the_others(tmp_path, monkeypatch, one_thread):
+    import transferkit.bench.uda as uda
+    monkeypatch.setattr(uda.skada_compare, "available", lambda: True)
+    monkeypatch.setattr(uda.skada_compare, "run_skada", lambda name, *a, **k: {"accuracy": 0.5, "wall_s": 1.0})
+    suite = load_suites()["uda"][0]
+    tiny = ["pairs=mnist:digits", "seeds=0", "pretrain_steps=4", "adapt_steps=2", "tsne_points=20", "batch_size=256"]
+
+    def run(where, methods, skada):
+        plan = make_plan("uda", False, [*tiny, f"methods={methods}", f"skada={skada}"])
+        return {r["method"]: r for r in suite(plan, tmp_path / where, lambda *a: None)}
+    first = run("a", "entmin", "MCC")
+    assert set(first) == {"source_only", "entmin", "skada:MCC"}  # no ceiling, no other SKADA row
+    assert not (tmp_path / "a" / "mnist-digits" / "ceiling-s0").exists()
+    both = run("a", "entmin,coral", "")  # the same directory with another selection: entmin is read back
+    assert set(both) == {"source_only", "entmin", "coral"}
+    assert both["entmin"] == first["entmin"]
+    assert run("b", "coral", "")["coral"]["accuracy"] == both["coral"]["accuracy"]  # alone, in a new directory

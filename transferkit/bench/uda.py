@@ -19,7 +19,8 @@ installed: ``pip install transferkit[bench]``).
 
 ``--set seeds=0,1,2``, ``--set pairs=syndigits:mnist,mnist:digits`` and
 ``--set pretrain_steps=300 --set adapt_steps=150`` run a reduced version of the full
-benchmark (seeds, pairs and budget are written in the tables, rows and ``results.json``).
+benchmark (seeds, pairs and budget are written in the tables, rows and ``results.json``);
+``--set methods=dann,mcc`` and ``--set skada=MCC`` (or ``skada=`` for none) choose the rows.
 """
 
 from __future__ import annotations
@@ -97,6 +98,34 @@ def budget(quick: bool) -> Budget:
     return Budget()
 
 
+METHODS = ("source_only", *ADAPTATION, "target_only")
+
+
+@dataclass
+class UdaPlan(Budget):
+    """``bench uda``'s plan: :class:`Budget` and which rows run. ``methods``: transferkit's
+    (``source_only``, the pre-trained network, always runs: every adaptation starts from it);
+    ``skada``: SKADA's, on the SKADA pairs (empty: none). A job does not depend on the other
+    methods chosen, so a selection gives the rows of the full plan."""
+
+    selects: ClassVar[tuple[str, ...]] = (*Budget.selects, "methods", "skada")
+    methods: tuple = METHODS
+    skada: tuple = skada_compare.SKADA_METHODS
+
+    def __post_init__(self):
+        super().__post_init__()
+        for field_name, known, empty in (("methods", METHODS, False), ("skada", skada_compare.SKADA_METHODS, True)):
+            chosen = as_list(getattr(self, field_name), str, field_name, empty=empty)
+            chosen += ["source_only"] if field_name == "methods" and "source_only" not in chosen else []
+            unknown = [m for m in chosen if m not in known]
+            check(not unknown, f"{field_name}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+            setattr(self, field_name, tuple(m for m in known if m in chosen))  # the table's order
+
+
+def uda_plan(quick: bool) -> UdaPlan:
+    return UdaPlan(**vars(budget(quick)))
+
+
 def pair_config(source: str, target: str, seed: int, b: Budget, methods, steps: int) -> ExperimentConfig:
     """One seed of one pair; the methods in :data:`TUNED` get that pair's settings."""
     tuned = TUNED.get((source, target), {})
@@ -119,8 +148,8 @@ def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
 
 
 @benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, 5 digit pairs, SKADA side by side",
-           plan=budget)
-def uda_suite(b: Budget, bench_dir, log):
+           plan=uda_plan)
+def uda_suite(b: UdaPlan, bench_dir, log):
     rows, tables = [], []
     for source, target in b.pairs:
         data = prepare_domains(pair_config(source, target, 0, b, ["source_only"], 1))
@@ -128,16 +157,19 @@ def uda_suite(b: Budget, bench_dir, log):
         extra = {"library": "transferkit", "epochs": epochs}
         pair_rows = []
         for seed in b.seeds:
-            cfg = pair_config(source, target, seed, b, ["source_only", *ADAPTATION], steps)
+            cfg = pair_config(source, target, seed, b, ["source_only", *(m for m in ADAPTATION if m in b.methods)],
+                              steps)
             _, r = run_experiment(cfg, run_dir=bench_dir / f"{source}-{target}" / f"s{seed}", log=log)
-            ceiling = pair_config(source, target, seed, b, ["target_only"], b.pretrain_steps)
-            ceiling.name += "-ceiling"
-            _, c = run_experiment(ceiling, run_dir=bench_dir / f"{source}-{target}" / f"ceiling-s{seed}", log=log)
+            c = []
+            if "target_only" in b.methods:
+                ceiling = pair_config(source, target, seed, b, ["target_only"], b.pretrain_steps)
+                ceiling.name += "-ceiling"
+                _, c = run_experiment(ceiling, run_dir=bench_dir / f"{source}-{target}" / f"ceiling-s{seed}", log=log)
             pair_rows += [{**row, **extra} for row in r + c]
-            if (source, target) in SKADA_PAIRS and skada_compare.available():
+            if (source, target) in SKADA_PAIRS and b.skada and skada_compare.available():
                 pair_rows += skada_rows(cfg, epochs, b, bench_dir, log,
                                         run_dir=bench_dir / f"{source}-{target}" / f"s{seed}")
-        if (source, target) in SKADA_PAIRS and not skada_compare.available():
+        if (source, target) in SKADA_PAIRS and b.skada and not skada_compare.available():
             log("skada is not installed (pip install transferkit[bench]): no side-by-side rows")
         rows += pair_rows
         tables.append(table3(source, target, pair_rows, b, epochs, steps))
@@ -148,13 +180,13 @@ def uda_suite(b: Budget, bench_dir, log):
     return rows
 
 
-def skada_rows(cfg: ExperimentConfig, epochs: int, b: Budget, bench_dir: Path, log, run_dir: Path) -> list[dict]:
+def skada_rows(cfg: ExperimentConfig, epochs: int, b: UdaPlan, bench_dir: Path, log, run_dir: Path) -> list[dict]:
     """SKADA's rows for one seed, from the network pinned in transferkit's run directory of
     that seed (``run_dir``): the very network every transferkit row of the seed started from."""
     data = prepare_domains(cfg)
     net, _ = run_source_network(cfg, data, run_dir, log)
     out = []
-    for name in skada_compare.SKADA_METHODS:
+    for name in b.skada:
         digest = skada_digest(name, net, data, epochs, b, cfg.seed)
 
         def compute(name=name, digest=digest):
@@ -276,7 +308,7 @@ def _adapted(cfg: ExperimentConfig, run_dir: Path, name: str, pretrained):
 
 
 @torch.no_grad()
-def tsne_figure(bench_dir: Path, source: str, target: str, b: Budget, log) -> Path | None:
+def tsne_figure(bench_dir: Path, source: str, target: str, b: UdaPlan, log) -> Path | None:
     from ..plots import tsne_embeddings
 
     seed = b.seeds[0]
@@ -288,7 +320,7 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: Budget, log) -> Pa
     xs = data.source.test.images[torch.randperm(len(data.source.test), generator=g)[: b.tsne_points]]
     xt = data.target.test.images[torch.randperm(len(data.target.test), generator=g)[: b.tsne_points]]
     nets = {"source only (before)": pretrained.eval()}
-    for name in TSNE_METHODS:
+    for name in (m for m in TSNE_METHODS if m in b.methods):
         try:
             nets[f"{name} (after)"] = _adapted(cfg, run_dir, name, pretrained)
         except (OSError, RuntimeError, TransferkitError) as e:

@@ -220,3 +220,23 @@ def test_uda_suite_runs_the_chosen_rows_and_a_row_does_not_depend_on_the_others(
     assert set(both) == {"source_only", "entmin", "coral"}
     assert both["entmin"] == first["entmin"]
     assert run("b", "coral", "")["coral"]["accuracy"] == both["coral"]["accuracy"]  # alone, in a new directory
+
+
+def test_a_uda_directory_from_before_the_row_selection_resumes_with_every_row(tmp_path):
+    import dataclasses
+
+    from transferkit.bench import _check_same_plan, _resumed_selection
+    from transferkit.bench.skada_compare import SKADA_METHODS
+    from transferkit.io import write_json
+    old = {k: v for k, v in dataclasses.asdict(make_plan("uda", True)).items() if k not in ("methods", "skada")}
+    write_json(tmp_path / "plan.json", {"benchmark": "uda", **old})  # written before methods and skada existed
+    plan = _resumed_selection(make_plan("uda", False), tmp_path, [], "uda")
+    assert plan.quick and plan.pretrain_steps == old["pretrain_steps"]  # the stored plan is kept ...
+    assert plan.methods == make_plan("uda", False).methods and plan.skada == SKADA_METHODS  # ... with every row
+    _check_same_plan(tmp_path, plan, "uda")
+    chosen = _resumed_selection(make_plan("uda", False, ["methods=dann"]), tmp_path, ["methods=dann"], "uda")
+    assert chosen.quick and chosen.methods == ("source_only", "dann")
+    _check_same_plan(tmp_path, chosen, "uda")
+    write_json(tmp_path / "plan.json", {"benchmark": "uda", **old, "workers": 3})  # a field this version lacks
+    with pytest.raises(TransferkitError, match="holds a run of the uda benchmark: its plan has the fields"):
+        _check_same_plan(tmp_path, make_plan("uda", True), "uda")

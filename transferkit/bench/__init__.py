@@ -172,8 +172,9 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as stored
-    if set(stored) != set(now):
-        owners = [n for n, (_, _, make) in BENCHMARKS.items() if set(dataclasses.asdict(make(False))) == set(stored)]
+    if set(stored) | _added_selects(plan, stored) != set(now):
+        owners = [owner] if owner else [n for n, (_, _, make) in BENCHMARKS.items()
+                                        if set(dataclasses.asdict(make(False))) == set(stored)]
         whose = f"the {owners[0]} benchmark" if owners else "another benchmark (or an older version of this one)"
         check(False, f"{bench_dir} holds a run of {whose}: its plan has the fields {', '.join(sorted(stored))}, "
                      f"this one {', '.join(sorted(now))}; use another directory")
@@ -191,6 +192,13 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
         f"{k}: {a!r} there, {b!r} now" for k, a, b in diff)
         + (" (a stage's device is where this invocation runs: --device / $TRANSFERKIT_DEVICE)" if device else "")
         + (f". Only {', '.join(plan.selects)} may change when resuming" if plan.selects else ""))
+
+
+def _added_selects(plan: Plan, stored: dict) -> set[str]:
+    """Selection fields that ``stored`` (a plan written by an earlier version) lacks: the suite
+    got them later, and a resume runs them at their defaults, which select what the earlier
+    version ran (``uda``'s ``methods`` and ``skada``: all of them)."""
+    return set(plan.selects) - set(stored)
 
 
 def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> Plan:
@@ -214,9 +222,9 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
         if given & set(group):
             given |= set(group)
     fields = {f.name for f in dataclasses.fields(plan)}
-    if set(stored) != fields:
+    if set(stored) | _added_selects(plan, stored) != fields:
         return plan  # another benchmark's or an older version's plan: _check_same_plan names the fields
-    keep = {k: stored[k] for k in fields if k not in given}
+    keep = {k: stored[k] for k in fields & set(stored) if k not in given}
     for k, value in keep.items():  # a stage's device is where this invocation runs (--device): compared, not kept
         if isinstance(value, dict) and "device" in value and hasattr(getattr(plan, k), "device"):
             keep[k] = {**value, "device": getattr(plan, k).device}

@@ -24,6 +24,8 @@ import time
 import numpy as np
 import torch
 
+from ..runtime import package_version
+
 SKADA_METHODS = ("SourceOnly", "DANN", "DANN-sigmoid", "DAN", "DeepCoral", "MCC", "MCC-T2.5")
 
 
@@ -37,12 +39,7 @@ def available() -> bool:
 
 def version() -> str | None:
     """The installed SKADA's version (None when it is not installed)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-    try:
-        return installed("skada")
-    except PackageNotFoundError:
-        return None
+    return package_version("skada")
 
 
 def steps_per_epoch(n_source: int, n_target: int, batch_size: int) -> int:

@@ -114,12 +114,17 @@ class UdaPlan(Budget):
 
     def __post_init__(self):
         super().__post_init__()
-        for field_name, known, empty in (("methods", METHODS, False), ("skada", skada_compare.SKADA_METHODS, True)):
-            chosen = as_list(getattr(self, field_name), str, field_name, empty=empty)
-            chosen += ["source_only"] if field_name == "methods" and "source_only" not in chosen else []
-            unknown = [m for m in chosen if m not in known]
-            check(not unknown, f"{field_name}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-            setattr(self, field_name, tuple(m for m in known if m in chosen))  # the table's order
+        self.methods = _chosen(self.methods, "methods", METHODS, always=("source_only",))
+        self.skada = _chosen(self.skada, "skada", skada_compare.SKADA_METHODS, empty=True)
+
+
+def _chosen(value, what: str, known: tuple, empty: bool = False, always: tuple = ()) -> tuple:
+    """The names plan field ``what`` gives (an unknown one is refused) and ``always``, in the
+    order of ``known`` (the tables')."""
+    chosen = as_list(value, str, what, empty=empty)
+    unknown = [m for m in chosen if m not in known]
+    check(not unknown, f"{what}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    return tuple(m for m in known if m in chosen or m in always)
 
 
 def uda_plan(quick: bool) -> UdaPlan:

@@ -53,3 +53,11 @@ def seeded_torch():
     or fails the same alone, in its file or in the whole suite."""
     import torch
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def empty_frozen_memo():
+    """Every test starts with an empty memo of frozen activations (``transferkit.frozen``), so
+    that how often a test's units run does not depend on the tests before it."""
+    from transferkit.frozen import MEMO
+    MEMO.clear()

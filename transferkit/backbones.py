@@ -185,6 +185,11 @@ class UnitNet(nn.Module):
             h = m(h)
         return h
 
+    def steps_before(self, stop: str | int) -> list[nn.Module]:
+        """The modules ``forward_units(x, 0, stop)`` runs, in order (the pool included only
+        when ``stop`` is ``"embedding"``)."""
+        return self._steps()[:self._boundary(stop, False)]
+
     def forward_features(self, x: torch.Tensor, layers: Sequence[str] | str | None = None):
         """The ``N x D`` embedding (``layers=None``), or a dict ``name -> activation``.
 

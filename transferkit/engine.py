@@ -50,6 +50,7 @@ from .domain import Domain
 from .errors import TransferkitError, check
 from .evaluate import predict_logits
 from .fields import check_fields
+from .frozen import frozen_activations
 from .io import append_jsonl, atomic_write, read_jsonl, write_json
 from .runtime import (
     DEVICES,
@@ -373,14 +374,10 @@ class Engine:
         (sized by ``sample``, one image, when the net does not declare its input shape)."""
         net = method.net
         names = net.unit_names
-        if not (self.cfg.cache_frozen and method.cache_frozen_prefix):
+        start = method.frozen_prefix_end() if self.cfg.cache_frozen else None
+        if start is None:
             return names[0]
-        trainable = set(method.trainable_units())
-        first = next((i for i, n in enumerate(names) if n in trainable), len(names) - 1)
-        first = min(first, method.max_cache_unit_index())
-        if first == 0:
-            return names[0]
-        start = "embedding" if names[first] == "head" else names[first]  # pooled N x D, not the last map
+        first = names.index("head" if start == "embedding" else start)
         if start == "embedding":
             shape = (net.embed_dim,)
         elif net.input_shape is not None:
@@ -407,7 +404,8 @@ class Engine:
         if start_unit == net.unit_names[0]:
             return images
         net.eval()
-        return predict_logits(lambda x: net.forward_units(x, 0, start_unit), images)
+        return frozen_activations(net, images, start_unit,
+                                  lambda: predict_logits(lambda x: net.forward_units(x, 0, start_unit), images))
 
     def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> float:
         method.eval()

@@ -43,7 +43,7 @@ from .grouped import sample_k_groups
 from .heads import head_for_classes
 from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, waiting_lock, write_json, write_text
 from .methods import get_method
-from .methods.base import trained_options
+from .methods.base import Method, trained_options
 from .methods.supervised import SourceOnly
 from .results import write_results
 from .runtime import (
@@ -287,9 +287,12 @@ def _load_net(net, path: Path) -> None:
 
 
 def evaluate_on(forward, domain: Domain) -> dict:
-    if isinstance(forward, torch.nn.Module):
-        forward.eval()
-    logits = predict_logits(forward, domain.images)
+    if isinstance(forward, Method):
+        logits = forward.logits(domain.images)
+    else:
+        if isinstance(forward, torch.nn.Module):
+            forward.eval()
+        logits = predict_logits(forward, domain.images)
     return classification_report(logits, domain.labels, domain.num_classes, domain.groups)
 
 

@@ -24,8 +24,10 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from .backbones import EMBEDDING
 from .errors import UnknownNameError, check, is_whole
 from .evaluate import predict_logits
+from .frozen import frozen_activations
 from .heads import prototype_logits
 
 FEWSHOT_HEADS = ("linear", "cosine", "prototype")
@@ -180,11 +182,14 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
 @torch.no_grad()
 def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     """``N x D`` embeddings of a (frozen or fine-tuned) :class:`~transferkit.backbones.UnitNet`,
-    on the network's device (the images are moved there chunk by chunk)."""
+    on the network's device (the images are moved there chunk by chunk). Images already on that
+    device go through :mod:`transferkit.frozen`'s memo: a linear probe of the same network
+    scored on them later reads these embeddings."""
     was = net.training
     net.eval()
     dev = next(net.parameters(), torch.empty(0)).device
     try:
-        return predict_logits(lambda x: net.forward_features(x.to(dev)), images)
+        compute = partial(predict_logits, lambda x: net.forward_features(x.to(dev)), images)
+        return frozen_activations(net, images, EMBEDDING, compute) if images.device == dev else compute()
     finally:
         net.train(was)

@@ -31,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import TransferkitError, UnknownNameError, check, is_whole
+from ..evaluate import predict_logits
+from ..frozen import frozen_activations
 
 METHODS: dict[str, type["Method"]] = {}
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
@@ -396,6 +398,35 @@ class Method(nn.Module):
         """Index of the latest unit the engine may start from; methods that need the
         activations of earlier units lower it."""
         return len(self.net.unit_names) - 1
+
+    def frozen_prefix_end(self) -> str | None:
+        """Where the frozen leading units end: the first unit the method trains (capped by
+        :meth:`max_cache_unit_index`), or ``"embedding"`` (the pooled ``N x D``, not the last
+        map) when only the head trains; ``None`` when the first unit trains or the method
+        opts out (``cache_frozen_prefix``)."""
+        names = self.net.unit_names
+        if not self.cache_frozen_prefix:
+            return None
+        trainable = set(self.trainable_units())
+        first = next((i for i, n in enumerate(names) if n in trainable), len(names) - 1)
+        first = min(first, self.max_cache_unit_index())
+        if first == 0:
+            return None
+        return "embedding" if names[first] == "head" else names[first]
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """``self(images)`` in eval mode, in chunks. A method that predicts with the network
+        (the base ``forward``) reads the activations of its frozen leading units from
+        :mod:`transferkit.frozen` when the same units ran on the same images before (the
+        linear probes of several label subsets score one test split); bit-identical either way."""
+        self.eval()
+        stop = self.frozen_prefix_end()
+        if stop is None or type(self).forward is not Method.forward:
+            return predict_logits(self, images)
+        h = frozen_activations(self.net, images, stop,
+                               lambda: predict_logits(lambda x: self.net.forward_units(x, 0, stop), images))
+        return predict_logits(lambda x: self.net.forward_units(x, stop), h)
 
     # ---- shared machinery -------------------------------------------------------------
     def train_mode(self) -> None:

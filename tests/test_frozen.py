@@ -43,6 +43,28 @@ def test_a_hit_is_bit_identical_and_the_key_is_content_not_object():
     assert len(calls) == 3
 
 
+def test_a_setting_that_the_repr_leaves_out_is_part_of_the_key():
+    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
+    calls = []
+    _counted(net, x, calls)
+    net.units["conv1"].scale = 2.0  # a plain attribute a custom unit's forward could read
+    _counted(net, x, calls)
+    assert len(calls) == 2
+
+
+def test_a_network_with_its_own_forward_units_is_not_memoised():
+    class Shifted(type(helpers.seeded_lenet())):
+        def forward_units(self, h, start=0, stop=None):
+            return super().forward_units(h, start, stop) + 1
+
+    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
+    net.__class__ = Shifted
+    calls = []
+    _counted(net, x, calls)
+    _counted(net, x, calls)
+    assert len(calls) == 2 and len(MEMO) == 0
+
+
 def test_the_weights_memory_layout_is_part_of_the_key():
     net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
     calls = []
@@ -146,3 +168,23 @@ def test_a_method_with_its_own_forward_is_scored_by_it():
     m, x = Doubled(helpers.seeded_lenet()), torch.rand(20, 1, 28, 28)
     m.eval()
     assert torch.equal(m.logits(x), 2 * m.net(x))
+
+
+def test_a_module_extra_state_is_part_of_the_key():
+    class Tagged(torch.nn.Identity):
+        _tag = "a"  # private: only the extra state shows it
+
+        def get_extra_state(self):
+            return {"tag": self._tag}
+
+        def set_extra_state(self, state):
+            self._tag = state["tag"]
+
+    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
+    net.units["conv1"].append(Tagged())
+    calls = []
+    _counted(net, x, calls)
+    net.units["conv1"][-1]._tag = "b"
+    _counted(net, x, calls)
+    _counted(net, x, calls)
+    assert len(calls) == 2

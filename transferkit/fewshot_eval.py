@@ -24,7 +24,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .backbones import EMBEDDING
+from .backbones import EMBEDDING, UnitNet
 from .errors import UnknownNameError, check, is_whole
 from .evaluate import predict_logits
 from .frozen import frozen_activations
@@ -190,6 +190,7 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     dev = next(net.parameters(), torch.empty(0)).device
     try:
         compute = partial(predict_logits, lambda x: net.forward_features(x.to(dev)), images)
-        return frozen_activations(net, images, EMBEDDING, compute) if images.device == dev else compute()
+        plain = type(net).forward_features is UnitNet.forward_features
+        return frozen_activations(net, images, EMBEDDING, compute) if plain and images.device == dev else compute()
     finally:
         net.train(was)

@@ -7,14 +7,14 @@ engine computes the activations of the units before the first trained one once p
 next fit, or the evaluation of the next method, on the same content reads them instead of
 running the units again.
 
-Keyed by content, never by object: the prefix's modules (type, ``repr``, every weight and
-buffer with its shape, strides and bytes), the images (bytes, shape, dtype, device) and the
-thread count. A changed weight, image or memory layout is another key, so a hit returns what
-running the units would return, bit for bit, and a stale entry is never read. Entries are
-kept in CPU memory and dropped least recently used first beyond ``limit_mb``
-(``MEMO.limit_mb = 0`` turns the memo off). The key costs about 1 ms per megabyte hashed
-(2,000 colour 28-px images and a LeNet: 23 ms, against 1.2 s for its forward pass on one
-thread).
+Keyed by content, never by object: the prefix's modules (type, ``repr``, the plain settings
+of every submodule, every weight and buffer with its shape, strides and bytes), the images
+(bytes, shape, dtype, device) and the thread count. A changed weight, setting, image or
+memory layout is another key, so a hit returns what running the units would return, bit for
+bit, and a stale entry is never read. Entries are kept in CPU memory and dropped least
+recently used first beyond ``limit_mb`` (``MEMO.limit_mb = 0`` turns the memo off). The key
+costs about 1 ms per megabyte hashed (2,000 colour 28-px images and a LeNet: 23 ms, against
+1.2 s for its forward pass on one thread).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .backbones import UnitNet
+
+_PLAIN = (bool, int, float, str, tuple, type(None))
 
 
 def _update(h, t: torch.Tensor) -> None:
@@ -39,10 +43,17 @@ def prefix_key(modules: list[nn.Module], images: torch.Tensor) -> str:
     h = hashlib.sha256(f"threads={torch.get_num_threads()}".encode())
     _update(h, images)
     for m in modules:
-        h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(m).__module__}.{type(m).__qualname__}:{m!r}").encode())
+        settings = [sorted((k, v) for k, v in vars(sub).items()  # what a repr may leave out (a scale, a flag)
+                           if not k.startswith("_") and k != "training" and isinstance(v, _PLAIN))
+                    for sub in m.modules()]  # (the units always run in eval mode here)
+        text = f"{type(m).__module__}.{type(m).__qualname__}:{m!r}:{settings!r}"
+        h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", text).encode())
         for name, t in m.state_dict().items():
             h.update(name.encode())
-            _update(h, t)
+            if isinstance(t, torch.Tensor):
+                _update(h, t)
+            else:  # a module's extra state
+                h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(t)).encode())
     return h.hexdigest()
 
 
@@ -90,5 +101,8 @@ MEMO = FrozenMemo()
 
 def frozen_activations(net, images: torch.Tensor, stop: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``compute()``, the activations ``net.forward_units(images, 0, stop)`` in eval mode, read
-    from :data:`MEMO` when the same prefix content ran on the same images before."""
+    from :data:`MEMO` when the same prefix content ran on the same images before (not for a
+    network class with its own ``forward_units``: the key describes what UnitNet's runs)."""
+    if type(net).forward_units is not UnitNet.forward_units:
+        return compute()
     return MEMO.activations(net.steps_before(stop), images, compute)

@@ -188,3 +188,13 @@ def test_a_module_extra_state_is_part_of_the_key():
     _counted(net, x, calls)
     _counted(net, x, calls)
     assert len(calls) == 2
+
+
+def test_extract_features_of_a_network_with_its_own_forward_features_is_not_memoised():
+    class Halved(type(helpers.seeded_lenet())):
+        def forward_features(self, x, layers=None):
+            return super().forward_features(x, layers) / 2
+
+    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
+    net.__class__ = Halved
+    assert torch.equal(extract_features(net, x), _embedding(net, x) / 2) and len(MEMO) == 0

@@ -1,6 +1,6 @@
 """The process memo of frozen-prefix activations (transferkit.frozen): keyed by content,
-bit-identical to running the units, bounded, and shared by the fits and evaluations of
-linear probes on one network."""
+bit-identical to running the units, only for prefixes its key describes, bounded, and
+shared by the fits and evaluations of linear probes on one network."""
 
 import copy
 
@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import TransferkitError
 from transferkit.evaluate import predict_logits
 from transferkit.experiment import evaluate_on
 from transferkit.fewshot_eval import extract_features
-from transferkit.frozen import MEMO, frozen_activations
+from transferkit.frozen import LIMIT_ENV, MEMO, FrozenMemo, frozen_activations
 from transferkit.methods import get_method
 
 
@@ -21,35 +22,84 @@ def _embedding(net, x):
     return predict_logits(lambda b: net.forward_units(b, 0, "embedding"), x)
 
 
-def _counted(net, x, calls):
-    return frozen_activations(net, x, "embedding", lambda: calls.append(1) or _embedding(net, x))
+def _run(net, x, stop="embedding"):
+    """The memo's answer, which must equal running the units."""
+    net.eval()
+    out = frozen_activations(net, x, stop)
+    assert torch.equal(out, predict_logits(lambda b: net.forward_units(b, 0, stop), x))
+    return out
+
+
+def _misses_after(*changes):
+    """Run a LeNet's first unit, then again after each change: the misses, one per distinct key."""
+    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
+    _run(net, x, "conv2")
+    for change in changes:
+        change(net)
+        _run(net, x, "conv2")
+    return MEMO.misses
 
 
 def test_a_hit_is_bit_identical_and_the_key_is_content_not_object():
     net, x = helpers.seeded_lenet(), torch.rand(40, 1, 28, 28)
-    calls = []
-    first = _counted(net, x, calls)
-    assert torch.equal(first, _embedding(net, x))
-    again = _counted(copy.deepcopy(net), x.clone(), calls)  # other objects, same content
-    assert calls == [1] and torch.equal(again, first) and MEMO.hits == 1
-    _counted(net, x[:39], calls)  # other images
-    assert len(calls) == 2
+    first = _run(net, x)
+    again = _run(copy.deepcopy(net), x.clone())  # other objects, same content
+    assert (MEMO.misses, MEMO.hits) == (1, 1) and torch.equal(again, first)
+    _run(net, x[:39])  # other images
+    _run(net, x, stop="conv2")  # another prefix
+    assert MEMO.misses == 3
     with torch.no_grad():
-        net.units["conv2"][0].weight[0, 0, 0, 0] += 1e-3  # a changed weight of the prefix
-    changed = _counted(net, x, calls)
-    assert len(calls) == 3 and not torch.equal(changed, first)
-    net.head.weight.data.add_(1.0)  # the head is not part of the embedding's prefix
-    _counted(net, x, calls)
-    assert len(calls) == 3
+        net.units["conv2"][0].weight[0, 0, 0, 0] += 1e-3
+    assert not torch.equal(_run(net, x), first) and MEMO.misses == 4
+    net.head.weight.data.add_(1.0)  # not part of the embedding's prefix
+    _run(net, x)
+    assert MEMO.misses == 4
 
 
-def test_a_setting_that_the_repr_leaves_out_is_part_of_the_key():
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's, from mkldnn.flags
+def test_settings_buffers_layout_and_backend_are_part_of_the_key():
+    def stride(net):
+        net.units["conv1"][0].stride = (2, 2)  # a plain attribute that changes the output
+
+    def private(net):
+        net.units["conv1"][0]._note = "x"
+
+    def buffer(net):
+        net.units["conv1"][0].register_buffer("extra", torch.zeros(2), persistent=False)
+
+    def buffer_value(net):
+        net.units["conv1"][0].extra.add_(1)
+
+    def layout(net):
+        net.to(memory_format=torch.channels_last)
+
+    assert _misses_after(stride, private, buffer, buffer_value, layout) == 6
     net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
-    calls = []
-    _counted(net, x, calls)
-    net.units["conv1"].scale = 2.0  # a plain attribute a custom unit's forward could read
-    _counted(net, x, calls)
-    assert len(calls) == 2
+    _run(net, x)
+    with torch.backends.mkldnn.flags(enabled=False):
+        _run(net, x)
+    assert MEMO.misses == 8
+
+
+def test_only_prefixes_the_key_describes_are_memoised():
+    x = torch.rand(8, 1, 28, 28)
+
+    class Scaled(torch.nn.Module):  # a class of one's own: its output may depend on anything
+        def forward(self, h):
+            return h * 2
+
+    net = helpers.seeded_lenet()
+    net.units["conv1"].append(Scaled())
+    _run(net, x)
+    net = helpers.seeded_lenet()
+    handle = net.units["conv1"].register_forward_hook(lambda m, i, o: o)
+    _run(net, x)
+    handle.remove()
+    _run(net, x)  # stored now
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert frozen_activations(net, x, "embedding").dtype == torch.bfloat16
+    assert _run(net, x).dtype == torch.float32
+    assert (len(MEMO), MEMO.hits, MEMO.misses) == (1, 1, 1)
 
 
 def test_a_network_with_its_own_forward_units_is_not_memoised():
@@ -59,45 +109,61 @@ def test_a_network_with_its_own_forward_units_is_not_memoised():
 
     net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
     net.__class__ = Shifted
-    calls = []
-    _counted(net, x, calls)
-    _counted(net, x, calls)
-    assert len(calls) == 2 and len(MEMO) == 0
+    _run(net, x)
+    _run(net, x)
+    assert len(MEMO) == 0
 
 
-def test_the_weights_memory_layout_is_part_of_the_key():
+def test_activations_whose_layout_a_concatenation_changes_are_not_stored():
+    x = torch.rand(4, 3, 5, 5)
+    chunks = [x[:2].permute(0, 2, 3, 1), x[2:].permute(0, 2, 3, 1)]  # views, not contiguous
+    MEMO.put("k", torch.cat(chunks), chunks)
+    contiguous = [c.contiguous() for c in chunks]
+    MEMO.put("c", torch.cat(contiguous), contiguous)
+    assert MEMO.get("k") is None and torch.equal(MEMO.get("c"), torch.cat(chunks))
+
+
+def test_a_function_kept_in_an_attribute_leaves_the_prefix_out():
     net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
-    calls = []
-    _counted(net, x, calls)
-    _counted(net.to(memory_format=torch.channels_last), x, calls)
-    assert len(calls) == 2
+    net.units["conv1"][0].forward = lambda h: h  # an instance's own forward on a torch.nn class
+    assert MEMO.key(net, x, "conv2") is None and MEMO.key(net, x, "embedding") is None
+    assert MEMO.key(helpers.seeded_lenet(), x, "conv2") is not None
 
 
 def test_the_caller_owns_the_returned_tensor():
     net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
-    calls = []
-    _counted(net, x, calls).zero_()  # the computed tensor
-    _counted(net, x, calls).zero_()  # a hit
-    assert torch.equal(_counted(net, x, calls), _embedding(net, x)) and calls == [1]
+    _run(net, x).zero_()  # the computed tensor
+    frozen_activations(net, x, "embedding").zero_()  # a hit
+    assert torch.equal(_run(net, x), _embedding(net, x)) and MEMO.misses == 1
 
 
 def test_least_recently_used_entries_go_beyond_the_limit_and_zero_turns_it_off(monkeypatch):
     net = helpers.seeded_lenet()
     xs = [torch.rand(100, 1, 28, 28) for _ in range(3)]  # 100 x 500 floats: 0.19 MB each
     monkeypatch.setattr(MEMO, "limit_mb", 0.4)
-    calls = []
     for x in xs:
-        _counted(net, x, calls)
+        _run(net, x)
     assert len(MEMO) == 2 and MEMO.megabytes() <= 0.4
-    _counted(net, xs[2], calls)  # the newest is kept
-    assert len(calls) == 3
-    _counted(net, xs[0], calls)  # the oldest was dropped
-    assert len(calls) == 4
+    _run(net, xs[2])  # the newest is kept
+    assert MEMO.misses == 3
+    _run(net, xs[0])  # the oldest was dropped
+    assert MEMO.misses == 4
     monkeypatch.setattr(MEMO, "limit_mb", 0)
     MEMO.clear()
-    _counted(net, xs[1], calls)
-    _counted(net, xs[1], calls)
-    assert len(calls) == 6 and len(MEMO) == 0
+    _run(net, xs[1])
+    _run(net, xs[1])
+    assert (len(MEMO), MEMO.misses, MEMO.hits) == (0, 0, 0)
+
+
+def test_the_limit_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(LIMIT_ENV, "0")
+    assert FrozenMemo().limit_mb == 0
+    monkeypatch.setenv(LIMIT_ENV, "")
+    assert FrozenMemo().limit_mb == 1024
+    for bad in ("lots", "-1", "nan"):
+        monkeypatch.setenv(LIMIT_ENV, bad)
+        with pytest.raises(TransferkitError, match=LIMIT_ENV):
+            FrozenMemo()
 
 
 @pytest.mark.parametrize("method", ["linear_probe", "ft_unit:conv2", "finetune"])
@@ -108,7 +174,31 @@ def test_method_logits_equal_its_forward_bit_for_bit(method):
     expected = predict_logits(m, x)
     assert torch.equal(m.logits(x), expected)
     assert torch.equal(m.logits(x), expected)  # from the memo where the method has a frozen prefix
-    assert len(MEMO) == (0 if method == "finetune" else 1)
+    assert (len(MEMO), MEMO.hits) == ((0, 0) if method == "finetune" else (1, 1))
+
+
+def test_logits_of_a_method_or_network_with_its_own_forward_or_hooks_are_its_forward():
+    class Doubled(get_method("linear_probe")):
+        def forward(self, images):
+            return 2 * self.net(images)
+
+    class Halved(type(helpers.seeded_lenet())):
+        def forward(self, x):
+            return super().forward(x) / 2
+
+    x = torch.rand(20, 1, 28, 28)
+    m = Doubled(helpers.seeded_lenet())
+    m.eval()
+    assert torch.equal(m.logits(x), 2 * m.net(x))
+    m = get_method("linear_probe")(helpers.seeded_lenet())
+    m.net.__class__ = Halved
+    m.eval()
+    assert torch.equal(m.logits(x), m.net(x))
+    m = get_method("linear_probe")(helpers.seeded_lenet())
+    m.register_forward_hook(lambda mod, i, o: o + 100)
+    m.eval()
+    assert torch.equal(m.logits(x), m.net(x) + 100)
+    assert len(MEMO) == 0
 
 
 def test_episode_features_and_a_linear_probe_share_the_test_embeddings():
@@ -121,6 +211,16 @@ def test_episode_features_and_a_linear_probe_share_the_test_embeddings():
     assert torch.equal(m.logits(x), expected) and MEMO.hits == 1 and len(MEMO) == 1
 
 
+def test_extract_features_of_a_network_with_its_own_forward_features_is_not_memoised():
+    class Halved(type(helpers.seeded_lenet())):
+        def forward_features(self, x, layers=None):
+            return super().forward_features(x, layers) / 2
+
+    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
+    net.__class__ = Halved
+    assert torch.equal(extract_features(net, x), _embedding(net, x) / 2) and len(MEMO) == 0
+
+
 def test_linear_probes_on_copies_of_one_network_run_its_units_once_per_image_set(monkeypatch):
     """The fits and test evaluations of three label subsets, as a benchmark runs them: the
     validation and test images go through the frozen units once, and every weight and test
@@ -131,22 +231,22 @@ def test_linear_probes_on_copies_of_one_network_run_its_units_once_per_image_set
     cfg = TrainConfig(steps=6, batch_size=8, eval_every=3, patience=None)
 
     def run():
-        torch.manual_seed(0)  # what the fits draw (dropout) from torch's generator
-        seen, out = [], []
+        torch.manual_seed(0)  # what the fits draw from torch's generator
+        out = []
         for s, labeled in enumerate(subsets):
             m = get_method("linear_probe")(copy.deepcopy(source))
-            hook = m.net.units["conv1"].register_forward_hook(lambda mod, inp, o: seen.append(len(inp[0])))
             Engine(cfg, seed=s).fit(m, target=labeled, val=val)
             report = evaluate_on(m, test)
-            hook.remove()
             out.append((helpers.state_copy(m), m.logits(test.images), report["accuracy"]))
-        return seen, out
+        return out
 
-    seen, memo = run()
-    assert sorted(seen) == sorted([30, 60, 80] + [30, 30])  # each subset once; val and test once
+    memo = run()
+    # misses: each subset's stream, the validation set (trained in channels-last), the test set
+    # (evaluated in the default layout); hits: the second scoring of the test set, then the
+    # validation set and both scorings of the test set for each later subset
+    assert (MEMO.misses, MEMO.hits) == (3 + 1 + 1, 1 + 2 * 3)
     monkeypatch.setattr(MEMO, "limit_mb", 0)
-    seen_off, plain = run()
-    assert sorted(seen_off) == sorted([30, 60, 80] * 3)
+    plain = run()
     for (w1, l1, a1), (w2, l2, a2) in zip(memo, plain):
         assert all(torch.equal(w1[k], w2[k]) for k in w1)
         assert torch.equal(l1, l2) and a1 == a2
@@ -158,43 +258,3 @@ def test_steps_before_are_what_forward_units_runs():
     assert net.steps_before(names[1]) == [net.unit(names[0])]
     assert net.steps_before("embedding") == [net.unit(n) for n in names] + [net.pool]
     assert net.steps_before("head") == [net.unit(n) for n in names]  # the last map, not pooled
-
-
-def test_a_method_with_its_own_forward_is_scored_by_it():
-    class Doubled(get_method("linear_probe")):
-        def forward(self, images):
-            return 2 * self.net(images)
-
-    m, x = Doubled(helpers.seeded_lenet()), torch.rand(20, 1, 28, 28)
-    m.eval()
-    assert torch.equal(m.logits(x), 2 * m.net(x))
-
-
-def test_a_module_extra_state_is_part_of_the_key():
-    class Tagged(torch.nn.Identity):
-        _tag = "a"  # private: only the extra state shows it
-
-        def get_extra_state(self):
-            return {"tag": self._tag}
-
-        def set_extra_state(self, state):
-            self._tag = state["tag"]
-
-    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
-    net.units["conv1"].append(Tagged())
-    calls = []
-    _counted(net, x, calls)
-    net.units["conv1"][-1]._tag = "b"
-    _counted(net, x, calls)
-    _counted(net, x, calls)
-    assert len(calls) == 2
-
-
-def test_extract_features_of_a_network_with_its_own_forward_features_is_not_memoised():
-    class Halved(type(helpers.seeded_lenet())):
-        def forward_features(self, x, layers=None):
-            return super().forward_features(x, layers) / 2
-
-    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
-    net.__class__ = Halved
-    assert torch.equal(extract_features(net, x), _embedding(net, x) / 2) and len(MEMO) == 0

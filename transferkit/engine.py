@@ -404,8 +404,7 @@ class Engine:
         if start_unit == net.unit_names[0]:
             return images
         net.eval()
-        return frozen_activations(net, images, start_unit,
-                                  lambda: predict_logits(lambda x: net.forward_units(x, 0, start_unit), images))
+        return frozen_activations(net, images, start_unit)
 
     def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> float:
         method.eval()

@@ -189,8 +189,8 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     net.eval()
     dev = next(net.parameters(), torch.empty(0)).device
     try:
-        compute = partial(predict_logits, lambda x: net.forward_features(x.to(dev)), images)
-        plain = type(net).forward_features is UnitNet.forward_features
-        return frozen_activations(net, images, EMBEDDING, compute) if plain and images.device == dev else compute()
+        if type(net).forward_features is UnitNet.forward_features and images.device == dev:
+            return frozen_activations(net, images, EMBEDDING)  # what forward_features runs
+        return predict_logits(lambda x: net.forward_features(x.to(dev)), images)
     finally:
         net.train(was)

@@ -5,63 +5,132 @@ seeds start from copies of one network and score the same validation and test im
 engine computes the activations of the units before the first trained one once per fit
 (``engine``'s module docstring); this memo keeps the most recently used of them, so that the
 next fit, or the evaluation of the next method, on the same content reads them instead of
-running the units again.
+running the units again. A hit is bit-identical to running the units.
 
-Keyed by content, never by object: the prefix's modules (type, ``repr``, the plain settings
-of every submodule, every weight and buffer with its shape, strides and bytes), the images
-(bytes, shape, dtype, device) and the thread count. A changed weight, setting, image or
-memory layout is another key, so a hit returns what running the units would return, bit for
-bit, and a stale entry is never read. Entries are kept in CPU memory and dropped least
-recently used first beyond ``limit_mb`` (``MEMO.limit_mb = 0`` turns the memo off). The key
-costs about 1 ms per megabyte hashed (2,000 colour 28-px images and a LeNet: 23 ms, against
-1.2 s for its forward pass on one thread).
+Only a prefix whose output is determined by what the key holds is memoised: images on the
+CPU and no autocast; a :class:`~transferkit.backbones.UnitNet` with UnitNet's own
+``forward_units``; every module of the prefix, submodules included, of a class of PyTorch
+(``torch.nn``) or of transferkit, without forward hooks or pre-hooks (and no global module
+hook) and without a function kept in an attribute (an instance's own ``forward``). Anything
+else (a module class of one's own, whose output may depend on state outside the module; a
+timm or torchvision model; a GPU) runs the units as before.
+
+The key holds the images (bytes, shape, strides, dtype); for every module of the prefix its
+name, class (its identity in the process), attributes (tensors and arrays by content, other
+values by ``repr``), parameters and buffers, persistent or not (shape, strides, dtype,
+bytes); the thread count and the CPU backend's settings (oneDNN on or off, float32 matmul
+precision, deterministic algorithms). An entry is stored only when each chunk of the
+activations, as computed, has the strides of its slice of the stored tensor, so the units
+after the prefix see the same memory layout on a hit. Entries stay in CPU memory, least
+recently used dropped first beyond ``limit_mb``: ``$TRANSFERKIT_FROZEN_MEMO_MB`` (default
+1024, ``0`` turns the memo off; read at import, so worker processes and DDP ranks follow it)
+or ``MEMO.limit_mb``. The key costs about 1 ms per megabyte hashed (2,000 colour 28-px
+images and a LeNet: 23 ms, against 1.2 s for their forward pass on one thread); a miss holds
+the activations twice for a moment (the result and the stored copy). A unit that changes
+its input images in place (an in-place activation first) does not do so on a hit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import os
 from collections import OrderedDict
-from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from .backbones import UnitNet
+from .errors import TransferkitError
+from .evaluate import predict_logits
 
-_PLAIN = (bool, int, float, str, tuple, type(None))
+LIMIT_ENV = "TRANSFERKIT_FROZEN_MEMO_MB"
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+_OWN_CLASSES = ("torch.nn.", "transferkit.")
 
 
-def _update(h, t: torch.Tensor) -> None:
-    t = t.detach()
-    h.update(f"{tuple(t.shape)}{t.stride()}{t.dtype}{t.device}".encode())
-    h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+def limit_from_env() -> float:
+    """Megabytes the memo may hold: ``$TRANSFERKIT_FROZEN_MEMO_MB``, default 1024."""
+    value = os.environ.get(LIMIT_ENV, "").strip()
+    if not value:
+        return 1024.0
+    try:
+        mb = float(value)
+    except ValueError:
+        mb = float("nan")
+    if not mb >= 0:
+        raise TransferkitError(f"{LIMIT_ENV}={value!r}: expected megabytes, a number >= 0 (0 turns the memo off)")
+    return mb
+
+
+def _feed(h, value, depth: int = 0) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        h.update(f"T{tuple(t.shape)}{t.stride()}{t.dtype}{t.device}".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, np.ndarray):
+        h.update(f"A{value.shape}{value.dtype}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (list, tuple)) and depth < 8:
+        h.update(f"{type(value).__name__}[{len(value)}".encode())
+        for v in value:
+            _feed(h, v, depth + 1)
+    elif isinstance(value, dict) and depth < 8:
+        h.update(f"dict[{len(value)}".encode())
+        for k in sorted(value, key=repr):
+            h.update(repr(k).encode())
+            _feed(h, value[k], depth + 1)
+    else:
+        h.update(f"R{value!r}".encode())
+
+
+def _backend() -> str:
+    return (f"threads={torch.get_num_threads()}|onednn={torch.backends.mkldnn.enabled}|"
+            f"matmul={torch.get_float32_matmul_precision()}|det={torch.are_deterministic_algorithms_enabled()}")
+
+
+def hooked(*modules: nn.Module) -> bool:
+    """Whether a forward hook or pre-hook is set on one of ``modules`` (not their submodules)."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _global_hooks() -> bool:
+    mod = nn.modules.module
+    return bool(getattr(mod, "_global_forward_hooks", None) or getattr(mod, "_global_forward_pre_hooks", None))
+
+
+def _memoisable(modules: list[nn.Module]) -> bool:
+    """No hook, only classes of torch.nn and transferkit, and no function kept in an attribute
+    (e.g. an instance's own ``forward``: its ``repr`` need not tell two apart)."""
+    subs = [s for m in modules for s in m.modules()]
+    return (not _global_hooks() and not hooked(*subs)
+            and all(type(s).__module__.startswith(_OWN_CLASSES) for s in subs)
+            and not any(callable(v) and not isinstance(v, (nn.Module, torch.Tensor))
+                        for s in subs for k, v in vars(s).items() if k not in _MODULE_INTERNALS))
 
 
 def prefix_key(modules: list[nn.Module], images: torch.Tensor) -> str:
-    """The content key of running ``modules`` in order on ``images``."""
-    h = hashlib.sha256(f"threads={torch.get_num_threads()}".encode())
-    _update(h, images)
-    for m in modules:
-        settings = [sorted((k, v) for k, v in vars(sub).items()  # what a repr may leave out (a scale, a flag)
-                           if not k.startswith("_") and k != "training" and isinstance(v, _PLAIN))
-                    for sub in m.modules()]  # (the units always run in eval mode here)
-        text = f"{type(m).__module__}.{type(m).__qualname__}:{m!r}:{settings!r}"
-        h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", text).encode())
-        for name, t in m.state_dict().items():
-            h.update(name.encode())
-            if isinstance(t, torch.Tensor):
-                _update(h, t)
-            else:  # a module's extra state
-                h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(t)).encode())
+    """The content key of running ``modules`` in order on ``images`` in eval mode."""
+    h = hashlib.sha256(_backend().encode())
+    _feed(h, images)
+    for i, m in enumerate(modules):
+        for name, sub in m.named_modules(prefix=str(i)):
+            cls = type(sub)
+            h.update(f"|{name}:{cls.__module__}.{cls.__qualname__}#{id(cls)}".encode())
+            for k in sorted(set(vars(sub)) - _MODULE_INTERNALS):
+                h.update(f"@{k}".encode())
+                _feed(h, vars(sub)[k])
+            for k, t in (*sub._parameters.items(), *sub._buffers.items()):
+                h.update(f"${k}".encode())
+                _feed(h, t)
     return h.hexdigest()
 
 
 class FrozenMemo:
     """Least-recently-used store ``key -> activations`` of at most ``limit_mb`` megabytes."""
 
-    def __init__(self, limit_mb: float = 1024):
-        self.limit_mb = limit_mb
+    def __init__(self, limit_mb: float | None = None):
+        self.limit_mb = limit_from_env() if limit_mb is None else limit_mb
         self.hits = self.misses = 0
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
 
@@ -75,34 +144,55 @@ class FrozenMemo:
     def megabytes(self) -> float:
         return sum(t.numel() * t.element_size() for t in self._store.values()) / 2**20
 
-    def activations(self, modules: list[nn.Module], images: torch.Tensor,
-                    compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """``compute()``, the output of ``modules`` on ``images``, or a copy of it stored by an
-        earlier call with the same content. The caller owns the returned tensor."""
-        if self.limit_mb <= 0 or not modules:
-            return compute()
-        key = prefix_key(modules, images)
-        if key in self._store:
-            self._store.move_to_end(key)
-            self.hits += 1
-            return self._store[key].to(images.device, copy=True)
+    def key(self, net, images: torch.Tensor, stop: str) -> str | None:
+        """The key of ``net.forward_units(images, 0, stop)``, or ``None`` when that prefix is
+        not memoised (see the module's docstring)."""
+        if self.limit_mb <= 0 or images.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return None
+        if not isinstance(net, UnitNet) or type(net).forward_units is not UnitNet.forward_units:
+            return None
+        modules = net.steps_before(stop)
+        return prefix_key(modules, images) if modules and _memoisable(modules) else None
+
+    def get(self, key: str | None) -> torch.Tensor | None:
+        """A copy of the stored activations (the caller owns it), or ``None``."""
+        if key is None or key not in self._store:
+            return None
+        self._store.move_to_end(key)
+        self.hits += 1
+        return self._store[key].clone()
+
+    def put(self, key: str | None, out: torch.Tensor, chunks: list[torch.Tensor]) -> None:
+        """Store ``out``, the concatenated ``chunks`` as they were computed, when each chunk has
+        the strides of its slice of ``out`` and ``out`` fits in the limit."""
+        if key is None:
+            return
         self.misses += 1
-        out = compute()
-        if out.numel() * out.element_size() / 2**20 <= self.limit_mb:
-            self._store[key] = out.detach().to("cpu", copy=True)  # never holds accelerator memory
+        start = 0
+        for c in chunks:
+            if out[start:start + len(c)].stride() != c.stride():
+                return
+            start += len(c)
+        if out.device.type == "cpu" and out.numel() * out.element_size() / 2**20 <= self.limit_mb:
+            self._store[key] = out.detach().clone()
             while self.megabytes() > self.limit_mb:
                 self._store.popitem(last=False)
-        return out
 
 
-#: the process's memo, used by the engine (``TrainConfig.cache_frozen``) and by ``Method.logits``
+#: the process's memo (the engine, ``Method.logits``, ``extract_features``)
 MEMO = FrozenMemo()
 
 
-def frozen_activations(net, images: torch.Tensor, stop: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """``compute()``, the activations ``net.forward_units(images, 0, stop)`` in eval mode, read
-    from :data:`MEMO` when the same prefix content ran on the same images before (not for a
-    network class with its own ``forward_units``: the key describes what UnitNet's runs)."""
-    if type(net).forward_units is not UnitNet.forward_units:
-        return compute()
-    return MEMO.activations(net.steps_before(stop), images, compute)
+@torch.no_grad()
+def frozen_activations(net, images: torch.Tensor, stop: str) -> torch.Tensor:
+    """``net.forward_units(images, 0, stop)`` (the net in eval mode), in chunks as
+    :func:`~transferkit.evaluate.predict_logits` runs them, read from :data:`MEMO` when the
+    same prefix ran on the same images before."""
+    key = MEMO.key(net, images, stop)
+    hit = MEMO.get(key)
+    if hit is not None:
+        return hit
+    chunks: list[torch.Tensor] = []
+    out = predict_logits(lambda x: chunks.append(net.forward_units(x, 0, stop)) or chunks[-1], images)
+    MEMO.put(key, out, chunks)
+    return out

@@ -30,9 +30,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..backbones import UnitNet
 from ..errors import TransferkitError, UnknownNameError, check, is_whole
 from ..evaluate import predict_logits
-from ..frozen import frozen_activations
+from ..frozen import MEMO, hooked
 
 METHODS: dict[str, type["Method"]] = {}
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
@@ -417,16 +418,29 @@ class Method(nn.Module):
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """``self(images)`` in eval mode, in chunks. A method that predicts with the network
-        (the base ``forward``) reads the activations of its frozen leading units from
-        :mod:`transferkit.frozen` when the same units ran on the same images before (the
-        linear probes of several label subsets score one test split); bit-identical either way."""
+        (the base ``forward``, UnitNet's ``forward``, no hook on either) reads the activations
+        of its frozen leading units from :mod:`transferkit.frozen` when the same units ran on
+        the same images before (the linear probes of several label subsets score one test
+        split), and stores them otherwise; bit-identical either way."""
         self.eval()
-        stop = self.frozen_prefix_end()
-        if stop is None or type(self).forward is not Method.forward:
+        net, stop = self.net, self.frozen_prefix_end()
+        plain = (stop is not None and type(self).forward is Method.forward and isinstance(net, UnitNet)
+                 and type(net).forward is UnitNet.forward and not hooked(self, net))
+        key = MEMO.key(net, images, stop) if plain else None
+        if key is None:
             return predict_logits(self, images)
-        h = frozen_activations(self.net, images, stop,
-                               lambda: predict_logits(lambda x: self.net.forward_units(x, 0, stop), images))
-        return predict_logits(lambda x: self.net.forward_units(x, stop), h)
+        hit = MEMO.get(key)
+        if hit is not None:
+            return predict_logits(lambda h: net.forward_units(h, stop), hit)
+        chunks: list[torch.Tensor] = []
+
+        def run(x):  # what net(x) runs, keeping the prefix's output
+            chunks.append(net.forward_units(x, 0, stop))
+            return net.forward_units(chunks[-1], stop)
+
+        out = predict_logits(run, images)
+        MEMO.put(key, torch.cat(chunks), chunks)
+        return out
 
     # ---- shared machinery -------------------------------------------------------------
     def train_mode(self) -> None:

@@ -123,6 +123,18 @@ def test_activations_whose_layout_a_concatenation_changes_are_not_stored():
     assert MEMO.get("k") is None and torch.equal(MEMO.get("c"), torch.cat(chunks))
 
 
+def test_a_lazy_unit_is_memoised_once_its_parameters_are_made():  # until then it has a pre-hook
+    import torch.nn as nn
+
+    from transferkit.backbones import from_sequential
+    net = from_sequential(nn.Sequential(nn.Flatten(), nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 3)), units=[3])
+    x = torch.rand(5, 1, 4, 4)
+    assert MEMO.key(net, x, "embedding") is None
+    net.eval()
+    net(x)
+    assert MEMO.key(net, x, "embedding") is not None
+
+
 def test_a_function_kept_in_an_attribute_leaves_the_prefix_out():
     net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
     net.units["conv1"][0].forward = lambda h: h  # an instance's own forward on a torch.nn class

@@ -206,6 +206,14 @@ def test_logits_of_a_method_or_network_with_its_own_forward_or_hooks_are_its_for
     m.net.__class__ = Halved
     m.eval()
     assert torch.equal(m.logits(x), m.net(x))
+    class Shifted(type(helpers.seeded_lenet())):
+        def forward_units(self, h, start=0, stop=None):
+            return super().forward_units(h, start, stop) + 1
+
+    m = get_method("linear_probe")(helpers.seeded_lenet())
+    m.net.__class__ = Shifted
+    m.eval()
+    assert torch.equal(m.logits(x), m.net(x))
     m = get_method("linear_probe")(helpers.seeded_lenet())
     m.register_forward_hook(lambda mod, i, o: o + 100)
     m.eval()

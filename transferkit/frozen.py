@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 import torch
@@ -184,15 +185,21 @@ MEMO = FrozenMemo()
 
 
 @torch.no_grad()
-def frozen_activations(net, images: torch.Tensor, stop: str) -> torch.Tensor:
+def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | None = None) -> torch.Tensor:
     """``net.forward_units(images, 0, stop)`` (the net in eval mode), in chunks as
     :func:`~transferkit.evaluate.predict_logits` runs them, read from :data:`MEMO` when the
-    same prefix ran on the same images before."""
+    same prefix ran on the same images before; with ``then``, ``then`` of each chunk of those
+    activations (on a miss, of the chunk just computed, as one forward pass runs it)."""
     key = MEMO.key(net, images, stop)
     hit = MEMO.get(key)
     if hit is not None:
-        return hit
+        return hit if then is None else predict_logits(then, hit)
     chunks: list[torch.Tensor] = []
-    out = predict_logits(lambda x: chunks.append(net.forward_units(x, 0, stop)) or chunks[-1], images)
-    MEMO.put(key, out, chunks)
+
+    def run(x):
+        chunks.append(net.forward_units(x, 0, stop))
+        return chunks[-1] if then is None else then(chunks[-1])
+
+    out = predict_logits(run, images)
+    MEMO.put(key, out if then is None else torch.cat(chunks), chunks)
     return out

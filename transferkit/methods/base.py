@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..backbones import UnitNet
 from ..errors import TransferkitError, UnknownNameError, check, is_whole
 from ..evaluate import predict_logits
-from ..frozen import MEMO, hooked
+from ..frozen import frozen_activations, hooked
 
 METHODS: dict[str, type["Method"]] = {}
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
@@ -418,29 +418,18 @@ class Method(nn.Module):
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """``self(images)`` in eval mode, in chunks. A method that predicts with the network
-        (the base ``forward``, UnitNet's ``forward``, no hook on either) reads the activations
+        (the base ``forward``, UnitNet's ``forward`` and ``forward_units``, no hook on either) reads the activations
         of its frozen leading units from :mod:`transferkit.frozen` when the same units ran on
         the same images before (the linear probes of several label subsets score one test
         split), and stores them otherwise; bit-identical either way."""
         self.eval()
         net, stop = self.net, self.frozen_prefix_end()
         plain = (stop is not None and type(self).forward is Method.forward and isinstance(net, UnitNet)
-                 and type(net).forward is UnitNet.forward and not hooked(self, net))
-        key = MEMO.key(net, images, stop) if plain else None
-        if key is None:
+                 and type(net).forward is UnitNet.forward and type(net).forward_units is UnitNet.forward_units
+                 and not hooked(self, net))
+        if not plain:
             return predict_logits(self, images)
-        hit = MEMO.get(key)
-        if hit is not None:
-            return predict_logits(lambda h: net.forward_units(h, stop), hit)
-        chunks: list[torch.Tensor] = []
-
-        def run(x):  # what net(x) runs, keeping the prefix's output
-            chunks.append(net.forward_units(x, 0, stop))
-            return net.forward_units(chunks[-1], stop)
-
-        out = predict_logits(run, images)
-        MEMO.put(key, torch.cat(chunks), chunks)
-        return out
+        return frozen_activations(net, images, stop, then=lambda h: net.forward_units(h, stop))
 
     # ---- shared machinery -------------------------------------------------------------
     def train_mode(self) -> None:

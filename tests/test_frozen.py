@@ -114,6 +114,17 @@ def test_a_network_with_its_own_forward_units_is_not_memoised():
     assert len(MEMO) == 0
 
 
+def test_a_class_redefined_under_its_old_name_is_another_key():  # as importlib.reload makes one
+    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
+    relu = net.units["conv1"][-1]
+    assert type(relu) is torch.nn.ReLU
+    first = _run(net, x, "conv2")
+    doubled = type("ReLU", (torch.nn.ReLU,), {"__module__": torch.nn.ReLU.__module__,
+                                              "forward": lambda self, h: torch.relu(h) * 2})
+    relu.__class__ = doubled
+    assert torch.equal(_run(net, x, "conv2"), first * 2) and MEMO.misses == 2
+
+
 def test_activations_whose_layout_a_concatenation_changes_are_not_stored():
     x = torch.rand(4, 3, 5, 5)
     chunks = [x[:2].permute(0, 2, 3, 1), x[2:].permute(0, 2, 3, 1)]  # views, not contiguous

@@ -59,6 +59,23 @@ def test_metric_cross_entropy_matches_hand_computation():
     assert float(metric_cross_entropy(f, y)) == pytest.approx(total / 4, rel=1e-6)
 
 
+def test_semantic_losses_refuse_bad_input_by_name():
+    f, s = torch.rand(6, 4), torch.rand(3, 4)
+    for call, words in [(lambda: similarity(f, torch.rand(3, 5)), "S x D support"),
+                        (lambda: similarity(f, torch.rand(4)), "S x D support"),
+                        (lambda: similarity(f, torch.rand(0, 4)), "at least one support"),
+                        (lambda: similarity_entropy(f, s, tau=0.0), "tau must be positive"),
+                        (lambda: similarity_entropy(f, s, tau=-1.0), "tau must be positive"),
+                        (lambda: similarity_entropy(torch.rand(0, 4), s, tau=1.0), "at least one query"),
+                        (lambda: metric_cross_entropy(f, torch.tensor([0, 0, 1, 1, 2, -1])), "class ids >= 0"),
+                        (lambda: metric_cross_entropy(f, torch.tensor([0.0, 0, 1, 1, 2, 2])), "integer class ids"),
+                        (lambda: metric_cross_entropy(f, torch.tensor([0, 1, 2])), "one label per feature row"),
+                        (lambda: metric_cross_entropy(torch.rand(0, 4), torch.zeros(0, dtype=torch.long)),
+                         "one label per feature row")]:
+        with pytest.raises(TransferkitError, match=words):
+            call()
+
+
 def test_lower_temperature_sharpens_and_spreads_entropies():
     """Seed 000 Figure 2: a lower temperature gives lower, more varied entropies across points."""
     g = torch.Generator().manual_seed(0)
@@ -95,6 +112,25 @@ def test_nearest_support_rule_can_disagree_with_attention():
     scores = nearest_support_scores(q, support, labels, 3)
     assert scores.argmax(1).item() == 0 and torch.allclose(scores[0, :2], torch.tensor([0.90, 0.85]))
     assert scores[0, 2] == -2.0  # a class without support
+
+
+def test_lext_after_a_bare_engine_fit_predicts_as_its_early_stopping_scored():
+    from transferkit.engine import Engine
+    from transferkit.methods.flex import val_accuracy
+
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "01234", seed=1)
+    val = _tiny_domain(40, "01234", seed=2)
+    method = SemanticTransfer(net)  # predict="centroids"; fit_transfer would store the centroids
+    cfg = TrainConfig(steps=6, eval_every=2, batch_size=8, patience=None, progress=False)
+    fit = Engine(cfg, seed=0).fit(method, source=src, target=tgt, unlabeled=tgt, val=val)
+    assert len(method.target_centroids) == 0  # only fit_transfer stores them
+    assert val_accuracy(method, val) == pytest.approx(fit.best_val_accuracy)
+    method.eval()
+    with torch.no_grad():
+        assert torch.equal(method(val.images), method.forward_from_input(val.images))
+        assert not torch.equal(method(val.images), net(val.images))  # not the linear head
 
 
 def _tiny_domain(n, classes, channels=1, seed=0):

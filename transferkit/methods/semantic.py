@@ -20,7 +20,9 @@
 Deviations: sums over samples (eq. 5-7) are means over the batch; centroids of eq. 6/7 are
 those of the classes present in the labelled batch (all of them when the batch holds the
 whole labelled set, the usual few-shot case; not when k groups of views outnumber the batch,
-as in the grouped benchmark, docs/fewshot.md).
+as in the grouped benchmark, docs/fewshot.md); the default prediction rule is ψ against
+the labelled centroids (``predict="centroids"``), where the seed does not say how the full
+model predicts (``predict="head"``: the classifier).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def similarity(queries: torch.Tensor, support: torch.Tensor, query_scale: float 
     """ψ of seed 000: ``N x S`` dot products of the unnormalised queries with the
     L2-normalised support features. With ``query_scale = s`` the queries are normalised
     too and scaled by ``s`` (``s · cos``; a transferkit option, not the seed's ψ)."""
+    check(queries.dim() == 2 and support.dim() == 2 and queries.shape[1] == support.shape[1],
+          f"similarity needs N x D queries and S x D support features, got {tuple(queries.shape)} and "
+          f"{tuple(support.shape)}")
+    check(len(support) > 0, "similarity needs at least one support feature, got none")
     if query_scale is not None:
         queries = query_scale * F.normalize(queries, dim=1)
     return queries @ F.normalize(support, dim=1).t()
@@ -60,6 +66,8 @@ def similarity(queries: torch.Tensor, support: torch.Tensor, query_scale: float 
 def similarity_entropy(queries: torch.Tensor, support: torch.Tensor, tau: float,
                        query_scale: float | None = None) -> torch.Tensor:
     """Seed 000 eq. 5 / eq. 7: mean entropy of ``softmax(ψ(x, support) / τ)`` over queries."""
+    check(tau > 0, f"the temperature tau must be positive, got {tau}")
+    check(len(queries) > 0, "the entropy of eq. 5 / 7 needs at least one query, got none")
     logp = F.log_softmax(similarity(queries, support, query_scale) / tau, dim=1)
     return -(logp.exp() * logp).sum(1).mean()
 
@@ -74,6 +82,12 @@ def metric_cross_entropy(features: torch.Tensor, labels: torch.Tensor,
                          query_scale: float | None = None) -> torch.Tensor:
     """Seed 000 eq. 6: mean over labelled examples of ``-log softmax(ψ(x, c))_y`` with ``c``
     the class centroids of the same labelled examples."""
+    check(labels.dim() == 1 and len(labels) == len(features) > 0,
+          f"metric cross entropy needs one label per feature row, got {len(labels)} labels for "
+          f"{tuple(features.shape)} features")
+    check(not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool,
+          f"labels must be integer class ids, got {labels.dtype}")
+    check(int(labels.min()) >= 0, f"labels must be class ids >= 0, got {int(labels.min())}")
     centroids, index = present_class_means(features, labels)
     return F.cross_entropy(similarity(features, centroids, query_scale), index)
 
@@ -208,18 +222,23 @@ class SemanticTransfer(Method):
     def _labelled_centroids(self) -> torch.Tensor:
         return embedded_class_means(self.net, self._labeled)
 
+    def _centroids(self) -> torch.Tensor | None:
+        """The centroids ``predict="centroids"`` compares with: while the labelled target is
+        attached (in training, or after a bare ``Engine.fit``), its class means under the
+        current weights (once per evaluation); once fitted, the stored ones; else ``None``."""
+        if getattr(self, "_labeled", None) is not None:
+            if getattr(self, "_eval_centroids", None) is None:  # once per evaluation, not per chunk
+                self._eval_centroids = self._labelled_centroids()
+            return self._eval_centroids
+        return self.target_centroids if len(self.target_centroids) else None
+
     def forward_from_input(self, x: torch.Tensor) -> torch.Tensor:
         """In evaluation (the engine's validation), predict as :meth:`forward` will: with
         ``predict="centroids"``, by ψ against the labelled centroids of the current network,
         so that early stopping selects the classifier that is evaluated; once fitted, by the
         centroids :meth:`forward` uses."""
-        if self.predict == "centroids" and not self.training:
-            if getattr(self, "_labeled", None) is not None:
-                if getattr(self, "_eval_centroids", None) is None:  # once per evaluation, not per chunk
-                    self._eval_centroids = self._labelled_centroids()
-                return similarity(self.net.forward_features(x), self._eval_centroids, self.query_scale)
-            if len(self.target_centroids):
-                return similarity(self.net.forward_features(x), self.target_centroids, self.query_scale)
+        if self.predict == "centroids" and not self.training and (centroids := self._centroids()) is not None:
+            return similarity(self.net.forward_features(x), centroids, self.query_scale)
         return super().forward_from_input(x)
 
     def train(self, mode: bool = True):
@@ -227,8 +246,8 @@ class SemanticTransfer(Method):
         return super().train(mode)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.predict == "centroids" and len(self.target_centroids):
-            return similarity(self.net.forward_features(images), self.target_centroids, self.query_scale)
+        if self.predict == "centroids" and (centroids := self._centroids()) is not None:
+            return similarity(self.net.forward_features(images), centroids, self.query_scale)
         return self.net(images)
 
     def param_groups(self):

@@ -206,3 +206,36 @@ def test_the_cosine_head_sees_only_feature_directions():
     accs = episode_accuracies(feats, labels, "cosine", **kw)
     flipped = float(((accs - episode_accuracies(scaled, labels, "cosine", **kw)).abs() * 20).sum())  # 20 queries each
     assert flipped <= 2  # 0 here; a head fit on unnormalised support features flips 33 of the 400 queries
+
+
+def test_labels_a_cast_would_change_are_refused_by_name():
+    from transferkit.evaluate import grouped_accuracy
+    from transferkit.heads import PrototypeHead, class_means, prototype_logits
+    from transferkit.retrieval import map_at_k
+    logits, f = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.0, 5.0]]), torch.tensor([[0.0, 0.0], [2.0, 2.0], [10.0, 10.0]])
+    g, gl, q = torch.tensor([[0.0], [1.0], [10.0], [11.0]]), torch.tensor([0, 1, 1, 0]), torch.tensor([[0.0], [10.0]])
+    for call, words in [(lambda: grouped_accuracy(logits, torch.tensor([0.0, 1.0, 0.9]), torch.arange(3)),
+                         "whole class ids"),
+                        (lambda: grouped_accuracy(logits, torch.tensor([0, 1, 1]), torch.arange(3)[:, None]),
+                         "group ids must be a 1-D"),
+                        (lambda: class_means(f, torch.tensor([0.0, 0.5, 1.0]), 2), "whole class ids"),
+                        (lambda: PrototypeHead(2, 2).fit(f, torch.tensor([0.0, 0.5, 1.0])), "whole class ids"),
+                        (lambda: prototype_logits(torch.randn(2, 3), torch.randn(4, 5)), "N x D features and C x D"),
+                        (lambda: map_at_k(q, torch.tensor([0, 1])[:, None], g, gl, k=2), "query labels must be a 1-D"),
+                        (lambda: map_at_k(q, torch.tensor([0.6, 1.0]), g, gl, k=1), "whole class ids"),
+                        (lambda: map_at_k(q, torch.tensor([0, 1]), g, gl.float() + 0.5, k=1), "gallery labels")]:
+        with pytest.raises(TransferkitError, match=words):
+            call()
+    import numpy as np
+    assert map_at_k(q, torch.tensor([0, 1]), g, gl, k=np.int64(2)) == map_at_k(q, torch.tensor([0, 1]), g, gl, k=2)
+    assert torch.equal(class_means(f, torch.tensor([0.0, 0.0, 1.0]), 2), class_means(f, torch.tensor([0, 0, 1]), 2))
+
+
+@pytest.mark.parametrize("seed", [1.0, 1.5, "1", None, True, 2**64, -2**63 - 1])
+def test_the_engine_and_transfer_refuse_a_seed_that_is_not_a_whole_number_torch_takes(seed):
+    from transferkit.api import Transfer
+    from transferkit.engine import Engine
+    for make in (lambda: Engine(seed=seed), lambda: Transfer("finetune", seed=seed)):
+        with pytest.raises(TransferkitError, match="whole number in"):
+            make()
+    assert Engine(seed=2**64 - 1).seed == 2**64 - 1 and Engine(seed=-2**63).seed == -2**63

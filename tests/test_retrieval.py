@@ -39,7 +39,7 @@ def test_perfect_and_worst_cases():
 
 
 @pytest.mark.parametrize("q_labels, g_labels, k, message", [
-    ([0, -1], [0, 1, 1], 2, "labels must be >= 0"),
+    ([0, -1], [0, 1, 1], 2, "query labels must be class ids >= 0"),
     ([0], [0, 1, 1], 2, "one label per embedding"),
     ([0, 1], [0, 1, 1], 2.5, "integer k >= 1"),
 ])

@@ -68,7 +68,7 @@ def test_semantic_losses_refuse_bad_input_by_name():
                         (lambda: similarity_entropy(f, s, tau=-1.0), "tau must be positive"),
                         (lambda: similarity_entropy(torch.rand(0, 4), s, tau=1.0), "at least one query"),
                         (lambda: metric_cross_entropy(f, torch.tensor([0, 0, 1, 1, 2, -1])), "class ids >= 0"),
-                        (lambda: metric_cross_entropy(f, torch.tensor([0.0, 0, 1, 1, 2, 2])), "integer class ids"),
+                        (lambda: metric_cross_entropy(f, torch.tensor([0.5, 0, 1, 1, 2, 2])), "whole class ids"),
                         (lambda: metric_cross_entropy(f, torch.tensor([0, 1, 2])), "one label per feature row"),
                         (lambda: metric_cross_entropy(torch.rand(0, 4), torch.zeros(0, dtype=torch.long)),
                          "one label per feature row")]:

@@ -18,7 +18,7 @@ import torch
 from .backbones import UnitNet, build_backbone
 from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, torch_seed
 from .evaluate import classification_report, predict_logits
 from .experiment import build_method, check_selection_classes, fit_for_target, method_error, zero_shot_options
 from .fields import updated
@@ -37,7 +37,7 @@ class Transfer:
     def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
                  pretrain: TrainConfig | None = None, seed: int = 0, **options):
         self.method_cls = get_method(method)
-        self.backbone, self.seed, self.options = backbone, seed, options
+        self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, TrainConfig(steps=600), "pretrain")
 

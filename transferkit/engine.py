@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from .backbones import evaluating
 from .domain import Domain
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, torch_seed
 from .evaluate import predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
@@ -217,7 +217,7 @@ class Engine:
                  run_name: str | None = None):
         self.cfg = config or TrainConfig()
         self.run_name = run_name  # tags this training's records in a metrics file shared by several
-        self.seed = seed
+        self.seed = torch_seed(seed)
         self.ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.hooks = hooks

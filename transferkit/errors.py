@@ -26,6 +26,31 @@ def is_whole(value, minimum: int | None = None) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (minimum is None or value >= minimum)
 
 
+def torch_seed(seed) -> int:
+    """``seed`` as an int that ``torch.manual_seed`` takes as it is: a whole number in
+    [-2**63, 2**64) (``1.0`` or ``"1"`` would seed text-keyed streams other than ``1``)."""
+    check(is_whole(seed) and -2**63 <= seed < 2**64, f"the seed must be a whole number in [-2**63, 2**64), got "
+                                                     f"{seed!r} (1.0 or '1' would give another run than 1)")
+    return int(seed)
+
+
+def class_ids(labels, what: str = "labels"):
+    """``labels`` as a 1-D ``long`` tensor of class ids, refusing what the cast would change
+    (fractions, NaN, infinities, complex or boolean values) and negative ids."""
+    import torch  # here, so that importing the errors (the CLI's first import) stays light
+
+    labels = torch.as_tensor(labels)
+    whole = not labels.is_complex() and labels.dtype != torch.bool and (
+        not labels.is_floating_point() or bool((torch.isfinite(labels) & (labels == labels.round())).all()))
+    check(labels.dim() == 1 and whole, f"{what} must be a 1-D tensor of whole class ids, got shape "
+                                       f"{tuple(labels.shape)} of {labels.dtype}"
+                                       f"{'' if whole else ' with values that are not whole numbers'}")
+    if len(labels):
+        low = int(labels.min())
+        check(low >= 0, f"{what} must be class ids >= 0, found {low}")
+    return labels.long()
+
+
 def check(condition: bool, message: str) -> None:
     """Raise :class:`TransferkitError` with ``message`` unless ``condition`` holds."""
     if not condition:

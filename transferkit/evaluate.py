@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import torch
 
 from .domain import group_labels
-from .errors import check
+from .errors import check, class_ids
 
 
 @torch.no_grad()
@@ -72,6 +72,9 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
 def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
     """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2), on the CPU."""
     logits, labels, groups = (torch.as_tensor(t).detach().cpu() for t in (logits, labels, groups))
+    labels, groups = class_ids(labels), torch.as_tensor(groups)
+    check(groups.dim() == 1 and not groups.is_floating_point(), f"group ids must be a 1-D tensor of integers, got "
+                                                                f"shape {tuple(groups.shape)} of {groups.dtype}")
     check(logits.dim() == 2 and len(logits) == len(labels) == len(groups) > 0,
           f"grouped_accuracy needs N x C logits, N labels and N group ids, got {tuple(logits.shape)}, "
           f"{len(labels)} and {len(groups)}")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet
-from .errors import UnknownNameError, check, is_whole
+from .errors import UnknownNameError, check, class_ids, is_whole
 from .evaluate import predict_logits
 from .frozen import frozen_activations
 from .heads import prototype_logits
@@ -38,17 +38,6 @@ def _positive(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def _class_ids(labels) -> torch.Tensor:
-    """``labels`` as a 1-D ``long`` tensor of class ids, refusing what a cast would change."""
-    labels = torch.as_tensor(labels)
-    whole = not labels.is_complex() and (not labels.is_floating_point()
-                                         or bool((torch.isfinite(labels) & (labels == labels.round())).all()))
-    check(labels.dim() == 1 and whole, f"episode labels must be a 1-D tensor of whole class ids, got shape "
-                                       f"{tuple(labels.shape)} of {labels.dtype}"
-                                       f"{'' if whole else ' with values that are not whole numbers'}")
-    return labels.long()
-
-
 def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int, episodes: int,
                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Support indices ``E x N x K``, query indices ``E x N x Q`` and classes ``E x N``; classes
@@ -58,8 +47,8 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
     check(not bad, f"episodes need whole numbers n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got "
                    f"{', '.join(bad)}")
     n_way, k_shot, n_query, episodes = int(n_way), int(k_shot), int(n_query), int(episodes)
-    labels = _class_ids(labels)
-    check(len(labels) > 0 and int(labels.min()) >= 0, "episode labels must be a non-empty set of class ids >= 0")
+    labels = class_ids(labels, "episode labels")
+    check(len(labels) > 0, "episode labels must be a non-empty set of class ids >= 0")
     counts = torch.bincount(labels)
     eligible = torch.nonzero(counts >= k_shot + n_query).flatten()
     check(len(eligible) >= n_way, f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} classes "
@@ -129,7 +118,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check(_positive(lr), f"the {head} head needs a learning rate lr > 0, got {lr!r}")
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
     check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
-    labels = _class_ids(labels).cpu()
+    labels = class_ids(labels, "episode labels").cpu()
     check(features.dim() == 2 and len(features) == len(labels),
           f"episodic evaluation needs N x D features and N labels, got {tuple(features.shape)} and {len(labels)}")
     check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")

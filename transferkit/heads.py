@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import TransferkitError, UnknownNameError, check, is_whole
+from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole
 
 
 class LinearHead(nn.Linear):
@@ -61,10 +61,11 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) 
 
     Raises :class:`TransferkitError` if a class has no sample.
     """
-    check(features.dim() == 2 and labels.dim() == 1 and labels.shape[0] == features.shape[0],
+    labels = class_ids(labels)
+    check(features.dim() == 2 and labels.shape[0] == features.shape[0],
           f"class_means needs N x D features and N labels, got {tuple(features.shape)} "
           f"and {tuple(labels.shape)}")
-    labels = labels.long().to(features.device)
+    labels = labels.to(features.device)
     if labels.numel():
         check(int(labels.min()) >= 0 and int(labels.max()) < num_classes,
               f"labels out of range [0, {num_classes - 1}]")
@@ -84,6 +85,9 @@ def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor, metric: s
     loses float32 precision when the features share a large offset (norms in the thousands);
     centre such features, or use ``cosine``. Centring here would change every few-shot table's
     last digits, so it is left to the caller."""
+    check(features.dim() == 2 and prototypes.dim() == 2 and features.shape[1] == prototypes.shape[1],
+          f"prototype logits need N x D features and C x D prototypes, got {tuple(features.shape)} and "
+          f"{tuple(prototypes.shape)}")
     if metric == "sqeuclidean":
         d = (features.pow(2).sum(1, keepdim=True) - 2 * features @ prototypes.t()
              + prototypes.pow(2).sum(1).unsqueeze(0))
@@ -122,7 +126,7 @@ class PrototypeHead(nn.Module):
         check(features.dim() == 2 and features.shape[1] == self.in_features,
               f"PrototypeHead.fit expects N x {self.in_features} features, got {tuple(features.shape)}")
         features = features.detach().to(self.prototypes)
-        labels = labels.long().to(features.device)
+        labels = class_ids(labels).to(features.device)
         self.prototypes.copy_(class_means(features, labels, self.num_classes))
         self.counts.copy_(torch.bincount(labels, minlength=self.num_classes))
         return self

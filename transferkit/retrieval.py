@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .domain import as_images, head_mapping
-from .errors import check
+from .errors import check, class_ids, is_whole
 
 
 def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
@@ -27,15 +27,15 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns."""
     check(queries.dim() == 2 and gallery.dim() == 2 and queries.shape[1] == gallery.shape[1],
           f"embeddings must be Q x D and G x D, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
-    check(len(gallery) > 0 and isinstance(k, int) and k >= 1,
+    check(len(gallery) > 0 and is_whole(k, 1),
           f"retrieval needs a non-empty gallery and an integer k >= 1, got {len(gallery)} items and k={k!r}")
     check(len(query_labels) == len(queries) and len(gallery_labels) == len(gallery),
           f"{len(queries)} queries with {len(query_labels)} labels, {len(gallery)} gallery items with "
           f"{len(gallery_labels)} labels: one label per embedding")
-    check(all(len(y) == 0 or int(y.min()) >= 0 for y in (query_labels, gallery_labels)), "labels must be >= 0")
+    query_labels, gallery_labels = class_ids(query_labels, "query labels"), class_ids(gallery_labels, "gallery labels")
     check(bool(torch.isfinite(queries).all()) and bool(torch.isfinite(gallery).all()),
           "retrieval embeddings have NaN or infinite values")
-    k = min(k, len(gallery))
+    k = min(int(k), len(gallery))
     dev = queries.device
     gallery, query_labels, gallery_labels = gallery.to(dev), query_labels.to(dev), gallery_labels.to(dev)
     n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1

@@ -41,7 +41,7 @@ from ..discriminators import (
     multilayer_discriminator,
 )
 from ..engine import FitResult
-from ..errors import check
+from ..errors import check, class_ids
 from ..evaluate import predict_logits
 from ..heads import class_means, prototype_logits
 from ..losses import frozen_call
@@ -82,12 +82,9 @@ def metric_cross_entropy(features: torch.Tensor, labels: torch.Tensor,
                          query_scale: float | None = None) -> torch.Tensor:
     """Seed 000 eq. 6: mean over labelled examples of ``-log softmax(ψ(x, c))_y`` with ``c``
     the class centroids of the same labelled examples."""
-    check(labels.dim() == 1 and len(labels) == len(features) > 0,
-          f"metric cross entropy needs one label per feature row, got {len(labels)} labels for "
-          f"{tuple(features.shape)} features")
-    check(not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool,
-          f"labels must be integer class ids, got {labels.dtype}")
-    check(int(labels.min()) >= 0, f"labels must be class ids >= 0, got {int(labels.min())}")
+    labels = class_ids(labels)
+    check(len(labels) == len(features) > 0, f"metric cross entropy needs one label per feature row, got "
+                                             f"{len(labels)} labels for {tuple(features.shape)} features")
     centroids, index = present_class_means(features, labels)
     return F.cross_entropy(similarity(features, centroids, query_scale), index)
 

@@ -235,3 +235,38 @@ def test_validation_scores_name_cross_entropy_and_an_empty_split():
     with torch.no_grad():
         assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(net.eval()(dom.images), dom.labels)))
     assert val_scores(net, dom.subset(torch.zeros(6, dtype=torch.bool))) == (0.0, math.inf)
+
+
+def _inplace_net():
+    """Units 2 and 4 start with an in-place activation: run on cached activations, they change them."""
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.Flatten(), torch.nn.Linear(676, 16),
+                              torch.nn.LeakyReLU(0.5, inplace=True), torch.nn.Linear(16, 16),
+                              torch.nn.LeakyReLU(0.5, inplace=True), torch.nn.Linear(16, 4))
+    from transferkit.backbones import from_sequential
+    return from_sequential(seq, units=[2, 1, 2, 1], input_shape=(1, 28, 28))
+
+
+def test_a_unit_that_changes_its_input_in_place_leaves_cached_activations_and_scores_intact():
+    import copy
+
+    from transferkit.evaluate import predict_logits
+    from transferkit.methods.finetune import FtUnit
+    val, images = toy_domain(n=200, seed=1), toy_domain(n=300, seed=5).images
+    cfg = TrainConfig(steps=20, batch_size=16, eval_every=5, patience=None, restore_best=False, progress=False)
+    method = FtUnit(_inplace_net(), "unit3")  # validation runs unit3 on the cached output of unit2
+    fit = Engine(cfg, seed=0).fit(method, target=toy_domain(n=128), val=val)
+    assert fit.val_accuracy == val_accuracy(method.net, val)  # the last evaluation, on intact activations
+    before = images.clone()
+    method.eval()
+    reference = method.net(images.clone())
+    assert all(torch.equal(method.logits(images), reference) for _ in range(2))  # a miss, then a memo hit
+    assert torch.equal(predict_logits(method.net, images), reference) and torch.equal(images, before)
+    base = _inplace_net()
+    donor = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    units = base.tunable_unit_names()
+    assert proxy_accuracies(base, donor, units, val) == pytest.approx(
+        {u: val_accuracy(proxy_network(base, donor, u), val) for u in units})

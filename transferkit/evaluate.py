@@ -16,10 +16,12 @@ from .errors import check, class_ids
 @torch.no_grad()
 def predict_logits(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
                    batch_size: int = 1024) -> torch.Tensor:
-    """Run ``forward`` over ``inputs`` in chunks and concatenate the outputs."""
+    """Run ``forward`` over ``inputs`` in chunks and concatenate the outputs. Each chunk is
+    a copy, so ``inputs`` stays as it was when ``forward`` changes its input in place (e.g.
+    a unit that starts with ``LeakyReLU(inplace=True)`` run on cached activations)."""
     if len(inputs) == 0:
         return torch.empty(0)
-    return torch.cat([forward(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+    return torch.cat([forward(inputs[i:i + batch_size].clone()) for i in range(0, len(inputs), batch_size)])
 
 
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,

@@ -198,7 +198,7 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
 
     def run(x):
         chunks.append(net.forward_units(x, 0, stop))
-        return chunks[-1] if then is None else then(chunks[-1])
+        return chunks[-1] if then is None else then(chunks[-1].clone())  # then may change its input in place
 
     out = predict_logits(run, images)
     MEMO.put(key, out if then is None else torch.cat(chunks), chunks)

@@ -130,7 +130,7 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256) -> dict[
         for j, u in enumerate(names):  # h is the input of unit u
             nxt = names[j + 1] if j + 1 < len(names) else None
             if u in correct:
-                out = donor.forward_units(h, u, nxt)
+                out = donor.forward_units(h.clone(), u, nxt)  # h feeds the source unit next
                 out = out if nxt is None else base.forward_units(out, nxt)
                 correct[u] += int((out.argmax(1) == y).sum())
             if nxt is not None:

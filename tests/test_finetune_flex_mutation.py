@@ -176,7 +176,7 @@ def scripted_fast_flex(monkeypatch, proxies, a_all, a_best_seen, a_best_kept):
         return [(net, dataclasses.replace(fit, best_val_accuracy=best, val_accuracy=kept))]
 
     monkeypatch.setattr(FastFlex, "_train", with_val_accuracies)
-    monkeypatch.setattr(flex_module, "proxy_accuracies", lambda base, donor, units, domain: dict(proxies))
+    monkeypatch.setattr(flex_module, "proxy_accuracies", lambda *args, **kwargs: dict(proxies))
     method = FastFlex(lenet(), keep_candidates=True)
     fit = method.fit_transfer(engines(dataclasses.replace(CFG, steps=2)), target=toy_domain(), val=toy_domain(seed=1))
     return method, fit

@@ -270,3 +270,55 @@ def test_a_unit_that_changes_its_input_in_place_leaves_cached_activations_and_sc
     units = base.tunable_unit_names()
     assert proxy_accuracies(base, donor, units, val) == pytest.approx(
         {u: val_accuracy(proxy_network(base, donor, u), val) for u in units})
+
+
+def test_flex_inputs_are_checked_by_name():
+    from transferkit.errors import UnknownNameError
+    from transferkit.methods.finetune import FtUnit
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    with pytest.raises(UnknownNameError, match="unknown unit 'fc9'"):
+        proxy_accuracies(net, net, ["conv1", "fc9"], toy_domain(n=8))
+    with pytest.raises(TransferkitError, match="at least one unit"):
+        FtUnit(net, unit=[])
+    assert get_method("flex")(net, image_units=None).candidates() == get_method("flex")(net).candidates()
+
+
+@pytest.mark.parametrize("name", ["flex", "fast_flex"])
+def test_flex_candidates_train_the_head_when_the_target_has_classes_the_source_lacks(name, monkeypatch):
+    import transferkit
+    from transferkit.methods import flex
+    made = []
+
+    def recording(net, candidate, *args, **kwargs):
+        method = candidate_method(net, candidate, *args, **kwargs)
+        made.append((candidate, method.trainable_units()))
+        return method
+
+    monkeypatch.setattr(flex, "candidate_method", recording)
+    src = toy_domain(n=128, classes=4, name="src")
+    tgt, val = toy_domain(n=60, seed=3, classes=5, name="tgt"), toy_domain(n=60, seed=4, classes=5, name="val")
+    cfg = TrainConfig(steps=4, batch_size=16, eval_every=2, patience=None, progress=False)
+    pre = TrainConfig(steps=10, batch_size=32, progress=False)
+    transferkit.Transfer(name, backbone="lenet", train=cfg, pretrain=pre).fit(target=tgt, source=src, val=val)
+    assert len(made) == (5 if name == "flex" else 2)  # lenet: conv1, conv2, fc1, head, all; fast: all + the best
+    assert all("head" in units for _, units in made)  # the new class's head row is trained by every candidate
+    made.clear()
+    transferkit.Transfer(name, backbone="lenet", train=cfg, pretrain=pre).fit(target=val, source=tgt, val=val)
+    assert not all("head" in units for _, units in made)  # same classes: a unit candidate tunes its unit alone
+    with pytest.raises(TransferkitError, match="image-unit candidates keep the head fixed"):
+        transferkit.Transfer("flex", backbone="lenet", train=cfg, pretrain=pre, image_units=["colour"]).fit(
+            target=tgt, source=src, val=val)
+
+
+def test_proxies_with_the_head_are_surgery_of_the_unit_and_the_head():
+    import copy
+    base = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    donor, val = copy.deepcopy(base), toy_domain(n=64, seed=2)
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    units = base.tunable_unit_names()
+    with_head = proxy_accuracies(base, donor, units, val, with_head=True)
+    assert with_head == pytest.approx({u: val_accuracy(proxy_network(base, donor, u, with_head=True), val)
+                                       for u in units})
+    assert with_head != proxy_accuracies(base, donor, units, val)

@@ -172,7 +172,7 @@ def test_image_unit_is_the_input_unit_and_takes_the_networks_dtype():
 
 
 # ---- backbones.py -----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["embedding", "a.b"])
+@pytest.mark.parametrize("name", ["embedding", "a.b", "all", "image:x"])
 def test_unit_names_that_would_clash_with_taps_or_keys_are_refused(name):
     # mutants: "embedding" (a tap name) or dotted names (state-dict keys) accepted as unit names
     with pytest.raises(TransferkitError, match=f"invalid unit name '{name}'"):

@@ -31,6 +31,7 @@ from .heads import make_head
 
 EMBEDDING = "embedding"
 HEAD = "head"
+ALL_UNITS = "all"
 
 
 def _shape3(in_channels: int, image_size) -> tuple[int, int, int]:
@@ -58,7 +59,7 @@ class UnitNet(nn.Module):
     """A network cut into ordered, named units; the head is the last unit, ``"head"``.
 
     units: ordered mapping ``name -> module`` of feature units (names must not contain
-        dots nor be ``"head"``/``"embedding"``).
+        dots or colons nor be ``"head"``/``"embedding"``/``"all"``).
     head: classifier acting on the ``N x D`` embedding.
     pool: parameter-free module applied after the last feature unit to get the ``N x D``
         embedding; default ``nn.Flatten()`` (a no-op on ``N x D`` outputs).
@@ -73,9 +74,10 @@ class UnitNet(nn.Module):
         super().__init__()
         units = OrderedDict(units)
         for n in units:
-            check(isinstance(n, str) and n and "." not in n and n not in (HEAD, EMBEDDING),
-                  f"invalid unit name {n!r}: names must be non-empty, without dots, and not "
-                  f"{HEAD!r} or {EMBEDDING!r}")
+            check(isinstance(n, str) and n and "." not in n and ":" not in n and n not in (HEAD, EMBEDDING, ALL_UNITS),
+                  f"invalid unit name {n!r}: names must be non-empty, without dots or colons, and not "
+                  f"{HEAD!r}, {EMBEDDING!r} or {ALL_UNITS!r} (they name other things: 'all' every unit, "
+                  f"'ft_unit:<unit>' and flex's 'image:<kind>' read what follows a colon)")
         pool = nn.Flatten(1) if pool is None else pool
         check(not any(True for _ in pool.parameters()), "the pool of a UnitNet must have no parameters")
         check(not any(True for _ in pool.buffers())
@@ -291,7 +293,7 @@ class UnitNet(nn.Module):
     # ---- freezing --------------------------------------------------------------------
     def _names(self, units) -> list[str]:
         if isinstance(units, str):
-            units = self.unit_names if units == "all" else [units]
+            units = self.unit_names if units == ALL_UNITS else [units]
         names = list(units)
         for n in names:
             if n != HEAD and n not in self._modules["units"]:

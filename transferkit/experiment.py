@@ -434,6 +434,8 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
         retarget_head(net, head_classes, target_classes)
     method = cls(net, **options) if method is None else method
     new = [c for c in target_classes or [] if head_classes is not None and c not in head_classes]
+    if new and "target" in cls.streams:
+        method.head_has_new_rows(new)
     check(not (new and "target" in cls.streams and method.keeps_head_fixed),
           f"{method.name} trains {', '.join(method.trainable_units())} and keeps the head fixed, but the target "
           f"classes {new[:10]} are not among the source head's: their new rows would never be trained. Use a "

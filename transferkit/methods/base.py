@@ -303,6 +303,10 @@ class Method(nn.Module):
         self.__dict__.setdefault("init_options", {})  # a class without its own __init__ has no options
 
     # ---- declared by subclasses -----------------------------------------------------
+    def head_has_new_rows(self, classes: list[str]) -> None:
+        """Called before training when the head has (untrained) rows for target ``classes``
+        the source head lacks; a method that would leave them untrained adapts here."""
+
     def trainable_units(self) -> list[str]:
         return list(self.net.unit_names)
 

@@ -124,6 +124,7 @@ class FtUnit(_TargetCE):
         unit = self.default_unit if unit is None else unit
         check(unit is not None, "ft_unit needs a unit: use ft_unit:<name> or options {ft_unit: {unit: NAME}}")
         self.units = [unit] if isinstance(unit, str) else list(unit)
+        check(self.units, "ft_unit needs at least one unit to tune, got an empty list")
         tunable = net.tunable_unit_names()
         for u in self.units:
             net.unit(u)  # unknown names fail here, with the known ones

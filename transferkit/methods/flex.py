@@ -31,6 +31,7 @@ from dataclasses import replace
 
 import torch
 
+from ..backbones import ALL_UNITS, EMBEDDING, HEAD
 from ..engine import FitResult, _as_layout, _train_layout
 from ..errors import UnknownNameError, check
 from ..evaluate import predict_logits
@@ -39,18 +40,24 @@ from .base import Method, register
 from .finetune import FtAll, FtUnit
 from .image_unit import IMAGE_UNIT, IMAGE_UNITS, ImageUnit, input_channels, insert_image_unit
 
-ALL = "all"
+ALL = ALL_UNITS  # the ft_all candidate; no unit may have this name
 
 
-def candidate_method(net, candidate: str, image_lr_mult: float = 1.0) -> Method:
+def candidate_method(net, candidate: str, image_lr_mult: float = 1.0, with_head: bool = False) -> Method:
     """The method training candidate ``candidate`` on a copy of ``net``: a unit name,
-    ``"all"``, or ``"image:<kind>"`` (trained at ``image_lr_mult`` times the learning rate)."""
+    ``"all"``, or ``"image:<kind>"`` (trained at ``image_lr_mult`` times the learning rate).
+    ``with_head``: a unit candidate trains the head too (seed 002 §3.1: for a head with new
+    outputs, "fine-tuning both the unit selected by flex-tuning and the last fully-connected
+    layer")."""
     net = copy.deepcopy(net)
     if candidate == ALL:
         return FtAll(net)
     if candidate.startswith("image:"):
+        check(not with_head, f"the image-unit candidate {candidate!r} keeps the head fixed, so it cannot train "
+                             f"the head's rows for new target classes: leave image_units out, or use target "
+                             f"classes the source has")
         return ImageUnit(net, kind=candidate.split(":", 1)[1], lr_mult=image_lr_mult)
-    return FtUnit(net, candidate)
+    return FtUnit(net, [candidate, HEAD] if with_head and candidate != HEAD else candidate)
 
 
 def _train(engine, method, target, val):
@@ -102,23 +109,26 @@ def val_accuracy(net, domain) -> float:
     return val_scores(net, domain)[0]
 
 
-def proxy_network(base, donor, unit: str):
-    """Network surgery (Algorithm 2 line 4): a copy of ``base`` whose unit ``unit`` is
-    copied from ``donor`` (weights and buffers); nothing is trained."""
+def proxy_network(base, donor, unit: str, with_head: bool = False):
+    """Network surgery (Algorithm 2 line 4): a copy of ``base`` whose unit ``unit`` (and with
+    ``with_head`` its head) is copied from ``donor`` (weights and buffers); nothing is trained."""
     proxy = copy.deepcopy(base)
-    proxy.unit(unit).load_state_dict(donor.unit(unit).state_dict())
+    for u in {unit, HEAD} if with_head else {unit}:
+        proxy.unit(u).load_state_dict(donor.unit(u).state_dict())
     return proxy
 
 
 @torch.no_grad()
-def proxy_accuracies(base, donor, units, domain, batch_size: int = 256) -> dict[str, float]:
+def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_head: bool = False) -> dict[str, float]:
     """Validation accuracy of the proxy network of every unit in ``units`` (Algorithm 2
-    lines 4-5), the same numbers as ``val_accuracy(proxy_network(base, donor, u), domain)``
+    lines 4-5), the same numbers as ``val_accuracy(proxy_network(base, donor, u, with_head), domain)``
     at a fraction of the cost: one pass of ``base`` gives each unit's input, so proxy ``u``
     runs only ``donor``'s unit ``u`` and ``base``'s units after it (chunks of ``batch_size``
     images, so only one chunk's activations are held). Convolutions run in the channels-last
     layout on CPU, as the engine trains them (about 40 % faster here; the same numbers up to
     floating-point rounding)."""
+    for u in units:
+        base.unit(u)  # unknown names fail here, with the known ones
     check(len(domain) > 0, "proxy networks are scored on a labelled validation set; it is empty")
     names, modes = base.unit_names, (base.training, donor.training)
     base.eval(), donor.eval()
@@ -131,7 +141,10 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256) -> dict[
             nxt = names[j + 1] if j + 1 < len(names) else None
             if u in correct:
                 out = donor.forward_units(h.clone(), u, nxt)  # h feeds the source unit next
-                out = out if nxt is None else base.forward_units(out, nxt)
+                if nxt is not None and with_head:
+                    out = donor.forward_units(base.forward_units(out, nxt, EMBEDDING), EMBEDDING)
+                elif nxt is not None:
+                    out = base.forward_units(out, nxt)
                 correct[u] += int((out.argmax(1) == y).sum())
             if nxt is not None:
                 h = base.forward_units(h, u, nxt)
@@ -148,11 +161,14 @@ class _FlexBase(Method):
     def __init__(self, net, workers: int = 1, keep_candidates: bool = False):
         super().__init__(net)
         check(int(workers) >= 1, f"workers must be >= 1, got {workers}")
-        self.image_lr_mult = 1.0
+        self.image_lr_mult, self.with_head = 1.0, False
         self.workers, self.keep_candidates = int(workers), bool(keep_candidates)
         self.picked: str | None = None
         self.candidate_nets: dict = {}
         self._extra: dict = {}
+
+    def head_has_new_rows(self, classes):
+        self.with_head = True  # every unit candidate trains the head too (candidate_method)
 
     def trainable_units(self):
         return [] if self.picked is None else list(self.net.unit_names)
@@ -170,7 +186,7 @@ class _FlexBase(Method):
         for i, c in enumerate(candidates):
             engine = make_engine(f"{tag}-{c.replace(':', '-')}", config)
             torch.manual_seed(engine.seed * 1009 + i)  # new modules (image units) get a fixed init
-            jobs.append((engine, candidate_method(self.net, c, self.image_lr_mult), target, val))
+            jobs.append((engine, candidate_method(self.net, c, self.image_lr_mult, self.with_head), target, val))
         return train_candidates(jobs, self.workers)
 
     def extra_results(self):
@@ -192,7 +208,7 @@ class Flex(_FlexBase):
     def __init__(self, net, workers: int = 1, image_units=(), keep_candidates: bool = False,
                  image_lr_mult: float = 1.0):
         super().__init__(net, workers, keep_candidates)
-        self.image_units = [image_units] if isinstance(image_units, str) else list(image_units)
+        self.image_units = [image_units] if isinstance(image_units, str) else list(image_units or ())
         twice = sorted({k for k in self.image_units if self.image_units.count(k) > 1})
         check(not twice, f"image_units lists {', '.join(map(str, twice))} more than once")
         if self.image_units:
@@ -201,6 +217,12 @@ class Flex(_FlexBase):
             if kind not in IMAGE_UNITS:
                 raise UnknownNameError("image unit kind", kind, IMAGE_UNITS)
         self.image_lr_mult = float(image_lr_mult)
+
+    def head_has_new_rows(self, classes):
+        check(not self.image_units, f"flex's image-unit candidates keep the head fixed, but the target classes "
+                                    f"{classes[:10]} are not among the source head's: their rows would never be "
+                                    f"trained. Leave image_units out, or use target classes the source has")
+        super().head_has_new_rows(classes)
 
     def candidates(self) -> list[str]:
         return self.net.tunable_unit_names() + [ALL] + [f"image:{k}" for k in self.image_units]
@@ -253,7 +275,7 @@ class FastFlex(_FlexBase):
             sel_val = None
         (all_net, all_fit), = self._train(make_engine, [ALL], target, sel_val, config, tag="surgery")
         units = self.net.tunable_unit_names()
-        proxies = proxy_accuracies(self.net, all_net, units, val)
+        proxies = proxy_accuracies(self.net, all_net, units, val, with_head=self.with_head)
         best_unit = max(units, key=lambda u: (proxies[u], -units.index(u)))
         (unit_net, unit_fit), = self._train(make_engine, [best_unit], target, val, tag="tune")
         a_all = None if self.one_epoch else all_fit.val_accuracy  # Algorithm 3 never looks at it

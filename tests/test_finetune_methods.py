@@ -335,3 +335,39 @@ def test_scale_shift_covers_attention_blocks_and_identity_parameters_take_no_wei
         opt = Engine(cfg)._optimizer(get_method(name)(build_backbone("lenet", 10, 1, 28), **kw))
         decays[kw.get("kind", name)] = [g["weight_decay"] for g in opt.param_groups]
     assert decays == {"ft_ss": [0.1, 0.0], "colour": [0.0], "stn": [0.0], "unet": [0.1]}
+
+
+def test_ft_ss_kernel_scales_each_2d_kernel_and_shifts_the_bias():
+    import pickle
+
+    from transferkit.methods.finetune import KernelScaleShift, ScaleShift
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    x, keys = torch.rand(3, 1, 28, 28), set(net.state_dict())
+    with torch.no_grad():
+        before = net(x)
+    method = get_method("ft_ss")(net, scaling="kernel")
+    conv1, conv2, fc1 = net.unit("conv1")[0], net.unit("conv2")[0], net.unit("fc1")[1]
+    assert [type(m.scale_shift) for m in (conv1, conv2, fc1)] == [KernelScaleShift, KernelScaleShift, ScaleShift]
+    assert conv2.scale_shift.scale.shape == (50, 20, 1, 1) and conv2.scale_shift.shift.shape == (50,)
+    assert keys <= set(net.state_dict())  # the pre-trained weights keep their keys
+    assert sum(p.numel() for p in method.ss_parameters()) == 20 * 1 + 20 + 50 * 20 + 50 + 2 * 500
+    with torch.no_grad():
+        assert torch.equal(net(x), before)  # identity at the start
+        conv2.scale_shift.scale.uniform_(0.5, 1.5)
+        conv2.scale_shift.shift.uniform_(-1, 1)
+        h = torch.rand(2, 20, 12, 12)
+        by_hand = torch.nn.functional.conv2d(h, conv2.weight * conv2.scale_shift.scale,
+                                             conv2.bias + conv2.scale_shift.shift)
+        assert torch.allclose(conv2(h), by_hand)
+    again = pickle.loads(pickle.dumps(method))  # a worker process hands the method back
+    with torch.no_grad():
+        assert torch.equal(again.net(x), net(x))
+    weights = state_copy(net)
+    Engine(TrainConfig(steps=3, batch_size=8, progress=False), seed=0).fit(method, target=toy_domain(n=32))
+    moved = changed(weights, state_copy(net))
+    assert "units.conv2.0.scale_shift.scale" in moved and not any(k.endswith(".weight") and "units" in k
+                                                                  for k in moved)
+    with pytest.raises(TransferkitError, match="scaling must be one of channel, kernel"):
+        get_method("ft_ss")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28), scaling="filter")
+    with pytest.raises(TransferkitError, match="other scale kind"):
+        get_method("ft_ss")(copy.deepcopy(net), scaling="channel")

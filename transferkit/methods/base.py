@@ -150,7 +150,7 @@ _COUNTS = {"hidden": 1, "depth": 1, "dim": 1, "workers": 1, "n": 1, "tail_depth"
 #: options that take one of a few names, the same in every method that has them
 _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),
             "optimizer": ("adam", "sgd", None), "combine": ("sum", "concat"),
-            "discriminator": ("auto", "fc", "conv")}
+            "discriminator": ("auto", "fc", "conv"), "scaling": ("channel", "kernel")}
 
 
 def _switches(cls) -> set[str]:

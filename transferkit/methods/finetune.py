@@ -177,6 +177,44 @@ class ScaleShift(nn.Module):
         return y * self.scale.view(shape) + self.shift.view(shape)
 
 
+class KernelScaleShift(nn.Module):
+    """[36]'s scaling and shifting of a convolution (Sun et al. 2019, "meta-transfer
+    learning"): one scale per 2-D kernel ``W[o, i]`` and one shift per output channel, so
+    the layer computes ``(W ⊙ scale) * x + (c + shift)``; identity at the start."""
+
+    def __init__(self, conv: nn.modules.conv._ConvNd):
+        super().__init__()
+        ones = (1,) * (conv.weight.dim() - 2)
+        self.scale = nn.Parameter(torch.ones(conv.out_channels, conv.in_channels // conv.groups, *ones))
+        self.shift = nn.Parameter(torch.zeros(conv.out_channels))
+
+
+class _KernelScaledConv:
+    """A convolution whose ``scale_shift`` (:class:`KernelScaleShift`) scales its kernels and
+    shifts its bias; the weights keep their keys (``add_scale_shift(kernel=True)`` sets it as
+    the class of an ``nn.Conv1d/2d/3d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ss = self.scale_shift
+        bias = ss.shift if self.bias is None else self.bias + ss.shift
+        return self._conv_forward(x, self.weight * ss.scale, bias)
+
+
+class KernelScaledConv1d(_KernelScaledConv, nn.Conv1d):
+    pass
+
+
+class KernelScaledConv2d(_KernelScaledConv, nn.Conv2d):
+    pass
+
+
+class KernelScaledConv3d(_KernelScaledConv, nn.Conv3d):
+    pass
+
+
+_KERNEL_SCALED = {nn.Conv1d: KernelScaledConv1d, nn.Conv2d: KernelScaledConv2d, nn.Conv3d: KernelScaledConv3d}
+
+
 def _scale_shift_hook(module, inputs, output):
     return module.scale_shift(output)
 
@@ -186,9 +224,11 @@ def _attention_scale_shift_hook(module, inputs, output):
     return module.scale_shift(out), weights
 
 
-def add_scale_shift(net, units: list[str]) -> list[ScaleShift]:
+def add_scale_shift(net, units: list[str], kernel: bool = False) -> list[nn.Module]:
     """Attach a :class:`ScaleShift` after every convolution and linear layer of ``units``
     (as a ``scale_shift`` child and a forward hook; the original weights keep their keys).
+    With ``kernel``, a convolution instead gets a :class:`KernelScaleShift` (one scale per
+    2-D kernel, [36]'s form; ``nn.Conv1d/2d/3d`` only), which it applies in its forward.
     An ``nn.MultiheadAttention`` (a ViT block) counts as one layer: its output gets the
     scale/shift (its projections run through the functional API, where a hook on its
     ``out_proj`` would never fire). Returns the scale/shift module of every such layer: a
@@ -203,7 +243,17 @@ def add_scale_shift(net, units: list[str]) -> list[ScaleShift]:
             attention = isinstance(m, nn.MultiheadAttention)
             if id(m) in inside_attention or not (attention or isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))):
                 continue
-            if not hasattr(m, "scale_shift"):
+            conv = isinstance(m, nn.modules.conv._ConvNd)
+            if hasattr(m, "scale_shift"):
+                check(isinstance(m.scale_shift, KernelScaleShift) == (kernel and conv),
+                      f"a layer of unit {name!r} already has a {type(m.scale_shift).__name__} from an earlier "
+                      f"ft_ss of the other scale kind ({'channel' if kernel else 'kernel'}); tune it with that kind")
+            elif kernel and conv:
+                check(type(m) in _KERNEL_SCALED, f"kernel scaling (ft_ss scaling: kernel) works on nn.Conv1d/2d/3d; "
+                                                 f"unit {name!r} has a {type(m).__name__}: use scaling: channel")
+                m.__class__ = _KERNEL_SCALED[type(m)]
+                m.scale_shift = KernelScaleShift(m)
+            else:
                 if attention:
                     m.scale_shift = ScaleShift(m.embed_dim, last_dim=True)
                     m.register_forward_hook(_attention_scale_shift_hook)
@@ -218,10 +268,14 @@ def add_scale_shift(net, units: list[str]) -> list[ScaleShift]:
 @register
 class FtSS(_TargetCE):
     """Seed 002 §5.1 "ft-ss": tune the classifier and, at every layer of the feature units,
-    a per-channel scale ``g`` and shift ``b`` applied to the layer output, bias included:
-    ``g * (W * x + c) + b`` (kernel scaling and bias shifting of [36]: the same family of
-    functions as ``g * (W * x) + b'``, parametrised through the frozen bias ``c``); the
-    pre-trained weights stay frozen. The
+    lightweight scaling and shifting parameters; the pre-trained weights stay frozen.
+
+    ``scaling="channel"`` (default; the benchmark tables): a per-output-channel scale ``g`` and
+    shift ``b`` on the layer output, bias included, ``g * (W * x + c) + b``: one scale per
+    output filter, a coarser family than [36]'s. ``scaling="kernel"``: [36]'s form (Sun et
+    al. 2019) on every ``nn.Conv1d/2d/3d``, one scale per 2-D kernel ``W[o, i]`` and a
+    bias shift, ``(W ⊙ s) * x + (c + b)``; linear layers keep the per-channel form (a scale
+    per weight would tune as many numbers as the layer has). The
     scale/shift modules sit inside every unit, so the engine does not cache a prefix. They
     start at the identity and take no weight decay (``train.weight_decay`` would pull them
     toward 0, not toward the source network); the head does."""
@@ -230,9 +284,10 @@ class FtSS(_TargetCE):
     cache_frozen_prefix = False
     description = "tune the head plus per-channel scale and shift at every layer (seed 002 ft-ss)"
 
-    def __init__(self, net):
+    def __init__(self, net, scaling: str = "channel"):
         super().__init__(net)
-        self.scale_shifts = add_scale_shift(net, net.feature_names)
+        self.scaling = scaling
+        self.scale_shifts = add_scale_shift(net, net.feature_names, kernel=scaling == "kernel")
 
     def trainable_units(self):
         return [HEAD]

@@ -195,3 +195,54 @@ def test_distillation_teachers_stay_frozen_and_in_eval_mode():
     method.train_mode()
     assert not any(m.training for m in method.teacher.modules())
     assert not any(p.requires_grad for p in method.teacher.parameters())
+
+
+def test_cat_two_stage_fine_tunes_a_member_as_two_stage_fine_tunes_one_network():
+    import copy
+
+    from transferkit.methods.finetune import TwoStage
+    torch.manual_seed(0)
+    member, target, val = tiny_net(4), _domain(), _domain(24)
+    cfg = TrainConfig(steps=6, eval_every=3, batch_size=8, progress=False)
+    erm = copy.deepcopy(member)
+    TwoStage(erm).fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), target=target, val=val)
+    cat = cat_network([copy.deepcopy(member)], seed=0)
+    CatTwoStage(cat).fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), target=target, val=val)
+    fine_tuned = cat.unit("cat").members[0]  # stage 1 started from the member's own head, as ERM's did
+    assert all(torch.equal(a, b) for a, b in zip(erm.parameters_of(erm.feature_names),
+                                                 fine_tuned.parameters_of(fine_tuned.feature_names)))
+    three = cat_network([tiny_net(3)], num_classes=4, seed=0)  # 3 outputs for 4 target classes: a new head
+    CatTwoStage(three).fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), target=target, val=val)
+    assert three.unit("cat").members[0].num_classes == 4
+
+
+def test_cat_and_distill_inputs_are_checked_by_name():
+    import dataclasses
+
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.represent import source_members
+    net = tiny_net(4)
+    for call, words in [(lambda: cat_network([net, net]), "distinct networks"),
+                        (lambda: cat_network([nn.Sequential(nn.Flatten())]), "must be UnitNets"),
+                        (lambda: cat_network([tiny_net(4)], num_classes=0), "num_classes must be a whole number"),
+                        (lambda: Distill(tiny_net(4), teacher=[nn.Linear(2, 2)]), "teacher 0 must be a UnitNet"),
+                        (lambda: source_members(dataclasses.replace(ExperimentConfig(), pretrained="net.safetensors"),
+                                                None, 2), "different seeds")]:
+        with pytest.raises(TransferkitError, match=words):
+            call()
+
+
+def test_episodes_and_tap_refuse_bad_features_and_c():
+    import numpy as np
+
+    from transferkit.errors import TransferkitError
+    from transferkit.fewshot_eval import episode_accuracies
+    from transferkit.methods.tap import tap
+    labels = torch.arange(60) % 6
+    with pytest.raises(TransferkitError, match="as a torch.Tensor"):
+        episode_accuracies(np.zeros((60, 4), np.float32), labels, n_way=3, k_shot=1, n_query=2, episodes=2)
+    with pytest.raises(TransferkitError, match="N x D features"):
+        episode_accuracies(torch.zeros(60, 0), labels, n_way=3, k_shot=1, n_query=2, episodes=2)
+    with pytest.raises(TransferkitError, match="c must be a number > 0"):
+        tap(tiny_net(4), _domain(), _domain(), c=0)

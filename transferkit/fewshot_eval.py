@@ -119,7 +119,9 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
     check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
     labels = class_ids(labels, "episode labels").cpu()
-    check(features.dim() == 2 and len(features) == len(labels),
+    check(isinstance(features, torch.Tensor), f"episodic evaluation needs the features as a torch.Tensor, got "
+                                              f"{type(features).__name__} (torch.as_tensor converts an array)")
+    check(features.dim() == 2 and len(features) == len(labels) and features.shape[1] >= 1,
           f"episodic evaluation needs N x D features and N labels, got {tuple(features.shape)} and {len(labels)}")
     check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")
     features = features.detach().float().cpu()

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .backbones import HEAD, UnitNet
 from .engine import FitResult
-from .errors import check
+from .errors import check, is_whole
 from .heads import make_head
 from .methods.base import Method, register
 from .methods.finetune import Finetune
@@ -41,6 +41,11 @@ class ConcatFeatures(nn.Module):
     def __init__(self, members):
         super().__init__()
         check(len(members) >= 1, "CAT needs at least one member network")
+        bad = [type(m).__name__ for m in members if not isinstance(m, UnitNet)]
+        check(not bad, f"CAT members must be UnitNets (transferkit backbones), got {bad}")
+        check(len({id(m) for m in members}) == len(members), "CAT members must be distinct networks: one module "
+                                                             "appears twice (seed 004 concatenates independently "
+                                                             "trained networks)")
         shapes = [m.input_shape for m in members]
         check(len({s for s in shapes if s is not None}) <= 1,
               f"CAT members must take the same images, got input shapes {shapes}")
@@ -60,6 +65,8 @@ def cat_network(members, num_classes: int | None = None, name: str | None = None
     With ``seed`` the head's initial weights come from that seed alone (the global random
     state is neither read nor advanced); without it, from the global random state."""
     feats = ConcatFeatures(members)
+    check(num_classes is None or is_whole(num_classes, 1), f"num_classes must be a whole number >= 1, got "
+                                                           f"{num_classes!r}")
     n_cls = num_classes or members[0].num_classes
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
@@ -72,15 +79,20 @@ def source_members(cfg, data, n: int, log=print) -> list[UnitNet]:
     """``n`` source networks trained with seeds ``cfg.seed + i`` (each cached on disk)."""
     from .experiment import pretrain_source
 
+    check(n == 1 or not getattr(cfg, "pretrained", None), f"CAT_{n} needs {n} source networks trained with "
+                                                           f"different seeds; a pretrained: file is one network")
     return [pretrain_source(dataclasses.replace(cfg, seed=cfg.seed + i), data, log)[0] for i in range(n)]
 
 
 @register
 class CatTwoStage(Method):
     """Two-stage fine-tuning over ``CAT_n`` (seed 004 ``[2ft]cat``): stage 1 fine-tunes every
-    member separately on the target (each with its own new head, tag ``member<i>``); stage 2
-    trains a new linear head on the concatenated fine-tuned features (tag ``probe``).
-    ``net`` must come from :func:`cat_network`. Reports ``member_val_accuracy``."""
+    member separately on the target (tag ``member<i>``), as ``two_stage`` fine-tunes one
+    network: from the member's own head when it has one output per target class (its source
+    head, when the classes are the same; ``bench represent`` first gives each member the
+    rows of the target classes, :func:`~transferkit.experiment.retarget_head`), else from a
+    new head; stage 2 trains a new linear head on the concatenated fine-tuned features (tag
+    ``probe``). ``net`` must come from :func:`cat_network`. Reports ``member_val_accuracy``."""
 
     name = "cat_two_stage"
     description = "fine-tune each CAT member on the target, concatenate, linear probe (seed 004)"
@@ -102,7 +114,8 @@ class CatTwoStage(Method):
         t0 = time.perf_counter()
         accs, history, steps = [], [], 0
         for i, member in enumerate(self.net.unit("cat").members):
-            member.reset_classifier(self.net.num_classes)
+            if member.num_classes != self.net.num_classes:
+                member.reset_classifier(self.net.num_classes)
             fit = Finetune(member).fit_transfer(lambda tag, config=None, i=i: make_engine(f"member{i}", config),
                                                 target=target, val=val)
             accs.append(fit.val_accuracy)
@@ -136,6 +149,8 @@ class Distill(Method):
         check(len(teacher) >= 1, "distill needs the teacher members (teacher=[...] of source networks), so it "
                                   "runs from Python or `transferkit bench represent`, not from a config")
         for i, t in enumerate(teacher):
+            check(isinstance(t, UnitNet), f"distill: teacher {i} must be a UnitNet (a source network), got "
+                                          f"{type(t).__name__}")
             shape = getattr(t, "input_shape", None)
             check(shape is None or net.input_shape is None or tuple(shape) == tuple(net.input_shape),
                   f"distill: teacher {i} takes images of shape {tuple(shape) if shape else shape} but the student "

@@ -176,8 +176,12 @@ def _transfer_row(rep: str, net, method_name: str, n: int, seed: int, labeled, d
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     copy_net = copy.deepcopy(net)
-    retarget_head(copy_net, data.source.train.class_names, data.target.train.class_names)
+    classes = data.source.train.class_names, data.target.train.class_names
+    retarget_head(copy_net, *classes)
     method = _transfer(rep, copy_net, method_name)
+    if isinstance(method, CatTwoStage):  # each member is fine-tuned as ERM two_stage is: from its own head
+        for member in copy_net.unit("cat").members:
+            retarget_head(member, *classes)
     fit = method.fit_transfer(lambda tag, config=None: Engine(config or cfg.train, seed=seed), target=labeled,
                               val=data.target.val)
     report = evaluate_on(method, data.target.test)

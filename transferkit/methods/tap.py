@@ -85,6 +85,8 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0) -> lis
     Returns one row per unit: ``unit``, ``dim``, ``svm_accuracy``, ``softmax_accuracy``."""
     units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)
     check(len(units) > 0, "tap: units must name at least one unit")
+    check(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0,
+          f"tap: the regularisation strength c must be a number > 0, got {c!r}")
     for u in units:
         check(u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
     check(len(test) > 0, "tap: the test domain is empty; pass a domain with images to measure the accuracy on")

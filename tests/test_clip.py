@@ -189,11 +189,13 @@ def test_clip_refuses_a_validation_split_of_other_classes_than_it_scores():
     def val(names):
         return Domain("v", torch.rand(14, 1, 28, 28, generator=g), torch.arange(14) % len(names), names)
     m = ClipMethod(tiny_net(10), captions=["a", "b"], class_names=["7", "8", "9"], text_encoder=HashingEncoder(16))
-    for names in ([str(i) for i in range(7)], ["8", "7"]):  # seen 0-6 against unseen 7-9; 8 and 7 swapped
+    for names in ([str(i) for i in range(7)], ["8", "7"], ["0", "1", "2"]):  # seen 0-6 vs 7-9; swapped; 3 vs 3
         with pytest.raises(TransferkitError, match="early stopping would compare labels of one list"):
             m.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=1, progress=False)), source=val(names),
                            val=val(names))
-    m.check_validation(val(["seven", "eight", "nine"]))  # the same classes under other names, in order
+    with pytest.raises(TransferkitError, match="early stopping would compare labels of one list"):
+        m.check_validation(val(["seven", "eight", "nine"]))  # other names: the classes cannot be told the same
+    m.check_validation(val(["7", "8"]))
     gzsl = ClipMethod(tiny_net(10), captions=["a"], class_names=[str(i) for i in range(10)],
                       text_encoder=HashingEncoder(16))
     gzsl.check_validation(val([str(i) for i in range(7)]))  # seen classes first: label i is column i
@@ -267,3 +269,49 @@ def test_a_checkpoint_of_another_optimiser_layout_is_named_not_a_raw_error(tmp_p
     Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(old, source=dom)
     with pytest.raises(TransferkitError, match="holds another optimiser layout than this method builds"):
         Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), source=dom, resume=True)
+
+
+def test_clip_on_captioned_seen_classes_does_not_select_on_unseen_validation_images(monkeypatch):
+    import warnings
+
+    from transferkit.api import Transfer
+    from transferkit.clip import CaptionedDomain, make_captions
+    torch.manual_seed(0)
+    dom = Domain("mnist", torch.rand(200, 1, 28, 28), torch.arange(200) % 10, [str(i) for i in range(10)],
+                 provenance={"base": "mnist"})
+    seen = dom.subset(dom.labels < 7)
+    captioned = CaptionedDomain(seen, make_captions(seen, kind="mnist"))
+    assert captioned.domain.provenance["classes"] == [str(i) for i in range(7)]
+    scored, real = [], Engine._accuracy
+    monkeypatch.setattr(Engine, "_accuracy", lambda self, m, x, y: scored.append(y) or real(self, m, x, y))
+    cfg = TrainConfig(steps=4, eval_every=2, batch_size=16, progress=False)
+    for val, used in ((dom, False), (seen, True)):  # all 10 classes: unseen 7-9 among them; the seen 0-6 only
+        scored.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Transfer("clip", backbone="lenet", train=cfg, captions=captioned.captions, text_encoder="hashing:32",
+                     class_names=[str(i) for i in range(10)]).fit(source=captioned.domain, target=dom, val=val)
+        assert bool(scored) == used
+        assert any("classes the source lacks" in str(w.message) for w in caught) != used
+
+
+def test_a_sentence_encoders_embedding_of_a_text_does_not_depend_on_what_was_encoded_before(tmp_path, monkeypatch):
+    from transferkit import text
+
+    class PaddedModel:  # as MiniLM in a padded batch: a text's output moves with its longest neighbour
+        def encode(self, texts, batch_size, **kw):
+            out = []
+            for i in range(0, len(texts), batch_size):
+                batch = texts[i:i + batch_size]
+                pad = max(map(len, batch))
+                out += [torch.tensor([float(len(t)), 1.0 + 1e-3 * pad]) for t in batch]
+            return torch.stack(out)
+
+        def get_sentence_embedding_dimension(self):
+            return 2
+
+    monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: PaddedModel())
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    alone = text.SentenceEncoder("fake", disk_cache=False).encode(["seven"])
+    with_long = text.SentenceEncoder("fake", disk_cache=False).encode(["a much longer caption", "seven"])
+    assert torch.equal(with_long[1], alone[0])

@@ -134,8 +134,9 @@ def test_embedding_zero_shot_trains_and_masks_candidates():
 def test_candidate_and_seen_unseen_ids_are_checked():
     a, dom = _toy_domain()
     method = EmbeddingZeroShot(tiny_net(3), class_embeddings=a, dim=8)
-    for bad, message in (([-1], r"ids must lie in \[0, 4\]"), ([5], r"ids must lie"), ([], "empty list"),
-                         ([1, 1], "repeated ids")):
+    for bad, message in (([-1], r"class ids >= 0"), ([5], r"ids must lie in \[0, 4\]"), ([], "empty list"),
+                         ([1, 1], "repeated ids"), ([0.5, 2.7], "whole class ids"), ([False, True], "whole class ids"),
+                         ([[0], [1]], "1-D tensor")):
         with pytest.raises(TransferkitError, match=message):
             method.set_candidates(bad)
     scores = torch.randn(6, 5)
@@ -144,6 +145,8 @@ def test_candidate_and_seen_unseen_ids_are_checked():
         zero_shot_report(scores, labels, [0, 1, 2], [2, 3, 4])
     with pytest.raises(TransferkitError, match="unseen classes: ids must lie"):
         zero_shot_report(scores, labels, [0, 1, 2], [3, 7])
+    with pytest.raises(TransferkitError, match="scores have NaN"):
+        zero_shot_report(scores.masked_fill(torch.eye(6, 5, dtype=torch.bool), float("nan")), labels, [0, 1], [3, 4])
     wide = Domain("wide", dom.images, dom.labels, [f"c{i}" for i in range(6)])  # 6 classes, 5 rows
     with pytest.raises(TransferkitError, match="source domain has 6 classes but the method describes 5"):
         method.prepare({"source": wide})
@@ -352,3 +355,41 @@ def test_zero_shot_report_and_prior_gamma_known_values():
     assert float((margins[:, 0] < gamma).float().mean()) == 0.75
     with pytest.raises(TransferkitError, match="gamma is NaN"):
         zero_shot_report(scores, torch.tensor([0, 2]), [0, 1], [2, 3], gamma=float("nan"))
+
+
+def test_scores_keep_every_modules_mode_and_descriptions_must_tell_classes_apart():
+    from transferkit.clip import ClipMethod
+    from transferkit.retrieval import embed
+    from transferkit.text import HashingEncoder
+    a, dom = _toy_domain()
+    method = AttributeZeroShot(tiny_net(3), attributes=a)
+    method.train()
+    frozen = next(m for m in method.modules() if m is not method)
+    frozen.eval()  # a submodule a method keeps in eval mode
+    modes = {m: m.training for m in method.modules()}
+    scores = method.scores(dom.images[:4])
+    assert scores.shape == (4, 5) and not scores.requires_grad
+    assert {m: m.training for m in method.modules()} == modes
+    embed(method.net, dom.images[:4])
+    assert {m: m.training for m in method.modules()} == modes
+    for make in (lambda: AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [1, 0], [0, 1]]),
+                 lambda: EmbeddingZeroShot(tiny_net(3), class_embeddings=[[1.0, 0.0], [0.5, 2.0], [1.0, 0.0]])):
+        with pytest.raises(TransferkitError, match=r"rows \[0, 2\]|rows \[0, 1\]"):
+            make()
+    with pytest.raises(TransferkitError, match="more than once"):
+        ClipMethod(tiny_net(10), captions=["a"], class_names=["7", "7"], text_encoder=HashingEncoder(16))
+
+
+def test_contrastive_losses_and_recall_name_bad_arguments():
+    import numpy as np
+
+    from transferkit.clip import hard_negative_triplet, info_nce, recall_at_k
+    rel = torch.tensor([[False, True]])
+    for call, words in [(lambda: info_nce(torch.rand(3, 4), 10.0), "N x N"),
+                        (lambda: hard_negative_triplet(torch.rand(3, 4)), "N x N"),
+                        (lambda: info_nce(torch.rand(3, 3), 10.0, ids=torch.tensor([0, 1])), "one caption id per pair"),
+                        (lambda: recall_at_k(torch.rand(1, 2), torch.tensor([[0.2, 0.9]])), "bool matrix"),
+                        (lambda: recall_at_k(torch.rand(1, 2), rel[:, [1, 0]], ks=True), "whole number")]:
+        with pytest.raises(TransferkitError, match=words):
+            call()
+    assert recall_at_k(torch.tensor([[0.9, 0.1]]), rel, ks=np.int64(2)) == {"R@2": 1.0}

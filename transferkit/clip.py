@@ -24,6 +24,7 @@ In a run or ``Transfer`` the source labels are caption ids (option ``captions``)
 from __future__ import annotations
 
 import math
+import numbers
 import zlib
 
 import torch
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from .backbones import evaluating
 from .data import FONT_FACES
 from .domain import Domain
-from .errors import UnknownNameError, check
+from .errors import UnknownNameError, check, is_whole
 from .evaluate import predict_logits
 from .heads import class_means
 from .methods.base import Method, register
@@ -51,9 +52,13 @@ MAX_LOGIT_SCALE = 100.0
 
 
 # ---- losses --------------------------------------------------------------------------------
-def _positives(n: int, ids: torch.Tensor | None, device) -> torch.Tensor:
+def _positives(sim: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    """The positive pairs of an ``N x N`` similarity: the diagonal, or pairs sharing a caption id."""
+    check(sim.dim() == 2 and sim.shape[0] == sim.shape[1],
+          f"the contrastive losses need an N x N image-caption similarity (pair i matches i), got {tuple(sim.shape)}")
     if ids is None:
-        return torch.eye(n, dtype=torch.bool, device=device)
+        return torch.eye(len(sim), dtype=torch.bool, device=sim.device)
+    check(ids.shape == (len(sim),), f"one caption id per pair: {tuple(ids.shape)} ids for {len(sim)} pairs")
     return ids[:, None] == ids[None, :]
 
 
@@ -61,8 +66,8 @@ def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor | float, ids: torch.Te
     """Symmetric InfoNCE on an ``N x N`` image-text similarity matrix (pair ``i`` matches
     ``i``). With caption ``ids``, pairs sharing a caption are all positives:
     ``-log(sum_pos exp(s / tau) / sum_all exp(s / tau))`` per row and per column."""
+    pos = _positives(sim, ids)
     logits = sim * logit_scale
-    pos = _positives(sim.shape[0], ids, sim.device)
 
     def one_way(lg):
         return (torch.logsumexp(lg, 1) - torch.logsumexp(lg.masked_fill(~pos, float("-inf")), 1)).mean()
@@ -76,7 +81,7 @@ def hard_negative_triplet(sim: torch.Tensor, margin: float = 0.2, ids: torch.Ten
     <x_n, v_m>`` (image ``n``, caption ``m``): for every pair the hardest caption negative and
     the hardest image negative in the batch (pairs sharing a caption id are not negatives).
     ``hardest=False`` averages the hinge over all negatives instead (the warm-up variant)."""
-    pos = _positives(sim.shape[0], ids, sim.device)
+    pos = _positives(sim, ids)
     d = sim.diag()
     cost_caption = (margin - d[:, None] + sim).clamp_min(0).masked_fill(pos, 0)
     cost_image = (margin - d[None, :] + sim).clamp_min(0).masked_fill(pos, 0)
@@ -176,8 +181,9 @@ class CaptionedDomain:
         index = {c: i for i, c in enumerate(self.captions)}
         self.caption_ids = torch.tensor([index[c] for c in captions])
         self.classes = images.labels
+        present = [images.class_names[i] for i in images.present_classes()]  # the classes its captions describe
         self.domain = Domain(f"{images.name}/captions", images.images, self.caption_ids, self.captions,
-                             provenance={**images.provenance, "captions": len(self.captions)})
+                             provenance={**images.provenance, "captions": len(self.captions), "classes": present})
 
 
 # ---- the dual encoder ----------------------------------------------------------------------
@@ -224,6 +230,9 @@ class ClipMethod(Method):
     def set_classes(self, class_names, templates=PROMPT_TEMPLATES) -> None:
         """The zero-shot classes: one prompt ensemble per class (``P`` prompts each)."""
         self.class_names = [str(c) for c in class_names]
+        twice = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
+        check(not twice, f"clip: class_names lists {twice[:10]} more than once; a repeated class could never be "
+                         f"predicted")
         prompts = prompt_texts(class_names, templates)
         self.prompt_features = self.encoder.encode([p for ps in prompts for p in ps])
         self.prompt_classes = torch.arange(len(prompts)).repeat_interleave(torch.tensor([len(p) for p in prompts]))
@@ -233,13 +242,11 @@ class ClipMethod(Method):
 
     def check_validation(self, val) -> None:
         """Early stopping compares validation label ``i`` with the ``i``-th class clip scores:
-        refuse a validation domain with more classes than that, or with a class clip scores
-        at another position (e.g. seen classes 0-6 while clip scores the unseen 7-9). The
-        seen classes first of all the classes (GZSL), or the same classes under other names
-        in the same order, are fine."""
-        names = list(val.class_names)
-        misplaced = [n for i, n in enumerate(names) if n in self.class_names and self.class_names.index(n) != i]
-        check(len(names) <= len(self.class_names) and not misplaced,
+        the validation classes must be the first classes clip scores, by name and in order
+        (seen classes 0-6 while clip scores the unseen 7-9, or 0-2 while it scores 7-9, are
+        refused). The seen classes first of all the classes (GZSL) are fine."""
+        names = [str(n) for n in val.class_names]
+        check(names == self.class_names[:len(names)],
               f"clip scores the classes {self.class_names[:10]} while it trains, but the validation domain "
               f"{val.name!r} has the classes {names[:10]}: early stopping would compare labels of one list with "
               f"outputs of another (select_on: none for a zero-shot protocol)")
@@ -325,8 +332,10 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
     check(sim.dim() == 2 and len(sim) > 0 and sim.shape[1] > 0,
           f"recall_at_k needs queries and gallery items, got a similarity of shape {tuple(sim.shape)}")
     check(not bool(sim.isnan().any()), "recall_at_k: the similarity has NaN values")
-    ks = [ks] if isinstance(ks, int) else list(ks)
-    check(all(isinstance(k, int) and k >= 1 for k in ks), f"recall_at_k: every k must be a whole number >= 1, got {ks}")
+    check(relevant.dtype == torch.bool, f"recall_at_k: relevant must be a bool matrix (relevant or not), got "
+                                        f"{relevant.dtype}")
+    ks = [ks] if isinstance(ks, numbers.Integral) else list(ks)
+    check(all(is_whole(k, 1) for k in ks), f"recall_at_k: every k must be a whole number >= 1, got {ks}")
     order = torch.sort(sim, dim=1, descending=True, stable=True).indices
     hit = relevant.to(sim.device).gather(1, order)
     never = torch.iinfo(torch.long).max  # no relevant item: beyond every k

@@ -471,13 +471,20 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
 def _without_unseen_validation(method, domains: dict) -> dict:
     """``domains`` without ``val`` when ``method`` scores class descriptions (zero-shot:
     attributes, class-name embeddings, clip) and ``val`` holds classes the source lacks: their
-    labels are of unseen classes, which a zero-shot method must not select on. (A source of
-    caption ids, :class:`~transferkit.clip.CaptionedDomain`, names no classes: kept.)"""
+    labels are of unseen classes, which a zero-shot method must not select on. A source of
+    caption ids (:class:`~transferkit.clip.CaptionedDomain`) names its images' classes in
+    ``provenance["classes"]``; one without that record is kept.)"""
     source, val = domains.get("source"), domains.get("val")
-    if type(method).source_head is not False or source is None or val is None or "captions" in source.provenance:
+    if type(method).source_head is not False or source is None or val is None:
         return domains
     present = lambda d: {d.class_names[i] for i in d.present_classes()}  # noqa: E731
-    if present(val) <= present(source):
+    if "captions" in source.provenance:
+        if "classes" not in source.provenance:
+            return domains
+        seen = set(source.provenance["classes"])
+    else:
+        seen = present(source)
+    if present(val) <= seen:
         return domains
     warnings.warn(f"{method.name}: the validation split holds classes the source lacks (unseen ones); it is "
                   f"not used, training runs its whole budget (select_on: source_val selects on seen classes)",

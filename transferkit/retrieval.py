@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .backbones import evaluating
 from .domain import as_images, head_mapping
 from .errors import check, class_ids, is_whole
 
@@ -66,15 +67,11 @@ def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     shape = getattr(net, "input_shape", None)
     check(shape is None or tuple(images.shape[1:]) == tuple(shape),
           f"embed: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
-    was = net.training
-    net.eval()
-    try:
+    with evaluating(net):
         dev = next(net.parameters()).device
         if len(images) == 0:
             return torch.zeros(0, net.embed_dim)
         return torch.cat([net.forward_features(x.to(dev)).cpu() for x in images.split(batch_size)])
-    finally:
-        net.train(was)
 
 
 def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,

@@ -90,8 +90,8 @@ class SentenceEncoder(TextEncoder):
         dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim_of())
         slug = hashlib.sha256(model.encode()).hexdigest()[:12]
-        self._path = cache_dir() / "text" / f"{re.sub(r'[^A-Za-z0-9]+', '-', model)[-40:]}-{slug}.pt" \
-            if disk_cache else None
+        self._path = cache_dir() / "text" / f"{re.sub(r'[^A-Za-z0-9]+', '-', model)[-40:]}-{slug}-single.pt" \
+            if disk_cache else None  # "-single": texts encoded one at a time (the batched cache is not read)
         if self._path is not None and self._path.exists():
             try:
                 self._cache.update(torch.load(self._path, weights_only=True))
@@ -113,7 +113,9 @@ class SentenceEncoder(TextEncoder):
     def _encode(self, texts):
         if self._model is None:  # unpickled: load again (offline, by name)
             self._model = _load_sentence_model(self.name, self.device)
-        return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False, batch_size=128)
+        # one text per batch: no padding, so a text's embedding does not depend on what it is encoded with (in a
+        # batch, MiniLM's output moved by ~1e-7 with its neighbours, and so with the cache's history)
+        return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False, batch_size=1)
 
     def _stored(self, new):
         if self._path is not None:

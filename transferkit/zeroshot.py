@@ -33,8 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbones import evaluating
 from .domain import Domain
 from .errors import TransferkitError, UnknownNameError, check
+from .errors import class_ids as errors_class_ids
 from .evaluate import predict_logits
 from .methods.base import Method, register
 
@@ -112,6 +114,11 @@ def description_matrix(values, what: str) -> torch.Tensor:
     check(m.dim() == 2 and m.shape[0] >= 2 and m.shape[1] >= 1,
           f"the {what} must be classes x features with at least 2 classes, got shape {tuple(m.shape)}")
     check(bool(torch.isfinite(m).all()), f"the {what} has NaN or infinite values")
+    _, inverse, counts = torch.unique(m, dim=0, return_inverse=True, return_counts=True)
+    if bool((counts > 1).any()):
+        rows = torch.nonzero(inverse == int(torch.nonzero(counts > 1)[0])).flatten().tolist()
+        raise TransferkitError(f"the {what} gives rows {rows[:10]} the same values: a class must be told apart by its "
+                               f"description (seed 001: one-to-one attributes), or it can never be predicted")
     return m
 
 
@@ -223,11 +230,13 @@ class _ClassDescriptionMethod(Method):
         return scores if self.output_rows is None else scores[:, self.output_rows]
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Unmasked ``N x C`` class scores of images (eval mode, batched)."""
-        self.eval()
+        """Unmasked ``N x C`` class scores of images (eval mode, batched, on the model's device;
+        every module's mode is restored after)."""
         saved, self.input_unit = self.input_unit, self.net.unit_names[0]
+        dev = self.candidates.device
         try:
-            return predict_logits(self.class_scores, images)
+            with evaluating(self), torch.no_grad():
+                return predict_logits(lambda x: self.class_scores(x.to(dev)), images)
         finally:
             self.input_unit = saved
 
@@ -326,7 +335,7 @@ def harmonic_mean(seen: float, unseen: float) -> float:
 
 def class_ids(classes, num_classes: int, what: str) -> torch.Tensor:
     """``classes`` as a non-empty tensor of distinct ids in ``[0, num_classes)``."""
-    ids = [int(c) for c in classes]
+    ids = errors_class_ids(list(classes), what).tolist()
     check(len(ids) > 0, f"{what}: empty list")
     check(len(set(ids)) == len(ids), f"{what}: repeated ids in {ids}")
     check(min(ids) >= 0 and max(ids) < num_classes, f"{what}: ids must lie in [0, {num_classes - 1}], got {ids}")
@@ -343,6 +352,7 @@ def mean_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, classes) -> fl
 def _seen_unseen(scores: torch.Tensor, seen, unseen) -> tuple[list[int], list[int]]:
     """Seen and unseen class ids, checked against the score columns and for overlap."""
     check(scores.dim() == 2, f"scores must be an N x C matrix, got shape {tuple(scores.shape)}")
+    check(not bool(scores.isnan().any()), "the scores have NaN values (a diverged model?)")
     seen = class_ids(seen, scores.shape[1], "seen classes").tolist()
     unseen = class_ids(unseen, scores.shape[1], "unseen classes").tolist()
     check(not set(seen) & set(unseen), f"seen and unseen classes overlap: {sorted(set(seen) & set(unseen))}")

@@ -43,3 +43,28 @@ def test_set_values_errors_and_quotes():
 def test_a_quoted_set_text_value_is_taken_as_written():
     assert load_config(None, [r'out_dir="C:\new\runs"']).out_dir == r"C:\new\runs"
     assert load_config(None, ["name='it's'"]).name == "it's"
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "hello\n", "[]\n", "false\n", "0\n"])
+def test_a_config_file_that_is_not_a_mapping_is_refused_with_or_without_set(tmp_path, text):
+    from transferkit.errors import TransferkitError
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    for overrides in ([], ["train.steps=3"]):
+        with pytest.raises(TransferkitError, match="must be a mapping of keys"):
+            load_config(path, overrides)
+
+
+def test_an_empty_config_is_the_defaults_and_methods_must_be_a_list(tmp_path):
+    from transferkit.errors import TransferkitError
+    (tmp_path / "empty.yaml").write_text("# nothing\n")
+    assert load_config(tmp_path / "empty.yaml") == load_config(None)
+    with pytest.raises(TransferkitError, match="methods must be a list of method names"):
+        load_config(None, ["methods={finetune: 1}"])
+
+
+def test_out_dir_and_pretrained_expand_the_home_directory(tmp_path, monkeypatch):
+    from transferkit.experiment import new_run_dir
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, ["out_dir=~/runs"])
+    assert str(new_run_dir(cfg)).startswith(str(tmp_path / "runs"))

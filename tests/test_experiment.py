@@ -665,8 +665,9 @@ def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monk
     given = tmp_path / "mine.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(given))
     given.chmod(0o444)
+    monkeypatch.setenv("HOME", str(tmp_path))  # '~' in pretrained and out_dir is the home directory
     cfg = ExperimentConfig(name="given", source="digits", target="digits", backbone="lenet", k=2, repeats=1,
-                           methods=["finetune"], pretrained=str(given), train=TINY, out_dir=str(tmp_path / "runs"))
+                           methods=["finetune"], pretrained="~/mine.safetensors", train=TINY, out_dir="~/runs")
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     pinned = run_dir / "source.safetensors"
     assert oct(given.stat().st_mode & 0o777) == "0o444" and given.stat().st_nlink == 1
@@ -802,6 +803,9 @@ def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_
     (run_dir / "checkpoints" / "dann-k=2-s0").rmdir()
     (run_dir / "source.json").write_text('{"val_accuracy": 0.9')  # torn
     with pytest.raises(TransferkitError, match="source network record .*source.json is unreadable"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    (run_dir / "source.json").write_text('[1]')  # JSON, but no record
+    with pytest.raises(TransferkitError, match="source.json is not a source network record"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
 
 

@@ -329,3 +329,27 @@ def test_two_image_folders_with_one_name_are_two_domains_for_adaptation(tmp_path
     assert seen["val"] is None
     method.fit_transfer(make_engine, source=source.train, unlabeled=target.train, val=source.val)
     assert seen["val"] is source.val
+
+
+def test_foreign_npz_members_empty_images_and_undecodable_folder_names_are_named(tmp_path):
+    import os
+    import zipfile
+
+    bad = tmp_path / "member.npz"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("x.npy", b"garbage")
+        z.writestr("y.npy", b"garbage")
+    with pytest.raises(TransferkitError, match="member 'x' is not a NumPy array"):
+        load_npz(bad)
+    np.savez(tmp_path / "flat.npz", x=np.zeros((20, 0, 0), np.uint8), y=np.arange(20) % 4)
+    with pytest.raises(TransferkitError, match="images are 0 x 0 pixels"):
+        load_npz(tmp_path / "flat.npz")
+    root = tmp_path / "folder"
+    name = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8, kept with a surrogate escape
+    try:
+        (root / name).mkdir(parents=True)
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / name / "a.png")
+    with pytest.raises(TransferkitError, match="not valid UTF-8"):
+        load_image_folder(root)

@@ -90,7 +90,9 @@ class ExperimentConfig:
         check(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
-        check(isinstance(self.methods, list) and len(self.methods) > 0, "no method given")
+        check(isinstance(self.methods, list), f"methods must be a list of method names (e.g. [finetune, "
+                                              f"ft_unit:conv2]), got {self.methods!r:.80}")
+        check(len(self.methods) > 0, "no method given")
         check(all(isinstance(m, str) and m for m in self.methods),
               f"methods must be a list of method names, got {self.methods!r}")
         twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
@@ -191,9 +193,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         path = Path(path)
         check(path.is_file(), f"config file {path} does not exist or is not a file")
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise TransferkitError(f"config file {path} is not valid YAML: {_one_line(e)}") from e
+        check(data is None or isinstance(data, dict),
+              f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), got "
+              f"{type(data).__name__}: {data!r:.60}")
+        data = data or {}
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)
     return from_dict(ExperimentConfig, data)

@@ -138,8 +138,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     source = data.source
     net = _initial_source_net(cfg, data)
     if cfg.pretrained:
-        _load_net(net, Path(cfg.pretrained))
-        return net, {"cached": True, "wall_s": 0.0, "path": str(cfg.pretrained)}
+        _load_net(net, Path(cfg.pretrained).expanduser())
+        return net, {"cached": True, "wall_s": 0.0, "path": str(Path(cfg.pretrained).expanduser())}
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     # the network depends on the torch version, on the thread count and kernels on CPU (the GPU
     # model and CUDA version otherwise) and on the number of data-parallel processes (the order
@@ -167,6 +167,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
             try:
                 _load_net(net, path)
                 meta = json.loads(path.with_suffix(".json").read_text())
+                check(isinstance(meta, dict), f"{path.with_suffix('.json')} holds no record")
                 return net, {**meta, "cached": True, "path": str(path)}
             except (TransferkitError, OSError, ValueError):
                 log(f"pre-trained cache {path} unreadable; training again")
@@ -202,8 +203,9 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
     net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
     _load_net(net, pinned)
     record = pinned.with_suffix(".json")
-    meta = read_json(record, "source network record", "restore it, or delete it and source.safetensors to pin the "
-                                                      "source network again") if record.exists() else {}
+    again = "restore it, or delete it and source.safetensors to pin the source network again"
+    meta = read_json(record, "source network record", again) if record.exists() else {}
+    check(isinstance(meta, dict), f"{record} is not a source network record (a JSON object): {again}")
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
 
 
@@ -344,7 +346,7 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S-%f")]
     if world_size() > 1:
         torch.distributed.broadcast_object_list(stamp, src=0)
-    return Path(cfg.out_dir) / cfg.name / stamp[0]
+    return Path(cfg.out_dir).expanduser() / cfg.name / stamp[0]
 
 
 def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:

@@ -18,6 +18,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 # ---- image folders -----------------------------------------------------------------------
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for name in classes:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TransferkitError(f"class folder {str(root / name)!r} has a name that is not valid UTF-8 (e.g. "
+                                   f"from an old archive); rename it: class names go into results and "
+                                   f"figures") from None
     check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders; expected "
                             f"one sub-folder per class (e.g. {root}/cat/001.png)")
     files = []
@@ -177,9 +184,13 @@ def load_npz(path: str | os.PathLike) -> Domain:
         raise TransferkitError(f"{where} cannot be read as .npz: {e}") from None
     missing = [k for k in ("x", "y") if k not in data]
     check(not missing, f"{where} lacks key(s) {missing}; found {sorted(data)} (need 'x' and 'y')")
+    for k in ("x", "y"):
+        check(isinstance(data[k], np.ndarray), f"{where}: member {k!r} is not a NumPy array (.npy); write the "
+                                               f"file with numpy.savez(path, x=images, y=labels)")
     x = _images_float(_images_nchw(data["x"], where), where)
     n = x.shape[0]
     check(n > 0, f"{where} holds no images ('x' is empty)")
+    check(x.shape[2] > 0 and x.shape[3] > 0, f"{where}: the images are {x.shape[2]} x {x.shape[3]} pixels")
     y = _int_vector(data["y"], "y", n, where)
     check(int(y.min()) >= 0, f"{where}: labels must be >= 0 (found {int(y.min())})")
     n_classes = int(y.max()) + 1

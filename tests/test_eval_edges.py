@@ -239,3 +239,10 @@ def test_the_engine_and_transfer_refuse_a_seed_that_is_not_a_whole_number_torch_
         with pytest.raises(TransferkitError, match="whole number in"):
             make()
     assert Engine(seed=2**64 - 1).seed == 2**64 - 1 and Engine(seed=-2**63).seed == -2**63
+
+
+def test_a_domain_refuses_empty_class_names_and_images_without_pixels():
+    with pytest.raises(TransferkitError, match="a class name is empty"):
+        Domain("d", torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), ["a", " "])
+    with pytest.raises(TransferkitError, match="must have channels and pixels"):
+        Domain("d", torch.rand(2, 1, 0, 0), torch.tensor([0, 1]), ["a", "b"])

@@ -369,5 +369,17 @@ def test_ft_ss_kernel_scales_each_2d_kernel_and_shifts_the_bias():
                                                                   for k in moved)
     with pytest.raises(TransferkitError, match="scaling must be one of channel, kernel"):
         get_method("ft_ss")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28), scaling="filter")
-    with pytest.raises(TransferkitError, match="other scale kind"):
+    with pytest.raises(TransferkitError, match="other scaling"):
         get_method("ft_ss")(copy.deepcopy(net), scaling="channel")
+    assert isinstance(get_method("ft_ss")(copy.deepcopy(net)).scale_shifts[1], KernelScaleShift)  # the default
+    same = torch.nn.Conv2d(1, 2, 3)
+    same.__class__ = type("Conv2dSame", (torch.nn.Conv2d,), {})  # a subclass with a forward of its own
+
+    class OneUnit:
+        def unit(self, name):
+            return same
+
+    from transferkit.methods.finetune import add_scale_shift
+    with pytest.warns(UserWarning, match="one scale per output channel instead"):
+        ss, = add_scale_shift(OneUnit(), ["u"], kernel=True)
+    assert isinstance(ss, ScaleShift)

@@ -92,6 +92,8 @@ class Domain:
                                                    f"{type(value).__module__}.{type(value).__name__} "
                                                    f"(torch.as_tensor(...) converts it)")
         check(x.dim() == 4, f"domain {self.name!r}: images must be an N x C x H x W tensor, got shape {tuple(x.shape)}")
+        check(min(x.shape[1:]) > 0, f"domain {self.name!r}: images must have channels and pixels, got "
+                                    f"{tuple(x.shape[1:])} (C x H x W)")
         check(y.dim() == 1 and y.shape[0] == x.shape[0],
               f"domain {self.name!r}: labels must be a 1-D tensor with one label per image "
               f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
@@ -118,6 +120,8 @@ class Domain:
                   for c in names),
               f"domain {self.name!r}: class_names must be a list of names, got {names!r:.80}")
         self.class_names = [str(c) for c in names]
+        check(all(c.strip() for c in self.class_names), f"domain {self.name!r}: a class name is empty: "
+                                                        f"{self.class_names[:10]}")
         dup = sorted(c for c, n in Counter(self.class_names).items() if n > 1)
         check(not dup, f"domain {self.name!r}: repeated class names {dup}")
         if y.numel():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -244,16 +245,18 @@ def add_scale_shift(net, units: list[str], kernel: bool = False) -> list[nn.Modu
             if id(m) in inside_attention or not (attention or isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))):
                 continue
             conv = isinstance(m, nn.modules.conv._ConvNd)
+            scaled = kernel and (type(m) in _KERNEL_SCALED or isinstance(m, _KernelScaledConv))
             if hasattr(m, "scale_shift"):
-                check(isinstance(m.scale_shift, KernelScaleShift) == (kernel and conv),
+                check(isinstance(m.scale_shift, KernelScaleShift) == scaled,
                       f"a layer of unit {name!r} already has a {type(m.scale_shift).__name__} from an earlier "
-                      f"ft_ss of the other scale kind ({'channel' if kernel else 'kernel'}); tune it with that kind")
-            elif kernel and conv:
-                check(type(m) in _KERNEL_SCALED, f"kernel scaling (ft_ss scaling: kernel) works on nn.Conv1d/2d/3d; "
-                                                 f"unit {name!r} has a {type(m).__name__}: use scaling: channel")
+                      f"ft_ss of the other scaling ({'channel' if kernel else 'kernel'}); tune it with that one")
+            elif scaled:
                 m.__class__ = _KERNEL_SCALED[type(m)]
                 m.scale_shift = KernelScaleShift(m)
             else:
+                if kernel and conv:  # e.g. timm's Conv2dSame, whose own forward pads: scaling its kernels here
+                    warnings.warn(f"ft_ss: unit {name!r} has a {type(m).__name__}, not an nn.Conv1d/2d/3d; it gets "
+                                  f"one scale per output channel instead of one per kernel", stacklevel=3)
                 if attention:
                     m.scale_shift = ScaleShift(m.embed_dim, last_dim=True)
                     m.register_forward_hook(_attention_scale_shift_hook)
@@ -270,21 +273,22 @@ class FtSS(_TargetCE):
     """Seed 002 §5.1 "ft-ss": tune the classifier and, at every layer of the feature units,
     lightweight scaling and shifting parameters; the pre-trained weights stay frozen.
 
-    ``scaling="channel"`` (default; the benchmark tables): a per-output-channel scale ``g`` and
-    shift ``b`` on the layer output, bias included, ``g * (W * x + c) + b``: one scale per
-    output filter, a coarser family than [36]'s. ``scaling="kernel"``: [36]'s form (Sun et
-    al. 2019) on every ``nn.Conv1d/2d/3d``, one scale per 2-D kernel ``W[o, i]`` and a
-    bias shift, ``(W ⊙ s) * x + (c + b)``; linear layers keep the per-channel form (a scale
-    per weight would tune as many numbers as the layer has). The
+    ``scaling="kernel"`` (default): [36]'s form (Sun et al. 2019) on every
+    ``nn.Conv1d/2d/3d``, one scale per 2-D kernel ``W[o, i]`` and a bias shift,
+    ``(W ⊙ s) * x + (c + b)``; linear layers (and convolutions of other classes, with a
+    warning) get the per-channel form, since a scale per weight would tune as many numbers as
+    the layer has. ``scaling="channel"``: a per-output-channel scale ``g`` and shift ``b`` on
+    every layer's output, bias included, ``g * (W * x + c) + b``: one scale per output
+    filter, a coarser family than [36]'s (the default until 2026-12-01). The
     scale/shift modules sit inside every unit, so the engine does not cache a prefix. They
     start at the identity and take no weight decay (``train.weight_decay`` would pull them
     toward 0, not toward the source network); the head does."""
 
     name = "ft_ss"
     cache_frozen_prefix = False
-    description = "tune the head plus per-channel scale and shift at every layer (seed 002 ft-ss)"
+    description = "tune the head plus kernel scales and bias shifts at every layer (seed 002 ft-ss)"
 
-    def __init__(self, net, scaling: str = "channel"):
+    def __init__(self, net, scaling: str = "kernel"):
         super().__init__(net)
         self.scaling = scaling
         self.scale_shifts = add_scale_shift(net, net.feature_names, kernel=scaling == "kernel")

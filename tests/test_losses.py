@@ -192,3 +192,21 @@ def test_known_values_of_mmd_with_unequal_sizes_and_mcc_on_one_hot_predictions()
     assert float(mmd2(torch.zeros(1, 1), torch.ones(2, 1), scales=(1,), bandwidth=1)) == pytest.approx(
         2 - 2 * math.exp(-1), rel=1e-5)
     assert float(minimum_class_confusion(1000 * torch.eye(3), temperature=1)) == 0.0  # no NaN at zero entropy
+
+
+def test_minimum_class_confusion_of_a_class_no_sample_scores_is_finite():
+    logits = torch.tensor([[300.0, 0.0, 0.0], [280.0, 0.0, 5.0]], requires_grad=True)  # softmax underflows to 0
+    loss = minimum_class_confusion(logits)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert float(minimum_class_confusion(torch.tensor([[120.0, 0.0], [110.0, 3.0]]), temperature=1.0)) == 0.0
+
+
+def test_adaptation_layers_may_not_repeat_a_unit():
+    from helpers import seeded_lenet
+
+    from transferkit.errors import TransferkitError
+    from transferkit.methods import get_method
+    for name in ("mmd", "coral", "dann"):
+        with pytest.raises(TransferkitError, match="more than once"):
+            get_method(name)(seeded_lenet(), layers=["fc1", "fc1"])

@@ -184,3 +184,27 @@ def test_report_says_when_figures_are_left_out(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": rows}))
     page = report_module.write_report(tmp_path)[0].read_text()
     assert "4 more per-unit figures not shown" in page
+
+
+def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp_path):
+    import json
+
+    from transferkit.report import metric_note
+    from transferkit.results import markdown_table, summarize
+    base = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0}
+    assert "target test accuracy" in metric_note([base])
+    assert "target validation accuracy" in metric_note([{**base, "split": "val"}])
+    note = metric_note([base, {**base, "setting": "gzsl"}, {**base, "setting": "i2t (x)"}, {**base, "ci95": 0.01}])
+    assert "harmonic mean H" in note and "Recall@1" in note and "95 % interval" in note
+    rows = [{**base, "seed": 0, "method": "m|x", "target": "t\nu"},
+            {**base, "seed": 0, "setting": "5-way", "ci95": 0.02}]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": rows}))
+    write_report(run, tmp_path / "out")
+    md = next((tmp_path / "out").rglob("report.md")).read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert {line.count(" | ") for line in table} == {len(table[0].split(" | ")) - 1}  # every row has every column
+    assert "m\\|x" in md and "(95 %: ± 2.0)" in md
+    lines = markdown_table(summarize(rows)).splitlines()
+    assert len(lines) == 4 and "t u" in lines[2]

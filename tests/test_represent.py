@@ -246,3 +246,17 @@ def test_episodes_and_tap_refuse_bad_features_and_c():
         episode_accuracies(torch.zeros(60, 0), labels, n_way=3, k_shot=1, n_query=2, episodes=2)
     with pytest.raises(TransferkitError, match="c must be a number > 0"):
         tap(tiny_net(4), _domain(), _domain(), c=0)
+
+
+def test_each_episodic_row_times_its_own_head(monkeypatch):
+    import itertools
+    from types import SimpleNamespace
+
+    from transferkit.bench import represent as bench
+    ticks = itertools.count()
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(ticks)))  # every call: one more second
+    target = SimpleNamespace(test=Domain("t", torch.rand(150, 1, 28, 28), torch.arange(150) % 5,
+                                         [str(i) for i in range(5)]))
+    rows = bench._fewshot_rows("erm", tiny_net(5), SimpleNamespace(target=target), SimpleNamespace(episodes=4), {})
+    assert len(rows) == 6 and {r["features_wall_s"] for r in rows} == {1.0}
+    assert {r["wall_s"] for r in rows} == {2.0}  # extraction (1 s) + its own episodes (1 s), not a running total

@@ -121,7 +121,7 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5,
     w = 1 + torch.exp(-h)
     w = len(y) * w / w.sum()
     c = (y * w[:, None]).t() @ y
-    c = c / c.sum(1, keepdim=True)
+    c = c / c.sum(1, keepdim=True).clamp_min(torch.finfo(c.dtype).tiny)  # a class no sample scores: its row is 0
     return (c.sum() - c.trace()) / y.shape[1]
 
 

@@ -20,7 +20,7 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import read_results, summarize, unfinished_hint
+from .results import md_cell, read_results, summarize, unfinished_hint
 
 MAX_FIGURES = 24
 
@@ -236,23 +236,46 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
     """The header and rows of the results table; a grouped (video) target adds its per-group
     accuracy."""
     grouped = any("group_accuracy_mean" in s for s in summary)
-    memory = defaultdict(list)
+    memory, interval = defaultdict(list), {}
     for r in rows:
+        key = (r["method"], r["source"], r["target"], r["setting"])
         if r.get("peak_rss_mb") is not None:
-            memory[(r["method"], r["source"], r["target"], r["setting"])].append(r["peak_rss_mb"])
+            memory[key].append(r["peak_rss_mb"])
+        if isinstance(r.get("ci95"), (int, float)):
+            interval[key] = r["ci95"]
     table = []
     for s in summary:
-        mem = memory.get((s["method"], s["source"], s["target"], s["setting"]))
+        key = (s["method"], s["source"], s["target"], s["setting"])
+        mem = memory.get(key)
         group = ([format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                   if "group_accuracy_mean" in s else "–"] if grouped else [])
-        table.append([s["method"], s["source"], s["target"], s["setting"],
-                      format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"]), *group, str(s["n"]),
+        accuracy = format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"])
+        if s["n"] == 1 and key in interval:  # one row over many episodes: its own 95 % interval
+            accuracy += f" (95 %: ± {100 * interval[key]:.1f})"
+        table.append([s["method"], s["source"], s["target"], s["setting"], accuracy, *group, str(s["n"]),
                       f"{s['wall_s']:.1f}", f"{max(mem):.0f}" if mem else "–"])
     header = HEADER[:5] + (["grouped accuracy (%)"] if grouped else []) + HEADER[5:]
     return header, table
 
 
 HEADER = ["method", "source", "target", "setting", "target accuracy (%)", "n", "wall s", "peak MiB"]
+
+
+def metric_note(rows: list[dict]) -> str:
+    """What the accuracy column holds, from the rows themselves."""
+    splits = {r.get("split", "test") for r in rows}
+    what = ("target validation accuracy" if splits == {"val"} else "target test accuracy" if splits <= {"test"}
+            else "target accuracy on the split each row names (validation or test)")
+    settings = {str(r.get("setting", "")) for r in rows}
+    also = []
+    if settings & {"gzsl", "gzsl_prior"}:
+        also.append("GZSL rows: the harmonic mean H of seen and unseen accuracy")
+    if any(s[:3] in ("i2t", "t2i") for s in settings):
+        also.append("retrieval rows (i2t, t2i): Recall@1")
+    if any("ci95" in r for r in rows):
+        also.append("a row over episodes: its 95 % interval")
+    return (f"the accuracy column is {what}, mean ± standard error over seeds (n)"
+            + (f"; {'; '.join(also)}" if also else "") + ".")
 CHECK_IMAGES = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
@@ -309,8 +332,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 </style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; accuracy is target test accuracy,
-mean ± standard error over seeds (n).</p>
+<p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; {html.escape(metric_note(rows))}</p>
 <h2>Results</h2>
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
 <h2>Figures</h2>
@@ -323,9 +345,9 @@ mean ± standard error over seeds (n).</p>
     html_path = write_text(out_dir / "report.html", page)
 
     files_dir.mkdir(parents=True, exist_ok=True)
-    md = [f"# {title}", "", f"{len(rows)} results; accuracy is target test accuracy, mean ± standard error.", "",
+    md = [f"# {md_cell(title)}", "", f"{len(rows)} results; {metric_note(rows)}", "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(row) + " |" for row in table]
+    md += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in table]
     md += ["", "## Figures", ""]
     names = [f"figure{i:02d}.png" for i in range(len(figures))]
     for stale in files_dir.glob("figure*.png"):  # of an earlier report with more figures

@@ -87,6 +87,11 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     return out
 
 
+def md_cell(value) -> str:
+    """``value`` as the text of one markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return " ".join(str(value).replace("|", "\\|").splitlines())
+
+
 def markdown_table(summary: list[dict]) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped)."""
@@ -97,7 +102,8 @@ def markdown_table(summary: list[dict]) -> str:
     for s in summary:
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
-        lines.append(f"| {s['method']} | {s['source']} | {s['target']} | {s['setting']} | "
+        lines.append(f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
+                     f"{md_cell(s['setting'])} | "
                      f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
                      + (f" {group} |" if grouped else "") + f" {s['n']} | {s['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"

@@ -38,6 +38,8 @@ def resolve_layers(net, layers: Sequence[str] | str | None, default: Sequence[st
     check(len(names) > 0, "layers must name at least one unit")
     for n in names:
         check(n in known, f"unknown layer {n!r}; layers are {known}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    check(not twice, f"layers name {twice} more than once (its term or input would count twice)")
     return names
 
 

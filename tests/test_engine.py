@@ -717,3 +717,122 @@ def test_atomic_write_flushes_the_directory_after_the_rename(tmp_path, monkeypat
     monkeypatch.setattr(io, "_fsync_dir", lambda d: flushed.append((d, (d / "r.json").read_text())))
     io.atomic_write(tmp_path / "r.json", lambda p: p.write_text("new"))
     assert flushed == [(tmp_path, "new")]  # the directory entry is flushed once the new file is in place
+
+
+def _contract_method(losses=None, groups=None, streams=("target",)):
+    import torch.nn.functional as F
+
+    from transferkit.methods.base import Method
+
+    class Custom(Method):
+        name = "custom"
+
+        def losses(self, batch):
+            x, y = batch.target
+            return losses(self, x, y) if losses else {"ce": F.cross_entropy(self.forward_from_input(x), y)}
+
+        def param_groups(self):
+            return groups(self) if groups else super().param_groups()
+
+    Custom.streams = streams
+    return Custom(helpers.tiny_net(4))
+
+
+def test_the_method_contract_is_checked_by_name():
+    import torch.nn.functional as F
+    d, cfg = helpers.toy_domain(32), TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False)
+    bad = [(dict(losses=lambda m, x, y: {"ce": F.cross_entropy(m.forward_from_input(x), y), "off": 0.0}),
+            "loss term 'off' must be a scalar floating-point tensor, got float"),
+           (dict(losses=lambda m, x, y: {"ce": F.cross_entropy(m.forward_from_input(x), y, reduction="none")}),
+            "must be a scalar"),
+           (dict(losses=lambda m, x, y: {"loss": F.cross_entropy(m.forward_from_input(x), y)}),
+            "may not be named 'loss'"),
+           (dict(losses=lambda m, x, y: {"ce": F.cross_entropy(m.forward_from_input(x), y).detach()}),
+            "no loss term has a gradient"),
+           (dict(groups=lambda m: [{"params": m.net.parameters()}, {"params": [m.net.head.weight]}]),
+            r"param groups 0 and 1"),
+           (dict(streams=()), "must declare its streams")]
+    for options, words in bad:
+        with pytest.raises(TransferkitError, match=words):
+            Engine(cfg).fit(_contract_method(**options), target=d)
+
+
+def test_a_parameter_listed_twice_steps_once_and_lr_mult_survives_a_second_fit():
+    d, cfg = helpers.toy_domain(32), TrainConfig(steps=3, batch_size=8, optimizer="sgd", lr=0.1, progress=False)
+    stored = []
+
+    def once(m):
+        if not stored:
+            stored.append({"params": [m.net.head.weight, m.net.head.weight], "lr_mult": 0.5})
+        return stored
+
+    method = _contract_method(groups=once)
+    twice = copy.deepcopy(method)
+    torch.manual_seed(0)
+    Engine(cfg, seed=0).fit(method, target=d)
+    assert stored[0]["lr_mult"] == 0.5  # the method's own group is left as it was
+    reference = _contract_method(groups=lambda m: [{"params": [m.net.head.weight], "lr_mult": 0.5}])
+    reference.load_state_dict(twice.state_dict())
+    torch.manual_seed(0)
+    Engine(cfg, seed=0).fit(reference, target=d)
+    assert torch.equal(method.net.head.weight, reference.net.head.weight)
+
+
+def test_a_fit_refused_before_training_hands_the_method_back_as_it_was(tmp_path):
+    d = helpers.toy_domain(32)
+    method = get_method("ft_unit")(helpers.seeded_lenet(), unit="fc1")
+    ckpt = tmp_path / "ck"
+    Engine(TrainConfig(steps=2, batch_size=8, progress=False), checkpoint_dir=ckpt).fit(method, target=d)
+    other = get_method("ft_unit")(helpers.seeded_lenet(), unit="fc1")
+    with pytest.raises(TransferkitError, match="belongs to a different run"):
+        Engine(TrainConfig(steps=3, batch_size=8, progress=False), checkpoint_dir=ckpt).fit(other, target=d)
+    assert other.input_unit == other.net.unit_names[0]
+    assert all(p.is_contiguous() for p in other.parameters())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TransferkitError, match="cannot write TensorBoard logs"):
+        Engine(TrainConfig(steps=2, batch_size=8, progress=False),
+               tensorboard_dir=tmp_path / "file" / "tb").fit(get_method("finetune")(helpers.seeded_lenet()), target=d)
+
+
+def test_a_fixed_network_beside_net_stays_in_eval_mode_while_training():
+    import torch.nn.functional as F
+
+    def kd(m, x, y):
+        with torch.no_grad():
+            t = m.teacher(x)
+        return {"kd": F.kl_div(F.log_softmax(m.forward_from_input(x), 1), F.softmax(t, 1), reduction="batchmean")}
+
+    method = _contract_method(losses=kd)
+    method.teacher = copy.deepcopy(method.net).requires_grad_(False)
+    seen = []
+    Engine(TrainConfig(steps=2, batch_size=8, progress=False, cache_frozen=False),
+           hooks=(lambda step, state: seen.append(method.teacher.training),)).fit(method, target=helpers.toy_domain(32))
+    assert seen == [False, False]
+
+
+def test_a_streams_global_batch_is_a_multiple_of_the_process_count():
+    x = torch.arange(15).float()
+    assert Stream("t", x, None, 32, 0, rank=0, world=2).batch_size == 16  # 15 images: 8 per rank, not 8 and 7
+    assert Stream("t", x, None, 5, 0, rank=1, world=2).batch_size == 6
+    assert Stream("t", x, None, 5, 0).batch_size == 5
+    a, b = (Stream("t", x, None, 5, 0, rank=r, world=2).batch(3)[1] for r in (0, 1))
+    assert len(a) == len(b) == 3 and torch.equal(torch.cat([a, b]).sort().values,
+                                                 Stream("t", x, None, 6, 0).indices(3).sort().values)
+
+
+def test_the_frozen_prefix_cache_is_sized_by_the_images_it_holds_not_the_size_the_net_was_built_for():
+    import math
+
+    import torch.nn.functional as F
+
+    from transferkit.domain import Domain
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", num_classes=4, in_channels=1, image_size=28)  # global pooling: any size
+    method = get_method("ft_unit")(net, unit="layer2")  # the cache holds layer1's output
+    d = helpers.toy_domain(64)
+    big = Domain("big", F.interpolate(d.images, size=112), d.labels, d.class_names)
+    declared = len(big) * math.prod(net.unit_output_shapes()["layer1"]) * 4 / 2**20  # 12.25 MB at 28 px
+    engine = Engine(TrainConfig(steps=1, batch_size=8, cache_limit_mb=math.ceil(2 * declared), progress=False))
+    sample = big.images[:1]
+    assert engine._cacheable_start(method, len(big), sample) == "layer2"  # sized at 28 px: cached
+    assert engine._cacheable_start(method, len(big), sample, other_size="112 px") == "stem"  # 16x that: not cached

@@ -82,30 +82,32 @@ def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
     assert len(rows) == 8
 
 
-def _ddp_worker(rank, world, init_file, out_file):
+def _ddp_worker(rank, world, init_file, out_file, batch_size=32):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    result = _train_lenet()
+    result = _train_lenet(batch_size)
     if rank == 0:
         torch.save(result, out_file)
     dist.barrier()  # both ranks reach teardown together (a lone gloo teardown aborted once in CI)
     dist.destroy_process_group()
 
 
-def _train_lenet():
+def _train_lenet(batch_size=32):
     torch.manual_seed(0)
     method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
-    cfg = TrainConfig(steps=30, batch_size=32, eval_every=10, patience=None, lr=3e-4)
+    cfg = TrainConfig(steps=30, batch_size=batch_size, eval_every=10, patience=None, lr=3e-4)
     res = Engine(cfg, seed=0).fit(method, target=toy_domain(128, 0), val=toy_domain(64, 1))
     return {"val": res.best_val_accuracy, "weights": {k: v.clone() for k, v in method.state_dict().items()}}
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    """Same global batch (32 = 2 x 16): LeNet has no BatchNorm, so the only difference is
-    floating-point summation order: weights agree to 1e-4, validation accuracy to 2 points."""
-    single = _train_lenet()
+@pytest.mark.parametrize("batch_size", [32, 33])
+def test_two_gloo_processes_match_one_process(tmp_path, batch_size):
+    """Same global batch (32 = 2 x 16; 33 is rounded up to 34 = 2 x 17, as one process with 34
+    draws it): LeNet has no BatchNorm, so the only difference is floating-point summation
+    order: weights agree to 1e-4, validation accuracy to 2 points."""
+    single = _train_lenet(batch_size + batch_size % 2)
     out_file = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file), batch_size), nprocs=2, join=True)
     double = torch.load(out_file)
     assert abs(single["val"] - double["val"]) <= 0.02
     for k, v in single["weights"].items():

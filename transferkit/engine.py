@@ -143,7 +143,8 @@ class Stream:
         check(len(x) > 0, f"the {name} stream is empty")
         self.name, self.x, self.y = name, x, y
         self.rank, self.world = rank, world
-        self.batch_size = max(min(batch_size, len(x)), world)
+        # a multiple of the process count: equal shards, so DDP's average of per-rank means is the batch mean
+        self.batch_size = math.ceil(max(min(batch_size, len(x)), world) / world) * world
         self.seed = int(hashlib.sha256(f"{seed}/{name}".encode()).hexdigest()[:12], 16)
         self._perms: dict[int, torch.Tensor] = {}
 
@@ -208,6 +209,24 @@ class StreamInputs(dict):
                                f"a missing stream (test `{key!r} in inputs`, or use Method.cache_stream)")
 
 
+#: names of the engine's own fields in a metrics record, which a loss term may not take
+RECORD_FIELDS = ("loss", "step", "lr", "val_accuracy", "run", "method")
+
+
+def _check_terms(method, terms) -> None:
+    """A method's loss terms: a non-empty dict of scalar floating tensors, named apart from
+    the record's own fields, whose sum has a gradient."""
+    check(isinstance(terms, dict) and len(terms) > 0, f"method {method.name!r} returned no loss term")
+    for k, v in terms.items():
+        what = f"a tensor of shape {tuple(v.shape)}, {v.dtype}" if isinstance(v, torch.Tensor) else type(v).__name__
+        check(isinstance(v, torch.Tensor) and v.dim() == 0 and v.is_floating_point(),
+              f"method {method.name!r}: loss term {k!r} must be a scalar floating-point tensor, got {what}")
+        check(k not in RECORD_FIELDS, f"method {method.name!r}: a loss term may not be named {k!r} (a field of "
+                                      f"the engine's records: {', '.join(RECORD_FIELDS)})")
+    check(any(v.requires_grad for v in terms.values()), f"method {method.name!r}: no loss term has a gradient "
+                                                        f"(detached terms, or no trainable parameter reaches them)")
+
+
 class Engine:
     """Trains a method. ``fit`` is the only entry point; see the module docstring."""
 
@@ -230,6 +249,9 @@ class Engine:
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         given = {"source": source, "target": target, "unlabeled": unlabeled}
+        check(len(method.streams) > 0 and all(n in given for n in method.streams),
+              f"method {method.name!r} must declare its streams among source, target and unlabeled, got "
+              f"{method.streams!r}")
         for name in method.streams:
             check(given.get(name) is not None and len(given[name]) > 0,
                   f"method {method.name!r} needs a non-empty {name} domain")
@@ -246,6 +268,10 @@ class Engine:
         try:
             return self._train(method, given, val, resume, device, other_size, t0)
         except BaseException:
+            method.input_cache = {}  # also for a failure before the training loop (a refused checkpoint)
+            method.input_unit = method.net.unit_names[0]
+            with contextlib.suppress(Exception):
+                method.to(memory_format=torch.contiguous_format)
             if device.type != "cpu":  # a failed fit hands the method back on the CPU, as a finished one
                 with contextlib.suppress(Exception):  # but never in place of the fit's own error
                     method.to("cpu")
@@ -269,7 +295,7 @@ class Engine:
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
-        start_unit = self._cacheable_start(method, sizes, given[method.streams[0]].images[:1].to(device))
+        start_unit = self._cacheable_start(method, sizes, given[method.streams[0]].images[:1].to(device), other_size)
         method.input_unit = start_unit
         streams = {}
         for name in method.streams:
@@ -308,7 +334,8 @@ class Engine:
                     modes_stale = False
                 with autocast(device, cfg.amp), _size_named(method, other_size, step == first_step):
                     terms = loss_fn(batch)
-                check(len(terms) > 0, f"method {method.name!r} returned no loss term")
+                if step == first_step:
+                    _check_terms(method, terms)
                 loss = sum(terms.values())
                 if not torch.isfinite(loss):
                     raise TransferkitError(f"method {method.name!r}: loss became {float(loss)} at step {step}; "
@@ -368,7 +395,7 @@ class Engine:
                          wall_s=time.perf_counter() - t0, history=history, val_accuracy=kept_acc)
 
     # ------------------------------------------------------------------ helpers
-    def _cacheable_start(self, method, n_images: int, sample: torch.Tensor) -> str:
+    def _cacheable_start(self, method, n_images: int, sample: torch.Tensor, other_size=None) -> str:
         """First unit from which training must run: every unit before it is frozen, and the
         cached activations of all streams and the validation set fit in ``cache_limit_mb``
         (sized by ``sample``, one image, when the net does not declare its input shape)."""
@@ -380,9 +407,9 @@ class Engine:
         first = names.index("head" if start == "embedding" else start)
         if start == "embedding":
             shape = (net.embed_dim,)
-        elif net.input_shape is not None:
+        elif net.input_shape is not None and not other_size:
             shape = net.unit_output_shapes()[names[first - 1]]
-        else:  # e.g. from_sequential without input_shape
+        else:  # e.g. from_sequential without input_shape, or images of another size than it declares
             shape = tuple(self._prefix(method, sample, start).shape[1:])
         if n_images * math.prod(shape) * 4 / 2**20 > self.cfg.cache_limit_mb:
             return names[0]
@@ -422,9 +449,17 @@ class Engine:
 
     def _optimizer(self, method) -> torch.optim.Optimizer:
         cfg = self.cfg
-        groups = [dict(g, lr=cfg.lr * g.pop("lr_mult", 1.0)) for g in method.param_groups()]
+        groups, owner = [], {}
+        for i, g in enumerate(method.param_groups()):  # the method's own dicts are left as they are
+            params = list(dict.fromkeys(g["params"]))  # a parameter listed twice would step twice
+            for p in params:
+                check(owner.setdefault(id(p), i) == i, f"method {method.name!r}: a parameter of shape "
+                                                       f"{tuple(p.shape)} is in param groups {owner[id(p)]} and {i}")
+            groups.append({**{k: v for k, v in g.items() if k != "lr_mult"}, "params": params,
+                           "lr": cfg.lr * g.get("lr_mult", 1.0)})
         groups = [g for g in groups if g["params"]]
-        check(len(groups) > 0, f"method {method.name!r} has no trainable parameter")
+        check(any(p.requires_grad for g in groups for p in g["params"]),
+              f"method {method.name!r} has no trainable parameter")
         # foreach: the multi-tensor update, the same arithmetic as PyTorch's CPU default (the
         # per-tensor loop; tested bit-identical) in fewer dispatches. Not fused: that rounds differently.
         if cfg.optimizer == "sgd":
@@ -469,6 +504,8 @@ class Engine:
         tensors["rng"] = torch.get_rng_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its generator
             tensors.update({f"rng_cuda.{i}": r for i, r in enumerate(torch.cuda.get_rng_state_all())})
+        if torch.backends.mps.is_available():  # dropout on Apple's GPU draws from its own generator
+            tensors["rng_mps"] = torch.mps.get_rng_state()
         meta = {"signature": signature, "state": state, "optim_groups": opt_state["param_groups"],
                 "optim_scalars": meta_opt, "has_best": best_weights is not None, "history": history}
         self.ckpt.mkdir(parents=True, exist_ok=True)
@@ -515,6 +552,8 @@ class Engine:
                                            key=lambda k: int(k.split(".")[1]))]
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
+        if "rng_mps" in tensors and torch.backends.mps.is_available():
+            torch.mps.set_rng_state(tensors["rng_mps"])
         return meta["state"], best, meta.get("history")
 
 
@@ -576,7 +615,10 @@ def _tensorboard(log_dir):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # the optional `tensorboard` extra is not installed
         return None
-    return SummaryWriter(log_dir=str(log_dir))
+    try:
+        return SummaryWriter(log_dir=str(log_dir))
+    except OSError as e:
+        raise TransferkitError(f"cannot write TensorBoard logs to {log_dir}: {e}") from None
 
 
 def _train_layout(method: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.memory_format:

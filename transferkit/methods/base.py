@@ -442,6 +442,10 @@ class Method(nn.Module):
         for name in self.net.unit_names:
             if name not in trainable:
                 self.net.unit(name).eval()
+        for child in self.children():  # a fixed network beside net (a teacher, a source copy) stays in eval
+            params = list(child.parameters())
+            if child is not self.net and params and not any(p.requires_grad for p in params):
+                child.eval()
 
     def forward_from_input(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from a batch as the engine hands it over (images, or the cached

@@ -290,3 +290,23 @@ def test_a_benchmark_that_runs_in_one_process_says_that_workers_does_not_apply(t
         lines = []
         run_benchmark("represent", quick=True, run_dir=tmp_path / workers, log=lines.append)
         assert any("runs its jobs in one process; --workers 2 does not apply" in str(x) for x in lines) == noted
+
+
+def test_a_scenario_of_one_label_subset_is_left_out_of_the_standard_error_count():
+    from transferkit.bench.flex import wins
+    from transferkit.bench.uda import _paired_text
+    one = [r for r in _rows() if r["seed"] == 0]
+    text = wins(one, {"t": 0.5}, [30])
+    assert "of max(ft_fc1, ft_fc2, ft_all): 0 / 0 (1 scenario(s) with one label subset left out" in text
+    assert _paired_text((0.1, 0.0, 1)) == "+10.0 (one seed: no spread)"
+    assert _paired_text((0.1, 0.02, 2)) == "+10.0 ± 2.0"
+
+
+def test_bench_plans_refuse_a_domain_spelt_otherwise_than_it_is_read():
+    from transferkit.errors import TransferkitError
+    cases = (("flex", "targets=mnist+blur,mnist + blur", r"write 'mnist \+ blur' as 'mnist\+blur'"),
+             ("uda", "pairs=mnist:digits,MNIST:digits", "write 'MNIST' as 'mnist'"))
+    for name, override, words in cases:
+        with pytest.raises(TransferkitError, match=words):
+            make_plan(name, False, [override])
+    assert make_plan("flex", False, ["targets=mnist+blur,mnistm"]).targets == ["mnist+blur", "mnistm"]

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from ..config import override
-from ..data import check_spec
+from ..data import check_spec, parse_spec
 from ..errors import TransferkitError, UnknownNameError, check
 from ..fields import updated
 from ..io import directory_lock, read_json, write_json
@@ -110,6 +110,19 @@ def _pair(item) -> tuple:
     return tuple(item) if isinstance(item, (list, tuple)) else ()
 
 
+def check_canonical(spec: str, what: str) -> None:
+    """Refuse a domain spec written otherwise than the loader reads it (``MNIST + Blur`` for
+    ``mnist+blur``): a benchmark keys its jobs, tables and tuned settings by the text, so two
+    spellings of one domain would run and count it twice, or miss its settings."""
+    from ..grouped import parse_grouped
+
+    grouped = parse_grouped(spec)
+    base, shifts = parse_spec(grouped[0] if grouped else spec)
+    canonical = "+".join([base, *shifts]) + (f"@grouped{grouped[1]}" if grouped else "")
+    check(spec == canonical, f"{what}: write {spec!r} as {canonical!r} (the benchmark keys its jobs and tables by "
+                             f"this text)")
+
+
 def as_pairs(value) -> tuple:
     """``source:target`` pairs from ``a:b,c:d``, a list of such strings or a list of pairs."""
     items = as_list(value, str, "pairs") if isinstance(value, str) else value
@@ -119,6 +132,7 @@ def as_pairs(value) -> tuple:
     check(len(set(pairs)) == len(pairs), f"pairs: a pair is given more than once in {value!r}")
     for name in {n for p in pairs for n in p}:  # a misspelt domain fails before any training
         check_spec(name)
+        check_canonical(name, "pairs")
     return pairs
 
 

@@ -228,6 +228,11 @@ def _cell(rows: list[dict], key: str = "accuracy") -> str:
     return f"{mean_se(r.get('fit_wall_s', r['wall_s']) for r in rows)[0]:.1f}"
 
 
+def _paired_text(d) -> str:
+    """A paired difference ``(mean, se, n)`` in points; without ± when one seed gives no spread."""
+    return f"{100 * d[0]:+.1f}" + (f" ± {100 * d[1]:.1f}" if d[2] >= 2 else " (one seed: no spread)")
+
+
 def issue_checks(rows: list[dict]) -> list[str]:
     """The comparisons the benchmark is judged on, computed from the rows: paired differences
     (points), best transferkit vs best SKADA method (each picked by its test mean, out of
@@ -237,7 +242,7 @@ def issue_checks(rows: list[dict]) -> list[str]:
     for a, b in (("dann", "source_only"), ("multilayer_adv", "dann"), ("multilayer_adv", "source_only")):
         d = paired_difference(rows, a, b)
         if d is not None:
-            lines.append(f"| {a} − {b} (paired, points) | {100 * d[0]:+.1f} ± {100 * d[1]:.1f} | {d[2]} |")
+            lines.append(f"| {a} − {b} (paired, points) | {_paired_text(d)} | {d[2]} |")
 
     def means(library):
         out = {}
@@ -252,8 +257,7 @@ def issue_checks(rows: list[dict]) -> list[str]:
                      f"| {m1} {a1:.3f} − {m2.split(':', 1)[1]} {a2:.3f} = {100 * (a1 - a2):+.1f} points | |")
         d = paired_difference(rows, m1, m2)
         if d is not None:
-            lines.append(f"| {m1} − SKADA {m2.split(':', 1)[1]} (paired, points) | {100 * d[0]:+.1f} ± "
-                         f"{100 * d[1]:.1f} | {d[2]} |")
+            lines.append(f"| {m1} − SKADA {m2.split(':', 1)[1]} (paired, points) | {_paired_text(d)} | {d[2]} |")
     dann = [r.get("fit_wall_s", r["wall_s"]) for r in rows if r["method"] == "dann"]
     skada_dann = [r["wall_s"] for r in rows if r["method"] == "skada:DANN"]
     if dann and skada_dann:

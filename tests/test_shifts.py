@@ -167,3 +167,13 @@ def test_a_rotation_of_a_non_square_image_stays_a_rotation():
                                            align_corners=False)
     before = torch.nn.functional.grid_sample(square, grid, align_corners=False).clamp(0, 1)
     assert torch.equal(warp(square, m), before)
+
+
+def test_apply_shift_refuses_channels_last_images_and_returns_an_empty_batch():
+    from transferkit.errors import TransferkitError
+    from transferkit.shifts import apply_shift
+    g = torch.Generator().manual_seed(0)
+    for name in ("blur", "occlusion"):
+        with pytest.raises(TransferkitError, match="look channels-last"):
+            apply_shift(name, torch.rand(2, 28, 28, 3), g)
+        assert apply_shift(name, torch.rand(0, 1, 28, 28), g).shape == (0, 1, 28, 28)

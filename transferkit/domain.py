@@ -37,11 +37,16 @@ def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 RANGE_TOL = 1e-4
 
 
+def looks_channels_last(x: torch.Tensor) -> bool:
+    """An ``N x H x W x C`` batch (C of 1, 3 or 4) that would be read as ``N x C x H x W``."""
+    return x.dim() == 4 and x.shape[1] not in (1, 3, 4) and x.shape[2] > 4 and x.shape[3] in (1, 3, 4)
+
+
 def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
     """``x`` as float32 images in [0, 1]: uint8 (0-255) is scaled, other float types are
     converted; refuses other types, NaN or infinite values, values outside [0, 1] and
     channels-last batches (``N x H x W x C`` read as ``N x C x H x W``)."""
-    if x.dim() == 4 and x.shape[1] not in (1, 3, 4) and x.shape[2] > 4 and x.shape[3] in (1, 3, 4):
+    if looks_channels_last(x):
         raise TransferkitError(f"{what}: images must be N x C x H x W; shape {tuple(x.shape)} looks like N x H x W x C "
                                f"(channels last): use images.permute(0, 3, 1, 2)")
     if x.dtype == torch.uint8:  # 0-255 pixels, as image files and the npz loader hold them

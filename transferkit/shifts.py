@@ -4,7 +4,12 @@ Every shift is a function ``(images, generator) -> images`` on an ``N x C x H x 
 float tensor in [0, 1]; it is vectorised over the batch and returns values in [0, 1].
 Random shifts draw all their randomness from ``generator``; the deterministic ones
 (``inversion``, ``affine_fixed``, ``rotation_fixed``, ``scaling_symmetric``,
-``scaling_stretch``, ``yuv``, ``hsv``) ignore it. Lengths in pixels are given for a
+``scaling_stretch``, ``yuv``, ``hsv``) ignore it. A shift is applied to a whole domain at
+once (:func:`~transferkit.data.load_domain`), so an image's draw is fixed by the seed and
+the domain; it is not fixed across batch sizes: ``occlusion`` and ``affine_random`` draw
+one vector of ``N`` values per parameter in turn, so one more image changes every image's
+draw, and ``blur``'s kernel radius follows the batch's largest sigma (differences below
+3e-4). Drawing otherwise would change every shifted built-in domain and every table. Lengths in pixels are given for a
 28 x 28 image and scale with the image size.
 
 :data:`SHIFTS` maps each name to ``(function, description, needs_colour)``.
@@ -18,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .domain import looks_channels_last
 from .errors import TransferkitError, UnknownNameError, check
 
 ShiftFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -236,4 +242,9 @@ def apply_shift(name: str, images: torch.Tensor, generator: torch.Generator) -> 
     """Apply shift ``name`` to an ``N x C x H x W`` batch in [0, 1]."""
     fn, _, _ = get_shift(name)
     check(images.dim() == 4, f"shift {name!r}: expected N x C x H x W images, got {tuple(images.shape)}")
+    check(not looks_channels_last(images), f"shift {name!r}: images of shape {tuple(images.shape)} look "
+                                           f"channels-last (N x H x W x C); shifts take N x C x H x W "
+                                           f"(images.permute(0, 3, 1, 2))")
+    if len(images) == 0:
+        return images.float()
     return fn(images.float(), generator)

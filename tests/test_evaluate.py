@@ -123,6 +123,24 @@ def test_tsne_of_identical_features_is_named_not_a_crash(tmp_path):
         tsne_embeddings({"a": (torch.zeros(10, 4), torch.zeros(10, 4))}, tmp_path / "t.png")
     with pytest.raises(TransferkitError, match="one size D"):
         tsne_embeddings({"a": (torch.randn(10, 4), torch.randn(10, 5))}, tmp_path / "t.png")
+    with pytest.raises(TransferkitError, match="one size D"):
+        tsne_embeddings({"a": (torch.zeros(0, 5), torch.randn(10, 5))}, tmp_path / "t.png")
+    with pytest.raises(TransferkitError, match="name it \\*.png"):
+        tsne_embeddings({"a": (torch.randn(10, 4), torch.randn(10, 4))}, tmp_path / "t.jpg")
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(TransferkitError, match="is a directory"):
+        tsne_embeddings({"a": (torch.randn(10, 4), torch.randn(10, 4))}, tmp_path / "d.png")
+    assert tsne_embeddings({"a": (torch.randn(10, 1), torch.randn(10, 1))}, tmp_path / "one.png").exists()
+
+
+def test_units_picked_of_targets_without_flex_rows_and_a_tsne_point_count_the_plot_refuses():
+    from transferkit.bench import make_plan
+    from transferkit.plots import units_picked_plot
+    row = {"method": "flex", "target": "t", "ratio": 30, "picked": "all", "candidate_test_accuracy": {"all": 0.9}}
+    with pytest.raises(TransferkitError, match="none of the targets has a flex row"):
+        units_picked_plot([row], ["other"], "/tmp/never.png")
+    with pytest.raises(TransferkitError, match="tsne_points must be >= 2"):
+        make_plan("uda", False, ["tsne_points=1"])
 
 
 def test_summary_refuses_a_seed_counted_twice_and_averages_extra_keys_where_present():
@@ -188,3 +206,17 @@ def test_known_values_that_pin_grouped_accuracy_paired_counts_and_retrieval_at_s
     ap = average_precision_at_k(torch.zeros(1, 1), torch.tensor([0]), torch.tensor([[1.0], [2.0], [3.0]]),
                                 torch.tensor([1, 0, 0]), k=10)  # k above the gallery: two hits, at ranks 2 and 3
     assert float(ap[0]) == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_each_ratios_best_unit_marker_has_its_ratios_colour(monkeypatch):
+    from transferkit import plots
+    figures = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path, dpi, what: figures.append(fig))
+    rows = [{"ratio": ratio, "candidate_val_accuracy": {"conv1": 0.5, "all": 0.6},
+             "candidate_test_accuracy": {"conv1": 0.5, "all": 0.6}, "candidate_val_loss": {"conv1": 1, "all": 1}}
+            for ratio in (10, 30)]
+    plots.per_unit_accuracy_plot(rows, "x.png")
+    lines = figures[0].axes[0].get_lines()
+    markers = [ln for ln in lines if ln.get_marker() == "v"]
+    curves = [ln for ln in lines if ln.get_linestyle() == "-"]
+    assert [m.get_color() for m in markers] == [c.get_color() for c in curves] == ["C0", "C1"]

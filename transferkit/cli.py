@@ -144,11 +144,13 @@ def _run_config(args):
     stored = resume is not None and (resume / "config.yaml").is_file()
     if config is None and stored:  # resume with the run's own config
         config = resume / "config.yaml"
-    missing = "not a run directory (no config.yaml)" if resume is not None and resume.exists() else \
-        "no such run directory"
+    missing = ("a file, not a run directory" if resume is not None and resume.is_file() else
+               "not a run directory (no config.yaml)" if resume is not None and resume.exists() else
+               "no such run directory")
     check(resume is None or stored or config is not None,
-          f"--resume {resume}: {missing} (to start a new run there, give its config too: "
-          f"transferkit run CONFIG --resume {resume})")
+          f"--resume {resume}: {missing}" + ("" if resume is not None and resume.is_file() else
+                                             f" (to start a new run there, give its config too: "
+                                             f"transferkit run CONFIG --resume {resume})"))
     cfg = load_config(config, overrides)
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
         check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())),

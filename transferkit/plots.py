@@ -62,6 +62,19 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     return Path(path)
 
 
+def check_png(path: str | os.PathLike, what: str) -> None:
+    """``path`` names a ``*.png`` file, not a directory."""
+    check(Path(path).suffix.lower() == ".png", f"the {what} is a PNG image: name it *.png, got {str(path)!r}")
+    check(not Path(path).is_dir(), f"the {what} goes to a file; {str(path)!r} is a directory")
+
+
+def save_png(fig, path: str | os.PathLike, dpi: int, what: str) -> Path:
+    """Write ``fig`` to ``path`` (a ``*.png`` file, not a directory) atomically."""
+    check_png(path, what)
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi))
+    return Path(path)
+
+
 def new_figure(width: float, height: float, dpi: float = 100):
     """A matplotlib figure on the Agg canvas (no display, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -104,7 +117,7 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
         ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"~{ratio}/class val (n={len(rs)})")
         ax.plot(range(len(cands)), test, "--", color=colour, label=f"~{ratio}/class test")
         best = best_index(val, [mean_over(rs, "candidate_val_loss", c) for c in cands])
-        ax.plot([best], [val[best]], "v", color="tab:blue", ms=9, mec="k")
+        ax.plot([best], [val[best]], "v", color=colour, ms=9, mec="k", label="best on val" if i == 0 else None)
     ax.set_xticks(range(len(cands)), cands)
     ax.set_xlabel("tuned unit")
     ax.set_ylabel("accuracy")
@@ -112,8 +125,7 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    return Path(path)
+    return save_png(fig, path, 110, "per-unit accuracy figure")
 
 
 def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathLike) -> Path:
@@ -127,6 +139,7 @@ def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathL
     check(len(flex_rows) > 0, "units_picked_plot: no flex rows")
     units = list(dict.fromkeys(u for r in flex_rows for u in r["candidate_test_accuracy"]))
     targets = [t for t in targets if any(r["target"] == t for r in flex_rows)]
+    check(len(targets) > 0, "units_picked_plot: none of the targets has a flex row")
     rank = torch.zeros(len(targets), len(units))
     for i, t in enumerate(targets):
         ratios = {r["ratio"] for r in flex_rows if r["target"] == t}
@@ -157,8 +170,7 @@ def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathL
     ax.set_title("units picked (markers) over test-accuracy rank of each unit (darker = better)", fontsize=8)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    return Path(path)
+    return save_png(fig, path, 110, "units-picked figure")
 
 
 def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed: int = 0,
@@ -170,11 +182,13 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
     from sklearn.manifold import TSNE
 
     check(len(panels) > 0, "tsne_embeddings: no panel")
+    check_png(path, "t-SNE figure")  # before the t-SNE runs
     fig = new_figure(3.2 * len(panels), 3.5)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (fs, ft)) in zip(axes, panels.items()):
         fs, ft = (torch.as_tensor(f).detach().cpu() for f in (fs, ft))  # NumPy, autograd or GPU features too
-        check(fs.dim() >= 2 and ft.dim() >= 2 and fs[0].numel() == ft[0].numel(),
+        check(fs.dim() >= 2 and ft.dim() >= 2 and len(fs) > 0 and len(ft) > 0
+              and math.prod(fs.shape[1:]) == math.prod(ft.shape[1:]),
               f"tsne_embeddings: panel {name!r} needs N x D source and target features of one size D, got shapes "
               f"{tuple(fs.shape)} and {tuple(ft.shape)}")
         x = torch.cat([fs.flatten(1), ft.flatten(1)]).double().numpy()
@@ -183,7 +197,8 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
         check(bool((x != x[0]).any()), f"tsne_embeddings: panel {name!r} has identical features for every point "
                                        f"(a collapsed network?); t-SNE cannot place them")
         perplexity = min(30.0, (len(x) - 1) / 3)
-        z = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+        init = "pca" if x.shape[1] >= 2 else "random"  # PCA to 2-D needs 2 features
+        z = TSNE(n_components=2, perplexity=perplexity, init=init, random_state=seed).fit_transform(x)
         n = len(fs)
         ax.scatter(z[:n, 0], z[:n, 1], s=3, c="tab:blue", alpha=0.6, label=domain_names[0])
         ax.scatter(z[n:, 0], z[n:, 1], s=3, c="tab:orange", alpha=0.6, label=domain_names[1])
@@ -194,8 +209,7 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    return Path(path)
+    return save_png(fig, path, 110, "t-SNE figure")
 
 
 def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -223,5 +237,4 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    return Path(path)
+    return save_png(fig, path, 110, "accuracy-vs-k figure")

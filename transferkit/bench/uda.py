@@ -87,8 +87,10 @@ class Budget(Plan):
     def __post_init__(self):
         self.seeds = tuple(as_list(self.seeds, int, "seeds", minimum=0))
         self.pairs = as_pairs(self.pairs)
-        check(min(self.pretrain_steps, self.adapt_steps, self.batch_size, self.tsne_points) >= 1,
-              "pretrain_steps, adapt_steps, batch_size and tsne_points must be >= 1")
+        check(min(self.pretrain_steps, self.adapt_steps, self.batch_size) >= 1,
+              "pretrain_steps, adapt_steps and batch_size must be >= 1")
+        check(self.tsne_points >= 2, f"tsne_points must be >= 2 (t-SNE needs 4 points: 2 per domain), got "
+                                     f"{self.tsne_points}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
 
 

@@ -34,14 +34,20 @@ def torch_seed(seed) -> int:
     return int(seed)
 
 
+def whole_valued(t) -> bool:
+    """Every value of tensor ``t`` is a finite whole number (integer dtypes always are)."""
+    import torch
+
+    return not t.is_complex() and (not t.is_floating_point() or bool((torch.isfinite(t) & (t == t.round())).all()))
+
+
 def class_ids(labels, what: str = "labels"):
     """``labels`` as a 1-D ``long`` tensor of class ids, refusing what the cast would change
     (fractions, NaN, infinities, complex or boolean values) and negative ids."""
     import torch  # here, so that importing the errors (the CLI's first import) stays light
 
     labels = torch.as_tensor(labels)
-    whole = not labels.is_complex() and labels.dtype != torch.bool and (
-        not labels.is_floating_point() or bool((torch.isfinite(labels) & (labels == labels.round())).all()))
+    whole = labels.dtype != torch.bool and whole_valued(labels)
     check(labels.dim() == 1 and whole, f"{what} must be a 1-D tensor of whole class ids, got shape "
                                        f"{tuple(labels.shape)} of {labels.dtype}"
                                        f"{'' if whole else ' with values that are not whole numbers'}")

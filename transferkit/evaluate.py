@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import torch
 
 from .domain import group_labels
-from .errors import check, class_ids
+from .errors import check, class_ids, whole_valued
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
     check(pred.dim() == 1 and labels.dim() == 1 and len(pred) == len(labels),
           f"confusion_matrix needs one prediction per label, got shapes {tuple(pred.shape)} and {tuple(labels.shape)}")
     for name, v, hi in (("labels", labels, num_classes), ("predictions", pred, width)):
-        check(not v.is_floating_point() or bool((v == v.round()).all()), f"{name} must be whole class ids")
+        check(whole_valued(v), f"{name} must be whole class ids")
         if len(v):
             check(int(v.min()) >= 0 and int(v.max()) < hi,
                   f"{name} must lie in [0, {hi - 1}], found {int(v.min())}..{int(v.max())}")

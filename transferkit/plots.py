@@ -20,7 +20,7 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     from .splits import subsample_per_class
 
     check(per_class >= 1, f"per_class must be >= 1, got {per_class}")
-    check(Path(path).suffix.lower() == ".png", f"the sample grid is a PNG image: name it *.png, got {str(path)!r}")
+    check_png(path, "sample grid")
     check(len(domain) > 0, f"domain {domain.name!r} is empty; nothing to plot")
     check(domain.images.shape[1] in (1, 3), f"domain {domain.name!r}: can draw 1- or 3-channel images, got "
                                             f"{domain.images.shape[1]} channels")
@@ -58,8 +58,7 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     fig.suptitle(f"{domain.name}  ({len(domain)} images, {domain.num_classes} classes)", fontsize=9)
     fig.subplots_adjust(left=label_in / width, right=1 - 0.05 / width,
                         top=1 - 0.35 / fig.get_figheight(), bottom=0.02, hspace=0.08)
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    return Path(path)
+    return save_png(fig, path, 100, "sample grid")
 
 
 def check_png(path: str | os.PathLike, what: str) -> None:

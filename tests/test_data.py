@@ -302,3 +302,12 @@ def test_a_domain_built_under_another_rendering_package_is_not_read_back(package
     assert cache_path("digits") != here
     monkeypatch.setattr(runtime, "package_version", real)
     assert cache_path("digits") == here
+
+
+def test_a_path_object_as_domain_spec_is_named():
+    from pathlib import Path
+
+    with pytest.raises(TransferkitError, match=r"a domain spec is a string .* \(an image folder is 'folder:/tmp/x'\)"):
+        load_domain(Path("/tmp/x"))
+    with pytest.raises(TransferkitError, match="empty domain spec"):
+        load_domain("  ")

@@ -593,9 +593,18 @@ def test_grouped_sizes_and_seeds_take_numpy_integers_and_refuse_the_rest():
     for bad in (None, 1.5, False):
         with pytest.raises(TransferkitError, match="seed must be an integer"):
             grouped_views(base, views=2, seed=bad)
-        with pytest.raises(TransferkitError, match="seed must be an integer"):
+        with pytest.raises(TransferkitError, match="seed must be a whole number"):
             sample_k_groups(two, 1, bad)
     assert torch.equal(sample_k_groups(two, 1, np.int64(3))[0].images, sample_k_groups(two, 1, 3)[0].images)
+    with pytest.raises(TransferkitError, match=r"seed must be a whole number in \[-2\*\*63"):
+        sample_k_groups(two, 1, 2**70)  # was torch's raw overflow ValueError
+
+
+def test_grouped_k_too_large_names_the_smallest_class():
+    videos = Domain("vids", torch.rand(5, 1, 4, 4), torch.tensor([0, 0, 0, 1, 1]), ["walk", "jump"],
+                    groups=torch.tensor([0, 1, 2, 3, 4]))
+    with pytest.raises(TransferkitError, match="class jump has 2 groups"):
+        sample_k_groups(videos, 3, 0)
 
 
 def test_fewshot_tsne_trains_its_methods_as_benchmark_jobs(one_thread):

@@ -251,3 +251,28 @@ def test_split_sizes_round_and_leave_one_training_image():
     assert (n_test.tolist(), n_val.tolist()) == ([2], [0])  # round(1.75), not floor
     n_test, n_val = _part_sizes(torch.tensor([3]), 0.05, 0.9)
     assert (n_test.tolist(), n_val.tolist()) == ([2], [0])  # round(2.7) = 3 leaves none to train: capped
+
+
+def test_seeds_out_of_torch_range_are_named_not_a_raw_overflow():
+    d = Domain("d", torch.rand(6, 1, 4, 4), torch.tensor([0, 0, 0, 1, 1, 1]), ["a", "b"])
+    for call in (lambda s: sample_k_shot(d, 1, seed=s), lambda s: subsample_per_class(d, 1, seed=s),
+                 lambda s: split_domain(d, seed=s)):
+        with pytest.raises(TransferkitError, match=r"seed must be a whole number in \[-2\*\*63, 2\*\*64\)"):
+            call(2**70)
+        call(2**64 - 1)  # the largest seed torch takes
+
+
+def test_a_named_class_without_training_images_is_refused():
+    from transferkit.experiment import narrowed
+
+    train = Domain("d/train", torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 2, 2]), ["a", "b", "c"])
+    with pytest.raises(TransferkitError, match=r"'d' has no training image of class\(es\) \['b'\]"):
+        narrowed(Split(train, train, train), "a,b")  # trained a head with a dead 'b' output
+    assert narrowed(Split(train, train, train), "a,c").train.class_names == ["a", "c"]
+    assert narrowed(Split(train, train, train), "all").train.num_classes == 3  # "all" keeps declared classes
+
+
+def test_domain_digest_is_pinned():
+    # hashed in place since 2026-12-01 (no bytes copy): the same digest as before, so caches stay valid
+    d = Domain("d", torch.arange(16, dtype=torch.float32).reshape(2, 1, 2, 4) / 16, torch.tensor([0, 1]), ["a", "b"])
+    assert d.digest() == "13c4dc55812721f0"

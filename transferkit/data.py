@@ -353,7 +353,10 @@ def builtin_domain(name: str, *, use_cache: bool = True) -> Domain:
 def parse_spec(spec: str) -> tuple[str, list[str]]:
     """Split ``NAME[+SHIFT...]`` into base and shift names. For ``folder:``/``npz:`` bases the
     longest ``+``-joined prefix that exists on disk is the path (paths may contain ``+``)."""
-    check(isinstance(spec, str) and spec.strip() != "", "empty domain spec")
+    check(isinstance(spec, str), f"a domain spec is a string such as 'mnist+blur' or 'folder:PATH', got "
+                                 f"{type(spec).__name__} {spec!r}"
+                                 + (f" (an image folder is 'folder:{spec}')" if isinstance(spec, os.PathLike) else ""))
+    check(spec.strip() != "", "empty domain spec")
     parts = spec.strip().split("+")  # a path keeps its spaces: "folder:my + data" may be one folder
     base_len, base = 1, parts[0].strip()
     if base.startswith(("folder:", "npz:")):

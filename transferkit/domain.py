@@ -164,8 +164,8 @@ class Domain:
         """A content hash of every image and label (16 hex digits): caches and checkpoints
         are reused only for the very same data. Class names and groups are not part of it
         (the pre-training cache key and a run's ``data.json`` add them)."""
-        h = hashlib.sha256(self.images.detach().cpu().contiguous().numpy().tobytes())
-        h.update(self.labels.detach().cpu().contiguous().numpy().tobytes())
+        h = hashlib.sha256(self.images.detach().cpu().contiguous().numpy().data)  # hashed in place, no copy
+        h.update(self.labels.detach().cpu().contiguous().numpy().data)
         return h.hexdigest()[:16]
 
     def class_counts(self) -> torch.Tensor:

@@ -58,7 +58,7 @@ from .runtime import (
     worker_threads,
     world_size,
 )
-from .splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
+from .splits import Split, dataset_name, parse_classes, sample_k_shot, split_domain, subsample_per_class
 
 PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
 
@@ -96,6 +96,11 @@ def narrowed(split: Split, classes) -> Split:
     if classes is None:
         return split
     ids = parse_classes(classes, split.train)
+    if not (isinstance(classes, str) and classes.strip().lower() == "all"):
+        counts = split.train.class_counts()
+        empty = [split.train.class_names[i] for i in ids if int(counts[i]) == 0]
+        check(not empty, f"domain {dataset_name(split.train.name)!r} has no training image of class(es) "
+                         f"{empty[:10]} named in the class list {classes!r}: leave them out of the list")
     return Split(split.train.select_classes(ids), *(part.select_classes(ids, allow_empty=True)
                                                     for part in (split.val, split.test)))
 
@@ -240,7 +245,7 @@ def data_digests(data: Prepared) -> dict:
     for key, d in _splits(data).items():
         h = hashlib.sha256(f"{d.digest()}|{json.dumps(list(d.class_names))}".encode())
         if d.groups is not None:
-            h.update(d.groups.detach().cpu().contiguous().numpy().tobytes())
+            h.update(d.groups.detach().cpu().contiguous().numpy().data)
         out[key] = h.hexdigest()[:16]
     return out
 

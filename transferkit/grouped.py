@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from .domain import Domain, group_labels
-from .errors import TransferkitError, check, is_whole
+from .errors import TransferkitError, check, is_whole, torch_seed
 from .shifts import apply_shift
 
 SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$")
@@ -53,17 +53,18 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
     check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
-    check(is_whole(seed), f"seed must be an integer, got {seed!r}")
+    seed = torch_seed(seed)
     check(len(domain) > 0, f"domain {domain.name!r} is empty: no group to label")
-    k, seed = int(k), int(seed)
+    k = int(k)
     inverse, group_label = group_labels(domain.groups, domain.labels)
     n_groups = len(group_label)
     counts = torch.bincount(group_label, minlength=domain.num_classes)
-    present = counts[counts > 0]
-    if k > int(present.min()):
-        raise TransferkitError(f"k={k} is larger than the number of groups of the smallest class "
-                               f"({int(present.min())}) in domain {domain.name!r}")
-    g = torch.Generator().manual_seed(int(seed))
+    smallest = int(torch.where(counts > 0, counts, counts.max() + 1).argmin())
+    if k > int(counts[smallest]):
+        raise TransferkitError(f"k={k} is larger than the number of groups of the smallest class: class "
+                               f"{domain.class_names[smallest]} has {int(counts[smallest])} groups in domain "
+                               f"{domain.name!r}")
+    g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n_groups, generator=g)
     order = perm[torch.argsort(group_label[perm], stable=True)]
     starts = torch.cumsum(counts, 0) - counts

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .domain import Domain, group_labels
-from .errors import TransferkitError, check, is_whole
+from .errors import TransferkitError, check, is_whole, torch_seed
 
 
 @dataclass
@@ -47,8 +47,7 @@ def dataset_name(domain_name: str) -> str:
 
 
 def _generator(seed: int) -> torch.Generator:
-    check(is_whole(seed), f"a seed must be a whole number, got {seed!r}")
-    return torch.Generator().manual_seed(int(seed))
+    return torch.Generator().manual_seed(torch_seed(seed))
 
 
 def class_ranks(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

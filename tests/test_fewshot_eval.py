@@ -140,3 +140,14 @@ def test_mean_ci95_takes_a_list():
     assert mean_ci95([1, 0])[0] == 0.5
     with pytest.raises(TransferkitError, match="1-D sequence of one or more finite accuracies"):
         mean_ci95(torch.ones(2, 2))
+
+
+def test_trained_episode_heads_run_under_inference_mode():
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(100) % 5
+    x = torch.randn(100, 8, generator=g) + 3 * F.one_hot(y, 8).float()
+    plain = evaluate_episodes(x, y, ["linear", "cosine"], episodes=5, steps=3)
+    with torch.inference_mode():  # enable_grad alone does not leave it: autograd error before
+        assert evaluate_episodes(x, y, ["linear", "cosine"], episodes=5, steps=3) == plain

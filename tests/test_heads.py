@@ -101,3 +101,10 @@ def test_head_for_classes_wraps_a_head_of_several_layers():
     small = head_for_classes(mlp, [4, 1], num_outputs=5)
     x = torch.randn(3, 6)
     assert small.num_classes == 2 and torch.equal(small(x), mlp(x)[:, [4, 1]])
+
+
+@pytest.mark.parametrize("kind,kw", [("cosine", {}), ("prototype", {"metric": "cosine"})])
+@pytest.mark.parametrize("scale", [0.0, -10.0, float("nan"), True])
+def test_cosine_heads_refuse_a_scale_that_is_not_a_positive_number(kind, kw, scale):
+    with pytest.raises(TransferkitError, match="finite scale > 0"):
+        make_head(kind, 4, 3, scale=scale, **kw)  # -10 inverted the predictions, 0 flattened them

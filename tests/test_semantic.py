@@ -652,3 +652,34 @@ def test_metric_cross_entropy_with_a_query_scale_known_value():
     logits = 10 * torch.nn.functional.normalize(f, dim=1) @ cent.t()  # s · cos against the class means
     assert float(metric_cross_entropy(f, y, query_scale=10)) == pytest.approx(
         float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5)
+
+
+def test_matching_loss_keeps_its_gradient_when_the_true_class_is_far():
+    import torch.nn.functional as F
+
+    q = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    s, lab = torch.tensor([[0.5, 0.866], [0.9, 0.436]]), torch.tensor([0, 1])
+    out = matching_log_probs(q, s, lab, 3, scale=50.0)  # class 2 has no support
+    logits = 50.0 * F.normalize(q, dim=1) @ F.normalize(s, dim=1).t()
+    assert float(out[0, 0]) == pytest.approx(float(torch.log_softmax(logits, 1)[0, 0]), rel=1e-5)  # was clamped
+    assert float(out[0, 2]) == pytest.approx(math.log(1e-8))
+    (-out[0, 0]).backward()
+    assert torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0  # was exactly 0
+
+
+def test_matching_refuses_support_labels_of_another_length():
+    from transferkit.methods.semantic import nearest_support_scores
+
+    q, s = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    for fn in (matching_log_probs, nearest_support_scores):  # nearest silently ignored the second support
+        with pytest.raises(TransferkitError, match="support labels must be one per support example"):
+            fn(q, s, torch.tensor([0]), 2)
+    with pytest.raises(TransferkitError, match="N x D and S x D"):
+        matching_log_probs(q, torch.ones(2, 3), torch.tensor([0, 1]), 2)
+
+
+def test_finetune_adv_takes_the_discriminator_option_of_lext():
+    from transferkit.methods.semantic import FinetuneAdversarial
+
+    m = FinetuneAdversarial(build_backbone("lenet", num_classes=5), discriminator="fc")
+    assert m.beta == 0.0 and m.discriminator_kind == "fc"

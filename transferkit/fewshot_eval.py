@@ -78,10 +78,11 @@ def _fit_head(kind: str, support: torch.Tensor, steps: int, lr: float, scale: fl
         w = torch.randn(e, n, d + 1, generator=torch.Generator().manual_seed(0)) * 0.01
     # weights and bias as two contiguous leaves, and the logits as W x^T with x^T made once:
     # a backward about 3x faster than slicing one E x N x D+1 tensor in x W^T at every step
-    weight, bias = w[..., :-1].clone().requires_grad_(True), w[..., -1].clone().requires_grad_(True)
-    xt = x.transpose(1, 2).contiguous()
-    opt = torch.optim.Adam([weight, bias], lr=lr)
-    with torch.enable_grad():
+    # trained also when called under torch.inference_mode (enable_grad alone does not leave it)
+    with torch.inference_mode(False), torch.enable_grad():
+        weight, bias = w[..., :-1].clone().requires_grad_(True), w[..., -1].clone().requires_grad_(True)
+        xt = x.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # an inference tensor can't be saved
+        opt = torch.optim.Adam([weight, bias], lr=lr)
         for _ in range(steps):
             if kind == "linear":
                 logits = (torch.bmm(weight, xt) + bias[..., None]).transpose(1, 2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -28,6 +29,11 @@ class LinearHead(nn.Linear):
         return self.out_features
 
 
+def _check_scale(scale) -> None:
+    check(isinstance(scale, numbers.Real) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0,
+          f"a cosine head needs a finite scale > 0 (logits = scale * cos), got {scale!r}")
+
+
 class CosineHead(nn.Module):
     """Cosine classifier: ``logits = s * cos(w_c, f)`` (Baseline++ of Chen et al., seed 004).
 
@@ -37,6 +43,7 @@ class CosineHead(nn.Module):
     def __init__(self, dim: int, num_classes: int, scale: float = 10.0, learn_scale: bool = True):
         super().__init__()
         self.in_features, self.out_features = dim, num_classes
+        _check_scale(scale)
         self.weight = nn.Parameter(torch.empty(num_classes, dim))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         s = torch.tensor(float(scale))
@@ -107,6 +114,7 @@ class PrototypeHead(nn.Module):
         super().__init__()
         if metric not in ("sqeuclidean", "cosine"):
             raise UnknownNameError("prototype metric", metric, ["sqeuclidean", "cosine"])
+        _check_scale(scale)
         self.in_features, self.out_features = dim, num_classes
         self.metric, self.scale = metric, float(scale)
         self.register_buffer("prototypes", torch.zeros(num_classes, dim))

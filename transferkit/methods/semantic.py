@@ -28,6 +28,7 @@ model predicts (``predict="head"``: the classifier).
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import torch
@@ -331,9 +332,9 @@ class FinetuneAdversarial(SemanticTransfer):
     description = "fine-tune on target labels + multi-layer domain adversarial loss (seed 000 baseline v)"
 
     def __init__(self, net, alpha: float = 0.1, gamma: float = 0.1, combine: str = "sum", layers=None,
-                 disc_lr_mult: float = 1.0):
+                 disc_lr_mult: float = 1.0, discriminator: str = "auto"):
         super().__init__(net, alpha=alpha, beta=0.0, gamma=gamma, combine=combine, layers=layers,
-                         disc_lr_mult=disc_lr_mult, predict="head")
+                         disc_lr_mult=disc_lr_mult, predict="head", discriminator=discriminator)
 
 
 # ---- matching networks --------------------------------------------------------------------
@@ -351,16 +352,40 @@ def first_occurrences(ids: torch.Tensor) -> torch.Tensor:
 def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
                        num_classes: int, scale: float = 10.0) -> torch.Tensor:
     """Matching networks (Vinyals et al. 2016): ``log Σ_i a(x, x_i) onehot(y_i)`` with the
-    attention ``a = softmax_i(scale · cos(x, x_i))`` over the support set."""
-    att = torch.softmax(scale * F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t(), dim=1)
-    probs = att @ F.one_hot(support_labels, num_classes).to(att.dtype)
-    return probs.clamp_min(1e-8).log()
+    attention ``a = softmax_i(scale · cos(x, x_i))`` over the support set. A class with no
+    support example scores ``log 1e-8``; a probability below ``1e-8`` of a class with support
+    is computed in log space (a clamp there would stop the gradient of a confidently wrong
+    query, reachable at large ``scale``)."""
+    _check_support(queries, support, support_labels, num_classes)
+    logits = scale * F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t()
+    onehot = F.one_hot(support_labels, num_classes)
+    probs = torch.softmax(logits, dim=1) @ onehot.to(logits.dtype)
+    tiny = probs < 1e-8
+    log_probs = probs.clamp_min(1e-8).log()  # the clamp keeps log's gradient at 0 finite where tiny
+    if not bool(tiny.any()):
+        return log_probs
+    member = onehot.t().bool()  # C x S
+    has = member.any(1)
+    # classes without support get finite dummies: a logsumexp of only -inf has a NaN gradient
+    masked = torch.log_softmax(logits, dim=1)[:, None, :].masked_fill(~member, float("-inf"))
+    exact = torch.logsumexp(masked.masked_fill(~has[None, :, None], 0.0), dim=2)
+    return torch.where(tiny, torch.where(has, exact, math.log(1e-8)), log_probs)
+
+
+def _check_support(queries, support, support_labels, num_classes: int) -> None:
+    check(queries.dim() == 2 and support.dim() == 2 and queries.shape[1] == support.shape[1],
+          f"queries and support must be N x D and S x D features of one D, got {tuple(queries.shape)} and "
+          f"{tuple(support.shape)}")
+    check(tuple(support_labels.shape) == (len(support),),
+          f"support labels must be one per support example ({len(support)}), got shape "
+          f"{tuple(support_labels.shape)}")
 
 
 def nearest_support_scores(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
                            num_classes: int) -> torch.Tensor:
     """``N x C`` scores whose argmax is the label of the nearest support example (cosine):
     each class scores its most similar support example (-2, below any cosine, without one)."""
+    _check_support(queries, support, support_labels, num_classes)
     cos = F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t()
     out = torch.full((len(queries), num_classes), -2.0, dtype=cos.dtype, device=cos.device)
     return out.scatter_reduce(1, support_labels.expand(len(queries), -1), cos, "amax")
@@ -398,7 +423,9 @@ class MatchingNet(Method):
     def set_support(self, target) -> None:
         self.eval()
         self.support_features = predict_logits(self.net.forward_features, target.images)
-        self.support_labels = target.labels.clone()
+        self.support_labels = class_ids(target.labels, "support labels").clone()
+        check(len(self.support_labels) == 0 or int(self.support_labels.max()) < target.num_classes,
+              f"support labels must be below the {target.num_classes} classes of {target.name!r}")
         self.num_target_classes = target.num_classes
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
@@ -506,7 +533,9 @@ class FinetunePrototype(Finetune):
 @register
 class FinetuneCosine(Finetune):
     """Fine-tune every unit with a cosine classifier head (Baseline++, Chen et al. 2019):
-    ``logits = s · cos(w_c, f)`` with a learned scale ``s`` (initial ``scale``)."""
+    ``logits = s · cos(w_c, f)`` with a learned scale ``s`` (initial ``scale``). The cosine
+    head is new, as Baseline++ trains a new classifier, also for classes the source head
+    knew (``finetune`` keeps their rows)."""
 
     name = "finetune_cosine"
     description = "fine-tune all units with a cosine-classifier head (Baseline++)"

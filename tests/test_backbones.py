@@ -403,3 +403,64 @@ def test_a_head_without_out_features_gives_its_sizes_and_child_indices_may_be_nu
     seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(676, 3))
     assert from_sequential(seq, units={"a": [0, 1], "b": 2}).unit_names == ["a", "b", "head"]
     assert from_sequential(seq, units=[[0, 1], [2]]).unit_names == ["unit1", "unit2", "head"]
+
+
+def test_from_modules_takes_the_first_convolutions_channels_not_three():
+    from helpers import toy_domain
+
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.methods.finetune import Finetune
+
+    class Small(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.relu, self.fc = nn.Conv2d(1, 8, 3, 2), nn.ReLU(), nn.Linear(8 * 13 * 13, 4)
+
+    net = from_modules(Small(), [["conv1", "relu"]], head="fc")
+    assert net.input_shape == (1, 224, 224)  # was (3, 224, 224): its 1-channel images were refused
+    Engine(TrainConfig(steps=1, batch_size=8)).fit(Finetune(net), target=toy_domain(16))
+    assert from_modules(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), ["0"], head="1").input_shape is None
+
+
+@pytest.mark.parametrize("kw", [dict(in_channels=2.7), dict(in_channels="3"), dict(in_channels=0),
+                                dict(image_size=-28), dict(image_size=0)])
+def test_builders_refuse_bad_shapes(kw):
+    for name in ("resnet18", "lenet"):
+        with pytest.raises(TransferkitError, match="in_channels must be|image_size must be"):
+            build_backbone(name, 5, **kw)  # 2.7 became 2, resnet18 built at -28
+
+
+def test_imagenet_input_norm_takes_the_nets_dtype():
+    from transferkit.backbones import add_input_norm
+
+    net = build_backbone("resnet18", 10, in_channels=3, image_size=32).to(torch.bfloat16)
+    norm = add_input_norm(net, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    assert norm.mean.dtype == torch.bfloat16
+    net.eval()(torch.rand(1, 3, 32, 32, dtype=torch.bfloat16))  # a float32 norm refused this
+
+
+@pytest.mark.parametrize("which", ["tap", "extract"])
+def test_feature_extraction_gives_each_submodule_its_mode_back(which):
+    from transferkit.fewshot_eval import extract_features
+    from transferkit.methods.tap import unit_features
+
+    net = build_backbone("convnet4", 5)
+    net.train()
+    net.unit("conv1").eval()  # a frozen unit: its batch-norm statistics must not move
+    x = torch.rand(2, 1, 28, 28)
+    unit_features(net, x, ["conv2"]) if which == "tap" else extract_features(net, x)
+    assert net.training and not net.unit("conv1").training
+
+
+def test_reinitialise_redraws_every_parameter_or_names_what_it_cannot():
+    from transferkit.backbones import reinitialise
+
+    net = build_backbone("lenet", 4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(0.01)
+    reinitialise(net)
+    assert all(not torch.all(p == 0.01) for p in net.parameters())
+    net.reset_classifier(4, "cosine")
+    with pytest.raises(TransferkitError, match=r"cannot re-initialise \['head.weight'"):
+        reinitialise(net)

@@ -88,8 +88,28 @@ def test_image_units_start_as_identity():
     from transferkit.methods.image_unit import make_image_unit
 
     x = toy().images[:4].expand(-1, 3, -1, -1)
-    for kind in ("colour", "stn", "unet"):
+    for kind in ("colour", "pixel", "stn", "unet"):
         assert torch.allclose(make_image_unit(kind, 3)(x), x, atol=1e-5), kind
+
+
+def test_the_pixel_unit_can_undo_the_hsv_shift_and_the_colour_unit_cannot():
+    from transferkit.methods.image_unit import make_image_unit
+    from transferkit.shifts import hsv
+
+    x = torch.rand(256, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    z = hsv(x.clone())
+    rmse = {}
+    for kind in ("colour", "pixel"):
+        torch.manual_seed(0)
+        unit = make_image_unit(kind, 3)
+        opt = torch.optim.Adam(unit.parameters(), 1e-2)
+        for _ in range(400):
+            loss = ((unit(z) - x) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        rmse[kind] = float(loss.detach().sqrt())
+    assert rmse["pixel"] < 0.06 < 0.15 < rmse["colour"], rmse  # HSV is not an affine map of the colour
 
 
 def test_two_stage_tunes_all_then_a_new_head(monkeypatch):
@@ -383,3 +403,15 @@ def test_ft_ss_kernel_scales_each_2d_kernel_and_shifts_the_bias():
     with pytest.warns(UserWarning, match="one scale per output channel instead"):
         ss, = add_scale_shift(OneUnit(), ["u"], kernel=True)
     assert isinstance(ss, ScaleShift)
+
+
+def test_target_only_re_initialises_a_given_network():
+    net = build_backbone("lenet", 4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(0.01)
+    fit = Transfer("target_only", backbone="lenet", train=TrainConfig(steps=1, batch_size=8, lr=1e-6)).fit(
+        target=toy_domain(32), net=net)
+    w = fit.method_.net.unit("conv2")[0].weight
+    assert (w - 0.01).abs().max() > 1e-3  # it fine-tuned the given (pre-trained) weights before
+    assert torch.all(next(net.parameters()) == 0.01)  # the caller's network is untouched

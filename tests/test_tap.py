@@ -61,3 +61,22 @@ def test_two_class_softmax_gives_the_models_probabilities_and_tap_restores_the_m
     net.train()
     unit_features(net, torch.rand(3, 1, 28, 28), ["conv1"])
     assert net.training
+
+
+def test_tap_predictions_reuse_the_tapped_activations_bit_identically():
+    import copy
+    import warnings
+
+    from transferkit.evaluate import predict_logits
+    from transferkit.frozen import MEMO
+
+    torch.manual_seed(0)
+    net, test = build_backbone("lenet", 4), toy_domain(64, 3)
+    MEMO.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no validation set
+        for s in range(2):  # two label subsets score one test split through one fixed network
+            m = Tap(copy.deepcopy(net), units=["conv2"])
+            m.fit_transfer(None, target=toy_domain(40, s + 10))
+            assert torch.equal(m.logits(test.images), predict_logits(m, test.images))
+    assert MEMO.hits == 1  # the second subset read the first one's conv2 activations (it recomputed them)

@@ -15,7 +15,7 @@ import copy
 import numpy as np
 import torch
 
-from .backbones import UnitNet, build_backbone
+from .backbones import UnitNet, build_backbone, reinitialise
 from .domain import Domain, as_images
 from .engine import Engine, FitResult, TrainConfig
 from .errors import TransferkitError, check, torch_seed
@@ -68,6 +68,12 @@ class Transfer:
                                        f"source classes, but the network has {net.num_classes} outputs and the "
                                        f"source domain {source.name!r} {source.num_classes} classes")
             net = copy.deepcopy(net)
+            if getattr(cls, "fresh_init", False):  # target_only: the architecture, never the weights
+                try:
+                    reinitialise(net)
+                except TransferkitError as e:
+                    raise TransferkitError(f"method {cls.name!r} trains from a fresh initialisation and re-initialises "
+                                           f"the given net, but {e}; fit it without net=") from None
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else None
         else:  # a method that never sees target labels classifies with a head over the source classes
             head = source if cls.needs_pretrained or cls.predicts_with_source_head() else (target or source)

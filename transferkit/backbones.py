@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, is_whole
 from .heads import make_head
 
 EMBEDDING = "embedding"
@@ -39,6 +39,8 @@ def _shape3(in_channels: int, image_size) -> tuple[int, int, int]:
                                          and all(isinstance(s, int) for s in image_size))
     check(ok, f"image_size must be an int or a pair (H, W) of ints, got {image_size!r}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    check(is_whole(in_channels, 1), f"in_channels must be a whole number >= 1, got {in_channels!r}")
+    check(min(h, w) >= 1, f"image_size must be >= 1, got {image_size!r}")
     return (int(in_channels), int(h), int(w))
 
 
@@ -53,6 +55,22 @@ def evaluating(module: nn.Module):
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+def reinitialise(module: nn.Module) -> nn.Module:
+    """Fresh weights for ``module`` in place (each submodule's ``reset_parameters``, drawn from
+    the current RNG). A parameter that no ``reset_parameters`` would redraw is refused by name."""
+    redrawn = set()
+    for m in module.modules():
+        own = list(m.parameters(recurse=False))
+        if own and callable(getattr(m, "reset_parameters", None)):
+            redrawn.update(id(p) for p in own)
+    kept = [n for n, p in module.named_parameters() if id(p) not in redrawn]
+    check(not kept, f"cannot re-initialise {kept[:5]}: their modules have no reset_parameters")
+    for m in module.modules():
+        if next(m.parameters(recurse=False), None) is not None:
+            m.reset_parameters()
+    return module
 
 
 class UnitNet(nn.Module):
@@ -518,8 +536,8 @@ def add_input_norm(net: UnitNet, mean, std) -> InputNorm:
     check(isinstance(first, nn.Sequential), f"the first unit {name!r} must be an nn.Sequential to take an InputNorm")
     if isinstance(getattr(first, "norm", None), InputNorm):
         return first.norm
-    ref = next(first.parameters(), torch.zeros(()))
-    norm = InputNorm(mean, std).to(ref.device)
+    ref = net._ref_tensor()  # the statistics in the net's dtype (a bf16 net refused float32 images)
+    norm = InputNorm(mean, std).to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
     net._modules["units"][name] = nn.Sequential(OrderedDict([("norm", norm), *first.named_children()]))
     return norm
 
@@ -657,7 +675,7 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
 
 
 def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Module | None = None,
-                 input_shape: Sequence[int] | None = (3, 224, 224), name: str | None = None) -> UnitNet:
+                 input_shape: Sequence[int] | None = None, name: str | None = None) -> UnitNet:
     """Cut a torchvision/timm-like model into units by (dotted) attribute names; modules are shared.
 
     units: a list of attribute names (an entry may be a list of names merged into one
@@ -666,6 +684,9 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
     head: attribute name(s) of the classifier. Functional code in ``model.forward`` (e.g.
         ``torch.flatten``) is not captured: give it as ``pool`` (default ``nn.Flatten()``),
         e.g. ``nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())`` for a ResNet.
+    input_shape: ``(C, H, W)`` of one input; default: the channels of the first convolution
+        at 224 x 224 (a torchvision/timm ImageNet model; the engine takes other sizes when
+        the model can), ``None`` without a convolution.
     """
     known = [n for n, _ in model.named_modules() if n]
 
@@ -689,5 +710,8 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
     check(len(set(used)) == len(used), f"a module is used twice in units/head: {used}")
     body = OrderedDict((n, _merge([(p, get(p)) for p in g])) for n, g in specs)
     head_mod = _merge([(p, get(p)) for p in group(head)])
+    if input_shape is None:  # was (3, 224, 224) whatever the model took: a 1-channel model refused its images
+        conv = next((m for m in body.values() for m in m.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        input_shape = (conv.in_channels, 224, 224) if isinstance(conv, nn.Conv2d) else None
     return UnitNet(body, head_mod, pool=pool, name=name or type(model).__name__.lower(),
                    input_shape=input_shape)

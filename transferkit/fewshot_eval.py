@@ -24,7 +24,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .backbones import EMBEDDING, UnitNet
+from .backbones import EMBEDDING, UnitNet, evaluating
 from .errors import UnknownNameError, check, class_ids, is_whole
 from .evaluate import predict_logits
 from .frozen import frozen_activations
@@ -177,12 +177,8 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     on the network's device (the images are moved there chunk by chunk). Images already on that
     device go through :mod:`transferkit.frozen`'s memo: a linear probe of the same network
     scored on them later reads these embeddings."""
-    was = net.training
-    net.eval()
     dev = next(net.parameters(), torch.empty(0)).device
-    try:
+    with evaluating(net):  # each submodule gets its own mode back (a frozen unit stays in eval mode)
         if type(net).forward_features is UnitNet.forward_features and images.device == dev:
             return frozen_activations(net, images, EMBEDDING)  # what forward_features runs
         return predict_logits(lambda x: net.forward_features(x.to(dev)), images)
-    finally:
-        net.train(was)

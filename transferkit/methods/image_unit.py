@@ -35,7 +35,9 @@ NO_DECAY = ("colour", "stn")
 
 
 class ColourUnit(nn.Module):
-    """1x1 convolution over colour channels, identity at initialisation."""
+    """1x1 convolution over colour channels, identity at initialisation: one affine map of
+    each pixel's colour (exact for YUV, inversion or a channel mix; not for HSV, see
+    :class:`PixelUnit`)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -46,6 +48,23 @@ class ColourUnit(nn.Module):
 
     def forward(self, x):
         return self.conv(x)
+
+
+class PixelUnit(nn.Module):
+    """A pixel-wise network of 1x1 convolutions with ReLUs, residual ``x + M(x)`` with the
+    last layer zero-initialised (identity at start): a non-linear map of each pixel's colour,
+    which seed 002 §5.4's "1x1 convolutions" for HSV need (HSV takes a max, a min and a
+    piecewise hue; no affine map undoes it)."""
+
+    def __init__(self, channels: int, hidden: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+                                  nn.Conv2d(hidden, channels, 1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x):
+        return x + self.body(x)
 
 
 class SpatialTransformer(nn.Module):
@@ -90,7 +109,7 @@ class EncoderDecoder(nn.Module):
         return x + self.out(torch.cat([d, x], 1))
 
 
-IMAGE_UNITS = {"colour": ColourUnit, "stn": SpatialTransformer, "unet": EncoderDecoder}
+IMAGE_UNITS = {"colour": ColourUnit, "pixel": PixelUnit, "stn": SpatialTransformer, "unet": EncoderDecoder}
 
 
 def make_image_unit(kind: str, channels: int) -> nn.Module:
@@ -124,12 +143,12 @@ def insert_image_unit(net, unit: nn.Module, name: str = IMAGE_UNIT) -> None:
 @register
 class ImageUnit(_TargetCE):
     """Seed 002 §5.4: train only an image-to-image unit of kind ``kind`` (``colour``,
-    ``stn``, ``unet``) placed before the frozen source network, ``min CE(N(T(x)), y)``.
+    ``pixel``, ``stn``, ``unet``) placed before the frozen source network, ``min CE(N(T(x)), y)``.
     ``lr_mult`` scales its learning rate (Adam moves a weight by about ``lr`` per step, so an
     identity-initialised colour unit needs a larger rate to reach e.g. ``x -> 1 - x``)."""
 
     name = "image_unit"
-    description = "train an image-to-image unit (colour / stn / unet) before the frozen network (seed 002 §5.4)"
+    description = "train an image-to-image unit (colour / pixel / stn / unet) before the frozen network (seed 002 §5.4)"
 
     def __init__(self, net, kind: str = "unet", lr_mult: float = 1.0):
         super().__init__(net)

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..backbones import UnitNet, evaluating
 from ..engine import FitResult
 from ..errors import check
+from ..frozen import frozen_activations, hooked
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
@@ -28,14 +30,10 @@ CLASSIFIERS = ("svm", "softmax")
 @torch.no_grad()
 def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int = 512) -> dict[str, torch.Tensor]:
     """``unit -> N x D`` flattened activations of the frozen ``net`` (computed in eval mode;
-    the network's mode is restored)."""
-    was = net.training
-    net.eval()
+    each submodule's mode is restored)."""
     dev = next(net.parameters()).device
-    try:
+    with evaluating(net):
         chunks = [net.forward_features(x.to(dev), units) for x in images.split(batch_size)]
-    finally:
-        net.train(was)
     feats = {u: torch.cat([c[u].flatten(1).cpu() for c in chunks]) for u in units}
     for u, f in feats.items():
         check(bool(torch.isfinite(f).all()), f"tap: the features of unit {u!r} hold NaN or infinite values; check "
@@ -154,7 +152,25 @@ class Tap(Method):
 
     def forward(self, images):
         check(self.tap_head is not None, "tap: call fit_transfer first")
-        feats = self.net.forward_features(images, [self.tap_unit])[self.tap_unit].flatten(1)
+        return self.forward_head(self.net.forward_features(images, [self.tap_unit])[self.tap_unit])
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """``forward`` in chunks, with the tapped unit's activations read from / stored in
+        :mod:`transferkit.frozen` (the network never changes: each label subset scores the same
+        test images through it); bit-identical to ``predict_logits(self, images)``."""
+        net = self.net
+        if (self.tap_head is None or not isinstance(net, UnitNet) or hooked(self, net)
+                or type(net).forward_features is not UnitNet.forward_features
+                or type(net).forward_units is not UnitNet.forward_units):
+            return super().logits(images)
+        self.eval()
+        names = net.unit_names
+        stop = names[names.index(self.tap_unit) + 1]
+        return frozen_activations(net, images, stop, then=self.forward_head)
+
+    def forward_head(self, activations: torch.Tensor) -> torch.Tensor:
+        feats = activations.flatten(1)
         return self.tap_head.to(device=feats.device, dtype=feats.dtype)(feats)
 
     def extra_results(self):

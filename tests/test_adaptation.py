@@ -614,7 +614,11 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
     assert [g["lr_mult"] for g in method.param_groups()] == [0.2, 0.2]  # ADDA's training strategy (§4.3)
     assert all("lr_mult" not in g for g in get_method("multilayer_adv")(_net()).param_groups())
     src_before, head_before = state_copy(method.source_net), state_copy(method.net.head)
+    calls = []
+    hook = method.discriminator.layers[0].register_forward_hook(lambda *a: calls.append(1))
     terms = method.losses(_batch())
+    hook.remove()
+    assert len(calls) == 3  # eq. 3 on both domains, eq. 4 on the target: its source half is a constant here
     assert set(terms) == {"disc", "adv_encoder"}  # no source cross entropy
     batch = _batch()
     (x_s, _), x_t = batch.source, batch.unlabeled
@@ -636,3 +640,8 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
         get_method("multilayer_adv")(_net(), untied="yes")
     with pytest.raises(TransferkitError, match="untied form reads feature units only"):
         get_method("multilayer_adda")(_net(), same_label_space=False)
+
+
+def test_dsn_warns_when_its_image_sized_layers_are_huge():
+    with torch.device("meta"), pytest.warns(UserWarning, match=r"dsn's private encoders and decoder have 28\d M"):
+        get_method("dsn")(build_backbone("resnet18", 31, 3, 224))

@@ -210,3 +210,17 @@ def test_adaptation_layers_may_not_repeat_a_unit():
     for name in ("mmd", "coral", "dann"):
         with pytest.raises(TransferkitError, match="more than once"):
             get_method(name)(seeded_lenet(), layers=["fc1", "fc1"])
+
+
+def test_loss_functions_refuse_settings_that_give_nan_or_a_wrong_value():
+    from transferkit.errors import TransferkitError
+
+    x, y = torch.randn(6, 3), torch.randn(6, 3)
+    for kw in ({"scales": ()}, {"scales": (0.0,)}, {"bandwidth": 0.0}):
+        with pytest.raises(TransferkitError, match="mmd2: (scales|bandwidth)"):
+            mmd2(x, y, **kw)  # NaN, or a TypeError for ()
+    for t in (0.0, -1.0):
+        with pytest.raises(TransferkitError, match="temperature must be > 0"):
+            minimum_class_confusion(x, temperature=t)  # -1 gave a plausible 0.509
+    with pytest.raises(TransferkitError, match="coral needs 2 samples or more per domain"):
+        coral(x[:1], y)  # the one-sample covariance was 0: the loss pulled the other domain's toward 0

@@ -60,6 +60,8 @@ def mmd2(source: torch.Tensor, target: torch.Tensor, scales: Sequence[float] = (
     ``N``, self-pairs included (detached; ``(N-1)/N`` times the mean over distinct pairs,
     -0.8 % at the benchmark's 64 + 64) unless ``bandwidth`` is given; ``c_i`` are ``scales``.
     Exactly 0 for identical samples."""
+    check(len(scales) > 0 and all(c > 0 for c in scales), f"mmd2: scales must be non-empty and > 0, got {scales!r}")
+    check(bandwidth is None or bandwidth > 0, f"mmd2: bandwidth must be > 0, got {bandwidth!r}")
     s, t = source.flatten(1), target.flatten(1)
     x = torch.cat([s, t])
     d = _sq_dists(x, x)
@@ -89,6 +91,8 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     a 24,000-wide map). The difference cancels large terms: when ``C_s ≈ C_t`` the value
     (clamped at 0) is less precise than the direct form's, the gradient stays close to it."""
     s, t = source.flatten(1), target.flatten(1)
+    check(len(s) >= 2 and len(t) >= 2, f"coral needs 2 samples or more per domain for a covariance, got {len(s)} "
+                                       f"source and {len(t)} target")
     d = s.shape[1]
     if d <= CORAL_GRAM_WIDTH or d <= len(s) + len(t):
         return (covariance(s) - covariance(t)).pow(2).sum() / (4 * d * d)
@@ -114,6 +118,7 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5,
     too, as SKADA's ``mcc_loss`` does: the same value, another gradient."""
     check(logits.dim() == 2 and logits.shape[0] > 0,
           f"logits must be a non-empty B x K matrix, got shape {tuple(logits.shape)}")
+    check(temperature > 0, f"minimum_class_confusion: temperature must be > 0, got {temperature!r}")
     y = F.softmax(logits / temperature, dim=1)
     h = -(y * torch.log(y.clamp_min(1e-12))).sum(1)
     if detach_weights:

@@ -178,6 +178,19 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def gathered(x: torch.Tensor) -> torch.Tensor:
+    """``x`` of every process concatenated along the batch in rank order, differentiably (its
+    backward sums the processes' gradients, and DDP's average then gives the gradient of the
+    loss on the global batch); ``x`` itself in one process. For losses that are statistics of
+    the whole batch (MMD, covariances, class confusion), which an average of per-shard values
+    would change. The engine's shards have equal sizes, which the all-gather needs."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()))
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 

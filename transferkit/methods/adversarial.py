@@ -331,8 +331,12 @@ class MultiLayerAdversarial(AdaptationMethod):
             src, tgt = self.taps(x_s, x_t, self.layers)
             terms = self.base_terms(src["head"], y_s, tgt["head"])
         a_s, a_t = [src[n] for n in self.layers], [tgt[n] for n in self.layers]
-        terms["disc"] = discriminator_loss(*self.discriminator([a.detach() for a in a_s], [a.detach() for a in a_t]))
-        terms["adv_encoder"] = self.weight * inverted_label_loss(*frozen_call(self.discriminator, a_s, a_t))
+        d_s, d_t = self.discriminator([a.detach() for a in a_s], [a.detach() for a in a_t])
+        terms["disc"] = discriminator_loss(d_s, d_t)
+        if self.untied and not self.discriminator.joint_batch:  # the fixed source half of eq. 4: no gradient
+            terms["adv_encoder"] = self.weight * inverted_label_loss(d_s.detach(), frozen_call(self.discriminator, a_t))
+        else:
+            terms["adv_encoder"] = self.weight * inverted_label_loss(*frozen_call(self.discriminator, a_s, a_t))
         return terms
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..errors import check
 from ..losses import coral, minimum_class_confusion, mmd2
+from ..runtime import gathered
 from .adaptation import AdaptationMethod, resolve_layers
 from .base import register
 
@@ -33,7 +34,7 @@ class MMD(AdaptationMethod):
         (x_s, y_s), x_t = batch.source, batch.unlabeled
         src, tgt = self.taps(x_s, x_t, self.layers)
         terms = self.base_terms(src["head"], y_s, tgt["head"])
-        terms["mmd"] = self.weight * sum(mmd2(src[n], tgt[n], self.scales) for n in self.layers)
+        terms["mmd"] = self.weight * sum(mmd2(gathered(src[n]), gathered(tgt[n]), self.scales) for n in self.layers)
         return terms
 
 
@@ -57,7 +58,7 @@ class DeepCORAL(AdaptationMethod):
         (x_s, y_s), x_t = batch.source, batch.unlabeled
         src, tgt = self.taps(x_s, x_t, self.layers)
         terms = self.base_terms(src["head"], y_s, tgt["head"])
-        terms["coral"] = self.weight * sum(coral(src[n], tgt[n]) for n in self.layers)
+        terms["coral"] = self.weight * sum(coral(gathered(src[n]), gathered(tgt[n])) for n in self.layers)
         return terms
 
 
@@ -103,5 +104,6 @@ class MinimumClassConfusion(AdaptationMethod):
         (x_s, y_s), x_t = batch.source, batch.unlabeled
         src, tgt = self.taps(x_s, x_t, [])
         terms = self.base_terms(src["head"], y_s, tgt["head"])
-        terms["mcc"] = self.weight * minimum_class_confusion(tgt["head"], self.temperature, self.detach_weights)
+        terms["mcc"] = self.weight * minimum_class_confusion(gathered(tgt["head"]), self.temperature,
+                                                             self.detach_weights)
         return terms

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
 
-from ..discriminators import MLPDiscriminator, discriminator_loss
+from ..discriminators import LARGE_DISCRIMINATOR, MLPDiscriminator, discriminator_loss
 from ..errors import check
 from ..losses import dann_lambda, difference_loss, grad_reverse, scale_invariant_mse
+from ..runtime import gathered
 from .adaptation import AdaptationMethod
 from .base import register
 
@@ -68,6 +70,12 @@ class DSN(AdaptationMethod):
         self.private_source = private_encoder(net.input_shape, d)
         self.private_target = private_encoder(net.input_shape, d)
         self.decoder = SharedDecoder(d, net.input_shape, hidden)
+        extra = sum(p.numel() for m in (self.private_source, self.private_target, self.decoder) for p in m.parameters())
+        if extra > LARGE_DISCRIMINATOR:  # their linear layers grow with the image: 281 M weights at 224 x 224
+            warnings.warn(f"dsn's private encoders and decoder have {extra / 1e6:.0f} M weights on "
+                          f"{tuple(net.input_shape)} images ({extra * 16 / 2**30:.1f} GiB in float32 with "
+                          f"gradients and Adam's state); they map whole images, so they suit small inputs",
+                          stacklevel=2)
         self.discriminator = MLPDiscriminator(d, hidden=hidden, depth=2)
 
     def losses(self, batch):
@@ -79,7 +87,8 @@ class DSN(AdaptationMethod):
         recon = (scale_invariant_mse(x_s, self.decoder(hc_s + hp_s))
                  + scale_invariant_mse(x_t, self.decoder(hc_t + hp_t)))
         terms["recon"] = self.recon_weight * recon
-        terms["difference"] = self.diff_weight * (difference_loss(hc_s, hp_s) + difference_loss(hc_t, hp_t))
+        terms["difference"] = self.diff_weight * (difference_loss(gathered(hc_s), gathered(hp_s))
+                                                  + difference_loss(gathered(hc_t), gathered(hp_t)))
         lam = dann_lambda(batch.progress) if self.lambda_schedule == "dann" else 1.0
         logit = self.discriminator(grad_reverse(torch.cat([hc_s, hc_t]), lam))
         terms["similarity"] = self.sim_weight * discriminator_loss(logit[: len(x_s)], logit[len(x_s):])

@@ -464,3 +464,12 @@ def test_reinitialise_redraws_every_parameter_or_names_what_it_cannot():
     net.reset_classifier(4, "cosine")
     with pytest.raises(TransferkitError, match=r"cannot re-initialise \['head.weight'"):
         reinitialise(net)
+
+
+def test_the_units_view_refuses_changes_that_would_not_reach_the_network():
+    net = build_backbone("lenet", 10)
+    for change in (lambda u: u.__setitem__("conv1", nn.Identity()), lambda u: u.__delitem__("fc1"),
+                   lambda u: u.update({"head": nn.Identity()}), lambda u: u.pop("conv1"), lambda u: u.clear()):
+        with pytest.raises(TransferkitError, match="read-only view"):
+            change(net.units)  # each was silently lost
+    assert list(net.units) == ["conv1", "conv2", "fc1", "head"] and net.units["conv1"] is net.unit("conv1")

@@ -130,10 +130,9 @@ class UnitNet(nn.Module):
 
     @property
     def units(self) -> nn.ModuleDict:
-        """Read-only ordered view ``name -> module`` of all units, head included."""
-        view = nn.ModuleDict(self._modules["units"])
-        view[HEAD] = self.head
-        return view
+        """Read-only ordered view ``name -> module`` of all units, head included (assigning or
+        deleting an entry is refused: it would change only the view)."""
+        return _UnitsView([*self._modules["units"].items(), (HEAD, self.head)])
 
     def unit(self, name: str) -> nn.Module:
         if name == HEAD:
@@ -355,6 +354,26 @@ class UnitNet(nn.Module):
 
 
 # ---- small convnets --------------------------------------------------------------------
+
+class _UnitsView(nn.ModuleDict):
+    def __init__(self, items):
+        super().__init__()
+        for name, module in items:
+            self.add_module(name, module)
+        self._read_only = True
+
+    def _refuse(self, *args, **kwargs):
+        raise TransferkitError("UnitNet.units is a read-only view: changing it would not change the network; "
+                               "change a unit's modules in place (net.unit(name)), give a new head with "
+                               "reset_classifier, or build a new UnitNet")
+
+    def __setitem__(self, key, module):
+        if getattr(self, "_read_only", False):
+            self._refuse()
+        super().__setitem__(key, module)
+
+    __delitem__ = update = pop = clear = _refuse
+
 
 def _conv_unit(cin: int, cout: int, kernel: int = 3, pad: int = 1, bn: bool = True,
                pool: bool = True) -> nn.Sequential:

@@ -397,3 +397,11 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     finally:
         os.close(write_end)
     assert p.returncode == 141 and p.stderr == "", p.stderr
+
+
+def test_python_dash_m_transferkit_is_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "transferkit", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage: transferkit" in out.stdout, out.stderr

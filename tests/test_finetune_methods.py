@@ -415,3 +415,40 @@ def test_target_only_re_initialises_a_given_network():
     w = fit.method_.net.unit("conv2")[0].weight
     assert (w - 0.01).abs().max() > 1e-3  # it fine-tuned the given (pre-trained) weights before
     assert torch.all(next(net.parameters()) == 0.01)  # the caller's network is untouched
+
+
+def test_transfer_fit_keeps_the_callers_rng_and_trains_inside_no_grad():
+    train = TrainConfig(steps=2, batch_size=8)
+    torch.manual_seed(1234)
+    r0 = torch.rand(3)
+    torch.manual_seed(1234)
+    plain = Transfer("target_only", backbone="lenet", train=train).fit(target=toy_domain(16))
+    assert torch.equal(torch.rand(3), r0)  # fit reseeded the global generator: the caller's draws repeated
+    with torch.no_grad():  # was refused: "no loss term has a gradient"
+        quiet = Transfer("target_only", backbone="lenet", train=train).fit(target=toy_domain(16))
+    x = toy_domain(4, 1).images
+    assert torch.equal(plain.predict_logits(x), quiet.predict_logits(x))
+
+
+def test_a_refit_that_fails_leaves_the_last_model_whole(monkeypatch):
+    model = Transfer("target_only", backbone="lenet", train=TrainConfig(steps=2, batch_size=8)).fit(
+        target=toy_domain(16, classes=4))
+    before = model.predict_logits(toy_domain(4, 1).images)
+
+    def interrupted(self, method, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(target=toy_domain(16, classes=3))
+    assert model.classes_ == toy_domain(16, classes=4).class_names
+    assert torch.equal(model.predict_logits(toy_domain(4, 1).images), before)  # was the new 3-class method's
+
+
+def test_flex_takes_a_seed_near_two_to_the_64():
+    from transferkit.methods.flex import Flex
+
+    method = Flex(build_backbone("lenet", num_classes=4))
+    fit = method.fit_transfer(lambda tag, config=None: Engine(TrainConfig(steps=1, batch_size=8), seed=2**64 - 1),
+                              target=toy_domain(16), val=toy_domain(8, 1))
+    assert fit.steps >= 1  # seed * 1009 overflowed torch.manual_seed

@@ -208,3 +208,12 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
     assert "m\\|x" in md and "(95 %: ± 2.0)" in md
     lines = markdown_table(summarize(rows)).splitlines()
     assert len(lines) == 4 and "t u" in lines[2]
+
+
+def test_summarize_averages_only_the_numbers_of_an_extra_key():
+    from transferkit.results import summarize
+
+    row = {"method": "m", "source": "s", "target": "t", "setting": "-", "accuracy": 0.5, "wall_s": 1.0}
+    rows = [{**row, "seed": 0, "val_accuracy": None}, {**row, "seed": 1, "val_accuracy": 0.8}]
+    assert summarize(rows, ("val_accuracy",))[0]["val_accuracy"] == 0.8  # float(None) crashed
+    assert "val_accuracy" not in summarize([rows[0]], ("val_accuracy",))[0]

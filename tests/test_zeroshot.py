@@ -393,3 +393,18 @@ def test_contrastive_losses_and_recall_name_bad_arguments():
         with pytest.raises(TransferkitError, match=words):
             call()
     assert recall_at_k(torch.tensor([[0.9, 0.1]]), rel, ks=np.int64(2)) == {"R@2": 1.0}
+
+
+def test_zero_shot_fitted_without_a_target_predicts_ids_of_its_source_classes():
+    from transferkit.api import Transfer
+
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(60, 1, 28, 28, generator=g), torch.arange(60) % 10, [str(i) for i in range(10)])
+    src = dom.select_classes([3, 5, 7])  # ids 0, 1, 2 for digits 3, 5, 7
+    train = TrainConfig(steps=2, eval_every=2)
+    alone = Transfer("attribute_zsl", backbone="lenet", train=train).fit(source=src)
+    assert alone.classes_ == ["3", "5", "7"]
+    assert alone.predict_logits(src.images).shape == (len(src), 3)  # was 10 columns, ids of description rows
+    assert int(alone.predict(src.images).max()) < 3
+    both = Transfer("attribute_zsl", backbone="lenet", train=train).fit(source=src, target=src)
+    assert alone.score(src) == both.score(src)

@@ -17,7 +17,7 @@ import torch
 
 from .backbones import UnitNet, build_backbone, reinitialise
 from .domain import Domain, as_images
-from .engine import Engine, FitResult, TrainConfig
+from .engine import Engine, TrainConfig
 from .errors import TransferkitError, check, torch_seed
 from .evaluate import classification_report, predict_logits
 from .experiment import build_method, check_selection_classes, fit_for_target, method_error, zero_shot_options
@@ -47,6 +47,12 @@ class Transfer:
 
     def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,
             val: Domain | None = None, net: UnitNet | None = None) -> "Transfer":
+        # the caller's global RNG is left as it was (fit seeds its own draws), and a caller's
+        # no_grad / inference_mode block does not reach training
+        with torch.random.fork_rng(), torch.inference_mode(False), torch.enable_grad():
+            return self._fit(target, source, unlabeled, val, net)
+
+    def _fit(self, target, source, unlabeled, val, net) -> "Transfer":
         cls = self.method_cls
         given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val))
                  if d is not None}
@@ -92,12 +98,14 @@ class Transfer:
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
         if cls.needs_pretrained and not given_net:
             Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
-        self.method_ = build_method(cls, net, options, head_classes, target_classes)
+        method = build_method(cls, net, options, head_classes, target_classes)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names
-            classes = list(self.method_.class_names)
-        self.fit_result_: FitResult = fit_for_target(
-            self.method_, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
+            classes = list(method.class_names)
+        fit_result = fit_for_target(
+            method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
             head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
+        # all fitted attributes at once: a refit that fails or is interrupted leaves the last model whole
+        self.method_, self.fit_result_ = method, fit_result
         self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))
         return self
 

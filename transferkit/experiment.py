@@ -502,13 +502,14 @@ def _without_unseen_validation(method, domains: dict) -> dict:
 def _fit_described(method, make_engine, **domains):
     """:func:`fit_for_target` of a zero-shot method whose description rows are named: every
     domain is renumbered to rows by class name; it trains on the source's rows and predicts
-    among the target's, with its outputs in the target's class order."""
+    among the target's, with its outputs in the target's class order (without a target: the
+    source's, whose classes the fitted model then names)."""
     rows = {k: method.to_rows(d) for k, d in domains.items() if d is not None}
-    target = rows.get("target")
+    side = "target" if rows.get("target") is not None else "source"
     fit = method.fit_transfer(make_engine, **rows)
-    if target is not None:
-        method.set_candidates(target.present_classes())
-        method.output_rows = [method.row_names.index(c) for c in domains["target"].class_names]
+    if rows.get(side) is not None:
+        method.set_candidates(rows[side].present_classes())
+        method.output_rows = [method.row_names.index(c) for c in domains[side].class_names]
     return fit
 
 

@@ -80,7 +80,7 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
             summary["group_accuracy_mean"], summary["group_accuracy_se"] = mean_se(grouped)
             summary["group_n"] = len(grouped)
         for key in extra_keys:
-            values = [r[key] for r in rs if key in r]
+            values = [r[key] for r in rs if isinstance(r.get(key), Real) and not isinstance(r[key], bool)]  # not null
             if values:
                 summary[key] = mean_se(values)[0]
         out.append(summary)

@@ -185,7 +185,8 @@ class _FlexBase(Method):
         jobs = []
         for i, c in enumerate(candidates):
             engine = make_engine(f"{tag}-{c.replace(':', '-')}", config)
-            torch.manual_seed(engine.seed * 1009 + i)  # new modules (image units) get a fixed init
+            seed = engine.seed * 1009 + i  # new modules (image units) get a fixed init
+            torch.manual_seed(seed if -2**63 <= seed < 2**64 else seed % 2**64)  # a seed near 2**64 overflowed
             jobs.append((engine, candidate_method(self.net, c, self.image_lr_mult, self.with_head), target, val))
         return train_candidates(jobs, self.workers)
 

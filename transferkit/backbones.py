@@ -353,8 +353,6 @@ class UnitNet(nn.Module):
         return self.parameters_of(names)
 
 
-# ---- small convnets --------------------------------------------------------------------
-
 class _UnitsView(nn.ModuleDict):
     def __init__(self, items):
         super().__init__()
@@ -374,6 +372,8 @@ class _UnitsView(nn.ModuleDict):
 
     __delitem__ = update = pop = clear = _refuse
 
+
+# ---- small convnets --------------------------------------------------------------------
 
 def _conv_unit(cin: int, cout: int, kernel: int = 3, pad: int = 1, bn: bool = True,
                pool: bool = True) -> nn.Sequential:

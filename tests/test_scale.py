@@ -387,3 +387,28 @@ def test_a_resume_under_another_pillow_says_so(tmp_path, monkeypatch):
     runtime.note_kernels(tmp_path, said.append)
     assert len(said) == 1 and "packages" in said[0] and "'pillow': '99.0'" in said[0]
     assert json.loads((tmp_path / "kernels.json").read_text())["resumed_under"][0]["packages"]["pillow"] == "99.0"
+
+
+_FAULTS = """
+import resource, torch
+from transferkit.runtime import keep_freed_memory
+on = keep_freed_memory()
+x = torch.ones(50_000_000); del x  # 200 MB: above glibc's default mmap threshold
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(49_000_000)  # fits in the freed block whatever the heap's alignment (torch asks 64-byte aligned)
+print(int(on), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_the_command_keeps_freed_memory_so_large_tensors_do_not_fault_in_again():
+    runs = {}
+    for flag in ("1", "0"):
+        out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "TRANSFERKIT_KEEP_FREED_MEMORY": flag, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr
+        runs[flag] = [int(v) for v in out.stdout.split()]
+    if runs["1"][0] == 0:
+        pytest.skip("not glibc: mallopt is unavailable")
+    assert runs["0"][0] == 0 and runs["0"][1] > 40_000  # 200 MB of fresh pages faulted in again
+    assert runs["1"][1] < runs["0"][1] / 10, runs  # the freed block was reused

@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
         return 2
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
     try:
         if getattr(args, "portable_kernels", False):  # before any torch operation; workers inherit it
             from .runtime import portable_kernels

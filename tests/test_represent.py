@@ -260,3 +260,24 @@ def test_each_episodic_row_times_its_own_head(monkeypatch):
     rows = bench._fewshot_rows("erm", tiny_net(5), SimpleNamespace(target=target), SimpleNamespace(episodes=4), {})
     assert len(rows) == 6 and {r["features_wall_s"] for r in rows} == {1.0}
     assert {r["wall_s"] for r in rows} == {2.0}  # extraction (1 s) + its own episodes (1 s), not a running total
+
+
+def test_pinned_source_members_are_read_back_instead_of_pre_trained_again(tmp_path, monkeypatch):
+    import transferkit.experiment as experiment
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import prepare_domains
+    from transferkit.represent import source_members
+
+    cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", seed=0,
+                           pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
+    data = prepare_domains(cfg)
+    first = source_members(cfg, data, 2, log=lambda *a: None, pin_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["member0", "member1"]
+
+    def refused(*a, **k):
+        raise AssertionError("pre-trained again (another thread count or a cleared cache gives other networks)")
+
+    monkeypatch.setattr(experiment, "pretrain_source", refused)
+    again = source_members(cfg, data, 2, log=lambda *a: None, pin_dir=tmp_path)
+    for a, b in zip(first, again):
+        assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

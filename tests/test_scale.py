@@ -412,3 +412,20 @@ def test_the_command_keeps_freed_memory_so_large_tensors_do_not_fault_in_again()
         pytest.skip("not glibc: mallopt is unavailable")
     assert runs["0"][0] == 0 and runs["0"][1] > 40_000  # 200 MB of fresh pages faulted in again
     assert runs["1"][1] < runs["0"][1] / 10, runs  # the freed block was reused
+
+
+def test_a_resume_with_other_main_threads_or_device_says_so(tmp_path, monkeypatch):
+    from transferkit.runtime import note_kernels
+    said = []
+    monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
+    threads = torch.get_num_threads()
+    note_kernels(tmp_path, said.append)
+    try:
+        torch.set_num_threads(threads + 1)  # the main process pre-trains the source networks
+        note_kernels(tmp_path, said.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(said) == 1 and f"main_threads {threads} -> {threads + 1}" in said[0]
+    monkeypatch.setenv("TRANSFERKIT_DEVICE", "cuda")  # represent and zeroshot rows would mix devices
+    note_kernels(tmp_path, said.append)
+    assert len(said) == 2 and "device 'default' -> 'cuda'" in said[1]

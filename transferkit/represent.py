@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -75,13 +76,25 @@ def cat_network(members, num_classes: int | None = None, name: str | None = None
     return UnitNet({"cat": feats}, head, name=name or f"cat{len(members)}", input_shape=members[0].input_shape)
 
 
-def source_members(cfg, data, n: int, log=print) -> list[UnitNet]:
-    """``n`` source networks trained with seeds ``cfg.seed + i`` (each cached on disk)."""
-    from .experiment import pretrain_source
+def source_members(cfg, data, n: int, log=print, pin_dir=None) -> list[UnitNet]:
+    """``n`` source networks trained with seeds ``cfg.seed + i`` (each cached on disk). With
+    ``pin_dir``, member ``i`` is pinned in ``pin_dir/member<i>`` the first time and read from
+    there after (:func:`~transferkit.experiment.run_source_network`): a resumed benchmark keeps
+    its members even where the cache would pre-train others (other threads, a cleared cache)."""
+    from .experiment import pretrain_source, run_source_network
 
     check(n == 1 or not getattr(cfg, "pretrained", None), f"CAT_{n} needs {n} source networks trained with "
                                                            f"different seeds; a pretrained: file is one network")
-    return [pretrain_source(dataclasses.replace(cfg, seed=cfg.seed + i), data, log)[0] for i in range(n)]
+    members = []
+    for i in range(n):
+        member_cfg = dataclasses.replace(cfg, seed=cfg.seed + i)
+        if pin_dir is None:
+            members.append(pretrain_source(member_cfg, data, log)[0])
+            continue
+        where = Path(pin_dir) / f"member{i}"
+        where.mkdir(parents=True, exist_ok=True)
+        members.append(run_source_network(member_cfg, data, where, log)[0])
+    return members
 
 
 @register

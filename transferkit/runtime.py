@@ -136,7 +136,8 @@ def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict:
 
 def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, workers: int = 1) -> None:
     """Keep the torch version, CPU, kernels, torch threads per process (of ``workers`` job
-    processes) and versions of :data:`RECORDED_PACKAGES` a run or benchmark directory was
+    processes, and of this main process, which pre-trains the source networks), the
+    ``--device`` (``$TRANSFERKIT_DEVICE``) and versions of :data:`RECORDED_PACKAGES` a run or benchmark directory was
     started with in its ``kernels.json`` and say so when a resume runs under others: its new
     rows are valid but would not be bit-identical to rows computed where the first jobs ran
     (another Pillow renders other ``syndigits`` pixels). The start record is never
@@ -144,6 +145,7 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
     record from before a field existed is compared on the fields it has."""
     path = Path(run_dir) / "kernels.json"
     now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels(), "threads": job_threads(workers),
+           "main_threads": torch.get_num_threads(), "device": os.environ.get("TRANSFERKIT_DEVICE") or "default",
            "packages": package_versions()}
     before = read_json(path, "kernel record") if path.exists() else None
     started = {k: v for k, v in before.items() if k != "resumed_under"} if isinstance(before, dict) else {}
@@ -152,7 +154,8 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
         return
     if any(started[k] != now.get(k) for k in started):
         changed = ", ".join(f"{k} {started[k]!r} -> {now.get(k)!r}" for k in started if started[k] != now.get(k))
-        log(f"note: {run_dir} was started with other torch kernels, CPU, threads or package versions ({changed}); "
+        log(f"note: {run_dir} was started with other torch kernels, CPU, threads, device or package versions "
+            f"({changed}); "
             f"jobs run now may differ from the same jobs run there (docs/scale.md)")
         later = before.get("resumed_under", [])
         if now not in later:

@@ -120,7 +120,7 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
         cfg = _config(source, target, s)
         data = prepare_domains(cfg)
         log(f"{source} -> {target}: {len(data.source.train)} source train images, {len(data.target.test)} target test")
-        members = source_members(cfg, data, s.n_max, log)
+        members = source_members(cfg, data, s.n_max, log, pin_dir=bench_dir / "nets" / f"{source}-{target}")
         reps = _representations(members, s.cats, cfg.seed)
         net_path = bench_dir / "nets" / f"distill-{source}-{target}.safetensors"
         reps["distill"] = _distilled(cfg, data, members, s, net_path, log)
@@ -131,6 +131,11 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
                                lambda job_rows: log("  " + ", ".join(
                                    f"{r['method']} {r['setting']} {100 * r['accuracy']:.1f}±{100 * r['ci95']:.1f}"
                                    for r in job_rows)))
+        counts = data.target.train.class_counts()
+        smallest = int(counts[counts > 0].min())
+        for n in (n for n in s.sizes if n > smallest):
+            log(f"note: {source} -> {target}: column '{n}/class' takes every image of a class with fewer "
+                f"({smallest} in its smallest class); the rows' n_labeled say how many")
         for n in s.sizes:
             for seed in s.seeds:
                 labeled = subsample_per_class(data.target.train, n, seed)

@@ -830,3 +830,19 @@ def test_the_unlabelled_target_is_the_rest_with_k_and_the_whole_train_split_with
     assert len(labeled) == 30 and len(unlabeled) == len(train) - 30  # k: the rest
     labeled, unlabeled = label_subset(replace(cfg, k=None, ratio=3), data.target, 0)
     assert len(labeled) == 30 and unlabeled is train  # ratio: the whole train split (documented)
+
+
+def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
+    from dataclasses import replace
+
+    from transferkit.experiment import prepare_domains, pretrain_source
+
+    cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="lenet",
+                           pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
+    _, info = pretrain_source(cfg, prepare_domains(cfg), log=lambda *a: None)
+    same = replace(cfg, pretrained=info["path"])
+    pretrain_source(same, prepare_domains(same), log=lambda *a: None)  # the same classes in the same order
+    reordered = replace(same, source_classes="4,3,2,1,0")
+    with pytest.raises(TransferkitError, match=r"trained on the classes \['0', '1', '2', '3', '4'\].*the source has "
+                                               r"\['4', '3', '2', '1', '0'\]"):
+        pretrain_source(reordered, prepare_domains(reordered), log=lambda *a: None)  # scored 0 % silently

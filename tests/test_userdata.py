@@ -353,3 +353,16 @@ def test_foreign_npz_members_empty_images_and_undecodable_folder_names_are_named
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / name / "a.png")
     with pytest.raises(TransferkitError, match="not valid UTF-8"):
         load_image_folder(root)
+
+
+def test_npz_class_names_without_images_and_split_folders_are_named(tmp_path):
+    x = np.zeros((4, 1, 4, 4), dtype=np.uint8)
+    path = save_npz(tmp_path / "e.npz", x=x, y=np.array([0, 1, 0, 1]), class_names=np.array(["a", "b", "hexagon"]))
+    with pytest.warns(UserWarning, match=r"no image has the class\(es\) \['hexagon'\] of class_names"):
+        assert load_npz(path).class_names == ["a", "b", "hexagon"]  # trained a dead output silently
+    for part in ("train", "val"):
+        for cls in ("circle", "square"):
+            (tmp_path / "split" / part / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "split" / part / cls / "0.png")
+    with pytest.warns(UserWarning, match=r"sub-folders \['train', 'val'\], read as classes.*folder:"):
+        load_image_folder(tmp_path / "split")  # classified train vs val, the shapes as video groups

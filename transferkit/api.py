@@ -142,7 +142,9 @@ class Transfer:
         check(isinstance(domain, Domain), f"expected a Domain, got {type(domain).__name__}")
         check(hasattr(self, "classes_"), "call fit before score")
         check(list(domain.class_names) == list(self.classes_),
-              f"domain {domain.name!r} has classes {domain.class_names}, the fitted model {self.classes_}")
+              f"domain {domain.name!r} has classes {domain.class_names}, the fitted model {self.classes_} (fit "
+              f"without target= predicts the source's classes; pass the target to fit to predict its classes: "
+              f"methods without target labels do not read them)")
 
     def score(self, domain: Domain) -> float:
         self._check_classes(domain)

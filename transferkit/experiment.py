@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -142,8 +143,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     seconds and whether the network came from the cache."""
     source = data.source
     net = _initial_source_net(cfg, data)
-    if cfg.pretrained:
-        _load_net(net, Path(cfg.pretrained).expanduser())
+    if cfg.pretrained:  # checked against the class names a transferkit pre-training stored in the file
+        _load_net(net, Path(cfg.pretrained).expanduser(), classes=source.train.class_names)
         return net, {"cached": True, "wall_s": 0.0, "path": str(Path(cfg.pretrained).expanduser())}
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     # the network depends on the torch version, on the thread count and kernels on CPU (the GPU
@@ -182,7 +183,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
         meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
         if is_main_process():
-            atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
+            atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p),
+                                                   metadata={"class_names": json.dumps(source.train.class_names)}))
             write_json(path.with_suffix(".json"), meta)
             shutil.rmtree(ckpt, ignore_errors=True)
         barrier()
@@ -280,12 +282,21 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         write_json(path, now)
 
 
-def _load_net(net, path: Path) -> None:
+def _load_net(net, path: Path, classes: list[str] | None = None) -> None:
+    """Load ``path`` into ``net``. With ``classes`` (the source's), a file that names the
+    classes of its head's rows (transferkit's pre-trainings since 2026-12-01) must name
+    these, in this order: the rows are taken by position."""
     check(path.exists(), f"pre-trained network {path} does not exist")
     try:
         state = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            stored = (f.metadata() or {}).get("class_names")
     except Exception as e:
         raise TransferkitError(f"pre-trained network {path} is unreadable: {e}") from e
+    if classes is not None and stored is not None and json.loads(stored) != list(classes):
+        raise TransferkitError(f"pre-trained network {path} was trained on the classes {json.loads(stored)} (its "
+                               f"head's rows in that order), but the source has {list(classes)}: its outputs would "
+                               f"mean other classes. Give source_classes in the network's order, or pre-train anew")
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

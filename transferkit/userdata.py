@@ -27,6 +27,10 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
                                    f"figures") from None
     check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders; expected "
                             f"one sub-folder per class (e.g. {root}/cat/001.png)")
+    if set(classes) & {"train", "val", "valid", "validation", "test"} and len(classes) <= 3:
+        warnings.warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each class "
+                      f"folder's sub-folders become groups, like the frames of a video); for a dataset split "
+                      f"into train/val/test folders give one of them, e.g. folder:{root / classes[0]}", stacklevel=2)
     files = []
     for label, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*")
@@ -204,6 +208,11 @@ def load_npz(path: str | os.PathLike) -> Domain:
         check(len(names) >= n_classes, f"{where}: {len(names)} class_names but labels go up to "
                                        f"{n_classes - 1}")
         check(len(set(names)) == len(names), f"{where}: class_names are not unique")
+        empty = [names[i] for i in sorted(set(range(len(names))) - set(y.tolist()))]
+        if empty:  # a head output no image trains; per-class accuracy None for it
+            warnings.warn(f"{where}: no image has the class(es) {empty[:10]}{'...' if len(empty) > 10 else ''} of "
+                          f"class_names; they stay classes with no image (leave them out with "
+                          f"source_classes / target_classes)", stacklevel=2)
     else:
         check(n_classes <= n, f"{where}: labels go up to {n_classes - 1} for {n} images, so most classes "
                               f"would be empty; give 'class_names' or number the classes 0..C-1")

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from . import __version__
 from .backbones import BACKBONES, build_backbone
@@ -288,8 +288,8 @@ def _load_net(net, path: Path, classes: list[str] | None = None) -> None:
     these, in this order: the rows are taken by position."""
     check(path.exists(), f"pre-trained network {path} does not exist")
     try:
-        state = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "pt") as f:  # one read: the tensors and the stored class names
+            state = {k: f.get_tensor(k) for k in f.keys()}
             stored = (f.metadata() or {}).get("class_names")
     except Exception as e:
         raise TransferkitError(f"pre-trained network {path} is unreadable: {e}") from e

@@ -13,8 +13,9 @@ from typing import Sequence
 import torch
 
 from .domain import Domain, group_labels
-from .errors import TransferkitError, check, is_whole, torch_seed
+from .errors import TransferkitError, check, is_whole
 from .shifts import apply_shift
+from .splits import seeded_generator
 
 SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$")
 
@@ -53,18 +54,16 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
     check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
-    seed = torch_seed(seed)
     check(len(domain) > 0, f"domain {domain.name!r} is empty: no group to label")
-    k = int(k)
+    k, g = int(k), seeded_generator(seed)
     inverse, group_label = group_labels(domain.groups, domain.labels)
     n_groups = len(group_label)
     counts = torch.bincount(group_label, minlength=domain.num_classes)
-    smallest = int(torch.where(counts > 0, counts, counts.max() + 1).argmin())
+    smallest = min(torch.nonzero(counts).flatten().tolist(), key=lambda c: int(counts[c]))
     if k > int(counts[smallest]):
         raise TransferkitError(f"k={k} is larger than the number of groups of the smallest class: class "
                                f"{domain.class_names[smallest]} has {int(counts[smallest])} groups in domain "
                                f"{domain.name!r}")
-    g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n_groups, generator=g)
     order = perm[torch.argsort(group_label[perm], stable=True)]
     starts = torch.cumsum(counts, 0) - counts
@@ -74,5 +73,5 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     labeled = domain.subset(mask, name=f"{domain.name}/{k}-shot-groups")
     unlabeled = domain.subset(~mask, name=f"{domain.name}/unlabeled")
     for d, part in ((labeled, "labeled"), (unlabeled, "unlabeled")):
-        d.provenance = {**domain.provenance, "k_shot_groups": k, "k_shot_seed": seed, "part": part}
+        d.provenance = {**domain.provenance, "k_shot_groups": k, "k_shot_seed": int(seed), "part": part}
     return labeled, unlabeled

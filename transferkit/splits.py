@@ -46,7 +46,7 @@ def dataset_name(domain_name: str) -> str:
     return "/".join(parts)
 
 
-def _generator(seed: int) -> torch.Generator:
+def seeded_generator(seed) -> torch.Generator:
     return torch.Generator().manual_seed(torch_seed(seed))
 
 
@@ -77,7 +77,7 @@ def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, see
     """0 = train, 1 = val, 2 = test for every element of ``labels`` (stratified)."""
     if labels.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
-    ranks = class_ranks(labels, _generator(seed))
+    ranks = class_ranks(labels, seeded_generator(seed))
     n_test, n_val = _part_sizes(torch.bincount(labels), val_fraction, test_fraction)
     test = ranks < n_test[labels]
     val = ~test & (ranks < (n_test + n_val)[labels])
@@ -120,9 +120,9 @@ def _per_class(domain: Domain, n: int, seed: int) -> torch.Tensor:
     video), whole groups in a random order per class, as many as fit in ``n`` samples, and at
     least one (which may alone hold more)."""
     if domain.groups is None or len(domain) == 0:
-        return class_ranks(domain.labels, _generator(seed)) < n
+        return class_ranks(domain.labels, seeded_generator(seed)) < n
     inverse, labels = group_labels(domain.groups, domain.labels)
-    ranks = class_ranks(labels, _generator(seed))
+    ranks = class_ranks(labels, seeded_generator(seed))
     order = torch.argsort(labels * len(labels) + ranks)  # by class, then the random rank
     sizes, ordered = torch.bincount(inverse, minlength=len(labels))[order], labels[order]
     total = torch.cumsum(sizes, 0)

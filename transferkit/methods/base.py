@@ -428,12 +428,17 @@ class Method(nn.Module):
         split), and stores them otherwise; bit-identical either way."""
         self.eval()
         net, stop = self.net, self.frozen_prefix_end()
-        plain = (stop is not None and type(self).forward is Method.forward and isinstance(net, UnitNet)
-                 and type(net).forward is UnitNet.forward and type(net).forward_units is UnitNet.forward_units
-                 and not hooked(self, net))
-        if not plain:
+        if stop is None or type(self).forward is not Method.forward or not self.plain_net("forward", "forward_units"):
             return predict_logits(self, images)
         return frozen_activations(net, images, stop, then=lambda h: net.forward_units(h, stop))
+
+    def plain_net(self, *entry_points: str) -> bool:
+        """``self.net`` is a :class:`UnitNet` whose ``entry_points`` (method names) are UnitNet's
+        own and no hook sits on ``self`` or ``self.net``: what those compute may be read from
+        :mod:`transferkit.frozen` instead of running ``self``."""
+        net = self.net
+        return (isinstance(net, UnitNet) and all(getattr(type(net), n) is getattr(UnitNet, n) for n in entry_points)
+                and not hooked(self, net))
 
     # ---- shared machinery -------------------------------------------------------------
     def train_mode(self) -> None:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..backbones import UnitNet, evaluating
+from ..backbones import evaluating
 from ..engine import FitResult
 from ..errors import check
-from ..frozen import frozen_activations, hooked
+from ..frozen import frozen_activations
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
@@ -159,15 +159,12 @@ class Tap(Method):
         """``forward`` in chunks, with the tapped unit's activations read from / stored in
         :mod:`transferkit.frozen` (the network never changes: each label subset scores the same
         test images through it); bit-identical to ``predict_logits(self, images)``."""
-        net = self.net
-        if (self.tap_head is None or not isinstance(net, UnitNet) or hooked(self, net)
-                or type(net).forward_features is not UnitNet.forward_features
-                or type(net).forward_units is not UnitNet.forward_units):
+        if self.tap_head is None or not self.plain_net("forward_features", "forward_units"):
             return super().logits(images)
         self.eval()
-        names = net.unit_names
+        names = self.net.unit_names
         stop = names[names.index(self.tap_unit) + 1]
-        return frozen_activations(net, images, stop, then=self.forward_head)
+        return frozen_activations(self.net, images, stop, then=self.forward_head)
 
     def forward_head(self, activations: torch.Tensor) -> torch.Tensor:
         feats = activations.flatten(1)

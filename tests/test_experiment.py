@@ -29,6 +29,14 @@ def test_head_mapping_and_retarget_copy_shared_rows():
     assert torch.equal(new[0], old[3]) and torch.equal(new[1], old[4])
 
 
+def test_head_mapping_warns_of_names_that_differ_only_in_case_or_spaces(recwarn):
+    with pytest.warns(UserWarning, match=r"\['Cat', 'dog '\] differ from the source's \['cat', 'dog'\] only in case"):
+        assert head_mapping(["cat", "dog", "cow"], ["Cat", "dog ", "cow", "eel"]) == [None, None, 2, None]
+    recwarn.clear()
+    assert head_mapping(["cat", "dog"], ["dog", "eel"]) == [1, None]
+    assert not recwarn.list
+
+
 def test_disjoint_label_sets_finetune(tmp_path):
     cfg = ExperimentConfig(name="cross", source="mnist", target="digits", source_classes="0-4",
                            target_classes="5-9", methods=["finetune", "linear_probe"], k=2, repeats=1,
@@ -461,8 +469,11 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         if row["method"] == "source_only":
             continue
         model = load_model(run_dir, row["method"], row["seed"])
-        assert not model.training
+        assert not model.training and model.classes_ == ["7", "2", "9"] == test.class_names  # its logit columns
         assert evaluate_on(model, test)["accuracy"] == row["accuracy"]  # dann: narrowed head; tap: picked unit
+    (run_dir / "jobs" / "tap-k=3-s0.json").unlink()  # stopped between the model and its row
+    with pytest.warns(UserWarning, match="tap-k=3-s0.json does not exist.*classes_ are not known"):
+        assert not hasattr(load_model(run_dir, "tap"), "classes_")
     assert not any((run_dir / "checkpoints").rglob("*.safetensors"))  # only resuming an unfinished job reads them
     with pytest.raises(TransferkitError, match="no finished source_only job"):
         load_model(run_dir, "source_only")

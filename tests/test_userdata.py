@@ -50,7 +50,8 @@ def test_image_folder_wide_integer_and_float_grey_follow_one_scale_for_every_fil
     (tmp_path / "w" / "a").mkdir(parents=True)
     for i, value in enumerate((2000, 3000)):  # 32-bit integer TIFFs: the same scale, brighter stays brighter
         Image.fromarray(np.full((4, 4), value, dtype=np.int32)).save(tmp_path / "w" / "a" / f"{i}.tif")
-    dim, bright = load_image_folder(tmp_path / "w").images[:, 0, 0, 0]
+    with pytest.warns(UserWarning, match="almost black"):  # 3000 of 65535 is 11.7 of 255
+        dim, bright = load_image_folder(tmp_path / "w").images[:, 0, 0, 0]
     assert 0 < dim < bright < 0.05  # 16-bit: 2000 / 65535
     (tmp_path / "f" / "a").mkdir(parents=True)
     Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "f" / "a" / "0.tif")
@@ -61,6 +62,23 @@ def test_image_folder_wide_integer_and_float_grey_follow_one_scale_for_every_fil
         with pytest.raises(TransferkitError, match=r"0\.tif.*32-bit float image is read as values in \[0, 1\]; "
                                                    r"this one holds (0\.\.255|NaN)"):
             load_image_folder(tmp_path / name)
+
+
+def test_twelve_bit_images_and_zero_one_masks_warn_that_they_load_almost_black(tmp_path, recwarn):
+    (tmp_path / "t" / "a").mkdir(parents=True)
+    Image.fromarray(np.linspace(0, 4095, 16).reshape(4, 4).astype(np.uint16)).save(tmp_path / "t" / "a" / "0.png")
+    with pytest.warns(UserWarning, match=r"no pixel of any image is brighter than 16 of 255.*12- or 10-bit"):
+        load_image_folder(tmp_path / "t")
+    masks = np.zeros((4, 5, 5), np.uint8)
+    masks[:, 2, 2] = 1
+    np.savez(tmp_path / "m.npz", x=masks, y=np.array([0, 1, 0, 1]))
+    with pytest.warns(UserWarning, match=r"no pixel of any image is brighter than 1 of 255.*multiply 0/1 masks by 255"):
+        load_npz(tmp_path / "m.npz")
+    recwarn.clear()
+    np.savez(tmp_path / "bright.npz", x=masks * 17, y=np.array([0, 1, 0, 1]))  # 17 of 255: not warned
+    np.savez(tmp_path / "float.npz", x=masks.astype(np.float32) * 0.01, y=np.array([0, 1, 0, 1]))  # floats: as given
+    load_npz(tmp_path / "bright.npz"), load_npz(tmp_path / "float.npz")
+    assert not [w for w in recwarn if "almost black" in str(w.message)]
 
 
 def test_image_folder_rgb_and_bmp_and_jpeg(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -66,8 +67,18 @@ def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
 
 
 def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[int | None]:
-    """For each target class, the index of the same-named source class (or None)."""
-    return [source_classes.index(c) if c in source_classes else None for c in target_classes]
+    """For each target class, the index of the same-named source class (or None). Names
+    match exactly; a target class that matches a source class only up to case or surrounding
+    spaces warns (it is a new class)."""
+    mapping = [source_classes.index(c) if c in source_classes else None for c in target_classes]
+    loose = {str(c).strip().casefold(): c for c in source_classes}
+    near = [(c, loose[str(c).strip().casefold()]) for c, s in zip(target_classes, mapping)
+            if s is None and str(c).strip().casefold() in loose]
+    if near:
+        warnings.warn(f"target class(es) {[c for c, _ in near][:10]} differ from the source's "
+                      f"{[s for _, s in near][:10]} only in case or spaces; class names match exactly, so they "
+                      f"count as new classes (rename them to share the source's classifier rows)", stacklevel=2)
+    return mapping
 
 
 @dataclass

@@ -535,9 +535,9 @@ def save_model(path: Path, method) -> None:
 
 def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, in eval
-    mode: ``model(images)`` gives target-class logits (``seed``: the config's first by
-    default). The file is a pickle (``torch.load(weights_only=False)``): load only run
-    directories you trust."""
+    mode: ``model(images)`` gives target-class logits, column ``i`` for ``model.classes_[i]``
+    (the class names of the job's result row; ``seed``: the config's first by default). The
+    file is a pickle (``torch.load(weights_only=False)``): load only run directories you trust."""
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
@@ -559,6 +559,12 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     except (ImportError, AttributeError) as e:  # e.g. a plugin's method whose module is not importable here
         raise TransferkitError(f"model {path} needs code that is not available here ({e}); for a plugin "
                                f"method, name its module in TRANSFERKIT_PLUGINS") from e
+    row = job_path(run_dir, cfg, name, seed)
+    if row.is_file():
+        model.classes_ = list(read_job(row, ("class_names",))["class_names"])
+    else:  # saved, then stopped before its row: the job did not finish (a resume trains it again)
+        warnings.warn(f"{row} does not exist: the job stopped after saving {path.name} and before its result "
+                      f"row, so the model's classes_ are not known (a resume trains the job again)", stacklevel=2)
     return model.eval()
 
 

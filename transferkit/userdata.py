@@ -16,6 +16,17 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 # ---- image folders -----------------------------------------------------------------------
+DARK = 16 / 255  # a 12-bit image in a 16-bit file tops out here; 0/1 integer masks at 1/255
+
+
+def _warn_if_dark(x: torch.Tensor, where: str, hint: str) -> None:
+    """Warn when the brightest pixel of a whole domain is at most 16 of 255: its values were
+    almost surely stored in a narrower range than the file's type (``hint`` says which)."""
+    if x.numel() and float(x.max()) <= DARK + 1e-6:
+        warnings.warn(f"{where}: no pixel of any image is brighter than {float(x.max()) * 255:.3g} of 255: the "
+                      f"images load almost black; {hint}", stacklevel=3)
+
+
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for name in classes:
@@ -99,7 +110,8 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     ``size x size``). Images inside a further sub-folder of a class folder (``cat/video7/f.png``)
     share a group id per sub-folder (frames of one video); other images get a group each.
     Grey images of integers wider than 8 bits (PIL modes ``I;16``, ``I``) are read as 16-bit
-    (0-65535), float images (``F``) as values in [0, 1]."""
+    (0-65535), float images (``F``) as values in [0, 1]. A folder whose brightest pixel is at most
+    16 of 255 warns (12-bit images saved in 16-bit files, 0/1 masks)."""
     root = Path(path).expanduser()
     check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory")
     check(size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
@@ -118,6 +130,8 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
                 f"{first[1]}x{first[0]} but {str(p)!r} is {a.shape[1]}x{a.shape[0]}; pass a size "
                 f"(e.g. --size 28) to resize them")
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+    _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535, so 12- or 10-bit images "
+                  "(0-4095, 0-1023) and masks of 0/1 must be rescaled to the file's full range before loading")
     y = torch.tensor([label for _, label, _ in files])
     keys = [g if g is not None else str(p) for p, _, g in files]
     groups = None
@@ -171,7 +185,8 @@ def load_npz(path: str | os.PathLike) -> Domain:
     """A domain from an ``.npz`` file with ``x`` (N x H x W, N x H x W x C or N x C x H x W;
     uint8 0..255 or float 0..1; an alpha channel is dropped), ``y`` (N integer labels >= 0),
     optional ``class_names`` (one per label id; default ``"0"``, ``"1"``, ...) and optional
-    ``groups`` (N integer group ids)."""
+    ``groups`` (N integer group ids). Integer images whose brightest pixel is at most 16 warn
+    (0/1 masks stored as integers)."""
     p = Path(path).expanduser()
     where = f"npz file {str(p)!r}"
     check(not p.is_dir(), f"{where} is a directory; an image folder loads as 'folder:{p}'")
@@ -192,6 +207,9 @@ def load_npz(path: str | os.PathLike) -> Domain:
         check(isinstance(data[k], np.ndarray), f"{where}: member {k!r} is not a NumPy array (.npy); write the "
                                                f"file with numpy.savez(path, x=images, y=labels)")
     x = _images_float(_images_nchw(data["x"], where), where)
+    if data["x"].dtype.kind in "iu":
+        _warn_if_dark(x, where, "integer images are read as 0..255: multiply 0/1 masks by 255, or store "
+                      "float images in [0, 1]")
     n = x.shape[0]
     check(n > 0, f"{where} holds no images ('x' is empty)")
     check(x.shape[2] > 0 and x.shape[3] > 0, f"{where}: the images are {x.shape[2]} x {x.shape[3]} pixels")

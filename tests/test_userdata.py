@@ -1,5 +1,6 @@
 """User data: image folders, npz arrays, torchvision adapters (transferkit.userdata)."""
 
+import re
 import sys
 from types import SimpleNamespace
 
@@ -202,6 +203,18 @@ def test_npz_bytes_class_names_and_paths_with_plus_and_spaces(tmp_path):
     assert d.class_names == ["cat", "dog"] and d.provenance["shifts"] == ["inversion"]
     with pytest.raises(TransferkitError, match="path .*missing' does not exist"):
         load_domain(f"npz:{tmp_path / 'missing'}+set")  # was: unknown shift 'set'
+
+
+def test_a_missing_relative_path_names_the_directory_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = repr(str(tmp_path))
+    for call in (lambda: load_domain("folder:data/pets"), lambda: load_domain("npz:data/d.npz+blur"),
+                 lambda: load_image_folder("data/pets"), lambda: load_npz("data/d.npz")):
+        with pytest.raises(TransferkitError, match=f"does not exist( or is not a directory)? \\(a relative path, read "
+                                                   f"from the current directory {re.escape(here)}: run or resume from"):
+            call()
+    with pytest.raises(TransferkitError, match="does not exist$"):
+        load_npz(tmp_path / "d.npz")
 
 
 def test_npz_unreadable(tmp_path):

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from . import shifts as _shifts
 from .domain import Domain
 from .errors import UnknownNameError, check, is_whole
-from .io import atomic_write, cache_dir
+from .io import atomic_write, cache_dir, relative_hint
 
 CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
 DIGIT_NAMES = [str(i) for i in range(10)]
@@ -404,7 +404,8 @@ def check_spec(spec: str) -> tuple[str, list[str], list]:
     base, shift_names = parse_spec(spec)
     if base.startswith(("folder:", "npz:")):
         path = os.path.expanduser(base.split(":", 1)[1])
-        check(os.path.exists(path), f"domain {spec!r}: {base.split(':', 1)[0]} path {path!r} does not exist")
+        check(os.path.exists(path), f"domain {spec!r}: {base.split(':', 1)[0]} path {path!r} does not exist"
+                                    f"{relative_hint(path)}")
     entries = [_shifts.get_shift(s) for s in shift_names]
     if not base.startswith(("folder:", "npz:")):
         _builtin(base)

@@ -298,3 +298,11 @@ def cache_dir() -> Path:
     """Where built-in domains are cached: ``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``."""
     root = os.environ.get("TRANSFERKIT_CACHE") or os.path.join(Path.home(), ".cache", "transferkit")
     return Path(root)
+
+
+def relative_hint(path: str | os.PathLike) -> str:
+    """What a missing relative path was looked up against (the current directory)."""
+    if Path(path).is_absolute():
+        return ""
+    return (f" (a relative path, read from the current directory {os.getcwd()!r}: run or resume from the directory "
+            f"it is relative to)")

@@ -11,6 +11,7 @@ import torch
 
 from .domain import RANGE_TOL, Domain
 from .errors import TransferkitError, UnknownNameError, check
+from .io import relative_hint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
 
@@ -113,7 +114,7 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     (0-65535), float images (``F``) as values in [0, 1]. A folder whose brightest pixel is at most
     16 of 255 warns (12-bit images saved in 16-bit files, 0/1 masks)."""
     root = Path(path).expanduser()
-    check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory")
+    check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")
     check(size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
           f"size must be a positive int or None, got {size!r}")
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
@@ -190,7 +191,7 @@ def load_npz(path: str | os.PathLike) -> Domain:
     p = Path(path).expanduser()
     where = f"npz file {str(p)!r}"
     check(not p.is_dir(), f"{where} is a directory; an image folder loads as 'folder:{p}'")
-    check(p.is_file(), f"{where} does not exist")
+    check(p.is_file(), f"{where} does not exist{relative_hint(p)}")
     check(p.suffix.lower() != ".npy", f"{where} is a single array (.npy); save x and y together with "
                                       f"numpy.savez(path, x=images, y=labels)")
     with open(p, "rb") as f:

@@ -182,3 +182,21 @@ def test_metrics_take_tensors_on_the_gpu_and_give_the_cpu_s_values():
     assert features.device.type == "cuda"
     assert torch.allclose(features.cpu(), extract_features(net.cpu(), images), atol=1e-5)
     assert evaluate_episodes(features, labels[:40], heads="prototype", n_way=2, k_shot=1, n_query=2, episodes=5)
+
+
+def test_a_model_moved_to_the_gpu_scores_cpu_images_and_gzsl_takes_gpu_scores():
+    """Method.logits / evaluate_on / Transfer.predict move each chunk to the model's device
+    (a loaded model .cuda() with CPU images raised a device mismatch)."""
+    from transferkit.experiment import evaluate_on
+    from transferkit.zeroshot import zero_shot_report
+    tgt = toy_domain(32, 1, name="tgt")
+    model = Transfer("target_only", backbone="lenet", train=TrainConfig(steps=2, batch_size=8)).fit(target=tgt)
+    on_cpu = model.method_.logits(tgt.images)
+    model.method_.cuda()
+    moved = model.method_.logits(tgt.images)
+    assert moved.device.type == "cpu" and torch.allclose(moved, on_cpu, atol=1e-4)
+    assert evaluate_on(model.method_, tgt)["accuracy"] == evaluate_on(model.method_.cpu(), tgt)["accuracy"]
+    scores, labels = torch.randn(20, 4), torch.arange(20) % 4
+    seen, unseen = [0, 1], [2, 3]
+    on_gpu = zero_shot_report(scores.cuda(), labels.cuda(), seen, unseen)
+    assert on_gpu == zero_shot_report(scores, labels, seen, unseen)

@@ -181,6 +181,22 @@ def test_resume_reads_the_state_saved_with_the_weights(tmp_path):
     assert all(torch.equal(v, weights(resumed)[k]) for k, v in weights(full).items())
 
 
+def test_a_checkpoint_keeps_the_rng_of_the_gpu_it_trains_on(tmp_path, monkeypatch):
+    method = make()
+    opt = torch.optim.Adam(method.parameters())
+    gpu = torch.device("cuda", 1)  # rank 1 of two, or a one-process run on the second GPU
+    stored, restored = torch.arange(16, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": stored if device == gpu else None)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
+    engine = Engine(TrainConfig(steps=1), seed=0, checkpoint_dir=tmp_path)
+    engine._save(method, opt, {"step": 1}, None, "sig", [], gpu)
+    engine._load(method, opt, "sig", gpu)
+    assert len(restored) == 1 and torch.equal(restored[0][0], stored) and restored[0][1] == gpu
+    restored.clear()
+    engine._load(method, opt, "sig", torch.device("cpu"))
+    assert not restored
+
+
 def test_resume_refuses_foreign_checkpoint(tmp_path):
     d = toy_domain()
     cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)

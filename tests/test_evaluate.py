@@ -220,3 +220,26 @@ def test_each_ratios_best_unit_marker_has_its_ratios_colour(monkeypatch):
     markers = [ln for ln in lines if ln.get_marker() == "v"]
     curves = [ln for ln in lines if ln.get_linestyle() == "-"]
     assert [m.get_color() for m in markers] == [c.get_color() for c in curves] == ["C0", "C1"]
+
+
+def test_predict_logits_runs_each_chunk_where_the_model_is_and_answers_where_the_images_are():
+    from transferkit.evaluate import module_device, predict_logits
+    seen = []
+
+    class OnMeta(torch.nn.Module):  # a model on another device than the images ('meta' stands in for a GPU)
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2, device="meta"))
+
+        def forward(self, x):
+            seen.append((x.device.type, len(x)))
+            return torch.zeros(len(x), 3, device=x.device)
+
+    model = OnMeta()
+    assert module_device(model) == torch.device("meta") and module_device(lambda x: x) is None
+    with pytest.raises(NotImplementedError):  # the output of a meta model cannot come back; a GPU's does
+        predict_logits(model, torch.rand(5, 1, 2, 2), batch_size=2)
+    assert seen[0] == ("meta", 2)
+    x = torch.rand(5, 1, 2, 2)
+    out = predict_logits(lambda c: c.mul_(2).flatten(1), x, batch_size=2)  # a function: the images' device
+    assert out.device.type == "cpu" and torch.equal(out, (x * 2).flatten(1))  # and the images stay as they were

@@ -171,6 +171,50 @@ def test_device_selection_and_peak_memory():
     assert mem["peak_rss_mb"] > 64
 
 
+def test_nccl_processes_each_take_their_local_rank_gpu_before_the_process_group(monkeypatch):
+    import torch.distributed as dist
+
+    import transferkit.runtime as runtime
+    from transferkit.errors import TransferkitError
+    calls = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(("init", kw)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.atexit, "register", lambda f: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert runtime.init_distributed("cuda")
+    assert calls == [("set_device", 1), ("init", {"backend": "nccl", "device_id": torch.device("cuda", 1)})]
+    with pytest.raises(TransferkitError, match="device cuda:0 puts every process on one GPU"):
+        runtime.init_distributed("cuda:0")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(TransferkitError, match="local rank 2 has no GPU: 2 CUDA device"):
+        runtime.init_distributed("cuda")
+    calls.clear()
+    assert runtime.init_distributed("cpu") and calls == [("init", {"backend": "gloo"})]
+
+
+def test_run_joins_the_process_group_with_the_configs_device_not_only_the_flags(tmp_path, monkeypatch):
+    import transferkit.experiment as experiment
+    import transferkit.runtime as runtime
+    from transferkit import cli
+    seen = []
+    monkeypatch.setattr(runtime, "init_distributed", lambda device="cpu": seen.append(device) or False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(cfg, run_dir=None):
+        raise Stop(cfg.device)
+    monkeypatch.setattr(experiment, "run_experiment", stop)
+    monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
+    (tmp_path / "c.yaml").write_text("source: digits\ntarget: digits\nmethods: [finetune]\ndevice: auto\n")
+    with pytest.raises(Stop, match="auto"):
+        cli.main(["run", str(tmp_path / "c.yaml")])
+    assert seen == ["auto"]  # was the environment's cpu: gloo for a cuda config
+
+
 def test_tensorboard_event_files_per_run(tmp_path):
     pytest.importorskip("tensorboard", reason="the optional tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -63,9 +63,10 @@ def _methods(args) -> None:
         print(textwrap.indent(inspect.getdoc(cls) or "", "  ") + "\n")
 
 
-def _runtime(args) -> None:
+def _runtime(args, device: str | None = None) -> None:
     """Apply --workers / --device (as environment defaults every config and worker sees) and
-    join the process group when started by torchrun (--nproc)."""
+    join the process group when started by torchrun (--nproc), with the backend of ``device``
+    (a run's config; by default --device or ``$TRANSFERKIT_DEVICE``)."""
     import os
     _runtime_flag_checks(args)  # a clear error now rather than inside a worker
     if getattr(args, "workers", None):
@@ -73,7 +74,7 @@ def _runtime(args) -> None:
     if getattr(args, "device", None):
         os.environ["TRANSFERKIT_DEVICE"] = args.device
     from .runtime import init_distributed
-    init_distributed(os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+    init_distributed(device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
 
 def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
@@ -159,11 +160,12 @@ def _run_config(args):
 
 
 def _run(args) -> None:
-    _runtime(args)
+    _runtime_flag_checks(args)
     from .experiment import run_experiment
     from .results import markdown_table, summarize
     from .runtime import is_main_process
     cfg = _run_config(args)
+    _runtime(args, device=cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
     if args.resume and not Path(args.resume).exists():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)

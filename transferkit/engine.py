@@ -291,7 +291,7 @@ class Engine:
         signature = self._signature(method, given, val) if self.ckpt is not None else None
         if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
             # before the frozen prefix is cached below: its activations come from the checkpoint's weights
-            state, best_weights, history = self._load(method, opt, signature)
+            state, best_weights, history = self._load(method, opt, signature, device)
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
@@ -374,7 +374,7 @@ class Engine:
                     modes_stale = True  # a hook may look at or change the modules
                 if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                                        or state["stopped"]):
-                    self._save(method, opt, state, best_weights, signature, history)
+                    self._save(method, opt, state, best_weights, signature, history, device)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
             bar.close()
             method.input_cache = {}
@@ -489,7 +489,7 @@ class Engine:
                    for r in read_jsonl(self.metrics_path) if r.get("run") == self.run_name and r.get("step", 0) <= step}
         return [by_step[s] for s in sorted(by_step)]
 
-    def _save(self, method, opt, state, best_weights, signature, history):
+    def _save(self, method, opt, state, best_weights, signature, history, device):
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
         if best_weights is not None:
             tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_weights.items()})
@@ -502,8 +502,9 @@ class Engine:
                 else:
                     meta_opt[f"{pid}.{k}"] = v
         tensors["rng"] = torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its generator
-            tensors.update({f"rng_cuda.{i}": r for i, r in enumerate(torch.cuda.get_rng_state_all())})
+        if device.type == "cuda":  # dropout on a GPU draws from the generator of the device it trains on; every
+            # rank draws alike from the same seed, so rank 0's state is each rank's on its own GPU
+            tensors["rng_cuda"] = torch.cuda.get_rng_state(device)
         if torch.backends.mps.is_available():  # dropout on Apple's GPU draws from its own generator
             tensors["rng_mps"] = torch.mps.get_rng_state()
         meta = {"signature": signature, "state": state, "optim_groups": opt_state["param_groups"],
@@ -515,7 +516,7 @@ class Engine:
             _unshare(tensors), str(p), metadata={"transferkit": json.dumps(meta)}))
         write_json(self.ckpt / "last.json", meta)
 
-    def _load(self, method, opt, signature):
+    def _load(self, method, opt, signature, device):
         path = self.ckpt / "last.safetensors"
         try:
             with safe_open(str(path), "pt") as f:
@@ -548,10 +549,8 @@ class Engine:
             raise TransferkitError(f"checkpoint in {self.ckpt} holds another optimiser layout than this method "
                                    f"builds ({e}); remove it or use a new run directory") from None
         torch.set_rng_state(tensors["rng"])
-        cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng_cuda.")),
-                                           key=lambda k: int(k.split(".")[1]))]
-        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+        if "rng_cuda" in tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng_cuda"], device)
         if "rng_mps" in tensors and torch.backends.mps.is_available():
             torch.mps.set_rng_state(tensors["rng_mps"])
         return meta["state"], best, meta.get("history")

@@ -14,14 +14,27 @@ from .errors import check, class_ids, whole_valued
 
 
 @torch.no_grad()
+def module_device(module) -> torch.device | None:
+    """The device of a module's first parameter (or buffer); ``None`` for anything else."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    first = next(iter(module.parameters()), None)
+    first = first if first is not None else next(iter(module.buffers()), None)
+    return None if first is None else first.device
+
+
 def predict_logits(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-                   batch_size: int = 1024) -> torch.Tensor:
-    """Run ``forward`` over ``inputs`` in chunks and concatenate the outputs. Each chunk is
-    a copy, so ``inputs`` stays as it was when ``forward`` changes its input in place (e.g.
-    a unit that starts with ``LeakyReLU(inplace=True)`` run on cached activations)."""
+                   batch_size: int = 1024, device: torch.device | None = None) -> torch.Tensor:
+    """Run ``forward`` over ``inputs`` in chunks and concatenate the outputs, on the device
+    of ``inputs``. Each chunk is a copy, on ``device`` (by default the module ``forward``'s:
+    CPU images score with a model on a GPU), so ``inputs`` stays as it was when ``forward``
+    changes its input in place (e.g. a unit that starts with ``LeakyReLU(inplace=True)`` run
+    on cached activations)."""
     if len(inputs) == 0:
         return torch.empty(0)
-    return torch.cat([forward(inputs[i:i + batch_size].clone()) for i in range(0, len(inputs), batch_size)])
+    device = device if device is not None else module_device(forward)
+    return torch.cat([forward(inputs[i:i + batch_size].to(device or inputs.device, copy=True)).to(inputs.device)
+                      for i in range(0, len(inputs), batch_size)])
 
 
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,

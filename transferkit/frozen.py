@@ -43,7 +43,7 @@ from torch import nn
 
 from .backbones import UnitNet
 from .errors import TransferkitError
-from .evaluate import predict_logits
+from .evaluate import module_device, predict_logits
 
 LIMIT_ENV = "TRANSFERKIT_FROZEN_MEMO_MB"
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
@@ -192,14 +192,15 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
     activations (on a miss, of the chunk just computed, as one forward pass runs it)."""
     key = MEMO.key(net, images, stop)
     hit = MEMO.get(key)
+    device = module_device(net)  # chunks run where the net is
     if hit is not None:
-        return hit if then is None else predict_logits(then, hit)
+        return hit if then is None else predict_logits(then, hit, device=device)
     chunks: list[torch.Tensor] = []
 
     def run(x):
         chunks.append(net.forward_units(x, 0, stop))
         return chunks[-1] if then is None else then(chunks[-1].clone())  # then may change its input in place
 
-    out = predict_logits(run, images)
+    out = predict_logits(run, images, device=device)
     MEMO.put(key, out if then is None else torch.cat(chunks), chunks)
     return out

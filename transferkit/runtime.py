@@ -43,7 +43,9 @@ def resolve_device(name: str = "cpu") -> torch.device:
         check(torch.cuda.is_available(), "device cuda requested but CUDA is not available")
         check(":" not in name or int(name.split(":")[1]) < torch.cuda.device_count(),
               f"device {name} requested but there are {torch.cuda.device_count()} CUDA devices")
-        if name == "cuda" and world_size() > 1:
+        if world_size() > 1:
+            check(name == "cuda", f"device {name} puts every process on one GPU: with several processes "
+                                  f"(--nproc) give device cuda, and each takes the GPU of its local rank")
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         deterministic_cuda()
     if name.startswith("mps"):
@@ -208,7 +210,16 @@ def init_distributed(device: str = "cpu") -> bool:
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or dist.is_initialized():
         return world_size() > 1
     backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
-    dist.init_process_group(backend=backend)
+    if backend == "nccl":  # each process on its local rank's GPU, before the first collective
+        check(":" not in device, f"device {device} puts every process on one GPU: with several processes "
+                                 f"(--nproc) give device cuda, and each takes the GPU of its local rank")
+        local, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        check(local < count, f"process of local rank {local} has no GPU: {count} CUDA device(s) for "
+                             f"{os.environ.get('LOCAL_WORLD_SIZE', '?')} processes on this node (lower --nproc)")
+        torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend, device_id=torch.device("cuda", local))
+    else:
+        dist.init_process_group(backend=backend)
     atexit.register(_leave_process_group)
     return True
 

@@ -369,7 +369,7 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     stray = sorted(set(labels.tolist()) - set(seen) - set(unseen))
     check(not stray, f"labels {stray[:10]} are neither seen nor unseen classes")
     check(not math.isnan(float(gamma)), "gamma is NaN")
-    is_unseen = torch.isin(labels, torch.tensor(unseen))
+    is_unseen = torch.isin(labels, torch.tensor(unseen, device=labels.device))
     for name, ids, has in (("seen", seen, ~is_unseen), ("unseen", unseen, is_unseen)):
         check(bool(has.any()), f"no test image of the {name} classes {ids}: the GZSL report needs test images "
                                f"of both seen and unseen classes")
@@ -378,7 +378,8 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     zsl = mean_class_accuracy(masked[is_unseen].argmax(1), labels[is_unseen], unseen)
     calibrated = scores.clone()
     calibrated[:, seen] -= gamma
-    keep = torch.isin(torch.arange(scores.shape[1]), torch.tensor(seen + unseen))
+    keep = torch.isin(torch.arange(scores.shape[1], device=scores.device), torch.tensor(seen + unseen,
+                                                                                        device=scores.device))
     pred = calibrated.masked_fill(~keep, MASKED).argmax(1)
     s = mean_class_accuracy(pred[~is_unseen], labels[~is_unseen], seen)
     u = mean_class_accuracy(pred[is_unseen], labels[is_unseen], unseen)

@@ -224,3 +224,23 @@ def test_loss_functions_refuse_settings_that_give_nan_or_a_wrong_value():
             minimum_class_confusion(x, temperature=t)  # -1 gave a plausible 0.509
     with pytest.raises(TransferkitError, match="coral needs 2 samples or more per domain"):
         coral(x[:1], y)  # the one-sample covariance was 0: the loss pulled the other domain's toward 0
+
+
+def test_losses_keep_their_float32_value_under_bfloat16_autocast():
+    from transferkit.clip import info_nce, similarity
+    from transferkit.losses import coral, minimum_class_confusion, mmd2
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(64, 3000, generator=g)  # wide: coral's Gram form, whose terms cancel
+    t = s + 1e-3 * torch.randn(64, 3000, generator=g)
+    img = torch.nn.functional.normalize(torch.randn(16, 32, generator=g), dim=1)
+    txt = torch.nn.functional.normalize(img + 0.3 * torch.randn(16, 32, generator=g), dim=1)
+    logits = 3 * torch.randn(32, 5, generator=g)
+    exact = {"coral": coral(s, t), "mmd": mmd2(s[:, :20], t[:, :20] + 0.1), "mcc": minimum_class_confusion(logits),
+             "infonce": info_nce(similarity(img, txt), 100.0)}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (s @ t.T).dtype == torch.bfloat16  # the ops these losses use do run in bfloat16 here
+        mixed = {"coral": coral(s, t), "mmd": mmd2(s[:, :20], t[:, :20] + 0.1), "mcc": minimum_class_confusion(logits),
+                 "infonce": info_nce(similarity(img, txt), 100.0)}
+    for k, v in exact.items():  # without in_float32: coral 0 (clamped) for 6e-9, infonce off by 0.5 %
+        assert mixed[k].dtype == torch.float32 and torch.allclose(mixed[k], v, rtol=1e-5, atol=0), k
+    assert float(exact["coral"]) > 0

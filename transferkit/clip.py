@@ -38,6 +38,7 @@ from .errors import UnknownNameError, check, is_whole
 from .evaluate import predict_logits
 from .heads import class_means
 from .methods.base import Method, register
+from .runtime import in_float32
 from .text import (
     DEFAULT_TEXT_MODEL,
     DIGIT_WORDS,
@@ -62,6 +63,14 @@ def _positives(sim: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
     return ids[:, None] == ids[None, :]
 
 
+@in_float32
+def similarity(images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    """``images @ texts.T`` of unit-norm embeddings, in float32 under autocast: the losses scale
+    it by up to 100, where bfloat16's 3 significant digits would move logits by about 0.4."""
+    return images @ texts.t()
+
+
+@in_float32
 def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor | float, ids: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE on an ``N x N`` image-text similarity matrix (pair ``i`` matches
     ``i``). With caption ``ids``, pairs sharing a caption are all positives:
@@ -75,6 +84,7 @@ def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor | float, ids: torch.Te
     return 0.5 * (one_way(logits) + one_way(logits.t()))
 
 
+@in_float32
 def hard_negative_triplet(sim: torch.Tensor, margin: float = 0.2, ids: torch.Tensor | None = None,
                           hardest: bool = True) -> torch.Tensor:
     """Hard-negative margin loss of seed 001 on an ``N x N`` similarity matrix ``sim[n, m] =
@@ -294,7 +304,7 @@ class ClipMethod(Method):
 
     def losses(self, batch):
         x, ids = batch.source
-        sim = self.encode_images_from_input(x) @ self.encode_text_features(self.caption_features[ids]).t()
+        sim = similarity(self.encode_images_from_input(x), self.encode_text_features(self.caption_features[ids]))
         if self.loss_name == "triplet":
             hardest = batch.progress >= self.triplet_warmup
             return {"triplet": hard_negative_triplet(sim, self.margin, ids, hardest=hardest)}

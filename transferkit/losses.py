@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .errors import check
+from .runtime import in_float32
 
 
 class _GradReverse(torch.autograd.Function):
@@ -50,6 +51,7 @@ def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a, b).pow(2)
 
 
+@in_float32
 def mmd2(source: torch.Tensor, target: torch.Tensor, scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
          bandwidth: float | None = None) -> torch.Tensor:
     """Biased (V-statistic) multi-kernel MMD² between two samples (rows, flattened):
@@ -81,6 +83,7 @@ def covariance(x: torch.Tensor) -> torch.Tensor:
 CORAL_GRAM_WIDTH = 2048
 
 
+@in_float32
 def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Deep CORAL (Sun & Saenko 2016): ``||C_s - C_t||_F² / (4 d²)`` with unbiased covariances.
 
@@ -108,6 +111,7 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(1).mean()
 
 
+@in_float32
 def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5,
                             detach_weights: bool = True) -> torch.Tensor:
     """MCC loss (Jin et al., ECCV 2020) of a target batch of ``B`` logits over ``K``
@@ -130,6 +134,7 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5,
     return (c.sum() - c.trace()) / y.shape[1]
 
 
+@in_float32
 def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor:
     """DSN's soft orthogonality ``||H_cᵀ H_p||_F²`` between shared (``B × d_c``) and private
     (``B × d_p``) codes, normalised as the authors' implementation does it (the scale their
@@ -141,6 +146,7 @@ def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor
     return (hc.T @ hp).pow(2).mean()
 
 
+@in_float32
 def scale_invariant_mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """DSN's reconstruction loss ``(1/k)||x - x̂||² - (1/k²)(Σ(x - x̂))²`` per sample, averaged."""
     diff = (x - x_hat).flatten(1)

@@ -6,6 +6,7 @@ and peak-memory measurement, all handled here and nowhere else."""
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import platform
 import sys
@@ -62,6 +63,21 @@ def deterministic_cuda() -> None:
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def in_float32(fn):
+    """Run ``fn`` in float32 under an enabled autocast: its floating tensor arguments are cast
+    up and autocast is off inside (losses that subtract large terms or scale similarities by
+    up to 100 lose their value in bfloat16). Without autocast ``fn`` runs as it is."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        if not torch.is_autocast_enabled(device):
+            return fn(*args, **kwargs)
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args),
+                      **kwargs)
+    return wrapper
 
 
 def autocast(device: torch.device, enabled: bool):

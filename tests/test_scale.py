@@ -473,3 +473,19 @@ def test_a_resume_with_other_main_threads_or_device_says_so(tmp_path, monkeypatc
     monkeypatch.setenv("TRANSFERKIT_DEVICE", "cuda")  # represent and zeroshot rows would mix devices
     note_kernels(tmp_path, said.append)
     assert len(said) == 2 and "device 'default' -> 'cuda'" in said[1]
+
+
+def test_peak_memory_measures_the_configs_gpu_and_none_for_a_cpu_job(monkeypatch):
+    import transferkit.runtime as runtime
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: asked.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: asked.append(("max", device)) or 2**20)
+    with runtime.peak_memory(device="cuda:1") as mem:
+        pass
+    gpu1 = torch.device("cuda", 1)
+    assert mem["peak_cuda_mb"] == 1.0 and asked == [("reset", gpu1), ("max", gpu1)]
+    asked.clear()
+    with runtime.peak_memory(device="cpu") as mem:  # CUDA was initialised in every CPU job on a GPU host
+        pass
+    assert "peak_cuda_mb" not in mem and not asked

@@ -582,7 +582,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     job = job_path(run_dir, cfg, cls.name, seed)
     labeled, unlabeled = label_subset(cfg, data.target, seed)
     t0 = time.perf_counter()
-    with peak_memory() as memory:
+    with peak_memory(device=cfg.device) as memory:
         net = source_net() if cls.needs_pretrained else None
         torch.manual_seed(seed)
         if net is None:

@@ -465,10 +465,13 @@ def _rss_bytes() -> int:
 
 
 @contextmanager
-def peak_memory(interval_s: float = 0.05):
+def peak_memory(interval_s: float = 0.05, device: str | None = None):
     """Measure the peak resident memory of this process while the block runs (sampled every
-    ``interval_s``), and the peak CUDA memory when CUDA is used. Yields a dict that holds
-    ``peak_rss_mb`` (and ``peak_cuda_mb``) when the block ends."""
+    ``interval_s``), and the peak CUDA memory of ``device`` (a config's device name; ``None``
+    or ``auto``: the current CUDA device when CUDA is available; another kind: none). Yields
+    a dict that holds ``peak_rss_mb`` (and ``peak_cuda_mb``) when the block ends."""
+    cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
+    gpu = None if device in (None, "auto", "cuda") or not cuda else torch.device(device)
     result: dict = {}
     peak = [_rss_bytes()]
     stop = threading.Event()
@@ -479,8 +482,8 @@ def peak_memory(interval_s: float = 0.05):
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(gpu)
     t0 = time.perf_counter()
     try:
         yield result
@@ -490,5 +493,5 @@ def peak_memory(interval_s: float = 0.05):
         peak[0] = max(peak[0], _rss_bytes())
         result["peak_rss_mb"] = round(peak[0] / 2**20, 1)
         result["measured_s"] = time.perf_counter() - t0
-        if torch.cuda.is_available():
-            result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        if cuda:
+            result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(gpu) / 2**20, 1)

@@ -68,3 +68,18 @@ def test_out_dir_and_pretrained_expand_the_home_directory(tmp_path, monkeypatch)
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = load_config(None, ["out_dir=~/runs"])
     assert str(new_run_dir(cfg)).startswith(str(tmp_path / "runs"))
+
+
+@pytest.mark.parametrize("text, number", [("010", 8), ("0x10", 16), ("0b11", 3), ("1:30", 90)])
+def test_yaml_1_1_numbers_that_are_not_decimal_are_refused_in_files_and_set(tmp_path, text, number):
+    from transferkit.errors import TransferkitError
+    path = tmp_path / "c.yaml"
+    path.write_text(f"target: folder:{tmp_path}\ntarget_classes: [{text}, 11]\n")
+    with pytest.raises(TransferkitError, match=f"'{text}' reads as the number {number} in YAML 1.1.*write {number} for "
+                                               f"that number, or quote it \\('{text}'\\) for a name"):
+        load_config(path)
+    with pytest.raises(TransferkitError, match=f"--set k: .*'{text}' reads as the number {number}"):
+        load_config(None, [f"k={text}"])
+    assert load_config(None, ["k=10", "train.steps=1_000", "repeats=+2"]).k == 10
+    path.write_text(f"target: folder:{tmp_path}\ntarget_classes: ['{text}', 0]\n")
+    assert load_config(path).target_classes == [text, 0]

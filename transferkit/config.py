@@ -146,7 +146,7 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         value = text[1:-1] if quoted else text  # the text between the quotes, as written (no escapes)
     else:
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
         except yaml.YAMLError as e:
             raise TransferkitError(f"--set {key}: the value is not valid YAML: {_one_line(e)}") from e
     node = data
@@ -185,6 +185,22 @@ def _unique_mapping(loader, node, deep=False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _plain_int(loader, node):
+    """A YAML 1.1 integer, refused unless decimal: ``010`` (octal 8), ``0x10`` (16), ``1:30``
+    (base 60: 90) silently meant other numbers (or class names)."""
+    value = loader.construct_yaml_int(node)
+    text = node.value.replace("_", "").lstrip("+-")
+    if ":" in text or (len(text) > 1 and text[0] == "0"):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} reads as the number {value} in YAML 1.1 (octal, hexadecimal, binary or base "
+                        f"60): write {value} for that number, or quote it ('{node.value}') for a name",
+            node.start_mark)
+    return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _plain_int)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:

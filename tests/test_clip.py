@@ -315,3 +315,13 @@ def test_a_sentence_encoders_embedding_of_a_text_does_not_depend_on_what_was_enc
     alone = text.SentenceEncoder("fake", disk_cache=False).encode(["seven"])
     with_long = text.SentenceEncoder("fake", disk_cache=False).encode(["a much longer caption", "seven"])
     assert torch.equal(with_long[1], alone[0])
+
+
+def test_class_names_that_embed_alike_are_refused_by_name():
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="clip: the classes 'cat' and 'Cat' get the same prompt embeddings"):
+        ClipMethod(tiny_net(3), text_encoder="hashing", class_names=["cat", "Cat", "dog"])
+    with pytest.raises(TransferkitError, match="the classes 'dog' and 'dog!' get the same text embedding"):
+        class_text_embeddings(["dog", "dog!", "cat"], "hashing")
+    assert ClipMethod(tiny_net(3), text_encoder="hashing", class_names=["cat", "dog", "cow"]).class_names[0] == "cat"
+    assert class_text_embeddings(["dog", "cat"], "hashing").shape[0] == 2

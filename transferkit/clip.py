@@ -44,6 +44,7 @@ from .text import (
     DIGIT_WORDS,
     PROMPT_TEMPLATES,
     TextEncoder,
+    check_distinct,
     get_text_encoder,
     prompt_texts,
     text_available,
@@ -246,6 +247,8 @@ class ClipMethod(Method):
         prompts = prompt_texts(class_names, templates)
         self.prompt_features = self.encoder.encode([p for ps in prompts for p in ps])
         self.prompt_classes = torch.arange(len(prompts)).repeat_interleave(torch.tensor([len(p) for p in prompts]))
+        check_distinct(class_means(self.prompt_features, self.prompt_classes, len(prompts)), self.class_names, "clip",
+                       "prompt embeddings")
 
     def trainable_units(self):
         return self.net.feature_names

@@ -194,9 +194,26 @@ def prompt_texts(class_names, templates=PROMPT_TEMPLATES) -> list[list[str]]:
     return [[t.format(w) for t in templates for w in class_words(c)] for c in class_names]
 
 
+def check_distinct(rows: torch.Tensor, names, who: str, what: str = "description") -> None:
+    """Refuse classes whose rows (one per class) are the same vector, naming them: a model
+    that scores classes by their description could never tell them apart (``cat`` and
+    ``Cat`` embed alike in an uncased text encoder)."""
+    rows = rows.detach().float().flatten(1)
+    if len(rows) < 2:
+        return
+    close = torch.cdist(rows, rows) <= 1e-6 * (1 + rows.norm(dim=1).max())
+    pairs = [(int(i), int(j)) for i, j in close.triu(1).nonzero()]
+    label = [str(n) for n in names] if names is not None else [f"row {i}" for i in range(len(rows))]
+    check(not pairs, f"{who}: the classes {', '.join(f'{label[i]!r} and {label[j]!r}' for i, j in pairs[:5])} get the "
+                     f"same {what}, so one of each pair could never be predicted (names that differ only in case, "
+                     f"spaces or punctuation embed alike): rename or merge them")
+
+
 def class_text_embeddings(class_names, encoder: str | TextEncoder = DEFAULT_TEXT_MODEL,
                           templates=PROMPT_TEMPLATES) -> torch.Tensor:
     """``C x D`` class embeddings: the normalised mean of the encoded prompts of each class
     (prompt ensembling, Radford et al. 2021)."""
     enc = get_text_encoder(encoder)
-    return torch.stack([F.normalize(enc.encode(p).mean(0), dim=0) for p in prompt_texts(class_names, templates)])
+    out = torch.stack([F.normalize(enc.encode(p).mean(0), dim=0) for p in prompt_texts(class_names, templates)])
+    check_distinct(out, class_names, "class_text_embeddings", "text embedding")
+    return out

@@ -528,7 +528,7 @@ def test_data_a_method_cannot_fit_is_refused_before_pre_training(tmp_path):
     cases = [(dict(methods=["finetune", "flex"], select_on="none"),
               "method flex: it selects on a labelled validation set and none is given"),
              (dict(methods=["tap"], source_classes="0-4", target_classes="5"),
-              "method tap: it needs labelled target images of at least 2 classes"),
+              r"the target 'digits' has one class \(\['5'\], target_classes '5'\)"),  # for every method
              (dict(methods=["dann", "ft_all"], source_classes="0-9", target_classes="5-9", select_on="source_val"),
               r"method ft_all: the validation domain .* has classes \['0', .*'9'\], but ft_all is scored on "
               r"\['5', '6', '7', '8', '9'\] while it trains; select_on: source_val suits")]
@@ -857,3 +857,15 @@ def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
     with pytest.raises(TransferkitError, match=r"trained on the classes \['0', '1', '2', '3', '4'\].*the source has "
                                                r"\['4', '3', '2', '1', '0'\]"):
         pretrain_source(reordered, prepare_domains(reordered), log=lambda *a: None)  # scored 0 % silently
+
+
+def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():
+    from transferkit.api import Transfer
+    from transferkit.data import load_domain
+    from transferkit.experiment import prepare_domains
+    with pytest.raises(TransferkitError, match=r"the target 'digits' has one class \(\['3'\], target_classes 3\): every "
+                                               r"model would score 100 %.*the first three are 0-2"):
+        prepare_domains(ExperimentConfig(source="digits", target="digits", target_classes=3))
+    one = load_domain("digits").select_classes([3])
+    with pytest.raises(TransferkitError, match="fit: the target domain .* has one class"):
+        Transfer("target_only").fit(target=one)

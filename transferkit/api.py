@@ -67,6 +67,9 @@ class Transfer:
         torch.manual_seed(self.seed)
         given_net = net is not None
         classes = (target if target is not None else source).class_names
+        check(len(classes) >= 2, f"fit: the {'target' if target is not None else 'source'} domain "
+                                 f"{(target or source).name!r} has one class ({list(classes)}): every prediction "
+                                 f"would be right; give two classes or more")
         target_classes = target.class_names if target is not None else None
         if net is not None:  # its head is taken to be the source's when the class counts match
             if cls.predicts_with_source_head() and source is not None and net.num_classes != source.num_classes:

@@ -86,6 +86,10 @@ def prepare_domains(cfg: ExperimentConfig) -> Prepared:
     # never share an image between one's training and the other's test split
     source = narrowed(split_domain(src), cfg.source_classes)
     target = narrowed(split_domain(tgt), cfg.target_classes)
+    check(target.train.num_classes >= 2,
+          f"the target {cfg.target!r} has one class ({target.train.class_names}"
+          f"{f', target_classes {cfg.target_classes!r}' if cfg.target_classes is not None else ''}): every model "
+          f"would score 100 %; give two classes or more (a number is one class id: the first three are 0-2)")
     if cfg.val_per_class is not None:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
     return Prepared(source=source, target=target, channels=channels)

@@ -471,6 +471,20 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         model = load_model(run_dir, row["method"], row["seed"])
         assert not model.training and model.classes_ == ["7", "2", "9"] == test.class_names  # its logit columns
         assert evaluate_on(model, test)["accuracy"] == row["accuracy"]  # dann: narrowed head; tap: picked unit
+    model = load_model(run_dir, "finetune")
+    as_bytes = (test.images[:4] * 255).round().to(torch.uint8)
+    assert torch.allclose(model.logits(as_bytes), model.logits(as_bytes.float() / 255))
+    assert torch.equal(model.logits(test.images[:4].numpy()), model.logits(test.images[:4]))
+    for bad, message in ((test.images[:2] * 255, r"values must lie in \[0, 1\], found .*divide by 255"),
+                         (test.images[:2].repeat(1, 3, 1, 1), r"the channels the network was built for\), got \(2, 3"),
+                         (test.images[:2].permute(0, 2, 3, 1), "look channels-last")):
+        with pytest.raises(TransferkitError, match=message):
+            model.logits(bad)
+    assert model.logits(test.images[:2, :, :20, :20]).shape == (2, 3)  # convnet4 pools globally: any size
+    from transferkit.methods import get_method
+    lenet = get_method("finetune")(build_backbone("lenet", num_classes=3, in_channels=1, image_size=28))
+    with pytest.raises(TransferkitError, match=r"built for \(1, 28, 28\) images and fails on \(1, 20, 20\)"):
+        lenet.logits(test.images[:2, :, :20, :20])  # its fc1 takes the flattened 28 x 28 map
     (run_dir / "jobs" / "tap-k=3-s0.json").unlink()  # stopped between the model and its row
     with pytest.warns(UserWarning, match="tap-k=3-s0.json does not exist.*classes_ are not known"):
         assert not hasattr(load_model(run_dir, "tap"), "classes_")
@@ -863,8 +877,8 @@ def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():
     from transferkit.api import Transfer
     from transferkit.data import load_domain
     from transferkit.experiment import prepare_domains
-    with pytest.raises(TransferkitError, match=r"the target 'digits' has one class \(\['3'\], target_classes 3\): every "
-                                               r"model would score 100 %.*the first three are 0-2"):
+    with pytest.raises(TransferkitError, match=r"the target 'digits' has one class \(\['3'\], target_classes 3\): "
+                                               r"every model would score 100 %.*the first three are 0-2"):
         prepare_domains(ExperimentConfig(source="digits", target="digits", target_classes=3))
     one = load_domain("digits").select_classes([3])
     with pytest.raises(TransferkitError, match="fit: the target domain .* has one class"):

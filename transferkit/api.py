@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 from .backbones import UnitNet, build_backbone, reinitialise
-from .domain import Domain, as_images
+from .domain import Domain, image_batch
 from .engine import Engine, TrainConfig
 from .errors import TransferkitError, check, torch_seed
 from .evaluate import classification_report, predict_logits
@@ -115,21 +114,7 @@ class Transfer:
     @torch.no_grad()
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         check(hasattr(self, "net_"), "call fit before predict")
-        if isinstance(images, np.ndarray):
-            check(images.dtype.kind in "biuf", f"predict: images must be numbers, got a numpy array of dtype "
-                                               f"{images.dtype}")
-            native = images.dtype.newbyteorder("=")  # from_numpy takes neither other byte orders nor flipped views
-            images = torch.from_numpy(np.ascontiguousarray(images).astype(native, copy=False))
-        check(isinstance(images, torch.Tensor), f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} "
-                                                f"image tensor (or numpy array), got {type(images).__name__}")
-        nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]
-        check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == self.input_shape_),
-              f"predict: images of shape {tuple(images.shape)} look channels-last (N x H x W x C); fit saw N x "
-              f"{' x '.join(map(str, self.input_shape_))}: use images.permute(0, 3, 1, 2)")
-        check(images.dim() == 4 and tuple(images.shape[1:]) == self.input_shape_,
-              f"predict: expected an N x {' x '.join(map(str, self.input_shape_))} image tensor (the shape fit "
-              f"saw), got {tuple(images.shape)}")
-        images = as_images(images, "predict")
+        images = image_batch(images, "predict", self.input_shape_, exact=True)
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))
         self.method_.eval()  # the method's forward: a zero-shot method scores class descriptions

@@ -43,6 +43,31 @@ def looks_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] not in (1, 3, 4) and x.shape[2] > 4 and x.shape[3] in (1, 3, 4)
 
 
+def image_batch(images, who: str, shape: tuple | None = None, exact: bool = False) -> torch.Tensor:
+    """Images handed to a fitted model, as :func:`as_images` gives them (a NumPy array is
+    converted). ``shape``: the ``(C, H, W)`` the model was fitted or built for; a batch that
+    is that shape channels-last is named, and the channels (``exact``: the whole shape) must
+    match."""
+    if isinstance(images, np.ndarray):
+        check(images.dtype.kind in "biuf", f"{who}: images must be numbers, got a numpy array of dtype {images.dtype}")
+        native = images.dtype.newbyteorder("=")  # from_numpy takes neither other byte orders nor flipped views
+        images = torch.from_numpy(np.ascontiguousarray(images).astype(native, copy=False))
+    want = f"N x {' x '.join(map(str, shape))}" if shape is not None else "N x C x H x W"
+    check(isinstance(images, torch.Tensor), f"{who}: expected an {want} image tensor (or numpy array), got "
+                                            f"{type(images).__name__}")
+    if shape is not None:
+        shape = tuple(shape)
+        nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]
+        check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == shape),
+              f"{who}: images of shape {tuple(images.shape)} look channels-last (N x H x W x C); the model takes "
+              f"{want}: use images.permute(0, 3, 1, 2)")
+        fits = images.dim() == 4 and (tuple(images.shape[1:]) == shape if exact else images.shape[1] == shape[0])
+        what = "the shape fit saw" if exact else "the channels the network was built for"
+        check(fits, f"{who}: expected an {want} image tensor ({what}), got {tuple(images.shape)}")
+    check(images.dim() == 4, f"{who}: expected an {want} image tensor, got shape {tuple(images.shape)}")
+    return as_images(images, who)
+
+
 def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
     """``x`` as float32 images in [0, 1]: uint8 (0-255) is scaled, other float types are
     converted; refuses other types, NaN or infinite values, values outside [0, 1] and

@@ -539,7 +539,8 @@ def save_model(path: Path, method) -> None:
 
 def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, in eval
-    mode: ``model(images)`` gives target-class logits, column ``i`` for ``model.classes_[i]``
+    mode: ``model.logits(images)`` gives target-class logits (the images checked, in chunks;
+    ``model(images)`` runs one unchecked batch), column ``i`` for ``model.classes_[i]``
     (the class names of the job's result row; ``seed``: the config's first by default). The
     file is a pickle (``torch.load(weights_only=False)``): load only run directories you trust."""
     run_dir = Path(run_dir)

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..backbones import UnitNet
+from ..domain import image_batch
 from ..errors import TransferkitError, UnknownNameError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
@@ -425,12 +426,22 @@ class Method(nn.Module):
         (the base ``forward``, UnitNet's ``forward`` and ``forward_units``, no hook on either) reads the activations
         of its frozen leading units from :mod:`transferkit.frozen` when the same units ran on
         the same images before (the linear probes of several label subsets score one test
-        split), and stores them otherwise; bit-identical either way."""
+        split), and stores them otherwise; bit-identical either way. ``images``: N x C x H x W
+        floats in [0, 1] or uint8 (a NumPy array too), refused with a named error otherwise."""
+        shape = getattr(self.net, "input_shape", None)
+        images = image_batch(images, "logits", shape)
         self.eval()
         net, stop = self.net, self.frozen_prefix_end()
-        if stop is None or type(self).forward is not Method.forward or not self.plain_net("forward", "forward_units"):
-            return predict_logits(self, images)
-        return frozen_activations(net, images, stop, then=lambda h: net.forward_units(h, stop))
+        memo = stop is not None and type(self).forward is Method.forward and self.plain_net("forward", "forward_units")
+        try:
+            if not memo:
+                return predict_logits(self, images)
+            return frozen_activations(net, images, stop, then=lambda h: net.forward_units(h, stop))
+        except RuntimeError as e:  # e.g. a Linear layer built for the flattened map of another image size
+            if shape is None or tuple(images.shape[1:]) == tuple(shape):
+                raise
+            raise TransferkitError(f"logits: the network was built for {tuple(shape)} images and fails on "
+                                   f"{tuple(images.shape[1:])} ({str(e).splitlines()[0]}): resize them") from e
 
     def plain_net(self, *entry_points: str) -> bool:
         """``self.net`` is a :class:`UnitNet` whose ``entry_points`` (method names) are UnitNet's

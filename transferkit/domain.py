@@ -301,7 +301,7 @@ class Domain:
                 raise TransferkitError(f"domain {self.name!r}: cannot convert {x.shape[1]} channels "
                                        f"to {channels}")
         if size is not None and tuple(x.shape[2:]) != (size, size):
-            need, have = len(x) * x.shape[1] * size * size * 4, _memory_bytes()
+            need, have = len(x) * x.shape[1] * size * size * 4, memory_bytes()
             check(have is None or need < have, f"domain {self.name!r}: {len(x)} images of {x.shape[1]} x {size} x "
                                                f"{size} need {need / 2**30:.1f} GiB, more than this machine's "
                                                f"{(have or 0) / 2**30:.1f} GiB of memory: use a smaller image size")
@@ -313,7 +313,7 @@ class Domain:
         return replace(self, name=name)
 
 
-def _memory_bytes() -> int | None:
+def memory_bytes() -> int | None:
     """This machine's physical memory (None where the OS does not say)."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -256,3 +256,10 @@ def test_grouped_views_beyond_the_machines_memory_are_refused_before_allocating(
     with pytest.raises(TransferkitError, match=r"d@grouped100: 10 images x 100 views need 0\.0 GiB, more than this "
                                                r"machine's 0\.0 GiB of memory: use fewer views"):
         grouped.grouped_views(d, views=100)
+
+
+def test_fit_names_images_that_are_not_square():
+    from transferkit.api import Transfer
+    d = Domain("wide", torch.rand(8, 1, 14, 28), torch.arange(8) % 2, ["a", "b"])
+    with pytest.raises(TransferkitError, match=r"'wide' are 14 x 28 \(H x W\).*square images: resize them"):
+        Transfer("target_only", backbone="convnet4").fit(target=d)

@@ -41,7 +41,9 @@ class Transfer:
         self.pretrain_cfg = _train_config(pretrain, TrainConfig(steps=600), "pretrain")
 
     def _net(self, domain: Domain, num_classes: int) -> UnitNet:
-        c, h, _ = domain.image_shape
+        c, h, w = domain.image_shape
+        check(h == w, f"fit: the images of {domain.name!r} are {h} x {w} (H x W), and the backbones are built for "
+                      f"square images: resize them (domain.to_format(size=...), or load_domain(..., size=...))")
         return build_backbone(self.backbone, num_classes=num_classes, in_channels=c, image_size=h)
 
     def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,

@@ -25,7 +25,9 @@ def test_uda_suite_is_registered_and_quick_budget_is_small():
                          ("seeds=-1", r"values must be >= 0, got \[-1\]"),
                          ("pairs=mnist:digits,mnist:bogus", "unknown domain 'bogus'"),
                          ("pairs=mnist:digits,mnist:digits", "pairs: mnist:digits given more than once"),
-                         ("lr=-1", "lr must be > 0"), ("seeds=1.5", "1.5 is not a whole number")):
+                         ("lr=-1", "lr must be a finite number > 0"),
+                         ("lr=.inf", "lr must be a finite number > 0, got inf"),
+                         ("seeds=1.5", "1.5 is not a whole number")):
         with pytest.raises(TransferkitError, match=message):
             make_plan("uda", False, [bad])
 

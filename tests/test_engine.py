@@ -852,3 +852,14 @@ def test_the_frozen_prefix_cache_is_sized_by_the_images_it_holds_not_the_size_th
     sample = big.images[:1]
     assert engine._cacheable_start(method, len(big), sample) == "layer2"  # sized at 28 px: cached
     assert engine._cacheable_start(method, len(big), sample, other_size="112 px") == "stem"  # 16x that: not cached
+
+
+def test_infinite_rates_are_refused_and_a_diverged_loss_names_its_terms(recwarn):
+    for field in ("lr", "momentum", "weight_decay"):
+        with pytest.raises(TransferkitError, match=f"{'lr' if field == 'lr' else 'momentum and weight_decay'} must "
+                                                   f"be (a )?finite number"):
+            TrainConfig(**{field: float("inf")})
+    with pytest.raises(TransferkitError, match=r"loss became (inf|nan) at step 1 \(terms \{'ce_target': (inf|nan)\}\); "
+                                               r"lower"):
+        Engine(TrainConfig(steps=3, batch_size=8, lr=1e30, optimizer="sgd")).fit(make(), target=toy_domain())
+    assert not [w for w in recwarn if "requires_grad" in str(w.message)]  # float(loss) warned of a tensor with grad

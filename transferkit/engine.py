@@ -94,14 +94,14 @@ class TrainConfig:
         check_fields(self)
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")
         check(self.optimizer in ("adam", "sgd"), f"unknown optimizer {self.optimizer!r} (adam, sgd)")
         check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
-        check(self.momentum >= 0 and self.weight_decay >= 0,
-              f"momentum and weight_decay must be >= 0, got {self.momentum} and {self.weight_decay}")
+        check(all(v >= 0 and math.isfinite(v) for v in (self.momentum, self.weight_decay)),
+              f"momentum and weight_decay must be finite numbers >= 0, got {self.momentum} and {self.weight_decay}")
         check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
 
 
@@ -338,8 +338,9 @@ class Engine:
                     _check_terms(method, terms)
                 loss = sum(terms.values())
                 if not torch.isfinite(loss):
-                    raise TransferkitError(f"method {method.name!r}: loss became {float(loss)} at step {step}; "
-                                           "lower the learning rate")
+                    bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v)}
+                    raise TransferkitError(f"method {method.name!r}: loss became {float(loss.detach())} at step {step} "
+                                           f"(terms {bad}); lower the learning rate")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -91,7 +92,7 @@ class Budget(Plan):
               "pretrain_steps, adapt_steps and batch_size must be >= 1")
         check(self.tsne_points >= 2, f"tsne_points must be >= 2 (t-SNE needs 4 points: 2 per domain), got "
                                      f"{self.tsne_points}")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")
 
 
 def budget(quick: bool) -> Budget:

@@ -279,6 +279,26 @@ def test_a_resumed_benchmark_keeps_its_budgets_but_runs_where_this_invocation_ru
         _check_same_plan(tmp_path, on_gpu, "flex")
 
 
+def test_a_resume_that_sets_one_key_of_a_section_keeps_the_rest_and_print_plan_shows_the_resumed_plan(
+        tmp_path, capsys):
+    import dataclasses
+    import json
+
+    from transferkit.bench import _check_same_plan, resumed_plan
+    from transferkit.cli import main
+    quick = make_plan("flex", True, ["targets=mnistm", "ratios=30"])
+    (tmp_path / "plan.json").write_text(json.dumps({"benchmark": "flex", **dataclasses.asdict(quick)}))
+    same = [f"train.steps={quick.train.steps}"]  # its own value: the quick eval_every and patience stay
+    resumed = resumed_plan("flex", False, same, tmp_path)
+    assert resumed == quick
+    _check_same_plan(tmp_path, resumed, "flex")
+    more = resumed_plan("flex", False, [f"train.steps={quick.train.steps + 1}"], tmp_path)
+    assert more.train == dataclasses.replace(quick.train, steps=quick.train.steps + 1)  # refused by the plan check
+    assert main(["bench", "flex", "--resume", str(tmp_path), "--print-plan"]) == 0
+    shown = capsys.readouterr().out
+    assert "quick: true" in shown and "- mnistm" in shown and "- 30" in shown  # was the full default plan
+
+
 def test_a_benchmark_that_runs_in_one_process_says_that_workers_does_not_apply(tmp_path, monkeypatch):
     from transferkit.bench import BENCHMARKS, ONE_PROCESS, load_suites, run_benchmark
     load_suites()

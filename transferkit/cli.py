@@ -176,13 +176,13 @@ def _run(args) -> None:
 
 def _bench(args) -> None:
     _runtime(args)
-    from .bench import load_suites, make_plan, plan_yaml, run_benchmark
+    from .bench import load_suites, plan_yaml, resumed_plan, run_benchmark
     if args.name == "list":
         for name, (_, description, _) in sorted(load_suites().items()):
             print(f"{name:<12} {description}")
         return
     if args.print_plan:
-        print(plan_yaml(make_plan(args.name, args.quick, args.set)), end="")
+        print(plan_yaml(resumed_plan(args.name, args.quick, args.set, args.resume)), end="")
         return
     bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume,
                                  overrides=args.set)

@@ -231,14 +231,27 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
         return plan  # _check_same_plan names the problem
     if stored is None or owner not in (None, name):
         return plan  # a new directory, or another benchmark's (_check_same_plan refuses it)
-    given = {a.split("=", 1)[0].strip().split(".", 1)[0] for a in overrides} | ({"quick"} if plan.quick else set())
+    given, dotted = {"quick"} if plan.quick else set(), {}  # dotted: section -> its keys --set names
+    for a in overrides:
+        top, _, rest = a.split("=", 1)[0].strip().partition(".")
+        if rest:
+            dotted.setdefault(top, set()).add(rest.split(".")[0])
+        else:
+            given.add(top)
     for group in plan.select_groups:
-        if given & set(group):
+        if (given | set(dotted)) & set(group):
             given |= set(group)
     fields = {f.name for f in dataclasses.fields(plan)}
     if set(stored) | _added_selects(plan, stored) != fields:
         return plan  # another benchmark's or an older version's plan: _check_same_plan names the fields
     keep = {k: stored[k] for k in fields & set(stored) if k not in given}
+    for top, keys in dotted.items():  # --set train.steps=...: the stored train section with that key changed
+        section = getattr(plan, top, None)
+        if isinstance(keep.get(top), dict) and dataclasses.is_dataclass(section):
+            now = dataclasses.asdict(section)
+            keep[top] = {**keep[top], **{k: now[k] for k in keys if k in now}}
+        else:
+            keep.pop(top, None)
     for k, value in keep.items():  # a stage's device is where this invocation runs (--device): compared, not kept
         if isinstance(value, dict) and "device" in value and hasattr(getattr(plan, k), "device"):
             keep[k] = {**value, "device": getattr(plan, k).device}
@@ -248,11 +261,18 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
         return plan  # a stored value of another form: _check_same_plan compares the plans
 
 
+def resumed_plan(name: str, quick: bool = False, overrides: list[str] = (), run_dir=None) -> Plan:
+    """The plan ``transferkit bench NAME`` runs: :func:`make_plan`'s, or with ``run_dir`` of a
+    resumed directory its stored plan with the fields ``--set`` names (what ``--print-plan``
+    shows)."""
+    return _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
+
+
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
     an existing directory is resumed: finished jobs are not run again)."""
-    plan = _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
+    plan = resumed_plan(name, quick, overrides, run_dir)
     quick = plan.quick  # a resumed quick run stays one
     suite, description, _ = BENCHMARKS[name]
     tag = f"bench-{name}{'-quick' if quick else ''}"

@@ -405,3 +405,21 @@ def test_python_dash_m_transferkit_is_the_command():
 
     out = subprocess.run([sys.executable, "-m", "transferkit", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "usage: transferkit" in out.stdout, out.stderr
+
+
+def test_a_refused_config_prints_one_line_and_transferkit_warnings_print_as_one_line(tmp_path):
+    import subprocess
+    import sys
+    import warnings
+
+    from transferkit import cli
+    env = {**os.environ, "TRANSFERKIT_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "transferkit.cli", "run", "--set", "source=digits", "--set",
+                        "target=digits", "--set", "methods=[dann]", "--set", "options.dann.weight=-1", "--set",
+                        f"out_dir={tmp_path}"], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr  # the select_on warning came first, 3 lines
+    assert p.stderr.startswith("transferkit: error: method dann with options {'weight': -1}")
+    ours = cli._one_line_warning(UserWarning("dann reads no target label"), UserWarning, cli.__file__, 1, "x")
+    assert ours == "transferkit: warning: dann reads no target label\n"
+    theirs = cli._one_line_warning(UserWarning("deprecated"), UserWarning, warnings.__file__, 7, "x")
+    assert "warnings.py:7: UserWarning: deprecated" in theirs

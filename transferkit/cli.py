@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import TransferkitError, check
@@ -266,6 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
 CLOSED_PIPE = 141  # the shell's status for a process killed by SIGPIPE (128 + 13)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """transferkit's own warnings as one line for a command's user (no file name, no source
+    line); other libraries' warnings as Python shows them."""
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        return f"transferkit: warning: {message}\n"
+    return _DEFAULT_FORMAT(message, category, filename, lineno, line)
+
+
+_DEFAULT_FORMAT = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -275,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import keep_freed_memory
 
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
+    default_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         if getattr(args, "portable_kernels", False):  # before any torch operation; workers inherit it
             from .runtime import portable_kernels
@@ -298,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
               "directory printed at the start; one stopped before any work was kept is removed: start it again)",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format
     return 0
 
 

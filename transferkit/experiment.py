@@ -821,14 +821,13 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
               f"least {3 if part == 'test' else 4} images to give one to the {part} split"
               f"{' (or select_on: source_val / none)' if part == 'val' else ''}")
     labelled = [label_subset(cfg, data.target, cfg.seed + r)[0] for r in range(cfg.repeats)]
+    unselected = []
     with torch.random.fork_rng():
         for cls in methods:
             options = cfg.options.get(cls.name, {})
             val = selection_domain(cfg, data, cls)
             if cfg.select_on == "target_val" and val is None and cls is not SourceOnly:
-                warnings.warn(f"{cls.name} reads no target label, so it does not select on the target's validation "
-                              f"labels (select_on: target_val); it trains its whole budget (set select_on: none "
-                              f"or source_val to say so)", stacklevel=2)
+                unselected.append(cls.name)
             try:
                 for subset in labelled:
                     cls.check_data(subset, val)
@@ -846,6 +845,11 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                     method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, options, e) from e
+    if unselected:  # once every method is known to run
+        warnings.warn(f"{', '.join(unselected)} read{'s' if len(unselected) == 1 else ''} no target label, so "
+                      f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "
+                      f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
+                      f"budget (set select_on: none or source_val to say so)", stacklevel=2)
 
 
 def method_error(cls, options: dict, error: Exception) -> TransferkitError:

@@ -243,3 +243,21 @@ def test_predict_logits_runs_each_chunk_where_the_model_is_and_answers_where_the
     x = torch.rand(5, 1, 2, 2)
     out = predict_logits(lambda c: c.mul_(2).flatten(1), x, batch_size=2)  # a function: the images' device
     assert out.device.type == "cpu" and torch.equal(out, (x * 2).flatten(1))  # and the images stay as they were
+
+
+def test_evaluation_helpers_name_bad_arguments():
+    import numpy as np
+
+    from transferkit.retrieval import average_precision_at_k, map_at_k
+    labels = torch.tensor([0, 1, 0, 1])
+    for kwargs, message in ((dict(logits=torch.zeros(4, 0)), r"N x C logits \(C >= 1\), got shape \(4, 0\)"),
+                            (dict(num_classes=2.5), "num_classes must be a whole number >= 1 or None, got 2.5"),
+                            (dict(num_classes=0), "num_classes must be a whole number >= 1 or None, got 0")):
+        with pytest.raises(TransferkitError, match=message):
+            classification_report(**{"logits": torch.randn(4, 2), "labels": labels, **kwargs})
+    assert classification_report(torch.randn(4, 2), labels, num_classes=2)["n"] == 4
+    emb = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    assert map_at_k(emb, labels, emb, labels, k=2) == map_at_k(torch.from_numpy(emb), labels, torch.from_numpy(emb),
+                                                                labels, k=2)
+    with pytest.raises(TransferkitError, match="chunk must be a whole number >= 1, got 2.5"):
+        average_precision_at_k(torch.from_numpy(emb), labels, torch.from_numpy(emb), labels, chunk=2.5)

@@ -353,8 +353,16 @@ def test_zero_shot_report_and_prior_gamma_known_values():
     gamma = prior_matched_gamma(margins, [0], [1, 2])  # 2 of 3 classes unseen: send 2/3 of the pool there
     assert gamma == pytest.approx(2.0, abs=1e-5)
     assert float((margins[:, 0] < gamma).float().mean()) == 0.75
-    with pytest.raises(TransferkitError, match="gamma is NaN"):
-        zero_shot_report(scores, torch.tensor([0, 2]), [0, 1], [2, 3], gamma=float("nan"))
+    labels = torch.tensor([0, 2])
+    for bad, message in ((dict(gamma=float("nan")), "gamma must be a number, got nan"),
+                         (dict(gamma="0.5"), "gamma must be a number, got '0.5'"),
+                         (dict(seen="01"), "seen must be class ids .* got the string '01'"),
+                         (dict(scores=scores.long()), "scores must be an N x C float tensor, got Tensor torch.int64")):
+        args = {"scores": scores, "labels": labels, "seen": [0, 1], "unseen": [2, 3], **bad}
+        with pytest.raises(TransferkitError, match=message):
+            zero_shot_report(**args)
+    with pytest.raises(TransferkitError, match="infinite values: the calibration margins would be NaN"):
+        prior_matched_gamma(torch.tensor([[float("inf"), 0.0, 0.0]] * 3), [0], [1, 2])
 
 
 def test_scores_keep_every_modules_mode_and_descriptions_must_tell_classes_apart():

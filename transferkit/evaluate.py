@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import torch
 
 from .domain import group_labels
-from .errors import check, class_ids, whole_valued
+from .errors import check, class_ids, is_whole, whole_valued
 
 
 @torch.no_grad()
@@ -63,12 +63,15 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     logits, labels = torch.as_tensor(logits).detach().cpu(), torch.as_tensor(labels).cpu()
     groups = None if groups is None else torch.as_tensor(groups).cpu()
     check(len(labels) > 0, "cannot evaluate on an empty domain")
-    check(logits.dim() == 2, f"classification_report needs N x C logits, got shape {tuple(logits.shape)}")
+    check(logits.dim() == 2 and logits.shape[1] >= 1,
+          f"classification_report needs N x C logits (C >= 1), got shape {tuple(logits.shape)}")
+    check(num_classes is None or is_whole(num_classes, 1),
+          f"num_classes must be a whole number >= 1 or None, got {num_classes!r}")
     check(len(logits) == len(labels), f"{len(logits)} predictions for {len(labels)} labels")
     check(bool(torch.isfinite(logits).all()), "the logits contain NaN or infinite values (a diverged network?)")
     if groups is not None:
         check(len(groups) == len(labels), f"{len(labels)} labels but {len(groups)} group ids")
-    num_classes = num_classes or logits.shape[1]
+    num_classes = int(num_classes) if num_classes is not None else logits.shape[1]
     pred = logits.argmax(1)
     conf = confusion_matrix(pred, labels, num_classes, logits.shape[1])
     support = conf.sum(1)

@@ -25,7 +25,10 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values,
     computed on the queries' device (the gallery and the labels are moved there). Gallery
     items at equal distances rank in gallery order, so a collapsed embedding (every distance
-    equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns."""
+    equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns.
+    NumPy arrays are taken as well."""
+    queries, gallery = torch.as_tensor(queries), torch.as_tensor(gallery)
+    check(is_whole(chunk, 1), f"chunk must be a whole number >= 1, got {chunk!r}")
     check(queries.dim() == 2 and gallery.dim() == 2 and queries.shape[1] == gallery.shape[1],
           f"embeddings must be Q x D and G x D, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
     check(len(gallery) > 0 and is_whole(k, 1),
@@ -47,8 +50,9 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     for q, ql in zip(queries.split(chunk), query_labels.split(chunk)):
         dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist")
         nn_idx = dist.argsort(dim=1, stable=True)[:, :k]  # equal distances in gallery order (topk's is arbitrary)
-        rel = (gallery_labels[nn_idx] == ql[:, None]).float()
-        precision = rel.cumsum(1) / ranks
+        hits = gallery_labels[nn_idx] == ql[:, None]
+        rel = hits.float()
+        precision = hits.long().cumsum(1) / ranks  # an integer running count: exact, and deterministic on a GPU
         n_rel = counts[ql.long()].clamp(max=k).float()
         out.append((precision * rel).sum(1) / n_rel.clamp_min(1))
     return torch.cat(out) if out else torch.empty(0)

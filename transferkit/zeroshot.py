@@ -27,6 +27,7 @@ classes in its order.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 
 import torch
@@ -351,8 +352,12 @@ def mean_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, classes) -> fl
 
 def _seen_unseen(scores: torch.Tensor, seen, unseen) -> tuple[list[int], list[int]]:
     """Seen and unseen class ids, checked against the score columns and for overlap."""
-    check(scores.dim() == 2, f"scores must be an N x C matrix, got shape {tuple(scores.shape)}")
+    check(isinstance(scores, torch.Tensor) and scores.dim() == 2 and scores.is_floating_point(),
+          f"scores must be an N x C float tensor, got {type(scores).__name__} {getattr(scores, 'dtype', '')} "
+          f"{tuple(getattr(scores, 'shape', ()))}")
     check(not bool(scores.isnan().any()), "the scores have NaN values (a diverged model?)")
+    for name, ids in (("seen", seen), ("unseen", unseen)):
+        check(not isinstance(ids, str), f"{name} must be class ids (a list of ints), got the string {ids!r}")
     seen = class_ids(seen, scores.shape[1], "seen classes").tolist()
     unseen = class_ids(unseen, scores.shape[1], "unseen classes").tolist()
     check(not set(seen) & set(unseen), f"seen and unseen classes overlap: {sorted(set(seen) & set(unseen))}")
@@ -368,7 +373,8 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     check(len(labels) == len(scores), f"{len(scores)} score rows for {len(labels)} labels")
     stray = sorted(set(labels.tolist()) - set(seen) - set(unseen))
     check(not stray, f"labels {stray[:10]} are neither seen nor unseen classes")
-    check(not math.isnan(float(gamma)), "gamma is NaN")
+    check(isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and not math.isnan(gamma),
+          f"gamma must be a number, got {gamma!r}")
     is_unseen = torch.isin(labels, torch.tensor(unseen, device=labels.device))
     for name, ids, has in (("seen", seen, ~is_unseen), ("unseen", unseen, is_unseen)):
         check(bool(has.any()), f"no test image of the {name} classes {ids}: the GZSL report needs test images "
@@ -398,6 +404,7 @@ def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: flo
     check(scores.dim() == 2 and scores.shape[0] > 0,
           f"scores must be a non-empty N x C matrix, got shape {tuple(scores.shape)}")
     seen, unseen = _seen_unseen(scores, seen, unseen)
+    check(bool(torch.isfinite(scores).all()), "the scores have infinite values: the calibration margins would be NaN")
     check(len(seen) > 0 and len(unseen) > 0, "calibration needs seen and unseen classes")
     q = len(unseen) / (len(seen) + len(unseen)) if unseen_fraction is None else float(unseen_fraction)
     check(0.0 < q < 1.0, f"unseen_fraction must lie in (0, 1), got {q}")

@@ -263,3 +263,22 @@ def test_fit_names_images_that_are_not_square():
     d = Domain("wide", torch.rand(8, 1, 14, 28), torch.arange(8) % 2, ["a", "b"])
     with pytest.raises(TransferkitError, match=r"'wide' are 14 x 28 \(H x W\).*square images: resize them"):
         Transfer("target_only", backbone="convnet4").fit(target=d)
+
+
+def test_small_input_slips_get_named_errors(tmp_path):
+    import numpy as np
+
+    from transferkit.config import ExperimentConfig
+    from transferkit.data import load_domain
+    from transferkit.splits import parse_classes
+    from transferkit.userdata import load_npz
+    with pytest.raises(TransferkitError, match=r"classes \{0: 1\} are a mapping"):
+        parse_classes({0: 1})
+    with pytest.raises(TransferkitError, match="repeats must be in 1..10000"):
+        ExperimentConfig(repeats=10**9)
+    assert load_domain("digits@Grouped2").name == "digits@grouped2"
+    with pytest.raises(TransferkitError, match="@groupedV comes last, after the shifts: digits\\+blur@grouped3"):
+        load_domain("digits@grouped3+blur")
+    np.savez(tmp_path / "u.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 2**64 - 1], np.uint64))
+    with pytest.raises(TransferkitError, match="'y' holds 18446744073709551615, beyond int64"):
+        load_npz(tmp_path / "u.npz")

@@ -411,6 +411,8 @@ def test_resume_accepts_settings_that_do_not_change_rows_and_names_those_that_do
     same = replace(cfg, name="renamed", out_dir=str(tmp_path / "elsewhere"), workers=2,
                    train=replace(TINY, progress=False, checkpoint_every=3))
     assert run_experiment(same, run_dir=run_dir, **quiet)[1] == rows
+    kept = load_config(run_dir / "config.yaml")
+    assert (kept.name, kept.out_dir, kept.workers) == ("r", str(tmp_path), 2)  # where the run was made stays
     more = replace(cfg, methods=["finetune", "linear_probe"], repeats=2)  # jobs added to the run
     grown = run_experiment(more, run_dir=run_dir, **quiet)[1]
     assert [(r["method"], r["seed"]) for r in grown] == [("finetune", 0), ("linear_probe", 0), ("finetune", 1),
@@ -493,6 +495,8 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         load_model(run_dir, "source_only")
     with pytest.raises(TransferkitError, match="no finished finetune job of seed 7"):
         load_model(run_dir, "finetune", 7)
+    with pytest.raises(TransferkitError, match="seed must be a whole number .* got 0.5"):
+        load_model(run_dir, "finetune", 0.5)  # was seed 0
     whole = (run_dir / "models" / "finetune-k=3-s0.pt").read_bytes()
     (run_dir / "models" / "finetune-k=3-s0.pt").write_bytes(whole[:len(whole) // 2])  # a cut zip archive
     (run_dir / "models" / "tap-k=3-s0.pt").write_bytes(b"torn")

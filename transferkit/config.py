@@ -22,6 +22,9 @@ from .errors import TransferkitError, check
 from .fields import check_fields, from_dict
 from .runtime import check_device_name, env_int
 
+#: most label subsets one run draws (each is a training per method; 1e9 hung in drawing them)
+MAX_REPEATS = 10_000
+
 
 @dataclass
 class ExperimentConfig:
@@ -74,7 +77,8 @@ class ExperimentConfig:
                 setattr(self, stage, dataclasses.replace(getattr(self, stage), device=self.device))
         check(0 <= self.seed and self.seed + self.repeats <= 2**32, f"seed must be in 0..2**32 - repeats (as "
                                                                    f"numpy's seeds), got {self.seed}")
-        check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
+        check(1 <= self.repeats <= MAX_REPEATS, f"repeats must be in 1..{MAX_REPEATS} (one training per method "
+                                                f"and repeat), got {self.repeats}")
         check(self.k is None or self.k >= 1, f"k must be >= 1, got {self.k}")
         check(self.ratio is None or self.ratio >= 1, f"ratio must be >= 1, got {self.ratio}")
         check(self.val_per_class is None or self.val_per_class >= 1,

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -368,6 +369,9 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
                 break
     shift_names = [s.strip().lower() for s in parts[base_len:]]
     check(all(shift_names), f"domain spec {spec!r}: empty shift name (stray '+')")
+    late = re.match(r"^(.*)(@grouped\d+)$", base, re.IGNORECASE) if shift_names else None
+    check(late is None, f"domain spec {spec!r}: @groupedV comes last, after the shifts: "
+                        f"{late and late[1] + ''.join('+' + n for n in shift_names) + late[2].lower()}")
     if not base.startswith(("folder:", "npz:")):
         kind = "npz" if base.endswith(".npz") else "folder"  # a built-in name may also be a folder here
         check(not ("/" in base or os.sep in base or kind == "npz"),

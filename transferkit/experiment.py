@@ -38,7 +38,7 @@ from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
 from .domain import Domain, head_mapping
 from .engine import Engine, TrainConfig
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, is_whole
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
@@ -547,6 +547,7 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
     name = get_method(method).name
+    check(seed is None or is_whole(seed), f"seed must be a whole number (a job's label-subset seed), got {seed!r}")
     seed = cfg.seed if seed is None else int(seed)
     path = model_path(run_dir, cfg, name, seed)
     check(path.is_file(), f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a saved "
@@ -726,7 +727,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     if main:  # only now: a refused resume leaves the run's config as it was
-        write_text(old, dump_config(cfg))
+        placed = {k: stored[k] for k in ("name", "out_dir") if isinstance((stored or {}).get(k), str)}
+        write_text(old, dump_config(replace(cfg, **placed)))  # where the run was made: a resume names its directory
         note_kernels(run_dir, log, cfg.workers)
     log(f"run directory: {run_dir}")
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "

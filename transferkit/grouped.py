@@ -17,7 +17,7 @@ from .errors import TransferkitError, check, is_whole
 from .shifts import apply_shift
 from .splits import seeded_generator
 
-SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$")
+SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$", re.IGNORECASE)
 
 
 def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affine_random", "noise"),

@@ -188,6 +188,8 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
     elif isinstance(text_or_list, int) and not isinstance(text_or_list, bool):
         items = [text_or_list]
     else:
+        check(not isinstance(text_or_list, dict), f"classes {text_or_list!r} are a mapping; give a list of ids or "
+                                                  f"names, or a text such as '0-4'")
         if isinstance(text_or_list, (set, frozenset)):  # unordered: ids in order; names would change per process
             check(all(is_whole(c) for c in text_or_list),
                   f"classes {text_or_list!r} are a set of names, whose order changes between processes; give a list")

@@ -179,6 +179,8 @@ def _int_vector(a: np.ndarray, key: str, n: int, where: str) -> torch.Tensor:
     if a.dtype.kind == "f" and a.size and np.all(a == np.round(a)):
         a = a.astype(np.int64)
     check(a.dtype.kind in "iu", f"{where}: {key!r} must hold integers, got dtype {a.dtype}")
+    if a.dtype.kind == "u" and a.size:  # uint64 above 2**63 - 1 would wrap to negative ids
+        check(int(a.max()) <= np.iinfo(np.int64).max, f"{where}: {key!r} holds {int(a.max())}, beyond int64")
     return torch.from_numpy(a.astype(np.int64))
 
 

@@ -258,11 +258,15 @@ def test_grouped_views_beyond_the_machines_memory_are_refused_before_allocating(
         grouped.grouped_views(d, views=100)
 
 
-def test_fit_names_images_that_are_not_square():
+def test_fit_names_images_that_are_not_square_when_the_backbone_cannot_take_them():
     from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
     d = Domain("wide", torch.rand(8, 1, 14, 28), torch.arange(8) % 2, ["a", "b"])
-    with pytest.raises(TransferkitError, match=r"'wide' are 14 x 28 \(H x W\).*square images: resize them"):
+    with pytest.raises(TransferkitError, match=r"'wide' are 14 x 28 \(H x W\); convnet4 built for their height "
+                                               r"fails \(.*too small.*\): resize them"):  # spoke of a 14 x 14 input
         Transfer("target_only", backbone="convnet4").fit(target=d)
+    wide = Domain("wide", torch.rand(8, 1, 28, 20), torch.arange(8) % 2, ["a", "b"])  # convnet4 pools globally
+    Transfer("target_only", backbone="convnet4", train=TrainConfig(steps=1, batch_size=4)).fit(target=wide)
 
 
 def test_small_input_slips_get_named_errors(tmp_path):

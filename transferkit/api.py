@@ -42,9 +42,14 @@ class Transfer:
 
     def _net(self, domain: Domain, num_classes: int) -> UnitNet:
         c, h, w = domain.image_shape
-        check(h == w, f"fit: the images of {domain.name!r} are {h} x {w} (H x W), and the backbones are built for "
-                      f"square images: resize them (domain.to_format(size=...), or load_domain(..., size=...))")
-        return build_backbone(self.backbone, num_classes=num_classes, in_channels=c, image_size=h)
+        try:  # a backbone that pools globally takes other widths too (the engine checks the first batch)
+            return build_backbone(self.backbone, num_classes=num_classes, in_channels=c, image_size=h)
+        except TransferkitError as e:
+            if h == w:
+                raise
+            raise TransferkitError(f"fit: the images of {domain.name!r} are {h} x {w} (H x W); {self.backbone} "
+                                   f"built for their height fails ({e}): resize them "
+                                   f"(domain.to_format(size=...))") from e
 
     def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,
             val: Domain | None = None, net: UnitNet | None = None) -> "Transfer":

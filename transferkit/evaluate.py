@@ -13,7 +13,6 @@ from .domain import group_labels
 from .errors import check, class_ids, is_whole, whole_valued
 
 
-@torch.no_grad()
 def module_device(module) -> torch.device | None:
     """The device of a module's first parameter (or buffer); ``None`` for anything else."""
     if not isinstance(module, torch.nn.Module):
@@ -23,6 +22,7 @@ def module_device(module) -> torch.device | None:
     return None if first is None else first.device
 
 
+@torch.no_grad()
 def predict_logits(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
                    batch_size: int = 1024, device: torch.device | None = None) -> torch.Tensor:
     """Run ``forward`` over ``inputs`` in chunks and concatenate the outputs, on the device

@@ -419,7 +419,30 @@ def test_a_refused_config_prints_one_line_and_transferkit_warnings_print_as_one_
                         f"out_dir={tmp_path}"], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr  # the select_on warning came first, 3 lines
     assert p.stderr.startswith("transferkit: error: method dann with options {'weight': -1}")
-    ours = cli._one_line_warning(UserWarning("dann reads no target label"), UserWarning, cli.__file__, 1, "x")
-    assert ours == "transferkit: warning: dann reads no target label\n"
-    theirs = cli._one_line_warning(UserWarning("deprecated"), UserWarning, warnings.__file__, 7, "x")
-    assert "warnings.py:7: UserWarning: deprecated" in theirs
+    from transferkit.errors import TransferkitWarning
+    from transferkit.runtime import one_line_warnings
+    default = one_line_warnings()
+    try:
+        ours = warnings.formatwarning(TransferkitWarning("no target label"), TransferkitWarning, cli.__file__, 1)
+        theirs = warnings.formatwarning(UserWarning("copy construct"), UserWarning, cli.__file__, 7, "x")
+    finally:
+        warnings.formatwarning = default
+    assert ours == "transferkit: warning: no target label\n"
+    assert "cli.py:7: UserWarning: copy construct" in theirs  # torch's, raised from a transferkit line
+
+
+def test_worker_processes_do_not_repeat_the_data_warnings_of_the_run(tmp_path):
+    import subprocess
+    import sys
+    masks = np.zeros((40, 28, 28), np.uint8)
+    masks[:, 10:18, 10:18] = 1  # 0/1 masks: the 'almost black' warning
+    np.savez(tmp_path / "m.npz", x=masks, y=np.arange(40) % 2)
+    env = {**os.environ, "TRANSFERKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "transferkit.cli", "run", "--workers", "2", "--set",
+                        f"source=npz:{tmp_path / 'm.npz'}", "--set", f"target=npz:{tmp_path / 'm.npz'}", "--set",
+                        "methods=[target_only]", "--set", "repeats=2", "--set", "k=2", "--set", "train.steps=2",
+                        "--set", "pretrain.steps=2", "--set", "select_on=none", "--set", f"out_dir={tmp_path}"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("almost black") == 1, p.stderr  # once (one file for both sides), by the main process
+    assert "transferkit: warning: npz file" in p.stderr and "UserWarning" not in p.stderr

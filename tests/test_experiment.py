@@ -473,15 +473,16 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         model = load_model(run_dir, row["method"], row["seed"])
         assert not model.training and model.classes_ == ["7", "2", "9"] == test.class_names  # its logit columns
         assert evaluate_on(model, test)["accuracy"] == row["accuracy"]  # dann: narrowed head; tap: picked unit
-    model = load_model(run_dir, "finetune")
-    as_bytes = (test.images[:4] * 255).round().to(torch.uint8)
-    assert torch.allclose(model.logits(as_bytes), model.logits(as_bytes.float() / 255))
-    assert torch.equal(model.logits(test.images[:4].numpy()), model.logits(test.images[:4]))
-    for bad, message in ((test.images[:2] * 255, r"values must lie in \[0, 1\], found .*divide by 255"),
-                         (test.images[:2].repeat(1, 3, 1, 1), r"the channels the network was built for\), got \(2, 3"),
-                         (test.images[:2].permute(0, 2, 3, 1), "look channels-last")):
-        with pytest.raises(TransferkitError, match=message):
-            model.logits(bad)
+    for name in ("finetune", "tap"):  # tap scores through its own logits
+        model = load_model(run_dir, name)
+        as_bytes = (test.images[:4] * 255).round().to(torch.uint8)
+        assert torch.allclose(model.logits(as_bytes), model.logits(as_bytes.float() / 255))
+        assert torch.equal(model.logits(test.images[:4].numpy()), model.logits(test.images[:4]))
+        for bad, message in ((test.images[:2] * 255, r"values must lie in \[0, 1\], found .*divide by 255"),
+                             (test.images[:2].repeat(1, 3, 1, 1), r"the channels the network was built for\), got"),
+                             (test.images[:2].permute(0, 2, 3, 1), "look channels-last")):
+            with pytest.raises(TransferkitError, match=message):
+                model.logits(bad)
     assert model.logits(test.images[:2, :, :20, :20]).shape == (2, 3)  # convnet4 pools globally: any size
     from transferkit.methods import get_method
     lenet = get_method("finetune")(build_backbone("lenet", num_classes=3, in_channels=1, image_size=28))

@@ -267,15 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
 CLOSED_PIPE = 141  # the shell's status for a process killed by SIGPIPE (128 + 13)
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """transferkit's own warnings as one line for a command's user (no file name, no source
-    line); other libraries' warnings as Python shows them."""
-    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
-        return f"transferkit: warning: {message}\n"
-    return _DEFAULT_FORMAT(message, category, filename, lineno, line)
-
-
-_DEFAULT_FORMAT = warnings.formatwarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import keep_freed_memory
 
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
-    default_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
+    from .runtime import one_line_warnings
+    default_format = one_line_warnings()
     try:
         if getattr(args, "portable_kernels", False):  # before any torch operation; workers inherit it
             from .runtime import portable_kernels

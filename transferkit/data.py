@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from . import shifts as _shifts
 from .domain import Domain
-from .errors import UnknownNameError, check, is_whole
+from .errors import TransferkitWarning, UnknownNameError, check, is_whole
 from .io import atomic_write, cache_dir, relative_hint
 
 CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
@@ -264,7 +264,7 @@ def _write_cache(path: Path, arrays: dict) -> None:
         atomic_write(path, write)
     except OSError as e:
         warnings.warn(f"cannot write the cache {path} ({e}); set TRANSFERKIT_CACHE to a writable "
-                      "directory to keep built domains", stacklevel=3)
+                      "directory to keep built domains", category=TransferkitWarning, stacklevel=3)
 
 
 # ---- registry ------------------------------------------------------------------------------

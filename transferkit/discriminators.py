@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check
 
 #: depth of the fully connected tail after the multi-layer part, per backbone
 #: (seed 000 Table 5: two 500x500 layers for convnet4; Table 8: one for lenet)
@@ -100,7 +100,8 @@ class MultiLayerDiscriminator(nn.Module):
                           f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
                           f"gradients and optimiser state): eq. 2 maps each tapped activation to the next one's size "
                           f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head]) or "
-                          f"use the convolutional one of seed 000 Table 6 (discriminator: conv)", stacklevel=3)
+                          f"use the convolutional one of seed 000 Table 6 (discriminator: conv)",
+                          category=TransferkitWarning, stacklevel=3)
         return cls(sizes, **kw)
 
     def layer_input_sizes(self) -> list[int]:

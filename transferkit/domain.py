@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import TransferkitError, check, is_whole
+from .errors import TransferkitError, TransferkitWarning, check, is_whole
 
 
 def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +102,8 @@ def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[i
     if near:
         warnings.warn(f"target class(es) {[c for c, _ in near][:10]} differ from the source's "
                       f"{[s for _, s in near][:10]} only in case or spaces; class names match exactly, so they "
-                      f"count as new classes (rename them to share the source's classifier rows)", stacklevel=2)
+                      f"count as new classes (rename them to share the source's classifier rows)",
+                      category=TransferkitWarning, stacklevel=2)
     return mapping
 
 

@@ -7,6 +7,11 @@ class TransferkitError(Exception):
     """A mistake in the user's input (unknown name, bad shape, bad config...), not a bug."""
 
 
+class TransferkitWarning(UserWarning):
+    """transferkit's own warnings (a UserWarning: filters and ``pytest.warns(UserWarning)``
+    catch them as before); the CLI prints them as one line."""
+
+
 class UnknownNameError(TransferkitError, KeyError):
     """An unknown domain, shift, method, backbone, benchmark or config key."""
 

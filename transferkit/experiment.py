@@ -38,7 +38,7 @@ from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
 from .domain import Domain, head_mapping
 from .engine import Engine, TrainConfig
-from .errors import TransferkitError, UnknownNameError, check, is_whole
+from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
@@ -355,7 +355,7 @@ def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domai
         if smallest < cfg.ratio:
             warnings.warn(f"ratio {cfg.ratio}: the smallest class of {target.train.name!r} has "
                           f"{smallest} training images; those classes keep all of theirs "
-                          f"(the rows' n_labeled says how many were used)", stacklevel=2)
+                          f"(the rows' n_labeled says how many were used)", category=TransferkitWarning, stacklevel=2)
         labeled = subsample_per_class(target.train, cfg.ratio, seed)
         return labeled, target.train
     return target.train, target.train
@@ -510,7 +510,7 @@ def _without_unseen_validation(method, domains: dict) -> dict:
         return domains
     warnings.warn(f"{method.name}: the validation split holds classes the source lacks (unseen ones); it is "
                   f"not used, training runs its whole budget (select_on: source_val selects on seen classes)",
-                  stacklevel=3)
+                  category=TransferkitWarning, stacklevel=3)
     return {**domains, "val": None}
 
 
@@ -570,7 +570,8 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
         model.classes_ = list(read_job(row, ("class_names",))["class_names"])
     else:  # saved, then stopped before its row: the job did not finish (a resume trains it again)
         warnings.warn(f"{row} does not exist: the job stopped after saving {path.name} and before its result "
-                      f"row, so the model's classes_ are not known (a resume trains the job again)", stacklevel=2)
+                      f"row, so the model's classes_ are not known (a resume trains the job again)",
+                      category=TransferkitWarning, stacklevel=2)
     return model.eval()
 
 
@@ -619,7 +620,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
             save_model(model, method)
         except Exception as e:  # a model that does not pickle (a user's method) must not cost the result
             model.unlink(missing_ok=True)  # not an older run's model
-            warnings.warn(f"{job.stem}: the trained model is not saved ({type(e).__name__}: {e})", stacklevel=1)
+            warnings.warn(f"{job.stem}: the trained model is not saved ({type(e).__name__}: {e})",
+                          category=TransferkitWarning, stacklevel=1)
     row = _finish_row(job, row, report, data.target.test.class_names)
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated
         shutil.rmtree(run_dir / "checkpoints" / job.stem, ignore_errors=True)
@@ -644,11 +646,14 @@ _PROCESS_DATA: dict = {}  # the domains of the last config a (worker) process pr
 def process_domains(cfg: ExperimentConfig) -> Prepared:
     """:func:`prepare_domains` once per process and config: a worker process's later jobs of
     the same config share the data (read from the disk cache once), as the jobs of a
-    one-process run do."""
+    one-process run do. Its warnings about the data are not repeated: the process that
+    started the workers prepared the same data and showed them."""
     key = json.dumps(asdict(cfg), sort_keys=True, default=repr)
     if key not in _PROCESS_DATA:
         _PROCESS_DATA.clear()
-        _PROCESS_DATA[key] = prepare_domains(cfg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TransferkitWarning)
+            _PROCESS_DATA[key] = prepare_domains(cfg)
     return _PROCESS_DATA[key]
 
 
@@ -851,7 +856,8 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
         warnings.warn(f"{', '.join(unselected)} read{'s' if len(unselected) == 1 else ''} no target label, so "
                       f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "
                       f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
-                      f"budget (set select_on: none or source_val to say so)", stacklevel=2)
+                      f"budget (set select_on: none or source_val to say so)",
+                      category=TransferkitWarning, stacklevel=2)
 
 
 def method_error(cls, options: dict, error: Exception) -> TransferkitError:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .errors import check
+from .errors import TransferkitWarning, check
 from .io import read_json, write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -102,7 +102,8 @@ def portable_kernels() -> dict:
     variable already set by the user is kept. Returns the variables in force; raises when
     torch already chose wider kernels, and warns (no effect) on a CPU that is not x86-64."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        warnings.warn(f"portable kernels pin x86 kernels; this CPU is {platform.machine()}: no effect", stacklevel=2)
+        warnings.warn(f"portable kernels pin x86 kernels; this CPU is {platform.machine()}: no effect",
+                      category=TransferkitWarning, stacklevel=2)
         return {}
     for key, value in PORTABLE_KERNELS.items():
         os.environ.setdefault(key, value)
@@ -437,7 +438,21 @@ def keep_freed_memory(mmap_mb: int = 256, trim_mb: int = 1024) -> bool:
     return bool(mallopt(m_mmap_threshold, mmap_mb << 20)) and bool(mallopt(m_trim_threshold, trim_mb << 20))
 
 
+def one_line_warnings():
+    """Print :class:`TransferkitWarning` as one line for a command's user (no file name, no
+    source line), other warnings as Python does; returns the formatter it replaced."""
+    default = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, TransferkitWarning):
+            return f"transferkit: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+    warnings.formatwarning = fmt
+    return default
+
+
 def _worker_init(threads: int, parent: int) -> None:
+    one_line_warnings()
     keep_freed_memory()
     torch.set_num_threads(threads)
     preload_lazy_imports()

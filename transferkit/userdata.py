@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .domain import RANGE_TOL, Domain
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check
 from .io import relative_hint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
@@ -25,7 +25,7 @@ def _warn_if_dark(x: torch.Tensor, where: str, hint: str) -> None:
     almost surely stored in a narrower range than the file's type (``hint`` says which)."""
     if x.numel() and float(x.max()) <= DARK + 1e-6:
         warnings.warn(f"{where}: no pixel of any image is brighter than {float(x.max()) * 255:.3g} of 255: the "
-                      f"images load almost black; {hint}", stacklevel=3)
+                      f"images load almost black; {hint}", category=TransferkitWarning, stacklevel=3)
 
 
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
@@ -42,7 +42,8 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
     if set(classes) & {"train", "val", "valid", "validation", "test"} and len(classes) <= 3:
         warnings.warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each class "
                       f"folder's sub-folders become groups, like the frames of a video); for a dataset split "
-                      f"into train/val/test folders give one of them, e.g. folder:{root / classes[0]}", stacklevel=2)
+                      f"into train/val/test folders give one of them, e.g. folder:{root / classes[0]}",
+                      category=TransferkitWarning, stacklevel=2)
     files = []
     for label, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*")
@@ -233,7 +234,7 @@ def load_npz(path: str | os.PathLike) -> Domain:
         if empty:  # a head output no image trains; per-class accuracy None for it
             warnings.warn(f"{where}: no image has the class(es) {empty[:10]}{'...' if len(empty) > 10 else ''} of "
                           f"class_names; they stay classes with no image (leave them out with "
-                          f"source_classes / target_classes)", stacklevel=2)
+                          f"source_classes / target_classes)", category=TransferkitWarning, stacklevel=2)
     else:
         check(n_classes <= n, f"{where}: labels go up to {n_classes - 1} for {n} images, so most classes "
                               f"would be empty; give 'class_names' or number the classes 0..C-1")
@@ -243,7 +244,7 @@ def load_npz(path: str | os.PathLike) -> Domain:
             warnings.warn(f"{where}: no image has label(s) {empty[:10]}{'...' if len(empty) > 10 else ''}; "
                           f"without 'class_names' the classes are the ids 0..{n_classes - 1}, so "
                           f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)",
-                          stacklevel=2)
+                          category=TransferkitWarning, stacklevel=2)
     groups = _int_vector(data["groups"], "groups", n, where) if "groups" in data else None
     return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}"})
 

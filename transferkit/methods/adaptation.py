@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import check
+from ..errors import TransferkitWarning, check
 from ..losses import entropy
 from ..splits import dataset_name
 from .base import Method
@@ -99,7 +99,8 @@ class AdaptationMethod(Method):
                     or dataset_name(d.name))
         if val is not None and base(val) == base(unlabeled) != base(source):
             warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
-                          "(unsupervised adaptation); set select_on: none or source_val", stacklevel=2)
+                          "(unsupervised adaptation); set select_on: none or source_val",
+                          category=TransferkitWarning, stacklevel=2)
             val = None
         engine = make_engine("main")
         if self.lr_schedule is not None:

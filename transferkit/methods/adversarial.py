@@ -39,7 +39,7 @@ from ..discriminators import (
     inverted_label_loss,
     multilayer_discriminator,
 )
-from ..errors import check
+from ..errors import TransferkitWarning, check
 from ..losses import dann_lambda, frozen_call, grad_reverse
 from .adaptation import AdaptationMethod, flat_cat, layer_size, resolve_layers
 from .base import register
@@ -51,7 +51,8 @@ def _mlp_for(net, layers, hidden: int, depth: int) -> MLPDiscriminator:
         warnings.warn(f"the domain discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} has "
                       f"over {size * hidden / 1e6:.0f} M weights in its first layer ({size} inputs x {hidden}; "
                       f"{size * hidden * 4 / 2**30:.1f} GiB in float32, before gradients and optimiser state): "
-                      f"tap a smaller activation with `layers` (e.g. [embedding]) or lower `hidden`", stacklevel=3)
+                      f"tap a smaller activation with `layers` (e.g. [embedding]) or lower `hidden`",
+                      category=TransferkitWarning, stacklevel=3)
     return MLPDiscriminator(size, hidden=hidden, depth=depth)
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..discriminators import LARGE_DISCRIMINATOR, MLPDiscriminator, discriminator_loss
-from ..errors import check
+from ..errors import TransferkitWarning, check
 from ..losses import dann_lambda, difference_loss, grad_reverse, scale_invariant_mse
 from ..runtime import gathered
 from .adaptation import AdaptationMethod
@@ -75,7 +75,7 @@ class DSN(AdaptationMethod):
             warnings.warn(f"dsn's private encoders and decoder have {extra / 1e6:.0f} M weights on "
                           f"{tuple(net.input_shape)} images ({extra * 16 / 2**30:.1f} GiB in float32 with "
                           f"gradients and Adam's state); they map whole images, so they suit small inputs",
-                          stacklevel=2)
+                          category=TransferkitWarning, stacklevel=2)
         self.discriminator = MLPDiscriminator(d, hidden=hidden, depth=2)
 
     def losses(self, batch):

@@ -19,8 +19,9 @@ import torch
 import torch.nn as nn
 
 from ..backbones import evaluating
+from ..domain import image_batch
 from ..engine import FitResult
-from ..errors import check
+from ..errors import TransferkitWarning, check
 from ..frozen import frozen_activations
 from .base import Method, register
 
@@ -133,7 +134,7 @@ class Tap(Method):
         sel = val if on_val else target
         if not on_val:
             warnings.warn("tap: no validation set; the unit and classifier are picked on training accuracy",
-                          stacklevel=2)
+                          category=TransferkitWarning, stacklevel=2)
         f_train = unit_features(self.net, target.images, self.units)
         f_sel = unit_features(self.net, sel.images, self.units) if on_val else f_train
         scores, heads = {}, {}
@@ -161,6 +162,7 @@ class Tap(Method):
         test images through it); bit-identical to ``predict_logits(self, images)``."""
         if self.tap_head is None or not self.plain_net("forward_features", "forward_units"):
             return super().logits(images)
+        images = image_batch(images, "logits", getattr(self.net, "input_shape", None))  # as Method.logits checks
         self.eval()
         names = self.net.unit_names
         stop = names[names.index(self.tap_unit) + 1]

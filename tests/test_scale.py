@@ -213,6 +213,11 @@ def test_run_joins_the_process_group_with_the_configs_device_not_only_the_flags(
     with pytest.raises(Stop, match="auto"):
         cli.main(["run", str(tmp_path / "c.yaml")])
     assert seen == ["auto"]  # was the environment's cpu: gloo for a cuda config
+    (tmp_path / "c.yaml").write_text("source: digits\ntarget: digits\nmethods: [finetune]\n")
+    monkeypatch.setattr(experiment, "run_experiment", lambda cfg, run_dir=None: (_ for _ in ()).throw(
+        Stop(f"{cfg.device} {cfg.train.device} {cfg.pretrain.device}")))
+    with pytest.raises(Stop, match="auto auto auto"):  # --device reaches the stages' devices too
+        cli.main(["run", str(tmp_path / "c.yaml"), "--device", "auto"])
 
 
 def test_tensorboard_event_files_per_run(tmp_path):

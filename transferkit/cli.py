@@ -68,14 +68,18 @@ def _runtime(args, device: str | None = None) -> None:
     """Apply --workers / --device (as environment defaults every config and worker sees) and
     join the process group when started by torchrun (--nproc), with the backend of ``device``
     (a run's config; by default --device or ``$TRANSFERKIT_DEVICE``)."""
-    import os
+    _apply_runtime_flags(args)
+    from .runtime import init_distributed
+    init_distributed(device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+
+
+def _apply_runtime_flags(args) -> None:
+    """--workers / --device as the environment defaults every config and worker sees."""
     _runtime_flag_checks(args)  # a clear error now rather than inside a worker
     if getattr(args, "workers", None):
         os.environ["TRANSFERKIT_WORKERS"] = str(args.workers)
     if getattr(args, "device", None):
         os.environ["TRANSFERKIT_DEVICE"] = args.device
-    from .runtime import init_distributed
-    init_distributed(device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
 
 def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
@@ -161,12 +165,12 @@ def _run_config(args):
 
 
 def _run(args) -> None:
-    _runtime_flag_checks(args)
+    _apply_runtime_flags(args)  # before the config: its stages' devices default to --device
     from .experiment import run_experiment
     from .results import markdown_table, summarize
-    from .runtime import is_main_process
+    from .runtime import init_distributed, is_main_process
     cfg = _run_config(args)
-    _runtime(args, device=cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
+    init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
     if args.resume and not Path(args.resume).exists():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)

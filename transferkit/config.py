@@ -152,7 +152,8 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         try:
             value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
         except yaml.YAMLError as e:
-            raise TransferkitError(f"--set {key}: the value is not valid YAML: {_one_line(e)}") from e
+            what = "" if isinstance(e, NumberFormError) else "the value is not valid YAML: "
+            raise TransferkitError(f"--set {key}: {what}{_one_line(e)}") from e
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -191,16 +192,21 @@ def _unique_mapping(loader, node, deep=False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+class NumberFormError(yaml.constructor.ConstructorError):
+    """An integer that YAML 1.1 reads in another base than the decimal it looks like."""
+
+
 def _plain_int(loader, node):
     """A YAML 1.1 integer, refused unless decimal: ``010`` (octal 8), ``0x10`` (16), ``1:30``
     (base 60: 90) silently meant other numbers (or class names)."""
     value = loader.construct_yaml_int(node)
     text = node.value.replace("_", "").lstrip("+-")
     if ":" in text or (len(text) > 1 and text[0] == "0"):
-        raise yaml.constructor.ConstructorError(
-            None, None, f"{node.value!r} reads as the number {value} in YAML 1.1 (octal, hexadecimal, binary or base "
-                        f"60): write {value} for that number, or quote it ('{node.value}') for a name",
-            node.start_mark)
+        octal = text.isdigit()
+        meant = int(text) if octal else value
+        how = f"octal), not {meant}" if octal else "hexadecimal, binary or base 60)"
+        raise NumberFormError(None, None, f"{node.value!r} is the number {value} in YAML 1.1 ({how}: write {meant} "
+                                          f"for the number, or quote it ('{node.value}') for a name", node.start_mark)
     return value
 
 
@@ -215,7 +221,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise TransferkitError(f"config file {path} is not valid YAML: {_one_line(e)}") from e
+            what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
+            raise TransferkitError(f"config file {path}{what} {_one_line(e)}") from e
         check(data is None or isinstance(data, dict),
               f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), got "
               f"{type(data).__name__}: {data!r:.60}")

@@ -550,8 +550,10 @@ class Engine:
             raise TransferkitError(f"checkpoint in {self.ckpt} holds another optimiser layout than this method "
                                    f"builds ({e}); remove it or use a new run directory") from None
         torch.set_rng_state(tensors["rng"])
-        if "rng_cuda" in tensors and device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng_cuda"], device)
+        if device.type == "cuda":  # before 2026-12-01 a checkpoint kept every GPU's state as rng_cuda.<index>
+            state = tensors.get("rng_cuda", tensors.get(f"rng_cuda.{device.index or 0}"))
+            if state is not None:
+                torch.cuda.set_rng_state(state, device)
         if "rng_mps" in tensors and torch.backends.mps.is_available():
             torch.mps.set_rng_state(tensors["rng_mps"])
         return meta["state"], best, meta.get("history")

@@ -89,7 +89,8 @@ def prepare_domains(cfg: ExperimentConfig) -> Prepared:
     check(target.train.num_classes >= 2,
           f"the target {cfg.target!r} has one class ({target.train.class_names}"
           f"{f', target_classes {cfg.target_classes!r}' if cfg.target_classes is not None else ''}): every model "
-          f"would score 100 %; give two classes or more (a number is one class id: the first three are 0-2)")
+          f"would score 100 %; give two classes or more"
+          f"{' (a number is one class id: the first three are 0-2)' if cfg.target_classes is not None else ''}")
     if cfg.val_per_class is not None:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
     return Prepared(source=source, target=target, channels=channels)

@@ -438,7 +438,7 @@ class Method(nn.Module):
                 return predict_logits(self, images)
             return frozen_activations(net, images, stop, then=lambda h: net.forward_units(h, stop))
         except RuntimeError as e:  # e.g. a Linear layer built for the flattened map of another image size
-            if shape is None or tuple(images.shape[1:]) == tuple(shape):
+            if shape is None or tuple(images.shape[1:]) == tuple(shape) or "out of memory" in str(e):
                 raise
             raise TransferkitError(f"logits: the network was built for {tuple(shape)} images and fails on "
                                    f"{tuple(images.shape[1:])} ({str(e).splitlines()[0]}): resize them") from e

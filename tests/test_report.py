@@ -217,3 +217,41 @@ def test_summarize_averages_only_the_numbers_of_an_extra_key():
     rows = [{**row, "seed": 0, "val_accuracy": None}, {**row, "seed": 1, "val_accuracy": 0.8}]
     assert summarize(rows, ("val_accuracy",))[0]["val_accuracy"] == 0.8  # float(None) crashed
     assert "val_accuracy" not in summarize([rows[0]], ("val_accuracy",))[0]
+
+
+def test_markup_in_names_is_escaped_and_the_header_names_a_validation_split(tmp_path):
+    from transferkit.errors import TransferkitError
+    from transferkit.results import markdown_table, md_cell, read_results, summarize
+    assert md_cell("x<b>y</b> a*b* c|d [e](f) `g` h\\i ft_unit:conv1") == \
+        "x\\<b\\>y\\</b\\> a\\*b\\* c\\|d \\[e\\](f) \\`g\\` h\\\\i ft_unit:conv1"
+    base = {"method": "m", "source": "s", "target": "t]y", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0, "seed": 0}
+    assert "| target validation accuracy (%) |" in markdown_table(summarize([{**base, "split": "val"}]),
+                                                                  [{**base, "split": "val"}])
+    assert "| target accuracy (%) |" in markdown_table(summarize([base]), [base])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [base]}))
+    write_report(run, tmp_path / "out")
+    md = next((tmp_path / "out").rglob("report.md")).read_text()
+    assert "t\\]y" in md and not re.search(r"!\[[^\]\n]*t\]y", md)  # the alt text is not cut at the name's ]
+    for bad in (float("nan"), True, 1.5):
+        (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [
+            {**base, "group_accuracy": bad}]}))
+        with pytest.raises(TransferkitError, match="has group_accuracy .*; it is a fraction in \\[0, 1\\] or null"):
+            read_results(run / "results.json")
+
+
+def test_training_curves_label_their_log_axis_in_plain_text_and_name_their_folder(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")
+    (tmp_path / "mnist-digits" / "s0").mkdir(parents=True)
+    (tmp_path / "mnist-digits" / "s0" / "metrics.jsonl").write_text(
+        json.dumps({"method": "dann", "run": "a", "step": 30, "loss": 2.5, "val_accuracy": 0.5}) + "\n")
+    figures = report_module.training_curve_figures(tmp_path)
+    assert figures[0][0] == "Training curves (mnist-digits/s0, first run of each method)"
+    fig = drawn[0]
+    fig.canvas.draw()
+    loss_axis, acc_axis = fig.axes
+    labels = [t.get_text() for t in loss_axis.get_yticklabels() if t.get_text()]
+    assert labels and not any("$" in t or "mathdefault" in t for t in labels)  # was $\mathdefault{...}$
+    assert all(line.get_marker() == "o" for line in loss_axis.lines + acc_axis.lines)  # one evaluation: a dot

@@ -175,7 +175,7 @@ def _run(args) -> None:
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)
     if is_main_process():
-        print("\n" + markdown_table(summarize(rows)))
+        print("\n" + markdown_table(summarize(rows), rows))
         print(f"results: {Path(run_dir) / 'results.json'}")
 
 
@@ -204,7 +204,8 @@ def _demo(args) -> None:
 def _summary(args) -> None:
     from .results import markdown_table, read_results, summarize
     path = Path(args.results)
-    print(markdown_table(summarize(read_results(path / "results.json" if path.is_dir() else path)["rows"])))
+    rows = read_results(path / "results.json" if path.is_dir() else path)["rows"]
+    print(markdown_table(summarize(rows), rows))
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:

@@ -118,6 +118,8 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
             means = [mean_se(d[n] for d in dicts if n in d)[0] for n in names]  # over the seeds that have it
             ax.plot(names, means, marker="o", label=method)
         ax.set_title(f"{key}: {source} -> {target} ({setting})")
+        ax.set_xlabel("unit")
+        ax.set_ylabel(f"{key} (mean over seeds)")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.legend(fontsize=7)
         out.append((f"{key} per unit, {source} → {target} ({setting})", _png(fig)))
@@ -139,7 +141,7 @@ def confusion_figures(rows: list[dict], notes: list | None = None) -> list[tuple
         source, target, setting, shape, _ = key
         labels = names[key] if names[key] and len(names[key]) == shape[0] == shape[1] <= 20 else None
         methods = sorted(by_method)
-        fig = new_figure(2.2 * len(methods) + 0.5, 2.6)
+        fig = new_figure(2.2 * len(methods) + 0.5, 3.0)
         for i, method in enumerate(methods):
             conf = sum(by_method[method]).astype(float)
             conf = conf / np.maximum(conf.sum(1, keepdims=True), 1)
@@ -172,7 +174,7 @@ def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]
     if memory:  # a method without a measurement gets no bar (not a bar at 0)
         ax = fig.add_subplot(1, 2, 2)
         ax.barh(methods, [mean_se(memory[m])[0] if memory.get(m) else float("nan") for m in methods])
-        ax.set_xlabel("peak resident memory (MiB; none: not measured)")
+        ax.set_xlabel("peak memory (MiB)")
         ax.set_yticks([])
     return [("Wall time and peak memory per method", _png(fig))]
 
@@ -197,6 +199,7 @@ def training_curves(path: Path) -> dict[str, list[dict]]:
 
 def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tuple[str, bytes]]:
     """Validation accuracy and loss over steps of the first training of each method."""
+    from matplotlib.ticker import FuncFormatter
     out = []
     for path in _capped(sorted(run_dir.rglob("metrics.jsonl")), 4, "training-curve files", notes):
         curves = training_curves(path)
@@ -206,13 +209,16 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
         for m, recs in sorted(curves.items()):
             steps = [r["step"] for r in recs]
-            ax1.plot(steps, [r["loss"] for r in recs], label=m)
+            ax1.plot(steps, [r["loss"] for r in recs], marker="o", ms=2, label=m)  # one evaluation: one dot
             if any("val_accuracy" in r for r in recs):
                 ax2.plot([r["step"] for r in recs if "val_accuracy" in r],
-                         [100 * r["val_accuracy"] for r in recs if "val_accuracy" in r], label=m)
+                         [100 * r["val_accuracy"] for r in recs if "val_accuracy" in r], marker="o", ms=2, label=m)
         ax1.set_xlabel("step")
         ax1.set_ylabel("training loss")
         ax1.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # the log axis' default labels are maths markup, shown raw
+        ax1.yaxis.set_major_formatter(plain)         # here (text.parse_math is off for names)
+        ax1.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax2.set_xlabel("step")
         ax2.set_ylabel("validation accuracy (%)")
         if ax2.lines:
@@ -220,7 +226,10 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         else:  # select_on: none, no validation split
             ax2.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax2.transAxes)
             ax1.legend(fontsize=7)
-        out.append((f"Training curves ({path.parent.name}, first run of each method)", _png(fig)))
+        where = path.parent.relative_to(run_dir).as_posix()
+        where = "run" if where == "." else where  # a benchmark's s0/ of each pair: the pair's folder too
+        fig.suptitle(f"training curves: {where}", fontsize=9)
+        out.append((f"Training curves ({where}, first run of each method)", _png(fig)))
     return out
 
 
@@ -355,7 +364,8 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
             stale.unlink()
     for name, (cap, png) in zip(names, figures):
         atomic_write(files_dir / name, lambda p, png=png: p.write_bytes(png))
-        md += [f"![{cap}](report_files/{name})", ""]
+        alt = re.sub(r"([][\\])", r"\\\1", cap)  # a ] in a name would end the alt text
+        md += [f"![{alt}](report_files/{name})", ""]
     md += [f"{n}." for n in notes] + ([""] if notes else [])
     md += ["## Configuration", "", "```yaml", config.rstrip(), "```", ""]
     md_path = write_text(out_dir / "report.md", "\n".join(md))

@@ -11,6 +11,7 @@ resumed directory may have been computed by an earlier process.
 from __future__ import annotations
 
 import math
+import re
 from numbers import Real
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def read_results(path: str | Path) -> dict:
               f"{path}: row {i} has a non-numeric peak_rss_mb")
         check(0.0 <= row["accuracy"] <= 1.0, f"{path}: row {i} has accuracy {row['accuracy']!r}; accuracies are "
                                              f"fractions in [0, 1] (a percentage?)")
+        g = row.get("group_accuracy")
+        check(g is None or (isinstance(g, Real) and not isinstance(g, bool) and 0.0 <= g <= 1.0),
+              f"{path}: row {i} has group_accuracy {g!r}; it is a fraction in [0, 1] or null")
     return data
 
 
@@ -75,7 +79,8 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
                    "seeds": sorted(r["seed"] for r in rs)}
-        grouped = [r["group_accuracy"] for r in rs if isinstance(r.get("group_accuracy"), (int, float))]
+        grouped = [r["group_accuracy"] for r in rs
+                   if isinstance(r.get("group_accuracy"), Real) and not isinstance(r["group_accuracy"], bool)]
         if grouped:
             summary["group_accuracy_mean"], summary["group_accuracy_se"] = mean_se(grouped)
             summary["group_n"] = len(grouped)
@@ -88,15 +93,22 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
 
 
 def md_cell(value) -> str:
-    """``value`` as the text of one markdown table cell: ``|`` escaped, line breaks as spaces."""
-    return " ".join(str(value).replace("|", "\\|").splitlines())
+    """``value`` as the text of one markdown table cell: line breaks as spaces, and ``|`` and
+    the characters that would start markup (``\\ * ` [ ] < >``: emphasis, code, links, HTML)
+    backslash-escaped; ``_`` inside names such as ``ft_unit`` stays (it emphasises nothing there)."""
+    return " ".join(re.sub(r"([\\|*`\[\]<>])", r"\\\1", str(value)).splitlines())
 
 
-def markdown_table(summary: list[dict]) -> str:
+def markdown_table(summary: list[dict], rows: list[dict] = ()) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
-    grouped, per-video accuracy when a target is grouped)."""
+    grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
+    whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
+    rows) the accuracy header names."""
     grouped = any("group_accuracy_mean" in s for s in summary)
-    lines = ["| method | source | target | setting | target accuracy (%) |"
+    splits = {r.get("split", "test") for r in rows}
+    what = "target accuracy" if splits <= {"test"} else (
+        "target validation accuracy" if splits == {"val"} else "target accuracy, split per row")
+    lines = [f"| method | source | target | setting | {what} (%) |"
              + (" grouped accuracy (%) |" if grouped else "") + " n | wall s |",
              "|---|---|---|---|---|" + ("---|" if grouped else "") + "---|---|"]
     for s in summary:
@@ -117,5 +129,5 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], work
     env = kernel_environment(default_workers() if workers is None else workers)
     path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows, "summary": summary,
                                                  "environment": env})
-    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary))
+    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary, rows))
     return path

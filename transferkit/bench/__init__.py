@@ -323,7 +323,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                 if not parent_existed:  # out_dir/bench-NAME made for it
                     bench_dir.parent.rmdir()
         raise
-    log("\n" + markdown_table(summarize(rows)))
+    log("\n" + markdown_table(summarize(rows), rows))
     return bench_dir, rows
 
 

@@ -226,8 +226,8 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         else:  # select_on: none, no validation split
             ax2.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax2.transAxes)
             ax1.legend(fontsize=7)
-        where = path.parent.relative_to(run_dir).as_posix()
-        where = "run" if where == "." else where  # a benchmark's s0/ of each pair: the pair's folder too
+        where = path.parent.relative_to(run_dir).as_posix()  # mnist-digits/s0: each uda pair has an s0/
+        where = "run" if where == "." else where
         fig.suptitle(f"training curves: {where}", fontsize=9)
         out.append((f"Training curves ({where}, first run of each method)", _png(fig)))
     return out

@@ -286,3 +286,27 @@ def test_small_input_slips_get_named_errors(tmp_path):
     np.savez(tmp_path / "u.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 2**64 - 1], np.uint64))
     with pytest.raises(TransferkitError, match="'y' holds 18446744073709551615, beyond int64"):
         load_npz(tmp_path / "u.npz")
+
+
+def test_the_python_api_names_misspelt_options_and_wrong_nets_and_takes_domains_and_x_y():
+    import transferkit
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import UnknownNameError
+    from transferkit.splits import split_domain
+    with pytest.raises(UnknownNameError, match="unknown option of method 'mcc' 'temprature'; known: .*temperature"):
+        Transfer("mcc", temprature=2)  # was accepted, then a TypeError at fit
+    with pytest.raises(TransferkitError, match="method 'finetune' takes no options, got \\['lrr'\\]"):
+        Transfer("finetune", lrr=0.1)
+    assert "mcc" in transferkit.list_methods() and "temperature" in transferkit.method_options(
+        transferkit.methods.get_method("mcc"))
+    d = Domain("toy", torch.rand(40, 1, 28, 28), torch.arange(40) % 2, ["a", "b"])
+    with pytest.raises(TransferkitError, match="net must be a transferkit UnitNet .* got str"):
+        Transfer("target_only").fit(target=d, net="convnet4")
+    train, val, test = split_domain(d)  # a Split unpacks
+    model = Transfer("target_only", train=TrainConfig(steps=2, batch_size=8)).fit(target=train)
+    assert torch.equal(model.predict(test), model.predict(test.images))
+    assert model.score(test.images, test.labels) == model.score(test)
+    assert repr(model).startswith("Transfer('target_only', backbone='convnet4', seed=0), fitted on 2 classes")
+    assert repr(test) == "Domain('toy/test', %d images of 1 x 28 x 28, 2 classes)" % len(test)
+    assert test != val and test == test and len({test, val}) == 2  # identity, hashable (tensors have no truth)

@@ -13,6 +13,7 @@ from .data import load_domain  # noqa: E402
 from .domain import Domain  # noqa: E402
 from .engine import Engine, TrainConfig  # noqa: E402
 from .experiment import load_model, run_experiment  # noqa: E402
+from .methods import list_methods, method_options  # noqa: E402
 
 __all__ = ["Domain", "Engine", "ExperimentConfig", "TrainConfig", "Transfer", "build_backbone",
-           "load_config", "load_domain", "load_model", "run_experiment"]
+           "list_methods", "load_config", "load_domain", "load_model", "method_options", "run_experiment"]

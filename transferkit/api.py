@@ -22,6 +22,7 @@ from .evaluate import classification_report, predict_logits
 from .experiment import build_method, check_selection_classes, fit_for_target, method_error, zero_shot_options
 from .fields import updated
 from .methods import get_method
+from .methods.base import check_options
 from .methods.supervised import SourceOnly
 
 
@@ -36,6 +37,7 @@ class Transfer:
     def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
                  pretrain: TrainConfig | None = None, seed: int = 0, **options):
         self.method_cls = get_method(method)
+        check_options(self.method_cls, options)  # a misspelt option now, with the known ones, not at fit
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, TrainConfig(steps=600), "pretrain")
@@ -77,6 +79,9 @@ class Transfer:
                                  f"{(target or source).name!r} has one class ({list(classes)}): every prediction "
                                  f"would be right; give two classes or more")
         target_classes = target.class_names if target is not None else None
+        check(net is None or isinstance(net, UnitNet),
+              f"fit: net must be a transferkit UnitNet (build_backbone(...), or backbones.from_sequential / "
+              f"from_modules to cut your own module into units), got {type(net).__name__}")
         if net is not None:  # its head is taken to be the source's when the class counts match
             if cls.predicts_with_source_head() and source is not None and net.num_classes != source.num_classes:
                 raise TransferkitError(f"method {cls.name!r} trains and predicts with the network's head on the "
@@ -119,29 +124,49 @@ class Transfer:
         return self
 
     @torch.no_grad()
-    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def __repr__(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        fitted = f", fitted on {len(self.classes_)} classes" if hasattr(self, "classes_") else ""
+        return f"Transfer({self.method_cls.name!r}, backbone={self.backbone!r}, seed={self.seed}{options}){fitted}"
+
+    def predict_logits(self, images) -> torch.Tensor:
+        """``N x C`` logits over ``classes_`` of images (N x C x H x W floats in [0, 1], uint8,
+        a NumPy array, or a :class:`Domain`, whose images are scored)."""
         check(hasattr(self, "net_"), "call fit before predict")
+        images = images.images if isinstance(images, Domain) else images
         images = image_batch(images, "predict", self.input_shape_, exact=True)
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))
         self.method_.eval()  # the method's forward: a zero-shot method scores class descriptions
         return predict_logits(self.method_, images)
 
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+    def predict_proba(self, images) -> torch.Tensor:
+        """Softmax of :meth:`predict_logits`."""
         return torch.softmax(self.predict_logits(images), 1)
 
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images) -> torch.Tensor:
+        """Class ids (indices into ``classes_``) of images or a :class:`Domain`."""
         return self.predict_logits(images).argmax(1)
 
     def _check_classes(self, domain: Domain) -> None:
-        check(isinstance(domain, Domain), f"expected a Domain, got {type(domain).__name__}")
+        check(isinstance(domain, Domain), f"expected a Domain (or images with labels), got {type(domain).__name__}")
         check(hasattr(self, "classes_"), "call fit before score")
         check(list(domain.class_names) == list(self.classes_),
               f"domain {domain.name!r} has classes {domain.class_names}, the fitted model {self.classes_} (fit "
               f"without target= predicts the source's classes; pass the target to fit to predict its classes: "
               f"methods without target labels do not read them)")
 
-    def score(self, domain: Domain) -> float:
+    def score(self, domain, labels=None) -> float:
+        """Accuracy on a :class:`Domain` of the fitted classes, or on ``images`` with ``labels``
+        (ids into ``classes_``), as scikit-learn's ``score(X, y)``."""
+        if labels is not None:
+            check(not isinstance(domain, Domain), "score: give a Domain, or images and labels, not both")
+            check(hasattr(self, "classes_"), "call fit before score")
+            labels = torch.as_tensor(labels)
+            pred = self.predict(domain)
+            check(labels.shape == pred.shape, f"score: {len(pred)} images but labels of shape {tuple(labels.shape)}")
+            check(len(pred) > 0, "score: no images")
+            return float((pred == labels.to(pred.device)).float().mean())
         self._check_classes(domain)
         check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
         return float((self.predict(domain.images) == domain.labels).float().mean())

@@ -107,7 +107,7 @@ def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[i
     return mapping
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # compared by identity (tensors have no truth value); a short repr
 class Domain:
     """A labelled image domain held in memory.
 
@@ -188,6 +188,11 @@ class Domain:
     # ---- basic facts -------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        shape = " x ".join(map(str, self.images.shape[1:]))
+        groups = f", {len(torch.unique(self.groups))} groups" if self.groups is not None else ""
+        return f"Domain({self.name!r}, {len(self)} images of {shape}, {self.num_classes} classes{groups})"
 
     @property
     def num_classes(self) -> int:

@@ -32,6 +32,9 @@ class Split:
     def sizes(self) -> dict:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
+    def __iter__(self):  # train, val, test = split_domain(d)
+        return iter((self.train, self.val, self.test))
+
 
 #: the name parts that split_domain, sample_k_shot and subsample_per_class append
 _PART = re.compile(r"^(train|val|test|unlabeled|\d+-shot|\d+-per-class)$")

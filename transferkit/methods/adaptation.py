@@ -99,7 +99,8 @@ class AdaptationMethod(Method):
                     or dataset_name(d.name))
         if val is not None and base(val) == base(unlabeled) != base(source):
             warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
-                          "(unsupervised adaptation); set select_on: none or source_val",
+                          "(unsupervised adaptation); set select_on: none or source_val in a run, or leave out "
+                          "val= in Transfer.fit",
                           category=TransferkitWarning, stacklevel=2)
             val = None
         engine = make_engine("main")

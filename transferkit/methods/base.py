@@ -224,6 +224,27 @@ def method_options(cls) -> dict:
     return out
 
 
+def list_methods() -> dict[str, str]:
+    """``{name: description}`` of every registered method (the families outside
+    :mod:`transferkit.methods` included), as ``transferkit methods`` lists them;
+    :func:`method_options` gives a method's options and defaults."""
+    load_outside_families()
+    return {name: cls.description for name, cls in sorted(METHODS.items())}
+
+
+def check_options(cls, options: dict) -> None:
+    """Refuse an option that method class ``cls`` does not take, listing those it does (a
+    class from outside transferkit whose ``__init__`` takes ``**kwargs`` is not checked)."""
+    init = inspect.signature(cls.__init__).parameters.values()
+    if not cls.__module__.startswith("transferkit.") and any(p.kind is p.VAR_KEYWORD for p in init):
+        return
+    known = method_options(cls)
+    unknown = [k for k in options if k not in known]
+    check(not unknown or known, f"method {cls.name!r} takes no options, got {unknown}")
+    if unknown:
+        raise UnknownNameError(f"option of method {cls.name!r}", unknown[0], known)
+
+
 def trained_options(cls, options: dict | None) -> dict:
     """``options`` of method class ``cls`` as its checkpoint signature counts them: numbers
     given as text read as numbers, without ``not_trained_options`` and those equal to their

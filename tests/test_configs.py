@@ -82,5 +82,7 @@ def test_yaml_1_1_numbers_that_are_not_decimal_are_refused_in_files_and_set(tmp_
     with pytest.raises(TransferkitError, match=f"--set k: '{text}' is the number {number}"):
         load_config(None, [f"k={text}"])
     assert load_config(None, ["k=10", "train.steps=1_000", "repeats=+2"]).k == 10
+    with pytest.raises(TransferkitError, match=r"'-010' is the number -8 in YAML 1.1 \(octal, not -10\): write -10"):
+        load_config(None, ["seed=-010"])
     path.write_text(f"target: folder:{tmp_path}\ntarget_classes: ['{text}', 0]\n")
     assert load_config(path).target_classes == [text, 0]

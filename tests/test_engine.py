@@ -184,7 +184,7 @@ def test_resume_reads_the_state_saved_with_the_weights(tmp_path):
 def test_a_checkpoint_keeps_the_rng_of_the_gpu_it_trains_on(tmp_path, monkeypatch):
     method = make()
     opt = torch.optim.Adam(method.parameters())
-    gpu = torch.device("cuda", 1)  # rank 1 of two, or a one-process run on the second GPU
+    gpu = torch.device("cuda", 1)  # a one-process run on the second GPU
     stored, restored = torch.arange(16, dtype=torch.uint8), []
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": stored if device == gpu else None)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
@@ -204,6 +204,11 @@ def test_a_checkpoint_keeps_the_rng_of_the_gpu_it_trains_on(tmp_path, monkeypatc
     save_file(old, str(path), metadata=meta)  # a checkpoint of before 2026-12-01: every GPU's state by index
     engine._load(method, opt, "sig", gpu)
     assert len(restored) == 1 and torch.equal(restored[0][0], stored) and restored[0][1] == gpu
+    import transferkit.engine as engine_module
+    monkeypatch.setattr(engine_module, "world_size", lambda: 2)  # rank 1 of two: every rank drew on cuda:0 then
+    restored.clear()
+    engine._load(method, opt, "sig", gpu)
+    assert not restored  # rng_cuda.0 is not in this file: rank 0's view of GPU 1 is not restored
 
 
 def test_resume_refuses_foreign_checkpoint(tmp_path):

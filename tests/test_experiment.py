@@ -483,7 +483,8 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
                              (test.images[:2].permute(0, 2, 3, 1), "look channels-last")):
             with pytest.raises(TransferkitError, match=message):
                 model.logits(bad)
-    assert model.logits(test.images[:2, :, :20, :20]).shape == (2, 3)  # convnet4 pools globally: any size
+    assert load_model(run_dir, "finetune").logits(test.images[:2, :, :20, :20]).shape == (2, 3)  # convnet4 pools
+    # globally: any size
     from transferkit.methods import get_method
     lenet = get_method("finetune")(build_backbone("lenet", num_classes=3, in_channels=1, image_size=28))
     with pytest.raises(TransferkitError, match=r"built for \(1, 28, 28\) images and fails on \(1, 20, 20\)"):

@@ -224,7 +224,9 @@ def test_markup_in_names_is_escaped_and_the_header_names_a_validation_split(tmp_
     from transferkit.results import markdown_table, md_cell, read_results, summarize
     assert md_cell("x<b>y</b> a*b* c|d [e](f) `g` h\\i ft_unit:conv1") == \
         "x\\<b\\>y\\</b\\> a\\*b\\* c\\|d \\[e\\](f) \\`g\\` h\\\\i ft_unit:conv1"
-    base = {"method": "m", "source": "s", "target": "t]y", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0, "seed": 0}
+    assert md_cell("mnist[0-6]") == "mnist[0-6]"  # no link: printed as text by `summary`, it stays readable
+    base = {"method": "m", "source": "s", "target": "t]y", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0, "seed": 0,
+            "confusion": [[1, 0], [0, 1]], "class_names": ["a", "b"]}  # a confusion figure, captioned with the target
     assert "| target validation accuracy (%) |" in markdown_table(summarize([{**base, "split": "val"}]),
                                                                   [{**base, "split": "val"}])
     assert "| target accuracy (%) |" in markdown_table(summarize([base]), [base])
@@ -233,7 +235,7 @@ def test_markup_in_names_is_escaped_and_the_header_names_a_validation_split(tmp_
     (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [base]}))
     write_report(run, tmp_path / "out")
     md = next((tmp_path / "out").rglob("report.md")).read_text()
-    assert "t\\]y" in md and not re.search(r"!\[[^\]\n]*t\]y", md)  # the alt text is not cut at the name's ]
+    assert "![Confusion matrices, s → t\\]y (k=1)](report_files/" in md  # the alt text is not cut at the name's ]
     for bad in (float("nan"), True, 1.5):
         (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [
             {**base, "group_accuracy": bad}]}))
@@ -246,12 +248,17 @@ def test_training_curves_label_their_log_axis_in_plain_text_and_name_their_folde
     monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")
     (tmp_path / "mnist-digits" / "s0").mkdir(parents=True)
     (tmp_path / "mnist-digits" / "s0" / "metrics.jsonl").write_text(
-        json.dumps({"method": "dann", "run": "a", "step": 30, "loss": 2.5, "val_accuracy": 0.5}) + "\n")
+        json.dumps({"method": "dann", "run": "a", "step": 30, "loss": 0.9, "val_accuracy": 0.5}) + "\n"
+        + json.dumps({"method": "dann", "run": "a", "step": 60, "loss": 0.25, "val_accuracy": 0.6}) + "\n")
+    (tmp_path / "one" ).mkdir()
+    (tmp_path / "one" / "metrics.jsonl").write_text(json.dumps({"method": "m", "run": "a", "step": 5, "loss": 2.5}))
     figures = report_module.training_curve_figures(tmp_path)
     assert figures[0][0] == "Training curves (mnist-digits/s0, first run of each method)"
-    fig = drawn[0]
-    fig.canvas.draw()
-    loss_axis, acc_axis = fig.axes
-    labels = [t.get_text() for t in loss_axis.get_yticklabels() if t.get_text()]
-    assert labels and not any("$" in t or "mathdefault" in t for t in labels)  # was $\mathdefault{...}$
-    assert all(line.get_marker() == "o" for line in loss_axis.lines + acc_axis.lines)  # one evaluation: a dot
+    for fig in drawn:  # a loss within one decade (0.25-0.9: no major tick in view), and one evaluation
+        fig.canvas.draw()
+        loss_axis, acc_axis = fig.axes
+        low, high = loss_axis.get_ylim()
+        labels = [t.get_text() for t in loss_axis.get_yticklabels(which="both")
+                  if t.get_text() and low <= t.get_position()[1] <= high]  # labels in view
+        assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels  # was $\mathdefault{..}$
+        assert all(line.get_marker() == "o" for line in loss_axis.lines + acc_axis.lines)  # one evaluation: a dot

@@ -203,8 +203,9 @@ def _plain_int(loader, node):
     text = node.value.replace("_", "").lstrip("+-")
     if ":" in text or (len(text) > 1 and text[0] == "0"):
         octal = text.isdigit()
-        meant = int(text) if octal else value
-        how = f"octal), not {meant}" if octal else "hexadecimal, binary or base 60)"
+        meant = int(node.value.replace("_", "")) if octal else value  # the decimal it looks like, with its sign
+        how = ("octal" + (f", not {meant}" if meant != value else "") + ")") if octal else \
+            "hexadecimal, binary or base 60)"
         raise NumberFormError(None, None, f"{node.value!r} is the number {value} in YAML 1.1 ({how}: write {meant} "
                                           f"for the number, or quote it ('{node.value}') for a name", node.start_mark)
     return value

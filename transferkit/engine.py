@@ -550,8 +550,11 @@ class Engine:
             raise TransferkitError(f"checkpoint in {self.ckpt} holds another optimiser layout than this method "
                                    f"builds ({e}); remove it or use a new run directory") from None
         torch.set_rng_state(tensors["rng"])
-        if device.type == "cuda":  # before 2026-12-01 a checkpoint kept every GPU's state as rng_cuda.<index>
-            state = tensors.get("rng_cuda", tensors.get(f"rng_cuda.{device.index or 0}"))
+        if device.type == "cuda":  # before 2026-12-01 a checkpoint kept every GPU's state as rng_cuda.<index>,
+            # as rank 0 saw them: every rank then drew on cuda:0, so a multi-process run takes rank 0's own
+            index = 0 if world_size() > 1 else device.index if device.index is not None else \
+                torch.cuda.current_device()
+            state = tensors.get("rng_cuda", tensors.get(f"rng_cuda.{index}"))
             if state is not None:
                 torch.cuda.set_rng_state(state, device)
         if "rng_mps" in tensors and torch.backends.mps.is_available():

@@ -174,7 +174,7 @@ def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]
     if memory:  # a method without a measurement gets no bar (not a bar at 0)
         ax = fig.add_subplot(1, 2, 2)
         ax.barh(methods, [mean_se(memory[m])[0] if memory.get(m) else float("nan") for m in methods])
-        ax.set_xlabel("peak memory (MiB)")
+        ax.set_xlabel("peak memory (MiB; none: not measured)", fontsize=8)
         ax.set_yticks([])
     return [("Wall time and peak memory per method", _png(fig))]
 
@@ -199,7 +199,7 @@ def training_curves(path: Path) -> dict[str, list[dict]]:
 
 def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tuple[str, bytes]]:
     """Validation accuracy and loss over steps of the first training of each method."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import LogFormatter
     out = []
     for path in _capped(sorted(run_dir.rglob("metrics.jsonl")), 4, "training-curve files", notes):
         curves = training_curves(path)
@@ -216,9 +216,10 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         ax1.set_xlabel("step")
         ax1.set_ylabel("training loss")
         ax1.set_yscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")  # the log axis' default labels are maths markup, shown raw
-        ax1.yaxis.set_major_formatter(plain)         # here (text.parse_math is off for names)
-        ax1.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        # plain-text log labels (the default ones are maths markup, shown raw with text.parse_math off);
+        # minor ticks labelled too, for a loss that stays within one decade
+        ax1.yaxis.set_major_formatter(LogFormatter())
+        ax1.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
         ax2.set_xlabel("step")
         ax2.set_ylabel("validation accuracy (%)")
         if ax2.lines:

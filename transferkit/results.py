@@ -94,9 +94,11 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
 
 def md_cell(value) -> str:
     """``value`` as the text of one markdown table cell: line breaks as spaces, and ``|`` and
-    the characters that would start markup (``\\ * ` [ ] < >``: emphasis, code, links, HTML)
-    backslash-escaped; ``_`` inside names such as ``ft_unit`` stays (it emphasises nothing there)."""
-    return " ".join(re.sub(r"([\\|*`\[\]<>])", r"\\\1", str(value)).splitlines())
+    the characters that would start markup (``\\ * ` < >``: emphasis, code, HTML; ``[ ]``
+    only where they would make a link, ``](``) backslash-escaped. The table is printed as
+    text too (``transferkit summary``), so ``mnist[0-6]`` and ``ft_unit`` stay as they are."""
+    text = " ".join(str(value).splitlines())
+    return re.sub(r"([\\|*`<>]" + (r"|[\[\]]" if "](" in text else "") + ")", r"\\\1", text)
 
 
 def markdown_table(summary: list[dict], rows: list[dict] = ()) -> str:
@@ -106,8 +108,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = ()) -> str:
     rows) the accuracy header names."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
-    what = "target accuracy" if splits <= {"test"} else (
-        "target validation accuracy" if splits == {"val"} else "target accuracy, split per row")
+    what = "target accuracy" if splits <= {"test"} else "target validation accuracy" if splits == {"val"} else \
+        "target accuracy, validation or test: see each row's split"
     lines = [f"| method | source | target | setting | {what} (%) |"
              + (" grouped accuracy (%) |" if grouped else "") + " n | wall s |",
              "|---|---|---|---|---|" + ("---|" if grouped else "") + "---|---|"]

@@ -449,17 +449,23 @@ class Method(nn.Module):
         the same images before (the linear probes of several label subsets score one test
         split), and stores them otherwise; bit-identical either way. ``images``: N x C x H x W
         floats in [0, 1] or uint8 (a NumPy array too), refused with a named error otherwise."""
-        shape = getattr(self.net, "input_shape", None)
-        images = image_batch(images, "logits", shape)
+        images = image_batch(images, "logits", getattr(self.net, "input_shape", None))
         self.eval()
         net, stop = self.net, self.frozen_prefix_end()
-        memo = stop is not None and type(self).forward is Method.forward and self.plain_net("forward", "forward_units")
+        if stop is None or type(self).forward is not Method.forward or not self.plain_net("forward", "forward_units"):
+            return self.sized(lambda: predict_logits(self, images), images)
+        return self.sized(lambda: frozen_activations(net, images, stop, then=lambda h: net.forward_units(h, stop)),
+                          images)
+
+    def sized(self, score: Callable[[], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        """``score()``; when it fails on images of another size than the network was built
+        for (e.g. a Linear layer built for the flattened map of 28 x 28 inputs), a named error."""
+        shape = getattr(self.net, "input_shape", None)
         try:
-            if not memo:
-                return predict_logits(self, images)
-            return frozen_activations(net, images, stop, then=lambda h: net.forward_units(h, stop))
-        except RuntimeError as e:  # e.g. a Linear layer built for the flattened map of another image size
-            if shape is None or tuple(images.shape[1:]) == tuple(shape) or "out of memory" in str(e):
+            return score()
+        except RuntimeError as e:
+            if shape is None or tuple(images.shape[1:]) == tuple(shape) or isinstance(e, torch.OutOfMemoryError) \
+                    or "memory" in str(e):
                 raise
             raise TransferkitError(f"logits: the network was built for {tuple(shape)} images and fails on "
                                    f"{tuple(images.shape[1:])} ({str(e).splitlines()[0]}): resize them") from e

@@ -166,7 +166,7 @@ class Tap(Method):
         self.eval()
         names = self.net.unit_names
         stop = names[names.index(self.tap_unit) + 1]
-        return frozen_activations(self.net, images, stop, then=self.forward_head)
+        return self.sized(lambda: frozen_activations(self.net, images, stop, then=self.forward_head), images)
 
     def forward_head(self, activations: torch.Tensor) -> torch.Tensor:
         feats = activations.flatten(1)

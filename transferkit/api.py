@@ -123,12 +123,12 @@ class Transfer:
         self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))
         return self
 
-    @torch.no_grad()
     def __repr__(self) -> str:
         options = "".join(f", {k}={v!r}" for k, v in self.options.items())
         fitted = f", fitted on {len(self.classes_)} classes" if hasattr(self, "classes_") else ""
         return f"Transfer({self.method_cls.name!r}, backbone={self.backbone!r}, seed={self.seed}{options}){fitted}"
 
+    @torch.no_grad()
     def predict_logits(self, images) -> torch.Tensor:
         """``N x C`` logits over ``classes_`` of images (N x C x H x W floats in [0, 1], uint8,
         a NumPy array, or a :class:`Domain`, whose images are scored)."""

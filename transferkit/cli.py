@@ -272,18 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
 CLOSED_PIPE = 141  # the shell's status for a process killed by SIGPIPE (128 + 13)
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
         return 2
-    from .runtime import keep_freed_memory
+    from .runtime import keep_freed_memory, one_line_warnings
 
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
-    from .runtime import one_line_warnings
     default_format = one_line_warnings()
     try:
         if getattr(args, "portable_kernels", False):  # before any torch operation; workers inherit it

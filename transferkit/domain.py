@@ -307,10 +307,9 @@ class Domain:
                 raise TransferkitError(f"domain {self.name!r}: cannot convert {x.shape[1]} channels "
                                        f"to {channels}")
         if size is not None and tuple(x.shape[2:]) != (size, size):
-            need, have = len(x) * x.shape[1] * size * size * 4, memory_bytes()
-            check(have is None or need < have, f"domain {self.name!r}: {len(x)} images of {x.shape[1]} x {size} x "
-                                               f"{size} need {need / 2**30:.1f} GiB, more than this machine's "
-                                               f"{(have or 0) / 2**30:.1f} GiB of memory: use a smaller image size")
+            check_memory(len(x) * x.shape[1] * size * size * 4,
+                         f"domain {self.name!r}: {len(x)} images of {x.shape[1]} x {size} x {size}",
+                         "use a smaller image size")
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                               antialias=True).clamp_(0, 1)
         return replace(self, images=x)
@@ -319,7 +318,15 @@ class Domain:
         return replace(self, name=name)
 
 
-def memory_bytes() -> int | None:
+def check_memory(need: int, what: str, advice: str) -> None:
+    """Refuse, before allocating, ``need`` bytes for ``what`` when they exceed this machine's
+    physical memory (a raw allocator error otherwise, or a machine swapping)."""
+    have = _memory_bytes()
+    check(have is None or need < have, f"{what} need {need / 2**30:.1f} GiB, more than this machine's "
+                                       f"{(have or 0) / 2**30:.1f} GiB of memory: {advice}")
+
+
+def _memory_bytes() -> int | None:
     """This machine's physical memory (None where the OS does not say)."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

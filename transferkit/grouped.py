@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from .domain import Domain, group_labels, memory_bytes
+from .domain import Domain, check_memory, group_labels
 from .errors import TransferkitError, check, is_whole
 from .shifts import apply_shift
 from .splits import seeded_generator
@@ -31,10 +31,8 @@ def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affi
     check(is_whole(seed), f"seed must be an integer, got {seed!r}")
     views, seed = int(views), int(seed)
     shifts = [shifts] if isinstance(shifts, str) else list(shifts)
-    need, have = domain.images.numel() * views * 4, memory_bytes()
-    check(have is None or need < have, f"{domain.name}@grouped{views}: {len(domain)} images x {views} views need "
-                                       f"{need / 2**30:.1f} GiB, more than this machine's {(have or 0) / 2**30:.1f} "
-                                       f"GiB of memory: use fewer views")
+    check_memory(domain.images.numel() * views * 4, f"{domain.name}@grouped{views}: {len(domain)} images x {views} "
+                 f"views", "use fewer views")
     images = domain.images.repeat_interleave(views, 0)
     for i, name in enumerate(shifts):
         g = torch.Generator().manual_seed(zlib.crc32(f"grouped:{seed}:{i}:{name}".encode()))

@@ -613,6 +613,12 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
     assert method.trainable_units() == ["conv1", "conv2", "fc1"]  # encoder only, in feature space (§4.3)
     assert [g["lr_mult"] for g in method.param_groups()] == [0.2, 0.2]  # ADDA's training strategy (§4.3)
     assert all("lr_mult" not in g for g in get_method("multilayer_adv")(_net()).param_groups())
+    assert [g["beta1"] for g in method.param_groups()] == [0.5, 0.5]  # ADDA's Adam beta1, as adda
+    assert all("beta1" not in g for g in get_method("multilayer_adv")(_net()).param_groups())
+    assert [g["beta1"] for g in get_method("multilayer_adv")(_net(), beta1=0.7).param_groups()] == [0.7, 0.7]
+    for name, bad in (("multilayer_adda", 1.0), ("adda", -0.1), ("adda_encoder", "high"), ("multilayer_adv", True)):
+        with pytest.raises(TransferkitError, match=f"{name}: option beta1 .* must be a number in \\[0, 1\\)"):
+            get_method(name)(_net(), beta1=bad)
     src_before, head_before = state_copy(method.source_net), state_copy(method.net.head)
     calls = []
     hook = method.discriminator.layers[0].register_forward_hook(lambda *a: calls.append(1))

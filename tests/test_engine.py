@@ -615,11 +615,15 @@ def test_learning_rate_multipliers_and_optimizer_settings_reach_the_optimizer():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-3])
     opt = Engine(TrainConfig(lr=1e-3))._optimizer(get_method("adda")(build_backbone("lenet", 4)))
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-4, 2e-4])  # ADDA's lower rate
+    assert [g["betas"] for g in opt.param_groups] == [(0.5, 0.999)] * 2  # and ADDA's Adam beta1 (its code)
+    assert "beta1" not in opt.param_groups[0]
+    sgd = Engine(TrainConfig(optimizer="sgd"))._optimizer(get_method("adda")(build_backbone("lenet", 4)))
+    assert "betas" not in sgd.param_groups[0] and "beta1" not in sgd.param_groups[0]  # SGD has no beta1
     net = build_backbone("lenet", 4)
     sgd = Engine(TrainConfig(optimizer="sgd", momentum=0.9, weight_decay=1e-3))._optimizer(get_method("finetune")(net))
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 1e-3
     adam = Engine(TrainConfig(weight_decay=1e-3))._optimizer(get_method("finetune")(net))
-    assert adam.param_groups[0]["weight_decay"] == 1e-3
+    assert adam.param_groups[0]["weight_decay"] == 1e-3 and adam.param_groups[0]["betas"] == (0.9, 0.999)
 
 
 def test_fit_reports_the_validation_accuracy_of_the_weights_it_returns():

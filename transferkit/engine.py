@@ -456,8 +456,11 @@ class Engine:
             for p in params:
                 check(owner.setdefault(id(p), i) == i, f"method {method.name!r}: a parameter of shape "
                                                        f"{tuple(p.shape)} is in param groups {owner[id(p)]} and {i}")
-            groups.append({**{k: v for k, v in g.items() if k != "lr_mult"}, "params": params,
-                           "lr": cfg.lr * g.get("lr_mult", 1.0)})
+            group = {**{k: v for k, v in g.items() if k not in ("lr_mult", "beta1")}, "params": params,
+                     "lr": cfg.lr * g.get("lr_mult", 1.0)}
+            if g.get("beta1") is not None and cfg.optimizer == "adam":  # Adam's β1 for this group; SGD has none
+                group["betas"] = (float(g["beta1"]), 0.999)
+            groups.append(group)
         groups = [g for g in groups if g["params"]]
         check(any(p.requires_grad for g in groups for p in g["params"]),
               f"method {method.name!r} has no trainable parameter")

@@ -7,7 +7,8 @@ A method wraps a :class:`~transferkit.backbones.UnitNet` and declares:
 * ``trainable_units()``: which units of the network it trains (the others are frozen:
   ``requires_grad`` off and run in eval mode, so their weights and BatchNorm statistics
   stay bit-identical);
-* ``param_groups()``: optimiser groups, with an optional ``lr_mult`` (slower units);
+* ``param_groups()``: optimiser groups, with an optional ``lr_mult`` (slower units) and
+  ``beta1`` (Adam's first-moment decay for the group, e.g. ADDA's 0.5; ignored by SGD);
 * ``losses(batch)``: a dict of named loss terms; the engine sums them, logs each one and
   back-propagates.
 

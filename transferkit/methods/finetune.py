@@ -8,8 +8,10 @@ train. With a network ``N = N_L o ... o N_1`` cut into units (seed 002 §3.2):
 * ``ft_all`` (``finetune``): every unit;
 * ``ft_fc`` / ``ft_fc1`` / ``ft_fc2``: the trailing fully connected units / the last one / the last two;
 * ``ft_unit:<name>``: one named unit ``N_l`` (the candidates of flex-tuning, Algorithm 1);
-* ``ft_ss``: the head plus per-channel scale ``g`` and shift ``b`` after every convolution and
-  linear layer, ``y -> g * y + b`` (seed 002 §5.1 "ft-ss", after [36]), weights frozen;
+* ``ft_ss``: the head plus scale-and-shift of the frozen weights (seed 002 §5.1 "ft-ss",
+  after [36]): by default a scale per 2-D convolution kernel and per linear output, and a
+  shift of each bias (``scaling="kernel"``); ``scaling="channel"`` is the coarser
+  per-output-channel ``y -> g * y + b`` (docs/finetuning.md, Deviations);
 * ``ft_slow``: every unit, the feature units with learning rate ``lr * backbone_lr_mult``;
 * ``linear_probe``: a new linear head on frozen features (seed 004);
 * ``two_stage``: ``ft_all``, then a new linear head trained on the frozen fine-tuned features (seed 004).

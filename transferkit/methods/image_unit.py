@@ -1,11 +1,13 @@
 """Image-to-image units placed before the frozen source network (seed 002 §5.4).
 
 Instead of tuning the network, learn ``T: x -> x'`` that maps target images back towards
-the source domain, ``N(T(x))``, with every unit of ``N`` frozen. Three kinds, each
+the source domain, ``N(T(x))``, with every unit of ``N`` frozen. Four kinds, each
 initialised to the identity ``T(x) = x``:
 
 * ``colour``: a 1x1 convolution, ``x'_c = sum_d W_cd x_d + b_c`` (pixel-wise colour maps,
   seed 002's choice for YUV/HSV);
+* ``pixel``: 1x1 convolutions with ReLUs, ``x' = x + M(x)``: a non-linear map of each pixel's
+  colour (for HSV, which a linear map cannot undo);
 * ``stn``: a spatial transformer (Jaderberg et al., seed 002 [15]): a small localisation
   network predicts an affine ``theta`` and ``x' = sample(x, grid(theta))``, for geometric shifts;
 * ``unet``: a small encoder-decoder with skip connections (the Pix2Pix generator of seed

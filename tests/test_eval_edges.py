@@ -311,3 +311,27 @@ def test_the_python_api_names_misspelt_options_and_wrong_nets_and_takes_domains_
     assert repr(model).startswith("Transfer('target_only', backbone='convnet4', seed=0), fitted on 2 classes")
     assert repr(test) == "Domain('toy/test', %d images of 1 x 28 x 28, 2 classes)" % len(test)
     assert test != val and test == test and len({test, val}) == 2  # identity, hashable (tensors have no truth)
+
+
+def test_transfer_follows_the_estimator_protocol_so_sklearn_clone_copies_it_unfitted():
+    from sklearn.base import clone
+
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import UnknownNameError
+    train = TrainConfig(steps=2, batch_size=8)
+    model = Transfer("mcc", backbone="lenet", train=train, seed=3, temperature=2.0)
+    assert model.get_params() == {"method": "mcc", "backbone": "lenet", "train": train, "pretrain": None, "seed": 3,
+                                  "temperature": 2.0}
+    d = Domain("toy", torch.rand(40, 1, 28, 28), torch.arange(40) % 2, ["a", "b"])
+    fitted = Transfer("target_only", backbone="lenet", train=train).fit(target=d)
+    copy = clone(fitted)  # sklearn checks that the copy's parameters are the objects it passed
+    assert not hasattr(copy, "net_") and copy.get_params()["train"] == train and copy.get_params()["train"] is not train
+    assert repr(copy) == "Transfer('target_only', backbone='lenet', seed=0)"
+    assert fitted.set_params(seed=5, backbone="convnet4") is fitted and not hasattr(fitted, "net_")  # refit
+    assert (fitted.seed, fitted.backbone, fitted.train_cfg) == (5, "convnet4", train)
+    with pytest.raises(UnknownNameError, match="unknown option of method 'mcc' 'temprature'"):
+        model.set_params(temprature=1.0)
+    assert model.get_params()["temperature"] == 2.0  # a refused change leaves the model as it was
+    with pytest.raises(TransferkitError, match="method 'finetune' takes no options, got \\['temperature'\\]"):
+        model.set_params(method="finetune")  # the other method's options stay: a new Transfer is clearer

@@ -461,6 +461,7 @@ def test_a_resumed_run_lists_its_rows_in_job_order(tmp_path):
 
 
 def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_path):
+    from transferkit.api import Transfer
     from transferkit.experiment import evaluate_on, load_model, prepare_domains
     cfg = ExperimentConfig(name="models", source="digits", target="digits+blur", target_classes="7,2,9", k=3,
                            repeats=1, methods=["finetune", "dann", "tap", "source_only"], pretrain=TINY_PRE,
@@ -473,6 +474,9 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         model = load_model(run_dir, row["method"], row["seed"])
         assert not model.training and model.classes_ == ["7", "2", "9"] == test.class_names  # its logit columns
         assert evaluate_on(model, test)["accuracy"] == row["accuracy"]  # dann: narrowed head; tap: picked unit
+        fitted = Transfer.from_run(run_dir, row["method"], row["seed"])  # the Python API's surface
+        assert fitted.classes_ == test.class_names and fitted.score(test) == pytest.approx(row["accuracy"])
+        assert fitted.get_params()["backbone"] == cfg.backbone and fitted.method_cls.name == row["method"]
     for name in ("finetune", "tap"):  # tap scores through its own logits
         model = load_model(run_dir, name)
         as_bytes = (test.images[:4] * 255).round().to(torch.uint8)
@@ -492,6 +496,8 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
     (run_dir / "jobs" / "tap-k=3-s0.json").unlink()  # stopped between the model and its row
     with pytest.warns(UserWarning, match="tap-k=3-s0.json does not exist.*classes_ are not known"):
         assert not hasattr(load_model(run_dir, "tap"), "classes_")
+    with pytest.raises(TransferkitError, match="classes_ are not known .*; Transfer.from_run needs the classes"):
+        Transfer.from_run(run_dir, "tap")
     assert not any((run_dir / "checkpoints").rglob("*.safetensors"))  # only resuming an unfinished job reads them
     with pytest.raises(TransferkitError, match="no finished source_only job"):
         load_model(run_dir, "source_only")

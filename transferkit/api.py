@@ -11,15 +11,25 @@
 from __future__ import annotations
 
 import copy
+import warnings
+from pathlib import Path
 
 import torch
 
 from .backbones import UnitNet, build_backbone, reinitialise
+from .config import load_config
 from .domain import Domain, image_batch
 from .engine import Engine, TrainConfig
-from .errors import TransferkitError, check, torch_seed
+from .errors import TransferkitError, TransferkitWarning, check, torch_seed
 from .evaluate import classification_report, predict_logits
-from .experiment import build_method, check_selection_classes, fit_for_target, method_error, zero_shot_options
+from .experiment import (
+    build_method,
+    check_selection_classes,
+    fit_for_target,
+    load_model,
+    method_error,
+    zero_shot_options,
+)
 from .fields import updated
 from .methods import get_method
 from .methods.base import check_options
@@ -138,6 +148,26 @@ class Transfer:
         # all fitted attributes at once: a refit that fails or is interrupted leaves the last model whole
         self.method_, self.fit_result_ = method, fit_result
         self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))
+        return self
+
+    @classmethod
+    def from_run(cls, run_dir, method: str, seed: int | None = None) -> "Transfer":
+        """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, as a
+        fitted :class:`Transfer` (``predict``, ``score``, ``report``; ``classes_`` are the
+        job's target classes). Loaded by :func:`~transferkit.experiment.load_model`: a
+        pickle, so load only run directories you trust."""
+        with warnings.catch_warnings():  # a missing result row is an error here, not a warning
+            warnings.simplefilter("error", TransferkitWarning)
+            try:
+                model = load_model(run_dir, method, seed)
+            except TransferkitWarning as w:
+                raise TransferkitError(f"{w}; Transfer.from_run needs the classes") from None
+        cfg = load_config(Path(run_dir) / "config.yaml")
+        name = model.name
+        self = cls(name, backbone=cfg.backbone, train=cfg.train, pretrain=cfg.pretrain,
+                   seed=cfg.seed if seed is None else seed, **cfg.options.get(name, {}))
+        self.method_, self.fit_result_ = model, None
+        self.net_, self.classes_, self.input_shape_ = model.net, list(model.classes_), model.net.input_shape
         return self
 
     def __repr__(self) -> str:

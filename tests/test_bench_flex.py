@@ -1,5 +1,7 @@
 """The flex benchmark's plan (sources, targets, seeds; ``--set`` overrides) and reports."""
 
+import json
+
 import pytest
 import torch
 
@@ -330,3 +332,62 @@ def test_bench_plans_refuse_a_domain_spelt_otherwise_than_it_is_read():
         with pytest.raises(TransferkitError, match=words):
             make_plan(name, False, [override])
     assert make_plan("flex", False, ["targets=mnist+blur,mnistm"]).targets == ["mnist+blur", "mnistm"]
+
+
+def test_two_benchmarks_started_in_one_second_get_two_directories(tmp_path, monkeypatch):
+    import datetime as dt
+
+    import transferkit.bench as bench
+    seen, ticks = [], iter(range(1, 10))
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 12, 1, 12, 0, 0, next(ticks))  # the same second, other microseconds
+
+    def suite(plan, bench_dir, log):
+        seen.append(bench_dir)
+        raise KeyboardInterrupt  # stop here; the fresh directory is removed
+
+    monkeypatch.setattr(bench, "datetime", Clock)
+    monkeypatch.setitem(bench.BENCHMARKS, "stamp_toy", (suite, "toy", bench.Plan))
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            bench.run_benchmark("stamp_toy", out_dir=str(tmp_path), log=lambda *a: None)
+    assert len(set(seen)) == 2 and seen[0].name == "20261201-120000-000001"
+
+
+def test_the_flex_source_network_record_comes_first_and_broken_files_are_named(tmp_path, monkeypatch):
+    import transferkit.bench.flex as flex
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+    from transferkit.splits import split_domain
+    g = torch.Generator().manual_seed(0)
+    d = Domain("toy3", torch.rand(60, 3, 28, 28, generator=g), torch.arange(60) % 10, [str(i) for i in range(10)])
+    source, cfg = split_domain(d), TrainConfig(steps=2, batch_size=8, progress=False)
+
+    def killed(path, tensors, metadata=None):
+        raise KeyboardInterrupt  # killed between the record and the network
+    monkeypatch.setattr(flex, "save_safetensors", killed)
+    with pytest.raises(KeyboardInterrupt):
+        flex.source_network(tmp_path, source, cfg, log=lambda *a: None)
+    assert (tmp_path / "source.json").exists() and not (tmp_path / "source.safetensors").exists()
+    monkeypatch.undo()
+    net, info = flex.source_network(tmp_path, source, cfg, log=lambda *a: None)  # pre-trains again, stores both
+    again, _ = flex.source_network(tmp_path, source, cfg, log=lambda *a: pytest.fail("pre-trained twice"))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    (tmp_path / "source.json").write_text('{"val_accuracy": 0.')  # torn
+    with pytest.raises(TransferkitError, match=r"source network record .*source.json is unreadable .*delete "
+                                               r"source.safetensors and source.json to pre-train it again"):
+        flex.source_network(tmp_path, source, cfg, log=lambda *a: None)
+    (tmp_path / "source.json").write_text(json.dumps(info))
+    path = tmp_path / "source.safetensors"
+    path.write_bytes(path.read_bytes()[:64])
+    with pytest.raises(TransferkitError, match=r"source network .*source.safetensors is unreadable"):
+        flex.source_network(tmp_path, source, cfg, log=lambda *a: None)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "mnistm-r30-s0-flex.json").write_text('{"n_val": 3')  # torn
+    with pytest.raises(TransferkitError, match=r"job result .*mnistm-r30-s0-flex.json is unreadable .*delete it"):
+        flex.check_validation_split(tmp_path, "mnistm", 3)
+    with pytest.raises(TransferkitError, match=r"mnistm-r30-s0-flex.json is unreadable"):
+        flex.directory_reports(tmp_path, log=lambda *a: None)

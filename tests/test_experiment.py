@@ -458,6 +458,10 @@ def test_a_resumed_run_lists_its_rows_in_job_order(tmp_path):
     assert [(r["method"], r["seed"]) for r in again] == [(r["method"], r["seed"]) for r in first]
     assert [(r["method"], r["seed"]) for r in first][:3] == [("source_only", 0), ("target_only", 0),
                                                               ("linear_probe", 0)]
+    (run_dir / "jobs" / "target_only-k=2-s0.json").write_text('{"method": "target_only", "seed": 0, "accuracy": 0.5}')
+    with pytest.raises(TransferkitError, match=r"target_only-k=2-s0.json is not a result row \(it lacks "
+                                               r"\['source', 'target', 'setting', 'wall_s'\]\)"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)  # a hand-edited row: a KeyError later on
 
 
 def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_path):

@@ -341,6 +341,22 @@ def test_an_interrupted_command_exits_130_and_a_bad_worker_count_2(monkeypatch, 
     assert "--nproc must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_the_handler_is_restored(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+    before = signal.getsignal(signal.SIGTERM)
+
+    def killed(args):  # kill, timeout, docker and Slurm send SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        pytest.fail("SIGTERM did not stop the command")
+    monkeypatch.setattr(cli, "_domains", killed)
+    assert cli.main(["domains"]) == 143
+    assert "terminated (SIGTERM); finished jobs and checkpoints are kept" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_workers_and_device_flags_win_over_the_config_s_keys():
     args = cli.build_parser().parse_args(["run", "--set", "workers=1", "--set", "device=cpu", "--workers", "3"])
     assert cli._run_config(args).workers == 3
@@ -511,3 +527,21 @@ def test_a_bad_worker_count_or_method_is_refused_before_any_data_is_read(tmp_pat
         ex.run_experiment(ExperimentConfig(methods=["finetune", "nosuchmethod"], out_dir=str(tmp_path)),
                           log=lambda *a: None)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_lost_config_yaml_is_restored_from_results_json_as_the_error_says(tmp_path, monkeypatch, capsys):
+    import json
+
+    import yaml
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(name="lost", source="digits", target="digits", k=2, repeats=1, backbone="lenet",
+                           methods=["target_only"], pretrain=TrainConfig(steps=2, batch_size=8), train=TINY,
+                           out_dir=str(tmp_path))
+    run_dir, rows = ex.run_experiment(cfg, log=lambda *a: None)
+    (run_dir / "config.yaml").unlink()
+    assert cli.main(["run", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no config.yaml; its results.json keeps a copy of the config under \"config\"" in err
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads((run_dir / "results.json").read_text())["config"]))
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert json.loads((run_dir / "results.json").read_text())["rows"][0]["accuracy"] == rows[0]["accuracy"]

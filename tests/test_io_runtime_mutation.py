@@ -437,3 +437,58 @@ def test_whole_number_environment_variables_are_checked_with_named_errors(monkey
         default_workers()
     monkeypatch.delenv("TRANSFERKIT_X", raising=False)
     assert env_int("TRANSFERKIT_X", 3) == 3
+
+
+def test_safetensors_files_are_written_atomically_and_a_full_disk_or_torn_file_is_named(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    path = tmp_path / "net.safetensors"
+    io.save_safetensors(path, {"w": torch.arange(6.0).reshape(2, 3)}, {"note": "x"})
+    tensors, meta = io.load_safetensors(path, "network")
+    assert torch.equal(tensors["w"], torch.arange(6.0).reshape(2, 3)) and meta == {"note": "x"}
+
+    class SafetensorError(Exception):  # safetensors' own type: not an OSError
+        pass
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 10)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError, match=r"cannot write .*net.safetensors: .*No space left on device"):
+        io.save_safetensors(path, {"w": torch.zeros(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.safetensors"]  # no temporary file left
+    monkeypatch.undo()
+    assert torch.equal(io.load_safetensors(path, "network")[0]["w"], torch.arange(6.0).reshape(2, 3))  # kept
+    path.write_bytes(path.read_bytes()[:40])  # torn
+    with pytest.raises(TransferkitError, match=r"checkpoint .*net.safetensors is unreadable \(.*\): delete it"):
+        io.load_safetensors(path, "checkpoint", "delete it")
+
+
+def test_a_torn_engine_checkpoint_is_named_with_what_to_do(tmp_path):
+    from helpers import seeded_lenet, toy_domain
+
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.methods import get_method
+    d, cfg = toy_domain(16), TrainConfig(steps=4, batch_size=8, checkpoint_every=2, progress=False)
+    Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(get_method("finetune")(seeded_lenet()), target=d)
+    ckpt = next(tmp_path.rglob("last.safetensors"))
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # torn (a full disk, a copy cut short)
+    with pytest.raises(TransferkitError, match=r"checkpoint .*last.safetensors is unreadable .*delete it to train "
+                                               r"that stage again from its start"):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(get_method("finetune")(seeded_lenet()), target=d)
+
+
+def test_stored_job_results_must_be_rows_before_any_job_runs(tmp_path):
+    from transferkit.results import ROW_KEYS
+    good = {"method": "m", "source": "s", "target": "t", "setting": "all", "seed": 0, "accuracy": 0.5, "wall_s": 1}
+    (tmp_path / "a.json").write_text(json.dumps(good))
+    (tmp_path / "b.json").write_text("{}")  # valid JSON, not a row (a hand edit, an old version)
+    ran = []
+    jobs = [(tmp_path / "a.json", lambda: ran.append("a")), (tmp_path / "b.json", lambda: ran.append("b")),
+            (tmp_path / "c.json", lambda: ran.append("c") or good)]
+    with pytest.raises(TransferkitError, match=r"job result .*b.json is not a result row \(it lacks \['method', "
+                                               r"'source', .*'wall_s'\]\): delete it to run that job again"):
+        run_jobs(jobs, keys=ROW_KEYS)
+    assert ran == []  # refused before any job ran
+    (tmp_path / "b.json").unlink()
+    assert run_jobs(jobs[:1] + jobs[2:], keys=ROW_KEYS) == [good, good] and ran == ["c"]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -151,8 +154,8 @@ def _run_config(args):
     if config is None and stored:  # resume with the run's own config
         config = resume / "config.yaml"
     missing = ("a file, not a run directory" if resume is not None and resume.is_file() else
-               "not a run directory (no config.yaml)" if resume is not None and resume.exists() else
-               "no such run directory")
+               f"not a run directory (no config.yaml{_config_copy_hint(resume)})"
+               if resume is not None and resume.exists() else "no such run directory")
     check(resume is None or stored or config is not None,
           f"--resume {resume}: {missing}" + ("" if resume is not None and resume.is_file() else
                                              f" (to start a new run there, give its config too: "
@@ -160,8 +163,17 @@ def _run_config(args):
     cfg = load_config(config, overrides)
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
         check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())),
-              f"--resume {resume}: not a run directory (no config.yaml)")
+              f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})")
     return cfg
+
+
+def _config_copy_hint(run_dir: Path) -> str:
+    """Where a lost config.yaml can be restored from: results.json keeps a copy."""
+    if not (run_dir / "results.json").is_file():
+        return ""
+    return ("; its results.json keeps a copy of the config under \"config\": write that back as config.yaml, "
+            "e.g. python -c \"import json, yaml; print(yaml.safe_dump(json.load(open('results.json'))['config']))\" "
+            "> config.yaml, in that directory")
 
 
 def _run(args) -> None:
@@ -270,6 +282,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 CLOSED_PIPE = 141  # the shell's status for a process killed by SIGPIPE (128 + 13)
+TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, docker, Slurm) stops a command as Ctrl-C does: finished
+    jobs and checkpoints are kept and a directory stopped before any work is removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,15 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
     default_format = one_line_warnings()
     try:
-        if getattr(args, "portable_kernels", False):  # before any torch operation; workers inherit it
-            from .runtime import portable_kernels
-            portable_kernels()
-        if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
-            if not _checked_for_torchrun(args):  # listing and printing need no processes
-                args.func(args)
-                return 0
-            return _relaunch_with_torchrun(args.nproc, argv)
-        args.func(args)
+        with _sigterm_as_interrupt():
+            return _dispatch(args, argv)
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
@@ -300,13 +327,25 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("transferkit: interrupted; finished jobs and checkpoints are kept (--resume the run or benchmark "
-              "directory printed at the start; one stopped before any work was kept is removed: start it again)",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; finished "
+              "jobs and checkpoints are kept (--resume the run or benchmark directory printed at the start; one "
+              "stopped before any work was kept is removed: start it again)", file=sys.stderr)
+        return TERMINATED if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format
+
+
+def _dispatch(args, argv: list[str]) -> int:
+    if getattr(args, "portable_kernels", False):  # before any torch operation; workers inherit it
+        from .runtime import portable_kernels
+        portable_kernels()
+    if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+        if not _checked_for_torchrun(args):  # listing and printing need no processes
+            args.func(args)
+            return 0
+        return _relaunch_with_torchrun(args.nproc, argv)
+    args.func(args)
     return 0
 
 

@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -51,7 +49,7 @@ from .errors import TransferkitError, check, torch_seed
 from .evaluate import predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
-from .io import append_jsonl, atomic_write, read_jsonl, write_json
+from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
 from .runtime import (
     DEVICES,
     all_reduce_mean,
@@ -516,19 +514,13 @@ class Engine:
         self.ckpt.mkdir(parents=True, exist_ok=True)
         # one file, one atomic write: the state travels in the safetensors metadata, so weights
         # and step can never come from two different saves; last.json is a readable copy
-        atomic_write(self.ckpt / "last.safetensors", lambda p: save_file(
-            _unshare(tensors), str(p), metadata={"transferkit": json.dumps(meta)}))
+        save_safetensors(self.ckpt / "last.safetensors", _unshare(tensors), {"transferkit": json.dumps(meta)})
         write_json(self.ckpt / "last.json", meta)
 
     def _load(self, method, opt, signature, device):
         path = self.ckpt / "last.safetensors"
-        try:
-            with safe_open(str(path), "pt") as f:
-                stored = (f.metadata() or {}).get("transferkit")
-            tensors = load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types
-            raise TransferkitError(f"checkpoint {path} is unreadable: {e}; delete it to train that stage again "
-                                   f"from its start") from e
+        tensors, metadata = load_safetensors(path, "checkpoint", "delete it to train that stage again from its start")
+        stored = metadata.get("transferkit")
         meta = json.loads(stored if stored else (self.ckpt / "last.json").read_text())  # older checkpoints
         if meta["signature"] != signature:
             raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different run (method, data or "

@@ -29,8 +29,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from . import __version__
 from .backbones import BACKBONES, build_backbone
@@ -42,11 +40,22 @@ from .errors import TransferkitError, TransferkitWarning, UnknownNameError, chec
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
-from .io import atomic_write, cache_dir, directory_lock, read_job, read_json, waiting_lock, write_json, write_text
+from .io import (
+    atomic_write,
+    cache_dir,
+    directory_lock,
+    load_safetensors,
+    read_job,
+    read_json,
+    save_safetensors,
+    waiting_lock,
+    write_json,
+    write_text,
+)
 from .methods import get_method
 from .methods.base import Method, trained_options
 from .methods.supervised import SourceOnly
-from .results import write_results
+from .results import ROW_KEYS, write_results
 from .runtime import (
     barrier,
     cpu_kernels,
@@ -188,8 +197,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
         meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
         if is_main_process():
-            atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p),
-                                                   metadata={"class_names": json.dumps(source.train.class_names)}))
+            save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()},
+                             {"class_names": json.dumps(source.train.class_names)})
             write_json(path.with_suffix(".json"), meta)
             shutil.rmtree(ckpt, ignore_errors=True)
         barrier()
@@ -292,12 +301,8 @@ def _load_net(net, path: Path, classes: list[str] | None = None) -> None:
     classes of its head's rows (transferkit's pre-trainings since 2026-12-01) must name
     these, in this order: the rows are taken by position."""
     check(path.exists(), f"pre-trained network {path} does not exist")
-    try:
-        with safe_open(str(path), "pt") as f:  # one read: the tensors and the stored class names
-            state = {k: f.get_tensor(k) for k in f.keys()}
-            stored = (f.metadata() or {}).get("class_names")
-    except Exception as e:
-        raise TransferkitError(f"pre-trained network {path} is unreadable: {e}") from e
+    state, metadata = load_safetensors(path, "pre-trained network")  # the tensors and the stored class names
+    stored = metadata.get("class_names")
     if classes is not None and stored is not None and json.loads(stored) != list(classes):
         raise TransferkitError(f"pre-trained network {path} was trained on the classes {json.loads(stored)} (its "
                                f"head's rows in that order), but the source has {list(classes)}: its outputs would "
@@ -806,7 +811,7 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         job = job_path(run_dir, cfg, cls.name, seed)
         if not job.exists():
             continue
-        row = read_job(job, ("method", "seed", "accuracy"))
+        row = read_job(job, ROW_KEYS)  # the fields the results table reads
         then, now = _stored_options(stored, cls.name), cfg.options.get(cls.name, {})
         if "config_digest" in row:
             same = row["config_digest"] in {job_digest(cfg, cls.name, form) for form in DIGEST_FORMS}

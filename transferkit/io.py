@@ -85,6 +85,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
+def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:
+    """Write ``tensors`` (contiguous) to ``path`` atomically. safetensors raises its own error
+    type when the disk is full; it becomes an :class:`OSError` that names the file."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except OSError:
+            raise
+        except Exception as e:
+            raise OSError(f"cannot write {path}: {e}") from e
+    return atomic_write(path, write)
+
+
+def load_safetensors(path: str | os.PathLike, what: str, hint: str = "") -> tuple[dict, dict]:
+    """``(tensors, metadata)`` of a safetensors file, in one read; a missing, truncated or
+    foreign file raises a :class:`TransferkitError` naming it, with ``hint`` on what to do."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types
+        raise TransferkitError(f"{what} {path} is unreadable ({e}){f': {hint}' if hint else ''}") from e
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 

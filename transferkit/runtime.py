@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import TransferkitWarning, check
-from .io import read_json, write_json
+from .io import read_job, read_json, write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 
@@ -373,7 +373,8 @@ def _stop_pool(pool) -> None:
 
 
 def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: int = 1,
-             log: Callable[[Any], None] | None = None, digests: list[str] | None = None, stale: str = "") -> list:
+             log: Callable[[Any], None] | None = None, digests: list[str] | None = None, stale: str = "",
+             keys: tuple = ()) -> list:
     """Results of ``jobs``, pairs ``(path, compute)``, in their order: the JSON stored at
     ``path`` by an earlier run, or ``compute()`` run by :func:`map_jobs` (``compute`` must
     pickle, e.g. a ``functools.partial`` of a module-level function, when ``workers > 1``),
@@ -381,9 +382,9 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
     benchmark resumes where it stopped. With ``digests`` (one per job, stored by ``compute``
     as the row's ``config_digest``), a stored row with another digest is refused before any
     job runs, the error saying how it was made (``stale``, e.g. "run with another network");
-    rows written before digests carry none and are read back as they are."""
-    results = [read_json(p, "job result", "delete it to run that job again") if Path(p).exists() else None
-               for p, _ in jobs]
+    rows written before digests carry none and are read back as they are. A stored result must
+    be a JSON object with ``keys`` (a torn or hand-edited file is named before any job runs)."""
+    results = [read_job(p, keys) if Path(p).exists() else None for p, _ in jobs]
     for (path, _), r, digest in zip(jobs, results, digests or []):
         check(r is None or (isinstance(r, dict) and r.get("config_digest", digest) == digest),
               f"{path} was {stale}; delete the job file to run it again, or use a new directory")

@@ -276,7 +276,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     quick = plan.quick  # a resumed quick run stays one
     suite, description, _ = BENCHMARKS[name]
     tag = f"bench-{name}{'-quick' if quick else ''}"
-    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
+    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S-%f")]  # two benchmarks started in one second: two directories
     if world_size() > 1:  # under torchrun every rank works in rank 0's directory; rank 0 writes
         torch.distributed.broadcast_object_list(stamp, src=0)
     log = log if is_main_process() else (lambda *a, **k: None)

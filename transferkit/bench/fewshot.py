@@ -177,6 +177,19 @@ def _train(name: str, cfg: ExperimentConfig, data, pretrained, labeled, unlabele
     return method
 
 
+def _cached_panels(cache: Path, log) -> dict | None:
+    """The cached t-SNE embeddings, or None when there are none or the file is unreadable (a
+    cache: computed again)."""
+    if not cache.exists():
+        return None
+    try:
+        panels = torch.load(cache)
+    except Exception as e:  # torn by a full disk, or not a torch file
+        log(f"t-SNE cache {cache} is unreadable ({type(e).__name__}); computing the embeddings again")
+        return None
+    return panels if isinstance(panels, dict) else None
+
+
 def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Path:
     """Seed 000 Figure 4 (e, f): source test embeddings under the source network overlaid
     with target test embeddings under the source network, the fine-tuned network and the
@@ -188,9 +201,8 @@ def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Pa
     used = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "out_dir", "workers", "repeats")}
     key = hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cache = bench_dir / "tsne" / f"embeddings-{key}.pt"
-    if cache.exists():
-        panels = torch.load(cache)
-    else:
+    panels = _cached_panels(cache, log)
+    if panels is None:
         data = prepare_domains(cfg)
         pretrained, _ = pretrain_source(cfg, data, log)
         labeled, unlabeled = label_subset(cfg, data.target, cfg.seed)

@@ -30,7 +30,6 @@ and cap per class, default 50; one split per benchmark directory), ``pretrain`` 
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..backbones import build_backbone
 from ..data import check_spec, load_domain, parse_spec
@@ -48,10 +46,10 @@ from ..engine import Engine, TrainConfig
 from ..errors import TransferkitError, check
 from ..evaluate import mean_se, mean_se_text, paired_difference, predict_logits
 from ..grouped import parse_grouped
-from ..io import atomic_write, read_json, write_json, write_text
+from ..io import load_safetensors, read_job, read_json, save_safetensors, write_json, write_text
 from ..methods import get_method
 from ..methods.supervised import SourceOnly
-from ..results import write_results
+from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
 from ..runtime import default_workers, run_jobs
 from ..splits import split_domain, subsample_per_class
@@ -159,21 +157,24 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = 
     torch.manual_seed(0)  # the initial weights
     net = build_backbone(BACKBONE, num_classes=10, in_channels=CHANNELS, image_size=28)
     path = bench_dir / "source.safetensors"
-    if path.exists():
-        net.load_state_dict(load_file(str(path)))
-        return net, json.loads(path.with_suffix(".json").read_text())
+    redo = "delete source.safetensors and source.json to pre-train it again (every job of this directory " \
+           "started from it: a new network gives other numbers)"
+    if path.exists():  # its record is written first: a network without one was never stored whole
+        info = read_json(path.with_suffix(".json"), "source network record", redo)
+        net.load_state_dict(load_safetensors(path, "source network", redo)[0])
+        return net, info
     log(f"pre-training {BACKBONE} on {label} ({len(source.train)} images)")
     fit = Engine(cfg, seed=0).fit(SourceOnly(net), source=source.train, val=source.val)
     info = {"val_accuracy": fit.val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label}
-    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
     write_json(path.with_suffix(".json"), info)
+    save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()})
     return net, info
 
 
 def check_validation_split(bench_dir: Path, target: str, n_val: int) -> None:
     """The jobs of one directory share each target's validation split (``val_fraction``)."""
     done = next(iter(sorted((bench_dir / "jobs").glob(f"{target}-r*.json"))), None)
-    old = json.loads(done.read_text()).get("n_val", n_val) if done else n_val
+    old = read_job(done).get("n_val", n_val) if done else n_val
     check(old == n_val, f"{done} was validated on {old} images, this plan's {target} validation split has "
                         f"{n_val}: use another directory")
 
@@ -245,7 +246,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
                     jobs.append((bench_dir / "jobs" / f"{target}-r{ratio}-s{seed}-{m}.json", job))
     run_jobs(jobs, default_workers(), lambda row: log(
         f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
-        f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}"))
+        f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}"), keys=ROW_KEYS)
     return directory_reports(bench_dir, log)
 
 
@@ -472,7 +473,7 @@ def directory_reports(bench_dir: str | Path, log=print) -> list[dict]:
     finished (all the ratios, seeds and targets run into it, by this plan or earlier ones)
     and return their rows."""
     bench_dir = Path(bench_dir)
-    rows = [json.loads(p.read_text()) for p in sorted((bench_dir / "jobs").glob("*.json"))]
+    rows = [read_job(p, ROW_KEYS) for p in sorted((bench_dir / "jobs").glob("*.json"))]
     rows, partial_subsets = complete_subsets(rows)
     if partial_subsets:
         log(f"{partial_subsets} label subset(s) of {bench_dir} lack a method's job (an interrupted run?): "

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..backbones import build_backbone
 from ..config import ExperimentConfig
@@ -31,7 +30,7 @@ from ..engine import Engine, TrainConfig
 from ..errors import check
 from ..experiment import evaluate_on, prepare_domains, retarget_head
 from ..fewshot_eval import FEWSHOT_HEADS, evaluate_episodes, extract_features
-from ..io import atomic_write, write_text
+from ..io import load_safetensors, save_safetensors, write_text
 from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, source_members
 from ..runtime import job_result
@@ -81,13 +80,13 @@ def _distilled(cfg, data, members, s, path: Path, log):
     torch.manual_seed(cfg.seed)  # the student's initial weights
     net = build_backbone(cfg.backbone, data.source.train.num_classes, data.channels, cfg.image_size)
     if path.exists():
-        net.load_state_dict(load_file(str(path)))
+        net.load_state_dict(load_safetensors(path, "distilled network", "delete it to distil it again")[0])
         return net
     log(f"  distilling cat{len(members)} into one {cfg.backbone} ({s.distill} steps)")
     train = TrainConfig(steps=s.distill, batch_size=64, eval_every=100)
     net, _ = distill_network(members, lambda: net, lambda tag, config=None: Engine(config or train, seed=cfg.seed),
                              data.source.train, data.source.val)
-    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(p)))
+    save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()})
     return net
 
 

@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file
 
 from ..config import ExperimentConfig
 from ..engine import TrainConfig, content_text
 from ..errors import TransferkitError, check
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, model_path, prepare_domains, run_experiment, run_source_network
-from ..io import write_text
+from ..io import load_safetensors, write_text
 from ..methods import get_method
 from ..runtime import job_result
 from . import Plan, as_list, as_pairs, benchmark, skada_compare
@@ -314,7 +313,7 @@ def _adapted(cfg: ExperimentConfig, run_dir: Path, name: str, pretrained):
         return load_model(run_dir, name, cfg.seed).net.eval()
     method = get_method(name)(copy.deepcopy(pretrained), **cfg.options.get(name, {}))
     ckpt = run_dir / "checkpoints" / f"{name}-{cfg.setting}-s{cfg.seed}" / "main" / "last.safetensors"
-    state = load_file(str(ckpt))
+    state = load_safetensors(ckpt, "checkpoint", "resume the benchmark to finish that job")[0]
     method.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
     return method.net.eval()
 

@@ -151,3 +151,13 @@ def test_trained_episode_heads_run_under_inference_mode():
     plain = evaluate_episodes(x, y, ["linear", "cosine"], episodes=5, steps=3)
     with torch.inference_mode():  # enable_grad alone does not leave it: autograd error before
         assert evaluate_episodes(x, y, ["linear", "cosine"], episodes=5, steps=3) == plain
+
+
+def test_a_torn_tsne_cache_of_the_fewshot_benchmark_is_computed_again(tmp_path):
+    from transferkit.bench.fewshot import _cached_panels
+    cache, lines = tmp_path / "embeddings-x.pt", []
+    assert _cached_panels(cache, lines.append) is None  # none yet
+    torch.save({"source network": (torch.zeros(2, 3), torch.ones(2, 3))}, cache)
+    assert torch.equal(_cached_panels(cache, lines.append)["source network"][1], torch.ones(2, 3))
+    cache.write_bytes(cache.read_bytes()[:50])  # torn by a full disk
+    assert _cached_panels(cache, lines.append) is None and "embeddings-x.pt is unreadable" in lines[-1]

@@ -167,7 +167,8 @@ class Transfer:
         self = cls(name, backbone=cfg.backbone, train=cfg.train, pretrain=cfg.pretrain,
                    seed=cfg.seed if seed is None else seed, **cfg.options.get(name, {}))
         self.method_, self.fit_result_ = model, None
-        self.net_, self.classes_, self.input_shape_ = model.net, list(model.classes_), model.net.input_shape
+        self.net_, self.classes_ = model.net, list(model.classes_)
+        self.input_shape_ = getattr(model.net, "input_shape", None)  # None: a network of your own checks no shape
         return self
 
     def __repr__(self) -> str:

@@ -499,6 +499,33 @@ def test_a_resumed_fit_caches_the_restored_source_encoder_and_a_failed_fit_drops
     assert torch.equal(other.source_net.unit("conv1")[0].weight, first.source_net.unit("conv1")[0].weight)
 
 
+def test_an_adda_fit_resumed_from_its_checkpoint_keeps_adam_beta1_and_ends_as_an_uninterrupted_one(tmp_path):
+    class Kill(Exception):
+        pass
+
+    def kill_at_3(step, state):
+        if step == 3:
+            raise Kill
+    src, tgt = _domain(24, 0.0, 1), _domain(16, 0.3, 2)
+    cfg = TrainConfig(steps=5, batch_size=8, eval_every=5, checkpoint_every=1, progress=False)
+    whole = get_method("adda")(_net(seed=0))
+    Engine(cfg, seed=0).fit(whole, source=src, unlabeled=tgt)
+    with pytest.raises(Kill):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(kill_at_3,)).fit(get_method("adda")(_net(seed=0)),
+                                                                           source=src, unlabeled=tgt)
+    seen = []
+
+    class Watched(Engine):
+        def _load(self, method, opt, *args):
+            out = super()._load(method, opt, *args)
+            seen.append([g["betas"] for g in opt.param_groups])  # as the checkpoint restored them
+            return out
+    resumed = get_method("adda")(_net(seed=0))
+    Watched(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, source=src, unlabeled=tgt)
+    assert seen and all(tuple(b) == (0.5, 0.999) for groups in seen for b in groups)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
 def test_dsn_similarity_reverses_and_scales_the_gradient_into_the_encoder():
     from transferkit.discriminators import discriminator_loss
     from transferkit.losses import dann_lambda

@@ -68,7 +68,8 @@ def _rows():
     rows = []
     for seed in (0, 1):
         for m in METHODS:
-            row = {"target": "t", "ratio": 30, "seed": seed, "method": m, "steps": 10,
+            row = {"source": "s", "target": "t", "setting": "ratio=30", "ratio": 30, "seed": seed, "method": m,
+                   "steps": 10,
                    "accuracy": {"ft_all": 0.95, "flex": 0.95}.get(m, 0.9),
                    "wall_s": {"faster_flex": 3.0, "ft_fc1": 1.0, "ft_fc2": 2.0}.get(m, 5.0)}
             if m == "flex":  # a tie on validation, broken by the loss towards `all`

@@ -124,3 +124,19 @@ def test_equal_distances_rank_in_gallery_order():
     q, g_emb = (torch.rand(40, 4, generator=g) > 0.5).float(), (torch.rand(90, 4, generator=g) > 0.5).float()
     ql, gl = torch.randint(0, 3, (40,), generator=g), torch.randint(0, 3, (90,), generator=g)
     assert torch.allclose(average_precision_at_k(q, ql, g_emb, gl, 10, chunk=7), loop_ap(q, ql, g_emb, gl, 10))
+
+
+def test_the_top_k_ranking_is_exactly_a_stable_sort_of_the_distances():
+    """AP@k ranks by one integer key per (distance, gallery index) and takes its k smallest:
+    the same items, in the same order, as a full stable argsort of the distances."""
+    def by_sort(q, ql, g_emb, gl, k):
+        dist = torch.cdist(q, g_emb, compute_mode="donot_use_mm_for_euclid_dist")
+        hits = gl[dist.argsort(dim=1, stable=True)[:, :k]] == ql[:, None]
+        precision = hits.long().cumsum(1) / torch.arange(1, k + 1)
+        return (precision * hits).sum(1) / torch.bincount(gl, minlength=5)[ql].clamp(max=k).clamp_min(1)
+    g = torch.Generator().manual_seed(1)
+    q, g_emb = torch.randn(300, 8, generator=g), torch.randn(400, 8, generator=g)
+    ql, gl = torch.randint(0, 5, (300,), generator=g), torch.randint(0, 5, (400,), generator=g)
+    for qq, gg in ((q, g_emb), ((q * 2).round()[:, :2], (g_emb * 2).round()[:, :2]), (q * 0, g_emb * 0)):
+        for k in (1, 7, 400):
+            assert torch.equal(average_precision_at_k(qq, ql, gg, gl, k, chunk=64), by_sort(qq, ql, gg, gl, k))

@@ -46,10 +46,14 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     counts = torch.bincount(gallery_labels.long(), minlength=n_classes)
     out = []
     ranks = torch.arange(1, k + 1, dtype=torch.float32, device=dev)
-    chunk = max(1, min(chunk, 2**25 // len(gallery)))  # the sort holds chunk x G distances and indices
+    order = torch.arange(len(gallery), dtype=torch.int64, device=dev)
+    chunk = max(1, min(chunk, 2**25 // len(gallery)))  # the top-k holds chunk x G distances and keys
     for q, ql in zip(queries.split(chunk), query_labels.split(chunk)):
-        dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist")
-        nn_idx = dist.argsort(dim=1, stable=True)[:, :k]  # equal distances in gallery order (topk's is arbitrary)
+        dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist") + 0.0  # no -0
+        # one integer key per (distance, gallery index): the bits of a float >= +0 order as the float does, so
+        # the k smallest keys are the k nearest items, equal distances in gallery order (a stable sort's
+        # order, exactly, without sorting all G; topk on the distances alone orders ties arbitrarily)
+        nn_idx = ((dist.view(torch.int32).to(torch.int64) << 32) | order).topk(k, dim=1, largest=False).indices
         hits = gallery_labels[nn_idx] == ql[:, None]
         rel = hits.float()
         precision = hits.long().cumsum(1) / ranks  # an integer running count: exact, and deterministic on a GPU

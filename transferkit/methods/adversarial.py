@@ -79,8 +79,8 @@ class DANN(AdaptationMethod):
     experiment's schedule). Discriminator: an MLP with ``depth`` hidden layers of ``hidden``
     units (500, 2, as ADDA's; ``hidden=100, depth=1`` is the DANN paper's digit one).
     ``optimizer="sgd"`` trains with SGD, ``μ_0 = lr`` (default 0.01, seed 003's) and
-    momentum 0.9 (the DANN paper's; seed 003's update has none); by default (and for ``optimizer="adam"`` without ``lr``) the
-    experiment's optimiser and learning rate.
+    momentum 0.9 (the DANN paper's; seed 003's update has none); by default (and for
+    ``optimizer="adam"`` without ``lr``) the experiment's optimiser and learning rate.
 
     Default ``weight=0.1``, not the papers' 1: chosen on the target *validation* splits of
     syndigits→mnist and mnist→digits (3 seeds, grid weight × schedule × discriminator in

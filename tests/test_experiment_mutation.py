@@ -65,7 +65,8 @@ def test_a_row_of_another_method_s_options_or_seed_is_refused_on_resume(tmp_path
     jobs = ex._jobs_of(cfg, [get_method("finetune")])
     job = ex.job_path(tmp_path, cfg, "finetune", 0)
     job.parent.mkdir()
-    row = {"method": "finetune", "seed": 0, "accuracy": 0.5}
+    row = {"method": "finetune", "source": "mnist", "target": "mnist", "setting": "k=2", "seed": 0, "accuracy": 0.5,
+           "wall_s": 1.0}
     ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "finetune")})
     assert ex._finished_rows(cfg, tmp_path, jobs, None)[("finetune", 0)]["accuracy"] == 0.5
     other = replace(cfg, seed=1)

@@ -274,7 +274,7 @@ def test_a_stored_row_of_another_digest_is_refused_before_any_job_runs(tmp_path)
     io.write_json(old, {"value": 0})  # written before digests: read back as it is
     assert run_jobs([(old, _never)], digests=["cccc"]) == [{"value": 0}]
     io.write_json(old, [1, 2])  # not a row at all
-    with pytest.raises(TransferkitError, match=r"old\.json was"):
+    with pytest.raises(TransferkitError, match=r"old\.json is not a result row: delete it to run that job again"):
         run_jobs([(old, _never)], digests=["cccc"])
 
 

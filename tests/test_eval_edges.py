@@ -335,3 +335,35 @@ def test_transfer_follows_the_estimator_protocol_so_sklearn_clone_copies_it_unfi
     assert model.get_params()["temperature"] == 2.0  # a refused change leaves the model as it was
     with pytest.raises(TransferkitError, match="method 'finetune' takes no options, got \\['temperature'\\]"):
         model.set_params(method="finetune")  # the other method's options stay: a new Transfer is clearer
+
+
+def test_transfer_fit_pretrains_with_early_stopping_on_a_given_source_validation_split(monkeypatch):
+    import transferkit.api as api
+    from transferkit.api import Transfer
+    from transferkit.engine import Engine, TrainConfig
+    seen = []
+
+    class Spy(Engine):
+        def fit(self, method, **streams):
+            seen.append((method.name, streams.get("val")))
+            return super().fit(method, **streams)
+    monkeypatch.setattr(api, "Engine", Spy)
+    g = torch.Generator().manual_seed(0)
+    src = Domain("src", torch.rand(48, 1, 28, 28, generator=g), torch.arange(48) % 3, ["a", "b", "c"])
+    src_val = Domain("src_val", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 3, ["a", "b", "c"])
+    tgt = Domain("tgt", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 3, ["a", "b", "c"])
+    tiny = TrainConfig(steps=2, batch_size=8, eval_every=1)
+    model = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny)
+    model.fit(target=tgt, source=src, source_val=src_val)
+    assert seen[0] == ("source_only", src_val) and seen[1][0] == "finetune"  # pre-training selects on it
+    with pytest.raises(TransferkitError, match="source_val is the validation split of the source pre-training, but "
+                                               "net= is given"):
+        model.fit(target=tgt, source=src, source_val=src_val, net=model.net_)
+    with pytest.raises(TransferkitError, match="method 'target_only' does not pre-train"):
+        Transfer("target_only", backbone="lenet", train=tiny).fit(target=tgt, source_val=src_val)
+    other = Domain("v", src_val.images, src_val.labels, ["a", "b", "z"])
+    with pytest.raises(TransferkitError, match=r"source_val 'v' must have the source's classes \['a', 'b', 'c'\]"):
+        model.fit(target=tgt, source=src, source_val=other)
+    with pytest.raises(TransferkitError, match="images must share one shape"):
+        model.fit(target=tgt, source=src, source_val=Domain("w", torch.rand(3, 1, 20, 20), torch.arange(3), ["a", "b",
+                                                                                                            "c"]))

@@ -39,9 +39,11 @@ from .methods.supervised import SourceOnly
 class Transfer:
     """Transfer with one method.
 
-    ``fit(target, source=None, unlabeled=None, val=None, net=None)``: when the method
-    starts from a source network and ``net`` is not given, the backbone is first trained
-    on ``source`` (with ``pretrain`` config). The fitted network is ``self.net_``.
+    ``fit(target, source=None, unlabeled=None, val=None, net=None, source_val=None)``: when
+    the method starts from a source network and ``net`` is not given, the backbone is first
+    trained on ``source`` (with ``pretrain`` config; with ``source_val``, a labelled
+    validation split of the source, it stops early on it and keeps its best weights, as
+    ``transferkit run`` does). The fitted network is ``self.net_``.
     """
 
     def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
@@ -81,16 +83,16 @@ class Transfer:
                                    f"(domain.to_format(size=...))") from e
 
     def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,
-            val: Domain | None = None, net: UnitNet | None = None) -> "Transfer":
+            val: Domain | None = None, net: UnitNet | None = None, source_val: Domain | None = None) -> "Transfer":
         # the caller's global RNG is left as it was (fit seeds its own draws), and a caller's
         # no_grad / inference_mode block does not reach training
         with torch.random.fork_rng(), torch.inference_mode(False), torch.enable_grad():
-            return self._fit(target, source, unlabeled, val, net)
+            return self._fit(target, source, unlabeled, val, net, source_val)
 
-    def _fit(self, target, source, unlabeled, val, net) -> "Transfer":
+    def _fit(self, target, source, unlabeled, val, net, source_val=None) -> "Transfer":
         cls = self.method_cls
-        given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val))
-                 if d is not None}
+        given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val),
+                                   ("source_val", source_val)) if d is not None}
         check(target is not None or source is not None, "fit needs a target or a source domain")
         for k, d in given.items():
             check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}")
@@ -137,8 +139,16 @@ class Transfer:
                 raise method_error(cls, self.options, e) from e
         for name in cls.streams:  # before any pre-training
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
-        if cls.needs_pretrained and not given_net:
-            Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source)
+        pretrains = cls.needs_pretrained and not given_net
+        if source_val is not None:
+            check(pretrains, f"fit: source_val is the validation split of the source pre-training, but "
+                             f"{'net= is given' if given_net else f'method {cls.name!r} does not pre-train'}: "
+                             f"leave it out")
+            check(source is not None and list(source_val.class_names) == list(source.class_names),
+                  f"fit: source_val {source_val.name!r} must have the source's classes "
+                  f"{list(source.class_names) if source is not None else None}, got {list(source_val.class_names)}")
+        if pretrains:
+            Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source, val=source_val)
         method = build_method(cls, net, options, head_classes, target_classes)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names
             classes = list(method.class_names)

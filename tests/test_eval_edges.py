@@ -321,8 +321,11 @@ def test_transfer_follows_the_estimator_protocol_so_sklearn_clone_copies_it_unfi
     from transferkit.errors import UnknownNameError
     train = TrainConfig(steps=2, batch_size=8)
     model = Transfer("mcc", backbone="lenet", train=train, seed=3, temperature=2.0)
-    assert model.get_params() == {"method": "mcc", "backbone": "lenet", "train": train, "pretrain": None, "seed": 3,
-                                  "temperature": 2.0}
+    assert model.get_params() == {"method": "mcc", "backbone": "lenet", "train": train,
+                                  "pretrain": TrainConfig(steps=600), "seed": 3, "temperature": 2.0}
+    model.seed = 4  # the attributes fit reads are what the parameters say (and an older pickle has no other)
+    assert model.get_params()["seed"] == 4 and clone(model).seed == 4
+    model.seed = 3
     d = Domain("toy", torch.rand(40, 1, 28, 28), torch.arange(40) % 2, ["a", "b"])
     fitted = Transfer("target_only", backbone="lenet", train=train).fit(target=d)
     copy = clone(fitted)  # sklearn checks that the copy's parameters are the objects it passed

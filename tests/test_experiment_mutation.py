@@ -81,6 +81,34 @@ def test_a_row_of_another_method_s_options_or_seed_is_refused_on_resume(tmp_path
     assert ex._finished_rows(cfg, tmp_path, jobs, {"options": {}})[("finetune", 0)] == row
 
 
+def test_a_row_or_checkpoint_of_an_older_revision_of_a_method_is_refused_on_resume(tmp_path, monkeypatch):
+    """ADDA's beta1 changed its default (0.9 -> 0.5, revision 1): a row digested without the
+    revision, as the older code wrote it, is named as an older form, not mixed in."""
+    from transferkit.engine import Engine
+    cfg = ExperimentConfig(methods=["adda"], k=2, train=TINY, pretrain=TINY)
+    jobs = ex._jobs_of(cfg, [get_method("adda")])
+    job = ex.job_path(tmp_path, cfg, "adda", 0)
+    job.parent.mkdir()
+    row = {"method": "adda", "source": "mnist", "target": "mnist", "setting": "k=2", "seed": 0, "accuracy": 0.5,
+           "wall_s": 1.0}
+    assert ex.job_digest(cfg, "adda") != ex.job_digest(cfg, "adda", revision=0)
+    assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune", revision=0)  # revision 0: as before
+    ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "adda")})
+    assert ex._finished_rows(cfg, tmp_path, jobs, None)[("adda", 0)]["accuracy"] == 0.5
+    ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "adda", revision=0)})  # the older code's row
+    with pytest.raises(TransferkitError, match=r"adda-k=2-s0.json was trained by an older form of adda \(Adam's "
+                                               r"beta1 0.9 until 2026-12-01, ADDA's 0.5 since\); delete the job"):
+        ex._finished_rows(cfg, tmp_path, jobs, None)
+    net = build_backbone("lenet", 4)
+    method = get_method("adda")(net)
+    new = Engine(TINY, seed=0)._signature(method, {}, None)
+    monkeypatch.setattr(type(method), "revision", 0)  # the signature the older code computed
+    assert Engine(TINY, seed=0)._signature(method, {}, None) != new
+    monkeypatch.undo()
+    assert get_method("adda_encoder").revision == get_method("multilayer_adda").revision == 1
+    assert get_method("multilayer_adv").revision == get_method("dann").revision == 0
+
+
 # -- label subsets -----------------------------------------------------------------------------
 
 def _ids(domain):
@@ -358,6 +386,30 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_the_handler_is_restored(monk
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_sigterm_during_nproc_passes_on_to_torchrun_and_waits_for_its_ranks(monkeypatch):
+    import subprocess
+    calls = []
+
+    class FakeTorchrun:
+        def __init__(self, cmd):
+            calls.append(("start", cmd[2]))
+
+        def wait(self, timeout=None):
+            calls.append(("wait", timeout))
+            if len(calls) == 2:
+                raise cli.Terminated()  # SIGTERM arrives while the ranks train
+
+        def terminate(self):
+            calls.append(("terminate", None))
+
+        def kill(self):
+            calls.append(("kill", None))
+    monkeypatch.setattr(subprocess, "Popen", FakeTorchrun)
+    with pytest.raises(cli.Terminated):
+        cli._relaunch_with_torchrun(2, ["run", "x.yaml", "--nproc", "2"])
+    assert calls == [("start", "torch.distributed.run"), ("wait", None), ("terminate", None), ("wait", 60)]
+
+
 def test_workers_and_device_flags_win_over_the_config_s_keys():
     args = cli.build_parser().parse_args(["run", "--set", "workers=1", "--set", "device=cpu", "--workers", "3"])
     assert cli._run_config(args).workers == 3
@@ -546,3 +598,8 @@ def test_a_lost_config_yaml_is_restored_from_results_json_as_the_error_says(tmp_
     (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads((run_dir / "results.json").read_text())["config"]))
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert json.loads((run_dir / "results.json").read_text())["rows"][0]["accuracy"] == rows[0]["accuracy"]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text(json.dumps({"config": {"benchmark": "flex", "quick": True, "plan": {}}}))
+    assert cli.main(["run", "--resume", str(bench)]) == 2
+    assert f"it is a directory of benchmark 'flex': transferkit bench flex --resume {bench}" in capsys.readouterr().err

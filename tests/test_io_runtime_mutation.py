@@ -274,7 +274,7 @@ def test_a_stored_row_of_another_digest_is_refused_before_any_job_runs(tmp_path)
     io.write_json(old, {"value": 0})  # written before digests: read back as it is
     assert run_jobs([(old, _never)], digests=["cccc"]) == [{"value": 0}]
     io.write_json(old, [1, 2])  # not a row at all
-    with pytest.raises(TransferkitError, match=r"old\.json is not a result row: delete it to run that job again"):
+    with pytest.raises(TransferkitError, match=r"old\.json was"):
         run_jobs([(old, _never)], digests=["cccc"])
 
 
@@ -492,3 +492,11 @@ def test_stored_job_results_must_be_rows_before_any_job_runs(tmp_path):
     assert ran == []  # refused before any job ran
     (tmp_path / "b.json").unlink()
     assert run_jobs(jobs[:1] + jobs[2:], keys=ROW_KEYS) == [good, good] and ran == ["c"]
+
+
+def test_a_job_that_returns_a_list_of_rows_resumes(tmp_path):
+    """The zeroshot and represent benchmarks store one list of rows per job."""
+    from transferkit.runtime import job_result
+    path, rows = tmp_path / "job.json", [{"method": "m", "accuracy": 0.5}, {"method": "n", "accuracy": 0.25}]
+    assert job_result(path, lambda: rows) == rows
+    assert job_result(path, _never) == rows  # read back, not run again

@@ -53,20 +53,19 @@ class Transfer:
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, TrainConfig(steps=600), "pretrain")
-        # the arguments as given, the very objects (scikit-learn's clone checks identity)
-        self._params = {"method": method, "backbone": backbone, "train": train, "pretrain": pretrain, "seed": seed,
-                        **options}
 
     def get_params(self, deep: bool = True) -> dict:
-        """The constructor's arguments, options included (scikit-learn's estimator protocol:
-        ``sklearn.base.clone(model)`` is an unfitted copy; ``deep`` changes nothing, no
+        """The constructor's arguments as this model holds them, options included (the training
+        configs as :class:`TrainConfig`): scikit-learn's estimator protocol, so that
+        ``sklearn.base.clone(model)`` is an unfitted copy (``deep`` changes nothing: no
         argument is an estimator)."""
-        return dict(self._params)
+        return {"method": self.method_cls.name, "backbone": self.backbone, "train": self.train_cfg,
+                "pretrain": self.pretrain_cfg, "seed": self.seed, **self.options}
 
     def set_params(self, **params) -> "Transfer":
         """Change constructor arguments, checked as the constructor checks them (an option the
         method does not take is refused). The fitted model, if any, is dropped: fit again."""
-        fresh = type(self)(**{**self._params, **params})
+        fresh = type(self)(**{**self.get_params(), **params})
         self.__dict__.clear()
         self.__dict__.update(fresh.__dict__)
         return self

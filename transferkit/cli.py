@@ -98,7 +98,18 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
             rest.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "transferkit.cli", *rest]
-    return subprocess.call(cmd)
+    child = subprocess.Popen(cmd)
+    try:
+        return child.wait()
+    except KeyboardInterrupt as e:  # SIGTERM (or Ctrl-C) here: torchrun passes a SIGTERM on to its ranks, so
+        if isinstance(e, Terminated):  # they stop as a single process does; a killed torchrun would orphan them
+            child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 def _checked_for_torchrun(args) -> bool:
@@ -168,8 +179,18 @@ def _run_config(args):
 
 
 def _config_copy_hint(run_dir: Path) -> str:
-    """Where a lost config.yaml can be restored from: results.json keeps a copy."""
-    if not (run_dir / "results.json").is_file():
+    """Where a lost config.yaml can be restored from: results.json keeps a copy (a benchmark
+    directory's is its plan: that directory resumes with ``transferkit bench``)."""
+    import json
+    try:
+        stored = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    config = stored.get("config") if isinstance(stored, dict) else None
+    if isinstance(config, dict) and "benchmark" in config:
+        return (f"; it is a directory of benchmark {config['benchmark']!r}: transferkit bench "
+                f"{config['benchmark']} --resume {run_dir}")
+    if not isinstance(config, dict):
         return ""
     return ("; its results.json keeps a copy of the config under \"config\": write that back as config.yaml, "
             "e.g. python -c \"import json, yaml; print(yaml.safe_dump(json.load(open('results.json'))['config']))\" "

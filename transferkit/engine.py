@@ -477,6 +477,8 @@ class Engine:
         h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
         if getattr(method, "init_options", None):  # only options not at their defaults (older checkpoints resume)
             h.update(f"|options:{content_text(method.init_options)}".encode())
+        if getattr(method, "revision", 0):  # a default changed what it trains: older checkpoints are foreign
+            h.update(f"|revision:{method.revision}".encode())
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
                 h.update(f"|{name}:{len(d)}:{d.digest()}".encode())

@@ -815,6 +815,11 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         then, now = _stored_options(stored, cls.name), cfg.options.get(cls.name, {})
         if "config_digest" in row:
             same = row["config_digest"] in {job_digest(cfg, cls.name, form) for form in DIGEST_FORMS}
+            older = cls.revision and row["config_digest"] in {job_digest(cfg, cls.name, form, revision)
+                                                              for form in DIGEST_FORMS for revision in
+                                                              range(cls.revision)}
+            check(same or not older, f"{job} was trained by an older form of {cls.name} ({cls.revision_note}); "
+                                     f"delete the job file to run the job again, or use a new run directory")
         else:
             same = stored is not None and then == now
         hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
@@ -904,17 +909,21 @@ def _result_neutral_defaults(train: TrainConfig) -> TrainConfig:
 DIGEST_FORMS = ("trained", "given", "every")
 
 
-def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained") -> str:
+def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revision: int | None = None) -> str:
     """What a job's row depends on: the config but what only chooses jobs or where they run
     (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options as they
     change what is trained (``form="trained"``: :func:`~transferkit.methods.base.trained_options`,
     so an option spelled at its default or a ``not_trained_options`` one, e.g. flex's
     ``workers``, changes nothing). Earlier rows counted the options as given, less
     (``"given"``) or with (``"every"``) the ``not_trained_options``. Stored in the row, it
-    tells a job file written under another config.yaml from one of this run."""
+    tells a job file written under another config.yaml from one of this run. A method's
+    nonzero ``revision`` (``revision``: another one) is part of it."""
     check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
     flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
     cls, given = get_method(method), cfg.options.get(method, {})
+    revision = cls.revision if revision is None else revision
+    if revision:
+        flat["method_revision"] = revision
     if form == "trained":
         flat["options"] = trained_options(cls, given)
     else:

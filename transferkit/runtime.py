@@ -382,9 +382,12 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
     benchmark resumes where it stopped. With ``digests`` (one per job, stored by ``compute``
     as the row's ``config_digest``), a stored row with another digest is refused before any
     job runs, the error saying how it was made (``stale``, e.g. "run with another network");
-    rows written before digests carry none and are read back as they are. A stored result must
-    be a JSON object with ``keys`` (a torn or hand-edited file is named before any job runs)."""
-    results = [read_job(p, keys) if Path(p).exists() else None for p, _ in jobs]
+    rows written before digests carry none and are read back as they are. With ``keys``, a
+    stored result must be a JSON object with them (a hand-edited file is named before any job
+    runs); without, any JSON is a result (a job may return a list of rows)."""
+    hint = "delete it to run that job again"
+    results = [(read_job(p, keys) if keys else read_json(p, "job result", hint)) if Path(p).exists() else None
+               for p, _ in jobs]
     for (path, _), r, digest in zip(jobs, results, digests or []):
         check(r is None or (isinstance(r, dict) and r.get("config_digest", digest) == digest),
               f"{path} was {stale}; delete the job file to run it again, or use a new directory")

@@ -174,6 +174,7 @@ class ADDA(AdaptationMethod):
 
     name = "adda"
     description = "ADDA: fixed source encoder, target encoder trained against a discriminator"
+    revision, revision_note = 1, "Adam's beta1 0.9 until 2026-12-01, ADDA's 0.5 since"
     frozen_children = ("source_net",)
 
     def __init__(self, net, variant: str = "full", layers=None, weight: float = 1.0, hidden: int = 500,
@@ -373,6 +374,7 @@ class MultiLayerADDA(MultiLayerAdversarial):
     10⁻³ first, it collapsed to one class on every job of the benchmark; docs/adaptation.md.)"""
 
     name = "multilayer_adda"
+    revision, revision_note = 1, "Adam's beta1 0.9 until 2026-12-01, ADDA's 0.5 since"
     description = "multi-layer domain adversarial loss, seed 000 §4.3's form: fixed source net, encoder only"
 
     def __init__(self, net, untied: bool = True, lr_mult: float = 0.2, lr_schedule: str | None = "constant",

@@ -309,6 +309,11 @@ class Method(nn.Module):
     description = ""
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()
+    #: bumped when a default changes what the method trains; a nonzero revision enters the
+    #: checkpoint signature and the job digest, so rows and checkpoints of the older form are
+    #: refused on resume instead of mixed with new ones (``revision_note`` says what changed)
+    revision: int = 0
+    revision_note: str = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

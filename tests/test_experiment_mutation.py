@@ -598,6 +598,17 @@ def test_a_lost_config_yaml_is_restored_from_results_json_as_the_error_says(tmp_
     (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads((run_dir / "results.json").read_text())["config"]))
     assert cli.main(["run", "--resume", str(run_dir)]) == 0
     assert json.loads((run_dir / "results.json").read_text())["rows"][0]["accuracy"] == rows[0]["accuracy"]
+    (run_dir / "config.yaml").unlink()  # lost in an interrupted run, which has no results.json yet
+    (run_dir / "results.json").unlink()
+    assert cli.main(["run", "--resume", str(run_dir)]) == 2
+    assert "or to resume one whose config.yaml was lost, give its config" in capsys.readouterr().err
+    given = tmp_path / "given.yaml"
+    given.write_text(ex.dump_config(cfg))
+    assert cli.main(["run", str(given), "--resume", str(run_dir)]) == 0  # its finished job checked against it
+    assert json.loads((run_dir / "results.json").read_text())["rows"][0]["accuracy"] == rows[0]["accuracy"]
+    (run_dir / "config.yaml").unlink()
+    assert cli.main(["run", str(given), "--set", "train.lr=0.5", "--resume", str(run_dir)]) == 2
+    assert "target_only-k=2-s0.json was run with another configuration" in capsys.readouterr().err
     bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "results.json").write_text(json.dumps({"config": {"benchmark": "flex", "quick": True, "plan": {}}}))

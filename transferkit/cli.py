@@ -169,11 +169,13 @@ def _run_config(args):
                if resume is not None and resume.exists() else "no such run directory")
     check(resume is None or stored or config is not None,
           f"--resume {resume}: {missing}" + ("" if resume is not None and resume.is_file() else
-                                             f" (to start a new run there, give its config too: "
-                                             f"transferkit run CONFIG --resume {resume})"))
+                                             f" (to start a new run there, or to resume one whose config.yaml "
+                                             f"was lost, give its config: transferkit run CONFIG --resume "
+                                             f"{resume}; each finished job is checked against it)"))
     cfg = load_config(config, overrides)
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
-        check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())),
+        lost = resume.is_dir() and ((resume / "jobs").is_dir() or (resume / "data.json").is_file())
+        check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())) or lost,
               f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})")
     return cfg
 

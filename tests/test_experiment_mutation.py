@@ -60,13 +60,18 @@ def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_w
     assert ex.job_digest(replace(flex, options={"flex": {"workers": 4}}), "flex") == ex.job_digest(flex, "flex")
 
 
-def test_a_row_of_another_method_s_options_or_seed_is_refused_on_resume(tmp_path):
-    cfg = ExperimentConfig(methods=["finetune"], k=2, train=TINY, pretrain=TINY)
-    jobs = ex._jobs_of(cfg, [get_method("finetune")])
-    job = ex.job_path(tmp_path, cfg, "finetune", 0)
+def _one_job_dir(tmp_path, method: str):
+    """A config of one ``method`` job, its job list and path, and a result row for it."""
+    cfg = ExperimentConfig(methods=[method], k=2, train=TINY, pretrain=TINY)
+    job = ex.job_path(tmp_path, cfg, method, 0)
     job.parent.mkdir()
-    row = {"method": "finetune", "source": "mnist", "target": "mnist", "setting": "k=2", "seed": 0, "accuracy": 0.5,
+    row = {"method": method, "source": "mnist", "target": "mnist", "setting": "k=2", "seed": 0, "accuracy": 0.5,
            "wall_s": 1.0}
+    return cfg, ex._jobs_of(cfg, [get_method(method)]), job, row
+
+
+def test_a_row_of_another_method_s_options_or_seed_is_refused_on_resume(tmp_path):
+    cfg, jobs, job, row = _one_job_dir(tmp_path, "finetune")
     ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "finetune")})
     assert ex._finished_rows(cfg, tmp_path, jobs, None)[("finetune", 0)]["accuracy"] == 0.5
     other = replace(cfg, seed=1)
@@ -85,12 +90,7 @@ def test_a_row_or_checkpoint_of_an_older_revision_of_a_method_is_refused_on_resu
     """ADDA's beta1 changed its default (0.9 -> 0.5, revision 1): a row digested without the
     revision, as the older code wrote it, is named as an older form, not mixed in."""
     from transferkit.engine import Engine
-    cfg = ExperimentConfig(methods=["adda"], k=2, train=TINY, pretrain=TINY)
-    jobs = ex._jobs_of(cfg, [get_method("adda")])
-    job = ex.job_path(tmp_path, cfg, "adda", 0)
-    job.parent.mkdir()
-    row = {"method": "adda", "source": "mnist", "target": "mnist", "setting": "k=2", "seed": 0, "accuracy": 0.5,
-           "wall_s": 1.0}
+    cfg, jobs, job, row = _one_job_dir(tmp_path, "adda")
     assert ex.job_digest(cfg, "adda") != ex.job_digest(cfg, "adda", revision=0)
     assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune", revision=0)  # revision 0: as before
     ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "adda")})

@@ -418,7 +418,14 @@ def test_workers_and_device_flags_win_over_the_config_s_keys():
 def test_nproc_relaunches_the_same_command_without_the_nproc_flag(monkeypatch):
     import subprocess
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+
+    class Torchrun:
+        def __init__(self, cmd):
+            calls.append(cmd)
+
+        def wait(self, timeout=None):
+            return 0
+    monkeypatch.setattr(subprocess, "Popen", Torchrun)
     assert cli._relaunch_with_torchrun(2, ["run", "--nproc", "2", "--set", "k=1", "--nproc=2"]) == 0
     assert calls[0][-3:] == ["run", "--set", "k=1"] and "--nproc_per_node=2" in calls[0]
 

@@ -183,10 +183,10 @@ def _run_config(args):
 def _config_copy_hint(run_dir: Path) -> str:
     """Where a lost config.yaml can be restored from: results.json keeps a copy (a benchmark
     directory's is its plan: that directory resumes with ``transferkit bench``)."""
-    import json
+    from .io import read_json
     try:
-        stored = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        stored = read_json(run_dir / "results.json")
+    except TransferkitError:  # none, or unreadable: no copy to offer
         return ""
     config = stored.get("config") if isinstance(stored, dict) else None
     if isinstance(config, dict) and "benchmark" in config:

@@ -45,14 +45,19 @@ def resolve_device(name: str = "cpu") -> torch.device:
         check(":" not in name or int(name.split(":")[1]) < torch.cuda.device_count(),
               f"device {name} requested but there are {torch.cuda.device_count()} CUDA devices")
         if world_size() > 1:
-            check(name == "cuda", f"device {name} puts every process on one GPU: with several processes "
-                                  f"(--nproc) give device cuda, and each takes the GPU of its local rank")
+            _check_one_gpu_per_process(name)
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         deterministic_cuda()
     if name.startswith("mps"):
         check(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
               "device mps requested but MPS is not available")
     return torch.device(name)
+
+
+def _check_one_gpu_per_process(device: str) -> None:
+    """Several processes need ``cuda`` (each takes its local rank's GPU), not one ``cuda:N``."""
+    check(":" not in device, f"device {device} puts every process on one GPU: with several processes "
+                             f"(--nproc) give device cuda, and each takes the GPU of its local rank")
 
 
 def deterministic_cuda() -> None:
@@ -228,8 +233,7 @@ def init_distributed(device: str = "cpu") -> bool:
         return world_size() > 1
     backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
     if backend == "nccl":  # each process on its local rank's GPU, before the first collective
-        check(":" not in device, f"device {device} puts every process on one GPU: with several processes "
-                                 f"(--nproc) give device cuda, and each takes the GPU of its local rank")
+        _check_one_gpu_per_process(device)
         local, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
         check(local < count, f"process of local rank {local} has no GPU: {count} CUDA device(s) for "
                              f"{os.environ.get('LOCAL_WORLD_SIZE', '?')} processes on this node (lower --nproc)")

@@ -340,6 +340,40 @@ def test_transfer_follows_the_estimator_protocol_so_sklearn_clone_copies_it_unfi
         model.set_params(method="finetune")  # the other method's options stay: a new Transfer is clearer
 
 
+def test_transfer_fit_reuses_its_last_pretraining_on_the_same_source_with_the_same_result(monkeypatch):
+    import pickle
+
+    import transferkit.api as api
+    from transferkit.api import Transfer
+    from transferkit.engine import Engine, TrainConfig
+    pretrained_on = []
+
+    class Spy(Engine):
+        def fit(self, method, **streams):
+            if method.name == "source_only":
+                pretrained_on.append(streams["source"].name)
+            return super().fit(method, **streams)
+    monkeypatch.setattr(api, "Engine", Spy)
+    g = torch.Generator().manual_seed(0)
+    src = Domain("src", torch.rand(48, 1, 28, 28, generator=g), torch.arange(48) % 3, ["a", "b", "c"])
+    t1 = Domain("t1", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 3, ["a", "b", "c"])
+    t2 = Domain("t2", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 3, ["a", "b", "new"])
+    tiny = TrainConfig(steps=3, batch_size=8)
+    model = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t1, source=src)
+    model.fit(target=t2, source=src)  # the class 'new' gets a head row drawn from the random state
+    assert pretrained_on == ["src"]
+    fresh = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t2, source=src)
+    assert torch.equal(model.predict_logits(t2), fresh.predict_logits(t2))
+    model.set_params(train=TrainConfig(steps=4, batch_size=8)).fit(target=t2, source=src)
+    assert pretrained_on == ["src"] * 2  # the fresh model's own; set_params kept this one's
+    model.set_params(seed=1).fit(target=t2, source=src)
+    relabelled = Domain("src", src.images, src.labels.roll(1), src.class_names)
+    model.fit(target=t2, source=relabelled)
+    model.fit(target=t2, source=src, source_val=t1)
+    assert pretrained_on == ["src"] * 5
+    assert "_pretrained" not in pickle.loads(pickle.dumps(model)).__dict__ and hasattr(model, "_pretrained")
+
+
 def test_transfer_fit_pretrains_with_early_stopping_on_a_given_source_validation_split(monkeypatch):
     import transferkit.api as api
     from transferkit.api import Transfer

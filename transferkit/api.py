@@ -43,7 +43,10 @@ class Transfer:
     the method starts from a source network and ``net`` is not given, the backbone is first
     trained on ``source`` (with ``pretrain`` config; with ``source_val``, a labelled
     validation split of the source, it stops early on it and keeps its best weights, as
-    ``transferkit run`` does). The fitted network is ``self.net_``.
+    ``transferkit run`` does). The fitted network is ``self.net_``. A later ``fit`` of the
+    same model with the same source (images, labels, classes, ``source_val``), backbone,
+    ``pretrain`` config and seed reuses that pre-training instead of repeating it, with the
+    same result.
     """
 
     def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
@@ -66,8 +69,11 @@ class Transfer:
         """Change constructor arguments, checked as the constructor checks them (an option the
         method does not take is refused). The fitted model, if any, is dropped: fit again."""
         fresh = type(self)(**{**self.get_params(), **params})
+        memo = getattr(self, "_pretrained", None)  # its key names everything the pre-training read
         self.__dict__.clear()
         self.__dict__.update(fresh.__dict__)
+        if memo is not None:
+            self._pretrained = memo
         return self
 
     def _net(self, domain: Domain, num_classes: int) -> UnitNet:
@@ -147,7 +153,7 @@ class Transfer:
                   f"fit: source_val {source_val.name!r} must have the source's classes "
                   f"{list(source.class_names) if source is not None else None}, got {list(source_val.class_names)}")
         if pretrains:
-            Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source, val=source_val)
+            self._pretrain(net, source, source_val)
         method = build_method(cls, net, options, head_classes, target_classes)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names
             classes = list(method.class_names)
@@ -179,6 +185,30 @@ class Transfer:
         self.net_, self.classes_ = model.net, list(model.classes_)
         self.input_shape_ = getattr(model.net, "input_shape", None)  # None: a network of your own checks no shape
         return self
+
+    def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None) -> None:
+        """Pre-train ``net`` on ``source``, or take the weights of this model's last pre-training
+        when it had the same source images, labels and classes, validation split, backbone,
+        config and seed; the random state it left is restored too, so the fit that follows is
+        the same as after a pre-training (kept across ``set_params``, dropped by pickling)."""
+        key = (source.digest(), source.image_shape, tuple(source.class_names),
+               None if source_val is None else source_val.digest(), self.backbone, repr(self.pretrain_cfg), self.seed)
+        memo = getattr(self, "_pretrained", None)
+        if memo is not None and memo[0] == key:
+            net.load_state_dict(memo[1])
+            net.to(next(iter(memo[1].values())).device)  # where the pre-training left it
+            torch.set_rng_state(memo[2])
+            if memo[3] is not None:
+                torch.cuda.set_rng_state_all(memo[3])
+            return
+        self._pretrained = None  # a pre-training that fails leaves no stale weights behind
+        Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source, val=source_val)
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self._pretrained = (key, {k: v.detach().clone() for k, v in net.state_dict().items()},
+                            torch.get_rng_state(), cuda)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_pretrained"}
 
     def __repr__(self) -> str:
         options = "".join(f", {k}={v!r}" for k, v in self.options.items())

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,32 @@ def test_domains_lists_builtins_and_shifts(capsys):
     assert code == 0
     for name in ("mnist", "digits", "mnistm", "syndigits", "blur", "affine_fixed", "inversion"):
         assert name in out
+
+
+def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes(tmp_path, monkeypatch, capsys):
+    from transferkit import experiment
+    real, calls = experiment.run_job, []
+
+    def second_job_stopped(*args):
+        calls.append(args[-2].name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(experiment, "run_job", second_job_stopped)
+    argv = ["run", "--set", "source=digits", "--set", "target=digits", "--set", "methods=[target_only, finetune]",
+            "--set", f"out_dir={tmp_path}", *TINY[:-4], "--set", "repeats=1", "--set", "k=2"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 130 and calls == ["target_only", "finetune"]
+    command = err.split("go on with: ")[1].strip()
+    run_dir = next(tmp_path.glob("*/*"))
+    assert f"finished jobs and checkpoints are kept in {run_dir}" in err
+    assert shlex.split(command) == ["transferkit", *argv, "--resume", str(run_dir)]
+    code, out, _ = run_cli(capsys, *shlex.split(command)[1:])  # the printed command, as a shell reads it
+    assert code == 0 and calls == ["target_only", "finetune", "finetune"]  # only the stopped job ran again
+    monkeypatch.setattr(experiment, "run_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    code, _, err = run_cli(capsys, *argv[:5], "--set", "methods=[target_only]", "--set", f"out_dir={tmp_path / 'b'}",
+                           *argv[9:])
+    assert code == 130 and "nothing was kept in" in err and "(no job had finished): start it again" in err
 
 
 def test_methods_lists_the_four_base_methods(capsys):

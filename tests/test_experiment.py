@@ -163,8 +163,9 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     ("train.momentum=abc", "config train.momentum must be float"),
     ("train.amp=3", "config train.amp must be bool"),
     ("image_size=null", "config image_size may not be null"),
-    ("train.checkpoint_every=0", "checkpoint_every must be >= 1"),
-    ("train.patience=-1", "patience must be >= 1 or None"),
+    ("train.checkpoint_every=0", "config train: checkpoint_every must be >= 1"),
+    ("train.patience=-1", "config train: patience must be >= 1 or None"),
+    ("pretrain.steps=0", "config pretrain: steps must be >= 1, got 0"),
     ("methods=[finetune,finetune]", "methods lists finetune more than once"),
     ("options=5", "options must map a method name"),
     ("options.finetun.lr=1", "options for finetun, which is not in methods"),
@@ -207,8 +208,11 @@ def test_the_config_device_wins_over_the_environment_and_numpy_values_write_as_p
 
 def test_unknown_method_option_fails_before_any_work(tmp_path):
     cfg = load_config(None, ["methods=[finetune]", "options.finetune.foo=1", f"out_dir={tmp_path}"])
-    with pytest.raises(TransferkitError, match="options for finetune: .*foo"):
+    with pytest.raises(TransferkitError, match=r"method 'finetune' takes no options, got \['foo'\]"):
         run_experiment(cfg, log=lambda *a: None)
+    cfg = load_config(None, ["methods=[dann]", "options.dann.wieght=1", f"out_dir={tmp_path}"])
+    with pytest.raises(TransferkitError, match="unknown option of method 'dann' 'wieght'; known: .*weight"):
+        run_experiment(cfg, log=lambda *a: None)  # the known options listed, as Transfer(...) lists them
     assert not any(tmp_path.iterdir())  # failed before the run directory, let alone pre-training
 
 

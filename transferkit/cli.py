@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -329,14 +330,35 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _resume_hint(args, argv: list[str]) -> str:
+    """What a stopped command kept and the command that goes on from there."""
+    from .runtime import work_dir
+
+    d = work_dir()
+    if d is None or not hasattr(args, "resume"):  # stopped before its directory, or under --nproc's launcher
+        return ("finished jobs and checkpoints are kept (--resume the run or benchmark directory printed at the "
+                "start; one stopped before any work was kept is removed: start it again)")
+    if not (d.is_dir() and any(p.name != ".lock" for p in d.iterdir())):
+        return f"nothing was kept in {d} (no job had finished): start it again"
+    rest, skip = [], False
+    for a in argv:  # the same command, with this directory as its --resume
+        if skip or a == "--resume":
+            skip = not skip
+        elif not a.startswith("--resume="):
+            rest.append(a)
+    return (f"finished jobs and checkpoints are kept in {d}; go on with: "
+            f"{shlex.join(['transferkit', *rest, '--resume', str(d)])}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
         return 2
-    from .runtime import keep_freed_memory, one_line_warnings
+    from .runtime import keep_freed_memory, note_work_dir, one_line_warnings
 
+    note_work_dir(None)  # a directory of an earlier command in this process is not this one's
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
     default_format = one_line_warnings()
     try:
@@ -351,9 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; finished "
-              "jobs and checkpoints are kept (--resume the run or benchmark directory printed at the start; one "
-              "stopped before any work was kept is removed: start it again)", file=sys.stderr)
+        print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; "
+              f"{_resume_hint(args, argv)}", file=sys.stderr)
         return TERMINATED if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format

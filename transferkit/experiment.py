@@ -53,7 +53,7 @@ from .io import (
     write_text,
 )
 from .methods import get_method
-from .methods.base import Method, trained_options
+from .methods.base import Method, check_options, trained_options
 from .methods.supervised import SourceOnly
 from .results import ROW_KEYS, write_results
 from .runtime import (
@@ -62,6 +62,7 @@ from .runtime import (
     is_main_process,
     map_jobs,
     note_kernels,
+    note_work_dir,
     peak_memory,
     preload_lazy_imports,
     resolve_device,
@@ -688,6 +689,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     if cfg.backbone not in BACKBONES:  # (after get_method: it imports plugins, which may add backbones)
         raise UnknownNameError("backbone", cfg.backbone, BACKBONES)
     for cls in methods:
+        check_options(cls, cfg.options.get(cls.name, {}))  # a misspelt name, with the known ones
         try:
             inspect.signature(cls.__init__).bind_partial(None, None, **cfg.options.get(cls.name, {}))
         except TypeError as e:
@@ -742,6 +744,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         write_text(old, dump_config(replace(cfg, **placed)))  # where the run was made: a resume names its directory
         note_kernels(run_dir, log, cfg.workers)
     log(f"run directory: {run_dir}")
+    note_work_dir(run_dir)
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
         f"{len(data.target.test)} test; {data.channels} channel(s), {cfg.image_size} px")

@@ -64,6 +64,10 @@ def from_dict(cls, data: dict, where: str = ""):
         return cls(**kwargs)
     except TypeError as e:
         raise TransferkitError(f"bad config{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
+    except TransferkitError as e:  # a section's own check ("steps must be >= 1") names which section
+        if not where:
+            raise
+        raise TransferkitError(f"config {where.rstrip('.')}: {e}") from e
 
 
 def updated(default, changes: dict, where: str = ""):

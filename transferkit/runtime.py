@@ -186,6 +186,20 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
             write_json(path, {**started, "resumed_under": later + [now]})
 
 
+_WORK_DIR: list[Path] = []  # the run or benchmark directory this process works in, for the CLI's stop message
+
+
+def note_work_dir(path: str | os.PathLike | None) -> None:
+    """Record the run or benchmark directory this command works in (what ``--resume`` takes);
+    None forgets it (a new command)."""
+    _WORK_DIR[:] = [] if path is None else [Path(path)]
+
+
+def work_dir() -> Path | None:
+    """The directory :func:`note_work_dir` recorded last in this process, or None."""
+    return _WORK_DIR[0] if _WORK_DIR else None
+
+
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
     the CPU, the kernels torch chose on it, the threads per process and the GPU (if any).

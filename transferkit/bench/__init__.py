@@ -31,7 +31,14 @@ from ..errors import TransferkitError, UnknownNameError, check
 from ..fields import updated
 from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
-from ..runtime import default_workers, is_main_process, note_kernels, preload_lazy_imports, world_size
+from ..runtime import (
+    default_workers,
+    is_main_process,
+    note_kernels,
+    note_work_dir,
+    preload_lazy_imports,
+    world_size,
+)
 
 
 @dataclass
@@ -302,6 +309,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                     note_kernels(bench_dir, log, workers)
                 log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
                 log(f"benchmark directory: {bench_dir} (--resume it to finish an interrupted run)")
+                note_work_dir(bench_dir)
                 if overrides:
                     log("plan: " + ", ".join(overrides))
                 if name in ONE_PROCESS and default_workers() > 1:

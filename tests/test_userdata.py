@@ -118,6 +118,11 @@ def test_image_folder_corrupt_file_is_named(tmp_path):
     bad.write_bytes(b"hello")
     with pytest.raises(TransferkitError, match=r"cannot read image file .*dog/001.png"):
         load_image_folder(tmp_path / "c")
+    (tmp_path / "c" / "cat" / "002.png").write_bytes(b"")
+    with pytest.raises(TransferkitError) as e:  # all of them at once, not one per attempt
+        load_image_folder(tmp_path / "c")
+    assert str(e.value).startswith("2 of the 6 image files in") and "(repair or remove them)" in str(e.value)
+    assert "cat/002.png" in str(e.value) and "dog/001.png" in str(e.value)
 
 
 def test_image_folder_structure_errors(tmp_path):
@@ -128,7 +133,10 @@ def test_image_folder_structure_errors(tmp_path):
         load_image_folder(tmp_path / "empty")
     write_folder(tmp_path / "half", classes=("a",))
     (tmp_path / "half" / "b").mkdir()
-    with pytest.raises(TransferkitError, match="class folder .*b' contains no images"):
+    with pytest.raises(TransferkitError, match="class folder .*b' contains no images .*add images or remove the"):
+        load_image_folder(tmp_path / "half")
+    (tmp_path / "half" / "c").mkdir()
+    with pytest.raises(TransferkitError, match="2 class folders contain no images .*: '.*b', '.*c'; add images"):
         load_image_folder(tmp_path / "half")
 
 

@@ -44,16 +44,23 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
                       f"folder's sub-folders become groups, like the frames of a video); for a dataset split "
                       f"into train/val/test folders give one of them, e.g. folder:{root / classes[0]}",
                       category=TransferkitWarning, stacklevel=2)
-    files = []
+    files, empty = [], []
     for label, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*")
                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
-        check(len(found) > 0, f"class folder {str(root / name)!r} contains no images "
-                              f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        if not found:
+            empty.append(str(root / name))
         for p in found:
             rel = p.relative_to(root / name)
             files.append((p, label, str(Path(name) / rel.parent) if len(rel.parts) > 1 else None))
+    if empty:
+        which = (f"class folder {empty[0]!r} contains" if len(empty) == 1 else
+                 f"{len(empty)} class folders contain")
+        listed = f": {', '.join(map(repr, empty[:10]))}" if len(empty) > 1 else ""
+        raise TransferkitError(f"{which} no images ({', '.join(sorted(IMAGE_SUFFIXES))}){listed}; add images or "
+                               f"remove the folder (a class without images could never be learnt; class ids are "
+                               f"the positions of the sorted folder names)")
     return classes, files
 
 
@@ -121,7 +128,17 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
     classes, files = _class_files(root)
     mode = {1: "L", 3: "RGB", None: None}[channels]
-    arrays = [_read_image(p, size, mode) for p, _, _ in files]
+    arrays, unreadable = [], []
+    for p, _, _ in files:  # every unreadable file named at once, not one per attempt
+        try:
+            arrays.append(_read_image(p, size, mode))
+        except TransferkitError as e:
+            unreadable.append(str(e))
+    if len(unreadable) == 1:
+        raise TransferkitError(unreadable[0])
+    check(not unreadable, f"{len(unreadable)} of the {len(files)} image files in {str(root)!r} cannot be read "
+                          f"(repair or remove them):\n  " + "\n  ".join(unreadable[:20])
+                          + (f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""))
     if channels is None and len({a.shape[2] for a in arrays}) > 1:
         arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
     first = arrays[0].shape

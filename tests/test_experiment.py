@@ -254,6 +254,8 @@ def test_sklearn_like_api():
     assert torch.allclose(model.predict_proba(digits.test.images[:5]).sum(1), torch.ones(5))
     with pytest.raises(TransferkitError, match=r"expected an N x 1 x 28 x 28 image tensor.*\(5, 3, 28, 28\)"):
         model.predict(digits.test.images[:5].expand(5, 3, 28, 28))
+    with pytest.raises(TransferkitError, match=r"image files: transferkit.read_images\(paths, size=28, channels=1\)"):
+        model.predict(digits.test.images[:5, :, :20, :20])
     with pytest.raises(TransferkitError, match=r"look channels-last.*permute\(0, 3, 1, 2\)"):
         model.predict(digits.test.images[:5].permute(0, 2, 3, 1))
     with pytest.raises(TransferkitError, match="classes"):

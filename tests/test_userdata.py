@@ -125,6 +125,24 @@ def test_image_folder_corrupt_file_is_named(tmp_path):
     assert "cat/002.png" in str(e.value) and "dog/001.png" in str(e.value)
 
 
+def test_read_images_reads_new_files_as_the_folder_domain_does_for_predict(tmp_path):
+    import transferkit
+    write_folder(tmp_path / "f", classes=("a",), per_class=2, size=(10, 6))
+    write_folder(tmp_path / "g", classes=("b",), per_class=1, size=(8, 8), mode="RGB")
+    files = sorted((tmp_path / "f" / "a").iterdir())
+    folder = load_image_folder(tmp_path / "f", size=12)
+    assert torch.equal(transferkit.read_images(files, size=12), folder.images)
+    mixed = transferkit.read_images([files[0], tmp_path / "g" / "b" / "000.png"], size=8)
+    assert mixed.shape == (2, 3, 8, 8) and transferkit.read_images(files[0], size=8, channels=3).shape == (1, 3, 8, 8)
+    with pytest.raises(TransferkitError, match="different sizes: .* pass a size"):
+        transferkit.read_images([files[0], tmp_path / "g" / "b" / "000.png"])
+    with pytest.raises(TransferkitError, match="1 of the files do not exist or are not files: '.*nope.png'"):
+        transferkit.read_images([files[0], tmp_path / "nope.png"])
+    files[1].write_bytes(b"")
+    with pytest.raises(TransferkitError, match="cannot read image file .*001.png"):
+        transferkit.read_images(files, size=12)
+
+
 def test_image_folder_structure_errors(tmp_path):
     with pytest.raises(TransferkitError, match="does not exist"):
         load_image_folder(tmp_path / "missing")

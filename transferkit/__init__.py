@@ -15,7 +15,8 @@ from .engine import Engine, TrainConfig  # noqa: E402
 from .errors import TransferkitError, TransferkitWarning  # noqa: E402
 from .experiment import load_model, run_experiment  # noqa: E402
 from .methods import list_methods, method_options  # noqa: E402
+from .userdata import read_images  # noqa: E402
 
 __all__ = ["Domain", "Engine", "ExperimentConfig", "TrainConfig", "Transfer", "TransferkitError", "TransferkitWarning",
-           "build_backbone",
-           "list_methods", "load_config", "load_domain", "load_model", "method_options", "run_experiment"]
+           "build_backbone", "list_methods", "load_config", "load_domain", "load_model", "method_options",
+           "read_images", "run_experiment"]

@@ -111,6 +111,49 @@ def _read_image(path: Path, size: int | None, mode: str | None):
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
+def _read_images(paths: list[Path], size: int | None, channels: int | None, where: str) -> torch.Tensor:
+    """``N x C x H x W`` floats in [0, 1] from image files, every unreadable file named at once."""
+    mode = {1: "L", 3: "RGB", None: None}[channels]
+    arrays, unreadable = [], []
+    for p in paths:
+        try:
+            arrays.append(_read_image(p, size, mode))
+        except TransferkitError as e:
+            unreadable.append(str(e))
+    if len(unreadable) == 1:
+        raise TransferkitError(unreadable[0])
+    check(not unreadable, f"{len(unreadable)} of the {len(paths)} image files {where} cannot be read "
+                          f"(repair or remove them):\n  " + "\n  ".join(unreadable[:20])
+                          + (f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""))
+    if channels is None and len({a.shape[2] for a in arrays}) > 1:
+        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
+    first = arrays[0].shape
+    for p, a in zip(paths, arrays):
+        if a.shape[:2] != first[:2]:
+            raise TransferkitError(
+                f"images {where} have different sizes: {str(paths[0])!r} is {first[1]}x{first[0]} but "
+                f"{str(p)!r} is {a.shape[1]}x{a.shape[0]}; pass a size (e.g. --size 28) to resize them")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def read_images(paths, size: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """Image files (a path or a list of paths) as an ``N x C x H x W`` float tensor in [0, 1],
+    read as a ``folder:`` domain reads them (orientation, transparency on white, 16-bit grey):
+    new images for a fitted model's ``predict``. ``size`` resizes to ``size x size`` (needed
+    when the files differ in size); ``channels`` 1 or 3 converts every image (None: grey if
+    every file is grey, otherwise RGB). Give the size and channels the model was fitted on."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    check(len(paths) > 0, "read_images needs one or more image files, got none")
+    paths = [Path(p).expanduser() for p in paths]
+    missing = [str(p) for p in paths if not p.is_file()]
+    check(not missing, f"read_images: {len(missing)} of the files do not exist or are not files: "
+                       f"{', '.join(map(repr, missing[:10]))}")
+    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
+          f"size must be a positive int or None, got {size!r}")
+    check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
+    return _read_images(paths, size, channels, "given")
+
+
 def load_image_folder(path: str | os.PathLike, size: int | None = None,
                       channels: int | None = None) -> Domain:
     """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP; class names = sorted sub-folder
@@ -127,28 +170,7 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
           f"size must be a positive int or None, got {size!r}")
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
     classes, files = _class_files(root)
-    mode = {1: "L", 3: "RGB", None: None}[channels]
-    arrays, unreadable = [], []
-    for p, _, _ in files:  # every unreadable file named at once, not one per attempt
-        try:
-            arrays.append(_read_image(p, size, mode))
-        except TransferkitError as e:
-            unreadable.append(str(e))
-    if len(unreadable) == 1:
-        raise TransferkitError(unreadable[0])
-    check(not unreadable, f"{len(unreadable)} of the {len(files)} image files in {str(root)!r} cannot be read "
-                          f"(repair or remove them):\n  " + "\n  ".join(unreadable[:20])
-                          + (f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""))
-    if channels is None and len({a.shape[2] for a in arrays}) > 1:
-        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
-    first = arrays[0].shape
-    for (p, _, _), a in zip(files, arrays):
-        if a.shape[:2] != first[:2]:
-            raise TransferkitError(
-                f"images in {str(root)!r} have different sizes: {str(files[0][0])!r} is "
-                f"{first[1]}x{first[0]} but {str(p)!r} is {a.shape[1]}x{a.shape[0]}; pass a size "
-                f"(e.g. --size 28) to resize them")
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+    x = _read_images([p for p, _, _ in files], size, channels, f"in {str(root)!r}")
     _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535, so 12- or 10-bit images "
                   "(0-4095, 0-1023) and masks of 0/1 must be rescaled to the file's full range before loading")
     y = torch.tensor([label for _, label, _ in files])

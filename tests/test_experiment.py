@@ -258,8 +258,13 @@ def test_sklearn_like_api():
         model.predict(digits.test.images[:5, :, :20, :20])
     with pytest.raises(TransferkitError, match=r"look channels-last.*permute\(0, 3, 1, 2\)"):
         model.predict(digits.test.images[:5].permute(0, 2, 3, 1))
-    with pytest.raises(TransferkitError, match="classes"):
+    with pytest.raises(TransferkitError, match="fit without target= predicts the source's classes"):
         model.score(digits.test.select_classes([0, 1]))
+    small = Transfer("target_only", train=TrainConfig(steps=2, batch_size=8)).fit(
+        target=labeled.select_classes(["3", "1"]))
+    with pytest.raises(TransferkitError, match=r"score on those classes only: domain.select_classes\(\['3', '1'\]\)"):
+        small.score(digits.test)
+    assert 0 <= small.score(digits.test.select_classes(["3", "1"])) <= 1  # the fix the message names
     x = digits.test.images[:5]
     as_bytes = (x * 255).round().to(torch.uint8)
     assert torch.equal(model.predict(as_bytes), model.predict(as_bytes.float() / 255))
@@ -509,9 +514,10 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
     with pytest.raises(TransferkitError, match="classes_ are not known .*; Transfer.from_run needs the classes"):
         Transfer.from_run(run_dir, "tap")
     assert not any((run_dir / "checkpoints").rglob("*.safetensors"))  # only resuming an unfinished job reads them
-    with pytest.raises(TransferkitError, match="no finished source_only job"):
+    with pytest.raises(TransferkitError, match="no finished source_only job .*saves none: its network is the run's"):
         load_model(run_dir, "source_only")
-    with pytest.raises(TransferkitError, match="no finished finetune job of seed 7"):
+    with pytest.raises(TransferkitError, match="no finished finetune job of seed 7 with a saved model; its saved "
+                                               "models .*: dann-k=3-s0, finetune-k=3-s0, "):
         load_model(run_dir, "finetune", 7)
     with pytest.raises(TransferkitError, match="seed must be a whole number .* got 0.5"):
         load_model(run_dir, "finetune", 0.5)  # was seed 0

@@ -238,10 +238,15 @@ class Transfer:
     def _check_classes(self, domain: Domain) -> None:
         check(isinstance(domain, Domain), f"expected a Domain (or images with labels), got {type(domain).__name__}")
         check(hasattr(self, "classes_"), "call fit before score")
-        check(list(domain.class_names) == list(self.classes_),
-              f"domain {domain.name!r} has classes {domain.class_names}, the fitted model {self.classes_} (fit "
-              f"without target= predicts the source's classes; pass the target to fit to predict its classes: "
-              f"methods without target labels do not read them)")
+        given, fitted = list(domain.class_names), list(self.classes_)
+        if given == fitted:
+            return
+        if set(fitted) < set(given):
+            hint = f"score on those classes only: domain.select_classes({fitted!r})"
+        else:
+            hint = ("fit without target= predicts the source's classes; pass the target to fit to predict its "
+                    "classes: methods without target labels do not read them")
+        raise TransferkitError(f"domain {domain.name!r} has classes {given}, the fitted model {fitted} ({hint})")
 
     def score(self, domain, labels=None) -> float:
         """Accuracy on a :class:`Domain` of the fitted classes, or on ``images`` with ``labels``

@@ -557,8 +557,12 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     check(seed is None or is_whole(seed), f"seed must be a whole number (a job's label-subset seed), got {seed!r}")
     seed = cfg.seed if seed is None else int(seed)
     path = model_path(run_dir, cfg, name, seed)
-    check(path.is_file(), f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a saved "
-                          f"model (source_only's network is the run's source.safetensors)")
+    if not path.is_file():
+        saved = sorted(p.stem for p in (run_dir / "models").glob(f"*-{cfg.setting}-s*.pt"))
+        listed = ", ".join(saved[:12]) + (f" and {len(saved) - 12} more" if len(saved) > 12 else "")
+        why = " (source_only saves none: its network is the run's source.safetensors)" if name == "source_only" else ""
+        raise TransferkitError(f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a "
+                               f"saved model{why}; its saved models (method-setting-seed): {listed or 'none'}")
     try:
         model = torch.load(path, weights_only=False, map_location="cpu")
     except (EOFError, pickle.UnpicklingError, RuntimeError, KeyError) as e:  # torn (a cut zip archive), zeroed

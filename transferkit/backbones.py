@@ -388,6 +388,21 @@ def _conv_unit(cin: int, cout: int, kernel: int = 3, pad: int = 1, bn: bool = Tr
     return nn.Sequential(*layers)
 
 
+def _smallest_size_hint(units: Mapping[str, nn.Module], input_shape: tuple, limit: int = 256) -> str:
+    """``"; the smallest square input it takes is S x S"``, found by trying sizes up to ``limit``."""
+    c = input_shape[0]
+    with torch.no_grad():
+        for size in range(max(input_shape[1:]) + 1, limit + 1):
+            h = torch.zeros(1, c, size, size)
+            try:
+                for m in units.values():
+                    h = m.eval()(h)
+            except RuntimeError:
+                continue
+            return f"; the smallest square input it takes is {size} x {size} (image_size: {size} or more)"
+    return ""
+
+
 def _flat_dim(name: str, units: Mapping[str, nn.Module], input_shape: tuple) -> int:
     h = torch.zeros(1, *input_shape)
     try:
@@ -395,7 +410,8 @@ def _flat_dim(name: str, units: Mapping[str, nn.Module], input_shape: tuple) -> 
             for m in units.values():
                 h = m.eval()(h)
     except RuntimeError as e:
-        raise TransferkitError(f"{name}: input shape {input_shape} is too small for this backbone") from e
+        raise TransferkitError(f"{name}: input shape {input_shape} is too small for this backbone"
+                               f"{_smallest_size_hint(units, input_shape)}") from e
     finally:
         for m in units.values():
             m.train()

@@ -1,5 +1,6 @@
 """The command line end to end, on embedded data with tiny budgets, and its errors."""
 
+import argparse
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from transferkit import cli
 from transferkit.cli import main
 
 TINY = ["--set", "pretrain.steps=20", "--set", "pretrain.eval_every=10", "--set", "train.steps=10",
@@ -53,6 +55,9 @@ def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes
     run_dir = next(tmp_path.glob("*/*"))
     assert f"finished jobs and checkpoints are kept in {run_dir}" in err
     assert shlex.split(command) == ["transferkit", *argv, "--resume", str(run_dir)]
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what a rank of --nproc 2 prints keeps the --nproc its argv lost
+    assert cli._resume_hint(argparse.Namespace(resume=None), argv).endswith(f"--nproc 2 --resume {run_dir}")
+    monkeypatch.delenv("WORLD_SIZE")
     code, out, _ = run_cli(capsys, *shlex.split(command)[1:])  # the printed command, as a shell reads it
     assert code == 0 and calls == ["target_only", "finetune", "finetune"]  # only the stopped job ran again
     monkeypatch.setattr(experiment, "run_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))

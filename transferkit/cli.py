@@ -346,8 +346,10 @@ def _resume_hint(args, argv: list[str]) -> str:
             skip = not skip
         elif not a.startswith("--resume="):
             rest.append(a)
+    world = os.environ.get("WORLD_SIZE", "1")  # a rank of --nproc N: its argv has lost the --nproc
+    nproc = ["--nproc", world] if world.isdigit() and int(world) > 1 else []
     return (f"finished jobs and checkpoints are kept in {d}; go on with: "
-            f"{shlex.join(['transferkit', *rest, '--resume', str(d)])}")
+            f"{shlex.join(['transferkit', *rest, *nproc, '--resume', str(d)])}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -340,20 +340,29 @@ def test_transfer_follows_the_estimator_protocol_so_sklearn_clone_copies_it_unfi
         model.set_params(method="finetune")  # the other method's options stay: a new Transfer is clearer
 
 
-def test_transfer_fit_reuses_its_last_pretraining_on_the_same_source_with_the_same_result(monkeypatch):
-    import pickle
-
+def _recorded_engine_fits(monkeypatch) -> list:
+    """Every ``Engine.fit`` that ``transferkit.api`` makes from now on, as (method name, streams)."""
     import transferkit.api as api
-    from transferkit.api import Transfer
-    from transferkit.engine import Engine, TrainConfig
-    pretrained_on = []
+    from transferkit.engine import Engine
+    fits = []
 
     class Spy(Engine):
         def fit(self, method, **streams):
-            if method.name == "source_only":
-                pretrained_on.append(streams["source"].name)
+            fits.append((method.name, streams))
             return super().fit(method, **streams)
     monkeypatch.setattr(api, "Engine", Spy)
+    return fits
+
+
+def test_transfer_fit_reuses_its_last_pretraining_on_the_same_source_with_the_same_result(monkeypatch):
+    import pickle
+
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    fits = _recorded_engine_fits(monkeypatch)
+
+    def pretrained_on():
+        return [streams["source"].name for name, streams in fits if name == "source_only"]
     g = torch.Generator().manual_seed(0)
     src = Domain("src", torch.rand(48, 1, 28, 28, generator=g), torch.arange(48) % 3, ["a", "b", "c"])
     t1 = Domain("t1", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 3, ["a", "b", "c"])
@@ -361,30 +370,23 @@ def test_transfer_fit_reuses_its_last_pretraining_on_the_same_source_with_the_sa
     tiny = TrainConfig(steps=3, batch_size=8)
     model = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t1, source=src)
     model.fit(target=t2, source=src)  # the class 'new' gets a head row drawn from the random state
-    assert pretrained_on == ["src"]
+    assert pretrained_on() == ["src"]
     fresh = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t2, source=src)
     assert torch.equal(model.predict_logits(t2), fresh.predict_logits(t2))
     model.set_params(train=TrainConfig(steps=4, batch_size=8)).fit(target=t2, source=src)
-    assert pretrained_on == ["src"] * 2  # the fresh model's own; set_params kept this one's
+    assert pretrained_on() == ["src"] * 2  # the fresh model's own; set_params kept this one's
     model.set_params(seed=1).fit(target=t2, source=src)
     relabelled = Domain("src", src.images, src.labels.roll(1), src.class_names)
     model.fit(target=t2, source=relabelled)
     model.fit(target=t2, source=src, source_val=t1)
-    assert pretrained_on == ["src"] * 5
+    assert pretrained_on() == ["src"] * 5
     assert "_pretrained" not in pickle.loads(pickle.dumps(model)).__dict__ and hasattr(model, "_pretrained")
 
 
 def test_transfer_fit_pretrains_with_early_stopping_on_a_given_source_validation_split(monkeypatch):
-    import transferkit.api as api
     from transferkit.api import Transfer
-    from transferkit.engine import Engine, TrainConfig
-    seen = []
-
-    class Spy(Engine):
-        def fit(self, method, **streams):
-            seen.append((method.name, streams.get("val")))
-            return super().fit(method, **streams)
-    monkeypatch.setattr(api, "Engine", Spy)
+    from transferkit.engine import TrainConfig
+    fits = _recorded_engine_fits(monkeypatch)
     g = torch.Generator().manual_seed(0)
     src = Domain("src", torch.rand(48, 1, 28, 28, generator=g), torch.arange(48) % 3, ["a", "b", "c"])
     src_val = Domain("src_val", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 3, ["a", "b", "c"])
@@ -392,7 +394,8 @@ def test_transfer_fit_pretrains_with_early_stopping_on_a_given_source_validation
     tiny = TrainConfig(steps=2, batch_size=8, eval_every=1)
     model = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny)
     model.fit(target=tgt, source=src, source_val=src_val)
-    assert seen[0] == ("source_only", src_val) and seen[1][0] == "finetune"  # pre-training selects on it
+    assert fits[0][0] == "source_only" and fits[0][1]["val"] is src_val  # pre-training selects on it
+    assert fits[1][0] == "finetune"
     with pytest.raises(TransferkitError, match="source_val is the validation split of the source pre-training, but "
                                                "net= is given"):
         model.fit(target=tgt, source=src, source_val=src_val, net=model.net_)

@@ -132,7 +132,8 @@ def _read_images(paths: list[Path], size: int | None, channels: int | None, wher
         if a.shape[:2] != first[:2]:
             raise TransferkitError(
                 f"images {where} have different sizes: {str(paths[0])!r} is {first[1]}x{first[0]} but "
-                f"{str(p)!r} is {a.shape[1]}x{a.shape[0]}; pass a size (e.g. --size 28) to resize them")
+                f"{str(p)!r} is {a.shape[1]}x{a.shape[0]}; pass a size to resize them (size=28 in Python, "
+                f"--size 28 for transferkit show)")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
 
 

@@ -478,7 +478,9 @@ def test_the_units_view_refuses_changes_that_would_not_reach_the_network():
 def test_a_too_small_input_names_the_smallest_size_the_backbone_takes():
     for name in ("lenet", "convnet4"):
         with pytest.raises(TransferkitError, match=r"too small for this backbone; the smallest square input it takes "
-                                                   r"is 16 x 16 \(image_size: 16 or more\)"):
+                                                   r"is 16 x 16 \(image_size: 16 or more in a config"):
             build_backbone(name, num_classes=3, in_channels=1, image_size=8)
+        with pytest.raises(TransferkitError, match=r"\(1, 8, 40\) is too small .* is 16 x 16 .*to_format\(size=16\)"):
+            build_backbone(name, num_classes=3, in_channels=1, image_size=(8, 40))  # the short side decides
         net = build_backbone(name, num_classes=3, in_channels=1, image_size=16)
         assert net(torch.zeros(1, 1, 16, 16)).shape == (1, 3)

@@ -55,9 +55,12 @@ def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes
     run_dir = next(tmp_path.glob("*/*"))
     assert f"finished jobs and checkpoints are kept in {run_dir}" in err
     assert shlex.split(command) == ["transferkit", *argv, "--resume", str(run_dir)]
-    monkeypatch.setenv("WORLD_SIZE", "2")  # what a rank of --nproc 2 prints keeps the --nproc its argv lost
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # what a rank of --nproc 2 prints keeps the --nproc its argv lost
     assert cli._resume_hint(argparse.Namespace(resume=None), argv).endswith(f"--nproc 2 --resume {run_dir}")
-    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    for given in (["--res", "old"], ["--resume=old"], ["--r", "old"]):  # argparse's abbreviations are replaced
+        hint = cli._resume_hint(argparse.Namespace(resume="old"), ["run", *given, "c.yaml"])
+        assert hint.endswith(f"go on with: transferkit run c.yaml --resume {run_dir}"), hint
     code, out, _ = run_cli(capsys, *shlex.split(command)[1:])  # the printed command, as a shell reads it
     assert code == 0 and calls == ["target_only", "finetune", "finetune"]  # only the stopped job ran again
     monkeypatch.setattr(experiment, "run_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -357,9 +357,15 @@ def _recorded_engine_fits(monkeypatch) -> list:
 def test_transfer_fit_reuses_its_last_pretraining_on_the_same_source_with_the_same_result(monkeypatch):
     import pickle
 
+    import transferkit.api as api
     from transferkit.api import Transfer
     from transferkit.engine import TrainConfig
-    fits = _recorded_engine_fits(monkeypatch)
+    fits, modes, build = _recorded_engine_fits(monkeypatch), [], api.build_method
+
+    def recording_mode(cls, net, *args):  # what a method sees when it is built on the source network
+        modes.append(net.training)
+        return build(cls, net, *args)
+    monkeypatch.setattr(api, "build_method", recording_mode)
 
     def pretrained_on():
         return [streams["source"].name for name, streams in fits if name == "source_only"]
@@ -370,7 +376,7 @@ def test_transfer_fit_reuses_its_last_pretraining_on_the_same_source_with_the_sa
     tiny = TrainConfig(steps=3, batch_size=8)
     model = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t1, source=src)
     model.fit(target=t2, source=src)  # the class 'new' gets a head row drawn from the random state
-    assert pretrained_on() == ["src"]
+    assert pretrained_on() == ["src"] and modes[1::2] == [False, False]  # in eval mode, as pre-training leaves it
     fresh = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t2, source=src)
     assert torch.equal(model.predict_logits(t2), fresh.predict_logits(t2))
     model.set_params(train=TrainConfig(steps=4, batch_size=8)).fit(target=t2, source=src)

@@ -197,7 +197,7 @@ class Transfer:
         memo = getattr(self, "_pretrained", None)
         if memo is not None and memo[0] == key:
             net.load_state_dict(memo[1])
-            net.to(next(iter(memo[1].values())).device)  # where the pre-training left it
+            net.to(next(iter(memo[1].values())).device).eval()  # where and as the pre-training left it
             torch.set_rng_state(memo[2])
             if memo[3] is not None:
                 torch.cuda.set_rng_state_all(memo[3])
@@ -242,8 +242,8 @@ class Transfer:
         given, fitted = list(domain.class_names), list(self.classes_)
         if given == fitted:
             return
-        if set(fitted) < set(given):
-            hint = f"score on those classes only: domain.select_classes({fitted!r})"
+        if set(fitted) <= set(given):  # a subset, or the same classes in another order
+            hint = f"score on those classes, in this order: domain.select_classes({fitted!r})"
         else:
             hint = ("fit without target= predicts the source's classes; pass the target to fit to predict its "
                     "classes: methods without target labels do not read them")

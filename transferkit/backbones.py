@@ -392,14 +392,15 @@ def _smallest_size_hint(units: Mapping[str, nn.Module], input_shape: tuple, limi
     """``"; the smallest square input it takes is S x S"``, found by trying sizes up to ``limit``."""
     c = input_shape[0]
     with torch.no_grad():
-        for size in range(max(input_shape[1:]) + 1, limit + 1):
+        for size in range(min(input_shape[1:]) + 1, limit + 1):
             h = torch.zeros(1, c, size, size)
             try:
                 for m in units.values():
                     h = m.eval()(h)
             except RuntimeError:
                 continue
-            return f"; the smallest square input it takes is {size} x {size} (image_size: {size} or more)"
+            return (f"; the smallest square input it takes is {size} x {size} (image_size: {size} or more in a "
+                    f"config, domain.to_format(size={size}) in Python)")
     return ""
 
 

@@ -332,8 +332,10 @@ def _sigterm_as_interrupt():
 
 def _resume_hint(args, argv: list[str]) -> str:
     """What a stopped command kept and the command that goes on from there."""
-    from .runtime import work_dir
+    from .runtime import is_main_process, work_dir
 
+    if not is_main_process():  # one rank of --nproc: rank 0 says what was kept
+        return "stopped (rank 0 prints what was kept and the command that goes on)"
     d = work_dir()
     if d is None or not hasattr(args, "resume"):  # stopped before its directory, or under --nproc's launcher
         return ("finished jobs and checkpoints are kept (--resume the run or benchmark directory printed at the "
@@ -341,13 +343,16 @@ def _resume_hint(args, argv: list[str]) -> str:
     if not (d.is_dir() and any(p.name != ".lock" for p in d.iterdir())):
         return f"nothing was kept in {d} (no job had finished): start it again"
     rest, skip = [], False
-    for a in argv:  # the same command, with this directory as its --resume
-        if skip or a == "--resume":
-            skip = not skip
-        elif not a.startswith("--resume="):
+    for a in argv:  # the same command, with this directory as its --resume (argparse takes --res for it too)
+        name = a.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) >= 3 and "--resume".startswith(name):
+            skip = "=" not in a
+        else:
             rest.append(a)
-    world = os.environ.get("WORLD_SIZE", "1")  # a rank of --nproc N: its argv has lost the --nproc
-    nproc = ["--nproc", world] if world.isdigit() and int(world) > 1 else []
+    per_node = os.environ.get("LOCAL_WORLD_SIZE", "1")  # a rank of --nproc N: its argv has lost the --nproc
+    nproc = ["--nproc", per_node] if per_node.isdigit() and int(per_node) > 1 else []
     return (f"finished jobs and checkpoints are kept in {d}; go on with: "
             f"{shlex.join(['transferkit', *rest, *nproc, '--resume', str(d)])}")
 

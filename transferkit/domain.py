@@ -65,7 +65,7 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
         what = "the shape fit saw" if exact else "the channels the network was built for"
         hint = (f"; image files: transferkit.read_images(paths, size={shape[1]}, channels={shape[0]}), a domain: "
                 f"domain.to_format(size={shape[1]}, channels={shape[0]})"
-                if len(shape) == 3 and shape[1] == shape[2] and images.dim() == 4 else "")
+                if exact and len(shape) == 3 and shape[1] == shape[2] and images.dim() == 4 else "")
         check(fits, f"{who}: expected an {want} image tensor ({what}), got {tuple(images.shape)}{hint}")
     check(images.dim() == 4, f"{who}: expected an {want} image tensor, got shape {tuple(images.shape)}")
     return as_images(images, who)

@@ -139,10 +139,12 @@ def _read_images(paths: list[Path], size: int | None, channels: int | None, wher
 
 def read_images(paths, size: int | None = None, channels: int | None = None) -> torch.Tensor:
     """Image files (a path or a list of paths) as an ``N x C x H x W`` float tensor in [0, 1],
-    read as a ``folder:`` domain reads them (orientation, transparency on white, 16-bit grey):
-    new images for a fitted model's ``predict``. ``size`` resizes to ``size x size`` (needed
-    when the files differ in size); ``channels`` 1 or 3 converts every image (None: grey if
-    every file is grey, otherwise RGB). Give the size and channels the model was fitted on."""
+    read as ``load_domain("folder:...", size=, channels=)`` reads them (orientation,
+    transparency on white, 16-bit grey): new images for a fitted model's ``predict``.
+    ``size`` resizes to ``size x size`` (needed when the files differ in size); ``channels``
+    1 or 3 converts every image with PIL (None: grey if every file is grey, otherwise RGB).
+    Give the size and channels the model was fitted on. (``transferkit run`` converts colour
+    to grey after loading, in floats: those pixels can differ by up to 0.5 / 255.)"""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     check(len(paths) > 0, "read_images needs one or more image files, got none")
     paths = [Path(p).expanduser() for p in paths]

@@ -45,8 +45,8 @@ class Transfer:
     validation split of the source, it stops early on it and keeps its best weights, as
     ``transferkit run`` does). The fitted network is ``self.net_``. A later ``fit`` of the
     same model with the same source (images, labels, classes, ``source_val``), backbone,
-    ``pretrain`` config and seed reuses that pre-training instead of repeating it, with the
-    same result.
+    ``pretrain`` config, seed and torch thread count reuses that pre-training instead of
+    repeating it, with the same result.
     """
 
     def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,

@@ -388,35 +388,37 @@ def _conv_unit(cin: int, cout: int, kernel: int = 3, pad: int = 1, bn: bool = Tr
     return nn.Sequential(*layers)
 
 
+def _dummy_pass(units: Mapping[str, nn.Module], input_shape: tuple) -> torch.Tensor:
+    """The output of ``units`` in eval mode on one zero image of ``input_shape`` (RuntimeError
+    when the input is too small for them)."""
+    h = torch.zeros(1, *input_shape)
+    with torch.no_grad():
+        for m in units.values():
+            h = m.eval()(h)
+    return h
+
+
 def _smallest_size_hint(units: Mapping[str, nn.Module], input_shape: tuple, limit: int = 256) -> str:
     """``"; the smallest square input it takes is S x S"``, found by trying sizes up to ``limit``."""
-    c = input_shape[0]
-    with torch.no_grad():
-        for size in range(min(input_shape[1:]) + 1, limit + 1):
-            h = torch.zeros(1, c, size, size)
-            try:
-                for m in units.values():
-                    h = m.eval()(h)
-            except RuntimeError:
-                continue
-            return (f"; the smallest square input it takes is {size} x {size} (image_size: {size} or more in a "
-                    f"config, domain.to_format(size={size}) in Python)")
+    for size in range(min(input_shape[1:]) + 1, limit + 1):
+        try:
+            _dummy_pass(units, (input_shape[0], size, size))
+        except RuntimeError:
+            continue
+        return (f"; the smallest square input it takes is {size} x {size} (image_size: {size} or more in a "
+                f"config, domain.to_format(size={size}) in Python)")
     return ""
 
 
 def _flat_dim(name: str, units: Mapping[str, nn.Module], input_shape: tuple) -> int:
-    h = torch.zeros(1, *input_shape)
     try:
-        with torch.no_grad():
-            for m in units.values():
-                h = m.eval()(h)
+        return _dummy_pass(units, input_shape)[0].numel()
     except RuntimeError as e:
         raise TransferkitError(f"{name}: input shape {input_shape} is too small for this backbone"
                                f"{_smallest_size_hint(units, input_shape)}") from e
     finally:
         for m in units.values():
             m.train()
-    return h[0].numel()
 
 
 def _fc_unit(din: int, dout: int, dropout: float = 0.0) -> nn.Sequential:

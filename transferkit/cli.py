@@ -86,19 +86,26 @@ def _apply_runtime_flags(args) -> None:
         os.environ["TRANSFERKIT_DEVICE"] = args.device
 
 
+def _argv_without(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option`` and its value, however argparse took it: ``--opt V``,
+    ``--opt=V`` or a prefix of the option's name (``--res`` for ``--resume``)."""
+    rest, skip = [], False
+    for a in argv:
+        name = a.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) >= 3 and option.startswith(name):
+            skip = "=" not in a
+        else:
+            rest.append(a)
+    return rest
+
+
 def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     """``--nproc N``: start N processes with torchrun (torch.distributed.run), gloo on CPU."""
     import subprocess
-    rest, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            rest.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "transferkit.cli", *rest]
+           "-m", "transferkit.cli", *_argv_without(argv, "--nproc")]
     child = subprocess.Popen(cmd)
     try:
         return child.wait()
@@ -342,15 +349,7 @@ def _resume_hint(args, argv: list[str]) -> str:
                 "start; one stopped before any work was kept is removed: start it again)")
     if not (d.is_dir() and any(p.name != ".lock" for p in d.iterdir())):
         return f"nothing was kept in {d} (no job had finished): start it again"
-    rest, skip = [], False
-    for a in argv:  # the same command, with this directory as its --resume (argparse takes --res for it too)
-        name = a.split("=", 1)[0]
-        if skip:
-            skip = False
-        elif len(name) >= 3 and "--resume".startswith(name):
-            skip = "=" not in a
-        else:
-            rest.append(a)
+    rest = _argv_without(argv, "--resume")  # the same command, with this directory as its --resume
     per_node = os.environ.get("LOCAL_WORLD_SIZE", "1")  # a rank of --nproc N: its argv has lost the --nproc
     nproc = ["--nproc", per_node] if per_node.isdigit() and int(per_node) > 1 else []
     return (f"finished jobs and checkpoints are kept in {d}; go on with: "

@@ -111,6 +111,12 @@ def _read_image(path: Path, size: int | None, mode: str | None):
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
+def _check_size_channels(size, channels) -> None:
+    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
+          f"size must be a positive int or None, got {size!r}")
+    check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
+
+
 def _read_images(paths: list[Path], size: int | None, channels: int | None, where: str) -> torch.Tensor:
     """``N x C x H x W`` floats in [0, 1] from image files, every unreadable file named at once."""
     mode = {1: "L", 3: "RGB", None: None}[channels]
@@ -151,9 +157,7 @@ def read_images(paths, size: int | None = None, channels: int | None = None) -> 
     missing = [str(p) for p in paths if not p.is_file()]
     check(not missing, f"read_images: {len(missing)} of the files do not exist or are not files: "
                        f"{', '.join(map(repr, missing[:10]))}")
-    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
-          f"size must be a positive int or None, got {size!r}")
-    check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
+    _check_size_channels(size, channels)
     return _read_images(paths, size, channels, "given")
 
 
@@ -169,9 +173,7 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     16 of 255 warns (12-bit images saved in 16-bit files, 0/1 masks)."""
     root = Path(path).expanduser()
     check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")
-    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1),
-          f"size must be a positive int or None, got {size!r}")
-    check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
+    _check_size_channels(size, channels)
     classes, files = _class_files(root)
     x = _read_images([p for p, _, _ in files], size, channels, f"in {str(root)!r}")
     _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535, so 12- or 10-bit images "

@@ -484,9 +484,7 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
                            train=TINY, out_dir=str(tmp_path))
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     test = prepare_domains(cfg).target.test
-    for row in rows:
-        if row["method"] == "source_only":
-            continue
+    for row in rows:  # source_only too: its source network with the head's rows of 7, 2, 9
         model = load_model(run_dir, row["method"], row["seed"])
         assert not model.training and model.classes_ == ["7", "2", "9"] == test.class_names  # its logit columns
         assert evaluate_on(model, test)["accuracy"] == row["accuracy"]  # dann: narrowed head; tap: picked unit
@@ -515,8 +513,14 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
     with pytest.raises(TransferkitError, match="classes_ are not known .*; Transfer.from_run needs the classes"):
         Transfer.from_run(run_dir, "tap")
     assert not any((run_dir / "checkpoints").rglob("*.safetensors"))  # only resuming an unfinished job reads them
-    with pytest.raises(TransferkitError, match="no finished source_only job .*saves none: its network is the run's"):
+    (run_dir / "models" / "source_only-k=3-s0.pt").unlink()  # as an older run left it
+    with pytest.raises(TransferkitError, match="no finished source_only job .*an older run saved no source_only model: "
+                                               "delete its job file and resume"):
         load_model(run_dir, "source_only")
+    (run_dir / "jobs" / "source_only-k=3-s0.json").unlink()
+    again = {r["method"]: r for r in run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]}
+    assert again["source_only"]["accuracy"] == next(r for r in rows if r["method"] == "source_only")["accuracy"]
+    assert evaluate_on(load_model(run_dir, "source_only"), test)["accuracy"] == again["source_only"]["accuracy"]
     with pytest.raises(TransferkitError, match="no finished finetune job of seed 7 with a saved model; its saved "
                                                "models .*: dann-k=3-s0, finetune-k=3-s0, "):
         load_model(run_dir, "finetune", 7)
@@ -537,11 +541,14 @@ def test_a_model_that_cannot_be_saved_costs_a_warning_not_the_result(tmp_path, m
     def refuse(path, method):
         raise TypeError("cannot pickle 'generator' object")
     monkeypatch.setattr(experiment, "save_model", refuse)
-    cfg = ExperimentConfig(name="nosave", source="digits", target="digits", methods=["finetune"], k=2, repeats=1,
-                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
-    with pytest.warns(UserWarning, match="the trained model is not saved.*cannot pickle"):
+    cfg = ExperimentConfig(name="nosave", source="digits", target="digits", methods=["source_only", "finetune"], k=2,
+                           repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="the trained model is not saved.*cannot pickle") as caught:
         run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert sorted(str(w.message).split(":")[0] for w in caught if "not saved" in str(w.message)) == [
+        "finetune-k=2-s0", "source_only-k=2-s0"]
     assert (run_dir / "jobs" / "finetune-k=2-s0.json").exists() and not (run_dir / "models").exists()
+    assert (run_dir / "jobs" / "source_only-k=2-s0.json").exists()
 
 
 def test_a_refused_resume_keeps_the_run_config_and_old_rows_are_checked_by_their_options(tmp_path):

@@ -251,12 +251,14 @@ def test_a_head_of_unknown_classes_is_replaced_only_when_the_counts_differ():
 def test_source_only_reads_the_source_logits_of_the_target_classes_by_name():
     data = SimpleNamespace(source=SimpleNamespace(train=SimpleNamespace(class_names=["a", "b", "c"])),
                            target=SimpleNamespace(train=SimpleNamespace(class_names=["c", "a"])))
-    net = torch.nn.Identity()
-    forward = ex.source_only_forward(net, data)
-    assert forward(torch.tensor([[0.0, 1.0, 2.0]])).tolist() == [[2.0, 0.0]]
+    net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28).train()
+    model = ex.source_only_model(net, data)
+    x = torch.rand(4, 1, 28, 28)
+    assert not model.training and net.training and model.net is not net  # a copy, in eval mode
+    assert model.net.num_classes == 2 and torch.allclose(model(x), net.eval()(x)[:, [2, 0]])
     data.target.train.class_names = ["a", "q"]
     with pytest.raises(TransferkitError, match=r"absent from the source: \['q'\]"):
-        ex.source_only_forward(net, data)
+        ex.source_only_model(net, data)
 
 
 def test_a_method_predicting_with_the_source_head_refuses_a_class_the_source_lacks():

@@ -325,14 +325,15 @@ def evaluate_on(forward, domain: Domain) -> dict:
     return classification_report(logits, domain.labels, domain.num_classes, domain.groups)
 
 
-def source_only_forward(net, data: Prepared):
-    """Logits of the source network restricted to the target classes (by name)."""
-    mapping = head_mapping(data.source.train.class_names, data.target.train.class_names)
-    missing = [c for c, s in zip(data.target.train.class_names, mapping) if s is None]
-    check(not missing, f"source_only cannot predict target classes absent from the source: {missing}")
-    cols = torch.tensor(mapping)
-    net.eval()
-    return lambda x: net(x)[:, cols]
+def source_only_model(net, data: Prepared) -> SourceOnly:
+    """source_only's model, in eval mode: a copy of the source network whose head keeps the
+    rows of the target classes (by name), so its logits are ``net(x)[:, rows]``."""
+    model = SourceOnly(copy.deepcopy(net))
+    rows = source_head_rows(SourceOnly, data.source.train.class_names, model.net.num_classes,
+                            data.target.train.class_names)
+    if rows is not None:
+        model.net.head = head_for_classes(model.net.head, rows, model.net.num_classes)
+    return model.eval()
 
 
 def selection_domain(cfg: ExperimentConfig, data: Prepared, cls=None) -> Domain | None:
@@ -560,7 +561,8 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     if not path.is_file():
         saved = sorted(p.stem for p in (run_dir / "models").glob(f"*-{cfg.setting}-s*.pt"))
         listed = ", ".join(saved[:12]) + (f" and {len(saved) - 12} more" if len(saved) > 12 else "")
-        why = " (source_only saves none: its network is the run's source.safetensors)" if name == "source_only" else ""
+        why = (" (an older run saved no source_only model: delete its job file and resume to save one; its "
+               "network is also the run's source.safetensors)" if name == "source_only" else "")
         raise TransferkitError(f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a "
                                f"saved model{why}; its saved models (method-setting-seed): {listed or 'none'}")
     try:
@@ -626,17 +628,22 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
-        model = model_path(run_dir, cfg, cls.name, seed)
-        try:
-            save_model(model, method)
-        except Exception as e:  # a model that does not pickle (a user's method) must not cost the result
-            model.unlink(missing_ok=True)  # not an older run's model
-            warnings.warn(f"{job.stem}: the trained model is not saved ({type(e).__name__}: {e})",
-                          category=TransferkitWarning, stacklevel=1)
+        _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
     row = _finish_row(job, row, report, data.target.test.class_names)
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated
         shutil.rmtree(run_dir / "checkpoints" / job.stem, ignore_errors=True)
     return row
+
+
+def _save_evaluated(path: Path, method, job: str) -> None:
+    """:func:`save_model`, or a warning: a model that does not pickle (a user's method or
+    backbone) must not cost the job's result."""
+    try:
+        save_model(path, method)
+    except Exception as e:
+        path.unlink(missing_ok=True)  # not an older run's model
+        warnings.warn(f"{job}: the trained model is not saved ({type(e).__name__}: {e})",
+                      category=TransferkitWarning, stacklevel=2)
 
 
 def _finish_row(job: Path, row: dict, report: dict, class_names: list[str]) -> dict:
@@ -765,11 +772,14 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         if (cls.name, seed) in finished:
             rows.append(finished[cls.name, seed])
         elif cls is SourceOnly:
-            report = evaluate_on(source_only_forward(pretrained, data), data.target.test)
+            model = source_only_model(pretrained, data)
+            report = evaluate_on(model, data.target.test)
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
                    "config_digest": job_digest(cfg, cls.name)}
+            if main:  # before the row, as run_job: load_model / Transfer.from_run read it
+                _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names)))
         else:
             todo.append((cls, seed))

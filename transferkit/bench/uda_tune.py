@@ -30,7 +30,7 @@ import torch
 
 from ..engine import Engine, content_text
 from ..evaluate import mean_se
-from ..experiment import evaluate_on, prepare_domains, pretrain_source, process_domains, source_only_forward
+from ..experiment import evaluate_on, prepare_domains, pretrain_source, process_domains, source_only_model
 from ..io import write_json, write_text
 from ..methods import get_method
 from ..runtime import default_workers, run_jobs
@@ -94,7 +94,7 @@ def uda_tune_suite(b: Budget, bench_dir, log):
             cfg = replace(cfg, pretrained=info["path"])  # (a worker's own cache key may differ: its thread count)
             head = {"source": source, "target": target, "seed": seed, "split": "val"}
             rows.append({**head, "method": "source_only", "setting": "-", "wall_s": 0.0,
-                         "accuracy": evaluate_on(source_only_forward(net, data), data.target.val)["accuracy"]})
+                         "accuracy": evaluate_on(source_only_model(net, data), data.target.val)["accuracy"]})
             inputs = content_text({"net": net, "data": [data.source.train, data.target.train, data.target.val],
                                    "train": cfg.train, "seed": seed})
             for method, options in settings(b.quick):

@@ -380,14 +380,29 @@ def test_from_sequential_keeps_a_module_used_twice_and_taps_survive_inplace_unit
     assert taps["unit1"].min() < 0 and torch.equal(taps["unit1"], seq[0](x))  # not rectified by unit2 in place
 
 
+def test_reset_classifier_0_removes_the_classifier_as_timm_does():
+    torch.manual_seed(0)
+    net = build_backbone("lenet", 10, image_size=28).eval()
+    x = torch.rand(3, 1, 28, 28)
+    head = net.reset_classifier(0)
+    assert isinstance(head, nn.Identity) and net.get_classifier() is head and net.num_classes == 0
+    assert torch.equal(net(x), net.forward_features(x)) and net(x).shape == (3, 500)
+    assert net.embed_dim == 500 and net.unit_output_shapes()["head"] == (500,)
+    assert not list(head.parameters()) and "head.weight" not in net.state_dict()
+    net.reset_classifier(4)  # and back: a fresh classifier on the same embedding
+    assert net.num_classes == 4 and net(x).shape == (3, 4)
+
+
 def test_lazy_heads_and_bad_head_arguments():
     net = from_sequential(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10)), input_shape=(1, 8, 8))
     assert net.embed_dim == 144
     net.reset_classifier(5)
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 5)
-    for bad in (0, -1, True, 2.0):
-        with pytest.raises(TransferkitError, match="whole num_classes >= 1"):
+    for bad in (-1, True, 2.0):
+        with pytest.raises(TransferkitError, match="whole num_classes >= 1, or 0 for no classifier, got"):
             net.reset_classifier(bad)
+    with pytest.raises(TransferkitError, match=r"removes the classifier and takes no head options, got \['scale'\]"):
+        net.reset_classifier(0, scale=5)
     with pytest.raises(TransferkitError, match="linear head: .*unexpected keyword argument 'scale'"):
         net.reset_classifier(10, "linear", scale=5)
     with pytest.raises(TransferkitError, match="image_size must be an int or a pair"):

@@ -630,6 +630,10 @@ def test_transfer_names_a_missing_stream_and_a_head_of_other_classes_before_trai
                                                    f"the source classes, but the network has 5 outputs and the "
                                                    f"source domain 'digits' 10 classes"):
             Transfer(name).fit(source=digits, unlabeled=digits, net=five)
+    five.reset_classifier(0)
+    with pytest.raises(TransferkitError, match=r"the network has 0 outputs .* \(it has no classifier, as after "
+                                               r"reset_classifier\(0\): this method needs one trained on the source"):
+        Transfer("dann").fit(source=digits, unlabeled=digits, net=five)
 
 
 def test_class_subsets_keep_the_whole_domains_split_so_no_test_image_trains_the_source():

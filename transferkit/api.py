@@ -120,7 +120,9 @@ class Transfer:
             if cls.predicts_with_source_head() and source is not None and net.num_classes != source.num_classes:
                 raise TransferkitError(f"method {cls.name!r} trains and predicts with the network's head on the "
                                        f"source classes, but the network has {net.num_classes} outputs and the "
-                                       f"source domain {source.name!r} {source.num_classes} classes")
+                                       f"source domain {source.name!r} {source.num_classes} classes"
+                                       + (" (it has no classifier, as after reset_classifier(0): this method "
+                                          "needs one trained on the source classes)" if net.num_classes == 0 else ""))
             net = copy.deepcopy(net)
             if getattr(cls, "fresh_init", False):  # target_only: the architecture, never the weights
                 try:

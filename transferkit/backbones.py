@@ -284,6 +284,9 @@ class UnitNet(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """Outputs of the head; 0 without a classifier (``reset_classifier(0)``)."""
+        if isinstance(self.head, nn.Identity):
+            return 0
         return int(self._head_shape((self.embed_dim,))[0])
 
     # ---- classifier ------------------------------------------------------------------
@@ -300,8 +303,16 @@ class UnitNet(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def reset_classifier(self, num_classes: int, kind: str = "linear", **kw) -> nn.Module:
-        """Replace the head by a fresh ``kind`` head (``linear``/``cosine``/``prototype``)."""
+        """Replace the head by a fresh ``kind`` head (``linear``/``cosine``/``prototype``).
+        ``num_classes=0`` removes the classifier, as in timm: the head becomes ``nn.Identity``,
+        ``net(x)`` returns the ``N x D`` embedding and ``num_classes`` is 0."""
+        check(is_whole(num_classes, 0), f"reset_classifier needs a whole num_classes >= 1, or 0 for no classifier, "
+                                        f"got {num_classes!r}")
         ref = self._ref_tensor()
+        if num_classes == 0:
+            check(not kw, f"reset_classifier(0) removes the classifier and takes no head options, got {sorted(kw)}")
+            self.head = nn.Identity()
+            return self.head
         head = make_head(kind, self.embed_dim, num_classes, **kw).to(device=ref.device, dtype=ref.dtype)
         head.train(self.training)
         self.head = head

@@ -262,3 +262,26 @@ def test_training_curves_label_their_log_axis_in_plain_text_and_name_their_folde
                   if t.get_text() and low <= t.get_position()[1] <= high]  # labels in view
         assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels  # was $\mathdefault{..}$
         assert all(line.get_marker() == "o" for line in loss_axis.lines + acc_axis.lines)  # one evaluation: a dot
+
+
+def test_tables_and_reports_name_the_class_subsets_of_the_run(tmp_path, capsys):
+    import json
+
+    from transferkit.cli import main
+    from transferkit.results import class_subsets, markdown_table, summarize
+    both = {"source_classes": "0-4", "target_classes": [5, 7]}
+    assert class_subsets(both) == "source classes 0-4; target classes 5, 7"
+    assert class_subsets({"source_classes": None}) == "" == class_subsets(None)
+    rows = [{"method": "m", "source": "mnist", "target": "mnist", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0,
+             "seed": 0}]
+    config = {"source_classes": None, "target_classes": "5-9"}
+    assert markdown_table(summarize(rows), rows, config).startswith("Classes: target classes 5-9.\n\n| method |")
+    assert markdown_table(summarize(rows), rows, {}).startswith("| method |")
+    write_results(tmp_path, "x", config, rows)
+    assert "Classes: target classes 5-9." in (tmp_path / "results.md").read_text()
+    assert main(["summary", str(tmp_path)]) == 0 and "Classes: target classes 5-9." in capsys.readouterr().out
+    write_report(tmp_path, tmp_path / "out")
+    for name in ("report.md", "report.html"):
+        assert "; target classes 5-9" in (tmp_path / "out" / name).read_text()
+    (tmp_path / "results.json").write_text(json.dumps({"name": "x", "config": "not a mapping", "rows": rows}))
+    assert main(["summary", str(tmp_path)]) == 0 and "Classes" not in capsys.readouterr().out

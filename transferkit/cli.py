@@ -218,7 +218,7 @@ def _run(args) -> None:
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     run_dir, rows = run_experiment(cfg, run_dir=args.resume)
     if is_main_process():
-        print("\n" + markdown_table(summarize(rows), rows))
+        print("\n" + markdown_table(summarize(rows), rows, cfg.to_dict()))
         print(f"results: {Path(run_dir) / 'results.json'}")
 
 
@@ -247,8 +247,9 @@ def _demo(args) -> None:
 def _summary(args) -> None:
     from .results import markdown_table, read_results, summarize
     path = Path(args.results)
-    rows = read_results(path / "results.json" if path.is_dir() else path)["rows"]
-    print(markdown_table(summarize(rows), rows))
+    data = read_results(path / "results.json" if path.is_dir() else path)
+    config = data.get("config")
+    print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, dict) else None))
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import md_cell, read_results, summarize, unfinished_hint
+from .results import class_subsets, md_cell, read_results, summarize, unfinished_hint
 
 MAX_FIGURES = 24
 
@@ -322,6 +322,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
         config += f"\n# {sub.relative_to(run_dir)}\n" + sub.read_text()
     title = f"transferkit report: {data.get('name', run_dir.name)}"
+    subsets = class_subsets(data.get("config") if isinstance(data.get("config"), dict) else None)
+    note = metric_note(rows) + (f"; {subsets}" if subsets else "")
 
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)
@@ -342,7 +344,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 </style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; {html.escape(metric_note(rows))}</p>
+<p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; {html.escape(note)}</p>
 <h2>Results</h2>
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
 <h2>Figures</h2>
@@ -355,7 +357,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
     html_path = write_text(out_dir / "report.html", page)
 
     files_dir.mkdir(parents=True, exist_ok=True)
-    md = [f"# {md_cell(title)}", "", f"{len(rows)} results; {metric_note(rows)}", "",
+    md = [f"# {md_cell(title)}", "", f"{len(rows)} results; {note}", "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in table]
     md += ["", "## Figures", ""]

@@ -101,11 +101,24 @@ def md_cell(value) -> str:
     return re.sub(r"([\\|*`<>]" + (r"|[\[\]]" if "](" in text else "") + ")", r"\\\1", text)
 
 
-def markdown_table(summary: list[dict], rows: list[dict] = ()) -> str:
+def class_subsets(config: dict | None) -> str:
+    """``"source classes 0-4; target classes 5-9"``: the class subsets a run's config chose
+    (as written there), ``""`` when it uses every class of both domains."""
+    parts = []
+    for side in ("source", "target"):
+        value = (config or {}).get(f"{side}_classes")
+        if value is not None:
+            shown = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            parts.append(f"{side} classes {shown}")
+    return "; ".join(parts)
+
+
+def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | None = None) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
     whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
-    rows) the accuracy header names."""
+    rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
+    line above the table names (the source and target columns name only the domains)."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
     what = "target accuracy" if splits <= {"test"} else "target validation accuracy" if splits == {"val"} else \
@@ -120,7 +133,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = ()) -> str:
                      f"{md_cell(s['setting'])} | "
                      f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
                      + (f" {group} |" if grouped else "") + f" {s['n']} | {s['wall_s']:.1f} |")
-    return "\n".join(lines) + "\n"
+    subsets = class_subsets(config)
+    return (f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
 
 
 def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], workers: int | None = None) -> Path:
@@ -131,5 +145,5 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], work
     env = kernel_environment(default_workers() if workers is None else workers)
     path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows, "summary": summary,
                                                  "environment": env})
-    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary, rows))
+    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary, rows, config))
     return path

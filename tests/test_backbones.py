@@ -389,6 +389,10 @@ def test_reset_classifier_0_removes_the_classifier_as_timm_does():
     assert torch.equal(net(x), net.forward_features(x)) and net(x).shape == (3, 500)
     assert net.embed_dim == 500 and net.unit_output_shapes()["head"] == (500,)
     assert not list(head.parameters()) and "head.weight" not in net.state_dict()
+    from transferkit.methods.adaptation import layer_size
+    assert layer_size(net, "head") == 500  # the head passes the embedding on
+    with pytest.raises(TransferkitError, match="unknown head 'bogus'"):
+        net.reset_classifier(0, "bogus")
     net.reset_classifier(4)  # and back: a fresh classifier on the same embedding
     assert net.num_classes == 4 and net(x).shape == (3, 4)
 

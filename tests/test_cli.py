@@ -116,6 +116,14 @@ def test_show_takes_channels_for_a_colour_shift(tmp_path, capsys):
     assert code == 0 and (tmp_path / "b.png").is_file(), err
 
 
+def test_the_table_a_run_prints_names_its_class_subset(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                             "methods=[target_only]", "--set", "target_classes=0-4", "--set", f"out_dir={tmp_path}",
+                             *TINY[:-4], "--set", "repeats=1", "--set", "k=2")
+    assert code == 0, err
+    assert "Classes: target classes 0-4.\n\n| method |" in out
+
+
 def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     cfg = write_config(tmp_path, f"name: e2e\nsource: mnist\ntarget: digits\nout_dir: {tmp_path / 'runs'}\n"
                                  "methods: [source_only, target_only, linear_probe, finetune]\n")

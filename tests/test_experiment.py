@@ -514,9 +514,12 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         Transfer.from_run(run_dir, "tap")
     assert not any((run_dir / "checkpoints").rglob("*.safetensors"))  # only resuming an unfinished job reads them
     (run_dir / "models" / "source_only-k=3-s0.pt").unlink()  # as an older run left it
-    with pytest.raises(TransferkitError, match="no finished source_only job .*an older run saved no source_only model: "
-                                               "delete its job file and resume"):
+    with pytest.raises(TransferkitError, match="no finished source_only job .*older versions of transferkit saved no "
+                                               "source_only model, .*delete its job file and resume"):
         load_model(run_dir, "source_only")
+    with pytest.raises(TransferkitError, match=r"of seed 1 .*\(source_only runs once, as seed 0: its row does not "
+                                               r"depend on the label subset\)"):
+        load_model(run_dir, "source_only", 1)
     (run_dir / "jobs" / "source_only-k=3-s0.json").unlink()
     again = {r["method"]: r for r in run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]}
     assert again["source_only"]["accuracy"] == next(r for r in rows if r["method"] == "source_only")["accuracy"]
@@ -634,6 +637,12 @@ def test_transfer_names_a_missing_stream_and_a_head_of_other_classes_before_trai
     with pytest.raises(TransferkitError, match=r"the network has 0 outputs .* \(it has no classifier, as after "
                                                r"reset_classifier\(0\): this method needs one trained on the source"):
         Transfer("dann").fit(source=digits, unlabeled=digits, net=five)
+    for name in ("image_unit", "ft_unit:conv2"):  # a fresh head they never train: refused, not a chance-level model
+        with pytest.raises(TransferkitError, match="keeps the network's classifier fixed, but the network has none"):
+            Transfer(name).fit(target=digits, net=five)
+    monkeypatch.undo()  # lext checks its source copy's head when it is given the domains (before any step)
+    with pytest.raises(TransferkitError, match=r"the network has no classifier \(as after reset_classifier\(0\)\)"):
+        Transfer("lext").fit(source=digits, target=digits, unlabeled=digits, net=five)
 
 
 def test_class_subsets_keep_the_whole_domains_split_so_no_test_image_trains_the_source():

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from .errors import TransferkitError, UnknownNameError, check, is_whole
-from .heads import make_head
+from .heads import HEADS, make_head
 
 EMBEDDING = "embedding"
 HEAD = "head"
@@ -308,6 +308,8 @@ class UnitNet(nn.Module):
         ``net(x)`` returns the ``N x D`` embedding and ``num_classes`` is 0."""
         check(is_whole(num_classes, 0), f"reset_classifier needs a whole num_classes >= 1, or 0 for no classifier, "
                                         f"got {num_classes!r}")
+        if kind not in HEADS:
+            raise UnknownNameError("head", kind, HEADS)
         ref = self._ref_tensor()
         if num_classes == 0:
             check(not kw, f"reset_classifier(0) removes the classifier and takes no head options, got {sorted(kw)}")

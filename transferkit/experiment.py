@@ -459,6 +459,7 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
     except TransferkitError:
         cls(copy.deepcopy(net), **options)  # the method's own error (e.g. distill without teachers) comes first
         raise
+    headless = net.num_classes == 0  # reset_classifier(0): a fresh head would be untrained where it is kept fixed
     method = cls(net, **options) if cls.built_before_retarget else None
     if "target" in cls.streams and target_classes is not None:
         retarget_head(net, head_classes, target_classes)
@@ -466,6 +467,10 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
     new = [c for c in target_classes or [] if head_classes is not None and c not in head_classes]
     if new and "target" in cls.streams:
         method.head_has_new_rows(new)
+    check(not (headless and method.keeps_head_fixed),
+          f"{method.name} trains {', '.join(method.trainable_units())} and keeps the network's classifier fixed, but "
+          f"the network has none (as after reset_classifier(0)): give it a classifier trained on these classes, or "
+          f"use a method that trains the head (ft_unit:head, ft_fc1, ft_all, flex)")
     check(not (new and "target" in cls.streams and method.keeps_head_fixed),
           f"{method.name} trains {', '.join(method.trainable_units())} and keeps the head fixed, but the target "
           f"classes {new[:10]} are not among the source head's: their new rows would never be trained. Use a "
@@ -561,8 +566,13 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     if not path.is_file():
         saved = sorted(p.stem for p in (run_dir / "models").glob(f"*-{cfg.setting}-s*.pt"))
         listed = ", ".join(saved[:12]) + (f" and {len(saved) - 12} more" if len(saved) > 12 else "")
-        why = (" (an older run saved no source_only model: delete its job file and resume to save one; its "
-               "network is also the run's source.safetensors)" if name == "source_only" else "")
+        why = ""
+        if name == "source_only" and seed != cfg.seed:
+            why = f" (source_only runs once, as seed {cfg.seed}: its row does not depend on the label subset)"
+        elif name == "source_only" and job_path(run_dir, cfg, name, seed).is_file():
+            why = (" (older versions of transferkit saved no source_only model, and a model that does not pickle "
+                   "is not saved: delete its job file and resume to save one; its network is also the run's "
+                   "source.safetensors)")
         raise TransferkitError(f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a "
                                f"saved model{why}; its saved models (method-setting-seed): {listed or 'none'}")
     try:
@@ -780,6 +790,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                    "config_digest": job_digest(cfg, cls.name)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
+            del model  # a network's copy: not held through the jobs that follow (their peak memory)
             rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names)))
         else:
             todo.append((cls, seed))

@@ -176,7 +176,10 @@ class SemanticTransfer(Method):
                               f"(seed 000 Table 5: 5 and 5); here {n_s} and {n_t}")
             check(self.source_net.num_classes == n_s,
                   f"layers include 'head' but the source copy's head has {self.source_net.num_classes} outputs for "
-                  f"{n_s} source classes: build the method before the head is given the target classes")
+                  f"{n_s} source classes: " + ("the network has no classifier (as after reset_classifier(0)): give "
+                                              "it one trained on the source classes"
+                                              if self.source_net.num_classes == 0 else
+                                              "build the method before the head is given the target classes"))
         if self.alpha > 0 and self.discriminator is None:
             self.discriminator = multilayer_discriminator(self.net, self.layers, self.discriminator_kind,
                                                           gamma=self.gamma, combine=self.combine)

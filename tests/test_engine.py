@@ -40,6 +40,8 @@ def test_training_learns_and_is_deterministic():
     m3 = make()
     Engine(cfg, seed=4).fit(m3, target=d, val=val)
     assert any(not torch.equal(w1[k], v) for k, v in weights(m3).items())
+    unselected = Engine(cfg, seed=3).fit(make(), target=d)  # no validation: the last step's weights, and its step
+    assert unselected.best_step == unselected.steps == 40 and unselected.best_val_accuracy is None
 
 
 def test_frozen_units_bit_identical_and_prefix_cached():

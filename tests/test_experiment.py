@@ -11,7 +11,7 @@ from transferkit.api import Transfer
 from transferkit.backbones import build_backbone
 from transferkit.config import ExperimentConfig, load_config
 from transferkit.engine import TrainConfig
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, TransferkitWarning
 from transferkit.experiment import head_mapping, retarget_head, run_experiment
 from transferkit.splits import sample_k_shot, split_domain
 
@@ -151,6 +151,10 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
         load_config(None, ["k=[1"])
     both = ["methods=[dann, coral]", "options={dann: {weight: 0.3}, coral: {weight: 2}}"]
     assert load_config(None, both + ["methods=[dann]", "options.coral=null"]).options == {"dann": {"weight": 0.3}}
+    assert load_config(None, both + ["methods=[dann]"]).options == {"dann": {"weight": 0.3}}  # coral's: left out
+    assert load_config(None, both + ["methods=[mmd]"]).options == {}
+    with pytest.raises(TransferkitError, match="unknown method 'mcd'"):  # not "options for dann, which is not in"
+        load_config(None, both + ["methods=[source_only, mcd]"])
     assert load_config(None, both + ["options={dann: {weight: 1}}"]).options == {"dann": {"weight": 1}}
 
 
@@ -484,6 +488,7 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
                            train=TINY, out_dir=str(tmp_path))
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     test = prepare_domains(cfg).target.test
+    assert next(r for r in rows if r["method"] == "source_only")["n_labeled"] == 0  # it reads no target label
     for row in rows:  # source_only too: its source network with the head's rows of 7, 2, 9
         model = load_model(run_dir, row["method"], row["seed"])
         assert not model.training and model.classes_ == ["7", "2", "9"] == test.class_names  # its logit columns
@@ -932,3 +937,30 @@ def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():
     one = load_domain("digits").select_classes([3])
     with pytest.raises(TransferkitError, match="fit: the target domain .* has one class"):
         Transfer("target_only").fit(target=one)
+
+
+def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_cannot_see():
+    from transferkit.data import load_domain
+    from transferkit.domain import Domain
+    digits = load_domain("digits", size=28)
+    src, tgt = digits.select_classes(range(8)), digits.select_classes([6, 7, 8, 9])
+    tiny = {"steps": 2, "eval_every": 1}
+    with pytest.warns(TransferkitWarning, match=r"unlabeled domain .* names classes the source lacks \(\['8', '9'\]\)"):
+        model = Transfer("mcc", train=tiny, pretrain=tiny).fit(source=src, unlabeled=tgt)
+    x = src.images[:6]
+    for bad, message in ((torch.full((6,), -1), r"labels out of range \[0, 7\] \(found -1..-1\): they are positions"),
+                         (torch.full((6,), 8), r"out of range \[0, 7\] \(found 8..8\)"),
+                         (torch.zeros(6), "labels must be integer class ids, got torch.float32")):
+        with pytest.raises(TransferkitError, match=message):
+            model.score(x, bad)
+    assert 0.0 <= model.score(x, src.labels[:6]) <= 1.0
+    other = Domain("mine", src.images[:50].clone(), src.labels[:50].clone(), src.class_names)  # not from the source
+    with pytest.warns(TransferkitWarning, match="early stopping selects on the labels of val 'mine', which is not "
+                                                "recognisably a split of the source"):
+        Transfer("mcc", train=tiny, pretrain=tiny).fit(source=src, unlabeled=tgt, val=other)
+    model.net_.reset_classifier(0)  # the fitted network changed under the model
+    with pytest.raises(TransferkitError, match="the model gives 64 outputs for its 8 classes: its head was changed"):
+        model.predict(x)
+    with pytest.raises(TransferkitError, match=r"labels out of range \[0, 4\] \(found 0..7\): 5 class_names for labels "
+                                               r"up to 7"):
+        Domain("few", src.images[:40], src.labels[:40], src.class_names[:5])

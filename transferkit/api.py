@@ -146,6 +146,14 @@ class Transfer:
                 raise method_error(cls, self.options, e) from e
         for name in cls.streams:  # before any pre-training
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
+        if target is None and unlabeled is not None and source is not None:
+            unseen = [c for c in unlabeled.class_names if c not in set(source.class_names)]
+            if unseen:
+                warnings.warn(f"fit: the unlabeled domain {unlabeled.name!r} names classes the source lacks "
+                              f"({unseen[:10]}); without target= the model predicts the source's classes only, and "
+                              f"images of those classes will be given one of them (with target=, whose classes it "
+                              f"then predicts and whose labels it does not read, they are refused before training)",
+                              category=TransferkitWarning, stacklevel=3)
         pretrains = cls.needs_pretrained and not given_net
         if source_val is not None:
             check(pretrains, f"fit: source_val is the validation split of the source pre-training, but "
@@ -228,7 +236,11 @@ class Transfer:
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))
         self.method_.eval()  # the method's forward: a zero-shot method scores class descriptions
-        return predict_logits(self.method_, images)
+        logits = predict_logits(self.method_, images)
+        check(logits.shape[1] == len(self.classes_),
+              f"predict: the model gives {logits.shape[1]} outputs for its {len(self.classes_)} classes: its head was "
+              f"changed after fit (e.g. net_.reset_classifier); use a copy for that, copy.deepcopy(model.net_)")
+        return logits
 
     def predict_proba(self, images) -> torch.Tensor:
         """Softmax of :meth:`predict_logits`."""
@@ -261,6 +273,11 @@ class Transfer:
             pred = self.predict(domain)
             check(labels.shape == pred.shape, f"score: {len(pred)} images but labels of shape {tuple(labels.shape)}")
             check(len(pred) > 0, "score: no images")
+            check(not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool,
+                  f"score: labels must be integer class ids, got {labels.dtype}")
+            lo, hi = int(labels.min()), int(labels.max())
+            check(lo >= 0 and hi < len(self.classes_), f"score: labels out of range [0, {len(self.classes_) - 1}] "
+                                                       f"(found {lo}..{hi}): they are positions in classes_")
             return float((pred == labels.to(pred.device)).float().mean())
         self._check_classes(domain)
         check(len(domain) > 0, f"score: domain {domain.name!r} is empty")

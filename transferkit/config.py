@@ -104,8 +104,20 @@ class ExperimentConfig:
         check(isinstance(self.options, dict) and all(isinstance(v, dict) for v in self.options.values()),
               "options must map a method name to its keyword arguments, e.g. options: {dann: {weight: 0.1}}")
         stray = sorted(set(self.options) - set(self.methods))
-        check(not stray, f"options for {', '.join(stray)}, which is not in methods {self.methods} (options are "
-                         f"keyed by the method's full name, e.g. ft_unit:conv1)")
+        if stray:  # options of a method this run leaves out (--set methods=... narrowed it) are dropped; a key
+            from .errors import UnknownNameError  # that names no method is a typo
+            from .methods import get_method  # (here: the registry imports every method family)
+            for m in self.methods:
+                get_method(m)  # an unknown method in methods is the error to name first
+            typos = [m for m in stray if any(n.startswith(f"{m}:") for n in self.methods)]  # ft_unit for ft_unit:x
+            for m in stray:
+                try:
+                    get_method(m)
+                except UnknownNameError:
+                    typos.append(m)
+            check(not typos, f"options for {', '.join(sorted(typos))}, which is not in methods {self.methods} (options "
+                             f"are keyed by the method's full name, e.g. ft_unit:conv1)")
+            self.options = {m: o for m, o in self.options.items() if m in self.methods}
 
     @property
     def setting(self) -> str:

@@ -177,6 +177,7 @@ class Stream:
 @dataclass
 class FitResult:
     steps: int
+    #: step of the best validation evaluation; without validation, the last step
     best_step: int
     best_val_accuracy: float | None
     stopped_early: bool
@@ -389,7 +390,8 @@ class Engine:
         method.eval()
         if device.type != "cpu":
             method.to("cpu")  # results and evaluation stay device-agnostic
-        return FitResult(steps=state["step"], best_step=state["best_step"], best_val_accuracy=state["best_acc"],
+        best_step = state["best_step"] if state["best_acc"] is not None else state["step"]  # no validation: the last
+        return FitResult(steps=state["step"], best_step=best_step, best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
                          wall_s=time.perf_counter() - t0, history=history, val_accuracy=kept_acc)
 

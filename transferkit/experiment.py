@@ -785,7 +785,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             model = source_only_model(pretrained, data)
             report = evaluate_on(model, data.target.test)
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
-                   "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"],
+                   "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
                    "config_digest": job_digest(cfg, cls.name)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it

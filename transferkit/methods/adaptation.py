@@ -90,8 +90,9 @@ class AdaptationMethod(Method):
         loaded from (:func:`~transferkit.data.load_domain` records it in ``provenance``; every
         split keeps it), else the folder or file it was read from (``origin``: two image folders
         both named ``images`` differ), else its name (:func:`~transferkit.splits.dataset_name`:
-        ``mnist/val`` and ``mnist/train/unlabeled``). (``transferkit run`` gives these methods
-        no target validation split.)"""
+        ``mnist/val`` and ``mnist/train/unlabeled``). A validation domain recognisably cut from
+        neither is kept, with a warning that it may hold target labels. (``transferkit run``
+        gives these methods no target validation split.)"""
         def base(d):
             if d is None:
                 return None
@@ -104,6 +105,12 @@ class AdaptationMethod(Method):
                           "val= in Transfer.fit",
                           category=TransferkitWarning, stacklevel=2)
             val = None
+        elif val is not None and source is not None and base(val) != base(source):
+            warnings.warn(f"{self.name}: early stopping selects on the labels of val {val.name!r}, which is not "
+                          f"recognisably a split of the source {source.name!r}: if it holds target labels, this "
+                          f"unsupervised adaptation reads target labels after all (leave out val=, or give a split "
+                          f"of the source, e.g. transferkit.splits.split_domain(source).val)",
+                          category=TransferkitWarning, stacklevel=2)
         engine = make_engine("main")
         if self.lr_schedule is not None:
             engine.cfg = dataclasses.replace(engine.cfg, schedule=self.lr_schedule)

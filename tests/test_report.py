@@ -71,6 +71,18 @@ def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
     for command in ("report", "summary"):
         assert main([command, str(tmp_path / "half")]) == 2
         assert "holds 1 finished job(s) but is not finished; `transferkit run --resume" in capsys.readouterr().err
+    parent = tmp_path / "runs" / "mine"  # the folder of a config's runs, not a run
+    for stamp in ("20261201-101500-000001", "20261201-111500-000002"):
+        (parent / stamp).mkdir(parents=True)
+        (parent / stamp / "config.yaml").write_text("name: mine\n")
+    for command in ("report", "summary"):
+        assert main([command, str(parent)]) == 2
+        assert (f"holds runs, one directory each (20261201-101500-000001, 20261201-111500-000002): give one, e.g. "
+                f"{parent / '20261201-111500-000002'}") in capsys.readouterr().err
+    from transferkit.errors import TransferkitError
+    from transferkit.experiment import load_model
+    with pytest.raises(TransferkitError, match="is not a run directory .*holds runs, one directory each"):
+        load_model(parent, "finetune")
 
 
 def test_report_in_headless_chromium(bench_dir):
@@ -282,6 +294,6 @@ def test_tables_and_reports_name_the_class_subsets_of_the_run(tmp_path, capsys):
     assert main(["summary", str(tmp_path)]) == 0 and "Classes: target classes 5-9." in capsys.readouterr().out
     write_report(tmp_path, tmp_path / "out")
     for name in ("report.md", "report.html"):
-        assert "; target classes 5-9" in (tmp_path / "out" / name).read_text()
+        assert "mean ± standard error over seeds (n); target classes 5-9." in (tmp_path / "out" / name).read_text()
     (tmp_path / "results.json").write_text(json.dumps({"name": "x", "config": "not a mapping", "rows": rows}))
     assert main(["summary", str(tmp_path)]) == 0 and "Classes" not in capsys.readouterr().out

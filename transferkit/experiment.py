@@ -55,7 +55,7 @@ from .io import (
 from .methods import get_method
 from .methods.base import Method, check_options, trained_options
 from .methods.supervised import SourceOnly
-from .results import ROW_KEYS, write_results
+from .results import ROW_KEYS, unfinished_hint, write_results
 from .runtime import (
     barrier,
     cpu_kernels,
@@ -557,7 +557,8 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     (the class names of the job's result row; ``seed``: the config's first by default). The
     file is a pickle (``torch.load(weights_only=False)``): load only run directories you trust."""
     run_dir = Path(run_dir)
-    check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)")
+    check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)"
+                                               f"{unfinished_hint(run_dir)}")
     cfg = load_config(run_dir / "config.yaml")
     name = get_method(method).name
     check(seed is None or is_whole(seed), f"seed must be a whole number (a job's label-subset seed), got {seed!r}")

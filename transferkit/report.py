@@ -224,11 +224,12 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         ax2.set_ylabel("validation accuracy (%)")
         if ax2.lines:
             ax2.legend(fontsize=7)
-        else:  # select_on: none, no validation split
+        else:  # select_on: none, no validation split: no accuracy axis either
             ax2.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax2.transAxes)
+            ax2.set_yticks([])
             ax1.legend(fontsize=7)
         where = path.parent.relative_to(run_dir).as_posix()  # mnist-digits/s0: each uda pair has an s0/
-        where = "run" if where == "." else where
+        where = run_dir.name if where == "." else where
         fig.suptitle(f"training curves: {where}", fontsize=9)
         out.append((f"Training curves ({where}, first run of each method)", _png(fig)))
     return out
@@ -323,7 +324,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
         config += f"\n# {sub.relative_to(run_dir)}\n" + sub.read_text()
     title = f"transferkit report: {data.get('name', run_dir.name)}"
     subsets = class_subsets(data.get("config") if isinstance(data.get("config"), dict) else None)
-    note = metric_note(rows) + (f"; {subsets}" if subsets else "")
+    note = metric_note(rows)[:-1] + (f"; {subsets}." if subsets else ".")
 
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)

@@ -24,10 +24,17 @@ ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s
 
 
 def unfinished_hint(run_dir: Path) -> str:
-    """What to do with a run or benchmark directory that has finished jobs but no results."""
+    """What to do with a run or benchmark directory that has finished jobs but no results, or
+    with the folder of a config's runs (``runs/NAME``: one timestamped directory per run)."""
     n = len(list((Path(run_dir) / "jobs").glob("*.json")))
-    return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` (or "
-            f"`transferkit bench NAME --resume {run_dir}`) completes it and writes the results") if n else ""
+    if n:
+        return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` "
+                f"(or `transferkit bench NAME --resume {run_dir}`) completes it and writes the results")
+    runs = sorted(p.parent.name for p in Path(run_dir).glob("*/config.yaml")) if Path(run_dir).is_dir() else []
+    if runs:
+        shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")
+        return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {Path(run_dir) / runs[-1]}"
+    return ""
 
 
 def read_results(path: str | Path) -> dict:

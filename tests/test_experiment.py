@@ -151,8 +151,12 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
         load_config(None, ["k=[1"])
     both = ["methods=[dann, coral]", "options={dann: {weight: 0.3}, coral: {weight: 2}}"]
     assert load_config(None, both + ["methods=[dann]", "options.coral=null"]).options == {"dann": {"weight": 0.3}}
-    assert load_config(None, both + ["methods=[dann]"]).options == {"dann": {"weight": 0.3}}  # coral's: left out
-    assert load_config(None, both + ["methods=[mmd]"]).options == {}
+    kept = {"dann": {"weight": 0.3}, "coral": {"weight": 2}}  # coral's options stay for a run that includes it
+    for narrowed in ("methods=[dann]", "methods=[mmd]"):
+        assert load_config(None, both + [narrowed]).options == kept
+    with pytest.raises(TransferkitError, match=r"options for ft_unit:cnv1, which is not in methods .*: options are "
+                                               r"keyed by the method's full name \(ft_unit:conv1\)"):
+        load_config(None, ["methods=[ft_unit:conv1]", "options={ft_unit:cnv1: {lr_mult: 2}}"])
     with pytest.raises(TransferkitError, match="unknown method 'mcd'"):  # not "options for dann, which is not in"
         load_config(None, both + ["methods=[source_only, mcd]"])
     assert load_config(None, both + ["options={dann: {weight: 1}}"]).options == {"dann": {"weight": 1}}
@@ -172,7 +176,7 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     ("pretrain.steps=0", "config pretrain: steps must be >= 1, got 0"),
     ("methods=[finetune,finetune]", "methods lists finetune more than once"),
     ("options=5", "options must map a method name"),
-    ("options.finetun.lr=1", "options for finetun, which is not in methods"),
+    ("options.finetun.lr=1", "options for finetun, which names no method: unknown method 'finetun'"),
     ("name=../../elsewhere", "name '../../elsewhere' names the run's folder under out_dir"),
     ("name=..", "no '/'"),
     ("methods=[1]", "methods must be a list of method names"),
@@ -945,7 +949,8 @@ def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_can
     digits = load_domain("digits", size=28)
     src, tgt = digits.select_classes(range(8)), digits.select_classes([6, 7, 8, 9])
     tiny = {"steps": 2, "eval_every": 1}
-    with pytest.warns(TransferkitWarning, match=r"unlabeled domain .* names classes the source lacks \(\['8', '9'\]\)"):
+    with pytest.warns(TransferkitWarning, match=r"unlabeled domain .* names classes the source has no image of "
+                                                r"\(\['8', '9'\]\)"):
         model = Transfer("mcc", train=tiny, pretrain=tiny).fit(source=src, unlabeled=tgt)
     x = src.images[:6]
     for bad, message in ((torch.full((6,), -1), r"labels out of range \[0, 7\] \(found -1..-1\): they are positions"),
@@ -958,9 +963,20 @@ def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_can
     with pytest.warns(TransferkitWarning, match="early stopping selects on the labels of val 'mine', which is not "
                                                 "recognisably a split of the source"):
         Transfer("mcc", train=tiny, pretrain=tiny).fit(source=src, unlabeled=tgt, val=other)
+    import warnings
+
+    from transferkit.splits import split_domain
+    with warnings.catch_warnings():  # a split of the source is the source's validation: no warning
+        warnings.simplefilter("error", TransferkitWarning)
+        for source in (src, Domain("mine", src.images.clone(), src.labels.clone(), src.class_names)):
+            parts = split_domain(source)
+            Transfer("mcc", train=tiny, pretrain=tiny).fit(source=parts.train, unlabeled=digits.select_classes([6, 7]),
+                                                           val=parts.val)
     model.net_.reset_classifier(0)  # the fitted network changed under the model
     with pytest.raises(TransferkitError, match="the model gives 64 outputs for its 8 classes: its head was changed"):
         model.predict(x)
     with pytest.raises(TransferkitError, match=r"labels out of range \[0, 4\] \(found 0..7\): 5 class_names for labels "
                                                r"up to 7"):
         Domain("few", src.images[:40], src.labels[:40], src.class_names[:5])
+    with pytest.raises(TransferkitError, match=r"\(found 1..8\): they look 1-based; class ids start at 0, subtract 1"):
+        Domain("one-based", src.images[:40], src.labels[:40].clamp(0, 7) + 1, src.class_names)

@@ -147,9 +147,10 @@ class Transfer:
         for name in cls.streams:  # before any pre-training
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
         if target is None and unlabeled is not None and source is not None:
-            unseen = [c for c in unlabeled.class_names if c not in set(source.class_names)]
+            seen = {source.class_names[i] for i in source.present_classes()}  # its labels are real, unlabeled's not
+            unseen = [c for c in unlabeled.class_names if c not in seen]
             if unseen:
-                warnings.warn(f"fit: the unlabeled domain {unlabeled.name!r} names classes the source lacks "
+                warnings.warn(f"fit: the unlabeled domain {unlabeled.name!r} names classes the source has no image of "
                               f"({unseen[:10]}); without target= the model predicts the source's classes only, and "
                               f"images of those classes will be given one of them (with target=, whose classes it "
                               f"then predicts and whose labels it does not read, they are refused before training)",
@@ -270,14 +271,15 @@ class Transfer:
             check(not isinstance(domain, Domain), "score: give a Domain, or images and labels, not both")
             check(hasattr(self, "classes_"), "call fit before score")
             labels = torch.as_tensor(labels)
+            check(not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool,
+                  f"score: labels must be integer class ids, got {labels.dtype}")
+            if labels.numel():  # before predicting: no image is scored for labels that cannot be right
+                lo, hi = int(labels.min()), int(labels.max())
+                check(lo >= 0 and hi < len(self.classes_), f"score: labels out of range [0, {len(self.classes_) - 1}]"
+                                                           f" (found {lo}..{hi}): they are positions in classes_")
             pred = self.predict(domain)
             check(labels.shape == pred.shape, f"score: {len(pred)} images but labels of shape {tuple(labels.shape)}")
             check(len(pred) > 0, "score: no images")
-            check(not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool,
-                  f"score: labels must be integer class ids, got {labels.dtype}")
-            lo, hi = int(labels.min()), int(labels.max())
-            check(lo >= 0 and hi < len(self.classes_), f"score: labels out of range [0, {len(self.classes_) - 1}] "
-                                                       f"(found {lo}..{hi}): they are positions in classes_")
             return float((pred == labels.to(pred.device)).float().mean())
         self._check_classes(domain)
         check(len(domain) > 0, f"score: domain {domain.name!r} is empty")

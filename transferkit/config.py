@@ -104,20 +104,20 @@ class ExperimentConfig:
         check(isinstance(self.options, dict) and all(isinstance(v, dict) for v in self.options.values()),
               "options must map a method name to its keyword arguments, e.g. options: {dann: {weight: 0.1}}")
         stray = sorted(set(self.options) - set(self.methods))
-        if stray:  # options of a method this run leaves out (--set methods=... narrowed it) are dropped; a key
-            from .errors import UnknownNameError  # that names no method is a typo
+        if stray:  # options of a method this run leaves out (--set methods=... narrowed it) are kept for the runs
+            from .errors import UnknownNameError  # that include it; a key that names no method is a typo
             from .methods import get_method  # (here: the registry imports every method family)
             for m in self.methods:
                 get_method(m)  # an unknown method in methods is the error to name first
-            typos = [m for m in stray if any(n.startswith(f"{m}:") for n in self.methods)]  # ft_unit for ft_unit:x
-            for m in stray:
+            base = lambda name: name.split(":", 1)[0]  # noqa: E731
+            for m in stray:  # ft_unit, or ft_unit:cnv1, beside ft_unit:conv1: the full name, misspelt
+                near = [n for n in self.methods if ":" in n and base(n) == base(m)]
+                check(not near, f"options for {m}, which is not in methods {self.methods}: options are keyed by the "
+                                f"method's full name ({', '.join(near)})")
                 try:
                     get_method(m)
-                except UnknownNameError:
-                    typos.append(m)
-            check(not typos, f"options for {', '.join(sorted(typos))}, which is not in methods {self.methods} (options "
-                             f"are keyed by the method's full name, e.g. ft_unit:conv1)")
-            self.options = {m: o for m, o in self.options.items() if m in self.methods}
+                except UnknownNameError as e:
+                    raise TransferkitError(f"options for {m}, which names no method: {e}") from None
 
     @property
     def setting(self) -> str:

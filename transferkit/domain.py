@@ -173,7 +173,9 @@ class Domain:
             lo, hi = int(y.min()), int(y.max())
             check(lo >= 0 and hi < len(self.class_names),
                   f"domain {self.name!r}: labels out of range [0, {len(self.class_names) - 1}] "
-                  f"(found {lo}..{hi})" + (f": {len(self.class_names)} class_names for labels up to {hi}, one "
+                  f"(found {lo}..{hi})" + (": they look 1-based; class ids start at 0, subtract 1"
+                                           if lo == 1 and hi == len(self.class_names) else
+                                           f": {len(self.class_names)} class_names for labels up to {hi}, one "
                                            f"name per class id is needed" if lo >= 0 else ""))
         if self.groups is not None:
             try:

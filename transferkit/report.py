@@ -227,6 +227,7 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         else:  # select_on: none, no validation split: no accuracy axis either
             ax2.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax2.transAxes)
             ax2.set_yticks([])
+            ax2.set_ylabel("")
             ax1.legend(fontsize=7)
         where = path.parent.relative_to(run_dir).as_posix()  # mnist-digits/s0: each uda pair has an s0/
         where = run_dir.name if where == "." else where

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from .engine import TrainConfig
-from .errors import TransferkitError, check
+from .errors import TransferkitError, UnknownNameError, check
 from .fields import check_fields, from_dict
 from .runtime import check_device_name, env_int
 
@@ -105,8 +105,8 @@ class ExperimentConfig:
               "options must map a method name to its keyword arguments, e.g. options: {dann: {weight: 0.1}}")
         stray = sorted(set(self.options) - set(self.methods))
         if stray:  # options of a method this run leaves out (--set methods=... narrowed it) are kept for the runs
-            from .errors import UnknownNameError  # that include it; a key that names no method is a typo
-            from .methods import get_method  # (here: the registry imports every method family)
+            from .methods import get_method  # that include it; a key that names no method is a typo (imported
+            # here: the registry imports every method family)
             for m in self.methods:
                 get_method(m)  # an unknown method in methods is the error to name first
             base = lambda name: name.split(":", 1)[0]  # noqa: E731

@@ -273,8 +273,9 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
 HEADER = ["method", "source", "target", "setting", "target accuracy (%)", "n", "wall s", "peak MiB"]
 
 
-def metric_note(rows: list[dict]) -> str:
-    """What the accuracy column holds, from the rows themselves."""
+def metric_note(rows: list[dict], config: dict | None = None) -> str:
+    """What the accuracy column holds, from the rows themselves, and the class subsets of
+    the run's ``config`` (:func:`~transferkit.results.class_subsets`)."""
     splits = {r.get("split", "test") for r in rows}
     what = ("target validation accuracy" if splits == {"val"} else "target test accuracy" if splits <= {"test"}
             else "target accuracy on the split each row names (validation or test)")
@@ -286,6 +287,8 @@ def metric_note(rows: list[dict]) -> str:
         also.append("retrieval rows (i2t, t2i): Recall@1")
     if any("ci95" in r for r in rows):
         also.append("a row over episodes: its 95 % interval")
+    if class_subsets(config):
+        also.append(class_subsets(config))
     return (f"the accuracy column is {what}, mean ± standard error over seeds (n)"
             + (f"; {'; '.join(also)}" if also else "") + ".")
 CHECK_IMAGES = """<script>
@@ -324,8 +327,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
         config += f"\n# {sub.relative_to(run_dir)}\n" + sub.read_text()
     title = f"transferkit report: {data.get('name', run_dir.name)}"
-    subsets = class_subsets(data.get("config") if isinstance(data.get("config"), dict) else None)
-    note = metric_note(rows)[:-1] + (f"; {subsets}." if subsets else ".")
+    note = metric_note(rows, data.get("config") if isinstance(data.get("config"), dict) else None)
 
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)

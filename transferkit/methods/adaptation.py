@@ -45,9 +45,8 @@ def resolve_layers(net, layers: Sequence[str] | str | None, default: Sequence[st
 
 def layer_size(net, name: str) -> int:
     """Flattened size of one tapped activation (from the backbone's unit output shapes)."""
-    if name in (EMBEDDING, "head"):  # known without a dry run of the network
-        return net.embed_dim if name == EMBEDDING or net.num_classes == 0 else net.num_classes  # no classifier:
-        # the head passes the embedding on
+    if name in (EMBEDDING, "head"):  # known without a dry run; a head without classifier passes the embedding on
+        return net.embed_dim if name == EMBEDDING or net.num_classes == 0 else net.num_classes
     return math.prod(net.unit_output_shapes()[name])
 
 

@@ -1,3 +1,4 @@
+import re
 from collections import OrderedDict
 
 import pytest
@@ -503,3 +504,21 @@ def test_a_too_small_input_names_the_smallest_size_the_backbone_takes():
             build_backbone(name, num_classes=3, in_channels=1, image_size=(8, 40))  # the short side decides
         net = build_backbone(name, num_classes=3, in_channels=1, image_size=16)
         assert net(torch.zeros(1, 1, 16, 16)).shape == (1, 3)
+
+
+def test_an_input_the_network_cannot_take_is_named_with_the_shape_it_was_built_for():
+    import numpy as np
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    calls = (net, net.forward_features, lambda x: net.forward_features(x, ["conv1", "fc1"]))
+    for call in calls:
+        with pytest.raises(TransferkitError, match=r"lenet: takes a torch tensor N x C x H x W, got a numpy.ndarray "
+                                                   r"\(torch.as_tensor\(x\).float\(\), or Transfer.predict"):
+            call(np.zeros((2, 1, 28, 28), np.float32))  # was torch's TypeError, listing conv2d's signatures
+        for shape in ((2, 3, 28, 28), (2, 1, 32, 32), (1, 28, 28)):
+            with pytest.raises(TransferkitError, match=rf"got input of shape {re.escape(str(shape))}; the network was "
+                                                       r"built for N x 1 x 28 x 28 \(RuntimeError: "):
+                call(torch.zeros(shape))
+    wide = build_backbone("resnet18", num_classes=3, in_channels=3, image_size=32)
+    assert wide(torch.zeros(1, 3, 48, 48)).shape == (1, 3)  # another size that the units take is not refused
+    with pytest.raises(KeyError, match="unknown unit 'nope'"):
+        net.forward_features(torch.zeros(1, 1, 28, 28), ["nope"])  # other errors pass through unchanged

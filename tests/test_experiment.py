@@ -950,8 +950,9 @@ def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_can
     src, tgt = digits.select_classes(range(8)), digits.select_classes([6, 7, 8, 9])
     tiny = {"steps": 2, "eval_every": 1}
     with pytest.warns(TransferkitWarning, match=r"unlabeled domain .* names classes the source has no image of "
-                                                r"\(\['8', '9'\]\)"):
+                                                r"\(\['8', '9'\]\)") as caught:
         model = Transfer("mcc", train=tiny, pretrain=tiny).fit(source=src, unlabeled=tgt)
+    assert {w.filename for w in caught} == {__file__}  # the user's line, not the library's
     x = src.images[:6]
     for bad, message in ((torch.full((6,), -1), r"labels out of range \[0, 7\] \(found -1..-1\): they are positions"),
                          (torch.full((6,), 8), r"out of range \[0, 7\] \(found 8..8\)"),
@@ -961,8 +962,9 @@ def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_can
     assert 0.0 <= model.score(x, src.labels[:6]) <= 1.0
     other = Domain("mine", src.images[:50].clone(), src.labels[:50].clone(), src.class_names)  # not from the source
     with pytest.warns(TransferkitWarning, match="early stopping selects on the labels of val 'mine', which is not "
-                                                "recognisably a split of the source"):
+                                                "recognisably a split of the source") as caught:
         Transfer("mcc", train=tiny, pretrain=tiny).fit(source=src, unlabeled=tgt, val=other)
+    assert {w.filename for w in caught} == {__file__}
     import warnings
 
     from transferkit.splits import split_domain

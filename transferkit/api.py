@@ -20,7 +20,7 @@ from .backbones import UnitNet, build_backbone, reinitialise
 from .config import load_config
 from .domain import Domain, image_batch
 from .engine import Engine, TrainConfig
-from .errors import TransferkitError, TransferkitWarning, check, torch_seed
+from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
 from .evaluate import classification_report, predict_logits
 from .experiment import (
     build_method,
@@ -150,11 +150,10 @@ class Transfer:
             seen = {source.class_names[i] for i in source.present_classes()}  # its labels are real, unlabeled's not
             unseen = [c for c in unlabeled.class_names if c not in seen]
             if unseen:
-                warnings.warn(f"fit: the unlabeled domain {unlabeled.name!r} names classes the source has no image of "
-                              f"({unseen[:10]}); without target= the model predicts the source's classes only, and "
-                              f"images of those classes will be given one of them (with target=, whose classes it "
-                              f"then predicts and whose labels it does not read, they are refused before training)",
-                              category=TransferkitWarning, stacklevel=3)
+                warn(f"fit: the unlabeled domain {unlabeled.name!r} names classes the source has no image of "
+                     f"({unseen[:10]}); without target= the model predicts the source's classes only, and "
+                     f"images of those classes will be given one of them (with target=, whose classes it "
+                     f"then predicts and whose labels it does not read, they are refused before training)")
         pretrains = cls.needs_pretrained and not given_net
         if source_val is not None:
             check(pretrains, f"fit: source_val is the validation split of the source pre-training, but "

@@ -184,10 +184,35 @@ class UnitNet(nn.Module):
             return L + 1
         return self._feature_index(where)
 
+    def _input_problem(self, x) -> str | None:
+        """What is wrong with an input the first unit could not take, if it is the input."""
+        if not isinstance(x, torch.Tensor):
+            kind = type(x).__name__ if type(x).__module__ == "builtins" else f"{type(x).__module__}.{type(x).__name__}"
+            return (f"takes a torch tensor N x C x H x W, got a {kind} (torch.as_tensor(x).float(), "
+                    f"or Transfer.predict, which takes NumPy arrays)")
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            return (f"got input of shape {tuple(x.shape)}; the network was built for N x "
+                    f"{' x '.join(map(str, self.input_shape))}")
+        return None
+
+    def _named_input_errors(self, run, x):
+        try:
+            return run()
+        except torch.OutOfMemoryError:
+            raise
+        except (TypeError, RuntimeError) as e:
+            problem = self._input_problem(x)
+            if problem is None:
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise TransferkitError(f"{self.name}: {problem} ({type(e).__name__}: {first})") from e
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self._modules["units"].values():
-            x = m(x)
-        return self.head(self.pool(x))
+        def run(h=x):
+            for m in self._modules["units"].values():
+                h = m(h)
+            return self.head(self.pool(h))
+        return self._named_input_errors(run, x)
 
     def forward_units(self, h: torch.Tensor, start: str | int = 0, stop: str | int | None = None):
         """Run units ``start`` (inclusive) to ``stop`` (exclusive; ``None``: through the head).
@@ -216,7 +241,10 @@ class UnitNet(nn.Module):
         needed for the deepest requested layer are run.
         """
         if layers is None:
-            return self.forward_units(x, 0, EMBEDDING)
+            return self._named_input_errors(lambda: self.forward_units(x, 0, EMBEDDING), x)
+        return self._named_input_errors(lambda: self._activations(x, layers), x)
+
+    def _activations(self, x: torch.Tensor, layers: Sequence[str] | str) -> dict[str, torch.Tensor]:
         names = [layers] if isinstance(layers, str) else list(layers)
         want: dict[int, list[str]] = {}
         for n in names:

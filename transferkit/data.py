@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 
 from . import shifts as _shifts
 from .domain import Domain
-from .errors import TransferkitWarning, UnknownNameError, check, is_whole
+from .errors import UnknownNameError, check, is_whole, warn
 from .io import atomic_write, cache_dir, relative_hint
 
 CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
@@ -263,8 +262,8 @@ def _write_cache(path: Path, arrays: dict) -> None:
     try:
         atomic_write(path, write)
     except OSError as e:
-        warnings.warn(f"cannot write the cache {path} ({e}); set TRANSFERKIT_CACHE to a writable "
-                      "directory to keep built domains", category=TransferkitWarning, stacklevel=3)
+        warn(f"cannot write the cache {path} ({e}); set TRANSFERKIT_CACHE to a writable "
+             "directory to keep built domains")
 
 
 # ---- registry ------------------------------------------------------------------------------

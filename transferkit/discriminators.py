@@ -30,14 +30,13 @@ Losses (sigmoid outputs ``d^s``, ``d^t`` of the last layer; source labelled 1):
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, warn
 
 #: depth of the fully connected tail after the multi-layer part, per backbone
 #: (seed 000 Table 5: two 500x500 layers for convnet4; Table 8: one for lenet)
@@ -96,12 +95,11 @@ class MultiLayerDiscriminator(nn.Module):
         kw.setdefault("tail_depth", TAIL_DEPTH.get(getattr(net, "name", ""), 2))
         first = _fc_weights(sizes, kw.get("combine", "sum"))
         if first > LARGE_DISCRIMINATOR:
-            warnings.warn(f"the multi-layer discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} "
-                          f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
-                          f"gradients and optimiser state): eq. 2 maps each tapped activation to the next one's size "
-                          f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head]) or "
-                          f"use the convolutional one of seed 000 Table 6 (discriminator: conv)",
-                          category=TransferkitWarning, stacklevel=3)
+            warn(f"the multi-layer discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} "
+                 f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
+                 f"gradients and optimiser state): eq. 2 maps each tapped activation to the next one's size "
+                 f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head]) or "
+                 f"use the convolutional one of seed 000 Table 6 (discriminator: conv)")
         return cls(sizes, **kw)
 
     def layer_input_sizes(self) -> list[int]:

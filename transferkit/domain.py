@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import TransferkitError, TransferkitWarning, check, is_whole
+from .errors import TransferkitError, check, is_whole, warn
 
 
 def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,10 +102,9 @@ def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[i
     near = [(c, loose[str(c).strip().casefold()]) for c, s in zip(target_classes, mapping)
             if s is None and str(c).strip().casefold() in loose]
     if near:
-        warnings.warn(f"target class(es) {[c for c, _ in near][:10]} differ from the source's "
-                      f"{[s for _, s in near][:10]} only in case or spaces; class names match exactly, so they "
-                      f"count as new classes (rename them to share the source's classifier rows)",
-                      category=TransferkitWarning, stacklevel=2)
+        warn(f"target class(es) {[c for c, _ in near][:10]} differ from the source's "
+             f"{[s for _, s in near][:10]} only in case or spaces; class names match exactly, so they "
+             f"count as new classes (rename them to share the source's classifier rows)")
     return mapping
 
 

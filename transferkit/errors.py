@@ -1,6 +1,9 @@
 """User-facing errors: the CLI prints these without a traceback and exits with code 2."""
 
 import numbers
+import os
+import sys
+import warnings
 
 
 class TransferkitError(Exception):
@@ -10,6 +13,18 @@ class TransferkitError(Exception):
 class TransferkitWarning(UserWarning):
     """transferkit's own warnings (a UserWarning: filters and ``pytest.warns(UserWarning)``
     catch them as before); the CLI prints them as one line."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`TransferkitWarning` attributed to the first caller outside transferkit (the
+    user's line, as pandas does), whatever depth of the library it comes from."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, TransferkitWarning, stacklevel=level - 1 if frame is None else level)
 
 
 class UnknownNameError(TransferkitError, KeyError):

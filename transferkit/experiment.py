@@ -36,7 +36,7 @@ from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
 from .domain import Domain, head_mapping
 from .engine import Engine, TrainConfig
-from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole
+from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
@@ -361,9 +361,9 @@ def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domai
         counts = target.train.class_counts()
         smallest = int(counts[counts > 0].min())
         if smallest < cfg.ratio:
-            warnings.warn(f"ratio {cfg.ratio}: the smallest class of {target.train.name!r} has "
-                          f"{smallest} training images; those classes keep all of theirs "
-                          f"(the rows' n_labeled says how many were used)", category=TransferkitWarning, stacklevel=2)
+            warn(f"ratio {cfg.ratio}: the smallest class of {target.train.name!r} has "
+                 f"{smallest} training images; those classes keep all of theirs "
+                 f"(the rows' n_labeled says how many were used)")
         labeled = subsample_per_class(target.train, cfg.ratio, seed)
         return labeled, target.train
     return target.train, target.train
@@ -521,9 +521,8 @@ def _without_unseen_validation(method, domains: dict) -> dict:
         seen = present(source)
     if present(val) <= seen:
         return domains
-    warnings.warn(f"{method.name}: the validation split holds classes the source lacks (unseen ones); it is "
-                  f"not used, training runs its whole budget (select_on: source_val selects on seen classes)",
-                  category=TransferkitWarning, stacklevel=3)
+    warn(f"{method.name}: the validation split holds classes the source lacks (unseen ones); it is "
+         f"not used, training runs its whole budget (select_on: source_val selects on seen classes)")
     return {**domains, "val": None}
 
 
@@ -593,9 +592,8 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     if row.is_file():
         model.classes_ = list(read_job(row, ("class_names",))["class_names"])
     else:  # saved, then stopped before its row: the job did not finish (a resume trains it again)
-        warnings.warn(f"{row} does not exist: the job stopped after saving {path.name} and before its result "
-                      f"row, so the model's classes_ are not known (a resume trains the job again)",
-                      category=TransferkitWarning, stacklevel=2)
+        warn(f"{row} does not exist: the job stopped after saving {path.name} and before its result "
+             f"row, so the model's classes_ are not known (a resume trains the job again)")
     return model.eval()
 
 
@@ -653,8 +651,7 @@ def _save_evaluated(path: Path, method, job: str) -> None:
         save_model(path, method)
     except Exception as e:
         path.unlink(missing_ok=True)  # not an older run's model
-        warnings.warn(f"{job}: the trained model is not saved ({type(e).__name__}: {e})",
-                      category=TransferkitWarning, stacklevel=2)
+        warn(f"{job}: the trained model is not saved ({type(e).__name__}: {e})")
 
 
 def _finish_row(job: Path, row: dict, report: dict, class_names: list[str]) -> dict:
@@ -893,11 +890,10 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, options, e) from e
     if unselected:  # once every method is known to run
-        warnings.warn(f"{', '.join(unselected)} read{'s' if len(unselected) == 1 else ''} no target label, so "
-                      f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "
-                      f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
-                      f"budget (set select_on: none or source_val to say so)",
-                      category=TransferkitWarning, stacklevel=2)
+        warn(f"{', '.join(unselected)} read{'s' if len(unselected) == 1 else ''} no target label, so "
+             f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "
+             f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
+             f"budget (set select_on: none or source_val to say so)")
 
 
 def method_error(cls, options: dict, error: Exception) -> TransferkitError:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .errors import TransferkitWarning, check
+from .errors import TransferkitWarning, check, warn
 from .io import read_job, read_json, write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -107,8 +107,7 @@ def portable_kernels() -> dict:
     variable already set by the user is kept. Returns the variables in force; raises when
     torch already chose wider kernels, and warns (no effect) on a CPU that is not x86-64."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        warnings.warn(f"portable kernels pin x86 kernels; this CPU is {platform.machine()}: no effect",
-                      category=TransferkitWarning, stacklevel=2)
+        warn(f"portable kernels pin x86 kernels; this CPU is {platform.machine()}: no effect")
         return {}
     for key, value in PORTABLE_KERNELS.items():
         os.environ.setdefault(key, value)

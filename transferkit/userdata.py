@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .domain import RANGE_TOL, Domain
-from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, warn
 from .io import relative_hint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
@@ -24,8 +23,8 @@ def _warn_if_dark(x: torch.Tensor, where: str, hint: str) -> None:
     """Warn when the brightest pixel of a whole domain is at most 16 of 255: its values were
     almost surely stored in a narrower range than the file's type (``hint`` says which)."""
     if x.numel() and float(x.max()) <= DARK + 1e-6:
-        warnings.warn(f"{where}: no pixel of any image is brighter than {float(x.max()) * 255:.3g} of 255: the "
-                      f"images load almost black; {hint}", category=TransferkitWarning, stacklevel=3)
+        warn(f"{where}: no pixel of any image is brighter than {float(x.max()) * 255:.3g} of 255: the "
+             f"images load almost black; {hint}")
 
 
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
@@ -40,10 +39,9 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
     check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders; expected "
                             f"one sub-folder per class (e.g. {root}/cat/001.png)")
     if set(classes) & {"train", "val", "valid", "validation", "test"} and len(classes) <= 3:
-        warnings.warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each class "
-                      f"folder's sub-folders become groups, like the frames of a video); for a dataset split "
-                      f"into train/val/test folders give one of them, e.g. folder:{root / classes[0]}",
-                      category=TransferkitWarning, stacklevel=2)
+        warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each class "
+             f"folder's sub-folders become groups, like the frames of a video); for a dataset split "
+             f"into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
     files, empty = [], []
     for label, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*")
@@ -276,19 +274,18 @@ def load_npz(path: str | os.PathLike) -> Domain:
         check(len(set(names)) == len(names), f"{where}: class_names are not unique")
         empty = [names[i] for i in sorted(set(range(len(names))) - set(y.tolist()))]
         if empty:  # a head output no image trains; per-class accuracy None for it
-            warnings.warn(f"{where}: no image has the class(es) {empty[:10]}{'...' if len(empty) > 10 else ''} of "
-                          f"class_names; they stay classes with no image (leave them out with "
-                          f"source_classes / target_classes)", category=TransferkitWarning, stacklevel=2)
+            warn(f"{where}: no image has the class(es) {empty[:10]}{'...' if len(empty) > 10 else ''} of "
+                 f"class_names; they stay classes with no image (leave them out with "
+                 f"source_classes / target_classes)")
     else:
         check(n_classes <= n, f"{where}: labels go up to {n_classes - 1} for {n} images, so most classes "
                               f"would be empty; give 'class_names' or number the classes 0..C-1")
         names = [str(i) for i in range(n_classes)]
         empty = sorted(set(range(n_classes)) - set(y.tolist()))
         if empty:
-            warnings.warn(f"{where}: no image has label(s) {empty[:10]}{'...' if len(empty) > 10 else ''}; "
-                          f"without 'class_names' the classes are the ids 0..{n_classes - 1}, so "
-                          f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)",
-                          category=TransferkitWarning, stacklevel=2)
+            warn(f"{where}: no image has label(s) {empty[:10]}{'...' if len(empty) > 10 else ''}; "
+                 f"without 'class_names' the classes are the ids 0..{n_classes - 1}, so "
+                 f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)")
     groups = _int_vector(data["groups"], "groups", n, where) if "groups" in data else None
     return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}"})
 

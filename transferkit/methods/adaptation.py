@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import TransferkitWarning, check
+from ..errors import check, warn
 from ..losses import entropy
 from ..splits import dataset_name
 from .base import Method
@@ -99,17 +98,15 @@ class AdaptationMethod(Method):
             return (d.provenance.get("spec") or (origin if origin.startswith(("folder:", "npz:")) else None)
                     or dataset_name(d.name))
         if val is not None and base(val) == base(unlabeled) != base(source):
-            warnings.warn(f"{self.name}: ignoring the labelled target validation split for model selection "
-                          "(unsupervised adaptation); set select_on: none or source_val in a run, or leave out "
-                          "val= in Transfer.fit",
-                          category=TransferkitWarning, stacklevel=2)
+            warn(f"{self.name}: ignoring the labelled target validation split for model selection "
+                 "(unsupervised adaptation); set select_on: none or source_val in a run, or leave out "
+                 "val= in Transfer.fit")
             val = None
         elif val is not None and source is not None and base(val) != base(source):
-            warnings.warn(f"{self.name}: early stopping selects on the labels of val {val.name!r}, which is not "
-                          f"recognisably a split of the source {source.name!r}: if it holds target labels, this "
-                          f"unsupervised adaptation reads target labels after all (leave out val=, or give a split "
-                          f"of the source, e.g. transferkit.splits.split_domain(source).val)",
-                          category=TransferkitWarning, stacklevel=2)
+            warn(f"{self.name}: early stopping selects on the labels of val {val.name!r}, which is not "
+                 f"recognisably a split of the source {source.name!r}: if it holds target labels, this "
+                 f"unsupervised adaptation reads target labels after all (leave out val=, or give a split "
+                 f"of the source, e.g. transferkit.splits.split_domain(source).val)")
         engine = make_engine("main")
         if self.lr_schedule is not None:
             engine.cfg = dataclasses.replace(engine.cfg, schedule=self.lr_schedule)

@@ -25,7 +25,6 @@ concatenated for single discriminators); discriminator sizes come from the backb
 from __future__ import annotations
 
 import copy
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +38,7 @@ from ..discriminators import (
     inverted_label_loss,
     multilayer_discriminator,
 )
-from ..errors import TransferkitWarning, check
+from ..errors import check, warn
 from ..losses import dann_lambda, frozen_call, grad_reverse
 from .adaptation import AdaptationMethod, flat_cat, layer_size, resolve_layers
 from .base import register
@@ -57,11 +56,10 @@ def _beta1(name: str, beta1):
 def _mlp_for(net, layers, hidden: int, depth: int) -> MLPDiscriminator:
     size = sum(layer_size(net, n) for n in layers)
     if size * hidden > LARGE_DISCRIMINATOR:
-        warnings.warn(f"the domain discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} has "
-                      f"over {size * hidden / 1e6:.0f} M weights in its first layer ({size} inputs x {hidden}; "
-                      f"{size * hidden * 4 / 2**30:.1f} GiB in float32, before gradients and optimiser state): "
-                      f"tap a smaller activation with `layers` (e.g. [embedding]) or lower `hidden`",
-                      category=TransferkitWarning, stacklevel=3)
+        warn(f"the domain discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} has "
+             f"over {size * hidden / 1e6:.0f} M weights in its first layer ({size} inputs x {hidden}; "
+             f"{size * hidden * 4 / 2**30:.1f} GiB in float32, before gradients and optimiser state): "
+             f"tap a smaller activation with `layers` (e.g. [embedding]) or lower `hidden`")
     return MLPDiscriminator(size, hidden=hidden, depth=depth)
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn as nn
 
 from ..discriminators import LARGE_DISCRIMINATOR, MLPDiscriminator, discriminator_loss
-from ..errors import TransferkitWarning, check
+from ..errors import check, warn
 from ..losses import dann_lambda, difference_loss, grad_reverse, scale_invariant_mse
 from ..runtime import gathered
 from .adaptation import AdaptationMethod
@@ -72,10 +71,9 @@ class DSN(AdaptationMethod):
         self.decoder = SharedDecoder(d, net.input_shape, hidden)
         extra = sum(p.numel() for m in (self.private_source, self.private_target, self.decoder) for p in m.parameters())
         if extra > LARGE_DISCRIMINATOR:  # their linear layers grow with the image: 281 M weights at 224 x 224
-            warnings.warn(f"dsn's private encoders and decoder have {extra / 1e6:.0f} M weights on "
-                          f"{tuple(net.input_shape)} images ({extra * 16 / 2**30:.1f} GiB in float32 with "
-                          f"gradients and Adam's state); they map whole images, so they suit small inputs",
-                          category=TransferkitWarning, stacklevel=2)
+            warn(f"dsn's private encoders and decoder have {extra / 1e6:.0f} M weights on "
+                 f"{tuple(net.input_shape)} images ({extra * 16 / 2**30:.1f} GiB in float32 with "
+                 f"gradients and Adam's state); they map whole images, so they suit small inputs")
         self.discriminator = MLPDiscriminator(d, hidden=hidden, depth=2)
 
     def losses(self, batch):

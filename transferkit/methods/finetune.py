@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import functools
 import time
-import warnings
 
 import torch
 import torch.nn as nn
 
 from ..backbones import HEAD
 from ..engine import FitResult
-from ..errors import TransferkitWarning, check
+from ..errors import check, warn
 from .base import Method, register, register_prefix
 
 
@@ -257,9 +256,8 @@ def add_scale_shift(net, units: list[str], kernel: bool = False) -> list[nn.Modu
                 m.scale_shift = KernelScaleShift(m)
             else:
                 if kernel and conv:  # e.g. timm's Conv2dSame, whose own forward pads: scaling its kernels here
-                    warnings.warn(f"ft_ss: unit {name!r} has a {type(m).__name__}, not an nn.Conv1d/2d/3d; it gets "
-                                  f"one scale per output channel instead of one per kernel",
-                                  category=TransferkitWarning, stacklevel=3)
+                    warn(f"ft_ss: unit {name!r} has a {type(m).__name__}, not an nn.Conv1d/2d/3d; it gets "
+                         f"one scale per output channel instead of one per kernel")
                 if attention:
                     m.scale_shift = ScaleShift(m.embed_dim, last_dim=True)
                     m.register_forward_hook(_attention_scale_shift_hook)

@@ -12,7 +12,6 @@ best on validation.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ import torch.nn as nn
 from ..backbones import evaluating
 from ..domain import image_batch
 from ..engine import FitResult
-from ..errors import TransferkitWarning, check
+from ..errors import check, warn
 from ..frozen import frozen_activations
 from .base import Method, register
 
@@ -133,8 +132,7 @@ class Tap(Method):
         on_val = val is not None and len(val) > 0
         sel = val if on_val else target
         if not on_val:
-            warnings.warn("tap: no validation set; the unit and classifier are picked on training accuracy",
-                          category=TransferkitWarning, stacklevel=2)
+            warn("tap: no validation set; the unit and classifier are picked on training accuracy")
         f_train = unit_features(self.net, target.images, self.units)
         f_sel = unit_features(self.net, sel.images, self.units) if on_val else f_train
         scores, heads = {}, {}

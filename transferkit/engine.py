@@ -590,9 +590,10 @@ def _other_size(net, domains: dict) -> str:
         with evaluating(net), torch.no_grad():
             for d in odd.values():
                 net(d.images[:1].to(ref.device))
-    except RuntimeError as e:
-        raise TransferkitError(f"{text} and cannot take them ({e}): resize them (Domain.to_format(size=...)) or "
-                               f"build the backbone for their size (image_size=...)") from e
+    except (RuntimeError, TransferkitError) as e:  # a UnitNet names the input: the message here says more
+        raise TransferkitError(f"{text} and cannot take them ({e.__cause__ or e}): resize them "
+                               f"(Domain.to_format(size=...)) or build the backbone for their size "
+                               f"(image_size=...)") from e
     return text
 
 

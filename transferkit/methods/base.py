@@ -469,12 +469,13 @@ class Method(nn.Module):
         shape = getattr(self.net, "input_shape", None)
         try:
             return score()
-        except RuntimeError as e:
-            if shape is None or tuple(images.shape[1:]) == tuple(shape) or isinstance(e, torch.OutOfMemoryError) \
-                    or "memory" in str(e):
+        except (RuntimeError, TransferkitError) as e:
+            cause = e.__cause__ if isinstance(e, TransferkitError) else e  # a UnitNet's named input error
+            if not isinstance(cause, RuntimeError) or shape is None or tuple(images.shape[1:]) == tuple(shape) \
+                    or isinstance(cause, torch.OutOfMemoryError) or "memory" in str(cause):
                 raise
             raise TransferkitError(f"logits: the network was built for {tuple(shape)} images and fails on "
-                                   f"{tuple(images.shape[1:])} ({str(e).splitlines()[0]}): resize them") from e
+                                   f"{tuple(images.shape[1:])} ({str(cause).splitlines()[0]}): resize them") from cause
 
     def plain_net(self, *entry_points: str) -> bool:
         """``self.net`` is a :class:`UnitNet` whose ``entry_points`` (method names) are UnitNet's

@@ -405,6 +405,19 @@ def test_a_method_from_outside_the_package_runs_from_the_cli(tmp_path, capsys, m
     assert code == 2 and "TRANSFERKIT_PLUGINS names module 'no_such_module_here'" in err
 
 
+def test_a_backbone_from_outside_the_package_runs_with_built_in_methods(tmp_path, capsys, monkeypatch):
+    (tmp_path / "outside_backbones.py").write_text(
+        "from transferkit.backbones import BACKBONES, lenet\n\n"
+        "BACKBONES['my_lenet'] = lenet\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("transferkit.backbones.BACKBONES", dict(__import__("transferkit").backbones.BACKBONES))
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "outside_backbones")
+    code, out, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                             "methods=[finetune]", "--set", "backbone=my_lenet", "--set",
+                             f"out_dir={tmp_path / 'runs'}", *TINY)
+    assert code == 0 and "| finetune |" in out, err  # was: unknown backbone (plugins loaded for methods only)
+
+
 def test_methods_a_config_cannot_feed_say_what_they_need(tmp_path, capsys):
     for method, message in (("clip", "one caption per source class"), ("distill", "not from a config"),
                             ("cat_two_stage", "not from a config")):

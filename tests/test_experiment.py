@@ -10,9 +10,10 @@ import torch
 from transferkit.api import Transfer
 from transferkit.backbones import build_backbone
 from transferkit.config import ExperimentConfig, load_config
+from transferkit.domain import Domain
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, TransferkitWarning
-from transferkit.experiment import head_mapping, retarget_head, run_experiment
+from transferkit.experiment import head_mapping, prepare_domains, retarget_head, run_experiment
 from transferkit.splits import sample_k_shot, split_domain
 
 TINY_PRE = TrainConfig(steps=20, eval_every=10)
@@ -266,7 +267,10 @@ def test_sklearn_like_api():
         model.predict(digits.test.images[:5, :, :20, :20])
     with pytest.raises(TransferkitError, match=r"look channels-last.*permute\(0, 3, 1, 2\)"):
         model.predict(digits.test.images[:5].permute(0, 2, 3, 1))
-    with pytest.raises(TransferkitError, match="fit without target= predicts the source's classes"):
+    with pytest.raises(TransferkitError, match=r"look channels-last.*use images.transpose\(0, 3, 1, 2\)"):
+        model.predict(digits.test.images[:5].permute(0, 2, 3, 1).numpy())  # NumPy has no permute
+    with pytest.raises(TransferkitError, match="the model predicts the classes it was fitted on: score on a domain "
+                                               "with these class names"):
         model.score(digits.test.select_classes([0, 1]))
     small = Transfer("target_only", train=TrainConfig(steps=2, batch_size=8)).fit(
         target=labeled.select_classes(["3", "1"]))
@@ -505,7 +509,7 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
         as_bytes = (test.images[:4] * 255).round().to(torch.uint8)
         assert torch.allclose(model.logits(as_bytes), model.logits(as_bytes.float() / 255))
         assert torch.equal(model.logits(test.images[:4].numpy()), model.logits(test.images[:4]))
-        for bad, message in ((test.images[:2] * 255, r"values must lie in \[0, 1\], found .*divide by 255"),
+        for bad, message in ((test.images[:2] * 255, r"values must lie in \[0, 1\], found .*full range: 255"),
                              (test.images[:2].repeat(1, 3, 1, 1), r"the channels the network was built for\), got"),
                              (test.images[:2].permute(0, 2, 3, 1), "look channels-last")):
             with pytest.raises(TransferkitError, match=message):
@@ -982,3 +986,47 @@ def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_can
         Domain("few", src.images[:40], src.labels[:40], src.class_names[:5])
     with pytest.raises(TransferkitError, match=r"\(found 1..8\): they look 1-based; class ids start at 0, subtract 1"):
         Domain("one-based", src.images[:40], src.labels[:40].clamp(0, 7) + 1, src.class_names)
+
+
+def test_transfer_names_a_backbone_that_is_no_name_an_ignored_source_and_classes_matched_by_number(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from transferkit.data import load_domain
+    for bad, message in ((build_backbone("lenet", 3), r"backbone must be the name of a registered backbone .*got a "
+                                                      r"UnitNet; give your own network to fit\(net=...\)"),
+                         ("lenett", "unknown backbone 'lenett'; known: convnet4, convnet7, lenet, resnet18")):
+        with pytest.raises(TransferkitError, match=message):
+            Transfer("finetune", backbone=bad)  # was: at fit, with the module's whole repr
+    digits = load_domain("digits", size=28)
+    src, tgt = digits.select_classes(range(5)), digits.select_classes(range(5, 10))
+    tiny = {"steps": 2, "eval_every": 1}
+    fresh = build_backbone("lenet", num_classes=5)
+    with pytest.warns(TransferkitWarning, match="with net= there is no pre-training: method 'linear_probe' starts "
+                                                "from net as it is and reads source= only for the names"):
+        Transfer("linear_probe", train=tiny).fit(target=tgt, source=src, net=fresh)
+    x = (digits.images * 255).round().to(torch.uint8).numpy()
+    y = digits.labels.numpy()
+    np.savez(tmp_path / "s.npz", x=x[y < 5], y=y[y < 5])
+    np.savez(tmp_path / "t.npz", x=x[y >= 5], y=y[y >= 5] - 5)  # digits 5-9 numbered 0-4
+    np.savez(tmp_path / "tn.npz", x=x[y >= 5], y=y[y >= 5] - 5, class_names=np.array(list("56789")))
+    s, t = load_domain(f"npz:{tmp_path / 's.npz'}"), load_domain(f"npz:{tmp_path / 't.npz'}")
+    with pytest.warns(TransferkitWarning, match=r"the source '.*s.npz' and the target '.*t.npz' both number their classes \(no "
+                                                r"class_names\), so target class\(es\) \['0', '1', '2', '3', '4'\] "
+                                                r"are taken to be the source's"):
+        Transfer("finetune", train=tiny, pretrain=tiny).fit(target=t, source=s)
+    with pytest.warns(TransferkitWarning, match="both number their classes"):
+        prepare_domains(ExperimentConfig(source=f"npz:{tmp_path / 's.npz'}", target=f"npz:{tmp_path / 't.npz'}"))
+    with warnings.catch_warnings():  # named classes, or one file split into source and target: no warning
+        warnings.simplefilter("error", TransferkitWarning)
+        Transfer("finetune", train=tiny, pretrain=tiny).fit(target=load_domain(f"npz:{tmp_path / 'tn.npz'}"),
+                                                            source=s)
+        prepare_domains(ExperimentConfig(source=f"npz:{tmp_path / 's.npz'}", target=f"npz:{tmp_path / 's.npz'}",
+                                         source_classes="0-2", target_classes="3-4"))
+    with pytest.warns(TransferkitWarning, match=r"domain 'raw': the uint8 images go up to 16 of 255, so they load "
+                                                r"almost black .*images.float\(\) / 16"):
+        Domain("raw", torch.full((4, 1, 8, 8), 16, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    with pytest.raises(TransferkitError, match=r"found 0..16 \(divide by their full range: 255 for 8-bit pixels, 16 "
+                                               r"if that is their maximum"):
+        Domain("float16", torch.linspace(0, 16, 256).view(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), ["a", "b"])

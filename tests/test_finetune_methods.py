@@ -454,9 +454,9 @@ def test_flex_takes_a_seed_near_two_to_the_64():
     assert fit.steps >= 1  # seed * 1009 overflowed torch.manual_seed
 
 
-def test_scoring_a_domain_of_other_classes_says_fit_without_target_predicts_the_sources():
+def test_scoring_a_domain_of_other_classes_says_fit_with_them_as_target():
     src = toy_domain(16, classes=4)
     model = Transfer("source_only", backbone="lenet", train=TrainConfig(steps=1, batch_size=8)).fit(source=src)
     other = toy_domain(8, classes=3)
-    with pytest.raises(TransferkitError, match="pass the target to fit"):
+    with pytest.raises(TransferkitError, match="to predict other classes, fit with them as target="):
         model.score(other)

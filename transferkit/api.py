@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .backbones import UnitNet, build_backbone, reinitialise
+from .backbones import UnitNet, build_backbone, check_backbone, reinitialise
 from .config import load_config
-from .domain import Domain, image_batch
+from .domain import Domain, image_batch, warn_numbered_match
 from .engine import Engine, TrainConfig
 from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
 from .evaluate import classification_report, predict_logits
@@ -53,6 +53,7 @@ class Transfer:
                  pretrain: TrainConfig | None = None, seed: int = 0, **options):
         self.method_cls = get_method(method)
         check_options(self.method_cls, options)  # a misspelt option now, with the known ones, not at fit
+        check_backbone(backbone)
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, TrainConfig(steps=600), "pretrain")
@@ -155,6 +156,12 @@ class Transfer:
                      f"images of those classes will be given one of them (with target=, whose classes it "
                      f"then predicts and whose labels it does not read, they are refused before training)")
         pretrains = cls.needs_pretrained and not given_net
+        if given_net and cls.needs_pretrained and source is not None and "source" not in cls.streams:
+            warn(f"fit: with net= there is no pre-training: method {cls.name!r} starts from net as it is and reads "
+                 f"source= only for the names of its head's classes; leave out net= to pre-train a "
+                 f"{self.backbone} on the source first")
+        if source is not None and target is not None:
+            warn_numbered_match(source, target)
         if source_val is not None:
             check(pretrains, f"fit: source_val is the validation split of the source pre-training, but "
                              f"{'net= is given' if given_net else f'method {cls.name!r} does not pre-train'}: "
@@ -259,8 +266,9 @@ class Transfer:
         if set(fitted) <= set(given):  # a subset, or the same classes in another order
             hint = f"score on those classes, in this order: domain.select_classes({fitted!r})"
         else:
-            hint = ("fit without target= predicts the source's classes; pass the target to fit to predict its "
-                    "classes: methods without target labels do not read them")
+            hint = ("the model predicts the classes it was fitted on: score on a domain with these class names "
+                    "(the same classes under other names: rename them in the Domain); to predict other classes, "
+                    "fit with them as target= (methods without target labels do not read its labels)")
         raise TransferkitError(f"domain {domain.name!r} has classes {given}, the fitted model {fitted} ({hint})")
 
     def score(self, domain, labels=None) -> float:

@@ -683,11 +683,25 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
+def check_backbone(name) -> None:
+    """Refuse what names no registered backbone, after importing the modules of
+    ``$TRANSFERKIT_PLUGINS``, which may register their own in :data:`BACKBONES`."""
+    if not isinstance(name, str):
+        raise TransferkitError(f"backbone must be the name of a registered backbone ({', '.join(sorted(BACKBONES))}), "
+                               f"got a {type(name).__name__}; give your own network to fit(net=...) (cut into units "
+                               f"with from_sequential / from_modules), or register a builder in BACKBONES")
+    if name not in BACKBONES:
+        from .methods.base import load_outside_families
+
+        load_outside_families()
+    if name not in BACKBONES:
+        raise UnknownNameError("backbone", name, BACKBONES)
+
+
 def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size=28,
                    head: str = "linear", **kw) -> UnitNet:
     """Build a registered backbone; ``head`` picks the classifier kind, ``kw`` go to the builder."""
-    if name not in BACKBONES:
-        raise UnknownNameError("backbone", name, BACKBONES)
+    check_backbone(name)
     fn = BACKBONES[name]
     fixed = ("num_classes", "in_channels", "image_size")
     known = [p for p in inspect.signature(fn).parameters if p not in fixed]

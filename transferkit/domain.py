@@ -37,6 +37,10 @@ def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 RANGE_TOL = 1e-4
 
 
+#: a uint8 batch whose brightest pixel is at most this was stored in a narrower range than 0-255
+DARK_UINT8 = 16
+
+
 def looks_channels_last(x: torch.Tensor) -> bool:
     """An ``N x H x W x C`` batch (C of 1, 3 or 4) that would be read as ``N x C x H x W``."""
     return x.dim() == 4 and x.shape[1] not in (1, 3, 4) and x.shape[2] > 4 and x.shape[3] in (1, 3, 4)
@@ -47,7 +51,9 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
     converted). ``shape``: the ``(C, H, W)`` the model was fitted or built for; a batch that
     is that shape channels-last is named, and the channels (``exact``: the whole shape) must
     match."""
+    transpose = "images.permute(0, 3, 1, 2)"
     if isinstance(images, np.ndarray):
+        transpose = "images.transpose(0, 3, 1, 2)"  # NumPy's name for it
         check(images.dtype.kind in "biuf", f"{who}: images must be numbers, got a numpy array of dtype {images.dtype}")
         native = images.dtype.newbyteorder("=")  # from_numpy takes neither other byte orders nor flipped views
         images = torch.from_numpy(np.ascontiguousarray(images).astype(native, copy=False))
@@ -59,7 +65,7 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
         nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]
         check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == shape),
               f"{who}: images of shape {tuple(images.shape)} look channels-last (N x H x W x C); the model takes "
-              f"{want}: use images.permute(0, 3, 1, 2)")
+              f"{want}: use {transpose}")
         fits = images.dim() == 4 and (tuple(images.shape[1:]) == shape if exact else images.shape[1] == shape[0])
         what = "the shape fit saw" if exact else "the channels the network was built for"
         hint = (f"; image files: transferkit.read_images(paths, size={shape[1]}, channels={shape[0]}), a domain: "
@@ -86,9 +92,10 @@ def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
         check(bool(torch.isfinite(x).all()), f"{what}: images contain NaN or infinite values")
     if x.numel():
         lo, hi = (float(v) for v in torch.aminmax(x))
-        check(lo >= -RANGE_TOL and hi <= 1 + RANGE_TOL,
-              f"{what}: image values must lie in [0, 1], found {lo:g}..{hi:g}"
-              f"{' (0-255 pixels? divide by 255 or pass uint8)' if hi > 2 else ''}")
+        scale = (f" (divide by their full range: 255 for 8-bit pixels, {hi:g} if that is their maximum; or pass "
+                 f"uint8 0-255)" if hi > 2 else "")
+        check(lo >= -RANGE_TOL and hi <= 1 + RANGE_TOL, f"{what}: image values must lie in [0, 1], found {lo:g}..{hi:g}"
+                                                        f"{scale}")
     return x
 
 
@@ -106,6 +113,21 @@ def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[i
              f"{[s for _, s in near][:10]} only in case or spaces; class names match exactly, so they "
              f"count as new classes (rename them to share the source's classifier rows)")
     return mapping
+
+
+def warn_numbered_match(source: Domain, target: Domain) -> None:
+    """Warn when two domains of other origins both number their classes (npz files without
+    ``class_names``): their classes are matched by those numbers, right only if class ``i``
+    of one is class ``i`` of the other."""
+    numbered = [d.provenance.get("numbered_classes") for d in (source, target)]
+    if not all(numbered) or source.provenance.get("origin") == target.provenance.get("origin"):
+        return
+    shared = [c for c in target.class_names if c in set(source.class_names)]
+    if shared:
+        warn(f"the source {source.name!r} and the target {target.name!r} both number their classes (no class_names), "
+             f"so target class(es) {shared[:10]}{'...' if len(shared) > 10 else ''} are taken to be the source's "
+             f"classes of those numbers (sharing their classifier rows); if they are other classes, name them "
+             f"(class_names in the npz files)")
 
 
 @dataclass(eq=False, repr=False)  # compared by identity (tensors have no truth value); a short repr
@@ -140,6 +162,9 @@ class Domain:
         check(y.dim() == 1 and y.shape[0] == x.shape[0],
               f"domain {self.name!r}: labels must be a 1-D tensor with one label per image "
               f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
+        if x.dtype == torch.uint8 and x.numel() and int(x.max()) <= DARK_UINT8:
+            warn(f"domain {self.name!r}: the uint8 images go up to {int(x.max())} of 255, so they load almost black "
+                 f"(uint8 is read as 0-255): pass floats in [0, 1], e.g. images.float() / {int(x.max()) or 1}")
         self.images = x = as_images(x, f"domain {self.name!r}")
         if y.is_floating_point():
             check(bool(y.isfinite().all()), f"domain {self.name!r}: labels contain NaN or infinite values")

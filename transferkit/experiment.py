@@ -31,12 +31,12 @@ import torch
 import yaml
 
 from . import __version__
-from .backbones import BACKBONES, build_backbone
+from .backbones import build_backbone, check_backbone
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import has_colour_shift, load_domain
-from .domain import Domain, head_mapping
+from .domain import Domain, head_mapping, warn_numbered_match
 from .engine import Engine, TrainConfig
-from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
+from .errors import TransferkitError, TransferkitWarning, check, is_whole, warn
 from .evaluate import classification_report, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
@@ -96,6 +96,7 @@ def prepare_domains(cfg: ExperimentConfig) -> Prepared:
     # never share an image between one's training and the other's test split
     source = narrowed(split_domain(src), cfg.source_classes)
     target = narrowed(split_domain(tgt), cfg.target_classes)
+    warn_numbered_match(source.train, target.train)
     check(target.train.num_classes >= 2,
           f"the target {cfg.target!r} has one class ({target.train.class_names}"
           f"{f', target_classes {cfg.target_classes!r}' if cfg.target_classes is not None else ''}): every model "
@@ -705,8 +706,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files."""
     methods = [get_method(m) for m in cfg.methods]  # unknown names and options fail before any work
-    if cfg.backbone not in BACKBONES:  # (after get_method: it imports plugins, which may add backbones)
-        raise UnknownNameError("backbone", cfg.backbone, BACKBONES)
+    check_backbone(cfg.backbone)  # plugins may register backbones
     for cls in methods:
         check_options(cls, cfg.options.get(cls.name, {}))  # a misspelt name, with the known ones
         try:

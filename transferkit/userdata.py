@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .domain import RANGE_TOL, Domain
+from .domain import DARK_UINT8, RANGE_TOL, Domain
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .io import relative_hint
 
@@ -16,7 +16,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 # ---- image folders -----------------------------------------------------------------------
-DARK = 16 / 255  # a 12-bit image in a 16-bit file tops out here; 0/1 integer masks at 1/255
+DARK = DARK_UINT8 / 255  # a 12-bit image in a 16-bit file tops out here; 0/1 integer masks at 1/255
 
 
 def _warn_if_dark(x: torch.Tensor, where: str, hint: str) -> None:
@@ -211,7 +211,8 @@ def _images_float(x: np.ndarray, where: str) -> torch.Tensor:
     check(x.size == 0 or bool(np.isfinite(x).all()), f"{where}: 'x' contains NaN or infinite values")
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     check(lo >= -1e-3 and hi <= 1 + 1e-3, f"{where}: float images must be in [0, 1] (found "
-                                          f"{lo:.3g}..{hi:.3g}); store uint8 0..255 or divide by 255")
+                                          f"{lo:.3g}..{hi:.3g}); divide by their full range (255 for 8-bit "
+                                          f"pixels, {hi:.3g} if that is their maximum) or store uint8 0..255")
     return torch.from_numpy(np.clip(x, 0, 1).astype(np.float32))
 
 
@@ -287,7 +288,8 @@ def load_npz(path: str | os.PathLike) -> Domain:
                  f"without 'class_names' the classes are the ids 0..{n_classes - 1}, so "
                  f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)")
     groups = _int_vector(data["groups"], "groups", n, where) if "groups" in data else None
-    return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}"})
+    numbered = {} if "class_names" in data else {"numbered_classes": True}  # warn_numbered_match reads it
+    return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}", **numbered})
 
 
 # ---- torchvision --------------------------------------------------------------------------------

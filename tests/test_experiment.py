@@ -1012,9 +1012,9 @@ def test_transfer_names_a_backbone_that_is_no_name_an_ignored_source_and_classes
     np.savez(tmp_path / "t.npz", x=x[y >= 5], y=y[y >= 5] - 5)  # digits 5-9 numbered 0-4
     np.savez(tmp_path / "tn.npz", x=x[y >= 5], y=y[y >= 5] - 5, class_names=np.array(list("56789")))
     s, t = load_domain(f"npz:{tmp_path / 's.npz'}"), load_domain(f"npz:{tmp_path / 't.npz'}")
-    with pytest.warns(TransferkitWarning, match=r"the source '.*s.npz' and the target '.*t.npz' both number their classes \(no "
-                                                r"class_names\), so target class\(es\) \['0', '1', '2', '3', '4'\] "
-                                                r"are taken to be the source's"):
+    with pytest.warns(TransferkitWarning, match=r"the source '.*s.npz' and the target '.*t.npz' both number their "
+                                                r"classes \(no class_names\), so target class\(es\) \['0', '1', '2', "
+                                                r"'3', '4'\] are taken to be the source's"):
         Transfer("finetune", train=tiny, pretrain=tiny).fit(target=t, source=s)
     with pytest.warns(TransferkitWarning, match="both number their classes"):
         prepare_domains(ExperimentConfig(source=f"npz:{tmp_path / 's.npz'}", target=f"npz:{tmp_path / 't.npz'}"))
@@ -1030,3 +1030,28 @@ def test_transfer_names_a_backbone_that_is_no_name_an_ignored_source_and_classes
     with pytest.raises(TransferkitError, match=r"found 0..16 \(divide by their full range: 255 for 8-bit pixels, 16 "
                                                r"if that is their maximum"):
         Domain("float16", torch.linspace(0, 16, 256).view(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+
+
+def test_a_target_of_seen_and_new_classes_reports_seen_unseen_and_their_harmonic_mean(tmp_path):
+    from transferkit.experiment import seen_unseen_accuracy
+    got = seen_unseen_accuracy([1.0, 0.5, None, 0.0], ["a", "b", "c", "d"], ["a", "c"])
+    assert got == {"seen_accuracy": 1.0, "unseen_accuracy": 0.25, "h_accuracy": pytest.approx(0.4)}
+    assert seen_unseen_accuracy([1.0, 0.5], ["a", "b"], ["a", "b"]) == {}  # no new class: nothing to split
+    cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-6", k=2, repeats=2,
+                           methods=["linear_probe", "finetune"], pretrain=TINY_PRE,
+                           train=TrainConfig(steps=4, eval_every=2), out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a, **k: None)
+    for r in rows:
+        accs = dict(zip(r["class_names"], r["per_class_accuracy"]))
+        seen = [accs[c] for c in "0123456"]
+        unseen = [accs[c] for c in "789"]
+        assert r["seen_accuracy"] == pytest.approx(sum(seen) / 7) and r["unseen_accuracy"] == pytest.approx(
+            sum(unseen) / 3)
+    assert len(rows) == 4 and all(0 <= r["h_accuracy"] <= min(r["seen_accuracy"], r["unseen_accuracy"]) * 2
+                                  for r in rows)
+    table = (run_dir / "results.md").read_text()
+    assert "| seen / unseen classes: H (%) |" in table and "Classes: source classes 0-6." in table
+    summary = json.loads((run_dir / "results.json").read_text())["summary"]
+    tuned = next(s for s in summary if s["method"] == "finetune")
+    assert tuned["h_accuracy_mean"] == pytest.approx(sum(r["h_accuracy"] for r in rows if r["method"] == "finetune")
+                                                     / 2)

@@ -639,7 +639,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
-    row = _finish_row(job, row, report, data.target.test.class_names)
+    row = _finish_row(job, row, report, data.target.test.class_names, _seen_classes(data))
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated
         shutil.rmtree(run_dir / "checkpoints" / job.stem, ignore_errors=True)
     return row
@@ -655,9 +655,31 @@ def _save_evaluated(path: Path, method, job: str) -> None:
         warn(f"{job}: the trained model is not saved ({type(e).__name__}: {e})")
 
 
-def _finish_row(job: Path, row: dict, report: dict, class_names: list[str]) -> dict:
+def _seen_classes(data: Prepared) -> list[str]:
+    """The source classes with training images: a target class among them is seen."""
+    return [data.source.train.class_names[i] for i in data.source.train.present_classes()]
+
+
+def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str]) -> dict:
+    """Generalised zero-shot's (and few-shot's) accuracies on a target of seen and new
+    classes, every target class a candidate: the mean per-class accuracy over the target
+    classes that ``seen`` names (``seen_accuracy``) and over the others (``unseen_accuracy``),
+    and their harmonic mean ``h_accuracy`` (seed 001's GZSL measure); classes without test
+    images are left out. ``{}`` unless the target has test images of both kinds."""
+    kinds = {True: [], False: []}
+    for name, acc in zip(class_names, per_class):
+        if acc is not None:
+            kinds[name in set(seen)].append(acc)
+    if not (kinds[True] and kinds[False]):
+        return {}
+    s, u = (sum(v) / len(v) for v in (kinds[True], kinds[False]))
+    return {"seen_accuracy": s, "unseen_accuracy": u, "h_accuracy": 0.0 if s + u == 0 else 2 * s * u / (s + u)}
+
+
+def _finish_row(job: Path, row: dict, report: dict, class_names: list[str], seen: list[str] = ()) -> dict:
     row["class_names"] = list(class_names)  # what the per-class accuracies and confusion rows are
     row["per_class_accuracy"] = report["per_class_accuracy"]
+    row.update(seen_unseen_accuracy(report["per_class_accuracy"], class_names, seen))
     row["confusion"] = report["confusion"]
     if "group_accuracy" in report:
         row["group_accuracy"] = report["group_accuracy"]
@@ -789,7 +811,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
-            rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names)))
+            rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names,
+                                                  _seen_classes(data))))
         else:
             todo.append((cls, seed))
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:

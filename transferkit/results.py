@@ -91,6 +91,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         if grouped:
             summary["group_accuracy_mean"], summary["group_accuracy_se"] = mean_se(grouped)
             summary["group_n"] = len(grouped)
+        if all(isinstance(r.get("h_accuracy"), Real) for r in rs):  # a target of seen and new classes
+            for key in ("seen_accuracy", "unseen_accuracy", "h_accuracy"):
+                summary[f"{key}_mean"], summary[f"{key}_se"] = mean_se(r[key] for r in rs)
         for key in extra_keys:
             values = [r[key] for r in rs if isinstance(r.get(key), Real) and not isinstance(r[key], bool)]  # not null
             if values:
@@ -127,19 +130,24 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
     rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
     line above the table names (the source and target columns name only the domains)."""
     grouped = any("group_accuracy_mean" in s for s in summary)
+    gzsl = any("h_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
     what = "target accuracy" if splits <= {"test"} else "target validation accuracy" if splits == {"val"} else \
         "target accuracy, validation or test: see each row's split"
     lines = [f"| method | source | target | setting | {what} (%) |"
-             + (" grouped accuracy (%) |" if grouped else "") + " n | wall s |",
-             "|---|---|---|---|---|" + ("---|" if grouped else "") + "---|---|"]
+             + (" grouped accuracy (%) |" if grouped else "")
+             + (" seen / unseen classes: H (%) |" if gzsl else "") + " n | wall s |",
+             "|---|---|---|---|---|" + ("---|" if grouped else "") + ("---|" if gzsl else "") + "---|---|"]
     for s in summary:
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
+        h = (f"{100 * s['seen_accuracy_mean']:.1f} / {100 * s['unseen_accuracy_mean']:.1f}: "
+             f"{format_mean_se(s['h_accuracy_mean'], s['h_accuracy_se'], s['n'])}" if "h_accuracy_mean" in s else "–")
         lines.append(f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
                      f"{md_cell(s['setting'])} | "
                      f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
-                     + (f" {group} |" if grouped else "") + f" {s['n']} | {s['wall_s']:.1f} |")
+                     + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
+                     + f" {s['n']} | {s['wall_s']:.1f} |")
     subsets = class_subsets(config)
     return (f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
 

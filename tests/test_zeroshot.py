@@ -416,3 +416,21 @@ def test_zero_shot_fitted_without_a_target_predicts_ids_of_its_source_classes():
     assert int(alone.predict(src.images).max()) < 3
     both = Transfer("attribute_zsl", backbone="lenet", train=train).fit(source=src, target=src)
     assert alone.score(src) == both.score(src)
+
+
+def test_a_run_refuses_clip_class_names_other_than_the_targets_before_training(tmp_path, monkeypatch):
+    from transferkit import experiment
+    from transferkit.config import ExperimentConfig
+    from transferkit.methods import get_method
+    monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
+    clip = get_method("clip")
+    target = ["7", "8", "9"]
+    assert experiment.zero_shot_options(clip, {"class_names": [7, 8, 9]}, None, target)["class_names"] == target
+    for names in (["9", "8", "7"], ["7", "8"], ["7", "8", "9", "0"]):  # reordered, fewer, more: columns != labels
+        cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-6", target_classes="7-9",
+                               methods=["clip"], select_on="none", backbone="lenet", out_dir=str(tmp_path),
+                               options={"clip": {"captions": [f"digit {i}" for i in range(7)],
+                                                 "text_encoder": "hashing", "class_names": names}})
+        with pytest.raises(TransferkitError, match=r"method clip.*class_names .* is not the target's classes "
+                                                   r"\['7', '8', '9'\].*leave class_names out"):
+            experiment.run_experiment(cfg, log=lambda *a: None)

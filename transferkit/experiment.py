@@ -427,7 +427,8 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
                       target_classes: list[str] | None) -> dict:
     """Options of a method that scores class descriptions (``source_head = False``) for a
     transfer from ``source_classes`` to ``target_classes``. A CLIP-style method scores the
-    classes its ``class_names`` name: by default the target classes (by name). An attribute /
+    target classes, in their order: a ``class_names`` option that names others is refused
+    (its logit columns would be read as the target's label ids). An attribute /
     class-embedding method scores the rows of its description matrix; :func:`fit_for_target`
     matches classes to rows by name when the rows are named (built-in digit sets, or its
     ``class_names`` option); unnamed rows are class ids, so one list of class names must then
@@ -435,7 +436,15 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     if cls.source_head is not False or target_classes is None:
         return options
     if getattr(cls, "scores_class_names", False):
-        return options if "class_names" in options else {**options, "class_names": list(target_classes)}
+        given = options.get("class_names")
+        if given is not None and not isinstance(given, (list, tuple)):
+            return options  # not a list of names: the method itself says so
+        check(given is None or [str(c) for c in given] == list(target_classes),
+              f"its option class_names {given} is not the target's classes {list(target_classes)}: with a "
+              f"target, {cls.name} scores the target's classes in their order (its outputs are read as the target's "
+              f"label ids); leave class_names out and choose the classes by the target (target_classes in a config, "
+              f"target.select_classes(...) in Python)")
+        return {**options, "class_names": list(target_classes)}
     if cls.named_rows(options):
         return options
     shorter = min(len(source_classes or []), len(target_classes))

@@ -434,3 +434,26 @@ def test_a_run_refuses_clip_class_names_other_than_the_targets_before_training(t
         with pytest.raises(TransferkitError, match=r"method clip.*class_names .* is not the target's classes "
                                                    r"\['7', '8', '9'\].*leave class_names out"):
             experiment.run_experiment(cfg, log=lambda *a: None)
+
+
+def test_a_run_refuses_classes_without_a_description_before_its_first_job(tmp_path, monkeypatch):
+    import numpy as np
+
+    from transferkit import experiment
+    from transferkit.config import ExperimentConfig
+    names = ["zero", "one", "two", "seven", "eight"]
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "words.npz", x=rng.integers(0, 255, (50, 8, 8), dtype=np.uint8), y=np.arange(50) % 5,
+             class_names=np.array(names))
+    monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
+    own = [[1, 0], [0, 1], [1, 1]]
+    for options, match in (({}, r"\['zero', 'one', 'two', 'seven', 'eight'\] have no description.*built-in digit"),
+                           ({"class_embeddings": own, "class_names": names[:3]}, r"\['seven', 'eight'\] have no")):
+        cfg = ExperimentConfig(source=f"npz:{tmp_path / 'words.npz'}", target=f"npz:{tmp_path / 'words.npz'}",
+                               source_classes=names[:3], target_classes=names[3:], image_size=16,
+                               methods=["clip", "embedding_zsl"], select_on="none", backbone="lenet",
+                               out_dir=str(tmp_path / "runs"),
+                               options={"clip": {"captions": ["a", "b", "c"], "text_encoder": "hashing"},
+                                        "embedding_zsl": options})
+        with pytest.raises(TransferkitError, match=f"method embedding_zsl.*{match}"):
+            experiment.run_experiment(cfg, log=lambda *a: None)

@@ -431,8 +431,9 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     (its logit columns would be read as the target's label ids). An attribute /
     class-embedding method scores the rows of its description matrix; :func:`fit_for_target`
     matches classes to rows by name when the rows are named (built-in digit sets, or its
-    ``class_names`` option); unnamed rows are class ids, so one list of class names must then
-    begin the other (ids mean the same classes in both), else it is refused."""
+    ``class_names`` option), and a class without a row is refused here, before any job trains;
+    unnamed rows are class ids, so one list of class names must then begin the other (ids
+    mean the same classes in both), else it is refused."""
     if cls.source_head is not False or target_classes is None:
         return options
     if getattr(cls, "scores_class_names", False):
@@ -446,6 +447,7 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
               f"target.select_classes(...) in Python)")
         return {**options, "class_names": list(target_classes)}
     if cls.named_rows(options):
+        cls.check_described(options, [*(source_classes or []), *target_classes])
         return options
     shorter = min(len(source_classes or []), len(target_classes))
     check(source_classes is None or list(source_classes)[:shorter] == list(target_classes)[:shorter],

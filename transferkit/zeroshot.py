@@ -154,6 +154,27 @@ class _ClassDescriptionMethod(Method):
         digit set or a given ``class_names``."""
         return cls.built_in(options.get(cls.description_option)) or options.get("class_names") is not None
 
+    @classmethod
+    def option_row_names(cls, options: dict) -> list[str] | None:
+        """The class of each description row built with ``options`` (``None``: unnamed rows)."""
+        given = options.get("class_names")
+        if isinstance(given, (list, tuple)):
+            return [str(c) for c in given]
+        return [str(i) for i in range(10)] if given is None and cls.built_in(options.get(cls.description_option)) \
+            else None
+
+    @classmethod
+    def check_described(cls, options: dict, classes) -> None:
+        """Refuse, before any training, classes that no description row built with ``options``
+        describes (a run or ``Transfer`` matches classes to rows by name)."""
+        rows = cls.option_row_names(options)
+        missing = [c for c in dict.fromkeys(str(c) for c in classes) if rows is not None and c not in rows]
+        hint = (f"the built-in digit {cls.description_option} describe the digits 0-9: give a matrix with one row per "
+                f"class ({cls.description_option}) and the class of each row (class_names)"
+                if options.get("class_names") is None else "add their rows, or leave those classes out")
+        check(not missing, f"{cls.name}: the classes {missing[:10]} have no description (its rows describe "
+                           f"{rows[:10] if rows else rows}): {hint}")
+
     def __init__(self, net, num_classes: int, class_names=None, digit_descriptions: bool = False):
         super().__init__(net)
         self.register_buffer("candidates", torch.ones(num_classes, dtype=torch.bool))

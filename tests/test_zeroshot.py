@@ -457,3 +457,19 @@ def test_a_run_refuses_classes_without_a_description_before_its_first_job(tmp_pa
                                         "embedding_zsl": options})
         with pytest.raises(TransferkitError, match=f"method embedding_zsl.*{match}"):
             experiment.run_experiment(cfg, log=lambda *a: None)
+
+
+def test_a_bad_zero_shot_option_names_a_long_matrix_by_its_shape_not_its_values():
+    from transferkit import Transfer
+    from transferkit.experiment import method_error
+    a = torch.rand(10, 9).mul(0.8).add(0.1).tolist()
+    dom = Domain("d", torch.rand(20, 1, 28, 28), torch.arange(20) % 10, [str(i) for i in range(10)])
+    with pytest.raises(TransferkitError) as caught:
+        Transfer("attribute_zsl", backbone="lenet", attributes=a, metric="cosine").fit(source=dom)
+    message = str(caught.value)
+    assert "with options {'attributes': <list of 10 × 9>, 'metric': 'cosine'}: unknown attribute metric" in message
+    assert str(a[0][0]) not in message
+    e = method_error(type("M", (), {"name": "m"}), {"class_embeddings": torch.zeros(200, 384), "dim": 8,
+                                                     "class_names": ["a", "b"]}, ValueError("bad"))
+    assert str(e) == "method m with options {'class_embeddings': <Tensor of 200 × 384>, 'dim': 8, " \
+                     "'class_names': ['a', 'b']}: bad"

@@ -911,7 +911,29 @@ def method_error(cls, options: dict, error: Exception) -> TransferkitError:
     """``error`` (from building or checking method ``cls`` with ``options``) named with both."""
     why = str(error) if isinstance(error, (TransferkitError, TypeError, ValueError)) \
         else f"{type(error).__name__}: {error}"
-    return TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: {why}")
+    return TransferkitError(f"method {cls.name}{f' with options {_short(options)}' if options else ''}: {why}")
+
+
+def _short(value, limit: int = 80):
+    """``value`` for a message: a dict's values each shortened; a list, array or tensor whose
+    text is longer than ``limit`` characters as its kind and shape (``<list of 10 × 9>``)."""
+    if isinstance(value, dict):
+        return {k: _short(v, limit) for k, v in value.items()}
+    if not (isinstance(value, (list, tuple)) or hasattr(value, "shape")) or len(repr(value)) <= limit:
+        return value
+    shape, inner = list(getattr(value, "shape", ())), value
+    while not hasattr(value, "shape") and isinstance(inner, (list, tuple)):
+        shape.append(len(inner))
+        rows = {len(v) if isinstance(v, (list, tuple)) else -1 for v in inner}
+        inner = inner[0] if len(rows) == 1 and -1 not in rows else None
+    return _Bare(f"<{type(value).__name__} of {' × '.join(map(str, shape))}>")
+
+
+class _Bare(str):
+    """A string that a dict's repr shows without quotes."""
+
+    def __repr__(self):
+        return str(self)
 
 
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log) -> list[dict]:

@@ -434,7 +434,12 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     ``class_names`` option), and a class without a row is refused here, before any job trains;
     unnamed rows are class ids, so one list of class names must then begin the other (ids
     mean the same classes in both), else it is refused."""
-    if cls.source_head is not False or target_classes is None:
+    if cls.source_head is not False:
+        return options
+    if target_classes is None:  # Transfer.fit without a target reads the classes off the method before fitting it
+        check(not getattr(cls, "scores_class_names", False) or options.get("class_names") is not None,
+              f"fitted without a target domain, {cls.name} needs the option class_names (the classes it scores, "
+              f"e.g. those of the source's images), or fit it with target= (it scores the target's classes)")
         return options
     if getattr(cls, "scores_class_names", False):
         given = options.get("class_names")

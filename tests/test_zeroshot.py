@@ -473,3 +473,42 @@ def test_a_bad_zero_shot_option_names_a_long_matrix_by_its_shape_not_its_values(
                                                      "class_names": ["a", "b"]}, ValueError("bad"))
     assert str(e) == "method m with options {'class_embeddings': <Tensor of 200 × 384>, 'dim': 8, " \
                      "'class_names': ['a', 'b']}: bad"
+
+
+def test_description_matrices_load_from_files_and_class_names_embed_from_a_config(tmp_path, monkeypatch):
+    import numpy as np
+
+    from transferkit.experiment import zero_shot_options
+    from transferkit.text import class_text_embeddings
+    a = np.array([[0.2, 0.9, 0.0], [0.7, 0.1, 0.5], [1.0, 0.4, 0.3]])
+    np.save(tmp_path / "attrs.npy", a)
+    np.savetxt(tmp_path / "attrs.csv", a, delimiter=",")
+    np.savetxt(tmp_path / "attrs.txt", a)
+    monkeypatch.chdir(tmp_path)  # a relative path is read from the current directory, as npz: domains
+    for name in ("attrs.npy", "attrs.csv", str(tmp_path / "attrs.txt")):
+        m = AttributeZeroShot(tiny_net(3), attributes=name, class_names=["a", "b", "c"])
+        assert torch.allclose(m.class_attributes, torch.tensor(a, dtype=torch.float32))
+        e = EmbeddingZeroShot(tiny_net(3), class_embeddings=name, class_names=["a", "b", "c"])
+        assert torch.allclose(e.class_embeddings, torch.tensor(a, dtype=torch.float32))
+    np.save(tmp_path / "row.npy", a[0])
+    np.savetxt(tmp_path / "big.csv", a * 2, delimiter=",")
+    (tmp_path / "words.csv").write_text("a,b\n")
+    for name, match in (("missing.npy", r"attribute matrix file 'missing.npy' does not exist \(a relative path"),
+                        ("row.npy", r"'row.npy' holds an array of shape \(3,\): it must be classes x features"),
+                        ("big.csv", r"attribute matrix 'big.csv': attribute values must lie in \[0, 1\]"),
+                        ("words.csv", r"'words.csv' cannot be read as a matrix of numbers"),
+                        ("attrs.np", r"unknown digit attribute set .*'attrs.np'; known: strokes, strokes\+zones, "
+                                     r"zones")):
+        with pytest.raises(TransferkitError, match=match):
+            AttributeZeroShot(tiny_net(3), attributes=name)
+    with pytest.raises(TransferkitError, match="embeds the class names: give class_names"):
+        EmbeddingZeroShot(tiny_net(3), class_embeddings="text:hashing")
+    with pytest.raises(TransferkitError, match="class_embeddings 'txet': give a matrix, a .npy"):
+        EmbeddingZeroShot(tiny_net(3), class_embeddings="txet")
+    from transferkit.methods import get_method
+    options = zero_shot_options(get_method("embedding_zsl"), {"class_embeddings": "text:hashing"}, ["cat", "dog"],
+                                ["cow", "cat"])
+    assert options["class_names"] == ["cat", "dog", "cow"]
+    m = EmbeddingZeroShot(tiny_net(3), **options)
+    assert torch.equal(m.class_embeddings, class_text_embeddings(["cat", "dog", "cow"], "hashing"))
+    assert m.row_names == ["cat", "dog", "cow"]

@@ -431,11 +431,15 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     (its logit columns would be read as the target's label ids). An attribute /
     class-embedding method scores the rows of its description matrix; :func:`fit_for_target`
     matches classes to rows by name when the rows are named (built-in digit sets, or its
-    ``class_names`` option), and a class without a row is refused here, before any job trains;
+    ``class_names`` option; with ``class_embeddings: text`` by default the source's and the
+    target's classes), and a class without a row is refused here, before any job trains;
     unnamed rows are class ids, so one list of class names must then begin the other (ids
     mean the same classes in both), else it is refused."""
     if cls.source_head is not False:
         return options
+    if getattr(cls, "reads_class_text", lambda o: False)(options) and options.get("class_names") is None:
+        classes = [*(source_classes or []), *(target_classes or [])]  # embeds the classes' names
+        options = {**options, "class_names": list(dict.fromkeys(str(c) for c in classes))}
     if target_classes is None:  # Transfer.fit without a target reads the classes off the method before fitting it
         check(not getattr(cls, "scores_class_names", False) or options.get("class_names") is not None,
               f"fitted without a target domain, {cls.name} needs the option class_names (the classes it scores, "

@@ -91,7 +91,7 @@ def test_captions_and_prompts():
     assert all(("seven" in c or "7" in c) for c in (caps[0], caps[2])) and ("one" in caps[1] or "1" in caps[1])
     styled = make_captions(dom, kind="syndigits", styles={"font": [1, 10, 18], "photo": [True, False, True]})
     assert any("bold" in c or "serif" in c for c in styled)
-    prompts = prompt_texts(["7"])
+    prompts = prompt_texts(["7"], "digits")
     assert "a photo of the digit 7" in prompts[0] and "a photo of the digit seven" in prompts[0]
     emb = class_text_embeddings(["3", "7"], HashingEncoder(64))
     assert emb.shape == (2, 64) and torch.allclose(emb.norm(dim=1), torch.ones(2))
@@ -325,3 +325,45 @@ def test_class_names_that_embed_alike_are_refused_by_name():
         class_text_embeddings(["dog", "dog!", "cat"], "hashing")
     assert ClipMethod(tiny_net(3), text_encoder="hashing", class_names=["cat", "dog", "cow"]).class_names[0] == "cat"
     assert class_text_embeddings(["dog", "cat"], "hashing").shape[0] == 2
+
+
+def test_clip_and_text_defaults_suit_any_classes_not_only_digits():
+    from transferkit import Transfer
+    from transferkit.errors import TransferkitError
+    from transferkit.text import DIGIT_PROMPT_TEMPLATES, PROMPT_TEMPLATES
+    assert prompt_texts(["cat"]) == [[t.format("cat") for t in PROMPT_TEMPLATES]]
+    assert not any("digit" in t for t in PROMPT_TEMPLATES)
+    assert prompt_texts(["cat"], "digits")[0][0] == DIGIT_PROMPT_TEMPLATES[0].format("cat")
+    with pytest.raises(TransferkitError, match="'digit': a set's name \\(generic, digits\\)"):
+        prompt_texts(["cat"], "digit")
+    enc = HashingEncoder(64)
+    assert torch.equal(class_text_embeddings(["cat", "dog"], enc),
+                       class_text_embeddings(["cat", "dog"], enc, list(PROMPT_TEMPLATES)))
+    g = torch.Generator().manual_seed(0)
+    shapes = Domain("shapes", torch.rand(12, 1, 28, 28, generator=g), torch.arange(12) % 2, ["vertical bar", "blob"])
+    captioned = CaptionedDomain(shapes, [f"a {shapes.class_names[y]}" for y in shapes.labels.tolist()])
+    m = ClipMethod(tiny_net(10), captioned.captions, text_encoder=enc, templates="digits")
+    Engine(TrainConfig(steps=1, progress=False)).fit(m, source=captioned.domain)
+    assert m.class_names == ["vertical bar", "blob"] and m.scores(shapes.images).shape == (12, 2)
+    assert m.templates == DIGIT_PROMPT_TEMPLATES
+    with pytest.raises(TransferkitError, match="clip has no classes to score: give class_names"):
+        ClipMethod(tiny_net(10), ["a"], text_encoder=enc).scores(shapes.images)
+    with pytest.raises(TransferkitError, match="without a target domain, clip needs the option class_names"):
+        Transfer("clip", backbone="lenet", captions=captioned.captions, text_encoder="hashing").fit(
+            source=captioned.domain)
+    fitted = Transfer("clip", backbone="lenet", captions=captioned.captions, text_encoder="hashing",
+                      class_names=["vertical bar", "blob"], train=TrainConfig(steps=1, progress=False)).fit(
+        source=captioned.domain)
+    assert fitted.classes_ == ["vertical bar", "blob"]
+
+
+def test_the_zeroshot_bench_keeps_the_digit_classes_and_prompts_and_old_models_their_templates():
+    from transferkit.bench.zeroshot import _methods
+    from transferkit.text import DIGIT_PROMPT_TEMPLATES
+    for name in ("clip_infonce", "clip_triplet"):
+        m = _methods("hashing")[name](tiny_net(10), ["a"])
+        assert m.class_names == [str(i) for i in range(10)] and m.templates == DIGIT_PROMPT_TEMPLATES
+    old = ClipMethod(tiny_net(10), ["a"], text_encoder=HashingEncoder(16), class_names=["a", "b"])
+    del old.templates  # as a model pickled before templates were kept: its prompts were the digit ones
+    old.set_classes(["7", "8"])
+    assert old.templates == DIGIT_PROMPT_TEMPLATES

@@ -292,7 +292,7 @@ def test_early_stopping_scores_a_source_head_method_on_the_target_rows(monkeypat
 def test_a_clip_style_method_scores_the_target_classes_by_default():
     clip = get_method("clip")
     assert ex.zero_shot_options(clip, {}, ["a", "b"], ["b", "c"]) == {"class_names": ["b", "c"]}
-    assert ex.zero_shot_options(clip, {"class_names": ["z"]}, ["a"], ["b"]) == {"class_names": ["z"]}
+    assert ex.zero_shot_options(clip, {"class_names": ["z"]}, ["a"], None) == {"class_names": ["z"]}  # no target
 
 
 # -- the scikit-learn-like API -----------------------------------------------------------------

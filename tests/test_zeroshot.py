@@ -416,3 +416,99 @@ def test_zero_shot_fitted_without_a_target_predicts_ids_of_its_source_classes():
     assert int(alone.predict(src.images).max()) < 3
     both = Transfer("attribute_zsl", backbone="lenet", train=train).fit(source=src, target=src)
     assert alone.score(src) == both.score(src)
+
+
+def test_a_run_refuses_clip_class_names_other_than_the_targets_before_training(tmp_path, monkeypatch):
+    from transferkit import experiment
+    from transferkit.config import ExperimentConfig
+    from transferkit.methods import get_method
+    monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
+    clip = get_method("clip")
+    target = ["7", "8", "9"]
+    assert experiment.zero_shot_options(clip, {"class_names": [7, 8, 9]}, None, target)["class_names"] == target
+    for names in (["9", "8", "7"], ["7", "8"], ["7", "8", "9", "0"]):  # reordered, fewer, more: columns != labels
+        cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-6", target_classes="7-9",
+                               methods=["clip"], select_on="none", backbone="lenet", out_dir=str(tmp_path),
+                               options={"clip": {"captions": [f"digit {i}" for i in range(7)],
+                                                 "text_encoder": "hashing", "class_names": names}})
+        with pytest.raises(TransferkitError, match=r"method clip.*class_names .* is not the target's classes "
+                                                   r"\['7', '8', '9'\].*leave class_names out"):
+            experiment.run_experiment(cfg, log=lambda *a: None)
+
+
+def test_a_run_refuses_classes_without_a_description_before_its_first_job(tmp_path, monkeypatch):
+    import numpy as np
+
+    from transferkit import experiment
+    from transferkit.config import ExperimentConfig
+    names = ["zero", "one", "two", "seven", "eight"]
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "words.npz", x=rng.integers(0, 255, (50, 8, 8), dtype=np.uint8), y=np.arange(50) % 5,
+             class_names=np.array(names))
+    monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
+    own = [[1, 0], [0, 1], [1, 1]]
+    for options, match in (({}, r"\['zero', 'one', 'two', 'seven', 'eight'\] have no description.*built-in digit"),
+                           ({"class_embeddings": own, "class_names": names[:3]}, r"\['seven', 'eight'\] have no")):
+        cfg = ExperimentConfig(source=f"npz:{tmp_path / 'words.npz'}", target=f"npz:{tmp_path / 'words.npz'}",
+                               source_classes=names[:3], target_classes=names[3:], image_size=16,
+                               methods=["clip", "embedding_zsl"], select_on="none", backbone="lenet",
+                               out_dir=str(tmp_path / "runs"),
+                               options={"clip": {"captions": ["a", "b", "c"], "text_encoder": "hashing"},
+                                        "embedding_zsl": options})
+        with pytest.raises(TransferkitError, match=f"method embedding_zsl.*{match}"):
+            experiment.run_experiment(cfg, log=lambda *a: None)
+
+
+def test_a_bad_zero_shot_option_names_a_long_matrix_by_its_shape_not_its_values():
+    from transferkit import Transfer
+    from transferkit.experiment import method_error
+    a = torch.rand(10, 9).mul(0.8).add(0.1).tolist()
+    dom = Domain("d", torch.rand(20, 1, 28, 28), torch.arange(20) % 10, [str(i) for i in range(10)])
+    with pytest.raises(TransferkitError) as caught:
+        Transfer("attribute_zsl", backbone="lenet", attributes=a, metric="cosine").fit(source=dom)
+    message = str(caught.value)
+    assert "with options {'attributes': <list of 10 × 9>, 'metric': 'cosine'}: unknown attribute metric" in message
+    assert str(a[0][0]) not in message
+    e = method_error(type("M", (), {"name": "m"}), {"class_embeddings": torch.zeros(200, 384), "dim": 8,
+                                                     "class_names": ["a", "b"]}, ValueError("bad"))
+    assert str(e) == "method m with options {'class_embeddings': <Tensor of 200 × 384>, 'dim': 8, " \
+                     "'class_names': ['a', 'b']}: bad"
+
+
+def test_description_matrices_load_from_files_and_class_names_embed_from_a_config(tmp_path, monkeypatch):
+    import numpy as np
+
+    from transferkit.experiment import zero_shot_options
+    from transferkit.text import class_text_embeddings
+    a = np.array([[0.2, 0.9, 0.0], [0.7, 0.1, 0.5], [1.0, 0.4, 0.3]])
+    np.save(tmp_path / "attrs.npy", a)
+    np.savetxt(tmp_path / "attrs.csv", a, delimiter=",")
+    np.savetxt(tmp_path / "attrs.txt", a)
+    monkeypatch.chdir(tmp_path)  # a relative path is read from the current directory, as npz: domains
+    for name in ("attrs.npy", "attrs.csv", str(tmp_path / "attrs.txt")):
+        m = AttributeZeroShot(tiny_net(3), attributes=name, class_names=["a", "b", "c"])
+        assert torch.allclose(m.class_attributes, torch.tensor(a, dtype=torch.float32))
+        e = EmbeddingZeroShot(tiny_net(3), class_embeddings=name, class_names=["a", "b", "c"])
+        assert torch.allclose(e.class_embeddings, torch.tensor(a, dtype=torch.float32))
+    np.save(tmp_path / "row.npy", a[0])
+    np.savetxt(tmp_path / "big.csv", a * 2, delimiter=",")
+    (tmp_path / "words.csv").write_text("a,b\n")
+    for name, match in (("missing.npy", r"attribute matrix file 'missing.npy' does not exist \(a relative path"),
+                        ("row.npy", r"'row.npy' holds an array of shape \(3,\): it must be classes x features"),
+                        ("big.csv", r"attribute matrix 'big.csv': attribute values must lie in \[0, 1\]"),
+                        ("words.csv", r"'words.csv' cannot be read as a matrix of numbers"),
+                        ("attrs.np", r"unknown digit attribute set .*'attrs.np'; known: strokes, strokes\+zones, "
+                                     r"zones")):
+        with pytest.raises(TransferkitError, match=match):
+            AttributeZeroShot(tiny_net(3), attributes=name)
+    with pytest.raises(TransferkitError, match="embeds the class names: give class_names"):
+        EmbeddingZeroShot(tiny_net(3), class_embeddings="text:hashing")
+    with pytest.raises(TransferkitError, match="class_embeddings 'txet': give a matrix, a .npy"):
+        EmbeddingZeroShot(tiny_net(3), class_embeddings="txet")
+    from transferkit.methods import get_method
+    options = zero_shot_options(get_method("embedding_zsl"), {"class_embeddings": "text:hashing"}, ["cat", "dog"],
+                                ["cow", "cat"])
+    assert options["class_names"] == ["cat", "dog", "cow"]
+    m = EmbeddingZeroShot(tiny_net(3), **options)
+    assert torch.equal(m.class_embeddings, class_text_embeddings(["cat", "dog", "cow"], "hashing"))
+    assert m.row_names == ["cat", "dog", "cow"]

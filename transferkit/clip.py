@@ -42,10 +42,10 @@ from .runtime import in_float32
 from .text import (
     DEFAULT_TEXT_MODEL,
     DIGIT_WORDS,
-    PROMPT_TEMPLATES,
     TextEncoder,
     check_distinct,
     get_text_encoder,
+    prompt_templates,
     prompt_texts,
     text_available,
 )
@@ -210,7 +210,10 @@ class ClipMethod(Method):
     hardest-negative loss alone collapses every embedding to one point, where it is flat).
     ``class_names`` / ``templates``: the zero-shot classifier used by the engine's validation
     accuracy and by :meth:`forward` (prompt ensembling: mean of the normalised projected
-    prompt embeddings of each class)."""
+    prompt embeddings of each class). ``class_names`` default: the classes of the source it is
+    fitted on (a :class:`CaptionedDomain` records them), in a run or ``Transfer`` with a target
+    the target's. ``templates``: a list, or a set's name (``generic``, the default: "a photo of
+    a {}." ...; ``digits``: "a photo of the digit {}" ..., :data:`~transferkit.text.TEMPLATE_SETS`)."""
 
     name = "clip"
     streams = ("source",)
@@ -220,14 +223,15 @@ class ClipMethod(Method):
     description = "CLIP-style dual encoder (image tower + frozen text encoder with projection), seed 001"
 
     def __init__(self, net, captions: list[str] = (), text_encoder: str | TextEncoder | None = None,
-                 class_names=tuple(str(i) for i in range(10)), templates=PROMPT_TEMPLATES, dim: int = 64,
+                 class_names=None, templates=None, dim: int = 64,
                  loss: str = "infonce", margin: float = 0.2, tau0: float = 0.07, triplet_warmup: float = 0.2):
         super().__init__(net)
         if loss not in ("infonce", "triplet"):
             raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
-        for what, value in (("captions", captions), ("class_names", class_names), ("templates", templates)):
+        for what, value in (("captions", captions), ("class_names", class_names)):
             check(not isinstance(value, str), f"clip: {what} must be a list of texts, not one text: {value!r}")
-        check(len(class_names) > 0, "clip: class_names must name at least one class")
+        check(class_names is None or len(class_names) > 0, "clip: class_names must name at least one class")
+        self.templates = prompt_templates(templates)
         if text_encoder is None:
             text_encoder = DEFAULT_TEXT_MODEL if text_available() else "hashing"
         self.encoder = get_text_encoder(text_encoder)
@@ -236,10 +240,16 @@ class ClipMethod(Method):
         self.text_proj = nn.Linear(self.encoder.dim, dim)
         self.temperature = LearnableTemperature(tau0)
         self.register_buffer("caption_features", self.encoder.encode(list(captions)))
-        self.set_classes(class_names, templates)
+        self.class_names: list[str] | None = None  # until given, or read from the source (prepare)
+        if class_names is not None:
+            self.set_classes(class_names)
 
-    def set_classes(self, class_names, templates=PROMPT_TEMPLATES) -> None:
-        """The zero-shot classes: one prompt ensemble per class (``P`` prompts each)."""
+    def set_classes(self, class_names, templates=None) -> None:
+        """The zero-shot classes: one prompt ensemble per class (``P`` prompts each);
+        ``templates``: as :func:`~transferkit.text.prompt_templates` (default: the method's)."""
+        if templates is not None or not hasattr(self, "templates"):  # a model pickled before this field: digits
+            self.templates = prompt_templates("digits" if templates is None else templates)
+        templates = self.templates
         self.class_names = [str(c) for c in class_names]
         twice = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
         check(not twice, f"clip: class_names lists {twice[:10]} more than once; a repeated class could never be "
@@ -253,18 +263,27 @@ class ClipMethod(Method):
     def trainable_units(self):
         return self.net.feature_names
 
+    def classes_from(self, source) -> None:
+        """Without ``class_names``: score the classes of the images of ``source`` (a
+        :class:`CaptionedDomain`'s ``provenance["classes"]``)."""
+        if self.class_names is None and source is not None and "classes" in source.provenance:
+            self.set_classes(source.provenance["classes"])
+
     def check_validation(self, val) -> None:
         """Early stopping compares validation label ``i`` with the ``i``-th class clip scores:
         the validation classes must be the first classes clip scores, by name and in order
         (seen classes 0-6 while clip scores the unseen 7-9, or 0-2 while it scores 7-9, are
         refused). The seen classes first of all the classes (GZSL) are fine."""
         names = [str(n) for n in val.class_names]
+        check(self.class_names is not None, f"clip has no classes to score on the validation domain {val.name!r}: "
+                                            f"give class_names, or a source of CaptionedDomain(...).domain")
         check(names == self.class_names[:len(names)],
               f"clip scores the classes {self.class_names[:10]} while it trains, but the validation domain "
               f"{val.name!r} has the classes {names[:10]}: early stopping would compare labels of one list with "
               f"outputs of another (select_on: none for a zero-shot protocol)")
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        self.classes_from(source)
         if val is not None:
             self.check_validation(val)
         return super().fit_transfer(make_engine, source, target, unlabeled, val)
@@ -272,6 +291,7 @@ class ClipMethod(Method):
     def prepare(self, domains: dict) -> None:
         super().prepare(domains)
         source = domains.get("source")
+        self.classes_from(source)
         n = len(self.caption_features)
         check(source is None or (n > 0 and int(source.labels.max()) < n),
               f"clip trains on captions: the source labels are caption ids, up to "
@@ -302,6 +322,8 @@ class ClipMethod(Method):
                                   images)
 
     def class_embeddings(self) -> torch.Tensor:
+        check(self.class_names is not None, "clip has no classes to score: give class_names (or set_classes(names)), "
+                                            "or fit it on a source of CaptionedDomain(...).domain, which names them")
         per_prompt = self.encode_text_features(self.prompt_features.to(self.text_proj.weight))
         return F.normalize(class_means(per_prompt, self.prompt_classes, int(self.prompt_classes.max()) + 1), dim=1)
 

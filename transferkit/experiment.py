@@ -428,16 +428,36 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
                       target_classes: list[str] | None) -> dict:
     """Options of a method that scores class descriptions (``source_head = False``) for a
     transfer from ``source_classes`` to ``target_classes``. A CLIP-style method scores the
-    classes its ``class_names`` name: by default the target classes (by name). An attribute /
+    target classes, in their order: a ``class_names`` option that names others is refused
+    (its logit columns would be read as the target's label ids). An attribute /
     class-embedding method scores the rows of its description matrix; :func:`fit_for_target`
     matches classes to rows by name when the rows are named (built-in digit sets, or its
-    ``class_names`` option); unnamed rows are class ids, so one list of class names must then
-    begin the other (ids mean the same classes in both), else it is refused."""
-    if cls.source_head is not False or target_classes is None:
+    ``class_names`` option; with ``class_embeddings: text`` by default the source's and the
+    target's classes), and a class without a row is refused here, before any job trains;
+    unnamed rows are class ids, so one list of class names must then begin the other (ids
+    mean the same classes in both), else it is refused."""
+    if cls.source_head is not False:
+        return options
+    if getattr(cls, "reads_class_text", lambda o: False)(options) and options.get("class_names") is None:
+        classes = [*(source_classes or []), *(target_classes or [])]  # embeds the classes' names
+        options = {**options, "class_names": list(dict.fromkeys(str(c) for c in classes))}
+    if target_classes is None:  # Transfer.fit without a target reads the classes off the method before fitting it
+        check(not getattr(cls, "scores_class_names", False) or options.get("class_names") is not None,
+              f"fitted without a target domain, {cls.name} needs the option class_names (the classes it scores, "
+              f"e.g. those of the source's images), or fit it with target= (it scores the target's classes)")
         return options
     if getattr(cls, "scores_class_names", False):
-        return options if "class_names" in options else {**options, "class_names": list(target_classes)}
+        given = options.get("class_names")
+        if given is not None and not isinstance(given, (list, tuple)):
+            return options  # not a list of names: the method itself says so
+        check(given is None or [str(c) for c in given] == list(target_classes),
+              f"its option class_names {given} is not the target's classes {list(target_classes)}: with a "
+              f"target, {cls.name} scores the target's classes in their order (its outputs are read as the target's "
+              f"label ids); leave class_names out and choose the classes by the target (target_classes in a config, "
+              f"target.select_classes(...) in Python)")
+        return {**options, "class_names": list(target_classes)}
     if cls.named_rows(options):
+        cls.check_described(options, [*(source_classes or []), *target_classes])
         return options
     shorter = min(len(source_classes or []), len(target_classes))
     check(source_classes is None or list(source_classes)[:shorter] == list(target_classes)[:shorter],
@@ -923,7 +943,29 @@ def method_error(cls, options: dict, error: Exception) -> TransferkitError:
     """``error`` (from building or checking method ``cls`` with ``options``) named with both."""
     why = str(error) if isinstance(error, (TransferkitError, TypeError, ValueError)) \
         else f"{type(error).__name__}: {error}"
-    return TransferkitError(f"method {cls.name}{f' with options {options}' if options else ''}: {why}")
+    return TransferkitError(f"method {cls.name}{f' with options {_short(options)}' if options else ''}: {why}")
+
+
+def _short(value, limit: int = 80):
+    """``value`` for a message: a dict's values each shortened; a list, array or tensor whose
+    text is longer than ``limit`` characters as its kind and shape (``<list of 10 × 9>``)."""
+    if isinstance(value, dict):
+        return {k: _short(v, limit) for k, v in value.items()}
+    if not (isinstance(value, (list, tuple)) or hasattr(value, "shape")) or len(repr(value)) <= limit:
+        return value
+    shape, inner = list(getattr(value, "shape", ())), value
+    while not hasattr(value, "shape") and isinstance(inner, (list, tuple)):
+        shape.append(len(inner))
+        rows = {len(v) if isinstance(v, (list, tuple)) else -1 for v in inner}
+        inner = inner[0] if len(rows) == 1 and -1 not in rows else None
+    return _Bare(f"<{type(value).__name__} of {' × '.join(map(str, shape))}>")
+
+
+class _Bare(str):
+    """A string that a dict's repr shows without quotes."""
+
+    def __repr__(self):
+        return str(self)
 
 
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log) -> list[dict]:

@@ -172,9 +172,26 @@ def get_text_encoder(name: str | TextEncoder = DEFAULT_TEXT_MODEL) -> TextEncode
 
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-#: prompt templates for zero-shot classification (seed 001 "why the prompt?"), ensembled
-PROMPT_TEMPLATES = ("a photo of the digit {}", "a handwritten {}", "a printed {}", "the number {}",
-                    "an image of a {}", "a picture showing {}")
+#: prompt templates for zero-shot classification (seed 001 "why the prompt?": the text tower
+#: was trained on sentences, not single words), ensembled; the default, for any class names
+PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
+#: the templates for digit classes (the zeroshot benchmark's; the default until 2026-12-01)
+DIGIT_PROMPT_TEMPLATES = ("a photo of the digit {}", "a handwritten {}", "a printed {}", "the number {}",
+                          "an image of a {}", "a picture showing {}")
+#: template sets by name (option ``templates: digits`` in a config)
+TEMPLATE_SETS = {"generic": PROMPT_TEMPLATES, "digits": DIGIT_PROMPT_TEMPLATES}
+
+
+def prompt_templates(templates=None) -> tuple[str, ...]:
+    """Prompt templates: a list of them, a set's name (:data:`TEMPLATE_SETS`) or ``None``
+    (the generic :data:`PROMPT_TEMPLATES`)."""
+    if templates is None:
+        return PROMPT_TEMPLATES
+    if isinstance(templates, str):
+        check(templates in TEMPLATE_SETS, f"prompt templates {templates!r}: a set's name ({', '.join(TEMPLATE_SETS)}) "
+                                          f"or a list of templates such as ['a photo of a {{}}.']")
+        return TEMPLATE_SETS[templates]
+    return tuple(templates)
 
 
 def class_words(class_name: str) -> list[str]:
@@ -183,10 +200,11 @@ def class_words(class_name: str) -> list[str]:
     return [name, DIGIT_WORDS[int(name)]] if name.isdigit() and len(name) == 1 else [name]
 
 
-def prompt_texts(class_names, templates=PROMPT_TEMPLATES) -> list[list[str]]:
-    """For every class, its prompts: every template filled with every name of the class."""
-    templates, class_names = list(templates), list(class_names)
-    check(len(templates) > 0, "prompt templates: none given (at least one, e.g. 'a photo of the digit {}')")
+def prompt_texts(class_names, templates=None) -> list[list[str]]:
+    """For every class, its prompts: every template (:func:`prompt_templates`) filled with every
+    name of the class."""
+    templates, class_names = list(prompt_templates(templates)), list(class_names)
+    check(len(templates) > 0, "prompt templates: none given (at least one, e.g. 'a photo of a {}.')")
     check(len(class_names) > 0, "prompts need at least one class name")
     for t in templates:
         check(isinstance(t, str) and t.count("{}") == 1 and not {"{", "}"} & set(t.replace("{}", "")),
@@ -210,9 +228,10 @@ def check_distinct(rows: torch.Tensor, names, who: str, what: str = "description
 
 
 def class_text_embeddings(class_names, encoder: str | TextEncoder = DEFAULT_TEXT_MODEL,
-                          templates=PROMPT_TEMPLATES) -> torch.Tensor:
+                          templates=None) -> torch.Tensor:
     """``C x D`` class embeddings: the normalised mean of the encoded prompts of each class
-    (prompt ensembling, Radford et al. 2021)."""
+    (prompt ensembling, Radford et al. 2021); ``templates``: as :func:`prompt_templates`
+    (default: the generic :data:`PROMPT_TEMPLATES`; ``"digits"`` for digit classes)."""
     enc = get_text_encoder(encoder)
     out = torch.stack([F.normalize(enc.encode(p).mean(0), dim=0) for p in prompt_texts(class_names, templates)])
     check_distinct(out, class_names, "class_text_embeddings", "text embedding")

@@ -29,7 +29,9 @@ from __future__ import annotations
 import math
 import numbers
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -39,7 +41,9 @@ from .domain import Domain
 from .errors import TransferkitError, UnknownNameError, check
 from .errors import class_ids as errors_class_ids
 from .evaluate import predict_logits
+from .io import relative_hint
 from .methods.base import Method, register
+from .text import DEFAULT_TEXT_MODEL, class_text_embeddings
 
 #: attributes of the built-in digit descriptions (see :data:`DIGIT_ATTRIBUTES`)
 DIGIT_ATTRIBUTE_NAMES = (
@@ -94,15 +98,38 @@ def glyph_zone_attributes(grid: int = 3, threshold: float = 0.2) -> torch.Tensor
     return (cells > threshold).float().mean(0)
 
 
+DIGIT_SETS = {"strokes": lambda: DIGIT_ATTRIBUTES.clone(), "zones": lambda: glyph_zone_attributes()}
+MATRIX_FILES = (".npy", ".csv", ".txt")
+
+
+def is_digit_set(name) -> bool:
+    """Whether ``name`` names a built-in digit attribute set (``strokes``, ``zones``, ``strokes+zones``)."""
+    return isinstance(name, str) and all(n in DIGIT_SETS for n in name.split("+"))
+
+
 def digit_attributes(kind: str = "strokes") -> torch.Tensor:
     """Built-in digit attribute matrices: ``strokes`` (:data:`DIGIT_ATTRIBUTES`, 8 attributes),
     ``zones`` (:func:`glyph_zone_attributes`, 9) or ``strokes+zones`` (17)."""
-    parts = {"strokes": lambda: DIGIT_ATTRIBUTES.clone(), "zones": glyph_zone_attributes}
-    names = kind.split("+")
-    for n in names:
-        if n not in parts:
-            raise UnknownNameError("digit attribute set", n, list(parts))
-    return torch.cat([parts[n]() for n in names], 1)
+    if not is_digit_set(kind):
+        raise UnknownNameError("digit attribute set (or a .npy / .csv / .txt matrix file)", kind,
+                               [*DIGIT_SETS, "+".join(DIGIT_SETS)])
+    return torch.cat([DIGIT_SETS[n]() for n in kind.split("+")], 1)
+
+
+def matrix_file(path, what: str) -> np.ndarray:
+    """A ``C x D`` matrix (one row per class) from a ``.npy``, ``.csv`` (commas) or ``.txt``
+    (spaces) file; a relative path is read from the current directory, as ``npz:`` domains."""
+    p = Path(path).expanduser()
+    where = f"the {what} file {str(p)!r}"
+    check(p.is_file(), f"{where} does not exist{relative_hint(p)}")
+    try:
+        m = np.load(p, allow_pickle=False) if p.suffix.lower() == ".npy" else \
+            np.loadtxt(p, delimiter="," if p.suffix.lower() == ".csv" else None, dtype=np.float64, ndmin=2)
+    except Exception as e:  # not numbers, ragged rows, not a .npy
+        raise TransferkitError(f"{where} cannot be read as a matrix of numbers: {e}") from None
+    check(m.ndim == 2, f"{where} holds an array of shape {tuple(m.shape)}: it must be classes x features, one "
+                       f"row per class (in the order of class_names, or of the classes)")
+    return m
 
 
 def description_matrix(values, what: str) -> torch.Tensor:
@@ -124,12 +151,16 @@ def description_matrix(values, what: str) -> torch.Tensor:
 
 
 def attribute_matrix(attributes=None, num_classes: int | None = None) -> torch.Tensor:
-    """A ``C x A`` float matrix with entries in [0, 1]: the given one, or a built-in digit set
-    by name (:func:`digit_attributes`; ``None``: ``strokes``)."""
-    if attributes is None or isinstance(attributes, str):
+    """A ``C x A`` float matrix with entries in [0, 1]: the given one, a ``.npy`` / ``.csv`` /
+    ``.txt`` file of it (:func:`matrix_file`), or a built-in digit set by name
+    (:func:`digit_attributes`; ``None``: ``strokes``)."""
+    what = "attribute matrix"
+    if isinstance(attributes, str) and Path(attributes).suffix.lower() in MATRIX_FILES:
+        what, attributes = f"attribute matrix {attributes!r}", matrix_file(attributes, "attribute matrix")
+    elif attributes is None or isinstance(attributes, str):
         attributes = digit_attributes(attributes or "strokes")
-    a = description_matrix(attributes, "attribute matrix")  # classes x attributes, finite
-    check(bool(((a >= 0) & (a <= 1)).all()), "attribute values must lie in [0, 1]")
+    a = description_matrix(attributes, what)  # classes x attributes, finite
+    check(bool(((a >= 0) & (a <= 1)).all()), f"{what}: attribute values must lie in [0, 1]")
     check(num_classes is None or a.shape[0] == num_classes,
           f"the attribute matrix has {a.shape[0]} rows for {num_classes} classes")
     return a.clone()
@@ -146,13 +177,39 @@ class _ClassDescriptionMethod(Method):
     @staticmethod
     def built_in(description) -> bool:
         """Whether a description option names a built-in digit set (rows ``"0"``-``"9"``)."""
-        return description is None or isinstance(description, str)
+        return description is None or is_digit_set(description)
+
+    @classmethod
+    def reads_class_text(cls, options: dict) -> bool:
+        """Whether the descriptions are text embeddings of the class names (``text[:ENCODER]``)."""
+        return False
 
     @classmethod
     def named_rows(cls, options: dict) -> bool:
         """Whether the description rows built with ``options`` name their classes: a built-in
         digit set or a given ``class_names``."""
         return cls.built_in(options.get(cls.description_option)) or options.get("class_names") is not None
+
+    @classmethod
+    def option_row_names(cls, options: dict) -> list[str] | None:
+        """The class of each description row built with ``options`` (``None``: unnamed rows)."""
+        given = options.get("class_names")
+        if isinstance(given, (list, tuple)):
+            return [str(c) for c in given]
+        return [str(i) for i in range(10)] if given is None and cls.built_in(options.get(cls.description_option)) \
+            else None
+
+    @classmethod
+    def check_described(cls, options: dict, classes) -> None:
+        """Refuse, before any training, classes that no description row built with ``options``
+        describes (a run or ``Transfer`` matches classes to rows by name)."""
+        rows = cls.option_row_names(options)
+        missing = [c for c in dict.fromkeys(str(c) for c in classes) if rows is not None and c not in rows]
+        hint = (f"the built-in digit {cls.description_option} describe the digits 0-9: give a matrix with one row per "
+                f"class ({cls.description_option}) and the class of each row (class_names)"
+                if options.get("class_names") is None else "add their rows, or leave those classes out")
+        check(not missing, f"{cls.name}: the classes {missing[:10]} have no description (its rows describe "
+                           f"{rows[:10] if rows else rows}): {hint}")
 
     def __init__(self, net, num_classes: int, class_names=None, digit_descriptions: bool = False):
         super().__init__(net)
@@ -295,16 +352,25 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
     """``logits_c = s cos(f(x), g(e_c))`` with ``f`` = backbone embedding + linear projection and
     ``g`` a trainable linear map of the class description ``e_c`` (attributes or a frozen text
     embedding of the class name); cross entropy over the seen classes (seed 001 "attribute
-    embedding + class name embedding", ``min d(f(x^n), g(y^n))``). ``class_names``: as for
-    :class:`AttributeZeroShot`."""
+    embedding + class name embedding", ``min d(f(x^n), g(y^n))``). ``class_embeddings``: a
+    ``C x D`` matrix, a ``.npy`` / ``.csv`` / ``.txt`` file of it, a built-in digit attribute set
+    by name, or ``text`` / ``text:ENCODER`` (the text embeddings of the ``class_names``:
+    :func:`~transferkit.text.class_text_embeddings` with ``templates``; in a run or
+    ``Transfer``, ``class_names`` defaults to the source's and the target's classes).
+    ``class_names``: as for :class:`AttributeZeroShot`."""
 
     name = "embedding_zsl"
     description_option = "class_embeddings"
     description = "zero-shot: image and class-description embeddings trained to be close (seed 001)"
 
-    def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0, class_names=None):
-        e = attribute_matrix(class_embeddings) if self.built_in(class_embeddings) \
-            else description_matrix(class_embeddings, "class_embeddings")
+    @classmethod
+    def reads_class_text(cls, options: dict) -> bool:
+        e = options.get(cls.description_option)
+        return isinstance(e, str) and e.split(":")[0] == "text"
+
+    def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0, class_names=None,
+                 templates=None):
+        e = description_rows(class_embeddings, class_names, templates)
         super().__init__(net, e.shape[0], class_names,
                          digit_descriptions=self.built_in(class_embeddings))
         self.register_buffer("class_embeddings", e.clone())
@@ -327,6 +393,24 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
     def losses(self, batch):
         x, y = batch.source
         return {"ce_source": F.cross_entropy(self.forward_from_input(x), y)}
+
+
+def description_rows(class_embeddings, class_names=None, templates=None) -> torch.Tensor:
+    """The ``C x D`` class descriptions of :class:`EmbeddingZeroShot`'s ``class_embeddings``."""
+    if EmbeddingZeroShot.built_in(class_embeddings):
+        return attribute_matrix(class_embeddings)
+    if not isinstance(class_embeddings, str):
+        return description_matrix(class_embeddings, "class_embeddings")
+    if Path(class_embeddings).suffix.lower() in MATRIX_FILES:
+        return description_matrix(matrix_file(class_embeddings, "class_embeddings"),
+                                  f"class_embeddings {class_embeddings!r}")
+    kind, _, encoder = class_embeddings.partition(":")
+    check(kind == "text", f"class_embeddings {class_embeddings!r}: give a matrix, a .npy / .csv / .txt file of one, "
+                          f"a built-in digit set ({', '.join([*DIGIT_SETS, '+'.join(DIGIT_SETS)])}), or text / "
+                          f"text:ENCODER (text embeddings of the class names)")
+    check(isinstance(class_names, (list, tuple)) and len(class_names) >= 2,
+          f"class_embeddings {class_embeddings!r} embeds the class names: give class_names (a list of 2 or more)")
+    return class_text_embeddings([str(c) for c in class_names], encoder or DEFAULT_TEXT_MODEL, templates)
 
 
 def harmonic_mean(seen: float, unseen: float) -> float:

@@ -71,17 +71,19 @@ def _subsample(domain: Domain, n: int, seed: int = 0) -> Domain:
 
 
 def _methods(text: str) -> dict:
+    digits = [str(i) for i in range(10)]  # the digit classes and prompts, the defaults until 2026-12-01
     methods = {
         "attr_strokes": lambda net, cap: AttributeZeroShot(net, "strokes"),
         "attr_zones": lambda net, cap: AttributeZeroShot(net, "zones"),
         "attr_strokes+zones": lambda net, cap: AttributeZeroShot(net, "strokes+zones"),
         "embed_attr": lambda net, cap: EmbeddingZeroShot(net, "strokes+zones"),
-        "clip_infonce": lambda net, cap: ClipMethod(net, cap, text_encoder=text, loss="infonce"),
-        "clip_triplet": lambda net, cap: ClipMethod(net, cap, text_encoder=text, loss="triplet"),
+        "clip_infonce": lambda net, cap: ClipMethod(net, cap, text_encoder=text, loss="infonce", class_names=digits,
+                                                       templates="digits"),
+        "clip_triplet": lambda net, cap: ClipMethod(net, cap, text_encoder=text, loss="triplet", class_names=digits,
+                                                       templates="digits"),
     }
     if text != "hashing":
-        names = [str(i) for i in range(10)]
-        methods["embed_text"] = lambda net, cap: EmbeddingZeroShot(net, class_text_embeddings(names, text))
+        methods["embed_text"] = lambda net, cap: EmbeddingZeroShot(net, class_text_embeddings(digits, text, "digits"))
     return methods
 
 

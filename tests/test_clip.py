@@ -348,9 +348,11 @@ def test_clip_and_text_defaults_suit_any_classes_not_only_digits():
     assert m.templates == DIGIT_PROMPT_TEMPLATES
     with pytest.raises(TransferkitError, match="clip has no classes to score: give class_names"):
         ClipMethod(tiny_net(10), ["a"], text_encoder=enc).scores(shapes.images)
-    with pytest.raises(TransferkitError, match="without a target domain, clip needs the option class_names"):
-        Transfer("clip", backbone="lenet", captions=captioned.captions, text_encoder="hashing").fit(
-            source=captioned.domain)
+    tiny = TrainConfig(steps=1, progress=False)
+    assert Transfer("clip", backbone="lenet", captions=captioned.captions, text_encoder="hashing", train=tiny,
+                    pretrain=tiny).fit(source=captioned.domain).classes_ == ["vertical bar", "blob"]  # was 0-9
+    with pytest.raises(TransferkitError, match="without target= it reads them off a captioned source"):
+        Transfer("clip", backbone="lenet", captions=captioned.captions, text_encoder="hashing").fit(source=shapes)
     fitted = Transfer("clip", backbone="lenet", captions=captioned.captions, text_encoder="hashing",
                       class_names=["vertical bar", "blob"], train=TrainConfig(steps=1, progress=False)).fit(
         source=captioned.domain)

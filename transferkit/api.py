@@ -147,6 +147,11 @@ class Transfer:
                 raise method_error(cls, self.options, e) from e
         for name in cls.streams:  # before any pre-training
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
+        check(not getattr(cls, "scores_class_names", False) or target is not None or source is None
+              or self.options.get("class_names") is not None or "classes" in source.provenance,
+              f"fit: {cls.name} scores the classes it names, and without target= it reads them off a captioned "
+              f"source (CaptionedDomain(...).domain), but {source and source.name!r} does not name them: give "
+              f"class_names=[...] or target=")
         if target is None and unlabeled is not None and source is not None:
             seen = {source.class_names[i] for i in source.present_classes()}  # its labels are real, unlabeled's not
             unseen = [c for c in unlabeled.class_names if c not in seen]
@@ -172,11 +177,11 @@ class Transfer:
         if pretrains:
             self._pretrain(net, source, source_val)
         method = build_method(cls, net, options, head_classes, target_classes)
-        if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names
-            classes = list(method.class_names)
         fit_result = fit_for_target(
             method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
             head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
+        if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
+            classes = list(method.class_names)  # the target's, or those of its captioned source's images)
         # all fitted attributes at once: a refit that fails or is interrupted leaves the last model whole
         self.method_, self.fit_result_ = method, fit_result
         self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))

@@ -441,10 +441,7 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     if getattr(cls, "reads_class_text", lambda o: False)(options) and options.get("class_names") is None:
         classes = [*(source_classes or []), *(target_classes or [])]  # embeds the classes' names
         options = {**options, "class_names": list(dict.fromkeys(str(c) for c in classes))}
-    if target_classes is None:  # Transfer.fit without a target reads the classes off the method before fitting it
-        check(not getattr(cls, "scores_class_names", False) or options.get("class_names") is not None,
-              f"fitted without a target domain, {cls.name} needs the option class_names (the classes it scores, "
-              f"e.g. those of the source's images), or fit it with target= (it scores the target's classes)")
+    if target_classes is None:  # Transfer.fit without a target: clip scores class_names or its source's classes
         return options
     if getattr(cls, "scores_class_names", False):
         given = options.get("class_names")

@@ -1,12 +1,14 @@
 """Attribute- and embedding-based zero-shot learning."""
 
+import math
+
 import pytest
 import torch
 from helpers import tiny_net
 
 from transferkit.domain import Domain
 from transferkit.engine import Batch, Engine, TrainConfig
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, TransferkitWarning
 from transferkit.zeroshot import (
     DIGIT_ATTRIBUTE_NAMES,
     DIGIT_ATTRIBUTES,
@@ -28,7 +30,7 @@ def test_builtin_digit_attributes_are_distinct():
     assert bool(a[:7].max(0).values.gt(0).all())  # every attribute occurs among the seen classes 0-6
 
 
-@pytest.mark.parametrize("metric", ["dap", "euclidean"])
+@pytest.mark.parametrize("metric", ["dap", "kl", "euclidean"])
 def test_exact_attribute_vector_maps_to_its_class(metric):
     a = attribute_matrix([[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]])
     logits = torch.logit(a.clamp(1e-4, 1 - 1e-4))  # predicted attributes exactly equal to each class vector
@@ -67,6 +69,25 @@ def test_attribute_scores_known_values():
     assert torch.allclose(attribute_scores(logits, a, "dap"), torch.stack(dap)[None])
     expected = -(torch.sigmoid(logits) - a).pow(2).sum(1)[None]
     assert torch.allclose(attribute_scores(logits, a, "euclidean"), expected, atol=1e-6)
+    # kl = dap + H(a_c): class 1's attribute 0.5 adds log 2, class 0's 0/1 values nothing
+    kl = torch.stack(dap)[None] + torch.tensor([[0.0, math.log(2)]])
+    assert torch.allclose(attribute_scores(logits, a, "kl"), kl)
+
+
+def test_continuous_attributes_pick_the_class_whose_row_is_predicted_with_kl_and_dap_is_warned():
+    a = torch.tensor([[0.9, 0.9, 0.1], [0.6, 0.5, 0.4], [0.2, 0.7, 0.5], [1.0, 0.0, 1.0]])
+    logits = torch.logit(a.clamp(1e-4, 1 - 1e-4))  # predicted attributes equal to each row
+    assert attribute_scores(logits, a, "dap").argmax(1).tolist() != [0, 1, 2, 3]  # near-0/1 rows win
+    assert attribute_scores(logits, a, "kl").argmax(1).tolist() == [0, 1, 2, 3]
+    from transferkit.backbones import build_backbone
+    with pytest.warns(TransferkitWarning, match=r"attribute_zsl: 9 of the 12 attribute values lie strictly between "
+                                                r"0 and 1; metric dap .*metric: kl scores -KL"):
+        AttributeZeroShot(build_backbone("lenet", 4), attributes=a.tolist())
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferkitWarning)
+        AttributeZeroShot(build_backbone("lenet", 4), attributes=a.tolist(), metric="kl")
+        AttributeZeroShot(build_backbone("lenet", 10), attributes="zones")  # the benchmark's sets: no warning
 
 
 def test_prior_matched_gamma_moves_the_seen_bias_to_the_unseen_prior():

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from .backbones import evaluating
 from .domain import Domain
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, warn
 from .errors import class_ids as errors_class_ids
 from .evaluate import predict_logits
 from .io import relative_hint
@@ -316,8 +316,13 @@ class AttributeZeroShot(_ClassDescriptionMethod):
         a = attribute_matrix(attributes)
         super().__init__(net, a.shape[0], class_names,
                          digit_descriptions=self.built_in(attributes))
-        if metric not in ("dap", "euclidean"):
-            raise UnknownNameError("attribute metric", metric, ["dap", "euclidean"])
+        if metric not in METRICS:
+            raise UnknownNameError("attribute metric", metric, METRICS)
+        fractional = int(((a > 0) & (a < 1)).sum())
+        if metric == "dap" and fractional and not self.built_in(attributes):
+            warn(f"attribute_zsl: {fractional} of the {a.numel()} attribute values lie strictly between 0 and 1; "
+                 f"metric dap (a cross entropy) then favours classes whose attributes are near 0 or 1, whatever "
+                 f"the image; metric: kl scores -KL(a_c || p) instead, the same ranking as dap on 0/1 attributes")
         self.metric = metric
         self.register_buffer("class_attributes", a)
         net.reset_classifier(a.shape[1])
@@ -334,17 +339,28 @@ class AttributeZeroShot(_ClassDescriptionMethod):
         return attribute_scores(self.attribute_logits(x), self.class_attributes, self.metric)
 
 
+#: how attribute_zsl compares predicted attributes with a class's (:func:`attribute_scores`)
+METRICS = ("dap", "kl", "euclidean")
+
+
 def attribute_scores(attribute_logits: torch.Tensor, class_attributes: torch.Tensor,
                      metric: str = "dap") -> torch.Tensor:
     """``N x C`` similarity of predicted attributes ``p = sigmoid(logits)`` to each class
-    vector ``a_c``: ``dap`` = ``sum_k a_ck log p_k + (1 - a_ck) log(1 - p_k)``, ``euclidean``
-    = ``-||p - a_c||^2``."""
-    if metric == "dap":
-        return F.logsigmoid(attribute_logits) @ class_attributes.t() + \
+    vector ``a_c``: ``dap`` = ``sum_k a_ck log p_k + (1 - a_ck) log(1 - p_k)`` (the log
+    likelihood of the class's attributes, DAP); ``kl`` = ``-KL(a_c || p)`` = ``dap + H(a_c)``,
+    which differs from ``dap`` by a per-class constant, zero for 0/1 attributes: for
+    attributes between 0 and 1, ``dap`` adds ``-H(a_c)`` and so favours classes whose
+    attributes are near 0 or 1 whatever the image; ``euclidean`` = ``-||p - a_c||^2``."""
+    if metric in ("dap", "kl"):
+        scores = F.logsigmoid(attribute_logits) @ class_attributes.t() + \
             F.logsigmoid(-attribute_logits) @ (1 - class_attributes).t()
+        if metric == "kl":
+            a = class_attributes
+            scores = scores - (torch.xlogy(a, a) + torch.xlogy(1 - a, 1 - a)).sum(1)
+        return scores
     if metric == "euclidean":
         return -torch.cdist(torch.sigmoid(attribute_logits), class_attributes).pow(2)
-    raise UnknownNameError("attribute metric", metric, ["dap", "euclidean"])
+    raise UnknownNameError("attribute metric", metric, METRICS)
 
 
 @register

@@ -257,8 +257,8 @@ def test_evaluation_helpers_name_bad_arguments():
             classification_report(**{"logits": torch.randn(4, 2), "labels": labels, **kwargs})
     assert classification_report(torch.randn(4, 2), labels, num_classes=2)["n"] == 4
     emb = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
-    assert map_at_k(emb, labels, emb, labels, k=2) == map_at_k(torch.from_numpy(emb), labels, torch.from_numpy(emb),
-                                                                labels, k=2)
+    assert map_at_k(emb, labels, emb, labels, k=2, exclude_self=False) == map_at_k(
+        torch.from_numpy(emb), labels, torch.from_numpy(emb), labels, k=2, exclude_self=False)
     with pytest.raises(TransferkitError, match="chunk must be a whole number >= 1, got 2.5"):
         average_precision_at_k(torch.from_numpy(emb), labels, torch.from_numpy(emb), labels, chunk=2.5)
 

@@ -585,3 +585,18 @@ def test_from_sequential_checks_the_default_pool_against_the_sequential():
     seq = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softmax(1), nn.Flatten())  # the softmax over channels, not pixels
     with pytest.raises(TransferkitError, match=r"from_sequential: the units compute another function .* = 0\.\d"):
         from_sequential(seq, head_index=1, input_shape=(1, 8, 8))
+
+
+def test_from_sequential_refuses_another_module_and_points_to_from_modules():
+    class HeadFirst(nn.Module):  # registration order is not the order forward runs
+        def __init__(self):
+            super().__init__()
+            self.fc, self.feat = nn.Linear(16, 10), nn.Sequential(nn.Flatten(), nn.Linear(64, 16))
+
+        def forward(self, x):
+            return self.fc(self.feat(x))
+
+    with pytest.raises(TransferkitError, match=r"from_sequential cuts an nn.Sequential.*got a HeadFirst.*"
+                                               r"use from_modules\(model, units="):
+        from_sequential(HeadFirst(), input_shape=(1, 8, 8))
+    assert from_modules(HeadFirst(), ["feat"], head="fc", input_shape=(1, 8, 8)).unit_names == ["feat", "head"]

@@ -767,6 +767,10 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     With ``input_shape`` and the default ``pool``, the UnitNet is checked to compute ``seq(x)``
     on one random batch, as in :func:`from_modules`.
     """
+    check(isinstance(seq, nn.Sequential),
+          f"from_sequential cuts an nn.Sequential, whose forward runs its children in order; got a "
+          f"{type(seq).__name__}, whose forward may run them in another order or with code between them: use "
+          f"from_modules(model, units=[...], head=...) to list its modules in the order its forward runs them")
     children = [(n, m) for n, m in seq._modules.items() if m is not None]  # a module used twice counts twice
     check(len(children) >= 1, "from_sequential needs a non-empty nn.Sequential")
     h = head_index + len(children) if head_index < 0 else head_index

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -268,3 +269,19 @@ def test_predict_logits_builds_no_graph():
     with torch.enable_grad():
         out = predict_logits(torch.nn.Linear(4, 2), torch.randn(5, 4))
     assert not out.requires_grad  # a graph per chunk held every activation of a scored split (5.7 GB for 8192 images)
+
+
+def test_group_ids_may_be_names_and_labels_must_be_class_ids():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(12, 3), torch.arange(3).repeat_interleave(4)
+    videos = ["v1"] * 4 + ["v2"] * 4 + ["v10"] * 4
+    by_number = grouped_accuracy(logits, labels, torch.arange(12) // 4)
+    assert grouped_accuracy(logits, labels, videos) == by_number
+    assert grouped_accuracy(logits, labels, np.array(videos, dtype=object)) == by_number
+    assert classification_report(logits, labels, groups=videos)["group_accuracy"] == by_number
+    with pytest.raises(TransferkitError, match="group 'v1' holds samples of different labels"):
+        grouped_accuracy(logits, labels, ["v1"] * 6 + ["v2"] * 6)
+    with pytest.raises(TransferkitError, match=r"labels must be class ids 0..C-1 .*class_names.index"):
+        grouped_accuracy(logits, ["cat"] * 12, videos)
+    with pytest.raises(TransferkitError, match="labels must be class ids"):
+        classification_report(logits, ["cat"] * 12)

@@ -161,3 +161,10 @@ def test_a_torn_tsne_cache_of_the_fewshot_benchmark_is_computed_again(tmp_path):
     assert torch.equal(_cached_panels(cache, lines.append)["source network"][1], torch.ones(2, 3))
     cache.write_bytes(cache.read_bytes()[:50])  # torn by a full disk
     assert _cached_panels(cache, lines.append) is None and "embeddings-x.pt is unreadable" in lines[-1]
+
+
+def test_episode_labels_may_be_names():
+    feats, labels = torch.randn(60, 8, generator=torch.Generator().manual_seed(0)), torch.arange(60) % 6
+    kw = dict(heads="prototype", episodes=5, n_way=3, k_shot=1, n_query=2)
+    names = [f"class{i}" for i in labels.tolist()]  # sorted as class0 ... class5: the same ids
+    assert evaluate_episodes(feats, names, **kw) == evaluate_episodes(feats, labels, **kw)

@@ -168,3 +168,14 @@ def test_leave_one_out_of_random_embeddings_is_chance():
     chance = map_at_k(emb[:1000], labels[:1000], emb[1000:], labels[1000:], k=10)  # two disjoint sets
     assert map_at_k(emb, labels, k=10) == pytest.approx(chance, abs=0.01)
     assert map_at_k(emb, labels, emb, labels, k=10, exclude_self=False) > 3 * chance  # itself at rank 1
+
+
+def test_labels_may_be_names_matched_by_equality():
+    q, g = torch.tensor([[0.0], [5.0]]), torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    ids = average_precision_at_k(q, [0, 1], g, [0, 1, 0, 1], k=4)
+    assert torch.equal(average_precision_at_k(q, ["cat", "dog"], g, ["cat", "dog", "cat", "dog"], k=4), ids)
+    assert map_at_k(g, ["a", "b", "a", "b"], k=1) == map_at_k(g, [0, 1, 0, 1], k=1)  # leave-one-out
+    assert map_at_k(q[:1], ["owl"], g, ["cat", "dog", "cat", "dog"], k=2) == 0.0  # a class the gallery lacks
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="all names .strings. or all numbers"):
+        map_at_k(q, ["cat", "dog"], g, [0, 1, 0, 1])

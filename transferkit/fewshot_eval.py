@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, evaluating
 from .errors import UnknownNameError, check, class_ids, is_whole
-from .evaluate import predict_logits
+from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
 
@@ -111,7 +111,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
                        k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0,
                        steps: int = 100, lr: float = 0.01, scale: float = 10.0) -> torch.Tensor:
     """Accuracy of every episode (``E`` values) of ``head`` on ``N x D`` frozen features (on
-    the CPU: features on another device are copied there)."""
+    the CPU: features on another device are copied there). Labels are class ids or names."""
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     if head in TRAINED_HEADS:
@@ -120,6 +120,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check(_positive(lr), f"the {head} head needs a learning rate lr > 0, got {lr!r}")
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
     check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
+    labels, = text_ids(labels, what="episode labels")
     labels = class_ids(labels, "episode labels").cpu()
     check(isinstance(features, torch.Tensor), f"episodic evaluation needs the features as a torch.Tensor, got "
                                               f"{type(features).__name__} (torch.as_tensor converts an array)")

@@ -20,6 +20,7 @@ import torch
 from .backbones import evaluating
 from .domain import as_images, head_mapping
 from .errors import check, class_ids, is_whole, warn
+from .evaluate import text_ids
 
 
 def _same_items(queries: torch.Tensor, gallery: torch.Tensor) -> bool:
@@ -36,7 +37,7 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     computed on the queries' device (the gallery and the labels are moved there). Gallery
     items at equal distances rank in gallery order, so a collapsed embedding (every distance
     equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns.
-    NumPy arrays are taken as well.
+    NumPy arrays are taken as well; labels may be class ids or names (strings, matched by equality).
 
     Leave-one-out: with ``exclude_self`` query ``i`` is gallery item ``i`` and is left out of
     its own ranking (and of its count ``R``); otherwise each query would be its own first match.
@@ -69,6 +70,7 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     check(gallery_labels is not None and len(query_labels) == len(queries) and len(gallery_labels) == len(gallery),
           f"{len(queries)} queries with {len(query_labels)} labels, {len(gallery)} gallery items with "
           f"{0 if gallery_labels is None else len(gallery_labels)} labels: one label per embedding")
+    query_labels, gallery_labels = text_ids(query_labels, gallery_labels, what="retrieval labels")
     query_labels, gallery_labels = class_ids(query_labels, "query labels"), class_ids(gallery_labels, "gallery labels")
     check(bool(torch.isfinite(queries).all()) and bool(torch.isfinite(gallery).all()),
           "retrieval embeddings have NaN or infinite values")

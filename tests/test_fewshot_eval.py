@@ -168,3 +168,13 @@ def test_episode_labels_may_be_names():
     kw = dict(heads="prototype", episodes=5, n_way=3, k_shot=1, n_query=2)
     names = [f"class{i}" for i in labels.tolist()]  # sorted as class0 ... class5: the same ids
     assert evaluate_episodes(feats, names, **kw) == evaluate_episodes(feats, labels, **kw)
+
+
+def test_extract_features_names_images_of_another_shape():
+    from helpers import tiny_net
+
+    from transferkit.errors import TransferkitError
+    from transferkit.fewshot_eval import extract_features
+    with pytest.raises(TransferkitError, match=r"extract_features: images of shape \(3, 28, 28\), the network takes "
+                                               r"\(1, 28, 28\)"):
+        extract_features(tiny_net(3), torch.rand(2, 3, 28, 28))

@@ -29,6 +29,7 @@ from .errors import UnknownNameError, check, class_ids, is_whole
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
+from .retrieval import check_input_shape
 
 FEWSHOT_HEADS = ("linear", "cosine", "prototype")
 TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps
@@ -179,6 +180,7 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     on the network's device (the images are moved there chunk by chunk). Images already on that
     device go through :mod:`transferkit.frozen`'s memo: a linear probe of the same network
     scored on them later reads these embeddings."""
+    check_input_shape(net, images, "extract_features")
     dev = next(net.parameters(), torch.empty(0)).device
     with evaluating(net):  # each submodule gets its own mode back (a frozen unit stays in eval mode)
         if type(net).forward_features is UnitNet.forward_features and images.device == dev:

@@ -112,13 +112,18 @@ def map_at_k(queries, query_labels, gallery=None, gallery_labels=None, k: int = 
                                         exclude_self=exclude_self).mean())
 
 
+def check_input_shape(net, images: torch.Tensor, what: str) -> None:
+    """Images of the shape ``net.input_shape`` (when the network declares one)."""
+    shape = getattr(net, "input_shape", None)
+    check(shape is None or tuple(images.shape[1:]) == tuple(shape),
+          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
+
+
 @torch.no_grad()
 def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """``N x D`` embeddings (input of the head) in eval mode (the net's mode is restored)."""
     images = as_images(images, "embed")
-    shape = getattr(net, "input_shape", None)
-    check(shape is None or tuple(images.shape[1:]) == tuple(shape),
-          f"embed: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
+    check_input_shape(net, images, "embed")
     with evaluating(net):
         dev = next(net.parameters()).device
         if len(images) == 0:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..backbones import evaluating
+from ..backbones import UnitNet, evaluating
 from ..domain import image_batch
 from ..engine import FitResult
 from ..errors import check, warn
@@ -25,6 +25,13 @@ from ..frozen import frozen_activations
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
+
+
+def check_unitnet(net, what: str) -> None:
+    """Refuse a network that is no :class:`~transferkit.backbones.UnitNet` (tapping reads its units)."""
+    check(isinstance(net, UnitNet),
+          f"{what}: net must be a transferkit UnitNet (build_backbone(...), or backbones.from_sequential / "
+          f"from_modules to cut your own module into units), got {type(net).__name__}")
 
 
 @torch.no_grad()
@@ -81,6 +88,7 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0) -> lis
     """Seed 001's table: for each feature unit (default: all), the accuracy on ``test`` of a
     linear SVM and of a softmax classifier trained on ``train``'s frozen features.
     Returns one row per unit: ``unit``, ``dim``, ``svm_accuracy``, ``softmax_accuracy``."""
+    check_unitnet(net, "tap")
     units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)
     check(len(units) > 0, "tap: units must name at least one unit")
     check(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0,
@@ -113,6 +121,7 @@ class Tap(Method):
     min_classes = 2  # a linear classifier tells classes apart
 
     def __init__(self, net, c: float = 1.0, units: list[str] | None = None):
+        check_unitnet(net, "tap")
         super().__init__(net)
         self.c = float(c)
         self.units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)

@@ -285,3 +285,34 @@ def test_group_ids_may_be_names_and_labels_must_be_class_ids():
         grouped_accuracy(logits, ["cat"] * 12, videos)
     with pytest.raises(TransferkitError, match="labels must be class ids"):
         classification_report(logits, ["cat"] * 12)
+
+
+def test_tsne_takes_one_set_per_panel_and_class_labels(tmp_path):
+    from transferkit.plots import tsne_embeddings
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, 4, generator=g), torch.randn(10, 4, generator=g).numpy()
+    assert tsne_embeddings({"p": a}, tmp_path / "one.png").exists()
+    assert tsne_embeddings(a, tmp_path / "bare.png", labels=torch.arange(12) % 3).exists()
+    names = [f"c{i % 2}" for i in range(22)]
+    assert tsne_embeddings({"pair": (a, b), "one": a}, tmp_path / "mix.png", labels={"pair": names}).exists()
+    for panels, labels, message in (({"p": (a, b, a)}, None, "must be an N x D array .* got tuple of 3 items"),
+                                    ({"p": "a"}, None, "or a pair .source_features, target_features."),
+                                    ([a], None, "panels must be a dict"),
+                                    ({"p": (a, b)}, [0, 1], "22 points .source then target. but 2 labels")):
+        with pytest.raises(TransferkitError, match=message):
+            tsne_embeddings(panels, tmp_path / "bad.png", labels=labels)
+
+
+def test_per_unit_plot_takes_tap_rows_and_names_the_keys_it_needs(tmp_path):
+    from transferkit.plots import per_unit_accuracy_plot
+    tap_rows = [{"unit": "c1", "dim": 8, "svm_accuracy": 0.9, "softmax_accuracy": 0.8},
+                {"unit": "c2", "dim": 4, "svm_accuracy": 0.7, "softmax_accuracy": 0.85}]
+    assert per_unit_accuracy_plot(tap_rows, tmp_path / "tap.png").stat().st_size > 0
+    no_ratio = [{"candidate_val_accuracy": {"c1": 0.5, "all": 0.6}}]  # no ratio, no test accuracies
+    assert per_unit_accuracy_plot(no_ratio, tmp_path / "flex.png").stat().st_size > 0
+    with pytest.raises(TransferkitError, match=r"takes flex rows, with candidate_val_accuracy .* tap\(...\)'s rows, "
+                                               r"with unit and <classifier>_accuracy; got rows with"
+                                               r" keys \['accuracy'\]"):
+        per_unit_accuracy_plot([{"accuracy": 0.5}], tmp_path / "x.png")
+    with pytest.raises(TransferkitError, match="tap rows need <classifier>_accuracy"):
+        per_unit_accuracy_plot([{"unit": "c1"}], tmp_path / "x.png")

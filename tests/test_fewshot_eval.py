@@ -178,3 +178,10 @@ def test_extract_features_names_images_of_another_shape():
     with pytest.raises(TransferkitError, match=r"extract_features: images of shape \(3, 28, 28\), the network takes "
                                                r"\(1, 28, 28\)"):
         extract_features(tiny_net(3), torch.rand(2, 3, 28, 28))
+
+
+def test_one_episode_reports_no_interval():
+    import math
+    result = evaluate_episodes(torch.randn(30, 4), torch.arange(30) % 3, heads="prototype", n_way=3, k_shot=1,
+                               n_query=2, episodes=1)["prototype"]
+    assert math.isnan(result["ci95"]) and "one episode: no interval" in result["note"] and result["episodes"] == 1

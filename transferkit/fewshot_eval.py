@@ -11,7 +11,7 @@ on the support features and scored on the queries. Heads:
 
 All episodes are processed at once: indices are ``E x N x K`` tensors and the per-episode
 heads are ``E x N x D`` weights trained with ``bmm``. The report is the mean accuracy over
-episodes and the 95 % interval ``1.96 * std / sqrt(E)`` (600 episodes by default).
+episodes and the 95 % interval ``1.96 * std / sqrt(E)`` (600 episodes by default; NaN for one).
 """
 
 from __future__ import annotations
@@ -143,7 +143,9 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
 
 
 def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
-    """Mean and 95 % interval half-width ``1.96 * std / sqrt(E)`` (0 for one episode)."""
+    """Mean and 95 % interval half-width ``1.96 * std / sqrt(E)``; NaN for one episode, where
+    the spread is unknown (0 would claim none; :func:`~transferkit.evaluate.format_mean_se`
+    likewise prints the mean alone)."""
     accs = torch.as_tensor(accs)
     accs = accs if accs.is_floating_point() else accs.double()
     n = accs.numel()
@@ -151,13 +153,14 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
           f"mean_ci95 needs a 1-D sequence of one or more finite accuracies, got {n} values of shape "
           f"{tuple(accs.shape)}")
     if n < 2:
-        return float(accs.mean()), 0.0
+        return float(accs.mean()), math.nan
     return float(accs.mean()), 1.96 * float(accs.std()) / math.sqrt(n)
 
 
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, **kw) -> dict:
-    """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head."""
+    """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head;
+    with one episode ``ci95`` is NaN and a ``note`` says why."""
     given = heads
     heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
     check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
@@ -171,6 +174,8 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
         accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)
         mean, ci = mean_ci95(accs)
         out[head] = {"mean": mean, "ci95": ci, "episodes": len(accs)}
+        if len(accs) < 2:
+            out[head]["note"] = "one episode: no interval (ci95 is NaN); run more episodes to measure the spread"
     return out
 
 

@@ -316,3 +316,13 @@ def test_per_unit_plot_takes_tap_rows_and_names_the_keys_it_needs(tmp_path):
         per_unit_accuracy_plot([{"accuracy": 0.5}], tmp_path / "x.png")
     with pytest.raises(TransferkitError, match="tap rows need <classifier>_accuracy"):
         per_unit_accuracy_plot([{"unit": "c1"}], tmp_path / "x.png")
+
+
+def test_the_readme_evaluation_snippet_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Evaluation\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md (Evaluation)", "exec"), {})
+    assert (tmp_path / "tsne.png").exists()

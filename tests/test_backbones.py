@@ -522,3 +522,81 @@ def test_an_input_the_network_cannot_take_is_named_with_the_shape_it_was_built_f
     assert wide(torch.zeros(1, 3, 48, 48)).shape == (1, 3)  # another size that the units take is not refused
     with pytest.raises(KeyError, match="unknown unit 'nope'"):
         net.forward_features(torch.zeros(1, 1, 28, 28), ["nope"])  # other errors pass through unchanged
+
+
+class _Residual(nn.Module):
+    """A residual add and a functional pool in forward: listing stem, block and fc loses both."""
+
+    def __init__(self, out_dict=False):
+        super().__init__()
+        self.stem, self.block = nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        self.fc, self.out_dict = nn.Linear(4, 10), out_dict
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.fc((x + self.block(x)).mean((2, 3)))
+        return {"logits": x} if self.out_dict else x
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x).relu()
+
+
+def test_from_modules_refuses_a_cut_that_loses_code_in_forward():
+    torch.manual_seed(0)
+    model = _Residual()
+    pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    rng = torch.get_rng_state()
+    with pytest.raises(TransferkitError, match=r"another function than the model: max \|model\(x\) - unitnet\(x\)\| "
+                                               r"= 0\.\d+.*residual add.*wrap the code in an nn.Module"):
+        from_modules(model, units=["stem", "block"], head="fc", pool=pool, input_shape=(1, 8, 8))
+    assert torch.equal(rng, torch.get_rng_state()) and model.training  # no global draw, its mode back
+    with pytest.raises(TransferkitError, match=r"input of shape \(2, 1, 224, 224\)"):  # the default shape too
+        from_modules(model, units=["stem", "block"], head="fc", pool=pool)
+    # a dict output cannot be compared: built as asked (the docstring says so)
+    net = from_modules(_Residual(out_dict=True), ["stem", "block"], head="fc", pool=pool, input_shape=(1, 8, 8))
+    assert net.unit_names == ["stem", "block", "head"]
+
+    class ResNetLike(nn.Module):  # the residual inside a listed block module: the cut is the model
+        def __init__(self):
+            super().__init__()
+            self.stem, self.layer1, self.fc = nn.Conv2d(1, 4, 3, padding=1), _Block(), nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layer1(self.stem(x)), 1), 1))
+
+    model = ResNetLike()
+    net = from_modules(model, ["stem", "layer1"], head="fc", pool=pool, input_shape=(1, 8, 8))
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(net(x), model(x))
+
+
+def test_from_sequential_checks_the_default_pool_against_the_sequential():
+    seq = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 1), nn.AdaptiveMaxPool2d(1))
+    with pytest.raises(TransferkitError, match="from_sequential: the units fail .*give as pool="):
+        from_sequential(seq, head_index=2, input_shape=(1, 8, 8))  # Flatten before a conv head
+    net = from_sequential(seq, head_index=2, pool=nn.Identity(), input_shape=(1, 8, 8))  # a pool: not compared
+    assert net.unit_names == ["unit1", "unit2", "head"]
+    seq = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softmax(1), nn.Flatten())  # the softmax over channels, not pixels
+    with pytest.raises(TransferkitError, match=r"from_sequential: the units compute another function .* = 0\.\d"):
+        from_sequential(seq, head_index=1, input_shape=(1, 8, 8))
+
+
+def test_from_sequential_refuses_another_module_and_points_to_from_modules():
+    class HeadFirst(nn.Module):  # registration order is not the order forward runs
+        def __init__(self):
+            super().__init__()
+            self.fc, self.feat = nn.Linear(16, 10), nn.Sequential(nn.Flatten(), nn.Linear(64, 16))
+
+        def forward(self, x):
+            return self.fc(self.feat(x))
+
+    with pytest.raises(TransferkitError, match=r"from_sequential cuts an nn.Sequential.*got a HeadFirst.*"
+                                               r"use from_modules\(model, units="):
+        from_sequential(HeadFirst(), input_shape=(1, 8, 8))
+    assert from_modules(HeadFirst(), ["feat"], head="fc", input_shape=(1, 8, 8)).unit_names == ["feat", "head"]

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -257,8 +258,8 @@ def test_evaluation_helpers_name_bad_arguments():
             classification_report(**{"logits": torch.randn(4, 2), "labels": labels, **kwargs})
     assert classification_report(torch.randn(4, 2), labels, num_classes=2)["n"] == 4
     emb = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
-    assert map_at_k(emb, labels, emb, labels, k=2) == map_at_k(torch.from_numpy(emb), labels, torch.from_numpy(emb),
-                                                                labels, k=2)
+    assert map_at_k(emb, labels, emb, labels, k=2, exclude_self=False) == map_at_k(
+        torch.from_numpy(emb), labels, torch.from_numpy(emb), labels, k=2, exclude_self=False)
     with pytest.raises(TransferkitError, match="chunk must be a whole number >= 1, got 2.5"):
         average_precision_at_k(torch.from_numpy(emb), labels, torch.from_numpy(emb), labels, chunk=2.5)
 
@@ -268,3 +269,60 @@ def test_predict_logits_builds_no_graph():
     with torch.enable_grad():
         out = predict_logits(torch.nn.Linear(4, 2), torch.randn(5, 4))
     assert not out.requires_grad  # a graph per chunk held every activation of a scored split (5.7 GB for 8192 images)
+
+
+def test_group_ids_may_be_names_and_labels_must_be_class_ids():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(12, 3), torch.arange(3).repeat_interleave(4)
+    videos = ["v1"] * 4 + ["v2"] * 4 + ["v10"] * 4
+    by_number = grouped_accuracy(logits, labels, torch.arange(12) // 4)
+    assert grouped_accuracy(logits, labels, videos) == by_number
+    assert grouped_accuracy(logits, labels, np.array(videos, dtype=object)) == by_number
+    assert classification_report(logits, labels, groups=videos)["group_accuracy"] == by_number
+    with pytest.raises(TransferkitError, match="group 'v1' holds samples of different labels"):
+        grouped_accuracy(logits, labels, ["v1"] * 6 + ["v2"] * 6)
+    with pytest.raises(TransferkitError, match=r"labels must be class ids 0..C-1 .*class_names.index"):
+        grouped_accuracy(logits, ["cat"] * 12, videos)
+    with pytest.raises(TransferkitError, match="labels must be class ids"):
+        classification_report(logits, ["cat"] * 12)
+
+
+def test_tsne_takes_one_set_per_panel_and_class_labels(tmp_path):
+    from transferkit.plots import tsne_embeddings
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, 4, generator=g), torch.randn(10, 4, generator=g).numpy()
+    assert tsne_embeddings({"p": a}, tmp_path / "one.png").exists()
+    assert tsne_embeddings(a, tmp_path / "bare.png", labels=torch.arange(12) % 3).exists()
+    names = [f"c{i % 2}" for i in range(22)]
+    assert tsne_embeddings({"pair": (a, b), "one": a}, tmp_path / "mix.png", labels={"pair": names}).exists()
+    for panels, labels, message in (({"p": (a, b, a)}, None, "must be an N x D array .* got tuple of 3 items"),
+                                    ({"p": "a"}, None, "or a pair .source_features, target_features."),
+                                    ([a], None, "panels must be a dict"),
+                                    ({"p": (a, b)}, [0, 1], "22 points .source then target. but 2 labels")):
+        with pytest.raises(TransferkitError, match=message):
+            tsne_embeddings(panels, tmp_path / "bad.png", labels=labels)
+
+
+def test_per_unit_plot_takes_tap_rows_and_names_the_keys_it_needs(tmp_path):
+    from transferkit.plots import per_unit_accuracy_plot
+    tap_rows = [{"unit": "c1", "dim": 8, "svm_accuracy": 0.9, "softmax_accuracy": 0.8},
+                {"unit": "c2", "dim": 4, "svm_accuracy": 0.7, "softmax_accuracy": 0.85}]
+    assert per_unit_accuracy_plot(tap_rows, tmp_path / "tap.png").stat().st_size > 0
+    no_ratio = [{"candidate_val_accuracy": {"c1": 0.5, "all": 0.6}}]  # no ratio, no test accuracies
+    assert per_unit_accuracy_plot(no_ratio, tmp_path / "flex.png").stat().st_size > 0
+    with pytest.raises(TransferkitError, match=r"takes flex rows, with candidate_val_accuracy .* tap\(...\)'s rows, "
+                                               r"with unit and <classifier>_accuracy; got rows with"
+                                               r" keys \['accuracy'\]"):
+        per_unit_accuracy_plot([{"accuracy": 0.5}], tmp_path / "x.png")
+    with pytest.raises(TransferkitError, match="tap rows need <classifier>_accuracy"):
+        per_unit_accuracy_plot([{"unit": "c1"}], tmp_path / "x.png")
+
+
+def test_the_readme_evaluation_snippet_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Evaluation\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md (Evaluation)", "exec"), {})
+    assert (tmp_path / "tsne.png").exists()

@@ -161,3 +161,27 @@ def test_a_torn_tsne_cache_of_the_fewshot_benchmark_is_computed_again(tmp_path):
     assert torch.equal(_cached_panels(cache, lines.append)["source network"][1], torch.ones(2, 3))
     cache.write_bytes(cache.read_bytes()[:50])  # torn by a full disk
     assert _cached_panels(cache, lines.append) is None and "embeddings-x.pt is unreadable" in lines[-1]
+
+
+def test_episode_labels_may_be_names():
+    feats, labels = torch.randn(60, 8, generator=torch.Generator().manual_seed(0)), torch.arange(60) % 6
+    kw = dict(heads="prototype", episodes=5, n_way=3, k_shot=1, n_query=2)
+    names = [f"class{i}" for i in labels.tolist()]  # sorted as class0 ... class5: the same ids
+    assert evaluate_episodes(feats, names, **kw) == evaluate_episodes(feats, labels, **kw)
+
+
+def test_extract_features_names_images_of_another_shape():
+    from helpers import tiny_net
+
+    from transferkit.errors import TransferkitError
+    from transferkit.fewshot_eval import extract_features
+    with pytest.raises(TransferkitError, match=r"extract_features: images of shape \(3, 28, 28\), the network takes "
+                                               r"\(1, 28, 28\)"):
+        extract_features(tiny_net(3), torch.rand(2, 3, 28, 28))
+
+
+def test_one_episode_reports_no_interval():
+    import math
+    result = evaluate_episodes(torch.randn(30, 4), torch.arange(30) % 3, heads="prototype", n_way=3, k_shot=1,
+                               n_query=2, episodes=1)["prototype"]
+    assert math.isnan(result["ci95"]) and "one episode: no interval" in result["note"] and result["episodes"] == 1

@@ -65,6 +65,9 @@ def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
     assert main(["report", str(bench_dir / "results.json"), "--out", str(tmp_path / "file")]) == 0  # and back
     assert (tmp_path / "file" / "report.html").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "nothing does not exist" in capsys.readouterr().err
+    (tmp_path / "nothing").mkdir()
+    assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no results.json" in capsys.readouterr().err
     (tmp_path / "half" / "jobs").mkdir(parents=True)  # a run stopped by an error: finished jobs, no results
     (tmp_path / "half" / "jobs" / "finetune-k=1-s0.json").write_text("{}")
@@ -146,7 +149,7 @@ REVIEW_ROW = {"source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "
 def _capture(monkeypatch):
     figs = []
     orig = report_module._png
-    monkeypatch.setattr(report_module, "_png", lambda fig: (figs.append(fig), orig(fig))[1])
+    monkeypatch.setattr(report_module, "_png", lambda fig, **kw: (figs.append(fig), orig(fig, **kw))[1])
     return figs
 
 
@@ -297,3 +300,19 @@ def test_tables_and_reports_name_the_class_subsets_of_the_run(tmp_path, capsys):
         assert "mean ± standard error over seeds (n); target classes 5-9." in (tmp_path / "out" / name).read_text()
     (tmp_path / "results.json").write_text(json.dumps({"name": "x", "config": "not a mapping", "rows": rows}))
     assert main(["summary", str(tmp_path)]) == 0 and "Classes" not in capsys.readouterr().out
+
+
+def test_confusion_figure_keeps_its_x_label_inside_and_a_missing_directory_is_named(tmp_path):
+    import io
+
+    import numpy as np
+    from matplotlib.image import imread
+
+    from transferkit.errors import TransferkitError
+    rows = [{"method": m, "source": "s", "target": "t", "setting": "k=2", "confusion": np.eye(4, dtype=int).tolist(),
+             "class_names": [f"class{i}" for i in range(4)]} for m in ("linear_probe", "tap")]
+    grey = imread(io.BytesIO(report_module.confusion_figures(rows)[0][1]))[:, :, :3].min(2)
+    last_ink = int(np.flatnonzero((grey < 0.5).any(1)).max())
+    assert grey.shape[0] - 1 - last_ink >= 3  # "predicted" was cut at the bottom edge
+    with pytest.raises(TransferkitError, match="nowhere does not exist: give a run or benchmark directory"):
+        report_module.write_report(tmp_path / "nowhere")

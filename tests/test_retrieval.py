@@ -31,8 +31,8 @@ def test_matches_loop_on_random_embeddings():
 def test_perfect_and_worst_cases():
     gl = torch.arange(4).repeat_interleave(3)
     g = torch.nn.functional.one_hot(gl, 4).float()
-    assert map_at_k(g, gl, g, gl, k=3) == pytest.approx(1.0)
-    assert map_at_k(g, (gl + 1) % 4, g, gl, k=3) == pytest.approx(0.0)
+    assert map_at_k(g, gl, k=3) == pytest.approx(1.0)  # each among the others (leave-one-out)
+    assert map_at_k(g, (gl + 1) % 4, g, gl, k=2, exclude_self=True) == pytest.approx(0.0)  # 2 others at 0
     ap = average_precision_at_k(torch.tensor([[0.0]]), torch.tensor([1]), torch.tensor([[0.0], [1.0], [2.0]]),
                                 torch.tensor([0, 1, 1]), k=2)
     assert ap.item() == pytest.approx(0.5 / 2)  # relevant at rank 2 only: P@2 = 1/2, normalised by min(k, R) = 2
@@ -140,3 +140,42 @@ def test_the_top_k_ranking_is_exactly_a_stable_sort_of_the_distances():
     for qq, gg in ((q, g_emb), ((q * 2).round()[:, :2], (g_emb * 2).round()[:, :2]), (q * 0, g_emb * 0)):
         for k in (1, 7, 400):
             assert torch.equal(average_precision_at_k(qq, ql, gg, gl, k, chunk=64), by_sort(qq, ql, gg, gl, k))
+
+
+def test_leave_one_out_within_one_set():
+    x = torch.tensor([[0.0], [1.0], [3.0], [6.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    # by hand: 0 and 1 find each other first, 6 finds 3; 3's two nearest others are 1 (d=2), then 0 (d=3, before 6
+    # in gallery order): no hit in the top 2
+    assert average_precision_at_k(x, y, k=2).tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert map_at_k(x, y, x.clone(), y, k=2, exclude_self=True) == 0.75
+    assert map_at_k(x, y, x, y, k=2, exclude_self=False) == 0.875  # each query its own first match: 3 scores 1/2
+    with pytest.warns(UserWarning, match="the gallery holds the queries themselves.*leave-one-out"):
+        assert map_at_k(x, y, x, y, k=2) == 0.75  # the same tensor twice: left out, with a warning
+    assert torch.equal(average_precision_at_k(x, y, k=3, chunk=1), loop_ap(x, y, x, y, 4)[:0].new_tensor(
+        [float(loop_ap(x[i:i + 1], y[i:i + 1], torch.cat([x[:i], x[i + 1:]]), torch.cat([y[:i], y[i + 1:]]), 3))
+         for i in range(4)]))
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="as many queries as gallery items"):
+        map_at_k(x[:2], y[:2], x, y, exclude_self=True)
+    with pytest.raises(TransferkitError, match="besides the query"):
+        map_at_k(x[:1], y[:1])
+
+
+def test_leave_one_out_of_random_embeddings_is_chance():
+    g = torch.Generator().manual_seed(0)
+    emb, labels = torch.randn(2000, 16, generator=g), torch.randint(0, 10, (2000,), generator=g)
+    chance = map_at_k(emb[:1000], labels[:1000], emb[1000:], labels[1000:], k=10)  # two disjoint sets
+    assert map_at_k(emb, labels, k=10) == pytest.approx(chance, abs=0.01)
+    assert map_at_k(emb, labels, emb, labels, k=10, exclude_self=False) > 3 * chance  # itself at rank 1
+
+
+def test_labels_may_be_names_matched_by_equality():
+    q, g = torch.tensor([[0.0], [5.0]]), torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    ids = average_precision_at_k(q, [0, 1], g, [0, 1, 0, 1], k=4)
+    assert torch.equal(average_precision_at_k(q, ["cat", "dog"], g, ["cat", "dog", "cat", "dog"], k=4), ids)
+    assert map_at_k(g, ["a", "b", "a", "b"], k=1) == map_at_k(g, [0, 1, 0, 1], k=1)  # leave-one-out
+    assert map_at_k(q[:1], ["owl"], g, ["cat", "dog", "cat", "dog"], k=2) == 0.0  # a class the gallery lacks
+    from transferkit.errors import TransferkitError
+    with pytest.raises(TransferkitError, match="all names .strings. or all numbers"):
+        map_at_k(q, ["cat", "dog"], g, [0, 1, 0, 1])

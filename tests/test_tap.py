@@ -80,3 +80,12 @@ def test_tap_predictions_reuse_the_tapped_activations_bit_identically():
             m.fit_transfer(None, target=toy_domain(40, s + 10))
             assert torch.equal(m.logits(test.images), predict_logits(m, test.images))
     assert MEMO.hits == 1  # the second subset read the first one's conv2 activations (it recomputed them)
+
+
+def test_tap_names_a_network_that_is_no_unitnet():
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 3))
+    domain = toy_domain(12)
+    for run in (lambda: tap(plain, domain, domain), lambda: Tap(plain)):
+        with pytest.raises(TransferkitError, match=r"tap: net must be a transferkit UnitNet .*from_modules.*got "
+                                                   r"Sequential"):
+            run()

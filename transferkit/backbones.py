@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .errors import TransferkitError, UnknownNameError, check, is_whole
+from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .heads import HEADS, make_head
 
 EMBEDDING = "embedding"
@@ -728,6 +728,46 @@ def _auto_name(k: int, group: Sequence[str]) -> str:
     return f"unit{k + 1}"
 
 
+def _check_same_function(model: nn.Module, net: UnitNet, what: str) -> None:
+    """Refuse ``net`` when it computes another function than ``model`` on one random batch of
+    ``net.input_shape`` (eval mode, no_grad, a fixed generator: the global RNG is untouched).
+    Skipped when the model has lazy (not yet sized) parameters, when ``model(x)`` fails, or when
+    it returns anything but a tensor of ``net(x)``'s shape (a tensor of another shape warns)."""
+    params = [*model.parameters(), *net.parameters()]
+    if net.input_shape is None or any(nn.parameter.is_lazy(p) for p in params):
+        return
+    ref = next((t for t in [*params, *model.buffers()] if t.is_floating_point()), torch.zeros(()))
+    x = torch.rand(2, *net.input_shape, generator=torch.Generator().manual_seed(0))
+    x = x.to(device=ref.device, dtype=ref.dtype)
+    with evaluating(model), evaluating(net), torch.no_grad():
+        try:
+            want = model(x)
+        except Exception:  # another signature, or a shape the model does not take: nothing to compare
+            return
+        try:
+            got = net(x)
+        except (RuntimeError, TypeError, TransferkitError) as e:
+            raise TransferkitError(f"{what}: the units fail on an input of shape {tuple(x.shape)} that the model "
+                                   f"takes ({type(e).__name__}: {str(e).strip().splitlines()[0]}); list the modules "
+                                   f"its forward runs, in that order, and give as pool= what runs between the last "
+                                   f"unit and the head (default nn.Flatten())") from e
+    if not isinstance(want, torch.Tensor):
+        return
+    if want.shape != got.shape:
+        warn(f"{what}: model(x) returns shape {tuple(want.shape)}, the UnitNet {tuple(got.shape)}: not checked that "
+             f"the units compute the model's function")
+        return
+    diff = float((want.double() - got.double()).abs().max())
+    tol = (1e-2 if ref.element_size() < 4 else 1e-4) * (1 + float(want.double().abs().max()))
+    check(diff <= tol,
+          f"{what}: the units compute another function than the model: max |model(x) - unitnet(x)| = {diff:.3g} "
+          f"on a random input of shape {tuple(x.shape)} (tolerance {tol:.2g}). The UnitNet runs only the listed "
+          f"modules one after another, then pool and head; code in the model's forward is lost (a residual add "
+          f"x + block(x), a reshape, an op between two listed modules). List a module that contains that code "
+          f"(the block whose forward holds the residual add), or wrap the code in an nn.Module and list it (as "
+          f"pool= between the last unit and the head)")
+
+
 def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: nn.Module | None = None,
                     input_shape: Sequence[int] | None = None, name: str = "sequential") -> UnitNet:
     """Cut an ``nn.Sequential`` into units (modules are shared, not copied).
@@ -738,7 +778,13 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     child names (``[["0", "1"], ["2"]]``, or their indices ``[[0, 1], [2]]``) or a dict
     ``unit name -> child name(s)``. Groups must cover the feature children in order. Unnamed
     units are called after their child when it is a single named child, else ``unit1, unit2, ...``.
+    With ``input_shape`` and the default ``pool``, the UnitNet is checked to compute ``seq(x)``
+    on one random batch, as in :func:`from_modules`.
     """
+    check(isinstance(seq, nn.Sequential),
+          f"from_sequential cuts an nn.Sequential, whose forward runs its children in order; got a "
+          f"{type(seq).__name__}, whose forward may run them in another order or with code between them: use "
+          f"from_modules(model, units=[...], head=...) to list its modules in the order its forward runs them")
     children = [(n, m) for n, m in seq._modules.items() if m is not None]  # a module used twice counts twice
     check(len(children) >= 1, "from_sequential needs a non-empty nn.Sequential")
     h = head_index + len(children) if head_index < 0 else head_index
@@ -764,7 +810,10 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     check(len(set(names)) == len(names), f"duplicate unit names {names}")
     mods = dict(feats)
     body = OrderedDict((n, _merge([(c, mods[c]) for c in g])) for n, g in zip(names, groups))
-    return UnitNet(body, _merge(head_children), pool=pool, name=name, input_shape=input_shape)
+    net = UnitNet(body, _merge(head_children), pool=pool, name=name, input_shape=input_shape)
+    if pool is None:  # a pool of one's own is a step the Sequential has not
+        _check_same_function(seq, net, "from_sequential")
+    return net
 
 
 def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Module | None = None,
@@ -780,6 +829,12 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
     input_shape: ``(C, H, W)`` of one input; default: the channels of the first convolution
         at 224 x 224 (a torchvision/timm ImageNet model; the engine takes other sizes when
         the model can), ``None`` without a convolution.
+
+    With an input shape, ``model(x)`` and the UnitNet are compared on one random batch (eval
+    mode, no gradients, a fixed generator): a cut that computes another function (code in
+    ``forward`` between or around the listed modules, such as a residual add) is refused with
+    the largest difference. The check is skipped when ``model(x)`` fails or does not return a
+    tensor of the UnitNet's output shape (a dict, a tuple), and for lazy parameters.
     """
     known = [n for n, _ in model.named_modules() if n]
 
@@ -806,5 +861,6 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
     if input_shape is None:  # was (3, 224, 224) whatever the model took: a 1-channel model refused its images
         conv = next((m for m in body.values() for m in m.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
         input_shape = (conv.in_channels, 224, 224) if isinstance(conv, nn.Conv2d) else None
-    return UnitNet(body, head_mod, pool=pool, name=name or type(model).__name__.lower(),
-                   input_shape=input_shape)
+    net = UnitNet(body, head_mod, pool=pool, name=name or type(model).__name__.lower(), input_shape=input_shape)
+    _check_same_function(model, net, "from_modules")
+    return net

@@ -145,17 +145,15 @@ def _runtime_flag_checks(args) -> None:
 
 
 def _report(args) -> None:
-    from .report import write_report
+    from .report import check_run_dir, write_report
     args.run_dirs = [str(Path(d).parent) if Path(d).name == "results.json" and Path(d).is_file() else d
                      for d in args.run_dirs]  # a results.json stands for its run directory
     names = [Path(d).resolve().name for d in args.run_dirs]
     several = args.out is not None and len(args.run_dirs) > 1
     check(not several or len(set(names)) == len(names),
           f"--out with several run directories writes one sub-folder per directory name; these repeat: {names}")
-    from .results import unfinished_hint
     for run_dir in args.run_dirs:  # every directory is checked before any report is written
-        check((Path(run_dir) / "results.json").is_file(), f"no results.json in {run_dir}: not a finished run or "
-                                                            f"benchmark directory{unfinished_hint(Path(run_dir))}")
+        check_run_dir(run_dir)
     for run_dir, name in zip(args.run_dirs, names):
         html, md = write_report(run_dir, out=Path(args.out) / name if several else args.out)
         print(f"report: {html}\nmarkdown: {md}")

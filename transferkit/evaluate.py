@@ -5,12 +5,45 @@ over 10 random label subsets)."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 from .domain import group_labels
-from .errors import check, class_ids, is_whole, whole_valued
+from .errors import TransferkitError, check, class_ids, is_whole, whole_valued
+
+
+def is_text(values) -> bool:
+    """``values`` (a list or array, not a tensor) holds strings or other objects, not numbers."""
+    return not isinstance(values, torch.Tensor) and np.asarray(values).dtype.kind in "USO"
+
+
+def text_ids(*arrays, what: str) -> list:
+    """``arrays`` as they are when none holds text; else all of them as ``long`` tensors of ids,
+    the names numbered together in sorted order (``np.unique``), so that equal names get equal ids
+    across arrays (video ids ``"v1"``, class names)."""
+    if not any(is_text(a) for a in arrays):
+        return list(arrays)
+    values = [np.asarray(a) for a in arrays]
+    check(all(v.ndim == 1 and v.dtype.kind in "USO" for v in values),
+          f"{what} must be 1-D, all names (strings) or all numbers; got {', '.join(str(v.dtype) for v in values)} "
+          f"of shapes {', '.join(str(v.shape) for v in values)}")
+    try:
+        _, inverse = np.unique(np.concatenate(values).astype(object), return_inverse=True)
+    except TypeError:
+        raise TransferkitError(f"{what}: names of mixed kinds (strings and numbers or None) cannot be sorted; "
+                               f"give them all as strings") from None
+    ids = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
+    return list(ids.split([len(v) for v in values]))
+
+
+def _class_id_labels(labels, what: str = "labels"):
+    check(not is_text(labels), f"{what} must be class ids 0..C-1 (the columns of the logits), got names such as "
+                               f"{np.asarray(labels).reshape(-1)[:3].tolist()}; map them to ids, e.g. "
+                               f"[class_names.index(n) for n in names]")
+    return labels
 
 
 def module_device(module) -> torch.device | None:
@@ -58,10 +91,9 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
                           groups: torch.Tensor | None = None) -> dict:
     """Accuracy, per-class accuracy and confusion matrix; with ``groups`` also the
-    per-group accuracy of seed 000 §4.2 (softmax averaged over the samples of a group).
-    Computed on the CPU: tensors on another device (a GPU) are copied there."""
-    logits, labels = torch.as_tensor(logits).detach().cpu(), torch.as_tensor(labels).cpu()
-    groups = None if groups is None else torch.as_tensor(groups).cpu()
+    per-group accuracy of seed 000 §4.2 (softmax averaged over the samples of a group; group
+    ids may be names, such as video ids). Computed on the CPU: tensors on another device (a GPU) are copied there."""
+    logits, labels = torch.as_tensor(logits).detach().cpu(), torch.as_tensor(_class_id_labels(labels)).cpu()
     check(len(labels) > 0, "cannot evaluate on an empty domain")
     check(logits.dim() == 2 and logits.shape[1] >= 1,
           f"classification_report needs N x C logits (C >= 1), got shape {tuple(logits.shape)}")
@@ -87,10 +119,13 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     return report
 
 
-def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
-    """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2), on the CPU."""
-    logits, labels, groups = (torch.as_tensor(t).detach().cpu() for t in (logits, labels, groups))
-    labels, groups = class_ids(labels), torch.as_tensor(groups)
+def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups) -> float:
+    """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2), on the CPU.
+    Group ids are integers or names (strings such as video ids); labels are class ids."""
+    names = np.unique(np.asarray(groups).astype(object)) if is_text(groups) else None
+    groups, = text_ids(groups, what="group ids")
+    logits, labels, groups = (torch.as_tensor(t).detach().cpu() for t in (logits, _class_id_labels(labels), groups))
+    labels = class_ids(labels)
     check(groups.dim() == 1 and not groups.is_floating_point(), f"group ids must be a 1-D tensor of integers, got "
                                                                 f"shape {tuple(groups.shape)} of {groups.dtype}")
     check(logits.dim() == 2 and len(logits) == len(labels) == len(groups) > 0,
@@ -100,7 +135,12 @@ def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups: torch.T
     check(int(labels.min()) >= 0 and int(labels.max()) < logits.shape[1],
           f"labels must lie in [0, {logits.shape[1] - 1}] (one logit per class), found {int(labels.min())}.."
           f"{int(labels.max())}")
-    inverse, group_label = group_labels(groups, labels)
+    try:
+        inverse, group_label = group_labels(groups, labels)
+    except TransferkitError as e:  # the group by its name, not by the number it was given here
+        if names is None:
+            raise
+        raise TransferkitError(re.sub(r"^group (\d+)", lambda m: f"group {names[int(m.group(1))]!r}", str(e))) from None
     probs = torch.softmax(logits.float(), 1)
     summed = torch.zeros(len(group_label), probs.shape[1]).index_add_(0, inverse, probs)
     return float((summed.argmax(1) == group_label).float().mean())

@@ -11,7 +11,7 @@ on the support features and scored on the queries. Heads:
 
 All episodes are processed at once: indices are ``E x N x K`` tensors and the per-episode
 heads are ``E x N x D`` weights trained with ``bmm``. The report is the mean accuracy over
-episodes and the 95 % interval ``1.96 * std / sqrt(E)`` (600 episodes by default).
+episodes and the 95 % interval ``1.96 * std / sqrt(E)`` (600 episodes by default; NaN for one).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, evaluating
 from .errors import UnknownNameError, check, class_ids, is_whole
-from .evaluate import predict_logits
+from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
+from .retrieval import check_input_shape
 
 FEWSHOT_HEADS = ("linear", "cosine", "prototype")
 TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps
@@ -111,7 +112,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
                        k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0,
                        steps: int = 100, lr: float = 0.01, scale: float = 10.0) -> torch.Tensor:
     """Accuracy of every episode (``E`` values) of ``head`` on ``N x D`` frozen features (on
-    the CPU: features on another device are copied there)."""
+    the CPU: features on another device are copied there). Labels are class ids or names."""
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     if head in TRAINED_HEADS:
@@ -120,6 +121,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check(_positive(lr), f"the {head} head needs a learning rate lr > 0, got {lr!r}")
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
     check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
+    labels, = text_ids(labels, what="episode labels")
     labels = class_ids(labels, "episode labels").cpu()
     check(isinstance(features, torch.Tensor), f"episodic evaluation needs the features as a torch.Tensor, got "
                                               f"{type(features).__name__} (torch.as_tensor converts an array)")
@@ -141,7 +143,9 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
 
 
 def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
-    """Mean and 95 % interval half-width ``1.96 * std / sqrt(E)`` (0 for one episode)."""
+    """Mean and 95 % interval half-width ``1.96 * std / sqrt(E)``; NaN for one episode, where
+    the spread is unknown (0 would claim none; :func:`~transferkit.evaluate.format_mean_se`
+    likewise prints the mean alone)."""
     accs = torch.as_tensor(accs)
     accs = accs if accs.is_floating_point() else accs.double()
     n = accs.numel()
@@ -149,13 +153,14 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
           f"mean_ci95 needs a 1-D sequence of one or more finite accuracies, got {n} values of shape "
           f"{tuple(accs.shape)}")
     if n < 2:
-        return float(accs.mean()), 0.0
+        return float(accs.mean()), math.nan
     return float(accs.mean()), 1.96 * float(accs.std()) / math.sqrt(n)
 
 
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, **kw) -> dict:
-    """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head."""
+    """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head;
+    with one episode ``ci95`` is NaN and a ``note`` says why."""
     given = heads
     heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
     check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
@@ -169,6 +174,8 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
         accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)
         mean, ci = mean_ci95(accs)
         out[head] = {"mean": mean, "ci95": ci, "episodes": len(accs)}
+        if len(accs) < 2:
+            out[head]["note"] = "one episode: no interval (ci95 is NaN); run more episodes to measure the spread"
     return out
 
 
@@ -178,6 +185,7 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     on the network's device (the images are moved there chunk by chunk). Images already on that
     device go through :mod:`transferkit.frozen`'s memo: a linear probe of the same network
     scored on them later reads these embeddings."""
+    check_input_shape(net, images, "extract_features")
     dev = next(net.parameters(), torch.empty(0)).device
     with evaluating(net):  # each submodule gets its own mode back (a frozen unit stays in eval mode)
         if type(net).forward_features is UnitNet.forward_features and images.device == dev:

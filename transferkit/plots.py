@@ -92,15 +92,22 @@ def best_index(values: list[float], losses: list[float] | None = None) -> int:
     return max(range(len(values)), key=lambda j: (-math.inf if math.isnan(values[j]) else values[j], -loss(j), -j))
 
 
-def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Seed 002 Figure 1: validation (solid) and test (dashed) accuracy of tuning each single
-    unit (and all units), one colour per ratio, mean over seeds; a marker on the candidate
-    with the best mean validation accuracy (ties: the lower mean validation loss, as flex
-    breaks them). ``flex_rows`` carry ``candidate_val_accuracy`` and
-    ``candidate_test_accuracy`` (and ``candidate_val_loss``)."""
-    check(len(flex_rows) > 0, "per_unit_accuracy_plot: no flex rows")
-    cands = list(dict.fromkeys(c for r in flex_rows for c in r.get("candidate_val_accuracy", {})))
-    check(len(cands) > 0, "per_unit_accuracy_plot: the rows have no candidate_val_accuracy")
+def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Accuracy per unit. Flex rows (seed 002 Figure 1): validation (solid) and test (dashed)
+    accuracy of tuning each single unit (and all units), one colour per ``ratio`` (rows without
+    one form one group), mean over seeds; a marker on the candidate with the best mean
+    validation accuracy (ties: the lower mean validation loss, as flex breaks them). They carry
+    ``candidate_val_accuracy`` (and ``candidate_test_accuracy``, ``candidate_val_loss``).
+    Rows of :func:`~transferkit.methods.tap.tap` (``unit``, ``svm_accuracy``,
+    ``softmax_accuracy``): the test accuracy of each classifier per unit, mean over rows."""
+    check(isinstance(rows, (list, tuple)) and len(rows) > 0 and all(isinstance(r, dict) for r in rows),
+          "per_unit_accuracy_plot: rows must be a non-empty list of dicts (flex rows, or tap(...)'s rows)")
+    if all("unit" in r for r in rows):
+        return _tap_plot(rows, path, title)
+    cands = list(dict.fromkeys(c for r in rows for c in r.get("candidate_val_accuracy", {})))
+    check(len(cands) > 0, "per_unit_accuracy_plot takes flex rows, with candidate_val_accuracy (unit -> accuracy) "
+                          "and optionally candidate_test_accuracy and ratio, or tap(...)'s rows, with unit and "
+                          f"<classifier>_accuracy; got rows with keys {sorted(rows[0])}")
 
     def mean_over(rs, key, c):  # rows without this candidate (another candidate set) do not count
         values = [r[key][c] for r in rs if c in r.get(key, {})]
@@ -108,17 +115,42 @@ def per_unit_accuracy_plot(flex_rows: list[dict], path: str | os.PathLike, title
 
     fig = new_figure(1.2 + 0.8 * len(cands), 3.2)
     ax = fig.subplots()
-    for i, ratio in enumerate(sorted({r["ratio"] for r in flex_rows})):
-        rs = [r for r in flex_rows if r["ratio"] == ratio]
+    ratios = list(dict.fromkeys(r.get("ratio") for r in rows))
+    for i, ratio in enumerate(sorted(ratios, key=lambda v: (v is None, v if v is not None else 0))):
+        rs = [r for r in rows if r.get("ratio") == ratio]
         val = [mean_over(rs, "candidate_val_accuracy", c) for c in cands]
         test = [mean_over(rs, "candidate_test_accuracy", c) for c in cands]
-        colour = f"C{i}"
-        ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"~{ratio}/class val (n={len(rs)})")
-        ax.plot(range(len(cands)), test, "--", color=colour, label=f"~{ratio}/class test")
+        colour, label = f"C{i}", "" if ratio is None else f"~{ratio}/class "
+        ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"{label}val (n={len(rs)})")
+        if not all(math.isnan(t) for t in test):
+            ax.plot(range(len(cands)), test, "--", color=colour, label=f"{label}test")
         best = best_index(val, [mean_over(rs, "candidate_val_loss", c) for c in cands])
         ax.plot([best], [val[best]], "v", color=colour, ms=9, mec="k", label="best on val" if i == 0 else None)
     ax.set_xticks(range(len(cands)), cands)
     ax.set_xlabel("tuned unit")
+    return _finish_unit_plot(fig, ax, path, title)
+
+
+def _tap_plot(rows: list[dict], path, title: str) -> Path:
+    """Test accuracy of each tap classifier per unit (mean over the rows of a unit)."""
+    kinds = list(dict.fromkeys(k[:-len("_accuracy")] for r in rows for k in r if k.endswith("_accuracy")))
+    check(len(kinds) > 0, "per_unit_accuracy_plot: tap rows need <classifier>_accuracy values (svm_accuracy, "
+                          f"softmax_accuracy) beside unit; got keys {sorted(rows[0])}")
+    units = list(dict.fromkeys(str(r["unit"]) for r in rows))
+    fig = new_figure(1.2 + 0.8 * len(units), 3.2)
+    ax = fig.subplots()
+    for i, kind in enumerate(kinds):
+        means = []
+        for u in units:
+            values = [r[f"{kind}_accuracy"] for r in rows if str(r["unit"]) == u and f"{kind}_accuracy" in r]
+            means.append(sum(values) / len(values) if values else float("nan"))
+        ax.plot(range(len(units)), means, "-o", color=f"C{i}", ms=3, label=f"{kind} (test)")
+    ax.set_xticks(range(len(units)), units)
+    ax.set_xlabel("tapped unit")
+    return _finish_unit_plot(fig, ax, path, title)
+
+
+def _finish_unit_plot(fig, ax, path, title: str) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -172,25 +204,43 @@ def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathL
     return save_png(fig, path, 110, "units-picked figure")
 
 
-def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed: int = 0,
-                    domain_names: tuple[str, str] = ("source", "target")) -> Path:
-    """Seed 000 Figure 4: t-SNE of source and target embeddings, one panel per network
-    (e.g. before and after adaptation). ``panels``: ``name -> (source_features,
-    target_features)``, each ``N x D``; each panel gets its own t-SNE (``seed``), perplexity 30
-    (lowered to ``(n - 1) / 3`` for fewer than 91 points)."""
+def _panel_sets(name, value) -> list[torch.Tensor]:
+    """A panel's point sets: one ``N x D`` array, or a (source, target) pair of them."""
+    pair = isinstance(value, (tuple, list)) and len(value) == 2 and all(hasattr(v, "shape") for v in value)
+    check(pair or hasattr(value, "shape"),
+          f"tsne_embeddings: panel {name!r} must be an N x D array of features (a tensor or NumPy array) or a pair "
+          f"(source_features, target_features) of them, got {type(value).__name__}"
+          f"{f' of {len(value)} items' if isinstance(value, (tuple, list)) else ''}")
+    sets = [torch.as_tensor(f).detach().cpu() for f in (value if pair else [value])]  # NumPy, autograd, GPU too
+    check(all(f.dim() >= 2 and len(f) > 0 for f in sets) and len({math.prod(f.shape[1:]) for f in sets}) == 1,
+          f"tsne_embeddings: panel {name!r} needs N x D {'source and target ' if pair else ''}features"
+          f"{' of one size D' if pair else ''}, got shapes {', '.join(str(tuple(f.shape)) for f in sets)}")
+    return sets
+
+
+def tsne_embeddings(panels, path: str | os.PathLike, title: str = "", seed: int = 0,
+                    domain_names: tuple[str, str] = ("source", "target"), labels=None) -> Path:
+    """Seed 000 Figure 4: t-SNE of embeddings, one panel per network (e.g. before and after
+    adaptation). ``panels``: ``name -> (source_features, target_features)`` (coloured by
+    domain) or ``name -> features`` (one set), each ``N x D``; a single array is one panel.
+    ``labels``: class ids or names per point (source then target), one sequence for every panel
+    or a dict ``name -> labels``; the points are then coloured by class (source o, target x).
+    Each panel gets its own t-SNE (``seed``), perplexity 30 (lowered to ``(n - 1) / 3`` for
+    fewer than 91 points)."""
     from sklearn.manifold import TSNE
 
-    check(len(panels) > 0, "tsne_embeddings: no panel")
+    if hasattr(panels, "shape"):
+        panels = {"": panels}
+    check(isinstance(panels, dict) and len(panels) > 0,
+          f"tsne_embeddings: panels must be a dict name -> features (or -> (source, target) features), got "
+          f"{type(panels).__name__ if not isinstance(panels, dict) else 'an empty dict'}")
     check_png(path, "t-SNE figure")  # before the t-SNE runs
+    sets = {name: _panel_sets(name, value) for name, value in panels.items()}
+    classes = {name: _point_labels(name, labels, sum(len(f) for f in fs)) for name, fs in sets.items()}
     fig = new_figure(3.2 * len(panels), 3.5)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (name, (fs, ft)) in zip(axes, panels.items()):
-        fs, ft = (torch.as_tensor(f).detach().cpu() for f in (fs, ft))  # NumPy, autograd or GPU features too
-        check(fs.dim() >= 2 and ft.dim() >= 2 and len(fs) > 0 and len(ft) > 0
-              and math.prod(fs.shape[1:]) == math.prod(ft.shape[1:]),
-              f"tsne_embeddings: panel {name!r} needs N x D source and target features of one size D, got shapes "
-              f"{tuple(fs.shape)} and {tuple(ft.shape)}")
-        x = torch.cat([fs.flatten(1), ft.flatten(1)]).double().numpy()
+    for ax, (name, fs) in zip(axes, sets.items()):
+        x = torch.cat([f.flatten(1) for f in fs]).double().numpy()
         check(len(x) >= 4, f"tsne_embeddings: panel {name!r} has {len(x)} points; t-SNE needs at least 4")
         check(bool(np.isfinite(x).all()), f"tsne_embeddings: panel {name!r} has NaN or infinite features")
         check(bool((x != x[0]).any()), f"tsne_embeddings: panel {name!r} has identical features for every point "
@@ -198,17 +248,40 @@ def tsne_embeddings(panels: dict, path: str | os.PathLike, title: str = "", seed
         perplexity = min(30.0, (len(x) - 1) / 3)
         init = "pca" if x.shape[1] >= 2 else "random"  # PCA to 2-D needs 2 features
         z = TSNE(n_components=2, perplexity=perplexity, init=init, random_state=seed).fit_transform(x)
-        n = len(fs)
-        ax.scatter(z[:n, 0], z[:n, 1], s=3, c="tab:blue", alpha=0.6, label=domain_names[0])
-        ax.scatter(z[n:, 0], z[n:, 1], s=3, c="tab:orange", alpha=0.6, label=domain_names[1])
+        ends = np.cumsum([0] + [len(f) for f in fs])
+        if classes[name] is None:
+            for j, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
+                ax.scatter(z[a:b, 0], z[a:b, 1], s=3, c=f"tab:{('blue', 'orange')[j]}", alpha=0.6,
+                           label=domain_names[j] if len(fs) == 2 else None)
+        else:
+            names, ids = classes[name]
+            for c, cls in enumerate(names):
+                for j, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
+                    mine = np.flatnonzero(ids[a:b] == c) + a
+                    ax.scatter(z[mine, 0], z[mine, 1], s=3 if j == 0 else 6, marker="ox"[j], alpha=0.6,
+                               color=f"C{c % 10}", label=str(cls) if j == 0 and len(names) <= 20 else None)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0].legend(fontsize=7, markerscale=3, loc="best")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, markerscale=3, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_png(fig, path, 110, "t-SNE figure")
+
+
+def _point_labels(name, labels, n: int):
+    """``(class names, class index per point)`` of a panel's ``n`` points, or ``None``."""
+    mine = labels.get(name) if isinstance(labels, dict) else labels
+    if mine is None:
+        return None
+    values = np.asarray(mine.detach().cpu() if isinstance(mine, torch.Tensor) else mine)
+    check(values.ndim == 1 and len(values) == n,
+          f"tsne_embeddings: panel {name!r} has {n} points (source then target) but {values.size} labels of shape "
+          f"{values.shape}; give one label per point")
+    names, ids = np.unique(values.astype(object) if values.dtype.kind in "USO" else values, return_inverse=True)
+    return names, ids.reshape(-1)
 
 
 def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:

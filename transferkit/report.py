@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -36,10 +37,12 @@ def _figure():
     return new_figure(6.4, 3.8)
 
 
-def _png(fig) -> bytes:
+def _png(fig, tight_box: bool = False) -> bytes:
+    """The figure as PNG bytes; ``tight_box`` saves the box of everything drawn (labels under
+    fixed-aspect image axes fall outside the figure that tight_layout arranges)."""
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", **({"bbox_inches": "tight", "pad_inches": 0.08} if tight_box else {}))
     return buf.getvalue()
 
 
@@ -155,7 +158,7 @@ def confusion_figures(rows: list[dict], notes: list | None = None) -> list[tuple
             if i == 0:
                 ax.set_ylabel("true", fontsize=7)
         fig.suptitle(f"confusion: {source} -> {target} ({setting})", fontsize=9)
-        out.append((f"Confusion matrices, {source} → {target} ({setting})", _png(fig)))
+        out.append((f"Confusion matrices, {source} → {target} ({setting})", _png(fig, tight_box=True)))
     return out
 
 
@@ -253,7 +256,7 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
         key = (r["method"], r["source"], r["target"], r["setting"])
         if r.get("peak_rss_mb") is not None:
             memory[key].append(r["peak_rss_mb"])
-        if isinstance(r.get("ci95"), (int, float)):
+        if isinstance(r.get("ci95"), (int, float)) and math.isfinite(r["ci95"]):  # NaN: one episode, no interval
             interval[key] = r["ci95"]
     table = []
     for s in summary:
@@ -301,13 +304,21 @@ window.addEventListener('load', function () {
 </script>"""
 
 
+def check_run_dir(run_dir: str | Path) -> Path:
+    """The ``results.json`` of a finished run or benchmark directory; an error says what is missing."""
+    run_dir = Path(run_dir)
+    check(run_dir.exists(), f"{run_dir} does not exist: give a run or benchmark directory (the --out of "
+                            f"`transferkit run` or `transferkit bench`)")
+    check((run_dir / "results.json").is_file(), f"no results.json in {run_dir}: not a finished run or benchmark "
+                                                f"directory{unfinished_hint(run_dir)}")
+    return run_dir / "results.json"
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``report_files/``) for the
     run or benchmark in ``run_dir``; return their paths."""
     run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    check(results_path.exists(), f"no results.json in {run_dir}: not a finished run or benchmark directory"
-                                 f"{unfinished_hint(Path(run_dir))}")
+    results_path = check_run_dir(run_dir)
     data = read_results(results_path)
     rows = data["rows"]
     out_dir = Path(out) if out else run_dir

@@ -8,7 +8,9 @@ neighbour and ``R`` the number of relevant gallery items::
 
     AP@k = 1 / min(k, R) * sum_{i <= k} P@i * rel_i,     P@i = (1/i) sum_{j <= i} rel_j
 
-and mAP@k (reported as AP@k in seed 002 Table 4) is its mean over queries.
+and mAP@k (reported as AP@k in seed 002 Table 4) is its mean over queries. Within one set
+(``gallery=None``, or ``exclude_self=True``) each query is ranked among the others, never
+itself: counting a query as its own first match inflates AP@k far above chance.
 """
 
 from __future__ import annotations
@@ -17,39 +19,79 @@ import torch
 
 from .backbones import evaluating
 from .domain import as_images, head_mapping
-from .errors import check, class_ids, is_whole
+from .errors import check, class_ids, is_whole, warn
+from .evaluate import text_ids
 
 
-def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
-                           gallery_labels: torch.Tensor, k: int = 10, chunk: int = 2048) -> torch.Tensor:
+def _same_items(queries: torch.Tensor, gallery: torch.Tensor) -> bool:
+    """The gallery holds the queries, row for row (one tensor or array passed twice, or a copy)."""
+    if queries.shape != gallery.shape or queries.dtype != gallery.dtype:
+        return False
+    return queries.data_ptr() == gallery.data_ptr() or torch.equal(queries, gallery.to(queries.device))
+
+
+def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor | None = None,
+                           gallery_labels: torch.Tensor | None = None, k: int = 10, chunk: int = 2048,
+                           exclude_self: bool | None = None) -> torch.Tensor:
     """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values,
     computed on the queries' device (the gallery and the labels are moved there). Gallery
     items at equal distances rank in gallery order, so a collapsed embedding (every distance
     equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns.
-    NumPy arrays are taken as well."""
+    NumPy arrays are taken as well; labels may be class ids or names (strings, matched by equality).
+
+    Leave-one-out: with ``exclude_self`` query ``i`` is gallery item ``i`` and is left out of
+    its own ranking (and of its count ``R``); otherwise each query would be its own first match.
+    ``gallery=None`` retrieves every query among the other queries. ``exclude_self=None``
+    (default) also leaves each query out when the gallery holds the same embeddings as the
+    queries (one tensor passed twice), with a warning; ``exclude_self=False`` keeps them."""
+    if gallery is None:
+        check(gallery_labels is None, "gallery_labels without a gallery: give both, or neither to retrieve each "
+                                      "query among the other queries")
+        check(exclude_self is not False, "gallery=None retrieves each query among the other queries: it cannot "
+                                         "keep the query itself (exclude_self=False); pass the gallery to do that")
+        gallery, gallery_labels, exclude_self = queries, query_labels, True
     queries, gallery = torch.as_tensor(queries), torch.as_tensor(gallery)
     check(is_whole(chunk, 1), f"chunk must be a whole number >= 1, got {chunk!r}")
     check(queries.dim() == 2 and gallery.dim() == 2 and queries.shape[1] == gallery.shape[1],
           f"embeddings must be Q x D and G x D, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
-    check(len(gallery) > 0 and is_whole(k, 1),
-          f"retrieval needs a non-empty gallery and an integer k >= 1, got {len(gallery)} items and k={k!r}")
-    check(len(query_labels) == len(queries) and len(gallery_labels) == len(gallery),
+    check(exclude_self in (None, True, False), f"exclude_self must be True, False or None, got {exclude_self!r}")
+    if exclude_self is None:
+        exclude_self = _same_items(queries, gallery)
+        if exclude_self:
+            warn("retrieval: the gallery holds the queries themselves, so each query is left out of its own "
+                 "ranking (leave-one-out); pass gallery=None or exclude_self=True to say so, or exclude_self=False "
+                 "to count each query as its own match")
+    check(not exclude_self or len(queries) == len(gallery),
+          f"exclude_self takes query i to be gallery item i: it needs as many queries as gallery items, got "
+          f"{len(queries)} and {len(gallery)}")
+    check(len(gallery) > exclude_self and is_whole(k, 1),
+          f"retrieval needs a non-empty gallery{' (besides the query)' if exclude_self else ''} and an integer "
+          f"k >= 1, got {len(gallery)} items and k={k!r}")
+    check(gallery_labels is not None and len(query_labels) == len(queries) and len(gallery_labels) == len(gallery),
           f"{len(queries)} queries with {len(query_labels)} labels, {len(gallery)} gallery items with "
-          f"{len(gallery_labels)} labels: one label per embedding")
+          f"{0 if gallery_labels is None else len(gallery_labels)} labels: one label per embedding")
+    query_labels, gallery_labels = text_ids(query_labels, gallery_labels, what="retrieval labels")
     query_labels, gallery_labels = class_ids(query_labels, "query labels"), class_ids(gallery_labels, "gallery labels")
     check(bool(torch.isfinite(queries).all()) and bool(torch.isfinite(gallery).all()),
           "retrieval embeddings have NaN or infinite values")
-    k = min(int(k), len(gallery))
+    k = min(int(k), len(gallery) - exclude_self)
     dev = queries.device
     gallery, query_labels, gallery_labels = gallery.to(dev), query_labels.to(dev), gallery_labels.to(dev)
     n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1
     counts = torch.bincount(gallery_labels.long(), minlength=n_classes)
+    if exclude_self:  # the query is no gallery item of its own: one relevant item fewer when it is relevant
+        counts = counts[query_labels] - (gallery_labels == query_labels).long()
+    else:
+        counts = counts[query_labels]
     out = []
     ranks = torch.arange(1, k + 1, dtype=torch.float32, device=dev)
     order = torch.arange(len(gallery), dtype=torch.int64, device=dev)
     chunk = max(1, min(chunk, 2**25 // len(gallery)))  # the top-k holds chunk x G distances and keys
-    for q, ql in zip(queries.split(chunk), query_labels.split(chunk)):
+    for start, (q, ql, n_rel) in enumerate(zip(queries.split(chunk), query_labels.split(chunk), counts.split(chunk))):
         dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist") + 0.0  # no -0
+        if exclude_self:  # +inf ranks last: never among the k <= G - 1 nearest
+            rows = torch.arange(len(q), device=dev)
+            dist[rows, rows + start * chunk] = torch.inf
         # one integer key per (distance, gallery index): the bits of a float >= +0 order as the float does, so
         # the k smallest keys are the k nearest items, equal distances in gallery order (a stable sort's
         # order, exactly, without sorting all G; topk on the distances alone orders ties arbitrarily)
@@ -57,24 +99,31 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
         hits = gallery_labels[nn_idx] == ql[:, None]
         rel = hits.float()
         precision = hits.long().cumsum(1) / ranks  # an integer running count: exact, and deterministic on a GPU
-        n_rel = counts[ql.long()].clamp(max=k).float()
-        out.append((precision * rel).sum(1) / n_rel.clamp_min(1))
+        out.append((precision * rel).sum(1) / n_rel.clamp(max=k).float().clamp_min(1))
     return torch.cat(out) if out else torch.empty(0)
 
 
-def map_at_k(queries, query_labels, gallery, gallery_labels, k: int = 10) -> float:
-    """Mean AP@k over queries."""
+def map_at_k(queries, query_labels, gallery=None, gallery_labels=None, k: int = 10,
+             exclude_self: bool | None = None) -> float:
+    """Mean AP@k over queries; ``gallery=None`` and ``exclude_self`` as in :func:`average_precision_at_k`
+    (leave-one-out within one set)."""
     check(len(queries) > 0, "retrieval needs at least one query")
-    return float(average_precision_at_k(queries, query_labels, gallery, gallery_labels, k).mean())
+    return float(average_precision_at_k(queries, query_labels, gallery, gallery_labels, k,
+                                        exclude_self=exclude_self).mean())
+
+
+def check_input_shape(net, images: torch.Tensor, what: str) -> None:
+    """Images of the shape ``net.input_shape`` (when the network declares one)."""
+    shape = getattr(net, "input_shape", None)
+    check(shape is None or tuple(images.shape[1:]) == tuple(shape),
+          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
 
 
 @torch.no_grad()
 def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """``N x D`` embeddings (input of the head) in eval mode (the net's mode is restored)."""
     images = as_images(images, "embed")
-    shape = getattr(net, "input_shape", None)
-    check(shape is None or tuple(images.shape[1:]) == tuple(shape),
-          f"embed: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
+    check_input_shape(net, images, "embed")
     with evaluating(net):
         dev = next(net.parameters()).device
         if len(images) == 0:

@@ -187,6 +187,9 @@ def test_npz_round_trip_layouts(tmp_path, layout):
     assert torch.allclose(d.images, torch.from_numpy(expected).float() / 255)
     assert d.class_names == ["a", "b", "c"] and d.groups.tolist() == [0, 1, 2, 0, 1, 2]
     assert d.provenance["origin"].startswith("npz:")
+    named = load_npz(save_npz(tmp_path / "v.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]),
+                              groups=np.array(["va", "vb", "vc", "va", "vb", "vc"])))  # video ids as names
+    assert named.groups.tolist() == [0, 1, 2, 0, 1, 2]
 
 
 def test_npz_float_images_and_default_names(tmp_path):
@@ -358,8 +361,13 @@ def test_user_data_errors_name_the_problem(tmp_path):
             Domain("d", images, torch.tensor([0, 1]), names)
     with pytest.raises(TransferkitError, match="labels contain NaN or infinite values"):
         Domain("d", images, torch.tensor([0.0, float("inf")]), ["a", "b"])
-    with pytest.raises(TransferkitError, match="groups must be integer ids"):
-        Domain("d", images, torch.tensor([0, 1]), ["a", "b"], groups=["v1", "v2"])
+    four = images.repeat(2, 1, 1, 1)
+    named = Domain("d", four, torch.tensor([0, 1, 0, 1]), ["a", "b"], groups=["v2", "v1", "v2", "v1"])
+    assert named.groups.tolist() == [1, 0, 1, 0]  # video ids as names, as grouped_accuracy takes them
+    with pytest.raises(TransferkitError, match=r"domain 'd': group 'v1' holds samples of different labels \[0, 1\]"):
+        Domain("d", four, torch.tensor([0, 1, 1, 1]), ["a", "b"], groups=["v1", "v1", "v2", "v2"])
+    with pytest.raises(TransferkitError, match="group ids: names of mixed kinds"):
+        Domain("d", images, torch.tensor([0, 1]), ["a", "b"], groups=["v1", None])
     with pytest.raises(TransferkitError, match="are a set of names, whose order changes between processes"):
         parse_classes({"a", "b"}, Domain("d", images, torch.tensor([0, 1]), ["a", "b"]))
 

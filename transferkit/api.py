@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .backbones import UnitNet, build_backbone, check_backbone, reinitialise
+from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, reinitialise
 from .config import load_config
 from .domain import Domain, image_batch, warn_numbered_match
 from .engine import Engine, TrainConfig
@@ -114,9 +114,8 @@ class Transfer:
                                  f"{(target or source).name!r} has one class ({list(classes)}): every prediction "
                                  f"would be right; give two classes or more")
         target_classes = target.class_names if target is not None else None
-        check(net is None or isinstance(net, UnitNet),
-              f"fit: net must be a transferkit UnitNet (build_backbone(...), or backbones.from_sequential / "
-              f"from_modules to cut your own module into units), got {type(net).__name__}")
+        if net is not None:
+            check_unitnet(net, "fit")
         if net is not None:  # its head is taken to be the source's when the class counts match
             if cls.predicts_with_source_head() and source is not None and net.num_classes != source.num_classes:
                 raise TransferkitError(f"method {cls.name!r} trains and predicts with the network's head on the "

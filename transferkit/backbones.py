@@ -683,6 +683,13 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
+def check_unitnet(net, what: str) -> None:
+    """Refuse a network that is no :class:`UnitNet` (what reads its units: ``fit(net=)``, tapping)."""
+    check(isinstance(net, UnitNet),
+          f"{what}: net must be a transferkit UnitNet (build_backbone(...), or backbones.from_sequential / "
+          f"from_modules to cut your own module into units), got {type(net).__name__}")
+
+
 def check_backbone(name) -> None:
     """Refuse what names no registered backbone, after importing the modules of
     ``$TRANSFERKIT_PLUGINS``, which may register their own in :data:`BACKBONES`."""

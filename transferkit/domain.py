@@ -19,16 +19,18 @@ import torch.nn.functional as F
 from .errors import TransferkitError, check, is_whole, warn
 
 
-def group_labels(groups: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def group_labels(groups: torch.Tensor, labels: torch.Tensor, names=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inverse, label)``: the group index of every sample and the label of every group
-    (sorted by id). A group (the frames of one video) must hold one label."""
+    (sorted by id). A group (the frames of one video) must hold one label; ``names``: of the
+    ids, to name a group that does not."""
     ids, inverse = torch.unique(groups, return_inverse=True)
     labels = labels.long()
     lo = torch.zeros(len(ids), dtype=torch.long).scatter_reduce_(0, inverse, labels, "amin", include_self=False)
     hi = torch.zeros(len(ids), dtype=torch.long).scatter_reduce_(0, inverse, labels, "amax", include_self=False)
     if not torch.equal(lo, hi):
         g = int(torch.nonzero(lo != hi)[0])
-        raise TransferkitError(f"group {int(ids[g])} holds samples of different labels "
+        raise TransferkitError(f"group {int(ids[g]) if names is None else repr(names[int(ids[g])])} holds samples "
+                               f"of different labels "
                                f"{sorted(set(labels[inverse == g].tolist()))}: a group must have one label")
     return inverse, hi
 
@@ -137,7 +139,8 @@ class Domain:
     images: ``N x C x H x W`` float32 tensor with values in [0, 1] (uint8 0-255 is scaled).
     labels: ``N`` int64 tensor with values in ``range(len(class_names))``.
     class_names: name of each label id (label ``i`` is ``class_names[i]``).
-    groups: optional ``N`` int64 tensor; samples sharing an id form one group
+    groups: optional ``N`` ids (integers, or names such as video ids, numbered in sorted
+        order into an int64 tensor); samples sharing an id form one group
         (frames of one video), used by grouped accuracy.
     provenance: free-form description of where the data came from (source, seed,
         shifts applied, ...), written into results.
@@ -201,16 +204,22 @@ class Domain:
                                            f": {len(self.class_names)} class_names for labels up to {hi}, one "
                                            f"name per class id is needed" if lo >= 0 else ""))
         if self.groups is not None:
+            groups_given = self.groups
+            from .evaluate import is_text, text_ids  # (evaluate imports this module)
+            names = None
+            if is_text(self.groups):  # video ids such as "v1": numbered in sorted order
+                self.groups, = text_ids(self.groups, what=f"domain {self.name!r}: group ids")
+                names = np.unique(np.asarray(groups_given).astype(object))
             try:
                 self.groups = torch.as_tensor(self.groups)
             except (TypeError, ValueError, RuntimeError):
-                raise TransferkitError(f"domain {self.name!r}: groups must be integer ids, one per image (strings "
-                                       f"or objects cannot be ids; number them)") from None
+                raise TransferkitError(f"domain {self.name!r}: groups must be ids, one per image: integers or "
+                                       f"names (strings), got {type(self.groups).__name__}") from None
             check(not self.groups.is_floating_point() and self.groups.shape == y.shape,
                   f"domain {self.name!r}: groups must have one integer id per image")
             self.groups = self.groups.long()
             try:
-                group_labels(self.groups, y)
+                group_labels(self.groups, y, names)
             except TransferkitError as e:
                 raise TransferkitError(f"domain {self.name!r}: {e}") from None
 

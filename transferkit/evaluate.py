@@ -5,7 +5,6 @@ over 10 random label subsets)."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Callable, Iterable
 
 import numpy as np
@@ -135,12 +134,7 @@ def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups) -> floa
     check(int(labels.min()) >= 0 and int(labels.max()) < logits.shape[1],
           f"labels must lie in [0, {logits.shape[1] - 1}] (one logit per class), found {int(labels.min())}.."
           f"{int(labels.max())}")
-    try:
-        inverse, group_label = group_labels(groups, labels)
-    except TransferkitError as e:  # the group by its name, not by the number it was given here
-        if names is None:
-            raise
-        raise TransferkitError(re.sub(r"^group (\d+)", lambda m: f"group {names[int(m.group(1))]!r}", str(e))) from None
+    inverse, group_label = group_labels(groups, labels, names)
     probs = torch.softmax(logits.float(), 1)
     summed = torch.zeros(len(group_label), probs.shape[1]).index_add_(0, inverse, probs)
     return float((summed.argmax(1) == group_label).float().mean())

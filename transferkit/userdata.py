@@ -287,7 +287,10 @@ def load_npz(path: str | os.PathLike) -> Domain:
             warn(f"{where}: no image has label(s) {empty[:10]}{'...' if len(empty) > 10 else ''}; "
                  f"without 'class_names' the classes are the ids 0..{n_classes - 1}, so "
                  f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)")
-    groups = _int_vector(data["groups"], "groups", n, where) if "groups" in data else None
+    groups = data.get("groups")
+    if groups is not None:  # names (video ids such as "v1") as Domain numbers them, else integer ids
+        groups = groups.reshape(-1).tolist() if groups.dtype.kind == "U" and groups.size == n else _int_vector(
+            groups, "groups", n, where)
     numbered = {} if "class_names" in data else {"numbered_classes": True}  # warn_numbered_match reads it
     return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}", **numbered})
 

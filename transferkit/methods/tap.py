@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..backbones import UnitNet, evaluating
+from ..backbones import check_unitnet, evaluating
 from ..domain import image_batch
 from ..engine import FitResult
 from ..errors import check, warn
@@ -31,13 +31,6 @@ from ..frozen import frozen_activations
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
-
-
-def check_unitnet(net, what: str) -> None:
-    """Refuse a network that is no :class:`~transferkit.backbones.UnitNet` (tapping reads its units)."""
-    check(isinstance(net, UnitNet),
-          f"{what}: net must be a transferkit UnitNet (build_backbone(...), or backbones.from_sequential / "
-          f"from_modules to cut your own module into units), got {type(net).__name__}")
 
 
 @torch.no_grad()

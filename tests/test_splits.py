@@ -142,7 +142,7 @@ def test_parse_classes():
     ({"labels": torch.tensor([0, 1, 3])}, "labels out of range"),
     ({"groups": [4, 5, 4]}, r"group 4 holds samples of different labels \[0, 2\]"),
     ({"groups": [5, 4, 4]}, r"group 4 holds samples of different labels \[1, 2\]"),
-    ({"images": torch.tensor([0.0, 255.0, 1.0]).view(3, 1, 1, 1)}, r"must lie in \[0, 1\], found 0..255 \(0-255"),
+    ({"images": torch.tensor([0.0, 255.0, 1.0]).view(3, 1, 1, 1)}, r"found 0..255 \(divide by their full range: 255"),
     ({"images": torch.tensor([-0.5, 0.5, 1.0]).view(3, 1, 1, 1)}, r"must lie in \[0, 1\], found -0.5..1$"),
     ({"images": torch.tensor([0, 1, 1]).view(3, 1, 1, 1)}, "float in \\[0, 1\\] or uint8 in 0-255, got torch.int64"),
 ])

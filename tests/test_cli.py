@@ -328,8 +328,9 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
             (other / mine).mkdir()  # an empty folder of theirs
         else:
             (other / mine).write_text("mine")
-        code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other))
-        assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
+        for plan in ((), ("--print-plan",)):  # --print-plan printed the default plan for such a folder
+            code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other), *plan)
+            assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
         assert [p.name for p in other.iterdir()] == [mine]
     new = tmp_path / "out" / "new"
     code, _, err = run_cli(capsys, "bench", "uda", "--quick", "--resume", str(new), "--set", "seeds=99999999999")
@@ -341,6 +342,11 @@ def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_cou
     monkeypatch.setattr(cli, "_relaunch_with_torchrun", lambda *a: pytest.fail("relaunched"))
     code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", "nosuch=1")
     assert code == 2 and err.count("transferkit: error:") == 1 and "nosuch" in err
+    for name, message in (("methods=[dan]", "unknown method 'dan'"), ("target=mnistx", "unknown domain 'mnistx'"),
+                          ("backbone=lenett", "unknown backbone 'lenett'"),
+                          ("options.finetune.weigth=1", "weigth")):  # names, checked before the processes
+        code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", name)
+        assert code == 2 and err.count("transferkit: error:") == 1 and message in err, err
     code, _, err = run_cli(capsys, "bench", "nosuch", "--nproc", "2")
     assert code == 2 and "unknown benchmark 'nosuch'" in err
     code, out, _ = run_cli(capsys, "bench", "list", "--nproc", "2")

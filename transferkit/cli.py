@@ -125,8 +125,9 @@ def _checked_for_torchrun(args) -> bool:
     name is one error line here, not one per rank and a torchrun traceback); ``False`` when
     the command needs no processes (``bench list``, ``--print-plan``)."""
     if args.command == "run":
+        from .experiment import check_names
         _runtime_flag_checks(args)
-        _run_config(args)
+        check_names(_run_config(args))
     elif args.command in ("bench", "demo"):
         name = "demo" if args.command == "demo" else args.name
         if name == "list" or args.print_plan:

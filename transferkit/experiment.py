@@ -33,7 +33,7 @@ import yaml
 from . import __version__
 from .backbones import build_backbone, check_backbone
 from .config import ExperimentConfig, dump_config, from_dict, load_config
-from .data import has_colour_shift, load_domain
+from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
 from .engine import Engine, TrainConfig
 from .errors import TransferkitError, TransferkitWarning, check, is_whole, warn
@@ -737,14 +737,11 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
     return run_job(cfg, data, source_net, Path(run_dir), cls, seed)
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print) -> tuple[Path, list[dict]]:
-    """Run every (method, repeat) job of ``cfg``; return the run directory and the rows.
-
-    Passing an existing ``run_dir`` resumes it: finished jobs are read back, not re-run.
-    With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
-    written as soon as its job ends); under ``torchrun`` every rank runs every job
-    data-parallel and rank 0 writes the files."""
-    methods = [get_method(m) for m in cfg.methods]  # unknown names and options fail before any work
+def check_names(cfg: ExperimentConfig) -> list:
+    """What a config names, checked without loading anything (before any work, and by
+    ``--nproc`` before it starts processes): its methods and their option names, backbone and
+    domains; returns the method classes."""
+    methods = [get_method(m) for m in cfg.methods]
     check_backbone(cfg.backbone)  # plugins may register backbones
     for cls in methods:
         check_options(cls, cfg.options.get(cls.name, {}))  # a misspelt name, with the known ones
@@ -752,6 +749,19 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
             inspect.signature(cls.__init__).bind_partial(None, None, **cfg.options.get(cls.name, {}))
         except TypeError as e:
             raise TransferkitError(f"options for {cls.name}: {e}") from e
+    for spec in (cfg.source, cfg.target):
+        check_spec(spec)
+    return methods
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print) -> tuple[Path, list[dict]]:
+    """Run every (method, repeat) job of ``cfg``; return the run directory and the rows.
+
+    Passing an existing ``run_dir`` resumes it: finished jobs are read back, not re-run.
+    With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
+    written as soon as its job ends); under ``torchrun`` every rank runs every job
+    data-parallel and rank 0 writes the files."""
+    methods = check_names(cfg)
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)

@@ -272,7 +272,16 @@ def resumed_plan(name: str, quick: bool = False, overrides: list[str] = (), run_
     """The plan ``transferkit bench NAME`` runs: :func:`make_plan`'s, or with ``run_dir`` of a
     resumed directory its stored plan with the fields ``--set`` names (what ``--print-plan``
     shows)."""
+    if run_dir is not None:
+        _check_bench_dir(Path(run_dir))
     return _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
+
+
+def _check_bench_dir(bench_dir: Path) -> None:
+    """Refuse to resume a folder that holds files but is no benchmark directory."""
+    check(not _entries(bench_dir) - {".lock"} or (bench_dir / "plan.json").is_file()
+          or (bench_dir / "results.json").is_file(),
+          f"--resume {bench_dir}: not a benchmark directory (no plan.json) and not empty; use an empty or new one")
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
@@ -292,9 +301,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     _check_same_plan(bench_dir, plan, name)
     existed, parent_existed = bench_dir.exists(), bench_dir.parent.exists()
     if is_main_process():  # the other ranks of a torchrun work where rank 0 does
-        check(not _entries(bench_dir) - {".lock"} or (bench_dir / "plan.json").is_file()
-              or (bench_dir / "results.json").is_file(),
-              f"--resume {bench_dir}: not a benchmark directory (no plan.json) and not empty; use an empty or new one")
+        _check_bench_dir(bench_dir)
     if run_dir and not existed:
         log(f"note: {bench_dir} does not exist; starting a new benchmark there")
     workers = 1 if name in ONE_PROCESS else default_workers()

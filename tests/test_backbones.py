@@ -600,3 +600,39 @@ def test_from_sequential_refuses_another_module_and_points_to_from_modules():
                                                r"use from_modules\(model, units="):
         from_sequential(HeadFirst(), input_shape=(1, 8, 8))
     assert from_modules(HeadFirst(), ["feat"], head="fc", input_shape=(1, 8, 8)).unit_names == ["feat", "head"]
+
+
+def test_the_function_check_draws_alike_copies_its_input_and_can_be_turned_off():
+    class MCDropout(nn.Module):  # random in eval mode too (Monte Carlo dropout)
+        def forward(self, x):
+            return torch.nn.functional.dropout(x, 0.5, training=True)
+
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), MCDropout(), nn.Linear(8, 3))
+    before = torch.get_rng_state()
+    net = from_sequential(seq, input_shape=(1, 4, 4))  # was refused: the two calls drew other masks
+    assert torch.equal(torch.get_rng_state(), before)
+
+    class Shifted(nn.Module):  # changes its input in place, which the cut loses
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):
+            x.sub_(0.5)
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(TransferkitError, match="compute another function"):  # was accepted: both saw x - 0.5
+        from_modules(Shifted(), units=[], head="fc", input_shape=(1, 4, 4))
+
+    class LogProbs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return torch.log_softmax(self.fc(x.flatten(1)), 1)
+
+    with pytest.raises(TransferkitError, match=r"a final log_softmax left out of the head\): verify=False"):
+        from_modules(LogProbs(), units=[], head="fc", input_shape=(1, 4, 4))
+    net = from_modules(LogProbs(), units=[], head="fc", input_shape=(1, 4, 4), verify=False)
+    assert net(torch.zeros(2, 1, 4, 4)).shape == (2, 3)

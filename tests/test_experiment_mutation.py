@@ -93,6 +93,7 @@ def test_a_row_or_checkpoint_of_an_older_revision_of_a_method_is_refused_on_resu
     cfg, jobs, job, row = _one_job_dir(tmp_path, "adda")
     assert ex.job_digest(cfg, "adda") != ex.job_digest(cfg, "adda", revision=0)
     assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune", revision=0)  # revision 0: as before
+    assert ex.job_digest(cfg, "clip") != ex.job_digest(cfg, "clip", revision=0)  # its prompts' default changed
     ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "adda")})
     assert ex._finished_rows(cfg, tmp_path, jobs, None)[("adda", 0)]["accuracy"] == 0.5
     ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "adda", revision=0)})  # the older code's row
@@ -623,3 +624,14 @@ def test_a_lost_config_yaml_is_restored_from_results_json_as_the_error_says(tmp_
     (bench / "results.json").write_text(json.dumps({"config": {"benchmark": "flex", "quick": True, "plan": {}}}))
     assert cli.main(["run", "--resume", str(bench)]) == 2
     assert f"it is a directory of benchmark 'flex': transferkit bench flex --resume {bench}" in capsys.readouterr().err
+
+
+def test_a_matrix_file_option_enters_the_job_digest_by_its_contents(tmp_path, monkeypatch):
+    import numpy as np
+    monkeypatch.chdir(tmp_path)
+    np.save("attrs.npy", np.eye(10, 4))
+    cfg = ExperimentConfig(methods=["attribute_zsl"], options={"attribute_zsl": {"attributes": "attrs.npy"}})
+    before = ex.job_digest(cfg, "attribute_zsl")
+    np.save("attrs.npy", np.eye(10, 4)[::-1].copy())  # the same name, other rows: a resume must not reuse rows
+    assert ex.job_digest(cfg, "attribute_zsl") != before
+    assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune")

@@ -190,6 +190,9 @@ def test_npz_round_trip_layouts(tmp_path, layout):
     named = load_npz(save_npz(tmp_path / "v.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]),
                               groups=np.array(["va", "vb", "vc", "va", "vb", "vc"])))  # video ids as names
     assert named.groups.tolist() == [0, 1, 2, 0, 1, 2]
+    as_bytes = load_npz(save_npz(tmp_path / "b.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]),
+                                 groups=np.array([b"va", b"vb", b"vc", b"va", b"vb", b"vc"])))
+    assert as_bytes.groups.tolist() == [0, 1, 2, 0, 1, 2]
 
 
 def test_npz_float_images_and_default_names(tmp_path):

@@ -43,10 +43,12 @@ class Transfer:
     the method starts from a source network and ``net`` is not given, the backbone is first
     trained on ``source`` (with ``pretrain`` config; with ``source_val``, a labelled
     validation split of the source, it stops early on it and keeps its best weights, as
-    ``transferkit run`` does). The fitted network is ``self.net_``. A later ``fit`` of the
-    same model with the same source (images, labels, classes, ``source_val``), backbone,
-    ``pretrain`` config, seed and torch thread count reuses that pre-training instead of
-    repeating it, with the same result.
+    ``transferkit run`` does). A ``net`` given is used as it is, never pre-trained: ``source``
+    then names its head's classes, and a method that trains on source batches reads them.
+    The fitted network is ``self.net_``. A later ``fit`` of the same model with the same
+    source (images, labels, classes, ``source_val``), backbone, ``pretrain`` config, seed
+    and torch thread count reuses that pre-training instead of repeating it, with the same
+    result.
     """
 
     def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
@@ -160,10 +162,6 @@ class Transfer:
                      f"images of those classes will be given one of them (with target=, whose classes it "
                      f"then predicts and whose labels it does not read, they are refused before training)")
         pretrains = cls.needs_pretrained and not given_net
-        if given_net and cls.needs_pretrained and source is not None and "source" not in cls.streams:
-            warn(f"fit: with net= there is no pre-training: method {cls.name!r} starts from net as it is and reads "
-                 f"source= only for the names of its head's classes; leave out net= to pre-train a "
-                 f"{self.backbone} on the source first")
         if source is not None and target is not None:
             warn_numbered_match(source, target)
         if source_val is not None:

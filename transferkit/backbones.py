@@ -737,22 +737,29 @@ def _auto_name(k: int, group: Sequence[str]) -> str:
 
 def _check_same_function(model: nn.Module, net: UnitNet, what: str) -> None:
     """Refuse ``net`` when it computes another function than ``model`` on one random batch of
-    ``net.input_shape`` (eval mode, no_grad, a fixed generator: the global RNG is untouched).
-    Skipped when the model has lazy (not yet sized) parameters, when ``model(x)`` fails, or when
-    it returns anything but a tensor of ``net(x)``'s shape (a tensor of another shape warns)."""
+    ``net.input_shape`` (eval mode, no_grad, a fixed generator; each call gets its own copy of
+    the batch and the same random state, so a module that stays random in eval mode draws
+    alike, and the global RNG is left as it was). Skipped when the model has lazy (not yet
+    sized) parameters, when ``model(x)`` fails, or when it returns anything but a tensor of
+    ``net(x)``'s shape (a tensor of another shape warns)."""
     params = [*model.parameters(), *net.parameters()]
     if net.input_shape is None or any(nn.parameter.is_lazy(p) for p in params):
         return
     ref = next((t for t in [*params, *model.buffers()] if t.is_floating_point()), torch.zeros(()))
     x = torch.rand(2, *net.input_shape, generator=torch.Generator().manual_seed(0))
     x = x.to(device=ref.device, dtype=ref.dtype)
+
+    def seeded(f):
+        with torch.random.fork_rng(devices=[ref.device] if ref.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            return f(x.clone())  # a forward that changes its input in place leaves x for the other
     with evaluating(model), evaluating(net), torch.no_grad():
         try:
-            want = model(x)
+            want = seeded(model)
         except Exception:  # another signature, or a shape the model does not take: nothing to compare
             return
         try:
-            got = net(x)
+            got = seeded(net)
         except (RuntimeError, TypeError, TransferkitError) as e:
             raise TransferkitError(f"{what}: the units fail on an input of shape {tuple(x.shape)} that the model "
                                    f"takes ({type(e).__name__}: {str(e).strip().splitlines()[0]}); list the modules "
@@ -772,11 +779,12 @@ def _check_same_function(model: nn.Module, net: UnitNet, what: str) -> None:
           f"modules one after another, then pool and head; code in the model's forward is lost (a residual add "
           f"x + block(x), a reshape, an op between two listed modules). List a module that contains that code "
           f"(the block whose forward holds the residual add), or wrap the code in an nn.Module and list it (as "
-          f"pool= between the last unit and the head)")
+          f"pool= between the last unit and the head); a difference you mean (e.g. a final log_softmax left out "
+          f"of the head): verify=False")
 
 
 def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: nn.Module | None = None,
-                    input_shape: Sequence[int] | None = None, name: str = "sequential") -> UnitNet:
+                    input_shape: Sequence[int] | None = None, name: str = "sequential", verify: bool = True) -> UnitNet:
     """Cut an ``nn.Sequential`` into units (modules are shared, not copied).
 
     The head is child ``head_index`` together with any children after it (e.g. a trailing
@@ -786,7 +794,7 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     ``unit name -> child name(s)``. Groups must cover the feature children in order. Unnamed
     units are called after their child when it is a single named child, else ``unit1, unit2, ...``.
     With ``input_shape`` and the default ``pool``, the UnitNet is checked to compute ``seq(x)``
-    on one random batch, as in :func:`from_modules`.
+    on one random batch, as in :func:`from_modules` (``verify=False``: not checked).
     """
     check(isinstance(seq, nn.Sequential),
           f"from_sequential cuts an nn.Sequential, whose forward runs its children in order; got a "
@@ -818,13 +826,13 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     mods = dict(feats)
     body = OrderedDict((n, _merge([(c, mods[c]) for c in g])) for n, g in zip(names, groups))
     net = UnitNet(body, _merge(head_children), pool=pool, name=name, input_shape=input_shape)
-    if pool is None:  # a pool of one's own is a step the Sequential has not
+    if pool is None and verify:  # a pool of one's own is a step the Sequential has not
         _check_same_function(seq, net, "from_sequential")
     return net
 
 
 def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Module | None = None,
-                 input_shape: Sequence[int] | None = None, name: str | None = None) -> UnitNet:
+                 input_shape: Sequence[int] | None = None, name: str | None = None, verify: bool = True) -> UnitNet:
     """Cut a torchvision/timm-like model into units by (dotted) attribute names; modules are shared.
 
     units: a list of attribute names (an entry may be a list of names merged into one
@@ -841,7 +849,9 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
     mode, no gradients, a fixed generator): a cut that computes another function (code in
     ``forward`` between or around the listed modules, such as a residual add) is refused with
     the largest difference. The check is skipped when ``model(x)`` fails or does not return a
-    tensor of the UnitNet's output shape (a dict, a tuple), and for lazy parameters.
+    tensor of the UnitNet's output shape (a dict, a tuple), for lazy parameters, and with
+    ``verify=False`` (a difference one means, e.g. a final ``log_softmax`` left out of the head).
+    Forward hooks of the model's modules run during the check.
     """
     known = [n for n, _ in model.named_modules() if n]
 
@@ -869,5 +879,6 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
         conv = next((m for m in body.values() for m in m.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
         input_shape = (conv.in_channels, 224, 224) if isinstance(conv, nn.Conv2d) else None
     net = UnitNet(body, head_mod, pool=pool, name=name or type(model).__name__.lower(), input_shape=input_shape)
-    _check_same_function(model, net, "from_modules")
+    if verify:
+        _check_same_function(model, net, "from_modules")
     return net

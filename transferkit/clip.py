@@ -216,6 +216,7 @@ class ClipMethod(Method):
     a {}." ...; ``digits``: "a photo of the digit {}" ..., :data:`~transferkit.text.TEMPLATE_SETS`)."""
 
     name = "clip"
+    revision, revision_note = 1, "digit prompt templates by default until 2026-12-01, generic ones since"
     streams = ("source",)
     source_head = False  # scores captions, seen or not
     scores_class_names = True  # transferkit run / Transfer give it the target classes' names by default

@@ -122,14 +122,15 @@ def warn_numbered_match(source: Domain, target: Domain) -> None:
     ``class_names``): their classes are matched by those numbers, right only if class ``i``
     of one is class ``i`` of the other."""
     numbered = [d.provenance.get("numbered_classes") for d in (source, target)]
-    if not all(numbered) or source.provenance.get("origin") == target.provenance.get("origin"):
+    origins = {os.path.realpath(str(d.provenance.get("origin", "")).removeprefix("npz:")) for d in (source, target)}
+    if not all(numbered) or len(origins) == 1:  # one file, perhaps by two paths: its own classes
         return
     shared = [c for c in target.class_names if c in set(source.class_names)]
     if shared:
         warn(f"the source {source.name!r} and the target {target.name!r} both number their classes (no class_names), "
              f"so target class(es) {shared[:10]}{'...' if len(shared) > 10 else ''} are taken to be the source's "
-             f"classes of those numbers (sharing their classifier rows); if they are other classes, name them "
-             f"(class_names in the npz files)")
+             f"classes of those numbers (sharing their classifier rows); give the npz files class_names: other "
+             f"names if they are other classes, the same names (no warning) if they are the same")
 
 
 @dataclass(eq=False, repr=False)  # compared by identity (tensors have no truth value); a short repr
@@ -166,8 +167,11 @@ class Domain:
               f"domain {self.name!r}: labels must be a 1-D tensor with one label per image "
               f"({x.shape[0]} images, labels of shape {tuple(getattr(y, 'shape', ()))})")
         if x.dtype == torch.uint8 and x.numel() and int(x.max()) <= DARK_UINT8:
-            warn(f"domain {self.name!r}: the uint8 images go up to {int(x.max())} of 255, so they load almost black "
-                 f"(uint8 is read as 0-255): pass floats in [0, 1], e.g. images.float() / {int(x.max()) or 1}")
+            top = int(x.max())
+            warn(f"domain {self.name!r}: " + ("every pixel of the uint8 images is 0" if top == 0 else
+                                                f"the uint8 images go up to {top} of 255, so they load almost black "
+                                                f"(uint8 is read as 0-255): pass floats in [0, 1], divided by their "
+                                                f"full range (e.g. images.float() / {top} if {top} is their maximum)"))
         self.images = x = as_images(x, f"domain {self.name!r}")
         if y.is_floating_point():
             check(bool(y.isfinite().all()), f"domain {self.name!r}: labels contain NaN or infinite values")

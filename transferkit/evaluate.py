@@ -140,6 +140,11 @@ def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups) -> floa
     return float((summed.argmax(1) == group_label).float().mean())
 
 
+def harmonic_mean(seen: float, unseen: float) -> float:
+    """GZSL's ``H = 2 s u / (s + u)`` of seen and unseen accuracies (0 when both are 0)."""
+    return 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
+
+
 def format_mean_se(mean: float, se: float, n: int, scale: float = 100.0, digits: int = 1) -> str:
     """``"mean ± se"`` (both times ``scale``); the mean alone when ``n < 2``, where the
     standard error is undefined (printing ``± 0.0`` would claim no spread)."""

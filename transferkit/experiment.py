@@ -37,10 +37,11 @@ from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
 from .engine import Engine, TrainConfig
 from .errors import TransferkitError, TransferkitWarning, check, is_whole, warn
-from .evaluate import classification_report, predict_logits
+from .evaluate import classification_report, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
 from .io import (
+    MATRIX_FILES,
     atomic_write,
     cache_dir,
     directory_lock,
@@ -445,9 +446,10 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
         return options
     if getattr(cls, "scores_class_names", False):
         given = options.get("class_names")
-        if given is not None and not isinstance(given, (list, tuple)):
-            return options  # not a list of names: the method itself says so
-        check(given is None or [str(c) for c in given] == list(target_classes),
+        if isinstance(given, str) or (given is not None and not hasattr(given, "__iter__")):
+            return options  # not a sequence of names: the method itself says so
+        given = None if given is None else [str(c) for c in given]  # a list, tuple or array
+        check(given is None or given == list(target_classes),
               f"its option class_names {given} is not the target's classes {list(target_classes)}: with a "
               f"target, {cls.name} scores the target's classes in their order (its outputs are read as the target's "
               f"label ids); leave class_names out and choose the classes by the target (target_classes in a config, "
@@ -690,7 +692,7 @@ def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str
     if not (kinds[True] and kinds[False]):
         return {}
     s, u = (sum(v) / len(v) for v in (kinds[True], kinds[False]))
-    return {"seen_accuracy": s, "unseen_accuracy": u, "h_accuracy": 0.0 if s + u == 0 else 2 * s * u / (s + u)}
+    return {"seen_accuracy": s, "unseen_accuracy": u, "h_accuracy": harmonic_mean(s, u)}
 
 
 def _finish_row(job: Path, row: dict, report: dict, class_names: list[str], seen: list[str] = ()) -> dict:
@@ -1021,6 +1023,10 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     revision = cls.revision if revision is None else revision
     if revision:
         flat["method_revision"] = revision
+    files = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16] for k, v in given.items()
+             if isinstance(v, str) and v.lower().endswith(MATRIX_FILES) and Path(v).is_file()}
+    if files:  # a matrix file's contents, not only its name (an edited file gives other jobs)
+        flat["option_files"] = files
     if form == "trained":
         flat["options"] = trained_options(cls, given)
     else:

@@ -18,6 +18,9 @@ from typing import Any, Callable
 
 from .errors import TransferkitError
 
+#: the files a class-description matrix option may name (zeroshot.read_matrix), whose contents a job digest holds
+MATRIX_FILES = (".npy", ".csv", ".txt")
+
 try:
     import fcntl
 except ImportError:  # Windows

@@ -149,4 +149,4 @@ def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,
         absent = len(source_val.class_names)  # an id no gallery item has: AP 0
         ids = [absent if i is None else i for i in head_mapping(source_val.class_names, target_test.class_names)]
         labels = torch.tensor(ids, dtype=torch.long)[labels]
-    return map_at_k(queries, labels, gallery, source_val.labels, k)
+    return map_at_k(queries, labels, gallery, source_val.labels, k, exclude_self=False)  # two splits

@@ -289,6 +289,8 @@ def load_npz(path: str | os.PathLike) -> Domain:
                  f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)")
     groups = data.get("groups")
     if groups is not None:  # names (video ids such as "v1") as Domain numbers them, else integer ids
+        if groups.dtype.kind == "S":  # bytes, as numpy.array([b"v1", ...]) stores them
+            groups = np.char.decode(groups, "utf-8", errors="replace")
         groups = groups.reshape(-1).tolist() if groups.dtype.kind == "U" and groups.size == n else _int_vector(
             groups, "groups", n, where)
     numbered = {} if "class_names" in data else {"numbered_classes": True}  # warn_numbered_match reads it

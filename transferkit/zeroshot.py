@@ -40,8 +40,8 @@ from .backbones import evaluating
 from .domain import Domain
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .errors import class_ids as errors_class_ids
-from .evaluate import predict_logits
-from .io import relative_hint
+from .evaluate import harmonic_mean, predict_logits
+from .io import MATRIX_FILES, relative_hint
 from .methods.base import Method, register
 from .text import DEFAULT_TEXT_MODEL, class_text_embeddings
 
@@ -99,7 +99,6 @@ def glyph_zone_attributes(grid: int = 3, threshold: float = 0.2) -> torch.Tensor
 
 
 DIGIT_SETS = {"strokes": lambda: DIGIT_ATTRIBUTES.clone(), "zones": lambda: glyph_zone_attributes()}
-MATRIX_FILES = (".npy", ".csv", ".txt")
 
 
 def is_digit_set(name) -> bool:
@@ -427,11 +426,6 @@ def description_rows(class_embeddings, class_names=None, templates=None) -> torc
     check(isinstance(class_names, (list, tuple)) and len(class_names) >= 2,
           f"class_embeddings {class_embeddings!r} embeds the class names: give class_names (a list of 2 or more)")
     return class_text_embeddings([str(c) for c in class_names], encoder or DEFAULT_TEXT_MODEL, templates)
-
-
-def harmonic_mean(seen: float, unseen: float) -> float:
-    """``H = 2 s u / (s + u)`` (0 when both are 0)."""
-    return 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
 
 
 def class_ids(classes, num_classes: int, what: str) -> torch.Tensor:

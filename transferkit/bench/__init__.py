@@ -300,8 +300,6 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     check(not bench_dir.is_file(), f"--resume {bench_dir}: a file, not a benchmark directory")
     _check_same_plan(bench_dir, plan, name)
     existed, parent_existed = bench_dir.exists(), bench_dir.parent.exists()
-    if is_main_process():  # the other ranks of a torchrun work where rank 0 does
-        _check_bench_dir(bench_dir)
     if run_dir and not existed:
         log(f"note: {bench_dir} does not exist; starting a new benchmark there")
     workers = 1 if name in ONE_PROCESS else default_workers()

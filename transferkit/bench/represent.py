@@ -16,6 +16,7 @@ curves of seed 004 Fig. 1), and evaluated with 5-way 1-shot and 5-shot episodes
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -62,6 +63,13 @@ class RepresentPlan(Plan):
         check(min(self.pretrain, self.distill, self.train, self.episodes) >= 1,
               "pretrain, distill, train and episodes must be >= 1")
 
+
+
+def _with_interval(row: dict, sep: str = "±") -> str:
+    """An episodic row's accuracy in percent and its 95 % interval (none for one episode: NaN)."""
+    ci = row.get("ci95")
+    interval = "" if ci is None or math.isnan(ci) else f"{sep}{100 * ci:.1f}"
+    return f"{100 * row['accuracy']:.1f}{interval}"
 
 def represent_plan(quick: bool) -> RepresentPlan:
     if quick:
@@ -128,7 +136,7 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
             rows += job_result(jobs / f"fewshot-{rep}-{source}-{target}.json",
                                partial(_fewshot_rows, rep, net, data, s, base),
                                lambda job_rows: log("  " + ", ".join(
-                                   f"{r['method']} {r['setting']} {100 * r['accuracy']:.1f}±{100 * r['ci95']:.1f}"
+                                   f"{r['method']} {r['setting']} {_with_interval(r)}"
                                    for r in job_rows)))
         counts = data.target.train.class_counts()
         smallest = int(counts[counts > 0].min())
@@ -228,7 +236,7 @@ def represent_tables(rows: list[dict]) -> str:
         for key in sorted(keys, key=lambda k: (k[0], k[1], _order(k[2]))):
             rs = {r["setting"]: r for r in fs if (r["source"], r["target"], r["method"]) == key}
             rep, head = key[2].split("/fewshot_")
-            cells = [f"{100 * rs[s]['accuracy']:.1f} ± {100 * rs[s]['ci95']:.1f}" if s in rs else "-"
+            cells = [_with_interval(rs[s], " ± ") if s in rs else "-"
                      for s in ("5-way 1-shot", "5-way 5-shot")]
             out.append(f"| {key[0]} -> {key[1]} | {rep} | {head} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"

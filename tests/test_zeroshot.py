@@ -451,6 +451,8 @@ def test_a_run_refuses_clip_class_names_other_than_the_targets_before_training(t
     for given in (np.array(["9", "8", "7"]), ("9", "8", "7")):  # an array was passed through unchecked
         with pytest.raises(TransferkitError, match="is not the target's classes"):
             experiment.zero_shot_options(clip, {"class_names": given}, ["0", "1"], target)
+    named = {"attributes": [[1, 0], [0, 1]], "class_names": np.array(["cat", "dog"])}
+    assert AttributeZeroShot.option_row_names(named) == ["cat", "dog"]  # an array names the rows as a list does
     for names in (["9", "8", "7"], ["7", "8"], ["7", "8", "9", "0"]):  # reordered, fewer, more: columns != labels
         cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-6", target_classes="7-9",
                                methods=["clip"], select_on="none", backbone="lenet", out_dir=str(tmp_path),

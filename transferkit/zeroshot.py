@@ -193,7 +193,7 @@ class _ClassDescriptionMethod(Method):
     def option_row_names(cls, options: dict) -> list[str] | None:
         """The class of each description row built with ``options`` (``None``: unnamed rows)."""
         given = options.get("class_names")
-        if isinstance(given, (list, tuple)):
+        if given is not None and not isinstance(given, str) and hasattr(given, "__iter__"):  # a list, tuple, array
             return [str(c) for c in given]
         return [str(i) for i in range(10)] if given is None and cls.built_in(options.get(cls.description_option)) \
             else None

@@ -690,6 +690,13 @@ def check_unitnet(net, what: str) -> None:
           f"from_modules to cut your own module into units), got {type(net).__name__}")
 
 
+def check_input_shape(net, images: torch.Tensor, what: str) -> None:
+    """Images of the shape ``net.input_shape`` (when the network declares one)."""
+    shape = getattr(net, "input_shape", None)
+    check(shape is None or tuple(images.shape[1:]) == tuple(shape),
+          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
+
+
 def check_backbone(name) -> None:
     """Refuse what names no registered backbone, after importing the modules of
     ``$TRANSFERKIT_PLUGINS``, which may register their own in :data:`BACKBONES`."""

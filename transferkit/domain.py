@@ -125,7 +125,8 @@ def warn_numbered_match(source: Domain, target: Domain) -> None:
     origins = {os.path.realpath(str(d.provenance.get("origin", "")).removeprefix("npz:")) for d in (source, target)}
     if not all(numbered) or len(origins) == 1:  # one file, perhaps by two paths: its own classes
         return
-    shared = [c for c in target.class_names if c in set(source.class_names)]
+    known = set(source.class_names)
+    shared = [c for c in target.class_names if c in known]
     if shared:
         warn(f"the source {source.name!r} and the target {target.name!r} both number their classes (no class_names), "
              f"so target class(es) {shared[:10]}{'...' if len(shared) > 10 else ''} are taken to be the source's "
@@ -208,12 +209,10 @@ class Domain:
                                            f": {len(self.class_names)} class_names for labels up to {hi}, one "
                                            f"name per class id is needed" if lo >= 0 else ""))
         if self.groups is not None:
-            groups_given = self.groups
-            from .evaluate import is_text, text_ids  # (evaluate imports this module)
+            from .evaluate import is_text, unique_ids  # (evaluate imports this module)
             names = None
             if is_text(self.groups):  # video ids such as "v1": numbered in sorted order
-                self.groups, = text_ids(self.groups, what=f"domain {self.name!r}: group ids")
-                names = np.unique(np.asarray(groups_given).astype(object))
+                names, self.groups = unique_ids(self.groups, f"domain {self.name!r}: group ids")
             try:
                 self.groups = torch.as_tensor(self.groups)
             except (TypeError, ValueError, RuntimeError):

@@ -29,13 +29,21 @@ def text_ids(*arrays, what: str) -> list:
     check(all(v.ndim == 1 and v.dtype.kind in "USO" for v in values),
           f"{what} must be 1-D, all names (strings) or all numbers; got {', '.join(str(v.dtype) for v in values)} "
           f"of shapes {', '.join(str(v.shape) for v in values)}")
+    _, ids = unique_ids(np.concatenate(values), what)
+    return list(ids.split([len(v) for v in values]))
+
+
+def unique_ids(values, what: str) -> tuple[np.ndarray, torch.Tensor]:
+    """``(distinct, ids)``: the distinct values in sorted order (``np.unique``) and each value's
+    index among them, a ``long`` tensor; names and numbers, not both in one sequence."""
+    v = np.asarray(values)
+    check(v.ndim == 1, f"{what} must be 1-D, one per item; got shape {v.shape}")
     try:
-        _, inverse = np.unique(np.concatenate(values).astype(object), return_inverse=True)
+        distinct, inverse = np.unique(v.astype(object) if v.dtype.kind in "USO" else v, return_inverse=True)
     except TypeError:
         raise TransferkitError(f"{what}: names of mixed kinds (strings and numbers or None) cannot be sorted; "
                                f"give them all as strings") from None
-    ids = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
-    return list(ids.split([len(v) for v in values]))
+    return distinct, torch.from_numpy(inverse.reshape(-1).astype(np.int64))
 
 
 def _class_id_labels(labels, what: str = "labels"):
@@ -121,8 +129,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
 def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups) -> float:
     """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2), on the CPU.
     Group ids are integers or names (strings such as video ids); labels are class ids."""
-    names = np.unique(np.asarray(groups).astype(object)) if is_text(groups) else None
-    groups, = text_ids(groups, what="group ids")
+    names, groups = unique_ids(groups, "group ids") if is_text(groups) else (None, groups)
     logits, labels, groups = (torch.as_tensor(t).detach().cpu() for t in (logits, _class_id_labels(labels), groups))
     labels = class_ids(labels)
     check(groups.dim() == 1 and not groups.is_floating_point(), f"group ids must be a 1-D tensor of integers, got "

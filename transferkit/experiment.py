@@ -685,10 +685,10 @@ def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str
     classes that ``seen`` names (``seen_accuracy``) and over the others (``unseen_accuracy``),
     and their harmonic mean ``h_accuracy`` (seed 001's GZSL measure); classes without test
     images are left out. ``{}`` unless the target has test images of both kinds."""
-    kinds = {True: [], False: []}
+    kinds, seen = {True: [], False: []}, set(seen)
     for name, acc in zip(class_names, per_class):
         if acc is not None:
-            kinds[name in set(seen)].append(acc)
+            kinds[name in seen].append(acc)
     if not (kinds[True] and kinds[False]):
         return {}
     s, u = (sum(v) / len(v) for v in (kinds[True], kinds[False]))

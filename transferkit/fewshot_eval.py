@@ -24,12 +24,11 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .backbones import EMBEDDING, UnitNet, evaluating
+from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
 from .errors import UnknownNameError, check, class_ids, is_whole
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
-from .retrieval import check_input_shape
 
 FEWSHOT_HEADS = ("linear", "cosine", "prototype")
 TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps

@@ -11,6 +11,7 @@ import torch
 
 from .domain import Domain
 from .errors import check
+from .evaluate import unique_ids
 from .io import atomic_write
 
 
@@ -280,8 +281,8 @@ def _point_labels(name, labels, n: int):
     check(values.ndim == 1 and len(values) == n,
           f"tsne_embeddings: panel {name!r} has {n} points (source then target) but {values.size} labels of shape "
           f"{values.shape}; give one label per point")
-    names, ids = np.unique(values.astype(object) if values.dtype.kind in "USO" else values, return_inverse=True)
-    return names, ids.reshape(-1)
+    names, ids = unique_ids(values, f"tsne_embeddings: panel {name!r}'s labels")
+    return names, ids.numpy()
 
 
 def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:

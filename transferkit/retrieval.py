@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .backbones import evaluating
+from .backbones import check_input_shape, evaluating
 from .domain import as_images, head_mapping
 from .errors import check, class_ids, is_whole, warn
 from .evaluate import text_ids
@@ -110,13 +110,6 @@ def map_at_k(queries, query_labels, gallery=None, gallery_labels=None, k: int = 
     check(len(queries) > 0, "retrieval needs at least one query")
     return float(average_precision_at_k(queries, query_labels, gallery, gallery_labels, k,
                                         exclude_self=exclude_self).mean())
-
-
-def check_input_shape(net, images: torch.Tensor, what: str) -> None:
-    """Images of the shape ``net.input_shape`` (when the network declares one)."""
-    shape = getattr(net, "input_shape", None)
-    check(shape is None or tuple(images.shape[1:]) == tuple(shape),
-          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
 
 
 @torch.no_grad()

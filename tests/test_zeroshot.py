@@ -227,6 +227,25 @@ def test_clip_in_a_run_scores_the_target_classes_by_name(tmp_path):
     assert load_model(run_dir, "clip").class_names == ["7", "8", "9"]  # it scored 10 digit classes before
 
 
+def test_a_run_shows_a_method_options_warning_once(tmp_path):
+    import warnings
+
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.experiment import run_experiment
+    names = [str(i) for i in range(10)]
+    cfg = ExperimentConfig(name="zs", source="digits", target="digits", source_classes="0-6", target_classes="7-9",
+                           k=2, repeats=2, backbone="lenet", methods=["attribute_zsl"], select_on="none",
+                           options={"attribute_zsl": {"attributes": [[0.05 + i / 11, 0.6] for i in range(10)],
+                                                      "class_names": names}},
+                           pretrain=TrainConfig(steps=2, eval_every=1), train=TrainConfig(steps=2, eval_every=1),
+                           out_dir=str(tmp_path))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # a repeat from another line would show, as in a worker process
+        run_experiment(cfg, log=lambda *a: None)
+    assert sum("strictly between 0 and 1" in str(w.message) for w in seen) == 1  # check build only, not each job
+
+
 def test_zero_shot_methods_never_select_on_labelled_images_of_unseen_classes():
     from transferkit.clip import ClipMethod
     from transferkit.experiment import fit_for_target

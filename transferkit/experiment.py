@@ -637,7 +637,9 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         if net is None:
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
-        method = _build_job_method(cfg, data, cls, net)
+        with warnings.catch_warnings():  # _check_jobs built it with these options and showed its warnings
+            warnings.simplefilter("ignore", TransferkitWarning)
+            method = _build_job_method(cfg, data, cls, net)
 
         def make_engine(tag, config=None):
             train = config or cfg.train

@@ -89,3 +89,17 @@ def test_tap_names_a_network_that_is_no_unitnet():
         with pytest.raises(TransferkitError, match=r"tap: net must be a transferkit UnitNet .*from_modules.*got "
                                                    r"Sequential"):
             run()
+
+
+def test_tap_counts_its_fits_with_a_progress_bar_when_asked(capsys):
+    from transferkit.engine import Engine, TrainConfig
+    net, train, test = tiny_net(4), toy_domain(32), toy_domain(16, seed=1)
+    quiet = tap(net, train, test, progress=False)
+    assert capsys.readouterr().err == ""
+    assert tap(net, train, test, progress=True) == quiet  # the bar changes no result
+    err = capsys.readouterr().err
+    assert "tap: linear fits" in err and "0/4" in err  # 2 units x 2 classifiers
+    for progress, shown in ((True, True), (False, False)):
+        make_engine = lambda tag, config=None, p=progress: Engine(TrainConfig(progress=p))  # noqa: E731
+        Tap(tiny_net(4)).fit_transfer(make_engine, target=train, val=test)
+        assert ("tap: linear fits" in capsys.readouterr().err) is shown  # the stage config's progress

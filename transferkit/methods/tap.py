@@ -10,13 +10,16 @@ best on validation.
 
 Cost: the linear SVM (liblinear, up to 5,000 iterations) dominates; the softmax takes well
 under a second. On 1,078 images of 512-d features an SVM fit took about 20 s on one slow CPU
-core (2026-12, 812 iterations), so a network with several 512-1,024-d units takes minutes,
-with no progress output. To spend less, tap fewer units (``units=``) or tap on fewer images;
-the solver and its settings are kept, so that results stay those of the docs.
+core (2026-12, 812 iterations), so a network with several 512-1,024-d units takes minutes; a
+progress bar counts the fits (``progress``, as the training engine's: by default when
+standard error is a terminal; the ``tap`` method takes its stage config's). To spend less,
+tap fewer units (``units=``) or tap on fewer images; the solver and its settings are kept,
+so that results stay those of the docs.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -31,6 +34,16 @@ from ..frozen import frozen_activations
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
+
+
+def _fits(units: list[str], progress: bool | None):
+    """The (unit, classifier) pairs to fit, counted by a progress bar when ``progress`` (None:
+    when standard error is a terminal)."""
+    from tqdm import tqdm
+
+    pairs = [(u, kind) for u in units for kind in CLASSIFIERS]
+    show = sys.stderr.isatty() if progress is None else progress
+    return tqdm(pairs, desc="tap: linear fits", disable=not show, leave=False)
 
 
 @torch.no_grad()
@@ -83,10 +96,12 @@ def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c:
     return lin
 
 
-def tap(net, train, test, units: list[str] | None = None, c: float = 1.0) -> list[dict]:
+def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
+        progress: bool | None = None) -> list[dict]:
     """Seed 001's table: for each feature unit (default: all), the accuracy on ``test`` of a
     linear SVM and of a softmax classifier trained on ``train``'s frozen features.
-    Returns one row per unit: ``unit``, ``dim``, ``svm_accuracy``, ``softmax_accuracy``."""
+    Returns one row per unit: ``unit``, ``dim``, ``svm_accuracy``, ``softmax_accuracy``.
+    ``progress``: a bar counting the fits (None: when standard error is a terminal)."""
     check_unitnet(net, "tap")
     units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)
     check(len(units) > 0, "tap: units must name at least one unit")
@@ -96,15 +111,12 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0) -> lis
         check(u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
     check(len(test) > 0, "tap: the test domain is empty; pass a domain with images to measure the accuracy on")
     f_train, f_test = unit_features(net, train.images, units), unit_features(net, test.images, units)
-    rows = []
-    for u in units:
-        row = {"unit": u, "dim": int(f_train[u].shape[1])}
-        for kind in CLASSIFIERS:
-            lin = fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
-            with torch.no_grad():
-                row[f"{kind}_accuracy"] = float((lin(f_test[u]).argmax(1) == test.labels).float().mean())
-        rows.append(row)
-    return rows
+    rows = {u: {"unit": u, "dim": int(f_train[u].shape[1])} for u in units}
+    for u, kind in _fits(units, progress):
+        lin = fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
+        with torch.no_grad():
+            rows[u][f"{kind}_accuracy"] = float((lin(f_test[u]).argmax(1) == test.labels).float().mean())
+    return list(rows.values())
 
 
 @register
@@ -144,11 +156,11 @@ class Tap(Method):
         f_train = unit_features(self.net, target.images, self.units)
         f_sel = unit_features(self.net, sel.images, self.units) if on_val else f_train
         scores, heads = {}, {}
-        for u in self.units:
-            for kind in CLASSIFIERS:
-                heads[u, kind] = fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
-                with torch.no_grad():
-                    scores[u, kind] = float((heads[u, kind](f_sel[u]).argmax(1) == sel.labels).float().mean())
+        progress = None if make_engine is None else make_engine("tap").cfg.progress  # this engine is not run
+        for u, kind in _fits(self.units, progress):
+            heads[u, kind] = fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
+            with torch.no_grad():
+                scores[u, kind] = float((heads[u, kind](f_sel[u]).argmax(1) == sel.labels).float().mean())
         best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))
         self.tap_unit, self.tap_head = best[0], heads[best]
         self._extra = {"tap_unit": best[0], "tap_classifier": best[1],

@@ -1056,3 +1056,25 @@ def test_a_target_of_seen_and_new_classes_reports_seen_unseen_and_their_harmonic
     tuned = next(s for s in summary if s["method"] == "finetune")
     assert tuned["h_accuracy_mean"] == pytest.approx(sum(r["h_accuracy"] for r in rows if r["method"] == "finetune")
                                                      / 2)
+
+
+def test_a_pretrained_file_of_another_backbone_is_refused_in_one_line_naming_the_backbone(tmp_path):
+    from safetensors.torch import save_file
+
+    from transferkit.experiment import _load_net
+    lenet = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
+    path = tmp_path / "lenet.safetensors"
+    save_file({k: v.contiguous() for k, v in lenet.state_dict().items()}, str(path))
+    convnet = build_backbone("convnet4", num_classes=10, in_channels=1, image_size=28)
+    with pytest.raises(TransferkitError, match=r"does not fit backbone 'convnet4': \d+ tensor\(s\) missing \(first "
+                                               r"'units\.") as e:
+        _load_net(convnet, path)
+    assert "\n" not in str(e.value) and "of another shape (first 'units.conv1.0.weight'" in str(e.value)
+    wider = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
+    with pytest.raises(TransferkitError, match=r"backbone 'lenet': 2 of another shape \(first 'head.weight': "
+                                               r"\(10, 500\) in the file, \(5, 500\) here\)"):
+        _load_net(wider, path)
+    _load_net(build_backbone("lenet", num_classes=10, in_channels=1, image_size=28), path)  # it fits its own
+    save_file({"extra": torch.zeros(1), **{k: v.contiguous() for k, v in lenet.state_dict().items()}}, str(path))
+    with pytest.raises(TransferkitError, match=r"backbone 'lenet': 1 unexpected \(first 'extra'\)\. It was saved"):
+        _load_net(build_backbone("lenet", num_classes=10, in_channels=1, image_size=28), path)

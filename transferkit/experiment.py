@@ -313,8 +313,29 @@ def _load_net(net, path: Path, classes: list[str] | None = None) -> None:
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise TransferkitError(f"pre-trained network {path} does not fit backbone: {e}") from e
+        check_state_fits(net, state, f"pre-trained network {path}")  # names the first of each kind in one line
+        raise TransferkitError(f"pre-trained network {path} does not fit backbone {net.name!r}: {e}") from e
     net.eval()
+
+
+def check_state_fits(net, state: dict, what: str) -> None:
+    """Refuse, in one line, a ``state`` dict that ``net`` cannot load: how many tensors are
+    missing, unexpected or of another shape, with the first of each."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if not (missing or unexpected or shaped):
+        return
+    parts = [f"{len(missing)} tensor(s) missing (first {missing[0]!r})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected (first {unexpected[0]!r})"] if unexpected else []
+    if shaped:
+        k = shaped[0]
+        parts.append(f"{len(shaped)} of another shape (first {k!r}: {tuple(state[k].shape)} in the file, "
+                     f"{tuple(own[k].shape)} here)")
+    raise TransferkitError(f"{what} does not fit backbone {net.name!r}: "
+                           f"{'; '.join(parts)}. It was saved from another backbone, or for another number of "
+                           f"classes, channels or image size")
 
 
 def evaluate_on(forward, domain: Domain) -> dict:

@@ -964,6 +964,11 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                     method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, options, e) from e
+    on_source = [cls.name for cls in methods if cls.needs_validation and cfg.select_on == "source_val"]
+    if on_source:
+        warn(f"{', '.join(on_source)} pick{'s its' if len(on_source) == 1 else ' their'} unit on the validation "
+             f"split, which select_on: source_val makes the source's images: the unit that keeps the source best, "
+             f"not the one that transfers (seed 002 picks on the target's: select_on: target_val)")
     if unselected:  # once every method is known to run
         warn(f"{', '.join(unselected)} read{'s' if len(unselected) == 1 else ''} no target label, so "
              f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "

@@ -316,3 +316,25 @@ def test_confusion_figure_keeps_its_x_label_inside_and_a_missing_directory_is_na
     assert grey.shape[0] - 1 - last_ink >= 3  # "predicted" was cut at the bottom edge
     with pytest.raises(TransferkitError, match="nowhere does not exist: give a run or benchmark directory"):
         report_module.write_report(tmp_path / "nowhere")
+
+
+def test_the_units_flex_methods_picked_are_counted_under_the_tables(tmp_path, capsys):
+    from transferkit.experiment import _log_row
+    from transferkit.results import markdown_table, summarize
+    base = {"source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0}
+    rows = [{**base, "method": "flex", "seed": s, "picked": p} for s, p in enumerate(["conv2", "fc1", "fc1"])]
+    rows += [{**base, "method": "faster_flex", "seed": 0, "picked": "conv1"}, {**base, "method": "ft_all", "seed": 0}]
+    write_results(tmp_path, "x", {}, rows)
+    results_md = (tmp_path / "results.md").read_text()
+    assert "flex picked: fc1 ×2, conv2 ×1\nfaster_flex picked: conv1 ×1\n" in results_md
+    assert [line for line in results_md.splitlines() if line.startswith("|")][-1].startswith("| ft_all |")
+    main(["summary", str(tmp_path)])
+    assert "flex picked: fc1 ×2, conv2 ×1" in capsys.readouterr().out
+    html_path, md_path = write_report(tmp_path, tmp_path / "out")
+    assert "faster_flex picked: conv1 ×1" in md_path.read_text() and "flex picked: fc1 ×2" in html_path.read_text()
+    more = rows + [{**base, "method": "flex", "seed": 0, "setting": "k=5", "picked": "all"}]
+    assert "flex (s → t, k=5) picked: all ×1" in markdown_table(summarize(more), more)
+    logged = []
+    _log_row(logged.append, rows[0])
+    _log_row(logged.append, rows[-1])
+    assert logged[0].endswith("(1.0s), picked conv2") and logged[1].endswith("(1.0s)")

@@ -1096,5 +1096,7 @@ def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
 
 
 def _log_row(log, row: dict) -> dict:
-    log(f"  {row['method']:<14} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)")
+    picked = f", picked {row['picked']}" if isinstance(row.get("picked"), str) else ""
+    log(f"  {row['method']:<14} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"
+        + picked)
     return row

@@ -21,7 +21,7 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import class_subsets, md_cell, read_results, summarize, unfinished_hint
+from .results import class_subsets, md_cell, picked_lines, read_results, summarize, unfinished_hint
 
 MAX_FIGURES = 24
 
@@ -331,6 +331,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                    + training_curve_figures(run_dir, notes) + confusion_figures(rows, notes)
                    + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
+    picks = picked_lines(rows)
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):
         config += "\n# environment (results.json)\n" + yaml.safe_dump({"environment": data["environment"]},
@@ -362,6 +363,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 <p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; {html.escape(note)}</p>
 <h2>Results</h2>
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
+{"".join(f"<p>{html.escape(p)}</p>" for p in picked_lines(rows, markdown=False))}
 <h2>Figures</h2>
 {figs_html or "<p>no figures</p>"}{"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 <h2>Configuration</h2>
@@ -375,6 +377,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
     md = [f"# {md_cell(title)}", "", f"{len(rows)} results; {note}", "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in table]
+    md += [line for p in picks for line in ("", p)]
     md += ["", "## Figures", ""]
     names = [f"figure{i:02d}.png" for i in range(len(figures))]
     for stale in files_dir.glob("figure*.png"):  # of an earlier report with more figures

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from numbers import Real
 from pathlib import Path
 
@@ -123,12 +124,33 @@ def class_subsets(config: dict | None) -> str:
     return "; ".join(parts)
 
 
+def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
+    """One line per method whose rows name the unit they picked (flex, fast_flex, faster_flex:
+    ``picked``), counted over seeds, most frequent first: ``"flex picked: fc1 ×3, conv2 ×2"``; a
+    method with several (source, target, setting) cells gets a line per cell, naming it. ``markdown``:
+    names escaped as in a table cell (:func:`md_cell`)."""
+    cell = md_cell if markdown else str
+    cells: dict[str, dict[tuple, list[str]]] = {}
+    for r in rows:
+        if isinstance(r.get("picked"), str):
+            key = (r["source"], r["target"], r["setting"])
+            cells.setdefault(r["method"], {}).setdefault(key, []).append(r["picked"])
+    lines = []
+    for method, by_cell in cells.items():
+        for (source, target, setting), picks in by_cell.items():
+            where = f" ({source} → {target}, {setting})" if len(by_cell) > 1 else ""
+            counts = ", ".join(f"{cell(unit)} ×{n}" for unit, n in Counter(picks).most_common())
+            lines.append(f"{cell(method + where)} picked: {counts}")
+    return lines
+
+
 def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | None = None) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
     whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
     rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
-    line above the table names (the source and target columns name only the domains)."""
+    line above the table names (the source and target columns name only the domains). Lines under
+    the table name the units the flex methods picked (:func:`picked_lines`)."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl = any("h_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
@@ -148,8 +170,10 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
                      f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
+    picks = picked_lines(rows)
     subsets = class_subsets(config)
-    return (f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
+    return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
+            + ("\n" + "\n".join(picks) + "\n" if picks else ""))
 
 
 def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], workers: int | None = None) -> Path:

@@ -144,6 +144,35 @@ def test_fast_flex_trains_two_networks_and_never_the_proxies(name, monkeypatch):
                                                                           and k.startswith("head.")))
 
 
+@pytest.mark.parametrize("name", ["fast_flex", "faster_flex"])
+def test_fast_flex_warns_when_the_best_proxies_tie_and_records_the_tie(name, monkeypatch):
+    import warnings
+
+    from transferkit.errors import TransferkitWarning
+    from transferkit.methods import flex
+    real = flex.proxy_accuracies
+
+    def tying(base, donor, units, domain, **kw):
+        scores = real(base, donor, units, domain, **kw)
+        return {u: 0.25 if u in units[1:3] else 0.125 for u in scores}  # the 2nd and 3rd units tie at the top
+
+    monkeypatch.setattr(flex, "proxy_accuracies", tying)
+    with pytest.warns(TransferkitWarning, match="tie at the best validation accuracy 25.0%") as caught:
+        method, _ = run(name)
+    units = method.net.tunable_unit_names()
+    extra = method.extra_results()
+    assert extra["proxy_unit"] == units[1] and extra["proxy_tie"] == units[1:3]  # the rule is unchanged
+    message = str(caught[0].message)
+    assert f"proxies of {units[1]}, {units[2]} tie" in message and f"{extra['surgery_steps']} step(s)" in message
+    assert ("use fast_flex" in message) == (name == "faster_flex")
+    monkeypatch.setattr(flex, "proxy_accuracies", lambda base, donor, units, domain, **kw: {
+        u: 0.5 - 0.125 * abs(i - 1) for i, u in enumerate(units)})  # ties below the best are no matter
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferkitWarning)
+        method, _ = run(name)
+    assert method.extra_results()["proxy_tie"] == [] and method.extra_results()["proxy_unit"] == units[1]
+
+
 def test_flex_in_run_experiment(tmp_path):
     from transferkit.config import ExperimentConfig
     from transferkit.experiment import run_experiment

@@ -33,7 +33,7 @@ import torch
 
 from ..backbones import ALL_UNITS, EMBEDDING, HEAD
 from ..engine import FitResult, _as_layout, _train_layout
-from ..errors import UnknownNameError, check
+from ..errors import UnknownNameError, check, warn
 from ..evaluate import predict_logits
 from ..runtime import map_jobs
 from .base import Method, register
@@ -278,6 +278,10 @@ class FastFlex(_FlexBase):
         units = self.net.tunable_unit_names()
         proxies = proxy_accuracies(self.net, all_net, units, val, with_head=self.with_head)
         best_unit = max(units, key=lambda u: (proxies[u], -units.index(u)))
+        tied = [u for u in units if proxies[u] == proxies[best_unit]]
+        tied = tied if len(tied) > 1 else []  # recorded as proxy_tie
+        if tied:
+            warn(self._tie_message(tied, proxies[best_unit], len(val), all_fit.steps, len(target), config))
         (unit_net, unit_fit), = self._train(make_engine, [best_unit], target, val, tag="tune")
         a_all = None if self.one_epoch else all_fit.val_accuracy  # Algorithm 3 never looks at it
         use_all = not self.one_epoch and a_all > unit_fit.val_accuracy
@@ -286,11 +290,25 @@ class FastFlex(_FlexBase):
         if self.keep_candidates:
             self.candidate_nets = {ALL: all_net, best_unit: unit_net}
         self._extra = {"proxy_unit": best_unit, "proxy_val_accuracy": proxies, "ft_all_val_accuracy": a_all,
-                       "ft_best_val_accuracy": unit_fit.val_accuracy, "surgery_steps": all_fit.steps}
+                       "ft_best_val_accuracy": unit_fit.val_accuracy, "surgery_steps": all_fit.steps,
+                       "proxy_tie": tied}
         fit = all_fit if use_all else unit_fit
         return FitResult(steps=all_fit.steps + unit_fit.steps, best_step=fit.best_step,
                          best_val_accuracy=fit.best_val_accuracy, val_accuracy=fit.val_accuracy,
                          stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history)
+
+    def _tie_message(self, tied: list[str], score: float, n_val: int, steps: int, n_target: int, config) -> str:
+        if self.one_epoch:
+            advice = (f"Its donor, ft_all for one epoch, took {steps} step(s) (ceil({n_target} labelled images / "
+                      f"batch_size {config.batch_size})), maybe too few to tell the units apart: use fast_flex "
+                      f"(its donor trains to early stopping), more labelled target images, or a smaller train "
+                      f"batch_size")
+        else:
+            advice = (f"Its donor, ft_all, trained {steps} step(s): more labelled target or validation images, or "
+                      f"more train steps, may tell them apart; flex trains every unit instead")
+        return (f"{self.name}: the proxies of {', '.join(tied)} tie at the best validation accuracy "
+                f"{100 * score:.1f}% ({round(score * n_val)} of {n_val} images); the tie goes to the earlier "
+                f"unit, {tied[0]}, by rule, not by merit. " + advice)
 
 
 @register

@@ -326,3 +326,29 @@ def test_the_readme_evaluation_snippet_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md (Evaluation)", "exec"), {})
     assert (tmp_path / "tsne.png").exists()
+
+
+def test_accuracies_are_exact_fractions_not_float32_means():
+    from transferkit.domain import Domain
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.methods.flex import val_scores
+    labels = torch.tensor([0] * 50 + [1] * 50)
+    pred = labels.clone()
+    pred[:21] = 1  # 79 of 100 right: a float32 mean gives 0.7900000214576721
+    logits = torch.nn.functional.one_hot(pred, 2).float()
+    assert classification_report(logits, labels)["accuracy"] == 0.79
+    groups = torch.tensor([0] * 21 + [1] * 29 + [2] * 50)  # the first wrong, the others right
+    assert grouped_accuracy(logits, labels, groups) == 2 / 3
+
+    class Fixed:  # the engine's validation scorer sees these logits
+        name = "fixed"
+
+        def eval(self):
+            pass
+
+        def forward_from_input(self, x):
+            return x
+    assert Engine(TrainConfig(progress=False))._accuracy(Fixed(), logits, labels) == 0.79
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False))
+    torch.nn.init.eye_(net[1].weight)
+    assert val_scores(net, Domain("d", logits.view(100, 1, 1, 2), labels, ["a", "b"]))[0] == 0.79

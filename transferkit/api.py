@@ -21,7 +21,7 @@ from .config import load_config
 from .domain import Domain, image_batch, warn_numbered_match
 from .engine import Engine, TrainConfig
 from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
-from .evaluate import classification_report, predict_logits
+from .evaluate import classification_report, fraction_correct, predict_logits
 from .experiment import (
     build_method,
     check_selection_classes,
@@ -289,10 +289,10 @@ class Transfer:
             pred = self.predict(domain)
             check(labels.shape == pred.shape, f"score: {len(pred)} images but labels of shape {tuple(labels.shape)}")
             check(len(pred) > 0, "score: no images")
-            return float((pred == labels.to(pred.device)).float().mean())
+            return fraction_correct(pred, labels.to(pred.device))
         self._check_classes(domain)
         check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
-        return float((self.predict(domain.images) == domain.labels).float().mean())
+        return fraction_correct(self.predict(domain.images), domain.labels)
 
     def report(self, domain: Domain) -> dict:
         self._check_classes(domain)

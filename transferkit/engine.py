@@ -444,9 +444,11 @@ class Engine:
         check(top < logits.shape[1], f"validation labels go up to {top} but {method.name!r} scores "
                                      f"{logits.shape[1]} classes: the validation domain has other classes than the "
                                      f"network's head (no image of class {top} could ever be counted correct)")
-        correct = (logits.argmax(1) == y).sum().float()
-        counts = all_reduce_mean(torch.stack([correct, torch.tensor(float(len(y)), device=correct.device)]))
-        return float(counts[0] / counts[1])
+        correct, n = int((logits.argmax(1) == y).sum()), len(y)
+        if world_size() > 1:  # each rank scores its shard: the counts of all
+            counts = all_reduce_mean(torch.tensor([correct, n], dtype=torch.float64, device=logits.device))
+            correct, n = (round(float(c) * world_size()) for c in counts)
+        return correct / n  # exact; ranks one set's counts as the float32 ratio did (n < 2**24): same early stops
 
     def _optimizer(self, method) -> torch.optim.Optimizer:
         cfg = self.cfg

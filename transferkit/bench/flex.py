@@ -44,7 +44,7 @@ from ..backbones import build_backbone
 from ..data import check_spec, load_domain, parse_spec
 from ..engine import Engine, TrainConfig
 from ..errors import TransferkitError, check
-from ..evaluate import mean_se, mean_se_text, paired_difference, predict_logits
+from ..evaluate import fraction_correct, mean_se, mean_se_text, paired_difference, predict_logits
 from ..grouped import parse_grouped
 from ..io import load_safetensors, read_job, read_json, save_safetensors, write_json, write_text
 from ..methods import get_method
@@ -180,7 +180,7 @@ def check_validation_split(bench_dir: Path, target: str, n_val: int) -> None:
 
 
 def accuracy(forward, domain) -> float:
-    return float((predict_logits(forward, domain.images).argmax(1) == domain.labels).float().mean())
+    return fraction_correct(predict_logits(forward, domain.images).argmax(1), domain.labels)
 
 
 def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: int, cfg: TrainConfig,
@@ -203,7 +203,7 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
     # one pass over the test images gives the accuracy and AP@10's queries (every method here predicts with
     # its net: Method.forward, the same operations as head(embedding))
     queries = embed(method.net, split.test.images)
-    acc = float((method.net.forward_units(queries, "embedding").argmax(1) == split.test.labels).float().mean())
+    acc = fraction_correct(method.net.forward_units(queries, "embedding").argmax(1), split.test.labels)
     wall = time.perf_counter() - t0
     row = {**head, "method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "n_labeled": len(labeled), "per_class_available": int(split.train.class_counts().min()),

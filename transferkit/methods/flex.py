@@ -91,7 +91,7 @@ def val_predictions(net, domain) -> tuple[torch.Tensor, float]:
 def val_scores(net, domain) -> tuple[float, float]:
     """``(accuracy, mean cross entropy)`` of ``net`` on ``domain`` in eval mode."""
     correct, loss = val_predictions(net, domain)
-    return (float(correct.float().mean()) if len(correct) else 0.0), loss
+    return (int(correct.sum()) / len(correct) if len(correct) else 0.0), loss
 
 
 def selection_margin(correct_best: torch.Tensor, correct_other: torch.Tensor) -> tuple[float, float]:

@@ -599,6 +599,33 @@ def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monk
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_checkpoints_float32_best_accuracy_is_read_as_its_counts_exact_fraction(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    exact = 17 / 60  # float32 rounds it down: an evaluation of the same count would look better
+    assert float(np.float32(exact)) < exact
+    _scripted_accuracies(monkeypatch, [0.1, exact, exact, 0.05])
+    cfg = TrainConfig(steps=8, eval_every=2, checkpoint_every=2, batch_size=16, patience=None)
+    data = dict(target=helpers.toy_domain(), val=helpers.toy_domain(n=60, seed=1))
+
+    def crash(step, st):
+        if step == 5:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(make(), **data)
+    path = tmp_path / "last.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["transferkit"])
+    assert meta["state"]["best_acc"] == exact and meta["state"]["best_step"] == 4
+    meta["state"]["best_acc"] = float(np.float32(exact))  # as written before accuracies were exact
+    save_file(load_file(str(path)), str(path), metadata={"transferkit": json.dumps(meta)})
+    fit = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), **data)
+    assert fit.best_step == 4 and fit.best_val_accuracy == exact  # the same count at step 6 is no improvement
+
+
 def test_logged_learning_rate_is_the_scheduled_rate_not_a_slowed_groups():
     cfg = TrainConfig(steps=4, batch_size=16, eval_every=2, lr=1e-3, schedule="cosine", progress=False)
     method = get_method("ft_slow")(build_backbone("lenet", 4), backbone_lr_mult=0.1)  # the backbone group is first

@@ -291,6 +291,9 @@ class Engine:
         if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
             # before the frozen prefix is cached below: its activations come from the checkpoint's weights
             state, best_weights, history = self._load(method, opt, signature, device)
+            if state["best_acc"] is not None and val is not None and len(val):  # a checkpoint of before
+                # 2026-12-01 (c39418c) holds the float32 ratio: its count's exact fraction, as new evaluations give
+                state["best_acc"] = round(state["best_acc"] * len(val)) / len(val)
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .errors import TransferkitWarning, check, warn
+from .errors import TransferkitWarning, WorkerDied, check, warn
 from .io import read_job, read_json, write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -344,12 +344,15 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     ``on_done``, and then the first error is raised. When this process is interrupted
     (Ctrl-C) or ``on_done`` raises, it stops at once: queued jobs are cancelled, the workers
     are ended (running jobs are lost, a resumed run repeats them), the results that had
-    already come back are handed to ``on_done``, and the interruption is raised."""
+    already come back are handed to ``on_done``, and the interruption is raised. When a
+    worker process dies (killed for memory, ``kill -9``), the pool cannot go on: the results
+    that came back are handed to ``on_done`` and :class:`~transferkit.errors.WorkerDied` is raised."""
     if workers <= 1 or len(jobs) <= 1:
         for i, args in enumerate(jobs):
             on_done(i, fn(*args))
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
     ctx = torch.multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
                                initargs=(threads_per_worker(workers), os.getpid()))
@@ -375,6 +378,10 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
                 on_done(i, f.result())
         raise
     pool.shutdown(wait=True)
+    if isinstance(error, BrokenProcessPool):
+        raise WorkerDied("a worker process died before its job ended (killed by the system, e.g. for memory, or by "
+                         "a signal; fewer --workers use less memory) and the other workers were stopped") \
+            from error
     if error is not None:
         raise error
 

@@ -741,6 +741,30 @@ def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_d
             run_experiment(other, run_dir=run_dir, log=logs.append)
 
 
+def test_a_corrupted_pinned_network_says_what_to_do_and_doing_it_gives_the_same_network(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(name="bad", source="digits", target="digits", k=2, repeats=1,
+                           methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path / "runs"))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    pinned = run_dir / "source.safetensors"
+    first = load_file(str(pinned))
+    with open(pinned, "r+b") as f:  # corrupted in place: the cache file it is linked to as well
+        f.write(b"\xff" * 8)
+    (run_dir / "jobs" / "finetune-k=2-s0.json").unlink()
+    with pytest.raises(TransferkitError, match=r"source.safetensors is unreadable .*: delete it and resume to pin "
+                                               r"the source network again: .*pre-trained again"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    pinned.unlink()
+    logs: list = []
+    resumed = run_experiment(cfg, run_dir=run_dir, log=logs.append)[1]
+    assert [r["per_class_accuracy"] for r in resumed] == [r["per_class_accuracy"] for r in rows]
+    assert any("pre-training" in line for line in logs)
+    again = load_file(str(pinned))
+    assert again.keys() == first.keys() and all(torch.equal(v, again[k]) for k, v in first.items())
+
+
 def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monkeypatch):
     import os
     from dataclasses import replace

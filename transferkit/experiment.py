@@ -225,12 +225,23 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
             info = {**info, "path": str(pinned)}
         return net, info
     net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
-    _load_net(net, pinned)
+    _load_net(net, pinned, hint=_repin_hint(cfg))
     record = pinned.with_suffix(".json")
     again = "restore it, or delete it and source.safetensors to pin the source network again"
     meta = read_json(record, "source network record", again) if record.exists() else {}
     check(isinstance(meta, dict), f"{record} is not a source network record (a JSON object): {again}")
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
+
+
+def _repin_hint(cfg: ExperimentConfig) -> str:
+    """What to do about a run's unreadable ``source.safetensors``, and when that gives the network back."""
+    if cfg.pretrained:
+        return (f"delete it and resume to copy the pretrained: file {cfg.pretrained} again (the network the finished "
+                f"jobs started from unless that file changed since)")
+    return ("delete it and resume to pin the source network again: it is read from the pre-training cache or "
+            "pre-trained again from the config and seed, which gives the network the finished jobs started from "
+            "under the torch version, device, threads and CPU kernels of the run's kernels.json (a resume notes "
+            "others; then start a new run)")
 
 
 def _pin(src: Path, dst: Path, link: bool) -> None:
@@ -299,12 +310,12 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         write_json(path, now)
 
 
-def _load_net(net, path: Path, classes: list[str] | None = None) -> None:
+def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "") -> None:
     """Load ``path`` into ``net``. With ``classes`` (the source's), a file that names the
     classes of its head's rows (transferkit's pre-trainings since 2026-12-01) must name
-    these, in this order: the rows are taken by position."""
+    these, in this order: the rows are taken by position. ``hint``: what to do when it is unreadable."""
     check(path.exists(), f"pre-trained network {path} does not exist")
-    state, metadata = load_safetensors(path, "pre-trained network")  # the tensors and the stored class names
+    state, metadata = load_safetensors(path, "pre-trained network", hint)  # the tensors and the stored class names
     stored = metadata.get("class_names")
     if classes is not None and stored is not None and json.loads(stored) != list(classes):
         raise TransferkitError(f"pre-trained network {path} was trained on the classes {json.loads(stored)} (its "

@@ -765,6 +765,25 @@ def test_a_corrupted_pinned_network_says_what_to_do_and_doing_it_gives_the_same_
     assert again.keys() == first.keys() and all(torch.equal(v, again[k]) for k, v in first.items())
 
 
+def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_count_is_refused(tmp_path):
+    cfg = ExperimentConfig(name="w", source="digits", target="digits", k=2, repeats=1,
+                           methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path / "runs"))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert [r["world_size"] for r in rows] == [1, 1]
+    assert json.loads((run_dir / "results.json").read_text())["environment"]["world_size"] == 1
+    job = run_dir / "jobs" / "finetune-k=2-s0.json"
+    row = json.loads(job.read_text())
+    job.write_text(json.dumps({**row, "world_size": 2}))  # as --nproc 2 wrote it
+    with pytest.raises(TransferkitError, match=r"1 finished job\(s\) \(jobs/finetune-k=2-s0.json\) ran in 2 "
+                                               r"data-parallel process\(es\) and this resume runs 1: .*resume with "
+                                               r"--nproc 2, or use a new run directory"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    job.write_text(json.dumps({k: v for k, v in row.items() if k != "world_size"}))  # before it was recorded: 1
+    assert [r["accuracy"] for r in run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]] == \
+        [r["accuracy"] for r in rows]
+
+
 def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monkeypatch):
     import os
     from dataclasses import replace

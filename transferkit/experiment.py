@@ -689,7 +689,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
-           "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
+           "config_digest": job_digest(cfg, cls.name), "world_size": world_size(), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
     row = _finish_row(job, row, report, data.target.test.class_names, _seen_classes(data))
@@ -870,7 +870,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   "config_digest": job_digest(cfg, cls.name)}
+                   "config_digest": job_digest(cfg, cls.name), "world_size": world_size()}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
@@ -938,7 +938,25 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now{hint}; "
                     f"restore that config, or delete the job file to run the job again")
         out[cls.name, seed] = row
+    _check_same_world(cfg, run_dir, out)
     return out
+
+
+def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> None:
+    """Refuse to resume rows made with another number of data-parallel processes (``--nproc``
+    rounds the batch up and keeps BatchNorm statistics per shard: other rows); a row without
+    ``world_size`` (before it was recorded) was made by one process."""
+    now = world_size()
+    other = sorted(job_path(run_dir, cfg, name, seed).name for (name, seed), row in finished.items()
+                   if row.get("world_size", 1) != now)
+    if other:
+        then = sorted({row.get("world_size", 1) for row in finished.values()} - {now})
+        counts, named = " and ".join(map(str, then)), ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+        raise TransferkitError(
+            f"{run_dir}: {len(other)} finished job(s) (jobs/{named}) ran "
+            f"in {counts} data-parallel process(es) and this resume runs {now}: --nproc changes a job's rows "
+            f"(docs/scale.md), so they would not go together; resume with --nproc {then[0]}, or use a new run "
+            f"directory (or delete those job files to run them again)")
 
 
 def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:

@@ -201,7 +201,8 @@ def work_dir() -> Path | None:
 
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
-    the CPU, the kernels torch chose on it, the threads per process and the GPU (if any).
+    the CPU, the kernels torch chose on it, the threads per process, the data-parallel
+    processes (``world_size``, ``--nproc``) and the GPU (if any).
     Stored in every ``results.json`` (``environment``) so that a table can be reproduced on a
     matching machine."""
     from . import __version__
@@ -209,7 +210,8 @@ def kernel_environment(workers: int = 1) -> dict:
             "platform": sys.platform, "cpu": cpu_model(), **cpu_kernels(),
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
             "threads_per_process": job_threads(workers),
-            "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "workers": workers, "world_size": world_size(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "packages": package_versions()}
 
 

@@ -784,6 +784,22 @@ def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_cou
         [r["accuracy"] for r in rows]
 
 
+def test_an_out_dir_that_cannot_hold_a_run_is_named(tmp_path):
+    from dataclasses import replace
+    (tmp_path / "afile").write_text("")
+    cfg = ExperimentConfig(name="o", source="digits", target="digits", k=2, repeats=1, methods=["finetune"],
+                           out_dir=str(tmp_path / "afile" / "sub"))
+    with pytest.raises(TransferkitError, match=r"out_dir '.*afile/sub': cannot make the run directory .*afile/sub/o/"
+                                               r".* \(.*afile is a file, not a directory\); set out_dir to a "
+                                               r"directory you can write to"):
+        run_experiment(cfg, log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"out_dir '/proc/nosuch': cannot make the run directory "
+                                               r"/proc/nosuch/o/.* \(No such file or directory"):
+        run_experiment(replace(cfg, out_dir="/proc/nosuch"), log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"^cannot make the run directory .*afile/run \(.*afile is a file"):
+        run_experiment(cfg, run_dir=tmp_path / "afile" / "run", log=lambda *a: None)
+
+
 def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monkeypatch):
     import os
     from dataclasses import replace

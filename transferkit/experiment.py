@@ -800,10 +800,13 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     methods = check_names(cfg)
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
+    run_dir_given = bool(run_dir)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     fresh = main and not run_dir.exists()
     parent_fresh = fresh and not run_dir.parent.exists()
     preload_lazy_imports()
+    if main:
+        _make_run_dir(run_dir, None if run_dir_given else cfg.out_dir)
     try:
         with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)
@@ -813,6 +816,21 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
         raise
     barrier()
     return run_dir, rows
+
+
+def _make_run_dir(run_dir: Path, out_dir: str | None) -> None:
+    """Make ``run_dir`` (in ``out_dir``, the config's, unless the directory was given), or a
+    named error: the file system's alone names neither the setting nor what to do."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        there = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+        why = f"{there} is a file, not a directory" if there is not None and not there.is_dir() else (
+            f"{e.strerror or e}{f': {e.filename}' if e.filename and str(e.filename) != str(run_dir) else ''}")
+        where = f"out_dir {out_dir!r}: " if out_dir is not None else ""
+        fix = ("set out_dir to a directory you can write to, or to a path where one can be made (--set out_dir=DIR)"
+               if out_dir is not None else "give a directory you can write to, or a path where one can be made")
+        raise TransferkitError(f"{where}cannot make the run directory {run_dir} ({why}); {fix}") from e
 
 
 def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:

@@ -800,6 +800,23 @@ def test_an_out_dir_that_cannot_hold_a_run_is_named(tmp_path):
         run_experiment(cfg, run_dir=tmp_path / "afile" / "run", log=lambda *a: None)
 
 
+def test_a_resume_after_editing_the_run_s_config_yaml_names_the_changed_key(tmp_path):
+    from dataclasses import replace
+    cfg = ExperimentConfig(name="e", source="digits", target="digits", k=2, repeats=1, methods=["finetune"],
+                           train=TINY, out_dir=str(tmp_path / "runs"))
+    run_dir, _ = run_experiment(cfg, log=lambda *a: None)
+    from transferkit.config import dump_config
+    edited = replace(cfg, train=replace(TINY, steps=12))
+    (run_dir / "config.yaml").write_text(dump_config(edited))  # edited in the run directory
+    with pytest.raises(TransferkitError, match=r"finetune-k=2-s0.json was run with another configuration than .* "
+                                               r"\(changed since the job ran, by the config its results.json keeps: "
+                                               r"train.steps: 10 there, 12 now\); restore"):
+        run_experiment(edited, run_dir=run_dir, log=lambda *a: None)
+    (run_dir / "results.json").unlink()  # no record of the config the row was made with: no key is guessed
+    with pytest.raises(TransferkitError, match=r"gives now; restore that config"):
+        run_experiment(edited, run_dir=run_dir, log=lambda *a: None)
+
+
 def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monkeypatch):
     import os
     from dataclasses import replace

@@ -953,11 +953,31 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         else:
             same = stored is not None and then == now
         hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
+        if not same and not hint and "config_digest" in row:
+            hint = _changed_since(cfg, run_dir, cls.name, row["config_digest"])
         check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now{hint}; "
                     f"restore that config, or delete the job file to run the job again")
         out[cls.name, seed] = row
     _check_same_world(cfg, run_dir, out)
     return out
+
+
+def _changed_since(cfg: ExperimentConfig, run_dir: Path, method: str, digest: str) -> str:
+    """`` (changed: key: old there, new now)`` naming what differs from the config that
+    ``results.json`` keeps, when that config gives the row's ``digest``; else ``""`` (the
+    row keeps only a digest, which cannot name a key)."""
+    try:
+        kept = from_dict(ExperimentConfig, read_json(run_dir / "results.json")["config"])
+        if digest not in {job_digest(kept, method, form) for form in DIGEST_FORMS}:
+            return ""
+    except Exception:  # no results.json (an interrupted first run), or one of another form
+        return ""
+    then, now = (_flat(yaml.safe_load(dump_config(c))) for c in (kept, cfg))
+    diff = [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
+            if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k)]
+    old, new = (trained_options(get_method(method), c.options.get(method, {})) for c in (kept, cfg))
+    diff += [f"options of {method}: {old!r} there, {new!r} now"] if old != new else []
+    return f" (changed since the job ran, by the config its results.json keeps: {'; '.join(diff)})" if diff else ""
 
 
 def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> None:

@@ -94,3 +94,15 @@ def module_loaded(name: str) -> bool:
     """Whether this process has imported module ``name`` (a worker-process job)."""
     import sys
     return name in sys.modules
+
+
+def killed_after(seconds: float, value):
+    """Take ``seconds``, then ``value``; ``value=None``: the process kills itself instead
+    (SIGKILL, as the out-of-memory killer does; a worker-process job)."""
+    import os
+    import signal
+    import time
+    time.sleep(seconds)
+    if value is None:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value

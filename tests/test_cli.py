@@ -61,6 +61,13 @@ def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes
     for given in (["--res", "old"], ["--resume=old"], ["--r", "old"]):  # argparse's abbreviations are replaced
         hint = cli._resume_hint(argparse.Namespace(resume="old"), ["run", *given, "c.yaml"])
         assert hint.endswith(f"go on with: transferkit run c.yaml --resume {run_dir}"), hint
+    from transferkit.errors import WorkerDied
+    monkeypatch.setattr(experiment, "run_job", lambda *a: (_ for _ in ()).throw(WorkerDied("a worker process died")))
+    code, _, err = run_cli(capsys, *shlex.split(command)[1:])  # a killed worker: one line, as an interruption
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("transferkit: error: a worker process died; finished jobs and checkpoints are kept in ")
+    assert err.split("go on with: ")[1].strip() == command
+    monkeypatch.setattr(experiment, "run_job", second_job_stopped)
     code, out, _ = run_cli(capsys, *shlex.split(command)[1:])  # the printed command, as a shell reads it
     assert code == 0 and calls == ["target_only", "finetune", "finetune"]  # only the stopped job ran again
     monkeypatch.setattr(experiment, "run_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))

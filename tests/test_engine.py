@@ -689,6 +689,18 @@ def test_an_interrupt_stops_the_worker_pool_at_once_and_keeps_the_results_back(t
     assert done and started <= 4, (done, started)  # not all 8 queued jobs run before the interrupt is raised
 
 
+def test_a_worker_killed_by_the_system_is_named_and_the_results_that_came_back_are_kept():
+    from helpers import killed_after
+
+    from transferkit.errors import WorkerDied
+    from transferkit.runtime import map_jobs
+    done = {}
+    with pytest.raises(WorkerDied, match=r"a worker process died before its job ended \(killed by the system, e\.g\. "
+                                         r"for memory.*the jobs that had finished are kept: resume"):
+        map_jobs(killed_after, [(0.0, "first"), (3.0, None), (30.0, "never")], 2, done.__setitem__)
+    assert done == {0: "first"}
+
+
 @pytest.mark.parametrize("method", ["ft_fc1", "linear_probe"])
 def test_a_resumed_fit_caches_the_frozen_prefix_of_the_checkpoints_weights(tmp_path, method):
     d, val = toy_domain(96), toy_domain(96, seed=1)

@@ -741,6 +741,82 @@ def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_d
             run_experiment(other, run_dir=run_dir, log=logs.append)
 
 
+def test_a_corrupted_pinned_network_says_what_to_do_and_doing_it_gives_the_same_network(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(name="bad", source="digits", target="digits", k=2, repeats=1,
+                           methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path / "runs"))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    pinned = run_dir / "source.safetensors"
+    first = load_file(str(pinned))
+    with open(pinned, "r+b") as f:  # corrupted in place: the cache file it is linked to as well
+        f.write(b"\xff" * 8)
+    (run_dir / "jobs" / "finetune-k=2-s0.json").unlink()
+    with pytest.raises(TransferkitError, match=r"source.safetensors is unreadable .*: delete it and resume to pin "
+                                               r"the source network again: .*pre-trained again"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    pinned.unlink()
+    logs: list = []
+    resumed = run_experiment(cfg, run_dir=run_dir, log=logs.append)[1]
+    assert [r["per_class_accuracy"] for r in resumed] == [r["per_class_accuracy"] for r in rows]
+    assert any("pre-training" in line for line in logs)
+    again = load_file(str(pinned))
+    assert again.keys() == first.keys() and all(torch.equal(v, again[k]) for k, v in first.items())
+
+
+def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_count_is_refused(tmp_path):
+    cfg = ExperimentConfig(name="w", source="digits", target="digits", k=2, repeats=1,
+                           methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path / "runs"))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert [r["world_size"] for r in rows] == [1, 1]
+    assert json.loads((run_dir / "results.json").read_text())["environment"]["world_size"] == 1
+    job = run_dir / "jobs" / "finetune-k=2-s0.json"
+    row = json.loads(job.read_text())
+    job.write_text(json.dumps({**row, "world_size": 2}))  # as --nproc 2 wrote it
+    with pytest.raises(TransferkitError, match=r"1 finished job\(s\) \(jobs/finetune-k=2-s0.json\) ran in 2 "
+                                               r"data-parallel process\(es\) and this resume runs 1: .*resume with "
+                                               r"--nproc 2, or use a new run directory"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    job.write_text(json.dumps({k: v for k, v in row.items() if k != "world_size"}))  # before it was recorded: 1
+    assert [r["accuracy"] for r in run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]] == \
+        [r["accuracy"] for r in rows]
+
+
+def test_an_out_dir_that_cannot_hold_a_run_is_named(tmp_path):
+    from dataclasses import replace
+    (tmp_path / "afile").write_text("")
+    cfg = ExperimentConfig(name="o", source="digits", target="digits", k=2, repeats=1, methods=["finetune"],
+                           out_dir=str(tmp_path / "afile" / "sub"))
+    with pytest.raises(TransferkitError, match=r"out_dir '.*afile/sub': cannot make the run directory .*afile/sub/o/"
+                                               r".* \(.*afile is a file, not a directory\); set out_dir to a "
+                                               r"directory you can write to"):
+        run_experiment(cfg, log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"out_dir '/proc/nosuch': cannot make the run directory "
+                                               r"/proc/nosuch/o/.* \(No such file or directory"):
+        run_experiment(replace(cfg, out_dir="/proc/nosuch"), log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"^cannot make the run directory .*afile/run \(.*afile is a file"):
+        run_experiment(cfg, run_dir=tmp_path / "afile" / "run", log=lambda *a: None)
+
+
+def test_a_resume_after_editing_the_run_s_config_yaml_names_the_changed_key(tmp_path):
+    from dataclasses import replace
+    cfg = ExperimentConfig(name="e", source="digits", target="digits", k=2, repeats=1, methods=["finetune"],
+                           train=TINY, out_dir=str(tmp_path / "runs"))
+    run_dir, _ = run_experiment(cfg, log=lambda *a: None)
+    from transferkit.config import dump_config
+    edited = replace(cfg, train=replace(TINY, steps=12))
+    (run_dir / "config.yaml").write_text(dump_config(edited))  # edited in the run directory
+    with pytest.raises(TransferkitError, match=r"finetune-k=2-s0.json was run with another configuration than .* "
+                                               r"\(changed since the job ran, by the config its results.json keeps: "
+                                               r"train.steps: 10 there, 12 now\); restore"):
+        run_experiment(edited, run_dir=run_dir, log=lambda *a: None)
+    (run_dir / "results.json").unlink()  # no record of the config the row was made with: no key is guessed
+    with pytest.raises(TransferkitError, match=r"gives now; restore that config"):
+        run_experiment(edited, run_dir=run_dir, log=lambda *a: None)
+
+
 def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monkeypatch):
     import os
     from dataclasses import replace

@@ -12,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .errors import TransferkitError, check
+from .errors import TransferkitError, WorkerDied, check
 
 
 def _domains(args) -> None:
@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _sigterm_as_interrupt():
             return _dispatch(args, argv)
+    except WorkerDied as e:  # as an interruption: what was kept and the command that goes on
+        print(f"transferkit: error: {e.reason}; {_resume_hint(args, argv)}", file=sys.stderr)
+        return 2
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,17 @@ class TransferkitError(Exception):
     """A mistake in the user's input (unknown name, bad shape, bad config...), not a bug."""
 
 
+class WorkerDied(TransferkitError):
+    """A worker process ended without handing back its job (killed: the out-of-memory killer,
+    ``kill -9``). The rows of finished jobs are kept; the CLI prints ``reason`` with the command
+    that resumes."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"{reason}; the jobs that had finished are kept: resume the run or benchmark directory "
+                         f"to run the others")
+
+
 class TransferkitWarning(UserWarning):
     """transferkit's own warnings (a UserWarning: filters and ``pytest.warns(UserWarning)``
     catch them as before); the CLI prints them as one line."""

@@ -225,12 +225,23 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
             info = {**info, "path": str(pinned)}
         return net, info
     net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
-    _load_net(net, pinned)
+    _load_net(net, pinned, hint=_repin_hint(cfg))
     record = pinned.with_suffix(".json")
     again = "restore it, or delete it and source.safetensors to pin the source network again"
     meta = read_json(record, "source network record", again) if record.exists() else {}
     check(isinstance(meta, dict), f"{record} is not a source network record (a JSON object): {again}")
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
+
+
+def _repin_hint(cfg: ExperimentConfig) -> str:
+    """What to do about a run's unreadable ``source.safetensors``, and when that gives the network back."""
+    if cfg.pretrained:
+        return (f"delete it and resume to copy the pretrained: file {cfg.pretrained} again (the network the finished "
+                f"jobs started from unless that file changed since)")
+    return ("delete it and resume to pin the source network again: it is read from the pre-training cache or "
+            "pre-trained again from the config and seed, which gives the network the finished jobs started from "
+            "under the torch version, device, threads and CPU kernels of the run's kernels.json (a resume notes "
+            "others; then start a new run)")
 
 
 def _pin(src: Path, dst: Path, link: bool) -> None:
@@ -299,12 +310,12 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         write_json(path, now)
 
 
-def _load_net(net, path: Path, classes: list[str] | None = None) -> None:
+def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "") -> None:
     """Load ``path`` into ``net``. With ``classes`` (the source's), a file that names the
     classes of its head's rows (transferkit's pre-trainings since 2026-12-01) must name
-    these, in this order: the rows are taken by position."""
+    these, in this order: the rows are taken by position. ``hint``: what to do when it is unreadable."""
     check(path.exists(), f"pre-trained network {path} does not exist")
-    state, metadata = load_safetensors(path, "pre-trained network")  # the tensors and the stored class names
+    state, metadata = load_safetensors(path, "pre-trained network", hint)  # the tensors and the stored class names
     stored = metadata.get("class_names")
     if classes is not None and stored is not None and json.loads(stored) != list(classes):
         raise TransferkitError(f"pre-trained network {path} was trained on the classes {json.loads(stored)} (its "
@@ -678,7 +689,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
-           "config_digest": job_digest(cfg, cls.name), **method.extra_results()}
+           "config_digest": job_digest(cfg, cls.name), "world_size": world_size(), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
     row = _finish_row(job, row, report, data.target.test.class_names, _seen_classes(data))
@@ -789,10 +800,13 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     methods = check_names(cfg)
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
+    run_dir_given = bool(run_dir)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     fresh = main and not run_dir.exists()
     parent_fresh = fresh and not run_dir.parent.exists()
     preload_lazy_imports()
+    if main:
+        _make_run_dir(run_dir, None if run_dir_given else cfg.out_dir)
     try:
         with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)
@@ -802,6 +816,21 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
         raise
     barrier()
     return run_dir, rows
+
+
+def _make_run_dir(run_dir: Path, out_dir: str | None) -> None:
+    """Make ``run_dir`` (in ``out_dir``, the config's, unless the directory was given), or a
+    named error: the file system's alone names neither the setting nor what to do."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        there = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+        why = f"{there} is a file, not a directory" if there is not None and not there.is_dir() else (
+            f"{e.strerror or e}{f': {e.filename}' if e.filename and str(e.filename) != str(run_dir) else ''}")
+        where = f"out_dir {out_dir!r}: " if out_dir is not None else ""
+        fix = ("set out_dir to a directory you can write to, or to a path where one can be made (--set out_dir=DIR)"
+               if out_dir is not None else "give a directory you can write to, or a path where one can be made")
+        raise TransferkitError(f"{where}cannot make the run directory {run_dir} ({why}); {fix}") from e
 
 
 def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
@@ -859,7 +888,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   "config_digest": job_digest(cfg, cls.name)}
+                   "config_digest": job_digest(cfg, cls.name), "world_size": world_size()}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
@@ -924,10 +953,48 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         else:
             same = stored is not None and then == now
         hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
+        if not same and not hint and "config_digest" in row:
+            hint = _changed_since(cfg, run_dir, cls.name, row["config_digest"])
         check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now{hint}; "
                     f"restore that config, or delete the job file to run the job again")
         out[cls.name, seed] = row
+    _check_same_world(cfg, run_dir, out)
     return out
+
+
+def _changed_since(cfg: ExperimentConfig, run_dir: Path, method: str, digest: str) -> str:
+    """`` (changed: key: old there, new now)`` naming what differs from the config that
+    ``results.json`` keeps, when that config gives the row's ``digest``; else ``""`` (the
+    row keeps only a digest, which cannot name a key)."""
+    try:
+        kept = from_dict(ExperimentConfig, read_json(run_dir / "results.json")["config"])
+        if digest not in {job_digest(kept, method, form) for form in DIGEST_FORMS}:
+            return ""
+    except Exception:  # no results.json (an interrupted first run), or one of another form
+        return ""
+    then, now = (_flat(yaml.safe_load(dump_config(c))) for c in (kept, cfg))
+    diff = [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
+            if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k)]
+    old, new = (trained_options(get_method(method), c.options.get(method, {})) for c in (kept, cfg))
+    diff += [f"options of {method}: {old!r} there, {new!r} now"] if old != new else []
+    return f" (changed since the job ran, by the config its results.json keeps: {'; '.join(diff)})" if diff else ""
+
+
+def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> None:
+    """Refuse to resume rows made with another number of data-parallel processes (``--nproc``
+    rounds the batch up and keeps BatchNorm statistics per shard: other rows); a row without
+    ``world_size`` (before it was recorded) was made by one process."""
+    now = world_size()
+    other = sorted(job_path(run_dir, cfg, name, seed).name for (name, seed), row in finished.items()
+                   if row.get("world_size", 1) != now)
+    if other:
+        then = sorted({row.get("world_size", 1) for row in finished.values()} - {now})
+        counts, named = " and ".join(map(str, then)), ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+        raise TransferkitError(
+            f"{run_dir}: {len(other)} finished job(s) (jobs/{named}) ran "
+            f"in {counts} data-parallel process(es) and this resume runs {now}: --nproc changes a job's rows "
+            f"(docs/scale.md), so they would not go together; resume with --nproc {then[0]}, or use a new run "
+            f"directory (or delete those job files to run them again)")
 
 
 def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .errors import TransferkitWarning, check, warn
+from .errors import TransferkitWarning, WorkerDied, check, warn
 from .io import read_job, read_json, write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -201,7 +201,8 @@ def work_dir() -> Path | None:
 
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
-    the CPU, the kernels torch chose on it, the threads per process and the GPU (if any).
+    the CPU, the kernels torch chose on it, the threads per process, the data-parallel
+    processes (``world_size``, ``--nproc``) and the GPU (if any).
     Stored in every ``results.json`` (``environment``) so that a table can be reproduced on a
     matching machine."""
     from . import __version__
@@ -209,7 +210,8 @@ def kernel_environment(workers: int = 1) -> dict:
             "platform": sys.platform, "cpu": cpu_model(), **cpu_kernels(),
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
             "threads_per_process": job_threads(workers),
-            "workers": workers, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "workers": workers, "world_size": world_size(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "packages": package_versions()}
 
 
@@ -344,12 +346,15 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     ``on_done``, and then the first error is raised. When this process is interrupted
     (Ctrl-C) or ``on_done`` raises, it stops at once: queued jobs are cancelled, the workers
     are ended (running jobs are lost, a resumed run repeats them), the results that had
-    already come back are handed to ``on_done``, and the interruption is raised."""
+    already come back are handed to ``on_done``, and the interruption is raised. When a
+    worker process dies (killed for memory, ``kill -9``), the pool cannot go on: the results
+    that came back are handed to ``on_done`` and :class:`~transferkit.errors.WorkerDied` is raised."""
     if workers <= 1 or len(jobs) <= 1:
         for i, args in enumerate(jobs):
             on_done(i, fn(*args))
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
     ctx = torch.multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
                                initargs=(threads_per_worker(workers), os.getpid()))
@@ -375,6 +380,10 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
                 on_done(i, f.result())
         raise
     pool.shutdown(wait=True)
+    if isinstance(error, BrokenProcessPool):
+        raise WorkerDied("a worker process died before its job ended (killed by the system, e.g. for memory, or by "
+                         "a signal; fewer --workers use less memory) and the other workers were stopped") \
+            from error
     if error is not None:
         raise error
 

@@ -225,6 +225,21 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
     assert len(lines) == 4 and "t u" in lines[2]
 
 
+def test_results_table_says_which_rows_hold_another_metric_than_accuracy():
+    from transferkit.results import markdown_table, summarize
+    base = {"method": "m", "source": "s", "target": "t", "setting": "zsl", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    assert "other metrics" not in markdown_table(summarize([base]), [base])
+    rows = [base, {**base, "setting": "gzsl"}, {**base, "setting": "t2i (mnist captions)"}]
+    text = markdown_table(summarize(rows), rows)
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 5 and table[0] == "| method | source | target | setting | target accuracy (%) | n | wall s |"
+    assert text.endswith("\n\nThe target accuracy column holds other metrics on some rows: GZSL rows: the harmonic "
+                         "mean H of seen and unseen accuracy; retrieval rows (i2t, t2i): Recall@1.\n")
+    gzsl = [base, {**base, "setting": "gzsl_prior"}]
+    assert "Recall@1" not in markdown_table(summarize(gzsl), gzsl) and "harmonic mean H" in markdown_table(
+        summarize(gzsl), gzsl)
+
+
 def test_summarize_averages_only_the_numbers_of_an_extra_key():
     from transferkit.results import summarize
 

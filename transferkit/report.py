@@ -21,7 +21,7 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import class_subsets, md_cell, picked_lines, read_results, summarize, unfinished_hint
+from .results import class_subsets, md_cell, other_metrics, picked_lines, read_results, summarize, unfinished_hint
 
 MAX_FIGURES = 24
 
@@ -283,11 +283,7 @@ def metric_note(rows: list[dict], config: dict | None = None) -> str:
     what = ("target validation accuracy" if splits == {"val"} else "target test accuracy" if splits <= {"test"}
             else "target accuracy on the split each row names (validation or test)")
     settings = {str(r.get("setting", "")) for r in rows}
-    also = []
-    if settings & {"gzsl", "gzsl_prior"}:
-        also.append("GZSL rows: the harmonic mean H of seen and unseen accuracy")
-    if any(s[:3] in ("i2t", "t2i") for s in settings):
-        also.append("retrieval rows (i2t, t2i): Recall@1")
+    also = other_metrics(settings)
     if any("ci95" in r for r in rows):
         also.append("a row over episodes: its 95 % interval")
     if class_subsets(config):

@@ -144,13 +144,23 @@ def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
     return lines
 
 
+def other_metrics(settings) -> list[str]:
+    """What the accuracy column holds on rows of these settings that are not accuracies:
+    GZSL rows the harmonic mean H, retrieval rows Recall@1 (none for other settings)."""
+    settings = {str(s) for s in settings}
+    return ((["GZSL rows: the harmonic mean H of seen and unseen accuracy"] if settings & {"gzsl", "gzsl_prior"}
+             else []) + (["retrieval rows (i2t, t2i): Recall@1"] if any(s[:3] in ("i2t", "t2i") for s in settings)
+                         else []))
+
+
 def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | None = None) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
     whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
     rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
     line above the table names (the source and target columns name only the domains). Lines under
-    the table name the units the flex methods picked (:func:`picked_lines`)."""
+    the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
+    hold another metric (:func:`other_metrics`), what the accuracy column holds there."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl = any("h_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
@@ -171,6 +181,9 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
     picks = picked_lines(rows)
+    others = other_metrics(s["setting"] for s in summary)
+    if others:
+        picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
     subsets = class_subsets(config)
     return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
             + ("\n" + "\n".join(picks) + "\n" if picks else ""))

@@ -216,8 +216,8 @@ def test_summary_mean_and_standard_error_by_hand():
     # sample variance ((-.25)^2 + 0 + .25^2) / (3 - 1) = 0.0625; standard error sqrt(0.0625 / 3)
     assert first["accuracy_mean"] == pytest.approx(0.5) and first["accuracy_se"] == pytest.approx(0.25 / math.sqrt(3))
     assert first["n"] == 3 and first["seeds"] == [0, 1, 2] and first["wall_s"] == pytest.approx(2.0)
-    assert (first["group_accuracy_mean"], first["group_accuracy_se"], first["group_n"]) == (0.5, 0.0, 1)
-    assert (other["setting"], other["n"], other["accuracy_mean"], other["accuracy_se"]) == ("k=2", 1, 0.1, 0.0)
+    assert (first["group_accuracy_mean"], first["group_accuracy_se"], first["group_n"]) == (0.5, None, 1)
+    assert (other["setting"], other["n"], other["accuracy_mean"], other["accuracy_se"]) == ("k=2", 1, 0.1, None)
     assert "group_n" not in other
 
 

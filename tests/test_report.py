@@ -225,6 +225,24 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
     assert len(lines) == 4 and "t u" in lines[2]
 
 
+def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_that(tmp_path):
+    import json
+
+    from transferkit.results import markdown_table, write_results
+    base = {"method": "m", "source": "s", "target": "t", "seed": 0, "wall_s": 1.0}
+    rows = [{**base, "setting": "k=1", "accuracy": 0.5}, {**base, "setting": "k=5", "accuracy": 0.7},
+            {**base, "setting": "gzsl", "accuracy": 0.4, "seen_accuracy": 0.6, "unseen_accuracy": 0.3,
+             "h_accuracy": 0.4, "group_accuracy": 0.5}]
+    write_results(tmp_path, "one-seed", {}, rows)
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert [s["accuracy_se"] for s in summary] == [None, None, None]
+    assert summary[2]["h_accuracy_se"] is None and summary[2]["group_accuracy_se"] is None
+    assert "| m | s | t | k=1 | 50.0 | – | – | 1 |" in markdown_table(summary, rows)
+    assert "| m | s | t | gzsl | 40.0 | 50.0 | 60.0 / 30.0: 40.0 | 1 |" in markdown_table(summary, rows)
+    html, md = write_report(tmp_path, tmp_path / "report")  # the label-efficiency plot of k=1, k=5
+    assert "Label efficiency" in md.read_text() and "| k=1 | 50.0 | – | 1 |" in md.read_text()
+
+
 def test_results_table_says_which_rows_hold_another_metric_than_accuracy():
     from transferkit.results import markdown_table, summarize
     base = {"method": "m", "source": "s", "target": "t", "setting": "zsl", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}

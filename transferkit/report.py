@@ -85,7 +85,8 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
         for s in summarize(rs):
             x = _setting_value(s["setting"])
             if x is not None:
-                curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * s["accuracy_se"]))
+                se = s["accuracy_se"] or 0.0  # None for one seed: no bar
+                curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * se))
         for i, (method, pts) in enumerate(sorted(curves.items())):  # colours repeat after 10: markers do not
             pts.sort()
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],

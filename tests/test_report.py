@@ -243,6 +243,17 @@ def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_tha
     assert "Label efficiency" in md.read_text() and "| k=1 | 50.0 | – | 1 |" in md.read_text()
 
 
+def test_results_table_says_what_plus_minus_means_where_a_cell_has_one():
+    from transferkit.results import markdown_table, summarize
+    base = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    note = "Mean ± standard error over n seeds (label subsets)."
+    assert note not in markdown_table(summarize([base]), [base])  # one seed: no ±
+    rows = [base, {**base, "seed": 1, "accuracy": 0.7}, {**base, "setting": "k=5"}]
+    text = markdown_table(summarize(rows), rows)
+    assert "| m | s | t | k=1 | 60.0 ± 10.0 | 2 | 1.0 |" in text and text.endswith(f"\n\n{note}\n")
+    assert len([line for line in text.splitlines() if line.startswith("|")]) == 4
+
+
 def test_results_table_says_which_rows_hold_another_metric_than_accuracy():
     from transferkit.results import markdown_table, summarize
     base = {"method": "m", "source": "s", "target": "t", "setting": "zsl", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}

@@ -165,7 +165,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
     rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
     line above the table names (the source and target columns name only the domains). Lines under
     the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
-    hold another metric (:func:`other_metrics`), what the accuracy column holds there."""
+    hold another metric (:func:`other_metrics`), what the accuracy column holds there; one says
+    what ± means where a cell has one."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl = any("h_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
@@ -186,6 +187,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
     picks = picked_lines(rows)
+    if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
+        picks.append("Mean ± standard error over n seeds (label subsets).")
     others = other_metrics(s["setting"] for s in summary)
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")

@@ -481,6 +481,15 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     assert p.returncode == 141 and p.stderr == "", p.stderr
 
 
+def test_every_bench_and_demo_option_has_help_and_out_names_the_folder_layout():
+    from transferkit.cli import build_parser
+    subparsers = next(a for a in build_parser()._actions if a.choices and "bench" in a.choices).choices
+    for name in ("bench", "demo"):
+        actions = {a.dest: a for a in subparsers[name]._actions if a.option_strings}
+        assert [dest for dest, a in actions.items() if not a.help] == [], name
+        assert "OUT/bench-NAME[-quick]/<timestamp>/" in actions["out"].help
+
+
 def test_python_dash_m_transferkit_is_the_command():
     import subprocess
     import sys

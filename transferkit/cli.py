@@ -305,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "bench":
             s.add_argument("name")
         s.add_argument("--quick", action="store_true", help="a few-minute version")
-        s.add_argument("--out", default="runs")
-        s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory")
+        s.add_argument("--out", default="runs",
+                       help="parent folder of a new benchmark: it goes to OUT/bench-NAME[-quick]/<timestamp>/ "
+                            "(default: runs)")
+        s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory (it must exist)")
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a field of the benchmark's plan as --print-plan shows it (flex: --set "
                             "seeds=5 is a count; uda: --set seeds=0,1,2 lists the seeds)")

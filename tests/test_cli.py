@@ -331,7 +331,7 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
             (other / mine).write_text("mine")
         for plan in ((), ("--print-plan",)):  # --print-plan printed the default plan for such a folder
             code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other), *plan)
-            assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
+            assert code == 2 and "not a benchmark directory (neither plan.json nor results.json) and not empty" in err
         assert [p.name for p in other.iterdir()] == [mine]
     new = tmp_path / "out" / "new"
     new.mkdir(parents=True)

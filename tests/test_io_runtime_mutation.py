@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -205,6 +206,15 @@ def test_the_pid_file_lock_counts_another_users_process_as_running(tmp_path, mon
     with pytest.raises(TransferkitError, match=r"\(pid 4242\)"):
         with io.directory_lock(tmp_path):
             pass
+
+
+def test_the_cache_is_named_as_transferkit_cache_everywhere(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    texts = {p.name: p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))]}
+    assert [name for name, text in texts.items() if re.search(r"~/\.cache/transferkit/\w", text)] == []
+    assert all(f"`{sub}/`" in io.cache_dir.__doc__ for sub in ("domains", "pretrained", "text"))
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    assert io.cache_dir() == tmp_path
 
 
 # ---- results -----------------------------------------------------------------------------------

@@ -356,7 +356,8 @@ def test_bench_resume_refuses_a_missing_directory(tmp_path, capsys, monkeypatch)
     assert not typo.exists()
 
 
-def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_count_is_named(capsys, monkeypatch):
+def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_count_is_named(capsys, monkeypatch,
+                                                                                          tmp_path):
     import transferkit.cli as cli
     monkeypatch.setattr(cli, "_relaunch_with_torchrun", lambda *a: pytest.fail("relaunched"))
     code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", "nosuch=1")
@@ -371,7 +372,8 @@ def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_cou
     code, out, _ = run_cli(capsys, "bench", "list", "--nproc", "2")
     assert code == 0 and out.count("flex ") == 1
     monkeypatch.setenv("TRANSFERKIT_WORKERS", "abc")
-    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", "/nonexistent/x")
+    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(tmp_path))  # empty: a new benchmark
+    assert not any(tmp_path.iterdir())
     assert code == 2 and "environment variable TRANSFERKIT_WORKERS must be a whole number, got 'abc'" in err
 
 

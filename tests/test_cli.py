@@ -278,6 +278,7 @@ def test_bench_print_plan_shows_the_overridden_plan(capsys):
 
 def test_bench_cli_runs_a_tiny_plan_records_it_and_resumes(tmp_path, capsys, one_thread):
     bench_dir = tmp_path / "flex"
+    bench_dir.mkdir()  # an empty directory named for it: a new benchmark starts there
     argv = ["bench", "flex", "--resume", str(bench_dir), "--set", "targets=mnist+blur", "--set", "ratios=3",
             "--set", "seeds_ratio3=1", "--set", "pretrain.steps=20", "--set", "train.steps=4",
             "--set", "train.eval_every=2"]
@@ -337,14 +338,33 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
             (other / mine).write_text("mine")
         for plan in ((), ("--print-plan",)):  # --print-plan printed the default plan for such a folder
             code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(other), *plan)
-            assert code == 2 and "not a benchmark directory (no plan.json) and not empty" in err
+            assert code == 2 and "not a benchmark directory (neither plan.json nor results.json) and not empty" in err
         assert [p.name for p in other.iterdir()] == [mine]
     new = tmp_path / "out" / "new"
+    new.mkdir(parents=True)
     code, _, err = run_cli(capsys, "bench", "uda", "--quick", "--resume", str(new), "--set", "seeds=99999999999")
-    assert code == 2 and not (tmp_path / "out").exists()  # failed before any work: nothing to resume or report
+    assert code == 2 and not any(new.iterdir())  # failed before any work: nothing to resume or report
+    code, _, err = run_cli(capsys, "bench", "uda", "--quick", "--out", str(tmp_path / "out2"),
+                           "--set", "seeds=99999999999")
+    assert code == 2 and not (tmp_path / "out2" / "bench-uda-quick").exists()
 
 
-def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_count_is_named(capsys, monkeypatch):
+def test_bench_resume_refuses_a_missing_directory(tmp_path, capsys, monkeypatch):
+    import transferkit.bench as bench
+    import transferkit.cli as cli
+    monkeypatch.setattr(cli, "_relaunch_with_torchrun", lambda *a: pytest.fail("relaunched"))
+    monkeypatch.setattr(bench, "run_benchmark", lambda *a, **k: pytest.fail("a new benchmark started"))
+    typo = tmp_path / "nosuch"
+    for argv in (["bench", "flex"], ["bench", "flex", "--print-plan"], ["demo", "--quick"],
+                 ["bench", "flex", "--nproc", "2"]):
+        code, out, err = run_cli(capsys, *argv, "--resume", str(typo))
+        assert code == 2 and f"--resume {typo}: no such benchmark directory" in err, err
+        assert "leave out --resume" in err and "--out" in err and "benchmark flex" not in out
+    assert not typo.exists()
+
+
+def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_count_is_named(capsys, monkeypatch,
+                                                                                          tmp_path):
     import transferkit.cli as cli
     monkeypatch.setattr(cli, "_relaunch_with_torchrun", lambda *a: pytest.fail("relaunched"))
     code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", "nosuch=1")
@@ -359,7 +379,8 @@ def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_cou
     code, out, _ = run_cli(capsys, "bench", "list", "--nproc", "2")
     assert code == 0 and out.count("flex ") == 1
     monkeypatch.setenv("TRANSFERKIT_WORKERS", "abc")
-    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", "/nonexistent/x")
+    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(tmp_path))  # empty: a new benchmark
+    assert not any(tmp_path.iterdir())
     assert code == 2 and "environment variable TRANSFERKIT_WORKERS must be a whole number, got 'abc'" in err
 
 
@@ -467,6 +488,15 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     finally:
         os.close(write_end)
     assert p.returncode == 141 and p.stderr == "", p.stderr
+
+
+def test_every_bench_and_demo_option_has_help_and_out_names_the_folder_layout():
+    from transferkit.cli import build_parser
+    subparsers = next(a for a in build_parser()._actions if a.choices and "bench" in a.choices).choices
+    for name in ("bench", "demo"):
+        actions = {a.dest: a for a in subparsers[name]._actions if a.option_strings}
+        assert [dest for dest, a in actions.items() if not a.help] == [], name
+        assert "OUT/bench-NAME[-quick]/<timestamp>/" in actions["out"].help
 
 
 def test_python_dash_m_transferkit_is_the_command():

@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -207,6 +208,15 @@ def test_the_pid_file_lock_counts_another_users_process_as_running(tmp_path, mon
             pass
 
 
+def test_the_cache_is_named_as_transferkit_cache_everywhere(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    texts = {p.name: p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))]}
+    assert [name for name, text in texts.items() if re.search(r"~/\.cache/transferkit/\w", text)] == []
+    assert all(f"`{sub}/`" in io.cache_dir.__doc__ for sub in ("domains", "pretrained", "text"))
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    assert io.cache_dir() == tmp_path
+
+
 # ---- results -----------------------------------------------------------------------------------
 def test_summary_mean_and_standard_error_by_hand():
     rows = [{**ROW, "seed": 2, "accuracy": 0.75, "wall_s": 3.0}, {**ROW, "seed": 0, "accuracy": 0.25, "wall_s": 1.0},
@@ -216,8 +226,8 @@ def test_summary_mean_and_standard_error_by_hand():
     # sample variance ((-.25)^2 + 0 + .25^2) / (3 - 1) = 0.0625; standard error sqrt(0.0625 / 3)
     assert first["accuracy_mean"] == pytest.approx(0.5) and first["accuracy_se"] == pytest.approx(0.25 / math.sqrt(3))
     assert first["n"] == 3 and first["seeds"] == [0, 1, 2] and first["wall_s"] == pytest.approx(2.0)
-    assert (first["group_accuracy_mean"], first["group_accuracy_se"], first["group_n"]) == (0.5, 0.0, 1)
-    assert (other["setting"], other["n"], other["accuracy_mean"], other["accuracy_se"]) == ("k=2", 1, 0.1, 0.0)
+    assert (first["group_accuracy_mean"], first["group_accuracy_se"], first["group_n"]) == (0.5, None, 1)
+    assert (other["setting"], other["n"], other["accuracy_mean"], other["accuracy_se"]) == ("k=2", 1, 0.1, None)
     assert "group_n" not in other
 
 

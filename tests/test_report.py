@@ -225,6 +225,50 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
     assert len(lines) == 4 and "t u" in lines[2]
 
 
+def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_that(tmp_path):
+    import json
+
+    from transferkit.results import markdown_table, write_results
+    base = {"method": "m", "source": "s", "target": "t", "seed": 0, "wall_s": 1.0}
+    rows = [{**base, "setting": "k=1", "accuracy": 0.5}, {**base, "setting": "k=5", "accuracy": 0.7},
+            {**base, "setting": "gzsl", "accuracy": 0.4, "seen_accuracy": 0.6, "unseen_accuracy": 0.3,
+             "h_accuracy": 0.4, "group_accuracy": 0.5}]
+    write_results(tmp_path, "one-seed", {}, rows)
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert [s["accuracy_se"] for s in summary] == [None, None, None]
+    assert summary[2]["h_accuracy_se"] is None and summary[2]["group_accuracy_se"] is None
+    assert "| m | s | t | k=1 | 50.0 | – | – | 1 |" in markdown_table(summary, rows)
+    assert "| m | s | t | gzsl | 40.0 | 50.0 | 60.0 / 30.0: 40.0 | 1 |" in markdown_table(summary, rows)
+    html, md = write_report(tmp_path, tmp_path / "report")  # the label-efficiency plot of k=1, k=5
+    assert "Label efficiency" in md.read_text() and "| k=1 | 50.0 | – | 1 |" in md.read_text()
+
+
+def test_results_table_says_what_plus_minus_means_where_a_cell_has_one():
+    from transferkit.results import markdown_table, summarize
+    base = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    note = "Mean ± standard error over n seeds (label subsets)."
+    assert note not in markdown_table(summarize([base]), [base])  # one seed: no ±
+    rows = [base, {**base, "seed": 1, "accuracy": 0.7}, {**base, "setting": "k=5"}]
+    text = markdown_table(summarize(rows), rows)
+    assert "| m | s | t | k=1 | 60.0 ± 10.0 | 2 | 1.0 |" in text and text.endswith(f"\n\n{note}\n")
+    assert len([line for line in text.splitlines() if line.startswith("|")]) == 4
+
+
+def test_results_table_says_which_rows_hold_another_metric_than_accuracy():
+    from transferkit.results import markdown_table, summarize
+    base = {"method": "m", "source": "s", "target": "t", "setting": "zsl", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    assert "other metrics" not in markdown_table(summarize([base]), [base])
+    rows = [base, {**base, "setting": "gzsl"}, {**base, "setting": "t2i (mnist captions)"}]
+    text = markdown_table(summarize(rows), rows)
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 5 and table[0] == "| method | source | target | setting | target accuracy (%) | n | wall s |"
+    assert text.endswith("\n\nThe target accuracy column holds other metrics on some rows: GZSL rows: the harmonic "
+                         "mean H of seen and unseen accuracy; retrieval rows (i2t, t2i): Recall@1.\n")
+    gzsl = [base, {**base, "setting": "gzsl_prior"}]
+    assert "Recall@1" not in markdown_table(summarize(gzsl), gzsl) and "harmonic mean H" in markdown_table(
+        summarize(gzsl), gzsl)
+
+
 def test_summarize_averages_only_the_numbers_of_an_extra_key():
     from transferkit.results import summarize
 

@@ -134,6 +134,7 @@ def _checked_for_torchrun(args) -> bool:
             return False
         from .bench import make_plan
         _runtime_flag_checks(args)
+        _check_bench_resume(args)
         make_plan(name, args.quick, args.set)
     return True
 
@@ -221,6 +222,16 @@ def _run(args) -> None:
         print(f"results: {Path(run_dir) / 'results.json'}")
 
 
+def _check_bench_resume(args) -> None:
+    """``--resume`` continues a benchmark directory: a missing one (a typo) is refused, not
+    started as a new, possibly hours-long, benchmark."""
+    resume = args.resume
+    check(resume is None or Path(resume).exists(),
+          f"--resume {resume}: no such benchmark directory (--resume continues one); to start a new benchmark "
+          f"leave out --resume (it goes to --out, default runs: OUT/bench-{args.name}[-quick]/<time>), or "
+          f"create the directory first (mkdir -p {resume}) to start one there")
+
+
 def _bench(args) -> None:
     _runtime(args)
     from .bench import load_suites, plan_yaml, resumed_plan, run_benchmark
@@ -228,6 +239,7 @@ def _bench(args) -> None:
         for name, (_, description, _) in sorted(load_suites().items()):
             print(f"{name:<12} {description}")
         return
+    _check_bench_resume(args)
     if args.print_plan:
         print(plan_yaml(resumed_plan(args.name, args.quick, args.set, args.resume)), end="")
         return
@@ -293,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "bench":
             s.add_argument("name")
         s.add_argument("--quick", action="store_true", help="a few-minute version")
-        s.add_argument("--out", default="runs")
-        s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory")
+        s.add_argument("--out", default="runs",
+                       help="parent folder of a new benchmark: it goes to OUT/bench-NAME[-quick]/<timestamp>/ "
+                            "(default: runs)")
+        s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory (it must exist)")
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a field of the benchmark's plan as --print-plan shows it (flex: --set "
                             "seeds=5 is a count; uda: --set seeds=0,1,2 lists the seeds)")

@@ -324,7 +324,8 @@ def _jsonable(obj: Any):
 
 
 def cache_dir() -> Path:
-    """Where built-in domains are cached: ``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``."""
+    """transferkit's cache, ``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``: built-in domains
+    (``domains/``), source networks (``pretrained/``) and text embeddings (``text/``)."""
     root = os.environ.get("TRANSFERKIT_CACHE") or os.path.join(Path.home(), ".cache", "transferkit")
     return Path(root)
 

@@ -21,7 +21,7 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import class_subsets, md_cell, picked_lines, read_results, summarize, unfinished_hint
+from .results import class_subsets, md_cell, other_metrics, picked_lines, read_results, summarize, unfinished_hint
 
 MAX_FIGURES = 24
 
@@ -85,7 +85,8 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
         for s in summarize(rs):
             x = _setting_value(s["setting"])
             if x is not None:
-                curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * s["accuracy_se"]))
+                se = s["accuracy_se"] or 0.0  # None for one seed: no bar
+                curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * se))
         for i, (method, pts) in enumerate(sorted(curves.items())):  # colours repeat after 10: markers do not
             pts.sort()
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
@@ -283,11 +284,7 @@ def metric_note(rows: list[dict], config: dict | None = None) -> str:
     what = ("target validation accuracy" if splits == {"val"} else "target test accuracy" if splits <= {"test"}
             else "target accuracy on the split each row names (validation or test)")
     settings = {str(r.get("setting", "")) for r in rows}
-    also = []
-    if settings & {"gzsl", "gzsl_prior"}:
-        also.append("GZSL rows: the harmonic mean H of seen and unseen accuracy")
-    if any(s[:3] in ("i2t", "t2i") for s in settings):
-        also.append("retrieval rows (i2t, t2i): Recall@1")
+    also = other_metrics(settings)
     if any("ci95" in r for r in rows):
         also.append("a row over episodes: its 95 % interval")
     if class_subsets(config):

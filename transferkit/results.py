@@ -67,9 +67,9 @@ def read_results(path: str | Path) -> dict:
 
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     """Group rows by (method, source, target, setting): mean and standard error of the
-    accuracy over seeds, number of seeds, mean wall seconds, and for grouped (video) targets
-    those of ``group_accuracy``; ``extra_keys``: the mean of those fields over the rows that
-    have them. Two rows of one group and seed (runs merged
+    accuracy over seeds (``None`` for one seed: undefined), number of seeds, mean wall
+    seconds, and for grouped (video) targets those of ``group_accuracy``; ``extra_keys``: the
+    mean of those fields over the rows that have them. Two rows of one group and seed (runs merged
     twice?) are refused: the standard error would count one run as two."""
     extra_keys = (extra_keys,) if isinstance(extra_keys, str) else tuple(extra_keys)
     groups: dict[tuple, list[dict]] = {}
@@ -81,8 +81,13 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         check(not twice, f"rows of {' / '.join(map(str, key))} repeat seed {', '.join(twice)} (runs merged twice?): "
                          f"the standard error would count one run as two")
     out = []
+    def mean_and_se(values) -> tuple[float, float | None]:  # a standard error of one value is undefined: None
+        values = list(values)
+        mean, se = mean_se(values)
+        return mean, se if len(values) > 1 else None
+
     for (method, source, target, setting), rs in groups.items():
-        mean, se = mean_se(r["accuracy"] for r in rs)
+        mean, se = mean_and_se(r["accuracy"] for r in rs)
         summary = {"method": method, "source": source, "target": target, "setting": setting,
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
@@ -90,11 +95,11 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         grouped = [r["group_accuracy"] for r in rs
                    if isinstance(r.get("group_accuracy"), Real) and not isinstance(r["group_accuracy"], bool)]
         if grouped:
-            summary["group_accuracy_mean"], summary["group_accuracy_se"] = mean_se(grouped)
+            summary["group_accuracy_mean"], summary["group_accuracy_se"] = mean_and_se(grouped)
             summary["group_n"] = len(grouped)
         if all(isinstance(r.get("h_accuracy"), Real) for r in rs):  # a target of seen and new classes
             for key in ("seen_accuracy", "unseen_accuracy", "h_accuracy"):
-                summary[f"{key}_mean"], summary[f"{key}_se"] = mean_se(r[key] for r in rs)
+                summary[f"{key}_mean"], summary[f"{key}_se"] = mean_and_se(r[key] for r in rs)
         for key in extra_keys:
             values = [r[key] for r in rs if isinstance(r.get(key), Real) and not isinstance(r[key], bool)]  # not null
             if values:
@@ -144,13 +149,24 @@ def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
     return lines
 
 
+def other_metrics(settings) -> list[str]:
+    """What the accuracy column holds on rows of these settings that are not accuracies:
+    GZSL rows the harmonic mean H, retrieval rows Recall@1 (none for other settings)."""
+    settings = {str(s) for s in settings}
+    return ((["GZSL rows: the harmonic mean H of seen and unseen accuracy"] if settings & {"gzsl", "gzsl_prior"}
+             else []) + (["retrieval rows (i2t, t2i): Recall@1"] if any(s[:3] in ("i2t", "t2i") for s in settings)
+                         else []))
+
+
 def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | None = None) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
     whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
     rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
     line above the table names (the source and target columns name only the domains). Lines under
-    the table name the units the flex methods picked (:func:`picked_lines`)."""
+    the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
+    hold another metric (:func:`other_metrics`), what the accuracy column holds there; one says
+    what ± means where a cell has one."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl = any("h_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
@@ -171,6 +187,11 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
     picks = picked_lines(rows)
+    if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
+        picks.append("Mean ± standard error over n seeds (label subsets).")
+    others = other_metrics(s["setting"] for s in summary)
+    if others:
+        picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
     subsets = class_subsets(config)
     return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
             + ("\n" + "\n".join(picks) + "\n" if picks else ""))

@@ -281,7 +281,8 @@ def _check_bench_dir(bench_dir: Path) -> None:
     """Refuse to resume a folder that holds files but is no benchmark directory."""
     check(not _entries(bench_dir) - {".lock"} or (bench_dir / "plan.json").is_file()
           or (bench_dir / "results.json").is_file(),
-          f"--resume {bench_dir}: not a benchmark directory (no plan.json) and not empty; use an empty or new one")
+          f"--resume {bench_dir}: not a benchmark directory (neither plan.json nor results.json) and not empty; "
+          f"leave out --resume to start a new benchmark under --out, or give an empty directory")
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,

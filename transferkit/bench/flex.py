@@ -318,8 +318,8 @@ def wins(rows, base, ratios) -> str:
     lines += [f"| {m} | {count[m]} |" for m in METHODS]
     lines += ["", f"flex >= max(ft_fc1, ft_fc2, ft_all) (means): {flex_ok} / {total}",
               f"flex within one paired standard error (over label subsets) of max(ft_fc1, ft_fc2, ft_all): "
-              f"{within} / {total - single}" + (f" ({single} scenario(s) with one label subset left out: no "
-                                                f"standard error)" if single else ""),
+              f"{within} / {total - single}" + (f" ({single} scenario(s) have one label subset only: no standard "
+                                                f"error, not counted)" if single else ""),
               f"flex with accuracy ties to the earlier candidate instead of the lower validation loss (means): "
               f"{old_ok} / {total}"]
     return "\n".join(lines) + "\n"

@@ -537,7 +537,7 @@ def test_a_file_system_error_exits_2_and_a_closed_pipe_141(tmp_path, monkeypatch
     blocker.write_text("not a folder")
     assert cli.main(["run", "--set", f"out_dir={blocker}", "--set", "methods=[finetune]"]) == 2
     err = capfd.readouterr().err
-    assert "transferkit: error:" in err and "Not a directory" in err and "Traceback" not in err
+    assert "transferkit: error: out_dir" in err and "is a file, not a directory" in err and "Traceback" not in err
 
     def closed(args):
         print("a table")

@@ -386,6 +386,35 @@ def reads_no_target_label(cls) -> bool:
     return "target" not in cls.streams and cls.predicts_with_source_head()
 
 
+def unsupervised_validation(name: str, source: Domain | None, unlabeled: Domain | None,
+                            val: Domain | None) -> Domain | None:
+    """The ``val`` that a method which reads no target label (:func:`reads_no_target_label`)
+    may select on: none, with a warning, for one cut from the unlabelled target's domain and not
+    from the source's; one recognisably cut from neither is kept, with a warning that it may
+    hold target labels. Which domain a split part was cut from: the ``spec`` it was loaded from
+    (:func:`~transferkit.data.load_domain` records it in ``provenance``; every split keeps
+    it), else the folder or file it was read from (``origin``: two image folders both named
+    ``images`` differ), else its name (:func:`~transferkit.splits.dataset_name`: ``mnist/val``
+    and ``mnist/train/unlabeled``)."""
+    def base(d):
+        if d is None:
+            return None
+        origin = d.provenance.get("origin", "")
+        return (d.provenance.get("spec") or (origin if origin.startswith(("folder:", "npz:")) else None)
+                or dataset_name(d.name))
+    if val is not None and base(val) == base(unlabeled) != base(source):
+        warn(f"{name}: ignoring the labelled target validation split for model selection "
+             "(it reads no target label); set select_on: none or source_val in a run, or leave out "
+             "val= in Transfer.fit")
+        return None
+    if val is not None and source is not None and base(val) != base(source):
+        warn(f"{name}: early stopping selects on the labels of val {val.name!r}, which is not "
+             f"recognisably a split of the source {source.name!r}: if it holds target labels, this "
+             f"method, which reads no target label, reads them after all (leave out val=, or give a split "
+             f"of the source, e.g. transferkit.splits.split_domain(source).val)")
+    return val
+
+
 def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
     if cfg.k is not None and target.train.groups is not None:
         return sample_k_groups(target.train, cfg.k, seed)  # k labelled groups (videos) per class
@@ -539,6 +568,9 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     (``Method.eval_rows``). A zero-shot method then predicts among the classes present in
     ``target`` (its candidates; training used the source's)."""
     domains = _without_unseen_validation(method, domains)
+    if reads_no_target_label(type(method)):
+        domains = {**domains, "val": unsupervised_validation(method.name, domains.get("source"),
+                                                             domains.get("unlabeled"), domains.get("val"))}
     if getattr(method, "row_names", None) is not None:  # zero-shot: classes matched to description rows
         return _fit_described(method, make_engine, **domains)
     rows = source_head_rows(type(method), head_classes, method.net.num_classes, target_classes)

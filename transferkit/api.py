@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, reinitialise
+from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, definition_digest, reinitialise
 from .config import load_config
 from .domain import Domain, image_batch, warn_numbered_match
 from .engine import Engine, TrainConfig
@@ -211,8 +211,8 @@ class Transfer:
         config and seed; the random state it left is restored too, so the fit that follows is
         the same as after a pre-training (kept across ``set_params``, dropped by pickling)."""
         key = (source.digest(), source.image_shape, tuple(source.class_names),
-               None if source_val is None else source_val.digest(), self.backbone, repr(self.pretrain_cfg), self.seed,
-               torch.get_num_threads())  # the thread count changes the order of CPU sums
+               None if source_val is None else source_val.digest(), self.backbone, definition_digest(net),
+               repr(self.pretrain_cfg), self.seed, torch.get_num_threads())  # the thread count changes CPU sums
         memo = getattr(self, "_pretrained", None)
         if memo is not None and memo[0] == key:
             net.load_state_dict(memo[1])

@@ -19,7 +19,10 @@ Any ``nn.Sequential`` or torchvision/timm-like model can be cut into units with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import json
+import re
 from collections import OrderedDict
 from typing import Callable, Mapping, Sequence
 
@@ -679,8 +682,26 @@ BACKBONES: dict[str, Callable[..., UnitNet]] = {
 }
 
 
+#: the builders transferkit ships, as it registered them (a plugin may replace one in BACKBONES)
+BUILT_IN: dict[str, Callable[..., UnitNet]] = dict(BACKBONES)
+
+
 def list_backbones() -> list[str]:
     return sorted(BACKBONES)
+
+
+def is_built_in(name: str) -> bool:
+    """``name`` is registered with the builder transferkit ships (not a plugin's, nor one replaced by a plugin)."""
+    return name in BUILT_IN and BACKBONES.get(name) is BUILT_IN[name]
+
+
+def definition_digest(net: torch.nn.Module) -> str:
+    """A digest of a network's definition: its modules (``repr``, memory addresses left out) and the
+    names and shapes of its parameters and buffers. A builder changed in place (another activation,
+    other layer sizes) gives another digest; the weights do not count."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(net))
+    shapes = [(n, list(t.shape)) for n, t in [*net.named_parameters(), *net.named_buffers()]]
+    return hashlib.sha256(json.dumps([text, shapes]).encode()).hexdigest()[:16]
 
 
 def check_unitnet(net, what: str) -> None:

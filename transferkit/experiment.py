@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from . import __version__
-from .backbones import build_backbone, check_backbone
+from .backbones import build_backbone, check_backbone, definition_digest, is_built_in
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
@@ -176,11 +176,13 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
                 "cuda": torch.version.cuda}
     if world_size() > 1:
         run["world"] = world_size()
+    # a plugin's builder may change under the same name: its network's definition is keyed too
+    definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net)}
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
         "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
-        "train": asdict(_result_neutral_defaults(train)), "seed": cfg.seed, **run},
+        "train": asdict(_result_neutral_defaults(train)), "seed": cfg.seed, **run, **definition},
         sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     # one process trains a given network at a time; another run that needs it waits, then reads it

@@ -153,8 +153,8 @@ def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
 
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     """Pre-train the backbone on the labelled source (cached on disk by content key: data,
-    backbone, budget, seed, device, the torch thread count and kernels on CPU and the number
-    of data-parallel processes).
+    backbone (a plugin's: its network's definition too), budget, seed, device, the torch thread
+    count and kernels on CPU and the number of data-parallel processes).
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds and whether the network came from the cache."""

@@ -195,8 +195,23 @@ class UnitNet(nn.Module):
                     f"or Transfer.predict, which takes NumPy arrays)")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             return (f"got input of shape {tuple(x.shape)}; the network was built for N x "
-                    f"{' x '.join(map(str, self.input_shape))}")
+                    f"{' x '.join(map(str, self.input_shape))}{self._activation_hint(tuple(x.shape[1:]))}")
         return None
+
+    def _activation_hint(self, shape: tuple) -> str:
+        """When ``shape`` is a unit's output (or the embedding): the likely cause, a method's
+        ``losses`` running the whole network on the cached activations the engine hands over."""
+        try:
+            outputs = self.unit_output_shapes()
+        except Exception:  # a network whose dry run fails has no hint to give
+            return ""
+        units = [n for n, s in outputs.items() if tuple(s) == shape and n != HEAD]
+        if not units:
+            return ""
+        return (f". That is the shape of the output of {' / '.join(units)}: when a method trains only later "
+                f"units, the engine hands its losses the cached activations of the frozen units before them, not "
+                f"images; run them with self.forward_from_input(x) (or self.net.forward_units(x, "
+                f"self.input_unit)), not self.net(x)")
 
     def _named_input_errors(self, run, x):
         try:

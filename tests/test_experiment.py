@@ -1207,3 +1207,29 @@ def test_the_flex_family_warns_that_source_val_picks_its_unit_on_the_source():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_jobs(replace(cfg, select_on="target_val"), data, methods)  # seed 002's protocol: nothing to say
+
+
+def test_a_misspelt_stream_is_refused_before_pre_training(tmp_path, monkeypatch):
+    from helpers import toy_domain
+
+    from transferkit.experiment import _check_jobs, prepare_domains
+    from transferkit.methods.base import Method
+
+    class Misspelt(Method):
+        name = "misspelt"
+        streams = ("source", "unlabelled")
+        needs_pretrained = True
+
+        def losses(self, batch):
+            raise AssertionError("never trained")
+
+    said = r"unknown stream\(s\) \['unlabelled'\] .*the streams are source, target, unlabeled"
+    model = Transfer("coral", backbone="lenet")
+    model.method_cls = Misspelt  # unregistered: no other test lists it
+    monkeypatch.setattr(Transfer, "_pretrain", lambda *a: pytest.fail("pre-trained first"))
+    with pytest.raises(TransferkitError, match=said):
+        model.fit(source=toy_domain(16), unlabeled=toy_domain(16, seed=1))
+    cfg = ExperimentConfig(name="streams", source="digits", target="digits", k=2, pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match="method 'misspelt' declares " + said):
+        _check_jobs(cfg, prepare_domains(cfg), [Misspelt])

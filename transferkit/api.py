@@ -19,7 +19,7 @@ import torch
 from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, definition_digest, reinitialise
 from .config import load_config
 from .domain import Domain, image_batch, warn_numbered_match
-from .engine import Engine, TrainConfig
+from .engine import Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, predict_logits
 from .experiment import (
@@ -99,6 +99,7 @@ class Transfer:
 
     def _fit(self, target, source, unlabeled, val, net, source_val=None) -> "Transfer":
         cls = self.method_cls
+        check_streams(cls)  # before any pre-training
         given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val),
                                    ("source_val", source_val)) if d is not None}
         check(target is not None or source is not None, "fit needs a target or a source domain")

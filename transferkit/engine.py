@@ -64,6 +64,16 @@ from .runtime import (
 STREAMS = ("source", "target", "unlabeled")
 
 
+def check_streams(cls) -> None:
+    """Refuse a method class whose ``streams`` are not a non-empty tuple of known stream names."""
+    streams = cls.streams
+    check(isinstance(streams, (tuple, list)) and len(streams) > 0,
+          f"method {cls.name!r} must declare its streams as a tuple among {', '.join(STREAMS)}, got {streams!r}")
+    unknown = [s for s in streams if s not in STREAMS]
+    check(not unknown, f"method {cls.name!r} declares unknown stream(s) {unknown} in streams = {tuple(streams)!r}; "
+                       f"the streams are {', '.join(STREAMS)}")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation budget and schedule of one training stage (defaults follow seed 000:
@@ -248,9 +258,7 @@ class Engine:
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         given = {"source": source, "target": target, "unlabeled": unlabeled}
-        check(len(method.streams) > 0 and all(n in given for n in method.streams),
-              f"method {method.name!r} must declare its streams among source, target and unlabeled, got "
-              f"{method.streams!r}")
+        check_streams(method)
         for name in method.streams:
             check(given.get(name) is not None and len(given[name]) > 0,
                   f"method {method.name!r} needs a non-empty {name} domain")

@@ -35,7 +35,7 @@ from .backbones import build_backbone, check_backbone, definition_digest, is_bui
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
-from .engine import Engine, TrainConfig
+from .engine import Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, is_whole, warn
 from .evaluate import classification_report, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
@@ -1044,6 +1044,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
     unselected = []
     with torch.random.fork_rng():
         for cls in methods:
+            check_streams(cls)  # its own message names the method
             options = cfg.options.get(cls.name, {})
             val = selection_domain(cfg, data, cls)
             if cfg.select_on == "target_val" and val is None and cls is not SourceOnly:

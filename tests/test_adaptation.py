@@ -8,6 +8,7 @@ from transferkit.backbones import build_backbone
 from transferkit.domain import Domain
 from transferkit.engine import Batch, Engine, TrainConfig
 from transferkit.errors import TransferkitError
+from transferkit.experiment import fit_for_target
 from transferkit.methods import get_method
 from transferkit.methods.adversarial import DANN, MultiLayerAdversarial
 
@@ -185,21 +186,22 @@ def test_target_validation_is_never_used_for_selection():
 
     src, tgt = _domain(16, 0.0, 1).with_name("a/train"), _domain(16, 0.3, 2).with_name("b/train")
     with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
-        get_method("coral")(_net()).fit_transfer(make_engine, source=src, unlabeled=tgt,
-                                                 val=_domain(8, 0.3, 3).with_name("b/val"))
+        fit_for_target(get_method("coral")(_net()), make_engine, None, None, source=src, unlabeled=tgt,
+                       val=_domain(8, 0.3, 3).with_name("b/val"))
     assert seen["val"] is None
-    get_method("coral")(_net()).fit_transfer(make_engine, source=src, unlabeled=tgt,
-                                             val=_domain(8, 0.0, 3).with_name("a/val"))
+    fit_for_target(get_method("coral")(_net()), make_engine, None, None, source=src, unlabeled=tgt,
+                   val=_domain(8, 0.0, 3).with_name("a/val"))
     assert seen["val"] is not None  # source validation is allowed
     k_shot_rest = _domain(16, 0.3, 2).with_name("b/train/unlabeled")  # sample_k_shot's unlabelled part
     with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
-        get_method("dann")(_net()).fit_transfer(make_engine, source=src, unlabeled=k_shot_rest,
-                                                val=_domain(8, 0.3, 3).with_name("b/val"))
+        fit_for_target(get_method("dann")(_net()), make_engine, None, None, source=src, unlabeled=k_shot_rest,
+                       val=_domain(8, 0.3, 3).with_name("b/val"))
     assert seen["val"] is None
     office = "folder:/data/office/"  # user folders: the names share their first part
     with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
-        get_method("dann")(_net()).fit_transfer(
-            make_engine, source=_domain(16, 0.0, 1).with_name(office + "amazon/train"),
+        fit_for_target(
+            get_method("dann")(_net()), make_engine, None, None,
+            source=_domain(16, 0.0, 1).with_name(office + "amazon/train"),
             unlabeled=_domain(16, 0.3, 2).with_name(office + "webcam/train"),
             val=_domain(8, 0.3, 3).with_name(office + "webcam/val"))
     assert seen["val"] is None
@@ -208,12 +210,45 @@ def test_target_validation_is_never_used_for_selection():
     def loaded(d, spec, part):
         return replace(d, name=f"{spec}/{part}", provenance={"spec": spec})
     with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
-        get_method("dann")(_net()).fit_transfer(
-            make_engine, source=loaded(_domain(16, 0.0, 1), "folder:/d/train", "train"),
+        fit_for_target(
+            get_method("dann")(_net()), make_engine, None, None,
+            source=loaded(_domain(16, 0.0, 1), "folder:/d/train", "train"),
             unlabeled=loaded(_domain(16, 0.3, 2), "folder:/d/test", "train"),
             val=loaded(_domain(8, 0.3, 3), "folder:/d/test", "val"))
     assert seen["val"] is None
 
+
+
+def test_a_plugin_method_that_reads_no_target_label_is_not_selected_on_target_labels_by_transfer_fit():
+    """The rule is the streams' (as in transferkit run), not AdaptationMethod's: a Method
+    subclass with a source and an unlabeled stream drops a target val= too, with one warning."""
+    import warnings
+
+    import torch.nn.functional as F
+
+    from transferkit import Transfer
+    from transferkit.methods.base import Method
+
+    class Plugin(Method):
+        name = "plugin_uda"
+        streams = ("source", "unlabeled")
+        needs_pretrained = True
+
+        def losses(self, batch):
+            return {"ce_source": F.cross_entropy(self.forward_from_input(batch.source[0]), batch.source[1])}
+
+    src, tgt = _domain(32, 0.0, 1).with_name("a/train"), _domain(32, 0.3, 2).with_name("b/train")
+    val = _domain(16, 0.3, 3).with_name("b/val")
+    tiny = TrainConfig(steps=4, batch_size=8, eval_every=2, progress=False)
+    for method in (Plugin, get_method("coral")):
+        model = Transfer("coral", backbone="lenet", train=tiny, pretrain=tiny)
+        model.method_cls = method  # the plugin unregistered: no other test lists it
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(source=src, unlabeled=tgt, val=val)
+        said = [str(w.message) for w in caught if "ignoring the labelled target validation" in str(w.message)]
+        assert len(said) == 1, said
+        assert model.fit_result_.best_val_accuracy is None
 
 def test_run_gives_unsupervised_methods_no_target_validation_split(tmp_path):
     from transferkit.config import ExperimentConfig

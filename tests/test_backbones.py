@@ -636,3 +636,31 @@ def test_the_function_check_draws_alike_copies_its_input_and_can_be_turned_off()
         from_modules(LogProbs(), units=[], head="fc", input_shape=(1, 4, 4))
     net = from_modules(LogProbs(), units=[], head="fc", input_shape=(1, 4, 4), verify=False)
     assert net(torch.zeros(2, 1, 4, 4)).shape == (2, 3)
+
+
+def test_running_the_whole_network_on_cached_activations_names_the_cause_and_the_fix():
+    """A method that trains the head only gets the frozen units' cached output as its batch:
+    ``self.net(x)`` on it fails with a message that says so and names forward_from_input."""
+    import torch.nn.functional as F
+    from helpers import tiny_net, toy_domain
+
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.methods.base import Method
+
+    class HeadOnly(Method):
+        name = "head_only_mistake"
+        streams = ("target",)
+
+        def trainable_units(self):
+            return ["head"]
+
+        def losses(self, batch):
+            x, y = batch.target
+            return {"ce": F.cross_entropy(self.net(x), y)}  # should be self.forward_from_input(x)
+
+    with pytest.raises(TransferkitError, match=r"got input of shape \(8, 16\); the network was built for N x 1 x 28 "
+                                               r"x 28\. That is the shape of the output of .*cached activations.*"
+                                               r"self\.forward_from_input\(x\)"):
+        Engine(TrainConfig(steps=4, batch_size=8)).fit(HeadOnly(tiny_net(4)), target=toy_domain(16))
+    with pytest.raises(TransferkitError, match=r"built for N x 1 x 28 x 28 \(RuntimeError"):  # no unit's shape
+        tiny_net(4)(torch.zeros(2, 3, 5, 5))

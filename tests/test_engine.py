@@ -4,6 +4,7 @@ import json
 import helpers
 import pytest
 import torch
+import torch.nn.functional as F
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
@@ -922,3 +923,67 @@ def test_infinite_rates_are_refused_and_a_diverged_loss_names_its_terms(recwarn)
                                                r"lower"):
         Engine(TrainConfig(steps=3, batch_size=8, lr=1e30, optimizer="sgd")).fit(make(), target=toy_domain())
     assert not [w for w in recwarn if "requires_grad" in str(w.message)]  # float(loss) warned of a tensor with grad
+
+
+def _ungrouped_warnings(fit) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit()
+    return [str(w.message) for w in caught if "no param group holds" in str(w.message)]
+
+
+def test_a_module_left_out_of_param_groups_is_named_once_per_fit():
+    import torch.nn as nn
+
+    from transferkit.methods.base import Method
+
+    class Forgets(Method):  # a discriminator that param_groups (the default: the net's units) leaves out
+        name = "forgets"
+        streams = ("target",)
+
+        def __init__(self, net):
+            super().__init__(net)
+            self.disc = nn.Linear(net.embed_dim, 1)
+
+        def losses(self, batch):
+            x, y = batch.target
+            f = self.net.forward_features(x)
+            return {"ce": F.cross_entropy(self.net.head(f), y), "d": self.disc(f).mean()}
+
+    method = Forgets(helpers.tiny_net(4))
+    said = _ungrouped_warnings(lambda: Engine(TrainConfig(steps=3, eval_every=1, batch_size=8)).fit(
+        method, target=toy_domain(16), val=toy_domain(8, seed=1)))
+    assert said == ["method 'forgets': disc has parameters with requires_grad that no param group holds, so they "
+                    "are never trained: list them in param_groups(), or, if they are fixed, set "
+                    "requires_grad_(False) on them"]
+
+
+def test_no_built_in_method_leaves_a_trainable_parameter_out_of_its_param_groups():
+    """Every built-in method either trains a module or sets its parameters requires_grad=False
+    (a fixed source encoder, a teacher): the warning above never fires for them."""
+    from transferkit.api import Transfer
+    from transferkit.clip import CaptionedDomain
+    from transferkit.methods.base import METHODS, load_outside_families
+    from transferkit.represent import CatTwoStage, Distill, cat_network
+
+    load_outside_families()
+    options = {"attribute_zsl": {"attributes": torch.eye(4)}}
+    own = {"cat_two_stage", "distill", "clip", "ft_unit"}
+    tiny = TrainConfig(steps=2, eval_every=2, batch_size=8, progress=False)
+    toy, net = helpers.toy_domain, helpers.tiny_net
+    src, tgt, val = toy(32, 0, name="src"), toy(32, 1, name="tgt"), toy(16, 2, name="val")
+    for name in sorted(set(METHODS) - own) + ["ft_unit:conv1"]:
+        model = Transfer(name, backbone="lenet", train=tiny, pretrain=tiny, **options.get(name, {}))
+        said = _ungrouped_warnings(lambda m=model: m.fit(target=tgt, source=src, unlabeled=tgt, val=val))
+        assert not said, (name, said)
+    captioned = CaptionedDomain(src, [f"a {src.class_names[y]}" for y in src.labels.tolist()])
+    assert not _ungrouped_warnings(lambda: Transfer("clip", backbone="lenet", captions=captioned.captions,
+                                                    text_encoder="hashing", train=tiny, pretrain=tiny).fit(
+        source=captioned.domain))
+    engine = lambda tag, config=None: Engine(tiny)  # noqa: E731
+    assert not _ungrouped_warnings(lambda: CatTwoStage(cat_network([net(4), net(4)])).fit_transfer(
+        engine, target=toy(16), val=toy(8, seed=1)))
+    assert not _ungrouped_warnings(lambda: Distill(net(4), teacher=[net(4), net(4)]).fit_transfer(
+        engine, source=toy(16), val=toy(8, seed=1)))

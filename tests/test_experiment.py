@@ -387,6 +387,41 @@ def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_spli
     assert pretrain_source(neutral, data, **quiet)[1]["cached"]
 
 
+
+def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_its_definition(tmp_path, monkeypatch):
+    """A plugin's builder changed in place under the same name (another activation, same shapes;
+    other shapes) is pre-trained again, not read from the old cache; built-in backbones keep
+    their keys (no definition in them)."""
+    import torch.nn as nn
+
+    from transferkit import backbones
+    from transferkit.experiment import prepare_domains, pretrain_source
+
+    def builder(act, width=8):
+        def build(num_classes, in_channels=1, image_size=28):
+            seq = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=2), act(), nn.Flatten()),
+                                nn.Linear(width * 13 * 13, num_classes))
+            return backbones.from_sequential(seq, input_shape=(in_channels, image_size, image_size))
+        return build
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(backbones.BACKBONES, "plugnet", builder(nn.ReLU))
+    cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, backbone="plugnet",
+                           pretrain=TrainConfig(steps=2, batch_size=8), train=TINY, out_dir=str(tmp_path))
+    data = prepare_domains(cfg)
+    logged = []
+    first = pretrain_source(cfg, data, log=logged.append)[1]
+    assert pretrain_source(cfg, data, log=logged.append)[1]["cached"]
+    for changed in (builder(nn.Tanh), builder(nn.ReLU, width=4)):
+        monkeypatch.setitem(backbones.BACKBONES, "plugnet", changed)
+        info = pretrain_source(cfg, data, log=logged.append)[1]
+        assert not info["cached"] and info["path"] != first["path"]
+    assert not [m for m in logged if "unreadable" in m]
+    assert backbones.is_built_in("lenet") and not backbones.is_built_in("plugnet")
+    monkeypatch.setitem(backbones.BACKBONES, "lenet", builder(nn.ReLU))  # a plugin's builder under a built-in name
+    assert not backbones.is_built_in("lenet")
+
+
 def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     from dataclasses import replace
 
@@ -1172,3 +1207,29 @@ def test_the_flex_family_warns_that_source_val_picks_its_unit_on_the_source():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_jobs(replace(cfg, select_on="target_val"), data, methods)  # seed 002's protocol: nothing to say
+
+
+def test_a_misspelt_stream_is_refused_before_pre_training(tmp_path, monkeypatch):
+    from helpers import toy_domain
+
+    from transferkit.experiment import _check_jobs, prepare_domains
+    from transferkit.methods.base import Method
+
+    class Misspelt(Method):
+        name = "misspelt"
+        streams = ("source", "unlabelled")
+        needs_pretrained = True
+
+        def losses(self, batch):
+            raise AssertionError("never trained")
+
+    said = r"unknown stream\(s\) \['unlabelled'\] .*the streams are source, target, unlabeled"
+    model = Transfer("coral", backbone="lenet")
+    model.method_cls = Misspelt  # unregistered: no other test lists it
+    monkeypatch.setattr(Transfer, "_pretrain", lambda *a: pytest.fail("pre-trained first"))
+    with pytest.raises(TransferkitError, match=said):
+        model.fit(source=toy_domain(16), unlabeled=toy_domain(16, seed=1))
+    cfg = ExperimentConfig(name="streams", source="digits", target="digits", k=2, pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match="method 'misspelt' declares " + said):
+        _check_jobs(cfg, prepare_domains(cfg), [Misspelt])

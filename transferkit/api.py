@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, reinitialise
+from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, definition_digest, reinitialise
 from .config import load_config
 from .domain import Domain, image_batch, warn_numbered_match
-from .engine import Engine, TrainConfig
+from .engine import Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, predict_logits
 from .experiment import (
@@ -99,6 +99,7 @@ class Transfer:
 
     def _fit(self, target, source, unlabeled, val, net, source_val=None) -> "Transfer":
         cls = self.method_cls
+        check_streams(cls)  # before any pre-training
         given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val),
                                    ("source_val", source_val)) if d is not None}
         check(target is not None or source is not None, "fit needs a target or a source domain")
@@ -211,8 +212,8 @@ class Transfer:
         config and seed; the random state it left is restored too, so the fit that follows is
         the same as after a pre-training (kept across ``set_params``, dropped by pickling)."""
         key = (source.digest(), source.image_shape, tuple(source.class_names),
-               None if source_val is None else source_val.digest(), self.backbone, repr(self.pretrain_cfg), self.seed,
-               torch.get_num_threads())  # the thread count changes the order of CPU sums
+               None if source_val is None else source_val.digest(), self.backbone, definition_digest(net),
+               repr(self.pretrain_cfg), self.seed, torch.get_num_threads())  # the thread count changes CPU sums
         memo = getattr(self, "_pretrained", None)
         if memo is not None and memo[0] == key:
             net.load_state_dict(memo[1])

@@ -19,7 +19,10 @@ Any ``nn.Sequential`` or torchvision/timm-like model can be cut into units with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import json
+import re
 from collections import OrderedDict
 from typing import Callable, Mapping, Sequence
 
@@ -192,8 +195,23 @@ class UnitNet(nn.Module):
                     f"or Transfer.predict, which takes NumPy arrays)")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             return (f"got input of shape {tuple(x.shape)}; the network was built for N x "
-                    f"{' x '.join(map(str, self.input_shape))}")
+                    f"{' x '.join(map(str, self.input_shape))}{self._activation_hint(tuple(x.shape[1:]))}")
         return None
+
+    def _activation_hint(self, shape: tuple) -> str:
+        """When ``shape`` is a unit's output (or the embedding): the likely cause, a method's
+        ``losses`` running the whole network on the cached activations the engine hands over."""
+        try:
+            outputs = self.unit_output_shapes()
+        except Exception:  # a network whose dry run fails has no hint to give
+            return ""
+        units = [n for n, s in outputs.items() if tuple(s) == shape and n != HEAD]
+        if not units:
+            return ""
+        return (f". That is the shape of the output of {' / '.join(units)}: when a method trains only later "
+                f"units, the engine hands its losses the cached activations of the frozen units before them, not "
+                f"images; run them with self.forward_from_input(x) (or self.net.forward_units(x, "
+                f"self.input_unit)), not self.net(x)")
 
     def _named_input_errors(self, run, x):
         try:
@@ -679,8 +697,26 @@ BACKBONES: dict[str, Callable[..., UnitNet]] = {
 }
 
 
+#: the builders transferkit ships, as it registered them (a plugin may replace one in BACKBONES)
+BUILT_IN: dict[str, Callable[..., UnitNet]] = dict(BACKBONES)
+
+
 def list_backbones() -> list[str]:
     return sorted(BACKBONES)
+
+
+def is_built_in(name: str) -> bool:
+    """``name`` is registered with the builder transferkit ships (not a plugin's, nor one replaced by a plugin)."""
+    return name in BUILT_IN and BACKBONES.get(name) is BUILT_IN[name]
+
+
+def definition_digest(net: torch.nn.Module) -> str:
+    """A digest of a network's definition: its modules (``repr``, memory addresses left out) and the
+    names and shapes of its parameters and buffers. A builder changed in place (another activation,
+    other layer sizes) gives another digest; the weights do not count."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(net))
+    shapes = [(n, list(t.shape)) for n, t in [*net.named_parameters(), *net.named_buffers()]]
+    return hashlib.sha256(json.dumps([text, shapes]).encode()).hexdigest()[:16]
 
 
 def check_unitnet(net, what: str) -> None:

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from .backbones import evaluating
 from .domain import Domain
-from .errors import TransferkitError, check, torch_seed
+from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
@@ -62,6 +62,16 @@ from .runtime import (
 )
 
 STREAMS = ("source", "target", "unlabeled")
+
+
+def check_streams(cls) -> None:
+    """Refuse a method class whose ``streams`` are not a non-empty tuple of known stream names."""
+    streams = cls.streams
+    check(isinstance(streams, (tuple, list)) and len(streams) > 0,
+          f"method {cls.name!r} must declare its streams as a tuple among {', '.join(STREAMS)}, got {streams!r}")
+    unknown = [s for s in streams if s not in STREAMS]
+    check(not unknown, f"method {cls.name!r} declares unknown stream(s) {unknown} in streams = {tuple(streams)!r}; "
+                       f"the streams are {', '.join(STREAMS)}")
 
 
 @dataclass
@@ -248,9 +258,7 @@ class Engine:
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         given = {"source": source, "target": target, "unlabeled": unlabeled}
-        check(len(method.streams) > 0 and all(n in given for n in method.streams),
-              f"method {method.name!r} must declare its streams among source, target and unlabeled, got "
-              f"{method.streams!r}")
+        check_streams(method)
         for name in method.streams:
             check(given.get(name) is not None and len(given[name]) > 0,
                   f"method {method.name!r} needs a non-empty {name} domain")
@@ -469,6 +477,12 @@ class Engine:
         groups = [g for g in groups if g["params"]]
         check(any(p.requires_grad for g in groups for p in g["params"]),
               f"method {method.name!r} has no trainable parameter")
+        left = ungrouped_modules(method, owner)
+        if left:
+            warn(f"method {method.name!r}: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} "
+                 f"{'has' if len(left) == 1 else 'have'} parameters with requires_grad that no param group "
+                 f"holds, so they are never trained: list them in param_groups(), or, if they are fixed, set "
+                 f"requires_grad_(False) on them")
         # foreach: the multi-tensor update, the same arithmetic as PyTorch's CPU default (the
         # per-tensor loop; tested bit-identical) in fewer dispatches. Not fused: that rounds differently.
         if cfg.optimizer == "sgd":
@@ -629,6 +643,21 @@ def _tensorboard(log_dir):
         return SummaryWriter(log_dir=str(log_dir))
     except OSError as e:
         raise TransferkitError(f"cannot write TensorBoard logs to {log_dir}: {e}") from None
+
+
+def ungrouped_modules(method, grouped) -> list[str]:
+    """Names of ``method``'s submodules (a unit of ``net``, another child) with a parameter that
+    requires a gradient and is in none of the ids ``grouped`` (of its param groups' parameters):
+    a module the method forgot to list, never trained."""
+    names = []
+    for name, p in method.named_parameters():
+        parts = name.split(".")
+        if parts[:2] == ["net", "units"]:  # net.units.conv1.weight: unit net.conv1
+            parts = ["net", *parts[2:]]
+        where = ".".join(parts[:2] if parts[0] == "net" else parts[:1])
+        if p.requires_grad and id(p) not in grouped and where not in names:
+            names.append(where)
+    return names
 
 
 def _train_layout(method: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.memory_format:

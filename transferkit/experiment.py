@@ -31,11 +31,11 @@ import torch
 import yaml
 
 from . import __version__
-from .backbones import build_backbone, check_backbone
+from .backbones import build_backbone, check_backbone, definition_digest, is_built_in
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
-from .engine import Engine, TrainConfig
+from .engine import Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, is_whole, warn
 from .evaluate import classification_report, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
@@ -153,8 +153,8 @@ def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
 
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     """Pre-train the backbone on the labelled source (cached on disk by content key: data,
-    backbone, budget, seed, device, the torch thread count and kernels on CPU and the number
-    of data-parallel processes).
+    backbone (a plugin's: its network's definition too), budget, seed, device, the torch thread
+    count and kernels on CPU and the number of data-parallel processes).
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds and whether the network came from the cache."""
@@ -176,11 +176,13 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
                 "cuda": torch.version.cuda}
     if world_size() > 1:
         run["world"] = world_size()
+    # a plugin's builder may change under the same name: its network's definition is keyed too
+    definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net)}
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
         "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
-        "train": asdict(_result_neutral_defaults(train)), "seed": cfg.seed, **run},
+        "train": asdict(_result_neutral_defaults(train)), "seed": cfg.seed, **run, **definition},
         sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     # one process trains a given network at a time; another run that needs it waits, then reads it
@@ -386,6 +388,35 @@ def reads_no_target_label(cls) -> bool:
     return "target" not in cls.streams and cls.predicts_with_source_head()
 
 
+def unsupervised_validation(name: str, source: Domain | None, unlabeled: Domain | None,
+                            val: Domain | None) -> Domain | None:
+    """The ``val`` that a method which reads no target label (:func:`reads_no_target_label`)
+    may select on: none, with a warning, for one cut from the unlabelled target's domain and not
+    from the source's; one recognisably cut from neither is kept, with a warning that it may
+    hold target labels. Which domain a split part was cut from: the ``spec`` it was loaded from
+    (:func:`~transferkit.data.load_domain` records it in ``provenance``; every split keeps
+    it), else the folder or file it was read from (``origin``: two image folders both named
+    ``images`` differ), else its name (:func:`~transferkit.splits.dataset_name`: ``mnist/val``
+    and ``mnist/train/unlabeled``)."""
+    def base(d):
+        if d is None:
+            return None
+        origin = d.provenance.get("origin", "")
+        return (d.provenance.get("spec") or (origin if origin.startswith(("folder:", "npz:")) else None)
+                or dataset_name(d.name))
+    if val is not None and base(val) == base(unlabeled) != base(source):
+        warn(f"{name}: ignoring the labelled target validation split for model selection "
+             "(it reads no target label); set select_on: none or source_val in a run, or leave out "
+             "val= in Transfer.fit")
+        return None
+    if val is not None and source is not None and base(val) != base(source):
+        warn(f"{name}: early stopping selects on the labels of val {val.name!r}, which is not "
+             f"recognisably a split of the source {source.name!r}: if it holds target labels, this "
+             f"method, which reads no target label, reads them after all (leave out val=, or give a split "
+             f"of the source, e.g. transferkit.splits.split_domain(source).val)")
+    return val
+
+
 def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
     if cfg.k is not None and target.train.groups is not None:
         return sample_k_groups(target.train, cfg.k, seed)  # k labelled groups (videos) per class
@@ -539,6 +570,9 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     (``Method.eval_rows``). A zero-shot method then predicts among the classes present in
     ``target`` (its candidates; training used the source's)."""
     domains = _without_unseen_validation(method, domains)
+    if reads_no_target_label(type(method)):
+        domains = {**domains, "val": unsupervised_validation(method.name, domains.get("source"),
+                                                             domains.get("unlabeled"), domains.get("val"))}
     if getattr(method, "row_names", None) is not None:  # zero-shot: classes matched to description rows
         return _fit_described(method, make_engine, **domains)
     rows = source_head_rows(type(method), head_classes, method.net.num_classes, target_classes)
@@ -1010,6 +1044,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
     unselected = []
     with torch.random.fork_rng():
         for cls in methods:
+            check_streams(cls)  # its own message names the method
             options = cfg.options.get(cls.name, {})
             val = selection_domain(cfg, data, cls)
             if cfg.select_on == "target_val" and val is None and cls is not SourceOnly:

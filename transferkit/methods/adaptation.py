@@ -20,9 +20,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import check, warn
+from ..errors import check
 from ..losses import entropy
-from ..splits import dataset_name
 from .base import Method
 
 EMBEDDING = "embedding"
@@ -82,31 +81,9 @@ class AdaptationMethod(Method):
             getattr(self, name).eval()
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        """One engine run. A validation domain cut from the unlabelled target's domain and not
-        from the source's is dropped with a warning: selecting on target labels is not
-        unsupervised adaptation. Which domain a split part was cut from: the ``spec`` it was
-        loaded from (:func:`~transferkit.data.load_domain` records it in ``provenance``; every
-        split keeps it), else the folder or file it was read from (``origin``: two image folders
-        both named ``images`` differ), else its name (:func:`~transferkit.splits.dataset_name`:
-        ``mnist/val`` and ``mnist/train/unlabeled``). A validation domain recognisably cut from
-        neither is kept, with a warning that it may hold target labels. (``transferkit run``
-        gives these methods no target validation split.)"""
-        def base(d):
-            if d is None:
-                return None
-            origin = d.provenance.get("origin", "")
-            return (d.provenance.get("spec") or (origin if origin.startswith(("folder:", "npz:")) else None)
-                    or dataset_name(d.name))
-        if val is not None and base(val) == base(unlabeled) != base(source):
-            warn(f"{self.name}: ignoring the labelled target validation split for model selection "
-                 "(unsupervised adaptation); set select_on: none or source_val in a run, or leave out "
-                 "val= in Transfer.fit")
-            val = None
-        elif val is not None and source is not None and base(val) != base(source):
-            warn(f"{self.name}: early stopping selects on the labels of val {val.name!r}, which is not "
-                 f"recognisably a split of the source {source.name!r}: if it holds target labels, this "
-                 f"unsupervised adaptation reads target labels after all (leave out val=, or give a split "
-                 f"of the source, e.g. transferkit.splits.split_domain(source).val)")
+        """One engine run, with the method's schedule and optimizer settings. (``Transfer.fit``
+        and ``transferkit run`` give it no validation split cut from the target:
+        :func:`~transferkit.experiment.unsupervised_validation`.)"""
         engine = make_engine("main")
         if self.lr_schedule is not None:
             engine.cfg = dataclasses.replace(engine.cfg, schedule=self.lr_schedule)

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .heads import HEADS, make_head
+from .registry import Registry
 
 EMBEDDING = "embedding"
 HEAD = "head"
@@ -674,9 +675,11 @@ def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1", normalize: b
 
 # ---- registry --------------------------------------------------------------------------
 
-BACKBONES: dict[str, Callable[..., UnitNet]] = {
+#: ``{name: builder}``; a plugin registers its own with ``BACKBONES["name"] = builder`` (a name
+#: held by another builder, a built-in, is refused)
+BACKBONES: dict[str, Callable[..., UnitNet]] = Registry("backbone", "choose another name for the builder", {
     "convnet4": convnet4, "lenet": lenet, "convnet7": convnet7, "resnet18": resnet18,
-}
+})
 
 
 def list_backbones() -> list[str]:

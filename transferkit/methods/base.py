@@ -36,13 +36,16 @@ from ..domain import image_batch
 from ..errors import TransferkitError, UnknownNameError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
+from ..registry import Registry
 
-METHODS: dict[str, type["Method"]] = {}
+#: ``{name: method class}``; a name held by another class (a built-in) is refused
+METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
-PREFIXES: dict[str, Callable[[str], type["Method"]]] = {}
+PREFIXES: dict[str, Callable[[str], type["Method"]]] = Registry("method prefix", "choose another prefix")
 
 
 def register(cls: type["Method"]) -> type["Method"]:
+    """Register method class ``cls`` under ``cls.name`` (a name another class holds is refused)."""
     METHODS[cls.name] = cls
     return cls
 

@@ -1,0 +1,61 @@
+"""Plugins: methods and backbones registered from outside the package (``$TRANSFERKIT_PLUGINS``)."""
+
+import importlib
+import sys
+
+import pytest
+
+from transferkit.backbones import BACKBONES, lenet
+from transferkit.errors import TransferkitError
+from transferkit.methods import get_method
+from transferkit.methods.base import METHODS, Method, register
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """``plugin(module, text)``: a module on the path, forgotten (with what it registered) afterwards."""
+    written = []
+    monkeypatch.syspath_prepend(str(tmp_path))
+    methods, backbones = dict(METHODS), dict(BACKBONES)
+
+    def write(module: str, text: str):
+        (tmp_path / f"{module}.py").write_text(text)
+        written.append(module)
+    yield write
+    for module in written:
+        sys.modules.pop(module, None)
+    for registry, before in ((METHODS, methods), (BACKBONES, backbones)):
+        for name in set(registry) - set(before):
+            del registry[name]
+
+
+def test_a_plugin_cannot_take_the_name_of_a_built_in_method_or_backbone(plugin):
+    plugin("clashing_method", "from transferkit.methods.base import Method, register\n\n\n"
+                              "@register\nclass MyDann(Method):\n    name = 'dann'\n")
+    with pytest.raises(TransferkitError, match=r"method name 'dann' is taken by transferkit\.methods\.adversarial"
+                                               r"\.DANN; clashing_method\.MyDann cannot .*choose another `name`"):
+        importlib.import_module("clashing_method")
+    assert get_method("dann").__module__ == "transferkit.methods.adversarial"
+    with pytest.raises(TransferkitError, match=r"backbone name 'lenet' is taken by transferkit\.backbones\.lenet"):
+        BACKBONES["lenet"] = lambda num_classes, **kw: None
+    assert BACKBONES["lenet"] is lenet
+
+
+def test_a_plugin_module_imported_again_registers_its_classes_again(plugin):
+    plugin("reloaded_plugin", "from transferkit.backbones import BACKBONES, lenet\n"
+                              "from transferkit.methods.base import Method, register\n\n\n"
+                              "@register\nclass Mine(Method):\n    name = 'mine_reloaded'\n\n\n"
+                              "def my_net(num_classes, in_channels=1, image_size=28):\n"
+                              "    return lenet(num_classes, in_channels, image_size)\n\n\n"
+                              "BACKBONES['my_net_reloaded'] = my_net\n")
+    first = importlib.import_module("reloaded_plugin")
+    second = importlib.reload(first)
+    assert get_method("mine_reloaded") is second.Mine and BACKBONES["my_net_reloaded"] is second.my_net
+    register(second.Mine)  # the same class again
+
+
+def test_another_class_with_a_taken_name_is_refused_in_the_same_module():
+    class Twin(Method):
+        name = "finetune"
+    with pytest.raises(TransferkitError, match="is taken by transferkit.methods.finetune"):
+        register(Twin)

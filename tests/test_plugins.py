@@ -59,3 +59,23 @@ def test_another_class_with_a_taken_name_is_refused_in_the_same_module():
         name = "finetune"
     with pytest.raises(TransferkitError, match="is taken by transferkit.methods.finetune"):
         register(Twin)
+
+
+@pytest.mark.parametrize("text, error", [("x = undefined_name + 1\n", "NameError: name 'undefined_name'"),
+                                         ("import not_a_real_package_xyz\n",
+                                          "ModuleNotFoundError: No module named 'not_a_real_package_xyz'")])
+def test_a_plugin_that_fails_on_import_is_named_with_its_error(plugin, monkeypatch, text, error):
+    plugin("failing_plugin", text)
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "failing_plugin")
+    with pytest.raises(TransferkitError) as e:
+        get_method("no_such_method_here")
+    assert str(e.value).startswith("importing plugin module 'failing_plugin' (TRANSFERKIT_PLUGINS) failed: " + error)
+    assert "python -c 'import failing_plugin'" in str(e.value) and "PYTHONPATH" not in str(e.value)
+    assert e.value.__cause__ is not None
+
+
+def test_a_plugin_module_not_on_the_path_is_named_with_the_hint(monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "not_on_the_path_at_all")
+    with pytest.raises(TransferkitError, match=r"names module 'not_on_the_path_at_all', which cannot be imported: "
+                                               r".*\(is its folder on PYTHONPATH\?\)"):
+        get_method("no_such_method_here")

@@ -68,14 +68,21 @@ def load_outside_families() -> None:
     (comma-separated module names, e.g. ``my_methods``: methods defined outside the package,
     available to ``transferkit run`` and to worker processes, which inherit the variable)."""
     plugins = [m.strip() for m in os.environ.get("TRANSFERKIT_PLUGINS", "").split(",") if m.strip()]
-    for module in OUTSIDE_FAMILIES + tuple(plugins):
+    for module in OUTSIDE_FAMILIES:
+        importlib.import_module(module)
+    for module in plugins:
         try:
             importlib.import_module(module)
-        except ImportError as e:
-            if module not in plugins:
-                raise
-            raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: {e} "
-                                   "(is its folder on PYTHONPATH?)") from e
+        except TransferkitError:  # the plugin's own named error (e.g. a name that is taken)
+            raise
+        except Exception as e:
+            missing = isinstance(e, ModuleNotFoundError) and e.name and (module + ".").startswith(e.name + ".")
+            if missing:  # the plugin module itself (or its package), not one that it imports
+                raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: "
+                                       f"{e} (is its folder on PYTHONPATH?)") from e
+            raise TransferkitError(f"importing plugin module {module!r} (TRANSFERKIT_PLUGINS) failed: "
+                                   f"{type(e).__name__}: {e}; run `python -c 'import {module}'` to see the "
+                                   f"traceback") from e
 
 
 def get_method(name: str) -> type["Method"]:

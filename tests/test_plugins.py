@@ -79,3 +79,26 @@ def test_a_plugin_module_not_on_the_path_is_named_with_the_hint(monkeypatch):
     with pytest.raises(TransferkitError, match=r"names module 'not_on_the_path_at_all', which cannot be imported: "
                                                r".*\(is its folder on PYTHONPATH\?\)"):
         get_method("no_such_method_here")
+
+
+def test_an_unknown_method_or_backbone_says_a_plugin_module_may_be_missing(tmp_path, monkeypatch):
+    from transferkit.backbones import check_backbone
+    from transferkit.config import load_config
+    from transferkit.errors import UnknownNameError
+    from transferkit.experiment import check_names
+    from transferkit.runtime import kernel_environment
+
+    monkeypatch.delenv("TRANSFERKIT_PLUGINS", raising=False)
+    with pytest.raises(UnknownNameError, match=r"a plugin's method\? name its module in TRANSFERKIT_PLUGINS, "
+                                               r"which is unset here\)$"):
+        get_method("bnm_not_here")
+    with pytest.raises(UnknownNameError, match=r"a plugin's backbone\? .* unset here"):
+        check_backbone("tinynet_not_here")
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "json")  # a module that registers nothing
+    assert kernel_environment()["plugins"] == ["json"]
+    (tmp_path / "results.json").write_text('{"environment": {"plugins": ["my_plugin"]}}')
+    cfg = load_config(None, ["methods=[bnm_not_here]"])
+    with pytest.raises(UnknownNameError, match=r"which names only json here; the run was made with "
+                                               r"TRANSFERKIT_PLUGINS=my_plugin\)$") as e:
+        check_names(cfg, tmp_path)
+    assert e.value.name == "bnm_not_here"

@@ -712,7 +712,9 @@ def check_backbone(name) -> None:
 
         load_outside_families()
     if name not in BACKBONES:
-        raise UnknownNameError("backbone", name, BACKBONES)
+        from .runtime import plugin_hint
+
+        raise UnknownNameError("backbone", name, BACKBONES, plugin_hint("backbone"))
 
 
 def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size=28,

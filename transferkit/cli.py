@@ -127,7 +127,7 @@ def _checked_for_torchrun(args) -> bool:
     if args.command == "run":
         from .experiment import check_names
         _runtime_flag_checks(args)
-        check_names(_run_config(args))
+        check_names(_run_config(args), args.resume)
     elif args.command in ("bench", "demo"):
         name = "demo" if args.command == "demo" else args.name
         if name == "list" or args.print_plan:

@@ -23,7 +23,6 @@ import functools
 import importlib
 import inspect
 import numbers
-import os
 import re
 from typing import Callable
 
@@ -37,6 +36,7 @@ from ..errors import TransferkitError, UnknownNameError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry
+from ..runtime import plugin_hint, plugin_modules
 
 #: ``{name: method class}``; a name held by another class (a built-in) is refused
 METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
@@ -67,7 +67,7 @@ def load_outside_families() -> None:
     """Import the outside families and the user's modules named in ``$TRANSFERKIT_PLUGINS``
     (comma-separated module names, e.g. ``my_methods``: methods defined outside the package,
     available to ``transferkit run`` and to worker processes, which inherit the variable)."""
-    plugins = [m.strip() for m in os.environ.get("TRANSFERKIT_PLUGINS", "").split(",") if m.strip()]
+    plugins = plugin_modules()
     for module in OUTSIDE_FAMILIES:
         importlib.import_module(module)
     for module in plugins:
@@ -93,7 +93,7 @@ def get_method(name: str) -> type["Method"]:
     prefix, sep, arg = name.partition(":")
     if sep and prefix in PREFIXES and arg:
         return PREFIXES[prefix](arg)
-    raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES])
+    raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES], plugin_hint("method"))
 
 
 @torch.no_grad()

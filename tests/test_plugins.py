@@ -102,3 +102,34 @@ def test_an_unknown_method_or_backbone_says_a_plugin_module_may_be_missing(tmp_p
                                                r"TRANSFERKIT_PLUGINS=my_plugin\)$") as e:
         check_names(cfg, tmp_path)
     assert e.value.name == "bnm_not_here"
+
+
+class Typed(Method):
+    name = "typed_options_unregistered"
+
+    def __init__(self, net, temp_scale: float = 1.0, mode: str = "a", steps: "int | None" = None,
+                 flag: bool = False, anything=None, units: "list[str] | None" = None):
+        super().__init__(net)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"temp_scale": "abc"}, "option temp_scale must be a number, got 'abc'"),
+    ({"temp_scale": True}, "option temp_scale must be a number, got True"),
+    ({"mode": 3}, "option mode must be text, got 3"),
+    ({"steps": 2.0}, "option steps must be a whole number or null, got 2.0"),
+    ({"flag": 1}, "option flag must be true or false, got 1")])
+def test_a_plugin_option_that_does_not_fit_its_annotation_is_refused(options, message):
+    from helpers import seeded_lenet
+
+    from transferkit.experiment import method_error
+    with pytest.raises(TransferkitError) as e:
+        Typed(seeded_lenet(), **options)
+    assert str(e.value) == f"typed_options_unregistered: {message}"
+    assert str(method_error(Typed, options, e.value)).endswith(f"{options}: {message}")
+
+
+def test_options_that_fit_their_annotations_are_accepted():
+    from helpers import seeded_lenet
+
+    Typed(seeded_lenet(), temp_scale=2, mode="b", steps=None, flag=True, anything=object(), units=["conv1"])
+    Typed(seeded_lenet(), temp_scale="1e-3", steps="3")  # numbers as text, as PyYAML reads 1e-3

@@ -1065,6 +1065,7 @@ def method_error(cls, options: dict, error: Exception) -> TransferkitError:
     """``error`` (from building or checking method ``cls`` with ``options``) named with both."""
     why = str(error) if isinstance(error, (TransferkitError, TypeError, ValueError)) \
         else f"{type(error).__name__}: {error}"
+    why = why.removeprefix(f"{cls.name}: ")  # the method's own checks name it too
     return TransferkitError(f"method {cls.name}{f' with options {_short(options)}' if options else ''}: {why}")
 
 

@@ -120,7 +120,8 @@ def _recording_options(init):
     def __init__(self, *args, **kwargs):
         kwargs = _numbers_from_text(type(self), kwargs)
         if "init_options" not in self.__dict__:  # the outermost __init__ of a subclass chain
-            _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs), _switches(type(self)))
+            _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs), _switches(type(self)),
+                                 type(self))
             options = _options(init, type(self).not_trained_options, self, *args, **kwargs)
             object.__setattr__(self, "init_options", options)
         init(self, *args, **kwargs)
@@ -170,9 +171,10 @@ def _switches(cls) -> set[str]:
     return {name for name, default in method_options(cls).items() if isinstance(default, bool)}
 
 
-def _check_option_values(method: str, options: dict, switches: set[str] = frozenset()) -> None:
+def _check_option_values(method: str, options: dict, switches: set[str] = frozenset(), cls=None) -> None:
     """Refuse option values outside their domain, named (see ``_NONNEGATIVE`` and friends;
-    ``switches``: options that must be true or false)."""
+    ``switches``: options that must be true or false), and, given the method class ``cls``,
+    values that do not fit their parameter's simple annotation (:func:`_simple_types`)."""
     flat = {}
     for name, value in options.items():  # **options passed on to a parent __init__ arrive as one dict
         flat.update(value if isinstance(value, dict) else {name: value})
@@ -192,6 +194,38 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
         elif name.endswith("weight") or name in _NONNEGATIVE:
             check(number and value >= 0, f"{method}: option {name} must be a number >= 0, got {value!r}")
+    for name, value in flat.items() if cls is not None else ():
+        param = _inherited_parameter(cls, name)
+        kinds = None if param is None else _simple_types(param.annotation)
+        check(not kinds or any(_fits(value, kind) for kind in kinds),
+              f"{method}: option {name} must be {' or '.join(_KIND_WORDS[k] for k in kinds or ())}, got {value!r}")
+
+
+_KIND_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text", "None": "null"}
+
+
+def _simple_types(annotation) -> list[str] | None:
+    """The kinds (``float``, ``int``, ``bool``, ``str``, ``None``) an annotation made only of
+    these allows (``float | None``, ``Optional[int]``...); None for any other (left unchecked)."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+    text = re.sub(r"\s", "", text)
+    inner = re.fullmatch(r"(Optional|Union)\[(.*)\]", text)
+    kinds = inner[2].split(",") + (["None"] if inner[1] == "Optional" else []) if inner else text.split("|")
+    kinds = ["None" if k == "NoneType" else k for k in kinds]
+    return kinds if all(k in _KIND_WORDS for k in kinds) else None
+
+
+def _fits(value, kind: str) -> bool:
+    """``value`` is of ``kind`` (a whole number is a number; true or false is neither)."""
+    if kind == "None" or value is None:
+        return kind == "None" and value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return isinstance(value, numbers.Integral if kind == "int" else numbers.Real) and not isinstance(value, bool)
 
 
 def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
@@ -286,7 +320,8 @@ def _inherited_default(cls, name: str):
 def _is_default(value, default) -> bool:
     if value is default:
         return True
-    if default is inspect.Parameter.empty or isinstance(value, torch.Tensor):
+    if default is inspect.Parameter.empty or isinstance(value, torch.Tensor) or \
+            isinstance(value, bool) != isinstance(default, bool):  # True is no default of 1.0
         return False
     if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
         value, default = list(value), list(default)

@@ -133,3 +133,28 @@ def test_options_that_fit_their_annotations_are_accepted():
 
     Typed(seeded_lenet(), temp_scale=2, mode="b", steps=None, flag=True, anything=object(), units=["conv1"])
     Typed(seeded_lenet(), temp_scale="1e-3", steps="3")  # numbers as text, as PyYAML reads 1e-3
+
+
+def test_a_method_class_is_accepted_when_registered_and_its_doc_is_its_own(capsys):
+    from transferkit import Transfer
+    from transferkit.cli import main
+    from transferkit.methods.base import method_doc
+
+    class Unregistered(Method):
+        name = "unregistered_here"
+    with pytest.raises(TransferkitError, match=r"method class .*Unregistered is not registered under its name "
+                                               r"'unregistered_here': decorate it with @register"):
+        Transfer(Unregistered)
+    with pytest.raises(TransferkitError, match=r"unknown method 'unregistered_here'.*class .*Unregistered has that "
+                                               r"name but is not registered: decorate it with @register"):
+        get_method("unregistered_here")
+    assert Transfer(get_method("dann")).method_cls is get_method("dann")
+    assert method_doc(Unregistered) == "" and "nn.Module" not in method_doc(Unregistered)
+    assert method_doc(get_method("dann")).startswith(get_method("dann").__doc__.strip()[:20])
+    try:
+        register(Unregistered)
+        assert main(["methods", "unregistered_here"]) == 0
+    finally:
+        del METHODS["unregistered_here"]
+    out = capsys.readouterr().out
+    assert out.startswith("unregistered_here: (no description)") and "Base class for all neural" not in out

@@ -35,7 +35,7 @@ from ..domain import image_batch
 from ..errors import TransferkitError, UnknownNameError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
-from ..registry import Registry
+from ..registry import Registry, qualified_name
 from ..runtime import plugin_hint, plugin_modules
 
 #: ``{name: method class}``; a name held by another class (a built-in) is refused
@@ -85,7 +85,14 @@ def load_outside_families() -> None:
                                    f"traceback") from e
 
 
-def get_method(name: str) -> type["Method"]:
+def get_method(name) -> type["Method"]:
+    """The method class registered as ``name`` (a registered class itself is accepted too)."""
+    if isinstance(name, type) and issubclass(name, Method):
+        check(METHODS.get(name.name) is name, f"method class {qualified_name(name)} is not registered under its "
+                                              f"name {name.name!r}: decorate it with @register (from "
+                                              f"transferkit.methods.base), or give a registered method's name")
+        return name
+    check(isinstance(name, str), f"a method is given by its name (or a registered Method class), got {name!r}")
     if name not in METHODS:
         load_outside_families()
     if name in METHODS:
@@ -93,7 +100,23 @@ def get_method(name: str) -> type["Method"]:
     prefix, sep, arg = name.partition(":")
     if sep and prefix in PREFIXES and arg:
         return PREFIXES[prefix](arg)
-    raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES], plugin_hint("method"))
+    unregistered = [c for c in _subclasses(Method) if c.name == name]
+    hint = (f"class {qualified_name(unregistered[0])} has that name but is not registered: decorate it with "
+            f"@register" if unregistered else plugin_hint("method"))
+    raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES], hint)
+
+
+def _subclasses(cls) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in [sub, *_subclasses(sub)]]
+
+
+def method_doc(cls) -> str:
+    """The docstring of method class ``cls`` or of its nearest transferkit base ('' if none: not nn.Module's)."""
+    for klass in cls.__mro__:
+        doc = klass.__dict__.get("__doc__")
+        if doc and (klass is cls or klass.__module__.startswith("transferkit.")):
+            return inspect.cleandoc(doc)
+    return ""
 
 
 @torch.no_grad()

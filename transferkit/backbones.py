@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .heads import HEADS, make_head
+from .registry import Registry
 
 EMBEDDING = "embedding"
 HEAD = "head"
@@ -692,9 +693,11 @@ def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1", normalize: b
 
 # ---- registry --------------------------------------------------------------------------
 
-BACKBONES: dict[str, Callable[..., UnitNet]] = {
+#: ``{name: builder}``; a plugin registers its own with ``BACKBONES["name"] = builder`` (a name
+#: held by another builder, a built-in, is refused)
+BACKBONES: dict[str, Callable[..., UnitNet]] = Registry("backbone", "choose another name for the builder", {
     "convnet4": convnet4, "lenet": lenet, "convnet7": convnet7, "resnet18": resnet18,
-}
+})
 
 
 #: the builders transferkit ships, as it registered them (a plugin may replace one in BACKBONES)
@@ -745,7 +748,9 @@ def check_backbone(name) -> None:
 
         load_outside_families()
     if name not in BACKBONES:
-        raise UnknownNameError("backbone", name, BACKBONES)
+        from .runtime import plugin_hint
+
+        raise UnknownNameError("backbone", name, BACKBONES, plugin_hint("backbone"))
 
 
 def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size=28,

@@ -41,16 +41,16 @@ def _methods(args) -> None:
     import textwrap
 
     from .methods import METHODS, get_method
-    from .methods.base import load_outside_families, method_options, option_choices
+    from .methods.base import load_outside_families, method_doc, method_options, option_choices
     load_outside_families()
     if not args.names:
         for name, cls in sorted(METHODS.items()):
-            print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description}")
+            print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description or '(no description)'}")
         print("\n`transferkit methods NAME...` shows the options of the named methods, with their defaults")
         return
     for name in args.names:
         cls = get_method(name)
-        print(f"{name}: {cls.description}\n  streams: {', '.join(cls.streams)}")
+        print(f"{name}: {cls.description or '(no description)'}\n  streams: {', '.join(cls.streams)}")
         options = method_options(cls)
         print(f"  options (a config's `options: {{{name}: {{...}}}}`, or keyword arguments):" if options
               else "  options: none")
@@ -65,7 +65,7 @@ def _methods(args) -> None:
                     print(f"    {option}: {json.dumps(shown)}{choices}")
                 except TypeError:
                     print(f"    {option}: {default!r}{choices}")
-        print(textwrap.indent(inspect.getdoc(cls) or "", "  ") + "\n")
+        print(textwrap.indent(method_doc(cls) or "no description", "  ") + "\n")
 
 
 def _runtime(args, device: str | None = None) -> None:
@@ -127,7 +127,7 @@ def _checked_for_torchrun(args) -> bool:
     if args.command == "run":
         from .experiment import check_names
         _runtime_flag_checks(args)
-        check_names(_run_config(args))
+        check_names(_run_config(args), args.resume)
     elif args.command in ("bench", "demo"):
         name = "demo" if args.command == "demo" else args.name
         if name == "list" or args.print_plan:

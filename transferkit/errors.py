@@ -41,15 +41,15 @@ def warn(message: str) -> None:
 class UnknownNameError(TransferkitError, KeyError):
     """An unknown domain, shift, method, backbone, benchmark or config key."""
 
-    def __init__(self, kind: str, name: str, known):
-        self.kind, self.name, self.known = kind, name, sorted(known)
-        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}")
+    def __init__(self, kind: str, name: str, known, hint: str = ""):
+        self.kind, self.name, self.known, self.hint = kind, name, sorted(known), hint
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}" + (f" ({hint})" if hint else ""))
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]
 
     def __reduce__(self):  # picklable, so that a worker process can hand it back
-        return type(self), (self.kind, self.name, self.known)
+        return type(self), (self.kind, self.name, self.known, self.hint)
 
 
 def is_whole(value, minimum: int | None = None) -> bool:

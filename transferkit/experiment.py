@@ -36,7 +36,7 @@ from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
 from .engine import Engine, TrainConfig, check_streams
-from .errors import TransferkitError, TransferkitWarning, check, is_whole, warn
+from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
@@ -65,6 +65,7 @@ from .runtime import (
     note_kernels,
     note_work_dir,
     peak_memory,
+    plugin_hint,
     preload_lazy_imports,
     resolve_device,
     worker_threads,
@@ -807,12 +808,19 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
     return run_job(cfg, data, source_net, Path(run_dir), cls, seed)
 
 
-def check_names(cfg: ExperimentConfig) -> list:
+def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
     """What a config names, checked without loading anything (before any work, and by
     ``--nproc`` before it starts processes): its methods and their option names, backbone and
-    domains; returns the method classes."""
-    methods = [get_method(m) for m in cfg.methods]
-    check_backbone(cfg.backbone)  # plugins may register backbones
+    domains; returns the method classes. ``run_dir``: the run resumed, whose results.json
+    names the plugin modules it was made with (for an unknown name's hint)."""
+    try:
+        methods = [get_method(m) for m in cfg.methods]
+        check_backbone(cfg.backbone)  # plugins may register backbones
+    except UnknownNameError as e:
+        recorded = _recorded_plugins(run_dir)
+        if not recorded or e.kind not in ("method", "backbone"):
+            raise
+        raise UnknownNameError(e.kind, e.name, e.known, plugin_hint(e.kind, recorded)) from None
     for cls in methods:
         check_options(cls, cfg.options.get(cls.name, {}))  # a misspelt name, with the known ones
         try:
@@ -824,6 +832,16 @@ def check_names(cfg: ExperimentConfig) -> list:
     return methods
 
 
+def _recorded_plugins(run_dir: Path | None) -> list[str]:
+    """The plugin modules (``$TRANSFERKIT_PLUGINS``) run ``run_dir``'s results.json records, if any."""
+    try:
+        env = read_json(Path(run_dir) / "results.json").get("environment") if run_dir is not None else None
+    except (TransferkitError, AttributeError):  # none, unreadable, or not a mapping
+        return []
+    plugins = env.get("plugins") if isinstance(env, dict) else None
+    return [str(m) for m in plugins] if isinstance(plugins, list) else []
+
+
 def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print) -> tuple[Path, list[dict]]:
     """Run every (method, repeat) job of ``cfg``; return the run directory and the rows.
 
@@ -831,7 +849,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files."""
-    methods = check_names(cfg)
+    methods = check_names(cfg, run_dir)
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir_given = bool(run_dir)
@@ -1082,6 +1100,7 @@ def method_error(cls, options: dict, error: Exception) -> TransferkitError:
     """``error`` (from building or checking method ``cls`` with ``options``) named with both."""
     why = str(error) if isinstance(error, (TransferkitError, TypeError, ValueError)) \
         else f"{type(error).__name__}: {error}"
+    why = why.removeprefix(f"{cls.name}: ")  # the method's own checks name it too
     return TransferkitError(f"method {cls.name}{f' with options {_short(options)}' if options else ''}: {why}")
 
 

@@ -212,7 +212,23 @@ def kernel_environment(workers: int = 1) -> dict:
             "threads_per_process": job_threads(workers),
             "workers": workers, "world_size": world_size(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "packages": package_versions()}
+            "packages": package_versions(), "plugins": plugin_modules()}
+
+
+def plugin_modules() -> list[str]:
+    """The modules named in ``$TRANSFERKIT_PLUGINS`` (comma-separated), which register plugin
+    methods and backbones when imported."""
+    return [m.strip() for m in os.environ.get("TRANSFERKIT_PLUGINS", "").split(",") if m.strip()]
+
+
+def plugin_hint(kind: str, recorded: list[str] | None = None) -> str:
+    """Where an unknown method or backbone may come from: a plugin module that
+    ``$TRANSFERKIT_PLUGINS`` does not name now; ``recorded``: those a run was made with."""
+    now = plugin_modules()
+    hint = f"a plugin's {kind}? name its module in TRANSFERKIT_PLUGINS, which " + (
+        f"names only {','.join(now)} here" if now else "is unset here")
+    missing = [m for m in recorded or () if m not in now]
+    return hint + (f"; the run was made with TRANSFERKIT_PLUGINS={','.join(recorded)}" if missing else "")
 
 
 # ---- torch.distributed ---------------------------------------------------------------------

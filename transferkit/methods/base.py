@@ -23,7 +23,6 @@ import functools
 import importlib
 import inspect
 import numbers
-import os
 import re
 from typing import Callable
 
@@ -36,13 +35,17 @@ from ..domain import image_batch
 from ..errors import TransferkitError, UnknownNameError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
+from ..registry import Registry, qualified_name
+from ..runtime import plugin_hint, plugin_modules
 
-METHODS: dict[str, type["Method"]] = {}
+#: ``{name: method class}``; a name held by another class (a built-in) is refused
+METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
-PREFIXES: dict[str, Callable[[str], type["Method"]]] = {}
+PREFIXES: dict[str, Callable[[str], type["Method"]]] = Registry("method prefix", "choose another prefix")
 
 
 def register(cls: type["Method"]) -> type["Method"]:
+    """Register method class ``cls`` under ``cls.name`` (a name another class holds is refused)."""
     METHODS[cls.name] = cls
     return cls
 
@@ -64,18 +67,32 @@ def load_outside_families() -> None:
     """Import the outside families and the user's modules named in ``$TRANSFERKIT_PLUGINS``
     (comma-separated module names, e.g. ``my_methods``: methods defined outside the package,
     available to ``transferkit run`` and to worker processes, which inherit the variable)."""
-    plugins = [m.strip() for m in os.environ.get("TRANSFERKIT_PLUGINS", "").split(",") if m.strip()]
-    for module in OUTSIDE_FAMILIES + tuple(plugins):
+    plugins = plugin_modules()
+    for module in OUTSIDE_FAMILIES:
+        importlib.import_module(module)
+    for module in plugins:
         try:
             importlib.import_module(module)
-        except ImportError as e:
-            if module not in plugins:
-                raise
-            raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: {e} "
-                                   "(is its folder on PYTHONPATH?)") from e
+        except TransferkitError:  # the plugin's own named error (e.g. a name that is taken)
+            raise
+        except Exception as e:
+            missing = isinstance(e, ModuleNotFoundError) and e.name and (module + ".").startswith(e.name + ".")
+            if missing:  # the plugin module itself (or its package), not one that it imports
+                raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: "
+                                       f"{e} (is its folder on PYTHONPATH?)") from e
+            raise TransferkitError(f"importing plugin module {module!r} (TRANSFERKIT_PLUGINS) failed: "
+                                   f"{type(e).__name__}: {e}; run `python -c 'import {module}'` to see the "
+                                   f"traceback") from e
 
 
-def get_method(name: str) -> type["Method"]:
+def get_method(name) -> type["Method"]:
+    """The method class registered as ``name`` (a registered class itself is accepted too)."""
+    if isinstance(name, type) and issubclass(name, Method):
+        check(METHODS.get(name.name) is name, f"method class {qualified_name(name)} is not registered under its "
+                                              f"name {name.name!r}: decorate it with @register (from "
+                                              f"transferkit.methods.base), or give a registered method's name")
+        return name
+    check(isinstance(name, str), f"a method is given by its name (or a registered Method class), got {name!r}")
     if name not in METHODS:
         load_outside_families()
     if name in METHODS:
@@ -83,7 +100,23 @@ def get_method(name: str) -> type["Method"]:
     prefix, sep, arg = name.partition(":")
     if sep and prefix in PREFIXES and arg:
         return PREFIXES[prefix](arg)
-    raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES])
+    unregistered = [c for c in _subclasses(Method) if c.name == name]
+    hint = (f"class {qualified_name(unregistered[0])} has that name but is not registered: decorate it with "
+            f"@register" if unregistered else plugin_hint("method"))
+    raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES], hint)
+
+
+def _subclasses(cls) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in [sub, *_subclasses(sub)]]
+
+
+def method_doc(cls) -> str:
+    """The docstring of method class ``cls`` or of its nearest transferkit base ('' if none: not nn.Module's)."""
+    for klass in cls.__mro__:
+        doc = klass.__dict__.get("__doc__")
+        if doc and (klass is cls or klass.__module__.startswith("transferkit.")):
+            return inspect.cleandoc(doc)
+    return ""
 
 
 @torch.no_grad()
@@ -110,7 +143,8 @@ def _recording_options(init):
     def __init__(self, *args, **kwargs):
         kwargs = _numbers_from_text(type(self), kwargs)
         if "init_options" not in self.__dict__:  # the outermost __init__ of a subclass chain
-            _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs), _switches(type(self)))
+            _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs), _switches(type(self)),
+                                 type(self))
             options = _options(init, type(self).not_trained_options, self, *args, **kwargs)
             object.__setattr__(self, "init_options", options)
         init(self, *args, **kwargs)
@@ -160,9 +194,10 @@ def _switches(cls) -> set[str]:
     return {name for name, default in method_options(cls).items() if isinstance(default, bool)}
 
 
-def _check_option_values(method: str, options: dict, switches: set[str] = frozenset()) -> None:
+def _check_option_values(method: str, options: dict, switches: set[str] = frozenset(), cls=None) -> None:
     """Refuse option values outside their domain, named (see ``_NONNEGATIVE`` and friends;
-    ``switches``: options that must be true or false)."""
+    ``switches``: options that must be true or false), and, given the method class ``cls``,
+    values that do not fit their parameter's simple annotation (:func:`_simple_types`)."""
     flat = {}
     for name, value in options.items():  # **options passed on to a parent __init__ arrive as one dict
         flat.update(value if isinstance(value, dict) else {name: value})
@@ -182,6 +217,38 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
         elif name.endswith("weight") or name in _NONNEGATIVE:
             check(number and value >= 0, f"{method}: option {name} must be a number >= 0, got {value!r}")
+    for name, value in flat.items() if cls is not None else ():
+        param = _inherited_parameter(cls, name)
+        kinds = None if param is None else _simple_types(param.annotation)
+        check(not kinds or any(_fits(value, kind) for kind in kinds),
+              f"{method}: option {name} must be {' or '.join(_KIND_WORDS[k] for k in kinds or ())}, got {value!r}")
+
+
+_KIND_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text", "None": "null"}
+
+
+def _simple_types(annotation) -> list[str] | None:
+    """The kinds (``float``, ``int``, ``bool``, ``str``, ``None``) an annotation made only of
+    these allows (``float | None``, ``Optional[int]``...); None for any other (left unchecked)."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+    text = re.sub(r"\s", "", text)
+    inner = re.fullmatch(r"(Optional|Union)\[(.*)\]", text)
+    kinds = inner[2].split(",") + (["None"] if inner[1] == "Optional" else []) if inner else text.split("|")
+    kinds = ["None" if k == "NoneType" else k for k in kinds]
+    return kinds if all(k in _KIND_WORDS for k in kinds) else None
+
+
+def _fits(value, kind: str) -> bool:
+    """``value`` is of ``kind`` (a whole number is a number; true or false is neither)."""
+    if kind == "None" or value is None:
+        return kind == "None" and value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return isinstance(value, numbers.Integral if kind == "int" else numbers.Real) and not isinstance(value, bool)
 
 
 def _options(init, skip: tuple[str, ...], *args, **kwargs) -> dict:
@@ -276,7 +343,8 @@ def _inherited_default(cls, name: str):
 def _is_default(value, default) -> bool:
     if value is default:
         return True
-    if default is inspect.Parameter.empty or isinstance(value, torch.Tensor):
+    if default is inspect.Parameter.empty or isinstance(value, torch.Tensor) or \
+            isinstance(value, bool) != isinstance(default, bool):  # True is no default of 1.0
         return False
     if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
         value, default = list(value), list(default)

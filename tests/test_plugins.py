@@ -1,0 +1,160 @@
+"""Plugins: methods and backbones registered from outside the package (``$TRANSFERKIT_PLUGINS``)."""
+
+import importlib
+import sys
+
+import pytest
+
+from transferkit.backbones import BACKBONES, lenet
+from transferkit.errors import TransferkitError
+from transferkit.methods import get_method
+from transferkit.methods.base import METHODS, Method, register
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """``plugin(module, text)``: a module on the path, forgotten (with what it registered) afterwards."""
+    written = []
+    monkeypatch.syspath_prepend(str(tmp_path))
+    methods, backbones = dict(METHODS), dict(BACKBONES)
+
+    def write(module: str, text: str):
+        (tmp_path / f"{module}.py").write_text(text)
+        written.append(module)
+    yield write
+    for module in written:
+        sys.modules.pop(module, None)
+    for registry, before in ((METHODS, methods), (BACKBONES, backbones)):
+        for name in set(registry) - set(before):
+            del registry[name]
+
+
+def test_a_plugin_cannot_take_the_name_of_a_built_in_method_or_backbone(plugin):
+    plugin("clashing_method", "from transferkit.methods.base import Method, register\n\n\n"
+                              "@register\nclass MyDann(Method):\n    name = 'dann'\n")
+    with pytest.raises(TransferkitError, match=r"method name 'dann' is taken by transferkit\.methods\.adversarial"
+                                               r"\.DANN; clashing_method\.MyDann cannot .*choose another `name`"):
+        importlib.import_module("clashing_method")
+    assert get_method("dann").__module__ == "transferkit.methods.adversarial"
+    with pytest.raises(TransferkitError, match=r"backbone name 'lenet' is taken by transferkit\.backbones\.lenet"):
+        BACKBONES["lenet"] = lambda num_classes, **kw: None
+    assert BACKBONES["lenet"] is lenet
+
+
+def test_a_plugin_module_imported_again_registers_its_classes_again(plugin):
+    plugin("reloaded_plugin", "from transferkit.backbones import BACKBONES, lenet\n"
+                              "from transferkit.methods.base import Method, register\n\n\n"
+                              "@register\nclass Mine(Method):\n    name = 'mine_reloaded'\n\n\n"
+                              "def my_net(num_classes, in_channels=1, image_size=28):\n"
+                              "    return lenet(num_classes, in_channels, image_size)\n\n\n"
+                              "BACKBONES['my_net_reloaded'] = my_net\n")
+    first = importlib.import_module("reloaded_plugin")
+    second = importlib.reload(first)
+    assert get_method("mine_reloaded") is second.Mine and BACKBONES["my_net_reloaded"] is second.my_net
+    register(second.Mine)  # the same class again
+
+
+def test_another_class_with_a_taken_name_is_refused_in_the_same_module():
+    class Twin(Method):
+        name = "finetune"
+    with pytest.raises(TransferkitError, match="is taken by transferkit.methods.finetune"):
+        register(Twin)
+
+
+@pytest.mark.parametrize("text, error", [("x = undefined_name + 1\n", "NameError: name 'undefined_name'"),
+                                         ("import not_a_real_package_xyz\n",
+                                          "ModuleNotFoundError: No module named 'not_a_real_package_xyz'")])
+def test_a_plugin_that_fails_on_import_is_named_with_its_error(plugin, monkeypatch, text, error):
+    plugin("failing_plugin", text)
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "failing_plugin")
+    with pytest.raises(TransferkitError) as e:
+        get_method("no_such_method_here")
+    assert str(e.value).startswith("importing plugin module 'failing_plugin' (TRANSFERKIT_PLUGINS) failed: " + error)
+    assert "python -c 'import failing_plugin'" in str(e.value) and "PYTHONPATH" not in str(e.value)
+    assert e.value.__cause__ is not None
+
+
+def test_a_plugin_module_not_on_the_path_is_named_with_the_hint(monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "not_on_the_path_at_all")
+    with pytest.raises(TransferkitError, match=r"names module 'not_on_the_path_at_all', which cannot be imported: "
+                                               r".*\(is its folder on PYTHONPATH\?\)"):
+        get_method("no_such_method_here")
+
+
+def test_an_unknown_method_or_backbone_says_a_plugin_module_may_be_missing(tmp_path, monkeypatch):
+    from transferkit.backbones import check_backbone
+    from transferkit.config import load_config
+    from transferkit.errors import UnknownNameError
+    from transferkit.experiment import check_names
+    from transferkit.runtime import kernel_environment
+
+    monkeypatch.delenv("TRANSFERKIT_PLUGINS", raising=False)
+    with pytest.raises(UnknownNameError, match=r"a plugin's method\? name its module in TRANSFERKIT_PLUGINS, "
+                                               r"which is unset here\)$"):
+        get_method("bnm_not_here")
+    with pytest.raises(UnknownNameError, match=r"a plugin's backbone\? .* unset here"):
+        check_backbone("tinynet_not_here")
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "json")  # a module that registers nothing
+    assert kernel_environment()["plugins"] == ["json"]
+    (tmp_path / "results.json").write_text('{"environment": {"plugins": ["my_plugin"]}}')
+    cfg = load_config(None, ["methods=[bnm_not_here]"])
+    with pytest.raises(UnknownNameError, match=r"which names only json here; the run was made with "
+                                               r"TRANSFERKIT_PLUGINS=my_plugin\)$") as e:
+        check_names(cfg, tmp_path)
+    assert e.value.name == "bnm_not_here"
+
+
+class Typed(Method):
+    name = "typed_options_unregistered"
+
+    def __init__(self, net, temp_scale: float = 1.0, mode: str = "a", steps: "int | None" = None,
+                 flag: bool = False, anything=None, units: "list[str] | None" = None):
+        super().__init__(net)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"temp_scale": "abc"}, "option temp_scale must be a number, got 'abc'"),
+    ({"temp_scale": True}, "option temp_scale must be a number, got True"),
+    ({"mode": 3}, "option mode must be text, got 3"),
+    ({"steps": 2.0}, "option steps must be a whole number or null, got 2.0"),
+    ({"flag": 1}, "option flag must be true or false, got 1")])
+def test_a_plugin_option_that_does_not_fit_its_annotation_is_refused(options, message):
+    from helpers import seeded_lenet
+
+    from transferkit.experiment import method_error
+    with pytest.raises(TransferkitError) as e:
+        Typed(seeded_lenet(), **options)
+    assert str(e.value) == f"typed_options_unregistered: {message}"
+    assert str(method_error(Typed, options, e.value)).endswith(f"{options}: {message}")
+
+
+def test_options_that_fit_their_annotations_are_accepted():
+    from helpers import seeded_lenet
+
+    Typed(seeded_lenet(), temp_scale=2, mode="b", steps=None, flag=True, anything=object(), units=["conv1"])
+    Typed(seeded_lenet(), temp_scale="1e-3", steps="3")  # numbers as text, as PyYAML reads 1e-3
+
+
+def test_a_method_class_is_accepted_when_registered_and_its_doc_is_its_own(capsys):
+    from transferkit import Transfer
+    from transferkit.cli import main
+    from transferkit.methods.base import method_doc
+
+    class Unregistered(Method):
+        name = "unregistered_here"
+    with pytest.raises(TransferkitError, match=r"method class .*Unregistered is not registered under its name "
+                                               r"'unregistered_here': decorate it with @register"):
+        Transfer(Unregistered)
+    with pytest.raises(TransferkitError, match=r"unknown method 'unregistered_here'.*class .*Unregistered has that "
+                                               r"name but is not registered: decorate it with @register"):
+        get_method("unregistered_here")
+    assert Transfer(get_method("dann")).method_cls is get_method("dann")
+    assert method_doc(Unregistered) == "" and "nn.Module" not in method_doc(Unregistered)
+    assert method_doc(get_method("dann")).startswith(get_method("dann").__doc__.strip()[:20])
+    try:
+        register(Unregistered)
+        assert main(["methods", "unregistered_here"]) == 0
+    finally:
+        del METHODS["unregistered_here"]
+    out = capsys.readouterr().out
+    assert out.startswith("unregistered_here: (no description)") and "Base class for all neural" not in out

@@ -1,0 +1,37 @@
+"""Name registries (methods, backbones) that refuse to give a taken name to another definition."""
+
+from .errors import check
+
+
+def qualified_name(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+class Registry(dict):
+    """A ``{name: class or builder}`` dict whose assignment refuses a name held by another
+    definition (a plugin that would silently replace a built-in); the same one assigned again,
+    or one defined at the same place (its module imported again), replaces it."""
+
+    def __init__(self, kind: str, fix: str, *args, **kwargs):
+        self.kind, self.fix = kind, fix
+        super().__init__()
+        self.update(*args, **kwargs)
+
+    def __setitem__(self, name, value) -> None:
+        held = self.get(name)
+        check(held is None or held is value or qualified_name(held) == qualified_name(value),
+              f"{self.kind} name {name!r} is taken by {qualified_name(held)}; {qualified_name(value)} cannot "
+              f"register under it: {self.fix}")
+        super().__setitem__(name, value)
+
+    def update(self, *args, **kwargs) -> None:
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+    def setdefault(self, name, value=None):
+        if name not in self:
+            self[name] = value
+        return self[name]
+
+    def __reduce__(self):
+        return type(self), (self.kind, self.fix, dict(self))

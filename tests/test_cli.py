@@ -356,7 +356,7 @@ def test_bench_resume_refuses_a_missing_directory(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(bench, "run_benchmark", lambda *a, **k: pytest.fail("a new benchmark started"))
     typo = tmp_path / "nosuch"
     for argv in (["bench", "flex"], ["bench", "flex", "--print-plan"], ["demo", "--quick"],
-                 ["bench", "flex", "--nproc", "2"]):
+                 ["bench", "flex", "--nproc", "2"], ["demo", "--quick", "--nproc", "2"]):
         code, out, err = run_cli(capsys, *argv, "--resume", str(typo))
         assert code == 2 and f"--resume {typo}: no such benchmark directory" in err, err
         assert "leave out --resume" in err and "--out" in err and "benchmark flex" not in out

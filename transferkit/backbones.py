@@ -709,7 +709,7 @@ def list_backbones() -> list[str]:
 
 
 def is_built_in(name: str) -> bool:
-    """``name`` is registered with the builder transferkit ships (not a plugin's, nor one replaced by a plugin)."""
+    """``name`` is registered with the builder transferkit ships (not a plugin's)."""
     return name in BUILT_IN and BACKBONES.get(name) is BUILT_IN[name]
 
 

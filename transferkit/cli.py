@@ -228,7 +228,8 @@ def _check_bench_resume(args) -> None:
     resume = args.resume
     check(resume is None or Path(resume).exists(),
           f"--resume {resume}: no such benchmark directory (--resume continues one); to start a new benchmark "
-          f"leave out --resume (it goes to --out, default runs: OUT/bench-{args.name}[-quick]/<time>), or "
+          f"leave out --resume (it goes to --out, default runs: OUT/bench-{getattr(args, 'name', 'demo')}"
+          f"[-quick]/<time>), or "
           f"create the directory first (mkdir -p {resume}) to start one there")
 
 

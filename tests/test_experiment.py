@@ -802,7 +802,7 @@ def test_a_corrupted_pinned_network_says_what_to_do_and_doing_it_gives_the_same_
     assert again.keys() == first.keys() and all(torch.equal(v, again[k]) for k, v in first.items())
 
 
-def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_count_is_refused(tmp_path):
+def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_count_is_refused(tmp_path, monkeypatch):
     cfg = ExperimentConfig(name="w", source="digits", target="digits", k=2, repeats=1,
                            methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
                            out_dir=str(tmp_path / "runs"))
@@ -816,9 +816,16 @@ def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_cou
                                                r"data-parallel process\(es\) and this resume runs 1: .*resume with "
                                                r"--nproc 2, or use a new run directory"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
-    job.write_text(json.dumps({k: v for k, v in row.items() if k != "world_size"}))  # before it was recorded: 1
+    job.write_text(json.dumps({k: v for k, v in row.items() if k != "world_size"}))  # before it was recorded
     assert [r["accuracy"] for r in run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]] == \
         [r["accuracy"] for r in rows]
+    import transferkit.experiment as experiment
+    monkeypatch.setattr(experiment, "world_size", lambda: 2)  # an old --nproc 2 run (no count) resumed with 2
+    experiment._check_same_world(cfg, run_dir, {("finetune", 0): {}, ("source_only", 0): {"world_size": 2}})
+    with pytest.raises(TransferkitError, match=r"2 finished job\(s\) \(jobs/finetune-k=2-s0.json, "
+                                               r"jobs/source_only-k=2-s0.json\) ran in 1 "):
+        experiment._check_same_world(cfg, run_dir, {("finetune", 0): {"world_size": 1},
+                                                    ("source_only", 0): {"world_size": 1}})
 
 
 def test_an_out_dir_that_cannot_hold_a_run_is_named(tmp_path):

@@ -1035,15 +1035,15 @@ def _changed_since(cfg: ExperimentConfig, run_dir: Path, method: str, digest: st
 def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> None:
     """Refuse to resume rows made with another number of data-parallel processes (``--nproc``
     rounds the batch up and keeps BatchNorm statistics per shard: other rows); a row without
-    ``world_size`` (before it was recorded) was made by one process."""
+    ``world_size`` (written before it was recorded) is not checked: its count is unknown."""
     now = world_size()
-    other = sorted(job_path(run_dir, cfg, name, seed).name for (name, seed), row in finished.items()
-                   if row.get("world_size", 1) != now)
+    other = sorted(f"jobs/{job_path(run_dir, cfg, name, seed).name}" for (name, seed), row in finished.items()
+                   if row.get("world_size", now) != now)
     if other:
-        then = sorted({row.get("world_size", 1) for row in finished.values()} - {now})
+        then = sorted({row.get("world_size", now) for row in finished.values()} - {now})
         counts, named = " and ".join(map(str, then)), ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
         raise TransferkitError(
-            f"{run_dir}: {len(other)} finished job(s) (jobs/{named}) ran "
+            f"{run_dir}: {len(other)} finished job(s) ({named}) ran "
             f"in {counts} data-parallel process(es) and this resume runs {now}: --nproc changes a job's rows "
             f"(docs/scale.md), so they would not go together; resume with --nproc {then[0]}, or use a new run "
             f"directory (or delete those job files to run them again)")

@@ -958,6 +958,9 @@ def test_a_module_left_out_of_param_groups_is_named_once_per_fit():
     assert said == ["method 'forgets': disc has parameters with requires_grad that no param group holds, so they "
                     "are never trained: list them in param_groups(), or, if they are fixed, set "
                     "requires_grad_(False) on them"]
+    method.frozen_children = ("disc",)  # declared fixed (AdaptationMethod's contract): left out on purpose
+    assert _ungrouped_warnings(lambda: Engine(TrainConfig(steps=1, eval_every=1, batch_size=8)).fit(
+        method, target=toy_domain(16))) == []
 
 
 def test_no_built_in_method_leaves_a_trainable_parameter_out_of_its_param_groups():

@@ -648,10 +648,13 @@ def _tensorboard(log_dir):
 def ungrouped_modules(method, grouped) -> list[str]:
     """Names of ``method``'s submodules (a unit of ``net``, another child) with a parameter that
     requires a gradient and is in none of the ids ``grouped`` (of its param groups' parameters):
-    a module the method forgot to list, never trained."""
-    names = []
+    a module the method forgot to list, never trained. Children the method declares fixed
+    (``frozen_children``, e.g. ADDA's source encoder) are left out on purpose."""
+    names, fixed = [], set(getattr(method, "frozen_children", ()))
     for name, p in method.named_parameters():
         parts = name.split(".")
+        if parts[0] in fixed:
+            continue
         if parts[:2] == ["net", "units"]:  # net.units.conv1.weight: unit net.conv1
             parts = ["net", *parts[2:]]
         where = ".".join(parts[:2] if parts[0] == "net" else parts[:1])

@@ -37,7 +37,7 @@ from .methods.supervised import SourceOnly
 
 
 class Transfer:
-    """Transfer with one method.
+    """Transfer with one method (its registered name, or the registered ``Method`` class).
 
     ``fit(target, source=None, unlabeled=None, val=None, net=None, source_val=None)``: when
     the method starts from a source network and ``net`` is not given, the backbone is first
@@ -51,7 +51,7 @@ class Transfer:
     result.
     """
 
-    def __init__(self, method: str = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
+    def __init__(self, method: str | type = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
                  pretrain: TrainConfig | None = None, seed: int = 0, **options):
         self.method_cls = get_method(method)
         check_options(self.method_cls, options)  # a misspelt option now, with the known ones, not at fit

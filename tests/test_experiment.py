@@ -1200,17 +1200,17 @@ def test_a_pretrained_file_of_another_backbone_is_refused_in_one_line_naming_the
         _load_net(build_backbone("lenet", num_classes=10, in_channels=1, image_size=28), path)
 
 
-def test_the_flex_family_warns_that_source_val_picks_its_unit_on_the_source():
+def test_methods_that_pick_a_unit_warn_that_source_val_picks_it_on_the_source():
     import warnings
     from dataclasses import replace
 
     from transferkit.experiment import _check_jobs, prepare_domains
     from transferkit.methods import get_method
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", k=2, repeats=1,
-                           methods=["flex", "fast_flex", "finetune"], select_on="source_val")
+                           methods=["flex", "fast_flex", "tap", "finetune"], select_on="source_val")
     data, methods = prepare_domains(cfg), [get_method(m) for m in cfg.methods]
-    with pytest.warns(UserWarning, match=r"^flex, fast_flex pick their unit on the validation split, which select_on: "
-                                         r"source_val makes the source's images") as seen:
+    with pytest.warns(UserWarning, match=r"^flex, fast_flex, tap pick their unit on the validation split, which "
+                                         r"select_on: source_val makes the source's images") as seen:
         _check_jobs(cfg, data, methods)
     assert "finetune" not in str(seen[0].message)
     with warnings.catch_warnings():

@@ -1084,7 +1084,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                     method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, options, e) from e
-    on_source = [cls.name for cls in methods if cls.needs_validation and cfg.select_on == "source_val"]
+    on_source = [cls.name for cls in methods if cls.picks_unit and cfg.select_on == "source_val"]
     if on_source:
         warn(f"{', '.join(on_source)} pick{'s its' if len(on_source) == 1 else ' their'} unit on the validation "
              f"split, which select_on: source_val makes the source's images: the unit that keeps the source best, "

@@ -157,6 +157,7 @@ class _FlexBase(Method):
 
     not_trained_options = ("workers", "keep_candidates")
     needs_validation = True
+    picks_unit = True
 
     def __init__(self, net, workers: int = 1, keep_candidates: bool = False):
         super().__init__(net)

@@ -130,6 +130,7 @@ class Tap(Method):
     name = "tap"
     description = "frozen features at every unit -> linear SVM / softmax; best unit on validation (seed 001)"
     min_classes = 2  # a linear classifier tells classes apart
+    picks_unit = True
 
     def __init__(self, net, c: float = 1.0, units: list[str] | None = None):
         check_unitnet(net, "tap")

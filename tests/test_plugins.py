@@ -158,3 +158,14 @@ def test_a_method_class_is_accepted_when_registered_and_its_doc_is_its_own(capsy
         del METHODS["unregistered_here"]
     out = capsys.readouterr().out
     assert out.startswith("unregistered_here: (no description)") and "Base class for all neural" not in out
+
+
+def test_an_unknown_name_close_to_a_known_one_suggests_it_instead_of_the_plugin_hint():
+    from transferkit.errors import UnknownNameError
+    from transferkit.methods import get_method
+    with pytest.raises(UnknownNameError, match=r"\(did you mean 'dann'\?\)$"):
+        get_method("dan")
+    with pytest.raises(UnknownNameError, match=r"\(a plugin's method\? name its module in TRANSFERKIT_PLUGINS"):
+        get_method("bnm")  # nothing close: it may be a plugin's
+    assert str(UnknownNameError("shift", "blurr", ["blur", "rotation"])).endswith("(did you mean 'blur'?)")
+    assert str(UnknownNameError("shift", "zzz", ["blur"])) == "unknown shift 'zzz'; known: blur"

@@ -1,5 +1,6 @@
 """User-facing errors: the CLI prints these without a traceback and exits with code 2."""
 
+import difflib
 import numbers
 import os
 import sys
@@ -39,11 +40,14 @@ def warn(message: str) -> None:
 
 
 class UnknownNameError(TransferkitError, KeyError):
-    """An unknown domain, shift, method, backbone, benchmark or config key."""
+    """An unknown domain, shift, method, backbone, benchmark or config key. A known name close
+    to it (a typo) is suggested; else ``hint`` (e.g. where a plugin's names come from) is added."""
 
     def __init__(self, kind: str, name: str, known, hint: str = ""):
         self.kind, self.name, self.known, self.hint = kind, name, sorted(known), hint
-        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}" + (f" ({hint})" if hint else ""))
+        close = difflib.get_close_matches(str(name), self.known, n=1, cutoff=0.85)
+        note = f"did you mean {close[0]!r}?" if close else hint
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}" + (f" ({note})" if note else ""))
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]

@@ -30,6 +30,7 @@ from ..backbones import check_unitnet, evaluating
 from ..domain import image_batch
 from ..engine import FitResult
 from ..errors import check, warn
+from ..evaluate import fraction_correct
 from ..frozen import frozen_activations
 from .base import Method, register
 
@@ -115,7 +116,7 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
     for u, kind in _fits(units, progress):
         lin = fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
         with torch.no_grad():
-            rows[u][f"{kind}_accuracy"] = float((lin(f_test[u]).argmax(1) == test.labels).float().mean())
+            rows[u][f"{kind}_accuracy"] = fraction_correct(lin(f_test[u]).argmax(1), test.labels)
     return list(rows.values())
 
 
@@ -160,7 +161,7 @@ class Tap(Method):
         for u, kind in _fits(self.units, progress):
             heads[u, kind] = fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
             with torch.no_grad():
-                scores[u, kind] = float((heads[u, kind](f_sel[u]).argmax(1) == sel.labels).float().mean())
+                scores[u, kind] = fraction_correct(heads[u, kind](f_sel[u]).argmax(1), sel.labels)
         best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))
         self.tap_unit, self.tap_head = best[0], heads[best]
         self._extra = {"tap_unit": best[0], "tap_classifier": best[1],

@@ -702,6 +702,19 @@ def test_a_worker_killed_by_the_system_is_named_and_the_results_that_came_back_a
     assert done == {0: "first"}
 
 
+def _failing_init(threads, parent):
+    raise RuntimeError("no worker")
+
+
+def test_a_worker_that_fails_to_start_is_not_reported_as_killed(monkeypatch):
+    from transferkit import runtime
+    from transferkit.errors import WorkerDied
+    monkeypatch.setattr(runtime, "_worker_init", _failing_init)
+    with pytest.raises(WorkerDied, match="a worker process failed to start or exited") as info:
+        runtime.map_jobs(max, [(1, 2), (3, 4)], 2, lambda i, r: None)
+    assert "killed" not in str(info.value)
+
+
 def test_worker_died_keeps_its_message_through_a_pickle_round_trip():
     import pickle
 

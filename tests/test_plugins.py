@@ -135,6 +135,16 @@ def test_options_that_fit_their_annotations_are_accepted():
     Typed(seeded_lenet(), temp_scale="1e-3", steps="3")  # numbers as text, as PyYAML reads 1e-3
 
 
+def test_a_method_family_class_is_accepted_as_itself():
+    cls = get_method("ft_unit:conv2")
+    assert get_method(cls) is cls
+
+    class Lookalike(Method):  # the family's name, not its class
+        name = "ft_unit:conv2"
+    with pytest.raises(TransferkitError, match="is not registered under its name 'ft_unit:conv2'"):
+        get_method(Lookalike)
+
+
 def test_a_method_class_is_accepted_when_registered_and_its_doc_is_its_own(capsys):
     from transferkit import Transfer
     from transferkit.cli import main

@@ -168,3 +168,18 @@ def test_a_method_class_is_accepted_when_registered_and_its_doc_is_its_own(capsy
         del METHODS["unregistered_here"]
     out = capsys.readouterr().out
     assert out.startswith("unregistered_here: (no description)") and "Base class for all neural" not in out
+
+
+@pytest.mark.parametrize("assign", ["item", "update", "ior", "setdefault"])
+def test_every_assignment_to_a_registry_refuses_a_taken_name(assign):
+    from transferkit.registry import Registry
+    reg = Registry("backbone", "choose another name", lenet=lenet)
+    do = {"item": lambda: reg.__setitem__("lenet", print), "update": lambda: reg.update({"lenet": print}),
+          "ior": lambda: reg.__ior__({"lenet": print}), "setdefault": lambda: reg.setdefault("lenet", print)}[assign]
+    if assign == "setdefault":
+        assert do() is lenet  # the name is held: setdefault keeps it
+    else:
+        with pytest.raises(TransferkitError, match="backbone name 'lenet' is taken by"):
+            do()
+    reg |= {"tiny": print}
+    assert type(reg) is Registry and reg["lenet"] is lenet and reg["tiny"] is print

@@ -37,7 +37,7 @@ from .base import Method, register
 CLASSIFIERS = ("svm", "softmax")
 
 
-def _fits(units: list[str], progress: bool | None):
+def _fit_pairs(units: list[str], progress: bool | None):
     """The (unit, classifier) pairs to fit, counted by a progress bar when ``progress`` (None:
     when standard error is a terminal)."""
     from tqdm import tqdm
@@ -113,7 +113,7 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
     check(len(test) > 0, "tap: the test domain is empty; pass a domain with images to measure the accuracy on")
     f_train, f_test = unit_features(net, train.images, units), unit_features(net, test.images, units)
     rows = {u: {"unit": u, "dim": int(f_train[u].shape[1])} for u in units}
-    for u, kind in _fits(units, progress):
+    for u, kind in _fit_pairs(units, progress):
         lin = fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
         with torch.no_grad():
             rows[u][f"{kind}_accuracy"] = fraction_correct(lin(f_test[u]).argmax(1), test.labels)
@@ -158,7 +158,7 @@ class Tap(Method):
         f_sel = unit_features(self.net, sel.images, self.units) if on_val else f_train
         scores, heads = {}, {}
         progress = None if make_engine is None else make_engine("tap").cfg.progress  # this engine is not run
-        for u, kind in _fits(self.units, progress):
+        for u, kind in _fit_pairs(self.units, progress):
             heads[u, kind] = fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
             with torch.no_grad():
                 scores[u, kind] = fraction_correct(heads[u, kind](f_sel[u]).argmax(1), sel.labels)

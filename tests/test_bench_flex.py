@@ -182,6 +182,9 @@ def test_a_benchmark_directory_resumes_only_with_the_same_budgets(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(TransferkitError, match="a file, not a benchmark directory"):
         run_benchmark("demo", run_dir=tmp_path / "file")
+    with pytest.raises(TransferkitError, match=r"--out .*file: cannot make the run directory .*file is a file, not a "
+                                               r"directory"):
+        run_benchmark("demo", out_dir=str(tmp_path / "file"))
 
 
 def test_a_misspelt_flex_target_fails_before_pre_training(tmp_path, monkeypatch):

@@ -97,6 +97,19 @@ def test_wins_counts_flex_against_the_baselines_under_both_tie_rules():
     assert "of max(ft_fc1, ft_fc2, ft_all): 0 / 1" in wins(rows, {"t": 0.5}, [30])
 
 
+def test_wins_counts_an_old_float32_row_as_a_tie_with_an_exact_row_of_the_same_count():
+    from transferkit.bench.flex import wins
+
+    rows = _rows()  # flex ties ft_all at 95 of 100: flex's rows are old (float32 means), ft_all's exact
+    for r in rows:
+        if r["method"] == "flex":
+            r["accuracy"] = 0.949999988079071  # below 0.95, within the 1e-6 tie tolerance
+    text = wins(rows, {"t": 0.5}, [30])
+    assert "flex >= max(ft_fc1, ft_fc2, ft_all) (means): 1 / 1" in text
+    assert "of max(ft_fc1, ft_fc2, ft_all): 1 / 1" in text
+    assert "| flex | 1 |" in text and "| ft_all | 1 |" in text
+
+
 def test_wall_table_reports_faster_flex_over_ft_fc_per_target():
     from transferkit.bench.flex import wall_table
 
@@ -169,6 +182,9 @@ def test_a_benchmark_directory_resumes_only_with_the_same_budgets(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(TransferkitError, match="a file, not a benchmark directory"):
         run_benchmark("demo", run_dir=tmp_path / "file")
+    with pytest.raises(TransferkitError, match=r"--out .*file: cannot make the run directory .*file is a file, not a "
+                                               r"directory"):
+        run_benchmark("demo", out_dir=str(tmp_path / "file"))
 
 
 def test_a_misspelt_flex_target_fails_before_pre_training(tmp_path, monkeypatch):

@@ -77,6 +77,8 @@ def test_recall_at_k_hand_case():
     # query 0: relevant item 1 ranked 2nd; query 1: item 1 ranked 2nd; query 2: item 0 ranked 2nd
     assert r == {"R@1": 0.0, "R@2": 1.0, "R@3": 1.0}
     assert recall_at_k(SIM, torch.eye(3, dtype=torch.bool), ks=(1,))["R@1"] == 1.0
+    rel[0, 0] = True  # query 0 hits at rank 1: R@1 is 1 of 3, exactly (a float32 mean: 0.3333333432674408)
+    assert recall_at_k(sim, rel, ks=(1,))["R@1"] == 1 / 3
     from transferkit.errors import TransferkitError
     with pytest.raises(TransferkitError, match="needs queries and gallery items"):  # it returned R@1 = 1.0
         recall_at_k(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool), ks=(1,))

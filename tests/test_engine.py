@@ -702,6 +702,28 @@ def test_a_worker_killed_by_the_system_is_named_and_the_results_that_came_back_a
     assert done == {0: "first"}
 
 
+def _failing_init(threads, parent):
+    raise RuntimeError("no worker")
+
+
+def test_a_worker_that_fails_to_start_is_not_reported_as_killed(monkeypatch):
+    from transferkit import runtime
+    from transferkit.errors import WorkerDied
+    monkeypatch.setattr(runtime, "_worker_init", _failing_init)
+    with pytest.raises(WorkerDied, match="a worker process failed to start or exited") as info:
+        runtime.map_jobs(max, [(1, 2), (3, 4)], 2, lambda i, r: None)
+    assert "killed" not in str(info.value)
+
+
+def test_worker_died_keeps_its_message_through_a_pickle_round_trip():
+    import pickle
+
+    from transferkit.errors import WorkerDied
+    e = WorkerDied("a worker process died")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is WorkerDied and back.reason == e.reason and str(back) == str(e)
+
+
 @pytest.mark.parametrize("method", ["ft_fc1", "linear_probe"])
 def test_a_resumed_fit_caches_the_frozen_prefix_of_the_checkpoints_weights(tmp_path, method):
     d, val = toy_domain(96), toy_domain(96, seed=1)

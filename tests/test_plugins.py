@@ -135,6 +135,16 @@ def test_options_that_fit_their_annotations_are_accepted():
     Typed(seeded_lenet(), temp_scale="1e-3", steps="3")  # numbers as text, as PyYAML reads 1e-3
 
 
+def test_a_method_family_class_is_accepted_as_itself():
+    cls = get_method("ft_unit:conv2")
+    assert get_method(cls) is cls
+
+    class Lookalike(Method):  # the family's name, not its class
+        name = "ft_unit:conv2"
+    with pytest.raises(TransferkitError, match="is not registered under its name 'ft_unit:conv2'"):
+        get_method(Lookalike)
+
+
 def test_a_method_class_is_accepted_when_registered_and_its_doc_is_its_own(capsys):
     from transferkit import Transfer
     from transferkit.cli import main
@@ -169,3 +179,18 @@ def test_an_unknown_name_close_to_a_known_one_suggests_it_instead_of_the_plugin_
         get_method("bnm")  # nothing close: it may be a plugin's
     assert str(UnknownNameError("shift", "blurr", ["blur", "rotation"])).endswith("(did you mean 'blur'?)")
     assert str(UnknownNameError("shift", "zzz", ["blur"])) == "unknown shift 'zzz'; known: blur"
+
+
+@pytest.mark.parametrize("assign", ["item", "update", "ior", "setdefault"])
+def test_every_assignment_to_a_registry_refuses_a_taken_name(assign):
+    from transferkit.registry import Registry
+    reg = Registry("backbone", "choose another name", lenet=lenet)
+    do = {"item": lambda: reg.__setitem__("lenet", print), "update": lambda: reg.update({"lenet": print}),
+          "ior": lambda: reg.__ior__({"lenet": print}), "setdefault": lambda: reg.setdefault("lenet", print)}[assign]
+    if assign == "setdefault":
+        assert do() is lenet  # the name is held: setdefault keeps it
+    else:
+        with pytest.raises(TransferkitError, match="backbone name 'lenet' is taken by"):
+            do()
+    reg |= {"tiny": print}
+    assert type(reg) is Registry and reg["lenet"] is lenet and reg["tiny"] is print

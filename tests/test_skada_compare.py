@@ -62,3 +62,22 @@ def test_dann_timing_alternates_both_libraries_and_the_small_discriminator():
                                  "skada DANN, channels-last module"}
     assert all(len(t) == 2 and min(t) > 0 for t in res["times"].values())
     assert res["steps"] > 0 and set(res["median"]) == set(res["times"])
+
+
+def test_run_skada_accuracy_is_an_exact_fraction(monkeypatch):
+    import numpy as np
+
+    from transferkit.bench import skada_compare
+
+    class Fake:
+        def fit(self, x, y, sample_domain):
+            pass
+
+        def predict(self, x, sample_domain):
+            return np.zeros(len(x), dtype=np.int64)
+
+    monkeypatch.setattr(skada_compare, "skada_estimator", lambda *a: Fake())
+    dom = lambda n: Domain("d", torch.zeros(n, 1, 28, 28), torch.arange(n) % 3, ["a", "b", "c"])  # noqa: E731
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    res = run_skada("DANN", net, dom(6), dom(6), dom(3), epochs=1, batch_size=2, lr=1e-3, seed=0)
+    assert res["accuracy"] == 1 / 3  # a float32 mean gives 0.3333333432674408

@@ -103,3 +103,23 @@ def test_tap_counts_its_fits_with_a_progress_bar_when_asked(capsys):
         make_engine = lambda tag, config=None, p=progress: Engine(TrainConfig(progress=p))  # noqa: E731
         Tap(tiny_net(4)).fit_transfer(make_engine, target=train, val=test)
         assert ("tap: linear fits" in capsys.readouterr().err) is shown  # the stage config's progress
+
+
+def _mislabelled(n, wrong, seed=1):
+    dom = toy_domain(n, seed=seed)
+    labels = dom.labels.clone()
+    labels[:wrong] = (labels[:wrong] + 1) % 4
+    return Domain(dom.name, dom.images, labels, dom.class_names)
+
+
+def test_tap_accuracies_are_exact_fractions():
+    test = _mislabelled(15, 5)  # a float32 mean of 10 of 15 is 0.6666666865348816
+    rows = tap(tiny_net(4), toy_domain(32), test)
+    accs = [r[f"{k}_accuracy"] for r in rows for k in ("svm", "softmax")]
+    assert any(0 < a < 1 and a != 0.5 for a in accs)
+    assert all(a == round(a * 15) / 15 for a in accs)
+    m = Tap(tiny_net(4))
+    fit = m.fit_transfer(None, target=toy_domain(32), val=test)
+    scores = [s for per_unit in m._extra["tap_val_accuracy"].values() for s in per_unit.values()]
+    assert all(s == round(s * 15) / 15 for s in scores) and fit.best_val_accuracy == max(scores)
+    assert fit.best_val_accuracy == round(fit.best_val_accuracy * 15) / 15

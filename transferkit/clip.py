@@ -376,7 +376,7 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
     hit = relevant.to(sim.device).gather(1, order)
     never = torch.iinfo(torch.long).max  # no relevant item: beyond every k
     first = torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), never, device=sim.device))
-    return {f"R@{k}": float((first < k).float().mean()) for k in ks}
+    return {f"R@{k}": int((first < k).sum()) / len(first) for k in ks}  # exact hits / n
 
 
 @torch.no_grad()

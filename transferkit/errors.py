@@ -21,6 +21,9 @@ class WorkerDied(TransferkitError):
         super().__init__(f"{reason}; the jobs that had finished are kept: resume the run or benchmark directory "
                          f"to run the others")
 
+    def __reduce__(self):  # pickle (a process boundary) rebuilds it from reason, not from the full message
+        return type(self), (self.reason,)
+
 
 class TransferkitWarning(UserWarning):
     """transferkit's own warnings (a UserWarning: filters and ``pytest.warns(UserWarning)``

@@ -28,6 +28,10 @@ class Registry(dict):
         for name, value in dict(*args, **kwargs).items():
             self[name] = value
 
+    def __ior__(self, other):  # dict's |= would skip __setitem__
+        self.update(other)
+        return self
+
     def setdefault(self, name, value=None):
         if name not in self:
             self[name] = value

@@ -377,6 +377,7 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     futures, handed, error = {}, set(), None
     try:
         futures = {pool.submit(fn, *args): i for i, args in enumerate(jobs)}
+        procs = list((getattr(pool, "_processes", None) or {}).values())  # started by the submits
         for future in as_completed(futures):
             if future.cancelled():
                 continue
@@ -397,9 +398,12 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
         raise
     pool.shutdown(wait=True)
     if isinstance(error, BrokenProcessPool):
-        raise WorkerDied("a worker process died before its job ended (killed by the system, e.g. for memory, or by "
-                         "a signal; fewer --workers use less memory) and the other workers were stopped") \
-            from error
+        # BrokenProcessPool says "terminated abruptly" either way; a worker killed by a signal has a negative exit code
+        exited = any(p.exitcode is not None and p.exitcode >= 0 for p in procs)
+        how = ("a worker process failed to start or exited (its error is printed above)" if exited else
+               "a worker process died before its job ended (killed by the system, e.g. for memory, or by a signal; "
+               "fewer --workers use less memory)")
+        raise WorkerDied(f"{how} and the other workers were stopped") from error
     if error is not None:
         raise error
 

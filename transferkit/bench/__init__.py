@@ -304,7 +304,11 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     if run_dir and not existed:
         log(f"note: {bench_dir} does not exist; starting a new benchmark there")
     workers = 1 if name in ONE_PROCESS else default_workers()
-    bench_dir.mkdir(parents=True, exist_ok=True)
+    from ..experiment import _make_run_dir
+    try:
+        _make_run_dir(bench_dir, None)
+    except TransferkitError as e:
+        raise TransferkitError(f"{'--resume ' + str(run_dir) if run_dir else '--out ' + str(out_dir)}: {e}") from e
     try:
         with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
             before = _entries(bench_dir)  # under the lock: no other process works here

@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from ..evaluate import fraction_correct
 from ..runtime import package_version
 
 SKADA_METHODS = ("SourceOnly", "DANN", "DANN-sigmoid", "DAN", "DeepCoral", "MCC", "MCC-T2.5")
@@ -128,7 +129,7 @@ def run_skada(name: str, pretrained, source, target_train, target_test, epochs: 
     wall = time.perf_counter() - t0
     x_test = target_test.images.numpy()
     pred = est.predict(x_test, sample_domain=-2 * np.ones(len(x_test), dtype=np.int64))
-    acc = float((torch.as_tensor(pred) == target_test.labels).float().mean())
+    acc = fraction_correct(torch.as_tensor(pred), target_test.labels)
     return {"accuracy": acc, "wall_s": wall}
 
 

@@ -88,9 +88,9 @@ def load_outside_families() -> None:
 def get_method(name) -> type["Method"]:
     """The method class registered as ``name`` (a registered class itself is accepted too)."""
     if isinstance(name, type) and issubclass(name, Method):
-        check(METHODS.get(name.name) is name, f"method class {qualified_name(name)} is not registered under its "
-                                              f"name {name.name!r}: decorate it with @register (from "
-                                              f"transferkit.methods.base), or give a registered method's name")
+        check(METHODS.get(name.name) is name or _from_prefix(name),
+              f"method class {qualified_name(name)} is not registered under its name {name.name!r}: decorate it "
+              f"with @register (from transferkit.methods.base), or give a registered method's name")
         return name
     check(isinstance(name, str), f"a method is given by its name (or a registered Method class), got {name!r}")
     if name not in METHODS:
@@ -104,6 +104,12 @@ def get_method(name) -> type["Method"]:
     hint = (f"class {qualified_name(unregistered[0])} has that name but is not registered: decorate it with "
             f"@register" if unregistered else plugin_hint("method"))
     raise UnknownNameError("method", name, list(METHODS) + [f"{p}:<arg>" for p in PREFIXES], hint)
+
+
+def _from_prefix(cls) -> bool:
+    """Whether ``cls`` is the class its ``prefix:arg`` name gives (a family's factory caches its classes)."""
+    prefix, sep, arg = str(cls.name).partition(":")
+    return bool(sep and arg) and cls.name not in METHODS and prefix in PREFIXES and PREFIXES[prefix](arg) is cls
 
 
 def _subclasses(cls) -> list[type]:

@@ -30,13 +30,14 @@ from ..backbones import check_unitnet, evaluating
 from ..domain import image_batch
 from ..engine import FitResult
 from ..errors import check, warn
+from ..evaluate import fraction_correct
 from ..frozen import frozen_activations
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
 
 
-def _fits(units: list[str], progress: bool | None):
+def _fit_pairs(units: list[str], progress: bool | None):
     """The (unit, classifier) pairs to fit, counted by a progress bar when ``progress`` (None:
     when standard error is a terminal)."""
     from tqdm import tqdm
@@ -112,10 +113,10 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
     check(len(test) > 0, "tap: the test domain is empty; pass a domain with images to measure the accuracy on")
     f_train, f_test = unit_features(net, train.images, units), unit_features(net, test.images, units)
     rows = {u: {"unit": u, "dim": int(f_train[u].shape[1])} for u in units}
-    for u, kind in _fits(units, progress):
+    for u, kind in _fit_pairs(units, progress):
         lin = fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
         with torch.no_grad():
-            rows[u][f"{kind}_accuracy"] = float((lin(f_test[u]).argmax(1) == test.labels).float().mean())
+            rows[u][f"{kind}_accuracy"] = fraction_correct(lin(f_test[u]).argmax(1), test.labels)
     return list(rows.values())
 
 
@@ -158,10 +159,10 @@ class Tap(Method):
         f_sel = unit_features(self.net, sel.images, self.units) if on_val else f_train
         scores, heads = {}, {}
         progress = None if make_engine is None else make_engine("tap").cfg.progress  # this engine is not run
-        for u, kind in _fits(self.units, progress):
+        for u, kind in _fit_pairs(self.units, progress):
             heads[u, kind] = fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
             with torch.no_grad():
-                scores[u, kind] = float((heads[u, kind](f_sel[u]).argmax(1) == sel.labels).float().mean())
+                scores[u, kind] = fraction_correct(heads[u, kind](f_sel[u]).argmax(1), sel.labels)
         best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))
         self.tap_unit, self.tap_head = best[0], heads[best]
         self._extra = {"tap_unit": best[0], "tap_classifier": best[1],

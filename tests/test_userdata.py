@@ -2,7 +2,6 @@
 
 import re
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -376,27 +375,15 @@ def test_user_data_errors_name_the_problem(tmp_path):
 
 
 def test_two_image_folders_with_one_name_are_two_domains_for_adaptation(tmp_path):
-    from transferkit.backbones import build_backbone
-    from transferkit.engine import Engine, TrainConfig
-    from transferkit.methods import get_method
+    from transferkit.experiment import unsupervised_validation
     from transferkit.splits import split_domain
-    seen = {}
-
-    def make_engine(tag, config=None):
-        engine = Engine(TrainConfig(steps=1, batch_size=4, eval_every=1, progress=False), seed=0)
-        engine.fit = lambda method, **kw: seen.update(kw) or SimpleNamespace(wall_s=0.0)
-        return engine
-
     for office in ("amazon", "webcam"):  # the Office-31 layout: <domain>/images/<class>/<file>
         write_folder(tmp_path / office / "images", per_class=8, size=(28, 28))
     source, target = (split_domain(load_image_folder(tmp_path / o / "images")) for o in ("amazon", "webcam"))
     assert source.train.name == target.train.name == "images/train"
-    method = get_method("dann")(build_backbone("lenet", 2, 1, 28))
-    with pytest.warns(UserWarning, match="ignoring the labelled target validation"):
-        method.fit_transfer(make_engine, source=source.train, unlabeled=target.train, val=target.val)
-    assert seen["val"] is None
-    method.fit_transfer(make_engine, source=source.train, unlabeled=target.train, val=source.val)
-    assert seen["val"] is source.val
+    with pytest.warns(UserWarning, match="ignoring the labelled target validation"):  # the rule Transfer.fit applies
+        assert unsupervised_validation("dann", source.train, target.train, target.val) is None
+    assert unsupervised_validation("dann", source.train, target.train, source.val) is source.val
 
 
 def test_foreign_npz_members_empty_images_and_undecodable_folder_names_are_named(tmp_path):

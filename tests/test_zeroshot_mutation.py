@@ -209,3 +209,11 @@ def test_hashing_dim_from_name_and_class_words_of_multi_digit_names():
     assert class_words("07") == ["07"]
     assert prompt_texts(["10"], templates=("a {}",)) == [["a 10"]]
     assert math.isclose(float(get_text_encoder("hashing:8").encode(["a"]).norm()), 1.0, rel_tol=1e-6)
+
+
+def test_mean_class_accuracy_averages_exact_per_class_fractions():
+    from transferkit.zeroshot import mean_class_accuracy
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    pred = torch.tensor([0, 1, 1, 1, 1, 1, 1, 1, 0, 0])  # class 0: 1 of 3, class 1: 5 of 7
+    assert mean_class_accuracy(pred, labels, [0, 1]) == (1 / 3 + 5 / 7) / 2  # float32 means were off by ~1e-8
+    assert mean_class_accuracy(pred, labels, [0, 1, 2]) == (1 / 3 + 5 / 7) / 2  # a class without samples is left out

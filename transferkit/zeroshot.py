@@ -40,7 +40,7 @@ from .backbones import evaluating
 from .domain import Domain
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .errors import class_ids as errors_class_ids
-from .evaluate import harmonic_mean, predict_logits
+from .evaluate import fraction_correct, harmonic_mean, predict_logits
 from .io import MATRIX_FILES, relative_hint
 from .methods.base import Method, register
 from .text import DEFAULT_TEXT_MODEL, class_text_embeddings
@@ -439,7 +439,7 @@ def class_ids(classes, num_classes: int, what: str) -> torch.Tensor:
 
 def mean_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, classes) -> float:
     """Accuracy averaged over ``classes`` (those with test samples), the GZSL convention."""
-    accs = [float((pred[labels == c] == c).float().mean()) for c in classes if bool((labels == c).any())]
+    accs = [fraction_correct(pred[labels == c], labels[labels == c]) for c in classes if bool((labels == c).any())]
     check(len(accs) > 0, "no test sample of the requested classes")
     return sum(accs) / len(accs)
 

@@ -700,8 +700,8 @@ BACKBONES: dict[str, Callable[..., UnitNet]] = Registry("backbone", "choose anot
 })
 
 
-#: the builders transferkit ships, as it registered them (a plugin may replace one in BACKBONES)
-BUILT_IN: dict[str, Callable[..., UnitNet]] = dict(BACKBONES)
+#: the names of the builders transferkit ships (BACKBONES refuses a plugin's builder under one)
+BUILT_IN: frozenset[str] = frozenset(BACKBONES)
 
 
 def list_backbones() -> list[str]:
@@ -710,7 +710,7 @@ def list_backbones() -> list[str]:
 
 def is_built_in(name: str) -> bool:
     """``name`` is registered with the builder transferkit ships (not a plugin's)."""
-    return name in BUILT_IN and BACKBONES.get(name) is BUILT_IN[name]
+    return name in BUILT_IN
 
 
 def definition_digest(net: torch.nn.Module) -> str:

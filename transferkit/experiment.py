@@ -1024,9 +1024,7 @@ def _changed_since(cfg: ExperimentConfig, run_dir: Path, method: str, digest: st
             return ""
     except Exception:  # no results.json (an interrupted first run), or one of another form
         return ""
-    then, now = (_flat(yaml.safe_load(dump_config(c))) for c in (kept, cfg))
-    diff = [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
-            if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k)]
+    diff = _config_changes(yaml.safe_load(dump_config(kept)), cfg)
     old, new = (trained_options(get_method(method), c.options.get(method, {})) for c in (kept, cfg))
     diff += [f"options of {method}: {old!r} there, {new!r} now"] if old != new else []
     return f" (changed since the job ran, by the config its results.json keeps: {'; '.join(diff)})" if diff else ""
@@ -1208,12 +1206,19 @@ def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise TransferkitError(f"{path} is unreadable: {e}") from e
     check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
-    then, now = _flat(stored), _flat(yaml.safe_load(dump_config(cfg)))  # as stored: tuples are lists
-    diff = sorted(k for k in set(then) | set(now) if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k))
-    check(not diff, f"{path.parent} holds a run with another config ("
-          + "; ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in diff)
-          + "); resume it with the same config")
+    diff = _config_changes(stored, cfg)
+    check(not diff, f"{path.parent} holds a run with another config ({'; '.join(diff)}); resume it with the same "
+                    f"config")
     return stored
+
+
+def _config_changes(stored: dict, cfg: ExperimentConfig) -> list[str]:
+    """``"key: old there, new now"`` for each key that a job's results depend on (not one of
+    :data:`NOT_RESULTS` or :data:`CHOOSES_JOBS`) and that differs between a ``stored`` config
+    mapping and ``cfg``, sorted by key."""
+    then, now = _flat(stored), _flat(yaml.safe_load(dump_config(cfg)))  # as stored: tuples are lists
+    return [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
+            if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k)]
 
 
 def _log_row(log, row: dict) -> dict:

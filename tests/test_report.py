@@ -382,3 +382,17 @@ def test_the_units_flex_methods_picked_are_counted_under_the_tables(tmp_path, ca
     _log_row(logged.append, rows[0])
     _log_row(logged.append, rows[-1])
     assert logged[0].endswith("(1.0s), picked conv2") and logged[1].endswith("(1.0s)")
+
+
+def test_per_unit_figures_mark_the_units_each_method_picked(monkeypatch):
+    figs = _capture(monkeypatch)
+    rows = [{**REVIEW_ROW, "method": "flex", "seed": s, "picked": p, "acc": {"conv1": 0.1, "fc1": 0.5, "all": 0.4}}
+            for s, p in enumerate(["fc1", "fc1", "all"])]
+    rows.append({**REVIEW_ROW, "method": "tap", "seed": 0, "tap_unit": "fc1", "tap_classifier": "svm",
+                 "acc": {"fc1": {"svm": 0.7, "softmax": 0.6}}})
+    report_module.per_unit_figures(rows)
+    ax = figs[-1].axes[0]
+    marks = [(line.get_label(), list(map(str, line.get_xdata()))) for line in ax.lines if line.get_marker() == "v"]
+    assert [m[1] for m in marks] == [["fc1"], ["all"], ["fc1/svm"]]
+    assert [m[0] for m in marks if not m[0].startswith("_")] == ["flex: picked", "tap: picked"]
+    assert sorted(t.get_text() for t in ax.texts) == ["1/3", "2/3"]  # tap's one seed picked it: no count

@@ -99,28 +99,51 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     return out
 
 
+def _pick(row: dict) -> str | None:
+    """The unit a row's method picked on validation (flex's ``picked``; tap's unit and
+    classifier, as :func:`_unit_values` flattens them), or None."""
+    if isinstance(row.get("picked"), str):
+        return row["picked"]
+    if isinstance(row.get("tap_unit"), str) and isinstance(row.get("tap_classifier"), str):
+        return f"{row['tap_unit']}/{row['tap_classifier']}"
+    return None
+
+
 def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[str, bytes]]:
     """Every row field that maps names to numbers (e.g. validation accuracy per flex
     candidate unit; one level of nesting, such as tap's unit -> classifier, is flattened to
     ``unit/classifier``), averaged over seeds, one line per method, one plot per (source,
     target, setting)."""
     groups = defaultdict(lambda: defaultdict(list))
+    picks = defaultdict(lambda: defaultdict(list))
     for r in rows:
         for key, value in r.items():
             if key in ("per_class_accuracy", "confusion") or not isinstance(value, dict) or not value:
                 continue
             flat = _unit_values(value)
             if flat:
-                groups[(key, r.get("source", ""), r["target"], r["setting"])][r["method"]].append(flat)
+                group = (key, r.get("source", ""), r["target"], r["setting"])
+                groups[group][r["method"]].append(flat)
+                if _pick(r) in flat:
+                    picks[group][r["method"]].append(_pick(r))
     out = []
-    for (key, source, target, setting), by_method in _capped(list(groups.items()), MAX_FIGURES,
-                                                             "per-unit figures", notes):
+    for group_key, by_method in _capped(list(groups.items()), MAX_FIGURES,
+                                        "per-unit figures", notes):
+        key, source, target, setting = group_key
         fig = _figure()
         ax = fig.add_subplot()
         for method, dicts in sorted(by_method.items()):
             names = list(dict.fromkeys(n for d in dicts for n in d))  # every seed's units, in first-seen order
             means = [mean_se(d[n] for d in dicts if n in d)[0] for n in names]  # over the seeds that have it
-            ax.plot(names, means, marker="o", label=method)
+            (line,) = ax.plot(names, means, marker="o", label=method)
+            picked = [n for n in names if n in picks[group_key][method]]
+            for j, n in enumerate(picked):  # a triangle where the method picked, "2/3": by 2 of 3 seeds
+                y, count = means[names.index(n)], picks[group_key][method].count(n)
+                ax.plot([n], [y], "v", ms=10, color=line.get_color(), mec="k", zorder=3,
+                        label=f"{method}: picked" if j == 0 else None)
+                if count < len(dicts):
+                    ax.annotate(f"{count}/{len(dicts)}", (ax.xaxis.convert_units(n), y), textcoords="offset points",
+                                xytext=(0, 8), ha="center", fontsize=6)
         ax.set_title(f"{key}: {source} -> {target} ({setting})")
         ax.set_xlabel("unit")
         ax.set_ylabel(f"{key} (mean over seeds)")

@@ -166,6 +166,16 @@ def test_image_folder_nested_frames_form_groups(tmp_path):
     assert d.groups.tolist() == [0, 0, 1, 1, 2, 2]
 
 
+def test_image_folder_group_is_the_first_sub_folder_whatever_lies_below(tmp_path):
+    for cam in ("cam1", "cam2"):  # one video seen by two cameras: one group, never split across train and test
+        write_folder(tmp_path / "deep" / "0" / "vid0_00", classes=(cam,), per_class=2)
+    write_folder(tmp_path / "deep" / "0", classes=("vid0_01",), per_class=1)
+    write_folder(tmp_path / "deep", classes=("1",), per_class=2)  # directly in the class folder: a group each
+    d = load_image_folder(tmp_path / "deep")
+    assert d.labels.tolist() == [0, 0, 0, 0, 0, 1, 1]
+    assert d.groups.tolist() == [0, 0, 0, 0, 1, 2, 3]
+
+
 def save_npz(path, **arrays):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -192,6 +202,45 @@ def test_npz_round_trip_layouts(tmp_path, layout):
     as_bytes = load_npz(save_npz(tmp_path / "b.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]),
                                  groups=np.array([b"va", b"vb", b"vc", b"va", b"vb", b"vc"])))
     assert as_bytes.groups.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("key", ["group", "video_ids", "Groups", "labels_of_videos_x"])
+def test_npz_key_that_means_groups_is_refused_not_dropped(tmp_path, key):
+    arrays = {"x": np.full((4, 4, 4), 200, np.uint8), "y": np.array([0, 0, 1, 1]), key: np.array([0, 0, 1, 1])}
+    with pytest.raises(TransferkitError, match=f"key '{key}' is not read .*x, y, class_names, groups.*did you mean "
+                                               f"'groups'\\? save it as groups="):
+        load_npz(save_npz(tmp_path / "v.npz", **arrays))  # was: no groups, frames of a video in train and test
+
+
+def test_npz_other_unknown_keys_warn_and_a_known_one_present_is_read(tmp_path):
+    arrays = {"x": np.full((4, 4, 4), 200, np.uint8), "y": np.array([0, 0, 1, 1]), "groups": np.array([0, 0, 1, 1])}
+    with pytest.warns(UserWarning, match=r"key\(s\) \['meta', 'group'\] are ignored; the keys read are x, y, "):
+        d = load_npz(save_npz(tmp_path / "m.npz", meta=np.zeros(2), group=np.zeros(4), **arrays))
+    assert d.groups.tolist() == [0, 0, 1, 1]
+    with pytest.raises(TransferkitError, match="key 'labels' is not read.*did you mean 'y'"):
+        load_npz(save_npz(tmp_path / "l.npz", x=arrays["x"], labels=arrays["y"]))
+
+
+def test_npz_object_groups_are_named_with_the_cast_that_saves_them(tmp_path):
+    path = tmp_path / "o.npz"
+    np.savez(path, x=np.full((2, 4, 4), 200, np.uint8), y=np.array([0, 1]), groups=np.array(["a", "b"], dtype=object))
+    with pytest.raises(TransferkitError, match=r"'groups' is an object array \(e.g. pandas .values\).*"
+                                               r"groups=values.astype\(str\)"):
+        load_npz(path)
+    np.savez(path, x=np.full((2, 4, 4), 200, np.uint8), y=np.array([0, 1]), groups=np.array(["a", "nan"]))
+    with pytest.raises(TransferkitError, match="1 of the 2 'groups' ids are missing"):
+        load_npz(path)
+
+
+@pytest.mark.parametrize("column", [np.array([[0], [0], [1], [1]]), np.array([["a"], ["a"], ["b"], ["b"]]),
+                                    np.array([[5, 5, 7, 7]])])
+def test_npz_groups_as_a_column_are_taken_whatever_their_kind(tmp_path, column):
+    d = load_npz(save_npz(tmp_path / "c.npz", x=np.full((4, 4, 4), 200, np.uint8), y=np.array([0, 0, 1, 1]),
+                          groups=column))  # an N x 1 integer column was refused, a string one taken
+    assert torch.unique(d.groups, return_inverse=True)[1].tolist() == [0, 0, 1, 1]
+    with pytest.raises(TransferkitError, match=r"'groups' must be 1-D.*got shape \(2, 2\)"):
+        load_npz(save_npz(tmp_path / "s.npz", x=np.full((4, 4, 4), 200, np.uint8), y=np.array([0, 0, 1, 1]),
+                          groups=column.reshape(2, 2)))
 
 
 def test_npz_float_images_and_default_names(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -39,9 +40,9 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
     check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders; expected "
                             f"one sub-folder per class (e.g. {root}/cat/001.png)")
     if set(classes) & {"train", "val", "valid", "validation", "test"} and len(classes) <= 3:
-        warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each class "
-             f"folder's sub-folders become groups, like the frames of a video); for a dataset split "
-             f"into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
+        warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each sub-folder "
+             f"of a class folder, with all the images below it, becomes one group, like the frames of a video); "
+             f"for a dataset split into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
     files, empty = [], []
     for label, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*")
@@ -51,7 +52,7 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
             empty.append(str(root / name))
         for p in found:
             rel = p.relative_to(root / name)
-            files.append((p, label, str(Path(name) / rel.parent) if len(rel.parts) > 1 else None))
+            files.append((p, label, str(Path(name) / rel.parts[0]) if len(rel.parts) > 1 else None))
     if empty:
         which = (f"class folder {empty[0]!r} contains" if len(empty) == 1 else
                  f"{len(empty)} class folders contain")
@@ -164,8 +165,9 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP; class names = sorted sub-folder
     names). ``channels`` 1 or 3 converts every image; ``None`` keeps grayscale if all images
     are grayscale, otherwise RGB. Images of different sizes need ``size`` (they are resized to
-    ``size x size``). Images inside a further sub-folder of a class folder (``cat/video7/f.png``)
-    share a group id per sub-folder (frames of one video); other images get a group each.
+    ``size x size``). All images below a sub-folder of a class folder (``cat/video7/f.png``,
+    ``cat/video7/cam2/f.png``) share one group id (frames of one video); images directly in
+    the class folder get a group each.
     Grey images of integers wider than 8 bits (PIL modes ``I;16``, ``I``) are read as 16-bit
     (0-65535), float images (``F``) as values in [0, 1]. A folder whose brightest pixel is at most
     16 of 255 warns (12-bit images saved in 16-bit files, 0/1 masks)."""
@@ -228,11 +230,73 @@ def _int_vector(a: np.ndarray, key: str, n: int, where: str) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.int64))
 
 
+#: the keys load_npz reads, and names that mean one of them (a key close to one, by difflib, means it too)
+NPZ_KEYS = ("x", "y", "class_names", "groups")
+_NPZ_SYNONYMS = {"images": "x", "image": "x", "imgs": "x", "labels": "y", "label": "y", "targets": "y",
+                 "target": "y", "classnames": "class_names", "names": "class_names"}
+#: strings that pandas' ``.astype(str)`` writes for a missing id
+_MISSING_IDS = ("", "None", "nan", "NaN", "<NA>")
+
+
+def _member(z, key: str, where: str) -> np.ndarray:
+    """One array of an open ``.npz``: an object array (pandas ``.values``) is named with the cast that saves it."""
+    try:
+        return z[key]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise TransferkitError(f"{where}: {key!r} cannot be read: {e}") from None
+        cast = {"x": ".astype(np.float32) (values in [0, 1]) or .astype(np.uint8)", "y": ".astype(int)"}.get(
+            key, ".astype(str)")
+        raise TransferkitError(f"{where}: {key!r} is an object array (e.g. pandas .values), which is not loaded "
+                               f"(it would need pickle); save it as {key}=values{cast}") from None
+
+
+def _meant(key: str) -> str | None:
+    """The key of :data:`NPZ_KEYS` that an unknown ``key`` most likely means, or None."""
+    low = key.lower()
+    if "group" in low or "video" in low or low.startswith("vid"):
+        return "groups"
+    close = difflib.get_close_matches(low, NPZ_KEYS, n=1, cutoff=0.7)
+    return _NPZ_SYNONYMS.get(low) or (close[0] if close else None)
+
+
+def _check_keys(data: dict, where: str) -> None:
+    """Refuse a key that means a known one which the file lacks (``group``, ``video_ids``: frames of
+    one video would silently fall into train and test); warn about the other unknown keys."""
+    unknown = [k for k in data if k not in NPZ_KEYS]
+    read = ", ".join(NPZ_KEYS)
+    for k in unknown:
+        m = _meant(k)
+        check(m is None or m in data, f"{where}: key {k!r} is not read (the keys read are {read}); did you mean "
+                                      f"{m!r}? save it as {m}=...")
+    if unknown:
+        warn(f"{where}: key(s) {unknown} are ignored; the keys read are {read}")
+
+
+def _group_ids(a: np.ndarray, n: int, where: str):
+    """``groups`` of an ``.npz``: names (video ids such as ``"v1"``, numbered by Domain) or integer
+    ids; an ``N x 1`` column (a DataFrame's ``.values``) or ``1 x N`` row is taken as a vector."""
+    if a.ndim > 1 and a.size == n and max(a.shape) == n:
+        a = a.reshape(-1)
+    if a.dtype.kind == "S":  # bytes, as numpy.array([b"v1", ...]) stores them
+        a = np.char.decode(a, "utf-8", errors="replace")
+    if a.dtype.kind != "U":
+        return _int_vector(a, "groups", n, where)
+    check(a.ndim == 1, f"{where}: 'groups' must be 1-D (or N x 1), got shape {a.shape}")
+    check(len(a) == n, f"{where}: 'groups' has {len(a)} entries but 'x' has {n} images")
+    missing = int(np.isin(a, _MISSING_IDS).sum())
+    check(not missing, f"{where}: {missing} of the {n} 'groups' ids are missing (empty, 'None' or 'nan', as "
+                       f"pandas' .astype(str) writes a missing value); give every image an id")
+    return a.tolist()
+
+
 def load_npz(path: str | os.PathLike) -> Domain:
     """A domain from an ``.npz`` file with ``x`` (N x H x W, N x H x W x C or N x C x H x W;
     uint8 0..255 or float 0..1; an alpha channel is dropped), ``y`` (N integer labels >= 0),
     optional ``class_names`` (one per label id; default ``"0"``, ``"1"``, ...) and optional
-    ``groups`` (N integer group ids). Integer images whose brightest pixel is at most 16 warn
+    ``groups`` (N group ids: integers or names such as video ids; an N x 1 column is taken as
+    a vector). Another key is ignored with a warning, and refused when it looks like a key the
+    file lacks (``group``, ``video_ids``, ``labels``). Integer images whose brightest pixel is at most 16 warn
     (0/1 masks stored as integers)."""
     p = Path(path).expanduser()
     where = f"npz file {str(p)!r}"
@@ -245,9 +309,12 @@ def load_npz(path: str | os.PathLike) -> Domain:
     check(zipped, f"{where} is not an .npz archive (numpy.savez writes a zip file; this one does not start as one)")
     try:
         with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            data = {k: _member(z, k, where) for k in z.files}
+    except TransferkitError:
+        raise
     except Exception as e:
         raise TransferkitError(f"{where} cannot be read as .npz: {e}") from None
+    _check_keys(data, where)
     missing = [k for k in ("x", "y") if k not in data]
     check(not missing, f"{where} lacks key(s) {missing}; found {sorted(data)} (need 'x' and 'y')")
     for k in ("x", "y"):
@@ -287,12 +354,7 @@ def load_npz(path: str | os.PathLike) -> Domain:
             warn(f"{where}: no image has label(s) {empty[:10]}{'...' if len(empty) > 10 else ''}; "
                  f"without 'class_names' the classes are the ids 0..{n_classes - 1}, so "
                  f"{len(empty)} of them are empty (number the classes 0..C-1 or give class_names)")
-    groups = data.get("groups")
-    if groups is not None:  # names (video ids such as "v1") as Domain numbers them, else integer ids
-        if groups.dtype.kind == "S":  # bytes, as numpy.array([b"v1", ...]) stores them
-            groups = np.char.decode(groups, "utf-8", errors="replace")
-        groups = groups.reshape(-1).tolist() if groups.dtype.kind == "U" and groups.size == n else _int_vector(
-            groups, "groups", n, where)
+    groups = None if data.get("groups") is None else _group_ids(data["groups"], n, where)
     numbered = {} if "class_names" in data else {"numbered_classes": True}  # warn_numbered_match reads it
     return Domain(p.stem, x.contiguous(), y, names, groups, {"origin": f"npz:{p}", **numbered})
 

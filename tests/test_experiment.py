@@ -773,8 +773,8 @@ def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_d
     assert len(grown) == 3 and grown[:2] == rows  # the added job started from source.safetensors
     np.savez(npz, x=x[::-1].copy(), y=y)  # the same config, other images
     for other in (replace(cfg, repeats=3), replace(cfg, methods=["linear_probe"])):  # also when no row is selected
-        with pytest.raises(TransferkitError, match="computed on other data: the images, labels or class names of "
-                                                   "target.test, target.train, target.val changed"):
+        with pytest.raises(TransferkitError, match="computed on other data: the images, labels, class names or group "
+                                                   "ids of target.test, target.train, target.val changed"):
             run_experiment(other, run_dir=run_dir, log=logs.append)
 
 

@@ -5,6 +5,7 @@ classes, the scikit-learn-like surface training or scoring with the wrong settin
 codes and flags). Invariants, hand-made tiny domains and named errors; no snapshots."""
 
 import os
+import re
 import sys
 from dataclasses import replace
 from types import SimpleNamespace
@@ -167,6 +168,52 @@ def test_an_empty_target_validation_split_is_refused_only_when_selecting_on_it()
     cfg = ExperimentConfig(methods=["finetune"], k=2, select_on="target_val")
     with pytest.raises(TransferkitError, match="has no val images .*select_on: source_val / none"):
         ex._check_jobs(cfg, data, [get_method("finetune")])
+
+
+def _grouped(d: Domain, per_group: int) -> Domain:
+    """``d`` with a group (video) id per run of ``per_group`` images of one class."""
+    order = torch.argsort(d.labels, stable=True)
+    groups = torch.empty(len(d), dtype=torch.long)
+    groups[order] = torch.arange(len(d)) // per_group + 1000 * d.labels[order]
+    return Domain(d.name, d.images, d.labels, d.class_names, groups)
+
+
+def test_a_grouped_target_without_test_images_counts_groups_not_images():
+    data = _prepared()
+    data.target = Split(*(_grouped(p, 6) for p in (data.target.train, data.target.val, data.target.test)))
+    data.target.test = data.target.test.subset([])
+    with pytest.raises(TransferkitError, match=r"has no test images \(48 train\): a class needs at least 3 groups "
+                                               r"\(videos\) to give one to the test split \(the most any class has "
+                                               r"is 3\)"):  # 2 + 1 groups per class were left
+        ex._check_jobs(ExperimentConfig(methods=["finetune"], k=2, select_on="none"), data, [get_method("finetune")])
+
+
+def test_classes_without_test_or_val_images_are_named_once_in_a_warning(recwarn):
+    data = _prepared()  # classes '0'..'3', each in every part
+    data.target.test = data.target.test.subset(data.target.test.labels < 2)
+    data.target.val = data.target.val.subset(data.target.val.labels != 1)
+    cfg = ExperimentConfig(methods=["finetune"], k=2, repeats=3, select_on="target_val")
+    ex._check_jobs(cfg, data, [get_method("finetune")])
+    said = [str(w.message) for w in recwarn if "have no" in str(w.message)]
+    assert len(said) == 2, said  # one per part, not one per job or seed
+    assert re.search(r"2 class\(es\) have no test images: '2' \(15 images\), '3' \(15 images\) \(a "
+                     r"class needs at least 3 images .*accuracy is over the other 2 classes and their "
+                     r"per_class_accuracy is null",
+                     said[0]), said[0]
+    assert re.search(r"1 class\(es\) have no val images: '1' \(17 images\).*selection .* does not see them", said[1])
+    recwarn.clear()
+    ex._check_jobs(replace(cfg, select_on="none"), data, [get_method("finetune")])
+    assert [str(w.message) for w in recwarn if "have no" in str(w.message)] == [said[0]]
+
+
+def test_a_resume_refused_for_changed_group_ids_names_them(tmp_path):
+    data = _prepared()
+    ex._check_same_data(tmp_path, data, True)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "finetune-k=2-s0.json").write_text("{}")
+    data.target.test = _grouped(data.target.test, 2)  # only the group ids differ
+    with pytest.raises(TransferkitError, match="images, labels, class names or group ids of target.test changed"):
+        ex._check_same_data(tmp_path, data, True)
 
 
 def test_a_larger_k_than_a_class_has_is_refused_before_any_job():

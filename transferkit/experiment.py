@@ -71,7 +71,16 @@ from .runtime import (
     worker_threads,
     world_size,
 )
-from .splits import Split, dataset_name, parse_classes, sample_k_shot, split_domain, subsample_per_class
+from .splits import (
+    FEWEST_FOR,
+    Split,
+    dataset_name,
+    parse_classes,
+    sample_k_shot,
+    split_domain,
+    split_units,
+    subsample_per_class,
+)
 
 PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
 
@@ -302,8 +311,8 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
             write_json(path, now)
         return
     diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))
-    check(not rows, f"{run_dir} holds results computed on other data: the images, labels or class names of "
-                    f"{', '.join(diff)} changed since; restore them, or start a new run (built-in domains are "
+    check(not rows, f"{run_dir} holds results computed on other data: the images, labels, class names or group ids "
+                    f"of {', '.join(diff)} changed since; restore them, or start a new run (built-in domains are "
                     f"rendered under the CPU kernels in force: resume with those of the run's kernels.json, e.g. "
                     f"--portable-kernels)")
     if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
@@ -1051,11 +1060,13 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
     """Fail now, before pre-training, on what a job would only meet later: an empty target
     test or selection split, a label subset a class cannot fill (``k`` too large), or a
     method that its options or unit names do not fit (built on a fresh backbone)."""
+    counts, unit = split_units(data.target)
     for part in ("test", "val") if cfg.select_on == "target_val" else ("test",):
         check(len(getattr(data.target, part)) > 0,
               f"target {cfg.target} has no {part} images ({len(data.target.train)} train): a class needs at "
-              f"least {3 if part == 'test' else 4} images to give one to the {part} split"
-              f"{' (or select_on: source_val / none)' if part == 'val' else ''}")
+              f"least {FEWEST_FOR[part]} {unit} to give one to the {part} split (the most any class has is "
+              f"{int(counts.max())}){' (or select_on: source_val / none)' if part == 'val' else ''}")
+    _warn_unscored_classes(cfg, data, counts, unit)
     labelled = [label_subset(cfg, data.target, cfg.seed + r)[0] for r in range(cfg.repeats)]
     unselected = []
     with torch.random.fork_rng():
@@ -1092,6 +1103,26 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "
              f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
              f"budget (set select_on: none or source_val to say so)")
+
+
+def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.Tensor, unit: str) -> None:
+    """Warn (once per run: ``_check_jobs`` runs once) about target classes with training images but
+    none in the test split (trained on, never scored) or, when selecting on it, the val split."""
+    trained = data.target.train.class_counts() > 0
+    for part in ("test", "val") if cfg.select_on == "target_val" else ("test",):
+        missing = trained & (getattr(data.target, part).class_counts() == 0)
+        if not bool(missing.any()):
+            continue
+        ids = torch.nonzero(missing).flatten().tolist()
+        named = ", ".join(f"{data.target.train.class_names[i]!r} ({int(counts[i])} {unit.split()[0]})"
+                          for i in ids[:10])
+        named += ", ..." if len(ids) > 10 else ""
+        what = (f"they are trained on but not scored: accuracy is over the other "
+                f"{int(trained.sum()) - len(ids)} classes and their per_class_accuracy is null" if part == "test" else
+                "model selection on the target's val split does not see them")
+        warn(f"target {cfg.target}: {len(ids)} class(es) have no {part} images: {named} (a class needs at "
+             f"least {FEWEST_FOR[part]} {unit} to give one to the {part} split); {what}. Add {unit} to them, or "
+             f"leave them out with target_classes")
 
 
 def method_error(cls, options: dict, error: Exception) -> TransferkitError:

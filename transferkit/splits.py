@@ -99,6 +99,22 @@ def split_parts(domain: Domain, val_fraction: float = 0.15, test_fraction: float
     return _assign(labels, val_fraction, test_fraction, seed)[inverse]
 
 
+#: the fewest samples (groups, for a grouped domain) of a class that give one to each part at the
+#: default fractions (round(0.25 x 3) = 1 test, round(0.15 x 4) = 1 val; round(0.5) is 0)
+FEWEST_FOR = {"test": 3, "val": 4}
+
+
+def split_units(split: Split) -> tuple[torch.Tensor, str]:
+    """``(counts, unit)``: per class, the number of what :func:`split_domain` divided into
+    ``split``'s parts: groups (``unit`` ``"groups (videos)"``) for a grouped domain, else images."""
+    parts, n = list(split), split.train.num_classes
+    labels = torch.cat([p.labels for p in parts])
+    if split.train.groups is None or len(labels) == 0:
+        return torch.bincount(labels, minlength=n), "images"
+    _, labels = group_labels(torch.cat([p.groups for p in parts]), labels)
+    return torch.bincount(labels, minlength=n), "groups (videos)"
+
+
 def split_domain(domain: Domain, val_fraction: float = 0.15, test_fraction: float = 0.25,
                  seed: int = 0) -> Split:
     """Stratified train/val/test split, fixed for a domain (``seed`` defaults to 0 and is

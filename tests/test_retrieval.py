@@ -179,3 +179,24 @@ def test_labels_may_be_names_matched_by_equality():
     from transferkit.errors import TransferkitError
     with pytest.raises(TransferkitError, match="all names .strings. or all numbers"):
         map_at_k(q, ["cat", "dog"], g, [0, 1, 0, 1])
+
+
+def test_groups_leave_out_the_query_s_whole_video():
+    from transferkit.errors import TransferkitError
+    x = torch.tensor([[0.0], [0.1], [1.0], [1.2], [2.1]])
+    y = torch.tensor([0, 0, 1, 0, 1])
+    videos = ["v1", "v1", "v2", "v3", "v4"]  # frames 0 and 1 are one video
+    # by hand, k=3: frame 0 ranks 2 (miss), 3 (hit), 4 (miss), frame 1 left out: AP = (1/2) / min(3, R=1) = 1/2
+    # (without groups frame 1 was its first hit: (1 + 2/3) / 2); frame 1 alike; frame 2 ranks 3, 1, 0 (no B):
+    # 0; frame 3 ranks 2, 4, 1: (1/3) / 2; frame 4 ranks 3, 2 (hit), 1: (1/2) / 1
+    expected = [0.5, 0.5, 0.0, 1 / 6, 0.5]
+    assert average_precision_at_k(x, y, k=3, groups=videos).tolist() == pytest.approx(expected)
+    assert average_precision_at_k(x, y, k=3)[:2].tolist() == pytest.approx([5 / 6, 5 / 6])  # the inflation
+    assert map_at_k(x, y, k=3, groups=[7, 7, 2, 3, 4]) == pytest.approx(sum(expected) / 5)  # integer ids
+    # k=4 reaches past the 3 items left to frame 0: the left-out frame 1 (ranked last) is no hit
+    assert average_precision_at_k(x[:1], y[:1], x, y, k=4, exclude_self=False, groups=["v1"],
+                                  gallery_groups=videos).tolist() == [0.5]
+    with pytest.raises(TransferkitError, match="for a separate gallery give gallery_groups= too"):
+        map_at_k(x[:1], y[:1], x[1:], y[1:], groups=["v1"])
+    with pytest.raises(TransferkitError, match="5 queries with 4 group ids"):
+        map_at_k(x, y, groups=videos[:4])

@@ -10,7 +10,9 @@ neighbour and ``R`` the number of relevant gallery items::
 
 and mAP@k (reported as AP@k in seed 002 Table 4) is its mean over queries. Within one set
 (``gallery=None``, or ``exclude_self=True``) each query is ranked among the others, never
-itself: counting a query as its own first match inflates AP@k far above chance.
+itself: counting a query as its own first match inflates AP@k far above chance. With
+``groups`` (video ids of frames) every gallery item of the query's group is left out as well:
+the other frames of the query's video are near-copies, easy hits that inflate video search.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _same_items(queries: torch.Tensor, gallery: torch.Tensor) -> bool:
 
 def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor | None = None,
                            gallery_labels: torch.Tensor | None = None, k: int = 10, chunk: int = 2048,
-                           exclude_self: bool | None = None) -> torch.Tensor:
+                           exclude_self: bool | None = None, groups=None, gallery_groups=None) -> torch.Tensor:
     """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values,
     computed on the queries' device (the gallery and the labels are moved there). Gallery
     items at equal distances rank in gallery order, so a collapsed embedding (every distance
@@ -43,7 +45,12 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     its own ranking (and of its count ``R``); otherwise each query would be its own first match.
     ``gallery=None`` retrieves every query among the other queries. ``exclude_self=None``
     (default) also leaves each query out when the gallery holds the same embeddings as the
-    queries (one tensor passed twice), with a warning; ``exclude_self=False`` keeps them."""
+    queries (one tensor passed twice), with a warning; ``exclude_self=False`` keeps them.
+
+    ``groups`` (one id per query: integers or names such as video ids) leaves out, as the query
+    itself is, every gallery item of the query's group (the other frames of its video, which would
+    count as easy hits) from its ranking and its ``R``; ``gallery_groups`` gives the gallery's ids
+    (by default ``groups``, when the gallery is the queries: ``gallery=None`` or ``exclude_self``)."""
     if gallery is None:
         check(gallery_labels is None, "gallery_labels without a gallery: give both, or neither to retrieve each "
                                       "query among the other queries")
@@ -70,6 +77,7 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     check(gallery_labels is not None and len(query_labels) == len(queries) and len(gallery_labels) == len(gallery),
           f"{len(queries)} queries with {len(query_labels)} labels, {len(gallery)} gallery items with "
           f"{0 if gallery_labels is None else len(gallery_labels)} labels: one label per embedding")
+    groups, gallery_groups = _group_ids(groups, gallery_groups, len(queries), len(gallery), exclude_self)
     query_labels, gallery_labels = text_ids(query_labels, gallery_labels, what="retrieval labels")
     query_labels, gallery_labels = class_ids(query_labels, "query labels"), class_ids(gallery_labels, "gallery labels")
     check(bool(torch.isfinite(queries).all()) and bool(torch.isfinite(gallery).all()),
@@ -79,7 +87,13 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     gallery, query_labels, gallery_labels = gallery.to(dev), query_labels.to(dev), gallery_labels.to(dev)
     n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1
     counts = torch.bincount(gallery_labels.long(), minlength=n_classes)
-    if exclude_self:  # the query is no gallery item of its own: one relevant item fewer when it is relevant
+    if groups is not None:  # the gallery items of the query's group (itself among them) are not relevant
+        groups, gallery_groups = groups.to(dev), gallery_groups.to(dev)
+        keys = torch.cat([gallery_groups * n_classes + gallery_labels, groups * n_classes + query_labels])
+        _, inverse = torch.unique(keys, return_inverse=True)
+        same = torch.bincount(inverse[:len(gallery)], minlength=int(inverse.max()) + 1)[inverse[len(gallery):]]
+        counts = counts[query_labels] - same
+    elif exclude_self:  # the query is no gallery item of its own: one relevant item fewer when it is relevant
         counts = counts[query_labels] - (gallery_labels == query_labels).long()
     else:
         counts = counts[query_labels]
@@ -92,24 +106,55 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
         if exclude_self:  # +inf ranks last: never among the k <= G - 1 nearest
             rows = torch.arange(len(q), device=dev)
             dist[rows, rows + start * chunk] = torch.inf
+        left_out = None
+        if groups is not None:  # ranked last, and no hit where fewer than k items are left
+            left_out = groups[start * chunk:start * chunk + len(q), None] == gallery_groups[None]
+            dist[left_out] = torch.inf
         # one integer key per (distance, gallery index): the bits of a float >= +0 order as the float does, so
         # the k smallest keys are the k nearest items, equal distances in gallery order (a stable sort's
         # order, exactly, without sorting all G; topk on the distances alone orders ties arbitrarily)
         nn_idx = ((dist.view(torch.int32).to(torch.int64) << 32) | order).topk(k, dim=1, largest=False).indices
         hits = gallery_labels[nn_idx] == ql[:, None]
+        if left_out is not None:
+            hits &= ~left_out.gather(1, nn_idx)
         rel = hits.float()
         precision = hits.long().cumsum(1) / ranks  # an integer running count: exact, and deterministic on a GPU
         out.append((precision * rel).sum(1) / n_rel.clamp(max=k).float().clamp_min(1))
     return torch.cat(out) if out else torch.empty(0)
 
 
+def _group_ids(groups, gallery_groups, n_queries: int, n_gallery: int, same_items: bool):
+    """``(groups, gallery_groups)`` as ``long`` tensors numbered together (names such as video ids
+    by equality), or ``(None, None)``; the gallery's default to the queries' for one set."""
+    if groups is None:
+        check(gallery_groups is None, "gallery_groups without groups: give the queries' group ids too")
+        return None, None
+    if gallery_groups is None:
+        check(same_items, "groups= names the queries' groups; for a separate gallery give gallery_groups= too "
+                          "(or leave both out)")
+        gallery_groups = groups
+    check(len(groups) == n_queries and len(gallery_groups) == n_gallery,
+          f"{n_queries} queries with {len(groups)} group ids, {n_gallery} gallery items with {len(gallery_groups)}: "
+          f"one group id per embedding")
+    groups, gallery_groups = text_ids(groups, gallery_groups, what="retrieval group ids")
+    groups, gallery_groups = torch.as_tensor(groups), torch.as_tensor(gallery_groups)
+    check(groups.dim() == 1 and gallery_groups.dim() == 1 and not groups.is_floating_point()
+          and not gallery_groups.is_floating_point(), "retrieval group ids must be 1-D integers or names")
+    check(not same_items or torch.equal(groups, gallery_groups), "with exclude_self the gallery is the queries: "
+                                                                 "gallery_groups must equal groups (or leave it out)")
+    low = int(torch.cat([groups, gallery_groups]).min())  # keys group * C + label need ids >= 0
+    return (groups - low).long(), (gallery_groups - low).long()
+
+
 def map_at_k(queries, query_labels, gallery=None, gallery_labels=None, k: int = 10,
-             exclude_self: bool | None = None) -> float:
-    """Mean AP@k over queries; ``gallery=None`` and ``exclude_self`` as in :func:`average_precision_at_k`
+             exclude_self: bool | None = None, groups=None, gallery_groups=None) -> float:
+    """Mean AP@k over queries; ``gallery=None``, ``exclude_self`` and ``groups`` (leave out the
+    query's whole group, e.g. the other frames of its video) as in :func:`average_precision_at_k`
     (leave-one-out within one set)."""
     check(len(queries) > 0, "retrieval needs at least one query")
     return float(average_precision_at_k(queries, query_labels, gallery, gallery_labels, k,
-                                        exclude_self=exclude_self).mean())
+                                        exclude_self=exclude_self, groups=groups,
+                                        gallery_groups=gallery_groups).mean())
 
 
 @torch.no_grad()

@@ -114,6 +114,13 @@ def test_k_groups_follow_the_seeded_permutation_within_each_class():
         assert len(unlabeled) == 600 - 2 * 21
 
 
+def test_a_k_larger_than_the_groups_of_a_class_counts_them_in_good_grammar():
+    from transferkit.grouped import sample_k_groups
+    d = _domain(torch.tensor([0, 0, 1, 1, 1, 1]), groups=torch.tensor([0, 0, 1, 1, 2, 2]), names=["a", "b"])
+    with pytest.raises(TransferkitError, match="class a has 1 group in domain"):
+        sample_k_groups(d, 2, 0)
+
+
 def test_k_groups_skip_a_class_without_groups():
     from transferkit.grouped import sample_k_groups
     labels = torch.tensor([0, 0, 2, 2, 0, 0, 2, 2])  # class 1 has no sample

@@ -35,6 +35,12 @@ def test_grouped_accuracy_averages_softmax_over_group():
         grouped_accuracy(logits, torch.tensor([0, 1, 0, 1]), groups)
 
 
+def test_a_group_whose_mean_softmax_ties_is_predicted_as_the_lowest_class_id():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])  # one frame each way: equal mean softmax
+    assert grouped_accuracy(logits, torch.tensor([0, 0]), torch.tensor([3, 3])) == 1.0  # class 0 wins the tie
+    assert grouped_accuracy(logits, torch.tensor([1, 1]), torch.tensor([3, 3])) == 0.0
+
+
 def test_mean_and_standard_error():
     m, se = mean_se([0.5, 0.7, 0.9])
     assert m == pytest.approx(0.7)

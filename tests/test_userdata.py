@@ -417,8 +417,19 @@ def test_user_data_errors_name_the_problem(tmp_path):
     assert named.groups.tolist() == [1, 0, 1, 0]  # video ids as names, as grouped_accuracy takes them
     with pytest.raises(TransferkitError, match=r"domain 'd': group 'v1' holds samples of different labels \[0, 1\]"):
         Domain("d", four, torch.tensor([0, 1, 1, 1]), ["a", "b"], groups=["v1", "v1", "v2", "v2"])
-    with pytest.raises(TransferkitError, match="group ids: names of mixed kinds"):
+    with pytest.raises(TransferkitError, match=r"group ids: 1 of the 2 are None or NaN \(missing\); give every"):
         Domain("d", images, torch.tensor([0, 1]), ["a", "b"], groups=["v1", None])
+    with pytest.raises(TransferkitError, match=r"group ids are all None \(missing\).*or no ids at all"):
+        Domain("d", images, torch.tensor([0, 1]), ["a", "b"], groups=[None, None])  # was: 'names of mixed kinds'
+    with pytest.raises(TransferkitError, match=r"group ids: names of mixed kinds \(strings and numbers\)"):
+        Domain("d", images, torch.tensor([0, 1]), ["a", "b"], groups=np.array(["v1", 2], dtype=object))
+    with pytest.raises(TransferkitError, match=r"group -1 holds samples of different labels \[0, 1\]: .*unique over "
+                                               r"the whole dataset, not numbered per class; -1 is a group like any "
+                                               r"other, not 'no group'"):
+        Domain("d", four, torch.tensor([0, 1, 0, 1]), ["a", "b"], groups=torch.tensor([-1, -1, 0, 1]))
+    with pytest.raises(TransferkitError, match=r"group 0 holds .*: a group must have one label, and group ids must "
+                                               r"be unique over the whole dataset, not numbered per class$"):
+        Domain("d", four, torch.tensor([0, 1, 0, 1]), ["a", "b"], groups=torch.tensor([0, 0, 1, 2]))
     with pytest.raises(TransferkitError, match="are a set of names, whose order changes between processes"):
         parse_classes({"a", "b"}, Domain("d", images, torch.tensor([0, 1]), ["a", "b"]))
 

@@ -29,9 +29,12 @@ def group_labels(groups: torch.Tensor, labels: torch.Tensor, names=None) -> tupl
     hi = torch.zeros(len(ids), dtype=torch.long).scatter_reduce_(0, inverse, labels, "amax", include_self=False)
     if not torch.equal(lo, hi):
         g = int(torch.nonzero(lo != hi)[0])
+        negative = names is None and int(ids[g]) < 0
         raise TransferkitError(f"group {int(ids[g]) if names is None else repr(names[int(ids[g])])} holds samples "
-                               f"of different labels "
-                               f"{sorted(set(labels[inverse == g].tolist()))}: a group must have one label")
+                               f"of different labels {sorted(set(labels[inverse == g].tolist()))}: a group must have "
+                               f"one label, and group ids must be unique over the whole dataset, not numbered per "
+                               f"class" + (f"; {int(ids[g])} is a group like any other, not 'no group': give each "
+                                           f"ungrouped image an id of its own" if negative else ""))
     return inverse, hi
 
 

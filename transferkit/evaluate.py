@@ -41,8 +41,13 @@ def unique_ids(values, what: str) -> tuple[np.ndarray, torch.Tensor]:
     try:
         distinct, inverse = np.unique(v.astype(object) if v.dtype.kind in "USO" else v, return_inverse=True)
     except TypeError:
-        raise TransferkitError(f"{what}: names of mixed kinds (strings and numbers or None) cannot be sorted; "
-                               f"give them all as strings") from None
+        missing = sum(x is None or (isinstance(x, float) and x != x) for x in v.tolist())  # None or NaN
+        if missing == len(v):
+            raise TransferkitError(f"{what} are all None (missing): give every item an id (a string or an "
+                                   f"integer), or no ids at all (groups=None)") from None
+        raise TransferkitError(f"{what}: " + (f"{missing} of the {len(v)} are None or NaN (missing); give every item "
+                                              f"an id" if missing else "names of mixed kinds (strings and numbers) "
+                                              "cannot be sorted; give them all as strings")) from None
     return distinct, torch.from_numpy(inverse.reshape(-1).astype(np.int64))
 
 

@@ -1114,8 +1114,9 @@ def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.
         if not bool(missing.any()):
             continue
         ids = torch.nonzero(missing).flatten().tolist()
-        named = ", ".join(f"{data.target.train.class_names[i]!r} ({int(counts[i])} {unit.split()[0]})"
-                          for i in ids[:10])
+        word = unit.split()[0]  # "images" / "groups", "image" / "group" for one
+        named = ", ".join(f"{data.target.train.class_names[i]!r} ({int(counts[i])} "
+                          f"{word[:-1] if int(counts[i]) == 1 else word})" for i in ids[:10])
         named += ", ..." if len(ids) > 10 else ""
         what = (f"they are trained on but not scored: accuracy is over the other "
                 f"{int(trained.sum()) - len(ids)} classes and their per_class_accuracy is null" if part == "test" else

@@ -64,7 +64,8 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     smallest = min(torch.nonzero(counts).flatten().tolist(), key=lambda c: int(counts[c]))
     if k > int(counts[smallest]):
         raise TransferkitError(f"k={k} is larger than the number of groups of the smallest class: class "
-                               f"{domain.class_names[smallest]} has {int(counts[smallest])} groups in domain "
+                               f"{domain.class_names[smallest]} has {int(counts[smallest])} group"
+                               f"{'' if int(counts[smallest]) == 1 else 's'} in domain "
                                f"{domain.name!r}")
     perm = torch.randperm(n_groups, generator=g)
     order = perm[torch.argsort(group_label[perm], stable=True)]

@@ -225,9 +225,9 @@ def test_tsne_of_few_points_works_and_nan_features_are_named(tmp_path):
 def test_plots_name_inputs_they_cannot_draw(tmp_path):
     from transferkit.domain import Domain
     from transferkit.plots import accuracy_vs_k_plot
-    two = Domain("two", torch.rand(4, 2, 8, 8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
-    with pytest.raises(TransferkitError, match="1- or 3-channel images, got 2"):
-        sample_grid(two, tmp_path / "g.png")
+    four = Domain("four", torch.rand(4, 4, 8, 8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    with pytest.raises(TransferkitError, match="1- or 3-channel images, got 4"):
+        sample_grid(four, tmp_path / "g.png")
     with pytest.raises(TransferkitError, match=r"setting 'k=K', got \['all'\]"):
         accuracy_vs_k_plot([{"method": "m", "setting": "all", "accuracy": 0.5}], tmp_path / "k.png")
 
@@ -247,7 +247,10 @@ def test_domain_names_channels_last_images_and_arrays_that_are_not_tensors():
     for shape in ((4, 28, 28, 1), (4, 28, 28, 3)):  # it was read as 28 channels and failed in a convolution
         with pytest.raises(TransferkitError, match=r"channels last.*permute\(0, 3, 1, 2\)"):
             Domain("d", torch.rand(shape), y, names)
-    assert Domain("d", torch.rand(4, 2, 8, 8), y, names).images.shape[1] == 2  # other channel counts are kept
+    assert Domain("d", torch.rand(4, 4, 8, 8), y, names).images.shape[1] == 4  # RGBA is kept
+    for channels in (2, 28):  # 28 channels of 28 x 28: a channels-last batch the check above cannot tell
+        with pytest.raises(TransferkitError, match=rf"1, 3 or 4 channels .*got {channels} in shape.*permute"):
+            Domain("d", torch.rand(4, channels, 28, 28), y, names)
     with pytest.raises(TransferkitError, match="images must be a torch tensor, got numpy.ndarray"):
         Domain("d", np.zeros((4, 1, 8, 8), np.float32), y, names)
     with pytest.raises(TransferkitError, match="labels must be a torch tensor, got builtins.list"):

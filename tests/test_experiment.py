@@ -90,8 +90,8 @@ def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_cla
     assert fitted.fit_result_.best_val_accuracy == fitted.score(tgt)
     seen = Domain("seen", src.images, src.labels, ["0", "1", "2", "3", "4"])
     first = Domain("first", t.images, t.labels, ["0", "1", "2"])  # ids mean the same digits as in `seen`
-    zsl = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=1, eval_every=1),
-                   pretrain=TrainConfig(steps=1, eval_every=1)).fit(source=seen, target=first)
+    zsl = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=1, eval_every=1)).fit(
+        source=seen, target=first)  # it does not pre-train: a pretrain= config would warn that it is unused
     assert zsl.predict_logits(t.images[:2]).shape == (2, 3)  # the target's classes, matched to digit rows
     renumbered = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=1, eval_every=1)).fit(
         source=seen, target=Domain("r", t.images, t.labels, ["0", "7", "9"]))
@@ -1080,10 +1080,14 @@ def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_can
     x = src.images[:6]
     for bad, message in ((torch.full((6,), -1), r"labels out of range \[0, 7\] \(found -1..-1\): they are positions"),
                          (torch.full((6,), 8), r"out of range \[0, 7\] \(found 8..8\)"),
-                         (torch.zeros(6), "labels must be integer class ids, got torch.float32")):
+                         (torch.full((6,), 0.5), r"score: labels must be integers \(integer class ids \(positions in "
+                                                 r"model.classes_\)\), got non-integral values of dtype torch.float32"),
+                         (["0"] * 6, r"got list \['0', .*; map class names to ids: \[model.classes_.index\(c\)"),
+                         (torch.ones(6, dtype=torch.bool), "got booleans")):
         with pytest.raises(TransferkitError, match=message):
             model.score(x, bad)
     assert 0.0 <= model.score(x, src.labels[:6]) <= 1.0
+    assert model.score(x, src.labels[:6].double()) == model.score(x, src.labels[:6])  # whole floats, as Domain reads
     other = Domain("mine", src.images[:50].clone(), src.labels[:50].clone(), src.class_names)  # not from the source
     with pytest.warns(TransferkitWarning, match="early stopping selects on the labels of val 'mine', which is not "
                                                 "recognisably a split of the source") as caught:

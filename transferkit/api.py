@@ -18,10 +18,10 @@ import torch
 
 from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, definition_digest, reinitialise
 from .config import load_config
-from .domain import Domain, image_batch, warn_numbered_match
+from .domain import Domain, image_batch, label_ids, warn_numbered_match
 from .engine import Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
-from .evaluate import classification_report, fraction_correct, predict_logits
+from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import (
     build_method,
     check_selection_classes,
@@ -35,6 +35,9 @@ from .methods import get_method
 from .methods.base import check_options
 from .methods.supervised import SourceOnly
 
+#: the pre-training config of a ``Transfer`` given no ``pretrain=``
+PRETRAIN_DEFAULT = TrainConfig(steps=600)
+
 
 class Transfer:
     """Transfer with one method (its registered name, or the registered ``Method`` class).
@@ -45,6 +48,8 @@ class Transfer:
     validation split of the source, it stops early on it and keeps its best weights, as
     ``transferkit run`` does). A ``net`` given is used as it is, never pre-trained: ``source``
     then names its head's classes, and a method that trains on source batches reads them.
+    A ``pretrain`` config other than the default that is not used (``net=`` given, or a method
+    that does not pre-train, such as ``source_only``, which trains with ``train``) warns.
     The fitted network is ``self.net_``. A later ``fit`` of the same model with the same
     source (images, labels, classes, ``source_val``), backbone, ``pretrain`` config, seed
     and torch thread count reuses that pre-training instead of repeating it, with the same
@@ -54,11 +59,16 @@ class Transfer:
     def __init__(self, method: str | type = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
                  pretrain: TrainConfig | None = None, seed: int = 0, **options):
         self.method_cls = get_method(method)
+        nested = [k for k in options if k.partition("__")[0] in ("train", "pretrain")]
+        check(not nested, f"{nested[0] if nested else ''!r} is no parameter: train and pretrain are TrainConfig "
+                          f"objects, not estimators with parameters of their own: give a whole config, e.g. "
+                          f"set_params(train=TrainConfig(steps=10)), or change one field: "
+                          f"set_params(train=dataclasses.replace(model.train_cfg, steps=10))")
         check_options(self.method_cls, options)  # a misspelt option now, with the known ones, not at fit
         check_backbone(backbone)
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.train_cfg = _train_config(train, TrainConfig(), "train")
-        self.pretrain_cfg = _train_config(pretrain, TrainConfig(steps=600), "pretrain")
+        self.pretrain_cfg = _train_config(pretrain, PRETRAIN_DEFAULT, "pretrain")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments as this model holds them, options included (the training
@@ -172,6 +182,10 @@ class Transfer:
             check(source is not None and list(source_val.class_names) == list(source.class_names),
                   f"fit: source_val {source_val.name!r} must have the source's classes "
                   f"{list(source.class_names) if source is not None else None}, got {list(source_val.class_names)}")
+        if not pretrains and self.pretrain_cfg != PRETRAIN_DEFAULT:  # after the last refusal: no warning then
+            why = "net= is given and is used as it is, never pre-trained" if given_net else \
+                f"method {cls.name!r} does not pre-train"
+            warn(f"fit: pretrain= is not used: {why}; it trains with train= only ({self.train_cfg.steps} steps)")
         if pretrains:
             self._pretrain(net, source, source_val)
         method = build_method(cls, net, options, head_classes, target_classes)
@@ -228,6 +242,11 @@ class Transfer:
         self._pretrained = (key, {k: v.detach().clone() for k, v in net.state_dict().items()},
                             torch.get_rng_state(), cuda)
 
+    def __sklearn_tags__(self):
+        raise TransferkitError("Transfer.fit takes Domain objects (target=, source=, unlabeled=), not scikit-learn's "
+                               "(X, y), so GridSearchCV, cross_val_score and Pipeline cannot fit it: loop over the "
+                               "settings with clone(model).set_params(...) and fit each on your domains")
+
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_pretrained"}
 
@@ -236,21 +255,40 @@ class Transfer:
         fitted = f", fitted on {len(self.classes_)} classes" if hasattr(self, "classes_") else ""
         return f"Transfer({self.method_cls.name!r}, backbone={self.backbone!r}, seed={self.seed}{options}){fitted}"
 
+    def _images(self, images, who: str) -> torch.Tensor:
+        """The images of a batch or :class:`Domain`, checked against the shape ``fit`` saw; the
+        model in eval mode."""
+        check(hasattr(self, "net_"), f"call fit before {who}")
+        images = images.images if isinstance(images, Domain) else images
+        images = image_batch(images, who, self.input_shape_, exact=True)
+        self.method_.eval()
+        return images
+
     @torch.no_grad()
     def predict_logits(self, images) -> torch.Tensor:
         """``N x C`` logits over ``classes_`` of images (N x C x H x W floats in [0, 1], uint8,
         a NumPy array, or a :class:`Domain`, whose images are scored)."""
-        check(hasattr(self, "net_"), "call fit before predict")
-        images = images.images if isinstance(images, Domain) else images
-        images = image_batch(images, "predict", self.input_shape_, exact=True)
+        images = self._images(images, "predict")
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))
-        self.method_.eval()  # the method's forward: a zero-shot method scores class descriptions
-        logits = predict_logits(self.method_, images)
+        logits = predict_logits(self.method_, images)  # the method's forward: a zero-shot one scores descriptions
         check(logits.shape[1] == len(self.classes_),
               f"predict: the model gives {logits.shape[1]} outputs for its {len(self.classes_)} classes: its head was "
               f"changed after fit (e.g. net_.reset_classifier); use a copy for that, copy.deepcopy(model.net_)")
         return logits
+
+    @torch.no_grad()
+    def transform(self, images) -> torch.Tensor:
+        """``N x D`` embeddings of images (or a :class:`Domain`'s): the fitted backbone's pooled
+        features, what its classifier reads (``net_.forward_features``), in eval mode and
+        without gradients; the same input checks as :meth:`predict`."""
+        images = self._images(images, "transform")
+        net = self.net_
+        check(callable(getattr(net, "forward_features", None)), f"transform: the fitted network "
+                                                                 f"({type(net).__name__}) has no forward_features")
+        if len(images) == 0:
+            return torch.zeros(0, net.embed_dim)
+        return predict_logits(net.forward_features, images, device=module_device(net))
 
     def predict_proba(self, images) -> torch.Tensor:
         """Softmax of :meth:`predict_logits`."""
@@ -280,9 +318,7 @@ class Transfer:
         if labels is not None:
             check(not isinstance(domain, Domain), "score: give a Domain, or images and labels, not both")
             check(hasattr(self, "classes_"), "call fit before score")
-            labels = torch.as_tensor(labels)
-            check(not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool,
-                  f"score: labels must be integer class ids, got {labels.dtype}")
+            labels = label_ids(labels, "score", "model.classes_")
             if labels.numel():  # before predicting: no image is scored for labels that cannot be right
                 lo, hi = int(labels.min()), int(labels.max())
                 check(lo >= 0 and hi < len(self.classes_), f"score: labels out of range [0, {len(self.classes_) - 1}]"

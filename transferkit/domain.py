@@ -55,7 +55,7 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
     """Images handed to a fitted model, as :func:`as_images` gives them (a NumPy array is
     converted). ``shape``: the ``(C, H, W)`` the model was fitted or built for; a batch that
     is that shape channels-last is named, and the channels (``exact``: the whole shape) must
-    match."""
+    match; for one channel, ``N x H x W`` is read as ``N x 1 x H x W``, as :class:`Domain` reads it."""
     transpose = "images.permute(0, 3, 1, 2)"
     if isinstance(images, np.ndarray):
         transpose = "images.transpose(0, 3, 1, 2)"  # NumPy's name for it
@@ -67,6 +67,8 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
                                             f"{type(images).__name__}")
     if shape is not None:
         shape = tuple(shape)
+        if images.dim() == 3 and shape[0] == 1:  # N x H x W grey, as a Domain takes it (one image: 1 x H x W)
+            images = images.unsqueeze(1)
         nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]
         check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == shape),
               f"{who}: images of shape {tuple(images.shape)} look channels-last (N x H x W x C); the model takes "
@@ -75,10 +77,32 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
         what = "the shape fit saw" if exact else "the channels the network was built for"
         hint = (f"; image files: transferkit.read_images(paths, size={shape[1]}, channels={shape[0]}), a domain: "
                 f"domain.to_format(size={shape[1]}, channels={shape[0]})"
-                if exact and len(shape) == 3 and shape[1] == shape[2] and images.dim() == 4 else "")
+                if exact and len(shape) == 3 and shape[1] == shape[2] and images.dim() == 4 else
+                "; one image: images[None]" if images.dim() == 3 else "")
         check(fits, f"{who}: expected an {want} image tensor ({what}), got {tuple(images.shape)}{hint}")
     check(images.dim() == 4, f"{who}: expected an {want} image tensor, got shape {tuple(images.shape)}")
     return as_images(images, who)
+
+
+def label_ids(labels, what: str, names: str = "class_names") -> torch.Tensor:
+    """``labels`` as an int64 tensor of class ids: integers, or floats that are whole numbers
+    (``1.0``); refuses text, booleans, fractions, NaN and infinities (``Domain`` and
+    ``Transfer.score`` read labels alike). ``names``: the class names, named in the hints."""
+    ids = f"integer class ids (positions in {names})"
+    if not isinstance(labels, torch.Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError):
+            raise TransferkitError(f"{what}: labels must be {ids}, got {type(labels).__name__} {labels!r:.40}; map "
+                                   f"class names to ids: [{names}.index(c) for c in labels]") from None
+    check(labels.dtype != torch.bool, f"{what}: labels must be {ids}, got booleans: labels.long() if False and True "
+                                      f"are classes 0 and 1")
+    check(not labels.is_complex(), f"{what}: labels must be {ids}, got {labels.dtype}")
+    if labels.is_floating_point():
+        check(bool(labels.isfinite().all()), f"{what}: labels contain NaN or infinite values")
+        check(bool((labels == labels.round()).all()), f"{what}: labels must be integers ({ids}), got non-integral "
+                                                      f"values of dtype {labels.dtype}")
+    return labels if labels.dtype == torch.int64 else labels.long()
 
 
 def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
@@ -141,8 +165,10 @@ def warn_numbered_match(source: Domain, target: Domain) -> None:
 class Domain:
     """A labelled image domain held in memory.
 
-    images: ``N x C x H x W`` float32 tensor with values in [0, 1] (uint8 0-255 is scaled).
-    labels: ``N`` int64 tensor with values in ``range(len(class_names))``.
+    images: ``N x C x H x W`` float32 tensor with values in [0, 1] (uint8 0-255 is scaled),
+        C = 1, 3 or 4; ``N x H x W`` is read as grey ``N x 1 x H x W``; detached from autograd.
+    labels: ``N`` int64 tensor with values in ``range(len(class_names))`` (whole-number
+        floats are converted; booleans are refused).
     class_names: name of each label id (label ``i`` is ``class_names[i]``).
     groups: optional ``N`` ids (integers, or names such as video ids, numbered in sorted
         order into an int64 tensor); samples sharing an id form one group
@@ -164,7 +190,11 @@ class Domain:
             check(isinstance(value, torch.Tensor), f"domain {self.name!r}: {what} must be a torch tensor, got "
                                                    f"{type(value).__module__}.{type(value).__name__} "
                                                    f"(torch.as_tensor(...) converts it)")
-        check(x.dim() == 4, f"domain {self.name!r}: images must be an N x C x H x W tensor, got shape {tuple(x.shape)}")
+        self.images, self.labels = x, y = x.detach(), y.detach()  # data, not a graph: no grad kept
+        if x.dim() == 3:  # N x H x W grey images, as the npz loader reads them
+            self.images = x = x.unsqueeze(1)
+        check(x.dim() == 4, f"domain {self.name!r}: images must be an N x C x H x W tensor (or N x H x W grey), got "
+                            f"shape {tuple(x.shape)}")
         check(min(x.shape[1:]) > 0, f"domain {self.name!r}: images must have channels and pixels, got "
                                     f"{tuple(x.shape[1:])} (C x H x W)")
         check(y.dim() == 1 and y.shape[0] == x.shape[0],
@@ -177,12 +207,10 @@ class Domain:
                                                 f"(uint8 is read as 0-255): pass floats in [0, 1], divided by their "
                                                 f"full range (e.g. images.float() / {top} if {top} is their maximum)"))
         self.images = x = as_images(x, f"domain {self.name!r}")
-        if y.is_floating_point():
-            check(bool(y.isfinite().all()), f"domain {self.name!r}: labels contain NaN or infinite values")
-            check(bool((y == y.round()).all()), f"domain {self.name!r}: labels must be integers, got "
-                                                f"non-integral values of dtype {y.dtype}")
-        if y.dtype != torch.int64:
-            self.labels = y = y.long()
+        check(x.shape[1] in (1, 3, 4), f"domain {self.name!r}: images must have 1, 3 or 4 channels (N x C x H x W), "
+                                       f"got {x.shape[1]} in shape {tuple(x.shape)}: if the last axis holds the "
+                                       f"channels, use images.permute(0, 3, 1, 2); else keep or combine 1 or 3 of them")
+        self.labels = y = label_ids(y, f"domain {self.name!r}")
         names = self.class_names
         if isinstance(names, (torch.Tensor, np.ndarray)):
             names = names.tolist()  # str() of a tensor element would read 'tensor(0)'

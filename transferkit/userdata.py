@@ -145,7 +145,8 @@ def _read_images(paths: list[Path], size: int | None, channels: int | None, wher
 def read_images(paths, size: int | None = None, channels: int | None = None) -> torch.Tensor:
     """Image files (a path or a list of paths) as an ``N x C x H x W`` float tensor in [0, 1],
     read as ``load_domain("folder:...", size=, channels=)`` reads them (orientation,
-    transparency on white, 16-bit grey): new images for a fitted model's ``predict``.
+    transparency on white, 16-bit grey): new images for a fitted model's ``predict``. Files,
+    not a folder: a folder of class folders is ``load_domain("folder:PATH")``.
     ``size`` resizes to ``size x size`` (needed when the files differ in size); ``channels``
     1 or 3 converts every image with PIL (None: grey if every file is grey, otherwise RGB).
     Give the size and channels the model was fitted on. (``transferkit run`` converts colour
@@ -153,6 +154,11 @@ def read_images(paths, size: int | None = None, channels: int | None = None) -> 
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     check(len(paths) > 0, "read_images needs one or more image files, got none")
     paths = [Path(p).expanduser() for p in paths]
+    folder = next((str(p) for p in paths if p.is_dir()), None)
+    if folder is not None:
+        raise TransferkitError(f"read_images takes image file paths, not a folder ({folder!r}): read a folder of "
+                               f"class folders with load_domain('folder:{folder}'), or list its files, "
+                               f"read_images(sorted(glob.glob('{folder}/*.png')))")
     missing = [str(p) for p in paths if not p.is_file()]
     check(not missing, f"read_images: {len(missing)} of the files do not exist or are not files: "
                        f"{', '.join(map(repr, missing[:10]))}")

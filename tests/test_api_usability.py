@@ -1,0 +1,125 @@
+"""The Python API as a newcomer with scikit-learn habits meets it: unused configs warn, the
+estimator protocol's limits are named, labels and images are read alike everywhere,
+``transform`` gives embeddings, and a fitted model saves and loads."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import toy_domain
+
+from transferkit.api import Transfer
+from transferkit.domain import Domain
+from transferkit.engine import TrainConfig
+from transferkit.errors import TransferkitError, TransferkitWarning
+
+TINY = TrainConfig(steps=2, batch_size=8)
+
+
+def _no_warning(fit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferkitWarning)
+        return fit()
+
+
+def test_a_pretrain_config_that_is_not_used_warns_and_names_the_config_that_trains(one_thread):
+    src, few = toy_domain(32, 0, 2), toy_domain(16, 1, 2)
+    with pytest.warns(TransferkitWarning, match=r"fit: pretrain= is not used: method 'source_only' does not "
+                                                r"pre-train; it trains with train= only \(2 steps\)") as caught:
+        Transfer("source_only", train=TINY, pretrain=TrainConfig(steps=5)).fit(source=src, target=few)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    net = _no_warning(lambda: Transfer("source_only", train=TINY).fit(source=src, target=few)).net_  # default: quiet
+    with pytest.warns(TransferkitWarning, match=r"pretrain= is not used: net= is given and is used as it is, never "
+                                                r"pre-trained; it trains with train= only \(2 steps\)"):
+        Transfer("finetune", train=TINY, pretrain=TrainConfig(steps=5)).fit(source=src, target=few, net=net)
+    _no_warning(lambda: Transfer("finetune", train=TINY, pretrain=TINY).fit(source=src, target=few))  # it is used
+    _no_warning(lambda: Transfer("finetune", train=TINY).fit(source=src, target=few, net=net))
+
+
+def test_sklearn_model_selection_and_nested_parameters_are_refused_with_what_to_do_instead():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    d = toy_domain(16, 0, 2)
+    domain_objects = r"Transfer.fit takes Domain objects .* not scikit-learn's \(X, y\), so GridSearchCV, " \
+                     r"cross_val_score and Pipeline cannot fit it: loop over the settings with clone\(model\)"
+    with pytest.raises(TransferkitError, match=domain_objects):
+        GridSearchCV(Transfer("target_only"), {"seed": [0, 1]}, cv=2).fit(d.images, d.labels)
+    with pytest.raises(TransferkitError, match=domain_objects):
+        cross_val_score(Transfer("target_only"), d.images, d.labels, cv=2)
+    assert clone(Transfer("target_only", seed=1)).seed == 1  # what the message recommends works
+    model = Transfer("finetune", train=TINY)
+    nested = r"'train__steps' is no parameter: train and pretrain are TrainConfig objects.*set_params\(train=" \
+             r"TrainConfig\(steps=10\)\)"
+    with pytest.raises(TransferkitError, match=nested):
+        model.set_params(train__steps=10)
+    with pytest.raises(TransferkitError, match="'pretrain__lr' is no parameter"):
+        Transfer("finetune", pretrain__lr=0.1)
+    assert model.get_params()["train"] == TINY  # a refused change leaves the model as it was
+    import dataclasses
+    assert model.set_params(train=dataclasses.replace(model.train_cfg, steps=10)).train_cfg.batch_size == 8
+
+
+def test_a_fitted_model_saved_with_torch_save_loads_in_a_fresh_process(tmp_path, one_thread):
+    d = toy_domain(16, 0, 2)
+    model = Transfer("target_only", backbone="lenet", train=TINY).fit(target=d)
+    torch.save(model, tmp_path / "model.pt")
+    torch.save(d.images, tmp_path / "x.pt")
+    child = ("import torch; m = torch.load('model.pt', weights_only=False); "
+             "print(m.predict(torch.load('x.pt')).tolist(), m.classes_)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{model.predict(d.images).tolist()} {model.classes_}"
+
+
+def test_transform_gives_the_embedding_the_head_reads_without_gradients_in_eval_mode(one_thread):
+    d = toy_domain(20, 0, 2)
+    model = Transfer("target_only", backbone="lenet", train=TINY).fit(target=d)
+    model.net_.train()  # transform puts the model in eval mode, as predict does
+    with torch.enable_grad():
+        emb = model.transform(d.images.clone().requires_grad_(True))
+    assert emb.shape == (20, model.net_.embed_dim) and not emb.requires_grad and not model.net_.training
+    assert torch.equal(emb, model.transform(d)) and torch.equal(emb, model.transform(d.images.numpy()))
+    with torch.no_grad():
+        assert torch.allclose(model.net_.get_classifier()(emb), model.predict_logits(d), atol=1e-5)
+    assert model.transform(d.images[:0]).shape == (0, model.net_.embed_dim)
+    with pytest.raises(TransferkitError, match=r"transform: expected an N x 1 x 28 x 28 image tensor \(the shape fit "
+                                               r"saw\), got \(2, 3, 28, 28\)"):
+        model.transform(torch.rand(2, 3, 28, 28))
+    with pytest.raises(TransferkitError, match="call fit before transform"):
+        Transfer("target_only").transform(d)
+
+
+def test_domain_reads_grey_n_h_w_refuses_odd_channels_and_booleans_and_keeps_no_grad(one_thread):
+    x, y = torch.rand(4, 28, 28), torch.tensor([0, 1, 0, 1])
+    grey = Domain("g", x, y, ["a", "b"])
+    assert grey.image_shape == (1, 28, 28) and torch.equal(grey.images[:, 0], x)  # as the npz loader reads it
+    for channels in (2, 28):
+        with pytest.raises(TransferkitError, match=rf"domain 'c': images must have 1, 3 or 4 channels \(N x C x H x W"
+                                                   rf"\), got {channels} in shape .*images.permute\(0, 3, 1, 2\)"):
+            Domain("c", torch.rand(4, channels, 28, 28), y, ["a", "b"])
+    with pytest.raises(TransferkitError, match=r"looks like N x H x W x C .* images.permute\(0, 3, 1, 2\)"):
+        Domain("c", torch.rand(4, 28, 28, 3), y, ["a", "b"])
+    leaf = torch.rand(4, 1, 28, 28, requires_grad=True)
+    assert not Domain("g", leaf, y.float().requires_grad_(True), ["a", "b"]).images.requires_grad
+    with pytest.raises(TransferkitError, match=r"domain 'b': labels must be integer class ids \(positions in "
+                                               r"class_names\), got booleans"):
+        Domain("b", x, y.bool(), ["a", "b"])
+    assert torch.equal(Domain("f", x, y.double(), ["a", "b"]).labels, y)  # whole-number floats, as score reads them
+    with pytest.raises(TransferkitError, match="labels must be integers"):
+        Domain("f", x, y + 0.5, ["a", "b", "c"])
+    model = Transfer("target_only", backbone="lenet", train=TINY).fit(target=grey)
+    assert torch.equal(model.predict(x), model.predict(grey))  # predict reads N x H x W grey too
+    assert model.score(x, y.float()) == model.score(grey)
+
+
+def test_read_images_given_a_folder_names_load_domain_and_glob(tmp_path):
+    from transferkit import read_images
+    with pytest.raises(TransferkitError, match=r"read_images takes image file paths, not a folder .*"
+                                               r"load_domain\('folder:.*glob.glob"):
+        read_images(tmp_path)

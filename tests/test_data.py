@@ -17,7 +17,7 @@ from transferkit.data import (
     load_domain,
     parse_spec,
 )
-from transferkit.errors import TransferkitError, UnknownNameError
+from transferkit.errors import TransferkitError, TransferkitWarning, UnknownNameError
 from transferkit.plots import sample_grid
 from transferkit.shifts import SHIFTS
 
@@ -248,9 +248,9 @@ def test_domain_names_channels_last_images_and_arrays_that_are_not_tensors():
         with pytest.raises(TransferkitError, match=r"channels last.*permute\(0, 3, 1, 2\)"):
             Domain("d", torch.rand(shape), y, names)
     assert Domain("d", torch.rand(4, 4, 8, 8), y, names).images.shape[1] == 4  # RGBA is kept
-    for channels in (2, 28):  # 28 channels of 28 x 28: a channels-last batch the check above cannot tell
-        with pytest.raises(TransferkitError, match=rf"1, 3 or 4 channels .*got {channels} in shape.*permute"):
-            Domain("d", torch.rand(4, channels, 28, 28), y, names)
+    assert Domain("d", torch.rand(4, 2, 8, 8), y, names).images.shape[1] == 2  # multi-band images are kept
+    with pytest.warns(TransferkitWarning, match=r"read as 28 channels .*permute\(0, 3, 1, 2\)"):
+        Domain("d", torch.rand(4, 28, 28, 28), y, names)  # 28 x 28 x 28: the check above cannot tell the layout
     with pytest.raises(TransferkitError, match="images must be a torch tensor, got numpy.ndarray"):
         Domain("d", np.zeros((4, 1, 8, 8), np.float32), y, names)
     with pytest.raises(TransferkitError, match="labels must be a torch tensor, got builtins.list"):

@@ -166,7 +166,8 @@ class Domain:
     """A labelled image domain held in memory.
 
     images: ``N x C x H x W`` float32 tensor with values in [0, 1] (uint8 0-255 is scaled),
-        C = 1, 3 or 4; ``N x H x W`` is read as grey ``N x 1 x H x W``; detached from autograd.
+        any C (C > 4 equal to H or W warns: the layout is ambiguous); ``N x H x W`` is read as
+        grey ``N x 1 x H x W``; detached from autograd.
     labels: ``N`` int64 tensor with values in ``range(len(class_names))`` (whole-number
         floats are converted; booleans are refused).
     class_names: name of each label id (label ``i`` is ``class_names[i]``).
@@ -207,9 +208,9 @@ class Domain:
                                                 f"(uint8 is read as 0-255): pass floats in [0, 1], divided by their "
                                                 f"full range (e.g. images.float() / {top} if {top} is their maximum)"))
         self.images = x = as_images(x, f"domain {self.name!r}")
-        check(x.shape[1] in (1, 3, 4), f"domain {self.name!r}: images must have 1, 3 or 4 channels (N x C x H x W), "
-                                       f"got {x.shape[1]} in shape {tuple(x.shape)}: if the last axis holds the "
-                                       f"channels, use images.permute(0, 3, 1, 2); else keep or combine 1 or 3 of them")
+        if x.shape[1] > 4 and x.shape[1] in x.shape[2:]:  # multi-band images are kept; this shape may be either
+            warn(f"domain {self.name!r}: images of shape {tuple(x.shape)} are read as {x.shape[1]} channels "
+                 f"(N x C x H x W); if the last axis holds the channels, use images.permute(0, 3, 1, 2)")
         self.labels = y = label_ids(y, f"domain {self.name!r}")
         names = self.class_names
         if isinstance(names, (torch.Tensor, np.ndarray)):

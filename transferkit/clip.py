@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import zlib
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from .backbones import evaluating
 from .data import FONT_FACES
 from .domain import Domain
-from .errors import UnknownNameError, check, is_whole
+from .errors import UnknownNameError, check, is_whole, warn
 from .evaluate import predict_logits
 from .heads import class_means
 from .methods.base import Method, register
@@ -181,6 +182,38 @@ def make_captions(domain: Domain, kind: str | None = None, styles: dict | None =
     return out
 
 
+def captions_for_classes(captions, source_classes) -> list:
+    """The ``captions`` option for a source of these classes: caption id ``i`` (source label
+    ``i``) describes the ``i``-th source class. A mapping class name -> caption (or list of
+    captions) is matched by name; a list is read in the source's class order, with a warning
+    when that order is not ascending (``source_classes: [6, 0, 1]``)."""
+    names = [str(c) for c in source_classes]
+    if isinstance(captions, Mapping):
+        given = {str(k): v for k, v in captions.items()}
+        missing = [c for c in names if c not in given]
+        check(not missing, f"clip: captions has no caption for the source classes {missing[:10]} (it names "
+                           f"{list(given)[:10]}): give one (or a list) per source class")
+        return [given[c] for c in names]
+    key = [int(c) for c in names] if all(c.isdigit() for c in names) else names
+    if not isinstance(captions, str) and len(captions) > 1 and key != sorted(key):
+        warn(f"clip: the captions list is read in the order of the source classes {names[:10]} (caption i describes "
+             f"the i-th), which is not ascending; if your captions follow another order, give them by class name "
+             f"(captions: {{{names[0]}: ..., {names[1]}: ...}})")
+    return captions
+
+
+def caption_features(encoder: TextEncoder, captions) -> torch.Tensor:
+    """One frozen text feature per caption id: the encoding of its text, or for a list of
+    texts (several captions of one class) the mean of their encodings."""
+    groups = [[c] if isinstance(c, str) else c for c in captions]
+    check(all(isinstance(g, (list, tuple)) and g and all(isinstance(t, str) for t in g) for g in groups),
+          "clip: each caption must be a text or a non-empty list of texts (several captions of one class)")
+    if all(len(g) == 1 for g in groups):
+        return encoder.encode([g[0] for g in groups])
+    ids = torch.arange(len(groups)).repeat_interleave(torch.tensor([len(g) for g in groups]))
+    return class_means(encoder.encode([t for g in groups for t in g]), ids, len(groups))
+
+
 class CaptionedDomain:
     """Images with caption ids: ``domain`` has labels = caption index into ``captions`` (so
     the engine's ``source`` stream yields ``(image, caption id)``), ``classes`` keeps the class
@@ -202,7 +235,10 @@ class CaptionedDomain:
 class ClipMethod(Method):
     """Dual encoder trained on ``(image, caption id)`` pairs (see the module docstring).
 
-    ``captions``: the caption strings indexed by the stream's labels. ``text_encoder``: a
+    ``captions``: the caption strings indexed by the stream's labels (an entry may be a list of
+    texts: their frozen encodings are averaged); in a run or ``Transfer`` also a mapping class
+    name -> caption(s), matched to the source's classes by name (:func:`captions_for_classes`;
+    a list there follows the order of the source classes). ``text_encoder``: a
     :class:`~transferkit.text.TextEncoder` or its name (default: all-MiniLM-L6-v2 when the
     ``text`` extra is installed, else the dependency-free hashing encoder). ``loss``:
     ``infonce`` or ``triplet``. ``triplet_warmup``: fraction of training that averages the
@@ -231,6 +267,9 @@ class ClipMethod(Method):
             raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
         for what, value in (("captions", captions), ("class_names", class_names)):
             check(not isinstance(value, str), f"clip: {what} must be a list of texts, not one text: {value!r}")
+        check(not isinstance(captions, Mapping), "clip: captions by class name are matched to the source's classes "
+                                                 "by Transfer and transferkit run; on its own clip takes a list "
+                                                 "(captions_for_classes(captions, source.class_names) builds it)")
         check(class_names is None or len(class_names) > 0, "clip: class_names must name at least one class")
         self.templates = prompt_templates(templates)
         if text_encoder is None:
@@ -240,10 +279,17 @@ class ClipMethod(Method):
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.text_proj = nn.Linear(self.encoder.dim, dim)
         self.temperature = LearnableTemperature(tau0)
-        self.register_buffer("caption_features", self.encoder.encode(list(captions)))
+        self.register_buffer("caption_features", caption_features(self.encoder, list(captions)))
         self.class_names: list[str] | None = None  # until given, or read from the source (prepare)
         if class_names is not None:
             self.set_classes(class_names)
+
+    @classmethod
+    def options_for_source(cls, options: dict, source_classes) -> dict:
+        """``options`` with ``captions`` as the list indexed by the source's labels (:func:`captions_for_classes`)."""
+        if options.get("captions") is None:
+            return options
+        return {**options, "captions": captions_for_classes(options["captions"], source_classes)}
 
     def set_classes(self, class_names, templates=None) -> None:
         """The zero-shot classes: one prompt ensemble per class (``P`` prompts each);
@@ -294,11 +340,12 @@ class ClipMethod(Method):
         source = domains.get("source")
         self.classes_from(source)
         n = len(self.caption_features)
-        check(source is None or (n > 0 and int(source.labels.max()) < n),
-              f"clip trains on captions: the source labels are caption ids, up to "
-              f"{None if source is None else int(source.labels.max())}, but {n} captions were given. In Python use "
-              f"transferkit.clip.CaptionedDomain; in a config give one caption per source class, e.g. "
-              f"options: {{clip: {{captions: [a photo of a zero, a photo of a one, ...]}}}}")
+        needed = None if source is None else int(source.labels.max()) + 1
+        check(source is None or (n > 0 and needed <= n),
+              f"clip trains on captions (source label i is caption i): {needed} source classes, {n} captions. In "
+              f"Python use transferkit.clip.CaptionedDomain; in a config give one caption per source class, by name "
+              f"(options: {{clip: {{captions: {{0: a photo of a zero, 1: a photo of a one, ...}}}}}}) or as a list in "
+              f"the order of source_classes")
 
     def param_groups(self):
         projections = [*self.image_proj.parameters(), *self.text_proj.parameters()]

@@ -503,6 +503,8 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     mean the same classes in both), else it is refused."""
     if cls.source_head is not False:
         return options
+    if source_classes is not None and hasattr(cls, "options_for_source"):  # clip: captions by source class
+        options = cls.options_for_source(options, source_classes)
     if getattr(cls, "reads_class_text", lambda o: False)(options) and options.get("class_names") is None:
         classes = [*(source_classes or []), *(target_classes or [])]  # embeds the classes' names
         options = {**options, "class_names": list(dict.fromkeys(str(c) for c in classes))}

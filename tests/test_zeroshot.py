@@ -558,3 +558,29 @@ def test_description_matrices_load_from_files_and_class_names_embed_from_a_confi
     m = EmbeddingZeroShot(tiny_net(3), **options)
     assert torch.equal(m.class_embeddings, class_text_embeddings(["cat", "dog", "cow"], "hashing"))
     assert m.row_names == ["cat", "dog", "cow"]
+
+
+def test_evaluate_zero_shot_scores_clip_and_refuses_seen_classes_other_than_the_trained_ones():
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(80, 1, 28, 28, generator=g), torch.arange(80) % 10, [str(i) for i in range(10)])
+    source = dom.select_classes(list(range(7)))
+    clip = Transfer("clip", backbone="lenet", captions=[f"the digit {i}" for i in range(7)], text_encoder="hashing",
+                    train=TrainConfig(steps=2, eval_every=2)).fit(source=source, target=dom).method_
+    r = evaluate_zero_shot(clip, dom, range(7), [7, 8, 9], gamma="prior")  # AttributeError: no row_names before
+    assert r["gamma"] == pytest.approx(prior_matched_gamma(clip.scores(dom.images), list(range(7)), [7, 8, 9]))
+    reordered = dom.select_classes([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])  # mapped to clip's classes by name
+    assert evaluate_zero_shot(clip, reordered, range(7), [7, 8, 9]) == evaluate_zero_shot(clip, dom, range(7),
+                                                                                           [7, 8, 9])
+    zsl = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=2, eval_every=2)).fit(
+        source=source, target=dom).method_
+    for method in (clip, zsl):
+        with pytest.raises(TransferkitError, match=r"unseen classes \['6'\] are classes the model was trained on"):
+            evaluate_zero_shot(method, dom, [0, 1, 2, 3, 4, 5, 7], [6, 8, 9])  # numbers, with 6 counted as unseen
+        with pytest.raises(TransferkitError, match=r"seen classes \['7'\] are classes the model was not trained"):
+            evaluate_zero_shot(method, dom, list(range(8)), [8, 9])
+        with pytest.warns(UserWarning, match=r"classes \['6'\] the model was trained on are neither seen nor unseen"):
+            evaluate_zero_shot(method, dom.select_classes([0, 1, 2, 3, 4, 5, 7, 8, 9]), range(6), [7, 8, 9])
+    with pytest.raises(TransferkitError, match=r"takes a zero-shot method \(attribute_zsl, embedding_zsl, clip\), got"):
+        evaluate_zero_shot(tiny_net(10), dom, range(7), [7, 8, 9])

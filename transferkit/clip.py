@@ -186,7 +186,7 @@ def captions_for_classes(captions, source_classes) -> list:
     """The ``captions`` option for a source of these classes: caption id ``i`` (source label
     ``i``) describes the ``i``-th source class. A mapping class name -> caption (or list of
     captions) is matched by name; a list is read in the source's class order, with a warning
-    when that order is not ascending (``source_classes: [6, 0, 1]``)."""
+    when the classes are numbers not in ascending order (``source_classes: [6, 0, 1]``)."""
     names = [str(c) for c in source_classes]
     if isinstance(captions, Mapping):
         given = {str(k): v for k, v in captions.items()}
@@ -194,8 +194,8 @@ def captions_for_classes(captions, source_classes) -> list:
         check(not missing, f"clip: captions has no caption for the source classes {missing[:10]} (it names "
                            f"{list(given)[:10]}): give one (or a list) per source class")
         return [given[c] for c in names]
-    key = [int(c) for c in names] if all(c.isdigit() for c in names) else names
-    if not isinstance(captions, str) and len(captions) > 1 and key != sorted(key):
+    numbered = all(c.isdigit() for c in names)  # class numbers, e.g. digits: the order a user writes captions in
+    if numbered and not isinstance(captions, str) and len(captions) > 1 and names != sorted(names, key=int):
         warn(f"clip: the captions list is read in the order of the source classes {names[:10]} (caption i describes "
              f"the i-th), which is not ascending; if your captions follow another order, give them by class name "
              f"(captions: {{{names[0]}: ..., {names[1]}: ...}})")
@@ -339,6 +339,9 @@ class ClipMethod(Method):
         super().prepare(domains)
         source = domains.get("source")
         self.classes_from(source)
+        if source is not None:  # evaluate_zero_shot checks seen classes against them
+            self.trained_classes = [str(c) for c in source.provenance["classes"]] if "captions" in source.provenance \
+                else [source.class_names[i] for i in source.present_classes()]
         n = len(self.caption_features)
         needed = None if source is None else int(source.labels.max()) + 1
         check(source is None or (n > 0 and needed <= n),

@@ -229,12 +229,7 @@ class _ClassDescriptionMethod(Method):
 
     def to_rows(self, domain):
         """``domain`` with labels renumbered to the description rows of its class names."""
-        missing = [c for c in domain.class_names if c not in self.row_names]
-        check(not missing, f"{self.name}: classes {missing} of domain {domain.name!r} have no description (its rows "
-                           f"describe {self.row_names})")
-        ids = torch.tensor([self.row_names.index(c) for c in domain.class_names], dtype=torch.long)
-        return Domain(domain.name, domain.images, ids[domain.labels], list(self.row_names), domain.groups,
-                      dict(domain.provenance))
+        return renumbered(domain, self.row_names, f"{self.name}: ", "have no description (its rows describe {names})")
 
     def set_candidates(self, classes=None) -> None:
         """Restrict predictions to ``classes`` (ids); ``None``: every class."""
@@ -261,6 +256,7 @@ class _ClassDescriptionMethod(Method):
               f"the source domain has {source and source.num_classes} classes but the method describes "
               f"{len(self.candidates)} (one attribute / embedding row per class)")
         if source is not None:  # trained on the seen classes alone, whatever was set for predictions
+            self.trained_rows = list(source.present_classes())  # evaluate_zero_shot checks seen against them
             given = self._candidates_given
             self.set_candidates(source.present_classes())
             self._candidates_given = given
@@ -506,35 +502,79 @@ def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: flo
     return float(torch.quantile(margin.double(), q)) + 1e-6
 
 
-def _row_ids(method: _ClassDescriptionMethod, classes, what: str) -> list:
-    """``classes`` as description rows: ids as given, class names through ``method.row_names``."""
+def renumbered(domain: Domain, names: list[str], who: str, lacking: str) -> Domain:
+    """``domain`` with labels renumbered to the positions of its class names in ``names``."""
+    missing = [c for c in domain.class_names if c not in names]
+    check(not missing, f"{who}classes {missing} of domain {domain.name!r} {lacking.format(names=names[:10])}")
+    ids = torch.tensor([names.index(c) for c in domain.class_names], dtype=torch.long)
+    return Domain(domain.name, domain.images, ids[domain.labels], list(names), domain.groups, dict(domain.provenance))
+
+
+def scored_classes(method) -> tuple[list[str] | None, list[int] | None]:
+    """The class names of ``method.scores``' columns (``None``: class ids) and the columns of
+    the classes it was trained on (``None``: unknown, e.g. a model saved before 2026-12-01),
+    for a zero-shot method (attribute_zsl, embedding_zsl, clip); else a named error."""
+    if isinstance(method, _ClassDescriptionMethod):
+        return method.row_names, getattr(method, "trained_rows", None)
+    names = getattr(method, "class_names", None)
+    check(getattr(type(method), "scores_class_names", False) and hasattr(method, "scores"),
+          f"evaluate_zero_shot takes a zero-shot method (attribute_zsl, embedding_zsl, clip), got "
+          f"{getattr(method, 'name', type(method).__name__)}")
+    check(names is not None, f"{method.name} has no classes to score: give them with method.set_classes(names)")
+    trained = getattr(method, "trained_classes", None)
+    return names, None if trained is None else [names.index(c) for c in trained if c in names]
+
+
+def _row_ids(names: list[str] | None, classes, what: str) -> list:
+    """``classes`` as score columns: ids as given, class names through ``names``."""
     classes = [classes] if isinstance(classes, (str, int)) else list(classes)
     if not any(isinstance(c, str) for c in classes):
         return classes
-    check(method.row_names is not None, f"{what} are given by name, but the method's description rows have no "
-                                        f"class names (give class_names, or row ids)")
-    unknown = [c for c in classes if isinstance(c, str) and c not in method.row_names]
-    check(not unknown, f"{what}: {unknown} are not described classes ({method.row_names})")
-    return [method.row_names.index(c) if isinstance(c, str) else c for c in classes]
+    check(names is not None, f"{what} are given by name, but the method's description rows have no "
+                             f"class names (give class_names, or row ids)")
+    unknown = [c for c in classes if isinstance(c, str) and c not in names]
+    check(not unknown, f"{what}: {unknown} are not described classes ({names})")
+    return [names.index(c) if isinstance(c, str) else c for c in classes]
 
 
-def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unseen, gamma: float | str = 0.0) -> dict:
-    """:func:`zero_shot_report` of a trained method on a test domain holding seen and unseen
-    classes; ``gamma="prior"`` uses :func:`prior_matched_gamma` on the test scores (the chosen
-    value is returned as ``gamma``). ``seen`` / ``unseen``: description rows, by id or by class
-    name. When the rows name their classes (``method.row_names``), the test labels are mapped
-    to them by class name (:meth:`~_ClassDescriptionMethod.to_rows`), so a test domain of a
-    class subset or in another class order is scored against the right rows."""
+def _check_trained(names: list[str] | None, trained: list[int] | None, seen: list[int], unseen: list[int]) -> None:
+    """Refuse seen classes the model was not trained on and unseen ones it was trained on."""
+    if trained is None:
+        return
+    shown = (lambda ids: [names[i] if names and 0 <= i < len(names) else i for i in sorted(ids)])  # noqa: E731
+    wrong = set(unseen) & set(trained)
+    check(not wrong, f"the unseen classes {shown(wrong)} are classes the model was trained on (its seen classes are "
+                     f"{shown(trained)}): give those as seen")
+    wrong = set(seen) - set(trained)
+    check(not wrong, f"the seen classes {shown(wrong)} are classes the model was not trained on (its seen classes "
+                     f"are {shown(trained)}): give those as unseen")
+    if set(trained) - set(seen):
+        warn(f"the classes {shown(set(trained) - set(seen))} the model was trained on are neither seen nor unseen "
+             f"here: they are left out of the candidates")
+
+
+def evaluate_zero_shot(method, test: Domain, seen, unseen, gamma: float | str = 0.0) -> dict:
+    """:func:`zero_shot_report` of a trained zero-shot method (attribute_zsl, embedding_zsl, or
+    clip over the classes it scores) on a test domain holding seen and unseen classes;
+    ``gamma="prior"`` uses :func:`prior_matched_gamma` on the test scores (the chosen value is
+    returned as ``gamma``). ``seen`` / ``unseen``: score columns (description rows; clip's
+    classes), by id or by class name; the seen classes must be those the model was trained on.
+    When the columns name their classes (``method.row_names``, clip's ``class_names``), the test
+    labels are mapped to them by class name, so a test domain of a class subset or in another
+    class order is scored against the right rows."""
     check(gamma == "prior" or isinstance(gamma, (int, float)) and not isinstance(gamma, bool),
           f"gamma must be a number or 'prior', got {gamma!r}")
+    names, trained = scored_classes(method)
     shape = getattr(method.net, "input_shape", None)
     check(shape is None or tuple(test.image_shape) == tuple(shape),
           f"test domain {test.name!r} has images of shape {tuple(test.image_shape)}, the network takes "
           f"{shape and tuple(shape)}")
-    if method.row_names is not None:
-        test = method.to_rows(test)
-    seen, unseen = _row_ids(method, seen, "seen classes"), _row_ids(method, unseen, "unseen classes")
+    if names is not None:
+        test = renumbered(test, names, f"{method.name}: ", "are not among the classes it scores, {names}")
+    seen, unseen = _row_ids(names, seen, "seen classes"), _row_ids(names, unseen, "unseen classes")
     scores = method.scores(test.images)
+    seen, unseen = _seen_unseen(scores, seen, unseen)
+    _check_trained(names, trained, seen, unseen)
     if gamma == "prior":
         gamma = prior_matched_gamma(scores, seen, unseen)
     return {**zero_shot_report(scores, test.labels, seen, unseen, float(gamma)), "gamma": float(gamma)}

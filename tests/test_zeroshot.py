@@ -584,3 +584,19 @@ def test_evaluate_zero_shot_scores_clip_and_refuses_seen_classes_other_than_the_
             evaluate_zero_shot(method, dom.select_classes([0, 1, 2, 3, 4, 5, 7, 8, 9]), range(6), [7, 8, 9])
     with pytest.raises(TransferkitError, match=r"takes a zero-shot method \(attribute_zsl, embedding_zsl, clip\), got"):
         evaluate_zero_shot(tiny_net(10), dom, range(7), [7, 8, 9])
+
+
+def test_seen_unseen_accuracies_take_numpy_labels_are_unrounded_and_name_classes_without_test_images():
+    from transferkit.evaluate import classification_report
+    from transferkit.experiment import report_seen_unseen
+    scores = torch.eye(4)[[0, 1, 1, 2, 3, 3, 0]]
+    labels = torch.tensor([0, 1, 0, 2, 3, 3, 0])
+    assert zero_shot_report(scores, labels.numpy(), [0, 1], [2, 3]) == zero_shot_report(scores, labels, [0, 1], [2, 3])
+    with pytest.warns(UserWarning, match=r"the classes \[3, 4\] have no test image"):
+        zero_shot_report(torch.eye(5)[[0, 1, 2]], torch.tensor([0, 1, 2]), [0, 1], [2, 3, 4])
+    report = classification_report(scores, labels, 4)
+    assert report["per_class_accuracy"][0] == 0.666667
+    r = report_seen_unseen(report, ["a", "b", "c", "d"], ["a", "b"])
+    assert r["seen_accuracy"] == (2 / 3 + 1) / 2  # from the unrounded 2/3
+    with pytest.warns(UserWarning, match=r"target classes \['e'\] have no test image"):
+        report_seen_unseen(classification_report(scores, labels, 5), ["a", "b", "c", "d", "e"], ["a", "b"])

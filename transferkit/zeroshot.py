@@ -460,6 +460,7 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     mean ``h``; ``gamma`` is subtracted from seen scores (calibrated stacking, Chao et al.
     2016). Accuracies are per-class means."""
     seen, unseen = _seen_unseen(scores, seen, unseen)
+    labels = torch.as_tensor(labels)
     check(len(labels) == len(scores), f"{len(scores)} score rows for {len(labels)} labels")
     stray = sorted(set(labels.tolist()) - set(seen) - set(unseen))
     check(not stray, f"labels {stray[:10]} are neither seen nor unseen classes")
@@ -469,6 +470,10 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     for name, ids, has in (("seen", seen, ~is_unseen), ("unseen", unseen, is_unseen)):
         check(bool(has.any()), f"no test image of the {name} classes {ids}: the GZSL report needs test images "
                                f"of both seen and unseen classes")
+    absent = [c for c in seen + unseen if not bool((labels == c).any())]
+    if absent:
+        warn(f"the classes {absent[:10]} have no test image: they are left out of the per-class means (seen, unseen, "
+             f"zsl)")
     masked = torch.full_like(scores, MASKED)
     masked[:, unseen] = scores[:, unseen]
     zsl = mean_class_accuracy(masked[is_unseen].argmax(1), labels[is_unseen], unseen)

@@ -600,3 +600,29 @@ def test_seen_unseen_accuracies_take_numpy_labels_are_unrounded_and_name_classes
     assert r["seen_accuracy"] == (2 / 3 + 1) / 2  # from the unrounded 2/3
     with pytest.warns(UserWarning, match=r"target classes \['e'\] have no test image"):
         report_seen_unseen(classification_report(scores, labels, 5), ["a", "b", "c", "d", "e"], ["a", "b"])
+
+
+def test_transfer_report_gives_seen_unseen_and_h_of_a_zero_shot_model_calibrated_by_gzsl_gamma():
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    from transferkit.evaluate import classification_report
+    from transferkit.experiment import report_seen_unseen
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(80, 1, 28, 28, generator=g), torch.arange(80) % 10, [str(i) for i in range(10)])
+    for name, options in (("attribute_zsl", {}), ("clip", {"captions": [f"the digit {i}" for i in range(7)],
+                                                           "text_encoder": "hashing"})):
+        model = Transfer(name, backbone="lenet", train=TrainConfig(steps=2, eval_every=2), **options).fit(
+            source=dom.select_classes(list(range(7))), target=dom)
+        r = model.report(dom)
+        assert r["gzsl_gamma"] == 0.0 and r["accuracy"] == model.score(dom)
+        assert r["h_accuracy"] == report_seen_unseen(r, dom.class_names, [str(i) for i in range(7)])["h_accuracy"]
+        prior = model.report(dom, gzsl_gamma="prior")
+        logits = model.predict_logits(dom)
+        logits[:, :7] -= prior["gzsl_gamma"]
+        assert prior["confusion"] == classification_report(logits, dom.labels)["confusion"]
+        same = evaluate_zero_shot(model.method_, dom, range(7), [7, 8, 9], "prior")  # the same scores and gamma
+        assert (prior["gzsl_gamma"], prior["h_accuracy"]) == pytest.approx((same["gamma"], same["h"]))
+    del model.method_.trained_classes  # as a model saved before 2026-12-01
+    assert "h_accuracy" not in model.report(dom)
+    with pytest.raises(TransferkitError, match="gzsl_gamma calibrates a zero-shot model"):
+        model.report(dom, 1.0)

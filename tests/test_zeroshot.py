@@ -626,3 +626,16 @@ def test_transfer_report_gives_seen_unseen_and_h_of_a_zero_shot_model_calibrated
     assert "h_accuracy" not in model.report(dom)
     with pytest.raises(TransferkitError, match="gzsl_gamma calibrates a zero-shot model"):
         model.report(dom, 1.0)
+
+
+def test_zeroshot_bench_logs_a_clip_models_retrieval_under_its_own_line():
+    from transferkit.bench.zeroshot import _log_rows
+    base = {"method": "clip_infonce", "source": "mnist[0-6]", "seed": 0, "wall_s": 1.0}
+    rows = [{**base, "accuracy": 0.5}, {**base, "accuracy": 0.4, "seen": 0.6, "unseen": 0.3},
+            {**base, "accuracy": 0.45}]
+    rows += [{**base, "setting": f"{d} (syndigits captions)", "target": "mnist test", "recall_at_1": r,
+              "n_captions": 40, "images": "mnist", "captions": "syndigits"} for d, r in (("i2t", 0.25), ("t2i", 0.5))]
+    lines = []
+    _log_rows(lines.append, rows)
+    assert lines[0].lstrip().startswith("clip_infonce")  # the retrieval lines were printed before it (in training)
+    assert lines[1] == "    retrieval mnist images / syndigits captions: i2t R@1 25.0%, t2i R@1 50.0% (40 captions)"

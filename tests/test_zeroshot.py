@@ -639,3 +639,15 @@ def test_zeroshot_bench_logs_a_clip_models_retrieval_under_its_own_line():
     _log_rows(lines.append, rows)
     assert lines[0].lstrip().startswith("clip_infonce")  # the retrieval lines were printed before it (in training)
     assert lines[1] == "    retrieval mnist images / syndigits captions: i2t R@1 25.0%, t2i R@1 50.0% (40 captions)"
+
+
+def test_attribute_zsl_warns_of_an_attribute_constant_over_the_seen_classes():
+    import warnings
+    seen = Domain("s", torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2]), ["a", "b", "c"])
+    method = AttributeZeroShot(tiny_net(4), attributes=[[1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 0]])
+    with pytest.warns(UserWarning, match=r"attributes \[2\] \(columns\) have one value over every seen class"):
+        method.prepare({"source": seen})  # column 2 is 1 for a, b, c: only the unseen d differs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AttributeZeroShot(tiny_net(4), attributes=[[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0]]).prepare(
+            {"source": seen})

@@ -322,6 +322,16 @@ class AttributeZeroShot(_ClassDescriptionMethod):
         self.register_buffer("class_attributes", a)
         net.reset_classifier(a.shape[1])
 
+    def prepare(self, domains):
+        super().prepare(domains)
+        if domains.get("source") is not None:
+            a = self.class_attributes[self.trained_rows]
+            constant = torch.nonzero(a.amax(0) == a.amin(0)).flatten().tolist()
+            if constant and len(self.trained_rows) > 1:
+                warn(f"attribute_zsl: the attributes {constant[:10]} (columns) have one value over every seen class: "
+                     f"their predictor learns a constant, so they cannot tell unseen classes apart (add seen classes "
+                     f"that differ in them, or leave them out)")
+
     def attribute_logits(self, x):
         return self.net.forward_units(x, self.input_unit)
 

@@ -651,3 +651,9 @@ def test_attribute_zsl_warns_of_an_attribute_constant_over_the_seen_classes():
         warnings.simplefilter("error")
         AttributeZeroShot(tiny_net(4), attributes=[[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0]]).prepare(
             {"source": seen})
+
+
+def test_class_names_of_another_length_than_the_matrix_rows_name_the_rows():
+    with pytest.raises(TransferkitError, match=r"the attributes matrix has 9 rows, one per class, so class_names must "
+                                               r"be a list of 9 names"):  # it said 'must name the 9 described classes'
+        AttributeZeroShot(tiny_net(9), attributes=torch.eye(9), class_names=[str(i) for i in range(10)])

@@ -218,7 +218,8 @@ class _ClassDescriptionMethod(Method):
         if class_names is None and digit_descriptions:
             class_names = [str(i) for i in range(num_classes)]
         check(class_names is None or (not isinstance(class_names, str) and len(class_names) == num_classes),
-              f"{self.name}: class_names must name the {num_classes} described classes, got {class_names!r}")
+              f"{self.name}: the {self.description_option} matrix has {num_classes} rows, one per class, so "
+              f"class_names must be a list of {num_classes} names, got {class_names!r}")
         given = [] if class_names is None else [str(c) for c in class_names]
         twice = sorted(c for c, n in Counter(given).items() if n > 1)
         check(not twice, f"{self.name}: class_names names {twice} more than once (one description row per class)")

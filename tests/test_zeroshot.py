@@ -643,7 +643,7 @@ def test_zeroshot_bench_logs_a_clip_models_retrieval_under_its_own_line():
 
 def test_attribute_zsl_warns_of_an_attribute_constant_over_the_seen_classes():
     import warnings
-    seen = Domain("s", torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2]), ["a", "b", "c"])
+    seen = Domain("s", torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2]), ["0", "1", "2"])
     method = AttributeZeroShot(tiny_net(4), attributes=[[1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 0]])
     with pytest.warns(UserWarning, match=r"attributes \[2\] \(columns\) have one value over every seen class"):
         method.prepare({"source": seen})  # column 2 is 1 for a, b, c: only the unseen d differs
@@ -657,3 +657,16 @@ def test_class_names_of_another_length_than_the_matrix_rows_name_the_rows():
     with pytest.raises(TransferkitError, match=r"the attributes matrix has 9 rows, one per class, so class_names must "
                                                r"be a list of 9 names"):  # it said 'must name the 9 described classes'
         AttributeZeroShot(tiny_net(9), attributes=torch.eye(9), class_names=[str(i) for i in range(10)])
+
+
+def test_unnamed_description_rows_warn_of_classes_that_are_not_the_numbers_of_the_rows():
+    import warnings
+    shapes = Domain("shapes", torch.rand(6, 1, 28, 28), torch.arange(6) % 3, ["circle", "square", "x"])
+    with pytest.warns(UserWarning, match=r"attributes matrix have no class names.*\[.circle.*give class_names"):
+        AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]]).prepare({"source": shapes})
+    numbered = Domain("n", shapes.images, shapes.labels, ["0", "1", "2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]]).prepare({"source": numbered})
+        named = AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]], class_names=["x", "circle", "y"])
+        named.prepare({"source": named.to_rows(shapes.select_classes(["circle", "x"]))})

@@ -248,6 +248,13 @@ class _ClassDescriptionMethod(Method):
                   f"{self.name}: its built-in attribute sets describe the digits 0-9 (class i is digit i), but the "
                   f"{role} classes are {d and d.class_names[:10]}: give a matrix with one row per class "
                   f"(attributes / class_embeddings)")
+        for role, d in domains.items():  # unnamed rows are class ids: a folder's ids are its alphabetical order
+            if d is not None and self.row_names is None and not self.digit_descriptions and \
+                    list(d.class_names) != [str(i) for i in range(d.num_classes)]:
+                warn(f"{self.name}: the rows of its {self.description_option} matrix have no class names: row i is "
+                     f"class id i, and the {role} classes {list(d.class_names)[:10]} are ids in their own order (a "
+                     f"folder's: alphabetical); give class_names, the class of each row, to match them by name")
+                break
         for role, d in domains.items():  # rows are read as class ids: a domain must be in the rows' order
             check(d is None or self.row_names is None or list(d.class_names) == self.row_names[:d.num_classes],
                   f"{self.name}: the {role} classes {d and list(d.class_names)[:10]} are not the description rows "

@@ -18,6 +18,7 @@ from transferkit.clip import (
 )
 from transferkit.domain import Domain
 from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import TransferkitError
 from transferkit.text import HashingEncoder, class_text_embeddings, prompt_texts
 
 SIM = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.0, 0.4, 0.7]])
@@ -371,3 +372,38 @@ def test_the_zeroshot_bench_keeps_the_digit_classes_and_prompts_and_old_models_t
     del old.templates  # as a model pickled before templates were kept: its prompts were the digit ones
     old.set_classes(["7", "8"])
     assert old.templates == DIGIT_PROMPT_TEMPLATES
+
+
+def test_clip_captions_by_class_name_follow_the_source_classes_and_a_reordered_list_is_warned():
+    import warnings
+
+    from transferkit.experiment import zero_shot_options
+    order = ["6", "0", "1", "2", "3", "4", "5"]  # source_classes: [6, 0, 1, ...]
+    by_name = {i: f"a photo of the digit {i}" for i in range(10)}  # YAML keys are numbers; extra classes unused
+    options = zero_shot_options(ClipMethod, {"captions": by_name}, order, ["7", "8", "9"])
+    assert options["captions"][:2] == ["a photo of the digit 6", "a photo of the digit 0"]  # caption i: class i
+    natural = [f"a photo of the digit {i}" for i in range(7)]
+    with pytest.warns(UserWarning, match=r"order of the source classes \['6', '0'.*not ascending.*by class name"):
+        assert zero_shot_options(ClipMethod, {"captions": natural}, order, ["7", "8", "9"])["captions"] == natural
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zero_shot_options(ClipMethod, {"captions": natural}, [str(i) for i in range(7)], ["7", "8", "9"])
+    with pytest.raises(TransferkitError, match=r"no caption for the source classes \['6'\]"):
+        zero_shot_options(ClipMethod, {"captions": {i: "x" for i in range(6)}}, order, ["7", "8", "9"])
+    with pytest.raises(TransferkitError, match="on its own clip takes a list"):
+        ClipMethod(tiny_net(10), captions={"0": "zero"}, text_encoder=HashingEncoder(16))
+    src = Domain("s", torch.rand(7, 1, 28, 28), torch.arange(7), order)
+    with pytest.raises(TransferkitError, match=r"7 source classes, 6 captions"):
+        ClipMethod(tiny_net(10), captions=natural[:6], text_encoder=HashingEncoder(16)).prepare({"source": src})
+    several = ClipMethod(tiny_net(10), captions=[["zero", "a zero"], "one"], text_encoder=HashingEncoder(16))
+    enc = HashingEncoder(16)
+    assert torch.allclose(several.caption_features[0], enc.encode(["zero", "a zero"]).mean(0))
+    assert torch.equal(several.caption_features[1], enc.encode(["one"])[0])
+
+
+def test_clip_warns_when_it_falls_back_to_the_hashing_encoder_and_its_row_names_the_encoder(monkeypatch):
+    import transferkit.clip as clip_module
+    monkeypatch.setattr(clip_module, "text_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"text extra is not installed.*hashing encoder"):
+        m = ClipMethod(tiny_net(10), captions=["a", "b"])
+    assert m.extra_results()["text_encoder"] == "hashing"  # in the run's row

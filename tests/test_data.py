@@ -314,3 +314,15 @@ def test_a_path_object_as_domain_spec_is_named():
         load_domain(Path("/tmp/x"))
     with pytest.raises(TransferkitError, match="empty domain spec"):
         load_domain("  ")
+
+
+def test_float_images_of_255_are_told_to_divide_by_255_once(tmp_path):
+    import numpy as np
+
+    from transferkit.data import load_domain
+    from transferkit.errors import TransferkitError
+    np.savez(tmp_path / "a.npz", x=np.linspace(0, 255, 4 * 64).reshape(4, 1, 8, 8).astype("float32"),
+             y=np.array([0, 1, 0, 1]))
+    with pytest.raises(TransferkitError, match=r"\(255 for 8-bit pixels\) or store uint8") as e:
+        load_domain(f"npz:{tmp_path / 'a.npz'}")
+    assert "255 if" not in str(e.value)  # '255 for 8-bit pixels, 255 if that is their maximum'

@@ -240,7 +240,11 @@ def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_tha
     assert "| m | s | t | k=1 | 50.0 | – | – | 1 |" in markdown_table(summary, rows)
     assert "| m | s | t | gzsl | 40.0 | 50.0 | 60.0 / 30.0: 40.0 | 1 |" in markdown_table(summary, rows)
     html, md = write_report(tmp_path, tmp_path / "report")  # the label-efficiency plot of k=1, k=5
-    assert "Label efficiency" in md.read_text() and "| k=1 | 50.0 | – | 1 |" in md.read_text()
+    assert "Label efficiency" in md.read_text() and "| k=1 | 50.0 | – | – | 1 |" in md.read_text()
+    assert "| gzsl | 40.0 | 50.0 | 60.0 / 30.0: 40.0 | 1 |" in md.read_text()  # transferkit report dropped it
+    assert "seen / unseen classes: H (%)" in html.read_text()
+    for text in (md.read_text(), markdown_table(summary, rows)):  # per class vs per image; H per seed
+        assert "each test image once" in text and "mean over seeds of each seed's harmonic mean" in text
 
 
 def test_results_table_says_what_plus_minus_means_where_a_cell_has_one():

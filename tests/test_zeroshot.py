@@ -558,3 +558,115 @@ def test_description_matrices_load_from_files_and_class_names_embed_from_a_confi
     m = EmbeddingZeroShot(tiny_net(3), **options)
     assert torch.equal(m.class_embeddings, class_text_embeddings(["cat", "dog", "cow"], "hashing"))
     assert m.row_names == ["cat", "dog", "cow"]
+
+
+def test_evaluate_zero_shot_scores_clip_and_refuses_seen_classes_other_than_the_trained_ones():
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(80, 1, 28, 28, generator=g), torch.arange(80) % 10, [str(i) for i in range(10)])
+    source = dom.select_classes(list(range(7)))
+    clip = Transfer("clip", backbone="lenet", captions=[f"the digit {i}" for i in range(7)], text_encoder="hashing",
+                    train=TrainConfig(steps=2, eval_every=2)).fit(source=source, target=dom).method_
+    r = evaluate_zero_shot(clip, dom, range(7), [7, 8, 9], gamma="prior")  # AttributeError: no row_names before
+    assert r["gamma"] == pytest.approx(prior_matched_gamma(clip.scores(dom.images), list(range(7)), [7, 8, 9]))
+    reordered = dom.select_classes([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])  # mapped to clip's classes by name
+    assert evaluate_zero_shot(clip, reordered, range(7), [7, 8, 9]) == evaluate_zero_shot(clip, dom, range(7),
+                                                                                           [7, 8, 9])
+    zsl = Transfer("attribute_zsl", backbone="lenet", train=TrainConfig(steps=2, eval_every=2)).fit(
+        source=source, target=dom).method_
+    for method in (clip, zsl):
+        with pytest.raises(TransferkitError, match=r"unseen classes \['6'\] are classes the model was trained on"):
+            evaluate_zero_shot(method, dom, [0, 1, 2, 3, 4, 5, 7], [6, 8, 9])  # numbers, with 6 counted as unseen
+        with pytest.raises(TransferkitError, match=r"seen classes \['7'\] are classes the model was not trained"):
+            evaluate_zero_shot(method, dom, list(range(8)), [8, 9])
+        with pytest.warns(UserWarning, match=r"classes \['6'\] the model was trained on are neither seen nor unseen"):
+            evaluate_zero_shot(method, dom.select_classes([0, 1, 2, 3, 4, 5, 7, 8, 9]), range(6), [7, 8, 9])
+    with pytest.raises(TransferkitError, match=r"takes a zero-shot method \(attribute_zsl, embedding_zsl, clip\), got"):
+        evaluate_zero_shot(tiny_net(10), dom, range(7), [7, 8, 9])
+
+
+def test_seen_unseen_accuracies_take_numpy_labels_are_unrounded_and_name_classes_without_test_images():
+    from transferkit.evaluate import classification_report
+    from transferkit.experiment import report_seen_unseen
+    scores = torch.eye(4)[[0, 1, 1, 2, 3, 3, 0]]
+    labels = torch.tensor([0, 1, 0, 2, 3, 3, 0])
+    assert zero_shot_report(scores, labels.numpy(), [0, 1], [2, 3]) == zero_shot_report(scores, labels, [0, 1], [2, 3])
+    with pytest.warns(UserWarning, match=r"the classes \[3, 4\] have no test image"):
+        zero_shot_report(torch.eye(5)[[0, 1, 2]], torch.tensor([0, 1, 2]), [0, 1], [2, 3, 4])
+    report = classification_report(scores, labels, 4)
+    assert report["per_class_accuracy"][0] == 0.666667
+    r = report_seen_unseen(report, ["a", "b", "c", "d"], ["a", "b"])
+    assert r["seen_accuracy"] == (2 / 3 + 1) / 2  # from the unrounded 2/3
+    with pytest.warns(UserWarning, match=r"target classes \['e'\] have no test image"):
+        report_seen_unseen(classification_report(scores, labels, 5), ["a", "b", "c", "d", "e"], ["a", "b"])
+
+
+def test_transfer_report_gives_seen_unseen_and_h_of_a_zero_shot_model_calibrated_by_gzsl_gamma():
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    from transferkit.evaluate import classification_report
+    from transferkit.experiment import report_seen_unseen
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(80, 1, 28, 28, generator=g), torch.arange(80) % 10, [str(i) for i in range(10)])
+    for name, options in (("attribute_zsl", {}), ("clip", {"captions": [f"the digit {i}" for i in range(7)],
+                                                           "text_encoder": "hashing"})):
+        model = Transfer(name, backbone="lenet", train=TrainConfig(steps=2, eval_every=2), **options).fit(
+            source=dom.select_classes(list(range(7))), target=dom)
+        r = model.report(dom)
+        assert r["gzsl_gamma"] == 0.0 and r["accuracy"] == model.score(dom)
+        assert r["h_accuracy"] == report_seen_unseen(r, dom.class_names, [str(i) for i in range(7)])["h_accuracy"]
+        prior = model.report(dom, gzsl_gamma="prior")
+        logits = model.predict_logits(dom)
+        logits[:, :7] -= prior["gzsl_gamma"]
+        assert prior["confusion"] == classification_report(logits, dom.labels)["confusion"]
+        same = evaluate_zero_shot(model.method_, dom, range(7), [7, 8, 9], "prior")  # the same scores and gamma
+        assert (prior["gzsl_gamma"], prior["h_accuracy"]) == pytest.approx((same["gamma"], same["h"]))
+    del model.method_.trained_classes  # as a model saved before 2026-12-01
+    assert "h_accuracy" not in model.report(dom)
+    with pytest.raises(TransferkitError, match="gzsl_gamma calibrates a zero-shot model"):
+        model.report(dom, 1.0)
+
+
+def test_zeroshot_bench_logs_a_clip_models_retrieval_under_its_own_line():
+    from transferkit.bench.zeroshot import _log_rows
+    base = {"method": "clip_infonce", "source": "mnist[0-6]", "seed": 0, "wall_s": 1.0}
+    rows = [{**base, "accuracy": 0.5}, {**base, "accuracy": 0.4, "seen": 0.6, "unseen": 0.3},
+            {**base, "accuracy": 0.45}]
+    rows += [{**base, "setting": f"{d} (syndigits captions)", "target": "mnist test", "recall_at_1": r,
+              "n_captions": 40, "images": "mnist", "captions": "syndigits"} for d, r in (("i2t", 0.25), ("t2i", 0.5))]
+    lines = []
+    _log_rows(lines.append, rows)
+    assert lines[0].lstrip().startswith("clip_infonce")  # the retrieval lines were printed before it (in training)
+    assert lines[1] == "    retrieval mnist images / syndigits captions: i2t R@1 25.0%, t2i R@1 50.0% (40 captions)"
+
+
+def test_attribute_zsl_warns_of_an_attribute_constant_over_the_seen_classes():
+    import warnings
+    seen = Domain("s", torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2]), ["0", "1", "2"])
+    method = AttributeZeroShot(tiny_net(4), attributes=[[1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 0]])
+    with pytest.warns(UserWarning, match=r"attributes \[2\] \(columns\) have one value over every seen class"):
+        method.prepare({"source": seen})  # column 2 is 1 for a, b, c: only the unseen d differs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AttributeZeroShot(tiny_net(4), attributes=[[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0]]).prepare(
+            {"source": seen})
+
+
+def test_class_names_of_another_length_than_the_matrix_rows_name_the_rows():
+    with pytest.raises(TransferkitError, match=r"the attributes matrix has 9 rows, one per class, so class_names must "
+                                               r"be a list of 9 names"):  # it said 'must name the 9 described classes'
+        AttributeZeroShot(tiny_net(9), attributes=torch.eye(9), class_names=[str(i) for i in range(10)])
+
+
+def test_unnamed_description_rows_warn_of_classes_that_are_not_the_numbers_of_the_rows():
+    import warnings
+    shapes = Domain("shapes", torch.rand(6, 1, 28, 28), torch.arange(6) % 3, ["circle", "square", "x"])
+    with pytest.warns(UserWarning, match=r"attributes matrix have no class names.*\[.circle.*give class_names"):
+        AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]]).prepare({"source": shapes})
+    numbered = Domain("n", shapes.images, shapes.labels, ["0", "1", "2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]]).prepare({"source": numbered})
+        named = AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]], class_names=["x", "circle", "y"])
+        named.prepare({"source": named.to_rows(shapes.select_classes(["circle", "x"]))})

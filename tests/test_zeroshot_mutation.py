@@ -120,7 +120,7 @@ def test_projected_text_features_are_unit_norm():
 def test_clip_refuses_a_caption_id_equal_to_the_number_of_captions():
     m = ClipMethod(tiny_net(10), captions=["a", "b"], text_encoder=HashingEncoder(16))
     src = Domain("s", torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2]), ["a", "b", "c"])
-    with pytest.raises(TransferkitError, match=r"caption ids, up to 2, but 2 captions were given"):
+    with pytest.raises(TransferkitError, match=r"3 source classes, 2 captions"):
         m.prepare({"source": src})
 
 

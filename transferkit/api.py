@@ -28,12 +28,14 @@ from .experiment import (
     fit_for_target,
     load_model,
     method_error,
+    report_seen_unseen,
     zero_shot_options,
 )
 from .fields import updated
 from .methods import get_method
 from .methods.base import check_options
 from .methods.supervised import SourceOnly
+from .zeroshot import calibrated, seen_columns
 
 #: the pre-training config of a ``Transfer`` given no ``pretrain=``
 PRETRAIN_DEFAULT = TrainConfig(steps=600)
@@ -331,10 +333,22 @@ class Transfer:
         check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
         return fraction_correct(self.predict(domain.images), domain.labels)
 
-    def report(self, domain: Domain) -> dict:
+    def report(self, domain: Domain, gzsl_gamma: float | str = 0.0) -> dict:
+        """:func:`~transferkit.evaluate.classification_report` on ``domain``; for a zero-shot
+        model (attribute_zsl, embedding_zsl, clip) also ``seen_accuracy``, ``unseen_accuracy`` and
+        ``h_accuracy`` over the classes it was / was not trained on (per-class means, as run rows)
+        and ``gzsl_gamma``: subtracted from the seen classes' logits before all of it (calibrated
+        stacking; ``"prior"``: :func:`~transferkit.zeroshot.prior_matched_gamma` of these logits)."""
         self._check_classes(domain)
-        return classification_report(self.predict_logits(domain.images), domain.labels, domain.num_classes,
-                                     domain.groups)
+        logits, seen = self.predict_logits(domain.images), seen_columns(self.method_)
+        check(seen is not None or gzsl_gamma == 0, f"gzsl_gamma calibrates a zero-shot model trained since "
+                                                   f"2026-12-01; {self.method_cls.name} here records no seen classes")
+        if seen is None:
+            return classification_report(logits, domain.labels, domain.num_classes, domain.groups)
+        logits, gamma = calibrated(logits, seen, gzsl_gamma)
+        report = classification_report(logits, domain.labels, domain.num_classes, domain.groups)
+        return {**report, **report_seen_unseen(report, domain.class_names, [self.classes_[j] for j in seen]),
+                "gzsl_gamma": gamma}
 
 
 def _train_config(value, default: TrainConfig, name: str) -> TrainConfig:

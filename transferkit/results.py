@@ -158,6 +158,21 @@ def other_metrics(settings) -> list[str]:
                          else []))
 
 
+GZSL_HEADER = "seen / unseen classes: H (%)"
+#: what the GZSL column holds, against the accuracy column (a line under the tables)
+GZSL_NOTE = ("seen / unseen classes: accuracy averaged over the seen / unseen target classes (each class counts once; "
+             "the target accuracy column counts each test image once); H: the mean over seeds of each seed's harmonic "
+             "mean, not the H of the seen / unseen means shown")
+
+
+def gzsl_cell(s: dict) -> str:
+    """The GZSL cell of a summary entry: ``"seen / unseen: H ± se"`` in percent, or ``–``."""
+    if "h_accuracy_mean" not in s:
+        return "–"
+    return (f"{100 * s['seen_accuracy_mean']:.1f} / {100 * s['unseen_accuracy_mean']:.1f}: "
+            f"{format_mean_se(s['h_accuracy_mean'], s['h_accuracy_se'], s['n'])}")
+
+
 def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | None = None) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
@@ -174,13 +189,12 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
         "target accuracy, validation or test: see each row's split"
     lines = [f"| method | source | target | setting | {what} (%) |"
              + (" grouped accuracy (%) |" if grouped else "")
-             + (" seen / unseen classes: H (%) |" if gzsl else "") + " n | wall s |",
+             + (f" {GZSL_HEADER} |" if gzsl else "") + " n | wall s |",
              "|---|---|---|---|---|" + ("---|" if grouped else "") + ("---|" if gzsl else "") + "---|---|"]
     for s in summary:
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
-        h = (f"{100 * s['seen_accuracy_mean']:.1f} / {100 * s['unseen_accuracy_mean']:.1f}: "
-             f"{format_mean_se(s['h_accuracy_mean'], s['h_accuracy_se'], s['n'])}" if "h_accuracy_mean" in s else "–")
+        h = gzsl_cell(s)
         lines.append(f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
                      f"{md_cell(s['setting'])} | "
                      f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
@@ -189,6 +203,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
     picks = picked_lines(rows)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
         picks.append("Mean ± standard error over n seeds (label subsets).")
+    if gzsl:
+        picks.append(GZSL_NOTE[0].upper() + GZSL_NOTE[1:] + ".")
     others = other_metrics(s["setting"] for s in summary)
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")

@@ -219,8 +219,9 @@ def _images_float(x: np.ndarray, where: str) -> torch.Tensor:
     check(x.size == 0 or bool(np.isfinite(x).all()), f"{where}: 'x' contains NaN or infinite values")
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     check(lo >= -1e-3 and hi <= 1 + 1e-3, f"{where}: float images must be in [0, 1] (found "
-                                          f"{lo:.3g}..{hi:.3g}); divide by their full range (255 for 8-bit "
-                                          f"pixels, {hi:.3g} if that is their maximum) or store uint8 0..255")
+                                          f"{lo:.3g}..{hi:.3g}); divide by their full range (255 for 8-bit pixels"
+                                          f"{'' if round(hi) == 255 else ', %.3g if it is their maximum' % hi}) "
+                                          f"or store uint8 0..255")
     return torch.from_numpy(np.clip(x, 0, 1).astype(np.float32))
 
 

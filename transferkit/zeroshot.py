@@ -218,7 +218,8 @@ class _ClassDescriptionMethod(Method):
         if class_names is None and digit_descriptions:
             class_names = [str(i) for i in range(num_classes)]
         check(class_names is None or (not isinstance(class_names, str) and len(class_names) == num_classes),
-              f"{self.name}: class_names must name the {num_classes} described classes, got {class_names!r}")
+              f"{self.name}: the {self.description_option} matrix has {num_classes} rows, one per class, so "
+              f"class_names must be a list of {num_classes} names, got {class_names!r}")
         given = [] if class_names is None else [str(c) for c in class_names]
         twice = sorted(c for c, n in Counter(given).items() if n > 1)
         check(not twice, f"{self.name}: class_names names {twice} more than once (one description row per class)")
@@ -229,12 +230,7 @@ class _ClassDescriptionMethod(Method):
 
     def to_rows(self, domain):
         """``domain`` with labels renumbered to the description rows of its class names."""
-        missing = [c for c in domain.class_names if c not in self.row_names]
-        check(not missing, f"{self.name}: classes {missing} of domain {domain.name!r} have no description (its rows "
-                           f"describe {self.row_names})")
-        ids = torch.tensor([self.row_names.index(c) for c in domain.class_names], dtype=torch.long)
-        return Domain(domain.name, domain.images, ids[domain.labels], list(self.row_names), domain.groups,
-                      dict(domain.provenance))
+        return renumbered(domain, self.row_names, f"{self.name}: ", "have no description (its rows describe {names})")
 
     def set_candidates(self, classes=None) -> None:
         """Restrict predictions to ``classes`` (ids); ``None``: every class."""
@@ -252,6 +248,13 @@ class _ClassDescriptionMethod(Method):
                   f"{self.name}: its built-in attribute sets describe the digits 0-9 (class i is digit i), but the "
                   f"{role} classes are {d and d.class_names[:10]}: give a matrix with one row per class "
                   f"(attributes / class_embeddings)")
+        for role, d in domains.items():  # unnamed rows are class ids: a folder's ids are its alphabetical order
+            if d is not None and self.row_names is None and not self.digit_descriptions and \
+                    list(d.class_names) != [str(i) for i in range(d.num_classes)]:
+                warn(f"{self.name}: the rows of its {self.description_option} matrix have no class names: row i is "
+                     f"class id i, and the {role} classes {list(d.class_names)[:10]} are ids in their own order (a "
+                     f"folder's: alphabetical); give class_names, the class of each row, to match them by name")
+                break
         for role, d in domains.items():  # rows are read as class ids: a domain must be in the rows' order
             check(d is None or self.row_names is None or list(d.class_names) == self.row_names[:d.num_classes],
                   f"{self.name}: the {role} classes {d and list(d.class_names)[:10]} are not the description rows "
@@ -261,6 +264,7 @@ class _ClassDescriptionMethod(Method):
               f"the source domain has {source and source.num_classes} classes but the method describes "
               f"{len(self.candidates)} (one attribute / embedding row per class)")
         if source is not None:  # trained on the seen classes alone, whatever was set for predictions
+            self.trained_rows = list(source.present_classes())  # evaluate_zero_shot checks seen against them
             given = self._candidates_given
             self.set_candidates(source.present_classes())
             self._candidates_given = given
@@ -325,6 +329,16 @@ class AttributeZeroShot(_ClassDescriptionMethod):
         self.metric = metric
         self.register_buffer("class_attributes", a)
         net.reset_classifier(a.shape[1])
+
+    def prepare(self, domains):
+        super().prepare(domains)
+        if domains.get("source") is not None:
+            a = self.class_attributes[self.trained_rows]
+            constant = torch.nonzero(a.amax(0) == a.amin(0)).flatten().tolist()
+            if constant and len(self.trained_rows) > 1:
+                warn(f"attribute_zsl: the attributes {constant[:10]} (columns) have one value over every seen class: "
+                     f"their predictor learns a constant, so they cannot tell unseen classes apart (add seen classes "
+                     f"that differ in them, or leave them out)")
 
     def attribute_logits(self, x):
         return self.net.forward_units(x, self.input_unit)
@@ -464,6 +478,7 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     mean ``h``; ``gamma`` is subtracted from seen scores (calibrated stacking, Chao et al.
     2016). Accuracies are per-class means."""
     seen, unseen = _seen_unseen(scores, seen, unseen)
+    labels = torch.as_tensor(labels)
     check(len(labels) == len(scores), f"{len(scores)} score rows for {len(labels)} labels")
     stray = sorted(set(labels.tolist()) - set(seen) - set(unseen))
     check(not stray, f"labels {stray[:10]} are neither seen nor unseen classes")
@@ -473,6 +488,10 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     for name, ids, has in (("seen", seen, ~is_unseen), ("unseen", unseen, is_unseen)):
         check(bool(has.any()), f"no test image of the {name} classes {ids}: the GZSL report needs test images "
                                f"of both seen and unseen classes")
+    absent = [c for c in seen + unseen if not bool((labels == c).any())]
+    if absent:
+        warn(f"the classes {absent[:10]} have no test image: they are left out of the per-class means (seen, unseen, "
+             f"zsl)")
     masked = torch.full_like(scores, MASKED)
     masked[:, unseen] = scores[:, unseen]
     zsl = mean_class_accuracy(masked[is_unseen].argmax(1), labels[is_unseen], unseen)
@@ -506,35 +525,106 @@ def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: flo
     return float(torch.quantile(margin.double(), q)) + 1e-6
 
 
-def _row_ids(method: _ClassDescriptionMethod, classes, what: str) -> list:
-    """``classes`` as description rows: ids as given, class names through ``method.row_names``."""
+def renumbered(domain: Domain, names: list[str], who: str, lacking: str) -> Domain:
+    """``domain`` with labels renumbered to the positions of its class names in ``names``."""
+    missing = [c for c in domain.class_names if c not in names]
+    check(not missing, f"{who}classes {missing} of domain {domain.name!r} {lacking.format(names=names[:10])}")
+    ids = torch.tensor([names.index(c) for c in domain.class_names], dtype=torch.long)
+    return Domain(domain.name, domain.images, ids[domain.labels], list(names), domain.groups, dict(domain.provenance))
+
+
+def scored_classes(method) -> tuple[list[str] | None, list[int] | None]:
+    """The class names of ``method.scores``' columns (``None``: class ids) and the columns of
+    the classes it was trained on (``None``: unknown, e.g. a model saved before 2026-12-01),
+    for a zero-shot method (attribute_zsl, embedding_zsl, clip); else a named error."""
+    if isinstance(method, _ClassDescriptionMethod):
+        return method.row_names, getattr(method, "trained_rows", None)
+    names = getattr(method, "class_names", None)
+    check(getattr(type(method), "scores_class_names", False) and hasattr(method, "scores"),
+          f"evaluate_zero_shot takes a zero-shot method (attribute_zsl, embedding_zsl, clip), got "
+          f"{getattr(method, 'name', type(method).__name__)}")
+    check(names is not None, f"{method.name} has no classes to score: give them with method.set_classes(names)")
+    trained = getattr(method, "trained_classes", None)
+    return names, None if trained is None else [names.index(c) for c in trained if c in names]
+
+
+def _row_ids(names: list[str] | None, classes, what: str) -> list:
+    """``classes`` as score columns: ids as given, class names through ``names``."""
     classes = [classes] if isinstance(classes, (str, int)) else list(classes)
     if not any(isinstance(c, str) for c in classes):
         return classes
-    check(method.row_names is not None, f"{what} are given by name, but the method's description rows have no "
-                                        f"class names (give class_names, or row ids)")
-    unknown = [c for c in classes if isinstance(c, str) and c not in method.row_names]
-    check(not unknown, f"{what}: {unknown} are not described classes ({method.row_names})")
-    return [method.row_names.index(c) if isinstance(c, str) else c for c in classes]
+    check(names is not None, f"{what} are given by name, but the method's description rows have no "
+                             f"class names (give class_names, or row ids)")
+    unknown = [c for c in classes if isinstance(c, str) and c not in names]
+    check(not unknown, f"{what}: {unknown} are not described classes ({names})")
+    return [names.index(c) if isinstance(c, str) else c for c in classes]
 
 
-def evaluate_zero_shot(method: _ClassDescriptionMethod, test: Domain, seen, unseen, gamma: float | str = 0.0) -> dict:
-    """:func:`zero_shot_report` of a trained method on a test domain holding seen and unseen
-    classes; ``gamma="prior"`` uses :func:`prior_matched_gamma` on the test scores (the chosen
-    value is returned as ``gamma``). ``seen`` / ``unseen``: description rows, by id or by class
-    name. When the rows name their classes (``method.row_names``), the test labels are mapped
-    to them by class name (:meth:`~_ClassDescriptionMethod.to_rows`), so a test domain of a
-    class subset or in another class order is scored against the right rows."""
+def seen_columns(method) -> list[int] | None:
+    """The output columns (of ``method(images)``) of the classes a zero-shot method was trained
+    on; ``None`` for another method, or a model that did not record them (saved before 2026-12-01)."""
+    if isinstance(method, _ClassDescriptionMethod):
+        trained = getattr(method, "trained_rows", None)
+        rows = range(len(method.candidates)) if method.output_rows is None else method.output_rows
+        return None if trained is None else [j for j, r in enumerate(rows) if r in trained]
+    names, trained = getattr(method, "class_names", None), getattr(method, "trained_classes", None)
+    if not getattr(type(method), "scores_class_names", False) or names is None or trained is None:
+        return None
+    return [j for j, c in enumerate(names) if c in trained]
+
+
+def calibrated(logits: torch.Tensor, seen: list[int], gamma: float | str) -> tuple[torch.Tensor, float]:
+    """``logits`` with ``gamma`` subtracted from the ``seen`` columns (calibrated stacking;
+    ``"prior"``: :func:`prior_matched_gamma` of these logits, unlabelled) and the ``gamma`` used."""
+    check(gamma == "prior" or isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma),
+          f"gzsl_gamma must be a number or 'prior', got {gamma!r}")
+    unseen = [j for j in range(logits.shape[1]) if j not in seen]
+    if gamma == "prior":
+        check(len(seen) > 0 and len(unseen) > 0, "gzsl_gamma='prior' needs seen and unseen classes among the outputs")
+        gamma = prior_matched_gamma(logits, seen, unseen)
+    out = logits.clone()
+    out[:, seen] -= float(gamma)
+    return out, float(gamma)
+
+
+def _check_trained(names: list[str] | None, trained: list[int] | None, seen: list[int], unseen: list[int]) -> None:
+    """Refuse seen classes the model was not trained on and unseen ones it was trained on."""
+    if trained is None:
+        return
+    shown = (lambda ids: [names[i] if names and 0 <= i < len(names) else i for i in sorted(ids)])  # noqa: E731
+    wrong = set(unseen) & set(trained)
+    check(not wrong, f"the unseen classes {shown(wrong)} are classes the model was trained on (its seen classes are "
+                     f"{shown(trained)}): give those as seen")
+    wrong = set(seen) - set(trained)
+    check(not wrong, f"the seen classes {shown(wrong)} are classes the model was not trained on (its seen classes "
+                     f"are {shown(trained)}): give those as unseen")
+    if set(trained) - set(seen):
+        warn(f"the classes {shown(set(trained) - set(seen))} the model was trained on are neither seen nor unseen "
+             f"here: they are left out of the candidates")
+
+
+def evaluate_zero_shot(method, test: Domain, seen, unseen, gamma: float | str = 0.0) -> dict:
+    """:func:`zero_shot_report` of a trained zero-shot method (attribute_zsl, embedding_zsl, or
+    clip over the classes it scores) on a test domain holding seen and unseen classes;
+    ``gamma="prior"`` uses :func:`prior_matched_gamma` on the test scores (the chosen value is
+    returned as ``gamma``). ``seen`` / ``unseen``: score columns (description rows; clip's
+    classes), by id or by class name; the seen classes must be those the model was trained on.
+    When the columns name their classes (``method.row_names``, clip's ``class_names``), the test
+    labels are mapped to them by class name, so a test domain of a class subset or in another
+    class order is scored against the right rows."""
     check(gamma == "prior" or isinstance(gamma, (int, float)) and not isinstance(gamma, bool),
           f"gamma must be a number or 'prior', got {gamma!r}")
+    names, trained = scored_classes(method)
     shape = getattr(method.net, "input_shape", None)
     check(shape is None or tuple(test.image_shape) == tuple(shape),
           f"test domain {test.name!r} has images of shape {tuple(test.image_shape)}, the network takes "
           f"{shape and tuple(shape)}")
-    if method.row_names is not None:
-        test = method.to_rows(test)
-    seen, unseen = _row_ids(method, seen, "seen classes"), _row_ids(method, unseen, "unseen classes")
+    if names is not None:
+        test = renumbered(test, names, f"{method.name}: ", "are not among the classes it scores, {names}")
+    seen, unseen = _row_ids(names, seen, "seen classes"), _row_ids(names, unseen, "unseen classes")
     scores = method.scores(test.images)
+    seen, unseen = _seen_unseen(scores, seen, unseen)
+    _check_trained(names, trained, seen, unseen)
     if gamma == "prior":
         gamma = prior_matched_gamma(scores, seen, unseen)
     return {**zero_shot_report(scores, test.labels, seen, unseen, float(gamma)), "gamma": float(gamma)}

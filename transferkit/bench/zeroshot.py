@@ -87,7 +87,7 @@ def _methods(text: str) -> dict:
     return methods
 
 
-def _retrieval_rows(method, domain_name, data, base_row, log) -> list[dict]:
+def _retrieval_rows(method, domain_name, data, base_row) -> list[dict]:
     rows = []
     test = _subsample(data[domain_name]["test"][0], 1000)
     embedded = method.encode_images(test.images)  # once for every caption domain
@@ -100,9 +100,8 @@ def _retrieval_rows(method, domain_name, data, base_row, log) -> list[dict]:
             rows.append({**base_row, "setting": f"{direction} ({cap_domain} captions)",
                          "accuracy": rep[f"{direction}_R@1"], "recall_at_1": rep[f"{direction}_R@1"],
                          "recall_at_5": rep[f"{direction}_R@5"], "recall_at_10": rep[f"{direction}_R@10"],
-                         "n_captions": len(captions), "n_images": len(test)})
-        log(f"    retrieval {domain_name} images / {cap_domain} captions: i2t R@1 {100 * rep['i2t_R@1']:.1f}%, "
-            f"t2i R@1 {100 * rep['t2i_R@1']:.1f}% ({len(captions)} captions)")
+                         "n_captions": len(captions), "n_images": len(test), "images": domain_name,
+                         "captions": cap_domain})
     return rows
 
 
@@ -183,7 +182,7 @@ def _zeroshot_rows(mname: str, make, name: str, seed: int, splits, data, cfg, te
              "unseen": cal["unseen"], "gamma": gamma}]
     if is_clip:
         rows[0]["temperature"] = method.temperature.temperature
-        rows += _retrieval_rows(method, name, data, {**base, "target": f"{name} test"}, log)
+        rows += _retrieval_rows(method, name, data, {**base, "target": f"{name} test"})
     return rows
 
 
@@ -192,6 +191,10 @@ def _log_rows(log, rows: list[dict]) -> None:
     log(f"  {zsl['method']:<13} {zsl['source'][:-5]:<9} seed {zsl['seed']}: zsl {100 * zsl['accuracy']:.1f}%  "
         f"gzsl seen {100 * gzsl['seen']:.1f}% unseen {100 * gzsl['unseen']:.1f}% H {100 * gzsl['accuracy']:.1f}% "
         f"(prior-calibrated H {100 * cal['accuracy']:.1f}%)  ({zsl['wall_s']:.0f}s)")
+    for i2t, t2i in zip(rows[3::2], rows[4::2]):  # a CLIP model's retrieval, under its own line
+        log(f"    retrieval {i2t.get('images', i2t['target'])} images / {i2t.get('captions', i2t['setting'])} "
+            f"captions: i2t R@1 {100 * i2t['recall_at_1']:.1f}%, t2i R@1 {100 * t2i['recall_at_1']:.1f}% "
+            f"({i2t['n_captions']} captions)")
 
 def _mean(vals) -> str:
     vals = [v for v in vals if v is not None]

@@ -206,7 +206,9 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
     values that do not fit their parameter's simple annotation (:func:`_simple_types`)."""
     flat = {}
     for name, value in options.items():  # **options passed on to a parent __init__ arrive as one dict
-        flat.update(value if isinstance(value, dict) else {name: value})
+        param = None if cls is None else _inherited_parameter(cls, name)
+        passed_on = isinstance(value, dict) and (param is None or param.kind is inspect.Parameter.VAR_KEYWORD)
+        flat.update(value if passed_on else {name: value})  # not a dict-valued option (clip's captions by class)
     for name, value in flat.items():
         check(name not in switches or isinstance(value, bool),
               f"{method}: option {name} must be true or false, got {value!r}")

@@ -246,11 +246,11 @@ def test_config_files_and_environment_that_are_not_usable_are_named(tmp_path, ca
 def test_summary_and_report_of_a_file_that_is_not_results(tmp_path, capsys):
     row = {"method": "m", "source": "s", "target": "t", "setting": "x", "seed": 0, "accuracy": 0.5, "wall_s": 1}
     cases = {"bad": ("{not json", "results.json is unreadable"), "list": ("[1, 2]", "not a transferkit results file"),
-             "rows": ('{"rows": [{"method": "m"}]}', "row 0 lacks source, target, setting, seed, accuracy"),
-             "acc": (json.dumps({"rows": [{**row, "accuracy": "high"}]}), "row 0 has a non-numeric accuracy"),
+             "rows": ('{"rows": [{"method": "m"}]}', "rows[0] lacks source, target, setting, seed, accuracy"),
+             "acc": (json.dumps({"rows": [{**row, "accuracy": "high"}]}), "rows[0] has a non-numeric accuracy"),
              "pct": (json.dumps({"rows": [{**row, "accuracy": 85.0}]}), "accuracies are fractions in [0, 1]"),
-             "seed": (json.dumps({"rows": [{**row, "seed": None}, row]}), "row 0 has seed None; seeds are whole"),
-             "inf": (json.dumps({"rows": [{**row, "wall_s": float("inf")}]}), "row 0 has a non-numeric accuracy or"),
+             "seed": (json.dumps({"rows": [{**row, "seed": None}, row]}), "rows[0] has seed None; seeds are whole"),
+             "inf": (json.dumps({"rows": [{**row, "wall_s": float("inf")}]}), "rows[0] has a non-numeric accuracy or"),
              "good": (json.dumps({"rows": [row]}), None)}
     for name, (text, message) in cases.items():
         (tmp_path / name).mkdir()
@@ -546,3 +546,43 @@ def test_worker_processes_do_not_repeat_the_data_warnings_of_the_run(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stderr.count("almost black") == 1, p.stderr  # once (one file for both sides), by the main process
     assert "transferkit: warning: npz file" in p.stderr and "UserWarning" not in p.stderr
+
+
+FAILING_PLUGIN = ("import torch.nn.functional as F\n"
+                  "from transferkit.methods.base import Method, register\n\n\n"
+                  "@register\nclass Boom(Method):\n    name = 'boom_after'\n    calls = 0\n\n"
+                  "    def trainable_units(self):\n        return self.net.unit_names\n\n"
+                  "    def losses(self, batch):\n        Boom.calls += 1\n"
+                  "        if Boom.calls > 3:\n            raise ValueError('boom after 3 steps')\n"
+                  "        x, y = batch.target\n"
+                  "        return {'ce': F.cross_entropy(self.forward_from_input(x), y)}\n")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsys, monkeypatch, workers):
+    (tmp_path / "failing_methods.py").write_text(FAILING_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # worker processes import the plugin too
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "failing_methods")
+    code, out, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                             "methods=[target_only,boom_after,finetune]", "--set", f"out_dir={tmp_path / 'runs'}",
+                             "--workers", workers, *TINY[:-4], "--set", "k=2", "--set", "repeats=1")
+    (run_dir,) = (tmp_path / "runs" / "experiment").iterdir()
+    assert code == 2 and "job boom_after seed 0 failed: ValueError: boom after 3 steps" in out, (out, err)
+    assert "1 of 3 job(s) failed: boom_after seed 0 (ValueError: boom after 3 steps)" in err
+    assert f"--resume {run_dir} --set 'methods=[target_only,finetune]'" in err and "Traceback" not in err
+    assert "| finetune |" in out  # the finished rows' table
+    assert "Traceback" in (run_dir / "failed" / "boom_after-k=2-s0.txt").read_text()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert [r["method"] for r in data["rows"]] == ["target_only", "finetune"]
+    assert data["failed"][0]["job"] == "boom_after seed 0"
+    code, out, err = run_cli(capsys, "run", "--resume", str(run_dir), "--set", "methods=[target_only,finetune]")
+    assert code == 0 and "| finetune |" in out, err
+    code, _, err = run_cli(capsys, "report", str(run_dir))
+    assert code == 0, err
+
+
+def test_summary_of_a_results_file_without_rows_says_so(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [], "failed": [{"job": "boom seed 0"}]}))
+    code, out, err = run_cli(capsys, "summary", str(tmp_path))
+    assert code == 2 and "has no rows: no job of that run or benchmark finished; 1 job(s) failed" in err and not out

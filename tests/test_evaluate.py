@@ -358,3 +358,38 @@ def test_accuracies_are_exact_fractions_not_float32_means():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False))
     torch.nn.init.eye_(net[1].weight)
     assert val_scores(net, Domain("d", logits.view(100, 1, 1, 2), labels, ["a", "b"]))[0] == 0.79
+
+
+def test_per_unit_plot_counts_only_flex_rows_and_refuses_mixed_methods_or_settings(tmp_path, monkeypatch):
+    from transferkit import plots
+    flex = [{"method": "flex", "source": "s", "target": "t", "setting": "k=5", "seed": i,
+             "candidate_val_accuracy": {"c1": 0.5, "all": 0.6}} for i in range(3)]
+    others = [{"method": m, "source": "s", "target": "t", "setting": "k=5", "seed": i, "accuracy": 0.5}
+              for m in ("ft_fc1", "finetune") for i in range(3)]
+    labels = []
+    monkeypatch.setattr(plots, "_finish_unit_plot", lambda fig, ax, path, title: labels.extend(
+        line.get_label() for line in ax.lines))
+    plots.per_unit_accuracy_plot(flex + others, tmp_path / "u.png")
+    assert "val (n=3)" in labels  # was n=9: every row of the run counted
+    fast = [{**r, "method": "fast_flex"} for r in flex]
+    with pytest.raises(TransferkitError, match="mix methods fast_flex, flex, whose means it would average"):
+        plots.per_unit_accuracy_plot(flex + fast, tmp_path / "u.png")
+    with pytest.raises(TransferkitError, match="mix settings k=5, k=9"):
+        plots.per_unit_accuracy_plot(flex + [{**flex[0], "setting": "k=9"}], tmp_path / "u.png")
+
+
+def test_tsne_with_labels_names_the_domain_markers_in_a_legend_beside_the_points(tmp_path, monkeypatch):
+    from transferkit import plots
+    figs = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path, dpi, what: figs.append(fig))
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, 4, generator=g), torch.randn(10, 4, generator=g)
+    labels = [f"c{i % 3}" for i in range(22)]
+    plots.tsne_embeddings({"before": (a, b), "after": (a, b)}, tmp_path / "t.png", labels=labels,
+                          domain_names=("syndigits", "mnist"))
+    fig = figs[-1]
+    legend = fig.axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["c0", "c1", "c2", "syndigits", "mnist"]
+    fig.canvas.draw()
+    box, panel = legend.get_window_extent(), fig.axes[-1].get_window_extent()
+    assert box.x0 >= panel.x1 and box.x1 <= fig.bbox.x1  # beside the points, inside the picture

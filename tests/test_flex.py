@@ -74,6 +74,9 @@ def test_selection_margin_is_the_paired_accuracy_difference_and_its_standard_err
     margin, se = selection_margin(a, b)
     assert margin == pytest.approx(0.125) and se == pytest.approx(float(d.std()) / 8 ** 0.5)
     assert selection_margin(a, a) == (0.0, 0.0)
+    best, other = torch.zeros(375, dtype=torch.bool), torch.zeros(375, dtype=torch.bool)
+    best[:100], other[:99] = True, True
+    assert selection_margin(best, other)[0] == 1 / 375  # exact: was 0.0026666666381061077, a float32 mean
 
 
 def test_flex_same_results_with_two_workers():

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from transferkit import io
-from transferkit.errors import TransferkitError
+from transferkit.errors import JobsFailed, TransferkitError
 from transferkit.results import read_results, summarize, write_results
 from transferkit.runtime import (
     default_workers,
@@ -232,9 +232,9 @@ def test_summary_mean_and_standard_error_by_hand():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"accuracy": 73.5}, r"row 0 has accuracy 73\.5; accuracies are fractions in \[0, 1\] \(a percentage\?\)"),
-    ({"accuracy": float("nan")}, "row 0 has a non-numeric accuracy or wall_s"),
-    ({"seed": True}, "row 0 has seed True; seeds are whole numbers"),
+    ({"accuracy": 73.5}, r"rows\[0\] has accuracy 73\.5; accuracies are fractions in \[0, 1\] \(a percentage\?\)"),
+    ({"accuracy": float("nan")}, "rows\\[0\\] has a non-numeric accuracy or wall_s"),
+    ({"seed": True}, "rows\\[0\\] has seed True; seeds are whole numbers"),
 ])
 def test_read_results_refuses_rows_the_tables_would_misprint(tmp_path, change, message):
     (tmp_path / "results.json").write_text(json.dumps({"rows": [{**ROW, **change}]}))
@@ -302,13 +302,14 @@ def test_resumed_jobs_come_back_in_job_order_each_written_before_it_is_logged(tm
     assert seen == [(1, ["0.json", "1.json", "2.json"]), (3, ["0.json", "1.json", "2.json", "3.json"])]
 
 
-def test_a_failing_job_in_this_process_raises_and_keeps_the_jobs_before_it(tmp_path):
+def test_a_failing_job_in_this_process_is_named_and_the_other_jobs_still_run(tmp_path):
     def fail():
         raise ZeroDivisionError("job failed")
-    with pytest.raises(ZeroDivisionError, match="job failed"):
+    with pytest.raises(JobsFailed, match=r"1 of 3 job\(s\) failed: b \(ZeroDivisionError: job failed\)"):
         run_jobs([(tmp_path / "a.json", lambda: {"value": 1}), (tmp_path / "b.json", fail),
                   (tmp_path / "c.json", lambda: {"value": 3})])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # nothing written for the failed job
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "c.json", "failed"]  # no result for b
+    assert "ZeroDivisionError" in (tmp_path / "failed" / "b.txt").read_text()
 
 
 class _ThreadPool:

@@ -159,7 +159,7 @@ def test_per_unit_figures_average_each_unit_over_the_seeds_that_have_it(monkeypa
             {**REVIEW_ROW, "method": "m", "seed": 1, "acc": {"a": 0.1, "b": 0.2, "c": 0.9}}]
     report_module.per_unit_figures(rows)
     (line,) = figs[-1].axes[0].lines
-    assert list(map(str, line.get_xdata())) == ["a", "b", "c"] and line.get_ydata()[2] == 0.9
+    assert list(map(str, line.get_xdata())) == ["a", "b", "c"] and line.get_ydata()[2] == 90.0  # in %
 
 
 def test_memory_panel_does_not_draw_a_missing_measurement_as_zero(monkeypatch):
@@ -195,7 +195,7 @@ def test_report_survives_dollar_signs_in_names(tmp_path):
 
 def test_report_says_when_figures_are_left_out(tmp_path):
     rows = [{**REVIEW_ROW, "method": "m", "seed": 0, "setting": f"k={k}",
-             **{f"u{j}": {"a": 0.1, "b": 0.2} for j in range(4)}} for k in range(1, 8)]  # 28 groups > 24
+             **{f"u{j}_acc": {"a": 0.1, "b": 0.2} for j in range(4)}} for k in range(1, 8)]  # 28 groups > 24
     (tmp_path / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": rows}))
     page = report_module.write_report(tmp_path)[0].read_text()
     assert "4 more per-unit figures not shown" in page
@@ -400,3 +400,50 @@ def test_per_unit_figures_mark_the_units_each_method_picked(monkeypatch):
     assert [m[1] for m in marks] == [["fc1"], ["all"], ["fc1/svm"]]
     assert [m[0] for m in marks if not m[0].startswith("_")] == ["flex: picked", "tap: picked"]
     assert sorted(t.get_text() for t in ax.texts) == ["1/3", "2/3"]  # tap's one seed picked it: no count
+
+
+def test_report_out_must_be_a_directory_and_several_directories_skip_the_unfinished(bench_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["report", str(bench_dir / "k1"), "--out", str(tmp_path / "afile")]) == 2
+    assert "--out " + str(tmp_path / "afile") + " is a file; --out is the directory" in capsys.readouterr().err
+    assert main(["report", str(bench_dir / "k1"), "--out", str(tmp_path / "out1" / "paper.html")]) == 2
+    assert f"give e.g. --out {tmp_path / 'out1' / 'paper'}" in capsys.readouterr().err
+    assert not (tmp_path / "out1").exists()
+    half = tmp_path / "half"  # an interrupted run: finished jobs, no results.json
+    (half / "jobs").mkdir(parents=True)
+    (half / "jobs" / "finetune-k=1-s0.json").write_text("{}")
+    assert main(["report", str(bench_dir / "k1"), str(half), str(bench_dir / "k3"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert (tmp_path / "o" / "k1" / "report.html").exists() and (tmp_path / "o" / "k3" / "report.html").exists()
+    assert f"skipped {half}: no results.json" in err and f"transferkit run --resume {half}" in err
+    assert "1 of 3 directories have no report" in err
+    assert main(["report", str(tmp_path / "gone")]) == 2
+    assert "does not exist" in (err := capsys.readouterr().err) and "--out of `transferkit run`" not in err
+
+
+def test_per_unit_figures_show_accuracies_in_percent_with_error_bars_and_skip_other_dicts(monkeypatch):
+    figs = _capture(monkeypatch)
+    rows = [{**REVIEW_ROW, "method": "flex", "seed": s, "candidate_val_accuracy": {"conv1": 0.2 + s / 10, "fc1": 0.5},
+             "candidate_val_loss": {"conv1": 0.9, "fc1": 0.4}, "candidate_steps": {"conv1": 100, "fc1": 100}}
+            for s in range(3)]
+    caps = [cap for cap, _ in report_module.per_unit_figures(rows)]
+    assert caps == ["candidate_val_accuracy per unit, s → t (k=1)"]  # not the steps, not the losses
+    ax = figs[-1].axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)" and ax.get_title().startswith("candidate_val_accuracy")
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([30.0, 50.0])
+    (bars,) = ax.collections  # standard error over the 3 seeds: 10 / sqrt(3) points around conv1's mean
+    low, high = bars.get_segments()[0][:, 1]
+    assert high - low == pytest.approx(2 * 10 / 3 ** 0.5)
+
+
+def test_report_shows_a_run_config_yaml_only_when_it_differs_from_the_stored_config(bench_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(bench_dir / "k1", run)
+    _, md = write_report(run, tmp_path / "a")
+    text = md.read_text()
+    assert "# config.yaml" not in text and text.count("methods:") == 1  # was printed twice, identical
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("repeats: 2", "repeats: 3"))
+    _, md = write_report(run, tmp_path / "b")
+    assert "# config.yaml (differs from the config above, which results.json stores" in md.read_text()
+    _, md = write_report(bench_dir, tmp_path / "c")  # a benchmark's run configs are its own: still shown
+    assert "# k1/config.yaml\n" in md.read_text()

@@ -494,3 +494,20 @@ def test_peak_memory_measures_the_configs_gpu_and_none_for_a_cpu_job(monkeypatch
     with runtime.peak_memory(device="cpu") as mem:  # CUDA was initialised in every CPU job on a GPU host
         pass
     assert "peak_cuda_mb" not in mem and not asked
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_benchmark_job_that_raises_is_named_with_its_traceback_and_the_others_still_run(tmp_path, workers):
+    from functools import partial
+
+    from transferkit.errors import JobsFailed
+    from transferkit.runtime import run_jobs
+    jobs = [(tmp_path / "jobs" / "bad.json", partial(int, "not a number")),
+            (tmp_path / "jobs" / "good.json", partial(dict, accuracy=0.5))]
+    with pytest.raises(JobsFailed, match=r"1 of 2 job\(s\) failed: bad \(ValueError: invalid literal") as e:
+        run_jobs(jobs, workers=workers)
+    assert "ValueError" in (tmp_path / "jobs" / "failed" / "bad.txt").read_text() and e.value.failures[0].job == "bad"
+    assert json.loads((tmp_path / "jobs" / "good.json").read_text()) == {"accuracy": 0.5}
+    jobs[0] = (jobs[0][0], partial(dict, accuracy=0.25))  # fixed: a resume runs it alone and drops its traceback
+    assert run_jobs(jobs, workers=workers) == [{"accuracy": 0.25}, {"accuracy": 0.5}]
+    assert not (tmp_path / "jobs" / "failed" / "bad.txt").exists()

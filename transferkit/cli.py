@@ -12,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .errors import TransferkitError, WorkerDied, check
+from .errors import JobsFailed, TransferkitError, WorkerDied, check
 
 
 def _domains(args) -> None:
@@ -154,11 +154,35 @@ def _report(args) -> None:
     several = args.out is not None and len(args.run_dirs) > 1
     check(not several or len(set(names)) == len(names),
           f"--out with several run directories writes one sub-folder per directory name; these repeat: {names}")
-    for run_dir in args.run_dirs:  # every directory is checked before any report is written
-        check_run_dir(run_dir)
-    for run_dir, name in zip(args.run_dirs, names):
-        html, md = write_report(run_dir, out=Path(args.out) / name if several else args.out)
+    _check_report_out(args.out)
+    if len(args.run_dirs) == 1:  # one directory: its error is the command's
+        check_run_dir(args.run_dirs[0])
+    skipped = []
+    for run_dir, name in zip(args.run_dirs, names):  # several: the finished ones are written, the others named
+        try:
+            check_run_dir(run_dir)
+            html, md = write_report(run_dir, out=Path(args.out) / name if several else args.out)
+        except TransferkitError as e:
+            if len(args.run_dirs) == 1:
+                raise
+            skipped.append(str(e))
+            print(f"transferkit: skipped {run_dir}: {e}", file=sys.stderr)
+            continue
         print(f"report: {html}\nmarkdown: {md}")
+    check(not skipped, f"{len(skipped)} of {len(args.run_dirs)} directories have no report (named above): "
+                       f"{'; '.join(skipped)}")
+
+
+def _check_report_out(out: str | None) -> None:
+    """``report --out`` is a directory: an existing file, or a name like ``paper.html``, is refused."""
+    if out is None:
+        return
+    path = Path(out)
+    check(not path.exists() or path.is_dir(), f"--out {out} is a file; --out is the directory the report goes to "
+                                              f"(report.html, report.md and report_files/ are written in it)")
+    check(path.suffix.lower() not in (".html", ".htm", ".md"),
+          f"--out {out} looks like a file name; --out is the directory the report goes to (it writes report.html "
+          f"and report.md in it): give e.g. --out {path.with_suffix('')}")
 
 
 def _run_config(args):
@@ -216,7 +240,12 @@ def _run(args) -> None:
     init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
     if args.resume and not Path(args.resume).exists():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
-    run_dir, rows = run_experiment(cfg, run_dir=args.resume)
+    try:
+        run_dir, rows = run_experiment(cfg, run_dir=args.resume)
+    except JobsFailed as e:  # the finished rows' table, then the error that names the failed jobs (exit 2)
+        if e.rows:
+            print("\n" + markdown_table(summarize(e.rows), e.rows, cfg.to_dict()))
+        raise
     if is_main_process():
         print("\n" + markdown_table(summarize(rows), rows, cfg.to_dict()))
         print(f"results: {Path(run_dir) / 'results.json'}")
@@ -261,6 +290,8 @@ def _summary(args) -> None:
     path = Path(args.results)
     data = read_results(path / "results.json" if path.is_dir() else path)
     config = data.get("config")
+    failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
+    check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
     print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, dict) else None))
 
 

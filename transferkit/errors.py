@@ -25,6 +25,16 @@ class WorkerDied(TransferkitError):
         return type(self), (self.reason,)
 
 
+class JobsFailed(TransferkitError):
+    """Some jobs of a run or benchmark raised (each is named, its traceback saved under the
+    directory's ``failed/``); the other jobs ran and their results are kept. ``failures``:
+    the :class:`~transferkit.runtime.JobFailure` of each; ``rows``: the finished rows (a run's)."""
+
+    def __init__(self, message: str, failures: list, rows: list | None = None):
+        super().__init__(message)
+        self.failures, self.rows = failures, rows
+
+
 class TransferkitWarning(UserWarning):
     """transferkit's own warnings (a UserWarning: filters and ``pytest.warns(UserWarning)``
     catch them as before); the CLI prints them as one line."""

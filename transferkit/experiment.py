@@ -36,7 +36,7 @@ from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
 from .engine import Engine, TrainConfig, check_streams
-from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
+from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
@@ -58,8 +58,11 @@ from .methods.base import Method, check_options, trained_options
 from .methods.supervised import SourceOnly
 from .results import ROW_KEYS, unfinished_hint, write_results
 from .runtime import (
+    JobFailure,
     barrier,
     cpu_kernels,
+    failures_message,
+    guarded,
     is_main_process,
     map_jobs,
     note_kernels,
@@ -68,6 +71,7 @@ from .runtime import (
     plugin_hint,
     preload_lazy_imports,
     resolve_device,
+    save_failure,
     worker_threads,
     world_size,
 )
@@ -969,16 +973,46 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                                                   _seen_classes(data))))
         else:
             todo.append((cls, seed))
+    failures: list = []
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
-        rows += _run_in_workers(cfg, run_dir, todo, pre_info.get("path"), log)
+        rows += _run_in_workers(cfg, run_dir, todo, pre_info.get("path"), log, failures)
     else:  # with a worker's thread count: the one job a resumed run has left computes what a worker did
         with worker_threads(cfg.workers if world_size() == 1 else 1):
             for cls, seed in todo:
-                rows.append(_log_row(log, run_job(cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)))
+                result = guarded(run_job, cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)
+                rows += _job_done(cfg, run_dir, cls.name, seed, result, failures, log)
     rows.sort(key=lambda row: order[(row["method"], row["seed"])])  # job order, resumed or not
     if main:
-        write_results(run_dir, cfg.name, cfg.to_dict(), rows, workers=cfg.workers)
+        failed = [{"job": f.job, "error": f.error, "traceback": str(Path(f.path).relative_to(run_dir))}
+                  for f in failures]
+        write_results(run_dir, cfg.name, cfg.to_dict(), rows, workers=cfg.workers, failed=failed)
+    if failures:
+        raise _jobs_failed(cfg, run_dir, failures, rows, len(jobs))
     return rows
+
+
+def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, result, failures: list, log) -> list:
+    """``[row]`` of a finished job, logged; ``[]`` for a :class:`JobFailure`, named in one line
+    and its traceback saved in ``RUN_DIR/failed/`` (the other jobs go on)."""
+    job = job_path(run_dir, cfg, method, seed)
+    if isinstance(result, JobFailure):
+        failures.append(save_failure(run_dir / "failed" / f"{job.stem}.txt", result, f"{method} seed {seed}"))
+        log(f"job {method} seed {seed} failed: {result.error} (traceback: {result.path})")
+        return []
+    (run_dir / "failed" / f"{job.stem}.txt").unlink(missing_ok=True)  # of an earlier try of this job
+    return [_log_row(log, result)]
+
+
+def _jobs_failed(cfg: ExperimentConfig, run_dir: Path, failures: list, rows: list, total: int) -> JobsFailed:
+    """The error that ends a run some of whose jobs failed: each named, where their
+    tracebacks are, and the two ways on (resume after a fix, or leave their methods out)."""
+    failed = {f.job.split(" seed ")[0] for f in failures}
+    others = [m for m in cfg.methods if m not in failed]
+    narrow = (f", or leave their methods out: transferkit run --resume {run_dir} --set 'methods=[{','.join(others)}]'"
+              if others else "")
+    kept = f"results.json and results.md hold the {len(rows)} finished row(s)"
+    again = f"transferkit run --resume {run_dir}"
+    return JobsFailed(failures_message(failures, total, kept, again) + narrow, failures, rows)
 
 
 def _jobs_of(cfg: ExperimentConfig, methods: list) -> list[tuple]:
@@ -1168,15 +1202,15 @@ class _Bare(str):
         return str(self)
 
 
-def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log) -> list[dict]:
-    rows: list = [None] * len(todo)
+def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log, failures: list) -> list[dict]:
+    rows: list = [[]] * len(todo)
 
-    def done(i, row):
-        rows[i] = _log_row(log, row)
-    jobs = [(cfg.to_dict(), str(run_dir), cls.name, seed, None if source_path is None else str(source_path))
-            for cls, seed in todo]
-    map_jobs(_worker_job, jobs, cfg.workers, done)
-    return rows
+    def done(i, result):
+        rows[i] = _job_done(cfg, run_dir, todo[i][0].name, todo[i][1], result, failures, log)
+    source = None if source_path is None else str(source_path)
+    jobs = [(_worker_job, cfg.to_dict(), str(run_dir), cls.name, seed, source) for cls, seed in todo]
+    map_jobs(guarded, jobs, cfg.workers, done)
+    return [row for done_rows in rows for row in done_rows]
 
 
 #: config keys that do not change a job's rows: a run may be resumed with other values

@@ -98,7 +98,9 @@ def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike, title: str
     accuracy of tuning each single unit (and all units), one colour per ``ratio`` (rows without
     one form one group), mean over seeds; a marker on the candidate with the best mean
     validation accuracy (ties: the lower mean validation loss, as flex breaks them). They carry
-    ``candidate_val_accuracy`` (and ``candidate_test_accuracy``, ``candidate_val_loss``).
+    ``candidate_val_accuracy`` (and ``candidate_test_accuracy``, ``candidate_val_loss``); rows
+    without it (a run's other methods) are left out and not counted in the legend's n. Rows of
+    several methods, sources or targets, or of several settings under one ratio, are refused.
     Rows of :func:`~transferkit.methods.tap.tap` (``unit``, ``svm_accuracy``,
     ``softmax_accuracy``): the test accuracy of each classifier per unit, mean over rows."""
     check(isinstance(rows, (list, tuple)) and len(rows) > 0 and all(isinstance(r, dict) for r in rows),
@@ -109,6 +111,8 @@ def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike, title: str
     check(len(cands) > 0, "per_unit_accuracy_plot takes flex rows, with candidate_val_accuracy (unit -> accuracy) "
                           "and optionally candidate_test_accuracy and ratio, or tap(...)'s rows, with unit and "
                           f"<classifier>_accuracy; got rows with keys {sorted(rows[0])}")
+    rows = [r for r in rows if r.get("candidate_val_accuracy")]  # a run's other methods' rows have none
+    _check_one_curve_set(rows)
 
     def mean_over(rs, key, c):  # rows without this candidate (another candidate set) do not count
         values = [r[key][c] for r in rs if c in r.get(key, {})]
@@ -130,6 +134,18 @@ def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike, title: str
     ax.set_xticks(range(len(cands)), cands)
     ax.set_xlabel("tuned unit")
     return _finish_unit_plot(fig, ax, path, title)
+
+
+def _check_one_curve_set(rows: list[dict]) -> None:
+    """Refuse flex rows of several methods, sources, targets, or settings under one ratio:
+    the per-unit means would silently average across them."""
+    mixed = [(key, sorted({str(r[key]) for r in rs if key in r})) for key, rs in
+             [(k, rows) for k in ("method", "source", "target")]
+             + [("setting", [r for r in rows if r.get("ratio") == ratio]) for ratio in {r.get("ratio") for r in rows}]]
+    for key, values in mixed:
+        check(len(values) < 2, f"per_unit_accuracy_plot: the rows with candidate_val_accuracy mix {key}s "
+                               f"{', '.join(values)}, whose means it would average; pass the rows of one {key}, "
+                               f"e.g. [r for r in rows if r['{key}'] == {values[0] if values else ''!r}]")
 
 
 def _tap_plot(rows: list[dict], path, title: str) -> Path:
@@ -225,7 +241,8 @@ def tsne_embeddings(panels, path: str | os.PathLike, title: str = "", seed: int 
     adaptation). ``panels``: ``name -> (source_features, target_features)`` (coloured by
     domain) or ``name -> features`` (one set), each ``N x D``; a single array is one panel.
     ``labels``: class ids or names per point (source then target), one sequence for every panel
-    or a dict ``name -> labels``; the points are then coloured by class (source o, target x).
+    or a dict ``name -> labels``; the points are then coloured by class (source o, target x),
+    and the legend, beside the panels, names the classes (up to 20) and the two markers.
     Each panel gets its own t-SNE (``seed``), perplexity 30 (lowered to ``(n - 1) / 3`` for
     fewer than 91 points)."""
     from sklearn.manifold import TSNE
@@ -238,7 +255,8 @@ def tsne_embeddings(panels, path: str | os.PathLike, title: str = "", seed: int 
     check_png(path, "t-SNE figure")  # before the t-SNE runs
     sets = {name: _panel_sets(name, value) for name, value in panels.items()}
     classes = {name: _point_labels(name, labels, sum(len(f) for f in fs)) for name, fs in sets.items()}
-    fig = new_figure(3.2 * len(panels), 3.5)
+    labelled = any(c is not None for c in classes.values())
+    fig = new_figure(3.2 * len(panels) + (1.2 if labelled else 0), 3.5)  # room for the legend beside the panels
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, fs) in zip(axes, sets.items()):
         x = torch.cat([f.flatten(1) for f in fs]).double().numpy()
@@ -264,7 +282,16 @@ def tsne_embeddings(panels, path: str | os.PathLike, title: str = "", seed: int 
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    if axes[0].get_legend_handles_labels()[0]:
+    handles, names = axes[0].get_legend_handles_labels()
+    if labelled:  # classes by colour, domains by marker, beside the panels
+        from matplotlib.lines import Line2D
+        if any(len(fs) == 2 for fs in sets.values()):
+            handles += [Line2D([], [], ls="none", marker=m, color="0.4", ms=2.5) for m in "ox"]
+            names += list(domain_names)
+        if handles:
+            axes[-1].legend(handles, names, fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.02, 1),
+                            borderaxespad=0)
+    elif handles:
         axes[0].legend(fontsize=7, markerscale=3, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)

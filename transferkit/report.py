@@ -25,6 +25,7 @@ from .results import (
     GZSL_HEADER,
     GZSL_NOTE,
     class_subsets,
+    failed_line,
     gzsl_cell,
     md_cell,
     other_metrics,
@@ -120,19 +121,27 @@ def _pick(row: dict) -> str | None:
     return None
 
 
+def _accuracy_label(key: str) -> str:
+    """A per-unit field's name for an axis: ``candidate_val_accuracy`` -> ``validation accuracy``."""
+    words = {"val": "validation", "acc": "accuracy"}
+    return " ".join(words.get(w, w) for w in key.split("_") if w != "candidate") or key
+
+
 def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[str, bytes]]:
-    """Every row field that maps names to numbers (e.g. validation accuracy per flex
-    candidate unit; one level of nesting, such as tap's unit -> classifier, is flattened to
-    ``unit/classifier``), averaged over seeds, one line per method, one plot per (source,
-    target, setting)."""
+    """Every row field whose name holds ``acc`` and that maps names to accuracies (fractions
+    in [0, 1]; e.g. validation accuracy per flex candidate unit; one level of nesting, such
+    as tap's unit -> classifier, is flattened to ``unit/classifier``), in % as the tables,
+    mean ± standard error over seeds, one line per method, one plot per (source, target,
+    setting). Other per-unit fields (``candidate_steps``, ``candidate_val_loss``) are not drawn."""
     groups = defaultdict(lambda: defaultdict(list))
     picks = defaultdict(lambda: defaultdict(list))
     for r in rows:
         for key, value in r.items():
-            if key in ("per_class_accuracy", "confusion") or not isinstance(value, dict) or not value:
+            if key in ("per_class_accuracy", "confusion") or "acc" not in key or not isinstance(value, dict) \
+                    or not value:
                 continue
             flat = _unit_values(value)
-            if flat:
+            if flat and not any(v < 0 or v > 1 for v in flat.values()):  # NaN: a candidate without a value
                 group = (key, r.get("source", ""), r["target"], r["setting"])
                 groups[group][r["method"]].append(flat)
                 if _pick(r) in flat:
@@ -145,8 +154,11 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
         ax = fig.add_subplot()
         for method, dicts in sorted(by_method.items()):
             names = list(dict.fromkeys(n for d in dicts for n in d))  # every seed's units, in first-seen order
-            means = [mean_se(d[n] for d in dicts if n in d)[0] for n in names]  # over the seeds that have it
+            stats = [mean_se([100 * d[n] for d in dicts if n in d]) for n in names]  # over the seeds that have it
+            means = [m for m, _ in stats]
             (line,) = ax.plot(names, means, marker="o", label=method)
+            if any(se for _, se in stats):  # one seed: no bar
+                ax.errorbar(names, means, yerr=[se or 0.0 for _, se in stats], fmt="none", ecolor=line.get_color())
             picked = [n for n in names if n in picks[group_key][method]]
             for j, n in enumerate(picked):  # a triangle where the method picked, "2/3": by 2 of 3 seeds
                 y, count = means[names.index(n)], picks[group_key][method].count(n)
@@ -157,7 +169,7 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
                                 xytext=(0, 8), ha="center", fontsize=6)
         ax.set_title(f"{key}: {source} -> {target} ({setting})")
         ax.set_xlabel("unit")
-        ax.set_ylabel(f"{key} (mean over seeds)")
+        ax.set_ylabel(f"{_accuracy_label(key)} (%)")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.legend(fontsize=7)
         out.append((f"{key} per unit, {source} → {target} ({setting})", _png(fig)))
@@ -343,11 +355,32 @@ window.addEventListener('load', function () {
 def check_run_dir(run_dir: str | Path) -> Path:
     """The ``results.json`` of a finished run or benchmark directory; an error says what is missing."""
     run_dir = Path(run_dir)
-    check(run_dir.exists(), f"{run_dir} does not exist: give a run or benchmark directory (the --out of "
-                            f"`transferkit run` or `transferkit bench`)")
+    check(run_dir.exists(), f"{run_dir} does not exist: give a run or benchmark directory (the 'run directory:' "
+                            f"`transferkit run` prints, under its config's out_dir, or one under `transferkit bench`'s "
+                            f"--out)")
     check((run_dir / "results.json").is_file(), f"no results.json in {run_dir}: not a finished run or benchmark "
                                                 f"directory{unfinished_hint(run_dir)}")
     return run_dir / "results.json"
+
+
+def _config_files(run_dir: Path, stored) -> str:
+    """The ``config.yaml`` files under ``run_dir`` that say something the config results.json
+    stores does not (a run's own file is that config, with its name and out_dir): a benchmark's
+    runs, or a run's file changed since its rows were written (e.g. a narrowing resume that failed)."""
+    same = yaml.safe_load(yaml.safe_dump(stored, sort_keys=False)) if isinstance(stored, dict) else None
+    out = ""
+    for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
+        text = sub.read_text()
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            parsed = None
+        if same is not None and isinstance(parsed, dict) and parsed == same:
+            continue
+        why = (" (differs from the config above, which results.json stores and its rows were made with)"
+               if sub.parent == run_dir and same is not None else "")
+        out += f"\n# {sub.relative_to(run_dir)}{why}\n" + text
+    return out
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
@@ -368,12 +401,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                    + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
     picks = picked_lines(rows)
+    failed = data.get("failed") if isinstance(data.get("failed"), list) else []
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):
         config += "\n# environment (results.json)\n" + yaml.safe_dump({"environment": data["environment"]},
                                                                       sort_keys=False)
-    for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
-        config += f"\n# {sub.relative_to(run_dir)}\n" + sub.read_text()
+    config += _config_files(run_dir, data.get("config"))
     title = f"transferkit report: {data.get('name', run_dir.name)}"
     note = metric_note(rows, data.get("config") if isinstance(data.get("config"), dict) else None)
 
@@ -398,6 +431,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 <h1>{html.escape(title)}</h1>
 <p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; {html.escape(note)}</p>
 <h2>Results</h2>
+{"".join(f"<p>failed: {html.escape(failed_line(f))}</p>" for f in failed)}
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
 {"".join(f"<p>{html.escape(p)}</p>" for p in picked_lines(rows, markdown=False))}
 <h2>Figures</h2>
@@ -413,6 +447,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
     md = [f"# {md_cell(title)}", "", f"{len(rows)} results; {note}", "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in table]
+    md += [line for f in failed for line in ("", f"failed: {md_cell(failed_line(f))}")]
     md += [line for p in picks for line in ("", p)]
     md += ["", "## Figures", ""]
     names = [f"figure{i:02d}.png" for i in range(len(figures))]

@@ -48,20 +48,20 @@ def read_results(path: str | Path) -> dict:
           f"{path} is not a transferkit results file (no 'rows' list)")
     for i, row in enumerate(data["rows"]):
         missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
-        check(not missing, f"{path}: row {i} lacks {', '.join(missing)}")
+        check(not missing, f"{path}: rows[{i}] lacks {', '.join(missing)}")
         check(all(isinstance(row[k], Real) and not isinstance(row[k], bool) and math.isfinite(row[k])
-                  for k in ("accuracy", "wall_s")), f"{path}: row {i} has a non-numeric accuracy or wall_s")
+                  for k in ("accuracy", "wall_s")), f"{path}: rows[{i}] has a non-numeric accuracy or wall_s")
         check(isinstance(row["seed"], int) and not isinstance(row["seed"], bool),
-              f"{path}: row {i} has seed {row['seed']!r}; seeds are whole numbers")
+              f"{path}: rows[{i}] has seed {row['seed']!r}; seeds are whole numbers")
         check(all(isinstance(row[k], str) for k in ("method", "source", "target", "setting")),
-              f"{path}: row {i} has a method, source, target or setting that is not text")
+              f"{path}: rows[{i}] has a method, source, target or setting that is not text")
         check(row.get("peak_rss_mb") is None or isinstance(row["peak_rss_mb"], Real),
-              f"{path}: row {i} has a non-numeric peak_rss_mb")
-        check(0.0 <= row["accuracy"] <= 1.0, f"{path}: row {i} has accuracy {row['accuracy']!r}; accuracies are "
+              f"{path}: rows[{i}] has a non-numeric peak_rss_mb")
+        check(0.0 <= row["accuracy"] <= 1.0, f"{path}: rows[{i}] has accuracy {row['accuracy']!r}; accuracies are "
                                              f"fractions in [0, 1] (a percentage?)")
         g = row.get("group_accuracy")
         check(g is None or (isinstance(g, Real) and not isinstance(g, bool) and 0.0 <= g <= 1.0),
-              f"{path}: row {i} has group_accuracy {g!r}; it is a fraction in [0, 1] or null")
+              f"{path}: rows[{i}] has group_accuracy {g!r}; it is a fraction in [0, 1] or null")
     return data
 
 
@@ -213,13 +213,23 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
             + ("\n" + "\n".join(picks) + "\n" if picks else ""))
 
 
-def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], workers: int | None = None) -> Path:
+def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], workers: int | None = None,
+                  failed: list[dict] | None = None) -> Path:
     """Write ``results.json`` and ``results.md`` atomically; return the JSON path. ``workers``:
-    the worker processes the jobs ran in (default: the CLI's ``--workers``)."""
+    the worker processes the jobs ran in (default: the CLI's ``--workers``); ``failed``: the
+    jobs that raised (``job``, ``error``, ``traceback``), kept as ``failed`` and named in results.md."""
     run_dir = Path(run_dir)
     summary = summarize(rows)
     env = kernel_environment(default_workers() if workers is None else workers)
     path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows, "summary": summary,
-                                                 "environment": env})
-    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary, rows, config))
+                                                 "environment": env, **({"failed": failed} if failed else {})})
+    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary, rows, config)
+               + "".join(f"\n\nfailed: {failed_line(f)}" for f in failed or ()))
     return path
+
+
+def failed_line(failure) -> str:
+    """A failed job of a results.json's ``failed`` as one line of text."""
+    if not isinstance(failure, dict):
+        return str(failure)
+    return f"job {failure.get('job')}: {failure.get('error')} (traceback: {failure.get('traceback')})"

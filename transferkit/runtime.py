@@ -20,8 +20,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .errors import TransferkitWarning, WorkerDied, check, warn
-from .io import read_job, read_json, write_json
+from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check, warn
+from .io import read_job, read_json, write_json, write_text
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 
@@ -439,14 +439,77 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
               f"{path} was {stale}; delete the job file to run it again, or use a new directory")
     todo = [i for i, r in enumerate(results) if r is None]
 
+    failures: list[JobFailure] = []
+
     def done(j: int, result) -> None:
+        path = jobs[todo[j]][0]
+        if isinstance(result, JobFailure):  # named now; the other jobs go on
+            failures.append(save_failure(failure_path(path), result, Path(path).stem))
+            print(f"job {Path(path).stem} failed: {result.error} (traceback: {result.path})", file=sys.stderr)
+            return
         results[todo[j]] = result
-        write_json(jobs[todo[j]][0], result)
+        write_json(path, result)
+        failure_path(path).unlink(missing_ok=True)  # of an earlier try
         if log is not None:
             log(result)
     with worker_threads(workers):  # a last job left to this process computes what a worker would
-        map_jobs(_call, [(jobs[i][1],) for i in todo], workers, done)
+        map_jobs(guarded, [(_call, jobs[i][1]) for i in todo], workers, done)
+    if failures:
+        again = f"--resume {work_dir()}" if work_dir() else "the same call"
+        raise JobsFailed(failures_message(failures, len(jobs), "the finished jobs are kept (the results are "
+                                          "written when every job has run)", again), failures)
     return results
+
+
+class JobFailure:
+    """What a job that raised an ordinary exception hands back instead of its result: its
+    one-line ``error`` (``ValueError: ...``) and ``traceback``; picklable, so a worker can
+    hand it back. ``path``: where :func:`save_failure` wrote the traceback."""
+
+    def __init__(self, error: str, traceback: str, job: str = "", path: str = ""):
+        self.error, self.traceback, self.job, self.path = error, traceback, job, path
+
+
+def guarded(fn, *args):
+    """``fn(*args)``, or a :class:`JobFailure` when it raises an ordinary exception (a bug, a
+    plugin's error), so that the other jobs still run. Ctrl-C, SIGTERM, ``SystemExit`` and
+    :class:`~transferkit.errors.WorkerDied` pass; so does every error under ``--nproc``, whose
+    ranks must stop together."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        if world_size() > 1 or isinstance(e, WorkerDied):
+            raise
+        import traceback
+
+        text = str(e) if isinstance(e, TransferkitError) else f"{type(e).__name__}: {e}"
+        return JobFailure(" ".join(text.split()) or type(e).__name__, traceback.format_exc())
+
+
+def failure_path(job_path: str | os.PathLike) -> Path:
+    """Where :func:`run_jobs` keeps the traceback of the job whose result goes to
+    ``DIR/NAME.json``: ``DIR/failed/NAME.txt``."""
+    job_path = Path(job_path)
+    return job_path.parent / "failed" / f"{job_path.stem}.txt"
+
+
+def save_failure(path: str | os.PathLike, failure: JobFailure, job: str) -> JobFailure:
+    """Write ``failure``'s traceback atomically to ``path`` and name it ``job``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, f"job {job} failed: {failure.error}\n\n{failure.traceback}")
+    failure.job, failure.path = job, str(path)
+    return failure
+
+
+def failures_message(failures: list[JobFailure], total: int, kept: str, again: str) -> str:
+    """One line: which of ``total`` jobs failed and why, where their tracebacks are, what is
+    ``kept``, and ``again``: the command that runs only the failed ones."""
+    shown = "; ".join(f"{f.job} ({f.error[:200]})" for f in failures[:5]) + (
+        f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
+    where = Path(failures[0].path).parent if failures and failures[0].path else "failed/"
+    return (f"{len(failures)} of {total} job(s) failed: {shown}; tracebacks in {where}; {kept}; after a fix, "
+            f"{again} runs only the failed jobs")
 
 
 def job_result(path: str | os.PathLike, compute: Callable[[], Any], log: Callable[[Any], None] | None = None,

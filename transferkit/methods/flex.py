@@ -99,9 +99,11 @@ def selection_margin(correct_best: torch.Tensor, correct_other: torch.Tensor) ->
     over the validation images (both are scored on the same images). A margin within about
     one standard error means the pick is not told apart from the runner-up by this
     validation set (seed 002 §3: the selection error shrinks as ``sqrt(log L / |D_val|)``)."""
-    d = correct_best.float() - correct_other.float()
+    d = correct_best.double() - correct_other.double()
     se = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf
-    return float(d.mean()), se
+    # the exact difference of the two fractions (as evaluate.fraction_correct), not a float32 mean's noise
+    margin = (int(correct_best.sum()) - int(correct_other.sum())) / len(d) if len(d) else 0.0
+    return margin, se
 
 
 def val_accuracy(net, domain) -> float:

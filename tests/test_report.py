@@ -447,3 +447,12 @@ def test_report_shows_a_run_config_yaml_only_when_it_differs_from_the_stored_con
     assert "# config.yaml (differs from the config above, which results.json stores" in md.read_text()
     _, md = write_report(bench_dir, tmp_path / "c")  # a benchmark's run configs are its own: still shown
     assert "# k1/config.yaml\n" in md.read_text()
+
+
+def test_results_name_the_environments_of_rows_made_under_several():
+    from transferkit.results import environment_lines
+    rows = [{**REVIEW_ROW, "method": "m", "seed": s, "threads": t, "kernels": "AVX2 (MKL_CBWR AVX2, oneDNN AVX2)"}
+            for s, t in enumerate([1, 1, 2])]
+    assert environment_lines(rows) == ["Rows made under 2 torch threads per process (1: m seed 0, m seed 1; 2: m "
+                                       "seed 2): they may differ from one environment's rows (docs/scale.md)."]
+    assert environment_lines(rows[:2]) == [] and environment_lines([REVIEW_ROW]) == []

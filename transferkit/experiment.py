@@ -35,7 +35,7 @@ from .backbones import build_backbone, check_backbone, definition_digest, is_bui
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
-from .engine import Engine, TrainConfig, check_streams
+from .engine import Engine, TrainConfig, check_streams, content_text
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
@@ -239,14 +239,42 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
             write_json(pinned.with_suffix(".json"), meta)  # first: a pinned network always has its record
             _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
             info = {**info, "path": str(pinned)}
-        return net, info
+        return net, {**info, "digest": network_digest(net)}
     net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
     _load_net(net, pinned, hint=_repin_hint(cfg))
     record = pinned.with_suffix(".json")
     again = "restore it, or delete it and source.safetensors to pin the source network again"
     meta = read_json(record, "source network record", again) if record.exists() else {}
     check(isinstance(meta, dict), f"{record} is not a source network record (a JSON object): {again}")
-    return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned)}
+    return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned), "digest": network_digest(net)}
+
+
+def network_digest(net: torch.nn.Module) -> str:
+    """A digest of a network's weights and buffers (16 hex digits): rows record the source
+    network they started from (``source_digest``)."""
+    return hashlib.sha256(content_text(net).encode()).hexdigest()[:16]
+
+
+def job_environment(source_digest: str | None) -> dict:
+    """What a row records of where it was computed, besides ``world_size``: the torch threads
+    of its process, the CPU kernels and the source network it started from (``None``: none)."""
+    k = cpu_kernels()
+    return {"threads": torch.get_num_threads(), "world_size": world_size(),
+            "kernels": f"{k['cpu_capability']} (MKL_CBWR {k['mkl_cbwr']}, oneDNN {k['onednn_max_cpu_isa']})",
+            **({"source_digest": source_digest} if source_digest else {})}
+
+
+def _check_same_source(run_dir: Path, finished: dict, digest: str) -> None:
+    """Refuse to add rows from another source network than the finished rows started from (a
+    deleted ``source.safetensors`` pre-trained again under other threads or kernels); rows
+    without ``source_digest`` (written before it was recorded) are not checked."""
+    other = sorted(f"{name} seed {seed}" for (name, seed), row in finished.items()
+                   if row.get("source_digest", digest) != digest)
+    check(not other, f"{run_dir}: {len(other)} finished job(s) ({', '.join(other[:5])}) started from another "
+                     f"source network than this resume has ({digest}; source.safetensors was made again, under other "
+                     f"threads, CPU kernels or torch than kernels.json records?): their rows and new ones would not "
+                     f"go together; restore source.safetensors, resume under the environment of kernels.json, or "
+                     f"start a new run (or delete those job files to run them again)")
 
 
 def _repin_hint(cfg: ExperimentConfig) -> str:
@@ -705,11 +733,13 @@ def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
     return build_method(cls, net, options, data.source.train.class_names, data.target.train.class_names)
 
 
-def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int) -> dict:
+def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int,
+            source_digest: str | None = None) -> dict:
     """Train and evaluate one (method, label subset) job; write its row atomically.
 
     ``source_net()`` returns a fresh copy of the source network; it draws no random
-    numbers, so a job gives the same row in the main process and in a worker process."""
+    numbers, so a job gives the same row in the main process and in a worker process.
+    ``source_digest``: that network's :func:`network_digest`, recorded in the row."""
     job = job_path(run_dir, cfg, cls.name, seed)
     labeled, unlabeled = label_subset(cfg, data.target, seed)
     t0 = time.perf_counter()
@@ -739,7 +769,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
-           "config_digest": job_digest(cfg, cls.name), "world_size": world_size(), **method.extra_results()}
+           "config_digest": job_digest(cfg, cls.name),
+           **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
     row = _finish_row(job, row, report, data.target.test.class_names, _seen_classes(data))
@@ -819,7 +850,8 @@ def process_domains(cfg: ExperimentConfig) -> Prepared:
     return _PROCESS_DATA[key]
 
 
-def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_path: str | None):
+def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_path: str | None,
+                source_digest: str | None = None):
     """Entry point of a worker process: the data (see :func:`process_domains`) and one job."""
     cfg = from_dict(ExperimentConfig, cfg_dict)
     data = process_domains(cfg)
@@ -830,7 +862,7 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
                              image_size=cfg.image_size)
         _load_net(net, Path(source_path))
         return net
-    return run_job(cfg, data, source_net, Path(run_dir), cls, seed)
+    return run_job(cfg, data, source_net, Path(run_dir), cls, seed, source_digest)
 
 
 def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
@@ -950,6 +982,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     pretrained, pre_info = None, {}
     if any((cls.needs_pretrained or cls is SourceOnly) and (cls.name, seed) not in finished for cls, seed in jobs):
         pretrained, pre_info = run_source_network(cfg, data, run_dir, log)
+        _check_same_source(run_dir, finished, pre_info["digest"])
         val_acc = pre_info.get("val_accuracy")
         log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
@@ -965,7 +998,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   "config_digest": job_digest(cfg, cls.name), "world_size": world_size()}
+                   "config_digest": job_digest(cfg, cls.name), **job_environment(pre_info["digest"])}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
@@ -975,11 +1008,12 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             todo.append((cls, seed))
     failures: list = []
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
-        rows += _run_in_workers(cfg, run_dir, todo, pre_info.get("path"), log, failures)
+        rows += _run_in_workers(cfg, run_dir, todo, pre_info, log, failures)
     else:  # with a worker's thread count: the one job a resumed run has left computes what a worker did
         with worker_threads(cfg.workers if world_size() == 1 else 1):
             for cls, seed in todo:
-                result = guarded(run_job, cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed)
+                result = guarded(run_job, cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed,
+                                 pre_info.get("digest"))
                 rows += _job_done(cfg, run_dir, cls.name, seed, result, failures, log)
     rows.sort(key=lambda row: order[(row["method"], row["seed"])])  # job order, resumed or not
     if main:
@@ -1202,13 +1236,15 @@ class _Bare(str):
         return str(self)
 
 
-def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, source_path, log, failures: list) -> list[dict]:
+def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: dict, log,
+                    failures: list) -> list[dict]:
     rows: list = [[]] * len(todo)
 
     def done(i, result):
         rows[i] = _job_done(cfg, run_dir, todo[i][0].name, todo[i][1], result, failures, log)
-    source = None if source_path is None else str(source_path)
-    jobs = [(_worker_job, cfg.to_dict(), str(run_dir), cls.name, seed, source) for cls, seed in todo]
+    source = None if pre_info.get("path") is None else str(pre_info["path"])
+    jobs = [(_worker_job, cfg.to_dict(), str(run_dir), cls.name, seed, source, pre_info.get("digest"))
+            for cls, seed in todo]
     map_jobs(guarded, jobs, cfg.workers, done)
     return [row for done_rows in rows for row in done_rows]
 

@@ -173,6 +173,23 @@ def gzsl_cell(s: dict) -> str:
             f"{format_mean_se(s['h_accuracy_mean'], s['h_accuracy_se'], s['n'])}")
 
 
+def environment_lines(rows: list[dict]) -> list[str]:
+    """A line when the rows were computed under several thread counts or CPU kernels (a resume
+    elsewhere: valid rows, but not bit-identical to what one environment gives), naming them."""
+    out = []
+    for key, what in (("threads", "torch threads per process"), ("kernels", "CPU kernels")):
+        seen: dict = {}
+        for r in rows:
+            if r.get(key) is not None:
+                seen.setdefault(str(r[key]), []).append(f"{r['method']} seed {r['seed']}")
+        if len(seen) > 1:
+            parts = "; ".join(f"{v}: {', '.join(jobs[:3])}{', ...' if len(jobs) > 3 else ''}"
+                              for v, jobs in seen.items())
+            out.append(f"Rows made under {len(seen)} {what} ({parts}): they may differ from one environment's rows "
+                       f"(docs/scale.md).")
+    return out
+
+
 def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | None = None) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
@@ -208,6 +225,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
     others = other_metrics(s["setting"] for s in summary)
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
+    picks += environment_lines(rows)
     subsets = class_subsets(config)
     return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
             + ("\n" + "\n".join(picks) + "\n" if picks else ""))

@@ -1,6 +1,7 @@
 """Shared test fixtures."""
 
 import os
+import sys
 
 import pytest
 
@@ -61,3 +62,24 @@ def empty_frozen_memo():
     that how often a test's units run does not depend on the tests before it."""
     from transferkit.frozen import MEMO
     MEMO.clear()
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """``plugin(module, text)``: a module on the path, forgotten (with what it registered) afterwards."""
+    written = []
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from transferkit.backbones import BACKBONES
+    from transferkit.methods.base import METHODS, load_outside_families
+    load_outside_families()  # built-in families registered on first use are not the plugin's to forget
+    methods, backbones = dict(METHODS), dict(BACKBONES)
+
+    def write(module: str, text: str):
+        (tmp_path / f"{module}.py").write_text(text)
+        written.append(module)
+    yield write
+    for module in written:
+        sys.modules.pop(module, None)
+    for registry, before in ((METHODS, methods), (BACKBONES, backbones)):
+        for name in set(registry) - set(before):
+            del registry[name]

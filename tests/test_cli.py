@@ -41,8 +41,8 @@ def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes
     from transferkit import experiment
     real, calls = experiment.run_job, []
 
-    def second_job_stopped(*args):
-        calls.append(args[-2].name)
+    def second_job_stopped(*args):  # run_job(cfg, data, source_net, run_dir, cls, seed, source_digest)
+        calls.append(args[4].name)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args)
@@ -559,9 +559,8 @@ FAILING_PLUGIN = ("import torch.nn.functional as F\n"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsys, monkeypatch, workers):
-    (tmp_path / "failing_methods.py").write_text(FAILING_PLUGIN)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsys, monkeypatch, workers, plugin):
+    plugin("failing_methods", FAILING_PLUGIN)  # forgotten afterwards: later tests iterate over every method
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # worker processes import the plugin too
     monkeypatch.setenv("TRANSFERKIT_PLUGINS", "failing_methods")
     code, out, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",

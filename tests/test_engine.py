@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
-from transferkit.errors import TransferkitError
+from transferkit.errors import JobsFailed, TransferkitError
 from transferkit.io import atomic_write, directory_lock, read_jsonl, write_json
 from transferkit.methods import get_method
 from transferkit.runtime import job_result, run_jobs
@@ -337,7 +337,7 @@ def test_a_failing_job_does_not_lose_the_results_of_jobs_running_beside_it(tmp_p
     from helpers import slow_dict
     paths = [tmp_path / f"{i}.json" for i in range(2)]
     jobs = [(paths[0], partial(operator.truediv, 1, 0)), (paths[1], partial(slow_dict, 2.0, value=1))]
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(JobsFailed, match=r"1 of 2 job\(s\) failed: 0 \(ZeroDivisionError: division by zero\)"):
         run_jobs(jobs, workers=2)
     assert not paths[0].exists() and json.loads(paths[1].read_text()) == {"value": 1}
 

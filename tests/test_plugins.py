@@ -1,7 +1,6 @@
 """Plugins: methods and backbones registered from outside the package (``$TRANSFERKIT_PLUGINS``)."""
 
 import importlib
-import sys
 
 import pytest
 
@@ -9,24 +8,6 @@ from transferkit.backbones import BACKBONES, lenet
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
 from transferkit.methods.base import METHODS, Method, register
-
-
-@pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    """``plugin(module, text)``: a module on the path, forgotten (with what it registered) afterwards."""
-    written = []
-    monkeypatch.syspath_prepend(str(tmp_path))
-    methods, backbones = dict(METHODS), dict(BACKBONES)
-
-    def write(module: str, text: str):
-        (tmp_path / f"{module}.py").write_text(text)
-        written.append(module)
-    yield write
-    for module in written:
-        sys.modules.pop(module, None)
-    for registry, before in ((METHODS, methods), (BACKBONES, backbones)):
-        for name in set(registry) - set(before):
-            del registry[name]
 
 
 def test_a_plugin_cannot_take_the_name_of_a_built_in_method_or_backbone(plugin):

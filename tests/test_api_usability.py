@@ -122,3 +122,10 @@ def test_read_images_given_a_folder_names_load_domain_and_glob(tmp_path):
     with pytest.raises(TransferkitError, match=r"read_images takes image file paths, not a folder .*"
                                                r"load_domain\('folder:.*glob.glob"):
         read_images(tmp_path)
+
+
+def test_one_channels_last_grey_image_is_named_as_the_shape_given(one_thread):
+    from transferkit.domain import image_batch
+    with pytest.raises(TransferkitError, match=r"got \(28, 28, 1\); one image: images\[None\]"):
+        image_batch(torch.rand(28, 28, 1), "predict", shape=(1, 28, 28))  # was reshaped to (28, 1, 28, 1)
+    assert image_batch(torch.rand(5, 28, 28), "predict", shape=(1, 28, 28)).shape == (5, 1, 28, 28)

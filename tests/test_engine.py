@@ -1012,3 +1012,20 @@ def test_no_built_in_method_leaves_a_trainable_parameter_out_of_its_param_groups
         engine, target=toy(16), val=toy(8, seed=1)))
     assert not _ungrouped_warnings(lambda: Distill(net(4), teacher=[net(4), net(4)]).fit_transfer(
         engine, source=toy(16), val=toy(8, seed=1)))
+
+
+def test_a_job_s_error_is_its_own_but_a_full_disk_or_memory_stops_every_job():
+    import errno
+
+    from transferkit.runtime import JobFailure, guarded
+
+    def raising(e):
+        raise e
+    failure = guarded(raising, ValueError("a plugin's bug"))
+    assert isinstance(failure, JobFailure) and failure.error == "ValueError: a plugin's bug"
+    assert "Traceback" in failure.traceback
+    for e in (OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EROFS, "Read-only file system"),
+              MemoryError(), BrokenPipeError()):  # every later job would meet it too
+        with pytest.raises(type(e)):
+            guarded(raising, e)
+    assert isinstance(guarded(raising, OSError(errno.ENOENT, "a plugin's missing file")), JobFailure)

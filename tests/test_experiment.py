@@ -1249,6 +1249,7 @@ def test_a_misspelt_stream_is_refused_before_pre_training(tmp_path, monkeypatch)
 
 
 def test_rows_record_threads_kernels_and_source_network_and_a_resume_from_another_network_is_refused(tmp_path):
+    from dataclasses import replace
     cfg = ExperimentConfig(name="e", source="digits", target="digits", k=2, repeats=2,
                            methods=["source_only", "finetune", "target_only"], pretrain=TINY_PRE, train=TINY,
                            out_dir=str(tmp_path / "runs"))
@@ -1257,15 +1258,22 @@ def test_rows_record_threads_kernels_and_source_network_and_a_resume_from_anothe
     digest = by["source_only", 0]["source_digest"]
     assert by["finetune", 0]["source_digest"] == by["finetune", 1]["source_digest"] == digest
     assert "source_digest" not in by["target_only", 0]  # it starts from no source network
-    assert all(r["threads"] == torch.get_num_threads() for r in rows)
+    assert all(r["threads"] == torch.get_num_threads() for r in rows if r["method"] != "source_only")
+    assert "threads" not in by["source_only", 0]  # it trains nothing: the main process evaluates the network
     assert all(r["kernels"].startswith(torch.backends.cpu.get_cpu_capability()) for r in rows)
     (run_dir / "jobs" / "finetune-k=2-s1.json").unlink()  # a job left to run from the source network
     job = run_dir / "jobs" / "finetune-k=2-s0.json"
     row = json.loads(job.read_text())
     job.write_text(json.dumps({**row, "source_digest": "0" * 16}))  # as if pinned again under other threads
-    with pytest.raises(TransferkitError, match=r"1 finished job\(s\) \(finetune seed 0\) started from another "
-                                               rf"source network than this resume has \({digest};"):
-        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    config = (run_dir / "config.yaml").read_text()
+    for pinned in (True, False):  # read back, or pre-trained again (source.safetensors deleted)
+        if not pinned:
+            (run_dir / "source.safetensors").unlink()
+        with pytest.raises(TransferkitError, match=r"1 finished job\(s\) \(finetune seed 0\) started from another "
+                                                   rf"source network than this resume has \({digest};"):
+            run_experiment(replace(cfg, repeats=3), run_dir=run_dir, log=lambda *a: None)
+        assert (run_dir / "source.safetensors").exists() == pinned  # a refused network is not pinned
+        assert (run_dir / "config.yaml").read_text() == config  # nor the refused resume's config kept
     job.write_text(json.dumps({k: v for k, v in row.items() if k != "source_digest"}))  # before it was recorded
     again = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]

@@ -516,8 +516,8 @@ def test_source_only_is_the_source_network_s_accuracy_on_the_target_test_split(t
     net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
     monkeypatch.setattr(ex, "prepare_domains", lambda cfg: data)
     monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)  # seconds of imports no job here needs
-    monkeypatch.setattr(ex, "run_source_network",
-                        lambda cfg, data, run_dir, log: (net, {"wall_s": 0.0, "cached": True, "path": None}))
+    monkeypatch.setattr(ex, "run_source_network", lambda cfg, data, run_dir, log, check=None: (
+        net, {"wall_s": 0.0, "cached": True, "path": None}))
     _, (row,) = ex.run_experiment(ExperimentConfig(methods=["source_only"], k=2, train=TINY, pretrain=TINY),
                                   run_dir=tmp_path / "run", log=lambda *a: None)
     test = data.target.test

@@ -200,3 +200,10 @@ def test_groups_leave_out_the_query_s_whole_video():
         map_at_k(x[:1], y[:1], x[1:], y[1:], groups=["v1"])
     with pytest.raises(TransferkitError, match="5 queries with 4 group ids"):
         map_at_k(x, y, groups=videos[:4])
+
+
+def test_group_ids_far_apart_are_numbered_without_overflow():
+    x = torch.tensor([[0.0], [0.1], [1.0], [1.2], [2.1]])
+    y = torch.tensor([0, 0, 1, 0, 1])
+    stamps = [-(2 ** 62), 2 ** 62, 5, 6, 7]  # five videos; shifted ids * 2 classes wrapped the first two together
+    assert average_precision_at_k(x, y, k=3, groups=stamps).tolist() == average_precision_at_k(x, y, k=3).tolist()

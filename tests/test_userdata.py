@@ -214,11 +214,14 @@ def test_npz_key_that_means_groups_is_refused_not_dropped(tmp_path, key):
 
 def test_npz_other_unknown_keys_warn_and_a_known_one_present_is_read(tmp_path):
     arrays = {"x": np.full((4, 4, 4), 200, np.uint8), "y": np.array([0, 0, 1, 1]), "groups": np.array([0, 0, 1, 1])}
-    with pytest.warns(UserWarning, match=r"key\(s\) \['meta', 'group'\] are ignored; the keys read are x, y, "):
+    with pytest.warns(UserWarning, match=r"key\(s\) 'meta', 'group' are ignored; the keys read are x, y, "):
         d = load_npz(save_npz(tmp_path / "m.npz", meta=np.zeros(2), group=np.zeros(4), **arrays))
     assert d.groups.tolist() == [0, 0, 1, 1]
-    with pytest.raises(TransferkitError, match="key 'labels' is not read.*did you mean 'y'"):
+    with pytest.raises(TransferkitError, match=r"lacks key\(s\) \['y'\].*'labels' looks like 'y': save it as y="):
         load_npz(save_npz(tmp_path / "l.npz", x=arrays["x"], labels=arrays["y"]))
+    with pytest.warns(UserWarning, match=r"key\(s\) 'n_classes' \(class_names\?\), 'class_ids' \(class_names\?\) "
+                                         r"are ignored"):  # legitimate extra keys: a warning, not a refusal
+        load_npz(save_npz(tmp_path / "n.npz", n_classes=np.array(2), class_ids=np.array([3, 4]), **arrays))
 
 
 def test_npz_object_groups_are_named_with_the_cast_that_saves_them(tmp_path):

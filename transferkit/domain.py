@@ -67,7 +67,7 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
                                             f"{type(images).__name__}")
     if shape is not None:
         shape = tuple(shape)
-        if images.dim() == 3 and shape[0] == 1:  # N x H x W grey, as a Domain takes it (one image: 1 x H x W)
+        if images.dim() == 3 and shape[0] == 1 and tuple(images.shape[1:]) == tuple(shape[1:]):  # N x H x W grey
             images = images.unsqueeze(1)
         nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]
         check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == shape),

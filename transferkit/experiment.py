@@ -224,29 +224,34 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     return net, {**meta, "cached": False, "path": str(path)}
 
 
-def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log=print):
+def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log=print, check_digest=None):
     """The run's source network, pinned in its directory (``source.safetensors``: a hard
     link to the cached pre-training, which is only ever replaced, never rewritten, or a copy
     of a ``pretrained:`` file; ``source.json``) the first time and read from there on resume:
     every job of a run starts from the same network, even when a resume would pre-train
     another one (another thread count, a cleared cache) or the ``pretrained:`` file was
-    overwritten."""
-    pinned = run_dir / "source.safetensors"
+    overwritten. ``check_digest(digest)``: called with the network's :func:`network_digest`
+    before it is pinned (it may refuse it: nothing is pinned then)."""
+    pinned, check_digest = run_dir / "source.safetensors", check_digest or (lambda digest: None)
     if not pinned.exists():
         net, info = pretrain_source(cfg, data, log)
+        digest = network_digest(net)
+        check_digest(digest)
         if is_main_process():
             meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}
             write_json(pinned.with_suffix(".json"), meta)  # first: a pinned network always has its record
             _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
             info = {**info, "path": str(pinned)}
-        return net, {**info, "digest": network_digest(net)}
+        return net, {**info, "digest": digest}
     net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
     _load_net(net, pinned, hint=_repin_hint(cfg))
     record = pinned.with_suffix(".json")
     again = "restore it, or delete it and source.safetensors to pin the source network again"
     meta = read_json(record, "source network record", again) if record.exists() else {}
     check(isinstance(meta, dict), f"{record} is not a source network record (a JSON object): {again}")
-    return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned), "digest": network_digest(net)}
+    digest = network_digest(net)
+    check_digest(digest)
+    return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned), "digest": digest}
 
 
 def network_digest(net: torch.nn.Module) -> str:
@@ -255,11 +260,13 @@ def network_digest(net: torch.nn.Module) -> str:
     return hashlib.sha256(content_text(net).encode()).hexdigest()[:16]
 
 
-def job_environment(source_digest: str | None) -> dict:
+def job_environment(source_digest: str | None, trained: bool = True) -> dict:
     """What a row records of where it was computed, besides ``world_size``: the torch threads
-    of its process, the CPU kernels and the source network it started from (``None``: none)."""
+    of its process (``trained``: a job that trains; source_only's row only evaluates the source
+    network, in the main process), the CPU kernels and the source network it started from
+    (``None``: none)."""
     k = cpu_kernels()
-    return {"threads": torch.get_num_threads(), "world_size": world_size(),
+    return {**({"threads": torch.get_num_threads()} if trained else {}), "world_size": world_size(),
             "kernels": f"{k['cpu_capability']} (MKL_CBWR {k['mkl_cbwr']}, oneDNN {k['onednn_max_cpu_isa']})",
             **({"source_digest": source_digest} if source_digest else {})}
 
@@ -970,7 +977,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     _check_unfinished_checkpoints(cfg, run_dir, jobs, finished, stored)
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
-    if main:  # only now: a refused resume leaves the run's config as it was
+    before = old.read_text() if old.exists() else None
+    if main:  # only now: a refused resume leaves the run's config as it was (and so does a refused source)
         placed = {k: stored[k] for k in ("name", "out_dir") if isinstance((stored or {}).get(k), str)}
         write_text(old, dump_config(replace(cfg, **placed)))  # where the run was made: a resume names its directory
         note_kernels(run_dir, log, cfg.workers)
@@ -981,8 +989,13 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         f"{len(data.target.test)} test; {data.channels} channel(s), {cfg.image_size} px")
     pretrained, pre_info = None, {}
     if any((cls.needs_pretrained or cls is SourceOnly) and (cls.name, seed) not in finished for cls, seed in jobs):
-        pretrained, pre_info = run_source_network(cfg, data, run_dir, log)
-        _check_same_source(run_dir, finished, pre_info["digest"])
+        try:
+            pretrained, pre_info = run_source_network(cfg, data, run_dir, log,
+                                                      lambda digest: _check_same_source(run_dir, finished, digest))
+        except TransferkitError:
+            if main and before is not None:
+                write_text(old, before)
+            raise
         val_acc = pre_info.get("val_accuracy")
         log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
@@ -998,7 +1011,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   "config_digest": job_digest(cfg, cls.name), **job_environment(pre_info["digest"])}
+                   "config_digest": job_digest(cfg, cls.name), **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
@@ -1020,6 +1033,10 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         failed = [{"job": f.job, "error": f.error, "traceback": str(Path(f.path).relative_to(run_dir))}
                   for f in failures]
         write_results(run_dir, cfg.name, cfg.to_dict(), rows, workers=cfg.workers, failed=failed)
+        try:  # every failed job ran again and finished: no empty failed/ is left
+            (run_dir / "failed").rmdir()
+        except OSError:  # none, or tracebacks kept (of this run's failures, or of methods left out since)
+            pass
     if failures:
         raise _jobs_failed(cfg, run_dir, failures, rows, len(jobs))
     return rows

@@ -142,8 +142,8 @@ def _group_ids(groups, gallery_groups, n_queries: int, n_gallery: int, same_item
           and not gallery_groups.is_floating_point(), "retrieval group ids must be 1-D integers or names")
     check(not same_items or torch.equal(groups, gallery_groups), "with exclude_self the gallery is the queries: "
                                                                  "gallery_groups must equal groups (or leave it out)")
-    low = int(torch.cat([groups, gallery_groups]).min())  # keys group * C + label need ids >= 0
-    return (groups - low).long(), (gallery_groups - low).long()
+    _, ids = torch.unique(torch.cat([groups, gallery_groups]), return_inverse=True)  # 0..G-1: group * C + label
+    return ids[:len(groups)], ids[len(groups):]  # stays small whatever the ids (hashes, timestamps)
 
 
 def map_at_k(queries, query_labels, gallery=None, gallery_labels=None, k: int = 10,

@@ -473,17 +473,24 @@ class JobFailure:
 def guarded(fn, *args):
     """``fn(*args)``, or a :class:`JobFailure` when it raises an ordinary exception (a bug, a
     plugin's error), so that the other jobs still run. Ctrl-C, SIGTERM, ``SystemExit`` and
-    :class:`~transferkit.errors.WorkerDied` pass; so does every error under ``--nproc``, whose
-    ranks must stop together."""
+    :class:`~transferkit.errors.WorkerDied` pass, and so do errors of the machine that every
+    later job would meet too (out of memory, a full disk or quota, a read-only file system, a
+    closed pipe); so does every error under ``--nproc``, whose ranks must stop together."""
     try:
         return fn(*args)
     except Exception as e:
-        if world_size() > 1 or isinstance(e, WorkerDied):
+        if world_size() > 1 or isinstance(e, (WorkerDied, MemoryError, BrokenPipeError)) or _machine_error(e):
             raise
         import traceback
 
         text = str(e) if isinstance(e, TransferkitError) else f"{type(e).__name__}: {e}"
         return JobFailure(" ".join(text.split()) or type(e).__name__, traceback.format_exc())
+
+
+def _machine_error(e: Exception) -> bool:
+    """A full disk or quota, or a read-only file system: every job after it would fail the same way."""
+    import errno
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def failure_path(job_path: str | os.PathLike) -> Path:

@@ -268,16 +268,17 @@ def _meant(key: str) -> str | None:
 
 
 def _check_keys(data: dict, where: str) -> None:
-    """Refuse a key that means a known one which the file lacks (``group``, ``video_ids``: frames of
-    one video would silently fall into train and test); warn about the other unknown keys."""
+    """Refuse a key that means ``groups`` when the file lacks it (``group``, ``video_ids``: frames of
+    one video would silently fall into train and test); warn about the other unknown keys, with
+    the known key one looks like (``labels``: ``y``)."""
     unknown = [k for k in data if k not in NPZ_KEYS]
     read = ", ".join(NPZ_KEYS)
     for k in unknown:
-        m = _meant(k)
-        check(m is None or m in data, f"{where}: key {k!r} is not read (the keys read are {read}); did you mean "
-                                      f"{m!r}? save it as {m}=...")
+        check(_meant(k) != "groups" or "groups" in data, f"{where}: key {k!r} is not read (the keys read are "
+                                                          f"{read}); did you mean 'groups'? save it as groups=...")
     if unknown:
-        warn(f"{where}: key(s) {unknown} are ignored; the keys read are {read}")
+        meant = [f"{k!r} ({_meant(k)}?)" if _meant(k) and _meant(k) not in data else repr(k) for k in unknown]
+        warn(f"{where}: key(s) {', '.join(meant)} are ignored; the keys read are {read}")
 
 
 def _group_ids(a: np.ndarray, n: int, where: str):
@@ -302,9 +303,9 @@ def load_npz(path: str | os.PathLike) -> Domain:
     uint8 0..255 or float 0..1; an alpha channel is dropped), ``y`` (N integer labels >= 0),
     optional ``class_names`` (one per label id; default ``"0"``, ``"1"``, ...) and optional
     ``groups`` (N group ids: integers or names such as video ids; an N x 1 column is taken as
-    a vector). Another key is ignored with a warning, and refused when it looks like a key the
-    file lacks (``group``, ``video_ids``, ``labels``). Integer images whose brightest pixel is at most 16 warn
-    (0/1 masks stored as integers)."""
+    a vector). Another key is ignored with a warning (naming a known key it looks like), and refused
+    when it looks like ``groups`` and the file has none (``group``, ``video_ids``). Integer images
+    whose brightest pixel is at most 16 warn (0/1 masks stored as integers)."""
     p = Path(path).expanduser()
     where = f"npz file {str(p)!r}"
     check(not p.is_dir(), f"{where} is a directory; an image folder loads as 'folder:{p}'")
@@ -323,7 +324,9 @@ def load_npz(path: str | os.PathLike) -> Domain:
         raise TransferkitError(f"{where} cannot be read as .npz: {e}") from None
     _check_keys(data, where)
     missing = [k for k in ("x", "y") if k not in data]
-    check(not missing, f"{where} lacks key(s) {missing}; found {sorted(data)} (need 'x' and 'y')")
+    like = [f"{k!r} looks like {_meant(k)!r}: save it as {_meant(k)}=..." for k in data if _meant(k) in missing]
+    check(not missing, f"{where} lacks key(s) {missing}; found {sorted(data)} (need 'x' and 'y')"
+                       + (f"; {'; '.join(like)}" if like else ""))
     for k in ("x", "y"):
         check(isinstance(data[k], np.ndarray), f"{where}: member {k!r} is not a NumPy array (.npy); write the "
                                                f"file with numpy.savez(path, x=images, y=labels)")

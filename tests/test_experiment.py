@@ -163,6 +163,16 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     assert load_config(None, both + ["options={dann: {weight: 1}}"]).options == {"dann": {"weight": 1}}
 
 
+def test_set_null_below_a_method_name_is_a_value_not_a_dropped_key(tmp_path):
+    constant = load_config(None, ["methods=[dann]", "options.dann.lr_schedule=null"])
+    assert constant.options == {"dann": {"lr_schedule": None}}  # dann's own default is "dann" (decaying)
+    path = tmp_path / "uda.yaml"
+    path.write_text("methods: [dann]\noptions: {dann: {lr_schedule: dann, weight: 0.3}}\n")
+    nulled = load_config(path, ["options.dann.lr_schedule=null"]).options
+    assert nulled == {"dann": {"lr_schedule": None, "weight": 0.3}}
+    assert load_config(path, ["options.dann=null"]).options == {}
+
+
 @pytest.mark.parametrize("assignment, message", [
     ("train=5", "config train must be a mapping"),
     ("repeats=2.5", "config repeats must be int, got 2.5"),

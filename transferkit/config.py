@@ -150,7 +150,8 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
     except for a ``str`` field of dataclass ``cls``, which keeps the text as given
     (``name=1.10`` stays ``"1.10"``; YAML quotes around it are removed). A mapping given
     for a section (``train``) updates it; inside a free mapping (``options``) a mapping
-    replaces and ``null`` removes the key."""
+    replaces and ``null`` removes the key (``options.dann=null``); deeper, ``null`` is
+    a value (``options.dann.lr_schedule=null``)."""
     check("=" in assignment, f"--set expects key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
@@ -171,8 +172,8 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         node = node.setdefault(part, {})
         check(isinstance(node, dict), f"--set {key}: {part!r} is not a section")
     old = node.get(parts[-1])
-    if value is None and len(parts) > 1 and _field_hint(cls, parts[:-1]) in (dict, None):
-        node.pop(parts[-1], None)  # e.g. options.dann=null: that method's options are gone
+    if value is None and len(parts) > 1 and _field_hint(cls, parts[:-1]) is dict:
+        node.pop(parts[-1], None)  # options.dann=null: that method's options are gone (options.dann.x=null: a value)
     elif dataclasses.is_dataclass(hint) and isinstance(old, dict) and isinstance(value, dict):
         node[parts[-1]] = {**old, **value}
     else:

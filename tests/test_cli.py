@@ -567,7 +567,8 @@ def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsy
                              "methods=[target_only,boom_after,finetune]", "--set", f"out_dir={tmp_path / 'runs'}",
                              "--workers", workers, *TINY[:-4], "--set", "k=2", "--set", "repeats=1")
     (run_dir,) = (tmp_path / "runs" / "experiment").iterdir()
-    assert code == 2 and "job boom_after seed 0 failed: ValueError: boom after 3 steps" in out, (out, err)
+    assert code == 2 and "job boom_after seed 0 failed: ValueError: boom after 3 steps" in err, (out, err)
+    assert "failed: ValueError" not in out  # an error, on stderr: not mixed into the table's stream
     assert "1 of 3 job(s) failed: boom_after seed 0 (ValueError: boom after 3 steps)" in err
     assert f"--resume {run_dir} --set 'methods=[target_only,finetune]'" in err and "Traceback" not in err
     assert "| finetune |" in out  # the finished rows' table
@@ -575,8 +576,12 @@ def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsy
     data = json.loads((run_dir / "results.json").read_text())
     assert [r["method"] for r in data["rows"]] == ["target_only", "finetune"]
     assert data["failed"][0]["job"] == "boom_after seed 0"
+    code, out, err = run_cli(capsys, "summary", str(run_dir))  # the table, and the failed jobs named: exit 2
+    assert code == 2 and "| finetune |" in out and "boom_after" not in out, (out, err)
+    assert "1 job(s) of this run or benchmark failed: job boom_after seed 0: ValueError" in err, err
     code, out, err = run_cli(capsys, "run", "--resume", str(run_dir), "--set", "methods=[target_only,finetune]")
     assert code == 0 and "| finetune |" in out, err
+    assert run_cli(capsys, "summary", str(run_dir / "results.json"))[0] == 0
     code, _, err = run_cli(capsys, "report", str(run_dir))
     assert code == 0, err
 

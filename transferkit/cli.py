@@ -286,13 +286,16 @@ def _demo(args) -> None:
 
 
 def _summary(args) -> None:
-    from .results import markdown_table, read_results, summarize
+    from .results import failed_line, markdown_table, read_results, summarize
     path = Path(args.results)
     data = read_results(path / "results.json" if path.is_dir() else path)
     config = data.get("config")
     failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
     check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
     print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, dict) else None))
+    failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did
+    check(not failed, f"{len(failed)} job(s) of this run or benchmark failed: {'; '.join(map(failed_line, failed))}"
+                      f"; the table shows the finished rows only (after a fix, resume the directory to run them)")
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:

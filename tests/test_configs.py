@@ -86,3 +86,14 @@ def test_yaml_1_1_numbers_that_are_not_decimal_are_refused_in_files_and_set(tmp_
         load_config(None, ["seed=-010"])
     path.write_text(f"target: folder:{tmp_path}\ntarget_classes: ['{text}', 0]\n")
     assert load_config(path).target_classes == [text, 0]
+
+
+def test_channels_auto_is_the_default_in_files_set_and_python(tmp_path):
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitError
+    path = tmp_path / "c.yaml"
+    path.write_text("channels: auto\n")
+    assert load_config(path).channels is None and load_config(None, ["channels=auto"]).channels is None
+    assert ExperimentConfig(channels="auto").channels is None and load_config(None, ["channels=3"]).channels == 3
+    with pytest.raises(TransferkitError, match="channels must be 1, 3 or auto"):
+        load_config(None, ["channels=rgb"])

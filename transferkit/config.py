@@ -43,7 +43,7 @@ class ExperimentConfig:
     source_classes: typing.Any = None  # None: all; "0-4", "5,6,7", or a list of ids / names
     target_classes: typing.Any = None
     image_size: int = 28
-    channels: int | None = None  # None: 3 when either domain is in colour, else 1
+    channels: int | str | None = None  # None or "auto": 3 when either domain is in colour, else 1
     backbone: str = "convnet4"
     methods: list = field(default_factory=lambda: ["source_only", "target_only", "linear_probe", "finetune"])
     k: int | None = 5
@@ -91,7 +91,9 @@ class ExperimentConfig:
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
-        check(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
+        if self.channels == "auto":  # the README's name for the default
+            self.channels = None
+        check(self.channels in (None, 1, 3), f"channels must be 1, 3 or auto (null), got {self.channels!r}")
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         check(isinstance(self.methods, list), f"methods must be a list of method names (e.g. [finetune, "

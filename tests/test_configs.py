@@ -55,9 +55,18 @@ def test_a_config_file_that_is_not_a_mapping_is_refused_with_or_without_set(tmp_
             load_config(path, overrides)
 
 
-def test_an_empty_config_is_the_defaults_and_methods_must_be_a_list(tmp_path):
+@pytest.mark.parametrize("text", ["", "# nothing\n", "null\n"])
+def test_an_empty_config_file_is_refused_and_no_file_is_the_defaults(tmp_path, text):
     from transferkit.errors import TransferkitError
-    (tmp_path / "empty.yaml").write_text("# nothing\n")
+    (tmp_path / "empty.yaml").write_text(text)
+    for overrides in ([], ["train.steps=3"]):  # not silently the whole default experiment
+        with pytest.raises(TransferkitError, match="empty.yaml is empty .*leave out the config file to run the def"):
+            load_config(tmp_path / "empty.yaml", overrides)
+
+
+def test_an_explicit_empty_mapping_is_the_defaults_and_methods_must_be_a_list(tmp_path):
+    from transferkit.errors import TransferkitError
+    (tmp_path / "empty.yaml").write_text("{}\n")
     assert load_config(tmp_path / "empty.yaml") == load_config(None)
     with pytest.raises(TransferkitError, match="methods must be a list of method names"):
         load_config(None, ["methods={finetune: 1}"])

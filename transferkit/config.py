@@ -239,10 +239,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
             raise TransferkitError(f"config file {path}{what} {_one_line(e)}") from e
-        check(data is None or isinstance(data, dict),
-              f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), got "
-              f"{type(data).__name__}: {data!r:.60}")
-        data = data or {}
+        check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
+                                f"[finetune]'), or leave out the config file to run the defaults")
+        check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
+                                      f"got {type(data).__name__}: {data!r:.60}")
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)
     return from_dict(ExperimentConfig, data)

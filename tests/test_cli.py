@@ -590,3 +590,24 @@ def test_summary_of_a_results_file_without_rows_says_so(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"rows": [], "failed": [{"job": "boom seed 0"}]}))
     code, out, err = run_cli(capsys, "summary", str(tmp_path))
     assert code == 2 and "has no rows: no job of that run or benchmark finished; 1 job(s) failed" in err and not out
+
+
+def test_run_print_config_prints_the_resolved_yaml_and_runs_nothing(tmp_path, capsys):
+    import yaml
+    path = write_config(tmp_path, "methods: [dann]\noptions: {dann: {lr_schedule: dann}}\n")
+    code, out, err = run_cli(capsys, "run", path, "--set", "options.dann.lr_schedule=null", "--set", "k=7",
+                             "--set", f"out_dir={tmp_path / 'runs'}", "--workers", "2", "--print-config")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["options"] == {"dann": {"lr_schedule": None}} and printed["k"] == 7 and printed["workers"] == 2
+    assert not (tmp_path / "runs").exists()
+    code, out, err = run_cli(capsys, "run", path, "--set", "options.dann.wieght=1", "--print-config")
+    assert code == 2 and "wieght" in err and not out
+
+
+def test_run_on_a_device_that_is_not_there_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                             f"out_dir={tmp_path / 'runs'}", "--device", "cuda", *TINY)
+    assert code == 2 and "device cuda requested but CUDA is not available" in err and "use --device cpu" in err
+    assert "run directory" not in out and not (tmp_path / "runs").exists(), out

@@ -125,6 +125,8 @@ def _checked_for_torchrun(args) -> bool:
     name is one error line here, not one per rank and a torchrun traceback); ``False`` when
     the command needs no processes (``bench list``, ``--print-plan``)."""
     if args.command == "run":
+        if args.print_config:
+            return False
         from .experiment import check_names
         _runtime_flag_checks(args)
         check_names(_run_config(args), args.resume)
@@ -237,6 +239,12 @@ def _run(args) -> None:
     from .results import markdown_table, summarize
     from .runtime import init_distributed, is_main_process
     cfg = _run_config(args)
+    if args.print_config:  # the config as it would run (file, --set, --workers / --device); no work, no directory
+        from .config import dump_config
+        from .experiment import check_names
+        check_names(cfg, args.resume)
+        print(dump_config(cfg), end="")
+        return
     init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
     if args.resume and not Path(args.resume).exists():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
@@ -332,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")
+    s.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, --set, --workers, --device) as YAML and exit")
     _runtime_flags(s)
     s.set_defaults(func=_run)
     for name, helptext in (("bench", "run a benchmark suite (see `transferkit bench list`)"),

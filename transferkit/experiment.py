@@ -908,6 +908,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files."""
     methods = check_names(cfg, run_dir)
+    resolve_device(cfg.device)  # CUDA or MPS that is not there: refused now, not after the data loaded
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir_given = bool(run_dir)

@@ -13,7 +13,7 @@ from transferkit.config import ExperimentConfig, load_config
 from transferkit.domain import Domain
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, TransferkitWarning
-from transferkit.experiment import head_mapping, prepare_domains, retarget_head, run_experiment
+from transferkit.experiment import check_names, head_mapping, prepare_domains, retarget_head, run_experiment
 from transferkit.splits import sample_k_shot, split_domain
 
 TINY_PRE = TrainConfig(steps=20, eval_every=10)
@@ -233,6 +233,23 @@ def test_unknown_method_option_fails_before_any_work(tmp_path):
     with pytest.raises(TransferkitError, match="unknown option of method 'dann' 'wieght'; known: .*weight"):
         run_experiment(cfg, log=lambda *a: None)  # the known options listed, as Transfer(...) lists them
     assert not any(tmp_path.iterdir())  # failed before the run directory, let alone pre-training
+
+
+@pytest.mark.parametrize("option, message", [
+    ("options.dann.wieght=1", r"'wieght'.*dann is not in methods, but its options are kept .*--set options.dann=null"),
+    ("options.dann.weight=abc", r"method dann with options {'weight': 'abc'}: option weight must be a number >= 0"),
+    ("options.dann.lr_schedule=cosin", "option lr_schedule must be one of constant"),
+    ("options.finetune_proto.metric=3", "option metric must be text, got 3"),
+])
+def test_options_of_a_method_not_run_are_kept_but_must_be_valid(tmp_path, option, message):
+    base = ["methods=[finetune]", f"out_dir={tmp_path}"]
+    cfg = load_config(None, base + [option])  # kept: a name of a method, so --set methods=... may narrow a config
+    with pytest.raises(TransferkitError, match=message):
+        check_names(cfg)
+    with pytest.raises(TransferkitError, match=message):
+        run_experiment(cfg, log=lambda *a: None)
+    assert not any(tmp_path.iterdir())
+    check_names(load_config(None, base + ["options.dann.weight=0.3", "options.dann.lr_schedule=null"]))
 
 
 @pytest.mark.parametrize("assignments, message", [

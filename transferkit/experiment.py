@@ -55,7 +55,7 @@ from .io import (
     write_text,
 )
 from .methods import get_method
-from .methods.base import Method, check_options, trained_options
+from .methods.base import Method, check_option_values, check_options, trained_options
 from .methods.supervised import SourceOnly
 from .results import ROW_KEYS, unfinished_hint, write_results
 from .runtime import (
@@ -879,12 +879,24 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
         if not recorded or e.kind not in ("method", "backbone"):
             raise
         raise UnknownNameError(e.kind, e.name, e.known, plugin_hint(e.kind, recorded)) from None
-    for cls in methods:
-        check_options(cls, cfg.options.get(cls.name, {}))  # a misspelt name, with the known ones
+    unused = [get_method(m) for m in cfg.options if m not in cfg.methods]  # kept for runs that include them:
+    for cls in methods + unused:  # valid all the same (a misspelt name, with the known ones; a wrong type)
+        options = cfg.options.get(cls.name, {})
+        kept = (f" ({cls.name} is not in methods, but its options are kept for runs that include it: fix them, or "
+                f"drop them with --set options.{cls.name}=null)" if cls in unused else "")
         try:
-            inspect.signature(cls.__init__).bind_partial(None, None, **cfg.options.get(cls.name, {}))
+            check_options(cls, options)
+            inspect.signature(cls.__init__).bind_partial(None, None, **options)
         except TypeError as e:
-            raise TransferkitError(f"options for {cls.name}: {e}") from e
+            raise TransferkitError(f"options for {cls.name}: {e}{kept}") from e
+        except TransferkitError as e:
+            if not kept:
+                raise
+            raise TransferkitError(f"{e}{kept}") from e
+        try:
+            check_option_values(cls, options)
+        except TransferkitError as e:
+            raise TransferkitError(f"{method_error(cls, options, e)}{kept}") from e
     for spec in (cfg.source, cfg.target):
         check_spec(spec)
     return methods

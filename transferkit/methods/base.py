@@ -321,6 +321,12 @@ def check_options(cls, options: dict) -> None:
         raise UnknownNameError(f"option of method {cls.name!r}", unknown[0], known)
 
 
+def check_option_values(cls, options: dict) -> None:
+    """Refuse option values of method class ``cls`` outside their domain or of the wrong simple
+    type, without building the method (as building it would: numbers given as text read as numbers)."""
+    _check_option_values(cls.name, _numbers_from_text(cls, dict(options)), _switches(cls), cls)
+
+
 def trained_options(cls, options: dict | None) -> dict:
     """``options`` of method class ``cls`` as its checkpoint signature counts them: numbers
     given as text read as numbers, without ``not_trained_options`` and those equal to their

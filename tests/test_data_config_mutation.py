@@ -257,11 +257,13 @@ def test_yaml_types_booleans_are_not_ints_and_numbers_are_text_for_text_fields(t
             load_config(_yaml(tmp_path, text))
 
 
-def test_an_empty_yaml_file_is_the_defaults(tmp_path):
+def test_an_empty_yaml_file_is_refused_and_no_file_is_the_defaults(tmp_path):
     from transferkit.config import ExperimentConfig, load_config
 
-    assert load_config(_yaml(tmp_path, "")) == ExperimentConfig()
-    assert load_config(_yaml(tmp_path, "# only a comment\n")) == ExperimentConfig()
+    for text in ("", "# only a comment\n"):
+        with pytest.raises(TransferkitError, match="is empty .or only comments."):
+            load_config(_yaml(tmp_path, text))
+    assert load_config(None) == ExperimentConfig()
 
 
 def test_set_splits_at_the_first_equals_sign():

@@ -276,7 +276,7 @@ def test_set_splits_at_the_first_equals_sign():
 @pytest.mark.parametrize("assignments, message", [
     (["k=0"], "k must be >= 1, got 0"),
     (["k=null", "ratio=0"], "ratio must be >= 1, got 0"),
-    (["channels=2"], "channels must be 1 or 3, got 2"),
+    (["channels=2"], "channels must be 1, 3 or auto (null), got 2"),
     (["image_size=7"], "image_size must be >= 8, got 7"),
     ([f"seed={2**32 - 2}", "repeats=3"], "seed must be in 0..2**32 - repeats"),
 ])

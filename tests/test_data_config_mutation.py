@@ -245,12 +245,16 @@ def _yaml(tmp_path, text):
     return path
 
 
-def test_yaml_types_booleans_are_not_ints_and_numbers_are_text_for_text_fields(tmp_path):
+def test_yaml_types_booleans_are_not_ints_numbers_not_text_and_text_not_numbers(tmp_path):
     from transferkit.config import load_config
 
-    cfg = load_config(_yaml(tmp_path, "name: 2024\nout_dir: 1.5\nk: '7'\n"))
-    assert (cfg.name, cfg.out_dir, cfg.k) == ("2024", "1.5", 7)
-    for text, message in (("repeats: true", "config repeats must be int, got True"),
+    cfg = load_config(_yaml(tmp_path, "name: '1.10'\nout_dir: '1.5'\nk: 7\ntrain: {steps: 1e3, lr: 1e-4}\n"))
+    assert (cfg.name, cfg.out_dir, cfg.k, cfg.train.steps, cfg.train.lr) == ("1.10", "1.5", 7, 1000, 1e-4)
+    for text, message in (("name: 1.10", r"config name must be text, got the number 1.1 .*quote it as written"),
+                          ("out_dir: 2024", "config out_dir must be text, got the number 2024"),
+                          ("k: '7'", "config k must be int or null, got the text '7': write the number without"),
+                          ("train: {lr: '1e-4'}", "config train.lr must be float, got the text '1e-4'"),
+                          ("repeats: true", "config repeats must be int, got True"),
                           ("k: false", "config k must be int or null, got False"),
                           ("train: {lr: true}", "config train.lr must be float, got True")):
         with pytest.raises(TransferkitError, match=message):

@@ -105,7 +105,9 @@ def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_cla
 
 
 def test_configs_made_in_python_are_checked_as_yaml_ones():
-    assert TrainConfig(steps="3").steps == 3 and ExperimentConfig(k="5").k == 5
+    assert TrainConfig(steps=3.0).steps == 3 and ExperimentConfig(k=5).k == 5
+    with pytest.raises(TransferkitError, match="config k must be int or null, got the text '5'"):
+        ExperimentConfig(k="5")  # text is no number, as in a YAML file
     assert ExperimentConfig(train={"lr": 0.1}).train == TrainConfig(steps=300, eval_every=25, lr=0.1)
     assert ExperimentConfig(methods=("finetune",)).methods == ["finetune"]
     assert Transfer("finetune", train={"steps": 7}).train_cfg == TrainConfig(steps=7)
@@ -137,7 +139,7 @@ def test_a_section_given_in_part_keeps_its_own_defaults_and_values_are_typed():
         default.pretrain.steps, default.pretrain.eval_every, 32)  # not TrainConfig's own 300 / 50
     assert cfg.train.eval_every == default.train.eval_every
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.train.steps == 1000
-    assert load_config(None, ["train.steps='9007199254740993'"]).train.steps == 9007199254740993  # not via float
+    assert load_config(None, ["train.steps=9007199254740993"]).train.steps == 9007199254740993  # not via float
 
 
 def test_set_keeps_the_text_of_string_fields_and_merges_sections():
@@ -968,14 +970,14 @@ def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_p
 def test_yaml_exponents_are_numbers_for_numeric_options_and_text_stays_text(tmp_path):
     from transferkit.methods import get_method
     cfg = load_config(None, ["methods=[dann, ft_slow, multilayer_adv]", "options.dann.weight=1e-3",
-                             "options.multilayer_adv.hidden=1e2", "train.lr=2E-4", "name=2e3"])
-    assert cfg.train.lr == 0.0002 and cfg.name == "2e3"
+                             "options.multilayer_adv.hidden=1e2", "train.lr=2E-4", "name=2e3", "train.steps=1e3"])
+    assert cfg.train.lr == 0.0002 and cfg.name == "2e3" and cfg.train.steps == 1000
     net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
     dann = get_method("dann")(net, **cfg.options["dann"])  # PyYAML (YAML 1.1) read "1e-3" as text
     assert dann.weight == 0.001 and dann.init_options == {"weight": 0.001}
     assert get_method("multilayer_adv")(net, **cfg.options["multilayer_adv"]).init_options["hidden"] == 100
     path = tmp_path / "c.yaml"
-    path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\nname: 2e3\n")
+    path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\nname: '2e3'\n")
     cfg = load_config(path)
     assert get_method("ft_slow")(net, **cfg.options["ft_slow"]).backbone_lr_mult == 0.01 and cfg.name == "2e3"
     for text in ("heavy", "1__0"):  # "1__0" looks like a number to the pattern, not to float()

@@ -611,3 +611,12 @@ def test_run_on_a_device_that_is_not_there_is_refused_before_any_work(tmp_path, 
                              f"out_dir={tmp_path / 'runs'}", "--device", "cuda", *TINY)
     assert code == 2 and "device cuda requested but CUDA is not available" in err and "use --device cpu" in err
     assert "run directory" not in out and not (tmp_path / "runs").exists(), out
+
+
+def test_a_cache_that_cannot_be_made_names_the_variable(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "file" / "cache"))  # below a file: cannot be made
+    code, _, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                           "methods=[finetune]", "--set", f"out_dir={tmp_path / 'runs'}", *TINY[:-4], "--set",
+                           "repeats=1")
+    assert code == 2 and f"TRANSFERKIT_CACHE={tmp_path / 'file' / 'cache'}; set TRANSFERKIT_CACHE to a directory" in err

@@ -1,5 +1,6 @@
 """The shipped YAML configs load and name only known domains and methods."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,17 @@ def test_channels_auto_is_the_default_in_files_set_and_python(tmp_path):
     assert ExperimentConfig(channels="auto").channels is None and load_config(None, ["channels=3"]).channels == 3
     with pytest.raises(TransferkitError, match="channels must be 1, 3 or auto"):
         load_config(None, ["channels=rgb"])
+
+
+def test_messages_name_the_yaml_file_a_spaced_method_and_a_close_option(tmp_path):
+    from transferkit.errors import TransferkitError
+    path = tmp_path / "c.yaml"
+    path.write_text("methods: [finetune\n")
+    with pytest.raises(TransferkitError, match=f'in {re.escape(str(path))}, line 2') as e:
+        load_config(path)
+    assert "<unicode string>" not in str(e.value)
+    path.write_text("methods: [ft_unit: conv2]\n")
+    with pytest.raises(TransferkitError, match="write ft_unit:conv2 without a space after the colon"):
+        load_config(path)
+    with pytest.raises(TransferkitError, match="^--set k: .*in the value, line 1"):
+        load_config(None, ["k=[1"])

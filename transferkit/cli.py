@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
         return CLOSED_PIPE
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
-        print(f"transferkit: error: {e}", file=sys.stderr)
+        print(f"transferkit: error: {e}{_cache_hint(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; "
@@ -446,6 +446,18 @@ def main(argv: list[str] | None = None) -> int:
         return TERMINATED if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format
+
+
+def _cache_hint(error: OSError) -> str:
+    """Where ``error`` concerns transferkit's cache: the variable that places it, and the fix."""
+    from .io import cache_dir
+    cache = cache_dir()
+    name = error.filename
+    if name is None or not (Path(name) == cache or cache in Path(name).parents):
+        return ""
+    where = f"TRANSFERKIT_CACHE={os.environ['TRANSFERKIT_CACHE']}" if os.environ.get("TRANSFERKIT_CACHE") \
+        else f"the cache {cache} (TRANSFERKIT_CACHE unset)"
+    return f" (in transferkit's cache: {where}; set TRANSFERKIT_CACHE to a directory you can write to)"
 
 
 def _dispatch(args, argv: list[str]) -> int:

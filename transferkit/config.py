@@ -100,6 +100,9 @@ class ExperimentConfig:
         check(isinstance(self.methods, list), f"methods must be a list of method names (e.g. [finetune, "
                                               f"ft_unit:conv2]), got {self.methods!r:.80}")
         check(len(self.methods) > 0, "no method given")
+        spaced = next((m for m in self.methods if isinstance(m, dict) and len(m) == 1), None)  # [ft_unit: conv2]
+        check(spaced is None, f"methods must be a list of method names, got {self.methods!r}" + ("" if spaced is None
+              else f": write {next(iter(spaced))}:{next(iter(spaced.values()))} without a space after the colon"))
         check(all(isinstance(m, str) and m for m in self.methods),
               f"methods must be a list of method names, got {self.methods!r}")
         twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
@@ -143,9 +146,10 @@ def _field_hint(cls, parts: list[str]):
     return hint
 
 
-def _one_line(error: Exception) -> str:
-    """A YAML error on one line: its problem and where (PyYAML spreads them over several)."""
-    return " ".join(str(error).split())
+def _one_line(error: Exception, source: str = "the value") -> str:
+    """A YAML error on one line: its problem and where (PyYAML spreads them over several and
+    calls text it was given ``"<unicode string>"``: ``source`` names it)."""
+    return " ".join(str(error).split()).replace('"<unicode string>"', source)
 
 
 def set_dotted(data: dict, assignment: str, cls=None) -> None:
@@ -206,9 +210,19 @@ def _unique_mapping(loader, node, deep=False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-# YAML 1.2's floats: 1e-4 and 1e3 are numbers (YAML 1.1 wants a dot, 1.0e-4, and reads them as text)
-_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+_EXPONENT = "tag:transferkit,2026:exponent"
+
+
+def _exponent(loader, node):
+    """1e-4 and 1e3 as numbers (YAML 1.1 wants a dot, 1.0e-4, and reads them as text; YAML 1.2
+    does not): a whole one written without a dot is an int (hidden: 1e2), the others floats."""
+    value = float(node.value.replace("_", ""))
+    return int(value) if value.is_integer() and "." not in node.value else value
+
+
+_UniqueKeyLoader.add_implicit_resolver(_EXPONENT, re.compile(
     r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+_UniqueKeyLoader.add_constructor(_EXPONENT, _exponent)
 
 
 class NumberFormError(yaml.constructor.ConstructorError):
@@ -242,7 +256,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
-            raise TransferkitError(f"config file {path}{what} {_one_line(e)}") from e
+            raise TransferkitError(f"config file {path}{what} {_one_line(e, str(path))}") from e
         check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
                                 f"[finetune]'), or leave out the config file to run the defaults")
         check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "

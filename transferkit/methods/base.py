@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..backbones import UnitNet
 from ..domain import image_batch
-from ..errors import TransferkitError, UnknownNameError, check, is_whole
+from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
@@ -163,19 +163,14 @@ _NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE]
 def _numbers_from_text(cls, kwargs: dict) -> dict:
     """Options given as text that spells a number (PyYAML reads ``1e-3`` as text: YAML 1.1
     wants ``1.0e-3``) become that number when their parameter is annotated ``float`` (or
-    ``int``, for a whole number); any other text stays text. A whole float (``1e2``, which
-    the config loader reads as 100.0) becomes an int for an ``int`` parameter."""
+    ``int``, for a whole number); any other text stays text."""
     out = dict(kwargs)
     for name, value in kwargs.items():
-        exponent = type(value) is float and value.is_integer()  # the config loader reads 1e2 as 100.0
-        if not (exponent or (isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()))):
+        if not (isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip())):
             continue
         param = _inherited_parameter(cls, name)
         hint = "" if param is None or param.annotation is inspect.Parameter.empty else str(param.annotation)
         if re.search(r"\b(str|list|tuple|dict|Sequence|Any)\b", hint):  # text or containers are welcome as given
-            continue
-        if exponent:  # a whole number for an int option (hidden: 1e2); any float one keeps it
-            out[name] = int(value) if re.search(r"\bint\b", hint) and not re.search(r"\bfloat\b", hint) else value
             continue
         try:
             if re.search(r"\bfloat\b", hint):
@@ -323,7 +318,7 @@ def check_options(cls, options: dict) -> None:
     unknown = [k for k in options if k not in known]
     check(not unknown or known, f"method {cls.name!r} takes no options, got {unknown}")
     if unknown:
-        raise UnknownNameError(f"option of method {cls.name!r}", unknown[0], known)
+        raise UnknownOptionError(cls.name, unknown[0], known)
 
 
 def check_option_values(cls, options: dict) -> None:

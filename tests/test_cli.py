@@ -620,3 +620,16 @@ def test_a_cache_that_cannot_be_made_names_the_variable(tmp_path, capsys, monkey
                            "methods=[finetune]", "--set", f"out_dir={tmp_path / 'runs'}", *TINY[:-4], "--set",
                            "repeats=1")
     assert code == 2 and f"TRANSFERKIT_CACHE={tmp_path / 'file' / 'cache'}; set TRANSFERKIT_CACHE to a directory" in err
+
+
+def test_summary_on_an_ascii_terminal_replaces_what_it_cannot_write(tmp_path):
+    import subprocess
+    import sys
+    rows = [{"method": "finetune", "source": "digits", "target": "digits", "setting": "k=2", "seed": s,
+             "accuracy": a, "wall_s": 1.0} for s, a in ((0, 0.5), (1, 0.7))]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "transferkit", "summary", str(tmp_path)], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 0 and "UnicodeEncodeError" not in p.stderr, p.stderr
+    assert "| finetune |" in p.stdout and "?" in p.stdout

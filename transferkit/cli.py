@@ -478,6 +478,9 @@ def entry() -> None:
     stdout's descriptor is pointed at ``/dev/null`` first, so that the interpreter's last flush
     raises nothing (the Python docs' recipe). Only here, in the process's entry point: ``main``
     called in-process (a test, a notebook) never touches a file descriptor."""
+    for stream in (sys.stdout, sys.stderr):  # a table's ± or × on an ASCII terminal: '?', not a UnicodeEncodeError
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     code = main()
     if code == CLOSED_PIPE:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -633,3 +633,14 @@ def test_summary_on_an_ascii_terminal_replaces_what_it_cannot_write(tmp_path):
                        text=True, env=env, timeout=300)
     assert p.returncode == 0 and "UnicodeEncodeError" not in p.stderr, p.stderr
     assert "| finetune |" in p.stdout and "?" in p.stdout
+
+
+def test_version_and_help_name_cuda_n_and_the_summary_argument(capsys):
+    from transferkit import __version__
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"transferkit {__version__}"
+    for command, text in (("run", "cuda:N"), ("summary", "a results.json, or a run or benchmark directory")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert text in " ".join(capsys.readouterr().out.split())

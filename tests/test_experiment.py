@@ -1084,6 +1084,20 @@ def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
         pretrain_source(reordered, prepare_domains(reordered), log=lambda *a: None)  # scored 0 % silently
 
 
+
+def test_a_run_from_a_pretrained_file_says_so(tmp_path):
+    from dataclasses import replace
+
+    from transferkit.experiment import prepare_domains, pretrain_source
+    cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", methods=["finetune"], k=2, repeats=1,
+                           pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8), train=TrainConfig(steps=2),
+                           out_dir=str(tmp_path))
+    _, info = pretrain_source(cfg, prepare_domains(cfg), log=lambda *a: None)
+    lines = []
+    run_experiment(replace(cfg, pretrained=info["path"]), log=lines.append)
+    assert f"source network: from the pretrained file {info['path']}" in lines, lines  # not "n/a, 0.0s (cached)"
+
+
 def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():
     from transferkit.api import Transfer
     from transferkit.data import load_domain

@@ -308,7 +308,7 @@ def _summary(args) -> None:
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, metavar="N", help="run independent jobs in N processes")
-    s.add_argument("--device", help="cpu | cuda | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
+    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
     s.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes (torchrun, torch.distributed)")
     s.add_argument("--portable-kernels", action="store_true",
@@ -319,6 +319,8 @@ def _runtime_flags(s: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferkit", description="Label-efficient transfer learning across "
                                 "domains and tasks.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("domains", help="list built-in domains and shifts")
     s.set_defaults(func=_domains)
@@ -366,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "one sub-folder per directory name)")
     s.set_defaults(func=_report)
     s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory)")
-    s.add_argument("results")
+    s.add_argument("results", metavar="RESULTS", help="a results.json, or a run or benchmark directory holding one "
+                                                      "(exit 2 when some of its jobs failed)")
     s.set_defaults(func=_summary)
     return p
 

@@ -998,7 +998,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         pretrained, pre_info = run_source_network(cfg, data, run_dir, log)
         _check_same_source(run_dir, finished, pre_info["digest"])
         val_acc = pre_info.get("val_accuracy")
-        log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
+        log(f"source network: from the pretrained file {cfg.pretrained}" if cfg.pretrained else
+            f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
     rows, todo, order = [], [], {}
     for cls, seed in jobs:

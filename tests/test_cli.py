@@ -567,7 +567,8 @@ def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsy
                              "methods=[target_only,boom_after,finetune]", "--set", f"out_dir={tmp_path / 'runs'}",
                              "--workers", workers, *TINY[:-4], "--set", "k=2", "--set", "repeats=1")
     (run_dir,) = (tmp_path / "runs" / "experiment").iterdir()
-    assert code == 2 and "job boom_after seed 0 failed: ValueError: boom after 3 steps" in out, (out, err)
+    assert code == 2 and "job boom_after seed 0 failed: ValueError: boom after 3 steps" in err, (out, err)
+    assert "failed: ValueError" not in out  # an error, on stderr: not mixed into the table's stream
     assert "1 of 3 job(s) failed: boom_after seed 0 (ValueError: boom after 3 steps)" in err
     assert f"--resume {run_dir} --set 'methods=[target_only,finetune]'" in err and "Traceback" not in err
     assert "| finetune |" in out  # the finished rows' table
@@ -575,8 +576,12 @@ def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsy
     data = json.loads((run_dir / "results.json").read_text())
     assert [r["method"] for r in data["rows"]] == ["target_only", "finetune"]
     assert data["failed"][0]["job"] == "boom_after seed 0"
+    code, out, err = run_cli(capsys, "summary", str(run_dir))  # the table, and the failed jobs named: exit 2
+    assert code == 2 and "| finetune |" in out and "boom_after" not in out, (out, err)
+    assert "1 job(s) of this run or benchmark failed: job boom_after seed 0: ValueError" in err, err
     code, out, err = run_cli(capsys, "run", "--resume", str(run_dir), "--set", "methods=[target_only,finetune]")
     assert code == 0 and "| finetune |" in out, err
+    assert run_cli(capsys, "summary", str(run_dir / "results.json"))[0] == 0
     code, _, err = run_cli(capsys, "report", str(run_dir))
     assert code == 0, err
 
@@ -585,3 +590,57 @@ def test_summary_of_a_results_file_without_rows_says_so(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"rows": [], "failed": [{"job": "boom seed 0"}]}))
     code, out, err = run_cli(capsys, "summary", str(tmp_path))
     assert code == 2 and "has no rows: no job of that run or benchmark finished; 1 job(s) failed" in err and not out
+
+
+def test_run_print_config_prints_the_resolved_yaml_and_runs_nothing(tmp_path, capsys):
+    import yaml
+    path = write_config(tmp_path, "methods: [dann]\noptions: {dann: {lr_schedule: dann}}\n")
+    code, out, err = run_cli(capsys, "run", path, "--set", "options.dann.lr_schedule=null", "--set", "k=7",
+                             "--set", f"out_dir={tmp_path / 'runs'}", "--workers", "2", "--print-config")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["options"] == {"dann": {"lr_schedule": None}} and printed["k"] == 7 and printed["workers"] == 2
+    assert not (tmp_path / "runs").exists()
+    code, out, err = run_cli(capsys, "run", path, "--set", "options.dann.wieght=1", "--print-config")
+    assert code == 2 and "wieght" in err and not out
+
+
+def test_run_on_a_device_that_is_not_there_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                             f"out_dir={tmp_path / 'runs'}", "--device", "cuda", *TINY)
+    assert code == 2 and "device cuda requested but CUDA is not available" in err and "use --device cpu" in err
+    assert "run directory" not in out and not (tmp_path / "runs").exists(), out
+
+
+def test_a_cache_that_cannot_be_made_names_the_variable(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "file" / "cache"))  # below a file: cannot be made
+    code, _, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
+                           "methods=[finetune]", "--set", f"out_dir={tmp_path / 'runs'}", *TINY[:-4], "--set",
+                           "repeats=1")
+    assert code == 2 and f"TRANSFERKIT_CACHE={tmp_path / 'file' / 'cache'}; set TRANSFERKIT_CACHE to a directory" in err
+
+
+def test_summary_on_an_ascii_terminal_replaces_what_it_cannot_write(tmp_path):
+    import subprocess
+    import sys
+    rows = [{"method": "finetune", "source": "digits", "target": "digits", "setting": "k=2", "seed": s,
+             "accuracy": a, "wall_s": 1.0} for s, a in ((0, 0.5), (1, 0.7))]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "transferkit", "summary", str(tmp_path)], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 0 and "UnicodeEncodeError" not in p.stderr, p.stderr
+    assert "| finetune |" in p.stdout and "?" in p.stdout
+
+
+def test_version_and_help_name_cuda_n_and_the_summary_argument(capsys):
+    from transferkit import __version__
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"transferkit {__version__}"
+    for command, text in (("run", "cuda:N"), ("summary", "a results.json, or a run or benchmark directory")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert text in " ".join(capsys.readouterr().out.split())

@@ -1,5 +1,6 @@
 """The shipped YAML configs load and name only known domains and methods."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -55,9 +56,18 @@ def test_a_config_file_that_is_not_a_mapping_is_refused_with_or_without_set(tmp_
             load_config(path, overrides)
 
 
-def test_an_empty_config_is_the_defaults_and_methods_must_be_a_list(tmp_path):
+@pytest.mark.parametrize("text", ["", "# nothing\n", "null\n"])
+def test_an_empty_config_file_is_refused_and_no_file_is_the_defaults(tmp_path, text):
     from transferkit.errors import TransferkitError
-    (tmp_path / "empty.yaml").write_text("# nothing\n")
+    (tmp_path / "empty.yaml").write_text(text)
+    for overrides in ([], ["train.steps=3"]):  # not silently the whole default experiment
+        with pytest.raises(TransferkitError, match="empty.yaml is empty .*leave out the config file to run the def"):
+            load_config(tmp_path / "empty.yaml", overrides)
+
+
+def test_an_explicit_empty_mapping_is_the_defaults_and_methods_must_be_a_list(tmp_path):
+    from transferkit.errors import TransferkitError
+    (tmp_path / "empty.yaml").write_text("{}\n")
     assert load_config(tmp_path / "empty.yaml") == load_config(None)
     with pytest.raises(TransferkitError, match="methods must be a list of method names"):
         load_config(None, ["methods={finetune: 1}"])
@@ -86,3 +96,28 @@ def test_yaml_1_1_numbers_that_are_not_decimal_are_refused_in_files_and_set(tmp_
         load_config(None, ["seed=-010"])
     path.write_text(f"target: folder:{tmp_path}\ntarget_classes: ['{text}', 0]\n")
     assert load_config(path).target_classes == [text, 0]
+
+
+def test_channels_auto_is_the_default_in_files_set_and_python(tmp_path):
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitError
+    path = tmp_path / "c.yaml"
+    path.write_text("channels: auto\n")
+    assert load_config(path).channels is None and load_config(None, ["channels=auto"]).channels is None
+    assert ExperimentConfig(channels="auto").channels is None and load_config(None, ["channels=3"]).channels == 3
+    with pytest.raises(TransferkitError, match="channels must be 1, 3 or auto"):
+        load_config(None, ["channels=rgb"])
+
+
+def test_messages_name_the_yaml_file_a_spaced_method_and_a_close_option(tmp_path):
+    from transferkit.errors import TransferkitError
+    path = tmp_path / "c.yaml"
+    path.write_text("methods: [finetune\n")
+    with pytest.raises(TransferkitError, match=f'in {re.escape(str(path))}, line 2') as e:
+        load_config(path)
+    assert "<unicode string>" not in str(e.value)
+    path.write_text("methods: [ft_unit: conv2]\n")
+    with pytest.raises(TransferkitError, match="write ft_unit:conv2 without a space after the colon"):
+        load_config(path)
+    with pytest.raises(TransferkitError, match="^--set k: .*in the value, line 1"):
+        load_config(None, ["k=[1"])

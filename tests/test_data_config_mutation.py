@@ -245,23 +245,29 @@ def _yaml(tmp_path, text):
     return path
 
 
-def test_yaml_types_booleans_are_not_ints_and_numbers_are_text_for_text_fields(tmp_path):
+def test_yaml_types_booleans_are_not_ints_numbers_not_text_and_text_not_numbers(tmp_path):
     from transferkit.config import load_config
 
-    cfg = load_config(_yaml(tmp_path, "name: 2024\nout_dir: 1.5\nk: '7'\n"))
-    assert (cfg.name, cfg.out_dir, cfg.k) == ("2024", "1.5", 7)
-    for text, message in (("repeats: true", "config repeats must be int, got True"),
+    cfg = load_config(_yaml(tmp_path, "name: '1.10'\nout_dir: '1.5'\nk: 7\ntrain: {steps: 1e3, lr: 1e-4}\n"))
+    assert (cfg.name, cfg.out_dir, cfg.k, cfg.train.steps, cfg.train.lr) == ("1.10", "1.5", 7, 1000, 1e-4)
+    for text, message in (("name: 1.10", r"config name must be text, got the number 1.1 .*quote it as written"),
+                          ("out_dir: 2024", "config out_dir must be text, got the number 2024"),
+                          ("k: '7'", "config k must be int or null, got the text '7': write the number without"),
+                          ("train: {lr: '1e-4'}", "config train.lr must be float, got the text '1e-4'"),
+                          ("repeats: true", "config repeats must be int, got True"),
                           ("k: false", "config k must be int or null, got False"),
                           ("train: {lr: true}", "config train.lr must be float, got True")):
         with pytest.raises(TransferkitError, match=message):
             load_config(_yaml(tmp_path, text))
 
 
-def test_an_empty_yaml_file_is_the_defaults(tmp_path):
+def test_an_empty_yaml_file_is_refused_and_no_file_is_the_defaults(tmp_path):
     from transferkit.config import ExperimentConfig, load_config
 
-    assert load_config(_yaml(tmp_path, "")) == ExperimentConfig()
-    assert load_config(_yaml(tmp_path, "# only a comment\n")) == ExperimentConfig()
+    for text in ("", "# only a comment\n"):
+        with pytest.raises(TransferkitError, match="is empty .or only comments."):
+            load_config(_yaml(tmp_path, text))
+    assert load_config(None) == ExperimentConfig()
 
 
 def test_set_splits_at_the_first_equals_sign():
@@ -274,7 +280,7 @@ def test_set_splits_at_the_first_equals_sign():
 @pytest.mark.parametrize("assignments, message", [
     (["k=0"], "k must be >= 1, got 0"),
     (["k=null", "ratio=0"], "ratio must be >= 1, got 0"),
-    (["channels=2"], "channels must be 1 or 3, got 2"),
+    (["channels=2"], "channels must be 1, 3 or auto (null), got 2"),
     (["image_size=7"], "image_size must be >= 8, got 7"),
     ([f"seed={2**32 - 2}", "repeats=3"], "seed must be in 0..2**32 - repeats"),
 ])

@@ -13,7 +13,7 @@ from transferkit.config import ExperimentConfig, load_config
 from transferkit.domain import Domain
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, TransferkitWarning
-from transferkit.experiment import head_mapping, prepare_domains, retarget_head, run_experiment
+from transferkit.experiment import check_names, head_mapping, prepare_domains, retarget_head, run_experiment
 from transferkit.splits import sample_k_shot, split_domain
 
 TINY_PRE = TrainConfig(steps=20, eval_every=10)
@@ -100,12 +100,14 @@ def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_cla
         with pytest.raises(TransferkitError, match=f"method {name}: it never sees target labels.*'9'"):
             Transfer(name, backbone="lenet", pretrain=TrainConfig(steps=1000)).fit(
                 target=Domain("new", t.images, t.labels, ["1", "9", "2"]), source=src)
-    with pytest.raises(TransferkitError, match="unknown option of method 'dann' 'foo'; known: depth"):
+    with pytest.raises(TransferkitError, match="^method 'dann' has no option 'foo'; it takes depth"):
         Transfer("dann", backbone="lenet", pretrain=TrainConfig(steps=1000), foo=1)  # before fit and pre-training
 
 
 def test_configs_made_in_python_are_checked_as_yaml_ones():
-    assert TrainConfig(steps="3").steps == 3 and ExperimentConfig(k="5").k == 5
+    assert TrainConfig(steps=3.0).steps == 3 and ExperimentConfig(k=5).k == 5
+    with pytest.raises(TransferkitError, match="config k must be int or null, got the text '5'"):
+        ExperimentConfig(k="5")  # text is no number, as in a YAML file
     assert ExperimentConfig(train={"lr": 0.1}).train == TrainConfig(steps=300, eval_every=25, lr=0.1)
     assert ExperimentConfig(methods=("finetune",)).methods == ["finetune"]
     assert Transfer("finetune", train={"steps": 7}).train_cfg == TrainConfig(steps=7)
@@ -137,7 +139,7 @@ def test_a_section_given_in_part_keeps_its_own_defaults_and_values_are_typed():
         default.pretrain.steps, default.pretrain.eval_every, 32)  # not TrainConfig's own 300 / 50
     assert cfg.train.eval_every == default.train.eval_every
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.train.steps == 1000
-    assert load_config(None, ["train.steps='9007199254740993'"]).train.steps == 9007199254740993  # not via float
+    assert load_config(None, ["train.steps=9007199254740993"]).train.steps == 9007199254740993  # not via float
 
 
 def test_set_keeps_the_text_of_string_fields_and_merges_sections():
@@ -161,6 +163,16 @@ def test_set_keeps_the_text_of_string_fields_and_merges_sections():
     with pytest.raises(TransferkitError, match="unknown method 'mcd'"):  # not "options for dann, which is not in"
         load_config(None, both + ["methods=[source_only, mcd]"])
     assert load_config(None, both + ["options={dann: {weight: 1}}"]).options == {"dann": {"weight": 1}}
+
+
+def test_set_null_below_a_method_name_is_a_value_not_a_dropped_key(tmp_path):
+    constant = load_config(None, ["methods=[dann]", "options.dann.lr_schedule=null"])
+    assert constant.options == {"dann": {"lr_schedule": None}}  # dann's own default is "dann" (decaying)
+    path = tmp_path / "uda.yaml"
+    path.write_text("methods: [dann]\noptions: {dann: {lr_schedule: dann, weight: 0.3}}\n")
+    nulled = load_config(path, ["options.dann.lr_schedule=null"]).options
+    assert nulled == {"dann": {"lr_schedule": None, "weight": 0.3}}
+    assert load_config(path, ["options.dann=null"]).options == {}
 
 
 @pytest.mark.parametrize("assignment, message", [
@@ -220,9 +232,26 @@ def test_unknown_method_option_fails_before_any_work(tmp_path):
     with pytest.raises(TransferkitError, match=r"method 'finetune' takes no options, got \['foo'\]"):
         run_experiment(cfg, log=lambda *a: None)
     cfg = load_config(None, ["methods=[dann]", "options.dann.wieght=1", f"out_dir={tmp_path}"])
-    with pytest.raises(TransferkitError, match="unknown option of method 'dann' 'wieght'; known: .*weight"):
+    with pytest.raises(TransferkitError, match="^method 'dann' has no option 'wieght'; did you mean 'weight'\\?$"):
         run_experiment(cfg, log=lambda *a: None)  # the known options listed, as Transfer(...) lists them
     assert not any(tmp_path.iterdir())  # failed before the run directory, let alone pre-training
+
+
+@pytest.mark.parametrize("option, message", [
+    ("options.dann.wieght=1", r"'wieght'.*dann is not in methods, but its options are kept .*--set options.dann=null"),
+    ("options.dann.weight=abc", r"method dann with options {'weight': 'abc'}: option weight must be a number >= 0"),
+    ("options.dann.lr_schedule=cosin", "option lr_schedule must be one of constant"),
+    ("options.finetune_proto.metric=3", "option metric must be text, got 3"),
+])
+def test_options_of_a_method_not_run_are_kept_but_must_be_valid(tmp_path, option, message):
+    base = ["methods=[finetune]", f"out_dir={tmp_path}"]
+    cfg = load_config(None, base + [option])  # kept: a name of a method, so --set methods=... may narrow a config
+    with pytest.raises(TransferkitError, match=message):
+        check_names(cfg)
+    with pytest.raises(TransferkitError, match=message):
+        run_experiment(cfg, log=lambda *a: None)
+    assert not any(tmp_path.iterdir())
+    check_names(load_config(None, base + ["options.dann.weight=0.3", "options.dann.lr_schedule=null"]))
 
 
 @pytest.mark.parametrize("assignments, message", [
@@ -941,14 +970,14 @@ def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_p
 def test_yaml_exponents_are_numbers_for_numeric_options_and_text_stays_text(tmp_path):
     from transferkit.methods import get_method
     cfg = load_config(None, ["methods=[dann, ft_slow, multilayer_adv]", "options.dann.weight=1e-3",
-                             "options.multilayer_adv.hidden=1e2", "train.lr=2E-4", "name=2e3"])
-    assert cfg.train.lr == 0.0002 and cfg.name == "2e3"
+                             "options.multilayer_adv.hidden=1e2", "train.lr=2E-4", "name=2e3", "train.steps=1e3"])
+    assert cfg.train.lr == 0.0002 and cfg.name == "2e3" and cfg.train.steps == 1000
     net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
     dann = get_method("dann")(net, **cfg.options["dann"])  # PyYAML (YAML 1.1) read "1e-3" as text
     assert dann.weight == 0.001 and dann.init_options == {"weight": 0.001}
     assert get_method("multilayer_adv")(net, **cfg.options["multilayer_adv"]).init_options["hidden"] == 100
     path = tmp_path / "c.yaml"
-    path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\nname: 2e3\n")
+    path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\nname: '2e3'\n")
     cfg = load_config(path)
     assert get_method("ft_slow")(net, **cfg.options["ft_slow"]).backbone_lr_mult == 0.01 and cfg.name == "2e3"
     for text in ("heavy", "1__0"):  # "1__0" looks like a number to the pattern, not to float()
@@ -1053,6 +1082,20 @@ def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
     with pytest.raises(TransferkitError, match=r"trained on the classes \['0', '1', '2', '3', '4'\].*the source has "
                                                r"\['4', '3', '2', '1', '0'\]"):
         pretrain_source(reordered, prepare_domains(reordered), log=lambda *a: None)  # scored 0 % silently
+
+
+
+def test_a_run_from_a_pretrained_file_says_so(tmp_path):
+    from dataclasses import replace
+
+    from transferkit.experiment import prepare_domains, pretrain_source
+    cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", methods=["finetune"], k=2, repeats=1,
+                           pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8), train=TrainConfig(steps=2),
+                           out_dir=str(tmp_path))
+    _, info = pretrain_source(cfg, prepare_domains(cfg), log=lambda *a: None)
+    lines = []
+    run_experiment(replace(cfg, pretrained=info["path"]), log=lines.append)
+    assert f"source network: from the pretrained file {info['path']}" in lines, lines  # not "n/a, 0.0s (cached)"
 
 
 def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():

@@ -125,6 +125,8 @@ def _checked_for_torchrun(args) -> bool:
     name is one error line here, not one per rank and a torchrun traceback); ``False`` when
     the command needs no processes (``bench list``, ``--print-plan``)."""
     if args.command == "run":
+        if args.print_config:
+            return False
         from .experiment import check_names
         _runtime_flag_checks(args)
         check_names(_run_config(args), args.resume)
@@ -237,6 +239,12 @@ def _run(args) -> None:
     from .results import markdown_table, summarize
     from .runtime import init_distributed, is_main_process
     cfg = _run_config(args)
+    if args.print_config:  # the config as it would run (file, --set, --workers / --device); no work, no directory
+        from .config import dump_config
+        from .experiment import check_names
+        check_names(cfg, args.resume)
+        print(dump_config(cfg), end="")
+        return
     init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
     if args.resume and not Path(args.resume).exists():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
@@ -286,18 +294,21 @@ def _demo(args) -> None:
 
 
 def _summary(args) -> None:
-    from .results import markdown_table, read_results, summarize
+    from .results import failed_line, markdown_table, read_results, summarize
     path = Path(args.results)
     data = read_results(path / "results.json" if path.is_dir() else path)
     config = data.get("config")
     failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
     check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
     print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, dict) else None))
+    failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did
+    check(not failed, f"{len(failed)} job(s) of this run or benchmark failed: {'; '.join(map(failed_line, failed))}"
+                      f"; the table shows the finished rows only (after a fix, resume the directory to run them)")
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, metavar="N", help="run independent jobs in N processes")
-    s.add_argument("--device", help="cpu | cuda | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
+    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
     s.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes (torchrun, torch.distributed)")
     s.add_argument("--portable-kernels", action="store_true",
@@ -308,6 +319,8 @@ def _runtime_flags(s: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferkit", description="Label-efficient transfer learning across "
                                 "domains and tasks.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("domains", help="list built-in domains and shifts")
     s.set_defaults(func=_domains)
@@ -329,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")
+    s.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, --set, --workers, --device) as YAML and exit")
     _runtime_flags(s)
     s.set_defaults(func=_run)
     for name, helptext in (("bench", "run a benchmark suite (see `transferkit bench list`)"),
@@ -353,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "one sub-folder per directory name)")
     s.set_defaults(func=_report)
     s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory)")
-    s.add_argument("results")
+    s.add_argument("results", metavar="RESULTS", help="a results.json, or a run or benchmark directory holding one "
+                                                      "(exit 2 when some of its jobs failed)")
     s.set_defaults(func=_summary)
     return p
 
@@ -425,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
         return CLOSED_PIPE
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
-        print(f"transferkit: error: {e}", file=sys.stderr)
+        print(f"transferkit: error: {e}{_cache_hint(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; "
@@ -433,6 +449,18 @@ def main(argv: list[str] | None = None) -> int:
         return TERMINATED if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format
+
+
+def _cache_hint(error: OSError) -> str:
+    """Where ``error`` concerns transferkit's cache: the variable that places it, and the fix."""
+    from .io import cache_dir
+    cache = cache_dir()
+    name = error.filename
+    if name is None or not (Path(name) == cache or cache in Path(name).parents):
+        return ""
+    where = f"TRANSFERKIT_CACHE={os.environ['TRANSFERKIT_CACHE']}" if os.environ.get("TRANSFERKIT_CACHE") \
+        else f"the cache {cache} (TRANSFERKIT_CACHE unset)"
+    return f" (in transferkit's cache: {where}; set TRANSFERKIT_CACHE to a directory you can write to)"
 
 
 def _dispatch(args, argv: list[str]) -> int:
@@ -453,6 +481,9 @@ def entry() -> None:
     stdout's descriptor is pointed at ``/dev/null`` first, so that the interpreter's last flush
     raises nothing (the Python docs' recipe). Only here, in the process's entry point: ``main``
     called in-process (a test, a notebook) never touches a file descriptor."""
+    for stream in (sys.stdout, sys.stderr):  # a table's ± or × on an ASCII terminal: '?', not a UnicodeEncodeError
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     code = main()
     if code == CLOSED_PIPE:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

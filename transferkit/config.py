@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class ExperimentConfig:
     source_classes: typing.Any = None  # None: all; "0-4", "5,6,7", or a list of ids / names
     target_classes: typing.Any = None
     image_size: int = 28
-    channels: int | None = None  # None: 3 when either domain is in colour, else 1
+    channels: int | str | None = None  # None or "auto": 3 when either domain is in colour, else 1
     backbone: str = "convnet4"
     methods: list = field(default_factory=lambda: ["source_only", "target_only", "linear_probe", "finetune"])
     k: int | None = 5
@@ -91,12 +92,17 @@ class ExperimentConfig:
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
-        check(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
+        if self.channels == "auto":  # the README's name for the default
+            self.channels = None
+        check(self.channels in (None, 1, 3), f"channels must be 1, 3 or auto (null), got {self.channels!r}")
         if isinstance(self.methods, str):
             self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         check(isinstance(self.methods, list), f"methods must be a list of method names (e.g. [finetune, "
                                               f"ft_unit:conv2]), got {self.methods!r:.80}")
         check(len(self.methods) > 0, "no method given")
+        spaced = next((m for m in self.methods if isinstance(m, dict) and len(m) == 1), None)  # [ft_unit: conv2]
+        check(spaced is None, f"methods must be a list of method names, got {self.methods!r}" + ("" if spaced is None
+              else f": write {next(iter(spaced))}:{next(iter(spaced.values()))} without a space after the colon"))
         check(all(isinstance(m, str) and m for m in self.methods),
               f"methods must be a list of method names, got {self.methods!r}")
         twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
@@ -140,9 +146,10 @@ def _field_hint(cls, parts: list[str]):
     return hint
 
 
-def _one_line(error: Exception) -> str:
-    """A YAML error on one line: its problem and where (PyYAML spreads them over several)."""
-    return " ".join(str(error).split())
+def _one_line(error: Exception, source: str = "the value") -> str:
+    """A YAML error on one line: its problem and where (PyYAML spreads them over several and
+    calls text it was given ``"<unicode string>"``: ``source`` names it)."""
+    return " ".join(str(error).split()).replace('"<unicode string>"', source)
 
 
 def set_dotted(data: dict, assignment: str, cls=None) -> None:
@@ -150,7 +157,8 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
     except for a ``str`` field of dataclass ``cls``, which keeps the text as given
     (``name=1.10`` stays ``"1.10"``; YAML quotes around it are removed). A mapping given
     for a section (``train``) updates it; inside a free mapping (``options``) a mapping
-    replaces and ``null`` removes the key."""
+    replaces and ``null`` removes the key (``options.dann=null``); deeper, ``null`` is
+    a value (``options.dann.lr_schedule=null``)."""
     check("=" in assignment, f"--set expects key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
@@ -171,8 +179,8 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         node = node.setdefault(part, {})
         check(isinstance(node, dict), f"--set {key}: {part!r} is not a section")
     old = node.get(parts[-1])
-    if value is None and len(parts) > 1 and _field_hint(cls, parts[:-1]) in (dict, None):
-        node.pop(parts[-1], None)  # e.g. options.dann=null: that method's options are gone
+    if value is None and len(parts) > 1 and _field_hint(cls, parts[:-1]) is dict:
+        node.pop(parts[-1], None)  # options.dann=null: that method's options are gone (options.dann.x=null: a value)
     elif dataclasses.is_dataclass(hint) and isinstance(old, dict) and isinstance(value, dict):
         node[parts[-1]] = {**old, **value}
     else:
@@ -202,6 +210,19 @@ def _unique_mapping(loader, node, deep=False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+_EXPONENT = "tag:transferkit,2026:exponent"
+
+
+def _exponent(loader, node):
+    """1e-4 and 1e3 as numbers (YAML 1.1 wants a dot, 1.0e-4, and reads them as text; YAML 1.2
+    does not): a whole one written without a dot is an int (hidden: 1e2), the others floats."""
+    value = float(node.value.replace("_", ""))
+    return int(value) if value.is_integer() and "." not in node.value else value
+
+
+_UniqueKeyLoader.add_implicit_resolver(_EXPONENT, re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+_UniqueKeyLoader.add_constructor(_EXPONENT, _exponent)
 
 
 class NumberFormError(yaml.constructor.ConstructorError):
@@ -235,11 +256,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
-            raise TransferkitError(f"config file {path}{what} {_one_line(e)}") from e
-        check(data is None or isinstance(data, dict),
-              f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), got "
-              f"{type(data).__name__}: {data!r:.60}")
-        data = data or {}
+            raise TransferkitError(f"config file {path}{what} {_one_line(e, str(path))}") from e
+        check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
+                                f"[finetune]'), or leave out the config file to run the defaults")
+        check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
+                                      f"got {type(data).__name__}: {data!r:.60}")
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)
     return from_dict(ExperimentConfig, data)

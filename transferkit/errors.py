@@ -69,6 +69,16 @@ class UnknownNameError(TransferkitError, KeyError):
         return type(self), (self.kind, self.name, self.known, self.hint)
 
 
+class UnknownOptionError(UnknownNameError):
+    """An option that method ``kind`` (its name) does not take; a close known one is suggested."""
+
+    def __init__(self, kind: str, name: str, known, hint: str = ""):
+        self.kind, self.name, self.known, self.hint = kind, name, sorted(known), hint
+        close = difflib.get_close_matches(str(name), self.known, n=1, cutoff=0.75)
+        note = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(self.known)}"
+        TransferkitError.__init__(self, f"method {kind!r} has no option {name!r}; {note}")
+
+
 def is_whole(value, minimum: int | None = None) -> bool:
     """``value`` is a whole number (an int or numpy integer, not a bool), ``>= minimum`` if given."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (minimum is None or value >= minimum)

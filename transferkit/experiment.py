@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -54,7 +55,7 @@ from .io import (
     write_text,
 )
 from .methods import get_method
-from .methods.base import Method, check_options, trained_options
+from .methods.base import Method, check_option_values, check_options, trained_options
 from .methods.supervised import SourceOnly
 from .results import ROW_KEYS, unfinished_hint, write_results
 from .runtime import (
@@ -885,12 +886,24 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
         if not recorded or e.kind not in ("method", "backbone"):
             raise
         raise UnknownNameError(e.kind, e.name, e.known, plugin_hint(e.kind, recorded)) from None
-    for cls in methods:
-        check_options(cls, cfg.options.get(cls.name, {}))  # a misspelt name, with the known ones
+    unused = [get_method(m) for m in cfg.options if m not in cfg.methods]  # kept for runs that include them:
+    for cls in methods + unused:  # valid all the same (a misspelt name, with the known ones; a wrong type)
+        options = cfg.options.get(cls.name, {})
+        kept = (f" ({cls.name} is not in methods, but its options are kept for runs that include it: fix them, or "
+                f"drop them with --set options.{cls.name}=null)" if cls in unused else "")
         try:
-            inspect.signature(cls.__init__).bind_partial(None, None, **cfg.options.get(cls.name, {}))
+            check_options(cls, options)
+            inspect.signature(cls.__init__).bind_partial(None, None, **options)
         except TypeError as e:
-            raise TransferkitError(f"options for {cls.name}: {e}") from e
+            raise TransferkitError(f"options for {cls.name}: {e}{kept}") from e
+        except TransferkitError as e:
+            if not kept:
+                raise
+            raise TransferkitError(f"{e}{kept}") from e
+        try:
+            check_option_values(cls, options)
+        except TransferkitError as e:
+            raise TransferkitError(f"{method_error(cls, options, e)}{kept}") from e
     for spec in (cfg.source, cfg.target):
         check_spec(spec)
     return methods
@@ -914,6 +927,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files."""
     methods = check_names(cfg, run_dir)
+    resolve_device(cfg.device)  # CUDA or MPS that is not there: refused now, not after the data loaded
     main = is_main_process()
     log = log if main else (lambda *a, **k: None)
     run_dir_given = bool(run_dir)
@@ -997,7 +1011,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                 write_text(old, before)
             raise
         val_acc = pre_info.get("val_accuracy")
-        log(f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
+        log(f"source network: from the pretrained file {cfg.pretrained}" if cfg.pretrained else
+            f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
     rows, todo, order = [], [], {}
     for cls, seed in jobs:
@@ -1048,7 +1063,11 @@ def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, resu
     job = job_path(run_dir, cfg, method, seed)
     if isinstance(result, JobFailure):
         failures.append(save_failure(run_dir / "failed" / f"{job.stem}.txt", result, f"{method} seed {seed}"))
-        log(f"job {method} seed {seed} failed: {result.error} (traceback: {result.path})")
+        line = f"job {method} seed {seed} failed: {result.error} (traceback: {result.path})"
+        if is_main_process():  # an error: stderr, where a sweep script looks (a caller's own log gets it too)
+            print(line, file=sys.stderr)
+            if log is not print:
+                log(line)
         return []
     (run_dir / "failed" / f"{job.stem}.txt").unlink(missing_ok=True)  # of an earlier try of this job
     return [_log_row(log, result)]

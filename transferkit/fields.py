@@ -7,6 +7,7 @@ is built from it, keeping that field's defaults for the keys it does not give.""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 
@@ -82,9 +83,9 @@ def _default(f: dataclasses.Field):
 
 def _typed(hint, value, name: str):
     """``value`` checked against a scalar field type (``int``, ``float``, ``bool``, ``str``,
-    optionally ``| None``); other types pass through. Numbers are taken from numeric
-    strings (YAML reads ``1e-4`` as one), ``int`` takes integral numbers, and ``str`` takes
-    numbers as their text (``name: 2024``)."""
+    optionally ``| None``); other types pass through. ``int`` takes integral numbers; text is
+    no number (``k: "5"``) and a number no text (``name: 1.10``, which YAML reads as 1.1):
+    each is refused, as ``true`` is for a number (the config loader reads ``1e-4`` as a number)."""
     args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     nullable, kinds = type(None) in args, [t for t in args if t is not type(None)]
     if not kinds or not all(t in (int, float, bool, str) for t in kinds):
@@ -95,20 +96,15 @@ def _typed(hint, value, name: str):
     for t in kinds:
         if isinstance(value, t) and (t is bool or not isinstance(value, bool)):
             return value
-        if t is bool or isinstance(value, bool):
-            continue
-        if t is str and isinstance(value, (int, float)):
-            return str(value)
-        if t is int and isinstance(value, str):
-            try:
-                return int(value.strip())  # exact beyond 2**53, where float() would round
-            except ValueError:
-                pass
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if t is float or number.is_integer():
-            return t(number)
+        if t in (int, float) and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if t is float or float(value).is_integer():
+                return t(value)
     wanted = " or ".join(t.__name__ for t in kinds) + (" or null" if nullable else "")
+    leaf = name.rsplit(".", 1)[-1]
+    if str in kinds and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        raise TransferkitError(f"config {name} must be text, got the number {value!r} (YAML reads unquoted digits as "
+                               f"a number): quote it as written ({leaf}: \"...\"), so that YAML keeps its text")
+    if isinstance(value, str) and any(t in (int, float) for t in kinds):
+        raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write the number without "
+                               f"quotes, e.g. {leaf}: 5")
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")

@@ -41,7 +41,8 @@ def resolve_device(name: str = "cpu") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else (
             "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
     if name.startswith("cuda"):
-        check(torch.cuda.is_available(), "device cuda requested but CUDA is not available")
+        check(torch.cuda.is_available(), f"device {name} requested but CUDA is not available (this torch "
+                                         f"{torch.__version__} sees no GPU): use --device cpu, or auto")
         check(":" not in name or int(name.split(":")[1]) < torch.cuda.device_count(),
               f"device {name} requested but there are {torch.cuda.device_count()} CUDA devices")
         if world_size() > 1:
@@ -50,7 +51,7 @@ def resolve_device(name: str = "cpu") -> torch.device:
         deterministic_cuda()
     if name.startswith("mps"):
         check(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-              "device mps requested but MPS is not available")
+              "device mps requested but MPS is not available: use --device cpu, or auto")
     return torch.device(name)
 
 

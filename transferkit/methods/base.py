@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..backbones import UnitNet
 from ..domain import image_batch
-from ..errors import TransferkitError, UnknownNameError, check, is_whole
+from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
@@ -318,7 +318,13 @@ def check_options(cls, options: dict) -> None:
     unknown = [k for k in options if k not in known]
     check(not unknown or known, f"method {cls.name!r} takes no options, got {unknown}")
     if unknown:
-        raise UnknownNameError(f"option of method {cls.name!r}", unknown[0], known)
+        raise UnknownOptionError(cls.name, unknown[0], known)
+
+
+def check_option_values(cls, options: dict) -> None:
+    """Refuse option values of method class ``cls`` outside their domain or of the wrong simple
+    type, without building the method (as building it would: numbers given as text read as numbers)."""
+    _check_option_values(cls.name, _numbers_from_text(cls, dict(options)), _switches(cls), cls)
 
 
 def trained_options(cls, options: dict | None) -> dict:

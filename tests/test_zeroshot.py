@@ -622,7 +622,7 @@ def test_transfer_report_gives_seen_unseen_and_h_of_a_zero_shot_model_calibrated
         assert prior["confusion"] == classification_report(logits, dom.labels)["confusion"]
         same = evaluate_zero_shot(model.method_, dom, range(7), [7, 8, 9], "prior")  # the same scores and gamma
         assert (prior["gzsl_gamma"], prior["h_accuracy"]) == pytest.approx((same["gamma"], same["h"]))
-    del model.method_.trained_classes  # as a model saved before 2026-12-01
+    del model.method_.trained_classes  # as a model saved before 2026-12-02
     assert "h_accuracy" not in model.report(dom)
     with pytest.raises(TransferkitError, match="gzsl_gamma calibrates a zero-shot model"):
         model.report(dom, 1.0)

@@ -342,7 +342,7 @@ class Transfer:
         self._check_classes(domain)
         logits, seen = self.predict_logits(domain.images), seen_columns(self.method_)
         check(seen is not None or gzsl_gamma == 0, f"gzsl_gamma calibrates a zero-shot model trained since "
-                                                   f"2026-12-01; {self.method_cls.name} here records no seen classes")
+                                                   f"2026-12-02; {self.method_cls.name} here records no seen classes")
         if seen is None:
             return classification_report(logits, domain.labels, domain.num_classes, domain.groups)
         logits, gamma = calibrated(logits, seen, gzsl_gamma)

@@ -535,7 +535,7 @@ def renumbered(domain: Domain, names: list[str], who: str, lacking: str) -> Doma
 
 def scored_classes(method) -> tuple[list[str] | None, list[int] | None]:
     """The class names of ``method.scores``' columns (``None``: class ids) and the columns of
-    the classes it was trained on (``None``: unknown, e.g. a model saved before 2026-12-01),
+    the classes it was trained on (``None``: unknown, e.g. a model saved before 2026-12-02),
     for a zero-shot method (attribute_zsl, embedding_zsl, clip); else a named error."""
     if isinstance(method, _ClassDescriptionMethod):
         return method.row_names, getattr(method, "trained_rows", None)
@@ -562,7 +562,7 @@ def _row_ids(names: list[str] | None, classes, what: str) -> list:
 
 def seen_columns(method) -> list[int] | None:
     """The output columns (of ``method(images)``) of the classes a zero-shot method was trained
-    on; ``None`` for another method, or a model that did not record them (saved before 2026-12-01)."""
+    on; ``None`` for another method, or a model that did not record them (saved before 2026-12-02)."""
     if isinstance(method, _ClassDescriptionMethod):
         trained = getattr(method, "trained_rows", None)
         rows = range(len(method.candidates)) if method.output_rows is None else method.output_rows

@@ -1321,3 +1321,27 @@ def test_rows_record_threads_kernels_and_source_network_and_a_resume_from_anothe
     job.write_text(json.dumps({k: v for k, v in row.items() if k != "source_digest"}))  # before it was recorded
     again = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+
+
+def test_a_cached_network_changed_since_it_was_saved_is_trained_again(tmp_path, monkeypatch):
+    import json as json_module
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from transferkit.experiment import network_digest, pretrain_source
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", pretrain=TINY_PRE)
+    data = prepare_domains(cfg)
+    net, info = pretrain_source(cfg, data, log=lambda *a: None)
+    record = json_module.loads((tmp_path / "cache" / "pretrained" / f"{Path(info['path']).stem}.json").read_text())
+    assert record["digest"] == network_digest(net)
+    logs: list = []
+    assert pretrain_source(cfg, data, log=logs.append)[1]["cached"] and not logs  # read back, digest checked
+    state = load_file(info["path"])
+    key = next(iter(state))
+    state[key].view(-1)[0] += 1e-3  # one weight changed in place (a flipped byte): same shapes, still loads
+    save_file(state, info["path"])
+    again, info = pretrain_source(cfg, data, log=logs.append)
+    assert not info["cached"] and any("unreadable or changed; training again" in line for line in logs)
+    assert network_digest(again) == network_digest(net)  # trained again: the network the record describes

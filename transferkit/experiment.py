@@ -208,14 +208,18 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
                 _load_net(net, path)
                 meta = json.loads(path.with_suffix(".json").read_text())
                 check(isinstance(meta, dict), f"{path.with_suffix('.json')} holds no record")
+                check(meta.get("digest", network_digest(net)) == network_digest(net),  # records from before: none
+                      f"{path} is not the network its record describes (a changed byte?)")
                 return net, {**meta, "cached": True, "path": str(path)}
             except (TransferkitError, OSError, ValueError):
-                log(f"pre-trained cache {path} unreadable; training again")
+                log(f"pre-trained cache {path} unreadable or changed; training again")
+                net = _initial_source_net(cfg, data)  # from the initial weights, not from what was loaded
         log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
         method = SourceOnly(net)
         ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
         fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
-        meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s}
+        meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s,
+                "digest": network_digest(net)}
         if is_main_process():
             save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()},
                              {"class_names": json.dumps(source.train.class_names)})

@@ -276,12 +276,17 @@ def job_environment(source_digest: str | None, trained: bool = True) -> dict:
             **({"source_digest": source_digest} if source_digest else {})}
 
 
+def _made_otherwise(finished: dict, key: str, now) -> list[tuple[str, int]]:
+    """The ``(method, seed)`` of the finished rows whose ``key`` is not ``now``; a row without
+    ``key`` (written before it was recorded) is not counted."""
+    return sorted(job for job, row in finished.items() if row.get(key, now) != now)
+
+
 def _check_same_source(run_dir: Path, finished: dict, digest: str) -> None:
     """Refuse to add rows from another source network than the finished rows started from (a
     deleted ``source.safetensors`` pre-trained again under other threads or kernels); rows
     without ``source_digest`` (written before it was recorded) are not checked."""
-    other = sorted(f"{name} seed {seed}" for (name, seed), row in finished.items()
-                   if row.get("source_digest", digest) != digest)
+    other = [f"{name} seed {seed}" for name, seed in _made_otherwise(finished, "source_digest", digest)]
     check(not other, f"{run_dir}: {len(other)} finished job(s) ({', '.join(other[:5])}) started from another "
                      f"source network than this resume has ({digest}; source.safetensors was made again, under other "
                      f"threads, CPU kernels or torch than kernels.json records?): their rows and new ones would not "
@@ -1164,8 +1169,8 @@ def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> N
     rounds the batch up and keeps BatchNorm statistics per shard: other rows); a row without
     ``world_size`` (written before it was recorded) is not checked: its count is unknown."""
     now = world_size()
-    other = sorted(f"jobs/{job_path(run_dir, cfg, name, seed).name}" for (name, seed), row in finished.items()
-                   if row.get("world_size", now) != now)
+    other = sorted(f"jobs/{job_path(run_dir, cfg, name, seed).name}"
+                   for name, seed in _made_otherwise(finished, "world_size", now))
     if other:
         then = sorted({row.get("world_size", now) for row in finished.values()} - {now})
         counts, named = " and ".join(map(str, then)), ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")

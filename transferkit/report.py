@@ -136,6 +136,7 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
     groups = defaultdict(lambda: defaultdict(list))
     picks = defaultdict(lambda: defaultdict(list))
     for r in rows:
+        pick = _pick(r)
         for key, value in r.items():
             if key in ("per_class_accuracy", "confusion") or "acc" not in key or not isinstance(value, dict) \
                     or not value:
@@ -144,8 +145,8 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
             if flat and not any(v < 0 or v > 1 for v in flat.values()):  # NaN: a candidate without a value
                 group = (key, r.get("source", ""), r["target"], r["setting"])
                 groups[group][r["method"]].append(flat)
-                if _pick(r) in flat:
-                    picks[group][r["method"]].append(_pick(r))
+                if pick in flat:
+                    picks[group][r["method"]].append(pick)
     out = []
     for group_key, by_method in _capped(list(groups.items()), MAX_FIGURES,
                                         "per-unit figures", notes):

@@ -172,7 +172,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     count and kernels on CPU and the number of data-parallel processes).
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
-    seconds and whether the network came from the cache."""
+    seconds, whether the network came from the cache and (unless it is a ``pretrained:``
+    file's) its :func:`network_digest`."""
     source = data.source
     net = _initial_source_net(cfg, data)
     if cfg.pretrained:  # checked against the class names a transferkit pre-training stored in the file
@@ -208,9 +209,10 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
                 _load_net(net, path)
                 meta = json.loads(path.with_suffix(".json").read_text())
                 check(isinstance(meta, dict), f"{path.with_suffix('.json')} holds no record")
-                check(meta.get("digest", network_digest(net)) == network_digest(net),  # records from before: none
+                digest = network_digest(net)
+                check(meta.get("digest", digest) == digest,  # records from before: none
                       f"{path} is not the network its record describes (a changed byte?)")
-                return net, {**meta, "cached": True, "path": str(path)}
+                return net, {**meta, "digest": digest, "cached": True, "path": str(path)}
             except (TransferkitError, OSError, ValueError):
                 log(f"pre-trained cache {path} unreadable or changed; training again")
                 net = _initial_source_net(cfg, data)  # from the initial weights, not from what was loaded
@@ -240,7 +242,7 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
     pinned, check_digest = run_dir / "source.safetensors", check_digest or (lambda digest: None)
     if not pinned.exists():
         net, info = pretrain_source(cfg, data, log)
-        digest = network_digest(net)
+        digest = info.get("digest") or network_digest(net)  # a pretrained: file's network has none yet
         check_digest(digest)
         if is_main_process():
             meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}

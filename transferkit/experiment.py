@@ -21,7 +21,6 @@ import json
 import os
 import pickle
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -1073,12 +1072,8 @@ def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, resu
     and its traceback saved in ``RUN_DIR/failed/`` (the other jobs go on)."""
     job = job_path(run_dir, cfg, method, seed)
     if isinstance(result, JobFailure):
-        failures.append(save_failure(run_dir / "failed" / f"{job.stem}.txt", result, f"{method} seed {seed}"))
-        line = f"job {method} seed {seed} failed: {result.error} (traceback: {result.path})"
-        if is_main_process():  # an error: stderr, where a sweep script looks (a caller's own log gets it too)
-            print(line, file=sys.stderr)
-            if log is not print:
-                log(line)
+        failures.append(save_failure(run_dir / "failed" / f"{job.stem}.txt", result, f"{method} seed {seed}",
+                                     None if log is print else log))  # a caller's own log gets the line too
         return []
     (run_dir / "failed" / f"{job.stem}.txt").unlink(missing_ok=True)  # of an earlier try of this job
     return [_log_row(log, result)]

@@ -446,7 +446,6 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
         path = jobs[todo[j]][0]
         if isinstance(result, JobFailure):  # named now; the other jobs go on
             failures.append(save_failure(failure_path(path), result, Path(path).stem))
-            print(f"job {Path(path).stem} failed: {result.error} (traceback: {result.path})", file=sys.stderr)
             return
         results[todo[j]] = result
         write_json(path, result)
@@ -501,12 +500,19 @@ def failure_path(job_path: str | os.PathLike) -> Path:
     return job_path.parent / "failed" / f"{job_path.stem}.txt"
 
 
-def save_failure(path: str | os.PathLike, failure: JobFailure, job: str) -> JobFailure:
-    """Write ``failure``'s traceback atomically to ``path`` and name it ``job``."""
+def save_failure(path: str | os.PathLike, failure: JobFailure, job: str,
+                 log: Callable[[str], Any] | None = None) -> JobFailure:
+    """Write ``failure``'s traceback atomically to ``path``, name it ``job`` and say so in one
+    line on stderr, where a sweep script looks (and to ``log`` when given), in the main process."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, f"job {job} failed: {failure.error}\n\n{failure.traceback}")
+    text = f"job {job} failed: {failure.error}"
+    write_text(path, f"{text}\n\n{failure.traceback}")
     failure.job, failure.path = job, str(path)
+    if is_main_process():
+        print(f"{text} (traceback: {path})", file=sys.stderr)
+        if log is not None:
+            log(f"{text} (traceback: {path})")
     return failure
 
 

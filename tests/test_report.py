@@ -456,3 +456,28 @@ def test_results_name_the_environments_of_rows_made_under_several():
     assert environment_lines(rows) == ["Rows made under 2 torch threads per process (1: m seed 0, m seed 1; 2: m "
                                        "seed 2): they may differ from one environment's rows (docs/scale.md)."]
     assert environment_lines(rows[:2]) == [] and environment_lines([REVIEW_ROW]) == []
+
+
+def test_summary_of_several_runs_is_one_table_with_a_run_column(tmp_path, capsys):
+    base = {"source": "s", "target": "t", "setting": "k=1", "wall_s": 1.0}
+    first = [{**base, "method": "flex", "seed": s, "accuracy": a, "picked": "fc1"} for s, a in ((0, 0.5), (1, 0.7))]
+    second = [{**base, "method": "flex", "seed": s, "accuracy": 0.9, "picked": "conv2"} for s in (0, 1)]
+    second.append({**base, "method": "dann", "seed": 0, "accuracy": 0.25})
+    write_results(tmp_path / "a", "a", {"target_classes": "5-9"}, first)
+    write_results(tmp_path / "b", "b", {}, second, failed=[{"job": "mmd seed 0", "error": "ValueError: x"}])
+    code = main(["summary", str(tmp_path / "a"), str(tmp_path / "b" / "results.json")])
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert code == 2 and "b/mmd seed 0: ValueError" in err, err  # b's failed job, named by its run
+    assert lines[0] == "Classes: run a: target classes 5-9."
+    assert "| run | method | source |" in out
+    assert "| a | flex | s | t | k=1 | 60.0 ± 10.0 | 2 |" in out  # seeds averaged within a run, not across
+    assert "| b | flex | s | t | k=1 | 90.0 ± 0.0 | 2 |" in out and "| b | dann |" in out
+    assert "flex (run a: s → t, k=1) picked: fc1 ×2" in out and "flex (run b: s → t, k=1) picked: conv2 ×2" in out
+    assert main(["summary", str(tmp_path / "a")]) == 0 and "| run |" not in capsys.readouterr().out
+    assert main(["summary", str(tmp_path / "a"), str(tmp_path / "a" / "results.json")]) == 2
+    assert "given twice: its rows would count twice" in capsys.readouterr().err
+    (tmp_path / "c" / "a").mkdir(parents=True)  # two directories named a: their paths name them
+    write_results(tmp_path / "c" / "a", "a", {}, second[:1])
+    assert main(["summary", str(tmp_path / "a"), str(tmp_path / "c" / "a")]) == 0
+    assert f"| {tmp_path / 'c' / 'a'} | flex |" in capsys.readouterr().out

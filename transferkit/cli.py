@@ -294,13 +294,14 @@ def _demo(args) -> None:
 
 
 def _summary(args) -> None:
-    from .results import failed_line, markdown_table, read_results, summarize
-    path = Path(args.results)
-    data = read_results(path / "results.json" if path.is_dir() else path)
+    from .results import combine_runs, failed_line, markdown_table, read_results, summarize
+    path = Path(args.results[0]) if len(args.results) == 1 else " + ".join(args.results)
+    data = (read_results(path / "results.json" if path.is_dir() else path) if len(args.results) == 1
+            else combine_runs(args.results))
     config = data.get("config")
     failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
     check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
-    print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, dict) else None))
+    print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, (dict, list)) else None))
     failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did
     check(not failed, f"{len(failed)} job(s) of this run or benchmark failed: {'; '.join(map(failed_line, failed))}"
                       f"; the table shows the finished rows only (after a fix, resume the directory to run them)")
@@ -367,9 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output directory (default: inside each RUN_DIR; with several RUN_DIRs, "
                                  "one sub-folder per directory name)")
     s.set_defaults(func=_report)
-    s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory)")
-    s.add_argument("results", metavar="RESULTS", help="a results.json, or a run or benchmark directory holding one "
-                                                      "(exit 2 when some of its jobs failed)")
+    s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory); of several, "
+                                       "one table with a run column")
+    s.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="a results.json, or a run or benchmark directory holding one (exit 2 when some of its jobs "
+                        "failed); several: one table, each row naming its run (seeds of one method are averaged "
+                        "within a run, never across runs)")
     s.set_defaults(func=_summary)
     return p
 

@@ -66,7 +66,8 @@ def read_results(path: str | Path) -> dict:
 
 
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
-    """Group rows by (method, source, target, setting): mean and standard error of the
+    """Group rows by (method, source, target, setting, and ``run`` where rows name one: the
+    rows of several runs in one table, :func:`combine_runs`): mean and standard error of the
     accuracy over seeds (``None`` for one seed: undefined), number of seeds, mean wall
     seconds, and for grouped (video) targets those of ``group_accuracy``; ``extra_keys``: the
     mean of those fields over the rows that have them. Two rows of one group and seed (runs merged
@@ -74,21 +75,22 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     extra_keys = (extra_keys,) if isinstance(extra_keys, str) else tuple(extra_keys)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["source"], r["target"], r["setting"]), []).append(r)
+        groups.setdefault((r["method"], r["source"], r["target"], r["setting"], r.get("run")), []).append(r)
     for key, rs in groups.items():
         seeds = [r["seed"] for r in rs]
         twice = sorted({str(s) for s in seeds if seeds.count(s) > 1})
-        check(not twice, f"rows of {' / '.join(map(str, key))} repeat seed {', '.join(twice)} (runs merged twice?): "
-                         f"the standard error would count one run as two")
+        check(not twice, f"rows of {' / '.join(str(k) for k in key if k is not None)} repeat seed {', '.join(twice)} "
+                         f"(runs merged twice?): the standard error would count one run as two")
     out = []
     def mean_and_se(values) -> tuple[float, float | None]:  # a standard error of one value is undefined: None
         values = list(values)
         mean, se = mean_se(values)
         return mean, se if len(values) > 1 else None
 
-    for (method, source, target, setting), rs in groups.items():
+    for (method, source, target, setting, run), rs in groups.items():
         mean, se = mean_and_se(r["accuracy"] for r in rs)
-        summary = {"method": method, "source": source, "target": target, "setting": setting,
+        summary = {**({"run": run} if run is not None else {}),
+                   "method": method, "source": source, "target": target, "setting": setting,
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
                    "seeds": sorted(r["seed"] for r in rs)}
@@ -138,12 +140,12 @@ def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
     cells: dict[str, dict[tuple, list[str]]] = {}
     for r in rows:
         if isinstance(r.get("picked"), str):
-            key = (r["source"], r["target"], r["setting"])
+            key = (r["source"], r["target"], r["setting"], r.get("run"))
             cells.setdefault(r["method"], {}).setdefault(key, []).append(r["picked"])
     lines = []
     for method, by_cell in cells.items():
-        for (source, target, setting), picks in by_cell.items():
-            where = f" ({source} → {target}, {setting})" if len(by_cell) > 1 else ""
+        for (source, target, setting, run), picks in by_cell.items():
+            where = f" ({'run ' + run + ': ' if run else ''}{source} → {target}, {setting})" if len(by_cell) > 1 else ""
             counts = ", ".join(f"{cell(unit)} ×{n}" for unit, n in Counter(picks).most_common())
             lines.append(f"{cell(method + where)} picked: {counts}")
     return lines
@@ -181,7 +183,8 @@ def environment_lines(rows: list[dict]) -> list[str]:
         seen: dict = {}
         for r in rows:
             if r.get(key) is not None:
-                seen.setdefault(str(r[key]), []).append(f"{r['method']} seed {r['seed']}")
+                seen.setdefault(str(r[key]), []).append(f"{r['run'] + ': ' if r.get('run') else ''}{r['method']} "
+                                                        f"seed {r['seed']}")
         if len(seen) > 1:
             parts = "; ".join(f"{v}: {', '.join(jobs[:3])}{', ...' if len(jobs) > 3 else ''}"
                               for v, jobs in seen.items())
@@ -190,7 +193,7 @@ def environment_lines(rows: list[dict]) -> list[str]:
     return out
 
 
-def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | None = None) -> str:
+def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
     whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
@@ -198,21 +201,25 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
     line above the table names (the source and target columns name only the domains). Lines under
     the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
     hold another metric (:func:`other_metrics`), what the accuracy column holds there; one says
-    what ± means where a cell has one."""
+    what ± means where a cell has one. Rows of several runs (:func:`combine_runs`) get a run
+    column, and ``config`` is then their list of (run, config)."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl = any("h_accuracy_mean" in s for s in summary)
     splits = {r.get("split", "test") for r in rows}
     what = "target accuracy" if splits <= {"test"} else "target validation accuracy" if splits == {"val"} else \
         "target accuracy, validation or test: see each row's split"
-    lines = [f"| method | source | target | setting | {what} (%) |"
+    runs = any("run" in s for s in summary)
+    lines = [("| run " if runs else "") + f"| method | source | target | setting | {what} (%) |"
              + (" grouped accuracy (%) |" if grouped else "")
              + (f" {GZSL_HEADER} |" if gzsl else "") + " n | wall s |",
-             "|---|---|---|---|---|" + ("---|" if grouped else "") + ("---|" if gzsl else "") + "---|---|"]
+             ("|---" if runs else "") + "|---|---|---|---|---|" + ("---|" if grouped else "")
+             + ("---|" if gzsl else "") + "---|---|"]
     for s in summary:
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
         h = gzsl_cell(s)
-        lines.append(f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
+        lines.append((f"| {md_cell(s.get('run', ''))} " if runs else "")
+                     + f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
                      f"{md_cell(s['setting'])} | "
                      f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
@@ -226,7 +233,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | No
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
     picks += environment_lines(rows)
-    subsets = class_subsets(config)
+    subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
+        f"run {run}: {class_subsets(c)}" for run, c in config if class_subsets(c))
     return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
             + ("\n" + "\n".join(picks) + "\n" if picks else ""))
 
@@ -244,6 +252,26 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], work
     write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary, rows, config)
                + "".join(f"\n\nfailed: {failed_line(f)}" for f in failed or ()))
     return path
+
+
+def combine_runs(paths) -> dict:
+    """The results of several runs or benchmarks as one: ``rows`` each naming its ``run`` (the
+    directory's name, or its path where two names are the same), ``config``: a list of (run,
+    config), ``failed``: each run's failed jobs, named by run. The same directory twice is refused."""
+    files = [Path(p) / "results.json" if Path(p).is_dir() else Path(p) for p in paths]
+    where = [f.resolve() for f in files]
+    twice = sorted({str(f) for f, w in zip(files, where) if where.count(w) > 1})
+    check(not twice, f"{', '.join(twice)} given twice: its rows would count twice")
+    names = [f.parent.name for f in files]
+    labels = [n if names.count(n) == 1 else str(f.parent) for n, f in zip(names, files)]
+    rows, config, failed = [], [], []
+    for label, f in zip(labels, files):
+        data = read_results(f)
+        rows += [{**r, "run": label} for r in data["rows"]]
+        config.append((label, data.get("config") if isinstance(data.get("config"), dict) else None))
+        failed += [{**x, "job": f"{label}/{x.get('job')}"} if isinstance(x, dict) else f"{label}: {x}"
+                   for x in data.get("failed") or []]
+    return {"rows": rows, "config": config, "failed": failed}
 
 
 def failed_line(failure) -> str:

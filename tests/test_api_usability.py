@@ -129,3 +129,42 @@ def test_one_channels_last_grey_image_is_named_as_the_shape_given(one_thread):
     with pytest.raises(TransferkitError, match=r"got \(28, 28, 1\); one image: images\[None\]"):
         image_batch(torch.rand(28, 28, 1), "predict", shape=(1, 28, 28))  # was reshaped to (28, 1, 28, 1)
     assert image_batch(torch.rand(5, 28, 28), "predict", shape=(1, 28, 28)).shape == (5, 1, 28, 28)
+
+
+def test_each_model_has_its_own_default_pretrain_config_and_repr_names_changed_budgets():
+    a, b = Transfer("finetune"), Transfer("dann")
+    a.pretrain_cfg.steps = 5  # a notebook cell changes one model's pre-training
+    assert b.pretrain_cfg.steps == 600 == Transfer("finetune").pretrain_cfg.steps
+    assert "pretrain=TrainConfig(steps=5)" in repr(a) and "TrainConfig" not in repr(b)
+    assert repr(Transfer("finetune", train=TrainConfig(steps=40, lr=0.01))) == \
+        "Transfer('finetune', backbone='convnet4', seed=0, train=TrainConfig(steps=40, lr=0.01))"
+
+
+def test_a_train_config_changed_in_place_is_checked_when_training_starts(one_thread):
+    d = toy_domain(n=16)
+    for field, value, message in (("optimizer", "adamw", "unknown optimizer 'adamw'"),
+                                  ("steps", 0, "steps must be >= 1"), ("schedule", "cos", "unknown schedule 'cos'"),
+                                  ("lr", -1.0, "lr must be a finite number > 0")):
+        model = Transfer("target_only", backbone="lenet", train=TrainConfig(steps=2, batch_size=8))
+        setattr(model.train_cfg, field, value)
+        with pytest.raises(TransferkitError, match=message):
+            model.fit(target=d)
+
+
+def test_fit_given_arrays_or_a_name_says_how_to_make_a_domain():
+    with pytest.raises(TransferkitError, match=r"got Tensor: wrap images and labels as Domain\(name, images, "):
+        Transfer("target_only").fit(torch.rand(4, 1, 28, 28), torch.arange(4))
+    with pytest.raises(TransferkitError, match=r"got str: load it first: load_domain\(name\)"):
+        Transfer("target_only").fit("mnist")
+
+
+def test_run_experiment_leaves_the_callers_random_state_as_it_was(tmp_path, one_thread):
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import run_experiment
+    cfg = ExperimentConfig(name="rng", source="digits", target="digits", methods=["target_only"], k=None, repeats=1,
+                           backbone="lenet", train=TrainConfig(steps=2, batch_size=8), out_dir=str(tmp_path))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run_experiment(cfg, log=lambda *a, **k: None)
+    assert torch.equal(torch.rand(3), expected)

@@ -318,7 +318,8 @@ def test_the_python_api_names_misspelt_options_and_wrong_nets_and_takes_domains_
     model = Transfer("target_only", train=TrainConfig(steps=2, batch_size=8)).fit(target=train)
     assert torch.equal(model.predict(test), model.predict(test.images))
     assert model.score(test.images, test.labels) == model.score(test)
-    assert repr(model).startswith("Transfer('target_only', backbone='convnet4', seed=0), fitted on 2 classes")
+    assert repr(model).startswith("Transfer('target_only', backbone='convnet4', seed=0, train=TrainConfig(steps=2, "
+                                  "batch_size=8)), fitted on 2 classes")
     assert repr(test) == "Domain('toy/test', %d images of 1 x 28 x 28, 2 classes)" % len(test)
     assert test != val and test == test and len({test, val}) == 2  # identity, hashable (tensors have no truth)
 
@@ -340,7 +341,7 @@ def test_transfer_follows_the_estimator_protocol_so_sklearn_clone_copies_it_unfi
     fitted = Transfer("target_only", backbone="lenet", train=train).fit(target=d)
     copy = clone(fitted)  # sklearn checks that the copy's parameters are the objects it passed
     assert not hasattr(copy, "net_") and copy.get_params()["train"] == train and copy.get_params()["train"] is not train
-    assert repr(copy) == "Transfer('target_only', backbone='lenet', seed=0)"
+    assert repr(copy) == "Transfer('target_only', backbone='lenet', seed=0, train=TrainConfig(steps=2, batch_size=8))"
     assert fitted.set_params(seed=5, backbone="convnet4") is fitted and not hasattr(fitted, "net_")  # refit
     assert (fitted.seed, fitted.backbone, fitted.train_cfg) == (5, "convnet4", train)
     with pytest.raises(UnknownNameError, match="method 'mcc' has no option 'temprature'"):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -116,7 +117,11 @@ class Transfer:
                                    ("source_val", source_val)) if d is not None}
         check(target is not None or source is not None, "fit needs a target or a source domain")
         for k, d in given.items():
-            check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}")
+            how = (": load it first: load_domain(name), or load_domain('folder:PATH') for a folder"
+                   if isinstance(d, (str, Path)) else
+                   ": wrap images and labels as Domain(name, images, labels, class_names) (fit(target=..., "
+                   "source=...), not fit(X, y))")
+            check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}{how}")
             check(len(d) > 0, f"fit: the {k} domain {d.name!r} is empty")
         shapes = {k: d.image_shape for k, d in given.items()}
         if net is not None and getattr(net, "input_shape", None) is not None:
@@ -254,6 +259,11 @@ class Transfer:
 
     def __repr__(self) -> str:
         options = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        for name, cfg, default in (("train", self.train_cfg, TrainConfig()), ("pretrain", self.pretrain_cfg,
+                                                                               PRETRAIN_DEFAULT)):
+            changed = ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
+                                if getattr(cfg, f.name) != getattr(default, f.name))
+            options += f", {name}=TrainConfig({changed})" if changed else ""
         fitted = f", fitted on {len(self.classes_)} classes" if hasattr(self, "classes_") else ""
         return f"Transfer({self.method_cls.name!r}, backbone={self.backbone!r}, seed={self.seed}{options}){fitted}"
 
@@ -354,7 +364,7 @@ class Transfer:
 def _train_config(value, default: TrainConfig, name: str) -> TrainConfig:
     """A :class:`TrainConfig`, a mapping of some of its fields (the rest from ``default``) or None."""
     if value is None:
-        return default
+        return dataclasses.replace(default)  # a copy: a change in place reaches this model only
     if isinstance(value, dict):
         return updated(default, value, f"{name}.")
     check(isinstance(value, TrainConfig), f"{name} must be a TrainConfig or a mapping of its fields, "

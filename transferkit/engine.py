@@ -99,6 +99,11 @@ class TrainConfig:
     channels_last: bool = True  # on CPU, train conv nets in the channels-last layout (see Engine.fit)
 
     def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Check every field (on construction, and again when a training starts: a field changed
+        in place, ``cfg.optimizer = "adamw"``, is refused as the constructor refuses it)."""
         check_fields(self)
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
@@ -255,6 +260,7 @@ class Engine:
     def fit(self, method, source: Domain | None = None, target: Domain | None = None,
             unlabeled: Domain | None = None, val: Domain | None = None, resume: bool = True) -> FitResult:
         cfg = self.cfg
+        cfg.check()
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         given = {"source": source, "target": target, "unlabeled": unlabeled}

@@ -935,7 +935,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     Passing an existing ``run_dir`` resumes it: finished jobs are read back, not re-run.
     With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
     written as soon as its job ends); under ``torchrun`` every rank runs every job
-    data-parallel and rank 0 writes the files."""
+    data-parallel and rank 0 writes the files. The caller's global CPU random state is as it was
+    before (as after :meth:`Transfer.fit`)."""
     methods = check_names(cfg, run_dir)
     resolve_device(cfg.device)  # CUDA or MPS that is not there: refused now, not after the data loaded
     main = is_main_process()
@@ -947,8 +948,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     preload_lazy_imports()
     if main:
         _make_run_dir(run_dir, None if run_dir_given else cfg.out_dir)
-    try:
-        with directory_lock(run_dir) if main else contextlib.nullcontext():  # one process per run directory
+    try:  # the caller's CPU RNG is left as it was (each job seeds its own; CUDA's is not touched: no CUDA init here)
+        with directory_lock(run_dir) if main else contextlib.nullcontext(), torch.random.fork_rng(devices=[]):
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)
     except BaseException:  # refused, failed or interrupted (Ctrl-C) before any job finished: leave nothing
         if fresh:

@@ -326,3 +326,19 @@ def test_float_images_of_255_are_told_to_divide_by_255_once(tmp_path):
     with pytest.raises(TransferkitError, match=r"\(255 for 8-bit pixels\) or store uint8") as e:
         load_domain(f"npz:{tmp_path / 'a.npz'}")
     assert "255 if" not in str(e.value)  # '255 for 8-bit pixels, 255 if that is their maximum'
+
+
+def test_plots_given_no_path_return_the_figure_and_other_objects_are_named(tmp_path):
+    from matplotlib.figure import Figure
+
+    from transferkit.plots import accuracy_vs_k_plot, tsne_embeddings
+    torch.manual_seed(0)
+    fig = tsne_embeddings({"f": torch.randn(20, 4)}, None)
+    assert isinstance(fig, Figure) and list(tmp_path.iterdir()) == []
+    fig.savefig(tmp_path / "tsne.pdf")  # any format, from the figure
+    assert (tmp_path / "tsne.pdf").read_bytes()[:4] == b"%PDF"
+    assert isinstance(sample_grid(load_domain("digits").select_classes([1, 2]), None, per_class=2), Figure)
+    rows = [{"method": "m", "target": "t", "setting": f"k={k}", "accuracy": 0.5, "seed": 0} for k in (1, 5)]
+    assert isinstance(accuracy_vs_k_plot(rows, None), Figure)
+    with pytest.raises(TransferkitError, match=r"goes to a \*.png path \(or path=None for the figure itself\), got"):
+        tsne_embeddings({"f": torch.randn(20, 4)}, 3)

@@ -484,3 +484,19 @@ def test_npz_class_names_without_images_and_split_folders_are_named(tmp_path):
             Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "split" / part / cls / "0.png")
     with pytest.warns(UserWarning, match=r"sub-folders \['train', 'val'\], read as classes.*folder:"):
         load_image_folder(tmp_path / "split")  # classified train vs val, the shapes as video groups
+
+
+def test_read_images_takes_pil_images_as_it_reads_their_files(tmp_path):
+    from PIL import Image
+
+    import transferkit
+    write_folder(tmp_path / "f", classes=("a",), per_class=2, size=(10, 6), mode="RGB")
+    files = sorted((tmp_path / "f" / "a").iterdir())
+    opened = [Image.open(f) for f in files]
+    expected = transferkit.read_images(files, size=12, channels=1)
+    assert torch.equal(transferkit.read_images(opened, size=12, channels=1), expected)
+    assert torch.equal(transferkit.read_images([files[0], opened[1]], size=12, channels=1), expected)  # order kept
+    assert torch.equal(transferkit.read_images(opened[0], size=12, channels=1), expected[:1])
+    assert opened[0].mode == "RGB"  # the caller's image is not converted in place
+    with pytest.raises(TransferkitError, match="file paths or PIL images, got ndarray: arrays and tensors go to"):
+        transferkit.read_images([np.zeros((8, 8))])

@@ -1,4 +1,7 @@
-"""Figures: a grid of sample images per class (``transferkit show DOMAIN --out grid.png``)."""
+"""Figures: a grid of sample images per class (``transferkit show DOMAIN --out grid.png``), per-unit
+accuracy, units picked, t-SNE and accuracy-vs-k. Each function writes a PNG to ``path`` and returns
+the path, or, given ``path=None``, returns the matplotlib ``Figure`` (shown inline in a notebook;
+``fig.savefig("f.pdf", dpi=300)`` for other formats)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from .evaluate import unique_ids
 from .io import atomic_write
 
 
-def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, seed: int = 0) -> Path:
+def sample_grid(domain: Domain, path: str | os.PathLike | None, per_class: int = 8, seed: int = 0):
     """Write a PNG with one row per class (labelled by class name) showing up to
     ``per_class`` randomly chosen images of that class (chosen with ``seed``)."""
     from .splits import subsample_per_class
@@ -62,14 +65,22 @@ def sample_grid(domain: Domain, path: str | os.PathLike, per_class: int = 8, see
     return save_png(fig, path, 100, "sample grid")
 
 
-def check_png(path: str | os.PathLike, what: str) -> None:
-    """``path`` names a ``*.png`` file, not a directory."""
+def check_png(path: str | os.PathLike | None, what: str) -> None:
+    """``path`` names a ``*.png`` file, not a directory (or is None: the figure is handed back)."""
+    if path is None:
+        return
+    check(isinstance(path, (str, os.PathLike)), f"the {what} goes to a *.png path (or path=None for the figure "
+                                                f"itself), got {type(path).__name__}")
     check(Path(path).suffix.lower() == ".png", f"the {what} is a PNG image: name it *.png, got {str(path)!r}")
     check(not Path(path).is_dir(), f"the {what} goes to a file; {str(path)!r} is a directory")
 
 
-def save_png(fig, path: str | os.PathLike, dpi: int, what: str) -> Path:
-    """Write ``fig`` to ``path`` (a ``*.png`` file, not a directory) atomically."""
+def save_png(fig, path: str | os.PathLike | None, dpi: int, what: str):
+    """Write ``fig`` to ``path`` (a ``*.png`` file, not a directory) atomically and return the
+    path; ``path=None``: return the matplotlib ``Figure`` (a notebook shows it; ``fig.savefig``
+    writes it in any format and resolution)."""
+    if path is None:
+        return fig
     check_png(path, what)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi))
     return Path(path)
@@ -93,7 +104,7 @@ def best_index(values: list[float], losses: list[float] | None = None) -> int:
     return max(range(len(values)), key=lambda j: (-math.inf if math.isnan(values[j]) else values[j], -loss(j), -j))
 
 
-def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike | None, title: str = ""):
     """Accuracy per unit. Flex rows (seed 002 Figure 1): validation (solid) and test (dashed)
     accuracy of tuning each single unit (and all units), one colour per ``ratio`` (rows without
     one form one group), mean over seeds; a marker on the candidate with the best mean
@@ -148,7 +159,7 @@ def _check_one_curve_set(rows: list[dict]) -> None:
                                f"e.g. [r for r in rows if r['{key}'] == {values[0] if values else ''!r}]")
 
 
-def _tap_plot(rows: list[dict], path, title: str) -> Path:
+def _tap_plot(rows: list[dict], path, title: str):
     """Test accuracy of each tap classifier per unit (mean over the rows of a unit)."""
     kinds = list(dict.fromkeys(k[:-len("_accuracy")] for r in rows for k in r if k.endswith("_accuracy")))
     check(len(kinds) > 0, "per_unit_accuracy_plot: tap rows need <classifier>_accuracy values (svm_accuracy, "
@@ -167,7 +178,7 @@ def _tap_plot(rows: list[dict], path, title: str) -> Path:
     return _finish_unit_plot(fig, ax, path, title)
 
 
-def _finish_unit_plot(fig, ax, path, title: str) -> Path:
+def _finish_unit_plot(fig, ax, path, title: str):
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -176,7 +187,7 @@ def _finish_unit_plot(fig, ax, path, title: str) -> Path:
     return save_png(fig, path, 110, "per-unit accuracy figure")
 
 
-def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathLike) -> Path:
+def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathLike | None):
     """Seed 002 Figure 2: one row per target, one column per flex candidate (units, then
     ``all``; every candidate of any row). Background: the mean over the target's ratios of
     each candidate's rank by mean *test* accuracy (darker = better; a target run at fewer
@@ -235,8 +246,8 @@ def _panel_sets(name, value) -> list[torch.Tensor]:
     return sets
 
 
-def tsne_embeddings(panels, path: str | os.PathLike, title: str = "", seed: int = 0,
-                    domain_names: tuple[str, str] = ("source", "target"), labels=None) -> Path:
+def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", seed: int = 0,
+                    domain_names: tuple[str, str] = ("source", "target"), labels=None):
     """Seed 000 Figure 4: t-SNE of embeddings, one panel per network (e.g. before and after
     adaptation). ``panels``: ``name -> (source_features, target_features)`` (coloured by
     domain) or ``name -> features`` (one set), each ``N x D``; a single array is one panel.
@@ -312,7 +323,7 @@ def _point_labels(name, labels, n: int):
     return names, ids.numpy()
 
 
-def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: str = ""):
     """Label efficiency: test accuracy (mean ± standard error over label subsets) against the
     number k of labelled target examples per class, one line per method. ``rows`` carry
     ``method``, ``setting`` (``k=K``) and ``accuracy``."""

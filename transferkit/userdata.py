@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from pathlib import Path
@@ -78,7 +79,7 @@ def _read_image(path: Path, size: int | None, mode: str | None):
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
+        with contextlib.nullcontext(path) if isinstance(path, Image.Image) else Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)  # as a viewer shows it (a phone's Orientation tag)
             palette = im.mode in ("P", "PA")
@@ -143,7 +144,7 @@ def _read_images(paths: list[Path], size: int | None, channels: int | None, wher
 
 
 def read_images(paths, size: int | None = None, channels: int | None = None) -> torch.Tensor:
-    """Image files (a path or a list of paths) as an ``N x C x H x W`` float tensor in [0, 1],
+    """Image files (a path or a list of paths; PIL images too) as an ``N x C x H x W`` float tensor in [0, 1],
     read as ``load_domain("folder:...", size=, channels=)`` reads them (orientation,
     transparency on white, 16-bit grey): new images for a fitted model's ``predict``. Files,
     not a folder: a folder of class folders is ``load_domain("folder:PATH")``.
@@ -151,9 +152,16 @@ def read_images(paths, size: int | None = None, channels: int | None = None) -> 
     1 or 3 converts every image with PIL (None: grey if every file is grey, otherwise RGB).
     Give the size and channels the model was fitted on. (``transferkit run`` converts colour
     to grey after loading, in floats: those pixels can differ by up to 0.5 / 255.)"""
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    from PIL import Image
+
+    paths = [paths] if isinstance(paths, (str, os.PathLike, Image.Image)) else list(paths)
     check(len(paths) > 0, "read_images needs one or more image files, got none")
-    paths = [Path(p).expanduser() for p in paths]
+    other = next((p for p in paths if not isinstance(p, (str, os.PathLike, Image.Image))), None)
+    check(other is None, f"read_images takes image file paths or PIL images, got {type(other).__name__}"
+                         + (": arrays and tensors go to predict as they are (N x C x H x W in [0, 1])"
+                            if hasattr(other, "shape") else ""))
+    images = {i: p for i, p in enumerate(paths) if isinstance(p, Image.Image)}  # read as files are
+    paths = [Path(p).expanduser() for p in paths if not isinstance(p, Image.Image)]
     folder = next((str(p) for p in paths if p.is_dir()), None)
     if folder is not None:
         raise TransferkitError(f"read_images takes image file paths, not a folder ({folder!r}): read a folder of "
@@ -163,6 +171,8 @@ def read_images(paths, size: int | None = None, channels: int | None = None) -> 
     check(not missing, f"read_images: {len(missing)} of the files do not exist or are not files: "
                        f"{', '.join(map(repr, missing[:10]))}")
     _check_size_channels(size, channels)
+    for i, im in images.items():
+        paths.insert(i, im)
     return _read_images(paths, size, channels, "given")
 
 

@@ -168,3 +168,15 @@ def test_run_experiment_leaves_the_callers_random_state_as_it_was(tmp_path, one_
     torch.manual_seed(123)
     run_experiment(cfg, log=lambda *a, **k: None)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_domain_slices_into_sub_domains_and_is_not_iterable():
+    d = toy_domain(n=12)
+    assert torch.equal(d[:5].images, d.images[:5]) and d[:5].class_names == d.class_names and d[:5].name == d.name
+    assert torch.equal(d[[3, 1]].labels, d.labels[[3, 1]]) and len(d[d.labels == 0]) == 3
+    assert torch.equal(d[torch.tensor([-1])].images, d.images[-1:])
+    for index in (0, torch.tensor(2), (0, 1)):
+        with pytest.raises(TransferkitError, match=r"indexing gives a sub-domain: use a slice"):
+            d[index]
+    with pytest.raises(TypeError, match="not iterable"):
+        iter(d)

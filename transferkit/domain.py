@@ -325,6 +325,17 @@ class Domain:
             groups=None if self.groups is None else self.groups[index],
         )
 
+    def __getitem__(self, index) -> "Domain":
+        """``domain[:100]``, ``domain[mask]``, ``domain[[3, 1]]``: :meth:`subset` (a domain, not a sample)."""
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        check(not isinstance(index, (int, tuple)) and not (hasattr(index, "dim") and index.dim() == 0),
+              f"domain {self.name!r}: indexing gives a sub-domain: use a slice, a mask or a list of indices "
+              f"(domain[i:i + 1]; its images are domain.images[i])")
+        return self.subset(index)
+
+    __iter__ = None  # not a sequence of samples: iter(domain) stays a TypeError
+
     def select_classes(self, classes: Sequence[int | str], relabel: bool = True,
                        allow_empty: bool = False) -> "Domain":
         """Keep only ``classes``: an ``int`` is a class id, a ``str`` a class name (a string of

@@ -453,6 +453,54 @@ def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_its_definition(tmp_pa
         backbones.BACKBONES["lenet"] = builder(nn.ReLU)
 
 
+def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_the_weights_it_starts_from(tmp_path, monkeypatch):
+    """A plugin's builder that loads starting weights of its own (an init.pt) pre-trains again
+    when that file changes, in a run's cache and in Transfer's memo: the network trained from the
+    old file was reused (a trial)."""
+    import torch.nn as nn
+
+    from transferkit import backbones
+    from transferkit.experiment import prepare_domains, pretrain_source
+
+    init = tmp_path / "init.pt"
+
+    def fresh(num_classes, in_channels=1, image_size=28):
+        seq = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, 4, 3, stride=2), nn.ReLU(), nn.Flatten()),
+                            nn.Linear(4 * 13 * 13, num_classes))
+        return backbones.from_sequential(seq, input_shape=(in_channels, image_size, image_size))
+
+    def build(num_classes, in_channels=1, image_size=28):
+        net = fresh(num_classes, in_channels, image_size)
+        net.load_state_dict(torch.load(init))
+        return net
+
+    def write_init(seed):
+        torch.manual_seed(seed)
+        torch.save(fresh(10).state_dict(), init)
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(backbones.BACKBONES, "initnet", build)
+    cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, backbone="initnet",
+                           pretrain=TrainConfig(steps=2, batch_size=8), train=TINY, out_dir=str(tmp_path))
+    data = prepare_domains(cfg)
+    quiet = {"log": lambda *a: None}
+    write_init(0)
+    first = pretrain_source(cfg, data, **quiet)[1]
+    assert not first["cached"] and pretrain_source(cfg, data, **quiet)[1]["cached"]
+    write_init(1)
+    changed = pretrain_source(cfg, data, **quiet)[1]
+    assert not changed["cached"] and changed["path"] != first["path"] and changed["digest"] != first["digest"]
+    write_init(0)
+    assert pretrain_source(cfg, data, **quiet)[1]["path"] == first["path"]  # the first file's network again
+    tiny = TrainConfig(steps=2, batch_size=8)
+    model = Transfer("finetune", backbone="initnet", train=tiny, pretrain=tiny)
+    model.fit(target=data.target.train, source=data.source.train)
+    before = model._pretrained[1]
+    write_init(1)
+    model.fit(target=data.target.train, source=data.source.train)
+    assert not all(torch.equal(before[k], model._pretrained[1][k]) for k in before)
+
+
 def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     from dataclasses import replace
 

@@ -167,8 +167,8 @@ def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
 
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     """Pre-train the backbone on the labelled source (cached on disk by content key: data,
-    backbone (a plugin's: its network's definition too), budget, seed, device, the torch thread
-    count and kernels on CPU and the number of data-parallel processes).
+    backbone (a plugin's: its network's definition and initial weights too), budget, seed,
+    device, the torch thread count and kernels on CPU and the number of data-parallel processes).
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds, whether the network came from the cache and (unless it is a ``pretrained:``
@@ -191,8 +191,11 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
                 "cuda": torch.version.cuda}
     if world_size() > 1:
         run["world"] = world_size()
-    # a plugin's builder may change under the same name: its network's definition is keyed too
-    definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net)}
+    # a plugin's builder may change under the same name, or start from weights of its own (a file
+    # it loads): its network's definition and initial weights are keyed too. A built-in's initial
+    # weights follow from what the key holds (transferkit's version, seed, torch, classes, size)
+    definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net),
+                                                       "init": network_digest(net)}
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
@@ -290,9 +293,10 @@ def _check_same_source(run_dir: Path, finished: dict, digest: str) -> None:
     other = [f"{name} seed {seed}" for name, seed in _made_otherwise(finished, "source_digest", digest)]
     check(not other, f"{run_dir}: {len(other)} finished job(s) ({', '.join(other[:5])}) started from another "
                      f"source network than this resume has ({digest}; source.safetensors was made again, under other "
-                     f"threads, CPU kernels or torch than kernels.json records?): their rows and new ones would not "
-                     f"go together; restore source.safetensors, resume under the environment of kernels.json, or "
-                     f"start a new run (or delete those job files to run them again)")
+                     f"threads, CPU kernels or torch than kernels.json records, or by a plugin backbone's builder "
+                     f"that changed since?): their rows and new ones would not go together; restore "
+                     f"source.safetensors, resume under the environment of kernels.json, or start a new run (or "
+                     f"delete those job files to run them again)")
 
 
 def _repin_hint(cfg: ExperimentConfig) -> str:

@@ -1202,6 +1202,9 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
             val = selection_domain(cfg, data, cls)
             if cfg.select_on == "target_val" and val is None and cls is not SourceOnly:
                 unselected.append(cls.name)
+            # outside the try: what the builder refuses (source_only's too) is no method's doing
+            net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
+                                 in_channels=data.channels, image_size=cfg.image_size)
             try:
                 for subset in labelled:
                     cls.check_data(subset, val)
@@ -1212,8 +1215,6 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                     source_head_rows(cls, data.source.train.class_names, data.source.train.num_classes,
                                      data.target.train.class_names)
                     continue
-                net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
-                                     in_channels=data.channels, image_size=cfg.image_size)
                 method = _build_job_method(cfg, data, cls, net)
                 if val is not None and hasattr(method, "check_validation"):
                     method.check_validation(val)

@@ -1133,6 +1133,44 @@ def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
 
 
 
+def test_a_pretrained_torch_file_is_refused_saying_what_to_give_and_save_network_writes_one(tmp_path):
+    """pretrained: a torch.save'd state_dict said only 'unreadable (Error while deserializing header:
+    header too large)' (a trial); save_network writes the file, with the class names it is checked on."""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from transferkit.experiment import prepare_domains, pretrain_source, save_network
+    cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="lenet",
+                           pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
+    data = prepare_domains(cfg)
+    net = build_backbone("lenet", num_classes=5)
+    torch.save(net.state_dict(), tmp_path / "mine.pt")
+    torch.save(net.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("mine.pt", "legacy.pt"):  # in UnitNet keys or not: a pickle is not read
+        with pytest.raises(TransferkitError, match=r"is a PyTorch file \(torch.save\), not a safetensors file: "
+                                                   r"pretrained: takes a safetensors file .* \(keys units\.<unit>\.… "
+                                                   r"and head\.…\).*transferkit\.experiment\.save_network\(net, path, "
+                                                   r"class_names=\[\.\.\.\]\) writes one"):
+            pretrain_source(replace(cfg, pretrained=str(tmp_path / name)), data, log=lambda *a: None)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a network at all")
+    with pytest.raises(TransferkitError, match=r"junk.safetensors is unreadable \(.*\): pretrained: takes a "
+                                               r"safetensors file"):
+        pretrain_source(replace(cfg, pretrained=str(tmp_path / "junk.safetensors")), data, log=lambda *a: None)
+    path = save_network(net, tmp_path / "mine.safetensors", class_names=data.source.train.class_names)
+    loaded, _ = pretrain_source(replace(cfg, pretrained=str(path)), data, log=lambda *a: None)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
+    reordered = replace(cfg, pretrained=str(path), source_classes="4,3,2,1,0")
+    with pytest.raises(TransferkitError, match=r"trained on the classes \['0', '1', '2', '3', '4'\]"):
+        pretrain_source(reordered, prepare_domains(reordered), log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"class_names must name the 5 rows of the head, in order, as text"):
+        save_network(net, tmp_path / "other.safetensors", class_names=range(5))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata={"class_names": "0-4"})
+    with pytest.raises(TransferkitError, match=r"its metadata class_names must be a JSON list of class names, "
+                                               r"got '0-4'"):
+        pretrain_source(replace(cfg, pretrained=str(path)), data, log=lambda *a: None)
+
+
 def test_a_run_from_a_pretrained_file_says_so(tmp_path):
     from dataclasses import replace
 

@@ -180,7 +180,9 @@ def test_every_assignment_to_a_registry_refuses_a_taken_name(assign):
 def test_a_builder_that_ignores_its_arguments_is_named_when_the_backbone_is_built(monkeypatch):
     """A plugin's builder that always returns 10 outputs (or 1 channel) was caught only after
     pre-training, as 'the network has 10 outputs for 5 source classes', without naming it (a trial)."""
-    from transferkit.backbones import build_backbone
+    import torch.nn as nn
+
+    from transferkit.backbones import UnitNet, build_backbone
     from transferkit.config import ExperimentConfig
     from transferkit.engine import TrainConfig
     from transferkit.experiment import run_experiment
@@ -196,6 +198,10 @@ def test_a_builder_that_ignores_its_arguments_is_named_when_the_backbone_is_buil
     with pytest.raises(TransferkitError, match="'not_a_unitnet' returned a LinearHead, not a transferkit UnitNet"):
         build_backbone("not_a_unitnet", 10)
     assert build_backbone("sloppy", 10, image_size=32).input_shape == (1, 28, 28)  # the engine checks sizes
+    mlp = lambda num_classes, in_channels=1, image_size=28: UnitNet(  # noqa: E731
+        {"body": nn.Flatten()}, nn.Sequential(nn.Linear(image_size ** 2, 8), nn.ReLU(), nn.Linear(8, num_classes)))
+    monkeypatch.setitem(BACKBONES, "mlp_head", mlp)
+    assert build_backbone("mlp_head", 5).input_shape is None  # outputs unknown without an input shape: not refused
     for methods in (["source_only", "finetune"], ["source_only"]):
         cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="sloppy", k=2,
                                repeats=1, methods=methods, pretrain=TrainConfig(steps=2), train=TrainConfig(steps=2))

@@ -770,6 +770,15 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size
     return net
 
 
+def known_outputs(net: UnitNet) -> int | None:
+    """``net.num_classes``, or ``None`` where it takes a forward the network cannot run (a head
+    without ``out_features`` on a network that declares no ``input_shape``)."""
+    try:
+        return net.num_classes
+    except (TransferkitError, RuntimeError):
+        return None
+
+
 def _check_built(name: str, net, num_classes: int, in_channels: int, image_size) -> None:
     """Refuse what a builder (a plugin's) returns when it is no UnitNet, or ignores the arguments
     it was given: another number of outputs, or (when the network declares its ``input_shape``)
@@ -777,11 +786,8 @@ def _check_built(name: str, net, num_classes: int, in_channels: int, image_size)
     globally takes other sizes (``from_modules`` declares 224 x 224 unless told)."""
     check(isinstance(net, UnitNet), f"backbone builder {name!r} returned a {type(net).__name__}, not a transferkit "
                                     f"UnitNet: return one (from_modules / from_sequential cut a module into units)")
-    try:
-        outputs = net.num_classes
-    except (TransferkitError, RuntimeError):  # a head whose outputs only a forward with an input shape tells
-        outputs = num_classes
-    check(outputs == num_classes, f"backbone builder {name!r} returned a network with {outputs} outputs for "
+    outputs = known_outputs(net)
+    check(outputs in (None, num_classes), f"backbone builder {name!r} returned a network with {outputs} outputs for "
                                   f"num_classes={num_classes}: give its head num_classes outputs (the builder "
                                   f"is called with the number of source classes)")
     channels = net.input_shape[0] if net.input_shape else in_channels

@@ -32,7 +32,14 @@ import torch
 import yaml
 
 from . import __version__
-from .backbones import build_backbone, check_backbone, check_unitnet, definition_digest, is_built_in
+from .backbones import (
+    build_backbone,
+    check_backbone,
+    check_unitnet,
+    definition_digest,
+    is_built_in,
+    known_outputs,
+)
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
@@ -387,8 +394,9 @@ def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
     metadata = None
     if class_names is not None:
         names = list(class_names)
-        check(all(isinstance(c, str) for c in names) and len(names) == net.num_classes,
-              f"save_network: class_names must name the {net.num_classes} rows of the head, in order, as text "
+        rows = known_outputs(net)
+        check(all(isinstance(c, str) for c in names) and len(names) == (rows or len(names)),
+              f"save_network: class_names must name the {rows} rows of the head, in order, as text "
               f"(the source domain's class_names), got {names[:12]}")
         metadata = {"class_names": json.dumps(names)}
     return save_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, metadata)

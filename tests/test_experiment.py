@@ -453,6 +453,54 @@ def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_its_definition(tmp_pa
         backbones.BACKBONES["lenet"] = builder(nn.ReLU)
 
 
+def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_the_weights_it_starts_from(tmp_path, monkeypatch):
+    """A plugin's builder that loads starting weights of its own (an init.pt) pre-trains again
+    when that file changes, in a run's cache and in Transfer's memo: the network trained from the
+    old file was reused (a trial)."""
+    import torch.nn as nn
+
+    from transferkit import backbones
+    from transferkit.experiment import prepare_domains, pretrain_source
+
+    init = tmp_path / "init.pt"
+
+    def fresh(num_classes, in_channels=1, image_size=28):
+        seq = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, 4, 3, stride=2), nn.ReLU(), nn.Flatten()),
+                            nn.Linear(4 * 13 * 13, num_classes))
+        return backbones.from_sequential(seq, input_shape=(in_channels, image_size, image_size))
+
+    def build(num_classes, in_channels=1, image_size=28):
+        net = fresh(num_classes, in_channels, image_size)
+        net.load_state_dict(torch.load(init))
+        return net
+
+    def write_init(seed):
+        torch.manual_seed(seed)
+        torch.save(fresh(10).state_dict(), init)
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(backbones.BACKBONES, "initnet", build)
+    cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, backbone="initnet",
+                           pretrain=TrainConfig(steps=2, batch_size=8), train=TINY, out_dir=str(tmp_path))
+    data = prepare_domains(cfg)
+    quiet = {"log": lambda *a: None}
+    write_init(0)
+    first = pretrain_source(cfg, data, **quiet)[1]
+    assert not first["cached"] and pretrain_source(cfg, data, **quiet)[1]["cached"]
+    write_init(1)
+    changed = pretrain_source(cfg, data, **quiet)[1]
+    assert not changed["cached"] and changed["path"] != first["path"] and changed["digest"] != first["digest"]
+    write_init(0)
+    assert pretrain_source(cfg, data, **quiet)[1]["path"] == first["path"]  # the first file's network again
+    tiny = TrainConfig(steps=2, batch_size=8)
+    model = Transfer("finetune", backbone="initnet", train=tiny, pretrain=tiny)
+    model.fit(target=data.target.train, source=data.source.train)
+    before = model._pretrained[1]
+    write_init(1)
+    model.fit(target=data.target.train, source=data.source.train)
+    assert not all(torch.equal(before[k], model._pretrained[1][k]) for k in before)
+
+
 def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     from dataclasses import replace
 
@@ -1083,6 +1131,44 @@ def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
                                                r"\['4', '3', '2', '1', '0'\]"):
         pretrain_source(reordered, prepare_domains(reordered), log=lambda *a: None)  # scored 0 % silently
 
+
+
+def test_a_pretrained_torch_file_is_refused_saying_what_to_give_and_save_network_writes_one(tmp_path):
+    """pretrained: a torch.save'd state_dict said only 'unreadable (Error while deserializing header:
+    header too large)' (a trial); save_network writes the file, with the class names it is checked on."""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from transferkit.experiment import prepare_domains, pretrain_source, save_network
+    cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="lenet",
+                           pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
+    data = prepare_domains(cfg)
+    net = build_backbone("lenet", num_classes=5)
+    torch.save(net.state_dict(), tmp_path / "mine.pt")
+    torch.save(net.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("mine.pt", "legacy.pt"):  # in UnitNet keys or not: a pickle is not read
+        with pytest.raises(TransferkitError, match=r"is a PyTorch file \(torch.save\), not a safetensors file: "
+                                                   r"pretrained: takes a safetensors file .* \(keys units\.<unit>\.… "
+                                                   r"and head\.…\).*transferkit\.experiment\.save_network\(net, path, "
+                                                   r"class_names=\[\.\.\.\]\) writes one"):
+            pretrain_source(replace(cfg, pretrained=str(tmp_path / name)), data, log=lambda *a: None)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a network at all")
+    with pytest.raises(TransferkitError, match=r"junk.safetensors is unreadable \(.*\): pretrained: takes a "
+                                               r"safetensors file"):
+        pretrain_source(replace(cfg, pretrained=str(tmp_path / "junk.safetensors")), data, log=lambda *a: None)
+    path = save_network(net, tmp_path / "mine.safetensors", class_names=data.source.train.class_names)
+    loaded, _ = pretrain_source(replace(cfg, pretrained=str(path)), data, log=lambda *a: None)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
+    reordered = replace(cfg, pretrained=str(path), source_classes="4,3,2,1,0")
+    with pytest.raises(TransferkitError, match=r"trained on the classes \['0', '1', '2', '3', '4'\]"):
+        pretrain_source(reordered, prepare_domains(reordered), log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"class_names must name the 5 rows of the head, in order, as text"):
+        save_network(net, tmp_path / "other.safetensors", class_names=range(5))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata={"class_names": "0-4"})
+    with pytest.raises(TransferkitError, match=r"its metadata class_names must be a JSON list of class names, "
+                                               r"got '0-4'"):
+        pretrain_source(replace(cfg, pretrained=str(path)), data, log=lambda *a: None)
 
 
 def test_a_run_from_a_pretrained_file_says_so(tmp_path):

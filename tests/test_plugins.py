@@ -175,3 +175,37 @@ def test_every_assignment_to_a_registry_refuses_a_taken_name(assign):
             do()
     reg |= {"tiny": print}
     assert type(reg) is Registry and reg["lenet"] is lenet and reg["tiny"] is print
+
+
+def test_a_builder_that_ignores_its_arguments_is_named_when_the_backbone_is_built(monkeypatch):
+    """A plugin's builder that always returns 10 outputs (or 1 channel) was caught only after
+    pre-training, as 'the network has 10 outputs for 5 source classes', without naming it (a trial)."""
+    import torch.nn as nn
+
+    from transferkit.backbones import UnitNet, build_backbone
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.experiment import run_experiment
+
+    monkeypatch.setitem(BACKBONES, "sloppy", lambda num_classes, in_channels=1, image_size=28: lenet(10, 1, 28))
+    monkeypatch.setitem(BACKBONES, "not_a_unitnet", lambda num_classes, in_channels=1, image_size=28: lenet(10).head)
+    with pytest.raises(TransferkitError, match=r"backbone builder 'sloppy' returned a network with 10 outputs for "
+                                               r"num_classes=5: give its head num_classes outputs"):
+        build_backbone("sloppy", 5)
+    with pytest.raises(TransferkitError, match=r"builder 'sloppy' returned a network for images of 1 channel\(s\) "
+                                               r"\(its input_shape \(1, 28, 28\)\) for in_channels=3"):
+        build_backbone("sloppy", 10, in_channels=3)
+    with pytest.raises(TransferkitError, match="'not_a_unitnet' returned a LinearHead, not a transferkit UnitNet"):
+        build_backbone("not_a_unitnet", 10)
+    assert build_backbone("sloppy", 10, image_size=32).input_shape == (1, 28, 28)  # the engine checks sizes
+    mlp = lambda num_classes, in_channels=1, image_size=28: UnitNet(  # noqa: E731
+        {"body": nn.Flatten()}, nn.Sequential(nn.Linear(image_size ** 2, 8), nn.ReLU(), nn.Linear(8, num_classes)))
+    monkeypatch.setitem(BACKBONES, "mlp_head", mlp)
+    assert build_backbone("mlp_head", 5).input_shape is None  # outputs unknown without an input shape: not refused
+    for methods in (["source_only", "finetune"], ["source_only"]):
+        cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="sloppy", k=2,
+                               repeats=1, methods=methods, pretrain=TrainConfig(steps=2), train=TrainConfig(steps=2))
+        logged = []
+        with pytest.raises(TransferkitError, match=r"^backbone builder 'sloppy' returned a network with 10 outputs"):
+            run_experiment(cfg, log=logged.append)
+        assert not any("pre-training" in line for line in logged)

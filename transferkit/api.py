@@ -29,6 +29,7 @@ from .experiment import (
     fit_for_target,
     load_model,
     method_error,
+    network_digest,
     report_seen_unseen,
     zero_shot_options,
 )
@@ -229,11 +230,13 @@ class Transfer:
 
     def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None) -> None:
         """Pre-train ``net`` on ``source``, or take the weights of this model's last pre-training
-        when it had the same source images, labels and classes, validation split, backbone,
-        config and seed; the random state it left is restored too, so the fit that follows is
-        the same as after a pre-training (kept across ``set_params``, dropped by pickling)."""
+        when it had the same source images, labels and classes, validation split, backbone (its
+        definition and initial weights), config and seed; the random state it left is restored
+        too, so the fit that follows is the same as after a pre-training (kept across
+        ``set_params``, dropped by pickling)."""
         key = (source.digest(), source.image_shape, tuple(source.class_names),
                None if source_val is None else source_val.digest(), self.backbone, definition_digest(net),
+               network_digest(net),  # the initial weights: a plugin's builder may load a file of its own
                repr(self.pretrain_cfg), self.seed, torch.get_num_threads())  # the thread count changes CPU sums
         memo = getattr(self, "_pretrained", None)
         if memo is not None and memo[0] == key:

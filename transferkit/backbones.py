@@ -764,9 +764,36 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size
         if k not in known:
             raise UnknownNameError(f"option of backbone {name!r}", k, known)
     net = fn(num_classes, in_channels=in_channels, image_size=image_size, **kw)
+    _check_built(name, net, num_classes, in_channels, image_size)
     if head != "linear":
         net.reset_classifier(num_classes, head)
     return net
+
+
+def known_outputs(net: UnitNet) -> int | None:
+    """``net.num_classes``, or ``None`` where it takes a forward the network cannot run (a head
+    without ``out_features`` on a network that declares no ``input_shape``)."""
+    try:
+        return net.num_classes
+    except (TransferkitError, RuntimeError):
+        return None
+
+
+def _check_built(name: str, net, num_classes: int, in_channels: int, image_size) -> None:
+    """Refuse what a builder (a plugin's) returns when it is no UnitNet, or ignores the arguments
+    it was given: another number of outputs, or (when the network declares its ``input_shape``)
+    other input channels. Another image size is left to the engine: a network that pools
+    globally takes other sizes (``from_modules`` declares 224 x 224 unless told)."""
+    check(isinstance(net, UnitNet), f"backbone builder {name!r} returned a {type(net).__name__}, not a transferkit "
+                                    f"UnitNet: return one (from_modules / from_sequential cut a module into units)")
+    outputs = known_outputs(net)
+    check(outputs in (None, num_classes), f"backbone builder {name!r} returned a network with {outputs} outputs for "
+                                  f"num_classes={num_classes}: give its head num_classes outputs (the builder "
+                                  f"is called with the number of source classes)")
+    channels = net.input_shape[0] if net.input_shape else in_channels
+    check(channels == in_channels, f"backbone builder {name!r} returned a network for images of {channels} "
+                                   f"channel(s) (its input_shape {net.input_shape}) for in_channels={in_channels}: "
+                                   f"build it for the channels it is given (the config's channels)")
 
 
 # ---- adapters --------------------------------------------------------------------------

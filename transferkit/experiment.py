@@ -23,6 +23,7 @@ import pickle
 import shutil
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,14 @@ import torch
 import yaml
 
 from . import __version__
-from .backbones import build_backbone, check_backbone, definition_digest, is_built_in
+from .backbones import (
+    build_backbone,
+    check_backbone,
+    check_unitnet,
+    definition_digest,
+    is_built_in,
+    known_outputs,
+)
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
@@ -167,8 +175,8 @@ def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
 
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     """Pre-train the backbone on the labelled source (cached on disk by content key: data,
-    backbone (a plugin's: its network's definition too), budget, seed, device, the torch thread
-    count and kernels on CPU and the number of data-parallel processes).
+    backbone (a plugin's: its network's definition and initial weights too), budget, seed,
+    device, the torch thread count and kernels on CPU and the number of data-parallel processes).
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds, whether the network came from the cache and (unless it is a ``pretrained:``
@@ -176,7 +184,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     source = data.source
     net = _initial_source_net(cfg, data)
     if cfg.pretrained:  # checked against the class names a transferkit pre-training stored in the file
-        _load_net(net, Path(cfg.pretrained).expanduser(), classes=source.train.class_names)
+        _load_net(net, Path(cfg.pretrained).expanduser(), classes=source.train.class_names,
+                  hint=f"{PRETRAINED_FILE}; {SAVE_NETWORK}")
         return net, {"cached": True, "wall_s": 0.0, "path": str(Path(cfg.pretrained).expanduser())}
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     # the network depends on the torch version, on the thread count and kernels on CPU (the GPU
@@ -191,8 +200,11 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
                 "cuda": torch.version.cuda}
     if world_size() > 1:
         run["world"] = world_size()
-    # a plugin's builder may change under the same name: its network's definition is keyed too
-    definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net)}
+    # a plugin's builder may change under the same name, or start from weights of its own (a file
+    # it loads): its network's definition and initial weights are keyed too. A built-in's initial
+    # weights follow from what the key holds (transferkit's version, seed, torch, classes, size)
+    definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net),
+                                                       "init": network_digest(net)}
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
@@ -222,8 +234,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s,
                 "digest": network_digest(net)}
         if is_main_process():
-            save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()},
-                             {"class_names": json.dumps(source.train.class_names)})
+            save_network(net, path, source.train.class_names)
             write_json(path.with_suffix(".json"), meta)
             shutil.rmtree(ckpt, ignore_errors=True)
         barrier()
@@ -290,9 +301,10 @@ def _check_same_source(run_dir: Path, finished: dict, digest: str) -> None:
     other = [f"{name} seed {seed}" for name, seed in _made_otherwise(finished, "source_digest", digest)]
     check(not other, f"{run_dir}: {len(other)} finished job(s) ({', '.join(other[:5])}) started from another "
                      f"source network than this resume has ({digest}; source.safetensors was made again, under other "
-                     f"threads, CPU kernels or torch than kernels.json records?): their rows and new ones would not "
-                     f"go together; restore source.safetensors, resume under the environment of kernels.json, or "
-                     f"start a new run (or delete those job files to run them again)")
+                     f"threads, CPU kernels or torch than kernels.json records, or by a plugin backbone's builder "
+                     f"that changed since?): their rows and new ones would not go together; restore "
+                     f"source.safetensors, resume under the environment of kernels.json, or start a new run (or "
+                     f"delete those job files to run them again)")
 
 
 def _repin_hint(cfg: ExperimentConfig) -> str:
@@ -372,15 +384,60 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         write_json(path, now)
 
 
+def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
+    """Write ``net``'s weights (a :class:`~transferkit.backbones.UnitNet`'s state_dict, keys
+    ``units.<unit>.…`` and ``head.…``) to the safetensors file ``path``, atomically: the file
+    that ``pretrained:`` reads. ``class_names``: the source classes of the head's rows, in
+    order (stored as the metadata ``class_names``, a JSON list; a run checks them against its
+    source's), as a pre-training of transferkit stores them."""
+    check_unitnet(net, "save_network")
+    metadata = None
+    if class_names is not None:
+        names = list(class_names)
+        rows = known_outputs(net)
+        check(all(isinstance(c, str) for c in names) and len(names) == (rows or len(names)),
+              f"save_network: class_names must name the {rows} rows of the head, in order, as text "
+              f"(the source domain's class_names), got {names[:12]}")
+        metadata = {"class_names": json.dumps(names)}
+    return save_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, metadata)
+
+
+#: what a ``pretrained:`` file must be, and what writes one
+PRETRAINED_FILE = ("pretrained: takes a safetensors file of the backbone's weights, the UnitNet's state_dict (keys "
+                   "units.<unit>.… and head.…)")
+SAVE_NETWORK = "transferkit.experiment.save_network(net, path, class_names=[...]) writes one (README: pretrained)"
+
+
+def _torch_file(path: Path) -> bool:
+    """``path`` is what ``torch.save`` writes: a zip archive with a ``data.pkl``, or a bare pickle."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(1) == b"\x80":
+                return True
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "") -> None:
     """Load ``path`` into ``net``. With ``classes`` (the source's), a file that names the
     classes of its head's rows (transferkit's pre-trainings since 2026-12-01) must name
     these, in this order: the rows are taken by position. ``hint``: what to do when it is unreadable."""
     check(path.exists(), f"pre-trained network {path} does not exist")
-    state, metadata = load_safetensors(path, "pre-trained network", hint)  # the tensors and the stored class names
-    stored = metadata.get("class_names")
-    if classes is not None and stored is not None and json.loads(stored) != list(classes):
-        raise TransferkitError(f"pre-trained network {path} was trained on the classes {json.loads(stored)} (its "
+    try:
+        state, metadata = load_safetensors(path, "pre-trained network", hint)  # the tensors, the stored class names
+    except TransferkitError as e:
+        if not _torch_file(path):
+            raise
+        raise TransferkitError(f"pre-trained network {path} is a PyTorch file (torch.save), not a safetensors file: "
+                               f"{PRETRAINED_FILE}. Build the backbone, load your weights into it "
+                               f"(net.load_state_dict(torch.load(file)) when they have its keys; else load them into "
+                               f"your own module and cut that into units as the builder does); then {SAVE_NETWORK}"
+                               ) from e
+    stored = _stored_classes(path, metadata)
+    if classes is not None and stored is not None and stored != list(classes):
+        raise TransferkitError(f"pre-trained network {path} was trained on the classes {stored} (its "
                                f"head's rows in that order), but the source has {list(classes)}: its outputs would "
                                f"mean other classes. Give source_classes in the network's order, or pre-train anew")
     try:
@@ -389,6 +446,21 @@ def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "")
         check_state_fits(net, state, f"pre-trained network {path}")  # names the first of each kind in one line
         raise TransferkitError(f"pre-trained network {path} does not fit backbone {net.name!r}: {e}") from e
     net.eval()
+
+
+def _stored_classes(path: Path, metadata: dict) -> list[str] | None:
+    """The class names a network file stores for its head's rows (a JSON list of text), if any."""
+    stored = metadata.get("class_names")
+    if stored is None:
+        return None
+    try:
+        names = json.loads(stored)
+    except ValueError:
+        names = None
+    check(isinstance(names, list) and all(isinstance(c, str) for c in names),
+          f"pre-trained network {path}: its metadata class_names must be a JSON list of class names, got "
+          f"{stored[:80]!r} (save_network writes it)")
+    return names
 
 
 def check_state_fits(net, state: dict, what: str) -> None:
@@ -1199,6 +1271,9 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
             val = selection_domain(cfg, data, cls)
             if cfg.select_on == "target_val" and val is None and cls is not SourceOnly:
                 unselected.append(cls.name)
+            # outside the try: what the builder refuses (source_only's too) is no method's doing
+            net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
+                                 in_channels=data.channels, image_size=cfg.image_size)
             try:
                 for subset in labelled:
                     cls.check_data(subset, val)
@@ -1209,8 +1284,6 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                     source_head_rows(cls, data.source.train.class_names, data.source.train.num_classes,
                                      data.target.train.class_names)
                     continue
-                net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
-                                     in_channels=data.channels, image_size=cfg.image_size)
                 method = _build_job_method(cfg, data, cls, net)
                 if val is not None and hasattr(method, "check_validation"):
                     method.check_validation(val)

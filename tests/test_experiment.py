@@ -1150,7 +1150,7 @@ def test_a_pretrained_torch_file_is_refused_saying_what_to_give_and_save_network
     for name in ("mine.pt", "legacy.pt"):  # in UnitNet keys or not: a pickle is not read
         with pytest.raises(TransferkitError, match=r"is a PyTorch file \(torch.save\), not a safetensors file: "
                                                    r"pretrained: takes a safetensors file .* \(keys units\.<unit>\.… "
-                                                   r"and head\.…\).*transferkit\.experiment\.save_network\(net, path, "
+                                                   r"and head\.…\).*transferkit\.save_network\(net, path, "
                                                    r"class_names=\[\.\.\.\]\) writes one"):
             pretrain_source(replace(cfg, pretrained=str(tmp_path / name)), data, log=lambda *a: None)
     (tmp_path / "junk.safetensors").write_bytes(b"not a network at all")

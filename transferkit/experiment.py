@@ -405,7 +405,7 @@ def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
 #: what a ``pretrained:`` file must be, and what writes one
 PRETRAINED_FILE = ("pretrained: takes a safetensors file of the backbone's weights, the UnitNet's state_dict (keys "
                    "units.<unit>.… and head.…)")
-SAVE_NETWORK = "transferkit.experiment.save_network(net, path, class_names=[...]) writes one (README: pretrained)"
+SAVE_NETWORK = "transferkit.save_network(net, path, class_names=[...]) writes one (README: pretrained)"
 
 
 def _torch_file(path: Path) -> bool:

@@ -180,3 +180,29 @@ def test_a_domain_slices_into_sub_domains_and_is_not_iterable():
             d[index]
     with pytest.raises(TypeError, match="not iterable"):
         iter(d)
+
+
+def test_a_fit_interrupted_goes_on_from_its_checkpoint_dir_to_the_uninterrupted_weights(tmp_path, monkeypatch,
+                                                                                         one_thread):
+    from transferkit.engine import Engine
+    src, target = toy_domain(n=48, seed=1), toy_domain(n=16, seed=2)
+    configs = dict(backbone="lenet", train=TrainConfig(steps=6, batch_size=8, checkpoint_every=2),
+                   pretrain=TrainConfig(steps=8, batch_size=8, checkpoint_every=2))
+    expected = Transfer("finetune", **configs).fit(source=src, target=target).net_.state_dict()
+    save, saved = Engine._save, []
+
+    def interrupt_after_three(self, *args):  # Ctrl-C after the 3rd checkpoint: at step 6 of the pre-training
+        save(self, *args)
+        saved.append(self.ckpt.name)
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "_save", interrupt_after_three)
+    model = Transfer("finetune", **configs)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(source=src, target=target, checkpoint_dir=tmp_path / "ckpt")
+    assert saved == ["pretrain"] * 3 and (tmp_path / "ckpt" / "pretrain" / "last.json").exists()
+    model.fit(source=src, target=target, checkpoint_dir=tmp_path / "ckpt")  # goes on from step 6
+    assert saved[3] == "pretrain" and len(saved) == 4 + 3  # steps 8 (pre-training), 2, 4, 6 (transfer)
+    assert all(torch.equal(v, expected[k]) for k, v in model.net_.state_dict().items())
+    assert list((tmp_path / "ckpt").iterdir()) == []  # a fit that ends removes its checkpoints

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import warnings
 from pathlib import Path
 
@@ -105,13 +106,25 @@ class Transfer:
                                    f"(domain.to_format(size=...))") from e
 
     def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,
-            val: Domain | None = None, net: UnitNet | None = None, source_val: Domain | None = None) -> "Transfer":
+            val: Domain | None = None, net: UnitNet | None = None, source_val: Domain | None = None,
+            checkpoint_dir: str | Path | None = None) -> "Transfer":
+        """``checkpoint_dir``: the trainings (pre-training and transfer) checkpoint there every
+        ``checkpoint_every`` steps, and a fit interrupted (Ctrl-C, a killed kernel) and called
+        again with the same arguments goes on from its last checkpoint, to the weights an
+        uninterrupted fit gives; a checkpoint of other data, method or config is refused (delete
+        the folder). A fit that ends removes what it wrote there."""
         # the caller's global RNG is left as it was (fit seeds its own draws), and a caller's
         # no_grad / inference_mode block does not reach training
+        ckpt = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
         with torch.random.fork_rng(), torch.inference_mode(False), torch.enable_grad():
-            return self._fit(target, source, unlabeled, val, net, source_val)
+            self._fit(target, source, unlabeled, val, net, source_val, ckpt)
+        if ckpt is not None:
+            for stage in ckpt.iterdir() if ckpt.is_dir() else ():
+                if stage.is_dir() and (stage / "last.json").exists():
+                    shutil.rmtree(stage, ignore_errors=True)
+        return self
 
-    def _fit(self, target, source, unlabeled, val, net, source_val=None) -> "Transfer":
+    def _fit(self, target, source, unlabeled, val, net, source_val=None, ckpt: Path | None = None) -> "Transfer":
         cls = self.method_cls
         check_streams(cls)  # before any pre-training
         given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val),
@@ -195,10 +208,11 @@ class Transfer:
                 f"method {cls.name!r} does not pre-train"
             warn(f"fit: pretrain= is not used: {why}; it trains with train= only ({self.train_cfg.steps} steps)")
         if pretrains:
-            self._pretrain(net, source, source_val)
+            self._pretrain(net, source, source_val, ckpt)
         method = build_method(cls, net, options, head_classes, target_classes)
         fit_result = fit_for_target(
-            method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed),
+            method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
+                                                    checkpoint_dir=ckpt / tag if ckpt is not None else None),
             head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
             classes = list(method.class_names)  # the target's, or those of its captioned source's images)
@@ -228,7 +242,7 @@ class Transfer:
         self.input_shape_ = getattr(model.net, "input_shape", None)  # None: a network of your own checks no shape
         return self
 
-    def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None) -> None:
+    def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None, ckpt: Path | None = None) -> None:
         """Pre-train ``net`` on ``source``, or take the weights of this model's last pre-training
         when it had the same source images, labels and classes, validation split, backbone (its
         definition and initial weights), config and seed; the random state it left is restored
@@ -247,7 +261,8 @@ class Transfer:
                 torch.cuda.set_rng_state_all(memo[3])
             return
         self._pretrained = None  # a pre-training that fails leaves no stale weights behind
-        Engine(self.pretrain_cfg, seed=self.seed).fit(SourceOnly(net), source=source, val=source_val)
+        Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=ckpt / "pretrain" if ckpt is not None else None
+               ).fit(SourceOnly(net), source=source, val=source_val)
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self._pretrained = (key, {k: v.detach().clone() for k, v in net.state_dict().items()},
                             torch.get_rng_state(), cuda)

@@ -665,6 +665,34 @@ def test_multilayer_adv_label_rule_ignores_class_order_and_a_checkpoint_of_other
                                                          unlabeled=ten)
 
 
+def test_multilayer_adv_decides_the_label_space_by_the_labelled_target_and_names_placeholder_classes(recwarn):
+    """Unlabelled images given with placeholder labels (one made-up class) do not flip the
+    layers when target= names the target's classes; without it they warn; Domain.unlabeled
+    images name no classes (same label space taken) and are refused where labels are read."""
+    from transferkit.discriminators import default_layers
+    cfg = TrainConfig(steps=1, batch_size=8, eval_every=1, progress=False)
+    src, tgt = _domain(16, 0.0, 1), _domain(16, 0.3, 2)
+    placeholder = Domain("u", tgt.images, torch.zeros(16, dtype=torch.long), ["unlabelled"])
+    bare = Domain.unlabeled("u", tgt.images)
+    assert not bare.labeled and bare.class_names == ["(unlabeled)"] and "unlabeled" in repr(bare)
+    method = get_method("multilayer_adv")(_net())
+    Engine(cfg, seed=0).fit(method, source=src, target=tgt, unlabeled=placeholder)
+    assert method.layers == default_layers(method.net, True) and not recwarn.list
+    method = get_method("multilayer_adv")(_net())
+    with pytest.warns(UserWarning, match=r"class names of the unlabeled domain 'u', \['unlabelled'\], which look like "
+                                         r"placeholders.*Domain.unlabeled"):
+        Engine(cfg, seed=0).fit(method, source=src, unlabeled=placeholder)
+    assert method.layers == default_layers(method.net, False)  # as the names say: other classes
+    recwarn.clear()
+    method = get_method("multilayer_adv")(_net())
+    Engine(cfg, seed=0).fit(method, source=src, unlabeled=bare)
+    assert method.layers == default_layers(method.net, True) and not recwarn.list
+    with pytest.raises(TransferkitError, match=r"its source domain 'u' has no labels \(Domain.unlabeled\)"):
+        Engine(cfg, seed=0).fit(get_method("dann")(_net()), source=bare, unlabeled=tgt)
+    with pytest.raises(TransferkitError, match=r"its val domain 'u' has no labels"):
+        Engine(cfg, seed=0).fit(get_method("dann")(_net()), source=src, unlabeled=tgt, val=bare)
+
+
 def test_multilayer_adda_is_seed_000s_two_step_form():
     """Seed 000 §3 / §4.3: the source network stays fixed and gives the source activations;
     the target network (initialised from it) is trained on alpha x eq. 4 alone."""

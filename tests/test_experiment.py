@@ -72,6 +72,39 @@ def test_adaptation_methods_predict_the_target_classes_by_name(tmp_path):
                                         out_dir=str(tmp_path)), log=lambda *a: pytest.fail("pre-trained"))
 
 
+def test_partial_da_rows_also_score_the_argmax_over_every_source_class_and_the_tables_say_so(tmp_path):
+    """A target whose classes are a strict subset of the source's: source_only and dann predict
+    among the target's classes only; their rows also record the accuracy of the argmax over all
+    source classes (the partial-DA protocol), and a line under the tables names both."""
+    from transferkit.io import load_safetensors
+    from transferkit.results import markdown_table, summarize
+    cfg = ExperimentConfig(name="partial", source="digits", target="mnist", target_classes="7,2,9",
+                           methods=["source_only", "dann", "finetune"], k=2, repeats=1, select_on="none",
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    by = {r["method"]: r for r in rows}
+    assert "accuracy_all_source_classes" not in by["finetune"]  # a head over the target classes
+    for name in ("source_only", "dann"):
+        assert by[name]["n_source_classes"] == 10
+        assert by[name]["accuracy_all_source_classes"] <= by[name]["accuracy"]  # more classes to confuse with
+    state, _ = load_safetensors(run_dir / "source.safetensors", "source")
+    net = build_backbone("convnet4", num_classes=10, in_channels=1, image_size=28)
+    net.load_state_dict(state)
+    test = prepare_domains(cfg).target.test
+    with torch.no_grad():
+        pred = net.eval()(test.images).argmax(1)
+    truth = torch.tensor([7, 2, 9])[test.labels]
+    assert by["source_only"]["accuracy_all_source_classes"] == int((pred == truth).sum()) / len(test)
+    text = (run_dir / "results.md").read_text()
+    line = ("source_only, dann predict with the source classifier among the target's 3 classes only (closed to "
+            "them); the partial-DA protocol predicts among all 10 source classes, which gives accuracy (%, mean "
+            f"over seeds, accuracy_all_source_classes): source_only "
+            f"{100 * by['source_only']['accuracy_all_source_classes']:.1f}; dann")
+    assert line in text and line in markdown_table(summarize(rows), rows)
+    summary = {s["method"]: s for s in json.loads((run_dir / "results.json").read_text())["summary"]}
+    assert summary["dann"]["accuracy_all_source_classes_mean"] == by["dann"]["accuracy_all_source_classes"]
+
+
 def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_classes():
     from helpers import toy_domain
 
@@ -102,6 +135,21 @@ def test_transfer_maps_the_source_head_of_an_adaptation_method_to_the_target_cla
                 target=Domain("new", t.images, t.labels, ["1", "9", "2"]), source=src)
     with pytest.raises(TransferkitError, match="^method 'dann' has no option 'foo'; it takes depth"):
         Transfer("dann", backbone="lenet", pretrain=TrainConfig(steps=1000), foo=1)  # before fit and pre-training
+
+
+def test_transfer_takes_images_without_labels_as_the_unlabeled_domain_only():
+    from helpers import toy_domain
+    src, t = toy_domain(40, classes=4, name="src"), toy_domain(20, seed=1, classes=4)
+    bare = Domain.unlabeled("mine", t.images)
+    tiny = TrainConfig(steps=2, eval_every=2)
+    model = Transfer("dann", backbone="lenet", pretrain=tiny, train=tiny).fit(source=src, target=t, unlabeled=bare)
+    assert model.classes_ == t.class_names
+    with pytest.raises(TransferkitError, match="the domain 'mine' has no labels"):
+        model.score(bare)
+    for given in ({"target": bare}, {"target": t, "val": bare}):
+        with pytest.raises(TransferkitError, match=f"fit: the {list(given)[-1]} domain 'mine' has no labels .*"
+                                                   f"fit\\(unlabeled=...\\)"):
+            Transfer("finetune", backbone="lenet", pretrain=TrainConfig(steps=1000)).fit(source=src, **given)
 
 
 def test_configs_made_in_python_are_checked_as_yaml_ones():
@@ -281,6 +329,50 @@ def test_job_errors_surface_before_pre_training(tmp_path, monkeypatch, assignmen
     cfg = load_config(None, [a.format(npz=npz) for a in assignments] + ["source=digits", f"out_dir={tmp_path}"])
     with pytest.raises(TransferkitError, match=message):
         run_experiment(cfg, log=lambda *a: None)
+
+
+def test_k_that_labels_every_train_image_is_refused_before_pre_training_for_methods_on_unlabelled_images(
+        tmp_path, monkeypatch):
+    import numpy as np
+
+    import transferkit.experiment as experiment
+    npz = tmp_path / "even.npz"  # 20 images per class: 12 train, 3 val, 5 test
+    np.savez(npz, x=np.random.rand(100, 8, 8).astype("float32"), y=np.repeat(np.arange(5), 20))
+    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    cfg = load_config(None, [f"target=npz:{npz}", "source=digits", "source_classes=0-4", "k=12", "repeats=1",
+                             "methods=[finetune, lext, dann]", f"out_dir={tmp_path}"])
+    with pytest.raises(TransferkitError, match=r"^k=12 takes every train image of each target class \(0, 1, 2, 3, "
+                                               r"4: 12 each\), so nothing is left unlabeled for lext, dann, which "
+                                               r"train on the unlabelled target: lower k \(at most 11\)"):
+        run_experiment(cfg, log=lambda *a: None)
+
+
+def test_a_uda_method_refused_for_new_target_classes_names_the_few_shot_methods_to_use(tmp_path):
+    cfg = ExperimentConfig(name="disjoint", source="digits", source_classes="0-4", target="mnist",
+                           target_classes="5-9", methods=["multilayer_adv"], k=None, select_on="none",
+                           options={"multilayer_adv": {"same_label_space": False}}, out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match=r"absent from the source: \['5'.*train on a few target labels: "
+                                               r"finetune_adv or lext \(seed 000's setting: k labelled target"):
+        run_experiment(cfg, log=lambda *a: pytest.fail("pre-trained"))
+
+
+def test_few_label_methods_that_select_on_a_larger_target_validation_split_warn_once(recwarn):
+    from dataclasses import replace
+
+    from transferkit.experiment import _check_jobs
+    cfg = ExperimentConfig(source="digits", target="digits", k=2, repeats=2,
+                           methods=["finetune", "target_only", "dann", "matching_ft"])
+    data = prepare_domains(cfg)
+    _check_jobs(cfg, data, check_names(cfg))
+    warned = [str(w.message) for w in recwarn.list if "validation split, which" in str(w.message)]
+    assert warned == [f"finetune, target_only train on 20 labelled target images (k=2) but select (early stopping, "
+                      f"select_on: target_val) on the {len(data.target.val)} labels of the target's validation split, "
+                      f"which their rows' n_labeled does not count: set val_per_class to cap them, or select_on: none "
+                      f"for a fixed budget"]
+    for other in (replace(cfg, select_on="none"), replace(cfg, k=None)):  # no selection; every train label
+        recwarn.clear()
+        _check_jobs(other, prepare_domains(other), check_names(other))
+        assert not [w for w in recwarn.list if "validation split, which" in str(w.message)]
 
 
 def test_sklearn_like_api():
@@ -1347,9 +1439,10 @@ def test_methods_that_pick_a_unit_warn_that_source_val_picks_it_on_the_source():
                                          r"select_on: source_val makes the source's images") as seen:
         _check_jobs(cfg, data, methods)
     assert "finetune" not in str(seen[0].message)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _check_jobs(replace(cfg, select_on="target_val"), data, methods)  # seed 002's protocol: nothing to say
+    with warnings.catch_warnings(record=True) as seen:  # seed 002's protocol: no word of the unit picks
+        warnings.simplefilter("always")
+        _check_jobs(replace(cfg, select_on="target_val"), data, methods)
+    assert [str(w.message).split(" on ")[0] for w in seen] == ["flex, fast_flex, tap, finetune train"]  # k=2
 
 
 def test_a_misspelt_stream_is_refused_before_pre_training(tmp_path, monkeypatch):

@@ -388,6 +388,30 @@ def test_the_units_flex_methods_picked_are_counted_under_the_tables(tmp_path, ca
     assert logged[0].endswith("(1.0s), picked conv2") and logged[1].endswith("(1.0s)")
 
 
+def test_rows_that_read_no_target_label_and_partial_da_rows_are_named_under_the_tables(tmp_path, capsys):
+    from transferkit.results import markdown_table, summarize
+    base = {"source": "s", "target": "t", "setting": "k=5", "wall_s": 1.0, "class_names": ["5", "6"]}
+    rows = [{**base, "method": "source_only", "seed": 0, "accuracy": 0.6, "n_labeled": 0,
+             "accuracy_all_source_classes": 0.4, "n_source_classes": 10}]
+    rows += [{**base, "method": "dann", "seed": s, "accuracy": 0.7, "n_labeled": 0,
+              "accuracy_all_source_classes": a, "n_source_classes": 10} for s, a in enumerate([0.5, 0.6])]
+    rows += [{**base, "method": "finetune", "seed": s, "accuracy": 0.8, "n_labeled": 10} for s in range(2)]
+    write_results(tmp_path, "x", {}, rows)
+    partial = ("source_only, dann predict with the source classifier among the target's 2 classes only (closed to "
+               "them); the partial-DA protocol predicts among all 10 source classes, which gives accuracy (%, mean "
+               "over seeds, accuracy_all_source_classes): source_only 40.0; dann 55.0.")
+    unlabelled = ("dann reads no target label (n_labeled 0): the setting of its rows (k=5) names the labelled target "
+                  "subset the other methods trained on.")
+    assert f"{partial}\n{unlabelled}\n" in (tmp_path / "results.md").read_text()
+    main(["summary", str(tmp_path)])
+    assert unlabelled in capsys.readouterr().out
+    html_path, md_path = write_report(tmp_path, tmp_path / "out")
+    assert partial in md_path.read_text() and unlabelled in html_path.read_text()
+    alone = [r for r in rows if r["method"] != "finetune"]  # no row reads target labels: nothing to tell apart
+    assert "n_labeled 0" not in markdown_table(summarize(alone), alone)
+    assert "partial-DA" not in markdown_table(summarize(rows[3:]), rows[3:])
+
+
 def test_per_unit_figures_mark_the_units_each_method_picked(monkeypatch):
     figs = _capture(monkeypatch)
     rows = [{**REVIEW_ROW, "method": "flex", "seed": s, "picked": p, "acc": {"conv1": 0.1, "fc1": 0.5, "all": 0.4}}

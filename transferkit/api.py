@@ -20,7 +20,7 @@ import torch
 
 from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, definition_digest, reinitialise
 from .config import load_config
-from .domain import Domain, image_batch, label_ids, warn_numbered_match
+from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match
 from .engine import Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
@@ -137,6 +137,8 @@ class Transfer:
                    "source=...), not fit(X, y))")
             check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}{how}")
             check(len(d) > 0, f"fit: the {k} domain {d.name!r} is empty")
+            if k != "unlabeled":
+                check_labeled(d, f"fit: the {k} domain")
         shapes = {k: d.image_shape for k, d in given.items()}
         if net is not None and getattr(net, "input_shape", None) is not None:
             shapes["net"] = tuple(net.input_shape)
@@ -185,7 +187,7 @@ class Transfer:
               f"fit: {cls.name} scores the classes it names, and without target= it reads them off a captioned "
               f"source (CaptionedDomain(...).domain), but {source and source.name!r} does not name them: give "
               f"class_names=[...] or target=")
-        if target is None and unlabeled is not None and source is not None:
+        if target is None and unlabeled is not None and unlabeled.labeled and source is not None:
             seen = {source.class_names[i] for i in source.present_classes()}  # its labels are real, unlabeled's not
             unseen = [c for c in unlabeled.class_names if c not in seen]
             if unseen:
@@ -330,6 +332,7 @@ class Transfer:
 
     def _check_classes(self, domain: Domain) -> None:
         check(isinstance(domain, Domain), f"expected a Domain (or images with labels), got {type(domain).__name__}")
+        check_labeled(domain, "the domain")
         check(hasattr(self, "classes_"), "call fit before score")
         given, fitted = list(domain.class_names), list(self.classes_)
         if given == fitted:

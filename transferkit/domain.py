@@ -45,6 +45,16 @@ RANGE_TOL = 1e-4
 #: a uint8 batch whose brightest pixel is at most this was stored in a narrower range than 0-255
 DARK_UINT8 = 16
 
+#: the one placeholder class of :meth:`Domain.unlabeled` images
+UNLABELED = "(unlabeled)"
+
+
+def check_labeled(domain, what: str) -> None:
+    """Refuse :meth:`Domain.unlabeled` images where their labels would be read (``what``: as what)."""
+    check(domain is None or getattr(domain, "labeled", True),
+          f"{what} {domain and domain.name!r} has no labels (Domain.unlabeled), and its labels would be read here: "
+          f"give unlabelled images only as the unlabeled domain (fit(unlabeled=...))")
+
 
 def looks_channels_last(x: torch.Tensor) -> bool:
     """An ``N x H x W x C`` batch (C of 1, 3 or 4) that would be read as ``N x C x H x W``."""
@@ -177,6 +187,7 @@ class Domain:
         (frames of one video), used by grouped accuracy.
     provenance: free-form description of where the data came from (source, seed,
         shifts applied, ...), written into results.
+    labeled: ``False`` for :meth:`unlabeled` images, whose labels are placeholders.
     """
 
     name: str
@@ -185,6 +196,17 @@ class Domain:
     class_names: list[str]
     groups: torch.Tensor | None = None
     provenance: dict = field(default_factory=dict)
+    labeled: bool = True
+
+    @classmethod
+    def unlabeled(cls, name: str, images, groups=None, provenance: dict | None = None) -> "Domain":
+        """Images without labels, e.g. the unlabelled target of domain adaptation, ``lext`` and
+        ``finetune_adv``: ``Transfer.fit(unlabeled=Domain.unlabeled("mine", images))``. Its labels
+        are placeholders (0, one class named ``"(unlabeled)"``) that nothing reads: ``fit`` refuses
+        it as ``target=``, ``source=`` or ``val=``, and ``score`` / ``report`` refuse it."""
+        n = images.shape[0] if hasattr(images, "shape") else len(images)
+        return cls(name, images, torch.zeros(n, dtype=torch.long), [UNLABELED], groups, dict(provenance or {}),
+                   labeled=False)
 
     def __post_init__(self):
         x, y = self.images, self.labels
@@ -266,7 +288,8 @@ class Domain:
     def __repr__(self) -> str:
         shape = " x ".join(map(str, self.images.shape[1:]))
         groups = f", {len(torch.unique(self.groups))} groups" if self.groups is not None else ""
-        return f"Domain({self.name!r}, {len(self)} images of {shape}, {self.num_classes} classes{groups})"
+        classes = f"{self.num_classes} classes" if self.labeled else "unlabeled"
+        return f"Domain({self.name!r}, {len(self)} images of {shape}, {classes}{groups})"
 
     @property
     def num_classes(self) -> int:

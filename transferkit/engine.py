@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .backbones import evaluating
-from .domain import Domain
+from .domain import Domain, check_labeled
 from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import predict_logits
 from .fields import check_fields
@@ -268,6 +268,8 @@ class Engine:
         for name in method.streams:
             check(given.get(name) is not None and len(given[name]) > 0,
                   f"method {method.name!r} needs a non-empty {name} domain")
+        for name, d in [(n, given[n]) for n in method.streams if n != "unlabeled"] + [("val", val)]:
+            check_labeled(d, f"method {method.name!r}: its {name} domain")
         shape = getattr(method.net, "input_shape", None)  # the channels: a net may take any size (global pooling)
         for name, d in [(n, given[n]) for n in method.streams] + [("val", val)]:
             check(shape is None or d is None or d.images.shape[1] == shape[0],

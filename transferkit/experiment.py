@@ -45,7 +45,7 @@ from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match
 from .engine import Engine, TrainConfig, check_streams, content_text
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
-from .evaluate import classification_report, harmonic_mean, predict_logits
+from .evaluate import classification_report, fraction_correct, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
 from .heads import head_for_classes
 from .io import (
@@ -493,15 +493,32 @@ def evaluate_on(forward, domain: Domain) -> dict:
     return classification_report(logits, domain.labels, domain.num_classes, domain.groups)
 
 
-def source_only_model(net, data: Prepared) -> SourceOnly:
+def source_only_model(net, data: Prepared, before_narrowing=None) -> SourceOnly:
     """source_only's model, in eval mode: a copy of the source network whose head keeps the
-    rows of the target classes (by name), so its logits are ``net(x)[:, rows]``."""
+    rows of the target classes (by name), so its logits are ``net(x)[:, rows]``.
+    ``before_narrowing(model, rows)`` is called before it keeps them, as in :func:`fit_for_target`."""
     model = SourceOnly(copy.deepcopy(net))
     rows = source_head_rows(SourceOnly, data.source.train.class_names, model.net.num_classes,
                             data.target.train.class_names)
     if rows is not None:
+        if before_narrowing is not None:
+            before_narrowing(model, rows)
         model.net.head = head_for_classes(model.net.head, rows, model.net.num_classes)
     return model.eval()
+
+
+def all_source_classes_fields(method, rows: list[int], domain: Domain) -> dict:
+    """Partial domain adaptation (the target's classes a strict subset of the source's): the
+    accuracy on ``domain`` (labelled with the target classes, whose source-head rows are ``rows``)
+    of the argmax over *every* source class, as the partial-DA protocol scores it, from ``method``
+    whose head still has them all: ``accuracy_all_source_classes`` and ``n_source_classes`` of a
+    row; ``{}`` when the target has every source class (the argmax is then the same)."""
+    n = method.net.num_classes
+    if len(set(rows)) >= n:
+        return {}
+    pred = method.logits(domain.images).argmax(1)
+    truth = torch.tensor(rows, dtype=torch.long)[domain.labels]
+    return {"accuracy_all_source_classes": fraction_correct(pred.cpu(), truth), "n_source_classes": n}
 
 
 def selection_domain(cfg: ExperimentConfig, data: Prepared, cls=None) -> Domain | None:
@@ -599,7 +616,10 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
     rows = head_mapping(list(head_classes), list(target_classes))
     missing = [c for c, r in zip(target_classes, rows) if r is None]
     check(not missing, f"it never sees target labels and predicts with the source classifier, so it cannot "
-                       f"predict target classes absent from the source: {missing}")
+                       f"predict target classes absent from the source: {missing}. For target classes the source "
+                       f"lacks, train on a few target labels: finetune_adv or lext (seed 000's setting: k labelled "
+                       f"target images per class and the unlabelled rest; set k in a run, give target= in "
+                       f"Transfer.fit), or finetune")
     return rows
 
 
@@ -696,10 +716,12 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
 
 
 def fit_for_target(method, make_engine, head_classes: list[str] | None, target_classes: list[str] | None,
-                   **domains):
+                   before_narrowing=None, **domains):
     """``method.fit_transfer(make_engine, **domains)`` (``source``, ``target``, ``unlabeled``,
     ``val``). A method that predicts with its source head (:func:`source_head_rows`) then keeps
-    only the head's rows of the target classes, so that its outputs are the target classes;
+    only the head's rows of the target classes, so that its outputs are the target classes
+    (``before_narrowing(method, rows)``, if given, is called just before, e.g. to score the argmax
+    over every source class, :func:`all_source_classes_fields`);
     while it trains, early stopping scores a target-class ``val`` on those rows already
     (``Method.eval_rows``). A zero-shot method then predicts among the classes present in
     ``target`` (its candidates; training used the source's)."""
@@ -717,6 +739,8 @@ def fit_for_target(method, make_engine, head_classes: list[str] | None, target_c
     finally:
         method.eval_rows = None
     if rows is not None:
+        if before_narrowing is not None:
+            before_narrowing(method, rows)
         method.net.head = head_for_classes(method.net.head, rows, method.net.num_classes)
     if hasattr(method, "set_candidates") and domains.get("target") is not None:  # zero-shot: trained on the
         method.set_candidates(domains["target"].present_classes())  # seen classes, predicts the target's
@@ -851,7 +875,9 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                           checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
                           tensorboard_dir=run_dir / "tensorboard" / job.stem / tag, run_name=f"{job.stem}/{tag}")
 
+        every = {}  # partial DA: the argmax over every source class as well
         fit = fit_for_target(method, make_engine, data.source.train.class_names, data.target.train.class_names,
+                             lambda m, rows: every.update(all_source_classes_fields(m, rows, data.target.test)),
                              source=data.source.train, target=labeled, unlabeled=unlabeled,
                              val=selection_domain(cfg, data, cls))
         report = evaluate_on(method, data.target.test)
@@ -859,7 +885,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
-           "config_digest": job_digest(cfg, cls.name),
+           "config_digest": job_digest(cfg, cls.name), **every,
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
@@ -1104,12 +1130,15 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         if (cls.name, seed) in finished:
             rows.append(finished[cls.name, seed])
         elif cls is SourceOnly:
-            model = source_only_model(pretrained, data)
+            every = {}  # partial DA: the argmax over every source class as well
+            model = source_only_model(pretrained, data, lambda m, rows, every=every: every.update(
+                all_source_classes_fields(m, rows, data.target.test)))
             report = evaluate_on(model, data.target.test)
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   "config_digest": job_digest(cfg, cls.name), **job_environment(pre_info.get("digest"), trained=False)}
+                   "config_digest": job_digest(cfg, cls.name), **every,
+                   **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
@@ -1262,7 +1291,9 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
               f"least {FEWEST_FOR[part]} {unit} to give one to the {part} split (the most any class has is "
               f"{int(counts.max())}){' (or select_on: source_val / none)' if part == 'val' else ''}")
     _warn_unscored_classes(cfg, data, counts, unit)
-    labelled = [label_subset(cfg, data.target, cfg.seed + r)[0] for r in range(cfg.repeats)]
+    subsets = [label_subset(cfg, data.target, cfg.seed + r) for r in range(cfg.repeats)]
+    labelled = [labeled for labeled, _ in subsets]
+    _check_unlabelled_left(cfg, data, methods, [unlabeled for _, unlabeled in subsets])
     unselected = []
     with torch.random.fork_rng():
         for cls in methods:
@@ -1299,6 +1330,41 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "
              f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
              f"budget (set select_on: none or source_val to say so)")
+    _warn_more_validation_labels(cfg, data, methods, labelled)
+
+
+def _check_unlabelled_left(cfg: ExperimentConfig, data: Prepared, methods: list, unlabelled: list) -> None:
+    """Refuse (before pre-training) ``k`` that labels every train image of every target class
+    when a method trains on the unlabelled rest: nothing would be left for it."""
+    needs = [cls.name for cls in methods if "unlabeled" in cls.streams]
+    if not needs or all(len(u) > 0 for u in unlabelled):
+        return
+    train = data.target.train
+    names = [train.class_names[i] for i in train.present_classes()]
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    what = "group (video)" if train.groups is not None else "image"
+    raise TransferkitError(f"k={cfg.k} takes every train {what} of each target class ({shown}: {cfg.k} each), so "
+                           f"nothing is left unlabeled for {', '.join(needs)}, which train"
+                           f"{'s' if len(needs) == 1 else ''} on the unlabelled target: lower k (at most "
+                           f"{cfg.k - 1}), or leave {'it' if len(needs) == 1 else 'them'} out of methods")
+
+
+def _warn_more_validation_labels(cfg: ExperimentConfig, data: Prepared, methods: list, labelled: list) -> None:
+    """Warn (once per run) when methods trained on the labelled subset (k or ratio per class)
+    select on the target's validation split (select_on: target_val) and that split holds more
+    labels than they train on: their rows' ``n_labeled`` counts the training labels only."""
+    val = data.target.val if cfg.select_on == "target_val" else None
+    few = [cls.name for cls in methods if "target" in cls.streams and cls.selects_on_validation
+           and selection_domain(cfg, data, cls) is val]
+    trained = max((len(d) for d in labelled), default=0)
+    if val is None or not few or len(val) <= trained:
+        return
+    subset = f"k={cfg.k}" if cfg.k is not None else f"ratio={cfg.ratio}" if cfg.ratio is not None else "all"
+    one = len(few) == 1
+    warn(f"{', '.join(few)} train{'s' if one else ''} on {trained} labelled target images ({subset}) but "
+         f"select{'s' if one else ''} (early stopping, select_on: target_val) on the {len(val)} labels of the "
+         f"target's validation split, which {'its' if one else 'their'} rows' n_labeled does not count: set "
+         f"val_per_class to cap them, or select_on: none for a fixed budget")
 
 
 def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.Tensor, unit: str) -> None:

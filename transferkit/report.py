@@ -29,10 +29,12 @@ from .results import (
     gzsl_cell,
     md_cell,
     other_metrics,
+    partial_da_line,
     picked_lines,
     read_results,
     summarize,
     unfinished_hint,
+    unlabelled_line,
 )
 
 MAX_FIGURES = 24
@@ -401,7 +403,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                    + training_curve_figures(run_dir, notes) + confusion_figures(rows, notes)
                    + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
-    picks = picked_lines(rows)
+    picks = picked_lines(rows) + partial_da_line(rows) + unlabelled_line(rows)
+    plain = picked_lines(rows, False) + partial_da_line(rows, False) + unlabelled_line(rows, False)
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):
@@ -434,7 +437,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 <h2>Results</h2>
 {"".join(f"<p>failed: {html.escape(failed_line(f))}</p>" for f in failed)}
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
-{"".join(f"<p>{html.escape(p)}</p>" for p in picked_lines(rows, markdown=False))}
+{"".join(f"<p>{html.escape(p)}</p>" for p in plain)}
 <h2>Figures</h2>
 {figs_html or "<p>no figures</p>"}{"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 <h2>Configuration</h2>

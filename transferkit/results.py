@@ -102,6 +102,8 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         if all(isinstance(r.get("h_accuracy"), Real) for r in rs):  # a target of seen and new classes
             for key in ("seen_accuracy", "unseen_accuracy", "h_accuracy"):
                 summary[f"{key}_mean"], summary[f"{key}_se"] = mean_and_se(r[key] for r in rs)
+        if all(isinstance(r.get(ALL_SOURCE), Real) for r in rs):  # partial DA: the argmax over every source class
+            summary[f"{ALL_SOURCE}_mean"], summary[f"{ALL_SOURCE}_se"] = mean_and_se(r[ALL_SOURCE] for r in rs)
         for key in extra_keys:
             values = [r[key] for r in rs if isinstance(r.get(key), Real) and not isinstance(r[key], bool)]  # not null
             if values:
@@ -137,18 +139,71 @@ def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
     method with several (source, target, setting) cells gets a line per cell, naming it. ``markdown``:
     names escaped as in a table cell (:func:`md_cell`)."""
     cell = md_cell if markdown else str
-    cells: dict[str, dict[tuple, list[str]]] = {}
-    for r in rows:
-        if isinstance(r.get("picked"), str):
-            key = (r["source"], r["target"], r["setting"], r.get("run"))
-            cells.setdefault(r["method"], {}).setdefault(key, []).append(r["picked"])
     lines = []
-    for method, by_cell in cells.items():
-        for (source, target, setting, run), picks in by_cell.items():
-            where = f" ({'run ' + run + ': ' if run else ''}{source} → {target}, {setting})" if len(by_cell) > 1 else ""
-            counts = ", ".join(f"{cell(unit)} ×{n}" for unit, n in Counter(picks).most_common())
-            lines.append(f"{cell(method + where)} picked: {counts}")
+    for method, by_cell in _cells(rows, lambda r: isinstance(r.get("picked"), str)).items():
+        for key, rs in by_cell.items():
+            counts = ", ".join(f"{cell(unit)} ×{n}" for unit, n in Counter(r["picked"] for r in rs).most_common())
+            lines.append(f"{cell(_cell_name(method, key, len(by_cell)))} picked: {counts}")
     return lines
+
+
+#: a row field of partial domain adaptation: the accuracy of the argmax over every source class
+ALL_SOURCE = "accuracy_all_source_classes"
+
+
+def _cells(rows: list[dict], keep) -> dict[str, dict[tuple, list[dict]]]:
+    """``{method: {(source, target, setting, run): rows}}`` of the rows ``keep(row)`` accepts."""
+    cells: dict[str, dict[tuple, list[dict]]] = {}
+    for r in rows:
+        if keep(r):
+            cells.setdefault(r["method"], {}).setdefault((r["source"], r["target"], r["setting"], r.get("run")),
+                                                         []).append(r)
+    return cells
+
+
+def _cell_name(method: str, key: tuple, cells: int) -> str:
+    """``method``, with its cell's run, source, target and setting when it has ``cells`` > 1 of them."""
+    source, target, setting, run = key
+    return method + (f" ({'run ' + run + ': ' if run else ''}{source} → {target}, {setting})" if cells > 1 else "")
+
+
+def partial_da_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the methods whose rows predict with the source classifier among the target's
+    classes only, where those are a strict subset of the source's (partial domain adaptation; the
+    rows record ``accuracy_all_source_classes``), with that accuracy: the argmax over every source
+    class, as the partial-DA protocol scores them."""
+    cell = md_cell if markdown else str
+    cells = _cells(rows, lambda r: isinstance(r.get(ALL_SOURCE), Real))
+    if not cells:
+        return []
+    sizes = {(len(r.get("class_names") or []), r.get("n_source_classes")) for by in cells.values()
+             for rs in by.values() for r in rs}
+    n_t, n_s = next(iter(sizes)) if len(sizes) == 1 else (None, None)
+    parts = [f"{cell(_cell_name(m, key, len(by)))} {100 * sum(r[ALL_SOURCE] for r in rs) / len(rs):.1f}"
+             for m, by in cells.items() for key, rs in by.items()]
+    return [f"{cell(', '.join(cells))} predict{'s' if len(cells) == 1 else ''} with the source classifier among "
+            f"the target's {f'{n_t} ' if n_t else ''}classes only (closed to them); the partial-DA protocol "
+            f"predicts among all {f'{n_s} ' if n_s else ''}source classes, which gives accuracy (%, mean over "
+            f"seeds, {ALL_SOURCE}): {'; '.join(parts)}."]
+
+
+def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the methods whose rows read no target label (``n_labeled`` 0: domain
+    adaptation, zero-shot) where the table mixes them with rows that do: their setting (``k=5``)
+    names the others' label subsets. source_only, the un-adapted network, is left out."""
+    cell = md_cell if markdown else str
+    counts: dict[str, set] = {}
+    for r in rows:
+        if isinstance(r.get("n_labeled"), Real) and not isinstance(r["n_labeled"], bool):
+            counts.setdefault(r["method"], set()).add(r["n_labeled"] > 0)
+    none = [m for m, seen in counts.items() if seen == {False} and m != "source_only"]
+    if not none or not any(True in seen for seen in counts.values()):
+        return []
+    settings = sorted({str(r["setting"]) for r in rows if r["method"] in none})
+    one = len(none) == 1
+    return [f"{cell(', '.join(none))} read{'s' if one else ''} no target label (n_labeled 0): the setting of "
+            f"{'its' if one else 'their'} rows ({cell(', '.join(settings))}) names the labelled target subset the "
+            f"other methods trained on."]
 
 
 def other_metrics(settings) -> list[str]:
@@ -224,7 +279,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
                      f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
-    picks = picked_lines(rows)
+    picks = picked_lines(rows) + partial_da_line(rows) + unlabelled_line(rows)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
         picks.append("Mean ± standard error over n seeds (label subsets).")
     if gzsl:

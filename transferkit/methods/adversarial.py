@@ -309,9 +309,22 @@ class MultiLayerAdversarial(AdaptationMethod):
     def prepare(self, domains: dict) -> None:
         """Seed 000's rule when ``same_label_space`` is not given: the last three layers when
         source and target have the same classes (by name, in any order), else the second and
-        third last (the discriminator is rebuilt for them before training)."""
+        third last (the discriminator is rebuilt for them before training). The target's classes
+        are those of the labelled ``target`` when one is given (its labels are not read), else
+        those of ``unlabeled``; unlabelled images without labels (``Domain.unlabeled``) name no
+        classes, and the label spaces are then taken to be the same. Class names of ``unlabeled``
+        that look like placeholders (one class, or none the source has) warn."""
         super().prepare(domains)
-        source, target = domains.get("source"), domains.get("unlabeled")
+        source, target, unlabeled = domains.get("source"), domains.get("target"), domains.get("unlabeled")
+        target = target if target is not None and target.labeled else None
+        if target is None and unlabeled is not None and unlabeled.labeled:
+            target = unlabeled
+            if self._auto_layers and source is not None and (
+                    len(target.class_names) == 1 or not set(target.class_names) & set(source.class_names)):
+                warn(f"{self.name}: it decides the layers from the class names of the unlabeled domain "
+                     f"{target.name!r}, {target.class_names[:10]}, which look like placeholders (one class, or none "
+                     f"of the source's); if they are, give target= (labelled; its labels are not read), unlabelled "
+                     f"images as Domain.unlabeled(name, images), or the option same_label_space")
         if self._auto_layers and source is not None and target is not None and \
                 set(source.class_names) != set(target.class_names):  # label spaces: the order does not matter
             self.layers = default_layers(self.net, False)

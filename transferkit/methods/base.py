@@ -385,6 +385,7 @@ class Method(nn.Module):
     min_labels_per_class: int = 1  # labelled target images per class the method needs (checked before a run)
     min_classes: int = 1  # classes a labelled target must hold (tap's linear classifiers: 2)
     needs_validation = False  # it selects on a labelled validation set (the flex family)
+    selects_on_validation = True  # early stopping / selection reads a validation split given (matching nets: no)
     picks_unit = False  # it picks a unit on the validation split (the flex family, tap)
     needs_every_class = False  # it classifies by each target class's labelled mean (prototypes, centroids)
     #: trains a fixed set of units without the head (a head row of a new target class would stay random)

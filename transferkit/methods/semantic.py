@@ -119,7 +119,10 @@ class SemanticTransfer(Method):
     Options: ``alpha``, ``beta`` (0.1, 0.1), ``tau_source`` (2), ``tau_target`` (1), ``gamma``
     (0.1, decay of eq. 2, Table 1), ``combine`` (``sum``/``concat``), ``discriminator``
     (``auto``/``fc``/``conv``, as for ``multilayer_adv``), ``layers`` (default:
-    last three units, or second and third last when the label sets differ; ``head`` may be
+    last three units, or second and third last when the label sets differ: the source's and
+    the labelled target's class-name lists are compared in order, since the last three include
+    the logits, compared column by column, so the same classes in another order count as
+    different, where ``multilayer_adv``, one head for both, compares sets; ``head`` may be
     listed whenever source and target have as many classes, as seed 000 Table 5 does for
     SVHN 0-4 -> MNIST 5-9), weights
     ``source_entropy``, ``metric_ce``, ``target_entropy`` of the three L_ST terms (1 each;
@@ -328,7 +331,8 @@ class SemanticTransfer(Method):
 class FinetuneAdversarial(SemanticTransfer):
     """Seed 000 Table 1 "fine-tune + adv.": cross entropy on the labelled target plus α times
     the multi-layer domain adversarial loss (eq. 2-4) between source and unlabelled target;
-    :class:`SemanticTransfer` with β = 0."""
+    :class:`SemanticTransfer` with β = 0 (its default layers by the same rule: class-name lists
+    compared in order)."""
 
     name = "finetune_adv"
     needs_every_class = False  # β = 0 and predict="head": no class centroid
@@ -410,6 +414,7 @@ class MatchingNet(Method):
 
     name = "matching_net"
     streams = ("target",)
+    selects_on_validation = False  # a fixed support set (matching_ft: a fixed budget)
     description = "source-pretrained embedding, matching-network attention over the k labelled target examples"
 
     def __init__(self, net, scale: float = 10.0, predict: str = "attention"):

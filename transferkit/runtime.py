@@ -187,12 +187,30 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
 
 
 _WORK_DIR: list[Path] = []  # the run or benchmark directory this process works in, for the CLI's stop message
+_HELD: list[bool] = []  # a benchmark runs: its directory, not the runs its jobs make in it, is what --resume takes
 
 
 def note_work_dir(path: str | os.PathLike | None) -> None:
     """Record the run or benchmark directory this command works in (what ``--resume`` takes);
-    None forgets it (a new command)."""
+    None forgets it (a new command). While :func:`holding_work_dir` holds a benchmark's
+    directory, the run directories its jobs make inside it are not recorded."""
+    if path is None:
+        _HELD.clear()
+    elif _HELD:
+        return
     _WORK_DIR[:] = [] if path is None else [Path(path)]
+
+
+@contextmanager
+def holding_work_dir(path: str | os.PathLike):
+    """Record ``path`` (a benchmark directory) and keep it recorded while the block runs: a
+    stopped benchmark is resumed there, not in the run directory of the job it stopped in."""
+    note_work_dir(path)
+    _HELD.append(True)
+    try:
+        yield
+    finally:
+        _HELD.clear()  # the directory stays recorded for the stop message
 
 
 def work_dir() -> Path | None:

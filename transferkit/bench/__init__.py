@@ -33,6 +33,7 @@ from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
 from ..runtime import (
     default_workers,
+    holding_work_dir,
     is_main_process,
     note_kernels,
     note_work_dir,
@@ -326,7 +327,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                     log(f"note: benchmark {name} runs its jobs in one process; --workers {default_workers()} "
                         f"does not apply")
                 preload_lazy_imports()
-                rows = suite(plan, bench_dir, log)
+                with holding_work_dir(bench_dir):  # a stop inside a job's run directory resumes the benchmark
+                    rows = suite(plan, bench_dir, log)
                 if is_main_process():
                     write_results(bench_dir, tag, {"benchmark": name, "quick": quick,
                                                    "plan": dataclasses.asdict(plan)}, rows)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections import Counter
 from numbers import Real
 from pathlib import Path
 
-from .errors import check
+from .errors import TransferkitError, check
 from .evaluate import format_mean_se, mean_se
 from .io import read_json, write_json, write_text
 from .runtime import default_workers, kernel_environment
@@ -26,16 +27,40 @@ ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s
 
 def unfinished_hint(run_dir: Path) -> str:
     """What to do with a run or benchmark directory that has finished jobs but no results, or
-    with the folder of a config's runs (``runs/NAME``: one timestamped directory per run)."""
-    n = len(list((Path(run_dir) / "jobs").glob("*.json")))
-    if n:
+    with the folder of a config's runs (``runs/NAME``: one timestamped directory per run). A
+    benchmark directory (``plan.json``) is completed by the benchmark its plan names."""
+    run_dir = Path(run_dir)
+    plan = _bench_plan(run_dir)
+    if plan is not None and not (run_dir / "results.json").is_file():
+        n = len(list(run_dir.glob("**/jobs/*.json")))  # its own and those of the runs its jobs made (main-k2/jobs)
+        command = shlex.join(["transferkit", "bench", str(plan.get("benchmark") or "NAME"),
+                              *(["--quick"] if plan.get("quick") else []), "--resume", str(run_dir)])
+        return (f": {run_dir} is a benchmark directory that is not finished (it holds {n} finished job(s)); "
+                f"`{command}` completes it and writes the results")
+    n = len(list((run_dir / "jobs").glob("*.json"))) if plan is None else 0
+    if n and (run_dir / "config.yaml").is_file():
+        return (f": {run_dir} holds {n} finished job(s) but is not finished; "
+                f"`{shlex.join(['transferkit', 'run', '--resume', str(run_dir)])}` completes it and writes the results")
+    if n:  # neither a config nor a plan: which command made it is not written down
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` "
                 f"(or `transferkit bench NAME --resume {run_dir}`) completes it and writes the results")
-    runs = sorted(p.parent.name for p in Path(run_dir).glob("*/config.yaml")) if Path(run_dir).is_dir() else []
+    runs = sorted(p.parent.name for p in run_dir.glob("*/config.yaml")) if run_dir.is_dir() else []
     if runs:
         shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")
-        return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {Path(run_dir) / runs[-1]}"
+        return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {run_dir / runs[-1]}"
     return ""
+
+
+def _bench_plan(run_dir: Path) -> dict | None:
+    """A benchmark directory's ``plan.json`` (naming its ``benchmark`` and ``quick``; ``{}``
+    when unreadable), or None where there is none."""
+    if not (run_dir / "plan.json").is_file():
+        return None
+    try:
+        plan = read_json(run_dir / "plan.json")
+    except TransferkitError:
+        plan = None
+    return plan if isinstance(plan, dict) else {}
 
 
 def read_results(path: str | Path) -> dict:

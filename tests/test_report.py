@@ -244,7 +244,7 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
     assert {line.count(" | ") for line in table} == {len(table[0].split(" | ")) - 1}  # every row has every column
     assert "m\\|x" in md and "(95 %: ± 2.0)" in md
     lines = markdown_table(summarize(rows)).splitlines()
-    assert len(lines) == 4 and "t u" in lines[2]
+    assert len(lines) == 6 and "t u" in lines[2] and "(95 %: ± 2.0)" in lines[3] and "95 % interval" in lines[5]
 
 
 def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_that(tmp_path):

@@ -119,6 +119,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
                    "seeds": sorted(r["seed"] for r in rs)}
+        ci = rs[0].get("ci95") if len(rs) == 1 else None  # one row over episodes: its own 95 % interval
+        if isinstance(ci, Real) and not isinstance(ci, bool) and math.isfinite(ci):  # NaN: one episode, none
+            summary["accuracy_ci95"] = ci
         grouped = [r["group_accuracy"] for r in rs
                    if isinstance(r.get("group_accuracy"), Real) and not isinstance(r["group_accuracy"], bool)]
         if grouped:
@@ -133,6 +136,18 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                 summary[key] = mean_se(values)[0]
         out.append(summary)
     return out
+
+
+def accuracy_text(s: dict) -> str:
+    """A summary entry's accuracy in percent: mean ± standard error over seeds, and for one
+    row over episodes (``accuracy_ci95``) its 95 % interval, ``"76.7 (95 %: ± 2.1)"``."""
+    text = format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"])
+    ci = s.get("accuracy_ci95")
+    return text if ci is None else f"{text} (95 %: ± {100 * ci:.1f})"
+
+
+#: what :func:`accuracy_text`'s interval is (a line under a table that has one)
+INTERVAL_NOTE = "95 %: ± x: a row over episodes (n = 1): the 95 % interval of its mean over the episodes"
 
 
 def md_cell(value) -> str:
@@ -246,12 +261,14 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
         lines.append((f"| {md_cell(s.get('run', ''))} " if runs else "")
                      + f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
                      f"{md_cell(s['setting'])} | "
-                     f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
+                     f"{accuracy_text(s)} |"
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
     picks = picked_lines(rows)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
         picks.append("Mean ± standard error over n seeds (label subsets).")
+    if any("accuracy_ci95" in s for s in summary):
+        picks.append(INTERVAL_NOTE[0].upper() + INTERVAL_NOTE[1:] + ".")
     if gzsl:
         picks.append(GZSL_NOTE[0].upper() + GZSL_NOTE[1:] + ".")
     others = other_metrics(s["setting"] for s in summary)

@@ -218,6 +218,24 @@ def work_dir() -> Path | None:
     return _WORK_DIR[0] if _WORK_DIR else None
 
 
+#: the environment variable that carries :func:`invocation` to worker processes
+INVOCATION_VARIABLE = "TRANSFERKIT_INVOCATION"
+
+
+def invocation() -> str:
+    """The id of the command computing jobs now (its start time and process id; its worker
+    processes inherit it), recorded in their rows: the rows of a resumed directory can come
+    from several invocations, whose wall seconds were measured under other loads."""
+    if not os.environ.get(INVOCATION_VARIABLE):
+        os.environ[INVOCATION_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    return os.environ[INVOCATION_VARIABLE]
+
+
+def new_invocation() -> None:
+    """Forget :func:`invocation` (a new command in this process gets a new one)."""
+    os.environ.pop(INVOCATION_VARIABLE, None)
+
+
 def kernel_environment(workers: int = 1) -> dict:
     """What the numbers of a run depend on besides the code, the config and the seed: versions,
     the CPU, the kernels torch chose on it, the threads per process, the data-parallel
@@ -391,6 +409,7 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
     ctx = torch.multiprocessing.get_context("spawn")
+    invocation()  # set now: the workers inherit it, and their rows name this command
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
                                initargs=(threads_per_worker(workers), os.getpid()))
     futures, handed, error = {}, set(), None

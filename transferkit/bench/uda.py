@@ -41,7 +41,7 @@ from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, model_path, prepare_domains, run_experiment, run_source_network
 from ..io import load_safetensors, write_text
 from ..methods import get_method
-from ..runtime import job_result
+from ..runtime import invocation, job_result
 from . import Plan, as_list, as_pairs, benchmark, skada_compare
 
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
@@ -200,7 +200,8 @@ def skada_rows(cfg: ExperimentConfig, epochs: int, b: UdaPlan, bench_dir: Path, 
             res = skada_compare.run_skada(name, net, data.source.train, data.target.train, data.target.test,
                                           epochs, b.batch_size, b.lr, cfg.seed)
             return {"method": f"skada:{name}", "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
-                    "seed": cfg.seed, "library": "skada", "epochs": epochs, "config_digest": digest, **res}
+                    "seed": cfg.seed, "library": "skada", "epochs": epochs, "config_digest": digest, **res,
+                    "invocation": invocation()}
         path = bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json"
         out.append(job_result(path, compute, lambda row: log(
             f"  {row['method']:<16} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"),
@@ -260,15 +261,21 @@ def issue_checks(rows: list[dict]) -> list[str]:
         d = paired_difference(rows, m1, m2)
         if d is not None:
             lines.append(f"| {m1} − SKADA {m2.split(':', 1)[1]} (paired, points) | {_paired_text(d)} | {d[2]} |")
-    dann = [r.get("fit_wall_s", r["wall_s"]) for r in rows if r["method"] == "dann"]
-    skada_dann = [r["wall_s"] for r in rows if r["method"] == "skada:DANN"]
+    timed = [r for r in rows if r["method"] in ("dann", "skada:DANN")]
+    dann = [r.get("fit_wall_s", r["wall_s"]) for r in timed if r["method"] == "dann"]
+    skada_dann = [r["wall_s"] for r in timed if r["method"] == "skada:DANN"]
+    runs = sorted({str(r.get("invocation", "unrecorded")) for r in timed})  # as flex's wall.md: one invocation?
+    mixed = len(runs) > 1 and dann and skada_dann
     if dann and skada_dann:
         lines.append(f"| dann / SKADA DANN training seconds (means; transferkit trains channels-last, SKADA in "
-                     f"the layout it is given, the default) | {mean_se(dann)[0]:.1f} / "
+                     f"the layout it is given, the default){' (mixed)' if mixed else ''} | {mean_se(dann)[0]:.1f} / "
                      f"{mean_se(skada_dann)[0]:.1f} s | {len(dann)} / {len(skada_dann)} |")
     if not lines:
         return []
-    return ["", "Checks (computed from the rows above):", "", "| comparison | value | n |", "|---|---|---|", *lines]
+    note = ["", f"(mixed): the seconds compared were timed in {len(runs)} invocations of the benchmark (a resumed "
+                f"run; the machine's load may differ between them, so compare rows of one): {', '.join(runs)}"]
+    return ["", "Checks (computed from the rows above):", "", "| comparison | value | n |", "|---|---|---|", *lines,
+            *(note if mixed else [])]
 
 
 def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, steps: int) -> str:

@@ -244,6 +244,9 @@ def test_uda_suite_runs_the_chosen_rows_and_a_row_does_not_depend_on_the_others(
         return {r["method"]: r for r in suite(plan, tmp_path / where, lambda *a: None)}
     first = run("a", "entmin", "MCC")
     assert set(first) == {"source_only", "entmin", "skada:MCC"}  # no ceiling, no other SKADA row
+    assert (tmp_path / "a" / "uda_tables.md").read_text().startswith(
+        "Budget: pairs mnist → digits; seeds 0; pre-training up to 4 steps, adaptation 2 steps rounded to whole SKADA "
+        "epochs of each pair (at least one).\n\n### mnist → digits")
     assert not (tmp_path / "a" / "mnist-digits" / "ceiling-s0").exists()
     both = run("a", "entmin,coral", "")  # the same directory with another selection: entmin is read back
     assert set(both) == {"source_only", "entmin", "coral"}

@@ -298,6 +298,29 @@ def test_unknown_name_errors_survive_a_worker_process():
     assert isinstance(err, UnknownNameError) and str(err) == "unknown unit 'conv9'; known: conv1, head"
 
 
+def test_bench_print_plan_shows_the_budgets_and_a_directory_of_before_still_resumes(tmp_path, capsys):
+    import yaml
+
+    from transferkit.bench import _check_same_plan, make_plan, resumed_plan
+    code, out, _ = run_cli(capsys, "demo", "--quick", "--print-plan")
+    assert code == 0 and yaml.safe_load(out) == {"quick": True}  # the budget is a comment: the plan is as it was
+    assert out.endswith("# budget (its steps are set by --quick, not plan fields: --set does not change them): "
+                        "pre-training up to 150 steps, training up to 60 steps per job, 3 label subsets of k = 5\n")
+    code, out, _ = run_cli(capsys, "bench", "fewshot", "--quick", "--print-plan")
+    assert code == 0 and set(yaml.safe_load(out)) == {"quick", "ks", "repeats", "parts"}
+    assert "# budget (its steps are set by --quick, not plan fields: --set does not change them): pre-training up " \
+           "to 200 steps, training 30 steps per label subset, 2 label subsets per k\n" in out
+    code, out, _ = run_cli(capsys, "bench", "zeroshot", "--quick", "--print-plan")
+    assert code == 0 and "\n# budget: up to 150 training steps per job" in out
+    for name, stored in (("demo", {"quick": True}), ("fewshot", {"quick": True, "ks": [2, 5], "repeats": 2,
+                                                                 "parts": ["main", "grouped", "tsne"]})):
+        old = tmp_path / name  # plan.json as this version's predecessors wrote it
+        old.mkdir()
+        (old / "plan.json").write_text(json.dumps({"benchmark": name, **stored}))
+        _check_same_plan(old, resumed_plan(name, False, [], old), name)
+        assert resumed_plan(name, False, [], old) == make_plan(name, True)
+
+
 def test_bench_print_plan_shows_the_overridden_plan(capsys):
     code, out, _ = run_cli(capsys, "bench", "uda", "--quick", "--set", "seeds=0,1", "--print-plan")
     assert code == 0

@@ -52,7 +52,13 @@ class Plan:
     selects: ClassVar[tuple[str, ...]] = ()
     #: selection fields that a resume keeps or replaces together
     select_groups: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    #: False where the budget is not plan fields but fixed by ``quick`` (``--set`` does not change it)
+    budget_fields: ClassVar[bool] = True
     quick: bool = False
+
+    def budget(self) -> str:
+        """The steps, episodes and seeds this plan runs, in words (``""``: not described)."""
+        return ""
 
 
 #: the key of ``plan.json`` that names the benchmark whose plan it is
@@ -155,7 +161,22 @@ def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan
 
 
 def plan_yaml(plan: Plan) -> str:
-    return yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
+    """The plan as ``--print-plan`` shows it: its fields, and its budget as a comment (read-only
+    where ``--quick`` fixes it rather than a field)."""
+    text = yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
+    if not plan.budget():
+        return text
+    fixed = "" if plan.budget_fields else " (its steps are set by --quick, not plan fields: --set does not change them)"
+    return text + f"# budget{fixed}: {plan.budget()}\n"
+
+
+def budget_line(plan: Plan, full: Plan) -> str:
+    """The header line of a suite's tables: the budget ``plan`` ran with; for ``--quick``, that
+    the run is quick and the full run's budget (``full``), which the docs' tables show."""
+    if plan.quick:
+        return (f"Quick run (--quick): {plan.budget()}. The docs' tables are of the full run ({full.budget()}): "
+                f"these numbers are not comparable with them.")
+    return f"Budget: {plan.budget()}."
 
 
 def _stored_plan(bench_dir: Path) -> tuple[dict | None, str | None]:
@@ -319,6 +340,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
                     note_kernels(bench_dir, log, workers)
                 log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
+                if plan.budget():
+                    log(budget_line(plan, BENCHMARKS[name][2](False)))
                 log(f"benchmark directory: {bench_dir} (--resume it to finish an interrupted run)")
                 note_work_dir(bench_dir)
                 if overrides:

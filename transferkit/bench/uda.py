@@ -42,7 +42,7 @@ from ..experiment import load_model, model_path, prepare_domains, run_experiment
 from ..io import load_safetensors, write_text
 from ..methods import get_method
 from ..runtime import invocation, job_result
-from . import Plan, as_list, as_pairs, benchmark, skada_compare
+from . import Plan, as_list, as_pairs, benchmark, budget_line, skada_compare
 
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
          ("mnist", "mnist+inversion"))
@@ -92,6 +92,11 @@ class Budget(Plan):
         check(self.tsne_points >= 2, f"tsne_points must be >= 2 (t-SNE needs 4 points: 2 per domain), got "
                                      f"{self.tsne_points}")
         check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")
+
+    def budget(self) -> str:
+        return (f"pairs {', '.join(f'{s} → {t}' for s, t in self.pairs)}; seeds {', '.join(map(str, self.seeds))}; "
+                f"pre-training up to {self.pretrain_steps} steps, adaptation {self.adapt_steps} steps rounded to "
+                f"whole SKADA epochs of each pair (at least one)")
 
 
 def budget(quick: bool) -> Budget:
@@ -154,7 +159,8 @@ def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
     return epochs, epochs * spe
 
 
-@benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, 5 digit pairs, SKADA side by side",
+@benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, digit pairs (5; --quick: the 2 SKADA "
+                  "pairs), SKADA side by side",
            plan=uda_plan)
 def uda_suite(b: UdaPlan, bench_dir, log):
     rows, tables = [], []
@@ -180,7 +186,7 @@ def uda_suite(b: UdaPlan, bench_dir, log):
             log("skada is not installed (pip install transferkit[bench]): no side-by-side rows")
         rows += pair_rows
         tables.append(table3(source, target, pair_rows, b, epochs, steps))
-    write_text(bench_dir / "uda_tables.md", "\n".join(tables))
+    write_text(bench_dir / "uda_tables.md", "\n".join([budget_line(b, uda_plan(False)) + "\n", *tables]))
     log("\n" + "\n".join(tables))
     source, target = b.pairs[0]
     tsne_figure(bench_dir, source, target, b, log)

@@ -411,6 +411,20 @@ def test_two_benchmarks_started_in_one_second_get_two_directories(tmp_path, monk
     assert len(set(seen)) == 2 and seen[0].name == "20261201-120000-000001"
 
 
+def test_a_benchmark_with_more_than_one_torch_thread_per_job_says_the_tables_used_one(tmp_path, monkeypatch):
+    import transferkit.bench as bench
+    row = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    monkeypatch.setitem(bench.BENCHMARKS, "thread_toy", (lambda plan, bench_dir, log: [row], "toy", bench.Plan))
+    monkeypatch.setenv("TRANSFERKIT_WORKERS", "2")
+    for threads, noted in (("2", True), ("1", False)):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)  # what each worker process gets
+        lines = []
+        bench.run_benchmark("thread_toy", out_dir=str(tmp_path / threads), log=lines.append)
+        note = [line for line in lines if "torch threads per process" in line]
+        assert note == (["note: jobs run with 2 torch threads per process; the documented tables were made with "
+                         "OMP_NUM_THREADS=1, so numbers may differ (set it to match them)"] if noted else []), lines
+
+
 def test_the_flex_source_network_record_comes_first_and_broken_files_are_named(tmp_path, monkeypatch):
     import transferkit.bench.flex as flex
     from transferkit.domain import Domain

@@ -35,6 +35,7 @@ from ..runtime import (
     default_workers,
     holding_work_dir,
     is_main_process,
+    job_threads,
     note_kernels,
     note_work_dir,
     preload_lazy_imports,
@@ -342,6 +343,9 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                 log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
                 if plan.budget():
                     log(budget_line(plan, BENCHMARKS[name][2](False)))
+                if job_threads(workers) > 1:  # sums in another order: other numbers than the docs' tables
+                    log(f"note: jobs run with {job_threads(workers)} torch threads per process; the documented "
+                        f"tables were made with OMP_NUM_THREADS=1, so numbers may differ (set it to match them)")
                 log(f"benchmark directory: {bench_dir} (--resume it to finish an interrupted run)")
                 note_work_dir(bench_dir)
                 if overrides:

@@ -240,6 +240,42 @@ def test_a_target_outside_the_built_in_lists_still_gets_its_table_rows(tmp_path)
     assert "| t (50.0) |" in (tmp_path / "table_ratio30.md").read_text()
 
 
+def test_quick_suite_tables_say_they_are_quick_and_name_their_budget(tmp_path):
+    import json
+
+    from transferkit.bench.fewshot import fewshot_report
+    from transferkit.bench.flex import directory_reports
+    from transferkit.bench.represent import represent_tables
+    from transferkit.bench.zeroshot import zeroshot_tables
+    (tmp_path / "jobs").mkdir()
+    for i, r in enumerate(_rows()):
+        (tmp_path / "jobs" / f"{i}.json").write_text(json.dumps({**r, "source": "mnist/half", "base_accuracy": 0.5,
+                                                                 "ap10": 0.5}))
+    directory_reports(tmp_path, lambda *a: None, make_plan("flex", True))
+    for name in ("table_ratio30.md", "wins.md", "wall.md", "retrieval.md"):
+        assert (tmp_path / name).read_text().startswith(
+            "Quick run (--quick): source pre-training up to 300 steps, each method up to 150 steps (early stopping, "
+            "patience 3 evaluations every 15 steps). The docs' tables are of the full run (source pre-training up to "
+            "1500 steps, each method up to 300 steps (early stopping, patience 4 evaluations every 20 steps)): these "
+            "numbers are not comparable with them.\n\n"), name
+    directory_reports(tmp_path, lambda *a: None, make_plan("flex", False))
+    assert (tmp_path / "wall.md").read_text().startswith("Budget: source pre-training up to 1500 steps")
+    fewshot = fewshot_report([], make_plan("fewshot", True))
+    assert fewshot.startswith("# fewshot benchmark (quick)\nQuick run (--quick): pre-training up to 200 steps, "
+                              "training 30 steps per label subset, 2 label subsets per k. The docs' tables are of the "
+                              "full run (pre-training up to 800 steps, training 100 steps per label subset, 10 label "
+                              "subsets per k)")
+    assert fewshot_report([], make_plan("fewshot", False)).startswith("# fewshot benchmark\nBudget: pre-training up")
+    zeroshot = zeroshot_tables([], make_plan("zeroshot", True)).splitlines()
+    assert zeroshot[:3] == ["# zeroshot benchmark (quick)", "", "Quick run (--quick): up to 150 training steps per job "
+                            "(early stopping on the seen classes' validation split), seeds 0. The docs' tables are of "
+                            "the full run (up to 300 training steps per job (early stopping on the seen classes' "
+                            "validation split), seeds 0, 1, 2): these numbers are not comparable with them."]
+    represent = represent_tables([], make_plan("represent", True)).splitlines()
+    assert represent[0] == "# represent benchmark (quick)" and "100 episodes per few-shot evaluation, seeds 0." in \
+        represent[2] and "600 episodes" in represent[2]
+
+
 def test_every_benchmark_method_predicts_with_its_net_so_one_test_pass_serves_accuracy_and_ap10():
     """run_job takes the test accuracy from the AP@10 embeddings (head of the embedding):
     true only for methods that predict with ``net`` (Method.forward), bit for bit."""
@@ -373,6 +409,20 @@ def test_two_benchmarks_started_in_one_second_get_two_directories(tmp_path, monk
         with pytest.raises(KeyboardInterrupt):
             bench.run_benchmark("stamp_toy", out_dir=str(tmp_path), log=lambda *a: None)
     assert len(set(seen)) == 2 and seen[0].name == "20261201-120000-000001"
+
+
+def test_a_benchmark_with_more_than_one_torch_thread_per_job_says_the_tables_used_one(tmp_path, monkeypatch):
+    import transferkit.bench as bench
+    row = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    monkeypatch.setitem(bench.BENCHMARKS, "thread_toy", (lambda plan, bench_dir, log: [row], "toy", bench.Plan))
+    monkeypatch.setenv("TRANSFERKIT_WORKERS", "2")
+    for threads, noted in (("2", True), ("1", False)):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)  # what each worker process gets
+        lines = []
+        bench.run_benchmark("thread_toy", out_dir=str(tmp_path / threads), log=lines.append)
+        note = [line for line in lines if "torch threads per process" in line]
+        assert note == (["note: jobs run with 2 torch threads per process; the documented tables were made with "
+                         "OMP_NUM_THREADS=1, so numbers may differ (set it to match them)"] if noted else []), lines
 
 
 def test_the_flex_source_network_record_comes_first_and_broken_files_are_named(tmp_path, monkeypatch):

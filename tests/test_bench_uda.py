@@ -51,6 +51,33 @@ def test_table3_form_reports_mean_and_standard_error():
     assert "multilayer_adv −" not in text  # not run: not compared
 
 
+def test_the_wall_time_check_is_marked_mixed_when_its_rows_come_from_several_invocations(monkeypatch):
+    from transferkit import runtime
+    from transferkit.bench.uda import issue_checks
+    from transferkit.experiment import job_environment
+    rows = [{"method": m, "seed": 0, "accuracy": 0.5, "wall_s": 2.0, "library": lib, "invocation": run}
+            for m, lib, run in (("dann", "transferkit", "20261202-041511-1"),
+                                ("skada:DANN", "skada", "20261202-041511-1"))]
+    assert not any("mixed" in line for line in issue_checks(rows))  # one invocation
+    rows[1]["invocation"] = "20261202-043000-2"  # SKADA's row timed after a resume
+    lines = issue_checks(rows)
+    assert any(line.startswith("| dann / SKADA DANN training seconds") and "(mixed) | 2.0 / 2.0 s" in line
+               for line in lines), lines
+    assert lines[-1] == ("(mixed): the seconds compared were timed in 2 invocations of the benchmark (a resumed run; "
+                         "the machine's load may differ between them, so compare rows of one): 20261202-041511-1, "
+                         "20261202-043000-2")
+    monkeypatch.delenv(runtime.INVOCATION_VARIABLE, raising=False)  # rows record the command that made them
+    first = job_environment(None)["invocation"]
+    assert job_environment(None)["invocation"] == first and runtime.invocation() == first
+    runtime.new_invocation()  # what the CLI does for each command
+    seen = {}
+    runtime.map_jobs(runtime.invocation, [(), ()], 2, seen.__setitem__)  # worker processes: this command's
+    assert set(seen.values()) == {runtime.invocation()}
+    runtime.new_invocation()
+    monkeypatch.setattr(runtime.os, "getpid", lambda: -1)
+    assert runtime.invocation() != first and runtime.invocation().endswith("--1")
+
+
 def test_paired_differences_pair_rows_by_seed():
     from transferkit.evaluate import paired_difference
     rows = [{"method": "a", "seed": 0, "accuracy": 0.9}, {"method": "a", "seed": 1, "accuracy": 0.5},
@@ -217,6 +244,9 @@ def test_uda_suite_runs_the_chosen_rows_and_a_row_does_not_depend_on_the_others(
         return {r["method"]: r for r in suite(plan, tmp_path / where, lambda *a: None)}
     first = run("a", "entmin", "MCC")
     assert set(first) == {"source_only", "entmin", "skada:MCC"}  # no ceiling, no other SKADA row
+    assert (tmp_path / "a" / "uda_tables.md").read_text().startswith(
+        "Budget: pairs mnist → digits; seeds 0; pre-training up to 4 steps, adaptation 2 steps rounded to whole SKADA "
+        "epochs of each pair (at least one).\n\n### mnist → digits")
     assert not (tmp_path / "a" / "mnist-digits" / "ceiling-s0").exists()
     both = run("a", "entmin,coral", "")  # the same directory with another selection: entmin is read back
     assert set(both) == {"source_only", "entmin", "coral"}

@@ -76,6 +76,34 @@ def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes
     assert code == 130 and "nothing was kept in" in err and "(no job had finished): start it again" in err
 
 
+def test_a_stopped_benchmark_names_its_benchmark_directory_not_the_run_its_job_was_in(tmp_path, monkeypatch, capsys):
+    from transferkit import experiment
+    from transferkit.bench import demo
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    real, calls = experiment.run_job, []
+
+    def second_job_stopped(*args):
+        calls.append(args[4].name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(experiment, "run_job", second_job_stopped)
+    monkeypatch.setattr(demo, "demo_config", lambda quick=False: ExperimentConfig(
+        name="demo", source="digits", target="digits", k=2, repeats=1, methods=["target_only", "finetune"],
+        pretrain=TrainConfig(steps=20, eval_every=10), train=TrainConfig(steps=10, eval_every=5)))
+    argv = ["bench", "demo", "--quick", "--out", str(tmp_path)]
+    code, _, err = run_cli(capsys, *argv)
+    bench_dir = next(tmp_path.glob("bench-demo-quick/*"))
+    assert code == 130 and (bench_dir / "plan.json").is_file() and (bench_dir / "demo").is_dir()
+    assert f"finished jobs and checkpoints are kept in {bench_dir};" in err, err  # not bench_dir/demo
+    command = err.split("go on with: ")[1].strip()
+    assert shlex.split(command) == ["transferkit", *argv, "--resume", str(bench_dir)]
+    code, out, err = run_cli(capsys, *shlex.split(command)[1:])
+    assert code == 0 and calls == ["target_only", "finetune", "finetune"], err
+    assert (bench_dir / "results.json").is_file()
+
+
 def test_methods_lists_the_four_base_methods(capsys):
     code, out, _ = run_cli(capsys, "methods")
     assert code == 0
@@ -268,6 +296,29 @@ def test_unknown_name_errors_survive_a_worker_process():
     from transferkit.errors import UnknownNameError
     err = pickle.loads(pickle.dumps(UnknownNameError("unit", "conv9", ["conv1", "head"])))
     assert isinstance(err, UnknownNameError) and str(err) == "unknown unit 'conv9'; known: conv1, head"
+
+
+def test_bench_print_plan_shows_the_budgets_and_a_directory_of_before_still_resumes(tmp_path, capsys):
+    import yaml
+
+    from transferkit.bench import _check_same_plan, make_plan, resumed_plan
+    code, out, _ = run_cli(capsys, "demo", "--quick", "--print-plan")
+    assert code == 0 and yaml.safe_load(out) == {"quick": True}  # the budget is a comment: the plan is as it was
+    assert out.endswith("# budget (its steps are set by --quick, not plan fields: --set does not change them): "
+                        "pre-training up to 150 steps, training up to 60 steps per job, 3 label subsets of k = 5\n")
+    code, out, _ = run_cli(capsys, "bench", "fewshot", "--quick", "--print-plan")
+    assert code == 0 and set(yaml.safe_load(out)) == {"quick", "ks", "repeats", "parts"}
+    assert "# budget (its steps are set by --quick, not plan fields: --set does not change them): pre-training up " \
+           "to 200 steps, training 30 steps per label subset, 2 label subsets per k\n" in out
+    code, out, _ = run_cli(capsys, "bench", "zeroshot", "--quick", "--print-plan")
+    assert code == 0 and "\n# budget: up to 150 training steps per job" in out
+    for name, stored in (("demo", {"quick": True}), ("fewshot", {"quick": True, "ks": [2, 5], "repeats": 2,
+                                                                 "parts": ["main", "grouped", "tsne"]})):
+        old = tmp_path / name  # plan.json as this version's predecessors wrote it
+        old.mkdir()
+        (old / "plan.json").write_text(json.dumps({"benchmark": name, **stored}))
+        _check_same_plan(old, resumed_plan(name, False, [], old), name)
+        assert resumed_plan(name, False, [], old) == make_plan(name, True)
 
 
 def test_bench_print_plan_shows_the_overridden_plan(capsys):

@@ -75,6 +75,24 @@ def test_summary_table_groups_by_method_and_setting():
     assert "| a | s | t | k=2 | 60.0 ± 10.0 | 2 | 1.0 |" in table
 
 
+def test_summary_table_shows_the_95_interval_of_a_row_over_episodes():
+    base = {"source": "s", "target": "t", "seed": 0, "wall_s": 1.0}
+    rows = [{**base, "method": "erm/fewshot_linear", "setting": "5-way 5-shot", "accuracy": 0.767, "ci95": 0.021,
+             "episodes": 600},
+            {**base, "method": "erm/fewshot_linear", "setting": "5-way 1-shot", "accuracy": 0.5,
+             "ci95": float("nan"), "episodes": 1},  # one episode: no interval
+            {**base, "method": "erm/finetune", "setting": "5/class", "accuracy": 0.5},
+            {**base, "method": "erm/finetune", "setting": "5/class", "accuracy": 0.7, "seed": 1}]
+    summary = summarize(rows)
+    assert summary[0]["accuracy_ci95"] == 0.021 and "accuracy_ci95" not in summary[1]
+    assert "accuracy_ci95" not in summary[2] and summary[0]["accuracy_se"] is None  # the fields it had stay
+    table = markdown_table(summary, rows)
+    assert "| erm/fewshot_linear | s | t | 5-way 5-shot | 76.7 (95 %: ± 2.1) | 1 | 1.0 |" in table
+    assert "| 5-way 1-shot | 50.0 | 1 |" in table and "| 60.0 ± 10.0 | 2 |" in table
+    assert "95 %: ± x: a row over episodes (n = 1): the 95 % interval of its mean over the episodes." in table
+    assert "95 %" not in markdown_table(summary[1:], rows[1:])
+
+
 def test_confusion_has_a_column_per_model_output_and_checks_labels():
     logits = torch.tensor([[0.0, 0.0, 9.0], [9.0, 0.0, 0.0], [0.0, 9.0, 0.0]])  # 3 outputs, 2 classes
     report = classification_report(logits, torch.tensor([0, 1, 1]), num_classes=2)

@@ -88,6 +88,28 @@ def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
         load_model(parent, "finetune")
 
 
+def test_an_unfinished_benchmark_or_run_directory_names_the_command_that_completes_it(tmp_path, capsys):
+    bench = tmp_path / "bench-fewshot-quick" / "20261202-040414-165545"  # stopped in its first run, main-k2
+    (bench / "main-k2" / "jobs").mkdir(parents=True)
+    (bench / "plan.json").write_text(json.dumps({"benchmark": "fewshot", "quick": True, "ks": [2, 5]}))
+    (bench / "main-k2" / "config.yaml").write_text("name: main-k2\n")
+    (bench / "main-k2" / "jobs" / "target_only-k=2-s0.json").write_text("{}")
+    for command in ("report", "summary"):
+        assert main([command, str(bench)]) == 2
+        err = capsys.readouterr().err
+        assert (f"{bench} is a benchmark directory that is not finished (it holds 1 finished job(s)); "
+                f"`transferkit bench fewshot --quick --resume {bench}` completes it") in err, err
+        assert "transferkit run" not in err
+    run = tmp_path / "runs" / "mine" / "20261201-101500-000001"
+    (run / "jobs").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: mine\n")
+    (run / "jobs" / "finetune-k=1-s0.json").write_text("{}")
+    for command in ("report", "summary"):
+        assert main([command, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"`transferkit run --resume {run}` completes it" in err and "transferkit bench" not in err, err
+
+
 def test_report_in_headless_chromium(bench_dir):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -222,7 +244,7 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
     assert {line.count(" | ") for line in table} == {len(table[0].split(" | ")) - 1}  # every row has every column
     assert "m\\|x" in md and "(95 %: ± 2.0)" in md
     lines = markdown_table(summarize(rows)).splitlines()
-    assert len(lines) == 4 and "t u" in lines[2]
+    assert len(lines) == 6 and "t u" in lines[2] and "(95 %: ± 2.0)" in lines[3] and "95 % interval" in lines[5]
 
 
 def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_that(tmp_path):

@@ -428,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
         return 2
-    from .runtime import keep_freed_memory, note_work_dir, one_line_warnings
+    from .runtime import keep_freed_memory, new_invocation, note_work_dir, one_line_warnings
 
     note_work_dir(None)  # a directory of an earlier command in this process is not this one's
+    new_invocation()  # nor are its rows this command's
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
     default_format = one_line_warnings()
     try:

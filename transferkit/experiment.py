@@ -71,6 +71,7 @@ from .runtime import (
     cpu_kernels,
     failures_message,
     guarded,
+    invocation,
     is_main_process,
     map_jobs,
     note_kernels,
@@ -280,12 +281,12 @@ def network_digest(net: torch.nn.Module) -> str:
 def job_environment(source_digest: str | None, trained: bool = True) -> dict:
     """What a row records of where it was computed, besides ``world_size``: the torch threads
     of its process (``trained``: a job that trains; source_only's row only evaluates the source
-    network, in the main process), the CPU kernels and the source network it started from
-    (``None``: none)."""
+    network, in the main process), the CPU kernels, the source network it started from
+    (``None``: none) and the :func:`~transferkit.runtime.invocation` that computed it."""
     k = cpu_kernels()
     return {**({"threads": torch.get_num_threads()} if trained else {}), "world_size": world_size(),
             "kernels": f"{k['cpu_capability']} (MKL_CBWR {k['mkl_cbwr']}, oneDNN {k['onednn_max_cpu_isa']})",
-            **({"source_digest": source_digest} if source_digest else {})}
+            **({"source_digest": source_digest} if source_digest else {}), "invocation": invocation()}
 
 
 def _made_otherwise(finished: dict, key: str, now) -> list[tuple[str, int]]:

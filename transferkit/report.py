@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from .plots import new_figure
 from .results import (
     GZSL_HEADER,
     GZSL_NOTE,
+    accuracy_text,
     class_subsets,
     failed_line,
     gzsl_cell,
@@ -303,22 +303,18 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
     ``results.md`` shows them."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl = any("h_accuracy_mean" in s for s in summary)
-    memory, interval = defaultdict(list), {}
+    memory = defaultdict(list)
     for r in rows:
         key = (r["method"], r["source"], r["target"], r["setting"])
         if r.get("peak_rss_mb") is not None:
             memory[key].append(r["peak_rss_mb"])
-        if isinstance(r.get("ci95"), (int, float)) and math.isfinite(r["ci95"]):  # NaN: one episode, no interval
-            interval[key] = r["ci95"]
     table = []
     for s in summary:
         key = (s["method"], s["source"], s["target"], s["setting"])
         mem = memory.get(key)
         group = ([format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                   if "group_accuracy_mean" in s else "–"] if grouped else [])
-        accuracy = format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"])
-        if s["n"] == 1 and key in interval:  # one row over many episodes: its own 95 % interval
-            accuracy += f" (95 %: ± {100 * interval[key]:.1f})"
+        accuracy = accuracy_text(s)  # one row over many episodes: with its own 95 % interval
         table.append([s["method"], s["source"], s["target"], s["setting"], accuracy, *group,
                       *([gzsl_cell(s)] if gzsl else []), str(s["n"]), f"{s['wall_s']:.1f}",
                       f"{max(mem):.0f}" if mem else "–"])

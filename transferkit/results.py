@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections import Counter
 from numbers import Real
 from pathlib import Path
 
-from .errors import check
+from .errors import TransferkitError, check
 from .evaluate import format_mean_se, mean_se
 from .io import read_json, write_json, write_text
 from .runtime import default_workers, kernel_environment
@@ -26,16 +27,40 @@ ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s
 
 def unfinished_hint(run_dir: Path) -> str:
     """What to do with a run or benchmark directory that has finished jobs but no results, or
-    with the folder of a config's runs (``runs/NAME``: one timestamped directory per run)."""
-    n = len(list((Path(run_dir) / "jobs").glob("*.json")))
-    if n:
+    with the folder of a config's runs (``runs/NAME``: one timestamped directory per run). A
+    benchmark directory (``plan.json``) is completed by the benchmark its plan names."""
+    run_dir = Path(run_dir)
+    plan = _bench_plan(run_dir)
+    if plan is not None and not (run_dir / "results.json").is_file():
+        n = len(list(run_dir.glob("**/jobs/*.json")))  # its own and those of the runs its jobs made (main-k2/jobs)
+        command = shlex.join(["transferkit", "bench", str(plan.get("benchmark") or "NAME"),
+                              *(["--quick"] if plan.get("quick") else []), "--resume", str(run_dir)])
+        return (f": {run_dir} is a benchmark directory that is not finished (it holds {n} finished job(s)); "
+                f"`{command}` completes it and writes the results")
+    n = len(list((run_dir / "jobs").glob("*.json"))) if plan is None else 0
+    if n and (run_dir / "config.yaml").is_file():
+        return (f": {run_dir} holds {n} finished job(s) but is not finished; "
+                f"`{shlex.join(['transferkit', 'run', '--resume', str(run_dir)])}` completes it and writes the results")
+    if n:  # neither a config nor a plan: which command made it is not written down
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` "
                 f"(or `transferkit bench NAME --resume {run_dir}`) completes it and writes the results")
-    runs = sorted(p.parent.name for p in Path(run_dir).glob("*/config.yaml")) if Path(run_dir).is_dir() else []
+    runs = sorted(p.parent.name for p in run_dir.glob("*/config.yaml")) if run_dir.is_dir() else []
     if runs:
         shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")
-        return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {Path(run_dir) / runs[-1]}"
+        return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {run_dir / runs[-1]}"
     return ""
+
+
+def _bench_plan(run_dir: Path) -> dict | None:
+    """A benchmark directory's ``plan.json`` (naming its ``benchmark`` and ``quick``; ``{}``
+    when unreadable), or None where there is none."""
+    if not (run_dir / "plan.json").is_file():
+        return None
+    try:
+        plan = read_json(run_dir / "plan.json")
+    except TransferkitError:
+        plan = None
+    return plan if isinstance(plan, dict) else {}
 
 
 def read_results(path: str | Path) -> dict:
@@ -94,6 +119,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
                    "seeds": sorted(r["seed"] for r in rs)}
+        ci = rs[0].get("ci95") if len(rs) == 1 else None  # one row over episodes: its own 95 % interval
+        if isinstance(ci, Real) and not isinstance(ci, bool) and math.isfinite(ci):  # NaN: one episode, none
+            summary["accuracy_ci95"] = ci
         grouped = [r["group_accuracy"] for r in rs
                    if isinstance(r.get("group_accuracy"), Real) and not isinstance(r["group_accuracy"], bool)]
         if grouped:
@@ -110,6 +138,18 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                 summary[key] = mean_se(values)[0]
         out.append(summary)
     return out
+
+
+def accuracy_text(s: dict) -> str:
+    """A summary entry's accuracy in percent: mean ± standard error over seeds, and for one
+    row over episodes (``accuracy_ci95``) its 95 % interval, ``"76.7 (95 %: ± 2.1)"``."""
+    text = format_mean_se(s["accuracy_mean"], s["accuracy_se"], s["n"])
+    ci = s.get("accuracy_ci95")
+    return text if ci is None else f"{text} (95 %: ± {100 * ci:.1f})"
+
+
+#: what :func:`accuracy_text`'s interval is (a line under a table that has one)
+INTERVAL_NOTE = "95 %: ± x: a row over episodes (n = 1): the 95 % interval of its mean over the episodes"
 
 
 def md_cell(value) -> str:
@@ -276,12 +316,14 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
         lines.append((f"| {md_cell(s.get('run', ''))} " if runs else "")
                      + f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
                      f"{md_cell(s['setting'])} | "
-                     f"{format_mean_se(s['accuracy_mean'], s['accuracy_se'], s['n'])} |"
+                     f"{accuracy_text(s)} |"
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
     picks = picked_lines(rows) + partial_da_line(rows) + unlabelled_line(rows)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
         picks.append("Mean ± standard error over n seeds (label subsets).")
+    if any("accuracy_ci95" in s for s in summary):
+        picks.append(INTERVAL_NOTE[0].upper() + INTERVAL_NOTE[1:] + ".")
     if gzsl:
         picks.append(GZSL_NOTE[0].upper() + GZSL_NOTE[1:] + ".")
     others = other_metrics(s["setting"] for s in summary)

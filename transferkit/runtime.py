@@ -187,17 +187,53 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
 
 
 _WORK_DIR: list[Path] = []  # the run or benchmark directory this process works in, for the CLI's stop message
+_HELD: list[bool] = []  # a benchmark runs: its directory, not the runs its jobs make in it, is what --resume takes
 
 
 def note_work_dir(path: str | os.PathLike | None) -> None:
     """Record the run or benchmark directory this command works in (what ``--resume`` takes);
-    None forgets it (a new command)."""
+    None forgets it (a new command). While :func:`holding_work_dir` holds a benchmark's
+    directory, the run directories its jobs make inside it are not recorded."""
+    if path is None:
+        _HELD.clear()
+    elif _HELD:
+        return
     _WORK_DIR[:] = [] if path is None else [Path(path)]
+
+
+@contextmanager
+def holding_work_dir(path: str | os.PathLike):
+    """Record ``path`` (a benchmark directory) and keep it recorded while the block runs: a
+    stopped benchmark is resumed there, not in the run directory of the job it stopped in."""
+    note_work_dir(path)
+    _HELD.append(True)
+    try:
+        yield
+    finally:
+        _HELD.clear()  # the directory stays recorded for the stop message
 
 
 def work_dir() -> Path | None:
     """The directory :func:`note_work_dir` recorded last in this process, or None."""
     return _WORK_DIR[0] if _WORK_DIR else None
+
+
+#: the environment variable that carries :func:`invocation` to worker processes
+INVOCATION_VARIABLE = "TRANSFERKIT_INVOCATION"
+
+
+def invocation() -> str:
+    """The id of the command computing jobs now (its start time and process id; its worker
+    processes inherit it), recorded in their rows: the rows of a resumed directory can come
+    from several invocations, whose wall seconds were measured under other loads."""
+    if not os.environ.get(INVOCATION_VARIABLE):
+        os.environ[INVOCATION_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    return os.environ[INVOCATION_VARIABLE]
+
+
+def new_invocation() -> None:
+    """Forget :func:`invocation` (a new command in this process gets a new one)."""
+    os.environ.pop(INVOCATION_VARIABLE, None)
 
 
 def kernel_environment(workers: int = 1) -> dict:
@@ -373,6 +409,7 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
     ctx = torch.multiprocessing.get_context("spawn")
+    invocation()  # set now: the workers inherit it, and their rows name this command
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
                                initargs=(threads_per_worker(workers), os.getpid()))
     futures, handed, error = {}, set(), None

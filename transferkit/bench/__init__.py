@@ -33,7 +33,9 @@ from ..io import directory_lock, read_json, write_json
 from ..results import markdown_table, summarize, write_results
 from ..runtime import (
     default_workers,
+    holding_work_dir,
     is_main_process,
+    job_threads,
     note_kernels,
     note_work_dir,
     preload_lazy_imports,
@@ -51,7 +53,13 @@ class Plan:
     selects: ClassVar[tuple[str, ...]] = ()
     #: selection fields that a resume keeps or replaces together
     select_groups: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    #: False where the budget is not plan fields but fixed by ``quick`` (``--set`` does not change it)
+    budget_fields: ClassVar[bool] = True
     quick: bool = False
+
+    def budget(self) -> str:
+        """The steps, episodes and seeds this plan runs, in words (``""``: not described)."""
+        return ""
 
 
 #: the key of ``plan.json`` that names the benchmark whose plan it is
@@ -154,7 +162,22 @@ def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan
 
 
 def plan_yaml(plan: Plan) -> str:
-    return yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
+    """The plan as ``--print-plan`` shows it: its fields, and its budget as a comment (read-only
+    where ``--quick`` fixes it rather than a field)."""
+    text = yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
+    if not plan.budget():
+        return text
+    fixed = "" if plan.budget_fields else " (its steps are set by --quick, not plan fields: --set does not change them)"
+    return text + f"# budget{fixed}: {plan.budget()}\n"
+
+
+def budget_line(plan: Plan, full: Plan) -> str:
+    """The header line of a suite's tables: the budget ``plan`` ran with; for ``--quick``, that
+    the run is quick and the full run's budget (``full``), which the docs' tables show."""
+    if plan.quick:
+        return (f"Quick run (--quick): {plan.budget()}. The docs' tables are of the full run ({full.budget()}): "
+                f"these numbers are not comparable with them.")
+    return f"Budget: {plan.budget()}."
 
 
 def _stored_plan(bench_dir: Path) -> tuple[dict | None, str | None]:
@@ -318,6 +341,11 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
                     note_kernels(bench_dir, log, workers)
                 log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
+                if plan.budget():
+                    log(budget_line(plan, BENCHMARKS[name][2](False)))
+                if job_threads(workers) > 1:  # sums in another order: other numbers than the docs' tables
+                    log(f"note: jobs run with {job_threads(workers)} torch threads per process; the documented "
+                        f"tables were made with OMP_NUM_THREADS=1, so numbers may differ (set it to match them)")
                 log(f"benchmark directory: {bench_dir} (--resume it to finish an interrupted run)")
                 note_work_dir(bench_dir)
                 if overrides:
@@ -326,7 +354,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                     log(f"note: benchmark {name} runs its jobs in one process; --workers {default_workers()} "
                         f"does not apply")
                 preload_lazy_imports()
-                rows = suite(plan, bench_dir, log)
+                with holding_work_dir(bench_dir):  # a stop inside a job's run directory resumes the benchmark
+                    rows = suite(plan, bench_dir, log)
                 if is_main_process():
                     write_results(bench_dir, tag, {"benchmark": name, "quick": quick,
                                                    "plan": dataclasses.asdict(plan)}, rows)

@@ -3,10 +3,13 @@ comparing source_only, target_only, linear_probe and finetune."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from ..config import ExperimentConfig
 from ..engine import TrainConfig
 from ..experiment import run_experiment
-from . import benchmark
+from . import Plan, benchmark
 
 
 def demo_config(quick: bool = False) -> ExperimentConfig:
@@ -18,7 +21,28 @@ def demo_config(quick: bool = False) -> ExperimentConfig:
     )
 
 
-@benchmark("demo", "syndigits -> mnist, k=5 labels per class: source_only, target_only, linear_probe, finetune")
+def config_budget(cfg: ExperimentConfig) -> str:
+    """A run's budget in words: pre-training and training steps, label subsets."""
+    return (f"pre-training up to {cfg.pretrain.steps} steps, training up to {cfg.train.steps} steps per job, "
+            f"{cfg.repeats} label subsets of k = {cfg.k}")
+
+
+@dataclass
+class DemoPlan(Plan):
+    """demo's plan: ``quick`` alone; its budget is :func:`demo_config`'s."""
+
+    budget_fields: ClassVar[bool] = False
+
+    def budget(self) -> str:
+        return config_budget(demo_config(self.quick))
+
+
+def demo_plan(quick: bool) -> DemoPlan:
+    return DemoPlan(quick=quick)
+
+
+@benchmark("demo", "syndigits -> mnist, k=5 labels per class: source_only, target_only, linear_probe, finetune",
+           plan=demo_plan)
 def demo_suite(plan, bench_dir, log):
     cfg = demo_config(plan.quick)
     cfg.out_dir = str(bench_dir)

@@ -30,7 +30,7 @@ from ..evaluate import mean_se_text, predict_logits
 from ..experiment import build_method, fit_for_target, label_subset, prepare_domains, pretrain_source, run_experiment
 from ..io import atomic_write, write_text
 from ..methods import get_method
-from . import Plan, as_list, benchmark
+from . import Plan, as_list, benchmark, budget_line
 
 METHODS = ["target_only", "finetune", "matching_net", "matching_ft", "finetune_adv", "lext",
            "finetune_proto", "finetune_cosine"]
@@ -56,8 +56,13 @@ def fewshot_config(name: str, source: str, target: str, k: int, quick: bool, rep
     return ExperimentConfig(
         name=name, source=source, target=target, source_classes="0-4", target_classes="5-9", k=k,
         repeats=repeats, seed=0, methods=methods, select_on="none", options=options or {},
-        pretrain=TrainConfig(steps=200 if quick else 800, batch_size=64, eval_every=100),
-        train=TrainConfig(steps=30 if quick else 100, batch_size=32, eval_every=30 if quick else 50, patience=None))
+        pretrain=TrainConfig(steps=steps(quick)[0], batch_size=64, eval_every=100),
+        train=TrainConfig(steps=steps(quick)[1], batch_size=32, eval_every=30 if quick else 50, patience=None))
+
+
+def steps(quick: bool) -> tuple[int, int]:
+    """(pre-training, training) steps of every run: fixed by ``--quick``, not plan fields."""
+    return (200, 30) if quick else (800, 100)
 
 
 def _run(cfg: ExperimentConfig, bench_dir: Path, log, method_label: str | None = None) -> list[dict]:
@@ -73,6 +78,7 @@ def _run(cfg: ExperimentConfig, bench_dir: Path, log, method_label: str | None =
 @dataclass
 class FewshotPlan(Plan):
     selects: ClassVar[tuple[str, ...]] = ("ks", "parts")
+    budget_fields: ClassVar[bool] = False  # the steps: steps(quick)
     ks: list = field(default_factory=lambda: [2, 3, 4, 5])
     repeats: int = 10  # label subsets per k
     parts: list = field(default_factory=lambda: list(PARTS))
@@ -83,6 +89,11 @@ class FewshotPlan(Plan):
         check(self.ks and min(self.ks) >= 2, f"ks must be >= 2 (matching_ft trains on (k-1)-shot episodes), "
                                              f"got {self.ks}")
         check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
+
+    def budget(self) -> str:
+        pretrain, train = steps(self.quick)
+        return (f"pre-training up to {pretrain} steps, training {train} steps per label subset, {self.repeats} label "
+                f"subsets per k")
 
 
 def fewshot_plan(quick: bool) -> FewshotPlan:
@@ -115,7 +126,7 @@ def fewshot_suite(plan: FewshotPlan, bench_dir, log):
             cfg = fewshot_config(f"ablation_{tag}-k{ks[0]}", *PAIRS["main"], ks[0], quick, repeats, ["lext"],
                                  {"lext": opts})
             rows += _run(cfg, bench_dir, log, method_label=label)
-    write_text(bench_dir / "fewshot.md", fewshot_report(rows))
+    write_text(bench_dir / "fewshot.md", fewshot_report(rows, plan))
     plot_dir = bench_dir / "img"
     for part in ("main", "second"):
         if any(r["part"] == part for r in rows):
@@ -146,8 +157,12 @@ def k_table(rows: list[dict], key: str = "accuracy", label=lambda m: m) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fewshot_report(rows: list[dict]) -> str:
-    out = ["# fewshot benchmark\n", "Test accuracy, mean ± standard error over random label subsets.\n"]
+def fewshot_report(rows: list[dict], plan: FewshotPlan | None = None) -> str:
+    """fewshot.md: the Table 1 / 2 forms; ``plan``: the one the rows ran with (its budget, and whether quick,
+    in the header)."""
+    quick = " (quick)" if plan is not None and plan.quick else ""
+    out = [f"# fewshot benchmark{quick}\n", *([budget_line(plan, fewshot_plan(False)) + "\n"] if plan else []),
+           "Test accuracy, mean ± standard error over random label subsets.\n"]
     for part, title in (("main", "syndigits 0-4 -> mnist 5-9"), ("second", "mnist 0-4 -> digits 5-9")):
         sub = [r for r in rows if r["part"] == part]
         if sub:

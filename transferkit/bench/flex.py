@@ -45,6 +45,7 @@ from ..data import check_spec, load_domain, parse_spec
 from ..engine import Engine, TrainConfig
 from ..errors import TransferkitError, check
 from ..evaluate import fraction_correct, mean_se, mean_se_text, paired_difference, predict_logits
+from ..fields import updated
 from ..grouped import parse_grouped
 from ..io import load_safetensors, read_job, read_json, save_safetensors, write_json, write_text
 from ..methods import get_method
@@ -53,7 +54,7 @@ from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
 from ..runtime import default_workers, run_jobs
 from ..splits import split_domain, subsample_per_class
-from . import Plan, as_list, benchmark, check_canonical
+from . import Plan, as_list, benchmark, budget_line, check_canonical
 
 TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
            "mnist+rotation", "mnist+inversion", "mnistm", "digits", "syndigits"]
@@ -109,6 +110,10 @@ class FlexPlan(Plan):
         for t in self.target_names():  # an unknown domain or shift is named now, not after pre-training
             check_spec(parse_grouped(t)[0] if parse_grouped(t) else t)
             check_canonical(t, "targets")
+
+    def budget(self) -> str:  # not the selection fields: a directory's tables hold the rows of every resume
+        return (f"source pre-training up to {self.pretrain.steps} steps, each method up to {self.train.steps} steps "
+                f"(early stopping, patience {self.train.patience} evaluations every {self.train.eval_every} steps)")
 
     def target_names(self) -> list[str]:
         return SOURCES[self.source] if self.targets == "all" else self.targets
@@ -247,7 +252,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
     run_jobs(jobs, default_workers(), lambda row: log(
         f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
         f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}"), keys=ROW_KEYS)
-    return directory_reports(bench_dir, log)
+    return directory_reports(bench_dir, log, p)
 
 
 # ---- reports --------------------------------------------------------------------------
@@ -430,19 +435,22 @@ def image_table(rows, base, ratios) -> str:
     return "test accuracy (%), mean ± standard error over seeds\n\n" + "\n".join(lines) + "\n"
 
 
-def write_reports(bench_dir: Path, rows: list, base: dict) -> None:
+def write_reports(bench_dir: Path, rows: list, base: dict, header: str = "") -> None:
+    """The tables (each under ``header``: the plan's budget, :func:`~transferkit.bench.budget_line`) and figures."""
     from ..plots import per_unit_accuracy_plot, units_picked_plot
 
+    def write(name: str, text: str) -> None:
+        write_text(bench_dir / name, (header + "\n\n" if header else "") + text)
     ratios = sorted({r["ratio"] for r in rows})
     for ratio in ratios:
-        write_text(bench_dir / f"table_ratio{ratio}.md", table3(rows, base, ratio))
-    write_text(bench_dir / "wins.md", wins(rows, base, ratios))
-    write_text(bench_dir / "wall.md", wall_table(rows, ratios))
-    write_text(bench_dir / "retrieval.md", retrieval_table(rows, base, ratios))
+        write(f"table_ratio{ratio}.md", table3(rows, base, ratio))
+    write("wins.md", wins(rows, base, ratios))
+    write("wall.md", wall_table(rows, ratios))
+    write("retrieval.md", retrieval_table(rows, base, ratios))
     if any("selection" in r for r in rows):
-        write_text(bench_dir / "selection.md", selection_table(rows, base, ratios))
+        write("selection.md", selection_table(rows, base, ratios))
     if any(r["method"] == IMAGE_FLEX for r in rows):
-        write_text(bench_dir / "image_units.md", image_table(rows, base, ratios))
+        write("image_units.md", image_table(rows, base, ratios))
     flex_rows = [r for r in rows if r["method"] == "flex"]
     for t in base:
         if any(r["target"] == t for r in flex_rows):
@@ -468,10 +476,11 @@ def complete_subsets(rows: list[dict]) -> tuple[list[dict], int]:
     return [r for r in rows if (r["target"], r["ratio"], r["seed"]) in full], len(done) - len(full)
 
 
-def directory_reports(bench_dir: str | Path, log=print) -> list[dict]:
+def directory_reports(bench_dir: str | Path, log=print, p: FlexPlan | None = None) -> list[dict]:
     """Write the tables and figures of every label subset of ``bench_dir`` that every method
     finished (all the ratios, seeds and targets run into it, by this plan or earlier ones)
-    and return their rows."""
+    and return their rows; ``p``: the directory's plan, whose budget (and whether quick) heads
+    each table."""
     bench_dir = Path(bench_dir)
     rows = [read_job(p, ROW_KEYS) for p in sorted((bench_dir / "jobs").glob("*.json"))]
     rows, partial_subsets = complete_subsets(rows)
@@ -484,7 +493,7 @@ def directory_reports(bench_dir: str | Path, log=print) -> list[dict]:
     order = list(dict.fromkeys(SOURCES.get(source, TARGETS) + TARGETS + SYN_TARGETS + [r["target"] for r in rows]))
     base = {t: next(r["base_accuracy"] for r in rows if r["target"] == t) for t in order
             if any(r["target"] == t for r in rows)}
-    write_reports(bench_dir, rows, base)
+    write_reports(bench_dir, rows, base, budget_line(p, plan(False)) if p is not None else "")
     return rows
 
 
@@ -497,6 +506,14 @@ def rewrite_reports(bench_dir: str | Path) -> None:
     except TransferkitError:
         old = {}  # a broken results.json is what this rewrites
     plan = (old.get("config") or {}).get("plan") if isinstance(old, dict) else None
-    rows = directory_reports(bench_dir)
+    rows = directory_reports(bench_dir, p=_stored_flex_plan(plan))
     config = {"benchmark": "flex", "rewritten_from_jobs": True, **({"plan": plan} if plan is not None else {})}
     write_results(bench_dir, "bench-flex", config, rows)
+
+
+def _stored_flex_plan(stored) -> FlexPlan | None:
+    """The :class:`FlexPlan` of a stored plan (``results.json``'s), or None when it is not one."""
+    try:
+        return updated(plan(bool(stored.get("quick"))), stored) if isinstance(stored, dict) else None
+    except (TypeError, ValueError, TransferkitError):
+        return None

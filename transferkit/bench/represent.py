@@ -36,7 +36,7 @@ from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, source_members
 from ..runtime import job_result
 from ..splits import subsample_per_class
-from . import Plan, as_list, as_pairs, benchmark
+from . import Plan, as_list, as_pairs, benchmark, budget_line
 
 PAIRS = (("mnist", "digits"), ("syndigits", "mnist"), ("mnist", "mnistm"))
 BACKBONE = "lenet"
@@ -62,6 +62,11 @@ class RepresentPlan(Plan):
         check(all(2 <= n <= self.n_max for n in self.cats), f"cats must be between 2 and n_max={self.n_max}")
         check(min(self.pretrain, self.distill, self.train, self.episodes) >= 1,
               "pretrain, distill, train and episodes must be >= 1")
+
+    def budget(self) -> str:
+        return (f"{self.n_max} source networks of up to {self.pretrain} pre-training steps, distillation up to "
+                f"{self.distill} steps, transfer up to {self.train} steps, {self.episodes} episodes per few-shot "
+                f"evaluation, seeds {', '.join(map(str, self.seeds))}")
 
 
 
@@ -153,7 +158,7 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
                             partial(_transfer_row, rep, net, method_name, n, seed, labeled, data, cfg, base),
                             lambda row: log(f"  {row['method']:<21} {row['setting']:>9} seed {row['seed']}: "
                                             f"{100 * row['accuracy']:.1f}% ({row['wall_s']:.0f}s)")))
-    write_text(bench_dir / "represent.md", represent_tables(rows))
+    write_text(bench_dir / "represent.md", represent_tables(rows, s))
     return rows
 
 
@@ -207,12 +212,14 @@ def _transfer_row(rep: str, net, method_name: str, n: int, seed: int, labeled, d
             "n_labeled": len(labeled), "feature_dim": int(copy_net.embed_dim), **method.extra_results()}
 
 
-def represent_tables(rows: list[dict]) -> str:
+def represent_tables(rows: list[dict], plan: RepresentPlan | None = None) -> str:
     """Markdown: transfer accuracy per (representation, method) x target size, per pair; and
-    the episodic few-shot table."""
+    the episodic few-shot table; ``plan``: the one the rows ran with (its budget, and whether
+    quick, in a header)."""
     from ..evaluate import mean_se
 
-    out = []
+    out = [f"# represent benchmark{' (quick)' if plan.quick else ''}", "", budget_line(plan, represent_plan(False)),
+           ""] if plan is not None else []
     for source, target in sorted({(r["source"], r["target"]) for r in rows}):
         pr = [r for r in rows if (r["source"], r["target"]) == (source, target) and "/class" in r["setting"]]
         if not pr:

@@ -41,8 +41,8 @@ from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, model_path, prepare_domains, run_experiment, run_source_network
 from ..io import load_safetensors, write_text
 from ..methods import get_method
-from ..runtime import job_result
-from . import Plan, as_list, as_pairs, benchmark, skada_compare
+from ..runtime import invocation, job_result
+from . import Plan, as_list, as_pairs, benchmark, budget_line, skada_compare
 
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
          ("mnist", "mnist+inversion"))
@@ -92,6 +92,11 @@ class Budget(Plan):
         check(self.tsne_points >= 2, f"tsne_points must be >= 2 (t-SNE needs 4 points: 2 per domain), got "
                                      f"{self.tsne_points}")
         check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")
+
+    def budget(self) -> str:
+        return (f"pairs {', '.join(f'{s} → {t}' for s, t in self.pairs)}; seeds {', '.join(map(str, self.seeds))}; "
+                f"pre-training up to {self.pretrain_steps} steps, adaptation {self.adapt_steps} steps rounded to "
+                f"whole SKADA epochs of each pair (at least one)")
 
 
 def budget(quick: bool) -> Budget:
@@ -154,7 +159,8 @@ def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
     return epochs, epochs * spe
 
 
-@benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, 5 digit pairs, SKADA side by side",
+@benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, digit pairs (5; --quick: the 2 SKADA "
+                  "pairs), SKADA side by side",
            plan=uda_plan)
 def uda_suite(b: UdaPlan, bench_dir, log):
     rows, tables = [], []
@@ -180,7 +186,7 @@ def uda_suite(b: UdaPlan, bench_dir, log):
             log("skada is not installed (pip install transferkit[bench]): no side-by-side rows")
         rows += pair_rows
         tables.append(table3(source, target, pair_rows, b, epochs, steps))
-    write_text(bench_dir / "uda_tables.md", "\n".join(tables))
+    write_text(bench_dir / "uda_tables.md", "\n".join([budget_line(b, uda_plan(False)) + "\n", *tables]))
     log("\n" + "\n".join(tables))
     source, target = b.pairs[0]
     tsne_figure(bench_dir, source, target, b, log)
@@ -200,7 +206,8 @@ def skada_rows(cfg: ExperimentConfig, epochs: int, b: UdaPlan, bench_dir: Path, 
             res = skada_compare.run_skada(name, net, data.source.train, data.target.train, data.target.test,
                                           epochs, b.batch_size, b.lr, cfg.seed)
             return {"method": f"skada:{name}", "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
-                    "seed": cfg.seed, "library": "skada", "epochs": epochs, "config_digest": digest, **res}
+                    "seed": cfg.seed, "library": "skada", "epochs": epochs, "config_digest": digest, **res,
+                    "invocation": invocation()}
         path = bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json"
         out.append(job_result(path, compute, lambda row: log(
             f"  {row['method']:<16} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"),
@@ -260,15 +267,21 @@ def issue_checks(rows: list[dict]) -> list[str]:
         d = paired_difference(rows, m1, m2)
         if d is not None:
             lines.append(f"| {m1} − SKADA {m2.split(':', 1)[1]} (paired, points) | {_paired_text(d)} | {d[2]} |")
-    dann = [r.get("fit_wall_s", r["wall_s"]) for r in rows if r["method"] == "dann"]
-    skada_dann = [r["wall_s"] for r in rows if r["method"] == "skada:DANN"]
+    timed = [r for r in rows if r["method"] in ("dann", "skada:DANN")]
+    dann = [r.get("fit_wall_s", r["wall_s"]) for r in timed if r["method"] == "dann"]
+    skada_dann = [r["wall_s"] for r in timed if r["method"] == "skada:DANN"]
+    runs = sorted({str(r.get("invocation", "unrecorded")) for r in timed})  # as flex's wall.md: one invocation?
+    mixed = len(runs) > 1 and dann and skada_dann
     if dann and skada_dann:
         lines.append(f"| dann / SKADA DANN training seconds (means; transferkit trains channels-last, SKADA in "
-                     f"the layout it is given, the default) | {mean_se(dann)[0]:.1f} / "
+                     f"the layout it is given, the default){' (mixed)' if mixed else ''} | {mean_se(dann)[0]:.1f} / "
                      f"{mean_se(skada_dann)[0]:.1f} s | {len(dann)} / {len(skada_dann)} |")
     if not lines:
         return []
-    return ["", "Checks (computed from the rows above):", "", "| comparison | value | n |", "|---|---|---|", *lines]
+    note = ["", f"(mixed): the seconds compared were timed in {len(runs)} invocations of the benchmark (a resumed "
+                f"run; the machine's load may differ between them, so compare rows of one): {', '.join(runs)}"]
+    return ["", "Checks (computed from the rows above):", "", "| comparison | value | n |", "|---|---|---|", *lines,
+            *(note if mixed else [])]
 
 
 def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, steps: int) -> str:

@@ -36,7 +36,7 @@ from ..runtime import job_result
 from ..splits import split_domain, split_parts
 from ..text import class_text_embeddings, text_available
 from ..zeroshot import AttributeZeroShot, EmbeddingZeroShot, prior_matched_gamma, zero_shot_report
-from . import Plan, as_list, benchmark
+from . import Plan, as_list, benchmark, budget_line
 
 SEEN, UNSEEN = list(range(7)), [7, 8, 9]
 DOMAINS = ("mnist", "syndigits")
@@ -116,6 +116,10 @@ class ZeroshotPlan(Plan):
         check(isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 1,
               f"steps must be a whole number >= 1, got {self.steps!r}")
 
+    def budget(self) -> str:
+        return (f"up to {self.steps} training steps per job (early stopping on the seen classes' validation "
+                f"split), seeds {', '.join(map(str, self.seeds))}")
+
 
 def zeroshot_plan(quick: bool) -> ZeroshotPlan:
     return ZeroshotPlan(quick=True, steps=150, seeds=[0]) if quick else ZeroshotPlan()
@@ -144,7 +148,7 @@ def zeroshot_suite(plan: ZeroshotPlan, bench_dir, log):
                                    partial(_zeroshot_rows, mname, make, name, seed, (train, train_caps, val, test),
                                            data, cfg, text, log),
                                    partial(_log_rows, log))
-    write_text(Path(bench_dir) / "zeroshot.md", zeroshot_tables(rows))
+    write_text(Path(bench_dir) / "zeroshot.md", zeroshot_tables(rows, plan))
     return rows
 
 
@@ -205,9 +209,12 @@ def _mean_se(vals) -> str:
     return mean_se_text(vals)
 
 
-def zeroshot_tables(rows: list[dict]) -> str:
-    """Markdown: zero-shot / GZSL per method and domain, and the retrieval Recall@K table."""
-    out = ["| method | trained on | ZSL unseen acc (%) | GZSL seen / unseen / H (%) | "
+def zeroshot_tables(rows: list[dict], plan: ZeroshotPlan | None = None) -> str:
+    """Markdown: zero-shot / GZSL per method and domain, and the retrieval Recall@K table; ``plan``:
+    the one the rows ran with (its budget, and whether quick, in a header)."""
+    out = [f"# zeroshot benchmark{' (quick)' if plan.quick else ''}", "", budget_line(plan, zeroshot_plan(False)),
+           ""] if plan is not None else []
+    out += ["| method | trained on | ZSL unseen acc (%) | GZSL seen / unseen / H (%) | "
            "prior-calibrated GZSL seen / unseen / H (%) | seeds |", "|---|---|---|---|---|---|"]
     keys = sorted({(r["method"], r["source"]) for r in rows}, key=lambda k: (k[1], k[0]))
 

@@ -104,6 +104,27 @@ def test_a_stopped_benchmark_names_its_benchmark_directory_not_the_run_its_job_w
     assert (bench_dir / "results.json").is_file()
 
 
+def test_a_failed_job_of_a_benchmark_names_the_benchmark_resume_not_its_inner_run(tmp_path, monkeypatch, capsys):
+    from transferkit import experiment
+    from transferkit.bench import demo
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    real = experiment.run_job
+
+    def finetune_fails(*args):
+        if args[4].name == "finetune":
+            raise ValueError("boom")
+        return real(*args)
+    monkeypatch.setattr(experiment, "run_job", finetune_fails)
+    monkeypatch.setattr(demo, "demo_config", lambda quick=False: ExperimentConfig(
+        name="demo", source="digits", target="digits", k=2, repeats=1, methods=["target_only", "finetune"],
+        pretrain=TrainConfig(steps=20, eval_every=10), train=TrainConfig(steps=10, eval_every=5)))
+    code, _, err = run_cli(capsys, "bench", "demo", "--quick", "--out", str(tmp_path))
+    bench_dir = next(tmp_path.glob("bench-demo-quick/*"))
+    assert code == 2 and f"the same transferkit bench command with --resume {bench_dir} runs only" in err, err
+    assert "transferkit run --resume" not in err
+
+
 def test_methods_lists_the_four_base_methods(capsys):
     code, out, _ = run_cli(capsys, "methods")
     assert code == 0

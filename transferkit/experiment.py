@@ -71,6 +71,7 @@ from .runtime import (
     cpu_kernels,
     failures_message,
     guarded,
+    held_benchmark_dir,
     invocation,
     is_main_process,
     map_jobs,
@@ -1191,6 +1192,10 @@ def _jobs_failed(cfg: ExperimentConfig, run_dir: Path, failures: list, rows: lis
               if others else "")
     kept = f"results.json and results.md hold the {len(rows)} finished row(s)"
     again = f"transferkit run --resume {run_dir}"
+    bench = held_benchmark_dir()
+    if bench is not None:  # a benchmark's jobs: the benchmark resumes, not the run its jobs made in it
+        kept, narrow = "the finished jobs are kept", ""
+        again = f"the same transferkit bench command with --resume {bench}"
     return JobsFailed(failures_message(failures, total, kept, again) + narrow, failures, rows)
 
 

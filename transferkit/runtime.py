@@ -213,6 +213,11 @@ def holding_work_dir(path: str | os.PathLike):
         _HELD.clear()  # the directory stays recorded for the stop message
 
 
+def held_benchmark_dir() -> Path | None:
+    """The benchmark directory :func:`holding_work_dir` holds now, or None (no benchmark runs)."""
+    return work_dir() if _HELD else None
+
+
 def work_dir() -> Path | None:
     """The directory :func:`note_work_dir` recorded last in this process, or None."""
     return _WORK_DIR[0] if _WORK_DIR else None

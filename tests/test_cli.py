@@ -165,11 +165,44 @@ def test_show_writes_png(tmp_path, capsys):
     assert code == 0 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_show_takes_channels_for_a_colour_shift(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "show", "digits+yuv", "--out", str(tmp_path / "a.png"))
-    assert code == 2 and "--channels 3" in err
+def test_show_loads_a_colour_shift_of_a_grey_domain_in_colour_as_run_does(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "show", "digits+yuv", "--out", str(tmp_path / "a.png"))
+    assert code == 0 and (tmp_path / "a.png").is_file(), err  # was refused, asking for --channels 3
     code, _, err = run_cli(capsys, "show", "digits+yuv", "--channels", "3", "--out", str(tmp_path / "b.png"))
-    assert code == 0 and (tmp_path / "b.png").is_file(), err
+    assert code == 0 and (tmp_path / "b.png").read_bytes() == (tmp_path / "a.png").read_bytes(), err
+    code, _, err = run_cli(capsys, "show", "digits+yuv", "--channels", "1", "--out", str(tmp_path / "c.png"))
+    assert code == 2 and "3 channels" in err
+
+
+def test_help_texts_name_defaults_and_what_a_command_writes(capsys):
+    for argv, texts in ((["show", "--help"], ["(default: grid.png)", "(default: 8)", "(default: 28)"]),
+                        (["run", "--help"], ["OUT_DIR/NAME/<timestamp>/", "--print-config", "example: transferkit run",
+                                             "BatchNorm statistics are per process"]),
+                        (["domains", "--help"], ["folder:PATH", "npz:FILE"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = " ".join(capsys.readouterr().out.split())
+        assert all(t in out for t in texts), (argv, out)
+
+
+def test_nproc_refuses_workers_and_a_missing_gpu_before_starting_processes(capsys, monkeypatch):
+    import subprocess
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("torchrun was started"))
+    code, _, err = run_cli(capsys, "run", "--nproc", "2", "--workers", "2", "--set", "methods=[finetune]")
+    assert code == 2 and "--workers 2 and --nproc 2 do not combine" in err, err
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(capsys, "run", "--nproc", "2", "--device", "cuda", "--set", "methods=[finetune]")
+        assert code == 2 and "device cuda requested but CUDA is not available" in err, err
+
+
+def test_ranks_of_nproc_other_than_0_leave_the_warnings_to_rank_0(capsys, monkeypatch):
+    import warnings
+
+    from transferkit.errors import TransferkitWarning
+    with warnings.catch_warnings():
+        monkeypatch.setenv("RANK", "1")
+        assert run_cli(capsys, "domains")[0] == 0
+        assert ("ignore", None, TransferkitWarning) == warnings.filters[0][:3]
 
 
 def test_the_table_a_run_prints_names_its_class_subset(tmp_path, capsys):

@@ -108,6 +108,9 @@ def test_an_unfinished_benchmark_or_run_directory_names_the_command_that_complet
         assert main([command, str(run)]) == 2
         err = capsys.readouterr().err
         assert f"`transferkit run --resume {run}` completes it" in err and "transferkit bench" not in err, err
+    (run / "jobs" / "finetune-k=1-s0.json").write_text('{"world_size": 2}')  # a run of --nproc 2 resumes under it
+    assert main(["summary", str(run)]) == 2
+    assert f"`transferkit run --nproc 2 --resume {run}` completes it" in capsys.readouterr().err
 
 
 def test_report_in_headless_chromium(bench_dir):

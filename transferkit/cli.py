@@ -12,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .errors import JobsFailed, TransferkitError, WorkerDied, check
+from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check
 
 
 def _domains(args) -> None:
@@ -28,9 +28,10 @@ def _domains(args) -> None:
 
 
 def _show(args) -> None:
-    from .data import load_domain
+    from .data import has_colour_shift, load_domain
     from .plots import sample_grid
-    domain = load_domain(args.domain, seed=args.seed, size=args.size, channels=args.channels)
+    channels = args.channels or (3 if has_colour_shift(args.domain) else None)  # as `run` loads it (channels: auto)
+    domain = load_domain(args.domain, seed=args.seed, size=args.size, channels=channels)
     path = sample_grid(domain, args.out, per_class=args.per_class, seed=args.seed)
     print(f"{domain.name}: {len(domain)} images, {domain.num_classes} classes -> {path}")
 
@@ -124,12 +125,15 @@ def _checked_for_torchrun(args) -> bool:
     """Before ``--nproc`` starts processes: check what they would run (a bad config, plan or
     name is one error line here, not one per rank and a torchrun traceback); ``False`` when
     the command needs no processes (``bench list``, ``--print-plan``)."""
+    from .runtime import resolve_device
     if args.command == "run":
         if args.print_config:
             return False
         from .experiment import check_names
         _runtime_flag_checks(args)
-        check_names(_run_config(args), args.resume)
+        cfg = _run_config(args)
+        check_names(cfg, args.resume)
+        resolve_device(cfg.device)  # CUDA that is not there: one line here, not one per rank
     elif args.command in ("bench", "demo"):
         name = "demo" if args.command == "demo" else args.name
         if name == "list" or args.print_plan:
@@ -138,11 +142,15 @@ def _checked_for_torchrun(args) -> bool:
         _runtime_flag_checks(args)
         _check_bench_resume(args)
         make_plan(name, args.quick, args.set)
+        resolve_device(args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
     return True
 
 
 def _runtime_flag_checks(args) -> None:
     check(getattr(args, "workers", None) is None or args.workers >= 1, f"--workers must be >= 1, got {args.workers}")
+    check(not ((getattr(args, "workers", None) or 1) > 1 and getattr(args, "nproc", 1) > 1),
+          f"--workers {args.workers} and --nproc {getattr(args, 'nproc', 1)} do not combine: under --nproc every "
+          f"process runs each job data-parallel, one job after another; give one of them")
     if getattr(args, "device", None):
         from .runtime import check_device_name
         check_device_name(args.device)
@@ -308,10 +316,13 @@ def _summary(args) -> None:
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--workers", type=int, metavar="N", help="run independent jobs in N processes")
+    s.add_argument("--workers", type=int, metavar="N", help="run independent jobs in N processes (default: the "
+                                                             "config's workers, 1); the rows are the same")
     s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
     s.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="data-parallel training in N processes (torchrun, torch.distributed)")
+                   help="data-parallel training in N processes (torchrun, torch.distributed; default 1): "
+                        "batch_size is the global batch and BatchNorm statistics are per process, so the rows "
+                        "differ from one process's (docs/scale.md)")
     s.add_argument("--portable-kernels", action="store_true",
                    help="cap torch's CPU kernels at AVX2 (ATen, MKL, oneDNN), so that a seed gives the same numbers "
                         "on x86 machines with other native kernels (AVX-512, AMX); see docs/scale.md")
@@ -323,21 +334,35 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("domains", help="list built-in domains and shifts")
+    s = sub.add_parser("domains", help="list built-in domains and shifts",
+                       description="List the built-in domains (DOMAIN) and shifts (DOMAIN+SHIFT, e.g. mnist+yuv); "
+                                   "your own data: folder:PATH (class sub-folders) or npz:FILE (x, y). Any of these "
+                                   "names goes to a config's source / target and to `transferkit show`.")
     s.set_defaults(func=_domains)
-    s = sub.add_parser("show", help="save a picture of samples per class")
-    s.add_argument("domain")
-    s.add_argument("--out", default="grid.png")
-    s.add_argument("--per-class", type=int, default=8)
-    s.add_argument("--size", type=int, default=28)
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("show", help="save a picture of samples per class",
+                       description="Draw up to --per-class random images of each class of DOMAIN into a PNG.")
+    s.add_argument("domain", help="a domain name as `transferkit domains` lists it (mnist, mnist+yuv, folder:PATH)")
+    s.add_argument("--out", default="grid.png", help="the PNG file to write (default: grid.png)")
+    s.add_argument("--per-class", type=int, default=8, help="images per class (default: 8)")
+    s.add_argument("--size", type=int, default=28, help="image side in pixels (default: 28)")
+    s.add_argument("--seed", type=int, default=0, help="which images (and random shifts) are drawn (default: 0)")
     s.add_argument("--channels", type=int, choices=(1, 3),
-                   help="convert to 1 or 3 channels (3 is needed for yuv/hsv on a grey domain)")
+                   help="convert to 1 or 3 channels (default: as stored; 3 for a colour shift, yuv/hsv, on a grey "
+                        "domain, as `run` does)")
     s.set_defaults(func=_show)
     s = sub.add_parser("methods", help="list methods, or show the named methods' options and documentation")
     s.add_argument("names", nargs="*", help="methods to describe (options with their defaults, the docstring)")
     s.set_defaults(func=_methods)
-    s = sub.add_parser("run", help="run an experiment from a YAML config")
+    s = sub.add_parser("run", help="run an experiment from a YAML config",
+                       description="Run every (method, repeat) job of a config: pre-train the backbone on the "
+                                   "source (cached across runs in $TRANSFERKIT_CACHE, default ~/.cache/transferkit), "
+                                   "transfer with each method, evaluate on the target's test split. Writes "
+                                   "OUT_DIR/NAME/<timestamp>/ (config.yaml, jobs/, models/, metrics.jsonl, "
+                                   "results.json, results.md) and prints the table. `--print-config` shows every "
+                                   "key with its value; `transferkit methods NAME` a method's options "
+                                   "(--set options.NAME.OPTION=VALUE).",
+                       epilog="example: transferkit run --set source=mnist --set target=mnist+yuv --set k=5 "
+                              "--set 'methods=[finetune,dann]' --set train.steps=100")
     s.add_argument("config", nargs="?", help="YAML file (omit to use the defaults with --set, or, with "
                                              "--resume, the run's own config.yaml)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -430,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .runtime import keep_freed_memory, new_invocation, note_work_dir, one_line_warnings
 
+    if os.environ.get("RANK", "0") != "0":  # a rank of --nproc other than 0: rank 0 shows the warnings once
+        warnings.filterwarnings("ignore", category=TransferkitWarning)
     note_work_dir(None)  # a directory of an earlier command in this process is not this one's
     new_invocation()  # nor are its rows this command's
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in

@@ -105,6 +105,8 @@ def _typed(hint, value, name: str):
         raise TransferkitError(f"config {name} must be text, got the number {value!r} (YAML reads unquoted digits as "
                                f"a number): quote it as written ({leaf}: \"...\"), so that YAML keeps its text")
     if isinstance(value, str) and any(t in (int, float) for t in kinds):
-        raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write the number without "
-                               f"quotes, e.g. {leaf}: 5")
+        how = ("one number, not a list" if "," in value else "a number") + (" without quotes" if value[:1] in "'\""
+                                                                          or not value.strip(" -+.0123456789eE")
+                                                                          else "")
+        raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: 5")
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")

@@ -37,10 +37,14 @@ def unfinished_hint(run_dir: Path) -> str:
                               *(["--quick"] if plan.get("quick") else []), "--resume", str(run_dir)])
         return (f": {run_dir} is a benchmark directory that is not finished (it holds {n} finished job(s)); "
                 f"`{command}` completes it and writes the results")
-    n = len(list((run_dir / "jobs").glob("*.json"))) if plan is None else 0
+    jobs = sorted((run_dir / "jobs").glob("*.json")) if plan is None else []
+    n = len(jobs)
     if n and (run_dir / "config.yaml").is_file():
+        worlds = {_row_field(j, "world_size") for j in jobs} - {None, 1}  # a run of --nproc N resumes under it
+        nproc = ["--nproc", str(max(worlds))] if worlds else []
         return (f": {run_dir} holds {n} finished job(s) but is not finished; "
-                f"`{shlex.join(['transferkit', 'run', '--resume', str(run_dir)])}` completes it and writes the results")
+                f"`{shlex.join(['transferkit', 'run', *nproc, '--resume', str(run_dir)])}` completes it and writes "
+                f"the results")
     if n:  # neither a config nor a plan: which command made it is not written down
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` "
                 f"(or `transferkit bench NAME --resume {run_dir}`) completes it and writes the results")
@@ -49,6 +53,15 @@ def unfinished_hint(run_dir: Path) -> str:
         shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")
         return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {run_dir / runs[-1]}"
     return ""
+
+
+def _row_field(path: Path, key: str):
+    """Field ``key`` of the finished job row in ``path``, None when it has none or is unreadable."""
+    try:
+        row = read_json(path)
+    except TransferkitError:
+        return None
+    return row.get(key) if isinstance(row, dict) else None
 
 
 def _bench_plan(run_dir: Path) -> dict | None:

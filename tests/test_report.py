@@ -530,3 +530,17 @@ def test_summary_of_several_runs_is_one_table_with_a_run_column(tmp_path, capsys
     write_results(tmp_path / "c" / "a", "a", {}, second[:1])
     assert main(["summary", str(tmp_path / "a"), str(tmp_path / "c" / "a")]) == 0
     assert f"| {tmp_path / 'c' / 'a'} | flex |" in capsys.readouterr().out
+
+
+def test_summary_of_an_unfinished_run_shows_its_finished_jobs_and_what_completes_it(tmp_path, capsys):
+    run = tmp_path / "runs" / "mine" / "20261201-101500-000001"
+    (run / "jobs").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: mine\ntarget_classes: 5-9\n")
+    base = {"method": "finetune", "source": "s", "target": "t", "setting": "k=1", "wall_s": 1.0}
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        (run / "jobs" / f"finetune-k=1-s{seed}.json").write_text(json.dumps({**base, "seed": seed, "accuracy": acc}))
+    (run / "jobs" / "broken.json").write_text("{")
+    assert main(["summary", str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert "Classes: target classes 5-9." in out and "| finetune | s | t | k=1 | 60.0 ± 10.0 | 2 |" in out, out
+    assert "the table holds the 2 job(s) finished so far" in err and f"`transferkit run --resume {run}`" in err, err

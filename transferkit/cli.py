@@ -302,14 +302,16 @@ def _demo(args) -> None:
 
 
 def _summary(args) -> None:
-    from .results import combine_runs, failed_line, markdown_table, read_results, summarize
+    from .results import combine_runs, failed_line, markdown_table, read_results, summarize, unfinished_run
     path = Path(args.results[0]) if len(args.results) == 1 else " + ".join(args.results)
-    data = (read_results(path / "results.json" if path.is_dir() else path) if len(args.results) == 1
-            else combine_runs(args.results))
+    data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
+            or read_results(path / "results.json" if path.is_dir() else path))
     config = data.get("config")
     failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
     check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
     print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, (dict, list)) else None))
+    check(not data.get("unfinished"), f"the table holds the {len(data['rows'])} job(s) finished so far"
+                                       f"{data.get('unfinished')}")
     failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did
     check(not failed, f"{len(failed)} job(s) of this run or benchmark failed: {'; '.join(map(failed_line, failed))}"
                       f"; the table shows the finished rows only (after a fix, resume the directory to run them)")
@@ -397,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "one table with a run column")
     s.add_argument("results", nargs="+", metavar="RESULTS",
                    help="a results.json, or a run or benchmark directory holding one (exit 2 when some of its jobs "
-                        "failed); several: one table, each row naming its run (seeds of one method are averaged "
+                        "failed; a run directory not finished: the table of its finished jobs, exit 2); "
+                        "several: one table, each row naming its run (seeds of one method are averaged "
                         "within a run, never across runs)")
     s.set_defaults(func=_summary)
     return p

@@ -17,6 +17,8 @@ from collections import Counter
 from numbers import Real
 from pathlib import Path
 
+import yaml
+
 from .errors import TransferkitError, check
 from .evaluate import format_mean_se, mean_se
 from .io import read_json, write_json, write_text
@@ -55,13 +57,33 @@ def unfinished_hint(run_dir: Path) -> str:
     return ""
 
 
-def _row_field(path: Path, key: str):
-    """Field ``key`` of the finished job row in ``path``, None when it has none or is unreadable."""
+def unfinished_run(run_dir: Path) -> dict | None:
+    """The finished rows of a run directory that is not finished (``config.yaml`` and job files,
+    no ``results.json``), as :func:`read_results` gives a finished one's (``unfinished``: what
+    completes it); None for any other path. Job files that are no result rows are left out."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / "results.json").exists() or not (run_dir / "config.yaml").is_file():
+        return None
+    rows = [row for row in (_row_field(j, None) for j in sorted((run_dir / "jobs").glob("*.json")))
+            if isinstance(row, dict) and all(k in row for k in ROW_KEYS)]
+    if not rows:
+        return None
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        config = None
+    return {"rows": rows, "config": config if isinstance(config, dict) else None,
+            "unfinished": unfinished_hint(run_dir)}
+
+
+def _row_field(path: Path, key: str | None):
+    """Field ``key`` of the finished job row in ``path`` (``None``: the whole row), None when it
+    has none or is unreadable."""
     try:
         row = read_json(path)
     except TransferkitError:
         return None
-    return row.get(key) if isinstance(row, dict) else None
+    return row if key is None else row.get(key) if isinstance(row, dict) else None
 
 
 def _bench_plan(run_dir: Path) -> dict | None:

@@ -14,7 +14,7 @@ from transferkit.backbones import (
     load_torchvision_weights,
     resnet18,
 )
-from transferkit.errors import TransferkitError, UnknownNameError
+from transferkit.errors import TransferkitError, TransferkitWarning, UnknownNameError
 from transferkit.heads import CosineHead, PrototypeHead
 
 UNITS = {
@@ -436,9 +436,16 @@ def test_from_modules_takes_the_first_convolutions_channels_not_three():
             super().__init__()
             self.conv1, self.relu, self.fc = nn.Conv2d(1, 8, 3, 2), nn.ReLU(), nn.Linear(8 * 13 * 13, 4)
 
-    net = from_modules(Small(), [["conv1", "relu"]], head="fc")
-    assert net.input_shape == (1, 224, 224)  # was (3, 224, 224): its 1-channel images were refused
+        def forward(self, x):  # its fc is sized for 28 x 28: the guess of 224 x 224 fails
+            return self.fc(self.relu(self.conv1(x)).flatten(1))
+
+    with pytest.warns(TransferkitWarning, match=r"could not check the cut at the guessed input shape \(1, 224, 224\)"):
+        net = from_modules(Small(), [["conv1", "relu"]], head="fc")
+    assert net.input_shape is None  # was (1, 224, 224), a size it does not take (and before that (3, 224, 224))
     Engine(TrainConfig(steps=1, batch_size=8)).fit(Finetune(net), target=toy_domain(16))
+    pooled = from_modules(nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)),
+                          [["0", "1"]], head="3")
+    assert pooled.input_shape == (1, 224, 224) and pooled.input_shape_guessed  # the first convolution's channels
     assert from_modules(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), ["0"], head="1").input_shape is None
 
 

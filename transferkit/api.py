@@ -18,9 +18,17 @@ from pathlib import Path
 
 import torch
 
-from .backbones import UnitNet, build_backbone, check_backbone, check_unitnet, definition_digest, reinitialise
+from .backbones import (
+    UnitNet,
+    build_backbone,
+    check_backbone,
+    check_unitnet,
+    definition_digest,
+    evaluating,
+    reinitialise,
+)
 from .config import load_config
-from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match
+from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
 from .engine import Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
@@ -140,9 +148,15 @@ class Transfer:
             if k != "unlabeled":
                 check_labeled(d, f"fit: the {k} domain")
         shapes = {k: d.image_shape for k, d in given.items()}
-        if net is not None and getattr(net, "input_shape", None) is not None:
-            shapes["net"] = tuple(net.input_shape)
         check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}")
+        guessed = net is not None and getattr(net, "input_shape_guessed", False)  # from_modules' 224 x 224
+        if net is not None and getattr(net, "input_shape", None) is not None and not guessed:
+            have, want = next(iter(shapes.values())), tuple(net.input_shape)
+            check(have == want,
+                  f"fit: the images are {have} (C, H, W) and the network was built for {want} (its input_shape: "
+                  f"UnitNet(..., input_shape=), from_modules(model, ..., input_shape=) or a builder's in_channels "
+                  f"and image_size set it): convert the images (domain.to_format(size=..., channels=...)) or, when "
+                  f"the network takes images of this shape, build it for them (input_shape={have})")
         torch.manual_seed(self.seed)
         given_net = net is not None
         classes = (target if target is not None else source).class_names
@@ -160,6 +174,8 @@ class Transfer:
                                        + (" (it has no classifier, as after reset_classifier(0): this method "
                                           "needs one trained on the source classes)" if net.num_classes == 0 else ""))
             net = copy.deepcopy(net)
+            if guessed:
+                _take_image_shape(net, next(iter(given.values())))
             if getattr(cls, "fresh_init", False):  # target_only: the architecture, never the weights
                 try:
                     reinitialise(net)
@@ -198,6 +214,9 @@ class Transfer:
         pretrains = cls.needs_pretrained and not given_net
         if source is not None and target is not None:
             warn_numbered_match(source, target)
+        if "target" in cls.streams and head_classes is not None and target_classes is not None:  # named rows
+            warn_unshared_classes(head_classes, target_classes,
+                                  chosen=any("classes" in d.provenance for d in (source, target) if d is not None))
         if source_val is not None:
             check(pretrains, f"fit: source_val is the validation split of the source pre-training, but "
                              f"{'net= is given' if given_net else f'method {cls.name!r} does not pre-train'}: "
@@ -380,6 +399,27 @@ class Transfer:
         report = classification_report(logits, domain.labels, domain.num_classes, domain.groups)
         return {**report, **report_seen_unseen(report, domain.class_names, [self.classes_[j] for j in seen]),
                 "gzsl_gamma": gamma}
+
+
+def _take_image_shape(net: UnitNet, domain: Domain) -> None:
+    """Give ``net``, whose ``input_shape`` is from_modules' guess (C x 224 x 224: no
+    ``input_shape=`` was given), the shape of ``domain``'s images, once it runs on one of them:
+    a guess binds nothing, while a shape one gives is checked against the images."""
+    guess, shape = tuple(net.input_shape), tuple(domain.image_shape)
+    if guess != shape:
+        ref = next(net.parameters(), torch.empty(0))
+        try:
+            with evaluating(net), torch.no_grad():
+                net(domain.images[:1].to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None))
+        except (RuntimeError, TransferkitError) as e:
+            cause = e.__cause__ or e
+            raise TransferkitError(
+                f"fit: the network fails on the images of {domain.name!r}, of shape {shape} "
+                f"({type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}); its input shape {guess} "
+                f"is from_modules' guess (no input_shape= given): build it with from_modules(model, ..., "
+                f"input_shape=(C, H, W)) for the size your model takes, which also checks the cut, and give images "
+                f"of that size (domain.to_format(size=..., channels=...))") from e
+    net.input_shape, net.input_shape_guessed, net._shapes = shape, False, None
 
 
 def _train_config(value, default: TrainConfig, name: str) -> TrainConfig:

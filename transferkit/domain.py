@@ -155,6 +155,55 @@ def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[i
     return mapping
 
 
+def _loose_names(names: list[str]) -> list[str]:
+    """``names`` compared loosely: case and surrounding spaces ignored, without the prefix and
+    suffix that all of them share (never cutting into a number: ``d0..d9`` -> ``0..9``,
+    ``class_01`` -> ``1``, but ``10, 20`` stay), numbers read as numbers (``07`` is ``7``)."""
+    keys = [str(n).strip().casefold() for n in names]
+    if len(keys) >= 2:
+        pre = os.path.commonprefix(keys).rstrip("0123456789")
+        suf = os.path.commonprefix([k[::-1] for k in keys])[::-1].lstrip("0123456789")
+        if all(len(k) > len(pre) + len(suf) for k in keys):
+            keys = [k[len(pre):len(k) - len(suf)] for k in keys]
+    return [str(int(k)) if k.isascii() and k.isdigit() else k for k in keys]
+
+
+def warn_unshared_classes(source_classes: list[str], target_classes: list[str], chosen: bool) -> None:
+    """Warn when no target class is named as a source class, so that a head trained on target
+    labels gets a new row for every class and keeps none of the source classifier, and the
+    names suggest a naming mistake rather than other classes: the names match when compared
+    loosely (``d0..d9`` and ``0..9``: :func:`_loose_names`), or both sides have as many classes,
+    one side numbers them and the other names them (``0..9`` and ``zero..nine``: an npz file
+    without ``class_names`` against named folders), and neither is a subset the caller
+    ``chosen`` (``source_classes`` / ``target_classes``, ``select_classes``). Label sets that
+    are disjoint on purpose (digits 0-4 -> 5-9, of one domain or of two files) are named alike
+    and stay quiet. Names that differ only in case are named by :func:`head_mapping`."""
+    source, target = [str(c) for c in source_classes], [str(c) for c in target_classes]
+    if not source or not target or set(source) & set(target):
+        return
+    near = {c.strip().casefold() for c in source}
+    if all(c.strip().casefold() in near for c in target):  # head_mapping warns about these
+        return
+
+    def show(names):
+        return ", ".join(repr(c) for c in names[:5]) + (", ..." if len(names) > 5 else "")
+    loose_source = dict(zip(_loose_names(source), source))
+    pairs = [(t, loose_source[k]) for t, k in zip(target, _loose_names(target)) if k in loose_source]
+    head = (f"no target class is named as a source class (source {show(source)}; target {show(target)}), so a "
+            f"method trained on target labels gets a new classifier row for every target class and keeps none of "
+            f"the source's (classes are matched by exact name)")
+    if pairs and 2 * len(pairs) >= len(target):
+        alike = ", ".join(f"target {t!r} ~ source {s!r}" for t, s in pairs[:5]) + (", ..." if len(pairs) > 5 else "")
+        warn(f"{head}; they look like the same classes named otherwise ({alike}). Give the target's classes the "
+             f"source's names (folder names, npz class_names) to keep their rows; if they are other classes, this is "
+             f"expected")
+    elif len(source) == len(target) and not chosen and \
+            sum(all(k.isascii() and k.isdigit() for k in _loose_names(side)) for side in (source, target)) == 1:
+        warn(f"{head}; one side numbers its classes and the other names them. If they are the same classes, give "
+             f"them the same names (folder names, npz class_names) to keep their rows; if they are other classes, "
+             f"this is expected")
+
+
 def warn_numbered_match(source: Domain, target: Domain) -> None:
     """Warn when two domains of other origins both number their classes (npz files without
     ``class_names``): their classes are matched by those numbers, right only if class ``i``

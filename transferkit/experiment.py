@@ -42,12 +42,12 @@ from .backbones import (
 )
 from .config import ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
-from .domain import Domain, head_mapping, warn_numbered_match
+from .domain import Domain, head_mapping, warn_numbered_match, warn_unshared_classes
 from .engine import Engine, TrainConfig, check_streams, content_text
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, fraction_correct, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
-from .heads import head_for_classes
+from .heads import head_for_classes, retargeted_head
 from .io import (
     MATRIX_FILES,
     atomic_write,
@@ -147,26 +147,42 @@ def narrowed(split: Split, classes) -> Split:
                                                     for part in (split.val, split.test)))
 
 
-def retarget_head(net, source_classes: list[str] | None, target_classes: list[str]) -> None:
+def retarget_head(net, source_classes: list[str] | None, target_classes: list[str]) -> list[str]:
     """Give ``net`` a head over the target classes, copying the rows of classes shared
-    with the source (a new classifier for new classes, as in seed 000 §4.1 fine-tuning).
+    with the source (a new classifier row for each new class, as in seed 000 §4.1 fine-tuning).
+    Only the head's final layer is replaced (:func:`~transferkit.heads.retargeted_head`): the
+    hidden layers of an MLP head (an ``nn.Sequential`` ending in a linear layer) keep their
+    weights. A head without such a final layer (a module of one's own) is replaced by a new
+    linear head, with a warning: none of its layers or rows are kept.
     ``source_classes=None`` (the head's classes are unknown, e.g. a network handed in
-    without its source domain): a new head only when the class counts differ."""
+    without its source domain): new rows for every class, only when the class counts differ.
+    Returns the target classes whose rows are new (untrained)."""
+    n = len(target_classes)
     if source_classes is None:
-        if net.num_classes != len(target_classes):
-            net.reset_classifier(len(target_classes))
-        return
-    if list(source_classes) == list(target_classes):
-        return
+        if net.num_classes == n:
+            return []
+        rows: list[int | None] = [None] * n
+    elif list(source_classes) == list(target_classes):
+        return []
+    else:
+        rows = head_mapping(source_classes, target_classes)
     old = net.get_classifier()
-    net.reset_classifier(len(target_classes))
-    new = net.get_classifier()
-    with torch.no_grad():
-        for t, s in enumerate(head_mapping(source_classes, target_classes)):
-            if s is not None and hasattr(old, "weight") and old.weight.shape[1] == new.weight.shape[1]:
-                new.weight[t] = old.weight[s]
-                if getattr(old, "bias", None) is not None and getattr(new, "bias", None) is not None:
-                    new.bias[t] = old.bias[s]
+    new = None if net.num_classes == 0 else retargeted_head(old, rows)  # reset_classifier(0): no classifier
+    if new is not None:
+        new.train(net.training)
+        net.head = new
+        return [c for c, r in zip(target_classes, rows) if r is None]
+    if net.num_classes != 0:
+        kept = [c for c, r in zip(target_classes, rows) if r is not None]
+        warn(f"the network's head ({type(old).__name__}) has no final linear layer whose class rows can be "
+             f"retargeted (a linear or cosine head, or an nn.Sequential whose last layer with parameters is one), "
+             f"so it is replaced by a new linear head on the {net.embed_dim}-d embedding for the {n} target "
+             f"classes: none of its layers" + (f", nor the rows of the classes it shares with the target "
+                                              f"({kept[:5]}{', ...' if len(kept) > 5 else ''}), are kept"
+                                              if kept else " are kept") +
+             ". To keep them, give the head as an nn.Sequential ending in its nn.Linear classifier")
+    net._new_classifier(n)  # reset_classifier without its own warning about the layers dropped
+    return list(target_classes)
 
 
 def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
@@ -698,22 +714,31 @@ def build_method(cls, net, options: dict, head_classes: list[str] | None, target
     except TransferkitError:
         cls(copy.deepcopy(net), **options)  # the method's own error (e.g. distill without teachers) comes first
         raise
-    headless = net.num_classes == 0  # reset_classifier(0): a fresh head would be untrained where it is kept fixed
+    net_outputs = net.num_classes
+    headless = net_outputs == 0  # reset_classifier(0): a fresh head would be untrained where it is kept fixed
     method = cls(net, **options) if cls.built_before_retarget else None
+    new: list[str] = []  # target classes whose head rows are new (untrained)
     if "target" in cls.streams and target_classes is not None:
-        retarget_head(net, head_classes, target_classes)
+        new = retarget_head(net, head_classes, target_classes)
     method = cls(net, **options) if method is None else method
-    new = [c for c in target_classes or [] if head_classes is not None and c not in head_classes]
-    if new and "target" in cls.streams:
+    if new:
         method.head_has_new_rows(new)
     check(not (headless and method.keeps_head_fixed),
           f"{method.name} trains {', '.join(method.trainable_units())} and keeps the network's classifier fixed, but "
           f"the network has none (as after reset_classifier(0)): give it a classifier trained on these classes, or "
           f"use a method that trains the head (ft_unit:head, ft_fc1, ft_all, flex)")
-    check(not (new and "target" in cls.streams and method.keeps_head_fixed),
-          f"{method.name} trains {', '.join(method.trainable_units())} and keeps the head fixed, but the target "
-          f"classes {new[:10]} are not among the source head's: their new rows would never be trained. Use a "
-          f"method that trains the head (ft_unit:head, ft_fc1, ft_all, flex) or target classes the source has")
+    if new and method.keeps_head_fixed:
+        unnamed = [c for c in new if head_classes is not None and c in head_classes]
+        why = (f"the network's head has {net_outputs} outputs for the {len(target_classes)} target classes and, "
+               f"without the source domain, its classes are unknown, so every target class has a new row"
+               if head_classes is None else
+               f"the rows of the classes {unnamed[:10]} could not be kept from the source head (see the warning "
+               f"above), so their rows are new" if unnamed else
+               f"the target classes {new[:10]} are not among the source head's: their rows are new")
+        raise TransferkitError(
+            f"{method.name} trains {', '.join(method.trainable_units())} and keeps the head fixed, but {why} and "
+            f"would never be trained. Use a method that trains the head (ft_unit:head, ft_fc1, ft_all, flex) or "
+            f"target classes the source has")
     return method
 
 
@@ -1297,6 +1322,10 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
               f"least {FEWEST_FOR[part]} {unit} to give one to the {part} split (the most any class has is "
               f"{int(counts.max())}){' (or select_on: source_val / none)' if part == 'val' else ''}")
     _warn_unscored_classes(cfg, data, counts, unit)
+    if any("target" in cls.streams for cls in methods):  # these give the head the target classes by name
+        chosen = any(c is not None and not (isinstance(c, str) and c.strip().lower() == "all")
+                     for c in (cfg.source_classes, cfg.target_classes))
+        warn_unshared_classes(data.source.train.class_names, data.target.train.class_names, chosen)
     subsets = [label_subset(cfg, data.target, cfg.seed + r) for r in range(cfg.repeats)]
     labelled = [labeled for labeled, _ in subsets]
     _check_unlabelled_left(cfg, data, methods, [unlabeled for _, unlabeled in subsets])

@@ -171,6 +171,71 @@ class HeadRows(nn.Module):
         return self.head(x)[:, self.rows]
 
 
+def _has_state(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None or next(module.buffers(), None) is not None
+
+
+def final_layer(head: nn.Module) -> tuple[list[str], nn.Module] | None:
+    """Where the class rows of ``head`` are: ``([], head)`` for a linear layer (``nn.Linear``,
+    :class:`LinearHead`) or a :class:`CosineHead`; ``(path, layer)`` for such a layer that is
+    the last layer with parameters or buffers of an ``nn.Sequential`` head (nested ones too;
+    only layers without state, such as a softmax, may follow it), e.g.
+    ``nn.Sequential(Linear(576, 128), ReLU(), Dropout(), Linear(128, 10))`` gives
+    ``(["3"], Linear(128, 10))``. ``None`` for any other head: a module of one's own, whose
+    forward may do anything with its layers, or a :class:`PrototypeHead` (class means, not
+    trained rows)."""
+    if isinstance(head, (nn.Linear, CosineHead)) and not nn.parameter.is_lazy(head.weight):
+        return [], head
+    if isinstance(head, nn.Sequential):
+        for name, child in reversed(list(head.named_children())):
+            if not _has_state(child):
+                continue
+            found = final_layer(child)
+            return None if found is None else ([name, *found[0]], found[1])
+    return None
+
+
+def _new_rows_layer(old: nn.Module, num_classes: int) -> nn.Module:
+    """A fresh layer of ``old``'s kind (linear, or cosine with its scale) over ``num_classes``."""
+    if isinstance(old, CosineHead):
+        learn = isinstance(old.scale, nn.Parameter)
+        return CosineHead(old.in_features, num_classes, scale=float(old.scale.detach()), learn_scale=learn)
+    return LinearHead(old.in_features, num_classes, bias=old.bias is not None)
+
+
+def retargeted_head(head: nn.Module, rows: list[int | None]) -> nn.Module | None:
+    """A copy of ``head`` whose outputs are ``len(rows)`` classes: output ``t`` is ``head``'s
+    output ``rows[t]`` (its row of the final layer copied: weight, bias) or a new row
+    (``None``, initialised as a new layer's). Only the final layer (:func:`final_layer`) is
+    replaced, by a new one of its kind (linear, cosine): the layers before it (the hidden
+    layers of an MLP head) are kept with their weights. ``None`` when ``head`` has no final
+    layer to retarget. A :class:`HeadRows` (a head narrowed to some rows) is unwrapped."""
+    if isinstance(head, HeadRows):
+        inner = [None if r is None else int(head.rows[r]) for r in rows]
+        return retargeted_head(head.head, inner)
+    found = final_layer(head)
+    if found is None:
+        return None
+    path, old = found
+    new = _new_rows_layer(old, len(rows))
+    ref = old.weight
+    new = new.to(device=ref.device, dtype=ref.dtype)
+    new.train(old.training)
+    with torch.no_grad():
+        for t, s in enumerate(rows):
+            if s is None:
+                continue
+            new.weight[t] = old.weight[s]
+            if getattr(old, "bias", None) is not None and getattr(new, "bias", None) is not None:
+                new.bias[t] = old.bias[s]
+    if not path:
+        return new
+    out = copy.deepcopy(head)  # the caller's head (its hidden layers) stays as it was
+    parent = out.get_submodule(".".join(path[:-1])) if len(path) > 1 else out
+    setattr(parent, path[-1], new)
+    return out
+
+
 def head_for_classes(head: nn.Module, rows: list[int], num_outputs: int | None = None) -> nn.Module:
     """A head whose outputs are ``head``'s outputs ``rows``, in that order: for the heads of
     this module a copy whose parameters and buffers with one row per class are indexed (the

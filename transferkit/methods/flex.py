@@ -154,34 +154,80 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_hea
     return {u: correct[u] / len(domain) for u in units}
 
 
+def candidate_units(net, units) -> list[str] | None:
+    """``units`` (a unit name or a list of them; ``None``: every unit) checked against ``net``:
+    each a unit of it (an unknown name is refused with the known ones) that holds parameters,
+    none twice. Returns them in network order, or ``None`` for every unit."""
+    if units is None:
+        return None
+    units = [units] if isinstance(units, str) else list(units)
+    check(len(units) > 0, "units must name at least one unit (leave it out for every unit)")
+    twice = sorted({str(u) for u in units if units.count(u) > 1})
+    check(not twice, f"units lists {', '.join(twice)} more than once")
+    tunable = net.tunable_unit_names()
+    for u in units:
+        check(isinstance(u, str), f"units are unit names, got {u!r}; units are {', '.join(net.unit_names)}")
+        if u not in net.unit_names:
+            raise UnknownNameError("unit", u, net.unit_names)
+        check(u in tunable, f"unit {u!r} has no parameters to tune; units with parameters: {', '.join(tunable)}")
+    return [u for u in net.unit_names if u in units]
+
+
 class _FlexBase(Method):
-    """Shared parts: candidate seeds, adopting the picked network, results."""
+    """Shared parts: candidate seeds, adopting the picked network, results. ``units``: the
+    candidate units (default every unit with parameters), in network order; ``all`` (ft_all)
+    stays a candidate."""
 
     not_trained_options = ("workers", "keep_candidates")
     needs_validation = True
     picks_unit = True
 
-    def __init__(self, net, workers: int = 1, keep_candidates: bool = False):
+    def __init__(self, net, workers: int = 1, keep_candidates: bool = False, units: list[str] | None = None):
         super().__init__(net)
         check(int(workers) >= 1, f"workers must be >= 1, got {workers}")
         self.image_lr_mult, self.with_head = 1.0, False
         self.workers, self.keep_candidates = int(workers), bool(keep_candidates)
+        self.units = candidate_units(net, units)
         self.picked: str | None = None
+        self.picked_units: list[str] = []  # the units the picked candidate trained
         self.candidate_nets: dict = {}
         self._extra: dict = {}
 
     def head_has_new_rows(self, classes):
         self.with_head = True  # every unit candidate trains the head too (candidate_method)
 
-    def trainable_units(self):
-        return [] if self.picked is None else list(self.net.unit_names)
+    def unit_candidates(self) -> list[str]:
+        """The single units tried: those of ``units``, else every unit with parameters."""
+        tunable = self.net.tunable_unit_names()
+        return tunable if self.units is None else [u for u in tunable if u in self.units]
 
-    def _adopt(self, net) -> None:
-        """Make ``self.net`` (the caller's network object) the picked network, in place."""
+    def trainable_units(self):
+        """Before fit, none; after, the units the picked candidate tuned (``all``: every unit;
+        a unit, with the head when the target has classes the source lacks)."""
+        if self.picked is None:
+            return []
+        return list(getattr(self, "picked_units", None) or self.net.unit_names)  # a model pickled before 2026-12
+
+    def _units_of(self, candidate: str) -> list[str]:
+        """The units candidate ``candidate`` tunes (as :func:`candidate_method` builds it)."""
+        if candidate == ALL:
+            return list(self.net.unit_names)
+        if candidate.startswith("image:"):
+            return [IMAGE_UNIT]
+        return [candidate, HEAD] if self.with_head and candidate != HEAD else [candidate]
+
+    def _adopt(self, net, candidate: str) -> None:
+        """Make ``self.net`` (the caller's network object) the picked network, in place; only
+        the units ``candidate`` tuned require gradients, as after any other method's fit."""
         if IMAGE_UNIT in net.feature_names and IMAGE_UNIT not in self.net.feature_names:
             insert_image_unit(self.net, copy.deepcopy(net.unit(IMAGE_UNIT)))
         self.net.load_state_dict(net.state_dict())
         self.input_unit = self.net.unit_names[0]
+        units = self._units_of(candidate)
+        self.picked_units = [u for u in self.net.unit_names if u in units]
+        for name in self.net.unit_names:
+            for p in self.net.unit(name).parameters():
+                p.requires_grad_(name in self.picked_units)
         self.net.eval()
 
     def _train(self, make_engine, candidates: list[str], target, val, config=None, tag="cand") -> list:
@@ -204,14 +250,17 @@ class Flex(_FlexBase):
     accuracy (frequent with a few hundred validation images) go to the lower validation
     cross entropy, then to the earlier candidate (units in network order, then ``all``,
     then image units). ``image_lr_mult`` scales the learning rate of the image-unit
-    candidates (see :class:`~.image_unit.ImageUnit`)."""
+    candidates (see :class:`~.image_unit.ImageUnit`). ``units`` (a list of unit names; default
+    every unit with parameters) restricts the single-unit candidates; ``all`` stays one
+    (seed 002 §3.3: the cost grows with the number of candidates L, the selection error as
+    ``sqrt(log L / |D_val|)``)."""
 
     name = "flex"
     description = "tune each unit separately and ft_all, keep the best on validation (seed 002 Alg. 1)"
 
     def __init__(self, net, workers: int = 1, image_units=(), keep_candidates: bool = False,
-                 image_lr_mult: float = 1.0):
-        super().__init__(net, workers, keep_candidates)
+                 image_lr_mult: float = 1.0, units: list[str] | None = None):
+        super().__init__(net, workers, keep_candidates, units)
         self.image_units = [image_units] if isinstance(image_units, str) else list(image_units or ())
         twice = sorted({k for k in self.image_units if self.image_units.count(k) > 1})
         check(not twice, f"image_units lists {', '.join(map(str, twice))} more than once")
@@ -229,7 +278,7 @@ class Flex(_FlexBase):
         super().head_has_new_rows(classes)
 
     def candidates(self) -> list[str]:
-        return self.net.tunable_unit_names() + [ALL] + [f"image:{k}" for k in self.image_units]
+        return self.unit_candidates() + [ALL] + [f"image:{k}" for k in self.image_units]
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         check(val is not None and len(val) > 0, "flex selects on a labelled validation set; none was given")
@@ -242,7 +291,7 @@ class Flex(_FlexBase):
         ranked = sorted(range(len(cands)), key=lambda i: (accs[i], -losses[i], -i), reverse=True)
         best = ranked[0]
         self.picked = cands[best]
-        self._adopt(results[best][0])
+        self._adopt(results[best][0], self.picked)
         if self.keep_candidates:
             self.candidate_nets = {c: net for c, (net, _) in zip(cands, results)}
         self._extra = {"candidate_val_accuracy": dict(zip(cands, accs)),
@@ -261,7 +310,8 @@ class Flex(_FlexBase):
 class FastFlex(_FlexBase):
     """Seed 002 Algorithm 2 (fast-flex): ``N_ft-all``, proxy networks by surgery scored on
     validation, fine-tune the best proxy's unit (proxy ties: the earlier unit), keep it if
-    ``a_ft-best >= a_ft-all``."""
+    ``a_ft-best >= a_ft-all``. ``units`` (a list of unit names; default every unit with
+    parameters) restricts the proxies, hence the units it may tune."""
 
     name = "fast_flex"
     one_epoch = False
@@ -278,7 +328,7 @@ class FastFlex(_FlexBase):
                              eval_every=10**9, checkpoint_every=10**9)
             sel_val = None
         (all_net, all_fit), = self._train(make_engine, [ALL], target, sel_val, config, tag="surgery")
-        units = self.net.tunable_unit_names()
+        units = self.unit_candidates()
         proxies = proxy_accuracies(self.net, all_net, units, val, with_head=self.with_head)
         best_unit = max(units, key=lambda u: (proxies[u], -units.index(u)))
         tied = [u for u in units if proxies[u] == proxies[best_unit]]
@@ -289,7 +339,7 @@ class FastFlex(_FlexBase):
         a_all = None if self.one_epoch else all_fit.val_accuracy  # Algorithm 3 never looks at it
         use_all = not self.one_epoch and a_all > unit_fit.val_accuracy
         self.picked = ALL if use_all else best_unit
-        self._adopt(all_net if use_all else unit_net)
+        self._adopt(all_net if use_all else unit_net, self.picked)
         if self.keep_candidates:
             self.candidate_nets = {ALL: all_net, best_unit: unit_net}
         self._extra = {"proxy_unit": best_unit, "proxy_val_accuracy": proxies, "ft_all_val_accuracy": a_all,

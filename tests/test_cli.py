@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,26 @@ def test_nproc_refuses_workers_and_a_missing_gpu_before_starting_processes(capsy
     if not torch.cuda.is_available():
         code, _, err = run_cli(capsys, "run", "--nproc", "2", "--device", "cuda", "--set", "methods=[finetune]")
         assert code == 2 and "device cuda requested but CUDA is not available" in err, err
+
+
+def test_ctrl_c_under_nproc_is_told_once_by_rank_0_not_by_the_launcher_nor_other_ranks(capsys, monkeypatch):
+    import transferkit.cli as cli
+    import transferkit.experiment as experiment
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_relaunch_with_torchrun", interrupted)
+    code, out, err = run_cli(capsys, "run", "--nproc", "2", "--set", "methods=[finetune]")
+    assert code == 130 and err == "", err  # the launcher: its ranks say what was kept
+    monkeypatch.setattr(experiment, "run_experiment", interrupted)
+    monkeypatch.setattr("transferkit.runtime.init_distributed", lambda *a: None)
+    monkeypatch.setenv("RANK", "1")
+    with warnings.catch_warnings():  # rank 1 leaves warnings to rank 0 (a filter of this process)
+        code, out, err = run_cli(capsys, "run", "--set", "methods=[finetune]")
+    assert code == 130 and "interrupted" not in err, err
+    monkeypatch.setenv("RANK", "0")
+    code, out, err = run_cli(capsys, "run", "--set", "methods=[finetune]")
+    assert code == 130 and err.count("transferkit: interrupted;") == 1, err
 
 
 def test_ranks_of_nproc_other_than_0_leave_the_warnings_to_rank_0(capsys, monkeypatch):

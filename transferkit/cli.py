@@ -479,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferkit: error: {e}{_cache_hint(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; "
-              f"{_resume_hint(args, argv)}", file=sys.stderr)
+        launcher = getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ
+        if not launcher and os.environ.get("RANK", "0") == "0":  # under --nproc, rank 0 alone says what was kept
+            print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; "
+                  f"{_resume_hint(args, argv)}", file=sys.stderr)
         return TERMINATED if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format

@@ -1524,3 +1524,30 @@ def test_a_cached_network_changed_since_it_was_saved_is_trained_again(tmp_path, 
     again, info = pretrain_source(cfg, data, log=logs.append)
     assert not info["cached"] and any("unreadable or changed; training again" in line for line in logs)
     assert network_digest(again) == network_digest(net)  # trained again: the network the record describes
+
+
+def test_a_job_resumed_midway_counts_the_seconds_trained_before_the_stop(tmp_path, monkeypatch):
+    from transferkit.engine import Engine
+    cfg = ExperimentConfig(name="mid", source="digits", target="digits", k=2, repeats=1, methods=["finetune"],
+                           select_on="none",
+                           pretrain=TINY_PRE, train=TrainConfig(steps=8, batch_size=8, checkpoint_every=2),
+                           out_dir=str(tmp_path))
+    save, saves = Engine._save, []
+
+    def stop_after_two(self, *args):
+        save(self, *args)
+        saves.extend([self.ckpt] if "finetune" in str(self.ckpt) else [])  # not the pre-training's
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Engine, "_save", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, log=lambda *a: None)
+    run_dir = next((tmp_path / "mid").iterdir())
+    (last,) = (run_dir / "checkpoints").glob("*/*/last.json")
+    meta = json.loads(last.read_text())
+    assert meta["state"]["step"] == 4 and meta["state"]["trained_s"] > 0
+    meta["state"]["trained_s"] = 1000.0  # what the job trained before its stop, as its checkpoint records it
+    last.write_text(json.dumps(meta))
+    monkeypatch.setattr(Engine, "_save", save)
+    (row,) = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
+    assert row["wall_s"] >= 1000.0 and row["steps"] == 8

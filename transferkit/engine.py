@@ -262,6 +262,7 @@ class Engine:
         cfg = self.cfg
         cfg.check()
         t0 = time.perf_counter()
+        self.resumed_s = 0.0  # seconds a checkpoint this fit resumes from had trained (FitResult.wall_s counts them)
         torch.manual_seed(self.seed)
         given = {"source": source, "target": target, "unlabeled": unlabeled}
         check_streams(method)
@@ -307,6 +308,7 @@ class Engine:
         if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
             # before the frozen prefix is cached below: its activations come from the checkpoint's weights
             state, best_weights, history = self._load(method, opt, signature, device)
+            self.resumed_s = float(state.get("trained_s") or 0.0)  # seconds trained before the stop
             if state["best_acc"] is not None and val is not None and len(val):  # a checkpoint of before
                 # 2026-12-01 (c39418c) holds the float32 ratio: its count's exact fraction, as new evaluations give
                 state["best_acc"] = round(state["best_acc"] * len(val)) / len(val)
@@ -393,6 +395,7 @@ class Engine:
                     modes_stale = True  # a hook may look at or change the modules
                 if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                                        or state["stopped"]):
+                    state["trained_s"] = self.resumed_s + time.perf_counter() - t0  # a resume counts them too
                     self._save(method, opt, state, best_weights, signature, history, device)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
             bar.close()
@@ -412,7 +415,7 @@ class Engine:
         best_step = state["best_step"] if state["best_acc"] is not None else state["step"]  # no validation: the last
         return FitResult(steps=state["step"], best_step=best_step, best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
-                         wall_s=time.perf_counter() - t0, history=history, val_accuracy=kept_acc)
+                         wall_s=self.resumed_s + time.perf_counter() - t0, history=history, val_accuracy=kept_acc)
 
     # ------------------------------------------------------------------ helpers
     def _cacheable_start(self, method, n_images: int, sample: torch.Tensor, other_size=None) -> str:

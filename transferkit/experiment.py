@@ -874,6 +874,18 @@ def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
     return build_method(cls, net, options, data.source.train.class_names, data.target.train.class_names)
 
 
+def trained_before(checkpoints: Path) -> float:
+    """The seconds the stages of a job trained before it stopped, as its checkpoints record them
+    (``trained_s``; 0 for checkpoints from before 2026-12-02): a resumed job's ``wall_s`` counts them."""
+    total = 0.0
+    for meta in sorted(checkpoints.glob("*/last.json")) if checkpoints.is_dir() else ():
+        try:
+            total += float((read_json(meta).get("state") or {}).get("trained_s") or 0.0)
+        except (TransferkitError, AttributeError, TypeError, ValueError):  # unreadable: the engine names it
+            continue
+    return total
+
+
 def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int,
             source_digest: str | None = None) -> dict:
     """Train and evaluate one (method, label subset) job; write its row atomically.
@@ -883,7 +895,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     ``source_digest``: that network's :func:`network_digest`, recorded in the row."""
     job = job_path(run_dir, cfg, cls.name, seed)
     labeled, unlabeled = label_subset(cfg, data.target, seed)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - trained_before(run_dir / "checkpoints" / job.stem)  # a job resumed midway
     with peak_memory(device=cfg.device) as memory:
         net = source_net() if cls.needs_pretrained else None
         torch.manual_seed(seed)

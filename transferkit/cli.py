@@ -431,14 +431,15 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _resume_hint(args, argv: list[str]) -> str:
-    """What a stopped command kept and the command that goes on from there."""
-    from .runtime import is_main_process, work_dir
+def _resume_hint(args, argv: list[str]) -> str | None:
+    """What a stopped command kept and the command that goes on from there; None in the
+    processes of ``--nproc`` that leave it to rank 0 (the launcher and the other ranks)."""
+    from .runtime import work_dir
 
-    if not is_main_process():  # one rank of --nproc: rank 0 says what was kept
-        return "stopped (rank 0 prints what was kept and the command that goes on)"
+    if os.environ.get("RANK", "0") != "0" or (getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ):
+        return None
     d = work_dir()
-    if d is None or not hasattr(args, "resume"):  # stopped before its directory, or under --nproc's launcher
+    if d is None or not hasattr(args, "resume"):  # stopped before its directory
         return ("finished jobs and checkpoints are kept (--resume the run or benchmark directory printed at the "
                 "start; one stopped before any work was kept is removed: start it again)")
     if not (d.is_dir() and any(p.name != ".lock" for p in d.iterdir())):
@@ -468,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         with _sigterm_as_interrupt():
             return _dispatch(args, argv)
     except WorkerDied as e:  # as an interruption: what was kept and the command that goes on
-        print(f"transferkit: error: {e.reason}; {_resume_hint(args, argv)}", file=sys.stderr)
+        hint = _resume_hint(args, argv)
+        print(f"transferkit: error: {e.reason}{f'; {hint}' if hint else ''}", file=sys.stderr)
         return 2
     except TransferkitError as e:
         print(f"transferkit: error: {e}", file=sys.stderr)
@@ -479,10 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferkit: error: {e}{_cache_hint(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        launcher = getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ
-        if not launcher and os.environ.get("RANK", "0") == "0":  # under --nproc, rank 0 alone says what was kept
-            print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; "
-                  f"{_resume_hint(args, argv)}", file=sys.stderr)
+        hint = _resume_hint(args, argv)
+        if hint is not None:  # under --nproc, rank 0 alone says what was kept
+            print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; {hint}",
+                  file=sys.stderr)
         return TERMINATED if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format

@@ -366,7 +366,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
     picks += environment_lines(rows)
     subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
-        f"run {run}: {class_subsets(c)}" for run, c in config if class_subsets(c))
+        f"run {run}: {named}" for run, named in ((run, class_subsets(c)) for run, c in config) if named)
     return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
             + ("\n" + "\n".join(picks) + "\n" if picks else ""))
 

@@ -30,7 +30,7 @@ from .backbones import (
 from .config import load_config
 from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
 from .engine import Engine, TrainConfig, check_streams
-from .errors import TransferkitError, TransferkitWarning, check, torch_seed, warn
+from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import (
     build_method,
@@ -415,7 +415,7 @@ def _take_image_shape(net: UnitNet, domain: Domain) -> None:
             cause = e.__cause__ or e
             raise TransferkitError(
                 f"fit: the network fails on the images of {domain.name!r}, of shape {shape} "
-                f"({type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}); its input shape {guess} "
+                f"({first_line(cause)}); its input shape {guess} "
                 f"is from_modules' guess (no input_shape= given): build it with from_modules(model, ..., "
                 f"input_shape=(C, H, W)) for the size your model takes, which also checks the cut, and give images "
                 f"of that size (domain.to_format(size=..., channels=...))") from e

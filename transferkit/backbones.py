@@ -30,7 +30,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
+from .errors import TransferkitError, UnknownNameError, check, first_line, is_whole, warn
 from .heads import HEADS, HeadRows, final_layer, make_head
 from .registry import Registry
 
@@ -226,8 +226,7 @@ class UnitNet(nn.Module):
             problem = self._input_problem(x)
             if problem is None:
                 raise
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise TransferkitError(f"{self.name}: {problem} ({type(e).__name__}: {first})") from e
+            raise TransferkitError(f"{self.name}: {problem} ({first_line(e)})") from e
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def run(h=x):
@@ -841,10 +840,6 @@ def _auto_name(k: int, group: Sequence[str]) -> str:
     return f"unit{k + 1}"
 
 
-def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
-
-
 def _failing_step(net: UnitNet, x: torch.Tensor, what: str, error: BaseException,
                   paths: Mapping[str, list[str]] | None = None) -> str:
     """Which step of ``net`` fails on ``x`` (that the model takes), and the likely cause and fix
@@ -858,7 +853,7 @@ def _failing_step(net: UnitNet, x: torch.Tensor, what: str, error: BaseException
         except Exception as e:  # noqa: BLE001 -- any error of a step is what the message names
             failed, error = i, e
             break
-    cause = _first_line(error)
+    cause = first_line(error)
     order = "list the modules its forward runs, in the order it runs them"
     if failed is None:  # a step that failed only when run as a whole
         return (f"{cause}; {order}, and give as pool= what runs between the last unit and the head (default "
@@ -972,11 +967,11 @@ def _check_same_function(model: nn.Module, net: UnitNet, what: str, guessed: boo
             if guessed:
                 warn(f"{what}: could not check the cut at the guessed input shape {tuple(net.input_shape)} (without "
                      f"input_shape=, from_modules guesses 224 x 224 with the channels of the first convolution): "
-                     f"model(x) fails on it ({_first_line(e)}){also}. Give input_shape=(C, H, W) of your images to "
+                     f"model(x) fails on it ({first_line(e)}){also}. Give input_shape=(C, H, W) of your images to "
                      f"check that the units compute the model's function; the UnitNet declares no input shape")
             else:
                 warn(f"{what}: could not check the cut: model(x) fails on a random input of shape {tuple(x.shape)} "
-                     f"({_first_line(e)}), so it is not checked that the units compute the model's function{also}")
+                     f"({first_line(e)}), so it is not checked that the units compute the model's function{also}")
             return "model fails"
         finally:
             for h in handles:

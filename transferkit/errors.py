@@ -115,6 +115,12 @@ def class_ids(labels, what: str = "labels"):
     return labels.long()
 
 
+def first_line(error: BaseException) -> str:
+    """``"TypeError: <the first line of its message>"``: an error of torch or of a user's model,
+    quoted in one of ours (tracebacks of multi-line messages stay out of our one-line errors)."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+
+
 def check(condition: bool, message: str) -> None:
     """Raise :class:`TransferkitError` with ``message`` unless ``condition`` holds."""
     if not condition:

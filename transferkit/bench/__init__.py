@@ -36,6 +36,7 @@ from ..runtime import (
     holding_work_dir,
     is_main_process,
     job_threads,
+    new_invocation,
     note_kernels,
     note_work_dir,
     preload_lazy_imports,
@@ -312,6 +313,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
     an existing directory is resumed: finished jobs are not run again)."""
+    new_invocation()  # each call is an invocation of its own: its rows' wall seconds are timed apart
     plan = resumed_plan(name, quick, overrides, run_dir)
     quick = plan.quick  # a resumed quick run stays one
     suite, description, _ = BENCHMARKS[name]

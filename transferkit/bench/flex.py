@@ -33,7 +33,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -52,7 +51,7 @@ from ..methods import get_method
 from ..methods.supervised import SourceOnly
 from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
-from ..runtime import default_workers, run_jobs
+from ..runtime import default_workers, invocation, run_jobs
 from ..splits import split_domain, subsample_per_class
 from . import Plan, as_list, benchmark, budget_line, check_canonical
 
@@ -234,7 +233,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
                                               f"not {label}: use another directory")
     log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {label}")
     gallery = embed(pretrained, source.val.images)  # AP@10's gallery: the same for every job
-    invocation = {"invocation": datetime.now().strftime("%Y%m%d-%H%M%S"), "workers": default_workers()}
+    made_by = {"invocation": invocation(), "workers": default_workers()}
     jobs = []
     for target in p.target_names():
         split = target_splits(target, tgt_half, p.source, p.val_fraction, p.val_per_class)
@@ -245,7 +244,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
         for ratio in p.ratios:
             for seed in range(p.n_seeds(ratio)):
                 head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
-                        "seed": seed, "base_accuracy": base, "n_val": len(split.val), **invocation}
+                        "seed": seed, "base_accuracy": base, "n_val": len(split.val), **made_by}
                 for m in METHODS + ([IMAGE_FLEX] if target in p.image_targets else []):
                     job = partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head, gallery)
                     jobs.append((bench_dir / "jobs" / f"{target}-r{ratio}-s{seed}-{m}.json", job))

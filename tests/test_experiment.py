@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -150,6 +151,37 @@ def test_transfer_takes_images_without_labels_as_the_unlabeled_domain_only():
         with pytest.raises(TransferkitError, match=f"fit: the {list(given)[-1]} domain 'mine' has no labels .*"
                                                    f"fit\\(unlabeled=...\\)"):
             Transfer("finetune", backbone="lenet", pretrain=TrainConfig(steps=1000)).fit(source=src, **given)
+
+
+def test_a_config_s_unlabeled_images_are_what_the_methods_on_unlabelled_images_read(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import transferkit.experiment as experiment
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):  # flat, colour and larger than the run's images: read at its size and channels
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(raw / f"{i}.jpg")
+    seen, fit = {}, experiment.fit_for_target
+    monkeypatch.setattr(experiment, "fit_for_target", lambda method, *a, **domains: (
+        seen.setdefault(type(method).name, (domains["unlabeled"], domains["target"])), fit(method, *a, **domains))[1])
+    cfg = ExperimentConfig(name="raw", source="digits", target="mnist", unlabeled=f"folder:{raw}", k=2, repeats=1,
+                           methods=["dann", "finetune"], pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    unlabeled, labeled = seen["dann"]
+    assert not unlabeled.labeled and len(unlabeled) == 7 and unlabeled.images.shape[1:] == (1, 28, 28)
+    assert len(labeled) == 20 and labeled.labeled  # k=2 of the target's 10 classes
+    by = {r["method"]: r for r in rows}
+    assert (by["dann"]["unlabeled"], by["dann"]["n_unlabeled"]) == (f"folder:{raw}", 7)
+    assert "unlabeled" not in by["finetune"]
+    assert f"Unlabelled target images of dann: folder:{raw} (instead" in (run_dir / "results.md").read_text()
+    assert "unlabeled" in json.loads((run_dir / "data.json").read_text())
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(raw / "7.jpg")
+    with pytest.raises(TransferkitError, match="results computed on other data.* of unlabeled changed"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    with pytest.warns(TransferkitWarning, match=r"none of the methods \(finetune\) trains on unlabelled target"):
+        run_experiment(replace(cfg, name="unused", methods=["finetune"]), log=lambda *a: None)
 
 
 def test_configs_made_in_python_are_checked_as_yaml_ones():
@@ -1063,20 +1095,18 @@ def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monk
 
 
 def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
-    from types import SimpleNamespace
-
-    from transferkit.experiment import _check_same_data, data_digests
+    from transferkit.experiment import Prepared, _check_same_data, data_digests
     from transferkit.splits import Split
     def split(seed):
         from helpers import toy_domain
         d = toy_domain(12, seed=seed)
         return Split(d, d, d)
-    data = SimpleNamespace(source=split(0), target=split(1))
+    data = Prepared(source=split(0), target=split(1), channels=1)
     _check_same_data(tmp_path, data, True)
     assert json.loads((tmp_path / "data.json").read_text()) == data_digests(data)
     (tmp_path / "source.safetensors").write_text("trained on the old data")
     (tmp_path / "checkpoints" / "finetune-k=2-s0").mkdir(parents=True)
-    other = SimpleNamespace(source=split(2), target=split(1))
+    other = Prepared(source=split(2), target=split(1), channels=1)
     _check_same_data(tmp_path, other, True)  # no job row depends on them: re-pinned and retrained on the new data
     assert not (tmp_path / "source.safetensors").exists() and not (tmp_path / "checkpoints").exists()
     assert json.loads((tmp_path / "data.json").read_text()) == data_digests(other)

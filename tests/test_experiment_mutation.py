@@ -47,7 +47,8 @@ def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_w
     changed = {"seed": replace(cfg, seed=1), "k": replace(cfg, k=3), "select_on": replace(cfg, select_on="none"),
                "source": replace(cfg, source="digits"), "train.steps": replace(cfg, train=replace(TINY, steps=4)),
                "pretrain.lr": replace(cfg, pretrain=replace(TINY, lr=0.5)),
-               "options": replace(cfg, options={"dann": {"weight": 0.5}})}
+               "options": replace(cfg, options={"dann": {"weight": 0.5}}),
+               "unlabeled": replace(cfg, unlabeled="folder:/data/raw")}
     for key, other in changed.items():
         assert ex.job_digest(other, "dann") != d, key
     same = [replace(cfg, workers=3), replace(cfg, out_dir="elsewhere"), replace(cfg, name="other"),
@@ -57,6 +58,9 @@ def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_w
     for other in same:
         assert ex.job_digest(other, "dann") == d
     assert ex.job_digest(replace(cfg), "dann") == d  # an identical config
+    # rows written before the config had `unlabeled` (2026-12-02) keep their digest: these are 89759cd's values
+    assert ex.job_digest(ExperimentConfig(), "finetune") == "07a71cb1f59158c6"
+    assert ex.job_digest(ExperimentConfig(k=None), "dann") == "9007b3fde4a2ba13"
     flex = ExperimentConfig(methods=["flex"])
     assert ex.job_digest(replace(flex, options={"flex": {"workers": 4}}), "flex") == ex.job_digest(flex, "flex")
 

@@ -500,3 +500,30 @@ def test_read_images_takes_pil_images_as_it_reads_their_files(tmp_path):
     assert opened[0].mode == "RGB"  # the caller's image is not converted in place
     with pytest.raises(TransferkitError, match="file paths or PIL images, got ndarray: arrays and tensors go to"):
         transferkit.read_images([np.zeros((8, 8))])
+
+
+def test_unlabeled_images_are_read_from_any_folder_layout_and_from_x_alone(tmp_path):
+    written = write_folder(tmp_path / "nested" / "a" / "b", classes=("x", "y"), per_class=2)
+    flat = tmp_path / "flat"
+    write_folder(flat, classes=("",), per_class=3)  # images directly in the folder
+    (flat / ".DS_Store").write_bytes(b"junk")
+    (flat / "__MACOSX").mkdir()
+    (flat / "__MACOSX" / "._000.png").write_bytes(b"AppleDouble, not an image")
+    d = load_domain(f"folder:{flat}", labeled=False, size=None)
+    assert not d.labeled and len(d) == 3 and d.class_names == ["(unlabeled)"]
+    nested = load_domain(f"folder:{tmp_path / 'nested'}", labeled=False, size=None)
+    assert len(nested) == 4 and nested.groups is None
+    assert torch.equal((nested.images[0, 0] * 255).round().byte(), torch.from_numpy(written[("x", 0)]))
+    shifted = load_domain(f"folder:{flat}+inversion", labeled=False, size=None)
+    assert not shifted.labeled and torch.allclose(shifted.images, 1 - d.images)
+    npz = save_npz(tmp_path / "x.npz", x=np.zeros((5, 6, 6), np.float32) + 0.5)
+    assert len(load_domain(f"npz:{npz}", labeled=False, size=None)) == 5
+    with pytest.raises(TransferkitError, match=r"lacks key\(s\) \['y'\].*`unlabeled: npz:PATH` in a config"):
+        load_domain(f"npz:{npz}")
+    with pytest.raises(TransferkitError, match=r"no class sub-folders.*`unlabeled: folder:PATH` in a config"):
+        load_domain(f"folder:{flat}")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(TransferkitError, match=r"holds no images .* at any depth"):
+        load_domain(f"folder:{tmp_path / 'empty'}", labeled=False)
+    with pytest.raises(TransferkitError, match=r"@grouped views need labels"):
+        load_domain("digits@grouped3", labeled=False)

@@ -34,13 +34,17 @@ class ExperimentConfig:
     ``k`` labelled target examples per class (the rest of the target train split is the
     unlabelled target), or ``ratio`` images per class, or neither (all target labels); with
     ``ratio`` or neither, the unlabelled target is the whole train split (labelled images
-    included; a ratio may take every image of a small class, leaving no rest).
+    included; a ratio may take every image of a small class, leaving no rest). ``unlabeled``, a
+    domain spec read without labels (``folder:PATH`` of images at any depth, ``npz:PATH`` with
+    ``x`` only), is the unlabelled target instead: the target's labels then serve k / ratio,
+    validation and the test split only.
     Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``.
     """
 
     name: str = "experiment"
     source: str = "syndigits"
     target: str = "mnist"
+    unlabeled: str | None = None  # images without labels as the unlabelled target (else the target's train split)
     source_classes: typing.Any = None  # None: all; "0-4", "5,6,7", or a list of ids / names
     target_classes: typing.Any = None
     image_size: int = 28

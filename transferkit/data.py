@@ -380,15 +380,16 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     return base, shift_names
 
 
-def _load_base(base: str, size: int | None, channels: int | None) -> Domain:
+def _load_base(base: str, size: int | None, channels: int | None, labeled: bool = True) -> Domain:
     if base.startswith("folder:"):
-        from .userdata import load_image_folder
+        from .userdata import load_image_folder, load_unlabeled_folder
 
-        return load_image_folder(base[len("folder:"):], size=size, channels=channels)
+        read = load_image_folder if labeled else load_unlabeled_folder
+        return read(base[len("folder:"):], size=size, channels=channels)
     if base.startswith("npz:"):
         from .userdata import load_npz
 
-        return load_npz(base[len("npz:"):])
+        return load_npz(base[len("npz:"):], labeled=labeled)
     return builtin_domain(base)
 
 
@@ -416,7 +417,7 @@ def check_spec(spec: str) -> tuple[str, list[str], list]:
 
 
 def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
-                channels: int | None = None) -> Domain:
+                channels: int | None = None, labeled: bool = True) -> Domain:
     """Load domain ``spec`` = ``NAME[+SHIFT[+SHIFT...]][@groupedV]``.
 
     NAME is a built-in (:func:`list_domains`), ``folder:PATH`` (one sub-folder per class) or
@@ -428,6 +429,9 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     converted to ``channels`` (``None`` keeps the native channels). Colour-only shifts
     (``yuv``, ``hsv``) on a grayscale domain need ``channels=3``: it is applied first.
     ``@groupedV`` makes each image a group of V views (:func:`transferkit.grouped.grouped_views`).
+    ``labeled=False`` reads :meth:`Domain.unlabeled` images: a ``folder:`` is every image
+    file below it, at any depth (no class folders needed), an ``npz:`` needs ``x`` only, and a
+    built-in domain's labels are dropped.
     """
     check(size is None or (isinstance(size, int) and size > 0), f"size must be a positive int, got {size!r}")
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
@@ -435,11 +439,14 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     seed = int(seed)
     from .grouped import grouped_views, parse_grouped
 
-    if grouped := parse_grouped(spec):  # SPEC@groupedV: V shifted views of each image per group
+    grouped = parse_grouped(spec)
+    check(not (grouped and not labeled), f"domain {spec!r}: @grouped views need labels; unlabelled images "
+                                         f"take no @grouped suffix")
+    if grouped:  # SPEC@groupedV: V shifted views of each image per group
         return grouped_views(load_domain(grouped[0], seed=seed, size=size, channels=channels), grouped[1], seed=seed)
     base, shift_names, entries = check_spec(spec)  # unknown names fail before loading
     # a folder converts its files to `channels` as it reads them when no shift follows; shifts see the native ones
-    dom = _load_base(base, size, None if shift_names else channels).to_format(size=size)
+    dom = _load_base(base, size, None if shift_names else channels, labeled).to_format(size=size)
     for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
         if needs_colour and dom.images.shape[1] == 1:
             check(channels == 3, f"shift {name!r} re-interprets RGB colour channels but domain "
@@ -453,6 +460,8 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
                   "size": size, "channels": channels}
     if base.startswith(("folder:", "npz:")):
         provenance.setdefault("origin", base)
+    if not labeled:
+        return Domain.unlabeled(spec, dom.images, provenance=provenance)
     return Domain(spec, dom.images, dom.labels, dom.class_names, dom.groups, provenance)
 
 

@@ -106,6 +106,7 @@ class Prepared:
     source: Split
     target: Split
     channels: int
+    unlabeled: Domain | None = None  # the config's ``unlabeled`` images (else the target's train split)
 
 
 def prepare_domains(cfg: ExperimentConfig) -> Prepared:
@@ -129,7 +130,11 @@ def prepare_domains(cfg: ExperimentConfig) -> Prepared:
           f"{' (a number is one class id: the first three are 0-2)' if cfg.target_classes is not None else ''}")
     if cfg.val_per_class is not None:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
-    return Prepared(source=source, target=target, channels=channels)
+    unlabeled = None
+    if cfg.unlabeled is not None:  # the run's image size and channels, whatever the files hold
+        unlabeled = load_domain(cfg.unlabeled, seed=cfg.seed, size=cfg.image_size, channels=channels,
+                                labeled=False)
+    return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled)
 
 
 def narrowed(split: Split, classes) -> Split:
@@ -357,8 +362,9 @@ DATA_FORMAT = 2
 
 def _splits(data: Prepared) -> dict:
     """``{"source.train": domain, ...}``: the six splits of a run."""
-    return {f"{side}.{part}": getattr(getattr(data, side), part)
-            for side in ("source", "target") for part in ("train", "val", "test")}
+    splits = {f"{side}.{part}": getattr(getattr(data, side), part)
+              for side in ("source", "target") for part in ("train", "val", "test")}
+    return splits if data.unlabeled is None else {**splits, "unlabeled": data.unlabeled}
 
 
 def data_digests(data: Prepared) -> dict:
@@ -584,7 +590,15 @@ def unsupervised_validation(name: str, source: Domain | None, unlabeled: Domain 
     return val
 
 
-def label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
+def label_subset(cfg: ExperimentConfig, target: Split, seed: int,
+                 unlabeled: Domain | None = None) -> tuple[Domain, Domain]:
+    """``(labelled target images, unlabelled target images)`` of one label subset (``seed``);
+    ``unlabeled`` (the config's ``unlabeled`` images) replaces the second."""
+    labeled, rest = _label_subset(cfg, target, seed)
+    return labeled, rest if unlabeled is None else unlabeled
+
+
+def _label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
     if cfg.k is not None and target.train.groups is not None:
         return sample_k_groups(target.train, cfg.k, seed)  # k labelled groups (videos) per class
     if cfg.k is not None:
@@ -894,7 +908,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     numbers, so a job gives the same row in the main process and in a worker process.
     ``source_digest``: that network's :func:`network_digest`, recorded in the row."""
     job = job_path(run_dir, cfg, cls.name, seed)
-    labeled, unlabeled = label_subset(cfg, data.target, seed)
+    labeled, unlabeled = label_subset(cfg, data.target, seed, data.unlabeled)
     t0 = time.perf_counter() - trained_before(run_dir / "checkpoints" / job.stem)  # a job resumed midway
     with peak_memory(device=cfg.device) as memory:
         net = source_net() if cls.needs_pretrained else None
@@ -924,6 +938,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
+           **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled)}
+              if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
            "config_digest": job_digest(cfg, cls.name), **every,
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
@@ -1051,7 +1067,7 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
             check_option_values(cls, options)
         except TransferkitError as e:
             raise TransferkitError(f"{method_error(cls, options, e)}{kept}") from e
-    for spec in (cfg.source, cfg.target):
+    for spec in (cfg.source, cfg.target) + ((cfg.unlabeled,) if cfg.unlabeled is not None else ()):
         check_spec(spec)
     return methods
 
@@ -1148,7 +1164,9 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     note_work_dir(run_dir)
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
-        f"{len(data.target.test)} test; {data.channels} channel(s), {cfg.image_size} px")
+        f"{len(data.target.test)} test"
+        f"{f'; unlabeled {cfg.unlabeled}: {len(data.unlabeled)} images' if data.unlabeled is not None else ''}; "
+        f"{data.channels} channel(s), {cfg.image_size} px")
     pretrained, pre_info = None, {}
     if any((cls.needs_pretrained or cls is SourceOnly) and (cls.name, seed) not in finished for cls, seed in jobs):
         try:
@@ -1338,9 +1356,13 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
         chosen = any(c is not None and not (isinstance(c, str) and c.strip().lower() == "all")
                      for c in (cfg.source_classes, cfg.target_classes))
         warn_unshared_classes(data.source.train.class_names, data.target.train.class_names, chosen)
-    subsets = [label_subset(cfg, data.target, cfg.seed + r) for r in range(cfg.repeats)]
+    subsets = [label_subset(cfg, data.target, cfg.seed + r, data.unlabeled) for r in range(cfg.repeats)]
     labelled = [labeled for labeled, _ in subsets]
     _check_unlabelled_left(cfg, data, methods, [unlabeled for _, unlabeled in subsets])
+    if data.unlabeled is not None and not any("unlabeled" in cls.streams for cls in methods):
+        warn(f"unlabeled {cfg.unlabeled!r}: none of the methods ({', '.join(cls.name for cls in methods)}) trains "
+             f"on unlabelled target images, so these images are not used (domain adaptation, finetune_adv and "
+             f"lext do)")
     unselected = []
     with torch.random.fork_rng():
         for cls in methods:
@@ -1509,6 +1531,8 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     nonzero ``revision`` (``revision``: another one) is part of it."""
     check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
     flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
+    if flat.get("unlabeled") is None:  # the field came on 2026-12-02: rows from before keep their digest
+        flat.pop("unlabeled", None)
     cls, given = get_method(method), cfg.options.get(method, {})
     revision = cls.revision if revision is None else revision
     if revision:

@@ -29,12 +29,10 @@ from .results import (
     gzsl_cell,
     md_cell,
     other_metrics,
-    partial_da_line,
-    picked_lines,
     read_results,
+    row_notes,
     summarize,
     unfinished_hint,
-    unlabelled_line,
 )
 
 MAX_FIGURES = 24
@@ -399,8 +397,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                    + training_curve_figures(run_dir, notes) + confusion_figures(rows, notes)
                    + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
-    picks = picked_lines(rows) + partial_da_line(rows) + unlabelled_line(rows)
-    plain = picked_lines(rows, False) + partial_da_line(rows, False) + unlabelled_line(rows, False)
+    picks, plain = row_notes(rows), row_notes(rows, False)
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):

@@ -281,6 +281,25 @@ def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"other methods trained on."]
 
 
+def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the unlabelled images (a config's ``unlabeled``) the rows' methods trained
+    on instead of the target's train split, with those methods."""
+    cell = md_cell if markdown else str
+    given: dict[str, list[str]] = {}
+    for r in rows:
+        if isinstance(r.get("unlabeled"), str) and r["method"] not in given.setdefault(r["unlabeled"], []):
+            given[r["unlabeled"]].append(r["method"])
+    return [f"Unlabelled target images of {cell(', '.join(methods))}: {cell(spec)} (instead of the target's train "
+            f"split)." for spec, methods in given.items()]
+
+
+def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
+    """The lines under a table that its rows call for: units picked, partial domain adaptation,
+    rows that read no target label, and the unlabelled images given."""
+    return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
+            + unlabeled_images_line(rows, markdown))
+
+
 def other_metrics(settings) -> list[str]:
     """What the accuracy column holds on rows of these settings that are not accuracies:
     GZSL rows the harmonic mean H, retrieval rows Recall@1 (none for other settings)."""
@@ -354,7 +373,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
                      f"{accuracy_text(s)} |"
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {s['wall_s']:.1f} |")
-    picks = picked_lines(rows) + partial_da_line(rows) + unlabelled_line(rows)
+    picks = row_notes(rows)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
         picks.append("Mean ± standard error over n seeds (label subsets).")
     if any("accuracy_ci95" in s for s in summary):

@@ -29,8 +29,13 @@ def _warn_if_dark(x: torch.Tensor, where: str, hint: str) -> None:
              f"images load almost black; {hint}")
 
 
+def _skipped(part: str) -> bool:
+    """A hidden file or folder, or macOS's ``__MACOSX`` folder of a zip file (its ``._x.jpg`` are not images)."""
+    return part.startswith(".") or part == "__MACOSX"
+
+
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _skipped(p.name))
     for name in classes:
         try:
             name.encode("utf-8")
@@ -39,7 +44,9 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
                                    f"from an old archive); rename it: class names go into results and "
                                    f"figures") from None
     check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders; expected "
-                            f"one sub-folder per class (e.g. {root}/cat/001.png)")
+                            f"one sub-folder per class (e.g. {root}/cat/001.png); images without labels go in as "
+                            f"the unlabelled target (`unlabeled: folder:PATH` in a config, "
+                            f"load_domain(spec, labeled=False) in Python)")
     if set(classes) & {"train", "val", "valid", "validation", "test"} and len(classes) <= 3:
         warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each sub-folder "
              f"of a class folder, with all the images below it, becomes one group, like the frames of a video); "
@@ -48,7 +55,7 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
     for label, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*")
                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+                       and not any(_skipped(part) for part in p.relative_to(root).parts))
         if not found:
             empty.append(str(root / name))
         for p in found:
@@ -204,6 +211,25 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
                   {"origin": f"folder:{root}", "files": len(files)})
 
 
+def load_unlabeled_folder(path: str | os.PathLike, size: int | None = None,
+                          channels: int | None = None) -> Domain:
+    """:meth:`Domain.unlabeled` images from every image file below ``path``, at any depth
+    (flat, or in class folders whose names are not read), read as :func:`load_image_folder`
+    reads them; hidden files and folders (``.DS_Store``, ``__MACOSX/._x.jpg``) are skipped."""
+    root = Path(path).expanduser()
+    check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")
+    _check_size_channels(size, channels)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(_skipped(part) for part in p.relative_to(root).parts))
+    check(len(files) > 0, f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) at "
+                          f"any depth")
+    x = _read_images(files, size, channels, f"in {str(root)!r}")
+    _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535: rescale 12- or 10-bit "
+                  "images to the file's full range before loading")
+    return Domain.unlabeled(root.name or str(root), x.contiguous(),
+                            provenance={"origin": f"folder:{root}", "files": len(files)})
+
+
 # ---- npz arrays -------------------------------------------------------------------------------
 def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
     check(x.ndim in (3, 4), f"{where}: 'x' must be N x H x W, N x H x W x C or N x C x H x W, "
@@ -308,9 +334,20 @@ def _group_ids(a: np.ndarray, n: int, where: str):
     return a.tolist()
 
 
-def load_npz(path: str | os.PathLike) -> Domain:
+def _npz_images(a: np.ndarray, where: str) -> torch.Tensor:
+    x = _images_float(_images_nchw(a, where), where)
+    if a.dtype.kind in "iu":
+        _warn_if_dark(x, where, "integer images are read as 0..255: multiply 0/1 masks by 255, or store "
+                      "float images in [0, 1]")
+    check(x.shape[0] > 0, f"{where} holds no images ('x' is empty)")
+    check(x.shape[2] > 0 and x.shape[3] > 0, f"{where}: the images are {x.shape[2]} x {x.shape[3]} pixels")
+    return x
+
+
+def load_npz(path: str | os.PathLike, labeled: bool = True) -> Domain:
     """A domain from an ``.npz`` file with ``x`` (N x H x W, N x H x W x C or N x C x H x W;
     uint8 0..255 or float 0..1; an alpha channel is dropped), ``y`` (N integer labels >= 0),
+    with ``labeled=False`` :meth:`Domain.unlabeled` images from ``x`` alone (other keys unread),
     optional ``class_names`` (one per label id; default ``"0"``, ``"1"``, ...) and optional
     ``groups`` (N group ids: integers or names such as video ids; an N x 1 column is taken as
     a vector). Another key is ignored with a warning (naming a known key it looks like), and refused
@@ -332,21 +369,23 @@ def load_npz(path: str | os.PathLike) -> Domain:
         raise
     except Exception as e:
         raise TransferkitError(f"{where} cannot be read as .npz: {e}") from None
+    if not labeled:
+        check("x" in data, f"{where} lacks key 'x' (the images); found {sorted(data)}")
+        check(isinstance(data["x"], np.ndarray), f"{where}: member 'x' is not a NumPy array (.npy)")
+        x = _npz_images(data["x"], where)
+        return Domain.unlabeled(p.stem, x.contiguous(), provenance={"origin": f"npz:{p}"})
     _check_keys(data, where)
     missing = [k for k in ("x", "y") if k not in data]
     like = [f"{k!r} looks like {_meant(k)!r}: save it as {_meant(k)}=..." for k in data if _meant(k) in missing]
     check(not missing, f"{where} lacks key(s) {missing}; found {sorted(data)} (need 'x' and 'y')"
-                       + (f"; {'; '.join(like)}" if like else ""))
+                       + (f"; {'; '.join(like)}" if like else "")
+                       + ("; images without labels go in as the unlabelled target (`unlabeled: npz:PATH` in a "
+                          "config, load_domain(spec, labeled=False) in Python)" if missing == ["y"] else ""))
     for k in ("x", "y"):
         check(isinstance(data[k], np.ndarray), f"{where}: member {k!r} is not a NumPy array (.npy); write the "
                                                f"file with numpy.savez(path, x=images, y=labels)")
-    x = _images_float(_images_nchw(data["x"], where), where)
-    if data["x"].dtype.kind in "iu":
-        _warn_if_dark(x, where, "integer images are read as 0..255: multiply 0/1 masks by 255, or store "
-                      "float images in [0, 1]")
+    x = _npz_images(data["x"], where)
     n = x.shape[0]
-    check(n > 0, f"{where} holds no images ('x' is empty)")
-    check(x.shape[2] > 0 and x.shape[3] > 0, f"{where}: the images are {x.shape[2]} x {x.shape[3]} pixels")
     y = _int_vector(data["y"], "y", n, where)
     check(int(y.min()) >= 0, f"{where}: labels must be >= 0 (found {int(y.min())})")
     n_classes = int(y.max()) + 1

@@ -2,6 +2,7 @@
 
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -527,3 +528,64 @@ def test_unlabeled_images_are_read_from_any_folder_layout_and_from_x_alone(tmp_p
         load_domain(f"folder:{tmp_path / 'empty'}", labeled=False)
     with pytest.raises(TransferkitError, match=r"@grouped views need labels"):
         load_domain("digits@grouped3", labeled=False)
+
+
+def test_folder_names_in_either_unicode_form_are_one_class_and_linked_sub_folders_are_read(tmp_path, recwarn):
+    import os
+    import unicodedata
+
+    mac, win = tmp_path / "mac", tmp_path / "win"
+    write_folder(mac, classes=(unicodedata.normalize("NFD", "café"), "b"))
+    write_folder(win, classes=("café", "b"))
+    assert load_domain(f"folder:{mac}").class_names == load_domain(f"folder:{win}").class_names == ["b", "café"]
+    assert load_domain(f"folder:{mac}").select_classes([unicodedata.normalize("NFD", "café")]).num_classes == 1
+    write_folder(tmp_path / "drive", classes=("more",), per_class=4)
+    os.symlink(tmp_path / "drive" / "more", win / "b" / "from drive")  # a linked folder inside a class folder
+    os.symlink(win, win / "b" / "loop")  # a link loop ends
+    (win / "b" / "notes.txt").write_text("not an image")
+    (win / "b" / "Thumbs.db").write_bytes(b"\0")
+    os.symlink(tmp_path / "gone.png", win / "b" / "dead.png")
+    d = load_domain(f"folder:{win}")
+    assert d.class_counts().tolist() == [3 + 4 + 3, 3]  # its own, the linked folder's, and café's via the loop once
+    skipped = [str(w.message) for w in recwarn if "skipped" in str(w.message)]
+    assert skipped and all(part in skipped[-1] for part in ("skipped 2 file(s)", "notes.txt", "broken link"))
+
+
+def test_paths_written_for_another_system_are_named_with_what_is_wrong(tmp_path, monkeypatch):
+    import zipfile
+
+    from transferkit.config import load_config
+    from transferkit.io import atomic_path, cache_dir, relative_hint
+
+    assert "$DATA is not expanded" in relative_hint("$DATA/train") and "%DATA% is not" in relative_hint("%DATA%\\x")
+    assert "instead of Windows backslashes" in relative_hint("data\\train")
+    assert "holds a tab" in relative_hint("data\train")  # "folder:data\train" in double quotes in YAML
+    assert "relative path, read from the current directory" in relative_hint("data/train")
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as z:
+        z.writestr("a/1.txt", "x")
+    with pytest.raises(TransferkitError, match="is a zip archive: unzip it"):
+        load_domain(f"folder:{tmp_path / 'photos.zip'}")
+    with pytest.raises(TransferkitError, match=r"out_dir '\$DATA/runs': \$DATA is not expanded"):
+        load_config(None, ["out_dir=$DATA/runs"])
+    (tmp_path / "ansi.yaml").write_bytes("name: café\n".encode("cp1252"))
+    with pytest.raises(TransferkitError, match="is not UTF-8 text .*save it as UTF-8"):
+        load_config(tmp_path / "ansi.yaml")
+    (tmp_path / "ps.yaml").write_bytes("name: café\n".encode("utf-16"))  # PowerShell's `>`: a BOM, then UTF-16
+    assert load_config(tmp_path / "ps.yaml").name == "café"
+    monkeypatch.setenv("TRANSFERKIT_CACHE", "~/tk-cache")
+    assert cache_dir() == Path.home() / "tk-cache"
+
+    def refused(**kwargs):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr("tempfile.mkstemp", refused)
+    with pytest.raises(PermissionError, match=r"writing '.*grid\.png'"):
+        with atomic_path(tmp_path / "grid.png"):
+            pass
+
+
+def test_images_both_in_and_below_class_folders_warn_of_the_groups_they_make(tmp_path, recwarn):
+    write_folder(tmp_path, classes=("a", "b"))
+    write_folder(tmp_path / "a", classes=("2023",), per_class=2)
+    d = load_domain(f"folder:{tmp_path}")
+    assert d.groups is not None and len(d) == 8
+    assert any("2 image(s) lie in sub-folders of class folders and 6 directly" in str(w.message) for w in recwarn)

@@ -21,6 +21,7 @@ import yaml
 from .engine import TrainConfig
 from .errors import TransferkitError, UnknownNameError, check
 from .fields import check_fields, from_dict
+from .io import VARIABLE
 from .runtime import check_device_name, env_int
 
 #: most label subsets one run draws (each is a training per method; 1e9 hung in drawing them)
@@ -91,6 +92,10 @@ class ExperimentConfig:
         check(not (self.k is not None and self.ratio is not None),
               "give k or ratio, not both (set k: null to use ratio)")
         check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
+        variable = VARIABLE.search(str(self.out_dir))
+        check(variable is None, f"out_dir {self.out_dir!r}: {variable and variable.group()} is not expanded (paths are "
+                                f"read as written, ~ alone is the home folder): write the path out, or let the shell "
+                                f"expand it (--set \"out_dir=$DATA/runs\")")
         check(self.name.strip(" .") != "" and not any(c in self.name for c in "/\\"),
               f"name {self.name!r} names the run's folder under out_dir: no '/' or '\\', not empty or dots")
         check(self.select_on in ("target_val", "source_val", "none"),
@@ -256,9 +261,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
     if path is not None:
         path = Path(path)
         check(path.is_file(), f"config file {path} does not exist or is not a file")
+        raw = path.read_bytes()
+        utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))  # Windows PowerShell's `>` writes UTF-16 with a BOM
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            text = raw.decode("utf-16" if utf16 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise TransferkitError(f"config file {path} is not UTF-8 text (byte {raw[e.start]:#04x} at position "
+                                   f"{e.start}, e.g. a file saved as Windows 'ANSI' / cp1252): save it as UTF-8") \
+                from None
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as e:
             what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
             raise TransferkitError(f"config file {path}{what} {_one_line(e, str(path))}") from e
         check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "

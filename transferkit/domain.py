@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -299,7 +300,8 @@ class Domain:
         check(all(c is not None and not isinstance(c, (list, tuple, dict, set, torch.Tensor, np.ndarray))
                   for c in names),
               f"domain {self.name!r}: class_names must be a list of names, got {names!r:.80}")
-        self.class_names = [str(c) for c in names]
+        # one Unicode form (NFC): a name saved on macOS (NFD: "e" + accent) is the same name as on Windows
+        self.class_names = [unicodedata.normalize("NFC", str(c)) for c in names]
         check(all(c.strip() for c in self.class_names), f"domain {self.name!r}: a class name is empty: "
                                                         f"{self.class_names[:10]}")
         dup = sorted(c for c, n in Counter(self.class_names).items() if n > 1)
@@ -434,6 +436,7 @@ class Domain:
                        provenance={**sub.provenance, "classes": [self.class_names[i] for i in ids]})
 
     def _class_id(self, c) -> int:
+        c = unicodedata.normalize("NFC", c) if isinstance(c, str) else c
         if isinstance(c, str) and not c.isdigit() or (isinstance(c, str) and c in self.class_names):
             if c not in self.class_names:
                 raise TransferkitError(f"domain {self.name!r}: unknown class {c!r}; "

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +45,10 @@ def atomic_path(path: str | os.PathLike):
         with contextlib.suppress(OSError):  # another process may remove it first
             if time.time() - stale.stat().st_mtime > STALE_TMP_S:
                 stale.unlink()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # named by the file asked for, not by the temporary one
+        raise type(e)(e.errno, f"{e.strerror} (writing {str(path)!r})", str(path.parent)) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -327,12 +331,33 @@ def cache_dir() -> Path:
     """transferkit's cache, ``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``: built-in domains
     (``domains/``), source networks (``pretrained/``) and text embeddings (``text/``)."""
     root = os.environ.get("TRANSFERKIT_CACHE") or os.path.join(Path.home(), ".cache", "transferkit")
-    return Path(root)
+    return Path(root).expanduser()  # a quoted "~/..." (a .env file) is the home folder, not a folder named ~
+
+
+VARIABLE = re.compile(r"\$\{?[A-Za-z_]\w*\}?|%[A-Za-z_]\w*%")
+
+
+def path_hints(path: str | os.PathLike) -> list[str]:
+    """What may be wrong with a path as written: an environment variable (not expanded),
+    Windows backslashes, a tab or line break (YAML reads ``\\t`` in double quotes as a tab)."""
+    text, hints = str(path), []
+    if VARIABLE.search(text):
+        hints.append(f"{VARIABLE.search(text).group()} is not expanded: transferkit reads paths as written (only ~ "
+                     f"is the home folder), so write the path out (or let the shell expand it, e.g. --set "
+                     f"\"source=folder:$DATA/train\")")
+    if any(c in text for c in "\t\n\r"):
+        hints.append("the path holds a tab or line break: in double quotes YAML reads \\t and \\n as those; write "
+                     "paths with / (or in single quotes)")
+    elif "\\" in text:
+        hints.append("write the path with / instead of Windows backslashes (data/train, not data\\train)")
+    return hints
 
 
 def relative_hint(path: str | os.PathLike) -> str:
-    """What a missing relative path was looked up against (the current directory)."""
-    if Path(path).is_absolute():
-        return ""
-    return (f" (a relative path, read from the current directory {os.getcwd()!r}: run or resume from the directory "
-            f"it is relative to)")
+    """What a missing path was looked up against (the current directory, for a relative one), and
+    what may be wrong with it as written (:func:`path_hints`)."""
+    hints = path_hints(path)
+    if not Path(path).is_absolute() and not hints:
+        hints.append(f"a relative path, read from the current directory {os.getcwd()!r}: run or resume from the "
+                     f"directory it is relative to")
+    return f" ({'; '.join(hints)})" if hints else ""

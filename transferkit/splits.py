@@ -15,6 +15,7 @@ gives every sample its random rank within its class.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import torch
@@ -112,7 +113,9 @@ def split_units(split: Split) -> tuple[torch.Tensor, str]:
     if split.train.groups is None or len(labels) == 0:
         return torch.bincount(labels, minlength=n), "images"
     _, labels = group_labels(torch.cat([p.groups for p in parts]), labels)
-    return torch.bincount(labels, minlength=n), "groups (videos)"
+    folder = str(split.train.provenance.get("origin", "")).startswith("folder:")  # groups are its sub-folders
+    unit = "groups (videos: sub-folders of class folders)" if folder else "groups (videos)"
+    return torch.bincount(labels, minlength=n), unit
 
 
 def split_domain(domain: Domain, val_fraction: float = 0.15, test_fraction: float = 0.25,
@@ -253,6 +256,7 @@ def _parse_item(item, domain: Domain | None, numbered: dict[int, int] | None) ->
     if isinstance(item, bool):
         raise TransferkitError(f"invalid class {item!r}")
     if isinstance(item, str):
+        item = unicodedata.normalize("NFC", item)  # as Domain keeps class names
         if domain is not None and item in domain.class_names:
             return [domain.class_names.index(item)]
         m = _RANGE.match(item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,40 @@ def _skipped(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
 
 
+#: files of other systems that are never data (Windows thumbnails and folder settings)
+SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
+
+
+def _image_files(folder: Path, root: Path, skipped: list[str]) -> list[Path]:
+    """The image files below ``folder`` at any depth, sorted, following symbolic links to folders
+    (each real folder once: a link loop ends); hidden files and folders and ``__MACOSX`` left out.
+    Other files (no image suffix, a broken link) are appended to ``skipped`` relative to ``root``."""
+    found, seen = [], set()
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        for name in names:
+            p = Path(here) / name
+            if _skipped(name) or name.lower() in SYSTEM_FILES:
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                found.append(p)
+            else:
+                skipped.append(str(p.relative_to(root)) + ("" if p.exists() else " (a broken link)"))
+    return sorted(found)
+
+
+def _warn_skipped(root: Path, skipped: list[str]) -> None:
+    if skipped:
+        shown = ", ".join(map(repr, sorted(skipped)[:5])) + (", ..." if len(skipped) > 5 else "")
+        warn(f"image folder {str(root)!r}: skipped {len(skipped)} file(s) that are not images by their name "
+             f"({shown}); images need one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))}")
+
+
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _skipped(p.name))
     for name in classes:
@@ -51,11 +86,9 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each sub-folder "
              f"of a class folder, with all the images below it, becomes one group, like the frames of a video); "
              f"for a dataset split into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
-    files, empty = [], []
+    files, empty, skipped = [], [], []
     for label, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(_skipped(part) for part in p.relative_to(root).parts))
+        found = _image_files(root / name, root, skipped)
         if not found:
             empty.append(str(root / name))
         for p in found:
@@ -68,6 +101,13 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         raise TransferkitError(f"{which} no images ({', '.join(sorted(IMAGE_SUFFIXES))}){listed}; add images or "
                                f"remove the folder (a class without images could never be learnt; class ids are "
                                f"the positions of the sorted folder names)")
+    _warn_skipped(root, skipped)
+    nested = sum(g is not None for _, _, g in files)
+    if 0 < nested < len(files):
+        warn(f"image folder {str(root)!r}: {nested} image(s) lie in sub-folders of class folders and "
+             f"{len(files) - nested} directly in them; each such sub-folder is one group (the frames of one video, "
+             f"kept together by the splits), each image directly in a class folder a group of its own: move the "
+             f"images into one level if they are not frames of videos")
     return classes, files
 
 
@@ -194,8 +234,7 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     Grey images of integers wider than 8 bits (PIL modes ``I;16``, ``I``) are read as 16-bit
     (0-65535), float images (``F``) as values in [0, 1]. A folder whose brightest pixel is at most
     16 of 255 warns (12-bit images saved in 16-bit files, 0/1 masks)."""
-    root = Path(path).expanduser()
-    check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")
+    root = _folder(path)
     _check_size_channels(size, channels)
     classes, files = _class_files(root)
     x = _read_images([p for p, _, _ in files], size, channels, f"in {str(root)!r}")
@@ -211,16 +250,24 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
                   {"origin": f"folder:{root}", "files": len(files)})
 
 
+def _folder(path) -> Path:
+    root = Path(path).expanduser()
+    check(not (root.is_file() and zipfile.is_zipfile(root)),
+          f"image folder {str(root)!r} is a zip archive: unzip it and give the folder it holds")
+    check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")
+    return root
+
+
 def load_unlabeled_folder(path: str | os.PathLike, size: int | None = None,
                           channels: int | None = None) -> Domain:
     """:meth:`Domain.unlabeled` images from every image file below ``path``, at any depth
     (flat, or in class folders whose names are not read), read as :func:`load_image_folder`
     reads them; hidden files and folders (``.DS_Store``, ``__MACOSX/._x.jpg``) are skipped."""
-    root = Path(path).expanduser()
-    check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")
+    root = _folder(path)
     _check_size_channels(size, channels)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(_skipped(part) for part in p.relative_to(root).parts))
+    skipped: list[str] = []
+    files = _image_files(root, root, skipped)
+    _warn_skipped(root, skipped)
     check(len(files) > 0, f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) at "
                           f"any depth")
     x = _read_images(files, size, channels, f"in {str(root)!r}")

@@ -164,6 +164,16 @@ def test_show_writes_png(tmp_path, capsys):
     out_png = tmp_path / "grid.png"
     code, out, _ = run_cli(capsys, "show", "digits", "--out", str(out_png), "--per-class", "3")
     assert code == 0 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "digits: 1797 images, 10 classes (0 178, 1 182, 2 177," in out  # the count of each class
+
+
+def test_show_of_a_folder_with_one_class_says_where_the_classes_may_be(tmp_path, capsys):
+    from PIL import Image
+    (tmp_path / "outer" / "Photos").mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (8, 8), 40 * i).save(tmp_path / "outer" / "Photos" / f"{i}.png")
+    code, out, _ = run_cli(capsys, "show", f"folder:{tmp_path / 'outer'}", "--out", str(tmp_path / "g.png"))
+    assert code == 0 and "3 images, 1 class (Photos 3)" in out and "one level above the class folders" in out
 
 
 def test_show_loads_a_colour_shift_of_a_grey_domain_in_colour_as_run_does(tmp_path, capsys):

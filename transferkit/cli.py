@@ -24,7 +24,8 @@ def _domains(args) -> None:
     print("\nshifts (append to any domain, e.g. mnist+blur, mnist+rotation+noise):")
     for s in list_shifts():
         print(f"  {s['name']:<14} {s['description']}")
-    print("\nuser data: folder:PATH (one subfolder per class), npz:PATH (arrays x, y)")
+    print("\nuser data: folder:PATH (one subfolder per class), npz:PATH (arrays x, y); unlabelled images: "
+          "`unlabeled: folder:PATH` (images at any depth) or `unlabeled: npz:PATH` (x only) in a config")
 
 
 def _show(args) -> None:
@@ -33,7 +34,14 @@ def _show(args) -> None:
     channels = args.channels or (3 if has_colour_shift(args.domain) else None)  # as `run` loads it (channels: auto)
     domain = load_domain(args.domain, seed=args.seed, size=args.size, channels=channels)
     path = sample_grid(domain, args.out, per_class=args.per_class, seed=args.seed)
-    print(f"{domain.name}: {len(domain)} images, {domain.num_classes} classes -> {path}")
+    counts = domain.class_counts().tolist()
+    shown = ", ".join(f"{c} {n}" for c, n in zip(domain.class_names[:20], counts))
+    more = f", ... ({domain.num_classes - 20} more)" if domain.num_classes > 20 else ""
+    print(f"{domain.name}: {len(domain)} images, {domain.num_classes} class{'es' if domain.num_classes != 1 else ''} "
+          f"({shown}{more}) -> {path}")
+    if domain.num_classes == 1:
+        print(f"  one class: a run needs two or more (is {args.domain.split('+')[0]} one level above the class "
+              f"folders, as a zip extracted into a folder of its own?)")
 
 
 def _methods(args) -> None:

@@ -266,9 +266,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         try:
             text = raw.decode("utf-16" if utf16 else "utf-8")
         except UnicodeDecodeError as e:
-            raise TransferkitError(f"config file {path} is not UTF-8 text (byte {raw[e.start]:#04x} at position "
-                                   f"{e.start}, e.g. a file saved as Windows 'ANSI' / cp1252): save it as UTF-8") \
-                from None
+            what = ("it starts with a UTF-16 byte-order mark but is not UTF-16 text" if utf16 else
+                    f"it is not UTF-8 text (byte {raw[e.start]:#04x} at position {e.start}, e.g. a file saved as "
+                    f"Windows 'ANSI' / cp1252)")
+            raise TransferkitError(f"config file {path} is not valid YAML: {what}: save it as UTF-8") from None
         try:
             data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as e:

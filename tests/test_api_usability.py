@@ -206,3 +206,34 @@ def test_a_fit_interrupted_goes_on_from_its_checkpoint_dir_to_the_uninterrupted_
     assert saved[3] == "pretrain" and len(saved) == 4 + 3  # steps 8 (pre-training), 2, 4, 6 (transfer)
     assert all(torch.equal(v, expected[k]) for k, v in model.net_.state_dict().items())
     assert list((tmp_path / "ckpt").iterdir()) == []  # a fit that ends removes its checkpoints
+
+
+def test_a_students_usual_slips_are_named_with_the_fix():
+    import transferkit
+    from transferkit.splits import Split, sample_k_shot, subsample_per_class
+    d = toy_domain(12, classes=3)
+    for fn in (lambda: sample_k_shot(Split(d, d, d), 1, 0), lambda: subsample_per_class(Split(d, d, d), 1, 0)):
+        with pytest.raises(TransferkitError, match=r"takes one Domain, got a Split .*split\.train"):
+            fn()
+    for labels in (["a", "b"] * 6, __import__("numpy").array(["a", "b"] * 6)):
+        with pytest.raises(TransferkitError, match=r"labels are class names \('a', \.\.\.\); give class ids.*index"):
+            Domain("d", d.images, labels, ["a", "b"])
+    with pytest.raises(TransferkitError, match=r"steps is a training setting, not a method option: in Python "
+                                               r"Transfer\(\.\.\., train=TrainConfig\(steps=\.\.\.\)\)"):
+        Transfer("finetune", steps=10)
+    from transferkit.methods import get_method
+    assert list(transferkit.method_options("dann")) == list(transferkit.method_options(get_method("dann")))
+    for name, meant in ((lambda: Transfer("DANN"), "dann"), (lambda: transferkit.load_domain("mnsit"), "mnist")):
+        with pytest.raises(TransferkitError, match=f"did you mean '{meant}'"):
+            name()
+    with pytest.raises(TransferkitError, match=r"must share one shape .*domain\.to_format\(size=28, channels=3\)"):
+        Transfer("finetune", backbone="lenet").fit(target=d, source=toy_domain(12, classes=3).to_format(channels=3))
+
+
+def test_a_table_of_hand_made_rows_needs_method_seed_and_accuracy_only():
+    from transferkit.results import markdown_table, summarize
+    rows = [{"method": "finetune", "seed": s, "accuracy": a} for s, a in ((0, 0.8), (1, 0.82))]
+    table = markdown_table(summarize(rows), rows)
+    assert "| finetune |  |  |  | 81.0 ± 1.0 | 2 | – |" in table
+    with pytest.raises(TransferkitError, match="rows\\[0\\] has no seed: a row needs method, seed and accuracy"):
+        summarize([{"method": "finetune", "accuracy": 0.8}])

@@ -55,6 +55,15 @@ PRETRAIN_DEFAULT = TrainConfig(steps=600)
 class Transfer:
     """Transfer with one method (its registered name, or the registered ``Method`` class).
 
+    Parameters: ``method`` (``transferkit.list_methods()``, ``transferkit methods`` on the
+    command line); ``backbone`` (``convnet4``, ``lenet``, ``convnet7``, ``resnet18``, a plugin's,
+    or a network of one's own through ``fit(net=...)``); ``train`` and ``pretrain``, the
+    :class:`TrainConfig` budgets of the transfer and of the source pre-training (steps, lr,
+    batch size...: ``help(TrainConfig)``); ``seed``, which seeds the network's initialisation
+    and the training batches (not the label subset: choose that with ``sample_k_shot(...,
+    seed=)``); ``**options``, the method's own options (``transferkit.method_options(method)``,
+    or ``transferkit methods NAME``).
+
     ``fit(target, source=None, unlabeled=None, val=None, net=None, source_val=None)``: when
     the method starts from a source network and ``net`` is not given, the backbone is first
     trained on ``source`` (with ``pretrain`` config; with ``source_val``, a labelled
@@ -116,7 +125,17 @@ class Transfer:
     def fit(self, target: Domain | None = None, source: Domain | None = None, unlabeled: Domain | None = None,
             val: Domain | None = None, net: UnitNet | None = None, source_val: Domain | None = None,
             checkpoint_dir: str | Path | None = None) -> "Transfer":
-        """``checkpoint_dir``: the trainings (pre-training and transfer) checkpoint there every
+        """Train on the domains given: ``target``, the labelled target images (few of them, e.g.
+        ``sample_k_shot(...)``'s first part); ``source``, the labelled source domain the network is
+        pre-trained on (and that adaptation methods read); ``unlabeled``, target images whose
+        labels are not read (domain adaptation, ``finetune_adv``, ``lext``; :meth:`Domain.unlabeled`
+        for images without labels); ``val``, a labelled validation domain for early stopping and
+        model selection (``split_domain(...).val``); ``net``, a network to start from instead of
+        pre-training (``source`` then names its classes); ``source_val``, a labelled source
+        validation split for the pre-training. Which of them a method reads: ``transferkit
+        methods NAME``.
+
+        ``checkpoint_dir``: the trainings (pre-training and transfer) checkpoint there every
         ``checkpoint_every`` steps, and a fit interrupted (Ctrl-C, a killed kernel) and called
         again with the same arguments goes on from its last checkpoint, to the weights an
         uninterrupted fit gives; a checkpoint of other data, method or config is refused (delete
@@ -148,7 +167,9 @@ class Transfer:
             if k != "unlabeled":
                 check_labeled(d, f"fit: the {k} domain")
         shapes = {k: d.image_shape for k, d in given.items()}
-        check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}")
+        check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}: load "
+                                              f"them alike (load_domain(spec, size=28, channels=3)) or convert "
+                                              f"one, domain.to_format(size=28, channels=3)")
         guessed = net is not None and getattr(net, "input_shape_guessed", False)  # from_modules' 224 x 224
         if net is not None and getattr(net, "input_shape", None) is not None and not guessed:
             have, want = next(iter(shapes.values())), tuple(net.input_shape)

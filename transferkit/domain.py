@@ -111,7 +111,7 @@ def label_ids(labels, what: str, names: str = "class_names") -> torch.Tensor:
     check(not labels.is_complex(), f"{what}: labels must be {ids}, got {labels.dtype}")
     if labels.is_floating_point():
         check(bool(labels.isfinite().all()), f"{what}: labels contain NaN or infinite values")
-        check(bool((labels == labels.round()).all()), f"{what}: labels must be integers ({ids}), got non-integral "
+        check(bool((labels == labels.round()).all()), f"{what}: labels must be {ids}, got non-integral "
                                                       f"values of dtype {labels.dtype}")
     return labels if labels.dtype == torch.int64 else labels.long()
 
@@ -260,6 +260,11 @@ class Domain:
 
     def __post_init__(self):
         x, y = self.images, self.labels
+        text = isinstance(y, (list, tuple, np.ndarray)) and len(y) > 0 and (
+            np.asarray(y).dtype.kind in "USO" and isinstance(np.asarray(y).reshape(-1)[0], str))
+        check(not text, f"domain {self.name!r}: labels are class names ({str(np.asarray(y).reshape(-1)[0])!r}, ...); "
+                        f"give class ids, positions in class_names: torch.tensor([class_names.index(c) for c in "
+                        f"labels])")
         for what, value in (("images", x), ("labels", y)):
             check(isinstance(value, torch.Tensor), f"domain {self.name!r}: {what} must be a torch tensor, got "
                                                    f"{type(value).__module__}.{type(value).__name__} "

@@ -77,7 +77,17 @@ def check_streams(cls) -> None:
 @dataclass
 class TrainConfig:
     """Optimisation budget and schedule of one training stage (defaults follow seed 000:
-    Adam, learning rate 1e-3)."""
+    Adam, learning rate 1e-3).
+
+    ``steps`` optimiser steps of ``batch_size`` images per stream; ``lr``, ``optimizer``,
+    ``momentum`` (SGD), ``weight_decay`` and the learning-rate ``schedule``; every
+    ``eval_every`` steps the model is scored on the validation domain, training stops after
+    ``patience`` evaluations without improvement (``None``: never) and ``restore_best`` keeps
+    the best evaluation's weights (else the last); ``checkpoint_every``: steps between
+    checkpoints where a checkpoint folder is given; ``cache_frozen`` computes the activations of
+    frozen leading units once per fit (up to ``cache_limit_mb``); ``progress``: a tqdm bar (None:
+    when stderr is a terminal, so notebooks show none); ``device`` (cpu, cuda, mps, auto),
+    ``amp`` (bfloat16 autocast on GPU) and ``channels_last`` (the layout of conv nets on CPU)."""
 
     steps: int = 300
     batch_size: int = 64

@@ -52,14 +52,25 @@ def warn(message: str) -> None:
     warnings.warn(message, TransferkitWarning, stacklevel=level - 1 if frame is None else level)
 
 
+def near_name(name: str, known: list[str]) -> str | None:
+    """The known name ``name`` most likely misspells: the same in another case (``DANN``), two
+    letters swapped (``mnsit``), or a close spelling; ``None`` when none is."""
+    for same in (lambda k: k.lower() == name.lower(), lambda k: sorted(k.lower()) == sorted(name.lower())):
+        hit = next((k for k in known if same(k)), None)
+        if hit is not None:
+            return hit
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
 class UnknownNameError(TransferkitError, KeyError):
     """An unknown domain, shift, method, backbone, benchmark or config key. A known name close
     to it (a typo) is suggested; else ``hint`` (e.g. where a plugin's names come from) is added."""
 
     def __init__(self, kind: str, name: str, known, hint: str = ""):
         self.kind, self.name, self.known, self.hint = kind, name, sorted(known), hint
-        close = difflib.get_close_matches(str(name), self.known, n=1, cutoff=0.85)
-        note = f"did you mean {close[0]!r}?" if close else hint
+        close = near_name(str(name), self.known)
+        note = f"did you mean {close!r}?" if close else hint
         super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}" + (f" ({note})" if note else ""))
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message

@@ -53,7 +53,8 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
     eligible = torch.nonzero(counts >= k_shot + n_query).flatten()
     check(len(eligible) >= n_way, f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} classes "
                                   f"with >= {k_shot + n_query} samples; only {len(eligible)} have them (fewer "
-                                  f"queries, n_query, or fewer classes, n_way, fit a small split)")
+                                  f"queries, n_query, fewer shots, k_shot, or fewer classes, n_way, fit a small "
+                                  f"split)")
     classes = eligible[torch.rand(episodes, len(eligible), generator=generator).argsort(1)[:, :n_way]]
     order = torch.argsort(labels, stable=True)
     starts = torch.cumsum(counts, 0) - counts
@@ -146,7 +147,7 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
     the spread is unknown (0 would claim none; :func:`~transferkit.evaluate.format_mean_se`
     likewise prints the mean alone)."""
     accs = torch.as_tensor(accs)
-    accs = accs if accs.is_floating_point() else accs.double()
+    accs = accs.double()  # float32 means print as 0.6225333213806152
     n = accs.numel()
     check(accs.dim() == 1 and n > 0 and bool(torch.isfinite(accs).all()),
           f"mean_ci95 needs a 1-D sequence of one or more finite accuracies, got {n} values of shape "

@@ -54,6 +54,8 @@ def parse_grouped(spec: str) -> tuple[str, int] | None:
 def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """``k`` labelled groups of every class (all their samples), chosen with ``seed``; the
     rest is unlabelled (seed 000 §4.2: k labelled videos per class)."""
+    from .splits import _check_domain
+    _check_domain(domain, "sample_k_groups")
     check(domain.groups is not None, f"domain {domain.name!r} has no groups")
     check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
     check(len(domain) > 0, f"domain {domain.name!r} is empty: no group to label")

@@ -131,11 +131,17 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     accuracy over seeds (``None`` for one seed: undefined), number of seeds, mean wall
     seconds, and for grouped (video) targets those of ``group_accuracy``; ``extra_keys``: the
     mean of those fields over the rows that have them. Two rows of one group and seed (runs merged
-    twice?) are refused: the standard error would count one run as two."""
+    twice?) are refused: the standard error would count one run as two. Rows made by hand need
+    ``method``, ``seed`` and ``accuracy`` (a fraction); ``source``, ``target``, ``setting`` and
+    ``wall_s`` may be left out."""
     extra_keys = (extra_keys,) if isinstance(extra_keys, str) else tuple(extra_keys)
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["source"], r["target"], r["setting"], r.get("run")), []).append(r)
+    for i, r in enumerate(rows):
+        missing = [k for k in ("method", "seed", "accuracy") if k not in r]
+        check(not missing, f"rows[{i}] has no {', '.join(missing)}: a row needs method, seed and accuracy (a "
+                           f"fraction, e.g. model.score(test)); source, target, setting and wall_s are optional")
+        groups.setdefault((r["method"], r.get("source", ""), r.get("target", ""), r.get("setting", ""),
+                           r.get("run")), []).append(r)
     for key, rs in groups.items():
         seeds = [r["seed"] for r in rs]
         twice = sorted({str(s) for s in seeds if seeds.count(s) > 1})
@@ -152,7 +158,7 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         summary = {**({"run": run} if run is not None else {}),
                    "method": method, "source": source, "target": target, "setting": setting,
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
-                   "wall_s": sum(r["wall_s"] for r in rs) / len(rs),
+                   "wall_s": sum(r["wall_s"] for r in rs) / len(rs) if all("wall_s" in r for r in rs) else None,
                    "seeds": sorted(r["seed"] for r in rs)}
         ci = rs[0].get("ci95") if len(rs) == 1 else None  # one row over episodes: its own 95 % interval
         if isinstance(ci, Real) and not isinstance(ci, bool) and math.isfinite(ci):  # NaN: one episode, none
@@ -372,7 +378,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
                      f"{md_cell(s['setting'])} | "
                      f"{accuracy_text(s)} |"
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
-                     + f" {s['n']} | {s['wall_s']:.1f} |")
+                     + f" {s['n']} | {'–' if s['wall_s'] is None else format(s['wall_s'], '.1f')} |")
     picks = row_notes(rows)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
         picks.append("Mean ± standard error over n seeds (label subsets).")

@@ -154,11 +154,18 @@ def _per_class(domain: Domain, n: int, seed: int) -> torch.Tensor:
     return keep[inverse]
 
 
+def _check_domain(domain, where: str) -> None:
+    check(not isinstance(domain, Split), f"{where} takes one Domain, got a Split (train, val and test): give its "
+                                         f"training part, split.train")
+    check(isinstance(domain, Domain), f"{where} takes a Domain, got {type(domain).__name__}")
+
+
 def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """Exactly ``k`` labelled samples of every class present, chosen with ``seed``; the rest
     is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1. A domain
     with groups (frames of videos) takes :func:`~transferkit.grouped.sample_k_groups`, which
     keeps each group on one side."""
+    _check_domain(domain, "sample_k_shot")
     check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
     k = int(k)
     check(domain.groups is None, f"domain {domain.name!r} has groups (frames of one video): k-shot sampling of "
@@ -183,6 +190,7 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
 def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
     """At most ``n`` randomly chosen samples per class (seed 002 Table 2 subsampling ratios);
     a domain with groups keeps whole groups (see :func:`_per_class`)."""
+    _check_domain(domain, "subsample_per_class")
     check(is_whole(n, 1), f"n must be an integer >= 1, got {n!r}")
     n = int(n)
     sub = domain.subset(_per_class(domain, n, seed), name=f"{domain.name}/{n}-per-class")

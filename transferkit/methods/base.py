@@ -19,6 +19,7 @@ with :func:`register`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -283,9 +284,11 @@ def option_choices(option: str) -> tuple | None:
 
 
 def method_options(cls) -> dict:
-    """``{option: default}`` of method class ``cls``: the parameters of its ``__init__`` after
+    """``{option: default}`` of method class ``cls`` (or its name): the parameters of its ``__init__`` after
     the network, and, where it passes ``**options`` on, those of the parents it passes them to
     (the nearest default wins). ``inspect.Parameter.empty`` marks an option without default."""
+    if isinstance(cls, str):
+        cls = get_method(cls)
     out: dict = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -316,6 +319,12 @@ def check_options(cls, options: dict) -> None:
         return
     known = method_options(cls)
     unknown = [k for k in options if k not in known]
+    from ..engine import TrainConfig  # (the engine imports this module)
+    budget = sorted(set(unknown) & {f.name for f in dataclasses.fields(TrainConfig)})
+    verb = "is a training setting" if len(budget) == 1 else "are training settings"
+    check(not budget, f"method {cls.name!r}: {', '.join(budget)} {verb}, not a method option: in Python "
+                      f"Transfer(..., train=TrainConfig({budget[0] if budget else ''}=...)), in a config "
+                      f"train: {{{budget[0] if budget else ''}: ...}}")
     check(not unknown or known, f"method {cls.name!r} takes no options, got {unknown}")
     if unknown:
         raise UnknownOptionError(cls.name, unknown[0], known)

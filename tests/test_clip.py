@@ -407,3 +407,116 @@ def test_clip_warns_when_it_falls_back_to_the_hashing_encoder_and_its_row_names_
     with pytest.warns(UserWarning, match=r"text extra is not installed.*hashing encoder"):
         m = ClipMethod(tiny_net(10), captions=["a", "b"])
     assert m.extra_results()["text_encoder"] == "hashing"  # in the run's row
+
+
+def _shapes(n=60):
+    """Three classes of images, a bright band each; captions of four kinds per class (12 distinct)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 3
+    images = torch.rand(n, 1, 28, 28, generator=g) * 0.1
+    for c in range(3):
+        images[labels == c, :, c * 9:(c + 1) * 9, :] = 1.0
+    dom = Domain("shapes", images, labels, ["circle", "square", "star"])
+    return dom, [f"a {dom.class_names[y]} number {i % 4}" for i, y in enumerate(labels.tolist())]
+
+
+def test_clip_on_a_captioned_domain_takes_its_captions_and_refuses_the_per_image_list():
+    from transferkit import Transfer
+    dom, per_image = _shapes()
+    cd = CaptionedDomain(dom, per_image)
+    assert len(cd.captions) == 12 and cd.domain.class_names == cd.captions
+
+    def clip(**options):
+        return Transfer("clip", backbone="lenet", train=TrainConfig(steps=3, batch_size=16, progress=False),
+                        text_encoder="hashing:32", **options)
+    with pytest.raises(TransferkitError, match=r"a list of 60 for 12 source classes.*captions=cd\.captions"):
+        clip(captions=per_image).fit(source=cd.domain)  # trained every image on another caption, silently
+    with pytest.raises(TransferkitError, match=r"another list \(12 entries, first difference at 0.*=cd\.captions"):
+        clip(captions=cd.captions[::-1]).fit(source=cd.domain)  # as many captions, in another order
+    reference = clip(captions=cd.captions).fit(source=cd.domain)
+    for model in (clip().fit(source=cd), clip().fit(source=cd.domain), clip(captions=cd.captions).fit(source=cd)):
+        assert model.method_.caption_texts == cd.captions and model.classes_ == ["circle", "square", "star"]
+        for k, v in reference.method_.state_dict().items():
+            assert torch.equal(model.method_.state_dict()[k], v), k
+
+
+def test_clip_refuses_a_batch_or_a_source_without_negatives():
+    from transferkit import Transfer
+    dom, per_image = _shapes(12)
+    cd = CaptionedDomain(dom, per_image)
+    one = Transfer("clip", backbone="lenet", train=TrainConfig(steps=2, batch_size=1, progress=False),
+                   text_encoder="hashing:32")
+    with pytest.raises(TransferkitError, match="a batch of 1 image-caption pair has no negative.*batch_size >= 2"):
+        one.fit(source=cd)  # InfoNCE of one pair is 0: it trained nothing
+    same = CaptionedDomain(dom, ["a shape"] * len(dom))
+    with pytest.raises(TransferkitError, match="has the same caption.*contrastive loss is 0"):
+        Engine(TrainConfig(steps=1, progress=False)).fit(ClipMethod(tiny_net(3), text_encoder=HashingEncoder(16)),
+                                                         source=same.domain)
+
+
+def test_a_captioned_domain_takes_several_captions_per_image_and_names_an_empty_one():
+    dom, per_image = _shapes(6)
+    several = [[c, c.replace("a ", "one ")] if i % 2 == 0 else c for i, c in enumerate(per_image)]
+    cd = CaptionedDomain(dom, several)  # TypeError: unhashable type: 'list'
+    assert cd.image_index.tolist() == [0, 0, 1, 2, 2, 3, 4, 4, 5] and len(cd.domain) == 9
+    assert torch.equal(cd.domain.images, dom.images[cd.image_index])
+    assert torch.equal(cd.classes, dom.labels[cd.image_index])
+    texts = [t for c in several for t in ([c] if isinstance(c, str) else c)]
+    assert [cd.captions[i] for i in cd.caption_ids.tolist()] == texts
+    for bad, match in (([*per_image[:5], ""], r"caption of image 5 is empty or blank \(''\)"),
+                       ([*per_image[:2], ["a b", "  "], *per_image[3:]], "caption of image 2 is empty or blank"),
+                       ([*per_image[:5], []], "caption of image 5 must be a text or a non-empty list"),
+                       (per_image[:5], "5 captions for 6 images")):
+        with pytest.raises(TransferkitError, match=match):
+            CaptionedDomain(dom, bad)
+    with pytest.raises(TransferkitError, match=r"clip: the captions \[1\] \(by caption id\) are empty or blank"):
+        ClipMethod(tiny_net(3), captions=["a", " "], text_encoder=HashingEncoder(16))
+
+
+def test_a_fitted_clip_pointed_at_other_classes_says_how_to_score_them():
+    from transferkit import Transfer
+    dom, per_image = _shapes(24)
+    model = Transfer("clip", backbone="lenet", train=TrainConfig(steps=2, batch_size=8, progress=False),
+                     text_encoder="hashing:32").fit(source=CaptionedDomain(dom, per_image))
+    model.method_.set_classes(["hexagon", "ring", "cross"])  # as many classes: predict gave ids of the others
+    with pytest.raises(TransferkitError, match=r"now scores the classes \['hexagon', 'ring', 'cross'\] \(set_classes "
+                                               r"after fit\), not its classes_ \['circle', 'square', 'star'\].*"
+                                               r"model\.method_\.scores\(images\)"):
+        model.predict(dom)
+    assert model.method_.scores(dom.images).shape == (24, 3)
+    model.method_.set_classes(["circle", "square", "star"])
+    assert model.predict(dom).shape == (24,)
+
+
+def test_clip_messages_name_the_input_to_fix():
+    from transferkit import Transfer
+    from transferkit.clip import retrieval_report
+    dom, per_image = _shapes(12)
+    with pytest.raises(TransferkitError, match=r"3 source classes, 0 captions.*fit\(source=CaptionedDomain"):
+        Transfer("clip", backbone="lenet", text_encoder="hashing:32", train=TrainConfig(steps=1)).fit(source=dom,
+                                                                                                      target=dom)
+    m = ClipMethod(tiny_net(3), captions=["a", "b"], text_encoder=HashingEncoder(16), class_names=["a", "b"])
+    with pytest.raises(TransferkitError, match="retrieval_report: 3 captions but 2 caption_classes"):
+        retrieval_report(m, dom.images, dom.labels, per_image[:3], torch.tensor([0, 1]))
+    with pytest.raises(TransferkitError, match="retrieval_report: 12 images but 11 image_classes"):
+        retrieval_report(m, dom.images, dom.labels[:11], per_image[:3], torch.tensor([0, 1, 2]))
+    with pytest.raises(TransferkitError, match=r"relevant must have the similarity's shape"):
+        recall_at_k(torch.zeros(2, 3), torch.zeros(2, 2, dtype=torch.bool))
+
+
+def test_clip_keeps_a_fixed_temperature_when_asked():
+    dom, per_image = _shapes(24)
+    cd = CaptionedDomain(dom, per_image)
+    for learn in (True, False):
+        m = ClipMethod(tiny_net(3), text_encoder=HashingEncoder(32), tau0=0.1, learn_temperature=learn)
+        Engine(TrainConfig(steps=3, batch_size=8, lr=0.05, progress=False)).fit(m, source=cd.domain)
+        assert (m.temperature.temperature == pytest.approx(0.1, rel=1e-6)) != learn
+
+
+def test_a_transfer_repr_shortens_long_options():
+    from transferkit import Transfer
+    captions = [f"a long caption of image {i}" for i in range(704)]
+    text = repr(Transfer("clip", captions=captions, text_encoder="hashing"))
+    assert len(text) < 200 and "captions=<list of 704: 'a long caption of image 0', ...>" in text
+    assert "text_encoder='hashing'" in text
+    assert "class_names=['a', 'b']" in repr(Transfer("clip", class_names=["a", "b"]))

@@ -544,3 +544,24 @@ def test_summary_of_an_unfinished_run_shows_its_finished_jobs_and_what_completes
     out, err = capsys.readouterr()
     assert "Classes: target classes 5-9." in out and "| finetune | s | t | k=1 | 60.0 ± 10.0 | 2 |" in out, out
     assert "the table holds the 2 job(s) finished so far" in err and f"`transferkit run --resume {run}`" in err, err
+
+
+def test_zero_shot_rows_get_an_honest_plus_minus_note_and_one_class_predictions_are_named():
+    from transferkit.results import markdown_table, one_class_line, summarize
+    base = {"source": "s", "target": "t", "setting": "k=5", "wall_s": 1.0, "n_labeled": 0,
+            "class_names": ["7", "8", "9"]}
+    spread = [[3, 1, 0], [1, 3, 0], [0, 1, 3]]
+    one = [[4, 0, 0], [4, 0, 0], [4, 0, 0]]  # every image predicted as '7': 33.3 ± 0.0
+    rows = [{**base, "method": "clip", "seed": s, "accuracy": 0.75, "confusion": spread} for s in range(2)]
+    rows += [{**base, "method": "attribute_zsl", "seed": s, "accuracy": 1 / 3, "confusion": one} for s in range(2)]
+    text = markdown_table(summarize(rows), rows)
+    assert "label subsets" not in text  # a seed of a zero-shot row draws none
+    assert ("Mean ± standard error over n seeds (no row reads a target label: a seed changes the initialisation and "
+            "the training order, not a label subset; the setting k=5 names no labelled subset).") in text
+    assert ("Every test image predicted as one class: attribute_zsl (seeds 0, 1: class 7); such an accuracy is that "
+            "class's share of the test images.") in text
+    mixed = rows + [{**base, "method": "finetune", "seed": s, "accuracy": 0.9, "n_labeled": 15} for s in range(2)]
+    assert "(label subsets; for rows that read no target label, n_labeled 0, a seed changes only" in markdown_table(
+        summarize(mixed), mixed)
+    single_class_test = {**rows[0], "confusion": [[0, 0, 0], [0, 4, 0], [0, 0, 0]]}  # one class of images: no line
+    assert one_class_line([single_class_test]) == [] and one_class_line(rows[:2]) == []

@@ -670,3 +670,20 @@ def test_unnamed_description_rows_warn_of_classes_that_are_not_the_numbers_of_th
         AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]]).prepare({"source": numbered})
         named = AttributeZeroShot(tiny_net(3), attributes=[[1, 0], [0, 1], [1, 1]], class_names=["x", "circle", "y"])
         named.prepare({"source": named.to_rows(shapes.select_classes(["circle", "x"]))})
+
+
+def test_a_run_refuses_a_captions_list_of_another_length_or_an_empty_caption_before_its_first_job(tmp_path,
+                                                                                                  monkeypatch):
+    from transferkit import experiment
+    from transferkit.config import ExperimentConfig
+    monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
+    for captions, match in ((["a zero", "a one"], r"captions is a list of 2 for 3 source classes \['0', '1', '2'\]"),
+                            ([f"digit {i}" for i in range(4)], "a list of 4 for 3 source classes"),
+                            ({0: "a zero", 1: "", 2: "a two"}, r"captions of the source classes \['1'\] are empty"),
+                            (["a zero", "a one", "   "], r"captions of the source classes \['2'\] are empty"),
+                            ({0: "a zero", 1: ["a one", ""], 2: "a two"}, r"source classes \['1'\] are empty")):
+        cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-2", target_classes="7-9",
+                               methods=["clip"], select_on="none", backbone="lenet", out_dir=str(tmp_path),
+                               options={"clip": {"captions": captions, "text_encoder": "hashing"}})
+        with pytest.raises(TransferkitError, match=f"method clip.*{match}"):
+            experiment.run_experiment(cfg, log=lambda *a: None)

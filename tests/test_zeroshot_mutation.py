@@ -102,8 +102,11 @@ def test_temperature_is_clamped_below_at_scale_one():
     assert float(t().detach()) == pytest.approx(1.0)  # 1 / tau never below 1
     t.clamp_()
     assert float(t.log_scale.detach()) == 0.0
-    warm = LearnableTemperature(tau0=2.0)  # 1 / tau0 = 0.5 < 1: the parameter starts clamped at log 1
-    assert float(warm.log_scale.detach()) == 0.0
+    assert float(LearnableTemperature(tau0=1.0).log_scale.detach()) == 0.0  # the ends of the range are taken
+    assert float(LearnableTemperature(tau0=0.01)().detach()) == pytest.approx(100.0)
+    for tau0, start in ((2.0, "1"), (100, "1"), (0.001, "100")):  # were clamped silently (tau0=100 -> scale 1)
+        with pytest.raises(TransferkitError, match=rf"tau0 = {tau0} is outside \[0.01, 1\].*start at {start}, not"):
+            LearnableTemperature(tau0=tau0)
     with pytest.raises(TransferkitError, match="max_scale >= 1"):
         LearnableTemperature(tau0=0.07, max_scale=0.5)
 

@@ -27,6 +27,7 @@ from .backbones import (
     evaluating,
     reinitialise,
 )
+from .clip import CaptionedDomain
 from .config import load_config
 from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
 from .engine import Engine, TrainConfig, check_streams
@@ -154,6 +155,8 @@ class Transfer:
     def _fit(self, target, source, unlabeled, val, net, source_val=None, ckpt: Path | None = None) -> "Transfer":
         cls = self.method_cls
         check_streams(cls)  # before any pre-training
+        if isinstance(source, CaptionedDomain):  # image-caption pairs: clip reads the captions off its domain
+            source = source.domain
         given = {k: d for k, d in (("target", target), ("source", source), ("unlabeled", unlabeled), ("val", val),
                                    ("source_val", source_val)) if d is not None}
         check(target is not None or source is not None, "fit needs a target or a source domain")
@@ -318,7 +321,7 @@ class Transfer:
         return {k: v for k, v in self.__dict__.items() if k != "_pretrained"}
 
     def __repr__(self) -> str:
-        options = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        options = "".join(f", {k}={_option_text(v)}" for k, v in self.options.items())
         for name, cfg, default in (("train", self.train_cfg, TrainConfig()), ("pretrain", self.pretrain_cfg,
                                                                                PRETRAIN_DEFAULT)):
             changed = ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
@@ -343,6 +346,13 @@ class Transfer:
         images = self._images(images, "predict")
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))
+        scored = getattr(self.method_, "class_names", None) if getattr(self.method_cls, "scores_class_names", False) \
+            else None  # clip scores the classes it names: set_classes after fit changes them, not classes_
+        check(scored is None or [str(c) for c in scored] == [str(c) for c in self.classes_],
+              f"predict: the fitted {self.method_cls.name} now scores the classes {list(scored or [])[:10]} "
+              f"(set_classes after fit), not its classes_ {list(self.classes_)[:10]}, whose ids predict returns: "
+              f"score other classes with model.method_.scores(images) (columns: model.method_.class_names) or "
+              f"evaluate_zero_shot(model.method_, ...), or fit with them as target=")
         logits = predict_logits(self.method_, images)  # the method's forward: a zero-shot one scores descriptions
         check(logits.shape[1] == len(self.classes_),
               f"predict: the model gives {logits.shape[1]} outputs for its {len(self.classes_)} classes: its head was "
@@ -441,6 +451,17 @@ def _take_image_shape(net: UnitNet, domain: Domain) -> None:
                 f"input_shape=(C, H, W)) for the size your model takes, which also checks the cut, and give images "
                 f"of that size (domain.to_format(size=..., channels=...))") from e
     net.input_shape, net.input_shape_guessed, net._shapes = shape, False, None
+
+
+def _option_text(value, limit: int = 80) -> str:
+    """``repr(value)``, or for a long list, tuple or dict (704 captions) its first entry and size."""
+    text = repr(value)
+    if len(text) <= limit or not isinstance(value, (list, tuple, dict)) or not value:
+        return text
+    first = next(iter(value.items() if isinstance(value, dict) else value))
+    first = f"{first[0]!r}: {first[1]!r}" if isinstance(value, dict) else repr(first)
+    cut = first[:limit // 2] + ("..." if len(first) > limit // 2 else "")
+    return f"<{type(value).__name__} of {len(value)}: {cut}, ...>"
 
 
 def _train_config(value, default: TrainConfig, name: str) -> TrainConfig:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 import zlib
 from collections.abc import Mapping
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from .backbones import evaluating
 from .data import FONT_FACES
 from .domain import Domain
-from .errors import UnknownNameError, check, is_whole, warn
+from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .evaluate import predict_logits
 from .heads import class_means
 from .methods.base import Method, register
@@ -106,13 +107,18 @@ def hard_negative_triplet(sim: torch.Tensor, margin: float = 0.2, ids: torch.Ten
 
 class LearnableTemperature(nn.Module):
     """``1 / tau = exp(t)``, initialised to ``1 / tau0`` and clamped to ``[1, max_scale]``
-    (in the forward and on the parameter after each step, as CLIP does)."""
+    (in the forward and on the parameter after each step, as CLIP does), so ``tau0`` must lie
+    in ``[1 / max_scale, 1]``. ``learn=False`` keeps it at ``tau0``."""
 
-    def __init__(self, tau0: float = 0.07, max_scale: float = MAX_LOGIT_SCALE):
+    def __init__(self, tau0: float = 0.07, max_scale: float = MAX_LOGIT_SCALE, learn: bool = True):
         super().__init__()
         check(tau0 > 0 and max_scale >= 1, f"temperature tau0 must be > 0 and max_scale >= 1, got {tau0}, {max_scale}")
+        check(1 / max_scale <= tau0 <= 1,
+              f"temperature tau0 = {tau0} is outside [{1 / max_scale:g}, 1]: 1 / tau is clamped to [1, {max_scale:g}] "
+              f"(as in CLIP), so it would start at {min(max(1 / tau0, 1), max_scale):g}, not {1 / tau0:g}: give "
+              f"tau0 in that range (CLIP's is 0.07)")
         self.max_log = math.log(max_scale)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / tau0)).clamp(0, self.max_log))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / tau0)).clamp(0, self.max_log), requires_grad=learn)
 
     def clamp_(self) -> None:
         with torch.no_grad():
@@ -182,23 +188,42 @@ def make_captions(domain: Domain, kind: str | None = None, styles: dict | None =
     return out
 
 
+def _blank(caption) -> bool:
+    """Whether a caption (a text, or a list of texts) has an empty or blank text."""
+    return any(isinstance(t, str) and not t.strip() for t in ([caption] if isinstance(caption, str) else caption))
+
+
 def captions_for_classes(captions, source_classes) -> list:
     """The ``captions`` option for a source of these classes: caption id ``i`` (source label
     ``i``) describes the ``i``-th source class. A mapping class name -> caption (or list of
-    captions) is matched by name; a list is read in the source's class order, with a warning
-    when the classes are numbers not in ascending order (``source_classes: [6, 0, 1]``)."""
+    captions) is matched by name; a list is read in the source's class order and must hold one
+    entry per source class, with a warning when the classes are numbers not in ascending order
+    (``source_classes: [6, 0, 1]``). Empty or blank captions are refused, naming their class."""
+    if isinstance(captions, str):
+        return captions  # ClipMethod refuses one text
     names = [str(c) for c in source_classes]
     if isinstance(captions, Mapping):
         given = {str(k): v for k, v in captions.items()}
         missing = [c for c in names if c not in given]
         check(not missing, f"clip: captions has no caption for the source classes {missing[:10]} (it names "
                            f"{list(given)[:10]}): give one (or a list) per source class")
-        return [given[c] for c in names]
-    numbered = all(c.isdigit() for c in names)  # class numbers, e.g. digits: the order a user writes captions in
-    if numbered and not isinstance(captions, str) and len(captions) > 1 and names != sorted(names, key=int):
-        warn(f"clip: the captions list is read in the order of the source classes {names[:10]} (caption i describes "
-             f"the i-th), which is not ascending; if your captions follow another order, give them by class name "
-             f"(captions: {{{names[0]}: ..., {names[1]}: ...}})")
+        captions = [given[c] for c in names]
+    else:
+        captions = list(captions)
+        check(len(captions) == len(names),
+              f"clip: captions is a list of {len(captions)} for {len(names)} source classes {names[:5]}"
+              f"{' ...' if len(names) > 5 else ''}: caption i describes source class i, so give one caption (or a "
+              f"list of captions) per source class, in their order, or a mapping class name -> caption. With a "
+              f"CaptionedDomain cd pass captions=cd.captions (its distinct captions, which its labels index), not "
+              f"the list of one caption per image, or fit(source=cd), which reads them")
+        numbered = all(c.isdigit() for c in names)  # class numbers, e.g. digits: the order a user writes captions in
+        if numbered and len(captions) > 1 and names != sorted(names, key=int):
+            warn(f"clip: the captions list is read in the order of the source classes {names[:10]} (caption i "
+                 f"describes the i-th), which is not ascending; if your captions follow another order, give them by "
+                 f"class name (captions: {{{names[0]}: ..., {names[1]}: ...}})")
+    empty = [c for c, caption in zip(names, captions) if isinstance(caption, (str, list, tuple)) and _blank(caption)]
+    check(not empty, f"clip: the captions of the source classes {empty[:10]} are empty or blank: give each class a "
+                     f"caption with words (a blank text embeds like every other blank one)")
     return captions
 
 
@@ -208,6 +233,8 @@ def caption_features(encoder: TextEncoder, captions) -> torch.Tensor:
     groups = [[c] if isinstance(c, str) else c for c in captions]
     check(all(isinstance(g, (list, tuple)) and g and all(isinstance(t, str) for t in g) for g in groups),
           "clip: each caption must be a text or a non-empty list of texts (several captions of one class)")
+    blank = [i for i, g in enumerate(groups) if _blank(g)]
+    check(not blank, f"clip: the captions {blank[:10]} (by caption id) are empty or blank: give each a text with words")
     if all(len(g) == 1 for g in groups):
         return encoder.encode([g[0] for g in groups])
     ids = torch.arange(len(groups)).repeat_interleave(torch.tensor([len(g) for g in groups]))
@@ -215,18 +242,36 @@ def caption_features(encoder: TextEncoder, captions) -> torch.Tensor:
 
 
 class CaptionedDomain:
-    """Images with caption ids: ``domain`` has labels = caption index into ``captions`` (so
-    the engine's ``source`` stream yields ``(image, caption id)``), ``classes`` keeps the class
-    label of every image."""
+    """Image-caption pairs for ``clip``: ``captions`` holds one caption per image, or per image
+    a list of its captions (then one pair per caption: the image is repeated, ``image_index``
+    gives the image of every pair). ``captions`` (attribute) are the distinct captions, sorted;
+    ``domain`` has labels = caption index into them (so the engine's ``source`` stream yields
+    ``(image, caption id)``) and the captions as class names; ``classes`` keeps the class label
+    of every pair. Train on it with ``Transfer("clip").fit(source=cd)`` (or ``source=cd.domain``,
+    whose class names are its captions); a ``captions`` option must then be ``cd.captions``."""
 
-    def __init__(self, images: Domain, captions: list[str]):
-        check(len(captions) == len(images), f"{len(captions)} captions for {len(images)} images")
-        self.captions = sorted(set(captions))
+    def __init__(self, images: Domain, captions):
+        check(not isinstance(captions, str), "CaptionedDomain: captions must be a list of one caption per image")
+        captions = list(captions)
+        check(len(captions) == len(images), f"CaptionedDomain: {len(captions)} captions for {len(images)} images: "
+                                            f"give one caption (or a list of captions) per image")
+        per_image = [[c] if isinstance(c, str) else c for c in captions]
+        for i, texts in enumerate(per_image):
+            check(isinstance(texts, (list, tuple)) and len(texts) > 0 and all(isinstance(t, str) for t in texts),
+                  f"CaptionedDomain: the caption of image {i} must be a text or a non-empty list of texts, got "
+                  f"{texts!r:.80}")
+            check(not _blank(texts), f"CaptionedDomain: the caption of image {i} is empty or blank "
+                                     f"({captions[i]!r:.80}): give it words, or leave the image out (images[mask])")
+        texts = [unicodedata.normalize("NFC", t) for ts in per_image for t in ts]  # as Domain keeps class names
+        counts = torch.tensor([len(ts) for ts in per_image])
+        self.image_index = torch.arange(len(images)).repeat_interleave(counts)
+        pairs = images.subset(self.image_index) if len(texts) > len(images) else images
+        self.captions = sorted(set(texts))
         index = {c: i for i, c in enumerate(self.captions)}
-        self.caption_ids = torch.tensor([index[c] for c in captions])
-        self.classes = images.labels
+        self.caption_ids = torch.tensor([index[c] for c in texts])
+        self.classes = pairs.labels
         present = [images.class_names[i] for i in images.present_classes()]  # the classes its captions describe
-        self.domain = Domain(f"{images.name}/captions", images.images, self.caption_ids, self.captions,
+        self.domain = Domain(f"{images.name}/captions", pairs.images, self.caption_ids, self.captions,
                              provenance={**images.provenance, "captions": len(self.captions), "classes": present})
 
 
@@ -238,12 +283,15 @@ class ClipMethod(Method):
     ``captions``: the caption strings indexed by the stream's labels (an entry may be a list of
     texts: their frozen encodings are averaged); in a run or ``Transfer`` also a mapping class
     name -> caption(s), matched to the source's classes by name (:func:`captions_for_classes`;
-    a list there follows the order of the source classes). ``text_encoder``: a
+    a list there follows the order of the source classes). Left out, a source of a
+    :class:`CaptionedDomain` gives them (its class names); given with one, they must be its
+    ``captions``. ``text_encoder``: a
     :class:`~transferkit.text.TextEncoder` or its name (default: all-MiniLM-L6-v2 when the
     ``text`` extra is installed, else the dependency-free hashing encoder). ``loss``:
     ``infonce`` or ``triplet``. ``triplet_warmup``: fraction of training that averages the
     hinge over all negatives before switching to the hardest one (from scratch the
     hardest-negative loss alone collapses every embedding to one point, where it is flat).
+    ``tau0``: the initial temperature, in ``[0.01, 1]``; ``learn_temperature=False`` keeps it.
     ``class_names`` / ``templates``: the zero-shot classifier used by the engine's validation
     accuracy and by :meth:`forward` (prompt ensembling: mean of the normalised projected
     prompt embeddings of each class). ``class_names`` default: the classes of the source it is
@@ -261,7 +309,8 @@ class ClipMethod(Method):
 
     def __init__(self, net, captions: list[str] = (), text_encoder: str | TextEncoder | None = None,
                  class_names=None, templates=None, dim: int = 64,
-                 loss: str = "infonce", margin: float = 0.2, tau0: float = 0.07, triplet_warmup: float = 0.2):
+                 loss: str = "infonce", margin: float = 0.2, tau0: float = 0.07, triplet_warmup: float = 0.2,
+                 learn_temperature: bool = True):
         super().__init__(net)
         if loss not in ("infonce", "triplet"):
             raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
@@ -282,8 +331,9 @@ class ClipMethod(Method):
         self.loss_name, self.margin, self.triplet_warmup = loss, margin, triplet_warmup
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.text_proj = nn.Linear(self.encoder.dim, dim)
-        self.temperature = LearnableTemperature(tau0)
-        self.register_buffer("caption_features", caption_features(self.encoder, list(captions)))
+        self.temperature = LearnableTemperature(tau0, learn=learn_temperature)
+        self.caption_texts = list(captions)  # a captioned source's must be the same
+        self.register_buffer("caption_features", caption_features(self.encoder, self.caption_texts))
         self.class_names: list[str] | None = None  # until given, or read from the source (prepare)
         if class_names is not None:
             self.set_classes(class_names)
@@ -297,7 +347,8 @@ class ClipMethod(Method):
 
     def set_classes(self, class_names, templates=None) -> None:
         """The zero-shot classes: one prompt ensemble per class (``P`` prompts each);
-        ``templates``: as :func:`~transferkit.text.prompt_templates` (default: the method's)."""
+        ``templates``: as :func:`~transferkit.text.prompt_templates` (default: the method's).
+        After a ``Transfer`` fit, :meth:`scores` scores them (``Transfer.predict`` keeps ``classes_``)."""
         if templates is not None or not hasattr(self, "templates"):  # a model pickled before this field: digits
             self.templates = prompt_templates("digits" if templates is None else templates)
         templates = self.templates
@@ -346,22 +397,49 @@ class ClipMethod(Method):
     def prepare(self, domains: dict) -> None:
         super().prepare(domains)
         source = domains.get("source")
+        if source is not None and "captions" in source.provenance:
+            self.captions_from(source)
         self.classes_from(source)
         if source is not None:  # evaluate_zero_shot checks seen classes against them
             self.trained_classes = [str(c) for c in source.provenance["classes"]] if "captions" in source.provenance \
                 else [source.class_names[i] for i in source.present_classes()]
         n = len(self.caption_features)
         needed = None if source is None else int(source.labels.max()) + 1
-        check(source is None or (n > 0 and needed <= n),
-              f"clip trains on captions (source label i is caption i): {needed} source classes, {n} captions. In "
-              f"Python use transferkit.clip.CaptionedDomain; in a config give one caption per source class, by name "
-              f"(options: {{clip: {{captions: {{0: a photo of a zero, 1: a photo of a one, ...}}}}}}) or as a list in "
-              f"the order of source_classes")
+        check(source is None or (n > 0 and needed <= n <= source.num_classes),
+              f"clip trains on captions (source label i is caption i): {source and source.num_classes} source "
+              f"classes, {n} captions. Give one caption per source class (captions=[...], in the order of "
+              f"source.class_names, or by class name in Transfer and a config: options: {{clip: {{captions: {{0: a "
+              f"photo of a zero, 1: a photo of a one, ...}}}}}}), or train on image-caption pairs: "
+              f"Transfer('clip').fit(source=CaptionedDomain(images, captions)) reads its captions")
+        present = None if source is None else len(source.present_classes())
+        check(source is None or present >= 2,
+              f"clip: every image of the source {source and source.name!r} has the same caption (class), so every "
+              f"pair of a batch is a positive and the contrastive loss is 0: give captions of two classes or more")
+
+    def captions_from(self, source: Domain) -> None:
+        """Without ``captions``: the captions of a :class:`CaptionedDomain`'s domain (its class
+        names); with them, refuse any other list (the labels index the source's captions)."""
+        captions = list(source.class_names)
+        if not self.caption_texts:
+            self.caption_texts = captions
+            self.caption_features = caption_features(self.encoder, captions)
+            return
+        given = [unicodedata.normalize("NFC", c) if isinstance(c, str) else c for c in self.caption_texts]
+        if given != captions:
+            differ = next((i for i, (a, b) in enumerate(zip(given, captions)) if a != b),
+                          min(len(given), len(captions)))
+            raise TransferkitError(
+                f"clip: the source {source.name!r} is a CaptionedDomain of {len(captions)} distinct captions (its "
+                f"labels index them, sorted), and the captions option is another list ({len(given)} entries, first "
+                f"difference at {differ}: {given[differ] if differ < len(given) else None!r:.60} for "
+                f"{captions[differ] if differ < len(captions) else None!r:.60}): pass captions=cd.captions, not the "
+                f"list of one caption per image, or leave captions out (fit(source=cd) reads them)")
 
     def param_groups(self):
         projections = [*self.image_proj.parameters(), *self.text_proj.parameters()]
+        temperature = [p for p in self.temperature.parameters() if p.requires_grad]  # learn_temperature=False: none
         return [{"params": self.net.parameters_of(self.trainable_units())}, {"params": projections},
-                {"params": list(self.temperature.parameters()), "weight_decay": 0.0}]  # as CLIP: no decay on it
+                {"params": temperature, "weight_decay": 0.0}]  # as CLIP: no decay on it
 
     def encode_images_from_input(self, x):
         return F.normalize(self.image_proj(self.net.forward_units(x, self.input_unit, "embedding")), dim=1)
@@ -388,6 +466,9 @@ class ClipMethod(Method):
 
     def losses(self, batch):
         x, ids = batch.source
+        check(len(x) >= 2, f"clip: a batch of {len(x)} image-caption pair has no negative, so the contrastive loss is "
+                           f"0 and nothing trains: use batch_size >= 2 (TrainConfig(batch_size=64)) and a source of "
+                           f"two pairs or more")
         sim = similarity(self.encode_images_from_input(x), self.encode_text_features(self.caption_features[ids]))
         if self.loss_name == "triplet":
             hardest = batch.progress >= self.triplet_warmup
@@ -422,7 +503,9 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
     (``relevant``: ``Q x G`` bool) among their ``k`` most similar ones, for each ``k``; a query
     with no relevant item is a miss at every ``k`` (also ``k > G``). Equal similarities rank in
     gallery order, on any device. Computed on the similarity's device (``relevant`` is moved there)."""
-    check(sim.shape == relevant.shape, f"similarity {tuple(sim.shape)} and relevance {tuple(relevant.shape)}")
+    check(sim.shape == relevant.shape, f"recall_at_k: relevant must have the similarity's shape (queries x gallery "
+                                       f"items), got similarity {tuple(sim.shape)} and relevant "
+                                       f"{tuple(relevant.shape)}")
     check(sim.dim() == 2 and len(sim) > 0 and sim.shape[1] > 0,
           f"recall_at_k needs queries and gallery items, got a similarity of shape {tuple(sim.shape)}")
     check(not bool(sim.isnan().any()), "recall_at_k: the similarity has NaN values")
@@ -441,12 +524,18 @@ def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 5, 10)) -> dic
 def retrieval_report(method: ClipMethod, images: torch.Tensor | None, image_classes: torch.Tensor,
                      captions: list[str], caption_classes: torch.Tensor, ks=(1, 5, 10),
                      image_embeddings: torch.Tensor | None = None) -> dict:
-    """Image -> text and text -> image Recall@K (a caption is relevant to an image of its class).
+    """Image -> text and text -> image Recall@K at the class level: a caption is relevant to every
+    image of its class (for pairs, a caption relevant to its own image only, give
+    :func:`recall_at_k` your own ``Q x G`` relevance matrix).
     ``image_embeddings``: ``method.encode_images(images)`` when the caller already has them
     (one image set scored against several caption sets); ``images`` may then be ``None``."""
     check(images is not None or image_embeddings is not None, "retrieval_report needs images or their embeddings")
     img = method.encode_images(images) if image_embeddings is None else image_embeddings
-    check(len(img) == len(image_classes), f"{len(img)} image embeddings for {len(image_classes)} image classes")
+    check(len(img) == len(image_classes), f"retrieval_report: {len(img)} images but {len(image_classes)} "
+                                          f"image_classes: give the class of every image")
+    check(len(captions) == len(caption_classes), f"retrieval_report: {len(captions)} captions but "
+                                                 f"{len(caption_classes)} caption_classes: give the class of every "
+                                                 f"caption (caption_classes[j]: the class captions[j] describes)")
     txt = method.encode_texts(list(captions)).to(img.device)  # the model's device, the images' may differ
     sim = img @ txt.t()
     rel = torch.as_tensor(image_classes).cpu()[:, None] == torch.as_tensor(caption_classes).cpu()[None, :]

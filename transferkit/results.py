@@ -287,6 +287,52 @@ def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"other methods trained on."]
 
 
+def standard_error_note(rows: list[dict]) -> str:
+    """What ± means under a table: the standard error over seeds, which draw label subsets; rows
+    that read no target label (``n_labeled`` 0: zero-shot, domain adaptation) draw none, a seed
+    changes only their initialisation and training order (and their ``k=`` setting names none)."""
+    reads = {r["n_labeled"] > 0 for r in rows if isinstance(r.get("n_labeled"), Real)
+             and not isinstance(r["n_labeled"], bool)}
+    if reads == {False}:
+        settings = sorted({str(r["setting"]) for r in rows if str(r["setting"]).startswith("k=")})
+        return ("Mean ± standard error over n seeds (no row reads a target label: a seed changes the initialisation "
+                "and the training order, not a label subset" + (f"; the setting {', '.join(settings)} names no "
+                                                                 f"labelled subset" if settings else "") + ").")
+    if reads == {True, False}:
+        return ("Mean ± standard error over n seeds (label subsets; for rows that read no target label, n_labeled 0, "
+                "a seed changes only the initialisation and the training order).")
+    return "Mean ± standard error over n seeds (label subsets)."
+
+
+def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the rows whose test images, of two classes or more, were all predicted as
+    one class (their ``confusion``, true class x predicted class, has one non-empty column):
+    their accuracy is that class's share of the images, not what a classifier learned."""
+    cell = md_cell if markdown else str
+
+    def one_column(r) -> bool:
+        conf = r.get("confusion")
+        if not isinstance(conf, list) or not all(isinstance(c, list) for c in conf):
+            return False
+        return (sum(1 for row in conf if sum(row) > 0) >= 2
+                and sum(1 for column in zip(*conf) if sum(column) > 0) == 1)
+
+    cells = _cells(rows, one_column)
+    parts = []
+    for method, by_cell in cells.items():
+        for key, rs in by_cell.items():
+            predicted = {next(j for j, v in enumerate(zip(*r["confusion"])) if sum(v) > 0) for r in rs}
+            names = rs[0].get("class_names") or []
+            shown = ", ".join(str(names[j]) if j < len(names) else f"id {j}" for j in sorted(predicted))
+            seeds = ", ".join(str(r["seed"]) for r in rs)
+            parts.append(f"{cell(_cell_name(method, key, len(by_cell)))} (seed{'s' if len(rs) > 1 else ''} {seeds}: "
+                         f"class {cell(shown)})")
+    if not parts:
+        return []
+    return [f"Every test image predicted as one class: {'; '.join(parts)}; such an accuracy is that class's share "
+            f"of the test images."]
+
+
 def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the unlabelled images (a config's ``unlabeled``) the rows' methods trained
     on instead of the target's train split, with those methods."""
@@ -301,9 +347,9 @@ def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
 
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     """The lines under a table that its rows call for: units picked, partial domain adaptation,
-    rows that read no target label, and the unlabelled images given."""
+    rows that read no target label, the unlabelled images given, and rows that predicted one class."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
-            + unlabeled_images_line(rows, markdown))
+            + unlabeled_images_line(rows, markdown) + one_class_line(rows, markdown))
 
 
 def other_metrics(settings) -> list[str]:
@@ -381,7 +427,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
                      + f" {s['n']} | {'–' if s['wall_s'] is None else format(s['wall_s'], '.1f')} |")
     picks = row_notes(rows)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
-        picks.append("Mean ± standard error over n seeds (label subsets).")
+        picks.append(standard_error_note(rows))
     if any("accuracy_ci95" in s for s in summary):
         picks.append(INTERVAL_NOTE[0].upper() + INTERVAL_NOTE[1:] + ".")
     if gzsl:

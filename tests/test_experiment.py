@@ -1331,8 +1331,8 @@ def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_can
     x = src.images[:6]
     for bad, message in ((torch.full((6,), -1), r"labels out of range \[0, 7\] \(found -1..-1\): they are positions"),
                          (torch.full((6,), 8), r"out of range \[0, 7\] \(found 8..8\)"),
-                         (torch.full((6,), 0.5), r"score: labels must be integers \(integer class ids \(positions in "
-                                                 r"model.classes_\)\), got non-integral values of dtype torch.float32"),
+                         (torch.full((6,), 0.5), r"score: labels must be integer class ids \(positions in "
+                                                 r"model.classes_\), got non-integral values of dtype torch.float32"),
                          (["0"] * 6, r"got list \['0', .*; map class names to ids: \[model.classes_.index\(c\)"),
                          (torch.ones(6, dtype=torch.bool), "got booleans")):
         with pytest.raises(TransferkitError, match=message):

@@ -134,7 +134,7 @@ def test_parse_classes():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"labels": torch.tensor([0.0, 1.5, 1.0])}, "labels must be integers"),
+    ({"labels": torch.tensor([0.0, 1.5, 1.0])}, "labels must be integer class ids"),
     ({"images": torch.tensor([0.0, float("nan"), 1.0]).view(3, 1, 1, 1)}, "NaN or infinite"),
     ({"class_names": ["a", "b", "a"]}, r"repeated class names \['a'\]"),
     ({"class_names": "abc"}, "list of names"),

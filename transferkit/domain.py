@@ -260,9 +260,10 @@ class Domain:
 
     def __post_init__(self):
         x, y = self.images, self.labels
-        text = isinstance(y, (list, tuple, np.ndarray)) and len(y) > 0 and (
-            np.asarray(y).dtype.kind in "USO" and isinstance(np.asarray(y).reshape(-1)[0], str))
-        check(not text, f"domain {self.name!r}: labels are class names ({str(np.asarray(y).reshape(-1)[0])!r}, ...); "
+        first = (y[0] if isinstance(y, (list, tuple)) and len(y) else
+                 y.reshape(-1)[0] if isinstance(y, np.ndarray) and y.dtype.kind in "USO" and y.size else None)
+        text = isinstance(first, (str, np.str_))
+        check(not text, f"domain {self.name!r}: labels are class names ({str(first)!r}, ...); "
                         f"give class ids, positions in class_names: torch.tensor([class_names.index(c) for c in "
                         f"labels])")
         for what, value in (("images", x), ("labels", y)):

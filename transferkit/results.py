@@ -292,7 +292,7 @@ def standard_error_note(rows: list[dict]) -> str:
     that read no target label (``n_labeled`` 0: zero-shot, domain adaptation) draw none, a seed
     changes only their initialisation and training order (and their ``k=`` setting names none)."""
     reads = {r["n_labeled"] > 0 for r in rows if isinstance(r.get("n_labeled"), Real)
-             and not isinstance(r["n_labeled"], bool)}
+             and not isinstance(r["n_labeled"], bool) and r.get("method") != "source_only"}  # one row, no ±
     if reads == {False}:
         settings = sorted({str(r["setting"]) for r in rows if str(r["setting"]).startswith("k=")})
         return ("Mean ± standard error over n seeds (no row reads a target label: a seed changes the initialisation "

@@ -1,12 +1,14 @@
 """Splits, k-shot sampling, per-class subsampling and class lists (transferkit.splits)."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
 
 from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
-from transferkit.splits import Split, parse_classes, sample_k_shot, split_domain, subsample_per_class
+from transferkit.splits import Split, parse_classes, sample_k_shot, split_domain, split_parts, subsample_per_class
 
 
 def indexed(labels, names=None, groups=None):
@@ -276,3 +278,27 @@ def test_domain_digest_is_pinned():
     # hashed in place since 2026-12-01 (no bytes copy): the same digest as before, so caches stay valid
     d = Domain("d", torch.arange(16, dtype=torch.float32).reshape(2, 1, 2, 4) / 16, torch.tensor([0, 1]), ["a", "b"])
     assert d.digest() == "13c4dc55812721f0"
+
+
+def test_a_folder_split_places_each_file_by_its_path_so_removing_one_moves_few_others(tmp_path):
+    from PIL import Image
+
+    from transferkit.data import load_domain
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        (tmp_path / c).mkdir()
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(tmp_path / c / f"{i:02d}.png")
+
+    def parts():
+        d = load_domain(f"folder:{tmp_path}")
+        names = sorted(f"{c}/{p.name}" for c in ("a", "b", "c") for p in (tmp_path / c).iterdir())
+        return dict(zip(names, split_parts(d).tolist()))  # the folder's files in the order it reads them
+
+    before = parts()
+    (tmp_path / "b" / "17.png").unlink()
+    after = parts()
+    moved = [f for f in after if after[f] != before[f]]
+    assert len(moved) <= 2, moved  # b's val / test sizes may round otherwise: one file at a boundary moves
+    assert all(f.startswith("b/") for f in moved)  # the other classes keep every file's part
+    assert sorted(Counter(before.values()).items()) == [(0, 72), (1, 18), (2, 30)]

@@ -454,7 +454,7 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
                                  f"`channels: 3` in a config, --channels 3 for `transferkit show`)")
             dom = dom.to_format(channels=3)
         images = fn(dom.images, _shift_generator(seed, i, name)).clamp_(0, 1)
-        dom = Domain(dom.name, images, dom.labels, dom.class_names, dom.groups, dom.provenance)
+        dom = Domain(dom.name, images, dom.labels, dom.class_names, dom.groups, dom.provenance, keys=dom.keys)
     dom = dom.to_format(size=size, channels=channels)
     provenance = {**dom.provenance, "spec": spec, "base": base, "shifts": shift_names, "seed": seed,
                   "size": size, "channels": channels}
@@ -462,7 +462,7 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
         provenance.setdefault("origin", base)
     if not labeled:
         return Domain.unlabeled(spec, dom.images, provenance=provenance)
-    return Domain(spec, dom.images, dom.labels, dom.class_names, dom.groups, provenance)
+    return Domain(spec, dom.images, dom.labels, dom.class_names, dom.groups, provenance, keys=dom.keys)
 
 
 def has_colour_shift(spec: str) -> bool:

@@ -238,6 +238,9 @@ class Domain:
     provenance: free-form description of where the data came from (source, seed,
         shifts applied, ...), written into results.
     labeled: ``False`` for :meth:`unlabeled` images, whose labels are placeholders.
+    keys: optional ``N`` int64 keys that name each sample whatever else the domain holds (a
+        folder's: a hash of each file's path); :func:`~transferkit.splits.split_domain` then
+        places each sample by its key, so adding or removing files moves few others.
     """
 
     name: str
@@ -247,6 +250,7 @@ class Domain:
     groups: torch.Tensor | None = None
     provenance: dict = field(default_factory=dict)
     labeled: bool = True
+    keys: torch.Tensor | None = None
 
     @classmethod
     def unlabeled(cls, name: str, images, groups=None, provenance: dict | None = None) -> "Domain":
@@ -320,6 +324,11 @@ class Domain:
                                            if lo == 1 and hi == len(self.class_names) else
                                            f": {len(self.class_names)} class_names for labels up to {hi}, one "
                                            f"name per class id is needed" if lo >= 0 else ""))
+        if self.keys is not None:
+            self.keys = torch.as_tensor(self.keys)
+            check(self.keys.dtype == torch.int64 and self.keys.shape == y.shape,
+                  f"domain {self.name!r}: keys must be one int64 per image, got {self.keys.dtype} of shape "
+                  f"{tuple(self.keys.shape)}")
         if self.groups is not None:
             from .evaluate import is_text, unique_ids  # (evaluate imports this module)
             names = None
@@ -403,6 +412,7 @@ class Domain:
             images=self.images[index],
             labels=self.labels[index],
             groups=None if self.groups is None else self.groups[index],
+            keys=None if self.keys is None else self.keys[index],
         )
 
     def __getitem__(self, index) -> "Domain":

@@ -397,10 +397,13 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
             write_json(path, now)
         return
     diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))
+    splits = _splits(data)
+    built = any(not str(splits[k].provenance.get("origin", "")).startswith(("folder:", "npz:")) for k in diff
+                if k in splits)
     check(not rows, f"{run_dir} holds results computed on other data: the images, labels, class names or group ids "
-                    f"of {', '.join(diff)} changed since; restore them, or start a new run (built-in domains are "
-                    f"rendered under the CPU kernels in force: resume with those of the run's kernels.json, e.g. "
-                    f"--portable-kernels)")
+                    f"of {', '.join(diff)} changed since; restore them, or start a new run"
+                    + (" (built-in domains are rendered under the CPU kernels in force: resume with those of the "
+                       "run's kernels.json, e.g. --portable-kernels)" if built else ""))
     if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
         for name in ("source.safetensors", "source.json"):
             (run_dir / name).unlink(missing_ok=True)

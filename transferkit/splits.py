@@ -18,6 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .domain import Domain, group_labels
@@ -77,11 +78,29 @@ def _part_sizes(counts: torch.Tensor, val_fraction: float, test_fraction: float)
     return n_test, n_val
 
 
-def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int) -> torch.Tensor:
-    """0 = train, 1 = val, 2 = test for every element of ``labels`` (stratified)."""
+def keyed_ranks(labels: torch.Tensor, keys: torch.Tensor, seed: int) -> torch.Tensor:
+    """A rank ``0..n_c-1`` for every sample within its class, in the order of its key mixed with
+    ``seed`` (splitmix64): a sample's place depends on its own key, not on the other samples."""
+    z = keys.numpy().view(np.uint64) ^ np.uint64(torch_seed(seed) * 0x9E3779B97F4A7C15 % 2**64)
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        z = (z ^ (z >> np.uint64(shift))) * np.uint64(mult)  # uint64 arrays wrap around
+    z ^= z >> np.uint64(31)
+    order = torch.from_numpy(np.lexsort((z, labels.numpy())))  # by class, then by mixed key
+    sorted_labels = labels[order]
+    counts = torch.bincount(sorted_labels)
+    starts = torch.cumsum(counts, 0) - counts
+    ranks = torch.empty(len(labels), dtype=torch.long)
+    ranks[order] = torch.arange(len(labels)) - starts[sorted_labels]
+    return ranks
+
+
+def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int,
+            keys: torch.Tensor | None = None) -> torch.Tensor:
+    """0 = train, 1 = val, 2 = test for every element of ``labels`` (stratified): by rank in a
+    random order, or with ``keys`` in the order of the keys."""
     if labels.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
-    ranks = class_ranks(labels, seeded_generator(seed))
+    ranks = class_ranks(labels, seeded_generator(seed)) if keys is None else keyed_ranks(labels, keys, seed)
     n_test, n_val = _part_sizes(torch.bincount(labels), val_fraction, test_fraction)
     test = ranks < n_test[labels]
     val = ~test & (ranks < (n_test + n_val)[labels])
@@ -91,13 +110,18 @@ def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, see
 def split_parts(domain: Domain, val_fraction: float = 0.15, test_fraction: float = 0.25,
                 seed: int = 0) -> torch.Tensor:
     """The part of every sample in :func:`split_domain`: 0 train, 1 val, 2 test (each part
-    keeps the samples in domain order, so ``nonzero(parts == 1)`` are the val images' indices)."""
+    keeps the samples in domain order, so ``nonzero(parts == 1)`` are the val images' indices).
+    A domain with ``keys`` (a folder's: its files' paths) places each sample (group) by its key."""
     check(0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
           f"split fractions must be in [0, 1) and sum below 1 (val={val_fraction}, test={test_fraction})")
     if domain.groups is None or len(domain) == 0:
-        return _assign(domain.labels, val_fraction, test_fraction, seed)
+        return _assign(domain.labels, val_fraction, test_fraction, seed, domain.keys)
     inverse, labels = group_labels(domain.groups, domain.labels)
-    return _assign(labels, val_fraction, test_fraction, seed)[inverse]
+    keys = None  # a group's key: the smallest of its samples' keys
+    if domain.keys is not None:
+        keys = torch.full((len(labels),), torch.iinfo(torch.int64).max).scatter_reduce_(0, inverse, domain.keys,
+                                                                                        "amin")
+    return _assign(labels, val_fraction, test_fraction, seed, keys)[inverse]
 
 
 #: the fewest samples (groups, for a grouped domain) of a class that give one to each part at the

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import os
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -223,6 +225,12 @@ def read_images(paths, size: int | None = None, channels: int | None = None) -> 
     return _read_images(paths, size, channels, "given")
 
 
+def path_keys(names) -> torch.Tensor:
+    """An int64 key per name (the first 8 bytes of the SHA-256 of its NFC UTF-8 form)."""
+    return torch.tensor([int.from_bytes(hashlib.sha256(unicodedata.normalize("NFC", n).encode()).digest()[:8],
+                                        "little", signed=True) for n in names], dtype=torch.int64)
+
+
 def load_image_folder(path: str | os.PathLike, size: int | None = None,
                       channels: int | None = None) -> Domain:
     """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP; class names = sorted sub-folder
@@ -246,8 +254,9 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     if any(g is not None for _, _, g in files):
         ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         groups = torch.tensor([ids[k] for k in keys])
+    keys = path_keys(p.relative_to(root).as_posix() for p, _, _ in files)  # the split places each file by its path
     return Domain(root.name or str(root), x.contiguous(), y, classes, groups,
-                  {"origin": f"folder:{root}", "files": len(files)})
+                  {"origin": f"folder:{root}", "files": len(files)}, keys=keys)
 
 
 def _folder(path) -> Path:

@@ -683,3 +683,29 @@ def test_finetune_adv_takes_the_discriminator_option_of_lext():
 
     m = FinetuneAdversarial(build_backbone("lenet", num_classes=5), discriminator="fc")
     assert m.beta == 0.0 and m.discriminator_kind == "fc"
+
+
+def test_lext_options_are_checked_before_pre_training_warned_when_their_term_is_off_and_recorded(tmp_path,
+                                                                                                 monkeypatch):
+    import transferkit.experiment as experiment
+    from transferkit.api import Transfer
+    from transferkit.errors import TransferkitWarning
+    with pytest.raises(TransferkitError, match=r"lext: option gamma must be a number in \(0, 1\], got 0"):
+        Transfer("lext", gamma=0)  # the decay of eq. 2: 0 passed the old ">= 0" check, then failed in the job
+    real = experiment.pretrain_source
+    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    cfg = ExperimentConfig(name="g", source="digits", source_classes="0-4", target="mnist", target_classes="5-9",
+                           methods=["lext"], k=2, repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path),
+                           options={"lext": {"gamma": 5}})
+    with pytest.raises(TransferkitError, match=r"gamma must be a number in \(0, 1\], got 5"):
+        run_experiment(cfg, log=lambda *a: None)
+    net = build_backbone("lenet", num_classes=5)
+    with pytest.warns(TransferkitWarning, match="lext: alpha=0 turns off the term that gamma, combine configure"):
+        SemanticTransfer(net, alpha=0, gamma=0.9, combine="concat")
+    with pytest.warns(TransferkitWarning, match="lext: beta=0 turns off the term that tau_source configures"):
+        SemanticTransfer(net, beta=0, tau_source=0.5)
+    monkeypatch.setattr(experiment, "pretrain_source", real)
+    _, rows = run_experiment(ExperimentConfig(**{**cfg.__dict__, "options": {"lext": {"alpha": "0.2"}}}),
+                             log=lambda *a: None)
+    assert rows[0]["method_options"]["alpha"] == 0.2 and rows[0]["method_options"]["gamma"] == 0.1
+    assert rows[0]["layers"] == ["conv4", "fc1"]  # label sets differ: the second and third last units

@@ -45,7 +45,7 @@ from .experiment import (
 )
 from .fields import updated
 from .methods import get_method
-from .methods.base import check_options
+from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .zeroshot import calibrated, seen_columns
 
@@ -88,6 +88,7 @@ class Transfer:
                           f"set_params(train=TrainConfig(steps=10)), or change one field: "
                           f"set_params(train=dataclasses.replace(model.train_cfg, steps=10))")
         check_options(self.method_cls, options)  # a misspelt option now, with the known ones, not at fit
+        check_option_values(self.method_cls, options)  # and a value outside its domain
         check_backbone(backbone)
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.train_cfg = _train_config(train, TrainConfig(), "train")

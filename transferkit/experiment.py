@@ -62,7 +62,7 @@ from .io import (
     write_text,
 )
 from .methods import get_method
-from .methods.base import Method, check_option_values, check_options, trained_options
+from .methods.base import Method, check_option_values, check_options, resolved_options, trained_options
 from .methods.supervised import SourceOnly
 from .results import ROW_KEYS, unfinished_hint, write_results
 from .runtime import (
@@ -944,6 +944,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled)}
               if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
            "config_digest": job_digest(cfg, cls.name), **every,
+           "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)

@@ -302,6 +302,10 @@ class MultiLayerAdversarial(AdaptationMethod):
             self.init_options.pop("hidden", None)  # the fc default (and the option's default before 2026-11-29)
             self.init_options.get("options", {}).pop("hidden", None)  # given to a subclass's **options
 
+    def extra_results(self) -> dict:
+        """The discriminator's layers as the fit resolved them (seed 000's rule, or those given)."""
+        return {**super().extra_results(), "layers": list(self.layers)}
+
     def _build_discriminator(self) -> None:
         kind, kw = self._disc_args
         self.discriminator = multilayer_discriminator(self.net, self.layers, kind, **kw)

@@ -187,8 +187,9 @@ def _numbers_from_text(cls, kwargs: dict) -> dict:
 #: option names whose values are weights of loss terms (numbers >= 0) or sizes, scales and
 #: rates (numbers > 0; whole numbers for the sizes), checked for every method by name (also
 #: by pattern: ``*weight`` >= 0, ``*lr_mult`` and ``tau*`` > 0)
-_NONNEGATIVE = ("alpha", "beta", "gamma", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
+_NONNEGATIVE = ("alpha", "beta", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
 _POSITIVE = ("c", "scale", "query_scale", "temperature", "lr")  # and the patterns *lr_mult, tau*
+_UNIT_INTERVAL = ("gamma",)  # in (0, 1]: the decay of the multi-layer discriminator (seed 000 eq. 2)
 _COUNTS = {"hidden": 1, "depth": 1, "dim": 1, "workers": 1, "n": 1, "tail_depth": 0}  # whole numbers >= these
 #: options that take one of a few names, the same in every method that has them
 _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),
@@ -222,6 +223,8 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         if name in _COUNTS:
             check(is_whole(value, _COUNTS[name]),
                   f"{method}: option {name} must be a whole number >= {_COUNTS[name]}, got {value!r}")
+        elif name in _UNIT_INTERVAL:
+            check(number and 0 < value <= 1, f"{method}: option {name} must be a number in (0, 1], got {value!r}")
         elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
         elif name.endswith("weight") or name in _NONNEGATIVE:
@@ -334,6 +337,24 @@ def check_option_values(cls, options: dict) -> None:
     """Refuse option values of method class ``cls`` outside their domain or of the wrong simple
     type, without building the method (as building it would: numbers given as text read as numbers)."""
     _check_option_values(cls.name, _numbers_from_text(cls, dict(options)), _switches(cls), cls)
+
+
+def resolved_options(cls, options: dict | None) -> dict:
+    """Every option of method class ``cls`` with the value a run used (given, else the default),
+    as a results row records it; a value that is not plain data (a long list, a matrix) is
+    recorded as its kind and size."""
+    given = _numbers_from_text(cls, dict(options or {}))
+    out = {}
+    for name, default in method_options(cls).items():
+        value = given.get(name, default)
+        if value is inspect.Parameter.empty:
+            continue
+        plain = value is None or isinstance(value, (bool, int, float, str))
+        short = isinstance(value, (list, tuple)) and len(value) <= 20 and all(
+            v is None or isinstance(v, (bool, int, float, str)) for v in value)
+        out[name] = value if plain else list(value) if short else f"<{type(value).__name__} of {len(value)}>" \
+            if hasattr(value, "__len__") else f"<{type(value).__name__}>"
+    return out
 
 
 def trained_options(cls, options: dict | None) -> dict:

@@ -42,7 +42,7 @@ from ..discriminators import (
     multilayer_discriminator,
 )
 from ..engine import FitResult
-from ..errors import check, class_ids
+from ..errors import check, class_ids, warn
 from ..evaluate import predict_logits
 from ..heads import class_means, prototype_logits
 from ..losses import frozen_call
@@ -96,6 +96,15 @@ def embedded_class_means(net, domain) -> torch.Tensor:
     dev = next(net.parameters()).device
     feats = predict_logits(lambda x: net.forward_features(x.to(dev)), domain.images)
     return class_means(feats, domain.labels.to(feats.device), domain.num_classes)
+
+
+def _warn_unused(method: str, switch: str, weight: float, options: dict) -> None:
+    """Warn of options given other values than their defaults while ``switch`` = 0 turns their term off."""
+    changed = [k for k, (value, default) in options.items() if value != default]
+    if weight == 0 and changed:
+        one = len(changed) == 1
+        warn(f"{method}: {switch}=0 turns off the term that {', '.join(changed)} configure{'s' if one else ''}: "
+             f"{'it has' if one else 'they have'} no effect")
 
 
 @register
@@ -159,6 +168,12 @@ class SemanticTransfer(Method):
         self.source_support = source_support
         self.weights = {"source_entropy": source_entropy, "metric_ce": metric_ce, "target_entropy": target_entropy}
         self.disc_lr_mult = disc_lr_mult
+        _warn_unused(self.name, "alpha", self.alpha, {"gamma": (gamma, 0.1), "combine": (combine, "sum"),
+                     "layers": (layers, None), "disc_lr_mult": (disc_lr_mult, 1.0),
+                     "discriminator": (discriminator, "auto")})
+        _warn_unused(self.name, "beta", self.beta, {"tau_source": (tau_source, 2.0), "tau_target": (tau_target, 1.0),
+                     "source_support": (source_support, "prototypes"), "source_entropy": (source_entropy, 1.0),
+                     "metric_ce": (metric_ce, 1.0), "target_entropy": (target_entropy, 1.0)})
         self.source_net = copy.deepcopy(net).eval().requires_grad_(False)
         self.discriminator = None
         self.register_buffer("source_prototypes", torch.zeros(0, net.embed_dim))
@@ -193,6 +208,10 @@ class SemanticTransfer(Method):
                                f"the source (source_classes) or set source_support: examples")
             self.source_prototypes = torch.zeros(source.num_classes, self.net.embed_dim)
             self._prototype_source = source
+
+    def extra_results(self) -> dict:
+        """The discriminator's layers as the fit resolved them (none before a fit)."""
+        return {"layers": list(self.layers)} if self.layers else {}
 
     def _uses_prototypes(self) -> bool:
         return bool(self.beta > 0 and self.weights["source_entropy"] and self.source_support == "prototypes")

@@ -780,3 +780,35 @@ def test_version_and_help_name_cuda_n_and_the_summary_argument(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert text in " ".join(capsys.readouterr().out.split())
+
+
+def test_show_of_a_plain_folder_decodes_only_the_images_it_draws(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    import transferkit.userdata as ud
+    from transferkit.data import load_domain
+    from transferkit.plots import sample_grid
+    rng = np.random.default_rng(0)
+    for c, n in (("a", 10), ("b", 7), ("c", 2)):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)).save(tmp_path / "f" / c / f"{i}.png")
+    spec = f"folder:{tmp_path / 'f'}"
+    sample_grid(load_domain(spec, size=28, seed=3), tmp_path / "whole.png", per_class=3, seed=3)
+    decoded, decode = [], ud._decode_image
+    monkeypatch.setattr(ud, "_decode_image", lambda path, *a: decoded.append(path) or decode(path, *a))
+    code, out, err = run_cli(capsys, "show", spec, "--out", str(tmp_path / "g.png"), "--per-class", "3",
+                             "--seed", "3")
+    assert code == 0 and len(decoded) == 3 + 3 + 2, err
+    assert f"{spec}: 19 images, 3 classes (a 10, b 7, c 2) -> " in out
+    assert (tmp_path / "g.png").read_bytes() == (tmp_path / "whole.png").read_bytes()  # the same grid
+    decoded.clear()
+    code, _, err = run_cli(capsys, "show", f"{spec}+blur", "--out", str(tmp_path / "s.png"), "--per-class", "3")
+    assert code == 0 and len(decoded) == 19, err  # a shift: the whole folder, as `run` reads it
+
+
+def test_run_says_what_it_reads_before_it_decodes_the_data(tmp_path, capsys):
+    path = write_config(tmp_path, "source: digits\ntarget: digits\nmethods: [target_only]\nk: 500\n")
+    code, out, err = run_cli(capsys, "run", path, "--set", f"out_dir={tmp_path / 'runs'}")
+    assert code == 2 and "k=500 is larger than the smallest class: 10 target class(es)" in err
+    assert out.splitlines()[0] == "reading source digits and target digits ..."  # the first line, before the data

@@ -1581,3 +1581,42 @@ def test_a_job_resumed_midway_counts_the_seconds_trained_before_the_stop(tmp_pat
     monkeypatch.setattr(Engine, "_save", save)
     (row,) = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
     assert row["wall_s"] >= 1000.0 and row["steps"] == 8
+
+
+def _unbalanced_npz(tmp_path):
+    """Classes of 20, 20, 4 and 5 images: 2 and 3 of the last two are in the training split."""
+    import numpy as np
+    counts = (20, 20, 4, 5)
+    y = np.repeat(np.arange(4), counts)
+    x = np.random.default_rng(0).integers(0, 256, (len(y), 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "unbalanced.npz", x=x, y=y, class_names=np.array(["c0", "c1", "c2", "c3"]))
+    return f"npz:{tmp_path / 'unbalanced.npz'}"
+
+
+def test_k_above_several_classes_names_every_one_at_once_with_the_settings_that_fit(tmp_path):
+    spec = _unbalanced_npz(tmp_path)
+    cfg = ExperimentConfig(name="k", source=spec, target=spec, methods=["target_only"], k=5, repeats=1,
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path / "runs"))
+    message = (r"k=5 is larger than the smallest class: 2 target class\(es\) have fewer than 5 training images: "
+               r"c2 \(2\), c3 \(3\); label at most 5 images per class with `k: null` and `ratio: 5` .* target_classes "
+               r"\(the classes to keep: \['c0', 'c1'\]\), or lower k to 2")
+    with pytest.raises(TransferkitError, match=message):
+        run_experiment(cfg, log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"\(class c2 has 2 samples\) .*; 2 classes have fewer than 5: c2 \(2\), "
+                                               r"c3 \(3\); lower k, or leave those classes out"):
+        sample_k_shot(prepare_domains(cfg).target.train, 5, seed=0)
+
+
+def test_a_run_warns_of_a_ratio_above_a_class_once_and_leaves_no_empty_checkpoints(tmp_path):
+    import warnings
+    spec = _unbalanced_npz(tmp_path)
+    cfg = ExperimentConfig(name="r", source=spec, target=spec, methods=["target_only"], k=None, ratio=5, repeats=2,
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path / "runs"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # each warning as often as it is issued
+        run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert len(rows) == 2
+    assert [str(w.message) for w in caught].count(  # was once up front per seed and once in each job
+        f"ratio 5: the smallest class of '{spec}/train' has 2 training images; those classes keep all of theirs "
+        f"(the rows' n_labeled says how many were used)") == 1
+    assert (run_dir / "models").is_dir() and not (run_dir / "checkpoints").exists()

@@ -589,3 +589,101 @@ def test_images_both_in_and_below_class_folders_warn_of_the_groups_they_make(tmp
     d = load_domain(f"folder:{tmp_path}")
     assert d.groups is not None and len(d) == 8
     assert any("2 image(s) lie in sub-folders of class folders and 6 directly" in str(w.message) for w in recwarn)
+
+
+def _mixed_folder(root):
+    """PNG and JPEG files, grey, RGB, 16-bit grey, palette and transparent, of several sizes (one not square)."""
+    rng = np.random.default_rng(3)
+
+    def rgb(h=12, w=12):
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    files = {"a/0grey.png": Image.fromarray(rgb()[..., 0]), "a/1rgb.jpg": Image.fromarray(rgb(14, 18)),
+             "a/2rgb.png": Image.fromarray(rgb()), "a/3grey.jpg": Image.fromarray(rgb(16, 16)[..., 1]),
+             "b/g16.png": Image.fromarray(rng.integers(0, 65536, (12, 12)).astype(np.uint16)),
+             "b/pal.png": Image.fromarray(rgb()).convert("P", palette=Image.Palette.ADAPTIVE, colors=8),
+             "b/rgba.png": Image.fromarray(rng.integers(0, 256, (12, 12, 4), dtype=np.uint8))}
+    for name, im in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        im.save(root / name)
+    return sorted(root.glob("*/*"))
+
+
+def test_read_images_fills_one_preallocated_tensor_with_the_pixels_of_a_stack_of_the_files(tmp_path, monkeypatch):
+    import tracemalloc
+
+    import transferkit.userdata as ud
+    paths = _mixed_folder(tmp_path / "mixed")
+    for channels in (None, 1, 3):  # bit for bit what stacking every file's uint8 pixels, then dividing, gave
+        stacked = [ud._read_image(p, 10, {1: "L", 3: "RGB", None: None}[channels]) for p in paths]
+        if channels is None:
+            stacked = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in stacked]
+        expected = torch.from_numpy(np.stack(stacked)).permute(0, 3, 1, 2).float().div_(255)
+        with pytest.warns(UserWarning, match="1 of the 7 images in 'x' is not square; it is stretched to 10x10"):
+            got = ud._read_images(paths, 10, channels, "in 'x'")
+        assert got.is_contiguous() and torch.equal(got.view(torch.int32), expected.view(torch.int32))
+    allocated, empty = [], torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: allocated.append(empty(*a, **k)) or allocated[-1])
+    write_folder(tmp_path / "rgb", classes=("a",), size=(48, 48), mode="RGB")
+    rgb = sorted((tmp_path / "rgb" / "a").glob("*.png")) * 20  # 60 colour files of 48 x 48
+    tracemalloc.start()
+    x = ud._read_images(rgb, None, None, "given")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert x.data_ptr() == allocated[0].data_ptr()  # filled in place: no float copy of a stack
+    assert peak < 60 * 48 * 48 * 3 / 3  # nor a uint8 stack of all the files (numpy's memory is traced)
+    domain = load_image_folder(tmp_path / "mixed", size=10, channels=3)
+    assert domain.images.data_ptr() == allocated[-1].data_ptr()  # the domain keeps that tensor
+
+
+def test_npz_images_convert_into_one_tensor_in_chunks_bit_for_bit_in_every_layout(monkeypatch):
+    import tracemalloc
+
+    import transferkit.userdata as ud
+    monkeypatch.setattr(ud, "CHUNK_BYTES", 7 * 4 * 3 * 9 * 11)  # 7 images a chunk: 50 images in 8 chunks
+    base = np.random.default_rng(0).integers(0, 256, (50, 9, 11, 4), dtype=np.uint8)
+    layouts = {"nhw": base[..., 0], "nhwc1": base[..., :1], "nhwc3": base[..., :3], "nhwc4": base,
+               "nchw3": np.ascontiguousarray(np.moveaxis(base[..., :3], -1, 1)),
+               "nchw4": np.ascontiguousarray(np.moveaxis(base, -1, 1))}
+    for name, a in layouts.items():
+        for x in (a, a.astype(np.int64), a > 128, (a / 255).astype(np.float16), (a / 255).astype(np.float32),
+                  np.clip(a / 255 + 5e-4, 0, 1.0004)):  # a float a little above 1 is clipped, as before
+            nchw = ud._images_nchw(x, name)
+            if x.dtype.kind in "iu":
+                expected = nchw.astype(np.float32) / 255
+            else:
+                expected = np.clip(nchw, 0, 1).astype(np.float32)
+            got = ud._npz_images(x, name)
+            assert got.is_contiguous() and got.dtype == torch.float32, (name, x.dtype)
+            assert np.array_equal(got.numpy().view(np.int32), expected.view(np.int32)), (name, x.dtype)
+    x = np.random.default_rng(1).integers(0, 256, (400, 16, 16, 3), dtype=np.uint8)
+    tracemalloc.start()
+    got = ud._npz_images(x, "big")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < got.numel()  # a whole-array float32 conversion took 4 bytes an element, twice
+    with pytest.raises(TransferkitError, match="'x' contains NaN or infinite values"):
+        ud._npz_images(np.where(np.arange(50)[:, None, None] == 45, np.nan, 0.5), "late")  # in the last chunk
+
+
+def test_decoding_a_large_folder_shows_a_bar_unless_progress_is_off(tmp_path, monkeypatch, capsys):
+    import transferkit.userdata as ud
+    write_folder(tmp_path / "f", per_class=2)
+    monkeypatch.setattr(ud, "PROGRESS_FROM", 3)
+    for show, drawn in ((True, True), (False, False)):
+        with ud.reading_progress(show):
+            load_image_folder(tmp_path / "f")
+        assert ("reading 4 images in" in capsys.readouterr().err) == drawn
+    monkeypatch.setattr(ud, "PROGRESS_FROM", 5)
+    with ud.reading_progress(True):
+        load_image_folder(tmp_path / "f")
+    assert "reading" not in capsys.readouterr().err  # a small folder: no bar
+
+
+def test_square_images_and_native_sizes_do_not_warn_of_stretching(tmp_path, recwarn):
+    write_folder(tmp_path / "sq", size=(8, 8))
+    write_folder(tmp_path / "wide", size=(12, 8))
+    load_image_folder(tmp_path / "sq", size=5)
+    load_image_folder(tmp_path / "wide")  # kept 12 x 8
+    assert not [w for w in recwarn if "not square" in str(w.message)]
+    with pytest.warns(UserWarning, match="6 of the 6 images in .*wide' are not square; they are stretched to 8x8"):
+        load_image_folder(tmp_path / "wide", size=8)

@@ -32,7 +32,8 @@ def _show(args) -> None:
     from .data import has_colour_shift, load_domain
     from .plots import sample_grid
     channels = args.channels or (3 if has_colour_shift(args.domain) else None)  # as `run` loads it (channels: auto)
-    domain = load_domain(args.domain, seed=args.seed, size=args.size, channels=channels)
+    domain = _drawn_of_folder(args, channels) or load_domain(args.domain, seed=args.seed, size=args.size,
+                                                             channels=channels)
     path = sample_grid(domain, args.out, per_class=args.per_class, seed=args.seed)
     counts = domain.class_counts().tolist()
     shown = ", ".join(f"{c} {n}" for c, n in zip(domain.class_names[:20], counts))
@@ -42,6 +43,36 @@ def _show(args) -> None:
     if domain.num_classes == 1:
         print(f"  one class: a run needs two or more (is {args.domain.split('+')[0]} one level above the class "
               f"folders, as a zip extracted into a folder of its own?)")
+
+
+def _drawn_of_folder(args, channels):
+    """A plain ``folder:PATH`` (no shift, no @grouped, no sub-folders of class folders) as the
+    domain ``show`` draws, with only the files it draws decoded (the other images are zeros):
+    a folder of 30,000 files is not read for a grid of 80. None for any other domain."""
+    import torch
+
+    from .data import check_spec
+    from .domain import Domain
+    from .grouped import parse_grouped
+    from .splits import _per_class
+    from .userdata import _check_size_channels, _class_files, _folder, _read_images
+
+    base, shifts, _ = check_spec(args.domain)
+    if not base.startswith("folder:") or shifts or parse_grouped(args.domain) or args.per_class < 1:
+        return None
+    _check_size_channels(args.size, channels)
+    root = _folder(base[len("folder:"):])
+    classes, files = _class_files(root)
+    if any(group is not None for _, _, group in files):  # the grid keeps a group's frames together: read them all
+        return None
+    labels = torch.tensor([label for _, label, _ in files])
+    listed = Domain(args.domain, torch.zeros(1, 1, 1, 1).expand(len(files), -1, -1, -1), labels, classes)
+    drawn = torch.nonzero(_per_class(listed, min(args.per_class, int(listed.class_counts().max())),
+                                     args.seed)).flatten()  # as sample_grid draws them
+    read = _read_images([files[i][0] for i in drawn], args.size, channels, f"in {str(root)!r}")
+    images = torch.zeros(len(files), *read.shape[1:])
+    images[drawn] = read
+    return Domain(args.domain, images, labels, classes, provenance={"origin": base, "files": len(files)})
 
 
 def _methods(args) -> None:
@@ -262,6 +293,9 @@ def _run(args) -> None:
         print(dump_config(cfg), end="")
         return
     init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
+    if is_main_process():  # decoding a large folder takes a while before the run's first line
+        print(f"reading source {cfg.source} and target {cfg.target}"
+              f"{f' and unlabeled {cfg.unlabeled}' if cfg.unlabeled is not None else ''} ...", flush=True)
     if args.resume and not Path(args.resume).exists():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     try:

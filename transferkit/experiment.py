@@ -95,6 +95,7 @@ from .splits import (
     split_units,
     subsample_per_class,
 )
+from .userdata import reading_progress
 
 PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
 
@@ -109,12 +110,16 @@ class Prepared:
     unlabeled: Domain | None = None  # the config's ``unlabeled`` images (else the target's train split)
 
 
-def prepare_domains(cfg: ExperimentConfig) -> Prepared:
+def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prepared:
+    """The config's domains, split and formatted; ``progress``: a bar while a large folder is decoded
+    (None: ``cfg.train.progress``, whose None is when stderr is a terminal)."""
+    progress = cfg.train.progress if progress is None else progress
     def load(spec):  # a colour shift makes its domain colour unless 1 channel is asked for
         colour = cfg.channels != 1 and has_colour_shift(spec)
         return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None)
 
-    src, tgt = load(cfg.source), load(cfg.target)
+    with reading_progress(progress):
+        src, tgt = load(cfg.source), load(cfg.target)
     channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
     src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
     # split the whole domains, then keep the classes: a domain's split does not depend on the
@@ -132,8 +137,9 @@ def prepare_domains(cfg: ExperimentConfig) -> Prepared:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
     unlabeled = None
     if cfg.unlabeled is not None:  # the run's image size and channels, whatever the files hold
-        unlabeled = load_domain(cfg.unlabeled, seed=cfg.seed, size=cfg.image_size, channels=channels,
-                                labeled=False)
+        with reading_progress(progress):
+            unlabeled = load_domain(cfg.unlabeled, seed=cfg.seed, size=cfg.image_size, channels=channels,
+                                    labeled=False)
     return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled)
 
 
@@ -911,7 +917,9 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     numbers, so a job gives the same row in the main process and in a worker process.
     ``source_digest``: that network's :func:`network_digest`, recorded in the row."""
     job = job_path(run_dir, cfg, cls.name, seed)
-    labeled, unlabeled = label_subset(cfg, data.target, seed, data.unlabeled)
+    with warnings.catch_warnings():  # _check_jobs drew every label subset and showed their warnings once
+        warnings.simplefilter("ignore", TransferkitWarning)
+        labeled, unlabeled = label_subset(cfg, data.target, seed, data.unlabeled)
     t0 = time.perf_counter() - trained_before(run_dir / "checkpoints" / job.stem)  # a job resumed midway
     with peak_memory(device=cfg.device) as memory:
         net = source_net() if cls.needs_pretrained else None
@@ -1021,7 +1029,7 @@ def process_domains(cfg: ExperimentConfig) -> Prepared:
         _PROCESS_DATA.clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TransferkitWarning)
-            _PROCESS_DATA[key] = prepare_domains(cfg)
+            _PROCESS_DATA[key] = prepare_domains(cfg, progress=False)  # no bar of each worker
     return _PROCESS_DATA[key]
 
 
@@ -1221,10 +1229,11 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         failed = [{"job": f.job, "error": f.error, "traceback": str(Path(f.path).relative_to(run_dir))}
                   for f in failures]
         write_results(run_dir, cfg.name, cfg.to_dict(), rows, workers=cfg.workers, failed=failed)
-        try:  # every failed job ran again and finished: no empty failed/ is left
-            (run_dir / "failed").rmdir()
-        except OSError:  # none, or tracebacks kept (of this run's failures, or of methods left out since)
-            pass
+        for kept in ("failed", "checkpoints"):  # no empty failed/ (every failed job ran again), checkpoints/
+            try:
+                (run_dir / kept).rmdir()
+            except OSError:  # none, or tracebacks or checkpoints of unfinished jobs kept
+                pass
     if failures:
         raise _jobs_failed(cfg, run_dir, failures, rows, len(jobs))
     return rows
@@ -1360,7 +1369,12 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
         chosen = any(c is not None and not (isinstance(c, str) and c.strip().lower() == "all")
                      for c in (cfg.source_classes, cfg.target_classes))
         warn_unshared_classes(data.source.train.class_names, data.target.train.class_names, chosen)
-    subsets = [label_subset(cfg, data.target, cfg.seed + r, data.unlabeled) for r in range(cfg.repeats)]
+    if cfg.k is not None and data.target.train.groups is None:
+        _check_k_fits(cfg, data.target.train)
+    subsets = [label_subset(cfg, data.target, cfg.seed, data.unlabeled)]
+    with warnings.catch_warnings():  # the other seeds' subsets repeat its warnings (a ratio above a class's images)
+        warnings.simplefilter("ignore", TransferkitWarning)
+        subsets += [label_subset(cfg, data.target, cfg.seed + r, data.unlabeled) for r in range(1, cfg.repeats)]
     labelled = [labeled for labeled, _ in subsets]
     _check_unlabelled_left(cfg, data, methods, [unlabeled for _, unlabeled in subsets])
     if data.unlabeled is not None and not any("unlabeled" in cls.streams for cls in methods):
@@ -1404,6 +1418,23 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
              f"budget (set select_on: none or source_val to say so)")
     _warn_more_validation_labels(cfg, data, methods, labelled)
+
+
+def _check_k_fits(cfg: ExperimentConfig, train: Domain) -> None:
+    """Refuse ``k`` above the training images of a target class, naming every such class at once
+    (one at a time took a run per class), with the settings that fit them."""
+    counts = train.class_counts()
+    small = [c for c in train.present_classes() if int(counts[c]) < cfg.k]
+    if not small:
+        return
+    keep = [train.class_names[c] for c in train.present_classes() if c not in small]
+    listed = ", ".join(f"{train.class_names[c]} ({int(counts[c])})" for c in small[:30])
+    raise TransferkitError(
+        f"k={cfg.k} is larger than the smallest class: {len(small)} target class(es) have fewer than {cfg.k} "
+        f"training images: {listed}{', ...' if len(small) > 30 else ''}; label at most {cfg.k} images per "
+        f"class with `k: null` and `ratio: {cfg.k}` (a smaller class labels all of its), leave them out with "
+        f"target_classes (the classes to keep"
+        f"{f': {keep}' if 0 < len(keep) <= 10 else ''}), or lower k to {min(int(counts[c]) for c in small)}")
 
 
 def _check_unlabelled_left(cfg: ExperimentConfig, data: Prepared, methods: list, unlabelled: list) -> None:

@@ -200,9 +200,13 @@ def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     check(len(present) > 0, f"domain {domain.name!r} is empty; cannot sample k-shot")
     smallest = min(present, key=lambda c: int(counts[c]))
     if k > int(counts[smallest]):
+        small = [c for c in present if int(counts[c]) < k]  # every one at once: not one round trip per class
+        listed = ", ".join(f"{domain.class_names[c]} ({int(counts[c])})" for c in small[:30])
         raise TransferkitError(
             f"k={k} is larger than the smallest class (class {domain.class_names[smallest]} has "
-            f"{int(counts[smallest])} samples) in domain {domain.name!r}")
+            f"{int(counts[smallest])} samples) in domain {domain.name!r}"
+            + (f"; {len(small)} classes have fewer than {k}: {listed}{', ...' if len(small) > 30 else ''}"
+               if len(small) > 1 else "") + "; lower k, or leave those classes out")
     mask = _per_class(domain, k, seed)
     labeled = domain.subset(mask, name=f"{domain.name}/{k}-shot")
     unlabeled = domain.subset(~mask, name=f"{domain.name}/unlabeled")

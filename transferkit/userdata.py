@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import hashlib
 import os
+import sys
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -125,6 +126,11 @@ def _on_white(im):
 
 
 def _read_image(path: Path, size: int | None, mode: str | None):
+    return _decode_image(path, size, mode)[0]
+
+
+def _decode_image(path: Path, size: int | None, mode: str | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``H x W x C`` uint8 pixels of one file and its width and height before resizing."""
     from PIL import Image, ImageOps
 
     try:
@@ -152,12 +158,13 @@ def _read_image(path: Path, size: int | None, mode: str | None):
             if mode is None:
                 mode = "L" if im.mode in ("1", "L", "LA", "F") else "RGB"
             im = im.convert(mode)
+            native = im.size
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
             arr = np.asarray(im, dtype=np.uint8)
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for corrupt files
         raise TransferkitError(f"cannot read image file {str(path)!r}: {e}") from None
-    return arr if arr.ndim == 3 else arr[:, :, None]
+    return (arr if arr.ndim == 3 else arr[:, :, None]), native
 
 
 def _check_size_channels(size, channels) -> None:
@@ -166,30 +173,66 @@ def _check_size_channels(size, channels) -> None:
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
 
 
+#: a folder of at least this many files shows a progress bar while it is decoded (stderr a terminal)
+PROGRESS_FROM = 1000
+_progress: list = [None]  # None: a bar when stderr is a terminal; see reading_progress
+
+
+@contextlib.contextmanager
+def reading_progress(show: bool | None):
+    """Within it, decoding a large folder shows a tqdm bar when ``show`` (None: when stderr is a
+    terminal, as the engine's training bar): off in worker processes, which read the data again."""
+    before, _progress[0] = _progress[0], show
+    try:
+        yield
+    finally:
+        _progress[0] = before
+
+
+def _with_progress(paths: list, where: str):
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() if _progress[0] is None else _progress[0]
+    return tqdm(paths, desc=f"reading {len(paths)} images {where}", unit="image", leave=False,
+                disable=not show or len(paths) < PROGRESS_FROM)
+
+
 def _read_images(paths: list[Path], size: int | None, channels: int | None, where: str) -> torch.Tensor:
-    """``N x C x H x W`` floats in [0, 1] from image files, every unreadable file named at once."""
+    """``N x C x H x W`` floats in [0, 1] from image files, every unreadable file named at once. The
+    result is allocated once and filled file by file (no stack of all the files' pixels, no second copy)."""
     mode = {1: "L", 3: "RGB", None: None}[channels]
-    arrays, unreadable = [], []
-    for p in paths:
+    x, first, other, unreadable, stretched = None, None, None, [], 0
+    for i, p in enumerate(_with_progress(paths, where)):
         try:
-            arrays.append(_read_image(p, size, mode))
+            a, (w, h) = _decode_image(p, size, mode)
         except TransferkitError as e:
             unreadable.append(str(e))
+            continue
+        stretched += size is not None and w != h
+        if x is None:
+            first, x = (p, a.shape), torch.empty(len(paths), a.shape[2], a.shape[0], a.shape[1])
+        if a.shape[:2] != first[1][:2]:
+            other = other or (p, a.shape)
+            continue
+        if a.shape[2] > x.shape[1]:  # colour after grey files (channels None): every image becomes RGB
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        x[i].numpy()[...] = a.transpose(2, 0, 1)  # as float32; grey into RGB repeats it
     if len(unreadable) == 1:
         raise TransferkitError(unreadable[0])
     check(not unreadable, f"{len(unreadable)} of the {len(paths)} image files {where} cannot be read "
                           f"(repair or remove them):\n  " + "\n  ".join(unreadable[:20])
                           + (f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""))
-    if channels is None and len({a.shape[2] for a in arrays}) > 1:
-        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
-    first = arrays[0].shape
-    for p, a in zip(paths, arrays):
-        if a.shape[:2] != first[:2]:
-            raise TransferkitError(
-                f"images {where} have different sizes: {str(paths[0])!r} is {first[1]}x{first[0]} but "
-                f"{str(p)!r} is {a.shape[1]}x{a.shape[0]}; pass a size to resize them (size=28 in Python, "
-                f"--size 28 for transferkit show)")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+    if other is not None:
+        (p0, s0), (p, s) = first, other
+        raise TransferkitError(
+            f"images {where} have different sizes: {str(p0)!r} is {s0[1]}x{s0[0]} but "
+            f"{str(p)!r} is {s[1]}x{s[0]}; pass a size to resize them (size=28 in Python, "
+            f"--size 28 for transferkit show)")
+    if stretched:
+        warn(f"{stretched} of the {len(paths)} images {where} {'is' if stretched == 1 else 'are'} not square; "
+             f"{'it is' if stretched == 1 else 'they are'} stretched to {size}x{size} (crop or pad them to squares "
+             f"first to keep their proportions)")
+    return x.div_(255)
 
 
 def read_images(paths, size: int | None = None, channels: int | None = None) -> torch.Tensor:
@@ -299,22 +342,35 @@ def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
     return np.moveaxis(x[..., :3], -1, 1)
 
 
+#: images converted to float at a time by the npz loader (about 64 MB of float32 a chunk)
+CHUNK_BYTES = 64 << 20
+
+
 def _images_float(x: np.ndarray, where: str) -> torch.Tensor:
-    if x.dtype == np.bool_:
-        return torch.from_numpy(x.astype(np.float32))
+    """``x`` (``N x C x H x W``, any strides) as a new contiguous float32 tensor in [0, 1], allocated
+    once and converted a chunk of images at a time (a whole-array conversion held two float copies)."""
+    chunk = max(1, CHUNK_BYTES // max(1, 4 * int(np.prod(x.shape[1:]))))
+    parts = range(0, len(x), chunk)
     if x.dtype.kind in "iu":
         if x.size:
             check(x.min() >= 0 and x.max() <= 255, f"{where}: integer images must be in 0..255 "
                                                    f"(found {x.min()}..{x.max()})")
-        return torch.from_numpy(x.astype(np.float32) / 255)
-    check(x.dtype.kind == "f", f"{where}: 'x' must be uint8 or float, got dtype {x.dtype}")
-    check(x.size == 0 or bool(np.isfinite(x).all()), f"{where}: 'x' contains NaN or infinite values")
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-    check(lo >= -1e-3 and hi <= 1 + 1e-3, f"{where}: float images must be in [0, 1] (found "
-                                          f"{lo:.3g}..{hi:.3g}); divide by their full range (255 for 8-bit pixels"
-                                          f"{'' if round(hi) == 255 else ', %.3g if it is their maximum' % hi}) "
-                                          f"or store uint8 0..255")
-    return torch.from_numpy(np.clip(x, 0, 1).astype(np.float32))
+    elif x.dtype != np.bool_:
+        check(x.dtype.kind == "f", f"{where}: 'x' must be uint8 or float, got dtype {x.dtype}")
+        check(all(np.isfinite(x[i:i + chunk]).all() for i in parts), f"{where}: 'x' contains NaN or infinite values")
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        check(lo >= -1e-3 and hi <= 1 + 1e-3, f"{where}: float images must be in [0, 1] (found "
+                                              f"{lo:.3g}..{hi:.3g}); divide by their full range (255 for 8-bit pixels"
+                                              f"{'' if round(hi) == 255 else ', %.3g if it is their maximum' % hi}) "
+                                              f"or store uint8 0..255")
+    out = torch.empty(x.shape, dtype=torch.float32)
+    o = out.numpy()
+    for i in parts:
+        part = o[i:i + chunk]
+        part[...] = np.clip(x[i:i + chunk], 0, 1) if x.dtype.kind == "f" else x[i:i + chunk]
+        if x.dtype.kind in "iu":
+            part /= 255
+    return out
 
 
 def _int_vector(a: np.ndarray, key: str, n: int, where: str) -> torch.Tensor:

@@ -29,16 +29,20 @@ def _domains(args) -> None:
 
 
 def _show(args) -> None:
+    import torch
+
     from .data import has_colour_shift, load_domain
     from .plots import sample_grid
     channels = args.channels or (3 if has_colour_shift(args.domain) else None)  # as `run` loads it (channels: auto)
-    domain = _drawn_of_folder(args, channels) or load_domain(args.domain, seed=args.seed, size=args.size,
-                                                             channels=channels)
-    path = sample_grid(domain, args.out, per_class=args.per_class, seed=args.seed)
-    counts = domain.class_counts().tolist()
+    drawn = _drawn_of_folder(args, channels)
+    domain, labels = drawn or (load_domain(args.domain, seed=args.seed, size=args.size, channels=channels), None)
+    labels = domain.labels if labels is None else labels  # of every image, drawn or not
+    counts = torch.bincount(labels, minlength=domain.num_classes).tolist()
+    path = sample_grid(domain, args.out, per_class=args.per_class, seed=args.seed,
+                       title=f"{domain.name}  ({len(labels)} images, {domain.num_classes} classes)")
     shown = ", ".join(f"{c} {n}" for c, n in zip(domain.class_names[:20], counts))
     more = f", ... ({domain.num_classes - 20} more)" if domain.num_classes > 20 else ""
-    print(f"{domain.name}: {len(domain)} images, {domain.num_classes} class{'es' if domain.num_classes != 1 else ''} "
+    print(f"{domain.name}: {len(labels)} images, {domain.num_classes} class{'es' if domain.num_classes != 1 else ''} "
           f"({shown}{more}) -> {path}")
     if domain.num_classes == 1:
         print(f"  one class: a run needs two or more (is {args.domain.split('+')[0]} one level above the class "
@@ -46,9 +50,9 @@ def _show(args) -> None:
 
 
 def _drawn_of_folder(args, channels):
-    """A plain ``folder:PATH`` (no shift, no @grouped, no sub-folders of class folders) as the
-    domain ``show`` draws, with only the files it draws decoded (the other images are zeros):
-    a folder of 30,000 files is not read for a grid of 80. None for any other domain."""
+    """``(the images show draws, the labels of every image)`` of a plain ``folder:PATH`` (no
+    shift, no @grouped, no sub-folders of class folders): only the files drawn are decoded, so a
+    folder of 30,000 files is not read for a grid of 80. None for any other domain."""
     import torch
 
     from .data import check_spec
@@ -68,11 +72,9 @@ def _drawn_of_folder(args, channels):
     labels = torch.tensor([label for _, label, _ in files])
     listed = Domain(args.domain, torch.zeros(1, 1, 1, 1).expand(len(files), -1, -1, -1), labels, classes)
     drawn = torch.nonzero(_per_class(listed, min(args.per_class, int(listed.class_counts().max())),
-                                     args.seed)).flatten()  # as sample_grid draws them
+                                     args.seed)).flatten()  # as sample_grid draws them from the whole folder
     read = _read_images([files[i][0] for i in drawn], args.size, channels, f"in {str(root)!r}")
-    images = torch.zeros(len(files), *read.shape[1:])
-    images[drawn] = read
-    return Domain(args.domain, images, labels, classes, provenance={"origin": base, "files": len(files)})
+    return Domain(args.domain, read, labels[drawn], classes, provenance={"origin": base, "files": len(files)}), labels
 
 
 def _methods(args) -> None:

@@ -18,9 +18,11 @@ from .evaluate import unique_ids
 from .io import atomic_write
 
 
-def sample_grid(domain: Domain, path: str | os.PathLike | None, per_class: int = 8, seed: int = 0):
+def sample_grid(domain: Domain, path: str | os.PathLike | None, per_class: int = 8, seed: int = 0,
+                title: str | None = None):
     """Write a PNG with one row per class (labelled by class name) showing up to
-    ``per_class`` randomly chosen images of that class (chosen with ``seed``)."""
+    ``per_class`` randomly chosen images of that class (chosen with ``seed``); ``title``: the
+    figure's (default: the domain's name and counts)."""
     from .splits import subsample_per_class
 
     check(per_class >= 1, f"per_class must be >= 1, got {per_class}")
@@ -59,7 +61,7 @@ def sample_grid(domain: Domain, path: str | os.PathLike | None, per_class: int =
         for spine in ax.spines.values():
             spine.set_visible(False)
         ax.set_ylabel(domain.class_names[cls], rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(f"{domain.name}  ({len(domain)} images, {domain.num_classes} classes)", fontsize=9)
+    fig.suptitle(title or f"{domain.name}  ({len(domain)} images, {domain.num_classes} classes)", fontsize=9)
     fig.subplots_adjust(left=label_in / width, right=1 - 0.05 / width,
                         top=1 - 0.35 / fig.get_figheight(), bottom=0.02, hspace=0.08)
     return save_png(fig, path, 100, "sample grid")

@@ -565,3 +565,13 @@ def test_zero_shot_rows_get_an_honest_plus_minus_note_and_one_class_predictions_
         summarize(mixed), mixed)
     single_class_test = {**rows[0], "confusion": [[0, 0, 0], [0, 4, 0], [0, 0, 0]]}  # one class of images: no line
     assert one_class_line([single_class_test]) == [] and one_class_line(rows[:2]) == []
+
+
+def test_training_curves_of_few_points_are_named_with_how_to_log_more(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig: b"png")
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"method": m, "run": m, "step": s, "loss": 1.0 / s}) + "\n"
+                for m, steps in (("lext", (30,)), ("finetune", (10, 20, 30))) for s in steps))
+    notes = []
+    report_module.training_curve_figures(tmp_path, notes)
+    assert len(notes) == 1 and "lext logged fewer than 3 points" in notes[0] and "lower eval_every" in notes[0]

@@ -284,6 +284,12 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         where = run_dir.name if where == "." else where
         fig.suptitle(f"training curves: {where}", fontsize=9)
         out.append((f"Training curves ({where}, first run of each method)", _png(fig)))
+        sparse = sorted(m for m, recs in curves.items() if len(recs) < 3)
+        if sparse and notes is not None:  # the engine logs the loss at each evaluation (every eval_every steps)
+            notes.append(f"Training curves of {where}: {', '.join(sparse)} logged fewer than 3 points (the loss "
+                         f"is logged at each evaluation, every train.eval_every steps, and is the sum of the "
+                         f"method's terms, a discriminator's included): lower eval_every for a curve; each term "
+                         f"is in metrics.jsonl")
     return out
 
 

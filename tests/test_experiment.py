@@ -175,13 +175,30 @@ def test_a_config_s_unlabeled_images_are_what_the_methods_on_unlabelled_images_r
     by = {r["method"]: r for r in rows}
     assert (by["dann"]["unlabeled"], by["dann"]["n_unlabeled"]) == (f"folder:{raw}", 7)
     assert "unlabeled" not in by["finetune"]
-    assert f"Unlabelled target images of dann: folder:{raw} (instead" in (run_dir / "results.md").read_text()
+    assert f"Unlabelled target images of dann: folder:{raw}, 7 images (instead" in (run_dir / "results.md").read_text()
+    assert by["dann"]["unlabeled_in_test"] == 0
     assert "unlabeled" in json.loads((run_dir / "data.json").read_text())
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(raw / "7.jpg")
     with pytest.raises(TransferkitError, match="results computed on other data.* of unlabeled changed"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
     with pytest.warns(TransferkitWarning, match=r"none of the methods \(finetune\) trains on unlabelled target"):
         run_experiment(replace(cfg, name="unused", methods=["finetune"]), log=lambda *a: None)
+
+
+def test_unlabelled_images_that_are_target_test_images_are_named_and_counted(tmp_path, recwarn):
+    cfg = ExperimentConfig(name="leak", source="mnist", target="digits", unlabeled="digits", k=None, repeats=1,
+                           methods=["dann"], select_on="none", pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path),
+                           channels=3)
+    data = prepare_domains(cfg)  # the whole of digits, a grey domain, read as the colour run's images
+    assert data.unlabeled.images.shape[1] == 3
+    assert data.unlabeled_overlap == {"val": len(data.target.val), "test": len(data.target.test)}
+    said = [str(w.message) for w in recwarn]
+    assert any(f"{len(data.target.val)} of its images are target val images and {len(data.target.test)} of its "
+               f"images are target test images" in m and "transductive" in m for m in said)
+    assert any("1 channel(s) and are converted to the run's 3" in m for m in said)
+    from transferkit.results import unlabeled_images_line
+    rows = [{"method": "dann", "unlabeled": "digits", "n_unlabeled": 1797, "unlabeled_in_test": 450}]
+    assert "450 of them are target test images (transductive)" in unlabeled_images_line(rows)[0]
 
 
 def test_configs_made_in_python_are_checked_as_yaml_ones():

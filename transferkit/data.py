@@ -285,7 +285,9 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
 
 def _builtin(name: str) -> Builtin:
     if name not in BUILTINS:
-        raise UnknownNameError("domain", name, list(BUILTINS) + ["folder:PATH", "npz:PATH"])
+        hint = (f"{name!r} is a folder here: give it as folder:{name}" if os.path.isdir(name) else
+                f"{name!r} is a file here: give it as npz:{name}" if os.path.isfile(name) else "")
+        raise UnknownNameError("domain", name, list(BUILTINS) + ["folder:PATH", "npz:PATH"], hint)
     return BUILTINS[name]
 
 
@@ -375,7 +377,8 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
         kind = "npz" if base.endswith(".npz") else "folder"  # a built-in name may also be a folder here
         check(not ("/" in base or os.sep in base or kind == "npz"),
               f"domain spec {spec!r}: a path needs its kind in front: {kind}:{base}"
-              f"{' (one sub-folder per class)' if kind == 'folder' else ''}")
+              + (" (one sub-folder per class; images without labels: unlabeled: folder:PATH)" if kind == "folder"
+                 else ""))
         base = base.lower()
     return base, shift_names
 

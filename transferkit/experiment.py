@@ -24,7 +24,7 @@ import shutil
 import time
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -108,6 +108,8 @@ class Prepared:
     target: Split
     channels: int
     unlabeled: Domain | None = None  # the config's ``unlabeled`` images (else the target's train split)
+    #: how many of the ``unlabeled`` images are images of the target's val and test splits
+    unlabeled_overlap: dict = field(default_factory=dict)
 
 
 def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prepared:
@@ -138,9 +140,42 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     unlabeled = None
     if cfg.unlabeled is not None:  # the run's image size and channels, whatever the files hold
         with reading_progress(progress):
-            unlabeled = load_domain(cfg.unlabeled, seed=cfg.seed, size=cfg.image_size, channels=channels,
+            unlabeled = load_domain(cfg.unlabeled, seed=cfg.seed, size=cfg.image_size, channels=None,
                                     labeled=False)
-    return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled)
+        if unlabeled.images.shape[1] != channels:
+            warn(f"unlabeled {cfg.unlabeled!r}: its images have {unlabeled.images.shape[1]} channel(s) and are "
+                 f"converted to the run's {channels} (set by source and target: `channels` in the config)")
+            unlabeled = unlabeled.to_format(channels=channels)
+    overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
+    return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap)
+
+
+def _unlabeled_overlap(cfg: ExperimentConfig, unlabeled: Domain, target: Split) -> dict:
+    """``{"val": n, "test": n}``: the config's unlabelled images that are also target val / test
+    images, pixel for pixel (a warning names them: the methods would adapt on images they are
+    scored on, a transductive protocol that the target's own split avoids)."""
+    probe = torch.randn(unlabeled.images[0].numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    def prints(d):  # a projection per image: equal images give equal numbers, then checked pixel for pixel
+        return d.images.flatten(1).double() @ probe if len(d) else torch.zeros(0, dtype=torch.float64)
+    mine = prints(unlabeled)
+    mine_sorted, order = torch.sort(mine)
+    found = {}
+    for part in ("val", "test"):
+        theirs = getattr(target, part)
+        if len(theirs) == 0 or theirs.images.shape[1:] != unlabeled.images.shape[1:]:
+            continue
+        fp = prints(theirs)
+        pos = torch.searchsorted(mine_sorted, fp).clamp(max=len(mine) - 1)
+        hit = (mine_sorted[pos] == fp).nonzero().flatten()  # the same projection: compare the pixels
+        same = (unlabeled.images[order[pos[hit]]] == theirs.images[hit]).flatten(1).all(1)
+        found[part] = int(same.sum())
+    if any(found.values()):
+        warn(f"unlabeled {cfg.unlabeled!r}: " + " and ".join(f"{n} of its images are target {part} images"
+                                                             for part, n in found.items() if n)
+             + f" (pixel for pixel, of {len(target.test)} test and {len(target.val)} val): the methods that read "
+               f"them adapt on images they are then scored on (transductive), which the target's own split avoids; "
+               f"leave those images out of the unlabelled set (rows record unlabeled_in_test)")
+    return found
 
 
 def narrowed(split: Split, classes) -> Split:
@@ -949,7 +984,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
-           **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled)}
+           **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled),
+               "unlabeled_in_test": data.unlabeled_overlap.get("test", 0)}
               if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
            "config_digest": job_digest(cfg, cls.name), **every,
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),

@@ -337,12 +337,16 @@ def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the unlabelled images (a config's ``unlabeled``) the rows' methods trained
     on instead of the target's train split, with those methods."""
     cell = md_cell if markdown else str
-    given: dict[str, list[str]] = {}
+    given: dict[tuple, list[str]] = {}
     for r in rows:
-        if isinstance(r.get("unlabeled"), str) and r["method"] not in given.setdefault(r["unlabeled"], []):
-            given[r["unlabeled"]].append(r["method"])
-    return [f"Unlabelled target images of {cell(', '.join(methods))}: {cell(spec)} (instead of the target's train "
-            f"split)." for spec, methods in given.items()]
+        if isinstance(r.get("unlabeled"), str):
+            key = (r.get("run"), r["unlabeled"], r.get("n_unlabeled"), r.get("unlabeled_in_test") or 0)
+            if r["method"] not in given.setdefault(key, []):
+                given[key].append(r["method"])
+    return [f"Unlabelled target images of {cell(', '.join(methods))}{f' (run {cell(run)})' if run else ''}: "
+            f"{cell(spec)}{f', {n} images' if n is not None else ''} (instead of the target's train split)"
+            f"{f'; {test} of them are target test images (transductive)' if test else ''}."
+            for (run, spec, n, test), methods in given.items()]
 
 
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:

@@ -237,3 +237,20 @@ def test_a_table_of_hand_made_rows_needs_method_seed_and_accuracy_only():
     assert "| finetune |  |  |  | 81.0 ± 1.0 | 2 | – |" in table
     with pytest.raises(TransferkitError, match="rows\\[0\\] has no seed: a row needs method, seed and accuracy"):
         summarize([{"method": "finetune", "accuracy": 0.8}])
+
+
+def test_save_network_of_a_fitted_model_keeps_its_classes_and_refuses_a_network_that_does_not_predict(tmp_path):
+    import transferkit
+    from transferkit.io import load_safetensors
+    src, tgt = toy_domain(40, classes=4, name="src"), toy_domain(24, seed=1, classes=4, name="tgt")
+    tiny = TrainConfig(steps=2, eval_every=2, batch_size=8)
+    model = Transfer("finetune", backbone="lenet", pretrain=tiny, train=tiny).fit(target=tgt, source=src)
+    _, meta = load_safetensors(transferkit.save_network(model, tmp_path / "ft.safetensors"), "network")
+    assert meta["class_names"] == '["0", "1", "2", "3"]' and model.method_.predicts_with_net
+    lext = Transfer("lext", backbone="lenet", pretrain=tiny, train=tiny).fit(target=tgt, source=src, unlabeled=tgt)
+    assert not lext.method_.predicts_with_net  # psi against the labelled centroids
+    with pytest.raises(TransferkitError, match=r"save_network: lext does not predict with its network alone .*"
+                                               r"target_centroids.*torch\.jit\.trace"):
+        transferkit.save_network(lext, tmp_path / "lext.safetensors")
+    with pytest.raises(TransferkitError, match=r"got list; image files become one with transferkit.read_images"):
+        model.predict(["a.png"])

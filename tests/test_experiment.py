@@ -177,6 +177,8 @@ def test_a_config_s_unlabeled_images_are_what_the_methods_on_unlabelled_images_r
     assert "unlabeled" not in by["finetune"]
     assert f"Unlabelled target images of dann: folder:{raw}, 7 images (instead" in (run_dir / "results.md").read_text()
     assert by["dann"]["unlabeled_in_test"] == 0
+    saved = torch.load(next((run_dir / "models").glob("dann-*.pt")), weights_only=False)
+    assert saved.classes_ == [str(i) for i in range(10)]  # a model file copied out of the run knows its classes
     assert "unlabeled" in json.loads((run_dir / "data.json").read_text())
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(raw / "7.jpg")
     with pytest.raises(TransferkitError, match="results computed on other data.* of unlabeled changed"):

@@ -75,7 +75,10 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
         images = torch.from_numpy(np.ascontiguousarray(images).astype(native, copy=False))
     want = f"N x {' x '.join(map(str, shape))}" if shape is not None else "N x C x H x W"
     check(isinstance(images, torch.Tensor), f"{who}: expected an {want} image tensor (or numpy array), got "
-                                            f"{type(images).__name__}")
+                                            f"{type(images).__name__}"
+                                            + ("; image files become one with transferkit.read_images(paths, "
+                                               "size=..., channels=...)" if isinstance(images, (list, tuple, str))
+                                               else ""))
     if shape is not None:
         shape = tuple(shape)
         if images.dim() == 3 and shape[0] == 1 and tuple(images.shape[1:]) == tuple(shape[1:]):  # N x H x W grey

@@ -457,7 +457,18 @@ def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
     ``units.<unit>.…`` and ``head.…``) to the safetensors file ``path``, atomically: the file
     that ``pretrained:`` reads. ``class_names``: the source classes of the head's rows, in
     order (stored as the metadata ``class_names``, a JSON list; a run checks them against its
-    source's), as a pre-training of transferkit stores them."""
+    source's), as a pre-training of transferkit stores them. A fitted model (a ``Transfer``, or
+    the method :func:`load_model` returns) gives its network and classes, and is refused when
+    its network alone does not make its predictions (``Method.predicts_with_net``)."""
+    method = net if isinstance(net, Method) else getattr(net, "method_", None)  # a loaded method, or a Transfer
+    if isinstance(method, Method):
+        check(method.predicts_with_net, f"save_network: {method.name} does not predict with its network alone "
+                                        f"({method.name}'s predictions also read {method.predictor_parts()}), so the "
+                                        f"network's weights would classify otherwise: save the whole model "
+                                        f"(torch.save(model, path)) or trace it, torch.jit.trace(model.method_ or the "
+                                        f"loaded method, example_images)")
+        class_names = class_names if class_names is not None else getattr(net, "classes_", None)
+        net = method.net
     check_unitnet(net, "save_network")
     metadata = None
     if class_names is not None:
@@ -991,6 +1002,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results()}
     if is_main_process():  # before the row: a job counts as finished once its row exists
+        method.classes_ = list(data.target.test.class_names)  # in the file too: a model copied out knows them
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
     row = _finish_row(job, row, report, data.target.test.class_names, _seen_classes(data))
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated

@@ -445,6 +445,20 @@ class Method(nn.Module):
         self.__dict__.setdefault("init_options", {})  # a class without its own __init__ has no options
 
     # ---- declared by subclasses -----------------------------------------------------
+    @property
+    def predicts_with_net(self) -> bool:
+        """Whether ``self.net(images)`` alone gives this method's predictions (its ``forward`` is
+        the base one): what :func:`~transferkit.experiment.save_network` and an export of the
+        network keep. Methods that score prototypes, centroids, support sets, taps or class
+        descriptions beside the network return False."""
+        return type(self).forward is Method.forward
+
+    def predictor_parts(self) -> str:
+        """What besides the network makes the predictions (named where ``predicts_with_net`` is False)."""
+        extra = [n for n, _ in self.named_children() if n != "net"] + [n for n, b in self.named_buffers()
+                                                                       if "." not in n and b.numel()]
+        return ", ".join(extra) or "state held outside the network"
+
     def head_has_new_rows(self, classes: list[str]) -> None:
         """Called before training when the head has (untrained) rows for target ``classes``
         the source head lacks; a method that would leave them untrained adapts here."""

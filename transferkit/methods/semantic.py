@@ -268,6 +268,10 @@ class SemanticTransfer(Method):
         self._eval_centroids = None  # eval() starts an evaluation; the weights may have changed since the last
         return super().train(mode)
 
+    @property
+    def predicts_with_net(self) -> bool:
+        return self.predict == "head"  # centroids: ψ against the labelled target centroids
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.predict == "centroids" and (centroids := self._centroids()) is not None:
             return similarity(self.net.forward_features(images), centroids, self.query_scale)

@@ -1639,3 +1639,29 @@ def test_a_run_warns_of_a_ratio_above_a_class_once_and_leaves_no_empty_checkpoin
         f"ratio 5: the smallest class of '{spec}/train' has 2 training images; those classes keep all of theirs "
         f"(the rows' n_labeled says how many were used)") == 1
     assert (run_dir / "models").is_dir() and not (run_dir / "checkpoints").exists()
+
+
+def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_train_and_val(tmp_path, recwarn):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    test = tmp_path / "test"
+    for c in ("3", "4", "x"):  # x is no target class: left out, with a warning
+        (test / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(test / c / f"{i}.png")
+    cfg = ExperimentConfig(name="own-test", source="digits", target="mnist", test=f"folder:{test}", k=2, repeats=1,
+                           methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    data = prepare_domains(cfg)
+    assert len(data.target.test) == 8 and data.target.test.class_names == data.target.train.class_names
+    assert sorted(data.target.test.labels.tolist()) == [3] * 4 + [4] * 4  # mnist's ids of classes 3 and 4
+    assert len(data.target.train) + len(data.target.val) == 5000  # all of mnist: no test part cut from it
+    assert any("class(es) ['x'] are not target classes" in str(w.message) for w in recwarn)
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    assert all(r["n_test"] == 8 and r["test"] == f"folder:{test}" for r in rows)
+    assert f"Test images: folder:{test}, 8 images (a test set of its own" in (run_dir / "results.md").read_text()
+    again = ExperimentConfig(name="same", source="digits", target="digits", test="digits", k=2, repeats=1,
+                             methods=["finetune"], pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    with pytest.warns(TransferkitWarning, match=r"test 'digits': \d+ of its 1797 images are target train images "
+                                                r"and \d+ .* are target val images"):
+        prepare_domains(again)

@@ -38,7 +38,9 @@ class ExperimentConfig:
     included; a ratio may take every image of a small class, leaving no rest). ``unlabeled``, a
     domain spec read without labels (``folder:PATH`` of images at any depth, ``npz:PATH`` with
     ``x`` only), is the unlabelled target instead: the target's labels then serve k / ratio,
-    validation and the test split only.
+    validation and the test split only. ``test``, a labelled domain spec, is the test split
+    instead (every image of a target class, matched by name): the target is then cut into
+    train (85 %) and val (15 %) only.
     Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``.
     """
 
@@ -46,6 +48,7 @@ class ExperimentConfig:
     source: str = "syndigits"
     target: str = "mnist"
     unlabeled: str | None = None  # images without labels as the unlabelled target (else the target's train split)
+    test: str | None = None  # a labelled test set of its own (else 25 % of the target is its test split)
     source_classes: typing.Any = None  # None: all; "0-4", "5,6,7", or a list of ids / names
     target_classes: typing.Any = None
     image_size: int = 28

@@ -122,13 +122,22 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
 
     with reading_progress(progress):
         src, tgt = load(cfg.source), load(cfg.target)
+        test = None if cfg.test is None else load(cfg.test)
     channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
     src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
     # split the whole domains, then keep the classes: a domain's split does not depend on the
     # class subset, so source and target cut from the same images (mnist, mnist+inversion 5-9)
     # never share an image between one's training and the other's test split
     source = narrowed(split_domain(src), cfg.source_classes)
-    target = narrowed(split_domain(tgt), cfg.target_classes)
+    target = narrowed(split_domain(tgt, test_fraction=0.0 if test is not None else 0.25), cfg.target_classes)
+    if test is not None:  # a test set of its own: the target is cut into train and val only
+        target.test = as_target_test(cfg, test, target.train, channels)
+        seen = {part: shared_images(getattr(target, part), target.test) for part in ("train", "val")}
+        if any(seen.values()):
+            warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(target.test)} images are target {part} "
+                                                         f"images" for part, n in seen.items() if n)
+                 + " (pixel for pixel): the methods would be scored on images they trained or selected on; give a "
+                   "test set apart from the target's images")
     warn_numbered_match(source.train, target.train)
     check(target.train.num_classes >= 2,
           f"the target {cfg.target!r} has one class ({target.train.class_names}"
@@ -150,25 +159,24 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap)
 
 
+def shared_images(pool: Domain, other: Domain) -> int:
+    """How many images of ``other`` are also in ``pool``, pixel for pixel (vectorised: a random
+    projection per image finds the candidates, whose pixels are then compared)."""
+    if len(pool) == 0 or len(other) == 0 or pool.images.shape[1:] != other.images.shape[1:]:
+        return 0
+    probe = torch.randn(pool.images[0].numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mine, order = torch.sort(pool.images.flatten(1).double() @ probe)
+    theirs = other.images.flatten(1).double() @ probe
+    pos = torch.searchsorted(mine, theirs).clamp(max=len(mine) - 1)
+    hit = (mine[pos] == theirs).nonzero().flatten()
+    return int((pool.images[order[pos[hit]]] == other.images[hit]).flatten(1).all(1).sum())
+
+
 def _unlabeled_overlap(cfg: ExperimentConfig, unlabeled: Domain, target: Split) -> dict:
     """``{"val": n, "test": n}``: the config's unlabelled images that are also target val / test
     images, pixel for pixel (a warning names them: the methods would adapt on images they are
     scored on, a transductive protocol that the target's own split avoids)."""
-    probe = torch.randn(unlabeled.images[0].numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    def prints(d):  # a projection per image: equal images give equal numbers, then checked pixel for pixel
-        return d.images.flatten(1).double() @ probe if len(d) else torch.zeros(0, dtype=torch.float64)
-    mine = prints(unlabeled)
-    mine_sorted, order = torch.sort(mine)
-    found = {}
-    for part in ("val", "test"):
-        theirs = getattr(target, part)
-        if len(theirs) == 0 or theirs.images.shape[1:] != unlabeled.images.shape[1:]:
-            continue
-        fp = prints(theirs)
-        pos = torch.searchsorted(mine_sorted, fp).clamp(max=len(mine) - 1)
-        hit = (mine_sorted[pos] == fp).nonzero().flatten()  # the same projection: compare the pixels
-        same = (unlabeled.images[order[pos[hit]]] == theirs.images[hit]).flatten(1).all(1)
-        found[part] = int(same.sum())
+    found = {part: shared_images(unlabeled, getattr(target, part)) for part in ("val", "test")}
     if any(found.values()):
         warn(f"unlabeled {cfg.unlabeled!r}: " + " and ".join(f"{n} of its images are target {part} images"
                                                              for part, n in found.items() if n)
@@ -176,6 +184,26 @@ def _unlabeled_overlap(cfg: ExperimentConfig, unlabeled: Domain, target: Split) 
                f"them adapt on images they are then scored on (transductive), which the target's own split avoids; "
                f"leave those images out of the unlabelled set (rows record unlabeled_in_test)")
     return found
+
+
+def as_target_test(cfg: ExperimentConfig, test: Domain, train: Domain, channels: int) -> Domain:
+    """The config's ``test`` domain as the target's test split: in the run's channels, its
+    images of the target's classes (matched by name) labelled as the target labels them."""
+    if test.images.shape[1] != channels:
+        warn(f"test {cfg.test!r}: its images have {test.images.shape[1]} channel(s) and are converted to the run's "
+             f"{channels} (set by source and target)")
+        test = test.to_format(channels=channels)
+    present = [test.class_names[i] for i in test.present_classes()]
+    shared = [c for c in present if c in train.class_names]
+    check(shared, f"test {cfg.test!r} has no image of a target class: its classes {present[:10]}, the target's "
+                  f"{train.class_names[:10]} (classes are matched by name)")
+    if len(shared) < len(present):
+        warn(f"test {cfg.test!r}: its class(es) {[c for c in present if c not in shared][:10]} are not target "
+             f"classes{' (target_classes)' if cfg.target_classes is not None else ''}; their images are left out")
+    kept = test.select_classes(shared)
+    labels = torch.tensor([train.class_names.index(c) for c in kept.class_names])[kept.labels]
+    return Domain(f"{dataset_name(test.name)}/test", kept.images, labels, list(train.class_names), kept.groups,
+                  {**test.provenance, "split": "test", "test_of": cfg.target})
 
 
 def narrowed(split: Split, classes) -> Split:
@@ -995,6 +1023,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
+           "n_test": len(data.target.test), **({"test": cfg.test} if cfg.test is not None else {}),
            **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled),
                "unlabeled_in_test": data.unlabeled_overlap.get("test", 0)}
               if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
@@ -1127,7 +1156,7 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
             check_option_values(cls, options)
         except TransferkitError as e:
             raise TransferkitError(f"{method_error(cls, options, e)}{kept}") from e
-    for spec in (cfg.source, cfg.target) + ((cfg.unlabeled,) if cfg.unlabeled is not None else ()):
+    for spec in (cfg.source, cfg.target) + tuple(s for s in (cfg.unlabeled, cfg.test) if s is not None):
         check_spec(spec)
     return methods
 
@@ -1224,7 +1253,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     note_work_dir(run_dir)
     log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
         f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
-        f"{len(data.target.test)} test"
+        f"{len(data.target.test)} test{f' (test {cfg.test})' if cfg.test is not None else ''}"
         f"{f'; unlabeled {cfg.unlabeled}: {len(data.unlabeled)} images' if data.unlabeled is not None else ''}; "
         f"{data.channels} channel(s), {cfg.image_size} px")
     pretrained, pre_info = None, {}
@@ -1254,6 +1283,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
+                   "n_test": len(data.target.test), **({"test": cfg.test} if cfg.test is not None else {}),
                    "config_digest": job_digest(cfg, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
@@ -1614,8 +1644,9 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     nonzero ``revision`` (``revision``: another one) is part of it."""
     check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
     flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
-    if flat.get("unlabeled") is None:  # the field came on 2026-12-02: rows from before keep their digest
-        flat.pop("unlabeled", None)
+    for key in ("unlabeled", "test"):  # fields of 2026-12-02: rows from before keep their digest
+        if flat.get(key) is None:
+            flat.pop(key, None)
     cls, given = get_method(method), cfg.options.get(method, {})
     revision = cls.revision if revision is None else revision
     if revision:

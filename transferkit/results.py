@@ -349,11 +349,21 @@ def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
             for (run, spec, n, test), methods in given.items()]
 
 
+def test_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the test set of its own (a config's ``test``) the rows were scored on."""
+    cell = md_cell if markdown else str
+    given = dict.fromkeys((r.get("run"), r["test"], r.get("n_test")) for r in rows if isinstance(r.get("test"), str))
+    return [f"Test images{f' (run {cell(run)})' if run else ''}: {cell(spec)}"
+            f"{f', {n} images' if n is not None else ''} (a test set of its own, not a split of the target)."
+            for run, spec, n in given]
+
+
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     """The lines under a table that its rows call for: units picked, partial domain adaptation,
-    rows that read no target label, the unlabelled images given, and rows that predicted one class."""
+    rows that read no target label, the unlabelled images and test set given, and rows that predicted one
+    class."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
-            + unlabeled_images_line(rows, markdown) + one_class_line(rows, markdown))
+            + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + one_class_line(rows, markdown))
 
 
 def other_metrics(settings) -> list[str]:

@@ -520,3 +520,11 @@ def test_a_transfer_repr_shortens_long_options():
     assert len(text) < 200 and "captions=<list of 704: 'a long caption of image 0', ...>" in text
     assert "text_encoder='hashing'" in text
     assert "class_names=['a', 'b']" in repr(Transfer("clip", class_names=["a", "b"]))
+
+
+def test_captions_by_class_name_match_names_in_either_unicode_form():
+    import unicodedata
+
+    from transferkit.clip import captions_for_classes
+    nfd = unicodedata.normalize("NFD", "café")
+    assert captions_for_classes({nfd: "a cup", "tea": "a mug"}, ["café", "tea"]) == ["a cup", "a mug"]

@@ -199,8 +199,10 @@ def test_unlabelled_images_that_are_target_test_images_are_named_and_counted(tmp
                f"images are target test images" in m and "transductive" in m for m in said)
     assert any("1 channel(s) and are converted to the run's 3" in m for m in said)
     from transferkit.results import unlabeled_images_line
-    rows = [{"method": "dann", "unlabeled": "digits", "n_unlabeled": 1797, "unlabeled_in_test": 450}]
-    assert "450 of them are target test images (transductive)" in unlabeled_images_line(rows)[0]
+    rows = [{"method": "dann", "unlabeled": "digits", "n_unlabeled": 1797, "unlabeled_in_test": 450,
+             "unlabeled_in_val": 269}]
+    assert "450 of them are target test images and 269 of them are target val images (transductive)" in \
+        unlabeled_images_line(rows)[0]
 
 
 def test_configs_made_in_python_are_checked_as_yaml_ones():
@@ -778,9 +780,9 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
     with pytest.raises(TransferkitError, match=r"built for \(1, 28, 28\) images and fails on \(1, 20, 20\)"):
         lenet.logits(test.images[:2, :, :20, :20])  # its fc1 takes the flattened 28 x 28 map
     (run_dir / "jobs" / "tap-k=3-s0.json").unlink()  # stopped between the model and its row
-    with pytest.warns(UserWarning, match="tap-k=3-s0.json does not exist.*classes_ are not known"):
-        assert not hasattr(load_model(run_dir, "tap"), "classes_")
-    with pytest.raises(TransferkitError, match="classes_ are not known .*; Transfer.from_run needs the classes"):
+    with pytest.warns(UserWarning, match="tap-k=3-s0.json does not exist.*so the job did not finish"):
+        assert load_model(run_dir, "tap").classes_ == test.class_names  # the model file holds them
+    with pytest.raises(TransferkitError, match="did not finish .*; Transfer.from_run needs a finished job"):
         Transfer.from_run(run_dir, "tap")
     assert not any((run_dir / "checkpoints").rglob("*.safetensors"))  # only resuming an unfinished job reads them
     (run_dir / "models" / "source_only-k=3-s0.pt").unlink()  # as an older run left it
@@ -1658,8 +1660,9 @@ def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_trai
     assert len(data.target.train) + len(data.target.val) == 5000  # all of mnist: no test part cut from it
     assert any("class(es) ['x'] are not target classes" in str(w.message) for w in recwarn)
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
-    assert all(r["n_test"] == 8 and r["test"] == f"folder:{test}" for r in rows)
-    assert f"Test images: folder:{test}, 8 images (a test set of its own" in (run_dir / "results.md").read_text()
+    assert all(r["n_test"] == 8 and r["test"] == f"folder:{test}" and r["test_in_target"] == 0 for r in rows)
+    assert f"Test images: folder:{test}, 8 images of 2 of the 10 target classes (a test set of its own" in (
+        run_dir / "results.md").read_text()
     again = ExperimentConfig(name="same", source="digits", target="digits", test="digits", k=2, repeats=1,
                              methods=["finetune"], pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
     with pytest.warns(TransferkitWarning, match=r"test 'digits': \d+ of its 1797 images are target train images "

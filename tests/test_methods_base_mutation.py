@@ -181,3 +181,19 @@ def test_given_layers_are_kept_when_the_label_sets_differ():
     auto = get_method("multilayer_adv")(_net())
     auto.prepare({"source": src, "unlabeled": five})
     assert auto.layers == ["conv2", "fc1"]  # second and third last of conv1, conv2, fc1, head
+
+
+def test_gamma_lies_in_0_1_for_the_multi_layer_discriminator_only():
+    from transferkit.methods import get_method
+    from transferkit.methods.base import check_option_values
+    with pytest.raises(TransferkitError, match=r"option gamma must be a number in \(0, 1\], got 2"):
+        check_option_values(get_method("multilayer_adv"), {"gamma": 2})
+
+    class Focal(get_method("finetune")):  # another method's gamma (a focal loss's 2) keeps its own range
+        name = "focal_test"
+
+        def __init__(self, net, gamma: float = 2.0):
+            super().__init__(net)
+    check_option_values(Focal, {"gamma": 2})
+    with pytest.raises(TransferkitError, match="option gamma must be a number >= 0"):
+        check_option_values(Focal, {"gamma": -1})

@@ -302,3 +302,31 @@ def test_a_folder_split_places_each_file_by_its_path_so_removing_one_moves_few_o
     assert len(moved) <= 2, moved  # b's val / test sizes may round otherwise: one file at a boundary moves
     assert all(f.startswith("b/") for f in moved)  # the other classes keep every file's part
     assert sorted(Counter(before.values()).items()) == [(0, 72), (1, 18), (2, 30)]
+
+
+def test_a_folder_s_k_shot_draws_and_grouped_views_follow_its_files_keys(tmp_path):
+    from PIL import Image
+
+    from transferkit.data import load_domain
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(30):
+            Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(tmp_path / c / f"{i:02d}.png")
+
+    def labelled():
+        d = load_domain(f"folder:{tmp_path}", size=None)
+        names = sorted(f"{c}/{p.name}" for c in ("a", "b") for p in (tmp_path / c).iterdir())
+        return {names[int(i)] for i in torch.nonzero(_mask(d)).flatten()}
+
+    def _mask(d):
+        from transferkit.splits import _per_class
+        return _per_class(d, 5, seed=3)
+
+    before = labelled()
+    (tmp_path / "a" / "07.png").unlink()
+    after = labelled()
+    assert len(before - after) <= 1  # the removed file's place goes to the next one; the other nine stay
+    plain, grouped = load_domain(f"folder:{tmp_path}", size=None), load_domain(f"folder:{tmp_path}@grouped2",
+                                                                                size=None)
+    assert torch.equal(split_parts(grouped)[::2], split_parts(plain))  # each image's views land where it does

@@ -278,7 +278,7 @@ class Transfer:
             try:
                 model = load_model(run_dir, method, seed)
             except TransferkitWarning as w:
-                raise TransferkitError(f"{w}; Transfer.from_run needs the classes") from None
+                raise TransferkitError(f"{w}; Transfer.from_run needs a finished job (its classes)") from None
         cfg = load_config(Path(run_dir) / "config.yaml")
         name = model.name
         self = cls(name, backbone=cfg.backbone, train=cfg.train, pretrain=cfg.pretrain,

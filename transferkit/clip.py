@@ -201,9 +201,9 @@ def captions_for_classes(captions, source_classes) -> list:
     (``source_classes: [6, 0, 1]``). Empty or blank captions are refused, naming their class."""
     if isinstance(captions, str):
         return captions  # ClipMethod refuses one text
-    names = [str(c) for c in source_classes]
+    names = [unicodedata.normalize("NFC", str(c)) for c in source_classes]
     if isinstance(captions, Mapping):
-        given = {str(k): v for k, v in captions.items()}
+        given = {unicodedata.normalize("NFC", str(k)): v for k, v in captions.items()}  # as Domain keeps names
         missing = [c for c in names if c not in given]
         check(not missing, f"clip: captions has no caption for the source classes {missing[:10]} (it names "
                            f"{list(given)[:10]}): give one (or a list) per source class")

@@ -110,15 +110,18 @@ class Prepared:
     unlabeled: Domain | None = None  # the config's ``unlabeled`` images (else the target's train split)
     #: how many of the ``unlabeled`` images are images of the target's val and test splits
     unlabeled_overlap: dict = field(default_factory=dict)
+    #: how many images of the config's ``test`` are target train and val images
+    test_overlap: dict = field(default_factory=dict)
 
 
 def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prepared:
     """The config's domains, split and formatted; ``progress``: a bar while a large folder is decoded
     (None: ``cfg.train.progress``, whose None is when stderr is a terminal)."""
     progress = cfg.train.progress if progress is None else progress
-    def load(spec):  # a colour shift makes its domain colour unless 1 channel is asked for
+    def load(spec, labeled=True):  # a colour shift makes its domain colour unless 1 channel is asked for
         colour = cfg.channels != 1 and has_colour_shift(spec)
-        return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None)
+        return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None,
+                           labeled=labeled)
 
     with reading_progress(progress):
         src, tgt = load(cfg.source), load(cfg.target)
@@ -128,11 +131,12 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     # split the whole domains, then keep the classes: a domain's split does not depend on the
     # class subset, so source and target cut from the same images (mnist, mnist+inversion 5-9)
     # never share an image between one's training and the other's test split
-    source = narrowed(split_domain(src), cfg.source_classes)
+    source, test_overlap = narrowed(split_domain(src), cfg.source_classes), {}
     target = narrowed(split_domain(tgt, test_fraction=0.0 if test is not None else 0.25), cfg.target_classes)
     if test is not None:  # a test set of its own: the target is cut into train and val only
         target.test = as_target_test(cfg, test, target.train, channels)
         seen = {part: shared_images(getattr(target, part), target.test) for part in ("train", "val")}
+        test_overlap = seen
         if any(seen.values()):
             warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(target.test)} images are target {part} "
                                                          f"images" for part, n in seen.items() if n)
@@ -149,24 +153,28 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     unlabeled = None
     if cfg.unlabeled is not None:  # the run's image size and channels, whatever the files hold
         with reading_progress(progress):
-            unlabeled = load_domain(cfg.unlabeled, seed=cfg.seed, size=cfg.image_size, channels=None,
-                                    labeled=False)
+            unlabeled = load(cfg.unlabeled, labeled=False)
         if unlabeled.images.shape[1] != channels:
             warn(f"unlabeled {cfg.unlabeled!r}: its images have {unlabeled.images.shape[1]} channel(s) and are "
                  f"converted to the run's {channels} (set by source and target: `channels` in the config)")
             unlabeled = unlabeled.to_format(channels=channels)
     overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
-    return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap)
+    return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap,
+                    test_overlap=test_overlap)
 
 
 def shared_images(pool: Domain, other: Domain) -> int:
-    """How many images of ``other`` are also in ``pool``, pixel for pixel (vectorised: a random
-    projection per image finds the candidates, whose pixels are then compared)."""
+    """How many images of ``other`` are also in ``pool``, pixel for pixel (vectorised: an integer
+    fingerprint per image, exact whatever the thread count, finds the candidates, whose pixels
+    are then compared; computed in chunks, so no copy of a whole domain is made)."""
     if len(pool) == 0 or len(other) == 0 or pool.images.shape[1:] != other.images.shape[1:]:
         return 0
-    probe = torch.randn(pool.images[0].numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    mine, order = torch.sort(pool.images.flatten(1).double() @ probe)
-    theirs = other.images.flatten(1).double() @ probe
+    probe = torch.randint(0, 2**31, (pool.images[0].numel(),), generator=torch.Generator().manual_seed(0))
+
+    def prints(images):  # pixels to 0..255 integers: equal images give equal numbers (int64 sums wrap alike)
+        return torch.cat([(c * 255).round().long() @ probe for c in images.flatten(1).split(4096)])
+    mine, order = torch.sort(prints(pool.images))
+    theirs = prints(other.images)
     pos = torch.searchsorted(mine, theirs).clamp(max=len(mine) - 1)
     hit = (mine[pos] == theirs).nonzero().flatten()
     return int((pool.images[order[pos[hit]]] == other.images[hit]).flatten(1).all(1).sum())
@@ -184,6 +192,16 @@ def _unlabeled_overlap(cfg: ExperimentConfig, unlabeled: Domain, target: Split) 
                f"them adapt on images they are then scored on (transductive), which the target's own split avoids; "
                f"leave those images out of the unlabelled set (rows record unlabeled_in_test)")
     return found
+
+
+def test_fields(cfg: ExperimentConfig, data: Prepared) -> dict:
+    """A row's fields on its test split: its size, and of a config's ``test`` the spec, the
+    target classes it holds images of and its images that are also target train / val images."""
+    out = {"n_test": len(data.target.test)}
+    if cfg.test is not None:
+        out.update(test=cfg.test, n_test_classes=len(data.target.test.present_classes()),
+                   n_target_classes=data.target.train.num_classes, test_in_target=sum(data.test_overlap.values()))
+    return out
 
 
 def as_target_test(cfg: ExperimentConfig, test: Domain, train: Domain, channels: int) -> Domain:
@@ -467,12 +485,16 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         return
     diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))
     splits = _splits(data)
-    built = any(not str(splits[k].provenance.get("origin", "")).startswith(("folder:", "npz:")) for k in diff
-                if k in splits)
+    origins = [str(splits[k].provenance.get("origin", "")) for k in diff if k in splits]
+    built = any(not o.startswith(("folder:", "npz:")) for o in origins)
+    folder = any(o.startswith("folder:") for o in origins)
     check(not rows, f"{run_dir} holds results computed on other data: the images, labels, class names or group ids "
                     f"of {', '.join(diff)} changed since; restore them, or start a new run"
                     + (" (built-in domains are rendered under the CPU kernels in force: resume with those of the "
-                       "run's kernels.json, e.g. --portable-kernels)" if built else ""))
+                       "run's kernels.json, e.g. --portable-kernels)" if built else "")
+                    + (" (if the folder's files did not change: since 2026-12-02 a folder's split and label subsets "
+                       "place each file by a hash of its path, and class names are compared in one Unicode form, so "
+                       "a folder run made before then was cut otherwise and cannot resume)" if folder else ""))
     if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
         for name in ("source.safetensors", "source.json"):
             (run_dir / name).unlink(missing_ok=True)
@@ -960,8 +982,10 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
     if row.is_file():
         model.classes_ = list(read_job(row, ("class_names",))["class_names"])
     else:  # saved, then stopped before its row: the job did not finish (a resume trains it again)
+        known = getattr(model, "classes_", None)  # a model file saved since 2026-12-02 holds them
+        what = "the job did not finish" if known else "the model's classes_ are not known"
         warn(f"{row} does not exist: the job stopped after saving {path.name} and before its result "
-             f"row, so the model's classes_ are not known (a resume trains the job again)")
+             f"row, so {what} (a resume trains the job again)")
     return model.eval()
 
 
@@ -1023,9 +1047,10 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
-           "n_test": len(data.target.test), **({"test": cfg.test} if cfg.test is not None else {}),
+           **test_fields(cfg, data),
            **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled),
-               "unlabeled_in_test": data.unlabeled_overlap.get("test", 0)}
+               "unlabeled_in_test": data.unlabeled_overlap.get("test", 0),
+               "unlabeled_in_val": data.unlabeled_overlap.get("val", 0)}
               if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
            "config_digest": job_digest(cfg, cls.name), **every,
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
@@ -1283,10 +1308,11 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   "n_test": len(data.target.test), **({"test": cfg.test} if cfg.test is not None else {}),
+                   **test_fields(cfg, data),
                    "config_digest": job_digest(cfg, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
+                model.classes_ = list(data.target.test.class_names)
                 _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
             rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names,

@@ -42,7 +42,8 @@ def grouped_views(domain: Domain, views: int = 5, shifts: Sequence[str] = ("affi
     return Domain(name, images, domain.labels.repeat_interleave(views), list(domain.class_names),
                   groups=groups.repeat_interleave(views),
                   provenance={**domain.provenance, "grouped_views": views, "group_shifts": list(shifts),
-                              "group_seed": seed})
+                              "group_seed": seed},
+                  keys=None if domain.keys is None else domain.keys.repeat_interleave(views))  # split as domain is
 
 
 def parse_grouped(spec: str) -> tuple[str, int] | None:

@@ -348,7 +348,7 @@ def path_hints(path: str | os.PathLike) -> list[str]:
     if any(c in text for c in "\t\n\r"):
         hints.append("the path holds a tab or line break: in double quotes YAML reads \\t and \\n as those; write "
                      "paths with / (or in single quotes)")
-    elif "\\" in text:
+    elif "\\" in text and os.sep == "/":  # on Windows a backslash is the separator
         hints.append("write the path with / instead of Windows backslashes (data/train, not data\\train)")
     return hints
 

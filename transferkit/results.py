@@ -237,8 +237,8 @@ def _cells(rows: list[dict], keep) -> dict[str, dict[tuple, list[dict]]]:
     cells: dict[str, dict[tuple, list[dict]]] = {}
     for r in rows:
         if keep(r):
-            cells.setdefault(r["method"], {}).setdefault((r["source"], r["target"], r["setting"], r.get("run")),
-                                                         []).append(r)
+            key = (r.get("source", ""), r.get("target", ""), r.get("setting", ""), r.get("run"))
+            cells.setdefault(r["method"], {}).setdefault(key, []).append(r)
     return cells
 
 
@@ -280,7 +280,7 @@ def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
     none = [m for m, seen in counts.items() if seen == {False} and m != "source_only"]
     if not none or not any(True in seen for seen in counts.values()):
         return []
-    settings = sorted({str(r["setting"]) for r in rows if r["method"] in none})
+    settings = sorted({str(r.get("setting", "")) for r in rows if r["method"] in none})
     one = len(none) == 1
     return [f"{cell(', '.join(none))} read{'s' if one else ''} no target label (n_labeled 0): the setting of "
             f"{'its' if one else 'their'} rows ({cell(', '.join(settings))}) names the labelled target subset the "
@@ -294,7 +294,7 @@ def standard_error_note(rows: list[dict]) -> str:
     reads = {r["n_labeled"] > 0 for r in rows if isinstance(r.get("n_labeled"), Real)
              and not isinstance(r["n_labeled"], bool) and r.get("method") != "source_only"}  # one row, no ±
     if reads == {False}:
-        settings = sorted({str(r["setting"]) for r in rows if str(r["setting"]).startswith("k=")})
+        settings = sorted({str(r.get("setting", "")) for r in rows if str(r.get("setting", "")).startswith("k=")})
         return ("Mean ± standard error over n seeds (no row reads a target label: a seed changes the initialisation "
                 "and the training order, not a label subset" + (f"; the setting {', '.join(settings)} names no "
                                                                  f"labelled subset" if settings else "") + ").")
@@ -340,22 +340,29 @@ def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
     given: dict[tuple, list[str]] = {}
     for r in rows:
         if isinstance(r.get("unlabeled"), str):
-            key = (r.get("run"), r["unlabeled"], r.get("n_unlabeled"), r.get("unlabeled_in_test") or 0)
+            key = (r.get("run"), r["unlabeled"], r.get("n_unlabeled"), r.get("unlabeled_in_test") or 0,
+                   r.get("unlabeled_in_val") or 0)
             if r["method"] not in given.setdefault(key, []):
                 given[key].append(r["method"])
+    def inside(test: int, val: int) -> str:
+        parts = [f"{k} of them are target {part} images" for part, k in (("test", test), ("val", val)) if k]
+        return f"; {' and '.join(parts)} (transductive)" if parts else ""
     return [f"Unlabelled target images of {cell(', '.join(methods))}{f' (run {cell(run)})' if run else ''}: "
             f"{cell(spec)}{f', {n} images' if n is not None else ''} (instead of the target's train split)"
-            f"{f'; {test} of them are target test images (transductive)' if test else ''}."
-            for (run, spec, n, test), methods in given.items()]
+            f"{inside(test, val)}." for (run, spec, n, test, val), methods in given.items()]
 
 
 def test_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the test set of its own (a config's ``test``) the rows were scored on."""
     cell = md_cell if markdown else str
-    given = dict.fromkeys((r.get("run"), r["test"], r.get("n_test")) for r in rows if isinstance(r.get("test"), str))
+    given = dict.fromkeys((r.get("run"), r["test"], r.get("n_test"), r.get("n_test_classes"), r.get("n_target_classes"),
+                           r.get("test_in_target") or 0) for r in rows if isinstance(r.get("test"), str))
     return [f"Test images{f' (run {cell(run)})' if run else ''}: {cell(spec)}"
-            f"{f', {n} images' if n is not None else ''} (a test set of its own, not a split of the target)."
-            for run, spec, n in given]
+            f"{f', {n} images' if n is not None else ''}"
+            f"{f' of {held} of the {of} target classes' if held is not None and of is not None else ''}"
+            f" (a test set of its own, not a split of the target)"
+            f"{f'; {inside} of them are also target train or val images' if inside else ''}."
+            for run, spec, n, held, of, inside in given]
 
 
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:

@@ -165,8 +165,10 @@ def _per_class(domain: Domain, n: int, seed: int) -> torch.Tensor:
     """Mask of at most ``n`` randomly chosen samples per class. With groups (frames of one
     video), whole groups in a random order per class, as many as fit in ``n`` samples, and at
     least one (which may alone hold more)."""
-    if domain.groups is None or len(domain) == 0:
-        return class_ranks(domain.labels, seeded_generator(seed)) < n
+    if domain.groups is None or len(domain) == 0:  # a folder's files by their keys: a new file moves few draws
+        ranks = (class_ranks(domain.labels, seeded_generator(seed)) if domain.keys is None else
+                 keyed_ranks(domain.labels, domain.keys, seed))
+        return ranks < n
     inverse, labels = group_labels(domain.groups, domain.labels)
     ranks = class_ranks(labels, seeded_generator(seed))
     order = torch.argsort(labels * len(labels) + ranks)  # by class, then the random rank

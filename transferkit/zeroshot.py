@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -220,12 +221,12 @@ class _ClassDescriptionMethod(Method):
         check(class_names is None or (not isinstance(class_names, str) and len(class_names) == num_classes),
               f"{self.name}: the {self.description_option} matrix has {num_classes} rows, one per class, so "
               f"class_names must be a list of {num_classes} names, got {class_names!r}")
-        given = [] if class_names is None else [str(c) for c in class_names]
+        given = [] if class_names is None else [unicodedata.normalize("NFC", str(c)) for c in class_names]
         twice = sorted(c for c, n in Counter(given).items() if n > 1)
         check(not twice, f"{self.name}: class_names names {twice} more than once (one description row per class)")
         #: the class each description row describes (``None``: rows are class ids); a run or
         #: ``Transfer`` maps domains to these rows by class name (:meth:`to_rows`)
-        self.row_names = None if class_names is None else [str(c) for c in class_names]
+        self.row_names = None if class_names is None else given  # in Domain's Unicode form (NFC)
         self.output_rows: list[int] | None = None  # forward's columns: the target classes' rows
 
     def to_rows(self, domain):

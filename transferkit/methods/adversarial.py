@@ -269,6 +269,7 @@ class MultiLayerAdversarial(AdaptationMethod):
     target *validation* splits of syndigits→mnist and mnist→digits (docs/adaptation.md);
     seed 000 gives no schedule."""
 
+    unit_interval_options = ("gamma",)  # the decay of eq. 2
     name = "multilayer_adv"
     description = "multi-layer domain adversarial loss (seed 000 §3.2 eq. 2-4)"
 

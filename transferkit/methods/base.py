@@ -187,9 +187,8 @@ def _numbers_from_text(cls, kwargs: dict) -> dict:
 #: option names whose values are weights of loss terms (numbers >= 0) or sizes, scales and
 #: rates (numbers > 0; whole numbers for the sizes), checked for every method by name (also
 #: by pattern: ``*weight`` >= 0, ``*lr_mult`` and ``tau*`` > 0)
-_NONNEGATIVE = ("alpha", "beta", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
+_NONNEGATIVE = ("alpha", "beta", "gamma", "margin", "triplet_warmup", "metric_ce", "source_entropy", "target_entropy")
 _POSITIVE = ("c", "scale", "query_scale", "temperature", "lr")  # and the patterns *lr_mult, tau*
-_UNIT_INTERVAL = ("gamma",)  # in (0, 1]: the decay of the multi-layer discriminator (seed 000 eq. 2)
 _COUNTS = {"hidden": 1, "depth": 1, "dim": 1, "workers": 1, "n": 1, "tail_depth": 0}  # whole numbers >= these
 #: options that take one of a few names, the same in every method that has them
 _CHOICES = {"lr_schedule": ("constant", "cosine", "dann", None), "lambda_schedule": ("dann", "constant"),
@@ -223,7 +222,7 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         if name in _COUNTS:
             check(is_whole(value, _COUNTS[name]),
                   f"{method}: option {name} must be a whole number >= {_COUNTS[name]}, got {value!r}")
-        elif name in _UNIT_INTERVAL:
+        elif name in getattr(cls, "unit_interval_options", ()):
             check(number and 0 < value <= 1, f"{method}: option {name} must be a number in (0, 1], got {value!r}")
         elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
             check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
@@ -428,6 +427,8 @@ class Method(nn.Module):
     #: refused on resume instead of mixed with new ones (``revision_note`` says what changed)
     revision: int = 0
     revision_note: str = ""
+    #: options that must lie in (0, 1] (the multi-layer discriminator's decay ``gamma``)
+    unit_interval_options: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -142,6 +142,7 @@ class SemanticTransfer(Method):
     feature-norm shortcut of eq. 5 and 7).
     """
 
+    unit_interval_options = ("gamma",)  # the decay of eq. 2
     name = "lext"
     streams = ("source", "target", "unlabeled")
     needs_every_class = True  # eq. 6 / 7 and prediction use every target class's labelled centroid

@@ -1659,6 +1659,10 @@ def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_trai
     assert sorted(data.target.test.labels.tolist()) == [3] * 4 + [4] * 4  # mnist's ids of classes 3 and 4
     assert len(data.target.train) + len(data.target.val) == 5000  # all of mnist: no test part cut from it
     assert any("class(es) ['x'] are not target classes" in str(w.message) for w in recwarn)
+    from transferkit.experiment import _check_jobs, check_names
+    _check_jobs(cfg, data, check_names(cfg))
+    assert any(f"test 'folder:{test}' has no image of 8 target class(es): '0', '1', '2', '5'" in str(w.message)
+               for w in recwarn)
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     assert all(r["n_test"] == 8 and r["test"] == f"folder:{test}" and r["test_in_target"] == 0 for r in rows)
     assert f"Test images: folder:{test}, 8 images of 2 of the 10 target classes (a test set of its own" in (

@@ -1585,9 +1585,17 @@ def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.
             continue
         ids = torch.nonzero(missing).flatten().tolist()
         word = unit.split()[0]  # "images" / "groups", "image" / "group" for one
-        named = ", ".join(f"{data.target.train.class_names[i]!r} ({int(counts[i])} "
-                          f"{word[:-1] if int(counts[i]) == 1 else word})" for i in ids[:10])
+        own = cfg.test is not None and part == "test"  # a test set of its own: the target's images are not cut
+        if cfg.test is not None:  # the target's own images (the config's test set counts apart)
+            counts = data.target.train.class_counts() + data.target.val.class_counts()
+        named = ", ".join(f"{data.target.train.class_names[i]!r}" + ("" if own else f" ({int(counts[i])} "
+                          f"{word[:-1] if int(counts[i]) == 1 else word})") for i in ids[:10])
         named += ", ..." if len(ids) > 10 else ""
+        if own:
+            warn(f"test {cfg.test!r} has no image of {len(ids)} target class(es): {named}; they are trained on but "
+                 f"not scored: accuracy is over the other {int(trained.sum()) - len(ids)} classes and their "
+                 f"per_class_accuracy is null. Add test images of them, or leave them out with target_classes")
+            continue
         what = (f"they are trained on but not scored: accuracy is over the other "
                 f"{int(trained.sum()) - len(ids)} classes and their per_class_accuracy is null" if part == "test" else
                 "model selection on the target's val split does not see them")

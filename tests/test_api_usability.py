@@ -254,3 +254,18 @@ def test_save_network_of_a_fitted_model_keeps_its_classes_and_refuses_a_network_
         transferkit.save_network(lext, tmp_path / "lext.safetensors")
     with pytest.raises(TransferkitError, match=r"got list; image files become one with transferkit.read_images"):
         model.predict(["a.png"])
+
+
+def test_score_and_report_take_a_test_set_holding_some_of_the_fitted_classes():
+    src, tgt = toy_domain(40, classes=4, name="src"), toy_domain(24, seed=1, classes=4, name="tgt")
+    tiny = TrainConfig(steps=2, eval_every=2, batch_size=8)
+    model = Transfer("finetune", backbone="lenet", pretrain=tiny, train=tiny).fit(target=tgt, source=src)
+    test = toy_domain(20, seed=2, classes=4, name="test")
+    some = test.select_classes(["3", "1"])  # labels 0, 1 for classes 3, 1: read by name
+    keep = (test.labels == 3) | (test.labels == 1)
+    assert model.score(some) == pytest.approx(float((model.predict(test.images[keep]) == test.labels[keep]).float()
+                                                    .mean()))
+    report = model.report(some)
+    assert report["per_class_accuracy"][0] is None and report["per_class_accuracy"][1] is not None  # class 0: none
+    with pytest.raises(TransferkitError, match="score on those classes"):  # a class the model does not predict
+        model.score(Domain("five", test.images, test.labels, ["0", "1", "2", "3", "4"]))

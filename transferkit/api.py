@@ -386,7 +386,7 @@ class Transfer:
         check_labeled(domain, "the domain")
         check(hasattr(self, "classes_"), "call fit before score")
         given, fitted = list(domain.class_names), list(self.classes_)
-        if given == fitted:
+        if given == fitted or set(given) < set(fitted):  # the same classes, or some of them (read by name)
             return
         if set(fitted) <= set(given):  # a subset, or the same classes in another order
             hint = f"score on those classes, in this order: domain.select_classes({fitted!r})"
@@ -396,9 +396,17 @@ class Transfer:
                     "fit with them as target= (methods without target labels do not read its labels)")
         raise TransferkitError(f"domain {domain.name!r} has classes {given}, the fitted model {fitted} ({hint})")
 
+    def _fitted_labels(self, domain: Domain) -> torch.Tensor:
+        """``domain``'s labels as ids into ``classes_`` (its classes are all or some of them, by name)."""
+        if list(domain.class_names) == list(self.classes_):
+            return domain.labels
+        lut = torch.tensor([list(self.classes_).index(c) for c in domain.class_names])
+        return lut[domain.labels]
+
     def score(self, domain, labels=None) -> float:
-        """Accuracy on a :class:`Domain` of the fitted classes, or on ``images`` with ``labels``
-        (ids into ``classes_``), as scikit-learn's ``score(X, y)``."""
+        """Accuracy on a :class:`Domain` of the fitted classes (or of some of them: a test set
+        without images of a class; predictions range over every fitted class), or on ``images``
+        with ``labels`` (ids into ``classes_``), as scikit-learn's ``score(X, y)``."""
         if labels is not None:
             check(not isinstance(domain, Domain), "score: give a Domain, or images and labels, not both")
             check(hasattr(self, "classes_"), "call fit before score")
@@ -413,7 +421,7 @@ class Transfer:
             return fraction_correct(pred, labels.to(pred.device))
         self._check_classes(domain)
         check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
-        return fraction_correct(self.predict(domain.images), domain.labels)
+        return fraction_correct(self.predict(domain.images), self._fitted_labels(domain))
 
     def report(self, domain: Domain, gzsl_gamma: float | str = 0.0) -> dict:
         """:func:`~transferkit.evaluate.classification_report` on ``domain``; for a zero-shot
@@ -425,11 +433,12 @@ class Transfer:
         logits, seen = self.predict_logits(domain.images), seen_columns(self.method_)
         check(seen is not None or gzsl_gamma == 0, f"gzsl_gamma calibrates a zero-shot model trained since "
                                                    f"2026-12-02; {self.method_cls.name} here records no seen classes")
+        labels = self._fitted_labels(domain)
         if seen is None:
-            return classification_report(logits, domain.labels, domain.num_classes, domain.groups)
+            return classification_report(logits, labels, len(self.classes_), domain.groups)
         logits, gamma = calibrated(logits, seen, gzsl_gamma)
-        report = classification_report(logits, domain.labels, domain.num_classes, domain.groups)
-        return {**report, **report_seen_unseen(report, domain.class_names, [self.classes_[j] for j in seen]),
+        report = classification_report(logits, labels, len(self.classes_), domain.groups)
+        return {**report, **report_seen_unseen(report, list(self.classes_), [self.classes_[j] for j in seen]),
                 "gzsl_gamma": gamma}
 
 

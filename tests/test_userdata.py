@@ -687,3 +687,24 @@ def test_square_images_and_native_sizes_do_not_warn_of_stretching(tmp_path, recw
     assert not [w for w in recwarn if "not square" in str(w.message)]
     with pytest.warns(UserWarning, match="6 of the 6 images in .*wide' are not square; they are stretched to 8x8"):
         load_image_folder(tmp_path / "wide", size=8)
+
+
+def test_a_large_folder_s_decoded_pixels_are_cached_bit_identical_and_keyed_on_its_files(tmp_path, monkeypatch):
+    import transferkit.userdata as userdata
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(userdata, "CACHED_FOLDER_FILES", 2)
+    write_folder(tmp_path / "data", classes=("a", "b"), mode="RGB", size=(9, 7))
+    first = load_domain(f"folder:{tmp_path / 'data'}", size=8)
+    assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 1
+    real = userdata._read_images
+    monkeypatch.setattr(userdata, "_read_images", lambda *a: pytest.fail("decoded again"))
+    again = load_domain(f"folder:{tmp_path / 'data'}", size=8)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    monkeypatch.setattr(userdata, "_read_images", real)
+    Image.new("RGB", (9, 7), (255, 0, 0)).save(tmp_path / "data" / "a" / "000.png")  # a file changed
+    changed = load_domain(f"folder:{tmp_path / 'data'}", size=8)
+    assert not torch.equal(changed.images, first.images)
+    assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 2
+    monkeypatch.setenv("TRANSFERKIT_FOLDER_CACHE", "0")
+    monkeypatch.setattr(userdata, "_read_images", lambda *a: torch.zeros(len(a[0]), 3, 8, 8))
+    assert float(load_domain(f"folder:{tmp_path / 'data'}", size=8).images.max()) == 0  # read, not the cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import json
 import os
 import sys
 import unicodedata
@@ -16,7 +17,7 @@ import torch
 
 from .domain import DARK_UINT8, RANGE_TOL, Domain
 from .errors import TransferkitError, UnknownNameError, check, warn
-from .io import relative_hint
+from .io import atomic_write, cache_dir, relative_hint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
 
@@ -288,7 +289,7 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     root = _folder(path)
     _check_size_channels(size, channels)
     classes, files = _class_files(root)
-    x = _read_images([p for p, _, _ in files], size, channels, f"in {str(root)!r}")
+    x = decoded_images(root, [p for p, _, _ in files], size, channels)
     _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535, so 12- or 10-bit images "
                   "(0-4095, 0-1023) and masks of 0/1 must be rescaled to the file's full range before loading")
     y = torch.tensor([label for _, label, _ in files])
@@ -300,6 +301,47 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     keys = path_keys(p.relative_to(root).as_posix() for p, _, _ in files)  # the split places each file by its path
     return Domain(root.name or str(root), x.contiguous(), y, classes, groups,
                   {"origin": f"folder:{root}", "files": len(files)}, keys=keys)
+
+
+#: folders of at least this many files keep their decoded pixels in the cache (``folders/``)
+CACHED_FOLDER_FILES = 1000
+
+
+def decoded_images(root: Path, files: list[Path], size: int | None, channels: int | None) -> torch.Tensor:
+    """:func:`_read_images` of a folder's ``files``; for a folder of :data:`CACHED_FOLDER_FILES` or
+    more, its pixels are kept as uint8 in ``cache_dir()/folders/`` (every decoded pixel is a
+    whole number of 255ths, so a cache hit is bit-identical), keyed on the files' paths, sizes
+    and modification times, ``size``, ``channels`` and Pillow's version: a second run skips the
+    decoding. ``TRANSFERKIT_FOLDER_CACHE=0`` turns it off. The decoding's warnings (stretched
+    images) come with the first read only."""
+    where = f"in {str(root)!r}"
+    if len(files) < CACHED_FOLDER_FILES or os.environ.get("TRANSFERKIT_FOLDER_CACHE", "1") == "0":
+        return _read_images(files, size, channels, where)
+    import PIL
+
+    stats = [(p.relative_to(root).as_posix(), *(lambda st: (st.st_size, st.st_mtime_ns))(p.stat())) for p in files]
+    key = hashlib.sha256(json.dumps({"format": 1, "root": str(root.resolve()), "size": size, "channels": channels,
+                                     "pillow": PIL.__version__, "files": stats}).encode()).hexdigest()[:24]
+    path = cache_dir() / "folders" / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            pixels = z["x"]
+        if pixels.dtype == np.uint8 and pixels.ndim == 4 and len(pixels) == len(files):
+            return torch.from_numpy(pixels).float().div_(255)
+    except Exception:  # missing, truncated or foreign: decode again
+        pass
+    x = _read_images(files, size, channels, where)
+    try:
+        def write(tmp: Path) -> None:
+            pixels = torch.empty(x.shape, dtype=torch.uint8)
+            for part, out in zip(x.split(4096), pixels.split(4096)):  # no float copy of the whole folder
+                out.copy_(part.mul(255).round_())
+            with open(tmp, "wb") as f:
+                np.savez(f, x=pixels.numpy())
+        atomic_write(path, write)
+    except OSError as e:  # a read-only cache costs the speed-up, not the run
+        warn(f"image folder {str(root)!r}: its decoded pixels are not cached ({e})")
+    return x
 
 
 def _folder(path) -> Path:
@@ -322,7 +364,7 @@ def load_unlabeled_folder(path: str | os.PathLike, size: int | None = None,
     _warn_skipped(root, skipped)
     check(len(files) > 0, f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) at "
                           f"any depth")
-    x = _read_images(files, size, channels, f"in {str(root)!r}")
+    x = decoded_images(root, files, size, channels)
     _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535: rescale 12- or 10-bit "
                   "images to the file's full range before loading")
     return Domain.unlabeled(root.name or str(root), x.contiguous(),

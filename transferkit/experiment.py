@@ -131,15 +131,15 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     # split the whole domains, then keep the classes: a domain's split does not depend on the
     # class subset, so source and target cut from the same images (mnist, mnist+inversion 5-9)
     # never share an image between one's training and the other's test split
-    source, test_overlap = narrowed(split_domain(src), cfg.source_classes), {}
+    source = narrowed(split_domain(src), cfg.source_classes)
     target = narrowed(split_domain(tgt, test_fraction=0.0 if test is not None else 0.25), cfg.target_classes)
+    test_overlap = {}  # of a test set of its own: its images that are target train / val images
     if test is not None:  # a test set of its own: the target is cut into train and val only
         target.test = as_target_test(cfg, test, target.train, channels)
-        seen = {part: shared_images(getattr(target, part), target.test) for part in ("train", "val")}
-        test_overlap = seen
-        if any(seen.values()):
+        test_overlap = {part: shared_images(getattr(target, part), target.test) for part in ("train", "val")}
+        if any(test_overlap.values()):
             warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(target.test)} images are target {part} "
-                                                         f"images" for part, n in seen.items() if n)
+                                                         f"images" for part, n in test_overlap.items() if n)
                  + " (pixel for pixel): the methods would be scored on images they trained or selected on; give a "
                    "test set apart from the target's images")
     warn_numbered_match(source.train, target.train)

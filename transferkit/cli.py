@@ -59,7 +59,7 @@ def _drawn_of_folder(args, channels):
     from .domain import Domain
     from .grouped import parse_grouped
     from .splits import _per_class
-    from .userdata import _check_size_channels, _class_files, _folder, _read_images, path_keys
+    from .userdata import _check_size_channels, _class_files, _folder, _read_images, folder_keys
 
     base, shifts, _ = check_spec(args.domain)
     if not base.startswith("folder:") or shifts or parse_grouped(args.domain) or args.per_class < 1:
@@ -70,7 +70,7 @@ def _drawn_of_folder(args, channels):
     if any(group is not None for _, _, group in files):  # the grid keeps a group's frames together: read them all
         return None
     labels = torch.tensor([label for _, label, _ in files])
-    keys = path_keys(p.relative_to(root).as_posix() for p, _, _ in files)  # as load_domain keys the files
+    keys = folder_keys(root, [p for p, _, _ in files])  # as load_domain keys the files
     listed = Domain(args.domain, torch.zeros(1, 1, 1, 1).expand(len(files), -1, -1, -1), labels, classes, keys=keys)
     drawn = torch.nonzero(_per_class(listed, min(args.per_class, int(listed.class_counts().max())),
                                      args.seed)).flatten()  # as sample_grid draws them from the whole folder

@@ -57,14 +57,18 @@ def seeded_generator(seed) -> torch.Generator:
 
 def class_ranks(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A random rank ``0..n_c-1`` for every sample within its class."""
-    n = labels.shape[0]
-    perm = torch.randperm(n, generator=generator)
-    order = perm[torch.argsort(labels[perm], stable=True)]
+    perm = torch.randperm(labels.shape[0], generator=generator)
+    return _ranks_in_order(labels, perm[torch.argsort(labels[perm], stable=True)])
+
+
+def _ranks_in_order(labels: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Each sample's rank within its class, given ``order``: the samples sorted by class, then
+    by what ranks them."""
     sorted_labels = labels[order]
     counts = torch.bincount(sorted_labels)
     starts = torch.cumsum(counts, 0) - counts
-    ranks = torch.empty(n, dtype=torch.long)
-    ranks[order] = torch.arange(n) - starts[sorted_labels]
+    ranks = torch.empty(len(labels), dtype=torch.long)
+    ranks[order] = torch.arange(len(labels)) - starts[sorted_labels]
     return ranks
 
 
@@ -85,13 +89,7 @@ def keyed_ranks(labels: torch.Tensor, keys: torch.Tensor, seed: int) -> torch.Te
     for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
         z = (z ^ (z >> np.uint64(shift))) * np.uint64(mult)  # uint64 arrays wrap around
     z ^= z >> np.uint64(31)
-    order = torch.from_numpy(np.lexsort((z, labels.numpy())))  # by class, then by mixed key
-    sorted_labels = labels[order]
-    counts = torch.bincount(sorted_labels)
-    starts = torch.cumsum(counts, 0) - counts
-    ranks = torch.empty(len(labels), dtype=torch.long)
-    ranks[order] = torch.arange(len(labels)) - starts[sorted_labels]
-    return ranks
+    return _ranks_in_order(labels, torch.from_numpy(np.lexsort((z, labels.numpy()))))  # by class, then mixed key
 
 
 def _assign(labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int,

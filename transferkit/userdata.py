@@ -289,18 +289,30 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     root = _folder(path)
     _check_size_channels(size, channels)
     classes, files = _class_files(root)
-    x = decoded_images(root, [p for p, _, _ in files], size, channels)
-    _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535, so 12- or 10-bit images "
-                  "(0-4095, 0-1023) and masks of 0/1 must be rescaled to the file's full range before loading")
+    paths = [p for p, _, _ in files]
+    x = _folder_pixels(root, paths, size, channels)
     y = torch.tensor([label for _, label, _ in files])
-    keys = [g if g is not None else str(p) for p, _, g in files]
+    group_of = [g if g is not None else str(p) for p, _, g in files]
     groups = None
     if any(g is not None for _, _, g in files):
-        ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        groups = torch.tensor([ids[k] for k in keys])
-    keys = path_keys(p.relative_to(root).as_posix() for p, _, _ in files)  # the split places each file by its path
+        ids = {k: i for i, k in enumerate(dict.fromkeys(group_of))}
+        groups = torch.tensor([ids[k] for k in group_of])
     return Domain(root.name or str(root), x.contiguous(), y, classes, groups,
-                  {"origin": f"folder:{root}", "files": len(files)}, keys=keys)
+                  {"origin": f"folder:{root}", "files": len(files)}, keys=folder_keys(root, paths))
+
+
+def folder_keys(root: Path, paths: list[Path]) -> torch.Tensor:
+    """The keys of a folder's files (:func:`path_keys` of their paths below ``root``): the split
+    and the label subsets place each file by its key."""
+    return path_keys(p.relative_to(root).as_posix() for p in paths)
+
+
+def _folder_pixels(root: Path, paths: list[Path], size: int | None, channels: int | None) -> torch.Tensor:
+    """:func:`decoded_images` of a folder's files, warned of when they load almost black."""
+    x = decoded_images(root, paths, size, channels)
+    _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535, so 12- or 10-bit images "
+                  "(0-4095, 0-1023) and masks of 0/1 must be rescaled to the file's full range before loading")
+    return x
 
 
 #: folders of at least this many files keep their decoded pixels in the cache (``folders/``)
@@ -319,7 +331,7 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
         return _read_images(files, size, channels, where)
     import PIL
 
-    stats = [(p.relative_to(root).as_posix(), *(lambda st: (st.st_size, st.st_mtime_ns))(p.stat())) for p in files]
+    stats = [(p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),)]
     key = hashlib.sha256(json.dumps({"format": 1, "root": str(root.resolve()), "size": size, "channels": channels,
                                      "pillow": PIL.__version__, "files": stats}).encode()).hexdigest()[:24]
     path = cache_dir() / "folders" / f"{key}.npz"
@@ -364,9 +376,7 @@ def load_unlabeled_folder(path: str | os.PathLike, size: int | None = None,
     _warn_skipped(root, skipped)
     check(len(files) > 0, f"image folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) at "
                           f"any depth")
-    x = decoded_images(root, files, size, channels)
-    _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535: rescale 12- or 10-bit "
-                  "images to the file's full range before loading")
+    x = _folder_pixels(root, files, size, channels)
     return Domain.unlabeled(root.name or str(root), x.contiguous(),
                             provenance={"origin": f"folder:{root}", "files": len(files)})
 

@@ -113,8 +113,10 @@ def test_domain_reads_grey_n_h_w_warns_of_ambiguous_channels_refuses_booleans_an
     with pytest.raises(TransferkitError, match="labels must be integer class ids .* got non-integral"):
         Domain("f", x, y + 0.5, ["a", "b", "c"])
     model = Transfer("target_only", backbone="lenet", train=TINY).fit(target=grey)
-    assert torch.equal(model.predict(x), model.predict(grey))  # predict reads N x H x W grey too
-    assert model.score(x, y.float()) == model.score(grey)
+    with pytest.warns(TransferkitWarning, match="read as 4 grey images"):  # or one RGBA image: said
+        assert torch.equal(model.predict(x), model.predict(grey))  # predict reads N x H x W grey too
+        assert model.score(x, y.float()) == model.score(grey)
+    assert model.predict(torch.rand(5, 28, 28)).shape == (5,)
 
 
 def test_read_images_given_a_folder_names_load_domain_and_glob(tmp_path):
@@ -129,6 +131,9 @@ def test_one_channels_last_grey_image_is_named_as_the_shape_given(one_thread):
     with pytest.raises(TransferkitError, match=r"got \(28, 28, 1\); one image: images\[None\]"):
         image_batch(torch.rand(28, 28, 1), "predict", shape=(1, 28, 28))  # was reshaped to (28, 1, 28, 1)
     assert image_batch(torch.rand(5, 28, 28), "predict", shape=(1, 28, 28)).shape == (5, 1, 28, 28)
+    with pytest.warns(TransferkitWarning, match=r"predict: images of shape \(3, 28, 28\) are read as 3 grey images "
+                                                r"\(N x H x W\) for this grey model; one colour image .*mean\(0, "):
+        assert image_batch(torch.rand(3, 28, 28), "predict", shape=(1, 28, 28)).shape == (3, 1, 28, 28)
 
 
 def test_each_model_has_its_own_default_pretrain_config_and_repr_names_changed_budgets():

@@ -82,6 +82,11 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
     if shape is not None:
         shape = tuple(shape)
         if images.dim() == 3 and shape[0] == 1 and tuple(images.shape[1:]) == tuple(shape[1:]):  # N x H x W grey
+            if images.shape[0] in (3, 4):  # or one C x H x W colour image, which would give 3 (4) predictions
+                warn(f"{who}: images of shape {tuple(images.shape)} are read as {images.shape[0]} grey images "
+                     f"(N x H x W) for this grey model; one colour image (C x H x W) makes one grey image with "
+                     f"images.mean(0, keepdim=True)[None], or read its file with read_images(paths, size="
+                     f"{shape[1]}, channels=1)")
             images = images.unsqueeze(1)
         nhwc = images.dim() == 4 and images.shape[1] != images.shape[3]
         check(not (nhwc and tuple(images.shape[3:]) + tuple(images.shape[1:3]) == shape),

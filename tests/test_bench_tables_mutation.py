@@ -185,3 +185,27 @@ def test_report_table_rows_keep_each_cells_largest_memory_and_its_grouped_column
                       "wall s", "peak MiB"]
     assert table == [["a", "s", "t", "k=5", "70.0 ± 10.0", "60.0 ± 5.0", "2", "1.0", "300"],
                      ["b", "s", "t", "k=5", "50.0", "–", "1", "2.0", "–"]]
+
+
+def test_tables_add_balanced_accuracy_where_the_test_classes_are_imbalanced_and_say_why():
+    from transferkit.report import _table_rows
+    from transferkit.results import markdown_table, summarize
+    def row(method, seed, confusion):
+        right = sum(c[i] for i, c in enumerate(confusion))
+        recalls = [c[i] / sum(c) for i, c in enumerate(confusion)]
+        return {"method": method, "seed": seed, "source": "s", "target": "t", "setting": "k=2", "wall_s": 1.0,
+                "accuracy": right / sum(map(sum, confusion)), "balanced_accuracy": sum(recalls) / len(recalls),
+                "confusion": confusion}
+    rare = [row("a", 0, [[18, 0], [2, 0]]), row("a", 1, [[17, 1], [1, 1]])]  # 18 and 2 test images: 9x
+    table = markdown_table(summarize(rare), rare)
+    assert "| target accuracy (%) | balanced accuracy (%) | n |" in table
+    assert "| 90.0 ± 0.0 | 61.1 ± 11.1 | 2 |" in table  # (18/18 + 0/2) / 2 = 50 %, (17/18 + 1/2) / 2 = 72.2 %
+    assert "differ by up to 9.0x" in table and "balanced_accuracy_score" in table
+    header, cells = _table_rows(summarize(rare), rare)
+    assert header[4:6] == ["target accuracy (%)", "balanced accuracy (%)"] and cells[0][4:6] == ["90.0 ± 0.0",
+                                                                                                 "61.1 ± 11.1"]
+    even = [row("a", 0, [[9, 1], [2, 8]]), row("a", 1, [[8, 2], [2, 9]])]  # 10 and 11: no column
+    assert "balanced" not in markdown_table(summarize(even), even)
+    assert "balanced" not in _table_rows(summarize(even), even)[0]
+    hand = [{k: v for k, v in r.items() if k != "confusion"} for r in even]  # given by hand: shown
+    assert "| balanced accuracy (%) |" in markdown_table(summarize(hand), hand)

@@ -667,6 +667,26 @@ def test_a_refused_config_prints_one_line_and_transferkit_warnings_print_as_one_
     assert "cli.py:7: UserWarning: copy construct" in theirs  # torch's, raised from a transferkit line
 
 
+def test_a_run_on_imbalanced_classes_records_and_tabulates_balanced_accuracy(tmp_path, capsys):
+    g = np.random.default_rng(0)
+    x = g.integers(0, 120, (72, 28, 28), dtype=np.uint8)
+    y = np.array([0] * 60 + [1] * 12)  # 5 times more images of class 0
+    x[y == 1, 8:20, 8:20] = 250
+    np.savez(tmp_path / "scans.npz", x=x, y=y)
+    code, out, err = run_cli(capsys, "run", "--set", f"source=npz:{tmp_path / 'scans.npz'}", "--set",
+                             f"target=npz:{tmp_path / 'scans.npz'}", "--set", "methods=[target_only]", *TINY,
+                             "--set", "select_on=none", "--set", f"out_dir={tmp_path}")
+    assert code == 0, err
+    results = json.loads(next(tmp_path.glob("*/*/results.json")).read_text())
+    for row in results["rows"]:
+        recalls = [c[i] / sum(c) for i, c in enumerate(row["confusion"])]
+        assert [sum(c) for c in row["confusion"]] == [15, 3]  # the test split keeps the imbalance
+        assert row["balanced_accuracy"] == pytest.approx(sum(recalls) / 2)
+        assert row["per_class_accuracy"] == [round(r, 6) for r in recalls]
+    assert "| target accuracy (%) | balanced accuracy (%) | n | wall s |" in out
+    assert "the test images per class differ by up to 5.0x" in out
+
+
 def test_worker_processes_do_not_repeat_the_data_warnings_of_the_run(tmp_path):
     import subprocess
     import sys

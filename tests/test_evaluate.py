@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +18,20 @@ def test_confusion_and_per_class_accuracy():
     assert rep["per_class_accuracy"] == [0.5, 1.0, 0.0]
     assert rep["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert confusion_matrix(torch.tensor([2]), torch.tensor([0]), 3)[0, 2] == 1
+
+
+def test_balanced_accuracy_is_the_mean_recall_over_classes_with_samples_as_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score
+    rep = classification_report(torch.eye(3)[torch.tensor([0, 1, 1, 1, 0])], torch.tensor([0, 0, 1, 1, 2]))
+    assert rep["balanced_accuracy"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # accuracy is 3 / 5
+    g = torch.Generator().manual_seed(0)
+    labels = torch.cat([torch.zeros(90, dtype=torch.long), torch.randint(1, 4, (10,), generator=g)])  # no class 4
+    logits = torch.randn(100, 5, generator=g)
+    rep = classification_report(logits, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's: class 4 is predicted, never true
+        want = balanced_accuracy_score(labels, logits.argmax(1))
+    assert rep["balanced_accuracy"] == pytest.approx(want, abs=1e-12)
 
 
 def test_per_class_accuracy_of_absent_class_is_none():

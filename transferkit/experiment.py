@@ -1108,6 +1108,7 @@ def report_seen_unseen(report: dict, class_names: list[str], seen) -> dict:
 def _finish_row(job: Path, row: dict, report: dict, class_names: list[str], seen: list[str] = ()) -> dict:
     row["class_names"] = list(class_names)  # what the per-class accuracies and confusion rows are
     row["per_class_accuracy"] = report["per_class_accuracy"]
+    row["balanced_accuracy"] = report["balanced_accuracy"]
     row.update(report_seen_unseen(report, class_names, seen))
     row["confusion"] = report["confusion"]
     if "group_accuracy" in report:

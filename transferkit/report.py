@@ -21,9 +21,13 @@ from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
 from .results import (
+    BALANCED_HEADER,
     GZSL_HEADER,
     GZSL_NOTE,
     accuracy_text,
+    balanced_cell,
+    balanced_note,
+    balanced_shown,
     class_subsets,
     failed_line,
     gzsl_cell,
@@ -306,7 +310,7 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
     accuracy, a target of seen and new classes (GZSL) its seen / unseen accuracies and H, as
     ``results.md`` shows them."""
     grouped = any("group_accuracy_mean" in s for s in summary)
-    gzsl = any("h_accuracy_mean" in s for s in summary)
+    gzsl, balanced = any("h_accuracy_mean" in s for s in summary), balanced_shown(summary)
     memory = defaultdict(list)
     for r in rows:
         key = (r["method"], r["source"], r["target"], r["setting"])
@@ -319,10 +323,12 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
         group = ([format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                   if "group_accuracy_mean" in s else "–"] if grouped else [])
         accuracy = accuracy_text(s)  # one row over many episodes: with its own 95 % interval
-        table.append([s["method"], s["source"], s["target"], s["setting"], accuracy, *group,
+        table.append([s["method"], s["source"], s["target"], s["setting"], accuracy,
+                      *([balanced_cell(s)] if balanced else []), *group,
                       *([gzsl_cell(s)] if gzsl else []), str(s["n"]), f"{s['wall_s']:.1f}",
                       f"{max(mem):.0f}" if mem else "–"])
-    header = HEADER[:5] + (["grouped accuracy (%)"] if grouped else []) + ([GZSL_HEADER] if gzsl else []) + HEADER[5:]
+    header = (HEADER[:5] + ([BALANCED_HEADER] if balanced else []) + (["grouped accuracy (%)"] if grouped else [])
+              + ([GZSL_HEADER] if gzsl else []) + HEADER[5:])
     return header, table
 
 
@@ -404,6 +410,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                    + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
     picks, plain = row_notes(rows), row_notes(rows, False)
+    if balanced_shown(summary):
+        picks, plain = picks + [balanced_note(summary)], plain + [balanced_note(summary)]
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
     config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):

@@ -171,6 +171,11 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         if all(isinstance(r.get("h_accuracy"), Real) for r in rs):  # a target of seen and new classes
             for key in ("seen_accuracy", "unseen_accuracy", "h_accuracy"):
                 summary[f"{key}_mean"], summary[f"{key}_se"] = mean_and_se(r[key] for r in rs)
+        if all(isinstance(r.get("balanced_accuracy"), Real) for r in rs):
+            summary["balanced_accuracy_mean"], summary["balanced_accuracy_se"] = \
+                mean_and_se(r["balanced_accuracy"] for r in rs)
+            ratios = [test_imbalance(r) for r in rs]
+            summary["test_imbalance"] = None if None in ratios else max(ratios)
         if all(isinstance(r.get(ALL_SOURCE), Real) for r in rs):  # partial DA: the argmax over every source class
             summary[f"{ALL_SOURCE}_mean"], summary[f"{ALL_SOURCE}_se"] = mean_and_se(r[ALL_SOURCE] for r in rs)
         for key in extra_keys:
@@ -389,6 +394,41 @@ GZSL_NOTE = ("seen / unseen classes: accuracy averaged over the seen / unseen ta
              "mean, not the H of the seen / unseen means shown")
 
 
+#: a test split whose largest class has this many times the images of its smallest adds a balanced accuracy column
+IMBALANCED = 1.5
+BALANCED_HEADER = "balanced accuracy (%)"
+
+
+def test_imbalance(row: dict) -> float | None:
+    """The test images of ``row``'s largest class over those of its smallest (classes without
+    test images left out), from its confusion matrix; None for a row without one."""
+    support = [sum(c) for c in row.get("confusion") or () if isinstance(c, list) and sum(c) > 0]
+    return max(support) / min(support) if support else None
+
+
+def balanced_shown(summary: list[dict]) -> bool:
+    """Whether a table gets the balanced accuracy column: some entry's test classes are
+    imbalanced (:data:`IMBALANCED`), or its rows give a balanced accuracy without a confusion matrix."""
+    return any("balanced_accuracy_mean" in s and (s["test_imbalance"] is None or s["test_imbalance"] >= IMBALANCED)
+               for s in summary)
+
+
+def balanced_cell(s: dict) -> str:
+    """The balanced accuracy cell of a summary entry, or ``–``."""
+    if "balanced_accuracy_mean" not in s:
+        return "–"
+    return format_mean_se(s["balanced_accuracy_mean"], s["balanced_accuracy_se"], s["n"])
+
+
+def balanced_note(summary: list[dict]) -> str:
+    """What the balanced accuracy column holds and why it is there (a line under the tables)."""
+    ratios = [s["test_imbalance"] for s in summary if s.get("test_imbalance") is not None]
+    why = (f"; shown because the test images per class differ by up to {max(ratios):.1f}x, where accuracy counts "
+           f"the large classes most" if ratios else "")
+    return (f"Balanced accuracy: the mean over the target classes with test images of each class's accuracy (recall), "
+            f"as scikit-learn's balanced_accuracy_score{why}; per_class_accuracy and confusion in results.json.")
+
+
 def gzsl_cell(s: dict) -> str:
     """The GZSL cell of a summary entry: ``"seen / unseen: H ± se"`` in percent, or ``–``."""
     if "h_accuracy_mean" not in s:
@@ -426,16 +466,16 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
     what ± means where a cell has one. Rows of several runs (:func:`combine_runs`) get a run
     column, and ``config`` is then their list of (run, config)."""
     grouped = any("group_accuracy_mean" in s for s in summary)
-    gzsl = any("h_accuracy_mean" in s for s in summary)
+    gzsl, balanced = any("h_accuracy_mean" in s for s in summary), balanced_shown(summary)
     splits = {r.get("split", "test") for r in rows}
     what = "target accuracy" if splits <= {"test"} else "target validation accuracy" if splits == {"val"} else \
         "target accuracy, validation or test: see each row's split"
     runs = any("run" in s for s in summary)
     lines = [("| run " if runs else "") + f"| method | source | target | setting | {what} (%) |"
-             + (" grouped accuracy (%) |" if grouped else "")
+             + (f" {BALANCED_HEADER} |" if balanced else "") + (" grouped accuracy (%) |" if grouped else "")
              + (f" {GZSL_HEADER} |" if gzsl else "") + " n | wall s |",
-             ("|---" if runs else "") + "|---|---|---|---|---|" + ("---|" if grouped else "")
-             + ("---|" if gzsl else "") + "---|---|"]
+             ("|---" if runs else "") + "|---|---|---|---|---|" + ("---|" if balanced else "")
+             + ("---|" if grouped else "") + ("---|" if gzsl else "") + "---|---|"]
     for s in summary:
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
@@ -443,7 +483,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
         lines.append((f"| {md_cell(s.get('run', ''))} " if runs else "")
                      + f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
                      f"{md_cell(s['setting'])} | "
-                     f"{accuracy_text(s)} |"
+                     f"{accuracy_text(s)} |" + (f" {balanced_cell(s)} |" if balanced else "")
                      + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
                      + f" {s['n']} | {'–' if s['wall_s'] is None else format(s['wall_s'], '.1f')} |")
     picks = row_notes(rows)
@@ -453,6 +493,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
         picks.append(INTERVAL_NOTE[0].upper() + INTERVAL_NOTE[1:] + ".")
     if gzsl:
         picks.append(GZSL_NOTE[0].upper() + GZSL_NOTE[1:] + ".")
+    if balanced:
+        picks.append(balanced_note(summary))
     others = other_metrics(s["setting"] for s in summary)
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")

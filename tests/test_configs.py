@@ -41,6 +41,21 @@ def test_set_values_errors_and_quotes():
     assert "\n" not in str(e.value) and "expected ',' or ']'" in str(e.value)
 
 
+def test_k_and_ratio_take_lists_of_distinct_whole_numbers_and_a_list_of_one_is_that_number():
+    from transferkit.errors import TransferkitError
+    assert [c.setting for c in load_config(None, ["k=[1, 5, 10]"]).settings()] == ["k=1", "k=5", "k=10"]
+    assert [c.setting for c in load_config(None, ["k=null", "ratio=[20, 10]"]).settings()] == ["ratio=20", "ratio=10"]
+    assert load_config(None, ["k=[5]"]).k == 5 and load_config(None, ["k=5"]).settings()[0].setting == "k=5"
+    for value, message in (("[]", "k is an empty list"), ("[1, 1]", "k lists 1 more than once"),
+                           ("[0, 2]", r"k: each value must be a whole number >= 1, got 0 in \[0, 2\]"),
+                           ("[1.5]", "got 1.5"), ("1,5", r"got the text '1,5': write a list in brackets, e.g. "
+                                                         r"k: \[1, 5\]")):
+        with pytest.raises(TransferkitError, match=message):
+            load_config(None, [f"k={value}"])
+    with pytest.raises(TransferkitError, match=r"has no one setting: use config.settings\(\)"):
+        _ = load_config(None, ["k=[1, 2]"]).setting
+
+
 def test_a_quoted_set_text_value_is_taken_as_written():
     assert load_config(None, [r'out_dir="C:\new\runs"']).out_dir == r"C:\new\runs"
     assert load_config(None, ["name='it's'"]).name == "it's"

@@ -714,6 +714,39 @@ def test_resume_accepts_settings_that_do_not_change_rows_and_names_those_that_do
     assert not (tmp_path / "broken" / "jobs").exists()
 
 
+def test_a_list_of_k_runs_every_job_at_each_k_in_one_run_and_a_resume_adds_a_k(tmp_path, monkeypatch):
+    from transferkit import experiment
+    from transferkit.api import Transfer
+    from transferkit.experiment import load_model
+    lines, trained = [], []
+    real = experiment.run_job
+    monkeypatch.setattr(experiment, "run_job", lambda cfg, *a: trained.append(cfg.setting) or real(cfg, *a))
+    cfg = ExperimentConfig(name="curve", source="digits", target="digits", k=[1, 2], repeats=2, select_on="none",
+                           methods=["source_only", "target_only"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lines.append)
+    assert [(r["setting"], r["method"], r["seed"]) for r in rows] == [
+        ("k=1", "source_only", 0), ("k=1", "target_only", 0), ("k=1", "target_only", 1),
+        ("k=2", "source_only", 0), ("k=2", "target_only", 0), ("k=2", "target_only", 1)]
+    assert [r["n_labeled"] for r in rows if r["method"] == "target_only"] == [10, 10, 20, 20]
+    assert trained == ["k=1", "k=1", "k=2", "k=2"] and any(" k=2 seed 1: accuracy" in line for line in lines)
+    alone = run_experiment(replace(cfg, k=2, name="alone"), log=lambda *a: None)[1]  # the same jobs as one k
+    assert [r["accuracy"] for r in alone] == [r["accuracy"] for r in rows[3:]]
+    assert json.loads((run_dir / "results.json").read_text())["config"]["k"] == [1, 2]
+    assert "| target_only | digits | digits | k=2 |" in (run_dir / "results.md").read_text()
+    trained.clear()
+    grown = run_experiment(replace(cfg, k=[1, 2, 3]), run_dir=run_dir, log=lambda *a: None)[1]
+    assert trained == ["k=3", "k=3"] and grown[:6] == rows  # the finished settings are read back
+    assert load_config(run_dir / "config.yaml").k == [1, 2, 3]
+    with pytest.raises(TransferkitError, match=r"ran the settings k=1, k=2, k=3: say which, e.g. setting='k=1'"):
+        load_model(run_dir, "target_only")
+    with pytest.raises(TransferkitError, match=r"has no setting 'k=5': it ran k=1, k=2, k=3"):
+        Transfer.from_run(run_dir, "target_only", setting="k=5")
+    model = Transfer.from_run(run_dir, "target_only", seed=1, setting="k = 2")
+    test = prepare_domains(cfg).target.test
+    assert model.score(test) == rows[5]["accuracy"]
+
+
 def test_transfer_gives_new_classes_a_new_head_as_run_job_does():
     from helpers import toy_domain
     src = toy_domain(40, classes=5, name="src")

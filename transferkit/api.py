@@ -268,15 +268,16 @@ class Transfer:
         return self
 
     @classmethod
-    def from_run(cls, run_dir, method: str, seed: int | None = None) -> "Transfer":
-        """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, as a
+    def from_run(cls, run_dir, method: str, seed: int | None = None, setting: str | None = None) -> "Transfer":
+        """The model that job (``method``, ``seed``; ``setting``, e.g. ``"k=5"``, in a run of a
+        list ``k`` or ``ratio``) of a ``transferkit run`` evaluated, as a
         fitted :class:`Transfer` (``predict``, ``score``, ``report``; ``classes_`` are the
         job's target classes). Loaded by :func:`~transferkit.experiment.load_model`: a
         pickle, so load only run directories you trust."""
         with warnings.catch_warnings():  # a missing result row is an error here, not a warning
             warnings.simplefilter("error", TransferkitWarning)
             try:
-                model = load_model(run_dir, method, seed)
+                model = load_model(run_dir, method, seed, setting)
             except TransferkitWarning as w:
                 raise TransferkitError(f"{w}; Transfer.from_run needs a finished job (its classes)") from None
         cfg = load_config(Path(run_dir) / "config.yaml")

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from .engine import TrainConfig
-from .errors import TransferkitError, UnknownNameError, check
+from .errors import TransferkitError, UnknownNameError, check, is_whole
 from .fields import check_fields, from_dict
 from .io import VARIABLE
 from .runtime import check_device_name, env_int
@@ -41,7 +41,9 @@ class ExperimentConfig:
     validation and the test split only. ``test``, a labelled domain spec, is the test split
     instead (every image of a target class, matched by name): the target is then cut into
     train (85 %) and val (15 %) only.
-    Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``.
+    Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``. ``k`` (or
+    ``ratio``) may be a list, ``[1, 5, 10]``: every job runs at each value, in one run directory
+    and one results table (a label-efficiency curve; :meth:`settings` gives one config per value).
     """
 
     name: str = "experiment"
@@ -55,8 +57,8 @@ class ExperimentConfig:
     channels: int | str | None = None  # None or "auto": 3 when either domain is in colour, else 1
     backbone: str = "convnet4"
     methods: list = field(default_factory=lambda: ["source_only", "target_only", "linear_probe", "finetune"])
-    k: int | None = 5
-    ratio: int | None = None
+    k: int | list | None = 5  # a list: one setting per value
+    ratio: int | list | None = None
     repeats: int = 3
     seed: int = 0
     val_per_class: int | None = None  # cap on labelled target validation examples per class
@@ -88,8 +90,7 @@ class ExperimentConfig:
                                                                    f"numpy's seeds), got {self.seed}")
         check(1 <= self.repeats <= MAX_REPEATS, f"repeats must be in 1..{MAX_REPEATS} (one training per method "
                                                 f"and repeat), got {self.repeats}")
-        check(self.k is None or self.k >= 1, f"k must be >= 1, got {self.k}")
-        check(self.ratio is None or self.ratio >= 1, f"ratio must be >= 1, got {self.ratio}")
+        self.k, self.ratio = _budget(self.k, "k"), _budget(self.ratio, "ratio")
         check(self.val_per_class is None or self.val_per_class >= 1,
               f"val_per_class must be >= 1 (or null: the whole validation split), got {self.val_per_class}")
         check(not (self.k is not None and self.ratio is not None),
@@ -137,14 +138,40 @@ class ExperimentConfig:
                 except UnknownNameError as e:
                     raise TransferkitError(f"options for {m}, which names no method: {e}") from None
 
+    def settings(self) -> list["ExperimentConfig"]:
+        """One config per value of a list ``k`` or ``ratio``, in the order given; else ``[self]``."""
+        for key in ("k", "ratio"):
+            if isinstance(getattr(self, key), list):
+                return [dataclasses.replace(self, **{key: v}) for v in getattr(self, key)]
+        return [self]
+
     @property
     def setting(self) -> str:
+        """``k=5``, ``ratio=30`` or ``all``: the label subset, as rows and job files name it."""
+        check(not isinstance(self.k, list) and not isinstance(self.ratio, list),
+              f"a config of several settings (k: {self.k}, ratio: {self.ratio}) has no one setting: use "
+              f"config.settings(), one config per value")
         if self.k is not None:
             return f"k={self.k}"
         return f"ratio={self.ratio}" if self.ratio is not None else "all"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _budget(value, key: str):
+    """``k`` or ``ratio`` checked: a whole number >= 1, None, or a list of distinct ones (a list
+    of one is that number: its run and digests are those of the number)."""
+    if isinstance(value, (list, tuple)):
+        check(len(value) > 0, f"{key} is an empty list: give one number or a list of them, e.g. {key}: [1, 5, 10]")
+        for v in value:
+            check(is_whole(v, 1), f"{key}: each value must be a whole number >= 1, got {v!r} in {list(value)}")
+        value = [int(v) for v in value]
+        twice = sorted({v for v in value if value.count(v) > 1})
+        check(not twice, f"{key} lists {', '.join(map(str, twice))} more than once (its rows would count twice)")
+        return value[0] if len(value) == 1 else value
+    check(value is None or value >= 1, f"{key} must be >= 1, got {value}")
+    return value
 
 
 def _field_hint(cls, parts: list[str]):

@@ -939,16 +939,17 @@ def save_model(path: Path, method) -> None:
     atomic_write(path, lambda p: torch.save(method, p))
 
 
-def load_model(run_dir: str | Path, method: str, seed: int | None = None):
+def load_model(run_dir: str | Path, method: str, seed: int | None = None, setting: str | None = None):
     """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, in eval
     mode: ``model.logits(images)`` gives target-class logits (the images checked, in chunks;
     ``model(images)`` runs one unchecked batch), column ``i`` for ``model.classes_[i]``
-    (the class names of the job's result row; ``seed``: the config's first by default). The
+    (the class names of the job's result row; ``seed``: the config's first by default;
+    ``setting``: ``"k=5"``, which a run of a list ``k`` or ``ratio`` needs). The
     file is a pickle (``torch.load(weights_only=False)``): load only run directories you trust."""
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)"
                                                f"{unfinished_hint(run_dir)}")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = _setting_of(load_config(run_dir / "config.yaml"), setting, run_dir)
     name = get_method(method).name
     check(seed is None or is_whole(seed), f"seed must be a whole number (a job's label-subset seed), got {seed!r}")
     seed = cfg.seed if seed is None else int(seed)
@@ -987,6 +988,19 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None):
         warn(f"{row} does not exist: the job stopped after saving {path.name} and before its result "
              f"row, so {what} (a resume trains the job again)")
     return model.eval()
+
+
+def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path) -> ExperimentConfig:
+    """The config of one ``setting`` (``"k=5"``) of a run's ``cfg`` (one per value of a list
+    ``k`` or ``ratio``); ``None``: its only one."""
+    subs = {sub.setting: sub for sub in cfg.settings()}
+    if setting is None:
+        check(len(subs) == 1, f"{run_dir} ran the settings {', '.join(subs)}: say which, e.g. "
+                              f"setting='{next(iter(subs))}'")
+        return next(iter(subs.values()))
+    setting = str(setting).replace(" ", "")
+    check(setting in subs, f"{run_dir} has no setting {setting!r}: it ran {', '.join(subs)}")
+    return subs[setting]
 
 
 def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
@@ -1259,15 +1273,21 @@ def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
 
 
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
-    """The body of :func:`run_experiment` in its run directory: every job's row, in job order."""
+    """The body of :func:`run_experiment` in its run directory: every job's row, in job order
+    (setting by setting: one per value of a list ``k`` or ``ratio``, on one source network)."""
     old = run_dir / "config.yaml"
     stored = _check_same_config(old, cfg) if old.exists() else None
     data = prepare_domains(cfg)
-    _check_jobs(cfg, data, methods)
-    jobs = _jobs_of(cfg, methods)
-    finished = _finished_rows(cfg, run_dir, jobs, stored)
+    subs = cfg.settings()
+    for sub in subs:
+        _check_jobs(sub, data, methods)
+    jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
+    finished = {sub.setting: _finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
     _check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
-    _check_unfinished_checkpoints(cfg, run_dir, jobs, finished, stored)
+    for sub in subs:
+        _check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)
+    every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
+                      for setting, rows in finished.items() for (name, seed), row in rows.items()}
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     before = old.read_text() if old.exists() else None
@@ -1283,10 +1303,11 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         f"{f'; unlabeled {cfg.unlabeled}: {len(data.unlabeled)} images' if data.unlabeled is not None else ''}; "
         f"{data.channels} channel(s), {cfg.image_size} px")
     pretrained, pre_info = None, {}
-    if any((cls.needs_pretrained or cls is SourceOnly) and (cls.name, seed) not in finished for cls, seed in jobs):
+    if any((cls.needs_pretrained or cls is SourceOnly) and (cls.name, seed) not in finished[sub.setting]
+           for sub, cls, seed in jobs):
         try:
-            pretrained, pre_info = run_source_network(cfg, data, run_dir, log,
-                                                      lambda digest: _check_same_source(run_dir, finished, digest))
+            pretrained, pre_info = run_source_network(cfg, data, run_dir, log, lambda digest: _check_same_source(
+                run_dir, every_finished, digest))
         except TransferkitError:
             if main and before is not None:
                 write_text(old, before)
@@ -1296,40 +1317,40 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
             f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
     rows, todo, order = [], [], {}
-    for cls, seed in jobs:
-        job = job_path(run_dir, cfg, cls.name, seed)
-        order[(cls.name, seed)] = len(order)
-        if (cls.name, seed) in finished:
-            rows.append(finished[cls.name, seed])
+    for sub, cls, seed in jobs:
+        job = job_path(run_dir, sub, cls.name, seed)
+        order[(sub.setting, cls.name, seed)] = len(order)
+        if (cls.name, seed) in finished[sub.setting]:
+            rows.append(finished[sub.setting][cls.name, seed])
         elif cls is SourceOnly:
             every = {}  # partial DA: the argmax over every source class as well
             model = source_only_model(pretrained, data, lambda m, rows, every=every: every.update(
                 all_source_classes_fields(m, rows, data.target.test)))
             report = evaluate_on(model, data.target.test)
-            row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
+            row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": sub.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
                    **test_fields(cfg, data),
-                   "config_digest": job_digest(cfg, cls.name), **every,
+                   "config_digest": job_digest(sub, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
                 model.classes_ = list(data.target.test.class_names)
-                _save_evaluated(model_path(run_dir, cfg, cls.name, cfg.seed), model, job.stem)
+                _save_evaluated(model_path(run_dir, sub, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
-            rows.append(_log_row(log, _finish_row(job, row, report, data.target.test.class_names,
+            rows.append(_log_row(log, len(subs) > 1, _finish_row(job, row, report, data.target.test.class_names,
                                                   _seen_classes(data))))
         else:
-            todo.append((cls, seed))
+            todo.append((sub, cls, seed))
     failures: list = []
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
         rows += _run_in_workers(cfg, run_dir, todo, pre_info, log, failures)
     else:  # with a worker's thread count: the one job a resumed run has left computes what a worker did
         with worker_threads(cfg.workers if world_size() == 1 else 1):
-            for cls, seed in todo:
-                result = guarded(run_job, cfg, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed,
+            for sub, cls, seed in todo:
+                result = guarded(run_job, sub, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed,
                                  pre_info.get("digest"))
-                rows += _job_done(cfg, run_dir, cls.name, seed, result, failures, log)
-    rows.sort(key=lambda row: order[(row["method"], row["seed"])])  # job order, resumed or not
+                rows += _job_done(sub, run_dir, cls.name, seed, result, failures, log, len(subs) > 1)
+    rows.sort(key=lambda row: order[(row["setting"], row["method"], row["seed"])])  # job order, resumed or not
     if main:
         failed = [{"job": f.job, "error": f.error, "traceback": str(Path(f.path).relative_to(run_dir))}
                   for f in failures]
@@ -1344,16 +1365,18 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     return rows
 
 
-def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, result, failures: list, log) -> list:
+def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, result, failures: list, log,
+              several: bool = False) -> list:
     """``[row]`` of a finished job, logged; ``[]`` for a :class:`JobFailure`, named in one line
     and its traceback saved in ``RUN_DIR/failed/`` (the other jobs go on)."""
     job = job_path(run_dir, cfg, method, seed)
     if isinstance(result, JobFailure):
-        failures.append(save_failure(run_dir / "failed" / f"{job.stem}.txt", result, f"{method} seed {seed}",
+        failures.append(save_failure(run_dir / "failed" / f"{job.stem}.txt", result,
+                                     f"{method} seed {seed}{f' ({cfg.setting})' if several else ''}",
                                      None if log is print else log))  # a caller's own log gets the line too
         return []
     (run_dir / "failed" / f"{job.stem}.txt").unlink(missing_ok=True)  # of an earlier try of this job
-    return [_log_row(log, result)]
+    return [_log_row(log, several, result)]
 
 
 def _jobs_failed(cfg: ExperimentConfig, run_dir: Path, failures: list, rows: list, total: int) -> JobsFailed:
@@ -1640,10 +1663,11 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: 
     rows: list = [[]] * len(todo)
 
     def done(i, result):
-        rows[i] = _job_done(cfg, run_dir, todo[i][0].name, todo[i][1], result, failures, log)
+        sub, cls, seed = todo[i]
+        rows[i] = _job_done(sub, run_dir, cls.name, seed, result, failures, log, len(cfg.settings()) > 1)
     source = None if pre_info.get("path") is None else str(pre_info["path"])
-    jobs = [(_worker_job, cfg.to_dict(), str(run_dir), cls.name, seed, source, pre_info.get("digest"))
-            for cls, seed in todo]
+    jobs = [(_worker_job, sub.to_dict(), str(run_dir), cls.name, seed, source, pre_info.get("digest"))
+            for sub, cls, seed in todo]
     map_jobs(guarded, jobs, cfg.workers, done)
     return [row for done_rows in rows for row in done_rows]
 
@@ -1653,6 +1677,8 @@ NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progres
                "pretrain.checkpoint_every"}
 #: config keys that only choose which jobs run (each finished job is checked by its own digest)
 CHOOSES_JOBS = {"methods", "repeats", "options"}
+#: config keys that choose the settings run (each names its own job files, whose digests keep the value)
+CHOOSES_SETTINGS = {"k", "ratio"}
 
 
 def _result_neutral_defaults(train: TrainConfig) -> TrainConfig:
@@ -1715,8 +1741,8 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
     """Refuse to resume the run of ``path`` (its ``config.yaml``) with a config whose results
-    would differ; the error names the keys. ``methods``, ``repeats`` and ``options`` only
-    choose jobs: a finished job is checked by its own digest (:func:`job_digest`) instead."""
+    would differ; the error names the keys. ``methods``, ``repeats``, ``options``, ``k`` and
+    ``ratio`` only choose jobs: a finished job is checked by its own digest (:func:`job_digest`) instead."""
     try:
         stored = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
@@ -1730,15 +1756,17 @@ def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
 
 def _config_changes(stored: dict, cfg: ExperimentConfig) -> list[str]:
     """``"key: old there, new now"`` for each key that a job's results depend on (not one of
-    :data:`NOT_RESULTS` or :data:`CHOOSES_JOBS`) and that differs between a ``stored`` config
+    :data:`NOT_RESULTS`, :data:`CHOOSES_JOBS` or :data:`CHOOSES_SETTINGS`) and that differs between a ``stored`` config
     mapping and ``cfg``, sorted by key."""
     then, now = _flat(stored), _flat(yaml.safe_load(dump_config(cfg)))  # as stored: tuples are lists
     return [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
-            if k not in NOT_RESULTS | CHOOSES_JOBS and then.get(k) != now.get(k)]
+            if k not in NOT_RESULTS | CHOOSES_JOBS | CHOOSES_SETTINGS and then.get(k) != now.get(k)]
 
 
-def _log_row(log, row: dict) -> dict:
+def _log_row(log, several: bool, row: dict) -> dict:
+    """Log a finished job's line (``several``: the run has several settings, which it names)."""
     picked = f", picked {row['picked']}" if isinstance(row.get("picked"), str) else ""
-    log(f"  {row['method']:<14} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"
+    log(f"  {row['method']:<14} {row['setting'] + ' ' if several else ''}seed {row['seed']}: accuracy "
+        f"{100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"
         + picked)
     return row

@@ -88,6 +88,11 @@ def _typed(hint, value, name: str):
     each is refused, as ``true`` is for a number (the config loader reads ``1e-4`` as a number)."""
     args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     nullable, kinds = type(None) in args, [t for t in args if t is not type(None)]
+    listed = list in kinds  # a number or a list of them (k: [1, 5]): the list's items are the field's to check
+    if listed:
+        if isinstance(value, (list, tuple)):
+            return value
+        kinds = [t for t in kinds if t is not list]
     if not kinds or not all(t in (int, float, bool, str) for t in kinds):
         return value
     if value is None:
@@ -99,14 +104,17 @@ def _typed(hint, value, name: str):
         if t in (int, float) and isinstance(value, numbers.Real) and not isinstance(value, bool):
             if t is float or float(value).is_integer():
                 return t(value)
-    wanted = " or ".join(t.__name__ for t in kinds) + (" or null" if nullable else "")
+    wanted = " or ".join(t.__name__ for t in kinds) + (" or a list of them" if listed else "") + (
+        " or null" if nullable else "")
     leaf = name.rsplit(".", 1)[-1]
     if str in kinds and isinstance(value, numbers.Real) and not isinstance(value, bool):
         raise TransferkitError(f"config {name} must be text, got the number {value!r} (YAML reads unquoted digits as "
                                f"a number): quote it as written ({leaf}: \"...\"), so that YAML keeps its text")
     if isinstance(value, str) and any(t in (int, float) for t in kinds):
-        how = ("one number, not a list" if "," in value else "a number") + (" without quotes" if value[:1] in "'\""
+        how = ("a list in brackets" if listed and "," in value else "one number, not a list" if "," in value
+               else "a number") + (" without quotes" if value[:1] in "'\""
                                                                           or not value.strip(" -+.0123456789eE")
                                                                           else "")
-        raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: 5")
+        raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: "
+                               f"{'[1, 5]' if listed and ',' in value else 5}")
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")

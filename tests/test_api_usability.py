@@ -272,5 +272,9 @@ def test_score_and_report_take_a_test_set_holding_some_of_the_fitted_classes():
                                                     .mean()))
     report = model.report(some)
     assert report["per_class_accuracy"][0] is None and report["per_class_accuracy"][1] is not None  # class 0: none
+    assert report["class_names"] == ["0", "1", "2", "3"] != some.class_names  # the order of the lists: classes_
+    assert report["support"] == [0, int((test.labels == 1).sum()), 0, int((test.labels == 3).sum())]
+    recalls = [a for a in report["per_class_accuracy"] if a is not None]
+    assert report["balanced_accuracy"] == pytest.approx(sum(recalls) / 2, abs=1e-6)
     with pytest.raises(TransferkitError, match="score on those classes"):  # a class the model does not predict
         model.score(Domain("five", test.images, test.labels, ["0", "1", "2", "3", "4"]))

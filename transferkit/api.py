@@ -425,7 +425,9 @@ class Transfer:
         return fraction_correct(self.predict(domain.images), self._fitted_labels(domain))
 
     def report(self, domain: Domain, gzsl_gamma: float | str = 0.0) -> dict:
-        """:func:`~transferkit.evaluate.classification_report` on ``domain``; for a zero-shot
+        """:func:`~transferkit.evaluate.classification_report` on ``domain``, with ``class_names``:
+        ``classes_``, the order of its per-class lists and confusion rows (a domain holding some of
+        the classes gets None for the others); for a zero-shot
         model (attribute_zsl, embedding_zsl, clip) also ``seen_accuracy``, ``unseen_accuracy`` and
         ``h_accuracy`` over the classes it was / was not trained on (per-class means, as run rows)
         and ``gzsl_gamma``: subtracted from the seen classes' logits before all of it (calibrated
@@ -434,12 +436,12 @@ class Transfer:
         logits, seen = self.predict_logits(domain.images), seen_columns(self.method_)
         check(seen is not None or gzsl_gamma == 0, f"gzsl_gamma calibrates a zero-shot model trained since "
                                                    f"2026-12-02; {self.method_cls.name} here records no seen classes")
-        labels = self._fitted_labels(domain)
+        labels, names = self._fitted_labels(domain), {"class_names": list(self.classes_)}
         if seen is None:
-            return classification_report(logits, labels, len(self.classes_), domain.groups)
+            return {**names, **classification_report(logits, labels, len(self.classes_), domain.groups)}
         logits, gamma = calibrated(logits, seen, gzsl_gamma)
         report = classification_report(logits, labels, len(self.classes_), domain.groups)
-        return {**report, **report_seen_unseen(report, list(self.classes_), [self.classes_[j] for j in seen]),
+        return {**names, **report, **report_seen_unseen(report, list(self.classes_), [self.classes_[j] for j in seen]),
                 "gzsl_gamma": gamma}
 
 

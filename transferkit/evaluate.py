@@ -108,11 +108,13 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
                           groups: torch.Tensor | None = None) -> dict:
-    """Accuracy, per-class accuracy, balanced accuracy (the mean of the per-class accuracies over
-    the classes that have samples, scikit-learn's ``balanced_accuracy_score``) and confusion
-    matrix; with ``groups`` also the per-group accuracy of seed 000 §4.2 (softmax averaged over
-    the samples of a group; group ids may be names, such as video ids). Computed on the CPU:
-    tensors on another device (a GPU) are copied there."""
+    """Accuracy, per-class accuracy (recall, sensitivity: the fraction of a class's samples
+    predicted as it; None for a class without samples), ``support`` (samples per class), balanced
+    accuracy (the mean of the per-class accuracies over the classes that have samples,
+    scikit-learn's ``balanced_accuracy_score``) and confusion matrix (rows: true class); with
+    ``groups`` also the per-group accuracy of seed 000 §4.2 (softmax averaged over the samples
+    of a group; group ids may be names, such as video ids). Computed on the CPU: tensors on
+    another device (a GPU) are copied there."""
     logits, labels = torch.as_tensor(logits).detach().cpu(), torch.as_tensor(_class_id_labels(labels)).cpu()
     check(len(labels) > 0, "cannot evaluate on an empty domain")
     check(logits.dim() == 2 and logits.shape[1] >= 1,
@@ -133,6 +135,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
         "per_class_accuracy": [None if math.isnan(v) else round(v, 6) for v in per_class.tolist()],
         "balanced_accuracy": float((conf.diag().double() / support.clamp(min=1))[support > 0].mean()),
         "confusion": conf.tolist(),
+        "support": support.tolist(),
         "n": int(len(labels)),
     }
     if groups is not None:

@@ -254,6 +254,54 @@ def test_uda_suite_runs_the_chosen_rows_and_a_row_does_not_depend_on_the_others(
     assert run("b", "coral", "")["coral"]["accuracy"] == both["coral"]["accuracy"]  # alone, in a new directory
 
 
+def test_uda_pairs_take_file_domains_whose_paths_become_safe_folder_names(tmp_path, one_thread):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from transferkit.bench import _pair, path_part
+    assert _pair("mnist:npz:a/x.npz") == ("mnist", "npz:a/x.npz") and _pair("folder:b:digits") == ("folder:b", "digits")
+    assert path_part("mnist", "mnist+inversion") == "mnist-mnist+inversion"  # built-in names as they were
+    assert path_part("mnist", "npz:a/x.npz").startswith("mnist-npz_a_x.npz-")
+    assert path_part("mnist", "npz:a/x.npz") != path_part("mnist", "npz:a_x.npz")  # a hash keeps them apart
+    (tmp_path / "data").mkdir()
+    digits = load_digits()
+    x = np.kron(digits.images[:400].astype(np.uint8) * 15, np.ones((4, 4), np.uint8))[:, 2:30, 2:30]
+    np.savez(tmp_path / "data" / "thick.npz", x=255 - x, y=digits.target[:400])
+    spec = f"npz:{tmp_path / 'data' / 'thick.npz'}"
+    plan = make_plan("uda", False, [f"pairs=digits:{spec}", "seeds=0", "pretrain_steps=4", "adapt_steps=2",
+                                    "tsne_points=20", "batch_size=256", "methods=dann", "skada="])
+    rows = load_suites()["uda"][0](plan, tmp_path / "bench", lambda *a: None)
+    assert {(r["method"], r["target"]) for r in rows} == {("source_only", spec), ("dann", spec)}
+    assert (tmp_path / "bench" / path_part("digits", spec) / "s0" / "results.json").is_file()
+    assert len(list((tmp_path / "bench").glob("tsne_digits_npz_*.png"))) == 1
+
+
+MEAN_MATCH = ("import torch\n"
+              "from transferkit.methods.adaptation import AdaptationMethod\n"
+              "from transferkit.methods.base import register\n\n\n"
+              "@register\nclass MeanMatch(AdaptationMethod):\n    name = 'meanmatch'\n\n"
+              "    def losses(self, batch):\n"
+              "        (x_s, y_s), x_t = batch.source, batch.unlabeled\n"
+              "        f_s, f_t = self.taps(x_s, x_t, ['fc1'])\n"
+              "        gap = (f_s['fc1'].mean(0) - f_t['fc1'].mean(0)).pow(2).sum()\n"
+              "        return {**self.base_terms(f_s['head'], y_s, f_t['head']), 'mean': gap}\n")
+
+
+def test_a_plugin_adaptation_method_joins_the_uda_table_and_a_label_reading_one_is_refused(tmp_path, plugin,
+                                                                                        one_thread):
+    plugin("mean_match_plugin", MEAN_MATCH)
+    import mean_match_plugin  # noqa: F401  (registers meanmatch)
+    plan = make_plan("uda", False, ["pairs=mnist:digits", "seeds=0", "pretrain_steps=4", "adapt_steps=2",
+                                    "tsne_points=20", "batch_size=256", "methods=meanmatch,dann", "skada="])
+    assert plan.methods == ("source_only", "dann", "meanmatch")
+    rows = load_suites()["uda"][0](plan, tmp_path, lambda *a: None)
+    assert [r["method"] for r in rows] == ["source_only", "dann", "meanmatch"]
+    table = (tmp_path / "uda_tables.md").read_text()
+    assert table.index("| Gradient reversal (dann) |") < table.index("| meanmatch | ")
+    with pytest.raises(TransferkitError, match="methods: finetune reads target labels"):
+        make_plan("uda", False, ["methods=finetune"])
+
+
 def test_a_uda_directory_from_before_the_row_selection_resumes_with_every_row(tmp_path):
     import dataclasses
 

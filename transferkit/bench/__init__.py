@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -121,9 +123,31 @@ def _strict_int(value) -> int:
 
 
 def _pair(item) -> tuple:
-    if isinstance(item, str):
-        return tuple(item.split(":"))
-    return tuple(item) if isinstance(item, (list, tuple)) else ()
+    """``("mnist", "npz:x.npz")`` from ``"mnist:npz:x.npz"``: a ``folder:`` or ``npz:`` prefix
+    stays with the path after it."""
+    if not isinstance(item, str):
+        return tuple(item) if isinstance(item, (list, tuple)) else ()
+    parts: list[str] = []
+    for token in item.split(":"):
+        if parts and parts[-1] in ("folder", "npz"):
+            parts[-1] += ":" + token
+        else:
+            parts.append(token)
+    return tuple(parts)
+
+
+#: characters of a domain spec that a folder or file name cannot hold on every system
+_NAME_CHARS = re.compile(r'[/\\:*?"<>|\x00-\x1f]')
+
+
+def path_part(*specs: str) -> str:
+    """Domain specs joined by ``-`` as one folder or file name: built-in specs as written
+    (``mnist+inversion``); a spec with characters a name cannot hold everywhere (the ``/`` and
+    ``:`` of ``npz:data/x.npz``, backslashes, ``*?"<>|``) gets them as ``_`` and a hash of the
+    specs, so that two paths never share a name."""
+    text = "-".join(specs)
+    safe = _NAME_CHARS.sub("_", text)
+    return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def check_canonical(spec: str, what: str) -> None:

@@ -30,6 +30,7 @@ and cap per class, default 50; one split per benchmark directory), ``pretrain`` 
 
 from __future__ import annotations
 
+import glob
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
 from ..runtime import default_workers, invocation, run_jobs
 from ..splits import split_domain, subsample_per_class
-from . import Plan, as_list, benchmark, budget_line, check_canonical
+from . import Plan, as_list, benchmark, budget_line, check_canonical, path_part
 
 TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
            "mnist+rotation", "mnist+inversion", "mnistm", "digits", "syndigits"]
@@ -177,7 +178,7 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = 
 
 def check_validation_split(bench_dir: Path, target: str, n_val: int) -> None:
     """The jobs of one directory share each target's validation split (``val_fraction``)."""
-    done = next(iter(sorted((bench_dir / "jobs").glob(f"{target}-r*.json"))), None)
+    done = next(iter(sorted((bench_dir / "jobs").glob(f"{glob.escape(path_part(target))}-r*.json"))), None)
     old = read_job(done).get("n_val", n_val) if done else n_val
     check(old == n_val, f"{done} was validated on {old} images, this plan's {target} validation split has "
                         f"{n_val}: use another directory")
@@ -247,7 +248,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
                         "seed": seed, "base_accuracy": base, "n_val": len(split.val), **made_by}
                 for m in METHODS + ([IMAGE_FLEX] if target in p.image_targets else []):
                     job = partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head, gallery)
-                    jobs.append((bench_dir / "jobs" / f"{target}-r{ratio}-s{seed}-{m}.json", job))
+                    jobs.append((bench_dir / "jobs" / f"{path_part(target)}-r{ratio}-s{seed}-{m}.json", job))
     run_jobs(jobs, default_workers(), lambda row: log(
         f"  {row['target']} r={row['ratio']} s={row['seed']} {row['method']:<13} {100 * row['accuracy']:.1f}%  "
         f"{row['wall_s']:.1f}s{'  picked ' + str(row['picked']) if 'picked' in row else ''}"), keys=ROW_KEYS)
@@ -453,7 +454,8 @@ def write_reports(bench_dir: Path, rows: list, base: dict, header: str = "") -> 
     flex_rows = [r for r in rows if r["method"] == "flex"]
     for t in base:
         if any(r["target"] == t for r in flex_rows):
-            per_unit_accuracy_plot([r for r in flex_rows if r["target"] == t], bench_dir / f"per_unit_{t}.png",
+            per_unit_accuracy_plot([r for r in flex_rows if r["target"] == t],
+                                   bench_dir / f"per_unit_{path_part(t)}.png",
                                    title=f"{rows[0]['source']} -> {t}")
     if flex_rows:
         units_picked_plot([r for r in rows if r["method"] in ("flex", "fast_flex", "faster_flex")], list(base),

@@ -36,7 +36,7 @@ from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, source_members
 from ..runtime import job_result
 from ..splits import subsample_per_class
-from . import Plan, as_list, as_pairs, benchmark, budget_line
+from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part
 
 PAIRS = (("mnist", "digits"), ("syndigits", "mnist"), ("mnist", "mnistm"))
 BACKBONE = "lenet"
@@ -84,8 +84,9 @@ def represent_plan(quick: bool) -> RepresentPlan:
 
 
 def _config(source: str, target: str, s: RepresentPlan) -> ExperimentConfig:
-    return ExperimentConfig(name=f"represent-{source}-{target}", source=source, target=target, backbone=BACKBONE,
-                            k=None, pretrain=TrainConfig(steps=s.pretrain, batch_size=64, eval_every=100),
+    return ExperimentConfig(name=f"represent-{path_part(source, target)}", source=source, target=target,
+                            backbone=BACKBONE, k=None,
+                            pretrain=TrainConfig(steps=s.pretrain, batch_size=64, eval_every=100),
                             train=TrainConfig(steps=s.train, batch_size=32, eval_every=25, patience=2))
 
 
@@ -132,13 +133,13 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
         cfg = _config(source, target, s)
         data = prepare_domains(cfg)
         log(f"{source} -> {target}: {len(data.source.train)} source train images, {len(data.target.test)} target test")
-        members = source_members(cfg, data, s.n_max, log, pin_dir=bench_dir / "nets" / f"{source}-{target}")
+        members = source_members(cfg, data, s.n_max, log, pin_dir=bench_dir / "nets" / path_part(source, target))
         reps = _representations(members, s.cats, cfg.seed)
-        net_path = bench_dir / "nets" / f"distill-{source}-{target}.safetensors"
+        net_path = bench_dir / "nets" / f"distill-{path_part(source, target)}.safetensors"
         reps["distill"] = _distilled(cfg, data, members, s, net_path, log)
         base = {"source": source, "target": target}
         for rep, net in reps.items():
-            rows += job_result(jobs / f"fewshot-{rep}-{source}-{target}.json",
+            rows += job_result(jobs / f"fewshot-{rep}-{path_part(source, target)}.json",
                                partial(_fewshot_rows, rep, net, data, s, base),
                                lambda job_rows: log("  " + ", ".join(
                                    f"{r['method']} {r['setting']} {_with_interval(r)}"
@@ -154,7 +155,7 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
                 for rep, net in reps.items():
                     for method_name in ("linear_probe", "finetune", "two_stage"):
                         rows.append(job_result(
-                            jobs / f"{rep}-{method_name}-{source}-{target}-n{n}-s{seed}.json",
+                            jobs / f"{rep}-{method_name}-{path_part(source, target)}-n{n}-s{seed}.json",
                             partial(_transfer_row, rep, net, method_name, n, seed, labeled, data, cfg, base),
                             lambda row: log(f"  {row['method']:<21} {row['setting']:>9} seed {row['seed']}: "
                                             f"{100 * row['accuracy']:.1f}% ({row['wall_s']:.0f}s)")))

@@ -42,7 +42,7 @@ from ..experiment import load_model, model_path, prepare_domains, run_experiment
 from ..io import load_safetensors, write_text
 from ..methods import get_method
 from ..runtime import invocation, job_result
-from . import Plan, as_list, as_pairs, benchmark, budget_line, skada_compare
+from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part, skada_compare
 
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
          ("mnist", "mnist+inversion"))
@@ -113,7 +113,9 @@ class UdaPlan(Budget):
     """``bench uda``'s plan: :class:`Budget` and which rows run. ``methods``: transferkit's
     (``source_only``, the pre-trained network, always runs: every adaptation starts from it);
     ``skada``: SKADA's, on the SKADA pairs (empty: none). A job does not depend on the other
-    methods chosen, so a selection gives the rows of the full plan."""
+    methods chosen, so a selection gives the rows of the full plan. A registered method of one's
+    own (a plugin's, ``TRANSFERKIT_PLUGINS``) that reads no target label may be named too: it
+    runs after the built-in ones, from the same source network, with its defaults."""
 
     selects: ClassVar[tuple[str, ...]] = (*Budget.selects, "methods", "skada")
     methods: tuple = METHODS
@@ -121,16 +123,34 @@ class UdaPlan(Budget):
 
     def __post_init__(self):
         super().__post_init__()
-        self.methods = _chosen(self.methods, "methods", METHODS, always=("source_only",))
+        given = as_list(self.methods, str, "methods")
+        own = tuple(m for m in given if m not in METHODS and _own_method(m))
+        self.methods = _chosen([m for m in given if m not in own], "methods", METHODS, always=("source_only",),
+                               hint="; a method of your own: name its module in TRANSFERKIT_PLUGINS") + own
         self.skada = _chosen(self.skada, "skada", skada_compare.SKADA_METHODS, empty=True)
 
 
-def _chosen(value, what: str, known: tuple, empty: bool = False, always: tuple = ()) -> tuple:
+def _own_method(name: str) -> bool:
+    """Whether ``name`` is a registered method of one's own that the benchmark can run: one that
+    reads unlabelled target images and no target label (it would read every one: the pairs have
+    no label subset); False for a name that is not registered (the caller names it with the known ones)."""
+    try:
+        cls = get_method(name)
+    except TransferkitError:
+        return False
+    check("target" not in cls.streams and "unlabeled" in cls.streams,
+          f"methods: {name} " + ("reads target labels, and bench uda's pairs give it every one" if "target" in
+                                 cls.streams else "reads no unlabelled target image: it does not adapt")
+          + ": compare it with transferkit run (k or ratio labels per class) instead")
+    return True
+
+
+def _chosen(value, what: str, known: tuple, empty: bool = False, always: tuple = (), hint: str = "") -> tuple:
     """The names plan field ``what`` gives (an unknown one is refused) and ``always``, in the
     order of ``known`` (the tables')."""
     chosen = as_list(value, str, what, empty=empty)
     unknown = [m for m in chosen if m not in known]
-    check(not unknown, f"{what}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    check(not unknown, f"{what}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}{hint}")
     return tuple(m for m in known if m in chosen or m in always)
 
 
@@ -142,11 +162,17 @@ def pair_config(source: str, target: str, seed: int, b: Budget, methods, steps: 
     """One seed of one pair; the methods in :data:`TUNED` get that pair's settings."""
     tuned = TUNED.get((source, target), {})
     return ExperimentConfig(
-        name=f"uda-{source}-{target}", source=source, target=target, k=None, repeats=1, seed=seed,
+        name=f"uda-{path_part(source, target)}", source=source, target=target, k=None, repeats=1, seed=seed,
         backbone="lenet", methods=list(methods), select_on="none",
         options={m: dict(tuned[m]) for m in methods if m in tuned},
         pretrain=TrainConfig(steps=b.pretrain_steps, batch_size=b.batch_size, lr=b.lr, eval_every=100),
         train=TrainConfig(steps=steps, batch_size=b.batch_size, lr=b.lr, eval_every=steps, patience=None))
+
+
+def adapting(b: Budget) -> list[str]:
+    """The adaptation methods a plan runs, in the tables' order: the built-in ones, then one's own."""
+    methods = getattr(b, "methods", ADAPTATION)
+    return [m for m in ADAPTATION if m in methods] + [m for m in methods if m not in METHODS]
 
 
 def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
@@ -170,18 +196,18 @@ def uda_suite(b: UdaPlan, bench_dir, log):
         extra = {"library": "transferkit", "epochs": epochs}
         pair_rows = []
         for seed in b.seeds:
-            cfg = pair_config(source, target, seed, b, ["source_only", *(m for m in ADAPTATION if m in b.methods)],
-                              steps)
-            _, r = run_experiment(cfg, run_dir=bench_dir / f"{source}-{target}" / f"s{seed}", log=log)
+            cfg = pair_config(source, target, seed, b, ["source_only", *adapting(b)], steps)
+            _, r = run_experiment(cfg, run_dir=bench_dir / path_part(source, target) / f"s{seed}", log=log)
             c = []
             if "target_only" in b.methods:
                 ceiling = pair_config(source, target, seed, b, ["target_only"], b.pretrain_steps)
                 ceiling.name += "-ceiling"
-                _, c = run_experiment(ceiling, run_dir=bench_dir / f"{source}-{target}" / f"ceiling-s{seed}", log=log)
+                _, c = run_experiment(ceiling, run_dir=bench_dir / path_part(source, target) / f"ceiling-s{seed}",
+                                      log=log)
             pair_rows += [{**row, **extra} for row in r + c]
             if (source, target) in SKADA_PAIRS and b.skada and skada_compare.available():
                 pair_rows += skada_rows(cfg, epochs, b, bench_dir, log,
-                                        run_dir=bench_dir / f"{source}-{target}" / f"s{seed}")
+                                        run_dir=bench_dir / path_part(source, target) / f"s{seed}")
         if (source, target) in SKADA_PAIRS and b.skada and not skada_compare.available():
             log("skada is not installed (pip install transferkit[bench]): no side-by-side rows")
         rows += pair_rows
@@ -208,7 +234,7 @@ def skada_rows(cfg: ExperimentConfig, epochs: int, b: UdaPlan, bench_dir: Path, 
             return {"method": f"skada:{name}", "source": cfg.source, "target": cfg.target, "setting": cfg.setting,
                     "seed": cfg.seed, "library": "skada", "epochs": epochs, "config_digest": digest, **res,
                     "invocation": invocation()}
-        path = bench_dir / "skada" / f"{cfg.source}-{cfg.target}-{name}-s{cfg.seed}.json"
+        path = bench_dir / "skada" / f"{path_part(cfg.source, cfg.target)}-{name}-s{cfg.seed}.json"
         out.append(job_result(path, compute, lambda row: log(
             f"  {row['method']:<16} seed {row['seed']}: accuracy {100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"),
             digest, "run with another SKADA version, network, data or budget than this run gives now"))
@@ -295,10 +321,10 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
              + "".join(f" `{m}`: {describe(o)} (chosen on target validation)." for m, o in
                        TUNED.get((source, target), {}).items()) + "\n",
              "| method | accuracy | n | wall s |", "|---|---|---|---|"]
-    for method in ["source_only", *ADAPTATION, "target_only"]:
+    for method in ["source_only", *adapting(b), "target_only"]:
         rs = [r for r in rows if r["method"] == method]
         if rs:
-            lines.append(f"| {LABELS[method]} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")
+            lines.append(f"| {LABELS.get(method, method)} | {_cell(rs)} | {len(rs)} | {_cell(rs, 'wall_s')} |")
     sk = [r for r in rows if r.get("library") == "skada"]
     if sk:
         lines += ["", "Side by side with SKADA (same initial LeNet, data, batch, Adam μ0 and epochs; transferkit's "
@@ -337,7 +363,7 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: UdaPlan, log) -> P
 
     seed = b.seeds[0]
     cfg = pair_config(source, target, seed, b, ["source_only", *ADAPTATION], 1)
-    run_dir = bench_dir / f"{source}-{target}" / f"s{seed}"
+    run_dir = bench_dir / path_part(source, target) / f"s{seed}"
     data = prepare_domains(cfg)
     pretrained, _ = run_source_network(cfg, data, run_dir, log)
     g = torch.Generator().manual_seed(seed)
@@ -350,7 +376,8 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: UdaPlan, log) -> P
         except (OSError, RuntimeError, TransferkitError) as e:
             log(f"t-SNE: no adapted {name} network ({e})")
     panels = {k: (net.forward_features(xs), net.forward_features(xt)) for k, net in nets.items()}
-    path = tsne_embeddings(panels, bench_dir / f"tsne_{source}_{target}.png".replace("+", "_"),
+    path = tsne_embeddings(panels, bench_dir / f"tsne_{path_part(source).replace('+', '_')}_"
+                                               f"{path_part(target).replace('+', '_')}.png",
                            title=f"LeNet embeddings, {source} (blue) → {target} (orange), test images, seed {seed}",
                            domain_names=(source, target))
     log(f"t-SNE figure: {path}")

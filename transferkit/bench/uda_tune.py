@@ -34,7 +34,7 @@ from ..experiment import evaluate_on, prepare_domains, pretrain_source, process_
 from ..io import write_json, write_text
 from ..methods import get_method
 from ..runtime import default_workers, run_jobs
-from . import benchmark
+from . import benchmark, path_part
 from .uda import SKADA_PAIRS, Budget, adaptation_epochs, budget, describe, pair_config
 
 DANN_GRID = ([{"depth": d, "hidden": h, "lr_schedule": s, "weight": w}
@@ -98,7 +98,7 @@ def uda_tune_suite(b: Budget, bench_dir, log):
             inputs = content_text({"net": net, "data": [data.source.train, data.target.train, data.target.val],
                                    "train": cfg.train, "seed": seed})
             for method, options in settings(b.quick):
-                name = f"{source}-{target}-s{seed}-{method}-{describe(options).replace(', ', '_')}"
+                name = f"{path_part(source, target)}-s{seed}-{method}-{describe(options).replace(', ', '_')}"
                 digests.append(hashlib.sha256(f"{inputs}|{method}|{content_text(options)}".encode()).hexdigest()[:16])
                 row = {**head, "method": method, "setting": describe(options), "options": options,
                        "config_digest": digests[-1]}  # v3's rows carry none: read back as they are

@@ -176,6 +176,20 @@ def test_show_of_a_folder_with_one_class_says_where_the_classes_may_be(tmp_path,
     assert code == 0 and "3 images, 1 class (Photos 3)" in out and "one level above the class folders" in out
 
 
+def test_show_of_a_folder_of_12_bit_images_in_16_bit_files_warns_that_they_look_black(tmp_path, capsys):
+    from PIL import Image
+
+    from transferkit.errors import TransferkitWarning
+    for name in ("a", "b"):
+        (tmp_path / "scans" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 1000 + 1000 * i, np.uint16)).save(tmp_path / "scans" / name / f"{i}.png")
+    with pytest.warns(TransferkitWarning, match=r"'.*scans' \(the 4 images drawn\): no pixel of any image is "
+                                                r"brighter than 8 of 255.*12- or 10-bit images"):
+        code, _, _ = run_cli(capsys, "show", f"folder:{tmp_path / 'scans'}", "--out", str(tmp_path / "g.png"))
+    assert code == 0
+
+
 def test_show_loads_a_colour_shift_of_a_grey_domain_in_colour_as_run_does(tmp_path, capsys):
     code, out, err = run_cli(capsys, "show", "digits+yuv", "--out", str(tmp_path / "a.png"))
     assert code == 0 and (tmp_path / "a.png").is_file(), err  # was refused, asking for --channels 3

@@ -59,7 +59,15 @@ def _drawn_of_folder(args, channels):
     from .domain import Domain
     from .grouped import parse_grouped
     from .splits import _per_class
-    from .userdata import _check_size_channels, _class_files, _folder, _read_images, folder_keys
+    from .userdata import (
+        NARROW_FILES,
+        _check_size_channels,
+        _class_files,
+        _folder,
+        _read_images,
+        _warn_if_dark,
+        folder_keys,
+    )
 
     base, shifts, _ = check_spec(args.domain)
     if not base.startswith("folder:") or shifts or parse_grouped(args.domain) or args.per_class < 1:
@@ -75,6 +83,7 @@ def _drawn_of_folder(args, channels):
     drawn = torch.nonzero(_per_class(listed, min(args.per_class, int(listed.class_counts().max())),
                                      args.seed)).flatten()  # as sample_grid draws them from the whole folder
     read = _read_images([files[i][0] for i in drawn], args.size, channels, f"in {str(root)!r}")
+    _warn_if_dark(read, f"image folder {str(root)!r} (the {len(drawn)} images drawn)", NARROW_FILES)
     return Domain(args.domain, read, labels[drawn], classes, provenance={"origin": base, "files": len(files)}), labels
 
 

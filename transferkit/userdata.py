@@ -310,9 +310,13 @@ def folder_keys(root: Path, paths: list[Path]) -> torch.Tensor:
 def _folder_pixels(root: Path, paths: list[Path], size: int | None, channels: int | None) -> torch.Tensor:
     """:func:`decoded_images` of a folder's files, warned of when they load almost black."""
     x = decoded_images(root, paths, size, channels)
-    _warn_if_dark(x, f"image folder {str(root)!r}", "16-bit files are read as 0-65535, so 12- or 10-bit images "
-                  "(0-4095, 0-1023) and masks of 0/1 must be rescaled to the file's full range before loading")
+    _warn_if_dark(x, f"image folder {str(root)!r}", NARROW_FILES)
     return x
+
+
+#: why a folder's images load almost black, and what to do
+NARROW_FILES = ("16-bit files are read as 0-65535, so 12- or 10-bit images (0-4095, 0-1023) and masks of 0/1 must be "
+                "rescaled to the file's full range before loading")
 
 
 #: folders of at least this many files keep their decoded pixels in the cache (``folders/``)

@@ -747,6 +747,20 @@ def test_a_list_of_k_runs_every_job_at_each_k_in_one_run_and_a_resume_adds_a_k(t
     assert model.score(test) == rows[5]["accuracy"]
 
 
+def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypatch):
+    from transferkit import experiment
+    from transferkit.errors import warn
+
+    def check_jobs(cfg, data, methods):
+        warn("class '7' has no test images")
+        warn(f"k={cfg.k}: more validation labels")
+    monkeypatch.setattr(experiment, "_check_jobs", check_jobs)
+    with pytest.warns(TransferkitWarning) as caught:
+        experiment._check_settings(ExperimentConfig(k=[1, 2]).settings(), None, [])
+    assert [str(w.message) for w in caught] == ["class '7' has no test images", "k=1: more validation labels",
+                                                "k=2: more validation labels"]
+
+
 def test_transfer_gives_new_classes_a_new_head_as_run_job_does():
     from helpers import toy_domain
     src = toy_domain(40, classes=5, name="src")

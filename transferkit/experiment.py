@@ -1279,8 +1279,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     stored = _check_same_config(old, cfg) if old.exists() else None
     data = prepare_domains(cfg)
     subs = cfg.settings()
-    for sub in subs:
-        _check_jobs(sub, data, methods)
+    _check_settings(subs, data, methods)
     jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
     finished = {sub.setting: _finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
     _check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
@@ -1480,6 +1479,22 @@ def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> N
             f"in {counts} data-parallel process(es) and this resume runs {now}: --nproc changes a job's rows "
             f"(docs/scale.md), so they would not go together; resume with --nproc {then[0]}, or use a new run "
             f"directory (or delete those job files to run them again)")
+
+
+def _check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list) -> None:
+    """:func:`_check_jobs` of each setting (one config per value of a list ``k`` or ``ratio``);
+    a warning that several settings give alike (a class without test images) is given once."""
+    if len(subs) == 1:
+        return _check_jobs(subs[0], data, methods)
+    given: set[str] = set()
+    for sub in subs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _check_jobs(sub, data, methods)
+        for w in caught:
+            if str(w.message) not in given:
+                given.add(str(w.message))
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:

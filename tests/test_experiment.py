@@ -747,6 +747,29 @@ def test_a_list_of_k_runs_every_job_at_each_k_in_one_run_and_a_resume_adds_a_k(t
     assert model.score(test) == rows[5]["accuracy"]
 
 
+def test_the_target_split_fractions_are_config_keys_and_runs_from_before_them_resume(tmp_path):
+    import yaml
+    cfg = ExperimentConfig(name="frac", source="digits", target="digits", k=2, repeats=1, methods=["target_only"],
+                           val_fraction=0.1, test_fraction=0.4, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    target = prepare_domains(cfg).target
+    whole = torch.bincount(torch.cat([target.train.labels, target.val.labels, target.test.labels]))
+    assert torch.equal(torch.bincount(target.test.labels), (whole * 0.4).round().long())
+    assert torch.equal(torch.bincount(target.val.labels), (whole * 0.1).round().long())
+    for bad in ({"val_fraction": 0.5, "test_fraction": 0.5}, {"test_fraction": 0.0}, {"val_fraction": -0.1}):
+        with pytest.raises(TransferkitError, match="shares of each target class in its val and test splits"):
+            ExperimentConfig(**bad)
+    with pytest.raises(TransferkitError, match="test_fraction 0.3 cuts a test split .* leave test_fraction out"):
+        ExperimentConfig(test="digits", test_fraction=0.3)
+    old = replace(cfg, val_fraction=0.15, test_fraction=0.25, name="old")
+    run_dir, rows = run_experiment(old, log=lambda *a: None)
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    stored.pop("val_fraction"), stored.pop("test_fraction")  # as a run made before the keys were
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert run_experiment(old, run_dir=run_dir, log=lambda *a: None)[1] == rows  # read back: the same digests
+    with pytest.raises(TransferkitError, match=r"another config \(test_fraction: 0.25 there, 0.4 now"):
+        run_experiment(replace(old, test_fraction=0.4), run_dir=run_dir, log=lambda *a: None)
+
+
 def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypatch):
     from transferkit import experiment
     from transferkit.errors import warn

@@ -40,7 +40,8 @@ class ExperimentConfig:
     ``x`` only), is the unlabelled target instead: the target's labels then serve k / ratio,
     validation and the test split only. ``test``, a labelled domain spec, is the test split
     instead (every image of a target class, matched by name): the target is then cut into
-    train (85 %) and val (15 %) only.
+    train and val only. ``val_fraction`` and ``test_fraction`` of each target class (rounded)
+    go to its val and test splits (``test_fraction`` is 0 with ``test``).
     Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``. ``k`` (or
     ``ratio``) may be a list, ``[1, 5, 10]``: every job runs at each value, in one run directory
     and one results table (a label-efficiency curve; :meth:`settings` gives one config per value).
@@ -62,6 +63,8 @@ class ExperimentConfig:
     repeats: int = 3
     seed: int = 0
     val_per_class: int | None = None  # cap on labelled target validation examples per class
+    val_fraction: float = 0.15  # of each target class, its validation split
+    test_fraction: float = 0.25  # of each target class, its test split (none with `test`)
     select_on: str = "target_val"  # early stopping / model selection: target_val | source_val | none
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, eval_every=100))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, eval_every=25))
@@ -96,6 +99,13 @@ class ExperimentConfig:
         check(not (self.k is not None and self.ratio is not None),
               "give k or ratio, not both (set k: null to use ratio)")
         check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
+        check(0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1,
+              f"val_fraction ({self.val_fraction}) and test_fraction ({self.test_fraction}) are the shares of each "
+              f"target class in its val and test splits: val_fraction in [0, 1), test_fraction in (0, 1), and "
+              f"together below 1 (the rest is the train split)")
+        check(self.test is None or self.test_fraction == 0.25,
+              f"test_fraction {self.test_fraction} cuts a test split from the target, which a config's own test "
+              f"set ({self.test!r}) replaces: leave test_fraction out (the target is cut into train and val)")
         variable = VARIABLE.search(str(self.out_dir))
         check(variable is None, f"out_dir {self.out_dir!r}: {variable and variable.group()} is not expanded (paths are "
                                 f"read as written, ~ alone is the home folder): write the path out, or let the shell "

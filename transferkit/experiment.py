@@ -132,7 +132,8 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     # class subset, so source and target cut from the same images (mnist, mnist+inversion 5-9)
     # never share an image between one's training and the other's test split
     source = narrowed(split_domain(src), cfg.source_classes)
-    target = narrowed(split_domain(tgt, test_fraction=0.0 if test is not None else 0.25), cfg.target_classes)
+    target = narrowed(split_domain(tgt, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction),
+                      cfg.target_classes)
     test_overlap = {}  # of a test set of its own: its images that are target train / val images
     if test is not None:  # a test set of its own: the target is cut into train and val only
         target.test = as_target_test(cfg, test, target.train, channels)
@@ -1692,6 +1693,9 @@ NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progres
                "pretrain.checkpoint_every"}
 #: config keys that only choose which jobs run (each finished job is checked by its own digest)
 CHOOSES_JOBS = {"methods", "repeats", "options"}
+#: config keys added since runs were first made, with their defaults: a run's config.yaml or a
+#: job's digest from before a key was added reads as its default
+ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25}
 #: config keys that choose the settings run (each names its own job files, whose digests keep the value)
 CHOOSES_SETTINGS = {"k", "ratio"}
 
@@ -1720,8 +1724,8 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     nonzero ``revision`` (``revision``: another one) is part of it."""
     check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
     flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
-    for key in ("unlabeled", "test"):  # fields of 2026-12-02: rows from before keep their digest
-        if flat.get(key) is None:
+    for key, default in ADDED_FIELDS.items():
+        if flat.get(key) == default:  # at its default: rows from before the field keep their digest
             flat.pop(key, None)
     cls, given = get_method(method), cfg.options.get(method, {})
     revision = cls.revision if revision is None else revision
@@ -1773,7 +1777,7 @@ def _config_changes(stored: dict, cfg: ExperimentConfig) -> list[str]:
     """``"key: old there, new now"`` for each key that a job's results depend on (not one of
     :data:`NOT_RESULTS`, :data:`CHOOSES_JOBS` or :data:`CHOOSES_SETTINGS`) and that differs between a ``stored`` config
     mapping and ``cfg``, sorted by key."""
-    then, now = _flat(stored), _flat(yaml.safe_load(dump_config(cfg)))  # as stored: tuples are lists
+    then, now = {**ADDED_FIELDS, **_flat(stored)}, _flat(yaml.safe_load(dump_config(cfg)))  # as stored: lists
     return [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
             if k not in NOT_RESULTS | CHOOSES_JOBS | CHOOSES_SETTINGS and then.get(k) != now.get(k)]
 

@@ -45,6 +45,37 @@ def test_training_learns_and_is_deterministic():
     assert unselected.best_step == unselected.steps == 40 and unselected.best_val_accuracy is None
 
 
+def test_the_logged_loss_is_the_mean_over_the_steps_since_the_last_evaluation_and_survives_a_stop(tmp_path):
+    from transferkit.methods.base import Method
+
+    class StepLoss(Method):  # its loss is the step number: the mean of a window is known
+        name = "step_loss"
+
+        def trainable_units(self):
+            return self.net.unit_names
+
+        def losses(self, batch):
+            x, y = batch.target
+            ce = F.cross_entropy(self.forward_from_input(x), y)
+            return {"ce": ce, "at": ce * 0 + float(batch.step)}
+
+    def method():
+        torch.manual_seed(0)
+        return StepLoss(build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28))
+    cfg = TrainConfig(steps=30, batch_size=16, eval_every=10, checkpoint_every=15, patience=None)
+    full = Engine(cfg, seed=0).fit(method(), target=toy_domain())
+    assert [r["at"] for r in full.history] == [4.5, 14.5, 24.5]  # the means of steps 0-9, 10-19, 20-29
+    assert full.history[0]["loss"] == pytest.approx(full.history[0]["ce"] + 4.5, rel=1e-5)
+
+    def crash(step, state):
+        if step == 17:
+            raise Interrupt
+    with pytest.raises(Interrupt):  # checkpointed at step 15, in the middle of the second window
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(method(), target=toy_domain())
+    resumed = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(method(), target=toy_domain())
+    assert resumed.history == full.history
+
+
 def test_frozen_units_bit_identical_and_prefix_cached():
     d = toy_domain()
     m = make("linear_probe")

@@ -350,6 +350,8 @@ class Engine:
             if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
                 method.input_cache = self._cache_inputs(method, streams, device)
             first_step = state["step"]
+            window = {k: (torch.tensor(total, dtype=torch.float32, device=device), n)  # a stop mid-window keeps it
+                      for k, (total, n) in (state.get("loss_window") or {}).items()}
             while state["step"] < cfg.steps and not state["stopped"]:
                 step = state["step"]
                 p = step / cfg.steps
@@ -374,14 +376,17 @@ class Engine:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                for key, value in (("loss", loss), *terms.items()):  # sums since the last evaluation, no sync
+                    total, n = window.get(key, (0.0, 0))
+                    window[key] = (value.detach().float() + total, n + 1)
                 method.after_step(batch)
                 state["step"] = step = step + 1
                 bar.update(1)
                 if step % cfg.eval_every == 0 or step == cfg.steps:
-                    logged = all_reduce_mean(torch.stack([loss.detach().float()] + [v.detach().float()
-                                                                                   for v in terms.values()]))
-                    record = {"step": step, **dict(zip(["loss", *terms], logged.tolist())),
+                    logged = all_reduce_mean(torch.stack([total / n for total, n in window.values()]))
+                    record = {"step": step, **dict(zip(window, logged.tolist())),  # means over the window's steps
                               "lr": cfg.lr * factor}  # a group trains at lr_mult × this
+                    window = {}
                     if val_x is not None:
                         acc = self._accuracy(method, val_x, val_y)
                         modes_stale = True
@@ -406,6 +411,7 @@ class Engine:
                 if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                                        or state["stopped"]):
                     state["trained_s"] = self.resumed_s + time.perf_counter() - t0  # a resume counts them too
+                    state["loss_window"] = {k: [float(total), n] for k, (total, n) in window.items()}
                     self._save(method, opt, state, best_weights, signature, history, device)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
             bar.close()

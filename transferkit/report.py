@@ -291,9 +291,9 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         sparse = sorted(m for m, recs in curves.items() if len(recs) < 3)
         if sparse and notes is not None:  # the engine logs the loss at each evaluation (every eval_every steps)
             notes.append(f"Training curves of {where}: {', '.join(sparse)} logged fewer than 3 points (the loss "
-                         f"is logged at each evaluation, every train.eval_every steps, and is the sum of the "
-                         f"method's terms, a discriminator's included): lower eval_every for a curve; each term "
-                         f"is in metrics.jsonl")
+                         f"is logged at each evaluation, every train.eval_every steps, as its mean over the steps "
+                         f"since the previous one, and is the sum of the method's terms, a discriminator's "
+                         f"included): lower eval_every for a curve; each term is in metrics.jsonl")
     return out
 
 

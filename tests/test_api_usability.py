@@ -136,6 +136,24 @@ def test_one_channels_last_grey_image_is_named_as_the_shape_given(one_thread):
         assert image_batch(torch.rand(3, 28, 28), "predict", shape=(1, 28, 28)).shape == (3, 1, 28, 28)
 
 
+def test_select_metric_is_a_parameter_that_clone_keeps_and_the_run_config_takes(tmp_path):
+    from sklearn.base import clone
+
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import run_experiment
+    model = Transfer("finetune", select_metric="balanced_accuracy", train=TINY)
+    assert clone(model).select_metric == "balanced_accuracy" and "select_metric='balanced_accuracy'" in repr(model)
+    assert "select_metric" not in repr(Transfer("finetune"))
+    with pytest.raises(TransferkitError, match="select_metric must be one of accuracy, balanced_accuracy"):
+        Transfer("finetune", select_metric="balanced")
+    with pytest.raises(TransferkitError, match="select_metric must be accuracy or balanced_accuracy"):
+        ExperimentConfig(select_metric="recall")
+    cfg = ExperimentConfig(name="sel", source="digits", target="digits", k=2, repeats=1, methods=["target_only"],
+                           select_metric="balanced_accuracy", pretrain=TINY, train=TINY, out_dir=str(tmp_path))
+    row = run_experiment(cfg, log=lambda *a: None)[1][0]
+    assert row["select_metric"] == "balanced_accuracy" and 0 <= row["val_accuracy"] <= 1
+
+
 def test_each_model_has_its_own_default_pretrain_config_and_repr_names_changed_budgets():
     a, b = Transfer("finetune"), Transfer("dann")
     a.pretrain_cfg.steps = 5  # a notebook cell changes one model's pre-training

@@ -252,11 +252,13 @@ def test_yaml_types_booleans_are_not_ints_numbers_not_text_and_text_not_numbers(
     assert (cfg.name, cfg.out_dir, cfg.k, cfg.train.steps, cfg.train.lr) == ("1.10", "1.5", 7, 1000, 1e-4)
     for text, message in (("name: 1.10", r"config name must be text, got the number 1.1 .*quote it as written"),
                           ("out_dir: 2024", "config out_dir must be text, got the number 2024"),
-                          ("k: '7'", "config k must be int or null, got the text '7': write a number without quotes"),
+                          ("k: '7'", "config k must be int or a list of ints or null, got the text '7': write a number "
+                                     "without quotes"),
                           ("train: {lr: '1e-4'}", "config train.lr must be float, got the text '1e-4'"),
-                          ("k: '5,6'", "config k must be int or null, got the text '5,6': write one number"),
+                          ("k: '5,6'", "config k must be int or a list of ints or null, got the text '5,6': write a "
+                                       "list in brackets"),
                           ("repeats: true", "config repeats must be int, got True"),
-                          ("k: false", "config k must be int or null, got False"),
+                          ("k: false", "config k must be int or a list of ints or null, got False"),
                           ("train: {lr: true}", "config train.lr must be float, got True")):
         with pytest.raises(TransferkitError, match=message):
             load_config(_yaml(tmp_path, text))

@@ -76,6 +76,26 @@ def test_the_logged_loss_is_the_mean_over_the_steps_since_the_last_evaluation_an
     assert resumed.history == full.history
 
 
+def test_validation_scores_accuracy_or_the_mean_per_class_accuracy_and_checkpoints_keep_which(tmp_path):
+    class Fixed(torch.nn.Module):  # predicts class 0 for the first 9 images, class 1 for the last
+        name = "fixed"
+
+        def forward_from_input(self, x):
+            return torch.stack([x.flatten(1)[:, 0], 1 - x.flatten(1)[:, 0]], 1)
+    x = torch.ones(10, 1, 2, 2)
+    x[9] = 0
+    y = torch.tensor([0] * 8 + [1, 1])  # 8 of class 0, right; 2 of class 1, one right
+    assert Engine()._accuracy(Fixed(), x, y) == 0.9
+    assert Engine(select_metric="balanced_accuracy")._accuracy(Fixed(), x, y) == (1.0 + 0.5) / 2
+    with pytest.raises(TransferkitError, match="select_metric must be one of accuracy, balanced_accuracy, got 'f1'"):
+        Engine(select_metric="f1")
+    d = toy_domain()
+    m = make()
+    plain = Engine(checkpoint_dir=tmp_path)._signature(m, {"target": d}, d)
+    assert Engine(checkpoint_dir=tmp_path, select_metric="accuracy")._signature(m, {"target": d}, d) == plain
+    assert Engine(checkpoint_dir=tmp_path, select_metric="balanced_accuracy")._signature(m, {"target": d}, d) != plain
+
+
 def test_frozen_units_bit_identical_and_prefix_cached():
     d = toy_domain()
     m = make("linear_probe")

@@ -207,7 +207,7 @@ def test_unlabelled_images_that_are_target_test_images_are_named_and_counted(tmp
 
 def test_configs_made_in_python_are_checked_as_yaml_ones():
     assert TrainConfig(steps=3.0).steps == 3 and ExperimentConfig(k=5).k == 5
-    with pytest.raises(TransferkitError, match="config k must be int or null, got the text '5'"):
+    with pytest.raises(TransferkitError, match="config k must be int or a list of ints or null, got the text '5'"):
         ExperimentConfig(k="5")  # text is no number, as in a YAML file
     assert ExperimentConfig(train={"lr": 0.1}).train == TrainConfig(steps=300, eval_every=25, lr=0.1)
     assert ExperimentConfig(methods=("finetune",)).methods == ["finetune"]
@@ -280,7 +280,7 @@ def test_set_null_below_a_method_name_is_a_value_not_a_dropped_key(tmp_path):
     ("train=5", "config train must be a mapping"),
     ("repeats=2.5", "config repeats must be int, got 2.5"),
     ("seed=abc", "config seed must be int"),
-    ("k=abc", "config k must be int or null"),
+    ("k=abc", "config k must be int or a list of ints or null"),
     ("train.steps=10.5", "config train.steps must be int"),
     ("train.momentum=abc", "config train.momentum must be float"),
     ("train.amp=3", "config train.amp must be bool"),

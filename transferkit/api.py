@@ -30,7 +30,7 @@ from .backbones import (
 from .clip import CaptionedDomain
 from .config import load_config
 from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
-from .engine import Engine, TrainConfig, check_streams
+from .engine import SELECT_METRICS, Engine, TrainConfig, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import (
@@ -62,8 +62,10 @@ class Transfer:
     :class:`TrainConfig` budgets of the transfer and of the source pre-training (steps, lr,
     batch size...: ``help(TrainConfig)``); ``seed``, which seeds the network's initialisation
     and the training batches (not the label subset: choose that with ``sample_k_shot(...,
-    seed=)``); ``**options``, the method's own options (``transferkit.method_options(method)``,
-    or ``transferkit methods NAME``).
+    seed=)``); ``select_metric``, what ``fit(val=...)`` scores for early stopping and the weights
+    kept: ``"accuracy"``, or ``"balanced_accuracy"`` (the mean per-class accuracy, for imbalanced
+    classes; the source pre-training selects on accuracy); ``**options``, the method's own
+    options (``transferkit.method_options(method)``, or ``transferkit methods NAME``).
 
     ``fit(target, source=None, unlabeled=None, val=None, net=None, source_val=None)``: when
     the method starts from a source network and ``net`` is not given, the backbone is first
@@ -80,7 +82,7 @@ class Transfer:
     """
 
     def __init__(self, method: str | type = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
-                 pretrain: TrainConfig | None = None, seed: int = 0, **options):
+                 pretrain: TrainConfig | None = None, seed: int = 0, select_metric: str = "accuracy", **options):
         self.method_cls = get_method(method)
         nested = [k for k in options if k.partition("__")[0] in ("train", "pretrain")]
         check(not nested, f"{nested[0] if nested else ''!r} is no parameter: train and pretrain are TrainConfig "
@@ -90,7 +92,10 @@ class Transfer:
         check_options(self.method_cls, options)  # a misspelt option now, with the known ones, not at fit
         check_option_values(self.method_cls, options)  # and a value outside its domain
         check_backbone(backbone)
+        check(select_metric in SELECT_METRICS, f"select_metric must be one of {', '.join(SELECT_METRICS)}, got "
+                                               f"{select_metric!r}")
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
+        self.select_metric = select_metric
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, PRETRAIN_DEFAULT, "pretrain")
 
@@ -100,7 +105,7 @@ class Transfer:
         ``sklearn.base.clone(model)`` is an unfitted copy (``deep`` changes nothing: no
         argument is an estimator)."""
         return {"method": self.method_cls.name, "backbone": self.backbone, "train": self.train_cfg,
-                "pretrain": self.pretrain_cfg, "seed": self.seed, **self.options}
+                "pretrain": self.pretrain_cfg, "seed": self.seed, "select_metric": self.select_metric, **self.options}
 
     def set_params(self, **params) -> "Transfer":
         """Change constructor arguments, checked as the constructor checks them (an option the
@@ -258,7 +263,8 @@ class Transfer:
         method = build_method(cls, net, options, head_classes, target_classes)
         fit_result = fit_for_target(
             method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
-                                                    checkpoint_dir=ckpt / tag if ckpt is not None else None),
+                                                    checkpoint_dir=ckpt / tag if ckpt is not None else None,
+                                                    select_metric=self.select_metric),
             head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
             classes = list(method.class_names)  # the target's, or those of its captioned source's images)
@@ -324,6 +330,7 @@ class Transfer:
 
     def __repr__(self) -> str:
         options = "".join(f", {k}={_option_text(v)}" for k, v in self.options.items())
+        options += f", select_metric={self.select_metric!r}" if self.select_metric != "accuracy" else ""
         for name, cfg, default in (("train", self.train_cfg, TrainConfig()), ("pretrain", self.pretrain_cfg,
                                                                                PRETRAIN_DEFAULT)):
             changed = ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .engine import TrainConfig
+from .engine import SELECT_METRICS, TrainConfig
 from .errors import TransferkitError, UnknownNameError, check, is_whole
 from .fields import check_fields, from_dict
 from .io import VARIABLE
@@ -66,6 +66,7 @@ class ExperimentConfig:
     val_fraction: float = 0.15  # of each target class, its validation split
     test_fraction: float = 0.25  # of each target class, its test split (none with `test`)
     select_on: str = "target_val"  # early stopping / model selection: target_val | source_val | none
+    select_metric: str = "accuracy"  # what selection scores: accuracy | balanced_accuracy (the transfer stage)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, eval_every=100))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, eval_every=25))
     options: dict = field(default_factory=dict)  # per-method keyword arguments: {method: {key: value}}
@@ -114,6 +115,9 @@ class ExperimentConfig:
               f"name {self.name!r} names the run's folder under out_dir: no '/' or '\\', not empty or dots")
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
+        check(self.select_metric in SELECT_METRICS,
+              f"select_metric must be accuracy or balanced_accuracy (the mean per-class accuracy: classes of few "
+              f"images count as much as large ones), got {self.select_metric!r}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         if self.channels == "auto":  # the README's name for the default
             self.channels = None

@@ -128,6 +128,9 @@ class TrainConfig:
         check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
 
 
+#: what validation may score: accuracy, or the mean per-class accuracy (recall) for imbalanced classes
+SELECT_METRICS = ("accuracy", "balanced_accuracy")
+
 SCHEDULES: dict[str, Callable[[float], float]] = {
     "constant": lambda p: 1.0,
     "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
@@ -257,7 +260,10 @@ class Engine:
     def __init__(self, config: TrainConfig | None = None, seed: int = 0,
                  checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
                  hooks: tuple[Callable[[int, dict], None], ...] = (), tensorboard_dir: str | Path | None = None,
-                 run_name: str | None = None):
+                 run_name: str | None = None, select_metric: str = "accuracy"):
+        check(select_metric in SELECT_METRICS, f"select_metric must be one of {', '.join(SELECT_METRICS)}, got "
+                                               f"{select_metric!r}")
+        self.select_metric = select_metric  # what the validation evaluations (early stopping, best weights) score
         self.cfg = config or TrainConfig()
         self.run_name = run_name  # tags this training's records in a metrics file shared by several
         self.seed = torch_seed(seed)
@@ -319,8 +325,9 @@ class Engine:
             # before the frozen prefix is cached below: its activations come from the checkpoint's weights
             state, best_weights, history = self._load(method, opt, signature, device)
             self.resumed_s = float(state.get("trained_s") or 0.0)  # seconds trained before the stop
-            if state["best_acc"] is not None and val is not None and len(val):  # a checkpoint of before
-                # 2026-12-01 (c39418c) holds the float32 ratio: its count's exact fraction, as new evaluations give
+            if state["best_acc"] is not None and val is not None and len(val) and self.select_metric == "accuracy":
+                # a checkpoint of before 2026-12-01 (c39418c) holds the float32 ratio: its count's exact
+                # fraction, as new evaluations give
                 state["best_acc"] = round(state["best_acc"] * len(val)) / len(val)
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
@@ -482,11 +489,17 @@ class Engine:
         check(top < logits.shape[1], f"validation labels go up to {top} but {method.name!r} scores "
                                      f"{logits.shape[1]} classes: the validation domain has other classes than the "
                                      f"network's head (no image of class {top} could ever be counted correct)")
-        correct, n = int((logits.argmax(1) == y).sum()), len(y)
+        right = logits.argmax(1) == y
+        if self.select_metric == "balanced_accuracy":  # per class: images and correct ones, then the mean recall
+            width = logits.shape[1]
+            counts = torch.stack([torch.bincount(y, minlength=width), torch.bincount(y[right], minlength=width)])
+        else:
+            counts = torch.tensor([[len(y)], [int(right.sum())]], device=logits.device)
         if world_size() > 1:  # each rank scores its shard: the counts of all
-            counts = all_reduce_mean(torch.tensor([correct, n], dtype=torch.float64, device=logits.device))
-            correct, n = (round(float(c) * world_size()) for c in counts)
-        return correct / n  # exact; ranks one set's counts as the float32 ratio did (n < 2**24): same early stops
+            counts = (all_reduce_mean(counts.double()) * world_size()).round()
+        n, correct = (c.long().tolist() for c in counts)
+        recalls = [c / k for c, k in zip(correct, n) if k > 0]
+        return sum(recalls) / len(recalls)  # exact fractions; one set's counts ranked as the float32 ratio did
 
     def _optimizer(self, method) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -525,6 +538,8 @@ class Engine:
         h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
         if getattr(method, "init_options", None):  # only options not at their defaults (older checkpoints resume)
             h.update(f"|options:{content_text(method.init_options)}".encode())
+        if self.select_metric != "accuracy":  # what chose the kept weights (added 2026-12-02: older ones resume)
+            h.update(f"|select:{self.select_metric}".encode())
         if getattr(method, "revision", 0):  # a default changed what it trains: older checkpoints are foreign
             h.update(f"|revision:{method.revision}".encode())
         for name, d in list(given.items()) + [("val", val)]:

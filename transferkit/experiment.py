@@ -1048,7 +1048,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
             train = config or cfg.train
             if train.device != cfg.device:
                 train = replace(train, device=cfg.device)
-            return Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl",
+            return Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl", select_metric=cfg.select_metric,
                           checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
                           tensorboard_dir=run_dir / "tensorboard" / job.stem / tag, run_name=f"{job.stem}/{tag}")
 
@@ -1061,6 +1061,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
+           **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            **test_fields(cfg, data),
            **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled),
@@ -1695,7 +1696,8 @@ NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progres
 CHOOSES_JOBS = {"methods", "repeats", "options"}
 #: config keys added since runs were first made, with their defaults: a run's config.yaml or a
 #: job's digest from before a key was added reads as its default
-ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25}
+ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25,
+                "select_metric": "accuracy"}
 #: config keys that choose the settings run (each names its own job files, whose digests keep the value)
 CHOOSES_SETTINGS = {"k", "ratio"}
 

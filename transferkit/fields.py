@@ -104,8 +104,8 @@ def _typed(hint, value, name: str):
         if t in (int, float) and isinstance(value, numbers.Real) and not isinstance(value, bool):
             if t is float or float(value).is_integer():
                 return t(value)
-    wanted = " or ".join(t.__name__ for t in kinds) + (" or a list of them" if listed else "") + (
-        " or null" if nullable else "")
+    names = " or ".join(t.__name__ for t in kinds)
+    wanted = names + (f" or a list of {names}s" if listed else "") + (" or null" if nullable else "")
     leaf = name.rsplit(".", 1)[-1]
     if str in kinds and isinstance(value, numbers.Real) and not isinstance(value, bool):
         raise TransferkitError(f"config {name} must be text, got the number {value!r} (YAML reads unquoted digits as "

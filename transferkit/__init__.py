@@ -1,7 +1,8 @@
 """transferkit: label-efficient transfer learning across domains and tasks.
 
-Main entry points: :func:`load_domain`, :func:`build_backbone`, :class:`Engine`,
-:class:`Transfer` (fit / predict / score) and :func:`run_experiment`.
+Main entry points: :func:`load_domain` (:func:`register_domain` names a domain of your own),
+:func:`build_backbone`, :class:`Engine`, :class:`Transfer` (fit / predict / score) and
+:func:`run_experiment`.
 """
 
 __version__ = "0.1.0"
@@ -9,7 +10,7 @@ __version__ = "0.1.0"
 from .api import Transfer  # noqa: E402
 from .backbones import build_backbone  # noqa: E402
 from .config import ExperimentConfig, load_config  # noqa: E402
-from .data import load_domain  # noqa: E402
+from .data import load_domain, register_domain  # noqa: E402
 from .domain import Domain  # noqa: E402
 from .engine import Engine, TrainConfig  # noqa: E402
 from .errors import TransferkitError, TransferkitWarning  # noqa: E402
@@ -19,4 +20,4 @@ from .userdata import read_images  # noqa: E402
 
 __all__ = ["Domain", "Engine", "ExperimentConfig", "TrainConfig", "Transfer", "TransferkitError", "TransferkitWarning",
            "build_backbone", "list_methods", "load_config", "load_domain", "load_model", "method_options",
-           "read_images", "run_experiment", "save_network"]
+           "read_images", "register_domain", "run_experiment", "save_network"]

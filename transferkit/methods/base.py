@@ -37,7 +37,7 @@ from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, che
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
-from ..runtime import plugin_hint, plugin_modules
+from ..runtime import import_plugins, plugin_hint
 
 #: ``{name: method class}``; a name held by another class (a built-in) is refused
 METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
@@ -68,22 +68,9 @@ def load_outside_families() -> None:
     """Import the outside families and the user's modules named in ``$TRANSFERKIT_PLUGINS``
     (comma-separated module names, e.g. ``my_methods``: methods defined outside the package,
     available to ``transferkit run`` and to worker processes, which inherit the variable)."""
-    plugins = plugin_modules()
     for module in OUTSIDE_FAMILIES:
         importlib.import_module(module)
-    for module in plugins:
-        try:
-            importlib.import_module(module)
-        except TransferkitError:  # the plugin's own named error (e.g. a name that is taken)
-            raise
-        except Exception as e:
-            missing = isinstance(e, ModuleNotFoundError) and e.name and (module + ".").startswith(e.name + ".")
-            if missing:  # the plugin module itself (or its package), not one that it imports
-                raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: "
-                                       f"{e} (is its folder on PYTHONPATH?)") from e
-            raise TransferkitError(f"importing plugin module {module!r} (TRANSFERKIT_PLUGINS) failed: "
-                                   f"{type(e).__name__}: {e}; run `python -c 'import {module}'` to see the "
-                                   f"traceback") from e
+    import_plugins()
 
 
 def get_method(name) -> type["Method"]:

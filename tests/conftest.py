@@ -70,9 +70,10 @@ def plugin(tmp_path, monkeypatch):
     written = []
     monkeypatch.syspath_prepend(str(tmp_path))
     from transferkit.backbones import BACKBONES
+    from transferkit.data import BUILTINS
     from transferkit.methods.base import METHODS, load_outside_families
     load_outside_families()  # built-in families registered on first use are not the plugin's to forget
-    methods, backbones = dict(METHODS), dict(BACKBONES)
+    methods, backbones, domains = dict(METHODS), dict(BACKBONES), dict(BUILTINS)
 
     def write(module: str, text: str):
         (tmp_path / f"{module}.py").write_text(text)
@@ -80,6 +81,6 @@ def plugin(tmp_path, monkeypatch):
     yield write
     for module in written:
         sys.modules.pop(module, None)
-    for registry, before in ((METHODS, methods), (BACKBONES, backbones)):
+    for registry, before in ((METHODS, methods), (BACKBONES, backbones), (BUILTINS, domains)):
         for name in set(registry) - set(before):
             del registry[name]

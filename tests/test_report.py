@@ -408,8 +408,8 @@ def test_the_units_flex_methods_picked_are_counted_under_the_tables(tmp_path, ca
     more = rows + [{**base, "method": "flex", "seed": 0, "setting": "k=5", "picked": "all"}]
     assert "flex (s → t, k=5) picked: all ×1" in markdown_table(summarize(more), more)
     logged = []
-    _log_row(logged.append, rows[0])
-    _log_row(logged.append, rows[-1])
+    _log_row(logged.append, False, rows[0])
+    _log_row(logged.append, False, rows[-1])
     assert logged[0].endswith("(1.0s), picked conv2") and logged[1].endswith("(1.0s)")
 
 

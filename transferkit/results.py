@@ -309,26 +309,28 @@ def standard_error_note(rows: list[dict]) -> str:
     return "Mean ± standard error over n seeds (label subsets)."
 
 
+def _one_column(row: dict) -> bool:
+    """Whether ``row``'s test images, of two classes or more, were all predicted as one class (its
+    ``confusion``, true class x predicted class, has one non-empty column)."""
+    conf = row.get("confusion")
+    if not isinstance(conf, list) or not all(isinstance(c, list) for c in conf):
+        return False
+    return (sum(1 for r in conf if sum(r) > 0) >= 2
+            and sum(1 for column in zip(*conf) if sum(column) > 0) == 1)
+
+
 def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the rows whose test images, of two classes or more, were all predicted as
     one class (their ``confusion``, true class x predicted class, has one non-empty column):
     their accuracy is that class's share of the images, not what a classifier learned."""
     cell = md_cell if markdown else str
-
-    def one_column(r) -> bool:
-        conf = r.get("confusion")
-        if not isinstance(conf, list) or not all(isinstance(c, list) for c in conf):
-            return False
-        return (sum(1 for row in conf if sum(row) > 0) >= 2
-                and sum(1 for column in zip(*conf) if sum(column) > 0) == 1)
-
-    cells = _cells(rows, one_column)
+    cells = _cells(rows, _one_column)
     parts = []
     for method, by_cell in cells.items():
         for key, rs in by_cell.items():
             predicted = {next(j for j, v in enumerate(zip(*r["confusion"])) if sum(v) > 0) for r in rs}
             names = rs[0].get("class_names") or []
-            shown = ", ".join(str(names[j]) if j < len(names) else f"id {j}" for j in sorted(predicted))
+            shown = ", ".join(_class_name(names, j) for j in sorted(predicted))
             seeds = ", ".join(str(r["seed"]) for r in rs)
             parts.append(f"{cell(_cell_name(method, key, len(by_cell)))} (seed{'s' if len(rs) > 1 else ''} {seeds}: "
                          f"class {cell(shown)})")
@@ -336,6 +338,100 @@ def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
         return []
     return [f"Every test image predicted as one class: {'; '.join(parts)}; such an accuracy is that class's share "
             f"of the test images."]
+
+
+#: how many classes (or table cells) a line under the tables names before it counts the rest
+NAMED = 5
+
+
+def _class_name(names, j: int) -> str:
+    """Class ``j``'s name in a row's ``class_names``, ``"id j"`` where it has none."""
+    return str(names[j]) if j < len(names) else f"id {j}"
+
+
+def _per_class(row: dict) -> list | None:
+    """A row's ``per_class_accuracy`` (a number per target class, None for a class without test
+    images), None where it has no such list."""
+    values = row.get("per_class_accuracy")
+    if isinstance(values, list) and all(v is None or (isinstance(v, Real) and not isinstance(v, bool))
+                                        for v in values):
+        return values
+    return None
+
+
+def _first_named(items: list[str], what: str, sep: str = ", ") -> str:
+    """``items`` joined by ``sep``, the first :data:`NAMED` named and the rest counted, so that a
+    line stays short for a target of many classes: ``"a, b, c, d, e and 7 more classes"``."""
+    shown = sep.join(items[:NAMED])
+    return shown + (f" and {len(items) - NAMED} more {what}" if len(items) > NAMED else "")
+
+
+def _short_cell_namer(rows: list[dict]):
+    """A function naming a table cell (method, source, target, setting, run) briefly for the lines
+    under the table: ``"dann, k=5"``, with its run and its source → target where the rows hold
+    several runs or pairs."""
+    pairs = {(r.get("source", ""), r.get("target", "")) for r in rows}
+
+    def name(method: str, key: tuple) -> str:
+        source, target, setting, run = key
+        parts = ([method] + ([f"run {run}"] if run else []) + ([f"{source} → {target}"] if len(pairs) > 1 else [])
+                 + ([str(setting)] if setting else []))
+        return ", ".join(parts)
+    return name
+
+
+def never_recognised_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming, per table cell, the target classes with test images whose per-class accuracy
+    (recall) is 0 on every seed: a method that never recognises a class can still score a high
+    accuracy where that class has few test images. Cells whose every row predicted one class are
+    left out (:func:`one_class_line` names them), and a long list names a few and counts the rest."""
+    cell = md_cell if markdown else str
+    short = _short_cell_namer(rows)
+    never: dict[str, list[str]] = {}  # a class -> the cells that never recognised it
+    for method, by_cell in _cells(rows, lambda r: _per_class(r) is not None).items():
+        for key, rs in by_cell.items():
+            values = [_per_class(r) for r in rs]
+            if all(_one_column(r) for r in rs) or len({len(v) for v in values}) != 1:
+                continue
+            names = rs[0].get("class_names") or []
+            for j in range(len(values[0])):
+                if all(v[j] is not None and v[j] == 0 for v in values):
+                    never.setdefault(_class_name(names, j), []).append(cell(short(method, key)))
+    by_cells: dict[tuple[str, ...], list[str]] = {}  # classes that the same cells never recognised, named once
+    for name, where in never.items():
+        by_cells.setdefault(tuple(where), []).append(cell(name))
+    if not by_cells:
+        return []
+    parts = [f"{_first_named(classes, 'classes')} ({_first_named(list(where), 'cells', '; ')})"
+             for where, classes in by_cells.items()]
+    return [f"Never recognised (per-class accuracy 0 on every seed): {_first_named(parts, 'groups of classes')} "
+            f"(per_class_accuracy in results.json)."]
+
+
+def not_scored_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line per target (and run) naming the classes the methods trained on that have no test
+    images (``per_class_accuracy`` null): the accuracy is over the other classes only. Where the
+    rows were scored on a test set of their own whose line (:func:`test_images_line`) already counts
+    the classes it holds, only the classes are named."""
+    cell = md_cell if markdown else str
+    given: dict[tuple, None] = {}
+    for r in rows:
+        values = _per_class(r)
+        if values is None or None not in values:
+            continue
+        names = r.get("class_names") or []
+        missing = tuple(_class_name(names, j) for j, v in enumerate(values) if v is None)
+        counted = isinstance(r.get("test"), str) and r.get("n_test_classes") is not None
+        given.setdefault((r.get("run"), r.get("target", ""), missing, len(values) - len(missing), counted))
+    targets = {target for _, target, *_ in given}
+    lines = []
+    for run, target, missing, scored, counted in given:
+        where = ", ".join(([f"target {cell(target)}"] if len(targets) > 1 else []) + ([f"run {cell(run)}"] if run
+                                                                                       else []))
+        over = "" if counted else f"; accuracy is over the other {scored} class{'es' if scored > 1 else ''}"
+        lines.append(f"Not scored (no test images{f'; {where}' if where else ''}): "
+                     f"{_first_named([cell(m) for m in missing], 'classes')}{over}.")
+    return lines
 
 
 def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
@@ -372,10 +468,11 @@ def test_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
 
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     """The lines under a table that its rows call for: units picked, partial domain adaptation,
-    rows that read no target label, the unlabelled images and test set given, and rows that predicted one
-    class."""
+    rows that read no target label, the unlabelled images and test set given, target classes without
+    test images, rows that predicted one class and classes a method never recognised."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
-            + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + one_class_line(rows, markdown))
+            + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
+            + one_class_line(rows, markdown) + never_recognised_line(rows, markdown))
 
 
 def other_metrics(settings) -> list[str]:

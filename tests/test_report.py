@@ -323,7 +323,8 @@ def test_markup_in_names_is_escaped_and_the_header_names_a_validation_split(tmp_
     (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [base]}))
     write_report(run, tmp_path / "out")
     md = next((tmp_path / "out").rglob("report.md")).read_text()
-    assert "![Confusion matrices, s → t\\]y (k=1)](report_files/" in md  # the alt text is not cut at the name's ]
+    # the alt text, the caption with what the colours and numbers hold, is not cut at the name's ]
+    assert re.search(r"!\[Confusion matrices, s → t\\\]y \(k=1\); colour: row-normalised[^]]*\]\(report_files/", md)
     for bad in (float("nan"), True, 1.5):
         (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [
             {**base, "group_accuracy": bad}]}))
@@ -649,3 +650,32 @@ def test_target_classes_trained_on_without_test_images_are_named_under_the_table
                                      "the other 2 classes."]
     assert not_scored_line([_trial_row("dann", 0, [1.0, 0.9, 0.8, 0.5], conf)]) == []
 
+
+def test_confusion_figures_write_counts_support_and_what_the_colours_hold(monkeypatch):
+    import numpy as np
+    figs = _capture(monkeypatch)
+    conf = [[11, 1, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [2, 0, 0, 0]]  # malignant: 2 test images
+    rows = [_trial_row(m, s, None, conf) for m in ("dann", "finetune") for s in range(3)]
+    ((caption, png),) = report_module.confusion_figures(rows)
+    assert png.startswith(b"\x89PNG")
+    assert caption == ("Confusion matrices, s → t (k=5); colour: row-normalised per true class (recall on the "
+                       "diagonal); numbers: counts summed over 3 seeds; a true class's label gives its test images "
+                       "per seed")
+    fig = figs[-1]
+    dann = fig.axes[0]
+    assert [t.get_text() for t in dann.get_yticklabels()] == ["benign (12)", "cyst (10)", "normal (10)",
+                                                              "malignant (2)"]
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in dann.texts}
+    assert cells[(0, 0)] == "33" and cells[(3, 0)] == "6" and cells[(3, 3)] == "0" and len(cells) == 16
+    assert dann.get_title() == "dann (3 seeds)" and fig.axes[1].get_yticklabels()[0].get_text() == ""
+    assert np.allclose(dann.images[0].get_array()[3], [1, 0, 0, 0])  # colour: row-normalised
+    assert "share of the true class" in fig.axes[-1].get_ylabel()  # the colour bar
+    assert "numbers: counts summed over 3 seeds" in fig._suptitle.get_text()
+    other = [_trial_row("dann", 3, None, [[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 5, 0], [0, 0, 0, 1]])]
+    ((caption, _),) = report_module.confusion_figures(rows[:3] + other)  # another test split: sums, per panel
+    assert "summed over 4 seeds" in caption and caption.endswith("test images, summed over the seeds")
+    assert figs[-1].axes[0].get_yticklabels()[3].get_text() == "malignant (7)"
+    big = [{**REVIEW_ROW, "method": "m", "seed": 0, "class_names": [str(i) for i in range(13)],
+            "confusion": np.eye(13, dtype=int).tolist()}]
+    ((caption, _),) = report_module.confusion_figures(big)  # more than 12 classes: colours alone
+    assert "numbers" not in caption and len(figs[-1].axes[0].texts) == 0

@@ -552,7 +552,8 @@ def environment_lines(rows: list[dict]) -> list[str]:
     return out
 
 
-def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None) -> str:
+def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,
+                   notes: list[str] = ()) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
     whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
@@ -561,7 +562,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
     the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
     hold another metric (:func:`other_metrics`), what the accuracy column holds there; one says
     what ± means where a cell has one. Rows of several runs (:func:`combine_runs`) get a run
-    column, and ``config`` is then their list of (run, config)."""
+    column, and ``config`` is then their list of (run, config). ``notes``: more lines under the
+    table (e.g. :func:`data_differ_lines` of combined runs)."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl, balanced = any("h_accuracy_mean" in s for s in summary), balanced_shown(summary)
     splits = {r.get("split", "test") for r in rows}
@@ -595,7 +597,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
     others = other_metrics(s["setting"] for s in summary)
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
-    picks += environment_lines(rows)
+    picks += environment_lines(rows) + list(notes)
     subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
         f"run {run}: {named}" for run, named in ((run, class_subsets(c)) for run, c in config) if named)
     return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
@@ -620,7 +622,9 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], work
 def combine_runs(paths) -> dict:
     """The results of several runs or benchmarks as one: ``rows`` each naming its ``run`` (the
     directory's name, or its path where two names are the same), ``config``: a list of (run,
-    config), ``failed``: each run's failed jobs, named by run. The same directory twice is refused."""
+    config), ``failed``: each run's failed jobs, named by run, ``data_differ``: a line per domain
+    spec that two runs read into other data (:func:`data_differ_lines`). The same directory twice
+    is refused."""
     files = [Path(p) / "results.json" if Path(p).is_dir() else Path(p) for p in paths]
     where = [f.resolve() for f in files]
     twice = sorted({str(f) for f, w in zip(files, where) if where.count(w) > 1})
@@ -634,7 +638,79 @@ def combine_runs(paths) -> dict:
         config.append((label, data.get("config") if isinstance(data.get("config"), dict) else None))
         failed += [{**x, "job": f"{label}/{x.get('job')}"} if isinstance(x, dict) else f"{label}: {x}"
                    for x in data.get("failed") or []]
-    return {"rows": rows, "config": config, "failed": failed}
+    differ = data_differ_lines([(label, f.parent) for label, f in zip(labels, files)], rows)
+    return {"rows": rows, "config": config, "failed": failed, "data_differ": differ}
+
+
+#: the config keys besides a domain's spec that decide the splits a run reads from it (``seed`` too for a
+#: spec with shifts or grouped views, whose images it draws): runs that differ in them read other data
+DATA_KEYS = {"source": ("image_size", "channels", "source_classes"),
+             "target": ("image_size", "channels", "target_classes", "val_per_class", "test")}
+
+
+def _data_records(run_dir: Path) -> list[tuple[dict, dict]]:
+    """``(config, data)`` of each run in ``run_dir`` (its own, or a benchmark's runs below it): a
+    run's ``data.json`` (content digests of its splits) with the ``config.yaml`` beside it. Runs
+    without both (made before data.json was written) are left out."""
+    out = []
+    for path in sorted(run_dir.rglob("data.json")):
+        try:
+            data = read_json(path)
+            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
+        except (TransferkitError, OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and isinstance(config, dict):
+            out.append((config, data))
+    return out
+
+
+def _domain_digests(config: dict, data: dict) -> dict[tuple, tuple]:
+    """``{(side, spec, how the config reads it): its splits' digests}`` of one run's record."""
+    out = {}
+    for side, keys in DATA_KEYS.items():
+        spec = config.get(side)
+        digests = tuple(sorted((k, v) for k, v in data.items() if k.startswith(f"{side}.")))
+        if isinstance(spec, str) and digests:
+            how = tuple(repr(config.get(k)) for k in keys) + ((config.get("seed"),) if "+" in spec or "@" in spec
+                                                              else ())
+            out[(side, spec, how)] = digests
+    return out
+
+
+def _runs_apart(groups: list[list[str]]) -> str:
+    """Runs grouped by the data they read: ``"run a as in run b"``, or of three groups and more
+    ``"runs a, c / b / d"`` (runs of the same data together)."""
+    named = [f"run{'s' if len(g) > 1 else ''} {', '.join(g)}" for g in groups]
+    return f"{named[0]} as in {named[1]}" if len(groups) == 2 else f"runs {' / '.join(', '.join(g) for g in groups)}"
+
+
+def data_differ_lines(runs: list[tuple[str, Path]], rows: list[dict]) -> list[str]:
+    """A line per domain spec (a source or target the table's rows name) that two of ``runs``
+    (``(label, directory)``) read into other data under the same config keys: their ``data.json``
+    digests differ, e.g. ``npz:data.npz``, a relative path, read from two working directories. Their
+    rows are then side by side in one table but not on the same data. Silent where a run has no data.json."""
+    named = {(r["run"], side, r.get(side)) for r in rows for side in DATA_KEYS}
+    seen: dict[tuple, dict[str, set]] = {}  # (side, spec, how) -> run -> its digests
+    for label, run_dir in runs:
+        for config, data in _data_records(run_dir):
+            for key, digests in _domain_digests(config, data).items():
+                if (label, key[0], key[1]) in named:
+                    seen.setdefault(key, {}).setdefault(label, set()).add(digests)
+    lines = []
+    for (side, spec, _), by_run in seen.items():
+        groups: dict[frozenset, list[str]] = {}  # runs of the same data, named together
+        for label, digests in by_run.items():
+            groups.setdefault(frozenset(digests), []).append(label)
+        if len(groups) < 2:
+            continue
+        split_digests = [dict(d) for ds in groups for d in ds]
+        splits = sorted({k for d in split_digests for k in d if len({x.get(k) for x in split_digests}) > 1})
+        base = spec.split("+")[0].split("@")[0]
+        relative = base.startswith(("npz:", "folder:")) and not Path(base.split(":", 1)[1]).expanduser().is_absolute()
+        lines.append(f"The {side} {spec} is not the same data in {_runs_apart(list(groups.values()))} "
+                     f"({', '.join(splits)} differ in their data.json): their rows are not on the same data"
+                     + ("; a relative path is read from the directory each run started in" if relative else "") + ".")
+    return lines
 
 
 def failed_line(failure) -> str:

@@ -846,3 +846,61 @@ def test_run_says_what_it_reads_before_it_decodes_the_data(tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", path, "--set", f"out_dir={tmp_path / 'runs'}")
     assert code == 2 and "k=500 is larger than the smallest class: 10 target class(es)" in err
     assert out.splitlines()[0] == "reading source digits and target digits ..."  # the first line, before the data
+
+
+def _run_with_data(run_dir, target, digests, rows=None, **config):
+    """A finished run directory as experiment writes one: results.json, config.yaml and data.json."""
+    from transferkit.results import write_results
+    row = {"method": "dann", "source": "digits", "target": target, "setting": "k=5", "seed": 0, "accuracy": 0.8,
+           "wall_s": 1.0}
+    write_results(run_dir, "trial", {}, rows or [row])
+    (run_dir / "config.yaml").write_text(json.dumps({"source": "digits", "target": target, "image_size": 28,
+                                                     "seed": 0, **config}))
+    (run_dir / "data.json").write_text(json.dumps({"format": 2, "source.train": "s1", "source.val": "s2",
+                                                   "source.test": "s3", **digests}))
+
+
+def test_summary_warns_when_two_runs_read_one_domain_spec_into_other_data(tmp_path, capsys):
+    from transferkit.errors import TransferkitWarning
+    same = {"target.train": "t1", "target.val": "t2", "target.test": "t3"}
+    _run_with_data(tmp_path / "a", "npz:thickflip.npz", same)
+    _run_with_data(tmp_path / "b", "npz:thickflip.npz", {**same, "target.train": "x1", "target.test": "x3"})
+    line = ("The target npz:thickflip.npz is not the same data in run a as in run b (target.test, target.train "
+            "differ in their data.json): their rows are not on the same data; a relative path is read from the "
+            "directory each run started in.")
+    with pytest.warns(TransferkitWarning) as caught:
+        assert main(["summary", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert [str(w.message) for w in caught] == [line]
+    assert line in capsys.readouterr().out  # a line under the table too
+    bench = tmp_path / "bench"  # a benchmark keeps one data.json per run below it
+    _run_with_data(bench / "digits-thick" / "s0", "npz:thickflip.npz", same)
+    from transferkit.results import write_results
+    write_results(bench, "bench", {}, read_rows(tmp_path / "a"))
+    with pytest.warns(TransferkitWarning, match=r"not the same data in runs a, bench as in run b \(target.test, "):
+        main(["summary", str(tmp_path / "a"), str(tmp_path / "b"), str(bench)])
+    capsys.readouterr()
+    quiet = [["summary", str(tmp_path / "a"), str(bench)]]  # the same digests
+    _run_with_data(tmp_path / "c", "npz:thickflip.npz", {**same, "target.train": "y1"}, target_classes=[0, 1])
+    quiet.append(["summary", str(tmp_path / "a"), str(tmp_path / "c")])  # another class subset: other data, said so
+    _run_with_data(tmp_path / "d", "npz:thickflip.npz", {**same, "target.train": "y1"})
+    (tmp_path / "d" / "data.json").unlink()  # a run from before data.json: nothing to compare
+    quiet.append(["summary", str(tmp_path / "a"), str(tmp_path / "d")])
+    _run_with_data(tmp_path / "e", "digits+noise", same)
+    _run_with_data(tmp_path / "f", "digits+noise", {**same, "target.val": "z2"}, seed=1)
+    quiet.append(["summary", str(tmp_path / "e"), str(tmp_path / "f")])  # a shift draws other noise per seed
+    _run_with_data(tmp_path / "g", "digits+noise", {**same, "target.val": "z2"})
+    with pytest.warns(TransferkitWarning, match=r"^The target digits\+noise is not the same data in run e as in run "
+                                                r"g \(target.val differ in their data.json\): their rows are not on "
+                                                r"the same data\.$"):  # no path: no word on working directories
+        main(["summary", str(tmp_path / "e"), str(tmp_path / "g")])
+    capsys.readouterr()
+    for argv in quiet:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(argv) == 0
+        assert not [w for w in caught if "not the same data" in str(w.message)], argv
+        assert "not the same data" not in capsys.readouterr().out
+
+
+def read_rows(run_dir):
+    return json.loads((run_dir / "results.json").read_text())["rows"]

@@ -323,7 +323,8 @@ def test_markup_in_names_is_escaped_and_the_header_names_a_validation_split(tmp_
     (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [base]}))
     write_report(run, tmp_path / "out")
     md = next((tmp_path / "out").rglob("report.md")).read_text()
-    assert "![Confusion matrices, s → t\\]y (k=1)](report_files/" in md  # the alt text is not cut at the name's ]
+    # the alt text, the caption with what the colours and numbers hold, is not cut at the name's ]
+    assert re.search(r"!\[Confusion matrices, s → t\\\]y \(k=1\); colour: row-normalised[^]]*\]\(report_files/", md)
     for bad in (float("nan"), True, 1.5):
         (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [
             {**base, "group_accuracy": bad}]}))
@@ -408,8 +409,8 @@ def test_the_units_flex_methods_picked_are_counted_under_the_tables(tmp_path, ca
     more = rows + [{**base, "method": "flex", "seed": 0, "setting": "k=5", "picked": "all"}]
     assert "flex (s → t, k=5) picked: all ×1" in markdown_table(summarize(more), more)
     logged = []
-    _log_row(logged.append, rows[0])
-    _log_row(logged.append, rows[-1])
+    _log_row(logged.append, False, rows[0])
+    _log_row(logged.append, False, rows[-1])
     assert logged[0].endswith("(1.0s), picked conv2") and logged[1].endswith("(1.0s)")
 
 
@@ -575,3 +576,106 @@ def test_training_curves_of_few_points_are_named_with_how_to_log_more(tmp_path, 
     notes = []
     report_module.training_curve_figures(tmp_path, notes)
     assert len(notes) == 1 and "lext logged fewer than 3 points" in notes[0] and "lower eval_every" in notes[0]
+
+
+TRIAL_NAMES = ["benign", "cyst", "normal", "malignant"]  # a hospital trial: few malignant test images
+
+
+def _trial_row(method, seed, per_class, confusion, **more):
+    return {"method": method, "seed": seed, "source": "s", "target": "t", "setting": "k=5", "wall_s": 1.0,
+            "accuracy": 0.846, "class_names": TRIAL_NAMES, "per_class_accuracy": per_class, "confusion": confusion,
+            **more}
+
+
+def test_classes_a_method_never_recognised_on_any_seed_are_named_under_the_tables(tmp_path):
+    from transferkit.results import never_recognised_line
+    missed = [[10, 0, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [6, 0, 0, 0]]  # malignant: 0 of 6 on every seed
+    found = [[10, 0, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [5, 0, 0, 1]]
+    one = [[10, 0, 0, 0], [10, 0, 0, 0], [10, 0, 0, 0], [6, 0, 0, 0]]  # every image predicted benign
+    rows = [_trial_row(m, s, [1.0, 0.9, 0.8, 0.0], missed) for m in ("dann", "finetune") for s in range(3)]
+    rows += [_trial_row("mcc", s, [1.0, 0.9, 0.8, 1 / 6 if s == 1 else 0.0], found if s == 1 else missed)
+             for s in range(3)]  # recognised malignant on one seed: not named
+    rows += [_trial_row("source_only", s, [1.0, 0.0, 0.0, 0.0], one) for s in range(2)]  # the one-class line's
+    rows += [_trial_row("coral", s, [1.0, 0.0, 0.0, 0.0] if s else [1.0, 0.9, 0.8, 0.0], one if s else missed)
+             for s in range(2)]  # one seed of one class, one not: 0 on both seeds is named
+    line = ("Never recognised (per-class accuracy 0 on every seed): malignant (dann, k=5; finetune, k=5; coral, k=5) "
+            "(per_class_accuracy in results.json).")
+    assert never_recognised_line(rows) == [line]
+    write_results(tmp_path, "trial", {}, rows)
+    text = (tmp_path / "results.md").read_text()
+    assert line in text and "Every test image predicted as one class: source_only (seeds 0, 1: class benign); " \
+                            "coral (seed 1: class benign)" in text, text
+    assert line in (write_report(tmp_path, tmp_path / "out")[0]).read_text()
+    unscored = [_trial_row("dann", 0, [1.0, 0.9, None, 0.0], missed)]  # no test image of normal: not 0, unknown
+    assert never_recognised_line(unscored) == ["Never recognised (per-class accuracy 0 on every seed): malignant "
+                                               "(dann, k=5) (per_class_accuracy in results.json)."]
+    assert never_recognised_line(rows[6:9]) == [] and never_recognised_line(rows[9:11]) == []
+
+
+def test_a_never_recognised_line_stays_short_for_many_classes_and_names_runs_and_pairs():
+    from transferkit.results import never_recognised_line
+    names = [f"c{i}" for i in range(12)]
+    conf = [[5 if j == 0 else 0 for j in range(12)] for _ in range(12)]
+    conf[1] = [0, 5] + [0] * 10  # two predicted classes: not one class
+    row = {"method": "weak", "seed": 0, "source": "s", "target": "t", "setting": "k=1", "class_names": names,
+           "confusion": conf, "per_class_accuracy": [1.0, 1.0] + [0.0] * 10}
+    (line,) = never_recognised_line([row])
+    assert line == ("Never recognised (per-class accuracy 0 on every seed): c2, c3, c4, c5, c6 and 5 more classes "
+                    "(weak, k=1) (per_class_accuracy in results.json).")
+    other = {**row, "target": "u", "run": "b", "class_names": names[:2] + ["x*y"] + names[3:]}
+    (line,) = never_recognised_line([row, other])
+    assert "(weak, s → t, k=1)" in line and "x\\*y (weak, run b, s → u, k=1)" in line, line
+    assert "x*y (weak, run b, s → u, k=1)" in never_recognised_line([row, other], markdown=False)[0]
+
+
+def test_target_classes_trained_on_without_test_images_are_named_under_the_tables(tmp_path):
+    from transferkit.results import markdown_table, not_scored_line, summarize
+    conf = [[10, 0, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [0, 0, 0, 0]]
+    rows = [_trial_row(m, s, [1.0, 0.9, 0.8, None], conf) for m in ("dann", "finetune") for s in range(2)]
+    line = "Not scored (no test images): malignant; accuracy is over the other 3 classes."
+    assert not_scored_line(rows) == [line]
+    write_results(tmp_path, "trial", {}, rows)
+    assert line in (tmp_path / "results.md").read_text()
+    assert line in (write_report(tmp_path, tmp_path / "out")[1]).read_text()
+    assert "Never recognised" not in (tmp_path / "results.md").read_text()  # null is not 0
+    own = [{**r, "test": "npz:test.npz", "n_test": 30, "n_test_classes": 3, "n_target_classes": 4} for r in rows]
+    text = markdown_table(summarize(own), own)
+    assert ("Test images: npz:test.npz, 30 images of 3 of the 4 target classes (a test set of its own, not a split "
+            "of the target).\nNot scored (no test images): malignant.\n") in text, text  # the count is said once
+    runs = [{**rows[0], "run": "a"},
+            {**rows[0], "run": "b", "target": "u", "per_class_accuracy": [1.0, None, 0.8, None]}]
+    assert not_scored_line(runs) == ["Not scored (no test images; target t, run a): malignant; accuracy is over the "
+                                     "other 3 classes.",
+                                     "Not scored (no test images; target u, run b): cyst, malignant; accuracy is over "
+                                     "the other 2 classes."]
+    assert not_scored_line([_trial_row("dann", 0, [1.0, 0.9, 0.8, 0.5], conf)]) == []
+
+
+def test_confusion_figures_write_counts_support_and_what_the_colours_hold(monkeypatch):
+    import numpy as np
+    figs = _capture(monkeypatch)
+    conf = [[11, 1, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [2, 0, 0, 0]]  # malignant: 2 test images
+    rows = [_trial_row(m, s, None, conf) for m in ("dann", "finetune") for s in range(3)]
+    ((caption, png),) = report_module.confusion_figures(rows)
+    assert png.startswith(b"\x89PNG")
+    assert caption == ("Confusion matrices, s → t (k=5); colour: row-normalised per true class (recall on the "
+                       "diagonal); numbers: counts summed over 3 seeds; a true class's label gives its test images "
+                       "per seed")
+    fig = figs[-1]
+    dann = fig.axes[0]
+    assert [t.get_text() for t in dann.get_yticklabels()] == ["benign (12)", "cyst (10)", "normal (10)",
+                                                              "malignant (2)"]
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in dann.texts}
+    assert cells[(0, 0)] == "33" and cells[(3, 0)] == "6" and cells[(3, 3)] == "0" and len(cells) == 16
+    assert dann.get_title() == "dann (3 seeds)" and fig.axes[1].get_yticklabels()[0].get_text() == ""
+    assert np.allclose(dann.images[0].get_array()[3], [1, 0, 0, 0])  # colour: row-normalised
+    assert "share of the true class" in fig.axes[-1].get_ylabel()  # the colour bar
+    assert "numbers: counts summed over 3 seeds" in fig._suptitle.get_text()
+    other = [_trial_row("dann", 3, None, [[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 5, 0], [0, 0, 0, 1]])]
+    ((caption, _),) = report_module.confusion_figures(rows[:3] + other)  # another test split: sums, per panel
+    assert "summed over 4 seeds" in caption and caption.endswith("test images, summed over the seeds")
+    assert figs[-1].axes[0].get_yticklabels()[3].get_text() == "malignant (7)"
+    big = [{**REVIEW_ROW, "method": "m", "seed": 0, "class_names": [str(i) for i in range(13)],
+            "confusion": np.eye(13, dtype=int).tolist()}]
+    ((caption, _),) = report_module.confusion_figures(big)  # more than 12 classes: colours alone
+    assert "numbers" not in caption and len(figs[-1].axes[0].texts) == 0

@@ -357,14 +357,19 @@ def _demo(args) -> None:
 
 
 def _summary(args) -> None:
-    from .results import combine_runs, failed_line, markdown_table, read_results, summarize, unfinished_run
+    from .errors import warn
+    from .results import combine_runs, failed_line, markdown_table, md_cell, read_results, summarize, unfinished_run
     path = Path(args.results[0]) if len(args.results) == 1 else " + ".join(args.results)
     data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
             or read_results(path / "results.json" if path.is_dir() else path))
     config = data.get("config")
     failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
     check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
-    print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, (dict, list)) else None))
+    differ = data.get("data_differ") or []  # combined runs that name one domain spec but read other data
+    for line in differ:
+        warn(line)
+    print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, (dict, list)) else None,
+                         [md_cell(line) for line in differ]))
     check(not data.get("unfinished"), f"the table holds the {len(data['rows'])} job(s) finished so far"
                                        f"{data.get('unfinished')}")
     failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did

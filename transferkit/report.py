@@ -181,8 +181,42 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
     return out
 
 
+#: a confusion matrix of at most this many classes has its counts written in its cells
+COUNTED_CLASSES = 12
+
+
+def _support_labels(labels: list[str], per_seed: list, one_split: bool) -> list[str]:
+    """The true-class tick labels with each class's test images, ``"malignant (6)"``: the images per
+    seed where every matrix of the figure has the same (``one_split``), else their sum over this
+    method's seeds (the row sums of its summed matrix)."""
+    counts = per_seed[0].sum(1) if one_split else sum(per_seed).sum(1)
+    return [f"{name} ({int(n)})" for name, n in zip(labels, counts)]
+
+
+def _draw_counts(ax, counts, normalised) -> None:
+    """Write each cell's count (summed over seeds) in it, white on dark cells, so that a class of 2
+    test images does not read as solidly as one of 40."""
+    size = 7 if len(counts) <= 6 else 5
+    for i, row in enumerate(counts):
+        for j, n in enumerate(row):
+            ax.text(j, i, str(int(n)), ha="center", va="center", fontsize=size,
+                    color="white" if normalised[i, j] > 0.6 else "black")
+
+
+def _confusion_caption(seeds: set[int], counted: bool, one_split: bool, labelled: bool) -> str:
+    """What a confusion figure's colours, numbers and true-class labels hold (its caption and title)."""
+    n = f"{next(iter(seeds))} seed{'s' if seeds != {1} else ''}" if len(seeds) == 1 else "each method's seeds"
+    return ("colour: row-normalised per true class (recall on the diagonal)"
+            + (f"; numbers: counts summed over {n}" if counted else "")
+            + (f"; a true class's label gives its test images{' per seed' if one_split else ', summed over the seeds'}"
+               if labelled else ""))
+
+
 def confusion_figures(rows: list[dict], notes: list | None = None) -> list[tuple[str, bytes]]:
-    """Row-normalised confusion matrix per method, summed over seeds, per (target, setting)."""
+    """Confusion matrices per (source, target, setting), one panel per method: colour row-normalised
+    (each true class's share of predictions, its recall on the diagonal, with a colour bar), the
+    counts summed over seeds written in the cells (up to :data:`COUNTED_CLASSES` classes) and each
+    true class's test images in its label, since normalised rows hide how few images a class has."""
     import numpy as np
     groups, names = defaultdict(lambda: defaultdict(list)), {}
     for r in rows:
@@ -194,23 +228,36 @@ def confusion_figures(rows: list[dict], notes: list | None = None) -> list[tuple
     out = []
     for key, by_method in _capped(list(groups.items()), 4, "confusion figures", notes):
         source, target, setting, shape, _ = key
-        labels = names[key] if names[key] and len(names[key]) == shape[0] == shape[1] <= 20 else None
+        n_classes, counted = shape[0], shape[0] <= COUNTED_CLASSES
+        labels = ([str(n) for n in names[key]] if names[key] and len(names[key]) == shape[0] == shape[1]
+                  else [str(i) for i in range(n_classes)]) if n_classes <= 20 else None
+        one_split = len({tuple(c.sum(1).tolist()) for confs in by_method.values() for c in confs}) == 1
         methods = sorted(by_method)
-        fig = new_figure(2.2 * len(methods) + 0.5, 3.0)
+        side = max(2.2, 0.22 * n_classes + 0.8)  # room for a count in each cell
+        fig = new_figure(side * len(methods) + 0.9, side + 0.9)
+        grid = fig.add_gridspec(1, len(methods) + 1, width_ratios=[1] * len(methods) + [0.06])
         for i, method in enumerate(methods):
-            conf = sum(by_method[method]).astype(float)
-            conf = conf / np.maximum(conf.sum(1, keepdims=True), 1)
-            ax = fig.add_subplot(1, len(methods), i + 1)
-            ax.imshow(conf, vmin=0, vmax=1, cmap="Blues")
-            ax.set_title(method, fontsize=8)
-            ticks = range(len(labels)) if labels else []
+            per_seed = by_method[method]
+            counts = sum(per_seed)
+            normalised = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+            ax = fig.add_subplot(grid[0, i])
+            image = ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
+            if counted:
+                _draw_counts(ax, counts, normalised)
+            ax.set_title(f"{method} ({len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})", fontsize=8)
+            ticks = range(n_classes) if labels else []
             ax.set_xticks(ticks, labels or [], fontsize=5, rotation=90)
-            ax.set_yticks(ticks, (labels or []) if i == 0 else [], fontsize=5)
+            shown = labels and (i == 0 or not one_split)  # one split: the first panel's labels hold for all
+            ax.set_yticks(ticks, _support_labels(labels, per_seed, one_split) if shown else [], fontsize=5)
             ax.set_xlabel("predicted", fontsize=7)
             if i == 0:
-                ax.set_ylabel("true", fontsize=7)
-        fig.suptitle(f"confusion: {source} -> {target} ({setting})", fontsize=9)
-        out.append((f"Confusion matrices, {source} → {target} ({setting})", _png(fig, tight_box=True)))
+                ax.set_ylabel("true (test images)" if labels else "true", fontsize=7)
+        bar = fig.colorbar(image, cax=fig.add_subplot(grid[0, -1]))
+        bar.set_label("share of the true class", fontsize=6)
+        bar.ax.tick_params(labelsize=5)
+        caption = _confusion_caption({len(c) for c in by_method.values()}, counted, one_split, bool(labels))
+        fig.suptitle(f"confusion: {source} -> {target} ({setting})\n{caption}", fontsize=7, wrap=True)
+        out.append((f"Confusion matrices, {source} → {target} ({setting}); {caption}", _png(fig, tight_box=True)))
     return out
 
 

@@ -309,26 +309,28 @@ def standard_error_note(rows: list[dict]) -> str:
     return "Mean ± standard error over n seeds (label subsets)."
 
 
+def _one_column(row: dict) -> bool:
+    """Whether ``row``'s test images, of two classes or more, were all predicted as one class (its
+    ``confusion``, true class x predicted class, has one non-empty column)."""
+    conf = row.get("confusion")
+    if not isinstance(conf, list) or not all(isinstance(c, list) for c in conf):
+        return False
+    return (sum(1 for r in conf if sum(r) > 0) >= 2
+            and sum(1 for column in zip(*conf) if sum(column) > 0) == 1)
+
+
 def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the rows whose test images, of two classes or more, were all predicted as
     one class (their ``confusion``, true class x predicted class, has one non-empty column):
     their accuracy is that class's share of the images, not what a classifier learned."""
     cell = md_cell if markdown else str
-
-    def one_column(r) -> bool:
-        conf = r.get("confusion")
-        if not isinstance(conf, list) or not all(isinstance(c, list) for c in conf):
-            return False
-        return (sum(1 for row in conf if sum(row) > 0) >= 2
-                and sum(1 for column in zip(*conf) if sum(column) > 0) == 1)
-
-    cells = _cells(rows, one_column)
+    cells = _cells(rows, _one_column)
     parts = []
     for method, by_cell in cells.items():
         for key, rs in by_cell.items():
             predicted = {next(j for j, v in enumerate(zip(*r["confusion"])) if sum(v) > 0) for r in rs}
             names = rs[0].get("class_names") or []
-            shown = ", ".join(str(names[j]) if j < len(names) else f"id {j}" for j in sorted(predicted))
+            shown = ", ".join(_class_name(names, j) for j in sorted(predicted))
             seeds = ", ".join(str(r["seed"]) for r in rs)
             parts.append(f"{cell(_cell_name(method, key, len(by_cell)))} (seed{'s' if len(rs) > 1 else ''} {seeds}: "
                          f"class {cell(shown)})")
@@ -336,6 +338,100 @@ def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
         return []
     return [f"Every test image predicted as one class: {'; '.join(parts)}; such an accuracy is that class's share "
             f"of the test images."]
+
+
+#: how many classes (or table cells) a line under the tables names before it counts the rest
+NAMED = 5
+
+
+def _class_name(names, j: int) -> str:
+    """Class ``j``'s name in a row's ``class_names``, ``"id j"`` where it has none."""
+    return str(names[j]) if j < len(names) else f"id {j}"
+
+
+def _per_class(row: dict) -> list | None:
+    """A row's ``per_class_accuracy`` (a number per target class, None for a class without test
+    images), None where it has no such list."""
+    values = row.get("per_class_accuracy")
+    if isinstance(values, list) and all(v is None or (isinstance(v, Real) and not isinstance(v, bool))
+                                        for v in values):
+        return values
+    return None
+
+
+def _first_named(items: list[str], what: str, sep: str = ", ") -> str:
+    """``items`` joined by ``sep``, the first :data:`NAMED` named and the rest counted, so that a
+    line stays short for a target of many classes: ``"a, b, c, d, e and 7 more classes"``."""
+    shown = sep.join(items[:NAMED])
+    return shown + (f" and {len(items) - NAMED} more {what}" if len(items) > NAMED else "")
+
+
+def _short_cell_namer(rows: list[dict]):
+    """A function naming a table cell (method, source, target, setting, run) briefly for the lines
+    under the table: ``"dann, k=5"``, with its run and its source → target where the rows hold
+    several runs or pairs."""
+    pairs = {(r.get("source", ""), r.get("target", "")) for r in rows}
+
+    def name(method: str, key: tuple) -> str:
+        source, target, setting, run = key
+        parts = ([method] + ([f"run {run}"] if run else []) + ([f"{source} → {target}"] if len(pairs) > 1 else [])
+                 + ([str(setting)] if setting else []))
+        return ", ".join(parts)
+    return name
+
+
+def never_recognised_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming, per table cell, the target classes with test images whose per-class accuracy
+    (recall) is 0 on every seed: a method that never recognises a class can still score a high
+    accuracy where that class has few test images. Cells whose every row predicted one class are
+    left out (:func:`one_class_line` names them), and a long list names a few and counts the rest."""
+    cell = md_cell if markdown else str
+    short = _short_cell_namer(rows)
+    never: dict[str, list[str]] = {}  # a class -> the cells that never recognised it
+    for method, by_cell in _cells(rows, lambda r: _per_class(r) is not None).items():
+        for key, rs in by_cell.items():
+            values = [_per_class(r) for r in rs]
+            if all(_one_column(r) for r in rs) or len({len(v) for v in values}) != 1:
+                continue
+            names = rs[0].get("class_names") or []
+            for j in range(len(values[0])):
+                if all(v[j] is not None and v[j] == 0 for v in values):
+                    never.setdefault(_class_name(names, j), []).append(cell(short(method, key)))
+    by_cells: dict[tuple[str, ...], list[str]] = {}  # classes that the same cells never recognised, named once
+    for name, where in never.items():
+        by_cells.setdefault(tuple(where), []).append(cell(name))
+    if not by_cells:
+        return []
+    parts = [f"{_first_named(classes, 'classes')} ({_first_named(list(where), 'cells', '; ')})"
+             for where, classes in by_cells.items()]
+    return [f"Never recognised (per-class accuracy 0 on every seed): {_first_named(parts, 'groups of classes')} "
+            f"(per_class_accuracy in results.json)."]
+
+
+def not_scored_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line per target (and run) naming the classes the methods trained on that have no test
+    images (``per_class_accuracy`` null): the accuracy is over the other classes only. Where the
+    rows were scored on a test set of their own whose line (:func:`test_images_line`) already counts
+    the classes it holds, only the classes are named."""
+    cell = md_cell if markdown else str
+    given: dict[tuple, None] = {}
+    for r in rows:
+        values = _per_class(r)
+        if values is None or None not in values:
+            continue
+        names = r.get("class_names") or []
+        missing = tuple(_class_name(names, j) for j, v in enumerate(values) if v is None)
+        counted = isinstance(r.get("test"), str) and r.get("n_test_classes") is not None
+        given.setdefault((r.get("run"), r.get("target", ""), missing, len(values) - len(missing), counted))
+    targets = {target for _, target, *_ in given}
+    lines = []
+    for run, target, missing, scored, counted in given:
+        where = ", ".join(([f"target {cell(target)}"] if len(targets) > 1 else []) + ([f"run {cell(run)}"] if run
+                                                                                       else []))
+        over = "" if counted else f"; accuracy is over the other {scored} class{'es' if scored > 1 else ''}"
+        lines.append(f"Not scored (no test images{f'; {where}' if where else ''}): "
+                     f"{_first_named([cell(m) for m in missing], 'classes')}{over}.")
+    return lines
 
 
 def unlabeled_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
@@ -372,10 +468,11 @@ def test_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
 
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     """The lines under a table that its rows call for: units picked, partial domain adaptation,
-    rows that read no target label, the unlabelled images and test set given, and rows that predicted one
-    class."""
+    rows that read no target label, the unlabelled images and test set given, target classes without
+    test images, rows that predicted one class and classes a method never recognised."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
-            + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + one_class_line(rows, markdown))
+            + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
+            + one_class_line(rows, markdown) + never_recognised_line(rows, markdown))
 
 
 def other_metrics(settings) -> list[str]:
@@ -455,7 +552,8 @@ def environment_lines(rows: list[dict]) -> list[str]:
     return out
 
 
-def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None) -> str:
+def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,
+                   notes: list[str] = ()) -> str:
     """The results table: accuracy in percent, mean ± standard error over seeds (and the
     grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
     whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
@@ -464,7 +562,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
     the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
     hold another metric (:func:`other_metrics`), what the accuracy column holds there; one says
     what ± means where a cell has one. Rows of several runs (:func:`combine_runs`) get a run
-    column, and ``config`` is then their list of (run, config)."""
+    column, and ``config`` is then their list of (run, config). ``notes``: more lines under the
+    table (e.g. :func:`data_differ_lines` of combined runs)."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl, balanced = any("h_accuracy_mean" in s for s in summary), balanced_shown(summary)
     splits = {r.get("split", "test") for r in rows}
@@ -498,7 +597,7 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
     others = other_metrics(s["setting"] for s in summary)
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
-    picks += environment_lines(rows)
+    picks += environment_lines(rows) + list(notes)
     subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
         f"run {run}: {named}" for run, named in ((run, class_subsets(c)) for run, c in config) if named)
     return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
@@ -523,7 +622,9 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], work
 def combine_runs(paths) -> dict:
     """The results of several runs or benchmarks as one: ``rows`` each naming its ``run`` (the
     directory's name, or its path where two names are the same), ``config``: a list of (run,
-    config), ``failed``: each run's failed jobs, named by run. The same directory twice is refused."""
+    config), ``failed``: each run's failed jobs, named by run, ``data_differ``: a line per domain
+    spec that two runs read into other data (:func:`data_differ_lines`). The same directory twice
+    is refused."""
     files = [Path(p) / "results.json" if Path(p).is_dir() else Path(p) for p in paths]
     where = [f.resolve() for f in files]
     twice = sorted({str(f) for f, w in zip(files, where) if where.count(w) > 1})
@@ -537,7 +638,79 @@ def combine_runs(paths) -> dict:
         config.append((label, data.get("config") if isinstance(data.get("config"), dict) else None))
         failed += [{**x, "job": f"{label}/{x.get('job')}"} if isinstance(x, dict) else f"{label}: {x}"
                    for x in data.get("failed") or []]
-    return {"rows": rows, "config": config, "failed": failed}
+    differ = data_differ_lines([(label, f.parent) for label, f in zip(labels, files)], rows)
+    return {"rows": rows, "config": config, "failed": failed, "data_differ": differ}
+
+
+#: the config keys besides a domain's spec that decide the splits a run reads from it (``seed`` too for a
+#: spec with shifts or grouped views, whose images it draws): runs that differ in them read other data
+DATA_KEYS = {"source": ("image_size", "channels", "source_classes"),
+             "target": ("image_size", "channels", "target_classes", "val_per_class", "test")}
+
+
+def _data_records(run_dir: Path) -> list[tuple[dict, dict]]:
+    """``(config, data)`` of each run in ``run_dir`` (its own, or a benchmark's runs below it): a
+    run's ``data.json`` (content digests of its splits) with the ``config.yaml`` beside it. Runs
+    without both (made before data.json was written) are left out."""
+    out = []
+    for path in sorted(run_dir.rglob("data.json")):
+        try:
+            data = read_json(path)
+            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
+        except (TransferkitError, OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and isinstance(config, dict):
+            out.append((config, data))
+    return out
+
+
+def _domain_digests(config: dict, data: dict) -> dict[tuple, tuple]:
+    """``{(side, spec, how the config reads it): its splits' digests}`` of one run's record."""
+    out = {}
+    for side, keys in DATA_KEYS.items():
+        spec = config.get(side)
+        digests = tuple(sorted((k, v) for k, v in data.items() if k.startswith(f"{side}.")))
+        if isinstance(spec, str) and digests:
+            how = tuple(repr(config.get(k)) for k in keys) + ((config.get("seed"),) if "+" in spec or "@" in spec
+                                                              else ())
+            out[(side, spec, how)] = digests
+    return out
+
+
+def _runs_apart(groups: list[list[str]]) -> str:
+    """Runs grouped by the data they read: ``"run a as in run b"``, or of three groups and more
+    ``"runs a, c / b / d"`` (runs of the same data together)."""
+    named = [f"run{'s' if len(g) > 1 else ''} {', '.join(g)}" for g in groups]
+    return f"{named[0]} as in {named[1]}" if len(groups) == 2 else f"runs {' / '.join(', '.join(g) for g in groups)}"
+
+
+def data_differ_lines(runs: list[tuple[str, Path]], rows: list[dict]) -> list[str]:
+    """A line per domain spec (a source or target the table's rows name) that two of ``runs``
+    (``(label, directory)``) read into other data under the same config keys: their ``data.json``
+    digests differ, e.g. ``npz:data.npz``, a relative path, read from two working directories. Their
+    rows are then side by side in one table but not on the same data. Silent where a run has no data.json."""
+    named = {(r["run"], side, r.get(side)) for r in rows for side in DATA_KEYS}
+    seen: dict[tuple, dict[str, set]] = {}  # (side, spec, how) -> run -> its digests
+    for label, run_dir in runs:
+        for config, data in _data_records(run_dir):
+            for key, digests in _domain_digests(config, data).items():
+                if (label, key[0], key[1]) in named:
+                    seen.setdefault(key, {}).setdefault(label, set()).add(digests)
+    lines = []
+    for (side, spec, _), by_run in seen.items():
+        groups: dict[frozenset, list[str]] = {}  # runs of the same data, named together
+        for label, digests in by_run.items():
+            groups.setdefault(frozenset(digests), []).append(label)
+        if len(groups) < 2:
+            continue
+        split_digests = [dict(d) for ds in groups for d in ds]
+        splits = sorted({k for d in split_digests for k in d if len({x.get(k) for x in split_digests}) > 1})
+        base = spec.split("+")[0].split("@")[0]
+        relative = base.startswith(("npz:", "folder:")) and not Path(base.split(":", 1)[1]).expanduser().is_absolute()
+        lines.append(f"The {side} {spec} is not the same data in {_runs_apart(list(groups.values()))} "
+                     f"({', '.join(splits)} differ in their data.json): their rows are not on the same data"
+                     + ("; a relative path is read from the directory each run started in" if relative else "") + ".")
+    return lines
 
 
 def failed_line(failure) -> str:

@@ -645,7 +645,8 @@ def combine_runs(paths) -> dict:
 #: the config keys besides a domain's spec that decide the splits a run reads from it (``seed`` too for a
 #: spec with shifts or grouped views, whose images it draws): runs that differ in them read other data
 DATA_KEYS = {"source": ("image_size", "channels", "source_classes"),
-             "target": ("image_size", "channels", "target_classes", "val_per_class", "test")}
+             "target": ("image_size", "channels", "target_classes", "val_per_class", "test", "val_fraction",
+                        "test_fraction")}
 
 
 def _data_records(run_dir: Path) -> list[tuple[dict, dict]]:

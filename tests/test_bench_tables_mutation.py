@@ -209,3 +209,16 @@ def test_tables_add_balanced_accuracy_where_the_test_classes_are_imbalanced_and_
     assert "balanced" not in _table_rows(summarize(even), even)[0]
     hand = [{k: v for k, v in r.items() if k != "confusion"} for r in even]  # given by hand: shown
     assert "| balanced accuracy (%) |" in markdown_table(summarize(hand), hand)
+
+
+def test_a_small_test_split_is_named_with_how_well_one_accuracy_is_known():
+    from transferkit.results import markdown_table, small_test_line, summarize
+    rows = [{"method": "a", "seed": s, "source": "s", "target": "scans", "setting": "k=2", "accuracy": 0.9,
+             "wall_s": 1.0, "n_test": 65} for s in (0, 1)]
+    line = "Small test split: scans 65 images (± 12.2): one accuracy measured on it is known to within that many points"
+    assert line in markdown_table(summarize(rows), rows)
+    big = [{**r, "n_test": 1250} for r in rows]
+    assert small_test_line(big) == [] and "Small test split" not in markdown_table(summarize(big), big)
+    runs = [{**rows[0], "run": "x", "n_test": 100}, {**rows[0], "run": "y", "n_test": 400}]
+    assert small_test_line(runs)[0].startswith("Small test split: scans (run x) 100 images (± 9.8); scans (run y) "
+                                               "400 images (± 4.9)")

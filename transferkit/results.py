@@ -466,13 +466,36 @@ def test_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
             for run, spec, n, held, of, inside in given]
 
 
+#: a test split of fewer images than this gets a line under the table on how well one accuracy is known
+SMALL_TEST = 1000
+
+
+def small_test_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the targets whose test split holds fewer than :data:`SMALL_TEST` images
+    (rows' ``n_test``), with the 95 % binomial half-width of one accuracy measured on it at 50 %
+    (its widest): the ± over seeds counts the label subsets, not the test images' own chance."""
+    cell = md_cell if markdown else str
+    sizes: dict[tuple, set] = {}
+    for r in rows:
+        n = r.get("n_test")
+        if isinstance(n, int) and not isinstance(n, bool) and 0 < n < SMALL_TEST:
+            sizes.setdefault((r.get("run"), r.get("target", "")), set()).add(n)
+    if not sizes:
+        return []
+    parts = [f"{cell(target)}{f' (run {cell(run)})' if run else ''} {' / '.join(map(str, sorted(ns)))} images "
+             f"(± {100 * 1.96 * math.sqrt(0.25 / min(ns)):.1f})" for (run, target), ns in sizes.items()]
+    return [f"Small test split: {'; '.join(parts)}: one accuracy measured on it is known to within that many "
+            f"points (95 %, binomial, at 50 % accuracy; less near 0 or 100 %), which the ± over seeds does not "
+            f"include."]
+
+
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     """The lines under a table that its rows call for: units picked, partial domain adaptation,
     rows that read no target label, the unlabelled images and test set given, target classes without
-    test images, rows that predicted one class and classes a method never recognised."""
+    test images, rows that predicted one class, classes a method never recognised and a small test split."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
             + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
-            + one_class_line(rows, markdown) + never_recognised_line(rows, markdown))
+            + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown))
 
 
 def other_metrics(settings) -> list[str]:

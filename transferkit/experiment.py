@@ -1677,11 +1677,14 @@ class _Bare(str):
 
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: dict, log,
                     failures: list) -> list[dict]:
+    """The rows of the ``(setting's config, method class, seed)`` jobs of ``todo``, run in
+    ``cfg.workers`` processes (each row logged and written as its job ends)."""
     rows: list = [[]] * len(todo)
+    several = len({sub.setting for sub, _, _ in todo}) > 1 or len(cfg.settings()) > 1
 
     def done(i, result):
         sub, cls, seed = todo[i]
-        rows[i] = _job_done(sub, run_dir, cls.name, seed, result, failures, log, len(cfg.settings()) > 1)
+        rows[i] = _job_done(sub, run_dir, cls.name, seed, result, failures, log, several)
     source = None if pre_info.get("path") is None else str(pre_info["path"])
     jobs = [(_worker_job, sub.to_dict(), str(run_dir), cls.name, seed, source, pre_info.get("digest"))
             for sub, cls, seed in todo]

@@ -1680,7 +1680,7 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: 
     """The rows of the ``(setting's config, method class, seed)`` jobs of ``todo``, run in
     ``cfg.workers`` processes (each row logged and written as its job ends)."""
     rows: list = [[]] * len(todo)
-    several = len({sub.setting for sub, _, _ in todo}) > 1 or len(cfg.settings()) > 1
+    several = len(cfg.settings()) > 1
 
     def done(i, result):
         sub, cls, seed = todo[i]

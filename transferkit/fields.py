@@ -90,9 +90,9 @@ def _typed(hint, value, name: str):
     nullable, kinds = type(None) in args, [t for t in args if t is not type(None)]
     listed = list in kinds  # a number or a list of them (k: [1, 5]): the list's items are the field's to check
     if listed:
-        if isinstance(value, (list, tuple)):
-            return value
         kinds = [t for t in kinds if t is not list]
+        if isinstance(value, (list, tuple)) or not all(t in (int, float) for t in kinds):
+            return value  # a list, or a field of lists and text (a plan's targets: "all") that checks itself
     if not kinds or not all(t in (int, float, bool, str) for t in kinds):
         return value
     if value is None:

@@ -332,6 +332,23 @@ def test_markup_in_names_is_escaped_and_the_header_names_a_validation_split(tmp_
             read_results(run / "results.json")
 
 
+def test_training_curves_give_a_method_one_colour_in_both_panels_and_name_the_jobs_drawn(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")
+    records = [{"method": "dann", "run": "dann-k=1-s0/main", "step": 10, "loss": 2.8},  # no validation: loss only
+               {"method": "finetune", "run": "finetune-k=1-s0/main", "step": 10, "loss": 0.5, "val_accuracy": 0.7},
+               {"method": "target_only", "run": "target_only-k=1-s0/main", "step": 10, "loss": 0.4,
+                "val_accuracy": 0.6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (caption, _), = report_module.training_curve_figures(tmp_path)
+    assert caption.endswith("first run of each method: dann-k=1-s0, finetune-k=1-s0, target_only-k=1-s0)")
+    loss_axis, acc_axis = drawn[0].axes
+    colour = {line.get_label(): line.get_color() for line in loss_axis.lines}
+    assert len(set(colour.values())) == 3 and all(line.get_color() == colour[line.get_label()]
+                                                  for line in acc_axis.lines)
+    assert [t.get_text() for t in loss_axis.get_legend().get_texts()] == ["dann", "finetune", "target_only"]
+
+
 def test_training_curves_label_their_log_axis_in_plain_text_and_name_their_folder(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")
@@ -342,7 +359,7 @@ def test_training_curves_label_their_log_axis_in_plain_text_and_name_their_folde
     (tmp_path / "one" ).mkdir()
     (tmp_path / "one" / "metrics.jsonl").write_text(json.dumps({"method": "m", "run": "a", "step": 5, "loss": 2.5}))
     figures = report_module.training_curve_figures(tmp_path)
-    assert figures[0][0] == "Training curves (mnist-digits/s0, first run of each method)"
+    assert figures[0][0] == "Training curves (mnist-digits/s0, first run of each method: a)"
     for fig in drawn:  # a loss within one decade (0.25-0.9: no major tick in view), and one evaluation
         fig.canvas.draw()
         loss_axis, acc_axis = fig.axes

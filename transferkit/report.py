@@ -309,12 +309,13 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
             continue
         fig = _figure()
         ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-        for m, recs in sorted(curves.items()):
-            steps = [r["step"] for r in recs]
-            ax1.plot(steps, [r["loss"] for r in recs], marker="o", ms=2, label=m)  # one evaluation: one dot
+        for i, (m, recs) in enumerate(sorted(curves.items())):  # a method's colour is the same in both panels
+            steps, colour = [r["step"] for r in recs], f"C{i % 10}"
+            ax1.plot(steps, [r["loss"] for r in recs], marker="o", ms=2, label=m, color=colour)  # one evaluation: a dot
             if any("val_accuracy" in r for r in recs):
                 ax2.plot([r["step"] for r in recs if "val_accuracy" in r],
-                         [100 * r["val_accuracy"] for r in recs if "val_accuracy" in r], marker="o", ms=2, label=m)
+                         [100 * r["val_accuracy"] for r in recs if "val_accuracy" in r], marker="o", ms=2, label=m,
+                         color=colour)
         ax1.set_xlabel("step")
         ax1.set_ylabel("training loss")
         ax1.set_yscale("log")
@@ -324,17 +325,17 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         ax1.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
         ax2.set_xlabel("step")
         ax2.set_ylabel("validation accuracy (%)")
-        if ax2.lines:
-            ax2.legend(fontsize=7)
-        else:  # select_on: none, no validation split: no accuracy axis either
+        ax1.legend(fontsize=7)  # every method has a loss curve; the accuracy panel's lines share its colours
+        if not ax2.lines:  # select_on: none, no validation split: no accuracy axis either
             ax2.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=ax2.transAxes)
             ax2.set_yticks([])
             ax2.set_ylabel("")
-            ax1.legend(fontsize=7)
         where = path.parent.relative_to(run_dir).as_posix()  # mnist-digits/s0: each uda pair has an s0/
         where = run_dir.name if where == "." else where
         fig.suptitle(f"training curves: {where}", fontsize=9)
-        out.append((f"Training curves ({where}, first run of each method)", _png(fig)))
+        jobs = sorted({str(recs[0].get("run")).split("/")[0] for recs in curves.values() if recs[0].get("run")})
+        shown = f": {', '.join(jobs)}" if jobs else ""  # job files' names: method, setting, seed
+        out.append((f"Training curves ({where}, first run of each method{shown})", _png(fig)))
         sparse = sorted(m for m, recs in curves.items() if len(recs) < 3)
         if sparse and notes is not None:  # the engine logs the loss at each evaluation (every eval_every steps)
             notes.append(f"Training curves of {where}: {', '.join(sparse)} logged fewer than 3 points (the loss "

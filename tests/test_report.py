@@ -696,3 +696,20 @@ def test_confusion_figures_write_counts_support_and_what_the_colours_hold(monkey
             "confusion": np.eye(13, dtype=int).tolist()}]
     ((caption, _),) = report_module.confusion_figures(big)  # more than 12 classes: colours alone
     assert "numbers" not in caption and len(figs[-1].axes[0].texts) == 0
+
+
+def test_a_ratio_larger_than_the_classes_is_drawn_at_the_labels_its_rows_used(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")
+    names = [str(c) for c in range(10)]
+    rows = [{"method": m, "source": "s", "target": "t", "setting": f"ratio={r}", "seed": seed, "accuracy": 0.5,
+             "wall_s": 1.0, "n_labeled": n if m == "finetune" else 0, "class_names": names}
+            for r, n in ((5, 50), (400, 3000)) for m in ("finetune", "dann") for seed in (0, 1)]
+    (caption, _), = report_module.label_efficiency_figures(rows)
+    assert "ratio=400 at 300: the labels per class its rows used" in caption
+    ax = drawn[0].axes[0]
+    assert ax.get_xlabel() == "labelled target images per class (as used)"
+    assert {tuple(line.get_xdata()) for line in ax.lines if len(line.get_xdata()) == 2} == {(5.0, 300.0)}
+    (caption, _), = report_module.label_efficiency_figures([{**r, "setting": r["setting"].replace("ratio", "k"),
+                                                             "n_labeled": 50} for r in rows])
+    assert caption == "Label efficiency, s → t"  # k is what was asked

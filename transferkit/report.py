@@ -98,8 +98,9 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
         fig = _figure()
         ax = fig.add_subplot()
         curves = defaultdict(list)
+        used = _labels_used(rs)
         for s in summarize(rs):
-            x = _setting_value(s["setting"])
+            x = used.get(s["setting"], _setting_value(s["setting"]))
             if x is not None:
                 se = s["accuracy_se"] or 0.0  # None for one seed: no bar
                 curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * se))
@@ -107,12 +108,28 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
             pts.sort()
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
                         marker="osD^v"[i // 10 % 5], capsize=3, label=method)
-        ax.set_xlabel("labelled target images per class")
+        capped = sorted((s for s in settings if used.get(s, _setting_value(s)) < _setting_value(s)), key=_setting_value)
+        ax.set_xlabel("labelled target images per class" + (" (as used)" if capped else ""))
         ax.set_ylabel("target test accuracy (%)")
         ax.set_title(f"label efficiency: {source} -> {target}")
         ax.legend(fontsize=7)
-        out.append((f"Label efficiency, {source} → {target}", _png(fig)))
+        note = "; ".join(f"{s} at {used[s]:.4g}" for s in capped)
+        out.append((f"Label efficiency, {source} → {target}" + (f" ({note}: the labels per class its rows used, "
+                                                               f"n_labeled / classes; smaller classes keep all of "
+                                                               f"theirs)" if capped else ""), _png(fig)))
     return out
+
+
+def _labels_used(rows: list[dict]) -> dict[str, float]:
+    """``{"ratio=400": 300.0}``: the labelled images per class that the rows of a ratio setting
+    trained on (``n_labeled`` over the target classes, the most of any row), where classes smaller
+    than the ratio keep all of theirs; a ``k=`` setting's k is what was asked."""
+    used: dict[str, float] = {}
+    for r in rows:
+        n, classes = r.get("n_labeled"), r.get("class_names")
+        if str(r.get("setting", "")).startswith("ratio=") and _is_number(n) and n > 0 and classes:
+            used[r["setting"]] = max(used.get(r["setting"], 0.0), n / len(classes))
+    return used
 
 
 def _pick(row: dict) -> str | None:

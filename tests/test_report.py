@@ -579,8 +579,19 @@ def test_zero_shot_rows_get_an_honest_plus_minus_note_and_one_class_predictions_
     assert ("Every test image predicted as one class: attribute_zsl (seeds 0, 1: class 7); such an accuracy is that "
             "class's share of the test images.") in text
     mixed = rows + [{**base, "method": "finetune", "seed": s, "accuracy": 0.9, "n_labeled": 15} for s in range(2)]
-    assert "(label subsets; for rows that read no target label, n_labeled 0, a seed changes only" in markdown_table(
-        summarize(mixed), mixed)
+    assert ("(label subsets; for rows that read no target label, n_labeled 0, a seed changes the initialisation and "
+            "the training order).") in markdown_table(summarize(mixed), mixed)
+    adapted = [{**base, "method": "dann", "seed": s, "accuracy": 0.6, "n_unlabeled": 1000, "setting": k}
+               for s in range(2) for k in ("k=10", "k=2")]
+    assert ("no row reads a target label: a seed changes the initialisation and the training order, not a label "
+            "subset; under k=2, k=10 also which k images per class are drawn as labels, which their unlabelled "
+            "images leave out).") in markdown_table(summarize(adapted), adapted)
+    both = adapted + [{**r, "setting": "k=2"} for r in mixed[-2:]]
+    assert ("for rows that read no target label, n_labeled 0, a seed changes the initialisation and the training "
+            "order; under k=2, k=10 also which k images") in markdown_table(summarize(both), both)
+    given = [{**r, "unlabeled": "folder:u"} for r in adapted]  # a config's own unlabelled images: no k left out
+    assert "not a label subset; the setting k=2, k=10 names no labelled subset)." in markdown_table(summarize(given),
+                                                                                                  given)
     single_class_test = {**rows[0], "confusion": [[0, 0, 0], [0, 4, 0], [0, 0, 0]]}  # one class of images: no line
     assert one_class_line([single_class_test]) == [] and one_class_line(rows[:2]) == []
 

@@ -1064,8 +1064,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            **test_fields(cfg, data),
-           **({"unlabeled": cfg.unlabeled, "n_unlabeled": len(unlabeled),
-               "unlabeled_in_test": data.unlabeled_overlap.get("test", 0),
+           **({"n_unlabeled": len(unlabeled)} if "unlabeled" in cls.streams else {}),
+           **({"unlabeled": cfg.unlabeled, "unlabeled_in_test": data.unlabeled_overlap.get("test", 0),
                "unlabeled_in_val": data.unlabeled_overlap.get("val", 0)}
               if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
            "config_digest": job_digest(cfg, cls.name), **every,

@@ -294,18 +294,27 @@ def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
 
 def standard_error_note(rows: list[dict]) -> str:
     """What ± means under a table: the standard error over seeds, which draw label subsets; rows
-    that read no target label (``n_labeled`` 0: zero-shot, domain adaptation) draw none, a seed
-    changes only their initialisation and training order (and their ``k=`` setting names none)."""
-    reads = {r["n_labeled"] > 0 for r in rows if isinstance(r.get("n_labeled"), Real)
-             and not isinstance(r["n_labeled"], bool) and r.get("method") != "source_only"}  # one row, no ±
+    that read no target label (``n_labeled`` 0: zero-shot, domain adaptation) train on none, a
+    seed changes their initialisation and training order, and under a ``k=`` setting the k
+    images per class it draws, which their unlabelled images leave out (not so with a config's
+    own ``unlabeled`` images)."""
+    unread = [r for r in rows if isinstance(r.get("n_labeled"), Real) and not isinstance(r["n_labeled"], bool)
+              and r.get("method") != "source_only"]  # source_only: one row, no ±
+    reads = {r["n_labeled"] > 0 for r in unread}
+    settings = sorted({str(r["setting"]) for r in unread if r["n_labeled"] == 0 and not r.get("unlabeled")
+                       and r.get("n_unlabeled") and str(r.get("setting", "")).startswith("k=")},
+                      key=lambda s: (len(s), s))  # rows that trained on the target's train split less k labels
+    left_out = (f"; under {', '.join(settings)} also which k images per class are drawn as labels, which their "
+                f"unlabelled images leave out" if settings else "")
     if reads == {False}:
-        settings = sorted({str(r.get("setting", "")) for r in rows if str(r.get("setting", "")).startswith("k=")})
+        named = sorted({str(r.get("setting", "")) for r in rows if str(r.get("setting", "")).startswith("k=")},
+                       key=lambda s: (len(s), s))
         return ("Mean ± standard error over n seeds (no row reads a target label: a seed changes the initialisation "
-                "and the training order, not a label subset" + (f"; the setting {', '.join(settings)} names no "
-                                                                 f"labelled subset" if settings else "") + ").")
+                "and the training order, not a label subset" + (left_out or (
+                    f"; the setting {', '.join(named)} names no labelled subset" if named else "")) + ").")
     if reads == {True, False}:
         return ("Mean ± standard error over n seeds (label subsets; for rows that read no target label, n_labeled 0, "
-                "a seed changes only the initialisation and the training order).")
+                f"a seed changes the initialisation and the training order{left_out}).")
     return "Mean ± standard error over n seeds (label subsets)."
 
 

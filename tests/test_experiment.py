@@ -770,6 +770,19 @@ def test_the_target_split_fractions_are_config_keys_and_runs_from_before_them_re
         run_experiment(replace(old, test_fraction=0.4), run_dir=run_dir, log=lambda *a: None)
 
 
+def test_an_empty_split_names_the_fraction_that_emptied_it(tmp_path):
+    from transferkit.splits import fewest_for
+    assert (fewest_for("test"), fewest_for("val")) == (3, 4) and fewest_for("val", 0.0, 0.25) is None
+    assert fewest_for("val", 0.001, 0.25) == 501  # round(0.5) is 0
+    cfg = ExperimentConfig(name="f", source="digits", target="digits", k=2, repeats=1, methods=["target_only"],
+                           val_fraction=0.001, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match=r"has no val images .*: a class needs at least 501 images to give one "
+                                               r"to the val split at val_fraction 0.001, or a larger val_fraction"):
+        run_experiment(cfg, log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"no val images .*: val_fraction 0.0 gives no class a val image"):
+        run_experiment(replace(cfg, val_fraction=0.0), log=lambda *a: None)
+
+
 def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypatch):
     from transferkit import experiment
     from transferkit.errors import warn

@@ -86,9 +86,9 @@ from .runtime import (
     world_size,
 )
 from .splits import (
-    FEWEST_FOR,
     Split,
     dataset_name,
+    fewest_for,
     parse_classes,
     sample_k_shot,
     split_domain,
@@ -1506,9 +1506,9 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
     counts, unit = split_units(data.target)
     for part in ("test", "val") if cfg.select_on == "target_val" else ("test",):
         check(len(getattr(data.target, part)) > 0,
-              f"target {cfg.target} has no {part} images ({len(data.target.train)} train): a class needs at "
-              f"least {FEWEST_FOR[part]} {unit} to give one to the {part} split (the most any class has is "
-              f"{int(counts.max())}){' (or select_on: source_val / none)' if part == 'val' else ''}")
+              f"target {cfg.target} has no {part} images ({len(data.target.train)} train): "
+              f"{_fewest_text(cfg, part, unit)} (the most any class has is {int(counts.max())})"
+              f"{' (or select_on: source_val / none)' if part == 'val' else ''}")
     _warn_unscored_classes(cfg, data, counts, unit)
     if any("target" in cls.streams for cls in methods):  # these give the head the target classes by name
         chosen = any(c is not None and not (isinstance(c, str) and c.strip().lower() == "all")
@@ -1640,9 +1640,21 @@ def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.
         what = (f"they are trained on but not scored: accuracy is over the other "
                 f"{int(trained.sum()) - len(ids)} classes and their per_class_accuracy is null" if part == "test" else
                 "model selection on the target's val split does not see them")
-        warn(f"target {cfg.target}: {len(ids)} class(es) have no {part} images: {named} (a class needs at "
-             f"least {FEWEST_FOR[part]} {unit} to give one to the {part} split); {what}. Add {unit} to them, or "
-             f"leave them out with target_classes")
+        warn(f"target {cfg.target}: {len(ids)} class(es) have no {part} images: {named} "
+             f"({_fewest_text(cfg, part, unit)}); {what}. Add {unit} to them, or leave them out with target_classes")
+
+
+def _fewest_text(cfg: ExperimentConfig, part: str, unit: str) -> str:
+    """How many images (groups) a target class needs to give one to its ``part`` split at the
+    config's fractions, naming the fraction when it is not the default."""
+    fraction = cfg.val_fraction if part == "val" else cfg.test_fraction
+    fewest = fewest_for(part, cfg.val_fraction, cfg.test_fraction)
+    key = f"{part}_fraction"
+    named = f" at {key} {fraction}" if fraction != ADDED_FIELDS[key] else ""
+    if fewest is None:
+        return f"{key} {fraction} gives no class a {part} image: raise it"
+    return (f"a class needs at least {fewest} {unit} to give one to the {part} split{named}"
+            + (f", or a larger {key}" if named else ""))
 
 
 def method_error(cls, options: dict, error: Exception) -> TransferkitError:

@@ -122,9 +122,14 @@ def split_parts(domain: Domain, val_fraction: float = 0.15, test_fraction: float
     return _assign(labels, val_fraction, test_fraction, seed, keys)[inverse]
 
 
-#: the fewest samples (groups, for a grouped domain) of a class that give one to each part at the
-#: default fractions (round(0.25 x 3) = 1 test, round(0.15 x 4) = 1 val; round(0.5) is 0)
-FEWEST_FOR = {"test": 3, "val": 4}
+def fewest_for(part: str, val_fraction: float = 0.15, test_fraction: float = 0.25) -> int | None:
+    """The fewest samples (groups, for a grouped domain) of a class that give one to ``part``
+    (``"val"`` or ``"test"``) at these fractions, as :func:`split_domain` counts them (defaults:
+    round(0.25 x 3) = 1 test, round(0.15 x 4) = 1 val; round(0.5) is 0); None: none up to a million."""
+    counts = torch.arange(1, 10**6 + 1)
+    n_test, n_val = _part_sizes(counts, val_fraction, test_fraction)
+    hit = torch.nonzero((n_test if part == "test" else n_val) > 0).flatten()
+    return int(counts[hit[0]]) if len(hit) else None
 
 
 def split_units(split: Split) -> tuple[torch.Tensor, str]:

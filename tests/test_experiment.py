@@ -781,6 +781,9 @@ def test_an_empty_split_names_the_fraction_that_emptied_it(tmp_path):
         run_experiment(cfg, log=lambda *a: None)
     with pytest.raises(TransferkitError, match=r"no val images .*: val_fraction 0.0 gives no class a val image"):
         run_experiment(replace(cfg, val_fraction=0.0), log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"or lower k to 26; or give the train split more of each class: a "
+                                               r"smaller test_fraction / val_fraction \(now 0.7 / 0.15\)"):
+        run_experiment(replace(cfg, val_fraction=0.15, test_fraction=0.7, k=60), log=lambda *a: None)
 
 
 def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypatch):

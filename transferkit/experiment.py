@@ -1579,7 +1579,10 @@ def _check_k_fits(cfg: ExperimentConfig, train: Domain) -> None:
         f"training images: {listed}{', ...' if len(small) > 30 else ''}; label at most {cfg.k} images per "
         f"class with `k: null` and `ratio: {cfg.k}` (a smaller class labels all of its), leave them out with "
         f"target_classes (the classes to keep"
-        f"{f': {keep}' if 0 < len(keep) <= 10 else ''}), or lower k to {min(int(counts[c]) for c in small)}")
+        f"{f': {keep}' if 0 < len(keep) <= 10 else ''}), or lower k to {min(int(counts[c]) for c in small)}"
+        + ("; or give the train split more of each class: a smaller test_fraction / val_fraction (now "
+           f"{cfg.test_fraction} / {cfg.val_fraction})" if (cfg.val_fraction, cfg.test_fraction) != (0.15, 0.25)
+           else ""))
 
 
 def _check_unlabelled_left(cfg: ExperimentConfig, data: Prepared, methods: list, unlabelled: list) -> None:

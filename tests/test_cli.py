@@ -31,6 +31,14 @@ def write_config(tmp_path, text):
     return str(path)
 
 
+def test_a_set_value_the_shell_split_at_a_space_is_named_with_the_quotes_it_needs(capsys):
+    code, _, err = run_cli(capsys, "run", "--set", "k=[1,", "5]")
+    assert code == 2 and err == ("transferkit: error: --set k=[1, was cut at a space by the shell (the rest came as "
+                                 "other words): quote the whole value, e.g. --set 'k=[1, 5, 10]'\n")
+    code, _, err = run_cli(capsys, "bench", "uda", "--set", "pairs=[[mnist,", "digits]]", "--print-plan")
+    assert code == 2 and "--set pairs=[[mnist, was cut at a space" in err
+
+
 def test_domains_lists_builtins_and_shifts(capsys):
     code, out, _ = run_cli(capsys, "domains")
     assert code == 0

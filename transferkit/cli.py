@@ -512,8 +512,22 @@ def _resume_hint(args, argv: list[str]) -> str | None:
             f"{shlex.join(['transferkit', *rest, *nproc, '--resume', str(d)])}")
 
 
+def _split_set_value(argv: list[str]) -> str | None:
+    """The first ``--set`` value that opens a YAML list or mapping it does not close (``k=[1,``:
+    ``--set k=[1, 5]`` unquoted reaches the program as two words), or None."""
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--set" and (value.count("[") > value.count("]") or value.count("{") > value.count("}")):
+            return value
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    split = _split_set_value(argv)
+    if split:
+        print(f"transferkit: error: --set {split} was cut at a space by the shell (the rest came as other "
+              f"words): quote the whole value, e.g. --set 'k=[1, 5, 10]'", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)

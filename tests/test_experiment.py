@@ -740,6 +740,7 @@ def test_a_list_of_k_runs_every_job_at_each_k_in_one_run_and_a_resume_adds_a_k(t
     assert load_config(run_dir / "config.yaml").k == [1, 2, 3]
     with pytest.raises(TransferkitError, match=r"ran the settings k=1, k=2, k=3: say which, e.g. setting='k=1'"):
         load_model(run_dir, "target_only")
+    assert load_model(run_dir, "source_only").classes_ == rows[0]["class_names"]  # one network in every setting
     with pytest.raises(TransferkitError, match=r"has no setting 'k=5': it ran k=1, k=2, k=3"):
         Transfer.from_run(run_dir, "target_only", setting="k=5")
     model = Transfer.from_run(run_dir, "target_only", seed=1, setting="k = 2")

@@ -950,8 +950,8 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)"
                                                f"{unfinished_hint(run_dir)}")
-    cfg = _setting_of(load_config(run_dir / "config.yaml"), setting, run_dir)
     name = get_method(method).name
+    cfg = _setting_of(load_config(run_dir / "config.yaml"), setting, run_dir, name == "source_only")
     check(seed is None or is_whole(seed), f"seed must be a whole number (a job's label-subset seed), got {seed!r}")
     seed = cfg.seed if seed is None else int(seed)
     path = model_path(run_dir, cfg, name, seed)
@@ -991,10 +991,13 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
     return model.eval()
 
 
-def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path) -> ExperimentConfig:
+def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path, any_one: bool = False) -> ExperimentConfig:
     """The config of one ``setting`` (``"k=5"``) of a run's ``cfg`` (one per value of a list
-    ``k`` or ``ratio``); ``None``: its only one."""
+    ``k`` or ``ratio``); ``None``: its only one, or its first with ``any_one`` (source_only's
+    model is the same in every setting)."""
     subs = {sub.setting: sub for sub in cfg.settings()}
+    if setting is None and any_one:
+        return next(iter(subs.values()))
     if setting is None:
         check(len(subs) == 1, f"{run_dir} ran the settings {', '.join(subs)}: say which, e.g. "
                               f"setting='{next(iter(subs))}'")

@@ -724,3 +724,12 @@ def test_a_ratio_larger_than_the_classes_is_drawn_at_the_labels_its_rows_used(mo
     (caption, _), = report_module.label_efficiency_figures([{**r, "setting": r["setting"].replace("ratio", "k"),
                                                              "n_labeled": 50} for r in rows])
     assert caption == "Label efficiency, s → t"  # k is what was asked
+
+
+def test_confusion_figures_beyond_the_cap_are_named(monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig, tight_box=False: b"png")
+    rows = [{"method": "m", "source": "s", "target": "t", "setting": f"k={k}", "seed": 0, "class_names": ["a", "b"],
+             "confusion": [[2, 0], [1, 1]]} for k in (1, 2, 5, 10, 20, 50)]
+    notes = []
+    assert len(report_module.confusion_figures(rows, notes)) == 4
+    assert notes == ["2 more confusion figures not shown: s → t (k=20), s → t (k=50) (the report draws 4)"]

@@ -42,10 +42,13 @@ from .results import (
 MAX_FIGURES = 24
 
 
-def _capped(items: list, cap: int, what: str, notes: list | None) -> list:
-    """The first ``cap`` of ``items``; the rest is named in ``notes`` (the report says so)."""
+def _capped(items: list, cap: int, what: str, notes: list | None, name=None) -> list:
+    """The first ``cap`` of ``items``; the rest is counted in ``notes`` (the report says so), and
+    named by ``name(item)`` where given (at most 10)."""
     if len(items) > cap and notes is not None:
-        notes.append(f"{len(items) - cap} more {what} not shown (the report draws {cap})")
+        rest = [name(item) for item in items[cap:]] if name is not None else []
+        named = f": {', '.join(rest[:10])}{', ...' if len(rest) > 10 else ''}" if rest else ""
+        notes.append(f"{len(items) - cap} more {what} not shown{named} (the report draws {cap})")
     return items[:cap]
 
 
@@ -243,7 +246,8 @@ def confusion_figures(rows: list[dict], notes: list | None = None) -> list[tuple
             groups[key][r["method"]].append(conf)
             names[key] = r.get("class_names")
     out = []
-    for key, by_method in _capped(list(groups.items()), 4, "confusion figures", notes):
+    for key, by_method in _capped(list(groups.items()), 4, "confusion figures", notes,
+                                  lambda item: f"{item[0][0]} → {item[0][1]} ({item[0][2]})"):
         source, target, setting, shape, _ = key
         n_classes, counted = shape[0], shape[0] <= COUNTED_CLASSES
         labels = ([str(n) for n in names[key]] if names[key] and len(names[key]) == shape[0] == shape[1]
@@ -320,7 +324,8 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
     """Validation accuracy and loss over steps of the first training of each method."""
     from matplotlib.ticker import LogFormatter
     out = []
-    for path in _capped(sorted(run_dir.rglob("metrics.jsonl")), 4, "training-curve files", notes):
+    for path in _capped(sorted(run_dir.rglob("metrics.jsonl")), 4, "training-curve files", notes,
+                        lambda p: p.parent.relative_to(run_dir).as_posix()):
         curves = training_curves(path)
         if not curves:
             continue

@@ -789,7 +789,7 @@ def test_an_empty_split_names_the_fraction_that_emptied_it(tmp_path):
 
 def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypatch):
     from transferkit import experiment
-    from transferkit.errors import warn
+    from transferkit.errors import check, warn
 
     def check_jobs(cfg, data, methods):
         warn("class '7' has no test images")
@@ -797,8 +797,13 @@ def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypat
     monkeypatch.setattr(experiment, "_check_jobs", check_jobs)
     with pytest.warns(TransferkitWarning) as caught:
         experiment._check_settings(ExperimentConfig(k=[1, 2]).settings(), None, [])
-    assert [str(w.message) for w in caught] == ["class '7' has no test images", "k=1: more validation labels",
-                                                "k=2: more validation labels"]
+    assert [str(w.message) for w in caught] == ["class '7' has no test images",
+                                                "k=1: more validation labels (alike at k=2)"]
+    with pytest.warns(TransferkitWarning, match="class '7' has no test images"):  # given before a refusal too
+        with pytest.raises(TransferkitError, match="k=3 is refused"):
+            monkeypatch.setattr(experiment, "_check_jobs", lambda cfg, data, methods: (
+                warn("class '7' has no test images"), check(cfg.k < 3, f"k={cfg.k} is refused")))
+            experiment._check_settings(ExperimentConfig(k=[1, 3]).settings(), None, [])
 
 
 def test_transfer_gives_new_classes_a_new_head_as_run_job_does():

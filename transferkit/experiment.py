@@ -20,6 +20,7 @@ import inspect
 import json
 import os
 import pickle
+import re
 import shutil
 import time
 import warnings
@@ -1488,18 +1489,28 @@ def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> N
 
 def _check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list) -> None:
     """:func:`_check_jobs` of each setting (one config per value of a list ``k`` or ``ratio``);
-    a warning that several settings give alike (a class without test images) is given once."""
+    a warning that several settings give alike (a class without test images) is given once, and
+    one that differs only in its numbers (k=1's labelled images, k=5's) once with the settings
+    it also holds for."""
     if len(subs) == 1:
         return _check_jobs(subs[0], data, methods)
-    given: set[str] = set()
-    for sub in subs:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _check_jobs(sub, data, methods)
-        for w in caught:
-            if str(w.message) not in given:
-                given.add(str(w.message))
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    given: dict[str, tuple] = {}  # the warning with its numbers blanked -> (first warning, its settings)
+    try:
+        for sub in subs:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    _check_jobs(sub, data, methods)
+                finally:  # a setting refused: the warnings before it are still given
+                    for w in caught:
+                        _, settings = given.setdefault(re.sub(r"\d+(\.\d+)?", "#", str(w.message)), (w, []))
+                        if sub.setting not in settings:
+                            settings.append(sub.setting)
+    finally:
+        for w, settings in given.values():
+            also = f" (alike at {', '.join(settings[1:])})" if len(settings) > 1 and settings[0] in str(w.message) \
+                else ""
+            warnings.warn_explicit(w.category(f"{w.message}{also}"), w.category, w.filename, w.lineno)
 
 
 def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:

@@ -105,7 +105,12 @@ class Transfer:
         ``sklearn.base.clone(model)`` is an unfitted copy (``deep`` changes nothing: no
         argument is an estimator)."""
         return {"method": self.method_cls.name, "backbone": self.backbone, "train": self.train_cfg,
-                "pretrain": self.pretrain_cfg, "seed": self.seed, "select_metric": self.select_metric, **self.options}
+                "pretrain": self.pretrain_cfg, "seed": self.seed, "select_metric": self._select_metric(),
+                **self.options}
+
+    def _select_metric(self) -> str:
+        """``select_metric``; a model pickled before it was a parameter (2026-12-02) selected on accuracy."""
+        return getattr(self, "select_metric", "accuracy")
 
     def set_params(self, **params) -> "Transfer":
         """Change constructor arguments, checked as the constructor checks them (an option the
@@ -264,7 +269,7 @@ class Transfer:
         fit_result = fit_for_target(
             method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
                                                     checkpoint_dir=ckpt / tag if ckpt is not None else None,
-                                                    select_metric=self.select_metric),
+                                                    select_metric=self._select_metric()),
             head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
             classes = list(method.class_names)  # the target's, or those of its captioned source's images)
@@ -330,7 +335,8 @@ class Transfer:
 
     def __repr__(self) -> str:
         options = "".join(f", {k}={_option_text(v)}" for k, v in self.options.items())
-        options += f", select_metric={self.select_metric!r}" if self.select_metric != "accuracy" else ""
+        metric = self._select_metric()
+        options += f", select_metric={metric!r}" if metric != "accuracy" else ""
         for name, cfg, default in (("train", self.train_cfg, TrainConfig()), ("pretrain", self.pretrain_cfg,
                                                                                PRETRAIN_DEFAULT)):
             changed = ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)

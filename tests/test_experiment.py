@@ -757,7 +757,7 @@ def test_the_target_split_fractions_are_config_keys_and_runs_from_before_them_re
     assert torch.equal(torch.bincount(target.test.labels), (whole * 0.4).round().long())
     assert torch.equal(torch.bincount(target.val.labels), (whole * 0.1).round().long())
     for bad in ({"val_fraction": 0.5, "test_fraction": 0.5}, {"test_fraction": 0.0}, {"val_fraction": -0.1}):
-        with pytest.raises(TransferkitError, match="shares of each target class in its val and test splits"):
+        with pytest.raises(TransferkitError, match="shares of each class in its val and test splits"):
             ExperimentConfig(**bad)
     with pytest.raises(TransferkitError, match="test_fraction 0.3 cuts a test split .* leave test_fraction out"):
         ExperimentConfig(test="digits", test_fraction=0.3)
@@ -1765,3 +1765,10 @@ def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_trai
     with pytest.warns(TransferkitWarning, match=r"test 'digits': \d+ of its 1797 images are target train images "
                                                 r"and \d+ .* are target val images"):
         prepare_domains(again)
+
+
+def test_source_and_target_of_the_same_images_share_none_across_splits_at_any_fractions():
+    from transferkit.experiment import shared_images
+    data = prepare_domains(ExperimentConfig(source="digits", target="digits", val_fraction=0.3, test_fraction=0.5))
+    assert len(data.target.test) > 0
+    assert shared_images(data.source.train, data.target.test) == shared_images(data.source.train, data.target.val) == 0

@@ -40,8 +40,10 @@ class ExperimentConfig:
     ``x`` only), is the unlabelled target instead: the target's labels then serve k / ratio,
     validation and the test split only. ``test``, a labelled domain spec, is the test split
     instead (every image of a target class, matched by name): the target is then cut into
-    train and val only. ``val_fraction`` and ``test_fraction`` of each target class (rounded)
-    go to its val and test splits (``test_fraction`` is 0 with ``test``).
+    train and val only. ``val_fraction`` and ``test_fraction`` of each class (rounded) go to its
+    val and test splits, in the source and the target alike (so that two domains cut from the
+    same images never share one between one's training and the other's val or test split; the
+    target's test fraction is 0 with ``test``).
     Each of ``repeats`` repeats draws a new label subset with seed ``seed + r``. ``k`` (or
     ``ratio``) may be a list, ``[1, 5, 10]``: every job runs at each value, in one run directory
     and one results table (a label-efficiency curve; :meth:`settings` gives one config per value).
@@ -63,8 +65,8 @@ class ExperimentConfig:
     repeats: int = 3
     seed: int = 0
     val_per_class: int | None = None  # cap on labelled target validation examples per class
-    val_fraction: float = 0.15  # of each target class, its validation split
-    test_fraction: float = 0.25  # of each target class, its test split (none with `test`)
+    val_fraction: float = 0.15  # of each class of both domains, its validation split
+    test_fraction: float = 0.25  # of each class of both domains, its test split (the target's: none with `test`)
     select_on: str = "target_val"  # early stopping / model selection: target_val | source_val | none
     select_metric: str = "accuracy"  # what selection scores: accuracy | balanced_accuracy (the transfer stage)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, eval_every=100))
@@ -102,7 +104,7 @@ class ExperimentConfig:
         check(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
         check(0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1,
               f"val_fraction ({self.val_fraction}) and test_fraction ({self.test_fraction}) are the shares of each "
-              f"target class in its val and test splits: val_fraction in [0, 1), test_fraction in (0, 1), and "
+              f"class in its val and test splits: val_fraction in [0, 1), test_fraction in (0, 1), and "
               f"together below 1 (the rest is the train split)")
         check(self.test is None or self.test_fraction == 0.25,
               f"test_fraction {self.test_fraction} cuts a test split from the target, which a config's own test "

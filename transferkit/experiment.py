@@ -129,10 +129,10 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
         test = None if cfg.test is None else load(cfg.test)
     channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
     src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
-    # split the whole domains, then keep the classes: a domain's split does not depend on the
-    # class subset, so source and target cut from the same images (mnist, mnist+inversion 5-9)
-    # never share an image between one's training and the other's test split
-    source = narrowed(split_domain(src), cfg.source_classes)
+    # split the whole domains at the same fractions, then keep the classes: a domain's split does
+    # not depend on the class subset, so source and target cut from the same images (mnist,
+    # mnist+inversion 5-9) never share an image between one's training and the other's val or test split
+    source = narrowed(split_domain(src, cfg.val_fraction, cfg.test_fraction), cfg.source_classes)
     target = narrowed(split_domain(tgt, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction),
                       cfg.target_classes)
     test_overlap = {}  # of a test set of its own: its images that are target train / val images

@@ -733,3 +733,14 @@ def test_confusion_figures_beyond_the_cap_are_named(monkeypatch):
     notes = []
     assert len(report_module.confusion_figures(rows, notes)) == 4
     assert notes == ["2 more confusion figures not shown: s → t (k=20), s → t (k=50) (the report draws 4)"]
+
+
+def test_a_confusion_figure_of_many_classes_keeps_its_size(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(report_module, "_png", lambda fig, tight_box=False: sizes.append(tuple(fig.get_size_inches()))
+                        or b"png")
+    for n in (12, 300):
+        rows = [{"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0,
+                 "confusion": torch.eye(n, dtype=torch.long).tolist()}]
+        report_module.confusion_figures(rows)
+    assert sizes[0] == sizes[1]  # 300 classes drew a 67-inch figure (1,000 ran out of memory)

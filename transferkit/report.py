@@ -254,7 +254,7 @@ def confusion_figures(rows: list[dict], notes: list | None = None) -> list[tuple
                   else [str(i) for i in range(n_classes)]) if n_classes <= 20 else None
         one_split = len({tuple(c.sum(1).tolist()) for confs in by_method.values() for c in confs}) == 1
         methods = sorted(by_method)
-        side = max(2.2, 0.22 * n_classes + 0.8)  # room for a count in each cell
+        side = max(2.2, 0.22 * min(n_classes, COUNTED_CLASSES) + 0.8)  # room for a count in each cell, up to 12
         fig = new_figure(side * len(methods) + 0.9, side + 0.9)
         grid = fig.add_gridspec(1, len(methods) + 1, width_ratios=[1] * len(methods) + [0.06])
         for i, method in enumerate(methods):

@@ -901,6 +901,10 @@ def test_summary_warns_when_two_runs_read_one_domain_spec_into_other_data(tmp_pa
                                                 r"g \(target.val differ in their data.json\): their rows are not on "
                                                 r"the same data\.$"):  # no path: no word on working directories
         main(["summary", str(tmp_path / "e"), str(tmp_path / "g")])
+    _run_with_data(tmp_path / "h", "npz:thickflip.npz", {**same, "target.train": "x1"}, val_fraction=0.15,
+                   test_fraction=0.25)  # a run of today, which writes the split fractions, beside an older one
+    with pytest.warns(TransferkitWarning, match=r"not the same data in run a as in run h \(target.train differ"):
+        main(["summary", str(tmp_path / "a"), str(tmp_path / "h")])
     capsys.readouterr()
     for argv in quiet:
         with warnings.catch_warnings(record=True) as caught:

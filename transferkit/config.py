@@ -24,6 +24,10 @@ from .fields import check_fields, from_dict
 from .io import VARIABLE
 from .runtime import check_device_name, env_int
 
+#: config keys added since runs were first made, with their defaults: a run's config.yaml or a
+#: job's digest from before a key was added reads as its default
+ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25,
+                "select_metric": "accuracy"}
 #: most label subsets one run draws (each is a training per method; 1e9 hung in drawing them)
 MAX_REPEATS = 10_000
 

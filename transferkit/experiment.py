@@ -41,7 +41,7 @@ from .backbones import (
     is_built_in,
     known_outputs,
 )
-from .config import ExperimentConfig, dump_config, from_dict, load_config
+from .config import ADDED_FIELDS, ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match, warn_unshared_classes
 from .engine import Engine, TrainConfig, check_streams, content_text
@@ -1726,10 +1726,6 @@ NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progres
                "pretrain.checkpoint_every"}
 #: config keys that only choose which jobs run (each finished job is checked by its own digest)
 CHOOSES_JOBS = {"methods", "repeats", "options"}
-#: config keys added since runs were first made, with their defaults: a run's config.yaml or a
-#: job's digest from before a key was added reads as its default
-ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25,
-                "select_metric": "accuracy"}
 #: config keys that choose the settings run (each names its own job files, whose digests keep the value)
 CHOOSES_SETTINGS = {"k", "ratio"}
 

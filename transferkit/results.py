@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .config import ADDED_FIELDS
 from .errors import TransferkitError, check
 from .evaluate import format_mean_se, mean_se
 from .io import read_json, write_json, write_text
@@ -676,17 +677,18 @@ def combine_runs(paths) -> dict:
 
 #: the config keys besides a domain's spec that decide the splits a run reads from it (``seed`` too for a
 #: spec with shifts or grouped views, whose images it draws): runs that differ in them read other data
-DATA_KEYS = {"source": ("image_size", "channels", "source_classes"),
+DATA_KEYS = {"source": ("image_size", "channels", "source_classes", "val_fraction", "test_fraction"),
              "target": ("image_size", "channels", "target_classes", "val_per_class", "test", "val_fraction",
                         "test_fraction")}
 
 
 def _data_records(run_dir: Path) -> list[tuple[dict, dict]]:
-    """``(config, data)`` of each run in ``run_dir`` (its own, or a benchmark's runs below it): a
+    """``(config, data)`` of each run in ``run_dir`` (its own, or a benchmark's runs up to two
+    levels below it, ``PAIR/s0/``; not a whole tree a results.json was copied into): a
     run's ``data.json`` (content digests of its splits) with the ``config.yaml`` beside it. Runs
     without both (made before data.json was written) are left out."""
     out = []
-    for path in sorted(run_dir.rglob("data.json")):
+    for path in sorted(p for depth in ("", "*/", "*/*/") for p in run_dir.glob(f"{depth}data.json")):
         try:
             data = read_json(path)
             config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
@@ -701,6 +703,7 @@ def _domain_digests(config: dict, data: dict) -> dict[tuple, tuple]:
     """``{(side, spec, how the config reads it): its splits' digests}`` of one run's record."""
     out = {}
     for side, keys in DATA_KEYS.items():
+        config = {**ADDED_FIELDS, **config}  # a run from before a key was added read it at its default
         spec = config.get(side)
         digests = tuple(sorted((k, v) for k, v in data.items() if k.startswith(f"{side}.")))
         if isinstance(spec, str) and digests:

@@ -150,8 +150,9 @@ def test_select_metric_is_a_parameter_that_clone_keeps_and_the_run_config_takes(
         ExperimentConfig(select_metric="recall")
     cfg = ExperimentConfig(name="sel", source="digits", target="digits", k=2, repeats=1, methods=["target_only"],
                            select_metric="balanced_accuracy", pretrain=TINY, train=TINY, out_dir=str(tmp_path))
-    row = run_experiment(cfg, log=lambda *a: None)[1][0]
+    run_dir, (row,) = run_experiment(cfg, log=lambda *a: None)
     assert row["select_metric"] == "balanced_accuracy" and 0 <= row["val_accuracy"] <= 1
+    assert Transfer.from_run(run_dir, "target_only").get_params()["select_metric"] == "balanced_accuracy"
 
 
 def test_each_model_has_its_own_default_pretrain_config_and_repr_names_changed_budgets():

@@ -288,7 +288,7 @@ MEAN_MATCH = ("import torch\n"
 
 
 def test_a_plugin_adaptation_method_joins_the_uda_table_and_a_label_reading_one_is_refused(tmp_path, plugin,
-                                                                                        one_thread):
+                                                                                        one_thread, monkeypatch):
     plugin("mean_match_plugin", MEAN_MATCH)
     import mean_match_plugin  # noqa: F401  (registers meanmatch)
     plan = make_plan("uda", False, ["pairs=mnist:digits", "seeds=0", "pretrain_steps=4", "adapt_steps=2",
@@ -300,6 +300,10 @@ def test_a_plugin_adaptation_method_joins_the_uda_table_and_a_label_reading_one_
     assert table.index("| Gradient reversal (dann) |") < table.index("| meanmatch | ")
     with pytest.raises(TransferkitError, match="methods: finetune reads target labels"):
         make_plan("uda", False, ["methods=finetune"])
+    plugin("broken_plugin", "raise ValueError('a typo in the plugin')\n")
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", "broken_plugin")
+    with pytest.raises(TransferkitError, match="importing plugin module 'broken_plugin' .* failed: ValueError"):
+        make_plan("uda", False, ["methods=dann,my_method"])  # not "unknown 'my_method'"
 
 
 def test_a_uda_directory_from_before_the_row_selection_resumes_with_every_row(tmp_path):

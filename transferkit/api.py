@@ -294,7 +294,8 @@ class Transfer:
         cfg = load_config(Path(run_dir) / "config.yaml")
         name = model.name
         self = cls(name, backbone=cfg.backbone, train=cfg.train, pretrain=cfg.pretrain,
-                   seed=cfg.seed if seed is None else seed, **cfg.options.get(name, {}))
+                   seed=cfg.seed if seed is None else seed, select_metric=cfg.select_metric,
+                   **cfg.options.get(name, {}))
         self.method_, self.fit_result_ = model, None
         self.net_, self.classes_ = model.net, list(model.classes_)
         self.input_shape_ = getattr(model.net, "input_shape", None)  # None: a network of your own checks no shape

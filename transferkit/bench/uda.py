@@ -36,7 +36,7 @@ import torch
 
 from ..config import ExperimentConfig
 from ..engine import TrainConfig, content_text
-from ..errors import TransferkitError, check
+from ..errors import TransferkitError, UnknownNameError, check
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, model_path, prepare_domains, run_experiment, run_source_network
 from ..io import load_safetensors, write_text
@@ -136,7 +136,7 @@ def _own_method(name: str) -> bool:
     no label subset); False for a name that is not registered (the caller names it with the known ones)."""
     try:
         cls = get_method(name)
-    except TransferkitError:
+    except UnknownNameError:  # a plugin that fails to import says so itself
         return False
     check("target" not in cls.streams and "unlabeled" in cls.streams,
           f"methods: {name} " + ("reads target labels, and bench uda's pairs give it every one" if "target" in

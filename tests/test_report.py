@@ -724,6 +724,9 @@ def test_a_ratio_larger_than_the_classes_is_drawn_at_the_labels_its_rows_used(mo
     (caption, _), = report_module.label_efficiency_figures([{**r, "setting": r["setting"].replace("ratio", "k"),
                                                              "n_labeled": 50} for r in rows])
     assert caption == "Label efficiency, s → t"  # k is what was asked
+    grouped = [{**r, "group_accuracy": 0.5, "n_labeled": 9000 if r["method"] == "finetune" else 0} for r in rows]
+    (caption, _), = report_module.label_efficiency_figures(grouped)  # groups asked, images counted: as asked
+    assert caption == "Label efficiency, s → t"
 
 
 def test_confusion_figures_beyond_the_cap_are_named(monkeypatch):

@@ -126,12 +126,13 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
 def _labels_used(rows: list[dict]) -> dict[str, float]:
     """``{"ratio=400": 300.0}``: the labelled images per class that the rows of a ratio setting
     trained on (``n_labeled`` over the target classes, the most of any row), where classes smaller
-    than the ratio keep all of theirs; a ``k=`` setting's k is what was asked."""
+    than the ratio keep all of theirs (never above the ratio); a ``k=`` setting's k is what was
+    asked, and a grouped target's settings count groups, not the images ``n_labeled`` counts."""
     used: dict[str, float] = {}
     for r in rows:
-        n, classes = r.get("n_labeled"), r.get("class_names")
-        if str(r.get("setting", "")).startswith("ratio=") and _is_number(n) and n > 0 and classes:
-            used[r["setting"]] = max(used.get(r["setting"], 0.0), n / len(classes))
+        n, classes, setting = r.get("n_labeled"), r.get("class_names"), str(r.get("setting", ""))
+        if setting.startswith("ratio=") and _is_number(n) and n > 0 and classes and "group_accuracy" not in r:
+            used[setting] = min(_setting_value(setting), max(used.get(setting, 0.0), n / len(classes)))
     return used
 
 

@@ -111,10 +111,14 @@ def _typed(hint, value, name: str):
         raise TransferkitError(f"config {name} must be text, got the number {value!r} (YAML reads unquoted digits as "
                                f"a number): quote it as written ({leaf}: \"...\"), so that YAML keeps its text")
     if isinstance(value, str) and any(t in (int, float) for t in kinds):
-        how = ("a list in brackets" if listed and "," in value else "one number, not a list" if "," in value
-               else "a number") + (" without quotes" if value[:1] in "'\""
-                                                                          or not value.strip(" -+.0123456789eE")
-                                                                          else "")
+        text = value.strip().strip("'\"")
+        bracketed = listed and text.startswith("[") and text.endswith("]")
+        number = text != "" and not text.strip(" -+.0123456789eE")
+        how = ("the list without quotes" if bracketed else "a list in brackets" if listed and "," in text
+               else "one number, not a list" if "," in text else "a number") + (
+            " without quotes" if not bracketed and (value[:1] in "'\"" or number) else "")
+        example = text if bracketed or number else f"[{text}]" if listed and "," in text else \
+            "5" if int in kinds else "0.5"
         raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: "
-                               f"{'[1, 5]' if listed and ',' in value else 5}")
+                               f"{example}")
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")

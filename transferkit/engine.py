@@ -128,6 +128,18 @@ class TrainConfig:
         check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
 
 
+def _window_sums(window: dict) -> dict:
+    """The loss sums since the last evaluation as a checkpoint keeps them, ``{term: [sum, steps]}``;
+    under torchrun the mean of the ranks' sums, which every rank resumes from: the mean over ranks
+    of (that + its own later sums) is the mean an uninterrupted training logs (up to rounding)."""
+    if not window:
+        return {}
+    sums = torch.stack([total for total, _ in window.values()])
+    if world_size() > 1:
+        sums = all_reduce_mean(sums)
+    return {k: [float(total), n] for (k, (_, n)), total in zip(window.items(), sums.tolist())}
+
+
 #: what validation may score: accuracy, or the mean per-class accuracy (recall) for imbalanced classes
 SELECT_METRICS = ("accuracy", "balanced_accuracy")
 
@@ -415,11 +427,13 @@ class Engine:
                 for hook in self.hooks:
                     hook(step, state)
                     modes_stale = True  # a hook may look at or change the modules
-                if main and self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
-                                                       or state["stopped"]):
-                    state["trained_s"] = self.resumed_s + time.perf_counter() - t0  # a resume counts them too
-                    state["loss_window"] = {k: [float(total), n] for k, (total, n) in window.items()}
-                    self._save(method, opt, state, best_weights, signature, history, device)
+                if self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
+                                              or state["stopped"]):
+                    kept = _window_sums(window)  # every rank: a collective under torchrun
+                    if main:
+                        state["trained_s"] = self.resumed_s + time.perf_counter() - t0  # a resume counts them too
+                        state["loss_window"] = kept
+                        self._save(method, opt, state, best_weights, signature, history, device)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
             bar.close()
             method.input_cache = {}

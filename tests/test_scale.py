@@ -3,9 +3,11 @@ data-parallel training on torch.distributed (2 gloo processes on CPU)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,6 +114,30 @@ def test_two_gloo_processes_match_one_process(tmp_path, batch_size):
     assert abs(single["val"] - double["val"]) <= 0.02
     for k, v in single["weights"].items():
         assert torch.allclose(v, double["weights"][k], atol=1e-4), k
+
+
+def _ddp_checkpoint_worker(rank, world, init_file, ckpt_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    cfg = TrainConfig(steps=14, batch_size=16, eval_every=10, checkpoint_every=7, patience=None)
+
+    def keep_step_7(step, state):  # the checkpoint of step 7, mid-window, before step 14's replaces it
+        if step == 8 and rank == 0:
+            shutil.copy(Path(ckpt_dir) / "last.json", Path(ckpt_dir) / "step7.json")
+    Engine(cfg, seed=0, checkpoint_dir=ckpt_dir, hooks=(keep_step_7,)).fit(method, target=toy_domain(64, 0))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_checkpoint_the_loss_sums_since_the_last_evaluation_together(tmp_path):
+    """The sums travel as the mean of the ranks' (a collective every rank joins at each
+    checkpoint: only rank 0 writes, but one that alone reduced would hang)."""
+    mp.spawn(_ddp_checkpoint_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ck")), nprocs=2, join=True)
+    window = json.loads((tmp_path / "ck" / "step7.json").read_text())["state"]["loss_window"]
+    assert set(window) == {"loss", "ce_target"} and window["loss"][1] == 7  # steps 0-6, before the evaluation at 10
+    assert window["loss"][0] == pytest.approx(window["ce_target"][0]) and window["loss"][0] > 0
 
 
 BATCH_STATISTIC_METHODS = ("mmd", "coral", "mcc", "dsn")

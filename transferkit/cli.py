@@ -513,11 +513,21 @@ def _resume_hint(args, argv: list[str]) -> str | None:
 
 
 def _split_set_value(argv: list[str]) -> str | None:
-    """The first ``--set`` value that opens a YAML list or mapping it does not close (``k=[1,``:
-    ``--set k=[1, 5]`` unquoted reaches the program as two words), or None."""
-    for flag, value in zip(argv, argv[1:]):
-        if flag == "--set" and (value.count("[") > value.count("]") or value.count("{") > value.count("}")):
-            return value
+    """The first ``--set`` value that opens a YAML list or mapping which the words after it close
+    (``--set k=[1, 5]`` unquoted reaches the program as ``k=[1,`` and ``5]``), or None (a value
+    that nothing closes is YAML's to name)."""
+    def open_brackets(text: str) -> bool:
+        return text.count("[") > text.count("]") or text.count("{") > text.count("}")
+    for i, (flag, value) in enumerate(zip(argv, argv[1:])):
+        if flag != "--set" or not open_brackets(value):
+            continue
+        joined = value
+        for word in argv[i + 2:]:
+            if word.startswith("--"):
+                break
+            joined += " " + word
+            if not open_brackets(joined):
+                return value
     return None
 
 

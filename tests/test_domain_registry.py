@@ -169,3 +169,12 @@ def test_worker_processes_find_a_plugin_domain(tmp_path):
     assert p.returncode == 0, p.stderr  # was: unknown domain 'bars' (in every worker, once past the main process)
     assert "| finetune | bars | bars+inversion |" in p.stdout, p.stdout
     assert len(list((tmp_path / "cache" / "domains").glob("bars-*.npz"))) == 1
+
+
+def test_two_lambdas_of_one_module_cannot_take_one_name(forget_domains):
+    first = lambda: checker_arrays()  # noqa: E731
+    second = lambda: checker_arrays(6)  # noqa: E731
+    register_checkers(first)
+    register_checkers(first)  # the same builder again: a module imported again
+    with pytest.raises(TransferkitError, match=r"domain name 'checkers' is taken by .*<lambda> \(line \d+\)"):
+        register_checkers(second)

@@ -30,7 +30,7 @@ from .backbones import (
 from .clip import CaptionedDomain
 from .config import load_config
 from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
-from .engine import SELECT_METRICS, Engine, TrainConfig, check_streams
+from .engine import Engine, TrainConfig, check_select_metric, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import (
@@ -92,10 +92,8 @@ class Transfer:
         check_options(self.method_cls, options)  # a misspelt option now, with the known ones, not at fit
         check_option_values(self.method_cls, options)  # and a value outside its domain
         check_backbone(backbone)
-        check(select_metric in SELECT_METRICS, f"select_metric must be one of {', '.join(SELECT_METRICS)}, got "
-                                               f"{select_metric!r}")
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
-        self.select_metric = select_metric
+        self.select_metric = check_select_metric(select_metric)
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, PRETRAIN_DEFAULT, "pretrain")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .engine import SELECT_METRICS, TrainConfig
+from .engine import TrainConfig, check_select_metric
 from .errors import TransferkitError, UnknownNameError, check, is_whole
 from .fields import check_fields, from_dict
 from .io import VARIABLE
@@ -121,9 +121,7 @@ class ExperimentConfig:
               f"name {self.name!r} names the run's folder under out_dir: no '/' or '\\', not empty or dots")
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
-        check(self.select_metric in SELECT_METRICS,
-              f"select_metric must be accuracy or balanced_accuracy (the mean per-class accuracy: classes of few "
-              f"images count as much as large ones), got {self.select_metric!r}")
+        check_select_metric(self.select_metric)
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         if self.channels == "auto":  # the README's name for the default
             self.channels = None

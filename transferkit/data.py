@@ -281,7 +281,9 @@ class DomainRegistry(Registry):
     again registers its domains again, while another builder under a taken name is refused."""
 
     def defined_at(self, record: Builtin) -> str:
-        return qualified_name(record.build)
+        name, code = qualified_name(record.build), getattr(record.build, "__code__", None)
+        # two lambdas of one module share a qualified name: their line tells them apart
+        return f"{name} (line {code.co_firstlineno})" if "<lambda>" in name and code is not None else name
 
 
 #: every named domain: the shipped built-ins and those registered with :func:`register_domain`

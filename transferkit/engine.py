@@ -143,6 +143,13 @@ def _window_sums(window: dict) -> dict:
 #: what validation may score: accuracy, or the mean per-class accuracy (recall) for imbalanced classes
 SELECT_METRICS = ("accuracy", "balanced_accuracy")
 
+
+def check_select_metric(value: str) -> str:
+    """``value`` if it is one of :data:`SELECT_METRICS`, else an error that names them."""
+    check(value in SELECT_METRICS, f"select_metric must be accuracy or balanced_accuracy (the mean per-class "
+                                   f"accuracy: classes of few images count as much as large ones), got {value!r}")
+    return value
+
 SCHEDULES: dict[str, Callable[[float], float]] = {
     "constant": lambda p: 1.0,
     "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
@@ -273,9 +280,7 @@ class Engine:
                  checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
                  hooks: tuple[Callable[[int, dict], None], ...] = (), tensorboard_dir: str | Path | None = None,
                  run_name: str | None = None, select_metric: str = "accuracy"):
-        check(select_metric in SELECT_METRICS, f"select_metric must be one of {', '.join(SELECT_METRICS)}, got "
-                                               f"{select_metric!r}")
-        self.select_metric = select_metric  # what the validation evaluations (early stopping, best weights) score
+        self.select_metric = check_select_metric(select_metric)  # what validation (early stopping, best weights) scores
         self.cfg = config or TrainConfig()
         self.run_name = run_name  # tags this training's records in a metrics file shared by several
         self.seed = torch_seed(seed)

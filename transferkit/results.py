@@ -302,14 +302,16 @@ def standard_error_note(rows: list[dict]) -> str:
     unread = [r for r in rows if isinstance(r.get("n_labeled"), Real) and not isinstance(r["n_labeled"], bool)
               and r.get("method") != "source_only"]  # source_only: one row, no ±
     reads = {r["n_labeled"] > 0 for r in unread}
-    settings = sorted({str(r["setting"]) for r in unread if r["n_labeled"] == 0 and not r.get("unlabeled")
-                       and r.get("n_unlabeled") and str(r.get("setting", "")).startswith("k=")},
-                      key=lambda s: (len(s), s))  # rows that trained on the target's train split less k labels
+
+    def k_settings(rs) -> list[str]:
+        return sorted({str(r["setting"]) for r in rs if str(r.get("setting", "")).startswith("k=")},
+                      key=lambda s: (len(s), s))
+    settings = k_settings(r for r in unread if r["n_labeled"] == 0 and not r.get("unlabeled")
+                          and r.get("n_unlabeled"))  # rows that trained on the target's train split less k labels
     left_out = (f"; under {', '.join(settings)} also which k images per class are drawn as labels, which their "
                 f"unlabelled images leave out" if settings else "")
     if reads == {False}:
-        named = sorted({str(r.get("setting", "")) for r in rows if str(r.get("setting", "")).startswith("k=")},
-                       key=lambda s: (len(s), s))
+        named = k_settings(rows)
         return ("Mean ± standard error over n seeds (no row reads a target label: a seed changes the initialisation "
                 "and the training order, not a label subset" + (left_out or (
                     f"; the setting {', '.join(named)} names no labelled subset" if named else "")) + ").")

@@ -746,6 +746,8 @@ def test_a_list_of_k_runs_every_job_at_each_k_in_one_run_and_a_resume_adds_a_k(t
     model = Transfer.from_run(run_dir, "target_only", seed=1, setting="k = 2")
     test = prepare_domains(cfg).target.test
     assert model.score(test) == rows[5]["accuracy"]
+    run_experiment(replace(cfg, k=[2, 3]), run_dir=run_dir, log=lambda *a: None)  # k=1 left out: its models stay
+    assert load_model(run_dir, "target_only", 1, "k=1").classes_ == rows[2]["class_names"]
 
 
 def test_the_target_split_fractions_are_config_keys_and_runs_from_before_them_resume(tmp_path):

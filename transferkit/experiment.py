@@ -1004,8 +1004,13 @@ def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path, any_o
                               f"setting='{next(iter(subs))}'")
         return next(iter(subs.values()))
     setting = str(setting).replace(" ", "")
-    check(setting in subs, f"{run_dir} has no setting {setting!r}: it ran {', '.join(subs)}")
-    return subs[setting]
+    if setting in subs:
+        return subs[setting]
+    dropped = re.fullmatch(r"(k|ratio)=(\d+)", setting)  # a setting a resume left out: its models stay
+    check(dropped is not None and any((Path(run_dir) / "models").glob(f"*-{setting}-s*.pt")),
+          f"{run_dir} has no setting {setting!r}: it ran {', '.join(subs)}")
+    key, value = dropped.groups()
+    return replace(cfg, **{"k": None, "ratio": None, key: int(value)})
 
 
 def _build_job_method(cfg: ExperimentConfig, data: Prepared, cls, net):

@@ -562,6 +562,12 @@ def test_summary_of_an_unfinished_run_shows_its_finished_jobs_and_what_completes
     out, err = capsys.readouterr()
     assert "Classes: target classes 5-9." in out and "| finetune | s | t | k=1 | 60.0 ± 10.0 | 2 |" in out, out
     assert "the table holds the 2 job(s) finished so far" in err and f"`transferkit run --resume {run}`" in err, err
+    (run / "config.yaml").write_text("name: mine\ntarget_classes: 5-9\nk: [2, 3]\n")  # a resume left k=1 out
+    (run / "jobs" / "finetune-k=2-s0.json").write_text(json.dumps({**base, "setting": "k=2", "seed": 0,
+                                                                   "accuracy": 0.9}))
+    assert main(["summary", str(run)]) == 2
+    out = capsys.readouterr().out
+    assert "| finetune | s | t | k=2 | 90.0 | 1 |" in out and "k=1" not in out, out
 
 
 def test_zero_shot_rows_get_an_honest_plus_minus_note_and_one_class_predictions_are_named():

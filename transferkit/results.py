@@ -65,16 +65,31 @@ def unfinished_run(run_dir: Path) -> dict | None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or (run_dir / "results.json").exists() or not (run_dir / "config.yaml").is_file():
         return None
-    rows = [row for row in (_row_field(j, None) for j in sorted((run_dir / "jobs").glob("*.json")))
-            if isinstance(row, dict) and all(k in row for k in ROW_KEYS)]
-    if not rows:
-        return None
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         config = None
-    return {"rows": rows, "config": config if isinstance(config, dict) else None,
-            "unfinished": unfinished_hint(run_dir)}
+    config = config if isinstance(config, dict) else None
+    settings = _settings_of(config)
+    rows = [row for row in (_row_field(j, None) for j in sorted((run_dir / "jobs").glob("*.json")))
+            if isinstance(row, dict) and all(k in row for k in ROW_KEYS)
+            and (settings is None or row.get("setting") in settings)]  # not a setting a resume left out
+    if not rows:
+        return None
+    return {"rows": rows, "config": config, "unfinished": unfinished_hint(run_dir)}
+
+
+def _settings_of(config: dict | None) -> set[str] | None:
+    """The settings (``k=5``, ...) a run's stored config runs, one per value of a list ``k`` or
+    ``ratio``; None where the config does not say."""
+    if config is None or "k" not in config or not all(isinstance(config.get(key), (int, list, type(None)))
+                                                      for key in ("k", "ratio")):
+        return None
+    for key in ("k", "ratio"):
+        value = config.get(key)
+        if value is not None:
+            return {f"{key}={v}" for v in (value if isinstance(value, list) else [value])}
+    return {"all"}
 
 
 def _row_field(path: Path, key: str | None):

@@ -222,3 +222,10 @@ def test_a_small_test_split_is_named_with_how_well_one_accuracy_is_known():
     runs = [{**rows[0], "run": "x", "n_test": 100}, {**rows[0], "run": "y", "n_test": 400}]
     assert small_test_line(runs)[0].startswith("Small test split: scans (run x) 100 images (± 9.8); scans (run y) "
                                                "400 images (± 4.9)")
+
+
+def test_lines_under_the_table_list_settings_by_their_number():
+    from transferkit.results import unlabelled_line
+    rows = [{"method": "dann", "n_labeled": 0, "setting": s, "source": "a", "target": "b", "seed": 0}
+            for s in ("k=1", "k=10", "k=2")] + [{"method": "ft", "n_labeled": 5, "setting": "k=1", "seed": 0}]
+    assert "the setting of its rows (k=1, k=2, k=10) names" in unlabelled_line(rows)[0]

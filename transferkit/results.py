@@ -289,6 +289,11 @@ def partial_da_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"seeds, {ALL_SOURCE}): {'; '.join(parts)}."]
 
 
+def setting_order(setting: str) -> tuple:
+    """A sort key that puts ``k=2`` before ``k=10`` (settings of one kind by their number)."""
+    return len(setting), setting
+
+
 def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the methods whose rows read no target label (``n_labeled`` 0: domain
     adaptation, zero-shot) where the table mixes them with rows that do: their setting (``k=5``)
@@ -301,7 +306,7 @@ def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
     none = [m for m, seen in counts.items() if seen == {False} and m != "source_only"]
     if not none or not any(True in seen for seen in counts.values()):
         return []
-    settings = sorted({str(r.get("setting", "")) for r in rows if r["method"] in none})
+    settings = sorted({str(r.get("setting", "")) for r in rows if r["method"] in none}, key=setting_order)
     one = len(none) == 1
     return [f"{cell(', '.join(none))} read{'s' if one else ''} no target label (n_labeled 0): the setting of "
             f"{'its' if one else 'their'} rows ({cell(', '.join(settings))}) names the labelled target subset the "
@@ -319,8 +324,7 @@ def standard_error_note(rows: list[dict]) -> str:
     reads = {r["n_labeled"] > 0 for r in unread}
 
     def k_settings(rs) -> list[str]:
-        return sorted({str(r["setting"]) for r in rs if str(r.get("setting", "")).startswith("k=")},
-                      key=lambda s: (len(s), s))
+        return sorted({str(r["setting"]) for r in rs if str(r.get("setting", "")).startswith("k=")}, key=setting_order)
     settings = k_settings(r for r in unread if r["n_labeled"] == 0 and not r.get("unlabeled")
                           and r.get("n_unlabeled"))  # rows that trained on the target's train split less k labels
     left_out = (f"; under {', '.join(settings)} also which k images per class are drawn as labels, which their "

@@ -1,6 +1,8 @@
 """User data: image folders, npz arrays, torchvision adapters (transferkit.userdata)."""
 
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -705,6 +707,17 @@ def test_a_large_folder_s_decoded_pixels_are_cached_bit_identical_and_keyed_on_i
     changed = load_domain(f"folder:{tmp_path / 'data'}", size=8)
     assert not torch.equal(changed.images, first.images)
     assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 2
-    monkeypatch.setenv("TRANSFERKIT_FOLDER_CACHE", "0")
-    monkeypatch.setattr(userdata, "_read_images", lambda *a: torch.zeros(len(a[0]), 3, 8, 8))
-    assert float(load_domain(f"folder:{tmp_path / 'data'}", size=8).images.max()) == 0  # read, not the cache
+    edited = tmp_path / "data" / "b" / "000.png"  # an edit that keeps the file's size and time: seen
+    Image.new("RGB", (9, 7), (0, 255, 0)).save(edited, format="BMP")  # a BMP's size depends on its shape alone
+    green, before = load_domain(f"folder:{tmp_path / 'data'}", size=8).images, edited.stat()
+    Image.new("RGB", (9, 7), (0, 0, 255)).save(edited, format="BMP")
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert edited.stat().st_size == before.st_size and edited.stat().st_mtime_ns == before.st_mtime_ns
+    assert not torch.equal(load_domain(f"folder:{tmp_path / 'data'}", size=8).images, green)
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")  # elsewhere, the same files: the same entry
+    monkeypatch.setattr(userdata, "_read_images", lambda *a: pytest.fail("decoded again"))
+    load_domain(f"folder:{tmp_path / 'copy'}", size=8)
+    for off in ("0", "false", "OFF", "no"):
+        monkeypatch.setenv("TRANSFERKIT_FOLDER_CACHE", off)
+        monkeypatch.setattr(userdata, "_read_images", lambda *a: torch.zeros(len(a[0]), 3, 8, 8))
+        assert float(load_domain(f"folder:{tmp_path / 'data'}", size=8).images.max()) == 0  # read, not the cache

@@ -323,21 +323,35 @@ NARROW_FILES = ("16-bit files are read as 0-65535, so 12- or 10-bit images (0-40
 CACHED_FOLDER_FILES = 1000
 
 
+def folder_cache_on() -> bool:
+    """Whether ``$TRANSFERKIT_FOLDER_CACHE`` leaves the folder cache on (off: ``0``, ``false``,
+    ``off``, ``no``, in any case; a value that is neither warns and leaves it on)."""
+    value = os.environ.get("TRANSFERKIT_FOLDER_CACHE", "1").strip().lower()
+    if value in ("0", "false", "off", "no"):
+        return False
+    if value not in ("1", "true", "on", "yes", ""):
+        warn(f"TRANSFERKIT_FOLDER_CACHE={value!r} is read as on; 0, false, off or no turns the folder cache off")
+    return True
+
+
 def decoded_images(root: Path, files: list[Path], size: int | None, channels: int | None) -> torch.Tensor:
     """:func:`_read_images` of a folder's ``files``; for a folder of :data:`CACHED_FOLDER_FILES` or
     more, its pixels are kept as uint8 in ``cache_dir()/folders/`` (every decoded pixel is a
-    whole number of 255ths, so a cache hit is bit-identical), keyed on the files' paths, sizes
-    and modification times, ``size``, ``channels`` and Pillow's version: a second run skips the
-    decoding. ``TRANSFERKIT_FOLDER_CACHE=0`` turns it off. The decoding's warnings (stretched
-    images) come with the first read only."""
+    whole number of 255ths, so a cache hit is bit-identical), keyed on the files' relative paths
+    and contents (a hash of their bytes: reading them costs a fraction of decoding them, and an
+    edit that keeps a file's size and time is seen), ``size``, ``channels`` and Pillow's version:
+    a second run, and a copy of the folder elsewhere, skip the decoding.
+    ``TRANSFERKIT_FOLDER_CACHE=0`` (or ``false``, ``off``, ``no``) turns it off. The decoding's
+    warnings (stretched images) come with the first read only."""
     where = f"in {str(root)!r}"
-    if len(files) < CACHED_FOLDER_FILES or os.environ.get("TRANSFERKIT_FOLDER_CACHE", "1") == "0":
+    if len(files) < CACHED_FOLDER_FILES or not folder_cache_on():
         return _read_images(files, size, channels, where)
     import PIL
 
-    stats = [(p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),)]
-    key = hashlib.sha256(json.dumps({"format": 1, "root": str(root.resolve()), "size": size, "channels": channels,
-                                     "pillow": PIL.__version__, "files": stats}).encode()).hexdigest()[:24]
+    contents = [(unicodedata.normalize("NFC", p.relative_to(root).as_posix()),
+                 hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()) for p in files]
+    key = hashlib.sha256(json.dumps({"format": 2, "size": size, "channels": channels, "pillow": PIL.__version__,
+                                     "files": contents}).encode()).hexdigest()[:24]
     path = cache_dir() / "folders" / f"{key}.npz"
     try:
         with np.load(path, allow_pickle=False) as z:

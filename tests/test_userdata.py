@@ -543,14 +543,34 @@ def test_folder_names_in_either_unicode_form_are_one_class_and_linked_sub_folder
     assert load_domain(f"folder:{mac}").select_classes([unicodedata.normalize("NFD", "café")]).num_classes == 1
     write_folder(tmp_path / "drive", classes=("more",), per_class=4)
     os.symlink(tmp_path / "drive" / "more", win / "b" / "from drive")  # a linked folder inside a class folder
-    os.symlink(win, win / "b" / "loop")  # a link loop ends
+    os.symlink(win / "b", win / "b" / "loop")  # a link loop ends
     (win / "b" / "notes.txt").write_text("not an image")
     (win / "b" / "Thumbs.db").write_bytes(b"\0")
     os.symlink(tmp_path / "gone.png", win / "b" / "dead.png")
     d = load_domain(f"folder:{win}")
-    assert d.class_counts().tolist() == [3 + 4 + 3, 3]  # its own, the linked folder's, and café's via the loop once
+    assert d.class_counts().tolist() == [3 + 4, 3]  # its own and the linked folder's, each once
     skipped = [str(w.message) for w in recwarn if "skipped" in str(w.message)]
     assert skipped and all(part in skipped[-1] for part in ("skipped 2 file(s)", "notes.txt", "broken link"))
+    os.symlink(win, win / "b" / "up")  # up to the folder, and so into café: its images would be b's too
+    with pytest.raises(TransferkitError, match=r"b/up/café' is a link into class folder 'café' .* two labels"):
+        load_domain(f"folder:{win}")
+    os.unlink(win / "b" / "up")
+    os.symlink(win / "b", win / "copy of b")  # a class folder that is another: two labels for each image
+    with pytest.raises(TransferkitError, match=r"class folders 'copy of b' and 'b' of .* are one folder"):
+        load_domain(f"folder:{win}")
+
+
+def test_a_folder_in_either_unicode_form_gives_the_same_class_ids_and_data(tmp_path):
+    import unicodedata
+    nfc, nfd = tmp_path / "nfc", tmp_path / "nfd"
+    for root, form in ((nfc, "NFC"), (nfd, "NFD")):
+        write_folder(root, classes=[unicodedata.normalize(form, c) for c in ("é", "f", "zebra")])
+        for name in ("été.png", "abc.png"):  # file names in the form too
+            Image.new("L", (8, 8), 90 if name == "abc.png" else 200).save(root / "f" / unicodedata.normalize(form,
+                                                                                                           name))
+    a, b = load_domain(f"folder:{nfc}"), load_domain(f"folder:{nfd}")
+    assert a.class_names == b.class_names == ["f", "zebra", "é"]  # NFC order: é (U+00E9) after z
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images) and a.digest() == b.digest()
 
 
 def test_paths_written_for_another_system_are_named_with_what_is_wrong(tmp_path, monkeypatch):

@@ -43,13 +43,22 @@ def _skipped(part: str) -> bool:
 SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
 
 
-def _image_files(folder: Path, root: Path, skipped: list[str]) -> list[Path]:
-    """The image files below ``folder`` at any depth, sorted, following symbolic links to folders
-    (each real folder once: a link loop ends); hidden files and folders and ``__MACOSX`` left out.
-    Other files (no image suffix, a broken link) are appended to ``skipped`` relative to ``root``."""
-    found, seen = [], set()
+def _image_files(folder: Path, root: Path, skipped: list[str], seen: set | None = None,
+                 others: dict | None = None) -> list[Path]:
+    """The image files below ``folder`` at any depth, sorted by their NFC paths, following
+    symbolic links to folders (each real folder once, in ``seen``, shared by the class folders of
+    one folder: a link loop ends, and a folder is never read twice); hidden files and folders and
+    ``__MACOSX`` left out. ``others``: the real paths of the other class folders, which a link may
+    not lead into (their images would get this class's label too). Other files (no image suffix,
+    a broken link) are appended to ``skipped`` relative to ``root``."""
+    found, seen, own = [], set() if seen is None else seen, os.path.realpath(folder)
     for here, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(here)
+        inside = real == own or real.startswith(own + os.sep)  # the usual case: no link out of the class folder
+        into = None if inside else next((name for name, other in (others or {}).items()
+                                         if real == other or real.startswith(other + os.sep)), None)
+        check(into is None, f"{str(Path(here))!r} is a link into class folder {into!r} (its real path: {real}): "
+                            f"its images would carry two labels; remove the link")
         if real in seen:
             dirs[:] = []
             continue
@@ -63,7 +72,7 @@ def _image_files(folder: Path, root: Path, skipped: list[str]) -> list[Path]:
                 found.append(p)
             else:
                 skipped.append(str(p.relative_to(root)) + ("" if p.exists() else " (a broken link)"))
-    return sorted(found)
+    return sorted(found, key=lambda p: unicodedata.normalize("NFC", str(p)))
 
 
 def _warn_skipped(root: Path, skipped: list[str]) -> None:
@@ -74,7 +83,8 @@ def _warn_skipped(root: Path, skipped: list[str]) -> None:
 
 
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _skipped(p.name))
+    classes = sorted((p.name for p in root.iterdir() if p.is_dir() and not _skipped(p.name)),
+                     key=lambda n: unicodedata.normalize("NFC", n))  # ids in one order whatever the form
     for name in classes:
         try:
             name.encode("utf-8")
@@ -90,9 +100,13 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each sub-folder "
              f"of a class folder, with all the images below it, becomes one group, like the frames of a video); "
              f"for a dataset split into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
-    files, empty, skipped = [], [], []
+    real = {name: os.path.realpath(root / name) for name in classes}
+    twice = [(a, b) for i, a in enumerate(classes) for b in classes[:i] if real[a] == real[b]]
+    check(not twice, f"class folders {twice[0][0]!r} and {twice[0][1]!r} of {str(root)!r} are one folder (a link: "
+                     f"{real[twice[0][0]]}): its images would carry two labels; remove the link" if twice else "")
+    files, empty, skipped, seen = [], [], [], set()
     for label, name in enumerate(classes):
-        found = _image_files(root / name, root, skipped)
+        found = _image_files(root / name, root, skipped, seen, {n: r for n, r in real.items() if n != name})
         if not found:
             empty.append(str(root / name))
         for p in found:

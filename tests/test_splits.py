@@ -330,3 +330,17 @@ def test_a_folder_s_k_shot_draws_and_grouped_views_follow_its_files_keys(tmp_pat
     plain, grouped = load_domain(f"folder:{tmp_path}", size=None), load_domain(f"folder:{tmp_path}@grouped2",
                                                                                 size=None)
     assert torch.equal(split_parts(grouped)[::2], split_parts(plain))  # each image's views land where it does
+
+
+def test_a_folder_s_label_draws_do_not_follow_its_split_order():
+    """The split ranks a folder's files by their keys with seed 0; k-shot draws with seed 0 mix in
+    another salt, so the labelled files are not the train files ranked next to the val split
+    (which moved whenever a file entered or left val / test)."""
+    from transferkit.splits import keyed_ranks, sample_k_shot, split_domain
+    keys = torch.arange(40, dtype=torch.int64) * 7919 + 13
+    d = Domain("f", torch.rand(40, 1, 4, 4), torch.zeros(40, dtype=torch.long), ["a"], keys=keys)
+    train = split_domain(d).train
+    ranks = keyed_ranks(train.labels, train.keys, 0)  # the split's order within the train part
+    boundary = set(train.keys[ranks < 2].tolist())
+    labelled = sample_k_shot(train, 2, 0)[0]
+    assert len(labelled) == 2 and set(labelled.keys.tolist()) != boundary

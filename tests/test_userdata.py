@@ -169,6 +169,31 @@ def test_image_folder_nested_frames_form_groups(tmp_path):
     assert d.groups.tolist() == [0, 0, 1, 1, 2, 2]
 
 
+def test_a_folder_of_videos_keeps_its_split_and_labelled_videos_when_frames_or_videos_come_and_go(tmp_path):
+    from transferkit.grouped import sample_k_groups
+    from transferkit.splits import split_parts
+    for c in ("run", "walk", "jump"):
+        for v in range(12):
+            write_folder(tmp_path / "vid" / c, classes=(f"v{v:02d}",), per_class=3)
+
+    def placed(d):  # each video's split part, and which videos k=2 labels (by sub-folder)
+        parts = split_parts(d)
+        names = [str(p) for p in sorted((tmp_path / "vid").glob("*/*"))]
+        first = {int(g): i for i, g in reversed(list(enumerate(d.groups)))}
+        where = {names[g]: int(parts[i]) for g, i in first.items()}
+        train = d.subset(parts == 0)
+        labeled = sample_k_groups(train, 2, seed=0)[0]
+        chosen = {names[int(g)] for g in labeled.groups.unique()}
+        return where, chosen
+    before, chosen = placed(load_image_folder(tmp_path / "vid"))
+    (tmp_path / "vid" / "run" / "v03" / "000.png").unlink()  # a video's first frame removed
+    after, chosen_after = placed(load_image_folder(tmp_path / "vid"))
+    assert after == before and chosen_after == chosen  # no video moved (its key is its sub-folder's)
+    write_folder(tmp_path / "vid" / "walk", classes=("v99",), per_class=3)  # a new video
+    grown, chosen_grown = placed(load_image_folder(tmp_path / "vid"))
+    assert sum(grown.get(v) != p for v, p in before.items()) <= 2 and len(chosen_grown - chosen) <= 1
+
+
 def test_image_folder_group_is_the_first_sub_folder_whatever_lies_below(tmp_path):
     for cam in ("cam1", "cam2"):  # one video seen by two cameras: one group, never split across train and test
         write_folder(tmp_path / "deep" / "0" / "vid0_00", classes=(cam,), per_class=2)

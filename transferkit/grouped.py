@@ -15,7 +15,7 @@ import torch
 from .domain import Domain, check_memory, group_labels
 from .errors import TransferkitError, check, is_whole
 from .shifts import apply_shift
-from .splits import seeded_generator
+from .splits import group_ranks, seeded_generator
 
 SUFFIX = re.compile(r"^(?P<base>.+)@grouped(?P<views>\d+)$", re.IGNORECASE)
 
@@ -70,11 +70,14 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
                                f"{domain.class_names[smallest]} has {int(counts[smallest])} group"
                                f"{'' if int(counts[smallest]) == 1 else 's'} in domain "
                                f"{domain.name!r}")
-    perm = torch.randperm(n_groups, generator=g)
-    order = perm[torch.argsort(group_label[perm], stable=True)]
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty(n_groups, dtype=torch.long)
-    rank[order] = torch.arange(n_groups) - starts[group_label[order]]
+    if domain.keys is not None:  # a folder's videos by their keys: a new video moves few draws
+        rank = group_ranks(domain, inverse, group_label, seed)
+    else:  # the draw of before keys, kept: built-in grouped domains label the same groups
+        perm = torch.randperm(n_groups, generator=g)
+        order = perm[torch.argsort(group_label[perm], stable=True)]
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty(n_groups, dtype=torch.long)
+        rank[order] = torch.arange(n_groups) - starts[group_label[order]]
     mask = (rank < k)[inverse]
     labeled = domain.subset(mask, name=f"{domain.name}/{k}-shot-groups")
     unlabeled = domain.subset(~mask, name=f"{domain.name}/unlabeled")

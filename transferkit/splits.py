@@ -82,10 +82,16 @@ def _part_sizes(counts: torch.Tensor, val_fraction: float, test_fraction: float)
     return n_test, n_val
 
 
-def keyed_ranks(labels: torch.Tensor, keys: torch.Tensor, seed: int) -> torch.Tensor:
+#: mixed into the keys of label-subset draws, so that they do not follow the split's order (with seed
+#: 0 the labelled images were those ranked just after the val split, and moved with its boundary)
+LABEL_DRAWS = 0x6C6162656C73
+
+
+def keyed_ranks(labels: torch.Tensor, keys: torch.Tensor, seed: int, salt: int = 0) -> torch.Tensor:
     """A rank ``0..n_c-1`` for every sample within its class, in the order of its key mixed with
-    ``seed`` (splitmix64): a sample's place depends on its own key, not on the other samples."""
-    z = keys.numpy().view(np.uint64) ^ np.uint64(torch_seed(seed) * 0x9E3779B97F4A7C15 % 2**64)
+    ``seed`` and ``salt`` (splitmix64): a sample's place depends on its own key, not on the other
+    samples; another ``salt`` (:data:`LABEL_DRAWS`) gives an order unrelated to the split's."""
+    z = keys.numpy().view(np.uint64) ^ np.uint64((torch_seed(seed) * 0x9E3779B97F4A7C15 + salt) % 2**64)
     for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
         z = (z ^ (z >> np.uint64(shift))) * np.uint64(mult)  # uint64 arrays wrap around
     z ^= z >> np.uint64(31)
@@ -115,11 +121,23 @@ def split_parts(domain: Domain, val_fraction: float = 0.15, test_fraction: float
     if domain.groups is None or len(domain) == 0:
         return _assign(domain.labels, val_fraction, test_fraction, seed, domain.keys)
     inverse, labels = group_labels(domain.groups, domain.labels)
-    keys = None  # a group's key: the smallest of its samples' keys
-    if domain.keys is not None:
-        keys = torch.full((len(labels),), torch.iinfo(torch.int64).max).scatter_reduce_(0, inverse, domain.keys,
-                                                                                        "amin")
-    return _assign(labels, val_fraction, test_fraction, seed, keys)[inverse]
+    return _assign(labels, val_fraction, test_fraction, seed, group_keys(domain, inverse, len(labels)))[inverse]
+
+
+def group_keys(domain: Domain, inverse: torch.Tensor, n_groups: int) -> torch.Tensor | None:
+    """A key per group (``inverse``: each sample's group): the smallest of its samples' keys (a
+    folder gives every image of a group its sub-folder's key); None for a domain without keys."""
+    if domain.keys is None:
+        return None
+    return torch.full((n_groups,), torch.iinfo(torch.int64).max).scatter_reduce_(0, inverse, domain.keys, "amin")
+
+
+def group_ranks(domain: Domain, inverse: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """A rank within its class for every group of ``domain`` for a label-subset draw: in the
+    order of the groups' keys (a folder's: a new video moves few draws), else random with ``seed``."""
+    keys = group_keys(domain, inverse, len(labels))
+    return class_ranks(labels, seeded_generator(seed)) if keys is None else \
+        keyed_ranks(labels, keys, seed, LABEL_DRAWS)
 
 
 def fewest_for(part: str, val_fraction: float = 0.15, test_fraction: float = 0.25) -> int | None:
@@ -170,10 +188,10 @@ def _per_class(domain: Domain, n: int, seed: int) -> torch.Tensor:
     least one (which may alone hold more)."""
     if domain.groups is None or len(domain) == 0:  # a folder's files by their keys: a new file moves few draws
         ranks = (class_ranks(domain.labels, seeded_generator(seed)) if domain.keys is None else
-                 keyed_ranks(domain.labels, domain.keys, seed))
+                 keyed_ranks(domain.labels, domain.keys, seed, LABEL_DRAWS))
         return ranks < n
     inverse, labels = group_labels(domain.groups, domain.labels)
-    ranks = class_ranks(labels, seeded_generator(seed))
+    ranks = group_ranks(domain, inverse, labels, seed)
     order = torch.argsort(labels * len(labels) + ranks)  # by class, then the random rank
     sizes, ordered = torch.bincount(inverse, minlength=len(labels))[order], labels[order]
     total = torch.cumsum(sizes, 0)

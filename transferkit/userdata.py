@@ -111,7 +111,7 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
             empty.append(str(root / name))
         for p in found:
             rel = p.relative_to(root / name)
-            files.append((p, label, str(Path(name) / rel.parts[0]) if len(rel.parts) > 1 else None))
+            files.append((p, label, (Path(name) / rel.parts[0]).as_posix() if len(rel.parts) > 1 else None))
     if empty:
         which = (f"class folder {empty[0]!r} contains" if len(empty) == 1 else
                  f"{len(empty)} class folders contain")
@@ -311,13 +311,16 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     if any(g is not None for _, _, g in files):
         ids = {k: i for i, k in enumerate(dict.fromkeys(group_of))}
         groups = torch.tensor([ids[k] for k in group_of])
+    keys = folder_keys(root, paths) if groups is None else path_keys(  # a video by its sub-folder: the key of
+        g if g is not None else p.relative_to(root).as_posix() for p, _, g in files)  # all its frames, kept
     return Domain(root.name or str(root), x.contiguous(), y, classes, groups,
-                  {"origin": f"folder:{root}", "files": len(files)}, keys=folder_keys(root, paths))
+                  {"origin": f"folder:{root}", "files": len(files)}, keys=keys)
 
 
 def folder_keys(root: Path, paths: list[Path]) -> torch.Tensor:
     """The keys of a folder's files (:func:`path_keys` of their paths below ``root``): the split
-    and the label subsets place each file by its key."""
+    and the label subsets place each file by its key (a grouped folder's frames take their
+    video's, the key of its sub-folder's path: frames added or removed move no video)."""
     return path_keys(p.relative_to(root).as_posix() for p in paths)
 
 

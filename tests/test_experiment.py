@@ -1235,6 +1235,14 @@ def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
     (tmp_path / "data.json").write_text(json.dumps(first))  # written by the first version (no format)
     _check_same_data(tmp_path, other, True)  # the same data: accepted, rewritten in today's format
     assert json.loads((tmp_path / "data.json").read_text()) == data_digests(other)
+    for part in ("train", "val", "test"):  # a folder's: its label draws' version is recorded
+        getattr(other.target, part).provenance["origin"] = "folder:/data/scans"
+    before = {k: v for k, v in data_digests(other).items() if k != "folder_label_draws"}
+    assert data_digests(other)["folder_label_draws"] == 2
+    (tmp_path / "data.json").write_text(json.dumps(before))  # a folder run of this morning
+    with pytest.raises(TransferkitError, match=r"folder_label_draws: since 2026-12-02 10:00 UTC a folder's label "
+                                               r"subsets are drawn otherwise"):
+        _check_same_data(tmp_path, other, True)
 
 
 def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_path, monkeypatch):

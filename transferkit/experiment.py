@@ -457,14 +457,22 @@ def _splits(data: Prepared) -> dict:
 
 
 def data_digests(data: Prepared) -> dict:
-    """Content digests of the run's splits: images, labels, class names and groups."""
+    """Content digests of the run's splits: images, labels, class names and groups; with a
+    folder, the version of its label draws (:data:`FOLDER_LABEL_DRAWS`)."""
     out: dict = {"format": DATA_FORMAT}
     for key, d in _splits(data).items():
         h = hashlib.sha256(f"{d.digest()}|{json.dumps(list(d.class_names))}".encode())
         if d.groups is not None:
             h.update(d.groups.detach().cpu().contiguous().numpy().data)
         out[key] = h.hexdigest()[:16]
+        if str(d.provenance.get("origin", "")).startswith("folder:"):
+            out["folder_label_draws"] = FOLDER_LABEL_DRAWS
     return out
+
+
+#: how a folder's k / ratio label subsets are drawn: 2 since 2026-12-02 10:00 UTC (keys mixed otherwise
+#: than the split's; videos by their sub-folders): a folder run made before cannot resume with other subsets
+FOLDER_LABEL_DRAWS = 2
 
 
 def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
@@ -496,7 +504,10 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
                        "run's kernels.json, e.g. --portable-kernels)" if built else "")
                     + (" (if the folder's files did not change: since 2026-12-02 a folder's split and label subsets "
                        "place each file by a hash of its path, and class names are compared in one Unicode form, so "
-                       "a folder run made before then was cut otherwise and cannot resume)" if folder else ""))
+                       "a folder run made before then was cut otherwise and cannot resume)" if folder else "")
+                    + (" (folder_label_draws: since 2026-12-02 10:00 UTC a folder's label subsets are drawn "
+                       "otherwise, so a folder run made before then would give its unfinished jobs other labelled "
+                       "images than its finished ones)" if "folder_label_draws" in diff else ""))
     if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
         for name in ("source.safetensors", "source.json"):
             (run_dir / name).unlink(missing_ok=True)

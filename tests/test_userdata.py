@@ -766,3 +766,15 @@ def test_a_large_folder_s_decoded_pixels_are_cached_bit_identical_and_keyed_on_i
         monkeypatch.setenv("TRANSFERKIT_FOLDER_CACHE", off)
         monkeypatch.setattr(userdata, "_read_images", lambda *a: torch.zeros(len(a[0]), 3, 8, 8))
         assert float(load_domain(f"folder:{tmp_path / 'data'}", size=8).images.max()) == 0  # read, not the cache
+
+
+def test_a_folder_grey_in_content_but_stored_in_colour_warns_that_it_is_read_as_colour(tmp_path, recwarn):
+    write_folder(tmp_path / "mixed", classes=("a", "b"))  # grey files
+    Image.new("RGB", (8, 8), (90, 90, 90)).save(tmp_path / "mixed" / "a" / "rgb.png")  # one stored as RGB
+    with pytest.warns(UserWarning, match=r"the 7 images .* are grey in content, but some files are stored in colour"):
+        assert load_image_folder(tmp_path / "mixed").images.shape[1] == 3
+    recwarn.clear()
+    assert load_image_folder(tmp_path / "mixed", channels=1).images.shape[1] == 1
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "mixed" / "b" / "red.png")  # really colour: no word
+    load_image_folder(tmp_path / "mixed")
+    assert not [w for w in recwarn if "grey in content" in str(w.message)]

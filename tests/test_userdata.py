@@ -778,3 +778,20 @@ def test_a_folder_grey_in_content_but_stored_in_colour_warns_that_it_is_read_as_
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "mixed" / "b" / "red.png")  # really colour: no word
     load_image_folder(tmp_path / "mixed")
     assert not [w for w in recwarn if "grey in content" in str(w.message)]
+
+
+def test_links_that_would_give_images_two_labels_are_refused(tmp_path):
+    import os
+    write_folder(tmp_path / "pets", classes=("cat", "dog"))
+    write_folder(tmp_path / "pets" / "dog", classes=("pups",))
+    write_folder(tmp_path / "elsewhere", classes=("shared",))
+    os.symlink(tmp_path / "pets" / "dog" / "pups", tmp_path / "pets" / "alias")  # a class inside another's
+    with pytest.raises(TransferkitError, match=r"class folder 'alias' of .* lies inside class folder 'dog'"):
+        load_image_folder(tmp_path / "pets")
+    os.unlink(tmp_path / "pets" / "alias")
+    for c in ("cat", "dog"):  # one outside folder linked from two classes
+        os.symlink(tmp_path / "elsewhere" / "shared", tmp_path / "pets" / c / "shared")
+    with pytest.raises(TransferkitError, match=r"dog/shared' is a folder that class 'cat' reads too"):
+        load_image_folder(tmp_path / "pets")
+    os.unlink(tmp_path / "pets" / "dog" / "shared")
+    assert load_image_folder(tmp_path / "pets").class_counts().tolist() == [3 + 3, 3 + 3]  # linked from one: read

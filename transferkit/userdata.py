@@ -43,26 +43,49 @@ def _skipped(part: str) -> bool:
 SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
 
 
-def _image_files(folder: Path, root: Path, skipped: list[str], seen: set | None = None,
-                 others: dict | None = None) -> list[Path]:
-    """The image files below ``folder`` at any depth, sorted by their NFC paths, following
+def _identity(path) -> tuple[int, int] | None:
+    """A folder's identity on its file system (device, inode): one folder whatever link, case or
+    Unicode form names it; None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _class_holding(path: str, class_ids: dict, root_id) -> str | None:
+    """The class whose folder is ``path`` or holds it (up to the image folder ``root_id``), or None:
+    a link out of one class folder may not lead into another's."""
+    while True:
+        ident = _identity(path)
+        owner, parent = class_ids.get(ident), os.path.dirname(path)
+        if owner is not None or ident == root_id or parent == path:
+            return owner
+        path = parent
+
+
+def _image_files(folder: Path, root: Path, skipped: list[str], seen: dict | None = None,
+                 class_ids: dict | None = None) -> list[Path]:
+    """The image files below ``folder`` at any depth, sorted by their paths' NFC parts, following
     symbolic links to folders (each real folder once, in ``seen``, shared by the class folders of
-    one folder: a link loop ends, and a folder is never read twice); hidden files and folders and
-    ``__MACOSX`` left out. ``others``: the real paths of the other class folders, which a link may
-    not lead into (their images would get this class's label too). Other files (no image suffix,
-    a broken link) are appended to ``skipped`` relative to ``root``."""
-    found, seen, own = [], set() if seen is None else seen, os.path.realpath(folder)
+    one folder: a link loop ends, and a folder two classes link to is refused); hidden files and
+    folders and ``__MACOSX`` left out. ``class_ids``: the class folders by identity, which a link
+    out of ``folder`` may not lead into (their images would get this class's label too). Other
+    files (no image suffix, a broken link) are appended to ``skipped`` relative to ``root``."""
+    found, seen, class_ids = [], {} if seen is None else seen, class_ids or {}
+    label, root_id = class_ids.get(_identity(folder)), _identity(root)
     for here, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(here)
-        inside = real == own or real.startswith(own + os.sep)  # the usual case: no link out of the class folder
-        into = None if inside else next((name for name, other in (others or {}).items()
-                                         if real == other or real.startswith(other + os.sep)), None)
-        check(into is None, f"{str(Path(here))!r} is a link into class folder {into!r} (its real path: {real}): "
-                            f"its images would carry two labels; remove the link")
-        if real in seen:
+        ident = _identity(here)
+        owner = _class_holding(os.path.realpath(here), class_ids, root_id) if class_ids else None
+        check(owner in (None, label), f"{str(Path(here))!r} is a link into class folder {owner!r} "
+                                     f"({os.path.realpath(here)}): its images would carry two labels; remove the link")
+        if ident in seen:
+            check(seen[ident] == label, f"{str(Path(here))!r} is a folder that class {seen[ident]!r} reads too "
+                                       f"({os.path.realpath(here)}, linked from both): its images would carry two "
+                                       f"labels; remove one link")
             dirs[:] = []
             continue
-        seen.add(real)
+        seen[ident] = label
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         for name in names:
             p = Path(here) / name
@@ -72,7 +95,8 @@ def _image_files(folder: Path, root: Path, skipped: list[str], seen: set | None 
                 found.append(p)
             else:
                 skipped.append(str(p.relative_to(root)) + ("" if p.exists() else " (a broken link)"))
-    return sorted(found, key=lambda p: unicodedata.normalize("NFC", str(p)))
+    return sorted(found, key=lambda p: tuple(unicodedata.normalize("NFC", part)  # one order on every system
+                                             for part in p.relative_to(folder).parts))
 
 
 def _warn_skipped(root: Path, skipped: list[str]) -> None:
@@ -100,13 +124,21 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each sub-folder "
              f"of a class folder, with all the images below it, becomes one group, like the frames of a video); "
              f"for a dataset split into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
-    real = {name: os.path.realpath(root / name) for name in classes}
-    twice = [(a, b) for i, a in enumerate(classes) for b in classes[:i] if real[a] == real[b]]
-    check(not twice, f"class folders {twice[0][0]!r} and {twice[0][1]!r} of {str(root)!r} are one folder (a link: "
-                     f"{real[twice[0][0]]}): its images would carry two labels; remove the link" if twice else "")
-    files, empty, skipped, seen = [], [], [], set()
+    class_ids: dict = {}
+    for name in classes:
+        ident = _identity(root / name)
+        check(ident not in class_ids, f"class folders {name!r} and {class_ids.get(ident)!r} of {str(root)!r} are one "
+                                      f"folder (a link: {os.path.realpath(root / name)}): its images would carry two "
+                                      f"labels; remove the link")
+        class_ids[ident] = name
+    root_id = _identity(root)
+    for name in classes:  # a class folder inside another's (a link): its images would be both classes'
+        outer = _class_holding(os.path.dirname(os.path.realpath(root / name)), class_ids, root_id)
+        check(outer is None, f"class folder {name!r} of {str(root)!r} lies inside class folder {outer!r} (a link: "
+                             f"{os.path.realpath(root / name)}): its images would carry two labels; remove the link")
+    files, empty, skipped, seen = [], [], [], {}
     for label, name in enumerate(classes):
-        found = _image_files(root / name, root, skipped, seen, {n: r for n, r in real.items() if n != name})
+        found = _image_files(root / name, root, skipped, seen, class_ids)
         if not found:
             empty.append(str(root / name))
         for p in found:

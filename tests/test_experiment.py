@@ -1240,9 +1240,13 @@ def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
     before = {k: v for k, v in data_digests(other).items() if k != "folder_label_draws"}
     assert data_digests(other)["folder_label_draws"] == 2
     (tmp_path / "data.json").write_text(json.dumps(before))  # a folder run of this morning
-    with pytest.raises(TransferkitError, match=r"folder_label_draws: since 2026-12-02 10:00 UTC a folder's label "
-                                               r"subsets are drawn otherwise"):
+    with pytest.raises(TransferkitError, match=r"was made before 2026-12-02 10:00 UTC, since when a target folder's "
+                                               r"label subsets \(k, ratio\) are drawn otherwise"):
         _check_same_data(tmp_path, other, True)
+    for part in ("train", "val", "test"):  # a source folder and a built-in target: no label drawn from a folder
+        getattr(other.target, part).provenance["origin"] = "mnist"
+        getattr(other.source, part).provenance["origin"] = "folder:/data/photos"
+    assert "folder_label_draws" not in data_digests(other)
 
 
 def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_path, monkeypatch):

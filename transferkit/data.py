@@ -20,12 +20,14 @@ Synthetic shifts from :mod:`transferkit.shifts` are appended with ``+``:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
 import json
 import os
 import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -554,7 +556,8 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
         return grouped_views(load_domain(grouped[0], seed=seed, size=size, channels=channels), grouped[1], seed=seed)
     base, shift_names, entries = check_spec(spec)  # unknown names fail before loading
     # a folder converts its files to `channels` as it reads them when no shift follows; shifts see the native ones
-    dom = _load_base(base, size, None if shift_names else channels, labeled).to_format(size=size)
+    with grey_asked(channels):
+        dom = _load_base(base, size, None if shift_names else channels, labeled).to_format(size=size)
     for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
         if needs_colour and dom.images.shape[1] == 1:
             check(channels == 3, f"shift {name!r} re-interprets RGB colour channels but domain "
@@ -571,6 +574,16 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     if not labeled:
         return Domain.unlabeled(spec, dom.images, provenance=provenance)
     return Domain(spec, dom.images, dom.labels, dom.class_names, dom.groups, provenance, keys=dom.keys)
+
+
+@contextlib.contextmanager
+def grey_asked(channels):
+    """Where grey images are asked for (``channels`` 1), a folder's images read in colour before
+    they are converted do not warn that they are grey in content stored as RGB."""
+    with warnings.catch_warnings():
+        if channels == 1:
+            warnings.filterwarnings("ignore", message=r".* are grey in content, but some files are stored in colour")
+        yield
 
 
 def has_colour_shift(spec: str) -> bool:

@@ -42,7 +42,7 @@ from .backbones import (
     known_outputs,
 )
 from .config import ADDED_FIELDS, ExperimentConfig, dump_config, from_dict, load_config
-from .data import check_spec, has_colour_shift, load_domain
+from .data import check_spec, grey_asked, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match, warn_unshared_classes
 from .engine import Engine, TrainConfig, check_streams, content_text
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
@@ -121,8 +121,9 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     progress = cfg.train.progress if progress is None else progress
     def load(spec, labeled=True):  # a colour shift makes its domain colour unless 1 channel is asked for
         colour = cfg.channels != 1 and has_colour_shift(spec)
-        return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None,
-                           labeled=labeled)
+        with grey_asked(cfg.channels):  # converted to grey below: a folder of RGB-stored grey files is not news
+            return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None,
+                               labeled=labeled)
 
     with reading_progress(progress):
         src, tgt = load(cfg.source), load(cfg.target)
@@ -465,8 +466,8 @@ def data_digests(data: Prepared) -> dict:
         if d.groups is not None:
             h.update(d.groups.detach().cpu().contiguous().numpy().data)
         out[key] = h.hexdigest()[:16]
-        if str(d.provenance.get("origin", "")).startswith("folder:"):
-            out["folder_label_draws"] = FOLDER_LABEL_DRAWS
+        if key.startswith("target.") and str(d.provenance.get("origin", "")).startswith("folder:"):
+            out["folder_label_draws"] = FOLDER_LABEL_DRAWS  # the labels drawn from a target folder
     return out
 
 
@@ -494,6 +495,10 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
             write_json(path, now)
         return
     diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))
+    check(not rows or diff != ["folder_label_draws"],
+          f"{run_dir} was made before 2026-12-02 10:00 UTC, since when a target folder's label subsets (k, ratio) "
+          f"are drawn otherwise: its unfinished jobs would train on other labelled images than its finished ones; "
+          f"start a new run")
     splits = _splits(data)
     origins = [str(splits[k].provenance.get("origin", "")) for k in diff if k in splits]
     built = any(not o.startswith(("folder:", "npz:")) for o in origins)
@@ -505,7 +510,7 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
                     + (" (if the folder's files did not change: since 2026-12-02 a folder's split and label subsets "
                        "place each file by a hash of its path, and class names are compared in one Unicode form, so "
                        "a folder run made before then was cut otherwise and cannot resume)" if folder else "")
-                    + (" (folder_label_draws: since 2026-12-02 10:00 UTC a folder's label subsets are drawn "
+                    + (" (folder_label_draws: since 2026-12-02 10:00 UTC a target folder's label subsets are drawn "
                        "otherwise, so a folder run made before then would give its unfinished jobs other labelled "
                        "images than its finished ones)" if "folder_label_draws" in diff else ""))
     if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs

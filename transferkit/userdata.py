@@ -282,8 +282,8 @@ def _read_images(paths: list[Path], size: int | None, channels: int | None, wher
     if channels is None and x.shape[1] == 3 and all(bool((c[:, 0] == c[:, 1]).all() and (c[:, 1] == c[:, 2]).all())
                                                     for c in x.split(4096)):
         warn(f"the {len(paths)} images {where} are grey in content, but some files are stored in colour (RGB, "
-             f"e.g. JPEGs saved so): they are read as 3 equal channels, and a run makes its other domain colour "
-             f"too; give channels=1 (a config's channels: 1) to read them as grey")
+             f"e.g. JPEGs saved so): they are read as 3 equal channels, and a run then reads both its domains in "
+             f"colour; give channels=1 (a config's channels: 1) to read them as grey")
     return x.div_(255)
 
 

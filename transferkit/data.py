@@ -27,7 +27,6 @@ import inspect
 import json
 import os
 import re
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -579,11 +578,14 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
 @contextlib.contextmanager
 def grey_asked(channels):
     """Where grey images are asked for (``channels`` 1), a folder's images read in colour before
-    they are converted do not warn that they are grey in content stored as RGB."""
-    with warnings.catch_warnings():
-        if channels == 1:
-            warnings.filterwarnings("ignore", message=r".* are grey in content, but some files are stored in colour")
+    they are converted do not warn that they are grey in content stored as RGB (a flag, not a
+    warnings filter: a filter would reset Python's once-per-place record of the other warnings)."""
+    from .userdata import GREY_ASKED
+    token = GREY_ASKED.set(GREY_ASKED.get() or channels == 1)
+    try:
         yield
+    finally:
+        GREY_ASKED.reset(token)
 
 
 def has_colour_shift(spec: str) -> bool:

@@ -79,7 +79,7 @@ def _drawn_of_folder(args, channels):
     if any(group is not None for _, _, group in files):  # the grid keeps a group's frames together: read them all
         return None
     labels = torch.tensor([label for _, label, _ in files])
-    keys = folder_keys(root, [p for p, _, _ in files])  # as load_domain keys the files
+    keys = folder_keys(root, files)  # as load_domain keys the files
     listed = Domain(args.domain, torch.zeros(1, 1, 1, 1).expand(len(files), -1, -1, -1), labels, classes, keys=keys)
     drawn = torch.nonzero(_per_class(listed, min(args.per_class, int(listed.class_counts().max())),
                                      args.seed)).flatten()  # as sample_grid draws them from the whole folder

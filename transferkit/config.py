@@ -110,7 +110,7 @@ class ExperimentConfig:
               f"val_fraction ({self.val_fraction}) and test_fraction ({self.test_fraction}) are the shares of each "
               f"class in its val and test splits: val_fraction in [0, 1), test_fraction in (0, 1), and "
               f"together below 1 (the rest is the train split)")
-        check(self.test is None or self.test_fraction == 0.25,
+        check(self.test is None or self.test_fraction == ADDED_FIELDS["test_fraction"],
               f"test_fraction {self.test_fraction} cuts a test split from the target, which a config's own test "
               f"set ({self.test!r}) replaces: leave test_fraction out (the target is cut into train and val)")
         variable = VARIABLE.search(str(self.out_dir))

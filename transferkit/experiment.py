@@ -1616,7 +1616,8 @@ def _check_k_fits(cfg: ExperimentConfig, train: Domain) -> None:
         f"target_classes (the classes to keep"
         f"{f': {keep}' if 0 < len(keep) <= 10 else ''}), or lower k to {min(int(counts[c]) for c in small)}"
         + ("; or give the train split more of each class: a smaller test_fraction / val_fraction (now "
-           f"{cfg.test_fraction} / {cfg.val_fraction})" if (cfg.val_fraction, cfg.test_fraction) != (0.15, 0.25)
+           f"{cfg.test_fraction} / {cfg.val_fraction})"
+           if (cfg.val_fraction, cfg.test_fraction) != (ADDED_FIELDS["val_fraction"], ADDED_FIELDS["test_fraction"])
            else ""))
 
 

@@ -352,17 +352,15 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     if any(g is not None for _, _, g in files):
         ids = {k: i for i, k in enumerate(dict.fromkeys(group_of))}
         groups = torch.tensor([ids[k] for k in group_of])
-    keys = folder_keys(root, paths) if groups is None else path_keys(  # a video by its sub-folder: the key of
-        g if g is not None else p.relative_to(root).as_posix() for p, _, g in files)  # all its frames, kept
     return Domain(root.name or str(root), x.contiguous(), y, classes, groups,
-                  {"origin": f"folder:{root}", "files": len(files)}, keys=keys)
+                  {"origin": f"folder:{root}", "files": len(files)}, keys=folder_keys(root, files))
 
 
-def folder_keys(root: Path, paths: list[Path]) -> torch.Tensor:
-    """The keys of a folder's files (:func:`path_keys` of their paths below ``root``): the split
-    and the label subsets place each file by its key (a grouped folder's frames take their
-    video's, the key of its sub-folder's path: frames added or removed move no video)."""
-    return path_keys(p.relative_to(root).as_posix() for p in paths)
+def folder_keys(root: Path, files: list[tuple]) -> torch.Tensor:
+    """The keys of a folder's ``(path, label, group)`` files (:func:`_class_files`): :func:`path_keys`
+    of their paths below ``root``, by which the split and the label subsets place each file; a
+    video's frames take the key of its sub-folder's path (frames added or removed move no video)."""
+    return path_keys(group if group is not None else p.relative_to(root).as_posix() for p, _, group in files)
 
 
 def _folder_pixels(root: Path, paths: list[Path], size: int | None, channels: int | None) -> torch.Tensor:

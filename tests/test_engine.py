@@ -314,6 +314,57 @@ def test_stream_batches_cover_each_epoch_and_are_reproducible():
             assert torch.equal(s.indices(step), expected), (b, step)
 
 
+def test_a_balanced_stream_draws_each_class_equally_often_and_each_image_of_a_class_alike():
+    y = torch.tensor([0] * 90 + [1] * 9 + [2])
+    x = torch.arange(100)
+    s = Stream("source", x, y, batch_size=50, seed=1, balanced=True)
+    drawn = torch.cat([s.indices(t) for t in range(300)])  # 15,000 draws
+    share = torch.bincount(y[drawn], minlength=3) / len(drawn)
+    assert torch.allclose(share, torch.full((3,), 1 / 3), atol=0.02), share
+    assert (drawn == 99).float().mean() == pytest.approx(1 / 3, abs=0.02)  # class 2's one image
+    per_image = torch.bincount(drawn[y[drawn] == 0], minlength=90)[:90]  # ~56 draws for each of class 0's images
+    assert per_image.min() > 25 and per_image.max() < 95, per_image
+    assert torch.equal(Stream("source", x, y, 50, 1, balanced=True).indices(7), s.indices(7))  # (seed, name, step)
+    assert not torch.equal(Stream("target", x, y, 50, 1, balanced=True).indices(7), s.indices(7))
+    assert not torch.equal(s.indices(8), s.indices(7))
+    shuffled = torch.cat([Stream("source", x, y, 50, 1).indices(t) for t in range(300)])
+    assert (y[shuffled] == 2).float().mean() == pytest.approx(0.01)  # the default: every image once an epoch
+    assert torch.equal(Stream("u", x, None, 50, 1, balanced=True).indices(3), Stream("u", x, None, 50, 1).indices(3))
+    sharded = [Stream("source", x, y, 50, 1, rank=r, world=2, balanced=True).batch(5)[1] for r in (0, 1)]
+    assert torch.equal(torch.cat(sharded).sort().values, s.indices(5).sort().values)  # one global batch, split
+
+
+def test_the_sampler_reaches_the_training_batches_and_keys_checkpoints_only_when_not_the_default(tmp_path):
+    from transferkit.engine import keyed_fields
+    from transferkit.methods.base import Method
+    seen = []
+
+    class Record(Method):
+        name = "record"
+
+        def trainable_units(self):
+            return self.net.unit_names
+
+        def losses(self, batch):
+            x, y = batch.target
+            seen.append(y)
+            return {"ce": F.cross_entropy(self.forward_from_input(x), y)}
+    d = toy_domain(n=200)
+    keep = torch.cat([torch.nonzero(d.labels != 3).flatten(), torch.nonzero(d.labels == 3).flatten()[:4]])
+    d = d.subset(keep)  # 150 images of classes 0-2, 4 of class 3
+    for sampler, share in (("shuffle", 4 / 154), ("balanced", 0.25)):
+        seen.clear()
+        torch.manual_seed(0)
+        Engine(TrainConfig(steps=40, batch_size=32, sampler=sampler), seed=0).fit(Record(make().net), target=d)
+        assert (torch.cat(seen) == 3).float().mean() == pytest.approx(share, abs=0.05), sampler
+    with pytest.raises(TransferkitError, match="unknown sampler 'weighted': shuffle .* or balanced"):
+        TrainConfig(sampler="weighted")
+    assert "sampler" not in keyed_fields(TrainConfig()) and keyed_fields(TrainConfig(sampler="balanced"))["sampler"]
+    m = make()
+    plain = Engine(TrainConfig(), checkpoint_dir=tmp_path)._signature(m, {"target": d}, d)
+    assert Engine(TrainConfig(sampler="balanced"), checkpoint_dir=tmp_path)._signature(m, {"target": d}, d) != plain
+
+
 def test_dann_schedule_values():
     assert SCHEDULES["dann"](0.0) == 1.0
     assert SCHEDULES["dann"](1.0) == pytest.approx(11 ** -0.75)

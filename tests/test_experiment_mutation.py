@@ -48,7 +48,9 @@ def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_w
                "source": replace(cfg, source="digits"), "train.steps": replace(cfg, train=replace(TINY, steps=4)),
                "pretrain.lr": replace(cfg, pretrain=replace(TINY, lr=0.5)),
                "options": replace(cfg, options={"dann": {"weight": 0.5}}),
-               "unlabeled": replace(cfg, unlabeled="folder:/data/raw")}
+               "unlabeled": replace(cfg, unlabeled="folder:/data/raw"),
+               "train.sampler": replace(cfg, train=replace(TINY, sampler="balanced")),
+               "pretrain.sampler": replace(cfg, pretrain=replace(TINY, sampler="balanced"))}
     for key, other in changed.items():
         assert ex.job_digest(other, "dann") != d, key
     same = [replace(cfg, workers=3), replace(cfg, out_dir="elsewhere"), replace(cfg, name="other"),
@@ -504,6 +506,10 @@ def test_the_pretrained_cache_key_holds_the_seed_and_training_but_not_the_progre
     assert info["cached"]
     assert ex.pretrain_source(replace(cfg, seed=1), data, **quiet)[1]["cached"] is False
     assert ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, lr=0.5)), data, **quiet)[1]["cached"] is False
+    balanced = replace(cfg, pretrain=replace(cfg.pretrain, sampler="balanced"))
+    assert ex.pretrain_source(balanced, data, **quiet)[1]["cached"] is False
+    assert ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, sampler="shuffle")), data,
+                              **quiet)[1]["cached"]  # the default, named: the key of before the sampler existed
     for path in tmp_path.rglob("*.safetensors"):
         path.unlink()
     torch.manual_seed(3)

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import yaml
 
-from .engine import TrainConfig, check_select_metric
+from .engine import ADDED_TRAIN_FIELDS, TrainConfig, check_select_metric
 from .errors import TransferkitError, UnknownNameError, check, is_whole
 from .fields import check_fields, from_dict
 from .io import VARIABLE
 from .runtime import check_device_name, env_int
 
-#: config keys added since runs were first made, with their defaults: a run's config.yaml or a
-#: job's digest from before a key was added reads as its default
+#: config keys added since runs were first made (a stage's as ``train.KEY``), with their defaults: a
+#: run's config.yaml or a job's digest from before a key was added reads as its default
 ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25,
-                "select_metric": "accuracy"}
+                "select_metric": "accuracy",
+                **{f"{stage}.{k}": v for stage in ("pretrain", "train") for k, v in ADDED_TRAIN_FIELDS.items()}}
 #: most label subsets one run draws (each is a training per method; 1e9 hung in drawing them)
 MAX_REPEATS = 10_000
 

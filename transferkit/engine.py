@@ -87,7 +87,9 @@ class TrainConfig:
     checkpoints where a checkpoint folder is given; ``cache_frozen`` computes the activations of
     frozen leading units once per fit (up to ``cache_limit_mb``); ``progress``: a tqdm bar (None:
     when stderr is a terminal, so notebooks show none); ``device`` (cpu, cuda, mps, auto),
-    ``amp`` (bfloat16 autocast on GPU) and ``channels_last`` (the layout of conv nets on CPU)."""
+    ``amp`` (bfloat16 autocast on GPU) and ``channels_last`` (the layout of conv nets on CPU);
+    ``sampler``: how labelled streams draw batches, ``shuffle`` (epochs of shuffled images) or
+    ``balanced`` (each class equally likely at every draw, then one of its images: see :class:`Stream`)."""
 
     steps: int = 300
     batch_size: int = 64
@@ -107,6 +109,7 @@ class TrainConfig:
     device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
     amp: bool = False  # bfloat16 autocast on GPU (ignored on CPU)
     channels_last: bool = True  # on CPU, train conv nets in the channels-last layout (see Engine.fit)
+    sampler: str = "shuffle"  # labelled streams: shuffle | balanced (classes drawn equally often)
 
     def __post_init__(self):
         self.check()
@@ -125,7 +128,22 @@ class TrainConfig:
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
         check(all(v >= 0 and math.isfinite(v) for v in (self.momentum, self.weight_decay)),
               f"momentum and weight_decay must be finite numbers >= 0, got {self.momentum} and {self.weight_decay}")
+        check(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}: shuffle (epochs of shuffled images) or "
+                                        f"balanced (each class equally likely at every draw)")
         check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
+
+
+#: how a labelled stream draws its batches (Stream)
+SAMPLERS = ("shuffle", "balanced")
+#: TrainConfig fields added since checkpoints and source networks were first keyed, with their defaults:
+#: at its default a field is left out of those keys (older checkpoints resume, cached networks are found)
+ADDED_TRAIN_FIELDS = {"sampler": "shuffle"}
+
+
+def keyed_fields(cfg: TrainConfig) -> dict:
+    """``cfg`` as a dict for a key (checkpoint signature, source-network cache), less the fields of
+    :data:`ADDED_TRAIN_FIELDS` at their defaults."""
+    return {k: v for k, v in asdict(cfg).items() if ADDED_TRAIN_FIELDS.get(k, object()) != v}
 
 
 def _window_sums(window: dict) -> dict:
@@ -179,12 +197,18 @@ class Stream:
     """Endless shuffled batches over one set of tensors; batch ``t`` depends only on
     (seed, name, t), which makes resume exact without saving sampler state.
 
+    ``balanced`` (labelled streams, ``TrainConfig.sampler``): each sample of a batch draws a class
+    uniformly among the stream's classes, then one of that class's images uniformly, with
+    replacement (the probability of an image is 1 / (classes x its class's images), as PyTorch's
+    ``WeightedRandomSampler`` with those weights): a class of 5 images is seen as often as one of
+    5,000, its images repeated more. Batch ``t`` draws from a generator seeded by (seed, name, t).
+
     Under torch.distributed it is the distributed sampler: every rank draws the same global
     batch and keeps its own shard ``rank::world_size``, so ``N`` processes see exactly the
     samples one process would see with the same global batch size."""
 
     def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, balanced: bool = False):
         check(len(x) > 0, f"the {name} stream is empty")
         self.name, self.x, self.y = name, x, y
         self.rank, self.world = rank, world
@@ -192,6 +216,12 @@ class Stream:
         self.batch_size = math.ceil(max(min(batch_size, len(x)), world) / world) * world
         self.seed = int(hashlib.sha256(f"{seed}/{name}".encode()).hexdigest()[:12], 16)
         self._perms: dict[int, torch.Tensor] = {}
+        self.balanced = balanced and y is not None
+        if self.balanced:  # the stream's images grouped by class: class c's are order[start[c]:start[c] + count[c]]
+            labels = y.cpu()
+            self._order = torch.argsort(labels, stable=True)
+            _, self._count = torch.unique(labels, return_counts=True)
+            self._start = torch.cumsum(self._count, 0) - self._count
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perms:
@@ -203,6 +233,11 @@ class Stream:
 
     def indices(self, step: int) -> torch.Tensor:
         n, b = len(self.x), self.batch_size
+        if self.balanced:
+            g = torch.Generator().manual_seed(self.seed + step)
+            c = torch.randint(len(self._count), (b,), generator=g)
+            within = (torch.rand(b, generator=g, dtype=torch.float64) * self._count[c]).long()
+            return self._order[self._start[c] + torch.minimum(within, self._count[c] - 1)]
         start = step * b
         if start // n == (start + b - 1) // n:  # within one epoch: a slice of its permutation
             return self._perm(start // n)[start % n:start % n + b]
@@ -356,7 +391,8 @@ class Engine:
             d = given[name]
             x = _as_layout(self._prefix(method, d.images.to(device), start_unit), layout)
             y = None if name == "unlabeled" else d.labels.to(device)
-            streams[name] = Stream(name, x, y, cfg.batch_size, self.seed, rank=rank(), world=world_size())
+            streams[name] = Stream(name, x, y, cfg.batch_size, self.seed, rank=rank(), world=world_size(),
+                                   balanced=cfg.sampler == "balanced")
         val_x = val_y = None
         if val is not None and len(val):  # each rank scores its shard; counts are summed over ranks
             val_x = _as_layout(self._prefix(method, val.images[rank()::world_size()].to(device), start_unit), layout)
@@ -553,7 +589,7 @@ class Engine:
         """What a checkpoint must have been trained on to be resumed: method and its options,
         config (but the progress bar and the checkpoint interval), seed and every image and
         label of every stream and of the validation set."""
-        cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("progress", "checkpoint_every")}
+        cfg = {k: v for k, v in keyed_fields(self.cfg).items() if k not in ("progress", "checkpoint_every")}
         h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
         if getattr(method, "init_options", None):  # only options not at their defaults (older checkpoints resume)
             h.update(f"|options:{content_text(method.init_options)}".encode())

@@ -44,7 +44,7 @@ from .backbones import (
 from .config import ADDED_FIELDS, ExperimentConfig, dump_config, from_dict, load_config
 from .data import check_spec, grey_asked, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match, warn_unshared_classes
-from .engine import Engine, TrainConfig, check_streams, content_text
+from .engine import Engine, TrainConfig, check_streams, content_text, keyed_fields
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, fraction_correct, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
@@ -322,7 +322,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
         "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
-        "train": asdict(_result_neutral_defaults(train)), "seed": cfg.seed, **run, **definition},
+        "train": keyed_fields(_result_neutral_defaults(train)), "seed": cfg.seed, **run, **definition},
         sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     # one process trains a given network at a time; another run that needs it waits, then reads it

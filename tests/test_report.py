@@ -550,6 +550,38 @@ def test_summary_of_several_runs_is_one_table_with_a_run_column(tmp_path, capsys
     assert f"| {tmp_path / 'c' / 'a'} | flex |" in capsys.readouterr().out
 
 
+def test_summary_writes_csv_and_latex_with_the_numbers_and_notes_of_the_markdown_table(tmp_path, capsys):
+    import csv
+    base = {"source": "s", "target": "t_1", "setting": "k=1", "wall_s": 1.25}
+    rows = [{**base, "method": "ft_unit:conv1", "seed": s, "accuracy": a, "picked": "fc1"}
+            for s, a in ((0, 0.5), (1, 0.7))]
+    rows.append({**base, "method": "dann", "seed": 0, "accuracy": 0.25})
+    write_results(tmp_path / "a", "a", {"target_classes": "5-9"}, rows)
+    assert main(["summary", str(tmp_path / "a"), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    table = list(csv.DictReader(out.splitlines()))
+    assert list(table[0]) == ["method", "source", "target", "setting", "accuracy_mean", "accuracy_se", "n", "seeds",
+                              "wall_s"]
+    first = table[0]
+    assert first["method"] == "ft_unit:conv1" and float(first["accuracy_mean"]) == pytest.approx(0.6)
+    assert float(first["accuracy_se"]) == pytest.approx(0.1) and first["seeds"] == "0 1" and first["n"] == "2"
+    assert table[1]["accuracy_se"] == "" and float(table[1]["wall_s"]) == 1.25  # one seed: no standard error
+    assert "note: Classes: target classes 5-9." in err and "note: Mean ± standard error over n seeds" in err
+    assert "picked: fc1 ×2" in err
+    assert main(["summary", str(tmp_path / "a"), "--format", "latex"]) == 0
+    tex = capsys.readouterr().out
+    assert tex.startswith("\\begin{tabular}{llllrrr}\n\\toprule\n")
+    assert "method & source & target & setting & target accuracy (\\%) & n & wall s \\\\" in tex
+    assert "ft\\_unit:conv1 & s & t\\_1 & k=1 & 60.0 $\\pm$ 10.0 & 2 & 1.2 \\\\" in tex
+    assert "\\bottomrule\n\\end{tabular}\n% Classes: target classes 5-9.\n" in tex
+    assert "% Mean ± standard error over n seeds (label subsets)." in tex
+    assert main(["summary", str(tmp_path / "a")]) == 0  # markdown, as before
+    assert "| ft_unit:conv1 | s | t_1 | k=1 | 60.0 ± 10.0 | 2 | 1.2 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["summary", str(tmp_path / "a"), "--format", "xlsx"])
+    assert "invalid choice: 'xlsx'" in capsys.readouterr().err
+
+
 def test_summary_of_an_unfinished_run_shows_its_finished_jobs_and_what_completes_it(tmp_path, capsys):
     run = tmp_path / "runs" / "mine" / "20261201-101500-000001"
     (run / "jobs").mkdir(parents=True)

@@ -358,7 +358,18 @@ def _demo(args) -> None:
 
 def _summary(args) -> None:
     from .errors import warn
-    from .results import combine_runs, failed_line, markdown_table, md_cell, read_results, summarize, unfinished_run
+    from .results import (
+        combine_runs,
+        csv_table,
+        failed_line,
+        latex_table,
+        markdown_table,
+        md_cell,
+        read_results,
+        summarize,
+        table_parts,
+        unfinished_run,
+    )
     path = Path(args.results[0]) if len(args.results) == 1 else " + ".join(args.results)
     data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
             or read_results(path / "results.json" if path.is_dir() else path))
@@ -368,8 +379,16 @@ def _summary(args) -> None:
     differ = data.get("data_differ") or []  # combined runs that name one domain spec but read other data
     for line in differ:
         warn(line)
-    print(markdown_table(summarize(data["rows"]), data["rows"], config if isinstance(config, (dict, list)) else None,
-                         [md_cell(line) for line in differ]))
+    summary, config = summarize(data["rows"]), config if isinstance(config, (dict, list)) else None
+    if args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
+        print(csv_table(summary), end="")
+        parts = table_parts(summary, data["rows"], config, differ, markdown=False)
+        for line in ([f"Classes: {parts['classes']}."] if parts["classes"] else []) + parts["notes"]:
+            print(f"note: {line}", file=sys.stderr)
+    elif args.format == "latex":
+        print(latex_table(summary, data["rows"], config, differ), end="")
+    else:
+        print(markdown_table(summary, data["rows"], config, [md_cell(line) for line in differ]))
     check(not data.get("unfinished"), f"the table holds the {len(data['rows'])} job(s) finished so far"
                                        f"{data.get('unfinished')}")
     failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did
@@ -463,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "failed; a run directory not finished: the table of its finished jobs, exit 2); "
                         "several: one table, each row naming its run (seeds of one method are averaged "
                         "within a run, never across runs)")
+    s.add_argument("--format", choices=("md", "csv", "latex"), default="md",
+                   help="md: the markdown table with its notes (default); csv: the summary's numbers, one line per "
+                        "table row, as fractions (the notes go to stderr); latex: a booktabs tabular, the notes as "
+                        "%% comments")
     s.set_defaults(func=_summary)
     return p
 

@@ -606,40 +606,31 @@ def environment_lines(rows: list[dict]) -> list[str]:
     return out
 
 
-def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,
-                   notes: list[str] = ()) -> str:
-    """The results table: accuracy in percent, mean ± standard error over seeds (and the
-    grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
-    whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
-    rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
-    line above the table names (the source and target columns name only the domains). Lines under
-    the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
-    hold another metric (:func:`other_metrics`), what the accuracy column holds there; one says
-    what ± means where a cell has one. Rows of several runs (:func:`combine_runs`) get a run
-    column, and ``config`` is then their list of (run, config). ``notes``: more lines under the
-    table (e.g. :func:`data_differ_lines` of combined runs)."""
+def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,
+                notes: list[str] = (), markdown: bool = True) -> dict:
+    """The parts of the results table, as text: ``classes`` (the class subsets, a line above the
+    table, or ``""``), ``header`` and ``cells`` (one list of cell texts per summary entry,
+    unescaped), and ``notes`` (the lines under it; ``markdown``: as markdown, else plain text).
+    :func:`markdown_table` and :func:`latex_table` render them alike."""
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl, balanced = any("h_accuracy_mean" in s for s in summary), balanced_shown(summary)
     splits = {r.get("split", "test") for r in rows}
     what = "target accuracy" if splits <= {"test"} else "target validation accuracy" if splits == {"val"} else \
         "target accuracy, validation or test: see each row's split"
     runs = any("run" in s for s in summary)
-    lines = [("| run " if runs else "") + f"| method | source | target | setting | {what} (%) |"
-             + (f" {BALANCED_HEADER} |" if balanced else "") + (" grouped accuracy (%) |" if grouped else "")
-             + (f" {GZSL_HEADER} |" if gzsl else "") + " n | wall s |",
-             ("|---" if runs else "") + "|---|---|---|---|---|" + ("---|" if balanced else "")
-             + ("---|" if grouped else "") + ("---|" if gzsl else "") + "---|---|"]
+    header = (["run"] if runs else []) + ["method", "source", "target", "setting", f"{what} (%)"] \
+        + ([BALANCED_HEADER] if balanced else []) + (["grouped accuracy (%)"] if grouped else []) \
+        + ([GZSL_HEADER] if gzsl else []) + ["n", "wall s"]
+    cells = []
     for s in summary:
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
-        h = gzsl_cell(s)
-        lines.append((f"| {md_cell(s.get('run', ''))} " if runs else "")
-                     + f"| {md_cell(s['method'])} | {md_cell(s['source'])} | {md_cell(s['target'])} | "
-                     f"{md_cell(s['setting'])} | "
-                     f"{accuracy_text(s)} |" + (f" {balanced_cell(s)} |" if balanced else "")
-                     + (f" {group} |" if grouped else "") + (f" {h} |" if gzsl else "")
-                     + f" {s['n']} | {'–' if s['wall_s'] is None else format(s['wall_s'], '.1f')} |")
-    picks = row_notes(rows)
+        cells.append(([str(s.get("run", ""))] if runs else [])
+                     + [str(s["method"]), str(s["source"]), str(s["target"]), str(s["setting"]), accuracy_text(s)]
+                     + ([balanced_cell(s)] if balanced else []) + ([group] if grouped else [])
+                     + ([gzsl_cell(s)] if gzsl else [])
+                     + [str(s["n"]), "–" if s["wall_s"] is None else format(s["wall_s"], ".1f")])
+    picks = row_notes(rows, markdown)
     if any(s["n"] > 1 or s.get("group_n", 0) > 1 for s in summary):  # a ± in the table
         picks.append(standard_error_note(rows))
     if any("accuracy_ci95" in s for s in summary):
@@ -654,8 +645,79 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
     picks += environment_lines(rows) + list(notes)
     subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
         f"run {run}: {named}" for run, named in ((run, class_subsets(c)) for run, c in config) if named)
-    return ((f"Classes: {subsets}.\n\n" if subsets else "") + "\n".join(lines) + "\n"
+    return {"classes": subsets, "header": header, "cells": cells, "notes": picks}
+
+
+def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,
+                   notes: list[str] = ()) -> str:
+    """The results table: accuracy in percent, mean ± standard error over seeds (and the
+    grouped, per-video accuracy when a target is grouped). ``rows``: the rows summarised,
+    whose ``split`` (test unless a row says otherwise, e.g. ``bench uda_tune``'s validation
+    rows) the accuracy header names. ``config``: the run's, whose class subsets, if any, a
+    line above the table names (the source and target columns name only the domains). Lines under
+    the table name the units the flex methods picked (:func:`picked_lines`) and, where some rows
+    hold another metric (:func:`other_metrics`), what the accuracy column holds there; one says
+    what ± means where a cell has one. Rows of several runs (:func:`combine_runs`) get a run
+    column, and ``config`` is then their list of (run, config). ``notes``: more lines under the
+    table (e.g. :func:`data_differ_lines` of combined runs)."""
+    parts = table_parts(summary, rows, config, notes)
+    lines = ["| " + " | ".join(parts["header"]) + " |", "|" + "---|" * len(parts["header"])]
+    lines += ["| " + " | ".join(md_cell(c) for c in cells) + " |" for cells in parts["cells"]]
+    picks = parts["notes"]
+    return ((f"Classes: {parts['classes']}.\n\n" if parts["classes"] else "") + "\n".join(lines) + "\n"
             + ("\n" + "\n".join(picks) + "\n" if picks else ""))
+
+
+#: LaTeX's special characters in text, and what writes each
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "±": r"$\pm$", "–": "--", "×": r"$\times$"}
+
+
+def latex_text(value) -> str:
+    """``value`` as LaTeX text: its special characters escaped, ± and × in math mode."""
+    return "".join(LATEX_ESCAPES.get(c, c) for c in " ".join(str(value).splitlines()))
+
+
+def latex_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,
+                notes: list[str] = ()) -> str:
+    """The results table of :func:`markdown_table` as a LaTeX ``tabular`` (booktabs rules:
+    ``\\usepackage{booktabs}``), the class subsets and the lines under the table as ``%``
+    comments after it, for the caption one writes oneself."""
+    parts = table_parts(summary, rows, config, notes, markdown=False)
+    header = parts["header"]
+    numbers = {h for h in header if "(%)" in h or h in ("n", "wall s")}
+    lines = [r"\begin{tabular}{" + "".join("r" if h in numbers else "l" for h in header) + "}", r"\toprule",
+             " & ".join(latex_text(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_text(c) for c in cells) + r" \\" for cells in parts["cells"]]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    comments = ([f"Classes: {parts['classes']}."] if parts["classes"] else []) + parts["notes"]
+    lines += [f"% {' '.join(line.splitlines())}" for line in comments]
+    return "\n".join(lines) + "\n"
+
+
+#: summary fields a CSV table has, in order, where some entry has them (fractions, not percent)
+CSV_FIELDS = ("run", "method", "source", "target", "setting", "accuracy_mean", "accuracy_se", "accuracy_ci95",
+              "balanced_accuracy_mean", "balanced_accuracy_se", "group_accuracy_mean", "group_accuracy_se", "group_n",
+              "seen_accuracy_mean", "seen_accuracy_se", "unseen_accuracy_mean", "unseen_accuracy_se",
+              "h_accuracy_mean", "h_accuracy_se", f"{ALL_SOURCE}_mean", f"{ALL_SOURCE}_se", "n", "seeds", "wall_s")
+
+
+def csv_table(summary: list[dict]) -> str:
+    """The summary entries as CSV, one line per table row: the fields of :data:`CSV_FIELDS` that
+    some entry has, as ``results.json``'s ``summary`` holds them (accuracies as fractions, full
+    precision; a standard error of one seed empty; ``seeds`` separated by spaces)."""
+    import csv
+    import io
+
+    fields = [f for f in CSV_FIELDS if any(f in s for s in summary)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(fields)
+    for s in summary:
+        writer.writerow(["" if s.get(f) is None else " ".join(map(str, s[f])) if f == "seeds" else s[f]
+                         for f in fields])
+    return out.getvalue()
 
 
 def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], workers: int | None = None,

@@ -598,8 +598,9 @@ def test_summary_of_an_unfinished_run_shows_its_finished_jobs_and_what_completes
     (run / "jobs" / "finetune-k=2-s0.json").write_text(json.dumps({**base, "setting": "k=2", "seed": 0,
                                                                    "accuracy": 0.9}))
     assert main(["summary", str(run)]) == 2
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "| finetune | s | t | k=2 | 90.0 | 1 |" in out and "k=1" not in out, out
+    assert "the table holds the 1 job(s) finished so far" in err and "holds 1 finished job(s)" in err, err
 
 
 def test_zero_shot_rows_get_an_honest_plus_minus_note_and_one_class_predictions_are_named():

@@ -41,6 +41,9 @@ def unfinished_hint(run_dir: Path) -> str:
         return (f": {run_dir} is a benchmark directory that is not finished (it holds {n} finished job(s)); "
                 f"`{command}` completes it and writes the results")
     jobs = sorted((run_dir / "jobs").glob("*.json")) if plan is None else []
+    settings = _settings_of(_run_config(run_dir)) if jobs else None
+    if settings is not None:  # not the jobs of a setting a resume left out (their files stay)
+        jobs = [j for j in jobs if _row_field(j, "setting") in settings]
     n = len(jobs)
     if n and (run_dir / "config.yaml").is_file():
         worlds = {_row_field(j, "world_size") for j in jobs} - {None, 1}  # a run of --nproc N resumes under it
@@ -65,11 +68,7 @@ def unfinished_run(run_dir: Path) -> dict | None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or (run_dir / "results.json").exists() or not (run_dir / "config.yaml").is_file():
         return None
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        config = None
-    config = config if isinstance(config, dict) else None
+    config = _run_config(run_dir)
     settings = _settings_of(config)
     rows = [row for row in (_row_field(j, None) for j in sorted((run_dir / "jobs").glob("*.json")))
             if isinstance(row, dict) and all(k in row for k in ROW_KEYS)
@@ -77,6 +76,15 @@ def unfinished_run(run_dir: Path) -> dict | None:
     if not rows:
         return None
     return {"rows": rows, "config": config, "unfinished": unfinished_hint(run_dir)}
+
+
+def _run_config(run_dir: Path) -> dict | None:
+    """A run directory's ``config.yaml`` as a mapping; None where it has none or it is unreadable."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _settings_of(config: dict | None) -> set[str] | None:

@@ -162,8 +162,26 @@ def test_per_unit_figures_flatten_tap_scores_and_keep_sources_apart():
     assert caps == ["tap_val_accuracy per unit, digits → mnist (k=5)",
                     "tap_val_accuracy per unit, syndigits → mnist (k=5)"]
     from transferkit.report import _unit_values
-    assert _unit_values(base["tap_val_accuracy"]) == {"conv1/svm": 0.4, "conv1/softmax": 0.5, "fc1/svm": 0.7,
-                                                      "fc1/softmax": 0.6}
+    assert _unit_values(base["tap_val_accuracy"]) == {"svm": {"conv1": 0.4, "fc1": 0.7},
+                                                      "softmax": {"conv1": 0.5, "fc1": 0.6}}
+    assert _unit_values({"conv1": 0.5, "all": 0.7}) == {None: {"conv1": 0.5, "all": 0.7}}  # flex: one series
+
+
+def test_a_tap_figure_draws_one_line_per_classifier_across_the_units_with_its_pick(monkeypatch):
+    import transferkit.report as report
+    drawn = []
+    monkeypatch.setattr(report, "_figure", lambda: drawn.append(report.new_figure(6.4, 3.8)) or drawn[-1])
+    rows = [{"method": "tap", "source": "s", "target": "t", "setting": "k=5", "seed": s, "accuracy": 0.5,
+             "wall_s": 1.0, "tap_unit": "fc1", "tap_classifier": "softmax",
+             "tap_val_accuracy": {"conv1": {"svm": 0.4, "softmax": 0.5}, "fc1": {"svm": 0.7, "softmax": 0.6 + s / 10}}}
+            for s in (0, 1)]
+    assert len(report.per_unit_figures(rows)) == 1
+    ax = drawn[0].axes[0]
+    lines = {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+    assert set(lines) == {"tap: softmax", "tap: svm", "tap: softmax: picked"}
+    assert list(lines["tap: svm"].get_ydata()) == pytest.approx([40.0, 70.0])  # conv1 then fc1, not classifiers
+    assert list(lines["tap: softmax"].get_ydata()) == pytest.approx([50.0, 65.0])
+    assert list(lines["tap: softmax: picked"].get_ydata()) == pytest.approx([65.0])
 
 
 # ---- review of 2026-11-30: names with '$', figures left out, per-unit union, styles, confusion labels, memory
@@ -464,8 +482,8 @@ def test_per_unit_figures_mark_the_units_each_method_picked(monkeypatch):
     report_module.per_unit_figures(rows)
     ax = figs[-1].axes[0]
     marks = [(line.get_label(), list(map(str, line.get_xdata()))) for line in ax.lines if line.get_marker() == "v"]
-    assert [m[1] for m in marks] == [["fc1"], ["all"], ["fc1/svm"]]
-    assert [m[0] for m in marks if not m[0].startswith("_")] == ["flex: picked", "tap: picked"]
+    assert [m[1] for m in marks] == [["fc1"], ["all"], ["fc1"]]  # tap's on its svm line
+    assert [m[0] for m in marks if not m[0].startswith("_")] == ["flex: picked", "tap: svm: picked"]
     assert sorted(t.get_text() for t in ax.texts) == ["1/3", "2/3"]  # tap's one seed picked it: no count
 
 

@@ -75,14 +75,17 @@ def _is_number(v) -> bool:
 
 
 def _unit_values(value: dict) -> dict | None:
-    """``name -> number``, one level of nesting flattened (``{u: {svm: a}}`` -> ``{"u/svm": a}``);
-    None when some value is neither a number nor a dictionary of numbers."""
-    out = {}
+    """``{series: {unit: number}}``: a ``unit -> number`` mapping as one series (``None``), or one
+    level of nesting as one series per inner key (tap's ``{u: {svm: a}}`` -> ``{"svm": {"u": a}}``:
+    a line per classifier across the units); None when some value is neither a number nor a
+    dictionary of numbers."""
+    out: dict = {}
     for name, v in value.items():
         if _is_number(v):
-            out[str(name)] = v
+            out.setdefault(None, {})[str(name)] = v
         elif isinstance(v, dict) and v and all(_is_number(x) for x in v.values()):
-            out.update({f"{name}/{inner}": x for inner, x in v.items()})
+            for inner, x in v.items():
+                out.setdefault(str(inner), {})[str(name)] = x
         else:
             return None
     return out
@@ -136,13 +139,13 @@ def _labels_used(rows: list[dict]) -> dict[str, float]:
     return used
 
 
-def _pick(row: dict) -> str | None:
-    """The unit a row's method picked on validation (flex's ``picked``; tap's unit and
-    classifier, as :func:`_unit_values` flattens them), or None."""
-    if isinstance(row.get("picked"), str):
-        return row["picked"]
+def _pick(row: dict) -> tuple[str | None, str] | None:
+    """``(series, unit)`` a row's method picked on validation (flex's ``picked``: series None; tap's
+    classifier and unit, as :func:`_unit_values` splits them), or None."""
     if isinstance(row.get("tap_unit"), str) and isinstance(row.get("tap_classifier"), str):
-        return f"{row['tap_unit']}/{row['tap_classifier']}"
+        return row["tap_classifier"], row["tap_unit"]
+    if isinstance(row.get("picked"), str):
+        return None, row["picked"]
     return None
 
 
@@ -154,10 +157,10 @@ def _accuracy_label(key: str) -> str:
 
 def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[str, bytes]]:
     """Every row field whose name holds ``acc`` and that maps names to accuracies (fractions
-    in [0, 1]; e.g. validation accuracy per flex candidate unit; one level of nesting, such
-    as tap's unit -> classifier, is flattened to ``unit/classifier``), in % as the tables,
-    mean ± standard error over seeds, one line per method, one plot per (source, target,
-    setting). Other per-unit fields (``candidate_steps``, ``candidate_val_loss``) are not drawn."""
+    in [0, 1]; e.g. validation accuracy per flex candidate unit; with one level of nesting, as
+    tap's unit -> classifier, one line per classifier across the units), in % as the tables,
+    mean ± standard error over seeds, one line per method (and classifier), one plot per (source,
+    target, setting). Other per-unit fields (``candidate_steps``, ``candidate_val_loss``) are not drawn."""
     groups = defaultdict(lambda: defaultdict(list))
     picks = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -166,12 +169,14 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
             if key in ("per_class_accuracy", "confusion") or "acc" not in key or not isinstance(value, dict) \
                     or not value:
                 continue
-            flat = _unit_values(value)
-            if flat and not any(v < 0 or v > 1 for v in flat.values()):  # NaN: a candidate without a value
+            series = _unit_values(value)
+            if series and not any(v < 0 or v > 1 for flat in series.values() for v in flat.values()):  # NaN: none
                 group = (key, r.get("source", ""), r["target"], r["setting"])
-                groups[group][r["method"]].append(flat)
-                if pick in flat:
-                    picks[group][r["method"]].append(pick)
+                for name, flat in series.items():
+                    line = r["method"] if name is None else f"{r['method']}: {name}"
+                    groups[group][line].append(flat)
+                    if pick is not None and pick[0] == name and pick[1] in flat:
+                        picks[group][line].append(pick[1])
     out = []
     for group_key, by_method in _capped(list(groups.items()), MAX_FIGURES,
                                         "per-unit figures", notes):

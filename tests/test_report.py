@@ -568,6 +568,28 @@ def test_summary_of_several_runs_is_one_table_with_a_run_column(tmp_path, capsys
     assert f"| {tmp_path / 'c' / 'a'} | flex |" in capsys.readouterr().out
 
 
+def test_summary_of_runs_names_them_by_their_folder_and_the_config_keys_they_differ_in(tmp_path, capsys):
+    base = {"method": "linear_probe", "source": "mnist", "target": "digits", "setting": "k=5", "seed": 0,
+            "accuracy": 0.79, "wall_s": 1.0}
+    common = {"backbone": "lenet", "seed": 0, "name": "x", "workers": 1, "methods": ["linear_probe"],
+              "train": {"steps": 30, "progress": None}}
+    a, b = tmp_path / "cli1" / "20261202-101500-000001", tmp_path / "own" / "20261202-111500-000002"
+    write_results(a, "a", {**common, "val_fraction": 0.15}, [base])  # a key at its default ...
+    write_results(b, "b", {**common, "backbone": "mine", "workers": 2, "methods": ["linear_probe", "tap"],
+                           "train": {"steps": 300, "progress": True}}, [{**base, "accuracy": 0.216}])
+    assert main(["summary", str(a), str(b)]) == 0  # ... and one from before the key: alike
+    out = capsys.readouterr().out
+    assert "| cli1/20261202-101500-000001 | linear_probe |" in out and "| own/20261202-111500-000002 |" in out
+    assert ("The runs' configs differ in backbone: lenet in cli1/20261202-101500-000001; mine in "
+            "own/20261202-111500-000002 / train.steps: 30 in cli1/20261202-101500-000001; 300 in "
+            "own/20261202-111500-000002 (config.yaml): the rows of one method are not of one config.") in out, out
+    assert "workers" not in out and "progress" not in out and "methods:" not in out and "val_fraction" not in out
+    write_results(tmp_path / "c", "c", common, [base])
+    assert main(["summary", str(a), str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "| c | linear_probe |" in out and "configs differ" not in out  # one config: no line
+
+
 def test_summary_writes_csv_and_latex_with_the_numbers_and_notes_of_the_markdown_table(tmp_path, capsys):
     import csv
     base = {"source": "s", "target": "t_1", "setting": "k=1", "wall_s": 1.25}

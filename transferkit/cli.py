@@ -379,6 +379,7 @@ def _summary(args) -> None:
     differ = data.get("data_differ") or []  # combined runs that name one domain spec but read other data
     for line in differ:
         warn(line)
+    differ = differ + (data.get("config_differ") or [])  # a line under the table, not a warning
     summary, config = summarize(data["rows"]), config if isinstance(config, (dict, list)) else None
     if args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
         print(csv_table(summary), end="")

@@ -29,6 +29,13 @@ from .runtime import check_device_name, env_int
 ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25,
                 "select_metric": "accuracy",
                 **{f"{stage}.{k}": v for stage in ("pretrain", "train") for k, v in ADDED_TRAIN_FIELDS.items()}}
+#: config keys that do not change a job's rows: a run may be resumed with other values
+NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progress", "train.checkpoint_every",
+               "pretrain.checkpoint_every"}
+#: config keys that only choose which jobs run (each finished job is checked by its own digest)
+CHOOSES_JOBS = {"methods", "repeats", "options"}
+#: config keys that choose the settings run (each names its own job files, whose digests keep the value)
+CHOOSES_SETTINGS = {"k", "ratio"}
 #: most label subsets one run draws (each is a training per method; 1e9 hung in drawing them)
 MAX_REPEATS = 10_000
 
@@ -191,6 +198,17 @@ def _budget(value, key: str):
         return value[0] if len(value) == 1 else value
     check(value is None or value >= 1, f"{key} must be >= 1, got {value}")
     return value
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """A config mapping with its ``train`` and ``pretrain`` sections as ``train.KEY`` keys."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and k in ("train", "pretrain"):
+            out.update(flat_config(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def _field_hint(cls, parts: list[str]):

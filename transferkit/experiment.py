@@ -41,7 +41,17 @@ from .backbones import (
     is_built_in,
     known_outputs,
 )
-from .config import ADDED_FIELDS, ExperimentConfig, dump_config, from_dict, load_config
+from .config import (
+    ADDED_FIELDS,
+    CHOOSES_JOBS,
+    CHOOSES_SETTINGS,
+    NOT_RESULTS,
+    ExperimentConfig,
+    dump_config,
+    flat_config,
+    from_dict,
+    load_config,
+)
 from .data import check_spec, grey_asked, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match, warn_unshared_classes
 from .engine import Engine, TrainConfig, check_streams, content_text, keyed_fields
@@ -1743,14 +1753,6 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: 
     return [row for done_rows in rows for row in done_rows]
 
 
-#: config keys that do not change a job's rows: a run may be resumed with other values
-NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progress", "train.checkpoint_every",
-               "pretrain.checkpoint_every"}
-#: config keys that only choose which jobs run (each finished job is checked by its own digest)
-CHOOSES_JOBS = {"methods", "repeats", "options"}
-#: config keys that choose the settings run (each names its own job files, whose digests keep the value)
-CHOOSES_SETTINGS = {"k", "ratio"}
-
 
 def _result_neutral_defaults(train: TrainConfig) -> TrainConfig:
     """``train`` with the settings that do not change what is trained (progress bar,
@@ -1775,7 +1777,7 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     tells a job file written under another config.yaml from one of this run. A method's
     nonzero ``revision`` (``revision``: another one) is part of it."""
     check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
-    flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
+    flat = {k: v for k, v in flat_config(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
     for key, default in ADDED_FIELDS.items():
         if flat.get(key) == default:  # at its default: rows from before the field keep their digest
             flat.pop(key, None)
@@ -1800,16 +1802,6 @@ def _stored_options(stored: dict, method: str) -> dict:
     return ((stored or {}).get("options") or {}).get(method, {})
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict) and k in ("train", "pretrain"):
-            out.update(_flat(v, f"{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
     """Refuse to resume the run of ``path`` (its ``config.yaml``) with a config whose results
     would differ; the error names the keys. ``methods``, ``repeats``, ``options``, ``k`` and
@@ -1829,7 +1821,8 @@ def _config_changes(stored: dict, cfg: ExperimentConfig) -> list[str]:
     """``"key: old there, new now"`` for each key that a job's results depend on (not one of
     :data:`NOT_RESULTS`, :data:`CHOOSES_JOBS` or :data:`CHOOSES_SETTINGS`) and that differs between a ``stored`` config
     mapping and ``cfg``, sorted by key."""
-    then, now = {**ADDED_FIELDS, **_flat(stored)}, _flat(yaml.safe_load(dump_config(cfg)))  # as stored: lists
+    then = {**ADDED_FIELDS, **flat_config(stored)}
+    now = flat_config(yaml.safe_load(dump_config(cfg)))  # as stored: lists
     return [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
             if k not in NOT_RESULTS | CHOOSES_JOBS | CHOOSES_SETTINGS and then.get(k) != now.get(k)]
 

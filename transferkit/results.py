@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ADDED_FIELDS
+from .config import ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS, flat_config
 from .errors import TransferkitError, check
 from .evaluate import format_mean_se, mean_se
 from .io import read_json, write_json, write_text
@@ -753,7 +753,7 @@ def combine_runs(paths) -> dict:
     where = [f.resolve() for f in files]
     twice = sorted({str(f) for f, w in zip(files, where) if where.count(w) > 1})
     check(not twice, f"{', '.join(twice)} given twice: its rows would count twice")
-    names = [f.parent.name for f in files]
+    names = [_run_label(f.parent) for f in files]
     labels = [n if names.count(n) == 1 else str(f.parent) for n, f in zip(names, files)]
     rows, config, failed = [], [], []
     for label, f in zip(labels, files):
@@ -763,7 +763,54 @@ def combine_runs(paths) -> dict:
         failed += [{**x, "job": f"{label}/{x.get('job')}"} if isinstance(x, dict) else f"{label}: {x}"
                    for x in data.get("failed") or []]
     differ = data_differ_lines([(label, f.parent) for label, f in zip(labels, files)], rows)
-    return {"rows": rows, "config": config, "failed": failed, "data_differ": differ}
+    return {"rows": rows, "config": config, "failed": failed, "data_differ": differ,
+            "config_differ": config_differ_lines(config)}
+
+
+#: the name of a directory transferkit run or bench makes: the time it started (``runs/NAME/<time>``)
+RUN_STAMP = re.compile(r"\d{8}-\d{6}(-\d+)?")
+
+
+def _run_label(run_dir: Path) -> str:
+    """A run's name in a table of several: its directory's name, with the folder above it for a
+    timestamped one (``cli1/20261202-101500-000001``: the timestamps alone do not tell runs apart)."""
+    name = run_dir.name
+    return f"{run_dir.parent.name}/{name}" if RUN_STAMP.fullmatch(name) and run_dir.parent.name else name
+
+
+#: config keys a table of several runs does not compare: where and how they ran, which jobs (rows name them)
+UNCOMPARED = NOT_RESULTS | (CHOOSES_JOBS - {"options"})
+#: most config keys the line of :func:`config_differ_lines` names
+DIFFER_KEYS = 6
+
+
+def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
+    """A line naming the config keys (those that change rows) in which the runs of a combined table
+    differ, with each value's runs: ``backbone: lenet in a; mine in b``, e.g. rows of two networks
+    side by side, which the table's columns do not show. Runs without a config are left out; a run's
+    config from before a key was added reads it at its default."""
+    flats = [(label, flat_config(c)) for label, c in configs if isinstance(c, dict)]
+    if len(flats) < 2:
+        return []
+    if all("backbone" in f for _, f in flats):  # run configs, not benchmark plans
+        flats = [(label, {**ADDED_FIELDS, **f}) for label, f in flats]
+    parts = []
+    for key in sorted({k for _, f in flats for k in f} - UNCOMPARED):
+        by_value: dict[str, list[str]] = {}
+        for label, f in flats:
+            by_value.setdefault(_short(f.get(key)), []).append(label)
+        if len(by_value) > 1:
+            parts.append(f"{key}: " + "; ".join(f"{value} in {', '.join(runs)}" for value, runs in by_value.items()))
+    if not parts:
+        return []
+    more = f"; and {len(parts) - DIFFER_KEYS} more key(s)" if len(parts) > DIFFER_KEYS else ""
+    return [f"The runs' configs differ in {' / '.join(parts[:DIFFER_KEYS])}{more} (config.yaml): the rows of one "
+            f"method are not of one config."]
+
+
+def _short(value, width: int = 40) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 #: the config keys besides a domain's spec that decide the splits a run reads from it (``seed`` too for a

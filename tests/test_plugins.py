@@ -209,3 +209,30 @@ def test_a_builder_that_ignores_its_arguments_is_named_when_the_backbone_is_buil
         with pytest.raises(TransferkitError, match=r"^backbone builder 'sloppy' returned a network with 10 outputs"):
             run_experiment(cfg, log=logged.append)
         assert not any("pre-training" in line for line in logged)
+
+
+def test_a_builder_s_network_that_fails_on_the_images_it_declares_is_refused_when_built(monkeypatch):
+    import torch
+    import torch.nn as nn
+
+    from transferkit.backbones import build_backbone, from_sequential
+
+    def fixed_fc(num_classes, in_channels=1, image_size=28):  # its fc is sized for 28-pixel images whatever it is given
+        seq = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(4 * 14 * 14, 8), nn.ReLU(), nn.Linear(8, num_classes))
+        return from_sequential(seq, units={"block": [0, 1, 2], "fc": [3, 4, 5]},
+                               input_shape=(in_channels, image_size, image_size))
+    monkeypatch.setitem(BACKBONES, "fixed_fc_net", fixed_fc)
+    assert build_backbone("fixed_fc_net", 3, 1, image_size=28).num_classes == 3
+    with pytest.warns(Warning, match="could not check the cut"), \
+            pytest.raises(TransferkitError, match=r"backbone builder 'fixed_fc_net' returned a network that fails on "
+                                                  r"the images it declares \(input_shape \(1, 32, 32\); the builder "
+                                                  r"was given image_size=32\): RuntimeError: mat1 and mat2 .* set "
+                                                  r"image_size to the size it takes"):
+        build_backbone("fixed_fc_net", 3, 1, image_size=32)
+    torch.manual_seed(0)
+    fixed_fc(3, 1, 28)
+    after_builder = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    build_backbone("fixed_fc_net", 3, 1, image_size=28)
+    assert torch.equal(torch.random.get_rng_state(), after_builder)  # the check's forward draws nothing

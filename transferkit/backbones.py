@@ -795,6 +795,8 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size
             raise UnknownNameError(f"option of backbone {name!r}", k, known)
     net = fn(num_classes, in_channels=in_channels, image_size=image_size, **kw)
     _check_built(name, net, num_classes, in_channels, image_size)
+    if not is_built_in(name):
+        _check_runs(name, net, image_size)
     if head != "linear":
         net.reset_classifier(num_classes, head)
     return net
@@ -812,8 +814,8 @@ def known_outputs(net: UnitNet) -> int | None:
 def _check_built(name: str, net, num_classes: int, in_channels: int, image_size) -> None:
     """Refuse what a builder (a plugin's) returns when it is no UnitNet, or ignores the arguments
     it was given: another number of outputs, or (when the network declares its ``input_shape``)
-    other input channels. Another image size is left to the engine: a network that pools
-    globally takes other sizes (``from_modules`` declares 224 x 224 unless told)."""
+    other input channels. Another image size is left to :func:`_check_runs` (a network that pools
+    globally takes other sizes; ``from_modules`` declares 224 x 224 unless told)."""
     check(isinstance(net, UnitNet), f"backbone builder {name!r} returned a {type(net).__name__}, not a transferkit "
                                     f"UnitNet: return one (from_modules / from_sequential cut a module into units)")
     outputs = known_outputs(net)
@@ -824,6 +826,26 @@ def _check_built(name: str, net, num_classes: int, in_channels: int, image_size)
     check(channels == in_channels, f"backbone builder {name!r} returned a network for images of {channels} "
                                    f"channel(s) (its input_shape {net.input_shape}) for in_channels={in_channels}: "
                                    f"build it for the channels it is given (the config's channels)")
+
+
+def _check_runs(name: str, net: UnitNet, image_size) -> None:
+    """Refuse a builder's network that fails on images of the ``input_shape`` it declares (e.g. a
+    fully connected layer sized for 28-pixel images in a network built for ``image_size`` 32): its
+    jobs would each fail on a shape error. One forward of two blank images in eval mode, the random
+    state kept; a network that declares no shape or has lazy parameters is left to the engine."""
+    shape = net.input_shape
+    if shape is None or any(nn.parameter.is_lazy(p) for p in net.parameters()):
+        return
+    ref = next((t for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()), torch.zeros(()))
+    try:
+        with torch.random.fork_rng(devices=[]), evaluating(net), torch.no_grad():
+            net(torch.zeros(2, *shape, dtype=ref.dtype, device=ref.device))
+    except Exception as e:  # noqa: BLE001 -- whatever the user's module raises on the shape
+        raise TransferkitError(f"backbone builder {name!r} returned a network that fails on the images it declares "
+                               f"(input_shape {tuple(shape)}; the builder was given image_size={image_size}): "
+                               f"{first_line(e)}. Build it for the image_size it is given (e.g. size its first "
+                               f"fully connected layer from image_size), or set image_size to the size it takes"
+                               ) from None
 
 
 # ---- adapters --------------------------------------------------------------------------

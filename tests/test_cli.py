@@ -318,6 +318,8 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["run", "--set", "target_classes=[]", "--set", "target=digits"], "empty class subset"),
     (["run", "--set", "trian.steps=3"], "unknown config key 'trian'"),
     (["run", "--set", "train.stpes=3"], "unknown config key 'train.stpes'"),
+    (["run", "--set", "sampler=balanced"], "(sampler belongs to the pretrain and train sections: write "
+                                           "pretrain.sampler or train.sampler, in YAML under pretrain: / train:)"),
     (["bench", "nosuchbench"], "unknown benchmark 'nosuchbench'"),
     (["bench", "flex", "--set", "ratioz=3", "--print-plan"], "unknown config key 'ratioz'"),
     (["bench", "uda", "--set", "pairs=mnist", "--print-plan"], "pairs must be source:target items"),

@@ -269,13 +269,17 @@ def test_resume_refuses_foreign_checkpoint(tmp_path):
     d = toy_domain()
     cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5)
     Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
-    with pytest.raises(TransferkitError, match="different run"):
+    with pytest.raises(TransferkitError, match=r"different training \(train.steps: 10 there, 12 now\); delete it"):
         Engine(TrainConfig(steps=12, batch_size=16), seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
+    with pytest.raises(TransferkitError, match=r"train.sampler: None there, 'balanced' now; train.steps: 10 there"):
+        Engine(TrainConfig(steps=12, batch_size=16, sampler="balanced"), seed=0,
+               checkpoint_dir=tmp_path).fit(make(), target=d)
     edited = toy_domain()
     edited.images[64:66] = 1 - edited.images[64:66]  # the signature once summed only the first 64 images
     edited.labels[[63, 64]] = edited.labels[[64, 63]]  # and the labels
     for data in (edited, toy_domain(seed=1)):
-        with pytest.raises(TransferkitError, match="different run"):
+        with pytest.raises(TransferkitError, match=r"different training \(target images: '96 \(.{8}\)' there, "
+                                                   r"'96 \(.{8}\)' now\)"):
             Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), target=data)
 
 
@@ -330,6 +334,9 @@ def test_a_balanced_stream_draws_each_class_equally_often_and_each_image_of_a_cl
     shuffled = torch.cat([Stream("source", x, y, 50, 1).indices(t) for t in range(300)])
     assert (y[shuffled] == 2).float().mean() == pytest.approx(0.01)  # the default: every image once an epoch
     assert torch.equal(Stream("u", x, None, 50, 1, balanced=True).indices(3), Stream("u", x, None, 50, 1).indices(3))
+    k_shot = torch.arange(4).repeat_interleave(5)  # equal classes: the shuffled epochs, each image once
+    assert torch.equal(Stream("t", x[:20], k_shot, 32, 1, balanced=True).indices(3), Stream("t", x[:20], k_shot, 32,
+                                                                                            1).indices(3))
     sharded = [Stream("source", x, y, 50, 1, rank=r, world=2, balanced=True).batch(5)[1] for r in (0, 1)]
     assert torch.equal(torch.cat(sharded).sort().values, s.indices(5).sort().values)  # one global batch, split
 
@@ -532,7 +539,7 @@ def test_resume_refuses_a_checkpoint_of_other_method_options_but_not_of_other_wo
     cfg = TrainConfig(steps=10, batch_size=16, checkpoint_every=5, progress=False)
     net = lambda: build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)  # noqa: E731
     Engine(cfg, seed=0, checkpoint_dir=tmp_path / "a").fit(get_method("ft_fc")(net(), n=1), target=d)
-    with pytest.raises(TransferkitError, match="different run"):
+    with pytest.raises(TransferkitError, match="different training"):
         Engine(cfg, seed=0, checkpoint_dir=tmp_path / "a").fit(get_method("ft_fc")(net(), n=2), target=d)
     Engine(cfg, seed=0, checkpoint_dir=tmp_path / "a").fit(get_method("ft_fc")(net(), n=1), target=d)
     flex = get_method("flex")
@@ -984,7 +991,7 @@ def test_a_fit_refused_before_training_hands_the_method_back_as_it_was(tmp_path)
     ckpt = tmp_path / "ck"
     Engine(TrainConfig(steps=2, batch_size=8, progress=False), checkpoint_dir=ckpt).fit(method, target=d)
     other = get_method("ft_unit")(helpers.seeded_lenet(), unit="fc1")
-    with pytest.raises(TransferkitError, match="belongs to a different run"):
+    with pytest.raises(TransferkitError, match="belongs to a different training"):
         Engine(TrainConfig(steps=3, batch_size=8, progress=False), checkpoint_dir=ckpt).fit(other, target=d)
     assert other.input_unit == other.net.unit_names[0]
     assert all(p.is_contiguous() for p in other.parameters())

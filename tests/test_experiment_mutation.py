@@ -692,3 +692,26 @@ def test_a_matrix_file_option_enters_the_job_digest_by_its_contents(tmp_path, mo
     np.save("attrs.npy", np.eye(10, 4)[::-1].copy())  # the same name, other rows: a resume must not reuse rows
     assert ex.job_digest(cfg, "attribute_zsl") != before
     assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune")
+
+
+def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_reach(tmp_path, monkeypatch):
+    from transferkit.results import markdown_table, summarize
+    data = _prepared()
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    monkeypatch.setattr(ex, "prepare_domains", lambda cfg: data)
+    monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)
+    monkeypatch.setattr(ex, "run_source_network", lambda cfg, data, run_dir, log, check=None: (
+        net, {"wall_s": 0.0, "cached": True, "path": None}))
+    cfg = ExperimentConfig(methods=["source_only", "target_only", "dann"], k=2, repeats=1, select_on="none",
+                           train=replace(TINY, sampler="balanced"), pretrain=TINY)
+    with pytest.warns(Warning) as caught:
+        _, rows = ex.run_experiment(cfg, run_dir=tmp_path / "run", log=lambda *a: None)
+    said = [str(w.message) for w in caught]
+    assert any("dann reads no target label: only its source images are balanced" in m for m in said), said
+    assert any("source_only's row is the source network, which pretrain.sampler (shuffle) trains" in m for m in said)
+    assert {r["method"]: r.get("sampler") for r in rows} == {"source_only": None, "target_only": "balanced",
+                                                             "dann": "balanced"}
+    assert ("Trained with sampler balanced (each class equally often in the labelled training batches): "
+            "target_only, dann.") in markdown_table(summarize(rows), rows)
+    assert "Trained with sampler" not in markdown_table(summarize(rows[:1]), rows[:1])

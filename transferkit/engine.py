@@ -201,7 +201,9 @@ class Stream:
     uniformly among the stream's classes, then one of that class's images uniformly, with
     replacement (the probability of an image is 1 / (classes x its class's images), as PyTorch's
     ``WeightedRandomSampler`` with those weights): a class of 5 images is seen as often as one of
-    5,000, its images repeated more. Batch ``t`` draws from a generator seeded by (seed, name, t).
+    5,000, its images repeated more. Batch ``t`` draws from a generator seeded by (seed, name, t). A
+    stream whose classes hold equally many images (a k-shot set) is shuffled as without it: its
+    epochs already show each class equally often, each image once.
 
     Under torch.distributed it is the distributed sampler: every rank draws the same global
     batch and keeps its own shard ``rank::world_size``, so ``N`` processes see exactly the
@@ -216,12 +218,13 @@ class Stream:
         self.batch_size = math.ceil(max(min(batch_size, len(x)), world) / world) * world
         self.seed = int(hashlib.sha256(f"{seed}/{name}".encode()).hexdigest()[:12], 16)
         self._perms: dict[int, torch.Tensor] = {}
-        self.balanced = balanced and y is not None
-        if self.balanced:  # the stream's images grouped by class: class c's are order[start[c]:start[c] + count[c]]
+        self.balanced = False
+        if balanced and y is not None:  # the stream's images grouped by class: c's are order[start[c]:][:count[c]]
             labels = y.cpu()
             self._order = torch.argsort(labels, stable=True)
             _, self._count = torch.unique(labels, return_counts=True)
             self._start = torch.cumsum(self._count, 0) - self._count
+            self.balanced = bool((self._count != self._count[0]).any())  # equal classes (k-shot): shuffled epochs
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perms:
@@ -591,15 +594,21 @@ class Engine:
         label of every stream and of the validation set."""
         cfg = {k: v for k, v in keyed_fields(self.cfg).items() if k not in ("progress", "checkpoint_every")}
         h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
+        signed = {"method": method.name, **{f"train.{k}": v for k, v in cfg.items()}, "seed": self.seed}
         if getattr(method, "init_options", None):  # only options not at their defaults (older checkpoints resume)
             h.update(f"|options:{content_text(method.init_options)}".encode())
+            signed["options"] = content_text(method.init_options)
         if self.select_metric != "accuracy":  # what chose the kept weights (added 2026-12-02: older ones resume)
             h.update(f"|select:{self.select_metric}".encode())
+            signed["select_metric"] = self.select_metric
         if getattr(method, "revision", 0):  # a default changed what it trains: older checkpoints are foreign
             h.update(f"|revision:{method.revision}".encode())
+            signed["revision"] = method.revision
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
                 h.update(f"|{name}:{len(d)}:{d.digest()}".encode())
+                signed[f"{name} images"] = f"{len(d)} ({d.digest()[:8]})"
+        self._signed = signed  # what the signature hashes, readable: a refused resume names what differs
         return h.hexdigest()[:16]
 
     def _logged_history(self, step: int) -> list:
@@ -629,7 +638,8 @@ class Engine:
             tensors["rng_cuda"] = torch.cuda.get_rng_state(device)
         if torch.backends.mps.is_available():  # dropout on Apple's GPU draws from its own generator
             tensors["rng_mps"] = torch.mps.get_rng_state()
-        meta = {"signature": signature, "state": state, "optim_groups": opt_state["param_groups"],
+        meta = {"signature": signature, "signed": getattr(self, "_signed", None), "state": state,
+                "optim_groups": opt_state["param_groups"],
                 "optim_scalars": meta_opt, "has_best": best_weights is not None, "history": history}
         self.ckpt.mkdir(parents=True, exist_ok=True)
         # one file, one atomic write: the state travels in the safetensors metadata, so weights
@@ -643,8 +653,12 @@ class Engine:
         stored = metadata.get("transferkit")
         meta = json.loads(stored if stored else (self.ckpt / "last.json").read_text())  # older checkpoints
         if meta["signature"] != signature:
-            raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different run (method, data or "
-                                   "config changed); remove it or use a new run directory")
+            then, now = meta.get("signed") or {}, getattr(self, "_signed", None) or {}
+            differ = [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
+                      if then.get(k) != now.get(k)] if then else []
+            what = "; ".join(differ[:5]) if differ else "method, data or config changed"
+            raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different training ({what}); delete it "
+                                   f"(or give another checkpoint_dir) to train from the start, or train as it did")
         try:
             method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         except RuntimeError as e:  # e.g. a discriminator built for other layers by an older version

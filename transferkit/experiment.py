@@ -1097,7 +1097,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
-           "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
+           **sampler_field(cfg.train), "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            **test_fields(cfg, data),
            **({"n_unlabeled": len(unlabeled)} if "unlabeled" in cls.streams else {}),
            **({"unlabeled": cfg.unlabeled, "unlabeled_in_test": data.unlabeled_overlap.get("test", 0),
@@ -1366,7 +1366,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": sub.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   **test_fields(cfg, data),
+                   **test_fields(cfg, data), **sampler_field(None if cfg.pretrained else cfg.pretrain),
                    "config_digest": job_digest(sub, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
@@ -1608,6 +1608,29 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
              f"budget (set select_on: none or source_val to say so)")
     _warn_more_validation_labels(cfg, data, methods, labelled)
+    _warn_sampler(cfg, methods)
+
+
+def sampler_field(train: TrainConfig | None) -> dict:
+    """``{"sampler": ...}`` for a row trained by ``train`` with another sampler than the default; else ``{}``."""
+    return {"sampler": train.sampler} if train is not None and train.sampler != "shuffle" else {}
+
+
+def _warn_sampler(cfg: ExperimentConfig, methods: list) -> None:
+    """Say where ``sampler: balanced`` does not reach: a method that reads no target label balances
+    only its labelled source images (its unlabelled target images are shuffled), and source_only's
+    row is the source network, which ``pretrain.sampler`` trains."""
+    if cfg.train.sampler == "balanced":
+        unlabelled = [cls.name for cls in methods if "target" not in cls.streams and cls is not SourceOnly]
+        if unlabelled:
+            warn(f"train.sampler: balanced draws the labelled images of each training batch class-balanced, but "
+                 f"{', '.join(unlabelled)} read{'s' if len(unlabelled) == 1 else ''} no target label: only "
+                 f"{'its' if len(unlabelled) == 1 else 'their'} source images are balanced, the unlabelled target "
+                 f"images are shuffled (the target's imbalance is not addressed)")
+    if SourceOnly in methods and cfg.train.sampler == "balanced" != cfg.pretrain.sampler and not cfg.pretrained:
+        warn(f"source_only's row is the source network, which pretrain.sampler ({cfg.pretrain.sampler}) trains, "
+             f"not train.sampler ({cfg.train.sampler}): set pretrain.sampler as well for a source network trained "
+             f"so")
 
 
 def _check_k_fits(cfg: ExperimentConfig, train: Domain) -> None:

@@ -53,8 +53,13 @@ def from_dict(cls, data: dict, where: str = ""):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        if key not in fields:
-            raise UnknownNameError("config key", f"{where}{key}", [f"{where}{k}" for k in fields])
+        if key not in fields:  # a section's key given at this level (sampler for train.sampler) is named so
+            sections = [name for name, f in fields.items() if dataclasses.is_dataclass(hints[name])
+                        and key in {g.name for g in dataclasses.fields(hints[name])}]
+            hint = (f"{key} belongs to the {' and '.join(sections)} section{'s' if len(sections) > 1 else ''}: "
+                    f"write {' or '.join(f'{where}{s}.{key}' for s in sections)}, in YAML under "
+                    f"{' / '.join(f'{s}:' for s in sections)}" if sections else "")
+            raise UnknownNameError("config key", f"{where}{key}", [f"{where}{k}" for k in fields], hint)
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             check(isinstance(value, dict), f"config {where}{key} must be a mapping of "

@@ -534,7 +534,22 @@ def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     test images, rows that predicted one class, classes a method never recognised and a small test split."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
             + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
-            + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown))
+            + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown)
+            + sampler_line(rows, markdown))
+
+
+def sampler_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the methods whose rows trained on class-balanced batches (``sampler``, which
+    rows record when it is not the default ``shuffle``), or none."""
+    by_sampler: dict[str, list[str]] = {}
+    for r in rows:
+        if isinstance(r.get("sampler"), str):
+            names = by_sampler.setdefault(r["sampler"], [])
+            if r["method"] not in names:
+                names.append(r["method"])
+    cell = md_cell if markdown else str
+    return [f"Trained with sampler {sampler} (each class equally often in the labelled training batches): "
+            f"{', '.join(cell(m) for m in methods)}." for sampler, methods in by_sampler.items()]
 
 
 def other_metrics(settings) -> list[str]:

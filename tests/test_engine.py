@@ -372,6 +372,44 @@ def test_the_sampler_reaches_the_training_batches_and_keys_checkpoints_only_when
     assert Engine(TrainConfig(sampler="balanced"), checkpoint_dir=tmp_path)._signature(m, {"target": d}, d) != plain
 
 
+def test_balanced_class_weights_and_the_weighted_cross_entropy_the_methods_train_with(tmp_path):
+    from transferkit.engine import balanced_class_weights, keyed_fields
+    from transferkit.methods.base import Method
+    assert balanced_class_weights(torch.tensor([0, 0, 0, 1])).tolist() == pytest.approx([4 / 6, 2.0])
+    assert balanced_class_weights(torch.tensor([0, 2, 2])).tolist() == pytest.approx([1.5, 1.0, 0.75])  # 1: absent
+    m = make()
+    logits, y = torch.randn(5, 4), torch.tensor([0, 0, 0, 1, 1])
+    assert torch.equal(m.cross_entropy(logits, y), F.cross_entropy(logits, y))  # no fit's weights: unweighted
+    m.class_weights = {"target": torch.tensor([0.5, 3.0])}  # two ids weighed, the other logits' classes 1
+    assert m.cross_entropy(logits, y) == pytest.approx(
+        float(F.cross_entropy(logits, y, weight=torch.tensor([0.5, 3.0, 1.0, 1.0]))))
+    assert m.cross_entropy(logits, y, "source") == pytest.approx(float(F.cross_entropy(logits, y)))
+    seen = []
+
+    class Record(Method):
+        name = "record"
+
+        def trainable_units(self):
+            return self.net.unit_names
+
+        def losses(self, batch):
+            seen.append(dict(self.class_weights))
+            return {"ce": self.supervised(batch.target)}
+    d = toy_domain(n=200)
+    d = d.subset(torch.cat([torch.nonzero(d.labels != 3).flatten(), torch.nonzero(d.labels == 3).flatten()[:4]]))
+    Engine(TrainConfig(steps=2, batch_size=16, class_weight="balanced"), seed=0).fit(Record(make().net), target=d)
+    assert seen[0]["target"].tolist() == pytest.approx([154 / (4 * 50)] * 3 + [154 / 16])
+    seen.clear()
+    Engine(TrainConfig(steps=2, batch_size=16), seed=0).fit(Record(make().net), target=d)
+    assert seen[0] == {}
+    with pytest.raises(TransferkitError, match="unknown class_weight 'inverse': null .* or balanced"):
+        TrainConfig(class_weight="inverse")
+    assert "class_weight" not in keyed_fields(TrainConfig())
+    plain = Engine(TrainConfig(), checkpoint_dir=tmp_path)._signature(m, {"target": d}, d)
+    assert Engine(TrainConfig(class_weight="balanced"), checkpoint_dir=tmp_path)._signature(m, {"target": d}, d) \
+        != plain
+
+
 def test_dann_schedule_values():
     assert SCHEDULES["dann"](0.0) == 1.0
     assert SCHEDULES["dann"](1.0) == pytest.approx(11 ** -0.75)

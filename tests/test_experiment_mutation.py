@@ -50,7 +50,8 @@ def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_w
                "options": replace(cfg, options={"dann": {"weight": 0.5}}),
                "unlabeled": replace(cfg, unlabeled="folder:/data/raw"),
                "train.sampler": replace(cfg, train=replace(TINY, sampler="balanced")),
-               "pretrain.sampler": replace(cfg, pretrain=replace(TINY, sampler="balanced"))}
+               "pretrain.sampler": replace(cfg, pretrain=replace(TINY, sampler="balanced")),
+               "train.class_weight": replace(cfg, train=replace(TINY, class_weight="balanced"))}
     for key, other in changed.items():
         assert ex.job_digest(other, "dann") != d, key
     same = [replace(cfg, workers=3), replace(cfg, out_dir="elsewhere"), replace(cfg, name="other"),

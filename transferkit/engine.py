@@ -89,7 +89,9 @@ class TrainConfig:
     when stderr is a terminal, so notebooks show none); ``device`` (cpu, cuda, mps, auto),
     ``amp`` (bfloat16 autocast on GPU) and ``channels_last`` (the layout of conv nets on CPU);
     ``sampler``: how labelled streams draw batches, ``shuffle`` (epochs of shuffled images) or
-    ``balanced`` (each class equally likely at every draw, then one of its images: see :class:`Stream`)."""
+    ``balanced`` (each class equally likely at every draw, then one of its images: see :class:`Stream`);
+    ``class_weight``: ``None``, or ``balanced``: the cross-entropy of labelled images weighs class
+    ``c`` of a stream by ``n / (C n_c)`` (scikit-learn's "balanced"; :func:`balanced_class_weights`)."""
 
     steps: int = 300
     batch_size: int = 64
@@ -110,6 +112,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast on GPU (ignored on CPU)
     channels_last: bool = True  # on CPU, train conv nets in the channels-last layout (see Engine.fit)
     sampler: str = "shuffle"  # labelled streams: shuffle | balanced (classes drawn equally often)
+    class_weight: str | None = None  # None | balanced: cross-entropy weights n / (classes x class size)
 
     def __post_init__(self):
         self.check()
@@ -130,6 +133,9 @@ class TrainConfig:
               f"momentum and weight_decay must be finite numbers >= 0, got {self.momentum} and {self.weight_decay}")
         check(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}: shuffle (epochs of shuffled images) or "
                                         f"balanced (each class equally likely at every draw)")
+        check(self.class_weight in (None, "balanced"), f"unknown class_weight {self.class_weight!r}: null (every "
+                                                       f"image alike) or balanced (a class weighed by n / (classes "
+                                                       f"x its images))")
         check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
 
 
@@ -137,7 +143,18 @@ class TrainConfig:
 SAMPLERS = ("shuffle", "balanced")
 #: TrainConfig fields added since checkpoints and source networks were first keyed, with their defaults:
 #: at its default a field is left out of those keys (older checkpoints resume, cached networks are found)
-ADDED_TRAIN_FIELDS = {"sampler": "shuffle"}
+ADDED_TRAIN_FIELDS = {"sampler": "shuffle", "class_weight": None}
+
+
+def balanced_class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per class id ``c`` up to the largest label, ``n / (C n_c)``: ``n`` labels of ``C`` classes
+    present, ``n_c`` of class ``c`` (scikit-learn's ``class_weight="balanced"``); 1 for an absent id.
+    Every class then weighs ``n / C`` in a sum over the images, as if the classes were equal."""
+    counts = torch.bincount(labels.cpu()).float()
+    present = counts > 0
+    weights = torch.ones_like(counts)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    return weights
 
 
 def keyed_fields(cfg: TrainConfig) -> dict:
@@ -396,6 +413,8 @@ class Engine:
             y = None if name == "unlabeled" else d.labels.to(device)
             streams[name] = Stream(name, x, y, cfg.batch_size, self.seed, rank=rank(), world=world_size(),
                                    balanced=cfg.sampler == "balanced")
+        method.class_weights = {name: balanced_class_weights(s.y).to(device) for name, s in streams.items()
+                                if s.y is not None and cfg.class_weight == "balanced"}
         val_x = val_y = None
         if val is not None and len(val):  # each rank scores its shard; counts are summed over ranks
             val_x = _as_layout(self._prefix(method, val.images[rank()::world_size()].to(device), start_unit), layout)

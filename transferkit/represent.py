@@ -200,7 +200,7 @@ class Distill(Method):
         targets = [F.softmax(logits[str(i)] / t, 1) for i in range(len(self.teacher))]
         kd = sum(F.kl_div(F.log_softmax(h(f) / t, 1), p, reduction="batchmean")
                  for h, p in zip(self.student_heads, targets)) * t * t
-        return {"ce_source": self.ce_weight * F.cross_entropy(self.net.head(f), y), "kd": kd}
+        return {"ce_source": self.ce_weight * self.cross_entropy(self.net.head(f), y, "source"), "kd": kd}
 
     def student(self) -> UnitNet:
         """The distilled network (its own head; the member heads are dropped)."""

@@ -422,7 +422,7 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
 
     def losses(self, batch):
         x, y = batch.source
-        return {"ce_source": F.cross_entropy(self.forward_from_input(x), y)}
+        return {"ce_source": self.cross_entropy(self.forward_from_input(x), y, "source")}
 
 
 def description_rows(class_embeddings, class_names=None, templates=None) -> torch.Tensor:

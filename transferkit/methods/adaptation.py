@@ -18,7 +18,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import check
 from ..losses import entropy
@@ -110,7 +109,7 @@ class AdaptationMethod(Method):
         """Source cross entropy (weighted by ``source_weight``) and, if enabled, the target entropy."""
         terms = {}
         if self.source_weight:
-            terms["ce_source"] = self.source_weight * F.cross_entropy(logits_s, y_s)
+            terms["ce_source"] = self.source_weight * self.cross_entropy(logits_s, y_s, "source")
         if self.entmin_weight:
             terms["entmin"] = self.entmin_weight * entropy(logits_t)
         return terms

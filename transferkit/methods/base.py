@@ -621,6 +621,17 @@ class Method(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def supervised(self, pair) -> torch.Tensor:
+    def supervised(self, pair, stream: str = "target") -> torch.Tensor:
+        """The cross-entropy of a labelled ``(x, y)`` batch of ``stream`` (:meth:`cross_entropy`)."""
         x, y = pair
-        return F.cross_entropy(self.forward_from_input(x), y)
+        return self.cross_entropy(self.forward_from_input(x), y, stream)
+
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor, stream: str = "target") -> torch.Tensor:
+        """``F.cross_entropy``, weighted per class when the fit's ``class_weight`` is ``balanced``
+        (the engine's ``class_weights`` of ``stream``; PyTorch's weighted mean: the sum of weight x loss
+        over the batch divided by the batch's sum of weights)."""
+        weight = getattr(self, "class_weights", {}).get(stream)
+        if weight is not None:
+            weight = torch.cat([weight, weight.new_ones(max(0, logits.shape[1] - len(weight)))])[:logits.shape[1]]
+            weight = weight.to(device=logits.device, dtype=logits.dtype)
+        return F.cross_entropy(logits, labels, weight=weight)

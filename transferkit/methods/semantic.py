@@ -314,7 +314,7 @@ class SemanticTransfer(Method):
         n_t = len(x_t)
         taps = list(dict.fromkeys(self.layers + ["embedding", "head"]))
         acts = self.net.forward_features(torch.cat([x_t, x_u]), taps)
-        terms = {"ce_target": F.cross_entropy(acts["head"][:n_t], y_t)}
+        terms = {"ce_target": self.cross_entropy(acts["head"][:n_t], y_t)}
         src = {"embedding": None}
         if self._reads_source_features():
             src = self.cached_rows("source_features", batch.indices.get("source"), lambda: self.source_features(x_s))

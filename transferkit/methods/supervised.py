@@ -18,7 +18,7 @@ class SourceOnly(Method):
     description = "train on source labels, evaluate on the target unchanged"
 
     def losses(self, batch):
-        return {"ce_source": self.supervised(batch.source)}
+        return {"ce_source": self.supervised(batch.source, "source")}
 
 
 @register

@@ -1031,8 +1031,12 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     softmax); the children before it are the feature units, grouped by ``units``:
     ``None`` (each child is a unit), a list of group sizes (``[2, 2, 1]``), a list of lists of
     child names (``[["0", "1"], ["2"]]``, or their indices ``[[0, 1], [2]]``) or a dict
-    ``unit name -> child name(s)``. Groups must cover the feature children in order. Unnamed
-    units are called after their child when it is a single named child, else ``unit1, unit2, ...``.
+    ``unit name -> child name(s)``. Groups must cover the feature children in order. Without a
+    dict, a unit of one child with a name of its own (an ``OrderedDict`` key that is not a
+    number, e.g. ``"conv"``) is called after it; every other unit is ``unit<k>``, ``k`` its
+    position among the units counted from 1 (named ones included). So with ``units=None`` and
+    a plain ``nn.Sequential(...)``, whose children are named ``"0", "1", ...``, ``unit8`` is
+    child ``"7"`` (``seq[7]``), and with ``units=[2, 3]`` ``unit2`` holds children 2-4.
     With ``input_shape`` and the default ``pool``, the UnitNet is checked to compute ``seq(x)``
     on one random batch, as in :func:`from_modules` (``verify=False``: not checked).
     """

@@ -33,6 +33,7 @@ from .results import (
     gzsl_cell,
     md_cell,
     other_metrics,
+    picked_unit,
     read_results,
     row_notes,
     summarize,
@@ -136,16 +137,6 @@ def _labels_used(rows: list[dict]) -> dict[str, float]:
     return used
 
 
-def _pick(row: dict) -> str | None:
-    """The unit a row's method picked on validation (flex's ``picked``; tap's unit and
-    classifier, as :func:`_unit_values` flattens them), or None."""
-    if isinstance(row.get("picked"), str):
-        return row["picked"]
-    if isinstance(row.get("tap_unit"), str) and isinstance(row.get("tap_classifier"), str):
-        return f"{row['tap_unit']}/{row['tap_classifier']}"
-    return None
-
-
 def _accuracy_label(key: str) -> str:
     """A per-unit field's name for an axis: ``candidate_val_accuracy`` -> ``validation accuracy``."""
     words = {"val": "validation", "acc": "accuracy"}
@@ -161,7 +152,7 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
     groups = defaultdict(lambda: defaultdict(list))
     picks = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        pick = _pick(r)
+        pick = picked_unit(r)  # tap's unit/classifier, as _unit_values flattens them
         for key, value in r.items():
             if key in ("per_class_accuracy", "confusion") or "acc" not in key or not isinstance(value, dict) \
                     or not value:

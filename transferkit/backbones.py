@@ -277,7 +277,7 @@ class UnitNet(nn.Module):
         for i, m in enumerate(self._steps()[: last + 1]):
             x = m(x)
             for n in want.get(i, ()):  # a copy when a later unit could change x in place (ReLU(inplace=True))
-                out[n] = x if i == last else x.clone()
+                out[n] = x if i == last or not isinstance(x, torch.Tensor) else x.clone()  # a tuple: as it is
         return {n: out[n] for n in names}
 
     # ---- sizes -----------------------------------------------------------------------
@@ -763,7 +763,8 @@ def check_input_shape(net, images: torch.Tensor, what: str) -> None:
     """Images of the shape ``net.input_shape`` (when the network declares one)."""
     shape = getattr(net, "input_shape", None)
     check(shape is None or tuple(images.shape[1:]) == tuple(shape),
-          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
+          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}: convert "
+          f"them to its shape (domain.to_format(size=..., channels=...))")
 
 
 def check_backbone(name) -> None:

@@ -167,7 +167,7 @@ def _test_labels(train, test) -> torch.Tensor:
     check(not unknown, f"tap: the test domain {test.name!r} has images of classes {unknown[:10]} that the training "
                        f"domain {train.name!r} does not name (its classes: {fitted[:10]}); the classifiers predict "
                        f"the training classes, matched to the test classes by name: test on those classes "
-                       f"(test.select_classes([...], relabel=False)), or give the same classes the same names")
+                       f"(test.select_classes([...])), or give the same classes the same names")
     lut = torch.tensor([fitted.index(c) if c in fitted else -1 for c in given], dtype=torch.long)
     return lut[test.labels]
 

@@ -671,3 +671,12 @@ def test_running_the_whole_network_on_cached_activations_names_the_cause_and_the
         Engine(TrainConfig(steps=4, batch_size=8)).fit(HeadOnly(tiny_net(4)), target=toy_domain(16))
     with pytest.raises(TransferkitError, match=r"built for N x 1 x 28 x 28 \(RuntimeError"):  # no unit's shape
         tiny_net(4)(torch.zeros(2, 3, 5, 5))
+
+
+def test_from_sequential_numbers_its_units_from_one_and_names_a_named_child_after_it():
+    seq = nn.Sequential(*[nn.ReLU() for _ in range(9)], nn.Flatten(), nn.Linear(4, 2))
+    net = from_sequential(seq, verify=False)
+    assert net.feature_names[7] == "unit8" and net.unit("unit8") is seq[7]  # child "7" is unit8
+    assert from_sequential(seq, units=[2, 3, 5], verify=False).feature_names == ["unit1", "unit2", "unit3"]
+    named = nn.Sequential(OrderedDict([("conv", nn.ReLU()), ("1", nn.ReLU()), ("fc", nn.Linear(4, 2))]))
+    assert from_sequential(named, verify=False).feature_names == ["conv", "unit2"]

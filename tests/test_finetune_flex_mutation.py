@@ -230,29 +230,31 @@ def test_proxy_accuracies_leave_both_networks_in_their_mode(mode):
 def test_tap_passes_its_c_to_every_classifier(monkeypatch):
     seen = []
 
+    original = tap_module._fit_linear
+
     def recording(kind, x, y, num_classes, c=1.0, seed=0):
         seen.append(c)
-        return fit_linear(kind, x, y, num_classes, c, seed)
+        return original(kind, x, y, num_classes, c, seed)
 
-    monkeypatch.setattr(tap_module, "fit_linear", recording)
+    monkeypatch.setattr(tap_module, "_fit_linear", recording)  # what tap and Tap call (it tells convergence)
     net = lenet()
     tap(net, toy_domain(32), toy_domain(16, seed=1), units=["conv2"], c=0.5)
     Tap(net, c=0.25, units=["conv2"]).fit_transfer(None, target=toy_domain(32), val=toy_domain(16, seed=1))
     assert seen == [0.5, 0.5, 0.25, 0.25]
 
 
-def test_tap_ties_go_to_the_earliest_unit(monkeypatch):
+def test_tap_ties_go_to_the_earliest_unit_in_the_network(monkeypatch):
     def constant(kind, x, y, num_classes, c=1.0, seed=0):  # predicts class 0 from any unit
         lin = nn.Linear(x.shape[1], num_classes)
         with torch.no_grad():
             lin.weight.zero_()
             lin.bias.copy_(torch.arange(num_classes, 0, -1).float())
-        return lin
+        return lin, True
 
-    monkeypatch.setattr(tap_module, "fit_linear", constant)
-    method = Tap(lenet(), units=["conv2", "conv1", "fc1"])
+    monkeypatch.setattr(tap_module, "_fit_linear", constant)
+    method = Tap(lenet(), units=["conv2", "conv1", "fc1"])  # network order, whatever the order given
     method.fit_transfer(None, target=toy_domain(32), val=toy_domain(16, seed=1))
-    assert method.tap_unit == "conv2" and method.extra_results()["tap_classifier"] == "svm"
+    assert method.tap_unit == "conv1" and method.extra_results()["tap_classifier"] == "svm"
 
 
 def test_tap_scores_the_selection_on_validation_features():

@@ -123,3 +123,145 @@ def test_tap_accuracies_are_exact_fractions():
     scores = [s for per_unit in m._extra["tap_val_accuracy"].values() for s in per_unit.values()]
     assert all(s == round(s * 15) / 15 for s in scores) and fit.best_val_accuracy == max(scores)
     assert fit.best_val_accuracy == round(fit.best_val_accuracy * 15) / 15
+
+
+def _quiet_tap(net, units=None, **fit):
+    """A ``Tap`` fitted without its no-validation warning."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = Tap(net, units=units)
+        m.fit_transfer(None, **fit)
+    return m
+
+
+def test_transform_of_a_fitted_tap_gives_the_tapped_units_features_its_classifier_reads(one_thread):
+    from transferkit import Transfer
+    net, train, val = tiny_net(4), toy_domain(32), toy_domain(16, seed=1)
+    model = Transfer("tap", units="unit1").fit(target=train, net=net, val=val)
+    emb = model.transform(val)
+    assert model.method_.tap_unit == "unit1" and emb.shape == (16, 4 * 13 * 13)  # not the 16-d embedding
+    with torch.no_grad():
+        want = net.forward_features(val.images, ["unit1"])["unit1"].flatten(1)
+        assert torch.allclose(emb, want) and torch.allclose(model.method_.tap_head(emb), model.predict_logits(val))
+    assert model.transform(val.images[:0]).shape == (0, 4 * 13 * 13)
+
+
+def test_tap_matches_test_classes_to_training_classes_by_name():
+    net, train, test = tiny_net(4), toy_domain(32), toy_domain(16, seed=1)
+    base = tap(net, train, test, progress=False)
+    order = [3, 1, 0, 2]  # the same images, their classes listed in another order
+    renamed = Domain("t", test.images, torch.tensor([order.index(int(y)) for y in test.labels]),
+                     [test.class_names[i] for i in order])
+    assert tap(net, train, renamed, progress=False) == base
+    two = test.select_classes(["2", "3"])  # relabelled 0, 1: still classes "2" and "3" of training
+    subset = test.select_classes(["2", "3"], relabel=False)
+    assert two.class_names == ["2", "3"] and tap(net, train, two) == tap(net, train, subset)
+    named = Domain("c", test.images, test.labels, [f"c{i}" for i in range(4)])
+    with pytest.raises(TransferkitError, match=r"test domain 'c' has images of classes \['c0', 'c1', 'c2', 'c3'\] "
+                                               r"that the training domain 'toy' does not name"):
+        tap(net, train, named)
+    other = Domain("o", test.images, test.labels, ["0", "1", "2", "9"])
+    with pytest.raises(TransferkitError, match=r"classes \['9'\]"):
+        tap(net, train, other)
+
+
+def test_tap_refuses_images_of_another_size_than_the_network_takes():
+    net, big = tiny_net(4), toy_domain(32).to_format(size=32)
+    with pytest.raises(TransferkitError, match=r"tap: the training domain 'toy': images of shape \(1, 32, 32\), the "
+                                               r"network takes \(1, 28, 28\)"):
+        tap(net, big, toy_domain(16, seed=1), units="unit1")  # a convolution alone would take them
+    with pytest.raises(TransferkitError, match=r"tap: the test domain 'toy': images of shape \(1, 32, 32\)"):
+        tap(net, toy_domain(32), big, units="unit1")
+    with pytest.raises(TransferkitError, match=r"tap: the target domain 'toy': images of shape \(1, 32, 32\)"):
+        Tap(net, units="unit1").fit_transfer(None, target=big, val=big)
+
+
+class _Pair(torch.nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+class _First(torch.nn.Module):
+    def forward(self, pair):
+        return pair[0]
+
+
+def test_tap_names_a_unit_whose_output_is_no_tensor():
+    from transferkit.backbones import from_sequential
+    seq = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=2), _Pair(), _First(), torch.nn.Flatten(),
+                              torch.nn.Linear(2 * 13 * 13, 4))
+    net = from_sequential(seq, input_shape=(1, 28, 28))
+    train, test = toy_domain(32), toy_domain(16, seed=1)
+    for run in (lambda: tap(net, train, test, units=["unit2"]),
+                lambda: Tap(net).fit_transfer(None, target=train, val=test)):
+        with pytest.raises(TransferkitError, match="tap: unit 'unit2' gives a tuple, not a tensor.*units="):
+            run()
+    assert [r["unit"] for r in tap(net, train, test, units=["unit1", "unit3"])] == ["unit1", "unit3"]
+
+
+def test_tap_refuses_a_unit_listed_twice_and_breaks_ties_in_network_order(monkeypatch):
+    from transferkit import Transfer
+    from transferkit.methods import tap as tap_module
+    net, train, test = tiny_net(4), toy_domain(32), toy_domain(16, seed=1)
+    for run in (lambda: tap(net, train, test, units=["unit2", "unit2"]), lambda: Tap(net, units=["unit2", "unit2"]),
+                lambda: Transfer("tap", units=["unit2", "unit2"]).fit(target=train, net=net, val=test)):
+        with pytest.raises(TransferkitError, match="units lists 'unit2' more than once"):
+            run()
+    assert [r["unit"] for r in tap(net, train, test, units=["unit2", "unit1"])] == ["unit1", "unit2"]
+    monkeypatch.setattr(tap_module, "fraction_correct", lambda pred, labels: 0.5)  # every pair ties
+    m = _quiet_tap(net, units=["unit2", "unit1"], target=train, val=test)
+    assert m.units == ["unit1", "unit2"] and (m.tap_unit, m.extra_results()["tap_classifier"]) == ("unit1", "svm")
+
+
+def test_tap_rows_record_the_pick_and_the_summary_prints_it():
+    from transferkit.results import picked_lines
+    m = _quiet_tap(tiny_net(4), target=toy_domain(32), val=toy_domain(16, seed=1))
+    extra = m.extra_results()
+    assert extra["picked"] == f"{extra['tap_unit']}/{extra['tap_classifier']}"
+    cell = {"source": "s", "target": "t", "setting": "k=5"}
+    rows = [{**cell, "method": "tap", "seed": 0, **extra},
+            {**cell, "method": "tap", "seed": 1, "tap_unit": "unit1", "tap_classifier": "softmax"},  # an old row
+            {**cell, "method": "flex", "seed": 0, "picked": "fc1"}, {**cell, "method": "ft_all", "seed": 0}]
+    lines = picked_lines(rows, markdown=False)
+    assert "flex picked: fc1 ×1" in lines and len(lines) == 2
+    tap_line = next(line for line in lines if line.startswith("tap picked: "))
+    assert f"{extra['picked']} ×" in tap_line and "unit1/softmax ×" in tap_line
+
+
+def test_tap_warns_once_naming_the_units_whose_classifier_did_not_converge(monkeypatch):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    from transferkit.errors import TransferkitWarning
+    fit = LinearSVC.fit
+
+    def unconverged(self, *args, **kwargs):
+        warnings.warn("Liblinear failed to converge,\nincrease the number of iterations.", ConvergenceWarning,
+                      stacklevel=2)
+        warnings.warn("another warning of the fit", UserWarning, stacklevel=2)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LinearSVC, "fit", unconverged)
+    net, train, test = tiny_net(4), toy_domain(32), toy_domain(16, seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = tap(net, train, test, progress=False)
+    ours = [str(w.message) for w in caught if w.category is TransferkitWarning]
+    assert len(ours) == 1 and "svm at unit(s) 'unit1', 'unit2' (in 5,000 iterations)" in ours[0]
+    assert "softmax" not in ours[0].split(";")[0] and "smaller c" in ours[0]
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert [str(w.message) for w in caught if w.category is UserWarning] == ["another warning of the fit"] * 2
+    assert len(rows) == 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Tap(net, units="unit2").fit_transfer(None, target=train, val=test)
+    ours = [str(w.message) for w in caught if w.category is TransferkitWarning]
+    assert len(ours) == 1 and "svm at unit(s) 'unit2'" in ours[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_linear("svm", torch.randn(12, 3), torch.arange(12) % 2, 2)
+    ours = [str(w.message) for w in caught if w.category is TransferkitWarning]
+    assert len(ours) == 1 and ours[0].startswith("fit_linear: the svm classifier did not converge in 5,000")

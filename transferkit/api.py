@@ -375,16 +375,18 @@ class Transfer:
 
     @torch.no_grad()
     def transform(self, images) -> torch.Tensor:
-        """``N x D`` embeddings of images (or a :class:`Domain`'s): the fitted backbone's pooled
-        features, what its classifier reads (``net_.forward_features``), in eval mode and
-        without gradients; the same input checks as :meth:`predict`."""
+        """``N x D`` embeddings of images (or a :class:`Domain`'s): the features the fitted
+        method's classifier reads (``method_.classifier_input``): for most methods the
+        backbone's pooled features (``net_.forward_features``), for ``tap`` the flattened output
+        of the unit it tapped (before the standardisation, which its linear layer holds); in
+        eval mode and without gradients; the same input checks as :meth:`predict`."""
         images = self._images(images, "transform")
-        net = self.net_
+        net, method = self.net_, self.method_
         check(callable(getattr(net, "forward_features", None)), f"transform: the fitted network "
                                                                  f"({type(net).__name__}) has no forward_features")
         if len(images) == 0:
-            return torch.zeros(0, net.embed_dim)
-        return predict_logits(net.forward_features, images, device=module_device(net))
+            return torch.zeros(0, method.classifier_input_dim)
+        return predict_logits(method.classifier_input, images, device=module_device(net))
 
     def predict_proba(self, images) -> torch.Tensor:
         """Softmax of :meth:`predict_logits`."""

@@ -277,7 +277,7 @@ class UnitNet(nn.Module):
         for i, m in enumerate(self._steps()[: last + 1]):
             x = m(x)
             for n in want.get(i, ()):  # a copy when a later unit could change x in place (ReLU(inplace=True))
-                out[n] = x if i == last else x.clone()
+                out[n] = x if i == last or not isinstance(x, torch.Tensor) else x.clone()  # a tuple: as it is
         return {n: out[n] for n in names}
 
     # ---- sizes -----------------------------------------------------------------------
@@ -763,7 +763,8 @@ def check_input_shape(net, images: torch.Tensor, what: str) -> None:
     """Images of the shape ``net.input_shape`` (when the network declares one)."""
     shape = getattr(net, "input_shape", None)
     check(shape is None or tuple(images.shape[1:]) == tuple(shape),
-          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}")
+          f"{what}: images of shape {tuple(images.shape[1:])}, the network takes {shape and tuple(shape)}: convert "
+          f"them to its shape (domain.to_format(size=..., channels=...))")
 
 
 def check_backbone(name) -> None:
@@ -1053,8 +1054,12 @@ def from_sequential(seq: nn.Sequential, units=None, head_index: int = -1, pool: 
     softmax); the children before it are the feature units, grouped by ``units``:
     ``None`` (each child is a unit), a list of group sizes (``[2, 2, 1]``), a list of lists of
     child names (``[["0", "1"], ["2"]]``, or their indices ``[[0, 1], [2]]``) or a dict
-    ``unit name -> child name(s)``. Groups must cover the feature children in order. Unnamed
-    units are called after their child when it is a single named child, else ``unit1, unit2, ...``.
+    ``unit name -> child name(s)``. Groups must cover the feature children in order. Without a
+    dict, a unit of one child with a name of its own (an ``OrderedDict`` key that is not a
+    number, e.g. ``"conv"``) is called after it; every other unit is ``unit<k>``, ``k`` its
+    position among the units counted from 1 (named ones included). So with ``units=None`` and
+    a plain ``nn.Sequential(...)``, whose children are named ``"0", "1", ...``, ``unit8`` is
+    child ``"7"`` (``seq[7]``), and with ``units=[2, 3]`` ``unit2`` holds children 2-4.
     With ``input_shape`` and the default ``pool``, the UnitNet is checked to compute ``seq(x)``
     on one random batch, as in :func:`from_modules` (``verify=False``: not checked).
     """

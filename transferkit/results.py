@@ -243,16 +243,28 @@ def class_subsets(config: dict | None) -> str:
     return "; ".join(parts)
 
 
+def picked_unit(row: dict) -> str | None:
+    """The unit a row's method picked on validation: ``picked`` (flex, fast_flex, faster_flex;
+    tap's ``"unit/classifier"``), else, in a tap row written before tap recorded ``picked``,
+    ``tap_unit/tap_classifier``; None when the row names none."""
+    if isinstance(row.get("picked"), str):
+        return row["picked"]
+    if isinstance(row.get("tap_unit"), str) and isinstance(row.get("tap_classifier"), str):
+        return f"{row['tap_unit']}/{row['tap_classifier']}"
+    return None
+
+
 def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
-    """One line per method whose rows name the unit they picked (flex, fast_flex, faster_flex:
-    ``picked``), counted over seeds, most frequent first: ``"flex picked: fc1 ×3, conv2 ×2"``; a
-    method with several (source, target, setting) cells gets a line per cell, naming it. ``markdown``:
-    names escaped as in a table cell (:func:`md_cell`)."""
+    """One line per method whose rows name the unit they picked (:func:`picked_unit`: flex,
+    fast_flex, faster_flex, tap), counted over seeds, most frequent first: ``"flex picked: fc1 ×3,
+    conv2 ×2"``, ``"tap picked: conv2/softmax ×2"``; a method with several (source, target,
+    setting) cells gets a line per cell, naming it. ``markdown``: names escaped as in a table
+    cell (:func:`md_cell`)."""
     cell = md_cell if markdown else str
     lines = []
-    for method, by_cell in _cells(rows, lambda r: isinstance(r.get("picked"), str)).items():
+    for method, by_cell in _cells(rows, lambda r: picked_unit(r) is not None).items():
         for key, rs in by_cell.items():
-            counts = ", ".join(f"{cell(unit)} ×{n}" for unit, n in Counter(r["picked"] for r in rs).most_common())
+            counts = ", ".join(f"{cell(unit)} ×{n}" for unit, n in Counter(map(picked_unit, rs)).most_common())
             lines.append(f"{cell(_cell_name(method, key, len(by_cell)))} picked: {counts}")
     return lines
 

@@ -621,6 +621,18 @@ class Method(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def classifier_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``N x D`` features of a batch of images as this method's classifier reads them
+        (``Transfer.transform``); the default, the network's pooled embedding
+        (``net.forward_features``). A method whose classifier reads other features (tap: a
+        tapped unit's) overrides it and :attr:`classifier_input_dim`."""
+        return self.net.forward_features(images)
+
+    @property
+    def classifier_input_dim(self) -> int:
+        """``D`` of :meth:`classifier_input`."""
+        return self.net.embed_dim
+
     def supervised(self, pair, stream: str = "target") -> torch.Tensor:
         """The cross-entropy of a labelled ``(x, y)`` batch of ``stream`` (:meth:`cross_entropy`)."""
         x, y = pair

@@ -14,20 +14,25 @@ core (2026-12, 812 iterations), so a network with several 512-1,024-d units take
 progress bar counts the fits (``progress``, as the training engine's: by default when
 standard error is a terminal; the ``tap`` method takes its stage config's). To spend less,
 tap fewer units (``units=``) or tap on fewer images; the solver and its settings are kept,
-so that results stay those of the docs.
+so that results stay those of the docs; a fit that does not converge warns once per tap, naming
+its units and classifiers.
+
+Units are taken in network order whatever the order given (ties between units go to the
+earlier one); a unit listed twice, or one whose output is no tensor, is refused.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..backbones import check_unitnet, evaluating
-from ..domain import image_batch
+from ..backbones import check_input_shape, check_unitnet, evaluating
+from ..domain import check_labeled, image_batch
 from ..engine import FitResult
 from ..errors import check, warn
 from ..evaluate import fraction_correct
@@ -35,6 +40,22 @@ from ..frozen import frozen_activations
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
+#: the iterations each classifier's solver may take (liblinear's for the SVM, lbfgs's for the softmax)
+MAX_ITER = {"svm": 5000, "softmax": 1000}
+
+
+def tap_units(net, units) -> list[str]:
+    """``units`` (a unit name, a list of them, or None: every feature unit) checked against
+    ``net``: each a feature unit, none listed twice; returned in network order."""
+    if units is None:
+        return list(net.feature_names)
+    units = [units] if isinstance(units, str) else list(units)
+    check(len(units) > 0, "tap: units must name at least one unit (leave it out for every unit)")
+    for u in units:
+        check(isinstance(u, str) and u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
+    twice = sorted({u for u in units if units.count(u) > 1})
+    check(not twice, f"tap: units lists {', '.join(map(repr, twice))} more than once; list each unit once")
+    return [u for u in net.feature_names if u in units]
 
 
 def _fit_pairs(units: list[str], progress: bool | None):
@@ -48,12 +69,20 @@ def _fit_pairs(units: list[str], progress: bool | None):
 
 
 @torch.no_grad()
-def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int = 512) -> dict[str, torch.Tensor]:
+def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int = 512,
+                  what: str = "tap") -> dict[str, torch.Tensor]:
     """``unit -> N x D`` flattened activations of the frozen ``net`` (computed in eval mode;
-    each submodule's mode is restored)."""
+    each submodule's mode is restored). Images of another shape than ``net.input_shape`` are
+    refused (``what`` names them), as are units whose output is no tensor."""
+    if not getattr(net, "input_shape_guessed", False):  # from_modules' guessed 224 x 224 binds nothing
+        check_input_shape(net, images, what)
     dev = next(net.parameters()).device
     with evaluating(net):
         chunks = [net.forward_features(x.to(dev), units) for x in images.split(batch_size)]
+    for u in units:
+        bad = next((type(c[u]) for c in chunks if not isinstance(c[u], torch.Tensor)), None)
+        check(bad is None, f"tap: unit {u!r} gives a {bad and bad.__name__}, not a tensor, and a linear classifier "
+                           f"reads a tensor of features: leave that unit out (units=) or tap a unit that gives one")
     feats = {u: torch.cat([c[u].flatten(1).cpu() for c in chunks]) for u in units}
     for u, f in feats.items():
         check(bool(torch.isfinite(f).all()), f"tap: the features of unit {u!r} hold NaN or infinite values; check "
@@ -64,7 +93,18 @@ def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int =
 def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0,
                seed: int = 0) -> nn.Linear:
     """Fit a linear SVM (``svm``) or softmax classifier (``softmax``) on standardised ``x``;
-    return it as an ``nn.Linear`` acting on the raw features."""
+    return it as an ``nn.Linear`` acting on the raw features. A fit that does not converge warns."""
+    lin, converged = _fit_linear(kind, x, y, num_classes, c, seed)
+    if not converged:
+        warn(f"fit_linear: the {kind} classifier did not converge in {MAX_ITER[kind]:,} iterations; {_CONVERGE_HINT}")
+    return lin
+
+
+def _fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0,
+                seed: int = 0) -> tuple[nn.Linear, bool]:
+    """:func:`fit_linear`'s classifier, and whether its solver converged (scikit-learn's
+    ConvergenceWarning is caught; other warnings of the fit are issued again)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import LinearSVC
 
@@ -79,9 +119,16 @@ def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c:
                                          "values")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     xs = ((x - mean) / std).double().numpy()
-    clf = (LinearSVC(C=c, random_state=seed, max_iter=5000) if kind == "svm"
-           else LogisticRegression(C=c, max_iter=1000, random_state=seed))
-    clf.fit(xs, y.numpy())
+    clf = (LinearSVC(C=c, random_state=seed, max_iter=MAX_ITER[kind]) if kind == "svm"
+           else LogisticRegression(C=c, max_iter=MAX_ITER[kind], random_state=seed))
+    with warnings.catch_warnings(record=True) as caught:  # the outer filters still apply
+        clf.fit(xs, y.numpy())
+    converged = True
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     coef, bias = np.atleast_2d(clf.coef_), np.atleast_1d(clf.intercept_)
     if coef.shape[0] == 1:  # two classes: sklearn returns the row of classes_[1]; classes_[0] scores 0, so that
         # softmax gives the model's sigmoid(z) (not sigmoid(2z), which would skew grouped score averages)
@@ -94,29 +141,62 @@ def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c:
     with torch.no_grad():
         lin.weight.copy_(w.float())
         lin.bias.copy_(b.float())
-    return lin
+    return lin, converged
+
+
+_CONVERGE_HINT = ("its accuracy may be below a converged one's: give a smaller c (stronger regularisation "
+                  "converges in fewer iterations: tap(..., c=0.1), Transfer('tap', c=0.1), or options: {tap: {c: "
+                  "0.1}} in a run config), or leave that unit out (units=)")
+
+
+def _warn_unconverged(pairs: list[tuple[str, str]], c: float) -> None:
+    """One warning naming the (unit, classifier) pairs whose solver did not converge."""
+    named = [f"the {kind} at unit(s) {', '.join(repr(u) for u, k in pairs if k == kind)} (in {MAX_ITER[kind]:,} "
+             f"iterations)" for kind in CLASSIFIERS if any(k == kind for _, k in pairs)]
+    if named:
+        warn(f"tap: the linear classifier did not converge: {'; '.join(named)}, at c={c:g}; {_CONVERGE_HINT}")
+
+
+def _test_labels(train, test) -> torch.Tensor:
+    """``test``'s labels as ids into ``train``'s classes, matched by name; test classes with
+    images that ``train`` does not name are refused."""
+    fitted, given = list(train.class_names), list(test.class_names)
+    if given == fitted:
+        return test.labels
+    unknown = [given[i] for i in test.present_classes() if given[i] not in fitted]
+    check(not unknown, f"tap: the test domain {test.name!r} has images of classes {unknown[:10]} that the training "
+                       f"domain {train.name!r} does not name (its classes: {fitted[:10]}); the classifiers predict "
+                       f"the training classes, matched to the test classes by name: test on those classes "
+                       f"(test.select_classes([...])), or give the same classes the same names")
+    lut = torch.tensor([fitted.index(c) if c in fitted else -1 for c in given], dtype=torch.long)
+    return lut[test.labels]
 
 
 def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
         progress: bool | None = None) -> list[dict]:
     """Seed 001's table: for each feature unit (default: all), the accuracy on ``test`` of a
     linear SVM and of a softmax classifier trained on ``train``'s frozen features.
-    Returns one row per unit: ``unit``, ``dim``, ``svm_accuracy``, ``softmax_accuracy``.
+    Returns one row per unit, in network order: ``unit``, ``dim``, ``svm_accuracy``,
+    ``softmax_accuracy``. Test classes are matched to the training classes by name.
     ``progress``: a bar counting the fits (None: when standard error is a terminal)."""
     check_unitnet(net, "tap")
-    units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)
-    check(len(units) > 0, "tap: units must name at least one unit")
+    units = tap_units(net, units)
     check(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0,
           f"tap: the regularisation strength c must be a number > 0, got {c!r}")
-    for u in units:
-        check(u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
     check(len(test) > 0, "tap: the test domain is empty; pass a domain with images to measure the accuracy on")
-    f_train, f_test = unit_features(net, train.images, units), unit_features(net, test.images, units)
+    check_labeled(train, "tap: the training domain")
+    check_labeled(test, "tap: the test domain")
+    test_labels = _test_labels(train, test)
+    f_train = unit_features(net, train.images, units, what=f"tap: the training domain {train.name!r}")
+    f_test = unit_features(net, test.images, units, what=f"tap: the test domain {test.name!r}")
     rows = {u: {"unit": u, "dim": int(f_train[u].shape[1])} for u in units}
+    unconverged = []
     for u, kind in _fit_pairs(units, progress):
-        lin = fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
+        lin, converged = _fit_linear(kind, f_train[u], train.labels, train.num_classes, c)
+        unconverged += [] if converged else [(u, kind)]
         with torch.no_grad():
-            rows[u][f"{kind}_accuracy"] = fraction_correct(lin(f_test[u]).argmax(1), test.labels)
+            rows[u][f"{kind}_accuracy"] = fraction_correct(lin(f_test[u]).argmax(1), test_labels)
+    _warn_unconverged(unconverged, c)
     return list(rows.values())
 
 
@@ -126,7 +206,9 @@ class Tap(Method):
     linear model on frozen features; predicts with the pair best on validation. Reports
     ``tap_val_accuracy`` per unit. Without a validation set it picks on the training set
     (with a warning: training accuracy is often 1.0 at every unit, and ties go to the
-    earliest) and reports ``tap_train_accuracy`` instead."""
+    earliest in the network) and reports ``tap_train_accuracy`` instead. ``picked`` in its
+    results row is ``"unit/classifier"``. :meth:`classifier_input` gives the tapped unit's
+    flattened output (``Transfer.transform``)."""
 
     name = "tap"
     description = "frozen features at every unit -> linear SVM / softmax; best unit on validation (seed 001)"
@@ -137,10 +219,7 @@ class Tap(Method):
         check_unitnet(net, "tap")
         super().__init__(net)
         self.c = float(c)
-        self.units = list(net.feature_names) if units is None else [units] if isinstance(units, str) else list(units)
-        check(len(self.units) > 0, "tap: units must name at least one unit")
-        for u in self.units:
-            check(u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
+        self.units = tap_units(net, units)  # in network order: ties go to the earlier unit
         self.tap_unit: str | None = None
         self.tap_head: nn.Linear | None = None
         self._extra: dict = {}
@@ -155,17 +234,20 @@ class Tap(Method):
         sel = val if on_val else target
         if not on_val:
             warn("tap: no validation set; the unit and classifier are picked on training accuracy")
-        f_train = unit_features(self.net, target.images, self.units)
-        f_sel = unit_features(self.net, sel.images, self.units) if on_val else f_train
-        scores, heads = {}, {}
+        f_train = unit_features(self.net, target.images, self.units, what=f"tap: the target domain {target.name!r}")
+        f_sel = unit_features(self.net, sel.images, self.units, what=f"tap: the validation domain {sel.name!r}") \
+            if on_val else f_train
+        scores, heads, unconverged = {}, {}, []
         progress = None if make_engine is None else make_engine("tap").cfg.progress  # this engine is not run
         for u, kind in _fit_pairs(self.units, progress):
-            heads[u, kind] = fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
+            heads[u, kind], converged = _fit_linear(kind, f_train[u], target.labels, self.net.num_classes, self.c)
+            unconverged += [] if converged else [(u, kind)]
             with torch.no_grad():
                 scores[u, kind] = fraction_correct(heads[u, kind](f_sel[u]).argmax(1), sel.labels)
-        best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))
+        _warn_unconverged(unconverged, self.c)
+        best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))  # max keeps the first classifier
         self.tap_unit, self.tap_head = best[0], heads[best]
-        self._extra = {"tap_unit": best[0], "tap_classifier": best[1],
+        self._extra = {"tap_unit": best[0], "tap_classifier": best[1], "picked": f"{best[0]}/{best[1]}",
                        f"tap_{'val' if on_val else 'train'}_accuracy": {u: {k: scores[u, k] for k in CLASSIFIERS}
                                                                           for u in self.units}}
         return FitResult(steps=0, best_step=0, best_val_accuracy=scores[best] if on_val else None, stopped_early=False,
@@ -191,6 +273,17 @@ class Tap(Method):
     def forward_head(self, activations: torch.Tensor) -> torch.Tensor:
         feats = activations.flatten(1)
         return self.tap_head.to(device=feats.device, dtype=feats.dtype)(feats)
+
+    def classifier_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The tapped unit's flattened output, what ``tap_head`` reads (the standardisation is
+        folded into ``tap_head``: these are the raw activations)."""
+        check(self.tap_head is not None, "tap: call fit_transfer first")
+        return self.net.forward_features(images, [self.tap_unit])[self.tap_unit].flatten(1)
+
+    @property
+    def classifier_input_dim(self) -> int:
+        check(self.tap_head is not None, "tap: call fit_transfer first")
+        return self.tap_head.in_features
 
     def extra_results(self):
         return dict(self._extra)

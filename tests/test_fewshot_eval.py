@@ -1,8 +1,11 @@
 """Episodic N-way K-shot evaluation with Baseline, Baseline++ and prototype heads."""
 
+import warnings
+
 import pytest
 import torch
 
+from transferkit.errors import TransferkitError
 from transferkit.fewshot_eval import episode_accuracies, evaluate_episodes, mean_ci95, sample_episodes
 
 
@@ -94,8 +97,8 @@ def test_fewshot_tsne_cache_is_keyed_by_what_the_embeddings_depend_on(tmp_path, 
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"n_way": 2.5}, r"whole numbers .* got n_way=2.5"),
-    ({"k_shot": True}, r"whole numbers .* got k_shot=True"),
+    ({"n_way": 2.5}, r"ints n_way .* got n_way=2.5"),
+    ({"k_shot": True}, r"ints n_way .* got k_shot=True"),
     ({"n_query": 1.0, "episodes": "3"}, r"got n_query=1.0, episodes='3'"),
     ({"head": "linear", "steps": 0}, "needs a whole number of steps >= 1, got 0"),
     ({"head": "cosine", "steps": 2.5}, "needs a whole number of steps >= 1, got 2.5"),
@@ -185,3 +188,25 @@ def test_one_episode_reports_no_interval():
     result = evaluate_episodes(torch.randn(30, 4), torch.arange(30) % 3, heads="prototype", n_way=3, k_shot=1,
                                n_query=2, episodes=1)["prototype"]
     assert math.isnan(result["ci95"]) and "one episode: no interval" in result["note"] and result["episodes"] == 1
+
+
+def test_episodes_name_the_classes_too_small_to_be_drawn_and_count_those_they_draw_from():
+    labels = torch.tensor([0] * 8 + [1] * 5 + [2] * 4 + [3] * 8 + [4] * 2 + [5] * 6)
+    with pytest.warns(Warning, match=r"at least k_shot \+ n_query = 4 samples, so class\(es\) 4 \(2\) .* never drawn: "
+                                     r"the accuracy is over the other 5 classes"):
+        out = evaluate_episodes(torch.randn(33, 8), labels, heads="prototype", n_way=3, k_shot=1, n_query=3,
+                                episodes=10)
+    assert out["prototype"]["classes"] == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert evaluate_episodes(torch.randn(33, 8), labels, heads="prototype", n_way=3, k_shot=1, n_query=1,
+                                 episodes=10)["prototype"]["classes"] == 6  # every class drawn: no warning
+    with pytest.raises(TransferkitError, match=r"episodes need ints n_way >= 2.*got n_way=2.0"):
+        evaluate_episodes(torch.randn(33, 8), labels, heads="prototype", n_way=2.0, episodes=2, n_query=1)
+
+
+def test_k_given_to_a_method_says_it_is_a_run_setting_and_how_to_draw_k_labels_in_python():
+    from transferkit.api import Transfer
+    with pytest.raises(TransferkitError, match=r"'finetune': k is no method option but a setting of a run's config .* "
+                                               r"sample_k_shot\(domain, k, seed\)"):
+        Transfer("finetune", k=5)

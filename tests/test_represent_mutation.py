@@ -159,6 +159,12 @@ def test_matching_net_infers_its_classes_from_the_support_set():
     assert method.num_target_classes == 4 and method(torch.rand(2, 1, 28, 28)).shape == (2, 4)
 
 
+def test_transfer_says_a_validation_split_given_to_a_matching_network_is_not_used():
+    from transferkit.api import Transfer
+    with pytest.warns(Warning, match="fit: val= is not used: method 'matching_net' selects nothing on a validation"):
+        Transfer("matching_net").fit(target=toy_domain(8, classes=4), net=tiny_net(3), val=toy_domain(8, classes=4))
+
+
 # ---- prototype and cosine heads on the fine-tuned network -------------------------------------
 def test_finetune_proto_trains_through_the_linear_head():
     from transferkit.methods.semantic import FinetunePrototype

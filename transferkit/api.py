@@ -261,6 +261,9 @@ class Transfer:
             why = "net= is given and is used as it is, never pre-trained" if given_net else \
                 f"method {cls.name!r} does not pre-train"
             warn(f"fit: pretrain= is not used: {why}; it trains with train= only ({self.train_cfg.steps} steps)")
+        if val is not None and not getattr(cls, "selects_on_validation", True):
+            warn(f"fit: val= is not used: method {cls.name!r} selects nothing on a validation split (a fixed "
+                 f"support set or training budget: `transferkit methods {cls.name}`); leave it out")
         if pretrains:
             self._pretrain(net, source, source_val, ckpt)
         method = build_method(cls, net, options, head_classes, target_classes)

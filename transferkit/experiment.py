@@ -1532,6 +1532,12 @@ def _check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list)
                 warnings.simplefilter("always")
                 try:
                     _check_jobs(sub, data, methods)
+                except TransferkitError as e:  # one setting refused refuses the run: say how to keep the others
+                    key = "k" if sub.k is not None else "ratio"
+                    raise TransferkitError(
+                        f"{e} (at {sub.setting}, one of this run's settings {', '.join(s.setting for s in subs)}: "
+                        f"leave {sub.setting} out of {key}, or run what refuses it in a run of its own; `transferkit "
+                        f"summary RUN_A RUN_B` shows several runs as one table)") from e
                 finally:  # a setting refused: the warnings before it are still given
                     for w in caught:
                         _, settings = given.setdefault(re.sub(r"\d+(\.\d+)?", "#", str(w.message)), (w, []))

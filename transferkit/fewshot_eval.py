@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
-from .errors import UnknownNameError, check, class_ids, is_whole
+from .errors import UnknownNameError, check, class_ids, is_whole, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
@@ -44,7 +44,7 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
     are drawn among those with at least ``K + Q`` samples, samples without replacement."""
     sizes = {"n_way": (n_way, 2), "k_shot": (k_shot, 1), "n_query": (n_query, 1), "episodes": (episodes, 1)}
     bad = [f"{name}={value!r}" for name, (value, least) in sizes.items() if not is_whole(value, least)]
-    check(not bad, f"episodes need whole numbers n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got "
+    check(not bad, f"episodes need ints n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got "
                    f"{', '.join(bad)}")
     n_way, k_shot, n_query, episodes = int(n_way), int(k_shot), int(n_query), int(episodes)
     labels = class_ids(labels, "episode labels")
@@ -159,8 +159,10 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
 
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, **kw) -> dict:
-    """``{head: {"mean": ..., "ci95": ..., "episodes": E}}`` on the same episodes for every head;
-    with one episode ``ci95`` is NaN and a ``note`` says why."""
+    """``{head: {"mean": ..., "ci95": ..., "episodes": E, "classes": C}}`` on the same episodes for
+    every head (``C``: the classes episodes draw from, those with at least ``k_shot + n_query``
+    samples; smaller ones are left out with a warning naming them); with one episode ``ci95`` is
+    NaN and a ``note`` says why."""
     given = heads
     heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
     check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
@@ -169,11 +171,21 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
     for head in heads:
         if head not in FEWSHOT_HEADS:
             raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
+    counts = torch.bincount(class_ids(text_ids(labels, what="episode labels")[0], "episode labels").cpu()) \
+        if is_whole(k_shot) and is_whole(n_query) else None
+    small = [] if counts is None else torch.nonzero((counts > 0) & (counts < k_shot + n_query)).flatten().tolist()
+    if small and counts is not None and int((counts >= k_shot + n_query).sum()) >= n_way:
+        shown = ", ".join(f"{c} ({int(counts[c])})" for c in small[:10]) + (", ..." if len(small) > 10 else "")
+        warn(f"evaluate_episodes: an episode draws its classes among those with at least k_shot + n_query = "
+             f"{k_shot + n_query} samples, so class(es) {shown} (samples) are never drawn: the accuracy is over the "
+             f"other {int((counts >= k_shot + n_query).sum())} classes (fewer queries, n_query, take them in)")
     out = {}
     for head in heads:
         accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)
         mean, ci = mean_ci95(accs)
         out[head] = {"mean": mean, "ci95": ci, "episodes": len(accs)}
+        if counts is not None:
+            out[head]["classes"] = int((counts >= k_shot + n_query).sum())  # those the episodes draw from
         if len(accs) < 2:
             out[head]["note"] = "one episode: no interval (ci95 is NaN); run more episodes to measure the spread"
     return out

@@ -716,3 +716,26 @@ def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_r
     assert ("Trained with sampler balanced (each class equally often in the labelled training batches): "
             "target_only, dann.") in markdown_table(summarize(rows), rows)
     assert "Trained with sampler" not in markdown_table(summarize(rows[:1]), rows[:1])
+
+
+def test_rows_count_the_validation_labels_they_selected_on_and_the_table_names_them(tmp_path, monkeypatch):
+    from transferkit.results import markdown_table, summarize
+    data = _prepared()
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    monkeypatch.setattr(ex, "prepare_domains", lambda cfg: data)
+    monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)
+    monkeypatch.setattr(ex, "run_source_network", lambda cfg, data, run_dir, log, check=None: (
+        net, {"wall_s": 0.0, "cached": True, "path": None}))
+    cfg = ExperimentConfig(methods=["source_only", "target_only", "dann"], k=1, repeats=1, train=TINY, pretrain=TINY)
+    with pytest.warns(Warning):
+        _, rows = ex.run_experiment(cfg, run_dir=tmp_path / "run", log=lambda *a: None)
+    assert {r["method"]: r.get("n_val_labeled") for r in rows} == {"source_only": None, "target_only": 12,
+                                                                   "dann": None}  # dann selects on none
+    line = ("Selected on target validation labels: target_only (k=1) chose their weights (early stopping, select_on: "
+            "target_val) on 12 labelled target validation images (n_val_labeled), more than the labels they trained "
+            "on (n_labeled), which the setting counts; val_per_class caps them, select_on: none uses none.")
+    assert line in markdown_table(summarize(rows), rows)
+    _, rows = ex.run_experiment(replace(cfg, select_on="none", name="none"), run_dir=tmp_path / "none",
+                                log=lambda *a: None)
+    assert "Selected on" not in markdown_table(summarize(rows), rows)

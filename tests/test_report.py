@@ -826,3 +826,23 @@ def test_a_confusion_figure_of_many_classes_keeps_its_size(monkeypatch):
                  "confusion": torch.eye(n, dtype=torch.long).tolist()}]
         report_module.confusion_figures(rows)
     assert sizes[0] == sizes[1]  # 300 classes drew a 67-inch figure (1,000 ran out of memory)
+
+
+def test_a_benchmark_table_names_the_class_subsets_its_rows_record_and_what_k_counts_on_grouped_targets():
+    from transferkit.results import markdown_table, summarize
+    base = {"setting": "k=2", "seed": 0, "accuracy": 0.5, "wall_s": 1.0, "source_classes": "0-4",
+            "target_classes": "5-9"}
+    rows = [{**base, "method": "lext", "source": "syndigits", "target": "mnist"},
+            {**base, "method": "lext", "source": "mnist", "target": "digits@grouped5", "group_accuracy": 0.6,
+             "n_labeled": 50}]
+    plan = {"benchmark": "fewshot", "quick": True, "plan": {}}
+    text = markdown_table(summarize(rows), rows, plan)
+    assert text.startswith("Classes: source classes 0-4; target classes 5-9.\n")
+    assert ("On the grouped target digits@grouped5, k counts labelled groups (videos) per class, every image of a "
+            "group labelled: n_labeled counts the images.") in text
+    other = [rows[0], {**rows[1], "target_classes": "0-9"}]
+    assert markdown_table(summarize(other), other).startswith(
+        "Classes: syndigits → mnist: source classes 0-4; target classes 5-9; mnist → digits@grouped5: source classes "
+        "0-4; target classes 0-9.\n")
+    assert not markdown_table(summarize(rows), rows, {"source": "a", "target": "b"}).startswith("Classes")  # a run's
+    assert "grouped target" not in markdown_table(summarize(rows[:1]), rows[:1])

@@ -1088,16 +1088,18 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                           tensorboard_dir=run_dir / "tensorboard" / job.stem / tag, run_name=f"{job.stem}/{tag}")
 
         every = {}  # partial DA: the argmax over every source class as well
+        val = selection_domain(cfg, data, cls)
         fit = fit_for_target(method, make_engine, data.source.train.class_names, data.target.train.class_names,
                              lambda m, rows: every.update(all_source_classes_fields(m, rows, data.target.test)),
-                             source=data.source.train, target=labeled, unlabeled=unlabeled,
-                             val=selection_domain(cfg, data, cls))
+                             source=data.source.train, target=labeled, unlabeled=unlabeled, val=val)
         report = evaluate_on(method, data.target.test)
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
-           **sampler_field(cfg.train), "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
+           **sampler_field(cfg.train), **class_fields(cfg),
+           **({"n_val_labeled": len(val)} if val is data.target.val and val is not None and cls.selects_on_validation
+              else {}), "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            **test_fields(cfg, data),
            **({"n_unlabeled": len(unlabeled)} if "unlabeled" in cls.streams else {}),
            **({"unlabeled": cfg.unlabeled, "unlabeled_in_test": data.unlabeled_overlap.get("test", 0),
@@ -1367,6 +1369,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
                    **test_fields(cfg, data), **sampler_field(None if cfg.pretrained else cfg.pretrain),
+                   **class_fields(cfg),
                    "config_digest": job_digest(sub, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
@@ -1615,6 +1618,13 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"budget (set select_on: none or source_val to say so)")
     _warn_more_validation_labels(cfg, data, methods, labelled)
     _warn_sampler(cfg, methods)
+
+
+def class_fields(cfg: ExperimentConfig) -> dict:
+    """The class subsets ``cfg`` chose (``source_classes``, ``target_classes`` as written), for a
+    row: a table of a benchmark's rows, whose config is its plan, names them from there."""
+    return {f"{side}_classes": getattr(cfg, f"{side}_classes") for side in ("source", "target")
+            if getattr(cfg, f"{side}_classes") is not None}
 
 
 def sampler_field(train: TrainConfig | None) -> dict:

@@ -254,6 +254,19 @@ def picked_unit(row: dict) -> str | None:
     return None
 
 
+def row_class_subsets(rows: list[dict]) -> str:
+    """The class subsets the rows record (``source_classes`` / ``target_classes``), as
+    :func:`class_subsets` names a config's; several: one per source -> target pair."""
+    pairs: dict[tuple, set] = {}
+    for r in rows:
+        if r.get("source_classes") is not None or r.get("target_classes") is not None:
+            named = class_subsets(r)
+            pairs.setdefault((r.get("source", ""), r.get("target", "")), set()).add(named)
+    if len({n for ns in pairs.values() for n in ns}) == 1:
+        return next(iter(next(iter(pairs.values()))))
+    return "; ".join(f"{s} → {t}: {' / '.join(sorted(ns))}" for (s, t), ns in pairs.items())
+
+
 def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
     """One line per method whose rows name the unit they picked (:func:`picked_unit`: flex,
     fast_flex, faster_flex, tap), counted over seeds, most frequent first: ``"flex picked: fc1 ×3,
@@ -547,7 +560,39 @@ def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
             + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
             + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown)
-            + sampler_line(rows, markdown))
+            + sampler_line(rows, markdown) + selection_labels_line(rows, markdown) + grouped_k_line(rows, markdown))
+
+
+def grouped_k_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line under a table with rows of grouped targets (videos: ``group_accuracy``) in ``k=`` settings:
+    there k counts labelled groups per class, and n_labeled the images of those groups."""
+    cell = md_cell if markdown else str
+    targets = sorted({str(r.get("target", "")) for r in rows if r.get("group_accuracy") is not None
+                      and str(r.get("setting", "")).startswith("k=")})
+    if not targets:
+        return []
+    return [f"On the grouped target{'s' if len(targets) > 1 else ''} {', '.join(cell(t) for t in targets)}, k counts "
+            f"labelled groups (videos) per class, every image of a group labelled: n_labeled counts the images."]
+
+
+def selection_labels_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the methods that chose their weights (early stopping) on more labelled target
+    validation images (``n_val_labeled``) than they trained on (``n_labeled``): labels the setting
+    does not count."""
+    cell = md_cell if markdown else str
+    seen: dict[tuple, set] = {}
+    for r in rows:
+        n_val, n = r.get("n_val_labeled"), r.get("n_labeled")
+        if isinstance(n_val, int) and isinstance(n, int) and n_val > n:
+            seen.setdefault((r["method"], str(r.get("setting", ""))), set()).add(n_val)
+    if not seen:
+        return []
+    counts = sorted({v for vs in seen.values() for v in vs})
+    named = ", ".join(f"{cell(m)} ({cell(s)})" if s else cell(m) for m, s in seen)
+    return [f"Selected on target validation labels: {named} chose their weights (early stopping, select_on: "
+            f"target_val) on {' / '.join(f'{c:,}' for c in counts)} labelled target validation images "
+            f"(n_val_labeled), more than the labels they trained on (n_labeled), which the setting counts; "
+            f"val_per_class caps them, select_on: none uses none."]
 
 
 def sampler_line(rows: list[dict], markdown: bool = True) -> list[str]:
@@ -680,6 +725,8 @@ def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list 
     picks += environment_lines(rows) + list(notes)
     subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
         f"run {run}: {named}" for run, named in ((run, class_subsets(c)) for run, c in config) if named)
+    if not subsets and (not isinstance(config, dict) or "source" not in config):  # a benchmark's: its rows say
+        subsets = row_class_subsets(rows)
     return {"classes": subsets, "header": header, "cells": cells, "notes": picks}
 
 

@@ -210,3 +210,39 @@ def test_k_given_to_a_method_says_it_is_a_run_setting_and_how_to_draw_k_labels_i
     with pytest.raises(TransferkitError, match=r"'finetune': k is no method option but a setting of a run's config .* "
                                                r"sample_k_shot\(domain, k, seed\)"):
         Transfer("finetune", k=5)
+
+
+def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_episodes(tmp_path, capsys):
+    import json
+
+    from transferkit.cli import main
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.experiment import load_model, prepare_domains, run_experiment
+    from transferkit.fewshot_eval import extract_features
+
+    cfg = ExperimentConfig(name="fs", source="digits", target="digits", source_classes="0-4", target_classes="5-9",
+                           methods=["finetune"], k=2, repeats=2, select_on="none", out_dir=str(tmp_path),
+                           pretrain=TrainConfig(steps=10, eval_every=10), train=TrainConfig(steps=4, eval_every=4))
+    run = tmp_path / "fs"
+    run_experiment(cfg, run_dir=run, log=lambda *a: None)
+    assert main(["episodes", str(run), "--episodes", "20", "--n-query", "5", "--k-shot", "1", "3",
+                 "--heads", "prototype,linear"]) == 0
+    out = capsys.readouterr().out
+    assert "Classes: source classes 0-4; target classes 5-9." in out
+    assert "| finetune/prototype | digits | digits | 5-way 1-shot (k=2) |" in out and "| 2 |" in out
+    assert "Episodes: N-way K-shot on the target test split (20 episodes per row" in out
+    rows = json.loads((run / "episodes.json").read_text())["rows"]
+    assert len(rows) == 2 * 2 * 2  # seeds x heads x shots
+    test = prepare_domains(cfg).target.test
+    for seed in (0, 1):  # by hand: the job's model, its embedding, the same episodes
+        feats = extract_features(load_model(run, "finetune", seed).net, test.images)
+        want = evaluate_episodes(feats, test.labels, "prototype", n_way=5, k_shot=3, n_query=5, episodes=20)
+        row = next(r for r in rows if r["seed"] == seed and r["method"] == "finetune/prototype"
+                   and r["setting"] == "5-way 3-shot (k=2)")
+        assert row["accuracy"] == want["prototype"]["mean"] and row["ci95"] == want["prototype"]["ci95"]
+        assert row["classes"] == 5 and row["episodes"] == 20
+    assert main(["summary", str(run / "episodes.json")]) == 0
+    assert "| finetune/linear | digits | digits | 5-way 3-shot (k=2) |" in capsys.readouterr().out
+    assert main(["episodes", str(run), "--methods", "dann"]) == 2
+    assert "has no finished job of ['dann']; its methods: ['finetune']" in capsys.readouterr().err

@@ -356,6 +356,24 @@ def _demo(args) -> None:
     _bench(args)
 
 
+def _episodes(args) -> None:
+    from .fewshot_eval import episodes_note, run_episodes
+    from .io import write_json, write_text
+    from .results import markdown_table, summarize
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
+    run_dir = Path(args.run_dir)
+    rows = run_episodes(run_dir, split(args.methods) if args.methods else None, split(args.heads), args.n_way,
+                        args.k_shot, args.n_query, args.episodes, args.seed)
+    plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
+            "seed": args.seed, "heads": split(args.heads)}
+    summary = summarize(rows)
+    table = markdown_table(summary, rows, notes=[episodes_note(rows)])
+    write_json(run_dir / "episodes.json", {"name": f"{run_dir.name} episodes", "config": {"episodes": plan},
+                                           "rows": rows, "summary": summary})
+    write_text(run_dir / "episodes.md", f"# {run_dir.name}: episodes\n\n{table}")
+    print("\n" + table + f"\nepisodes: {run_dir / 'episodes.json'}")
+
+
 def _summary(args) -> None:
     from .errors import warn
     from .results import (
@@ -476,6 +494,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output directory (default: inside each RUN_DIR; with several RUN_DIRs, "
                                  "one sub-folder per directory name)")
     s.set_defaults(func=_report)
+    s = sub.add_parser("episodes", help="N-way K-shot episodes on a run's target test split with each finished "
+                                        "job's frozen embedding (mean and 95 %% interval over the episodes)")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a transferkit run directory (finished, or stopped)")
+    s.add_argument("--methods", help="the methods to score, comma-separated (default: every method with a model)")
+    s.add_argument("--heads", default="prototype", help="few-shot heads, comma-separated: prototype, linear, cosine "
+                                                        "(default: prototype)")
+    s.add_argument("--n-way", type=int, default=5, help="classes per episode (default: 5)")
+    s.add_argument("--k-shot", type=int, nargs="+", default=[1, 5], help="support images per class (default: 1 5)")
+    s.add_argument("--n-query", type=int, default=15, help="query images per class (default: 15)")
+    s.add_argument("--episodes", type=int, default=600, help="episodes (default: 600)")
+    s.add_argument("--seed", type=int, default=0, help="draws the episodes, the same for every model (default: 0)")
+    s.set_defaults(func=_episodes)
     s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory); of several, "
                                        "one table with a run column")
     s.add_argument("results", nargs="+", metavar="RESULTS",

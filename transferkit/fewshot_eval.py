@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections.abc import Iterable
 from functools import partial
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
-from .errors import UnknownNameError, check, class_ids, is_whole, warn
+from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
@@ -203,3 +204,72 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
         if type(net).forward_features is UnitNet.forward_features and images.device == dev:
             return frozen_activations(net, images, EMBEDDING)  # what forward_features runs
         return predict_logits(lambda x: net.forward_features(x.to(dev)), images)
+
+
+def episodes_note(rows: list[dict]) -> str:
+    """What the rows of :func:`run_episodes` hold (a line under their table)."""
+    counts = sorted({r["episodes"] for r in rows})
+    return (f"Episodes: N-way K-shot on the target test split ({' / '.join(map(str, counts))} episodes per row, the "
+            f"same episodes for every model), a head fit on the support images' frozen embedding of each job's "
+            f"model; each row's own 95 % interval over its episodes is its ci95 in episodes.json.")
+
+
+def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_shots=(1, 5), n_query: int = 15,
+                 episodes: int = 600, seed: int = 0, log=print) -> list[dict]:
+    """N-way K-shot episodes (seed 004's protocol, after Chen et al. 2019) on the target test split of
+    a ``transferkit run`` directory, with the frozen embedding (``net.forward_features``) of each
+    finished job's saved model: one row per (job, head, K), ``method`` ``"<method>/<head>"``,
+    ``setting`` ``"<N>-way <K>-shot (<the job's setting>)"``, ``accuracy`` the mean over the
+    episodes with its ``ci95``. Every model is scored on the same episodes (``seed``), so rows
+    compare in pairs; a table of several seeds gives the mean ± standard error over them.
+    ``methods``: the methods to score (default: every method of the run with a saved model)."""
+    from pathlib import Path
+
+    from .config import load_config
+    from .experiment import class_fields, load_model, prepare_domains
+    from .results import read_results, unfinished_run
+
+    run_dir = Path(run_dir)
+    check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)")
+    data = unfinished_run(run_dir) or read_results(run_dir / "results.json")
+    jobs = list(dict.fromkeys((r["method"], r["seed"], r.get("setting")) for r in data["rows"]))
+    if methods is not None:
+        known = {m for m, _, _ in jobs}
+        unknown = [m for m in methods if m not in known]
+        check(not unknown, f"{run_dir} has no finished job of {unknown}; its methods: {sorted(known)}")
+        jobs = [j for j in jobs if j[0] in methods]
+    cfg = load_config(run_dir / "config.yaml")
+    test = prepare_domains(cfg).target.test
+    rows = []
+    for method, job_seed, setting in jobs:
+        try:
+            model = load_model(run_dir, method, job_seed, setting if isinstance(cfg.k, list) or isinstance(
+                cfg.ratio, list) else None)
+        except TransferkitError as e:
+            warn(f"episodes: {method} seed {job_seed} ({setting}) is left out: {e}")
+            continue
+        net = getattr(model, "net", None)
+        if not isinstance(net, UnitNet):
+            warn(f"episodes: {method} is left out: its model has no UnitNet (net) whose embedding episodes read")
+            continue
+        t0 = time.perf_counter()
+        feats = extract_features(net, test.images)
+        extract_s = time.perf_counter() - t0
+        for k in k_shots:
+            t1 = time.perf_counter()
+            scores = evaluate_episodes(feats, test.labels, heads, n_way=n_way, k_shot=k, n_query=n_query,
+                                       episodes=episodes, seed=seed)
+            call_s = time.perf_counter() - t1
+            for head, r in scores.items():
+                rows.append({"method": f"{method}/{head}", "source": cfg.source, "target": cfg.target,
+                             "setting": f"{n_way}-way {k}-shot ({setting})", "seed": job_seed, "accuracy": r["mean"],
+                             "ci95": r["ci95"], "episodes": r["episodes"], "classes": r.get("classes"),
+                             "feature_dim": int(feats.shape[1]), "episode_seed": seed,
+                             **class_fields(cfg), "features_wall_s": extract_s,
+                             "wall_s": extract_s + call_s / len(scores)})
+        log(f"  {method:<14} {setting} seed {job_seed}: " + ", ".join(
+            f"{r['setting'].split(' (')[0]} {r['method'].split('/')[-1]} {100 * r['accuracy']:.1f}%"
+            for r in rows if r["seed"] == job_seed and r["method"].startswith(f"{method}/")
+            and r["setting"].endswith(f"({setting})")))
+    check(rows, f"{run_dir}: no finished job with a saved model to score")
+    return rows

@@ -528,3 +528,72 @@ def test_captions_by_class_name_match_names_in_either_unicode_form():
     from transferkit.clip import captions_for_classes
     nfd = unicodedata.normalize("NFD", "café")
     assert captions_for_classes({nfd: "a cup", "tea": "a mug"}, ["café", "tea"]) == ["a cup", "a mug"]
+
+
+def _caption_folder(root):
+    """Three classes of 6 PNGs each, and a captions file naming all but one of them."""
+    import numpy as np
+    from PIL import Image
+    words = {"circle": "a white circle", "square": "a white square", "bar": "a white bar"}
+    for c in words:
+        (root / "shapes" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((28, 28), 30 * i + 10 * len(c), np.uint8)).save(root / "shapes" / c / f"{i}.png")
+    lines = ["file_name,text"] + [f"{c}/{i}.png,{w}{' on grey' if i % 2 else ''}" for c, w in words.items()
+                                  for i in range(6) if (c, i) != ("bar", 5)]
+    lines.append("./circle/0.png,a round white shape")  # a second caption of one image, written with ./
+    (root / "captions.csv").write_text("\n".join(lines) + "\n")
+    return root / "shapes", root / "captions.csv"
+
+
+def test_clip_trains_on_each_images_own_captions_from_a_captions_file(tmp_path):
+    from transferkit.api import Transfer
+    from transferkit.clip import captioned_source, read_captions_file
+    from transferkit.userdata import load_image_folder
+    folder, captions = _caption_folder(tmp_path)
+    source = load_image_folder(folder)
+    table = read_captions_file(captions)
+    assert sum(map(len, table.values())) == 18 and max(map(len, table.values())) == 2
+    with pytest.warns(Warning, match=r"clip: 1 of the 18 source images .* have no caption in captions_file"):
+        pairs = captioned_source(source, table, "x")
+    assert len(pairs) == 18  # 17 images, one of them twice (two captions)
+    assert pairs.class_names == sorted({"a white circle", "a white circle on grey", "a white square",
+                                        "a white square on grey", "a white bar", "a white bar on grey",
+                                        "a round white shape"})
+    with pytest.warns(Warning, match="have no caption"):
+        model = Transfer("clip", captions_file=str(captions), text_encoder="hashing",
+                         train=TrainConfig(steps=2, batch_size=8)).fit(source=source)
+    assert model.method_.caption_texts == pairs.class_names and model.classes_ == ["bar", "circle", "square"]
+    with pytest.raises(TransferkitError, match="give captions .* or captions_file .*, not both"):
+        Transfer("clip", captions=["a", "b", "c"], captions_file=str(captions), text_encoder="hashing").fit(
+            source=source)
+    with pytest.raises(TransferkitError, match="the source 'd' has no file names: give an image folder"):
+        captioned_source(Domain("d", source.images, source.labels, source.class_names), table, "x")
+    with pytest.raises(TransferkitError, match="none of the 18 source images .* has a caption"):
+        captioned_source(source, {1: ["x"]}, "x")
+    (tmp_path / "bad.csv").write_text("file_name,text\ncircle/0.png,\n")
+    with pytest.raises(TransferkitError, match=r"line 2 \('circle/0.png'\) has no caption in its text column"):
+        read_captions_file(tmp_path / "bad.csv")
+    (tmp_path / "bad.jsonl").write_text('{"file_name": "circle/0.png", "text": "a"}\n{"path": "x"}\n')
+    with pytest.raises(TransferkitError, match="line 2 has no file_name"):
+        read_captions_file(tmp_path / "bad.jsonl")
+    (tmp_path / "ok.jsonl").write_text('{"file_name": "circle/0.png", "text": "a circle"}\n')
+    assert list(read_captions_file(tmp_path / "ok.jsonl").values()) == [["a circle"]]
+
+
+def test_a_run_trains_clip_on_a_captions_file_and_its_digest_follows_the_files_contents(tmp_path, capsys):
+    from transferkit.cli import main
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import job_digest
+    folder, captions = _caption_folder(tmp_path)
+    argv = ["run", "--set", f"source=folder:{folder}", "--set", f"target=folder:{folder}", "--set", "methods=[clip]",
+            "--set", f"options.clip.captions_file={captions}", "--set", "options.clip.text_encoder=hashing",
+            "--set", "k=null", "--set", "repeats=1", "--set", "select_on=none", "--set", "train.steps=3",
+            "--set", f"out_dir={tmp_path / 'runs'}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| clip | folder:" in out
+    cfg = ExperimentConfig(methods=["clip"], options={"clip": {"captions_file": str(captions)}})
+    before = job_digest(cfg, "clip")
+    captions.write_text(captions.read_text().replace("a white bar", "a white line"))
+    assert job_digest(cfg, "clip") != before  # an edited captions file: other jobs

@@ -232,7 +232,8 @@ class Transfer:
         for name in cls.streams:  # before any pre-training
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
         check(not getattr(cls, "scores_class_names", False) or target is not None or source is None
-              or self.options.get("class_names") is not None or "classes" in source.provenance,
+              or self.options.get("class_names") is not None or "classes" in source.provenance
+              or self.options.get("captions_file") is not None,  # its images' classes, captioned in fit
               f"fit: {cls.name} scores the classes it names, and without target= it reads them off a captioned "
               f"source (CaptionedDomain(...).domain), but {source and source.name!r} does not name them: give "
               f"class_names=[...] or target=")

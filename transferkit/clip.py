@@ -275,6 +275,71 @@ class CaptionedDomain:
                              provenance={**images.provenance, "captions": len(self.captions), "classes": present})
 
 
+def read_captions_file(path) -> dict[int, list[str]]:
+    """``{image key: its captions}`` from a CSV file with columns ``file_name`` and ``text`` (or
+    ``caption``), or a JSON Lines file of ``{"file_name": ..., "text": ...}`` records (the layout of
+    Hugging Face's ``imagefolder`` metadata): ``file_name`` is an image's path below the folder a
+    ``folder:PATH`` domain reads (``cat/001.png``; a video's frames: its sub-folder, ``cat/video7``),
+    keyed as the folder's images are (:func:`~transferkit.userdata.path_keys`); an image named on
+    several lines has several captions. Empty or blank captions are refused, naming the line."""
+    import csv
+    import json
+    from pathlib import Path
+
+    from .userdata import path_keys
+
+    path = Path(path).expanduser()
+    check(path.is_file(), f"clip: captions_file {str(path)!r} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TransferkitError(f"clip: captions_file {str(path)!r} is unreadable as UTF-8 text: {e}") from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append((n, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise TransferkitError(f"clip: captions_file {str(path)!r} line {n} is not JSON: {e}") from None
+    else:
+        records = list(enumerate(csv.DictReader(text.splitlines()), 2))
+    pairs = []
+    for n, record in records:
+        check(isinstance(record, dict) and isinstance(record.get("file_name"), str),
+              f"clip: captions_file {str(path)!r} line {n} has no file_name (columns file_name and text, as "
+              f"Hugging Face's imagefolder metadata), got {record!r:.80}")
+        caption = record.get("text", record.get("caption"))
+        check(isinstance(caption, str) and not _blank(caption),
+              f"clip: captions_file {str(path)!r} line {n} ({record['file_name']!r}) has no caption in its text "
+              f"column, or an empty one: give it words, or leave the line out")
+        name = record["file_name"].replace("\\", "/").strip()
+        pairs.append((name[2:] if name.startswith("./") else name, unicodedata.normalize("NFC", caption)))
+    check(pairs, f"clip: captions_file {str(path)!r} holds no captions")
+    out: dict[int, list[str]] = {}
+    for key, (_, caption) in zip(path_keys(name for name, _ in pairs).tolist(), pairs):
+        out.setdefault(key, []).append(caption)
+    return out
+
+
+def captioned_source(source: Domain, captions: dict[int, list[str]], where: str) -> Domain:
+    """The image-caption pairs of ``source`` (an image folder's domain, whose ``keys`` name its files)
+    with the captions of :func:`read_captions_file`: the domain of a :class:`CaptionedDomain` of its
+    images that have a caption; those without one are left out with a warning."""
+    check(source.keys is not None, f"clip: captions_file {where} gives captions by file name, but the source "
+                                   f"{source.name!r} has no file names: give an image folder (folder:PATH) as the "
+                                   f"source, or build CaptionedDomain(images, captions) in Python")
+    keys = source.keys.tolist()
+    found = [i for i, k in enumerate(keys) if k in captions]
+    check(found, f"clip: none of the {len(source)} source images {source.name!r} has a caption in captions_file "
+                 f"{where}: its file_name column holds each image's path below the folder of folder:PATH, with its "
+                 f"class folder (cat/001.png)")
+    if len(found) < len(source):
+        warn(f"clip: {len(source) - len(found)} of the {len(source)} source images {source.name!r} have no caption "
+             f"in captions_file {where} and are left out of training")
+    return CaptionedDomain(source.subset(found), [captions[keys[i]] for i in found]).domain
+
+
 # ---- the dual encoder ----------------------------------------------------------------------
 @register
 class ClipMethod(Method):
@@ -292,6 +357,9 @@ class ClipMethod(Method):
     hinge over all negatives before switching to the hardest one (from scratch the
     hardest-negative loss alone collapses every embedding to one point, where it is flat).
     ``tau0``: the initial temperature, in ``[0.01, 1]``; ``learn_temperature=False`` keeps it.
+    ``captions_file``: a CSV or JSON Lines file of ``file_name, text`` pairs (:func:`read_captions_file`)
+    for a source image folder: clip then trains on each image with its own captions (the images
+    without one left out), not on one caption per class; ``captions`` must then be left out.
     ``class_names`` / ``templates``: the zero-shot classifier used by the engine's validation
     accuracy and by :meth:`forward` (prompt ensembling: mean of the normalised projected
     prompt embeddings of each class). ``class_names`` default: the classes of the source it is
@@ -310,8 +378,12 @@ class ClipMethod(Method):
     def __init__(self, net, captions: list[str] = (), text_encoder: str | TextEncoder | None = None,
                  class_names=None, templates=None, dim: int = 64,
                  loss: str = "infonce", margin: float = 0.2, tau0: float = 0.07, triplet_warmup: float = 0.2,
-                 learn_temperature: bool = True):
+                 learn_temperature: bool = True, captions_file: str | None = None):
         super().__init__(net)
+        check(captions_file is None or not captions, "clip: give captions (one per source class) or captions_file "
+                                                     "(one per image, by file name), not both")
+        self.captions_file = captions_file
+        self.file_captions = None if captions_file is None else read_captions_file(captions_file)
         if loss not in ("infonce", "triplet"):
             raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
         for what, value in (("captions", captions), ("class_names", class_names)):
@@ -389,6 +461,9 @@ class ClipMethod(Method):
               f"outputs of another (select_on: none for a zero-shot protocol)")
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        if getattr(self, "file_captions", None) is not None and source is not None \
+                and "captions" not in source.provenance:
+            source = captioned_source(source, self.file_captions, repr(self.captions_file))
         self.classes_from(source)
         if val is not None:
             self.check_validation(val)

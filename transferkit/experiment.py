@@ -1825,7 +1825,7 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     if revision:
         flat["method_revision"] = revision
     files = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16] for k, v in given.items()
-             if isinstance(v, str) and v.lower().endswith(MATRIX_FILES) and Path(v).is_file()}
+             if isinstance(v, str) and v.lower().endswith(MATRIX_FILES + (".jsonl",)) and Path(v).is_file()}
     if files:  # a matrix file's contents, not only its name (an edited file gives other jobs)
         flat["option_files"] = files
     if form == "trained":

@@ -347,6 +347,11 @@ def test_per_unit_plot_takes_tap_rows_and_names_the_keys_it_needs(tmp_path):
     tap_rows = [{"unit": "c1", "dim": 8, "svm_accuracy": 0.9, "softmax_accuracy": 0.8},
                 {"unit": "c2", "dim": 4, "svm_accuracy": 0.7, "softmax_accuracy": 0.85}]
     assert per_unit_accuracy_plot(tap_rows, tmp_path / "tap.png").stat().st_size > 0
+    seeds = tap_rows + [{**r, "svm_accuracy": r["svm_accuracy"] - 0.1} for r in tap_rows]  # two label subsets
+    ax = per_unit_accuracy_plot(seeds, None).axes[0]
+    svm = next(ln for ln in ax.lines if ln.get_label() == "svm (test, n=2)")
+    assert list(svm.get_ydata()) == pytest.approx([0.85, 0.65])
+    assert len(ax.collections) == 2  # a standard-error bar per classifier
     no_ratio = [{"candidate_val_accuracy": {"c1": 0.5, "all": 0.6}}]  # no ratio, no test accuracies
     assert per_unit_accuracy_plot(no_ratio, tmp_path / "flex.png").stat().st_size > 0
     with pytest.raises(TransferkitError, match=r"takes flex rows, with candidate_val_accuracy .* tap\(...\)'s rows, "

@@ -14,7 +14,7 @@ import torch
 
 from .domain import Domain
 from .errors import check
-from .evaluate import unique_ids
+from .evaluate import mean_se, unique_ids
 from .io import atomic_write
 
 
@@ -115,7 +115,8 @@ def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike | None, tit
     without it (a run's other methods) are left out and not counted in the legend's n. Rows of
     several methods, sources or targets, or of several settings under one ratio, are refused.
     Rows of :func:`~transferkit.methods.tap.tap` (``unit``, ``svm_accuracy``,
-    ``softmax_accuracy``): the test accuracy of each classifier per unit, mean over rows."""
+    ``softmax_accuracy``): the test accuracy of each classifier per unit, mean ± standard error
+    over the rows of a unit (e.g. the ``tap`` rows of several label subsets; n in the legend)."""
     check(isinstance(rows, (list, tuple)) and len(rows) > 0 and all(isinstance(r, dict) for r in rows),
           "per_unit_accuracy_plot: rows must be a non-empty list of dicts (flex rows, or tap(...)'s rows)")
     if all("unit" in r for r in rows):
@@ -170,11 +171,15 @@ def _tap_plot(rows: list[dict], path, title: str):
     fig = new_figure(1.2 + 0.8 * len(units), 3.2)
     ax = fig.subplots()
     for i, kind in enumerate(kinds):
-        means = []
+        stats = []
         for u in units:
             values = [r[f"{kind}_accuracy"] for r in rows if str(r["unit"]) == u and f"{kind}_accuracy" in r]
-            means.append(sum(values) / len(values) if values else float("nan"))
-        ax.plot(range(len(units)), means, "-o", color=f"C{i}", ms=3, label=f"{kind} (test)")
+            stats.append((mean_se(values), len(values)) if values else ((float("nan"), 0.0), 0))
+        means = [m for (m, _), _ in stats]
+        n = max(count for _, count in stats)
+        ax.plot(range(len(units)), means, "-o", color=f"C{i}", ms=3, label=f"{kind} (test, n={n})")
+        if n > 1:  # the standard error over the rows (seeds, label subsets) of each unit
+            ax.errorbar(range(len(units)), means, yerr=[se for (_, se), _ in stats], fmt="none", ecolor=f"C{i}")
     ax.set_xticks(range(len(units)), units)
     ax.set_xlabel("tapped unit")
     return _finish_unit_plot(fig, ax, path, title)
@@ -329,8 +334,6 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: 
     """Label efficiency: test accuracy (mean ± standard error over label subsets) against the
     number k of labelled target examples per class, one line per method. ``rows`` carry
     ``method``, ``setting`` (``k=K``) and ``accuracy``."""
-    from .evaluate import mean_se
-
     check(len(rows) > 0, "accuracy_vs_k_plot: no rows")
     bad = sorted({str(r.get("setting")) for r in rows if not str(r.get("setting", "")).startswith("k=")
                   or not str(r["setting"])[2:].isdigit()})

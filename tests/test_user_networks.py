@@ -312,3 +312,20 @@ def test_flex_units_are_refused_before_pre_training(tmp_path):
                                                    r"conv2, fc1, head"):
             run_experiment(cfg, log=lambda *a: None)
     assert not list(tmp_path.rglob("*.safetensors"))  # nothing was pre-trained
+
+
+def test_units_listed_out_of_the_forward_s_order_are_named_not_blamed_on_a_guessed_shape():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+            self.c2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(self.c2(self.c1(x)))
+    # the guess takes the model's first convolution (1 channel), not the first unit listed (8)
+    with pytest.raises(TransferkitError, match=r"the units fail on an input of shape \(2, 1, 224, 224\) that the model "
+                                               r"takes: the first unit 'c2' fails on it .* in the order it runs them"):
+        from_modules(Model(), units=["c2", "c1"], head="fc")
+    assert from_modules(Model(), units=["c1", "c2"], head="fc").input_shape == (1, 224, 224)

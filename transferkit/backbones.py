@@ -1152,7 +1152,7 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
     head_mod = _merge([(p, get(p)) for p in group(head)])
     guessed = input_shape is None
     if guessed:  # was (3, 224, 224) whatever the model took: a 1-channel model refused its images
-        conv = next((m for m in body.values() for m in m.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)  # the model's first
         input_shape = (conv.in_channels, 224, 224) if isinstance(conv, nn.Conv2d) else None
     net = UnitNet(body, head_mod, pool=pool, name=name or type(model).__name__.lower(), input_shape=input_shape)
     net.input_shape_guessed = guessed and input_shape is not None

@@ -459,3 +459,18 @@ def test_the_flex_source_network_record_comes_first_and_broken_files_are_named(t
         flex.check_validation_split(tmp_path, "mnistm", 3)
     with pytest.raises(TransferkitError, match=r"mnistm-r30-s0-flex.json is unreadable"):
         flex.directory_reports(tmp_path, log=lambda *a: None)
+
+
+def test_a_benchmark_directory_of_a_plan_stored_before_the_sampler_and_class_weight_resumes(tmp_path):
+    import dataclasses
+
+    from transferkit.bench import _check_same_plan, resumed_plan
+    stored = dataclasses.asdict(make_plan("flex", True, []))
+    for section in ("train", "pretrain"):  # as plan.json was written before the fields existed
+        for key in ("sampler", "class_weight"):
+            stored[section].pop(key)
+    (tmp_path / "plan.json").write_text(json.dumps({"benchmark": "flex", **stored}))
+    _check_same_plan(tmp_path, resumed_plan("flex", True, run_dir=tmp_path), "flex")  # refused before
+    balanced = resumed_plan("flex", True, ["train.sampler=balanced"], tmp_path)
+    with pytest.raises(TransferkitError, match=r"train.sampler: 'shuffle' there, 'balanced' now"):
+        _check_same_plan(tmp_path, balanced, "flex")

@@ -271,7 +271,7 @@ def test_resume_refuses_foreign_checkpoint(tmp_path):
     Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
     with pytest.raises(TransferkitError, match=r"different training \(train.steps: 10 there, 12 now\); delete it"):
         Engine(TrainConfig(steps=12, batch_size=16), seed=0, checkpoint_dir=tmp_path).fit(make(), target=d)
-    with pytest.raises(TransferkitError, match=r"train.sampler: None there, 'balanced' now; train.steps: 10 there"):
+    with pytest.raises(TransferkitError, match=r"sampler: 'shuffle' there, 'balanced' now; train.steps: 10 there"):
         Engine(TrainConfig(steps=12, batch_size=16, sampler="balanced"), seed=0,
                checkpoint_dir=tmp_path).fit(make(), target=d)
     edited = toy_domain()
@@ -408,6 +408,17 @@ def test_balanced_class_weights_and_the_weighted_cross_entropy_the_methods_train
     plain = Engine(TrainConfig(), checkpoint_dir=tmp_path)._signature(m, {"target": d}, d)
     assert Engine(TrainConfig(class_weight="balanced"), checkpoint_dir=tmp_path)._signature(m, {"target": d}, d) \
         != plain
+
+
+def test_a_train_configs_text_at_the_new_fields_defaults_is_the_text_it_had_before_them():
+    from transferkit.engine import content_text
+    # the repr of 89759cd (before sampler and class_weight), which keys benchmark jobs (bench uda_tune)
+    before = ("TrainConfig(steps=10, batch_size=64, lr=0.001, optimizer='adam', momentum=0.9, weight_decay=0.0, "
+              "schedule='constant', eval_every=50, patience=4, restore_best=True, checkpoint_every=100, "
+              "cache_frozen=True, cache_limit_mb=2048, progress=None, device='cpu', amp=False, channels_last=True)")
+    assert repr(TrainConfig(steps=10)) == before and content_text({"train": TrainConfig(steps=10)}) == \
+        "{'train':" + before + "}"
+    assert repr(TrainConfig(steps=10, class_weight="balanced")).endswith("channels_last=True, class_weight='balanced')")
 
 
 def test_dann_schedule_values():

@@ -802,11 +802,14 @@ def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypat
     assert [str(w.message) for w in caught] == ["class '7' has no test images",
                                                 "k=1: more validation labels (alike at k=2)"]
     with pytest.warns(TransferkitWarning, match="class '7' has no test images"):  # given before a refusal too
-        with pytest.raises(TransferkitError, match=r"k=3 is refused \(at k=3, one of this run's settings k=1, k=3: "
+        with pytest.raises(TransferkitError, match=r"k=3 is refused \(at k=3; k=1 of this run's settings pass: "
                                                    r"leave k=3 out of k, or run what refuses it in a run of its own"):
             monkeypatch.setattr(experiment, "_check_jobs", lambda cfg, data, methods: (
                 warn("class '7' has no test images"), check(cfg.k < 3, f"k={cfg.k} is refused")))
             experiment._check_settings(ExperimentConfig(k=[1, 3]).settings(), None, [])
+    monkeypatch.setattr(experiment, "_check_jobs", lambda cfg, data, methods: check(False, "no val images"))
+    with pytest.raises(TransferkitError, match=r"^no val images$"):  # every setting refused: no hint to drop one
+        experiment._check_settings(ExperimentConfig(k=[1, 3]).settings(), None, [])
 
 
 def test_transfer_gives_new_classes_a_new_head_as_run_job_does():

@@ -709,13 +709,19 @@ def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_r
     with pytest.warns(Warning) as caught:
         _, rows = ex.run_experiment(cfg, run_dir=tmp_path / "run", log=lambda *a: None)
     said = [str(w.message) for w in caught]
-    assert any("dann reads no target label: only its source images are balanced" in m for m in said), said
-    assert any("source_only's row is the source network, which pretrain.sampler (shuffle) trains" in m for m in said)
+    assert any("dann reads no target label: only its labelled source images are balanced (their unlabelled target "
+               "images are not balanced" in m for m in said), said
+    assert any("source_only's row is the source network, which pretrain trains (pretrain.sampler: shuffle), not "
+               "train.sampler: balanced" in m for m in said)
     assert {r["method"]: r.get("sampler") for r in rows} == {"source_only": None, "target_only": "balanced",
                                                              "dann": "balanced"}
     assert ("Trained with sampler balanced (each class equally often in the labelled training batches): "
             "target_only, dann.") in markdown_table(summarize(rows), rows)
     assert "Trained with sampler" not in markdown_table(summarize(rows[:1]), rows[:1])
+    weighted = replace(cfg, methods=["tap", "target_only"], train=replace(TINY, class_weight="balanced"), name="w")
+    _, rows = ex.run_experiment(weighted, run_dir=tmp_path / "w", log=lambda *a: None)
+    assert {r["method"]: r.get("class_weight") for r in rows} == {"tap": None, "target_only": "balanced"}  # tap
+    # fits scikit-learn classifiers: no batches, no cross-entropy of the engine
 
 
 def test_rows_count_the_validation_labels_they_selected_on_and_the_table_names_them(tmp_path, monkeypatch):

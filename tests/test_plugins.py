@@ -236,3 +236,24 @@ def test_a_builder_s_network_that_fails_on_the_images_it_declares_is_refused_whe
     torch.manual_seed(0)
     build_backbone("fixed_fc_net", 3, 1, image_size=28)
     assert torch.equal(torch.random.get_rng_state(), after_builder)  # the check's forward draws nothing
+
+
+def test_a_builder_s_network_of_a_guessed_input_shape_is_not_run_on_the_guess(monkeypatch):
+    import torch.nn as nn
+
+    from transferkit.backbones import build_backbone, from_modules
+
+    class Small(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+            self.fc = nn.Linear(4 * 14 * 14, num_classes)  # 28-pixel images
+
+        def forward(self, x):
+            return self.fc(self.conv(x))
+
+    def small(num_classes, in_channels=1, image_size=28):  # no input_shape: from_modules guesses 224 x 224
+        return from_modules(Small(num_classes), units=["conv"], head="fc", verify=False)
+    monkeypatch.setitem(BACKBONES, "guessed_small_net", small)
+    net = build_backbone("guessed_small_net", 3, 1, image_size=28)
+    assert net.input_shape_guessed and net.num_classes == 3

@@ -846,3 +846,40 @@ def test_a_benchmark_table_names_the_class_subsets_its_rows_record_and_what_k_co
         "0-4; target classes 0-9.\n")
     assert not markdown_table(summarize(rows), rows, {"source": "a", "target": "b"}).startswith("Classes")  # a run's
     assert "grouped target" not in markdown_table(summarize(rows[:1]), rows[:1])
+
+
+def test_config_differ_lines_compare_whole_values_nested_plans_and_ignore_key_order():
+    from transferkit.results import config_differ_lines
+    long_a, long_b = "npz:/data/very/long/path/to/the/images/a.npz", "npz:/data/very/long/path/to/the/images/b.npz"
+    runs = [("a", {"backbone": "lenet", "pretrained": long_a, "options": {"flex": {"a": 1, "b": 2}}}),
+            ("b", {"backbone": "lenet", "pretrained": long_b, "options": {"flex": {"b": 2, "a": 1}}})]
+    (line,) = config_differ_lines(runs)
+    assert line.startswith("The runs' configs differ in pretrained: ") and " in a; " in line and "options" not in line
+    plans = [("x", {"benchmark": "flex", "quick": True, "plan": {"train": {"lr": 0.01}, "val_per_class": 5,
+                                                                   "workers": 1}}),
+             ("y", {"benchmark": "flex", "quick": True, "plan": {"train": {"lr": 0.1}, "val_per_class": 5,
+                                                                   "workers": 4}})]
+    assert config_differ_lines(plans) == ["The runs' configs differ in plan.train.lr: 0.01 in x; 0.1 in y "
+                                          "(config.yaml): the rows of one method are not of one config."]
+
+
+def test_the_class_subset_line_of_a_benchmark_table_is_tied_to_its_pair_unless_every_row_shares_it():
+    from transferkit.results import row_class_subsets
+    base = {"method": "m", "setting": "k=1", "seed": 0, "accuracy": 0.5}
+    rows = [{**base, "source": "a", "target": "b", "source_classes": "0-4", "target_classes": "0-4"},
+            {**base, "source": "c", "target": "d"}]  # every class
+    assert row_class_subsets(rows) == "a → b: source classes 0-4; target classes 0-4"
+    assert row_class_subsets(rows[:1]) == "source classes 0-4; target classes 0-4"
+    assert row_class_subsets(rows[1:]) == ""
+
+
+def test_training_lines_name_sampler_and_class_weight_rows_with_their_runs():
+    from transferkit.results import training_line
+    base = {"setting": "k=1", "seed": 0, "accuracy": 0.5}
+    rows = [{**base, "method": "finetune", "run": "a", "sampler": "balanced"},
+            {**base, "method": "finetune", "run": "b"},
+            {**base, "method": "target_only", "run": "b", "class_weight": "balanced"}]
+    assert training_line(rows, markdown=False) == [
+        "Trained with sampler balanced (each class equally often in the labelled training batches): finetune (run a).",
+        "Trained with class_weight balanced (each class's cross-entropy weighed by n / (classes x its images)): "
+        "target_only (run b)."]

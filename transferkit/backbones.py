@@ -835,8 +835,9 @@ def _check_runs(name: str, net: UnitNet, image_size) -> None:
     jobs would each fail on a shape error. One forward of two blank images in eval mode, the random
     state kept; a network that declares no shape or has lazy parameters is left to the engine."""
     shape = net.input_shape
-    if shape is None or any(nn.parameter.is_lazy(p) for p in net.parameters()):
-        return
+    if shape is None or getattr(net, "input_shape_guessed", False) or any(nn.parameter.is_lazy(p)
+                                                                          for p in net.parameters()):
+        return  # from_modules' guessed 224 x 224 binds nothing
     ref = next((t for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()), torch.zeros(()))
     try:
         with torch.random.fork_rng(devices=[]), evaluating(net), torch.no_grad():

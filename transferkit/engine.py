@@ -117,6 +117,11 @@ class TrainConfig:
     def __post_init__(self):
         self.check()
 
+    def __repr__(self) -> str:
+        """The dataclass's repr, less the fields of :data:`ADDED_TRAIN_FIELDS` at their defaults: the
+        text that keys benchmark jobs (:func:`content_text`) stays what it was before they were added."""
+        return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in keyed_fields(self).items())})"
+
     def check(self) -> None:
         """Check every field (on construction, and again when a training starts: a field changed
         in place, ``cfg.optimizer = "adamw"``, is refused as the constructor refuses it)."""
@@ -613,7 +618,8 @@ class Engine:
         label of every stream and of the validation set."""
         cfg = {k: v for k, v in keyed_fields(self.cfg).items() if k not in ("progress", "checkpoint_every")}
         h = hashlib.sha256("|".join([method.name, json.dumps(cfg, sort_keys=True), str(self.seed)]).encode())
-        signed = {"method": method.name, **{f"train.{k}": v for k, v in cfg.items()}, "seed": self.seed}
+        signed = {"method": method.name, **{f"train.{k}": v for k, v in asdict(self.cfg).items()
+                                            if k not in ("progress", "checkpoint_every")}, "seed": self.seed}
         if getattr(method, "init_options", None):  # only options not at their defaults (older checkpoints resume)
             h.update(f"|options:{content_text(method.init_options)}".encode())
             signed["options"] = content_text(method.init_options)

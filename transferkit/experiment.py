@@ -54,7 +54,7 @@ from .config import (
 )
 from .data import check_spec, grey_asked, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match, warn_unshared_classes
-from .engine import Engine, TrainConfig, check_streams, content_text, keyed_fields
+from .engine import ADDED_TRAIN_FIELDS, Engine, TrainConfig, check_streams, content_text, keyed_fields
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, fraction_correct, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
@@ -1097,9 +1097,10 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
-           **sampler_field(cfg.train), **class_fields(cfg),
+           **(training_fields(cfg.train) if fit.steps > 0 else {}), **class_fields(cfg),
            **({"n_val_labeled": len(val)} if val is data.target.val and val is not None and cls.selects_on_validation
-              else {}), "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
+              and fit.best_val_accuracy is not None else {}),
+           "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            **test_fields(cfg, data),
            **({"n_unlabeled": len(unlabeled)} if "unlabeled" in cls.streams else {}),
            **({"unlabeled": cfg.unlabeled, "unlabeled_in_test": data.unlabeled_overlap.get("test", 0),
@@ -1368,7 +1369,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": sub.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
-                   **test_fields(cfg, data), **sampler_field(None if cfg.pretrained else cfg.pretrain),
+                   **test_fields(cfg, data), **({} if cfg.pretrained else training_fields(cfg.pretrain)),
                    **class_fields(cfg),
                    "config_digest": job_digest(sub, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
@@ -1536,10 +1537,13 @@ def _check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list)
                 try:
                     _check_jobs(sub, data, methods)
                 except TransferkitError as e:  # one setting refused refuses the run: say how to keep the others
+                    passing = [s.setting for s in subs if s is not sub and _passes(s, data, methods)]
+                    if not passing:
+                        raise
                     key = "k" if sub.k is not None else "ratio"
                     raise TransferkitError(
-                        f"{e} (at {sub.setting}, one of this run's settings {', '.join(s.setting for s in subs)}: "
-                        f"leave {sub.setting} out of {key}, or run what refuses it in a run of its own; `transferkit "
+                        f"{e} (at {sub.setting}; {', '.join(passing)} of this run's settings pass: leave "
+                        f"{sub.setting} out of {key}, or run what refuses it in a run of its own; `transferkit "
                         f"summary RUN_A RUN_B` shows several runs as one table)") from e
                 finally:  # a setting refused: the warnings before it are still given
                     for w in caught:
@@ -1551,6 +1555,17 @@ def _check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list)
             also = f" (alike at {', '.join(settings[1:])})" if len(settings) > 1 and settings[0] in str(w.message) \
                 else ""
             warnings.warn_explicit(w.category(f"{w.message}{also}"), w.category, w.filename, w.lineno)
+
+
+def _passes(cfg: ExperimentConfig, data: Prepared, methods: list) -> bool:
+    """Whether :func:`_check_jobs` accepts ``cfg`` (its warnings unshown)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _check_jobs(cfg, data, methods)
+    except TransferkitError:
+        return False
+    return True
 
 
 def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
@@ -1627,26 +1642,32 @@ def class_fields(cfg: ExperimentConfig) -> dict:
             if getattr(cfg, f"{side}_classes") is not None}
 
 
-def sampler_field(train: TrainConfig | None) -> dict:
-    """``{"sampler": ...}`` for a row trained by ``train`` with another sampler than the default; else ``{}``."""
-    return {"sampler": train.sampler} if train is not None and train.sampler != "shuffle" else {}
+def training_fields(train: TrainConfig) -> dict:
+    """``sampler`` and ``class_weight`` of ``train`` where they are not their defaults, for the row of a
+    job it trained (rows without them trained as before they were added)."""
+    return {k: getattr(train, k) for k, default in ADDED_TRAIN_FIELDS.items() if getattr(train, k) != default}
 
 
 def _warn_sampler(cfg: ExperimentConfig, methods: list) -> None:
-    """Say where ``sampler: balanced`` does not reach: a method that reads no target label balances
-    only its labelled source images (its unlabelled target images are shuffled), and source_only's
-    row is the source network, which ``pretrain.sampler`` trains."""
-    if cfg.train.sampler == "balanced":
-        unlabelled = [cls.name for cls in methods if "target" not in cls.streams and cls is not SourceOnly]
-        if unlabelled:
-            warn(f"train.sampler: balanced draws the labelled images of each training batch class-balanced, but "
-                 f"{', '.join(unlabelled)} read{'s' if len(unlabelled) == 1 else ''} no target label: only "
-                 f"{'its' if len(unlabelled) == 1 else 'their'} source images are balanced, the unlabelled target "
-                 f"images are shuffled (the target's imbalance is not addressed)")
-    if SourceOnly in methods and cfg.train.sampler == "balanced" != cfg.pretrain.sampler and not cfg.pretrained:
-        warn(f"source_only's row is the source network, which pretrain.sampler ({cfg.pretrain.sampler}) trains, "
-             f"not train.sampler ({cfg.train.sampler}): set pretrain.sampler as well for a source network trained "
-             f"so")
+    """Say where ``sampler: balanced`` / ``class_weight: balanced`` do not reach: a method that reads no
+    target label balances only its labelled source images (unlabelled target images are shuffled and
+    unweighted), and source_only's row is the source network, which ``pretrain`` trains."""
+    given = training_fields(cfg.train)
+    if not given:
+        return
+    named = " and ".join(f"train.{k}: {v}" for k, v in given.items())
+    no_labels = [cls for cls in methods if "target" not in cls.streams and cls is not SourceOnly]
+    if no_labels:
+        names = ", ".join(cls.name for cls in no_labels)
+        one = len(no_labels) == 1
+        unlabelled = " (their unlabelled target images are not balanced: the target's imbalance is not addressed)" \
+            if any("unlabeled" in cls.streams for cls in no_labels) else ""
+        warn(f"{named} balances the classes of labelled training images, but {names} read{'s' if one else ''} no "
+             f"target label: only {'its' if one else 'their'} labelled source images are balanced{unlabelled}")
+    if SourceOnly in methods and not cfg.pretrained and any(getattr(cfg.pretrain, k) != v for k, v in given.items()):
+        warn(f"source_only's row is the source network, which pretrain trains ("
+             f"{', '.join(f'pretrain.{k}: {getattr(cfg.pretrain, k)}' for k in given)}), not {named}: set them in "
+             f"pretrain as well for a source network trained so")
 
 
 def _check_k_fits(cfg: ExperimentConfig, train: Domain) -> None:

@@ -10,6 +10,7 @@ resumed directory may have been computed by an earlier process.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS, flat_config
+from .config import ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS
 from .errors import TransferkitError, check
 from .evaluate import format_mean_se, mean_se
 from .io import read_json, write_json, write_text
@@ -259,12 +260,14 @@ def row_class_subsets(rows: list[dict]) -> str:
     :func:`class_subsets` names a config's; several: one per source -> target pair."""
     pairs: dict[tuple, set] = {}
     for r in rows:
-        if r.get("source_classes") is not None or r.get("target_classes") is not None:
-            named = class_subsets(r)
-            pairs.setdefault((r.get("source", ""), r.get("target", "")), set()).add(named)
-    if len({n for ns in pairs.values() for n in ns}) == 1:
-        return next(iter(next(iter(pairs.values()))))
-    return "; ".join(f"{s} → {t}: {' / '.join(sorted(ns))}" for (s, t), ns in pairs.items())
+        pairs.setdefault((r.get("source", ""), r.get("target", "")), set()).add(class_subsets(r))
+    every = {n for ns in pairs.values() for n in ns}
+    if every == {""}:
+        return ""
+    if len(every) == 1:  # every row of the table: one line for all
+        return next(iter(every))
+    return "; ".join(f"{s} → {t}: {' / '.join(n or 'all classes' for n in sorted(ns))}"
+                     for (s, t), ns in pairs.items() if ns != {""})
 
 
 def picked_lines(rows: list[dict], markdown: bool = True) -> list[str]:
@@ -560,7 +563,7 @@ def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
             + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
             + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown)
-            + sampler_line(rows, markdown) + selection_labels_line(rows, markdown) + grouped_k_line(rows, markdown))
+            + training_line(rows, markdown) + selection_labels_line(rows, markdown) + grouped_k_line(rows, markdown))
 
 
 def grouped_k_line(rows: list[dict], markdown: bool = True) -> list[str]:
@@ -584,29 +587,41 @@ def selection_labels_line(rows: list[dict], markdown: bool = True) -> list[str]:
     for r in rows:
         n_val, n = r.get("n_val_labeled"), r.get("n_labeled")
         if isinstance(n_val, int) and isinstance(n, int) and n_val > n:
-            seen.setdefault((r["method"], str(r.get("setting", ""))), set()).add(n_val)
+            seen.setdefault((_row_name(r, cell), str(r.get("setting", ""))), set()).add(n_val)
     if not seen:
         return []
     counts = sorted({v for vs in seen.values() for v in vs})
-    named = ", ".join(f"{cell(m)} ({cell(s)})" if s else cell(m) for m, s in seen)
+    named = ", ".join(f"{m} ({cell(s)})" if s else m for m, s in seen)
     return [f"Selected on target validation labels: {named} chose their weights (early stopping, select_on: "
             f"target_val) on {' / '.join(f'{c:,}' for c in counts)} labelled target validation images "
             f"(n_val_labeled), more than the labels they trained on (n_labeled), which the setting counts; "
             f"val_per_class caps them, select_on: none uses none."]
 
 
-def sampler_line(rows: list[dict], markdown: bool = True) -> list[str]:
-    """A line naming the methods whose rows trained on class-balanced batches (``sampler``, which
-    rows record when it is not the default ``shuffle``), or none."""
-    by_sampler: dict[str, list[str]] = {}
-    for r in rows:
-        if isinstance(r.get("sampler"), str):
-            names = by_sampler.setdefault(r["sampler"], [])
-            if r["method"] not in names:
-                names.append(r["method"])
+#: what a row's training field (TrainConfig.sampler / class_weight, recorded off its default) did
+TRAINING_FIELDS = {"sampler": "each class equally often in the labelled training batches",
+                   "class_weight": "each class's cross-entropy weighed by n / (classes x its images)"}
+
+
+def _row_name(r: dict, cell) -> str:
+    """A row's method for a line under a table, with its run where the table holds several."""
+    return cell(r["method"]) + (f" (run {cell(r['run'])})" if r.get("run") else "")
+
+
+def training_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line per training field (``sampler``, ``class_weight``) naming the methods whose rows were
+    trained with it off its default (rows record it then), or none."""
     cell = md_cell if markdown else str
-    return [f"Trained with sampler {sampler} (each class equally often in the labelled training batches): "
-            f"{', '.join(cell(m) for m in methods)}." for sampler, methods in by_sampler.items()]
+    out = []
+    for key, what in TRAINING_FIELDS.items():
+        by_value: dict[str, list[str]] = {}
+        for r in rows:
+            if isinstance(r.get(key), str):
+                names = by_value.setdefault(r[key], [])
+                if _row_name(r, cell) not in names:
+                    names.append(_row_name(r, cell))
+        out += [f"Trained with {key} {value} ({what}): {', '.join(names)}." for value, names in by_value.items()]
+    return out
 
 
 def other_metrics(settings) -> list[str]:
@@ -863,23 +878,36 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
     differ, with each value's runs: ``backbone: lenet in a; mine in b``, e.g. rows of two networks
     side by side, which the table's columns do not show. Runs without a config are left out; a run's
     config from before a key was added reads it at its default."""
-    flats = [(label, flat_config(c)) for label, c in configs if isinstance(c, dict)]
+    flats = [(label, _flat_all(c)) for label, c in configs if isinstance(c, dict)]
     if len(flats) < 2:
         return []
     if all("backbone" in f for _, f in flats):  # run configs, not benchmark plans
         flats = [(label, {**ADDED_FIELDS, **f}) for label, f in flats]
     parts = []
-    for key in sorted({k for _, f in flats for k in f} - UNCOMPARED):
-        by_value: dict[str, list[str]] = {}
+    for key in sorted({k for _, f in flats for k in f} - UNCOMPARED - {f"plan.{k}" for k in UNCOMPARED}):
+        by_value: dict[str, list[str]] = {}  # the value's canonical JSON -> its runs
         for label, f in flats:
-            by_value.setdefault(_short(f.get(key)), []).append(label)
+            by_value.setdefault(json.dumps(f.get(key), sort_keys=True, default=str), []).append(label)
         if len(by_value) > 1:
-            parts.append(f"{key}: " + "; ".join(f"{value} in {', '.join(runs)}" for value, runs in by_value.items()))
+            parts.append(f"{key}: " + "; ".join(f"{_short(json.loads(value))} in {', '.join(runs)}"
+                                                for value, runs in by_value.items()))
     if not parts:
         return []
     more = f"; and {len(parts) - DIFFER_KEYS} more key(s)" if len(parts) > DIFFER_KEYS else ""
     return [f"The runs' configs differ in {' / '.join(parts[:DIFFER_KEYS])}{more} (config.yaml): the rows of one "
             f"method are not of one config."]
+
+
+def _flat_all(config: dict, prefix: str = "") -> dict:
+    """A config mapping with every nested mapping's keys dotted (``train.lr``, ``plan.train.lr``;
+    ``options`` kept whole: a method's options are one value)."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and v and k != "options":
+            out.update(_flat_all(v, f"{prefix}{k}."))
+        else:
+            out[prefix + str(k)] = v
+    return out
 
 
 def _short(value, width: int = 40) -> str:

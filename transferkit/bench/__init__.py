@@ -29,6 +29,7 @@ import yaml
 
 from ..config import override
 from ..data import check_spec, parse_spec
+from ..engine import ADDED_TRAIN_FIELDS
 from ..errors import TransferkitError, UnknownNameError, check
 from ..fields import updated
 from ..io import directory_lock, read_json, write_json
@@ -241,6 +242,9 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as stored
+    for k, section in now.items():  # a TrainConfig section stored before a field was added: at its default
+        if isinstance(section, dict) and isinstance(stored.get(k), dict):
+            stored = {**stored, k: {**{f: d for f, d in ADDED_TRAIN_FIELDS.items() if f in section}, **stored[k]}}
     if set(stored) | _added_selects(plan, stored) != set(now):
         owners = [owner] if owner else [n for n, (_, _, make) in BENCHMARKS.items()
                                         if set(dataclasses.asdict(make(False))) == set(stored)]

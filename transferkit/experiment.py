@@ -1638,8 +1638,9 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
 def class_fields(cfg: ExperimentConfig) -> dict:
     """The class subsets ``cfg`` chose (``source_classes``, ``target_classes`` as written), for a
     row: a table of a benchmark's rows, whose config is its plan, names them from there."""
-    return {f"{side}_classes": getattr(cfg, f"{side}_classes") for side in ("source", "target")
-            if getattr(cfg, f"{side}_classes") is not None}
+    chosen = {side: getattr(cfg, f"{side}_classes") for side in ("source", "target")}
+    return {f"{side}_classes": list(v) if isinstance(v, tuple) else v for side, v in chosen.items()
+            if v is not None}  # a tuple as config.yaml and results.json keep it: a list
 
 
 def training_fields(train: TrainConfig) -> dict:

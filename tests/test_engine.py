@@ -341,10 +341,15 @@ def test_a_balanced_stream_draws_each_class_equally_often_and_each_image_of_a_cl
     assert torch.equal(torch.cat(sharded).sort().values, s.indices(5).sort().values)  # one global batch, split
 
 
-def test_the_sampler_reaches_the_training_batches_and_keys_checkpoints_only_when_not_the_default(tmp_path):
-    from transferkit.engine import keyed_fields
+def _rare_class_domain():
+    """150 toy images of classes 0-2 and 4 of class 3."""
+    d = toy_domain(n=200)
+    return d.subset(torch.cat([torch.nonzero(d.labels != 3).flatten(), torch.nonzero(d.labels == 3).flatten()[:4]]))
+
+
+def _recording(record):
+    """A method training every unit on the target's cross-entropy that calls ``record(method, batch)`` each step."""
     from transferkit.methods.base import Method
-    seen = []
 
     class Record(Method):
         name = "record"
@@ -353,16 +358,20 @@ def test_the_sampler_reaches_the_training_batches_and_keys_checkpoints_only_when
             return self.net.unit_names
 
         def losses(self, batch):
-            x, y = batch.target
-            seen.append(y)
-            return {"ce": F.cross_entropy(self.forward_from_input(x), y)}
-    d = toy_domain(n=200)
-    keep = torch.cat([torch.nonzero(d.labels != 3).flatten(), torch.nonzero(d.labels == 3).flatten()[:4]])
-    d = d.subset(keep)  # 150 images of classes 0-2, 4 of class 3
+            record(self, batch)
+            return {"ce": self.supervised(batch.target)}
+    return Record(make().net)
+
+
+def test_the_sampler_reaches_the_training_batches_and_keys_checkpoints_only_when_not_the_default(tmp_path):
+    from transferkit.engine import keyed_fields
+    seen = []
+    d = _rare_class_domain()
     for sampler, share in (("shuffle", 4 / 154), ("balanced", 0.25)):
         seen.clear()
         torch.manual_seed(0)
-        Engine(TrainConfig(steps=40, batch_size=32, sampler=sampler), seed=0).fit(Record(make().net), target=d)
+        Engine(TrainConfig(steps=40, batch_size=32, sampler=sampler), seed=0).fit(
+            _recording(lambda m, batch: seen.append(batch.target[1])), target=d)
         assert (torch.cat(seen) == 3).float().mean() == pytest.approx(share, abs=0.05), sampler
     with pytest.raises(TransferkitError, match="unknown sampler 'weighted': shuffle .* or balanced"):
         TrainConfig(sampler="weighted")
@@ -374,7 +383,6 @@ def test_the_sampler_reaches_the_training_batches_and_keys_checkpoints_only_when
 
 def test_balanced_class_weights_and_the_weighted_cross_entropy_the_methods_train_with(tmp_path):
     from transferkit.engine import balanced_class_weights, keyed_fields
-    from transferkit.methods.base import Method
     assert balanced_class_weights(torch.tensor([0, 0, 0, 1])).tolist() == pytest.approx([4 / 6, 2.0])
     assert balanced_class_weights(torch.tensor([0, 2, 2])).tolist() == pytest.approx([1.5, 1.0, 0.75])  # 1: absent
     m = make()
@@ -385,22 +393,12 @@ def test_balanced_class_weights_and_the_weighted_cross_entropy_the_methods_train
         float(F.cross_entropy(logits, y, weight=torch.tensor([0.5, 3.0, 1.0, 1.0]))))
     assert m.cross_entropy(logits, y, "source") == pytest.approx(float(F.cross_entropy(logits, y)))
     seen = []
-
-    class Record(Method):
-        name = "record"
-
-        def trainable_units(self):
-            return self.net.unit_names
-
-        def losses(self, batch):
-            seen.append(dict(self.class_weights))
-            return {"ce": self.supervised(batch.target)}
-    d = toy_domain(n=200)
-    d = d.subset(torch.cat([torch.nonzero(d.labels != 3).flatten(), torch.nonzero(d.labels == 3).flatten()[:4]]))
-    Engine(TrainConfig(steps=2, batch_size=16, class_weight="balanced"), seed=0).fit(Record(make().net), target=d)
+    d = _rare_class_domain()
+    record = lambda m, batch: seen.append(dict(m.class_weights))  # noqa: E731
+    Engine(TrainConfig(steps=2, batch_size=16, class_weight="balanced"), seed=0).fit(_recording(record), target=d)
     assert seen[0]["target"].tolist() == pytest.approx([154 / (4 * 50)] * 3 + [154 / 16])
     seen.clear()
-    Engine(TrainConfig(steps=2, batch_size=16), seed=0).fit(Record(make().net), target=d)
+    Engine(TrainConfig(steps=2, batch_size=16), seed=0).fit(_recording(record), target=d)
     assert seen[0] == {}
     with pytest.raises(TransferkitError, match="unknown class_weight 'inverse': null .* or balanced"):
         TrainConfig(class_weight="inverse")

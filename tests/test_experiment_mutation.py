@@ -695,8 +695,8 @@ def test_a_matrix_file_option_enters_the_job_digest_by_its_contents(tmp_path, mo
     assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune")
 
 
-def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_reach(tmp_path, monkeypatch):
-    from transferkit.results import markdown_table, summarize
+def _on_prepared_data(monkeypatch) -> None:
+    """Runs read :func:`_prepared`'s domains and a seeded convnet4 as their source network."""
     data = _prepared()
     torch.manual_seed(0)
     net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
@@ -704,6 +704,11 @@ def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_r
     monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)
     monkeypatch.setattr(ex, "run_source_network", lambda cfg, data, run_dir, log, check=None: (
         net, {"wall_s": 0.0, "cached": True, "path": None}))
+
+
+def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_reach(tmp_path, monkeypatch):
+    from transferkit.results import markdown_table, summarize
+    _on_prepared_data(monkeypatch)
     cfg = ExperimentConfig(methods=["source_only", "target_only", "dann"], k=2, repeats=1, select_on="none",
                            train=replace(TINY, sampler="balanced"), pretrain=TINY)
     with pytest.warns(Warning) as caught:
@@ -726,13 +731,7 @@ def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_r
 
 def test_rows_count_the_validation_labels_they_selected_on_and_the_table_names_them(tmp_path, monkeypatch):
     from transferkit.results import markdown_table, summarize
-    data = _prepared()
-    torch.manual_seed(0)
-    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
-    monkeypatch.setattr(ex, "prepare_domains", lambda cfg: data)
-    monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)
-    monkeypatch.setattr(ex, "run_source_network", lambda cfg, data, run_dir, log, check=None: (
-        net, {"wall_s": 0.0, "cached": True, "path": None}))
+    _on_prepared_data(monkeypatch)
     cfg = ExperimentConfig(methods=["source_only", "target_only", "dann"], k=1, repeats=1, train=TINY, pretrain=TINY)
     with pytest.warns(Warning):
         _, rows = ex.run_experiment(cfg, run_dir=tmp_path / "run", log=lambda *a: None)

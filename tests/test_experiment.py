@@ -181,7 +181,8 @@ def test_a_config_s_unlabeled_images_are_what_the_methods_on_unlabelled_images_r
     assert saved.classes_ == [str(i) for i in range(10)]  # a model file copied out of the run knows its classes
     assert "unlabeled" in json.loads((run_dir / "data.json").read_text())
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(raw / "7.jpg")
-    with pytest.raises(TransferkitError, match="results computed on other data.* of unlabeled changed"):
+    with pytest.raises(TransferkitError, match=r"results computed on other data.* of unlabeled changed since "
+                                               r"\(unlabeled: 7 images there, 8 now\); restore them"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
     with pytest.warns(TransferkitWarning, match=r"none of the methods \(finetune\) trains on unlabelled target"):
         run_experiment(replace(cfg, name="unused", methods=["finetune"]), log=lambda *a: None)

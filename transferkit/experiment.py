@@ -492,17 +492,20 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
     it. Without rows, new data is recorded and a source network pinned for the old one is
     dropped."""
     path, now = run_dir / "data.json", data_digests(data)
+    sizes = {key: len(d) for key, d in _splits(data).items()}  # for the message: not compared
     then = read_json(path, "data.json", "restore it, or start a new run") if path.exists() else None
     check(then is None or isinstance(then, dict), f"{path} is not a data record (not a mapping): restore it, or start "
                                                   f"a new run")
     stored = then
+    old_sizes = (then or {}).get("sizes") if isinstance((then or {}).get("sizes"), dict) else {}
+    then = None if then is None else {k: v for k, v in then.items() if k != "sizes"}
     if then is not None and "format" not in then:  # format 1 (2026-11-29): images and labels only
         old = {key: d.digest() for key, d in _splits(data).items()}
         then = now if then == old else then
     rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
     if then is None or then == now:
-        if main and stored != now:
-            write_json(path, now)
+        if main and stored != {**now, "sizes": sizes}:
+            write_json(path, {**now, "sizes": sizes})
         return
     diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))
     check(not rows or diff != ["folder_label_draws"],
@@ -513,8 +516,11 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
     origins = [str(splits[k].provenance.get("origin", "")) for k in diff if k in splits]
     built = any(not o.startswith(("folder:", "npz:")) for o in origins)
     folder = any(o.startswith("folder:") for o in origins)
+    counted = [f"{k}: {old_sizes[k]:,} images there, {sizes[k]:,} now" for k in diff
+               if k in sizes and isinstance(old_sizes.get(k), int) and old_sizes[k] != sizes[k]]
     check(not rows, f"{run_dir} holds results computed on other data: the images, labels, class names or group ids "
-                    f"of {', '.join(diff)} changed since; restore them, or start a new run"
+                    f"of {', '.join(diff)} changed since" + (f" ({'; '.join(counted)})" if counted else "")
+                    + "; restore them, or start a new run"
                     + (" (built-in domains are rendered under the CPU kernels in force: resume with those of the "
                        "run's kernels.json, e.g. --portable-kernels)" if built else "")
                     + (" (if the folder's files did not change: since 2026-12-02 a folder's split and label subsets "
@@ -527,7 +533,7 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         for name in ("source.safetensors", "source.json"):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        write_json(path, now)
+        write_json(path, {**now, "sizes": sizes})
 
 
 def save_network(net, path: str | os.PathLike, class_names=None) -> Path:

@@ -1224,13 +1224,14 @@ def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
         return Split(d, d, d)
     data = Prepared(source=split(0), target=split(1), channels=1)
     _check_same_data(tmp_path, data, True)
-    assert json.loads((tmp_path / "data.json").read_text()) == data_digests(data)
+    sizes = {f"{s}.{p}": 12 for s in ("source", "target") for p in ("train", "val", "test")}
+    assert json.loads((tmp_path / "data.json").read_text()) == {**data_digests(data), "sizes": sizes}
     (tmp_path / "source.safetensors").write_text("trained on the old data")
     (tmp_path / "checkpoints" / "finetune-k=2-s0").mkdir(parents=True)
     other = Prepared(source=split(2), target=split(1), channels=1)
     _check_same_data(tmp_path, other, True)  # no job row depends on them: re-pinned and retrained on the new data
     assert not (tmp_path / "source.safetensors").exists() and not (tmp_path / "checkpoints").exists()
-    assert json.loads((tmp_path / "data.json").read_text()) == data_digests(other)
+    assert json.loads((tmp_path / "data.json").read_text()) == {**data_digests(other), "sizes": sizes}
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "finetune-k=2-s0.json").write_text("{}")
     with pytest.raises(TransferkitError, match="other data: .* of source.test, source.train, source.val changed"):
@@ -1239,7 +1240,7 @@ def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
              for p in ("train", "val", "test")}
     (tmp_path / "data.json").write_text(json.dumps(first))  # written by the first version (no format)
     _check_same_data(tmp_path, other, True)  # the same data: accepted, rewritten in today's format
-    assert json.loads((tmp_path / "data.json").read_text()) == data_digests(other)
+    assert json.loads((tmp_path / "data.json").read_text()) == {**data_digests(other), "sizes": sizes}
     for part in ("train", "val", "test"):  # a folder's: its label draws' version is recorded
         getattr(other.target, part).provenance["origin"] = "folder:/data/scans"
     before = {k: v for k, v in data_digests(other).items() if k != "folder_label_draws"}

@@ -68,7 +68,7 @@ def test_multi_shot_prototypes_match_a_reference_and_the_linear_head_separates()
     feats = torch.randn(100, 8, generator=g) + 0.7 * torch.eye(8)[labels]
     sup, qry, _ = sample_episodes(labels, 5, 3, 4, 30, torch.Generator().manual_seed(1))
     d = torch.cdist(feats[qry].reshape(30, 20, 8), feats[sup].mean(2))  # every shot in the prototype
-    ref = (d.argmin(-1) == torch.arange(5).repeat_interleave(4)).float().mean(1)
+    ref = (d.argmin(-1) == torch.arange(5).repeat_interleave(4)).double().mean(1)
     got = episode_accuracies(feats, labels, "prototype", n_way=5, k_shot=3, n_query=4, episodes=30, seed=1)
     assert torch.allclose(got, ref) and 0.2 < float(ref.mean()) < 1.0
     sep = 10.0 * torch.eye(8)[labels] + 0.01 * torch.randn(100, 8, generator=g)
@@ -192,10 +192,10 @@ def test_one_episode_reports_no_interval():
 
 def test_episodes_name_the_classes_too_small_to_be_drawn_and_count_those_they_draw_from():
     labels = torch.tensor([0] * 8 + [1] * 5 + [2] * 4 + [3] * 8 + [4] * 2 + [5] * 6)
-    with pytest.warns(Warning, match=r"at least k_shot \+ n_query = 4 samples, so class\(es\) 4 \(2\) .* never drawn: "
-                                     r"the accuracy is over the other 5 classes"):
+    with pytest.warns(Warning, match=r"at least k_shot \+ n_query = 4 samples, so class\(es\) star \(2\) .* never "
+                                     r"drawn: the accuracy is over the other 5 classes"):
         out = evaluate_episodes(torch.randn(33, 8), labels, heads="prototype", n_way=3, k_shot=1, n_query=3,
-                                episodes=10)
+                                episodes=10, class_names=["a", "b", "c", "d", "star", "f"])
     assert out["prototype"]["classes"] == 5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -243,6 +243,21 @@ def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_epis
         assert row["accuracy"] == want["prototype"]["mean"] and row["ci95"] == want["prototype"]["ci95"]
         assert row["classes"] == 5 and row["episodes"] == 20
     assert main(["summary", str(run / "episodes.json")]) == 0
-    assert "| finetune/linear | digits | digits | 5-way 3-shot (k=2) |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| finetune/linear | digits | digits | 5-way 3-shot (k=2) |" in out
+    assert "Episodes: N-way K-shot on the target test split (20 episodes per row" in out  # the file's own note
+    assert main(["summary", str(run), str(run / "episodes.json")]) == 0
+    assert "are N-way K-shot episode accuracies (transferkit episodes), those of" in capsys.readouterr().out
+    assert main(["episodes", str(run), "--k-shot", "1", "40"]) == 2  # refused before any job is scored
+    err = capsys.readouterr().err
+    assert "5-way 40-shot with 15 queries needs 5 classes of at least 55 images in the target test split" in err
+    assert "holds 5 (46), 6 (45), 7 (45), 8 (44), 9 (45) (images per class): --n-query 4 fits it" in err
     assert main(["episodes", str(run), "--methods", "dann"]) == 2
     assert "has no finished job of ['dann']; its methods: ['finetune']" in capsys.readouterr().err
+
+
+def test_an_episode_accuracy_is_its_exact_fraction():
+    labels = torch.arange(3).repeat_interleave(6)
+    accs = episode_accuracies(torch.randn(18, 4), labels, "prototype", n_way=3, k_shot=1, n_query=5, episodes=4)
+    assert accs.dtype == torch.float64
+    assert all(float(a) * 15 == pytest.approx(round(float(a) * 15), abs=1e-12) for a in accs)  # k / 15 exactly

@@ -883,3 +883,14 @@ def test_training_lines_name_sampler_and_class_weight_rows_with_their_runs():
         "Trained with sampler balanced (each class equally often in the labelled training batches): finetune (run a).",
         "Trained with class_weight balanced (each class's cross-entropy weighed by n / (classes x its images)): "
         "target_only (run b)."]
+
+
+def test_combined_runs_name_the_versions_they_were_made_with_and_latex_escapes_bars():
+    from transferkit.results import environment_differ_lines, latex_text
+    envs = [("a", {"transferkit": "0.1.0", "torch": "2.13.0+cpu", "packages": {"pillow": "13.0.0"}}),
+            ("b", {"transferkit": "0.0.7", "torch": "2.13.0+cpu", "packages": {"pillow": "12.3.0"}}), ("c", None)]
+    assert environment_differ_lines(envs) == [
+        "The runs were made with other versions: transferkit 0.1.0 in a; 0.0.7 in b / Pillow 13.0.0 in a; 12.3.0 in b; "
+        "their rows may differ for that alone (docs/scale.md)."]
+    assert environment_differ_lines(envs[:1]) == []
+    assert latex_text("folder:d|a<b>") == r"folder:d\textbar{}a\textless{}b\textgreater{}"

@@ -362,14 +362,18 @@ def _episodes(args) -> None:
     from .results import markdown_table, summarize
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
     run_dir = Path(args.run_dir)
-    rows = run_episodes(run_dir, split(args.methods) if args.methods else None, split(args.heads), args.n_way,
-                        args.k_shot, args.n_query, args.episodes, args.seed)
+    rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, split(args.heads), args.n_way,
+                             args.k_shot, args.n_query, args.episodes, args.seed)
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
             "seed": args.seed, "heads": split(args.heads)}
+    unfinished = run.get("unfinished")
+    notes = [episodes_note(rows)] + ([f"The run is not finished: the jobs finished so far{unfinished}."]
+                                     if unfinished else [])
     summary = summarize(rows)
-    table = markdown_table(summary, rows, notes=[episodes_note(rows)])
-    write_json(run_dir / "episodes.json", {"name": f"{run_dir.name} episodes", "config": {"episodes": plan},
-                                           "rows": rows, "summary": summary})
+    config = {**(run.get("config") if isinstance(run.get("config"), dict) else {}), "episodes": plan}
+    table = markdown_table(summary, rows, config, notes=notes)
+    write_json(run_dir / "episodes.json", {"name": f"{run_dir.name} episodes", "config": config, "rows": rows,
+                                           "summary": summary, "notes": notes})
     write_text(run_dir / "episodes.md", f"# {run_dir.name}: episodes\n\n{table}")
     print("\n" + table + f"\nepisodes: {run_dir / 'episodes.json'}")
 
@@ -397,7 +401,7 @@ def _summary(args) -> None:
     differ = data.get("data_differ") or []  # combined runs that name one domain spec but read other data
     for line in differ:
         warn(line)
-    differ = differ + (data.get("config_differ") or [])  # a line under the table, not a warning
+    differ = differ + (data.get("config_differ") or []) + [n for n in data.get("notes") or [] if isinstance(n, str)]
     summary, config = summarize(data["rows"]), config if isinstance(config, (dict, list)) else None
     if args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
         print(csv_table(summary), end="")

@@ -140,7 +140,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
     else:
         logits = _head_logits(head, _fit_head(head, support, steps, lr, scale), flat_q, scale)
     truth = torch.arange(n).repeat_interleave(q)
-    return (logits.argmax(-1) == truth).float().mean(1)
+    return (logits.argmax(-1) == truth).double().mean(1)  # float64: an episode's exact fraction
 
 
 def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
@@ -159,11 +159,12 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
 
 
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
-                      k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, **kw) -> dict:
+                      k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, class_names=None,
+                      **kw) -> dict:
     """``{head: {"mean": ..., "ci95": ..., "episodes": E, "classes": C}}`` on the same episodes for
     every head (``C``: the classes episodes draw from, those with at least ``k_shot + n_query``
     samples; smaller ones are left out with a warning naming them); with one episode ``ci95`` is
-    NaN and a ``note`` says why."""
+    NaN and a ``note`` says why. ``class_names``: the names of the label ids, for the warning."""
     given = heads
     heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
     check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
@@ -176,7 +177,9 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
         if is_whole(k_shot) and is_whole(n_query) else None
     small = [] if counts is None else torch.nonzero((counts > 0) & (counts < k_shot + n_query)).flatten().tolist()
     if small and counts is not None and int((counts >= k_shot + n_query).sum()) >= n_way:
-        shown = ", ".join(f"{c} ({int(counts[c])})" for c in small[:10]) + (", ..." if len(small) > 10 else "")
+        name = (lambda c: str(class_names[c])) if class_names is not None and len(class_names) >= len(counts) \
+            else str
+        shown = ", ".join(f"{name(c)} ({int(counts[c])})" for c in small[:10]) + (", ..." if len(small) > 10 else "")
         warn(f"evaluate_episodes: an episode draws its classes among those with at least k_shot + n_query = "
              f"{k_shot + n_query} samples, so class(es) {shown} (samples) are never drawn: the accuracy is over the "
              f"other {int((counts >= k_shot + n_query).sum())} classes (fewer queries, n_query, take them in)")
@@ -207,26 +210,56 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
 
 
 def episodes_note(rows: list[dict]) -> str:
-    """What the rows of :func:`run_episodes` hold (a line under their table)."""
+    """What the rows of :func:`run_episodes` hold (a line under their table): the protocol, and the
+    classes the episodes drew from where K (or the job) changed them."""
     counts = sorted({r["episodes"] for r in rows})
+    classes = sorted({r["classes"] for r in rows if isinstance(r.get("classes"), int)})
+    by_setting = {r["setting"]: r.get("classes") for r in rows}
+    drawn = "" if len(classes) < 2 else (
+        "; rows draw their episodes from other numbers of classes (those with at least K + queries test images: "
+        + ", ".join(f"{c} at {setting}" for setting, c in by_setting.items()) + ")")
     return (f"Episodes: N-way K-shot on the target test split ({' / '.join(map(str, counts))} episodes per row, the "
             f"same episodes for every model), a head fit on the support images' frozen embedding of each job's "
-            f"model; each row's own 95 % interval over its episodes is its ci95 in episodes.json.")
+            f"model, not the test-split accuracy of the run's table; each row's own 95 % interval over its episodes is "
+            f"its ci95 in episodes.json; jobs whose embeddings are the same network (a method that trains none of "
+            f"it, as matching_net) count once{drawn}.")
+
+
+def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
+    """Refuse, before any scoring, a K for which fewer than ``n_way`` test classes hold K + queries
+    images, naming the split's images per class and the queries that would fit."""
+    counts = test.class_counts()
+    present = [i for i in test.present_classes()]
+    for k in k_shots:
+        eligible = sum(int(counts[i]) >= k + n_query for i in present)
+        if is_whole(k, 1) and is_whole(n_query, 1) and is_whole(n_way, 2) and eligible < n_way:
+            per_class = sorted((int(counts[i]) for i in present), reverse=True)
+            fits = per_class[n_way - 1] - k if len(per_class) >= n_way else None
+            shown = ", ".join(f"{test.class_names[i]} ({int(counts[i])})" for i in present[:12])
+            raise TransferkitError(
+                f"episodes: {n_way}-way {k}-shot with {n_query} queries needs {n_way} classes of at least "
+                f"{k + n_query} images in the target test split {test.name!r}, which holds {shown}"
+                f"{', ...' if len(present) > 12 else ''} (images per class): "
+                + (f"--n-query {fits} fits it" if fits and fits >= 1 else
+                   "fewer shots or classes (--k-shot, --n-way) fit it"))
 
 
 def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_shots=(1, 5), n_query: int = 15,
-                 episodes: int = 600, seed: int = 0, log=print) -> list[dict]:
+                 episodes: int = 600, seed: int = 0, log=print) -> tuple[list[dict], dict]:
     """N-way K-shot episodes (seed 004's protocol, after Chen et al. 2019) on the target test split of
     a ``transferkit run`` directory, with the frozen embedding (``net.forward_features``) of each
     finished job's saved model: one row per (job, head, K), ``method`` ``"<method>/<head>"``,
     ``setting`` ``"<N>-way <K>-shot (<the job's setting>)"``, ``accuracy`` the mean over the
     episodes with its ``ci95``. Every model is scored on the same episodes (``seed``), so rows
-    compare in pairs; a table of several seeds gives the mean ± standard error over them.
-    ``methods``: the methods to score (default: every method of the run with a saved model)."""
+    compare in pairs; a table of several seeds gives the mean ± standard error over them. Jobs of
+    one method and setting whose embeddings are one network (matching_net trains none of it) are
+    scored once. ``methods``: the methods to score (default: every method of the run with a saved
+    model). Returns the rows and the run's results record (its config, and ``unfinished`` when
+    the run is not finished)."""
     from pathlib import Path
 
     from .config import load_config
-    from .experiment import class_fields, load_model, prepare_domains
+    from .experiment import class_fields, load_model, network_digest, prepare_domains
     from .results import read_results, unfinished_run
 
     run_dir = Path(run_dir)
@@ -240,7 +273,8 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
         jobs = [j for j in jobs if j[0] in methods]
     cfg = load_config(run_dir / "config.yaml")
     test = prepare_domains(cfg).target.test
-    rows = []
+    _check_episodes_fit(test, n_way, k_shots, n_query)
+    rows, scored = [], {}
     for method, job_seed, setting in jobs:
         try:
             model = load_model(run_dir, method, job_seed, setting if isinstance(cfg.k, list) or isinstance(
@@ -252,13 +286,19 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
         if not isinstance(net, UnitNet):
             warn(f"episodes: {method} is left out: its model has no UnitNet (net) whose embedding episodes read")
             continue
+        embedding = network_digest(net.units)  # the head is not read
+        if (method, setting, embedding) in scored:
+            log(f"  {method:<14} {setting} seed {job_seed}: the embedding of seed {scored[method, setting, embedding]}"
+                f" (counted once)")
+            continue
+        scored[method, setting, embedding] = job_seed
         t0 = time.perf_counter()
         feats = extract_features(net, test.images)
         extract_s = time.perf_counter() - t0
         for k in k_shots:
             t1 = time.perf_counter()
             scores = evaluate_episodes(feats, test.labels, heads, n_way=n_way, k_shot=k, n_query=n_query,
-                                       episodes=episodes, seed=seed)
+                                       episodes=episodes, seed=seed, class_names=test.class_names)
             call_s = time.perf_counter() - t1
             for head, r in scores.items():
                 rows.append({"method": f"{method}/{head}", "source": cfg.source, "target": cfg.target,
@@ -272,4 +312,4 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
             for r in rows if r["seed"] == job_seed and r["method"].startswith(f"{method}/")
             and r["setting"].endswith(f"({setting})")))
     check(rows, f"{run_dir}: no finished job with a saved model to score")
-    return rows
+    return rows, data

@@ -768,7 +768,8 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
 #: LaTeX's special characters in text, and what writes each
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                 "±": r"$\pm$", "–": "--", "×": r"$\times$"}
+                 "±": r"$\pm$", "–": "--", "×": r"$\times$", "|": r"\textbar{}", "<": r"\textless{}",
+                 ">": r"\textgreater{}"}
 
 
 def latex_text(value) -> str:
@@ -844,16 +845,48 @@ def combine_runs(paths) -> dict:
     check(not twice, f"{', '.join(twice)} given twice: its rows would count twice")
     names = [_run_label(f.parent) for f in files]
     labels = [n if names.count(n) == 1 else str(f.parent) for n, f in zip(names, files)]
-    rows, config, failed = [], [], []
+    labels = [label if labels.count(label) == 1 else str(f) for label, f in zip(labels, files)]  # one folder's files
+    rows, config, failed, notes, episodes, envs = [], [], [], [], [], []
     for label, f in zip(labels, files):
         data = read_results(f)
         rows += [{**r, "run": label} for r in data["rows"]]
+        notes += [f"Run {label}: {n}" for n in data.get("notes") or [] if isinstance(n, str)]
+        envs.append((label, data.get("environment") if isinstance(data.get("environment"), dict) else None))
+        if isinstance(data.get("config"), dict) and "episodes" in data["config"]:
+            episodes.append(label)
         config.append((label, data.get("config") if isinstance(data.get("config"), dict) else None))
         failed += [{**x, "job": f"{label}/{x.get('job')}"} if isinstance(x, dict) else f"{label}: {x}"
                    for x in data.get("failed") or []]
     differ = data_differ_lines([(label, f.parent) for label, f in zip(labels, files)], rows)
+    notes += environment_differ_lines(envs)
+    others = [label for label in labels if label not in episodes]
+    if episodes and others:
+        notes.append(f"The rows of {', '.join(episodes)} are N-way K-shot episode accuracies (transferkit episodes), "
+                     f"those of {', '.join(others)} accuracies on a test split: not one measure.")
     return {"rows": rows, "config": config, "failed": failed, "data_differ": differ,
-            "config_differ": config_differ_lines(config)}
+            "config_differ": config_differ_lines(config), "notes": notes}
+
+
+#: what a results.json's ``environment`` records that moves the numbers (docs/scale.md), as a table names it
+VERSIONED = {"transferkit": "transferkit", "torch": "torch", "cuda": "CUDA", "packages.pillow": "Pillow",
+             "packages.numpy": "NumPy"}
+
+
+def environment_differ_lines(envs: list[tuple[str, dict | None]]) -> list[str]:
+    """A line naming the versions (transferkit, torch, CUDA, Pillow, NumPy) that differ between the
+    ``environment`` records of combined runs (runs without one are left out): rows of other versions
+    may differ for that alone (docs/scale.md)."""
+    flats = [(label, _flat_all(env)) for label, env in envs if env]
+    parts = []
+    for key, name in VERSIONED.items():
+        by_value: dict[str, list[str]] = {}
+        for label, env in flats:
+            if key in env:
+                by_value.setdefault(str(env[key]), []).append(label)
+        if len(by_value) > 1:
+            parts.append(f"{name} " + "; ".join(f"{v} in {', '.join(runs)}" for v, runs in by_value.items()))
+    return [f"The runs were made with other versions: {' / '.join(parts)}; their rows may differ for that alone "
+            f"(docs/scale.md)."] if parts else []
 
 
 #: the name of a directory transferkit run or bench makes: the time it started (``runs/NAME/<time>``)

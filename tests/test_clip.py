@@ -553,7 +553,7 @@ def test_clip_trains_on_each_images_own_captions_from_a_captions_file(tmp_path):
     folder, captions = _caption_folder(tmp_path)
     source = load_image_folder(folder)
     table = read_captions_file(captions)
-    assert sum(map(len, table.values())) == 18 and max(map(len, table.values())) == 2
+    assert sum(map(len, table.by_file.values())) == 18 and max(map(len, table.by_file.values())) == 2
     with pytest.warns(Warning, match=r"clip: 1 of the 18 source images .* have no caption in captions_file"):
         pairs = captioned_source(source, table, "x")
     assert len(pairs) == 18  # 17 images, one of them twice (two captions)
@@ -569,16 +569,28 @@ def test_clip_trains_on_each_images_own_captions_from_a_captions_file(tmp_path):
             source=source)
     with pytest.raises(TransferkitError, match="the source 'd' has no file names: give an image folder"):
         captioned_source(Domain("d", source.images, source.labels, source.class_names), table, "x")
-    with pytest.raises(TransferkitError, match="none of the 18 source images .* has a caption"):
-        captioned_source(source, {1: ["x"]}, "x")
-    (tmp_path / "bad.csv").write_text("file_name,text\ncircle/0.png,\n")
-    with pytest.raises(TransferkitError, match=r"line 2 \('circle/0.png'\) has no caption in its text column"):
+    with pytest.raises(TransferkitError, match=r"none of the 18 source images .* has a caption .* \(its file names: "
+                                               r"'shapes/circle/0.png', \.\.\.\)"):
+        (tmp_path / "wrong_root.csv").write_text("file_name,text\nshapes/circle/0.png,a circle\n")
+        captioned_source(source, read_captions_file(tmp_path / "wrong_root.csv"), "x")
+    with pytest.raises(TransferkitError, match="is a CaptionedDomain, which has captions of its own"):
+        captioned_source(pairs, table, "x")
+    (tmp_path / "bad.csv").write_text('file_name,text\ncircle/0.png,"two\nlines"\ncircle/1.png,\n')
+    with pytest.raises(TransferkitError, match=r"line 4 \('circle/1.png'\) has an empty caption"):  # the file's line
         read_captions_file(tmp_path / "bad.csv")
+    (tmp_path / "two.csv").write_text('file_name,text\ncircle/0.png,"a red circle\r\nwith a second line"\n')
+    assert list(read_captions_file(tmp_path / "two.csv").by_file.values()) == [["a red circle\nwith a second line"]]
+    (tmp_path / "cols.csv").write_text("file_name, text\ncircle/0.png,a\n")
+    with pytest.raises(TransferkitError, match=r"has the columns \['file_name', ' text'\]: it needs file_name"):
+        read_captions_file(tmp_path / "cols.csv")
+    (tmp_path / "array.json").write_text('[{"file_name": "circle/0.png", "text": "a"}]')
+    with pytest.raises(TransferkitError, match="holds a JSON array; captions_file takes JSON Lines"):
+        read_captions_file(tmp_path / "array.json")
     (tmp_path / "bad.jsonl").write_text('{"file_name": "circle/0.png", "text": "a"}\n{"path": "x"}\n')
     with pytest.raises(TransferkitError, match="line 2 has no file_name"):
         read_captions_file(tmp_path / "bad.jsonl")
     (tmp_path / "ok.jsonl").write_text('{"file_name": "circle/0.png", "text": "a circle"}\n')
-    assert list(read_captions_file(tmp_path / "ok.jsonl").values()) == [["a circle"]]
+    assert list(read_captions_file(tmp_path / "ok.jsonl").by_file.values()) == [["a circle"]]
 
 
 def test_a_run_trains_clip_on_a_captions_file_and_its_digest_follows_the_files_contents(tmp_path, capsys):
@@ -593,7 +605,36 @@ def test_a_run_trains_clip_on_a_captions_file_and_its_digest_follows_the_files_c
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| clip | folder:" in out
-    cfg = ExperimentConfig(methods=["clip"], options={"clip": {"captions_file": str(captions)}})
-    before = job_digest(cfg, "clip")
-    captions.write_text(captions.read_text().replace("a white bar", "a white line"))
-    assert job_digest(cfg, "clip") != before  # an edited captions file: other jobs
+    as_json = tmp_path / "captions.json"  # JSON Lines under another suffix: its contents key the jobs too
+    as_json.write_text('{"file_name": "circle/0.png", "text": "a circle"}\n')
+    for path in (captions, as_json):
+        cfg = ExperimentConfig(methods=["clip"], options={"clip": {"captions_file": str(path)}})
+        before = job_digest(cfg, "clip")
+        path.write_text(path.read_text().replace("a white bar", "a white line").replace("a circle", "a disc"))
+        assert job_digest(cfg, "clip") != before, path  # an edited captions file: other jobs
+    (tmp_path / "typos.csv").write_text(captions.read_text() + "circel/0.png,a circle\n")
+    with pytest.warns(Warning, match=r"1 of the 18 file names in captions_file .* name no image of the source .* "
+                                     r"\('circel/0.png'\): their captions are not used"):
+        assert main(argv[:7] + ["--set", f"options.clip.captions_file={tmp_path / 'typos.csv'}"] + argv[9:]
+                    + ["--set", "name=typos"]) == 0
+
+
+def test_per_frame_caption_lines_caption_their_video(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from transferkit.clip import captioned_source, read_captions_file
+    from transferkit.userdata import load_image_folder
+    for c, shade in (("red", 60), ("blue", 180)):
+        for v in range(2):
+            (tmp_path / "v" / c / f"v{v}").mkdir(parents=True)
+            for f in range(3):
+                frame = Image.fromarray(np.full((8, 8), shade + 10 * v + f, np.uint8))
+                frame.save(tmp_path / "v" / c / f"v{v}" / f"{f}.png")
+    lines = ["file_name,text", "red/v0/0.png,a red clip", "red/v0/1.png,a red clip", "red/v1,a reddish clip",
+             "blue/v0/2.png,a blue clip"]  # per frame, or the video's folder; blue/v1 has none
+    (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
+    source = load_image_folder(tmp_path / "v")
+    with pytest.warns(Warning, match="3 of the 12 source images .* have no caption"):
+        pairs = captioned_source(source, read_captions_file(tmp_path / "c.csv"), "x")
+    assert len(pairs) == 9 and sorted(set(pairs.class_names)) == ["a blue clip", "a red clip", "a reddish clip"]

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import unicodedata
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -275,69 +277,125 @@ class CaptionedDomain:
                              provenance={**images.provenance, "captions": len(self.captions), "classes": present})
 
 
-def read_captions_file(path) -> dict[int, list[str]]:
-    """``{image key: its captions}`` from a CSV file with columns ``file_name`` and ``text`` (or
-    ``caption``), or a JSON Lines file of ``{"file_name": ..., "text": ...}`` records (the layout of
-    Hugging Face's ``imagefolder`` metadata): ``file_name`` is an image's path below the folder a
-    ``folder:PATH`` domain reads (``cat/001.png``; a video's frames: its sub-folder, ``cat/video7``),
-    keyed as the folder's images are (:func:`~transferkit.userdata.path_keys`); an image named on
-    several lines has several captions. Empty or blank captions are refused, naming the line."""
+@dataclass
+class CaptionsFile:
+    """The captions of a captions file: by the key of each line's file (``by_file``) and of its folder
+    (``by_folder``: a video's, whose frames are one sample), and the file names it gives (``names``)."""
+
+    by_file: dict
+    by_folder: dict
+    names: list
+
+
+def read_captions_file(path) -> CaptionsFile:
+    """The captions of a CSV file with columns ``file_name`` and ``text`` (or ``caption``),
+    or a JSON Lines file of ``{"file_name": ..., "text": ...}`` records (the layout of Hugging Face's
+    ``imagefolder`` metadata): ``file_name`` is an image's path below the folder a ``folder:PATH``
+    domain reads (``cat/001.png``), keyed as the folder's images are
+    (:func:`~transferkit.userdata.path_keys`); an image named on several lines has several captions.
+    A video's frames (``cat/video7/f0.png``) are one sample keyed by their sub-folder: each line's
+    captions are also filed under its folder's key, so per-frame lines caption their video (as does a
+    line naming ``cat/video7``). Empty or blank captions are refused, naming the line."""
     import csv
+    import io
     import json
     from pathlib import Path
 
     from .userdata import path_keys
 
+    check(isinstance(path, (str, os.PathLike)), f"clip: captions_file must be a file's path, got {path!r:.60}")
+    where = f"clip: captions_file {str(path)!r}"
     path = Path(path).expanduser()
-    check(path.is_file(), f"clip: captions_file {str(path)!r} does not exist or is not a file")
+    check(path.is_file(), f"{where} does not exist or is not a file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise TransferkitError(f"clip: captions_file {str(path)!r} is unreadable as UTF-8 text: {e}") from None
+        raise TransferkitError(f"{where} is unreadable as UTF-8 text: {e}") from None
+    records = []
     if path.suffix.lower() in (".jsonl", ".json"):
-        records = []
+        check(not text.lstrip().startswith("["), f"{where} holds a JSON array; captions_file takes JSON Lines, one "
+                                                 f"record per line ({{\"file_name\": ..., \"text\": ...}})")
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     records.append((n, json.loads(line)))
                 except json.JSONDecodeError as e:
-                    raise TransferkitError(f"clip: captions_file {str(path)!r} line {n} is not JSON: {e}") from None
+                    raise TransferkitError(f"{where} line {n} is not a JSON record ({e}): captions_file takes "
+                                           f"JSON Lines, one record per line") from None
     else:
-        records = list(enumerate(csv.DictReader(text.splitlines()), 2))
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted captions may hold line breaks
+        columns = [c for c in reader.fieldnames or []]
+        check("file_name" in columns and ("text" in columns or "caption" in columns),
+              f"{where} has the columns {columns}: it needs file_name and text (or caption), named exactly")
+        start = 1
+        for record in reader:
+            records.append((start + 1, record))
+            start = reader.line_num
     pairs = []
     for n, record in records:
         check(isinstance(record, dict) and isinstance(record.get("file_name"), str),
-              f"clip: captions_file {str(path)!r} line {n} has no file_name (columns file_name and text, as "
-              f"Hugging Face's imagefolder metadata), got {record!r:.80}")
+              f"{where} line {n} has no file_name (columns file_name and text, as Hugging Face's imagefolder "
+              f"metadata), got {record!r:.80}")
         caption = record.get("text", record.get("caption"))
-        check(isinstance(caption, str) and not _blank(caption),
-              f"clip: captions_file {str(path)!r} line {n} ({record['file_name']!r}) has no caption in its text "
-              f"column, or an empty one: give it words, or leave the line out")
+        check(isinstance(caption, str), f"{where} line {n} ({record['file_name']!r}): the caption must be a text, "
+                                        f"got {caption!r:.60} (an image with several captions: one line each)")
+        check(not _blank(caption), f"{where} line {n} ({record['file_name']!r}) has an empty caption: give it words, "
+                                   f"or leave the line out")
         name = record["file_name"].replace("\\", "/").strip()
         pairs.append((name[2:] if name.startswith("./") else name, unicodedata.normalize("NFC", caption)))
-    check(pairs, f"clip: captions_file {str(path)!r} holds no captions")
-    out: dict[int, list[str]] = {}
-    for key, (_, caption) in zip(path_keys(name for name, _ in pairs).tolist(), pairs):
-        out.setdefault(key, []).append(caption)
+    check(pairs, f"{where} holds no captions")
+    out = CaptionsFile({}, {}, [name for name, _ in pairs])
+    folders = [name.rsplit("/", 1)[0] for name in out.names]
+    for key, folder, (_, caption) in zip(path_keys(out.names).tolist(), path_keys(folders).tolist(), pairs):
+        out.by_file.setdefault(key, []).append(caption)
+        out.by_folder.setdefault(folder, []).append(caption)
     return out
 
 
-def captioned_source(source: Domain, captions: dict[int, list[str]], where: str) -> Domain:
+def captioned_source(source: Domain, captions: CaptionsFile, where: str) -> Domain:
     """The image-caption pairs of ``source`` (an image folder's domain, whose ``keys`` name its files)
     with the captions of :func:`read_captions_file`: the domain of a :class:`CaptionedDomain` of its
-    images that have a caption; those without one are left out with a warning."""
+    images (or videos) that have a caption; those without one are left out with a warning."""
+    check("captions" not in source.provenance, f"clip: the source {source.name!r} is a CaptionedDomain, which has "
+                                               f"captions of its own, and captions_file {where} gives others: give "
+                                               f"one of them")
     check(source.keys is not None, f"clip: captions_file {where} gives captions by file name, but the source "
                                    f"{source.name!r} has no file names: give an image folder (folder:PATH) as the "
                                    f"source, or build CaptionedDomain(images, captions) in Python")
     keys = source.keys.tolist()
-    found = [i for i, k in enumerate(keys) if k in captions]
+    grouped = source.groups is not None  # a video's frames share its sub-folder's key
+    found = {i: captions.by_file.get(k) or (captions.by_folder.get(k) if grouped else None) for i, k in enumerate(keys)}
+    found = {i: c for i, c in found.items() if c}
+    examples = ", ".join(repr(n) for n in list(dict.fromkeys(captions.names))[:3])
     check(found, f"clip: none of the {len(source)} source images {source.name!r} has a caption in captions_file "
-                 f"{where}: its file_name column holds each image's path below the folder of folder:PATH, with its "
-                 f"class folder (cat/001.png)")
+                 f"{where} (its file names: {examples}, ...): file_name holds each image's path below the folder of "
+                 f"folder:PATH, with its class folder (cat/001.png; a video's frames: cat/video7/f0.png or "
+                 f"cat/video7)")
     if len(found) < len(source):
         warn(f"clip: {len(source) - len(found)} of the {len(source)} source images {source.name!r} have no caption "
              f"in captions_file {where} and are left out of training")
-    return CaptionedDomain(source.subset(found), [captions[keys[i]] for i in found]).domain
+    index = sorted(found)
+    return CaptionedDomain(source.subset(index), [list(dict.fromkeys(found[i])) for i in index]).domain
+
+
+def check_captions_file(path, source_splits: list[Domain]) -> None:
+    """Before a run's first job: the source is an image folder, some of its training images have a
+    caption, and the file's lines that name no image of any source split (a typo, another extension)
+    are counted in a warning with examples."""
+    from .userdata import path_keys
+
+    captions = read_captions_file(path)
+    train = source_splits[0]
+    captioned_source(train, captions, repr(str(path)))  # its refusals, before the first job
+    every = {k for d in source_splits if d.keys is not None for k in d.keys.tolist()}
+    names = list(dict.fromkeys(captions.names))
+    keys = path_keys(names).tolist()
+    folders = path_keys([n.rsplit("/", 1)[0] for n in names]).tolist()
+    stray = [n for n, k, f in zip(names, keys, folders) if k not in every and f not in every]
+    if stray:
+        warn(f"clip: {len(stray)} of the {len(names)} file names in captions_file {str(path)!r} name no image of the "
+             f"source {train.name.rsplit('/', 1)[0]!r} ({', '.join(map(repr, stray[:3]))}"
+             f"{', ...' if len(stray) > 3 else ''}): their captions are not used (a misspelt folder or extension?)")
 
 
 # ---- the dual encoder ----------------------------------------------------------------------
@@ -373,16 +431,17 @@ class ClipMethod(Method):
     source_head = False  # scores captions, seen or not
     scores_class_names = True  # transferkit run / Transfer give it the target classes' names by default
     needs_pretrained = False
+    file_options = ("captions_file",)  # its contents key the jobs (experiment.option_files)
     description = "CLIP-style dual encoder (image tower + frozen text encoder with projection), seed 001"
 
     def __init__(self, net, captions: list[str] = (), text_encoder: str | TextEncoder | None = None,
                  class_names=None, templates=None, dim: int = 64,
                  loss: str = "infonce", margin: float = 0.2, tau0: float = 0.07, triplet_warmup: float = 0.2,
-                 learn_temperature: bool = True, captions_file: str | None = None):
+                 learn_temperature: bool = True, captions_file: str | os.PathLike | None = None):
         super().__init__(net)
         check(captions_file is None or not captions, "clip: give captions (one per source class) or captions_file "
                                                      "(one per image, by file name), not both")
-        self.captions_file = captions_file
+        self.captions_file = None if captions_file is None else str(captions_file)  # a Path as well
         self.file_captions = None if captions_file is None else read_captions_file(captions_file)
         if loss not in ("infonce", "triplet"):
             raise UnknownNameError("clip loss", loss, ["infonce", "triplet"])
@@ -409,6 +468,12 @@ class ClipMethod(Method):
         self.class_names: list[str] | None = None  # until given, or read from the source (prepare)
         if class_names is not None:
             self.set_classes(class_names)
+
+    @classmethod
+    def check_source(cls, options: dict, splits: list) -> None:
+        """A run's check before its first job: a ``captions_file`` fits the source (:func:`check_captions_file`)."""
+        if options.get("captions_file") is not None:
+            check_captions_file(options["captions_file"], splits)
 
     @classmethod
     def options_for_source(cls, options: dict, source_classes) -> dict:
@@ -461,8 +526,7 @@ class ClipMethod(Method):
               f"outputs of another (select_on: none for a zero-shot protocol)")
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        if getattr(self, "file_captions", None) is not None and source is not None \
-                and "captions" not in source.provenance:
+        if getattr(self, "file_captions", None) is not None and source is not None:
             source = captioned_source(source, self.file_captions, repr(self.captions_file))
         self.classes_from(source)
         if val is not None:

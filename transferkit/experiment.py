@@ -1488,6 +1488,10 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
         if not same and not hint and "config_digest" in row:
             hint = _changed_since(cfg, run_dir, cls.name, row["config_digest"])
+        files = option_files(cls, now)
+        if not same and not hint and files:
+            hint = (f" (the options of {cls.name} read {', '.join(f'{k} {v}' for k, v in files.items())}, whose "
+                    f"contents the job's digest holds: edited since the job ran?)")
         check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now{hint}; "
                     f"restore that config, or delete the job file to run the job again")
         out[cls.name, seed] = row
@@ -1623,6 +1627,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                                      data.target.train.class_names)
                     continue
                 method = _build_job_method(cfg, data, cls, net)
+                cls.check_source(options, [data.source.train, data.source.val, data.source.test])
                 if val is not None and hasattr(method, "check_validation"):
                     method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem
@@ -1852,8 +1857,7 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     revision = cls.revision if revision is None else revision
     if revision:
         flat["method_revision"] = revision
-    files = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16] for k, v in given.items()
-             if isinstance(v, str) and v.lower().endswith(MATRIX_FILES + (".jsonl",)) and Path(v).is_file()}
+    files = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16] for k, v in option_files(cls, given).items()}
     if files:  # a matrix file's contents, not only its name (an edited file gives other jobs)
         flat["option_files"] = files
     if form == "trained":
@@ -1862,6 +1866,14 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
         skip = () if form == "every" else cls.not_trained_options
         flat["options"] = {k: v for k, v in given.items() if k not in skip}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def option_files(cls, given: dict) -> dict:
+    """``{option: path}`` of the files that method class ``cls``'s options ``given`` read (a matrix
+    file, ``.npy`` / ``.csv`` / ``.txt``, or an option the class names in ``file_options``, as clip's
+    ``captions_file``), those that exist: their contents enter a job's digest."""
+    return {k: v for k, v in given.items() if isinstance(v, str) and Path(v).is_file()
+            and (v.lower().endswith(MATRIX_FILES) or k in getattr(cls, "file_options", ()))}
 
 
 def _stored_options(stored: dict, method: str) -> dict:

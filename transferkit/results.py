@@ -553,7 +553,7 @@ def small_test_line(rows: list[dict], markdown: bool = True) -> list[str]:
              f"(± {100 * 1.96 * math.sqrt(0.25 / min(ns)):.1f})" for (run, target), ns in sizes.items()]
     return [f"Small test split: {'; '.join(parts)}: one accuracy measured on it is known to within that many "
             f"points (95 %, binomial, at 50 % accuracy; less near 0 or 100 %), which the ± over seeds does not "
-            f"include."]
+            f"include (a larger test_fraction, or a test set of its own, test:, scores more images)."]
 
 
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:

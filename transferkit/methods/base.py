@@ -407,6 +407,7 @@ class Method(nn.Module):
     min_classes: int = 1  # classes a labelled target must hold (tap's linear classifiers: 2)
     needs_validation = False  # it selects on a labelled validation set (the flex family)
     selects_on_validation = True  # early stopping / selection reads a validation split given (matching nets: no)
+    file_options: tuple = ()  # options naming a file the method reads (clip's captions_file): its contents key jobs
     picks_unit = False  # it picks a unit on the validation split (the flex family, tap)
     needs_every_class = False  # it classifies by each target class's labelled mean (prototypes, centroids)
     #: trains a fixed set of units without the head (a head row of a new target class would stay random)
@@ -637,6 +638,11 @@ class Method(nn.Module):
     def classifier_input_dim(self) -> int:
         """``D`` of :meth:`classifier_input`."""
         return self.net.embed_dim
+
+    @classmethod
+    def check_source(cls, options: dict, splits: list) -> None:
+        """Refuse, before a run's first job, ``options`` that do not fit the source's ``splits``
+        (train, val, test); the default checks nothing (clip checks its captions file)."""
 
     def supervised(self, pair, stream: str = "target") -> torch.Tensor:
         """The cross-entropy of a labelled ``(x, y)`` batch of ``stream`` (:meth:`cross_entropy`)."""

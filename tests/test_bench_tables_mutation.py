@@ -222,6 +222,9 @@ def test_a_small_test_split_is_named_with_how_well_one_accuracy_is_known():
     runs = [{**rows[0], "run": "x", "n_test": 100}, {**rows[0], "run": "y", "n_test": 400}]
     assert small_test_line(runs)[0].startswith("Small test split: scans (run x) 100 images (± 9.8); scans (run y) "
                                                "400 images (± 4.9)")
+    videos = [{**r, "target": "digits@grouped5", "n_test": 2250, "n_test_groups": 450} for r in rows]
+    assert small_test_line(videos)[0].startswith("Small test split: digits@grouped5 450 groups (grouped accuracy) "
+                                                 "(± 4.6): ")
 
 
 def test_lines_under_the_table_list_settings_by_their_number():

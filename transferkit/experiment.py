@@ -211,6 +211,8 @@ def test_fields(cfg: ExperimentConfig, data: Prepared) -> dict:
     """A row's fields on its test split: its size, and of a config's ``test`` the spec, the
     target classes it holds images of and its images that are also target train / val images."""
     out = {"n_test": len(data.target.test)}
+    if data.target.test.groups is not None:  # grouped accuracy is over the groups (videos)
+        out["n_test_groups"] = int(torch.unique(data.target.test.groups).numel())
     if cfg.test is not None:
         out.update(test=cfg.test, n_test_classes=len(data.target.test.present_classes()),
                    n_target_classes=data.target.train.num_classes, test_in_target=sum(data.test_overlap.values()))

@@ -544,13 +544,14 @@ def small_test_line(rows: list[dict], markdown: bool = True) -> list[str]:
     cell = md_cell if markdown else str
     sizes: dict[tuple, set] = {}
     for r in rows:
-        n = r.get("n_test")
-        if isinstance(n, int) and not isinstance(n, bool) and 0 < n < SMALL_TEST:
-            sizes.setdefault((r.get("run"), r.get("target", "")), set()).add(n)
+        for key, what in (("n_test", "images"), ("n_test_groups", "groups (grouped accuracy)")):
+            n = r.get(key)
+            if isinstance(n, int) and not isinstance(n, bool) and 0 < n < SMALL_TEST:
+                sizes.setdefault((r.get("run"), r.get("target", ""), what), set()).add(n)
     if not sizes:
         return []
-    parts = [f"{cell(target)}{f' (run {cell(run)})' if run else ''} {' / '.join(map(str, sorted(ns)))} images "
-             f"(± {100 * 1.96 * math.sqrt(0.25 / min(ns)):.1f})" for (run, target), ns in sizes.items()]
+    parts = [f"{cell(target)}{f' (run {cell(run)})' if run else ''} {' / '.join(map(str, sorted(ns)))} {what} "
+             f"(± {100 * 1.96 * math.sqrt(0.25 / min(ns)):.1f})" for (run, target, what), ns in sizes.items()]
     return [f"Small test split: {'; '.join(parts)}: one accuracy measured on it is known to within that many "
             f"points (95 %, binomial, at 50 % accuracy; less near 0 or 100 %), which the ± over seeds does not "
             f"include (a larger test_fraction, or a test set of its own, test:, scores more images)."]

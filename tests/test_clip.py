@@ -575,8 +575,8 @@ def test_clip_trains_on_each_images_own_captions_from_a_captions_file(tmp_path):
         captioned_source(source, read_captions_file(tmp_path / "wrong_root.csv"), "x")
     with pytest.raises(TransferkitError, match="is a CaptionedDomain, which has captions of its own"):
         captioned_source(pairs, table, "x")
-    (tmp_path / "bad.csv").write_text('file_name,text\ncircle/0.png,"two\nlines"\ncircle/1.png,\n')
-    with pytest.raises(TransferkitError, match=r"line 4 \('circle/1.png'\) has an empty caption"):  # the file's line
+    (tmp_path / "bad.csv").write_text('file_name,text\n\ncircle/0.png,"two\nlines"\ncircle/1.png,\n')
+    with pytest.raises(TransferkitError, match=r"line 5 \('circle/1.png'\) has an empty caption"):  # the file's line
         read_captions_file(tmp_path / "bad.csv")
     (tmp_path / "two.csv").write_text('file_name,text\ncircle/0.png,"a red circle\r\nwith a second line"\n')
     assert list(read_captions_file(tmp_path / "two.csv").by_file.values()) == [["a red circle\nwith a second line"]]
@@ -631,10 +631,25 @@ def test_per_frame_caption_lines_caption_their_video(tmp_path):
             for f in range(3):
                 frame = Image.fromarray(np.full((8, 8), shade + 10 * v + f, np.uint8))
                 frame.save(tmp_path / "v" / c / f"v{v}" / f"{f}.png")
+    (tmp_path / "v" / "blue" / "v0" / "cam2").mkdir()
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "v" / "blue" / "v0" / "cam2" / "0.png")
     lines = ["file_name,text", "red/v0/0.png,a red clip", "red/v0/1.png,a red clip", "red/v1,a reddish clip",
-             "blue/v0/2.png,a blue clip"]  # per frame, or the video's folder; blue/v1 has none
+             "red/v1/0.png,its first frame", "blue/v0/cam2/0.png,a blue clip"]  # frames (a nested one) or videos
     (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
     source = load_image_folder(tmp_path / "v")
-    with pytest.warns(Warning, match="3 of the 12 source images .* have no caption"):
+    with pytest.warns(Warning, match="3 of the 13 source images .* have no caption"):  # blue/v1's
         pairs = captioned_source(source, read_captions_file(tmp_path / "c.csv"), "x")
-    assert len(pairs) == 9 and sorted(set(pairs.class_names)) == ["a blue clip", "a red clip", "a reddish clip"]
+    assert sorted(set(pairs.class_names)) == ["a blue clip", "a red clip", "a reddish clip", "its first frame"]
+    assert len(pairs) == 3 + 2 * 3 + 4  # red/v0: one caption; red/v1: both lines; blue/v0: its 4 frames
+
+
+def test_the_files_a_jobs_digest_reads_follow_home_and_skip_text_too_long_to_be_a_path(tmp_path, monkeypatch):
+    from transferkit.clip import ClipMethod
+    from transferkit.experiment import option_files
+    from transferkit.zeroshot import AttributeZeroShot
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "caps.jsonl").write_text('{"file_name": "a/0.png", "text": "a"}\n')
+    (tmp_path / "attr.csv").write_text("1,0\n")
+    assert option_files(ClipMethod, {"captions_file": "~/caps.jsonl", "templates": "a photo of {} " * 40}) == {
+        "captions_file": tmp_path / "caps.jsonl"}
+    assert option_files(AttributeZeroShot, {"attributes": "~/attr.csv"}) == {}  # a matrix file's rule as before

@@ -222,7 +222,8 @@ def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_epis
     from transferkit.fewshot_eval import extract_features
 
     cfg = ExperimentConfig(name="fs", source="digits", target="digits", source_classes="0-4", target_classes="5-9",
-                           methods=["finetune"], k=2, repeats=2, select_on="none", out_dir=str(tmp_path),
+                           methods=["finetune", "linear_probe"], k=2, repeats=2, select_on="none",
+                           out_dir=str(tmp_path),
                            pretrain=TrainConfig(steps=10, eval_every=10), train=TrainConfig(steps=4, eval_every=4))
     run = tmp_path / "fs"
     run_experiment(cfg, run_dir=run, log=lambda *a: None)
@@ -233,7 +234,9 @@ def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_epis
     assert "| finetune/prototype | digits | digits | 5-way 1-shot (k=2) |" in out and "| 2 |" in out
     assert "Episodes: N-way K-shot on the target test split (20 episodes per row" in out
     rows = json.loads((run / "episodes.json").read_text())["rows"]
-    assert len(rows) == 2 * 2 * 2  # seeds x heads x shots
+    assert len([r for r in rows if r["method"].startswith("finetune/")]) == 2 * 2 * 2  # seeds x heads x shots
+    assert {r["seed"] for r in rows if r["method"].startswith("linear_probe/")} == {0}  # one embedding (the head
+    # is what it trains): counted once
     test = prepare_domains(cfg).target.test
     for seed in (0, 1):  # by hand: the job's model, its embedding, the same episodes
         feats = extract_features(load_model(run, "finetune", seed).net, test.images)
@@ -253,7 +256,7 @@ def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_epis
     assert "5-way 40-shot with 15 queries needs 5 classes of at least 55 images in the target test split" in err
     assert "holds 5 (46), 6 (45), 7 (45), 8 (44), 9 (45) (images per class): --n-query 4 fits it" in err
     assert main(["episodes", str(run), "--methods", "dann"]) == 2
-    assert "has no finished job of ['dann']; its methods: ['finetune']" in capsys.readouterr().err
+    assert "has no finished job of ['dann']; its methods: ['finetune', 'linear_probe']" in capsys.readouterr().err
 
 
 def test_an_episode_accuracy_is_its_exact_fraction():

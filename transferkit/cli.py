@@ -401,17 +401,18 @@ def _summary(args) -> None:
     differ = data.get("data_differ") or []  # combined runs that name one domain spec but read other data
     for line in differ:
         warn(line)
-    differ = differ + (data.get("config_differ") or []) + [n for n in data.get("notes") or [] if isinstance(n, str)]
+    differ = differ + (data.get("config_differ") or [])
+    notes = [n for n in data.get("notes") or [] if isinstance(n, str)]  # a results file's own lines, as written
     summary, config = summarize(data["rows"]), config if isinstance(config, (dict, list)) else None
     if args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
         print(csv_table(summary), end="")
-        parts = table_parts(summary, data["rows"], config, differ, markdown=False)
+        parts = table_parts(summary, data["rows"], config, differ + notes, markdown=False)
         for line in ([f"Classes: {parts['classes']}."] if parts["classes"] else []) + parts["notes"]:
             print(f"note: {line}", file=sys.stderr)
     elif args.format == "latex":
-        print(latex_table(summary, data["rows"], config, differ), end="")
+        print(latex_table(summary, data["rows"], config, differ + notes), end="")
     else:
-        print(markdown_table(summary, data["rows"], config, [md_cell(line) for line in differ]))
+        print(markdown_table(summary, data["rows"], config, [md_cell(line) for line in differ] + notes))
     check(not data.get("unfinished"), f"the table holds the {len(data['rows'])} job(s) finished so far"
                                        f"{data.get('unfinished')}")
     failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did

@@ -327,10 +327,8 @@ def read_captions_file(path) -> CaptionsFile:
         columns = [c for c in reader.fieldnames or []]
         check("file_name" in columns and ("text" in columns or "caption" in columns),
               f"{where} has the columns {columns}: it needs file_name and text (or caption), named exactly")
-        start = 1
         for record in reader:
-            records.append((start + 1, record))
-            start = reader.line_num
+            records.append((reader.line_num, record))  # the line it ends on (a quoted caption may span lines)
     pairs = []
     for n, record in records:
         check(isinstance(record, dict) and isinstance(record.get("file_name"), str),
@@ -345,11 +343,17 @@ def read_captions_file(path) -> CaptionsFile:
         pairs.append((name[2:] if name.startswith("./") else name, unicodedata.normalize("NFC", caption)))
     check(pairs, f"{where} holds no captions")
     out = CaptionsFile({}, {}, [name for name, _ in pairs])
-    folders = [name.rsplit("/", 1)[0] for name in out.names]
+    folders = [_video_of(name) for name in out.names]
     for key, folder, (_, caption) in zip(path_keys(out.names).tolist(), path_keys(folders).tolist(), pairs):
         out.by_file.setdefault(key, []).append(caption)
         out.by_folder.setdefault(folder, []).append(caption)
     return out
+
+
+def _video_of(name: str) -> str:
+    """The video a file of a captions file belongs to when it is a frame: the sub-folder just below its
+    class folder, as an image folder groups them (``cat/video7/cam2/f.png`` -> ``cat/video7``)."""
+    return "/".join(name.split("/")[:2]) if name.count("/") >= 2 else name.rsplit("/", 1)[0]
 
 
 def captioned_source(source: Domain, captions: CaptionsFile, where: str) -> Domain:
@@ -364,7 +368,8 @@ def captioned_source(source: Domain, captions: CaptionsFile, where: str) -> Doma
                                    f"source, or build CaptionedDomain(images, captions) in Python")
     keys = source.keys.tolist()
     grouped = source.groups is not None  # a video's frames share its sub-folder's key
-    found = {i: captions.by_file.get(k) or (captions.by_folder.get(k) if grouped else None) for i, k in enumerate(keys)}
+    found = {i: (captions.by_file.get(k) or []) + ((captions.by_folder.get(k) or []) if grouped else [])
+             for i, k in enumerate(keys)}  # a video: the lines naming it and those naming its frames
     found = {i: c for i, c in found.items() if c}
     examples = ", ".join(repr(n) for n in list(dict.fromkeys(captions.names))[:3])
     check(found, f"clip: none of the {len(source)} source images {source.name!r} has a caption in captions_file "
@@ -390,7 +395,7 @@ def check_captions_file(path, source_splits: list[Domain]) -> None:
     every = {k for d in source_splits if d.keys is not None for k in d.keys.tolist()}
     names = list(dict.fromkeys(captions.names))
     keys = path_keys(names).tolist()
-    folders = path_keys([n.rsplit("/", 1)[0] for n in names]).tolist()
+    folders = path_keys([_video_of(n) for n in names]).tolist()
     stray = [n for n, k, f in zip(names, keys, folders) if k not in every and f not in every]
     if stray:
         warn(f"clip: {len(stray)} of the {len(names)} file names in captions_file {str(path)!r} name no image of the "

@@ -1859,7 +1859,7 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     revision = cls.revision if revision is None else revision
     if revision:
         flat["method_revision"] = revision
-    files = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16] for k, v in option_files(cls, given).items()}
+    files = {k: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for k, path in option_files(cls, given).items()}
     if files:  # a matrix file's contents, not only its name (an edited file gives other jobs)
         flat["option_files"] = files
     if form == "trained":
@@ -1874,8 +1874,15 @@ def option_files(cls, given: dict) -> dict:
     """``{option: path}`` of the files that method class ``cls``'s options ``given`` read (a matrix
     file, ``.npy`` / ``.csv`` / ``.txt``, or an option the class names in ``file_options``, as clip's
     ``captions_file``), those that exist: their contents enter a job's digest."""
-    return {k: v for k, v in given.items() if isinstance(v, str) and Path(v).is_file()
-            and (v.lower().endswith(MATRIX_FILES) or k in getattr(cls, "file_options", ()))}
+    out = {}
+    for k, v in given.items():
+        named = k in getattr(cls, "file_options", ())
+        if isinstance(v, str) and (named or v.lower().endswith(MATRIX_FILES)):
+            path = Path(v).expanduser() if named else Path(v)  # a matrix file's rule as before (older digests)
+            with contextlib.suppress(OSError):  # a name too long to be a path
+                if path.is_file():
+                    out[k] = path
+    return out
 
 
 def _stored_options(stored: dict, method: str) -> dict:

@@ -286,7 +286,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
         if not isinstance(net, UnitNet):
             warn(f"episodes: {method} is left out: its model has no UnitNet (net) whose embedding episodes read")
             continue
-        embedding = network_digest(net.units)  # the head is not read
+        embedding = network_digest({k: v for k, v in net.state_dict().items() if not k.startswith("head.")})  # read
         if (method, setting, embedding) in scored:
             log(f"  {method:<14} {setting} seed {job_seed}: the embedding of seed {scored[method, setting, embedding]}"
                 f" (counted once)")

@@ -265,3 +265,15 @@ def test_tap_warns_once_naming_the_units_whose_classifier_did_not_converge(monke
         fit_linear("svm", torch.randn(12, 3), torch.arange(12) % 2, 2)
     ours = [str(w.message) for w in caught if w.category is TransferkitWarning]
     assert len(ours) == 1 and ours[0].startswith("fit_linear: the svm classifier did not converge in 5,000")
+
+
+def test_tap_scores_every_unit_and_classifier_on_the_test_split_then_drops_their_heads():
+    from transferkit.methods.tap import tap
+    net, target, val, test = tiny_net(4), toy_domain(32), toy_domain(16, seed=1), toy_domain(24, seed=2)
+    m = _quiet_tap(net, target=target, val=val)
+    got = m.test_results(test)["tap_test_accuracy"]
+    by_hand = {r["unit"]: {"svm": r["svm_accuracy"], "softmax": r["softmax_accuracy"]}
+               for r in tap(net, target, test)}  # the same classifiers, fit on the same images
+    assert got == by_hand
+    assert m.test_results(test) == {}  # dropped: the saved model holds the picked classifier only
+    assert m(test.images[:2]).shape == (2, 4)  # the picked classifier still predicts

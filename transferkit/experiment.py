@@ -1101,6 +1101,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                              lambda m, rows: every.update(all_source_classes_fields(m, rows, data.target.test)),
                              source=data.source.train, target=labeled, unlabeled=unlabeled, val=val)
         report = evaluate_on(method, data.target.test)
+        measured = method.test_results(data.target.test)  # e.g. tap's accuracy of every unit
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
@@ -1116,7 +1117,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
               if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
            "config_digest": job_digest(cfg, cls.name), **every,
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
-           **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results()}
+           **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results(),
+           **measured}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         method.classes_ = list(data.target.test.class_names)  # in the file too: a model copied out knows them
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)

@@ -546,6 +546,11 @@ class Method(nn.Module):
         """Extra fields for this method's results row (e.g. the unit flex-tuning picked)."""
         return {}
 
+    def test_results(self, test) -> dict:
+        """Extra fields of a run's row measured on its ``test`` split once the method is fitted and
+        scored (tap: every unit's and classifier's test accuracy); the default, none."""
+        return {}
+
     def after_step(self, batch) -> None:
         """Hook after each optimiser step (e.g. target-encoder updates)."""
 

@@ -245,6 +245,7 @@ class Tap(Method):
             with torch.no_grad():
                 scores[u, kind] = fraction_correct(heads[u, kind](f_sel[u]).argmax(1), sel.labels)
         _warn_unconverged(unconverged, self.c)
+        self._unit_heads = heads  # every unit's classifiers, for test_results (then dropped)
         best = max(scores, key=lambda k: (scores[k], -self.units.index(k[0])))  # max keeps the first classifier
         self.tap_unit, self.tap_head = best[0], heads[best]
         self._extra = {"tap_unit": best[0], "tap_classifier": best[1], "picked": f"{best[0]}/{best[1]}",
@@ -287,3 +288,15 @@ class Tap(Method):
 
     def extra_results(self):
         return dict(self._extra)
+
+    def test_results(self, test) -> dict:
+        """``tap_test_accuracy``: every unit's and classifier's accuracy on ``test`` (seed 001's table:
+        which layer transfers; the pick stays the validation's). The classifiers are then dropped, so
+        that the saved model holds the picked one only."""
+        heads, self._unit_heads = getattr(self, "_unit_heads", None), None
+        if not heads or test is None or len(test) == 0:
+            return {}
+        feats = unit_features(self.net, test.images, self.units, what=f"tap: the test domain {test.name!r}")
+        with torch.no_grad():
+            return {"tap_test_accuracy": {u: {k: fraction_correct(heads[u, k](feats[u]).argmax(1), test.labels)
+                                              for k in CLASSIFIERS} for u in self.units}}

@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 
 from ..config import ExperimentConfig
-from ..engine import Engine, TrainConfig
+from ..engine import Engine, TrainConfig, keyed_fields
 from ..errors import check
 from ..evaluate import mean_se_text, predict_logits
 from ..experiment import build_method, fit_for_target, label_subset, prepare_domains, pretrain_source, run_experiment
@@ -214,6 +214,8 @@ def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Pa
     from ..plots import tsne_embeddings
 
     used = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "out_dir", "workers", "repeats")}
+    used.update(train=keyed_fields(cfg.train), pretrain=keyed_fields(cfg.pretrain))  # new fields at their defaults:
+    # the key of before they were added
     key = hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cache = bench_dir / "tsne" / f"embeddings-{key}.pt"
     panels = _cached_panels(cache, log)

@@ -185,7 +185,12 @@ def test_a_config_s_unlabeled_images_are_what_the_methods_on_unlabelled_images_r
                                                r"\(unlabeled: 7 images there, 8 now\); restore them"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
     with pytest.warns(TransferkitWarning, match=r"none of the methods \(finetune\) trains on unlabelled target"):
-        run_experiment(replace(cfg, name="unused", methods=["finetune"]), log=lambda *a: None)
+        unused_dir, unused_rows = run_experiment(replace(cfg, name="unused", methods=["finetune"]), log=lambda *a: None)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(raw / "8.jpg")
+    with pytest.warns(TransferkitWarning, match="trains on unlabelled target"):  # no finished row read them: kept
+        assert run_experiment(replace(cfg, name="unused", methods=["finetune"]), run_dir=unused_dir,
+                              log=lambda *a: None)[1] == unused_rows
+    assert json.loads((unused_dir / "data.json").read_text())["sizes"]["unlabeled"] == 9
 
 
 def test_unlabelled_images_that_are_target_test_images_are_named_and_counted(tmp_path, recwarn):

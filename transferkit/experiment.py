@@ -505,6 +505,10 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         old = {key: d.digest() for key, d in _splits(data).items()}
         then = now if then == old else then
     rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
+    changed = set() if then is None else {k for k in set(then) | set(now) if then.get(k) != now.get(k)}
+    unlabelled_only = changed == {"unlabeled"}
+    if rows and unlabelled_only and not _rows_read_unlabelled(run_dir):
+        rows = False  # only unlabelled images changed, and no finished job read them: its rows stand
     if then is None or then == now:
         if main and stored != {**now, "sizes": sizes}:
             write_json(path, {**now, "sizes": sizes})
@@ -532,10 +536,22 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
                        "otherwise, so a folder run made before then would give its unfinished jobs other labelled "
                        "images than its finished ones)" if "folder_label_draws" in diff else ""))
     if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
-        for name in ("source.safetensors", "source.json"):
+        for name in ("source.safetensors", "source.json") if not unlabelled_only else ():  # no source image changed
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         write_json(path, {**now, "sizes": sizes})
+
+
+def _rows_read_unlabelled(run_dir: Path) -> bool:
+    """Whether a finished job of ``run_dir`` trained on unlabelled images (its method reads the
+    ``unlabeled`` stream), or a job file cannot say (unreadable, or a method not known here)."""
+    for job in (run_dir / "jobs").glob("*.json"):
+        try:
+            if "unlabeled" in get_method(read_job(job, ("method",))["method"]).streams:
+                return True
+        except (TransferkitError, KeyError):
+            return True
+    return False
 
 
 def save_network(net, path: str | os.PathLike, class_names=None) -> Path:

@@ -297,3 +297,28 @@ def test_score_and_report_take_a_test_set_holding_some_of_the_fitted_classes():
     assert report["balanced_accuracy"] == pytest.approx(sum(recalls) / 2, abs=1e-6)
     with pytest.raises(TransferkitError, match="score on those classes"):  # a class the model does not predict
         model.score(Domain("five", test.images, test.labels, ["0", "1", "2", "3", "4"]))
+
+
+def test_notebook_habits_numpy_domains_numbered_names_rgba_hooks_and_classes_without_images():
+    import numpy as np
+
+    from transferkit.domain import Domain
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.errors import TransferkitError
+    x, y = np.random.default_rng(0).random((12, 1, 8, 8)).astype(np.float32), np.arange(12) % 3
+    d = Domain("np", x, y, ["1990", "2000", "2010"])  # NumPy arrays, as the README's "your own arrays"
+    assert isinstance(d.images, torch.Tensor) and d.labels.tolist() == y.tolist()
+    assert d.select_classes(["2000"]).class_names == ["2000"] and d.select_classes([1]).class_names == ["2000"]
+    with pytest.raises(TransferkitError, match=r"unknown class '1'; .* \(named by numbers: a text is read as a name"):
+        d.select_classes(["1"])  # was class id 1, '2000', silently
+    rgba = Domain("rgba", torch.rand(4, 4, 8, 8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    assert torch.equal(rgba.to_format(channels=3).images, rgba.images[:, :3])
+    assert Engine(hooks=lambda step, state: None).hooks[0] is not None  # one function is a tuple of one
+    with pytest.raises(TransferkitError, match="hooks must be a function hook"):
+        Engine(hooks=[1])
+    gap = Domain("gap", torch.rand(8, 1, 28, 28), torch.tensor([0, 2] * 4), ["a", "b", "c"])
+    with pytest.warns(Warning, match=r"fit: the target domain 'gap' names 3 classes but has no image of 1 \(\['b'\]\)"):
+        Transfer("target_only", train=TrainConfig(steps=1)).fit(target=gap)
+    with pytest.raises(TransferkitError, match=r"unlabeled must be a Domain, got Tensor: wrap the images as "
+                                               r"Domain.unlabeled\(name, images\)"):
+        Transfer("dann").fit(source=gap, unlabeled=gap.images)

@@ -251,10 +251,10 @@ def test_domain_names_channels_last_images_and_arrays_that_are_not_tensors():
     assert Domain("d", torch.rand(4, 2, 8, 8), y, names).images.shape[1] == 2  # multi-band images are kept
     with pytest.warns(TransferkitWarning, match=r"read as 28 channels .*permute\(0, 3, 1, 2\)"):
         Domain("d", torch.rand(4, 28, 28, 28), y, names)  # 28 x 28 x 28: the check above cannot tell the layout
-    with pytest.raises(TransferkitError, match="images must be a torch tensor, got numpy.ndarray"):
-        Domain("d", np.zeros((4, 1, 8, 8), np.float32), y, names)
-    with pytest.raises(TransferkitError, match="labels must be a torch tensor, got builtins.list"):
-        Domain("d", torch.rand(4, 1, 8, 8), [0, 1, 0, 1], names)
+    assert torch.equal(Domain("d", np.zeros((4, 1, 8, 8), np.float32), y, names).images, torch.zeros(4, 1, 8, 8))
+    assert Domain("d", torch.rand(4, 1, 8, 8), [0, 1, 0, 1], names).labels.dtype == torch.int64  # arrays, lists
+    with pytest.raises(TransferkitError, match="images must be a torch tensor, got builtins.list"):
+        Domain("d", [[0.0]], y, names)
 
 
 def test_a_path_given_as_a_domain_name_is_told_its_prefix(tmp_path):
@@ -271,8 +271,10 @@ def test_select_classes_reads_ints_as_ids_and_strings_as_names_on_numbered_folde
     d = Domain("folders", torch.zeros(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2]), ["1", "10", "2"])
     assert d.select_classes([1, 2]).class_names == ["10", "2"]
     assert d.select_classes(["1", "2"]).class_names == ["1", "2"]
+    with pytest.raises(TransferkitError, match=r"unknown class '5'; .* \(named by numbers: a text is read as a name"):
+        d.select_classes(["5"])  # every class named by a number: the text is a name, not id 5
     with pytest.raises(TransferkitError, match=r"class id 5 out of range \[0, 2\]"):
-        d.select_classes(["5"])
+        Domain("n", d.images, d.labels, ["a", "b", "c"]).select_classes(["5"])
 
 
 def test_a_domain_built_under_other_cpu_kernels_is_not_read_back(tmp_path, monkeypatch):

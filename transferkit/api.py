@@ -172,12 +172,19 @@ class Transfer:
         for k, d in given.items():
             how = (": load it first: load_domain(name), or load_domain('folder:PATH') for a folder"
                    if isinstance(d, (str, Path)) else
-                   ": wrap images and labels as Domain(name, images, labels, class_names) (fit(target=..., "
+                   ": wrap the images as Domain.unlabeled(name, images) (they need no labels)" if k == "unlabeled"
+                   else ": wrap images and labels as Domain(name, images, labels, class_names) (fit(target=..., "
                    "source=...), not fit(X, y))")
             check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}{how}")
             check(len(d) > 0, f"fit: the {k} domain {d.name!r} is empty")
             if k != "unlabeled":
                 check_labeled(d, f"fit: the {k} domain")
+            if k in ("target", "source"):
+                empty = [d.class_names[i] for i in range(d.num_classes) if i not in set(d.present_classes())]
+                if empty:  # a mask or labels with gaps: outputs trained on nothing
+                    warn(f"fit: the {k} domain {d.name!r} names {d.num_classes} classes but has no image of "
+                         f"{len(empty)} ({empty[:10]}{', ...' if len(empty) > 10 else ''}): the model gets an output "
+                         f"for each, trained on nothing; d.select_classes([...]) keeps the classes with images")
         shapes = {k: d.image_shape for k, d in given.items()}
         check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}: load "
                                               f"them alike (load_domain(spec, size=28, channels=3)) or convert "

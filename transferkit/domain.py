@@ -278,6 +278,10 @@ class Domain:
         check(not text, f"domain {self.name!r}: labels are class names ({str(first)!r}, ...); "
                         f"give class ids, positions in class_names: torch.tensor([class_names.index(c) for c in "
                         f"labels])")
+        if isinstance(x, np.ndarray) and x.dtype.kind in "fiub":  # a NumPy array: its numbers as a tensor
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if isinstance(y, (np.ndarray, list, tuple)):
+            y = label_ids(y, f"domain {self.name!r}")
         for what, value in (("images", x), ("labels", y)):
             check(isinstance(value, torch.Tensor), f"domain {self.name!r}: {what} must be a torch tensor, got "
                                                    f"{type(value).__module__}.{type(value).__name__} "
@@ -437,7 +441,8 @@ class Domain:
     def select_classes(self, classes: Sequence[int | str], relabel: bool = True,
                        allow_empty: bool = False) -> "Domain":
         """Keep only ``classes``: an ``int`` is a class id, a ``str`` a class name (a string of
-        digits that names no class is read as an id). So on numbered folders ``1, 10, 2``
+        digits that names no class is read as an id, unless every class is named by a number,
+        numbered folders or years, where it is an unknown name). So on numbered folders ``1, 10, 2``
         ``[1, 2]`` means ids (classes ``10`` and ``2``) and ``["1", "2"]`` names; configs go
         through :func:`~transferkit.splits.parse_classes`, where a number names a class on
         numbered folders. With ``relabel`` labels become 0..len-1 in the given order and
@@ -461,6 +466,10 @@ class Domain:
 
     def _class_id(self, c) -> int:
         c = unicodedata.normalize("NFC", c) if isinstance(c, str) else c
+        numbered = all(n.isdigit() for n in self.class_names)  # years, codes: a digit string is meant as a name
+        check(not (isinstance(c, str) and c.isdigit() and numbered and c not in self.class_names),
+              f"domain {self.name!r}: unknown class {c!r}; classes are {self.class_names[:20]} (named by numbers: "
+              f"a text is read as a name; give an int for a class id)")
         if isinstance(c, str) and not c.isdigit() or (isinstance(c, str) and c in self.class_names):
             if c not in self.class_names:
                 raise TransferkitError(f"domain {self.name!r}: unknown class {c!r}; "
@@ -478,12 +487,16 @@ class Domain:
     def to_format(self, size: int | None = None, channels: int | None = None) -> "Domain":
         """Resize to ``size x size`` (bilinear, antialiased) and convert to ``channels``
         (grayscale replicated to 3 channels; colour to grey by the luma weights 0.299, 0.587,
-        0.114)."""
+        0.114; RGBA loses its alpha channel first)."""
         check(size is None or is_whole(size, 1),
               f"domain {self.name!r}: size must be a whole number of pixels >= 1 (square images), got {size!r}")
         x = self.images
         if channels is not None and x.shape[1] != channels:
-            if x.shape[1] == 1 and channels == 3:
+            if x.shape[1] == 4 and channels in (1, 3):  # RGBA: the colour, its alpha dropped (as the npz loader)
+                x = x[:, :3]
+            if x.shape[1] == channels:
+                pass
+            elif x.shape[1] == 1 and channels == 3:
                 x = x.expand(-1, 3, -1, -1).contiguous()
             elif x.shape[1] == 3 and channels == 1:
                 x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)

@@ -778,8 +778,9 @@ def test_a_folder_grey_in_content_but_stored_in_colour_warns_that_it_is_read_as_
     load_domain(f"folder:{tmp_path / 'mixed'}+blur", channels=1)  # grey asked for: the shift reads RGB, no word
     from transferkit.config import ExperimentConfig
     from transferkit.experiment import prepare_domains
-    prepare_domains(ExperimentConfig(source="digits", target=f"folder:{tmp_path / 'mixed'}", channels=1,
-                                     image_size=8))
+    for channels in (1, 3):  # chosen by the config (3: colour wanted): the advice is for the automatic choice
+        prepare_domains(ExperimentConfig(source="digits", target=f"folder:{tmp_path / 'mixed'}", channels=channels,
+                                         image_size=8))
     assert not [w for w in recwarn if "grey in content" in str(w.message)]
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "mixed" / "b" / "red.png")  # really colour: no word
     load_image_folder(tmp_path / "mixed")

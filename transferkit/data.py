@@ -555,7 +555,7 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
         return grouped_views(load_domain(grouped[0], seed=seed, size=size, channels=channels), grouped[1], seed=seed)
     base, shift_names, entries = check_spec(spec)  # unknown names fail before loading
     # a folder converts its files to `channels` as it reads them when no shift follows; shifts see the native ones
-    with grey_asked(channels):
+    with channels_chosen(channels):
         dom = _load_base(base, size, None if shift_names else channels, labeled).to_format(size=size)
     for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
         if needs_colour and dom.images.shape[1] == 1:
@@ -576,16 +576,17 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
 
 
 @contextlib.contextmanager
-def grey_asked(channels):
-    """Where grey images are asked for (``channels`` 1), a folder's images read in colour before
-    they are converted do not warn that they are grey in content stored as RGB (a flag, not a
-    warnings filter: a filter would reset Python's once-per-place record of the other warnings)."""
-    from .userdata import GREY_ASKED
-    token = GREY_ASKED.set(GREY_ASKED.get() or channels == 1)
+def channels_chosen(channels):
+    """Where the caller chose the channels (``channels`` 1 or 3, not auto), a folder's images read
+    in colour before they are converted do not warn that they are grey in content stored as RGB,
+    which is advice for the automatic choice (a flag, not a warnings filter: a filter would reset
+    Python's once-per-place record of the other warnings)."""
+    from .userdata import CHANNELS_CHOSEN
+    token = CHANNELS_CHOSEN.set(CHANNELS_CHOSEN.get() or channels in (1, 3))
     try:
         yield
     finally:
-        GREY_ASKED.reset(token)
+        CHANNELS_CHOSEN.reset(token)
 
 
 def has_colour_shift(spec: str) -> bool:

@@ -52,7 +52,7 @@ from .config import (
     from_dict,
     load_config,
 )
-from .data import check_spec, grey_asked, has_colour_shift, load_domain
+from .data import channels_chosen, check_spec, has_colour_shift, load_domain
 from .domain import Domain, head_mapping, warn_numbered_match, warn_unshared_classes
 from .engine import ADDED_TRAIN_FIELDS, Engine, TrainConfig, check_streams, content_text, keyed_fields
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
@@ -131,7 +131,7 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     progress = cfg.train.progress if progress is None else progress
     def load(spec, labeled=True):  # a colour shift makes its domain colour unless 1 channel is asked for
         colour = cfg.channels != 1 and has_colour_shift(spec)
-        with grey_asked(cfg.channels):  # converted to grey below: a folder of RGB-stored grey files is not news
+        with channels_chosen(cfg.channels):  # converted below to the channels chosen: RGB-stored grey is not news
             return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None,
                                labeled=labeled)
 

@@ -20,8 +20,8 @@ from .domain import DARK_UINT8, RANGE_TOL, Domain
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .io import atomic_write, cache_dir, relative_hint
 
-#: set while a caller will convert what it reads to grey (data.grey_asked): no grey-in-RGB warning then
-GREY_ASKED: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_grey_asked", default=False)
+#: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
+CHANNELS_CHOSEN: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_channels_chosen", default=False)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
 
 
@@ -283,7 +283,7 @@ def _read_images(paths: list[Path], size: int | None, channels: int | None, wher
              f"{'it is' if stretched == 1 else 'they are'} stretched to {size}x{size} (crop or pad them to squares "
              f"first to keep their proportions)")
     grey = all(bool((c[:, 0] == c[:, 1]).all() and (c[:, 1] == c[:, 2]).all()) for c in x.split(4096)) \
-        if channels is None and x.shape[1] == 3 and not GREY_ASKED.get() else False
+        if channels is None and x.shape[1] == 3 and not CHANNELS_CHOSEN.get() else False
     if grey:
         warn(f"the {len(paths)} images {where} are grey in content, but some files are stored in colour (RGB, "
              f"e.g. JPEGs saved so): they are read as 3 equal channels, and a run then reads both its domains in "

@@ -15,6 +15,7 @@ from helpers import changed, state_copy, toy_domain
 
 from transferkit.backbones import build_backbone, from_sequential
 from transferkit.engine import Engine, FitResult, TrainConfig
+from transferkit.errors import TransferkitError
 from transferkit.methods import flex as flex_module
 from transferkit.methods import get_method
 from transferkit.methods import tap as tap_module
@@ -59,6 +60,8 @@ def test_ft_unit_with_a_list_tunes_exactly_those_units():
     method = get_method("ft_unit")(lenet(), unit=["conv1", "fc1"])
     before, after, _ = train(method)
     assert changed(before, after) == {k for k in before if k.startswith(("units.conv1.", "units.fc1."))}
+    with pytest.raises(TransferkitError, match="ft_unit: unit lists 'conv2' more than once"):
+        get_method("ft_unit")(lenet(), unit=["conv2", "conv2"])  # as flex's units
 
 
 def test_ft_ss_leaves_every_pretrained_tensor_of_a_batchnorm_network_bit_identical():

@@ -127,6 +127,8 @@ class FtUnit(_TargetCE):
         check(unit is not None, "ft_unit needs a unit: use ft_unit:<name> or options {ft_unit: {unit: NAME}}")
         self.units = [unit] if isinstance(unit, str) else list(unit)
         check(self.units, "ft_unit needs at least one unit to tune, got an empty list")
+        twice = sorted({u for u in self.units if self.units.count(u) > 1})
+        check(not twice, f"ft_unit: unit lists {', '.join(map(repr, twice))} more than once; list each unit once")
         tunable = net.tunable_unit_names()
         for u in self.units:
             net.unit(u)  # unknown names fail here, with the known ones

@@ -322,3 +322,26 @@ def test_notebook_habits_numpy_domains_numbered_names_rgba_hooks_and_classes_wit
     with pytest.raises(TransferkitError, match=r"unlabeled must be a Domain, got Tensor: wrap the images as "
                                                r"Domain.unlabeled\(name, images\)"):
         Transfer("dann").fit(source=gap, unlabeled=gap.images)
+
+
+def test_a_network_loaded_with_its_class_names_keeps_its_head_rows_by_name(tmp_path):
+    from transferkit import load_network, save_network
+    from transferkit.backbones import build_backbone
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import TransferkitError
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    save_network(net, tmp_path / "n.safetensors", class_names=["b", "a", "c"])  # rows in the order b, a, c
+    loaded = load_network(tmp_path / "n.safetensors", "lenet")
+    assert loaded.class_names == ["b", "a", "c"]
+    assert all(torch.equal(x, y) for x, y in zip(net.state_dict().values(), loaded.state_dict().values()))
+    target = Domain("t", torch.rand(9, 1, 28, 28), torch.arange(9) % 3, ["a", "b", "c"])
+    t = Transfer("ft_unit:conv2", train=TrainConfig(steps=1, lr=1e-12)).fit(target=target, net=loaded)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        want = net.eval()(x)[:, [1, 0, 2]]  # the target's a, b, c are the file's rows 1, 0, 2
+    assert torch.allclose(t.predict_logits(x), want, atol=1e-4)
+    ss = Transfer("ft_ss", train=TrainConfig(steps=1)).fit(target=target, net=loaded)
+    with pytest.raises(TransferkitError, match="holds ft_ss's scale-and-shift parameters .* save the whole model"):
+        save_network(ss, tmp_path / "ss.safetensors")

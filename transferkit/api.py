@@ -222,7 +222,9 @@ class Transfer:
                 except TransferkitError as e:
                     raise TransferkitError(f"method {cls.name!r} trains from a fresh initialisation and re-initialises "
                                            f"the given net, but {e}; fit it without net=") from None
-            head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else None
+            named = getattr(net, "class_names", None)  # a network of load_network names its head's rows
+            head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else \
+                list(named) if source is None and named is not None and len(named) == net.num_classes else None
         else:  # a method that never sees target labels classifies with a head over the source classes
             head = source if cls.needs_pretrained or cls.predicts_with_source_head() else (target or source)
             check(head is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")

@@ -572,6 +572,10 @@ def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
         class_names = class_names if class_names is not None else getattr(net, "classes_", None)
         net = method.net
     check_unitnet(net, "save_network")
+    extra = [k for k in net.state_dict() if ".scale_shift." in k]
+    check(not extra, f"save_network: the network holds ft_ss's scale-and-shift parameters ({extra[0] if extra else ''}"
+                     f", ...), which the backbone does not have: a file of it would not load as the backbone's weights "
+                     f"(pretrained:, load_network); save the whole model (torch.save(model, path)) or trace it")
     metadata = None
     if class_names is not None:
         names = list(class_names)
@@ -627,6 +631,25 @@ def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "")
         check_state_fits(net, state, f"pre-trained network {path}")  # names the first of each kind in one line
         raise TransferkitError(f"pre-trained network {path} does not fit backbone {net.name!r}: {e}") from e
     net.eval()
+
+
+def load_network(path: str | os.PathLike, backbone: str, in_channels: int = 1, image_size: int = 28):
+    """The network of a :func:`save_network` file (or a run's ``source.safetensors``), built as
+    ``backbone`` for images of ``in_channels`` x ``image_size``: its head has the rows the file
+    holds, and ``net.class_names`` the classes the file names for them (None where it names none).
+    ``Transfer.fit(net=net)`` without ``source=`` then matches the target's classes to those rows
+    by name, not by position."""
+    path = Path(path).expanduser()
+    check(path.is_file(), f"load_network: {path} does not exist or is not a file")
+    state, metadata = load_safetensors(path, "network file")
+    names = _stored_classes(path, metadata)
+    heads = [v for k, v in state.items() if k.startswith("head.") and k.endswith("weight") and v.dim() == 2]
+    rows = len(names) if names is not None else int(heads[-1].shape[0]) if heads else None
+    check(rows is not None, f"load_network: {path} names no classes and holds no head weight to count its rows by")
+    net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size)
+    _load_net(net, path)
+    net.class_names = names
+    return net
 
 
 def _stored_classes(path: Path, metadata: dict) -> list[str] | None:

@@ -744,3 +744,16 @@ def test_rows_count_the_validation_labels_they_selected_on_and_the_table_names_t
     _, rows = ex.run_experiment(replace(cfg, select_on="none", name="none"), run_dir=tmp_path / "none",
                                 log=lambda *a: None)
     assert "Selected on" not in markdown_table(summarize(rows), rows)
+
+
+def test_rows_that_selected_on_the_source_validation_split_say_so(tmp_path, monkeypatch):
+    from transferkit.results import markdown_table, summarize
+    _on_prepared_data(monkeypatch)
+    cfg = ExperimentConfig(methods=["finetune"], k=1, repeats=1, select_on="source_val", train=TINY, pretrain=TINY)
+    _, rows = ex.run_experiment(cfg, run_dir=tmp_path / "run", log=lambda *a: None)
+    assert rows[0]["select_on"] == "source_val" and "n_val_labeled" not in rows[0]
+    assert ("Selected on the source's validation split (select_on: source_val): finetune; their val_accuracy (and a "
+            "flex candidate's) is the source's.") in markdown_table(summarize(rows), rows)
+    _, rows = ex.run_experiment(replace(cfg, select_on="target_val", name="t"), run_dir=tmp_path / "t",
+                                log=lambda *a: None)
+    assert "select_on" not in rows[0] and "source's validation" not in markdown_table(summarize(rows), rows)

@@ -1145,6 +1145,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
+           **({"select_on": cfg.select_on} if cfg.select_on != "target_val" and val is not None
+              and fit.best_val_accuracy is not None else {}),  # val_accuracy is then the source's
            **(training_fields(cfg.train) if fit.steps > 0 else {}), **class_fields(cfg),
            **({"n_val_labeled": len(val)} if val is data.target.val and val is not None and cls.selects_on_validation
               and fit.best_val_accuracy is not None else {}),

@@ -564,7 +564,18 @@ def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
             + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
             + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown)
-            + training_line(rows, markdown) + selection_labels_line(rows, markdown) + grouped_k_line(rows, markdown))
+            + training_line(rows, markdown) + selection_labels_line(rows, markdown) + grouped_k_line(rows, markdown)
+            + source_selection_line(rows, markdown))
+
+
+def source_selection_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the methods whose rows chose their weights (and flex its unit) on the source's
+    validation split (``select_on: source_val``, which rows record): their ``val_accuracy`` is the
+    source's."""
+    cell = md_cell if markdown else str
+    names = list(dict.fromkeys(_row_name(r, cell) for r in rows if r.get("select_on") == "source_val"))
+    return [f"Selected on the source's validation split (select_on: source_val): {', '.join(names)}; their "
+            f"val_accuracy (and a flex candidate's) is the source's."] if names else []
 
 
 def grouped_k_line(rows: list[dict], markdown: bool = True) -> list[str]:

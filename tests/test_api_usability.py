@@ -343,5 +343,35 @@ def test_a_network_loaded_with_its_class_names_keeps_its_head_rows_by_name(tmp_p
         want = net.eval()(x)[:, [1, 0, 2]]  # the target's a, b, c are the file's rows 1, 0, 2
     assert torch.allclose(t.predict_logits(x), want, atol=1e-4)
     ss = Transfer("ft_ss", train=TrainConfig(steps=1)).fit(target=target, net=loaded)
-    with pytest.raises(TransferkitError, match="holds ft_ss's scale-and-shift parameters .* save the whole model"):
+    with pytest.raises(TransferkitError, match=r"holds parameters its backbone 'lenet' does not have \(units.conv1.0."
+                                               r"scale_shift.scale, .* save the whole model"):
         save_network(ss, tmp_path / "ss.safetensors")
+
+
+def test_load_network_round_trips_names_and_head_kinds_and_a_refit_net_names_its_new_rows(tmp_path):
+    import numpy as np
+
+    from transferkit import load_network, save_network
+    from transferkit.backbones import build_backbone
+    from transferkit.domain import Domain
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.errors import TransferkitError
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)
+    save_network(net, tmp_path / "n.safetensors", class_names=["b", "a", "c"])
+    loaded = load_network(tmp_path / "n.safetensors", "lenet")
+    save_network(loaded, tmp_path / "again.safetensors")  # its names travel with it
+    assert load_network(tmp_path / "again.safetensors", "lenet").class_names == ["b", "a", "c"]
+    target = Domain("t", torch.rand(9, 1, 28, 28), torch.arange(9) % 3, ["a", "b", "c"])
+    t = Transfer("ft_unit:conv2", train=TrainConfig(steps=1, lr=1e-12)).fit(target=target, net=loaded)
+    assert t.net_.class_names == ["a", "b", "c"] and loaded.class_names == ["b", "a", "c"]  # its head's rows now
+    cos = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28, head="cosine")
+    save_network(cos, tmp_path / "cos.safetensors")
+    assert load_network(tmp_path / "cos.safetensors", "lenet").head.state_dict().keys() == cos.head.state_dict().keys()
+    image_unit = Transfer("image_unit", train=TrainConfig(steps=1)).fit(target=target, net=loaded)
+    with pytest.raises(TransferkitError, match="holds parameters its backbone 'lenet' does not have"):
+        save_network(image_unit, tmp_path / "iu.safetensors")
+    big_endian = np.random.default_rng(0).random((4, 1, 8, 8)).astype(">f4")
+    assert torch.allclose(Domain("be", big_endian, [0, 1, 0, 1], ["x", "y"]).images,
+                          torch.from_numpy(big_endian.astype("<f4")))
+    assert Engine(hooks=None).hooks == ()

@@ -25,6 +25,7 @@ from .backbones import (
     check_unitnet,
     definition_digest,
     evaluating,
+    known_outputs,
     reinitialise,
 )
 from .clip import CaptionedDomain
@@ -223,6 +224,10 @@ class Transfer:
                     raise TransferkitError(f"method {cls.name!r} trains from a fresh initialisation and re-initialises "
                                            f"the given net, but {e}; fit it without net=") from None
             named = getattr(net, "class_names", None)  # a network of load_network names its head's rows
+            if named is not None and source is not None and list(named) != list(source.class_names):
+                warn(f"fit: the network's head names the classes {list(named)[:10]} but the source "
+                     f"{source.name!r} has {list(source.class_names)[:10]}: its rows are taken as the source's, by "
+                     f"position (give the source its classes in the head's order, or leave source= out)")
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else \
                 list(named) if source is None and named is not None and len(named) == net.num_classes else None
         else:  # a method that never sees target labels classifies with a head over the source classes
@@ -285,6 +290,8 @@ class Transfer:
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
             classes = list(method.class_names)  # the target's, or those of its captioned source's images)
         # all fitted attributes at once: a refit that fails or is interrupted leaves the last model whole
+        if getattr(net, "class_names", None) is not None:  # its head now predicts the classes of classes_
+            net.class_names = list(classes) if known_outputs(net) == len(classes) else None
         self.method_, self.fit_result_ = method, fit_result
         self.net_, self.classes_, self.input_shape_ = net, classes, next(iter(shapes.values()))
         return self

@@ -278,8 +278,9 @@ class Domain:
         check(not text, f"domain {self.name!r}: labels are class names ({str(first)!r}, ...); "
                         f"give class ids, positions in class_names: torch.tensor([class_names.index(c) for c in "
                         f"labels])")
-        if isinstance(x, np.ndarray) and x.dtype.kind in "fiub":  # a NumPy array: its numbers as a tensor
-            x = torch.from_numpy(np.ascontiguousarray(x))
+        if isinstance(x, np.ndarray) and x.dtype.kind in "fiub":  # a NumPy array: its numbers as a tensor (native
+            # byte order, writable: a memory-mapped or big-endian array is copied)
+            x = torch.from_numpy(np.require(x, dtype=x.dtype.newbyteorder("="), requirements=["C", "W"]))
         if isinstance(y, (np.ndarray, list, tuple)):
             y = label_ids(y, f"domain {self.name!r}")
         for what, value in (("images", x), ("labels", y)):

@@ -346,7 +346,7 @@ class Engine:
         self.seed = torch_seed(seed)
         self.ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_path = Path(metrics_path) if metrics_path else None
-        self.hooks = (hooks,) if callable(hooks) else tuple(hooks)  # one function, or several
+        self.hooks = (hooks,) if callable(hooks) else () if hooks is None else tuple(hooks)  # one, several, none
         check(all(callable(h) for h in self.hooks), f"hooks must be a function hook(step, state) or a tuple of them, "
                                                     f"got {hooks!r:.80}")
         self.tensorboard_dir = tensorboard_dir

@@ -572,10 +572,12 @@ def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
         class_names = class_names if class_names is not None else getattr(net, "classes_", None)
         net = method.net
     check_unitnet(net, "save_network")
-    extra = [k for k in net.state_dict() if ".scale_shift." in k]
-    check(not extra, f"save_network: the network holds ft_ss's scale-and-shift parameters ({extra[0] if extra else ''}"
-                     f", ...), which the backbone does not have: a file of it would not load as the backbone's weights "
+    extra = _added_parameters(net)
+    check(not extra, f"save_network: the network holds parameters its backbone {net.name!r} does not have "
+                     f"({extra[0] if extra else ''}, ...: a method added them, as ft_ss's scale-and-shift or "
+                     f"image_unit's image unit), so a file of it would not load as the backbone's weights "
                      f"(pretrained:, load_network); save the whole model (torch.save(model, path)) or trace it")
+    class_names = class_names if class_names is not None else getattr(net, "class_names", None)
     metadata = None
     if class_names is not None:
         names = list(class_names)
@@ -633,6 +635,26 @@ def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "")
     net.eval()
 
 
+def _head_kind(state: dict) -> str:
+    """The kind of head (:data:`~transferkit.heads.HEADS`) whose parameters a network's state holds."""
+    return "prototype" if "head.prototypes" in state else "cosine" if "head.scale" in state else "linear"
+
+
+def _added_parameters(net) -> list[str]:
+    """The state keys of a built-in backbone's network that a fresh build of it lacks (a method's
+    additions); none for a network of another builder or of no declared input shape."""
+    if not is_built_in(net.name) or net.input_shape is None:
+        return []
+    state = net.state_dict()
+    with torch.random.fork_rng():  # a check: the caller's random state stays
+        try:
+            fresh = build_backbone(net.name, num_classes=known_outputs(net) or 1, in_channels=net.input_shape[0],
+                                   image_size=net.input_shape[-1], head=_head_kind(state))
+        except TransferkitError:
+            return []
+    return [k for k in state if k not in fresh.state_dict()]
+
+
 def load_network(path: str | os.PathLike, backbone: str, in_channels: int = 1, image_size: int = 28):
     """The network of a :func:`save_network` file (or a run's ``source.safetensors``), built as
     ``backbone`` for images of ``in_channels`` x ``image_size``: its head has the rows the file
@@ -646,7 +668,8 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int = 1, i
     heads = [v for k, v in state.items() if k.startswith("head.") and k.endswith("weight") and v.dim() == 2]
     rows = len(names) if names is not None else int(heads[-1].shape[0]) if heads else None
     check(rows is not None, f"load_network: {path} names no classes and holds no head weight to count its rows by")
-    net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size)
+    net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size,
+                         head=_head_kind(state))  # a cosine or prototype head, as finetune_cosine / _proto train
     _load_net(net, path)
     net.class_names = names
     return net

@@ -181,7 +181,8 @@ class Transfer:
             if k != "unlabeled":
                 check_labeled(d, f"fit: the {k} domain")
             if k in ("target", "source"):
-                empty = [d.class_names[i] for i in range(d.num_classes) if i not in set(d.present_classes())]
+                present = set(d.present_classes())
+                empty = [d.class_names[i] for i in range(d.num_classes) if i not in present]
                 if empty:  # a mask or labels with gaps: outputs trained on nothing
                     warn(f"fit: the {k} domain {d.name!r} names {d.num_classes} classes but has no image of "
                          f"{len(empty)} ({empty[:10]}{', ...' if len(empty) > 10 else ''}): the model gets an output "

@@ -383,13 +383,12 @@ def captioned_source(source: Domain, captions: CaptionsFile, where: str) -> Doma
     return CaptionedDomain(source.subset(index), [list(dict.fromkeys(found[i])) for i in index]).domain
 
 
-def check_captions_file(path, source_splits: list[Domain]) -> None:
+def check_captions_file(captions: CaptionsFile, path, source_splits: list[Domain]) -> None:
     """Before a run's first job: the source is an image folder, some of its training images have a
-    caption, and the file's lines that name no image of any source split (a typo, another extension)
-    are counted in a warning with examples."""
+    caption, and the captions file's (``path``'s) lines that name no image of any source split (a typo,
+    another extension) are counted in a warning with examples."""
     from .userdata import path_keys
 
-    captions = read_captions_file(path)
     train = source_splits[0]
     captioned_source(train, captions, repr(str(path)))  # its refusals, before the first job
     every = {k for d in source_splits if d.keys is not None for k in d.keys.tolist()}
@@ -474,11 +473,10 @@ class ClipMethod(Method):
         if class_names is not None:
             self.set_classes(class_names)
 
-    @classmethod
-    def check_source(cls, options: dict, splits: list) -> None:
+    def check_source(self, splits: list) -> None:
         """A run's check before its first job: a ``captions_file`` fits the source (:func:`check_captions_file`)."""
-        if options.get("captions_file") is not None:
-            check_captions_file(options["captions_file"], splits)
+        if getattr(self, "file_captions", None) is not None:
+            check_captions_file(self.file_captions, self.captions_file, splits)
 
     @classmethod
     def options_for_source(cls, options: dict, source_classes) -> dict:

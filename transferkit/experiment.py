@@ -513,7 +513,7 @@ def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         if main and stored != {**now, "sizes": sizes}:
             write_json(path, {**now, "sizes": sizes})
         return
-    diff = sorted(k for k in set(then) | set(now) if k != "format" and then.get(k) != now.get(k))
+    diff = sorted(changed - {"format"})
     check(not rows or diff != ["folder_label_draws"],
           f"{run_dir} was made before 2026-12-02 10:00 UTC, since when a target folder's label subsets (k, ratio) "
           f"are drawn otherwise: its unfinished jobs would train on other labelled images than its finished ones; "
@@ -607,21 +607,12 @@ def _torch_file(path: Path) -> bool:
         return False
 
 
-def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "") -> None:
+def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "", read=None) -> None:
     """Load ``path`` into ``net``. With ``classes`` (the source's), a file that names the
     classes of its head's rows (transferkit's pre-trainings since 2026-12-01) must name
-    these, in this order: the rows are taken by position. ``hint``: what to do when it is unreadable."""
-    check(path.exists(), f"pre-trained network {path} does not exist")
-    try:
-        state, metadata = load_safetensors(path, "pre-trained network", hint)  # the tensors, the stored class names
-    except TransferkitError as e:
-        if not _torch_file(path):
-            raise
-        raise TransferkitError(f"pre-trained network {path} is a PyTorch file (torch.save), not a safetensors file: "
-                               f"{PRETRAINED_FILE}. Build the backbone, load your weights into it "
-                               f"(net.load_state_dict(torch.load(file)) when they have its keys; else load them into "
-                               f"your own module and cut that into units as the builder does); then {SAVE_NETWORK}"
-                               ) from e
+    these, in this order: the rows are taken by position. ``hint``: what to do when it is unreadable;
+    ``read``: its ``(state, metadata)`` when the caller has read them (:func:`_read_net_file`)."""
+    state, metadata = read or _read_net_file(path, hint)
     stored = _stored_classes(path, metadata)
     if classes is not None and stored is not None and stored != list(classes):
         raise TransferkitError(f"pre-trained network {path} was trained on the classes {stored} (its "
@@ -633,6 +624,22 @@ def _load_net(net, path: Path, classes: list[str] | None = None, hint: str = "")
         check_state_fits(net, state, f"pre-trained network {path}")  # names the first of each kind in one line
         raise TransferkitError(f"pre-trained network {path} does not fit backbone {net.name!r}: {e}") from e
     net.eval()
+
+
+def _read_net_file(path: Path, hint: str = "") -> tuple[dict, dict]:
+    """A network file's tensors and metadata (its stored class names); a ``torch.save`` file is
+    refused, naming what to write instead."""
+    check(path.exists(), f"pre-trained network {path} does not exist")
+    try:
+        return load_safetensors(path, "pre-trained network", hint)
+    except TransferkitError as e:
+        if not _torch_file(path):
+            raise
+        raise TransferkitError(f"pre-trained network {path} is a PyTorch file (torch.save), not a safetensors file: "
+                               f"{PRETRAINED_FILE}. Build the backbone, load your weights into it "
+                               f"(net.load_state_dict(torch.load(file)) when they have its keys; else load them into "
+                               f"your own module and cut that into units as the builder does); then {SAVE_NETWORK}"
+                               ) from e
 
 
 def _head_kind(state: dict) -> str:
@@ -663,14 +670,14 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int = 1, i
     by name, not by position."""
     path = Path(path).expanduser()
     check(path.is_file(), f"load_network: {path} does not exist or is not a file")
-    state, metadata = load_safetensors(path, "network file")
+    state, metadata = _read_net_file(path)
     names = _stored_classes(path, metadata)
     heads = [v for k, v in state.items() if k.startswith("head.") and k.endswith("weight") and v.dim() == 2]
     rows = len(names) if names is not None else int(heads[-1].shape[0]) if heads else None
     check(rows is not None, f"load_network: {path} names no classes and holds no head weight to count its rows by")
     net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size,
                          head=_head_kind(state))  # a cosine or prototype head, as finetune_cosine / _proto train
-    _load_net(net, path)
+    _load_net(net, path, read=(state, metadata))
     net.class_names = names
     return net
 
@@ -1164,15 +1171,15 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                              source=data.source.train, target=labeled, unlabeled=unlabeled, val=val)
         report = evaluate_on(method, data.target.test)
         measured = method.test_results(data.target.test)  # e.g. tap's accuracy of every unit
+    selected = val is not None and fit.best_val_accuracy is not None  # weights chosen on a validation split
     row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
-           **({"select_on": cfg.select_on} if cfg.select_on != "target_val" and val is not None
-              and fit.best_val_accuracy is not None else {}),  # val_accuracy is then the source's
+           **({"select_on": cfg.select_on} if cfg.select_on != "target_val" and selected else {}),  # the source's
            **(training_fields(cfg.train) if fit.steps > 0 else {}), **class_fields(cfg),
-           **({"n_val_labeled": len(val)} if val is data.target.val and val is not None and cls.selects_on_validation
-              and fit.best_val_accuracy is not None else {}),
+           **({"n_val_labeled": len(val)} if selected and val is data.target.val and cls.selects_on_validation
+              else {}),
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
            **test_fields(cfg, data),
            **({"n_unlabeled": len(unlabeled)} if "unlabeled" in cls.streams else {}),
@@ -1695,7 +1702,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                                      data.target.train.class_names)
                     continue
                 method = _build_job_method(cfg, data, cls, net)
-                cls.check_source(options, [data.source.train, data.source.val, data.source.test])
+                method.check_source([data.source.train, data.source.val, data.source.test])
                 if val is not None and hasattr(method, "check_validation"):
                     method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem
@@ -1711,7 +1718,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
              f"budget (set select_on: none or source_val to say so)")
     _warn_more_validation_labels(cfg, data, methods, labelled)
-    _warn_sampler(cfg, methods)
+    _warn_balancing(cfg, methods)
 
 
 def class_fields(cfg: ExperimentConfig) -> dict:
@@ -1728,7 +1735,7 @@ def training_fields(train: TrainConfig) -> dict:
     return {k: getattr(train, k) for k, default in ADDED_TRAIN_FIELDS.items() if getattr(train, k) != default}
 
 
-def _warn_sampler(cfg: ExperimentConfig, methods: list) -> None:
+def _warn_balancing(cfg: ExperimentConfig, methods: list) -> None:
     """Say where ``sampler: balanced`` / ``class_weight: balanced`` do not reach: a method that reads no
     target label balances only its labelled source images (unlabelled target images are shuffled and
     unweighted), and source_only's row is the source network, which ``pretrain`` trains."""

@@ -33,6 +33,7 @@ from .results import (
     gzsl_cell,
     md_cell,
     other_metrics,
+    picked_unit,
     read_results,
     row_notes,
     summarize,
@@ -140,13 +141,13 @@ def _labels_used(rows: list[dict]) -> dict[str, float]:
 
 
 def _pick(row: dict) -> tuple[str | None, str] | None:
-    """``(series, unit)`` a row's method picked on validation (flex's ``picked``: series None; tap's
-    classifier and unit, as :func:`_unit_values` splits them), or None."""
-    if isinstance(row.get("tap_unit"), str) and isinstance(row.get("tap_classifier"), str):
-        return row["tap_classifier"], row["tap_unit"]
-    if isinstance(row.get("picked"), str):
-        return None, row["picked"]
-    return None
+    """``(series, unit)`` a row's method picked on validation (:func:`picked_unit`; flex's: series None,
+    tap's ``unit/classifier``: its classifier's series, as :func:`_unit_values` splits them), or None."""
+    pick = picked_unit(row)
+    if pick is None:
+        return None
+    unit, _, series = pick.partition("/")
+    return series or None, unit
 
 
 def _accuracy_label(key: str) -> str:

@@ -987,8 +987,8 @@ def _data_records(run_dir: Path) -> list[tuple[dict, dict]]:
 def _domain_digests(config: dict, data: dict) -> dict[tuple, tuple]:
     """``{(side, spec, how the config reads it): its splits' digests}`` of one run's record."""
     out = {}
+    config = {**ADDED_FIELDS, **config}  # a run from before a key was added read it at its default
     for side, keys in DATA_KEYS.items():
-        config = {**ADDED_FIELDS, **config}  # a run from before a key was added read it at its default
         spec = config.get(side)
         digests = tuple(sorted((k, v) for k, v in data.items() if k.startswith(f"{side}.")))
         if isinstance(spec, str) and digests:

@@ -644,10 +644,9 @@ class Method(nn.Module):
         """``D`` of :meth:`classifier_input`."""
         return self.net.embed_dim
 
-    @classmethod
-    def check_source(cls, options: dict, splits: list) -> None:
-        """Refuse, before a run's first job, ``options`` that do not fit the source's ``splits``
-        (train, val, test); the default checks nothing (clip checks its captions file)."""
+    def check_source(self, splits: list) -> None:
+        """Refuse, before a run's first job, what in this method (its options) does not fit the
+        source's ``splits`` (train, val, test); the default checks nothing (clip checks its captions file)."""
 
     def supervised(self, pair, stream: str = "target") -> torch.Tensor:
         """The cross-entropy of a labelled ``(x, y)`` batch of ``stream`` (:meth:`cross_entropy`)."""

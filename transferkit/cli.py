@@ -361,11 +361,11 @@ def _episodes(args) -> None:
     from .io import write_json, write_text
     from .results import markdown_table, summarize
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
-    run_dir = Path(args.run_dir)
-    rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, split(args.heads), args.n_way,
+    run_dir, heads = Path(args.run_dir), split(args.heads)
+    rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
                              args.k_shot, args.n_query, args.episodes, args.seed)
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
-            "seed": args.seed, "heads": split(args.heads)}
+            "seed": args.seed, "heads": heads}
     unfinished = run.get("unfinished")
     notes = [episodes_note(rows)] + ([f"The run is not finished: the jobs finished so far{unfinished}."]
                                      if unfinished else [])

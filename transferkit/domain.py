@@ -467,10 +467,10 @@ class Domain:
 
     def _class_id(self, c) -> int:
         c = unicodedata.normalize("NFC", c) if isinstance(c, str) else c
-        numbered = all(n.isdigit() for n in self.class_names)  # years, codes: a digit string is meant as a name
-        check(not (isinstance(c, str) and c.isdigit() and numbered and c not in self.class_names),
-              f"domain {self.name!r}: unknown class {c!r}; classes are {self.class_names[:20]} (named by numbers: "
-              f"a text is read as a name; give an int for a class id)")
+        if isinstance(c, str) and c.isdigit() and c not in self.class_names:  # years, codes: a digit text is a name
+            check(not all(n.isdigit() for n in self.class_names),
+                  f"domain {self.name!r}: unknown class {c!r}; classes are {self.class_names[:20]} (named by "
+                  f"numbers: a text is read as a name; give an int for a class id)")
         if isinstance(c, str) and not c.isdigit() or (isinstance(c, str) and c in self.class_names):
             if c not in self.class_names:
                 raise TransferkitError(f"domain {self.name!r}: unknown class {c!r}; "
@@ -492,12 +492,10 @@ class Domain:
         check(size is None or is_whole(size, 1),
               f"domain {self.name!r}: size must be a whole number of pixels >= 1 (square images), got {size!r}")
         x = self.images
+        if channels in (1, 3) and x.shape[1] == 4:  # RGBA: the colour, its alpha dropped (as the npz loader)
+            x = x[:, :3]
         if channels is not None and x.shape[1] != channels:
-            if x.shape[1] == 4 and channels in (1, 3):  # RGBA: the colour, its alpha dropped (as the npz loader)
-                x = x[:, :3]
-            if x.shape[1] == channels:
-                pass
-            elif x.shape[1] == 1 and channels == 3:
+            if x.shape[1] == 1 and channels == 3:
                 x = x.expand(-1, 3, -1, -1).contiguous()
             elif x.shape[1] == 3 and channels == 1:
                 x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)

@@ -176,20 +176,21 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
     counts = torch.bincount(class_ids(text_ids(labels, what="episode labels")[0], "episode labels").cpu()) \
         if is_whole(k_shot) and is_whole(n_query) else None
     small = [] if counts is None else torch.nonzero((counts > 0) & (counts < k_shot + n_query)).flatten().tolist()
-    if small and counts is not None and int((counts >= k_shot + n_query).sum()) >= n_way:
+    eligible = None if counts is None else int((counts >= k_shot + n_query).sum())  # the classes episodes draw from
+    if small and eligible >= n_way:
         name = (lambda c: str(class_names[c])) if class_names is not None and len(class_names) >= len(counts) \
             else str
         shown = ", ".join(f"{name(c)} ({int(counts[c])})" for c in small[:10]) + (", ..." if len(small) > 10 else "")
         warn(f"evaluate_episodes: an episode draws its classes among those with at least k_shot + n_query = "
              f"{k_shot + n_query} samples, so class(es) {shown} (samples) are never drawn: the accuracy is over the "
-             f"other {int((counts >= k_shot + n_query).sum())} classes (fewer queries, n_query, take them in)")
+             f"other {eligible} classes (fewer queries, n_query, take them in)")
     out = {}
     for head in heads:
         accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)
         mean, ci = mean_ci95(accs)
         out[head] = {"mean": mean, "ci95": ci, "episodes": len(accs)}
-        if counts is not None:
-            out[head]["classes"] = int((counts >= k_shot + n_query).sum())  # those the episodes draw from
+        if eligible is not None:
+            out[head]["classes"] = eligible
         if len(accs) < 2:
             out[head]["note"] = "one episode: no interval (ci95 is NaN); run more episodes to measure the spread"
     return out
@@ -229,7 +230,7 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
     """Refuse, before any scoring, a K for which fewer than ``n_way`` test classes hold K + queries
     images, naming the split's images per class and the queries that would fit."""
     counts = test.class_counts()
-    present = [i for i in test.present_classes()]
+    present = list(test.present_classes())
     for k in k_shots:
         eligible = sum(int(counts[i]) >= k + n_query for i in present)
         if is_whole(k, 1) and is_whole(n_query, 1) and is_whole(n_way, 2) and eligible < n_way:

@@ -1445,6 +1445,42 @@ def test_a_run_from_a_pretrained_file_says_so(tmp_path):
     assert f"source network: from the pretrained file {info['path']}" in lines, lines  # not "n/a, 0.0s (cached)"
 
 
+def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_path):
+    """source: null: a user with a network file and no source images; the classes come from the
+    file, and every job is the one it is in a run that names the source the network came from."""
+    from transferkit.experiment import pretrain_source, save_network
+    cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", k=2, repeats=1,
+                           methods=["source_only", "finetune", "linear_probe"], select_on="none",
+                           pretrain=TrainConfig(steps=4, eval_every=2, batch_size=8), train=TrainConfig(steps=4),
+                           out_dir=str(tmp_path))
+    net, _ = pretrain_source(cfg, prepare_domains(cfg), log=lambda *a: None)
+    path = save_network(net, tmp_path / "mine.safetensors", class_names=[str(i) for i in range(10)])
+    _, with_source = run_experiment(replace(cfg, pretrained=str(path), name="with"), log=lambda *a: None)
+    alone = replace(cfg, source=None, pretrained=str(path), name="alone")
+    lines = []
+    _, rows = run_experiment(alone, log=lines.append)
+    assert [(r["method"], r["accuracy"]) for r in rows] == [(r["method"], r["accuracy"]) for r in with_source]
+    assert {r["source"] for r in rows} == {"mine.safetensors"}
+    assert any(line.startswith(f"source: the network of {path} alone (10 classes); target digits") for line in lines)
+    data = prepare_domains(alone)
+    assert len(data.source.train) == 0 and data.source.train.class_names == [str(i) for i in range(10)]
+    for kwargs, refusal in [({"pretrained": None}, r"source: null \(no source images\) needs `pretrained`"),
+                            ({"select_on": "source_val"}, r"source_val .* source: null gives none"),
+                            ({"source_classes": "0-4"}, r"source_classes '0-4' chooses source images")]:
+        with pytest.raises(TransferkitError, match=refusal):
+            replace(alone, **kwargs)
+    with pytest.raises(TransferkitError, match=r"^dann, coral train on labelled source images, and source: null "):
+        check_names(replace(alone, methods=["dann", "finetune", "coral", "source_only"]))
+    colour = build_backbone("lenet", num_classes=3, in_channels=3)
+    save_network(colour, tmp_path / "colour.safetensors", class_names=["0", "1", "2"])
+    data = prepare_domains(replace(alone, pretrained=str(tmp_path / "colour.safetensors")))
+    assert data.channels == 3 and data.target.train.images.shape[1] == 3  # the channels the file's network takes
+    save_network(colour, tmp_path / "nameless.safetensors")
+    with pytest.raises(TransferkitError, match=r"nameless.safetensors names none .*write it again with its class "
+                                               r"names \(transferkit.save_network"):
+        prepare_domains(replace(alone, pretrained=str(tmp_path / "nameless.safetensors")))
+
+
 def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():
     from transferkit.api import Transfer
     from transferkit.data import load_domain

@@ -307,7 +307,8 @@ def _run(args) -> None:
         return
     init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
     if is_main_process():  # decoding a large folder takes a while before the run's first line
-        print(f"reading source {cfg.source} and target {cfg.target}"
+        print(f"reading {f'source {cfg.source}' if cfg.source is not None else 'the network ' + cfg.pretrained} and "
+              f"target {cfg.target}"
               f"{f' and unlabeled {cfg.unlabeled}' if cfg.unlabeled is not None else ''} ...", flush=True)
     if args.resume and not Path(args.resume).exists():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)

@@ -62,7 +62,7 @@ class ExperimentConfig:
     """
 
     name: str = "experiment"
-    source: str = "syndigits"
+    source: str | None = "syndigits"  # None: no source images, the `pretrained` network alone (its head's classes)
     target: str = "mnist"
     unlabeled: str | None = None  # images without labels as the unlabelled target (else the target's train split)
     test: str | None = None  # a labelled test set of its own (else 25 % of the target is its test split)
@@ -129,6 +129,14 @@ class ExperimentConfig:
               f"name {self.name!r} names the run's folder under out_dir: no '/' or '\\', not empty or dots")
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
+        if self.source is None:  # a network alone: its file stands for the source
+            check(self.pretrained is not None, "source: null (no source images) needs `pretrained`, the source "
+                                               "network's file (save_network writes one): give both, or a source")
+            check(self.select_on != "source_val", "select_on: source_val selects on the source's validation "
+                                                  "images, and source: null gives none: use target_val or none")
+            check(self.source_classes is None, f"source_classes {self.source_classes!r} chooses source images, and "
+                                               f"source: null gives none (the network's head has the classes its "
+                                               f"file names): leave source_classes out")
         check_select_metric(self.select_metric)
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         if self.channels == "auto":  # the README's name for the default
@@ -180,6 +188,12 @@ class ExperimentConfig:
         if self.k is not None:
             return f"k={self.k}"
         return f"ratio={self.ratio}" if self.ratio is not None else "all"
+
+    @property
+    def source_label(self) -> str:
+        """The rows' ``source``: the source domain, or without one (``source: null``) the name of
+        the ``pretrained`` network's file."""
+        return self.source if self.source is not None else Path(self.pretrained).name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

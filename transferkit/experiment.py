@@ -136,14 +136,19 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
                                labeled=labeled)
 
     with reading_progress(progress):
-        src, tgt = load(cfg.source), load(cfg.target)
+        src = None if cfg.source is None else load(cfg.source)
+        tgt = load(cfg.target)
         test = None if cfg.test is None else load(cfg.test)
-    channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
-    src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
-    # split the whole domains at the same fractions, then keep the classes: a domain's split does
-    # not depend on the class subset, so source and target cut from the same images (mnist,
-    # mnist+inversion 5-9) never share an image between one's training and the other's val or test split
-    source = narrowed(split_domain(src, cfg.val_fraction, cfg.test_fraction), cfg.source_classes)
+    if src is None:  # source: null, the pretrained network alone
+        source, channels = network_source(cfg, tgt)
+        tgt = tgt.to_format(channels=channels)
+    else:
+        channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
+        src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
+        # split the whole domains at the same fractions, then keep the classes: a domain's split does
+        # not depend on the class subset, so source and target cut from the same images (mnist,
+        # mnist+inversion 5-9) never share an image between one's training and the other's val or test split
+        source = narrowed(split_domain(src, cfg.val_fraction, cfg.test_fraction), cfg.source_classes)
     target = narrowed(split_domain(tgt, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction),
                       cfg.target_classes)
     test_overlap = {}  # of a test set of its own: its images that are target train / val images
@@ -174,6 +179,34 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
     overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
     return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap,
                     test_overlap=test_overlap)
+
+
+def network_source(cfg: ExperimentConfig, target: Domain) -> tuple[Split, int]:
+    """Without source images (``source: null``): the source as three empty splits whose classes
+    are those the ``pretrained`` file names for its head's rows, and the run's channels (the
+    config's, else those the file's network takes, else the target's)."""
+    path = Path(cfg.pretrained).expanduser()
+    state, metadata = _read_net_file(path)
+    names = _stored_classes(path, metadata)
+    check(names is not None, f"source: null takes the source classes from the pretrained network's file, and {path} "
+                             f"names none (its head's rows would mean unknown classes): write it again with its "
+                             f"class names ({SAVE_NETWORK}), or give the source domain")
+    channels = cfg.channels
+    if channels is None:
+        with torch.random.fork_rng():  # the file's input channels: those of the build whose shapes it fits
+            fits = [c for c in (1, 3) if _fits(build_backbone(cfg.backbone, num_classes=len(names), in_channels=c,
+                                                              image_size=cfg.image_size), state)]
+        channels = fits[0] if len(fits) == 1 else target.images.shape[1]
+    empty = torch.zeros(0, channels, cfg.image_size, cfg.image_size)
+    parts = (Domain(f"{path.name}/{part}", empty, torch.zeros(0, dtype=torch.long), list(names),
+                    provenance={"origin": f"pretrained:{path}"}) for part in ("train", "val", "test"))
+    return Split(*parts), channels
+
+
+def _fits(net, state: dict) -> bool:
+    """Whether ``state`` has ``net``'s keys with their shapes."""
+    own = net.state_dict()
+    return set(own) == set(state) and all(own[k].shape == state[k].shape for k in own)
 
 
 def shared_images(pool: Domain, other: Domain) -> int:
@@ -1168,11 +1201,12 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         val = selection_domain(cfg, data, cls)
         fit = fit_for_target(method, make_engine, data.source.train.class_names, data.target.train.class_names,
                              lambda m, rows: every.update(all_source_classes_fields(m, rows, data.target.test)),
-                             source=data.source.train, target=labeled, unlabeled=unlabeled, val=val)
+                             source=data.source.train if cfg.source is not None else None, target=labeled,
+                             unlabeled=unlabeled, val=val)
         report = evaluate_on(method, data.target.test)
         measured = method.test_results(data.target.test)  # e.g. tap's accuracy of every unit
     selected = val is not None and fit.best_val_accuracy is not None  # weights chosen on a validation split
-    row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": cfg.setting, "seed": seed,
+    row = {"method": cls.name, "source": cfg.source_label, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "best_step": fit.best_step,
            **({"select_metric": cfg.select_metric} if cfg.select_metric != "accuracy" else {}),
@@ -1210,8 +1244,10 @@ def _save_evaluated(path: Path, method, job: str) -> None:
 
 
 def _seen_classes(data: Prepared) -> list[str]:
-    """The source classes with training images: a target class among them is seen."""
-    return [data.source.train.class_names[i] for i in data.source.train.present_classes()]
+    """The source classes with training images (without source images, ``source: null``, the
+    network's classes): a target class among them is seen."""
+    train = data.source.train
+    return list(train.class_names) if len(train) == 0 else [train.class_names[i] for i in train.present_classes()]
 
 
 def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str]) -> dict:
@@ -1317,8 +1353,14 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
             check_option_values(cls, options)
         except TransferkitError as e:
             raise TransferkitError(f"{method_error(cls, options, e)}{kept}") from e
-    for spec in (cfg.source, cfg.target) + tuple(s for s in (cfg.unlabeled, cfg.test) if s is not None):
+    for spec in (s for s in (cfg.source, cfg.target, cfg.unlabeled, cfg.test) if s is not None):
         check_spec(spec)
+    reading = [cls.name for cls in methods if "source" in cls.streams and cls is not SourceOnly]
+    check(cfg.source is not None or not reading,
+          f"{', '.join(reading)} train{'s' if len(reading) == 1 else ''} on labelled source images, and source: null "
+          f"gives none (the pretrained network alone): give the source domain, or leave "
+          f"{'it' if len(reading) == 1 else 'them'} out (the methods that train on target labels take the network "
+          f"alone: finetune, linear_probe, the ft_ and flex families, ...)")
     return methods
 
 
@@ -1417,8 +1459,10 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         note_kernels(run_dir, log, cfg.workers)
     log(f"run directory: {run_dir}")
     note_work_dir(run_dir)
-    log(f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val; "
-        f"target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
+    source = (f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val"
+              if cfg.source is not None else
+              f"source: the network of {cfg.pretrained} alone ({data.source.train.num_classes} classes)")
+    log(f"{source}; target {cfg.target}: {len(data.target.train)} train / {len(data.target.val)} val / "
         f"{len(data.target.test)} test{f' (test {cfg.test})' if cfg.test is not None else ''}"
         f"{f'; unlabeled {cfg.unlabeled}: {len(data.unlabeled)} images' if data.unlabeled is not None else ''}; "
         f"{data.channels} channel(s), {cfg.image_size} px")
@@ -1447,7 +1491,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             model = source_only_model(pretrained, data, lambda m, rows, every=every: every.update(
                 all_source_classes_fields(m, rows, data.target.test)))
             report = evaluate_on(model, data.target.test)
-            row = {"method": cls.name, "source": cfg.source, "target": cfg.target, "setting": sub.setting,
+            row = {"method": cls.name, "source": cfg.source_label, "target": cfg.target, "setting": sub.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
                    "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
                    **test_fields(cfg, data), **({} if cfg.pretrained else training_fields(cfg.pretrain)),

@@ -302,7 +302,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
                                        episodes=episodes, seed=seed, class_names=test.class_names)
             call_s = time.perf_counter() - t1
             for head, r in scores.items():
-                rows.append({"method": f"{method}/{head}", "source": cfg.source, "target": cfg.target,
+                rows.append({"method": f"{method}/{head}", "source": cfg.source_label, "target": cfg.target,
                              "setting": f"{n_way}-way {k}-shot ({setting})", "seed": job_seed, "accuracy": r["mean"],
                              "ci95": r["ci95"], "episodes": r["episodes"], "classes": r.get("classes"),
                              "feature_dim": int(feats.shape[1]), "episode_seed": seed,

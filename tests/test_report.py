@@ -894,3 +894,21 @@ def test_combined_runs_name_the_versions_they_were_made_with_and_latex_escapes_b
         "their rows may differ for that alone (docs/scale.md)."]
     assert environment_differ_lines(envs[:1]) == []
     assert latex_text("folder:d|a<b>") == r"folder:d\textbar{}a\textless{}b\textgreater{}"
+
+
+def test_the_report_has_every_line_results_md_writes_under_the_table(tmp_path):
+    """The report built its notes apart and left out what ± means for rows that read no target
+    label (domain adaptation) and the environment lines (a trial)."""
+    from transferkit.results import write_results
+    rows = [{"method": "dann", "source": "mnist", "target": "mnistm", "setting": "k=5", "seed": s, "accuracy": a,
+             "wall_s": 1.0, "n_labeled": 0, "n_unlabeled": 100, "environment": {"torch": v}}
+            for s, a, v in ((0, 0.5, "2.13.0"), (1, 0.6, "2.11.0"))]
+    write_results(tmp_path, "x", {}, rows)
+    results_md = (tmp_path / "results.md").read_text()
+    notes = [line for line in results_md.split("\n\n", 1)[1].splitlines() if line and not line.startswith("|")]
+    assert any("no row reads a target label" in n for n in notes), notes
+    write_report(tmp_path, tmp_path / "out")
+    report_md, page = (tmp_path / "out" / "report.md").read_text(), (tmp_path / "out" / "report.html").read_text()
+    for line in notes:
+        assert line in report_md, line
+    assert "no row reads a target label" in page

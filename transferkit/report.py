@@ -26,7 +26,6 @@ from .results import (
     GZSL_NOTE,
     accuracy_text,
     balanced_cell,
-    balanced_note,
     balanced_shown,
     class_subsets,
     failed_line,
@@ -35,8 +34,8 @@ from .results import (
     other_metrics,
     picked_unit,
     read_results,
-    row_notes,
     summarize,
+    table_parts,
     unfinished_hint,
 )
 
@@ -486,17 +485,16 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                    + training_curve_figures(run_dir, notes) + confusion_figures(rows, notes)
                    + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
-    picks, plain = row_notes(rows), row_notes(rows, False)
-    if balanced_shown(summary):
-        picks, plain = picks + [balanced_note(summary)], plain + [balanced_note(summary)]
+    config = data.get("config") if isinstance(data.get("config"), dict) else None
+    picks, plain = (table_parts(summary, rows, config, markdown=m)["notes"] for m in (True, False))  # results.md's
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
-    config = yaml.safe_dump(data.get("config", {}), sort_keys=False)
+    shown = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):
-        config += "\n# environment (results.json)\n" + yaml.safe_dump({"environment": data["environment"]},
-                                                                      sort_keys=False)
-    config += _config_files(run_dir, data.get("config"))
+        shown += "\n# environment (results.json)\n" + yaml.safe_dump({"environment": data["environment"]},
+                                                                     sort_keys=False)
+    shown += _config_files(run_dir, data.get("config"))
     title = f"transferkit report: {data.get('name', run_dir.name)}"
-    note = metric_note(rows, data.get("config") if isinstance(data.get("config"), dict) else None)
+    note = metric_note(rows, config)
 
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)
@@ -525,7 +523,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 <h2>Figures</h2>
 {figs_html or "<p>no figures</p>"}{"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 <h2>Configuration</h2>
-<pre>{html.escape(config)}</pre>
+<pre>{html.escape(shown)}</pre>
 {CHECK_IMAGES}
 </body></html>
 """
@@ -547,6 +545,6 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
         alt = re.sub(r"([][\\])", r"\\\1", cap)  # a ] in a name would end the alt text
         md += [f"![{alt}](report_files/{name})", ""]
     md += [f"{n}." for n in notes] + ([""] if notes else [])
-    md += ["## Configuration", "", "```yaml", config.rstrip(), "```", ""]
+    md += ["## Configuration", "", "```yaml", shown.rstrip(), "```", ""]
     md_path = write_text(out_dir / "report.md", "\n".join(md))
     return html_path, md_path

@@ -126,6 +126,28 @@ def test_equal_distances_rank_in_gallery_order():
     assert torch.allclose(average_precision_at_k(q, ql, g_emb, gl, 10, chunk=7), loop_ap(q, ql, g_emb, gl, 10))
 
 
+def test_a_warning_counts_the_queries_whose_ap_the_order_of_equal_distances_changes():
+    """A collapsed embedding against a gallery sorted by class scored 3x chance silently (a trial)."""
+    import warnings
+    labels = torch.arange(10).repeat_interleave(20)  # sorted by class, as the built-in splits are
+    with pytest.warns(UserWarning, match=r"retrieval: 30 of 30 queries have relevant and other gallery items at one "
+                                         r"distance among their 10 nearest; .* depends on how the gallery is ordered"):
+        collapsed = average_precision_at_k(torch.zeros(30, 4), torch.arange(10).repeat(3), torch.zeros(200, 4),
+                                           labels, 10)
+    assert float(collapsed.mean()) == pytest.approx(0.1)  # gallery order: class 0's 3 queries score 1, chance ~0.01
+    gallery = torch.cat([torch.eye(10), torch.eye(10)])  # two copies of each item: ties of one class only
+    dup_labels = torch.arange(10).repeat(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert average_precision_at_k(torch.eye(10), torch.arange(10), gallery, dup_labels, 2).tolist() == [1.0] * 10
+    far = torch.tensor([[0.0], [1.0], [-1.0], [5.0]])  # the 1-nearest is one of two items at distance 1, of two classes
+    with pytest.warns(UserWarning, match="1 of 1 queries"):
+        average_precision_at_k(torch.zeros(1, 1), torch.tensor([0]), far[1:], torch.tensor([0, 1, 0]), 1)
+    with warnings.catch_warnings():  # a class the gallery lacks: no hit whatever the order
+        warnings.simplefilter("error")
+        average_precision_at_k(torch.zeros(1, 1), torch.tensor([2]), far[1:], torch.tensor([0, 1, 0]), 2)
+
+
 def test_the_top_k_ranking_is_exactly_a_stable_sort_of_the_distances():
     """AP@k ranks by one integer key per (distance, gallery index) and takes its k smallest:
     the same items, in the same order, as a full stable argsort of the distances."""

@@ -38,7 +38,10 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     """AP@k of every query (``Q x D`` against a ``G x D`` gallery); a vector of ``Q`` values,
     computed on the queries' device (the gallery and the labels are moved there). Gallery
     items at equal distances rank in gallery order, so a collapsed embedding (every distance
-    equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns.
+    equal) gets the AP of the gallery's order, not whatever order a top-k kernel returns; a
+    warning counts the queries whose AP that order changes (equally distant relevant and other
+    items among or at the edge of their ``k`` nearest; a gallery sorted by class lifts a
+    collapsed embedding above chance).
     NumPy arrays are taken as well; labels may be class ids or names (strings, matched by equality).
 
     Leave-one-out: with ``exclude_self`` query ``i`` is gallery item ``i`` and is left out of
@@ -97,7 +100,7 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
         counts = counts[query_labels] - (gallery_labels == query_labels).long()
     else:
         counts = counts[query_labels]
-    out = []
+    out, tied = [], 0  # tied: queries whose AP the order of equally distant gallery items changes
     ranks = torch.arange(1, k + 1, dtype=torch.float32, device=dev)
     order = torch.arange(len(gallery), dtype=torch.int64, device=dev)
     chunk = max(1, min(chunk, 2**25 // len(gallery)))  # the top-k holds chunk x G distances and keys
@@ -117,10 +120,30 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
         hits = gallery_labels[nn_idx] == ql[:, None]
         if left_out is not None:
             hits &= ~left_out.gather(1, nn_idx)
+        tied += int(_order_matters(dist, nn_idx, hits, gallery_labels[None] == ql[:, None], left_out).sum())
         rel = hits.float()
         precision = hits.long().cumsum(1) / ranks  # an integer running count: exact, and deterministic on a GPU
         out.append((precision * rel).sum(1) / n_rel.clamp(max=k).float().clamp_min(1))
+    if tied:
+        warn(f"retrieval: {tied} of {len(queries)} queries have relevant and other gallery items at one distance "
+             f"among their {k} nearest; equal distances rank in gallery order, so their AP@{k} depends on how the "
+             f"gallery is ordered (a gallery sorted by class favours its first classes: a collapsed embedding, every "
+             f"distance equal, scores above chance)")
     return torch.cat(out) if out else torch.empty(0)
+
+
+def _order_matters(dist: torch.Tensor, nn_idx: torch.Tensor, hits: torch.Tensor, relevant: torch.Tensor,
+                   left_out: torch.Tensor | None) -> torch.Tensor:
+    """Which queries' AP@k the order of equally distant gallery items changes: a run of equal
+    distances within the top k that holds a hit and a miss, or items at the k-th distance, within
+    the top k and beyond it, relevant and not."""
+    near = dist.gather(1, nn_idx)
+    inside = ((near[:, 1:] == near[:, :-1]) & (hits[:, 1:] != hits[:, :-1]) & near[:, 1:].isfinite()).any(1)
+    at_cut = dist == near[:, -1:]
+    if left_out is not None:
+        relevant = relevant & ~left_out
+    n_relevant = (at_cut & relevant).sum(1)
+    return inside | (near[:, -1].isfinite() & (n_relevant > 0) & (n_relevant < at_cut.sum(1)))
 
 
 def _group_ids(groups, gallery_groups, n_queries: int, n_gallery: int, same_items: bool):

@@ -252,6 +252,8 @@ def test_a_students_usual_slips_are_named_with_the_fix():
             name()
     with pytest.raises(TransferkitError, match=r"must share one shape .*domain\.to_format\(size=28, channels=3\)"):
         Transfer("finetune", backbone="lenet").fit(target=d, source=toy_domain(12, classes=3).to_format(channels=3))
+    with pytest.raises(TransferkitError, match=r"must share one shape .*to_format\(size=(28|32), channels=1\)"):
+        Transfer("finetune", backbone="lenet").fit(target=d, source=toy_domain(12, classes=3).to_format(size=32))
 
 
 def test_a_table_of_hand_made_rows_needs_method_seed_and_accuracy_only():

@@ -225,6 +225,9 @@ def test_a_small_test_split_is_named_with_how_well_one_accuracy_is_known():
     videos = [{**r, "target": "digits@grouped5", "n_test": 2250, "n_test_groups": 450} for r in rows]
     assert small_test_line(videos)[0].startswith("Small test split: digits@grouped5 450 groups (grouped accuracy) "
                                                  "(± 4.6): ")
+    own = small_test_line([{**r, "test": "folder:data/tgt_test", "n_test": 444} for r in rows])[0]  # a trial: it
+    assert own.startswith("Small test split: test folder:data/tgt_test 444 images (± 4.7): ")  # named the target
+    assert own.endswith("(a larger test set scores more images).") and "test_fraction" not in own  # refused with test
 
 
 def test_lines_under_the_table_list_settings_by_their_number():

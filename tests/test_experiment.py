@@ -203,7 +203,7 @@ def test_unlabelled_images_that_are_target_test_images_are_named_and_counted(tmp
     said = [str(w.message) for w in recwarn]
     assert any(f"{len(data.target.val)} of its images are target val images and {len(data.target.test)} of its "
                f"images are target test images" in m and "transductive" in m for m in said)
-    assert any("1 channel(s) and are converted to the run's 3" in m for m in said)
+    assert any("1 channel(s) and are converted to the run's 3 (the config's `channels`)" in m for m in said)
     from transferkit.results import unlabeled_images_line
     rows = [{"method": "dann", "unlabeled": "digits", "n_unlabeled": 1797, "unlabeled_in_test": 450,
              "unlabeled_in_val": 269}]

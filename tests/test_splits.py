@@ -133,6 +133,11 @@ def test_parse_classes():
                          (None, "cannot read classes")]:
         with pytest.raises(TransferkitError, match=message):
             parse_classes(bad, d)
+    folders = indexed(torch.arange(3), names=["01", "1", "10"])  # not numbered: "1" and "01" are both 1
+    assert parse_classes("1,10", folders) == [1, 2] and parse_classes([1, 2], folders) == [1, 2]
+    with pytest.raises(TransferkitError, match=r"class id 10 out of range \[0, 2\] for domain '.*'; a class is "
+                                               r"named '10': quote it to name it \('10', or in a list \['10'\]\)"):
+        parse_classes([1, 10], folders)  # a trial: an int is an id, the message did not say so
 
 
 @pytest.mark.parametrize("change, message", [

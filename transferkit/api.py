@@ -188,9 +188,11 @@ class Transfer:
                          f"{len(empty)} ({empty[:10]}{', ...' if len(empty) > 10 else ''}): the model gets an output "
                          f"for each, trained on nothing; d.select_classes([...]) keeps the classes with images")
         shapes = {k: d.image_shape for k, d in given.items()}
-        check(len(set(shapes.values())) == 1, f"fit: images must share one shape (C, H, W), got {shapes}: load "
-                                              f"them alike (load_domain(spec, size=28, channels=3)) or convert "
-                                              f"one, domain.to_format(size=28, channels=3)")
+        if len(set(shapes.values())) > 1:  # the hint's format: the first domain's (the largest channels)
+            h = next(iter(shapes.values()))[1]
+            like = f"size={h}, channels={max(shape[0] for shape in shapes.values())}"
+            raise TransferkitError(f"fit: images must share one shape (C, H, W), got {shapes}: load them alike "
+                                   f"(load_domain(spec, {like})) or convert one, domain.to_format({like})")
         guessed = net is not None and getattr(net, "input_shape_guessed", False)  # from_modules' 224 x 224
         if net is not None and getattr(net, "input_shape", None) is not None and not guessed:
             have, want = next(iter(shapes.values())), tuple(net.input_shape)

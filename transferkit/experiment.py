@@ -174,11 +174,19 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
             unlabeled = load(cfg.unlabeled, labeled=False)
         if unlabeled.images.shape[1] != channels:
             warn(f"unlabeled {cfg.unlabeled!r}: its images have {unlabeled.images.shape[1]} channel(s) and are "
-                 f"converted to the run's {channels} (set by source and target: `channels` in the config)")
+                 f"converted to the run's {channels} ({_channels_origin(cfg)})")
             unlabeled = unlabeled.to_format(channels=channels)
     overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
     return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap,
                     test_overlap=test_overlap)
+
+
+def _channels_origin(cfg: ExperimentConfig) -> str:
+    """What set a run's channels, for a warning about images converted to them."""
+    if cfg.channels is not None:
+        return "the config's `channels`"
+    return ("set by the source network and the target" if cfg.source is None else "set by source and target") \
+        + ": `channels` in the config sets them"
 
 
 def network_source(cfg: ExperimentConfig, target: Domain) -> tuple[Split, int]:
@@ -257,7 +265,7 @@ def as_target_test(cfg: ExperimentConfig, test: Domain, train: Domain, channels:
     images of the target's classes (matched by name) labelled as the target labels them."""
     if test.images.shape[1] != channels:
         warn(f"test {cfg.test!r}: its images have {test.images.shape[1]} channel(s) and are converted to the run's "
-             f"{channels} (set by source and target)")
+             f"{channels} ({_channels_origin(cfg)})")
         test = test.to_format(channels=channels)
     present = [test.class_names[i] for i in test.present_classes()]
     shared = [c for c in present if c in train.class_names]

@@ -547,14 +547,17 @@ def small_test_line(rows: list[dict], markdown: bool = True) -> list[str]:
         for key, what in (("n_test", "images"), ("n_test_groups", "groups (grouped accuracy)")):
             n = r.get(key)
             if isinstance(n, int) and not isinstance(n, bool) and 0 < n < SMALL_TEST:
-                sizes.setdefault((r.get("run"), r.get("target", ""), what), set()).add(n)
+                test = f"test {r['test']}" if isinstance(r.get("test"), str) else r.get("target", "")
+                sizes.setdefault((r.get("run"), test, what), set()).add(n)
     if not sizes:
         return []
-    parts = [f"{cell(target)}{f' (run {cell(run)})' if run else ''} {' / '.join(map(str, sorted(ns)))} {what} "
-             f"(± {100 * 1.96 * math.sqrt(0.25 / min(ns)):.1f})" for (run, target, what), ns in sizes.items()]
+    parts = [f"{cell(test)}{f' (run {cell(run)})' if run else ''} {' / '.join(map(str, sorted(ns)))} {what} "
+             f"(± {100 * 1.96 * math.sqrt(0.25 / min(ns)):.1f})" for (run, test, what), ns in sizes.items()]
+    own = all(t.startswith("test ") for _, t, _ in sizes)  # every small one a config's own test set
+    larger = "a larger test set" if own else "a larger test_fraction, or a test set of its own, test:,"
     return [f"Small test split: {'; '.join(parts)}: one accuracy measured on it is known to within that many "
             f"points (95 %, binomial, at 50 % accuracy; less near 0 or 100 %), which the ± over seeds does not "
-            f"include (a larger test_fraction, or a test set of its own, test:, scores more images)."]
+            f"include ({larger} scores more images)."]
 
 
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:

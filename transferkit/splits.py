@@ -347,6 +347,8 @@ def _is_int(text: str) -> bool:
 def _check_id(i: int, domain: Domain | None) -> int:
     check(i >= 0, f"class id {i} is negative")
     if domain is not None:
+        named = f"; a class is named {str(i)!r}: quote it to name it ('{i}', or in a list ['{i}'])" \
+            if str(i) in domain.class_names else ""
         check(i < domain.num_classes, f"class id {i} out of range [0, {domain.num_classes - 1}] for "
-                                      f"domain {domain.name!r}")
+                                      f"domain {dataset_name(domain.name)!r}{named}")
     return i

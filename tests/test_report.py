@@ -912,3 +912,19 @@ def test_the_report_has_every_line_results_md_writes_under_the_table(tmp_path):
     for line in notes:
         assert line in report_md, line
     assert "no row reads a target label" in page
+
+
+def test_the_report_of_a_stopped_run_draws_its_finished_jobs_as_summary_shows_them(tmp_path, capsys):
+    """report refused a killed run that summary showed (a trial)."""
+    run = tmp_path / "stopped"
+    (run / "jobs").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: stopped\nk: 2\nratio: null\n")
+    row = {"method": "finetune", "source": "mnist", "target": "digits", "setting": "k=2", "seed": 0, "accuracy": 0.5,
+           "wall_s": 1.0}
+    (run / "jobs" / "finetune-k=2-s0.json").write_text(json.dumps(row))
+    assert main(["report", str(run)]) == 2  # as summary: the table holds the finished jobs only
+    err = capsys.readouterr().err
+    assert "report holds the 1 job(s) finished so far: " in err and "--resume" in err
+    md = (run / "report.md").read_text()
+    assert "| finetune | mnist | digits | k=2 | 50.0 | 1 |" in md and "The run is not finished" in md
+    assert "results from <code>" + str(run / "jobs") in (run / "report.html").read_text()

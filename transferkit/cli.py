@@ -210,6 +210,7 @@ def _runtime_flag_checks(args) -> None:
 
 def _report(args) -> None:
     from .report import check_run_dir, write_report
+    from .results import unfinished_run
     args.run_dirs = [str(Path(d).parent) if Path(d).name == "results.json" and Path(d).is_file() else d
                      for d in args.run_dirs]  # a results.json stands for its run directory
     names = [Path(d).resolve().name for d in args.run_dirs]
@@ -219,7 +220,7 @@ def _report(args) -> None:
     _check_report_out(args.out)
     if len(args.run_dirs) == 1:  # one directory: its error is the command's
         check_run_dir(args.run_dirs[0])
-    skipped = []
+    skipped, stopped = [], []
     for run_dir, name in zip(args.run_dirs, names):  # several: the finished ones are written, the others named
         try:
             check_run_dir(run_dir)
@@ -231,8 +232,13 @@ def _report(args) -> None:
             print(f"transferkit: skipped {run_dir}: {e}", file=sys.stderr)
             continue
         print(f"report: {html}\nmarkdown: {md}")
+        partial = unfinished_run(Path(run_dir))
+        if partial is not None:  # exit 2, as `summary` of a stopped run
+            stopped.append(f"{run_dir}'s report holds the {len(partial['rows'])} job(s) finished so far"
+                           f"{partial['unfinished']}")
     check(not skipped, f"{len(skipped)} of {len(args.run_dirs)} directories have no report (named above): "
-                       f"{'; '.join(skipped)}")
+                       f"{'; '.join(skipped + stopped)}")
+    check(not stopped, "; ".join(stopped))
 
 
 def _check_report_out(out: str | None) -> None:

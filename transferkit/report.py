@@ -37,6 +37,7 @@ from .results import (
     summarize,
     table_parts,
     unfinished_hint,
+    unfinished_run,
 )
 
 MAX_FIGURES = 24
@@ -438,13 +439,14 @@ window.addEventListener('load', function () {
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
-    """The ``results.json`` of a finished run or benchmark directory; an error says what is missing."""
+    """The ``results.json`` of a run or benchmark directory (of a stopped run with finished jobs,
+    where it would be: :func:`write_report` draws those jobs); an error says what is missing."""
     run_dir = Path(run_dir)
     check(run_dir.exists(), f"{run_dir} does not exist: give a run or benchmark directory (the 'run directory:' "
                             f"`transferkit run` prints, under its config's out_dir, or one under `transferkit bench`'s "
                             f"--out)")
-    check((run_dir / "results.json").is_file(), f"no results.json in {run_dir}: not a finished run or benchmark "
-                                                f"directory{unfinished_hint(run_dir)}")
+    check((run_dir / "results.json").is_file() or unfinished_run(run_dir) is not None,
+          f"no results.json in {run_dir}: not a finished run or benchmark directory{unfinished_hint(run_dir)}")
     return run_dir / "results.json"
 
 
@@ -473,7 +475,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     run or benchmark in ``run_dir``; return their paths."""
     run_dir = Path(run_dir)
     results_path = check_run_dir(run_dir)
-    data = read_results(results_path)
+    data = unfinished_run(run_dir) or read_results(results_path)
+    where = results_path if "unfinished" not in data else run_dir / "jobs"
     rows = data["rows"]
     out_dir = Path(out) if out else run_dir
     files_dir = out_dir / "report_files"
@@ -487,6 +490,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     header, table = _table_rows(summary, rows)
     config = data.get("config") if isinstance(data.get("config"), dict) else None
     picks, plain = (table_parts(summary, rows, config, markdown=m)["notes"] for m in (True, False))  # results.md's
+    if "unfinished" in data:  # a stopped run: the jobs finished so far, as `summary` shows them
+        stopped = f"The run is not finished: the jobs finished so far{data['unfinished']}."
+        picks, plain = [stopped, *picks], [stopped, *plain]
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
     shown = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):
@@ -515,7 +521,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 </style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{len(rows)} results from <code>{html.escape(str(results_path))}</code>; {html.escape(note)}</p>
+<p>{len(rows)} results from <code>{html.escape(str(where))}</code>; {html.escape(note)}</p>
 <h2>Results</h2>
 {"".join(f"<p>failed: {html.escape(failed_line(f))}</p>" for f in failed)}
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>

@@ -342,6 +342,38 @@ def test_tsne_takes_one_set_per_panel_and_class_labels(tmp_path):
             tsne_embeddings(panels, tmp_path / "bad.png", labels=labels)
 
 
+def test_tsne_colours_each_class_apart_with_one_map_over_every_panel():
+    from matplotlib.colors import to_rgb
+
+    from transferkit.plots import tsne_embeddings
+    g = torch.Generator().manual_seed(0)
+
+    def legend_colours(fig):
+        legend = fig.axes[-1].get_legend()
+        return {t.get_text(): to_rgb(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+
+    def drawn(ax):  # each class's points: (how many, colour)
+        return {(len(c.get_offsets()), to_rgb(c.get_facecolor()[0])) for c in ax.collections}
+
+    twelve = torch.arange(120) % 12
+    fig = tsne_embeddings(torch.randn(120, 4, generator=g), None, labels=twelve)
+    colours = legend_colours(fig)
+    assert list(colours) == [str(c) for c in range(12)] and len(set(colours.values())) == 12  # 10 and 11 too
+    assert {c for _, c in drawn(fig.axes[0])} == set(colours.values())
+    a, b = torch.randn(30, 4, generator=g), torch.randn(40, 4, generator=g)
+    fig = tsne_embeddings({"A": a, "B": b}, None, labels={"A": torch.arange(30) % 3, "B": [1] * 15 + [2] * 25})
+    colours = legend_colours(fig)
+    assert list(colours) == ["0", "1", "2"]  # the classes of both panels, not panel A's alone
+    assert drawn(fig.axes[1]) == {(15, colours["1"]), (25, colours["2"])}  # B's classes as the legend names them
+    fig = tsne_embeddings({"p": (a, b)}, None, labels=torch.arange(70) % 25)
+    assert "25 classes: colours repeat every 20" in fig._suptitle.get_text()
+    assert list(legend_colours(fig)) == ["source", "target"]  # the markers, no class names
+    fig = tsne_embeddings({"A": a, "B": b}, None, labels={"A": torch.arange(30) % 3})
+    assert fig.axes[1].get_title() == "B (no labels)" and drawn(fig.axes[1]) == {(40, to_rgb("0.6"))}
+    with pytest.raises(TransferkitError, match="panels' labels together: names of mixed kinds"):
+        tsne_embeddings({"A": a, "B": b}, None, labels={"A": torch.arange(30) % 3, "B": ["1"] * 40})
+
+
 def test_per_unit_plot_takes_tap_rows_and_names_the_keys_it_needs(tmp_path):
     from transferkit.plots import per_unit_accuracy_plot
     tap_rows = [{"unit": "c1", "dim": 8, "svm_accuracy": 0.9, "softmax_accuracy": 0.8},

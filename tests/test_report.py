@@ -808,6 +808,31 @@ def test_a_ratio_larger_than_the_classes_is_drawn_at_the_labels_its_rows_used(mo
     assert caption == "Label efficiency, s → t"
 
 
+def test_label_efficiency_of_a_grouped_target_counts_groups_and_draws_the_grouped_accuracy(monkeypatch):
+    from transferkit.plots import accuracy_vs_k_plot
+    figs = _capture(monkeypatch)
+    rows = [{**REVIEW_ROW, "method": m, "setting": f"k={k}", "seed": seed, "accuracy": 0.5, "group_accuracy": 0.25 * k,
+             "n_test_groups": 30} for m in ("finetune", "dann") for k in (1, 3) for seed in (0, 1)]
+    (caption, _), = report_module.label_efficiency_figures(rows)
+    assert caption == "Label efficiency, s → t (k counts labelled groups (videos) per class; dashed: the per-group " \
+                      "accuracy)"
+    ax = figs[-1].axes[0]
+    assert ax.get_xlabel() == "labelled target groups (videos) per class" and "dashed: per-group" in ax.get_title()
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in dashed] == [[25.0, 75.0]] * 2  # in %, per method
+    solid = {line.get_color() for line in ax.lines if line.get_linestyle() == "-"}
+    assert {line.get_color() for line in dashed} == solid
+    ax = accuracy_vs_k_plot(rows, None).axes[0]
+    assert ax.get_xlabel() == "labelled target groups (videos) per class (k)" and "dashed: per-group" in ax.get_title()
+    assert [list(line.get_ydata()) for line in ax.lines if line.get_linestyle() == "--"] == [[0.25, 0.75]] * 2
+    plain = [{k: v for k, v in r.items() if k not in ("group_accuracy", "n_test_groups")} for r in rows]
+    report_module.label_efficiency_figures(plain)
+    assert figs[-1].axes[0].get_xlabel() == "labelled target images per class"
+    ax = accuracy_vs_k_plot(plain, None).axes[0]
+    assert ax.get_xlabel() == "labelled target images per class (k)" and ax.get_title() == ""
+    assert all(line.get_linestyle() != "--" for line in ax.lines)
+
+
 def test_confusion_figures_beyond_the_cap_are_named(monkeypatch):
     monkeypatch.setattr(report_module, "_png", lambda fig, tight_box=False: b"png")
     rows = [{"method": "m", "source": "s", "target": "t", "setting": f"k={k}", "seed": 0, "class_names": ["a", "b"],

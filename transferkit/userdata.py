@@ -109,9 +109,25 @@ def _warn_skipped(root: Path, skipped: list[str]) -> None:
              f"({shown}); images need one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))}")
 
 
+def _top_files(root: Path, skipped: list[str]) -> list[Path]:
+    """The image files directly in ``root``, beside its class folders (they belong to no class);
+    its other files go to ``skipped`` as :func:`_image_files` counts them (hidden and system files left out)."""
+    loose = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() or _skipped(p.name) or p.name.lower() in SYSTEM_FILES:
+            continue
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            loose.append(p)
+        else:
+            skipped.append(p.name + ("" if p.exists() else " (a broken link)"))
+    return loose
+
+
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:
     classes = sorted((p.name for p in root.iterdir() if p.is_dir() and not _skipped(p.name)),
                      key=lambda n: unicodedata.normalize("NFC", n))  # ids in one order whatever the form
+    skipped: list[str] = []
+    loose = _top_files(root, skipped)
     for name in classes:
         try:
             name.encode("utf-8")
@@ -119,7 +135,8 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
             raise TransferkitError(f"class folder {str(root / name)!r} has a name that is not valid UTF-8 (e.g. "
                                    f"from an old archive); rename it: class names go into results and "
                                    f"figures") from None
-    check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders; expected "
+    check(len(classes) > 0, f"image folder {str(root)!r} has no class sub-folders"
+                            f"{f' ({len(loose)} image file(s) lie directly in it)' if loose else ''}; expected "
                             f"one sub-folder per class (e.g. {root}/cat/001.png); images without labels go in as "
                             f"the unlabelled target (`unlabeled: folder:PATH` in a config, "
                             f"load_domain(spec, labeled=False) in Python)")
@@ -139,7 +156,7 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         outer = _class_holding(os.path.dirname(os.path.realpath(root / name)), class_ids, root_id)
         check(outer is None, f"class folder {name!r} of {str(root)!r} lies inside class folder {outer!r} (a link: "
                              f"{os.path.realpath(root / name)}): its images would carry two labels; remove the link")
-    files, empty, skipped, seen = [], [], [], {}
+    files, empty, seen = [], [], {}
     for label, name in enumerate(classes):
         found = _image_files(root / name, root, skipped, seen, class_ids)
         if not found:
@@ -155,6 +172,13 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
                                f"remove the folder (a class without images could never be learnt; class ids are "
                                f"the positions of the sorted folder names)")
     _warn_skipped(root, skipped)
+    if loose:
+        one, shown = len(loose) == 1, ", ".join(repr(p.name) for p in loose[:5]) + (", ..." if len(loose) > 5 else "")
+        warn(f"image folder {str(root)!r}: {len(loose)} image file{' lies' if one else 's lie'} outside any class "
+             f"folder (directly in it: {shown}) "
+             f"and {'is' if one else 'are'} not read: put {'it' if one else 'them'} in a class folder, or read the "
+             f"folder as unlabelled images (`unlabeled: folder:{root}` in a config, load_domain(spec, labeled=False) "
+             f"in Python)")
     nested = sum(g is not None for _, _, g in files)
     if 0 < nested < len(files):
         warn(f"image folder {str(root)!r}: {nested} image(s) lie in sub-folders of class folders and "
@@ -248,8 +272,19 @@ def _with_progress(paths: list, where: str):
 
 
 def _read_images(paths: list[Path], size: int | None, channels: int | None, where: str) -> torch.Tensor:
-    """``N x C x H x W`` floats in [0, 1] from image files, every unreadable file named at once. The
-    result is allocated once and filled file by file (no stack of all the files' pixels, no second copy)."""
+    """``N x C x H x W`` floats in [0, 1] from image files, every unreadable file named at once,
+    with the warnings of their decoding (:func:`_warn_decoded`)."""
+    x, facts = _decode_images(paths, size, channels, where)
+    _warn_decoded(len(paths), size, where, facts)
+    return x
+
+
+def _decode_images(paths: list[Path], size: int | None, channels: int | None,
+                   where: str) -> tuple[torch.Tensor, dict]:
+    """:func:`_read_images` without its warnings: the pixels and the facts the warnings need
+    (``stretched``: how many images were not square before resizing to ``size``; ``grey``: colour
+    files of grey content, channels chosen from the files). The result is allocated once and filled
+    file by file (no stack of all the files' pixels, no second copy)."""
     mode = {1: "L", 3: "RGB", None: None}[channels]
     x, first, other, unreadable, stretched = None, None, None, [], 0
     for i, p in enumerate(_with_progress(paths, where)):
@@ -278,17 +313,23 @@ def _read_images(paths: list[Path], size: int | None, channels: int | None, wher
             f"images {where} have different sizes: {str(p0)!r} is {s0[1]}x{s0[0]} but "
             f"{str(p)!r} is {s[1]}x{s[0]}; pass a size to resize them (size=28 in Python, "
             f"--size 28 for transferkit show)")
+    grey = channels is None and x.shape[1] == 3 and all(  # whether or not the caller chose: the cache keeps it
+        bool((c[:, 0] == c[:, 1]).all() and (c[:, 1] == c[:, 2]).all()) for c in x.split(4096))
+    return x.div_(255), {"stretched": int(stretched), "grey": bool(grey)}
+
+
+def _warn_decoded(n: int, size: int | None, where: str, facts: dict) -> None:
+    """The warnings of decoding ``n`` images (:func:`_decode_images`'s ``facts``), given on a
+    cache hit as on the first read."""
+    stretched = facts["stretched"]
     if stretched:
-        warn(f"{stretched} of the {len(paths)} images {where} {'is' if stretched == 1 else 'are'} not square; "
+        warn(f"{stretched} of the {n} images {where} {'is' if stretched == 1 else 'are'} not square; "
              f"{'it is' if stretched == 1 else 'they are'} stretched to {size}x{size} (crop or pad them to squares "
              f"first to keep their proportions)")
-    grey = all(bool((c[:, 0] == c[:, 1]).all() and (c[:, 1] == c[:, 2]).all()) for c in x.split(4096)) \
-        if channels is None and x.shape[1] == 3 and not CHANNELS_CHOSEN.get() else False
-    if grey:
-        warn(f"the {len(paths)} images {where} are grey in content, but some files are stored in colour (RGB, "
+    if facts["grey"] and not CHANNELS_CHOSEN.get():
+        warn(f"the {n} images {where} are grey in content, but some files are stored in colour (RGB, "
              f"e.g. JPEGs saved so): they are read as 3 equal channels, and a run then reads both its domains in "
              f"colour; give channels=1 (a config's channels: 1) to read them as grey")
-    return x.div_(255)
 
 
 def read_images(paths, size: int | None = None, channels: int | None = None) -> torch.Tensor:
@@ -337,7 +378,8 @@ def load_image_folder(path: str | os.PathLike, size: int | None = None,
     are grayscale, otherwise RGB. Images of different sizes need ``size`` (they are resized to
     ``size x size``). All images below a sub-folder of a class folder (``cat/video7/f.png``,
     ``cat/video7/cam2/f.png``) share one group id (frames of one video); images directly in
-    the class folder get a group each.
+    the class folder get a group each. Image files directly in ``path``, beside the class folders,
+    are in no class: a warning counts and names them.
     Grey images of integers wider than 8 bits (PIL modes ``I;16``, ``I``) are read as 16-bit
     (0-65535), float images (``F``) as values in [0, 1]. A folder whose brightest pixel is at most
     16 of 255 warns (12-bit images saved in 16-bit files, 0/1 masks)."""
@@ -397,8 +439,10 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
     and contents (a hash of their bytes: reading them costs a fraction of decoding them, and an
     edit that keeps a file's size and time is seen), ``size``, ``channels`` and Pillow's version:
     a second run, and a copy of the folder elsewhere, skip the decoding.
-    ``TRANSFERKIT_FOLDER_CACHE=0`` (or ``false``, ``off``, ``no``) turns it off. The decoding's
-    warnings (stretched images) come with the first read only."""
+    ``TRANSFERKIT_FOLDER_CACHE=0`` (or ``false``, ``off``, ``no``) turns it off. The entry keeps
+    what the decoding's warnings need (how many images were stretched, whether colour files are
+    grey in content), so a cache hit gives them as the first read did (until 2026-12-02 a hit gave
+    none; an entry of then, without them, is not read: the key changed, so the folder is decoded once more)."""
     where = f"in {str(root)!r}"
     if len(files) < CACHED_FOLDER_FILES or not folder_cache_on():
         return _read_images(files, size, channels, where)
@@ -406,24 +450,26 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
 
     contents = [(unicodedata.normalize("NFC", p.relative_to(root).as_posix()),
                  hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()) for p in files]
-    key = hashlib.sha256(json.dumps({"format": 2, "size": size, "channels": channels, "pillow": PIL.__version__,
+    key = hashlib.sha256(json.dumps({"format": 3, "size": size, "channels": channels, "pillow": PIL.__version__,
                                      "files": contents}).encode()).hexdigest()[:24]
     path = cache_dir() / "folders" / f"{key}.npz"
     try:
         with np.load(path, allow_pickle=False) as z:
-            pixels = z["x"]
+            pixels, facts = z["x"], {"stretched": int(z["stretched"]), "grey": bool(z["grey"])}
         if pixels.dtype == np.uint8 and pixels.ndim == 4 and len(pixels) == len(files):
+            _warn_decoded(len(files), size, where, facts)
             return torch.from_numpy(pixels).float().div_(255)
-    except Exception:  # missing, truncated or foreign: decode again
+    except Exception:  # missing, truncated, foreign or without the warnings' facts: decode again
         pass
-    x = _read_images(files, size, channels, where)
+    x, facts = _decode_images(files, size, channels, where)
+    _warn_decoded(len(files), size, where, facts)
     try:
         def write(tmp: Path) -> None:
             pixels = torch.empty(x.shape, dtype=torch.uint8)
             for part, out in zip(x.split(4096), pixels.split(4096)):  # no float copy of the whole folder
                 out.copy_(part.mul(255).round_())
             with open(tmp, "wb") as f:
-                np.savez(f, x=pixels.numpy())
+                np.savez(f, x=pixels.numpy(), stretched=np.int64(facts["stretched"]), grey=np.bool_(facts["grey"]))
         atomic_write(path, write)
     except OSError as e:  # a read-only cache costs the speed-up, not the run
         warn(f"image folder {str(root)!r}: its decoded pixels are not cached ({e})")

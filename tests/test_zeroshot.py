@@ -542,7 +542,8 @@ def test_description_matrices_load_from_files_and_class_names_embed_from_a_confi
     for name, match in (("missing.npy", r"attribute matrix file 'missing.npy' does not exist \(a relative path"),
                         ("row.npy", r"'row.npy' holds an array of shape \(3,\): it must be classes x features"),
                         ("big.csv", r"attribute matrix 'big.csv': attribute values must lie in \[0, 1\]"),
-                        ("words.csv", r"'words.csv' cannot be read as a matrix of numbers"),
+                        ("words.csv", r"'words.csv': row 1, column 1 holds 'a', not a number \(a header row\?\): "
+                                      r"the file must hold numbers only"),
                         ("attrs.np", r"unknown digit attribute set .*'attrs.np'; known: strokes, strokes\+zones, "
                                      r"zones")):
         with pytest.raises(TransferkitError, match=match):
@@ -653,10 +654,19 @@ def test_attribute_zsl_warns_of_an_attribute_constant_over_the_seen_classes():
             {"source": seen})
 
 
-def test_class_names_of_another_length_than_the_matrix_rows_name_the_rows():
-    with pytest.raises(TransferkitError, match=r"the attributes matrix has 9 rows, one per class, so class_names must "
-                                               r"be a list of 9 names"):  # it said 'must name the 9 described classes'
-        AttributeZeroShot(tiny_net(9), attributes=torch.eye(9), class_names=[str(i) for i in range(10)])
+def test_class_names_of_another_length_than_the_matrix_rows_name_the_rows_and_the_file(tmp_path):
+    import numpy as np
+    names = [str(i) for i in range(10)]
+    with pytest.raises(TransferkitError, match=r"the attributes matrix has 9 rows while class_names lists 10 classes: "
+                                               r"give one row per class of class_names"):  # it blamed class_names
+        AttributeZeroShot(tiny_net(9), attributes=torch.eye(9), class_names=names)
+    np.savetxt(tmp_path / "nine.csv", np.eye(9), delimiter=",")
+    for method, option in ((AttributeZeroShot, "attributes"), (EmbeddingZeroShot, "class_embeddings")):
+        with pytest.raises(TransferkitError, match=f"the {option} file '.*nine.csv' has 9 rows while class_names "
+                                                   f"lists 10 classes"):  # the file went unnamed
+            method(tiny_net(9), **{option: str(tmp_path / "nine.csv"), "class_names": names})
+    with pytest.raises(TransferkitError, match=r"class_names names \['8'\] more than once"):  # before the length
+        AttributeZeroShot(tiny_net(9), attributes=torch.eye(9), class_names=names[:9] + ["8", "8"])
 
 
 def test_unnamed_description_rows_warn_of_classes_that_are_not_the_numbers_of_the_rows():
@@ -712,3 +722,92 @@ def test_a_text_model_is_read_from_disk_first_and_a_download_is_announced(monkey
     with pytest.raises(TransferkitError, match=r"HF_HUB_OFFLINE is set, so only local files are read\): not in "):
         _load_sentence_model("someone/model", "cpu")
     assert calls == [True, False, True]
+
+
+def test_matrix_files_name_a_header_a_name_column_a_short_row_and_read_past_a_byte_order_mark(tmp_path):
+    from transferkit.zeroshot import matrix_file
+    rows = ["1,0,1", "0,1,1", "1,1,0"]
+    files = {"bom.csv": "\ufeff" + "\n".join(rows), "comments.csv": "# attributes\n" + "\r\n".join(rows) + "\n\n",
+             "header.csv": "digit,a,b,c\n" + "\n".join(f"{i},{r}" for i, r in enumerate(rows)),
+             "names.csv": "\n".join(f"c{i},{r}" for i, r in enumerate(rows)),
+             "short.csv": "\n".join(rows[:2] + ["1,1"]), "semicolons.csv": "1;0\n0;1\n",
+             "trailing.csv": "\n".join(r + "," for r in rows), "empty.csv": "# nothing\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    expected = [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+    assert matrix_file(tmp_path / "bom.csv", "attribute matrix").tolist() == expected  # Excel's CSV UTF-8
+    assert matrix_file(tmp_path / "comments.csv", "attribute matrix").tolist() == expected
+    layout = "the file must hold numbers only, one row per class in the order of class_names"
+    for name, match in (("header.csv", f"row 1, column 1 holds 'digit', not a number \\(a header row\\?\\): {layout}"),
+                        ("names.csv", "row 1, column 1 holds 'c0', not a number \\(a class-name column\\?\\)"),
+                        ("short.csv", "row 3 has 2 values where the other rows have 3: every row needs one value per "
+                                      "feature"),  # numpy's advice was to "use usecols"
+                        ("semicolons.csv", "a .csv separates values by commas"),
+                        ("trailing.csv", "row 1, column 4 holds '', not a number \\(an empty value"),
+                        ("empty.csv", "holds no numbers")):
+        with pytest.raises(TransferkitError, match=f"the attribute matrix file '.*{name}'.*{match}"):
+            matrix_file(tmp_path / name, "attribute matrix")
+    (tmp_path / "lines.txt").write_text("# a comment\n1 0\n\n0 1 1\n")
+    with pytest.raises(TransferkitError, match=r"row 2 \(line 4\) has 3 values where the other rows have 2"):
+        matrix_file(tmp_path / "lines.txt", "class_embeddings")
+
+
+def test_a_class_id_past_the_rows_of_an_unnamed_matrix_is_refused_before_training(tmp_path, monkeypatch):
+    import numpy as np
+
+    from transferkit import experiment
+    from transferkit.api import Transfer
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import Engine
+    np.savetxt(tmp_path / "nine.csv", np.eye(9), delimiter=",")
+    np.save(tmp_path / "nine.npy", np.random.default_rng(0).random((9, 4)))
+    monkeypatch.setattr(Engine, "fit", lambda *a, **k: pytest.fail("it trained"))
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 10, [str(i) for i in range(10)])
+    for name, option, file in (("attribute_zsl", "attributes", "nine.csv"),
+                               ("embedding_zsl", "class_embeddings", "nine.npy")):
+        with pytest.raises(TransferkitError, match=f"{name}.*the {option} file '.*{file}' has 9 rows, read as the "
+                                                   f"class ids 0-8 .*the target classes \\['9'\\] have no row"):
+            Transfer(name, backbone="lenet", **{option: str(tmp_path / file)}).fit(
+                source=dom.select_classes(list(range(5))), target=dom)  # it failed after training, on candidates
+        with pytest.raises(TransferkitError, match=r"the source classes \['9'\] have no row"):
+            Transfer(name, backbone="lenet", **{option: str(tmp_path / file)}).fit(source=dom)
+    monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
+    cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", methods=["attribute_zsl"],
+                           select_on="none", backbone="lenet", out_dir=str(tmp_path / "runs"),
+                           options={"attribute_zsl": {"attributes": str(tmp_path / "nine.csv")}})
+    with pytest.raises(TransferkitError, match=r"method attribute_zsl.*'.*nine.csv' has 9 rows.*target classes "
+                                               r"\['9'\] have no row"):
+        experiment.run_experiment(cfg, log=lambda *a: None)
+    fits = AttributeZeroShot(tiny_net(9), attributes=str(tmp_path / "nine.csv"))
+    fits.check_classes([str(i) for i in range(5)], [str(i) for i in range(9)])  # a row for every class id: accepted
+
+
+def test_a_class_name_listed_twice_is_named_before_classes_without_rows_and_a_dict_names_its_rows(tmp_path,
+                                                                                                 monkeypatch):
+    from transferkit import experiment
+    from transferkit.api import Transfer
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
+    rows = (DIGIT_ATTRIBUTES * 0.8 + 0.1).tolist()
+    twice = [str(i) for i in range(9)] + ["8"]
+    cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", methods=["attribute_zsl"],
+                           select_on="none", backbone="lenet", out_dir=str(tmp_path),
+                           options={"attribute_zsl": {"attributes": rows, "class_names": twice}})
+    with pytest.raises(TransferkitError, match=r"class_names names \['8'\] more than once"):  # "['9'] have no ..."
+        experiment.run_experiment(cfg, log=lambda *a: None)
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    g = torch.Generator().manual_seed(0)
+    dom = Domain("d", torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 10, words)
+    by_class = dict(zip(reversed(words), reversed(rows)))  # keys name the rows: any order
+    for name, option in (("attribute_zsl", "attributes"), ("embedding_zsl", "class_embeddings")):
+        model = Transfer(name, backbone="lenet", train=TrainConfig(steps=2, eval_every=2), **{option: by_class}).fit(
+            source=dom.select_classes(words[:5]), target=dom.select_classes(words[5:]))  # refused: "without names"
+        assert model.method_.row_names == list(reversed(words)) and model.method_.output_rows == [4, 3, 2, 1, 0]
+    with pytest.raises(TransferkitError, match=r"the classes \['nine'\] have no description"):
+        Transfer("attribute_zsl", backbone="lenet", attributes={w: r for w, r in zip(words[:9], rows)}).fit(
+            source=dom.select_classes(words[:5]), target=dom)
+    with pytest.raises(TransferkitError, match=r"attributes is a dict \{class: row\}, which names the class of each "
+                                               r"row: leave class_names out"):
+        AttributeZeroShot(tiny_net(10), attributes=by_class, class_names=words)

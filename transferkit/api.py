@@ -241,7 +241,8 @@ class Transfer:
             try:
                 options = zero_shot_options(cls, self.options, source.class_names if source is not None else None,
                                             target_classes)
-                build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
+                built = build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
+                built.check_classes(source.class_names if source is not None else None, target_classes)
                 cls.check_data(target, val)
                 check_selection_classes(cls, val, head_classes, target_classes)
             except Exception as e:  # whatever building it with these options raises names the problem

@@ -1755,6 +1755,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                     continue
                 method = _build_job_method(cfg, data, cls, net)
                 method.check_source([data.source.train, data.source.val, data.source.test])
+                method.check_classes(data.source.train.class_names, data.target.train.class_names)
                 if val is not None and hasattr(method, "check_validation"):
                     method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem

@@ -116,20 +116,68 @@ def digit_attributes(kind: str = "strokes") -> torch.Tensor:
     return torch.cat([DIGIT_SETS[n]() for n in kind.split("+")], 1)
 
 
+#: what a ``.csv`` / ``.txt`` description matrix file holds, for its error messages
+MATRIX_LAYOUT = ("numbers only, one row per class in the order of class_names (or of the class ids), with no header "
+                 "row and no class-name column")
+
+
 def matrix_file(path, what: str) -> np.ndarray:
     """A ``C x D`` matrix (one row per class) from a ``.npy``, ``.csv`` (commas) or ``.txt``
-    (spaces) file; a relative path is read from the current directory, as ``npz:`` domains."""
+    (spaces) file; a relative path is read from the current directory, as ``npz:`` domains.
+    A text file holds numbers only (:data:`MATRIX_LAYOUT`; ``#`` starts a comment, blank lines
+    are skipped, a UTF-8 byte-order mark as Excel's "CSV UTF-8" writes is read past)."""
     p = Path(path).expanduser()
     where = f"the {what} file {str(p)!r}"
     check(p.is_file(), f"{where} does not exist{relative_hint(p)}")
-    try:
-        m = np.load(p, allow_pickle=False) if p.suffix.lower() == ".npy" else \
-            np.loadtxt(p, delimiter="," if p.suffix.lower() == ".csv" else None, dtype=np.float64, ndmin=2)
-    except Exception as e:  # not numbers, ragged rows, not a .npy
-        raise TransferkitError(f"{where} cannot be read as a matrix of numbers: {e}") from None
+    if p.suffix.lower() != ".npy":
+        m = _text_matrix(p, where)
+    else:
+        try:
+            m = np.load(p, allow_pickle=False)
+        except Exception as e:  # not a .npy, or an array of objects
+            raise TransferkitError(f"{where} cannot be read as a matrix of numbers: {e}") from None
     check(m.ndim == 2, f"{where} holds an array of shape {tuple(m.shape)}: it must be classes x features, one "
                        f"row per class (in the order of class_names, or of the classes)")
     return m
+
+
+def _text_matrix(p: Path, where: str) -> np.ndarray:
+    """The numbers of a ``.csv`` (commas) or ``.txt`` (spaces) matrix file, one row per line,
+    or an error naming the row that is not numbers or has another count of them."""
+    sep = "," if p.suffix.lower() == ".csv" else None
+    try:
+        text = p.read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" begins with a byte-order mark
+    except UnicodeDecodeError as e:
+        raise TransferkitError(f"{where} is not UTF-8 text ({e}): save it as UTF-8, {MATRIX_LAYOUT}") from None
+    rows = []  # (line number, fields) of each line that is not blank or a comment
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            rows.append((number, [f.strip() for f in line.split(sep)]))
+    check(len(rows) > 0, f"{where} holds no numbers (it is empty or all comments): give {MATRIX_LAYOUT}")
+    at = lambda r, n: f"row {r}" + (f" (line {n})" if n != r else "")  # noqa: E731
+    for r, (number, fields) in enumerate(rows, 1):
+        bad = [c for c, field in enumerate(fields, 1) if not _is_number(field)]
+        if bad:
+            c, field = bad[0], fields[bad[0] - 1]
+            hint = " (an empty value: a separator too many?)" if not field else \
+                " (a .csv separates values by commas)" if sep and ";" in field else \
+                " (a class-name column?)" if bad == [1] else " (a header row?)" if r == 1 else ""
+            raise TransferkitError(f"{where}: {at(r, number)}, column {c} holds {field!r}, not a number{hint}: the "
+                                   f"file must hold {MATRIX_LAYOUT}")
+    width = Counter(len(fields) for _, fields in rows).most_common(1)[0][0]
+    for r, (number, fields) in enumerate(rows, 1):
+        check(len(fields) == width, f"{where}: {at(r, number)} has {len(fields)} values where the other rows have "
+                                    f"{width}: every row needs one value per feature")
+    return np.array([[float(f) for f in fields] for _, fields in rows], dtype=np.float64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def description_matrix(values, what: str) -> torch.Tensor:
@@ -166,6 +214,28 @@ def attribute_matrix(attributes=None, num_classes: int | None = None) -> torch.T
     return a.clone()
 
 
+def rows_by_class(description, class_names, option: str):
+    """A ``{class: row}`` description as its rows and their classes (the keys, in order, as
+    ``class_names``); any other description and ``class_names`` as given."""
+    if not isinstance(description, dict):
+        return description, class_names
+    check(class_names is None, f"{option} is a dict {{class: row}}, which names the class of each row: leave "
+                               f"class_names out (or give a matrix and class_names)")
+    return list(description.values()), [str(c) for c in description]
+
+
+def described_by(option: str, description) -> str:
+    """How a message names a description option's rows: its file, else ``the OPTION matrix``."""
+    if isinstance(description, str) and Path(description).suffix.lower() in MATRIX_FILES:
+        return f"the {option} file {description!r}"
+    return f"the {option} matrix"
+
+
+def repeated(names) -> list[str]:
+    """The names listed more than once, sorted (in Domain's Unicode form, NFC)."""
+    return sorted(c for c, n in Counter(unicodedata.normalize("NFC", str(c)) for c in names).items() if n > 1)
+
+
 class _ClassDescriptionMethod(Method):
     """Shared machinery: scores over every described class, masked to the candidate classes."""
 
@@ -187,43 +257,57 @@ class _ClassDescriptionMethod(Method):
     @classmethod
     def named_rows(cls, options: dict) -> bool:
         """Whether the description rows built with ``options`` name their classes: a built-in
-        digit set or a given ``class_names``."""
-        return cls.built_in(options.get(cls.description_option)) or options.get("class_names") is not None
+        digit set, a given ``class_names`` or a ``{class: row}`` dict."""
+        description = options.get(cls.description_option)
+        return cls.built_in(description) or isinstance(description, dict) or options.get("class_names") is not None
 
     @classmethod
     def option_row_names(cls, options: dict) -> list[str] | None:
         """The class of each description row built with ``options`` (``None``: unnamed rows)."""
         given = options.get("class_names")
+        if given is None and isinstance(options.get(cls.description_option), dict):  # {class: row}
+            given = list(options[cls.description_option])
         if given is not None and not isinstance(given, str) and hasattr(given, "__iter__"):  # a list, tuple, array
-            return [str(c) for c in given]
+            return [unicodedata.normalize("NFC", str(c)) for c in given]
         return [str(i) for i in range(10)] if given is None and cls.built_in(options.get(cls.description_option)) \
             else None
 
     @classmethod
     def check_described(cls, options: dict, classes) -> None:
         """Refuse, before any training, classes that no description row built with ``options``
-        describes (a run or ``Transfer`` matches classes to rows by name)."""
+        describes (a run or ``Transfer`` matches classes to rows by name), and a class named
+        for two rows."""
         rows = cls.option_row_names(options)
+        twice = repeated(rows or [])
+        check(not twice, f"{cls.name}: class_names names {twice} more than once (one description row per class)")
         missing = [c for c in dict.fromkeys(str(c) for c in classes) if rows is not None and c not in rows]
         hint = (f"the built-in digit {cls.description_option} describe the digits 0-9: give a matrix with one row per "
                 f"class ({cls.description_option}) and the class of each row (class_names)"
-                if options.get("class_names") is None else "add their rows, or leave those classes out")
+                if cls.built_in(options.get(cls.description_option)) and options.get("class_names") is None
+                else "add their rows, or leave those classes out")
         check(not missing, f"{cls.name}: the classes {missing[:10]} have no description (its rows describe "
                            f"{rows[:10] if rows else rows}): {hint}")
 
-    def __init__(self, net, num_classes: int, class_names=None, digit_descriptions: bool = False):
+    def __init__(self, net, num_classes: int, class_names=None, digit_descriptions: bool = False,
+                 rows_text: str | None = None):
         super().__init__(net)
         self.register_buffer("candidates", torch.ones(num_classes, dtype=torch.bool))
         self._candidates_given = False
         self.digit_descriptions = digit_descriptions  # a built-in digit attribute set: class i must be digit i
+        #: how messages name the description rows (:func:`described_by`: the file, or ``the OPTION matrix``)
+        self.rows_text = rows_text or f"the {self.description_option} matrix"
         if class_names is None and digit_descriptions:
             class_names = [str(i) for i in range(num_classes)]
-        check(class_names is None or (not isinstance(class_names, str) and len(class_names) == num_classes),
-              f"{self.name}: the {self.description_option} matrix has {num_classes} rows, one per class, so "
-              f"class_names must be a list of {num_classes} names, got {class_names!r}")
-        given = [] if class_names is None else [unicodedata.normalize("NFC", str(c)) for c in class_names]
-        twice = sorted(c for c, n in Counter(given).items() if n > 1)
+        check(class_names is None or (not isinstance(class_names, str) and hasattr(class_names, "__len__")),
+              f"{self.name}: class_names must be a list of names, one per row of {self.rows_text}, got "
+              f"{class_names!r}")
+        named = [] if class_names is None else list(class_names)
+        twice = repeated(named)
         check(not twice, f"{self.name}: class_names names {twice} more than once (one description row per class)")
+        check(class_names is None or len(class_names) == num_classes,
+              f"{self.name}: {self.rows_text} has {num_classes} rows while class_names lists {len(named)} "
+              f"classes: give one row per class of class_names, in its order")
+        given = [unicodedata.normalize("NFC", str(c)) for c in named]
         #: the class each description row describes (``None``: rows are class ids); a run or
         #: ``Transfer`` maps domains to these rows by class name (:meth:`to_rows`)
         self.row_names = None if class_names is None else given  # in Domain's Unicode form (NFC)
@@ -232,6 +316,21 @@ class _ClassDescriptionMethod(Method):
     def to_rows(self, domain):
         """``domain`` with labels renumbered to the description rows of its class names."""
         return renumbered(domain, self.row_names, f"{self.name}: ", "have no description (its rows describe {names})")
+
+    def check_classes(self, source_classes, target_classes) -> None:
+        """Refuse, before any training, source or target classes past the last description row
+        when the rows are unnamed (row ``i`` describes class id ``i``); named rows are matched by
+        name (:meth:`check_described`)."""
+        if self.row_names is not None:
+            return
+        rows = len(self.candidates)
+        for role, classes in (("source", source_classes), ("target", target_classes)):
+            classes = [] if classes is None else list(classes)
+            lacking = [str(c) for c in classes[rows:]]
+            check(not lacking, f"{self.name}: {self.rows_text} has {rows} rows, read as the class ids 0-{rows - 1} "
+                               f"(no class_names), but the {role} has {len(classes)} classes: the {role} classes "
+                               f"{lacking[:10]} have no row; add their rows, in class-id order, or leave those classes "
+                               f"out")
 
     def set_candidates(self, classes=None) -> None:
         """Restrict predictions to ``classes`` (ids); ``None``: every class."""
@@ -307,19 +406,23 @@ class _ClassDescriptionMethod(Method):
 class AttributeZeroShot(_ClassDescriptionMethod):
     """Image -> attribute predictor trained with BCE on the seen classes; classes scored by
     the similarity of the predicted attributes to their attribute vectors (seed 001, see the
-    module docstring). ``attributes``: ``C x A`` matrix in [0, 1] or a built-in digit set name
-    (``strokes``, ``zones``, ``strokes+zones``; default ``strokes``, whose rows are the digits
-    ``"0"``-``"9"``). ``class_names``: the class of each row of a given matrix, by which a run
-    or ``Transfer`` matches domains to rows (without it, class ids are the rows)."""
+    module docstring). ``attributes``: a ``C x A`` matrix in [0, 1]; a ``.npy`` / ``.csv`` (commas)
+    / ``.txt`` (spaces) file of one, numbers only, one row per class (no header row or class-name
+    column); a ``{class: row}`` dict, whose keys are its ``class_names``; or a built-in digit set
+    name (``strokes``, ``zones``, ``strokes+zones``; default ``strokes``, whose rows are the digits
+    ``"0"``-``"9"``). ``class_names``: the class of each row of a given matrix or file, by which a
+    run or ``Transfer`` matches domains to rows (without it, class ids are the rows, and a class id
+    past the last row is refused before training)."""
 
     name = "attribute_zsl"
     description_option = "attributes"
     description = "zero-shot: predict attributes, pick the class with the most similar attribute vector (seed 001)"
 
     def __init__(self, net, attributes=None, metric: str = "dap", class_names=None):
+        attributes, class_names = rows_by_class(attributes, class_names, "attributes")
         a = attribute_matrix(attributes)
-        super().__init__(net, a.shape[0], class_names,
-                         digit_descriptions=self.built_in(attributes))
+        super().__init__(net, a.shape[0], class_names, digit_descriptions=self.built_in(attributes),
+                         rows_text=described_by("attributes", attributes))
         if metric not in METRICS:
             raise UnknownNameError("attribute metric", metric, METRICS)
         fractional = int(((a > 0) & (a < 1)).sum())
@@ -383,8 +486,9 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
     ``g`` a trainable linear map of the class description ``e_c`` (attributes or a frozen text
     embedding of the class name); cross entropy over the seen classes (seed 001 "attribute
     embedding + class name embedding", ``min d(f(x^n), g(y^n))``). ``class_embeddings``: a
-    ``C x D`` matrix, a ``.npy`` / ``.csv`` / ``.txt`` file of it, a built-in digit attribute set
-    by name, or ``text`` / ``text:ENCODER`` (the text embeddings of the ``class_names``:
+    ``C x D`` matrix, a ``.npy`` / ``.csv`` / ``.txt`` file of it or a ``{class: row}`` dict (as
+    ``attributes``), a built-in digit attribute set by name, or ``text`` / ``text:ENCODER`` (the
+    text embeddings of the ``class_names``:
     :func:`~transferkit.text.class_text_embeddings` with ``templates``; in a run or
     ``Transfer``, ``class_names`` defaults to the source's and the target's classes).
     ``class_names``: as for :class:`AttributeZeroShot`."""
@@ -400,9 +504,10 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
 
     def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0, class_names=None,
                  templates=None):
+        class_embeddings, class_names = rows_by_class(class_embeddings, class_names, "class_embeddings")
         e = description_rows(class_embeddings, class_names, templates)
-        super().__init__(net, e.shape[0], class_names,
-                         digit_descriptions=self.built_in(class_embeddings))
+        super().__init__(net, e.shape[0], class_names, digit_descriptions=self.built_in(class_embeddings),
+                         rows_text=described_by("class_embeddings", class_embeddings))
         self.register_buffer("class_embeddings", e.clone())
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.class_proj = nn.Linear(e.shape[1], dim)

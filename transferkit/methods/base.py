@@ -648,6 +648,11 @@ class Method(nn.Module):
         """Refuse, before a run's first job, what in this method (its options) does not fit the
         source's ``splits`` (train, val, test); the default checks nothing (clip checks its captions file)."""
 
+    def check_classes(self, source_classes, target_classes) -> None:
+        """Refuse, before any training, source or target classes (lists of class names, ``None``:
+        no such domain) that this method, as its options built it, cannot score; the default checks
+        nothing (attribute_zsl and embedding_zsl: class ids past the rows of an unnamed matrix)."""
+
     def supervised(self, pair, stream: str = "target") -> torch.Tensor:
         """The cross-entropy of a labelled ``(x, y)`` batch of ``stream`` (:meth:`cross_entropy`)."""
         x, y = pair

@@ -1458,8 +1458,13 @@ def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_
     _, with_source = run_experiment(replace(cfg, pretrained=str(path), name="with"), log=lambda *a: None)
     alone = replace(cfg, source=None, pretrained=str(path), name="alone")
     lines = []
-    _, rows = run_experiment(alone, log=lines.append)
+    run, rows = run_experiment(alone, log=lines.append)
     assert [(r["method"], r["accuracy"]) for r in rows] == [(r["method"], r["accuracy"]) for r in with_source]
+    (run / "jobs" / "finetune-k=2-s0.json").unlink()  # a job to run again, from the run's pinned copy of the
+    moved = path.rename(tmp_path / "moved.safetensors")  # network: the original is gone, as with a source
+    again = run_experiment(alone, run_dir=run, log=lambda *a: None)[1]
+    assert [(r["method"], r["accuracy"]) for r in again] == [(r["method"], r["accuracy"]) for r in rows]
+    moved.rename(path)
     assert {r["source"] for r in rows} == {"mine.safetensors"}
     assert any(line.startswith(f"source: the network of {path} alone (10 classes); target digits") for line in lines)
     data = prepare_domains(alone)

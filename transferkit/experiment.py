@@ -125,9 +125,11 @@ class Prepared:
     test_overlap: dict = field(default_factory=dict)
 
 
-def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prepared:
+def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir: Path | None = None) -> Prepared:
     """The config's domains, split and formatted; ``progress``: a bar while a large folder is decoded
-    (None: ``cfg.train.progress``, whose None is when stderr is a terminal)."""
+    (None: ``cfg.train.progress``, whose None is when stderr is a terminal). ``run_dir``: the run
+    they are for, whose pinned network names the source classes of a ``source: null`` run that
+    has one (:func:`network_source`)."""
     progress = cfg.train.progress if progress is None else progress
     def load(spec, labeled=True):  # a colour shift makes its domain colour unless 1 channel is asked for
         colour = cfg.channels != 1 and has_colour_shift(spec)
@@ -140,7 +142,7 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None) -> Prep
         tgt = load(cfg.target)
         test = None if cfg.test is None else load(cfg.test)
     if src is None:  # source: null, the pretrained network alone
-        source, channels = network_source(cfg, tgt)
+        source, channels = network_source(cfg, tgt, run_dir)
         tgt = tgt.to_format(channels=channels)
     else:
         channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
@@ -189,12 +191,15 @@ def _channels_origin(cfg: ExperimentConfig) -> str:
         + ": `channels` in the config sets them"
 
 
-def network_source(cfg: ExperimentConfig, target: Domain) -> tuple[Split, int]:
+def network_source(cfg: ExperimentConfig, target: Domain, run_dir: Path | None = None) -> tuple[Split, int]:
     """Without source images (``source: null``): the source as three empty splits whose classes
     are those the ``pretrained`` file names for its head's rows, and the run's channels (the
-    config's, else those the file's network takes, else the target's)."""
+    config's, else those the file's network takes, else the target's). The file is read from
+    ``run_dir``'s pinned copy where it has one (a resume needs the original no more than a
+    run with a source does)."""
     path = Path(cfg.pretrained).expanduser()
-    state, metadata = _read_net_file(path)
+    pinned = None if run_dir is None else Path(run_dir) / "source.safetensors"
+    state, metadata = _read_net_file(pinned if pinned is not None and pinned.exists() else path)
     names = _stored_classes(path, metadata)
     check(names is not None, f"source: null takes the source classes from the pretrained network's file, and {path} "
                              f"names none (its head's rows would mean unknown classes): write it again with its "
@@ -1301,7 +1306,7 @@ def _finish_row(job: Path, row: dict, report: dict, class_names: list[str], seen
 _PROCESS_DATA: dict = {}  # the domains of the last config a (worker) process prepared
 
 
-def process_domains(cfg: ExperimentConfig) -> Prepared:
+def process_domains(cfg: ExperimentConfig, run_dir: Path | None = None) -> Prepared:
     """:func:`prepare_domains` once per process and config: a worker process's later jobs of
     the same config share the data (read from the disk cache once), as the jobs of a
     one-process run do. Its warnings about the data are not repeated: the process that
@@ -1311,7 +1316,7 @@ def process_domains(cfg: ExperimentConfig) -> Prepared:
         _PROCESS_DATA.clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TransferkitWarning)
-            _PROCESS_DATA[key] = prepare_domains(cfg, progress=False)  # no bar of each worker
+            _PROCESS_DATA[key] = prepare_domains(cfg, progress=False, run_dir=run_dir)  # no bar of each worker
     return _PROCESS_DATA[key]
 
 
@@ -1319,7 +1324,7 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
                 source_digest: str | None = None):
     """Entry point of a worker process: the data (see :func:`process_domains`) and one job."""
     cfg = from_dict(ExperimentConfig, cfg_dict)
-    data = process_domains(cfg)
+    data = process_domains(cfg, Path(run_dir))
     cls = get_method(method)
 
     def source_net():
@@ -1448,7 +1453,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     (setting by setting: one per value of a list ``k`` or ``ratio``, on one source network)."""
     old = run_dir / "config.yaml"
     stored = _check_same_config(old, cfg) if old.exists() else None
-    data = prepare_domains(cfg)
+    data = prepare_domains(cfg, run_dir=run_dir)
     subs = cfg.settings()
     _check_settings(subs, data, methods)
     jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]

@@ -275,7 +275,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
         check(not unknown, f"{run_dir} has no finished job of {unknown}; its methods: {sorted(known)}")
         jobs = [j for j in jobs if j[0] in methods]
     cfg = load_config(run_dir / "config.yaml")
-    test = prepare_domains(cfg).target.test
+    test = prepare_domains(cfg, run_dir=run_dir).target.test
     _check_episodes_fit(test, n_way, k_shots, n_query)
     rows, scored = [], {}
     for method, job_seed, setting in jobs:

@@ -1480,6 +1480,13 @@ def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_
     save_network(colour, tmp_path / "colour.safetensors", class_names=["0", "1", "2"])
     data = prepare_domains(replace(alone, pretrained=str(tmp_path / "colour.safetensors")))
     assert data.channels == 3 and data.target.train.images.shape[1] == 3  # the channels the file's network takes
+    cosine = build_backbone("lenet", num_classes=10, head="cosine")  # finetune_cosine's head (a trial: refused)
+    save_network(cosine, tmp_path / "cosine.safetensors", class_names=[str(i) for i in range(10)])
+    for source in (None, "digits"):
+        _, rows = run_experiment(replace(alone, source=source, pretrained=str(tmp_path / "cosine.safetensors"),
+                                         name=f"cosine-{source}", methods=["source_only", "linear_probe"]),
+                                 log=lambda *a: None)
+        assert [r["method"] for r in rows] == ["source_only", "linear_probe"]
     save_network(colour, tmp_path / "nameless.safetensors")
     with pytest.raises(TransferkitError, match=r"nameless.safetensors names none .*write it again with its class "
                                                r"names \(transferkit.save_network"):

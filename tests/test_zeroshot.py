@@ -712,16 +712,30 @@ def test_a_text_model_is_read_from_disk_first_and_a_download_is_announced(monkey
         def __init__(self, path, device="cpu", local_files_only=False):
             calls.append(local_files_only)
             if local_files_only:
-                raise OSError("not in the cache")
+                raise OSError("not in the cache")  # as sentence-transformers says it
 
     monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Fake))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert isinstance(_load_sentence_model("someone/model", "cpu"), Fake) and calls == [True, False]
     assert "not on disk: downloading it from the Hugging Face Hub" in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "no")  # false, as huggingface_hub reads it
+    _load_sentence_model("someone/model", "cpu")
+    assert "downloading" in capsys.readouterr().err
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(TransferkitError, match=r"HF_HUB_OFFLINE is set, so only local files are read\): not in "):
         _load_sentence_model("someone/model", "cpu")
-    assert calls == [True, False, True]
+    assert calls == [True, False, True, False, True]
+
+    class Broken:  # found, but it does not load: no download announced, nor tried
+        def __init__(self, path, device="cpu", local_files_only=False):
+            calls.append(local_files_only)
+            raise RuntimeError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Broken))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(TransferkitError, match=r"cannot load sentence-transformers model 'someone/model': Torch not"):
+        _load_sentence_model("someone/model", "cuda:7")
+    assert calls[-1] is True and "downloading" not in capsys.readouterr().err
 
 
 def test_matrix_files_name_a_header_a_name_column_a_short_row_and_read_past_a_byte_order_mark(tmp_path):
@@ -746,6 +760,15 @@ def test_matrix_files_name_a_header_a_name_column_a_short_row_and_read_past_a_by
                         ("trailing.csv", "row 1, column 4 holds '', not a number \\(an empty value"),
                         ("empty.csv", "holds no numbers")):
         with pytest.raises(TransferkitError, match=f"the attribute matrix file '.*{name}'.*{match}"):
+            matrix_file(tmp_path / name, "attribute matrix")
+    import numpy as np
+    np.savetxt(tmp_path / "spaces.csv", np.eye(3))  # numpy's own default separator, a space (a review)
+    np.savetxt(tmp_path / "commas.txt", np.eye(3), delimiter=",")
+    for name, match in (("spaces.csv", r"column 1 holds '1.0+e\+00 0.0+e\+00.*', not a number \(values separated by "
+                                       r"spaces: a .csv file separates them by commas; name it .txt\)"),
+                        ("commas.txt", r"\(values separated by commas: a .txt file separates them by spaces; name it "
+                                       r".csv\)")):
+        with pytest.raises(TransferkitError, match=match):
             matrix_file(tmp_path / name, "attribute matrix")
     (tmp_path / "lines.txt").write_text("# a comment\n1 0\n\n0 1 1\n")
     with pytest.raises(TransferkitError, match=r"row 2 \(line 4\) has 3 values where the other rows have 2"):

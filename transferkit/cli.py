@@ -237,7 +237,7 @@ def _report(args) -> None:
             stopped.append(f"{run_dir}'s report holds the {len(partial['rows'])} job(s) finished so far"
                            f"{partial['unfinished']}")
     check(not skipped, f"{len(skipped)} of {len(args.run_dirs)} directories have no report (named above): "
-                       f"{'; '.join(skipped + stopped)}")
+                       f"{'; '.join(skipped)}" + "".join(f". {line}" for line in stopped))
     check(not stopped, "; ".join(stopped))
 
 

@@ -206,9 +206,7 @@ def network_source(cfg: ExperimentConfig, target: Domain, run_dir: Path | None =
                              f"class names ({SAVE_NETWORK}), or give the source domain")
     channels = cfg.channels
     if channels is None:
-        with torch.random.fork_rng():  # the file's input channels: those of the build whose shapes it fits
-            fits = [c for c in (1, 3) if _fits(build_backbone(cfg.backbone, num_classes=len(names), in_channels=c,
-                                                              image_size=cfg.image_size), state)]
+        fits = [c for c in (1, 3) if _fits(cfg, len(names), c, state)]  # the file's input channels
         channels = fits[0] if len(fits) == 1 else target.images.shape[1]
     empty = torch.zeros(0, channels, cfg.image_size, cfg.image_size)
     parts = (Domain(f"{path.name}/{part}", empty, torch.zeros(0, dtype=torch.long), list(names),
@@ -216,9 +214,15 @@ def network_source(cfg: ExperimentConfig, target: Domain, run_dir: Path | None =
     return Split(*parts), channels
 
 
-def _fits(net, state: dict) -> bool:
-    """Whether ``state`` has ``net``'s keys with their shapes."""
-    own = net.state_dict()
+def _fits(cfg: ExperimentConfig, num_classes: int, channels: int, state: dict) -> bool:
+    """Whether ``state`` has the keys and shapes of ``cfg``'s backbone built for ``channels``
+    (a builder that refuses those channels, e.g. a plugin's colour network, does not fit)."""
+    with torch.random.fork_rng():  # a check: the caller's random state stays
+        try:
+            own = build_backbone(cfg.backbone, num_classes=num_classes, in_channels=channels,
+                                 image_size=cfg.image_size, head=_head_kind(state)).state_dict()
+        except TransferkitError:
+            return False
     return set(own) == set(state) and all(own[k].shape == state[k].shape for k in own)
 
 
@@ -338,10 +342,21 @@ def retarget_head(net, source_classes: list[str] | None, target_classes: list[st
     return list(target_classes)
 
 
-def _initial_source_net(cfg: ExperimentConfig, data: Prepared):
+def _initial_source_net(cfg: ExperimentConfig, data: Prepared, head: str = "linear"):
+    """The source network's initial weights; ``head``: the kind of head a network file holds
+    (:func:`_head_kind`: a cosine or prototype head that finetune_cosine / _proto trained)."""
     torch.manual_seed(cfg.seed)  # the initial weights; PyTorch 2.13 seeds each process at random
     return build_backbone(cfg.backbone, num_classes=data.source.train.num_classes, in_channels=data.channels,
-                          image_size=cfg.image_size)
+                          image_size=cfg.image_size, head=head)
+
+
+def _read_source_file(cfg: ExperimentConfig, data: Prepared, path: Path, classes=None, hint: str = ""):
+    """The network of a source network file (a ``pretrained:`` file, a run's pinned copy), built
+    with the head the file holds."""
+    read = _read_net_file(path, hint)
+    net = _initial_source_net(cfg, data, _head_kind(read[0]))
+    _load_net(net, path, classes=classes, hint=hint, read=read)
+    return net
 
 
 def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
@@ -353,11 +368,11 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     seconds, whether the network came from the cache and (unless it is a ``pretrained:``
     file's) its :func:`network_digest`."""
     source = data.source
-    net = _initial_source_net(cfg, data)
     if cfg.pretrained:  # checked against the class names a transferkit pre-training stored in the file
-        _load_net(net, Path(cfg.pretrained).expanduser(), classes=source.train.class_names,
-                  hint=f"{PRETRAINED_FILE}; {SAVE_NETWORK}")
+        net = _read_source_file(cfg, data, Path(cfg.pretrained).expanduser(), source.train.class_names,
+                                f"{PRETRAINED_FILE}; {SAVE_NETWORK}")
         return net, {"cached": True, "wall_s": 0.0, "path": str(Path(cfg.pretrained).expanduser())}
+    net = _initial_source_net(cfg, data)
     train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
     # the network depends on the torch version, on the thread count and kernels on CPU (the GPU
     # model and CUDA version otherwise) and on the number of data-parallel processes (the order
@@ -431,8 +446,7 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
             _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
             info = {**info, "path": str(pinned)}
         return net, {**info, "digest": digest}
-    net = _initial_source_net(cfg, data)  # as pretrain_source: the same random state afterwards
-    _load_net(net, pinned, hint=_repin_hint(cfg))
+    net = _read_source_file(cfg, data, pinned, hint=_repin_hint(cfg))  # as pretrain_source: the same random state
     record = pinned.with_suffix(".json")
     again = "restore it, or delete it and source.safetensors to pin the source network again"
     meta = read_json(record, "source network record", again) if record.exists() else {}
@@ -1328,10 +1342,7 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
     cls = get_method(method)
 
     def source_net():
-        net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes, in_channels=data.channels,
-                             image_size=cfg.image_size)
-        _load_net(net, Path(source_path))
-        return net
+        return _read_source_file(cfg, data, Path(source_path))
     return run_job(cfg, data, source_net, Path(run_dir), cls, seed, source_digest)
 
 

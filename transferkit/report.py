@@ -23,7 +23,6 @@ from .plots import new_figure
 from .results import (
     BALANCED_HEADER,
     GZSL_HEADER,
-    GZSL_NOTE,
     accuracy_text,
     balanced_cell,
     balanced_shown,
@@ -31,7 +30,6 @@ from .results import (
     failed_line,
     gzsl_cell,
     md_cell,
-    other_metrics,
     picked_unit,
     read_results,
     summarize,
@@ -436,14 +434,11 @@ def metric_note(rows: list[dict], config: dict | None = None) -> str:
     splits = {r.get("split", "test") for r in rows}
     what = ("target validation accuracy" if splits == {"val"} else "target test accuracy" if splits <= {"test"}
             else "target accuracy on the split each row names (validation or test)")
-    settings = {str(r.get("setting", "")) for r in rows}
-    also = other_metrics(settings)
+    also = []  # what else the lines under the table say (other metrics, GZSL) is theirs to say
     if any("ci95" in r for r in rows):
         also.append("a row over episodes: its 95 % interval")
     if class_subsets(config):
         also.append(class_subsets(config))
-    if any("h_accuracy" in r for r in rows):
-        also.append(GZSL_NOTE)
     return (f"the accuracy column is {what}, mean ± standard error over seeds (n)"
             + (f"; {'; '.join(also)}" if also else "") + ".")
 CHECK_IMAGES = """<script>

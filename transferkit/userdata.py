@@ -91,13 +91,7 @@ def _image_files(folder: Path, root: Path, skipped: list[str], seen: dict | None
         seen[ident] = label
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         for name in names:
-            p = Path(here) / name
-            if _skipped(name) or name.lower() in SYSTEM_FILES:
-                continue
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                found.append(p)
-            else:
-                skipped.append(str(p.relative_to(root)) + ("" if p.exists() else " (a broken link)"))
+            _sort_file(Path(here) / name, root, found, skipped)
     return sorted(found, key=lambda p: tuple(unicodedata.normalize("NFC", part)  # one order on every system
                                              for part in p.relative_to(folder).parts))
 
@@ -112,15 +106,22 @@ def _warn_skipped(root: Path, skipped: list[str]) -> None:
 def _top_files(root: Path, skipped: list[str]) -> list[Path]:
     """The image files directly in ``root``, beside its class folders (they belong to no class);
     its other files go to ``skipped`` as :func:`_image_files` counts them (hidden and system files left out)."""
-    loose = []
+    loose: list[Path] = []
     for p in sorted(root.iterdir()):
-        if p.is_dir() or _skipped(p.name) or p.name.lower() in SYSTEM_FILES:
-            continue
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-            loose.append(p)
-        else:
-            skipped.append(p.name + ("" if p.exists() else " (a broken link)"))
+        if not p.is_dir():
+            _sort_file(p, root, loose, skipped)
     return loose
+
+
+def _sort_file(p: Path, root: Path, found: list[Path], skipped: list[str]) -> None:
+    """An image file to ``found``; another file (no image suffix, a broken link) to ``skipped``,
+    relative to ``root``; hidden and system files to neither."""
+    if _skipped(p.name) or p.name.lower() in SYSTEM_FILES:
+        return
+    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+        found.append(p)
+    else:
+        skipped.append(str(p.relative_to(root)) + ("" if p.exists() else " (a broken link)"))
 
 
 def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | None]]]:

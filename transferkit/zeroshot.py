@@ -160,16 +160,27 @@ def _text_matrix(p: Path, where: str) -> np.ndarray:
         bad = [c for c, field in enumerate(fields, 1) if not _is_number(field)]
         if bad:
             c, field = bad[0], fields[bad[0] - 1]
-            hint = " (an empty value: a separator too many?)" if not field else \
-                " (a .csv separates values by commas)" if sep and ";" in field else \
-                " (a class-name column?)" if bad == [1] else " (a header row?)" if r == 1 else ""
-            raise TransferkitError(f"{where}: {at(r, number)}, column {c} holds {field!r}, not a number{hint}: the "
-                                   f"file must hold {MATRIX_LAYOUT}")
+            raise TransferkitError(f"{where}: {at(r, number)}, column {c} holds {field!r:.80}, not a number"
+                                   f"{_field_hint(field, sep, p.suffix.lower(), bad == [1], r == 1)}: the file must "
+                                   f"hold {MATRIX_LAYOUT}")
     width = Counter(len(fields) for _, fields in rows).most_common(1)[0][0]
     for r, (number, fields) in enumerate(rows, 1):
         check(len(fields) == width, f"{where}: {at(r, number)} has {len(fields)} values where the other rows have "
                                     f"{width}: every row needs one value per feature")
     return np.array([[float(f) for f in fields] for _, fields in rows], dtype=np.float64)
+
+
+def _field_hint(field: str, sep: str | None, suffix: str, first_column: bool, first_row: bool) -> str:
+    """Why a field of a matrix file is no number, where it can be told."""
+    if not field:
+        return " (an empty value: a separator too many?)"
+    other = field.split(None if sep else ",")
+    if len(other) > 1 and all(map(_is_number, other)):  # numbers between the other separator
+        return (f" (values separated by {'spaces' if sep else 'commas'}: a {suffix or 'text'} file separates them by "
+                f"{'commas' if sep else 'spaces'}; name it {'.txt' if sep else '.csv'})")
+    if sep and ";" in field:
+        return " (a .csv separates values by commas)"
+    return " (a class-name column?)" if first_column else " (a header row?)" if first_row else ""
 
 
 def _is_number(text: str) -> bool:

@@ -367,6 +367,10 @@ def test_load_network_round_trips_names_and_head_kinds_and_a_refit_net_names_its
     target = Domain("t", torch.rand(9, 1, 28, 28), torch.arange(9) % 3, ["a", "b", "c"])
     t = Transfer("ft_unit:conv2", train=TrainConfig(steps=1, lr=1e-12)).fit(target=target, net=loaded)
     assert t.net_.class_names == ["a", "b", "c"] and loaded.class_names == ["b", "a", "c"]  # its head's rows now
+    with pytest.warns(UserWarning, match=r"names no classes for its head's 3 rows, as many as the target's: they are "
+                                         r"kept by position, row i as target class i \(\['a', 'b', 'c'\]\); set "
+                                         r"net.class_names"):  # silent (a trial)
+        Transfer("ft_unit:conv2", train=TrainConfig(steps=1, lr=1e-12)).fit(target=target, net=net)
     cos = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28, head="cosine")
     save_network(cos, tmp_path / "cos.safetensors")
     assert load_network(tmp_path / "cos.safetensors", "lenet").head.state_dict().keys() == cos.head.state_dict().keys()

@@ -1487,6 +1487,17 @@ def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_
                                          name=f"cosine-{source}", methods=["source_only", "linear_probe"]),
                                  log=lambda *a: None)
         assert [r["method"] for r in rows] == ["source_only", "linear_probe"]
+    with pytest.warns(TransferkitWarning, match=r"pretrain.steps: 4, pretrain.batch_size: 8, pretrain.eval_every: 2 "
+                                                r"are not used: pretrained: .*mine.safetensors is the source network"):
+        run_experiment(alone, run_dir=run, log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"it predicts with the network's classifier, whose classes \(\['0', "
+                                               r"'1', '2'\]\) lack the target classes \['3', .*name the target's "
+                                               r"classes as the network's"):
+        run_experiment(replace(alone, pretrained=str(tmp_path / "colour.safetensors"), name="few", channels=1,
+                               methods=["source_only"]), log=lambda *a: None)  # it named finetune_adv and lext
+    with pytest.warns(TransferkitWarning, match=r"target 'mnistm': its colour images are converted to grey, the "
+                                                r"channels the network of .*mine.safetensors takes"):
+        prepare_domains(replace(alone, target="mnistm"))
     save_network(colour, tmp_path / "nameless.safetensors")
     with pytest.raises(TransferkitError, match=r"nameless.safetensors names none .*write it again with its class "
                                                r"names \(transferkit.save_network"):

@@ -233,6 +233,12 @@ class Transfer:
                      f"position (give the source its classes in the head's order, or leave source= out)")
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else \
                 list(named) if source is None and named is not None and len(named) == net.num_classes else None
+            if source is None and named is None and target is not None and net.num_classes == target.num_classes \
+                    and not getattr(cls, "fresh_init", False):
+                warn(f"fit: the network names no classes for its head's {net.num_classes} rows, as many as the "
+                     f"target's: they are kept by position, row i as target class i ({list(target.class_names)[:5]}"
+                     f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] "
+                     f"to match them by name (load_network's networks have them)")
         else:  # a method that never sees target labels classifies with a head over the source classes
             head = source if cls.needs_pretrained or cls.predicts_with_source_head() else (target or source)
             check(head is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")

@@ -143,6 +143,9 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
         test = None if cfg.test is None else load(cfg.test)
     if src is None:  # source: null, the pretrained network alone
         source, channels = network_source(cfg, tgt, run_dir)
+        if tgt.images.shape[1] == 3 != channels and cfg.channels is None:
+            warn(f"target {cfg.target!r}: its colour images are converted to grey, the channels the network of "
+                 f"{cfg.pretrained} takes")
         tgt = tgt.to_format(channels=channels)
     else:
         channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
@@ -898,12 +901,13 @@ def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Pa
 
 
 def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
-                     target_classes: list[str] | None) -> list[int] | None:
+                     target_classes: list[str] | None, network_only: bool = False) -> list[int] | None:
     """For a method that predicts with its head trained on the source classes
     (``Method.predicts_with_source_head``: source_only and the domain adaptation family), the
     rows of that head that predict the target classes, matched by name; ``None`` when its
     outputs already are the target classes. Refuses a target class the source does not
-    have: such a method cannot predict it."""
+    have: such a method cannot predict it (``network_only``: a run without source images,
+    ``source: null``, whose hint names what it can run)."""
     if not cls.predicts_with_source_head() or target_classes is None:
         return None
     if head_classes is None:  # a network handed in without its source domain
@@ -917,6 +921,10 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
         return None
     rows = head_mapping(list(head_classes), list(target_classes))
     missing = [c for c, r in zip(target_classes, rows) if r is None]
+    check(not missing or not network_only,
+          f"it predicts with the network's classifier, whose classes ({list(head_classes)[:10]}) lack the target "
+          f"classes {missing[:10]}: train on a few target labels (finetune, linear_probe, ...), or, if they are "
+          f"the same classes, name the target's classes as the network's (class names are matched, not positions)")
     check(not missing, f"it never sees target labels and predicts with the source classifier, so it cannot "
                        f"predict target classes absent from the source: {missing}. For target classes the source "
                        f"lacks, train on a few target labels: finetune_adv or lext (seed 000's setting: k labelled "
@@ -1409,6 +1417,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     methods = check_names(cfg, run_dir)
     resolve_device(cfg.device)  # CUDA or MPS that is not there: refused now, not after the data loaded
     main = is_main_process()
+    if cfg.pretrained is not None and main:
+        _warn_pretrain_unused(cfg)
     log = log if main else (lambda *a, **k: None)
     run_dir_given = bool(run_dir)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
@@ -1426,6 +1436,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
         raise
     barrier()
     return run_dir, rows
+
+
+def _warn_pretrain_unused(cfg: ExperimentConfig) -> None:
+    """A ``pretrain`` section set beside ``pretrained:``, which gives the source network: nothing pre-trains."""
+    default = asdict(ExperimentConfig.__dataclass_fields__["pretrain"].default_factory())
+    given = {k: v for k, v in asdict(cfg.pretrain).items() if k != "device" and v != default.get(k)}
+    if given:
+        warn(f"{', '.join(f'pretrain.{k}: {v}' for k, v in given.items())} {'is' if len(given) == 1 else 'are'} not "
+             f"used: pretrained: {cfg.pretrained} is the source network, nothing is pre-trained")
 
 
 def _make_run_dir(run_dir: Path, out_dir: str | None) -> None:
@@ -1767,7 +1786,7 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                                         "classifier, use target_val or none")
                 if cls is SourceOnly:
                     source_head_rows(cls, data.source.train.class_names, data.source.train.num_classes,
-                                     data.target.train.class_names)
+                                     data.target.train.class_names, network_only=cfg.source is None)
                     continue
                 method = _build_job_method(cfg, data, cls, net)
                 method.check_source([data.source.train, data.source.val, data.source.test])

@@ -339,7 +339,7 @@ def unlabelled_line(rows: list[dict], markdown: bool = True) -> list[str]:
     for r in rows:
         if isinstance(r.get("n_labeled"), Real) and not isinstance(r["n_labeled"], bool):
             counts.setdefault(r["method"], set()).add(r["n_labeled"] > 0)
-    none = [m for m, seen in counts.items() if seen == {False} and m != "source_only"]
+    none = [m for m, seen in counts.items() if seen == {False} and str(m).split("/")[0] != "source_only"]
     if not none or not any(True in seen for seen in counts.values()):
         return []
     settings = sorted({str(r.get("setting", "")) for r in rows if r["method"] in none}, key=setting_order)
@@ -356,7 +356,7 @@ def standard_error_note(rows: list[dict]) -> str:
     images per class it draws, which their unlabelled images leave out (not so with a config's
     own ``unlabeled`` images)."""
     unread = [r for r in rows if isinstance(r.get("n_labeled"), Real) and not isinstance(r["n_labeled"], bool)
-              and r.get("method") != "source_only"]  # source_only: one row, no ±
+              and str(r.get("method")).split("/")[0] != "source_only"]  # one row, no ± (episodes: source_only/head)
     reads = {r["n_labeled"] > 0 for r in unread}
 
     def k_settings(rs) -> list[str]:

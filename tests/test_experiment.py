@@ -1469,6 +1469,9 @@ def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_
     assert any(line.startswith(f"source: the network of {path} alone (10 classes); target digits") for line in lines)
     data = prepare_domains(alone)
     assert len(data.source.train) == 0 and data.source.train.class_names == [str(i) for i in range(10)]
+    from transferkit import load_network
+    python = Transfer("source_only", backbone="lenet").fit(target=data.target.train, net=load_network(path, "lenet"))
+    assert python.score(data.target.test) == rows[0]["accuracy"]  # as the run's (a trial: it needed a source)
     for kwargs, refusal in [({"pretrained": None}, r"source: null \(no source images\) needs `pretrained`"),
                             ({"select_on": "source_val"}, r"source_val .* source: null gives none"),
                             ({"source_classes": "0-4"}, r"source_classes '0-4' chooses source images")]:

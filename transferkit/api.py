@@ -31,7 +31,7 @@ from .backbones import (
 from .clip import CaptionedDomain
 from .config import load_config
 from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
-from .engine import Engine, TrainConfig, check_select_metric, check_streams
+from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams
 from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import (
@@ -42,6 +42,7 @@ from .experiment import (
     method_error,
     network_digest,
     report_seen_unseen,
+    source_only_of,
     zero_shot_options,
 )
 from .fields import updated
@@ -253,7 +254,10 @@ class Transfer:
                 check_selection_classes(cls, val, head_classes, target_classes)
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, self.options, e) from e
-        for name in cls.streams:  # before any pre-training
+        network_only = cls is SourceOnly and given_net and source is None  # the network as it is, as a run's
+        check(not network_only or target is not None, "fit: source_only with net= and without source= scores the "
+                                                       "network's head on the target's classes: give target=")
+        for name in cls.streams if not network_only else ():  # before any pre-training
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
         check(not getattr(cls, "scores_class_names", False) or target is not None or source is None
               or self.options.get("class_names") is not None or "classes" in source.provenance
@@ -291,12 +295,16 @@ class Transfer:
                  f"support set or training budget: `transferkit methods {cls.name}`); leave it out")
         if pretrains:
             self._pretrain(net, source, source_val, ckpt)
-        method = build_method(cls, net, options, head_classes, target_classes)
-        fit_result = fit_for_target(
-            method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
-                                                    checkpoint_dir=ckpt / tag if ckpt is not None else None,
-                                                    select_metric=self._select_metric()),
-            head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
+        if network_only:  # source_only of a source: null run: no training, the head's rows of the target classes
+            method = source_only_of(net, head_classes, target_classes, network_only=True)
+            fit_result = FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
+        else:
+            method = build_method(cls, net, options, head_classes, target_classes)
+            fit_result = fit_for_target(
+                method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
+                                                        checkpoint_dir=ckpt / tag if ckpt is not None else None,
+                                                        select_metric=self._select_metric()),
+                head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
             classes = list(method.class_names)  # the target's, or those of its captioned source's images)
         # all fitted attributes at once: a refit that fails or is interrupted leaves the last model whole

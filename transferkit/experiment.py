@@ -794,9 +794,17 @@ def source_only_model(net, data: Prepared, before_narrowing=None) -> SourceOnly:
     """source_only's model, in eval mode: a copy of the source network whose head keeps the
     rows of the target classes (by name), so its logits are ``net(x)[:, rows]``.
     ``before_narrowing(model, rows)`` is called before it keeps them, as in :func:`fit_for_target`."""
-    model = SourceOnly(copy.deepcopy(net))
-    rows = source_head_rows(SourceOnly, data.source.train.class_names, model.net.num_classes,
-                            data.target.train.class_names)
+    return source_only_of(copy.deepcopy(net), data.source.train.class_names, data.target.train.class_names,
+                          before_narrowing, network_only=len(data.source.train) == 0)
+
+
+def source_only_of(net, head_classes: list[str] | None, target_classes: list[str], before_narrowing=None,
+                   network_only: bool = False) -> SourceOnly:
+    """:func:`source_only_model` of ``net`` itself, whose head's rows are ``head_classes``
+    (``None``: taken by position), for ``target_classes``; ``network_only``: no source domain
+    (``source: null``, ``Transfer.fit(net=)`` without ``source=``), which a refusal's hint names."""
+    model = SourceOnly(net)
+    rows = source_head_rows(SourceOnly, head_classes, net.num_classes, target_classes, network_only)
     if rows is not None:
         if before_narrowing is not None:
             before_narrowing(model, rows)

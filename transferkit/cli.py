@@ -234,8 +234,7 @@ def _report(args) -> None:
         print(f"report: {html}\nmarkdown: {md}")
         partial = unfinished_run(Path(run_dir))
         if partial is not None:  # exit 2, as `summary` of a stopped run
-            stopped.append(f"{run_dir}'s report holds the {len(partial['rows'])} job(s) finished so far"
-                           f"{partial['unfinished']}")
+            stopped.append(f"the report shows the finished jobs only{partial['unfinished']}")
     check(not skipped, f"{len(skipped)} of {len(args.run_dirs)} directories have no report (named above): "
                        f"{'; '.join(skipped)}" + "".join(f". {line}" for line in stopped))
     check(not stopped, "; ".join(stopped))
@@ -420,8 +419,7 @@ def _summary(args) -> None:
         print(latex_table(summary, data["rows"], config, differ + notes), end="")
     else:
         print(markdown_table(summary, data["rows"], config, [md_cell(line) for line in differ] + notes))
-    check(not data.get("unfinished"), f"the table holds the {len(data['rows'])} job(s) finished so far"
-                                       f"{data.get('unfinished')}")
+    check(not data.get("unfinished"), f"the table shows the finished jobs only{data.get('unfinished')}")
     failed = data.get("failed") or []  # the table holds the finished rows only: exit 2, as the run itself did
     check(not failed, f"{len(failed)} job(s) of this run or benchmark failed: {'; '.join(map(failed_line, failed))}"
                       f"; the table shows the finished rows only (after a fix, resume the directory to run them)")

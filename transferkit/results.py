@@ -76,6 +76,11 @@ def unfinished_run(run_dir: Path) -> dict | None:
             and (settings is None or row.get("setting") in settings)]  # not a setting a resume left out
     if not rows:
         return None
+    methods = [str(m) for m in config.get("methods") or []] if isinstance(config, dict) and \
+        isinstance(config.get("methods"), list) else []
+    rank = {m: i for i, m in enumerate(methods)}  # the run's job order: setting, seed, the config's methods
+    rows.sort(key=lambda r: (setting_order(str(r["setting"])), r["seed"] if isinstance(r["seed"], int) else -1,
+                             rank.get(r["method"], len(rank)), str(r["method"])))
     return {"rows": rows, "config": config, "unfinished": unfinished_hint(run_dir)}
 
 

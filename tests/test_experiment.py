@@ -1466,6 +1466,7 @@ def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_
     assert [(r["method"], r["accuracy"]) for r in again] == [(r["method"], r["accuracy"]) for r in rows]
     moved.rename(path)
     assert {r["source"] for r in rows} == {"mine.safetensors"}
+    assert rows[0]["method"] == "source_only" and rows[0]["pretrain_cached"] is None  # nothing was pre-trained
     assert any(line.startswith(f"source: the network of {path} alone (10 classes); target digits") for line in lines)
     data = prepare_domains(alone)
     assert len(data.source.train) == 0 and data.source.train.class_names == [str(i) for i in range(10)]

@@ -1544,7 +1544,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             report = evaluate_on(model, data.target.test)
             row = {"method": cls.name, "source": cfg.source_label, "target": cfg.target, "setting": sub.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
-                   "pretrain_cached": pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
+                   "pretrain_cached": None if cfg.pretrained else pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
                    **test_fields(cfg, data), **({} if cfg.pretrained else training_fields(cfg.pretrain)),
                    **class_fields(cfg),
                    "config_digest": job_digest(sub, cls.name), **every,

@@ -371,6 +371,9 @@ def test_load_network_round_trips_names_and_head_kinds_and_a_refit_net_names_its
                                          r"kept by position, row i as target class i \(\['a', 'b', 'c'\]\); set "
                                          r"net.class_names"):  # silent (a trial)
         Transfer("ft_unit:conv2", train=TrainConfig(steps=1, lr=1e-12)).fit(target=target, net=net)
+    colour = build_backbone("lenet", num_classes=3, in_channels=3, image_size=28)
+    save_network(colour, tmp_path / "rgb.safetensors")
+    assert load_network(tmp_path / "rgb.safetensors", "lenet").input_shape == (3, 28, 28)  # the file's channels
     cos = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28, head="cosine")
     save_network(cos, tmp_path / "cos.safetensors")
     assert load_network(tmp_path / "cos.safetensors", "lenet").head.state_dict().keys() == cos.head.state_dict().keys()

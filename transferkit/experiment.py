@@ -207,26 +207,28 @@ def network_source(cfg: ExperimentConfig, target: Domain, run_dir: Path | None =
     check(names is not None, f"source: null takes the source classes from the pretrained network's file, and {path} "
                              f"names none (its head's rows would mean unknown classes): write it again with its "
                              f"class names ({SAVE_NETWORK}), or give the source domain")
-    channels = cfg.channels
-    if channels is None:
-        fits = [c for c in (1, 3) if _fits(cfg, len(names), c, state)]  # the file's input channels
-        channels = fits[0] if len(fits) == 1 else target.images.shape[1]
+    channels = cfg.channels or _file_channels(cfg.backbone, len(names), cfg.image_size, state) \
+        or target.images.shape[1]
     empty = torch.zeros(0, channels, cfg.image_size, cfg.image_size)
     parts = (Domain(f"{path.name}/{part}", empty, torch.zeros(0, dtype=torch.long), list(names),
                     provenance={"origin": f"pretrained:{path}"}) for part in ("train", "val", "test"))
     return Split(*parts), channels
 
 
-def _fits(cfg: ExperimentConfig, num_classes: int, channels: int, state: dict) -> bool:
-    """Whether ``state`` has the keys and shapes of ``cfg``'s backbone built for ``channels``
-    (a builder that refuses those channels, e.g. a plugin's colour network, does not fit)."""
-    with torch.random.fork_rng():  # a check: the caller's random state stays
-        try:
-            own = build_backbone(cfg.backbone, num_classes=num_classes, in_channels=channels,
-                                 image_size=cfg.image_size, head=_head_kind(state)).state_dict()
-        except TransferkitError:
-            return False
-    return set(own) == set(state) and all(own[k].shape == state[k].shape for k in own)
+def _file_channels(backbone: str, num_classes: int, image_size: int, state: dict) -> int | None:
+    """The image channels (1 or 3) of the one build of ``backbone`` whose keys and shapes a network
+    file's ``state`` has; None where neither or both fit (a builder that refuses some channels,
+    e.g. a plugin's colour network, fits those it builds)."""
+    def fits(channels: int) -> bool:
+        with torch.random.fork_rng():  # a check: the caller's random state stays
+            try:
+                own = build_backbone(backbone, num_classes=num_classes, in_channels=channels, image_size=image_size,
+                                     head=_head_kind(state)).state_dict()
+            except TransferkitError:
+                return False
+        return set(own) == set(state) and all(own[k].shape == state[k].shape for k in own)
+    found = [c for c in (1, 3) if fits(c)]
+    return found[0] if len(found) == 1 else None
 
 
 def shared_images(pool: Domain, other: Domain) -> int:
@@ -725,9 +727,10 @@ def _added_parameters(net) -> list[str]:
     return [k for k in state if k not in fresh.state_dict()]
 
 
-def load_network(path: str | os.PathLike, backbone: str, in_channels: int = 1, image_size: int = 28):
+def load_network(path: str | os.PathLike, backbone: str, in_channels: int | None = None, image_size: int = 28):
     """The network of a :func:`save_network` file (or a run's ``source.safetensors``), built as
-    ``backbone`` for images of ``in_channels`` x ``image_size``: its head has the rows the file
+    ``backbone`` for images of ``in_channels`` x ``image_size`` (``None``: the channels, 1 or 3,
+    whose build the file fits, else 1): its head has the rows the file
     holds, and ``net.class_names`` the classes the file names for them (None where it names none).
     ``Transfer.fit(net=net)`` without ``source=`` then matches the target's classes to those rows
     by name, not by position."""
@@ -738,6 +741,8 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int = 1, i
     heads = [v for k, v in state.items() if k.startswith("head.") and k.endswith("weight") and v.dim() == 2]
     rows = len(names) if names is not None else int(heads[-1].shape[0]) if heads else None
     check(rows is not None, f"load_network: {path} names no classes and holds no head weight to count its rows by")
+    if in_channels is None:
+        in_channels = _file_channels(backbone, rows, image_size, state) or 1
     net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size,
                          head=_head_kind(state))  # a cosine or prototype head, as finetune_cosine / _proto train
     _load_net(net, path, read=(state, metadata))
@@ -1544,7 +1549,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             report = evaluate_on(model, data.target.test)
             row = {"method": cls.name, "source": cfg.source_label, "target": cfg.target, "setting": sub.setting,
                    "seed": cfg.seed, "accuracy": report["accuracy"], "wall_s": pre_info["wall_s"], "n_labeled": 0,
-                   "pretrain_cached": None if cfg.pretrained else pre_info["cached"], "source_val_accuracy": pre_info.get("val_accuracy"),
+                   "pretrain_cached": None if cfg.pretrained else pre_info["cached"],
+                   "source_val_accuracy": pre_info.get("val_accuracy"),
                    **test_fields(cfg, data), **({} if cfg.pretrained else training_fields(cfg.pretrain)),
                    **class_fields(cfg),
                    "config_digest": job_digest(sub, cls.name), **every,

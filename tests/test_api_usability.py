@@ -371,12 +371,34 @@ def test_load_network_round_trips_names_and_head_kinds_and_a_refit_net_names_its
                                          r"kept by position, row i as target class i \(\['a', 'b', 'c'\]\); set "
                                          r"net.class_names"):  # silent (a trial)
         Transfer("ft_unit:conv2", train=TrainConfig(steps=1, lr=1e-12)).fit(target=target, net=net)
+    import warnings
+    with warnings.catch_warnings():  # a new head, or none used: nothing kept by position (a review)
+        warnings.simplefilter("error")
+        for name in ("linear_probe", "matching_net", "target_only"):
+            Transfer(name, train=TrainConfig(steps=1)).fit(target=target, net=net)
+    other = Domain("t2", target.images, target.labels, ["a", "b", "d"])
+    with pytest.raises(TransferkitError, match=r"whose classes \(\['b', 'a', 'c'\]\) lack the target classes "
+                                               r"\['d'\]: train on a few target labels"):  # not finetune_adv or lext
+        Transfer("source_only").fit(target=other, net=loaded)
+    two = Domain("t3", target.images[:6], target.labels[:6] % 2, ["a", "b"])
+    with pytest.raises(TransferkitError, match=r"cannot be matched to the 2 target classes: set net.class_names"):
+        Transfer("source_only").fit(target=two, net=net)
+    with pytest.warns(UserWarning, match=r"val= and train= are not used: source_only with net= and without source= "
+                                         r"trains nothing"):
+        Transfer("source_only", train=TrainConfig(steps=50)).fit(target=target, val=target, net=loaded)
     colour = build_backbone("lenet", num_classes=3, in_channels=3, image_size=28)
     save_network(colour, tmp_path / "rgb.safetensors")
     assert load_network(tmp_path / "rgb.safetensors", "lenet").input_shape == (3, 28, 28)  # the file's channels
     cos = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28, head="cosine")
     save_network(cos, tmp_path / "cos.safetensors")
     assert load_network(tmp_path / "cos.safetensors", "lenet").head.state_dict().keys() == cos.head.state_dict().keys()
+    proto = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28, head="prototype")
+    proto.head.metric, proto.head.scale = "cosine", 5.0  # finetune_proto(metric="cosine") reloaded as sqeuclidean
+    proto.head.fit(proto.forward_features(target.images).detach(), target.labels)  # (a review)
+    save_network(proto, tmp_path / "proto.safetensors")
+    back = load_network(tmp_path / "proto.safetensors", "lenet")
+    assert (back.head.metric, back.head.scale) == ("cosine", 5.0)
+    assert torch.allclose(back.eval()(target.images), proto.eval()(target.images))
     image_unit = Transfer("image_unit", train=TrainConfig(steps=1)).fit(target=target, net=loaded)
     with pytest.raises(TransferkitError, match="holds parameters its backbone 'lenet' does not have"):
         save_network(image_unit, tmp_path / "iu.safetensors")

@@ -1268,7 +1268,7 @@ def test_an_interrupted_start_leaves_no_directory_and_tuple_configs_resume(tmp_p
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     assert run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1] == rows  # lists there, tuples here
 
-    def interrupted(cfg):
+    def interrupted(cfg, **kw):
         raise KeyboardInterrupt
     monkeypatch.setattr(experiment, "prepare_domains", interrupted)
     with pytest.raises(KeyboardInterrupt):

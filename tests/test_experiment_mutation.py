@@ -525,7 +525,7 @@ def test_source_only_is_the_source_network_s_accuracy_on_the_target_test_split(t
     data = _prepared(target_names=["2", "0", "3", "1"])  # the target's classes in another order
     torch.manual_seed(0)
     net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
-    monkeypatch.setattr(ex, "prepare_domains", lambda cfg: data)
+    monkeypatch.setattr(ex, "prepare_domains", lambda cfg, **kw: data)
     monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)  # seconds of imports no job here needs
     monkeypatch.setattr(ex, "run_source_network", lambda cfg, data, run_dir, log, check=None: (
         net, {"wall_s": 0.0, "cached": True, "path": None}))
@@ -700,7 +700,7 @@ def _on_prepared_data(monkeypatch) -> None:
     data = _prepared()
     torch.manual_seed(0)
     net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
-    monkeypatch.setattr(ex, "prepare_domains", lambda cfg: data)
+    monkeypatch.setattr(ex, "prepare_domains", lambda cfg, **kw: data)
     monkeypatch.setattr(ex, "preload_lazy_imports", lambda: None)
     monkeypatch.setattr(ex, "run_source_network", lambda cfg, data, run_dir, log, check=None: (
         net, {"wall_s": 0.0, "cached": True, "path": None}))

@@ -978,3 +978,5 @@ def test_a_stopped_runs_rows_come_in_the_runs_job_order(tmp_path):
     order = [(r["method"], r["setting"], r["seed"]) for r in unfinished_run(run)["rows"]]
     assert order == [("source_only", "k=1", 0), ("finetune", "k=1", 0), ("target_only", "k=1", 2),
                      ("target_only", "k=1", 10), ("source_only", "k=5", 0), ("finetune", "k=10", 0)]
+    (run / "config.yaml").write_text("name: x\nk: [10, 5, 1]\nmethods: [source_only, target_only, finetune]\n")
+    assert [r["setting"] for r in unfinished_run(run)["rows"]] == ["k=10", "k=5"] + ["k=1"] * 4  # the list's order

@@ -722,9 +722,14 @@ def test_a_text_model_is_read_from_disk_first_and_a_download_is_announced(monkey
     _load_sentence_model("someone/model", "cpu")
     assert "downloading" in capsys.readouterr().err
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(TransferkitError, match=r"HF_HUB_OFFLINE is set, so only local files are read\): not in "):
+    with pytest.raises(TransferkitError, match=r"TRANSFORMERS_OFFLINE is set, so only local files are read\): not "):
         _load_sentence_model("someone/model", "cpu")
-    assert calls == [True, False, True, False, True]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "yes")  # huggingface_hub's other switch (a review)
+    with pytest.raises(TransferkitError, match=r"only local files are read"):
+        _load_sentence_model("someone/model", "cpu")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    assert calls == [True, False, True, False, True, True]
 
     class Broken:  # found, but it does not load: no download announced, nor tried
         def __init__(self, path, device="cpu", local_files_only=False):
@@ -732,7 +737,6 @@ def test_a_text_model_is_read_from_disk_first_and_a_download_is_announced(monkey
             raise RuntimeError("Torch not compiled with CUDA enabled")
 
     monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Broken))
-    monkeypatch.delenv("HF_HUB_OFFLINE")
     with pytest.raises(TransferkitError, match=r"cannot load sentence-transformers model 'someone/model': Torch not"):
         _load_sentence_model("someone/model", "cuda:7")
     assert calls[-1] is True and "downloading" not in capsys.readouterr().err

@@ -42,6 +42,7 @@ from .experiment import (
     method_error,
     network_digest,
     report_seen_unseen,
+    source_head_rows,
     source_only_of,
     zero_shot_options,
 )
@@ -234,29 +235,24 @@ class Transfer:
                      f"position (give the source its classes in the head's order, or leave source= out)")
             head_classes = source.class_names if source is not None and net.num_classes == source.num_classes else \
                 list(named) if source is None and named is not None and len(named) == net.num_classes else None
-            if source is None and named is None and target is not None and net.num_classes == target.num_classes \
-                    and not getattr(cls, "fresh_init", False):
-                warn(f"fit: the network names no classes for its head's {net.num_classes} rows, as many as the "
-                     f"target's: they are kept by position, row i as target class i ({list(target.class_names)[:5]}"
-                     f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] "
-                     f"to match them by name (load_network's networks have them)")
         else:  # a method that never sees target labels classifies with a head over the source classes
             head = source if cls.needs_pretrained or cls.predicts_with_source_head() else (target or source)
             check(head is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")
             net, head_classes = self._net(head, head.num_classes), head.class_names
+        network_only = cls is SourceOnly and given_net and source is None  # the network as it is, as a run's
         with torch.random.fork_rng():  # options and classes are checked before any training
             try:
                 options = zero_shot_options(cls, self.options, source.class_names if source is not None else None,
                                             target_classes)
-                built = build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
-                built.check_classes(source.class_names if source is not None else None, target_classes)
+                if network_only:  # the head's rows of the target classes, or a refusal naming what runs
+                    source_head_rows(cls, head_classes, net.num_classes, target_classes, network_only=True)
+                else:
+                    built = build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
+                    built.check_classes(source.class_names if source is not None else None, target_classes)
                 cls.check_data(target, val)
                 check_selection_classes(cls, val, head_classes, target_classes)
             except Exception as e:  # whatever building it with these options raises names the problem
                 raise method_error(cls, self.options, e) from e
-        network_only = cls is SourceOnly and given_net and source is None  # the network as it is, as a run's
-        check(not network_only or target is not None, "fit: source_only with net= and without source= scores the "
-                                                       "network's head on the target's classes: give target=")
         for name in cls.streams if not network_only else ():  # before any pre-training
             check(name in given, f"method {cls.name!r} needs a non-empty {name} domain: fit({name}=...)")
         check(not getattr(cls, "scores_class_names", False) or target is not None or source is None
@@ -290,6 +286,9 @@ class Transfer:
             why = "net= is given and is used as it is, never pre-trained" if given_net else \
                 f"method {cls.name!r} does not pre-train"
             warn(f"fit: pretrain= is not used: {why}; it trains with train= only ({self.train_cfg.steps} steps)")
+        if network_only and (val is not None or self.train_cfg != TrainConfig()):
+            warn(f"fit: {'val= and train= are' if val is not None else 'train= is'} not used: source_only with net= "
+                 f"and without source= trains nothing (the network as it is, on the target's classes)")
         if val is not None and not getattr(cls, "selects_on_validation", True):
             warn(f"fit: val= is not used: method {cls.name!r} selects nothing on a validation split (a fixed "
                  f"support set or training budget: `transferkit methods {cls.name}`); leave it out")
@@ -299,7 +298,15 @@ class Transfer:
             method = source_only_of(net, head_classes, target_classes, network_only=True)
             fit_result = FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
         else:
+            kept = net.head if given_net else None
             method = build_method(cls, net, options, head_classes, target_classes)
+            if given_net and source is None and head_classes is None and method.net.head is kept \
+                    and method.predicts_with_net and not getattr(cls, "fresh_init", False) and target is not None \
+                    and net.num_classes == target.num_classes:
+                warn(f"fit: the network names no classes for its head's {net.num_classes} rows, as many as the "
+                     f"target's: they are kept by position, row i as target class i ({list(target.class_names)[:5]}"
+                     f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] "
+                     f"to match them by name (load_network's networks have them)")
             fit_result = fit_for_target(
                 method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
                                                         checkpoint_dir=ckpt / tag if ckpt is not None else None,

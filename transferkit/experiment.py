@@ -58,7 +58,7 @@ from .engine import ADDED_TRAIN_FIELDS, Engine, TrainConfig, check_streams, cont
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, UnknownNameError, check, is_whole, warn
 from .evaluate import classification_report, fraction_correct, harmonic_mean, predict_logits
 from .grouped import sample_k_groups
-from .heads import head_for_classes, retargeted_head
+from .heads import PrototypeHead, head_for_classes, retargeted_head
 from .io import (
     MATRIX_FILES,
     atomic_write,
@@ -224,7 +224,7 @@ def _file_channels(backbone: str, num_classes: int, image_size: int, state: dict
             try:
                 own = build_backbone(backbone, num_classes=num_classes, in_channels=channels, image_size=image_size,
                                      head=_head_kind(state)).state_dict()
-            except TransferkitError:
+            except Exception:  # a builder's own refusal of these channels (a plugin's ValueError, ...)
                 return False
         return set(own) == set(state) and all(own[k].shape == state[k].shape for k in own)
     found = [c for c in (1, 3) if fits(c)]
@@ -361,6 +361,7 @@ def _read_source_file(cfg: ExperimentConfig, data: Prepared, path: Path, classes
     read = _read_net_file(path, hint)
     net = _initial_source_net(cfg, data, _head_kind(read[0]))
     _load_net(net, path, classes=classes, hint=hint, read=read)
+    _restore_head(net, read[1])
     return net
 
 
@@ -651,7 +652,19 @@ def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
               f"save_network: class_names must name the {rows} rows of the head, in order, as text "
               f"(the source domain's class_names), got {names[:12]}")
         metadata = {"class_names": json.dumps(names)}
+    if isinstance(getattr(net, "head", None), PrototypeHead):  # what its state holds not: how it scores
+        metadata = {**(metadata or {}), "prototype_head": json.dumps({"metric": net.head.metric,
+                                                                      "scale": net.head.scale})}
     return save_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, metadata)
+
+
+def _restore_head(net, metadata: dict) -> None:
+    """A prototype head's metric and scale, which :func:`save_network` stores beside its prototypes
+    (a file without them: the defaults, sqeuclidean)."""
+    stored = metadata.get("prototype_head")
+    if stored is not None and isinstance(net.head, PrototypeHead):
+        options = json.loads(stored)
+        net.head.metric, net.head.scale = str(options["metric"]), float(options["scale"])
 
 
 #: what a ``pretrained:`` file must be, and what writes one
@@ -738,7 +751,8 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int | None
     check(path.is_file(), f"load_network: {path} does not exist or is not a file")
     state, metadata = _read_net_file(path)
     names = _stored_classes(path, metadata)
-    heads = [v for k, v in state.items() if k.startswith("head.") and k.endswith("weight") and v.dim() == 2]
+    heads = [v for k, v in state.items() if k.startswith("head.") and k.endswith(("weight", "prototypes"))
+             and v.dim() == 2]  # a linear or cosine head's weight, or a prototype head's prototypes
     rows = len(names) if names is not None else int(heads[-1].shape[0]) if heads else None
     check(rows is not None, f"load_network: {path} names no classes and holds no head weight to count its rows by")
     if in_channels is None:
@@ -746,6 +760,7 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int | None
     net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size,
                          head=_head_kind(state))  # a cosine or prototype head, as finetune_cosine / _proto train
     _load_net(net, path, read=(state, metadata))
+    _restore_head(net, metadata)
     net.class_names = names
     return net
 
@@ -800,7 +815,7 @@ def source_only_model(net, data: Prepared, before_narrowing=None) -> SourceOnly:
     rows of the target classes (by name), so its logits are ``net(x)[:, rows]``.
     ``before_narrowing(model, rows)`` is called before it keeps them, as in :func:`fit_for_target`."""
     return source_only_of(copy.deepcopy(net), data.source.train.class_names, data.target.train.class_names,
-                          before_narrowing, network_only=len(data.source.train) == 0)
+                          before_narrowing)  # a run refused what it cannot match before (_check_jobs)
 
 
 def source_only_of(net, head_classes: list[str] | None, target_classes: list[str], before_narrowing=None,
@@ -926,7 +941,9 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
     if head_classes is None:  # a network handed in without its source domain
         check(num_outputs == len(target_classes),
               f"it predicts with the network's own classifier ({num_outputs} outputs), which cannot be matched "
-              f"to the {len(target_classes)} target classes: give the source domain as well")
+              f"to the {len(target_classes)} target classes: "
+              + ("set net.class_names = [the class of each row] to match them by name" if network_only else
+                 "give the source domain as well, or set net.class_names = [the class of each row]"))
         return None
     check(len(head_classes) == num_outputs, f"the network has {num_outputs} outputs for {len(head_classes)} "
                                             f"source classes")

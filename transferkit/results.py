@@ -79,8 +79,12 @@ def unfinished_run(run_dir: Path) -> dict | None:
     methods = [str(m) for m in config.get("methods") or []] if isinstance(config, dict) and \
         isinstance(config.get("methods"), list) else []
     rank = {m: i for i, m in enumerate(methods)}  # the run's job order: setting, seed, the config's methods
-    rows.sort(key=lambda r: (setting_order(str(r["setting"])), r["seed"] if isinstance(r["seed"], int) else -1,
-                             rank.get(r["method"], len(rank)), str(r["method"])))
+    listed = next(([f"{key}={v}" for v in config[key]] for key in ("k", "ratio")
+                   if isinstance(config, dict) and isinstance(config.get(key), list)), [])
+    placed = {setting: i for i, setting in enumerate(listed)}  # a list k or ratio runs in its order (k: [10, 1])
+    rows.sort(key=lambda r: (placed.get(str(r["setting"]), len(placed)), setting_order(str(r["setting"])),
+                             r["seed"] if isinstance(r["seed"], int) else -1, rank.get(r["method"], len(rank)),
+                             str(r["method"])))
     return {"rows": rows, "config": config, "unfinished": unfinished_hint(run_dir)}
 
 

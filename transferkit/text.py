@@ -139,9 +139,10 @@ def _load_sentence_model(model: str, device: str):
     try:  # a model on disk or in the Hugging Face cache: no network call (offline, one would retry for a minute)
         return SentenceTransformer(path, device=device, local_files_only=True)
     except OSError as e:  # not on disk, nor in the cache
-        if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):  # huggingface_hub's rule
-            raise TransferkitError(f"cannot load sentence-transformers model {model!r} (HF_HUB_OFFLINE is set, so "
-                                   f"only local files are read): {e}") from e
+        if any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")  # huggingface_hub's rule
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+            raise TransferkitError(f"cannot load sentence-transformers model {model!r} (HF_HUB_OFFLINE or "
+                                   f"TRANSFORMERS_OFFLINE is set, so only local files are read): {e}") from e
     except Exception as e:  # found, but it does not load (a device, a broken model folder, ...)
         raise TransferkitError(f"cannot load sentence-transformers model {model!r}: {e}") from e
     print(f"transferkit: the text encoder {model!r} is not on disk: downloading it from the Hugging Face Hub "

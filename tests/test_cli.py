@@ -428,6 +428,14 @@ def test_bench_print_plan_shows_the_budgets_and_a_directory_of_before_still_resu
         (old / "plan.json").write_text(json.dumps({"benchmark": name, **stored}))
         _check_same_plan(old, resumed_plan(name, False, [], old), name)
         assert resumed_plan(name, False, [], old) == make_plan(name, True)
+    more = resumed_plan("fewshot", False, ["repeats=5"], tmp_path / "fewshot")  # more label subsets (a trial:
+    _check_same_plan(tmp_path / "fewshot", more, "fewshot")  # refused, as if a budget had changed)
+    assert more.repeats == 5
+    from transferkit.bench.fewshot import FewshotPlan
+    from transferkit.errors import TransferkitError
+    assert FewshotPlan(ks=[1], parts=["grouped", "ablation"]).ks == [1]  # no matching_ft there
+    with pytest.raises(TransferkitError, match=r"ks must be >= 2 where the parts main or second run matching_ft"):
+        FewshotPlan(ks=[1, 2], parts=["grouped", "main"])
 
 
 def test_bench_print_plan_shows_the_overridden_plan(capsys):

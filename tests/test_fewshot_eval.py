@@ -266,3 +266,12 @@ def test_an_episode_accuracy_is_its_exact_fraction():
     accs = episode_accuracies(torch.randn(18, 4), labels, "prototype", n_way=3, k_shot=1, n_query=5, episodes=4)
     assert accs.dtype == torch.float64
     assert all(float(a) * 15 == pytest.approx(round(float(a) * 15), abs=1e-12) for a in accs)  # k / 15 exactly
+
+
+def test_episodes_of_a_grouped_target_say_that_a_query_may_share_a_video_with_a_support_image():
+    """Episodes draw images, so on videos a query may have a near-copy in the support set (a trial)."""
+    from transferkit.fewshot_eval import episodes_note
+    row = {"episodes": 20, "classes": 5, "setting": "5-way 1-shot (k=2)"}
+    assert "grouped" not in episodes_note([row])
+    assert "the target is grouped (videos): an episode draws images, not videos, so a query may share a video" \
+        in episodes_note([{**row, "grouped_test": True}])

@@ -218,6 +218,8 @@ def test_label_efficiency_series_are_distinguishable_beyond_ten_methods(monkeypa
                                 for i in range(12) for k in (1, 2)])
     styles = [(c.lines[0].get_color(), c.lines[0].get_marker()) for c in figs[-1].axes[0].containers]
     assert len(set(styles)) == 12
+    ax = figs[-1].axes[0]  # k = 1, 2: no tick at 1.5 (a trial)
+    assert all(float(t).is_integer() for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1])
 
 
 def test_confusion_labels_follow_each_rows_class_names(monkeypatch):

@@ -210,6 +210,11 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
         return predict_logits(lambda x: net.forward_features(x.to(dev)), images)
 
 
+#: what episodes on a grouped target (videos) draw
+GROUPED_EPISODES = ("an episode draws images, not videos, so a query may share a video with a support image of its "
+                    "class (a near-copy), which lifts every model's episode accuracy alike")
+
+
 def episodes_note(rows: list[dict]) -> str:
     """What the rows of :func:`run_episodes` hold (a line under their table): the protocol, and the
     classes the episodes drew from where K (or the job) changed them."""
@@ -223,7 +228,9 @@ def episodes_note(rows: list[dict]) -> str:
             f"same episodes for every model), a head fit on the support images' frozen embedding of each job's "
             f"model, not the test-split accuracy of the run's table; each row's own 95 % interval over its episodes is "
             f"its ci95 in episodes.json; jobs whose embeddings are the same network (a method that trains none of "
-            f"it, as matching_net) count once{drawn}.")
+            f"it, as matching_net) count once{drawn}"
+            + (f"; the target is grouped (videos): {GROUPED_EPISODES}" if any(r.get("grouped_test") for r in rows)
+               else "") + ".")
 
 
 def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
@@ -277,6 +284,8 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     cfg = load_config(run_dir / "config.yaml")
     test = prepare_domains(cfg, run_dir=run_dir).target.test
     _check_episodes_fit(test, n_way, k_shots, n_query)
+    if test.groups is not None:
+        warn(f"episodes: the target {cfg.target!r} is grouped (videos): {GROUPED_EPISODES}")
     rows, scored = [], {}
     for method, job_seed, setting in jobs:
         try:
@@ -307,6 +316,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
                 rows.append({"method": f"{method}/{head}", "source": cfg.source_label, "target": cfg.target,
                              "setting": f"{n_way}-way {k}-shot ({setting})", "seed": job_seed, "accuracy": r["mean"],
                              "ci95": r["ci95"], "episodes": r["episodes"], "classes": r.get("classes"),
+                             **({"grouped_test": True} if test.groups is not None else {}),
                              "feature_dim": int(feats.shape[1]), "episode_seed": seed,
                              **class_fields(cfg), "features_wall_s": extract_s,
                              **({"n_labeled": labels_read[method, job_seed, setting]}

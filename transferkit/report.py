@@ -127,6 +127,9 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
                             capsize=3, ls="--", mfc="none", color=bars.lines[0].get_color(),
                             label=f"{method} (per group)")
         capped = sorted((s for s in settings if used.get(s, _setting_value(s)) < _setting_value(s)), key=_setting_value)
+        if all(float(p[0]).is_integer() for pts in curves.values() for p in pts):  # k = 2, 3: no tick at 2.5
+            from matplotlib.ticker import MaxNLocator
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(k_axis_label(rs, settings) + (" (as used)" if capped else ""))
         ax.set_ylabel("target test accuracy (%)")
         what = "\nsolid: per-image accuracy, dashed: per-group (video) accuracy" if group_curves else ""

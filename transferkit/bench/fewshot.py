@@ -30,6 +30,7 @@ from ..evaluate import mean_se_text, predict_logits
 from ..experiment import build_method, fit_for_target, label_subset, prepare_domains, pretrain_source, run_experiment
 from ..io import atomic_write, write_text
 from ..methods import get_method
+from ..results import grouped_k_line, small_test_line
 from . import Plan, as_list, benchmark, budget_line
 
 METHODS = ["target_only", "finetune", "matching_net", "matching_ft", "finetune_adv", "lext",
@@ -77,7 +78,7 @@ def _run(cfg: ExperimentConfig, bench_dir: Path, log, method_label: str | None =
 
 @dataclass
 class FewshotPlan(Plan):
-    selects: ClassVar[tuple[str, ...]] = ("ks", "parts")
+    selects: ClassVar[tuple[str, ...]] = ("ks", "parts", "repeats")  # repeats: seeds 0..repeats-1 of every run
     budget_fields: ClassVar[bool] = False  # the steps: steps(quick)
     ks: list = field(default_factory=lambda: [2, 3, 4, 5])
     repeats: int = 10  # label subsets per k
@@ -86,8 +87,10 @@ class FewshotPlan(Plan):
     def __post_init__(self):
         self.ks, self.parts = as_list(self.ks, int, "ks", minimum=1), as_list(self.parts, str, "parts")
         check(set(self.parts) <= set(PARTS), f"parts must be among {list(PARTS)}, got {self.parts}")
-        check(self.ks and min(self.ks) >= 2, f"ks must be >= 2 (matching_ft trains on (k-1)-shot episodes), "
-                                             f"got {self.ks}")
+        check(bool(self.ks), "ks must name one k or more")
+        check(min(self.ks) >= 2 or not {"main", "second"} & set(self.parts),
+              f"ks must be >= 2 where the parts main or second run matching_ft, which trains on (k-1)-shot "
+              f"episodes, got {self.ks}")
         check(self.repeats >= 1, f"repeats must be >= 1, got {self.repeats}")
 
     def budget(self) -> str:
@@ -172,8 +175,9 @@ def fewshot_report(rows: list[dict], plan: FewshotPlan | None = None) -> str:
         per_view = k_table(grouped, "accuracy", lambda m: f"{m} (sample)").splitlines()
         per_group = k_table(grouped, "group_accuracy", lambda m: f"{m} (group)").splitlines()
         body = [line for pair in zip(per_view[2:], per_group[2:]) for line in pair]
+        notes = grouped_k_line(grouped) + small_test_line(grouped)  # as results.md says them
         out += ["\n## mnist 0-4 -> digits@grouped5 5-9: per-sample and per-group accuracy (Table 2 form)\n\n",
-                "\n".join(per_view[:2] + body) + "\n"]
+                "\n".join(per_view[:2] + body) + "\n" + "".join(f"\n{line}\n" for line in notes)]
     ablation = [r for r in rows if r["part"] == "ablation"]
     if ablation:
         out += ["\n## Ablation of the full model (syndigits 0-4 -> mnist 5-9)\n\n", k_table(ablation)]

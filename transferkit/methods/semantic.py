@@ -211,8 +211,9 @@ class SemanticTransfer(Method):
             self._prototype_source = source
 
     def extra_results(self) -> dict:
-        """The discriminator's layers as the fit resolved them (none before a fit)."""
-        return {"layers": list(self.layers)} if self.layers else {}
+        """The discriminator's layers as the fit resolved them (none before a fit, or with
+        ``alpha`` 0, which builds no discriminator)."""
+        return {"layers": list(self.layers)} if self.layers and self.discriminator is not None else {}
 
     def _uses_prototypes(self) -> bool:
         return bool(self.beta > 0 and self.weights["source_entropy"] and self.source_support == "prototypes")

@@ -1,5 +1,10 @@
 """Synthetic domain shifts of seed 002 (Royer & Lampert, §5.1 and Table 2).
 
+Seed 002 names the shifts (and gives the untuned network's accuracy on each), not their
+parameters: every sigma, standard deviation, size, angle and factor below is transferkit's
+choice, and milder than the seed's shifts (README, "Domains"). Angles turn clockwise on
+screen (the image's y axis points down; PIL's ``rotate`` turns the other way).
+
 Every shift is a function ``(images, generator) -> images`` on an ``N x C x H x W``
 float tensor in [0, 1]; it is vectorised over the batch and returns values in [0, 1].
 Random shifts draw all their randomness from ``generator``; the deterministic ones
@@ -189,7 +194,7 @@ def rotation(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def rotation_fixed(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fixed rotation by 30 deg for every image, zero padding ("Fixed rotation", seed 002
+    """Fixed rotation by 30 deg clockwise for every image, zero padding ("Fixed rotation", seed 002
     Table 2)."""
     return warp(images, affine_matrix(30.0, 1.0))
 

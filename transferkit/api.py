@@ -56,6 +56,19 @@ from .zeroshot import calibrated, seen_columns
 PRETRAIN_DEFAULT = TrainConfig(steps=600)
 
 
+def _warn_rows_by_position(method, target: Domain | None) -> None:
+    """A network given without its classes (no source, no ``net.class_names``) whose head ``method``
+    keeps and predicts with: its rows are the target's classes by position, said in a warning."""
+    net = method.net
+    if target is None or net.num_classes != target.num_classes or not method.predicts_with_net \
+            or getattr(type(method), "fresh_init", False):
+        return
+    warn(f"fit: the network names no classes for its head's {net.num_classes} rows, as many as the target's: they "
+         f"are kept by position, row i as target class i ({list(target.class_names)[:5]}"
+         f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] to match "
+         f"them by name (load_network's networks have them)")
+
+
 class Transfer:
     """Transfer with one method (its registered name, or the registered ``Method`` class).
 
@@ -300,13 +313,8 @@ class Transfer:
         else:
             kept = net.head if given_net else None
             method = build_method(cls, net, options, head_classes, target_classes)
-            if given_net and source is None and head_classes is None and method.net.head is kept \
-                    and method.predicts_with_net and not getattr(cls, "fresh_init", False) and target is not None \
-                    and net.num_classes == target.num_classes:
-                warn(f"fit: the network names no classes for its head's {net.num_classes} rows, as many as the "
-                     f"target's: they are kept by position, row i as target class i ({list(target.class_names)[:5]}"
-                     f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] "
-                     f"to match them by name (load_network's networks have them)")
+            if given_net and source is None and head_classes is None and method.net.head is kept:
+                _warn_rows_by_position(method, target)
             fit_result = fit_for_target(
                 method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
                                                         checkpoint_dir=ckpt / tag if ckpt is not None else None,

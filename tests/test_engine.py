@@ -808,6 +808,9 @@ def test_learning_rate_multipliers_and_optimizer_settings_reach_the_optimizer():
     net = build_backbone("lenet", 4)
     sgd = Engine(TrainConfig(optimizer="sgd", momentum=0.9, weight_decay=1e-3))._optimizer(get_method("finetune")(net))
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 1e-3
+    for momentum in (1.0, 2.0):  # 2 ran, its loss to 5e6 (a trial)
+        with pytest.raises(TransferkitError, match=f"momentum must be below 1 .*got {momentum}"):
+            TrainConfig(optimizer="sgd", momentum=momentum)
     adam = Engine(TrainConfig(weight_decay=1e-3))._optimizer(get_method("finetune")(net))
     assert adam.param_groups[0]["weight_decay"] == 1e-3 and adam.param_groups[0]["betas"] == (0.9, 0.999)
 

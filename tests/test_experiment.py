@@ -1289,6 +1289,9 @@ def test_yaml_exponents_are_numbers_for_numeric_options_and_text_stays_text(tmp_
     path.write_text("methods: [ft_slow]\noptions: {ft_slow: {backbone_lr_mult: 1e-2}}\nname: '2e3'\n")
     cfg = load_config(path)
     assert get_method("ft_slow")(net, **cfg.options["ft_slow"]).backbone_lr_mult == 0.01 and cfg.name == "2e3"
+    from transferkit.config import dump_config
+    path.write_text(dump_config(cfg))  # a run's config.yaml: name 2e3 unquoted was read back as 2000 (a trial)
+    assert "name: '2e3'" in path.read_text() and load_config(path).name == "2e3"
     for text in ("heavy", "1__0"):  # "1__0" looks like a number to the pattern, not to float()
         with pytest.raises(TransferkitError, match=f"must be a number >= 0, got '{text}'"):
             get_method("dann")(net, weight=text)

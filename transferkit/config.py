@@ -310,8 +310,8 @@ def _exponent(loader, node):
     return int(value) if value.is_integer() and "." not in node.value else value
 
 
-_UniqueKeyLoader.add_implicit_resolver(_EXPONENT, re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+_EXPONENT_FORM = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_UniqueKeyLoader.add_implicit_resolver(_EXPONENT, _EXPONENT_FORM, list("-+0123456789."))
 _UniqueKeyLoader.add_constructor(_EXPONENT, _exponent)
 
 
@@ -365,5 +365,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
     return from_dict(ExperimentConfig, data)
 
 
+class _Dumper(yaml.SafeDumper):
+    """YAML's safe dumper that quotes text :class:`_UniqueKeyLoader` would read as a number
+    (``name: 1e3``, which it reads as 1000)."""
+
+
+_Dumper.add_implicit_resolver(_EXPONENT, _EXPONENT_FORM, list("-+0123456789."))
+
+
 def dump_config(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return yaml.dump(cfg.to_dict(), Dumper=_Dumper, sort_keys=False)

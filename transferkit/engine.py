@@ -136,6 +136,8 @@ class TrainConfig:
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
         check(all(v >= 0 and math.isfinite(v) for v in (self.momentum, self.weight_decay)),
               f"momentum and weight_decay must be finite numbers >= 0, got {self.momentum} and {self.weight_decay}")
+        check(self.momentum < 1, f"momentum must be below 1 (SGD's velocity keeps that share of itself each step: "
+                                 f"1 or more never decays, and the steps grow), got {self.momentum}")
         check(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}: shuffle (epochs of shuffled images) or "
                                         f"balanced (each class equally likely at every draw)")
         check(self.class_weight in (None, "balanced"), f"unknown class_weight {self.class_weight!r}: null (every "

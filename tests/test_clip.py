@@ -215,6 +215,12 @@ def test_a_run_refuses_clip_selecting_on_other_classes_before_pre_training(tmp_p
                                              "text_encoder": "hashing"}})
     with pytest.raises(TransferkitError, match="method clip.*early stopping would compare"):
         experiment.run_experiment(cfg, log=lambda *a: None)
+    no_captions = ExperimentConfig(source="digits", target="digits", methods=["clip"], select_on="none",
+                                   backbone="lenet", out_dir=str(tmp_path),
+                                   options={"clip": {"text_encoder": "hashing"}})
+    with pytest.raises(TransferkitError, match="clip trains on captions, and neither captions nor captions_file is "
+                                               "given"):  # it failed after the pre-training (a trial)
+        experiment.run_experiment(no_captions, log=lambda *a: None)
 
 
 def test_a_pickled_sentence_encoder_leaves_its_model_behind_and_reads_its_disk_cache_back(tmp_path):

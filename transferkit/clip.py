@@ -477,6 +477,11 @@ class ClipMethod(Method):
         """A run's check before its first job: a ``captions_file`` fits the source (:func:`check_captions_file`)."""
         if getattr(self, "file_captions", None) is not None:
             check_captions_file(self.file_captions, self.captions_file, splits)
+        else:  # a run's source names classes, not captions: it failed after the pre-training (a trial)
+            check(len(self.caption_features) > 0 or any("captions" in s.provenance for s in splits),
+                  "clip trains on captions, and neither captions nor captions_file is given: give one caption per "
+                  "source class (options: {clip: {captions: {0: a photo of a zero, 1: ...}}}) or a captions_file "
+                  "of image-caption pairs")
 
     @classmethod
     def options_for_source(cls, options: dict, source_classes) -> dict:

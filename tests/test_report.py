@@ -890,6 +890,12 @@ def test_config_differ_lines_compare_whole_values_nested_plans_and_ignore_key_or
             ("b", {"backbone": "lenet", "pretrained": long_b, "options": {"flex": {"b": 2, "a": 1}}})]
     (line,) = config_differ_lines(runs)
     assert line.startswith("The runs' configs differ in pretrained: ") and " in a; " in line and "options" not in line
+    same = [("a", {"backbone": "lenet", "methods": ["linear_probe"], "options": {}}),  # spelled out at its default,
+            ("b", {"backbone": "lenet", "methods": ["linear_probe"],  # or of a method the run has not: no
+                   "options": {"linear_probe": {"reset_head": True}, "dann": {"weight": 1.0}}})]  # difference
+    assert config_differ_lines(same) == []  # (a trial)
+    other = [same[0], ("c", {**same[0][1], "options": {"linear_probe": {"reset_head": False}}})]
+    assert "options: " in config_differ_lines(other)[0]
     plans = [("x", {"benchmark": "flex", "quick": True, "plan": {"train": {"lr": 0.01}, "val_per_class": 5,
                                                                    "workers": 1}}),
              ("y", {"benchmark": "flex", "quick": True, "plan": {"train": {"lr": 0.1}, "val_per_class": 5,

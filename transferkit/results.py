@@ -935,7 +935,8 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
     differ, with each value's runs: ``backbone: lenet in a; mine in b``, e.g. rows of two networks
     side by side, which the table's columns do not show. Runs without a config are left out; a run's
     config from before a key was added reads it at its default."""
-    flats = [(label, _flat_all(c)) for label, c in configs if isinstance(c, dict)]
+    flats = [(label, _flat_all({**c, "options": _run_options(c)} if "options" in c else c))
+             for label, c in configs if isinstance(c, dict)]
     if len(flats) < 2:
         return []
     if all("backbone" in f for _, f in flats):  # run configs, not benchmark plans
@@ -953,6 +954,23 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
     more = f"; and {len(parts) - DIFFER_KEYS} more key(s)" if len(parts) > DIFFER_KEYS else ""
     return [f"The runs' configs differ in {' / '.join(parts[:DIFFER_KEYS])}{more} (config.yaml): the rows of one "
             f"method are not of one config."]
+
+
+def _run_options(config: dict):
+    """A run config's ``options`` as its jobs ran them: of the methods it runs only, each option at
+    its value (given, else the default); as written where a method is not known here (a plugin's)."""
+    from .methods import get_method
+    from .methods.base import resolved_options
+    options, methods = config.get("options"), config.get("methods")
+    if not isinstance(options, dict) or not isinstance(methods, list):
+        return options
+    out = {}
+    for name in methods:
+        try:
+            out[str(name)] = resolved_options(get_method(name), options.get(name))
+        except Exception:  # unknown here, or options it refuses: compared as written
+            out[str(name)] = options.get(name)
+    return out
 
 
 def _flat_all(config: dict, prefix: str = "") -> dict:

@@ -138,6 +138,8 @@ def test_parse_classes():
     with pytest.raises(TransferkitError, match=r"class id 10 out of range \[0, 2\] for domain '.*'; a class is "
                                                r"named '10': quote it to name it \('10', or in a list \['10'\]\)"):
         parse_classes([1, 10], folders)  # a trial: an int is an id, the message did not say so
+    with pytest.raises(TransferkitError, match=r"invalid class False: .*quote such a class name \('no'\)"):
+        parse_classes([False, True], folders)  # target_classes: [no, yes], as YAML 1.1 reads it
 
 
 @pytest.mark.parametrize("change, message", [

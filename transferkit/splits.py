@@ -312,8 +312,9 @@ def _class_of_number(value: int, domain: Domain | None, numbered: dict[int, int]
 
 
 def _parse_item(item, domain: Domain | None, numbered: dict[int, int] | None) -> list[int]:
-    if isinstance(item, bool):
-        raise TransferkitError(f"invalid class {item!r}")
+    if isinstance(item, bool):  # YAML 1.1 reads no, yes, on, off, true, false unquoted as these
+        raise TransferkitError(f"invalid class {item!r}: a class is an id or a name; YAML reads no / yes / on / off "
+                               f"as false / true, so quote such a class name ('no')")
     if isinstance(item, str):
         item = unicodedata.normalize("NFC", item)  # as Domain keeps class names
         if domain is not None and item in domain.class_names:

@@ -1863,3 +1863,18 @@ def test_source_and_target_of_the_same_images_share_none_across_splits_at_any_fr
     data = prepare_domains(ExperimentConfig(source="digits", target="digits", val_fraction=0.3, test_fraction=0.5))
     assert len(data.target.test) > 0
     assert shared_images(data.source.train, data.target.test) == shared_images(data.source.train, data.target.val) == 0
+
+
+def test_a_refusal_names_the_options_a_job_ran_with_when_the_run_s_config_no_longer_holds_them(tmp_path):
+    """A narrowing resume rewrote config.yaml with a new option; the next resume's refusal named
+    nothing (a trial): it names the job's own method_options now."""
+    cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", k=2, repeats=1, select_on="none",
+                           methods=["finetune", "linear_probe"], pretrain=TrainConfig(steps=4, eval_every=2,
+                                                                                     batch_size=8),
+                           train=TrainConfig(steps=2), out_dir=str(tmp_path))
+    run, _ = run_experiment(cfg, log=lambda *a: None)
+    narrowed = replace(cfg, methods=["finetune"], options={"linear_probe": {"reset_head": False}})
+    run_experiment(narrowed, run_dir=run, log=lambda *a: None)  # accepted: linear_probe does not run
+    with pytest.raises(TransferkitError, match=r"options of linear_probe: reset_head: True then, False now; --set "
+                                               r"options.linear_probe.<option>=<then> restores one"):
+        run_experiment(replace(narrowed, methods=["finetune", "linear_probe"]), run_dir=run, log=lambda *a: None)

@@ -1681,6 +1681,8 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
         if not same and not hint and "config_digest" in row:
             hint = _changed_since(cfg, run_dir, cls.name, row["config_digest"])
+        if not same and not hint and isinstance(row.get("method_options"), dict):  # the job's own record
+            hint = _options_since(cls, row["method_options"], now)
         files = option_files(cls, now)
         if not same and not hint and files:
             hint = (f" (the options of {cls.name} read {', '.join(f'{k} {v}' for k, v in files.items())}, whose "
@@ -1690,6 +1692,21 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         out[cls.name, seed] = row
     _check_same_world(cfg, run_dir, out)
     return out
+
+
+def _options_since(cls, ran: dict, now: dict) -> str:
+    """The options a job ran with (its row's ``method_options``) that ``now`` gives otherwise, as a
+    refusal's hint; ``""`` where they agree (something else changed)."""
+    try:
+        given = resolved_options(cls, now)
+    except Exception:  # options the method refuses: the refusal is theirs to name
+        return ""
+    changed = {k: (ran[k], given.get(k)) for k in ran if given.get(k) != ran[k]}
+    if not changed:
+        return ""
+    said = ", ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
+    return (f" (options of {cls.name}: {said}; --set options.{cls.name}.<option>=<then> restores one, "
+            f"--set options.{cls.name}=null the defaults)")
 
 
 def _changed_since(cfg: ExperimentConfig, run_dir: Path, method: str, digest: str) -> str:

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -1878,3 +1879,14 @@ def test_a_refusal_names_the_options_a_job_ran_with_when_the_run_s_config_no_lon
     with pytest.raises(TransferkitError, match=r"options of linear_probe: reset_head: True then, False now; --set "
                                                r"options.linear_probe.<option>=<then> restores one"):
         run_experiment(replace(narrowed, methods=["finetune", "linear_probe"]), run_dir=run, log=lambda *a: None)
+    with pytest.warns(TransferkitWarning, match=r"name: 'other' not used: a resumed run stays in .*its config keeps "
+                                                r"name: 'experiment'"):  # dropped without a word (a trial)
+        run_experiment(replace(narrowed, name="other"), run_dir=run, log=lambda *a: None)
+    assert "name: experiment" in (run / "config.yaml").read_text()
+    moved = tmp_path / "moved"
+    shutil.copytree(run.parent, moved / run.parent.name)  # a benchmark moved: its runs' out_dir is the new place
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferkitWarning)
+        run_experiment(replace(narrowed, out_dir=str(moved)), run_dir=moved / run.parent.name / run.name,
+                       log=lambda *a: None)

@@ -1528,6 +1528,12 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     before = old.read_text() if old.exists() else None
     if main:  # only now: a refused resume leaves the run's config as it was (and so does a refused source)
         placed = {k: stored[k] for k in ("name", "out_dir") if isinstance((stored or {}).get(k), str)}
+        inside = run_dir.resolve().is_relative_to(Path(cfg.out_dir).expanduser().resolve())  # a moved benchmark's
+        moved = {k: v for k, v in placed.items() if getattr(cfg, k) != v and not (k == "out_dir" and inside)}
+        if moved:  # they name where a new run goes: a resumed one stays where it is
+            warn(f"{', '.join(f'{k}: {getattr(cfg, k)!r}' for k in moved)} not used: a resumed run stays in "
+                 f"{run_dir} (its config keeps {', '.join(f'{k}: {v!r}' for k, v in moved.items())}); they name "
+                 f"where a new run goes")
         write_text(old, dump_config(replace(cfg, **placed)))  # where the run was made: a resume names its directory
         note_kernels(run_dir, log, cfg.workers)
     log(f"run directory: {run_dir}")

@@ -209,7 +209,7 @@ def _runtime_flag_checks(args) -> None:
 
 
 def _report(args) -> None:
-    from .report import check_run_dir, write_report
+    from .report import write_report
     from .results import unfinished_run
     args.run_dirs = [str(Path(d).parent) if Path(d).name == "results.json" and Path(d).is_file() else d
                      for d in args.run_dirs]  # a results.json stands for its run directory
@@ -218,12 +218,9 @@ def _report(args) -> None:
     check(not several or len(set(names)) == len(names),
           f"--out with several run directories writes one sub-folder per directory name; these repeat: {names}")
     _check_report_out(args.out)
-    if len(args.run_dirs) == 1:  # one directory: its error is the command's
-        check_run_dir(args.run_dirs[0])
     skipped, stopped = [], []
     for run_dir, name in zip(args.run_dirs, names):  # several: the finished ones are written, the others named
-        try:
-            check_run_dir(run_dir)
+        try:  # write_report refuses what check_run_dir does
             html, md = write_report(run_dir, out=Path(args.out) / name if several else args.out)
         except TransferkitError as e:
             if len(args.run_dirs) == 1:
@@ -365,16 +362,14 @@ def _demo(args) -> None:
 def _episodes(args) -> None:
     from .fewshot_eval import episodes_note, run_episodes
     from .io import write_json, write_text
-    from .results import markdown_table, summarize
+    from .results import markdown_table, stopped_lines, summarize
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
     run_dir, heads = Path(args.run_dir), split(args.heads)
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
                              args.k_shot, args.n_query, args.episodes, args.seed)
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
             "seed": args.seed, "heads": heads}
-    unfinished = run.get("unfinished")
-    notes = [episodes_note(rows)] + ([f"The run is not finished: the jobs finished so far{unfinished}."]
-                                     if unfinished else [])
+    notes = [episodes_note(rows)] + stopped_lines(run)
     summary = summarize(rows)
     config = {**(run.get("config") if isinstance(run.get("config"), dict) else {}), "episodes": plan}
     table = markdown_table(summary, rows, config, notes=notes)

@@ -32,6 +32,7 @@ from .results import (
     md_cell,
     picked_unit,
     read_results,
+    stopped_lines,
     summarize,
     table_parts,
     unfinished_hint,
@@ -490,9 +491,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``report_files/``) for the
     run or benchmark in ``run_dir``; return their paths."""
     run_dir = Path(run_dir)
-    results_path = check_run_dir(run_dir)
-    data = unfinished_run(run_dir) or read_results(results_path)
-    where = results_path if "unfinished" not in data else run_dir / "jobs"
+    data = unfinished_run(run_dir)  # a stopped run's finished jobs, read once
+    where = run_dir / "jobs" if data is not None else check_run_dir(run_dir)
+    data = data or read_results(where)
     rows = data["rows"]
     out_dir = Path(out) if out else run_dir
     files_dir = out_dir / "report_files"
@@ -506,9 +507,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     header, table = _table_rows(summary, rows)
     config = data.get("config") if isinstance(data.get("config"), dict) else None
     picks, plain = (table_parts(summary, rows, config, markdown=m)["notes"] for m in (True, False))  # results.md's
-    if "unfinished" in data:  # a stopped run: the jobs finished so far, as `summary` shows them
-        stopped = f"The run is not finished: the jobs finished so far{data['unfinished']}."
-        picks, plain = [stopped, *picks], [stopped, *plain]
+    picks, plain = stopped_lines(data) + picks, stopped_lines(data) + plain  # a stopped run's, as `summary`'s
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
     shown = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):

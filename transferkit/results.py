@@ -62,6 +62,13 @@ def unfinished_hint(run_dir: Path) -> str:
     return ""
 
 
+def stopped_lines(data: dict) -> list[str]:
+    """The line under a table of a stopped run's finished jobs (``data``: :func:`unfinished_run`'s,
+    whose ``unfinished`` names what completes it); none for a finished run's."""
+    return [f"The run is not finished: the jobs finished so far{data['unfinished']}."] if data.get("unfinished") \
+        else []
+
+
 def unfinished_run(run_dir: Path) -> dict | None:
     """The finished rows of a run directory that is not finished (``config.yaml`` and job files,
     no ``results.json``), as :func:`read_results` gives a finished one's (``unfinished``: what

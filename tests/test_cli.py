@@ -150,7 +150,7 @@ def test_methods_describes_named_methods_with_their_options_and_defaults(capsys)
     assert "Minimum class confusion" in mcc  # the docstring
     # options passed on to multilayer_adv with **options are listed, its own defaults first
     assert "untied: true" in adda and "weight: 0.1" in adda and "combine: \"sum\"" in adda
-    assert "untied: false" not in adda
+    assert "untied: false" not in adda and "untied: true  (fixed by the name multilayer_adda)" in adda
     assert 'lr_schedule: "constant"  (one of "constant", "cosine", "dann", null)' in adda  # the names it takes
     code, _, err = run_cli(capsys, "methods", "mccc")
     assert code != 0 and "unknown method 'mccc'" in err

@@ -41,7 +41,7 @@ from ..discriminators import (
 from ..errors import check, warn
 from ..losses import dann_lambda, frozen_call, grad_reverse
 from .adaptation import AdaptationMethod, flat_cat, layer_size, resolve_layers
-from .base import register
+from .base import check_fixed_options, register
 
 
 def _beta1(name: str, beta1):
@@ -226,9 +226,11 @@ class ADDAEncoderOnly(ADDA):
     name = "adda_encoder"
     description = "ADDA, encoder only (seed 000 §4.3): classifier fixed, adversarial on the embedding"
 
+    fixed_options = {"variant": ("encoder_only", "adda_encoder is ADDA's encoder_only variant; for variant={given!r} "
+                                                 "use adda")}
+
     def __init__(self, net, variant: str = "encoder_only", **options):
-        check(variant == "encoder_only",
-              f"adda_encoder is ADDA's encoder_only variant; for variant={variant!r} use adda")
+        check_fixed_options(type(self), {"variant": variant})
         super().__init__(net, variant=variant, **options)
 
 
@@ -390,11 +392,12 @@ class MultiLayerADDA(MultiLayerAdversarial):
     10⁻³ first, it collapsed to one class on every job of the benchmark; docs/adaptation.md.)"""
 
     name = "multilayer_adda"
+    fixed_options = {"untied": (True, "multilayer_adda is multilayer_adv's untied form; for untied={given!r} use "
+                                      "multilayer_adv")}
     revision, revision_note = 1, "Adam's beta1 0.9 until 2026-12-01, ADDA's 0.5 since"
     description = "multi-layer domain adversarial loss, seed 000 §4.3's form: fixed source net, encoder only"
 
     def __init__(self, net, untied: bool = True, lr_mult: float = 0.2, lr_schedule: str | None = "constant",
                  beta1: float | None = 0.5, **options):
-        check(untied is True, f"multilayer_adda is multilayer_adv's untied form; for untied={untied!r} use "
-                              f"multilayer_adv")
+        check_fixed_options(type(self), {"untied": untied})
         super().__init__(net, untied=True, lr_mult=lr_mult, lr_schedule=lr_schedule, beta1=beta1, **options)

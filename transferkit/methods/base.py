@@ -326,8 +326,20 @@ def check_options(cls, options: dict) -> None:
 
 def check_option_values(cls, options: dict) -> None:
     """Refuse option values of method class ``cls`` outside their domain or of the wrong simple
-    type, without building the method (as building it would: numbers given as text read as numbers)."""
-    _check_option_values(cls.name, _numbers_from_text(cls, dict(options)), _switches(cls), cls)
+    type, or other than the value its name fixes, without building the method (as building it
+    would: numbers given as text read as numbers)."""
+    options = _numbers_from_text(cls, dict(options))
+    _check_option_values(cls.name, options, _switches(cls), cls)
+    check_fixed_options(cls, options)
+
+
+def check_fixed_options(cls, options: dict) -> None:
+    """Refuse a value other than the one method class ``cls``'s name fixes (``fixed_options``;
+    None, the default, is that value)."""
+    for option, (value, refusal) in cls.fixed_options.items():
+        given = options.get(option)
+        check(given is None or (given == value and isinstance(given, bool) == isinstance(value, bool)),
+              refusal.format(name=cls.name, given=given))
 
 
 def resolved_options(cls, options: dict | None) -> dict:
@@ -422,6 +434,10 @@ class Method(nn.Module):
     revision_note: str = ""
     #: options that must lie in (0, 1] (the multi-layer discriminator's decay ``gamma``)
     unit_interval_options: tuple[str, ...] = ()
+    #: options whose value the method's name fixes, ``{option: (value, refusal)}`` (``ft_fc1``'s
+    #: ``n``): another value is refused before any work with ``refusal`` (formatted with ``name``
+    #: and ``given``), and ``transferkit methods`` marks them
+    fixed_options: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -28,7 +28,7 @@ import torch.nn as nn
 from ..backbones import HEAD
 from ..engine import FitResult
 from ..errors import check, warn
-from .base import Method, register, register_prefix
+from .base import Method, check_fixed_options, register, register_prefix
 
 
 class _TargetCE(Method):
@@ -78,8 +78,7 @@ class FtFc(_TargetCE):
 
     def __init__(self, net, n: int | None = None):
         super().__init__(net)
-        check(n is None or self.n_fc is None or n == self.n_fc,
-              f"{self.name} tunes the last {self.n_fc} unit(s); for n={n} use ft_fc with options {{n: {n}}}")
+        check_fixed_options(type(self), {"n": n})
         n = self.n_fc if n is None else n
         fcs = fc_units(net)
         check(n is None or 1 <= n <= len(fcs),
@@ -98,6 +97,7 @@ class FtFc1(FtFc):
 
     name = "ft_fc1"
     n_fc = 1
+    fixed_options = {"n": (1, "{name} tunes the last 1 unit(s); for n={given} use ft_fc with options {{n: {given}}}")}
     description = "tune the last unit only (seed 002 ft-fc (1))"
 
 
@@ -107,6 +107,7 @@ class FtFc2(FtFc):
 
     name = "ft_fc2"
     n_fc = 2
+    fixed_options = {"n": (2, "{name} tunes the last 2 unit(s); for n={given} use ft_fc with options {{n: {given}}}")}
     description = "tune the last two units (seed 002 ft-fc (2))"
 
 
@@ -121,8 +122,7 @@ class FtUnit(_TargetCE):
 
     def __init__(self, net, unit: str | list[str] | None = None):
         super().__init__(net)
-        check(unit is None or self.default_unit is None or unit == self.default_unit,
-              f"{self.name} tunes unit {self.default_unit}; for unit={unit} use ft_unit:{unit}")
+        check_fixed_options(type(self), {"unit": unit})
         unit = self.default_unit if unit is None else unit
         check(unit is not None, "ft_unit needs a unit: use ft_unit:<name> or options {ft_unit: {unit: NAME}}")
         self.units = [unit] if isinstance(unit, str) else list(unit)
@@ -148,7 +148,10 @@ def ft_unit_named(unit: str) -> type[FtUnit]:
     """The class of ``ft_unit:<unit>`` (one class per unit name, cached). Its name is found
     again by this module's ``__getattr__``, so that a trained model of it pickles."""
     name = f"FtUnit_{unit}" if unit.isidentifier() else f"FtUnitHex_{unit.encode().hex()}"
+    named = unit.replace("{", "{{").replace("}", "}}")
+    refusal = f"{{name}} tunes unit {named}; for unit={{given}} use ft_unit:{{given}}"
     return type(name, (FtUnit,), {"name": f"ft_unit:{unit}", "default_unit": unit,
+                                  "fixed_options": {"unit": (unit, refusal)},
                                   "__module__": __name__, "__qualname__": name, "__doc__": FtUnit.__doc__})
 
 

@@ -345,6 +345,25 @@ def test_unknown_method_option_fails_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())  # failed before the run directory, let alone pre-training
 
 
+@pytest.mark.parametrize("method, option, message", [
+    ("ft_fc1", "n=2", r"ft_fc1 tunes the last 1 unit\(s\); for n=2 use ft_fc with options {n: 2}"),
+    ("ft_fc2", "n='1'", r"ft_fc2 tunes the last 2 unit\(s\); for n=1 use ft_fc"),  # text read as a number first
+    ("ft_unit:conv2", "unit=fc1", "ft_unit:conv2 tunes unit conv2; for unit=fc1 use ft_unit:fc1"),
+    ("adda_encoder", "variant=full", "adda_encoder is ADDA's encoder_only variant; for variant='full' use adda"),
+    ("multilayer_adda", "untied=false", "multilayer_adda is multilayer_adv's untied form; for untied=False use"),
+])
+def test_an_option_the_method_name_fixes_is_refused_before_any_work(tmp_path, method, option, message):
+    cfg = load_config(None, [f"methods=[{method}]", f"options.{method}.{option}", f"out_dir={tmp_path}"])
+    with pytest.raises(TransferkitError, match=message):
+        check_names(cfg)
+    with pytest.raises(TransferkitError, match=message):
+        run_experiment(cfg, log=lambda *a: None)
+    assert not any(tmp_path.iterdir())  # before the run directory, the data and pre-training
+    default = {"ft_fc1": "n=1", "ft_fc2": "n=2", "ft_unit:conv2": "unit=conv2", "adda_encoder": "variant=encoder_only",
+               "multilayer_adda": "untied=true"}[method]
+    check_names(load_config(None, [f"methods=[{method}]", f"options.{method}.{default}"]))  # the fixed value is fine
+
+
 @pytest.mark.parametrize("option, message", [
     ("options.dann.wieght=1", r"'wieght'.*dann is not in methods, but its options are kept .*--set options.dann=null"),
     ("options.dann.weight=abc", r"method dann with options {'weight': 'abc'}: option weight must be a number >= 0"),
@@ -433,6 +452,24 @@ def test_few_label_methods_that_select_on_a_larger_target_validation_split_warn_
         recwarn.clear()
         _check_jobs(other, prepare_domains(other), check_names(other))
         assert not [w for w in recwarn.list if "validation split, which" in str(w.message)]
+
+
+def test_selection_settings_that_no_method_reads_are_named(recwarn):
+    from transferkit.experiment import _check_jobs
+    cfg = ExperimentConfig(source="digits", target="digits", k=2, repeats=1, methods=["finetune", "dann"],
+                           val_per_class=3, select_metric="balanced_accuracy")
+    data = prepare_domains(cfg)
+
+    def unused(c):
+        recwarn.clear()
+        _check_jobs(c, data, check_names(c))
+        return sorted(str(w.message).split(":")[0] for w in recwarn.list if "changes nothing" in str(w.message))
+    assert unused(cfg) == []  # finetune selects on the capped target validation split, by balanced accuracy
+    assert unused(replace(cfg, select_on="none")) == ["select_metric", "val_per_class"]
+    assert unused(replace(cfg, select_on="source_val", methods=["dann"])) == ["val_per_class"]  # dann: the source's
+    assert unused(replace(cfg, methods=["dann", "source_only"])) == ["select_metric", "val_per_class"]
+    assert any("dann, source_only select on no labels" in str(w.message) for w in recwarn.list)
+    assert unused(replace(cfg, select_on="none", val_per_class=None, select_metric="accuracy")) == []
 
 
 def test_sklearn_like_api():

@@ -1861,6 +1861,26 @@ def _check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"budget (set select_on: none or source_val to say so)")
     _warn_more_validation_labels(cfg, data, methods, labelled)
     _warn_balancing(cfg, methods)
+    _warn_selection_settings_unused(cfg, data, methods)
+
+
+def _warn_selection_settings_unused(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
+    """``val_per_class`` when no method selects on the target's validation split, and
+    ``select_metric`` when none selects at all (``select_on: none``, or methods that read no
+    target label): set, yet unused."""
+    selecting = {cls.name: selection_domain(cfg, data, cls) for cls in methods
+                 if cls is not SourceOnly and cls.selects_on_validation}
+    selecting = {name: val for name, val in selecting.items() if val is not None}
+    why = ("select_on: none" if cfg.select_on == "none" else
+           f"select_on: {cfg.select_on}, and {', '.join(cls.name for cls in methods)} "
+           f"{'selects' if len(methods) == 1 else 'select'} on no labels" if not selecting else
+           f"select_on: {cfg.select_on}")
+    if cfg.val_per_class is not None and not any(val is data.target.val for val in selecting.values()):
+        warn(f"val_per_class: {cfg.val_per_class} caps the target's validation split, which no method here selects "
+             f"on ({why}): it changes nothing; leave it out")
+    if cfg.select_metric != "accuracy" and not selecting:
+        warn(f"select_metric: {cfg.select_metric} scores model selection, which no method here does ({why}): it "
+             f"changes nothing; leave it out")
 
 
 def class_fields(cfg: ExperimentConfig) -> dict:

@@ -376,6 +376,26 @@ def k_axis_label(rows: list[dict], settings) -> str:
     return "labelled target groups (videos) per class" if all(ks) else "labelled target groups (k) or images per class"
 
 
+def draw_accuracy_curves(ax, curves: dict, group_curves: dict | None = None) -> None:
+    """A label-efficiency curve per method of ``curves`` (``{method: [(x, mean, standard error)]}``,
+    in the caller's order; colours repeat after 10 methods, markers do not), with the same method's
+    ``group_curves`` (per-group accuracy of a grouped target) dashed in its colour; whole-number
+    ticks where every x is whole (k = 2, 3: no tick at 2.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    group_curves = group_curves or {}
+    for i, (method, pts) in enumerate(curves.items()):
+        marker, pts = "osD^v"[i // 10 % 5], sorted(pts)
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=marker, ms=4,
+                    capsize=3, color=f"C{i % 10}", label=method)
+        pts = sorted(group_curves.get(method, []))
+        if pts:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=marker, ms=4,
+                        capsize=3, ls="--", mfc="none", color=f"C{i % 10}", label=f"{method} (per group)")
+    if all(float(p[0]).is_integer() for pts in curves.values() for p in pts):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: str = ""):
     """Label efficiency: test accuracy (mean ± standard error over label subsets) against the
     number k of labelled target images per class, one line per method. ``rows`` carry
@@ -388,22 +408,16 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: 
     check(not bad, f"accuracy_vs_k_plot needs rows with setting 'k=K', got {bad}")
     fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
-    grouped = False
-    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+    curves, group_curves = {}, {}
+    for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
         ks = sorted({int(r["setting"].split("=")[1]) for r in mine})
-        stats = [mean_se(r["accuracy"] for r in mine if r["setting"] == f"k={k}") for k in ks]
-        ax.errorbar(ks, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3, capsize=2,
-                    color=f"C{i % 10}", label=method)
+        curves[method] = [(k, *mean_se(r["accuracy"] for r in mine if r["setting"] == f"k={k}")) for k in ks]
         per_group = {k: [r["group_accuracy"] for r in mine if r["setting"] == f"k={k}"
                          and r.get("group_accuracy") is not None] for k in ks}
-        per_group = {k: mean_se(v) for k, v in per_group.items() if v}
-        if per_group:
-            grouped = True
-            ax.errorbar(list(per_group), [m for m, _ in per_group.values()], yerr=[s for _, s in per_group.values()],
-                        marker="o", ms=3, mfc="none", capsize=2, ls="--", color=f"C{i % 10}",
-                        label=f"{method} (per group)")
-    ax.set_xticks(sorted({int(r["setting"].split("=")[1]) for r in rows}))
+        group_curves[method] = [(k, *mean_se(v)) for k, v in per_group.items() if v]
+    grouped = any(group_curves.values())
+    draw_accuracy_curves(ax, curves, group_curves)
     ax.set_xlabel(k_axis_label(rows, [r["setting"] for r in rows]) + " (k)")
     ax.set_ylabel("target test accuracy")
     ax.set_title(title + ("\n" if title and grouped else "")

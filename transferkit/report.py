@@ -95,7 +95,7 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
     """Accuracy vs labels per class (mean ± standard error) per method, one plot per pair. On a
     grouped (video) target, whose ``k=`` settings count labelled groups per class, the axis says
     groups, and the per-group accuracy the rows hold is drawn dashed beside the per-image one."""
-    from .plots import grouped_rows, k_axis_label
+    from .plots import draw_accuracy_curves, grouped_rows, k_axis_label
 
     out = []
     by_pair = defaultdict(list)
@@ -117,20 +117,8 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
                 if "group_accuracy_mean" in s:
                     group_curves[s["method"]].append((x, 100 * s["group_accuracy_mean"],
                                                       100 * (s["group_accuracy_se"] or 0.0)))
-        for i, (method, pts) in enumerate(sorted(curves.items())):  # colours repeat after 10: markers do not
-            pts.sort()
-            marker = "osD^v"[i // 10 % 5]
-            bars = ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                               marker=marker, capsize=3, label=method)
-            pts = sorted(group_curves.get(method, []))
-            if pts:  # the same method's per-group (video) accuracy: its colour, dashed
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=marker,
-                            capsize=3, ls="--", mfc="none", color=bars.lines[0].get_color(),
-                            label=f"{method} (per group)")
+        draw_accuracy_curves(ax, dict(sorted(curves.items())), group_curves)
         capped = sorted((s for s in settings if used.get(s, _setting_value(s)) < _setting_value(s)), key=_setting_value)
-        if all(float(p[0]).is_integer() for pts in curves.values() for p in pts):  # k = 2, 3: no tick at 2.5
-            from matplotlib.ticker import MaxNLocator
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(k_axis_label(rs, settings) + (" (as used)" if capped else ""))
         ax.set_ylabel("target test accuracy (%)")
         what = "\nsolid: per-image accuracy, dashed: per-group (video) accuracy" if group_curves else ""

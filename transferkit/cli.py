@@ -114,6 +114,8 @@ def _methods(args) -> None:
                 shown = list(default) if isinstance(default, tuple) else default
                 names = option_choices(option)
                 choices = f"  (one of {', '.join(json.dumps(c) for c in names)})" if names else ""
+                if option in cls.fixed_options:
+                    shown, choices = cls.fixed_options[option][0], f"  (fixed by the name {name})"
                 try:
                     print(f"    {option}: {json.dumps(shown)}{choices}")
                 except TypeError:

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, TransferkitWarning
 from transferkit.fewshot_eval import episode_accuracies, evaluate_episodes, mean_ci95, sample_episodes
 
 
@@ -268,10 +268,42 @@ def test_an_episode_accuracy_is_its_exact_fraction():
     assert all(float(a) * 15 == pytest.approx(round(float(a) * 15), abs=1e-12) for a in accs)  # k / 15 exactly
 
 
-def test_episodes_of_a_grouped_target_say_that_a_query_may_share_a_video_with_a_support_image():
-    """Episodes draw images, so on videos a query may have a near-copy in the support set (a trial)."""
+def test_episodes_of_a_grouped_target_draw_each_image_from_a_video_of_its_own():
+    """On videos a query drawn as an image may have a near-copy (a frame of the same video) among
+    the support images (a trial): K + Q groups per class, one frame of each."""
     from transferkit.fewshot_eval import episodes_note
     row = {"episodes": 20, "classes": 5, "setting": "5-way 1-shot (k=2)"}
     assert "grouped" not in episodes_note([row])
-    assert "the target is grouped (videos): an episode draws images, not videos, so a query may share a video" \
-        in episodes_note([{**row, "grouped_test": True}])
+    assert "the target is grouped (videos): each support and query image of an episode is one frame of a video of " \
+           "its own" in episodes_note([{**row, "grouped_test": True}])
+    sizes = torch.tensor([3, 1, 4, 2] * 12)  # 48 videos of 1-4 frames, 4 classes of 12 videos
+    group_label = torch.arange(4).repeat_interleave(12)
+    groups = torch.arange(48).repeat_interleave(sizes) * 7  # ids need not be 0..G-1
+    labels = group_label.repeat_interleave(sizes)
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))  # frames in any order
+    groups, labels = groups[perm], labels[perm]
+    sup, qry, classes = sample_episodes(labels, 3, 2, 9, 200, torch.Generator().manual_seed(1), groups=groups)
+    assert sup.shape == (200, 3, 2) and qry.shape == (200, 3, 9)
+    both = torch.cat([sup, qry], 2)
+    assert bool((labels[both] == classes[..., None]).all())
+    drawn = groups[both].reshape(200, -1)
+    assert all(len(set(row.tolist())) == 33 for row in drawn)  # 33 images, 33 videos: no two share one
+    assert len(set(both.flatten().tolist())) > 48  # frames of a video vary, not only its first one
+    with pytest.raises(TransferkitError, match="needs 3 classes with >= 13 groups; only 0 have them"):
+        sample_episodes(labels, 3, 2, 11, 5, torch.Generator(), groups=groups)  # 108 frames, but 12 videos a class
+    feats = torch.eye(4)[labels] + 0.01 * torch.randn(len(labels), 4, generator=torch.Generator().manual_seed(2))
+    out = evaluate_episodes(feats, labels, ["prototype"], n_way=3, k_shot=1, n_query=10, episodes=5, groups=groups)
+    assert out["prototype"]["mean"] == 1.0 and out["prototype"]["classes"] == 4
+    with pytest.warns(TransferkitWarning, match=r"k_shot \+ n_query = 11 groups, so class\(es\) 3 \(6\) \(groups\)"):
+        keep = ~((labels == 3) & (groups % 2 == 1))  # class 3 keeps 6 of its 12 videos (all frames of 6)
+        out = evaluate_episodes(feats[keep], labels[keep], ["prototype"], n_way=3, k_shot=1, n_query=10, episodes=5,
+                                groups=groups[keep])
+    assert out["prototype"]["classes"] == 3
+    from transferkit.domain import Domain
+    from transferkit.fewshot_eval import _check_episodes_fit
+    test = Domain("videos/test", torch.zeros(len(labels), 1, 8, 8), labels, ["a", "b", "c", "d"], groups)
+    _check_episodes_fit(test, 3, [1, 2], 10)  # 12 videos a class: 2 + 10 fit
+    with pytest.raises(TransferkitError, match=r"at least 14 videos in the target test split 'videos/test', which "
+                                               r"holds a \(12\), b \(12\), c \(12\), d \(12\) \(videos per class\): "
+                                               r"--n-query 9 fits it"):
+        _check_episodes_fit(test, 3, [1, 3], 11)  # 27 frames a class, but 12 videos

@@ -2,7 +2,9 @@
 (after Chen et al. 2019, "A closer look at few-shot classification").
 
 An episode draws ``N`` classes, ``K`` support and ``Q`` query images per class; a head is fit
-on the support features and scored on the queries. Heads:
+on the support features and scored on the queries. On grouped samples (the frames of videos)
+every support and query image of an episode comes from a group of its own (``K + Q`` groups per
+class, one frame of each), so that no query has a near-copy among the support images. Heads:
 
 * ``linear`` (Baseline): ``logits = W f + b``, fit by full-batch Adam on the support set;
 * ``cosine`` (Baseline++): ``logits = s cos(w_c, f)`` (fixed scale ``s``), fit the same way;
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
+from .domain import group_labels
 from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
@@ -40,9 +43,31 @@ def _positive(value) -> bool:
 
 
 def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int, episodes: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator, groups: torch.Tensor | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Support indices ``E x N x K``, query indices ``E x N x Q`` and classes ``E x N``; classes
-    are drawn among those with at least ``K + Q`` samples, samples without replacement."""
+    are drawn among those with at least ``K + Q`` samples, samples without replacement. With
+    ``groups`` (one id per sample, e.g. its video), ``K + Q`` groups per class are drawn without
+    replacement and one sample of each at random: classes need ``K + Q`` groups."""
+    if groups is not None:
+        labels = class_ids(labels, "episode labels")
+        check(isinstance(groups, torch.Tensor) and groups.shape == labels.shape and not groups.is_floating_point(),
+              f"episode groups must be one integer id per sample ({len(labels)}), got "
+              f"{tuple(groups.shape) if isinstance(groups, torch.Tensor) else type(groups).__name__}")
+        inverse, group_label = group_labels(groups.cpu(), labels)
+        g_sup, g_qry, classes = _sample(group_label, n_way, k_shot, n_query, episodes, generator, "groups")
+        sizes = torch.bincount(inverse)
+        order, starts = torch.argsort(inverse, stable=True), torch.cumsum(sizes, 0) - sizes
+
+        def one_of(g):  # a sample of each group g, uniformly
+            at = (torch.rand(g.shape, generator=generator, dtype=torch.float64) * sizes[g]).long()
+            return order[starts[g] + torch.minimum(at, sizes[g] - 1)]
+        return one_of(g_sup), one_of(g_qry), classes
+    return _sample(labels, n_way, k_shot, n_query, episodes, generator, "samples")
+
+
+def _sample(labels, n_way, k_shot, n_query, episodes, generator, what: str):
+    """:func:`sample_episodes` without groups; ``what`` the labels are of (samples or groups)."""
     sizes = {"n_way": (n_way, 2), "k_shot": (k_shot, 1), "n_query": (n_query, 1), "episodes": (episodes, 1)}
     bad = [f"{name}={value!r}" for name, (value, least) in sizes.items() if not is_whole(value, least)]
     check(not bad, f"episodes need ints n_way >= 2, k_shot >= 1, n_query >= 1 and episodes >= 1; got "
@@ -53,7 +78,7 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
     counts = torch.bincount(labels)
     eligible = torch.nonzero(counts >= k_shot + n_query).flatten()
     check(len(eligible) >= n_way, f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} classes "
-                                  f"with >= {k_shot + n_query} samples; only {len(eligible)} have them (fewer "
+                                  f"with >= {k_shot + n_query} {what}; only {len(eligible)} have them (fewer "
                                   f"queries, n_query, fewer shots, k_shot, or fewer classes, n_way, fit a small "
                                   f"split)")
     classes = eligible[torch.rand(episodes, len(eligible), generator=generator).argsort(1)[:, :n_way]]
@@ -111,9 +136,11 @@ def _logits(kind: str, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor
 
 def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str = "prototype", n_way: int = 5,
                        k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0,
-                       steps: int = 100, lr: float = 0.01, scale: float = 10.0) -> torch.Tensor:
+                       steps: int = 100, lr: float = 0.01, scale: float = 10.0,
+                       groups: torch.Tensor | None = None) -> torch.Tensor:
     """Accuracy of every episode (``E`` values) of ``head`` on ``N x D`` frozen features (on
-    the CPU: features on another device are copied there). Labels are class ids or names."""
+    the CPU: features on another device are copied there). Labels are class ids or names;
+    ``groups`` (e.g. video ids): each episode image from a group of its own (:func:`sample_episodes`)."""
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     if head in TRAINED_HEADS:
@@ -131,7 +158,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
     check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")
     features = features.detach().float().cpu()
     g = torch.Generator().manual_seed(int(seed))
-    sup_idx, qry_idx, _ = sample_episodes(labels, n_way, k_shot, n_query, episodes, g)
+    sup_idx, qry_idx, _ = sample_episodes(labels, n_way, k_shot, n_query, episodes, g, groups)
     support, query = features[sup_idx], features[qry_idx]
     e, n, q, d = query.shape
     flat_q = query.reshape(e, n * q, d)
@@ -160,11 +187,12 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
 
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, class_names=None,
-                      **kw) -> dict:
+                      groups: torch.Tensor | None = None, **kw) -> dict:
     """``{head: {"mean": ..., "ci95": ..., "episodes": E, "classes": C}}`` on the same episodes for
     every head (``C``: the classes episodes draw from, those with at least ``k_shot + n_query``
-    samples; smaller ones are left out with a warning naming them); with one episode ``ci95`` is
-    NaN and a ``note`` says why. ``class_names``: the names of the label ids, for the warning."""
+    samples, or with ``groups`` groups; smaller ones are left out with a warning naming them); with
+    one episode ``ci95`` is NaN and a ``note`` says why. ``class_names``: the names of the label
+    ids, for the warning."""
     given = heads
     heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
     check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
@@ -173,8 +201,12 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
     for head in heads:
         if head not in FEWSHOT_HEADS:
             raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
-    counts = torch.bincount(class_ids(text_ids(labels, what="episode labels")[0], "episode labels").cpu()) \
-        if is_whole(k_shot) and is_whole(n_query) else None
+    counts, what = None, "groups" if groups is not None else "samples"
+    if is_whole(k_shot) and is_whole(n_query):
+        ids = class_ids(text_ids(labels, what="episode labels")[0], "episode labels").cpu()
+        if isinstance(groups, torch.Tensor) and groups.shape == ids.shape and not groups.is_floating_point():
+            ids = group_labels(groups.cpu(), ids)[1]  # (other groups: sample_episodes names what is wrong)
+        counts = torch.bincount(ids)
     small = [] if counts is None else torch.nonzero((counts > 0) & (counts < k_shot + n_query)).flatten().tolist()
     eligible = None if counts is None else int((counts >= k_shot + n_query).sum())  # the classes episodes draw from
     if small and eligible >= n_way:
@@ -182,11 +214,11 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
             else str
         shown = ", ".join(f"{name(c)} ({int(counts[c])})" for c in small[:10]) + (", ..." if len(small) > 10 else "")
         warn(f"evaluate_episodes: an episode draws its classes among those with at least k_shot + n_query = "
-             f"{k_shot + n_query} samples, so class(es) {shown} (samples) are never drawn: the accuracy is over the "
+             f"{k_shot + n_query} {what}, so class(es) {shown} ({what}) are never drawn: the accuracy is over the "
              f"other {eligible} classes (fewer queries, n_query, take them in)")
     out = {}
     for head in heads:
-        accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, **kw)
+        accs = episode_accuracies(features, labels, head, n_way, k_shot, n_query, episodes, seed, groups=groups, **kw)
         mean, ci = mean_ci95(accs)
         out[head] = {"mean": mean, "ci95": ci, "episodes": len(accs)}
         if eligible is not None:
@@ -211,8 +243,8 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
 
 
 #: what episodes on a grouped target (videos) draw
-GROUPED_EPISODES = ("an episode draws images, not videos, so a query may share a video with a support image of its "
-                    "class (a near-copy), which lifts every model's episode accuracy alike")
+GROUPED_EPISODES = ("each support and query image of an episode is one frame of a video of its own (K + queries videos "
+                    "per class), so no query shares a video with a support image")
 
 
 def episodes_note(rows: list[dict]) -> str:
@@ -235,8 +267,11 @@ def episodes_note(rows: list[dict]) -> str:
 
 def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
     """Refuse, before any scoring, a K for which fewer than ``n_way`` test classes hold K + queries
-    images, naming the split's images per class and the queries that would fit."""
-    counts = test.class_counts()
+    images (on a grouped split: groups), naming the split's images per class and the queries that
+    would fit."""
+    counts, what = test.class_counts(), "images"
+    if test.groups is not None:
+        counts, what = torch.bincount(group_labels(test.groups, test.labels)[1], minlength=len(counts)), "videos"
     present = list(test.present_classes())
     for k in k_shots:
         eligible = sum(int(counts[i]) >= k + n_query for i in present)
@@ -246,8 +281,8 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
             shown = ", ".join(f"{test.class_names[i]} ({int(counts[i])})" for i in present[:12])
             raise TransferkitError(
                 f"episodes: {n_way}-way {k}-shot with {n_query} queries needs {n_way} classes of at least "
-                f"{k + n_query} images in the target test split {test.name!r}, which holds {shown}"
-                f"{', ...' if len(present) > 12 else ''} (images per class): "
+                f"{k + n_query} {what} in the target test split {test.name!r}, which holds {shown}"
+                f"{', ...' if len(present) > 12 else ''} ({what} per class): "
                 + (f"--n-query {fits} fits it" if fits and fits >= 1 else
                    "fewer shots or classes (--k-shot, --n-way) fit it"))
 
@@ -259,7 +294,8 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     finished job's saved model: one row per (job, head, K), ``method`` ``"<method>/<head>"``,
     ``setting`` ``"<N>-way <K>-shot (<the job's setting>)"``, ``accuracy`` the mean over the
     episodes with its ``ci95``. Every model is scored on the same episodes (``seed``), so rows
-    compare in pairs; a table of several seeds gives the mean ± standard error over them. Jobs of
+    compare in pairs; a table of several seeds gives the mean ± standard error over them. On a
+    grouped target (videos) each episode image is a frame of a video of its own. Jobs of
     one method and setting whose embeddings are one network (matching_net trains none of it) are
     scored once. ``methods``: the methods to score (default: every method of the run with a saved
     model). Returns the rows and the run's results record (its config, and ``unfinished`` when
@@ -285,7 +321,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     test = prepare_domains(cfg, run_dir=run_dir).target.test
     _check_episodes_fit(test, n_way, k_shots, n_query)
     if test.groups is not None:
-        warn(f"episodes: the target {cfg.target!r} is grouped (videos): {GROUPED_EPISODES}")
+        log(f"episodes: the target {cfg.target!r} is grouped (videos): {GROUPED_EPISODES}")
     rows, scored = [], {}
     for method, job_seed, setting in jobs:
         try:
@@ -310,7 +346,8 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
         for k in k_shots:
             t1 = time.perf_counter()
             scores = evaluate_episodes(feats, test.labels, heads, n_way=n_way, k_shot=k, n_query=n_query,
-                                       episodes=episodes, seed=seed, class_names=test.class_names)
+                                       episodes=episodes, seed=seed, class_names=test.class_names,
+                                       groups=test.groups)
             call_s = time.perf_counter() - t1
             for head, r in scores.items():
                 rows.append({"method": f"{method}/{head}", "source": cfg.source_label, "target": cfg.target,

@@ -186,7 +186,7 @@ def _fewshot_rows(rep: str, net, data, s: RepresentPlan, base: dict) -> list[dic
         for head in FEWSHOT_HEADS:  # the same episodes for every head (one seed)
             t1 = time.perf_counter()
             r = evaluate_episodes(feats, data.target.test.labels, head, n_way=5, k_shot=k, n_query=15,
-                                  episodes=s.episodes, seed=0)[head]
+                                  episodes=s.episodes, seed=0, groups=data.target.test.groups)[head]
             rows.append({**base, "method": f"{rep}/fewshot_{head}", "setting": f"5-way {k}-shot",
                          "seed": 0, "accuracy": r["mean"], "ci95": r["ci95"], "episodes": r["episodes"],
                          "feature_dim": int(feats.shape[1]), "features_wall_s": extract_s,

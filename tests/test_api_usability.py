@@ -301,6 +301,31 @@ def test_score_and_report_take_a_test_set_holding_some_of_the_fitted_classes():
         model.score(Domain("five", test.images, test.labels, ["0", "1", "2", "3", "4"]))
 
 
+def test_transfer_hooks_see_each_evaluation_and_may_stop_the_transfer_stage_only():
+    import pickle
+
+    from sklearn.base import clone
+    calls, records = [], []
+
+    def hook(step, state):
+        calls.append(step)
+        if state["record"] is not None and (not records or records[-1] is not state["record"]):
+            records.append(state["record"])
+        state["stopped"] = step >= 6
+    target, val = toy_domain(n=40, seed=1), toy_domain(n=20, seed=2)
+    model = Transfer("finetune", backbone="lenet", train=TrainConfig(steps=20, eval_every=2, progress=False),
+                     pretrain=TrainConfig(steps=3, progress=False), hooks=hook)
+    model.fit(target=target, source=toy_domain(n=40, seed=3), val=val)
+    assert calls == [1, 2, 3, 4, 5, 6]  # the transfer's steps, not the 3 of pre-training; stopped after step 6
+    assert model.fit_result_.steps == 6
+    assert [r["step"] for r in records] == [2, 4, 6] and all(0 <= r["val_accuracy"] <= 1 for r in records)
+    assert {"loss", "lr"} <= set(records[0])
+    assert clone(model).get_params()["hooks"] == (hook,)
+    assert pickle.loads(pickle.dumps(model)).hooks == ()  # a session's functions are not pickled
+    with pytest.raises(TransferkitError, match="hooks must be a function hook"):
+        Transfer("finetune", hooks=[1])
+
+
 def test_notebook_habits_numpy_domains_numbered_names_rgba_hooks_and_classes_without_images():
     import numpy as np
 

@@ -80,8 +80,13 @@ class Transfer:
     and the training batches (not the label subset: choose that with ``sample_k_shot(...,
     seed=)``); ``select_metric``, what ``fit(val=...)`` scores for early stopping and the weights
     kept: ``"accuracy"``, or ``"balanced_accuracy"`` (the mean per-class accuracy, for imbalanced
-    classes; the source pre-training selects on accuracy); ``**options``, the method's own
-    options (``transferkit.method_options(method)``, or ``transferkit methods NAME``).
+    classes; the source pre-training selects on accuracy); ``hooks``, a function
+    ``hook(step, state)`` or a tuple of them, called after every training step of the transfer
+    stage (not of the source pre-training) as :class:`~transferkit.engine.Engine` calls them
+    (``state["record"]``: the last evaluation's losses, learning rate and ``val_accuracy``;
+    ``state["stopped"] = True`` ends that training; not pickled with the model);
+    ``**options``, the method's own options (``transferkit.method_options(method)``, or
+    ``transferkit methods NAME``).
 
     ``fit(target, source=None, unlabeled=None, val=None, net=None, source_val=None)``: when
     the method starts from a source network and ``net`` is not given, the backbone is first
@@ -98,7 +103,8 @@ class Transfer:
     """
 
     def __init__(self, method: str | type = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,
-                 pretrain: TrainConfig | None = None, seed: int = 0, select_metric: str = "accuracy", **options):
+                 pretrain: TrainConfig | None = None, seed: int = 0, select_metric: str = "accuracy", hooks=(),
+                 **options):
         self.method_cls = get_method(method)
         nested = [k for k in options if k.partition("__")[0] in ("train", "pretrain")]
         check(not nested, f"{nested[0] if nested else ''!r} is no parameter: train and pretrain are TrainConfig "
@@ -110,6 +116,7 @@ class Transfer:
         check_backbone(backbone)
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.select_metric = check_select_metric(select_metric)
+        self.hooks = Engine(hooks=hooks).hooks  # one function, several, or None: checked as the engine does
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, PRETRAIN_DEFAULT, "pretrain")
 
@@ -120,7 +127,7 @@ class Transfer:
         argument is an estimator)."""
         return {"method": self.method_cls.name, "backbone": self.backbone, "train": self.train_cfg,
                 "pretrain": self.pretrain_cfg, "seed": self.seed, "select_metric": self._select_metric(),
-                **self.options}
+                "hooks": getattr(self, "hooks", ()), **self.options}
 
     def _select_metric(self) -> str:
         """``select_metric``; a model pickled before it was a parameter (2026-12-02) selected on accuracy."""
@@ -318,7 +325,8 @@ class Transfer:
             fit_result = fit_for_target(
                 method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
                                                         checkpoint_dir=ckpt / tag if ckpt is not None else None,
-                                                        select_metric=self._select_metric()),
+                                                        select_metric=self._select_metric(),
+                                                        hooks=getattr(self, "hooks", ())),
                 head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
             classes = list(method.class_names)  # the target's, or those of its captioned source's images)
@@ -383,7 +391,9 @@ class Transfer:
                                "settings with clone(model).set_params(...) and fit each on your domains")
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_pretrained"}
+        """Without the pre-training memo, and without the hooks (functions of the session, often
+        closures or lambdas that do not pickle)."""
+        return {k: (() if k == "hooks" else v) for k, v in self.__dict__.items() if k != "_pretrained"}
 
     def __repr__(self) -> str:
         options = "".join(f", {k}={_option_text(v)}" for k, v in self.options.items())

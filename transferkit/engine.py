@@ -412,6 +412,7 @@ class Engine:
                 state["best_acc"] = round(state["best_acc"] * len(val)) / len(val)
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
+        state["record"] = history[-1] if history else None  # the last evaluation's, for the hooks
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
         start_unit = self._cacheable_start(method, sizes, given[method.streams[0]].images[:1].to(device), other_size)
         method.input_unit = start_unit
@@ -490,6 +491,7 @@ class Engine:
                             if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
                                 state["stopped"] = True
                     history.append(record)
+                    state["record"] = record  # for the hooks; not checkpointed
                     if self.metrics_path and main:
                         append_jsonl(self.metrics_path, {"method": method.name, "run": self.run_name, **record})
                     if writer is not None:
@@ -667,6 +669,7 @@ class Engine:
             tensors["rng_cuda"] = torch.cuda.get_rng_state(device)
         if torch.backends.mps.is_available():  # dropout on Apple's GPU draws from its own generator
             tensors["rng_mps"] = torch.mps.get_rng_state()
+        state = {k: v for k, v in state.items() if k != "record"}
         meta = {"signature": signature, "signed": getattr(self, "_signed", None), "state": state,
                 "optim_groups": opt_state["param_groups"],
                 "optim_scalars": meta_opt, "has_best": best_weights is not None, "history": history}

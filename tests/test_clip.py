@@ -431,6 +431,11 @@ def test_clip_on_a_captioned_domain_takes_its_captions_and_refuses_the_per_image
     dom, per_image = _shapes()
     cd = CaptionedDomain(dom, per_image)
     assert len(cd.captions) == 12 and cd.domain.class_names == cd.captions
+    import transferkit
+    assert transferkit.CaptionedDomain is CaptionedDomain  # the README's import
+    with pytest.raises(TransferkitError, match=r"takes a labelled Domain of the images .*got Tensor: "
+                                               r"CaptionedDomain\(Domain\(name, images, labels"):
+        CaptionedDomain(dom.images, per_image)  # the images alone crashed on .labels
 
     def clip(**options):
         return Transfer("clip", backbone="lenet", train=TrainConfig(steps=3, batch_size=16, progress=False),

@@ -253,6 +253,9 @@ class CaptionedDomain:
     whose class names are its captions); a ``captions`` option must then be ``cd.captions``."""
 
     def __init__(self, images: Domain, captions):
+        check(isinstance(images, Domain), f"CaptionedDomain takes a labelled Domain of the images (their classes "
+                                          f"are kept beside the captions), got {type(images).__name__}: "
+                                          f"CaptionedDomain(Domain(name, images, labels, class_names), captions)")
         check(not isinstance(captions, str), "CaptionedDomain: captions must be a list of one caption per image")
         captions = list(captions)
         check(len(captions) == len(images), f"CaptionedDomain: {len(captions)} captions for {len(images)} images: "

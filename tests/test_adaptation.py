@@ -13,7 +13,7 @@ from transferkit.methods import get_method
 from transferkit.methods.adversarial import DANN, MultiLayerAdversarial
 
 UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "mcc", "dsn", "multilayer_adv",
-       "multilayer_adda"]
+       "multilayer_adda", "cyclegan"]
 
 
 _net = seeded_lenet
@@ -40,9 +40,10 @@ def test_each_method_trains_its_parameters_and_never_reads_target_labels(name):
         assert moved == (unit in trainable), (name, unit)
     if hasattr(method, "discriminator"):
         assert any(k.startswith("discriminator.") for k in changed)
-    if name == "dsn":  # the private encoders and the shared decoder are trained too
-        for child in ("private_source", "private_target", "decoder"):
-            assert any(k.startswith(f"{child}.") for k in changed), child
+    children = {"dsn": ("private_source", "private_target", "decoder"),  # trained beside the network
+                "cyclegan": ("to_target", "to_source", "disc_target", "disc_source")}
+    for child in children.get(name, ()):
+        assert any(k.startswith(f"{child}.") for k in changed), child
     assert not any(k.startswith("source_net.") for k in changed)
 
 

@@ -956,9 +956,9 @@ def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_
 def test_a_model_that_cannot_be_saved_costs_a_warning_not_the_result(tmp_path, monkeypatch):
     import transferkit.experiment as experiment
 
-    def refuse(path, method):
+    def refuse(method):
         raise TypeError("cannot pickle 'generator' object")
-    monkeypatch.setattr(experiment, "save_model", refuse)
+    monkeypatch.setattr(experiment, "_model_bytes", refuse)
     cfg = ExperimentConfig(name="nosave", source="digits", target="digits", methods=["source_only", "finetune"], k=2,
                            repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
     with pytest.warns(UserWarning, match="the trained model is not saved.*cannot pickle") as caught:
@@ -967,6 +967,61 @@ def test_a_model_that_cannot_be_saved_costs_a_warning_not_the_result(tmp_path, m
         "finetune-k=2-s0", "source_only-k=2-s0"]
     assert (run_dir / "jobs" / "finetune-k=2-s0.json").exists() and not (run_dir / "models").exists()
     assert (run_dir / "jobs" / "source_only-k=2-s0.json").exists()
+
+
+def test_a_full_disk_while_saving_a_model_stops_the_run_and_the_job_runs_again(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    import transferkit.experiment as experiment
+    write = experiment.atomic_write
+
+    def full(path, writer):  # a trial: torch.save's RuntimeError on a full disk was taken for a pickling failure
+        if Path(path).parent.name == "models" and "finetune" in Path(path).name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write(path, writer)
+    monkeypatch.setattr(experiment, "atomic_write", full)
+    cfg = ExperimentConfig(name="full", source="digits", target="digits", methods=["source_only", "finetune"], k=2,
+                           repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    with pytest.raises(OSError, match="No space left on device"):
+        run_experiment(cfg, log=lambda *a: None)
+    run_dir = next((tmp_path / "full").iterdir())
+    assert not (run_dir / "jobs" / "finetune-k=2-s0.json").exists()  # no row without its model: it runs again
+    monkeypatch.setattr(experiment, "atomic_write", write)
+    rows = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
+    assert [r["method"] for r in rows] == ["source_only", "finetune"]
+    assert (run_dir / "models" / "finetune-k=2-s0.pt").exists()
+
+
+def test_a_resume_that_adds_jobs_reads_as_unfinished_until_they_end(tmp_path, monkeypatch):
+    import transferkit.experiment as experiment
+    from transferkit.experiment import load_model
+    from transferkit.results import unfinished_run
+    cfg = ExperimentConfig(name="grow", source="digits", target="digits", methods=["linear_probe"], k=2, repeats=1,
+                           select_on="none", pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    model = run_dir / "models" / "linear_probe-k=2-s0.pt"
+    job = experiment.run_job
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "run_job", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=lambda *a: None)
+    assert not (run_dir / "results.json").exists() and not (run_dir / "results.md").exists()  # a trial: the old
+    stopped = unfinished_run(run_dir)  # results.json (1 row) called the stopped resume finished
+    assert [r["seed"] for r in stopped["rows"]] == [0] and "--resume" in stopped["unfinished"]
+    monkeypatch.setattr(experiment, "run_job", job)
+    assert [r["seed"] for r in run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=lambda *a: None)[1]] \
+        == [0, 1]
+    assert (run_dir / "results.json").exists()
+
+    def unreadable(*args, **kwargs):  # a file cut short inside its zip reads as [Errno 22]
+        raise OSError(22, "Invalid argument")
+    monkeypatch.setattr(torch, "load", unreadable)
+    with pytest.raises(TransferkitError, match=rf"model {re.escape(str(model))} cannot be read \(\[Errno 22\] "
+                                               r"Invalid argument\): if it is cut short or damaged, run the job again"):
+        load_model(run_dir, "linear_probe")
 
 
 def test_a_refused_resume_keeps_the_run_config_and_old_rows_are_checked_by_their_options(tmp_path):

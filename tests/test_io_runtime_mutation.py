@@ -465,8 +465,11 @@ def test_safetensors_files_are_written_atomically_and_a_full_disk_or_torn_file_i
         Path(filename).write_bytes(b"\0" * 10)
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
     monkeypatch.setattr(safetensors.torch, "save_file", full)
-    with pytest.raises(OSError, match=r"cannot write .*net.safetensors: .*No space left on device"):
+    with pytest.raises(OSError, match=r"cannot write .*net.safetensors: .*No space left on device") as raised:
         io.save_safetensors(path, {"w": torch.zeros(2)})
+    assert raised.value.errno == errno.ENOSPC  # a machine error (runtime._machine_error): the run stops at once
+    from transferkit.runtime import _machine_error
+    assert _machine_error(raised.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.safetensors"]  # no temporary file left
     monkeypatch.undo()
     assert torch.equal(io.load_safetensors(path, "network")[0]["w"], torch.arange(6.0).reshape(2, 3))  # kept
@@ -511,3 +514,15 @@ def test_a_job_that_returns_a_list_of_rows_resumes(tmp_path):
     path, rows = tmp_path / "job.json", [{"method": "m", "accuracy": 0.5}, {"method": "n", "accuracy": 0.25}]
     assert job_result(path, lambda: rows) == rows
     assert job_result(path, _never) == rows  # read back, not run again
+
+
+def test_a_full_run_directory_is_not_blamed_on_the_cache_a_network_was_copied_from(tmp_path, monkeypatch):
+    from transferkit.cli import _cache_hint
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cached, run = str(tmp_path / "cache" / "pretrained" / "n.safetensors"), str(tmp_path / "runs" / "r" / "n.tmp")
+    out = _cache_hint(OSError(errno.ENOSPC, "No space left on device", cached, None, run))
+    assert out == f" (the file system of {tmp_path / 'runs' / 'r'} is full or read-only)"  # a trial: it named the cache
+    into = _cache_hint(OSError(errno.ENOSPC, "No space left on device", run, None, cached))
+    assert "in transferkit's cache: TRANSFERKIT_CACHE=" in into
+    assert "TRANSFERKIT_CACHE=" in _cache_hint(OSError(errno.EACCES, "Permission denied", cached))
+    assert _cache_hint(OSError(errno.EACCES, "Permission denied", run)) == ""

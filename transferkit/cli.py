@@ -637,12 +637,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cache_hint(error: OSError) -> str:
-    """Where ``error`` concerns transferkit's cache: the variable that places it, and the fix."""
+    """Where ``error`` concerns transferkit's cache: the variable that places it, and the fix. A
+    copy's (``filename`` -> ``filename2``) full disk, quota or read-only file system is its
+    destination's: a copy out of the cache into a full run directory is not the cache's doing."""
+    import errno
+
     from .io import cache_dir
     cache = cache_dir()
-    name = error.filename
+    writing = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) and error.filename2 is not None
+    name = error.filename2 if writing else error.filename
     if name is None or not (Path(name) == cache or cache in Path(name).parents):
-        return ""
+        return f" (the file system of {Path(name).parent} is full or read-only)" if writing else ""
     where = f"TRANSFERKIT_CACHE={os.environ['TRANSFERKIT_CACHE']}" if os.environ.get("TRANSFERKIT_CACHE") \
         else f"the cache {cache} (TRANSFERKIT_CACHE unset)"
     return f" (in transferkit's cache: {where}; set TRANSFERKIT_CACHE to a directory you can write to)"

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import hashlib
 import inspect
+import io
 import json
 import os
 import pickle
@@ -75,7 +76,7 @@ from .io import (
 from .methods import get_method
 from .methods.base import Method, check_option_values, check_options, resolved_options, trained_options
 from .methods.supervised import SourceOnly
-from .results import ROW_KEYS, unfinished_hint, write_results
+from .results import RESULT_FILES, ROW_KEYS, unfinished_hint, write_results
 from .runtime import (
     JobFailure,
     barrier,
@@ -1139,7 +1140,15 @@ def model_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> 
 
 def save_model(path: Path, method) -> None:
     """The trained method object as it was evaluated (``torch.save``), atomically."""
-    atomic_write(path, lambda p: torch.save(method, p))
+    data = _model_bytes(method)
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def _model_bytes(method) -> memoryview:
+    """``torch.save``'s file of ``method``, in memory: pickling fails here, writing with the disk."""
+    buf = io.BytesIO()
+    torch.save(method, buf)
+    return buf.getbuffer()
 
 
 def load_model(run_dir: str | Path, method: str, seed: int | None = None, setting: str | None = None):
@@ -1179,6 +1188,9 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
             raise
         raise TransferkitError(f"model {path} is unreadable ({type(e).__name__}: {e}): run the job again "
                                f"(delete its job file and resume)") from e
+    except OSError as e:  # a file cut short inside its archive reads as [Errno 22] Invalid argument
+        raise TransferkitError(f"model {path} cannot be read ({e}): if it is cut short or damaged, run the job "
+                               f"again (delete its job file and resume)") from e
     except (ImportError, AttributeError) as e:  # e.g. a plugin's method whose module is not importable here
         raise TransferkitError(f"model {path} needs code that is not available here ({e}); for a plugin "
                                f"method, name its module in TRANSFERKIT_PLUGINS") from e
@@ -1300,12 +1312,15 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
 
 def _save_evaluated(path: Path, method, job: str) -> None:
     """:func:`save_model`, or a warning: a model that does not pickle (a user's method or
-    backbone) must not cost the job's result."""
+    backbone) must not cost the job's result. Writing it is not excused: a full disk fails the
+    job before its row (a resume trains it again) and stops the run."""
     try:
-        save_model(path, method)
+        data = _model_bytes(method)
     except Exception as e:
         path.unlink(missing_ok=True)  # not an older run's model
         warn(f"{job}: the trained model is not saved ({type(e).__name__}: {e})")
+        return
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def _seen_classes(data: Prepared) -> list[str]:
@@ -1586,6 +1601,9 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                                                   _seen_classes(data))))
         else:
             todo.append((sub, cls, seed))
+    if main and todo:  # an older results.json would call the run finished while these run (or after a stop)
+        for name in RESULT_FILES:
+            (run_dir / name).unlink(missing_ok=True)
     failures: list = []
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
         rows += _run_in_workers(cfg, run_dir, todo, pre_info, log, failures)

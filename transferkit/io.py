@@ -102,8 +102,9 @@ def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | No
             save_file(tensors, str(tmp), metadata=metadata)
         except OSError:
             raise
-        except Exception as e:
-            raise OSError(f"cannot write {path}: {e}") from e
+        except Exception as e:  # "... No space left on device (os error 28)": the errno a full disk is told by
+            code = re.search(r"os error (\d+)", str(e))
+            raise OSError(int(code.group(1)) if code else None, f"cannot write {path}: {e}") from e
     return atomic_write(path, write)
 
 

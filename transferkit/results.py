@@ -29,6 +29,11 @@ from .runtime import default_workers, kernel_environment
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
 
+#: what :func:`write_results` writes: removed when a resume starts jobs, so that a stopped
+#: resume reads as not finished (not as the older results)
+RESULT_FILES = ("results.json", "results.md")
+
+
 def unfinished_hint(run_dir: Path) -> str:
     """What to do with a run or benchmark directory that has finished jobs but no results, or
     with the folder of a config's runs (``runs/NAME``: one timestamped directory per run). A

@@ -33,7 +33,7 @@ from ..engine import ADDED_TRAIN_FIELDS
 from ..errors import TransferkitError, UnknownNameError, check
 from ..fields import updated
 from ..io import directory_lock, read_json, write_json
-from ..results import markdown_table, summarize, write_results
+from ..results import RESULT_FILES, markdown_table, summarize, write_results
 from ..runtime import (
     default_workers,
     holding_work_dir,
@@ -369,6 +369,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
             try:
                 if is_main_process():  # under the lock: a refused second process changes nothing here
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
+                    for stale in RESULT_FILES:  # the plan is kept: until the suite ends, the directory is unfinished
+                        (bench_dir / stale).unlink(missing_ok=True)
                     note_kernels(bench_dir, log, workers)
                 log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
                 if plan.budget():

@@ -100,7 +100,7 @@ def test_distill_student_heads_have_each_teachers_classes():
     f = method.net.forward_features(x)
     ref = sum((F.softmax(m(x) / 2, 1) * (F.log_softmax(m(x) / 2, 1) - F.log_softmax(h(f) / 2, 1))).sum(1).mean()
               for h, m in zip(method.student_heads, teacher)) * 4
-    assert kd.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert kd.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)  # a KL near 0: float32 cancellation
 
 
 def test_distill_network_copies_the_members_and_returns_the_fresh_student():

@@ -31,7 +31,7 @@ from .backbones import (
 from .clip import CaptionedDomain
 from .config import load_config
 from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
-from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams
+from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams, engine_hooks
 from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import (
@@ -116,7 +116,7 @@ class Transfer:
         check_backbone(backbone)
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.select_metric = check_select_metric(select_metric)
-        self.hooks = Engine(hooks=hooks).hooks  # one function, several, or None: checked as the engine does
+        self.hooks = engine_hooks(hooks)
         self.train_cfg = _train_config(train, TrainConfig(), "train")
         self.pretrain_cfg = _train_config(pretrain, PRETRAIN_DEFAULT, "pretrain")
 

@@ -335,6 +335,14 @@ def _check_terms(method, terms) -> None:
                                                         f"(detached terms, or no trainable parameter reaches them)")
 
 
+def engine_hooks(hooks) -> tuple:
+    """``hooks`` as a tuple of functions ``hook(step, state)``: one function, several, or None."""
+    out = (hooks,) if callable(hooks) else () if hooks is None else tuple(hooks)
+    check(all(callable(h) for h in out), f"hooks must be a function hook(step, state) or a tuple of them, got "
+                                         f"{hooks!r:.80}")
+    return out
+
+
 class Engine:
     """Trains a method. ``fit`` is the only entry point; see the module docstring."""
 
@@ -348,9 +356,7 @@ class Engine:
         self.seed = torch_seed(seed)
         self.ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_path = Path(metrics_path) if metrics_path else None
-        self.hooks = (hooks,) if callable(hooks) else () if hooks is None else tuple(hooks)  # one, several, none
-        check(all(callable(h) for h in self.hooks), f"hooks must be a function hook(step, state) or a tuple of them, "
-                                                    f"got {hooks!r:.80}")
+        self.hooks = engine_hooks(hooks)
         self.tensorboard_dir = tensorboard_dir
 
     # ------------------------------------------------------------------ public

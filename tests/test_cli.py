@@ -491,6 +491,12 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
                                "--set", "targets=mnist+blur")
     assert code == 2 and "in use by another transferkit process" in err
     assert (bench_dir / "plan.json").read_text() == before and not (bench_dir / "kernels.json").exists()
+    with directory_lock(bench_dir):  # summary of a directory being worked in: not the resume that would be refused
+        code, _, err = run_cli(capsys, "summary", str(bench_dir))
+    assert code == 2 and f"{bench_dir} is not finished: a transferkit process (pid {os.getpid()}) is working in it " \
+                         f"now and writes the results when it ends" in err, err
+    code, _, err = run_cli(capsys, "summary", str(bench_dir))
+    assert code == 2 and "is a benchmark directory that is not finished" in err and "--resume" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     with directory_lock(empty):  # another process took a new directory first: nothing of it is removed

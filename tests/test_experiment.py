@@ -1015,6 +1015,14 @@ def test_a_resume_that_adds_jobs_reads_as_unfinished_until_they_end(tmp_path, mo
     assert [r["seed"] for r in run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=lambda *a: None)[1]] \
         == [0, 1]
     assert (run_dir / "results.json").exists()
+    jobs = run_dir / "jobs"
+    (jobs / "linear_probe-k=2-s1.json").write_text((jobs / "linear_probe-k=2-s0.json").read_text())  # by hand
+    for read in (lambda: run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=lambda *a: None),
+                 lambda: ((run_dir / "results.json").unlink(missing_ok=True), unfinished_run(run_dir))):
+        with pytest.raises(TransferkitError, match=r"linear_probe-k=2-s1.json holds the row of linear_probe seed 0 "
+                                                   r"\(k=2\), whose file is linear_probe-k=2-s0.json: copied or "
+                                                   r"renamed by hand\? delete it"):
+            read()  # a trial: 'repeat seed 0 (runs merged twice?)' without the file
 
     def unreadable(*args, **kwargs):  # a file cut short inside its zip reads as [Errno 22]
         raise OSError(22, "Invalid argument")

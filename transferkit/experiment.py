@@ -64,6 +64,7 @@ from .io import (
     MATRIX_FILES,
     atomic_write,
     cache_dir,
+    check_job_name,
     directory_lock,
     load_safetensors,
     read_job,
@@ -1692,6 +1693,7 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         if not job.exists():
             continue
         row = read_job(job, ROW_KEYS)  # the fields the results table reads
+        check_job_name(job, row)
         then, now = _stored_options(stored, cls.name), cfg.options.get(cls.name, {})
         if "config_digest" in row:
             same = row["config_digest"] in {job_digest(cfg, cls.name, form) for form in DIGEST_FORMS}

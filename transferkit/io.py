@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import TransferkitError
+from .errors import TransferkitError, check
 
 #: the files a class-description matrix option may name (zeroshot.read_matrix), whose contents a job digest holds
 MATRIX_FILES = (".npy", ".csv", ".txt")
@@ -149,6 +149,15 @@ def read_job(path: str | os.PathLike, keys=()) -> dict:
     return row
 
 
+def check_job_name(path: str | os.PathLike, row: dict) -> None:
+    """Refuse a run's job file ``METHOD-SETTING-sSEED.json`` that holds another job's row (one
+    copied or renamed by hand): its rows would count a job twice, or under another name."""
+    named = f"{row.get('method')}-{row.get('setting')}-s{row.get('seed')}"
+    check(Path(path).stem == named, f"job result {path} holds the row of {row.get('method')} seed {row.get('seed')} "
+                                    f"({row.get('setting')}), whose file is {named}.json: copied or renamed by hand? "
+                                    f"delete it to run that job again")
+
+
 @contextlib.contextmanager
 def waiting_lock(path: str | os.PathLike):
     """Hold the operating-system lock (``flock``) of the file ``path``, waiting while another
@@ -211,6 +220,30 @@ def _flock(directory, path: Path) -> int | None:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def directory_holder(directory: str | os.PathLike) -> str | None:
+    """``"pid N"`` of the process that holds ``directory``'s lock (:func:`directory_lock`) now,
+    or None where none does (or the file system cannot tell: without ``flock``)."""
+    path = Path(directory) / ".lock"
+    if fcntl is None or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return f"pid {int(path.read_text().strip())}"
+        except (OSError, ValueError):
+            return "pid unknown"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing releases a lock it got
+    return None
 
 
 def _in_use(directory, path: Path) -> TransferkitError:

@@ -23,7 +23,7 @@ import yaml
 from .config import ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS
 from .errors import TransferkitError, check
 from .evaluate import format_mean_se, mean_se
-from .io import read_json, write_json, write_text
+from .io import check_job_name, directory_holder, read_json, write_json, write_text
 from .runtime import default_workers, kernel_environment
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
@@ -40,6 +40,10 @@ def unfinished_hint(run_dir: Path) -> str:
     benchmark directory (``plan.json``) is completed by the benchmark its plan names."""
     run_dir = Path(run_dir)
     plan = _bench_plan(run_dir)
+    holder = directory_holder(run_dir) if (run_dir / "config.yaml").is_file() or plan is not None else None
+    if holder is not None and not (run_dir / "results.json").is_file():  # resuming it now would be refused
+        return (f": {run_dir} is not finished: a transferkit process ({holder}) is working in it now and writes the "
+                f"results when it ends")
     if plan is not None and not (run_dir / "results.json").is_file():
         n = len(list(run_dir.glob("**/jobs/*.json")))  # its own and those of the runs its jobs made (main-k2/jobs)
         command = shlex.join(["transferkit", "bench", str(plan.get("benchmark") or "NAME"),
@@ -83,9 +87,13 @@ def unfinished_run(run_dir: Path) -> dict | None:
         return None
     config = _run_config(run_dir)
     settings = _settings_of(config)
-    rows = [row for row in (_row_field(j, None) for j in sorted((run_dir / "jobs").glob("*.json")))
-            if isinstance(row, dict) and all(k in row for k in ROW_KEYS)
-            and (settings is None or row.get("setting") in settings)]  # not a setting a resume left out
+    rows = []
+    for job in sorted((run_dir / "jobs").glob("*.json")):
+        row = _row_field(job, None)
+        if isinstance(row, dict) and all(k in row for k in ROW_KEYS) and (settings is None or row.get("setting")
+                                                                         in settings):  # not a setting left out
+            check_job_name(job, row)
+            rows.append(row)
     if not rows:
         return None
     methods = [str(m) for m in config.get("methods") or []] if isinstance(config, dict) and \

@@ -1858,8 +1858,14 @@ def test_a_cached_network_changed_since_it_was_saved_is_trained_again(tmp_path, 
     state[key].view(-1)[0] += 1e-3  # one weight changed in place (a flipped byte): same shapes, still loads
     save_file(state, info["path"])
     again, info = pretrain_source(cfg, data, log=logs.append)
-    assert not info["cached"] and any("unreadable or changed; training again" in line for line in logs)
+    assert not info["cached"] and any("unreadable or changed (" in line and "is not the network its record "
+                                      "describes" in line and "); training again" in line for line in logs)
     assert network_digest(again) == network_digest(net)  # trained again: the network the record describes
+    record_file = Path(info["path"]).with_suffix(".json")
+    record_file.write_text(record_file.read_text()[:20])  # a torn record: its own file is named (a trial)
+    logs.clear()
+    assert not pretrain_source(cfg, data, log=logs.append)[1]["cached"]
+    assert any(f"{Path(info['path']).with_suffix('.*')} unreadable or changed (" in line for line in logs), logs
 
 
 def test_a_job_resumed_midway_counts_the_seconds_trained_before_the_stop(tmp_path, monkeypatch):

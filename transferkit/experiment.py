@@ -418,8 +418,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
                 check(meta.get("digest", digest) == digest,  # records from before: none
                       f"{path} is not the network its record describes (a changed byte?)")
                 return net, {**meta, "digest": digest, "cached": True, "path": str(path)}
-            except (TransferkitError, OSError, ValueError):
-                log(f"pre-trained cache {path} unreadable or changed; training again")
+            except (TransferkitError, OSError, ValueError) as e:  # the network's file or its record
+                log(f"pre-trained cache {path.with_suffix('.*')} unreadable or changed ({e}); training again")
                 net = _initial_source_net(cfg, data)  # from the initial weights, not from what was loaded
         log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
         method = SourceOnly(net)

@@ -443,6 +443,28 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_the_handler_is_restored(monk
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_sighup_stops_a_command_as_sigterm_does_unless_nohup_ignores_it(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a terminal's default: the process dies, no line
+
+    def hung_up(args):  # a closed terminal or SSH session
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)
+        pytest.fail("SIGHUP did not stop the command")
+    try:
+        monkeypatch.setattr(cli, "_domains", hung_up)
+        assert cli.main(["domains"]) == 129
+        assert "terminated (SIGHUP); finished jobs and checkpoints are kept" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup: the signal stays ignored, the command goes on
+        monkeypatch.setattr(cli, "_domains", lambda args: os.kill(os.getpid(), signal.SIGHUP))
+        assert cli.main(["domains"]) == 0 and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_sigterm_during_nproc_passes_on_to_torchrun_and_waits_for_its_ranks(monkeypatch):
     import subprocess
     calls = []

@@ -529,28 +529,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 CLOSED_PIPE = 141  # the shell's status for a process killed by SIGPIPE (128 + 13)
-TERMINATED = 143  # 128 + SIGTERM
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``timeout``, docker, Slurm) stops a command as Ctrl-C does: finished
-    jobs and checkpoints are kept and a directory stopped before any work is removed."""
+    """SIGTERM (``kill``, ``timeout``, docker, Slurm) or SIGHUP (a closed terminal or SSH
+    session) stops a command as Ctrl-C does: finished jobs and checkpoints are kept and a
+    directory stopped before any work is removed; the exit status is 128 + the signal's number."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = int(signum)
 
 
 def _terminate(signum, frame):
-    raise Terminated()
+    raise Terminated(signum)
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
+    """SIGTERM, and SIGHUP unless it is ignored (``nohup``) or handled already, raise :class:`Terminated`."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    hangup = getattr(signal, "SIGHUP", None)  # none on Windows
+    caught = [signal.SIGTERM] + ([hangup] if hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL else [])
+    previous = {s: signal.signal(s, _terminate) for s in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _resume_hint(args, argv: list[str]) -> str | None:
@@ -629,9 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         hint = _resume_hint(args, argv)
         if hint is not None:  # under --nproc, rank 0 alone says what was kept
-            print(f"transferkit: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; {hint}",
-                  file=sys.stderr)
-        return TERMINATED if isinstance(e, Terminated) else 130
+            what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Terminated) else "interrupted"
+            print(f"transferkit: {what}; {hint}", file=sys.stderr)
+        return 128 + e.signum if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format
 

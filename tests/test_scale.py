@@ -381,6 +381,7 @@ def test_portable_kernels_do_nothing_but_warn_on_a_cpu_that_is_not_x86(monkeypat
 
 
 def test_a_resume_under_other_kernels_says_so(tmp_path, monkeypatch):
+    from transferkit.errors import TransferkitError
     from transferkit.runtime import note_kernels
     said = []
     monkeypatch.delenv("MKL_CBWR", raising=False)
@@ -394,6 +395,10 @@ def test_a_resume_under_other_kernels_says_so(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "kernels.json").read_text())
     assert len(said) == 2 and record["mkl_cbwr"] == "auto"
     assert [r["mkl_cbwr"] for r in record["resumed_under"]] == ["AVX2"]
+    (tmp_path / "kernels.json").write_text('{"torch": "2.')  # torn (a full disk): named, with what to do (a trial)
+    with pytest.raises(TransferkitError, match=r"kernel record .*kernels.json is unreadable \(.*\): delete it to "
+                                               r"resume \(it records what the run started with"):
+        note_kernels(tmp_path, said.append)
 
 
 def test_results_record_the_worker_processes_the_jobs_ran_in(tmp_path, monkeypatch):

@@ -171,7 +171,8 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
     now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels(), "threads": job_threads(workers),
            "main_threads": torch.get_num_threads(), "device": os.environ.get("TRANSFERKIT_DEVICE") or "default",
            "packages": package_versions()}
-    before = read_json(path, "kernel record") if path.exists() else None
+    before = read_json(path, "kernel record", "delete it to resume (it records what the run started with; the "
+                                              "environment of each job is in its row)") if path.exists() else None
     started = {k: v for k, v in before.items() if k != "resumed_under"} if isinstance(before, dict) else {}
     if not started:  # none, or one without a start record
         write_json(path, now)

@@ -8,7 +8,7 @@ from transferkit.backbones import build_backbone
 from transferkit.domain import Domain
 from transferkit.engine import Batch, Engine, TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.experiment import fit_for_target
+from transferkit.fitting import fit_for_target
 from transferkit.methods import get_method
 from transferkit.methods.adversarial import DANN, MultiLayerAdversarial
 

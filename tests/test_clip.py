@@ -383,7 +383,7 @@ def test_the_zeroshot_bench_keeps_the_digit_classes_and_prompts_and_old_models_t
 def test_clip_captions_by_class_name_follow_the_source_classes_and_a_reordered_list_is_warned():
     import warnings
 
-    from transferkit.experiment import zero_shot_options
+    from transferkit.fitting import zero_shot_options
     order = ["6", "0", "1", "2", "3", "4", "5"]  # source_classes: [6, 0, 1, ...]
     by_name = {i: f"a photo of the digit {i}" for i in range(10)}  # YAML keys are numbers; extra classes unused
     options = zero_shot_options(ClipMethod, {"captions": by_name}, order, ["7", "8", "9"])

@@ -187,7 +187,7 @@ def test_metrics_take_tensors_on_the_gpu_and_give_the_cpu_s_values():
 def test_a_model_moved_to_the_gpu_scores_cpu_images_and_gzsl_takes_gpu_scores():
     """Method.logits / evaluate_on / Transfer.predict move each chunk to the model's device
     (a loaded model .cuda() with CPU images raised a device mismatch)."""
-    from transferkit.experiment import evaluate_on
+    from transferkit.fitting import evaluate_on
     from transferkit.zeroshot import zero_shot_report
     tgt = toy_domain(32, 1, name="tgt")
     model = Transfer("target_only", backbone="lenet", train=TrainConfig(steps=2, batch_size=8)).fit(target=tgt)

@@ -182,7 +182,7 @@ def test_colour_shift_on_grayscale_needs_channels_3():
 def test_a_config_with_a_colour_shift_on_a_grey_domain_runs_in_colour():
     from transferkit.config import ExperimentConfig
     from transferkit.data import has_colour_shift
-    from transferkit.experiment import prepare_domains
+    from transferkit.rundata import prepare_domains
 
     assert has_colour_shift("mnist+rotation+hsv") and has_colour_shift("mnist+yuv@grouped3")
     assert not has_colour_shift("mnistm+rotation")

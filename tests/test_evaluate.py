@@ -194,7 +194,7 @@ def test_summary_refuses_a_seed_counted_twice_and_averages_extra_keys_where_pres
 def test_an_empty_test_split_and_bad_grouped_inputs_are_named():
     from transferkit.backbones import build_backbone
     from transferkit.domain import Domain
-    from transferkit.experiment import evaluate_on
+    from transferkit.fitting import evaluate_on
     net = build_backbone("lenet", num_classes=2, in_channels=1, image_size=28)
     empty = Domain("none", torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), ["a", "b"])
     with pytest.raises(TransferkitError, match="cannot evaluate on an empty domain"):

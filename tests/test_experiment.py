@@ -12,10 +12,13 @@ import torch
 from transferkit.api import Transfer
 from transferkit.backbones import build_backbone
 from transferkit.config import ExperimentConfig, load_config
-from transferkit.domain import Domain
+from transferkit.domain import Domain, head_mapping
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, TransferkitWarning
-from transferkit.experiment import check_names, head_mapping, prepare_domains, retarget_head, run_experiment
+from transferkit.experiment import run_experiment
+from transferkit.fitting import retarget_head
+from transferkit.preflight import check_names
+from transferkit.rundata import prepare_domains
 from transferkit.splits import sample_k_shot, split_domain
 
 TINY_PRE = TrainConfig(steps=20, eval_every=10)
@@ -438,11 +441,11 @@ def test_a_uda_method_refused_for_new_target_classes_names_the_few_shot_methods_
 def test_few_label_methods_that_select_on_a_larger_target_validation_split_warn_once(recwarn):
     from dataclasses import replace
 
-    from transferkit.experiment import _check_jobs
+    from transferkit.preflight import check_jobs
     cfg = ExperimentConfig(source="digits", target="digits", k=2, repeats=2,
                            methods=["finetune", "target_only", "dann", "matching_ft"])
     data = prepare_domains(cfg)
-    _check_jobs(cfg, data, check_names(cfg))
+    check_jobs(cfg, data, check_names(cfg))
     warned = [str(w.message) for w in recwarn.list if "validation split, which" in str(w.message)]
     assert warned == [f"finetune, target_only train on 20 labelled target images (k=2) but select (early stopping, "
                       f"select_on: target_val) on the {len(data.target.val)} labels of the target's validation split, "
@@ -450,19 +453,19 @@ def test_few_label_methods_that_select_on_a_larger_target_validation_split_warn_
                       f"for a fixed budget"]
     for other in (replace(cfg, select_on="none"), replace(cfg, k=None)):  # no selection; every train label
         recwarn.clear()
-        _check_jobs(other, prepare_domains(other), check_names(other))
+        check_jobs(other, prepare_domains(other), check_names(other))
         assert not [w for w in recwarn.list if "validation split, which" in str(w.message)]
 
 
 def test_selection_settings_that_no_method_reads_are_named(recwarn):
-    from transferkit.experiment import _check_jobs
+    from transferkit.preflight import check_jobs
     cfg = ExperimentConfig(source="digits", target="digits", k=2, repeats=1, methods=["finetune", "dann"],
                            val_per_class=3, select_metric="balanced_accuracy")
     data = prepare_domains(cfg)
 
     def unused(c):
         recwarn.clear()
-        _check_jobs(c, data, check_names(c))
+        check_jobs(c, data, check_names(c))
         return sorted(str(w.message).split(":")[0] for w in recwarn.list if "changes nothing" in str(w.message))
     assert unused(cfg) == []  # finetune selects on the capped target validation split, by balanced accuracy
     assert unused(replace(cfg, select_on="none")) == ["select_metric", "val_per_class"]
@@ -550,7 +553,8 @@ def test_cached_source_network_gives_the_same_source_only_result(tmp_path, monke
 
 def test_pretrained_source_network_does_not_depend_on_the_global_random_state(tmp_path, monkeypatch):
     """PyTorch 2.13 seeds every process at random: the initial weights must come from cfg.seed."""
-    from transferkit.experiment import prepare_domains, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.rundata import prepare_domains
 
     cfg = ExperimentConfig(name="det", source="digits", target="digits+inversion", k=2, pretrain=TINY_PRE,
                            train=TINY, out_dir=str(tmp_path))
@@ -568,7 +572,8 @@ def test_pretrained_source_network_does_not_depend_on_the_global_random_state(tm
 def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_split(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from transferkit.experiment import prepare_domains, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.rundata import prepare_domains
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, pretrain=TINY_PRE, train=TINY,
@@ -616,7 +621,8 @@ def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_its_definition(tmp_pa
     import torch.nn as nn
 
     from transferkit import backbones
-    from transferkit.experiment import prepare_domains, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.rundata import prepare_domains
 
     def builder(act, width=8):
         def build(num_classes, in_channels=1, image_size=28):
@@ -650,7 +656,8 @@ def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_the_weights_it_starts
     import torch.nn as nn
 
     from transferkit import backbones
-    from transferkit.experiment import prepare_domains, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.rundata import prepare_domains
 
     init = tmp_path / "init.pt"
 
@@ -834,26 +841,26 @@ def test_an_empty_split_names_the_fraction_that_emptied_it(tmp_path):
 
 
 def test_the_checks_of_several_settings_give_a_warning_they_share_once(monkeypatch):
-    from transferkit import experiment
+    from transferkit import preflight
     from transferkit.errors import check, warn
 
     def check_jobs(cfg, data, methods):
         warn("class '7' has no test images")
         warn(f"k={cfg.k}: more validation labels")
-    monkeypatch.setattr(experiment, "_check_jobs", check_jobs)
+    monkeypatch.setattr(preflight, "check_jobs", check_jobs)
     with pytest.warns(TransferkitWarning) as caught:
-        experiment._check_settings(ExperimentConfig(k=[1, 2]).settings(), None, [])
+        preflight.check_settings(ExperimentConfig(k=[1, 2]).settings(), None, [])
     assert [str(w.message) for w in caught] == ["class '7' has no test images",
                                                 "k=1: more validation labels (alike at k=2)"]
     with pytest.warns(TransferkitWarning, match="class '7' has no test images"):  # given before a refusal too
         with pytest.raises(TransferkitError, match=r"k=3 is refused \(at k=3; k=1 of this run's settings pass: "
                                                    r"leave k=3 out of k, or run what refuses it in a run of its own"):
-            monkeypatch.setattr(experiment, "_check_jobs", lambda cfg, data, methods: (
+            monkeypatch.setattr(preflight, "check_jobs", lambda cfg, data, methods: (
                 warn("class '7' has no test images"), check(cfg.k < 3, f"k={cfg.k} is refused")))
-            experiment._check_settings(ExperimentConfig(k=[1, 3]).settings(), None, [])
-    monkeypatch.setattr(experiment, "_check_jobs", lambda cfg, data, methods: check(False, "no val images"))
+            preflight.check_settings(ExperimentConfig(k=[1, 3]).settings(), None, [])
+    monkeypatch.setattr(preflight, "check_jobs", lambda cfg, data, methods: check(False, "no val images"))
     with pytest.raises(TransferkitError, match=r"^no val images$"):  # every setting refused: no hint to drop one
-        experiment._check_settings(ExperimentConfig(k=[1, 3]).settings(), None, [])
+        preflight.check_settings(ExperimentConfig(k=[1, 3]).settings(), None, [])
 
 
 def test_transfer_gives_new_classes_a_new_head_as_run_job_does():
@@ -892,7 +899,9 @@ def test_a_resumed_run_lists_its_rows_in_job_order(tmp_path):
 
 def test_a_finished_job_keeps_its_evaluated_model_and_drops_its_checkpoints(tmp_path):
     from transferkit.api import Transfer
-    from transferkit.experiment import evaluate_on, load_model, prepare_domains
+    from transferkit.experiment import load_model
+    from transferkit.fitting import evaluate_on
+    from transferkit.rundata import prepare_domains
     cfg = ExperimentConfig(name="models", source="digits", target="digits+blur", target_classes="7,2,9", k=3,
                            repeats=1, methods=["finetune", "dann", "tap", "source_only"], pretrain=TINY_PRE,
                            train=TINY, out_dir=str(tmp_path))
@@ -1124,7 +1133,7 @@ def test_transfer_names_a_missing_stream_and_a_head_of_other_classes_before_trai
 
 
 def test_class_subsets_keep_the_whole_domains_split_so_no_test_image_trains_the_source():
-    from transferkit.experiment import prepare_domains
+    from transferkit.rundata import prepare_domains
     full = prepare_domains(ExperimentConfig(source="mnist", target="mnist+inversion", methods=["finetune"]))
     cut = prepare_domains(ExperimentConfig(source="mnist", target="mnist+inversion", target_classes="5-9",
                                            methods=["finetune"]))
@@ -1149,7 +1158,7 @@ def test_transfer_fits_a_given_network_without_a_source_domain():
 
 def test_narrowing_keeps_parts_left_without_an_image_of_the_classes():
     from transferkit.domain import Domain
-    from transferkit.experiment import narrowed
+    from transferkit.rundata import narrowed
     from transferkit.splits import Split
     train = Domain("d/train", torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 2]), ["a", "b", "c"])
     val = Domain("d/val", torch.rand(2, 1, 8, 8), torch.tensor([2, 2]), ["a", "b", "c"])
@@ -1322,7 +1331,8 @@ def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monk
 
 
 def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
-    from transferkit.experiment import Prepared, _check_same_data, data_digests
+    from transferkit.experiment import _check_same_data, data_digests
+    from transferkit.rundata import Prepared
     from transferkit.splits import Split
     def split(seed):
         from helpers import toy_domain
@@ -1459,7 +1469,7 @@ def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_
 
 
 def test_a_ratio_above_a_class_size_warns_that_the_class_keeps_all_its_images():
-    from transferkit.experiment import label_subset, prepare_domains
+    from transferkit.rundata import label_subset, prepare_domains
     cfg = ExperimentConfig(name="r", source="digits", target="digits", k=None, ratio=1000, repeats=1,
                            methods=["finetune"])
     data = prepare_domains(cfg)
@@ -1471,7 +1481,7 @@ def test_a_ratio_above_a_class_size_warns_that_the_class_keeps_all_its_images():
 def test_the_unlabelled_target_is_the_rest_with_k_and_the_whole_train_split_with_ratio():
     from dataclasses import replace
 
-    from transferkit.experiment import label_subset, prepare_domains
+    from transferkit.rundata import label_subset, prepare_domains
     cfg = ExperimentConfig(source="digits", target="digits", k=3, methods=["finetune"])
     data = prepare_domains(cfg)
     train = data.target.train
@@ -1484,7 +1494,8 @@ def test_the_unlabelled_target_is_the_rest_with_k_and_the_whole_train_split_with
 def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
     from dataclasses import replace
 
-    from transferkit.experiment import prepare_domains, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.rundata import prepare_domains
 
     cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="lenet",
                            pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
@@ -1505,7 +1516,9 @@ def test_a_pretrained_torch_file_is_refused_saying_what_to_give_and_save_network
 
     from safetensors.torch import save_file
 
-    from transferkit.experiment import prepare_domains, pretrain_source, save_network
+    from transferkit.experiment import pretrain_source
+    from transferkit.networks import save_network
+    from transferkit.rundata import prepare_domains
     cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="lenet",
                            pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
     data = prepare_domains(cfg)
@@ -1539,7 +1552,8 @@ def test_a_pretrained_torch_file_is_refused_saying_what_to_give_and_save_network
 def test_a_run_from_a_pretrained_file_says_so(tmp_path):
     from dataclasses import replace
 
-    from transferkit.experiment import prepare_domains, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.rundata import prepare_domains
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", methods=["finetune"], k=2, repeats=1,
                            pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8), train=TrainConfig(steps=2),
                            out_dir=str(tmp_path))
@@ -1552,7 +1566,8 @@ def test_a_run_from_a_pretrained_file_says_so(tmp_path):
 def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_path):
     """source: null: a user with a network file and no source images; the classes come from the
     file, and every job is the one it is in a run that names the source the network came from."""
-    from transferkit.experiment import pretrain_source, save_network
+    from transferkit.experiment import pretrain_source
+    from transferkit.networks import save_network
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", k=2, repeats=1,
                            methods=["source_only", "finetune", "linear_probe"], select_on="none",
                            pretrain=TrainConfig(steps=4, eval_every=2, batch_size=8), train=TrainConfig(steps=4),
@@ -1615,7 +1630,7 @@ def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_
 def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():
     from transferkit.api import Transfer
     from transferkit.data import load_domain
-    from transferkit.experiment import prepare_domains
+    from transferkit.rundata import prepare_domains
     with pytest.raises(TransferkitError, match=r"the target 'digits' has one class \(\['3'\], target_classes 3\): "
                                                r"every model would score 100 %.*the first three are 0-2"):
         prepare_domains(ExperimentConfig(source="digits", target="digits", target_classes=3))
@@ -1714,7 +1729,7 @@ def test_transfer_names_a_backbone_that_is_no_name_an_ignored_source_and_classes
 
 
 def test_a_target_of_seen_and_new_classes_reports_seen_unseen_and_their_harmonic_mean(tmp_path):
-    from transferkit.experiment import seen_unseen_accuracy
+    from transferkit.fitting import seen_unseen_accuracy
     got = seen_unseen_accuracy([1.0, 0.5, None, 0.0], ["a", "b", "c", "d"], ["a", "c"])
     assert got == {"seen_accuracy": 1.0, "unseen_accuracy": 0.25, "h_accuracy": pytest.approx(0.4)}
     assert seen_unseen_accuracy([1.0, 0.5], ["a", "b"], ["a", "b"]) == {}  # no new class: nothing to split
@@ -1743,49 +1758,51 @@ def test_a_target_of_seen_and_new_classes_reports_seen_unseen_and_their_harmonic
 def test_a_pretrained_file_of_another_backbone_is_refused_in_one_line_naming_the_backbone(tmp_path):
     from safetensors.torch import save_file
 
-    from transferkit.experiment import _load_net
+    from transferkit.networks import load_network_file
     lenet = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
     path = tmp_path / "lenet.safetensors"
     save_file({k: v.contiguous() for k, v in lenet.state_dict().items()}, str(path))
     convnet = build_backbone("convnet4", num_classes=10, in_channels=1, image_size=28)
     with pytest.raises(TransferkitError, match=r"does not fit backbone 'convnet4': \d+ tensor\(s\) missing \(first "
                                                r"'units\.") as e:
-        _load_net(convnet, path)
+        load_network_file(convnet, path)
     assert "\n" not in str(e.value) and "of another shape (first 'units.conv1.0.weight'" in str(e.value)
     wider = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)
     with pytest.raises(TransferkitError, match=r"backbone 'lenet': 2 of another shape \(first 'head.weight': "
                                                r"\(10, 500\) in the file, \(5, 500\) here\)"):
-        _load_net(wider, path)
-    _load_net(build_backbone("lenet", num_classes=10, in_channels=1, image_size=28), path)  # it fits its own
+        load_network_file(wider, path)
+    load_network_file(build_backbone("lenet", num_classes=10, in_channels=1, image_size=28), path)  # it fits its own
     save_file({"extra": torch.zeros(1), **{k: v.contiguous() for k, v in lenet.state_dict().items()}}, str(path))
     with pytest.raises(TransferkitError, match=r"backbone 'lenet': 1 unexpected \(first 'extra'\)\. It was saved"):
-        _load_net(build_backbone("lenet", num_classes=10, in_channels=1, image_size=28), path)
+        load_network_file(build_backbone("lenet", num_classes=10, in_channels=1, image_size=28), path)
 
 
 def test_methods_that_pick_a_unit_warn_that_source_val_picks_it_on_the_source():
     import warnings
     from dataclasses import replace
 
-    from transferkit.experiment import _check_jobs, prepare_domains
     from transferkit.methods import get_method
+    from transferkit.preflight import check_jobs
+    from transferkit.rundata import prepare_domains
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", k=2, repeats=1,
                            methods=["flex", "fast_flex", "tap", "finetune"], select_on="source_val")
     data, methods = prepare_domains(cfg), [get_method(m) for m in cfg.methods]
     with pytest.warns(UserWarning, match=r"^flex, fast_flex, tap pick their unit on the validation split, which "
                                          r"select_on: source_val makes the source's images") as seen:
-        _check_jobs(cfg, data, methods)
+        check_jobs(cfg, data, methods)
     assert "finetune" not in str(seen[0].message)
     with warnings.catch_warnings(record=True) as seen:  # seed 002's protocol: no word of the unit picks
         warnings.simplefilter("always")
-        _check_jobs(replace(cfg, select_on="target_val"), data, methods)
+        check_jobs(replace(cfg, select_on="target_val"), data, methods)
     assert [str(w.message).split(" on ")[0] for w in seen] == ["flex, fast_flex, tap, finetune train"]  # k=2
 
 
 def test_a_misspelt_stream_is_refused_before_pre_training(tmp_path, monkeypatch):
     from helpers import toy_domain
 
-    from transferkit.experiment import _check_jobs, prepare_domains
     from transferkit.methods.base import Method
+    from transferkit.preflight import check_jobs
+    from transferkit.rundata import prepare_domains
 
     class Misspelt(Method):
         name = "misspelt"
@@ -1804,7 +1821,7 @@ def test_a_misspelt_stream_is_refused_before_pre_training(tmp_path, monkeypatch)
     cfg = ExperimentConfig(name="streams", source="digits", target="digits", k=2, pretrain=TINY_PRE, train=TINY,
                            out_dir=str(tmp_path))
     with pytest.raises(TransferkitError, match="method 'misspelt' declares " + said):
-        _check_jobs(cfg, prepare_domains(cfg), [Misspelt])
+        check_jobs(cfg, prepare_domains(cfg), [Misspelt])
 
 
 def test_rows_record_threads_kernels_and_source_network_and_a_resume_from_another_network_is_refused(tmp_path):
@@ -1844,7 +1861,8 @@ def test_a_cached_network_changed_since_it_was_saved_is_trained_again(tmp_path, 
 
     from safetensors.torch import load_file, save_file
 
-    from transferkit.experiment import network_digest, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.networks import network_digest
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", pretrain=TINY_PRE)
     data = prepare_domains(cfg)
@@ -1950,8 +1968,8 @@ def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_trai
     assert sorted(data.target.test.labels.tolist()) == [3] * 4 + [4] * 4  # mnist's ids of classes 3 and 4
     assert len(data.target.train) + len(data.target.val) == 5000  # all of mnist: no test part cut from it
     assert any("class(es) ['x'] are not target classes" in str(w.message) for w in recwarn)
-    from transferkit.experiment import _check_jobs, check_names
-    _check_jobs(cfg, data, check_names(cfg))
+    from transferkit.preflight import check_jobs, check_names
+    check_jobs(cfg, data, check_names(cfg))
     assert any(f"test 'folder:{test}' has no image of 8 target class(es): '0', '1', '2', '5'" in str(w.message)
                for w in recwarn)
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
@@ -1966,7 +1984,7 @@ def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_trai
 
 
 def test_source_and_target_of_the_same_images_share_none_across_splits_at_any_fractions():
-    from transferkit.experiment import shared_images
+    from transferkit.rundata import shared_images
     data = prepare_domains(ExperimentConfig(source="digits", target="digits", val_fraction=0.3, test_fraction=0.5))
     assert len(data.target.test) > 0
     assert shared_images(data.source.train, data.target.test) == shared_images(data.source.train, data.target.val) == 0

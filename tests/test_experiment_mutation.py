@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import toy_domain
 
-from transferkit import cli
+from transferkit import cli, fitting, preflight, rundata
 from transferkit import experiment as ex
 from transferkit.backbones import build_backbone
 from transferkit.config import ExperimentConfig
@@ -155,9 +155,9 @@ def test_selection_follows_select_on_and_never_reaches_the_test_split():
     assert picks == {"target_val": data.target.val, "source_val": data.source.val, "none": None}
     assert ex.selection_domain(ExperimentConfig(select_on="target_val"), data, dann) is None  # reads no target label
     assert ex.selection_domain(ExperimentConfig(select_on="source_val"), data, dann) is data.source.val
-    assert not ex.reads_no_target_label(finetune) and ex.reads_no_target_label(dann)
-    assert not ex.reads_no_target_label(get_method("target_only"))
-    assert not ex.reads_no_target_label(get_method("clip"))  # no target stream, but it predicts no source head
+    assert not fitting.reads_no_target_label(finetune) and fitting.reads_no_target_label(dann)
+    assert not fitting.reads_no_target_label(get_method("target_only"))
+    assert not fitting.reads_no_target_label(get_method("clip"))  # no target stream, but it predicts no source head
     clip_val = ex.selection_domain(ExperimentConfig(select_on="target_val"), data, get_method("clip"))
     assert clip_val is data.target.val
 
@@ -174,7 +174,7 @@ def test_an_empty_target_validation_split_is_refused_only_when_selecting_on_it()
     data.target.val = data.target.val.subset([])
     cfg = ExperimentConfig(methods=["finetune"], k=2, select_on="target_val")
     with pytest.raises(TransferkitError, match="has no val images .*select_on: source_val / none"):
-        ex._check_jobs(cfg, data, [get_method("finetune")])
+        preflight.check_jobs(cfg, data, [get_method("finetune")])
 
 
 def _grouped(d: Domain, per_group: int) -> Domain:
@@ -192,7 +192,8 @@ def test_a_grouped_target_without_test_images_counts_groups_not_images():
     with pytest.raises(TransferkitError, match=r"has no test images \(48 train\): a class needs at least 3 groups "
                                                r"\(videos\) to give one to the test split \(the most any class has "
                                                r"is 3\)"):  # 2 + 1 groups per class were left
-        ex._check_jobs(ExperimentConfig(methods=["finetune"], k=2, select_on="none"), data, [get_method("finetune")])
+        preflight.check_jobs(ExperimentConfig(methods=["finetune"], k=2, select_on="none"), data,
+                             [get_method("finetune")])
 
 
 def test_classes_without_test_or_val_images_are_named_once_in_a_warning(recwarn):
@@ -200,7 +201,7 @@ def test_classes_without_test_or_val_images_are_named_once_in_a_warning(recwarn)
     data.target.test = data.target.test.subset(data.target.test.labels < 2)
     data.target.val = data.target.val.subset(data.target.val.labels != 1)
     cfg = ExperimentConfig(methods=["finetune"], k=2, repeats=3, select_on="target_val")
-    ex._check_jobs(cfg, data, [get_method("finetune")])
+    preflight.check_jobs(cfg, data, [get_method("finetune")])
     said = [str(w.message) for w in recwarn if "have no" in str(w.message)]
     assert len(said) == 2, said  # one per part, not one per job or seed
     assert re.search(r"2 class\(es\) have no test images: '2' \(15 images\), '3' \(15 images\) \(a "
@@ -209,7 +210,7 @@ def test_classes_without_test_or_val_images_are_named_once_in_a_warning(recwarn)
                      said[0]), said[0]
     assert re.search(r"1 class\(es\) have no val images: '1' \(17 images\).*selection .* does not see them", said[1])
     recwarn.clear()
-    ex._check_jobs(replace(cfg, select_on="none"), data, [get_method("finetune")])
+    preflight.check_jobs(replace(cfg, select_on="none"), data, [get_method("finetune")])
     assert [str(w.message) for w in recwarn if "have no" in str(w.message)] == [said[0]]
 
 
@@ -227,7 +228,7 @@ def test_a_larger_k_than_a_class_has_is_refused_before_any_job():
     data = _prepared()
     cfg = ExperimentConfig(methods=["dann"], k=13, select_on="none")  # 12 train images per class
     with pytest.raises(TransferkitError, match="k=13 is larger than the smallest class"):
-        ex._check_jobs(cfg, data, [get_method("dann")])
+        preflight.check_jobs(cfg, data, [get_method("dann")])
 
 
 def _job(tmp_path, cfg, data, method, seed):
@@ -288,7 +289,7 @@ def test_retarget_head_copies_weight_and_bias_rows_by_name():
     with torch.no_grad():
         net.get_classifier().bias.copy_(torch.tensor([10.0, 11.0, 12.0]))
     old = net.get_classifier().weight.detach().clone()
-    ex.retarget_head(net, ["a", "b", "c"], ["c", "a", "z"])
+    fitting.retarget_head(net, ["a", "b", "c"], ["c", "a", "z"])
     head = net.get_classifier()
     assert head.bias[:2].tolist() == [12.0, 10.0]
     assert torch.equal(head.weight[0], old[2]) and torch.equal(head.weight[1], old[0])
@@ -297,9 +298,9 @@ def test_retarget_head_copies_weight_and_bias_rows_by_name():
 def test_a_head_of_unknown_classes_is_replaced_only_when_the_counts_differ():
     net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28)
     kept = net.get_classifier()
-    ex.retarget_head(net, None, ["x", "y", "z"])
+    fitting.retarget_head(net, None, ["x", "y", "z"])
     assert net.get_classifier() is kept
-    ex.retarget_head(net, None, ["x", "y"])
+    fitting.retarget_head(net, None, ["x", "y"])
     assert net.num_classes == 2 and net.get_classifier().weight.shape[0] == 2
 
 
@@ -318,15 +319,15 @@ def test_source_only_reads_the_source_logits_of_the_target_classes_by_name():
 
 def test_a_method_predicting_with_the_source_head_refuses_a_class_the_source_lacks():
     dann = get_method("dann")
-    assert ex.source_head_rows(dann, ["a", "b", "c"], 3, ["c", "a"]) == [2, 0]
+    assert fitting.source_head_rows(dann, ["a", "b", "c"], 3, ["c", "a"]) == [2, 0]
     with pytest.raises(TransferkitError, match=r"cannot predict target classes absent from the source: \['d'\]"):
-        ex.source_head_rows(dann, ["a", "b", "c"], 3, ["a", "d"])
+        fitting.source_head_rows(dann, ["a", "b", "c"], 3, ["a", "d"])
 
 
 def test_a_method_keeping_the_head_fixed_refuses_new_target_classes():
     net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28)
     with pytest.raises(TransferkitError, match=r"keeps the head fixed, but the target classes \['d'\]"):
-        ex.build_method(get_method("ft_unit:conv1"), net, {}, ["a", "b", "c"], ["a", "d"])
+        fitting.build_method(get_method("ft_unit:conv1"), net, {}, ["a", "b", "c"], ["a", "d"])
 
 
 def test_early_stopping_scores_a_source_head_method_on_the_target_rows(monkeypatch):
@@ -346,8 +347,8 @@ def test_early_stopping_scores_a_source_head_method_on_the_target_rows(monkeypat
 
 def test_a_clip_style_method_scores_the_target_classes_by_default():
     clip = get_method("clip")
-    assert ex.zero_shot_options(clip, {}, ["a", "b"], ["b", "c"]) == {"class_names": ["b", "c"]}
-    assert ex.zero_shot_options(clip, {"class_names": ["z"]}, ["a"], None) == {"class_names": ["z"]}  # no target
+    assert fitting.zero_shot_options(clip, {}, ["a", "b"], ["b", "c"]) == {"class_names": ["b", "c"]}
+    assert fitting.zero_shot_options(clip, {"class_names": ["z"]}, ["a"], None) == {"class_names": ["z"]}  # no target
 
 
 # -- the scikit-learn-like API -----------------------------------------------------------------
@@ -563,8 +564,9 @@ def test_source_only_is_the_source_network_s_accuracy_on_the_target_test_split(t
 
 def _loaded(monkeypatch, n=400):
     """prepare_domains on a hand-made 4-class domain instead of a named one."""
-    monkeypatch.setattr(ex, "load_domain", lambda spec, **kw: toy_domain(n, seed=0 if spec == "src" else 1, name=spec))
-    monkeypatch.setattr(ex, "has_colour_shift", lambda spec: False)
+    monkeypatch.setattr(rundata, "load_domain", lambda spec, **kw: toy_domain(n, seed=0 if spec == "src" else 1,
+                                                                             name=spec))
+    monkeypatch.setattr(rundata, "has_colour_shift", lambda spec: False)
 
 
 def test_val_per_class_cuts_the_target_validation_split_and_leaves_the_test_split_whole(monkeypatch):

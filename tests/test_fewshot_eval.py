@@ -218,8 +218,9 @@ def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_epis
     from transferkit.cli import main
     from transferkit.config import ExperimentConfig
     from transferkit.engine import TrainConfig
-    from transferkit.experiment import load_model, prepare_domains, run_experiment
+    from transferkit.experiment import load_model, run_experiment
     from transferkit.fewshot_eval import extract_features
+    from transferkit.rundata import prepare_domains
 
     cfg = ExperimentConfig(name="fs", source="digits", target="digits", source_classes="0-4", target_classes="5-9",
                            methods=["finetune", "linear_probe"], k=2, repeats=2, select_on="none",

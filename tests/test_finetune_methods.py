@@ -288,7 +288,7 @@ def test_option_names_are_checked_by_pattern_for_new_methods():
 
 
 def test_a_method_that_keeps_the_head_fixed_refuses_target_classes_the_source_head_lacks():
-    from transferkit.experiment import build_method
+    from transferkit.fitting import build_method
     source, new = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
     for name in ("ft_unit:conv1", "image_unit"):
         net = build_backbone("lenet", num_classes=5, in_channels=1, image_size=28)

@@ -11,8 +11,8 @@ import torch
 from transferkit.engine import Engine, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.evaluate import predict_logits
-from transferkit.experiment import evaluate_on
 from transferkit.fewshot_eval import extract_features
+from transferkit.fitting import evaluate_on
 from transferkit.frozen import LIMIT_ENV, MEMO, FrozenMemo, frozen_activations
 from transferkit.methods import get_method
 

@@ -66,7 +66,7 @@ def test_an_unknown_method_or_backbone_says_a_plugin_module_may_be_missing(tmp_p
     from transferkit.backbones import check_backbone
     from transferkit.config import load_config
     from transferkit.errors import UnknownNameError
-    from transferkit.experiment import check_names
+    from transferkit.preflight import check_names
     from transferkit.runtime import kernel_environment
 
     monkeypatch.delenv("TRANSFERKIT_PLUGINS", raising=False)
@@ -102,7 +102,7 @@ class Typed(Method):
 def test_a_plugin_option_that_does_not_fit_its_annotation_is_refused(options, message):
     from helpers import seeded_lenet
 
-    from transferkit.experiment import method_error
+    from transferkit.fitting import method_error
     with pytest.raises(TransferkitError) as e:
         Typed(seeded_lenet(), **options)
     assert str(e.value) == f"typed_options_unregistered: {message}"

@@ -265,8 +265,8 @@ def test_each_episodic_row_times_its_own_head(monkeypatch):
 def test_pinned_source_members_are_read_back_instead_of_pre_trained_again(tmp_path, monkeypatch):
     import transferkit.experiment as experiment
     from transferkit.config import ExperimentConfig
-    from transferkit.experiment import prepare_domains
     from transferkit.represent import source_members
+    from transferkit.rundata import prepare_domains
 
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", seed=0,
                            pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))

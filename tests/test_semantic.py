@@ -294,7 +294,8 @@ def test_lext_reads_the_logits_when_source_and_target_have_as_many_classes(tmp_p
     logits, source logits from the pre-trained source classifier."""
     from transferkit.config import ExperimentConfig
     from transferkit.engine import TrainConfig
-    from transferkit.experiment import retarget_head, run_experiment
+    from transferkit.experiment import run_experiment
+    from transferkit.fitting import retarget_head
 
     net = build_backbone("convnet4", num_classes=5, in_channels=1, image_size=28)
     source_head = net.get_classifier().weight.detach().clone()
@@ -609,7 +610,8 @@ def test_grouped_k_too_large_names_the_smallest_class():
 
 def test_fewshot_tsne_trains_its_methods_as_benchmark_jobs(one_thread):
     from transferkit.bench.fewshot import _train, fewshot_config
-    from transferkit.experiment import label_subset, prepare_domains, pretrain_source
+    from transferkit.experiment import pretrain_source
+    from transferkit.rundata import label_subset, prepare_domains
     cfg = fewshot_config("tsne", "digits", "digits+noise", 2, True, 1, ["lext"],
                          {"lext": {"layers": ["conv4", "fc1", "head"]}})
     cfg.pretrain, cfg.train = TrainConfig(steps=2, eval_every=2), TrainConfig(steps=2, eval_every=2)

@@ -272,7 +272,7 @@ def test_seeds_out_of_torch_range_are_named_not_a_raw_overflow():
 
 
 def test_a_named_class_without_training_images_is_refused():
-    from transferkit.experiment import narrowed
+    from transferkit.rundata import narrowed
 
     train = Domain("d/train", torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 2, 2]), ["a", "b", "c"])
     with pytest.raises(TransferkitError, match=r"'d' has no training image of class\(es\) \['b'\]"):

@@ -17,7 +17,7 @@ from transferkit.backbones import UnitNet, build_backbone, from_modules
 from transferkit.domain import warn_unshared_classes
 from transferkit.engine import Engine
 from transferkit.errors import TransferkitError, TransferkitWarning, UnknownNameError
-from transferkit.experiment import build_method, retarget_head
+from transferkit.fitting import build_method, retarget_head
 from transferkit.heads import CosineHead, HeadRows, LinearHead, make_head, retargeted_head
 from transferkit.methods import get_method
 from transferkit.methods.base import trained_options

@@ -466,7 +466,7 @@ def test_user_data_errors_name_the_problem(tmp_path):
 
 
 def test_two_image_folders_with_one_name_are_two_domains_for_adaptation(tmp_path):
-    from transferkit.experiment import unsupervised_validation
+    from transferkit.fitting import unsupervised_validation
     from transferkit.splits import split_domain
     for office in ("amazon", "webcam"):  # the Office-31 layout: <domain>/images/<class>/<file>
         write_folder(tmp_path / office / "images", per_class=8, size=(28, 28))
@@ -777,7 +777,7 @@ def test_a_folder_grey_in_content_but_stored_in_colour_warns_that_it_is_read_as_
     assert load_image_folder(tmp_path / "mixed", channels=1).images.shape[1] == 1
     load_domain(f"folder:{tmp_path / 'mixed'}+blur", channels=1)  # grey asked for: the shift reads RGB, no word
     from transferkit.config import ExperimentConfig
-    from transferkit.experiment import prepare_domains
+    from transferkit.rundata import prepare_domains
     for channels in (1, 3):  # chosen by the config (3: colour wanted): the advice is for the automatic choice
         prepare_domains(ExperimentConfig(source="digits", target=f"folder:{tmp_path / 'mixed'}", channels=channels,
                                          image_size=8))

@@ -248,7 +248,7 @@ def test_a_run_shows_a_method_options_warning_once(tmp_path):
 
 def test_zero_shot_methods_never_select_on_labelled_images_of_unseen_classes():
     from transferkit.clip import ClipMethod
-    from transferkit.experiment import fit_for_target
+    from transferkit.fitting import fit_for_target
     from transferkit.text import HashingEncoder
     g = torch.Generator().manual_seed(0)
 
@@ -459,17 +459,17 @@ def test_zero_shot_fitted_without_a_target_predicts_ids_of_its_source_classes():
 
 
 def test_a_run_refuses_clip_class_names_other_than_the_targets_before_training(tmp_path, monkeypatch):
-    from transferkit import experiment
+    from transferkit import experiment, fitting
     from transferkit.config import ExperimentConfig
     from transferkit.methods import get_method
     monkeypatch.setattr(experiment, "run_job", lambda *a, **k: pytest.fail("a job ran"))
     clip = get_method("clip")
     target = ["7", "8", "9"]
-    assert experiment.zero_shot_options(clip, {"class_names": [7, 8, 9]}, None, target)["class_names"] == target
+    assert fitting.zero_shot_options(clip, {"class_names": [7, 8, 9]}, None, target)["class_names"] == target
     import numpy as np
     for given in (np.array(["9", "8", "7"]), ("9", "8", "7")):  # an array was passed through unchecked
         with pytest.raises(TransferkitError, match="is not the target's classes"):
-            experiment.zero_shot_options(clip, {"class_names": given}, ["0", "1"], target)
+            fitting.zero_shot_options(clip, {"class_names": given}, ["0", "1"], target)
     named = {"attributes": [[1, 0], [0, 1]], "class_names": np.array(["cat", "dog"])}
     assert AttributeZeroShot.option_row_names(named) == ["cat", "dog"]  # an array names the rows as a list does
     for names in (["9", "8", "7"], ["7", "8"], ["7", "8", "9", "0"]):  # reordered, fewer, more: columns != labels
@@ -507,7 +507,7 @@ def test_a_run_refuses_classes_without_a_description_before_its_first_job(tmp_pa
 
 def test_a_bad_zero_shot_option_names_a_long_matrix_by_its_shape_not_its_values():
     from transferkit import Transfer
-    from transferkit.experiment import method_error
+    from transferkit.fitting import method_error
     a = torch.rand(10, 9).mul(0.8).add(0.1).tolist()
     dom = Domain("d", torch.rand(20, 1, 28, 28), torch.arange(20) % 10, [str(i) for i in range(10)])
     with pytest.raises(TransferkitError) as caught:
@@ -524,7 +524,7 @@ def test_a_bad_zero_shot_option_names_a_long_matrix_by_its_shape_not_its_values(
 def test_description_matrices_load_from_files_and_class_names_embed_from_a_config(tmp_path, monkeypatch):
     import numpy as np
 
-    from transferkit.experiment import zero_shot_options
+    from transferkit.fitting import zero_shot_options
     from transferkit.text import class_text_embeddings
     a = np.array([[0.2, 0.9, 0.0], [0.7, 0.1, 0.5], [1.0, 0.4, 0.3]])
     np.save(tmp_path / "attrs.npy", a)
@@ -589,7 +589,7 @@ def test_evaluate_zero_shot_scores_clip_and_refuses_seen_classes_other_than_the_
 
 def test_seen_unseen_accuracies_take_numpy_labels_are_unrounded_and_name_classes_without_test_images():
     from transferkit.evaluate import classification_report
-    from transferkit.experiment import report_seen_unseen
+    from transferkit.fitting import report_seen_unseen
     scores = torch.eye(4)[[0, 1, 1, 2, 3, 3, 0]]
     labels = torch.tensor([0, 1, 0, 2, 3, 3, 0])
     assert zero_shot_report(scores, labels.numpy(), [0, 1], [2, 3]) == zero_shot_report(scores, labels, [0, 1], [2, 3])
@@ -607,7 +607,7 @@ def test_transfer_report_gives_seen_unseen_and_h_of_a_zero_shot_model_calibrated
     from transferkit.api import Transfer
     from transferkit.engine import TrainConfig
     from transferkit.evaluate import classification_report
-    from transferkit.experiment import report_seen_unseen
+    from transferkit.fitting import report_seen_unseen
     g = torch.Generator().manual_seed(0)
     dom = Domain("d", torch.rand(80, 1, 28, 28, generator=g), torch.arange(80) % 10, [str(i) for i in range(10)])
     for name, options in (("attribute_zsl", {}), ("clip", {"captions": [f"the digit {i}" for i in range(7)],

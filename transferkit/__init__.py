@@ -15,8 +15,9 @@ from .data import load_domain, register_domain  # noqa: E402
 from .domain import Domain  # noqa: E402
 from .engine import Engine, TrainConfig  # noqa: E402
 from .errors import TransferkitError, TransferkitWarning  # noqa: E402
-from .experiment import load_model, load_network, run_experiment, save_network  # noqa: E402
+from .experiment import load_model, run_experiment  # noqa: E402
 from .methods import list_methods, method_options  # noqa: E402
+from .networks import load_network, save_network  # noqa: E402
 from .userdata import read_images  # noqa: E402
 
 __all__ = ["CaptionedDomain", "Domain", "Engine", "ExperimentConfig", "TrainConfig", "Transfer", "TransferkitError",

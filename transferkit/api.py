@@ -34,22 +34,22 @@ from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered
 from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams, engine_hooks
 from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
-from .experiment import (
+from .experiment import load_model
+from .fields import updated
+from .fitting import (
     build_method,
     check_selection_classes,
     fit_for_target,
-    load_model,
     method_error,
-    network_digest,
     report_seen_unseen,
     source_head_rows,
     source_only_of,
     zero_shot_options,
 )
-from .fields import updated
 from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
+from .networks import network_digest
 from .zeroshot import calibrated, seen_columns
 
 #: the pre-training config of a ``Transfer`` given no ``pretrain=``

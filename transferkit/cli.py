@@ -183,7 +183,7 @@ def _checked_for_torchrun(args) -> bool:
     if args.command == "run":
         if args.print_config:
             return False
-        from .experiment import check_names
+        from .preflight import check_names
         _runtime_flag_checks(args)
         cfg = _run_config(args)
         check_names(cfg, args.resume)
@@ -305,7 +305,7 @@ def _run(args) -> None:
     cfg = _run_config(args)
     if args.print_config:  # the config as it would run (file, --set, --workers / --device); no work, no directory
         from .config import dump_config
-        from .experiment import check_names
+        from .preflight import check_names
         check_names(cfg, args.resume)
         print(dump_config(cfg), end="")
         return

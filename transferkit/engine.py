@@ -577,7 +577,7 @@ class Engine:
         method.eval()
         logits = predict_logits(method.forward_from_input, x)
         rows = getattr(method, "eval_rows", None)
-        if rows is not None:  # a source head scored on target classes (experiment.fit_for_target)
+        if rows is not None:  # a source head scored on target classes (fitting.fit_for_target)
             logits = logits[:, torch.tensor(rows, device=logits.device)]
         top = int(y.max()) if len(y) else -1
         check(top < logits.shape[1], f"validation labels go up to {top} but {method.name!r} scores "

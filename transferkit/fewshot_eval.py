@@ -303,8 +303,10 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     from pathlib import Path
 
     from .config import load_config
-    from .experiment import class_fields, load_model, network_digest, prepare_domains
+    from .experiment import load_model
+    from .networks import network_digest
     from .results import read_results, unfinished_run
+    from .rundata import class_fields, prepare_domains
 
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)")

@@ -103,7 +103,7 @@ class CatTwoStage(Method):
     member separately on the target (tag ``member<i>``), as ``two_stage`` fine-tunes one
     network: from the member's own head when it has one output per target class (its source
     head, when the classes are the same; ``bench represent`` first gives each member the
-    rows of the target classes, :func:`~transferkit.experiment.retarget_head`), else from a
+    rows of the target classes, :func:`~transferkit.fitting.retarget_head`), else from a
     new head; stage 2 trains a new linear head on the concatenated fine-tuned features (tag
     ``probe``). ``net`` must come from :func:`cat_network`. Reports ``member_val_accuracy``."""
 

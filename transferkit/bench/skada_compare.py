@@ -145,8 +145,9 @@ def dann_timing(source: str = "mnist", target: str = "digits", epochs: int = 2, 
 
     from ..config import ExperimentConfig
     from ..engine import Engine, TrainConfig
-    from ..experiment import prepare_domains, pretrain_source
+    from ..experiment import pretrain_source
     from ..methods import get_method
+    from ..rundata import prepare_domains
 
     cfg = ExperimentConfig(source=source, target=target, k=None, backbone="lenet", select_on="none",
                            pretrain=TrainConfig(steps=pretrain_steps, batch_size=batch_size, lr=lr, eval_every=100))

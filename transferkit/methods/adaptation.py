@@ -82,7 +82,7 @@ class AdaptationMethod(Method):
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         """One engine run, with the method's schedule and optimizer settings. (``Transfer.fit``
         and ``transferkit run`` give it no validation split cut from the target:
-        :func:`~transferkit.experiment.unsupervised_validation`.)"""
+        :func:`~transferkit.fitting.unsupervised_validation`.)"""
         engine = make_engine("main")
         if self.lr_schedule is not None:
             engine.cfg = dataclasses.replace(engine.cfg, schedule=self.lr_schedule)

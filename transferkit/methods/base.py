@@ -458,7 +458,7 @@ class Method(nn.Module):
     @property
     def predicts_with_net(self) -> bool:
         """Whether ``self.net(images)`` alone gives this method's predictions (its ``forward`` is
-        the base one): what :func:`~transferkit.experiment.save_network` and an export of the
+        the base one): what :func:`~transferkit.networks.save_network` and an export of the
         network keep. Methods that score prototypes, centroids, support sets, taps or class
         descriptions beside the network return False."""
         return type(self).forward is Method.forward

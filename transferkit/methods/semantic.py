@@ -510,7 +510,7 @@ class FinetunedMatchingNet(MatchingNet):
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         counts = target.class_counts()
         smallest = int(counts[counts > 0].min())
-        need = self.min_labels_per_class  # also checked before a run starts (experiment._check_jobs)
+        need = self.min_labels_per_class  # also checked before a run starts (preflight.check_jobs)
         check(smallest >= need, f"{self.name} trains on (k-1)-shot episodes and needs at least {need} labelled "
                                 f"examples per class; the smallest class has {smallest} (use matching_net at k = 1)")
         self.num_target_classes = target.num_classes

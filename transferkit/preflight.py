@@ -1,0 +1,343 @@
+"""Checks a run makes before any work, so that what a job would meet only later fails (or is
+warned about) at once: :func:`check_names` (methods, options, backbone, domain specs; nothing
+loaded) and :func:`check_settings` (the data against each setting and method: empty splits,
+``k`` above a class's images, options a method refuses on this data)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .backbones import build_backbone, check_backbone
+from .config import ADDED_FIELDS, ExperimentConfig
+from .data import check_spec
+from .domain import Domain, warn_unshared_classes
+from .engine import check_streams
+from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, warn
+from .fitting import check_selection_classes, method_error, source_head_rows
+from .io import read_json
+from .methods import get_method
+from .methods.base import check_option_values, check_options
+from .methods.supervised import SourceOnly
+from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
+from .runtime import plugin_hint
+from .splits import fewest_for, split_units
+
+
+def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
+    """What a config names, checked without loading anything (before any work, and by
+    ``--nproc`` before it starts processes): its methods and their option names, backbone and
+    domains; returns the method classes. ``run_dir``: the run resumed, whose results.json
+    names the plugin modules it was made with (for an unknown name's hint)."""
+    try:
+        methods = [get_method(m) for m in cfg.methods]
+        check_backbone(cfg.backbone)  # plugins may register backbones
+    except UnknownNameError as e:
+        recorded = _recorded_plugins(run_dir)
+        if not recorded or e.kind not in ("method", "backbone"):
+            raise
+        raise UnknownNameError(e.kind, e.name, e.known, plugin_hint(e.kind, recorded)) from None
+    unused = [get_method(m) for m in cfg.options if m not in cfg.methods]  # kept for runs that include them:
+    for cls in methods + unused:  # valid all the same (a misspelt name, with the known ones; a wrong type)
+        options = cfg.options.get(cls.name, {})
+        kept = (f" ({cls.name} is not in methods, but its options are kept for runs that include it: fix them, or "
+                f"drop them with --set options.{cls.name}=null)" if cls in unused else "")
+        try:
+            check_options(cls, options)
+            inspect.signature(cls.__init__).bind_partial(None, None, **options)
+        except TypeError as e:
+            raise TransferkitError(f"options for {cls.name}: {e}{kept}") from e
+        except TransferkitError as e:
+            if not kept:
+                raise
+            raise TransferkitError(f"{e}{kept}") from e
+        try:
+            check_option_values(cls, options)
+        except TransferkitError as e:
+            raise TransferkitError(f"{method_error(cls, options, e)}{kept}") from e
+    for spec in (s for s in (cfg.source, cfg.target, cfg.unlabeled, cfg.test) if s is not None):
+        check_spec(spec)
+    reading = [cls.name for cls in methods if "source" in cls.streams and cls is not SourceOnly]
+    check(cfg.source is not None or not reading,
+          f"{', '.join(reading)} train{'s' if len(reading) == 1 else ''} on labelled source images, and source: null "
+          f"gives none (the pretrained network alone): give the source domain, or leave "
+          f"{'it' if len(reading) == 1 else 'them'} out (the methods that train on target labels take the network "
+          f"alone: finetune, linear_probe, the ft_ and flex families, ...)")
+    return methods
+
+
+def _recorded_plugins(run_dir: Path | None) -> list[str]:
+    """The plugin modules (``$TRANSFERKIT_PLUGINS``) run ``run_dir``'s results.json records, if any."""
+    try:
+        env = read_json(Path(run_dir) / "results.json").get("environment") if run_dir is not None else None
+    except (TransferkitError, AttributeError):  # none, unreadable, or not a mapping
+        return []
+    plugins = env.get("plugins") if isinstance(env, dict) else None
+    return [str(m) for m in plugins] if isinstance(plugins, list) else []
+
+
+def warn_pretrain_unused(cfg: ExperimentConfig) -> None:
+    """A ``pretrain`` section set beside ``pretrained:``, which gives the source network: nothing pre-trains."""
+    default = asdict(ExperimentConfig.__dataclass_fields__["pretrain"].default_factory())
+    given = {k: v for k, v in asdict(cfg.pretrain).items() if k != "device" and v != default.get(k)}
+    if given:
+        warn(f"{', '.join(f'pretrain.{k}: {v}' for k, v in given.items())} {'is' if len(given) == 1 else 'are'} not "
+             f"used: pretrained: {cfg.pretrained} is the source network, nothing is pre-trained")
+
+
+def check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list) -> None:
+    """:func:`check_jobs` of each setting (one config per value of a list ``k`` or ``ratio``);
+    a warning that several settings give alike (a class without test images) is given once, and
+    one that differs only in its numbers (k=1's labelled images, k=5's) once with the settings
+    it also holds for."""
+    if len(subs) == 1:
+        return check_jobs(subs[0], data, methods)
+    given: dict[str, tuple] = {}  # the warning with its numbers blanked -> (first warning, its settings)
+    try:
+        for sub in subs:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    check_jobs(sub, data, methods)
+                except TransferkitError as e:  # one setting refused refuses the run: say how to keep the others
+                    passing = [s.setting for s in subs if s is not sub and _passes(s, data, methods)]
+                    if not passing:
+                        raise
+                    key = "k" if sub.k is not None else "ratio"
+                    raise TransferkitError(
+                        f"{e} (at {sub.setting}; {', '.join(passing)} of this run's settings pass: leave "
+                        f"{sub.setting} out of {key}, or run what refuses it in a run of its own; `transferkit "
+                        f"summary RUN_A RUN_B` shows several runs as one table)") from e
+                finally:  # a setting refused: the warnings before it are still given
+                    for w in caught:
+                        _, settings = given.setdefault(re.sub(r"\d+(\.\d+)?", "#", str(w.message)), (w, []))
+                        if sub.setting not in settings:
+                            settings.append(sub.setting)
+    finally:
+        for w, settings in given.values():
+            also = f" (alike at {', '.join(settings[1:])})" if len(settings) > 1 and settings[0] in str(w.message) \
+                else ""
+            warnings.warn_explicit(w.category(f"{w.message}{also}"), w.category, w.filename, w.lineno)
+
+
+def _passes(cfg: ExperimentConfig, data: Prepared, methods: list) -> bool:
+    """Whether :func:`check_jobs` accepts ``cfg`` (its warnings unshown)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_jobs(cfg, data, methods)
+    except TransferkitError:
+        return False
+    return True
+
+
+def check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
+    """Fail now, before pre-training, on what a job would only meet later: an empty target
+    test or selection split, a label subset a class cannot fill (``k`` too large), or a
+    method that its options or unit names do not fit (built on a fresh backbone)."""
+    counts, unit = split_units(data.target)
+    for part in ("test", "val") if cfg.select_on == "target_val" else ("test",):
+        check(len(getattr(data.target, part)) > 0,
+              f"target {cfg.target} has no {part} images ({len(data.target.train)} train): "
+              f"{_fewest_text(cfg, part, unit)} (the most any class has is {int(counts.max())})"
+              f"{' (or select_on: source_val / none)' if part == 'val' else ''}")
+    _warn_unscored_classes(cfg, data, counts, unit)
+    if any("target" in cls.streams for cls in methods):  # these give the head the target classes by name
+        chosen = any(c is not None and not (isinstance(c, str) and c.strip().lower() == "all")
+                     for c in (cfg.source_classes, cfg.target_classes))
+        warn_unshared_classes(data.source.train.class_names, data.target.train.class_names, chosen)
+    if cfg.k is not None and data.target.train.groups is None:
+        _check_k_fits(cfg, data.target.train)
+    subsets = [label_subset(cfg, data.target, cfg.seed, data.unlabeled)]
+    with warnings.catch_warnings():  # the other seeds' subsets repeat its warnings (a ratio above a class's images)
+        warnings.simplefilter("ignore", TransferkitWarning)
+        subsets += [label_subset(cfg, data.target, cfg.seed + r, data.unlabeled) for r in range(1, cfg.repeats)]
+    labelled = [labeled for labeled, _ in subsets]
+    _check_unlabelled_left(cfg, data, methods, [unlabeled for _, unlabeled in subsets])
+    if data.unlabeled is not None and not any("unlabeled" in cls.streams for cls in methods):
+        warn(f"unlabeled {cfg.unlabeled!r}: none of the methods ({', '.join(cls.name for cls in methods)}) trains "
+             f"on unlabelled target images, so these images are not used (domain adaptation, finetune_adv and "
+             f"lext do)")
+    unselected = []
+    with torch.random.fork_rng():
+        for cls in methods:
+            check_streams(cls)  # its own message names the method
+            options = cfg.options.get(cls.name, {})
+            val = selection_domain(cfg, data, cls)
+            if cfg.select_on == "target_val" and val is None and cls is not SourceOnly:
+                unselected.append(cls.name)
+            # outside the try: what the builder refuses (source_only's too) is no method's doing
+            net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
+                                 in_channels=data.channels, image_size=cfg.image_size)
+            try:
+                for subset in labelled:
+                    cls.check_data(subset, val)
+                check_selection_classes(cls, val, data.source.train.class_names, data.target.train.class_names,
+                                        "; select_on: source_val suits methods that predict with the source "
+                                        "classifier, use target_val or none")
+                if cls is SourceOnly:
+                    source_head_rows(cls, data.source.train.class_names, data.source.train.num_classes,
+                                     data.target.train.class_names, network_only=cfg.source is None)
+                    continue
+                method = job_method(cfg, data, cls, net)
+                method.check_source([data.source.train, data.source.val, data.source.test])
+                method.check_classes(data.source.train.class_names, data.target.train.class_names)
+                if val is not None and hasattr(method, "check_validation"):
+                    method.check_validation(val)
+            except Exception as e:  # whatever building it with these options raises names the problem
+                raise method_error(cls, options, e) from e
+    on_source = [cls.name for cls in methods if cls.picks_unit and cfg.select_on == "source_val"]
+    if on_source:
+        warn(f"{', '.join(on_source)} pick{'s its' if len(on_source) == 1 else ' their'} unit on the validation "
+             f"split, which select_on: source_val makes the source's images: the unit that keeps the source best, "
+             f"not the one that transfers (seed 002 picks on the target's: select_on: target_val)")
+    if unselected:  # once every method is known to run
+        warn(f"{', '.join(unselected)} read{'s' if len(unselected) == 1 else ''} no target label, so "
+             f"{'it does' if len(unselected) == 1 else 'they do'} not select on the target's validation "
+             f"labels (select_on: target_val) and train{'s its' if len(unselected) == 1 else ' their'} whole "
+             f"budget (set select_on: none or source_val to say so)")
+    _warn_more_validation_labels(cfg, data, methods, labelled)
+    _warn_balancing(cfg, methods)
+    _warn_selection_settings_unused(cfg, data, methods)
+
+
+def _warn_selection_settings_unused(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
+    """``val_per_class`` when no method selects on the target's validation split, and
+    ``select_metric`` when none selects at all (``select_on: none``, or methods that read no
+    target label): set, yet unused."""
+    selecting = {cls.name: selection_domain(cfg, data, cls) for cls in methods
+                 if cls is not SourceOnly and cls.selects_on_validation}
+    selecting = {name: val for name, val in selecting.items() if val is not None}
+    why = ("select_on: none" if cfg.select_on == "none" else
+           f"select_on: {cfg.select_on}, and {', '.join(cls.name for cls in methods)} "
+           f"{'selects' if len(methods) == 1 else 'select'} on no labels" if not selecting else
+           f"select_on: {cfg.select_on}")
+    if cfg.val_per_class is not None and not any(val is data.target.val for val in selecting.values()):
+        warn(f"val_per_class: {cfg.val_per_class} caps the target's validation split, which no method here selects "
+             f"on ({why}): it changes nothing; leave it out")
+    if cfg.select_metric != "accuracy" and not selecting:
+        warn(f"select_metric: {cfg.select_metric} scores model selection, which no method here does ({why}): it "
+             f"changes nothing; leave it out")
+
+
+def _warn_balancing(cfg: ExperimentConfig, methods: list) -> None:
+    """Say where ``sampler: balanced`` / ``class_weight: balanced`` do not reach: a method that reads no
+    target label balances only its labelled source images (unlabelled target images are shuffled and
+    unweighted), and source_only's row is the source network, which ``pretrain`` trains."""
+    given = training_fields(cfg.train)
+    if not given:
+        return
+    named = " and ".join(f"train.{k}: {v}" for k, v in given.items())
+    no_labels = [cls for cls in methods if "target" not in cls.streams and cls is not SourceOnly]
+    if no_labels:
+        names = ", ".join(cls.name for cls in no_labels)
+        one = len(no_labels) == 1
+        unlabelled = " (their unlabelled target images are not balanced: the target's imbalance is not addressed)" \
+            if any("unlabeled" in cls.streams for cls in no_labels) else ""
+        warn(f"{named} balances the classes of labelled training images, but {names} read{'s' if one else ''} no "
+             f"target label: only {'its' if one else 'their'} labelled source images are balanced{unlabelled}")
+    if SourceOnly in methods and not cfg.pretrained and any(getattr(cfg.pretrain, k) != v for k, v in given.items()):
+        warn(f"source_only's row is the source network, which pretrain trains ("
+             f"{', '.join(f'pretrain.{k}: {getattr(cfg.pretrain, k)}' for k in given)}), not {named}: set them in "
+             f"pretrain as well for a source network trained so")
+
+
+def _check_k_fits(cfg: ExperimentConfig, train: Domain) -> None:
+    """Refuse ``k`` above the training images of a target class, naming every such class at once
+    (one at a time took a run per class), with the settings that fit them."""
+    counts = train.class_counts()
+    small = [c for c in train.present_classes() if int(counts[c]) < cfg.k]
+    if not small:
+        return
+    keep = [train.class_names[c] for c in train.present_classes() if c not in small]
+    listed = ", ".join(f"{train.class_names[c]} ({int(counts[c])})" for c in small[:30])
+    raise TransferkitError(
+        f"k={cfg.k} is larger than the smallest class: {len(small)} target class(es) have fewer than {cfg.k} "
+        f"training images: {listed}{', ...' if len(small) > 30 else ''}; label at most {cfg.k} images per "
+        f"class with `k: null` and `ratio: {cfg.k}` (a smaller class labels all of its), leave them out with "
+        f"target_classes (the classes to keep"
+        f"{f': {keep}' if 0 < len(keep) <= 10 else ''}), or lower k to {min(int(counts[c]) for c in small)}"
+        + ("; or give the train split more of each class: a smaller test_fraction / val_fraction (now "
+           f"{cfg.test_fraction} / {cfg.val_fraction})"
+           if (cfg.val_fraction, cfg.test_fraction) != (ADDED_FIELDS["val_fraction"], ADDED_FIELDS["test_fraction"])
+           else ""))
+
+
+def _check_unlabelled_left(cfg: ExperimentConfig, data: Prepared, methods: list, unlabelled: list) -> None:
+    """Refuse (before pre-training) ``k`` that labels every train image of every target class
+    when a method trains on the unlabelled rest: nothing would be left for it."""
+    needs = [cls.name for cls in methods if "unlabeled" in cls.streams]
+    if not needs or all(len(u) > 0 for u in unlabelled):
+        return
+    train = data.target.train
+    names = [train.class_names[i] for i in train.present_classes()]
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    what = "group (video)" if train.groups is not None else "image"
+    raise TransferkitError(f"k={cfg.k} takes every train {what} of each target class ({shown}: {cfg.k} each), so "
+                           f"nothing is left unlabeled for {', '.join(needs)}, which train"
+                           f"{'s' if len(needs) == 1 else ''} on the unlabelled target: lower k (at most "
+                           f"{cfg.k - 1}), or leave {'it' if len(needs) == 1 else 'them'} out of methods")
+
+
+def _warn_more_validation_labels(cfg: ExperimentConfig, data: Prepared, methods: list, labelled: list) -> None:
+    """Warn (once per run) when methods trained on the labelled subset (k or ratio per class)
+    select on the target's validation split (select_on: target_val) and that split holds more
+    labels than they train on: their rows' ``n_labeled`` counts the training labels only."""
+    val = data.target.val if cfg.select_on == "target_val" else None
+    few = [cls.name for cls in methods if "target" in cls.streams and cls.selects_on_validation
+           and selection_domain(cfg, data, cls) is val]
+    trained = max((len(d) for d in labelled), default=0)
+    if val is None or not few or len(val) <= trained:
+        return
+    subset = f"k={cfg.k}" if cfg.k is not None else f"ratio={cfg.ratio}" if cfg.ratio is not None else "all"
+    one = len(few) == 1
+    warn(f"{', '.join(few)} train{'s' if one else ''} on {trained} labelled target images ({subset}) but "
+         f"select{'s' if one else ''} (early stopping, select_on: target_val) on the {len(val)} labels of the "
+         f"target's validation split, which {'its' if one else 'their'} rows' n_labeled does not count: set "
+         f"val_per_class to cap them, or select_on: none for a fixed budget")
+
+
+def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.Tensor, unit: str) -> None:
+    """Warn (once per run: ``check_jobs`` runs once) about target classes with training images but
+    none in the test split (trained on, never scored) or, when selecting on it, the val split."""
+    trained = data.target.train.class_counts() > 0
+    for part in ("test", "val") if cfg.select_on == "target_val" else ("test",):
+        missing = trained & (getattr(data.target, part).class_counts() == 0)
+        if not bool(missing.any()):
+            continue
+        ids = torch.nonzero(missing).flatten().tolist()
+        word = unit.split()[0]  # "images" / "groups", "image" / "group" for one
+        own = cfg.test is not None and part == "test"  # a test set of its own: the target's images are not cut
+        if cfg.test is not None:  # the target's own images (the config's test set counts apart)
+            counts = data.target.train.class_counts() + data.target.val.class_counts()
+        named = ", ".join(f"{data.target.train.class_names[i]!r}" + ("" if own else f" ({int(counts[i])} "
+                          f"{word[:-1] if int(counts[i]) == 1 else word})") for i in ids[:10])
+        named += ", ..." if len(ids) > 10 else ""
+        if own:
+            warn(f"test {cfg.test!r} has no image of {len(ids)} target class(es): {named}; they are trained on but "
+                 f"not scored: accuracy is over the other {int(trained.sum()) - len(ids)} classes and their "
+                 f"per_class_accuracy is null. Add test images of them, or leave them out with target_classes")
+            continue
+        what = (f"they are trained on but not scored: accuracy is over the other "
+                f"{int(trained.sum()) - len(ids)} classes and their per_class_accuracy is null" if part == "test" else
+                "model selection on the target's val split does not see them")
+        warn(f"target {cfg.target}: {len(ids)} class(es) have no {part} images: {named} "
+             f"({_fewest_text(cfg, part, unit)}); {what}. Add {unit} to them, or leave them out with target_classes")
+
+
+def _fewest_text(cfg: ExperimentConfig, part: str, unit: str) -> str:
+    """How many images (groups) a target class needs to give one to its ``part`` split at the
+    config's fractions, naming the fraction when it is not the default."""
+    fraction = cfg.val_fraction if part == "val" else cfg.test_fraction
+    fewest = fewest_for(part, cfg.val_fraction, cfg.test_fraction)
+    key = f"{part}_fraction"
+    named = f" at {key} {fraction}" if fraction != ADDED_FIELDS[key] else ""
+    if fewest is None:
+        return f"{key} {fraction} gives no class a {part} image: raise it"
+    return (f"a class needs at least {fewest} {unit} to give one to the {part} split{named}"
+            + (f", or a larger {key}" if named else ""))

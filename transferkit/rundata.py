@@ -1,0 +1,281 @@
+"""A run's data: its config's domains read, split and formatted (:func:`prepare_domains`),
+each seed's labelled target subset (:func:`label_subset`) and each method's model-selection
+split (:func:`selection_domain`)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import ExperimentConfig
+from .data import channels_chosen, has_colour_shift, load_domain
+from .domain import Domain, warn_numbered_match
+from .engine import ADDED_TRAIN_FIELDS, TrainConfig
+from .errors import TransferkitWarning, check, warn
+from .fitting import build_method, reads_no_target_label, zero_shot_options
+from .grouped import sample_k_groups
+from .networks import SAVE_NETWORK, file_channels, read_network_file, stored_classes
+from .splits import Split, dataset_name, parse_classes, sample_k_shot, split_domain, subsample_per_class
+from .userdata import reading_progress
+
+
+@dataclass
+class Prepared:
+    """Domains of one experiment, split and formatted."""
+
+    source: Split
+    target: Split
+    channels: int
+    unlabeled: Domain | None = None  # the config's ``unlabeled`` images (else the target's train split)
+    #: how many of the ``unlabeled`` images are images of the target's val and test splits
+    unlabeled_overlap: dict = field(default_factory=dict)
+    #: how many images of the config's ``test`` are target train and val images
+    test_overlap: dict = field(default_factory=dict)
+
+
+def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir: Path | None = None) -> Prepared:
+    """The config's domains, split and formatted; ``progress``: a bar while a large folder is decoded
+    (None: ``cfg.train.progress``, whose None is when stderr is a terminal). ``run_dir``: the run
+    they are for, whose pinned network names the source classes of a ``source: null`` run that
+    has one (:func:`network_source`)."""
+    progress = cfg.train.progress if progress is None else progress
+    def load(spec, labeled=True):  # a colour shift makes its domain colour unless 1 channel is asked for
+        colour = cfg.channels != 1 and has_colour_shift(spec)
+        with channels_chosen(cfg.channels):  # converted below to the channels chosen: RGB-stored grey is not news
+            return load_domain(spec, seed=cfg.seed, size=cfg.image_size, channels=3 if colour else None,
+                               labeled=labeled)
+
+    with reading_progress(progress):
+        src = None if cfg.source is None else load(cfg.source)
+        tgt = load(cfg.target)
+        test = None if cfg.test is None else load(cfg.test)
+    if src is None:  # source: null, the pretrained network alone
+        source, channels = network_source(cfg, tgt, run_dir)
+        if tgt.images.shape[1] == 3 != channels and cfg.channels is None:
+            warn(f"target {cfg.target!r}: its colour images are converted to grey, the channels the network of "
+                 f"{cfg.pretrained} takes")
+        tgt = tgt.to_format(channels=channels)
+    else:
+        channels = cfg.channels or (3 if 3 in (src.images.shape[1], tgt.images.shape[1]) else 1)
+        src, tgt = src.to_format(channels=channels), tgt.to_format(channels=channels)
+        # split the whole domains at the same fractions, then keep the classes: a domain's split does
+        # not depend on the class subset, so source and target cut from the same images (mnist,
+        # mnist+inversion 5-9) never share an image between one's training and the other's val or test split
+        source = narrowed(split_domain(src, cfg.val_fraction, cfg.test_fraction), cfg.source_classes)
+    target = narrowed(split_domain(tgt, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction),
+                      cfg.target_classes)
+    test_overlap = {}  # of a test set of its own: its images that are target train / val images
+    if test is not None:  # a test set of its own: the target is cut into train and val only
+        target.test = as_target_test(cfg, test, target.train, channels)
+        test_overlap = {part: shared_images(getattr(target, part), target.test) for part in ("train", "val")}
+        if any(test_overlap.values()):
+            warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(target.test)} images are target {part} "
+                                                         f"images" for part, n in test_overlap.items() if n)
+                 + " (pixel for pixel): the methods would be scored on images they trained or selected on; give a "
+                   "test set apart from the target's images")
+    warn_numbered_match(source.train, target.train)
+    check(target.train.num_classes >= 2,
+          f"the target {cfg.target!r} has one class ({target.train.class_names}"
+          f"{f', target_classes {cfg.target_classes!r}' if cfg.target_classes is not None else ''}): every model "
+          f"would score 100 %; give two classes or more"
+          f"{' (a number is one class id: the first three are 0-2)' if cfg.target_classes is not None else ''}")
+    if cfg.val_per_class is not None:
+        target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
+    unlabeled = None
+    if cfg.unlabeled is not None:  # the run's image size and channels, whatever the files hold
+        with reading_progress(progress):
+            unlabeled = load(cfg.unlabeled, labeled=False)
+        if unlabeled.images.shape[1] != channels:
+            warn(f"unlabeled {cfg.unlabeled!r}: its images have {unlabeled.images.shape[1]} channel(s) and are "
+                 f"converted to the run's {channels} ({_channels_origin(cfg)})")
+            unlabeled = unlabeled.to_format(channels=channels)
+    overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
+    return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap,
+                    test_overlap=test_overlap)
+
+
+def _channels_origin(cfg: ExperimentConfig) -> str:
+    """What set a run's channels, for a warning about images converted to them."""
+    if cfg.channels is not None:
+        return "the config's `channels`"
+    return ("set by the source network and the target" if cfg.source is None else "set by source and target") \
+        + ": `channels` in the config sets them"
+
+
+def network_source(cfg: ExperimentConfig, target: Domain, run_dir: Path | None = None) -> tuple[Split, int]:
+    """Without source images (``source: null``): the source as three empty splits whose classes
+    are those the ``pretrained`` file names for its head's rows, and the run's channels (the
+    config's, else those the file's network takes, else the target's). The file is read from
+    ``run_dir``'s pinned copy where it has one (a resume needs the original no more than a
+    run with a source does)."""
+    path = Path(cfg.pretrained).expanduser()
+    pinned = None if run_dir is None else Path(run_dir) / "source.safetensors"
+    state, metadata = read_network_file(pinned if pinned is not None and pinned.exists() else path)
+    names = stored_classes(path, metadata)
+    check(names is not None, f"source: null takes the source classes from the pretrained network's file, and {path} "
+                             f"names none (its head's rows would mean unknown classes): write it again with its "
+                             f"class names ({SAVE_NETWORK}), or give the source domain")
+    channels = cfg.channels or file_channels(cfg.backbone, len(names), cfg.image_size, state) \
+        or target.images.shape[1]
+    empty = torch.zeros(0, channels, cfg.image_size, cfg.image_size)
+    parts = (Domain(f"{path.name}/{part}", empty, torch.zeros(0, dtype=torch.long), list(names),
+                    provenance={"origin": f"pretrained:{path}"}) for part in ("train", "val", "test"))
+    return Split(*parts), channels
+
+
+def shared_images(pool: Domain, other: Domain) -> int:
+    """How many images of ``other`` are also in ``pool``, pixel for pixel (vectorised: an integer
+    fingerprint per image, exact whatever the thread count, finds the candidates, whose pixels
+    are then compared; computed in chunks, so no copy of a whole domain is made)."""
+    if len(pool) == 0 or len(other) == 0 or pool.images.shape[1:] != other.images.shape[1:]:
+        return 0
+    probe = torch.randint(0, 2**31, (pool.images[0].numel(),), generator=torch.Generator().manual_seed(0))
+
+    def prints(images):  # pixels to 0..255 integers: equal images give equal numbers (int64 sums wrap alike)
+        return torch.cat([(c * 255).round().long() @ probe for c in images.flatten(1).split(4096)])
+    mine, order = torch.sort(prints(pool.images))
+    theirs = prints(other.images)
+    pos = torch.searchsorted(mine, theirs).clamp(max=len(mine) - 1)
+    hit = (mine[pos] == theirs).nonzero().flatten()
+    return int((pool.images[order[pos[hit]]] == other.images[hit]).flatten(1).all(1).sum())
+
+
+def _unlabeled_overlap(cfg: ExperimentConfig, unlabeled: Domain, target: Split) -> dict:
+    """``{"val": n, "test": n}``: the config's unlabelled images that are also target val / test
+    images, pixel for pixel (a warning names them: the methods would adapt on images they are
+    scored on, a transductive protocol that the target's own split avoids)."""
+    found = {part: shared_images(unlabeled, getattr(target, part)) for part in ("val", "test")}
+    if any(found.values()):
+        warn(f"unlabeled {cfg.unlabeled!r}: " + " and ".join(f"{n} of its images are target {part} images"
+                                                             for part, n in found.items() if n)
+             + f" (pixel for pixel, of {len(target.test)} test and {len(target.val)} val): the methods that read "
+               f"them adapt on images they are then scored on (transductive), which the target's own split avoids; "
+               f"leave those images out of the unlabelled set (rows record unlabeled_in_test)")
+    return found
+
+
+def test_fields(cfg: ExperimentConfig, data: Prepared) -> dict:
+    """A row's fields on its test split: its size, and of a config's ``test`` the spec, the
+    target classes it holds images of and its images that are also target train / val images."""
+    out = {"n_test": len(data.target.test)}
+    if data.target.test.groups is not None:  # grouped accuracy is over the groups (videos)
+        out["n_test_groups"] = int(torch.unique(data.target.test.groups).numel())
+    if cfg.test is not None:
+        out.update(test=cfg.test, n_test_classes=len(data.target.test.present_classes()),
+                   n_target_classes=data.target.train.num_classes, test_in_target=sum(data.test_overlap.values()))
+    return out
+
+
+def as_target_test(cfg: ExperimentConfig, test: Domain, train: Domain, channels: int) -> Domain:
+    """The config's ``test`` domain as the target's test split: in the run's channels, its
+    images of the target's classes (matched by name) labelled as the target labels them."""
+    if test.images.shape[1] != channels:
+        warn(f"test {cfg.test!r}: its images have {test.images.shape[1]} channel(s) and are converted to the run's "
+             f"{channels} ({_channels_origin(cfg)})")
+        test = test.to_format(channels=channels)
+    present = [test.class_names[i] for i in test.present_classes()]
+    shared = [c for c in present if c in train.class_names]
+    check(shared, f"test {cfg.test!r} has no image of a target class: its classes {present[:10]}, the target's "
+                  f"{train.class_names[:10]} (classes are matched by name)")
+    if len(shared) < len(present):
+        warn(f"test {cfg.test!r}: its class(es) {[c for c in present if c not in shared][:10]} are not target "
+             f"classes{' (target_classes)' if cfg.target_classes is not None else ''}; their images are left out")
+    kept = test.select_classes(shared)
+    labels = torch.tensor([train.class_names.index(c) for c in kept.class_names])[kept.labels]
+    return Domain(f"{dataset_name(test.name)}/test", kept.images, labels, list(train.class_names), kept.groups,
+                  {**test.provenance, "split": "test", "test_of": cfg.target})
+
+
+def narrowed(split: Split, classes) -> Split:
+    """``split`` with only ``classes`` (a class list, see ``parse_classes``; ``None``: all)
+    in each part, relabelled in the given order."""
+    if classes is None:
+        return split
+    ids = parse_classes(classes, split.train)
+    if not (isinstance(classes, str) and classes.strip().lower() == "all"):
+        counts = split.train.class_counts()
+        empty = [split.train.class_names[i] for i in ids if int(counts[i]) == 0]
+        check(not empty, f"domain {dataset_name(split.train.name)!r} has no training image of class(es) "
+                         f"{empty[:10]} named in the class list {classes!r}: leave them out of the list")
+    return Split(split.train.select_classes(ids), *(part.select_classes(ids, allow_empty=True)
+                                                    for part in (split.val, split.test)))
+
+
+def selection_domain(cfg: ExperimentConfig, data: Prepared, cls=None) -> Domain | None:
+    """The labelled domain that early stopping / model selection looks at (never the test
+    split): the target validation split (seed 002 protocol), the source validation split
+    (no target label used, the unsupervised setting), or none (fixed budget). A method
+    ``cls`` that reads no target label (unsupervised adaptation) is never given the target's
+    labels to select on: none for ``target_val`` (``check_jobs`` warns)."""
+    if cfg.select_on == "target_val" and cls is not None and reads_no_target_label(cls):
+        return None
+    return {"target_val": data.target.val, "source_val": data.source.val, "none": None}[cfg.select_on]
+
+
+def label_subset(cfg: ExperimentConfig, target: Split, seed: int,
+                 unlabeled: Domain | None = None) -> tuple[Domain, Domain]:
+    """``(labelled target images, unlabelled target images)`` of one label subset (``seed``);
+    ``unlabeled`` (the config's ``unlabeled`` images) replaces the second."""
+    labeled, rest = _label_subset(cfg, target, seed)
+    return labeled, rest if unlabeled is None else unlabeled
+
+
+def _label_subset(cfg: ExperimentConfig, target: Split, seed: int) -> tuple[Domain, Domain]:
+    if cfg.k is not None and target.train.groups is not None:
+        return sample_k_groups(target.train, cfg.k, seed)  # k labelled groups (videos) per class
+    if cfg.k is not None:
+        return sample_k_shot(target.train, cfg.k, seed)
+    if cfg.ratio is not None:
+        counts = target.train.class_counts()
+        smallest = int(counts[counts > 0].min())
+        if smallest < cfg.ratio:
+            warn(f"ratio {cfg.ratio}: the smallest class of {target.train.name!r} has "
+                 f"{smallest} training images; those classes keep all of theirs "
+                 f"(the rows' n_labeled says how many were used)")
+        labeled = subsample_per_class(target.train, cfg.ratio, seed)
+        return labeled, target.train
+    return target.train, target.train
+
+
+def job_method(cfg: ExperimentConfig, data: Prepared, cls, net):
+    """Method ``cls`` of a run's job on ``net``: the config's options for it, between the run's source and target
+    classes (:func:`~transferkit.fitting.build_method`)."""
+    options = zero_shot_options(cls, cfg.options.get(cls.name, {}), data.source.train.class_names,
+                                data.target.train.class_names)
+    return build_method(cls, net, options, data.source.train.class_names, data.target.train.class_names)
+
+
+_PROCESS_DATA: dict = {}  # the domains of the last config a (worker) process prepared
+
+
+def process_domains(cfg: ExperimentConfig, run_dir: Path | None = None) -> Prepared:
+    """:func:`prepare_domains` once per process and config: a worker process's later jobs of
+    the same config share the data (read from the disk cache once), as the jobs of a
+    one-process run do. Its warnings about the data are not repeated: the process that
+    started the workers prepared the same data and showed them."""
+    key = json.dumps(asdict(cfg), sort_keys=True, default=repr)
+    if key not in _PROCESS_DATA:
+        _PROCESS_DATA.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TransferkitWarning)
+            _PROCESS_DATA[key] = prepare_domains(cfg, progress=False, run_dir=run_dir)  # no bar of each worker
+    return _PROCESS_DATA[key]
+
+
+
+def class_fields(cfg: ExperimentConfig) -> dict:
+    """The class subsets ``cfg`` chose (``source_classes``, ``target_classes`` as written), for a
+    row: a table of a benchmark's rows, whose config is its plan, names them from there."""
+    chosen = {side: getattr(cfg, f"{side}_classes") for side in ("source", "target")}
+    return {f"{side}_classes": list(v) if isinstance(v, tuple) else v for side, v in chosen.items()
+            if v is not None}  # a tuple as config.yaml and results.json keep it: a list
+
+
+def training_fields(train: TrainConfig) -> dict:
+    """``sampler`` and ``class_weight`` of ``train`` where they are not their defaults, for the row of a
+    job it trained (rows without them trained as before they were added)."""
+    return {k: getattr(train, k) for k, default in ADDED_TRAIN_FIELDS.items() if getattr(train, k) != default}

@@ -90,7 +90,7 @@ def test_paired_differences_pair_rows_by_seed():
 
 def test_uda_tune_scores_every_setting_on_target_validation_only(monkeypatch, tmp_path, one_thread):
     import transferkit.bench.uda_tune as tune
-    from transferkit.experiment import evaluate_on
+    from transferkit.fitting import evaluate_on
 
     assert "uda_tune" in load_suites()
     assert len(tune.DANN_GRID) == 23 and len(tune.MULTILAYER_GRID) == 23
@@ -184,7 +184,10 @@ def test_the_benchmark_runs_each_pairs_validation_choice_and_defaults_elsewhere(
     assert cfg.options == TUNED["syndigits", "mnist"]
     assert pair_config("syndigits", "mnist", 0, b, ["target_only"], 5).options == {}
     assert pair_config("mnist", "mnistm", 0, b, ["source_only", "dann"], 5).options == {}
-    assert "chosen on target validation" in table3("mnist", "digits", [], b, 1, 5)
+    assert "chosen on target validation" not in table3("mnist", "digits", [], b, 1, 5)  # no tuned method ran
+    head = table3("mnist", "digits", [{"method": "dann", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}], b, 1, 5)
+    assert "`dann`: " in head and "(chosen on target validation)" in head
+    assert "`mcc`: " not in head and "`multilayer_adv`: " not in head  # settings of methods without rows: not named
 
 
 def test_skada_rows_start_from_the_pinned_network_and_refuse_a_row_of_other_settings(tmp_path, monkeypatch,

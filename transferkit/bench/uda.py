@@ -38,9 +38,10 @@ from ..config import ExperimentConfig
 from ..engine import TrainConfig, content_text
 from ..errors import TransferkitError, UnknownNameError, check
 from ..evaluate import mean_se, mean_se_text, paired_difference
-from ..experiment import load_model, model_path, prepare_domains, run_experiment, run_source_network
+from ..experiment import load_model, model_path, run_experiment, run_source_network
 from ..io import load_safetensors, write_text
 from ..methods import get_method
+from ..rundata import prepare_domains
 from ..runtime import invocation, job_result
 from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part, skada_compare
 
@@ -320,7 +321,7 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
              f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its job, training "
              f"and test evaluation)."
              + "".join(f" `{m}`: {describe(o)} (chosen on target validation)." for m, o in
-                       TUNED.get((source, target), {}).items()) + "\n",
+                       TUNED.get((source, target), {}).items() if any(r["method"] == m for r in rows)) + "\n",
              "| method | accuracy | n | wall s |", "|---|---|---|---|"]
     for method in ["source_only", *adapting(b), "target_only"]:
         rs = [r for r in rows if r["method"] == method]

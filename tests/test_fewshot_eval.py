@@ -308,3 +308,24 @@ def test_episodes_of_a_grouped_target_draw_each_image_from_a_video_of_its_own():
                                                r"holds a \(12\), b \(12\), c \(12\), d \(12\) \(videos per class\): "
                                                r"--n-query 9 fits it"):
         _check_episodes_fit(test, 3, [1, 3], 11)  # 27 frames a class, but 12 videos
+
+
+def test_every_head_reads_one_draw_of_episodes_per_labels_sizes_and_seed(monkeypatch):
+    import transferkit.fewshot_eval as fe
+    torch.manual_seed(0)
+    labels = torch.arange(6).repeat_interleave(20)
+    features = torch.randn(len(labels), 8) + labels[:, None].float()
+    calls = []
+    real = fe.sample_episodes
+    monkeypatch.setattr(fe, "sample_episodes", lambda *a, **k: calls.append(a[1:5]) or real(*a, **k))
+    monkeypatch.setattr(fe, "_DRAWN", {})
+    first = evaluate_episodes(features, labels, n_way=3, k_shot=2, n_query=4, episodes=30, seed=5, steps=5)
+    assert len(calls) == 1  # three heads, one draw
+    again = evaluate_episodes(features * 2, labels.clone(), n_way=3, k_shot=2, n_query=4, episodes=30, seed=5, steps=5)
+    assert len(calls) == 1  # another model's features on the same labels: the same episodes
+    evaluate_episodes(features, labels, heads="prototype", n_way=3, k_shot=2, n_query=4, episodes=30, seed=6)
+    evaluate_episodes(features, labels, heads="prototype", n_way=3, k_shot=3, n_query=4, episodes=30, seed=5)
+    assert len(calls) == 3  # another seed, another k: drawn anew
+    monkeypatch.setattr(fe, "_DRAWN", {})  # drawn afresh, the same episodes: the same accuracies
+    assert evaluate_episodes(features, labels, n_way=3, k_shot=2, n_query=4, episodes=30, seed=5, steps=5) == first
+    assert again["prototype"] == first["prototype"]  # prototypes are scale-free in their ranking: doubled features

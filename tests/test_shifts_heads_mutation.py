@@ -332,6 +332,21 @@ def test_digest_changes_with_the_labels():
     assert d.digest() != other.digest() and d.digest() == toy().digest()
 
 
+def test_digest_is_computed_once_until_the_images_or_labels_change(monkeypatch):
+    import hashlib
+    d = toy()
+    first, calls = d.digest(), []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert d.digest() == first and not calls  # remembered: not hashed again
+    d.images[0, 0, 0, 0] += 0.5  # in place: the tensor's version moves on
+    changed = d.digest()
+    assert changed != first and len(calls) == 1
+    d.labels = d.labels.flip(0)  # another labels tensor
+    assert d.digest() not in (first, changed) and len(calls) == 2
+    assert Domain("same", d.images.clone(), d.labels.clone(), d.class_names).digest() == d.digest()  # by content
+
+
 def test_to_format_uses_luma_weights_and_keeps_values_in_range():
     rgb = Domain("c", torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 1.0]).view(2, 3, 1, 1), torch.tensor([0, 1]), ["r", "b"])
     assert torch.allclose(rgb.to_format(channels=1).images.flatten(), torch.tensor([0.299, 0.114]))

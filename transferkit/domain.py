@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import unicodedata
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -16,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .errors import TransferkitError, check, is_whole, warn
 
@@ -230,6 +232,10 @@ def warn_numbered_match(source: Domain, target: Domain) -> None:
              f"names if they are other classes, the same names (no warning) if they are the same")
 
 
+#: :meth:`Domain.digest` of each images tensor, with the versions it was computed at (entries go with the tensors)
+_DIGESTS = WeakIdKeyDictionary()
+
+
 @dataclass(eq=False, repr=False)  # compared by identity (tensors have no truth value); a short repr
 class Domain:
     """A labelled image domain held in memory.
@@ -381,10 +387,16 @@ class Domain:
     def digest(self) -> str:
         """A content hash of every image and label (16 hex digits): caches and checkpoints
         are reused only for the very same data. Class names and groups are not part of it
-        (the pre-training cache key and a run's ``data.json`` add them)."""
+        (the pre-training cache key and a run's ``data.json`` add them). Computed once per images
+        and labels tensor: again only after either is replaced or changed in place (its version)."""
+        stamp = (self.images._version, id(self.labels), self.labels._version)
+        memo = _DIGESTS.get(self.images)
+        if memo is not None and memo[0] == stamp and memo[1]() is self.labels:
+            return memo[2]
         h = hashlib.sha256(self.images.detach().cpu().contiguous().numpy().data)  # hashed in place, no copy
         h.update(self.labels.detach().cpu().contiguous().numpy().data)
-        return h.hexdigest()[:16]
+        _DIGESTS[self.images] = (stamp, weakref.ref(self.labels), h.hexdigest()[:16])
+        return _DIGESTS[self.images][2]
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=self.num_classes)

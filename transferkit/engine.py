@@ -643,8 +643,9 @@ class Engine:
             signed["revision"] = method.revision
         for name, d in list(given.items()) + [("val", val)]:
             if d is not None:
-                h.update(f"|{name}:{len(d)}:{d.digest()}".encode())
-                signed[f"{name} images"] = f"{len(d)} ({d.digest()[:8]})"
+                digest = d.digest()
+                h.update(f"|{name}:{len(d)}:{digest}".encode())
+                signed[f"{name} images"] = f"{len(d)} ({digest[:8]})"
         self._signed = signed  # what the signature hashes, readable: a refused resume names what differs
         return h.hexdigest()[:16]
 

@@ -18,6 +18,7 @@ episodes and the 95 % interval ``1.96 * std / sqrt(E)`` (600 episodes by default
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import time
@@ -36,6 +37,9 @@ from .heads import prototype_logits
 
 FEWSHOT_HEADS = ("linear", "cosine", "prototype")
 TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps
+#: the last episodes drawn, by their labels, groups, sizes and seed: every head and model scored on
+#: the same test labels reads one draw (a draw sorts E x N x m keys, m the largest class's size)
+_DRAWN: dict = {}
 
 
 def _positive(value) -> bool:
@@ -157,8 +161,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
           f"episodic evaluation needs N x D features and N labels, got {tuple(features.shape)} and {len(labels)}")
     check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")
     features = features.detach().float().cpu()
-    g = torch.Generator().manual_seed(int(seed))
-    sup_idx, qry_idx, _ = sample_episodes(labels, n_way, k_shot, n_query, episodes, g, groups)
+    sup_idx, qry_idx = _drawn(labels, n_way, k_shot, n_query, episodes, int(seed), groups)
     support, query = features[sup_idx], features[qry_idx]
     e, n, q, d = query.shape
     flat_q = query.reshape(e, n * q, d)
@@ -168,6 +171,24 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         logits = _head_logits(head, _fit_head(head, support, steps, lr, scale), flat_q, scale)
     truth = torch.arange(n).repeat_interleave(q)
     return (logits.argmax(-1) == truth).double().mean(1)  # float64: an episode's exact fraction
+
+
+def _drawn(labels: torch.Tensor, n_way, k_shot, n_query, episodes, seed: int, groups) -> tuple:
+    """:func:`sample_episodes` with a generator seeded by ``seed``, drawn once for the same labels,
+    groups, sizes and seed (kept for the last few draws; the draw depends on nothing else)."""
+    def draw():
+        return sample_episodes(labels, n_way, k_shot, n_query, episodes, torch.Generator().manual_seed(seed),
+                               groups)[:2]
+    if groups is not None and not isinstance(groups, torch.Tensor):
+        return draw()  # sample_episodes names what is wrong with them
+    key = tuple(hashlib.sha256(t.cpu().contiguous().numpy().data).hexdigest() if t is not None else None
+                for t in (labels, groups)) + (str(groups.dtype) if groups is not None else None, n_way, k_shot,
+                                              n_query, episodes, seed)
+    if key not in _DRAWN:
+        if len(_DRAWN) >= 8:
+            _DRAWN.pop(next(iter(_DRAWN)))
+        _DRAWN[key] = draw()
+    return _DRAWN[key]
 
 
 def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:

@@ -144,8 +144,11 @@ def test_adversarial_players_get_only_their_own_gradients():
     method = SemanticTransfer(net)
     src, tgt = _tiny_domain(20, "01234"), _tiny_domain(10, "56789", seed=1)
     method.prepare({"source": src, "target": tgt, "unlabeled": tgt})
-    assert method.layers == ["conv4", "fc1"] and method.source_prototypes.shape == (5, 64)
-    # 'head' with different labels but as many classes: seed 000 Table 5, tested below
+    assert method.layers == ["conv4", "fc1", "head"] and method.source_prototypes.shape == (5, 64)
+    # different labels but as many classes: the logits too, as seed 000 Table 5 and its implementation details
+    fewer = SemanticTransfer(build_backbone("convnet4", num_classes=5, in_channels=1, image_size=28))
+    fewer.prepare({"source": src, "target": _tiny_domain(10, "5678", seed=1), "unlabeled": tgt})
+    assert fewer.layers == ["conv4", "fc1"]  # 5 source classes, 4 target classes: the second and third last
     batch = Batch(step=0, progress=0.0, source=(src.images, src.labels), target=(tgt.images, tgt.labels),
                   unlabeled=tgt.images)
     method.train_mode()
@@ -710,4 +713,4 @@ def test_lext_options_are_checked_before_pre_training_warned_when_their_term_is_
     _, rows = run_experiment(ExperimentConfig(**{**cfg.__dict__, "options": {"lext": {"alpha": "0.2"}}}),
                              log=lambda *a: None)
     assert rows[0]["method_options"]["alpha"] == 0.2 and rows[0]["method_options"]["gamma"] == 0.1
-    assert rows[0]["layers"] == ["conv4", "fc1"]  # label sets differ: the second and third last units
+    assert rows[0]["layers"] == ["conv4", "fc1", "head"]  # as many classes (5, 5): the last three, as Table 5

@@ -127,13 +127,12 @@ class SemanticTransfer(Method):
 
     Options: ``alpha``, ``beta`` (0.1, 0.1), ``tau_source`` (2), ``tau_target`` (1), ``gamma``
     (0.1, decay of eq. 2, Table 1), ``combine`` (``sum``/``concat``), ``discriminator``
-    (``auto``/``fc``/``conv``, as for ``multilayer_adv``), ``layers`` (default:
-    last three units, or second and third last when the label sets differ: the source's and
-    the labelled target's class-name lists are compared in order, since the last three include
-    the logits, compared column by column, so the same classes in another order count as
-    different, where ``multilayer_adv``, one head for both, compares sets; ``head`` may be
-    listed whenever source and target have as many classes, as seed 000 Table 5 does for
-    SVHN 0-4 -> MNIST 5-9), weights
+    (``auto``/``fc``/``conv``, as for ``multilayer_adv``), ``layers`` (default, seed 000's
+    implementation details as written: the last three units, logits included, when source and
+    target have as many classes, as Table 5 does for SVHN 0-4 -> MNIST 5-9, whose label sets
+    differ; else the second and third last; the logits are compared column by column, the
+    source network's against the target network's, whatever the classes' names; ``head`` may
+    be listed only when the numbers of classes agree), weights
     ``source_entropy``, ``metric_ce``, ``target_entropy`` of the three L_ST terms (1 each;
     ablations set one to 0), ``source_support``, ``disc_lr_mult``, ``predict`` (``centroids``,
     default: ψ against the labelled target class centroids, the metric of eq. 6; ``head``:
@@ -187,7 +186,9 @@ class SemanticTransfer(Method):
         super().prepare(domains)
         source, target = domains.get("source"), domains.get("target")
         self._labeled = target
-        same = source is not None and target is not None and source.class_names == target.class_names
+        # seed 000's rule as written: as many output classes -> the last three (Table 5 reads the logits of
+        # SVHN 0-4 -> MNIST 5-9); until 2026-12-03 the class-name lists were compared (docs/fewshot.md)
+        same = source is not None and target is not None and source.num_classes == target.num_classes
         self.layers = self.layers or default_layers(self.net, same)
         if "head" in self.layers:  # source logits (source network) vs target logits (target network)
             n_s, n_t = source.num_classes, target.num_classes
@@ -356,8 +357,8 @@ class SemanticTransfer(Method):
 class FinetuneAdversarial(SemanticTransfer):
     """Seed 000 Table 1 "fine-tune + adv.": cross entropy on the labelled target plus α times
     the multi-layer domain adversarial loss (eq. 2-4) between source and unlabelled target;
-    :class:`SemanticTransfer` with β = 0 (its default layers by the same rule: class-name lists
-    compared in order)."""
+    :class:`SemanticTransfer` with β = 0 (its default layers by the same rule: the numbers of
+    classes compared)."""
 
     name = "finetune_adv"
     needs_every_class = False  # β = 0 and predict="head": no class centroid

@@ -46,11 +46,11 @@ LARGE_DISCRIMINATOR = 100_000_000
 
 
 def default_layers(net, same_label_space: bool) -> list[str]:
-    """Units the multi-layer discriminator reads (seed 000, implementation details, as the
-    issue reads them): the last three layer activations when source and target share their
-    label set, else the second and third last (the classifier's output has no common meaning
-    then). The seed's sentence speaks of the *number* of output classes; for different label
-    sets of one size pass the layers (docs/fewshot.md)."""
+    """Units the multi-layer discriminator reads (seed 000, implementation details): the last
+    three layer activations when ``same_label_space``, else the second and third last. What
+    "same" means is the caller's: ``lext`` / ``finetune_adv`` pass whether source and target
+    have as many classes (the seed's words, and its Table 5); ``multilayer_adv`` whether they
+    have the same classes (its issue's reading; docs/adaptation.md)."""
     names = net.unit_names
     return names[-3:] if same_label_space else names[-3:-1]
 

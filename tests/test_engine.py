@@ -85,8 +85,11 @@ def test_validation_scores_accuracy_or_the_mean_per_class_accuracy_and_checkpoin
     x = torch.ones(10, 1, 2, 2)
     x[9] = 0
     y = torch.tensor([0] * 8 + [1, 1])  # 8 of class 0, right; 2 of class 1, one right
-    assert Engine()._accuracy(Fixed(), x, y) == 0.9
-    assert Engine(select_metric="balanced_accuracy")._accuracy(Fixed(), x, y) == (1.0 + 0.5) / 2
+    acc, (correct, loss) = Engine()._accuracy(Fixed(), x, y)
+    assert acc == 0.9 and correct.tolist() == [True] * 8 + [False, True]  # and the per-image details
+    logits = Fixed().forward_from_input(x)
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)))
+    assert Engine(select_metric="balanced_accuracy")._accuracy(Fixed(), x, y)[0] == (1.0 + 0.5) / 2
     with pytest.raises(TransferkitError, match="select_metric must be accuracy or balanced_accuracy .*, got 'f1'"):
         Engine(select_metric="f1")
     d = toy_domain()
@@ -712,7 +715,7 @@ def _scripted_accuracies(monkeypatch, values):
 
     def accuracy(self, method, x, y):
         state["i"] += 1
-        return values[state["i"] - 1]
+        return values[state["i"] - 1], (torch.full((len(y),), state["i"] % 2 == 0), float(state["i"]))
     monkeypatch.setattr(Engine, "_accuracy", accuracy)
     return state
 
@@ -726,6 +729,7 @@ def test_restore_best_gives_the_weights_of_the_best_evaluation(monkeypatch):
                  hooks=(lambda step, state: snaps.__setitem__(step, helpers.state_copy(m)),)
                  ).fit(m, target=helpers.toy_domain(), val=helpers.toy_domain(seed=1))
     assert fit.best_step == 4
+    assert fit.val_loss == 2.0 and bool(fit.val_correct.all())  # the scoring of the kept (step 4) weights
     final = helpers.state_copy(m)
     assert all(torch.equal(final[k], snaps[4][k]) for k in final)
     assert any(not torch.equal(final[k], snaps[8][k]) for k in final)
@@ -751,7 +755,8 @@ def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monk
         Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(
             get_method("finetune")(build_backbone("lenet", 4)), **data)
     resumed = get_method("finetune")(build_backbone("lenet", 4))  # the best (step 4) is before the crash
-    Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, **data)
+    fit = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, **data)
+    assert fit.val_correct is None and fit.val_loss is None  # that evaluation's details were not checkpointed
     a, b = helpers.state_copy(full), helpers.state_copy(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -831,6 +836,7 @@ def test_fit_reports_the_validation_accuracy_of_the_weights_it_returns():
         assert fit.best_val_accuracy == max(accs)
         assert fit.val_accuracy == (max(accs) if restore else accs[-1])
         assert val_accuracy(method.net, toy_domain(seed=1)) == pytest.approx(fit.val_accuracy)
+        assert float(fit.val_correct.double().mean()) == pytest.approx(fit.val_accuracy)
 
 
 def test_an_interrupt_stops_the_worker_pool_at_once_and_keeps_the_results_back(tmp_path):

@@ -249,6 +249,26 @@ def test_flex_ranks_the_weights_it_keeps_without_restore_best():
     assert fit.val_accuracy == pytest.approx(val_accuracy(method.net, toy(seed=1)))
 
 
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_flex_ranks_on_the_engine_scoring_of_the_kept_weights_without_a_second_pass(restore_best, monkeypatch):
+    import transferkit.methods.flex as flex
+
+    def no_second_pass(net, domain):
+        raise AssertionError("the engine scored these weights already")
+
+    monkeypatch.setattr(flex, "val_predictions", no_second_pass)
+    cfg = TrainConfig(steps=6, batch_size=16, eval_every=2, patience=None, progress=False,
+                      restore_best=restore_best, lr=3e-2)
+    method, fit = run("flex", cfg=cfg, keep_candidates=True)
+    monkeypatch.undo()
+    extra = method.extra_results()
+    for c, net in method.candidate_nets.items():  # the scores are those of the weights each candidate returned
+        correct, loss = flex.val_predictions(net, toy(seed=1))
+        assert extra["candidate_val_loss"][c] == pytest.approx(loss, rel=1e-5)
+        assert extra["candidate_val_accuracy"][c] == pytest.approx(float(correct.double().mean()))
+    assert fit.val_correct is not None and len(fit.val_correct) == len(toy(seed=1))
+
+
 @pytest.mark.parametrize("name", ["fast_flex", "faster_flex"])
 def test_fast_flex_without_target_images_names_the_problem(name):
     net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28)

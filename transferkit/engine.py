@@ -295,6 +295,12 @@ class FitResult:
     #: validation accuracy of the weights the fit returns: the best evaluation's when
     #: ``restore_best`` restored them, else the last evaluation's (default: ``best_val_accuracy``)
     val_accuracy: float | None = None
+    #: per-image correctness (CPU, bool) and mean cross entropy of the returned weights on the
+    #: validation set, from the evaluation that gave ``val_accuracy`` (``None`` where that
+    #: evaluation is not at hand: no validation, several ranks, a head scored on other rows, or
+    #: a best evaluation made before a resume), so that a caller need not score them again
+    val_correct: torch.Tensor | None = None
+    val_loss: float | None = None
 
     def __post_init__(self):
         if self.val_accuracy is None:
@@ -406,6 +412,7 @@ class Engine:
         base_lrs = [g["lr"] for g in opt.param_groups]
         state = {"step": 0, "best_acc": None, "best_step": 0, "bad_evals": 0, "stopped": False}
         best_weights = None
+        last_eval = best_eval = None  # (correctness, loss) of the latest and of the best evaluation
         history: list = []
         signature = self._signature(method, given, val) if self.ckpt is not None else None
         if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
@@ -486,12 +493,12 @@ class Engine:
                               "lr": cfg.lr * factor}  # a group trains at lr_mult × this
                     window = {}
                     if val_x is not None:
-                        acc = self._accuracy(method, val_x, val_y)
+                        acc, last_eval = self._accuracy(method, val_x, val_y)
                         modes_stale = True
                         record["val_accuracy"] = acc
                         if state["best_acc"] is None or acc > state["best_acc"]:
                             state.update(best_acc=acc, best_step=step, bad_evals=0)
-                            best_weights = _clone_state(method)
+                            best_weights, best_eval = _clone_state(method), last_eval
                         else:
                             state["bad_evals"] += 1
                             if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
@@ -522,9 +529,10 @@ class Engine:
         if writer is not None:
             writer.close()
         kept_acc = next((r["val_accuracy"] for r in reversed(history) if "val_accuracy" in r), None)
+        kept_eval = last_eval
         if cfg.restore_best and best_weights is not None:
             method.load_state_dict(best_weights)
-            kept_acc = state["best_acc"]
+            kept_acc, kept_eval = state["best_acc"], best_eval
         broadcast_state(method)
         method.eval()
         if device.type != "cpu":
@@ -532,7 +540,8 @@ class Engine:
         best_step = state["best_step"] if state["best_acc"] is not None else state["step"]  # no validation: the last
         return FitResult(steps=state["step"], best_step=best_step, best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
-                         wall_s=self.resumed_s + time.perf_counter() - t0, history=history, val_accuracy=kept_acc)
+                         wall_s=self.resumed_s + time.perf_counter() - t0, history=history, val_accuracy=kept_acc,
+                         **(dict(zip(("val_correct", "val_loss"), kept_eval)) if kept_eval else {}))
 
     # ------------------------------------------------------------------ helpers
     def _cacheable_start(self, method, n_images: int, sample: torch.Tensor, other_size=None) -> str:
@@ -573,7 +582,10 @@ class Engine:
         net.eval()
         return frozen_activations(net, images, start_unit)
 
-    def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> float:
+    def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> tuple[float, tuple | None]:
+        """``(selection score, (per-image correctness, mean cross entropy) or None)`` of the
+        method on the validation set; the second only where it describes the whole set (one
+        rank, the network's own rows)."""
         method.eval()
         logits = predict_logits(method.forward_from_input, x)
         rows = getattr(method, "eval_rows", None)
@@ -593,7 +605,9 @@ class Engine:
             counts = (all_reduce_mean(counts.double()) * world_size()).round()
         n, correct = (c.long().tolist() for c in counts)
         recalls = [c / k for c, k in zip(correct, n) if k > 0]
-        return sum(recalls) / len(recalls)  # exact fractions; one set's counts ranked as the float32 ratio did
+        whole = world_size() == 1 and rows is None
+        scored = (right.cpu(), float(torch.nn.functional.cross_entropy(logits, y))) if whole else None
+        return sum(recalls) / len(recalls), scored  # exact fractions; one set's counts ranked as the float32 ratio did
 
     def _optimizer(self, method) -> torch.optim.Optimizer:
         cfg = self.cfg

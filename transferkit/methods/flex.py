@@ -286,7 +286,9 @@ class Flex(_FlexBase):
         cands = self.candidates()
         results = self._train(make_engine, cands, target, val)
         accs = [fit.val_accuracy for _, fit in results]  # of the weights each returns
-        scored = [val_predictions(net, val) for net, _ in results]
+        # the engine's scoring of the returned weights where it has it (the same images), else a pass
+        scored = [(fit.val_correct, fit.val_loss) if fit.val_correct is not None else val_predictions(net, val)
+                  for net, fit in results]
         losses = [loss for _, loss in scored]
         ranked = sorted(range(len(cands)), key=lambda i: (accs[i], -losses[i], -i), reverse=True)
         best = ranked[0]
@@ -303,7 +305,8 @@ class Flex(_FlexBase):
         fit = results[best][1]
         return FitResult(steps=sum(f.steps for _, f in results), best_step=fit.best_step,
                          best_val_accuracy=fit.best_val_accuracy, val_accuracy=fit.val_accuracy,
-                         stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history)
+                         stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history,
+                         val_correct=fit.val_correct, val_loss=fit.val_loss)
 
 
 @register
@@ -348,7 +351,8 @@ class FastFlex(_FlexBase):
         fit = all_fit if use_all else unit_fit
         return FitResult(steps=all_fit.steps + unit_fit.steps, best_step=fit.best_step,
                          best_val_accuracy=fit.best_val_accuracy, val_accuracy=fit.val_accuracy,
-                         stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history)
+                         stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history,
+                         val_correct=fit.val_correct, val_loss=fit.val_loss)
 
     def _tie_message(self, tied: list[str], score: float, n_val: int, steps: int, n_target: int, config) -> str:
         if self.one_epoch:

@@ -257,7 +257,8 @@ def test_a_students_usual_slips_are_named_with_the_fix():
 
 
 def test_a_table_of_hand_made_rows_needs_method_seed_and_accuracy_only():
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     rows = [{"method": "finetune", "seed": s, "accuracy": a} for s, a in ((0, 0.8), (1, 0.82))]
     table = markdown_table(summarize(rows), rows)
     assert "| finetune |  |  |  | 81.0 ± 1.0 | 2 | – |" in table

@@ -189,7 +189,8 @@ def test_report_table_rows_keep_each_cells_largest_memory_and_its_grouped_column
 
 def test_tables_add_balanced_accuracy_where_the_test_classes_are_imbalanced_and_say_why():
     from transferkit.report import _table_rows
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     def row(method, seed, confusion):
         right = sum(c[i] for i, c in enumerate(confusion))
         recalls = [c[i] / sum(c) for i, c in enumerate(confusion)]
@@ -212,7 +213,8 @@ def test_tables_add_balanced_accuracy_where_the_test_classes_are_imbalanced_and_
 
 
 def test_a_small_test_split_is_named_with_how_well_one_accuracy_is_known():
-    from transferkit.results import markdown_table, small_test_line, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table, small_test_line
     rows = [{"method": "a", "seed": s, "source": "s", "target": "scans", "setting": "k=2", "accuracy": 0.9,
              "wall_s": 1.0, "n_test": 65} for s in (0, 1)]
     line = "Small test split: scans 65 images (± 12.2): one accuracy measured on it is known to within that many points"
@@ -231,7 +233,7 @@ def test_a_small_test_split_is_named_with_how_well_one_accuracy_is_known():
 
 
 def test_lines_under_the_table_list_settings_by_their_number():
-    from transferkit.results import unlabelled_line
+    from transferkit.tables import unlabelled_line
     rows = [{"method": "dann", "n_labeled": 0, "setting": s, "source": "a", "target": "b", "seed": 0}
             for s in ("k=1", "k=10", "k=2")] + [{"method": "ft", "n_labeled": 5, "setting": "k=1", "seed": 0}]
     assert "the setting of its rows (k=1, k=2, k=10) names" in unlabelled_line(rows)[0]

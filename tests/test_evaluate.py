@@ -7,7 +7,8 @@ import torch
 
 from transferkit.errors import TransferkitError
 from transferkit.evaluate import classification_report, confusion_matrix, grouped_accuracy, mean_se
-from transferkit.results import markdown_table, summarize
+from transferkit.results import summarize
+from transferkit.tables import markdown_table
 
 
 def test_confusion_and_per_class_accuracy():
@@ -65,7 +66,8 @@ def test_mean_and_standard_error():
 
 def test_one_value_prints_its_mean_without_a_standard_error():
     from transferkit.evaluate import mean_se_text
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     assert mean_se_text([0.5, 0.7, 0.9]) == "70.0 ± 11.5" and mean_se_text([0.735]) == "73.5"
     assert mean_se_text([0.25, 0.25], scale=1, digits=3) == "0.250 ± 0.000"
     rows = [{"method": "m", "source": "s", "target": "t", "setting": "k=5", "seed": 0, "accuracy": 0.735,

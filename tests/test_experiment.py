@@ -82,7 +82,8 @@ def test_partial_da_rows_also_score_the_argmax_over_every_source_class_and_the_t
     among the target's classes only; their rows also record the accuracy of the argmax over all
     source classes (the partial-DA protocol), and a line under the tables names both."""
     from transferkit.io import load_safetensors
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     cfg = ExperimentConfig(name="partial", source="digits", target="mnist", target_classes="7,2,9",
                            methods=["source_only", "dann", "finetune"], k=2, repeats=1, select_on="none",
                            pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
@@ -208,7 +209,7 @@ def test_unlabelled_images_that_are_target_test_images_are_named_and_counted(tmp
     assert any(f"{len(data.target.val)} of its images are target val images and {len(data.target.test)} of its "
                f"images are target test images" in m and "transductive" in m for m in said)
     assert any("1 channel(s) and are converted to the run's 3 (the config's `channels`)" in m for m in said)
-    from transferkit.results import unlabeled_images_line
+    from transferkit.tables import unlabeled_images_line
     rows = [{"method": "dann", "unlabeled": "digits", "n_unlabeled": 1797, "unlabeled_in_test": 450,
              "unlabeled_in_val": 269}]
     assert "450 of them are target test images and 269 of them are target val images (transductive)" in \

@@ -731,7 +731,8 @@ def _on_prepared_data(monkeypatch) -> None:
 
 
 def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_reach(tmp_path, monkeypatch):
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     _on_prepared_data(monkeypatch)
     cfg = ExperimentConfig(methods=["source_only", "target_only", "dann"], k=2, repeats=1, select_on="none",
                            train=replace(TINY, sampler="balanced"), pretrain=TINY)
@@ -754,7 +755,8 @@ def test_balanced_rows_record_their_sampler_and_the_run_says_where_it_does_not_r
 
 
 def test_rows_count_the_validation_labels_they_selected_on_and_the_table_names_them(tmp_path, monkeypatch):
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     _on_prepared_data(monkeypatch)
     cfg = ExperimentConfig(methods=["source_only", "target_only", "dann"], k=1, repeats=1, train=TINY, pretrain=TINY)
     with pytest.warns(Warning):
@@ -771,7 +773,8 @@ def test_rows_count_the_validation_labels_they_selected_on_and_the_table_names_t
 
 
 def test_rows_that_selected_on_the_source_validation_split_say_so(tmp_path, monkeypatch):
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     _on_prepared_data(monkeypatch)
     cfg = ExperimentConfig(methods=["finetune"], k=1, repeats=1, select_on="source_val", train=TINY, pretrain=TINY)
     _, rows = ex.run_experiment(cfg, run_dir=tmp_path / "run", log=lambda *a: None)

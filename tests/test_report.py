@@ -250,7 +250,8 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
     import json
 
     from transferkit.report import metric_note
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     base = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0}
     assert "target test accuracy" in metric_note([base])
     assert "target validation accuracy" in metric_note([{**base, "split": "val"}])
@@ -280,7 +281,8 @@ def test_the_report_says_what_its_accuracy_column_holds_and_escapes_markdown(tmp
 def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_that(tmp_path):
     import json
 
-    from transferkit.results import markdown_table, write_results
+    from transferkit.results import write_results
+    from transferkit.tables import markdown_table
     base = {"method": "m", "source": "s", "target": "t", "seed": 0, "wall_s": 1.0}
     rows = [{**base, "setting": "k=1", "accuracy": 0.5}, {**base, "setting": "k=5", "accuracy": 0.7},
             {**base, "setting": "gzsl", "accuracy": 0.4, "seen_accuracy": 0.6, "unseen_accuracy": 0.3,
@@ -300,7 +302,8 @@ def test_one_seed_has_no_standard_error_in_results_json_and_its_readers_take_tha
 
 
 def test_results_table_says_what_plus_minus_means_where_a_cell_has_one():
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     base = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
     note = "Mean ± standard error over n seeds (label subsets)."
     assert note not in markdown_table(summarize([base]), [base])  # one seed: no ±
@@ -311,7 +314,8 @@ def test_results_table_says_what_plus_minus_means_where_a_cell_has_one():
 
 
 def test_results_table_says_which_rows_hold_another_metric_than_accuracy():
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     base = {"method": "m", "source": "s", "target": "t", "setting": "zsl", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
     assert "other metrics" not in markdown_table(summarize([base]), [base])
     rows = [base, {**base, "setting": "gzsl"}, {**base, "setting": "t2i (mnist captions)"}]
@@ -336,7 +340,8 @@ def test_summarize_averages_only_the_numbers_of_an_extra_key():
 
 def test_markup_in_names_is_escaped_and_the_header_names_a_validation_split(tmp_path):
     from transferkit.errors import TransferkitError
-    from transferkit.results import markdown_table, md_cell, read_results, summarize
+    from transferkit.results import read_results, summarize
+    from transferkit.tables import markdown_table, md_cell
     assert md_cell("x<b>y</b> a*b* c|d [e](f) `g` h\\i ft_unit:conv1") == \
         "x\\<b\\>y\\</b\\> a\\*b\\* c\\|d \\[e\\](f) \\`g\\` h\\\\i ft_unit:conv1"
     assert md_cell("mnist[0-6]") == "mnist[0-6]"  # no link: printed as text by `summary`, it stays readable
@@ -401,7 +406,8 @@ def test_tables_and_reports_name_the_class_subsets_of_the_run(tmp_path, capsys):
     import json
 
     from transferkit.cli import main
-    from transferkit.results import class_subsets, markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import class_subsets, markdown_table
     both = {"source_classes": "0-4", "target_classes": [5, 7]}
     assert class_subsets(both) == "source classes 0-4; target classes 5, 7"
     assert class_subsets({"source_classes": None}) == "" == class_subsets(None)
@@ -438,7 +444,8 @@ def test_confusion_figure_keeps_its_x_label_inside_and_a_missing_directory_is_na
 
 def test_the_units_flex_methods_picked_are_counted_under_the_tables(tmp_path, capsys):
     from transferkit.experiment import _log_row
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     base = {"source": "s", "target": "t", "setting": "k=1", "accuracy": 0.5, "wall_s": 1.0}
     rows = [{**base, "method": "flex", "seed": s, "picked": p} for s, p in enumerate(["conv2", "fc1", "fc1"])]
     rows += [{**base, "method": "faster_flex", "seed": 0, "picked": "conv1"}, {**base, "method": "ft_all", "seed": 0}]
@@ -459,7 +466,8 @@ def test_the_units_flex_methods_picked_are_counted_under_the_tables(tmp_path, ca
 
 
 def test_rows_that_read_no_target_label_and_partial_da_rows_are_named_under_the_tables(tmp_path, capsys):
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     base = {"source": "s", "target": "t", "setting": "k=5", "wall_s": 1.0, "class_names": ["5", "6"]}
     rows = [{**base, "method": "source_only", "seed": 0, "accuracy": 0.6, "n_labeled": 0,
              "accuracy_all_source_classes": 0.4, "n_source_classes": 10}]
@@ -544,7 +552,7 @@ def test_report_shows_a_run_config_yaml_only_when_it_differs_from_the_stored_con
 
 
 def test_results_name_the_environments_of_rows_made_under_several():
-    from transferkit.results import environment_lines
+    from transferkit.tables import environment_lines
     rows = [{**REVIEW_ROW, "method": "m", "seed": s, "threads": t, "kernels": "AVX2 (MKL_CBWR AVX2, oneDNN AVX2)"}
             for s, t in enumerate([1, 1, 2])]
     assert environment_lines(rows) == ["Rows made under 2 torch threads per process (1: m seed 0, m seed 1; 2: m "
@@ -654,7 +662,8 @@ def test_summary_of_an_unfinished_run_shows_its_finished_jobs_and_what_completes
 
 
 def test_zero_shot_rows_get_an_honest_plus_minus_note_and_one_class_predictions_are_named():
-    from transferkit.results import markdown_table, one_class_line, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table, one_class_line
     base = {"source": "s", "target": "t", "setting": "k=5", "wall_s": 1.0, "n_labeled": 0,
             "class_names": ["7", "8", "9"]}
     spread = [[3, 1, 0], [1, 3, 0], [0, 1, 3]]
@@ -705,7 +714,7 @@ def _trial_row(method, seed, per_class, confusion, **more):
 
 
 def test_classes_a_method_never_recognised_on_any_seed_are_named_under_the_tables(tmp_path):
-    from transferkit.results import never_recognised_line
+    from transferkit.tables import never_recognised_line
     missed = [[10, 0, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [6, 0, 0, 0]]  # malignant: 0 of 6 on every seed
     found = [[10, 0, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [5, 0, 0, 1]]
     one = [[10, 0, 0, 0], [10, 0, 0, 0], [10, 0, 0, 0], [6, 0, 0, 0]]  # every image predicted benign
@@ -730,7 +739,7 @@ def test_classes_a_method_never_recognised_on_any_seed_are_named_under_the_table
 
 
 def test_a_never_recognised_line_stays_short_for_many_classes_and_names_runs_and_pairs():
-    from transferkit.results import never_recognised_line
+    from transferkit.tables import never_recognised_line
     names = [f"c{i}" for i in range(12)]
     conf = [[5 if j == 0 else 0 for j in range(12)] for _ in range(12)]
     conf[1] = [0, 5] + [0] * 10  # two predicted classes: not one class
@@ -746,7 +755,8 @@ def test_a_never_recognised_line_stays_short_for_many_classes_and_names_runs_and
 
 
 def test_target_classes_trained_on_without_test_images_are_named_under_the_tables(tmp_path):
-    from transferkit.results import markdown_table, not_scored_line, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table, not_scored_line
     conf = [[10, 0, 0, 0], [1, 9, 0, 0], [2, 0, 8, 0], [0, 0, 0, 0]]
     rows = [_trial_row(m, s, [1.0, 0.9, 0.8, None], conf) for m in ("dann", "finetune") for s in range(2)]
     line = "Not scored (no test images): malignant; accuracy is over the other 3 classes."
@@ -864,7 +874,8 @@ def test_a_confusion_figure_of_many_classes_keeps_its_size(monkeypatch):
 
 
 def test_a_benchmark_table_names_the_class_subsets_its_rows_record_and_what_k_counts_on_grouped_targets():
-    from transferkit.results import markdown_table, summarize
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
     base = {"setting": "k=2", "seed": 0, "accuracy": 0.5, "wall_s": 1.0, "source_classes": "0-4",
             "target_classes": "5-9"}
     rows = [{**base, "method": "lext", "source": "syndigits", "target": "mnist"},
@@ -884,7 +895,7 @@ def test_a_benchmark_table_names_the_class_subsets_its_rows_record_and_what_k_co
 
 
 def test_config_differ_lines_compare_whole_values_nested_plans_and_ignore_key_order():
-    from transferkit.results import config_differ_lines
+    from transferkit.compare import config_differ_lines
     long_a, long_b = "npz:/data/very/long/path/to/the/images/a.npz", "npz:/data/very/long/path/to/the/images/b.npz"
     runs = [("a", {"backbone": "lenet", "pretrained": long_a, "options": {"flex": {"a": 1, "b": 2}}}),
             ("b", {"backbone": "lenet", "pretrained": long_b, "options": {"flex": {"b": 2, "a": 1}}})]
@@ -905,7 +916,7 @@ def test_config_differ_lines_compare_whole_values_nested_plans_and_ignore_key_or
 
 
 def test_the_class_subset_line_of_a_benchmark_table_is_tied_to_its_pair_unless_every_row_shares_it():
-    from transferkit.results import row_class_subsets
+    from transferkit.tables import row_class_subsets
     base = {"method": "m", "setting": "k=1", "seed": 0, "accuracy": 0.5}
     rows = [{**base, "source": "a", "target": "b", "source_classes": "0-4", "target_classes": "0-4"},
             {**base, "source": "c", "target": "d"}]  # every class
@@ -915,7 +926,7 @@ def test_the_class_subset_line_of_a_benchmark_table_is_tied_to_its_pair_unless_e
 
 
 def test_training_lines_name_sampler_and_class_weight_rows_with_their_runs():
-    from transferkit.results import training_line
+    from transferkit.tables import training_line
     base = {"setting": "k=1", "seed": 0, "accuracy": 0.5}
     rows = [{**base, "method": "finetune", "run": "a", "sampler": "balanced"},
             {**base, "method": "finetune", "run": "b"},
@@ -927,7 +938,8 @@ def test_training_lines_name_sampler_and_class_weight_rows_with_their_runs():
 
 
 def test_combined_runs_name_the_versions_they_were_made_with_and_latex_escapes_bars():
-    from transferkit.results import environment_differ_lines, latex_text
+    from transferkit.compare import environment_differ_lines
+    from transferkit.tables import latex_text
     envs = [("a", {"transferkit": "0.1.0", "torch": "2.13.0+cpu", "packages": {"pillow": "13.0.0"}}),
             ("b", {"transferkit": "0.0.7", "torch": "2.13.0+cpu", "packages": {"pillow": "12.3.0"}}), ("c", None)]
     assert environment_differ_lines(envs) == [

@@ -215,7 +215,7 @@ def test_tap_refuses_a_unit_listed_twice_and_breaks_ties_in_network_order(monkey
 
 
 def test_tap_rows_record_the_pick_and_the_summary_prints_it():
-    from transferkit.results import picked_lines
+    from transferkit.tables import picked_lines
     m = _quiet_tap(tiny_net(4), target=toy_domain(32), val=toy_domain(16, seed=1))
     extra = m.extra_results()
     assert extra["picked"] == f"{extra['tap_unit']}/{extra['tap_classifier']}"

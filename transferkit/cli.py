@@ -300,8 +300,9 @@ def _config_copy_hint(run_dir: Path) -> str:
 def _run(args) -> None:
     _apply_runtime_flags(args)  # before the config: its stages' devices default to --device
     from .experiment import run_experiment
-    from .results import markdown_table, summarize
+    from .results import summarize
     from .runtime import init_distributed, is_main_process
+    from .tables import markdown_table
     cfg = _run_config(args)
     if args.print_config:  # the config as it would run (file, --set, --workers / --device); no work, no directory
         from .config import dump_config
@@ -364,7 +365,8 @@ def _demo(args) -> None:
 def _episodes(args) -> None:
     from .fewshot_eval import episodes_note, run_episodes
     from .io import write_json, write_text
-    from .results import markdown_table, stopped_lines, summarize
+    from .results import stopped_lines, summarize
+    from .tables import markdown_table
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
     run_dir, heads = Path(args.run_dir), split(args.heads)
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
@@ -382,19 +384,10 @@ def _episodes(args) -> None:
 
 
 def _summary(args) -> None:
+    from .compare import combine_runs
     from .errors import warn
-    from .results import (
-        combine_runs,
-        csv_table,
-        failed_line,
-        latex_table,
-        markdown_table,
-        md_cell,
-        read_results,
-        summarize,
-        table_parts,
-        unfinished_run,
-    )
+    from .results import failed_line, read_results, summarize, unfinished_run
+    from .tables import csv_table, latex_table, markdown_table, md_cell, table_parts
     path = Path(args.results[0]) if len(args.results) == 1 else " + ".join(args.results)
     data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
             or read_results(path / "results.json" if path.is_dir() else path))

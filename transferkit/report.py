@@ -20,23 +20,18 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
 from .plots import new_figure
-from .results import (
+from .results import failed_line, read_results, stopped_lines, summarize, unfinished_hint, unfinished_run
+from .tables import (
     BALANCED_HEADER,
     GZSL_HEADER,
     accuracy_text,
     balanced_cell,
     balanced_shown,
     class_subsets,
-    failed_line,
     gzsl_cell,
     md_cell,
     picked_unit,
-    read_results,
-    stopped_lines,
-    summarize,
     table_parts,
-    unfinished_hint,
-    unfinished_run,
 )
 
 MAX_FIGURES = 24
@@ -422,7 +417,7 @@ HEADER = ["method", "source", "target", "setting", "target accuracy (%)", "n", "
 
 def metric_note(rows: list[dict], config: dict | None = None) -> str:
     """What the accuracy column holds, from the rows themselves, and the class subsets of
-    the run's ``config`` (:func:`~transferkit.results.class_subsets`)."""
+    the run's ``config`` (:func:`~transferkit.tables.class_subsets`)."""
     splits = {r.get("split", "test") for r in rows}
     what = ("target validation accuracy" if splits == {"val"} else "target test accuracy" if splits <= {"test"}
             else "target accuracy on the split each row names (validation or test)")

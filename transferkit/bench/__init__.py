@@ -33,7 +33,7 @@ from ..engine import ADDED_TRAIN_FIELDS
 from ..errors import TransferkitError, UnknownNameError, check
 from ..fields import updated
 from ..io import directory_lock, read_json, write_json
-from ..results import RESULT_FILES, markdown_table, summarize, write_results
+from ..results import RESULT_FILES, summarize, write_results
 from ..runtime import (
     default_workers,
     holding_work_dir,
@@ -45,6 +45,7 @@ from ..runtime import (
     preload_lazy_imports,
     world_size,
 )
+from ..tables import markdown_table
 
 
 @dataclass

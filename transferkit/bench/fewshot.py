@@ -31,8 +31,8 @@ from ..experiment import pretrain_source, run_experiment
 from ..fitting import build_method, fit_for_target
 from ..io import atomic_write, write_text
 from ..methods import get_method
-from ..results import grouped_k_line, small_test_line
 from ..rundata import label_subset, prepare_domains
+from ..tables import grouped_k_line, small_test_line
 from . import Plan, as_list, benchmark, budget_line
 
 METHODS = ["target_only", "finetune", "matching_net", "matching_ft", "finetune_adv", "lext",

@@ -680,3 +680,19 @@ def test_from_sequential_numbers_its_units_from_one_and_names_a_named_child_afte
     assert from_sequential(seq, units=[2, 3, 5], verify=False).feature_names == ["unit1", "unit2", "unit3"]
     named = nn.Sequential(OrderedDict([("conv", nn.ReLU()), ("1", nn.ReLU()), ("fc", nn.Linear(4, 2))]))
     assert from_sequential(named, verify=False).feature_names == ["conv", "unit2"]
+
+
+def test_a_network_pickled_when_unitnet_lived_in_backbones_still_loads():
+    """Run directories keep pickled methods (models/*.pt); their networks name the classes by
+    module path, transferkit.backbones.UnitNet and InputNorm before 2026-12-04."""
+    import pickle
+
+    from transferkit.backbones import add_input_norm
+    torch.manual_seed(0)
+    net = build_backbone("lenet", 3, in_channels=3)
+    add_input_norm(net, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    old = pickle.dumps(net, protocol=2).replace(b"transferkit.unitnet\n", b"transferkit.backbones\n")
+    assert b"transferkit.backbones\nUnitNet" in old and b"transferkit.backbones\nInputNorm" in old
+    loaded = pickle.loads(old)
+    x = torch.rand(2, 3, 28, 28)
+    assert torch.equal(loaded.eval()(x), net.eval()(x))

@@ -2015,3 +2015,26 @@ def test_a_refusal_names_the_options_a_job_ran_with_when_the_run_s_config_no_lon
         warnings.simplefilter("error", TransferkitWarning)
         run_experiment(replace(narrowed, out_dir=str(moved)), run_dir=moved / run.parent.name / run.name,
                        log=lambda *a: None)
+
+
+def test_stages_run_on_device_and_a_run_whose_config_yaml_kept_them_at_cpu_resumes(tmp_path):
+    import yaml
+
+    from transferkit.experiment import job_digest, job_path
+    assert load_config(None, ["device=auto"]).train.device == "auto"  # --print-config and config.yaml say so
+    cfg = ExperimentConfig(name="dev", source="digits", target="digits", k=2, repeats=1, methods=["target_only"],
+                           device="auto", pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
+    assert (cfg.pretrain.device, cfg.train.device) == ("auto", "auto")
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert stored["train"]["device"] == stored["pretrain"]["device"] == "auto"
+    stored["train"]["device"] = stored["pretrain"]["device"] = "cpu"  # as `device` from --set was stored before
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    job = job_path(run_dir, cfg, "target_only", cfg.seed)
+    row = json.loads(job.read_text())
+    old = job_digest(cfg, "target_only", stages="cpu")
+    assert old != row["config_digest"]
+    job.write_text(json.dumps({**row, "config_digest": old}))
+    again = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+    assert json.loads(job.read_text())["config_digest"] == old  # read back, not trained again

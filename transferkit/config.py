@@ -101,8 +101,8 @@ class ExperimentConfig:
             check(d in ("cpu", unset, self.device), f"{stage}.device is {d!r} but device is {self.device!r}: an "
                                                     f"experiment runs on `device` (--device); set that instead (a "
                                                     f"run's config.yaml keeps the device it began on: resume with it)")
-            if d == unset != "cpu":  # the environment's default, not the user's: stored as `device` (in a copy,
-                # the caller's object stays), so that config.yaml loads where the variable is unset
+            if d != self.device:  # the stage runs on `device`: stored so (in a copy, the caller's object stays),
+                # so that config.yaml and --print-config name the device it runs on
                 setattr(self, stage, dataclasses.replace(getattr(self, stage), device=self.device))
         check(0 <= self.seed and self.seed + self.repeats <= 2**32, f"seed must be in 0..2**32 - repeats (as "
                                                                    f"numpy's seeds), got {self.seed}")

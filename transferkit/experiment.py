@@ -857,10 +857,9 @@ def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dic
         check_job_name(job, row)
         then, now = _stored_options(stored, cls.name), cfg.options.get(cls.name, {})
         if "config_digest" in row:
-            same = row["config_digest"] in {job_digest(cfg, cls.name, form) for form in DIGEST_FORMS}
-            older = cls.revision and row["config_digest"] in {job_digest(cfg, cls.name, form, revision)
-                                                              for form in DIGEST_FORMS for revision in
-                                                              range(cls.revision)}
+            same = row["config_digest"] in row_digests(cfg, cls.name)
+            older = cls.revision and any(row["config_digest"] in row_digests(cfg, cls.name, revision)
+                                         for revision in range(cls.revision))
             check(same or not older, f"{job} was trained by an older form of {cls.name} ({cls.revision_note}); "
                                      f"delete the job file to run the job again, or use a new run directory")
         else:
@@ -902,7 +901,7 @@ def _changed_since(cfg: ExperimentConfig, run_dir: Path, method: str, digest: st
     row keeps only a digest, which cannot name a key)."""
     try:
         kept = from_dict(ExperimentConfig, read_json(run_dir / "results.json")["config"])
-        if digest not in {job_digest(kept, method, form) for form in DIGEST_FORMS}:
+        if digest not in row_digests(kept, method):
             return ""
     except Exception:  # no results.json (an interrupted first run), or one of another form
         return ""
@@ -959,7 +958,8 @@ def _result_neutral_defaults(train: TrainConfig) -> TrainConfig:
 DIGEST_FORMS = ("trained", "given", "every")
 
 
-def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revision: int | None = None) -> str:
+def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revision: int | None = None,
+               stages: str | None = None) -> str:
     """What a job's row depends on: the config but what only chooses jobs or where they run
     (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options as they
     change what is trained (``form="trained"``: :func:`~transferkit.methods.base.trained_options`,
@@ -967,9 +967,12 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     ``workers``, changes nothing). Earlier rows counted the options as given, less
     (``"given"``) or with (``"every"``) the ``not_trained_options``. Stored in the row, it
     tells a job file written under another config.yaml from one of this run. A method's
-    nonzero ``revision`` (``revision``: another one) is part of it."""
+    nonzero ``revision`` (``revision``: another one) is part of it. ``stages``: the stages'
+    devices as counted instead of ``cfg``'s (see :func:`row_digests`)."""
     check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
     flat = {k: v for k, v in flat_config(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
+    if stages is not None:
+        flat["pretrain.device"] = flat["train.device"] = stages
     for key, default in ADDED_FIELDS.items():
         if flat.get(key) == default:  # at its default: rows from before the field keep their digest
             flat.pop(key, None)
@@ -986,6 +989,15 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
         skip = () if form == "every" else cls.not_trained_options
         flat["options"] = {k: v for k, v in given.items() if k not in skip}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def row_digests(cfg: ExperimentConfig, method: str, revision: int | None = None) -> set[str]:
+    """Every :func:`job_digest` a row of ``method`` trained under ``cfg`` may hold: one per
+    ``DIGEST_FORMS``, and on a device other than cpu each also with the stages' devices at cpu
+    (config.yaml stored them so when a config file or --set gave `device`, before 2026-12-04;
+    the stages always ran on `device`)."""
+    stages = (None, "cpu") if cfg.device != "cpu" else (None,)
+    return {job_digest(cfg, method, form, revision, s) for form in DIGEST_FORMS for s in stages}
 
 
 def option_files(cls, given: dict) -> dict:
@@ -1028,6 +1040,9 @@ def _config_changes(stored: dict, cfg: ExperimentConfig) -> list[str]:
     :data:`NOT_RESULTS`, :data:`CHOOSES_JOBS` or :data:`CHOOSES_SETTINGS`) and that differs between a ``stored`` config
     mapping and ``cfg``, sorted by key."""
     then = {**ADDED_FIELDS, **flat_config(stored)}
+    for key in ("pretrain.device", "train.device"):  # the stages ran on `device`; stored at cpu before 2026-12-04
+        if then.get(key) == "cpu":
+            then[key] = then.get("device", "cpu")
     now = flat_config(yaml.safe_load(dump_config(cfg)))  # as stored: lists
     return [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
             if k not in NOT_RESULTS | CHOOSES_JOBS | CHOOSES_SETTINGS and then.get(k) != now.get(k)]

@@ -1977,6 +1977,12 @@ def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_trai
     assert all(r["n_test"] == 8 and r["test"] == f"folder:{test}" and r["test_in_target"] == 0 for r in rows)
     assert f"Test images: folder:{test}, 8 images of 2 of the 10 target classes (a test set of its own" in (
         run_dir / "results.md").read_text()
+    import yaml
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert "test_fraction" not in stored and stored["test"] == f"folder:{test}"  # the key `test` makes unused
+    assert run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1] == rows
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**stored, "test_fraction": 0.25}))  # as stored before
+    assert run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1] == rows
     again = ExperimentConfig(name="same", source="digits", target="digits", test="digits", k=2, repeats=1,
                              methods=["finetune"], pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
     with pytest.warns(TransferkitWarning, match=r"test 'digits': \d+ of its 1797 images are target train images "

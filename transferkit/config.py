@@ -374,4 +374,9 @@ _Dumper.add_implicit_resolver(_EXPONENT, _EXPONENT_FORM, list("-+0123456789."))
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
-    return yaml.dump(cfg.to_dict(), Dumper=_Dumper, sort_keys=False)
+    """``cfg`` as YAML (config.yaml, --print-config); with a ``test`` set, without the
+    ``test_fraction`` that it makes unused (refused there)."""
+    d = cfg.to_dict()
+    if d.get("test") is not None:
+        d.pop("test_fraction")
+    return yaml.dump(d, Dumper=_Dumper, sort_keys=False)

@@ -1043,7 +1043,7 @@ def _config_changes(stored: dict, cfg: ExperimentConfig) -> list[str]:
     for key in ("pretrain.device", "train.device"):  # the stages ran on `device`; stored at cpu before 2026-12-04
         if then.get(key) == "cpu":
             then[key] = then.get("device", "cpu")
-    now = flat_config(yaml.safe_load(dump_config(cfg)))  # as stored: lists
+    now = {**ADDED_FIELDS, **flat_config(yaml.safe_load(dump_config(cfg)))}  # as stored: lists
     return [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
             if k not in NOT_RESULTS | CHOOSES_JOBS | CHOOSES_SETTINGS and then.get(k) != now.get(k)]
 

@@ -344,3 +344,11 @@ def test_plots_given_no_path_return_the_figure_and_other_objects_are_named(tmp_p
     assert isinstance(accuracy_vs_k_plot(rows, None), Figure)
     with pytest.raises(TransferkitError, match=r"goes to a \*.png path \(or path=None for the figure itself\), got"):
         tsne_embeddings({"f": torch.randn(20, 4)}, 3)
+
+
+def test_labels_by_name_maps_a_domain_s_labels_onto_other_class_names():
+    from transferkit.domain import Domain, labels_by_name
+    d = Domain("d", torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 1]), ["cat", "dog", "eel"])
+    assert labels_by_name(d, ["cat", "dog", "eel"]) is d.labels  # the same names: the labels themselves
+    assert labels_by_name(d, ["eel", "cat", "dog", "cow"]).tolist() == [1, 2, 0, 2]
+    assert labels_by_name(d, ("dog", "cat")).tolist() == [1, 0, -1, 0]  # a class it lacks: -1

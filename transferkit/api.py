@@ -30,7 +30,15 @@ from .backbones import (
 )
 from .clip import CaptionedDomain
 from .config import load_config
-from .domain import Domain, check_labeled, image_batch, label_ids, warn_numbered_match, warn_unshared_classes
+from .domain import (
+    Domain,
+    check_labeled,
+    image_batch,
+    label_ids,
+    labels_by_name,
+    warn_numbered_match,
+    warn_unshared_classes,
+)
 from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams, engine_hooks
 from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
@@ -476,10 +484,7 @@ class Transfer:
 
     def _fitted_labels(self, domain: Domain) -> torch.Tensor:
         """``domain``'s labels as ids into ``classes_`` (its classes are all or some of them, by name)."""
-        if list(domain.class_names) == list(self.classes_):
-            return domain.labels
-        lut = torch.tensor([list(self.classes_).index(c) for c in domain.class_names])
-        return lut[domain.labels]
+        return labels_by_name(domain, self.classes_)
 
     def score(self, domain, labels=None) -> float:
         """Accuracy on a :class:`Domain` of the fitted classes (or of some of them: a test set

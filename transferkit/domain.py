@@ -166,6 +166,16 @@ def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[i
     return mapping
 
 
+def labels_by_name(domain, class_names: Sequence[str]) -> torch.Tensor:
+    """``domain``'s labels as ids into ``class_names``, its classes matched by name (-1 for a
+    class that ``class_names`` lacks)."""
+    names = list(class_names)
+    if list(domain.class_names) == names:
+        return domain.labels
+    lut = torch.tensor([names.index(c) if c in names else -1 for c in domain.class_names], dtype=torch.long)
+    return lut[domain.labels]
+
+
 def _loose_names(names: list[str]) -> list[str]:
     """``names`` compared loosely: case and surrounding spaces ignored, without the prefix and
     suffix that all of them share (never cutting into a number: ``d0..d9`` -> ``0..9``,

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..backbones import check_input_shape, check_unitnet, evaluating
-from ..domain import check_labeled, image_batch
+from ..domain import check_labeled, image_batch, labels_by_name
 from ..engine import FitResult
 from ..errors import check, warn
 from ..evaluate import fraction_correct
@@ -161,15 +161,12 @@ def _test_labels(train, test) -> torch.Tensor:
     """``test``'s labels as ids into ``train``'s classes, matched by name; test classes with
     images that ``train`` does not name are refused."""
     fitted, given = list(train.class_names), list(test.class_names)
-    if given == fitted:
-        return test.labels
     unknown = [given[i] for i in test.present_classes() if given[i] not in fitted]
     check(not unknown, f"tap: the test domain {test.name!r} has images of classes {unknown[:10]} that the training "
                        f"domain {train.name!r} does not name (its classes: {fitted[:10]}); the classifiers predict "
                        f"the training classes, matched to the test classes by name: test on those classes "
                        f"(test.select_classes([...])), or give the same classes the same names")
-    lut = torch.tensor([fitted.index(c) if c in fitted else -1 for c in given], dtype=torch.long)
-    return lut[test.labels]
+    return labels_by_name(test, fitted)
 
 
 def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,

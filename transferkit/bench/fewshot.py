@@ -35,7 +35,7 @@ from ..rundata import label_subset, prepare_domains
 from ..tables import grouped_k_line, small_test_line
 from . import Plan, as_list, benchmark, budget_line
 
-METHODS = ["target_only", "finetune", "matching_net", "matching_ft", "finetune_adv", "lext",
+METHODS = ["target_only", "finetune", "multitask", "matching_net", "matching_ft", "finetune_adv", "lext",
            "finetune_proto", "finetune_cosine"]
 PAIRS = {"main": ("syndigits", "mnist"), "second": ("mnist", "digits")}
 PARTS = ("main", "second", "grouped", "ablation", "tsne")

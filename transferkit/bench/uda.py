@@ -49,14 +49,15 @@ PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("dig
          ("mnist", "mnist+inversion"))
 SKADA_PAIRS = (("mnist", "digits"), ("syndigits", "mnist"))
 ADAPTATION = ("dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "mcc", "dsn", "multilayer_adv",
-              "multilayer_adda", "cyclegan")
+              "multilayer_adda", "cyclegan", "adain")
 LABELS = {"source_only": "Source only", "dann": "Gradient reversal (dann)", "adda": "ADDA (adda)",
           "adda_encoder": "ADDA, encoder only (adda_encoder)", "confusion": "Domain confusion (confusion)",
           "mmd": "DDC / MMD (mmd)", "coral": "Deep CORAL (coral)", "entmin": "Entropy min. (entmin)",
           "mcc": "Min. class confusion (mcc)", "dsn": "DSN (dsn)",
           "multilayer_adv": "Ours: multi-layer (multilayer_adv)",
           "multilayer_adda": "Ours, seed 000's two-step form (multilayer_adda)",
-          "cyclegan": "CycleGAN, pixel-level (cyclegan)", "target_only": "Target only (ceiling)"}
+          "cyclegan": "CycleGAN, pixel-level (cyclegan)", "adain": "AdaIN style transfer, pixel-level (adain)",
+          "target_only": "Target only (ceiling)"}
 TSNE_METHODS = ("dann", "multilayer_adv")
 #: Per-pair settings of the two tuned methods: the grid setting with the best mean target
 #: validation accuracy over seeds 0-2 on that pair (``transferkit bench uda_tune``, its

@@ -1,6 +1,7 @@
 """Transfer methods, one module per family; each registers itself in :data:`METHODS`."""
 
 from . import (  # noqa: F401
+    adain,
     adversarial,
     discrepancy,
     dsn,

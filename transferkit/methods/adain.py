@@ -1,0 +1,183 @@
+"""Pixel-level domain adaptation by AdaIN style transfer: ``adain`` (seed 003, "Transfer
+Learning for Image Synthesis": AdaIN, Huang and Belongie 2017, arbitrary style transfer with
+adaptive instance normalisation).
+
+A fixed encoder ``E`` (the pre-trained source network's units up to ``layer``) maps a content
+image ``c`` and a style image ``s`` to feature maps; adaptive instance normalisation gives the
+content's map the style's per-channel mean and standard deviation over positions,
+
+    AdaIN(x, y) = σ(y) · (x − μ(x)) / σ(x) + μ(y),     t = AdaIN(E(c), E(s)),
+
+and a decoder ``D`` maps ``t`` back to an image, ``g = D(α · t + (1 − α) · E(c))``. The decoder
+learns (stage 1) with the paper's content and style losses, ``E`` fixed,
+
+    L_c = ‖E(g) − t‖²,   L_s = Σ_i ‖μ(φ_i(g)) − μ(φ_i(s))‖² + ‖σ(φ_i(g)) − σ(φ_i(s))‖²,
+    L_D = L_c + λ · L_s,
+
+``φ_i`` the encoder's units up to ``layer``. Then (stage 2) the task network, initialised from
+the source network, trains on source images rendered in the style of random target images,
+with their source labels (the decoder fixed, ``CE(N(g), y_s)``; optionally also on the source
+images as they are, and with target entropy).
+
+transferkit's choices, where the paper (VGG-19 on photographs) does not fit 28 x 28 digits and
+a classifier: the encoder is the source network itself (frozen copy), not VGG; ``layer``
+defaults to its first unit with a spatial output (the paper's relu4_1 of a 3-layer digit net
+keeps too few positions to draw an image from); the decoder is a small convolutional net
+(3 x 3 convolutions, nearest upsampling to the image size, sigmoid output), not VGG's mirror;
+``‖·‖²`` is a mean over elements (the paper's squared L2 norm up to a constant per layer);
+λ = 10 and α = 1 are the defaults of the authors' code; styles pair each source image with
+a target image of the same batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import check, is_whole
+from .adaptation import AdaptationMethod
+from .base import register
+from .image_unit import input_channels
+
+EPS = 1e-5
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and standard deviation over the positions of ``N x C x H x W``."""
+    mean = x.mean((2, 3), keepdim=True)
+    return mean, (x.var((2, 3), keepdim=True, unbiased=False) + EPS).sqrt()
+
+
+def adain(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """``σ(style) · (content − μ(content)) / σ(content) + μ(style)``, per sample and channel."""
+    (mc, sc), (ms, ss) = channel_stats(content), channel_stats(style)
+    return ss * (content - mc) / sc + ms
+
+
+def style_loss(generated: list[torch.Tensor], style: list[torch.Tensor]) -> torch.Tensor:
+    """``Σ_i ‖μ(g_i) − μ(s_i)‖² + ‖σ(g_i) − σ(s_i)‖²`` (means over elements) over paired maps."""
+    total = 0.0
+    for g, s in zip(generated, style):
+        (mg, sg), (ms, ss) = channel_stats(g), channel_stats(s)
+        total = total + F.mse_loss(mg, ms) + F.mse_loss(sg, ss)
+    return total
+
+
+class Decoder(nn.Module):
+    """Feature map ``C x h x w`` to an image ``channels x H x W`` in [0, 1]: a 3 x 3 convolution,
+    nearest upsampling to the image size, two 3 x 3 convolutions, a sigmoid."""
+
+    def __init__(self, in_channels: int, channels: int, size: tuple[int, int], width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.Upsample(size=tuple(size), mode="nearest"),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, channels, 3, padding=1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@register
+class AdaIN(AdaptationMethod):
+    """Pixel-level adaptation by AdaIN style transfer (seed 003; Huang and Belongie 2017): the
+    task network trains on source images drawn in the style of target images, with their
+    labels. Two stages, each one engine run with the experiment's budget (``decoder_steps``
+    for the first). Equations, defaults and transferkit's deviations: the module docstring."""
+
+    name = "adain"
+    description = "pixel-level adaptation: AdaIN style transfer of source images to target styles, task net on them"
+    frozen_children = ("encoder",)
+
+    def __init__(self, net, layer: str | None = None, style_weight: float = 10.0, alpha: float = 1.0,
+                 task_weight: float = 1.0, source_weight: float = 0.0, entmin_weight: float = 0.0, width: int = 32,
+                 decoder_steps: int | None = None):
+        super().__init__(net, entmin_weight=entmin_weight, source_weight=source_weight)
+        check(task_weight > 0 or source_weight > 0, "adain: task_weight and source_weight are both 0, so nothing "
+                                                    "trains the task network: give one of them a weight > 0")
+        check(0 <= alpha <= 1, f"adain: alpha (the share of the style, 1: all of it) must be in [0, 1], got {alpha!r}")
+        check(is_whole(width, 1), f"adain: width must be a whole number >= 1, got {width!r}")
+        check(getattr(net, "input_shape", None) is not None, "adain: the decoder draws images of the network's "
+                                                            "input size: build the network with input_shape=(C, H, W)")
+        check(decoder_steps is None or is_whole(decoder_steps, 1),
+              f"adain: decoder_steps must be a whole number >= 1 (or null: the training steps), got {decoder_steps!r}")
+        shapes = net.unit_output_shapes()
+        spatial = [n for n in net.feature_names if len(shapes[n]) == 3]
+        check(spatial, "adain: the network has no unit with a spatial output (C x H x W) whose channel statistics "
+                       "could carry a style")
+        layer = spatial[0] if layer is None else layer
+        check(layer in spatial, f"adain: layer must be a unit with a spatial output (C x H x W): one of {spatial}, "
+                                f"got {layer!r}")
+        self.layer, self.style_layers = layer, spatial[:spatial.index(layer) + 1]
+        self.style_weight, self.alpha, self.task_weight = float(style_weight), float(alpha), float(task_weight)
+        self.decoder_steps = decoder_steps
+        self.encoder = copy.deepcopy(net).eval().requires_grad_(False)
+        self.decoder = Decoder(shapes[layer][0], input_channels(net), net.input_shape[1:], width)
+        self.stage = 2  # a bare Engine.fit trains the task network on the decoder as it is
+
+    def trainable_units(self):
+        return [] if self.stage == 1 else super().trainable_units()
+
+    def param_groups(self) -> list[dict]:
+        if self.stage == 1:
+            return [{"params": list(self.decoder.parameters())}]
+        return [{"params": self.net.parameters_of(self.trainable_units())}]
+
+    def prepare(self, domains: dict) -> None:
+        super().prepare(domains)
+        self.decoder.requires_grad_(self.stage == 1)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # fixed, BatchNorm statistics included
+        return self
+
+    def _styled(self, x_s: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """``(g, style maps of the target images, t)``: each source image drawn in the style of the
+        target image at its position (cycling through the target batch)."""
+        style_images = x_t[torch.arange(len(x_s), device=x_t.device) % len(x_t)]
+        content = self.encoder.forward_features(x_s, [self.layer])[self.layer]
+        style = self.encoder.forward_features(style_images, self.style_layers)
+        t = adain(content, style[self.layer])
+        return self.decoder(self.alpha * t + (1 - self.alpha) * content), style, t
+
+    @torch.no_grad()
+    def stylise(self, source_images: torch.Tensor, target_images: torch.Tensor) -> torch.Tensor:
+        """``source_images`` drawn in the style of ``target_images`` (paired by position, cycling)."""
+        return self._styled(source_images, target_images)[0]
+
+    def losses(self, batch):
+        (x_s, y_s), x_t = batch.source, batch.unlabeled
+        if self.stage == 1:
+            g, style, t = self._styled(x_s, x_t)
+            made = self.encoder.forward_features(g, self.style_layers)
+            return {"content": F.mse_loss(made[self.layer], t),
+                    "style": self.style_weight * style_loss([made[n] for n in self.style_layers],
+                                                            [style[n] for n in self.style_layers])}
+        with torch.no_grad():
+            g = self._styled(x_s, x_t)[0]
+        parts = [g] + ([x_s] if self.source_weight else []) + ([x_t] if self.entmin_weight else [])
+        logits = self.net(torch.cat(parts)).split([len(p) for p in parts])
+        terms = {"ce_styled": self.task_weight * self.cross_entropy(logits[0], y_s, "source")} \
+            if self.task_weight else {}
+        terms.update(self.base_terms(logits[1] if self.source_weight else None, y_s,
+                                     logits[-1] if self.entmin_weight else None))
+        return terms
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        """Stage 1 trains the decoder (no validation: the task network does not change), stage 2
+        the task network; each its own engine run and checkpoint directory."""
+        t0 = time.perf_counter()
+        self.stage = 1
+        engine = make_engine("decoder")
+        engine.cfg = dataclasses.replace(engine.cfg, steps=self.decoder_steps or engine.cfg.steps)
+        first = engine.fit(self, source=source, unlabeled=unlabeled)
+        self.stage = 2
+        second = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        self.fit_wall_s = time.perf_counter() - t0
+        return dataclasses.replace(second, steps=first.steps + second.steps, history=first.history + second.history,
+                                   wall_s=self.fit_wall_s)

@@ -1907,11 +1907,18 @@ def test_a_job_resumed_midway_counts_the_seconds_trained_before_the_stop(tmp_pat
     (last,) = (run_dir / "checkpoints").glob("*/*/last.json")
     meta = json.loads(last.read_text())
     assert meta["state"]["step"] == 4 and meta["state"]["trained_s"] > 0
+    assert meta["state"]["threads"] == [torch.get_num_threads()]
     meta["state"]["trained_s"] = 1000.0  # what the job trained before its stop, as its checkpoint records it
+    meta["state"]["threads"] = [torch.get_num_threads() + 1]  # and under another thread count
     last.write_text(json.dumps(meta))
     monkeypatch.setattr(Engine, "_save", save)
-    (row,) = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
+    run_dir_, rows = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    (row,) = rows
     assert row["wall_s"] >= 1000.0 and row["steps"] == 8
+    n = torch.get_num_threads()
+    assert row["threads"] == n and row["threads_before_resume"] == [n + 1]
+    assert f"Rows made under changing torch threads per process ({n + 1} then {n}: finetune seed 0)" in (
+        run_dir / "results.md").read_text()
 
 
 def _unbalanced_npz(tmp_path):

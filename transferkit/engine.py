@@ -519,6 +519,7 @@ class Engine:
                     kept = _window_sums(window)  # every rank: a collective under torchrun
                     if main:
                         state["trained_s"] = self.resumed_s + time.perf_counter() - t0  # a resume counts them too
+                        state["threads"] = sorted({*state.get("threads", ()), torch.get_num_threads()})  # each run's
                         state["loss_window"] = kept
                         self._save(method, opt, state, best_weights, signature, history, device)
         finally:  # also when training fails: the method is left as it was handed over, but its weights

@@ -498,16 +498,20 @@ def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path, any_o
     return replace(cfg, **{"k": None, "ratio": None, key: int(value)})
 
 
-def trained_before(checkpoints: Path) -> float:
-    """The seconds the stages of a job trained before it stopped, as its checkpoints record them
-    (``trained_s``; 0 for checkpoints from before 2026-12-02): a resumed job's ``wall_s`` counts them."""
-    total = 0.0
+def trained_before(checkpoints: Path) -> tuple[float, set[int]]:
+    """The seconds the stages of a job trained before it stopped and the torch thread counts
+    they trained with, as its checkpoints record them (``trained_s``, 0 for checkpoints from
+    before 2026-12-02; ``threads``, none before 2026-12-04): a resumed job's ``wall_s`` counts
+    the seconds, and its row names threads other than its own."""
+    total, threads = 0.0, set()
     for meta in sorted(checkpoints.glob("*/last.json")) if checkpoints.is_dir() else ():
         try:
-            total += float((read_json(meta).get("state") or {}).get("trained_s") or 0.0)
+            state = read_json(meta).get("state") or {}
+            total += float(state.get("trained_s") or 0.0)
+            threads |= {int(t) for t in state.get("threads") or ()}
         except (TransferkitError, AttributeError, TypeError, ValueError):  # unreadable: the engine names it
             continue
-    return total
+    return total, threads
 
 
 def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int,
@@ -521,7 +525,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     with warnings.catch_warnings():  # check_jobs drew every label subset and showed their warnings once
         warnings.simplefilter("ignore", TransferkitWarning)
         labeled, unlabeled = label_subset(cfg, data.target, seed, data.unlabeled)
-    t0 = time.perf_counter() - trained_before(run_dir / "checkpoints" / job.stem)  # a job resumed midway
+    before_s, before_threads = trained_before(run_dir / "checkpoints" / job.stem)  # a job resumed midway
+    t0 = time.perf_counter() - before_s
     with peak_memory(device=cfg.device) as memory:
         net = source_net() if cls.needs_pretrained else None
         torch.manual_seed(seed)
@@ -566,6 +571,8 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            "config_digest": job_digest(cfg, cls.name), **every,
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results(),
+           **({"threads_before_resume": sorted(before_threads)}
+              if fit.steps > 0 and before_threads - {torch.get_num_threads()} else {}),
            **measured}
     if is_main_process():  # before the row: a job counts as finished once its row exists
         method.classes_ = list(data.target.test.class_names)  # in the file too: a model copied out knows them

@@ -508,14 +508,19 @@ def environment_lines(rows: list[dict]) -> list[str]:
     out = []
     for key, what in (("threads", "torch threads per process"), ("kernels", "CPU kernels")):
         seen: dict = {}
+        resumed = False  # a row trained under one count, then resumed under another
         for r in rows:
             if r.get(key) is not None:
-                seen.setdefault(str(r[key]), []).append(f"{r['run'] + ': ' if r.get('run') else ''}{r['method']} "
-                                                        f"seed {r['seed']}")
-        if len(seen) > 1:
+                before = r.get(f"{key}_before_resume") if key == "threads" else None
+                resumed = resumed or bool(before)
+                value = f"{'/'.join(map(str, before))} then {r[key]}" if before else str(r[key])
+                seen.setdefault(value, []).append(f"{r['run'] + ': ' if r.get('run') else ''}{r['method']} "
+                                                  f"seed {r['seed']}")
+        if len(seen) > 1 or resumed:
             parts = "; ".join(f"{v}: {', '.join(jobs[:3])}{', ...' if len(jobs) > 3 else ''}"
                               for v, jobs in seen.items())
-            out.append(f"Rows made under {len(seen)} {what} ({parts}): they may differ from one environment's rows "
+            count = "changing" if resumed else len(seen)
+            out.append(f"Rows made under {count} {what} ({parts}): they may differ from one environment's rows "
                        f"(docs/scale.md).")
     return out
 

@@ -526,3 +526,58 @@ def test_a_full_run_directory_is_not_blamed_on_the_cache_a_network_was_copied_fr
     assert "in transferkit's cache: TRANSFERKIT_CACHE=" in into
     assert "TRANSFERKIT_CACHE=" in _cache_hint(OSError(errno.EACCES, "Permission denied", cached))
     assert _cache_hint(OSError(errno.EACCES, "Permission denied", run)) == ""
+
+
+class _FirstInterrupt(KeyboardInterrupt):
+    pass
+
+
+def test_a_second_ctrl_c_while_a_pool_stops_is_ignored_and_the_results_are_still_handed_over(thread_pool,
+                                                                                          monkeypatch):
+    import signal
+
+    from transferkit import runtime
+    done, both = [], threading.Barrier(2)
+    stop = runtime._stop_pool
+
+    def stop_and_press_again(pool):
+        stop(pool)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed a second time while the pool stops
+        time.sleep(0.1)
+    monkeypatch.setattr(runtime, "_stop_pool", stop_and_press_again)
+
+    def meet(value):
+        both.wait(5)
+        return value
+
+    def on_done(i, result):
+        done.append((i, result))
+        if len(done) == 1:
+            time.sleep(0.2)  # the other job's result is in by now
+            raise _FirstInterrupt
+    def second(signum, frame):
+        raise RuntimeError("the second Ctrl-C reached the stop")
+    previous = signal.signal(signal.SIGINT, second)
+    try:
+        with pytest.raises(_FirstInterrupt):  # the first interruption, not one raised inside the stop
+            map_jobs(meet, [(10,), (11,)], 2, on_done)
+        assert sorted(done) == [(0, 10), (1, 11)]
+        assert signal.getsignal(signal.SIGINT) is second  # Ctrl-C acts again afterwards
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_command_ignores_ctrl_c_once_it_stopped(monkeypatch):
+    import signal
+
+    from transferkit import cli
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        for code, ignored in ((0, False), (2, False), (130, True), (128 + signal.SIGTERM, True)):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            monkeypatch.setattr(cli, "main", lambda code=code: code)
+            with pytest.raises(SystemExit):
+                cli.entry()
+            assert (signal.getsignal(signal.SIGINT) is signal.SIG_IGN) == ignored, code
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -628,10 +628,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferkit: error: {e}{_cache_hint(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        hint = _resume_hint(args, argv)
-        if hint is not None:  # under --nproc, rank 0 alone says what was kept
-            what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Terminated) else "interrupted"
-            print(f"transferkit: {what}; {hint}", file=sys.stderr)
+        from .runtime import interrupts_ignored
+        with interrupts_ignored():  # the line saying what was kept is printed whole
+            hint = _resume_hint(args, argv)
+            if hint is not None:  # under --nproc, rank 0 alone says what was kept
+                what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Terminated) else "interrupted"
+                print(f"transferkit: {what}; {hint}", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Terminated) else 130
     finally:
         warnings.formatwarning = default_format
@@ -676,6 +678,8 @@ def entry() -> None:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
     code = main()
+    if code == 130 or code - 128 in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # stopped: a second Ctrl-C
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # would only print tracebacks of the interpreter's exit
     if code == CLOSED_PIPE:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)

@@ -454,11 +454,12 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
             handed.add(futures[future])
             on_done(futures[future], future.result())
     except BaseException:
-        _stop_pool(pool)
-        for f, i in futures.items():  # results that came back before the interruption are kept
-            if i not in handed and f.done() and not f.cancelled() and f.exception() is None:
-                handed.add(i)
-                on_done(i, f.result())
+        with interrupts_ignored():  # a second Ctrl-C would cut the stop short and lose the results below
+            _stop_pool(pool)
+            for f, i in futures.items():  # results that came back before the interruption are kept
+                if i not in handed and f.done() and not f.cancelled() and f.exception() is None:
+                    handed.add(i)
+                    on_done(i, f.result())
         raise
     pool.shutdown(wait=True)
     if isinstance(error, BrokenProcessPool):
@@ -470,6 +471,21 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
         raise WorkerDied(f"{how} and the other workers were stopped") from error
     if error is not None:
         raise error
+
+
+@contextmanager
+def interrupts_ignored():
+    """Ctrl-C (SIGINT) ignored inside: for the stop that follows a first one (the main thread
+    only; elsewhere nothing changes)."""
+    import signal
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _stop_pool(pool) -> None:
@@ -642,6 +658,8 @@ def one_line_warnings():
 
 
 def _worker_init(threads: int, parent: int) -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the pool
     one_line_warnings()
     keep_freed_memory()
     torch.set_num_threads(threads)

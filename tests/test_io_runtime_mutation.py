@@ -396,9 +396,10 @@ def test_a_failing_job_cancels_the_jobs_still_queued(thread_pool):
     assert sorted(ran) == [0, 1] and done == {1: 1}
 
 
-def test_an_interrupted_pool_hands_over_the_results_that_came_back(thread_pool):
-    done = []
-    both = threading.Barrier(2)
+def _interrupted_pair(interrupt: type) -> list:
+    """Two jobs that end together, the first result's hand-over raising ``interrupt`` (as
+    Ctrl-C there); the results handed over, once ``interrupt`` came out of map_jobs."""
+    done, both = [], threading.Barrier(2)
 
     def meet(value):
         both.wait(5)  # both jobs end together, before the first result is handed over
@@ -408,10 +409,14 @@ def test_an_interrupted_pool_hands_over_the_results_that_came_back(thread_pool):
         done.append((i, result))
         if len(done) == 1:
             time.sleep(0.2)  # the other job's result is in by now
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
+            raise interrupt
+    with pytest.raises(interrupt):
         map_jobs(meet, [(10,), (11,)], 2, on_done)
-    assert sorted(done) == [(0, 10), (1, 11)]
+    return done
+
+
+def test_an_interrupted_pool_hands_over_the_results_that_came_back(thread_pool):
+    assert sorted(_interrupted_pair(KeyboardInterrupt)) == [(0, 10), (1, 11)]
 
 
 # ---- threads and environment -------------------------------------------------------------------
@@ -537,7 +542,6 @@ def test_a_second_ctrl_c_while_a_pool_stops_is_ignored_and_the_results_are_still
     import signal
 
     from transferkit import runtime
-    done, both = [], threading.Barrier(2)
     stop = runtime._stop_pool
 
     def stop_and_press_again(pool):
@@ -546,21 +550,11 @@ def test_a_second_ctrl_c_while_a_pool_stops_is_ignored_and_the_results_are_still
         time.sleep(0.1)
     monkeypatch.setattr(runtime, "_stop_pool", stop_and_press_again)
 
-    def meet(value):
-        both.wait(5)
-        return value
-
-    def on_done(i, result):
-        done.append((i, result))
-        if len(done) == 1:
-            time.sleep(0.2)  # the other job's result is in by now
-            raise _FirstInterrupt
     def second(signum, frame):
         raise RuntimeError("the second Ctrl-C reached the stop")
     previous = signal.signal(signal.SIGINT, second)
     try:
-        with pytest.raises(_FirstInterrupt):  # the first interruption, not one raised inside the stop
-            map_jobs(meet, [(10,), (11,)], 2, on_done)
+        done = _interrupted_pair(_FirstInterrupt)  # the first interruption, not one raised inside the stop
         assert sorted(done) == [(0, 10), (1, 11)]
         assert signal.getsignal(signal.SIGINT) is second  # Ctrl-C acts again afterwards
     finally:

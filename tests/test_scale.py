@@ -126,6 +126,43 @@ def test_two_gloo_processes_match_one_process(tmp_path, batch_size):
         assert torch.allclose(v, double["weights"][k], atol=1e-4), k
 
 
+def _imbalanced_lenet(batch_size=32):
+    """LeNet fine-tuned with class_weight balanced on a toy domain whose class 0 has 5 times
+    the images of the others (the batches hold other class mixes in each process's shard)."""
+    torch.manual_seed(0)
+    d = toy_domain(160, 0)
+    d = d[torch.cat([torch.nonzero(d.labels == 0).flatten().repeat(5), torch.nonzero(d.labels != 0).flatten()])]
+    method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    cfg = TrainConfig(steps=12, batch_size=batch_size, eval_every=12, patience=None, lr=0.1, optimizer="sgd",
+                      momentum=0.0, class_weight="balanced")  # Adam's step magnifies the rounding of tiny gradients
+    Engine(cfg, seed=0).fit(method, target=d)
+    return {k: v.clone() for k, v in method.state_dict().items()}
+
+
+def _ddp_weighted_worker(rank, world, init_file, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    result = _imbalanced_lenet()
+    if rank == 0:
+        torch.save(result, out_file)
+    dist.barrier()
+    dist.destroy_process_group()
+    _exit_now()
+
+
+def test_class_weighted_cross_entropy_is_the_global_batch_s_weighted_mean_under_two_processes(tmp_path):
+    """Each process divides its shard's weighted sum by the whole batch's sum of weights; the
+    mean of per-shard weighted means (before) weighs a shard's images otherwise (measured:
+    1.8e-2 of the update apart after 12 SGD steps; now below 1e-6)."""
+    out_file = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_weighted_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    double, single = torch.load(out_file), _imbalanced_lenet()
+    start = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)).state_dict()
+    for k, v in single.items():
+        moved, apart = (v - start[k]).norm(), (v - double[k]).norm()
+        assert apart <= 1e-4 * moved, (k, float(apart / moved))
+
+
 def _ddp_checkpoint_worker(rank, world, init_file, ckpt_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)

@@ -37,7 +37,7 @@ from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, che
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
-from ..runtime import import_plugins, plugin_hint
+from ..runtime import all_reduce_mean, import_plugins, plugin_hint, world_size
 
 #: ``{name: method class}``; a name held by another class (a built-in) is refused
 METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
@@ -677,9 +677,16 @@ class Method(nn.Module):
     def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor, stream: str = "target") -> torch.Tensor:
         """``F.cross_entropy``, weighted per class when the fit's ``class_weight`` is ``balanced``
         (the engine's ``class_weights`` of ``stream``; PyTorch's weighted mean: the sum of weight x loss
-        over the batch divided by the batch's sum of weights)."""
+        over the batch divided by the batch's sum of weights). Under torchrun the sum of weights is
+        the whole batch's, over every process's shard, so that the processes' averaged gradients are
+        those of one process's weighted mean over the whole batch."""
         weight = getattr(self, "class_weights", {}).get(stream)
-        if weight is not None:
-            weight = torch.cat([weight, weight.new_ones(max(0, logits.shape[1] - len(weight)))])[:logits.shape[1]]
-            weight = weight.to(device=logits.device, dtype=logits.dtype)
-        return F.cross_entropy(logits, labels, weight=weight)
+        if weight is None:
+            return F.cross_entropy(logits, labels)
+        weight = torch.cat([weight, weight.new_ones(max(0, logits.shape[1] - len(weight)))])[:logits.shape[1]]
+        weight = weight.to(device=logits.device, dtype=logits.dtype)
+        world = world_size()
+        if world == 1:
+            return F.cross_entropy(logits, labels, weight=weight)
+        weighted = F.cross_entropy(logits, labels, weight=weight, reduction="sum")
+        return weighted * world / (all_reduce_mean(weight[labels].sum()) * world)

@@ -93,10 +93,11 @@ def _exit_now():
     os._exit(0)
 
 
-def _ddp_worker(rank, world, init_file, out_file, batch_size=32):
+def _ddp_worker(rank, world, init_file, out_file, compute, *args):
+    """One rank of a gloo run: ``compute(*args)``, saved to ``out_file`` by rank 0."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    result = _train_lenet(batch_size)
+    result = compute(*args)
     if rank == 0:
         torch.save(result, out_file)
     dist.barrier()  # both ranks reach teardown together (a lone gloo teardown aborted once in CI)
@@ -119,7 +120,8 @@ def test_two_gloo_processes_match_one_process(tmp_path, batch_size):
     order: weights agree to 1e-4, validation accuracy to 2 points."""
     single = _train_lenet(batch_size + batch_size % 2)
     out_file = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file), batch_size), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file), _train_lenet, batch_size), nprocs=2,
+             join=True)
     double = torch.load(out_file)
     assert abs(single["val"] - double["val"]) <= 0.02
     for k, v in single["weights"].items():
@@ -139,23 +141,12 @@ def _imbalanced_lenet(batch_size=32):
     return {k: v.clone() for k, v in method.state_dict().items()}
 
 
-def _ddp_weighted_worker(rank, world, init_file, out_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    result = _imbalanced_lenet()
-    if rank == 0:
-        torch.save(result, out_file)
-    dist.barrier()
-    dist.destroy_process_group()
-    _exit_now()
-
-
 def test_class_weighted_cross_entropy_is_the_global_batch_s_weighted_mean_under_two_processes(tmp_path):
     """Each process divides its shard's weighted sum by the whole batch's sum of weights; the
     mean of per-shard weighted means (before) weighs a shard's images otherwise (measured:
     1.8e-2 of the update apart after 12 SGD steps; now below 1e-6)."""
     out_file = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_weighted_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file), _imbalanced_lenet), nprocs=2, join=True)
     double, single = torch.load(out_file), _imbalanced_lenet()
     start = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)).state_dict()
     for k, v in single.items():
@@ -200,15 +191,8 @@ def _adapt_lenet(method_name):
     return start, {k: v.clone() for k, v in method.net.state_dict().items()}
 
 
-def _ddp_adapt_worker(rank, world, init_file, out_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    result = {m: _adapt_lenet(m) for m in BATCH_STATISTIC_METHODS}
-    if rank == 0:
-        torch.save(result, out_file)
-    dist.barrier()
-    dist.destroy_process_group()
-    _exit_now()
+def _adapt_every_lenet():
+    return {m: _adapt_lenet(m) for m in BATCH_STATISTIC_METHODS}
 
 
 def test_batch_statistic_losses_see_the_global_batch_under_two_processes(tmp_path):
@@ -216,7 +200,7 @@ def test_batch_statistic_losses_see_the_global_batch_under_two_processes(tmp_pat
     process gathers the others' features, so 2 x 4 + 4 images give one process's update on
     8 + 8 (before, the mean of per-shard values moved mmd's update by 86 %)."""
     out_file = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_adapt_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out_file), _adapt_every_lenet), nprocs=2, join=True)
     double = torch.load(out_file)
     for m in BATCH_STATISTIC_METHODS:
         start, single = _adapt_lenet(m)

@@ -6,9 +6,10 @@ are shared, each task has its own head, and the loss is
 
     L = CE(h_t(f(x_t)), y_t) + w_s · CE(h_s(f(x_s)), y_s)
 
-with ``w_s = source_weight``. Seed 001 also draws the variant for inputs that differ per task
-("parallel, different encoders": the input-side layers task-specific, the upper layers
-shared); ``private_units = n`` gives the source its own copy of the first ``n`` feature units.
+with ``w_s = source_weight``. Seed 001's overview table also notes "parallel, different
+encoders"; ``private_units = n`` gives the source its own copy of the first ``n`` feature
+units (input-side layers per task, the upper layers shared, the usual form for inputs that
+differ). The slides give no equation: the form above is the usual shared-layers, head-per-task one.
 """
 
 from __future__ import annotations

@@ -685,8 +685,7 @@ class Method(nn.Module):
             return F.cross_entropy(logits, labels)
         weight = torch.cat([weight, weight.new_ones(max(0, logits.shape[1] - len(weight)))])[:logits.shape[1]]
         weight = weight.to(device=logits.device, dtype=logits.dtype)
-        world = world_size()
-        if world == 1:
+        if world_size() == 1:
             return F.cross_entropy(logits, labels, weight=weight)
-        weighted = F.cross_entropy(logits, labels, weight=weight, reduction="sum")
-        return weighted * world / (all_reduce_mean(weight[labels].sum()) * world)
+        # world x (shard's weighted sum) / (batch's sum of weights): the sum over the batch is world x the mean
+        return F.cross_entropy(logits, labels, weight=weight, reduction="sum") / all_reduce_mean(weight[labels].sum())

@@ -74,19 +74,23 @@ class Multitask(Method):
         own = [*self.source_classifier.parameters(), *self.source_private.parameters()]
         return [{"params": self.net.parameters_of(self.trainable_units())}, {"params": own}]
 
-    def source_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The source head's logits of source images (through the private source units, if any)."""
+    def _through_private(self, x: torch.Tensor) -> torch.Tensor:
+        """Source images through the source's own copies of the first units (none: ``x``)."""
         for unit in self.source_private:
             x = unit(x)
-        return self.source_classifier(self.net.forward_units(x, self.private_units, "embedding"))
+        return x
+
+    def source_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The source head's logits of source images (through the private source units, if any)."""
+        return self.source_classifier(self.net.forward_units(self._through_private(x), self.private_units,
+                                                             "embedding"))
 
     def losses(self, batch):
         (x_s, y_s), (x_t, y_t) = batch.source, batch.target
         if not self.source_weight:  # finetune's loss; the source batch is not run
             return {"ce_target": self.supervised(batch.target)}
-        n, h_s, h_t = self.private_units, x_s, x_t
-        for i, unit in enumerate(self.source_private):
-            h_s, h_t = unit(h_s), self.net.unit(self.net.feature_names[i])(h_t)
+        n = self.private_units
+        h_s, h_t = self._through_private(x_s), self.net.forward_units(x_t, 0, n)
         embedding = self.net.forward_units(torch.cat([h_s, h_t]), n, "embedding")
         s = len(x_s)
         logits_s, logits_t = self.source_classifier(embedding[:s]), self.net.forward_units(embedding[s:], "embedding")

@@ -49,7 +49,7 @@ PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("dig
          ("mnist", "mnist+inversion"))
 SKADA_PAIRS = (("mnist", "digits"), ("syndigits", "mnist"))
 ADAPTATION = ("dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "mcc", "dsn", "multilayer_adv",
-              "multilayer_adda", "cyclegan", "adain")
+              "multilayer_adda", "cyclegan", "adain", "unit_gan")
 LABELS = {"source_only": "Source only", "dann": "Gradient reversal (dann)", "adda": "ADDA (adda)",
           "adda_encoder": "ADDA, encoder only (adda_encoder)", "confusion": "Domain confusion (confusion)",
           "mmd": "DDC / MMD (mmd)", "coral": "Deep CORAL (coral)", "entmin": "Entropy min. (entmin)",
@@ -57,6 +57,7 @@ LABELS = {"source_only": "Source only", "dann": "Gradient reversal (dann)", "add
           "multilayer_adv": "Ours: multi-layer (multilayer_adv)",
           "multilayer_adda": "Ours, seed 000's two-step form (multilayer_adda)",
           "cyclegan": "CycleGAN, pixel-level (cyclegan)", "adain": "AdaIN style transfer, pixel-level (adain)",
+          "unit_gan": "UNIT translation, pixel-level (unit_gan)",
           "target_only": "Target only (ceiling)"}
 TSNE_METHODS = ("dann", "multilayer_adv")
 #: Per-pair settings of the two tuned methods: the grid setting with the best mean target

@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     semantic,
     supervised,
     tap,
+    unit_gan,
 )
 from .base import METHODS, Method, get_method, list_methods, method_options, register
 

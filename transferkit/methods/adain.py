@@ -32,16 +32,15 @@ a target image of the same batch.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import check, is_whole
-from .adaptation import AdaptationMethod
 from .base import register
 from .image_unit import input_channels
+from .pixel import TwoStageTranslation
 
 EPS = 1e-5
 
@@ -82,7 +81,7 @@ class Decoder(nn.Module):
 
 
 @register
-class AdaIN(AdaptationMethod):
+class AdaIN(TwoStageTranslation):
     """Pixel-level adaptation by AdaIN style transfer (seed 003; Huang and Belongie 2017): the
     task network trains on source images drawn in the style of target images, with their
     labels. Two stages, each one engine run with the experiment's budget (``decoder_steps``
@@ -91,19 +90,18 @@ class AdaIN(AdaptationMethod):
     name = "adain"
     description = "pixel-level adaptation: AdaIN style transfer of source images to target styles, task net on them"
     frozen_children = ("encoder",)
+    stage_one_tag = "decoder"
+    translator_parts = ("decoder",)
+    task_term = "ce_styled"
 
     def __init__(self, net, layer: str | None = None, style_weight: float = 10.0, alpha: float = 1.0,
                  task_weight: float = 1.0, source_weight: float = 0.0, entmin_weight: float = 0.0, width: int = 32,
                  decoder_steps: int | None = None):
-        super().__init__(net, entmin_weight=entmin_weight, source_weight=source_weight)
-        check(task_weight > 0 or source_weight > 0, "adain: task_weight and source_weight are both 0, so nothing "
-                                                    "trains the task network: give one of them a weight > 0")
+        super().__init__(net, task_weight, source_weight, entmin_weight, decoder_steps, "decoder_steps")
         check(0 <= alpha <= 1, f"adain: alpha (the share of the style, 1: all of it) must be in [0, 1], got {alpha!r}")
         check(is_whole(width, 1), f"adain: width must be a whole number >= 1, got {width!r}")
         check(getattr(net, "input_shape", None) is not None, "adain: the decoder draws images of the network's "
                                                             "input size: build the network with input_shape=(C, H, W)")
-        check(decoder_steps is None or is_whole(decoder_steps, 1),
-              f"adain: decoder_steps must be a whole number >= 1 (or null: the training steps), got {decoder_steps!r}")
         shapes = net.unit_output_shapes()
         spatial = [n for n in net.feature_names if len(shapes[n]) == 3]
         check(spatial, "adain: the network has no unit with a spatial output (C x H x W) whose channel statistics "
@@ -112,23 +110,9 @@ class AdaIN(AdaptationMethod):
         check(layer in spatial, f"adain: layer must be a unit with a spatial output (C x H x W): one of {spatial}, "
                                 f"got {layer!r}")
         self.layer, self.style_layers = layer, spatial[:spatial.index(layer) + 1]
-        self.style_weight, self.alpha, self.task_weight = float(style_weight), float(alpha), float(task_weight)
-        self.decoder_steps = decoder_steps
+        self.style_weight, self.alpha = float(style_weight), float(alpha)
         self.encoder = copy.deepcopy(net).eval().requires_grad_(False)
         self.decoder = Decoder(shapes[layer][0], input_channels(net), net.input_shape[1:], width)
-        self.stage = 2  # a bare Engine.fit trains the task network on the decoder as it is
-
-    def trainable_units(self):
-        return [] if self.stage == 1 else super().trainable_units()
-
-    def param_groups(self) -> list[dict]:
-        if self.stage == 1:
-            return [{"params": list(self.decoder.parameters())}]
-        return [{"params": self.net.parameters_of(self.trainable_units())}]
-
-    def prepare(self, domains: dict) -> None:
-        super().prepare(domains)
-        self.decoder.requires_grad_(self.stage == 1)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -149,33 +133,12 @@ class AdaIN(AdaptationMethod):
         """``source_images`` drawn in the style of ``target_images`` (paired by position, cycling)."""
         return self._styled(source_images, target_images)[0]
 
-    def losses(self, batch):
-        (x_s, y_s), x_t = batch.source, batch.unlabeled
-        if self.stage == 1:
-            g, style, t = self._styled(x_s, x_t)
-            made = self.encoder.forward_features(g, self.style_layers)
-            return {"content": F.mse_loss(made[self.layer], t),
-                    "style": self.style_weight * style_loss([made[n] for n in self.style_layers],
-                                                            [style[n] for n in self.style_layers])}
-        with torch.no_grad():
-            g = self._styled(x_s, x_t)[0]
-        parts = [g] + ([x_s] if self.source_weight else []) + ([x_t] if self.entmin_weight else [])
-        logits = self.net(torch.cat(parts)).split([len(p) for p in parts])
-        terms = {"ce_styled": self.task_weight * self.cross_entropy(logits[0], y_s, "source")} \
-            if self.task_weight else {}
-        terms.update(self.base_terms(logits[1] if self.source_weight else None, y_s,
-                                     logits[-1] if self.entmin_weight else None))
-        return terms
+    def translated(self, batch) -> torch.Tensor:
+        return self._styled(batch.source[0], batch.unlabeled)[0]
 
-    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
-        """Stage 1 trains the decoder (no validation: the task network does not change), stage 2
-        the task network; each its own engine run and checkpoint directory."""
-        self.stage = 1
-        engine = make_engine("decoder")
-        engine.cfg = dataclasses.replace(engine.cfg, steps=self.decoder_steps or engine.cfg.steps)
-        first = engine.fit(self, source=source, unlabeled=unlabeled)
-        self.stage = 2
-        second = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
-        self.fit_wall_s = first.wall_s + second.wall_s  # a resumed stage's engine counts its seconds before the stop
-        return dataclasses.replace(second, steps=first.steps + second.steps, history=first.history + second.history,
-                                   wall_s=self.fit_wall_s)
+    def translator_losses(self, batch) -> dict:
+        g, style, t = self._styled(batch.source[0], batch.unlabeled)
+        made = self.encoder.forward_features(g, self.style_layers)
+        return {"content": F.mse_loss(made[self.layer], t),
+                "style": self.style_weight * style_loss([made[n] for n in self.style_layers],
+                                                        [style[n] for n in self.style_layers])}

@@ -1,6 +1,8 @@
 """Pixel-level domain adaptation by unpaired image translation: ``cyclegan`` (seed 003,
 "Transfer Learning for Image Synthesis": CycleGAN, Zhu et al. 2017, "used to solve unpaired
-training data").
+training data"), and what the pixel-level methods share: the task terms on translated source
+images (:func:`task_terms`) and the two-stage form of ``adain`` and ``unit_gan``
+(:class:`TwoStageTranslation`).
 
 Two generators translate between the domains, ``G``: source → target style and ``F``:
 target → source style; two discriminators judge images, ``D_t`` (target images against
@@ -32,11 +34,13 @@ semantic-consistency loss, which lets a classifier shape it, is not part of seed
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import check
+from ..errors import check, is_whole
 from ..losses import frozen_call
 from .adaptation import AdaptationMethod
 from .adversarial import _beta1
@@ -64,6 +68,91 @@ def lsgan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return (logits - 1).pow(2).mean() if real else logits.pow(2).mean()
 
 
+def check_task_weights(name: str, task_weight: float, source_weight: float) -> None:
+    check(task_weight > 0 or source_weight > 0, f"{name}: task_weight and source_weight are both 0, so nothing "
+                                                "trains the task network: give one of them a weight > 0")
+
+
+def task_terms(method: AdaptationMethod, translated: torch.Tensor, x_s: torch.Tensor, y_s: torch.Tensor,
+               x_t: torch.Tensor, name: str) -> dict:
+    """The task network's terms of a pixel-level method, from one forward pass of the
+    concatenated batch: ``name``: ``task_weight · CE(N(translated), y_s)`` (``translated`` is
+    detached by the caller: the task does not shape the translation), and
+    :meth:`~.adaptation.AdaptationMethod.base_terms` (``CE(N(x_s), y_s)``, target entropy)."""
+    parts = [translated] + ([x_s] if method.source_weight else []) + ([x_t] if method.entmin_weight else [])
+    logits = method.net(torch.cat(parts)).split([len(p) for p in parts])
+    terms = {name: method.task_weight * method.cross_entropy(logits[0], y_s, "source")} if method.task_weight else {}
+    terms.update(method.base_terms(logits[1] if method.source_weight else None, y_s,
+                                   logits[-1] if method.entmin_weight else None))
+    return terms
+
+
+class TwoStageTranslation(AdaptationMethod):
+    """Base of the pixel-level methods that train in two stages, each its own engine run and
+    checkpoint directory (tag ``stage_one_tag``): stage 1 trains an image translator (the
+    children named in ``translator_parts``) on :meth:`translator_losses`, for
+    ``stage_one_steps`` steps (None: the experiment's), without validation (the task network
+    does not move); stage 2 trains the task network on :meth:`translated` source images with
+    their labels, the translator fixed (term ``task_term``)."""
+
+    stage_one_tag = "translator"
+    translator_parts: tuple[str, ...] = ()
+    task_term = "ce_translated"
+
+    def __init__(self, net, task_weight: float, source_weight: float, entmin_weight: float,
+                 stage_one_steps: int | None, steps_option: str):
+        super().__init__(net, entmin_weight=entmin_weight, source_weight=source_weight)
+        check_task_weights(self.name, task_weight, source_weight)
+        check(stage_one_steps is None or is_whole(stage_one_steps, 1), f"{self.name}: {steps_option} must be a whole "
+                                                                       f"number >= 1 (or null: the training steps), "
+                                                                       f"got {stage_one_steps!r}")
+        self.task_weight, self.stage_one_steps = float(task_weight), stage_one_steps
+        self.stage = 2  # a bare Engine.fit trains the task network on the translator as it is
+
+    def translator_losses(self, batch) -> dict:
+        raise NotImplementedError
+
+    def translated(self, batch) -> torch.Tensor:
+        """The batch's source images translated for the task network (stage 2, no gradient)."""
+        raise NotImplementedError
+
+    def translator_groups(self) -> list[dict]:
+        """Stage 1's optimiser groups."""
+        return [{"params": [p for n in self.translator_parts for p in getattr(self, n).parameters()]}]
+
+    def trainable_units(self):
+        return [] if self.stage == 1 else super().trainable_units()
+
+    def param_groups(self) -> list[dict]:
+        return self.translator_groups() if self.stage == 1 else [
+            {"params": self.net.parameters_of(self.trainable_units())}]
+
+    def prepare(self, domains: dict) -> None:
+        super().prepare(domains)
+        for name in self.translator_parts:
+            getattr(self, name).requires_grad_(self.stage == 1)
+
+    def losses(self, batch):
+        if self.stage == 1:
+            return self.translator_losses(batch)
+        (x_s, y_s), x_t = batch.source, batch.unlabeled
+        with torch.no_grad():
+            g = self.translated(batch)
+        return task_terms(self, g, x_s, y_s, x_t, self.task_term)
+
+    def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
+        """Stage 1 (the translator), then stage 2 (the task network)."""
+        self.stage = 1
+        engine = make_engine(self.stage_one_tag)
+        engine.cfg = dataclasses.replace(engine.cfg, steps=self.stage_one_steps or engine.cfg.steps)
+        first = engine.fit(self, source=source, unlabeled=unlabeled)
+        self.stage = 2
+        second = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
+        self.fit_wall_s = first.wall_s + second.wall_s  # a resumed stage's engine counts its seconds before the stop
+        return dataclasses.replace(second, steps=first.steps + second.steps, history=first.history + second.history,
+                                   wall_s=self.fit_wall_s)
+
+
 @register
 class CycleGAN(AdaptationMethod):
     """Pixel-level adaptation by CycleGAN translation (seed 003; Zhu et al. 2017): the task
@@ -77,8 +166,7 @@ class CycleGAN(AdaptationMethod):
                  source_weight: float = 0.0, entmin_weight: float = 0.0, width: int = 16, disc_width: int = 32,
                  translator_lr_mult: float = 0.2, beta1: float | None = 0.5):
         super().__init__(net, entmin_weight=entmin_weight, source_weight=source_weight)
-        check(task_weight > 0 or source_weight > 0, "cyclegan: task_weight and source_weight are both 0, so nothing "
-                                                    "trains the task network: give one of them a weight > 0")
+        check_task_weights(self.name, task_weight, source_weight)
         check(isinstance(width, int) and width >= 1 and isinstance(disc_width, int) and disc_width >= 1,
               f"cyclegan: width and disc_width must be whole numbers >= 1, got {width!r} and {disc_width!r}")
         self.cycle_weight, self.identity_weight = float(cycle_weight), float(identity_weight)
@@ -119,10 +207,4 @@ class CycleGAN(AdaptationMethod):
         if self.identity_weight:
             terms["identity"] = self.identity_weight * (F.l1_loss(self.to_target(x_t), x_t)
                                                         + F.l1_loss(self.to_source(x_s), x_s))
-        parts = [fake_t.detach()] + ([x_s] if self.source_weight else []) + ([x_t] if self.entmin_weight else [])
-        logits = self.net(torch.cat(parts)).split([len(p) for p in parts])
-        if self.task_weight:
-            terms["ce_translated"] = self.task_weight * self.cross_entropy(logits[0], y_s, "source")
-        terms.update(self.base_terms(logits[1] if self.source_weight else None, y_s,
-                                     logits[-1] if self.entmin_weight else None))
-        return terms
+        return {**terms, **task_terms(self, fake_t.detach(), x_s, y_s, x_t, "ce_translated")}

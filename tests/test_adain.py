@@ -71,6 +71,25 @@ def test_stage_one_trains_the_decoder_and_stage_two_the_task_network_never_the_e
     assert styled.shape == (6, 1, 28, 28) and 0 <= styled.min() and styled.max() <= 1
 
 
+def test_the_encoder_maps_come_from_the_cache_of_each_stream_as_computed_afresh():
+    method = get_method("adain")(seeded_lenet(), layer="conv2")
+    g = torch.Generator().manual_seed(4)
+    x_s, x_t = torch.rand(10, 1, 28, 28, generator=g), torch.rand(7, 1, 28, 28, generator=g)
+    i_s, i_t = torch.tensor([9, 2, 5, 0]), torch.tensor([6, 1, 3])  # 4 source images, styles cycle through 3
+    batch = Batch(step=0, progress=0.0, source=(x_s[i_s], torch.arange(4)), unlabeled=x_t[i_t],
+                  indices={"source": i_s, "unlabeled": i_t})
+    method.input_cache = method.cache_inputs({"source": x_s, "unlabeled": x_t})  # what the engine keeps
+    assert set(method.input_cache) == {"content", "style"} and len(method.input_cache["content"]) == 10
+    for stage in (1, 2):
+        method.stage = stage
+        cached = method.losses(batch)
+        method.input_cache, kept = {}, method.input_cache
+        fresh = method.losses(batch)
+        method.input_cache = kept
+        for name in fresh:
+            torch.testing.assert_close(cached[name], fresh[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
 def test_fit_runs_the_decoder_stage_then_the_task_stage():
     from helpers import toy_domain
     method = get_method("adain")(seeded_lenet(), decoder_steps=3)

@@ -26,7 +26,8 @@ keeps too few positions to draw an image from); the decoder is a small convoluti
 (3 x 3 convolutions, nearest upsampling to the image size, sigmoid output), not VGG's mirror;
 ``‖·‖²`` is a mean over elements (the paper's squared L2 norm up to a constant per layer);
 λ = 10 and α = 1 are the defaults of the authors' code; styles pair each source image with
-a target image of the same batch.
+a target image of the same batch. The fixed encoder's maps of the source and target images
+are computed once per stage (:meth:`AdaIN.cache_inputs`), not per batch.
 """
 
 from __future__ import annotations
@@ -119,12 +120,29 @@ class AdaIN(TwoStageTranslation):
         self.encoder.eval()  # fixed, BatchNorm statistics included
         return self
 
-    def _styled(self, x_s: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def _content(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_features(x, [self.layer])[self.layer]
+
+    def _style(self, x: torch.Tensor) -> dict:
+        return self.encoder.forward_features(x, self.style_layers)
+
+    def cache_inputs(self, inputs):
+        """The fixed encoder's maps of every source image (content) and target image (styles),
+        computed once per stage."""
+        return {**self.cache_stream(inputs, "content", self._content, self.encoder),
+                **self.cache_stream(inputs, "style", self._style, self.encoder, stream="unlabeled")}
+
+    def _styled(self, x_s: torch.Tensor, x_t: torch.Tensor, indices: dict | None = None
+                ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """``(g, style maps of the target images, t)``: each source image drawn in the style of the
-        target image at its position (cycling through the target batch)."""
-        style_images = x_t[torch.arange(len(x_s), device=x_t.device) % len(x_t)]
-        content = self.encoder.forward_features(x_s, [self.layer])[self.layer]
-        style = self.encoder.forward_features(style_images, self.style_layers)
+        target image at its position (cycling through the target batch); the encoder's maps from
+        the cache where the batch's ``indices`` address it."""
+        indices = indices or {}
+        pick = torch.arange(len(x_s), device=x_t.device) % len(x_t)
+        content = self.cached_rows("content", indices.get("source"), lambda: self._content(x_s))
+        at = indices.get("unlabeled")
+        style = self.cached_rows("style", None if at is None else at[pick.to(at.device)],
+                                 lambda: self._style(x_t[pick]))
         t = adain(content, style[self.layer])
         return self.decoder(self.alpha * t + (1 - self.alpha) * content), style, t
 
@@ -134,10 +152,10 @@ class AdaIN(TwoStageTranslation):
         return self._styled(source_images, target_images)[0]
 
     def translated(self, batch) -> torch.Tensor:
-        return self._styled(batch.source[0], batch.unlabeled)[0]
+        return self._styled(batch.source[0], batch.unlabeled, batch.indices)[0]
 
     def translator_losses(self, batch) -> dict:
-        g, style, t = self._styled(batch.source[0], batch.unlabeled)
+        g, style, t = self._styled(batch.source[0], batch.unlabeled, batch.indices)
         made = self.encoder.forward_features(g, self.style_layers)
         return {"content": F.mse_loss(made[self.layer], t),
                 "style": self.style_weight * style_loss([made[n] for n in self.style_layers],

@@ -7,7 +7,7 @@ shared and domain generators ``G_s``, ``G_t`` whose first layer is shared;
 ``q_d(z | x) = N(E_d(x), I)``, sampled as ``z_d = E_d(x_d) + ε``. A source image is
 reconstructed by ``G_s(z_s)``, translated into the target domain by ``G_t(z_s)``, and
 translated back by ``G_s(z')``, ``z' ~ q_t(· | G_t(z_s))``; the same from the target. The
-paper's objective (its eq. 1-5), for ``d`` each domain and ``d'`` the other:
+paper's objective (its Section 3), for ``d`` each domain and ``d'`` the other:
 
     L_VAE_d = λ1 KL(q_d(z | x_d) ‖ N(0, I)) + λ2 ‖G_d(z_d) − x_d‖₁
     L_GAN_d = λ0 [log D_d(x_d) + log(1 − D_d(G_d(z_d')))]      (D_d maximises it; E, G minimise)
@@ -29,7 +29,8 @@ generator a nearest upsampling to the image size and two 3 x 3 convolutions with
 LeakyReLU 0.2, no normalisation; the discriminators are :mod:`.pixel`'s PatchGAN. The KL
 term of ``N(μ, I)`` is the mean of ``μ²`` over elements and the L1 terms are means over
 pixels, as in the authors' code (whose λ are the paper's over 10, the same under Adam); the
-generators take the non-saturating GAN term ``−λ0 log D_d(G_d(z_d'))``. The two stages are
+generators take the non-saturating GAN term ``−λ0 log D_d(G_d(z_d'))`` (the paper's log-loss
+GAN; the authors' code has a least-squares one too). The two stages are
 transferkit's (the paper's adaptation trains a classifier inside its discriminators, jointly);
 stage 2 translates with the mean ``E_s(x_s)``, no noise, and computes the translations of the
 source images once per fit (the translator is fixed). No weight decay beyond the

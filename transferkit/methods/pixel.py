@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from ..errors import check, is_whole
 from ..losses import frozen_call
+from ..unitnet import evaluating
 from .adaptation import AdaptationMethod
 from .adversarial import _beta1
 from .base import register
@@ -185,13 +186,8 @@ class CycleGAN(AdaptationMethod):
 
     def translate(self, images: torch.Tensor) -> torch.Tensor:
         """Source images in the target's style, ``G(x)`` (eval mode and no gradient: to look at them)."""
-        was = self.to_target.training
-        self.to_target.eval()
-        try:
-            with torch.no_grad():
-                return self.to_target(images)
-        finally:
-            self.to_target.train(was)
+        with torch.no_grad(), evaluating(self.to_target):
+            return self.to_target(images)
 
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from ..errors import check, is_whole
 from ..losses import frozen_call
+from ..unitnet import evaluating
 from .adversarial import _beta1
 from .base import register
 from .image_unit import input_channels
@@ -128,12 +129,9 @@ class UNIT(TwoStageTranslation):
         """Images of the other domain translated into domain ``to``, with the latent mean (to look
         at them; the task network's inputs with ``to="target"``)."""
         check(to in DOMAINS, f"unit_gan: translate(to=...) must be one of {DOMAINS}, got {to!r}")
-        was = self.translator.training
-        self.translator.eval()
-        try:
-            return self.translator.decode(self.translator.encode(images, DOMAINS[to == "source"]), to)
-        finally:
-            self.translator.train(was)
+        other = "target" if to == "source" else "source"
+        with evaluating(self.translator) as tr:
+            return tr.decode(tr.encode(images, other), to)
 
     def cache_inputs(self, inputs):
         if self.stage == 1:
@@ -151,13 +149,14 @@ class UNIT(TwoStageTranslation):
         fake_t, fake_s = tr.decode(z_s, "target"), tr.decode(z_t, "source")
         mu_st, mu_ts = tr.encode(fake_t, "target"), tr.encode(fake_s, "source")
         d_s, d_t = self.disc_source, self.disc_target
+        kl = gaussian_kl(mu_s) + gaussian_kl(mu_t)  # KL(q_d(z | x_d)), in L_VAE and in L_CC
         return {
             "disc": w["gan"] * (gan_loss(d_t(x_t), True) + gan_loss(d_t(fake_t.detach()), False)
                                 + gan_loss(d_s(x_s), True) + gan_loss(d_s(fake_s.detach()), False)),
             "gan": w["gan"] * (gan_loss(frozen_call(d_t, fake_t), True) + gan_loss(frozen_call(d_s, fake_s), True)),
-            "vae": w["kl"] * (gaussian_kl(mu_s) + gaussian_kl(mu_t))
+            "vae": w["kl"] * kl
             + w["recon"] * (F.l1_loss(tr.decode(z_s, "source"), x_s) + F.l1_loss(tr.decode(z_t, "target"), x_t)),
-            "cycle": w["cycle_kl"] * (gaussian_kl(mu_s) + gaussian_kl(mu_t) + gaussian_kl(mu_st) + gaussian_kl(mu_ts))
+            "cycle": w["cycle_kl"] * (kl + gaussian_kl(mu_st) + gaussian_kl(mu_ts))
             + w["cycle"] * (F.l1_loss(tr.decode(sample(mu_st), "source"), x_s)
                             + F.l1_loss(tr.decode(sample(mu_ts), "target"), x_t)),
         }

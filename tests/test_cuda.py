@@ -114,7 +114,9 @@ def test_clip_trains_on_the_gpu_and_its_encoders_follow_the_model():
                                                                                            val=dom)
     on_cpu = retrieval_report(m, images, labels, cd.captions, torch.arange(len(cd.captions)) % 4)
     m.to("cuda")
-    assert m.encode_images(images).device.type == "cuda" and m.encode_texts(cd.captions[:3]).device.type == "cuda"
+    # image embeddings on the images' device (as every prediction), text embeddings on the model's
+    assert m.encode_images(images).device.type == "cpu" and m.encode_images(images.cuda()).device.type == "cuda"
+    assert m.encode_texts(cd.captions[:3]).device.type == "cuda"
     on_gpu = retrieval_report(m, images, labels, cd.captions, torch.arange(len(cd.captions)) % 4)
     assert on_gpu.keys() == on_cpu.keys()
     assert all(abs(on_gpu[k] - on_cpu[k]) <= 0.05 for k in on_cpu), (on_cpu, on_gpu)

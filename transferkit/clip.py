@@ -602,7 +602,9 @@ class ClipMethod(Method):
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Unit-norm image embeddings, in eval mode (each module's mode is restored after)."""
+        """Unit-norm image embeddings, in eval mode (each module's mode is restored after), on the
+        device of ``images`` as every prediction (:func:`~transferkit.evaluate.predict_logits`);
+        :meth:`encode_texts` gives the model's device."""
         dev = self.image_proj.weight.device
         with evaluating(self):
             return predict_logits(lambda x: F.normalize(self.image_proj(self.net.forward_features(x.to(dev))), dim=1),

@@ -52,7 +52,8 @@ def unique_ids(values, what: str) -> tuple[np.ndarray, torch.Tensor]:
 
 
 def _class_id_labels(labels, what: str = "labels"):
-    check(not is_text(labels), f"{what} must be class ids 0..C-1 (the columns of the logits), got names such as "
+    if is_text(labels):  # the message is built only here: np.asarray of a CUDA tensor raises
+        raise TransferkitError(f"{what} must be class ids 0..C-1 (the columns of the logits), got names such as "
                                f"{np.asarray(labels).reshape(-1)[:3].tolist()}; map them to ids, e.g. "
                                f"[class_names.index(n) for n in names]")
     return labels

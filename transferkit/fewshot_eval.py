@@ -260,7 +260,7 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     with evaluating(net):  # each submodule gets its own mode back (a frozen unit stays in eval mode)
         if type(net).forward_features is UnitNet.forward_features and images.device == dev:
             return frozen_activations(net, images, EMBEDDING)  # what forward_features runs
-        return predict_logits(lambda x: net.forward_features(x.to(dev)), images)
+        return predict_logits(lambda x: net.forward_features(x.to(dev)), images).to(dev)
 
 
 #: what episodes on a grouped target (videos) draw

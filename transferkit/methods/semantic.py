@@ -94,8 +94,8 @@ def metric_cross_entropy(features: torch.Tensor, labels: torch.Tensor,
 def embedded_class_means(net, domain) -> torch.Tensor:
     """Per-class means of ``net``'s embeddings of ``domain``'s images (on the net's device)."""
     dev = next(net.parameters()).device
-    feats = predict_logits(lambda x: net.forward_features(x.to(dev)), domain.images)
-    return class_means(feats, domain.labels.to(feats.device), domain.num_classes)
+    feats = predict_logits(lambda x: net.forward_features(x.to(dev)), domain.images).to(dev)
+    return class_means(feats, domain.labels.to(dev), domain.num_classes)
 
 
 def _warn_unused(method: str, switch: str, weight: float, options: dict) -> None:

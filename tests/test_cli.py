@@ -230,6 +230,25 @@ def test_nproc_refuses_workers_and_a_missing_gpu_before_starting_processes(capsy
         assert code == 2 and "device cuda requested but CUDA is not available" in err, err
 
 
+def test_nproc_on_cuda_refuses_more_processes_than_gpus_before_starting_them(capsys, monkeypatch):
+    """Seen on a one-GPU H200 (2026-12-04): --nproc 2 --device cuda started torchrun, whose rank 1
+    failed and printed torchrun's traceback."""
+    import subprocess
+
+    import transferkit.runtime as runtime
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("torchrun was started"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(runtime, "deterministic_cuda", lambda: None)
+    for device in ("cuda", "auto"):
+        code, _, err = run_cli(capsys, "run", "--nproc", "2", "--device", device, "--set", "methods=[finetune]")
+        assert code == 2 and f"--nproc 2 on device {device} needs one GPU per process, and there are 1" in err, err
+    code, _, err = run_cli(capsys, "run", "--nproc", "2", "--device", "cuda:0", "--set", "methods=[finetune]")
+    assert code == 2 and "device cuda:0 puts every process on one GPU" in err, err
+    code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--nproc", "3", "--device", "cuda")
+    assert code == 2 and "--nproc 3 on device cuda needs one GPU per process" in err, err
+
+
 def test_ctrl_c_under_nproc_is_told_once_by_rank_0_not_by_the_launcher_nor_other_ranks(capsys, monkeypatch):
     import transferkit.cli as cli
     import transferkit.experiment as experiment

@@ -179,7 +179,7 @@ def _checked_for_torchrun(args) -> bool:
     """Before ``--nproc`` starts processes: check what they would run (a bad config, plan or
     name is one error line here, not one per rank and a torchrun traceback); ``False`` when
     the command needs no processes (``bench list``, ``--print-plan``)."""
-    from .runtime import resolve_device
+    from .runtime import check_processes_have_gpus
     if args.command == "run":
         if args.print_config:
             return False
@@ -187,7 +187,7 @@ def _checked_for_torchrun(args) -> bool:
         _runtime_flag_checks(args)
         cfg = _run_config(args)
         check_names(cfg, args.resume)
-        resolve_device(cfg.device)  # CUDA that is not there: one line here, not one per rank
+        check_processes_have_gpus(cfg.device, args.nproc)  # CUDA that is not there: one line, not one per rank
     elif args.command in ("bench", "demo"):
         name = "demo" if args.command == "demo" else args.name
         if name == "list" or args.print_plan:
@@ -196,7 +196,7 @@ def _checked_for_torchrun(args) -> bool:
         _runtime_flag_checks(args)
         _check_bench_resume(args)
         make_plan(name, args.quick, args.set)
-        resolve_device(args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+        check_processes_have_gpus(args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"), args.nproc)
     return True
 
 

@@ -61,6 +61,18 @@ def _check_one_gpu_per_process(device: str) -> None:
                              f"(--nproc) give device cuda, and each takes the GPU of its local rank")
 
 
+def check_processes_have_gpus(device: str, nproc: int) -> None:
+    """Before ``--nproc`` starts its processes: on CUDA (``cuda`` or ``auto`` with a GPU) each
+    process takes a GPU of its own, so ``nproc`` may not exceed the GPUs there are (else one
+    error line here, instead of a rank's error and torchrun's traceback)."""
+    if resolve_device(device).type != "cuda":
+        return
+    _check_one_gpu_per_process(device)
+    count = torch.cuda.device_count()
+    check(nproc <= count, f"--nproc {nproc} on device {device} needs one GPU per process, and there are {count} "
+                          f"CUDA device(s): lower --nproc to {count} or fewer, or use --device cpu (gloo)")
+
+
 def deterministic_cuda() -> None:
     """The same results for the same seed on a GPU as well: deterministic cuDNN and cuBLAS
     kernels (an op with no deterministic CUDA kernel warns instead of failing). Without

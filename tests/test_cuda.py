@@ -13,7 +13,7 @@ from transferkit.api import Transfer
 from transferkit.backbones import build_backbone
 from transferkit.engine import Engine, TrainConfig
 from transferkit.methods import get_method
-from transferkit.methods.base import METHODS, load_outside_families
+from transferkit.methods.base import METHODS, Method, load_outside_families
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -24,8 +24,8 @@ OWN_TESTS = {"cat_two_stage", "distill", "clip", "ft_unit"}
 OPTIONS = {"attribute_zsl": {"attributes": torch.eye(4)}}
 
 
-def _fit(name, amp=False):
-    src, tgt, val = toy_domain(32, 0, name="src"), toy_domain(32, 1, name="tgt"), toy_domain(16, 2, name="val")
+def _fit(name, amp=False, n_source=32):
+    src, tgt, val = toy_domain(n_source, 0, name="src"), toy_domain(32, 1, name="tgt"), toy_domain(16, 2, name="val")
     gpu = TrainConfig(steps=4, eval_every=2, batch_size=8, device="cuda", amp=amp)
     model = Transfer(name, backbone="lenet", train=gpu, pretrain=TrainConfig(steps=4, batch_size=8, device="cuda"),
                      **OPTIONS.get(name, {}))
@@ -47,6 +47,18 @@ def test_every_method_trains_on_the_gpu_and_repeats_its_result(name, amp):
     assert logits.device.type == "cpu" and torch.isfinite(logits).all()
     assert torch.equal(logits, again.predict_logits(tgt.images))
     assert 0.0 <= first.score(tgt) <= 1.0
+
+
+CACHING = sorted(n for n in set(METHODS) - OWN_TESTS if METHODS[n].cache_inputs is not Method.cache_inputs)
+
+
+@pytest.mark.parametrize("name", CACHING)
+def test_methods_that_cache_the_source_train_on_the_gpu_with_a_source_too_large_to_cache(name):
+    """The budget (4 steps of 8) draws 32 of 64 source images, so the engine caches no source
+    stream and each method takes its other path (seen on an H200: lext's eq. 5 prototypes came
+    from the source domain's CPU images and stayed there)."""
+    fitted, tgt = _fit(name, n_source=64)
+    assert torch.isfinite(fitted.predict_logits(tgt.images)).all()
 
 
 def test_resume_on_the_gpu_restores_the_cuda_random_state(tmp_path):

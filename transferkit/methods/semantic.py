@@ -222,13 +222,14 @@ class SemanticTransfer(Method):
     @torch.no_grad()
     def _set_prototypes(self, feats: torch.Tensor | None = None) -> None:
         """Eq. 5's per-class source prototypes, from ``feats`` (the fixed source network's
-        embedding of every source image, in order) or from a pass over the source domain."""
+        embedding of every source image, in order) or from a pass over the source domain; on
+        the source network's device, where the losses compare with them."""
         source, self._prototype_source = self._prototype_source, None
-        if feats is None:
-            dev = next(self.source_net.parameters()).device
+        dev = next(self.source_net.parameters()).device
+        if feats is None:  # a source the fit does not cache: its images are where the domain keeps them
             self.source_net.eval()
             feats = predict_logits(lambda x: self.source_net.forward_features(x.to(dev)), source.images)
-        self.source_prototypes = class_means(feats.float(), source.labels, source.num_classes)  # fp32 under amp
+        self.source_prototypes = class_means(feats.float().to(dev), source.labels, source.num_classes)  # fp32 (amp)
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         out = super().load_state_dict(state_dict, *args, **kwargs)

@@ -67,3 +67,39 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
                     os.kill(int((tmp_path / f"w{i}").read_text()), signal.SIGKILL)
                 except (ProcessLookupError, ValueError):
                     pass
+
+
+STOPPED = textwrap.dedent("""
+    import os, sys, time
+    from transferkit.runtime import map_jobs
+
+    def job(d, i):
+        if i == 0:  # returns once the other job has its progress bar, as a training job has
+            while not os.path.exists(os.path.join(d, "bar")):
+                time.sleep(0.1)
+            return 0
+        from tqdm import tqdm
+        tqdm(total=1, disable=True)
+        open(os.path.join(d, "bar"), "w").close()
+        time.sleep(60)
+
+    def on_done(i, result):
+        raise KeyboardInterrupt  # as Ctrl-C while the first result is written: the pool is stopped
+
+    if __name__ == "__main__":
+        try:
+            map_jobs(job, [(sys.argv[1], 0), (sys.argv[1], 1)], 2, on_done)
+        except KeyboardInterrupt:
+            print("stopped")
+""")
+
+
+def test_a_worker_ended_by_an_interrupt_leaves_no_leaked_semaphore(tmp_path):
+    """A worker that a stopped pool terminates runs no finalizer: a named semaphore made in it
+    (tqdm's default lock had one) stays for the resource tracker, which warns at exit."""
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.strip() == "stopped", done.stderr
+    assert "leaked" not in done.stderr, done.stderr

@@ -677,6 +677,10 @@ def _worker_init(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
     preload_lazy_imports()
     os.environ["TRANSFERKIT_WORKERS"] = "1"  # no nested pools inside a worker
+    # tqdm's default lock adds a multiprocessing RLock, a named semaphore that a worker ended by _stop_pool
+    # never unlinks ("leaked semaphore objects" at exit); a spawned worker's own RLock locks nothing across processes
+    from tqdm import tqdm
+    tqdm.set_lock(threading.RLock())
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 

@@ -355,9 +355,10 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
      "of memory: use a smaller image size"),
 ])
 def test_user_mistakes_exit_2_with_named_problem(argv, message, capsys, tmp_path):
-    code, _, err = run_cli(capsys, *argv, *(["--set", f"out_dir={tmp_path}"] if argv[0] == "run" else []))
+    code, out, err = run_cli(capsys, *argv, *(["--set", f"out_dir={tmp_path}"] if argv[0] == "run" else []))
     assert code == 2
     assert message in err
+    assert "reading" not in out or "unknown method" not in message, "a misspelt method is named before data is read"
     assert "Traceback" not in err
     assert not list(tmp_path.rglob("config.yaml")), "a refused run left its run directory behind"
     assert not list(tmp_path.iterdir()) or argv[0] != "run", "a refused run left out_dir/NAME behind"

@@ -300,14 +300,14 @@ def _config_copy_hint(run_dir: Path) -> str:
 def _run(args) -> None:
     _apply_runtime_flags(args)  # before the config: its stages' devices default to --device
     from .experiment import run_experiment
+    from .preflight import check_names
     from .results import summarize
     from .runtime import init_distributed, is_main_process
     from .tables import markdown_table
     cfg = _run_config(args)
+    check_names(cfg, args.resume)  # a misspelt method's error before the "reading ..." line, not after it
     if args.print_config:  # the config as it would run (file, --set, --workers / --device); no work, no directory
         from .config import dump_config
-        from .preflight import check_names
-        check_names(cfg, args.resume)
         print(dump_config(cfg), end="")
         return
     init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's

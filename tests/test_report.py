@@ -946,6 +946,13 @@ def test_combined_runs_name_the_versions_they_were_made_with_and_latex_escapes_b
         "The runs were made with other versions: transferkit 0.1.0 in a; 0.0.7 in b / Pillow 13.0.0 in a; 12.3.0 in b; "
         "their rows may differ for that alone (docs/scale.md)."]
     assert environment_differ_lines(envs[:1]) == []
+    fingerprint = {"matmul": "9c48753c25", "conv2d": "7974b29752"}
+    envs = [("a", {"kernel_fingerprint": fingerprint}), ("b", {"kernel_fingerprint": {**fingerprint, "matmul": "52"}}),
+            ("c", {"torch": "2.13.0+cpu"})]  # c: written before fingerprints, left out
+    assert environment_differ_lines(envs) == [
+        "The runs' CPU kernels compute matmul differently (kernel_fingerprint: a, b): rows that pass through them may "
+        "differ for that alone (docs/scale.md)."]
+    assert environment_differ_lines([envs[0], ("d", {"kernel_fingerprint": fingerprint})]) == []
     assert latex_text("folder:d|a<b>") == r"folder:d\textbar{}a\textless{}b\textgreater{}"
 
 

@@ -434,6 +434,34 @@ def test_a_resume_under_other_kernels_says_so(tmp_path, monkeypatch):
         note_kernels(tmp_path, said.append)
 
 
+_FINGERPRINT = ("import json; from transferkit.runtime import kernel_fingerprint; "
+                "print(json.dumps(kernel_fingerprint()))")
+
+
+@pytest.mark.skipif(not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()),
+                    reason="MKL and oneDNN (x86 builds of torch)")
+def test_the_kernel_fingerprint_names_the_library_whose_kernels_changed(monkeypatch):
+    """MKL_CBWR changes MKL's matrix product and nothing else, ONEDNN_MAX_CPU_ISA oneDNN's convolutions:
+    the fingerprint, recorded in results.json and kernels.json, says which operations two machines compute alike."""
+    from transferkit.runtime import kernel_fingerprint
+    base = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
+
+    def fingerprint(**env):
+        out = subprocess.run([sys.executable, "-c", _FINGERPRINT], capture_output=True, text=True, timeout=120,
+                             env={**base, **env})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    native = fingerprint()
+    assert set(native) == {"matmul", "conv2d", "conv2d_backward", "resample", "elementwise", "sum"}
+    assert fingerprint() == native  # the same kernels, another process: the same bits
+    changed = lambda other: sorted(op for op in native if other[op] != native[op])  # noqa: E731
+    assert changed(fingerprint(MKL_CBWR="COMPATIBLE")) == ["matmul"]
+    assert changed(fingerprint(ONEDNN_MAX_CPU_ISA="SSE41")) == ["conv2d", "conv2d_backward"]
+    threads = torch.get_num_threads()
+    assert kernel_fingerprint() is kernel_fingerprint() and torch.get_num_threads() == threads  # cached, threads kept
+
+
 def test_results_record_the_worker_processes_the_jobs_ran_in(tmp_path, monkeypatch):
     from transferkit.results import write_results
     from transferkit.runtime import threads_per_worker
@@ -498,7 +526,7 @@ def test_a_resume_under_another_pillow_says_so(tmp_path, monkeypatch):
     real = runtime.package_version
     monkeypatch.setattr(runtime, "package_version", lambda name: "99.0" if name == "pillow" else real(name))
     runtime.note_kernels(tmp_path, said.append)
-    assert len(said) == 1 and "packages" in said[0] and "'pillow': '99.0'" in said[0]
+    assert len(said) == 1 and "packages pillow" in said[0] and "-> '99.0'" in said[0] and "numpy" not in said[0]
     assert json.loads((tmp_path / "kernels.json").read_text())["resumed_under"][0]["packages"]["pillow"] == "99.0"
 
 

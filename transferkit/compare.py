@@ -57,7 +57,8 @@ VERSIONED = {"transferkit": "transferkit", "torch": "torch", "cuda": "CUDA", "pa
 def environment_differ_lines(envs: list[tuple[str, dict | None]]) -> list[str]:
     """A line naming the versions (transferkit, torch, CUDA, Pillow, NumPy) that differ between the
     ``environment`` records of combined runs (runs without one are left out): rows of other versions
-    may differ for that alone (docs/scale.md)."""
+    may differ for that alone (docs/scale.md); and one naming the operations whose
+    :func:`~transferkit.runtime.kernel_fingerprint` differs between them (runs without one are left out)."""
     flats = [(label, _flat_all(env)) for label, env in envs if env]
     parts = []
     for key, name in VERSIONED.items():
@@ -67,8 +68,16 @@ def environment_differ_lines(envs: list[tuple[str, dict | None]]) -> list[str]:
                 by_value.setdefault(str(env[key]), []).append(label)
         if len(by_value) > 1:
             parts.append(f"{name} " + "; ".join(f"{v} in {', '.join(runs)}" for v, runs in by_value.items()))
-    return [f"The runs were made with other versions: {' / '.join(parts)}; their rows may differ for that alone "
-            f"(docs/scale.md)."] if parts else []
+    lines = [f"The runs were made with other versions: {' / '.join(parts)}; their rows may differ for that alone "
+             f"(docs/scale.md)."] if parts else []
+    prints = [(label, env["kernel_fingerprint"]) for label, env in envs
+              if env and isinstance(env.get("kernel_fingerprint"), dict)]
+    ops = sorted({op for _, fp in prints for op in fp if len({str(f.get(op)) for _, f in prints}) > 1})
+    if ops:  # the same versions can still compute differently: another processor's kernels
+        lines.append(f"The runs' CPU kernels compute {', '.join(ops)} differently (kernel_fingerprint: "
+                     f"{', '.join(label for label, _ in prints)}): rows that pass through them may differ for that "
+                     f"alone (docs/scale.md).")
+    return lines
 
 
 #: the name of a directory transferkit run or bench makes: the time it started (``runs/NAME/<time>``)

@@ -141,6 +141,53 @@ def cpu_kernels() -> dict:
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native")}
 
 
+def _fixed_values(*shape: int) -> torch.Tensor:
+    """Values in [-0.5, 0.5) from integer arithmetic and one division: the same bits on every
+    machine (``torch.randn`` itself computes with the kernels a fingerprint compares)."""
+    n = torch.arange(int(torch.tensor(shape).prod()), dtype=torch.int64)
+    return ((n * 7919 + 13) % 1000).float().div(1000).sub(0.5).reshape(shape)
+
+
+@functools.cache
+def kernel_fingerprint() -> dict:
+    """A digest of each of a few operations computed on fixed inputs, on one CPU thread, with the
+    kernels this process computes with: ``matmul`` (MKL's matrix product, which ``Linear``
+    layers use), ``conv2d`` and ``conv2d_backward`` (oneDNN's convolutions), ``resample``
+    (ATen's grid sampling and antialiased resizing, which render ``syndigits``),
+    ``elementwise`` (ATen's vectorised exp, log, tanh, sigmoid, sqrt and softmax) and ``sum``
+    (a long reduction). Two machines, or kernel settings, whose digests of an operation agree
+    compute it bit for bit alike; where one differs, that library's kernels make their rows
+    differ (docs/scale.md, "Same numbers on another machine"). Computed once per process."""
+    import hashlib
+
+    def digest(*tensors: torch.Tensor) -> str:
+        h = hashlib.sha1()
+        for t in tensors:
+            h.update(t.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()[:10]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import torch.nn.functional as F
+        x = _fixed_values(8, 1, 28, 28)
+        w1, w2 = _fixed_values(20, 1, 5, 5).requires_grad_(), _fixed_values(50, 20, 5, 5).requires_grad_()
+        conv = F.conv2d(F.conv2d(x, w1).relu(), w2)
+        grads = torch.autograd.grad(conv.square().sum(), (w1, w2))
+        theta = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, -0.05]]).expand(8, 2, 3)
+        grid = F.affine_grid(theta, [8, 1, 28, 28], align_corners=False)
+        v = _fixed_values(4096)
+        return {"matmul": digest(_fixed_values(64, 800) @ _fixed_values(800, 500)),
+                "conv2d": digest(conv), "conv2d_backward": digest(*grads),
+                "resample": digest(F.grid_sample(x, grid, align_corners=False),
+                                   F.interpolate(x, size=(19, 19), mode="bilinear", antialias=True)),
+                "elementwise": digest(v.exp(), (v + 1).log(), v.tanh(), v.sigmoid(), (v + 0.5).sqrt(),
+                                      v.reshape(64, 64).softmax(1)),
+                "sum": digest(torch.stack([v.mul(1.1).sum(), v.mul(0.7).mean()]))}
+    finally:
+        torch.set_num_threads(threads)
+
+
 def cpu_model() -> str:
     """The processor's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
     cpu = platform.processor() or platform.machine()
@@ -171,8 +218,8 @@ def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict:
 
 
 def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, workers: int = 1) -> None:
-    """Keep the torch version, CPU, kernels, torch threads per process (of ``workers`` job
-    processes, and of this main process, which pre-trains the source networks), the
+    """Keep the torch version, CPU, kernels (and their :func:`kernel_fingerprint`), torch threads per
+    process (of ``workers`` job processes, and of this main process, which pre-trains the source networks), the
     ``--device`` (``$TRANSFERKIT_DEVICE``) and versions of :data:`RECORDED_PACKAGES` a run or benchmark directory was
     started with in its ``kernels.json`` and say so when a resume runs under others: its new
     rows are valid but would not be bit-identical to rows computed where the first jobs ran
@@ -182,7 +229,7 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
     path = Path(run_dir) / "kernels.json"
     now = {"torch": torch.__version__, "cpu": cpu_model(), **cpu_kernels(), "threads": job_threads(workers),
            "main_threads": torch.get_num_threads(), "device": os.environ.get("TRANSFERKIT_DEVICE") or "default",
-           "packages": package_versions()}
+           "packages": package_versions(), "kernel_fingerprint": kernel_fingerprint()}
     before = read_json(path, "kernel record", "delete it to resume (it records what the run started with; the "
                                               "environment of each job is in its row)") if path.exists() else None
     started = {k: v for k, v in before.items() if k != "resumed_under"} if isinstance(before, dict) else {}
@@ -190,13 +237,21 @@ def note_kernels(run_dir: str | os.PathLike, log: Callable[[str], Any] = print, 
         write_json(path, now)
         return
     if any(started[k] != now.get(k) for k in started):
-        changed = ", ".join(f"{k} {started[k]!r} -> {now.get(k)!r}" for k in started if started[k] != now.get(k))
+        changed = ", ".join(_change(k, started[k], now.get(k)) for k in started if started[k] != now.get(k))
         log(f"note: {run_dir} was started with other torch kernels, CPU, threads, device or package versions "
             f"({changed}); "
             f"jobs run now may differ from the same jobs run there (docs/scale.md)")
         later = before.get("resumed_under", [])
         if now not in later:
             write_json(path, {**started, "resumed_under": later + [now]})
+
+
+def _change(key: str, before, now) -> str:
+    """``key 'a' -> 'b'``; of two mappings (the packages, the kernel fingerprint), only the keys that changed."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return f"{key} " + ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}"
+                                     for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
+    return f"{key} {before!r} -> {now!r}"
 
 
 _WORK_DIR: list[Path] = []  # the run or benchmark directory this process works in, for the CLI's stop message
@@ -267,7 +322,7 @@ def kernel_environment(workers: int = 1) -> dict:
             "threads_per_process": job_threads(workers),
             "workers": workers, "world_size": world_size(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "packages": package_versions(), "plugins": plugin_modules()}
+            "packages": package_versions(), "plugins": plugin_modules(), "kernel_fingerprint": kernel_fingerprint()}
 
 
 def plugin_modules() -> list[str]:

@@ -425,7 +425,8 @@ def _runtime_flags(s: argparse.ArgumentParser) -> None:
                         "differ from one process's (docs/scale.md)")
     s.add_argument("--portable-kernels", action="store_true",
                    help="cap torch's CPU kernels at AVX2 (ATen, MKL, oneDNN), so that a seed gives the same numbers "
-                        "on x86 machines with other native kernels (AVX-512, AMX); see docs/scale.md")
+                        "on x86 machines with other native kernels (AVX-512, AMX); MKL honours its cap on Intel "
+                        "processors only; see docs/scale.md")
 
 
 def build_parser() -> argparse.ArgumentParser:

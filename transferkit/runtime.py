@@ -117,8 +117,10 @@ def portable_kernels() -> dict:
     the same numbers on x86 machines whose native kernels differ (AVX2, AVX-512, AMX). The
     libraries read these variables when they first compute, so call this before any torch
     operation (``transferkit --portable-kernels`` does); worker processes inherit them. A
-    variable already set by the user is kept. Returns the variables in force; raises when
-    torch already chose wider kernels, and warns (no effect) on a CPU that is not x86-64."""
+    variable already set by the user is kept. MKL honours ``MKL_CBWR=AVX2`` on Intel processors
+    only (elsewhere it computes as unset; ``MKL_CBWR=COMPATIBLE`` is its setting for both).
+    Returns the variables in force; raises when torch already chose wider kernels, and warns
+    (no effect) on a CPU that is not x86-64."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         warn(f"portable kernels pin x86 kernels; this CPU is {platform.machine()}: no effect")
         return {}

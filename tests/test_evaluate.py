@@ -35,6 +35,16 @@ def test_balanced_accuracy_is_the_mean_recall_over_classes_with_samples_as_sciki
     assert rep["balanced_accuracy"] == pytest.approx(want, abs=1e-12)
 
 
+def test_per_class_accuracy_is_the_fraction_rounded_to_six_decimals_as_balanced_accuracy():
+    labels = torch.zeros(29, dtype=torch.long)
+    logits = torch.zeros(29, 2)
+    logits[:27, 0] = 1
+    logits[27:, 1] = 1
+    rep = classification_report(logits, labels)  # float32 division gave 0.931035
+    assert rep["per_class_accuracy"][0] == round(27 / 29, 6) == 0.931034
+    assert rep["balanced_accuracy"] == 27 / 29
+
+
 def test_per_class_accuracy_of_absent_class_is_none():
     rep = classification_report(torch.eye(3)[[0, 0]], torch.tensor([0, 0]))
     assert rep["per_class_accuracy"] == [1.0, None, None]

@@ -55,6 +55,14 @@ def test_entropy_known_values():
     assert float(entropy(p.log()[None])) == pytest.approx(-(p * p.log()).sum().item(), rel=1e-6)
 
 
+def test_entropy_of_a_masked_class_counts_zero_log_zero_as_zero():
+    logits = torch.tensor([[0.0, 0.0, float("-inf")]], requires_grad=True)
+    value = entropy(logits)
+    assert float(value) == pytest.approx(math.log(2))
+    value.backward()
+    assert bool(torch.isfinite(logits.grad).all()) and float(logits.grad[0, 2]) == 0.0
+
+
 def test_minimum_class_confusion_known_values_and_gradient():
     k = 4
     # uniform predictions: every normalised row is 1/K, so the off-diagonal mass is (K - 1) / K

@@ -130,7 +130,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     pred = logits.argmax(1)
     conf = confusion_matrix(pred, labels, num_classes, logits.shape[1])
     support = conf.sum(1)
-    per_class = torch.where(support > 0, conf.diag() / support.clamp(min=1), torch.nan)
+    per_class = torch.where(support > 0, conf.diag().double() / support.clamp(min=1), torch.nan)
     report = {
         "accuracy": fraction_correct(pred, labels),
         "per_class_accuracy": [None if math.isnan(v) else round(v, 6) for v in per_class.tolist()],
@@ -184,8 +184,8 @@ def mean_se_text(values: Iterable[float], scale: float = 100.0, digits: int = 1)
 
 
 def mean_se(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value). A NaN or
-    infinite value gives a NaN standard error (plots draw such gaps; tables take accuracies,
+    """Mean and standard error of the mean (sample std / sqrt(n); 0 for one value, whatever it is). Among
+    two or more values, a NaN or infinite one gives a NaN standard error (plots draw such gaps; tables take accuracies,
     which :func:`~transferkit.results.read_results` checks)."""
     v = [float(x) for x in values]
     check(len(v) > 0, "mean of no values")

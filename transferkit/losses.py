@@ -106,9 +106,10 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean over samples of ``-Σ_c p_c log p_c`` with ``p = softmax(logits)`` (nats)."""
+    """Mean over samples of ``-Σ_c p_c log p_c`` with ``p = softmax(logits)`` (nats); a ``-inf`` logit (a
+    masked class) adds ``0 log 0 = 0``, with zero gradient."""
     logp = F.log_softmax(logits, 1)
-    return -(logp.exp() * logp).sum(1).mean()
+    return -(logp.exp() * logp.masked_fill(torch.isneginf(logp), 0)).sum(1).mean()
 
 
 @in_float32

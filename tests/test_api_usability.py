@@ -93,6 +93,12 @@ def test_transform_gives_the_embedding_the_head_reads_without_gradients_in_eval_
         model.transform(torch.rand(2, 3, 28, 28))
     with pytest.raises(TransferkitError, match="call fit before transform"):
         Transfer("target_only").transform(d)
+    with pytest.raises(TransferkitError, match="call fit before report"):
+        Transfer("target_only").report(d)
+    colour = d.to_format(channels=3)
+    for call in (model.score, model.report):  # the errors name the call made, not the predict it makes
+        with pytest.raises(TransferkitError, match=rf"^{call.__name__}: expected an N x 1 x 28 x 28 image tensor"):
+            call(colour)
 
 
 def test_domain_reads_grey_n_h_w_warns_of_ambiguous_channels_refuses_booleans_and_keeps_no_grad(one_thread):
@@ -303,6 +309,7 @@ def test_score_and_report_take_a_test_set_holding_some_of_the_fitted_classes():
 
 
 def test_transfer_hooks_see_each_evaluation_and_may_stop_the_transfer_stage_only():
+    import copy
     import pickle
 
     from sklearn.base import clone
@@ -323,6 +330,9 @@ def test_transfer_hooks_see_each_evaluation_and_may_stop_the_transfer_stage_only
     assert {"loss", "lr"} <= set(records[0])
     assert clone(model).get_params()["hooks"] == (hook,)
     assert pickle.loads(pickle.dumps(model)).hooks == ()  # a session's functions are not pickled
+    assert copy.copy(model).hooks == copy.deepcopy(model).hooks == (hook,)  # a copy in the session keeps them
+    deep = copy.deepcopy(model)
+    assert deep.net_ is not model.net_ and torch.equal(deep.predict_logits(target), model.predict_logits(target))
     with pytest.raises(TransferkitError, match="hooks must be a function hook"):
         Transfer("finetune", hooks=[1])
 

@@ -623,10 +623,18 @@ def test_transfer_report_gives_seen_unseen_and_h_of_a_zero_shot_model_calibrated
         assert prior["confusion"] == classification_report(logits, dom.labels)["confusion"]
         same = evaluate_zero_shot(model.method_, dom, range(7), [7, 8, 9], "prior")  # the same scores and gamma
         assert (prior["gzsl_gamma"], prior["h_accuracy"]) == pytest.approx((same["gamma"], same["h"]))
+    unseen, seen = model.report(dom.select_classes([7, 8, 9])), model.report(dom.select_classes([0, 1]))
+    full = model.report(dom)  # one kind of class only (a ZSL test split): that kind's mean, no h
+    assert unseen["unseen_accuracy"] == pytest.approx(full["unseen_accuracy"]) and "h_accuracy" not in unseen
+    assert seen["seen_accuracy"] == pytest.approx(sum(full["per_class_accuracy"][:2]) / 2, abs=1e-6)
+    assert "unseen_accuracy" not in seen
     del model.method_.trained_classes  # as a model saved before 2026-12-02
     assert "h_accuracy" not in model.report(dom)
-    with pytest.raises(TransferkitError, match="gzsl_gamma calibrates a zero-shot model"):
+    with pytest.raises(TransferkitError, match="gzsl_gamma calibrates .* this clip model, trained before 2026-12-02"):
         model.report(dom, 1.0)
+    plain = Transfer("target_only", backbone="lenet", train=TrainConfig(steps=2, eval_every=2)).fit(target=dom)
+    with pytest.raises(TransferkitError, match=r"of a zero-shot model \(attribute_zsl, .*\), not of target_only$"):
+        plain.report(dom, 1.0)
 
 
 def test_zeroshot_bench_logs_a_clip_models_retrieval_under_its_own_line():

@@ -58,7 +58,7 @@ from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .networks import network_digest
-from .zeroshot import calibrated, seen_columns
+from .zeroshot import calibrated, is_zero_shot, seen_columns
 
 #: the pre-training config of a ``Transfer`` given no ``pretrain=``
 PRETRAIN_DEFAULT = TrainConfig(steps=600)
@@ -403,6 +403,21 @@ class Transfer:
         closures or lambdas that do not pickle)."""
         return {k: (() if k == "hooks" else v) for k, v in self.__dict__.items() if k != "_pretrained"}
 
+    def __copy__(self) -> "Transfer":
+        """A shallow copy that keeps the hooks (and the pre-training memo), unlike a pickle."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict) -> "Transfer":
+        """A deep copy of everything but the hooks, which it shares (functions of the session), and the
+        pre-training memo, which it leaves out as a pickle does."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: (v if k == "hooks" else copy.deepcopy(v, memo)) for k, v in self.__dict__.items()
+                             if k != "_pretrained"})
+        return new
+
     def __repr__(self) -> str:
         options = "".join(f", {k}={_option_text(v)}" for k, v in self.options.items())
         metric = self._select_metric()
@@ -424,23 +439,27 @@ class Transfer:
         self.method_.eval()
         return images
 
-    @torch.no_grad()
     def predict_logits(self, images) -> torch.Tensor:
         """``N x C`` logits over ``classes_`` of images (N x C x H x W floats in [0, 1], uint8,
         a NumPy array, or a :class:`Domain`, whose images are scored)."""
-        images = self._images(images, "predict")
+        return self._logits(images, "predict")
+
+    @torch.no_grad()
+    def _logits(self, images, who: str) -> torch.Tensor:
+        """:meth:`predict_logits`, its errors naming the call ``who`` the user made."""
+        images = self._images(images, who)
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))
         scored = getattr(self.method_, "class_names", None) if getattr(self.method_cls, "scores_class_names", False) \
             else None  # clip scores the classes it names: set_classes after fit changes them, not classes_
         check(scored is None or [str(c) for c in scored] == [str(c) for c in self.classes_],
-              f"predict: the fitted {self.method_cls.name} now scores the classes {list(scored or [])[:10]} "
+              f"{who}: the fitted {self.method_cls.name} now scores the classes {list(scored or [])[:10]} "
               f"(set_classes after fit), not its classes_ {list(self.classes_)[:10]}, whose ids predict returns: "
               f"score other classes with model.method_.scores(images) (columns: model.method_.class_names) or "
               f"evaluate_zero_shot(model.method_, ...), or fit with them as target=")
         logits = predict_logits(self.method_, images)  # the method's forward: a zero-shot one scores descriptions
         check(logits.shape[1] == len(self.classes_),
-              f"predict: the model gives {logits.shape[1]} outputs for its {len(self.classes_)} classes: its head was "
+              f"{who}: the model gives {logits.shape[1]} outputs for its {len(self.classes_)} classes: its head was "
               f"changed after fit (e.g. net_.reset_classifier); use a copy for that, copy.deepcopy(model.net_)")
         return logits
 
@@ -467,14 +486,14 @@ class Transfer:
         """Class ids (indices into ``classes_``) of images or a :class:`Domain`."""
         return self.predict_logits(images).argmax(1)
 
-    def _check_classes(self, domain: Domain) -> None:
+    def _check_classes(self, domain: Domain, who: str) -> None:
         check(isinstance(domain, Domain), f"expected a Domain (or images with labels), got {type(domain).__name__}")
         check_labeled(domain, "the domain")
-        check(hasattr(self, "classes_"), "call fit before score")
+        check(hasattr(self, "classes_"), f"call fit before {who}")
         given, fitted = list(domain.class_names), list(self.classes_)
-        if given == fitted or set(given) < set(fitted):  # the same classes, or some of them (read by name)
+        if set(given) <= set(fitted):  # the same classes in any order, or some of them (read by name)
             return
-        if set(fitted) <= set(given):  # a subset, or the same classes in another order
+        if set(fitted) < set(given):  # more classes than the model knows
             hint = f"score on those classes, in this order: domain.select_classes({fitted!r})"
         else:
             hint = ("the model predicts the classes it was fitted on: score on a domain with these class names "
@@ -498,32 +517,37 @@ class Transfer:
                 lo, hi = int(labels.min()), int(labels.max())
                 check(lo >= 0 and hi < len(self.classes_), f"score: labels out of range [0, {len(self.classes_) - 1}]"
                                                            f" (found {lo}..{hi}): they are positions in classes_")
-            pred = self.predict(domain)
+            pred = self._logits(domain, "score").argmax(1)
             check(labels.shape == pred.shape, f"score: {len(pred)} images but labels of shape {tuple(labels.shape)}")
             check(len(pred) > 0, "score: no images")
             return fraction_correct(pred, labels.to(pred.device))
-        self._check_classes(domain)
+        self._check_classes(domain, "score")
         check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
-        return fraction_correct(self.predict(domain.images), self._fitted_labels(domain))
+        return fraction_correct(self._logits(domain.images, "score").argmax(1), self._fitted_labels(domain))
 
     def report(self, domain: Domain, gzsl_gamma: float | str = 0.0) -> dict:
         """:func:`~transferkit.evaluate.classification_report` on ``domain``, with ``class_names``:
         ``classes_``, the order of its per-class lists and confusion rows (a domain holding some of
         the classes gets None for the others); for a zero-shot
         model (attribute_zsl, embedding_zsl, clip) also ``seen_accuracy``, ``unseen_accuracy`` and
-        ``h_accuracy`` over the classes it was / was not trained on (per-class means, as run rows)
-        and ``gzsl_gamma``: subtracted from the seen classes' logits before all of it (calibrated
+        ``h_accuracy`` over the classes it was / was not trained on (per-class means, as run rows; of a
+        domain with one kind only, e.g. the unseen classes of a ZSL test split, that kind's accuracy and no
+        ``h_accuracy``) and ``gzsl_gamma``: subtracted from the seen classes' logits before all of it (calibrated
         stacking; ``"prior"``: :func:`~transferkit.zeroshot.prior_matched_gamma` of these logits)."""
-        self._check_classes(domain)
-        logits, seen = self.predict_logits(domain.images), seen_columns(self.method_)
-        check(seen is not None or gzsl_gamma == 0, f"gzsl_gamma calibrates a zero-shot model trained since "
-                                                   f"2026-12-02; {self.method_cls.name} here records no seen classes")
+        self._check_classes(domain, "report")
+        logits, seen = self._logits(domain.images, "report"), seen_columns(self.method_)
+        name = self.method_cls.name
+        why = (f"and this {name} model, trained before 2026-12-02, records no seen classes: fit it again"
+               if is_zero_shot(self.method_) else f"not of {name}")
+        check(seen is not None or gzsl_gamma == 0, "gzsl_gamma calibrates the seen classes' logits of a zero-shot "
+                                                   f"model (attribute_zsl, embedding_zsl, clip), {why}")
         labels, names = self._fitted_labels(domain), {"class_names": list(self.classes_)}
         if seen is None:
             return {**names, **classification_report(logits, labels, len(self.classes_), domain.groups)}
         logits, gamma = calibrated(logits, seen, gzsl_gamma)
         report = classification_report(logits, labels, len(self.classes_), domain.groups)
-        return {**names, **report, **report_seen_unseen(report, list(self.classes_), [self.classes_[j] for j in seen]),
+        seen_names = [self.classes_[j] for j in seen]
+        return {**names, **report, **report_seen_unseen(report, list(self.classes_), seen_names, partial=True),
                 "gzsl_gamma": gamma}
 
 

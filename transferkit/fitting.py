@@ -299,18 +299,20 @@ def _fit_described(method, make_engine, **domains):
     return fit
 
 
-def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str]) -> dict:
+def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str], partial: bool = False) -> dict:
     """Generalised zero-shot's (and few-shot's) accuracies on a target of seen and new
     classes, every target class a candidate: the mean per-class accuracy over the target
     classes that ``seen`` names (``seen_accuracy``) and over the others (``unseen_accuracy``),
     and their harmonic mean ``h_accuracy`` (seed 001's GZSL measure); classes without test
-    images are left out, with a warning. ``{}`` unless the target has test images of both kinds."""
+    images are left out, with a warning. ``{}`` unless the target has test images of both kinds;
+    with ``partial`` (``Transfer.report``), the accuracy of the one kind it has (no ``h_accuracy``)."""
     kinds, seen = {True: [], False: []}, set(seen)
     for name, acc in zip(class_names, per_class):
         if acc is not None:
             kinds[name in seen].append(acc)
     if not (kinds[True] and kinds[False]):
-        return {}
+        return {f"{'seen' if kind else 'unseen'}_accuracy": sum(v) / len(v)
+                for kind, v in kinds.items() if partial and v}
     absent = [name for name, acc in zip(class_names, per_class) if acc is None]
     if absent:
         warn(f"the target classes {absent[:10]} have no test image: they are left out of the seen / unseen accuracy")
@@ -318,11 +320,11 @@ def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str
     return {"seen_accuracy": s, "unseen_accuracy": u, "h_accuracy": harmonic_mean(s, u)}
 
 
-def report_seen_unseen(report: dict, class_names: list[str], seen) -> dict:
+def report_seen_unseen(report: dict, class_names: list[str], seen, partial: bool = False) -> dict:
     """:func:`seen_unseen_accuracy` of a :func:`~transferkit.evaluate.classification_report`, from
     its confusion matrix (its ``per_class_accuracy`` is rounded to 6 decimals)."""
     exact = [c[i] / sum(c) if sum(c) else None for i, c in enumerate(report["confusion"])]
-    return seen_unseen_accuracy(exact, class_names, seen)
+    return seen_unseen_accuracy(exact, class_names, seen, partial)
 
 
 def method_error(cls, options: dict, error: Exception) -> TransferkitError:

@@ -677,6 +677,11 @@ def _row_ids(names: list[str] | None, classes, what: str) -> list:
     return [names.index(c) if isinstance(c, str) else c for c in classes]
 
 
+def is_zero_shot(method) -> bool:
+    """Whether ``method`` scores class descriptions (attribute_zsl, embedding_zsl, clip)."""
+    return isinstance(method, _ClassDescriptionMethod) or getattr(type(method), "scores_class_names", False)
+
+
 def seen_columns(method) -> list[int] | None:
     """The output columns (of ``method(images)``) of the classes a zero-shot method was trained
     on; ``None`` for another method, or a model that did not record them (saved before 2026-12-02)."""

@@ -795,6 +795,8 @@ def test_a_job_that_raises_is_named_and_the_other_jobs_still_run(tmp_path, capsy
     code, out, err = run_cli(capsys, "summary", str(run_dir))  # the table, and the failed jobs named: exit 2
     assert code == 2 and "| finetune |" in out and "boom_after" not in out, (out, err)
     assert "1 job(s) of this run or benchmark failed: job boom_after seed 0: ValueError" in err, err
+    code, _, err = run_cli(capsys, "report", str(run_dir))
+    assert code == 2 and "the report shows the finished rows only; 1 job(s) failed: job boom_after seed 0" in err, err
     code, out, err = run_cli(capsys, "run", "--resume", str(run_dir), "--set", "methods=[target_only,finetune]")
     assert code == 0 and "| finetune |" in out, err
     assert run_cli(capsys, "summary", str(run_dir / "results.json"))[0] == 0
@@ -806,6 +808,9 @@ def test_summary_of_a_results_file_without_rows_says_so(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"rows": [], "failed": [{"job": "boom seed 0"}]}))
     code, out, err = run_cli(capsys, "summary", str(tmp_path))
     assert code == 2 and "has no rows: no job of that run or benchmark finished; 1 job(s) failed" in err and not out
+    code, out, err = run_cli(capsys, "report", str(tmp_path))  # written, then exit 2 as summary
+    assert code == 2 and "no job finished: the report has no table; 1 job(s) failed: job boom seed 0" in err, err
+    assert (tmp_path / "report.html").is_file()
 
 
 def test_run_print_config_prints_the_resolved_yaml_and_runs_nothing(tmp_path, capsys):

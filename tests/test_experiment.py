@@ -1630,14 +1630,23 @@ def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_
         prepare_domains(replace(alone, pretrained=str(tmp_path / "nameless.safetensors")))
 
 
-def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit():
+def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit(tmp_path):
+    import numpy as np
+
     from transferkit.api import Transfer
     from transferkit.data import load_domain
     from transferkit.rundata import prepare_domains
     with pytest.raises(TransferkitError, match=r"the target 'digits' has one class \(\['3'\], target_classes 3\): "
                                                r"every model would score 100 %.*the first three are 0-2"):
         prepare_domains(ExperimentConfig(source="digits", target="digits", target_classes=3))
-    one = load_domain("digits").select_classes([3])
+    digits = load_domain("digits")
+    keep = digits.labels < 3  # three classes named 1, 10 and 2, as numbered folders: numbers name classes
+    np.savez(tmp_path / "named.npz", x=(digits.images[keep] * 255).round().byte().numpy(),
+             y=digits.labels[keep].numpy(), class_names=np.array(["1", "10", "2"]))
+    with pytest.raises(TransferkitError, match=r"has one class \(\['10'\], target_classes 10\).*classes are named "
+                                               r"by numbers, so a number is one class name: e.g. \[1, 2, 10\]"):
+        prepare_domains(ExperimentConfig(source="digits", target=f"npz:{tmp_path / 'named.npz'}", target_classes=10))
+    one = digits.select_classes([3])
     with pytest.raises(TransferkitError, match="fit: the target domain .* has one class"):
         Transfer("target_only").fit(target=one)
 

@@ -82,6 +82,11 @@ def test_report_cli_and_missing_results(bench_dir, tmp_path, capsys):
         assert main([command, str(parent)]) == 2
         assert (f"holds runs, one directory each (20261201-101500-000001, 20261201-111500-000002): give one, e.g. "
                 f"{parent / '20261201-111500-000002'}") in capsys.readouterr().err
+    killed = parent / "20261201-111500-000002"  # a run killed before its first job (in pre-training)
+    for command in ("report", "summary", "episodes"):
+        assert main([command, str(killed)]) == 2
+        assert (f"{killed} is a run that has finished no job yet; `transferkit run --resume {killed}` goes on with "
+                f"it") in capsys.readouterr().err, command
     from transferkit.errors import TransferkitError
     from transferkit.experiment import load_model
     with pytest.raises(TransferkitError, match="is not a run directory .*holds runs, one directory each"):
@@ -906,7 +911,13 @@ def test_config_differ_lines_compare_whole_values_nested_plans_and_ignore_key_or
                    "options": {"linear_probe": {"reset_head": True}, "dann": {"weight": 1.0}}})]  # difference
     assert config_differ_lines(same) == []  # (a trial)
     other = [same[0], ("c", {**same[0][1], "options": {"linear_probe": {"reset_head": False}}})]
-    assert "options: " in config_differ_lines(other)[0]
+    assert "options.linear_probe: " in config_differ_lines(other)[0]
+    fewer = [same[0], ("d", {**same[0][1], "methods": ["linear_probe", "finetune"]})]
+    assert config_differ_lines(fewer) == []  # another method list, not other options (a user's report)
+    other_dann = [("e", {"backbone": "lenet", "methods": ["dann", "finetune"], "options": {"dann": {"weight": 0.3}}}),
+                  ("f", {"backbone": "lenet", "methods": ["dann"], "options": {}})]
+    (line,) = config_differ_lines(other_dann)
+    assert line.startswith("The runs' configs differ in options.dann: ") and "finetune" not in line
     plans = [("x", {"benchmark": "flex", "quick": True, "plan": {"train": {"lr": 0.01}, "val_per_class": 5,
                                                                    "workers": 1}}),
              ("y", {"benchmark": "flex", "quick": True, "plan": {"train": {"lr": 0.1}, "val_per_class": 5,

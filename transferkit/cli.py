@@ -212,7 +212,7 @@ def _runtime_flag_checks(args) -> None:
 
 def _report(args) -> None:
     from .report import write_report
-    from .results import unfinished_run
+    from .results import failed_line, read_results, unfinished_run
     args.run_dirs = [str(Path(d).parent) if Path(d).name == "results.json" and Path(d).is_file() else d
                      for d in args.run_dirs]  # a results.json stands for its run directory
     names = [Path(d).resolve().name for d in args.run_dirs]
@@ -234,6 +234,14 @@ def _report(args) -> None:
         partial = unfinished_run(Path(run_dir))
         if partial is not None:  # exit 2, as `summary` of a stopped run
             stopped.append(f"the report shows the finished jobs only{partial['unfinished']}")
+            continue
+        data = read_results(Path(run_dir) / "results.json")  # exit 2 as `summary` for failed jobs or no rows
+        failed = data.get("failed") if isinstance(data.get("failed"), list) else []
+        if not data["rows"] or failed:
+            why = "no job finished: the report has no table" if not data["rows"] else \
+                "the report shows the finished rows only"
+            listed = f"; {len(failed)} job(s) failed: {'; '.join(map(failed_line, failed))}" if failed else ""
+            stopped.append(f"{run_dir}: {why}{listed}")
     check(not skipped, f"{len(skipped)} of {len(args.run_dirs)} directories have no report (named above): "
                        f"{'; '.join(skipped)}" + "".join(f". {line}" for line in stopped))
     check(not stopped, "; ".join(stopped))

@@ -111,7 +111,8 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
     parts = []
     for key in sorted({k for _, f in flats for k in f} - UNCOMPARED - {f"plan.{k}" for k in UNCOMPARED}):
         by_value: dict[str, list[str]] = {}  # the value's canonical JSON -> its runs
-        for label, f in flats:
+        # a method's options, among the runs that ran it (the others have no rows of it)
+        for label, f in ([(label, f) for label, f in flats if key in f] if key.startswith("options.") else flats):
             by_value.setdefault(json.dumps(f.get(key), sort_keys=True, default=str), []).append(label)
         if len(by_value) > 1:
             parts.append(f"{key}: " + "; ".join(f"{_short(json.loads(value))} in {', '.join(runs)}"
@@ -142,10 +143,12 @@ def _run_options(config: dict):
 
 def _flat_all(config: dict, prefix: str = "") -> dict:
     """A config mapping with every nested mapping's keys dotted (``train.lr``, ``plan.train.lr``;
-    ``options`` kept whole: a method's options are one value)."""
+    ``options.dann`` kept whole: a method's options are one value)."""
     out = {}
     for k, v in config.items():
-        if isinstance(v, dict) and v and k != "options":
+        if isinstance(v, dict) and k == "options":
+            out.update({f"{prefix}options.{name}": value for name, value in v.items()})
+        elif isinstance(v, dict) and v:
             out.update(_flat_all(v, f"{prefix}{k}."))
         else:
             out[prefix + str(k)] = v

@@ -60,6 +60,9 @@ def unfinished_hint(run_dir: Path) -> str:
         return (f": {run_dir} holds {n} finished job(s) but is not finished; "
                 f"`{shlex.join(['transferkit', 'run', *nproc, '--resume', str(run_dir)])}` completes it and writes "
                 f"the results")
+    if (run_dir / "config.yaml").is_file() and plan is None:  # e.g. killed during pre-training
+        return (f": {run_dir} is a run that has finished no job yet; "
+                f"`{shlex.join(['transferkit', 'run', '--resume', str(run_dir)])}` goes on with it")
     if n:  # neither a config nor a plan: which command made it is not written down
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` "
                 f"(or `transferkit bench NAME --resume {run_dir}`) completes it and writes the results")

@@ -19,7 +19,15 @@ from .errors import TransferkitWarning, check, warn
 from .fitting import build_method, reads_no_target_label, zero_shot_options
 from .grouped import sample_k_groups
 from .networks import SAVE_NETWORK, file_channels, read_network_file, stored_classes
-from .splits import Split, dataset_name, parse_classes, sample_k_shot, split_domain, subsample_per_class
+from .splits import (
+    Split,
+    dataset_name,
+    numbered_classes,
+    parse_classes,
+    sample_k_shot,
+    split_domain,
+    subsample_per_class,
+)
 from .userdata import reading_progress
 
 
@@ -81,8 +89,7 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
     check(target.train.num_classes >= 2,
           f"the target {cfg.target!r} has one class ({target.train.class_names}"
           f"{f', target_classes {cfg.target_classes!r}' if cfg.target_classes is not None else ''}): every model "
-          f"would score 100 %; give two classes or more"
-          f"{' (a number is one class id: the first three are 0-2)' if cfg.target_classes is not None else ''}")
+          f"would score 100 %; give two classes or more{_one_class_hint(cfg, tgt)}")
     if cfg.val_per_class is not None:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
     unlabeled = None
@@ -96,6 +103,16 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
     overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
     return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap,
                     test_overlap=test_overlap)
+
+
+def _one_class_hint(cfg: ExperimentConfig, target: Domain) -> str:
+    """How ``target_classes`` names two classes of ``target``: numbers are ids, or names of numbered folders."""
+    if cfg.target_classes is None:
+        return ""
+    numbered = numbered_classes(target)
+    if numbered is None:
+        return " (a number is one class id: the first three are 0-2)"
+    return f" (its classes are named by numbers, so a number is one class name: e.g. {sorted(numbered)[:3]})"
 
 
 def _channels_origin(cfg: ExperimentConfig) -> str:

@@ -281,7 +281,7 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
             raise TransferkitError(f"cannot read classes from {text_or_list!r}; use '0-4', '5,6,7', "
                                    f"a list of ids or a list of names") from None
     ids: list[int] = []
-    numbered = _numbered(domain)
+    numbered = numbered_classes(domain)
     for item in items:
         ids.extend(_parse_item(item, domain, numbered))
     check(len(ids) > 0, f"empty class subset: class list {text_or_list!r} is empty")
@@ -290,7 +290,7 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
     return ids
 
 
-def _numbered(domain: Domain | None) -> dict[int, int] | None:
+def numbered_classes(domain: Domain | None) -> dict[int, int] | None:
     """``number -> class id`` when every class of ``domain`` is named by a distinct integer
     other than its own id (numbered folders: ``1, 10, 2, 3`` or ``01, 02``); ``None`` otherwise
     (built-in digits are named by their ids: both readings agree)."""

@@ -1646,6 +1646,9 @@ def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit(tmp_path):
     with pytest.raises(TransferkitError, match=r"has one class \(\['10'\], target_classes 10\).*classes are named "
                                                r"by numbers, so a number is one class name: e.g. \[1, 2, 10\]"):
         prepare_domains(ExperimentConfig(source="digits", target=f"npz:{tmp_path / 'named.npz'}", target_classes=10))
+    spec = f"npz:{tmp_path / 'named.npz'}"  # the spec given, not its train split's path-like name '.../train'
+    with pytest.raises(TransferkitError, match=rf"unknown class 'nine' in domain '{re.escape(spec)}'; classes are"):
+        prepare_domains(ExperimentConfig(source="digits", target=spec, target_classes=["1", "nine"]))
     one = digits.select_classes([3])
     with pytest.raises(TransferkitError, match="fit: the target domain .* has one class"):
         Transfer("target_only").fit(target=one)

@@ -6,7 +6,9 @@ Models", "Learning strategy: hard negative triplet loss").
   trainable linear projection. Both outputs are L2-normalised, ``sim(I, T) = <I, T>``.
 * :func:`info_nce`: symmetric InfoNCE with learnable temperature,
   ``L = -1/2N sum_i [log softmax_k(sim(I_i, T_k) / tau)_i + log softmax_k(sim(I_k, T_i) / tau)_i]``;
-  ``1 / tau = exp(t)`` is learned and clamped to ``[1, 100]`` as in CLIP.
+  ``1 / tau = exp(t)`` is learned and clamped to ``[1, 100]`` as in CLIP. Seed 001's slide writes
+  the image-to-text direction alone, summed over the batch; this is CLIP's symmetric mean (both
+  directions, so also the text-to-image gradient; the mean scales the gradient by ``1/N``).
 * :func:`hard_negative_triplet`: ``1/|B| sum_n [max_{m in C_n} [a - <x_n, v_n> + <x_n, v_m>]_+
   + max_{m in D_n} [a - <v_n, x_n> + <v_n, x_m>]_+]`` (hardest caption and hardest image
   negative in the batch, both directions).

@@ -475,7 +475,8 @@ def attribute_scores(attribute_logits: torch.Tensor, class_attributes: torch.Ten
                      metric: str = "dap") -> torch.Tensor:
     """``N x C`` similarity of predicted attributes ``p = sigmoid(logits)`` to each class
     vector ``a_c``: ``dap`` = ``sum_k a_ck log p_k + (1 - a_ck) log(1 - p_k)`` (the log
-    likelihood of the class's attributes, DAP); ``kl`` = ``-KL(a_c || p)`` = ``dap + H(a_c)``,
+    likelihood of the class's attributes, DAP's rule with uniform attribute priors);
+    ``kl`` = ``-KL(a_c || p)`` = ``dap + H(a_c)``,
     which differs from ``dap`` by a per-class constant, zero for 0/1 attributes: for
     attributes between 0 and 1, ``dap`` adds ``-H(a_c)`` and so favours classes whose
     attributes are near 0 or 1 whatever the image; ``euclidean`` = ``-||p - a_c||^2``."""
@@ -496,7 +497,9 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
     """``logits_c = s cos(f(x), g(e_c))`` with ``f`` = backbone embedding + linear projection and
     ``g`` a trainable linear map of the class description ``e_c`` (attributes or a frozen text
     embedding of the class name); cross entropy over the seen classes (seed 001 "attribute
-    embedding + class name embedding", ``min d(f(x^n), g(y^n))``). ``class_embeddings``: a
+    embedding + class name embedding", ``min d(f(x^n), g(y^n))``: a pull toward the own class;
+    the cross entropy also pushes away from the other seen classes, a deviation, docs/zeroshot.md).
+    ``class_embeddings``: a
     ``C x D`` matrix, a ``.npy`` / ``.csv`` / ``.txt`` file of it or a ``{class: row}`` dict (as
     ``attributes``), a built-in digit attribute set by name, or ``text`` / ``text:ENCODER`` (the
     text embeddings of the ``class_names``:

@@ -159,9 +159,10 @@ class ADDA(AdaptationMethod):
 
     ``variant="full"`` (ADDA as in seed 000 Table 3: "optimizes encoder and classifier
     simultaneously"): the discriminator reads the classifier output (``layers=["head"]``)
-    and every unit of ``E^t`` is trained. ``variant="encoder_only"`` (seed 000 §4.3's
-    "similar method, but optimize encoder only"): the discriminator reads the embedding and
-    the classifier stays the source one. No source label is used unless
+    and every unit of ``E^t`` is trained. ``variant="encoder_only"``: the discriminator reads the
+    embedding and the classifier stays the source one; transferkit's single-layer ablation, not a row of
+    seed 000 Table 3 (§4.3's "similar method, but optimize encoder only" is the seed's own multi-layer
+    model, :class:`MultiLayerADDA`). No source label is used unless
     ``source_weight > 0`` (then the source cross entropy through ``E^t`` is added).
     ``lr_mult`` (default 0.2: ADDA's 2e-4 for the experiment's 1e-3) scales the learning
     rate of the target encoder and the discriminator, and ``beta1`` (default 0.5, ADDA's
@@ -220,11 +221,12 @@ class ADDA(AdaptationMethod):
 
 @register
 class ADDAEncoderOnly(ADDA):
-    """``adda`` with ``variant="encoder_only"`` (seed 000 §4.3): classifier fixed,
-    discriminator on the embedding."""
+    """``adda`` with ``variant="encoder_only"``: classifier fixed, one discriminator on the
+    embedding. transferkit's single-layer ablation of seed 000 §4.3's encoder-only model, which
+    is multi-layer (``multilayer_adda``); seed 000 Table 3 has no such row."""
 
     name = "adda_encoder"
-    description = "ADDA, encoder only (seed 000 §4.3): classifier fixed, adversarial on the embedding"
+    description = "ADDA, encoder only: classifier fixed, adversarial on the embedding (single-layer multilayer_adda)"
 
     fixed_options = {"variant": ("encoder_only", "adda_encoder is ADDA's encoder_only variant; for variant={given!r} "
                                                  "use adda")}

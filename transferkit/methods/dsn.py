@@ -1,4 +1,4 @@
-"""Domain separation networks (Bousmalis et al. 2016; seed 003, seed 001 slides): ``dsn``."""
+"""Domain separation networks (Bousmalis et al. 2016; seed 003, which gives the architecture): ``dsn``."""
 
 from __future__ import annotations
 

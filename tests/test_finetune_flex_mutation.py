@@ -191,6 +191,22 @@ def test_fast_flex_proxy_ties_go_to_the_earlier_unit(monkeypatch):
     assert method.extra_results()["proxy_unit"] == "conv2"
 
 
+def test_fast_flex_scores_its_proxies_with_the_engine_s_select_metric(monkeypatch):
+    seen, real = [], flex_module.proxy_accuracies
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("metric"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flex_module, "proxy_accuracies", recording)
+    cfg = dataclasses.replace(CFG, steps=2)
+    for metric in ("accuracy", "balanced_accuracy"):
+        def make(tag, config=None, m=metric):
+            return Engine(config or cfg, seed=0, select_metric=m)
+        FastFlex(lenet()).fit_transfer(make, target=toy_domain(), val=toy_domain(seed=1))
+    assert seen == ["accuracy", "balanced_accuracy"]
+
+
 def test_fast_flex_compares_the_kept_weights_and_returns_the_picked_fit(monkeypatch):
     """a_ft-best is the accuracy of the network N_best returns (0.5), not the best seen
     during its training (0.875): below a_ft-all = 0.75, so N_ft-all is output, with its fit."""

@@ -11,6 +11,7 @@ from transferkit.backbones import build_backbone
 from transferkit.domain import Domain
 from transferkit.engine import Engine, TrainConfig
 from transferkit.errors import TransferkitError
+from transferkit.evaluate import classification_report
 from transferkit.methods import get_method
 from transferkit.methods.flex import (
     candidate_method,
@@ -118,6 +119,17 @@ def test_proxy_accuracies_match_the_surgery_networks():
     assert shared == {u: val_accuracy(proxy_network(base, donor, u), val) for u in base.unit_names}
     assert len(set(shared.values())) > 1  # the proxies really differ
     assert all(torch.equal(v, state(base)[k]) for k, v in before.items()) and base.training
+    lopsided = val.subset(torch.cat([torch.nonzero(val.labels == c).flatten()[:1 + 3 * c] for c in range(4)]))
+    balanced = proxy_accuracies(base, donor, base.unit_names, lopsided, batch_size=7, metric="balanced_accuracy")
+    for u in base.unit_names:  # the engine's select_metric: the mean recall over the classes present
+        proxy = proxy_network(base, donor, u).eval()
+        with torch.no_grad():
+            report = classification_report(proxy(lopsided.images), lopsided.labels)
+        assert balanced[u] == pytest.approx(report["balanced_accuracy"], abs=1e-12)
+    plain = proxy_accuracies(base, donor, base.unit_names, lopsided, batch_size=7)
+    assert plain != balanced
+    with pytest.raises(TransferkitError, match="select_metric must be accuracy or balanced_accuracy"):
+        proxy_accuracies(base, donor, base.unit_names, lopsided, metric="recall")
 
 
 @pytest.mark.parametrize("name", ["fast_flex", "faster_flex"])

@@ -32,7 +32,7 @@ from dataclasses import replace
 import torch
 
 from ..backbones import ALL_UNITS, EMBEDDING, HEAD
-from ..engine import FitResult, _as_layout, _train_layout
+from ..engine import FitResult, _as_layout, _train_layout, check_select_metric
 from ..errors import UnknownNameError, check, warn
 from ..evaluate import predict_logits
 from ..runtime import map_jobs
@@ -121,9 +121,12 @@ def proxy_network(base, donor, unit: str, with_head: bool = False):
 
 
 @torch.no_grad()
-def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_head: bool = False) -> dict[str, float]:
+def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_head: bool = False,
+                     metric: str = "accuracy") -> dict[str, float]:
     """Validation accuracy of the proxy network of every unit in ``units`` (Algorithm 2
-    lines 4-5), the same numbers as ``val_accuracy(proxy_network(base, donor, u, with_head), domain)``
+    lines 4-5; ``metric="balanced_accuracy"``: the mean per-class accuracy over the classes
+    ``domain`` has, as the engine's ``select_metric``),
+    the same numbers as ``val_accuracy(proxy_network(base, donor, u, with_head), domain)``
     at a fraction of the cost: one pass of ``base`` gives each unit's input, so proxy ``u``
     runs only ``donor``'s unit ``u`` and ``base``'s units after it (chunks of ``batch_size``
     images, so only one chunk's activations are held). Convolutions run in the channels-last
@@ -136,7 +139,9 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_hea
     base.eval(), donor.eval()
     dev = next(base.parameters()).device
     layout = _train_layout(base, dev, channels_last=True)
-    correct = dict.fromkeys(units, 0)
+    check_select_metric(metric)
+    width = max(domain.num_classes, 1)
+    correct = {u: torch.zeros(width, dtype=torch.long) for u in units}  # per class
     for i in range(0, len(domain), batch_size):
         h, y = _as_layout(domain.images[i:i + batch_size].to(dev), layout), domain.labels[i:i + batch_size].to(dev)
         for j, u in enumerate(names):  # h is the input of unit u
@@ -147,11 +152,15 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_hea
                     out = donor.forward_units(base.forward_units(out, nxt, EMBEDDING), EMBEDDING)
                 elif nxt is not None:
                     out = base.forward_units(out, nxt)
-                correct[u] += int((out.argmax(1) == y).sum())
+                correct[u] += torch.bincount(y[out.argmax(1) == y].cpu(), minlength=width)
             if nxt is not None:
                 h = base.forward_units(h, u, nxt)
     base.train(modes[0]), donor.train(modes[1])
-    return {u: correct[u] / len(domain) for u in units}
+    if metric == "accuracy":
+        return {u: int(correct[u].sum()) / len(domain) for u in units}
+    support = torch.bincount(domain.labels.cpu(), minlength=width).tolist()
+    return {u: sum(c / n for c, n in zip(correct[u].tolist(), support) if n) / sum(n > 0 for n in support)
+            for u in units}
 
 
 def candidate_units(net, units) -> list[str] | None:
@@ -332,12 +341,13 @@ class FastFlex(_FlexBase):
             sel_val = None
         (all_net, all_fit), = self._train(make_engine, [ALL], target, sel_val, config, tag="surgery")
         units = self.unit_candidates()
-        proxies = proxy_accuracies(self.net, all_net, units, val, with_head=self.with_head)
+        metric = make_engine("config").select_metric  # what the engine's validation scores too
+        proxies = proxy_accuracies(self.net, all_net, units, val, with_head=self.with_head, metric=metric)
         best_unit = max(units, key=lambda u: (proxies[u], -units.index(u)))
         tied = [u for u in units if proxies[u] == proxies[best_unit]]
         tied = tied if len(tied) > 1 else []  # recorded as proxy_tie
         if tied:
-            warn(self._tie_message(tied, proxies[best_unit], len(val), all_fit.steps, len(target), config))
+            warn(self._tie_message(tied, proxies[best_unit], len(val), all_fit.steps, len(target), config, metric))
         (unit_net, unit_fit), = self._train(make_engine, [best_unit], target, val, tag="tune")
         a_all = None if self.one_epoch else all_fit.val_accuracy  # Algorithm 3 never looks at it
         use_all = not self.one_epoch and a_all > unit_fit.val_accuracy
@@ -354,7 +364,8 @@ class FastFlex(_FlexBase):
                          stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history,
                          val_correct=fit.val_correct, val_loss=fit.val_loss)
 
-    def _tie_message(self, tied: list[str], score: float, n_val: int, steps: int, n_target: int, config) -> str:
+    def _tie_message(self, tied: list[str], score: float, n_val: int, steps: int, n_target: int, config,
+                     metric: str = "accuracy") -> str:
         if self.one_epoch:
             advice = (f"Its donor, ft_all for one epoch, took {steps} step(s) (ceil({n_target} labelled images / "
                       f"batch_size {config.batch_size})), maybe too few to tell the units apart: use fast_flex "
@@ -363,8 +374,9 @@ class FastFlex(_FlexBase):
         else:
             advice = (f"Its donor, ft_all, trained {steps} step(s): more labelled target or validation images, or "
                       f"more train steps, may tell them apart; flex trains every unit instead")
-        return (f"{self.name}: the proxies of {', '.join(tied)} tie at the best validation accuracy "
-                f"{100 * score:.1f}% ({round(score * n_val)} of {n_val} images); the tie goes to the earlier "
+        count = f"{round(score * n_val)} of {n_val} images" if metric == "accuracy" else f"{n_val} images"
+        return (f"{self.name}: the proxies of {', '.join(tied)} tie at the best validation "
+                f"{metric.replace('_', ' ')} {100 * score:.1f}% ({count}); the tie goes to the earlier "
                 f"unit, {tied[0]}, by rule, not by merit. " + advice)
 
 

@@ -289,3 +289,18 @@ def test_steps_before_are_what_forward_units_runs():
     assert net.steps_before(names[1]) == [net.unit(names[0])]
     assert net.steps_before("embedding") == [net.unit(n) for n in names] + [net.pool]
     assert net.steps_before("head") == [net.unit(n) for n in names]  # the last map, not pooled
+
+
+def test_transfer_scores_a_frozen_prefix_once_then_from_the_memo():
+    from transferkit.api import Transfer
+    from transferkit.backbones import build_backbone
+    torch.manual_seed(0)
+    target = helpers.toy_domain(n=40)
+    model = Transfer("linear_probe", train=TrainConfig(steps=2, progress=False)).fit(
+        target=target, net=build_backbone("lenet", 4))
+    test = helpers.toy_domain(n=300, seed=5)
+    expected = predict_logits(model.method_, test.images)  # the method's forward, no memo
+    hits = MEMO.hits
+    assert torch.equal(model.predict_logits(test), expected)
+    assert model.score(test) == model.report(test)["accuracy"] == int((expected.argmax(1) == test.labels).sum()) / 300
+    assert MEMO.hits == hits + 2  # score and report read predict's frozen activations

@@ -457,7 +457,9 @@ class Transfer:
               f"(set_classes after fit), not its classes_ {list(self.classes_)[:10]}, whose ids predict returns: "
               f"score other classes with model.method_.scores(images) (columns: model.method_.class_names) or "
               f"evaluate_zero_shot(model.method_, ...), or fit with them as target=")
-        logits = predict_logits(self.method_, images)  # the method's forward: a zero-shot one scores descriptions
+        # the method's forward (a zero-shot one scores descriptions); a frozen prefix's activations of these
+        # images are read from transferkit.frozen's memo when they ran before (score, then report: one pass)
+        logits = self.method_.logits(images)
         check(logits.shape[1] == len(self.classes_),
               f"{who}: the model gives {logits.shape[1]} outputs for its {len(self.classes_)} classes: its head was "
               f"changed after fit (e.g. net_.reset_classifier); use a copy for that, copy.deepcopy(model.net_)")

@@ -56,6 +56,27 @@ def test_a_hit_is_bit_identical_and_the_key_is_content_not_object():
     assert MEMO.misses == 4
 
 
+def test_a_longer_prefix_runs_on_from_a_stored_shorter_one_bit_for_bit():
+    net, x = helpers.seeded_lenet(), torch.rand(1100, 1, 28, 28)  # two chunks
+    fresh = {stop: _embedding_free(net, x, stop) for stop in ("fc1", "embedding")}
+    MEMO.clear()
+    _run(net, x, "conv2")  # conv1's activations stored
+    assert torch.equal(_run(copy.deepcopy(net), x.clone(), "fc1"), fresh["fc1"])  # conv2 alone ran on them
+    assert MEMO.extended == 1 and MEMO.hits == 0
+    assert torch.equal(_run(net, x, "embedding"), fresh["embedding"])  # on from conv1-conv2 (fc1's input)
+    assert MEMO.extended == 2
+    with torch.no_grad():
+        net.units["conv1"][0].weight[0, 0, 0, 0] += 1e-3  # the stored prefixes are of other weights now
+    assert not torch.equal(_run(net, x, "fc1"), fresh["fc1"]) and MEMO.extended == 2
+
+
+def _embedding_free(net, x, stop):
+    """The units run without the memo."""
+    net.eval()
+    with torch.no_grad():
+        return predict_logits(lambda b: net.forward_units(b, 0, stop), x)
+
+
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's, from mkldnn.flags
 def test_settings_buffers_layout_and_backend_are_part_of_the_key():
     def stride(net):

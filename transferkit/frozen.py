@@ -5,7 +5,8 @@ seeds start from copies of one network and score the same validation and test im
 engine computes the activations of the units before the first trained one once per fit
 (``engine``'s module docstring); this memo keeps the most recently used of them, so that the
 next fit, or the evaluation of the next method, on the same content reads them instead of
-running the units again. A hit is bit-identical to running the units.
+running the units again; a longer prefix of the same images runs on from the longest shorter
+one stored (flex's candidates). A hit is bit-identical to running the units.
 
 Only a prefix whose output is determined by what the key holds is memoised: images on the
 CPU and no autocast; a :class:`~transferkit.backbones.UnitNet` with UnitNet's own
@@ -112,7 +113,12 @@ def _memoisable(modules: list[nn.Module]) -> bool:
 
 def prefix_key(modules: list[nn.Module], images: torch.Tensor) -> str:
     """The content key of running ``modules`` in order on ``images`` in eval mode."""
-    h = hashlib.sha256(_backend().encode())
+    return prefix_keys(modules, images)[-1]
+
+
+def prefix_keys(modules: list[nn.Module], images: torch.Tensor) -> list[str]:
+    """:func:`prefix_key` of ``modules[:1]``, ``modules[:2]``, ... ``modules`` (one pass)."""
+    h, keys = hashlib.sha256(_backend().encode()), []
     _feed(h, images)
     for i, m in enumerate(modules):
         for name, sub in m.named_modules(prefix=str(i)):
@@ -124,7 +130,8 @@ def prefix_key(modules: list[nn.Module], images: torch.Tensor) -> str:
             for k, t in (*sub._parameters.items(), *sub._buffers.items()):
                 h.update(f"${k}".encode())
                 _feed(h, t)
-    return h.hexdigest()
+        keys.append(h.copy().hexdigest())
+    return keys
 
 
 class FrozenMemo:
@@ -132,7 +139,7 @@ class FrozenMemo:
 
     def __init__(self, limit_mb: float | None = None):
         self.limit_mb = limit_from_env() if limit_mb is None else limit_mb
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.extended = 0  # extended: misses that ran on from a shorter prefix
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def __len__(self) -> int:
@@ -140,7 +147,7 @@ class FrozenMemo:
 
     def clear(self) -> None:
         self._store.clear()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.extended = 0
 
     def megabytes(self) -> float:
         return sum(t.numel() * t.element_size() for t in self._store.values()) / 2**20
@@ -148,12 +155,30 @@ class FrozenMemo:
     def key(self, net, images: torch.Tensor, stop: str) -> str | None:
         """The key of ``net.forward_units(images, 0, stop)``, or ``None`` when that prefix is
         not memoised (see the module's docstring)."""
+        keys = self.keys(net, images, stop)
+        return keys[-1] if keys else None
+
+    def keys(self, net, images: torch.Tensor, stop: str) -> list[str] | None:
+        """The keys of ``net``'s prefixes of 1, 2, ... steps up to ``stop`` (the last:
+        :meth:`key`), or ``None`` when that prefix is not memoised."""
         if self.limit_mb <= 0 or images.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
             return None
         if not isinstance(net, UnitNet) or type(net).forward_units is not UnitNet.forward_units:
             return None
         modules = net.steps_before(stop)
-        return prefix_key(modules, images) if modules and _memoisable(modules) else None
+        return prefix_keys(modules, images) if modules and _memoisable(modules) else None
+
+    def longest_stored(self, net, keys: list[str]) -> tuple[str, torch.Tensor] | None:
+        """The first unit after the longest shorter prefix (of feature units) whose activations
+        are stored, with a copy of them: a longer prefix of the same images runs only the units
+        after it (flex's candidates: conv1, then conv1-conv2, ...). ``None`` when none is."""
+        for j in range(min(len(keys) - 1, len(net.feature_names) - 1), 0, -1):
+            stored = self._store.get(keys[j - 1])
+            if stored is not None:
+                self._store.move_to_end(keys[j - 1])
+                self.extended += 1
+                return net.feature_names[j], stored.clone()
+        return None
 
     def get(self, key: str | None) -> torch.Tensor | None:
         """A copy of the stored activations (the caller owns it), or ``None``."""
@@ -190,17 +215,20 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
     :func:`~transferkit.evaluate.predict_logits` runs them, read from :data:`MEMO` when the
     same prefix ran on the same images before; with ``then``, ``then`` of each chunk of those
     activations (on a miss, of the chunk just computed, as one forward pass runs it)."""
-    key = MEMO.key(net, images, stop)
+    keys = MEMO.keys(net, images, stop)
+    key = keys[-1] if keys else None
     hit = MEMO.get(key)
     device = module_device(net)  # chunks run where the net is
     if hit is not None:
         return hit if then is None else predict_logits(then, hit, device=device)
+    # a shorter prefix stored: its chunks (the same boundaries and strides) feed the units after it
+    start, inputs = (MEMO.longest_stored(net, keys) if keys else None) or (0, images)
     chunks: list[torch.Tensor] = []
 
     def run(x):
-        chunks.append(net.forward_units(x, 0, stop))
+        chunks.append(net.forward_units(x, start, stop))
         return chunks[-1] if then is None else then(chunks[-1].clone())  # then may change its input in place
 
-    out = predict_logits(run, images, device=device)
+    out = predict_logits(run, inputs, device=device)
     MEMO.put(key, out if then is None else torch.cat(chunks), chunks)
     return out

@@ -4,6 +4,7 @@ drawn with the job's seed, model selection on the wrong split, head rows matched
 classes, the scikit-learn-like surface training or scoring with the wrong settings, CLI exit
 codes and flags). Invariants, hand-made tiny domains and named errors; no snapshots."""
 
+import json
 import os
 import re
 import sys
@@ -655,7 +656,8 @@ def test_report_of_a_results_json_reports_its_run_directory(tmp_path, monkeypatc
     import transferkit.report as report
     run = tmp_path / "run1"
     run.mkdir()
-    (run / "results.json").write_text("{}")
+    row = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    (run / "results.json").write_text(json.dumps({"rows": [row]}))
     seen = []
     monkeypatch.setattr(report, "write_report", lambda run_dir, out=None: seen.append(str(run_dir)) or ("h", "m"))
     assert cli.main(["report", str(run / "results.json")]) == 0

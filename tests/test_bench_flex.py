@@ -474,3 +474,21 @@ def test_a_benchmark_directory_of_a_plan_stored_before_the_sampler_and_class_wei
     balanced = resumed_plan("flex", True, ["train.sampler=balanced"], tmp_path)
     with pytest.raises(TransferkitError, match=r"train.sampler: 'shuffle' there, 'balanced' now"):
         _check_same_plan(tmp_path, balanced, "flex")
+
+
+def test_candidate_test_accuracies_share_the_source_units_and_equal_a_whole_forward_bit_for_bit():
+    from helpers import toy_domain
+
+    from transferkit.bench.flex import accuracy, candidate_accuracy
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.frozen import MEMO
+    torch.manual_seed(0)
+    target, test = toy_domain(n=40), toy_domain(n=1100, seed=3)  # two chunks of the test pass
+    method = get_method("flex")(build_backbone("lenet", 4), keep_candidates=True)
+    method.fit_transfer(lambda tag, config=None: Engine(config or TrainConfig(steps=3, batch_size=8), seed=0),
+                        target=target, val=toy_domain(n=20, seed=1))
+    whole = {c: accuracy(n.eval(), test) for c, n in method.candidate_nets.items()}
+    MEMO.clear()
+    shared = {c: candidate_accuracy(n, c, test) for c, n in method.candidate_nets.items()}
+    assert shared == whole and len(set(whole.values())) > 1
+    assert MEMO.extended == 2  # fc1's candidate ran on from conv2's stored conv1 activations, head's from fc1's

@@ -326,6 +326,30 @@ def test_a_sentence_encoders_embedding_of_a_text_does_not_depend_on_what_was_enc
     assert torch.equal(with_long[1], alone[0])
 
 
+def test_a_sentence_models_disk_cache_is_keyed_on_its_weights_not_its_name_alone(tmp_path, monkeypatch):
+    from transferkit import text
+
+    class Scaled(torch.nn.Module):  # a model "replaced at the same path": other weights under one name
+        def __init__(self, w):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([1.0, w]))
+
+        def encode(self, texts, batch_size, **kw):
+            return torch.stack([self.w.detach() * len(t) for t in texts])
+
+        def get_sentence_embedding_dimension(self):
+            return 2
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    for w in (1.0, 5.0):
+        monkeypatch.setattr(text, "_load_sentence_model", lambda model, device, w=w: Scaled(w))
+        got = text.SentenceEncoder("same/path").encode(["seven"])
+        assert torch.allclose(got[0], torch.nn.functional.normalize(torch.tensor([1.0, w]), dim=0)), (w, got)
+    assert len(list((tmp_path / "text").glob("same-path-*-single.pt"))) == 2
+    again = text.SentenceEncoder("same/path")  # the same weights: its file is read back
+    assert "seven" in again._cache
+
+
 def test_class_names_that_embed_alike_are_refused_by_name():
     from transferkit.errors import TransferkitError
     with pytest.raises(TransferkitError, match="clip: the classes 'cat' and 'Cat' get the same prompt embeddings"):

@@ -2009,6 +2009,19 @@ def test_a_test_set_of_its_own_is_the_test_split_and_the_target_is_cut_into_trai
     with pytest.warns(TransferkitWarning, match=r"test 'digits': \d+ of its 1797 images are target train images "
                                                 r"and \d+ .* are target val images"):
         prepare_domains(again)
+    inverted = replace(again, target="digits+inversion")  # the source's own images as the test set
+    with pytest.warns(TransferkitWarning, match=r"test 'digits': \d+ of its 1797 images are source train images and "
+                                                r"\d+ .* are source val images .*the source network trained or "
+                                                r"selected on images the methods are scored on"):
+        data = prepare_domains(inverted)
+    assert data.test_overlap == {"train": 0, "val": 0} and sum(data.test_in_source.values()) > 1000
+    from transferkit.rundata import test_fields
+    from transferkit.tables import test_images_line
+    fields = test_fields(inverted, data)
+    assert fields["test_in_target"] == 0 and fields["test_in_source"] == sum(data.test_in_source.values())
+    (line,) = test_images_line([fields])
+    assert line.endswith(f"(a test set of its own, not a split of the target); {fields['test_in_source']} of them "
+                         f"are also source train or val images.")
 
 
 def test_source_and_target_of_the_same_images_share_none_across_splits_at_any_fractions():

@@ -43,6 +43,8 @@ class Prepared:
     unlabeled_overlap: dict = field(default_factory=dict)
     #: how many images of the config's ``test`` are target train and val images
     test_overlap: dict = field(default_factory=dict)
+    #: how many images of the config's ``test`` are source train and val images
+    test_in_source: dict = field(default_factory=dict)
 
 
 def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir: Path | None = None) -> Prepared:
@@ -76,7 +78,7 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
         source = narrowed(split_domain(src, cfg.val_fraction, cfg.test_fraction), cfg.source_classes)
     target = narrowed(split_domain(tgt, cfg.val_fraction, 0.0 if test is not None else cfg.test_fraction),
                       cfg.target_classes)
-    test_overlap = {}  # of a test set of its own: its images that are target train / val images
+    test_overlap, test_in_source = {}, {}  # of a test set of its own: its images that are target / source images
     if test is not None:  # a test set of its own: the target is cut into train and val only
         target.test = as_target_test(cfg, test, target.train, channels)
         test_overlap = {part: shared_images(getattr(target, part), target.test) for part in ("train", "val")}
@@ -85,6 +87,13 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
                                                          f"images" for part, n in test_overlap.items() if n)
                  + " (pixel for pixel): the methods would be scored on images they trained or selected on; give a "
                    "test set apart from the target's images")
+        if src is not None:  # the source network trains and selects on the source's train / val splits
+            test_in_source = {part: shared_images(getattr(source, part), target.test) for part in ("train", "val")}
+            if any(test_in_source.values()):
+                warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(target.test)} images are source {part} "
+                                                             f"images" for part, n in test_in_source.items() if n)
+                     + " (pixel for pixel): the source network trained or selected on images the methods are "
+                       "scored on; give a test set apart from the source's images")
     warn_numbered_match(source.train, target.train)
     check(target.train.num_classes >= 2,
           f"the target {cfg.target!r} has one class ({target.train.class_names}"
@@ -102,7 +111,7 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
             unlabeled = unlabeled.to_format(channels=channels)
     overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
     return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap,
-                    test_overlap=test_overlap)
+                    test_overlap=test_overlap, test_in_source=test_in_source)
 
 
 def _one_class_hint(cfg: ExperimentConfig, target: Domain) -> str:
@@ -177,13 +186,14 @@ def _unlabeled_overlap(cfg: ExperimentConfig, unlabeled: Domain, target: Split) 
 
 def test_fields(cfg: ExperimentConfig, data: Prepared) -> dict:
     """A row's fields on its test split: its size, and of a config's ``test`` the spec, the
-    target classes it holds images of and its images that are also target train / val images."""
+    target classes it holds images of and its images that are also target (or source) train / val images."""
     out = {"n_test": len(data.target.test)}
     if data.target.test.groups is not None:  # grouped accuracy is over the groups (videos)
         out["n_test_groups"] = int(torch.unique(data.target.test.groups).numel())
     if cfg.test is not None:
         out.update(test=cfg.test, n_test_classes=len(data.target.test.present_classes()),
-                   n_target_classes=data.target.train.num_classes, test_in_target=sum(data.test_overlap.values()))
+                   n_target_classes=data.target.train.num_classes, test_in_target=sum(data.test_overlap.values()),
+                   test_in_source=sum(data.test_in_source.values()))
     return out
 
 

@@ -328,13 +328,15 @@ def test_images_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the test set of its own (a config's ``test``) the rows were scored on."""
     cell = md_cell if markdown else str
     given = dict.fromkeys((r.get("run"), r["test"], r.get("n_test"), r.get("n_test_classes"), r.get("n_target_classes"),
-                           r.get("test_in_target") or 0) for r in rows if isinstance(r.get("test"), str))
+                           r.get("test_in_target") or 0, r.get("test_in_source") or 0)
+                          for r in rows if isinstance(r.get("test"), str))
     return [f"Test images{f' (run {cell(run)})' if run else ''}: {cell(spec)}"
             f"{f', {n} images' if n is not None else ''}"
             f"{f' of {held} of the {of} target classes' if held is not None and of is not None else ''}"
             f" (a test set of its own, not a split of the target)"
-            f"{f'; {inside} of them are also target train or val images' if inside else ''}."
-            for run, spec, n, held, of, inside in given]
+            f"{f'; {inside} of them are also target train or val images' if inside else ''}"
+            f"{f'; {in_source} of them are also source train or val images' if in_source else ''}."
+            for run, spec, n, held, of, inside, in_source in given]
 
 
 #: a test split of fewer images than this gets a line under the table on how well one accuracy is known

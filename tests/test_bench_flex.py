@@ -127,7 +127,10 @@ def test_selection_table_counts_clear_picks_and_skips_rows_without_the_record():
     flex[1].update(picked="conv1", selection={"runner_up": "all", "margin": 0.0, "se": 0.005})  # a tie
     text = selection_table(rows, {"t": 0.5}, [30])
     assert "| 30 | t | all×1, conv1×1 | 1 / 2 | 1.0 ± 1.0 | +0.0 |" in text
-    del flex[0]["selection"], flex[1]["selection"]
+    del flex[1]["selection"]  # a seed from before the record, 20 points lower: left out of the gap too
+    flex[1]["accuracy"] = 0.75
+    assert "| 30 | t | all×1 | 1 / 1 | 2.0 | +0.0 |" in selection_table(rows, {"t": 0.5}, [30])
+    del flex[0]["selection"]
     assert "| 30 | t |" not in selection_table(rows, {"t": 0.5}, [30])
 
 

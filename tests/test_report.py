@@ -897,6 +897,24 @@ def test_a_benchmark_table_names_the_class_subsets_its_rows_record_and_what_k_co
         "0-4; target classes 0-9.\n")
     assert not markdown_table(summarize(rows), rows, {"source": "a", "target": "b"}).startswith("Classes")  # a run's
     assert "grouped target" not in markdown_table(summarize(rows[:1]), rows[:1])
+    run = {"source": "syndigits", "target": "mnist", "source_classes": "0-4", "target_classes": "5-9"}
+    both = [{**rows[0], "run": "r1"}, {**rows[0], "run": "b1"}]  # a run and a benchmark, side by side
+    assert markdown_table(summarize(both), both, [("r1", run), ("b1", plan)]).startswith(
+        "Classes: run r1: source classes 0-4; target classes 5-9; run b1: source classes 0-4; target classes 5-9.\n")
+
+
+def test_a_report_of_a_benchmark_names_the_class_subsets_its_rows_record(tmp_path):
+    from pathlib import Path
+
+    from transferkit.report import write_report
+    row = {"method": "finetune", "source": "syndigits", "target": "mnist", "setting": "k=5", "accuracy": 0.5,
+           "wall_s": 1.0, "source_classes": "0-4", "target_classes": "5-9"}
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"benchmark": "fewshot", "quick": True, "plan": {}},
+                                                       "rows": [{**row, "seed": s} for s in range(2)]}))
+    html_path, md_path = write_report(tmp_path)
+    for path in (html_path, md_path):  # as results.md and summary name them
+        assert "target test accuracy, mean ± standard error over seeds (n); source classes 0-4; target classes " \
+               "5-9." in Path(path).read_text()
 
 
 def test_config_differ_lines_compare_whole_values_nested_plans_and_ignore_key_order():

@@ -415,17 +415,19 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
 HEADER = ["method", "source", "target", "setting", "target accuracy (%)", "n", "wall s", "peak MiB"]
 
 
-def metric_note(rows: list[dict], config: dict | None = None) -> str:
-    """What the accuracy column holds, from the rows themselves, and the class subsets of
-    the run's ``config`` (:func:`~transferkit.tables.class_subsets`)."""
+def metric_note(rows: list[dict], config: dict | None = None, subsets: str | None = None) -> str:
+    """What the accuracy column holds, from the rows themselves, and the class subsets:
+    ``subsets`` (``table_parts``' ``classes``: a benchmark's from its rows), else those of the
+    run's ``config`` (:func:`~transferkit.tables.class_subsets`)."""
     splits = {r.get("split", "test") for r in rows}
     what = ("target validation accuracy" if splits == {"val"} else "target test accuracy" if splits <= {"test"}
             else "target accuracy on the split each row names (validation or test)")
     also = []  # what else the lines under the table say (other metrics, GZSL) is theirs to say
     if any("ci95" in r for r in rows):
         also.append("a row over episodes: its 95 % interval")
-    if class_subsets(config):
-        also.append(class_subsets(config))
+    subsets = class_subsets(config) if subsets is None else subsets
+    if subsets:
+        also.append(subsets)
     return (f"the accuracy column is {what}, mean ± standard error over seeds (n)"
             + (f"; {'; '.join(also)}" if also else "") + ".")
 CHECK_IMAGES = """<script>
@@ -489,7 +491,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                    + (cost_figure(summary, rows) if rows else []) + saved_figures(run_dir, files_dir, notes))
     header, table = _table_rows(summary, rows)
     config = data.get("config") if isinstance(data.get("config"), dict) else None
-    picks, plain = (table_parts(summary, rows, config, markdown=m)["notes"] for m in (True, False))  # results.md's
+    parts = [table_parts(summary, rows, config, markdown=m) for m in (True, False)]  # results.md's lines
+    picks, plain, subsets = parts[0]["notes"], parts[1]["notes"], parts[1]["classes"]
     picks, plain = stopped_lines(data) + picks, stopped_lines(data) + plain  # a stopped run's, as `summary`'s
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
     shown = yaml.safe_dump(data.get("config", {}), sort_keys=False)
@@ -498,7 +501,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
                                                                      sort_keys=False)
     shown += _config_files(run_dir, data.get("config"))
     title = f"transferkit report: {data.get('name', run_dir.name)}"
-    note = metric_note(rows, config)
+    note = metric_note(rows, config, subsets)
 
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)

@@ -565,10 +565,18 @@ def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list 
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
     picks += environment_lines(rows) + list(notes)
     subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
-        f"run {run}: {named}" for run, named in ((run, class_subsets(c)) for run, c in config) if named)
+        f"run {run}: {named}" for run, named in ((run, _run_subsets(c, [r for r in rows if r.get("run") == run]))
+                                                 for run, c in config) if named)
     if not subsets and (not isinstance(config, dict) or "source" not in config):  # a benchmark's: its rows say
         subsets = row_class_subsets(rows)
     return {"classes": subsets, "header": header, "cells": cells, "notes": picks}
+
+
+def _run_subsets(config, rows: list[dict]) -> str:
+    """The class subsets of one run of a combined table: its config's, or a benchmark's rows' (its
+    plan names none)."""
+    return class_subsets(config) or ("" if isinstance(config, dict) and "source" in config else
+                                     row_class_subsets(rows))
 
 
 def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,

@@ -353,13 +353,14 @@ def selection_table(rows, base, ratios) -> str:
     for ratio in ratios:
         for t in base:
             flex_rows = [r for r in _cell(rows, t, ratio, "flex") if "selection" in r]
-            refs = [mean_se(r["accuracy"] for r in _cell(rows, t, ratio, m))[0] for m in ("ft_fc1", "ft_fc2", "ft_all")
-                    if _cell(rows, t, ratio, m)]
+            seeds = {r["seed"] for r in flex_rows}  # the gap over the label subsets these rows are of
+            refs = [mean_se(r["accuracy"] for r in same)[0] for m in ("ft_fc1", "ft_fc2", "ft_all")
+                    if (same := [r for r in _cell(rows, t, ratio, m) if r["seed"] in seeds])]
             if not flex_rows or not refs:
                 continue
             picks = ", ".join(f"{c}×{n}" for c, n in Counter(r["picked"] for r in flex_rows).most_common())
             clear = sum(r["selection"]["margin"] > r["selection"]["se"] for r in flex_rows)
-            gap = mean_se(r["accuracy"] for r in _cell(rows, t, ratio, "flex"))[0] - max(refs)
+            gap = mean_se(r["accuracy"] for r in flex_rows)[0] - max(refs)
             lines.append(f"| {ratio} | {t} | {picks} | {clear} / {len(flex_rows)} | "
                          f"{_pm(r['selection']['margin'] for r in flex_rows)} | {100 * gap:+.1f} |")
     return "flex's pick against the runner-up on the validation split\n\n" + "\n".join(lines) + "\n"

@@ -190,6 +190,28 @@ def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
         assert torch.equal(wf[k], wr[k]), k
 
 
+@pytest.mark.parametrize("crash_at", [27, None])  # mid-training, or a training that had finished (flex's candidates)
+def test_a_resumed_fit_keeps_the_validation_details_of_an_uninterrupted_one(tmp_path, crash_at):
+    d, val = toy_domain(), toy_domain(seed=1)
+    for restore_best in (True, False):
+        cfg = TrainConfig(steps=50, batch_size=16, eval_every=10, checkpoint_every=10, patience=None,
+                          restore_best=restore_best)
+        full = Engine(cfg, seed=0).fit(make(), target=d, val=val)
+        ckpt = tmp_path / str(restore_best)
+
+        def crash(step, state):
+            if step == crash_at:
+                raise Interrupt
+        first = Engine(cfg, seed=0, checkpoint_dir=ckpt, hooks=(crash,))
+        if crash_at is None:
+            first.fit(make(), target=d, val=val)  # its checkpoint of step 50 stays: read back below
+        else:
+            with pytest.raises(Interrupt):
+                first.fit(make(), target=d, val=val)
+        resumed = Engine(cfg, seed=0, checkpoint_dir=ckpt).fit(make(seed=99), target=d, val=val)
+        assert torch.equal(resumed.val_correct, full.val_correct) and resumed.val_loss == full.val_loss
+
+
 def test_resumed_history_holds_only_this_trainings_records_once(tmp_path):
     d, val = toy_domain(), toy_domain(seed=1)
     cfg = TrainConfig(steps=50, batch_size=16, eval_every=10, checkpoint_every=20, patience=None)
@@ -736,7 +758,7 @@ def test_restore_best_gives_the_weights_of_the_best_evaluation(monkeypatch):
 
 
 def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monkeypatch):
-    state = _scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2])
+    state = _scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2, 0.0])
     cfg = TrainConfig(steps=8, eval_every=2, checkpoint_every=2, batch_size=16, patience=None)
     data = dict(target=helpers.toy_domain(), val=helpers.toy_domain(seed=1))
     torch.manual_seed(0)
@@ -756,7 +778,7 @@ def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monk
             get_method("finetune")(build_backbone("lenet", 4)), **data)
     resumed = get_method("finetune")(build_backbone("lenet", 4))  # the best (step 4) is before the crash
     fit = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, **data)
-    assert fit.val_correct is None and fit.val_loss is None  # that evaluation's details were not checkpointed
+    assert fit.val_loss == 5.0 and state["i"] == 5  # that evaluation's details, not checkpointed: scored again
     a, b = helpers.state_copy(full), helpers.state_copy(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

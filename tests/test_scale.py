@@ -38,9 +38,17 @@ def test_workers_give_the_same_rows_as_one_process(tmp_path):
     torch.set_num_threads(threads_per_worker(2))  # the main process pre-trains with this count in both runs
     try:
         _, one = run_experiment(tiny_config(tmp_path / "a", workers=1), log=lambda *a: None)
-        _, two = run_experiment(tiny_config(tmp_path / "b", workers=2), log=lambda *a: None)
+        said = []
+        _, two = run_experiment(tiny_config(tmp_path / "b", workers=2), log=said.append)
     finally:
         torch.set_num_threads(threads)
+    assert not any("torch thread(s) each" in line for line in said)  # the same count: no note
+    import transferkit.experiment as experiment
+    with pytest.MonkeyPatch.context() as m:  # a worker's count other than this process's: said
+        m.setattr(experiment, "job_threads", lambda workers: torch.get_num_threads() + 1)
+        run_experiment(tiny_config(tmp_path / "b", workers=2), run_dir=next((tmp_path / "b").glob("*/*")),
+                       log=said.append)
+    assert any(f"2 workers of {threads + 1} torch thread(s) each" in line for line in said), said
     key = lambda r: (r["method"], r["seed"])  # noqa: E731
     assert [key(r) for r in one] == [key(r) for r in two]
     for a, b in zip(one, two):

@@ -415,7 +415,8 @@ class Engine:
         last_eval = best_eval = None  # (correctness, loss) of the latest and of the best evaluation
         history: list = []
         signature = self._signature(method, given, val) if self.ckpt is not None else None
-        if resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists():
+        resumed = resume and self.ckpt is not None and (self.ckpt / "last.safetensors").exists()
+        if resumed:
             # before the frozen prefix is cached below: its activations come from the checkpoint's weights
             state, best_weights, history = self._load(method, opt, signature, device)
             self.resumed_s = float(state.get("trained_s") or 0.0)  # seconds trained before the stop
@@ -522,6 +523,8 @@ class Engine:
                         state["threads"] = sorted({*state.get("threads", ()), torch.get_num_threads()})  # each run's
                         state["loss_window"] = kept
                         self._save(method, opt, state, best_weights, signature, history, device)
+            if resumed and val_x is not None and history:  # evaluations before the stop were not checkpointed
+                last_eval, best_eval = self._rescored(method, val_x, val_y, last_eval, best_eval, best_weights)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
             bar.close()
             method.input_cache = {}
@@ -582,6 +585,19 @@ class Engine:
             return images
         net.eval()
         return frozen_activations(net, images, start_unit)
+
+    def _rescored(self, method, val_x, val_y, last_eval, best_eval, best_weights) -> tuple:
+        """``(last_eval, best_eval)`` of a resumed training, whose evaluations before the stop were not
+        checkpointed: the same scoring of the same weights (the last ones, the best ones) gives what an
+        uninterrupted training kept, bit for bit (a fallback pass from the images would round otherwise)."""
+        if last_eval is None:
+            last_eval = self._accuracy(method, val_x, val_y)[1]
+        if best_eval is None and best_weights is not None:
+            current = _clone_state(method)
+            method.load_state_dict(best_weights)
+            best_eval = self._accuracy(method, val_x, val_y)[1]
+            method.load_state_dict(current)
+        return last_eval, best_eval
 
     def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> tuple[float, tuple | None]:
         """``(selection score, (per-image correctness, mean cross entropy) or None)`` of the

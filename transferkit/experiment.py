@@ -105,6 +105,7 @@ from .runtime import (
     held_benchmark_dir,
     invocation,
     is_main_process,
+    job_threads,
     map_jobs,
     note_kernels,
     note_work_dir,
@@ -761,6 +762,10 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         note_kernels(run_dir, log, cfg.workers)
     log(f"run directory: {run_dir}")
     note_work_dir(run_dir)
+    if cfg.workers > 1 and world_size() == 1 and job_threads(cfg.workers) != torch.get_num_threads():
+        log(f"note: {cfg.workers} workers of {job_threads(cfg.workers)} torch thread(s) each (OMP_NUM_THREADS is "
+            f"not set: the cores split between them), one process here has {torch.get_num_threads()}: results "
+            f"depend on the thread count, so set OMP_NUM_THREADS for rows that do not depend on --workers")
     source = (f"source {cfg.source}: {len(data.source.train)} train / {len(data.source.val)} val"
               if cfg.source is not None else
               f"source: the network of {cfg.pretrained} alone ({data.source.train.num_classes} classes)")

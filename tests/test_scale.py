@@ -611,3 +611,24 @@ def test_a_benchmark_job_that_raises_is_named_with_its_traceback_and_the_others_
     jobs[0] = (jobs[0][0], partial(dict, accuracy=0.25))  # fixed: a resume runs it alone and drops its traceback
     assert run_jobs(jobs, workers=workers) == [{"accuracy": 0.25}, {"accuracy": 0.5}]
     assert not (tmp_path / "jobs" / "failed" / "bad.txt").exists()
+
+
+def test_a_rank_ends_when_the_nproc_launcher_is_killed():
+    """``transferkit --nproc N`` names itself to the ranks (LAUNCHER_ENV): a SIGKILL of it leaves torchrun and
+    the ranks orphaned, and each rank's watcher ends it instead of letting it write on into the run directory."""
+    import subprocess
+    import sys
+    import time
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    rank = subprocess.Popen([sys.executable, "-c", "import time\nfrom transferkit.runtime import _exit_with_launcher\n"
+                             f"_exit_with_launcher({launcher.pid}, 0.05)\ntime.sleep(60)"])
+    try:
+        time.sleep(0.5)
+        assert rank.poll() is None  # the launcher lives: the rank goes on
+        launcher.kill()
+        launcher.wait()
+        assert rank.wait(timeout=20) == 1
+    finally:
+        for p in (launcher, rank):
+            if p.poll() is None:
+                p.kill()

@@ -161,7 +161,8 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     import subprocess
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "transferkit.cli", *_argv_without(argv, "--nproc")]
-    child = subprocess.Popen(cmd)
+    from .runtime import LAUNCHER_ENV
+    child = subprocess.Popen(cmd, env={**os.environ, LAUNCHER_ENV: str(os.getpid())})  # ranks end with this process
     try:
         return child.wait()
     except KeyboardInterrupt as e:  # SIGTERM (or Ctrl-C) here: torchrun passes a SIGTERM on to its ranks, so

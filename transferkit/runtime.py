@@ -405,6 +405,9 @@ def init_distributed(device: str = "cpu") -> bool:
     else:
         dist.init_process_group(backend=backend)
     atexit.register(_leave_process_group)
+    launcher = os.environ.get(LAUNCHER_ENV, "")
+    if launcher.isdigit():
+        threading.Thread(target=_exit_with_launcher, args=(int(launcher),), daemon=True).start()
     return True
 
 
@@ -748,6 +751,23 @@ def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
     while os.getppid() == parent:
         time.sleep(interval_s)
     os._exit(1)
+
+
+#: the environment variable naming the ``transferkit --nproc N`` process that started torchrun
+LAUNCHER_ENV = "TRANSFERKIT_LAUNCHER_PID"
+
+
+def _exit_with_launcher(launcher: int, interval_s: float = 0.5) -> None:
+    """End this rank when the ``transferkit --nproc`` process that started its torchrun is gone (a
+    SIGKILL leaves torchrun and the ranks running on, writing into a run directory a resume wants)."""
+    while True:
+        try:
+            os.kill(launcher, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # alive, another user's (a reused pid): nothing to watch
+            return
+        time.sleep(interval_s)
 
 
 # ---- memory ------------------------------------------------------------------------------------

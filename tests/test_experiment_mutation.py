@@ -472,7 +472,7 @@ def test_sigterm_during_nproc_passes_on_to_torchrun_and_waits_for_its_ranks(monk
     calls = []
 
     class FakeTorchrun:
-        def __init__(self, cmd):
+        def __init__(self, cmd, env=None):
             calls.append(("start", cmd[2]))
 
         def wait(self, timeout=None):
@@ -501,11 +501,13 @@ def test_nproc_relaunches_the_same_command_without_the_nproc_flag(monkeypatch):
     calls = []
 
     class Torchrun:
-        def __init__(self, cmd):
+        def __init__(self, cmd, env=None):
             calls.append(cmd)
+            assert env[LAUNCHER_ENV] == str(os.getpid())  # the ranks end with this process
 
         def wait(self, timeout=None):
             return 0
+    from transferkit.runtime import LAUNCHER_ENV
     monkeypatch.setattr(subprocess, "Popen", Torchrun)
     assert cli._relaunch_with_torchrun(2, ["run", "--nproc", "2", "--set", "k=1", "--nproc=2"]) == 0
     assert calls[0][-3:] == ["run", "--set", "k=1"] and "--nproc_per_node=2" in calls[0]

@@ -588,11 +588,12 @@ class Engine:
 
     def _rescored(self, method, val_x, val_y, last_eval, best_eval, best_weights) -> tuple:
         """``(last_eval, best_eval)`` of a resumed training, whose evaluations before the stop were not
-        checkpointed: the same scoring of the same weights (the last ones, the best ones) gives what an
-        uninterrupted training kept, bit for bit (a fallback pass from the images would round otherwise)."""
-        if last_eval is None:
+        checkpointed: the same scoring of the same weights (the last ones, or the best ones that
+        ``restore_best`` keeps) gives what an uninterrupted training kept, bit for bit (a fallback pass
+        from the images would round otherwise)."""
+        if last_eval is None and not (self.cfg.restore_best and best_weights is not None):
             last_eval = self._accuracy(method, val_x, val_y)[1]
-        if best_eval is None and best_weights is not None:
+        if best_eval is None and best_weights is not None and self.cfg.restore_best:
             current = _clone_state(method)
             method.load_state_dict(best_weights)
             best_eval = self._accuracy(method, val_x, val_y)[1]

@@ -386,6 +386,46 @@ def test_training_curves_give_a_method_one_colour_in_both_panels_and_name_the_jo
     assert [t.get_text() for t in loss_axis.get_legend().get_texts()] == ["dann", "finetune", "target_only"]
 
 
+def test_training_curves_name_flex_s_candidates_by_the_job_and_its_stage(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")
+    records = [{"method": m, "run": f"flex-k=5-s{seed}/cand-{c}", "step": step, "loss": 1.0, "val_accuracy": 0.5}
+               for seed in (0, 1) for m, c in (("ft_unit", "conv1"), ("ft_unit", "conv3"), ("ft_all", "all"))
+               for step in (5, 10)]
+    records += [{"method": "dann", "run": "dann-k=5-s0/main", "step": 5, "loss": 2.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (caption, _), = report_module.training_curve_figures(tmp_path)
+    loss_axis = drawn[0].axes[0]  # each candidate of the first flex job, not "ft_unit" (its first candidate)
+    assert [t.get_text() for t in loss_axis.get_legend().get_texts()] == [
+        "dann", "flex: cand-all", "flex: cand-conv1", "flex: cand-conv3"]
+    assert caption.endswith("first run of each method: dann-k=5-s0, flex-k=5-s0)")
+
+
+def test_the_cost_figure_s_memory_bars_stay_on_their_methods_rows(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")
+    rows = [{"method": m, "seed": 0, "accuracy": 0.5, "wall_s": 1.0 + i,
+             **({"peak_rss_mb": 1300} if m == "mcc" else {})} for i, m in enumerate(["source_only", "finetune", "dann",
+                                                                                        "mcc"])]
+    report_module.cost_figure(None, rows)
+    wall, memory = drawn[0].axes
+    assert memory.get_ylim() == wall.get_ylim()  # one row per method in both panels: mcc's bar on mcc's row
+    bar = next(p for p in memory.patches if p.get_width() == 1300)
+    assert abs(bar.get_y() + bar.get_height() / 2 - 2) < 1e-9  # mcc is the third of the sorted methods
+
+
+def test_a_label_efficiency_curve_of_one_k_ticks_that_k_alone():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from transferkit.plots import draw_accuracy_curves
+    fig, ax = plt.subplots()
+    draw_accuracy_curves(ax, {"a": [(2, 30.0, 1.0)]})
+    assert list(ax.get_xticks()) == [2]
+    plt.close(fig)
+
+
 def test_training_curves_label_their_log_axis_in_plain_text_and_name_their_folder(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(report_module, "_png", lambda fig: drawn.append(fig) or b"png")

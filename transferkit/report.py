@@ -304,11 +304,11 @@ def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]
     ax = fig.add_subplot(1, 2 if memory else 1, 1)
     ax.barh(methods, [mean_se(wall[m])[0] for m in methods])
     ax.set_xlabel("wall seconds per job")
-    if memory:  # a method without a measurement gets no bar (not a bar at 0)
-        ax = fig.add_subplot(1, 2, 2)
+    if memory:  # a method without a measurement gets no bar (not a bar at 0); its row stays its row
+        ax = fig.add_subplot(1, 2, 2, sharey=ax)
         ax.barh(methods, [mean_se(memory[m])[0] if memory.get(m) else float("nan") for m in methods])
         ax.set_xlabel("peak memory (MiB; none: not measured)", fontsize=8)
-        ax.set_yticks([])
+        ax.tick_params(axis="y", labelleft=False)
     return [("Wall time and peak memory per method", _png(fig))]
 
 
@@ -319,7 +319,8 @@ def training_curves(path: Path) -> dict[str, list[dict]]:
     first: dict[str, tuple] = {}
     finished: set[str] = set()
     for rec in read_jsonl(path):
-        m, run = rec.get("method", "?"), rec.get("run")
+        run = rec.get("run")
+        m = _curve_name(rec.get("method", "?"), run)
         run0, by_step = first.setdefault(m, (run, {}))
         if m in finished or run != run0:
             continue
@@ -328,6 +329,16 @@ def training_curves(path: Path) -> dict[str, list[dict]]:
             continue
         by_step[rec["step"]] = rec
     return {m: [by_step[s] for s in sorted(by_step)] for m, (_, by_step) in first.items() if by_step}
+
+
+def _curve_name(method: str, run: str | None) -> str:
+    """A training's name among the curves: its method, or for a stage of a job of several
+    trainings (flex's candidates, whose records name ft_unit and ft_all) the job's method and the stage."""
+    stem, _, tag = (run or "").partition("/")
+    if not tag or tag == "main":
+        return method
+    job = re.match(r"(.+?)-[^-]*=", stem)  # <method>-<setting>-s<seed>: the setting holds '='
+    return f"{job.group(1) if job else stem}: {tag}"
 
 
 def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tuple[str, bytes]]:

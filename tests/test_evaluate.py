@@ -471,7 +471,13 @@ def test_tsne_with_labels_names_the_domain_markers_in_a_legend_beside_the_points
                           domain_names=("syndigits", "mnist"))
     fig = figs[-1]
     legend = fig.axes[-1].get_legend()
-    assert [t.get_text() for t in legend.get_texts()] == ["c0", "c1", "c2", "syndigits", "mnist"]
+    assert [t.get_text() for t in legend.get_texts()] == ["syndigits", "mnist", "c0", "c1", "c2"]  # domains first
     fig.canvas.draw()
     box, panel = legend.get_window_extent(), fig.axes[-1].get_window_extent()
     assert box.x0 >= panel.x1 and box.x1 <= fig.bbox.x1  # beside the points, inside the picture
+    many = [f"class_{i % 20}" for i in range(22 * 20)]  # 20 named classes and the markers: two columns, all inside
+    plots.tsne_embeddings({"before": (a.repeat(20, 1), b.repeat(20, 1) + 0.1)}, tmp_path / "t.png", labels=many)
+    legend = figs[-1].axes[-1].get_legend()
+    figs[-1].canvas.draw()
+    box = legend.get_window_extent()
+    assert len(legend.get_texts()) == 22 and box.y0 >= figs[-1].bbox.y0 and box.x1 <= figs[-1].bbox.x1

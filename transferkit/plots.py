@@ -280,7 +280,9 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
     names, classes = _class_ids({name: _point_labels(name, labels, sum(len(f) for f in fs))
                                  for name, fs in sets.items()})
     labelled = names is not None
-    fig = new_figure(3.2 * len(panels) + (1.2 if labelled else 0), 3.5)  # room for the legend beside the panels
+    entries = (len(names) if labelled and len(names) <= 20 else 0) + 2  # classes and the two domains' markers
+    columns = 1 if entries <= 12 else 2  # a 3.5 in tall legend holds about 12 entries per column
+    fig = new_figure(3.2 * len(panels) + (1.2 * columns if labelled else 0), 3.5)  # room for the legend beside
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, fs) in zip(axes, sets.items()):
         x = torch.cat([f.flatten(1) for f in fs]).double().numpy()
@@ -310,15 +312,16 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
     if labelled:  # classes by colour (one map over all panels), domains by marker, beside the panels
         from matplotlib.lines import Line2D
         shown = names if len(names) <= 20 else []
-        handles = [Line2D([], [], ls="none", marker="o", color=class_colour(c, len(names)), ms=2.5)
-                   for c in range(len(shown))]
-        legend_names = [str(cls) for cls in shown]
-        if any(len(fs) == 2 for fs in sets.values()):
+        handles, legend_names = [], []
+        if any(len(fs) == 2 for fs in sets.values()):  # first: which marker is which domain is never cut off
             handles += [Line2D([], [], ls="none", marker=m, color="0.4", ms=2.5) for m in "ox"]
             legend_names += list(domain_names)
+        handles += [Line2D([], [], ls="none", marker="o", color=class_colour(c, len(names)), ms=2.5)
+                    for c in range(len(shown))]
+        legend_names += [str(cls) for cls in shown]
         if handles:
             axes[-1].legend(handles, legend_names, fontsize=7, markerscale=2, loc="upper left",
-                            bbox_to_anchor=(1.02, 1), borderaxespad=0)
+                            bbox_to_anchor=(1.02, 1), borderaxespad=0, ncol=columns)
         if len(names) > 20:
             title = (f"{title}\n" if title else "") + f"{len(names)} classes: colours repeat every 20 (not named)"
     elif axes[0].get_legend_handles_labels()[0]:

@@ -81,19 +81,11 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
     test_overlap, test_in_source = {}, {}  # of a test set of its own: its images that are target / source images
     if test is not None:  # a test set of its own: the target is cut into train and val only
         target.test = as_target_test(cfg, test, target.train, channels)
-        test_overlap = {part: shared_images(getattr(target, part), target.test) for part in ("train", "val")}
-        if any(test_overlap.values()):
-            warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(target.test)} images are target {part} "
-                                                         f"images" for part, n in test_overlap.items() if n)
-                 + " (pixel for pixel): the methods would be scored on images they trained or selected on; give a "
-                   "test set apart from the target's images")
+        test_overlap = _test_overlap(cfg, target, target.test, "target", "the methods would be scored on images "
+                                     "they trained or selected on")
         if src is not None:  # the source network trains and selects on the source's train / val splits
-            test_in_source = {part: shared_images(getattr(source, part), target.test) for part in ("train", "val")}
-            if any(test_in_source.values()):
-                warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(target.test)} images are source {part} "
-                                                             f"images" for part, n in test_in_source.items() if n)
-                     + " (pixel for pixel): the source network trained or selected on images the methods are "
-                       "scored on; give a test set apart from the source's images")
+            test_in_source = _test_overlap(cfg, source, target.test, "source", "the source network trained or "
+                                           "selected on images the methods are scored on")
     warn_numbered_match(source.train, target.train)
     check(target.train.num_classes >= 2,
           f"the target {cfg.target!r} has one class ({target.train.class_names}"
@@ -112,6 +104,17 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
     overlap = {} if unlabeled is None else _unlabeled_overlap(cfg, unlabeled, target)
     return Prepared(source=source, target=target, channels=channels, unlabeled=unlabeled, unlabeled_overlap=overlap,
                     test_overlap=test_overlap, test_in_source=test_in_source)
+
+
+def _test_overlap(cfg: ExperimentConfig, split: Split, test: Domain, side: str, why: str) -> dict:
+    """How many images of the config's own ``test`` set are images of ``split``'s train and val
+    parts (pixel for pixel), with a warning that says so and ``why`` it matters."""
+    shared = {part: shared_images(getattr(split, part), test) for part in ("train", "val")}
+    if any(shared.values()):
+        warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(test)} images are {side} {part} images"
+                                                     for part, n in shared.items() if n)
+             + f" (pixel for pixel): {why}; give a test set apart from the {side}'s images")
+    return shared
 
 
 def _one_class_hint(cfg: ExperimentConfig, target: Domain) -> str:

@@ -15,7 +15,7 @@ from .config import ExperimentConfig
 from .data import channels_chosen, has_colour_shift, load_domain
 from .domain import Domain, warn_numbered_match
 from .engine import ADDED_TRAIN_FIELDS, TrainConfig
-from .errors import TransferkitError, TransferkitWarning, check, warn
+from .errors import TransferkitWarning, check, warn
 from .fitting import build_method, reads_no_target_label, zero_shot_options
 from .grouped import sample_k_groups
 from .networks import SAVE_NETWORK, file_channels, read_network_file, stored_classes
@@ -225,11 +225,7 @@ def narrowed(split: Split, classes) -> Split:
     in each part, relabelled in the given order."""
     if classes is None:
         return split
-    try:
-        ids = parse_classes(classes, split.train)
-    except TransferkitError as e:  # named by the spec given, not by its train split's path-like 'folder:/x/train'
-        name = split.train.name
-        raise TransferkitError(str(e).replace(repr(name), repr(name.removesuffix("/train")))) from None
+    ids = parse_classes(classes, split.train)
     if not (isinstance(classes, str) and classes.strip().lower() == "all"):
         counts = split.train.class_counts()
         empty = [split.train.class_names[i] for i in ids if int(counts[i]) == 0]

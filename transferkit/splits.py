@@ -306,8 +306,8 @@ def _class_of_number(value: int, domain: Domain | None, numbered: dict[int, int]
     """The class a number names: the class named by it in a numbered domain, else the id."""
     if numbered is None:
         return _check_id(value, domain)
-    check(value in numbered, f"no class of domain {domain.name!r} is numbered {value} (its classes are named by "
-                             f"numbers, so numbers name classes); classes are {domain.class_names}")
+    check(value in numbered, f"no class of domain {dataset_name(domain.name)!r} is numbered {value} (its classes "
+                             f"are named by numbers, so numbers name classes); classes are {domain.class_names}")
     return numbered[value]
 
 
@@ -331,7 +331,7 @@ def _parse_item(item, domain: Domain | None, numbered: dict[int, int] | None) ->
             return [_class_of_number(int(item), domain, numbered)]
         if domain is None:
             raise TransferkitError(f"class name {item!r} needs a domain to resolve")
-        raise TransferkitError(f"unknown class {item!r} in domain {domain.name!r}; classes are "
+        raise TransferkitError(f"unknown class {item!r} in domain {dataset_name(domain.name)!r}; classes are "
                                f"{domain.class_names}")
     try:
         i = int(item)

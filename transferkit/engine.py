@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .backbones import evaluating
 from .domain import Domain, check_labeled
 from .errors import TransferkitError, check, torch_seed, warn
-from .evaluate import predict_logits
+from .evaluate import mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
 from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
@@ -622,10 +622,9 @@ class Engine:
         if world_size() > 1:  # each rank scores its shard: the counts of all
             counts = (all_reduce_mean(counts.double()) * world_size()).round()
         n, correct = (c.long().tolist() for c in counts)
-        recalls = [c / k for c, k in zip(correct, n) if k > 0]
         whole = world_size() == 1 and rows is None
         scored = (right.cpu(), float(torch.nn.functional.cross_entropy(logits, y))) if whole else None
-        return sum(recalls) / len(recalls), scored  # exact fractions; one set's counts ranked as the float32 ratio did
+        return mean_recall(correct, n), scored  # exact fractions; one set's counts ranked as the float32 ratio did
 
     def _optimizer(self, method) -> torch.optim.Optimizer:
         cfg = self.cfg

@@ -165,6 +165,13 @@ def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups) -> floa
     return fraction_correct(summed.argmax(1), group_label)
 
 
+def mean_recall(correct: list[int], support: list[int]) -> float:
+    """The mean over classes with images of ``correct / support`` (balanced accuracy, from per-class
+    counts); of one count pair, the accuracy, its exact fraction."""
+    recalls = [c / n for c, n in zip(correct, support) if n > 0]
+    return sum(recalls) / len(recalls)
+
+
 def harmonic_mean(seen: float, unseen: float) -> float:
     """GZSL's ``H = 2 s u / (s + u)`` of seen and unseen accuracies (0 when both are 0)."""
     return 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)

@@ -34,7 +34,7 @@ import torch
 from ..backbones import ALL_UNITS, EMBEDDING, HEAD
 from ..engine import FitResult, _as_layout, _train_layout, check_select_metric
 from ..errors import UnknownNameError, check, warn
-from ..evaluate import predict_logits
+from ..evaluate import mean_recall, predict_logits
 from ..runtime import map_jobs
 from .base import Method, register
 from .finetune import FtAll, FtUnit
@@ -159,8 +159,7 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_hea
     if metric == "accuracy":
         return {u: int(correct[u].sum()) / len(domain) for u in units}
     support = torch.bincount(domain.labels.cpu(), minlength=width).tolist()
-    return {u: sum(c / n for c, n in zip(correct[u].tolist(), support) if n) / sum(n > 0 for n in support)
-            for u in units}
+    return {u: mean_recall(correct[u].tolist(), support) for u in units}
 
 
 def candidate_units(net, units) -> list[str] | None:

@@ -208,7 +208,7 @@ def test_a_run_refuses_clip_selecting_on_other_classes_before_pre_training(tmp_p
     from transferkit import experiment
     from transferkit.config import ExperimentConfig
     from transferkit.errors import TransferkitError
-    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    monkeypatch.setattr("transferkit.source.pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
     cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-6", target_classes="7-9",
                            methods=["clip"], select_on="source_val", backbone="lenet", out_dir=str(tmp_path),
                            options={"clip": {"captions": [f"digit {i}" for i in range(7)],
@@ -631,7 +631,7 @@ def test_clip_trains_on_each_images_own_captions_from_a_captions_file(tmp_path):
 def test_a_run_trains_clip_on_a_captions_file_and_its_digest_follows_the_files_contents(tmp_path, capsys):
     from transferkit.cli import main
     from transferkit.config import ExperimentConfig
-    from transferkit.experiment import job_digest
+    from transferkit.rundir import job_digest
     folder, captions = _caption_folder(tmp_path)
     argv = ["run", "--set", f"source=folder:{folder}", "--set", f"target=folder:{folder}", "--set", "methods=[clip]",
             "--set", f"options.clip.captions_file={captions}", "--set", "options.clip.text_encoder=hashing",
@@ -680,7 +680,7 @@ def test_per_frame_caption_lines_caption_their_video(tmp_path):
 
 def test_the_files_a_jobs_digest_reads_follow_home_and_skip_text_too_long_to_be_a_path(tmp_path, monkeypatch):
     from transferkit.clip import ClipMethod
-    from transferkit.experiment import option_files
+    from transferkit.rundir import option_files
     from transferkit.zeroshot import AttributeZeroShot
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "caps.jsonl").write_text('{"file_name": "a/0.png", "text": "a"}\n')

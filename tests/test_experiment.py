@@ -321,7 +321,7 @@ def test_the_config_device_wins_over_the_environment_and_numpy_values_write_as_p
     import yaml
 
     from transferkit.config import dump_config
-    from transferkit.experiment import job_digest
+    from transferkit.rundir import job_digest
     monkeypatch.setenv("TRANSFERKIT_DEVICE", "auto")  # the stages' defaults: nobody set them
     cfg = load_config(None, ["device=cpu"])
     assert (cfg.device, cfg.pretrain.device, cfg.train.device) == ("cpu", "cpu", "cpu")  # they follow `device`
@@ -405,10 +405,9 @@ def test_options_of_a_method_not_run_are_kept_but_must_be_valid(tmp_path, option
 def test_job_errors_surface_before_pre_training(tmp_path, monkeypatch, assignments, message):
     import numpy as np
 
-    import transferkit.experiment as experiment
     npz = tmp_path / "tiny.npz"  # 2 images per class: none for the test split
     np.savez(npz, x=np.random.rand(20, 8, 8).astype("float32"), y=np.repeat(np.arange(10), 2))
-    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    monkeypatch.setattr("transferkit.source.pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
     cfg = load_config(None, [a.format(npz=npz) for a in assignments] + ["source=digits", f"out_dir={tmp_path}"])
     with pytest.raises(TransferkitError, match=message):
         run_experiment(cfg, log=lambda *a: None)
@@ -418,10 +417,9 @@ def test_k_that_labels_every_train_image_is_refused_before_pre_training_for_meth
         tmp_path, monkeypatch):
     import numpy as np
 
-    import transferkit.experiment as experiment
     npz = tmp_path / "even.npz"  # 20 images per class: 12 train, 3 val, 5 test
     np.savez(npz, x=np.random.rand(100, 8, 8).astype("float32"), y=np.repeat(np.arange(5), 20))
-    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    monkeypatch.setattr("transferkit.source.pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
     cfg = load_config(None, [f"target=npz:{npz}", "source=digits", "source_classes=0-4", "k=12", "repeats=1",
                              "methods=[finetune, lext, dann]", f"out_dir={tmp_path}"])
     with pytest.raises(TransferkitError, match=r"^k=12 takes every train image of each target class \(0, 1, 2, 3, "
@@ -556,8 +554,8 @@ def test_cached_source_network_gives_the_same_source_only_result(tmp_path, monke
 
 def test_pretrained_source_network_does_not_depend_on_the_global_random_state(tmp_path, monkeypatch):
     """PyTorch 2.13 seeds every process at random: the initial weights must come from cfg.seed."""
-    from transferkit.experiment import pretrain_source
     from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
 
     cfg = ExperimentConfig(name="det", source="digits", target="digits+inversion", k=2, pretrain=TINY_PRE,
                            train=TINY, out_dir=str(tmp_path))
@@ -575,8 +573,8 @@ def test_pretrained_source_network_does_not_depend_on_the_global_random_state(tm
 def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_split(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from transferkit.experiment import pretrain_source
     from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, pretrain=TINY_PRE, train=TINY,
@@ -624,8 +622,8 @@ def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_its_definition(tmp_pa
     import torch.nn as nn
 
     from transferkit import backbones
-    from transferkit.experiment import pretrain_source
     from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
 
     def builder(act, width=8):
         def build(num_classes, in_channels=1, image_size=28):
@@ -659,8 +657,8 @@ def test_pretrained_cache_of_a_plugin_backbone_is_keyed_on_the_weights_it_starts
     import torch.nn as nn
 
     from transferkit import backbones
-    from transferkit.experiment import pretrain_source
     from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
 
     init = tmp_path / "init.pt"
 
@@ -705,6 +703,7 @@ def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch
     from dataclasses import replace
 
     import transferkit.experiment as experiment
+    from transferkit import source
     from transferkit.engine import Engine
 
     class Killed(Exception):
@@ -729,9 +728,9 @@ def test_a_killed_pre_training_resumes_from_its_checkpoint(tmp_path, monkeypatch
         data = experiment.prepare_domains(cfg)
         for kill_at in kills:
             steps_run.clear()
-            monkeypatch.setattr(experiment, "Engine", engine_with(kill_at))
+            monkeypatch.setattr(source, "Engine", engine_with(kill_at))
             try:
-                net, info = experiment.pretrain_source(cfg, data, **quiet)
+                net, info = source.pretrain_source(cfg, data, **quiet)
             except Killed:
                 assert list((tmp_path / cache / "pretrained").glob("*.ckpt"))  # the checkpoint of step 10
         assert steps_run[0] == 11 if cache == "killed" else steps_run[0] == 1  # resumed after step 10
@@ -1186,7 +1185,6 @@ def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_d
     import numpy as np
     from safetensors.torch import load_file
 
-    from transferkit import experiment
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     x, y = np.random.default_rng(0).random((60, 8, 8)).astype("float32"), np.repeat(np.arange(3), 20)
     npz = tmp_path / "t.npz"
@@ -1208,7 +1206,7 @@ def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_d
 
     def another_network(*a, **k):
         raise AssertionError("a resume pre-trained (another thread count would give another network)")
-    monkeypatch.setattr(experiment, "pretrain_source", another_network)
+    monkeypatch.setattr("transferkit.source.pretrain_source", another_network)
     grown = run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=logs.append)[1]
     assert len(grown) == 3 and grown[:2] == rows  # the added job started from source.safetensors
     np.savez(npz, x=x[::-1].copy(), y=y)  # the same config, other images
@@ -1259,12 +1257,12 @@ def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_cou
     job.write_text(json.dumps({k: v for k, v in row.items() if k != "world_size"}))  # before it was recorded
     assert [r["accuracy"] for r in run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1]] == \
         [r["accuracy"] for r in rows]
-    import transferkit.experiment as experiment
-    monkeypatch.setattr(experiment, "world_size", lambda: 2)  # an old --nproc 2 run (no count) resumed with 2
-    experiment._check_same_world(cfg, run_dir, {("finetune", 0): {}, ("source_only", 0): {"world_size": 2}})
+    from transferkit import rundir
+    monkeypatch.setattr(rundir, "world_size", lambda: 2)  # an old --nproc 2 run (no count) resumed with 2
+    rundir.check_same_world(cfg, run_dir, {("finetune", 0): {}, ("source_only", 0): {"world_size": 2}})
     with pytest.raises(TransferkitError, match=r"2 finished job\(s\) \(jobs/finetune-k=2-s0.json, "
                                                r"jobs/source_only-k=2-s0.json\) ran in 1 "):
-        experiment._check_same_world(cfg, run_dir, {("finetune", 0): {"world_size": 1},
+        rundir.check_same_world(cfg, run_dir, {("finetune", 0): {"world_size": 1},
                                                     ("source_only", 0): {"world_size": 1}})
 
 
@@ -1327,38 +1325,37 @@ def test_a_pretrained_file_is_pinned_by_a_copy_and_left_untouched(tmp_path, monk
         f.write(save({k: v.contiguous() for k, v in net.state_dict().items()}))
     assert given.stat().st_ino == inode
     assert not torch.equal(load_file(str(pinned))["head.weight"], load_file(str(given))["head.weight"])
-    from transferkit import experiment
-    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("read the overwritten file"))
+    monkeypatch.setattr("transferkit.source.pretrain_source", lambda *a, **k: pytest.fail("read the overwritten file"))
     grown = run_experiment(replace(cfg, repeats=2), run_dir=run_dir, log=lambda *a: None)[1]
     assert grown[0] == rows[0] and len(grown) == 2
 
 
 def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
-    from transferkit.experiment import _check_same_data, data_digests
     from transferkit.rundata import Prepared
+    from transferkit.rundir import check_same_data, data_digests
     from transferkit.splits import Split
     def split(seed):
         from helpers import toy_domain
         d = toy_domain(12, seed=seed)
         return Split(d, d, d)
     data = Prepared(source=split(0), target=split(1), channels=1)
-    _check_same_data(tmp_path, data, True)
+    check_same_data(tmp_path, data, True)
     sizes = {f"{s}.{p}": 12 for s in ("source", "target") for p in ("train", "val", "test")}
     assert json.loads((tmp_path / "data.json").read_text()) == {**data_digests(data), "sizes": sizes}
     (tmp_path / "source.safetensors").write_text("trained on the old data")
     (tmp_path / "checkpoints" / "finetune-k=2-s0").mkdir(parents=True)
     other = Prepared(source=split(2), target=split(1), channels=1)
-    _check_same_data(tmp_path, other, True)  # no job row depends on them: re-pinned and retrained on the new data
+    check_same_data(tmp_path, other, True)  # no job row depends on them: re-pinned and retrained on the new data
     assert not (tmp_path / "source.safetensors").exists() and not (tmp_path / "checkpoints").exists()
     assert json.loads((tmp_path / "data.json").read_text()) == {**data_digests(other), "sizes": sizes}
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "finetune-k=2-s0.json").write_text("{}")
     with pytest.raises(TransferkitError, match="other data: .* of source.test, source.train, source.val changed"):
-        _check_same_data(tmp_path, data, True)
+        check_same_data(tmp_path, data, True)
     first = {f"{s}.{p}": getattr(getattr(other, s), p).digest() for s in ("source", "target")
              for p in ("train", "val", "test")}
     (tmp_path / "data.json").write_text(json.dumps(first))  # written by the first version (no format)
-    _check_same_data(tmp_path, other, True)  # the same data: accepted, rewritten in today's format
+    check_same_data(tmp_path, other, True)  # the same data: accepted, rewritten in today's format
     assert json.loads((tmp_path / "data.json").read_text()) == {**data_digests(other), "sizes": sizes}
     for part in ("train", "val", "test"):  # a folder's: its label draws' version is recorded
         getattr(other.target, part).provenance["origin"] = "folder:/data/scans"
@@ -1367,7 +1364,7 @@ def test_changed_data_without_rows_drops_the_pinned_source_network(tmp_path):
     (tmp_path / "data.json").write_text(json.dumps(before))  # a folder run of this morning
     with pytest.raises(TransferkitError, match=r"was made before 2026-12-02 10:00 UTC, since when a target folder's "
                                                r"label subsets \(k, ratio\) are drawn otherwise"):
-        _check_same_data(tmp_path, other, True)
+        check_same_data(tmp_path, other, True)
     for part in ("train", "val", "test"):  # a source folder and a built-in target: no label drawn from a folder
         getattr(other.target, part).provenance["origin"] = "mnist"
         getattr(other.source, part).provenance["origin"] = "folder:/data/photos"
@@ -1434,7 +1431,7 @@ def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_
 
     def killed(src, dst, link):
         raise KeyboardInterrupt  # killed between the two writes
-    monkeypatch.setattr(experiment, "_pin", killed)
+    monkeypatch.setattr("transferkit.source._pin", killed)
     monkeypatch.setattr(experiment, "_remove_if_unused", lambda *a, **k: None)  # kill -9: no clean-up runs
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, log=lambda *a: None)
@@ -1452,16 +1449,17 @@ def test_a_resume_refused_for_stale_checkpoints_keeps_the_config_and_the_source_
                                                r"other options"):
         run_experiment(other, run_dir=run_dir, log=lambda *a: None)
     assert (run_dir / "config.yaml").read_text() == config
-    from transferkit.experiment import _check_unfinished_checkpoints, _jobs_of
+    from transferkit.experiment import _jobs_of
     from transferkit.methods import get_method
+    from transferkit.rundir import check_unfinished_checkpoints
     at_default = replace(cfg, options={"ft_slow": {"backbone_lr_mult": 0.1}})  # what the checkpoint was trained with
     stored = yaml.safe_load(config)
     classes = [get_method(m) for m in at_default.methods]
-    _check_unfinished_checkpoints(at_default, run_dir, _jobs_of(at_default, classes), {}, stored)
+    check_unfinished_checkpoints(at_default, run_dir, _jobs_of(at_default, classes), {}, stored)
     as_tuple = replace(cfg, methods=["dann"], options={"dann": {"layers": ("embedding",)}})
     (run_dir / "checkpoints" / "dann-k=2-s0").mkdir()
     stored = yaml.safe_load(experiment.dump_config(as_tuple))  # the tuple reads back as a list
-    _check_unfinished_checkpoints(as_tuple, run_dir, _jobs_of(as_tuple, [get_method("dann")]), {}, stored)
+    check_unfinished_checkpoints(as_tuple, run_dir, _jobs_of(as_tuple, [get_method("dann")]), {}, stored)
     (run_dir / "checkpoints" / "dann-k=2-s0").rmdir()
     (run_dir / "source.json").write_text('{"val_accuracy": 0.9')  # torn
     with pytest.raises(TransferkitError, match="source network record .*source.json is unreadable"):
@@ -1497,8 +1495,8 @@ def test_the_unlabelled_target_is_the_rest_with_k_and_the_whole_train_split_with
 def test_a_pretrained_file_whose_head_names_other_classes_in_order_is_refused():
     from dataclasses import replace
 
-    from transferkit.experiment import pretrain_source
     from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
 
     cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="lenet",
                            pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
@@ -1519,9 +1517,9 @@ def test_a_pretrained_torch_file_is_refused_saying_what_to_give_and_save_network
 
     from safetensors.torch import save_file
 
-    from transferkit.experiment import pretrain_source
     from transferkit.networks import save_network
     from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
     cfg = ExperimentConfig(source="digits", target="digits", source_classes="0-4", backbone="lenet",
                            pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
     data = prepare_domains(cfg)
@@ -1555,8 +1553,8 @@ def test_a_pretrained_torch_file_is_refused_saying_what_to_give_and_save_network
 def test_a_run_from_a_pretrained_file_says_so(tmp_path):
     from dataclasses import replace
 
-    from transferkit.experiment import pretrain_source
     from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", methods=["finetune"], k=2, repeats=1,
                            pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8), train=TrainConfig(steps=2),
                            out_dir=str(tmp_path))
@@ -1569,8 +1567,8 @@ def test_a_run_from_a_pretrained_file_says_so(tmp_path):
 def test_a_run_without_source_images_transfers_the_pretrained_network_alone(tmp_path):
     """source: null: a user with a network file and no source images; the classes come from the
     file, and every job is the one it is in a run that names the source the network came from."""
-    from transferkit.experiment import pretrain_source
     from transferkit.networks import save_network
+    from transferkit.source import pretrain_source
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", k=2, repeats=1,
                            methods=["source_only", "finetune", "linear_probe"], select_on="none",
                            pretrain=TrainConfig(steps=4, eval_every=2, batch_size=8), train=TrainConfig(steps=4),
@@ -1876,8 +1874,8 @@ def test_a_cached_network_changed_since_it_was_saved_is_trained_again(tmp_path, 
 
     from safetensors.torch import load_file, save_file
 
-    from transferkit.experiment import pretrain_source
     from transferkit.networks import network_digest
+    from transferkit.source import pretrain_source
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     cfg = ExperimentConfig(source="digits", target="digits", backbone="lenet", pretrain=TINY_PRE)
     data = prepare_domains(cfg)
@@ -2060,7 +2058,7 @@ def test_a_refusal_names_the_options_a_job_ran_with_when_the_run_s_config_no_lon
 def test_stages_run_on_device_and_a_run_whose_config_yaml_kept_them_at_cpu_resumes(tmp_path):
     import yaml
 
-    from transferkit.experiment import job_digest, job_path
+    from transferkit.rundir import job_digest, job_path
     assert load_config(None, ["device=auto"]).train.device == "auto"  # --print-config and config.yaml say so
     cfg = ExperimentConfig(name="dev", source="digits", target="digits", k=2, repeats=1, methods=["target_only"],
                            device="auto", pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path))
@@ -2081,7 +2079,7 @@ def test_stages_run_on_device_and_a_run_whose_config_yaml_kept_them_at_cpu_resum
 
 
 def test_a_source_network_pinned_again_drops_checkpoints_that_grew_from_another(tmp_path):
-    from transferkit.experiment import _drop_checkpoints_of_another_source
+    from transferkit.source import _drop_checkpoints_of_another_source
     logged = []
     job = tmp_path / "checkpoints" / "finetune-k=2-s0"
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import toy_domain
 
-from transferkit import cli, fitting, preflight, rundata
+from transferkit import cli, fitting, preflight, rundata, rundir, source
 from transferkit import experiment as ex
 from transferkit.backbones import build_backbone
 from transferkit.config import ExperimentConfig
@@ -44,7 +44,7 @@ def _prepared(classes=4, target_names=None) -> ex.Prepared:
 
 def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_which_jobs_run():
     cfg = ExperimentConfig(methods=["dann", "linear_probe"], k=2, train=TINY, pretrain=TINY)
-    d = ex.job_digest(cfg, "dann")
+    d = rundir.job_digest(cfg, "dann")
     changed = {"seed": replace(cfg, seed=1), "k": replace(cfg, k=3), "select_on": replace(cfg, select_on="none"),
                "source": replace(cfg, source="digits"), "train.steps": replace(cfg, train=replace(TINY, steps=4)),
                "pretrain.lr": replace(cfg, pretrain=replace(TINY, lr=0.5)),
@@ -54,25 +54,25 @@ def test_the_job_digest_changes_with_each_result_setting_and_not_with_where_or_w
                "pretrain.sampler": replace(cfg, pretrain=replace(TINY, sampler="balanced")),
                "train.class_weight": replace(cfg, train=replace(TINY, class_weight="balanced"))}
     for key, other in changed.items():
-        assert ex.job_digest(other, "dann") != d, key
+        assert rundir.job_digest(other, "dann") != d, key
     same = [replace(cfg, workers=3), replace(cfg, out_dir="elsewhere"), replace(cfg, name="other"),
             replace(cfg, methods=["dann"], repeats=7), replace(cfg, train=replace(TINY, progress=False)),
             replace(cfg, options={"linear_probe": {"reset_head": False}}),  # another method's options
             replace(cfg, options={"dann": {"weight": 0.1}})]  # an option spelled at its default
     for other in same:
-        assert ex.job_digest(other, "dann") == d
-    assert ex.job_digest(replace(cfg), "dann") == d  # an identical config
+        assert rundir.job_digest(other, "dann") == d
+    assert rundir.job_digest(replace(cfg), "dann") == d  # an identical config
     # rows written before the config had `unlabeled` (2026-12-02) keep their digest: these are 89759cd's values
-    assert ex.job_digest(ExperimentConfig(), "finetune") == "07a71cb1f59158c6"
-    assert ex.job_digest(ExperimentConfig(k=None), "dann") == "9007b3fde4a2ba13"
+    assert rundir.job_digest(ExperimentConfig(), "finetune") == "07a71cb1f59158c6"
+    assert rundir.job_digest(ExperimentConfig(k=None), "dann") == "9007b3fde4a2ba13"
     flex = ExperimentConfig(methods=["flex"])
-    assert ex.job_digest(replace(flex, options={"flex": {"workers": 4}}), "flex") == ex.job_digest(flex, "flex")
+    assert rundir.job_digest(replace(flex, options={"flex": {"workers": 4}}), "flex") == rundir.job_digest(flex, "flex")
 
 
 def _one_job_dir(tmp_path, method: str):
     """A config of one ``method`` job, its job list and path, and a result row for it."""
     cfg = ExperimentConfig(methods=[method], k=2, train=TINY, pretrain=TINY)
-    job = ex.job_path(tmp_path, cfg, method, 0)
+    job = rundir.job_path(tmp_path, cfg, method, 0)
     job.parent.mkdir()
     row = {"method": method, "source": "mnist", "target": "mnist", "setting": "k=2", "seed": 0, "accuracy": 0.5,
            "wall_s": 1.0}
@@ -81,18 +81,18 @@ def _one_job_dir(tmp_path, method: str):
 
 def test_a_row_of_another_method_s_options_or_seed_is_refused_on_resume(tmp_path):
     cfg, jobs, job, row = _one_job_dir(tmp_path, "finetune")
-    ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "finetune")})
-    assert ex._finished_rows(cfg, tmp_path, jobs, None)[("finetune", 0)]["accuracy"] == 0.5
+    ex.write_json(job, {**row, "config_digest": rundir.job_digest(cfg, "finetune")})
+    assert rundir.finished_rows(cfg, tmp_path, jobs, None)[("finetune", 0)]["accuracy"] == 0.5
     other = replace(cfg, seed=1)
     with pytest.raises(TransferkitError, match="was run with another configuration"):
-        ex._finished_rows(other, tmp_path, jobs, None)  # the (finetune, 0) job of a run seeded 1
+        rundir.finished_rows(other, tmp_path, jobs, None)  # the (finetune, 0) job of a run seeded 1
     ex.write_json(job, row)  # a row from before digests: checked by the stored config's options
     stored = {"options": {"finetune": {"unknown": 0.5}}}
     with pytest.raises(TransferkitError, match=r"options of finetune: \{'unknown': 0.5\} there, \{\} now"):
-        ex._finished_rows(cfg, tmp_path, jobs, stored)
+        rundir.finished_rows(cfg, tmp_path, jobs, stored)
     with pytest.raises(TransferkitError, match="was run with another configuration"):
-        ex._finished_rows(cfg, tmp_path, jobs, None)  # no stored config: nothing vouches for it
-    assert ex._finished_rows(cfg, tmp_path, jobs, {"options": {}})[("finetune", 0)] == row
+        rundir.finished_rows(cfg, tmp_path, jobs, None)  # no stored config: nothing vouches for it
+    assert rundir.finished_rows(cfg, tmp_path, jobs, {"options": {}})[("finetune", 0)] == row
 
 
 def test_a_row_or_checkpoint_of_an_older_revision_of_a_method_is_refused_on_resume(tmp_path, monkeypatch):
@@ -100,15 +100,15 @@ def test_a_row_or_checkpoint_of_an_older_revision_of_a_method_is_refused_on_resu
     revision, as the older code wrote it, is named as an older form, not mixed in."""
     from transferkit.engine import Engine
     cfg, jobs, job, row = _one_job_dir(tmp_path, "adda")
-    assert ex.job_digest(cfg, "adda") != ex.job_digest(cfg, "adda", revision=0)
-    assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune", revision=0)  # revision 0: as before
-    assert ex.job_digest(cfg, "clip") != ex.job_digest(cfg, "clip", revision=0)  # its prompts' default changed
-    ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "adda")})
-    assert ex._finished_rows(cfg, tmp_path, jobs, None)[("adda", 0)]["accuracy"] == 0.5
-    ex.write_json(job, {**row, "config_digest": ex.job_digest(cfg, "adda", revision=0)})  # the older code's row
+    assert rundir.job_digest(cfg, "adda") != rundir.job_digest(cfg, "adda", revision=0)
+    assert rundir.job_digest(cfg, "finetune") == rundir.job_digest(cfg, "finetune", revision=0)  # revision 0: as before
+    assert rundir.job_digest(cfg, "clip") != rundir.job_digest(cfg, "clip", revision=0)  # its prompts' default changed
+    ex.write_json(job, {**row, "config_digest": rundir.job_digest(cfg, "adda")})
+    assert rundir.finished_rows(cfg, tmp_path, jobs, None)[("adda", 0)]["accuracy"] == 0.5
+    ex.write_json(job, {**row, "config_digest": rundir.job_digest(cfg, "adda", revision=0)})  # the older code's row
     with pytest.raises(TransferkitError, match=r"adda-k=2-s0.json was trained by an older form of adda \(Adam's "
                                                r"beta1 0.9 until 2026-12-01, ADDA's 0.5 since\); delete the job"):
-        ex._finished_rows(cfg, tmp_path, jobs, None)
+        rundir.finished_rows(cfg, tmp_path, jobs, None)
     net = build_backbone("lenet", 4)
     method = get_method("adda")(net)
     new = Engine(TINY, seed=0)._signature(method, {}, None)
@@ -217,12 +217,12 @@ def test_classes_without_test_or_val_images_are_named_once_in_a_warning(recwarn)
 
 def test_a_resume_refused_for_changed_group_ids_names_them(tmp_path):
     data = _prepared()
-    ex._check_same_data(tmp_path, data, True)
+    rundir.check_same_data(tmp_path, data, True)
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "finetune-k=2-s0.json").write_text("{}")
     data.target.test = _grouped(data.target.test, 2)  # only the group ids differ
     with pytest.raises(TransferkitError, match="images, labels, class names or group ids of target.test changed"):
-        ex._check_same_data(tmp_path, data, True)
+        rundir.check_same_data(tmp_path, data, True)
 
 
 def test_a_larger_k_than_a_class_has_is_refused_before_any_job():
@@ -276,7 +276,7 @@ def test_a_job_s_row_depends_on_its_seed_only_not_on_the_config_seed(tmp_path, m
     b = _job(tmp_path / "b", replace(cfg, seed=1), data, method, 1)
     assert a["seed"] == b["seed"] == 1
     assert a["confusion"] == b["confusion"] and a["accuracy"] == b["accuracy"]
-    nets = [torch.load(ex.model_path(tmp_path / d, cfg, method, 1), weights_only=False).net.state_dict()
+    nets = [torch.load(rundir.model_path(tmp_path / d, cfg, method, 1), weights_only=False).net.state_dict()
             for d in ("a", "b")]
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
     c = _job(tmp_path / "c", cfg, data, method, 0)
@@ -309,13 +309,13 @@ def test_source_only_reads_the_source_logits_of_the_target_classes_by_name():
     data = SimpleNamespace(source=SimpleNamespace(train=SimpleNamespace(class_names=["a", "b", "c"])),
                            target=SimpleNamespace(train=SimpleNamespace(class_names=["c", "a"])))
     net = build_backbone("convnet4", num_classes=3, in_channels=1, image_size=28).train()
-    model = ex.source_only_model(net, data)
+    model = source.source_only_model(net, data)
     x = torch.rand(4, 1, 28, 28)
     assert not model.training and net.training and model.net is not net  # a copy, in eval mode
     assert model.net.num_classes == 2 and torch.allclose(model(x), net.eval()(x)[:, [2, 0]])
     data.target.train.class_names = ["a", "q"]
     with pytest.raises(TransferkitError, match=r"absent from the source: \['q'\]"):
-        ex.source_only_model(net, data)
+        source.source_only_model(net, data)
 
 
 def test_a_method_predicting_with_the_source_head_refuses_a_class_the_source_lacks():
@@ -526,25 +526,26 @@ def test_the_pretrained_cache_key_holds_the_seed_and_training_but_not_the_progre
     cfg = ExperimentConfig(source="toy", pretrain=TrainConfig(steps=2, eval_every=2, batch_size=8))
     quiet = {"log": lambda *a: None}
     torch.manual_seed(1)
-    first, info = ex.pretrain_source(cfg, data, **quiet)
+    first, info = source.pretrain_source(cfg, data, **quiet)
     assert not info["cached"]
     torch.manual_seed(2)  # the initial weights come from the config's seed
-    again, info = ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, progress=False)), data, **quiet)
+    again, info = source.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, progress=False)), data, **quiet)
     assert info["cached"]
-    assert ex.pretrain_source(replace(cfg, seed=1), data, **quiet)[1]["cached"] is False
-    assert ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, lr=0.5)), data, **quiet)[1]["cached"] is False
+    assert source.pretrain_source(replace(cfg, seed=1), data, **quiet)[1]["cached"] is False
+    assert source.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, lr=0.5)), data,
+                                  **quiet)[1]["cached"] is False
     balanced = replace(cfg, pretrain=replace(cfg.pretrain, sampler="balanced"))
-    assert ex.pretrain_source(balanced, data, **quiet)[1]["cached"] is False
-    assert ex.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, sampler="shuffle")), data,
-                              **quiet)[1]["cached"]  # the default, named: the key of before the sampler existed
+    assert source.pretrain_source(balanced, data, **quiet)[1]["cached"] is False
+    assert source.pretrain_source(replace(cfg, pretrain=replace(cfg.pretrain, sampler="shuffle")), data,
+                                  **quiet)[1]["cached"]  # the default, named: the key of before the sampler existed
     with monkeypatch.context() as m:  # the same config run by other code: trained again
-        m.setattr(ex, "code_digest", lambda: "0" * 16)
-        assert ex.pretrain_source(cfg, data, **quiet)[1]["cached"] is False
-    assert ex.pretrain_source(cfg, data, **quiet)[1]["cached"]
+        m.setattr(source, "code_digest", lambda: "0" * 16)
+        assert source.pretrain_source(cfg, data, **quiet)[1]["cached"] is False
+    assert source.pretrain_source(cfg, data, **quiet)[1]["cached"]
     for path in tmp_path.rglob("*.safetensors"):
         path.unlink()
     torch.manual_seed(3)
-    retrained, info = ex.pretrain_source(cfg, data, **quiet)
+    retrained, info = source.pretrain_source(cfg, data, **quiet)
     assert not info["cached"]
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), retrained.state_dict().values()))
 
@@ -721,10 +722,10 @@ def test_a_matrix_file_option_enters_the_job_digest_by_its_contents(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     np.save("attrs.npy", np.eye(10, 4))
     cfg = ExperimentConfig(methods=["attribute_zsl"], options={"attribute_zsl": {"attributes": "attrs.npy"}})
-    before = ex.job_digest(cfg, "attribute_zsl")
+    before = rundir.job_digest(cfg, "attribute_zsl")
     np.save("attrs.npy", np.eye(10, 4)[::-1].copy())  # the same name, other rows: a resume must not reuse rows
-    assert ex.job_digest(cfg, "attribute_zsl") != before
-    assert ex.job_digest(cfg, "finetune") == ex.job_digest(cfg, "finetune")
+    assert rundir.job_digest(cfg, "attribute_zsl") != before
+    assert rundir.job_digest(cfg, "finetune") == rundir.job_digest(cfg, "finetune")
 
 
 def _on_prepared_data(monkeypatch) -> None:
@@ -804,9 +805,9 @@ def test_the_code_digest_covers_the_training_modules_and_not_the_presentation(tm
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
 
     def digest_of_copy():
-        monkeypatch.setattr(ex, "__file__", str(copy / "experiment.py"))
-        ex.code_digest.cache_clear()
-        return ex.code_digest()
+        monkeypatch.setattr(source, "__file__", str(copy / "experiment.py"))
+        source.code_digest.cache_clear()
+        return source.code_digest()
     try:
         before = digest_of_copy()
         (copy / "tables.py").write_text((copy / "tables.py").read_text() + "\n# a table's wording\n")
@@ -816,4 +817,4 @@ def test_the_code_digest_covers_the_training_modules_and_not_the_presentation(tm
         assert digest_of_copy() != before
     finally:
         monkeypatch.undo()
-        ex.code_digest.cache_clear()
+        source.code_digest.cache_clear()

@@ -263,7 +263,6 @@ def test_each_episodic_row_times_its_own_head(monkeypatch):
 
 
 def test_pinned_source_members_are_read_back_instead_of_pre_trained_again(tmp_path, monkeypatch):
-    import transferkit.experiment as experiment
     from transferkit.config import ExperimentConfig
     from transferkit.represent import source_members
     from transferkit.rundata import prepare_domains
@@ -277,7 +276,7 @@ def test_pinned_source_members_are_read_back_instead_of_pre_trained_again(tmp_pa
     def refused(*a, **k):
         raise AssertionError("pre-trained again (another thread count or a cleared cache gives other networks)")
 
-    monkeypatch.setattr(experiment, "pretrain_source", refused)
+    monkeypatch.setattr("transferkit.source.pretrain_source", refused)
     again = source_members(cfg, data, 2, log=lambda *a: None, pin_dir=tmp_path)
     for a, b in zip(first, again):
         assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

@@ -613,8 +613,8 @@ def test_grouped_k_too_large_names_the_smallest_class():
 
 def test_fewshot_tsne_trains_its_methods_as_benchmark_jobs(one_thread):
     from transferkit.bench.fewshot import _train, fewshot_config
-    from transferkit.experiment import pretrain_source
     from transferkit.rundata import label_subset, prepare_domains
+    from transferkit.source import pretrain_source
     cfg = fewshot_config("tsne", "digits", "digits+noise", 2, True, 1, ["lext"],
                          {"lext": {"layers": ["conv4", "fc1", "head"]}})
     cfg.pretrain, cfg.train = TrainConfig(steps=2, eval_every=2), TrainConfig(steps=2, eval_every=2)
@@ -692,13 +692,13 @@ def test_finetune_adv_takes_the_discriminator_option_of_lext():
 
 def test_lext_options_are_checked_before_pre_training_warned_when_their_term_is_off_and_recorded(tmp_path,
                                                                                                  monkeypatch):
-    import transferkit.experiment as experiment
     from transferkit.api import Transfer
     from transferkit.errors import TransferkitWarning
     with pytest.raises(TransferkitError, match=r"lext: option gamma must be a number in \(0, 1\], got 0"):
         Transfer("lext", gamma=0)  # the decay of eq. 2: 0 passed the old ">= 0" check, then failed in the job
-    real = experiment.pretrain_source
-    monkeypatch.setattr(experiment, "pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
+    from transferkit import source
+    real = source.pretrain_source
+    monkeypatch.setattr("transferkit.source.pretrain_source", lambda *a, **k: pytest.fail("pre-trained first"))
     cfg = ExperimentConfig(name="g", source="digits", source_classes="0-4", target="mnist", target_classes="5-9",
                            methods=["lext"], k=2, repeats=1, pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path),
                            options={"lext": {"gamma": 5}})
@@ -709,7 +709,7 @@ def test_lext_options_are_checked_before_pre_training_warned_when_their_term_is_
         SemanticTransfer(net, alpha=0, gamma=0.9, combine="concat")
     with pytest.warns(TransferkitWarning, match="lext: beta=0 turns off the term that tau_source configures"):
         SemanticTransfer(net, beta=0, tau_source=0.5)
-    monkeypatch.setattr(experiment, "pretrain_source", real)
+    monkeypatch.setattr("transferkit.source.pretrain_source", real)
     _, rows = run_experiment(ExperimentConfig(**{**cfg.__dict__, "options": {"lext": {"alpha": "0.2"}}}),
                              log=lambda *a: None)
     assert rows[0]["method_options"]["alpha"] == 0.2 and rows[0]["method_options"]["gamma"] == 0.1

@@ -440,7 +440,7 @@ class ClipMethod(Method):
     source_head = False  # scores captions, seen or not
     scores_class_names = True  # transferkit run / Transfer give it the target classes' names by default
     needs_pretrained = False
-    file_options = ("captions_file",)  # its contents key the jobs (experiment.option_files)
+    file_options = ("captions_file",)  # its contents key the jobs (rundir.option_files)
     description = "CLIP-style dual encoder (image tower + frozen text encoder with projection), seed 001"
 
     def __init__(self, net, captions: list[str] = (), text_encoder: str | TextEncoder | None = None,

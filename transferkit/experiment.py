@@ -8,83 +8,55 @@ evaluated, :func:`load_model`), ``checkpoints/`` (engine checkpoints of unfinish
 ``results.json`` and ``results.md``, ``kernels.json`` (the torch version, CPU and kernels
 the run started with; :func:`~transferkit.runtime.note_kernels`). Passing the directory
 again (``run_dir``, ``--resume``) skips finished jobs, runs added methods or repeats, and
-continues an interrupted training from its last checkpoint.
+continues an interrupted training from its last checkpoint. The source network is
+:mod:`transferkit.source`'s; the checks a resume passes are :mod:`transferkit.rundir`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import hashlib
 import io
-import json
-import os
 import pickle
 import re
 import shutil
 import time
 import warnings
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
-import yaml
 
-from . import __version__
 from .backbones import (
     build_backbone,
-    definition_digest,
-    is_built_in,
 )
 from .config import (
-    ADDED_FIELDS,
-    CHOOSES_JOBS,
-    CHOOSES_SETTINGS,
-    NOT_RESULTS,
     ExperimentConfig,
     dump_config,
-    flat_config,
     from_dict,
     load_config,
 )
-from .engine import Engine, TrainConfig, keyed_fields
+from .engine import Engine
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, check, is_whole, warn
 from .fitting import (
     all_source_classes_fields,
     evaluate_on,
     fit_for_target,
     report_seen_unseen,
-    source_only_of,
 )
 from .io import (
-    MATRIX_FILES,
     atomic_write,
-    cache_dir,
-    check_job_name,
     directory_lock,
     read_job,
-    read_json,
-    waiting_lock,
     write_json,
     write_text,
 )
 from .methods import get_method
-from .methods.base import resolved_options, trained_options
+from .methods.base import resolved_options
 from .methods.supervised import SourceOnly
-from .networks import (
-    PRETRAINED_FILE,
-    SAVE_NETWORK,
-    head_kind,
-    load_network_file,
-    network_digest,
-    read_network_file,
-    restore_head,
-    save_network,
-)
 from .preflight import check_names, check_settings, warn_pretrain_unused
-from .results import RESULT_FILES, ROW_KEYS, unfinished_hint, write_results
+from .results import RESULT_FILES, unfinished_hint, write_results
 from .rundata import (
     Prepared,
     class_fields,
@@ -95,6 +67,17 @@ from .rundata import (
     selection_domain,
     test_fields,
     training_fields,
+)
+from .rundir import (
+    check_same_config,
+    check_same_data,
+    check_same_source,
+    check_unfinished_checkpoints,
+    finished_rows,
+    job_digest,
+    job_path,
+    model_path,
+    trained_before,
 )
 from .runtime import (
     JobFailure,
@@ -116,143 +99,7 @@ from .runtime import (
     worker_threads,
     world_size,
 )
-
-PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
-
-
-def _initial_source_net(cfg: ExperimentConfig, data: Prepared, head: str = "linear"):
-    """The source network's initial weights; ``head``: the kind of head a network file holds
-    (:func:`~transferkit.networks.head_kind`: a cosine or prototype head that finetune_cosine / _proto trained)."""
-    torch.manual_seed(cfg.seed)  # the initial weights; PyTorch 2.13 seeds each process at random
-    return build_backbone(cfg.backbone, num_classes=data.source.train.num_classes, in_channels=data.channels,
-                          image_size=cfg.image_size, head=head)
-
-
-def _read_source_file(cfg: ExperimentConfig, data: Prepared, path: Path, classes=None, hint: str = ""):
-    """The network of a source network file (a ``pretrained:`` file, a run's pinned copy), built
-    with the head the file holds."""
-    read = read_network_file(path, hint)
-    net = _initial_source_net(cfg, data, head_kind(read[0]))
-    load_network_file(net, path, classes=classes, hint=hint, read=read)
-    restore_head(net, read[1])
-    return net
-
-
-def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
-    """Pre-train the backbone on the labelled source (cached on disk by content key: data,
-    backbone (a plugin's: its network's definition and initial weights too), budget, seed,
-    device, the torch thread count and kernels on CPU and the number of data-parallel processes).
-
-    Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
-    seconds, whether the network came from the cache and (unless it is a ``pretrained:``
-    file's) its :func:`~transferkit.networks.network_digest`."""
-    source = data.source
-    if cfg.pretrained:  # checked against the class names a transferkit pre-training stored in the file
-        net = _read_source_file(cfg, data, Path(cfg.pretrained).expanduser(), source.train.class_names,
-                                f"{PRETRAINED_FILE}; {SAVE_NETWORK}")
-        return net, {"cached": True, "wall_s": 0.0, "path": str(Path(cfg.pretrained).expanduser())}
-    net = _initial_source_net(cfg, data)
-    train = cfg.pretrain if cfg.pretrain.device == cfg.device else replace(cfg.pretrain, device=cfg.device)
-    # the network depends on the torch version, on the thread count and kernels on CPU (the GPU
-    # model and CUDA version otherwise) and on the number of data-parallel processes (the order
-    # of floating-point sums): one trained otherwise is not reused by a run that could not reproduce it
-    device = resolve_device(train.device)
-    run = {"torch": torch.__version__}
-    if device.type == "cpu":
-        run |= {"threads": torch.get_num_threads(), "kernels": cpu_kernels()}
-    else:
-        run |= {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-                "cuda": torch.version.cuda}
-    if world_size() > 1:
-        run["world"] = world_size()
-    # a plugin's builder may change under the same name, or start from weights of its own (a file
-    # it loads): its network's definition and initial weights are keyed too. A built-in's initial
-    # weights follow from what the key holds (transferkit's version, seed, torch, classes, size)
-    definition = {} if is_built_in(cfg.backbone) else {"definition": definition_digest(net),
-                                                       "init": network_digest(net)}
-    key = hashlib.sha256(json.dumps({
-        "v": [__version__, PRETRAIN_FORMAT], "code": code_digest(), "source": cfg.source,
-        "classes": source.train.class_names,
-        "n": len(source.train), "data": [source.train.digest(), source.val.digest()],
-        "size": cfg.image_size, "channels": data.channels, "backbone": cfg.backbone,
-        "train": keyed_fields(_result_neutral_defaults(train)), "seed": cfg.seed, **run, **definition},
-        sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
-    # one process trains a given network at a time; another run that needs it waits, then reads it
-    # (not under torchrun, whose ranks train it together)
-    with waiting_lock(path.with_suffix(".lock")) if world_size() == 1 else contextlib.nullcontext():
-        if path.exists():
-            try:
-                load_network_file(net, path)
-                meta = json.loads(path.with_suffix(".json").read_text())
-                check(isinstance(meta, dict), f"{path.with_suffix('.json')} holds no record")
-                digest = network_digest(net)
-                check(meta.get("digest", digest) == digest,  # records from before: none
-                      f"{path} is not the network its record describes (a changed byte?)")
-                return net, {**meta, "digest": digest, "cached": True, "path": str(path)}
-            except (TransferkitError, OSError, ValueError) as e:  # the network's file or its record
-                log(f"pre-trained cache {path.with_suffix('.*')} unreadable or changed ({e}); training again")
-                net = _initial_source_net(cfg, data)  # from the initial weights, not from what was loaded
-        log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
-        method = SourceOnly(net)
-        ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
-        fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
-        meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s,
-                "digest": network_digest(net)}
-        if is_main_process():
-            save_network(net, path, source.train.class_names)
-            write_json(path.with_suffix(".json"), meta)
-            shutil.rmtree(ckpt, ignore_errors=True)
-        barrier()
-    return net, {**meta, "cached": False, "path": str(path)}
-
-
-def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log=print, check_digest=None):
-    """The run's source network, pinned in its directory (``source.safetensors``: a hard
-    link to the cached pre-training, which is only ever replaced, never rewritten, or a copy
-    of a ``pretrained:`` file; ``source.json``) the first time and read from there on resume:
-    every job of a run starts from the same network, even when a resume would pre-train
-    another one (another thread count, a cleared cache) or the ``pretrained:`` file was
-    overwritten. ``check_digest(digest)``: called with the network's :func:`~transferkit.networks.network_digest`
-    before it is pinned (it may refuse it: nothing is pinned then)."""
-    pinned, check_digest = run_dir / "source.safetensors", check_digest or (lambda digest: None)
-    if not pinned.exists():
-        net, info = pretrain_source(cfg, data, log)
-        digest = info.get("digest") or network_digest(net)  # a pretrained: file's network has none yet
-        check_digest(digest)
-        if is_main_process():
-            _drop_checkpoints_of_another_source(run_dir, digest, log)
-            meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}
-            write_json(pinned.with_suffix(".json"), {**meta, "digest": digest})  # first: a network has its record
-            _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
-            info = {**info, "path": str(pinned)}
-        return net, {**info, "digest": digest}
-    net = _read_source_file(cfg, data, pinned, hint=_repin_hint(cfg))  # as pretrain_source: the same random state
-    record = pinned.with_suffix(".json")
-    again = "restore it, or delete it and source.safetensors to pin the source network again"
-    meta = read_json(record, "source network record", again) if record.exists() else {}
-    check(isinstance(meta, dict), f"{record} is not a source network record (a JSON object): {again}")
-    digest = network_digest(net)
-    check_digest(digest)
-    return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned), "digest": digest}
-
-
-def _drop_checkpoints_of_another_source(run_dir: Path, digest: str, log) -> None:
-    """Before a source network is pinned again (``source.safetensors`` deleted): the unfinished jobs'
-    checkpoints grew from the network pinned before, so they are removed (the jobs start again) unless
-    the old record names this same network."""
-    checkpoints = run_dir / "checkpoints"
-    if not checkpoints.is_dir() or not any(checkpoints.iterdir()):
-        return
-    record = run_dir / "source.json"
-    try:
-        old = read_json(record).get("digest") if record.exists() else None
-    except (TransferkitError, AttributeError):
-        old = None
-    if old != digest:
-        log(f"the unfinished jobs' checkpoints in {checkpoints} grew from the source network pinned before "
-            f"({old or 'not recorded'}), not from this one ({digest}): they start again")
-        shutil.rmtree(checkpoints, ignore_errors=True)
+from .source import read_source_file, run_source_network, source_only_model
 
 
 def job_environment(source_digest: str | None, trained: bool = True) -> dict:
@@ -266,188 +113,12 @@ def job_environment(source_digest: str | None, trained: bool = True) -> dict:
             **({"source_digest": source_digest} if source_digest else {}), "invocation": invocation()}
 
 
-def _made_otherwise(finished: dict, key: str, now) -> list[tuple[str, int]]:
-    """The ``(method, seed)`` of the finished rows whose ``key`` is not ``now``; a row without
-    ``key`` (written before it was recorded) is not counted."""
-    return sorted(job for job, row in finished.items() if row.get(key, now) != now)
-
-
-#: the package's modules that only present or orchestrate (tables, reports, the command line, benchmarks)
-PRESENTATION = ("bench/", "cli.py", "report.py", "tables.py", "plots.py", "compare.py")
-
-
-@functools.lru_cache(maxsize=1)
-def code_digest() -> str:
-    """16 hex digits of transferkit's source files that a training runs (every module but
-    :data:`PRESENTATION`): a source network pre-trained by other code is not read from the cache."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if not rel.startswith(PRESENTATION):
-            h.update(f"{rel}\0".encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _check_same_source(run_dir: Path, finished: dict, digest: str) -> None:
-    """Refuse to add rows from another source network than the finished rows started from (a
-    deleted ``source.safetensors`` pre-trained again under other threads or kernels); rows
-    without ``source_digest`` (written before it was recorded) are not checked."""
-    other = [f"{name} seed {seed}" for name, seed in _made_otherwise(finished, "source_digest", digest)]
-    check(not other, f"{run_dir}: {len(other)} finished job(s) ({', '.join(other[:5])}) started from another "
-                     f"source network than this resume has ({digest}; source.safetensors was made again, under other "
-                     f"threads, CPU kernels or torch than kernels.json records, or by a plugin backbone's builder "
-                     f"that changed since?): their rows and new ones would not go together; restore "
-                     f"source.safetensors, resume under the environment of kernels.json, or start a new run (or "
-                     f"delete those job files to run them again)")
-
-
-def _repin_hint(cfg: ExperimentConfig) -> str:
-    """What to do about a run's unreadable ``source.safetensors``, and when that gives the network back."""
-    if cfg.pretrained:
-        return (f"delete it and resume to copy the pretrained: file {cfg.pretrained} again (the network the finished "
-                f"jobs started from unless that file changed since)")
-    return ("delete it and resume to pin the source network again: it is read from the pre-training cache or "
-            "pre-trained again from the config and seed, which gives the network the finished jobs started from "
-            "under the torch version, device, threads and CPU kernels of the run's kernels.json (a resume notes "
-            "others; then start a new run)")
-
-
-def _pin(src: Path, dst: Path, link: bool) -> None:
-    """``dst`` becomes ``src``'s content at once: a hard link (renamed into place; the
-    linked file itself is never touched) or, for other file systems and with ``link=False``,
-    an atomic copy."""
-    if link:
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
-        try:
-            os.link(src, tmp)
-            os.replace(tmp, dst)
-            return
-        except OSError:  # another file system, or none with hard links
-            tmp.unlink(missing_ok=True)
-    atomic_write(dst, lambda p: shutil.copyfile(src, p))
-
-
-#: ``data.json``'s format: 2 adds class names and groups to each split's digest
-DATA_FORMAT = 2
-
-
-def _splits(data: Prepared) -> dict:
-    """``{"source.train": domain, ...}``: the six splits of a run."""
-    splits = {f"{side}.{part}": getattr(getattr(data, side), part)
-              for side in ("source", "target") for part in ("train", "val", "test")}
-    return splits if data.unlabeled is None else {**splits, "unlabeled": data.unlabeled}
-
-
-def data_digests(data: Prepared) -> dict:
-    """Content digests of the run's splits: images, labels, class names and groups; with a
-    folder, the version of its label draws (:data:`FOLDER_LABEL_DRAWS`)."""
-    out: dict = {"format": DATA_FORMAT}
-    for key, d in _splits(data).items():
-        h = hashlib.sha256(f"{d.digest()}|{json.dumps(list(d.class_names))}".encode())
-        if d.groups is not None:
-            h.update(d.groups.detach().cpu().contiguous().numpy().data)
-        out[key] = h.hexdigest()[:16]
-        if key.startswith("target.") and str(d.provenance.get("origin", "")).startswith("folder:"):
-            out["folder_label_draws"] = FOLDER_LABEL_DRAWS  # the labels drawn from a target folder
-    return out
-
-
-#: how a folder's k / ratio label subsets are drawn: 2 since 2026-12-02 10:00 UTC (keys mixed otherwise
-#: than the split's; videos by their sub-folders): a folder run made before cannot resume with other subsets
-FOLDER_LABEL_DRAWS = 2
-
-
-def _check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
-    """A run directory's rows are kept only while the data is what they were computed on (a
-    ``folder:`` / ``npz:`` domain may change under the same config); ``data.json`` records
-    it. Without rows, new data is recorded and a source network pinned for the old one is
-    dropped."""
-    path, now = run_dir / "data.json", data_digests(data)
-    sizes = {key: len(d) for key, d in _splits(data).items()}  # for the message: not compared
-    then = read_json(path, "data.json", "restore it, or start a new run") if path.exists() else None
-    check(then is None or isinstance(then, dict), f"{path} is not a data record (not a mapping): restore it, or start "
-                                                  f"a new run")
-    stored = then
-    old_sizes = (then or {}).get("sizes") if isinstance((then or {}).get("sizes"), dict) else {}
-    then = None if then is None else {k: v for k, v in then.items() if k != "sizes"}
-    if then is not None and "format" not in then:  # format 1 (2026-11-29): images and labels only
-        old = {key: d.digest() for key, d in _splits(data).items()}
-        then = now if then == old else then
-    rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
-    changed = set() if then is None else {k for k in set(then) | set(now) if then.get(k) != now.get(k)}
-    unlabelled_only = changed == {"unlabeled"}
-    if rows and unlabelled_only and not _rows_read_unlabelled(run_dir):
-        rows = False  # only unlabelled images changed, and no finished job read them: its rows stand
-    if then is None or then == now:
-        if main and stored != {**now, "sizes": sizes}:
-            write_json(path, {**now, "sizes": sizes})
-        return
-    diff = sorted(changed - {"format"})
-    check(not rows or diff != ["folder_label_draws"],
-          f"{run_dir} was made before 2026-12-02 10:00 UTC, since when a target folder's label subsets (k, ratio) "
-          f"are drawn otherwise: its unfinished jobs would train on other labelled images than its finished ones; "
-          f"start a new run")
-    splits = _splits(data)
-    origins = [str(splits[k].provenance.get("origin", "")) for k in diff if k in splits]
-    built = any(not o.startswith(("folder:", "npz:")) for o in origins)
-    folder = any(o.startswith("folder:") for o in origins)
-    counted = [f"{k}: {old_sizes[k]:,} images there, {sizes[k]:,} now" for k in diff
-               if k in sizes and isinstance(old_sizes.get(k), int) and old_sizes[k] != sizes[k]]
-    check(not rows, f"{run_dir} holds results computed on other data: the images, labels, class names or group ids "
-                    f"of {', '.join(diff)} changed since" + (f" ({'; '.join(counted)})" if counted else "")
-                    + "; restore them, or start a new run"
-                    + (" (built-in domains are rendered under the CPU kernels in force: resume with those of the "
-                       "run's kernels.json, e.g. --portable-kernels)" if built else "")
-                    + (" (if the folder's files did not change: since 2026-12-02 a folder's split and label subsets "
-                       "place each file by a hash of its path, and class names are compared in one Unicode form, so "
-                       "a folder run made before then was cut otherwise and cannot resume)" if folder else "")
-                    + (" (folder_label_draws: since 2026-12-02 10:00 UTC a target folder's label subsets are drawn "
-                       "otherwise, so a folder run made before then would give its unfinished jobs other labelled "
-                       "images than its finished ones)" if "folder_label_draws" in diff else ""))
-    if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
-        for name in ("source.safetensors", "source.json") if not unlabelled_only else ():  # no source image changed
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        write_json(path, {**now, "sizes": sizes})
-
-
-def _rows_read_unlabelled(run_dir: Path) -> bool:
-    """Whether a finished job of ``run_dir`` trained on unlabelled images (its method reads the
-    ``unlabeled`` stream), or a job file cannot say (unreadable, or a method not known here)."""
-    for job in (run_dir / "jobs").glob("*.json"):
-        try:
-            if "unlabeled" in get_method(read_job(job, ("method",))["method"]).streams:
-                return True
-        except (TransferkitError, KeyError):
-            return True
-    return False
-
-
-def source_only_model(net, data: Prepared, before_narrowing=None) -> SourceOnly:
-    """source_only's model, in eval mode: a copy of the source network whose head keeps the
-    rows of the target classes (by name), so its logits are ``net(x)[:, rows]``.
-    ``before_narrowing(model, rows)`` is called before it keeps them, as in
-    :func:`~transferkit.fitting.fit_for_target`."""
-    return source_only_of(copy.deepcopy(net), data.source.train.class_names, data.target.train.class_names,
-                          before_narrowing)  # a run refused what it cannot match before (check_jobs)
-
-
 def new_run_dir(cfg: ExperimentConfig) -> Path:
     """A fresh ``out_dir/name/<timestamp>``; under torch.distributed every rank gets rank 0's."""
     stamp = [datetime.now().strftime("%Y%m%d-%H%M%S-%f")]
     if world_size() > 1:
         torch.distributed.broadcast_object_list(stamp, src=0)
     return Path(cfg.out_dir).expanduser() / cfg.name / stamp[0]
-
-
-def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:
-    return Path(run_dir) / "jobs" / f"{method}-{cfg.setting}-s{seed}.json"
-
-
-def model_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:
-    return Path(run_dir) / "models" / f"{method}-{cfg.setting}-s{seed}.pt"
 
 
 def save_model(path: Path, method) -> None:
@@ -536,22 +207,6 @@ def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path, any_o
           f"{run_dir} has no setting {setting!r}: it ran {', '.join(subs)}")
     key, value = dropped.groups()
     return replace(cfg, **{"k": None, "ratio": None, key: int(value)})
-
-
-def trained_before(checkpoints: Path) -> tuple[float, set[int]]:
-    """The seconds the stages of a job trained before it stopped and the torch thread counts
-    they trained with, as its checkpoints record them (``trained_s``, 0 for checkpoints from
-    before 2026-12-02; ``threads``, none before 2026-12-04): a resumed job's ``wall_s`` counts
-    the seconds, and its row names threads other than its own."""
-    total, threads = 0.0, set()
-    for meta in sorted(checkpoints.glob("*/last.json")) if checkpoints.is_dir() else ():
-        try:
-            state = read_json(meta).get("state") or {}
-            total += float(state.get("trained_s") or 0.0)
-            threads |= {int(t) for t in state.get("threads") or ()}
-        except (TransferkitError, AttributeError, TypeError, ValueError):  # unreadable: the engine names it
-            continue
-    return total, threads
 
 
 def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int,
@@ -665,7 +320,7 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
     cls = get_method(method)
 
     def source_net():
-        return _read_source_file(cfg, data, Path(source_path))
+        return read_source_file(cfg, data, Path(source_path))
     return run_job(cfg, data, source_net, Path(run_dir), cls, seed, source_digest)
 
 
@@ -736,15 +391,15 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     """The body of :func:`run_experiment` in its run directory: every job's row, in job order
     (setting by setting: one per value of a list ``k`` or ``ratio``, on one source network)."""
     old = run_dir / "config.yaml"
-    stored = _check_same_config(old, cfg) if old.exists() else None
+    stored = check_same_config(old, cfg) if old.exists() else None
     data = prepare_domains(cfg, run_dir=run_dir)
     subs = cfg.settings()
     check_settings(subs, data, methods)
     jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
-    finished = {sub.setting: _finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
-    _check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
+    finished = {sub.setting: finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
+    check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
     for sub in subs:
-        _check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)
+        check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)
     every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
                       for setting, rows in finished.items() for (name, seed), row in rows.items()}
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
@@ -777,7 +432,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     if any((cls.needs_pretrained or cls is SourceOnly) and (cls.name, seed) not in finished[sub.setting]
            for sub, cls, seed in jobs):
         try:
-            pretrained, pre_info = run_source_network(cfg, data, run_dir, log, lambda digest: _check_same_source(
+            pretrained, pre_info = run_source_network(cfg, data, run_dir, log, lambda digest: check_same_source(
                 run_dir, every_finished, digest))
         except TransferkitError:
             if main and before is not None:
@@ -877,108 +532,6 @@ def _jobs_of(cfg: ExperimentConfig, methods: list) -> list[tuple]:
     return [(cls, cfg.seed + r) for r in range(cfg.repeats) for cls in methods if not (cls is SourceOnly and r > 0)]
 
 
-def _check_unfinished_checkpoints(cfg: ExperimentConfig, run_dir: Path, jobs: list, finished: dict,
-                                  stored: dict | None) -> None:
-    """An unfinished job's checkpoints were trained under the run's stored options for its
-    method; a resume that gives other options would be refused by the engine only after
-    ``config.yaml`` had been rewritten, so it is refused here, while the config is as it was."""
-    if stored is None:
-        return
-    then = stored.get("options") or {}
-    now = yaml.safe_load(dump_config(cfg)).get("options") or {}  # as the stored config reads back (tuples: lists)
-    unfinished = [(cls, job_path(run_dir, cfg, cls.name, seed).stem) for cls, seed in jobs
-                  if (cls.name, seed) not in finished]
-    stale = [stem for cls, stem in unfinished if (run_dir / "checkpoints" / stem).is_dir()
-             and trained_options(cls, then.get(cls.name)) != trained_options(cls, now.get(cls.name))]
-    check(not stale, f"{run_dir}: the unfinished job(s) {', '.join(stale)} have checkpoints trained with other options "
-                     f"for their method than this resume gives: resume with the run's options (its config.yaml), or "
-                     f"delete their folders under {run_dir / 'checkpoints'} to train them again with the new ones")
-
-
-def _finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict | None) -> dict:
-    """``{(method, seed): row}`` of the jobs already finished in ``run_dir``, each checked
-    against ``cfg`` by its digest; a row from before digests (no ``config_digest``) by the
-    options that the run's stored config gave its method."""
-    out = {}
-    for cls, seed in jobs:
-        job = job_path(run_dir, cfg, cls.name, seed)
-        if not job.exists():
-            continue
-        row = read_job(job, ROW_KEYS)  # the fields the results table reads
-        check_job_name(job, row)
-        then, now = _stored_options(stored, cls.name), cfg.options.get(cls.name, {})
-        if "config_digest" in row:
-            same = row["config_digest"] in row_digests(cfg, cls.name)
-            older = cls.revision and any(row["config_digest"] in row_digests(cfg, cls.name, revision)
-                                         for revision in range(cls.revision))
-            check(same or not older, f"{job} was trained by an older form of {cls.name} ({cls.revision_note}); "
-                                     f"delete the job file to run the job again, or use a new run directory")
-        else:
-            same = stored is not None and then == now
-        hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
-        if not same and not hint and "config_digest" in row:
-            hint = _changed_since(cfg, run_dir, cls.name, row["config_digest"])
-        if not same and not hint and isinstance(row.get("method_options"), dict):  # the job's own record
-            hint = _options_since(cls, row["method_options"], now)
-        files = option_files(cls, now)
-        if not same and not hint and files:
-            hint = (f" (the options of {cls.name} read {', '.join(f'{k} {v}' for k, v in files.items())}, whose "
-                    f"contents the job's digest holds: edited since the job ran?)")
-        check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now{hint}; "
-                    f"restore that config, or delete the job file to run the job again")
-        out[cls.name, seed] = row
-    _check_same_world(cfg, run_dir, out)
-    return out
-
-
-def _options_since(cls, ran: dict, now: dict) -> str:
-    """The options a job ran with (its row's ``method_options``) that ``now`` gives otherwise, as a
-    refusal's hint; ``""`` where they agree (something else changed)."""
-    try:
-        given = resolved_options(cls, now)
-    except Exception:  # options the method refuses: the refusal is theirs to name
-        return ""
-    changed = {k: (ran[k], given.get(k)) for k in ran if given.get(k) != ran[k]}
-    if not changed:
-        return ""
-    said = ", ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
-    return (f" (options of {cls.name}: {said}; --set options.{cls.name}.<option>=<then> restores one, "
-            f"--set options.{cls.name}=null the defaults)")
-
-
-def _changed_since(cfg: ExperimentConfig, run_dir: Path, method: str, digest: str) -> str:
-    """`` (changed: key: old there, new now)`` naming what differs from the config that
-    ``results.json`` keeps, when that config gives the row's ``digest``; else ``""`` (the
-    row keeps only a digest, which cannot name a key)."""
-    try:
-        kept = from_dict(ExperimentConfig, read_json(run_dir / "results.json")["config"])
-        if digest not in row_digests(kept, method):
-            return ""
-    except Exception:  # no results.json (an interrupted first run), or one of another form
-        return ""
-    diff = _config_changes(yaml.safe_load(dump_config(kept)), cfg)
-    old, new = (trained_options(get_method(method), c.options.get(method, {})) for c in (kept, cfg))
-    diff += [f"options of {method}: {old!r} there, {new!r} now"] if old != new else []
-    return f" (changed since the job ran, by the config its results.json keeps: {'; '.join(diff)})" if diff else ""
-
-
-def _check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> None:
-    """Refuse to resume rows made with another number of data-parallel processes (``--nproc``
-    rounds the batch up and keeps BatchNorm statistics per shard: other rows); a row without
-    ``world_size`` (written before it was recorded) is not checked: its count is unknown."""
-    now = world_size()
-    other = sorted(f"jobs/{job_path(run_dir, cfg, name, seed).name}"
-                   for name, seed in _made_otherwise(finished, "world_size", now))
-    if other:
-        then = sorted({row.get("world_size", now) for row in finished.values()} - {now})
-        counts, named = " and ".join(map(str, then)), ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
-        raise TransferkitError(
-            f"{run_dir}: {len(other)} finished job(s) ({named}) ran "
-            f"in {counts} data-parallel process(es) and this resume runs {now}: --nproc changes a job's rows "
-            f"(docs/scale.md), so they would not go together; resume with --nproc {then[0]}, or use a new run "
-            f"directory (or delete those job files to run them again)")
-
-
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: dict, log,
                     failures: list) -> list[dict]:
     """The rows of the ``(setting's config, method class, seed)`` jobs of ``todo``, run in
@@ -994,109 +547,6 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: 
             for sub, cls, seed in todo]
     map_jobs(guarded, jobs, cfg.workers, done)
     return [row for done_rows in rows for row in done_rows]
-
-
-def _result_neutral_defaults(train: TrainConfig) -> TrainConfig:
-    """``train`` with the settings that do not change what is trained (progress bar,
-    checkpoint interval; ``NOT_RESULTS``) at their defaults: a cache key that ignores them and
-    stays the key of a config that never set them."""
-    neutral = {k.split(".", 1)[1] for k in NOT_RESULTS if k.startswith("train.")}
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in neutral}
-    return replace(train, **defaults)
-
-
-#: how :func:`job_digest` counted a method's options: now, and in rows of earlier versions
-DIGEST_FORMS = ("trained", "given", "every")
-
-
-def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revision: int | None = None,
-               stages: str | None = None) -> str:
-    """What a job's row depends on: the config but what only chooses jobs or where they run
-    (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options as they
-    change what is trained (``form="trained"``: :func:`~transferkit.methods.base.trained_options`,
-    so an option spelled at its default or a ``not_trained_options`` one, e.g. flex's
-    ``workers``, changes nothing). Earlier rows counted the options as given, less
-    (``"given"``) or with (``"every"``) the ``not_trained_options``. Stored in the row, it
-    tells a job file written under another config.yaml from one of this run. A method's
-    nonzero ``revision`` (``revision``: another one) is part of it. ``stages``: the stages'
-    devices as counted instead of ``cfg``'s (see :func:`row_digests`)."""
-    check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
-    flat = {k: v for k, v in flat_config(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
-    if stages is not None:
-        flat["pretrain.device"] = flat["train.device"] = stages
-    for key, default in ADDED_FIELDS.items():
-        if flat.get(key) == default:  # at its default: rows from before the field keep their digest
-            flat.pop(key, None)
-    cls, given = get_method(method), cfg.options.get(method, {})
-    revision = cls.revision if revision is None else revision
-    if revision:
-        flat["method_revision"] = revision
-    files = {k: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for k, path in option_files(cls, given).items()}
-    if files:  # a matrix file's contents, not only its name (an edited file gives other jobs)
-        flat["option_files"] = files
-    if form == "trained":
-        flat["options"] = trained_options(cls, given)
-    else:
-        skip = () if form == "every" else cls.not_trained_options
-        flat["options"] = {k: v for k, v in given.items() if k not in skip}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def row_digests(cfg: ExperimentConfig, method: str, revision: int | None = None) -> set[str]:
-    """Every :func:`job_digest` a row of ``method`` trained under ``cfg`` may hold: one per
-    ``DIGEST_FORMS``, and on a device other than cpu each also with the stages' devices at cpu
-    (config.yaml stored them so when a config file or --set gave `device`, before 2026-12-04;
-    the stages always ran on `device`)."""
-    stages = (None, "cpu") if cfg.device != "cpu" else (None,)
-    return {job_digest(cfg, method, form, revision, s) for form in DIGEST_FORMS for s in stages}
-
-
-def option_files(cls, given: dict) -> dict:
-    """``{option: path}`` of the files that method class ``cls``'s options ``given`` read (a matrix
-    file, ``.npy`` / ``.csv`` / ``.txt``, or an option the class names in ``file_options``, as clip's
-    ``captions_file``), those that exist: their contents enter a job's digest."""
-    out = {}
-    for k, v in given.items():
-        named = k in getattr(cls, "file_options", ())
-        if isinstance(v, str) and (named or v.lower().endswith(MATRIX_FILES)):
-            path = Path(v).expanduser() if named else Path(v)  # a matrix file's rule as before (older digests)
-            with contextlib.suppress(OSError):  # a name too long to be a path
-                if path.is_file():
-                    out[k] = path
-    return out
-
-
-def _stored_options(stored: dict, method: str) -> dict:
-    """The options a run's stored config gave ``method``."""
-    return ((stored or {}).get("options") or {}).get(method, {})
-
-
-def _check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
-    """Refuse to resume the run of ``path`` (its ``config.yaml``) with a config whose results
-    would differ; the error names the keys. ``methods``, ``repeats``, ``options``, ``k`` and
-    ``ratio`` only choose jobs: a finished job is checked by its own digest (:func:`job_digest`) instead."""
-    try:
-        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
-        raise TransferkitError(f"{path} is unreadable: {e}") from e
-    check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
-    diff = _config_changes(stored, cfg)
-    check(not diff, f"{path.parent} holds a run with another config ({'; '.join(diff)}); resume it with the same "
-                    f"config")
-    return stored
-
-
-def _config_changes(stored: dict, cfg: ExperimentConfig) -> list[str]:
-    """``"key: old there, new now"`` for each key that a job's results depend on (not one of
-    :data:`NOT_RESULTS`, :data:`CHOOSES_JOBS` or :data:`CHOOSES_SETTINGS`) and that differs between a ``stored`` config
-    mapping and ``cfg``, sorted by key."""
-    then = {**ADDED_FIELDS, **flat_config(stored)}
-    for key in ("pretrain.device", "train.device"):  # the stages ran on `device`; stored at cpu before 2026-12-04
-        if then.get(key) == "cpu":
-            then[key] = then.get("device", "cpu")
-    now = {**ADDED_FIELDS, **flat_config(yaml.safe_load(dump_config(cfg)))}  # as stored: lists
-    return [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
-            if k not in NOT_RESULTS | CHOOSES_JOBS | CHOOSES_SETTINGS and then.get(k) != now.get(k)]
 
 
 def _log_row(log, several: bool, row: dict) -> dict:

@@ -68,7 +68,7 @@ def evaluate_on(forward, domain: Domain) -> dict:
 
 def source_only_of(net, head_classes: list[str] | None, target_classes: list[str], before_narrowing=None,
                    network_only: bool = False) -> SourceOnly:
-    """:func:`~transferkit.experiment.source_only_model` of ``net`` itself, whose head's rows are ``head_classes``
+    """:func:`~transferkit.source.source_only_model` of ``net`` itself, whose head's rows are ``head_classes``
     (``None``: taken by position), for ``target_classes``; ``network_only``: no source domain
     (``source: null``, ``Transfer.fit(net=)`` without ``source=``), which a refusal's hint names."""
     model = SourceOnly(net)

@@ -14,7 +14,7 @@ representations for shifting tasks and distributions").
   representation ``f`` must reproduce the outputs of every member through its own linear
   head, ``L = CE(h_0(f(x)), y) + T^2 sum_i KL(softmax(t_i(x) / T) || softmax(h_i(f(x)) / T))``.
 * :func:`source_members` -- ``n`` source networks with seeds ``seed, seed + 1, ...``, trained
-  and cached by :func:`~transferkit.experiment.pretrain_source`.
+  and cached by :func:`~transferkit.source.pretrain_source`.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def cat_network(members, num_classes: int | None = None, name: str | None = None
 def source_members(cfg, data, n: int, log=print, pin_dir=None) -> list[UnitNet]:
     """``n`` source networks trained with seeds ``cfg.seed + i`` (each cached on disk). With
     ``pin_dir``, member ``i`` is pinned in ``pin_dir/member<i>`` the first time and read from
-    there after (:func:`~transferkit.experiment.run_source_network`): a resumed benchmark keeps
+    there after (:func:`~transferkit.source.run_source_network`): a resumed benchmark keeps
     its members even where the cache would pre-train others (other threads, a cleared cache)."""
-    from .experiment import pretrain_source, run_source_network
+    from .source import pretrain_source, run_source_network
 
     check(n == 1 or not getattr(cfg, "pretrained", None), f"CAT_{n} needs {n} source networks trained with "
                                                            f"different seeds; a pretrained: file is one network")

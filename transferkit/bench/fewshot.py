@@ -27,11 +27,12 @@ from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig, keyed_fields
 from ..errors import check
 from ..evaluate import mean_se_text, predict_logits
-from ..experiment import pretrain_source, run_experiment
+from ..experiment import run_experiment
 from ..fitting import build_method, fit_for_target
 from ..io import atomic_write, write_text
 from ..methods import get_method
 from ..rundata import label_subset, prepare_domains
+from ..source import pretrain_source
 from ..tables import grouped_k_line, small_test_line
 from . import Plan, as_list, benchmark, budget_line
 

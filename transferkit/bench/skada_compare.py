@@ -145,9 +145,9 @@ def dann_timing(source: str = "mnist", target: str = "digits", epochs: int = 2, 
 
     from ..config import ExperimentConfig
     from ..engine import Engine, TrainConfig
-    from ..experiment import pretrain_source
     from ..methods import get_method
     from ..rundata import prepare_domains
+    from ..source import pretrain_source
 
     cfg = ExperimentConfig(source=source, target=target, k=None, backbone="lenet", select_on="none",
                            pretrain=TrainConfig(steps=pretrain_steps, batch_size=batch_size, lr=lr, eval_every=100))

@@ -38,11 +38,13 @@ from ..config import ExperimentConfig
 from ..engine import TrainConfig, content_text
 from ..errors import TransferkitError, UnknownNameError, check
 from ..evaluate import mean_se, mean_se_text, paired_difference
-from ..experiment import load_model, model_path, run_experiment, run_source_network
+from ..experiment import load_model, run_experiment
 from ..io import load_safetensors, write_text
 from ..methods import get_method
 from ..rundata import prepare_domains
+from ..rundir import model_path
 from ..runtime import invocation, job_result
+from ..source import run_source_network
 from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part, skada_compare
 
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),

@@ -963,6 +963,11 @@ def test_images_of_another_size_than_the_network_was_built_for_are_named():
     with pytest.raises(TransferkitError, match=r"the target domain 'toy' has images of 32x32 pixels, the network "
                                                r"was built for 28x28 and cannot take them .*Domain.to_format"):
         Engine(TrainConfig(steps=2)).fit(make("ft_fc1"), target=big)  # before its prefix is cached
+    from transferkit.domain import Domain
+    wide = Domain("wide", torch.nn.functional.pad(d.images, (0, 8)), d.labels, d.class_names)  # 28x36
+    with pytest.raises(TransferkitError, match=r"28x36 pixels.*cannot take them .*: resize them to square images "
+                                               r"\(Domain.to_format\(size=...\)\): the built-in backbones take N x N"):
+        Engine(TrainConfig(steps=2)).fit(make("ft_fc1"), target=wide)
     torch.manual_seed(0)  # a ResNet takes them, DSN's private encoders (sized for 28x28) do not
     resnet = build_backbone("resnet18", num_classes=4, in_channels=1, image_size=28)
     with pytest.raises(TransferkitError, match=r"method 'dsn': the source domain 'toy' has images of 32x32 pixels.*"

@@ -318,6 +318,11 @@ def test_the_python_api_names_misspelt_options_and_wrong_nets_and_takes_domains_
     model = Transfer("target_only", train=TrainConfig(steps=2, batch_size=8)).fit(target=train)
     assert torch.equal(model.predict(test), model.predict(test.images))
     assert model.score(test.images, test.labels) == model.score(test)
+    with pytest.raises(TransferkitError, match=r"score: got one tuple; give the images and labels as two arguments, "
+                                               r"score\(images, labels\), or a Domain"):
+        model.score((test.images, test.labels))  # sklearn's score(X, y) takes two arguments
+    with pytest.raises(TransferkitError, match=r"report: got one list; give the images and labels as a Domain"):
+        model.report([test.images, test.labels])
     assert repr(model).startswith("Transfer('target_only', backbone='convnet4', seed=0, train=TrainConfig(steps=2, "
                                   "batch_size=8)), fitted on 2 classes")
     assert repr(test) == "Domain('toy/test', %d images of 1 x 28 x 28, 2 classes)" % len(test)

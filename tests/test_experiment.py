@@ -1650,6 +1650,12 @@ def test_a_target_of_one_class_is_refused_in_a_run_and_in_fit(tmp_path):
     one = digits.select_classes([3])
     with pytest.raises(TransferkitError, match="fit: the target domain .* has one class"):
         Transfer("target_only").fit(target=one)
+    # a source of one class: the pre-training's cross entropy is 0 whatever the weights (it learns nothing)
+    with pytest.raises(TransferkitError, match=r"the source 'digits' has one class \(\['4'\], source_classes 4\): a "
+                                               r"network trained to tell one class from none learns nothing"):
+        prepare_domains(ExperimentConfig(source="digits", source_classes=4, target="mnist", target_classes="0-1"))
+    with pytest.raises(TransferkitError, match="fit: the source domain .* has one class"):
+        Transfer("finetune").fit(source=one, target=digits.select_classes([1, 2]))
 
 
 def test_transfer_refuses_impossible_labels_a_changed_head_and_names_what_it_cannot_see():
@@ -2100,3 +2106,21 @@ def test_a_source_network_pinned_again_drops_checkpoints_that_grew_from_another(
         assert not (tmp_path / "checkpoints").exists()
     assert len(logged) == 3 and "grew from the source network pinned before (bbbb), not from this one (aaaa)" in \
         logged[0]
+
+
+def test_a_worker_refuses_data_that_changed_since_the_run_recorded_it(tmp_path):
+    from transferkit.experiment import _worker_job
+    from transferkit.io import write_json
+    from transferkit.rundir import check_worker_data, data_digests
+    cfg = ExperimentConfig(source="digits", target="digits+inversion", k=2, repeats=1, pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path))
+    data = prepare_domains(cfg)
+    write_json(tmp_path / "data.json", {**data_digests(data), "sizes": {}})
+    check_worker_data(tmp_path, data)  # the data the run recorded: no word
+    changed = {**data_digests(data), "target.train": "0" * 16}  # as if a target file was rewritten in between
+    write_json(tmp_path / "data.json", changed)
+    with pytest.raises(TransferkitError, match=r"the data changed while the run ran: this worker process read other "
+                                               r"images, labels or class names of target.train than the run recorded"):
+        _worker_job(cfg.to_dict(), str(tmp_path), "target_only", 0, None)
+    write_json(tmp_path / "data.json", {k: v for k, v in changed.items() if k != "format"})  # format 1: not compared
+    check_worker_data(tmp_path, data)

@@ -870,3 +870,54 @@ def test_a_cached_folder_gives_the_warnings_of_its_decoding_on_a_hit_too(tmp_pat
     assert warned() == [1, 1, 1]
     with np.load(entry) as z:
         assert int(z["stretched"]) == 1 and bool(z["grey"])  # rewritten with them
+
+
+def test_32_bit_integer_images_outside_16_bit_grey_are_refused_not_saturated(tmp_path):
+    for name, values in (("big", np.arange(16) * 50_000), ("neg", np.arange(16) - 8)):
+        (tmp_path / name / "a").mkdir(parents=True)
+        Image.fromarray(values.reshape(4, 4).astype(np.int32)).save(tmp_path / name / "a" / "0.tif")
+        with pytest.raises(TransferkitError, match=r"0\.tif.*32-bit integer image is read as 16-bit grey "
+                                                   r"\(0\.\.65535\); this one holds (0\.\.750000|-8\.\.7)"):
+            load_image_folder(tmp_path / name)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names as bytes: Linux file systems")
+def test_a_file_name_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    write_folder(tmp_path / "set")
+    os.rename(tmp_path / "set" / "cat" / "000.png", os.path.join(os.fsencode(tmp_path / "set" / "cat"), b"caf\xe9.png"))
+    with pytest.raises(TransferkitError, match=r"image file .*caf.*\.png' has a name that is not valid UTF-8"):
+        load_domain(f"folder:{tmp_path / 'set'}")
+
+
+def test_a_file_link_into_another_class_folder_is_refused(tmp_path):
+    write_folder(tmp_path / "set")
+    os.symlink(tmp_path / "set" / "dog" / "000.png", tmp_path / "set" / "cat" / "from_dog.png")
+    with pytest.raises(TransferkitError, match=r"from_dog\.png' is a link to a file of class folder 'dog'.*two labels"):
+        load_image_folder(tmp_path / "set")
+    os.remove(tmp_path / "set" / "cat" / "from_dog.png")  # a link to a file outside the class folders is read
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "outside.png")
+    os.symlink(tmp_path / "outside.png", tmp_path / "set" / "cat" / "outside.png")
+    assert len(load_image_folder(tmp_path / "set")) == 7
+
+
+def test_a_class_folder_of_other_files_only_names_them_and_npz_files_are_not_folders(tmp_path):
+    write_folder(tmp_path / "set")
+    for p in (tmp_path / "set" / "dog").iterdir():
+        p.rename(p.with_suffix(".heic"))
+    with pytest.raises(TransferkitError, match=r"dog' contains no images \(.*\); it holds 3 file\(s\) of other kinds: "
+                                               r"'dog/000\.heic', 'dog/001\.heic', 'dog/002\.heic'; add images"):
+        load_image_folder(tmp_path / "set")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 1]))
+    with pytest.raises(TransferkitError, match=r"is an \.npz file: give it as npz:"):
+        load_domain(f"folder:{tmp_path / 'd.npz'}")
+    with pytest.raises(TransferkitError, match=r"folder: needs a path, folder:PATH"):
+        load_domain("folder:")
+
+
+def test_class_names_equal_in_one_unicode_form_say_so():
+    with pytest.raises(TransferkitError, match=r"repeated class names \['café'\] \(spelt in two Unicode forms"):
+        Domain("d", torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), ["caf\u00e9", "cafe\u0301"])
+    with pytest.raises(TransferkitError, match=r"repeated class names \['a'\]$"):
+        Domain("d", torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), ["a", "a"])
+    with pytest.raises(TransferkitError, match=r"images must hold real numbers .* dtype complex128"):
+        Domain("d", np.zeros((2, 1, 4, 4), complex), torch.tensor([0, 1]), ["a", "b"])

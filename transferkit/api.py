@@ -237,6 +237,11 @@ class Transfer:
         check(len(classes) >= 2, f"fit: the {'target' if target is not None else 'source'} domain "
                                  f"{(target or source).name!r} has one class ({list(classes)}): every prediction "
                                  f"would be right; give two classes or more")
+        if source is not None and target is not None:
+            check(source.num_classes >= 2, f"fit: the source domain {source.name!r} has one class "
+                                           f"({list(source.class_names)}): a network trained to tell one class from "
+                                           f"none learns nothing (its cross entropy is 0 whatever the weights); give "
+                                           f"two classes or more")
         target_classes = target.class_names if target is not None else None
         if net is not None:
             check_unitnet(net, "fit")
@@ -489,6 +494,11 @@ class Transfer:
         return self.predict_logits(images).argmax(1)
 
     def _check_classes(self, domain: Domain, who: str) -> None:
+        two = "as two arguments, score(images, labels)," if who == "score" else "as a Domain: report(Domain(images, " \
+            "labels, class_names=model.classes_))"
+        check(not isinstance(domain, (tuple, list)),
+              f"{who}: got one {type(domain).__name__}; give the images and labels {two}"
+              f"{' or a Domain' if who == 'score' else ''}")
         check(isinstance(domain, Domain), f"expected a Domain (or images with labels), got {type(domain).__name__}")
         check_labeled(domain, "the domain")
         check(hasattr(self, "classes_"), f"call fit before {who}")

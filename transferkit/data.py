@@ -469,6 +469,7 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     base_len, base = 1, parts[0].strip()
     if base.startswith(("folder:", "npz:")):
         prefix = base.split(":", 1)[0] + ":"
+        check(base[len(prefix):].strip() != "", f"domain spec {spec!r}: {prefix} needs a path, {prefix}PATH")
         for i in range(len(parts), 0, -1):
             path = "+".join(parts[:i])[len(prefix):].strip()
             if os.path.exists(os.path.expanduser(path)):

@@ -299,6 +299,9 @@ class Domain:
             x = torch.from_numpy(np.require(x, dtype=x.dtype.newbyteorder("="), requirements=["C", "W"]))
         if isinstance(y, (np.ndarray, list, tuple)):
             y = label_ids(y, f"domain {self.name!r}")
+        check(not (isinstance(x, np.ndarray) and x.dtype.kind not in "fiub"),
+              f"domain {self.name!r}: images must hold real numbers (floats in [0, 1] or 8-bit integers), got a "
+              f"NumPy array of dtype {getattr(x, 'dtype', None)}")
         for what, value in (("images", x), ("labels", y)):
             check(isinstance(value, torch.Tensor), f"domain {self.name!r}: {what} must be a torch tensor, got "
                                                    f"{type(value).__module__}.{type(value).__name__} "
@@ -344,7 +347,11 @@ class Domain:
         check(all(c.strip() for c in self.class_names), f"domain {self.name!r}: a class name is empty: "
                                                         f"{self.class_names[:10]}")
         dup = sorted(c for c, n in Counter(self.class_names).items() if n > 1)
-        check(not dup, f"domain {self.name!r}: repeated class names {dup}")
+        forms = len({str(c) for c in names}) > len(set(self.class_names))  # equal only in one Unicode form
+        check(not dup, f"domain {self.name!r}: repeated class names {dup}"
+                       + (" (spelt in two Unicode forms, e.g. an accent as its own character and as part of the "
+                          "letter, as macOS and Windows save names: one name here; rename one class or folder)"
+                          if forms else ""))
         if y.numel():
             lo, hi = int(y.min()), int(y.max())
             check(lo >= 0 and hi < len(self.class_names),

@@ -791,9 +791,11 @@ def _other_size(net, domains: dict) -> str:
             for d in odd.values():
                 net(d.images[:1].to(ref.device))
     except (RuntimeError, TransferkitError) as e:  # a UnitNet names the input: the message here says more
-        raise TransferkitError(f"{text} and cannot take them ({e.__cause__ or e}): resize them "
-                               f"(Domain.to_format(size=...)) or build the backbone for their size "
-                               f"(image_size=...)") from e
+        h, w = d.images.shape[2:]
+        fix = ("resize them to square images (Domain.to_format(size=...)): the built-in backbones take N x N images"
+               if h != w else "resize them (Domain.to_format(size=...)) or build the backbone for their size "
+                              "(build_backbone(..., image_size=...))")
+        raise TransferkitError(f"{text} and cannot take them ({e.__cause__ or e}): {fix}") from e
     return text
 
 

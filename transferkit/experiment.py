@@ -73,6 +73,7 @@ from .rundir import (
     check_same_data,
     check_same_source,
     check_unfinished_checkpoints,
+    check_worker_data,
     finished_rows,
     job_digest,
     job_path,
@@ -317,6 +318,7 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
     """Entry point of a worker process: the data (see :func:`~transferkit.rundata.process_domains`) and one job."""
     cfg = from_dict(ExperimentConfig, cfg_dict)
     data = process_domains(cfg, Path(run_dir))
+    check_worker_data(Path(run_dir), data)  # read again here: files changed since the run started are refused
     cls = get_method(method)
 
     def source_net():

@@ -90,7 +90,13 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
     check(target.train.num_classes >= 2,
           f"the target {cfg.target!r} has one class ({target.train.class_names}"
           f"{f', target_classes {cfg.target_classes!r}' if cfg.target_classes is not None else ''}): every model "
-          f"would score 100 %; give two classes or more{_one_class_hint(cfg, tgt)}")
+          f"would score 100 %; give two classes or more{_one_class_hint(cfg.target_classes, tgt)}")
+    if src is not None:
+        check(source.train.num_classes >= 2,
+              f"the source {cfg.source!r} has one class ({source.train.class_names}"
+              f"{f', source_classes {cfg.source_classes!r}' if cfg.source_classes is not None else ''}): a network "
+              f"trained to tell one class from none learns nothing (its cross entropy is 0 whatever the weights); "
+              f"give two classes or more{_one_class_hint(cfg.source_classes, src)}")
     if cfg.val_per_class is not None:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
     unlabeled = None
@@ -117,11 +123,12 @@ def _test_overlap(cfg: ExperimentConfig, split: Split, test: Domain, side: str, 
     return shared
 
 
-def _one_class_hint(cfg: ExperimentConfig, target: Domain) -> str:
-    """How ``target_classes`` names two classes of ``target``: numbers are ids, or names of numbered folders."""
-    if cfg.target_classes is None:
+def _one_class_hint(classes, domain: Domain) -> str:
+    """How a class list (``target_classes``, ``source_classes``) names two classes of ``domain``: numbers are ids,
+    or names of numbered folders."""
+    if classes is None:
         return ""
-    numbered = numbered_classes(target)
+    numbered = numbered_classes(domain)
     if numbered is None:
         return " (a number is one class id: the first three are 0-2)"
     return f" (its classes are named by numbers, so a number is one class name: e.g. {sorted(numbered)[:3]})"

@@ -140,6 +140,22 @@ def check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         write_json(path, {**now, "sizes": sizes})
 
 
+def check_worker_data(run_dir: Path, data: Prepared) -> None:
+    """Refuse a job in a worker process whose data is not what the run recorded in ``data.json``
+    when it started (:func:`check_same_data`): a worker reads a ``folder:`` / ``npz:`` domain again,
+    and files changed in between would give its job other images than the other jobs and the
+    record."""
+    path = run_dir / "data.json"
+    then = read_json(path, "data.json") if path.exists() else None
+    if not isinstance(then, dict) or "format" not in then:  # none, or format 1: nothing to compare
+        return
+    now = data_digests(data)
+    changed = sorted(k for k in (set(then) | set(now)) - {"sizes"} if then.get(k) != now.get(k))
+    check(not changed, f"{run_dir}: the data changed while the run ran: this worker process read other images, labels "
+                       f"or class names of {', '.join(changed)} than the run recorded in data.json when it started; "
+                       f"restore the files and resume (transferkit run --resume {run_dir})")
+
+
 def _rows_read_unlabelled(run_dir: Path) -> bool:
     """Whether a finished job of ``run_dir`` trained on unlabelled images (its method reads the
     ``unlabeled`` stream), or a job file cannot say (unreadable, or a method not known here)."""

@@ -91,7 +91,13 @@ def _image_files(folder: Path, root: Path, skipped: list[str], seen: dict | None
         seen[ident] = label
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         for name in names:
-            _sort_file(Path(here) / name, root, found, skipped)
+            path = Path(here) / name
+            if class_ids and os.path.islink(path):  # a file linked from another class folder: two labels
+                into = _class_holding(os.path.dirname(os.path.realpath(path)), class_ids, root_id)
+                check(into in (None, label), f"{str(path)!r} is a link to a file of class folder {into!r} "
+                                             f"({os.path.realpath(path)}): its image would carry two labels; "
+                                             f"remove the link")
+            _sort_file(path, root, found, skipped)
     return sorted(found, key=lambda p: tuple(unicodedata.normalize("NFC", part)  # one order on every system
                                              for part in p.relative_to(folder).parts))
 
@@ -119,6 +125,12 @@ def _sort_file(p: Path, root: Path, found: list[Path], skipped: list[str]) -> No
     if _skipped(p.name) or p.name.lower() in SYSTEM_FILES:
         return
     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+        try:
+            p.relative_to(root).as_posix().encode("utf-8")
+        except UnicodeEncodeError:
+            raise TransferkitError(f"image file {str(p)!r} has a name that is not valid UTF-8 (e.g. from an old "
+                                   f"archive); rename it: file names key the folder's splits and label "
+                                   f"subsets") from None
         found.append(p)
     else:
         skipped.append(str(p.relative_to(root)) + ("" if p.exists() else " (a broken link)"))
@@ -169,8 +181,11 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         which = (f"class folder {empty[0]!r} contains" if len(empty) == 1 else
                  f"{len(empty)} class folders contain")
         listed = f": {', '.join(map(repr, empty[:10]))}" if len(empty) > 1 else ""
-        raise TransferkitError(f"{which} no images ({', '.join(sorted(IMAGE_SUFFIXES))}){listed}; add images or "
-                               f"remove the folder (a class without images could never be learnt; class ids are "
+        inside = sorted(f for f in skipped if any(Path(root, f).is_relative_to(folder) for folder in empty))
+        held = (f"; {'it holds' if len(empty) == 1 else 'they hold'} {len(inside)} file(s) of other kinds: "
+                f"{', '.join(map(repr, inside[:5]))}{', ...' if len(inside) > 5 else ''}" if inside else "")
+        raise TransferkitError(f"{which} no images ({', '.join(sorted(IMAGE_SUFFIXES))}){listed}{held}; add images "
+                               f"or remove the folder (a class without images could never be learnt; class ids are "
                                f"the positions of the sorted folder names)")
     _warn_skipped(root, skipped)
     if loose:
@@ -223,6 +238,9 @@ def _decode_image(path: Path, size: int | None, mode: str | None) -> tuple[np.nd
                           f"a 32-bit float image is read as values in [0, 1]; this one holds "
                           f"{'NaN or infinite values' if not np.isfinite(a).all() else f'{lo:g}..{hi:g}'} "
                           f"(rescale it to [0, 1], or save it as 8- or 16-bit integers)")
+                if im.mode == "I" and a.size and (a.min() < 0 or a.max() > 65535):
+                    raise TransferkitError(f"a 32-bit integer image is read as 16-bit grey (0..65535); this one "
+                                           f"holds {int(a.min())}..{int(a.max())} (rescale it to 0..65535 or 0..255)")
                 top = 1.0 if im.mode == "F" else 65535.0
                 im = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
             if palette:  # a palette is an encoding: grey when every colour of the image is
@@ -479,6 +497,8 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
 
 def _folder(path) -> Path:
     root = Path(path).expanduser()
+    check(not (root.is_file() and root.suffix.lower() == ".npz"),
+          f"image folder {str(root)!r} is an .npz file: give it as npz:{path}")
     check(not (root.is_file() and zipfile.is_zipfile(root)),
           f"image folder {str(root)!r} is a zip archive: unzip it and give the folder it holds")
     check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")

@@ -1139,6 +1139,29 @@ def test_infinite_rates_are_refused_and_a_diverged_loss_names_its_terms(recwarn)
     assert not [w for w in recwarn if "requires_grad" in str(w.message)]  # float(loss) warned of a tensor with grad
 
 
+def test_a_network_diverged_by_its_last_update_is_named_not_scored_as_class_0():
+    d = toy_domain()  # a finite loss at step 1; its update makes every output NaN: argmax would read class 0
+    class_0 = d.subset(torch.nonzero(d.labels == 0).flatten())  # every NaN row counted as class 0: accuracy 1
+    with pytest.raises(TransferkitError, match=r"method 'coral': its outputs on the validation images are not "
+                                               r"finite \(NaN or infinite\): the training diverged"):
+        Engine(TrainConfig(steps=1, batch_size=16, lr=1e6, eval_every=1)).fit(
+            make("coral"), source=d, unlabeled=d, val=class_0)
+
+
+def test_training_labels_beyond_the_head_and_float64_networks_are_named():
+    d = toy_domain(classes=4)
+    for name in ("finetune", "dann"):
+        method = get_method(name)(build_backbone("convnet4", num_classes=2, in_channels=1, image_size=28))
+        with pytest.raises(TransferkitError, match=rf"method '{name}': a training label is beyond the classes its "
+                                                   rf"loss scores \(Target \d is out of bounds.*the (target|source) "
+                                                   rf"domain's go up to 3, the network head scores 2"):
+            Engine(TrainConfig(steps=1, batch_size=8)).fit(method, source=d, target=d, unlabeled=d)
+    method = make("mmd").double()
+    with pytest.raises(TransferkitError, match=r"method 'mmd': its network's parameters are float64; training takes "
+                                               r"float32 parameters"):
+        Engine(TrainConfig(steps=1, batch_size=8)).fit(method, source=d, unlabeled=d)
+
+
 def _ungrouped_warnings(fit) -> list[str]:
     import warnings
 
@@ -1221,3 +1244,11 @@ def test_a_job_s_error_is_its_own_but_a_full_disk_or_memory_stops_every_job():
         with pytest.raises(type(e)):
             guarded(raising, e)
     assert isinstance(guarded(raising, OSError(errno.ENOENT, "a plugin's missing file")), JobFailure)
+
+
+def test_json_files_hold_null_for_nan_and_infinity_so_strict_parsers_read_them(tmp_path):
+    import numpy as np
+    path = write_json(tmp_path / "e.json", {"ci95": float("nan"), "rows": [{"a": float("inf"), "b": 0.5}],
+                                            "np": np.float64("nan"), "t": torch.tensor([1.0, float("nan")])})
+    strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert strict == {"ci95": None, "rows": [{"a": None, "b": 0.5}], "np": None, "t": [1.0, None]}

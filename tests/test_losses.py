@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from transferkit.errors import TransferkitError
 from transferkit.losses import (
     coral,
     covariance,
@@ -78,6 +79,8 @@ def test_minimum_class_confusion_known_values_and_gradient():
     before = float(minimum_class_confusion(logits).detach())
     minimum_class_confusion(logits).backward()
     assert float(minimum_class_confusion(logits.detach() - 1.0 * logits.grad)) < before
+    with pytest.raises(TransferkitError, match=r"mcc needs 2 target samples or more per batch"):
+        minimum_class_confusion(torch.randn(1, k))  # (K - 1) / K whatever it predicts: a term that trains nothing
 
 
 def test_minimum_class_confusion_matches_skada():

@@ -386,6 +386,11 @@ class Engine:
                   f"the {name} domain {d and d.name!r} has images of {d and d.images.shape[1]} channel(s), the "
                   f"network takes {shape and shape[0]} (Domain.to_format(channels=...) converts them)")
         other_size = _other_size(method.net, {n: given[n] for n in method.streams} | {"val": val})
+        dtypes = {p.dtype for p in method.parameters() if p.is_floating_point()}
+        check(dtypes <= {torch.float32}, f"method {method.name!r}: its network's parameters are "
+                                         f"{', '.join(sorted(str(d).replace('torch.', '') for d in dtypes))}; "
+                                         f"training takes float32 parameters, as the images are (net.float() "
+                                         f"converts them; amp: true computes in half precision where it is safe)")
 
         device = resolve_device(cfg.device)
         method.prepare(given)
@@ -470,7 +475,8 @@ class Engine:
                 if modes_stale:  # at the start and after an evaluation, not every step (~0.15 ms of module walk)
                     method.train_mode()
                     modes_stale = False
-                with autocast(device, cfg.amp), _size_named(method, other_size, step == first_step):
+                with autocast(device, cfg.amp), _size_named(method, other_size, step == first_step), \
+                        _labels_named(method, given):
                     terms = loss_fn(batch)
                 if step == first_step:
                     _check_terms(method, terms)
@@ -609,6 +615,9 @@ class Engine:
         rows = getattr(method, "eval_rows", None)
         if rows is not None:  # a source head scored on target classes (fitting.fit_for_target)
             logits = logits[:, torch.tensor(rows, device=logits.device)]
+        check(bool(torch.isfinite(logits).all()), f"method {method.name!r}: its outputs on the validation images are "
+                                                  f"not finite (NaN or infinite): the training diverged; lower the "
+                                                  f"learning rate")  # an argmax of NaN rows would count as class 0
         top = int(y.max()) if len(y) else -1
         check(top < logits.shape[1], f"validation labels go up to {top} but {method.name!r} scores "
                                      f"{logits.shape[1]} classes: the validation domain has other classes than the "
@@ -797,6 +806,25 @@ def _other_size(net, domains: dict) -> str:
                               "(build_backbone(..., image_size=...))")
         raise TransferkitError(f"{text} and cannot take them ({e.__cause__ or e}): {fix}") from e
     return text
+
+
+@contextlib.contextmanager
+def _labels_named(method, given: dict):
+    """A training label beyond the classes a loss scores, named with the streams' label ranges (torch says
+    only "Target 3 is out of bounds")."""
+    try:
+        yield
+    except IndexError as e:
+        if "out of bounds" not in str(e):
+            raise
+        tops = {name: int(d.labels.max()) for name, d in given.items()
+                if name != "unlabeled" and d is not None and d.labels.numel()}
+        ranges = ", ".join(f"the {name} domain's go up to {top}" for name, top in tops.items())
+        heads = getattr(method.net, "num_classes", None)
+        raise TransferkitError(f"method {method.name!r}: a training label is beyond the classes its loss scores "
+                               f"({e}): {ranges}{f', the network head scores {heads}' if heads else ''}; build the "
+                               f"network for the domain's classes (num_classes=...) or keep its classes "
+                               f"(domain.select_classes([...]))") from None
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import re
 import tempfile
@@ -124,7 +125,25 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    """``obj`` as JSON, atomically; a NaN or infinite number is written as ``null`` (JSON has no such
+    number: strict parsers, ``jq`` and JavaScript refuse Python's ``NaN``)."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
+    except ValueError:  # a NaN or infinity somewhere: the rare file that has one is walked once more
+        text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=lambda o: _finite(_jsonable(o)),
+                          allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (in mappings, lists and tuples) as ``None``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def read_json(path: str | os.PathLike, what: str = "file", hint: str = "") -> Any:

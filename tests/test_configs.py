@@ -137,3 +137,29 @@ def test_messages_name_the_yaml_file_a_spaced_method_and_a_close_option(tmp_path
         load_config(path)
     with pytest.raises(TransferkitError, match="^--set k: .*in the value, line 1"):
         load_config(None, ["k=[1"])
+
+
+def test_a_wrong_transferkit_device_is_named_when_used_not_when_transferkit_is_imported(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "TRANSFERKIT_DEVICE": "gpu"}
+    code = ("import transferkit\nfrom transferkit.api import Transfer\ntry:\n    Transfer('finetune')\n"
+            "except transferkit.TransferkitError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "unknown device 'gpu' (from $TRANSFERKIT_DEVICE); choose one of cpu" in out.stdout
+    cli = subprocess.run([sys.executable, "-m", "transferkit", "run", "configs/demo.yaml", "--print-config"], env=env,
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    assert cli.returncode == 2 and "unknown device 'gpu' (from $TRANSFERKIT_DEVICE)" in cli.stderr
+    ok = subprocess.run([sys.executable, "-m", "transferkit", "run", "configs/demo.yaml", "--print-config", "--device",
+                         "cpu"], env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    assert ok.returncode == 0 and "device: cpu" in ok.stdout
+
+
+def test_clip_triplet_warmup_is_a_fraction_of_training():
+    from transferkit.backbones import build_backbone
+    from transferkit.errors import TransferkitError
+    net = build_backbone("lenet", num_classes=2)
+    with pytest.raises(TransferkitError, match=r"triplet_warmup is the fraction of training .* in \[0, 1\], got 1.5"):
+        get_method("clip")(net, captions=["a", "b"], text_encoder="hashing", triplet_warmup=1.5)

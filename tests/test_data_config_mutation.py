@@ -259,7 +259,11 @@ def test_yaml_types_booleans_are_not_ints_numbers_not_text_and_text_not_numbers(
                                        "list in brackets"),
                           ("repeats: true", "config repeats must be int, got True"),
                           ("k: false", "config k must be int or a list of ints or null, got False"),
-                          ("train: {lr: true}", "config train.lr must be float, got True")):
+                          ("train: {lr: true}", "config train.lr must be float, got True"),
+                          ("name: 2026-12-05", r"config name must be text, got datetime.date\(2026, 12, 5\) "
+                                               r"\(YAML reads unquoted yes, no, on, off, true, false and dates as "
+                                               r"such\): quote it"),
+                          ("target: yes", r"config target must be text, got True \(YAML reads unquoted yes")):
         with pytest.raises(TransferkitError, match=message):
             load_config(_yaml(tmp_path, text))
 

@@ -60,8 +60,11 @@ from .methods.supervised import SourceOnly
 from .networks import network_digest
 from .zeroshot import calibrated, is_zero_shot, seen_columns
 
-#: the pre-training config of a ``Transfer`` given no ``pretrain=``
-PRETRAIN_DEFAULT = TrainConfig(steps=600)
+
+def pretrain_default() -> TrainConfig:
+    """The pre-training config of a ``Transfer`` given no ``pretrain=`` (made when asked: its device is
+    ``$TRANSFERKIT_DEVICE``'s then, and a wrong one is named when a model is made, not when transferkit is imported)."""
+    return TrainConfig(steps=600)
 
 
 def _warn_rows_by_position(method, target: Domain | None) -> None:
@@ -126,7 +129,7 @@ class Transfer:
         self.select_metric = check_select_metric(select_metric)
         self.hooks = engine_hooks(hooks)
         self.train_cfg = _train_config(train, TrainConfig(), "train")
-        self.pretrain_cfg = _train_config(pretrain, PRETRAIN_DEFAULT, "pretrain")
+        self.pretrain_cfg = _train_config(pretrain, pretrain_default(), "pretrain")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments as this model holds them, options included (the training
@@ -315,7 +318,7 @@ class Transfer:
             check(source is not None and list(source_val.class_names) == list(source.class_names),
                   f"fit: source_val {source_val.name!r} must have the source's classes "
                   f"{list(source.class_names) if source is not None else None}, got {list(source_val.class_names)}")
-        if not pretrains and self.pretrain_cfg != PRETRAIN_DEFAULT:  # after the last refusal: no warning then
+        if not pretrains and self.pretrain_cfg != pretrain_default():  # after the last refusal: no warning then
             why = "net= is given and is used as it is, never pre-trained" if given_net else \
                 f"method {cls.name!r} does not pre-train"
             warn(f"fit: pretrain= is not used: {why}; it trains with train= only ({self.train_cfg.steps} steps)")
@@ -428,7 +431,7 @@ class Transfer:
         metric = self._select_metric()
         options += f", select_metric={metric!r}" if metric != "accuracy" else ""
         for name, cfg, default in (("train", self.train_cfg, TrainConfig()), ("pretrain", self.pretrain_cfg,
-                                                                               PRETRAIN_DEFAULT)):
+                                                                               pretrain_default())):
             changed = ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
                                 if getattr(cfg, f.name) != getattr(default, f.name))
             options += f", {name}=TrainConfig({changed})" if changed else ""

@@ -302,7 +302,8 @@ def _config_copy_hint(run_dir: Path) -> str:
     if not isinstance(config, dict):
         return ""
     return ("; its results.json keeps a copy of the config under \"config\": write that back as config.yaml, "
-            "e.g. python -c \"import json, yaml; print(yaml.safe_dump(json.load(open('results.json'))['config']))\" "
+            "e.g. python -c \"import json; from transferkit.config import ExperimentConfig, dump_config, from_dict; "
+            "print(dump_config(from_dict(ExperimentConfig, json.load(open('results.json'))['config'])))\" "
             "> config.yaml, in that directory")
 
 

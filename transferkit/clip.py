@@ -468,6 +468,8 @@ class ClipMethod(Method):
                      f"prompts are encoded by the hashing encoder, not {DEFAULT_TEXT_MODEL} (option text_encoder: "
                      f"hashing says so and silences this)")
         self.encoder = get_text_encoder(text_encoder)
+        check(0 <= triplet_warmup <= 1, f"clip: triplet_warmup is the fraction of training before the hardest "
+                                        f"negatives, in [0, 1], got {triplet_warmup!r}")
         self.loss_name, self.margin, self.triplet_warmup = loss, margin, triplet_warmup
         self.image_proj = nn.Linear(net.embed_dim, dim)
         self.text_proj = nn.Linear(self.encoder.dim, dim)

@@ -51,10 +51,10 @@ from .fields import check_fields
 from .frozen import frozen_activations
 from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
 from .runtime import (
-    DEVICES,
     all_reduce_mean,
     autocast,
     broadcast_state,
+    check_device_name,
     is_main_process,
     rank,
     resolve_device,
@@ -143,7 +143,7 @@ class TrainConfig:
         check(self.class_weight in (None, "balanced"), f"unknown class_weight {self.class_weight!r}: null (every "
                                                        f"image alike) or balanced (a class weighed by n / (classes "
                                                        f"x its images))")
-        check(self.device.split(":")[0] in DEVICES, f"unknown device {self.device!r} ({', '.join(DEVICES)})")
+        check_device_name(self.device)
 
 
 #: how a labelled stream draws its batches (Stream)

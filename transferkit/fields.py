@@ -126,4 +126,7 @@ def _typed(hint, value, name: str):
             "5" if int in kinds else "0.5"
         raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: "
                                f"{example}")
+    if str in kinds and not isinstance(value, (dict, list, tuple)) and value is not None:  # yes / on / 2026-12-05
+        raise TransferkitError(f"config {name} must be text, got {value!r} (YAML reads unquoted yes, no, on, off, "
+                               f"true, false and dates as such): quote it as written ({leaf}: \"...\")")
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")

@@ -30,7 +30,9 @@ def check_device_name(name) -> None:
     """Refuse a device name :func:`resolve_device` cannot take, naming the choices."""
     check(isinstance(name, str) and name.split(":")[0] in DEVICES and name.count(":") <= 1
           and (":" not in name or (name.split(":")[0] != "auto" and name.split(":")[1].isdigit())),
-          f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (cuda:N for one GPU)")
+          f"unknown device {name!r}"
+          f"{' (from $TRANSFERKIT_DEVICE)' if name and name == os.environ.get('TRANSFERKIT_DEVICE') else ''}; "
+          f"choose one of {', '.join(DEVICES)} (cuda:N for one GPU)")
 
 
 def resolve_device(name: str = "cpu") -> torch.device:

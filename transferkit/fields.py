@@ -7,6 +7,7 @@ is built from it, keeping that field's defaults for the keys it does not give.""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import numbers
 import types
 import typing
@@ -126,7 +127,7 @@ def _typed(hint, value, name: str):
             "5" if int in kinds else "0.5"
         raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: "
                                f"{example}")
-    if str in kinds and not isinstance(value, (dict, list, tuple)) and value is not None:  # yes / on / 2026-12-05
+    if str in kinds and isinstance(value, (bool, datetime.date)):  # yes / on / 2026-12-05 unquoted
         raise TransferkitError(f"config {name} must be text, got {value!r} (YAML reads unquoted yes, no, on, off, "
                                f"true, false and dates as such): quote it as written ({leaf}: \"...\")")
     raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")

@@ -153,7 +153,7 @@ def check_worker_data(run_dir: Path, data: Prepared) -> None:
     changed = sorted(k for k in (set(then) | set(now)) - {"sizes"} if then.get(k) != now.get(k))
     check(not changed, f"{run_dir}: the data changed while the run ran: this worker process read other images, labels "
                        f"or class names of {', '.join(changed)} than the run recorded in data.json when it started; "
-                       f"restore the files and resume (transferkit run --resume {run_dir})")
+                       f"restore the files and resume")
 
 
 def _rows_read_unlabelled(run_dir: Path) -> bool:

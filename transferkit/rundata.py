@@ -87,16 +87,10 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
             test_in_source = _test_overlap(cfg, source, target.test, "source", "the source network trained or "
                                            "selected on images the methods are scored on")
     warn_numbered_match(source.train, target.train)
-    check(target.train.num_classes >= 2,
-          f"the target {cfg.target!r} has one class ({target.train.class_names}"
-          f"{f', target_classes {cfg.target_classes!r}' if cfg.target_classes is not None else ''}): every model "
-          f"would score 100 %; give two classes or more{_one_class_hint(cfg.target_classes, tgt)}")
+    _check_two_classes("target", cfg.target, target.train, cfg.target_classes, tgt, "every model would score 100 %")
     if src is not None:
-        check(source.train.num_classes >= 2,
-              f"the source {cfg.source!r} has one class ({source.train.class_names}"
-              f"{f', source_classes {cfg.source_classes!r}' if cfg.source_classes is not None else ''}): a network "
-              f"trained to tell one class from none learns nothing (its cross entropy is 0 whatever the weights); "
-              f"give two classes or more{_one_class_hint(cfg.source_classes, src)}")
+        _check_two_classes("source", cfg.source, source.train, cfg.source_classes, src, "a network trained to tell "
+                           "one class from none learns nothing (its cross entropy is 0 whatever the weights)")
     if cfg.val_per_class is not None:
         target.val = subsample_per_class(target.val, cfg.val_per_class, seed=0)
     unlabeled = None
@@ -121,6 +115,15 @@ def _test_overlap(cfg: ExperimentConfig, split: Split, test: Domain, side: str, 
                                                      for part, n in shared.items() if n)
              + f" (pixel for pixel): {why}; give a test set apart from the {side}'s images")
     return shared
+
+
+def _check_two_classes(side: str, spec: str, train: Domain, classes, whole: Domain, why: str) -> None:
+    """Refuse a ``side`` (target, source) whose train split has one class, saying ``why`` it cannot work and how
+    the class list ``classes`` (``target_classes``, ``source_classes``) of the ``whole`` domain names two."""
+    check(train.num_classes >= 2,
+          f"the {side} {spec!r} has one class ({train.class_names}"
+          f"{f', {side}_classes {classes!r}' if classes is not None else ''}): {why}; give two classes or more"
+          f"{_one_class_hint(classes, whole)}")
 
 
 def _one_class_hint(classes, domain: Domain) -> str:

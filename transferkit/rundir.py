@@ -103,7 +103,7 @@ def check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
         old = {key: d.digest() for key, d in _splits(data).items()}
         then = now if then == old else then
     rows = (run_dir / "jobs").is_dir() and any((run_dir / "jobs").glob("*.json"))
-    changed = set() if then is None else {k for k in set(then) | set(now) if then.get(k) != now.get(k)}
+    changed = set() if then is None else _changed_keys(then, now)
     unlabelled_only = changed == {"unlabeled"}
     if rows and unlabelled_only and not _rows_read_unlabelled(run_dir):
         rows = False  # only unlabelled images changed, and no finished job read them: its rows stand
@@ -150,10 +150,15 @@ def check_worker_data(run_dir: Path, data: Prepared) -> None:
     if not isinstance(then, dict) or "format" not in then:  # none, or format 1: nothing to compare
         return
     now = data_digests(data)
-    changed = sorted(k for k in (set(then) | set(now)) - {"sizes"} if then.get(k) != now.get(k))
+    changed = sorted(_changed_keys(then, now) - {"sizes"})
     check(not changed, f"{run_dir}: the data changed while the run ran: this worker process read other images, labels "
                        f"or class names of {', '.join(changed)} than the run recorded in data.json when it started; "
                        f"restore the files and resume")
+
+
+def _changed_keys(then: dict, now: dict) -> set[str]:
+    """The keys of two ``data.json`` records whose values differ (or that one of them lacks)."""
+    return {k for k in set(then) | set(now) if then.get(k) != now.get(k)}
 
 
 def _rows_read_unlabelled(run_dir: Path) -> bool:

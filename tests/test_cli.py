@@ -545,6 +545,30 @@ def test_a_refused_second_bench_process_changes_nothing_and_a_failed_new_one_lea
     assert code == 2 and not (tmp_path / "out2" / "bench-uda-quick").exists()
 
 
+def test_print_plan_of_a_resume_refuses_what_the_resume_refuses(tmp_path, capsys):
+    """--print-plan --resume DIR printed a plan for a `transferkit run` directory, or another
+    benchmark's, which the resume itself refuses."""
+    import dataclasses
+    import json
+
+    from transferkit.bench import PLAN_OWNER, make_plan
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("methods: [finetune]\n")
+    (run_dir / "results.json").write_text(json.dumps({"config": {"methods": ["finetune"]}}))
+    uda_dir = tmp_path / "uda"
+    uda_dir.mkdir()
+    plan = json.loads(json.dumps(dataclasses.asdict(make_plan("uda", True))))
+    (uda_dir / "plan.json").write_text(json.dumps({**plan, PLAN_OWNER: "uda"}))
+    for folder, message in ((run_dir, "holds results but no benchmark plan"),
+                            (uda_dir, "holds a run of the uda benchmark, not of flex")):
+        for printed in ((), ("--print-plan",)):
+            code, out, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(folder), *printed)
+            assert code == 2 and message in err and not out.strip(), (printed, err)
+    code, out, _ = run_cli(capsys, "bench", "uda", "--quick", "--resume", str(uda_dir), "--print-plan")
+    assert code == 0 and "pairs" in out
+
+
 def test_bench_resume_refuses_a_missing_directory(tmp_path, capsys, monkeypatch):
     import transferkit.bench as bench
     import transferkit.cli as cli

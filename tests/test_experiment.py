@@ -339,6 +339,18 @@ def test_the_config_device_wins_over_the_environment_and_numpy_values_write_as_p
     assert ExperimentConfig(target_classes={True, 2}).target_classes == {True, 2}  # not ids: parse_classes names it
 
 
+def test_a_saved_config_of_another_device_runs_with_device_given(tmp_path):
+    """A config.yaml stores its device in each stage too; --device (an override of `device`)
+    wins over the file, and those stored copies follow it."""
+    from transferkit.config import dump_config
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(load_config(None, ["device=auto"])))
+    cfg = load_config(saved, ["device=cpu"])
+    assert (cfg.device, cfg.pretrain.device, cfg.train.device) == ("cpu", "cpu", "cpu")
+    with pytest.raises(TransferkitError, match=re.escape("train.device is 'cuda' but device is 'cpu'")):
+        load_config(saved, ["train.device=cuda", "device=cpu"])  # a stage set on purpose is not a stored copy
+
+
 def test_unknown_method_option_fails_before_any_work(tmp_path):
     cfg = load_config(None, ["methods=[finetune]", "options.finetune.foo=1", f"out_dir={tmp_path}"])
     with pytest.raises(TransferkitError, match=r"method 'finetune' takes no options, got \['foo'\]"):

@@ -488,7 +488,47 @@ def test_sigterm_during_nproc_passes_on_to_torchrun_and_waits_for_its_ranks(monk
     monkeypatch.setattr(subprocess, "Popen", FakeTorchrun)
     with pytest.raises(cli.Terminated):
         cli._relaunch_with_torchrun(2, ["run", "x.yaml", "--nproc", "2"])
-    assert calls == [("start", "torch.distributed.run"), ("wait", None), ("terminate", None), ("wait", 60)]
+    assert calls == [("start", cli._TORCHRUN), ("wait", None), ("terminate", None), ("wait", 60)]
+
+
+def test_a_rank_s_error_under_nproc_is_printed_once_by_the_launcher_with_its_status(monkeypatch, capsys, tmp_path):
+    """Each rank printed the same error, torchrun added its traceback, and the status was
+    torchrun's 1: now the ranks leave their errors, the launcher prints each once, status 2."""
+    import subprocess
+    from pathlib import Path
+
+    from transferkit.runtime import EXIT_DIR_ENV
+
+    class FailingTorchrun:
+        def __init__(self, cmd, env=None):
+            for rank, text in ((0, "bad data"), (1, "bad data"), (2, "other")):
+                (Path(env[EXIT_DIR_ENV]) / f"rank-{rank}.json").write_text(json.dumps({"code": 2, "error": text}))
+
+        def wait(self, timeout=None):
+            return 1
+    monkeypatch.setattr(subprocess, "Popen", FailingTorchrun)
+    assert cli._relaunch_with_torchrun(3, ["run", "--nproc", "3"]) == 2
+    assert capsys.readouterr().err == "transferkit: error: bad data\ntransferkit: error: other\n"
+    monkeypatch.setenv(EXIT_DIR_ENV, str(tmp_path))  # a rank: its error is left for the launcher, not printed
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["run", "--set", "methods=[nosuch]"]) == 2 and capsys.readouterr().err == ""
+    left = json.loads((tmp_path / "rank-1.json").read_text())
+    assert left["code"] == 2 and "unknown method 'nosuch'" in left["error"]
+
+
+def test_a_user_error_under_nproc_exits_2_with_one_line_and_no_torchrun_traceback(tmp_path):
+    import subprocess
+    bad = tmp_path / "bad"
+    for name in ("a", "b"):
+        (bad / name).mkdir(parents=True)
+        (bad / name / "1.png").write_text("not an image")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "transferkit.cli", "run", "--nproc", "2", "--set",
+                           f"target=folder:{bad}", "--set", f"out_dir={tmp_path / 'runs'}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("transferkit: error: 2 of the 2 image files") == 1, done.stderr
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr
 
 
 def test_workers_and_device_flags_win_over_the_config_s_keys():

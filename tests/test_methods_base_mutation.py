@@ -69,6 +69,25 @@ def test_int_options_take_whole_numbers_given_as_text_only():
         get_method("dann")(_net(), hidden="2.5")  # not truncated to 2
 
 
+def test_numbers_take_their_options_type_as_the_config_counts_do():
+    """``hidden: 100.0`` is taken (as ``train.steps: 2.0`` is) and ``weight: 5`` is 5.0: one
+    job digest for both spellings of a number (they train the same)."""
+    method = get_method("dann")(_net(), hidden=100.0, weight=5)
+    assert method.init_options == {"hidden": 100, "weight": 5.0}
+    assert type(method.init_options["hidden"]) is int and type(method.init_options["weight"]) is float
+    with pytest.raises(TransferkitError, match=r"dann: option hidden must be a whole number >= 1, got 2\.5"):
+        get_method("dann")(_net(), hidden=2.5)
+    with pytest.raises(TransferkitError, match="dann: option weight must be a number >= 0, got True"):
+        get_method("dann")(_net(), weight=True)  # a bool is no number: not made 1.0
+    from transferkit import rundir
+    from transferkit.config import load_config
+    ints, floats = (load_config(None, ["methods=[dann]", f"options.dann.weight={w}", "options.dann.hidden=64.0"])
+                    for w in ("5", "5.0"))
+    assert rundir.job_digest(ints, "dann") == rundir.job_digest(floats, "dann")
+    assert rundir.job_digest(ints, "dann", "untyped") != rundir.job_digest(floats, "dann", "untyped")
+    assert rundir.job_digest(ints, "dann", "untyped") in rundir.row_digests(ints, "dann")  # an older row resumes
+
+
 def test_number_text_with_surrounding_spaces_is_a_number():
     method = get_method("dann")(_net(), weight=" 1e-3 ")
     assert method.weight == 0.001 and method.init_options == {"weight": 0.001}

@@ -157,12 +157,54 @@ def _argv_without(argv: list[str], option: str) -> list[str]:
 
 
 def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
-    """``--nproc N``: start N processes with torchrun (torch.distributed.run), gloo on CPU."""
+    """``--nproc N``: start N processes with torchrun (torch.distributed.run), gloo on CPU. An
+    error of a rank is printed here once, after torchrun ends, and is the exit status (2 for a
+    user's error, as without ``--nproc``), not one copy per rank and torchrun's traceback."""
     import subprocess
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    import tempfile
+    cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
            "-m", "transferkit.cli", *_argv_without(argv, "--nproc")]
-    from .runtime import LAUNCHER_ENV
-    child = subprocess.Popen(cmd, env={**os.environ, LAUNCHER_ENV: str(os.getpid())})  # ranks end with this process
+    from .runtime import EXIT_DIR_ENV, LAUNCHER_ENV, rank_errors
+    with tempfile.TemporaryDirectory(prefix="transferkit-nproc-") as folder:
+        child = subprocess.Popen(cmd, env={**os.environ, LAUNCHER_ENV: str(os.getpid()),  # ranks end with this
+                                           EXIT_DIR_ENV: folder})
+        code = _wait_for_torchrun(child)
+        errors = rank_errors(folder)
+    for text in dict.fromkeys(text for _, _, text in errors):  # each error once (every rank may meet it)
+        print(f"transferkit: error: {text}", file=sys.stderr)
+    return errors[0][1] if errors else code
+
+
+#: what the process that ``--nproc`` starts runs: torchrun, whose report of a failed rank is left out when
+#: the rank left its error for the launcher to print
+_TORCHRUN = "import sys; from transferkit.cli import _torchrun; sys.exit(_torchrun(sys.argv[1:]))"
+
+
+def _torchrun(argv: list[str]) -> int:
+    """torchrun's ``run`` on ``argv``: 0, or 1 when a rank failed; a rank that failed without leaving
+    its error (a crash) gets torchrun's report of it."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from .runtime import EXIT_DIR_ENV, rank_errors
+    for name in list(logging.root.manager.loggerDict):  # "Sending process closing signal": the report says it
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as e:
+        folder = os.environ.get(EXIT_DIR_ENV)
+        if not (folder and rank_errors(folder)):
+            print(f"transferkit: error: a process of --nproc failed:\n{e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _wait_for_torchrun(child) -> int:
+    """``child``'s (torchrun's) exit status; a SIGTERM or Ctrl-C here stops it and its ranks first."""
+    import subprocess
     try:
         return child.wait()
     except KeyboardInterrupt as e:  # SIGTERM (or Ctrl-C) here: torchrun passes a SIGTERM on to its ranks, so
@@ -630,16 +672,13 @@ def main(argv: list[str] | None = None) -> int:
             return _dispatch(args, argv)
     except WorkerDied as e:  # as an interruption: what was kept and the command that goes on
         hint = _resume_hint(args, argv)
-        print(f"transferkit: error: {e.reason}{f'; {hint}' if hint else ''}", file=sys.stderr)
-        return 2
+        return _error(f"{e.reason}{f'; {hint}' if hint else ''}")
     except TransferkitError as e:
-        print(f"transferkit: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
         return CLOSED_PIPE
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
-        print(f"transferkit: error: {e}{_cache_hint(e)}", file=sys.stderr)
-        return 2
+        return _error(f"{e}{_cache_hint(e)}")
     except KeyboardInterrupt as e:
         from .runtime import interrupts_ignored
         with interrupts_ignored():  # the line saying what was kept is printed whole
@@ -680,6 +719,15 @@ def _dispatch(args, argv: list[str]) -> int:
         return _relaunch_with_torchrun(args.nproc, argv)
     args.func(args)
     return 0
+
+
+def _error(text: str, code: int = 2) -> int:
+    """Say ``transferkit: error: text`` on stderr (under ``--nproc``, the launcher says it once for
+    every rank) and return the exit status ``code``."""
+    from .runtime import record_rank_error
+    if not record_rank_error(code, text):
+        print(f"transferkit: error: {text}", file=sys.stderr)
+    return code
 
 
 def entry() -> None:

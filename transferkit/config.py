@@ -360,8 +360,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
                                 f"[finetune]'), or leave out the config file to run the defaults")
         check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
                                       f"got {type(data).__name__}: {data!r:.60}")
+    before = data.get("device")
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)
+    if data.get("device") != before:  # a config.yaml stores its device in each stage too: those copies follow
+        for stage in ("pretrain", "train"):  # --device (or --set device=...), which wins over the file
+            if isinstance(data.get(stage), dict) and data[stage].get("device") == before:
+                data[stage]["device"] = data["device"]
     return from_dict(ExperimentConfig, data)
 
 

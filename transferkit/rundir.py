@@ -295,7 +295,7 @@ def check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> No
 
 
 #: how :func:`job_digest` counted a method's options: now, and in rows of earlier versions
-DIGEST_FORMS = ("trained", "given", "every")
+DIGEST_FORMS = ("trained", "untyped", "given", "every")
 
 
 def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revision: int | None = None,
@@ -304,7 +304,8 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options as they
     change what is trained (``form="trained"``: :func:`~transferkit.methods.base.trained_options`,
     so an option spelled at its default or a ``not_trained_options`` one, e.g. flex's
-    ``workers``, changes nothing). Earlier rows counted the options as given, less
+    ``workers``, changes nothing, and ``5`` and ``5.0`` of a float option are one). Earlier rows
+    counted the numbers as written (``"untyped"``, before 2026-12-05), or the options as given, less
     (``"given"``) or with (``"every"``) the ``not_trained_options``. Stored in the row, it
     tells a job file written under another config.yaml from one of this run. A method's
     nonzero ``revision`` (``revision``: another one) is part of it. ``stages``: the stages'
@@ -323,8 +324,8 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     files = {k: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for k, path in option_files(cls, given).items()}
     if files:  # a matrix file's contents, not only its name (an edited file gives other jobs)
         flat["option_files"] = files
-    if form == "trained":
-        flat["options"] = trained_options(cls, given)
+    if form in ("trained", "untyped"):
+        flat["options"] = trained_options(cls, given, typed=form == "trained")
     else:
         skip = () if form == "every" else cls.not_trained_options
         flat["options"] = {k: v for k, v in given.items() if k not in skip}

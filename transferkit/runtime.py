@@ -6,6 +6,7 @@ and peak-memory measurement, all handled here and nowhere else."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import platform
@@ -757,6 +758,35 @@ def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
 
 #: the environment variable naming the ``transferkit --nproc N`` process that started torchrun
 LAUNCHER_ENV = "TRANSFERKIT_LAUNCHER_PID"
+
+
+#: the environment variable naming the folder where each rank of ``--nproc`` leaves its error
+#: (``rank-N.json``) for the launcher to print once, with its exit status
+EXIT_DIR_ENV = "TRANSFERKIT_EXIT_DIR"
+
+
+def record_rank_error(code: int, text: str) -> bool:
+    """Under ``transferkit --nproc``: leave this rank's error (``text``, exit status ``code``) for the
+    launcher, which prints each error once after torchrun ends and exits with its status; ``False``
+    when not under it, or when it cannot be left (the caller prints it)."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if not folder:
+        return False
+    try:
+        write_json(Path(folder) / f"rank-{int(os.environ.get('RANK', '0'))}.json", {"code": code, "error": text})
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def rank_errors(folder: str | Path) -> list[tuple[int, int, str]]:
+    """``(rank, exit status, error)`` that the ranks left in ``folder`` (:func:`record_rank_error`), by rank."""
+    out = []
+    for path in Path(folder).glob("rank-*.json"):
+        with contextlib.suppress(TransferkitError, ValueError, KeyError, TypeError):
+            left = read_json(path)
+            out.append((int(path.stem[5:]), int(left["code"]), str(left["error"])))
+    return sorted(out)
 
 
 def _exit_with_launcher(launcher: int, interval_s: float = 0.5) -> None:

@@ -324,10 +324,15 @@ def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> 
 def resumed_plan(name: str, quick: bool = False, overrides: list[str] = (), run_dir=None) -> Plan:
     """The plan ``transferkit bench NAME`` runs: :func:`make_plan`'s, or with ``run_dir`` of a
     resumed directory its stored plan with the fields ``--set`` names (what ``--print-plan``
-    shows)."""
+    shows), checked against that directory as the run checks it (another benchmark's, or a
+    `transferkit run` directory, is refused)."""
     if run_dir is not None:
+        check(not Path(run_dir).is_file(), f"--resume {run_dir}: a file, not a benchmark directory")
         _check_bench_dir(Path(run_dir))
-    return _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
+    plan = _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
+    if run_dir is not None:
+        _check_same_plan(Path(run_dir), plan, name)
+    return plan
 
 
 def _check_bench_dir(bench_dir: Path) -> None:
@@ -352,8 +357,6 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
         torch.distributed.broadcast_object_list(stamp, src=0)
     log = log if is_main_process() else (lambda *a, **k: None)
     bench_dir = Path(run_dir) if run_dir else Path(out_dir) / tag / stamp[0]
-    check(not bench_dir.is_file(), f"--resume {bench_dir}: a file, not a benchmark directory")
-    _check_same_plan(bench_dir, plan, name)
     existed, parent_existed = bench_dir.exists(), bench_dir.parent.exists()
     if run_dir and not existed:
         log(f"note: {bench_dir} does not exist; starting a new benchmark there")

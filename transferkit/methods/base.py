@@ -135,11 +135,12 @@ def _recording_options(init):
     them, so a checkpoint trained with one setting is never resumed under another."""
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
-        kwargs = _numbers_from_text(type(self), kwargs)
+        kwargs = _typed_numbers(type(self), kwargs, floats=False)
         if "init_options" not in self.__dict__:  # the outermost __init__ of a subclass chain
             _check_option_values(type(self).name, _options(init, (), self, *args, **kwargs), _switches(type(self)),
                                  type(self))
-            options = _options(init, type(self).not_trained_options, self, *args, **kwargs)
+            options = _options(init, type(self).not_trained_options, self, *args,
+                               **_typed_numbers(type(self), kwargs))  # 5 and 5.0 of a float: one signature
             object.__setattr__(self, "init_options", options)
         init(self, *args, **kwargs)
     return __init__
@@ -148,22 +149,34 @@ def _recording_options(init):
 _NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?")
 
 
-def _numbers_from_text(cls, kwargs: dict) -> dict:
+def _typed_numbers(cls, kwargs: dict, floats: bool = True) -> dict:
     """Options given as text that spells a number (PyYAML reads ``1e-3`` as text: YAML 1.1
     wants ``1.0e-3``) become that number when their parameter is annotated ``float`` (or
-    ``int``, for a whole number); any other text stays text."""
+    ``int``, for a whole number); any other text stays text. A whole float given for an ``int``
+    becomes the int (``hidden: 100.0``, as ``train.steps: 2.0``), and with ``floats`` an int given
+    for a ``float`` becomes the float (``scale: 5`` is ``5.0``: one job digest for both spellings;
+    left out where an error should show the value as given)."""
     out = dict(kwargs)
     for name, value in kwargs.items():
-        if not (isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip())):
+        text = isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip())
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (text or number):
             continue
         param = _inherited_parameter(cls, name)
         hint = "" if param is None or param.annotation is inspect.Parameter.empty else str(param.annotation)
         if re.search(r"\b(str|list|tuple|dict|Sequence|Any)\b", hint):  # text or containers are welcome as given
             continue
-        try:
-            if re.search(r"\bfloat\b", hint):
+        is_float, is_int = (re.search(rf"\b{t}\b", hint) is not None for t in ("float", "int"))
+        if number:
+            if floats and is_float and not is_int and isinstance(value, int):
                 out[name] = float(value)
-            elif re.search(r"\bint\b", hint):
+            elif is_int and not is_float and isinstance(value, float) and value.is_integer():
+                out[name] = int(value)
+            continue
+        try:
+            if is_float:
+                out[name] = float(value)
+            elif is_int:
                 whole = re.fullmatch(r"\s*[-+]?[0-9][0-9_]*\s*", value)
                 out[name] = int(value) if whole else int(float(value)) if float(value).is_integer() else value
         except ValueError:  # e.g. "1__0": not a number after all
@@ -328,7 +341,7 @@ def check_option_values(cls, options: dict) -> None:
     """Refuse option values of method class ``cls`` outside their domain or of the wrong simple
     type, or other than the value its name fixes, without building the method (as building it
     would: numbers given as text read as numbers)."""
-    options = _numbers_from_text(cls, dict(options))
+    options = _typed_numbers(cls, dict(options), floats=False)
     _check_option_values(cls.name, options, _switches(cls), cls)
     check_fixed_options(cls, options)
 
@@ -346,7 +359,7 @@ def resolved_options(cls, options: dict | None) -> dict:
     """Every option of method class ``cls`` with the value a run used (given, else the default),
     as a results row records it; a value that is not plain data (a long list, a matrix) is
     recorded as its kind and size."""
-    given = _numbers_from_text(cls, dict(options or {}))
+    given = _typed_numbers(cls, dict(options or {}))
     out = {}
     for name, default in method_options(cls).items():
         value = given.get(name, default)
@@ -360,11 +373,11 @@ def resolved_options(cls, options: dict | None) -> dict:
     return out
 
 
-def trained_options(cls, options: dict | None) -> dict:
+def trained_options(cls, options: dict | None, typed: bool = True) -> dict:
     """``options`` of method class ``cls`` as its checkpoint signature counts them: numbers
-    given as text read as numbers, without ``not_trained_options`` and those equal to their
-    defaults."""
-    return _without_defaults(cls, _numbers_from_text(cls, dict(options or {})), cls.not_trained_options)
+    given as text read as numbers, and (``typed``) of their parameters' types, without
+    ``not_trained_options`` and those equal to their defaults."""
+    return _without_defaults(cls, _typed_numbers(cls, dict(options or {}), floats=typed), cls.not_trained_options)
 
 
 def _without_defaults(cls, options: dict, skip: tuple[str, ...]) -> dict:

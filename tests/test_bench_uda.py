@@ -228,7 +228,8 @@ def test_uda_plan_chooses_methods_and_skada_rows_by_name():
     assert b.methods == ("source_only", "dann", "mcc") and b.skada == ()  # the table's order; source_only always
     assert make_plan("uda", False).methods == ("source_only", *ADAPTATION, "target_only")
     for bad, message in (("methods=dann,bogus", "methods: unknown 'bogus'; known: source_only, dann"),
-                         ("skada=MCC,mcc", "skada: unknown 'mcc'; known: SourceOnly"),
+                         ("skada=MCC,mcc", r"skada: unknown 'mcc' \(did you mean 'MCC'\?\); known: SourceOnly"),
+                         ("methods=dan,xyz", r"methods: unknown 'dan' \(did you mean 'dann'\?\), 'xyz'; known:"),
                          ("methods=", "methods: the list is empty"),
                          ("methods=dann,dann", "dann given more than once")):
         with pytest.raises(TransferkitError, match=message):

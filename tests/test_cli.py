@@ -601,7 +601,7 @@ def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_cou
     monkeypatch.setenv("TRANSFERKIT_WORKERS", "abc")
     code, _, err = run_cli(capsys, "bench", "flex", "--quick", "--resume", str(tmp_path))  # empty: a new benchmark
     assert not any(tmp_path.iterdir())
-    assert code == 2 and "environment variable TRANSFERKIT_WORKERS must be a whole number, got 'abc'" in err
+    assert code == 2 and "environment variable TRANSFERKIT_WORKERS must be a whole number >= 1, got 'abc'" in err
 
 
 def test_a_yaml_key_given_twice_is_named(tmp_path, capsys):

@@ -298,6 +298,7 @@ def test_set_null_below_a_method_name_is_a_value_not_a_dropped_key(tmp_path):
     ("image_size=null", "config image_size may not be null"),
     ("train.checkpoint_every=0", "config train: checkpoint_every must be >= 1"),
     ("train.patience=-1", "config train: patience must be >= 1 or None"),
+    ("train.cache_limit_mb=-1", "config train: cache_limit_mb must be >= 0 (0 caches nothing), got -1"),
     ("pretrain.steps=0", "config pretrain: steps must be >= 1, got 0"),
     ("methods=[finetune,finetune]", "methods lists finetune more than once"),
     ("options=5", "options must map a method name"),

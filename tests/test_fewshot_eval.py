@@ -260,6 +260,12 @@ def test_transferkit_episodes_scores_each_jobs_embedding_on_the_same_target_epis
     assert "holds 5 (46), 6 (45), 7 (45), 8 (44), 9 (45) (images per class): --n-query 4 fits it" in err
     assert main(["episodes", str(run), "--methods", "dann"]) == 2
     assert "has no finished job of ['dann']; its methods: ['finetune', 'linear_probe']" in capsys.readouterr().err
+    for flags, message in ((["--n-way", "1"], "--n-way must be >= 2, got 1"),  # the flags, not n_way=1
+                           (["--k-shot", "1", "0"], "--k-shot must be >= 1, got 1 0"),
+                           (["--n-query", "0"], "--n-query must be >= 1, got 0"),
+                           (["--episodes", "0"], "--episodes must be >= 1, got 0")):
+        assert main(["episodes", str(run), *flags]) == 2
+        assert f"transferkit: error: {message}\n" in capsys.readouterr().err
 
 
 def test_an_episode_accuracy_is_its_exact_fraction():

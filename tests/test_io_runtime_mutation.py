@@ -445,12 +445,13 @@ def test_worker_threads_restore_the_count_after_an_error_and_leave_one_worker_al
 
 def test_whole_number_environment_variables_are_checked_with_named_errors(monkeypatch):
     monkeypatch.setenv("TRANSFERKIT_WORKERS", "two")
-    with pytest.raises(TransferkitError, match="environment variable TRANSFERKIT_WORKERS must be a whole number, "
-                                               "got 'two'"):
+    with pytest.raises(TransferkitError, match="environment variable TRANSFERKIT_WORKERS must be a whole number "
+                                               ">= 1, got 'two'"):
         default_workers()
-    monkeypatch.setenv("TRANSFERKIT_WORKERS", "0")
-    with pytest.raises(TransferkitError, match="TRANSFERKIT_WORKERS must be >= 1, got 0"):
-        default_workers()
+    for value in ("0", "-1"):  # -1 said "must be a whole number", which it is
+        monkeypatch.setenv("TRANSFERKIT_WORKERS", value)
+        with pytest.raises(TransferkitError, match=f"TRANSFERKIT_WORKERS must be a whole number >= 1, got '{value}'"):
+            default_workers()
     monkeypatch.delenv("TRANSFERKIT_X", raising=False)
     assert env_int("TRANSFERKIT_X", 3) == 3
 

@@ -420,6 +420,9 @@ def _episodes(args) -> None:
     from .results import stopped_lines, summarize
     from .tables import markdown_table
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
+    for flag, values, least in (("--n-way", [args.n_way], 2), ("--k-shot", args.k_shot, 1),
+                                ("--n-query", [args.n_query], 1), ("--episodes", [args.episodes], 1)):
+        check(all(v >= least for v in values), f"{flag} must be >= {least}, got {' '.join(map(str, values))}")
     run_dir, heads = Path(args.run_dir), split(args.heads)
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
                              args.k_shot, args.n_query, args.episodes, args.seed)

@@ -87,7 +87,7 @@ class ExperimentConfig:
     pretrained: str | None = None  # path to a source network (safetensors) to use instead of pre-training
     out_dir: str = "runs"
     # where and how jobs run; the CLI's --workers / --device set the environment defaults
-    workers: int = field(default_factory=lambda: env_int("TRANSFERKIT_WORKERS", 1))
+    workers: int = field(default_factory=lambda: env_int("TRANSFERKIT_WORKERS", 1, least=1))
     device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
     def __post_init__(self):

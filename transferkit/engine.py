@@ -133,6 +133,7 @@ class TrainConfig:
         check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        check(self.cache_limit_mb >= 0, f"cache_limit_mb must be >= 0 (0 caches nothing), got {self.cache_limit_mb}")
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
         check(all(v >= 0 and math.isfinite(v) for v in (self.momentum, self.weight_decay)),
               f"momentum and weight_decay must be finite numbers >= 0, got {self.momentum} and {self.weight_decay}")

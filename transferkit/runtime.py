@@ -474,18 +474,17 @@ def worker_threads(workers: int):
         torch.set_num_threads(before)
 
 
-def env_int(name: str, default: int) -> int:
-    """Whole-number environment variable ``name`` (``default`` when unset), or a named error."""
+def env_int(name: str, default: int, least: int = 0) -> int:
+    """Whole-number environment variable ``name`` >= ``least`` (``default`` when unset), or a named error."""
     value = os.environ.get(name, str(default))
-    check(value.strip().isdigit(), f"environment variable {name} must be a whole number, got {value!r}")
+    check(value.strip().isdigit() and int(value) >= least,
+          f"environment variable {name} must be a whole number >= {least}, got {value!r}")
     return int(value)
 
 
 def default_workers() -> int:
     """``--workers`` of the CLI (``TRANSFERKIT_WORKERS``), 1 when unset."""
-    workers = env_int("TRANSFERKIT_WORKERS", 1)
-    check(workers >= 1, f"environment variable TRANSFERKIT_WORKERS must be >= 1, got {workers}")
-    return workers
+    return env_int("TRANSFERKIT_WORKERS", 1, least=1)
 
 
 def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:

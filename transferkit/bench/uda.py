@@ -36,7 +36,7 @@ import torch
 
 from ..config import ExperimentConfig
 from ..engine import TrainConfig, content_text
-from ..errors import TransferkitError, UnknownNameError, check
+from ..errors import TransferkitError, UnknownNameError, check, near_name
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, run_experiment
 from ..io import load_safetensors, write_text
@@ -156,7 +156,9 @@ def _chosen(value, what: str, known: tuple, empty: bool = False, always: tuple =
     order of ``known`` (the tables')."""
     chosen = as_list(value, str, what, empty=empty)
     unknown = [m for m in chosen if m not in known]
-    check(not unknown, f"{what}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}{hint}")
+    named = [(m, near_name(m, list(known))) for m in unknown]
+    said = ", ".join(f"{m!r} (did you mean {near!r}?)" if near else repr(m) for m, near in named)
+    check(not unknown, f"{what}: unknown {said}; known: {', '.join(known)}{hint}")
     return tuple(m for m in known if m in chosen or m in always)
 
 

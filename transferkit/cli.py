@@ -367,12 +367,12 @@ def _run(args) -> None:
         print(f"reading {f'source {cfg.source}' if cfg.source is not None else 'the network ' + cfg.pretrained} and "
               f"target {cfg.target}"
               f"{f' and unlabeled {cfg.unlabeled}' if cfg.unlabeled is not None else ''} ...", flush=True)
-    if args.resume and not Path(args.resume).exists():
+    if args.resume and not Path(args.resume).exists() and is_main_process():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     try:
         run_dir, rows = run_experiment(cfg, run_dir=args.resume)
     except JobsFailed as e:  # the finished rows' table, then the error that names the failed jobs (exit 2)
-        if e.rows:
+        if e.rows and is_main_process():
             print("\n" + markdown_table(summarize(e.rows), e.rows, cfg.to_dict()))
         raise
     if is_main_process():

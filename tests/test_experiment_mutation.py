@@ -531,6 +531,96 @@ def test_a_user_error_under_nproc_exits_2_with_one_line_and_no_torchrun_tracebac
     assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr
 
 
+_ONE_RANK_FAILS = """
+import os
+from transferkit.methods.base import register
+from transferkit.methods.finetune import Finetune
+
+
+@register
+class Boom(Finetune):
+    name = "boom"
+
+    def fit_transfer(self, *args, **kwargs):
+        if os.environ.get("RANK") == "1":
+            raise ValueError("boom on rank 1")
+        return super().fit_transfer(*args, **kwargs)
+"""
+
+
+def test_a_job_that_fails_on_one_rank_under_nproc_is_named_once_with_its_traceback_and_resume(tmp_path):
+    """Seen 2026-12-05: both ranks' tracebacks (the other rank's a gloo "Connection closed by
+    peer"), torchrun's report, exit 1, no failed/ file and no resume command."""
+    import subprocess
+    (tmp_path / "rank_plugin.py").write_text(_ONE_RANK_FAILS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFERKIT_PLUGINS": "rank_plugin",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "transferkit.cli", "run", "--nproc", "2", "--set", "methods=[boom]",
+                           "--set", "repeats=1", "--set", "pretrain.steps=5", "--set", "pretrain.eval_every=5",
+                           "--set", "train.steps=4", "--set", "train.eval_every=2",
+                           "--set", f"out_dir={tmp_path / 'runs'}"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    err = done.stderr
+    assert done.returncode == 2, err
+    assert err.count("transferkit: error: 1 of 1 job(s) failed: boom seed 0 (ValueError: boom on rank 1)") == 1, err
+    assert "--nproc 2 --resume" in err and "Traceback" not in err and "Connection closed" not in err, err
+    assert "terminated" not in err, err  # rank 0, stopped by torchrun, does not offer a resume of its own
+    failed = list((tmp_path / "runs").glob("*/*/failed/boom-*.txt"))
+    assert len(failed) == 1 and "ValueError: boom on rank 1" in failed[0].read_text()
+
+
+def test_a_rank_stopped_by_another_rank_s_failure_stays_quiet(monkeypatch, capsys, tmp_path):
+    import json
+
+    from transferkit.runtime import EXIT_DIR_ENV, guarded, peer_failed
+    monkeypatch.setenv(EXIT_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "0")
+    (tmp_path / "rank-0.json").write_text(json.dumps({"code": 2, "error": "mine"}))
+    assert not peer_failed()  # its own error is no peer's
+
+    def closed():
+        raise RuntimeError("Connection closed by peer")
+    assert guarded(closed).error == "RuntimeError: Connection closed by peer"  # a job failure of its own
+    (tmp_path / "rank-1.json").write_text(json.dumps({"code": 2, "error": "theirs"}))
+    assert peer_failed()
+    with pytest.raises(RuntimeError):  # not a failure of this rank's job: rank 1 names its own
+        guarded(closed)
+    monkeypatch.setattr(cli, "_domains", lambda args: closed())
+    assert cli.main(["domains"]) == 1 and capsys.readouterr().err == ""  # no traceback, no second error
+
+
+def test_the_nproc_launcher_passes_a_sigint_of_its_own_on_and_torchrun_s_signal_is_an_exit_status(monkeypatch):
+    import signal
+    import subprocess
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    calls = []
+
+    class Torchrun:  # a SIGINT sent to the launcher alone (kill -INT, a supervisor): torchrun did not get it
+        def wait(self, timeout=None):
+            calls.append(("wait", timeout))
+            if timeout is None:
+                raise KeyboardInterrupt
+            if timeout == 5:
+                raise subprocess.TimeoutExpired("torchrun", 5)
+            return 130
+
+        def poll(self):
+            return None
+
+        def send_signal(self, sig):
+            calls.append(("signal", sig))
+    with pytest.raises(KeyboardInterrupt):
+        cli._wait_for_torchrun(Torchrun())
+    assert calls == [("wait", None), ("wait", 5), ("signal", signal.SIGINT), ("wait", 60)]
+
+    def stopped(args):
+        raise SignalException("Process 1 got signal: 15", signal.SIGTERM)
+    import torch.distributed.run as torchrun
+    monkeypatch.setattr(torchrun, "run", stopped)
+    assert cli._torchrun(["--standalone", "-m", "transferkit.cli", "domains"]) == 143  # no traceback of torchrun's
+
+
 def test_workers_and_device_flags_win_over_the_config_s_keys():
     args = cli.build_parser().parse_args(["run", "--set", "workers=1", "--set", "device=cpu", "--workers", "3"])
     assert cli._run_config(args).workers == 3

@@ -97,7 +97,7 @@ class Typed(Method):
     ({"temp_scale": "abc"}, "option temp_scale must be a number, got 'abc'"),
     ({"temp_scale": True}, "option temp_scale must be a number, got True"),
     ({"mode": 3}, "option mode must be text, got 3"),
-    ({"steps": 2.0}, "option steps must be a whole number or null, got 2.0"),
+    ({"steps": 2.5}, "option steps must be a whole number or null, got 2.5"),
     ({"flag": 1}, "option flag must be true or false, got 1")])
 def test_a_plugin_option_that_does_not_fit_its_annotation_is_refused(options, message):
     from helpers import seeded_lenet
@@ -114,6 +114,7 @@ def test_options_that_fit_their_annotations_are_accepted():
 
     Typed(seeded_lenet(), temp_scale=2, mode="b", steps=None, flag=True, anything=object(), units=["conv1"])
     Typed(seeded_lenet(), temp_scale="1e-3", steps="3")  # numbers as text, as PyYAML reads 1e-3
+    assert Typed(seeded_lenet(), steps=2.0).init_options == {"steps": 2}  # a whole float, as train.steps: 2.0
 
 
 def test_a_method_family_class_is_accepted_as_itself():

@@ -170,7 +170,7 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
                                            EXIT_DIR_ENV: folder})
         code = _wait_for_torchrun(child)
         errors = rank_errors(folder)
-    for text in dict.fromkeys(text for _, _, text in errors):  # each error once (every rank may meet it)
+    for text in dict.fromkeys(text for _, _, text in errors if text):  # each error once (every rank may meet it)
         print(f"transferkit: error: {text}", file=sys.stderr)
     return errors[0][1] if errors else code
 
@@ -185,12 +185,13 @@ def _torchrun(argv: list[str]) -> int:
     its error (a crash) gets torchrun's report of it."""
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     from .runtime import EXIT_DIR_ENV, rank_errors
     for name in list(logging.root.manager.loggerDict):  # "Sending process closing signal": the report says it
-        if name.startswith("torch.distributed.elastic"):
+        if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(parse_args(argv))
@@ -199,6 +200,8 @@ def _torchrun(argv: list[str]) -> int:
         if not (folder and rank_errors(folder)):
             print(f"transferkit: error: a process of --nproc failed:\n{e}", file=sys.stderr)
         return 1
+    except SignalException as e:  # SIGTERM or Ctrl-C: the ranks, stopped, say what was kept
+        return 128 + int(e.sigval)
     return 0
 
 
@@ -210,6 +213,11 @@ def _wait_for_torchrun(child) -> int:
     except KeyboardInterrupt as e:  # SIGTERM (or Ctrl-C) here: torchrun passes a SIGTERM on to its ranks, so
         if isinstance(e, Terminated):  # they stop as a single process does; a killed torchrun would orphan them
             child.terminate()
+        else:  # a Ctrl-C reaches torchrun too (one process group); a SIGINT sent to this process alone does not
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
         try:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -679,17 +687,23 @@ def main(argv: list[str] | None = None) -> int:
     except TransferkitError as e:
         return _error(str(e))
     except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
-        return CLOSED_PIPE
+        return _error("", CLOSED_PIPE)
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
         return _error(f"{e}{_cache_hint(e)}")
     except KeyboardInterrupt as e:
-        from .runtime import interrupts_ignored
+        from .runtime import interrupts_ignored, peer_failed
         with interrupts_ignored():  # the line saying what was kept is printed whole
             hint = _resume_hint(args, argv)
-            if hint is not None:  # under --nproc, rank 0 alone says what was kept
+            if hint is not None and not peer_failed():  # under --nproc, rank 0 alone says what was kept, unless
+                # torchrun stopped it for another rank's error (which the launcher prints)
                 what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Terminated) else "interrupted"
                 print(f"transferkit: {what}; {hint}", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Terminated) else 130
+    except Exception:
+        from .runtime import peer_failed
+        if peer_failed():  # under --nproc: another rank's error closed the process group under this one
+            return 1
+        raise
     finally:
         warnings.formatwarning = default_format
 
@@ -726,9 +740,9 @@ def _dispatch(args, argv: list[str]) -> int:
 
 def _error(text: str, code: int = 2) -> int:
     """Say ``transferkit: error: text`` on stderr (under ``--nproc``, the launcher says it once for
-    every rank) and return the exit status ``code``."""
+    every rank; ``""``: nothing to say) and return the exit status ``code``."""
     from .runtime import record_rank_error
-    if not record_rank_error(code, text):
+    if not record_rank_error(code, text) and text:
         print(f"transferkit: error: {text}", file=sys.stderr)
     return code
 

@@ -483,6 +483,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                 result = guarded(run_job, sub, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed,
                                  pre_info.get("digest"))
                 rows += _job_done(sub, run_dir, cls.name, seed, result, failures, log, len(subs) > 1)
+                if failures and world_size() > 1:  # the ranks stop together: one that went on would wait
+                    raise _jobs_failed(cfg, run_dir, failures, rows, len(jobs))  # in the next job's collectives
     rows.sort(key=lambda row: order[(row["setting"], row["method"], row["seed"])])  # job order, resumed or not
     if main:
         failed = [{"job": f.job, "error": f.error, "traceback": str(Path(f.path).relative_to(run_dir))}
@@ -517,10 +519,11 @@ def _jobs_failed(cfg: ExperimentConfig, run_dir: Path, failures: list, rows: lis
     tracebacks are, and the two ways on (resume after a fix, or leave their methods out)."""
     failed = {f.job.split(" seed ")[0] for f in failures}
     others = [m for m in cfg.methods if m not in failed]
-    narrow = (f", or leave their methods out: transferkit run --resume {run_dir} --set 'methods=[{','.join(others)}]'"
-              if others else "")
+    again = f"transferkit run{f' --nproc {world_size()}' if world_size() > 1 else ''} --resume {run_dir}"
+    narrow = f", or leave their methods out: {again} --set 'methods=[{','.join(others)}]'" if others else ""
     kept = f"results.json and results.md hold the {len(rows)} finished row(s)"
-    again = f"transferkit run --resume {run_dir}"
+    if world_size() > 1:  # the run stopped at its first failure: results.json is written when every job has run
+        kept = "the finished jobs are kept"
     bench = held_benchmark_dir()
     if bench is not None:  # a benchmark's jobs: the benchmark resumes, not the run its jobs made in it
         kept, narrow = "the finished jobs are kept", ""

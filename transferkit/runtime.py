@@ -597,8 +597,10 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
 
     def done(j: int, result) -> None:
         path = jobs[todo[j]][0]
-        if isinstance(result, JobFailure):  # named now; the other jobs go on
+        if isinstance(result, JobFailure):  # named now; the other jobs go on (under --nproc, none does)
             failures.append(save_failure(failure_path(path), result, Path(path).stem))
+            if world_size() > 1:
+                raise _jobs_failed_here(failures, len(jobs))
             return
         results[todo[j]] = result
         write_json(path, result)
@@ -608,10 +610,16 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
     with worker_threads(workers):  # a last job left to this process computes what a worker would
         map_jobs(guarded, [(_call, jobs[i][1]) for i in todo], workers, done)
     if failures:
-        again = f"--resume {work_dir()}" if work_dir() else "the same call"
-        raise JobsFailed(failures_message(failures, len(jobs), "the finished jobs are kept (the results are "
-                                          "written when every job has run)", again), failures)
+        raise _jobs_failed_here(failures, len(jobs))
     return results
+
+
+def _jobs_failed_here(failures: list[JobFailure], total: int) -> JobsFailed:
+    """The error of :func:`run_jobs` some of whose ``total`` jobs failed."""
+    nproc = f"--nproc {world_size()} " if world_size() > 1 else ""
+    again = f"{nproc}--resume {work_dir()}" if work_dir() else "the same call"
+    return JobsFailed(failures_message(failures, total, "the finished jobs are kept (the results are written when "
+                                       "every job has run)", again), failures)
 
 
 class JobFailure:
@@ -628,11 +636,13 @@ def guarded(fn, *args):
     plugin's error), so that the other jobs still run. Ctrl-C, SIGTERM, ``SystemExit`` and
     :class:`~transferkit.errors.WorkerDied` pass, and so do errors of the machine that every
     later job would meet too (out of memory, a full disk or quota, a read-only file system, a
-    closed pipe); so does every error under ``--nproc``, whose ranks must stop together."""
+    closed pipe). Under ``--nproc`` the caller stops the run at its first failure (the ranks
+    must stop together), after saving its traceback; an error that another rank's failure
+    caused (its process group closed) passes too: that rank names the failure."""
     try:
         return fn(*args)
     except Exception as e:
-        if world_size() > 1 or isinstance(e, (WorkerDied, MemoryError, BrokenPipeError)) or _machine_error(e):
+        if isinstance(e, (WorkerDied, MemoryError, BrokenPipeError)) or _machine_error(e) or peer_failed():
             raise
         import traceback
 
@@ -786,6 +796,14 @@ def rank_errors(folder: str | Path) -> list[tuple[int, int, str]]:
             left = read_json(path)
             out.append((int(path.stem[5:]), int(left["code"]), str(left["error"])))
     return sorted(out)
+
+
+def peer_failed() -> bool:
+    """Under ``transferkit --nproc``: another rank has left its error (its failure, not this rank's
+    own, is why this rank's process group closed or torchrun stopped it)."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    rank = os.environ.get("RANK", "0")
+    return bool(folder) and any(r != int(rank) for r, _, _ in rank_errors(folder)) if rank.isdigit() else False
 
 
 def _exit_with_launcher(launcher: int, interval_s: float = 0.5) -> None:

@@ -312,6 +312,21 @@ def test_a_failing_job_in_this_process_is_named_and_the_other_jobs_still_run(tmp
     assert "ZeroDivisionError" in (tmp_path / "failed" / "b.txt").read_text()
 
 
+def test_under_nproc_a_benchmark_stops_at_its_first_failing_job(tmp_path, monkeypatch):
+    """Under --nproc the ranks stop together: a rank that went on would wait in the next job's
+    collectives. The failure is named and its traceback kept, as in one process."""
+    import transferkit.runtime as runtime
+
+    def fail():
+        raise ZeroDivisionError("job failed")
+    monkeypatch.setattr(runtime, "world_size", lambda: 2)
+    with pytest.raises(JobsFailed, match=r"1 of 3 job\(s\) failed: b \(ZeroDivisionError: job failed\)"):
+        run_jobs([(tmp_path / "a.json", lambda: {"value": 1}), (tmp_path / "b.json", fail),
+                  (tmp_path / "c.json", lambda: pytest.fail("ran after the failure"))])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "failed"]
+    assert "ZeroDivisionError" in (tmp_path / "failed" / "b.txt").read_text()
+
+
 class _ThreadPool:
     """A ProcessPoolExecutor stand-in running jobs in threads (no spawn, no initializer); a
     queued job starts 0.3 s after a worker frees up, as a process pool hands it over."""

@@ -104,7 +104,11 @@ def test_an_unfinished_benchmark_or_run_directory_names_the_command_that_complet
         err = capsys.readouterr().err
         assert (f"{bench} is a benchmark directory that is not finished (it holds 1 finished job(s)); "
                 f"`transferkit bench fewshot --quick --resume {bench}` completes it") in err, err
-        assert "transferkit run" not in err
+        assert "transferkit run" not in err and "not a finished run or benchmark directory" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert f"no results.json in {empty}: not a run or benchmark directory" in capsys.readouterr().err
     run = tmp_path / "runs" / "mine" / "20261201-101500-000001"
     (run / "jobs").mkdir(parents=True)
     (run / "config.yaml").write_text("name: mine\n")

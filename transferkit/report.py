@@ -459,7 +459,8 @@ def check_run_dir(run_dir: str | Path) -> Path:
                             f"`transferkit run` prints, under its config's out_dir, or one under `transferkit bench`'s "
                             f"--out)")
     check((run_dir / "results.json").is_file() or unfinished_run(run_dir) is not None,
-          f"no results.json in {run_dir}: not a finished run or benchmark directory{unfinished_hint(run_dir)}")
+          f"no results.json in {run_dir}"
+          f"{unfinished_hint(run_dir) or ': not a run or benchmark directory (a finished one holds results.json)'}")
     return run_dir / "results.json"
 
 

@@ -86,6 +86,20 @@ def test_numbers_take_their_options_type_as_the_config_counts_do():
     assert rundir.job_digest(ints, "dann") == rundir.job_digest(floats, "dann")
     assert rundir.job_digest(ints, "dann", "untyped") != rundir.job_digest(floats, "dann", "untyped")
     assert rundir.job_digest(ints, "dann", "untyped") in rundir.row_digests(ints, "dann")  # an older row resumes
+    # ... also when its config wrote `5` and the resume writes `5.0` (older digests hashed the number as written)
+    assert rundir.job_digest(ints, "dann", "untyped") in rundir.row_digests(floats, "dann")
+    assert rundir.job_digest(floats, "dann", "untyped") in rundir.row_digests(ints, "dann")
+    mixed = load_config(None, ["methods=[dann]", "options.dann.weight=5", "options.dann.entmin_weight=2.0"])
+    other = load_config(None, ["methods=[dann]", "options.dann.weight=5.0", "options.dann.entmin_weight=2"])
+    assert rundir.job_digest(mixed, "dann", "untyped") in rundir.row_digests(other, "dann")
+    assert rundir.job_digest(mixed, "dann", "given") in rundir.row_digests(other, "dann")
+    from transferkit.methods.base import number_spellings
+    assert len(number_spellings(get_method("dann"), {"weight": 5, "entmin_weight": 2.0, "hidden": 64})) == 4
+    assert number_spellings(get_method("dann"), {"weight": 5, "entmin_weight": 2.0}, most=1) == \
+        [{"weight": 5, "entmin_weight": 2}, {"weight": 5.0, "entmin_weight": 2.0}]
+    changed = load_config(None, ["methods=[dann]", "options.dann.weight=6.0", "options.dann.entmin_weight=2"])
+    assert rundir.row_digests(changed, "dann").isdisjoint({rundir.job_digest(mixed, "dann", f)
+                                                           for f in rundir.DIGEST_FORMS})
 
 
 def test_number_text_with_surrounding_spaces_is_a_number():

@@ -26,7 +26,7 @@ from .config import (
 from .errors import TransferkitError, check
 from .io import MATRIX_FILES, check_job_name, read_job, read_json, write_json
 from .methods import get_method
-from .methods.base import resolved_options, trained_options
+from .methods.base import number_spellings, resolved_options, trained_options
 from .results import ROW_KEYS
 from .rundata import Prepared
 from .runtime import world_size
@@ -299,7 +299,7 @@ DIGEST_FORMS = ("trained", "untyped", "given", "every")
 
 
 def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revision: int | None = None,
-               stages: str | None = None) -> str:
+               stages: str | None = None, options: dict | None = None) -> str:
     """What a job's row depends on: the config but what only chooses jobs or where they run
     (``methods``, ``repeats``, ``NOT_RESULTS``), with only this method's options as they
     change what is trained (``form="trained"``: :func:`~transferkit.methods.base.trained_options`,
@@ -309,7 +309,8 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     (``"given"``) or with (``"every"``) the ``not_trained_options``. Stored in the row, it
     tells a job file written under another config.yaml from one of this run. A method's
     nonzero ``revision`` (``revision``: another one) is part of it. ``stages``: the stages'
-    devices as counted instead of ``cfg``'s (see :func:`row_digests`)."""
+    devices as counted instead of ``cfg``'s (see :func:`row_digests`); ``options``: the method's
+    options as counted instead of ``cfg``'s."""
     check(form in DIGEST_FORMS, f"digest form must be one of {DIGEST_FORMS}, got {form!r}")
     flat = {k: v for k, v in flat_config(cfg.to_dict()).items() if k not in NOT_RESULTS | CHOOSES_JOBS}
     if stages is not None:
@@ -317,7 +318,7 @@ def job_digest(cfg: ExperimentConfig, method: str, form: str = "trained", revisi
     for key, default in ADDED_FIELDS.items():
         if flat.get(key) == default:  # at its default: rows from before the field keep their digest
             flat.pop(key, None)
-    cls, given = get_method(method), cfg.options.get(method, {})
+    cls, given = get_method(method), cfg.options.get(method, {}) if options is None else options
     revision = cls.revision if revision is None else revision
     if revision:
         flat["method_revision"] = revision
@@ -336,9 +337,12 @@ def row_digests(cfg: ExperimentConfig, method: str, revision: int | None = None)
     """Every :func:`job_digest` a row of ``method`` trained under ``cfg`` may hold: one per
     ``DIGEST_FORMS``, and on a device other than cpu each also with the stages' devices at cpu
     (config.yaml stored them so when a config file or --set gave `device`, before 2026-12-04;
-    the stages always ran on `device`)."""
+    the stages always ran on `device`). The earlier forms, which counted numbers as written, are
+    taken with a ``float`` option's whole numbers spelled either way (``1`` or ``1.0``)."""
     stages = (None, "cpu") if cfg.device != "cpu" else (None,)
-    return {job_digest(cfg, method, form, revision, s) for form in DIGEST_FORMS for s in stages}
+    spellings = number_spellings(get_method(method), cfg.options.get(method, {}))
+    return {job_digest(cfg, method, form, revision, s, options)
+            for form in DIGEST_FORMS for s in stages for options in ([None] if form == "trained" else spellings)}
 
 
 def option_files(cls, given: dict) -> dict:

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import itertools
 import numbers
 import re
 from typing import Callable
@@ -378,6 +379,21 @@ def trained_options(cls, options: dict | None, typed: bool = True) -> dict:
     given as text read as numbers, and (``typed``) of their parameters' types, without
     ``not_trained_options`` and those equal to their defaults."""
     return _without_defaults(cls, _typed_numbers(cls, dict(options or {}), floats=typed), cls.not_trained_options)
+
+
+def number_spellings(cls, options: dict | None, most: int = 6) -> list[dict]:
+    """``options`` of method class ``cls`` with each whole number of a ``float`` option
+    spelled both ways (``1`` and ``1.0``): every form rows of earlier versions, which hashed
+    numbers as written, may have counted. Past ``most`` such options, all one way or the other."""
+    options = dict(options or {})
+    typed = _typed_numbers(cls, options)
+    whole = [k for k, v in typed.items()
+             if isinstance(v, float) and v.is_integer() and not isinstance(options[k], str)]
+    if not whole:
+        return [options]
+    picks = itertools.product((int, float), repeat=len(whole)) if len(whole) <= most else \
+        ((int,) * len(whole), (float,) * len(whole))
+    return [{**options, **{k: kind(typed[k]) for k, kind in zip(whole, pick)}} for pick in picks]
 
 
 def _without_defaults(cls, options: dict, skip: tuple[str, ...]) -> dict:

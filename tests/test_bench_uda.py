@@ -55,6 +55,7 @@ def test_the_wall_time_check_is_marked_mixed_when_its_rows_come_from_several_inv
     from transferkit import runtime
     from transferkit.bench.uda import issue_checks
     from transferkit.experiment import job_environment
+    from transferkit.jobs import map_jobs
     rows = [{"method": m, "seed": 0, "accuracy": 0.5, "wall_s": 2.0, "library": lib, "invocation": run}
             for m, lib, run in (("dann", "transferkit", "20261202-041511-1"),
                                 ("skada:DANN", "skada", "20261202-041511-1"))]
@@ -71,7 +72,7 @@ def test_the_wall_time_check_is_marked_mixed_when_its_rows_come_from_several_inv
     assert job_environment(None)["invocation"] == first and runtime.invocation() == first
     runtime.new_invocation()  # what the CLI does for each command
     seen = {}
-    runtime.map_jobs(runtime.invocation, [(), ()], 2, seen.__setitem__)  # worker processes: this command's
+    map_jobs(runtime.invocation, [(), ()], 2, seen.__setitem__)  # worker processes: this command's
     assert set(seen.values()) == {runtime.invocation()}
     runtime.new_invocation()
     monkeypatch.setattr(runtime.os, "getpid", lambda: -1)

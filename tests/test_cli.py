@@ -259,7 +259,7 @@ def test_ctrl_c_under_nproc_is_told_once_by_rank_0_not_by_the_launcher_nor_other
     code, out, err = run_cli(capsys, "run", "--nproc", "2", "--set", "methods=[finetune]")
     assert code == 130 and err == "", err  # the launcher: its ranks say what was kept
     monkeypatch.setattr(experiment, "run_experiment", interrupted)
-    monkeypatch.setattr("transferkit.runtime.init_distributed", lambda *a: None)
+    monkeypatch.setattr("transferkit.distributed.init_distributed", lambda *a: None)
     monkeypatch.setenv("RANK", "1")
     with warnings.catch_warnings():  # rank 1 leaves warnings to rank 0 (a filter of this process)
         code, out, err = run_cli(capsys, "run", "--set", "methods=[finetune]")

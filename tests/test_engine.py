@@ -10,8 +10,8 @@ from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
 from transferkit.errors import JobsFailed, TransferkitError
 from transferkit.io import atomic_write, directory_lock, read_jsonl, write_json
+from transferkit.jobs import job_result, run_jobs
 from transferkit.methods import get_method
-from transferkit.runtime import job_result, run_jobs
 
 
 def toy_domain(n=96, seed=0, classes=4):
@@ -862,7 +862,7 @@ def test_fit_reports_the_validation_accuracy_of_the_weights_it_returns():
 
 
 def test_an_interrupt_stops_the_worker_pool_at_once_and_keeps_the_results_back(tmp_path):
-    from transferkit.runtime import map_jobs
+    from transferkit.jobs import map_jobs
     done = []
 
     def on_done(i, result):
@@ -881,7 +881,7 @@ def test_a_worker_killed_by_the_system_is_named_and_the_results_that_came_back_a
     from helpers import killed_after
 
     from transferkit.errors import WorkerDied
-    from transferkit.runtime import map_jobs
+    from transferkit.jobs import map_jobs
     done = {}
     with pytest.raises(WorkerDied, match=r"a worker process died before its job ended \(killed by the system, e\.g\. "
                                          r"for memory.*the jobs that had finished are kept: resume"):
@@ -894,11 +894,11 @@ def _failing_init(threads, parent):
 
 
 def test_a_worker_that_fails_to_start_is_not_reported_as_killed(monkeypatch):
-    from transferkit import runtime
+    from transferkit import jobs
     from transferkit.errors import WorkerDied
-    monkeypatch.setattr(runtime, "_worker_init", _failing_init)
+    monkeypatch.setattr(jobs, "_worker_init", _failing_init)
     with pytest.raises(WorkerDied, match="a worker process failed to start or exited") as info:
-        runtime.map_jobs(max, [(1, 2), (3, 4)], 2, lambda i, r: None)
+        jobs.map_jobs(max, [(1, 2), (3, 4)], 2, lambda i, r: None)
     assert "killed" not in str(info.value)
 
 
@@ -995,7 +995,7 @@ def test_the_first_optimizer_of_a_process_imports_nothing_after_preload_lazy_imp
 def test_worker_processes_have_the_lazy_imports_before_their_first_job():
     from helpers import module_loaded
 
-    from transferkit.runtime import map_jobs
+    from transferkit.jobs import map_jobs
     seen = {}
     map_jobs(module_loaded, [("torch._dynamo",), ("torch._dynamo",)], 2, seen.__setitem__)
     assert seen == {0: True, 1: True}
@@ -1232,7 +1232,7 @@ def test_no_built_in_method_leaves_a_trainable_parameter_out_of_its_param_groups
 def test_a_job_s_error_is_its_own_but_a_full_disk_or_memory_stops_every_job():
     import errno
 
-    from transferkit.runtime import JobFailure, guarded
+    from transferkit.jobs import JobFailure, guarded
 
     def raising(e):
         raise e

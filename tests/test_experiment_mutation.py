@@ -497,7 +497,7 @@ def test_a_rank_s_error_under_nproc_is_printed_once_by_the_launcher_with_its_sta
     import subprocess
     from pathlib import Path
 
-    from transferkit.runtime import EXIT_DIR_ENV
+    from transferkit.distributed import EXIT_DIR_ENV
 
     class FailingTorchrun:
         def __init__(self, cmd, env=None):
@@ -572,7 +572,8 @@ def test_a_job_that_fails_on_one_rank_under_nproc_is_named_once_with_its_traceba
 def test_a_rank_stopped_by_another_rank_s_failure_stays_quiet(monkeypatch, capsys, tmp_path):
     import json
 
-    from transferkit.runtime import EXIT_DIR_ENV, guarded, peer_failed
+    from transferkit.distributed import EXIT_DIR_ENV, peer_failed
+    from transferkit.jobs import guarded
     monkeypatch.setenv(EXIT_DIR_ENV, str(tmp_path))
     monkeypatch.setenv("RANK", "0")
     (tmp_path / "rank-0.json").write_text(json.dumps({"code": 2, "error": "mine"}))
@@ -637,7 +638,7 @@ def test_nproc_relaunches_the_same_command_without_the_nproc_flag(monkeypatch):
 
         def wait(self, timeout=None):
             return 0
-    from transferkit.runtime import LAUNCHER_ENV
+    from transferkit.distributed import LAUNCHER_ENV
     monkeypatch.setattr(subprocess, "Popen", Torchrun)
     assert cli._relaunch_with_torchrun(2, ["run", "--nproc", "2", "--set", "k=1", "--nproc=2"]) == 0
     assert calls[0][-3:] == ["run", "--set", "k=1"] and "--nproc_per_node=2" in calls[0]

@@ -1,5 +1,5 @@
 """Tests from a mutation pass over transferkit/io.py, transferkit/results.py and
-transferkit/runtime.py (with evaluate.mean_se, which the summaries use).
+transferkit/runtime.py, jobs.py (with evaluate.mean_se, which the summaries use).
 
 Each test kills at least one plausible bug that the older tests let through: a file written
 in place or flushed after its rename, a lock kept after an error or taken from a live holder,
@@ -25,16 +25,9 @@ import torch
 
 from transferkit import io
 from transferkit.errors import JobsFailed, TransferkitError
+from transferkit.jobs import default_workers, map_jobs, run_jobs
 from transferkit.results import read_results, summarize, write_results
-from transferkit.runtime import (
-    default_workers,
-    env_int,
-    job_threads,
-    map_jobs,
-    run_jobs,
-    threads_per_worker,
-    worker_threads,
-)
+from transferkit.runtime import env_int, job_threads, threads_per_worker, worker_threads
 
 ROW = {"method": "m", "source": "s", "target": "t", "setting": "-", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
 
@@ -315,11 +308,11 @@ def test_a_failing_job_in_this_process_is_named_and_the_other_jobs_still_run(tmp
 def test_under_nproc_a_benchmark_stops_at_its_first_failing_job(tmp_path, monkeypatch):
     """Under --nproc the ranks stop together: a rank that went on would wait in the next job's
     collectives. The failure is named and its traceback kept, as in one process."""
-    import transferkit.runtime as runtime
+    import transferkit.jobs as jobs
 
     def fail():
         raise ZeroDivisionError("job failed")
-    monkeypatch.setattr(runtime, "world_size", lambda: 2)
+    monkeypatch.setattr(jobs, "world_size", lambda: 2)
     with pytest.raises(JobsFailed, match=r"1 of 3 job\(s\) failed: b \(ZeroDivisionError: job failed\)"):
         run_jobs([(tmp_path / "a.json", lambda: {"value": 1}), (tmp_path / "b.json", fail),
                   (tmp_path / "c.json", lambda: pytest.fail("ran after the failure"))])
@@ -488,8 +481,8 @@ def test_safetensors_files_are_written_atomically_and_a_full_disk_or_torn_file_i
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     with pytest.raises(OSError, match=r"cannot write .*net.safetensors: .*No space left on device") as raised:
         io.save_safetensors(path, {"w": torch.zeros(2)})
-    assert raised.value.errno == errno.ENOSPC  # a machine error (runtime._machine_error): the run stops at once
-    from transferkit.runtime import _machine_error
+    assert raised.value.errno == errno.ENOSPC  # a machine error (jobs._machine_error): the run stops at once
+    from transferkit.jobs import _machine_error
     assert _machine_error(raised.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.safetensors"]  # no temporary file left
     monkeypatch.undo()
@@ -531,7 +524,7 @@ def test_stored_job_results_must_be_rows_before_any_job_runs(tmp_path):
 
 def test_a_job_that_returns_a_list_of_rows_resumes(tmp_path):
     """The zeroshot and represent benchmarks store one list of rows per job."""
-    from transferkit.runtime import job_result
+    from transferkit.jobs import job_result
     path, rows = tmp_path / "job.json", [{"method": "m", "accuracy": 0.5}, {"method": "n", "accuracy": 0.25}]
     assert job_result(path, lambda: rows) == rows
     assert job_result(path, _never) == rows  # read back, not run again
@@ -557,14 +550,14 @@ def test_a_second_ctrl_c_while_a_pool_stops_is_ignored_and_the_results_are_still
                                                                                           monkeypatch):
     import signal
 
-    from transferkit import runtime
-    stop = runtime._stop_pool
+    from transferkit import jobs
+    stop = jobs._stop_pool
 
     def stop_and_press_again(pool):
         stop(pool)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed a second time while the pool stops
         time.sleep(0.1)
-    monkeypatch.setattr(runtime, "_stop_pool", stop_and_press_again)
+    monkeypatch.setattr(jobs, "_stop_pool", stop_and_press_again)
 
     def second(signum, frame):
         raise RuntimeError("the second Ctrl-C reached the stop")
@@ -591,3 +584,13 @@ def test_the_command_ignores_ctrl_c_once_it_stopped(monkeypatch):
             assert (signal.getsignal(signal.SIGINT) is signal.SIG_IGN) == ignored, code
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_names_moved_out_of_runtime_still_resolve_there_with_a_deprecation_naming_their_module():
+    from transferkit import distributed, jobs, runtime
+    with pytest.warns(DeprecationWarning, match=r"runtime\.run_jobs moved to transferkit\.jobs\.run_jobs"):
+        assert runtime.run_jobs is jobs.run_jobs
+    with pytest.warns(DeprecationWarning, match=r"transferkit\.distributed\.init_distributed"):
+        assert runtime.init_distributed is distributed.init_distributed
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        _ = runtime.no_such_name

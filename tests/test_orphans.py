@@ -11,7 +11,7 @@ import pytest
 
 PARENT = textwrap.dedent("""
     import os, sys, time
-    from transferkit.runtime import map_jobs
+    from transferkit.jobs import map_jobs
 
     def job(path):
         with open(path, "w") as f:
@@ -71,7 +71,7 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
 
 STOPPED = textwrap.dedent("""
     import os, sys, time
-    from transferkit.runtime import map_jobs
+    from transferkit.jobs import map_jobs
 
     def job(d, i):
         if i == 0:  # returns once the other job has its progress bar, as a training job has

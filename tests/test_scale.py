@@ -241,33 +241,33 @@ def test_device_selection_and_peak_memory():
 def test_nccl_processes_each_take_their_local_rank_gpu_before_the_process_group(monkeypatch):
     import torch.distributed as dist
 
-    import transferkit.runtime as runtime
+    import transferkit.distributed as distributed
     from transferkit.errors import TransferkitError
     calls = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
     monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(("init", kw)))
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(runtime.atexit, "register", lambda f: None)
+    monkeypatch.setattr(distributed.atexit, "register", lambda f: None)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert runtime.init_distributed("cuda")
+    assert distributed.init_distributed("cuda")
     assert calls == [("set_device", 1), ("init", {"backend": "nccl", "device_id": torch.device("cuda", 1)})]
     with pytest.raises(TransferkitError, match="device cuda:0 puts every process on one GPU"):
-        runtime.init_distributed("cuda:0")
+        distributed.init_distributed("cuda:0")
     monkeypatch.setenv("LOCAL_RANK", "2")
     with pytest.raises(TransferkitError, match="local rank 2 has no GPU: 2 CUDA device"):
-        runtime.init_distributed("cuda")
+        distributed.init_distributed("cuda")
     calls.clear()
-    assert runtime.init_distributed("cpu") and calls == [("init", {"backend": "gloo"})]
+    assert distributed.init_distributed("cpu") and calls == [("init", {"backend": "gloo"})]
 
 
 def test_run_joins_the_process_group_with_the_configs_device_not_only_the_flags(tmp_path, monkeypatch):
+    import transferkit.distributed as distributed
     import transferkit.experiment as experiment
-    import transferkit.runtime as runtime
     from transferkit import cli
     seen = []
-    monkeypatch.setattr(runtime, "init_distributed", lambda device="cpu": seen.append(device) or False)
+    monkeypatch.setattr(distributed, "init_distributed", lambda device="cpu": seen.append(device) or False)
 
     class Stop(Exception):
         pass
@@ -482,7 +482,8 @@ def test_results_record_the_worker_processes_the_jobs_ran_in(tmp_path, monkeypat
 
 
 def test_the_last_job_of_a_resumed_run_gets_a_workers_thread_count(tmp_path, monkeypatch):
-    from transferkit.runtime import run_jobs, threads_per_worker, worker_threads
+    from transferkit.jobs import run_jobs
+    from transferkit.runtime import threads_per_worker, worker_threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # unpinned: workers split the cores
     before = torch.get_num_threads()
     (done,) = run_jobs([(tmp_path / "job.json", lambda: {"threads": torch.get_num_threads()})], workers=2)
@@ -601,7 +602,7 @@ def test_a_benchmark_job_that_raises_is_named_with_its_traceback_and_the_others_
     from functools import partial
 
     from transferkit.errors import JobsFailed
-    from transferkit.runtime import run_jobs
+    from transferkit.jobs import run_jobs
     jobs = [(tmp_path / "jobs" / "bad.json", partial(int, "not a number")),
             (tmp_path / "jobs" / "good.json", partial(dict, accuracy=0.5))]
     with pytest.raises(JobsFailed, match=r"1 of 2 job\(s\) failed: bad \(ValueError: invalid literal") as e:

@@ -128,7 +128,7 @@ def _runtime(args, device: str | None = None) -> None:
     join the process group when started by torchrun (--nproc), with the backend of ``device``
     (a run's config; by default --device or ``$TRANSFERKIT_DEVICE``)."""
     _apply_runtime_flags(args)
-    from .runtime import init_distributed
+    from .distributed import init_distributed
     init_distributed(device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
 
@@ -164,7 +164,7 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     import tempfile
     cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
            "-m", "transferkit.cli", *_argv_without(argv, "--nproc")]
-    from .runtime import EXIT_DIR_ENV, LAUNCHER_ENV, rank_errors
+    from .distributed import EXIT_DIR_ENV, LAUNCHER_ENV, rank_errors
     with tempfile.TemporaryDirectory(prefix="transferkit-nproc-") as folder:
         child = subprocess.Popen(cmd, env={**os.environ, LAUNCHER_ENV: str(os.getpid()),  # ranks end with this
                                            EXIT_DIR_ENV: folder})
@@ -189,7 +189,7 @@ def _torchrun(argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from .runtime import EXIT_DIR_ENV, rank_errors
+    from .distributed import EXIT_DIR_ENV, rank_errors
     for name in list(logging.root.manager.loggerDict):  # "Sending process closing signal": the report says it
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -359,10 +359,10 @@ def _config_copy_hint(run_dir: Path) -> str:
 
 def _run(args) -> None:
     _apply_runtime_flags(args)  # before the config: its stages' devices default to --device
+    from .distributed import init_distributed, is_main_process
     from .experiment import run_experiment
     from .preflight import check_names
     from .results import summarize
-    from .runtime import init_distributed, is_main_process
     from .tables import markdown_table
     cfg = _run_config(args)
     check_names(cfg, args.resume)  # a misspelt method's error before the "reading ..." line, not after it
@@ -412,7 +412,7 @@ def _bench(args) -> None:
         return
     bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume,
                                  overrides=args.set)
-    from .runtime import is_main_process
+    from .distributed import is_main_process
     if is_main_process():
         print(f"results: {bench_dir / 'results.json'}")
 
@@ -691,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
         return _error(f"{e}{_cache_hint(e)}")
     except KeyboardInterrupt as e:
-        from .runtime import interrupts_ignored, peer_failed
+        from .distributed import peer_failed
+        from .jobs import interrupts_ignored
         with interrupts_ignored():  # the line saying what was kept is printed whole
             hint = _resume_hint(args, argv)
             if hint is not None and not peer_failed():  # under --nproc, rank 0 alone says what was kept, unless
@@ -700,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"transferkit: {what}; {hint}", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Terminated) else 130
     except Exception:
-        from .runtime import peer_failed
+        from .distributed import peer_failed
         if peer_failed():  # under --nproc: another rank's error closed the process group under this one
             return 1
         raise
@@ -741,7 +742,7 @@ def _dispatch(args, argv: list[str]) -> int:
 def _error(text: str, code: int = 2) -> int:
     """Say ``transferkit: error: text`` on stderr (under ``--nproc``, the launcher says it once for
     every rank; ``""``: nothing to say) and return the exit status ``code``."""
-    from .runtime import record_rank_error
+    from .distributed import record_rank_error
     if not record_rank_error(code, text) and text:
         print(f"transferkit: error: {text}", file=sys.stderr)
     return code

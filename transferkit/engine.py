@@ -44,22 +44,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .backbones import evaluating
+from .distributed import all_reduce_mean, broadcast_state, is_main_process, rank, world_size
 from .domain import Domain, check_labeled
 from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
 from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
-from .runtime import (
-    all_reduce_mean,
-    autocast,
-    broadcast_state,
-    check_device_name,
-    is_main_process,
-    rank,
-    resolve_device,
-    world_size,
-)
+from .runtime import autocast, check_device_name, resolve_device
 
 STREAMS = ("source", "target", "unlabeled")
 

@@ -28,7 +28,7 @@ class WorkerDied(TransferkitError):
 class JobsFailed(TransferkitError):
     """Some jobs of a run or benchmark raised (each is named, its traceback saved under the
     directory's ``failed/``); the other jobs ran and their results are kept. ``failures``:
-    the :class:`~transferkit.runtime.JobFailure` of each; ``rows``: the finished rows (a run's)."""
+    the :class:`~transferkit.jobs.JobFailure` of each; ``rows``: the finished rows (a run's)."""
 
     def __init__(self, message: str, failures: list, rows: list | None = None):
         super().__init__(message)

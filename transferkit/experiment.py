@@ -37,6 +37,7 @@ from .config import (
     from_dict,
     load_config,
 )
+from .distributed import barrier, is_main_process, world_size
 from .engine import Engine
 from .errors import JobsFailed, TransferkitError, TransferkitWarning, check, is_whole, warn
 from .fitting import (
@@ -52,6 +53,7 @@ from .io import (
     write_json,
     write_text,
 )
+from .jobs import JobFailure, failures_message, guarded, map_jobs, save_failure
 from .methods import get_method
 from .methods.base import resolved_options
 from .methods.supervised import SourceOnly
@@ -81,24 +83,16 @@ from .rundir import (
     trained_before,
 )
 from .runtime import (
-    JobFailure,
-    barrier,
     cpu_kernels,
-    failures_message,
-    guarded,
     held_benchmark_dir,
     invocation,
-    is_main_process,
     job_threads,
-    map_jobs,
     note_kernels,
     note_work_dir,
     peak_memory,
     preload_lazy_imports,
     resolve_device,
-    save_failure,
     worker_threads,
-    world_size,
 )
 from .source import read_source_file, run_source_network, source_only_model
 

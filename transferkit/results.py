@@ -22,7 +22,8 @@ import yaml
 from .errors import TransferkitError, check
 from .evaluate import mean_se
 from .io import check_job_name, directory_holder, read_json, write_json, write_text
-from .runtime import default_workers, kernel_environment
+from .jobs import default_workers
+from .runtime import kernel_environment
 from .tables import ALL_SOURCE, markdown_table, setting_order, test_imbalance
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")

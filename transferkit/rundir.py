@@ -23,13 +23,13 @@ from .config import (
     flat_config,
     from_dict,
 )
+from .distributed import world_size
 from .errors import TransferkitError, check
 from .io import MATRIX_FILES, check_job_name, read_job, read_json, write_json
 from .methods import get_method
 from .methods.base import number_spellings, resolved_options, trained_options
 from .results import ROW_KEYS
 from .rundata import Prepared
-from .runtime import world_size
 
 
 def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:

@@ -1,12 +1,10 @@
 """Where code runs: device selection, mixed precision, CPU kernels (:func:`portable_kernels`)
-and the record of them (:func:`kernel_environment`), distributed rank, worker processes
-(:func:`map_jobs`; they exit when their parent dies), resumable job files (:func:`run_jobs`)
-and peak-memory measurement, all handled here and nowhere else."""
+and the record of them (:func:`kernel_environment`), the command's work directory and
+invocation, plugins, process settings and peak-memory measurement. Data-parallel processes
+live in :mod:`transferkit.distributed`, worker processes and job files in :mod:`transferkit.jobs`."""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
 import os
 import platform
@@ -19,10 +17,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 
-from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check, warn
-from .io import read_job, read_json, write_json, write_text
+from .distributed import check_one_gpu_per_process, world_size
+from .errors import TransferkitError, TransferkitWarning, check, warn
+from .io import read_json, write_json
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 
@@ -49,7 +47,7 @@ def resolve_device(name: str = "cpu") -> torch.device:
         check(":" not in name or int(name.split(":")[1]) < torch.cuda.device_count(),
               f"device {name} requested but there are {torch.cuda.device_count()} CUDA devices")
         if world_size() > 1:
-            _check_one_gpu_per_process(name)
+            check_one_gpu_per_process(name)
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         deterministic_cuda()
     if name.startswith("mps"):
@@ -58,19 +56,13 @@ def resolve_device(name: str = "cpu") -> torch.device:
     return torch.device(name)
 
 
-def _check_one_gpu_per_process(device: str) -> None:
-    """Several processes need ``cuda`` (each takes its local rank's GPU), not one ``cuda:N``."""
-    check(":" not in device, f"device {device} puts every process on one GPU: with several processes "
-                             f"(--nproc) give device cuda, and each takes the GPU of its local rank")
-
-
 def check_processes_have_gpus(device: str, nproc: int) -> None:
     """Before ``--nproc`` starts its processes: on CUDA (``cuda`` or ``auto`` with a GPU) each
     process takes a GPU of its own, so ``nproc`` may not exceed the GPUs there are (else one
     error line here, instead of a rank's error and torchrun's traceback)."""
     if resolve_device(device).type != "cuda":
         return
-    _check_one_gpu_per_process(device)
+    check_one_gpu_per_process(device)
     count = torch.cuda.device_count()
     check(nproc <= count, f"--nproc {nproc} on device {device} needs one GPU per process, and there are {count} "
                           f"CUDA device(s): lower --nproc to {count} or fewer, or use --device cpu (gloo)")
@@ -366,84 +358,8 @@ def plugin_hint(kind: str, recorded: list[str] | None = None) -> str:
     return hint + (f"; the run was made with TRANSFERKIT_PLUGINS={','.join(recorded)}" if missing else "")
 
 
-# ---- torch.distributed ---------------------------------------------------------------------
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def gathered(x: torch.Tensor) -> torch.Tensor:
-    """``x`` of every process concatenated along the batch in rank order, differentiably (its
-    backward sums the processes' gradients, and DDP's average then gives the gradient of the
-    loss on the global batch); ``x`` itself in one process. For losses that are statistics of
-    the whole batch (MMD, covariances, class confusion), which an average of per-shard values
-    would change. The engine's shards have equal sizes, which the all-gather needs."""
-    if world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()))
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def is_main_process() -> bool:
-    return rank() == 0
-
-
-def init_distributed(device: str = "cpu") -> bool:
-    """Join the process group started by ``torchrun`` (gloo on CPU, nccl on GPU); returns
-    whether this is a multi-process run."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or dist.is_initialized():
-        return world_size() > 1
-    backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
-    if backend == "nccl":  # each process on its local rank's GPU, before the first collective
-        _check_one_gpu_per_process(device)
-        local, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
-        check(local < count, f"process of local rank {local} has no GPU: {count} CUDA device(s) for "
-                             f"{os.environ.get('LOCAL_WORLD_SIZE', '?')} processes on this node (lower --nproc)")
-        torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend, device_id=torch.device("cuda", local))
-    else:
-        dist.init_process_group(backend=backend)
-    atexit.register(_leave_process_group)
-    launcher = os.environ.get(LAUNCHER_ENV, "")
-    if launcher.isdigit():
-        threading.Thread(target=_exit_with_launcher, args=(int(launcher),), daemon=True).start()
-    return True
-
-
-def _leave_process_group() -> None:
-    """Destroy the process group while the interpreter is still alive: gloo's threads left
-    to interpreter teardown can abort the process (SIGABRT) after a finished run."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Average a tensor over ranks (identity in a single process)."""
-    if world_size() == 1:
-        return values
-    values = values.detach().clone()
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values / world_size()
-
-
-def broadcast_state(module: torch.nn.Module) -> None:
-    """Give every rank rank 0's parameters and buffers (BatchNorm statistics drift apart
-    because each rank updates them on its own shard)."""
-    if world_size() > 1:
-        for tensor in module.state_dict().values():
-            dist.broadcast(tensor, src=0)
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
-
-
-# ---- worker processes --------------------------------------------------------------------------
 def job_threads(workers: int) -> int:
     """Torch threads of the process a job runs in: a worker's (:func:`threads_per_worker`)
     with ``workers > 1``, else this process's."""
@@ -480,223 +396,6 @@ def env_int(name: str, default: int, least: int = 0) -> int:
     check(value.strip().isdigit() and int(value) >= least,
           f"environment variable {name} must be a whole number >= {least}, got {value!r}")
     return int(value)
-
-
-def default_workers() -> int:
-    """``--workers`` of the CLI (``TRANSFERKIT_WORKERS``), 1 when unset."""
-    return env_int("TRANSFERKIT_WORKERS", 1, least=1)
-
-
-def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
-    """Run ``fn(*args)`` for every ``args`` of ``jobs``, in this process or in ``workers``
-    spawned processes (``$OMP_NUM_THREADS`` torch threads each if set, else ``cores / workers``;
-    each exits when this process dies); ``on_done(index, result)``
-    is called in this process as soon as each job ends, so its result can be written
-    atomically right away. ``fn`` must be a module-level function. When a job fails, the
-    queued jobs are cancelled, but for those the pool has already passed to its workers'
-    queue (``ProcessPoolExecutor`` keeps up to one call more than it has workers there, and
-    cannot cancel them: they run); the running ones still finish and are handed to
-    ``on_done``, and then the first error is raised. When this process is interrupted
-    (Ctrl-C) or ``on_done`` raises, it stops at once: queued jobs are cancelled, the workers
-    are ended (running jobs are lost, a resumed run repeats them), the results that had
-    already come back are handed to ``on_done``, and the interruption is raised. When a
-    worker process dies (killed for memory, ``kill -9``), the pool cannot go on: the results
-    that came back are handed to ``on_done`` and :class:`~transferkit.errors.WorkerDied` is raised."""
-    if workers <= 1 or len(jobs) <= 1:
-        for i, args in enumerate(jobs):
-            on_done(i, fn(*args))
-        return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-    ctx = torch.multiprocessing.get_context("spawn")
-    invocation()  # set now: the workers inherit it, and their rows name this command
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
-                               initargs=(threads_per_worker(workers), os.getpid()))
-    futures, handed, error = {}, set(), None
-    try:
-        futures = {pool.submit(fn, *args): i for i, args in enumerate(jobs)}
-        procs = list((getattr(pool, "_processes", None) or {}).values())  # started by the submits
-        for future in as_completed(futures):
-            if future.cancelled():
-                continue
-            if future.exception() is not None:
-                if error is None:
-                    error = future.exception()
-                    for f in futures:
-                        f.cancel()
-                continue
-            handed.add(futures[future])
-            on_done(futures[future], future.result())
-    except BaseException:
-        with interrupts_ignored():  # a second Ctrl-C would cut the stop short and lose the results below
-            _stop_pool(pool)
-            for f, i in futures.items():  # results that came back before the interruption are kept
-                if i not in handed and f.done() and not f.cancelled() and f.exception() is None:
-                    handed.add(i)
-                    on_done(i, f.result())
-        raise
-    pool.shutdown(wait=True)
-    if isinstance(error, BrokenProcessPool):
-        # BrokenProcessPool says "terminated abruptly" either way; a worker killed by a signal has a negative exit code
-        exited = any(p.exitcode is not None and p.exitcode >= 0 for p in procs)
-        how = ("a worker process failed to start or exited (its error is printed above)" if exited else
-               "a worker process died before its job ended (killed by the system, e.g. for memory, or by a signal; "
-               "fewer --workers use less memory)")
-        raise WorkerDied(f"{how} and the other workers were stopped") from error
-    if error is not None:
-        raise error
-
-
-@contextmanager
-def interrupts_ignored():
-    """Ctrl-C (SIGINT) ignored inside: for the stop that follows a first one (the main thread
-    only; elsewhere nothing changes)."""
-    import signal
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _stop_pool(pool) -> None:
-    """Cancel a process pool's queued jobs and end its workers without waiting for the
-    running ones (``shutdown`` alone would let every queued job run first)."""
-    workers = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in workers:
-        if process.is_alive():
-            process.terminate()
-
-
-def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: int = 1,
-             log: Callable[[Any], None] | None = None, digests: list[str] | None = None, stale: str = "",
-             keys: tuple = ()) -> list:
-    """Results of ``jobs``, pairs ``(path, compute)``, in their order: the JSON stored at
-    ``path`` by an earlier run, or ``compute()`` run by :func:`map_jobs` (``compute`` must
-    pickle, e.g. a ``functools.partial`` of a module-level function, when ``workers > 1``),
-    written atomically the moment it ends and then passed to ``log``. An interrupted
-    benchmark resumes where it stopped. With ``digests`` (one per job, stored by ``compute``
-    as the row's ``config_digest``), a stored row with another digest is refused before any
-    job runs, the error saying how it was made (``stale``, e.g. "run with another network");
-    rows written before digests carry none and are read back as they are. With ``keys``, a
-    stored result must be a JSON object with them (a hand-edited file is named before any job
-    runs); without, any JSON is a result (a job may return a list of rows)."""
-    hint = "delete it to run that job again"
-    results = [(read_job(p, keys) if keys else read_json(p, "job result", hint)) if Path(p).exists() else None
-               for p, _ in jobs]
-    for (path, _), r, digest in zip(jobs, results, digests or []):
-        check(r is None or (isinstance(r, dict) and r.get("config_digest", digest) == digest),
-              f"{path} was {stale}; delete the job file to run it again, or use a new directory")
-    todo = [i for i, r in enumerate(results) if r is None]
-
-    failures: list[JobFailure] = []
-
-    def done(j: int, result) -> None:
-        path = jobs[todo[j]][0]
-        if isinstance(result, JobFailure):  # named now; the other jobs go on (under --nproc, none does)
-            failures.append(save_failure(failure_path(path), result, Path(path).stem))
-            if world_size() > 1:
-                raise _jobs_failed_here(failures, len(jobs))
-            return
-        results[todo[j]] = result
-        write_json(path, result)
-        failure_path(path).unlink(missing_ok=True)  # of an earlier try
-        if log is not None:
-            log(result)
-    with worker_threads(workers):  # a last job left to this process computes what a worker would
-        map_jobs(guarded, [(_call, jobs[i][1]) for i in todo], workers, done)
-    if failures:
-        raise _jobs_failed_here(failures, len(jobs))
-    return results
-
-
-def _jobs_failed_here(failures: list[JobFailure], total: int) -> JobsFailed:
-    """The error of :func:`run_jobs` some of whose ``total`` jobs failed."""
-    nproc = f"--nproc {world_size()} " if world_size() > 1 else ""
-    again = f"{nproc}--resume {work_dir()}" if work_dir() else "the same call"
-    return JobsFailed(failures_message(failures, total, "the finished jobs are kept (the results are written when "
-                                       "every job has run)", again), failures)
-
-
-class JobFailure:
-    """What a job that raised an ordinary exception hands back instead of its result: its
-    one-line ``error`` (``ValueError: ...``) and ``traceback``; picklable, so a worker can
-    hand it back. ``path``: where :func:`save_failure` wrote the traceback."""
-
-    def __init__(self, error: str, traceback: str, job: str = "", path: str = ""):
-        self.error, self.traceback, self.job, self.path = error, traceback, job, path
-
-
-def guarded(fn, *args):
-    """``fn(*args)``, or a :class:`JobFailure` when it raises an ordinary exception (a bug, a
-    plugin's error), so that the other jobs still run. Ctrl-C, SIGTERM, ``SystemExit`` and
-    :class:`~transferkit.errors.WorkerDied` pass, and so do errors of the machine that every
-    later job would meet too (out of memory, a full disk or quota, a read-only file system, a
-    closed pipe). Under ``--nproc`` the caller stops the run at its first failure (the ranks
-    must stop together), after saving its traceback; an error that another rank's failure
-    caused (its process group closed) passes too: that rank names the failure."""
-    try:
-        return fn(*args)
-    except Exception as e:
-        if isinstance(e, (WorkerDied, MemoryError, BrokenPipeError)) or _machine_error(e) or peer_failed():
-            raise
-        import traceback
-
-        text = str(e) if isinstance(e, TransferkitError) else f"{type(e).__name__}: {e}"
-        return JobFailure(" ".join(text.split()) or type(e).__name__, traceback.format_exc())
-
-
-def _machine_error(e: Exception) -> bool:
-    """A full disk or quota, or a read-only file system: every job after it would fail the same way."""
-    import errno
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
-def failure_path(job_path: str | os.PathLike) -> Path:
-    """Where :func:`run_jobs` keeps the traceback of the job whose result goes to
-    ``DIR/NAME.json``: ``DIR/failed/NAME.txt``."""
-    job_path = Path(job_path)
-    return job_path.parent / "failed" / f"{job_path.stem}.txt"
-
-
-def save_failure(path: str | os.PathLike, failure: JobFailure, job: str,
-                 log: Callable[[str], Any] | None = None) -> JobFailure:
-    """Write ``failure``'s traceback atomically to ``path``, name it ``job`` and say so in one
-    line on stderr, where a sweep script looks (and to ``log`` when given), in the main process."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = f"job {job} failed: {failure.error}"
-    write_text(path, f"{text}\n\n{failure.traceback}")
-    failure.job, failure.path = job, str(path)
-    if is_main_process():
-        print(f"{text} (traceback: {path})", file=sys.stderr)
-        if log is not None:
-            log(f"{text} (traceback: {path})")
-    return failure
-
-
-def failures_message(failures: list[JobFailure], total: int, kept: str, again: str) -> str:
-    """One line: which of ``total`` jobs failed and why, where their tracebacks are, what is
-    ``kept``, and ``again``: the command that runs only the failed ones."""
-    shown = "; ".join(f"{f.job} ({f.error[:200]})" for f in failures[:5]) + (
-        f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
-    where = Path(failures[0].path).parent if failures and failures[0].path else "failed/"
-    return (f"{len(failures)} of {total} job(s) failed: {shown}; tracebacks in {where}; {kept}; after a fix, "
-            f"{again} runs only the failed jobs")
-
-
-def job_result(path: str | os.PathLike, compute: Callable[[], Any], log: Callable[[Any], None] | None = None,
-               digest: str | None = None, stale: str = ""):
-    """One job of :func:`run_jobs`, in this process."""
-    return run_jobs([(path, compute)], 1, log, None if digest is None else [digest], stale)[0]
-
-
-def _call(compute: Callable[[], Any]):
-    return compute()
 
 
 def preload_lazy_imports() -> None:
@@ -741,84 +440,6 @@ def one_line_warnings():
     return default
 
 
-def _worker_init(threads: int, parent: int) -> None:
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the pool
-    one_line_warnings()
-    keep_freed_memory()
-    torch.set_num_threads(threads)
-    preload_lazy_imports()
-    os.environ["TRANSFERKIT_WORKERS"] = "1"  # no nested pools inside a worker
-    # tqdm's default lock adds a multiprocessing RLock, a named semaphore that a worker ended by _stop_pool
-    # never unlinks ("leaked semaphore objects" at exit); a spawned worker's own RLock locks nothing across processes
-    from tqdm import tqdm
-    tqdm.set_lock(threading.RLock())
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
-    """End this worker when the process that started it is gone (e.g. killed with SIGKILL,
-    which leaves it no time to stop its pool): an orphan would go on writing job files into
-    a run directory that a resumed run now holds."""
-    while os.getppid() == parent:
-        time.sleep(interval_s)
-    os._exit(1)
-
-
-#: the environment variable naming the ``transferkit --nproc N`` process that started torchrun
-LAUNCHER_ENV = "TRANSFERKIT_LAUNCHER_PID"
-
-
-#: the environment variable naming the folder where each rank of ``--nproc`` leaves its error
-#: (``rank-N.json``) for the launcher to print once, with its exit status
-EXIT_DIR_ENV = "TRANSFERKIT_EXIT_DIR"
-
-
-def record_rank_error(code: int, text: str) -> bool:
-    """Under ``transferkit --nproc``: leave this rank's error (``text``, exit status ``code``) for the
-    launcher, which prints each error once after torchrun ends and exits with its status; ``False``
-    when not under it, or when it cannot be left (the caller prints it)."""
-    folder = os.environ.get(EXIT_DIR_ENV)
-    if not folder:
-        return False
-    try:
-        write_json(Path(folder) / f"rank-{int(os.environ.get('RANK', '0'))}.json", {"code": code, "error": text})
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def rank_errors(folder: str | Path) -> list[tuple[int, int, str]]:
-    """``(rank, exit status, error)`` that the ranks left in ``folder`` (:func:`record_rank_error`), by rank."""
-    out = []
-    for path in Path(folder).glob("rank-*.json"):
-        with contextlib.suppress(TransferkitError, ValueError, KeyError, TypeError):
-            left = read_json(path)
-            out.append((int(path.stem[5:]), int(left["code"]), str(left["error"])))
-    return sorted(out)
-
-
-def peer_failed() -> bool:
-    """Under ``transferkit --nproc``: another rank has left its error (its failure, not this rank's
-    own, is why this rank's process group closed or torchrun stopped it)."""
-    folder = os.environ.get(EXIT_DIR_ENV)
-    rank = os.environ.get("RANK", "0")
-    return bool(folder) and any(r != int(rank) for r, _, _ in rank_errors(folder)) if rank.isdigit() else False
-
-
-def _exit_with_launcher(launcher: int, interval_s: float = 0.5) -> None:
-    """End this rank when the ``transferkit --nproc`` process that started its torchrun is gone (a
-    SIGKILL leaves torchrun and the ranks running on, writing into a run directory a resume wants)."""
-    while True:
-        try:
-            os.kill(launcher, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # alive, another user's (a reused pid): nothing to watch
-            return
-        time.sleep(interval_s)
-
-
 # ---- memory ------------------------------------------------------------------------------------
 def _rss_bytes() -> int:
     try:
@@ -860,3 +481,22 @@ def peak_memory(interval_s: float = 0.05, device: str | None = None):
         result["measured_s"] = time.perf_counter() - t0
         if cuda:
             result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(gpu) / 2**20, 1)
+
+
+_MOVED = {**dict.fromkeys(("default_workers", "map_jobs", "interrupts_ignored", "run_jobs", "JobFailure",
+                           "guarded", "failure_path", "save_failure", "failures_message", "job_result"),
+                          "transferkit.jobs"),
+          **dict.fromkeys(("gathered", "rank", "is_main_process", "init_distributed", "all_reduce_mean",
+                           "broadcast_state", "barrier", "record_rank_error", "rank_errors", "peer_failed"),
+                          "transferkit.distributed")}
+
+
+def __getattr__(name: str):
+    """The names that moved to :mod:`transferkit.jobs` and :mod:`transferkit.distributed` on
+    2026-12-05 still resolve here, with a ``DeprecationWarning`` that names their new module."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    warnings.warn(f"transferkit.runtime.{name} moved to {_MOVED[name]}.{name}; import it from there",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(_MOVED[name]), name)

@@ -20,6 +20,7 @@ import torch
 from . import __version__
 from .backbones import build_backbone, definition_digest, is_built_in
 from .config import NOT_RESULTS, ExperimentConfig
+from .distributed import barrier, is_main_process, world_size
 from .engine import Engine, TrainConfig, keyed_fields
 from .errors import TransferkitError, check
 from .fitting import source_only_of
@@ -36,7 +37,7 @@ from .networks import (
     save_network,
 )
 from .rundata import Prepared
-from .runtime import barrier, cpu_kernels, is_main_process, resolve_device, world_size
+from .runtime import cpu_kernels, resolve_device
 
 PRETRAIN_FORMAT = 2  # 2: the network's initial weights come from cfg.seed
 

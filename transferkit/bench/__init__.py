@@ -29,22 +29,14 @@ import yaml
 
 from ..config import override
 from ..data import check_spec, parse_spec
+from ..distributed import is_main_process, world_size
 from ..engine import ADDED_TRAIN_FIELDS
 from ..errors import TransferkitError, UnknownNameError, check
 from ..fields import updated
 from ..io import directory_lock, read_json, write_json
+from ..jobs import default_workers
 from ..results import RESULT_FILES, summarize, write_results
-from ..runtime import (
-    default_workers,
-    holding_work_dir,
-    is_main_process,
-    job_threads,
-    new_invocation,
-    note_kernels,
-    note_work_dir,
-    preload_lazy_imports,
-    world_size,
-)
+from ..runtime import holding_work_dir, job_threads, new_invocation, note_kernels, note_work_dir, preload_lazy_imports
 from ..tables import markdown_table
 
 

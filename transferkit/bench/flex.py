@@ -49,11 +49,12 @@ from ..fields import updated
 from ..frozen import frozen_activations
 from ..grouped import parse_grouped
 from ..io import load_safetensors, read_job, read_json, save_safetensors, write_json, write_text
+from ..jobs import default_workers, run_jobs
 from ..methods import get_method
 from ..methods.supervised import SourceOnly
 from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
-from ..runtime import default_workers, invocation, run_jobs
+from ..runtime import invocation
 from ..splits import split_domain, subsample_per_class
 from . import Plan, as_list, benchmark, budget_line, check_canonical, path_part
 

@@ -32,10 +32,10 @@ from ..errors import check
 from ..fewshot_eval import FEWSHOT_HEADS, evaluate_episodes, extract_features
 from ..fitting import evaluate_on, retarget_head
 from ..io import load_safetensors, save_safetensors, write_text
+from ..jobs import job_result
 from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, source_members
 from ..rundata import prepare_domains
-from ..runtime import job_result
 from ..splits import subsample_per_class
 from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part
 

@@ -40,10 +40,11 @@ from ..errors import TransferkitError, UnknownNameError, check, near_name
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, run_experiment
 from ..io import load_safetensors, write_text
+from ..jobs import job_result
 from ..methods import get_method
 from ..rundata import prepare_domains
 from ..rundir import model_path
-from ..runtime import invocation, job_result
+from ..runtime import invocation
 from ..source import run_source_network
 from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part, skada_compare
 

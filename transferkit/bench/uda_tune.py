@@ -32,9 +32,9 @@ from ..engine import Engine, content_text
 from ..evaluate import mean_se
 from ..fitting import evaluate_on
 from ..io import write_json, write_text
+from ..jobs import default_workers, run_jobs
 from ..methods import get_method
 from ..rundata import prepare_domains, process_domains
-from ..runtime import default_workers, run_jobs
 from ..source import pretrain_source, source_only_model
 from . import benchmark, path_part
 from .uda import SKADA_PAIRS, Budget, adaptation_epochs, budget, describe, pair_config

@@ -32,7 +32,7 @@ from ..engine import Engine, TrainConfig
 from ..errors import check
 from ..evaluate import mean_se_text
 from ..io import write_text
-from ..runtime import job_result
+from ..jobs import job_result
 from ..splits import split_domain, split_parts
 from ..text import class_text_embeddings, text_available
 from ..zeroshot import AttributeZeroShot, EmbeddingZeroShot, prior_matched_gamma, zero_shot_report

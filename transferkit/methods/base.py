@@ -33,12 +33,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..backbones import UnitNet
+from ..distributed import all_reduce_mean, world_size
 from ..domain import image_batch
 from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, check, is_whole
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
-from ..runtime import all_reduce_mean, import_plugins, plugin_hint, world_size
+from ..runtime import import_plugins, plugin_hint
 
 #: ``{name: method class}``; a name held by another class (a built-in) is refused
 METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")

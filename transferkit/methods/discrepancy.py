@@ -4,9 +4,9 @@ CORAL), and the target-prediction regularisers ``entmin`` (entropy minimisation)
 
 from __future__ import annotations
 
+from ..distributed import gathered
 from ..errors import check
 from ..losses import coral, minimum_class_confusion, mmd2
-from ..runtime import gathered
 from .adaptation import AdaptationMethod, resolve_layers
 from .base import register
 

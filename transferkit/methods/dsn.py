@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 
 from ..discriminators import LARGE_DISCRIMINATOR, MLPDiscriminator, discriminator_loss
+from ..distributed import gathered
 from ..errors import check, warn
 from ..losses import dann_lambda, difference_loss, grad_reverse, scale_invariant_mse
-from ..runtime import gathered
 from .adaptation import AdaptationMethod
 from .base import register
 

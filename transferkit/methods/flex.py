@@ -35,7 +35,7 @@ from ..backbones import ALL_UNITS, EMBEDDING, HEAD
 from ..engine import FitResult, _as_layout, _train_layout, check_select_metric
 from ..errors import UnknownNameError, check, warn
 from ..evaluate import mean_recall, predict_logits
-from ..runtime import map_jobs
+from ..jobs import map_jobs
 from .base import Method, register
 from .finetune import FtAll, FtUnit
 from .image_unit import IMAGE_UNIT, IMAGE_UNITS, ImageUnit, input_channels, insert_image_unit
@@ -67,7 +67,7 @@ def _train(engine, method, target, val):
 
 def train_candidates(jobs: list, workers: int = 1) -> list:
     """Run ``(engine, method, target, val)`` jobs, in this process or in ``workers`` spawned
-    processes (:func:`~transferkit.runtime.map_jobs`); returns ``(trained net, FitResult)``
+    processes (:func:`~transferkit.jobs.map_jobs`); returns ``(trained net, FitResult)``
     in job order."""
     results: list = [None] * len(jobs)
     map_jobs(_train, jobs, workers, results.__setitem__)

@@ -1298,7 +1298,7 @@ def test_an_out_dir_that_cannot_hold_a_run_is_named(tmp_path):
 def test_a_resume_after_editing_the_run_s_config_yaml_names_the_changed_key(tmp_path):
     from dataclasses import replace
     cfg = ExperimentConfig(name="e", source="digits", target="digits", k=2, repeats=1, methods=["finetune"],
-                           train=TINY, out_dir=str(tmp_path / "runs"))
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path / "runs"))
     run_dir, _ = run_experiment(cfg, log=lambda *a: None)
     from transferkit.config import dump_config
     edited = replace(cfg, train=replace(TINY, steps=12))

@@ -67,8 +67,8 @@ def test_worker_threads_follow_a_pinned_omp_num_threads(monkeypatch):
 def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"name: killed\nsource: digits\ntarget: digits+noise\nk: 2\nrepeats: 4\nout_dir: {tmp_path}\n"
-                   "methods: [target_only, finetune]\npretrain: {steps: 20, eval_every: 10}\n"
-                   "train: {steps: 40, eval_every: 10}\n")
+                   "backbone: lenet\nmethods: [target_only, finetune]\npretrain: {steps: 20, eval_every: 10}\n"
+                   "train: {steps: 20, eval_every: 10}\n")
     run_dir = tmp_path / "killed" / "fixed"
     cmd = [sys.executable, "-m", "transferkit.cli", "run", str(cfg), "--resume", str(run_dir)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRANSFERKIT_WORKERS": "1"}  # no worker outlives the kill

@@ -522,13 +522,16 @@ def test_a_user_error_under_nproc_exits_2_with_one_line_and_no_torchrun_tracebac
     for name in ("a", "b"):
         (bad / name).mkdir(parents=True)
         (bad / name / "1.png").write_text("not an image")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     done = subprocess.run([sys.executable, "-m", "transferkit.cli", "run", "--nproc", "2", "--set",
                            f"target=folder:{bad}", "--set", f"out_dir={tmp_path / 'runs'}"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("transferkit: error: 2 of the 2 image files") == 1, done.stderr
     assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr
+    left = [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith(("transferkit-", "torchelastic_"))]
+    assert not left  # the ranks' errors and torchrun's logs went with the launcher's temporary folder
 
 
 _ONE_RANK_FAILS = """
@@ -620,6 +623,26 @@ def test_the_nproc_launcher_passes_a_sigint_of_its_own_on_and_torchrun_s_signal_
     import torch.distributed.run as torchrun
     monkeypatch.setattr(torchrun, "run", stopped)
     assert cli._torchrun(["--standalone", "-m", "transferkit.cli", "domains"]) == 143  # no traceback of torchrun's
+
+
+def test_ranks_that_end_with_a_killed_launcher_get_one_line_not_torchrun_s_report(monkeypatch, tmp_path, capsys):
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from transferkit.distributed import EXIT_DIR_ENV, LAUNCHER_ENV
+
+    def failed(args):
+        raise ChildFailedError("transferkit.cli", {0: ProcessFailure(0, 123, 1, "<N/A>")})
+    monkeypatch.setattr(torchrun, "run", failed)
+    monkeypatch.setenv(EXIT_DIR_ENV, str(tmp_path))  # no rank left its error
+    monkeypatch.setenv(LAUNCHER_ENV, str(os.getppid()))  # the launcher lives: a crash, torchrun's report
+    assert cli._torchrun(["--standalone", "-m", "transferkit.cli", "domains"]) == 1
+    assert "a process of --nproc failed" in capsys.readouterr().err
+    monkeypatch.setenv(LAUNCHER_ENV, "999999999")  # not this process's parent: the launcher was killed
+    assert cli._torchrun(["--standalone", "-m", "transferkit.cli", "domains"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("transferkit: error: the transferkit --nproc process (pid 999999999) was killed, and its processes "
+                   "stopped with it; the run directory keeps the finished jobs (`--resume RUN_DIR` goes on)\n")
 
 
 def test_workers_and_device_flags_win_over_the_config_s_keys():

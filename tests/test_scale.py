@@ -614,21 +614,33 @@ def test_a_benchmark_job_that_raises_is_named_with_its_traceback_and_the_others_
     assert not (tmp_path / "jobs" / "failed" / "bad.txt").exists()
 
 
-def test_a_rank_ends_when_the_nproc_launcher_is_killed():
+def test_a_rank_ends_when_the_nproc_launcher_is_killed(tmp_path):
     """``transferkit --nproc N`` names itself to the ranks (LAUNCHER_ENV): a SIGKILL of it leaves torchrun and
-    the ranks orphaned, and each rank's watcher ends it instead of letting it write on into the run directory."""
+    the ranks orphaned, and each rank's watcher ends it instead of letting it write on into the run directory;
+    it removes the folder the launcher made for the ranks' errors, which the killed launcher cannot."""
     import subprocess
     import sys
     import time
+
+    from transferkit.distributed import EXIT_DIR_ENV
+    exits = tmp_path / "transferkit-nproc-x"
+    exits.mkdir()
+    (exits / "rank-1.json").write_text("{}")
     launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    rank = subprocess.Popen([sys.executable, "-c", "import time\nfrom transferkit.runtime import _exit_with_launcher\n"
-                             f"_exit_with_launcher({launcher.pid}, 0.05)\ntime.sleep(60)"])
+    rank = subprocess.Popen([sys.executable, "-c", "import time\nfrom transferkit.distributed import "
+                             f"_exit_with_launcher\nprint('watching', flush=True)\n"
+                             f"_exit_with_launcher({launcher.pid}, 0.05)\ntime.sleep(60)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, EXIT_DIR_ENV: str(exits)})
     try:
-        time.sleep(0.5)
+        assert rank.stdout.readline() == "watching\n", rank.stderr.read()
+        time.sleep(0.3)
         assert rank.poll() is None  # the launcher lives: the rank goes on
+        assert exits.exists()
         launcher.kill()
         launcher.wait()
-        assert rank.wait(timeout=20) == 1
+        assert rank.wait(timeout=20) == 1 and rank.stderr.read() == ""
+        assert not exits.exists()
     finally:
         for p in (launcher, rank):
             if p.poll() is None:

@@ -162,10 +162,11 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     user's error, as without ``--nproc``), not one copy per rank and torchrun's traceback."""
     import subprocess
     import tempfile
-    cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "transferkit.cli", *_argv_without(argv, "--nproc")]
+
     from .distributed import EXIT_DIR_ENV, LAUNCHER_ENV, rank_errors
-    with tempfile.TemporaryDirectory(prefix="transferkit-nproc-") as folder:
+    with tempfile.TemporaryDirectory(prefix="transferkit-nproc-") as folder:  # torchrun's log folder too
+        cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
+               f"--log-dir={Path(folder) / 'torchrun'}", "-m", "transferkit.cli", *_argv_without(argv, "--nproc")]
         child = subprocess.Popen(cmd, env={**os.environ, LAUNCHER_ENV: str(os.getpid()),  # ranks end with this
                                            EXIT_DIR_ENV: folder})
         code = _wait_for_torchrun(child)
@@ -182,22 +183,26 @@ _TORCHRUN = "import sys; from transferkit.cli import _torchrun; sys.exit(_torchr
 
 def _torchrun(argv: list[str]) -> int:
     """torchrun's ``run`` on ``argv``: 0, or 1 when a rank failed; a rank that failed without leaving
-    its error (a crash) gets torchrun's report of it."""
+    its error (a crash) gets torchrun's report of it, ranks that ended with a killed launcher one line."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from .distributed import EXIT_DIR_ENV, rank_errors
+    from .distributed import EXIT_DIR_ENV, LAUNCHER_ENV, rank_errors
     for name in list(logging.root.manager.loggerDict):  # "Sending process closing signal": the report says it
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(parse_args(argv))
     except ChildFailedError as e:
-        folder = os.environ.get(EXIT_DIR_ENV)
-        if not (folder and rank_errors(folder)):
+        folder, launcher = os.environ.get(EXIT_DIR_ENV), os.environ.get(LAUNCHER_ENV, "")
+        if launcher.isdigit() and os.getppid() != int(launcher):  # killed (SIGKILL): its ranks ended with it
+            print(f"transferkit: error: the transferkit --nproc process (pid {launcher}) was killed, and its "
+                  f"processes stopped with it; the run directory keeps the finished jobs (`--resume RUN_DIR` "
+                  f"goes on)", file=sys.stderr)
+        elif not (folder and rank_errors(folder)):
             print(f"transferkit: error: a process of --nproc failed:\n{e}", file=sys.stderr)
         return 1
     except SignalException as e:  # SIGTERM or Ctrl-C: the ranks, stopped, say what was kept

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -142,11 +143,14 @@ def peer_failed() -> bool:
 
 def _exit_with_launcher(launcher: int, interval_s: float = 0.5) -> None:
     """End this rank when the ``transferkit --nproc`` process that started its torchrun is gone (a
-    SIGKILL leaves torchrun and the ranks running on, writing into a run directory a resume wants)."""
+    SIGKILL leaves torchrun and the ranks running on, writing into a run directory a resume wants), and
+    remove the folder of the ranks' errors, which the killed launcher made and cannot remove."""
     while True:
         try:
             os.kill(launcher, 0)
         except ProcessLookupError:
+            if os.environ.get(EXIT_DIR_ENV):
+                shutil.rmtree(os.environ[EXIT_DIR_ENV], ignore_errors=True)
             os._exit(1)
         except PermissionError:  # alive, another user's (a reused pid): nothing to watch
             return

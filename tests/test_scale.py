@@ -1,6 +1,7 @@
 """Scaling out: worker processes for independent jobs, resuming a killed run, and
 data-parallel training on torch.distributed (2 gloo processes on CPU)."""
 
+import functools
 import json
 import os
 import shutil
@@ -365,9 +366,14 @@ def _x86_or_skip():
         pytest.skip("portable kernels pin x86 kernels")
 
 
+@functools.cache
+def _runs_avx2() -> bool:
+    return _probe("plain", ATEN_CPU_CAPABILITY="avx2").startswith("AVX2 ")
+
+
 def _avx2_or_skip():
     _x86_or_skip()
-    if not _probe("plain", ATEN_CPU_CAPABILITY="avx2").startswith("AVX2 "):
+    if not _runs_avx2():
         pytest.skip("this CPU has no AVX2")
 
 

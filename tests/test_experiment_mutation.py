@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -523,10 +524,12 @@ def test_a_user_error_under_nproc_exits_2_with_one_line_and_no_torchrun_tracebac
         (bad / name).mkdir(parents=True)
         (bad / name / "1.png").write_text("not an image")
     (tmp_path / "tmp").mkdir()
+    (tmp_path / "yaml.py").write_text("raise ImportError('yaml.py of the working directory')")
+    command = Path(sys.executable).with_name("transferkit")  # its processes import what it imports, as it does
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
-    done = subprocess.run([sys.executable, "-m", "transferkit.cli", "run", "--nproc", "2", "--set",
-                           f"target=folder:{bad}", "--set", f"out_dir={tmp_path / 'runs'}"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([str(command), "run", "--nproc", "2", "--set", f"target=folder:{bad}", "--set",
+                           f"out_dir={tmp_path / 'runs'}"], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("transferkit: error: 2 of the 2 image files") == 1, done.stderr
     assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr
@@ -623,6 +626,20 @@ def test_the_nproc_launcher_passes_a_sigint_of_its_own_on_and_torchrun_s_signal_
     import torch.distributed.run as torchrun
     monkeypatch.setattr(torchrun, "run", stopped)
     assert cli._torchrun(["--standalone", "-m", "transferkit.cli", "domains"]) == 143  # no traceback of torchrun's
+
+
+def test_nproc_s_processes_take_the_working_directory_off_their_path_unless_the_launcher_has_it(tmp_path,
+                                                                                                   monkeypatch):
+    import subprocess
+    (tmp_path / "yaml.py").write_text("raise ImportError('yaml.py of the working directory')")
+    monkeypatch.chdir(tmp_path)
+    path = [p for p in sys.path if os.path.abspath(p) != str(tmp_path)]
+    monkeypatch.setattr(sys, "path", path)  # the transferkit command: its own folder first
+    done = subprocess.run(cli._python_c("import yaml; print(yaml.__file__)", "-u"), capture_output=True, text=True)
+    assert done.returncode == 0 and str(tmp_path) not in done.stdout, done.stderr
+    monkeypatch.setattr(sys, "path", ["", *path])  # python -m transferkit.cli: the working directory first
+    done = subprocess.run(cli._python_c("import yaml"), capture_output=True, text=True)
+    assert "yaml.py of the working directory" in done.stderr
 
 
 def test_ranks_that_end_with_a_killed_launcher_get_one_line_not_torchrun_s_report(monkeypatch, tmp_path, capsys):

@@ -165,8 +165,9 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
 
     from .distributed import EXIT_DIR_ENV, LAUNCHER_ENV, rank_errors
     with tempfile.TemporaryDirectory(prefix="transferkit-nproc-") as folder:  # torchrun's log folder too
-        cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}",
-               f"--log-dir={Path(folder) / 'torchrun'}", "-m", "transferkit.cli", *_argv_without(argv, "--nproc")]
+        cmd = [*_python_c(_TORCHRUN), "--standalone", f"--nproc_per_node={nproc}",
+               f"--log-dir={Path(folder) / 'torchrun'}", "--no-python", *_python_c(_RANK, "-u"),
+               *_argv_without(argv, "--nproc")]
         child = subprocess.Popen(cmd, env={**os.environ, LAUNCHER_ENV: str(os.getpid()),  # ranks end with this
                                            EXIT_DIR_ENV: folder})
         code = _wait_for_torchrun(child)
@@ -179,6 +180,18 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
 #: what the process that ``--nproc`` starts runs: torchrun, whose report of a failed rank is left out when
 #: the rank left its error for the launcher to print
 _TORCHRUN = "import sys; from transferkit.cli import _torchrun; sys.exit(_torchrun(sys.argv[1:]))"
+
+#: what each rank of ``--nproc`` runs: this command, without its ``--nproc``
+_RANK = "from transferkit.cli import entry; entry()"
+
+
+def _python_c(code: str, *flags: str) -> list[str]:
+    """``python -c code`` importing what this process imports: ``-c`` puts the working directory first
+    on ``sys.path``, where the ``transferkit`` command has its own folder (a ``yaml.py`` in the working
+    directory broke every rank of ``--nproc``, not one process), so it is taken out again unless this
+    process has it too (``python -m transferkit.cli``)."""
+    here = os.getcwd() in {os.path.abspath(p) for p in sys.path}
+    return [sys.executable, *flags, "-c", code if here else f"import sys; del sys.path[0]; {code}"]
 
 
 def _torchrun(argv: list[str]) -> int:

@@ -189,9 +189,10 @@ def _python_c(code: str, *flags: str) -> list[str]:
     """``python -c code`` importing what this process imports: ``-c`` puts the working directory first
     on ``sys.path``, where the ``transferkit`` command has its own folder (a ``yaml.py`` in the working
     directory broke every rank of ``--nproc``, not one process), so it is taken out again unless this
-    process has it too (``python -m transferkit.cli``)."""
+    process has it too (``python -m transferkit.cli``); with ``PYTHONSAFEPATH`` set, it is not there."""
     here = os.getcwd() in {os.path.abspath(p) for p in sys.path}
-    return [sys.executable, *flags, "-c", code if here else f"import sys; del sys.path[0]; {code}"]
+    off = "import sys\nif sys.path[:1] == ['']:\n    del sys.path[0]\n"
+    return [sys.executable, *flags, "-c", code if here else off + code]
 
 
 def _torchrun(argv: list[str]) -> int:

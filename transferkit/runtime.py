@@ -487,7 +487,8 @@ _MOVED = {**dict.fromkeys(("default_workers", "map_jobs", "interrupts_ignored", 
                            "guarded", "failure_path", "save_failure", "failures_message", "job_result"),
                           "transferkit.jobs"),
           **dict.fromkeys(("gathered", "rank", "is_main_process", "init_distributed", "all_reduce_mean",
-                           "broadcast_state", "barrier", "record_rank_error", "rank_errors", "peer_failed"),
+                           "broadcast_state", "barrier", "record_rank_error", "rank_errors", "peer_failed",
+                           "LAUNCHER_ENV", "EXIT_DIR_ENV"),
                           "transferkit.distributed")}
 
 

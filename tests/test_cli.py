@@ -762,6 +762,7 @@ def test_a_run_on_imbalanced_classes_records_and_tabulates_balanced_accuracy(tmp
                              "--set", "select_on=none", "--set", f"out_dir={tmp_path}")
     assert code == 0, err
     results = json.loads(next(tmp_path.glob("*/*/results.json")).read_text())
+    assert len(results["rows"]) == 2  # repeats=2
     for row in results["rows"]:
         recalls = [c[i] / sum(c) for i, c in enumerate(row["confusion"])]
         assert [sum(c) for c in row["confusion"]] == [15, 3]  # the test split keeps the imbalance

@@ -167,7 +167,7 @@ def test_unknown_names_list_known_ones():
         load_domain("mnist+blurr")
     with pytest.raises(TransferkitError, match="empty shift"):
         load_domain("mnist++blur")
-    with pytest.raises(TransferkitError, match="channels"):
+    with pytest.raises(TransferkitError, match="channels must be 1, 3 or None, got 2"):
         load_domain("mnist", channels=2)
 
 

@@ -68,6 +68,7 @@ def test_adaptation_methods_predict_the_target_classes_by_name(tmp_path):
                            methods=["dann", "source_only"], k=2, repeats=1, pretrain=TINY_PRE, train=TINY,
                            out_dir=str(tmp_path))
     _, rows = run_experiment(cfg, log=lambda *a: None)
+    assert sorted(row["method"] for row in rows) == ["dann", "source_only"]
     for row in rows:
         assert len(row["confusion"]) == 3 and all(len(r) == 3 for r in row["confusion"])
         assert row["class_names"] == ["7", "2", "9"]  # the order of the per-class accuracies

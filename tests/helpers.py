@@ -51,6 +51,18 @@ def tiny_net(classes: int, channels: int = 1):
     return from_sequential(seq, units=[2, 3], input_shape=(channels, 28, 28))
 
 
+class Interrupt(Exception):
+    """A stop raised from an engine hook, as a kill between two steps."""
+
+
+def crash_at(at: int):
+    """An engine hook that raises :class:`Interrupt` after step ``at``."""
+    def crash(step, state):
+        if step == at:
+            raise Interrupt
+    return crash
+
+
 def slow_dict(seconds: float, **values) -> dict:
     """A job result that takes ``seconds`` (module level, so worker processes can run it)."""
     import time

@@ -5,6 +5,7 @@ import helpers
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import Interrupt, crash_at
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
@@ -67,11 +68,8 @@ def test_the_logged_loss_is_the_mean_over_the_steps_since_the_last_evaluation_an
     assert [r["at"] for r in full.history] == [4.5, 14.5, 24.5]  # the means of steps 0-9, 10-19, 20-29
     assert full.history[0]["loss"] == pytest.approx(full.history[0]["ce"] + 4.5, rel=1e-5)
 
-    def crash(step, state):
-        if step == 17:
-            raise Interrupt
     with pytest.raises(Interrupt):  # checkpointed at step 15, in the middle of the second window
-        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(method(), target=toy_domain())
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash_at(17),)).fit(method(), target=toy_domain())
     resumed = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(method(), target=toy_domain())
     assert resumed.history == full.history
 
@@ -165,23 +163,15 @@ def test_multi_tensor_optimizer_step_is_bit_identical_to_the_per_tensor_loop(mon
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
     d, val = toy_domain(), toy_domain(seed=1)
     cfg = TrainConfig(steps=50, batch_size=16, eval_every=10, checkpoint_every=10, patience=None)
     full = make()
     Engine(cfg, seed=0).fit(full, target=d, val=val)
 
-    def crash(step, state):
-        if step == 27:
-            raise Interrupt
-
     first = make()
     with pytest.raises(Interrupt):
-        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(first, target=d, val=val)
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash_at(27),)).fit(first, target=d, val=val)
     resumed = make(seed=99)  # different init: everything must come from the checkpoint
     res = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, target=d, val=val)
     assert res.steps == 50
@@ -198,11 +188,7 @@ def test_a_resumed_fit_keeps_the_validation_details_of_an_uninterrupted_one(tmp_
                           restore_best=restore_best)
         full = Engine(cfg, seed=0).fit(make(), target=d, val=val)
         ckpt = tmp_path / str(restore_best)
-
-        def crash(step, state):
-            if step == crash_at:
-                raise Interrupt
-        first = Engine(cfg, seed=0, checkpoint_dir=ckpt, hooks=(crash,))
+        first = Engine(cfg, seed=0, checkpoint_dir=ckpt, hooks=(helpers.crash_at(crash_at),))
         if crash_at is None:
             first.fit(make(), target=d, val=val)  # its checkpoint of step 50 stays: read back below
         else:
@@ -218,12 +204,6 @@ def test_resumed_history_holds_only_this_trainings_records_once(tmp_path):
     metrics = tmp_path / "metrics.jsonl"  # shared by the jobs of one run, as in experiment.run_job
     Engine(cfg, seed=0, metrics_path=metrics, run_name="job-a/main").fit(make(), target=d, val=val)
     full = Engine(cfg, seed=0).fit(make(), target=d, val=val)
-
-    def crash_at(at):
-        def crash(step, state):
-            if step == at:
-                raise Interrupt
-        return crash
 
     mine = {"checkpoint_dir": tmp_path / "ck", "metrics_path": metrics, "run_name": "job-b/main"}
     with pytest.raises(Interrupt):  # after the record of step 30, before the checkpoint of step 40
@@ -795,11 +775,8 @@ def test_a_checkpoints_float32_best_accuracy_is_read_as_its_counts_exact_fractio
     cfg = TrainConfig(steps=8, eval_every=2, checkpoint_every=2, batch_size=16, patience=None)
     data = dict(target=helpers.toy_domain(), val=helpers.toy_domain(n=60, seed=1))
 
-    def crash(step, st):
-        if step == 5:
-            raise Interrupt
     with pytest.raises(Interrupt):
-        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(make(), **data)
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash_at(5),)).fit(make(), **data)
     path = tmp_path / "last.safetensors"
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["transferkit"])
@@ -919,11 +896,8 @@ def test_a_resumed_fit_caches_the_frozen_prefix_of_the_checkpoints_weights(tmp_p
     full = make(method)
     uninterrupted = Engine(cfg, seed=0).fit(full, target=d, val=val)
 
-    def crash(step, state):
-        if step == 15:
-            raise Interrupt
     with pytest.raises(Interrupt):
-        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash,)).fit(make(method), target=d, val=val)
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash_at(15),)).fit(make(method), target=d, val=val)
     resumed = make(method, seed=99)  # other frozen units: they must come from the checkpoint before caching
     res = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(resumed, target=d, val=val)
     wf, wr = weights(full), weights(resumed)

@@ -9,23 +9,13 @@ import helpers
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import Interrupt, crash_at
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig, content_text
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
 from transferkit.methods.base import Method
-
-
-class Interrupt(Exception):
-    pass
-
-
-def crash_at(at):
-    def crash(step, state):
-        if step == at:
-            raise Interrupt
-    return crash
 
 
 def custom(losses=None, streams=("target",), name="custom"):

@@ -1,5 +1,8 @@
 """Small shared test data: a learnable toy domain, a shifted random domain, a seeded LeNet,
-state copies and which tensors changed."""
+state copies and which tensors changed; engine hooks that stop a training, scripted validation
+accuracies and checkpoint edits."""
+
+from pathlib import Path
 
 import torch
 
@@ -61,6 +64,35 @@ def crash_at(at: int):
         if step == at:
             raise Interrupt
     return crash
+
+
+def scripted_accuracies(monkeypatch, values):
+    """Validation accuracies the engine will see, in order (the real ones tie too often to
+    tell restoring the best checkpoint from keeping the last weights); the i-th evaluation's
+    loss is ``i``."""
+    from transferkit.engine import Engine
+    state = {"i": 0}
+
+    def accuracy(self, method, x, y):
+        state["i"] += 1
+        return values[state["i"] - 1], (torch.full((len(y),), state["i"] % 2 == 0), float(state["i"]))
+    monkeypatch.setattr(Engine, "_accuracy", accuracy)
+    return state
+
+
+def edit_checkpoint(ckpt_dir, edit) -> None:
+    """Rewrite the engine's checkpoint in ``ckpt_dir`` with ``edit(meta)`` applied to its metadata
+    (its state, history, signature), as an older or another training would have written it."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    path = Path(ckpt_dir) / "last.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["transferkit"])
+    edit(meta)
+    save_file(load_file(str(path)), str(path), metadata={"transferkit": json.dumps(meta)})
+    (path.parent / "last.json").write_text(json.dumps(meta))
 
 
 def slow_dict(seconds: float, **values) -> dict:

@@ -5,7 +5,7 @@ import helpers
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import Interrupt, crash_at
+from helpers import Interrupt, crash_at, edit_checkpoint, scripted_accuracies
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig
@@ -710,20 +710,8 @@ def test_a_held_lock_is_refused_even_when_its_file_names_a_dead_process(tmp_path
         holder.wait()
 
 
-def _scripted_accuracies(monkeypatch, values):
-    """Validation accuracies the engine will see, in order (the real ones tie too often to
-    tell restoring the best checkpoint from keeping the last weights)."""
-    state = {"i": 0}
-
-    def accuracy(self, method, x, y):
-        state["i"] += 1
-        return values[state["i"] - 1], (torch.full((len(y),), state["i"] % 2 == 0), float(state["i"]))
-    monkeypatch.setattr(Engine, "_accuracy", accuracy)
-    return state
-
-
 def test_restore_best_gives_the_weights_of_the_best_evaluation(monkeypatch):
-    _scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2])
+    scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2])
     snaps = {}
     torch.manual_seed(0)
     m = get_method("finetune")(build_backbone("lenet", 4))
@@ -738,7 +726,7 @@ def test_restore_best_gives_the_weights_of_the_best_evaluation(monkeypatch):
 
 
 def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monkeypatch):
-    state = _scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2, 0.0])
+    state = scripted_accuracies(monkeypatch, [0.5, 0.9, 0.3, 0.2, 0.0])
     cfg = TrainConfig(steps=8, eval_every=2, checkpoint_every=2, batch_size=16, patience=None)
     data = dict(target=helpers.toy_domain(), val=helpers.toy_domain(seed=1))
     torch.manual_seed(0)
@@ -764,25 +752,19 @@ def test_a_resumed_fit_keeps_the_best_weights_of_before_the_crash(tmp_path, monk
 
 
 def test_a_checkpoints_float32_best_accuracy_is_read_as_its_counts_exact_fraction(tmp_path, monkeypatch):
-    import json
-
     import numpy as np
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
     exact = 17 / 60  # float32 rounds it down: an evaluation of the same count would look better
     assert float(np.float32(exact)) < exact
-    _scripted_accuracies(monkeypatch, [0.1, exact, exact, 0.05, 0.0])  # the last: the best weights scored again
+    scripted_accuracies(monkeypatch, [0.1, exact, exact, 0.05, 0.0])  # the last: the best weights scored again
     cfg = TrainConfig(steps=8, eval_every=2, checkpoint_every=2, batch_size=16, patience=None)
     data = dict(target=helpers.toy_domain(), val=helpers.toy_domain(n=60, seed=1))
-
     with pytest.raises(Interrupt):
         Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash_at(5),)).fit(make(), **data)
-    path = tmp_path / "last.safetensors"
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["transferkit"])
-    assert meta["state"]["best_acc"] == exact and meta["state"]["best_step"] == 4
-    meta["state"]["best_acc"] = float(np.float32(exact))  # as written before accuracies were exact
-    save_file(load_file(str(path)), str(path), metadata={"transferkit": json.dumps(meta)})
+
+    def float32_best(meta):
+        assert meta["state"]["best_acc"] == exact and meta["state"]["best_step"] == 4
+        meta["state"]["best_acc"] = float(np.float32(exact))  # as written before accuracies were exact
+    edit_checkpoint(tmp_path, float32_best)
     fit = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(make(), **data)
     assert fit.best_step == 4 and fit.best_val_accuracy == exact  # the same count at step 6 is no improvement
 

@@ -9,7 +9,7 @@ import helpers
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import Interrupt, crash_at
+from helpers import Interrupt, crash_at, edit_checkpoint, scripted_accuracies
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import SCHEDULES, Engine, Stream, TrainConfig, content_text
@@ -36,17 +36,6 @@ def noisy(method, batch):
     """Cross-entropy of the target's images with noise drawn from torch's generator (as dropout draws)."""
     x, y = batch.target
     return {"ce": F.cross_entropy(method.forward_from_input(x + 0.3 * torch.randn_like(x)), y)}
-
-
-def scripted_accuracies(monkeypatch, values):
-    """``Engine._accuracy`` returns ``values`` in turn (and per-image details)."""
-    calls = {"i": 0}
-
-    def accuracy(self, method, x, y):
-        calls["i"] += 1
-        return values[calls["i"] - 1], (torch.ones(len(y), dtype=torch.bool), float(calls["i"]))
-    monkeypatch.setattr(Engine, "_accuracy", accuracy)
-    return calls
 
 
 def steps_run(engine_kwargs, cfg, method, **data):
@@ -183,18 +172,6 @@ def test_the_engine_seed_alone_fixes_the_random_numbers_a_training_draws():
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-def _without_history(ckpt):
-    """The checkpoint as written before its metadata held the history."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-    path = ckpt / "last.safetensors"
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["transferkit"])
-    del meta["history"]
-    save_file(load_file(str(path)), str(path), metadata={"transferkit": json.dumps(meta)})
-    (ckpt / "last.json").write_text(json.dumps(meta))
-
-
 def test_a_checkpoint_without_history_resumes_with_the_logged_records_up_to_its_step(tmp_path):
     d, val = helpers.toy_domain(16), helpers.toy_domain(8, seed=1)
     cfg = TrainConfig(steps=8, batch_size=8, eval_every=2, checkpoint_every=2, patience=None, progress=False)
@@ -202,23 +179,18 @@ def test_a_checkpoint_without_history_resumes_with_the_logged_records_up_to_its_
     mine = {"checkpoint_dir": tmp_path / "ck", "metrics_path": tmp_path / "m.jsonl", "run_name": "r"}
     with pytest.raises(Interrupt):  # checkpointed at step 4, with the record of step 4
         Engine(cfg, seed=0, hooks=(crash_at(5),), **mine).fit(custom(), target=d, val=val)
-    _without_history(tmp_path / "ck")
+    edit_checkpoint(tmp_path / "ck", lambda meta: meta.pop("history"))  # as written before it held the history
     res = Engine(cfg, seed=0, **mine).fit(custom(), target=d, val=val)
     assert [r["step"] for r in res.history] == [2, 4, 6, 8] and res.history == full.history
 
 
 def test_a_resumed_fit_counts_the_seconds_trained_before_the_stop(tmp_path):
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
     d = helpers.toy_domain(16)
     cfg = TrainConfig(steps=4, batch_size=8, checkpoint_every=2, progress=False)
     with pytest.raises(Interrupt):
         Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash_at(3),)).fit(custom(), target=d)
-    path = tmp_path / "last.safetensors"
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["transferkit"])
-    meta["state"]["trained_s"] = 1000.0  # as if the first two steps had taken that long
-    save_file(load_file(str(path)), str(path), metadata={"transferkit": json.dumps(meta)})
+    # as if the first two steps had taken that long
+    edit_checkpoint(tmp_path, lambda meta: meta["state"].update(trained_s=1000.0))
     res = Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(custom(), target=d)
     assert res.wall_s >= 1000.0
     assert json.loads((tmp_path / "last.json").read_text())["state"]["trained_s"] >= 1000.0

@@ -17,8 +17,14 @@ for _key in CLI_ENVIRONMENT:
 @pytest.fixture(scope="session", autouse=True)
 def transferkit_cache(tmp_path_factory):
     """Point ``TRANSFERKIT_CACHE`` at a session temporary directory (built-in domains are
-    built once per test session, never in the user's cache)."""
-    path = tmp_path_factory.mktemp("transferkit-cache")
+    built once per test session, never in the user's cache). The processes of one pytest-xdist
+    session share it (built domains and pre-trained source networks are written atomically, and
+    a process that needs one being built waits for it), so each is built once, not once per process."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "transferkit-cache"  # the session's, above each worker's
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("transferkit-cache")
     old = os.environ.get("TRANSFERKIT_CACHE")
     os.environ["TRANSFERKIT_CACHE"] = str(path)
     yield path

@@ -76,6 +76,32 @@ def test_a_registered_domain_is_named_as_a_built_in_is(forget_domains, tmp_path,
     assert cache_path("digits").name == f"digits-{CACHE_VERSION}-{build_tag()}.npz"  # shipped: as before
 
 
+def test_a_domain_another_process_is_building_is_waited_for_and_read_not_built_again(forget_domains, tmp_path,
+                                                                                    monkeypatch):
+    import threading
+    import time
+
+    from transferkit.io import waiting_lock
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    calls = []
+    register_checkers(lambda: calls.append("built") or checker_arrays())
+    path, reads, got = cache_path("checkers"), [], {}
+    read = data._read_cache
+    monkeypatch.setattr(data, "_read_cache", lambda p, b: reads.append(p) or read(p, b))
+    with waiting_lock(path.with_suffix(".lock")):  # the other builder holds the domain's lock
+        waiter = threading.Thread(target=lambda: got.update(arrays=data.builtin_arrays("checkers")))
+        waiter.start()
+        deadline = time.time() + 30
+        while not reads and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert reads and waiter.is_alive() and not calls  # missed the cache, now waits for the lock
+        x, y = data.checked_arrays(BUILTINS["checkers"], checker_arrays())
+        data._write_cache(path, {"x": x, "y": y})  # what the other builder leaves behind
+    waiter.join(30)
+    assert not calls and len(reads) == 2 and got["arrays"][0].tobytes() == x.tobytes()
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"name": "Checkers"}, "domain name 'Checkers': use lowercase letters"),
     ({"name": "my+dots"}, "domain name 'my\\+dots'"),

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import shifts as _shifts
 from .domain import Domain
 from .errors import UnknownNameError, check, is_whole, warn
-from .io import atomic_write, cache_dir, relative_hint
+from .io import atomic_write, cache_dir, relative_hint, waiting_lock
 from .registry import Registry, qualified_name
 
 CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
@@ -413,14 +413,21 @@ def _read_cache(path: Path, b: Builtin) -> tuple[np.ndarray, np.ndarray] | None:
 
 def builtin_arrays(name: str, *, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images ``N x C x H x W`` and int64 labels of built-in ``name``, read from the
-    cache or built (and cached atomically). ``use_cache=False`` builds without touching it."""
+    cache or built (and cached atomically; processes that need it at once build it once).
+    ``use_cache=False`` builds without touching it."""
     b = _builtin(name)
     path = cache_path(name)
     if use_cache and (hit := _read_cache(path, b)) is not None:
         return hit
-    x, y = checked_arrays(b, b.build(use_cache) if b.digest is None else b.build())
-    if use_cache:
-        _write_cache(path, {"x": x, "y": y})
+    with contextlib.ExitStack() as held:
+        if use_cache:  # one process builds it; another that needs it meanwhile waits, then reads it
+            with contextlib.suppress(OSError):  # a cache that cannot be written: build unlocked (and warn)
+                held.enter_context(waiting_lock(path.with_suffix(".lock")))
+            if (hit := _read_cache(path, b)) is not None:
+                return hit
+        x, y = checked_arrays(b, b.build(use_cache) if b.digest is None else b.build())
+        if use_cache:
+            _write_cache(path, {"x": x, "y": y})
     return x, y
 
 

@@ -142,7 +142,7 @@ def test_what_a_builder_returns_is_checked_and_named(forget_domains, returned, m
     register_checkers(build, num_images=12, channels=3 if "channels last" in message else 1)
     with pytest.raises(TransferkitError, match=f"domain 'checkers': its builder .*build returned .*{message}"):
         load_domain("checkers")
-    assert not (tmp_path / "domains").exists() or not list((tmp_path / "domains").iterdir())  # nothing cached
+    assert not [p.name for p in tmp_path.glob("domains/*") if p.suffix != ".lock"]  # nothing cached (the lock stays)
 
 
 def test_an_edited_builder_is_built_again_not_read_from_the_cache(plugin, forget_domains, tmp_path, monkeypatch):

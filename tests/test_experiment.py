@@ -591,7 +591,8 @@ def test_pretrained_cache_is_keyed_on_every_source_image_and_the_source_val_spli
     from transferkit.source import pretrain_source
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
-    cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, pretrain=TINY_PRE, train=TINY,
+    two_steps = TrainConfig(steps=2, eval_every=1, batch_size=16)  # seven pre-trainings: what is keyed, not learnt
+    cfg = ExperimentConfig(name="key", source="digits", target="digits", k=2, pretrain=two_steps, train=TINY,
                            out_dir=str(tmp_path))
     data = prepare_domains(cfg)
     quiet = {"log": lambda *a: None}

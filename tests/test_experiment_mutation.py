@@ -723,6 +723,25 @@ def test_the_pretrained_cache_key_holds_the_seed_and_training_but_not_the_progre
 
 # -- second pass: survivors of the first ---------------------------------------------------------
 
+def test_a_run_preloads_torch_s_lazy_imports_after_its_checks_and_before_the_source_network(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ex, "prepare_domains", lambda cfg, **kw: _prepared())
+    monkeypatch.setattr(ex, "preload_lazy_imports", lambda: calls.append("preload"))
+    with pytest.raises(TransferkitError, match="k=40"):  # refused by the checks: no seconds spent on imports
+        ex.run_experiment(ExperimentConfig(methods=["finetune"], k=40, train=TINY, pretrain=TINY),
+                          run_dir=tmp_path / "refused", log=lambda *a: None)
+    assert calls == []
+
+    def source_network(*args, **kwargs):
+        calls.append("source")
+        raise TransferkitError("stop here")
+    monkeypatch.setattr(ex, "run_source_network", source_network)
+    with pytest.raises(TransferkitError, match="stop here"):  # before the pre-training's (timed) optimizer
+        ex.run_experiment(ExperimentConfig(methods=["finetune"], k=2, train=TINY, pretrain=TINY, select_on="none"),
+                          run_dir=tmp_path / "run", log=lambda *a: None)
+    assert calls == ["preload", "source"]
+
+
 def test_source_only_is_the_source_network_s_accuracy_on_the_target_test_split(tmp_path, monkeypatch):
     data = _prepared(target_names=["2", "0", "3", "1"])  # the target's classes in another order
     torch.manual_seed(0)

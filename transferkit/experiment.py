@@ -338,7 +338,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     fresh = main and not run_dir.exists()
     parent_fresh = fresh and not run_dir.parent.exists()
-    preload_lazy_imports()
     if main:
         _make_run_dir(run_dir, None if run_dir_given else cfg.out_dir)
     try:  # the caller's CPU RNG is left as it was (each job seeds its own; CUDA's is not touched: no CUDA init here)
@@ -398,6 +397,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)
     every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
                       for setting, rows in finished.items() for (name, seed), row in rows.items()}
+    preload_lazy_imports()  # after the checks: a refused run says so 2 s sooner
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     before = old.read_text() if old.exists() else None

@@ -180,17 +180,17 @@ def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
         assert torch.equal(wf[k], wr[k]), k
 
 
-@pytest.mark.parametrize("crash_at", [27, None])  # mid-training, or a training that had finished (flex's candidates)
+@pytest.mark.parametrize("crash_at", [12, None])  # mid-training, or a training that had finished (flex's candidates)
 def test_a_resumed_fit_keeps_the_validation_details_of_an_uninterrupted_one(tmp_path, crash_at):
     d, val = toy_domain(), toy_domain(seed=1)
     for restore_best in (True, False):
-        cfg = TrainConfig(steps=50, batch_size=16, eval_every=10, checkpoint_every=10, patience=None,
+        cfg = TrainConfig(steps=20, batch_size=16, eval_every=5, checkpoint_every=5, patience=None,
                           restore_best=restore_best)
         full = Engine(cfg, seed=0).fit(make(), target=d, val=val)
         ckpt = tmp_path / str(restore_best)
         first = Engine(cfg, seed=0, checkpoint_dir=ckpt, hooks=(helpers.crash_at(crash_at),))
         if crash_at is None:
-            first.fit(make(), target=d, val=val)  # its checkpoint of step 50 stays: read back below
+            first.fit(make(), target=d, val=val)  # its checkpoint of step 20 stays: read back below
         else:
             with pytest.raises(Interrupt):
                 first.fit(make(), target=d, val=val)
@@ -200,23 +200,23 @@ def test_a_resumed_fit_keeps_the_validation_details_of_an_uninterrupted_one(tmp_
 
 def test_resumed_history_holds_only_this_trainings_records_once(tmp_path):
     d, val = toy_domain(), toy_domain(seed=1)
-    cfg = TrainConfig(steps=50, batch_size=16, eval_every=10, checkpoint_every=20, patience=None)
+    cfg = TrainConfig(steps=25, batch_size=16, eval_every=5, checkpoint_every=10, patience=None)
     metrics = tmp_path / "metrics.jsonl"  # shared by the jobs of one run, as in experiment.run_job
     Engine(cfg, seed=0, metrics_path=metrics, run_name="job-a/main").fit(make(), target=d, val=val)
     full = Engine(cfg, seed=0).fit(make(), target=d, val=val)
 
     mine = {"checkpoint_dir": tmp_path / "ck", "metrics_path": metrics, "run_name": "job-b/main"}
-    with pytest.raises(Interrupt):  # after the record of step 30, before the checkpoint of step 40
-        Engine(cfg, seed=0, hooks=(crash_at(35),), **mine).fit(make(), target=d, val=val)
-    with pytest.raises(Interrupt):  # resumed from step 20, it logs step 30 again, then checkpoints at 40
-        Engine(cfg, seed=0, hooks=(crash_at(45),), **mine).fit(make(seed=98), target=d, val=val)
+    with pytest.raises(Interrupt):  # after the record of step 15, before the checkpoint of step 20
+        Engine(cfg, seed=0, hooks=(crash_at(17),), **mine).fit(make(), target=d, val=val)
+    with pytest.raises(Interrupt):  # resumed from step 10, it logs step 15 again, then checkpoints at 20
+        Engine(cfg, seed=0, hooks=(crash_at(22),), **mine).fit(make(seed=98), target=d, val=val)
     res = Engine(cfg, seed=0, **mine).fit(make(seed=99), target=d, val=val)
-    assert res.history == full.history and [r["step"] for r in res.history] == [10, 20, 30, 40, 50]
+    assert res.history == full.history and [r["step"] for r in res.history] == [5, 10, 15, 20, 25]
     from transferkit.report import training_curves
     only_b = tmp_path / "b.jsonl"  # the report draws one run per method: job-b's alone, with its repeated step
     only_b.write_text("".join(line for line in metrics.read_text().splitlines(True) if '"job-b/main"' in line))
-    assert [r["step"] for r in read_jsonl(only_b)] == [10, 20, 30, 30, 40, 50]
-    assert [r["step"] for r in training_curves(only_b)["finetune"]] == [10, 20, 30, 40, 50]
+    assert [r["step"] for r in read_jsonl(only_b)] == [5, 10, 15, 15, 20, 25]
+    assert [r["step"] for r in training_curves(only_b)["finetune"]] == [5, 10, 15, 20, 25]
 
 
 def test_resume_reads_the_state_saved_with_the_weights(tmp_path):

@@ -26,7 +26,7 @@ from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
 from .runtime import plugin_hint
-from .splits import fewest_for, split_units
+from .splits import Split, fewest_for, split_units
 
 
 def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
@@ -313,8 +313,9 @@ def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.
         ids = torch.nonzero(missing).flatten().tolist()
         word = unit.split()[0]  # "images" / "groups", "image" / "group" for one
         own = cfg.test is not None and part == "test"  # a test set of its own: the target's images are not cut
-        if cfg.test is not None:  # the target's own images (the config's test set counts apart)
-            counts = data.target.train.class_counts() + data.target.val.class_counts()
+        if cfg.test is not None:  # the target's own images or groups (the config's test set counts apart)
+            t = data.target
+            counts, _ = split_units(Split(t.train, t.val, t.val.subset(torch.zeros(len(t.val), dtype=torch.bool))))
         named = ", ".join(f"{data.target.train.class_names[i]!r}" + ("" if own else f" ({int(counts[i])} "
                           f"{word[:-1] if int(counts[i]) == 1 else word})") for i in ids[:10])
         named += ", ..." if len(ids) > 10 else ""

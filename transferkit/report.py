@@ -467,21 +467,26 @@ def check_run_dir(run_dir: str | Path) -> Path:
 def _config_files(run_dir: Path, stored) -> str:
     """The ``config.yaml`` files under ``run_dir`` that say something the config results.json
     stores does not (a run's own file is that config, with its name and out_dir): a benchmark's
-    runs, or a run's file changed since its rows were written (e.g. a narrowing resume that failed)."""
+    runs, or a run's file changed since its rows were written (e.g. a narrowing resume that failed).
+    The first ``MAX_FIGURES`` of them; a last comment line names those left out."""
     same = yaml.safe_load(yaml.safe_dump(stored, sort_keys=False)) if isinstance(stored, dict) else None
-    out = ""
-    for sub in sorted(run_dir.rglob("config.yaml"))[:MAX_FIGURES]:
+    differing = []
+    for sub in sorted(run_dir.rglob("config.yaml")):
         text = sub.read_text()
         try:
             parsed = yaml.safe_load(text)
         except yaml.YAMLError:
             parsed = None
-        if same is not None and isinstance(parsed, dict) and parsed == same:
-            continue
+        if same is None or not isinstance(parsed, dict) or parsed != same:
+            differing.append((sub, text))
+    left_out: list[str] = []
+    out = ""
+    for sub, text in _capped(differing, MAX_FIGURES, "config.yaml files", left_out,
+                             name=lambda d: str(d[0].relative_to(run_dir))):
         why = (" (differs from the config above, which results.json stores and its rows were made with)"
                if sub.parent == run_dir and same is not None else "")
         out += f"\n# {sub.relative_to(run_dir)}{why}\n" + text
-    return out
+    return out + "".join(f"\n# {line}\n" for line in left_out)
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:

@@ -228,7 +228,7 @@ def test_plots_name_inputs_they_cannot_draw(tmp_path):
     four = Domain("four", torch.rand(4, 4, 8, 8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
     with pytest.raises(TransferkitError, match="1- or 3-channel images, got 4"):
         sample_grid(four, tmp_path / "g.png")
-    with pytest.raises(TransferkitError, match=r"setting 'k=K', got \['all'\]"):
+    with pytest.raises(TransferkitError, match=r"setting 'k=K' \(K a whole number.*, got \['all'\]"):
         accuracy_vs_k_plot([{"method": "m", "setting": "all", "accuracy": 0.5}], tmp_path / "k.png")
 
 

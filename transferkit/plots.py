@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -411,9 +412,9 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: 
     (``group_accuracy`` or ``n_test_groups``), where k counts labelled groups per class, are drawn
     against groups per class, with their ``group_accuracy`` dashed beside the per-image accuracy."""
     check(len(rows) > 0, "accuracy_vs_k_plot: no rows")
-    bad = sorted({str(r.get("setting")) for r in rows if not str(r.get("setting", "")).startswith("k=")
-                  or not str(r["setting"])[2:].isdigit()})
-    check(not bad, f"accuracy_vs_k_plot needs rows with setting 'k=K', got {bad}")
+    bad = sorted({str(r.get("setting")) for r in rows if not re.fullmatch(r"k=(0|[1-9][0-9]*)", str(r.get("setting")))})
+    check(not bad, f"accuracy_vs_k_plot needs rows with setting 'k=K' (K a whole number, as a run writes it: no "
+                   f"leading zero), got {bad}")
     fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
     curves, group_curves = {}, {}

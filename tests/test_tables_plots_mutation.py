@@ -402,6 +402,9 @@ def test_tsne_legend_takes_a_second_column_beyond_twelve_entries(fake_tsne):
         str(c) for c in range(10)]
     eleven = plots.tsne_embeddings({"p": (a, b)}, None, labels=list(range(11)) * 3 + [0] * 7)
     assert eleven.get_figwidth() == pytest.approx(3.2 + 2.4)
+    # found by the pass (fixed): panels of one set each draw no domain markers, so 11 classes are 11 entries
+    alone = plots.tsne_embeddings({"p": torch.cat([a, b])}, None, labels=list(range(11)) * 3 + [0] * 7)
+    assert len(alone.axes[0].get_legend().get_texts()) == 11 and alone.get_figwidth() == pytest.approx(3.2 + 1.2)
 
 
 def test_class_colours_are_tab10_up_to_ten_classes_then_tab20_dark_and_light():

@@ -281,7 +281,8 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
     names, classes = _class_ids({name: _point_labels(name, labels, sum(len(f) for f in fs))
                                  for name, fs in sets.items()})
     labelled = names is not None
-    entries = (len(names) if labelled and len(names) <= 20 else 0) + 2  # classes and the two domains' markers
+    paired = any(len(fs) == 2 for fs in sets.values())  # the legend then names the two domains' markers
+    entries = (len(names) if labelled and len(names) <= 20 else 0) + 2 * paired
     columns = 1 if entries <= 12 else 2  # a 3.5 in tall legend holds about 12 entries per column
     fig = new_figure(3.2 * len(panels) + (1.2 * columns if labelled else 0), 3.5)  # room for the legend beside
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -314,7 +315,7 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
         from matplotlib.lines import Line2D
         shown = names if len(names) <= 20 else []
         handles, legend_names = [], []
-        if any(len(fs) == 2 for fs in sets.values()):  # first: which marker is which domain is never cut off
+        if paired:  # first: which marker is which domain is never cut off
             handles += [Line2D([], [], ls="none", marker=m, color="0.4", ms=2.5) for m in "ox"]
             legend_names += list(domain_names)
         handles += [Line2D([], [], ls="none", marker="o", color=class_colour(c, len(names)), ms=2.5)

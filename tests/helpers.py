@@ -1,9 +1,11 @@
 """Small shared test data: a learnable toy domain, a shifted random domain, a seeded LeNet,
 state copies and which tensors changed; engine hooks that stop a training, scripted validation
-accuracies and checkpoint edits."""
+accuracies and checkpoint edits; the SKADA import the side-by-side tests skip without."""
 
+import importlib
 from pathlib import Path
 
+import pytest
 import torch
 
 from transferkit.domain import Domain
@@ -150,3 +152,12 @@ def killed_after(seconds: float, value):
     if value is None:
         os.kill(os.getpid(), signal.SIGKILL)
     return value
+
+
+def skada_or_skip(module: str = "skada.deep"):
+    """``module`` of SKADA, or skip: SKADA not installed, or installed without skorch (``skada.deep`` then
+    raises ImportError, which ``pytest.importorskip`` does not skip before pytest 8.2)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pytest.skip(f"{module} cannot be imported ({e}): pip install -e '.[bench]' brings SKADA and skorch")

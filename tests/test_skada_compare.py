@@ -1,3 +1,4 @@
+import helpers
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ def test_steps_per_epoch_matches_skada_balanced_sampler():
 
 @pytest.mark.parametrize("name", ["DANN", "DANN-sigmoid", "DAN", "DeepCoral", "MCC-T2.5"])
 def test_skada_runs_on_a_transferkit_unitnet(name):
-    pytest.importorskip("skada.deep")
+    helpers.skada_or_skip("skada.deep")
     g = torch.Generator().manual_seed(0)
     dom = lambda n: Domain("d", torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10,  # noqa: E731
                            [str(i) for i in range(10)])
@@ -30,7 +31,7 @@ def test_skada_runs_on_a_transferkit_unitnet(name):
 
 
 def test_skada_estimators_take_the_named_settings():
-    pytest.importorskip("skada.deep")
+    helpers.skada_or_skip("skada.deep")
     from transferkit.bench.skada_compare import SKADA_METHODS, skada_estimator
 
     net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
@@ -44,7 +45,7 @@ def test_skada_estimators_take_the_named_settings():
 
 def test_skada_default_domain_classifier_is_dead_and_the_sigmoid_one_is_not():
     skada = pytest.importorskip("skada")
-    pytest.importorskip("skada.deep")
+    helpers.skada_or_skip("skada.deep")
     assert dead_domain_classifier() == (skada.__version__ == "0.6.0")  # Softmax over one output: constant 1
     torch.manual_seed(0)
     x = torch.randn(8, 16, requires_grad=True)
@@ -54,7 +55,7 @@ def test_skada_default_domain_classifier_is_dead_and_the_sigmoid_one_is_not():
 
 
 def test_dann_timing_alternates_both_libraries_and_the_small_discriminator():
-    pytest.importorskip("skada.deep")
+    helpers.skada_or_skip("skada.deep")
     from transferkit.bench.skada_compare import dann_timing
 
     res = dann_timing("digits", "digits+noise", epochs=1, repeats=2, pretrain_steps=2)

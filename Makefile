@@ -25,7 +25,7 @@ browser:
 	  apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium could not be installed: the browser test will be skipped"; }
 
 # Two pytest processes (pytest-xdist) of one torch thread each: on 2 cores the suite takes about
-# 10 minutes this way, 18 in one process of 2 threads (its tiny networks gain little from a second thread).
+# 4 to 10 minutes this way (by machine), 18 in one process of 2 threads (its tiny networks gain little from a second thread).
 test: setup browser
 	$(BIN)/ruff check transferkit tests
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2

@@ -5,6 +5,12 @@ Each test kills at least one mutant that the earlier tests (test_pixel.py, test_
 test_unit_gan.py, test_multitask.py, test_adaptation.py) let through; the mutant it targets is
 named in the test's comment. Expected values come from the modules' docstrings, written out by
 hand on tiny tensors and small batches (direct calls of ``losses``, one short fit).
+
+Judged equivalent, so not tested: adain's `0 <=` of the alpha check (the generic option check refuses
+a negative alpha first), `translate` without `evaluating` in unit_gan and cyclegan (no dropout or
+BatchNorm in the translators), adain's `frozen_children = ()` (the encoder never requires grad),
+multitask's `cache_frozen_prefix = True` (every unit trains) and separate forward passes (no BatchNorm),
+task_terms always concatenating x_s and x_t (only compute).
 """
 
 import pytest

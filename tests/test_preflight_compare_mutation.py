@@ -5,7 +5,16 @@ two runs' data.json digests are said to differ (seeded specs, three groups, rela
 what the checks before any work refuse or warn about (a source-reading method without a source,
 k at a class's size, the unlabelled rest, classes without test images, balancing, selection
 settings, the hint of a refused setting). Each test fails when the code it names is changed in
-the way its comment says."""
+the way its comment says.
+
+Judged equivalent, so not tested: preflight's `e.kind` filter (only get_method and check_backbone
+raise there), `s is not sub` (the refused setting never passes), the one-setting shortcut, the range of
+seeds checked (every subset has the same counts per class), the val domain for `target_val`; compare's
+`< 2` -> `< 1`, `"options" in c` always, `options` kept in UNCOMPARED, `.split("+")[0]` dropped,
+`startswith(f"{side}.")` -> `startswith(side)`. Left alive: preflight's `groups is None` guard of the
+k message, the `chosen` / "all" argument of warn_unshared_classes, the bind_partial TypeError branch,
+the check_validation guard, the substring test of a setting in a warning (k=1 inside k=10), and
+compare's `all` -> `any` beside a benchmark plan (which is meant is open)."""
 
 import json
 import warnings

@@ -8,6 +8,10 @@ Each test kills at least one small hand-made mutant the older tests let through 
 a dropped escape, a wrong sort, a skipped record that is no longer skipped). Results files are
 written by hand; figures are replaced by a stub PNG where only their captions and notes matter,
 and collectives by fakes, so no test trains, draws at full cost or starts a process.
+
+Judged equivalent, so not tested: `world_size() == 1` -> `<= 1`, rank_errors sorted by the whole tuple
+or by rank only (they differ only for two files of one rank), peer_failed's `bool(folder) and` -> `folder
+and`. Not tried: report's `v > 1` -> `>= 1` of per-unit values, `sorted(rglob)` -> `list` of saved figures.
 """
 
 import base64

@@ -7,7 +7,13 @@ unfinished checkpoints a resume with other options refuses, how a refusal for an
 ``--nproc`` lists the jobs, what a job's digest counts (option files, forms, the stages' devices)
 and what a stored config's comparison skips; and of a run's data, the channels, class lists,
 test sets and label subsets it is cut with. Each test fails when the code it names is changed
-in the way its comment says."""
+in the way its comment says.
+
+Judged equivalent, so not tested: rundir's `if checkpoints.is_dir() else ()` (a missing folder globs
+nothing), `stored != {...}` before the data.json write (only the file's time differs), `range(cls.revision
++ 1)`; rundata's `.all(1)` -> `.any(1)` in shared_images (differs only on colliding fingerprints), the
+`src is not None` guard before test_in_source (empty source splits sum alike). Not tried: network_source's
+preference for the pinned file, the grey-conversion warning, the exception path of `_options_since`."""
 
 import json
 import warnings

@@ -9,6 +9,10 @@ with the wrong scale. Expected values are worked out by hand (a 95 % binomial ha
 on 100 images is 1.96 x 0.05 = 9.8 points), never read back from the code under test. Figures
 are built with ``path=None`` and read through their axes, lines and texts, never their pixels;
 the t-SNE itself is replaced by a stand-in that records its arguments.
+
+Judged equivalent, so not tested: csv_table's `"" if s.get(f) is None` (csv writes None as an empty
+field). Left to the older tests: the ± note threshold and the n / wall s column order (asserted in
+test_report.py), and `_check_one_curve_set`'s `len(values) < 2` (a three-way mix of curve sets would pass).
 """
 
 import math

@@ -6,7 +6,12 @@ de-duplication, input normalisation, how a wrong input is named; what a saved ne
 (class names beside a prototype head's options), what loading one refuses and names, the caller's
 random state, network digests; and how build_method / fit_for_target / evaluate_on / retarget_head /
 source_head_rows match head rows to classes. Each test fails when the code it names is changed in
-the way its comment says."""
+the way its comment says.
+
+Judged equivalent, so not tested: `_head_shape`'s `n > 0` -> `n >= 0`, load_state_dict's `not in
+self.state_dict()` (add_input_norm returns early), the `int(s)` of input_shape, `_added_parameters` at
+image_size 28 (the built-in backbones' state keys do not depend on it), file_channels' `len(found) == 1`
+-> `found`, `.detach().cpu()` -> `.detach()` on CPU."""
 
 import json
 

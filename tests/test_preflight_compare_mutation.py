@@ -11,9 +11,9 @@ Judged equivalent, so not tested: preflight's `e.kind` filter (only get_method a
 raise there), `s is not sub` (the refused setting never passes), the one-setting shortcut, the range of
 seeds checked (every subset has the same counts per class), the val domain for `target_val`; compare's
 `< 2` -> `< 1`, `"options" in c` always, `options` kept in UNCOMPARED, `.split("+")[0]` dropped,
-`startswith(f"{side}.")` -> `startswith(side)`. Left alive: preflight's `groups is None` guard of the
-k message, the `chosen` / "all" argument of warn_unshared_classes, the bind_partial TypeError branch,
-the check_validation guard, the substring test of a setting in a warning (k=1 inside k=10), and
+`startswith(f"{side}.")` -> `startswith(side)`. Left alive: preflight's
+`chosen` / "all" argument of warn_unshared_classes, its bind_partial TypeError branch, its
+check_validation guard, its the substring test of a setting in a warning (k=1 inside k=10), and
 compare's `all` -> `any` beside a benchmark plan (which is meant is open)."""
 
 import json
@@ -520,3 +520,19 @@ def test_a_run_whose_data_json_has_no_digests_of_a_side_is_not_compared_on_it(tm
     a = _run(tmp_path / "a", "npz:/abs/t.npz", {})
     b = _run(tmp_path / "b", "npz:/abs/t.npz", {"target.train": "t1"})
     assert _differ(("a", a), ("b", b)) == []
+
+
+def test_k_above_a_grouped_class_is_counted_in_groups_not_frames():
+    # kills: the `groups is None` guard before _check_k_fits dropped (k=7 named against c1's 6 frames, not 2 groups)
+    import torch
+
+    def grouped(labels, first_group):
+        labels = torch.tensor(labels)
+        return Domain("t", torch.rand(len(labels), 1, 28, 28), labels, ["c0", "c1"],
+                      torch.arange(len(labels)) // 3 + first_group)
+    target = Split(grouped([0] * 9 + [1] * 6, 0), grouped([0] * 3 + [1] * 3, 10), grouped([0] * 3 + [1] * 3, 20))
+    data = Prepared(source=target, target=target, channels=1)
+    for k in (3, 7):
+        with pytest.raises(TransferkitError, match=f"^k={k} is larger than the number of groups of the smallest "
+                                                   "class: class c1 has 2 groups"):
+            preflight.check_jobs(ExperimentConfig(k=k), data, [get_method("finetune")])

@@ -13,7 +13,7 @@ seeds checked (every subset has the same counts per class), the val domain for `
 `< 2` -> `< 1`, `"options" in c` always, `options` kept in UNCOMPARED, `.split("+")[0]` dropped,
 `startswith(f"{side}.")` -> `startswith(side)`. Left alive: preflight's
 `chosen` / "all" argument of warn_unshared_classes, its bind_partial TypeError branch, its
-check_validation guard, its the substring test of a setting in a warning (k=1 inside k=10), and
+check_validation guard, its substring test of a setting in a warning (k=1 inside k=10), and
 compare's `all` -> `any` beside a benchmark plan (which is meant is open)."""
 
 import json

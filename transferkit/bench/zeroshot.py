@@ -224,7 +224,7 @@ def zeroshot_tables(rows: list[dict], plan: ZeroshotPlan | None = None) -> str:
     for m, s in keys:
         pick = [r for r in rows if r["method"] == m and r["source"] == s]
         z = [r for r in pick if r["setting"] == "zsl"]
-        out.append(f"| {m} | {s} | {_mean_se(r['accuracy'] for r in z)} | "
+        out.append(f"| {m} | {s} | {_mean_se(r['accuracy'] for r in z) if z else '-'} | "
                    f"{gzsl([r for r in pick if r['setting'] == 'gzsl'])} | "
                    f"{gzsl([r for r in pick if r['setting'] == 'gzsl_prior'])} | {len(z)} |")
     ret = [r for r in rows if "recall_at_1" in r]

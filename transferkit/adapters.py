@@ -167,7 +167,7 @@ def _check_same_function(model: nn.Module, net: UnitNet, what: str, guessed: boo
                 h.remove()
         try:
             got = seeded(net)
-        except (RuntimeError, TypeError, TransferkitError) as e:
+        except (RuntimeError, TypeError, IndexError, ValueError, TransferkitError) as e:
             paths: dict[str, list[str]] = {}
             for p, u, _ in listed:
                 paths.setdefault(u, []).append(p)
@@ -314,6 +314,9 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
             specs.append((g[0].replace(".", "_") if len(g) == 1 else f"unit{k + 1}", g))
     used = [p for _, g in specs for p in g] + group(head)
     check(len(set(used)) == len(used), f"a module is used twice in units/head: {used}")
+    names = [n for n, _ in specs]  # a group's unit<k> or a path's x_y may be another unit's name
+    check(len(set(names)) == len(names), f"duplicate unit names {names} (units {[g for _, g in specs]}): give the "
+                                         f"units as a dict name -> module path(s) to name them yourself")
     body = OrderedDict((n, _merge([(p, get(p)) for p in g])) for n, g in specs)
     head_mod = _merge([(p, get(p)) for p in group(head)])
     guessed = input_shape is None

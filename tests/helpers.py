@@ -161,3 +161,22 @@ def skada_or_skip(module: str = "skada.deep"):
         return importlib.import_module(module)
     except ImportError as e:
         pytest.skip(f"{module} cannot be imported ({e}): pip install -e '.[bench]' brings SKADA and skorch")
+
+
+def multitask_on_lenet(**options):
+    """multitask on a 10-class seeded LeNet whose head is then given 4 target classes, as a run builds it."""
+    from transferkit.fitting import retarget_head
+    from transferkit.methods import get_method
+    net = seeded_lenet()
+    method = get_method("multitask")(net, **options)
+    retarget_head(net, [str(c) for c in range(10)], ["a", "b", "c", "d"])
+    return method
+
+
+def multitask_batch(target_labels=(0, 1, 2, 3)):
+    """A batch of 6 labelled source images (classes of 10) and 4 labelled target images (classes of 4)."""
+    from transferkit.engine import Batch
+    g = torch.Generator().manual_seed(3)
+    x_s, x_t = torch.rand(6, 1, 28, 28, generator=g), torch.rand(4, 1, 28, 28, generator=g)
+    return Batch(step=0, progress=0.0, source=(x_s, torch.tensor([0, 9, 3, 3, 7, 1])),
+                 target=(x_t, torch.tensor(list(target_labels))))

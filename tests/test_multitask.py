@@ -6,32 +6,16 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import seeded_lenet, toy_domain
+from helpers import multitask_batch, multitask_on_lenet, seeded_lenet, toy_domain
 
-from transferkit.engine import Batch, TrainConfig
+from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.fitting import retarget_head
 from transferkit.methods import get_method
 
 
-def _built(private_units=0, source_weight=1.0):
-    """multitask on a 10-class LeNet whose head is then given 4 target classes, as a run builds it."""
-    net = seeded_lenet()
-    method = get_method("multitask")(net, source_weight=source_weight, private_units=private_units)
-    retarget_head(net, [str(c) for c in range(10)], ["a", "b", "c", "d"])
-    return method
-
-
-def _batch():
-    g = torch.Generator().manual_seed(3)
-    x_s, x_t = torch.rand(6, 1, 28, 28, generator=g), torch.rand(4, 1, 28, 28, generator=g)
-    return Batch(step=0, progress=0.0, source=(x_s, torch.tensor([0, 9, 3, 3, 7, 1])),
-                 target=(x_t, torch.tensor([0, 1, 2, 3])))
-
-
 def test_the_loss_is_target_ce_plus_weighted_source_ce_of_the_two_heads():
-    method = _built(source_weight=0.3).eval()
-    batch = _batch()
+    method = multitask_on_lenet(source_weight=0.3).eval()
+    batch = multitask_batch()
     (x_s, y_s), (x_t, y_t) = batch.source, batch.target
     terms = method.losses(batch)
     assert set(terms) == {"ce_target", "ce_source"}
@@ -40,18 +24,18 @@ def test_the_loss_is_target_ce_plus_weighted_source_ce_of_the_two_heads():
     torch.testing.assert_close(terms["ce_target"], F.cross_entropy(net(x_t), y_t))
     torch.testing.assert_close(terms["ce_source"],
                                0.3 * F.cross_entropy(method.source_classifier(net.forward_features(x_s)), y_s))
-    assert set(_built(source_weight=0.0).losses(batch)) == {"ce_target"}
+    assert set(multitask_on_lenet(source_weight=0.0).losses(batch)) == {"ce_target"}
 
 
 def _grads(method, term):
     method.zero_grad()
-    method.train().losses(_batch())[term].backward()
+    method.train().losses(multitask_batch())[term].backward()
     return {n for n, p in method.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
 
 
 @pytest.mark.parametrize("private", [0, 1])
 def test_each_term_trains_its_own_head_and_the_shared_units(private):
-    method = _built(private_units=private)
+    method = multitask_on_lenet(private_units=private)
     first = method.net.feature_names[0]
     target, source = _grads(method, "ce_target"), _grads(method, "ce_source")
     def reaches(prefix, names):

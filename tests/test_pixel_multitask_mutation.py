@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import seeded_lenet, shifted_domain, toy_domain
+from helpers import multitask_batch, multitask_on_lenet, seeded_lenet, shifted_domain, toy_domain
 
 from transferkit.engine import Batch, Engine, TrainConfig
 from transferkit.errors import TransferkitError
@@ -357,28 +357,14 @@ def test_unit_gan_caches_translations_in_stage_two_only_and_reads_their_rows():
 # --- multitask -------------------------------------------------------------------------------
 
 
-def _multitask(**options):
-    net = seeded_lenet()
-    method = get_method("multitask")(net, **options)
-    retarget_head(net, [str(c) for c in range(10)], ["a", "b", "c", "d"])
-    return method
-
-
-def _labelled_batch():
-    g = torch.Generator().manual_seed(3)
-    x_s, x_t = torch.rand(6, 1, 28, 28, generator=g), torch.rand(4, 1, 28, 28, generator=g)
-    return Batch(step=0, progress=0.0, source=(x_s, torch.tensor([0, 9, 3, 3, 7, 1])),
-                 target=(x_t, torch.tensor([0, 1, 2, 2])))
-
-
 def test_multitask_terms_take_each_stream_s_class_weights():
     # mutants: ce_target with the source weights; ce_source with the target's; the
     # source_weight = 0 path's cross entropy of the "source" stream
     w_s, w_t = torch.linspace(0.5, 3.0, 10), torch.tensor([0.2, 1.0, 3.0, 0.7])
-    batch = _labelled_batch()
+    batch = multitask_batch((0, 1, 2, 2))
     (x_s, y_s), (x_t, y_t) = batch.source, batch.target
     for weight in (0.6, 0.0):
-        method = _multitask(source_weight=weight).eval()
+        method = multitask_on_lenet(source_weight=weight).eval()
         method.class_weights = {"source": w_s, "target": w_t}
         terms = method.losses(batch)
         with torch.no_grad():
@@ -390,13 +376,13 @@ def test_multitask_terms_take_each_stream_s_class_weights():
 
 def test_multitask_runs_the_source_through_every_private_unit():
     # mutants: only the first private unit applied; the largest private_units (features − 1) refused
-    method = _multitask(private_units=2, source_weight=0.5).eval()
+    method = multitask_on_lenet(private_units=2, source_weight=0.5).eval()
     assert len(method.source_private) == 2
     with torch.no_grad():
         for unit in method.source_private:  # the source's copies move off the network's units
             for p in unit.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-    batch = _labelled_batch()
+    batch = multitask_batch((0, 1, 2, 2))
     (x_s, y_s), (x_t, y_t) = batch.source, batch.target
     terms = method.losses(batch)
     net, (p0, p1) = method.net, method.source_private

@@ -354,17 +354,23 @@ def test_a_test_set_of_its_own_without_a_class_says_so_and_counts_the_targets_ow
     assert said[1].startswith("target mnist: 1 class(es) have no val images: '2' (6 images) (a class needs")
 
 
-def test_beside_a_test_set_of_its_own_a_grouped_target_s_classes_are_counted_in_groups():
-    # found by the pass (fixed): with `test:` given, the count of a class without val groups was of train + val
-    # images, named "groups" ('c1' (6 groups) for 2 groups of 3 frames)
+def _grouped_data(train, val, test) -> Prepared:
+    """A target of classes c0, c1 in groups (videos) of 3 frames, its train / val / test splits of
+    these frame labels (groups numbered apart per split), as source and target."""
     import torch
 
     def grouped(labels, first_group):
         labels = torch.tensor(labels)
-        return Domain("t", torch.zeros(len(labels), 1, 4, 4), labels, ["c0", "c1"],
+        return Domain("t", torch.zeros(len(labels), 1, 28, 28), labels, ["c0", "c1"],
                       torch.arange(len(labels)) // 3 + first_group)
-    target = Split(grouped([0, 0, 0, 1, 1, 1, 1, 1, 1], 0), grouped([0, 0, 0], 10), grouped([0, 0, 0, 1, 1, 1], 20))
-    data = Prepared(source=target, target=target, channels=1)
+    target = Split(grouped(train, 0), grouped(val, 10), grouped(test, 20))
+    return Prepared(source=target, target=target, channels=1)
+
+
+def test_beside_a_test_set_of_its_own_a_grouped_target_s_classes_are_counted_in_groups():
+    # found by the pass (fixed): with `test:` given, the count of a class without val groups was of train + val
+    # images, named "groups" ('c1' (6 groups) for 2 groups of 3 frames)
+    data = _grouped_data([0, 0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 0], [0, 0, 0, 1, 1, 1])
     for test in ("npz:own.npz", None):
         said = _unscored(ExperimentConfig(select_on="target_val", test=test), data)
         assert len(said) == 1 and "1 class(es) have no val" in said[0], said
@@ -524,14 +530,7 @@ def test_a_run_whose_data_json_has_no_digests_of_a_side_is_not_compared_on_it(tm
 
 def test_k_above_a_grouped_class_is_counted_in_groups_not_frames():
     # kills: the `groups is None` guard before _check_k_fits dropped (k=7 named against c1's 6 frames, not 2 groups)
-    import torch
-
-    def grouped(labels, first_group):
-        labels = torch.tensor(labels)
-        return Domain("t", torch.rand(len(labels), 1, 28, 28), labels, ["c0", "c1"],
-                      torch.arange(len(labels)) // 3 + first_group)
-    target = Split(grouped([0] * 9 + [1] * 6, 0), grouped([0] * 3 + [1] * 3, 10), grouped([0] * 3 + [1] * 3, 20))
-    data = Prepared(source=target, target=target, channels=1)
+    data = _grouped_data([0] * 9 + [1] * 6, [0] * 3 + [1] * 3, [0] * 3 + [1] * 3)
     for k in (3, 7):
         with pytest.raises(TransferkitError, match=f"^k={k} is larger than the number of groups of the smallest "
                                                    "class: class c1 has 2 groups"):

@@ -429,6 +429,13 @@ def test_rank_errors_sort_by_rank_number_and_skip_malformed_records(tmp_path):
     assert distributed.rank_errors(tmp_path) == [(2, 2, "5"), (10, 1, "ten")]  # 10 after 2, not as text
 
 
+def test_rank_errors_read_only_the_names_ranks_write(tmp_path):
+    # int() reads "-1", "01", " 7" and other scripts' digits: none is a name record_rank_error writes
+    for stem in ("rank--1", "rank-01", "rank-+3", "rank-\u0663", "rank-1_0", "rank-7"):
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"code": 1, "error": stem}))
+    assert distributed.rank_errors(tmp_path) == [(7, 1, "rank-7")]
+
+
 def test_peer_failed_counts_other_ranks_only(monkeypatch, tmp_path):
     (tmp_path / "rank-3.json").write_text(json.dumps({"code": 2, "error": "mine"}))
     monkeypatch.delenv(distributed.EXIT_DIR_ENV, raising=False)

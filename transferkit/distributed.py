@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -127,6 +128,8 @@ def rank_errors(folder: str | Path) -> list[tuple[int, int, str]]:
     """``(rank, exit status, error)`` that the ranks left in ``folder`` (:func:`record_rank_error`), by rank."""
     out = []
     for path in Path(folder).glob("rank-*.json"):
+        if not re.fullmatch(r"rank-(0|[1-9][0-9]*)", path.stem):  # as record_rank_error names them, no other
+            continue
         with contextlib.suppress(TransferkitError, ValueError, KeyError, TypeError):
             left = read_json(path)
             out.append((int(path.stem[5:]), int(left["code"]), str(left["error"])))

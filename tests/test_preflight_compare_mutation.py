@@ -13,8 +13,7 @@ seeds checked (every subset has the same counts per class), the val domain for `
 `< 2` -> `< 1`, `"options" in c` always, `options` kept in UNCOMPARED, `.split("+")[0]` dropped,
 `startswith(f"{side}.")` -> `startswith(side)`. Left alive: preflight's
 `chosen` / "all" argument of warn_unshared_classes, its bind_partial TypeError branch, its
-check_validation guard, its substring test of a setting in a warning (k=1 inside k=10), and
-compare's `all` -> `any` beside a benchmark plan (which is meant is open)."""
+check_validation guard, and compare's `all` -> `any` beside a benchmark plan (which is meant is open)."""
 
 import json
 import warnings
@@ -485,6 +484,17 @@ def test_a_warning_given_twice_in_one_setting_is_given_once_and_one_of_a_single_
     monkeypatch.setattr(preflight, "check_jobs", check_jobs)
     said = _warned(preflight.check_settings, ExperimentConfig(k=[1, 2]).settings(), None, [])
     assert said == ["k=1: class 3 is small (alike at k=2)", "k=1: only here"]
+
+
+def test_alike_settings_are_added_only_when_the_warning_names_its_own_setting(monkeypatch):
+    # kills: the setting looked for as a substring ("k=1" found inside "k=10", so "(alike at k=3)" added to a warning
+    # that names no setting of this run)
+    def check_jobs(cfg, data, methods):
+        warn("k=10 would need 10 images of class 3")
+        warn(f"k={cfg.k}.5 is not a setting of this run")
+    monkeypatch.setattr(preflight, "check_jobs", check_jobs)
+    said = _warned(preflight.check_settings, ExperimentConfig(k=[1, 3]).settings(), None, [])
+    assert said == ["k=10 would need 10 images of class 3", "k=1.5 is not a setting of this run"]
 
 
 # ---- preflight: check_jobs on tiny data ---------------------------------------------------------

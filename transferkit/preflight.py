@@ -120,8 +120,8 @@ def check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list) 
                             settings.append(sub.setting)
     finally:
         for w, settings in given.values():
-            also = f" (alike at {', '.join(settings[1:])})" if len(settings) > 1 and settings[0] in str(w.message) \
-                else ""
+            named = re.search(rf"{re.escape(settings[0])}(?![0-9.])", str(w.message))  # k=1, not inside k=10
+            also = f" (alike at {', '.join(settings[1:])})" if len(settings) > 1 and named else ""
             warnings.warn_explicit(w.category(f"{w.message}{also}"), w.category, w.filename, w.lineno)
 
 

@@ -665,11 +665,16 @@ def _split_set_value(argv: list[str]) -> str | None:
     that nothing closes is YAML's to name)."""
     def open_brackets(text: str) -> bool:
         return text.count("[") > text.count("]") or text.count("{") > text.count("}")
-    for i, (flag, value) in enumerate(zip(argv, argv[1:])):
-        if flag != "--set" or not open_brackets(value):
+    for i, flag in enumerate(argv):
+        name, glued, value = flag.partition("=")  # argparse takes --set V, --set=V and a prefix (--se V)
+        if not (len(name) >= 3 and "--set".startswith(name)):
+            continue
+        rest = i + 1 if glued else i + 2
+        value = value if glued else (argv[i + 1] if i + 1 < len(argv) else "")
+        if not open_brackets(value):
             continue
         joined = value
-        for word in argv[i + 2:]:
+        for word in argv[rest:]:
             if word.startswith("--"):
                 break
             joined += " " + word

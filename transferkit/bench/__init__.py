@@ -213,6 +213,8 @@ def _stored_plan(bench_dir: Path) -> tuple[dict | None, str | None]:
     stored = config = None
     if (bench_dir / "plan.json").is_file():
         stored = read_json(bench_dir / "plan.json", "benchmark plan", "delete it to resume with this plan")
+        check(isinstance(stored, dict), f"{bench_dir / 'plan.json'} is not a benchmark plan (not a mapping): delete "
+                                        f"it to resume with this plan")
     elif (bench_dir / "results.json").is_file():
         config = results_config()
         stored = config.get("plan")

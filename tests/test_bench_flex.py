@@ -452,6 +452,11 @@ def test_the_flex_source_network_record_comes_first_and_broken_files_are_named(t
     with pytest.raises(TransferkitError, match=r"source network record .*source.json is unreadable .*delete "
                                                r"source.safetensors and source.json to pre-train it again"):
         flex.source_network(tmp_path, source, cfg, log=lambda *a: None)
+    for text in ("[]", '{"source": "mnist/half"}'):  # JSON, but no record: named, not an AttributeError or KeyError
+        (tmp_path / "source.json").write_text(text)
+        with pytest.raises(TransferkitError, match=r"source.json is not a source network record .*delete "
+                                                   r"source.safetensors and source.json"):
+            flex.source_network(tmp_path, source, cfg, log=lambda *a: None)
     (tmp_path / "source.json").write_text(json.dumps(info))
     path = tmp_path / "source.safetensors"
     path.write_bytes(path.read_bytes()[:64])

@@ -168,6 +168,8 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = 
            "started from it: a new network gives other numbers)"
     if path.exists():  # its record is written first: a network without one was never stored whole
         info = read_json(path.with_suffix(".json"), "source network record", redo)
+        check(isinstance(info, dict) and isinstance(info.get("val_accuracy"), (int, float)),
+              f"{path.with_suffix('.json')} is not a source network record (a JSON object with val_accuracy): {redo}")
         net.load_state_dict(load_safetensors(path, "source network", redo)[0])
         return net, info
     log(f"pre-training {BACKBONE} on {label} ({len(source.train)} images)")

@@ -22,8 +22,8 @@ Judged equivalent, so not tested: _methods' `list(default) if isinstance(default
 writes a tuple as a list); _drawn_of_folder's `min(args.per_class, largest class)` (without groups,
 _per_class keeps the ranks below n, and every rank is below the largest class's count).
 
-Left surviving: none of the mutants tried. Not tried for lack of time: _runtime_flag_checks' device-name
-check, _domains' "(registered by ...)" column, run's "does not exist; starting a new run there" line,
+Left surviving: none of the mutants tried. Not tried for lack of time: _domains' "(registered by ...)" column
+(test_domain_registry checks it), run's "does not exist; starting a new run there" line,
 and the branches of main and _torchrun that only real torchrun processes reach."""
 
 import os
@@ -76,6 +76,15 @@ def test_only_spellings_of_set_are_read_as_set():
     assert cli._split_set_value(["run", "--set=k=[1]", "5]"]) is None  # closed in its own word
     assert cli._split_set_value(["run", "--set"]) is None and cli._split_set_value(["run", "--set="]) is None
     assert cli._split_set_value(["run", "--set=k=[1,", "5]"]) == "k=[1,"
+
+
+@pytest.mark.parametrize("argv", [["bench", "uda", "--print-plan"], ["run", "--print-config"]])
+def test_an_unknown_device_flag_is_named_as_the_flag_before_any_work(capsys, monkeypatch, argv):
+    # kills: _runtime_flag_checks' device check dropped (bench --print-plan printed a plan for device tpu; run named
+    # $TRANSFERKIT_DEVICE, which the user never set)
+    monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
+    code, out, err = run_cli(capsys, *argv, "--device", "tpu")
+    assert code == 2 and "unknown device 'tpu'" in err and "TRANSFERKIT_DEVICE" not in err and out == "", err
 
 
 def test_workers_and_device_flags_become_the_environment_s_defaults(monkeypatch):

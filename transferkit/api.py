@@ -68,13 +68,16 @@ def pretrain_default() -> TrainConfig:
 
 
 def _warn_rows_by_position(method, target: Domain | None) -> None:
-    """A network given without its classes (no source, no ``net.class_names``) whose head ``method``
+    """A network given without its classes (no source, no ``net.class_names`` of its rows) whose head ``method``
     keeps and predicts with: its rows are the target's classes by position, said in a warning."""
     net = method.net
     if target is None or net.num_classes != target.num_classes or not method.predicts_with_net \
             or getattr(type(method), "fresh_init", False):
         return
-    warn(f"fit: the network names no classes for its head's {net.num_classes} rows, as many as the target's: they "
+    named = getattr(net, "class_names", None)
+    said = (f"the network's class_names lists {len(named)} names for its head's {net.num_classes} rows (not used)"
+            if named is not None else f"the network names no classes for its head's {net.num_classes} rows")
+    warn(f"fit: {said}, as many as the target's: they "
          f"are kept by position, row i as target class i ({list(target.class_names)[:5]}"
          f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] to match "
          f"them by name (load_network's networks have them)")

@@ -220,15 +220,15 @@ def test_read_captions_file_normalises_file_names(tmp_path):
 def test_read_captions_file_refuses_no_captions_a_caption_that_is_no_text_and_names_a_bad_line(tmp_path):
     # kills: clip.py:read_captions_file: dropping "holds no captions"; caption checked as not None only (a TypeError);
     # the line number dropped from a bad JSON record's message
-    (tmp_path / "empty.csv").write_text("file_name,text\n")
-    with pytest.raises(TransferkitError, match="holds no captions"):
-        read_captions_file(tmp_path / "empty.csv")
-    (tmp_path / "num.jsonl").write_text('{"file_name": "cat/0.png", "text": 5}\n')
-    with pytest.raises(TransferkitError, match=r"line 1 \('cat/0.png'\): the caption must be a text"):
-        read_captions_file(tmp_path / "num.jsonl")
-    (tmp_path / "bad.jsonl").write_text('{"file_name": "cat/0.png", "text": "a"}\n{"file_name": \n')
-    with pytest.raises(TransferkitError, match="line 2 is not a JSON record"):
-        read_captions_file(tmp_path / "bad.jsonl")
+    refused = {"empty.csv": ("file_name,text\n", "holds no captions"),
+               "num.jsonl": ('{"file_name": "cat/0.png", "text": 5}\n',
+                             r"line 1 \('cat/0.png'\): the caption must be a text"),
+               "bad.jsonl": ('{"file_name": "cat/0.png", "text": "a"}\n{"file_name": \n',
+                             "line 2 is not a JSON record")}
+    for name, (text, message) in refused.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(TransferkitError, match=message):
+            read_captions_file(tmp_path / name)
 
 
 def _keyed(names, files):

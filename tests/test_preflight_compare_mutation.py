@@ -492,9 +492,11 @@ def test_alike_settings_are_added_only_when_the_warning_names_its_own_setting(mo
     def check_jobs(cfg, data, methods):
         warn("k=10 would need 10 images of class 3")
         warn(f"k={cfg.k}.5 is not a setting of this run")
+        warn(f"class 3 has too few images at k={cfg.k}.")  # its setting at the end of a sentence: named
     monkeypatch.setattr(preflight, "check_jobs", check_jobs)
     said = _warned(preflight.check_settings, ExperimentConfig(k=[1, 3]).settings(), None, [])
-    assert said == ["k=10 would need 10 images of class 3", "k=1.5 is not a setting of this run"]
+    assert said == ["k=10 would need 10 images of class 3", "k=1.5 is not a setting of this run",
+                    "class 3 has too few images at k=1. (alike at k=3)"]
 
 
 # ---- preflight: check_jobs on tiny data ---------------------------------------------------------

@@ -120,7 +120,7 @@ def check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list) 
                             settings.append(sub.setting)
     finally:
         for w, settings in given.values():
-            named = re.search(rf"{re.escape(settings[0])}(?![0-9.])", str(w.message))  # k=1, not inside k=10
+            named = re.search(rf"{re.escape(settings[0])}(?!\.?[0-9])", str(w.message))  # k=1, not in k=10
             also = f" (alike at {', '.join(settings[1:])})" if len(settings) > 1 and named else ""
             warnings.warn_explicit(w.category(f"{w.message}{also}"), w.category, w.filename, w.lineno)
 

@@ -1,4 +1,4 @@
-"""Small shared test data: a learnable toy domain, a shifted random domain, a seeded LeNet,
+"""Small shared test data: a learnable toy domain, a shifted random domain, a seeded LeNet, image and npz files,
 state copies and which tensors changed; engine hooks that stop a training, scripted validation
 accuracies and checkpoint edits; the SKADA import the side-by-side tests skip without."""
 
@@ -180,3 +180,18 @@ def multitask_batch(target_labels=(0, 1, 2, 3)):
     x_s, x_t = torch.rand(6, 1, 28, 28, generator=g), torch.rand(4, 1, 28, 28, generator=g)
     return Batch(step=0, progress=0.0, source=(x_s, torch.tensor([0, 9, 3, 3, 7, 1])),
                  target=(x_t, torch.tensor(list(target_labels))))
+
+
+def image_file(path, value=128, size=(4, 4), mode="L"):
+    """A one-value image file at ``path`` (its folders made): ``value`` a grey level or an RGB tuple."""
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+    return path
+
+
+def npz_file(path, **arrays):
+    """``arrays`` saved as the npz file ``path``."""
+    import numpy as np
+    np.savez(path, **arrays)
+    return path

@@ -31,6 +31,7 @@ import signal
 from types import SimpleNamespace
 
 import pytest
+from helpers import image_file
 
 from transferkit import cli
 from transferkit.runtime import note_work_dir
@@ -299,11 +300,9 @@ def test_the_defaults_of_the_options_are_those_their_help_names():
 
 
 def _class_folders(root, classes, per_class=1):
-    from PIL import Image
     for c in range(classes):
-        (root / f"c{c:02d}").mkdir(parents=True)
         for i in range(per_class):
-            Image.new("L", (8, 8), 20 * i + 30).save(root / f"c{c:02d}" / f"{i}.png")
+            image_file(root / f"c{c:02d}" / f"{i}.png", 20 * i + 30, size=(8, 8))
     return f"folder:{root}"
 
 
@@ -334,15 +333,12 @@ def test_show_of_one_image_per_class_decodes_only_those(tmp_path, capsys, monkey
 
 def test_show_of_a_folder_of_videos_reads_every_frame_and_keeps_the_groups(tmp_path, capsys, monkeypatch):
     # kills: the `any(group is not None ...)` return of _drawn_of_folder dropped (frames drawn one by one, no groups)
-    from PIL import Image
-
     import transferkit.plots as plots
     import transferkit.userdata as ud
     for c in "ab":  # two classes of two videos of three frames
         for video in range(2):
-            (tmp_path / "f" / c / f"v{video}").mkdir(parents=True)
             for frame in range(3):
-                Image.new("L", (8, 8), 40 + 30 * frame).save(tmp_path / "f" / c / f"v{video}" / f"{frame}.png")
+                image_file(tmp_path / "f" / c / f"v{video}" / f"{frame}.png", 40 + 30 * frame, size=(8, 8))
     decoded, decode, shown = [], ud._decode_image, []
     monkeypatch.setattr(ud, "_decode_image", lambda path, *a: decoded.append(path) or decode(path, *a))
     monkeypatch.setattr(plots, "sample_grid", lambda domain, out, **kw: shown.append(domain) or out)

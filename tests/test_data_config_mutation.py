@@ -17,6 +17,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from helpers import image_file, npz_file
 from PIL import Image
 
 from transferkit import data
@@ -159,18 +160,13 @@ def test_syndigits_draw_the_glyph_of_each_label_and_are_seeded(monkeypatch):
 
 
 # ---- userdata.py: image folders and npz files -------------------------------------------------
-def _grey(path, value, size=(4, 4), mode="L"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full(size[::-1], value, np.uint8)).convert(mode).save(path)
-
-
 def test_hidden_files_and_folders_are_skipped(tmp_path):
     from transferkit.userdata import load_image_folder
 
-    _grey(tmp_path / "f" / "a" / "0.png", 10)
-    _grey(tmp_path / "f" / "a" / ".thumb.png", 99, size=(6, 6))
-    _grey(tmp_path / "f" / "a" / ".cache" / "1.png", 99, size=(6, 6))
-    _grey(tmp_path / "f" / ".trash" / "2.png", 99)
+    image_file(tmp_path / "f" / "a" / "0.png", 10)
+    image_file(tmp_path / "f" / "a" / ".thumb.png", 99, size=(6, 6))
+    image_file(tmp_path / "f" / "a" / ".cache" / "1.png", 99, size=(6, 6))
+    image_file(tmp_path / "f" / ".trash" / "2.png", 99)
     d = load_image_folder(tmp_path / "f")
     assert d.class_names == ["a"] and len(d) == 1 and d.groups is None
 
@@ -178,21 +174,21 @@ def test_hidden_files_and_folders_are_skipped(tmp_path):
 def test_one_bit_images_stay_grey_and_only_a_nested_folder_makes_a_group(tmp_path):
     from transferkit.userdata import load_image_folder
 
-    _grey(tmp_path / "f" / "a" / "0.png", 255, mode="1")
-    _grey(tmp_path / "f" / "a" / "1.png", 0, mode="1")
-    _grey(tmp_path / "f" / "b" / "2.png", 255, mode="1")
+    image_file(tmp_path / "f" / "a" / "0.png", 255, mode="1")
+    image_file(tmp_path / "f" / "a" / "1.png", 0, mode="1")
+    image_file(tmp_path / "f" / "b" / "2.png", 255, mode="1")
     d = load_image_folder(tmp_path / "f")
     assert d.images.shape == (3, 1, 4, 4) and d.images[:, 0, 0, 0].tolist() == [1.0, 0.0, 1.0]
     assert d.groups is None  # files directly in a class folder are not frames of one video
-    _grey(tmp_path / "f" / "b" / "v" / "3.png", 255, mode="1")
+    image_file(tmp_path / "f" / "b" / "v" / "3.png", 255, mode="1")
     assert load_image_folder(tmp_path / "f").groups.tolist() == [0, 1, 2, 3]
 
 
 def test_images_of_another_width_only_are_named(tmp_path):
     from transferkit.userdata import load_image_folder
 
-    _grey(tmp_path / "f" / "a" / "0.png", 1, size=(6, 4))
-    _grey(tmp_path / "f" / "a" / "1.png", 1, size=(8, 4))
+    image_file(tmp_path / "f" / "a" / "0.png", 1, size=(6, 4))
+    image_file(tmp_path / "f" / "a" / "1.png", 1, size=(8, 4))
     with pytest.raises(TransferkitError, match=r"different sizes: .*0.png' is 6x4 but .*1.png' is 8x4"):
         load_image_folder(tmp_path / "f")
 
@@ -200,7 +196,7 @@ def test_images_of_another_width_only_are_named(tmp_path):
 def test_folder_size_zero_is_refused_by_name(tmp_path):
     from transferkit.userdata import load_image_folder
 
-    _grey(tmp_path / "f" / "a" / "0.png", 1)
+    image_file(tmp_path / "f" / "a" / "0.png", 1)
     with pytest.raises(TransferkitError, match="size must be a positive int or None, got 0"):
         load_image_folder(tmp_path / "f", size=0)
 
@@ -214,19 +210,14 @@ def test_sixteen_bit_grey_is_over_65535(tmp_path):
     assert load_image_folder(tmp_path / "f").images[0, 0].mul(255).round().tolist() == [[255, 255], [0, 1]]
 
 
-def _npz(path, **arrays):
-    np.savez(path, **arrays)
-    return path
-
-
 def test_npz_class_names_given_twice_are_refused(tmp_path):
     from transferkit.userdata import load_npz
 
     arrays = {"x": np.zeros((3, 2, 2), np.uint8), "y": np.array([0, 1, 2])}
-    assert load_npz(_npz(tmp_path / "a.npz", **arrays, class_names=np.array(["a", "b", "c"]))).class_names == [
+    assert load_npz(npz_file(tmp_path / "a.npz", **arrays, class_names=np.array(["a", "b", "c"]))).class_names == [
         "a", "b", "c"]
     with pytest.raises(TransferkitError, match="class_names are not unique"):
-        load_npz(_npz(tmp_path / "b.npz", **arrays, class_names=np.array(["a", "b", "a"])))
+        load_npz(npz_file(tmp_path / "b.npz", **arrays, class_names=np.array(["a", "b", "a"])))
 
 
 def test_npz_channels_last_with_three_rows_is_read_as_channels_last(tmp_path):
@@ -234,7 +225,7 @@ def test_npz_channels_last_with_three_rows_is_read_as_channels_last(tmp_path):
 
     x = np.zeros((2, 3, 5, 1), np.uint8)  # N x H x W x C with H = 3: one grey channel, not three
     x[0, 0, 0, 0] = 255
-    d = load_npz(_npz(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
+    d = load_npz(npz_file(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
     assert d.images.shape == (2, 1, 3, 5) and float(d.images[0, 0, 0, 0]) == 1.0
 
 

@@ -31,8 +31,7 @@ no worse.
 import numpy as np
 import pytest
 import torch
-from helpers import toy_domain
-from PIL import Image
+from helpers import image_file, toy_domain
 
 from transferkit import data
 from transferkit.domain import Domain
@@ -217,11 +216,10 @@ def _npz(path, n=6, value=100, **extra):
     return f"npz:{path}"
 
 
-def _folder(root, classes=("a", "b"), per_class=3, mode="L"):
+def _folder(root, classes=("a", "b"), per_class=3):
     for c in classes:
-        (root / c).mkdir(parents=True)
         for i in range(per_class):
-            Image.fromarray(np.full((4, 4), 60 + 40 * i, np.uint8)).convert(mode).save(root / c / f"{i}.png")
+            image_file(root / c / f"{i}.png", 60 + 40 * i)
     return f"folder:{root}"
 
 

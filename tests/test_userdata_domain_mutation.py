@@ -31,24 +31,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import image_file, npz_file
 from PIL import Image
 
 import transferkit.userdata as userdata
 from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
 from transferkit.userdata import load_image_folder, load_npz, path_keys, read_images
-
-
-def _image(path, value=128, size=(4, 4), mode="L"):
-    """A one-value image file (``value`` a grey level or an RGB tuple)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, value).save(path)
-    return path
-
-
-def _npz(path, **arrays):
-    np.savez(path, **arrays)
-    return path
 
 
 def _bytes(n, shape=(4, 4)):
@@ -65,8 +54,8 @@ def _messages(record):
 # ---- userdata.py: which files an image folder reads --------------------------------------------
 def test_image_suffixes_are_matched_in_any_case(tmp_path):
     # kills: _sort_file's p.suffix.lower() -> p.suffix (a camera's IMG_0001.JPG skipped as not an image)
-    _image(tmp_path / "f" / "a" / "0.PNG")
-    _image(tmp_path / "f" / "a" / "1.JpG")
+    image_file(tmp_path / "f" / "a" / "0.PNG")
+    image_file(tmp_path / "f" / "a" / "1.JpG")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         d = load_image_folder(tmp_path / "f")
@@ -75,7 +64,7 @@ def test_image_suffixes_are_matched_in_any_case(tmp_path):
 
 def test_skipped_files_are_counted_and_at_most_five_named(tmp_path):
     # kills: _warn_skipped's len(skipped) > 5 -> > 6 (a sixth file neither shown nor hinted at)
-    _image(tmp_path / "f" / "a" / "0.png")
+    image_file(tmp_path / "f" / "a" / "0.png")
     for i in range(6):
         (tmp_path / "f" / "a" / f"note{i}.txt").write_text("x")
     with pytest.warns(UserWarning, match=r"skipped 6 file\(s\)") as record:
@@ -88,7 +77,7 @@ def test_skipped_files_are_counted_and_at_most_five_named(tmp_path):
 def test_split_folders_read_as_classes_warn(tmp_path, classes):
     # kills: _class_files' len(classes) <= 3 -> < 3; the split names without "valid" / "validation"
     for c in classes:
-        _image(tmp_path / "f" / c / "0.png")
+        image_file(tmp_path / "f" / c / "0.png")
     with pytest.warns(UserWarning, match=r"read as classes.*for a dataset split into train/val/test folders"):
         d = load_image_folder(tmp_path / "f")
     assert d.class_names == sorted(classes)
@@ -98,7 +87,7 @@ def test_a_folder_of_videos_only_does_not_warn_of_mixed_levels(tmp_path):
     # kills: _class_files' 0 < nested < len(files) -> <= (every image in a video folder warned as mixed)
     for c in ("a", "b"):
         for v in ("v1", "v2"):
-            _image(tmp_path / "f" / c / v / "0.png")
+            image_file(tmp_path / "f" / c / v / "0.png")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         d = load_image_folder(tmp_path / "f")
@@ -127,8 +116,8 @@ def test_a_palette_image_whose_colours_differ_only_in_blue_stays_colour(tmp_path
 
 def test_colour_files_of_grey_content_read_with_channels_3_do_not_warn(tmp_path):
     # kills: _decode_images' grey = channels is None and ... -> without channels is None (warns though chosen)
-    _image(tmp_path / "f" / "a" / "0.png", (90, 90, 90), mode="RGB")
-    _image(tmp_path / "f" / "b" / "1.png", (30, 30, 30), mode="RGB")
+    image_file(tmp_path / "f" / "a" / "0.png", (90, 90, 90), mode="RGB")
+    image_file(tmp_path / "f" / "b" / "1.png", (30, 30, 30), mode="RGB")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         d = load_image_folder(tmp_path / "f", channels=3)
@@ -142,7 +131,7 @@ def test_read_images_of_no_files_and_channels_4_are_refused_by_name(tmp_path):
     # kills: read_images without its "got none" check (an AttributeError); channels 4 let through (a KeyError)
     with pytest.raises(TransferkitError, match="one or more image files, got none"):
         read_images([])
-    path = _image(tmp_path / "f" / "a" / "0.png")
+    path = image_file(tmp_path / "f" / "a" / "0.png")
     for call in (lambda: read_images(path, channels=4), lambda: load_image_folder(tmp_path / "f", channels=4)):
         with pytest.raises(TransferkitError, match="channels must be 1, 3 or None, got 4"):
             call()
@@ -166,8 +155,8 @@ def _cached_setup(tmp_path, monkeypatch, limit=2):
 def test_a_folder_of_exactly_the_cached_number_of_files_is_cached(tmp_path, monkeypatch):
     # kills: decoded_images' len(files) < CACHED_FOLDER_FILES -> <=
     cache = _cached_setup(tmp_path, monkeypatch)
-    _image(tmp_path / "f" / "a" / "0.png", 10)
-    _image(tmp_path / "f" / "b" / "1.png", 200)
+    image_file(tmp_path / "f" / "a" / "0.png", 10)
+    image_file(tmp_path / "f" / "b" / "1.png", 200)
     load_image_folder(tmp_path / "f")
     assert len(list(cache.glob("*.npz"))) == 1
 
@@ -175,8 +164,8 @@ def test_a_folder_of_exactly_the_cached_number_of_files_is_cached(tmp_path, monk
 def test_the_folder_cache_is_keyed_on_the_channels(tmp_path, monkeypatch):
     # kills: the cache key without "channels" (a hit of the colour pixels for a grey read)
     _cached_setup(tmp_path, monkeypatch)
-    _image(tmp_path / "f" / "a" / "0.png", (255, 0, 0), mode="RGB")
-    _image(tmp_path / "f" / "b" / "1.png", (0, 0, 255), mode="RGB")
+    image_file(tmp_path / "f" / "a" / "0.png", (255, 0, 0), mode="RGB")
+    image_file(tmp_path / "f" / "b" / "1.png", (0, 0, 255), mode="RGB")
     assert load_image_folder(tmp_path / "f", channels=3).images.shape == (2, 3, 4, 4)
     grey = load_image_folder(tmp_path / "f", channels=1)
     assert grey.images.shape == (2, 1, 4, 4)
@@ -186,8 +175,8 @@ def test_the_folder_cache_is_keyed_on_the_channels(tmp_path, monkeypatch):
 def test_a_cache_entry_of_another_number_of_images_is_not_read(tmp_path, monkeypatch):
     # kills: decoded_images' check len(pixels) == len(files) dropped (a foreign entry's pixels taken)
     cache = _cached_setup(tmp_path, monkeypatch)
-    _image(tmp_path / "f" / "a" / "0.png", 10)
-    _image(tmp_path / "f" / "b" / "1.png", 200)
+    image_file(tmp_path / "f" / "a" / "0.png", 10)
+    image_file(tmp_path / "f" / "b" / "1.png", 200)
     first = load_image_folder(tmp_path / "f")
     (entry,) = cache.glob("*.npz")
     with open(entry, "wb") as f:
@@ -207,7 +196,7 @@ def test_npz_images_on_the_channel_axis_in_a_tie_are_read_as_n_c_h_w(tmp_path):
     # kills: _images_nchw's x.shape[1] > x.shape[-1] -> >= (a tie read channels-last)
     x = np.zeros((2, 3, 5, 3), np.uint8)
     x[0, 2, 4, 0] = 255
-    d = load_npz(_npz(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
+    d = load_npz(npz_file(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
     assert d.images.shape == (2, 3, 5, 3) and float(d.images[0, 2, 4, 0]) == 1.0
 
 
@@ -215,7 +204,7 @@ def test_npz_alpha_channel_first_is_dropped(tmp_path):
     # kills: _images_nchw's x[:, :3] if x.shape[1] == 4 -> x (N x 4 x H x W kept with its alpha)
     x = np.full((2, 4, 5, 6), 200, np.uint8)
     x[:, 3] = 0  # alpha
-    d = load_npz(_npz(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
+    d = load_npz(npz_file(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
     assert d.images.shape == (2, 3, 5, 6) and float(d.images.min()) == pytest.approx(200 / 255)
 
 
@@ -224,18 +213,18 @@ def test_npz_negative_integer_images_are_named_as_out_of_0_255(tmp_path):
     x = np.zeros((2, 4, 4), np.int16)
     x[1, 0, 0] = -3
     with pytest.raises(TransferkitError, match=r"integer images must be in 0\.\.255 \(found -3\.\.0\)"):
-        load_npz(_npz(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
+        load_npz(npz_file(tmp_path / "a.npz", x=x, y=np.array([0, 1])))
 
 
 def test_npz_whole_float_labels_are_read_as_ids(tmp_path):
     # kills: _int_vector without its whole-float conversion (labels saved from a float column refused)
-    d = load_npz(_npz(tmp_path / "a.npz", x=_bytes(3), y=np.array([1.0, 0.0, 1.0])))
+    d = load_npz(npz_file(tmp_path / "a.npz", x=_bytes(3), y=np.array([1.0, 0.0, 1.0])))
     assert d.labels.tolist() == [1, 0, 1] and d.labels.dtype == torch.int64
 
 
 def test_an_npz_key_starting_with_vid_is_refused_as_a_missed_groups(tmp_path):
     # kills: _meant without low.startswith("vid")
-    path = _npz(tmp_path / "a.npz", x=_bytes(2), y=np.array([0, 1]), vid=np.array([0, 1]))
+    path = npz_file(tmp_path / "a.npz", x=_bytes(2), y=np.array([0, 1]), vid=np.array([0, 1]))
     with pytest.raises(TransferkitError, match=r"key 'vid' is not read .*did you mean 'groups'"):
         load_npz(path)
 
@@ -250,7 +239,7 @@ def test_an_upper_case_npy_file_is_named_a_single_array(tmp_path):
 
 def test_npz_named_groups_of_the_wrong_length_are_named_with_both_counts(tmp_path):
     # kills: _group_ids' len(a) == n check for names dropped (a Domain's vaguer message instead)
-    path = _npz(tmp_path / "a.npz", x=_bytes(3), y=np.array([0, 1, 1]), groups=np.array(["v1", "v2"]))
+    path = npz_file(tmp_path / "a.npz", x=_bytes(3), y=np.array([0, 1, 1]), groups=np.array(["v1", "v2"]))
     with pytest.raises(TransferkitError, match="'groups' has 2 entries but 'x' has 3 images"):
         load_npz(path)
 
@@ -258,10 +247,10 @@ def test_npz_named_groups_of_the_wrong_length_are_named_with_both_counts(tmp_pat
 
 def test_unlabelled_npz_without_x_is_named(tmp_path):
     # kills: load_npz(labeled=False)'s check that 'x' is there (a KeyError instead)
-    path = _npz(tmp_path / "a.npz", images=_bytes(2))
+    path = npz_file(tmp_path / "a.npz", images=_bytes(2))
     with pytest.raises(TransferkitError, match=r"lacks key 'x' \(the images\); found \['images'\]"):
         load_npz(path, labeled=False)
-    assert len(load_npz(_npz(tmp_path / "b.npz", x=_bytes(2)), labeled=False)) == 2
+    assert len(load_npz(npz_file(tmp_path / "b.npz", x=_bytes(2)), labeled=False)) == 2
 
 # ---- domain.py: the Domain's checks ------------------------------------------------------------
 def _domain(n=6, classes=3, channels=1, **kw):
@@ -435,8 +424,8 @@ def test_one_numbered_npz_file_as_source_and_target_does_not_warn(tmp_path):
     from transferkit.domain import warn_numbered_match
 
     x = _bytes(4)
-    a = load_npz(_npz(tmp_path / "a.npz", x=x, y=np.array([0, 1, 0, 1])))
-    b = load_npz(_npz(tmp_path / "b.npz", x=x, y=np.array([0, 1, 0, 1])))
+    a = load_npz(npz_file(tmp_path / "a.npz", x=x, y=np.array([0, 1, 0, 1])))
+    b = load_npz(npz_file(tmp_path / "b.npz", x=x, y=np.array([0, 1, 0, 1])))
     (tmp_path / "link.npz").symlink_to(tmp_path / "a.npz")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

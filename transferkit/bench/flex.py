@@ -523,8 +523,8 @@ def rewrite_reports(bench_dir: str | Path) -> None:
         old = read_json(bench_dir / "results.json", "results file") if (bench_dir / "results.json").is_file() else {}
     except TransferkitError:
         old = {}  # a broken results.json is what this rewrites
-    config = old.get("config") if isinstance(old, dict) else None
-    plan = config.get("plan") if isinstance(config, dict) else None
+    stored = old.get("config") if isinstance(old, dict) else None
+    plan = stored.get("plan") if isinstance(stored, dict) else None
     rows = directory_reports(bench_dir, p=_stored_flex_plan(plan))
     config = {"benchmark": "flex", "rewritten_from_jobs": True, **({"plan": plan} if plan is not None else {})}
     write_results(bench_dir, "bench-flex", config, rows)

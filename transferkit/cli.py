@@ -141,6 +141,11 @@ def _apply_runtime_flags(args) -> None:
         os.environ["TRANSFERKIT_DEVICE"] = args.device
 
 
+def _names_option(name: str, option: str) -> bool:
+    """``name`` (a word's text before any ``=``) is ``option`` as argparse takes it: whole or a prefix."""
+    return len(name) >= 3 and option.startswith(name)
+
+
 def _argv_without(argv: list[str], option: str) -> list[str]:
     """``argv`` without ``option`` and its value, however argparse took it: ``--opt V``,
     ``--opt=V`` or a prefix of the option's name (``--res`` for ``--resume``)."""
@@ -149,7 +154,7 @@ def _argv_without(argv: list[str], option: str) -> list[str]:
         name = a.split("=", 1)[0]
         if skip:
             skip = False
-        elif len(name) >= 3 and option.startswith(name):
+        elif _names_option(name, option):
             skip = "=" not in a
         else:
             rest.append(a)
@@ -667,7 +672,7 @@ def _split_set_value(argv: list[str]) -> str | None:
         return text.count("[") > text.count("]") or text.count("{") > text.count("}")
     for i, flag in enumerate(argv):
         name, glued, value = flag.partition("=")  # argparse takes --set V, --set=V and a prefix (--se V)
-        if not (len(name) >= 3 and "--set".startswith(name)):
+        if not _names_option(name, "--set"):
             continue
         rest = i + 1 if glued else i + 2
         value = value if glued else (argv[i + 1] if i + 1 < len(argv) else "")

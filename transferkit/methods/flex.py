@@ -31,7 +31,7 @@ from dataclasses import replace
 
 import torch
 
-from ..backbones import ALL_UNITS, EMBEDDING, HEAD
+from ..backbones import ALL_UNITS, EMBEDDING, HEAD, evaluating
 from ..engine import FitResult, _as_layout, _train_layout, check_select_metric
 from ..errors import UnknownNameError, check, warn
 from ..evaluate import mean_recall, predict_logits
@@ -80,11 +80,9 @@ def val_predictions(net, domain) -> tuple[torch.Tensor, float]:
     (no parameter or statistic changes)."""
     if len(domain) == 0:
         return torch.zeros(0, dtype=torch.bool), math.inf
-    was = net.training
-    net.eval()
     dev = next(net.parameters()).device
-    logits = predict_logits(lambda x: net(x.to(dev)).cpu(), domain.images)
-    net.train(was)
+    with evaluating(net):
+        logits = predict_logits(lambda x: net(x.to(dev)).cpu(), domain.images)
     return logits.argmax(1) == domain.labels, float(torch.nn.functional.cross_entropy(logits, domain.labels))
 
 
@@ -135,27 +133,26 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_hea
     for u in units:
         base.unit(u)  # unknown names fail here, with the known ones
     check(len(domain) > 0, "proxy networks are scored on a labelled validation set; it is empty")
-    names, modes = base.unit_names, (base.training, donor.training)
-    base.eval(), donor.eval()
+    check_select_metric(metric)
+    names = base.unit_names
     dev = next(base.parameters()).device
     layout = _train_layout(base, dev, channels_last=True)
-    check_select_metric(metric)
     width = max(domain.num_classes, 1)
     correct = {u: torch.zeros(width, dtype=torch.long) for u in units}  # per class
-    for i in range(0, len(domain), batch_size):
-        h, y = _as_layout(domain.images[i:i + batch_size].to(dev), layout), domain.labels[i:i + batch_size].to(dev)
-        for j, u in enumerate(names):  # h is the input of unit u
-            nxt = names[j + 1] if j + 1 < len(names) else None
-            if u in correct:
-                out = donor.forward_units(h.clone(), u, nxt)  # h feeds the source unit next
-                if nxt is not None and with_head:
-                    out = donor.forward_units(base.forward_units(out, nxt, EMBEDDING), EMBEDDING)
-                elif nxt is not None:
-                    out = base.forward_units(out, nxt)
-                correct[u] += torch.bincount(y[out.argmax(1) == y].cpu(), minlength=width)
-            if nxt is not None:
-                h = base.forward_units(h, u, nxt)
-    base.train(modes[0]), donor.train(modes[1])
+    with evaluating(base), evaluating(donor):  # each submodule gets its own mode back, also after a failure
+        for i in range(0, len(domain), batch_size):
+            h, y = _as_layout(domain.images[i:i + batch_size].to(dev), layout), domain.labels[i:i + batch_size].to(dev)
+            for j, u in enumerate(names):  # h is the input of unit u
+                nxt = names[j + 1] if j + 1 < len(names) else None
+                if u in correct:
+                    out = donor.forward_units(h.clone(), u, nxt)  # h feeds the source unit next
+                    if nxt is not None and with_head:
+                        out = donor.forward_units(base.forward_units(out, nxt, EMBEDDING), EMBEDDING)
+                    elif nxt is not None:
+                        out = base.forward_units(out, nxt)
+                    correct[u] += torch.bincount(y[out.argmax(1) == y].cpu(), minlength=width)
+                if nxt is not None:
+                    h = base.forward_units(h, u, nxt)
     if metric == "accuracy":
         return {u: int(correct[u].sum()) / len(domain) for u in units}
     support = torch.bincount(domain.labels.cpu(), minlength=width).tolist()

@@ -305,7 +305,10 @@ class MultiLayerAdversarial(AdaptationMethod):
         self._build_discriminator()
         if hidden == 500 and isinstance(self.discriminator, MultiLayerDiscriminator):
             self.init_options.pop("hidden", None)  # the fc default (and the option's default before 2026-11-29)
-            self.init_options.get("options", {}).pop("hidden", None)  # given to a subclass's **options
+            given = self.init_options.get("options", {})  # given to a subclass's **options
+            given.pop("hidden", None)
+            if not given:  # an empty **options is recorded as none, as without hidden
+                self.init_options.pop("options", None)
 
     def extra_results(self) -> dict:
         """The discriminator's layers as the fit resolved them (seed 000's rule, or those given)."""

@@ -557,7 +557,8 @@ def description_rows(class_embeddings, class_names=None, templates=None) -> torc
     check(kind == "text", f"class_embeddings {class_embeddings!r}: give a matrix, a .npy / .csv / .txt file of one, "
                           f"a built-in digit set ({', '.join([*DIGIT_SETS, '+'.join(DIGIT_SETS)])}), or text / "
                           f"text:ENCODER (text embeddings of the class names)")
-    check(isinstance(class_names, (list, tuple)) and len(class_names) >= 2,
+    listed = class_names is not None and not isinstance(class_names, str) and hasattr(class_names, "__len__")
+    check(listed and len(class_names) >= 2,  # a list, tuple or array, as the matrix options take
           f"class_embeddings {class_embeddings!r} embeds the class names: give class_names (a list of 2 or more)")
     return class_text_embeddings([str(c) for c in class_names], encoder or DEFAULT_TEXT_MODEL, templates)
 

@@ -242,6 +242,11 @@ def described_by(option: str, description) -> str:
     return f"the {option} matrix"
 
 
+def listed_names(names) -> bool:
+    """Whether ``names`` lists names as ``class_names`` takes them: a list, tuple or array (not a text)."""
+    return names is not None and not isinstance(names, str) and hasattr(names, "__len__")
+
+
 def repeated(names) -> list[str]:
     """The names listed more than once, sorted (in Domain's Unicode form, NFC)."""
     return sorted(c for c, n in Counter(unicodedata.normalize("NFC", str(c)) for c in names).items() if n > 1)
@@ -309,7 +314,7 @@ class _ClassDescriptionMethod(Method):
         self.rows_text = rows_text or f"the {self.description_option} matrix"
         if class_names is None and digit_descriptions:
             class_names = [str(i) for i in range(num_classes)]
-        check(class_names is None or (not isinstance(class_names, str) and hasattr(class_names, "__len__")),
+        check(class_names is None or listed_names(class_names),
               f"{self.name}: class_names must be a list of names, one per row of {self.rows_text}, got "
               f"{class_names!r}")
         named = [] if class_names is None else list(class_names)
@@ -557,8 +562,7 @@ def description_rows(class_embeddings, class_names=None, templates=None) -> torc
     check(kind == "text", f"class_embeddings {class_embeddings!r}: give a matrix, a .npy / .csv / .txt file of one, "
                           f"a built-in digit set ({', '.join([*DIGIT_SETS, '+'.join(DIGIT_SETS)])}), or text / "
                           f"text:ENCODER (text embeddings of the class names)")
-    listed = class_names is not None and not isinstance(class_names, str) and hasattr(class_names, "__len__")
-    check(listed and len(class_names) >= 2,  # a list, tuple or array, as the matrix options take
+    check(listed_names(class_names) and len(class_names) >= 2,
           f"class_embeddings {class_embeddings!r} embeds the class names: give class_names (a list of 2 or more)")
     return class_text_embeddings([str(c) for c in class_names], encoder or DEFAULT_TEXT_MODEL, templates)
 

@@ -90,3 +90,33 @@ def plugin(tmp_path, monkeypatch):
     for registry, before in ((METHODS, methods), (BACKBONES, backbones), (BUILTINS, domains)):
         for name in set(registry) - set(before):
             del registry[name]
+
+
+class FakeTSNE:
+    """Records the arguments of each t-SNE and places the points at their first two features."""
+    calls: list = []
+
+    def __init__(self, **kwargs):
+        FakeTSNE.calls.append(kwargs)
+
+    def fit_transform(self, x):
+        import numpy as np
+        return np.asarray(x)[:, :2]
+
+
+@pytest.fixture
+def fake_tsne(monkeypatch):
+    """scikit-learn's TSNE replaced by :class:`FakeTSNE`; the list of its calls' arguments."""
+    import sklearn.manifold
+    FakeTSNE.calls = []
+    monkeypatch.setattr(sklearn.manifold, "TSNE", FakeTSNE)
+    return FakeTSNE.calls
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures ``transferkit report`` draws, each saved as the stub PNG ``b"png"``."""
+    import transferkit.report as report
+    drawn = []
+    monkeypatch.setattr(report, "_png", lambda fig, **kw: drawn.append(fig) or b"png")
+    return drawn

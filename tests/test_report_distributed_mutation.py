@@ -29,14 +29,6 @@ from transferkit.errors import TransferkitError
 ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the report draws, each saved as the stub PNG ``b"png"``."""
-    drawn = []
-    monkeypatch.setattr(report, "_png", lambda fig, **kw: drawn.append(fig) or b"png")
-    return drawn
-
-
 def _run(tmp_path, rows, name="x", config=None, **more):
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)

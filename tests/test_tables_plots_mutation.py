@@ -18,7 +18,6 @@ test_report.py), and `_check_one_curve_set`'s `len(values) < 2` (a three-way mix
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
 from helpers import toy_domain
@@ -360,24 +359,7 @@ def test_units_picked_ranks_the_best_test_unit_darkest_and_places_markers_by_met
     assert [t.get_text() for t in ax.get_yticklabels()] == ["t"]
 
 
-# ---- t-SNE -------------------------------------------------------------------------------------
-class FakeTSNE:
-    """Records the arguments of each t-SNE and places the points at their first two features."""
-    calls: list = []
-
-    def __init__(self, **kwargs):
-        FakeTSNE.calls.append(kwargs)
-
-    def fit_transform(self, x):
-        return np.asarray(x)[:, :2]
-
-
-@pytest.fixture
-def fake_tsne(monkeypatch):
-    import sklearn.manifold
-    FakeTSNE.calls = []
-    monkeypatch.setattr(sklearn.manifold, "TSNE", FakeTSNE)
-    return FakeTSNE.calls
+# ---- t-SNE (the fake_tsne fixture of conftest.py) ---------------------------------------------
 
 
 def test_tsne_lowers_the_perplexity_to_a_third_of_the_points_and_takes_four(fake_tsne):

@@ -25,7 +25,6 @@ Left surviving: none of the mutants tried. Mutants that the older tests already 
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from helpers import toy_domain
@@ -242,24 +241,7 @@ def test_units_picked_ranks_a_candidate_missing_from_a_ratio_last_and_marks_fast
     assert ax.collections[2].get_offsets().tolist() == [[0.0, 0.0]]  # fast_flex's marker on b, unshifted
 
 
-# ---- t-SNE -------------------------------------------------------------------------------------
-class FakeTSNE:
-    """Records the arguments of each t-SNE and places the points at their first two features."""
-    calls: list = []
-
-    def __init__(self, **kwargs):
-        FakeTSNE.calls.append(kwargs)
-
-    def fit_transform(self, x):
-        return np.asarray(x)[:, :2]
-
-
-@pytest.fixture
-def fake_tsne(monkeypatch):
-    import sklearn.manifold
-    FakeTSNE.calls = []
-    monkeypatch.setattr(sklearn.manifold, "TSNE", FakeTSNE)
-    return FakeTSNE.calls
+# ---- t-SNE (the fake_tsne fixture of conftest.py) ---------------------------------------------
 
 
 def test_tsne_refuses_an_empty_set_features_of_two_sizes_and_nan_features(fake_tsne):

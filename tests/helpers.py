@@ -195,3 +195,15 @@ def npz_file(path, **arrays):
     import numpy as np
     np.savez(path, **arrays)
     return path
+
+
+def toy_named_domains(monkeypatch, colour=(), n=80):
+    """``rundata.prepare_domains`` on hand-made 4-class domains of ``n`` images (those named in
+    ``colour`` in RGB) instead of the domains their names would load."""
+    from transferkit import rundata
+
+    def load(spec, **kw):
+        d = toy_domain(n, seed=sum(map(ord, spec)), name=spec)
+        return d.to_format(channels=3) if spec in colour else d
+    monkeypatch.setattr(rundata, "load_domain", load)
+    monkeypatch.setattr(rundata, "has_colour_shift", lambda spec: False)

@@ -22,7 +22,7 @@ from dataclasses import replace
 import pytest
 import torch
 import yaml
-from helpers import toy_domain
+from helpers import toy_domain, toy_named_domains
 
 from transferkit import rundata, rundir
 from transferkit.config import ExperimentConfig, dump_config
@@ -295,25 +295,16 @@ def test_a_stored_stage_device_of_cpu_reads_as_the_run_s_device(tmp_path):
 
 
 # ---- rundata: the run's data --------------------------------------------------------------------------
-def _loaded(monkeypatch, colour=(), n=80):
-    """prepare_domains on hand-made 4-class domains (those named in ``colour`` in RGB) instead of named ones."""
-    def load(spec, **kw):
-        d = toy_domain(n, seed=sum(map(ord, spec)), name=spec)
-        return d.to_format(channels=3) if spec in colour else d
-    monkeypatch.setattr(rundata, "load_domain", load)
-    monkeypatch.setattr(rundata, "has_colour_shift", lambda spec: False)
-
-
 def test_a_grey_source_and_a_colour_target_run_in_colour(monkeypatch):
     # kills: the run's channels taken from the source alone (`3 in (src.images.shape[1],)`)
-    _loaded(monkeypatch, colour=("tgt",))
+    toy_named_domains(monkeypatch, colour=("tgt",))
     data = rundata.prepare_domains(ExperimentConfig(source="src", target="tgt", image_size=28), progress=False)
     assert data.channels == 3 and data.source.train.images.shape[1] == data.target.train.images.shape[1] == 3
 
 
 def test_a_test_set_of_its_own_leaves_the_whole_target_to_train_and_val(monkeypatch):
     # kills: the target cut at `test_fraction` although the config's test replaces its test split
-    _loaded(monkeypatch)
+    toy_named_domains(monkeypatch)
     data = rundata.prepare_domains(ExperimentConfig(source="src", target="tgt", test="tst", image_size=28),
                                    progress=False)
     assert len(data.target.train) + len(data.target.val) == 80 and len(data.target.test) == 80
@@ -321,7 +312,7 @@ def test_a_test_set_of_its_own_leaves_the_whole_target_to_train_and_val(monkeypa
 
 def test_unlabelled_grey_images_are_converted_to_a_colour_run_s_channels_naming_what_set_them(monkeypatch):
     # kills: the unlabelled images left in their own channels; `_channels_origin`'s branches swapped
-    _loaded(monkeypatch, colour=("tgt",))
+    toy_named_domains(monkeypatch, colour=("tgt",))
     with pytest.warns(Warning, match=r"unlabeled 'extra': its images have 1 channel\(s\) and are converted to the "
                                      r"run's 3 \(set by source and target: `channels` in the config sets them\)"):
         data = rundata.prepare_domains(ExperimentConfig(source="src", target="tgt", unlabeled="extra", image_size=28),
@@ -332,7 +323,7 @@ def test_unlabelled_grey_images_are_converted_to_a_colour_run_s_channels_naming_
 
 def test_a_one_class_target_names_its_class_list_and_how_numbers_name_classes(monkeypatch):
     # kills: the class list left out of the refusal, or its hint dropped
-    _loaded(monkeypatch)
+    toy_named_domains(monkeypatch)
     with pytest.raises(TransferkitError, match=r"the target 'tgt' has one class \(\['1'\], target_classes '1'\): every "
                                                r"model would score 100 %; give two classes or more \(a number is one "
                                                r"class id: the first three are 0-2\)"):

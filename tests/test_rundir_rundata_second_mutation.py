@@ -24,7 +24,7 @@ from dataclasses import replace
 import pytest
 import torch
 import yaml
-from helpers import seeded_lenet, toy_domain
+from helpers import seeded_lenet, toy_domain, toy_named_domains
 
 from transferkit import rundata, rundir
 from transferkit.config import ExperimentConfig, dump_config
@@ -158,18 +158,9 @@ def test_a_row_refused_for_changed_options_names_them_by_results_json(tmp_path):
 
 
 # ---- rundata ------------------------------------------------------------------------------------------------
-def _loaded(monkeypatch, colour=(), n=80):
-    """prepare_domains on hand-made 4-class domains (those named in ``colour`` in RGB) instead of named ones."""
-    def load(spec, **kw):
-        d = toy_domain(n, seed=sum(map(ord, spec)), name=spec)
-        return d.to_format(channels=3) if spec in colour else d
-    monkeypatch.setattr(rundata, "load_domain", load)
-    monkeypatch.setattr(rundata, "has_colour_shift", lambda spec: False)
-
-
 def test_val_per_class_caps_the_target_s_validation_split(monkeypatch):
     # kills: the `val_per_class` subsample dropped
-    _loaded(monkeypatch)
+    toy_named_domains(monkeypatch)
     data = rundata.prepare_domains(ExperimentConfig(source="src", target="tgt", image_size=28, val_per_class=1),
                                    progress=False)
     assert len(data.target.val) == 4
@@ -214,7 +205,7 @@ def test_a_source_null_run_reads_its_pinned_network_s_classes(tmp_path):
 
 def test_a_colour_target_of_a_grey_network_warns_that_it_is_converted(monkeypatch, tmp_path):
     # kills: the grey-conversion warning of a `source: null` run dropped; `_channels_origin`'s source-null wording
-    _loaded(monkeypatch, colour=("tgt",))
+    toy_named_domains(monkeypatch, colour=("tgt",))
     _network(tmp_path / "net.safetensors", [str(i) for i in range(10)])
     cfg = ExperimentConfig(source=None, target="tgt", pretrained=str(tmp_path / "net.safetensors"), backbone="lenet",
                            image_size=28)

@@ -1,7 +1,8 @@
 """Tests from a second mutation pass over preflight.py and shifts.py: which domain specs check_names
 reads (the test and unlabelled ones too), the warning of target classes named unlike the source's for
 methods that train on target labels, how a refusal raised inside a method's checks is named with the
-method, when balancing says nothing, the hint of a non-default test / val fraction beside k above a
+method, an unnamed class matrix too short for the source's classes refused before training, when
+balancing says nothing, the hint of a non-default test / val fraction beside k above a
 class and the list of at most ten classes to keep, the text of a val_fraction that gives no class a
 val image, select_metric unused beside a method that never selects; and, in shifts.py, an empty
 batch's dtype, occlusion on one-pixel-high images, scaling's range of factors, the fixed scalings'
@@ -19,9 +20,8 @@ stay in [0, 1] up to rounding).
 
 Left surviving: `any("target" in cls.streams ...)` -> `all(...)` before warn_unshared_classes (a
 method reading no target label refuses target classes the source lacks first, unless it is a
-zero-shot method with a class matrix); check_selection_classes, `method.check_source` (only clip
-checks a source, and clip needs its model weights) and `method.check_classes` (attribute_zsl /
-embedding_zsl with a class matrix of too few rows) dropped from check_jobs. MNIST-M's backgrounds
+zero-shot method with a class matrix); check_selection_classes and `method.check_source` (only clip
+checks a source, and clip needs its model weights) dropped from check_jobs. MNIST-M's backgrounds
 are built in data.py, outside this pass."""
 
 import warnings
@@ -88,6 +88,15 @@ def test_what_a_methods_own_check_refuses_is_named_with_the_method(one_thread):
     cfg = ExperimentConfig(backbone="lenet", k=1, repeats=1, select_on="none", methods=["matching_ft"])
     with pytest.raises(TransferkitError, match=r"^method matching_ft: .*2"):
         preflight.check_jobs(cfg, data, [get_method("matching_ft")])
+
+
+def test_classes_past_an_unnamed_description_matrix_are_refused_before_any_training(one_thread):
+    # kills: method.check_classes(...) dropped from check_jobs (the run would fail after pre-training)
+    data = Prepared(source=_split(0), target=_split(10), channels=1)
+    cfg = ExperimentConfig(backbone="lenet", k=2, repeats=1, select_on="none", methods=["attribute_zsl"],
+                           options={"attribute_zsl": {"attributes": [[1.0, 0.0], [0.0, 1.0]]}})
+    with pytest.raises(TransferkitError, match=r"^method attribute_zsl .*has 2 rows.*source classes \['2', '3'\]"):
+        preflight.check_jobs(cfg, data, [get_method("attribute_zsl")])
 
 
 # ---- preflight: warnings of settings that do not reach ------------------------------------------

@@ -46,6 +46,29 @@ def shifted_domain(n, shift, seed, channels=1, classes=10):
     return Domain("d", x, torch.randint(classes, (n,), generator=g), [str(i) for i in range(classes)])
 
 
+def spread_lenet():
+    """:func:`seeded_lenet` with its parameters times 4: lenet at initialisation predicts near
+    uniformly, so source and target entropies (and losses built on them) hardly differ."""
+    net = seeded_lenet()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(4.0)
+    return net
+
+
+def uda_batch(n_s=8, n_t=8, progress=0.5, channels=1):
+    """A domain-adaptation batch: ``n_s`` labelled source images and ``n_t`` unlabelled target
+    images brightened by 0.3 (:func:`shifted_domain`)."""
+    from transferkit.engine import Batch
+    s, t = shifted_domain(n_s, 0.0, 1, channels=channels), shifted_domain(n_t, 0.3, 2, channels=channels)
+    return Batch(step=1, progress=progress, source=(s.images, s.labels), unlabeled=t.images)
+
+
+def linear_sizes(module):
+    """``(in_features, out_features)`` of each ``nn.Linear`` in ``module``, in order."""
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
 def tiny_net(classes: int, channels: int = 1):
     """A two-unit convnet cut from an ``nn.Sequential``: the fastest UnitNet for 28x28 tests."""
     import torch.nn as nn

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from helpers import seeded_lenet, shifted_domain, state_copy
+from helpers import seeded_lenet, shifted_domain, state_copy, uda_batch
 
 from transferkit.backbones import build_backbone
 from transferkit.domain import Domain
@@ -18,11 +18,6 @@ UDA = ["dann", "adda", "adda_encoder", "confusion", "mmd", "coral", "entmin", "m
 
 _net = seeded_lenet
 _domain = shifted_domain
-
-
-def _batch(n=8, progress=0.5):
-    s, t = _domain(n, 0.0, 1), _domain(n, 0.3, 2)
-    return Batch(step=1, progress=progress, source=(s.images, s.labels), unlabeled=t.images)
 
 
 @pytest.mark.parametrize("name", UDA)
@@ -61,7 +56,7 @@ def test_adda_source_encoder_stays_bit_identical_and_encoder_only_keeps_the_head
 
 def _grad_owners(method, term):
     method.zero_grad(set_to_none=True)
-    terms = method.losses(_batch())
+    terms = method.losses(uda_batch())
     terms[term].backward()
     disc = any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.discriminator.parameters())
     enc = any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.net.parameters())
@@ -80,7 +75,7 @@ def test_discriminator_and_encoder_get_gradient_only_from_their_own_loss(name, e
 def test_dann_reverses_the_discriminator_gradient_into_the_encoder():
     net = _net()
     method = DANN(net, weight=1.0, lambda_schedule="constant")
-    batch = _batch()
+    batch = uda_batch()
     (x_s, _), x_t = batch.source, batch.unlabeled
     feats = net.forward_features(torch.cat([x_s, x_t])).detach().requires_grad_(True)
     logit = method.discriminator(feats)
@@ -149,7 +144,7 @@ def test_multilayer_discriminator_wiring_in_the_method(combine, sizes):
     assert method.discriminator.gamma == 0.1
     other = MultiLayerAdversarial(_net(), same_label_space=False)
     assert other.layers == ["conv2", "fc1"]  # second and third last
-    terms = method.losses(_batch())
+    terms = method.losses(uda_batch())
     assert set(terms) == {"ce_source", "disc", "adv_encoder"}
 
 
@@ -163,9 +158,9 @@ def test_layers_option_sizes_single_discriminators_from_the_backbone():
 
 def test_entmin_weight_adds_the_target_entropy_to_any_method():
     method = get_method("mmd")(_net(), entmin_weight=0.5)
-    terms = method.losses(_batch())
+    terms = method.losses(uda_batch())
     assert "entmin" in terms and "mmd" in terms
-    assert "entmin" not in get_method("coral")(_net()).losses(_batch())
+    assert "entmin" not in get_method("coral")(_net()).losses(uda_batch())
 
 
 def test_dsn_has_all_four_terms_and_colour_input():
@@ -331,7 +326,7 @@ def _encoder_term_logit_grads(method, term, batch=None):
     method.train_mode()
     outs, handle = _record_outputs(method.discriminator)
     try:
-        terms = method.losses(batch or _batch())
+        terms = method.losses(batch or uda_batch())
     finally:
         handle.remove()
     terms[term].backward()
@@ -387,7 +382,7 @@ def test_dann_losses_reverse_the_domain_gradient_into_the_encoder_only(progress)
 
     net = _net()
     method = DANN(net)  # default weight and λ schedule
-    batch = _batch(progress=progress)
+    batch = uda_batch(progress=progress)
     (x_s, _), x_t = batch.source, batch.unlabeled
     weight = net.unit("fc1")[1].weight
     disc_params = list(method.discriminator.parameters())
@@ -419,7 +414,7 @@ def _spread_net(scale=4.0):
 
 def _known_terms(method):
     method.train_mode()
-    batch = _batch()
+    batch = uda_batch()
     (x_s, y_s), x_t = batch.source, batch.unlabeled
     return {k: v.detach() for k, v in method.losses(batch).items()}, x_s, y_s, x_t
 
@@ -459,7 +454,7 @@ def test_mcc_passes_detach_weights_to_its_loss():
         net = _spread_net()
         method = get_method("mcc")(net, detach_weights=detach)
         method.train_mode()
-        batch = _batch()
+        batch = uda_batch()
         method.losses(batch)["mcc"].backward()
         got = [p.grad.clone() for p in net.parameters()]
         net.zero_grad()
@@ -567,7 +562,7 @@ def test_dsn_similarity_reverses_and_scales_the_gradient_into_the_encoder():
     from transferkit.losses import dann_lambda
     net = _net()
     method = get_method("dsn")(net, sim_weight=1.0)
-    batch = _batch(progress=0.5)
+    batch = uda_batch(progress=0.5)
     (x_s, _), x_t = batch.source, batch.unlabeled
     w = net.unit("fc1")[1].weight
     logit = method.discriminator(net.forward_features(torch.cat([x_s, x_t])))
@@ -580,7 +575,7 @@ def test_dsn_similarity_reverses_and_scales_the_gradient_into_the_encoder():
 def test_adda_source_weight_scales_the_source_term():
     import torch.nn.functional as F
     net = _net()
-    b = _batch()
+    b = uda_batch()
     terms = get_method("adda")(net, source_weight=0.5).losses(b)
     with torch.no_grad():
         expected = 0.5 * F.cross_entropy(net(b.source[0]), b.source[1]).item()
@@ -716,11 +711,11 @@ def test_multilayer_adda_is_seed_000s_two_step_form():
     src_before, head_before = state_copy(method.source_net), state_copy(method.net.head)
     calls = []
     hook = method.discriminator.layers[0].register_forward_hook(lambda *a: calls.append(1))
-    terms = method.losses(_batch())
+    terms = method.losses(uda_batch())
     hook.remove()
     assert len(calls) == 3  # eq. 3 on both domains, eq. 4 on the target: its source half is a constant here
     assert set(terms) == {"disc", "adv_encoder"}  # no source cross entropy
-    batch = _batch()
+    batch = uda_batch()
     (x_s, _), x_t = batch.source, batch.unlabeled
     with torch.no_grad():
         a_s = method.source_net.forward_features(x_s, method.layers)

@@ -26,7 +26,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from helpers import seeded_lenet, shifted_domain, toy_domain
+from helpers import linear_sizes, seeded_lenet, shifted_domain, spread_lenet, toy_domain, uda_batch
 
 from transferkit.discriminators import (
     ConvMultiLayerDiscriminator,
@@ -39,7 +39,7 @@ from transferkit.discriminators import (
     multilayer_discriminator,
 )
 from transferkit.domain import Domain
-from transferkit.engine import Batch, Engine, TrainConfig
+from transferkit.engine import Engine, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.losses import entropy
 from transferkit.methods import get_method
@@ -48,42 +48,24 @@ _net = seeded_lenet
 _domain = shifted_domain
 
 
-def _batch(n_s=8, n_t=8, progress=0.5):
-    s, t = _domain(n_s, 0.0, 1), _domain(n_t, 0.3, 2)
-    return Batch(step=1, progress=progress, source=(s.images, s.labels), unlabeled=t.images)
-
-
-def _linears(module):
-    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
-
-
-def _spread_net():
-    """lenet with its parameters scaled: spread logits, so source and target entropies differ."""
-    net = _net()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(4.0)
-    return net
-
-
 # ---- single-layer discriminators: sizes and options -------------------------------------
 
 
 def test_dann_and_adda_discriminators_take_hidden_and_depth():
     # mutants: _mlp_for drops depth; DANN's default depth 1; ADDA ignores hidden
-    assert _linears(get_method("dann")(_net()).discriminator) == [(500, 500), (500, 500), (500, 1)]
+    assert linear_sizes(get_method("dann")(_net()).discriminator) == [(500, 500), (500, 500), (500, 1)]
     digits = get_method("dann")(_net(), hidden=100, depth=1).discriminator  # the DANN paper's digit one
-    assert _linears(digits) == [(500, 100), (100, 1)]
-    assert _linears(get_method("adda")(_net(), hidden=64).discriminator) == [(10, 64), (64, 64), (64, 1)]
+    assert linear_sizes(digits) == [(500, 100), (100, 1)]
+    assert linear_sizes(get_method("adda")(_net(), hidden=64).discriminator) == [(10, 64), (64, 64), (64, 1)]
 
 
 def test_confusion_reads_the_embedding_by_default_with_weight_0_1():
     # mutants: confusion's default layer the logits; its default weight 1
     method = get_method("confusion")(_net())
-    assert _linears(method.discriminator)[0] == (500, 500)
+    assert linear_sizes(method.discriminator)[0] == (500, 500)
     heavy = get_method("confusion")(_net(), weight=1.0)
     heavy.discriminator.load_state_dict(method.discriminator.state_dict())
-    batch = _batch()
+    batch = uda_batch()
     light, full = method.losses(batch)["confusion"].detach(), heavy.losses(batch)["confusion"].detach()
     assert float(light) == pytest.approx(0.1 * float(full))
 
@@ -98,7 +80,7 @@ def test_dann_domain_term_splits_source_and_target_at_the_source_batch_size():
     # mutant: the joined logits split at the target batch's size
     net = _net()
     method = get_method("dann")(net, weight=1.0, lambda_schedule="constant")
-    batch = _batch(n_s=8, n_t=5)
+    batch = uda_batch(n_s=8, n_t=5)
     (x_s, _), x_t = batch.source, batch.unlabeled
     with torch.no_grad():
         logit = method.discriminator(net.forward_features(torch.cat([x_s, x_t])))
@@ -111,18 +93,18 @@ def test_adda_weight_defaults_to_one_and_reads_no_source_label():
     for name in ("adda", "adda_encoder"):
         default, given = get_method(name)(_net()), get_method(name)(_net(), weight=2.0)
         given.discriminator.load_state_dict(default.discriminator.state_dict())
-        terms = {k: v.detach() for k, v in default.losses(_batch()).items()}
+        terms = {k: v.detach() for k, v in default.losses(uda_batch()).items()}
         assert set(terms) == {"disc", "adv_target"}, name
-        doubled = given.losses(_batch())["adv_target"].detach()
+        doubled = given.losses(uda_batch())["adv_target"].detach()
         assert 2 * float(terms["adv_target"]) == pytest.approx(float(doubled), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["dann", "confusion", "adda", "adda_encoder", "multilayer_adv", "multilayer_adda"])
 def test_entmin_weight_adds_the_entropy_of_the_target_predictions(name):
     # mutants: DANN drops entmin_weight; DANN, confusion, ADDA or untied multilayer pass other logits than the target's
-    net = _spread_net()
+    net = spread_lenet()
     method = get_method(name)(net, entmin_weight=0.5)
-    batch = _batch()
+    batch = uda_batch()
     terms = {k: v.detach() for k, v in method.losses(batch).items()}
     with torch.no_grad():
         expected, other = 0.5 * entropy(net(batch.unlabeled)), 0.5 * entropy(net(batch.source[0]))
@@ -221,7 +203,7 @@ def test_untied_eq4_with_the_convolutional_discriminator_sees_both_domains_in_on
     method = get_method("multilayer_adda")(_net(), discriminator="conv", weight=0.3)
     assert isinstance(method.discriminator, ConvMultiLayerDiscriminator)
     method.train_mode()
-    batch = _batch()
+    batch = uda_batch()
     (x_s, _), x_t = batch.source, batch.unlabeled
     terms = {k: v.detach() for k, v in method.losses(batch).items()}
     with torch.no_grad():
@@ -305,11 +287,11 @@ def test_multilayer_discriminator_passes_its_options_on_and_counts_activations()
     # the conv form's activation-count check dropped (zip silently reads fewer layers)
     net = _net()
     fc = MultiLayerDiscriminator.for_network(net, ["fc1", "head"], tail_depth=0)
-    assert [(m.in_features, m.out_features) for m in fc.tail if isinstance(m, nn.Linear)] == [(500, 1)]
+    assert linear_sizes(fc.tail) == [(500, 1)]
     conv = multilayer_discriminator(net, ["conv2", "fc1"], "conv", gamma=0.5, combine="concat")
     assert (conv.gamma, conv.combine) == (0.5, "concat")
     narrow = multilayer_discriminator(net, ["fc1", "head"], "fc", hidden=64)
-    assert _linears(narrow)[-1] == (64, 1)
+    assert linear_sizes(narrow)[-1] == (64, 1)
     with pytest.raises(TransferkitError, match="expected 2 activations, got 1"):
         conv([torch.zeros(2, 50, 4, 4)])
 

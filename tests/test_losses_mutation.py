@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import linear_sizes, spread_lenet
 
 from transferkit.discriminators import ConvMultiLayerDiscriminator, MultiLayerDiscriminator, _conv_stride
 from transferkit.errors import TransferkitError
@@ -69,17 +70,13 @@ def test_frozen_call_passes_keyword_arguments_to_the_module():
     assert x.grad.tolist() == [20.0, 20.0] and m.w.grad is None
 
 
-def _tail_linears(disc):
-    return [(m.in_features, m.out_features) for m in disc.tail if isinstance(m, torch.nn.Linear)]
-
-
 def test_multilayer_discriminator_default_tail_is_table5s_two_hidden_layers():
     # mutants: constructor default tail_depth 1; for_network's default for unlisted backbones 1
-    assert _tail_linears(MultiLayerDiscriminator([64, 64, 5])) == [(500, 500), (500, 500), (500, 1)]
+    assert linear_sizes(MultiLayerDiscriminator([64, 64, 5]).tail) == [(500, 500), (500, 500), (500, 1)]
     net = SimpleNamespace(name="other", embed_dim=6, unit_output_shapes=lambda: {"head": (3,)})
     disc = MultiLayerDiscriminator.for_network(net, ["embedding", "head"], hidden=4)
     assert [(m.in_features, m.out_features) for m in disc.layers] == [(6, 3), (3, 4)]
-    assert _tail_linears(disc) == [(4, 4), (4, 4), (4, 1)]
+    assert linear_sizes(disc.tail) == [(4, 4), (4, 4), (4, 1)]
 
 
 def test_conv_stride_maps_grids_like_a_resnets_3x3_padding_1_convolutions():
@@ -114,13 +111,8 @@ def test_conv_discriminator_joint_pass_splits_unequal_domain_batches():
 
 
 def _method_batch(n=4, progress=0.5):
-    from transferkit.backbones import build_backbone
     from transferkit.engine import Batch
-    torch.manual_seed(0)
-    net = build_backbone("lenet", num_classes=10, in_channels=1, image_size=28)
-    with torch.no_grad():  # spread the logits (lenet at initialisation is near uniform)
-        for p in net.parameters():
-            p.mul_(4.0)
+    net = spread_lenet()
     g = torch.Generator().manual_seed(1)
     x_s, x_t = torch.rand(n, 1, 28, 28, generator=g), (torch.rand(n, 1, 28, 28, generator=g) * 0.7 + 0.3)
     return net, Batch(step=1, progress=progress, source=(x_s, torch.arange(n) % 10), unlabeled=x_t)

@@ -22,31 +22,12 @@ import math
 
 import pytest
 import torch
-from helpers import seeded_lenet
+from helpers import linear_sizes, seeded_lenet, spread_lenet, uda_batch
 
 from transferkit import losses
-from transferkit.engine import Batch
 from transferkit.errors import TransferkitError
 from transferkit.losses import coral, difference_loss, entropy, minimum_class_confusion, mmd2, scale_invariant_mse
 from transferkit.methods import get_method
-
-
-def _images(n, seed, shift=0.0, channels=1):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, channels, 28, 28, generator=g) * 0.7 + shift).clamp(0, 1)
-
-
-def _batch(n_s=4, n_t=4, progress=0.5):
-    return Batch(step=1, progress=progress, source=(_images(n_s, 1), torch.arange(n_s) % 10),
-                 unlabeled=_images(n_t, 2, 0.3))
-
-
-def _spread_lenet():
-    net = seeded_lenet()
-    with torch.no_grad():  # lenet at initialisation is near uniform: spread its logits
-        for p in net.parameters():
-            p.mul_(4.0)
-    return net
 
 
 def test_mmd2_refuses_a_negative_bandwidth():
@@ -121,8 +102,8 @@ def test_mmd_method_refuses_scales_that_are_not_a_list_of_positive_numbers_when_
 
 def test_coral_method_sums_its_term_over_every_layer():
     # mutant: only the first layer's CORAL
-    net = _spread_lenet()
-    b = _batch()
+    net = spread_lenet()
+    b = uda_batch(4, 4)
     (x_s, _), x_t = b.source, b.unlabeled
     layers = ["conv2", "embedding"]
     term = get_method("coral")(net, weight=0.5, layers=layers).losses(b)["coral"]
@@ -136,8 +117,8 @@ def test_coral_method_sums_its_term_over_every_layer():
 @pytest.mark.parametrize("name", ["coral", "mcc", "dsn"])
 def test_entmin_weight_adds_the_target_entropy_to_coral_mcc_and_dsn(name):
     # mutants: coral, mcc or dsn not passing entmin_weight on to AdaptationMethod
-    net = _spread_lenet()
-    b = _batch()
+    net = spread_lenet()
+    b = uda_batch(4, 4)
     terms = get_method(name)(net, entmin_weight=0.5).losses(b)
     with torch.no_grad():
         expected = 0.5 * entropy(net(b.unlabeled))
@@ -152,22 +133,18 @@ def test_dsn_refuses_a_backbone_without_input_shape():
         get_method("dsn")(from_sequential(seq, units=[1, 2]))
 
 
-def _linears(module):
-    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, torch.nn.Linear)]
-
-
 def test_dsn_hidden_sizes_its_decoder_and_its_two_hidden_layer_discriminator():
     # mutants: hidden not passed to the decoder or to the discriminator; the discriminator's depth 1
     method = get_method("dsn")(seeded_lenet(), hidden=7)
-    assert _linears(method.decoder) == [(500, 7), (7, 28 * 28)]
-    assert _linears(method.discriminator) == [(500, 7), (7, 7), (7, 1)]  # as dann's: two hidden layers
+    assert linear_sizes(method.decoder) == [(500, 7), (7, 28 * 28)]
+    assert linear_sizes(method.discriminator) == [(500, 7), (7, 7), (7, 1)]  # as dann's: two hidden layers
 
 
 def test_dsn_splits_unequal_source_and_target_batches_for_its_discriminator():
     # mutant: the discriminator's logits split at the target batch's size
     from transferkit.discriminators import discriminator_loss
     net = seeded_lenet()
-    b = _batch(n_s=5, n_t=3)
+    b = uda_batch(n_s=5, n_t=3)
     (x_s, _), x_t = b.source, b.unlabeled
     method = get_method("dsn")(net, sim_weight=1.0)
     term = method.losses(b)["similarity"]
@@ -190,7 +167,7 @@ def test_private_encoder_and_shared_decoder_have_their_documented_layers():
     assert enc[1].in_features == 64 * 2 * 4 and enc(torch.zeros(3, 2, 8, 16)).shape == (3, 4)
     dec = SharedDecoder(6, (1, 2, 3))
     assert [type(m).__name__ for m in dec.net] == ["Linear", "ReLU", "Linear"]
-    assert _linears(dec) == [(6, 500), (500, 6)]
+    assert linear_sizes(dec) == [(6, 500), (500, 6)]
 
 
 def test_dsn_size_warning_counts_16_bytes_a_weight(monkeypatch):

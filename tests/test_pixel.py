@@ -3,19 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import seeded_lenet, shifted_domain
+from helpers import seeded_lenet, uda_batch
 
-from transferkit.engine import Batch
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
 from transferkit.methods.pixel import PatchDiscriminator, lsgan_loss
 
 PLAYERS = ("net", "to_target", "to_source", "disc_target", "disc_source")
-
-
-def _batch(channels=1):
-    s, t = shifted_domain(8, 0.0, 1, channels=channels), shifted_domain(8, 0.3, 2, channels=channels)
-    return Batch(step=1, progress=0.5, source=(s.images, s.labels), unlabeled=t.images)
 
 
 def _trained_by(method, term, batch):
@@ -36,7 +30,7 @@ def test_lsgan_terms_and_patch_logits():
 def test_each_term_trains_only_its_own_players():
     method = get_method("cyclegan")(seeded_lenet(), identity_weight=0.5, source_weight=0.5, entmin_weight=0.1)
     method.train_mode()
-    batch = _batch()
+    batch = uda_batch()
     with torch.no_grad():  # the generators start as the identity, so that the task network first sees the source
         method.to_target.out.weight.normal_(std=0.01)
         method.to_source.out.weight.normal_(std=0.01)  # (moved off it: an exact identity has zero gradients inside)
@@ -53,7 +47,7 @@ def test_at_the_start_the_task_trains_on_the_source_images_and_terms_match_their
     net = seeded_lenet()
     method = get_method("cyclegan")(net, cycle_weight=3.0, task_weight=0.7)
     method.train_mode()
-    batch = _batch()
+    batch = uda_batch()
     (x_s, y_s), x_t = batch.source, batch.unlabeled
     assert torch.equal(method.translate(x_s), x_s) and torch.equal(method.to_source(x_t), x_t)
     terms = {k: v.detach() for k, v in method.losses(batch).items()}

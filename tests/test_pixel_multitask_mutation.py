@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import multitask_batch, multitask_on_lenet, seeded_lenet, shifted_domain, toy_domain
+from helpers import multitask_batch, multitask_on_lenet, seeded_lenet, toy_domain, uda_batch
 
 from transferkit.engine import Batch, Engine, TrainConfig
 from transferkit.errors import TransferkitError
@@ -26,11 +26,6 @@ from transferkit.losses import entropy
 from transferkit.methods import get_method
 from transferkit.methods.adain import EPS, adain, channel_stats, style_loss
 from transferkit.methods.pixel import PatchDiscriminator
-
-
-def _uda_batch(n_s=6, n_t=4):
-    s, t = shifted_domain(n_s, 0.0, 1), shifted_domain(n_t, 0.3, 2)
-    return Batch(step=1, progress=0.5, source=(s.images, s.labels), unlabeled=t.images)
 
 
 def _off_identity(method):
@@ -67,7 +62,7 @@ def test_cyclegan_cycle_and_identity_terms_off_the_identity():
     # dropped; identity G(x_s) for G(x_t); (at the identity start every cycle term is 0, so the
     # existing tests cannot tell)
     method = _off_identity(get_method("cyclegan")(seeded_lenet(), cycle_weight=3.0, identity_weight=0.5))
-    batch = _uda_batch()
+    batch = uda_batch(6, 4)
     (x_s, _), x_t = batch.source, batch.unlabeled
     terms = method.losses(batch)
     G, Fn = method.to_target, method.to_source
@@ -83,7 +78,7 @@ def test_cyclegan_adversarial_terms_off_the_identity():
     # mutants: L_D's fake terms on the untranslated images (d_t(x_s) for d_t(G(x_s)), d_s(x_t)
     # for d_s(F(x_t))): at the identity start G(x_s) = x_s hides them
     method = _off_identity(get_method("cyclegan")(seeded_lenet()))
-    batch = _uda_batch()
+    batch = uda_batch(6, 4)
     (x_s, _), x_t = batch.source, batch.unlabeled
     terms = method.losses(batch)
     G, Fn, d_t, d_s = method.to_target, method.to_source, method.disc_target, method.disc_source
@@ -99,7 +94,7 @@ def test_cyclegan_translate_is_the_source_to_target_generator():
     # mutants: translate() runs to_source (F) instead of to_target (G) (both are the identity at
     # the start); translate() without no_grad (its images to look at would carry G's graph)
     method = _off_identity(get_method("cyclegan")(seeded_lenet()))
-    x_s = _uda_batch().source[0]
+    x_s = uda_batch(6, 4).source[0]
     assert not method.translate(x_s).requires_grad
     with torch.no_grad():
         _close(method.translate(x_s), method.to_target(x_s))
@@ -111,7 +106,7 @@ def test_cyclegan_task_terms_read_translated_source_and_target_rows():
     # (logits[0] for logits[1]); entmin on the source rows (logits[0] for logits[-1])
     method = _off_identity(get_method("cyclegan")(seeded_lenet(), task_weight=0.7, source_weight=0.4,
                                                   entmin_weight=0.2))
-    batch = _uda_batch()
+    batch = uda_batch(6, 4)
     (x_s, y_s), x_t = batch.source, batch.unlabeled
     terms = method.losses(batch)
     net = method.net
@@ -126,7 +121,7 @@ def test_the_translated_task_term_takes_the_source_stream_s_class_weights():
     method = _off_identity(get_method("cyclegan")(seeded_lenet()))
     w_s = torch.linspace(0.2, 2.0, 10)
     method.class_weights = {"source": w_s, "target": torch.ones(10)}
-    batch = _uda_batch()
+    batch = uda_batch(6, 4)
     (x_s, y_s), _ = batch.source, batch.unlabeled
     terms = method.losses(batch)
     with torch.no_grad():
@@ -138,7 +133,7 @@ def test_cyclegan_with_only_the_source_weight_trains_on_the_source_images():
     # kept (as 0 · CE) when task_weight = 0
     method = get_method("cyclegan")(seeded_lenet(), task_weight=0.0, source_weight=1.0)
     method.train_mode()
-    terms = method.losses(_uda_batch())
+    terms = method.losses(uda_batch(6, 4))
     assert "ce_translated" not in terms and "ce_source" in terms
 
 
@@ -173,7 +168,7 @@ def test_a_new_two_stage_method_is_in_stage_two_and_its_task_term_is_computed_wi
     # around the translation (the decoder, not frozen by prepare here, would get the task's gradient)
     method = get_method("adain")(seeded_lenet())
     assert method.stage == 2
-    terms = method.losses(_uda_batch())
+    terms = method.losses(uda_batch(6, 4))
     assert set(terms) == {"ce_styled"}
     assert any(p.requires_grad for p in method.decoder.parameters())
     assert _reached(method, terms["ce_styled"]) == {"net"}
@@ -249,7 +244,7 @@ def test_adain_stage_one_losses_by_hand_with_alpha_and_style_pairs():
     method = get_method("adain")(seeded_lenet(), layer="conv2", style_weight=3.0, alpha=0.25, width=8)
     method.stage = 1
     method.prepare({})
-    batch = _uda_batch(6, 4)
+    batch = uda_batch(6, 4)
     x_s, x_t = batch.source[0], batch.unlabeled
     terms = method.losses(batch)
     enc, layers = method.encoder, ["conv1", "conv2"]
@@ -270,7 +265,7 @@ def test_adain_stage_two_terms_read_their_own_rows():
     # mutants: ce_source / entmin of the two-stage task terms on the wrong rows or the wrong weight
     method = get_method("adain")(seeded_lenet(), source_weight=0.5, entmin_weight=0.2, task_weight=0.3, width=8)
     method.prepare({})
-    batch = _uda_batch(6, 4)
+    batch = uda_batch(6, 4)
     (x_s, y_s), x_t = batch.source, batch.unlabeled
     terms = method.losses(batch)
     with torch.no_grad():
@@ -284,7 +279,7 @@ def test_adain_keeps_its_encoder_in_eval_mode_and_refuses_bad_options():
     # (0 < alpha); width 0 or a net without input_shape accepted; stylise() without no_grad
     method = get_method("adain")(seeded_lenet())
     assert method.train() is method
-    batch = _uda_batch()
+    batch = uda_batch(6, 4)
     assert not method.stylise(batch.source[0], batch.unlabeled).requires_grad
     assert method.training and method.decoder.training and not method.encoder.training
     assert not any(p.requires_grad for p in method.encoder.parameters())

@@ -32,17 +32,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import seeded_lenet, shifted_domain, state_copy, toy_domain
+from helpers import seeded_lenet, state_copy, toy_domain, uda_batch
 
 from transferkit.adapters import from_sequential
 from transferkit.engine import Batch, Engine, TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
-
-
-def _uda_batch(n_s=6, n_t=4, channels=1):
-    s, t = shifted_domain(n_s, 0.0, 1, channels=channels), shifted_domain(n_t, 0.3, 2, channels=channels)
-    return Batch(step=1, progress=0.5, source=(s.images, s.labels), unlabeled=t.images)
 
 
 def _bn_net():
@@ -116,7 +111,7 @@ def test_the_task_terms_come_from_one_forward_pass_of_the_concatenated_batch():
     # and target rows together, as the module docstring says, would differ from each part's own)
     method = get_method("cyclegan")(_bn_net(), source_weight=0.5, entmin_weight=0.2)
     method.train_mode()
-    batch = _uda_batch()
+    batch = uda_batch(6, 4)
     (x_s, y_s), x_t = batch.source, batch.unlabeled
     with torch.no_grad():
         method.to_target.out.weight.normal_(std=0.05)
@@ -170,7 +165,7 @@ def test_adain_encoder_is_in_eval_mode_from_the_start_and_keeps_its_batchnorm_st
     method = get_method("adain")(_bn_net(), width=4)
     assert not method.encoder.training
     before = state_copy(method.encoder)
-    batch = _uda_batch()
+    batch = uda_batch(6, 4)
     method.stylise(batch.source[0], batch.unlabeled)
     after = state_copy(method.encoder)
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -22,6 +22,32 @@ def toy_domain(n=64, seed=0, classes=4, name="toy"):
     return Domain(name, x.clamp(0, 1), y, [str(c) for c in range(classes)])
 
 
+def toy_split(seed, sizes=(24, 8, 12), classes=4, names=None):
+    """A Split of toy domains of ``sizes`` (train, val, test) images drawn from ``seed``,
+    ``seed + 1`` and ``seed + 2``; ``names``: its classes' names instead of "0", "1", ..."""
+    from transferkit.splits import Split
+    parts = [toy_domain(n, seed=seed + i, classes=classes) for i, n in enumerate(sizes)]
+    for d in parts if names is not None else ():
+        d.class_names = list(names)
+    return Split(*parts)
+
+
+def one_domain_split(seed, n=12, origin=None):
+    """One toy domain of ``n`` images as train, val and test (``origin``: its provenance's)."""
+    from transferkit.splits import Split
+    d = toy_domain(n, seed=seed)
+    if origin is not None:
+        d.provenance["origin"] = origin
+    return Split(d, d, d)
+
+
+def one_domain_data(source_seed=0, target_seed=1, unlabeled=None, **source):
+    """A run's prepared data of :func:`one_domain_split` source and target (``source``: its options)."""
+    from transferkit.rundata import Prepared
+    return Prepared(source=one_domain_split(source_seed, **source), target=one_domain_split(target_seed),
+                    channels=1, unlabeled=unlabeled)
+
+
 def state_copy(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 

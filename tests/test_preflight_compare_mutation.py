@@ -219,13 +219,9 @@ def test_data_records_are_read_one_level_below_a_benchmark_and_a_broken_record_i
 
 
 # ---- preflight: names and settings, nothing loaded ----------------------------------------------
-def _split(seed: int, sizes=(24, 8, 12), classes=4) -> Split:
-    return Split(*(helpers.toy_domain(n, seed=seed + i, classes=classes) for i, n in enumerate(sizes)))
-
-
 def _data(**target) -> Prepared:
     """Tiny source and target splits of the toy domain (``target``: its sizes, classes)."""
-    return Prepared(source=_split(0), target=_split(10, **target), channels=1)
+    return Prepared(source=helpers.toy_split(0), target=helpers.toy_split(10, **target), channels=1)
 
 
 def test_methods_that_train_on_source_images_are_refused_without_a_source_and_source_only_is_not():
@@ -322,7 +318,7 @@ def test_an_empty_test_split_names_the_most_images_any_class_has():
 
 def test_the_unlabelled_rest_is_refused_when_any_seeds_subset_leaves_none_and_names_groups():
     # kills: all(len(u) > 0 ...) -> any(...); "group (video)" for a grouped target; names[:10] / ", ..." changed
-    data = Prepared(source=_split(0), target=Split(_counted([1] * 11, groups=True), _counted([1] * 11),
+    data = Prepared(source=helpers.toy_split(0), target=Split(_counted([1] * 11, groups=True), _counted([1] * 11),
                                                    _counted([1] * 11)), channels=1)
     dann = get_method("dann")
     preflight._check_unlabelled_left(ExperimentConfig(k=1), data, [get_method("finetune")], [_counted([])])

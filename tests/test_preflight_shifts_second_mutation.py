@@ -36,7 +36,6 @@ from transferkit.domain import Domain
 from transferkit.errors import TransferkitError, UnknownNameError
 from transferkit.methods import get_method
 from transferkit.rundata import Prepared
-from transferkit.splits import Split
 
 
 def _warned(fn, *args) -> list[str]:
@@ -44,14 +43,6 @@ def _warned(fn, *args) -> list[str]:
         warnings.simplefilter("always")
         fn(*args)
     return [str(w.message) for w in caught]
-
-
-def _split(seed: int, names=None) -> Split:
-    parts = [helpers.toy_domain(n, seed=seed + i) for i, n in enumerate((24, 8, 12))]
-    if names is not None:
-        for d in parts:
-            d.class_names = list(names)
-    return Split(*parts)
 
 
 def _counted(counts) -> Domain:
@@ -70,7 +61,8 @@ def test_check_names_refuses_an_unknown_test_or_unlabelled_domain(side):
 
 # ---- preflight: check_jobs on tiny data ---------------------------------------------------------
 def _unshared(names, methods) -> list[str]:
-    data = Prepared(source=_split(0), target=_split(10, names=[f"d{i}" for i in range(4)]), channels=1)
+    target = helpers.toy_split(10, names=[f"d{i}" for i in range(4)])
+    data = Prepared(source=helpers.toy_split(0), target=target, channels=1)
     cfg = ExperimentConfig(backbone="lenet", k=2, repeats=1, select_on="none", methods=names)
     said = _warned(preflight.check_jobs, cfg, data, [get_method(m) for m in methods])
     return [m for m in said if "'d0'" in m]
@@ -84,7 +76,7 @@ def test_target_classes_named_unlike_the_sources_are_warned_about_for_a_method_r
 
 def test_what_a_methods_own_check_refuses_is_named_with_the_method(one_thread):
     # kills: `raise method_error(cls, options, e)` -> the bare error (no "method matching_ft:" before it)
-    data = Prepared(source=_split(0), target=_split(10), channels=1)
+    data = Prepared(source=helpers.toy_split(0), target=helpers.toy_split(10), channels=1)
     cfg = ExperimentConfig(backbone="lenet", k=1, repeats=1, select_on="none", methods=["matching_ft"])
     with pytest.raises(TransferkitError, match=r"^method matching_ft: .*2"):
         preflight.check_jobs(cfg, data, [get_method("matching_ft")])
@@ -92,7 +84,7 @@ def test_what_a_methods_own_check_refuses_is_named_with_the_method(one_thread):
 
 def test_classes_past_an_unnamed_description_matrix_are_refused_before_any_training(one_thread):
     # kills: method.check_classes(...) dropped from check_jobs (the run would fail after pre-training)
-    data = Prepared(source=_split(0), target=_split(10), channels=1)
+    data = Prepared(source=helpers.toy_split(0), target=helpers.toy_split(10), channels=1)
     cfg = ExperimentConfig(backbone="lenet", k=2, repeats=1, select_on="none", methods=["attribute_zsl"],
                            options={"attribute_zsl": {"attributes": [[1.0, 0.0], [0.0, 1.0]]}})
     with pytest.raises(TransferkitError, match=r"^method attribute_zsl .*has 2 rows.*source classes \['2', '3'\]"):
@@ -107,7 +99,7 @@ def test_no_balancing_setting_gives_no_balancing_warning():
 
 def test_select_metric_is_unused_beside_a_method_that_never_selects_even_on_target_val():
     # kills: `cls.selects_on_validation` dropped from the selecting methods (matching_net counted as selecting)
-    data = Prepared(source=_split(0), target=_split(10), channels=1)
+    data = Prepared(source=helpers.toy_split(0), target=helpers.toy_split(10), channels=1)
     cfg = ExperimentConfig(select_metric="balanced_accuracy", select_on="target_val")
     said = _warned(preflight._warn_selection_settings_unused, cfg, data, [get_method("matching_net")])
     assert len(said) == 1 and said[0].startswith("select_metric: balanced_accuracy scores model selection")

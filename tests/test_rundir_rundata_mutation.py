@@ -22,7 +22,7 @@ from dataclasses import replace
 import pytest
 import torch
 import yaml
-from helpers import toy_domain, toy_named_domains
+from helpers import one_domain_data, toy_domain, toy_named_domains
 
 from transferkit import rundata, rundir
 from transferkit.config import ExperimentConfig, dump_config
@@ -31,21 +31,9 @@ from transferkit.errors import TransferkitError
 from transferkit.experiment import _jobs_of
 from transferkit.io import write_json
 from transferkit.methods import get_method
-from transferkit.rundata import Prepared
 from transferkit.splits import Split
 
 TINY = TrainConfig(steps=2, eval_every=2, batch_size=8)
-
-
-def _split(seed: int, n: int = 12, origin: str | None = None) -> Split:
-    d = toy_domain(n, seed=seed)
-    if origin is not None:
-        d.provenance["origin"] = origin
-    return Split(d, d, d)
-
-
-def _data(source_seed: int = 0, target_seed: int = 1, unlabeled=None, **kw) -> Prepared:
-    return Prepared(source=_split(source_seed, **kw), target=_split(target_seed), channels=1, unlabeled=unlabeled)
 
 
 def _with_row(run_dir, method: str = "finetune") -> None:
@@ -73,7 +61,7 @@ def test_a_checkpoint_record_whose_seconds_are_no_number_is_skipped(tmp_path):
 # ---- data.json: what it digests and records -------------------------------------------------------
 def test_renamed_classes_are_other_data():
     # kills: the class names left out of a split's digest in data.json
-    data = _data()
+    data = one_domain_data()
     before = rundir.data_digests(data)
     data.target.train = replace(data.target.train, class_names=["a", "b", "c", "d"])
     after = rundir.data_digests(data)
@@ -82,8 +70,8 @@ def test_renamed_classes_are_other_data():
 
 def test_only_a_target_folder_records_its_label_draws():
     # kills: `key.startswith("target.")` dropped (a source folder, whose labels are not drawn, recorded them too)
-    assert "folder_label_draws" not in rundir.data_digests(_data(origin="folder:/data/src"))
-    data = _data()
+    assert "folder_label_draws" not in rundir.data_digests(one_domain_data(origin="folder:/data/src"))
+    data = one_domain_data()
     data.target.val.provenance["origin"] = "folder:/data/tgt"
     assert rundir.data_digests(data)["folder_label_draws"] == rundir.FOLDER_LABEL_DRAWS
 
@@ -92,46 +80,47 @@ def test_a_data_json_that_is_no_mapping_is_refused_by_name(tmp_path):
     # kills: the `isinstance(then, dict)` check removed (an AttributeError instead of what to do)
     (tmp_path / "data.json").write_text("[1, 2]")
     with pytest.raises(TransferkitError, match=r"data.json is not a data record \(not a mapping\): restore it"):
-        rundir.check_same_data(tmp_path, _data(), True)
+        rundir.check_same_data(tmp_path, one_domain_data(), True)
 
 
 def test_a_worker_process_records_no_data_json(tmp_path):
     # kills: `main and` dropped from the first record (every worker process rewrote data.json)
-    rundir.check_same_data(tmp_path, _data(), False)
+    rundir.check_same_data(tmp_path, one_domain_data(), False)
     assert not (tmp_path / "data.json").exists()
-    rundir.check_same_data(tmp_path, _data(), True)
+    rundir.check_same_data(tmp_path, one_domain_data(), True)
     assert (tmp_path / "data.json").exists()
 
 
 def test_a_worker_process_leaves_the_pinned_network_and_record_of_changed_data(tmp_path):
     # kills: `if main:` dropped before the pinned network and checkpoints are removed (a worker deleted them)
-    rundir.check_same_data(tmp_path, _data(), True)
+    rundir.check_same_data(tmp_path, one_domain_data(), True)
     record = (tmp_path / "data.json").read_text()
     (tmp_path / "source.safetensors").write_text("pinned")
     (tmp_path / "checkpoints" / "x").mkdir(parents=True)
-    rundir.check_same_data(tmp_path, _data(source_seed=5), False)
+    rundir.check_same_data(tmp_path, one_domain_data(source_seed=5), False)
     assert (tmp_path / "source.safetensors").exists() and (tmp_path / "checkpoints" / "x").is_dir()
     assert (tmp_path / "data.json").read_text() == record
 
 
 def test_a_jobs_folder_without_a_job_file_holds_no_rows(tmp_path):
     # kills: the job files looked for as `*` instead of `*.json` (a torn write's temporary file refused new data)
-    rundir.check_same_data(tmp_path, _data(), True)
+    rundir.check_same_data(tmp_path, one_domain_data(), True)
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "finetune-k=2-s0.json.tmp").write_text("{")
-    rundir.check_same_data(tmp_path, _data(source_seed=5), True)
-    assert json.loads((tmp_path / "data.json").read_text()) == {**rundir.data_digests(_data(source_seed=5)),
-                                                                "sizes": {k: 12 for k in rundir._splits(_data())}}
+    rundir.check_same_data(tmp_path, one_domain_data(source_seed=5), True)
+    sizes = {k: 12 for k in rundir._splits(one_domain_data())}
+    assert json.loads((tmp_path / "data.json").read_text()) == {**rundir.data_digests(one_domain_data(source_seed=5)),
+                                                                "sizes": sizes}
 
 
 def test_unlabelled_images_added_under_rows_that_never_read_them_keep_the_rows_and_source_network(tmp_path):
     # kills: `not _rows_read_unlabelled` inverted; the changed keys taken from the old record only (an added
     # `unlabeled` not seen as the one change); the source network dropped when only unlabelled images changed
-    rundir.check_same_data(tmp_path, _data(), True)
+    rundir.check_same_data(tmp_path, one_domain_data(), True)
     _with_row(tmp_path, "finetune")  # finetune reads no unlabelled image
     (tmp_path / "source.safetensors").write_text("pinned")
     (tmp_path / "checkpoints" / "dann-k=2-s0").mkdir(parents=True)
-    more = _data(unlabeled=toy_domain(6, seed=9))
+    more = one_domain_data(unlabeled=toy_domain(6, seed=9))
     rundir.check_same_data(tmp_path, more, True)
     assert (tmp_path / "source.safetensors").exists() and not (tmp_path / "checkpoints").exists()
     assert json.loads((tmp_path / "data.json").read_text())["unlabeled"] == rundir.data_digests(more)["unlabeled"]
@@ -139,26 +128,26 @@ def test_unlabelled_images_added_under_rows_that_never_read_them_keep_the_rows_a
 
 def test_unlabelled_images_changed_under_a_row_that_read_them_are_refused(tmp_path):
     # kills: `not _rows_read_unlabelled` inverted (dann's row, trained on the old unlabelled images, kept)
-    rundir.check_same_data(tmp_path, _data(unlabeled=toy_domain(6, seed=8)), True)
+    rundir.check_same_data(tmp_path, one_domain_data(unlabeled=toy_domain(6, seed=8)), True)
     _with_row(tmp_path, "dann")
     with pytest.raises(TransferkitError, match="other data: .* of unlabeled changed since; restore them"):
-        rundir.check_same_data(tmp_path, _data(unlabeled=toy_domain(6, seed=9)), True)
+        rundir.check_same_data(tmp_path, one_domain_data(unlabeled=toy_domain(6, seed=9)), True)
 
 
 def test_an_unreadable_job_file_counts_as_a_row_that_read_the_unlabelled_images(tmp_path):
     # kills: `return True` as `return False` for a job file that cannot say its method
-    rundir.check_same_data(tmp_path, _data(unlabeled=toy_domain(6, seed=8)), True)
+    rundir.check_same_data(tmp_path, one_domain_data(unlabeled=toy_domain(6, seed=8)), True)
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "x-k=2-s0.json").write_text("{")
     with pytest.raises(TransferkitError, match="of unlabeled changed"):
-        rundir.check_same_data(tmp_path, _data(unlabeled=toy_domain(6, seed=9)), True)
+        rundir.check_same_data(tmp_path, one_domain_data(unlabeled=toy_domain(6, seed=9)), True)
 
 
 def test_a_refusal_names_the_sizes_only_of_splits_whose_size_changed(tmp_path):
     # kills: `old_sizes[k] != sizes[k]` as `==` (sizes named for splits of the same size, none for those that grew)
-    rundir.check_same_data(tmp_path, _data(), True)
+    rundir.check_same_data(tmp_path, one_domain_data(), True)
     _with_row(tmp_path)
-    grown = _data()
+    grown = one_domain_data()
     grown.source.train = toy_domain(16, seed=0)
     grown.target.val = toy_domain(12, seed=7)  # other images, as many
     with pytest.raises(TransferkitError) as e:
@@ -169,16 +158,16 @@ def test_a_refusal_names_the_sizes_only_of_splits_whose_size_changed(tmp_path):
 
 def test_a_refusal_for_changed_npz_files_gives_neither_the_built_in_nor_the_folder_hint(tmp_path):
     # kills: `npz:` left out of the origins that are not built-in; `npz:` counted as a folder for its hint
-    rundir.check_same_data(tmp_path, _data(), True)
+    rundir.check_same_data(tmp_path, one_domain_data(), True)
     _with_row(tmp_path)
     with pytest.raises(TransferkitError) as e:
-        rundir.check_same_data(tmp_path, _data(source_seed=5, origin="npz:/data/src.npz"), True)
+        rundir.check_same_data(tmp_path, one_domain_data(source_seed=5, origin="npz:/data/src.npz"), True)
     assert "built-in domains" not in str(e.value) and "a folder's split" not in str(e.value)
     with pytest.raises(TransferkitError, match=r"a folder's split and label subsets place each file") as e:
-        rundir.check_same_data(tmp_path, _data(source_seed=5, origin="folder:/data/src"), True)
+        rundir.check_same_data(tmp_path, one_domain_data(source_seed=5, origin="folder:/data/src"), True)
     assert "built-in domains" not in str(e.value)
     with pytest.raises(TransferkitError, match="built-in domains are rendered under the CPU kernels") as e:
-        rundir.check_same_data(tmp_path, _data(source_seed=5), True)
+        rundir.check_same_data(tmp_path, one_domain_data(source_seed=5), True)
     assert "a folder's split" not in str(e.value)
 
 
@@ -386,7 +375,7 @@ def test_the_ratio_warning_counts_only_classes_with_images_and_not_at_the_class_
 
 def test_a_method_that_reads_no_target_label_selects_on_nothing_of_the_target():
     # kills: the unsupervised-method exception dropped (dann early-stopped on target labels)
-    data = _data()
+    data = one_domain_data()
     cfg = ExperimentConfig(select_on="target_val")
     assert rundata.selection_domain(cfg, data, get_method("dann")) is None
     assert rundata.selection_domain(cfg, data, get_method("finetune")) is data.target.val
@@ -412,7 +401,7 @@ def test_a_row_s_class_and_training_fields_name_only_what_the_config_chose():
 
 def test_a_row_counts_test_groups_only_of_a_grouped_test_split_and_test_fields_only_of_a_config_s_test():
     # kills: `n_test_groups` written without groups; the `cfg.test` fields written without a test of its own
-    data = _data()
+    data = one_domain_data()
     assert rundata.test_fields(ExperimentConfig(), data) == {"n_test": 12}
     data.target.test = replace(data.target.test, groups=torch.arange(12) % 8)
     assert rundata.test_fields(ExperimentConfig(), data) == {"n_test": 12, "n_test_groups": 8}
@@ -467,8 +456,8 @@ def test_a_key_only_the_stored_config_has_is_named(tmp_path):
 
 def test_a_data_json_whose_sizes_are_no_mapping_still_gets_the_refusal(tmp_path):
     # kills: the `isinstance(..., dict)` guard on the recorded sizes dropped (an AttributeError instead)
-    write_json(tmp_path / "data.json", {**rundir.data_digests(_data()), "sizes": [12]})
+    write_json(tmp_path / "data.json", {**rundir.data_digests(one_domain_data()), "sizes": [12]})
     _with_row(tmp_path)
     with pytest.raises(TransferkitError, match=r"other data: .* of source.test, source.train, source.val changed "
                                                r"since; restore them"):
-        rundir.check_same_data(tmp_path, _data(source_seed=5), True)
+        rundir.check_same_data(tmp_path, one_domain_data(source_seed=5), True)

@@ -24,7 +24,7 @@ from dataclasses import replace
 import pytest
 import torch
 import yaml
-from helpers import seeded_lenet, toy_domain, toy_named_domains
+from helpers import one_domain_data, seeded_lenet, toy_domain, toy_named_domains
 
 from transferkit import rundata, rundir
 from transferkit.config import ExperimentConfig, dump_config
@@ -34,19 +34,9 @@ from transferkit.experiment import _jobs_of
 from transferkit.io import write_json
 from transferkit.methods import get_method
 from transferkit.networks import save_network
-from transferkit.rundata import Prepared
 from transferkit.splits import Split
 
 TINY = TrainConfig(steps=2, eval_every=2, batch_size=8)
-
-
-def _split(seed: int, n: int = 12) -> Split:
-    d = toy_domain(n, seed=seed)
-    return Split(d, d, d)
-
-
-def _data(source_seed: int = 0, target_seed: int = 1, unlabeled=None) -> Prepared:
-    return Prepared(source=_split(source_seed), target=_split(target_seed), channels=1, unlabeled=unlabeled)
 
 
 def _with_row(run_dir, method: str = "finetune") -> None:
@@ -57,7 +47,7 @@ def _with_row(run_dir, method: str = "finetune") -> None:
 # ---- data.json ------------------------------------------------------------------------------------------
 def test_a_first_format_data_json_of_the_same_data_resumes_and_is_rewritten(tmp_path):
     # kills: the format-1 conversion dropped (`then = now if then == old`), or taken for records with `format`
-    data = _data()
+    data = one_domain_data()
     write_json(tmp_path / "data.json", {key: d.digest() for key, d in rundir._splits(data).items()})
     _with_row(tmp_path)
     rundir.check_same_data(tmp_path, data, True)
@@ -67,27 +57,27 @@ def test_a_first_format_data_json_of_the_same_data_resumes_and_is_rewritten(tmp_
 def test_source_images_changed_along_with_the_unlabelled_ones_are_refused(tmp_path):
     # kills: `changed == {"unlabeled"}` as `"unlabeled" in changed` (a changed source passed under rows that read
     # no unlabelled image)
-    rundir.check_same_data(tmp_path, _data(unlabeled=toy_domain(6, seed=8)), True)
+    rundir.check_same_data(tmp_path, one_domain_data(unlabeled=toy_domain(6, seed=8)), True)
     _with_row(tmp_path, "finetune")
     with pytest.raises(TransferkitError, match=r"other data: .*source.train.*; restore them"):
-        rundir.check_same_data(tmp_path, _data(source_seed=5, unlabeled=toy_domain(6, seed=9)), True)
+        rundir.check_same_data(tmp_path, one_domain_data(source_seed=5, unlabeled=toy_domain(6, seed=9)), True)
 
 
 def test_changed_data_without_rows_drops_the_pinned_network_and_its_record(tmp_path):
     # kills: source.json left out of what changed data removes (a record of a network no longer there)
-    rundir.check_same_data(tmp_path, _data(), True)
+    rundir.check_same_data(tmp_path, one_domain_data(), True)
     for name in ("source.safetensors", "source.json"):
         (tmp_path / name).write_text("{}")
-    rundir.check_same_data(tmp_path, _data(source_seed=5), True)
+    rundir.check_same_data(tmp_path, one_domain_data(source_seed=5), True)
     assert not (tmp_path / "source.safetensors").exists() and not (tmp_path / "source.json").exists()
 
 
 def test_a_refusal_writes_large_sizes_with_thousands_separators(tmp_path):
     # kills: the `:,` of the sizes named in a refusal dropped
-    write_json(tmp_path / "data.json", {**rundir.data_digests(_data()), "sizes": {"source.train": 1797}})
+    write_json(tmp_path / "data.json", {**rundir.data_digests(one_domain_data()), "sizes": {"source.train": 1797}})
     _with_row(tmp_path)
     with pytest.raises(TransferkitError, match=r"\(source.train: 1,797 images there, 12 now\)"):
-        rundir.check_same_data(tmp_path, _data(source_seed=5), True)
+        rundir.check_same_data(tmp_path, one_domain_data(source_seed=5), True)
 
 
 # ---- a run directory's other records ----------------------------------------------------------------------

@@ -17,10 +17,9 @@ Judged equivalent, so not tested: taps' `dict.fromkeys` de-duplication (forward_
 dict, so a repeated name gives the same activations); method_options' `klass is nn.Module` skip
 (nn.Module's and object's ``__init__`` take only ``*args, **kwargs``, which are not collected);
 the switch check accepting None for an annotated ``bool`` option (the annotation check refuses it
-with the same message). Left surviving: _check_option_values' `passed_on` test widened to every dict
-(only a dict-valued option of a class with a dict annotation, such as clip's captions, tells them
-apart; the clip tests are too slow for this pass). check_data, cache_stream and sized were not
-mutated in this pass."""
+with the same message). _check_option_values' `passed_on` test widened to every dict, which the pass
+left alive, is killed by the last test (added afterwards: clip's captions by class, with a class named
+like an option). check_data, cache_stream and sized were not mutated in this pass."""
 
 from __future__ import annotations
 
@@ -402,3 +401,11 @@ def test_the_frozen_prefix_ends_at_the_first_trained_unit_capped_by_the_cache_li
     assert method.frozen_prefix_end() == "conv2"
     method.units = ["conv1", "head"]
     assert method.frozen_prefix_end() is None
+
+
+def test_a_dict_valued_option_is_checked_as_one_value_and_only_passed_on_options_are_flattened():
+    # kills: _check_option_values' `passed_on` widened to every dict (clip's captions by class, named like options)
+    clip = get_method("clip")
+    _check_option_values("clip", {"captions": {"combine": "a photo of a combine harvester"}}, cls=clip)
+    with pytest.raises(TransferkitError, match="option combine must be one of"):
+        _check_option_values("m", {"options": {"combine": "a photo of a combine harvester"}})

@@ -114,6 +114,18 @@ def fake_tsne(monkeypatch):
 
 
 @pytest.fixture
+def bench_sandbox(monkeypatch):
+    """The benchmark registry copied (toy suites a test registers are forgotten after it), one worker, and
+    no lazy imports (seconds of imports no fake suite needs); the ``transferkit.bench`` module."""
+    import transferkit.bench as bench
+    monkeypatch.setattr(bench, "BENCHMARKS", dict(bench.load_suites()))
+    monkeypatch.setattr(bench, "ONE_PROCESS", set(bench.ONE_PROCESS))
+    monkeypatch.setenv("TRANSFERKIT_WORKERS", "1")
+    monkeypatch.setattr(bench, "preload_lazy_imports", lambda: None)
+    return bench
+
+
+@pytest.fixture
 def figures(monkeypatch):
     """The figures ``transferkit report`` draws, each saved as the stub PNG ``b"png"``."""
     import transferkit.report as report

@@ -256,3 +256,25 @@ def toy_named_domains(monkeypatch, colour=(), n=80):
         return d.to_format(channels=3) if spec in colour else d
     monkeypatch.setattr(rundata, "load_domain", load)
     monkeypatch.setattr(rundata, "has_colour_shift", lambda spec: False)
+
+
+def run_cli(capsys, *argv):
+    """``transferkit ARGV`` run in this process: (exit code, stdout, stderr)."""
+    from transferkit import cli
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def store_plan(path, plan, owner="toy", results=False):
+    """``plan`` stored in the folder ``path`` as a benchmark run of ``owner``: in plan.json (without a
+    ``benchmark`` key when ``owner`` is None), or, with ``results``, as an older directory's results.json."""
+    import dataclasses
+    import json
+    path.mkdir(parents=True, exist_ok=True)
+    if results:
+        (path / "results.json").write_text(json.dumps({"config": {"benchmark": owner,
+                                                                  "plan": dataclasses.asdict(plan)}, "rows": []}))
+    else:
+        (path / "plan.json").write_text(json.dumps({**({"benchmark": owner} if owner else {}),
+                                                    **dataclasses.asdict(plan)}))

@@ -21,7 +21,6 @@ full one by ``tests/test_configs.py`` against ``configs/demo.yaml``, the quick o
 Left surviving: none of the mutants tried. Not tried: ``source_network``'s pre-training branch and ``target_splits`` on
 real data (both load or train on the digit domains)."""
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -29,7 +28,8 @@ from typing import ClassVar
 
 import pytest
 import torch
-from helpers import seeded_lenet, toy_domain, toy_split
+from helpers import seeded_lenet, store_plan, toy_domain, toy_split
+from test_bench_core_mutation import ROW
 
 import transferkit.bench as bench
 import transferkit.bench.flex as flex
@@ -115,7 +115,6 @@ def test_run_job_records_the_smallest_class_and_every_candidate_s_test_accuracy_
 
 # --- run_benchmark and resumes, with toy suites registered into a copy of the registry -----------------------------
 
-ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
 
 
 @dataclass
@@ -142,13 +141,9 @@ def sec_plan(quick: bool) -> SecPlan:
 
 
 @pytest.fixture
-def toy(monkeypatch):
+def toy(bench_sandbox, monkeypatch):
     """Benchmarks ``toy`` and ``solo`` (one process) in a copy of the registry; the suite returns ``state["rows"]``
     (two seeds of one method) and records the workers the runner passed on."""
-    monkeypatch.setattr(bench, "BENCHMARKS", dict(bench.load_suites()))
-    monkeypatch.setattr(bench, "ONE_PROCESS", set(bench.ONE_PROCESS))
-    monkeypatch.setenv("TRANSFERKIT_WORKERS", "1")
-    monkeypatch.setattr(bench, "preload_lazy_imports", lambda: None)
     state = {"rows": [dict(ROW), {**ROW, "seed": 1, "accuracy": 0.7}], "workers": []}
     monkeypatch.setattr(bench, "note_kernels", lambda d, log, workers: state["workers"].append(workers))
 
@@ -157,16 +152,6 @@ def toy(monkeypatch):
     bench.benchmark("toy", "a toy suite", plan=sec_plan)(suite)
     bench.benchmark("solo", "a one-process toy suite", plan=sec_plan, workers=False)(suite)
     return state
-
-
-def _store(path, plan, owner="toy", results=False):
-    """``plan`` stored in ``path`` as a run of ``owner`` (in plan.json, or as an older directory's results.json)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if results:
-        (path / "results.json").write_text(json.dumps({"config": {"benchmark": owner,
-                                                                  "plan": dataclasses.asdict(plan)}, "rows": []}))
-    else:
-        (path / "plan.json").write_text(json.dumps({"benchmark": owner, **dataclasses.asdict(plan)}))
 
 
 def test_quick_is_refused_in_any_set_not_only_the_first(toy):
@@ -200,7 +185,7 @@ def test_a_one_process_suite_records_one_worker_whatever_workers_says(tmp_path, 
 def test_an_older_directory_with_results_json_and_no_plan_json_still_resumes(tmp_path, toy):
     # kills: the `or results.json` of _check_bench_dir dropped (a directory of before plan.json, holding jobs, was
     # refused as no benchmark directory)
-    _store(tmp_path, sec_plan(True), results=True)
+    store_plan(tmp_path, sec_plan(True), results=True)
     (tmp_path / "jobs").mkdir()
     assert resumed_plan("toy", False, ["seeds=[1]"], tmp_path) == SecPlan(quick=True, steps=2, seeds=[1])
     bench_dir, _ = run_benchmark("toy", run_dir=tmp_path, log=lambda *a: None)
@@ -210,7 +195,7 @@ def test_an_older_directory_with_results_json_and_no_plan_json_still_resumes(tmp
 def test_a_set_key_inside_a_sections_dict_field_is_not_dropped_on_resume(tmp_path, toy):
     # kills: `rest.split(".")[0]` -> `rest` in _resumed_selection (`--set train.opts.lr=0.5` on a resume was
     # silently dropped: the stored section was kept whole, so the changed budget was neither run nor refused)
-    _store(tmp_path, sec_plan(True))
+    store_plan(tmp_path, sec_plan(True))
     with pytest.raises(TransferkitError, match=r"train.opts: \{\} there, \{'lr': 0.5\} now"):
         resumed_plan("toy", False, ["train.opts.lr=0.5"], tmp_path)
     assert resumed_plan("toy", False, ["train.opts={}"], tmp_path).train == Section()

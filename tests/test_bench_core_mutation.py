@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import pytest
+from helpers import store_plan
 
 import transferkit.bench as bench
 from transferkit.bench import (
@@ -69,13 +70,9 @@ def toy_plan(quick: bool) -> ToyPlan:
 
 
 @pytest.fixture
-def toy(monkeypatch):
+def toy(bench_sandbox):
     """Benchmarks ``toy`` and ``toy2`` (one plan type, as uda and uda_tune) in a copy of the registry; the suite
     records the plan and the directory's entries it found, then raises ``state["raise"]`` or returns one row."""
-    monkeypatch.setattr(bench, "BENCHMARKS", dict(bench.load_suites()))
-    monkeypatch.setattr(bench, "ONE_PROCESS", set(bench.ONE_PROCESS))
-    monkeypatch.setenv("TRANSFERKIT_WORKERS", "1")
-    monkeypatch.setattr(bench, "preload_lazy_imports", lambda: None)  # 4 s of imports no fake suite needs
     state = {"seen": [], "raise": None}
 
     def suite(plan, bench_dir, log):
@@ -86,11 +83,6 @@ def toy(monkeypatch):
     bench.benchmark("toy", "a toy suite", plan=toy_plan)(suite)
     bench.benchmark("toy2", "another toy suite of the same plan type", plan=toy_plan)(suite)
     return state
-
-
-def _store(path, plan, owner="toy"):
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "plan.json").write_text(json.dumps({**({"benchmark": owner} if owner else {}), **dataclasses.asdict(plan)}))
 
 
 # --- as_list, _strict_int, path_part, as_pairs ------------------------------------------------------------------
@@ -182,7 +174,7 @@ def test_a_plan_json_that_holds_no_object_is_refused_like_an_unreadable_one(tmp_
 
 def test_the_owner_of_a_plan_json_without_one_comes_from_results_json(tmp_path, toy):
     # kills: the owner read from `{}` instead of results_config() when plan.json names none
-    _store(tmp_path, toy_plan(True), owner=None)
+    store_plan(tmp_path, toy_plan(True), owner=None)
     (tmp_path / "results.json").write_text(json.dumps({"config": {"benchmark": "toy2"}}))
     stored, owner = _stored_plan(tmp_path)
     assert owner == "toy2" and stored == dataclasses.asdict(toy_plan(True))
@@ -193,9 +185,9 @@ def test_the_owner_of_a_plan_json_without_one_comes_from_results_json(tmp_path, 
 def test_the_benchmark_name_is_checked_only_where_both_are_known(tmp_path, toy):
     # kills: `name is None or` dropped (an owned directory checked without a name was refused); `owner is None or`
     # dropped (a directory whose plan names no benchmark was refused for every name)
-    _store(tmp_path / "owned", toy_plan(True))
+    store_plan(tmp_path / "owned", toy_plan(True))
     _check_same_plan(tmp_path / "owned", toy_plan(True))
-    _store(tmp_path / "unowned", toy_plan(True), owner=None)
+    store_plan(tmp_path / "unowned", toy_plan(True), owner=None)
     _check_same_plan(tmp_path / "unowned", toy_plan(True), "toy")
     assert resumed_plan("toy", False, [], tmp_path / "unowned") == toy_plan(True)
 
@@ -213,7 +205,7 @@ def test_an_unowned_plan_of_no_benchmark_s_fields_names_no_benchmark(tmp_path, t
 
 def test_quick_on_the_resume_of_a_full_run_is_refused_not_dropped(tmp_path, toy):
     # kills: `given = {"quick"} if plan.quick` -> `set()` (--quick on a full run's resume silently ran it in full)
-    _store(tmp_path, toy_plan(False))
+    store_plan(tmp_path, toy_plan(False))
     with pytest.raises(TransferkitError, match="quick: False there, True now"):
         resumed_plan("toy", True, [], tmp_path)
     assert not resumed_plan("toy", False, [], tmp_path).quick
@@ -222,14 +214,14 @@ def test_quick_on_the_resume_of_a_full_run_is_refused_not_dropped(tmp_path, toy)
 def test_a_set_key_of_a_plain_dict_field_is_the_given_one_and_then_compared(tmp_path, toy):
     # kills: `keep.pop(top, None)` dropped for a dotted --set of a field that is no dataclass (the stored dict was
     # kept and the changed budget ran unnoticed)
-    _store(tmp_path, toy_plan(True))
+    store_plan(tmp_path, toy_plan(True))
     with pytest.raises(TransferkitError, match=r"opts.lr: None there, 0.5 now"):
         resumed_plan("toy", False, ["opts.lr=0.5"], tmp_path)
 
 
 def test_another_benchmark_s_directory_of_the_same_plan_type_is_not_taken_as_this_one_s(tmp_path, toy):
     # kills: `owner not in (None, name)` dropped from _resumed_selection (toy2's plan was resumed as toy's)
-    _store(tmp_path, toy_plan(True), owner="toy2")
+    store_plan(tmp_path, toy_plan(True), owner="toy2")
     assert _resumed_selection(toy_plan(False), tmp_path, [], "toy") == toy_plan(False)
     with pytest.raises(TransferkitError, match="holds a run of the toy2 benchmark, not of toy"):
         resumed_plan("toy", False, [], tmp_path)
@@ -285,7 +277,7 @@ def test_a_run_directory_that_cannot_be_made_is_named_as_the_resume_given(tmp_pa
 def test_a_resumed_quick_run_stays_quick_and_its_stale_results_are_removed_first(tmp_path, toy):
     # kills: `quick = plan.quick` dropped (a resumed quick run was recorded and logged as a full one); the stale
     # results files left in place (or results.json alone removed) while the suite runs
-    _store(tmp_path, toy_plan(True))
+    store_plan(tmp_path, toy_plan(True))
     (tmp_path / "results.json").write_text(json.dumps({"config": {"benchmark": "toy"}}))
     (tmp_path / "results.md").write_text("old")
     lines = []
@@ -322,7 +314,7 @@ def test_a_stopped_run_keeps_a_folder_it_did_not_make_and_the_records_of_a_resum
         run_benchmark("toy", out_dir=str(tmp_path / "out"), log=lambda *a: None)
     assert (tmp_path / "out" / "bench-toy").is_dir() and not any((tmp_path / "out" / "bench-toy").iterdir())
     resumed = tmp_path / "resumed"
-    _store(resumed, toy_plan(False))
+    store_plan(resumed, toy_plan(False))
     (resumed / "jobs").mkdir()
     with pytest.raises(KeyboardInterrupt):
         run_benchmark("toy", run_dir=resumed, log=lambda *a: None)

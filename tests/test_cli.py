@@ -11,18 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from transferkit import cli
 from transferkit.cli import main
 
 TINY = ["--set", "pretrain.steps=20", "--set", "pretrain.eval_every=10", "--set", "train.steps=10",
         "--set", "train.eval_every=5", "--set", "repeats=2", "--set", "k=2"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def write_config(tmp_path, text):

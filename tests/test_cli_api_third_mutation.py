@@ -20,21 +20,13 @@ Killed by older tests elsewhere: fit's numbered-classes warning (test_experiment
 warning (test_represent_mutation.py)."""
 
 import pytest
-from helpers import toy_domain
+from helpers import run_cli, toy_domain
+from test_preflight_compare_mutation import ROW
 
 from transferkit import cli
 from transferkit.api import Transfer
 from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
-
-ROW = {"method": "finetune", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5,
-       "wall_s": 1.0}
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

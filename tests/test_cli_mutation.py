@@ -31,17 +31,10 @@ import signal
 from types import SimpleNamespace
 
 import pytest
-from helpers import image_file
+from helpers import image_file, run_cli
 
 from transferkit import cli
 from transferkit.runtime import note_work_dir
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 # -- the --nproc relaunch helpers and the checks of main -----------------------------------------
 

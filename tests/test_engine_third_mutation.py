@@ -29,17 +29,14 @@ import pytest
 import torch
 from helpers import Interrupt, crash_at, edit_checkpoint, scripted_accuracies
 from test_engine_mutation import custom, steps_run
+from test_engine_second_mutation import cfg
 
 import transferkit.engine as engine_module
 from transferkit.domain import Domain
-from transferkit.engine import Engine, TrainConfig, content_text, ungrouped_modules
+from transferkit.engine import Engine, content_text, ungrouped_modules
 from transferkit.errors import TransferkitError, TransferkitWarning
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def cfg(**kw):
-    return TrainConfig(**{"steps": 2, "batch_size": 8, "progress": False, **kw})
 
 
 class Bar:

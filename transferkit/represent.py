@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .backbones import HEAD, UnitNet
 from .engine import FitResult
-from .errors import check, is_whole
+from .errors import TransferkitError, check, is_whole
 from .heads import make_head
 from .methods.base import Method, register
 from .methods.finetune import Finetune
@@ -165,10 +165,11 @@ class Distill(Method):
             check(isinstance(t, UnitNet), f"distill: teacher {i} must be a UnitNet (a source network), got "
                                           f"{type(t).__name__}")
             shape = getattr(t, "input_shape", None)
-            check(shape is None or net.input_shape is None or tuple(shape) == tuple(net.input_shape),
-                  f"distill: teacher {i} takes images of shape {tuple(shape) if shape else shape} but the student "
-                  f"takes {tuple(net.input_shape)}; build the student for the teachers' images (same channels "
-                  f"and size, e.g. in_channels=data.channels)")
+            if shape is not None and net.input_shape is not None and tuple(shape) != tuple(net.input_shape):
+                raise TransferkitError(
+                    f"distill: teacher {i} takes images of shape {tuple(shape)} but the student takes "
+                    f"{tuple(net.input_shape)}; build the student for the teachers' images (same channels and "
+                    f"size, e.g. in_channels=data.channels)")
         self.teacher = nn.ModuleList(teacher)
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -27,7 +27,7 @@ import pytest
 import torch
 import torch.nn as nn
 from helpers import toy_domain
-from test_finetune_flex_second_mutation import FLEX_SCORES, engines, lenet, scripted_trainings
+from test_finetune_flex_second_mutation import FLEX_SCORES, OneUnit, engines, lenet, scripted_trainings
 
 from transferkit.backbones import from_sequential
 from transferkit.errors import TransferkitError
@@ -38,16 +38,6 @@ from transferkit.methods.finetune import ScaleShift, add_scale_shift, fc_units
 from transferkit.methods.flex import FastFlex, Flex
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class OneUnit:
-    """A stand-in network of one unit (``add_scale_shift`` reads only ``net.unit(name)``)."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def unit(self, name):
-        return self.module
 
 
 # ---- ft_unit, ft_ss ------------------------------------------------------------------------

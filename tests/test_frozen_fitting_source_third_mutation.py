@@ -1,11 +1,12 @@
 """Tests from a third mutation pass over frozen.py, fitting.py and source.py: what else the memo of frozen
-activations keys (a blank memo limit, list and dict lengths, dicts by content whatever their order, global
-forward pre-hooks); fitting's source-head rows without target classes and the hint of a head of unknown
-classes, the validation classes of a method that trains a target head, which validation split a zero-shot
-method keeps (_without_unseen_validation), its candidate classes after a fit, method_error and _short (an
-unexpected error's type, a ragged list), zero_shot_options (clip's class_names that are no list, class names
-given to a text-embedding method), unsupervised_validation's spec / origin / name order; the pre-training
-key's transferkit version. Each test fails when the code it names is changed in the way its comment says.
+activations keys (a blank memo limit, list and dict lengths, dicts by content whatever their order; global
+forward pre-hooks: a case added to test_frozen_source_mutation's global-hook test); fitting's source-head rows
+without target classes and the hint of a head of unknown classes, the validation classes of a method that trains
+a target head, which validation split a zero-shot method keeps (_without_unseen_validation), its candidate
+classes after a fit, method_error and _short (an unexpected error's type, a ragged list), zero_shot_options
+(clip's class_names that are no list, class names given to a text-embedding method), unsupervised_validation's
+spec / origin / name order; the pre-training key's transferkit version. Each test fails when the code it names is
+changed in the way its comment says.
 
 Judged equivalent, so not tested: _feed's list header without the type name (a list and a tuple of the
 same items keyed alike: a module behaves the same with either); longest_stored returning the stored
@@ -33,7 +34,7 @@ from transferkit import fitting, source
 from transferkit.config import ExperimentConfig
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.frozen import LIMIT_ENV, MEMO, FrozenMemo, frozen_activations, prefix_key
+from transferkit.frozen import LIMIT_ENV, FrozenMemo, prefix_key
 from transferkit.methods import get_method
 from transferkit.methods.supervised import SourceOnly
 
@@ -65,20 +66,6 @@ def test_nested_lists_or_dicts_split_otherwise_are_another_key():
 def test_a_dict_attribute_is_keyed_by_content_whatever_its_insertion_order():
     # kills: _feed's dict branch iterating the dict in insertion order (not sorted): a lost hit
     assert _key_with({"a": 1, "b": 2}) == _key_with({"b": 2, "a": 1})
-
-
-def test_a_global_forward_pre_hook_runs_at_every_call_and_nothing_is_memoised():
-    # kills: _global_hooks without _global_forward_pre_hooks (the second call read the memo, the hook did not run)
-    net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
-    calls = []
-    handle = nn.modules.module.register_module_forward_pre_hook(lambda m, i: calls.append(type(m).__name__))
-    try:
-        frozen_activations(net.eval(), x, "conv2")
-        once = len(calls)
-        frozen_activations(net, x, "conv2")
-    finally:
-        handle.remove()
-    assert once > 0 and len(calls) == 2 * once and len(MEMO) == 0
 
 
 # ---- fitting ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import helpers
+import pytest
 import torch
 from torch import nn
 
@@ -118,12 +119,14 @@ def test_another_float32_matmul_precision_is_another_key():
     assert (MEMO.misses, MEMO.hits) == (2, 0)
 
 
-def test_a_global_forward_hook_runs_at_every_call_and_nothing_is_memoised():
-    # kills: _memoisable without `not _global_hooks()`: the second call read the memo and the hook
-    # (here: one call per module of the prefix) did not run
+@pytest.mark.parametrize("register", [nn.modules.module.register_module_forward_hook,
+                                      nn.modules.module.register_module_forward_pre_hook])
+def test_a_global_forward_hook_runs_at_every_call_and_nothing_is_memoised(register):
+    # kills: _memoisable without `not _global_hooks()`, and _global_hooks without _global_forward_pre_hooks (third
+    # pass): the second call read the memo and the hook (here: one call per module of the prefix) did not run
     net, x = helpers.seeded_lenet(), torch.rand(8, 1, 28, 28)
     calls = []
-    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: calls.append(type(m).__name__))
+    handle = register(lambda m, *args: calls.append(type(m).__name__))
     try:
         frozen_activations(net.eval(), x, "conv2")
         once = len(calls)

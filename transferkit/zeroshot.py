@@ -26,6 +26,7 @@ classes in its order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import unicodedata
@@ -655,7 +656,8 @@ def renumbered(domain: Domain, names: list[str], who: str, lacking: str) -> Doma
     missing = [c for c in domain.class_names if c not in names]
     check(not missing, f"{who}classes {missing} of domain {domain.name!r} {lacking.format(names=names[:10])}")
     ids = torch.tensor([names.index(c) for c in domain.class_names], dtype=torch.long)
-    return Domain(domain.name, domain.images, ids[domain.labels], list(names), domain.groups, dict(domain.provenance))
+    return dataclasses.replace(domain, labels=ids[domain.labels], class_names=list(names),
+                               provenance=dict(domain.provenance))  # its groups and sample keys kept
 
 
 def scored_classes(method) -> tuple[list[str] | None, list[int] | None]:

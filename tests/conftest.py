@@ -132,3 +132,17 @@ def figures(monkeypatch):
     drawn = []
     monkeypatch.setattr(report, "_png", lambda fig, **kw: drawn.append(fig) or b"png")
     return drawn
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A 4-class target_only LeNet after one step of ``TrainConfig(steps=1, batch_size=8)`` (what the API
+    files' predict / score / report tests read)."""
+    import torch
+    from helpers import toy_domain
+
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+    torch.manual_seed(0)
+    return Transfer("target_only", backbone="lenet", train=TrainConfig(steps=1, batch_size=8)).fit(
+        target=toy_domain(16, classes=4))

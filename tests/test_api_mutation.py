@@ -48,13 +48,6 @@ from transferkit.errors import TransferkitError, TransferkitWarning
 ONE = TrainConfig(steps=1, batch_size=8)
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    """A 4-class target_only LeNet after one step (what predict / score / report read)."""
-    torch.manual_seed(0)
-    return Transfer("target_only", backbone="lenet", train=ONE).fit(target=toy_domain(16, classes=4))
-
-
 def _quiet(fn):
     with warnings.catch_warnings():
         warnings.simplefilter("error", TransferkitWarning)

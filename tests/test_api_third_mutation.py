@@ -26,20 +26,12 @@ import warnings
 import pytest
 import torch
 from helpers import seeded_lenet, tiny_net, toy_domain
+from test_api_mutation import ONE
 
 from transferkit.api import Transfer
 from transferkit.domain import Domain
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, TransferkitWarning
-
-ONE = TrainConfig(steps=1, batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def fitted():
-    """A 4-class target_only LeNet after one step (what predict / score / report read)."""
-    torch.manual_seed(0)
-    return Transfer("target_only", backbone="lenet", train=ONE).fit(target=toy_domain(16, classes=4))
 
 
 def test_set_params_keeps_the_pretraining_memo(one_thread):

@@ -24,15 +24,13 @@ from dataclasses import replace
 import pytest
 import torch
 from helpers import npz_file, toy_domain
+from test_experiment_second_mutation import TWO
 
 from transferkit import experiment as ex
 from transferkit.config import ExperimentConfig, dump_config
-from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, UnknownNameError
 from transferkit.jobs import JobFailure
 from transferkit.methods import get_method
-
-TWO = TrainConfig(steps=2, eval_every=2, batch_size=8)
 
 
 def _quiet(*args, **kwargs):

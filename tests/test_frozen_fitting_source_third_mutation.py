@@ -28,17 +28,16 @@ without hard links)."""
 import helpers
 import pytest
 import torch
+from test_frozen_fitting_second_mutation import PRE
 from torch import nn
 
 from transferkit import fitting, source
 from transferkit.config import ExperimentConfig
-from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.frozen import LIMIT_ENV, FrozenMemo, prefix_key
 from transferkit.methods import get_method
 from transferkit.methods.supervised import SourceOnly
 
-PRE = TrainConfig(steps=2, eval_every=1, batch_size=8)
 CFG = ExperimentConfig(source="toy", target="toy", backbone="lenet", k=2, pretrain=PRE, train=PRE)
 QUIET = {"log": lambda *a: None}
 

@@ -24,17 +24,10 @@ only by its bench_dir tests.
 import json
 
 import pytest
+from test_report_compare_second_mutation import ROW, _results
 
 import transferkit.report as report
 from transferkit.errors import TransferkitError
-
-ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
-
-
-def _results(run_dir, rows, **data):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps({"rows": rows, **data}))
-    return run_dir
 
 
 def _labels(ax):

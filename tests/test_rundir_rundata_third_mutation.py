@@ -27,17 +27,15 @@ import pytest
 import torch
 import yaml
 from helpers import one_domain_data, seeded_lenet, toy_domain, toy_named_domains
+from test_rundir_rundata_second_mutation import TINY
 
 from transferkit import rundata, rundir
 from transferkit.config import ExperimentConfig, dump_config
-from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, TransferkitWarning
 from transferkit.io import write_json
 from transferkit.methods import get_method
 from transferkit.networks import save_network
 from transferkit.splits import Split
-
-TINY = TrainConfig(steps=2, eval_every=2, batch_size=8)
 
 
 def _with_row(run_dir, method: str = "finetune") -> None:

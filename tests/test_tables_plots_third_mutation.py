@@ -23,12 +23,12 @@ the k= regex, the y label, the grouped title, tab20 colours, legend markers, sam
 
 import pytest
 import torch
+from test_tables_plots_second_mutation import ROW
 
 from transferkit import plots, tables
 from transferkit.errors import TransferkitError
 from transferkit.results import summarize
 
-ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
 NAMES = {"class_names": ["a", "b"]}
 
 

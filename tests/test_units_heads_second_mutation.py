@@ -28,6 +28,7 @@ test_experiment (checked by hand)."""
 import pytest
 import torch
 from helpers import tiny_net
+from test_backbones import _tv_state_dict
 from torch import nn
 
 from transferkit.backbones import build_backbone, lenet
@@ -99,12 +100,6 @@ def test_resnet18_convolutions_are_kaiming_normal_over_their_fan_out():
     w = resnet18(2, in_channels=3, image_size=64).unit("stem").conv1.weight.detach()
     expected = (2 / (64 * 7 * 7)) ** 0.5  # gain sqrt(2) of ReLU over fan_out = out channels x kernel area
     assert abs(float(w.std()) / expected - 1) < 0.05
-
-
-def _tv_state_dict(net):
-    """``net``'s state in torchvision's layout (``conv1.``, ``layer1.``, ``fc.``)."""
-    return {k.replace("units.stem.", "").replace("units.", "").replace("head.", "fc."): v.clone()
-            for k, v in net.state_dict().items()}
 
 
 def test_torchvision_weights_that_lack_a_tensor_are_refused_by_name():

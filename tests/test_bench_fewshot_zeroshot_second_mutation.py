@@ -58,7 +58,8 @@ def _fake_suite(monkeypatch):
                        "target": cfg.target, "n_test": 2000, "n_test_groups": 400} for m in cfg.methods]
     monkeypatch.setattr(fewshot, "run_experiment", run_experiment)
     monkeypatch.setattr(fewshot, "tsne_figure", lambda cfg, bench_dir, log: seen["tsne"].append(cfg))
-    monkeypatch.setattr(plots, "accuracy_vs_k_plot", lambda rows, path, title="": seen["plots"].append(path.name))
+    monkeypatch.setattr(plots, "accuracy_vs_k_plot", lambda rows, path, title="": seen["plots"].append(
+        (path.name, {r["part"] for r in rows}, title)))
     return seen
 
 
@@ -92,7 +93,7 @@ def test_fewshot_suite_runs_each_part_with_its_variants_and_ablations(monkeypatc
     assert text.startswith("# fewshot benchmark\nBudget: ") and "3 label subsets per k" in text
     # kills: the t-SNE at ks[-1], with the plan's repeats or other methods
     assert [(c.k, c.repeats, c.methods) for c in seen["tsne"]] == [(3, 1, ["finetune", "lext"])]
-    assert seen["plots"] == ["accuracy_vs_k_main.png", "accuracy_vs_k_second.png"]
+    assert [name for name, _, _ in seen["plots"]] == ["accuracy_vs_k_main.png", "accuracy_vs_k_second.png"]
 
 
 def test_fewshot_suite_draws_no_tsne_and_no_accuracy_plot_of_parts_it_did_not_run(monkeypatch, tmp_path):
@@ -118,11 +119,11 @@ def test_an_absent_tsne_cache_is_no_unreadable_one(tmp_path):
     assert _cached_panels(tmp_path / "embeddings-none.pt", logged.append) is None and logged == []
 
 
-def _fake_tsne(monkeypatch):
+def _fake_tsne(monkeypatch, n_test=8):
     from transferkit import plots
     from transferkit.bench import fewshot
-    data = SimpleNamespace(source=SimpleNamespace(test=toy_domain(8, seed=0)),
-                           target=SimpleNamespace(test=toy_domain(8, seed=1)))
+    data = SimpleNamespace(source=SimpleNamespace(test=toy_domain(n_test, seed=0)),
+                           target=SimpleNamespace(test=toy_domain(n_test, seed=1)))
     torch.manual_seed(0)
     pretrained, trained = tiny_net(4), tiny_net(4)
     seen = {"trained": [], "drawn": []}

@@ -132,8 +132,13 @@ def _runtime(args, device: str | None = None) -> None:
     init_distributed(device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
 
+#: Where --workers / --device put their values for the command (its configs and worker processes);
+#: :func:`main` gives them back their earlier values when the command ends.
+RUNTIME_FLAG_ENVIRONMENT = ("TRANSFERKIT_WORKERS", "TRANSFERKIT_DEVICE")
+
+
 def _apply_runtime_flags(args) -> None:
-    """--workers / --device as the environment defaults every config and worker sees."""
+    """--workers / --device as the environment defaults every config and worker of this command sees."""
     _runtime_flag_checks(args)  # a clear error now rather than inside a worker
     if getattr(args, "workers", None):
         os.environ["TRANSFERKIT_WORKERS"] = str(args.workers)
@@ -707,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     new_invocation()  # nor are its rows this command's
     keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
     default_format = one_line_warnings()
+    flag_defaults = {key: os.environ.get(key) for key in RUNTIME_FLAG_ENVIRONMENT}
     try:
         with _sigterm_as_interrupt():
             return _dispatch(args, argv)
@@ -736,6 +742,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         warnings.formatwarning = default_format
+        for key, value in flag_defaults.items():  # --workers / --device hold for this command, not the next one
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _cache_hint(error: OSError) -> str:

@@ -385,7 +385,8 @@ def read_images(paths, size: int | None = None, channels: int | None = None) -> 
 
 
 def path_keys(names) -> torch.Tensor:
-    """An int64 key per name (the first 8 bytes of the SHA-256 of its NFC UTF-8 form)."""
+    """An int64 key per name: the first 8 bytes of the SHA-256 of its NFC UTF-8 form, read as a
+    little-endian signed integer. Fixed across versions, so a file keeps its split."""
     return torch.tensor([int.from_bytes(hashlib.sha256(unicodedata.normalize("NFC", n).encode()).digest()[:8],
                                         "little", signed=True) for n in names], dtype=torch.int64)
 

@@ -25,8 +25,8 @@ import math
 import pytest
 import torch
 from helpers import tiny_net
+from test_zeroshot_second_mutation import _domain
 
-from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
 from transferkit.zeroshot import (
     DIGIT_ATTRIBUTES,
@@ -37,11 +37,6 @@ from transferkit.zeroshot import (
 )
 
 EYE3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-
-
-def _domain(names, n=12, seed=0, size=28):
-    g = torch.Generator().manual_seed(seed)
-    return Domain("d", torch.rand(n, 1, size, size, generator=g), torch.arange(n) % len(names), list(names))
 
 
 # AttributeZeroShot.prepare: `len(self.trained_rows) > 1` -> `> 2` (two seen classes got no constant-column warning)

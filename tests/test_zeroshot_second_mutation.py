@@ -51,9 +51,9 @@ EYE3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 DECOMPOSED, COMPOSED = "cafe\u0301", "caf\u00e9"  # the same name, NFD and NFC
 
 
-def _domain(names, n=12, seed=0):
+def _domain(names, n=12, seed=0, groups=None, size=28):
     g = torch.Generator().manual_seed(seed)
-    return Domain("d", torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % len(names), list(names))
+    return Domain("d", torch.rand(n, 1, size, size, generator=g), torch.arange(n) % len(names), list(names), groups)
 
 
 # ---- built-in sets and matrix files ------------------------------------------------------------

@@ -28,6 +28,7 @@ built the mapped Domain without its sample ``keys``, so a folder domain mapped t
 import pytest
 import torch
 from helpers import tiny_net
+from test_zeroshot_second_mutation import _domain
 
 from transferkit.clip import ClipMethod
 from transferkit.domain import Domain
@@ -45,11 +46,6 @@ from transferkit.zeroshot import (
 )
 
 EYE3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-
-
-def _domain(names, n=12, seed=0, groups=None):
-    g = torch.Generator().manual_seed(seed)
-    return Domain("d", torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % len(names), list(names), groups)
 
 
 # glyph_zone_attributes: default threshold 0.2 -> 0.3; default grid 3 -> another

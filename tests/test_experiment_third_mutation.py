@@ -51,14 +51,17 @@ def _cfg(tmp_path, **changes) -> ExperimentConfig:
 
 # -- load_model -----------------------------------------------------------------------------------
 
-def _fake_run(tmp_path, seed: int):
-    """A run directory of finetune jobs (k=2, config seed ``seed``): a model file and a row of that seed."""
-    cfg = ExperimentConfig(methods=["finetune"], k=2, seed=seed)
-    (tmp_path / "config.yaml").write_text(dump_config(cfg))
-    for folder, name, text in (("models", f"finetune-k=2-s{seed}.pt", "model"),
-                               ("jobs", f"finetune-k=2-s{seed}.json", json.dumps({"class_names": ["a", "b"]}))):
+def _fake_run(tmp_path, seed: int = 0, method: str = "finetune", k: int = 2, models=None, rows=None):
+    """A run directory of ``method`` jobs (config seed ``seed``): the named model files and job rows, by default
+    the one job of ``seed``."""
+    (tmp_path / "config.yaml").write_text(dump_config(ExperimentConfig(methods=[method], k=k, seed=seed)))
+    job = f"{method}-k={k}-s{seed}"
+    for folder, names, text in (("models", [f"{job}.pt"] if models is None else models, "model"),
+                                ("jobs", [f"{job}.json"] if rows is None else rows,
+                                 json.dumps({"class_names": ["a", "b"]}))):
         (tmp_path / folder).mkdir(exist_ok=True)
-        (tmp_path / folder / name).write_text(text)
+        for name in names:
+            (tmp_path / folder / name).write_text(text)
     return tmp_path
 
 

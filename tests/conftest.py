@@ -146,3 +146,21 @@ def fitted():
     torch.manual_seed(0)
     return Transfer("target_only", backbone="lenet", train=TrainConfig(steps=1, batch_size=8)).fit(
         target=toy_domain(16, classes=4))
+
+
+@pytest.fixture
+def pages(monkeypatch):
+    """write_report replaced: the places it was asked to write (the exit and the paths, not the page)."""
+    import transferkit.report as report
+    calls = []
+
+    def fake(run_dir, out=None):
+        from pathlib import Path
+
+        from transferkit.errors import TransferkitError
+        if not (Path(run_dir) / "results.json").is_file() and not (Path(run_dir) / "config.yaml").is_file():
+            raise TransferkitError(f"{run_dir} is not a run directory")
+        calls.append((str(run_dir), None if out is None else str(out)))
+        return "r.html", "r.md"
+    monkeypatch.setattr(report, "write_report", fake)
+    return calls

@@ -29,22 +29,6 @@ from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
 
 
-@pytest.fixture
-def pages(monkeypatch):
-    """write_report replaced: the places it was asked to write (the exit and the paths, not the page)."""
-    import transferkit.report as report
-    calls = []
-
-    def fake(run_dir, out=None):
-        from pathlib import Path
-        if not (Path(run_dir) / "results.json").is_file() and not (Path(run_dir) / "config.yaml").is_file():
-            raise TransferkitError(f"{run_dir} is not a run directory")
-        calls.append((str(run_dir), None if out is None else str(out)))
-        return "r.html", "r.md"
-    monkeypatch.setattr(report, "write_report", fake)
-    return calls
-
-
 def _run(tmp_path, name, **kw):
     from transferkit.results import write_results
     write_results(tmp_path / name, name, {}, [ROW], **kw)

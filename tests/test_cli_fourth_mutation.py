@@ -33,7 +33,7 @@ import os
 
 import pytest
 from helpers import image_file, run_cli
-from test_preflight_compare_mutation import ROW
+from test_cli_api_third_mutation import _run
 
 from transferkit import cli
 from transferkit.errors import TransferkitError
@@ -133,28 +133,6 @@ def test_main_restores_the_warning_format_and_forgets_an_earlier_command_s_invoc
 
 
 # -- report and summary -----------------------------------------------------------------------
-
-@pytest.fixture
-def pages(monkeypatch):
-    """write_report replaced: the places it was asked to write."""
-    import transferkit.report as report
-    calls = []
-
-    def fake(run_dir, out=None):
-        from pathlib import Path
-        if not (Path(run_dir) / "results.json").is_file():
-            raise TransferkitError(f"{run_dir} is not a run directory")
-        calls.append((str(run_dir), None if out is None else str(out)))
-        return "r.html", "r.md"
-    monkeypatch.setattr(report, "write_report", fake)
-    return calls
-
-
-def _run(tmp_path, name, **kw):
-    from transferkit.results import write_results
-    write_results(tmp_path / name, name, {}, [ROW], **kw)
-    return tmp_path / name
-
 
 def test_report_with_a_skipped_directory_also_names_the_failed_jobs_of_the_others(tmp_path, capsys, pages):
     # kills: the lines of the written reports' failed jobs left out of the "N of M directories" error

@@ -46,8 +46,9 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def cli_environment():
-    """The CLI's --workers / --device set environment defaults for its process; CLI tests run
-    it in the test process, so each test leaves them unset, as every test finds them."""
+    """The CLI's --workers / --device set environment defaults for its command (main gives them
+    back at its end; a test may call the helpers that set them directly), so each test leaves them
+    unset, as every test finds them."""
     yield
     for key in CLI_ENVIRONMENT:
         os.environ.pop(key, None)

@@ -26,20 +26,15 @@ import helpers
 import numpy as np
 import pytest
 import torch
+from test_frozen_source_mutation import CFG, QUIET
 from torch import nn
 
 from transferkit import fitting, source
-from transferkit.config import ExperimentConfig
-from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError
 from transferkit.frozen import MEMO, frozen_activations, prefix_key
 from transferkit.methods import get_method
 from transferkit.rundata import Prepared
 from transferkit.splits import Split
-
-PRE = TrainConfig(steps=2, eval_every=1, batch_size=8)
-CFG = ExperimentConfig(source="toy", target="toy", backbone="lenet", k=2, pretrain=PRE, train=PRE)
-QUIET = {"log": lambda *a: None}
 
 
 def _data(val_seed: int = 1) -> Prepared:

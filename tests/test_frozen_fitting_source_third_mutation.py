@@ -28,18 +28,14 @@ without hard links)."""
 import helpers
 import pytest
 import torch
-from test_frozen_fitting_second_mutation import PRE
+from test_frozen_source_mutation import CFG, QUIET
 from torch import nn
 
 from transferkit import fitting, source
-from transferkit.config import ExperimentConfig
 from transferkit.errors import TransferkitError
 from transferkit.frozen import LIMIT_ENV, FrozenMemo, prefix_key
 from transferkit.methods import get_method
 from transferkit.methods.supervised import SourceOnly
-
-CFG = ExperimentConfig(source="toy", target="toy", backbone="lenet", k=2, pretrain=PRE, train=PRE)
-QUIET = {"log": lambda *a: None}
 
 
 def _key_with(attribute) -> str:

@@ -21,16 +21,9 @@ cells unescaped; no newline after the notes; LaTeX's | and ± unescaped) are not
 """
 
 from test_tables_plots_second_mutation import ROW
+from test_tables_plots_third_mutation import NAMES, entry
 
 from transferkit import tables
-from transferkit.results import summarize
-
-NAMES = {"class_names": ["a", "b"]}
-
-
-def entry(**fields) -> dict:
-    """A summary entry of one seed (as :func:`summarize` makes it), with ``fields`` over it."""
-    return {**summarize([ROW])[0], **fields}
 
 
 # ---- markdown cells --------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from helpers import seeded_lenet, state_copy, toy_domain, uda_batch
+from test_pixel_multitask_mutation import _close
 
 from transferkit.adapters import from_sequential
 from transferkit.engine import Batch, Engine, TrainConfig
@@ -46,10 +47,6 @@ def _bn_net():
     seq = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                         nn.Linear(4 * 13 * 13, 10))
     return from_sequential(seq, units=[3, 1], input_shape=(1, 28, 28))
-
-
-def _close(a, b):
-    torch.testing.assert_close(a.detach(), b.detach(), atol=1e-5, rtol=1e-5)
 
 
 # --- pixel.py: check_task_weights, TwoStageTranslation, task_terms, cyclegan ------------------

@@ -23,15 +23,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import seeded_lenet, toy_domain, uda_batch
+from test_pixel_multitask_mutation import _close
 from test_pixel_unit_second_mutation import _bn_net
 
 from transferkit.errors import TransferkitError
 from transferkit.methods import get_method
-
-
-def _close(a, b):
-    torch.testing.assert_close(a.detach(), b.detach(), atol=1e-5, rtol=1e-5)
-
 
 # --- pixel.py: task_terms ----------------------------------------------------------------------
 

@@ -23,8 +23,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import npz_file, toy_domain
-from test_experiment_second_mutation import TWO
+from test_experiment_second_mutation import TWO, _npz
 
 from transferkit import experiment as ex
 from transferkit.config import ExperimentConfig, dump_config
@@ -35,11 +34,6 @@ from transferkit.methods import get_method
 
 def _quiet(*args, **kwargs):
     pass
-
-
-def _npz(tmp_path):
-    toy = toy_domain(40)
-    return npz_file(tmp_path / "toy.npz", x=(toy.images * 255).to(torch.uint8).numpy(), y=toy.labels.numpy())
 
 
 def _cfg(tmp_path, **changes) -> ExperimentConfig:

@@ -28,21 +28,14 @@ without hard links)."""
 import helpers
 import pytest
 import torch
+from test_frozen_fitting_second_mutation import _key_with
 from test_frozen_source_mutation import CFG, QUIET
-from torch import nn
 
 from transferkit import fitting, source
 from transferkit.errors import TransferkitError
-from transferkit.frozen import LIMIT_ENV, FrozenMemo, prefix_key
+from transferkit.frozen import LIMIT_ENV, FrozenMemo
 from transferkit.methods import get_method
 from transferkit.methods.supervised import SourceOnly
-
-
-def _key_with(attribute) -> str:
-    """The key of a ReLU prefix whose module holds ``attribute`` (as ``extra``)."""
-    relu = nn.ReLU()
-    relu.extra = attribute
-    return prefix_key([relu], torch.zeros(2, 3))
 
 
 # ---- frozen ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pytest
 import torch
 import yaml
 from helpers import one_domain_data, seeded_lenet, toy_domain, toy_named_domains
+from test_rundir_rundata_mutation import _with_row
 
 from transferkit import rundata, rundir
 from transferkit.config import ExperimentConfig, dump_config
@@ -37,11 +38,6 @@ from transferkit.networks import save_network
 from transferkit.splits import Split
 
 TINY = TrainConfig(steps=2, eval_every=2, batch_size=8)
-
-
-def _with_row(run_dir, method: str = "finetune") -> None:
-    (run_dir / "jobs").mkdir(exist_ok=True)
-    write_json(run_dir / "jobs" / f"{method}-k=2-s0.json", {"method": method, "setting": "k=2", "seed": 0})
 
 
 # ---- data.json ------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import pytest
 import torch
 import yaml
 from helpers import one_domain_data, seeded_lenet, toy_domain, toy_named_domains
+from test_rundir_rundata_mutation import _with_row
 from test_rundir_rundata_second_mutation import TINY
 
 from transferkit import rundata, rundir
@@ -36,11 +37,6 @@ from transferkit.io import write_json
 from transferkit.methods import get_method
 from transferkit.networks import save_network
 from transferkit.splits import Split
-
-
-def _with_row(run_dir, method: str = "finetune") -> None:
-    (run_dir / "jobs").mkdir(exist_ok=True)
-    write_json(run_dir / "jobs" / f"{method}-k=2-s0.json", {"method": method, "setting": "k=2", "seed": 0})
 
 
 # ---- data.json -----------------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ class without test images taken as never recognised; the never-recognised cell's
 cells unescaped; no newline after the notes; LaTeX's | and ± unescaped) are not listed.
 """
 
+from test_tables_plots_mutation import entry
 from test_tables_plots_second_mutation import ROW
-from test_tables_plots_third_mutation import NAMES, entry
+from test_tables_plots_third_mutation import NAMES
 
 from transferkit import tables
 

@@ -28,18 +28,11 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import toy_domain
+from test_tables_plots_mutation import ROW, entry
 
 from transferkit import plots, tables
 from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
-from transferkit.results import summarize
-
-ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
-
-
-def entry(**fields) -> dict:
-    """A summary entry of one seed (as :func:`summarize` makes it), with ``fields`` over it."""
-    return {**summarize([ROW])[0], **fields}
 
 
 # ---- what ± means, one-class cells, classes never recognised -----------------------------------

@@ -23,18 +23,13 @@ the k= regex, the y label, the grouped title, tab20 colours, legend markers, sam
 
 import pytest
 import torch
+from test_tables_plots_mutation import entry
 from test_tables_plots_second_mutation import ROW
 
 from transferkit import plots, tables
 from transferkit.errors import TransferkitError
-from transferkit.results import summarize
 
 NAMES = {"class_names": ["a", "b"]}
-
-
-def entry(**fields) -> dict:
-    """A summary entry of one seed (as :func:`summarize` makes it), with ``fields`` over it."""
-    return {**summarize([ROW])[0], **fields}
 
 
 # ---- class subsets and units picked ------------------------------------------------------------

@@ -239,7 +239,7 @@ class Transfer:
                   f"the network takes images of this shape, build it for them (input_shape={have})")
         torch.manual_seed(self.seed)
         given_net = net is not None
-        classes = (target if target is not None else source).class_names
+        classes = list((target if target is not None else source).class_names)  # a copy: the caller may rename theirs
         check(len(classes) >= 2, f"fit: the {'target' if target is not None else 'source'} domain "
                                  f"{(target or source).name!r} has one class ({list(classes)}): every prediction "
                                  f"would be right; give two classes or more")

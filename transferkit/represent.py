@@ -62,9 +62,10 @@ class ConcatFeatures(nn.Module):
 
 def cat_network(members, num_classes: int | None = None, name: str | None = None, seed: int | None = None) -> UnitNet:
     """``CAT_n`` of ``members`` (modules are shared, not copied): one feature unit ``cat`` and a
-    new linear head over ``sum_i D_i`` features (``num_classes`` defaults to the members').
-    With ``seed`` the head's initial weights come from that seed alone (the global random
-    state is neither read nor advanced); without it, from the global random state."""
+    new linear head over ``sum_i D_i`` features (``num_classes`` defaults to the members'); it
+    binds the image shape that any member binds. With ``seed`` the head's initial weights come
+    from that seed alone (the global random state is neither read nor advanced); without it,
+    from the global random state."""
     feats = ConcatFeatures(members)
     check(num_classes is None or is_whole(num_classes, 1), f"num_classes must be a whole number >= 1, got "
                                                            f"{num_classes!r}")
@@ -73,7 +74,8 @@ def cat_network(members, num_classes: int | None = None, name: str | None = None
         if seed is not None:
             torch.default_generator.manual_seed(seed)  # the head is built on the CPU
         head = make_head("linear", sum(feats.dims), n_cls)
-    return UnitNet({"cat": feats}, head, name=name or f"cat{len(members)}", input_shape=members[0].input_shape)
+    shape = next((m.input_shape for m in members if m.input_shape is not None), None)  # ConcatFeatures: one at most
+    return UnitNet({"cat": feats}, head, name=name or f"cat{len(members)}", input_shape=shape)
 
 
 def source_members(cfg, data, n: int, log=print, pin_dir=None) -> list[UnitNet]:

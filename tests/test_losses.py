@@ -236,6 +236,13 @@ def test_loss_functions_refuse_settings_that_give_nan_or_a_wrong_value():
             minimum_class_confusion(x, temperature=t)  # -1 gave a plausible 0.509
     with pytest.raises(TransferkitError, match="coral needs 2 samples or more per domain"):
         coral(x[:1], y)  # the one-sample covariance was 0: the loss pulled the other domain's toward 0
+    for loss in (mmd2, coral):  # torch's bare shape error before
+        with pytest.raises(TransferkitError, match=r"must have the same width, got 3 source and 5 target"):
+            loss(x, torch.randn(6, 5))
+    assert float(coral(torch.randn(6, 2, 2), torch.randn(6, 4))) >= 0  # feature maps are flattened first
+    for s, t in ((x[:0], y), (x, y[:0])):  # NaN before
+        with pytest.raises(TransferkitError, match=rf"mmd2 needs a sample or more per domain, got {len(s)} source"):
+            mmd2(s, t)
 
 
 def test_losses_keep_their_float32_value_under_bfloat16_autocast():

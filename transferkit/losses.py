@@ -68,12 +68,22 @@ def mmd2(source: torch.Tensor, target: torch.Tensor, scales: Sequence[float] = (
     check(len(scales) > 0 and all(c > 0 for c in scales), f"mmd2: scales must be non-empty and > 0, got {scales!r}")
     check(bandwidth is None or bandwidth > 0, f"mmd2: bandwidth must be > 0, got {bandwidth!r}")
     s, t = source.flatten(1), target.flatten(1)
+    _check_pair("mmd2", s, t)
+    check(len(s) >= 1 and len(t) >= 1, f"mmd2 needs a sample or more per domain, got {len(s)} source and {len(t)} "
+                                        f"target")
     x = torch.cat([s, t])
     d = _sq_dists(x, x)
     sigma2 = d.detach().mean().clamp_min(1e-8) if bandwidth is None else float(bandwidth) ** 2
     k = sum(torch.exp(-d / (c * sigma2)) for c in scales)
     n = len(s)
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+def _check_pair(who: str, s: torch.Tensor, t: torch.Tensor) -> None:
+    """Source and target features (flattened) of the same width, named in the refusal."""
+    check(s.shape[1:] == t.shape[1:], f"{who}: source and target features must have the same width, got "
+                                      f"{s.shape[1]} source and {t.shape[1]} target features per sample (features of "
+                                      f"one layer of one network)")
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
@@ -97,6 +107,7 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     a 24,000-wide map). The difference cancels large terms: when ``C_s ≈ C_t`` the value
     (clamped at 0) is less precise than the direct form's, the gradient stays close to it."""
     s, t = source.flatten(1), target.flatten(1)
+    _check_pair("coral", s, t)
     check(len(s) >= 2 and len(t) >= 2, f"coral needs 2 samples or more per domain for a covariance, got {len(s)} "
                                        f"source and {len(t)} target")
     d = s.shape[1]

@@ -147,8 +147,10 @@ def test_job_result_refuses_a_stored_row_of_another_digest_saying_how_it_was_mad
 
 # ---- results ---------------------------------------------------------------------------------------
 def _run(tmp_path, config_text, rows):
+    """A run folder of job files ``rows`` (name: row) and a config.yaml of ``config_text`` (none for ``None``)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "config.yaml").write_text(config_text)
+    if config_text is not None:
+        (tmp_path / "config.yaml").write_text(config_text)
     for name, row in rows.items():
         io.write_json(tmp_path / "jobs" / f"{name}.json", row)
     return tmp_path

@@ -119,27 +119,31 @@ def test_cat_heads_are_seeded_by_the_given_seed():
 
 
 def _fake_suite(monkeypatch, train=None, seen=None):
+    """represent_suite's heavy parts replaced; ``seen`` records what they were given."""
     from transferkit.bench import represent as bench
     seen = {} if seen is None else seen
 
     def members(cfg, data, n, log, pin_dir):
         seen.setdefault("pins", []).append(pin_dir)
+        seen.setdefault("members", []).append(n)
         return [tiny_net(4) for _ in range(n)]
 
     def distilled(cfg, data, members, s, path, log):
         seen.setdefault("nets", []).append(path)
+        seen.setdefault("distilled", []).append(len(members))
         return tiny_net(4)
-    monkeypatch.setattr(bench, "prepare_domains", lambda cfg: _data(train))
+    monkeypatch.setattr(bench, "prepare_domains",
+                        lambda cfg: seen.setdefault("configs", []).append((cfg.source, cfg.target)) or _data(train))
     monkeypatch.setattr(bench, "source_members", members)
     monkeypatch.setattr(bench, "_distilled", distilled)
     monkeypatch.setattr(bench, "_fewshot_rows", lambda rep, net, data, s, base: [
         {**base, "method": f"{rep}/fewshot_linear", "setting": "5-way 1-shot", "seed": 0, "accuracy": 0.5,
-         "ci95": 0.01}])
+         "ci95": 0.025}])
 
     def fake_row(rep, net, method_name, n, seed, labeled, data, cfg, base):
         seen.setdefault("labeled", {})[(n, seed)] = labeled
         return {**base, "method": f"{rep}/{method_name}", "setting": f"{n}/class", "seed": seed, "accuracy": 0.5,
-                "wall_s": 0.0}
+                "wall_s": 3.0}
     monkeypatch.setattr(bench, "_transfer_row", fake_row)
     return bench
 

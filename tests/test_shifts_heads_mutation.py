@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_shifts import gen
 
 from transferkit.domain import Domain, as_images
 from transferkit.errors import TransferkitError
@@ -37,10 +38,6 @@ from transferkit.shifts import (
     warp,
     yuv,
 )
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def centroid(img):

@@ -21,6 +21,7 @@ test_user_networks: retargeted_head's HeadRows unwrapping passing `rows` or `r` 
 import numpy as np
 import pytest
 import torch
+from test_shifts import gen
 from torch import nn
 
 from transferkit.errors import TransferkitError, UnknownNameError
@@ -36,10 +37,6 @@ from transferkit.heads import (
     retargeted_head,
 )
 from transferkit.shifts import apply_shift, gaussian_blur, noise, occlusion, rotation, scaling
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 # ---- shifts ---------------------------------------------------------------------------------------------

@@ -202,22 +202,14 @@ def test_eval_rows_are_set_only_for_a_validation_split_of_the_target_classes_and
 
 
 # ---- source: what else the pre-training cache keys ------------------------------------------------------
-def test_other_training_code_pre_trains_again(tmp_path, monkeypatch):
-    # kills: the pre-training cache key without code_digest() (a network trained by other code read back)
+# kills: the pre-training cache key without code_digest() (a network trained by other code read back), and the key's
+# run record without "world" (a network two data-parallel ranks trained reused by one process)
+@pytest.mark.parametrize("name, changed", [("code_digest", lambda: "0" * 16), ("world_size", lambda: 2)])
+def test_other_training_code_or_another_number_of_processes_pre_trains_again(tmp_path, monkeypatch, name, changed):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     data = _data()
     first = source.pretrain_source(CFG, data, **QUIET)[1]
-    monkeypatch.setattr(source, "code_digest", lambda: "0" * 16)
-    other = source.pretrain_source(CFG, data, **QUIET)[1]
-    assert not other["cached"] and other["path"] != first["path"]
-
-
-def test_another_number_of_data_parallel_processes_pre_trains_again(tmp_path, monkeypatch):
-    # kills: the key's run record without "world" (a network two ranks trained reused by one process)
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
-    data = _data()
-    first = source.pretrain_source(CFG, data, **QUIET)[1]
-    monkeypatch.setattr(source, "world_size", lambda: 2)
+    monkeypatch.setattr(source, name, changed)
     other = source.pretrain_source(CFG, data, **QUIET)[1]
     assert not other["cached"] and other["path"] != first["path"]
 

@@ -1,18 +1,17 @@
-"""Tests from a fourth mutation pass over methods/base.py, methods/adaptation.py and
-methods/supervised.py: numbers given as text with an upper-case exponent, a signed exponent or
-underscores (also a whole number past float precision), ``dict`` parameters keeping text; the
-counts ``workers``, ``n`` and ``depth`` by name; ``lambda_schedule`` refusing null; the run settings
-``ratio`` and ``val_per_class`` and the training setting ``lr`` named with the fix; ``bool``
-annotations refusing a number and ``Union[..., None]`` annotations (``NoneType``) checked;
-list_methods' order and its loading of the outside families; plain_net of a network subclass that
-overrides an entry point; sized's named error for a UnitNet's wrapped input error and its first
-line only; cache_stream over the memory limit; the default classifier input and its size, extra
-and test results; the adaptation base's opt-out of the frozen-prefix cache and its pretrained
-start; target_only's one stream; resolve_layers given a tuple; get_method given a class that is no
-method; an unannotated switch given null; a family class for a prefix without argument; method_doc
-dedented; precompute's estimate over a dict's tensors; class weights in the logits' dtype; sized without
-an input shape; the source head of a method without target stream; the outside families loaded;
-method_options without ``*args``. Each test names the mutants it kills.
+"""Tests from a fourth mutation pass over methods/base.py, methods/adaptation.py and methods/supervised.py: numbers
+given as text with an upper-case exponent, a signed exponent or underscores (also a whole number past float
+precision), ``dict`` parameters keeping text; the counts ``workers``, ``n`` and ``depth`` by name;
+``lambda_schedule`` refusing null; the run settings ``ratio`` and ``val_per_class`` and the training setting ``lr``
+named with the fix; ``bool`` annotations refusing a number and ``Union[..., None]`` annotations (``NoneType``)
+checked; list_methods' order and its loading of the outside families; plain_net of a network subclass that overrides
+an entry point; sized's named error for a UnitNet's wrapped input error and its first line only; cache_stream over
+the memory limit; the default classifier input and its size, extra and test results; the adaptation base's opt-out
+of the frozen-prefix cache and its pretrained start; target_only's one stream; resolve_layers given a tuple;
+get_method given a class that is no method; an unannotated switch given null (asserted in
+test_methods_base_third_mutation's switch test); a family class for a prefix without argument; method_doc dedented;
+precompute's estimate over a dict's tensors; class weights in the logits' dtype; sized without an input shape; the
+source head of a method without target stream; the outside families loaded; method_options without ``*args``. Each
+test names the mutants it kills.
 
 Judged equivalent, so not tested: Method.param_groups over every parameter of the network instead
 of the trained units' (prepare turns the others' ``requires_grad`` off, so they get no gradient and
@@ -133,19 +132,6 @@ def test_a_union_with_none_is_checked():
     check_option_values(_Annotated, {"pick": "auto"})
     with pytest.raises(TransferkitError, match="option pick must be a whole number or text or null, got 2.5"):
         check_option_values(_Annotated, {"pick": 2.5})
-
-
-def test_an_unannotated_switch_refuses_null():
-    # kills: the switch check letting None through (an unannotated switch's null read as false)
-    class Switched(Method):
-        name = "switched_fourth_mutation"
-
-        def __init__(self, net, loud=False):
-            super().__init__(net)
-
-    check_option_values(Switched, {"loud": True})
-    with pytest.raises(TransferkitError, match="option loud must be true or false, got None"):
-        check_option_values(Switched, {"loud": None})
 
 
 # ---- registry --------------------------------------------------------------------------------

@@ -515,6 +515,9 @@ def test_check_option_values_refuses_a_non_boolean_for_an_unannotated_switch():
     check_option_values(Flagged, {"flag": True})
     with pytest.raises(TransferkitError, match="flagged_third_mutation: option flag must be true or false, got 'yes'"):
         check_option_values(Flagged, {"flag": "yes"})
+    # kills (fourth pass): the switch check letting None through (an unannotated switch's null read as false)
+    with pytest.raises(TransferkitError, match="option flag must be true or false, got None"):
+        check_option_values(Flagged, {"flag": None})
 
 
 def test_flat_cat_joins_the_flattened_layers_side_by_side_in_the_order_given():

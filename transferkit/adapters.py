@@ -55,7 +55,8 @@ def _failing_step(net: UnitNet, x: torch.Tensor, what: str, error: BaseException
     if failed >= len(names):  # the pool or the head
         where = "the head" if name == HEAD else f"the pool ({type(module).__name__})"
         last = f"the last unit {names[-1]!r}" if names else "the input"
-        return (f"{where} fails on what {last} gives (shape {shape} after the pool) ({cause}): give "
+        got = "after the pool" if name == HEAD else "into the pool"
+        return (f"{where} fails on what {last} gives (shape {shape} {got}) ({cause}): give "
                 f"as pool= what the model's forward runs between the last unit and the head (default nn.Flatten(), "
                 f"e.g. nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) for a ResNet), or list those modules in "
                 f"the last unit or first in head=[...]; {order}")

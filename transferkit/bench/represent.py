@@ -164,15 +164,15 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
     return rows
 
 
-_REP_ORDER = ("erm", "cat2", "cat4", "distill")
 _METHOD_ORDER = ("linear_probe", "finetune", "two_stage", "linear", "cosine", "prototype")
 
 
 def _order(method: str) -> tuple:
     rep, _, rest = method.partition("/")
     rest = rest.replace("fewshot_", "")
-    return (_REP_ORDER.index(rep) if rep in _REP_ORDER else 99, rep,
-            _METHOD_ORDER.index(rest) if rest in _METHOD_ORDER else 99, rest)
+    cat_n = int(rep[3:]) if rep.startswith("cat") and rep[3:].isdigit() else None
+    rank = (1, cat_n) if cat_n is not None else ({"erm": 0, "distill": 2}.get(rep, 3), 0)  # erm, CAT_n by n, distill
+    return (rank, rep, _METHOD_ORDER.index(rest) if rest in _METHOD_ORDER else 99, rest)
 
 
 def _fewshot_rows(rep: str, net, data, s: RepresentPlan, base: dict) -> list[dict]:

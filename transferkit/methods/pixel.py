@@ -26,8 +26,8 @@ transferkit's choices, where the paper (for 256 x 256 photographs) does not fit 
 digits: generators are the identity-initialised residual encoder-decoder of ``image_unit``
 (``x + D(E(x))``, width ``width``) instead of CycleGAN's 9-block ResNet, so that the task
 network first trains on the source images themselves; discriminators are a 3-layer PatchGAN
-(7 x 7 patches on 28 x 28 images) instead of the 70 x 70 one; there is no history buffer of
-50 earlier translations (the discriminators see the current batch's); the translations are
+(a 7 x 7 grid of patch logits on 28 x 28 images, each seeing 18 x 18 pixels) instead of the 70 x 70 one;
+there is no history buffer of 50 earlier translations (the discriminators see the current batch's); the translations are
 detached from the task loss (the task network learns the translation as it is; CyCADA's
 semantic-consistency loss, which lets a classifier shape it, is not part of seed 003).
 """

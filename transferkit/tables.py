@@ -106,7 +106,7 @@ def _cells(rows: list[dict], keep) -> dict[str, dict[tuple, list[dict]]]:
 def _cell_name(method: str, key: tuple, cells: int) -> str:
     """``method``, with its cell's run, source, target and setting when it has ``cells`` > 1 of them."""
     source, target, setting, run = key
-    return method + (f" ({'run ' + run + ': ' if run else ''}{source} → {target}, {setting})" if cells > 1 else "")
+    return method + (f" ({f'run {run}: ' if run else ''}{source} → {target}, {setting})" if cells > 1 else "")
 
 
 def partial_da_line(rows: list[dict], markdown: bool = True) -> list[str]:
@@ -516,7 +516,7 @@ def environment_lines(rows: list[dict]) -> list[str]:
                 before = r.get(f"{key}_before_resume") if key == "threads" else None
                 resumed = resumed or bool(before)
                 value = f"{'/'.join(map(str, before))} then {r[key]}" if before else str(r[key])
-                seen.setdefault(value, []).append(f"{r['run'] + ': ' if r.get('run') else ''}{r['method']} "
+                seen.setdefault(value, []).append(f"{str(r['run']) + ': ' if r.get('run') else ''}{r['method']} "
                                                   f"seed {r['seed']}")
         if len(seen) > 1 or resumed:
             parts = "; ".join(f"{v}: {', '.join(jobs[:3])}{', ...' if len(jobs) > 3 else ''}"

@@ -22,7 +22,7 @@ import pytest
 import torch
 from helpers import tiny_net, toy_domain
 from test_bench_represent_second_mutation import _data, _fake_suite, _row
-from test_bench_represent_third_mutation import _Clock
+from test_bench_represent_third_mutation import _Clock, _finetune_heads
 
 from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
@@ -67,15 +67,7 @@ def test_episodic_rows_name_their_pair(monkeypatch):
 
 def test_a_finetunes_new_head_rows_are_drawn_from_the_rows_seed(monkeypatch):
     from transferkit.bench import represent as bench
-    from transferkit.engine import FitResult
-    from transferkit.methods.finetune import Finetune
-    heads = []
-
-    def fake_fit(self, make_engine, target=None, val=None):
-        heads.append(self.net.head.weight.detach().clone())
-        return FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
-    monkeypatch.setattr(Finetune, "fit_transfer", fake_fit)
-    monkeypatch.setattr(bench, "evaluate_on", lambda method, test: {"accuracy": 0.5})
+    heads = _finetune_heads(monkeypatch)
     data, net = _data(), tiny_net(4)
     data.target.train = Domain("t", data.target.train.images, data.target.train.labels, list("abcd"))  # none shared
     for state in (1, 2):  # the global random state left by the jobs before

@@ -127,7 +127,8 @@ def test_a_transfer_is_scored_on_the_target_test_split(monkeypatch):
     assert scored == [data.target.test] and row["accuracy"] == 0.25
 
 
-def test_a_transfer_starts_from_the_source_heads_rows_of_the_target_classes(monkeypatch):
+def _finetune_heads(monkeypatch):
+    """Finetune's fit replaced by a recorder of the head weights it starts from (returned), its score by 0.5."""
     from transferkit.bench import represent as bench
     from transferkit.engine import FitResult
     from transferkit.methods.finetune import Finetune
@@ -138,6 +139,12 @@ def test_a_transfer_starts_from_the_source_heads_rows_of_the_target_classes(monk
         return FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
     monkeypatch.setattr(Finetune, "fit_transfer", fake_fit)
     monkeypatch.setattr(bench, "evaluate_on", lambda method, test: {"accuracy": 0.5})
+    return heads
+
+
+def test_a_transfer_starts_from_the_source_heads_rows_of_the_target_classes(monkeypatch):
+    from transferkit.bench import represent as bench
+    heads = _finetune_heads(monkeypatch)
     data = _data()
     data.source.train = toy_domain(12, classes=6)  # the net's 6 source classes "0".."5"; the target has "0".."3"
     net = tiny_net(6)

@@ -7,9 +7,10 @@ descriptions alone.
 
 * :class:`AttributeZeroShot` (``attribute_zsl``) -- an image -> attribute predictor
   ``p(x) = sigmoid(h(x))`` trained with binary cross entropy
-  ``L = -sum_k a_yk log p_k + (1 - a_yk) log(1 - p_k)`` on the seen classes, then "find the
-  class with the most similar attributes": ``score_c(x) = sum_k a_ck log p_k + (1 - a_ck)
-  log(1 - p_k)`` (``dap``, the attribute likelihood) or ``-||p(x) - a_c||^2`` (``euclidean``).
+  ``L = -mean_k [a_yk log p_k + (1 - a_yk) log(1 - p_k)]`` (also averaged over the batch) on
+  the seen classes, then "find the class with the most similar attributes": ``score_c(x) =
+  sum_k a_ck log p_k + (1 - a_ck) log(1 - p_k)`` (``dap``, the attribute likelihood) or
+  ``-||p(x) - a_c||^2`` (``euclidean``).
 * :class:`EmbeddingZeroShot` (``embedding_zsl``) -- image embedding ``f(x)`` and class
   embedding ``g(y)`` (a trainable map of the class description: attributes, or a frozen
   text encoding of the class name) "as close as possible": ``logits_c = s cos(f(x), g(c))``,

@@ -11,7 +11,8 @@ by what the target's train split holds) are drawn per seed. Methods: flex, fast_
 faster_flex, ft_fc1, ft_fc2, ft_ss, ft_all, linear_probe.
 
 Outputs in the benchmark directory: ``table_ratio<r>.md`` (seed 002 Table 3 form, base
-accuracy in brackets, best per row in bold), ``wins.md``, ``wall.md`` (measured Table 1),
+accuracy in brackets, best per row in bold, where the seed bolds what beats every ft- baseline),
+``wins.md``, ``wall.md`` (measured Table 1),
 ``retrieval.md`` (AP@10, §5.3 Table 4), ``selection.md`` (how clearly validation told
 flex's pick from the runner-up), ``per_unit_<target>.png`` (Figure 1) and
 ``units_picked.png`` (Figure 2). Each finished job is one JSON file in ``jobs/``, written
@@ -282,7 +283,8 @@ def _cell(rows, target, ratio, method):
 
 
 def table3(rows, base, ratio) -> str:
-    """Seed 002 Table 3 form: mean ± standard error of test accuracy, best per row bold."""
+    """Seed 002 Table 3 form: mean ± standard error of test accuracy, best per row bold (the
+    seed's bold marks a score better than every ft- baseline instead)."""
     targets = [t for t in base if any(r["target"] == t and r["ratio"] == ratio for r in rows)]
     n = sorted({len(_cell(rows, t, ratio, "flex")) for t in targets})
     lines = [f"ratio ~{ratio} images per class (n seeds: {', '.join(map(str, n))}; labelled per class "

@@ -126,7 +126,8 @@ def zeroshot_plan(quick: bool) -> ZeroshotPlan:
 
 
 @benchmark("zeroshot", "digits 0-6 seen, 7-9 unseen on mnist and syndigits: attribute, embedding and CLIP-style "
-                       "zero-shot, GZSL harmonic mean, cross-domain retrieval Recall@K (seed 001)",
+                       "zero-shot (seed 001), GZSL harmonic mean (Xian et al. 2017), cross-domain retrieval Recall@K "
+                       "(seed 001)",
            plan=zeroshot_plan, workers=False)
 def zeroshot_suite(plan: ZeroshotPlan, bench_dir, log):
     text = "all-MiniLM-L6-v2" if text_available() else "hashing"

@@ -197,5 +197,5 @@ def test_score_given_one_tuple_offers_a_domain_and_report_does_not(fitted):
     d = toy_domain(8)
     with pytest.raises(TransferkitError, match=r"score\(images, labels\), or a Domain"):
         fitted.score((d.images, d.labels))
-    with pytest.raises(TransferkitError, match=r"class_names=model.classes_\)\)$"):
+    with pytest.raises(TransferkitError, match=r"report\(Domain\(\"test\", images, labels, model.classes_\)\)$"):
         fitted.report((d.images, d.labels))

@@ -500,8 +500,8 @@ class Transfer:
         return self.predict_logits(images).argmax(1)
 
     def _check_classes(self, domain: Domain, who: str) -> None:
-        two = "as two arguments, score(images, labels)," if who == "score" else "as a Domain: report(Domain(images, " \
-            "labels, class_names=model.classes_))"
+        two = ("as two arguments, score(images, labels)," if who == "score"
+               else "as a Domain: report(Domain(\"test\", images, labels, model.classes_))")
         check(not isinstance(domain, (tuple, list)),
               f"{who}: got one {type(domain).__name__}; give the images and labels {two}"
               f"{' or a Domain' if who == 'score' else ''}")

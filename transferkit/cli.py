@@ -508,11 +508,12 @@ def _summary(args) -> None:
 
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--workers", type=int, metavar="N", help="run independent jobs in N processes (default: the "
-                                                             "config's workers, 1); the rows are those of one process "
-                                                             "with as many torch threads: set OMP_NUM_THREADS (unset, "
-                                                             "each worker gets cores / N)")
-    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default $TRANSFERKIT_DEVICE, else cpu)")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="run independent jobs in N processes (default: run: the config's workers; else "
+                        "$TRANSFERKIT_WORKERS, else 1); the rows are those of one process with as many torch threads: "
+                        "set OMP_NUM_THREADS (unset, each worker gets cores / N)")
+    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: run: the config's device; else "
+                                    "$TRANSFERKIT_DEVICE, else cpu)")
     s.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes (torchrun, torch.distributed; default 1): "
                         "batch_size is the global batch and BatchNorm statistics are per process, so the rows "

@@ -19,8 +19,10 @@ def combine_runs(paths) -> dict:
     """The results of several runs or benchmarks as one: ``rows`` each naming its ``run`` (the
     directory's name, or its path where two names are the same), ``config``: a list of (run,
     config), ``failed``: each run's failed jobs, named by run, ``data_differ``: a line per domain
-    spec that two runs read into other data (:func:`data_differ_lines`). The same directory twice
-    is refused."""
+    spec that two runs read into other data (:func:`data_differ_lines`), ``config_differ``: the
+    line naming the config keys the runs differ in (:func:`config_differ_lines`), ``notes``: each
+    run's own notes (named by run), the environment-differ lines and a note when episode rows are
+    mixed with test-split rows. The same directory twice is refused."""
     files = [Path(p) / "results.json" if Path(p).is_dir() else Path(p) for p in paths]
     where = [f.resolve() for f in files]
     twice = sorted({str(f) for f, w in zip(files, where) if where.count(w) > 1})

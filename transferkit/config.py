@@ -65,7 +65,7 @@ class ExperimentConfig:
     source: str | None = "syndigits"  # None: no source images, the `pretrained` network alone (its head's classes)
     target: str = "mnist"
     unlabeled: str | None = None  # images without labels as the unlabelled target (else the target's train split)
-    test: str | None = None  # a labelled test set of its own (else 25 % of the target is its test split)
+    test: str | None = None  # a labelled test set of its own (else test_fraction of the target is its test split)
     source_classes: typing.Any = None  # None: all; "0-4", "5,6,7", or a list of ids / names
     target_classes: typing.Any = None
     image_size: int = 28

@@ -404,7 +404,7 @@ class Domain:
     def digest(self) -> str:
         """A content hash of every image and label (16 hex digits): caches and checkpoints
         are reused only for the very same data. Class names and groups are not part of it
-        (the pre-training cache key and a run's ``data.json`` add them). Computed once per images
+        (a run's ``data.json`` adds both, the pre-training cache key the class names). Computed once per images
         and labels tensor: again only after either is replaced or changed in place (its version)."""
         stamp = (self.images._version, id(self.labels), self.labels._version)
         memo = _DIGESTS.get(self.images)

@@ -79,7 +79,7 @@ class TrainConfig:
     checkpoints where a checkpoint folder is given; ``cache_frozen`` computes the activations of
     frozen leading units once per fit (up to ``cache_limit_mb``); ``progress``: a tqdm bar (None:
     when stderr is a terminal, so notebooks show none); ``device`` (cpu, cuda, mps, auto),
-    ``amp`` (bfloat16 autocast on GPU) and ``channels_last`` (the layout of conv nets on CPU);
+    ``amp`` (bfloat16 autocast on CUDA) and ``channels_last`` (the layout of conv nets on CPU);
     ``sampler``: how labelled streams draw batches, ``shuffle`` (epochs of shuffled images) or
     ``balanced`` (each class equally likely at every draw, then one of its images: see :class:`Stream`);
     ``class_weight``: ``None``, or ``balanced``: the cross-entropy of labelled images weighs class
@@ -101,7 +101,7 @@ class TrainConfig:
     progress: bool | None = None  # tqdm bar; None: when stderr is a terminal
     # cpu | cuda | mps | auto; the CLI's --device sets the default of every config made after it
     device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
-    amp: bool = False  # bfloat16 autocast on GPU (ignored on CPU)
+    amp: bool = False  # bfloat16 autocast on CUDA GPUs (ignored on CPU and MPS)
     channels_last: bool = True  # on CPU, train conv nets in the channels-last layout (see Engine.fit)
     sampler: str = "shuffle"  # labelled streams: shuffle | balanced (classes drawn equally often)
     class_weight: str | None = None  # None | balanced: cross-entropy weights n / (classes x class size)
@@ -290,8 +290,8 @@ class FitResult:
     val_accuracy: float | None = None
     #: per-image correctness (CPU, bool) and mean cross entropy of the returned weights on the
     #: validation set, from the evaluation that gave ``val_accuracy`` (``None`` where that
-    #: evaluation is not at hand: no validation, several ranks, a head scored on other rows, or
-    #: a best evaluation made before a resume), so that a caller need not score them again
+    #: evaluation is not at hand: no validation, several ranks, or a head scored on other rows;
+    #: after a resume the kept weights are scored again), so that a caller need not score them again
     val_correct: torch.Tensor | None = None
     val_loss: float | None = None
 

@@ -2,9 +2,10 @@
 over several random label subsets, evaluate on the target test split, write results.
 
 Layout of a run directory ``runs/<name>/<timestamp>/``: ``config.yaml`` (resolved),
-``metrics.jsonl`` (every evaluation of every training), ``jobs/*.json`` (one finished
-(method, seed) each, written atomically), ``models/*.pt`` (the model each finished job
-evaluated, :func:`load_model`), ``checkpoints/`` (engine checkpoints of unfinished jobs),
+``metrics.jsonl`` (every evaluation of every job's training; the source pre-training logs
+none), ``jobs/*.json`` (one finished (method, seed) each, written atomically),
+``models/*.pt`` (the model each finished job evaluated, :func:`load_model`),
+``checkpoints/`` (engine checkpoints of unfinished jobs),
 ``results.json`` and ``results.md``, ``kernels.json`` (the torch version, CPU and kernels
 the run started with; :func:`~transferkit.runtime.note_kernels`). Passing the directory
 again (``run_dir``, ``--resume``) skips finished jobs, runs added methods or repeats, and

@@ -1,7 +1,8 @@
 """Typed dataclass fields: a config is checked the same way whether it comes from YAML
 (:func:`from_dict`) or is made in Python (``check_fields`` in ``__post_init__``): scalar
-fields get their declared type (numeric text such as YAML's ``1e-4`` is taken as a
-number, ``int`` takes integral numbers only), and a dataclass field given as a mapping
+fields are checked against their declared type (text is refused where a number is expected,
+and a number where text is; the config loader reads YAML's unquoted ``1e-4`` as a number;
+``int`` takes integral numbers only), and a dataclass field given as a mapping
 is built from it, keeping that field's defaults for the keys it does not give."""
 
 from __future__ import annotations

@@ -303,8 +303,9 @@ def seen_unseen_accuracy(per_class: list, class_names: list[str], seen: list[str
     """Generalised zero-shot's (and few-shot's) accuracies on a target of seen and new
     classes, every target class a candidate: the mean per-class accuracy over the target
     classes that ``seen`` names (``seen_accuracy``) and over the others (``unseen_accuracy``),
-    and their harmonic mean ``h_accuracy`` (Xian et al. 2017's GZSL measure; not in the seeds); classes without test
-    images are left out, with a warning. ``{}`` unless the target has test images of both kinds;
+    and their harmonic mean ``h_accuracy`` (Xian et al. 2017's GZSL measure; not in the seeds);
+    classes without test images are left out (with a warning when both kinds are scored).
+    ``{}`` unless the target has test images of both kinds;
     with ``partial`` (``Transfer.report``), the accuracy of the one kind it has (no ``h_accuracy``)."""
     kinds, seen = {True: [], False: []}, set(seen)
     for name, acc in zip(class_names, per_class):

@@ -382,7 +382,8 @@ def _jsonable(obj: Any):
 
 def cache_dir() -> Path:
     """transferkit's cache, ``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``: built-in domains
-    (``domains/``), source networks (``pretrained/``) and text embeddings (``text/``)."""
+    (``domains/``), decoded image folders (``folders/``), source networks (``pretrained/``) and
+    text embeddings (``text/``)."""
     root = os.environ.get("TRANSFERKIT_CACHE") or os.path.join(Path.home(), ".cache", "transferkit")
     return Path(root).expanduser()  # a quoted "~/..." (a .env file) is the home folder, not a folder named ~
 

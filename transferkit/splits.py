@@ -8,8 +8,9 @@
 * :func:`subsample_per_class` -- the subsampling ratios of seed 002 Table 2 (~3, 30, 300
   images per class).
 
-All selections are vectorised: a seeded ``torch.randperm`` followed by a stable sort by class
-gives every sample its random rank within its class.
+All selections are vectorised: every sample gets a random rank within its class, from a seeded
+``torch.randperm`` and a stable sort by class, or for a domain with ``keys`` (a folder's) from its
+key mixed with the seed (:func:`keyed_ranks`), so a file keeps its place when others are added.
 """
 
 from __future__ import annotations
@@ -210,8 +211,8 @@ def _check_domain(domain, where: str) -> None:
 def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     """Exactly ``k`` labelled samples of every class present, chosen with ``seed``; the rest
     is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1. A domain
-    with groups (frames of videos) takes :func:`~transferkit.grouped.sample_k_groups`, which
-    keeps each group on one side."""
+    with groups (frames of videos) is refused: use :func:`~transferkit.grouped.sample_k_groups`,
+    which keeps each group on one side."""
     _check_domain(domain, "sample_k_shot")
     check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
     k = int(k)

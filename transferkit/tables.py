@@ -369,7 +369,9 @@ def small_test_line(rows: list[dict], markdown: bool = True) -> list[str]:
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     """The lines under a table that its rows call for: units picked, partial domain adaptation,
     rows that read no target label, the unlabelled images and test set given, target classes without
-    test images, rows that predicted one class, classes a method never recognised and a small test split."""
+    test images, rows that predicted one class, classes a method never recognised, a small test split,
+    training with a sampler or class weights off their defaults, selection on more target labels than
+    trained on, k counting groups on a grouped target, and selection on the source's validation split."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
             + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
             + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown)

@@ -303,7 +303,8 @@ def _decode_images(paths: list[Path], size: int | None, channels: int | None,
     """:func:`_read_images` without its warnings: the pixels and the facts the warnings need
     (``stretched``: how many images were not square before resizing to ``size``; ``grey``: colour
     files of grey content, channels chosen from the files). The result is allocated once and filled
-    file by file (no stack of all the files' pixels, no second copy)."""
+    file by file (no stack of all the files' pixels; reallocated once as RGB when a colour file
+    follows grey ones)."""
     mode = {1: "L", 3: "RGB", None: None}[channels]
     x, first, other, unreadable, stretched = None, None, None, [], 0
     for i, p in enumerate(_with_progress(paths, where)):
@@ -393,11 +394,12 @@ def path_keys(names) -> torch.Tensor:
 
 def load_image_folder(path: str | os.PathLike, size: int | None = None,
                       channels: int | None = None) -> Domain:
-    """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP; class names = sorted sub-folder
-    names). ``channels`` 1 or 3 converts every image; ``None`` keeps grayscale if all images
-    are grayscale, otherwise RGB. Images of different sizes need ``size`` (they are resized to
-    ``size x size``). All images below a sub-folder of a class folder (``cat/video7/f.png``,
-    ``cat/video7/cam2/f.png``) share one group id (frames of one video); images directly in
+    """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP, GIF, TIFF, WebP:
+    :data:`IMAGE_SUFFIXES`; class names = sorted sub-folder names). ``channels`` 1 or 3
+    converts every image; ``None`` keeps grayscale if all images are grayscale, otherwise RGB.
+    Images of different sizes need ``size`` (they are resized to ``size x size``). All images
+    below a sub-folder of a class folder (``cat/video7/f.png``, ``cat/video7/cam2/f.png``)
+    share one group id (frames of one video); images directly in
     the class folder get a group each. Image files directly in ``path``, beside the class folders,
     are in no class: a warning counts and names them.
     Grey images of integers wider than 8 bits (PIL modes ``I;16``, ``I``) are read as 16-bit

@@ -1,14 +1,20 @@
 """Shared base of the unsupervised domain adaptation methods (families in
-:mod:`.adversarial`, :mod:`.discrepancy`, :mod:`.dsn`).
+:mod:`.adversarial`, :mod:`.discrepancy`, :mod:`.dsn`, and the pixel-level :mod:`.pixel`,
+:mod:`.adain`, :mod:`.unit_gan`).
 
 Protocol of seed 000 §4.3: start from the source-pretrained network, then adapt with
 labelled source batches and *unlabelled* target batches (``streams = ("source",
-"unlabeled")``; target labels are never read). Every method minimises the source cross
-entropy plus its alignment terms; ``entmin_weight > 0`` adds the entropy of the target
-predictions (:func:`transferkit.losses.entropy`) to any of them.
+"unlabeled")``; target labels are never read). Every method minimises its alignment terms
+plus, weighted by ``source_weight``, the source cross entropy (default 1; 0 in ``adda``,
+``adda_encoder`` and ``multilayer_adda``, whose encoder learns from the adversarial loss
+alone, and in ``cyclegan``, ``adain`` and ``unit_gan``, which train on translated source
+images instead); ``entmin_weight > 0`` adds the entropy of the target predictions
+(:func:`transferkit.losses.entropy`) to any of them.
 
-Source and target batches go through the network as one concatenated batch (one forward
-pass; BatchNorm statistics, where the backbone has them, are those of the mixed batch).
+Where the network reads both batches, they go through it as one concatenated batch (one
+forward pass; BatchNorm statistics, where the backbone has them, are those of the mixed
+batch); the ADDA forms (``adda``, ``adda_encoder``, ``multilayer_adda``, an untied
+``multilayer_adv``) take the source activations from a fixed copy of the source network.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ def flat_cat(acts: dict, layers: Sequence[str]) -> torch.Tensor:
 
 
 class AdaptationMethod(Method):
-    """Base class: source cross entropy + alignment terms, optional target entropy."""
+    """Base class: alignment terms + ``source_weight`` x source cross entropy, optional target
+    entropy."""
 
     streams = ("source", "unlabeled")
     needs_pretrained = True

@@ -332,8 +332,8 @@ def check_options(cls, options: dict) -> None:
     labels = sorted(set(unknown) & {"k", "ratio", "repeats", "seed", "val_per_class"})
     check(not labels, f"method {cls.name!r}: {', '.join(labels)} {'is' if len(labels) == 1 else 'are'} no method "
                       f"option but a setting of a run's config (transferkit run: k: 5, repeats: 3); in Python, draw "
-                      f"the labelled subset yourself, sample_k_shot(domain, k, seed) (transferkit.splits), and fit "
-                      f"on it (Transfer(...).fit(target=labelled))")
+                      f"the labelled subset yourself, labelled, rest = sample_k_shot(domain, k, seed) "
+                      f"(transferkit.splits), and fit on it (Transfer(...).fit(target=labelled))")
     check(not unknown or known, f"method {cls.name!r} takes no options, got {unknown}")
     if unknown:
         raise UnknownOptionError(cls.name, unknown[0], known)

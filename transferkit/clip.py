@@ -643,7 +643,8 @@ class ClipMethod(Method):
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """``N x C`` zero-shot logits of images over the classes of :meth:`set_classes`, in
-        eval mode (each module's mode is restored after), on the model's device."""
+        eval mode (each module's mode is restored after); computed on the model's device,
+        returned on the device of ``images`` (as :func:`~transferkit.evaluate.predict_logits`)."""
         dev = self.image_proj.weight.device
         with evaluating(self):
             return predict_logits(lambda x: self.forward(x.to(dev)), images)

@@ -409,8 +409,8 @@ class _ClassDescriptionMethod(Method):
         return scores if self.output_rows is None else scores[:, self.output_rows]
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
-        """Unmasked ``N x C`` class scores of images (eval mode, batched, on the model's device;
-        every module's mode is restored after)."""
+        """Unmasked ``N x C`` class scores of images (eval mode, batched; computed on the model's
+        device, returned on the device of ``images``; every module's mode is restored after)."""
         saved, self.input_unit = self.input_unit, self.net.unit_names[0]
         dev = self.candidates.device
         try:
@@ -601,7 +601,8 @@ def _seen_unseen(scores: torch.Tensor, seen, unseen) -> tuple[list[int], list[in
 
 def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, gamma: float = 0.0) -> dict:
     """From ``N x C`` unmasked scores: ``zsl`` (unseen test samples, unseen candidates only),
-    GZSL ``seen`` / ``unseen`` accuracies with every class a candidate and their harmonic
+    GZSL ``seen`` / ``unseen`` accuracies with every seen and unseen class a candidate (other
+    score columns are left out) and their harmonic
     mean ``h``; ``gamma`` is subtracted from seen scores (calibrated stacking, Chao et al.
     2016). Accuracies are per-class means."""
     seen, unseen = _seen_unseen(scores, seen, unseen)

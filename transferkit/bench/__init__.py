@@ -339,7 +339,7 @@ def _check_bench_dir(bench_dir: Path) -> None:
 
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
-    """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME/<time>`` by default;
+    """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME[-quick]/<time>`` by default;
     an existing directory is resumed: finished jobs are not run again)."""
     new_invocation()  # each call is an invocation of its own: its rows' wall seconds are timed apart
     plan = resumed_plan(name, quick, overrides, run_dir)
@@ -397,7 +397,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
         if is_main_process() and not existed:  # after the lock is released (its file removed). rmdir removes
             with contextlib.suppress(OSError):  # only an empty folder: work or another process's files stay
                 bench_dir.rmdir()
-                if not parent_existed:  # out_dir/bench-NAME made for it
+                if not parent_existed:  # out_dir/bench-NAME[-quick] made for it
                     bench_dir.parent.rmdir()
         raise
     log("\n" + markdown_table(summarize(rows), rows))

@@ -13,7 +13,8 @@ table give each pair's own best setting (``bench uda`` runs those: ``uda.TUNED``
 settings this way reads target labels, which a real unsupervised adaptation does not have
 (the docs say so).
 
-The plan is ``bench uda``'s (``--set seeds=...``, ``pairs=...``, ``adapt_steps=...``) with
+The plan is ``bench uda``'s budget (:class:`~transferkit.bench.uda.Budget`: ``--set seeds=...``,
+``pairs=...``, ``adapt_steps=...``; not its ``methods`` / ``skada`` selection) with
 seeds 0-2 and the SKADA pairs by default; ``--quick`` runs two settings per method, one
 seed, the quick budget.
 """

@@ -696,3 +696,19 @@ def test_a_network_pickled_when_unitnet_lived_in_backbones_still_loads():
     loaded = pickle.loads(old)
     x = torch.rand(2, 3, 28, 28)
     assert torch.equal(loaded.eval()(x), net.eval()(x))
+
+
+def test_a_network_with_an_input_normalisation_saves_and_loads_with_it(tmp_path):
+    """An InputNorm first (add_input_norm; load_torchvision_weights adds one by default) is no
+    method's addition: save_network refused such a network as one (until 2026-12-07), though
+    loading restores the normalisation; load_network finds the file's channels beside it."""
+    from transferkit.networks import load_network, save_network
+    from transferkit.unitnet import add_input_norm
+    torch.manual_seed(0)
+    net = build_backbone("lenet", 4, in_channels=3)
+    add_input_norm(net, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    loaded = load_network(save_network(net, tmp_path / "n.safetensors", class_names=list("abcd")), "lenet")
+    x = torch.rand(2, 3, 28, 28)
+    assert loaded.input_shape == (3, 28, 28) and loaded.class_names == list("abcd")
+    assert torch.equal(loaded.unit("conv1").norm.mean.flatten(), torch.tensor([0.5, 0.4, 0.3]))
+    assert torch.equal(loaded.eval()(x), net.eval()(x))

@@ -32,11 +32,12 @@ def file_channels(backbone: str, num_classes: int, image_size: int, state: dict)
     def fits(channels: int) -> bool:
         with torch.random.fork_rng():  # a check: the caller's random state stays
             try:
-                own = build_backbone(backbone, num_classes=num_classes, in_channels=channels, image_size=image_size,
-                                     head=head_kind(state)).state_dict()
+                built = build_backbone(backbone, num_classes=num_classes, in_channels=channels,
+                                       image_size=image_size, head=head_kind(state))
             except Exception:  # a builder's own refusal of these channels (a plugin's ValueError, ...)
                 return False
-        return set(own) == set(state) and all(own[k].shape == state[k].shape for k in own)
+        own = built.state_dict()
+        return set(own) == set(state) - _input_norm_keys(built) and all(own[k].shape == state[k].shape for k in own)
     found = [c for c in (1, 3) if fits(c)]
     return found[0] if len(found) == 1 else None
 
@@ -146,9 +147,16 @@ def head_kind(state: dict) -> str:
     return "prototype" if "head.prototypes" in state else "cosine" if "head.scale" in state else "linear"
 
 
+def _input_norm_keys(net) -> set[str]:
+    """The state keys of an :class:`~transferkit.unitnet.InputNorm` first in ``net``'s first unit
+    (``add_input_norm``, ImageNet weights), which ``UnitNet.load_state_dict`` restores."""
+    return {f"units.{net.unit_names[0]}.norm.{b}" for b in ("mean", "std")}
+
+
 def _added_parameters(net) -> list[str]:
     """The state keys of a built-in backbone's network that a fresh build of it lacks (a method's
-    additions); none for a network of another builder or of no declared input shape."""
+    additions; an input normalisation first, which loading restores, is none); none for a
+    network of another builder or of no declared input shape."""
     if not is_built_in(net.name) or net.input_shape is None:
         return []
     state = net.state_dict()
@@ -158,7 +166,8 @@ def _added_parameters(net) -> list[str]:
                                    image_size=net.input_shape[-1], head=head_kind(state))
         except TransferkitError:
             return []
-    return [k for k in state if k not in fresh.state_dict()]
+    own = fresh.state_dict()
+    return [k for k in state if k not in own and k not in _input_norm_keys(fresh)]
 
 
 def load_network(path: str | os.PathLike, backbone: str, in_channels: int | None = None, image_size: int = 28):

@@ -234,8 +234,8 @@ class UnitNet(nn.Module):
         return h
 
     def steps_before(self, stop: str | int) -> list[nn.Module]:
-        """The modules ``forward_units(x, 0, stop)`` runs, in order (the pool included only
-        when ``stop`` is ``"embedding"``)."""
+        """The modules ``forward_units(x, 0, stop)`` runs, in order (the pool included when
+        ``stop`` is ``"embedding"`` or past the head; a unit name, ``"head"`` too, stops before it)."""
         return self._steps()[:self._boundary(stop, False)]
 
     def forward_features(self, x: torch.Tensor, layers: Sequence[str] | str | None = None):

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .backbones import evaluating
 from .data import FONT_FACES
-from .distributed import gathered
+from .distributed import gathered, world_size
 from .domain import Domain
 from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .evaluate import predict_logits
@@ -623,12 +623,13 @@ class ClipMethod(Method):
 
     def losses(self, batch):
         x, ids = batch.source
+        n = len(x) * world_size()  # the global batch: the engine's shards have equal sizes
+        check(n >= 2, f"clip: a batch of {n} image-caption pair has no negative, so the contrastive loss is 0 and "
+                      f"nothing trains: use batch_size >= 2 (TrainConfig(batch_size=64)) and a source of two pairs "
+                      f"or more")
         # under --nproc every rank scores its pairs against the whole batch's (the negatives of one process)
         images, texts = self.encode_images_from_input(x), self.encode_text_features(self.caption_features[ids])
         sim, ids = similarity(gathered(images), gathered(texts)), gathered(ids)
-        check(len(ids) >= 2, f"clip: a batch of {len(ids)} image-caption pair has no negative, so the contrastive loss "
-                             f"is 0 and nothing trains: use batch_size >= 2 (TrainConfig(batch_size=64)) and a source "
-                             f"of two pairs or more")
         if self.loss_name == "triplet":
             hardest = batch.progress >= self.triplet_warmup
             return {"triplet": hard_negative_triplet(sim, self.margin, ids, hardest=hardest)}

@@ -28,6 +28,7 @@ import pytest
 import torch
 from helpers import tiny_net, toy_domain
 from test_bench_fewshot_zeroshot_second_mutation import _fake_suite, _fake_tsne, _fake_zeroshot_suite
+from test_bench_fewshot_zeroshot_third_mutation import _Model
 
 # --- bench/fewshot.py -------------------------------------------------------------------------------------------
 
@@ -76,16 +77,6 @@ def test_tsne_embeds_with_the_networks_in_eval_mode(monkeypatch, tmp_path):
 
 
 # --- bench/zeroshot.py ------------------------------------------------------------------------------------------
-
-
-class _Model:
-    temperature = SimpleNamespace(temperature=0.07)
-
-    def scores(self, images):
-        return torch.randn(len(images), 10, generator=torch.Generator().manual_seed(0))
-
-    def encode_images(self, images):
-        return images.flatten(1)[:, :4]
 
 
 def _job(monkeypatch, mname, seed):

@@ -173,6 +173,17 @@ def test_zeroshot_methods_use_their_own_attribute_sets_losses_and_prompts(monkey
                     "embed_text": ("embed", ("all-MiniLM-L6-v2", "digits"))}
 
 
+class _Model:
+    """A trained zero-shot model as a job reads it: a fixed temperature, seeded scores, 4-d image embeddings."""
+    temperature = SimpleNamespace(temperature=0.07)
+
+    def scores(self, images):
+        return torch.randn(len(images), 10, generator=torch.Generator().manual_seed(0))
+
+    def encode_images(self, images):
+        return images.flatten(1)[:, :4]
+
+
 def test_a_zeroshot_job_seeds_its_network_and_engine_and_names_each_rows_domains(monkeypatch):
     from transferkit.bench import zeroshot
     seen = {}
@@ -183,15 +194,6 @@ def test_a_zeroshot_job_seeds_its_network_and_engine_and_names_each_rows_domains
 
         def fit(self, method, source, val):
             return SimpleNamespace(steps=5, best_val_accuracy=0.75)
-
-    class Model:
-        temperature = SimpleNamespace(temperature=0.07)
-
-        def scores(self, images):
-            return torch.randn(len(images), 10, generator=torch.Generator().manual_seed(0))
-
-        def encode_images(self, images):
-            return images.flatten(1)[:, :4]
 
     def build_backbone(name, num_classes, in_channels, image_size):
         seen.update(net=(name, num_classes, in_channels, image_size), draw=torch.rand(1))
@@ -204,7 +206,7 @@ def test_a_zeroshot_job_seeds_its_network_and_engine_and_names_each_rows_domains
     data = {"mnist": {"test": (mn, [str(c) for c in mn.labels.tolist()])},
             "syndigits": {"test": (sd, [str(c) for c in sd.labels.tolist()])}}
     train = toy_domain(14, classes=7)
-    rows = zeroshot._zeroshot_rows("clip_infonce", lambda net, caps: Model(), "syndigits", 4,
+    rows = zeroshot._zeroshot_rows("clip_infonce", lambda net, caps: _Model(), "syndigits", 4,
                                    (train, [str(c) for c in train.labels.tolist()], train, sd), data,
                                    SimpleNamespace(), "hashing", lambda *a: None)
     torch.manual_seed(4)

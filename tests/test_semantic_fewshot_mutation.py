@@ -287,7 +287,7 @@ def test_episode_groups_must_be_one_integer_id_per_sample(groups):
     # mutants: float group ids accepted; the shape check dropped
     from transferkit.fewshot_eval import sample_episodes
     _, labels = _episode_data()
-    with pytest.raises(TransferkitError, match=r"episode groups must be one integer id per sample \(24\)"):
+    with pytest.raises(TransferkitError, match=r"episode groups must be one integer id or name per sample \(24\)"):
         sample_episodes(labels, 2, 1, 2, 3, torch.Generator().manual_seed(0), groups=groups)
 
 
@@ -348,12 +348,15 @@ def test_the_kept_draws_are_the_last_eight(monkeypatch):
     assert len(calls) == 13
 
 
-@pytest.mark.parametrize("groups", [[0, 1] * 12, torch.zeros(12, dtype=torch.long)])
-def test_episodes_name_groups_that_are_not_one_integer_tensor_entry_per_sample(groups):
+@pytest.mark.parametrize("groups, message", [
+    ([0, 1] * 12, "group 0 holds samples of different labels"),  # a list is read as ids: these mix classes
+    (torch.zeros(12, dtype=torch.long), r"one integer id or name per sample \(24\), got \(12,\)"),
+])
+def test_episodes_name_groups_that_are_not_one_integer_tensor_entry_per_sample(groups, message):
     # mutants: a list of groups hashed as a tensor (AttributeError); evaluate_episodes counts groups of another shape
     from transferkit.fewshot_eval import evaluate_episodes
     feats, labels = _episode_data()
-    with pytest.raises(TransferkitError, match="episode groups must be one integer id per sample"):
+    with pytest.raises(TransferkitError, match=message):
         evaluate_episodes(feats, labels, "prototype", n_way=2, k_shot=1, n_query=1, episodes=2, groups=groups)
 
 

@@ -460,6 +460,8 @@ def _episodes(args) -> None:
     for flag, values, least in (("--n-way", [args.n_way], 2), ("--k-shot", args.k_shot, 1),
                                 ("--n-query", [args.n_query], 1), ("--episodes", [args.episodes], 1)):
         check(all(v >= least for v in values), f"{flag} must be >= {least}, got {' '.join(map(str, values))}")
+    twice = sorted({k for k in args.k_shot if args.k_shot.count(k) > 1})
+    check(not twice, f"--k-shot lists {' '.join(map(str, twice))} more than once (each K is scored once)")
     run_dir, heads = Path(args.run_dir), split(args.heads)
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
                              args.k_shot, args.n_query, args.episodes, args.seed)
@@ -469,10 +471,37 @@ def _episodes(args) -> None:
     summary = summarize(rows)
     config = {**(run.get("config") if isinstance(run.get("config"), dict) else {}), "episodes": plan}
     table = markdown_table(summary, rows, config, notes=notes)
+    kept = _keep_other_episodes(run_dir, plan, rows)
     write_json(run_dir / "episodes.json", {"name": f"{run_dir.name} episodes", "config": config, "rows": rows,
                                            "summary": summary, "notes": notes})
     write_text(run_dir / "episodes.md", f"# {run_dir.name}: episodes\n\n{table}")
-    print("\n" + table + f"\nepisodes: {run_dir / 'episodes.json'}")
+    print("\n" + table + f"\nepisodes: {run_dir / 'episodes.json'}"
+          + (f" (the previous ones, of {kept})" if kept else ""))
+
+
+def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | None:
+    """Move an ``episodes.json`` (and ``.md``) of another plan or other methods aside, to the first
+    free ``episodes-N``, so that a new plan never overwrites finished episodes; what was kept where."""
+    import json
+    old = run_dir / "episodes.json"
+    if not old.is_file():
+        return None
+    try:
+        data = json.loads(old.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    methods = lambda rs: sorted({str(r.get("method")) for r in rs if isinstance(r, dict)})  # noqa: E731
+    before = (data.get("config") or {}).get("episodes") if isinstance(data.get("config"), dict) else None
+    if before == plan and methods(data.get("rows") or []) == methods(rows):
+        return None  # the same episodes again: replaced
+    n = 1
+    while (run_dir / f"episodes-{n}.json").exists() or (run_dir / f"episodes-{n}.md").exists():
+        n += 1
+    old.replace(run_dir / f"episodes-{n}.json")
+    if (run_dir / "episodes.md").is_file():
+        (run_dir / "episodes.md").replace(run_dir / f"episodes-{n}.md")
+    return f"another plan or other methods, kept as episodes-{n}.json"
 
 
 def _summary(args) -> None:

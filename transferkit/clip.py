@@ -505,11 +505,11 @@ class ClipMethod(Method):
         if templates is not None or not hasattr(self, "templates"):  # a model pickled before this field: digits
             self.templates = prompt_templates("digits" if templates is None else templates)
         templates = self.templates
+        prompts = prompt_texts(class_names, templates)  # names every blank or missing name
         self.class_names = [str(c) for c in class_names]
         twice = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
         check(not twice, f"clip: class_names lists {twice[:10]} more than once; a repeated class could never be "
                          f"predicted")
-        prompts = prompt_texts(class_names, templates)
         self.prompt_features = self.encoder.encode([p for ps in prompts for p in ps])
         self.prompt_classes = torch.arange(len(prompts)).repeat_interleave(torch.tensor([len(p) for p in prompts]))
         check_distinct(class_means(self.prompt_features, self.prompt_classes, len(prompts)), self.class_names, "clip",

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
-from .domain import group_labels
+from .domain import as_images, group_labels
 from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
@@ -52,11 +52,14 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
     """Support indices ``E x N x K``, query indices ``E x N x Q`` and classes ``E x N``; classes
     are drawn among those with at least ``K + Q`` samples, samples without replacement. With
     ``groups`` (one id per sample, e.g. its video), ``K + Q`` groups per class are drawn without
-    replacement and one sample of each at random: classes need ``K + Q`` groups."""
+    replacement and one sample of each at random: classes need ``K + Q`` groups. Labels and groups
+    may be names (class names, video names)."""
+    labels, = text_ids(labels, what="episode labels")
+    groups = _as_groups(groups)
     if groups is not None:
         labels = class_ids(labels, "episode labels")
         check(isinstance(groups, torch.Tensor) and groups.shape == labels.shape and not groups.is_floating_point(),
-              f"episode groups must be one integer id per sample ({len(labels)}), got "
+              f"episode groups must be one integer id or name per sample ({len(labels)}), got "
               f"{tuple(groups.shape) if isinstance(groups, torch.Tensor) else type(groups).__name__}")
         inverse, group_label = group_labels(groups.cpu(), labels)
         g_sup, g_qry, classes = _sample(group_label, n_way, k_shot, n_query, episodes, generator, "groups")
@@ -68,6 +71,18 @@ def sample_episodes(labels: torch.Tensor, n_way: int, k_shot: int, n_query: int,
             return order[starts[g] + torch.minimum(at, sizes[g] - 1)]
         return one_of(g_sup), one_of(g_qry), classes
     return _sample(labels, n_way, k_shot, n_query, episodes, generator, "samples")
+
+
+def _as_groups(groups):
+    """Episode ``groups`` given as a list, an array or names (video ids) as a tensor of ids; a tensor
+    or None as it is."""
+    if groups is None or isinstance(groups, torch.Tensor):
+        return groups
+    groups, = text_ids(groups, what="episode groups")
+    try:
+        return torch.as_tensor(groups)
+    except (TypeError, ValueError, RuntimeError):
+        return groups  # sample_episodes names the type
 
 
 def _sample(labels, n_way, k_shot, n_query, episodes, generator, what: str):
@@ -154,7 +169,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
     check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
     labels, = text_ids(labels, what="episode labels")
-    labels = class_ids(labels, "episode labels").cpu()
+    labels, groups = class_ids(labels, "episode labels").cpu(), _as_groups(groups)
     check(isinstance(features, torch.Tensor), f"episodic evaluation needs the features as a torch.Tensor, got "
                                               f"{type(features).__name__} (torch.as_tensor converts an array)")
     check(features.dim() == 2 and len(features) == len(labels) and features.shape[1] >= 1,
@@ -196,8 +211,8 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
     denominator; Chen et al.'s code divides by ``E``, 0.08 % narrower at 600 episodes); NaN for one episode, where
     the spread is unknown (0 would claim none; :func:`~transferkit.evaluate.format_mean_se`
     likewise prints the mean alone)."""
-    accs = torch.as_tensor(accs)
-    accs = accs.double()  # float32 means print as 0.6225333213806152
+    # float64 from the start: a list through float32 means print as 0.6225333213806152
+    accs = accs.double() if isinstance(accs, torch.Tensor) else torch.as_tensor(accs, dtype=torch.float64)
     n = accs.numel()
     check(accs.dim() == 1 and n > 0 and bool(torch.isfinite(accs).all()),
           f"mean_ci95 needs a 1-D sequence of one or more finite accuracies, got {n} values of shape "
@@ -223,6 +238,7 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
     for head in heads:
         if head not in FEWSHOT_HEADS:
             raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
+    groups = _as_groups(groups)
     counts, what = None, "groups" if groups is not None else "samples"
     if is_whole(k_shot) and is_whole(n_query):
         ids = class_ids(text_ids(labels, what="episode labels")[0], "episode labels").cpu()
@@ -257,6 +273,7 @@ def extract_features(net, images: torch.Tensor) -> torch.Tensor:
     device go through :mod:`transferkit.frozen`'s memo: a linear probe of the same network
     scored on them later reads these embeddings."""
     check_input_shape(net, images, "extract_features")
+    images = as_images(images, "extract_features")  # uint8 scaled; 0-255 floats, NaN refused
     dev = next(net.parameters(), torch.empty(0)).device
     with evaluating(net):  # each submodule gets its own mode back (a frozen unit stays in eval mode)
         if type(net).forward_features is UnitNet.forward_features and images.device == dev:

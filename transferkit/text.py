@@ -230,9 +230,16 @@ def class_words(class_name: str) -> list[str]:
 def prompt_texts(class_names, templates=None) -> list[list[str]]:
     """For every class, its prompts: every template (:func:`prompt_templates`) filled with every
     name of the class."""
+    check(not isinstance(class_names, (str, bytes)), f"prompts need a list of class names, not one text "
+                                                     f"({class_names!r}): give [{class_names!r}]")
     templates, class_names = list(prompt_templates(templates)), list(class_names)
     check(len(templates) > 0, "prompt templates: none given (at least one, e.g. 'a photo of a {}.')")
     check(len(class_names) > 0, "prompts need at least one class name")
+    blank = [i for i, c in enumerate(class_names)
+             if c is None or (isinstance(c, float) and c != c) or not str(c).strip()]
+    for i in blank[:1]:
+        raise TransferkitError(f"prompts need a name for every class; class_names[{i}] is {class_names[i]!r} (a prompt "
+                               f"without a name, or with the word {str(class_names[i])!r}, describes no class)")
     for t in templates:
         check(isinstance(t, str) and t.count("{}") == 1 and not {"{", "}"} & set(t.replace("{}", "")),
               f"prompt template {t!r} must hold exactly one '{{}}' where the class name goes")

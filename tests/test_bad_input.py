@@ -1,0 +1,101 @@
+"""Inputs a user plausibly gives that used to pass silently, fail with a raw error or lose a result
+(found by the bad-input audits of stop 71); each test fails on the code before its fix."""
+import json
+
+import pytest
+import torch
+from helpers import run_cli
+
+from transferkit.errors import TransferkitError
+
+# -- few-shot episodes ---------------------------------------------------------------------------
+
+
+def test_episode_groups_and_labels_may_be_lists_or_names_as_in_retrieval():
+    # before: a list of 40 integer ids was refused as "not one integer id per sample"; names as labels of
+    # sample_episodes raised numpy's "too many dimensions 'str'"
+    from transferkit.fewshot_eval import evaluate_episodes, sample_episodes
+    feats, labels = torch.randn(40, 8), torch.arange(4).repeat_interleave(10)
+    run = lambda groups: evaluate_episodes(feats, labels, "prototype", n_way=2, k_shot=1, n_query=1,  # noqa: E731
+                                           episodes=5, groups=groups)
+    tensor = run(torch.arange(40) * 3)
+    assert run(list(range(0, 120, 3))) == tensor and run([f"v{i:02d}" for i in range(40)]) == tensor
+    names = sample_episodes(["a", "b"] * 5, 2, 1, 1, 3, torch.Generator().manual_seed(0))
+    ids = sample_episodes(torch.tensor([0, 1] * 5), 2, 1, 1, 3, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(names, ids))
+
+
+def test_mean_ci95_of_a_plain_list_is_exact():
+    # before: torch.as_tensor(list) went through float32 (0.5999999940395355)
+    from transferkit.fewshot_eval import mean_ci95
+    mean, ci = mean_ci95([0.5, 0.7])
+    assert mean == 0.6 and ci == pytest.approx(1.96 * 0.1414213562373095 / 2 ** 0.5, abs=1e-15)
+
+
+def test_extract_features_scales_uint8_and_refuses_unscaled_floats():
+    # before: uint8 images raised torch's "Input type (unsigned char) and bias type (float)"; 0-255 floats passed
+    from transferkit.backbones import build_backbone
+    from transferkit.fewshot_eval import extract_features
+    torch.manual_seed(0)
+    net = build_backbone("lenet", 3)
+    pixels = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert torch.allclose(extract_features(net, pixels), extract_features(net, pixels.float() / 255))
+    with pytest.raises(TransferkitError, match=r"extract_features: image values must lie in \[0, 1\].*255"):
+        extract_features(net, pixels.float())
+
+
+def test_episodes_refuses_a_repeated_k_before_scoring(tmp_path, capsys, monkeypatch):
+    # before: every model was scored, then "repeat seed 0 (runs merged twice?)" named the wrong cause
+    import transferkit.fewshot_eval as fewshot_eval
+    monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: pytest.fail("scored before the refusal"))
+    code, _, err = run_cli(capsys, "episodes", str(tmp_path), "--k-shot", "1", "5", "1")
+    assert code == 2 and "--k-shot lists 1 more than once" in err
+
+
+def test_episodes_of_another_plan_keep_the_earlier_file(tmp_path, capsys, monkeypatch):
+    # before: a second `transferkit episodes` with another K replaced episodes.json's rows without a word
+    import transferkit.fewshot_eval as fewshot_eval
+
+    def rows(k, method="finetune"):
+        return [{"method": f"{method}/prototype", "source": "s", "target": "t", "setting": f"5-way {k}-shot (k=2)",
+                 "seed": 0, "accuracy": 0.5, "wall_s": 1.0, "episodes": 600, "classes": 5}]
+    answer = {}
+    monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: (answer["rows"], {"config": {}}))
+    stored = lambda name: json.loads((tmp_path / name).read_text())["rows"][0]["setting"]  # noqa: E731
+    answer["rows"] = rows(1)
+    assert run_cli(capsys, "episodes", str(tmp_path), "--k-shot", "1")[0] == 0
+    assert run_cli(capsys, "episodes", str(tmp_path), "--k-shot", "1")[0] == 0  # the same plan: replaced
+    assert not (tmp_path / "episodes-1.json").exists()
+    answer["rows"] = rows(10)
+    code, out, _ = run_cli(capsys, "episodes", str(tmp_path), "--k-shot", "10")
+    assert code == 0 and "kept as episodes-1.json" in out
+    assert stored("episodes-1.json") == "5-way 1-shot (k=2)" and stored("episodes.json") == "5-way 10-shot (k=2)"
+    assert (tmp_path / "episodes-1.md").is_file() and (tmp_path / "episodes.md").is_file()
+    answer["rows"] = rows(10, "lext")  # the same plan, other methods
+    assert "kept as episodes-2.json" in run_cli(capsys, "episodes", str(tmp_path), "--k-shot", "10")[1]
+    assert stored("episodes-2.json") == "5-way 10-shot (k=2)" and stored("episodes-1.json") == "5-way 1-shot (k=2)"
+
+
+# -- class names as prompts ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("names, message", [
+    ("cat", r"a list of class names, not one text \('cat'\)"),
+    (["", "cat"], r"class_names\[0\] is ''"),
+    (["cat", None], r"class_names\[1\] is None"),
+    (["cat", float("nan")], r"class_names\[1\] is nan"),
+    (["cat", "  "], r"class_names\[1\] is '  '"),
+])
+def test_prompts_refuse_a_text_or_a_missing_class_name(names, message):
+    # before: "cat" became the classes c, a, t; '' the prompt "a photo of a ." and None the word "None"
+    from transferkit.text import class_text_embeddings
+    with pytest.raises(TransferkitError, match=message):
+        class_text_embeddings(names, "hashing")
+    assert class_text_embeddings([0, 1, "cat"], "hashing").shape[0] == 3  # ids are names too
+
+
+def test_clip_refuses_a_blank_class_name_before_turning_it_into_text():
+    from transferkit.backbones import build_backbone
+    from transferkit.clip import ClipMethod
+    with pytest.raises(TransferkitError, match=r"class_names\[1\] is None"):
+        ClipMethod(build_backbone("lenet", 3), captions=["a x", "b y", "c z"], text_encoder="hashing",
+                   class_names=["cat", None, "dog"])

@@ -99,3 +99,81 @@ def test_clip_refuses_a_blank_class_name_before_turning_it_into_text():
     with pytest.raises(TransferkitError, match=r"class_names\[1\] is None"):
         ClipMethod(build_backbone("lenet", 3), captions=["a x", "b y", "c z"], text_encoder="hashing",
                    class_names=["cat", None, "dog"])
+
+
+# -- run --resume --------------------------------------------------------------------------------
+
+def _run_config(*argv):
+    from transferkit import cli
+    return cli._run_config(cli.build_parser().parse_args(["run", *argv]))
+
+
+def test_run_resume_refuses_a_benchmark_directory_even_with_a_config(tmp_path):
+    # before: `run CONFIG --resume BENCH` took the benchmark's jobs/ for a run that lost its config.yaml and
+    # overwrote the benchmark's results.json with the run's
+    from transferkit.io import write_json
+    config, bench = tmp_path / "c.yaml", tmp_path / "bench"
+    config.write_text("k: 2\n")
+    write_json(bench / "plan.json", {"benchmark": "flex", "quick": True})
+    write_json(bench / "jobs" / "mnist+blur-r30-s0-ft_all.json", {"method": "ft_all", "accuracy": 0.9})
+    for argv in ([str(config)], []):
+        with pytest.raises(TransferkitError, match=f"directory of benchmark 'flex', which `transferkit bench flex "
+                                                   f"--resume {bench}` continues"):
+            _run_config(*argv, "--resume", str(bench))
+    assert sorted(p.name for p in bench.rglob("*")) == ["jobs", "mnist+blur-r30-s0-ft_all.json", "plan.json"]
+
+
+def test_run_resume_of_a_run_killed_before_it_wrote_a_file_takes_its_config(tmp_path):
+    # before: the lock such a run leaves made the folder "not empty", and the advice to give the config was refused
+    config, killed = tmp_path / "c.yaml", tmp_path / "killed"
+    config.write_text("k: 2\n")
+    killed.mkdir()
+    (killed / ".lock").write_text("")
+    with pytest.raises(TransferkitError, match="give its config: transferkit run CONFIG --resume"):
+        _run_config("--resume", str(killed))
+    assert _run_config(str(config), "--resume", str(killed)).k == 2
+
+
+def test_run_resume_of_a_folder_of_runs_names_them_instead_of_advising_a_config(tmp_path):
+    # before: "give its config: transferkit run CONFIG --resume runs/NAME", which was then refused too
+    runs = tmp_path / "runs"
+    for stamp in ("2026-01-01_10-00-00", "2026-01-02_10-00-00"):
+        (runs / stamp).mkdir(parents=True)
+        (runs / stamp / "config.yaml").write_text("k: 2\n")
+    with pytest.raises(TransferkitError) as refused:
+        _run_config("--resume", str(runs))
+    message = str(refused.value)
+    assert f"holds runs, one directory each (2026-01-01_10-00-00, 2026-01-02_10-00-00): give one, e.g. " \
+           f"{runs / '2026-01-02_10-00-00'}" in message and "CONFIG" not in message
+
+
+# -- configs and flags ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("assignment, message", [
+    ("k=1 5 10", r"got the text '1 5 10': write a list in brackets, e\.g\. k: \[1, 5, 10\]"),
+    ("image_size=28 32", r"got the text '28 32': write one number, not a list, e\.g\. image_size: 5"),
+    ("train.lr=1e-3 1e-4", r"got the text '1e-3 1e-4': write one number, not a list, e\.g\. lr: 0\.5"),
+])
+def test_numbers_separated_by_spaces_get_a_fix_that_is_not_the_same_text(assignment, message):
+    # before: "write a number without quotes, e.g. k: 1 5 10", the text given
+    from transferkit.config import load_config
+    with pytest.raises(TransferkitError, match=message):
+        load_config(None, [assignment])
+
+
+def test_an_unknown_device_set_over_a_config_file_is_named_as_the_key_given(tmp_path):
+    # before: "config pretrain: unknown device 'gpu'", a key the user never wrote (load_config's stage copy)
+    from transferkit.config import load_config
+    config = tmp_path / "c.yaml"
+    config.write_text("k: 2\npretrain: {steps: 2}\ntrain: {steps: 2}\n")
+    with pytest.raises(TransferkitError) as refused:
+        load_config(config, ["device=gpu"])
+    assert str(refused.value).startswith("unknown device 'gpu'")
+
+
+def test_episodes_names_an_empty_heads_flag(tmp_path, capsys, monkeypatch):
+    # before: "evaluate_episodes needs heads: ... got []", a function the CLI user never called
+    import transferkit.fewshot_eval as fewshot_eval
+    monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: pytest.fail("scored without a head"))
+    code, _, err = run_cli(capsys, "episodes", str(tmp_path), "--heads", " , ")
+    assert code == 2 and "--heads ' , ' names no head (one or more of linear, cosine, prototype" in err

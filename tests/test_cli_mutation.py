@@ -191,7 +191,7 @@ def test_resume_with_a_config_goes_on_in_a_run_directory_that_lost_its_config_ya
 
 
 def test_a_benchmark_directory_given_to_run_resume_names_the_bench_command(tmp_path, capsys):
-    # kills: the `"benchmark" in config` branch of _config_copy_hint dropped
+    # kills: the results.json branch of _benchmark_of dropped (older benchmark directories have no plan.json)
     from transferkit.io import write_json
     bench = tmp_path / "bench"
     write_json(bench / "results.json", {"config": {"benchmark": "flex", "seeds": 2}, "rows": []})

@@ -49,7 +49,7 @@ def test_k_and_ratio_take_lists_of_distinct_whole_numbers_and_a_list_of_one_is_t
     for value, message in (("[]", "k is an empty list"), ("[1, 1]", "k lists 1 more than once"),
                            ("[0, 2]", r"k: each value must be a whole number >= 1, got 0 in \[0, 2\]"),
                            ("[1.5]", "got 1.5"), ("1,5", r"got the text '1,5': write a list in brackets, e.g. "
-                                                         r"k: \[1,5\]"),
+                                                         r"k: \[1, 5\]"),
                            ('"[1, 5]"', r"got the text '\[1, 5\]': write the list without quotes, e.g. k: \[1, 5\]")):
         with pytest.raises(TransferkitError, match=message):
             load_config(None, [f"k={value}"])

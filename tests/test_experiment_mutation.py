@@ -904,7 +904,8 @@ def test_a_lost_config_yaml_is_restored_from_results_json_as_the_error_says(tmp_
     bench.mkdir()
     (bench / "results.json").write_text(json.dumps({"config": {"benchmark": "flex", "quick": True, "plan": {}}}))
     assert cli.main(["run", "--resume", str(bench)]) == 2
-    assert f"it is a directory of benchmark 'flex': transferkit bench flex --resume {bench}" in capsys.readouterr().err
+    assert f"it is a directory of benchmark 'flex', which `transferkit bench flex --resume {bench}`" in \
+        capsys.readouterr().err
 
 
 def test_a_matrix_file_option_enters_the_job_digest_by_its_contents(tmp_path, monkeypatch):

@@ -343,6 +343,7 @@ def _run_config(args):
     """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
     / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
     from .config import load_config
+    from .results import unfinished_hint
     config, overrides = args.config, list(args.set)
     # --workers / --device win over the config file's keys (a run's config.yaml names both)
     overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
@@ -350,34 +351,62 @@ def _run_config(args):
     stored = resume is not None and (resume / "config.yaml").is_file()
     if config is None and stored:  # resume with the run's own config
         config = resume / "config.yaml"
-    missing = ("a file, not a run directory" if resume is not None and resume.is_file() else
-               f"not a run directory (no config.yaml{_config_copy_hint(resume)})"
-               if resume is not None and resume.exists() else "no such run directory")
-    check(resume is None or stored or config is not None,
-          f"--resume {resume}: {missing}" + ("" if resume is not None and resume.is_file() else
-                                             f" (to start a new run there, or to resume one whose config.yaml "
-                                             f"was lost, give its config: transferkit run CONFIG --resume "
-                                             f"{resume}; each finished job is checked against it)"))
+    folder = resume is not None and resume.is_dir()
+    bench = _benchmark_of(resume) if folder and not stored else None
+    check(bench is None, f"--resume {resume}: it is a directory of benchmark {bench!r}, which `transferkit bench "
+                         f"{bench} --resume {resume}` continues; a run needs a directory of its own (leave out "
+                         f"--resume, or give a new or empty one)")
+    # a run that has written no file yet (killed while reading its data) leaves only its lock
+    empty = folder and not any(p.name != ".lock" for p in resume.iterdir())
+    lost = folder and ((resume / "jobs").is_dir() or (resume / "data.json").is_file())
+    if resume is not None and resume.is_file():
+        missing = "a file, not a run directory"
+    elif folder and not (empty or lost):  # giving a config would be refused below: say what the folder is
+        missing = (f"not a run directory (no config.yaml{_config_copy_hint(resume)})"
+                   f"{unfinished_hint(resume) or '; a new run needs a new or empty directory'}")
+    else:
+        missing = ((f"not a run directory (no config.yaml{_config_copy_hint(resume)})" if folder else
+                    "no such run directory") + f" (to start a new run there, or to resume one whose config.yaml "
+                                               f"was lost, give its config: transferkit run CONFIG --resume {resume}; "
+                                               f"each finished job is checked against it)")
+    check(resume is None or stored or config is not None, f"--resume {resume}: {missing}")
     cfg = load_config(config, overrides)
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
-        lost = resume.is_dir() and ((resume / "jobs").is_dir() or (resume / "data.json").is_file())
-        check(not resume.exists() or stored or (resume.is_dir() and not any(resume.iterdir())) or lost,
-              f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})")
+        check(not resume.exists() or stored or empty or lost,
+              f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})"
+              f"{'' if resume.is_file() else unfinished_hint(resume)}")
     return cfg
+
+
+def _benchmark_of(folder: Path) -> str | None:
+    """The benchmark whose directory ``folder`` is (its ``plan.json``, or the ``benchmark`` of the
+    config its ``results.json`` keeps), or None."""
+    from .io import read_json
+    plan = folder / "plan.json"
+    for path, key in ((plan, "benchmark"), (folder / "results.json", "config")):
+        if not path.is_file():
+            continue
+        try:
+            data = read_json(path)
+        except TransferkitError:
+            data = None
+        if path == plan:
+            return str(data.get(key) or "NAME") if isinstance(data, dict) else "NAME"
+        config = data.get(key) if isinstance(data, dict) else None
+        if isinstance(config, dict) and "benchmark" in config:
+            return str(config["benchmark"])
+    return None
 
 
 def _config_copy_hint(run_dir: Path) -> str:
     """Where a lost config.yaml can be restored from: results.json keeps a copy (a benchmark
-    directory's is its plan: that directory resumes with ``transferkit bench``)."""
+    directory, whose copy is its plan, is refused before: :func:`_benchmark_of`)."""
     from .io import read_json
     try:
         stored = read_json(run_dir / "results.json")
     except TransferkitError:  # none, or unreadable: no copy to offer
         return ""
     config = stored.get("config") if isinstance(stored, dict) else None
-    if isinstance(config, dict) and "benchmark" in config:
-        return (f"; it is a directory of benchmark {config['benchmark']!r}: transferkit bench "
-                f"{config['benchmark']} --resume {run_dir}")
     if not isinstance(config, dict):
         return ""
     return ("; its results.json keeps a copy of the config under \"config\": write that back as config.yaml, "
@@ -452,7 +481,7 @@ def _demo(args) -> None:
 
 
 def _episodes(args) -> None:
-    from .fewshot_eval import episodes_note, run_episodes
+    from .fewshot_eval import FEWSHOT_HEADS, episodes_note, run_episodes
     from .io import write_json, write_text
     from .results import stopped_lines, summarize
     from .tables import markdown_table
@@ -463,6 +492,7 @@ def _episodes(args) -> None:
     twice = sorted({k for k in args.k_shot if args.k_shot.count(k) > 1})
     check(not twice, f"--k-shot lists {' '.join(map(str, twice))} more than once (each K is scored once)")
     run_dir, heads = Path(args.run_dir), split(args.heads)
+    check(heads, f"--heads {args.heads!r} names no head (one or more of {', '.join(FEWSHOT_HEADS)}, comma-separated)")
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
                              args.k_shot, args.n_query, args.episodes, args.seed)
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,

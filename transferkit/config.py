@@ -363,7 +363,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
     before = data.get("device")
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)
-    if data.get("device") != before:  # a config.yaml stores its device in each stage too: those copies follow
+    if data.get("device") != before:
+        check_device_name(data["device"])  # named as the key given, not as the stages' copies below
+        # a config.yaml stores its device in each stage too: those copies follow
         for stage in ("pretrain", "train"):  # --device (or --set device=...), which wins over the file
             if isinstance(data.get(stage), dict) and data[stage].get("device") == before:
                 data[stage]["device"] = data["device"]

@@ -120,11 +120,14 @@ def _typed(hint, value, name: str):
     if isinstance(value, str) and any(t in (int, float) for t in kinds):
         text = value.strip().strip("'\"")
         bracketed = listed and text.startswith("[") and text.endswith("]")
-        number = text != "" and not text.strip(" -+.0123456789eE")
-        how = ("the list without quotes" if bracketed else "a list in brackets" if listed and "," in text
-               else "one number, not a list" if "," in text else "a number") + (
+        numeric = lambda t: t != "" and not t.strip("-+.0123456789eE")  # noqa: E731
+        parts = text.replace(",", " ").split()
+        several = "," in text or (len(parts) > 1 and all(numeric(p) for p in parts))  # 1, 5 or 1 5 10
+        number = numeric(text)
+        how = ("the list without quotes" if bracketed else "a list in brackets" if listed and several
+               else "one number, not a list" if several else "a number") + (
             " without quotes" if not bracketed and (value[:1] in "'\"" or number) else "")
-        example = text if bracketed or number else f"[{text}]" if listed and "," in text else \
+        example = text if bracketed or number else f"[{', '.join(parts)}]" if listed and several else \
             "5" if int in kinds else "0.5"
         raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: "
                                f"{example}")

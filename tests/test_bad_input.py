@@ -177,3 +177,33 @@ def test_episodes_names_an_empty_heads_flag(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: pytest.fail("scored without a head"))
     code, _, err = run_cli(capsys, "episodes", str(tmp_path), "--heads", " , ")
     assert code == 2 and "--heads ' , ' names no head (one or more of linear, cosine, prototype" in err
+
+
+# -- messages that named another item from one process to the next --------------------------------
+
+_FIRST_NAMED = """
+from transferkit.bench import as_pairs
+from transferkit.errors import TransferkitError
+from transferkit.plots import _check_one_curve_set
+try:
+    as_pairs("mnistx:digitsy")
+except TransferkitError as e:
+    print("pairs", "'mnistx'" in str(e) and "digitsy" not in str(e))
+rows = [{"method": "flex", "ratio": r, "setting": s} for r, s in (("r1", "k=1"), ("r1", "k=2"), ("r2", "k=3"),
+                                                                   ("r2", "k=4"))]
+try:
+    _check_one_curve_set(rows)
+except TransferkitError as e:
+    print("plots", "k=1, k=2" in str(e))
+"""
+
+
+def test_refusals_name_the_first_bad_item_whatever_the_hash_seed():
+    # before: a set's order (PYTHONHASHSEED) picked which misspelt domain, or which ratio's settings, was named
+    import os
+    import subprocess
+    import sys
+    for seed in ("0", "1", "2", "3"):
+        out = subprocess.run([sys.executable, "-c", _FIRST_NAMED], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        assert out.split() == ["pairs", "True", "plots", "True"], (seed, out)

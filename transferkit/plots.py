@@ -156,9 +156,10 @@ def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike | None, tit
 def _check_one_curve_set(rows: list[dict]) -> None:
     """Refuse flex rows of several methods, sources, targets, or settings under one ratio:
     the per-unit means would silently average across them."""
+    ratios = dict.fromkeys(r.get("ratio") for r in rows)  # in the rows' order: the first mixed one is named
     mixed = [(key, sorted({str(r[key]) for r in rs if key in r})) for key, rs in
              [(k, rows) for k in ("method", "source", "target")]
-             + [("setting", [r for r in rows if r.get("ratio") == ratio]) for ratio in {r.get("ratio") for r in rows}]]
+             + [("setting", [r for r in rows if r.get("ratio") == ratio]) for ratio in ratios]]
     for key, values in mixed:
         check(len(values) < 2, f"per_unit_accuracy_plot: the rows with candidate_val_accuracy mix {key}s "
                                f"{', '.join(values)}, whose means it would average; pass the rows of one {key}, "

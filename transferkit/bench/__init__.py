@@ -164,7 +164,7 @@ def as_pairs(value) -> tuple:
     check(pairs and all(len(p) == 2 and all(isinstance(n, str) and n for n in p) for p in pairs),
           f"pairs must be source:target items such as syndigits:mnist,mnist:digits; got {value!r}")
     check(len(set(pairs)) == len(pairs), f"pairs: a pair is given more than once in {value!r}")
-    for name in {n for p in pairs for n in p}:  # a misspelt domain fails before any training
+    for name in dict.fromkeys(n for p in pairs for n in p):  # a misspelt domain fails before any training (the first)
         check_spec(name)
         check_canonical(name, "pairs")
     return pairs

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import image_file, npz_file, run_cli
 
 from transferkit.errors import TransferkitError
 
@@ -207,3 +207,67 @@ def test_refusals_name_the_first_bad_item_whatever_the_hash_seed():
         out = subprocess.run([sys.executable, "-c", _FIRST_NAMED], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout
         assert out.split() == ["pairs", "True", "plots", "True"], (seed, out)
+
+
+# -- domains from files --------------------------------------------------------------------------
+
+def test_non_square_npz_images_warn_that_they_are_stretched_as_a_folder_s_do(tmp_path):
+    # before: an npz of 20 x 40 images was stretched to 28 x 28 without a word (a folder's warned)
+    import numpy as np
+
+    from transferkit.data import load_domain
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 20, 40), dtype=np.uint8)
+    wide = npz_file(tmp_path / "wide.npz", x=pixels, y=np.arange(6) % 2)
+    square = npz_file(tmp_path / "square.npz", x=pixels[:, :, :20], y=np.arange(6) % 2)
+    with pytest.warns(UserWarning, match=r"the 6 images of 'npz:.*wide.npz' are 20x40, not square; they are "
+                                         r"stretched to 28x28"):
+        assert load_domain(f"npz:{wide}", size=28).images.shape == (6, 1, 28, 28)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_domain(f"npz:{square}", size=28)
+
+
+def test_a_file_named_as_a_domain_gets_advice_that_works(tmp_path, monkeypatch):
+    # before: "give it as npz:labels.csv" (then: not an .npz archive); folder:labels.csv told the user to run from
+    # another directory
+    from transferkit.data import load_domain
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.csv").write_text("path,label\na.png,cat\n")
+    for spec in ("labels.csv", "./labels.csv"):
+        with pytest.raises(TransferkitError, match=r"is a file; a domain is a folder \(folder:PATH, one sub-folder of "
+                                                   r"images per class\) or a numpy archive \(npz:PATH"):
+            load_domain(spec)
+    with pytest.raises(TransferkitError) as refused:
+        load_domain("folder:labels.csv")
+    assert "is a file, not a folder" in str(refused.value) and "current directory" not in str(refused.value)
+
+
+def test_a_folder_one_level_too_high_warns_that_its_classes_became_groups(tmp_path):
+    # before: pets/images/{cat,dog} was one class 'images' of two "videos", without a word
+    from transferkit.userdata import load_image_folder
+    for c in ("cat", "dog"):
+        for i in range(2):
+            image_file(tmp_path / "pets" / "images" / c / f"{i}.png", 60 + 40 * i)
+    with pytest.warns(UserWarning, match=r"one class folder 'images', whose sub-folders cat, dog are read as groups "
+                                         r"\(videos\) of that class; if they are the classes, give folder:.*images"):
+        assert load_image_folder(tmp_path / "pets").class_names == ["images"]
+
+
+def test_class_folders_that_differ_only_in_case_or_spaces_warn(tmp_path):
+    from transferkit.userdata import load_image_folder
+    for c in ("cat", "cat ", "Cat", "dog"):
+        image_file(tmp_path / "cats" / c / "0.png", 120)
+    with pytest.warns(UserWarning, match=r"the class folders 'Cat', 'cat', 'cat ' differ only in case or surrounding "
+                                         r"spaces, and are read as 3 classes"):
+        assert len(load_image_folder(tmp_path / "cats").class_names) == 4
+
+
+def test_apply_shift_scales_uint8_and_refuses_unscaled_floats():
+    # before: uint8 blur gave an all-white image and inversion values down to -253
+    from transferkit.shifts import apply_shift
+    pixels = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    inverted = apply_shift("inversion", pixels, torch.Generator().manual_seed(0))
+    assert torch.allclose(inverted, 1 - pixels.float() / 255)
+    with pytest.raises(TransferkitError, match=r"shift 'blur': image values must lie in \[0, 1\]"):
+        apply_shift("blur", pixels.float(), torch.Generator().manual_seed(0))

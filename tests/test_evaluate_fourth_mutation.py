@@ -111,17 +111,20 @@ def test_sample_k_groups_takes_every_group_of_the_smallest_class():
     labeled, unlabeled = sample_k_groups(d, 2, seed=0)
     assert sorted(labeled.groups.unique().tolist())[:2] == [0, 1] and len(labeled.groups.unique()) == 4
     assert len(unlabeled.groups.unique()) == 1 and unlabeled.labels.tolist() == [1] * len(unlabeled)
-    with pytest.raises(TransferkitError, match="k=3 is larger than the number of groups of the smallest class: "
-                                               "class a has 2 groups"):
+    with pytest.raises(TransferkitError, match=r"k=3 is larger than the number of groups \(videos\) of class a \(2\) "
+                                               r"in domain 'videos': k labels k groups of every class; lower k to 2"):
         sample_k_groups(d, 3, seed=0)
 
 
 def test_sample_k_groups_names_one_group_in_the_singular_and_refuses_k_zero_and_no_samples():
-    # mutants: the "group"/"groups" choice always "groups"; `is_whole(k, 1)` -> `is_whole(k, 0)`; the empty check
+    # mutants: the "class"/"classes" choice fixed; `is_whole(k, 1)` -> `is_whole(k, 0)`; the empty check
     from transferkit.grouped import sample_k_groups
-    d = _videos([0, 0, 1, 2], [0, 0, 1, 1])  # class a: 1 video
-    with pytest.raises(TransferkitError, match="class a has 1 group in domain"):
+    d = _videos([0, 0, 1, 2], [0, 0, 1, 1])  # class a: 1 video, class b: 2
+    with pytest.raises(TransferkitError, match=r"groups \(videos\) of class a \(1\) in domain"):
         sample_k_groups(d, 2, seed=0)
+    with pytest.raises(TransferkitError, match=r"groups \(videos\) of classes a \(1\), b \(2\) in domain .*lower k "
+                                               r"to 1 "):
+        sample_k_groups(d, 3, seed=0)
     with pytest.raises(TransferkitError, match="k must be an integer >= 1, got 0"):
         sample_k_groups(d, 0, seed=0)
     empty = Domain("none", torch.zeros(0, 1, 4, 4), torch.zeros(0, dtype=torch.long), ["a", "b"],

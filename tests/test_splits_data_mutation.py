@@ -251,7 +251,12 @@ def test_an_npz_file_name_without_its_kind_is_told_it(tmp_path, monkeypatch):
         data.check_spec("x.npz")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mydata").mkdir()
-    (tmp_path / "mine").write_bytes(b"")
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "mine", "w") as archive:  # an npz without its suffix
+        archive.writestr("x.npy", b"")
+    (tmp_path / "notes").write_bytes(b"")
+    with pytest.raises(TransferkitError, match=r"'notes' is a file; a domain is a folder \(folder:PATH"):
+        data.check_spec("notes")
     with pytest.raises(TransferkitError, match="'mydata' is a folder here: give it as folder:mydata"):
         data.check_spec("mydata")
     with pytest.raises(TransferkitError, match="'mine' is a file here: give it as npz:mine"):

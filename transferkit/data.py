@@ -27,6 +27,7 @@ import inspect
 import json
 import os
 import re
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -366,7 +367,7 @@ def _builtin(name: str) -> Builtin:
         import_plugins()
     if name not in BUILTINS:
         hint = (f"{name!r} is a folder here: give it as folder:{name}" if os.path.isdir(name) else
-                f"{name!r} is a file here: give it as npz:{name}" if os.path.isfile(name) else plugin_hint("domain"))
+                _file_hint(name) if os.path.isfile(name) else plugin_hint("domain"))
         raise UnknownNameError("domain", name, list(BUILTINS) + ["folder:PATH", "npz:PATH"], hint)
     return BUILTINS[name]
 
@@ -375,6 +376,15 @@ def _builtin(name: str) -> Builtin:
 #: (12.3.0 and 13.0.0 differ in 863 syndigits values), matplotlib ships the fonts and
 #: scikit-image the photographs
 RENDERING_PACKAGES = ("pillow", "matplotlib", "scikit-image")
+
+
+def _file_hint(path: str) -> str:
+    """What to give for a file named as a domain: ``npz:`` for a numpy archive, else the two kinds
+    of domain files there are (a CSV of paths, one image, an .npy are neither)."""
+    if path.lower().endswith(".npz") or zipfile.is_zipfile(path):
+        return f"{path!r} is a file here: give it as npz:{path}"
+    return (f"{path!r} is a file; a domain is a folder (folder:PATH, one sub-folder of images per class) or a numpy "
+            f"archive (npz:PATH, written by numpy.savez(path, x=images, y=labels)); convert it to one of those")
 
 
 def build_tag() -> str:
@@ -489,6 +499,8 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
                         f"{late and late[1] + ''.join('+' + n for n in shift_names) + late[2].lower()}")
     if not base.startswith(("folder:", "npz:")):
         kind = "npz" if base.endswith(".npz") else "folder"  # a built-in name may also be a folder here
+        check(kind == "npz" or not (("/" in base or os.sep in base) and os.path.isfile(base)),
+              f"domain spec {spec!r}: {_file_hint(base)}")
         check(not ("/" in base or os.sep in base or kind == "npz"),
               f"domain spec {spec!r}: a path needs its kind in front: {kind}:{base}"
               + (" (one sub-folder per class; images without labels: unlabeled: folder:PATH)" if kind == "folder"
@@ -564,7 +576,12 @@ def load_domain(spec: str, *, seed: int = 0, size: int | None = 28,
     base, shift_names, entries = check_spec(spec)  # unknown names fail before loading
     # a folder converts its files to `channels` as it reads them when no shift follows; shifts see the native ones
     with channels_chosen(channels):
-        dom = _load_base(base, size, None if shift_names else channels, labeled).to_format(size=size)
+        dom = _load_base(base, size, None if shift_names else channels, labeled)
+        h, w = dom.images.shape[2:]
+        if size is not None and h != w and len(dom):  # a folder's files are made square (with a warning) as read
+            warn(f"the {len(dom)} images of {base!r} are {h}x{w}, not square; they are stretched to {size}x{size} "
+                 f"(crop or pad them to squares first to keep their proportions)")
+        dom = dom.to_format(size=size)
     for i, (name, (fn, _, needs_colour)) in enumerate(zip(shift_names, entries)):
         if needs_colour and dom.images.shape[1] == 1:
             check(channels == 3, f"shift {name!r} re-interprets RGB colour channels but domain "

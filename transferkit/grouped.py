@@ -64,12 +64,14 @@ def sample_k_groups(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
     inverse, group_label = group_labels(domain.groups, domain.labels)
     n_groups = len(group_label)
     counts = torch.bincount(group_label, minlength=domain.num_classes)
-    smallest = min(torch.nonzero(counts).flatten().tolist(), key=lambda c: int(counts[c]))
-    if k > int(counts[smallest]):
-        raise TransferkitError(f"k={k} is larger than the number of groups of the smallest class: class "
-                               f"{domain.class_names[smallest]} has {int(counts[smallest])} group"
-                               f"{'' if int(counts[smallest]) == 1 else 's'} in domain "
-                               f"{domain.name!r}")
+    short = [c for c in torch.nonzero(counts).flatten().tolist() if int(counts[c]) < k]
+    if short:
+        named = ", ".join(f"{domain.class_names[c]} ({int(counts[c])})" for c in short[:10])
+        raise TransferkitError(f"k={k} is larger than the number of groups (videos) of class"
+                               f"{'es' if len(short) > 1 else ''} {named}{', ...' if len(short) > 10 else ''} in "
+                               f"domain {domain.name!r}: k labels k groups of every class; lower k to "
+                               f"{min(int(counts[c]) for c in short)} (a run's groups are those of its train split: "
+                               f"a smaller test_fraction or val_fraction leaves it more)")
     if domain.keys is not None:  # a folder's videos by their keys: a new video moves few draws
         rank = group_ranks(domain, inverse, group_label, seed)
     else:  # the draw of before keys, kept: built-in grouped domains label the same groups

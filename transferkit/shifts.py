@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .domain import looks_channels_last
+from .domain import as_images, looks_channels_last
 from .errors import TransferkitError, UnknownNameError, check
 
 ShiftFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -245,12 +245,14 @@ def get_shift(name: str) -> tuple[ShiftFn, str, bool]:
 
 
 def apply_shift(name: str, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply shift ``name`` to an ``N x C x H x W`` batch in [0, 1]."""
+    """Apply shift ``name`` to an ``N x C x H x W`` batch in [0, 1] (uint8 0-255 is scaled to it;
+    other values are refused, as :func:`~transferkit.domain.as_images` does)."""
     fn, _, _ = get_shift(name)
     check(images.dim() == 4, f"shift {name!r}: expected N x C x H x W images, got {tuple(images.shape)}")
     check(not looks_channels_last(images), f"shift {name!r}: images of shape {tuple(images.shape)} look "
                                            f"channels-last (N x H x W x C); shifts take N x C x H x W "
                                            f"(images.permute(0, 3, 1, 2))")
+    images = as_images(images, f"shift {name!r}")
     if len(images) == 0:
-        return images.float()
-    return fn(images.float(), generator)
+        return images
+    return fn(images, generator)

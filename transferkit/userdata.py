@@ -157,6 +157,20 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         warn(f"image folder {str(root)!r} has the sub-folders {classes}, read as classes (each sub-folder "
              f"of a class folder, with all the images below it, becomes one group, like the frames of a video); "
              f"for a dataset split into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
+    by_loose_name: dict = {}
+    for name in classes:  # a script's stray space or capital splits a class in two
+        by_loose_name.setdefault(unicodedata.normalize("NFC", name).strip().casefold(), []).append(name)
+    alike = [names for names in by_loose_name.values() if len(names) > 1]
+    if alike:
+        warn(f"image folder {str(root)!r}: the class folders {', '.join(map(repr, alike[0]))} differ only in case or "
+             f"surrounding spaces, and are read as {len(alike[0])} classes; rename them to one name if they are one "
+             f"class")
+    if len(classes) == 1:
+        inner = sorted(p.name for p in (root / classes[0]).iterdir() if p.is_dir() and not _skipped(p.name))
+        if len(inner) > 1:
+            warn(f"image folder {str(root)!r} has one class folder {classes[0]!r}, whose sub-folders "
+                 f"{', '.join(inner[:5])}{', ...' if len(inner) > 5 else ''} are read as groups (videos) of that "
+                 f"class; if they are the classes, give folder:{root / classes[0]}")
     class_ids: dict = {}
     for name in classes:
         ident = _identity(root / name)
@@ -504,6 +518,8 @@ def _folder(path) -> Path:
           f"image folder {str(root)!r} is an .npz file: give it as npz:{path}")
     check(not (root.is_file() and zipfile.is_zipfile(root)),
           f"image folder {str(root)!r} is a zip archive: unzip it and give the folder it holds")
+    check(not root.is_file(), f"image folder {str(root)!r} is a file, not a folder: folder: takes a folder of class "
+                              f"sub-folders of images (npz:PATH a numpy archive; read_images reads image files)")
     check(root.is_dir(), f"image folder {str(root)!r} does not exist or is not a directory{relative_hint(root)}")
     return root
 

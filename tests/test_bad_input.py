@@ -271,3 +271,60 @@ def test_apply_shift_scales_uint8_and_refuses_unscaled_floats():
     assert torch.allclose(inverted, 1 - pixels.float() / 255)
     with pytest.raises(TransferkitError, match=r"shift 'blur': image values must lie in \[0, 1\]"):
         apply_shift("blur", pixels.float(), torch.Generator().manual_seed(0))
+
+
+# -- the Python API's methods ----------------------------------------------------------------------
+
+_TINY = {"steps": 2, "batch_size": 8}
+
+
+def test_distill_takes_one_teacher_network_and_messages_show_a_network_by_name():
+    # before: teacher=net failed with Python's "object of type 'UnitNet' has no len()" after the whole network printed
+    from helpers import toy_domain
+
+    from transferkit import Transfer
+    from transferkit.backbones import build_backbone
+    from transferkit.fitting import _short
+    teacher = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    model = Transfer("distill", train=_TINY, teacher=teacher).fit(source=toy_domain(16, classes=4))
+    assert len(model.method_.teacher) == 1
+    assert repr(_short({"teacher": teacher, "temperature": 2})) == "{'teacher': <UnitNet 'lenet'>, 'temperature': 2}"
+
+
+def test_captioned_unlabelled_images_need_the_classes_to_score():
+    # before: CaptionedDomain(Domain.unlabeled(...)) gave a model of the one class '(unlabeled)', predicting 0 always
+    from helpers import toy_domain
+
+    from transferkit import Transfer
+    from transferkit.clip import CaptionedDomain
+    from transferkit.domain import Domain
+    src = toy_domain(16, classes=4)
+    pairs = CaptionedDomain(Domain.unlabeled("pairs", src.images), [f"a photo of digit {int(y)}" for y in src.labels])
+    assert "classes" not in pairs.domain.provenance
+    with pytest.raises(TransferkitError, match="does not name them: give class_names"):
+        Transfer("clip", train=_TINY, text_encoder="hashing").fit(source=pairs)
+    model = Transfer("clip", train=_TINY, text_encoder="hashing", class_names=list("0123")).fit(source=pairs)
+    assert model.classes_ == list("0123") and model.method_.trained_classes is None
+
+
+def test_unlabeled_images_a_method_never_reads_or_of_classes_nobody_has_warn():
+    # before: clip with unlabeled= warned of classes "the source has no image of" (the captions, not the classes) and
+    # never said it reads no unlabelled images; with target=, classes of neither the source nor the target passed
+    import warnings
+
+    from helpers import toy_domain
+
+    from transferkit import Transfer
+    from transferkit.clip import CaptionedDomain
+    src = toy_domain(16, classes=4)
+    pairs = CaptionedDomain(src, [f"a photo of digit {int(y)}" for y in src.labels])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Transfer("clip", train=_TINY, text_encoder="hashing").fit(source=pairs, unlabeled=toy_domain(8, classes=4))
+    said = [str(w.message) for w in caught]
+    assert "fit: unlabeled= is not used: method 'clip' reads no unlabelled images (it reads source)" in said
+    assert not [m for m in said if "has no image of" in m]
+    with pytest.warns(UserWarning, match=r"names classes that neither the source nor the target has \(\['4', '5', "
+                                         r"'6', '7'\]\); the model predicts the target's classes only"):
+        Transfer("dann", train=_TINY, pretrain=_TINY).fit(source=src, unlabeled=toy_domain(24, classes=8),
+                                                          target=toy_domain(8, classes=4))

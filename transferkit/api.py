@@ -300,14 +300,23 @@ class Transfer:
               f"fit: {cls.name} scores the classes it names, and without target= it reads them off a captioned "
               f"source (CaptionedDomain(...).domain), but {source and source.name!r} does not name them: give "
               f"class_names=[...] or target=")
-        if target is None and unlabeled is not None and unlabeled.labeled and source is not None:
+        if unlabeled is not None and "unlabeled" not in cls.streams:
+            warn(f"fit: unlabeled= is not used: method {cls.name!r} reads no unlabelled images (it reads "
+                 f"{', '.join(cls.streams)})")
+        elif unlabeled is not None and unlabeled.labeled and source is not None:
             seen = {source.class_names[i] for i in source.present_classes()}  # its labels are real, unlabeled's not
-            unseen = [c for c in unlabeled.class_names if c not in seen]
-            if unseen:
+            unseen = [c for c in unlabeled.class_names if c not in seen and (target is None or c not in
+                                                                             target.class_names)]
+            if unseen and target is None:
                 warn(f"fit: the unlabeled domain {unlabeled.name!r} names classes the source has no image of "
                      f"({unseen[:10]}); without target= the model predicts the source's classes only, and "
-                     f"images of those classes will be given one of them (with target=, whose classes it "
-                     f"then predicts and whose labels it does not read, they are refused before training)")
+                     f"images of those classes will be given one of them (with target=, it predicts the target's "
+                     f"classes)")
+            elif unseen:
+                warn(f"fit: the unlabeled domain {unlabeled.name!r} names classes that neither the source nor the "
+                     f"target has ({unseen[:10]}); the model predicts the target's classes only, and images of "
+                     f"those classes will be given one of them (leave them out of unlabeled=: "
+                     f"unlabeled.select_classes([...]))")
         pretrains = cls.needs_pretrained and not given_net
         if source is not None and target is not None:
             warn_numbered_match(source, target)

@@ -278,9 +278,12 @@ class CaptionedDomain:
         index = {c: i for i, c in enumerate(self.captions)}
         self.caption_ids = torch.tensor([index[c] for c in texts])
         self.classes = pairs.labels
-        present = [images.class_names[i] for i in images.present_classes()]  # the classes its captions describe
+        # the classes its captions describe; unlabelled images (Domain.unlabeled) name none: clip then
+        # needs class_names for the classes it scores
+        present = [images.class_names[i] for i in images.present_classes()] if images.labeled else None
         self.domain = Domain(f"{images.name}/captions", pairs.images, self.caption_ids, self.captions,
-                             provenance={**images.provenance, "captions": len(self.captions), "classes": present})
+                             provenance={**images.provenance, "captions": len(self.captions),
+                                         **({"classes": present} if present is not None else {})})
 
 
 @dataclass
@@ -555,9 +558,10 @@ class ClipMethod(Method):
         if source is not None and "captions" in source.provenance:
             self.captions_from(source)
         self.classes_from(source)
-        if source is not None:  # evaluate_zero_shot checks seen classes against them
-            self.trained_classes = [str(c) for c in source.provenance["classes"]] if "captions" in source.provenance \
-                else [source.class_names[i] for i in source.present_classes()]
+        if source is not None:  # evaluate_zero_shot checks seen classes against them (unknown for unlabelled pairs)
+            named = source.provenance.get("classes") if "captions" in source.provenance else \
+                [source.class_names[i] for i in source.present_classes()]
+            self.trained_classes = None if named is None else [str(c) for c in named]
         n = len(self.caption_features)
         needed = None if source is None else int(source.labels.max()) + 1
         check(source is None or (n > 0 and needed <= n <= source.num_classes),

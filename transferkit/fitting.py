@@ -341,6 +341,9 @@ def _short(value, limit: int = 80):
     text is longer than ``limit`` characters as its kind and shape (``<list of 10 × 9>``)."""
     if isinstance(value, dict):
         return {k: _short(v, limit) for k, v in value.items()}
+    if isinstance(value, torch.nn.Module):  # a network prints its whole structure
+        name = getattr(value, "name", None)
+        return _Bare(f"<{type(value).__name__}{f' {name!r}' if isinstance(name, str) else ''}>")
     if not (isinstance(value, (list, tuple)) or hasattr(value, "shape")) or len(repr(value)) <= limit:
         return value
     shape, inner = list(getattr(value, "shape", ())), value

@@ -151,7 +151,8 @@ class CatTwoStage(Method):
 @register
 class Distill(Method):
     """Distil ``CAT_n`` into ``net`` (a fresh network of the base size; see the module
-    docstring). ``teacher``: the members (frozen, eval mode); ``temperature``: ``T``."""
+    docstring). ``teacher``: the members (frozen, eval mode; one network is one member);
+    ``temperature``: ``T``."""
 
     name = "distill"
     streams = ("source",)
@@ -161,6 +162,7 @@ class Distill(Method):
 
     def __init__(self, net, teacher=(), temperature: float = 2.0, ce_weight: float = 1.0):
         super().__init__(net)
+        teacher = [teacher] if isinstance(teacher, UnitNet) else teacher  # one member: CAT_1
         check(len(teacher) >= 1, "distill needs the teacher members (teacher=[...] of source networks), so it "
                                   "runs from Python or `transferkit bench represent`, not from a config")
         for i, t in enumerate(teacher):

@@ -328,3 +328,94 @@ def test_unlabeled_images_a_method_never_reads_or_of_classes_nobody_has_warn():
                                          r"'6', '7'\]\); the model predicts the target's classes only"):
         Transfer("dann", train=_TINY, pretrain=_TINY).fit(source=src, unlabeled=toy_domain(24, classes=8),
                                                           target=toy_domain(8, classes=4))
+
+
+def test_a_network_without_an_input_shape_that_fails_on_the_images_is_named_before_training():
+    # before: torch's "mat1 and mat2 shapes cannot be multiplied" / "expected input ... to have 1 channels" at the
+    # first training step, naming neither the images nor the fix
+    import torch.nn as nn
+
+    from transferkit import Transfer
+    from transferkit.adapters import from_sequential
+    from transferkit.domain import Domain
+    net = from_sequential(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                        nn.Linear(8 * 28 * 28, 3)))
+    assert net.input_shape is None
+    for images, torch_says in ((torch.rand(12, 1, 32, 32), "mat1 and mat2 shapes cannot be multiplied"),
+                               (torch.rand(12, 3, 28, 28), "to have 1 channels, but got 3 channels")):
+        with pytest.raises(TransferkitError, match=rf"fit: the network fails on the images of 't', of shape "
+                                                   rf"\({images.shape[1]}, {images.shape[2]}, {images.shape[3]}\) "
+                                                   rf"\(RuntimeError: .*{torch_says}.*\); the network declares no "
+                                                   rf"input shape"):
+            Transfer("finetune", train=_TINY).fit(target=Domain("t", images, torch.arange(12) % 3, list("abc")),
+                                                  net=net)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: setattr(d, "images", d.images * 255), r"image values must lie in \[0, 1\], found"),
+    (lambda d: setattr(d, "images", (d.images * 255).to(torch.uint8)), r"its images are torch.uint8 of shape"),
+    (lambda d: setattr(d, "labels", d.labels + 1), r"its labels go from 1 to 3 but it names 3 classes"),
+    (lambda d: setattr(d, "class_names", ["a", "b"]), r"its labels go from 0 to 2 but it names 2 classes"),
+])
+def test_fit_refuses_domain_contents_replaced_after_the_domain_was_built(change, message):
+    # before: 0-255 floats trained silently, uint8 raised torch's dtype error, labels beyond class_names got advice
+    # about num_classes= that Transfer does not take
+    from transferkit import Transfer
+    from transferkit.domain import Domain
+    target = Domain("t", torch.rand(12, 1, 28, 28), torch.arange(12) % 3, list("abc"))
+    change(target)
+    with pytest.raises(TransferkitError, match=rf"fit: the target domain 't': .*{message}.*changed after it was built"):
+        Transfer("target_only", backbone="lenet", train=_TINY).fit(target=target)
+
+
+def test_a_domain_keeps_a_copy_of_numpy_arrays_so_its_digest_stays_true():
+    # before: an edit of the array in place reached the domain while its digest (memoised) did not change, so a
+    # checkpoint or pre-training of the old data was reused
+    import numpy as np
+
+    from transferkit.domain import Domain
+    x, y = np.random.default_rng(0).random((6, 1, 8, 8), dtype=np.float32), np.arange(6) % 2
+    domain = Domain("s", x, y, ["a", "b"])
+    digest, before = domain.digest(), domain.images.clone()
+    x[:] = 0.5
+    y[:] = 0
+    assert torch.equal(domain.images, before) and domain.labels.tolist() == [0, 1] * 3
+    assert domain.digest() == Domain("s", before, torch.tensor([0, 1] * 3), ["a", "b"]).digest() == digest
+
+
+def test_saving_to_a_folder_or_checkpointing_into_a_file_is_named_before_any_work(tmp_path):
+    # before: IsADirectoryError naming a hidden temporary file; NotADirectoryError at the first checkpoint, 100
+    # pre-training steps in
+    from helpers import toy_domain
+
+    from transferkit import Transfer
+    from transferkit.backbones import build_backbone
+    from transferkit.networks import save_network
+    (tmp_path / "models").mkdir()
+    with pytest.raises(TransferkitError, match=r"cannot write '.*models': it is a folder; give the path of a file"):
+        save_network(build_backbone("lenet", 3), tmp_path / "models")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(TransferkitError, match=r"checkpoint_dir '.*notes.txt' is a file, not a folder"):
+        Transfer("finetune", train=_TINY, pretrain=_TINY).fit(target=toy_domain(8, classes=2),
+                                                              source=toy_domain(8, classes=2),
+                                                              checkpoint_dir=tmp_path / "notes.txt")
+
+
+def test_a_network_using_one_module_twice_in_a_unit_saves_and_loads(tmp_path):
+    # before: safetensors' "Some tensors share memory", raised as an OSError of no errno (a disk problem)
+    import torch.nn as nn
+
+    from transferkit.adapters import from_sequential
+    from transferkit.networks import load_network_file, save_network
+
+    def build():  # the second unit runs one convolution twice
+        inner = nn.Conv2d(4, 4, 3, padding=1)
+        return from_sequential(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                                             nn.Sequential(inner, nn.ReLU(), inner, nn.ReLU()),
+                                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)),
+                               units=[2, 1, 2], input_shape=(1, 8, 8))
+    net, again = build(), build()
+    save_network(net, tmp_path / "tied.safetensors")
+    load_network_file(again, tmp_path / "tied.safetensors")
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(again.eval()(x), net.eval()(x))

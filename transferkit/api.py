@@ -190,6 +190,8 @@ class Transfer:
         # the caller's global RNG is left as it was (fit seeds its own draws), and a caller's
         # no_grad / inference_mode block does not reach training
         ckpt = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
+        check(ckpt is None or not ckpt.exists() or ckpt.is_dir(), f"fit: checkpoint_dir {str(ckpt)!r} is a file, not "
+                                                                 f"a folder (the checkpoints go in it)")
         with torch.random.fork_rng(), torch.inference_mode(False), torch.enable_grad():
             self._fit(target, source, unlabeled, val, net, source_val, ckpt)
         if ckpt is not None:
@@ -214,6 +216,7 @@ class Transfer:
                    "source=...), not fit(X, y))")
             check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}{how}")
             check(len(d) > 0, f"fit: the {k} domain {d.name!r} is empty")
+            d.check_contents(f"fit: the {k} domain")
             if k != "unlabeled":
                 check_labeled(d, f"fit: the {k} domain")
             if k in ("target", "source"):
@@ -261,6 +264,11 @@ class Transfer:
             net = copy.deepcopy(net)
             if guessed:
                 _take_image_shape(net, next(iter(given.values())))
+            elif net.input_shape is None:
+                _check_runs_on(net, next(iter(given.values())),
+                               "the network declares no input shape: convert the images (domain.to_format(size=..., "
+                               "channels=...)) or give from_sequential / from_modules input_shape=(C, H, W) for the "
+                               "size it takes")
             if getattr(cls, "fresh_init", False):  # target_only: the architecture, never the weights
                 try:
                     reinitialise(net)
@@ -584,19 +592,23 @@ def _take_image_shape(net: UnitNet, domain: Domain) -> None:
     a guess binds nothing, while a shape one gives is checked against the images."""
     guess, shape = tuple(net.input_shape), tuple(domain.image_shape)
     if guess != shape:
-        ref = next(net.parameters(), torch.empty(0))
-        try:
-            with evaluating(net), torch.no_grad():
-                net(domain.images[:1].to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None))
-        except (RuntimeError, TransferkitError) as e:
-            cause = e.__cause__ or e
-            raise TransferkitError(
-                f"fit: the network fails on the images of {domain.name!r}, of shape {shape} "
-                f"({first_line(cause)}); its input shape {guess} "
-                f"is from_modules' guess (no input_shape= given): build it with from_modules(model, ..., "
-                f"input_shape=(C, H, W)) for the size your model takes, which also checks the cut, and give images "
-                f"of that size (domain.to_format(size=..., channels=...))") from e
+        _check_runs_on(net, domain, f"its input shape {guess} is from_modules' guess (no input_shape= given): build "
+                                    f"it with from_modules(model, ..., input_shape=(C, H, W)) for the size your model "
+                                    f"takes, which also checks the cut, and give images of that size "
+                                    f"(domain.to_format(size=..., channels=...))")
     net.input_shape, net.input_shape_guessed, net._shapes = shape, False, None
+
+
+def _check_runs_on(net: UnitNet, domain: Domain, why: str) -> None:
+    """Refuse, naming the images and ``why``, a network that fails on one image of ``domain``
+    (no shape to check them against: torch's error would come at the first training step)."""
+    ref = next(net.parameters(), torch.empty(0))
+    try:
+        with evaluating(net), torch.no_grad():
+            net(domain.images[:1].to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None))
+    except (RuntimeError, TransferkitError) as e:
+        raise TransferkitError(f"fit: the network fails on the images of {domain.name!r}, of shape "
+                               f"{tuple(domain.image_shape)} ({first_line(e.__cause__ or e)}); {why}") from e
 
 
 def _option_text(value, limit: int = 80) -> str:

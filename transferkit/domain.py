@@ -294,11 +294,11 @@ class Domain:
         check(not text, f"domain {self.name!r}: labels are class names ({str(first)!r}, ...); "
                         f"give class ids, positions in class_names: torch.tensor([class_names.index(c) for c in "
                         f"labels])")
-        if isinstance(x, np.ndarray) and x.dtype.kind in "fiub":  # a NumPy array: its numbers as a tensor (native
-            # byte order, writable: a memory-mapped or big-endian array is copied)
-            x = torch.from_numpy(np.require(x, dtype=x.dtype.newbyteorder("="), requirements=["C", "W"]))
+        if isinstance(x, np.ndarray) and x.dtype.kind in "fiub":  # a NumPy array: a copy of its numbers (native
+            # byte order): an edit of the array afterwards, which no digest would see, does not reach the domain
+            x = torch.from_numpy(np.array(x, dtype=x.dtype.newbyteorder("="), order="C", copy=True))
         if isinstance(y, (np.ndarray, list, tuple)):
-            y = label_ids(y, f"domain {self.name!r}")
+            y = label_ids(np.array(y, copy=True) if isinstance(y, np.ndarray) else y, f"domain {self.name!r}")
         check(not (isinstance(x, np.ndarray) and x.dtype.kind not in "fiub"),
               f"domain {self.name!r}: images must hold real numbers (floats in [0, 1] or 8-bit integers), got a "
               f"NumPy array of dtype {getattr(x, 'dtype', None)}")
@@ -414,6 +414,26 @@ class Domain:
         h.update(self.labels.detach().cpu().contiguous().numpy().data)
         _DIGESTS[self.images] = (stamp, weakref.ref(self.labels), h.hexdigest()[:16])
         return _DIGESTS[self.images][2]
+
+    def check_contents(self, what: str) -> None:
+        """Refuse images or labels that were replaced after the domain was built with ones it
+        would have refused (uint8 or 0-255 pixels, NaN, labels beyond ``class_names``): two
+        passes over the images, no copy."""
+        x, y, n = self.images, self.labels, len(self.class_names)
+        changed = "changed after it was built? build a new Domain(name, images, labels, class_names), which checks them"
+        check(isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.dim() == 4,
+              f"{what} {self.name!r}: its images are {getattr(x, 'dtype', type(x).__name__)} of shape "
+              f"{tuple(getattr(x, 'shape', ()))}, not float32 N x C x H x W ({changed})")
+        try:
+            as_images(x, f"{what} {self.name!r}")
+        except TransferkitError as e:
+            raise TransferkitError(f"{e} ({changed})") from None
+        check(isinstance(y, torch.Tensor) and y.dtype == torch.long and y.shape == (len(x),),
+              f"{what} {self.name!r}: its labels are not one int64 class id per image ({changed})")
+        if y.numel():
+            lo, hi = int(y.min()), int(y.max())
+            check(lo >= 0 and hi < n, f"{what} {self.name!r}: its labels go from {lo} to {hi} but it names {n} "
+                                      f"classes ({changed})")
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=self.num_classes)

@@ -716,7 +716,7 @@ class Engine:
         self.ckpt.mkdir(parents=True, exist_ok=True)
         # one file, one atomic write: the state travels in the safetensors metadata, so weights
         # and step can never come from two different saves; last.json is a readable copy
-        save_safetensors(self.ckpt / "last.safetensors", _unshare(tensors), {"transferkit": json.dumps(meta)})
+        save_safetensors(self.ckpt / "last.safetensors", tensors, {"transferkit": json.dumps(meta)})
         write_json(self.ckpt / "last.json", meta)
 
     def _load(self, method, opt, signature, device):
@@ -904,12 +904,3 @@ def _clone_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _unshare(tensors: dict) -> dict:
-    """safetensors refuses tensors that share memory; give each its own storage."""
-    seen, out = set(), {}
-    for k, v in tensors.items():
-        ptr = v.untyped_storage().data_ptr() if v.numel() else None
-        out[k] = v.clone() if ptr in seen else v
-        if ptr is not None:
-            seen.add(ptr)
-    return out

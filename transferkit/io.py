@@ -41,6 +41,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
     Temporary files of ``path`` left by a process killed more than an hour ago are removed."""
     path = Path(path)
+    check(not path.is_dir(), f"cannot write {str(path)!r}: it is a folder; give the path of a file (in it, e.g. "
+                             f"{str(path / ('file' + (path.suffix or '')))!r})")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         with contextlib.suppress(OSError):  # another process may remove it first
@@ -94,9 +96,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 
 
 def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:
-    """Write ``tensors`` (contiguous) to ``path`` atomically. safetensors raises its own error
-    type when the disk is full; it becomes an :class:`OSError` that names the file."""
+    """Write ``tensors`` (contiguous) to ``path`` atomically; tensors that share memory (a module
+    used twice in a network) are stored each in its own copy, which loading copies back into the
+    one parameter. safetensors raises its own error type when the disk is full; it becomes an
+    :class:`OSError` that names the file (other failures a :class:`TransferkitError`)."""
     from safetensors.torch import save_file
+    tensors = _unshared(tensors)
 
     def write(tmp: Path) -> None:
         try:
@@ -105,8 +110,21 @@ def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | No
             raise
         except Exception as e:  # "... No space left on device (os error 28)": the errno a full disk is told by
             code = re.search(r"os error (\d+)", str(e))
-            raise OSError(int(code.group(1)) if code else None, f"cannot write {path}: {e}") from e
+            if code is None:
+                raise TransferkitError(f"cannot save {path}: {e}") from e
+            raise OSError(int(code.group(1)), f"cannot write {path}: {e}") from e
     return atomic_write(path, write)
+
+
+def _unshared(tensors: dict) -> dict:
+    """safetensors refuses tensors that share memory; give each its own storage."""
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        out[k] = v.clone() if ptr in seen else v
+        if ptr is not None:
+            seen.add(ptr)
+    return out
 
 
 def load_safetensors(path: str | os.PathLike, what: str, hint: str = "") -> tuple[dict, dict]:

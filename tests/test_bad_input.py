@@ -419,3 +419,84 @@ def test_a_network_using_one_module_twice_in_a_unit_saves_and_loads(tmp_path):
     load_network_file(again, tmp_path / "tied.safetensors")
     x = torch.rand(2, 1, 8, 8)
     assert torch.equal(again.eval()(x), net.eval()(x))
+
+
+def test_a_validation_split_smaller_than_the_processes_is_named(monkeypatch):
+    # before: `--nproc 3` with 2 validation images gave a rank an empty shard and an IndexError ("tuple index out of
+    # range") as the job's failure
+    from helpers import toy_domain
+
+    import transferkit.engine as engine
+    from transferkit.backbones import build_backbone
+    from transferkit.config import TrainConfig
+    from transferkit.methods.finetune import Finetune
+    monkeypatch.setattr(engine, "world_size", lambda: 3)
+    train, val = toy_domain(8, classes=2), toy_domain(2, classes=2)
+    with pytest.raises(TransferkitError, match=r"the validation domain 'toy' has 2 image\(s\), fewer than the 3 "
+                                               r"processes \(--nproc\).*raise val_per_class"):
+        engine.Engine(TrainConfig(**_TINY)).fit(Finetune(build_backbone("lenet", 2)), target=train, val=val)
+
+
+def test_a_refused_bench_resume_under_another_nproc_keeps_the_results_and_names_the_flag(tmp_path):
+    # before: the results were cleared before the suite's run refused the resume, and the hint then left --nproc out
+    import dataclasses
+
+    from transferkit.bench import make_plan, run_benchmark
+    from transferkit.io import write_json
+    from transferkit.results import unfinished_hint
+    bench = tmp_path / "bench"
+    write_json(bench / "plan.json", {"benchmark": "demo", **dataclasses.asdict(make_plan("demo", True))})
+    write_json(bench / "demo" / "jobs" / "finetune-k=2-s0.json", {"method": "finetune", "world_size": 2})
+    write_json(bench / "results.json", {"config": {"benchmark": "demo"}, "rows": []})
+    with pytest.raises(TransferkitError, match=r"finished jobs ran in 2 data-parallel process\(es\) and this resume "
+                                               r"runs 1: .*resume with --nproc 2"):
+        run_benchmark("demo", run_dir=bench, log=lambda *a, **k: None)
+    assert (bench / "results.json").is_file()
+    (bench / "results.json").unlink()
+    assert f"`transferkit bench --nproc 2 demo --quick --resume {bench}`" in unfinished_hint(bench)
+
+
+def test_a_checkpoint_of_another_process_count_is_refused_on_resume(tmp_path):
+    # before: a job checkpointed under --nproc 2 went on under --nproc 1 without a word (its row then said 1)
+    import json
+
+    from helpers import Interrupt, crash_at, toy_domain
+
+    from transferkit.backbones import build_backbone
+    from transferkit.config import TrainConfig
+    from transferkit.engine import Engine
+    from transferkit.io import load_safetensors, save_safetensors
+    from transferkit.methods.finetune import Finetune
+    cfg = TrainConfig(steps=6, batch_size=8, eval_every=3, checkpoint_every=3)
+    with pytest.raises(Interrupt):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path, hooks=(crash_at(4),)).fit(
+            Finetune(build_backbone("lenet", 2)), target=toy_domain(8, classes=2))
+    tensors, metadata = load_safetensors(tmp_path / "last.safetensors", "checkpoint")
+    meta = json.loads(metadata["transferkit"])
+    assert meta["world_size"] == 1
+    save_safetensors(tmp_path / "last.safetensors", tensors, {"transferkit": json.dumps({**meta, "world_size": 2})})
+    with pytest.raises(TransferkitError, match=r"was trained in 2 data-parallel process\(es\) and this resume runs 1: "
+                                               r".*resume with --nproc 2"):
+        Engine(cfg, seed=0, checkpoint_dir=tmp_path).fit(Finetune(build_backbone("lenet", 2)),
+                                                         target=toy_domain(8, classes=2))
+
+
+def test_rows_of_several_process_counts_get_a_line_under_the_table():
+    # before: two runs of one config under --nproc 5 and --nproc 1 were summarised side by side without a word
+    from transferkit.tables import environment_lines
+    rows = [{"run": "a", "method": "finetune", "seed": 0, "world_size": 5},
+            {"run": "b", "method": "finetune", "seed": 0, "world_size": 1}]
+    assert environment_lines(rows) == [
+        "Rows made under 2 data-parallel process counts (--nproc) (5: a: finetune seed 0; 1: b: finetune seed 0): they "
+        "may differ from one environment's rows (docs/scale.md)."]
+    assert environment_lines([{**r, "world_size": 2} for r in rows]) == []
+
+
+def test_a_results_file_whose_notes_are_one_text_shows_it_as_one_line(tmp_path, capsys):
+    # before: a hand-written "notes": "some text" was printed one character per line
+    from transferkit.io import write_json
+    write_json(tmp_path / "results.json", {"config": {}, "notes": "made by hand",
+                                           "rows": [{"method": "m", "source": "s", "target": "t", "setting": "k=1",
+                                                     "seed": 0, "accuracy": 0.5, "wall_s": 1.0}]})
+    code, out, err = run_cli(capsys, "summary", str(tmp_path))
+    assert code == 0 and "\nmade by hand" in out and "\nm\n" not in out, err

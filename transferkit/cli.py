@@ -537,7 +537,7 @@ def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | N
 def _summary(args) -> None:
     from .compare import combine_runs
     from .errors import warn
-    from .results import failed_line, read_results, summarize, unfinished_run
+    from .results import failed_line, read_results, summarize, text_notes, unfinished_run
     from .tables import csv_table, latex_table, markdown_table, md_cell, table_parts
     path = Path(args.results[0]) if len(args.results) == 1 else " + ".join(args.results)
     data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
@@ -549,7 +549,7 @@ def _summary(args) -> None:
     for line in differ:
         warn(line)
     differ = differ + (data.get("config_differ") or [])
-    notes = [n for n in data.get("notes") or [] if isinstance(n, str)]  # a results file's own lines, as written
+    notes = text_notes(data)  # a results file's own lines, as written
     summary, config = summarize(data["rows"]), config if isinstance(config, (dict, list)) else None
     if args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
         print(csv_table(summary), end="")

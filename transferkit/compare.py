@@ -12,7 +12,7 @@ import yaml
 from .config import ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS
 from .errors import TransferkitError, check
 from .io import read_json
-from .results import read_results
+from .results import read_results, text_notes
 
 
 def combine_runs(paths) -> dict:
@@ -34,7 +34,7 @@ def combine_runs(paths) -> dict:
     for label, f in zip(labels, files):
         data = read_results(f)
         rows += [{**r, "run": label} for r in data["rows"]]
-        notes += [f"Run {label}: {n}" for n in data.get("notes") or [] if isinstance(n, str)]
+        notes += [f"Run {label}: {n}" for n in text_notes(data)]
         envs.append((label, data.get("environment") if isinstance(data.get("environment"), dict) else None))
         if isinstance(data.get("config"), dict) and "episodes" in data["config"]:
             episodes.append(label)

@@ -439,6 +439,9 @@ class Engine:
                                 if s.y is not None and cfg.class_weight == "balanced"}
         val_x = val_y = None
         if val is not None and len(val):  # each rank scores its shard; counts are summed over ranks
+            check(len(val) >= world_size(), f"the validation domain {val.name!r} has {len(val)} image(s), fewer than "
+                                            f"the {world_size()} processes (--nproc) that each score a share of it: "
+                                            f"raise val_per_class (or val_fraction) or lower --nproc")
             val_x = _as_layout(self._prefix(method, val.images[rank()::world_size()].to(device), start_unit), layout)
             val_y = val.labels[rank()::world_size()].to(device)
         loss_fn = method.losses
@@ -712,7 +715,8 @@ class Engine:
         state = {k: v for k, v in state.items() if k != "record"}
         meta = {"signature": signature, "signed": getattr(self, "_signed", None), "state": state,
                 "optim_groups": opt_state["param_groups"],
-                "optim_scalars": meta_opt, "has_best": best_weights is not None, "history": history}
+                "optim_scalars": meta_opt, "has_best": best_weights is not None, "history": history,
+                "world_size": world_size()}
         self.ckpt.mkdir(parents=True, exist_ok=True)
         # one file, one atomic write: the state travels in the safetensors metadata, so weights
         # and step can never come from two different saves; last.json is a readable copy
@@ -731,6 +735,10 @@ class Engine:
             what = "; ".join(differ[:5]) if differ else "method, data or config changed"
             raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different training ({what}); delete it "
                                    f"(or give another checkpoint_dir) to train from the start, or train as it did")
+        then = meta.get("world_size", world_size())  # unknown before 2026-12-07: not checked
+        check(then == world_size(), f"checkpoint in {self.ckpt} was trained in {then} data-parallel process(es) and "
+                                    f"this resume runs {world_size()}: --nproc changes the training (docs/scale.md); "
+                                    f"resume with --nproc {then}, or delete it to train that stage from its start")
         try:
             method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         except RuntimeError as e:  # e.g. a discriminator built for other layers by an older version

@@ -45,9 +45,11 @@ def unfinished_hint(run_dir: Path) -> str:
         return (f": {run_dir} is not finished: a transferkit process ({holder}) is working in it now and writes the "
                 f"results when it ends")
     if plan is not None and not (run_dir / "results.json").is_file():
-        n = len(list(run_dir.glob("**/jobs/*.json")))  # its own and those of the runs its jobs made (main-k2/jobs)
-        command = shlex.join(["transferkit", "bench", str(plan.get("benchmark") or "NAME"),
-                              *(["--quick"] if plan.get("quick") else []), "--resume", str(run_dir)])
+        found = list(run_dir.glob("**/jobs/*.json"))  # its own and those of the runs its jobs made (main-k2/jobs)
+        n, worlds = len(found), {_row_field(j, "world_size") for j in found} - {None, 1}  # resumed under its --nproc
+        command = shlex.join(["transferkit", "bench", *(["--nproc", str(max(worlds))] if worlds else []),
+                              str(plan.get("benchmark") or "NAME"), *(["--quick"] if plan.get("quick") else []),
+                              "--resume", str(run_dir)])
         return (f": {run_dir} is a benchmark directory that is not finished (it holds {n} finished job(s)); "
                 f"`{command}` completes it and writes the results")
     jobs = sorted((run_dir / "jobs").glob("*.json")) if plan is None else []
@@ -153,6 +155,14 @@ def _bench_plan(run_dir: Path) -> dict | None:
     except TransferkitError:
         plan = None
     return plan if isinstance(plan, dict) else {}
+
+
+def text_notes(data: dict) -> list[str]:
+    """The lines of a results file's ``notes`` that are text (one text given alone is one line,
+    not one line per character)."""
+    notes = data.get("notes") or []
+    return [notes] if isinstance(notes, str) else [n for n in notes if isinstance(n, str)] \
+        if isinstance(notes, list) else []
 
 
 def read_results(path: str | Path) -> dict:

@@ -507,10 +507,12 @@ def gzsl_cell(s: dict) -> str:
 
 
 def environment_lines(rows: list[dict]) -> list[str]:
-    """A line when the rows were computed under several thread counts or CPU kernels (a resume
-    elsewhere: valid rows, but not bit-identical to what one environment gives), naming them."""
+    """A line when the rows were computed under several thread counts, CPU kernels or process
+    counts (a resume elsewhere, runs combined: valid rows, but not bit-identical to what one
+    environment gives; ``--nproc`` also rounds the batch), naming them."""
     out = []
-    for key, what in (("threads", "torch threads per process"), ("kernels", "CPU kernels")):
+    for key, what in (("threads", "torch threads per process"), ("kernels", "CPU kernels"),
+                      ("world_size", "data-parallel process counts (--nproc)")):
         seen: dict = {}
         resumed = False  # a row trained under one count, then resumed under another
         for r in rows:

@@ -337,6 +337,23 @@ def _check_bench_dir(bench_dir: Path) -> None:
           f"leave out --resume to start a new benchmark under --out, or give an empty directory")
 
 
+def _check_same_world(bench_dir: Path) -> None:
+    """Refuse a resume under another ``--nproc`` than the benchmark's finished jobs ran in before
+    anything changes (each suite's run refuses it too, but only once the results are cleared)."""
+    now, then = world_size(), set()
+    for path in bench_dir.glob("**/jobs/*.json"):
+        try:
+            row = read_json(path)
+        except TransferkitError:  # a torn job file runs again
+            continue
+        count = row.get("world_size") if isinstance(row, dict) else None
+        if isinstance(count, int) and count != now:
+            then.add(count)
+    check(not then, f"{bench_dir}: finished jobs ran in {' and '.join(map(str, sorted(then)))} data-parallel "
+                    f"process(es) and this resume runs {now}: --nproc changes a job's rows (docs/scale.md); resume "
+                    f"with --nproc {min(then) if then else now}, or start a new benchmark directory")
+
+
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME[-quick]/<time>`` by default;
@@ -366,6 +383,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
             fresh = is_main_process() and not before - {".lock"}  # this invocation's to clear if it stops early
             try:
                 if is_main_process():  # under the lock: a refused second process changes nothing here
+                    _check_same_world(bench_dir)  # before the results are cleared: a refusal keeps them
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
                     for stale in RESULT_FILES:  # the plan is kept: until the suite ends, the directory is unfinished
                         (bench_dir / stale).unlink(missing_ok=True)

@@ -500,3 +500,30 @@ def test_a_results_file_whose_notes_are_one_text_shows_it_as_one_line(tmp_path, 
                                                      "seed": 0, "accuracy": 0.5, "wall_s": 1.0}]})
     code, out, err = run_cli(capsys, "summary", str(tmp_path))
     assert code == 0 and "\nmade by hand" in out and "\nm\n" not in out, err
+
+
+def test_a_zero_shot_method_whose_target_classes_were_all_trained_on_warns():
+    # before: attribute_zsl with target_classes 7-9 and the default source classes (all ten) gave a row that read
+    # as zero-shot accuracy without a word
+    from transferkit.backbones import build_backbone
+    from transferkit.zeroshot import AttributeZeroShot
+    method = AttributeZeroShot(build_backbone("lenet", 10))
+    digits = [str(i) for i in range(10)]
+    with pytest.warns(UserWarning, match=r"attribute_zsl: every target class \(\['7', '8', '9'\]\) is a source class "
+                                         r"it trains on, so its accuracy is supervised, not zero-shot"):
+        method.check_classes(digits, ["7", "8", "9"])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method.check_classes(digits[:7], digits)  # seen and unseen classes (GZSL)
+        method.check_classes(digits[:7], ["7", "8", "9"])
+
+
+def test_zero_shot_report_names_labels_that_are_not_one_id_per_image():
+    # before: N x 1 labels raised "TypeError: unhashable type: 'list'"
+    from transferkit.zeroshot import zero_shot_report
+    labels = torch.arange(5).repeat(4)
+    with pytest.raises(TransferkitError, match=r"zero_shot_report labels must be a 1-D tensor of whole class ids, got "
+                                               r"shape \(20, 1\)"):
+        zero_shot_report(torch.randn(20, 5), labels[:, None], [0, 1, 2], [3, 4])
+    assert 0 <= zero_shot_report(torch.randn(20, 5), labels, [0, 1, 2], [3, 4])["h"] <= 1

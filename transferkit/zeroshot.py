@@ -338,7 +338,13 @@ class _ClassDescriptionMethod(Method):
     def check_classes(self, source_classes, target_classes) -> None:
         """Refuse, before any training, source or target classes past the last description row
         when the rows are unnamed (row ``i`` describes class id ``i``); named rows are matched by
-        name (:meth:`check_described`)."""
+        name (:meth:`check_described`). Warns when every target class is a source class: the model
+        trains on them, so its accuracy is supervised, not zero-shot."""
+        if source_classes is not None and target_classes is not None and len(target_classes) and \
+                {str(c) for c in target_classes} <= {str(c) for c in source_classes}:
+            warn(f"{self.name}: every target class ({[str(c) for c in target_classes][:10]}) is a source class it "
+                 f"trains on, so its accuracy is supervised, not zero-shot: for zero-shot give source classes "
+                 f"without the target's (e.g. source_classes: 0-6 with target_classes: 7-9)")
         if self.row_names is not None:
             return
         rows = len(self.candidates)
@@ -606,7 +612,7 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     mean ``h``; ``gamma`` is subtracted from seen scores (calibrated stacking, Chao et al.
     2016). Accuracies are per-class means."""
     seen, unseen = _seen_unseen(scores, seen, unseen)
-    labels = torch.as_tensor(labels)
+    labels = errors_class_ids(labels, "zero_shot_report labels")  # one whole id per image (N x 1 refused)
     check(len(labels) == len(scores), f"{len(scores)} score rows for {len(labels)} labels")
     stray = sorted(set(labels.tolist()) - set(seen) - set(unseen))
     check(not stray, f"labels {stray[:10]} are neither seen nor unseen classes")

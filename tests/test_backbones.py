@@ -215,6 +215,8 @@ def test_load_torchvision_weights_without_torchvision():
     except ImportError:
         with pytest.raises(TransferkitError, match="vision"):
             load_torchvision_weights(resnet18(10, image_size=224))
+        with pytest.raises(TransferkitError, match="expects a resnet18 UnitNet, got 'lenet'"):  # before the import
+            load_torchvision_weights(build_backbone("lenet", 10))
     else:
         pytest.skip("torchvision is installed")
 

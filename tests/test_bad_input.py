@@ -527,3 +527,30 @@ def test_zero_shot_report_names_labels_that_are_not_one_id_per_image():
                                                r"shape \(20, 1\)"):
         zero_shot_report(torch.randn(20, 5), labels[:, None], [0, 1, 2], [3, 4])
     assert 0 <= zero_shot_report(torch.randn(20, 5), labels, [0, 1, 2], [3, 4])["h"] <= 1
+
+
+def test_an_unpickled_sentence_encoder_uses_the_cache_folder_of_the_process_that_loads_it(tmp_path, monkeypatch):
+    # before: it kept the absolute cache path of the process that pickled it (another user's home, or a deleted
+    # folder it then made again), ignoring TRANSFERKIT_CACHE; an unwritable cache raised a raw FileNotFoundError
+    import pickle
+
+    from transferkit import text
+
+    class Model:
+        def encode(self, texts, batch_size, **kw):
+            return torch.stack([torch.tensor([float(len(t)), 1.0]) for t in texts])
+
+        def get_sentence_embedding_dimension(self):
+            return 2
+    monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: Model())
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "a"))
+    encoder = text.SentenceEncoder("my-model")
+    encoder.encode(["a cat"])
+    pickled = pickle.dumps(encoder)
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "b"))
+    pickle.loads(pickled).encode(["a dog"])
+    assert sorted(p.parent.parent.name for p in tmp_path.glob("*/text/my-model-*-single.pt")) == ["a", "b"]
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "file"))  # a file: its text/ folder cannot be made
+    with pytest.warns(UserWarning, match=r"text embeddings of 'my-model' are not cached .*set TRANSFERKIT_CACHE"):
+        pickle.loads(pickled).encode(["a cow"])

@@ -223,15 +223,17 @@ def test_a_run_refuses_clip_selecting_on_other_classes_before_pre_training(tmp_p
         experiment.run_experiment(no_captions, log=lambda *a: None)
 
 
-def test_a_pickled_sentence_encoder_leaves_its_model_behind_and_reads_its_disk_cache_back(tmp_path):
+def test_a_pickled_sentence_encoder_leaves_its_model_behind_and_reads_its_disk_cache_back(tmp_path, monkeypatch):
     import pickle
 
     from transferkit.text import SentenceEncoder
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     disk = {"x": torch.ones(3), "y": torch.zeros(3)}
-    torch.save(disk, tmp_path / "cache.pt")
+    (tmp_path / "text").mkdir()
+    torch.save(disk, tmp_path / "text" / "cache.pt")
     enc = SentenceEncoder.__new__(SentenceEncoder)
     enc.__dict__.update(name="m", device="cpu", dim=3, _model=object(), _cache={"x": torch.ones(3)},
-                        _path=tmp_path / "cache.pt")
+                        _file="cache.pt")
     state = enc.__getstate__()
     assert state["_model"] is None and state["_cache"] == {} and state["name"] == "m"
     back = pickle.loads(pickle.dumps(enc))

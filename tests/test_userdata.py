@@ -343,8 +343,10 @@ def test_npz_unreadable(tmp_path):
 def test_torchvision_missing_gives_install_hint(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torchvision", None)
     monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
-    with pytest.raises(TransferkitError, match=r"pip install transferkit\[vision\]"):
+    with pytest.raises(TransferkitError, match=r"pip install 'transferkit\[vision\]'"):  # quoted: zsh globs []
         load_torchvision("mnist", tmp_path)
+    with pytest.raises(TransferkitError, match=r"unknown torchvision dataset 'imagenet'"):  # named before the import
+        load_torchvision("imagenet", tmp_path)
 
 
 def test_a_single_array_npy_file_is_named_as_such(tmp_path):

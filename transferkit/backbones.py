@@ -242,6 +242,9 @@ def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1", normalize: b
         means of ``IMAGENET_MEAN`` / ``IMAGENET_STD`` (grey replicated to RGB, approximately).
     Returns ``{"loaded": [...], "skipped": [...]}`` (keys in ``net``'s layout).
     """
+    own = net.state_dict()  # a net of another architecture is named before torchvision is asked for
+    check("units.stem.conv1.weight" in own and "units.layer4.1.bn2.weight" in own,
+          f"load_torchvision_weights expects a resnet18 UnitNet, got {getattr(net, 'name', net)!r}")
     if isinstance(weights, Mapping):
         sd = weights
     else:
@@ -251,9 +254,6 @@ def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1", normalize: b
             raise TransferkitError("loading torchvision weights needs torchvision: "
                                    "pip install 'transferkit[vision]'") from e
         sd = torchvision.models.resnet18(weights=weights).state_dict()
-    own = net.state_dict()
-    check("units.stem.conv1.weight" in own and "units.layer4.1.bn2.weight" in own,
-          f"load_torchvision_weights expects a resnet18 UnitNet, got {getattr(net, 'name', net)!r}")
     new, loaded, skipped = {}, [], []
     for k, v in sd.items():
         nk = _torchvision_key(k)

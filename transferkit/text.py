@@ -20,11 +20,12 @@ import os
 import re
 import sys
 import zlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, warn
 from .io import atomic_write, cache_dir
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -104,10 +105,17 @@ class SentenceEncoder(TextEncoder):
         self._model = _load_sentence_model(model, device)
         dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim_of())
-        self._path = None
+        self._file = None  # the disk cache's file name, in the cache folder of whoever loads it
         if disk_cache:  # "-single": texts encoded one at a time (the batched cache is not read)
             slug = _model_digest(model, self._model, device)
-            self._path = cache_dir() / "text" / f"{re.sub(r'[^A-Za-z0-9]+', '-', model)[-40:]}-{slug}-single.pt"
+            self._file = f"{re.sub(r'[^A-Za-z0-9]+', '-', model)[-40:]}-{slug}-single.pt"
+        self._read_cache()
+
+    @property
+    def _path(self) -> Path | None:
+        return None if self._file is None else cache_dir() / "text" / self._file
+
+    def _read_cache(self) -> None:
         if self._path is not None and self._path.exists():
             try:
                 self._cache.update(torch.load(self._path, weights_only=True))
@@ -118,12 +126,11 @@ class SentenceEncoder(TextEncoder):
         return {**self.__dict__, "_model": None, "_cache": {}}
 
     def __setstate__(self, state):
+        if "_path" in state:  # pickled before 2026-12-07, with the pickling process's cache folder
+            path = state.pop("_path")
+            state["_file"] = None if path is None else Path(path).name
         self.__dict__.update(state)
-        if self._path is not None and self._path.exists():  # the disk cache, as __init__ reads it
-            try:
-                self._cache.update(torch.load(self._path, weights_only=True))
-            except Exception:
-                pass
+        self._read_cache()  # the disk cache, as __init__ reads it
 
     @torch.no_grad()
     def _encode(self, texts):
@@ -136,7 +143,11 @@ class SentenceEncoder(TextEncoder):
     def _stored(self, new):
         if self._path is not None:
             data = dict(self._cache)
-            atomic_write(self._path, lambda p: torch.save(data, p))
+            try:
+                atomic_write(self._path, lambda p: torch.save(data, p))
+            except OSError as e:  # a read-only cache costs the speed-up, not the encoding
+                warn(f"text embeddings of {self.name!r} are not cached ({e}); set TRANSFERKIT_CACHE to a writable "
+                     f"folder to keep them")
 
 
 def _load_sentence_model(model: str, device: str):

@@ -745,13 +745,15 @@ def load_npz(path: str | os.PathLike, labeled: bool = True) -> Domain:
 # ---- torchvision --------------------------------------------------------------------------------
 def load_torchvision(name: str, root: str | os.PathLike, train: bool = True) -> Domain:
     """MNIST, SVHN, USPS or CIFAR10 through torchvision (downloaded into ``root``). Needs the
-    vision extra: ``pip install transferkit[vision]``."""
+    vision extra: ``pip install 'transferkit[vision]'``."""
+    key = str(name).lower()
+    if key not in ("cifar10", "mnist", "svhn", "usps"):  # named before torchvision is asked for
+        raise UnknownNameError("torchvision dataset", name, ["cifar10", "mnist", "svhn", "usps"])
     try:
         import torchvision.datasets as tvd
     except ImportError:
         raise TransferkitError("torchvision is not installed; install the vision extra: "
-                               "pip install transferkit[vision]") from None
-    key = name.lower()
+                               "pip install 'transferkit[vision]'") from None
     root = str(Path(root).expanduser())
     split = "train" if train else "test"
     if key == "mnist":
@@ -763,11 +765,9 @@ def load_torchvision(name: str, root: str | os.PathLike, train: bool = True) -> 
     elif key == "svhn":
         ds = tvd.SVHN(root, split=split, download=True)
         x, y, names = np.asarray(ds.data), np.asarray(ds.labels) % 10, [str(i) for i in range(10)]
-    elif key == "cifar10":
+    else:  # cifar10
         ds = tvd.CIFAR10(root, train=train, download=True)
         x, y, names = np.moveaxis(np.asarray(ds.data), -1, 1), np.asarray(ds.targets), list(ds.classes)
-    else:
-        raise UnknownNameError("torchvision dataset", name, ["cifar10", "mnist", "svhn", "usps"])
     images = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255)
     return Domain(f"{key}-{split}", images, torch.from_numpy(y.astype(np.int64)), names,
                   provenance={"origin": f"torchvision.datasets.{type(ds).__name__}", "split": split})

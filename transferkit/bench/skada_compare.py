@@ -1,4 +1,4 @@
-"""SKADA side by side (benchmark only; ``pip install transferkit[bench]``).
+"""SKADA side by side (benchmark only; ``pip install 'transferkit[bench]'``).
 
 SKADA 0.6's deep methods (``SourceOnly``, ``DANN``, ``DAN``, ``DeepCoral``, ``MCC``) are trained on
 the same data, from the same source-pretrained LeNet (a copy of transferkit's network: the

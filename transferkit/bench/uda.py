@@ -15,7 +15,7 @@ The adaptation budget is a whole number of SKADA epochs (``max(n_s, n_t) // batc
 steps, each with a source and a target batch), so that SKADA's ``SourceOnly``, ``DANN``,
 ``DAN``, ``DeepCoral`` and ``MCC`` run on ``mnist → digits`` and ``syndigits → mnist`` with the same
 backbone and initialisation, data, batch size, optimiser and epochs (when ``skada`` is
-installed: ``pip install transferkit[bench]``).
+installed: ``pip install 'transferkit[bench]'``).
 
 ``--set seeds=0,1,2``, ``--set pairs=syndigits:mnist,mnist:digits`` and
 ``--set pretrain_steps=300 --set adapt_steps=150`` run a reduced version of the full
@@ -218,7 +218,7 @@ def uda_suite(b: UdaPlan, bench_dir, log):
                 pair_rows += skada_rows(cfg, epochs, b, bench_dir, log,
                                         run_dir=bench_dir / path_part(source, target) / f"s{seed}")
         if (source, target) in SKADA_PAIRS and b.skada and not skada_compare.available():
-            log("skada's deep methods cannot be imported (skada and skorch: pip install transferkit[bench]): no "
+            log("skada's deep methods cannot be imported (skada and skorch: pip install 'transferkit[bench]'): no "
                 "side-by-side rows")
         rows += pair_rows
         tables.append(table3(source, target, pair_rows, b, epochs, steps))

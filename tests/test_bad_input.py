@@ -554,3 +554,39 @@ def test_an_unpickled_sentence_encoder_uses_the_cache_folder_of_the_process_that
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "file"))  # a file: its text/ folder cannot be made
     with pytest.warns(UserWarning, match=r"text embeddings of 'my-model' are not cached .*set TRANSFERKIT_CACHE"):
         pickle.loads(pickled).encode(["a cow"])
+
+
+def test_a_rank_killed_by_a_signal_is_named_first_instead_of_the_others_lost_connection(tmp_path, monkeypatch,
+                                                                                         capsys):
+    # before: rank 0's "gloo ... Connection reset by peer" was the job's failure (exit 2, "fix the method"), and
+    # torchrun's report of rank 1's SIGKILL was held back because rank 0 had left an error
+    import subprocess
+
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from transferkit import cli
+    from transferkit.distributed import EXIT_DIR_ENV
+    from transferkit.io import write_json
+    lost = "1 of 2 job(s) failed: crash seed 0 (RuntimeError: gloo ... Connection reset by peer)"
+
+    def failed(_):
+        raise ChildFailedError("rank", {0: ProcessFailure(0, 1, 2, "/nonexistent"),
+                                        1: ProcessFailure(1, 2, -9, "/nonexistent")})
+    monkeypatch.setattr(torchrun, "parse_args", lambda argv: argv)
+    monkeypatch.setattr(torchrun, "run", failed)
+
+    class Child:  # torchrun's process: here its ranks' files, then _torchrun as torchrun would run it
+        def __init__(self, cmd, env):
+            self.env = env
+
+    def wait(child):
+        write_json(f"{child.env[EXIT_DIR_ENV]}/rank-0.json", {"code": 2, "error": lost})
+        monkeypatch.setenv(EXIT_DIR_ENV, child.env[EXIT_DIR_ENV])
+        return cli._torchrun([])
+    monkeypatch.setattr(subprocess, "Popen", Child)
+    monkeypatch.setattr(cli, "_wait_for_torchrun", wait)
+    assert cli._relaunch_with_torchrun(2, ["run"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("transferkit: error: the process of rank 1 of --nproc was killed by SIGKILL (out of "
+                             "memory?") and err[1] == f"transferkit: error: {lost}"

@@ -182,6 +182,8 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
                                            EXIT_DIR_ENV: folder})
         code = _wait_for_torchrun(child)
         errors = rank_errors(folder)
+        killed = [e for e in errors if "was killed by" in e[2] and e[1] == 1]  # _record_killed_ranks': the cause
+        errors = killed + [e for e in errors if e not in killed]
     for text in dict.fromkeys(text for _, _, text in errors if text):  # each error once (every rank may meet it)
         print(f"transferkit: error: {text}", file=sys.stderr)
     return errors[0][1] if errors else code
@@ -222,6 +224,8 @@ def _torchrun(argv: list[str]) -> int:
         run(parse_args(argv))
     except ChildFailedError as e:
         folder, launcher = os.environ.get(EXIT_DIR_ENV), os.environ.get(LAUNCHER_ENV, "")
+        if folder:  # a rank killed by a signal leaves no error: the others' (a lost connection) would be the cause
+            _record_killed_ranks(folder, e.failures, {r for r, _, _ in rank_errors(folder)})
         if launcher.isdigit() and os.getppid() != int(launcher):  # killed (SIGKILL): its ranks ended with it
             print(f"transferkit: error: the transferkit --nproc process (pid {launcher}) was killed, and its "
                   f"processes stopped with it; the run directory keeps the finished jobs (`--resume RUN_DIR` "
@@ -232,6 +236,19 @@ def _torchrun(argv: list[str]) -> int:
     except SignalException as e:  # SIGTERM or Ctrl-C: the ranks, stopped, say what was kept
         return 128 + int(e.sigval)
     return 0
+
+
+def _record_killed_ranks(folder: str, failures: dict, reported: set) -> None:
+    """Leave, for the launcher to print first, the error of each rank that a signal ended before
+    it could leave its own (e.g. the out-of-memory killer's SIGKILL)."""
+    from .io import write_json
+    for rank, failure in sorted(failures.items()):
+        if failure.exitcode < 0 and rank not in reported:
+            write_json(Path(folder) / f"rank-{rank}.json", {
+                "code": 1,
+                "error": f"the process of rank {rank} of --nproc was killed by {failure.signal_name()} (out of memory? "
+                         f"the system log says), without an error of its own; the other processes' errors follow from "
+                         f"losing it. The run directory keeps the finished jobs (`--resume RUN_DIR` goes on)"})
 
 
 def _wait_for_torchrun(child) -> int:

@@ -239,11 +239,12 @@ def _torchrun(argv: list[str]) -> int:
 
 
 def _record_killed_ranks(folder: str, failures: dict, reported: set) -> None:
-    """Leave, for the launcher to print first, the error of each rank that a signal ended before
-    it could leave its own (e.g. the out-of-memory killer's SIGKILL)."""
+    """Leave, for the launcher to print first, the error of each rank that a SIGKILL ended before
+    it could leave its own (e.g. the out-of-memory killer's; torchrun stops the others of a failed
+    rank with SIGTERM, which is not one)."""
     from .io import write_json
     for rank, failure in sorted(failures.items()):
-        if failure.exitcode < 0 and rank not in reported:
+        if failure.exitcode == -signal.SIGKILL and rank not in reported:
             write_json(Path(folder) / f"rank-{rank}.json", {
                 "code": 1,
                 "error": f"the process of rank {rank} of --nproc was killed by {failure.signal_name()} (out of memory? "

@@ -590,3 +590,23 @@ def test_a_rank_killed_by_a_signal_is_named_first_instead_of_the_others_lost_con
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("transferkit: error: the process of rank 1 of --nproc was killed by SIGKILL (out of "
                              "memory?") and err[1] == f"transferkit: error: {lost}"
+
+
+def test_a_resume_removes_what_a_stop_right_after_a_job_s_row_left(tmp_path, monkeypatch):
+    # before: a stop between a job's row and the removal of its checkpoints left them (weights, optimiser and best
+    # weights) for good, and a kill before a rename left its temporary file beside the finished row
+    from transferkit import experiment
+    from transferkit.config import ExperimentConfig, TrainConfig
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    tiny = TrainConfig(steps=2, eval_every=2, batch_size=8)
+    cfg = ExperimentConfig(name="stop", source="digits", target="digits", k=2, repeats=1, backbone="lenet",
+                           methods=["target_only"], pretrain=tiny, train=tiny, out_dir=str(tmp_path))
+    run_dir, rows = experiment.run_experiment(cfg, log=lambda *a: None)
+    (job,) = (run_dir / "jobs").glob("*.json")
+    left = [run_dir / "checkpoints" / job.stem / "main" / "last.json", job.parent / f".{job.name}.x1y2z3.tmp",
+            run_dir / "models" / f".{job.stem}.pt.a1b2c3.tmp"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    again, resumed = experiment.run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    assert resumed == rows and not any(p.exists() for p in left) and not (run_dir / "checkpoints").exists()

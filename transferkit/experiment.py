@@ -49,6 +49,7 @@ from .fitting import (
 )
 from .io import (
     atomic_write,
+    clear_left_temporaries,
     directory_lock,
     read_job,
     write_json,
@@ -445,6 +446,10 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         order[(sub.setting, cls.name, seed)] = len(order)
         if (cls.name, seed) in finished[sub.setting]:
             rows.append(finished[sub.setting][cls.name, seed])
+            if main:  # a stop between its row and the removal of its checkpoints left them: they serve nothing
+                shutil.rmtree(run_dir / "checkpoints" / job.stem, ignore_errors=True)
+                for path in (job, model_path(run_dir, sub, cls.name, seed)):
+                    clear_left_temporaries(path)
         elif cls is SourceOnly:
             every = {}  # partial DA: the argmax over every source class as well
             model = source_only_model(pretrained, data, lambda m, rows, every=every: every.update(

@@ -64,6 +64,16 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def clear_left_temporaries(path: str | os.PathLike) -> None:
+    """Remove the temporary files of ``path`` that :func:`atomic_path` left when a kill came
+    before their rename, once ``path`` itself exists (whatever their age: nothing writes them)."""
+    path = Path(path)
+    if path.exists():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
 def _fsync(path: str) -> None:
     fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows flushes writable handles only
     try:

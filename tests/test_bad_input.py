@@ -610,3 +610,25 @@ def test_a_resume_removes_what_a_stop_right_after_a_job_s_row_left(tmp_path, mon
         path.write_text("{}")
     again, resumed = experiment.run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
     assert resumed == rows and not any(p.exists() for p in left) and not (run_dir / "checkpoints").exists()
+
+
+# -- plugins and method options ------------------------------------------------------------------
+
+@pytest.mark.parametrize("module, text, message", [
+    ("tk_override_plugin", "from transferkit.methods.base import Method, register\n\n\n@register\n"
+     "class Dann(Method):\n    name = 'dann'\n    streams = ('target',)\n",
+     r"method name 'dann' is taken by transferkit.methods.adversarial.DANN"),
+    ("tk_broken_plugin", "raise RuntimeError('broken plugin')\n",
+     r"importing plugin module 'tk_broken_plugin' \(TRANSFERKIT_PLUGINS\) failed: RuntimeError: broken plugin"),
+    ("tk_file_plugin.py", "", r"names 'tk_file_plugin.py': give the module's name, 'tk_file_plugin', not a file name"),
+])
+def test_a_run_imports_its_plugins_whatever_its_config_names(tmp_path, monkeypatch, module, text, message):
+    # before: plugins were imported only for an unknown name, so a run of built-in methods finished with a plugin
+    # that overrode 'dann' ignored, or one that failed to import, and recorded it in environment.plugins
+    from transferkit.config import ExperimentConfig
+    from transferkit.preflight import check_names
+    (tmp_path / (module.removesuffix(".py") + ".py")).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TRANSFERKIT_PLUGINS", module)
+    with pytest.raises(TransferkitError, match=message):
+        check_names(ExperimentConfig(methods=["finetune"]))

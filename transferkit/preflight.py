@@ -25,7 +25,7 @@ from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
-from .runtime import plugin_hint
+from .runtime import import_plugins, plugin_hint
 from .splits import Split, fewest_for, split_units
 
 
@@ -33,7 +33,10 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
     """What a config names, checked without loading anything (before any work, and by
     ``--nproc`` before it starts processes): its methods and their option names, backbone and
     domains; returns the method classes. ``run_dir``: the run resumed, whose results.json
-    names the plugin modules it was made with (for an unknown name's hint)."""
+    names the plugin modules it was made with (for an unknown name's hint). The plugin modules
+    of ``$TRANSFERKIT_PLUGINS`` are imported first, whatever the config names: one that fails, or
+    takes a built-in name, is refused before the run (not ignored because no name was missing)."""
+    import_plugins()
     try:
         methods = [get_method(m) for m in cfg.methods]
         check_backbone(cfg.backbone)  # plugins may register backbones

@@ -340,6 +340,10 @@ def import_plugins() -> None:
             raise
         except Exception as e:
             missing = isinstance(e, ModuleNotFoundError) and e.name and (module + ".").startswith(e.name + ".")
+            if missing and (module.endswith(".py") or "/" in module or os.sep in module):
+                raise TransferkitError(f"TRANSFERKIT_PLUGINS names {module!r}: give the module's name, "
+                                       f"{os.path.basename(module).removesuffix('.py')!r}, not a file name (its "
+                                       f"folder on PYTHONPATH)") from e
             if missing:  # the plugin module itself (or its package), not one that it imports
                 raise TransferkitError(f"TRANSFERKIT_PLUGINS names module {module!r}, which cannot be imported: "
                                        f"{e} (is its folder on PYTHONPATH?)") from e

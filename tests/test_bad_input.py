@@ -632,3 +632,15 @@ def test_a_run_imports_its_plugins_whatever_its_config_names(tmp_path, monkeypat
     monkeypatch.setenv("TRANSFERKIT_PLUGINS", module)
     with pytest.raises(TransferkitError, match=message):
         check_names(ExperimentConfig(methods=["finetune"]))
+
+
+@pytest.mark.parametrize("option, message", [
+    ("lr_schedule=None", r"must be one of constant, cosine, dann, null, got 'None' \(YAML's null is `null` or `~`"),
+    ("lr=None", r"must be a number > 0, got 'None' \(YAML's null is `null` or `~`"),
+])
+def test_none_written_in_yaml_is_told_to_be_null(option, message):
+    # before: "option lr_schedule must be one of constant, cosine, dann, None, got 'None'"
+    from transferkit.config import load_config
+    from transferkit.preflight import check_names
+    with pytest.raises(TransferkitError, match=message):
+        check_names(load_config(None, ["methods=[dann]", f"options.dann.{option}"]))

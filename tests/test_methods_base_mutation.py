@@ -29,7 +29,7 @@ def test_documented_option_choices_are_accepted():
     assert "constant" in option_choices("lambda_schedule") and None in option_choices("optimizer")
     _check_option_values("dann", {"lambda_schedule": "constant", "optimizer": None, "lr_schedule": None})
     assert get_method("dann")(_net(), lambda_schedule="constant").coefficient(0.0) == pytest.approx(0.1)
-    with pytest.raises(TransferkitError, match="dann: option optimizer must be one of adam, sgd, None, got 'rms'"):
+    with pytest.raises(TransferkitError, match="dann: option optimizer must be one of adam, sgd, null, got 'rms'"):
         _check_option_values("dann", {"optimizer": "rms"})
 
 

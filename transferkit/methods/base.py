@@ -213,11 +213,13 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         passed_on = isinstance(value, dict) and (param is None or param.kind is inspect.Parameter.VAR_KEYWORD)
         flat.update(value if passed_on else {name: value})  # not a dict-valued option (clip's captions by class)
     for name, value in flat.items():
+        null = _null_hint(value)
         check(name not in switches or isinstance(value, bool),
-              f"{method}: option {name} must be true or false, got {value!r}")
+              f"{method}: option {name} must be true or false, got {value!r}{null}")
         if name in _CHOICES:
             check(value in _CHOICES[name], f"{method}: option {name} must be one of "
-                                           f"{', '.join(map(str, _CHOICES[name]))}, got {value!r}")
+                                           f"{', '.join('null' if c is None else str(c) for c in _CHOICES[name])}, "
+                                           f"got {value!r}{null}")
         if value is None:
             continue
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -227,14 +229,22 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         elif name in getattr(cls, "unit_interval_options", ()):
             check(number and 0 < value <= 1, f"{method}: option {name} must be a number in (0, 1], got {value!r}")
         elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
-            check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}")
+            check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}{null}")
         elif name.endswith("weight") or name in _NONNEGATIVE:
-            check(number and value >= 0, f"{method}: option {name} must be a number >= 0, got {value!r}")
+            check(number and value >= 0, f"{method}: option {name} must be a number >= 0, got {value!r}{null}")
     for name, value in flat.items() if cls is not None else ():
         param = _inherited_parameter(cls, name)
         kinds = None if param is None else _simple_types(param.annotation)
+        null = _null_hint(value)
         check(not kinds or any(_fits(value, kind) for kind in kinds),
-              f"{method}: option {name} must be {' or '.join(_KIND_WORDS[k] for k in kinds or ())}, got {value!r}")
+              f"{method}: option {name} must be {' or '.join(_KIND_WORDS[k] for k in kinds or ())}, got {value!r}"
+              f"{null}")
+
+
+def _null_hint(value) -> str:
+    """What to write for null, where a config gave the text 'None' (YAML reads None as text)."""
+    return (" (YAML's null is `null` or `~`; None is the text 'None')"
+            if isinstance(value, str) and value.strip().lower() == "none" else "")
 
 
 _KIND_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text", "None": "null"}

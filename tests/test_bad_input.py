@@ -644,3 +644,28 @@ def test_none_written_in_yaml_is_told_to_be_null(option, message):
     from transferkit.preflight import check_names
     with pytest.raises(TransferkitError, match=message):
         check_names(load_config(None, ["methods=[dann]", f"options.dann.{option}"]))
+
+
+@pytest.mark.parametrize("name", ["lext", "finetune_adv"])
+def test_layers_with_the_head_and_other_class_counts_are_refused_before_pretraining(name):
+    # before: refused in prepare, when the job ran: after pre-training and the jobs of methods listed before it
+    from transferkit.backbones import build_backbone
+    from transferkit.methods import get_method
+    method = get_method(name)(build_backbone("lenet", 5), layers=["fc1", "head"])
+    with pytest.raises(TransferkitError, match=r"layers may include 'head' only when source and target have as many "
+                                               r"classes .*here 5 and 3"):
+        method.check_classes(list("abcde"), list("xyz"))
+    method.check_classes(list("abcde"), list("vwxyz"))
+    get_method(name)(build_backbone("lenet", 5)).check_classes(list("abcde"), list("xyz"))  # default layers
+
+
+def test_embedding_zsl_refuses_templates_it_would_ignore():
+    # before: templates (a typo included) were accepted and recorded in the row's method_options, and never used
+    from transferkit.backbones import build_backbone
+    from transferkit.zeroshot import EmbeddingZeroShot
+    with pytest.raises(TransferkitError, match=r"embedding_zsl: templates 'digit' fill prompts with class names for "
+                                               r"class_embeddings text or text:ENCODER; .* are not text"):
+        EmbeddingZeroShot(build_backbone("lenet", 10), templates="digit")
+    names = [str(i) for i in range(10)]
+    assert EmbeddingZeroShot(build_backbone("lenet", 10), class_embeddings="text:hashing", class_names=names,
+                             templates="digits").class_embeddings.shape[0] == 10

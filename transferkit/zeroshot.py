@@ -532,6 +532,10 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
     def __init__(self, net, class_embeddings=None, dim: int = 64, scale: float = 10.0, class_names=None,
                  templates=None):
         class_embeddings, class_names = rows_by_class(class_embeddings, class_names, "class_embeddings")
+        check(templates is None or self.reads_class_text({self.description_option: class_embeddings}),
+              f"{self.name}: templates {templates!r} fill prompts with class names for class_embeddings text or "
+              f"text:ENCODER; these class_embeddings ({described_by('class_embeddings', class_embeddings)}) are not "
+              f"text, so the templates would be ignored: leave them out")
         e = description_rows(class_embeddings, class_names, templates)
         super().__init__(net, e.shape[0], class_names, digit_descriptions=self.built_in(class_embeddings),
                          rows_text=described_by("class_embeddings", class_embeddings))

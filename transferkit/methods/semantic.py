@@ -182,6 +182,15 @@ class SemanticTransfer(Method):
         self._labeled = None  # the labelled target while it trains (the centroids of predict="centroids")
 
     # ---- setup -------------------------------------------------------------------------
+    def check_classes(self, source_classes, target_classes) -> None:
+        """``layers`` naming ``head`` needs as many source as target classes (refused before any
+        pre-training, as :meth:`prepare` would refuse it after)."""
+        if self.layers is not None and "head" in self.layers and source_classes is not None and \
+                target_classes is not None:
+            n_s, n_t = len(source_classes), len(target_classes)
+            check(n_s == n_t, f"layers may include 'head' only when source and target have as many classes "
+                              f"(seed 000 Table 5: 5 and 5); here {n_s} and {n_t}")
+
     def prepare(self, domains: dict) -> None:
         super().prepare(domains)
         source, target = domains.get("source"), domains.get("target")

@@ -669,3 +669,29 @@ def test_embedding_zsl_refuses_templates_it_would_ignore():
     names = [str(i) for i in range(10)]
     assert EmbeddingZeroShot(build_backbone("lenet", 10), class_embeddings="text:hashing", class_names=names,
                              templates="digits").class_embeddings.shape[0] == 10
+
+
+def test_matching_ft_refuses_a_batch_of_one_image():
+    # before: every step's loss was 0 (no class twice in a batch) and the untrained head was scored, silently
+    from helpers import toy_domain
+
+    from transferkit import Transfer
+    with pytest.raises(TransferkitError, match=r"matching_ft matches a query .* a batch of 1 image never holds an "
+                                               r"episode .*train.batch_size >= 2"):
+        Transfer("matching_ft", train={"steps": 2, "batch_size": 1}, pretrain=_TINY).fit(
+            target=toy_domain(8, classes=2), source=toy_domain(8, classes=2))
+
+
+def test_a_misspelt_hashing_encoder_and_a_nameless_plugin_method_are_named():
+    # before: 'hash' was read as a model to download ("needs sentence-transformers: pip install ..."); a method class
+    # without a name of its own registered as its parent's 'method'
+    from transferkit.methods.base import Method, register
+    from transferkit.text import get_text_encoder
+    for name in ("hash", "Hashing"):
+        with pytest.raises(TransferkitError, match=rf"text encoder '{name}': did you mean 'hashing'"):
+            get_text_encoder(name)
+    with pytest.raises(TransferkitError, match=r"Nameless sets no name of its own \(it would register as its parent's "
+                                               r"'method'\): set name = '...'"):
+        @register
+        class Nameless(Method):
+            streams = ("target",)

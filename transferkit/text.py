@@ -154,7 +154,9 @@ def _load_sentence_model(model: str, device: str):
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        raise TransferkitError(f"the text encoder {model!r} needs sentence-transformers: {INSTALL_HINT}") from e
+        raise TransferkitError(f"the text encoder {model!r}, read as a sentence-transformers model, needs "
+                               f"sentence-transformers: {INSTALL_HINT}; the encoder that needs nothing is "
+                               f"'hashing'") from e
     path = model
     if model in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}"):
         try:
@@ -204,6 +206,9 @@ def get_text_encoder(name: str | TextEncoder = DEFAULT_TEXT_MODEL) -> TextEncode
             check(match is not None and int(match[1] or 256) >= 1,
                   f"text encoder {name!r}: use 'hashing' or 'hashing:<dim>' with dim >= 1")
             _ENCODERS[name] = HashingEncoder(int(match[1] or 256))
+        elif name.lower().startswith("hash"):  # a misspelt 'hashing', not a model to look for
+            raise TransferkitError(f"text encoder {name!r}: did you mean 'hashing' (or 'hashing:<dim>')? other names "
+                                   f"are sentence-transformers models (a name or a path)")
         else:
             _ENCODERS[name] = SentenceEncoder(name)
     return _ENCODERS[name]

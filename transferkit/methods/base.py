@@ -48,7 +48,10 @@ PREFIXES: dict[str, Callable[[str], type["Method"]]] = Registry("method prefix",
 
 
 def register(cls: type["Method"]) -> type["Method"]:
-    """Register method class ``cls`` under ``cls.name`` (a name another class holds is refused)."""
+    """Register method class ``cls`` under ``cls.name`` (a name another class holds is refused,
+    as is a class that sets no name of its own: it would take its parent's)."""
+    check("name" in vars(cls), f"{cls.__module__}.{cls.__qualname__} sets no name of its own (it would register as "
+                               f"its parent's {cls.name!r}): set name = '...' in the class")
     METHODS[cls.name] = cls
     return cls
 

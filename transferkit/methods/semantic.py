@@ -525,7 +525,12 @@ class FinetunedMatchingNet(MatchingNet):
         check(smallest >= need, f"{self.name} trains on (k-1)-shot episodes and needs at least {need} labelled "
                                 f"examples per class; the smallest class has {smallest} (use matching_net at k = 1)")
         self.num_target_classes = target.num_classes
-        fit = make_engine("main").fit(self, target=target)
+        engine = make_engine("main")
+        check(engine.cfg.batch_size >= 2, f"{self.name} matches a query against the other images of its class in "
+                                          f"the batch, so a batch of {engine.cfg.batch_size} image never holds an "
+                                          f"episode and nothing would be trained: give train.batch_size >= 2 (a "
+                                          f"batch large enough to hold two images of a class)")
+        fit = engine.fit(self, target=target)
         self.set_support(target)
         return fit
 

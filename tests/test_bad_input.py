@@ -695,3 +695,12 @@ def test_a_misspelt_hashing_encoder_and_a_nameless_plugin_method_are_named():
         @register
         class Nameless(Method):
             streams = ("target",)
+
+
+def test_workers_in_a_config_and_nproc_are_refused_as_the_flags_are(tmp_path, capsys, monkeypatch):
+    # before: `--workers 2 --nproc 2` was refused, but workers: 2 in the config (or --set workers=2) was ignored
+    import transferkit.cli as cli
+    monkeypatch.setattr(cli, "_relaunch_with_torchrun", lambda *a: pytest.fail("processes started"))
+    code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", "workers=2", "--set", f"out_dir={tmp_path}")
+    assert code == 2 and "workers 2 (the config's workers: key, --set workers= or TRANSFERKIT_WORKERS) and --nproc 2 " \
+                         "do not combine" in err, err

@@ -285,6 +285,10 @@ def _checked_for_torchrun(args) -> bool:
         _runtime_flag_checks(args)
         cfg = _run_config(args)
         check_names(cfg, args.resume)
+        check(cfg.workers == 1, f"workers {cfg.workers} (the config's workers: key, --set workers= or "
+                                f"TRANSFERKIT_WORKERS) and --nproc {args.nproc} do not combine: under --nproc every "
+                                f"process runs each job data-parallel, one job after another; set workers: 1 (--set "
+                                f"workers=1) or leave out --nproc")
         check_processes_have_gpus(cfg.device, args.nproc)  # CUDA that is not there: one line, not one per rank
     elif args.command in ("bench", "demo"):
         name = "demo" if args.command == "demo" else args.name

@@ -157,7 +157,7 @@ def _run(tmp_path, config_text, rows):
 
 
 def test_a_benchmark_with_an_unreadable_plan_is_still_a_benchmark(tmp_path):
-    # kills: _bench_plan giving None for a torn plan.json (the directory read as a run's)
+    # kills: bench_plan giving None for a torn plan.json (the directory read as a run's)
     (tmp_path / "plan.json").write_text('{"bench')
     io.write_json(tmp_path / "jobs" / "m-all-s0.json", ROW)
     hint = unfinished_hint(tmp_path)

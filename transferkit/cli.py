@@ -404,20 +404,16 @@ def _benchmark_of(folder: Path) -> str | None:
     """The benchmark whose directory ``folder`` is (its ``plan.json``, or the ``benchmark`` of the
     config its ``results.json`` keeps), or None."""
     from .io import read_json
-    plan = folder / "plan.json"
-    for path, key in ((plan, "benchmark"), (folder / "results.json", "config")):
-        if not path.is_file():
-            continue
-        try:
-            data = read_json(path)
-        except TransferkitError:
-            data = None
-        if path == plan:
-            return str(data.get(key) or "NAME") if isinstance(data, dict) else "NAME"
-        config = data.get(key) if isinstance(data, dict) else None
-        if isinstance(config, dict) and "benchmark" in config:
-            return str(config["benchmark"])
-    return None
+    from .results import bench_plan
+    plan = bench_plan(folder)
+    if plan is not None:
+        return str(plan.get("benchmark") or "NAME")  # an unreadable plan is still a benchmark's
+    try:
+        stored = read_json(folder / "results.json")
+    except TransferkitError:  # none, or unreadable
+        return None
+    config = stored.get("config") if isinstance(stored, dict) else None
+    return str(config["benchmark"]) if isinstance(config, dict) and "benchmark" in config else None
 
 
 def _config_copy_hint(run_dir: Path) -> str:

@@ -44,7 +44,7 @@ def atomic_path(path: str | os.PathLike):
     check(not path.is_dir(), f"cannot write {str(path)!r}: it is a folder; give the path of a file (in it, e.g. "
                              f"{str(path / ('file' + (path.suffix or '')))!r})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    for stale in _temporaries(path):
         with contextlib.suppress(OSError):  # another process may remove it first
             if time.time() - stale.stat().st_mtime > STALE_TMP_S:
                 stale.unlink()
@@ -69,9 +69,14 @@ def clear_left_temporaries(path: str | os.PathLike) -> None:
     before their rename, once ``path`` itself exists (whatever their age: nothing writes them)."""
     path = Path(path)
     if path.exists():
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        for stale in _temporaries(path):
             with contextlib.suppress(OSError):
                 stale.unlink()
+
+
+def _temporaries(path: Path):
+    """The temporary files :func:`atomic_path` makes beside ``path`` (``.NAME.<random>.tmp``)."""
+    return path.parent.glob(f".{glob.escape(path.name)}.*.tmp")
 
 
 def _fsync(path: str) -> None:

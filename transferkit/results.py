@@ -39,18 +39,16 @@ def unfinished_hint(run_dir: Path) -> str:
     with the folder of a config's runs (``runs/NAME``: one timestamped directory per run). A
     benchmark directory (``plan.json``) is completed by the benchmark its plan names."""
     run_dir = Path(run_dir)
-    plan = _bench_plan(run_dir)
+    plan = bench_plan(run_dir)
     holder = directory_holder(run_dir) if (run_dir / "config.yaml").is_file() or plan is not None else None
     if holder is not None and not (run_dir / "results.json").is_file():  # resuming it now would be refused
         return (f": {run_dir} is not finished: a transferkit process ({holder}) is working in it now and writes the "
                 f"results when it ends")
     if plan is not None and not (run_dir / "results.json").is_file():
         found = list(run_dir.glob("**/jobs/*.json"))  # its own and those of the runs its jobs made (main-k2/jobs)
-        n, worlds = len(found), {_row_field(j, "world_size") for j in found} - {None, 1}  # resumed under its --nproc
-        command = shlex.join(["transferkit", "bench", *(["--nproc", str(max(worlds))] if worlds else []),
-                              str(plan.get("benchmark") or "NAME"), *(["--quick"] if plan.get("quick") else []),
-                              "--resume", str(run_dir)])
-        return (f": {run_dir} is a benchmark directory that is not finished (it holds {n} finished job(s)); "
+        command = shlex.join(["transferkit", "bench", *_nproc_flag(found), str(plan.get("benchmark") or "NAME"),
+                              *(["--quick"] if plan.get("quick") else []), "--resume", str(run_dir)])
+        return (f": {run_dir} is a benchmark directory that is not finished (it holds {len(found)} finished job(s)); "
                 f"`{command}` completes it and writes the results")
     jobs = sorted((run_dir / "jobs").glob("*.json")) if plan is None else []
     settings = _settings_of(_run_config(run_dir)) if jobs else None
@@ -58,11 +56,9 @@ def unfinished_hint(run_dir: Path) -> str:
         jobs = [j for j in jobs if _row_field(j, "setting") in settings]
     n = len(jobs)
     if n and (run_dir / "config.yaml").is_file():
-        worlds = {_row_field(j, "world_size") for j in jobs} - {None, 1}  # a run of --nproc N resumes under it
-        nproc = ["--nproc", str(max(worlds))] if worlds else []
         return (f": {run_dir} holds {n} finished job(s) but is not finished; "
-                f"`{shlex.join(['transferkit', 'run', *nproc, '--resume', str(run_dir)])}` completes it and writes "
-                f"the results")
+                f"`{shlex.join(['transferkit', 'run', *_nproc_flag(jobs), '--resume', str(run_dir)])}` completes it "
+                f"and writes the results")
     if (run_dir / "config.yaml").is_file() and plan is None:  # e.g. killed during pre-training
         return (f": {run_dir} is a run that has finished no job yet; "
                 f"`{shlex.join(['transferkit', 'run', '--resume', str(run_dir)])}` goes on with it")
@@ -145,7 +141,19 @@ def _row_field(path: Path, key: str | None):
     return row if key is None else row.get(key) if isinstance(row, dict) else None
 
 
-def _bench_plan(run_dir: Path) -> dict | None:
+def world_sizes(jobs) -> set[int]:
+    """The process counts (``--nproc``) the job rows in the files ``jobs`` were made under (rows
+    without one, written before it was recorded, and unreadable files left out)."""
+    return {w for w in (_row_field(j, "world_size") for j in jobs) if isinstance(w, int)}
+
+
+def _nproc_flag(jobs) -> list[str]:
+    """``--nproc N`` for a resume of the job rows ``jobs``, which resume under their count."""
+    worlds = world_sizes(jobs) - {1}
+    return ["--nproc", str(max(worlds))] if worlds else []
+
+
+def bench_plan(run_dir: Path) -> dict | None:
     """A benchmark directory's ``plan.json`` (naming its ``benchmark`` and ``quick``; ``{}``
     when unreadable), or None where there is none."""
     if not (run_dir / "plan.json").is_file():

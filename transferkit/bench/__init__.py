@@ -35,7 +35,7 @@ from ..errors import TransferkitError, UnknownNameError, check
 from ..fields import updated
 from ..io import directory_lock, read_json, write_json
 from ..jobs import default_workers
-from ..results import RESULT_FILES, summarize, write_results
+from ..results import RESULT_FILES, summarize, world_sizes, write_results
 from ..runtime import holding_work_dir, job_threads, new_invocation, note_kernels, note_work_dir, preload_lazy_imports
 from ..tables import markdown_table
 
@@ -340,18 +340,11 @@ def _check_bench_dir(bench_dir: Path) -> None:
 def _check_same_world(bench_dir: Path) -> None:
     """Refuse a resume under another ``--nproc`` than the benchmark's finished jobs ran in before
     anything changes (each suite's run refuses it too, but only once the results are cleared)."""
-    now, then = world_size(), set()
-    for path in bench_dir.glob("**/jobs/*.json"):
-        try:
-            row = read_json(path)
-        except TransferkitError:  # a torn job file runs again
-            continue
-        count = row.get("world_size") if isinstance(row, dict) else None
-        if isinstance(count, int) and count != now:
-            then.add(count)
+    now = world_size()
+    then = world_sizes(bench_dir.glob("**/jobs/*.json")) - {now}  # a torn job file runs again: not counted
     check(not then, f"{bench_dir}: finished jobs ran in {' and '.join(map(str, sorted(then)))} data-parallel "
                     f"process(es) and this resume runs {now}: --nproc changes a job's rows (docs/scale.md); resume "
-                    f"with --nproc {min(then) if then else now}, or start a new benchmark directory")
+                    f"with --nproc {min(then, default=now)}, or start a new benchmark directory")
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,

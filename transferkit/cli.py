@@ -530,13 +530,13 @@ def _episodes(args) -> None:
 def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | None:
     """Move an ``episodes.json`` (and ``.md``) of another plan or other methods aside, to the first
     free ``episodes-N``, so that a new plan never overwrites finished episodes; what was kept where."""
-    import json
+    from .io import read_json
     old = run_dir / "episodes.json"
     if not old.is_file():
         return None
     try:
-        data = json.loads(old.read_text())
-    except (OSError, ValueError):
+        data = read_json(old)
+    except TransferkitError:  # unreadable: kept aside all the same
         data = {}
     data = data if isinstance(data, dict) else {}
     methods = lambda rs: sorted({str(r.get("method")) for r in rs if isinstance(r, dict)})  # noqa: E731

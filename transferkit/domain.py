@@ -151,14 +151,19 @@ def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
 
 
 
+def loose_name(name) -> str:
+    """A class name with case and surrounding spaces ignored, in one Unicode form (NFC): names
+    equal so are one class spelt two ways (``cat``, ``Cat ``)."""
+    return unicodedata.normalize("NFC", str(name)).strip().casefold()
+
+
 def head_mapping(source_classes: list[str], target_classes: list[str]) -> list[int | None]:
     """For each target class, the index of the same-named source class (or None). Names
     match exactly; a target class that matches a source class only up to case or surrounding
     spaces warns (it is a new class)."""
     mapping = [source_classes.index(c) if c in source_classes else None for c in target_classes]
-    loose = {str(c).strip().casefold(): c for c in source_classes}
-    near = [(c, loose[str(c).strip().casefold()]) for c, s in zip(target_classes, mapping)
-            if s is None and str(c).strip().casefold() in loose]
+    loose = {loose_name(c): c for c in source_classes}
+    near = [(c, loose[loose_name(c)]) for c, s in zip(target_classes, mapping) if s is None and loose_name(c) in loose]
     if near:
         warn(f"target class(es) {[c for c, _ in near][:10]} differ from the source's "
              f"{[s for _, s in near][:10]} only in case or spaces; class names match exactly, so they "
@@ -180,7 +185,7 @@ def _loose_names(names: list[str]) -> list[str]:
     """``names`` compared loosely: case and surrounding spaces ignored, without the prefix and
     suffix that all of them share (never cutting into a number: ``d0..d9`` -> ``0..9``,
     ``class_01`` -> ``1``, but ``10, 20`` stay), numbers read as numbers (``07`` is ``7``)."""
-    keys = [str(n).strip().casefold() for n in names]
+    keys = [loose_name(n) for n in names]
     if len(keys) >= 2:
         pre = os.path.commonprefix(keys).rstrip("0123456789")
         suf = os.path.commonprefix([k[::-1] for k in keys])[::-1].lstrip("0123456789")
@@ -202,8 +207,8 @@ def warn_unshared_classes(source_classes: list[str], target_classes: list[str], 
     source, target = [str(c) for c in source_classes], [str(c) for c in target_classes]
     if not source or not target or set(source) & set(target):
         return
-    near = {c.strip().casefold() for c in source}
-    if all(c.strip().casefold() in near for c in target):  # head_mapping warns about these
+    near = {loose_name(c) for c in source}
+    if all(loose_name(c) in near for c in target):  # head_mapping warns about these
         return
 
     def show(names):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .domain import DARK_UINT8, RANGE_TOL, Domain
+from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .io import atomic_write, cache_dir, relative_hint
 
@@ -159,7 +159,7 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
              f"for a dataset split into train/val/test folders give one of them, e.g. folder:{root / classes[0]}")
     by_loose_name: dict = {}
     for name in classes:  # a script's stray space or capital splits a class in two
-        by_loose_name.setdefault(unicodedata.normalize("NFC", name).strip().casefold(), []).append(name)
+        by_loose_name.setdefault(loose_name(name), []).append(name)
     alike = [names for names in by_loose_name.values() if len(names) > 1]
     if alike:
         warn(f"image folder {str(root)!r}: the class folders {', '.join(map(repr, alike[0]))} differ only in case or "

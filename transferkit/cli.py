@@ -361,6 +361,33 @@ def _check_report_out(out: str | None) -> None:
           f"and report.md in it): give e.g. --out {path.with_suffix('')}")
 
 
+def _damaged_config(path: Path) -> str | None:
+    """What is wrong with a run's ``config.yaml`` that is not a mapping of keys (emptied or cut
+    by a full disk or an editor), or None."""
+    import yaml
+    try:
+        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        return f"is not valid YAML ({' '.join(str(e).split())})"
+    except OSError as e:
+        return f"is unreadable ({e})"
+    return None if isinstance(stored, dict) else "is empty" if stored is None else "is not a mapping of keys"
+
+
+def _resumed_device(device: str, stored: Path) -> str:
+    """``--device`` for a resume of the run whose config is ``stored``: its own device when
+    ``auto`` picks that one on this machine (or the run's ``auto`` picks ``device``), so that
+    ``--device auto`` resumes a cpu run on a machine without a GPU."""
+    import yaml
+
+    from .runtime import resolve_device
+    with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError, OSError, AttributeError, TransferkitError):
+        then = yaml.safe_load(stored.read_text(encoding="utf-8")).get("device")
+        if "auto" in (device, then) and isinstance(then, str) and resolve_device(then) == resolve_device(device):
+            return then
+    return device
+
+
 def _run_config(args):
     """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
     / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
@@ -368,9 +395,15 @@ def _run_config(args):
     from .results import unfinished_hint
     config, overrides = args.config, list(args.set)
     # --workers / --device win over the config file's keys (a run's config.yaml names both)
-    overrides += [f"{k}={getattr(args, k)}" for k in ("workers", "device") if getattr(args, k, None)]
     resume = Path(args.resume) if args.resume else None
     stored = resume is not None and (resume / "config.yaml").is_file()
+    device = getattr(args, "device", None)
+    device = _resumed_device(device, resume / "config.yaml") if stored and device else device
+    overrides += [f"{k}={v}" for k, v in (("workers", getattr(args, "workers", None)), ("device", device)) if v]
+    damage = _damaged_config(resume / "config.yaml") if stored else None
+    check(not damage, f"--resume {resume}: its config.yaml {damage}; if it was damaged, move it away and give the "
+                      f"config the run ran with: transferkit run CONFIG --resume {resume} (each finished job is "
+                      f"checked against it)")
     if config is None and stored:  # resume with the run's own config
         config = resume / "config.yaml"
     folder = resume is not None and resume.is_dir()

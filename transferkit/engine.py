@@ -472,7 +472,7 @@ class Engine:
                     method.train_mode()
                     modes_stale = False
                 with autocast(device, cfg.amp), _size_named(method, other_size, step == first_step), \
-                        _labels_named(method, given):
+                        _labels_named(method, given), _streams_named(method, drawn, step == first_step):
                     terms = loss_fn(batch)
                 if step == first_step:
                     _check_terms(method, terms)
@@ -826,6 +826,23 @@ def _labels_named(method, given: dict):
                                f"({e}): {ranges}{f', the network head scores {heads}' if heads else ''}; build the "
                                f"network for the domain's classes (num_classes=...) or keep its classes "
                                f"(domain.select_classes([...]))") from None
+
+
+@contextlib.contextmanager
+def _streams_named(method, drawn: dict, first: bool):
+    """At the first step, a method's losses that read a stream its batch does not have (one it
+    did not declare in ``streams``, or ``unlabeled`` of a fit without unlabelled images) fail on
+    ``None`` with Python's "cannot unpack non-iterable NoneType object": named here."""
+    try:
+        yield
+    except (TypeError, AttributeError) as e:
+        absent = [n for n in STREAMS if n not in drawn]
+        if not (first and absent and "NoneType" in str(e)):
+            raise
+        raise TransferkitError(f"method {method.name!r}: its losses read a stream this batch does not have ({e}): "
+                               f"the batch holds only the streams the method declares that the fit has (streams = "
+                               f"{tuple(method.streams)!r}; batch.{' / batch.'.join(absent)} is None here); add the "
+                               f"stream it reads to its class's streams, or test it for None") from e
 
 
 @contextlib.contextmanager

@@ -99,6 +99,9 @@ class AdaptationMethod(Method):
         self.fit_wall_s = fit.wall_s
         return fit
 
+    def __getstate__(self) -> dict:  # a saved model (a run's models/*.pt) holds no clock: same seed, same bytes
+        return {k: v for k, v in super().__getstate__().items() if k != "fit_wall_s"}
+
     def extra_results(self) -> dict:
         """``fit_wall_s``: seconds of the engine's training alone (the row's ``wall_s`` also
         counts building the method and the test evaluation)."""

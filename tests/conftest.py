@@ -71,6 +71,15 @@ def empty_frozen_memo():
     MEMO.clear()
 
 
+@pytest.fixture(autouse=True)
+def empty_pretraining_memo():
+    """Every test starts with no pre-training kept by an earlier ``Transfer`` of the process
+    (``transferkit.api.PRETRAINED``), so that how often a test pre-trains does not depend on the
+    tests before it."""
+    from transferkit.api import PRETRAINED
+    PRETRAINED.clear()
+
+
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """``plugin(module, text)``: a module on the path, forgotten (with what it registered) afterwards."""

@@ -134,7 +134,8 @@ def test_read_images_given_a_folder_names_load_domain_and_glob(tmp_path):
 
 def test_one_channels_last_grey_image_is_named_as_the_shape_given(one_thread):
     from transferkit.domain import image_batch
-    with pytest.raises(TransferkitError, match=r"got \(28, 28, 1\); one image: images\[None\]"):
+    with pytest.raises(TransferkitError, match=r"got \(28, 28, 1\); one channels-last image \(H x W x C\): "
+                                               r"images\.permute\(2, 0, 1\)\[None\]"):
         image_batch(torch.rand(28, 28, 1), "predict", shape=(1, 28, 28))  # was reshaped to (28, 1, 28, 1)
     assert image_batch(torch.rand(5, 28, 28), "predict", shape=(1, 28, 28)).shape == (5, 1, 28, 28)
     with pytest.warns(TransferkitWarning, match=r"predict: images of shape \(3, 28, 28\) are read as 3 grey images "
@@ -214,11 +215,13 @@ def test_a_domain_slices_into_sub_domains_and_is_not_iterable():
 
 def test_a_fit_interrupted_goes_on_from_its_checkpoint_dir_to_the_uninterrupted_weights(tmp_path, monkeypatch,
                                                                                          one_thread):
+    from transferkit.api import PRETRAINED
     from transferkit.engine import Engine
     src, target = toy_domain(n=48, seed=1), toy_domain(n=16, seed=2)
     configs = dict(backbone="lenet", train=TrainConfig(steps=6, batch_size=8, checkpoint_every=2),
                    pretrain=TrainConfig(steps=8, batch_size=8, checkpoint_every=2))
     expected = Transfer("finetune", **configs).fit(source=src, target=target).net_.state_dict()
+    PRETRAINED.clear()  # the fit below pre-trains (and checkpoints) again, not the process's copy of the one above
     save, saved = Engine._save, []
 
     def interrupt_after_three(self, *args):  # Ctrl-C after the 3rd checkpoint: at step 6 of the pre-training

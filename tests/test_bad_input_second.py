@@ -1,9 +1,12 @@
 """Inputs a user plausibly gives that used to fail with a raw error, pass silently or lose a result
 (left by stop 71's bad-input audits and found by stop 72's); each test fails on the code before its fix."""
 import pytest
+import test_bench_core_flex_second_mutation as flex_tests
 import torch
 
 from transferkit.errors import TransferkitError
+
+fake_flex = flex_tests.fake_flex  # flex_suite with its data, source network and jobs faked
 
 
 def _run_config(*argv):
@@ -84,3 +87,268 @@ def test_a_damaged_config_of_a_run_gets_advice_for_the_run(tmp_path, text, damag
             _run_config(*argv, "--resume", str(run))
     (run / "config.yaml").rename(tmp_path / "moved.yaml")
     assert _run_config(str(config), "--resume", str(run)).k == 2
+
+
+def test_a_checkpoint_begun_from_another_network_is_refused(tmp_path):
+    # before: fit(net=other network, checkpoint_dir=...) resumed the first network's training without a word
+    from transferkit import TrainConfig, Transfer
+    from transferkit.backbones import build_backbone
+    from transferkit.domain import Domain
+    images = torch.rand(24, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    domain = Domain("d", images, torch.arange(24) % 3, ["a", "b", "c"])
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return build_backbone("convnet4", num_classes=3, in_channels=3, image_size=28)
+
+    def stop(step, state):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    cfg = TrainConfig(steps=3, batch_size=8, checkpoint_every=1, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        Transfer("finetune", train=cfg, hooks=stop).fit(target=domain, net=net(1), checkpoint_dir=tmp_path)
+    with pytest.raises(TransferkitError, match=r"checkpoint in .* began from other weights than this training starts "
+                                               r"from \(the network given, fit\(net=\.\.\.\)"):
+        Transfer("finetune", train=cfg).fit(target=domain, net=net(2), checkpoint_dir=tmp_path)
+    resumed = Transfer("finetune", train=cfg).fit(target=domain, net=net(1), checkpoint_dir=tmp_path)
+    assert resumed.fit_result_.steps == 3
+
+
+def test_a_unit_name_given_twice_is_refused():
+    # before: the pairs went through OrderedDict, which kept the last module of the name: a unit was dropped silently
+    from torch import nn
+
+    from transferkit.unitnet import UnitNet
+    pairs = [("stem", nn.Conv2d(3, 8, 3)), ("block", nn.Conv2d(8, 8, 3)), ("block", nn.Conv2d(8, 8, 3))]
+    for units in (pairs, iter(pairs)):
+        with pytest.raises(TransferkitError, match=r"unit name 'block' is given twice \(units 2 and 3\)"):
+            UnitNet(units, nn.Linear(8, 2), pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    assert UnitNet(pairs[:2], nn.Linear(8, 2)).unit_names == ["stem", "block", "head"]
+
+
+def test_a_fitted_network_moved_to_float64_is_named_at_predict():
+    # before: torch's "Input type (float) and bias type (double) should be the same" from inside the network
+    from helpers import toy_domain
+
+    from transferkit import TrainConfig, Transfer
+    domain = toy_domain(12)
+    model = Transfer("target_only", train=TrainConfig(steps=1, batch_size=4, progress=False)).fit(target=domain)
+    model.net_.double()
+    for call in (lambda: model.predict(domain.images), lambda: model.score(domain)):
+        with pytest.raises(TransferkitError, match=r"parameters are float64 \(changed after fit\).*model\.net_\.float"):
+            call()
+    model.net_.float()
+    assert model.predict(domain.images).shape == (12,)
+
+
+def test_from_modules_of_a_model_without_convolution_and_input_shape_warns_it_is_unchecked():
+    # before: no warning; the F.relu of the model's forward was lost and the net trained as a linear model
+    import warnings
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    from transferkit.adapters import from_modules
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flat, self.fc1, self.fc2 = nn.Flatten(), nn.Linear(16, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc2(F.relu(self.fc1(self.flat(x))))
+
+    with pytest.warns(UserWarning, match=r"MLP has no convolution to guess its input's shape from, so it is not "
+                                         r"checked.*give input_shape=\(C, H, W\)"):
+        from_modules(MLP(), units=["flat", "fc1"], head="fc2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_modules(MLP(), units=["flat", "fc1"], head="fc2", verify=False)
+        from_modules(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), ["0"], head="1")
+    with pytest.raises(TransferkitError, match="the units compute another function than the model"):
+        from_modules(MLP(), units=["flat", "fc1"], head="fc2", input_shape=(1, 4, 4))
+
+
+@pytest.mark.parametrize("images, hint", [
+    (torch.rand(10, 28, 28), r"look like 10 grey images \(N x H x W\) for a model of 3 channels: "
+                             r"images\[:, None\]\.expand\(-1, 3, -1, -1\)"),
+    (torch.rand(28, 28, 3), r"one channels-last image \(H x W x C\): images\.permute\(2, 0, 1\)\[None\]"),
+    (torch.rand(28, 28, 3).numpy(),
+     r"one channels-last image \(H x W x C\): images\.transpose\(2, 0, 1\)\[None\]"),
+    (torch.rand(3, 28, 28), r"one image: images\[None\]"),
+])
+def test_three_dimensional_images_get_the_fix_that_fits_them(images, hint):
+    # before: every 3-D batch was told "one image: images[None]", which gave 1 x 10 x 28 x 28 or 1 x 28 x 28 x 3
+    from transferkit.domain import image_batch
+    with pytest.raises(TransferkitError, match=hint):
+        image_batch(images, "predict", (3, 28, 28), exact=True)
+
+
+def test_load_network_of_a_user_module_names_how_to_load_it(tmp_path):
+    # before: "unknown backbone 'sequential' ... (a plugin's backbone?)", no way to load the file it wrote
+    from torch import nn
+
+    from transferkit import load_network, save_network
+    from transferkit.adapters import from_sequential
+    from transferkit.networks import load_network_file
+
+    def user_net():
+        layers = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        return from_sequential(layers, input_shape=(3, 28, 28))
+
+    saved, path = user_net(), tmp_path / "mine.safetensors"
+    save_network(saved, path, class_names=["a", "b"])
+    with pytest.raises(TransferkitError, match=r"a network of your own module \(from_modules, from_sequential\) is "
+                                               r"not built by name: build and cut it again, then "
+                                               r"transferkit\.networks\.load_network_file\(net, "):
+        load_network(path, saved.name)
+    loaded = user_net()
+    load_network_file(loaded, str(path))
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_set_params_to_another_method_names_the_option_the_method_before_kept():
+    # before: "method 'tap' has no option 'weight'", an option the call did not give
+    from transferkit import Transfer
+    model = Transfer("mmd", weight=2.0)
+    with pytest.raises(TransferkitError, match=r"set_params: method 'tap' has no option 'weight'.*weight=2\.0 was set "
+                                               r"for 'mmd', the method before: build a new model, Transfer\('tap'"):
+        model.set_params(method="tap")
+    with pytest.raises(TransferkitError, match=r"^method 'mmd' has no option 'wieght'; did you mean 'weight'\?$"):
+        model.set_params(wieght=1.0)
+    assert model.set_params(method="coral").method_cls.name == "coral"
+
+
+# -- tables, summaries and figures ---------------------------------------------------------------
+
+@pytest.mark.parametrize("accuracies, message", [
+    ([81.0, 83.0], r"rows\[0\] has accuracy 81\.0; accuracies are finite fractions in \[0, 1\] \(a percentage\?\)"),
+    ([0.81, float("nan")], r"rows\[1\] has accuracy nan"),
+    ([0.81, None], r"rows\[1\] has accuracy None"),
+])
+def test_summarize_checks_hand_made_accuracies_as_results_files_are(accuracies, message):
+    # before: "8200.0 ± 100.0" and "nan ± nan" in the table, and None a raw TypeError of float()
+    from transferkit.results import summarize
+    with pytest.raises(TransferkitError, match=message):
+        summarize([{"method": "ft", "seed": s, "accuracy": a} for s, a in enumerate(accuracies)])
+
+
+def test_summarize_takes_wall_s_none_as_left_out():
+    # before: TypeError "unsupported operand type(s) for +: 'int' and 'NoneType'"
+    from transferkit.results import summarize
+    summary = summarize([{"method": "ft", "seed": s, "accuracy": 0.8, "wall_s": None} for s in range(2)])
+    assert summary[0]["wall_s"] is None and summary[0]["accuracy_mean"] == pytest.approx(0.8)
+
+
+def test_tables_of_rows_instead_of_their_summary_say_so():
+    # before: csv_table wrote a table without accuracies; markdown_table and latex_table KeyError 'accuracy_mean'
+    from transferkit.results import summarize
+    from transferkit.tables import csv_table, latex_table, markdown_table
+    rows = [{"method": "ft", "source": "s", "target": "t", "setting": "k=5", "seed": s, "accuracy": 0.8, "wall_s": 1.0}
+            for s in range(2)]
+    for table in (markdown_table, latex_table, csv_table):
+        with pytest.raises(TransferkitError, match=rf"{table.__name__} takes summarize\(rows\)'s entries .*these look "
+                                                   r"like result rows"):
+            table(rows)
+    assert "accuracy_mean" in csv_table(summarize(rows))
+
+
+def test_accuracy_vs_k_plot_refuses_rows_it_would_average_across_targets_or_count_twice():
+    # before: one 'finetune' curve at 0.7, the mean of two targets; a repeated seed counted as two label subsets
+    from transferkit.plots import accuracy_vs_k_plot
+    rows = [{"method": "finetune", "source": "syndigits", "target": t, "setting": "k=5", "seed": 0, "accuracy": a}
+            for t, a in (("mnist", 0.9), ("usps", 0.5))]
+    with pytest.raises(TransferkitError, match=r"the rows mix targets mnist, usps.*r\['target'\] == 'mnist'"):
+        accuracy_vs_k_plot(rows, None)
+    for r in rows:
+        r["target"] = "mnist"
+    with pytest.raises(TransferkitError, match=r"rows of finetune at k=5 repeat seed 0 \(runs merged twice\?\)"):
+        accuracy_vs_k_plot(rows, None)
+    rows[1]["seed"] = 1
+    assert accuracy_vs_k_plot(rows, None).axes[0].lines
+
+
+def test_tsne_panels_named_by_numbers_and_labels_as_a_source_target_pair():
+    # before: TypeError adding an int name to a text after the t-SNE ran; a (source, target) pair of labels a raw
+    # numpy "inhomogeneous shape" error
+    from transferkit.plots import tsne_embeddings
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.randn(20, 8, generator=g), torch.randn(15, 8, generator=g)
+    fig = tsne_embeddings({0: src, 10: src}, None)
+    assert [ax.get_title() for ax in fig.axes] == ["0", "10"]
+    fig = tsne_embeddings({"after": (src, tgt)}, None, labels=(torch.arange(20) % 3, torch.arange(15) % 3))
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["source", "target", "0", "1", "2"]
+    with pytest.raises(TransferkitError, match=r"has 20 source and 15 target points but 20 and 14 labels"):
+        tsne_embeddings({"after": (src, tgt)}, None, labels=(torch.arange(20) % 3, torch.arange(14) % 3))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"labels": {"after": torch.arange(35) % 3}}, r"labels name panel\(s\) \['after'\] that panels do not have"),
+    ({"labels": torch.cat([torch.arange(32) % 3, torch.full((3,), float("nan"))]).numpy()},
+     r"3 of the 35 are NaN \(missing\)"),
+    ({"domain_names": "mnist"}, r"domain_names must be two names \(source, target\), got 'mnist'"),
+    ({"domain_names": ("mnist",)}, r"domain_names must be two names"),
+])
+def test_tsne_refuses_labels_and_domain_names_it_would_misdraw(options, message):
+    # before: a labels dict of unknown panels was ignored, NaN labels split every class in the legend, 'mnist' gave
+    # the legend 'm', 'n' and a one-name tuple an IndexError
+    from transferkit.plots import tsne_embeddings
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(TransferkitError, match=message):
+        tsne_embeddings({"after adaptation": (torch.randn(20, 8, generator=g), torch.randn(15, 8, generator=g))},
+                        None, **options)
+
+
+def test_a_figure_under_a_file_is_named_before_the_work(tmp_path):
+    # before: FileExistsError of makedirs, after the t-SNE ran
+    from transferkit.plots import check_png
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(TransferkitError, match=r"results\.json' is a file, not a folder"):
+        check_png(tmp_path / "results.json" / "tsne.png", "t-SNE figure")
+
+
+def test_units_picked_plot_of_a_run_s_flex_rows_names_the_plot_that_draws_them():
+    # before: KeyError 'candidate_test_accuracy'
+    from transferkit.plots import units_picked_plot
+    rows = [{"method": "flex", "target": "mnist", "candidate_val_accuracy": {"conv1": 0.5}, "picked": "conv1"}]
+    with pytest.raises(TransferkitError, match="a run's flex rows have candidate_val_accuracy: per_unit_accuracy_plot"):
+        units_picked_plot(rows, ["mnist"], None)
+
+
+# -- benchmarks under --nproc --------------------------------------------------------------------
+
+def test_flex_rows_record_their_process_count_so_a_resume_under_another_is_refused(tmp_path, fake_flex,
+                                                                                     monkeypatch):
+    # before: flex job rows carried no world_size, so a flex benchmark stopped under --nproc 2 resumed in one
+    # process without a word, and the stopped-benchmark hint left out --nproc 2
+    import transferkit.bench as bench
+    import transferkit.bench.flex as flex
+    from transferkit.bench import make_plan
+    from transferkit.io import read_json
+    monkeypatch.setattr(flex, "world_size", lambda: 2)
+    flex.flex_suite(make_plan("flex", True, ["targets=mnistm"]), tmp_path, lambda *a: None)
+    rows = [read_json(p) for p in (tmp_path / "jobs").glob("*.json")]
+    assert rows and {r["world_size"] for r in rows} == {2}
+    with pytest.raises(TransferkitError, match=r"finished jobs ran in 2 data-parallel process\(es\) and this resume "
+                                               r"runs 1.*resume with --nproc 2"):
+        bench._check_same_world(tmp_path)
+
+
+def test_episodes_of_a_stopped_run_say_to_score_again_once_it_has_finished(tmp_path, capsys, monkeypatch):
+    # before: the note said only that `transferkit run --resume` completes the run and writes the results, and
+    # episodes.json kept saying so after that resume (which does not write episodes.json)
+    import json
+
+    from helpers import run_cli
+
+    import transferkit.fewshot_eval as fewshot_eval
+    row = {"method": "finetune/prototype", "source": "s", "target": "t", "setting": "5-way 1-shot (k=2)", "seed": 0,
+           "accuracy": 0.5, "wall_s": 1.0, "episodes": 600, "classes": 5}
+    stopped = {"config": {}, "unfinished": f"; `transferkit run --resume {tmp_path}` completes it"}
+    monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: ([row], stopped))
+    assert run_cli(capsys, "episodes", str(tmp_path), "--k-shot", "1")[0] == 0
+    notes = json.loads((tmp_path / "episodes.json").read_text())["notes"]
+    assert any("completes it. These episodes score its models so far: run `transferkit episodes` again once it has "
+               "finished." in n for n in notes)

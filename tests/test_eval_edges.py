@@ -397,8 +397,12 @@ def test_transfer_fit_reuses_its_last_pretraining_on_the_same_source_with_the_sa
     model = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t1, source=src)
     model.fit(target=t2, source=src)  # the class 'new' gets a head row drawn from the random state
     assert pretrained_on() == ["src"] and modes[1::2] == [False, False]  # in eval mode, as pre-training leaves it
+    again = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t2, source=src)
+    assert pretrained_on() == ["src"]  # another model of the process: the same pre-training, kept by the process
+    api.PRETRAINED.clear()
     fresh = Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny).fit(target=t2, source=src)
     assert torch.equal(model.predict_logits(t2), fresh.predict_logits(t2))
+    assert torch.equal(again.predict_logits(t2), fresh.predict_logits(t2))
     model.set_params(train=TrainConfig(steps=4, batch_size=8)).fit(target=t2, source=src)
     assert pretrained_on() == ["src"] * 2  # the fresh model's own; set_params kept this one's
     model.set_params(seed=1).fit(target=t2, source=src)

@@ -332,6 +332,11 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
                                        left_out=_left_out(model, [m for _, _, m in listed] + [net.pool], listed))
         if net.input_shape_guessed and checked == "model fails":
             net.input_shape, net.input_shape_guessed = None, False  # the model does not take the guess
+        if guessed and input_shape is None and not isinstance(model, nn.Sequential) \
+                and not any(nn.parameter.is_lazy(p) for p in model.parameters()):
+            warn(f"from_modules: {type(model).__name__} has no convolution to guess its input's shape from, so it is "
+                 f"not checked that the units compute the model's function (code of its forward between modules, "
+                 f"such as F.relu, would be lost); give input_shape=(C, H, W) to check it")
     return net
 
 

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import shutil
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ from .domain import (
     warn_unshared_classes,
 )
 from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams, engine_hooks
-from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
+from .errors import TransferkitError, TransferkitWarning, UnknownOptionError, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import load_model
 from .fields import updated
@@ -81,6 +82,13 @@ def _warn_rows_by_position(method, target: Domain | None) -> None:
          f"are kept by position, row i as target class i ({list(target.class_names)[:5]}"
          f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] to match "
          f"them by name (load_network's networks have them)")
+
+
+#: The last pre-trainings of this process (CPU copies of their weights, their random states and
+#: device), by :meth:`Transfer._pretrain`'s key: a second ``Transfer`` on the same source and
+#: pre-training config reuses one instead of pre-training again (same weights, same result).
+PRETRAINED: OrderedDict = OrderedDict()
+PRETRAINED_KEPT = 2
 
 
 class Transfer:
@@ -150,7 +158,15 @@ class Transfer:
     def set_params(self, **params) -> "Transfer":
         """Change constructor arguments, checked as the constructor checks them (an option the
         method does not take is refused). The fitted model, if any, is dropped: fit again."""
-        fresh = type(self)(**{**self.get_params(), **params})
+        try:
+            fresh = type(self)(**{**self.get_params(), **params})
+        except UnknownOptionError as e:  # an option of the method set before, which the new method does not take
+            if e.name not in self.options or e.name in params or "method" not in params:
+                raise
+            new = getattr(params["method"], "name", params["method"])
+            raise TransferkitError(f"set_params: {e}; {e.name}={self.options[e.name]!r} was set for "
+                                   f"{self.method_cls.name!r}, the method before: build a new model, Transfer({new!r}, "
+                                   f"...), for another method with other options") from None
         memo = getattr(self, "_pretrained", None)  # its key names everything the pre-training read
         self.__dict__.clear()
         self.__dict__.update(fresh.__dict__)
@@ -348,8 +364,9 @@ class Transfer:
         if val is not None and not getattr(cls, "selects_on_validation", True):
             warn(f"fit: val= is not used: method {cls.name!r} selects nothing on a validation split (a fixed "
                  f"support set or training budget: `transferkit methods {cls.name}`); leave it out")
+        start = network_digest(net) if ckpt is not None else None  # a checkpoint begun from another net is refused
         if pretrains:
-            self._pretrain(net, source, source_val, ckpt)
+            self._pretrain(net, source, source_val, ckpt, start)
         if network_only:  # source_only of a source: null run: no training, the head's rows of the target classes
             method = source_only_of(net, head_classes, target_classes, network_only=True)
             fit_result = FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
@@ -361,7 +378,7 @@ class Transfer:
             fit_result = fit_for_target(
                 method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
                                                         checkpoint_dir=ckpt / tag if ckpt is not None else None,
-                                                        select_metric=self._select_metric(),
+                                                        select_metric=self._select_metric(), start=start,
                                                         hooks=getattr(self, "hooks", ())),
                 head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
         if getattr(cls, "scores_class_names", False):  # a CLIP-style model predicts the classes it names (given,
@@ -396,17 +413,23 @@ class Transfer:
         self.input_shape_ = getattr(model.net, "input_shape", None)  # None: a network of your own checks no shape
         return self
 
-    def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None, ckpt: Path | None = None) -> None:
+    def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None, ckpt: Path | None = None,
+                  start: str | None = None) -> None:
         """Pre-train ``net`` on ``source``, or take the weights of this model's last pre-training
+        (or of one of the last :data:`PRETRAINED_KEPT` of this process, another ``Transfer``'s)
         when it had the same source images, labels and classes, validation split, backbone (its
-        definition and initial weights), config and seed; the random state it left is restored
-        too, so the fit that follows is the same as after a pre-training (kept across
+        definition and initial weights), config, seed and thread count; the random state it left
+        is restored too, so the fit that follows is the same as after a pre-training (kept across
         ``set_params``, dropped by pickling)."""
         key = (source.digest(), source.image_shape, tuple(source.class_names),
                None if source_val is None else source_val.digest(), self.backbone, definition_digest(net),
                network_digest(net),  # the initial weights: a plugin's builder may load a file of its own
                repr(self.pretrain_cfg), self.seed, torch.get_num_threads())  # the thread count changes CPU sums
         memo = getattr(self, "_pretrained", None)
+        if (memo is None or memo[0] != key) and key in PRETRAINED:  # another Transfer's pre-training of the same
+            state, rng, cuda, device = PRETRAINED[key]
+            PRETRAINED.move_to_end(key)
+            memo = self._pretrained = (key, {k: v.to(device, copy=True) for k, v in state.items()}, rng, cuda)
         if memo is not None and memo[0] == key:
             net.load_state_dict(memo[1])
             net.to(next(iter(memo[1].values())).device).eval()  # where and as the pre-training left it
@@ -415,11 +438,15 @@ class Transfer:
                 torch.cuda.set_rng_state_all(memo[3])
             return
         self._pretrained = None  # a pre-training that fails leaves no stale weights behind
-        Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=ckpt / "pretrain" if ckpt is not None else None
-               ).fit(SourceOnly(net), source=source, val=source_val)
+        Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=ckpt / "pretrain" if ckpt is not None else None,
+               start=start).fit(SourceOnly(net), source=source, val=source_val)
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self._pretrained = (key, {k: v.detach().clone() for k, v in net.state_dict().items()},
                             torch.get_rng_state(), cuda)
+        device = next(iter(self._pretrained[1].values())).device
+        PRETRAINED[key] = ({k: v.cpu() for k, v in self._pretrained[1].items()}, *self._pretrained[2:], device)
+        while len(PRETRAINED) > PRETRAINED_KEPT:
+            PRETRAINED.popitem(last=False)
 
     def __sklearn_tags__(self):
         raise TransferkitError("Transfer.fit takes Domain objects (target=, source=, unlabeled=), not scikit-learn's "
@@ -464,6 +491,10 @@ class Transfer:
         check(hasattr(self, "net_"), f"call fit before {who}")
         images = images.images if isinstance(images, Domain) else images
         images = image_batch(images, who, self.input_shape_, exact=True)
+        dtypes = {str(p.dtype).replace("torch.", "") for p in self.method_.parameters() if p.is_floating_point()}
+        check(dtypes <= {"float32"}, f"{who}: the fitted network's parameters are {', '.join(sorted(dtypes))} (changed "
+                                     f"after fit); it scores float32 images, as it trained: model.net_.float() "
+                                     f"converts them back (or convert a copy, copy.deepcopy(model.net_))")
         self.method_.eval()
         return images
 

@@ -548,7 +548,9 @@ def _episodes(args) -> None:
                              args.k_shot, args.n_query, args.episodes, args.seed)
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
             "seed": args.seed, "heads": heads}
-    notes = [episodes_note(rows)] + stopped_lines(run)
+    stopped = [f"{line} These episodes score its models so far: run `transferkit episodes` again once it has "
+               f"finished." for line in stopped_lines(run)]  # the resume writes results.json, not episodes.json
+    notes = [episodes_note(rows)] + stopped
     summary = summarize(rows)
     config = {**(run.get("config") if isinstance(run.get("config"), dict) else {}), "episodes": plan}
     table = markdown_table(summary, rows, config, notes=notes)

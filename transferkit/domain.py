@@ -64,6 +64,20 @@ def looks_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] not in (1, 3, 4) and x.shape[2] > 4 and x.shape[3] in (1, 3, 4)
 
 
+def _three_dim_hint(images: torch.Tensor, shape: tuple, transpose: str) -> str:
+    """The fix for 3-D ``images`` a model of input ``shape`` refuses: one image, one channels-last
+    image, or grey ``N x H x W`` images for a colour model."""
+    got = tuple(images.shape)
+    if got == shape:
+        return "; one image: images[None]"
+    if got == (*shape[1:], shape[0]):
+        return f"; one channels-last image (H x W x C): {transpose.replace('0, 3, 1, 2', '2, 0, 1')}[None]"
+    if got[1:] == shape[1:]:
+        return (f"; these look like {got[0]} grey images (N x H x W) for a model of {shape[0]} channels: "
+                f"images[:, None].expand(-1, {shape[0]}, -1, -1), or domain.to_format(channels={shape[0]})")
+    return ""
+
+
 def image_batch(images, who: str, shape: tuple | None = None, exact: bool = False) -> torch.Tensor:
     """Images handed to a fitted model, as :func:`as_images` gives them (a NumPy array is
     converted). ``shape``: the ``(C, H, W)`` the model was fitted or built for; a batch that
@@ -99,7 +113,7 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
         hint = (f"; image files: transferkit.read_images(paths, size={shape[1]}, channels={shape[0]}), a domain: "
                 f"domain.to_format(size={shape[1]}, channels={shape[0]})"
                 if exact and len(shape) == 3 and shape[1] == shape[2] and images.dim() == 4 else
-                "; one image: images[None]" if images.dim() == 3 else "")
+                _three_dim_hint(images, shape, transpose) if images.dim() == 3 else "")
         check(fits, f"{who}: expected an {want} image tensor ({what}), got {tuple(images.shape)}{hint}")
     check(images.dim() == 4, f"{who}: expected an {want} image tensor, got shape {tuple(images.shape)}")
     return as_images(images, who)

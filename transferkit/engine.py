@@ -348,7 +348,8 @@ class Engine:
     def __init__(self, config: TrainConfig | None = None, seed: int = 0,
                  checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
                  hooks: tuple[Callable[[int, dict], None], ...] = (), tensorboard_dir: str | Path | None = None,
-                 run_name: str | None = None, select_metric: str = "accuracy"):
+                 run_name: str | None = None, select_metric: str = "accuracy", start: str | None = None):
+        self.start = start  # a digest of the network the caller starts from: a checkpoint begun from another is refused
         self.select_metric = check_select_metric(select_metric)  # what validation (early stopping, best weights) scores
         self.cfg = config or TrainConfig()
         self.run_name = run_name  # tags this training's records in a metrics file shared by several
@@ -716,7 +717,7 @@ class Engine:
         meta = {"signature": signature, "signed": getattr(self, "_signed", None), "state": state,
                 "optim_groups": opt_state["param_groups"],
                 "optim_scalars": meta_opt, "has_best": best_weights is not None, "history": history,
-                "world_size": world_size()}
+                "world_size": world_size(), "start": self.start}
         self.ckpt.mkdir(parents=True, exist_ok=True)
         # one file, one atomic write: the state travels in the safetensors metadata, so weights
         # and step can never come from two different saves; last.json is a readable copy
@@ -739,6 +740,11 @@ class Engine:
         check(then == world_size(), f"checkpoint in {self.ckpt} was trained in {then} data-parallel process(es) and "
                                     f"this resume runs {world_size()}: --nproc changes the training (docs/scale.md); "
                                     f"resume with --nproc {then}, or delete it to train that stage from its start")
+        then = meta.get("start")  # unknown before 2026-12-07, or not given by the caller: not checked
+        check(None in (then, self.start) or then == self.start,
+              f"checkpoint in {self.ckpt} began from other weights than this training starts from (the network "
+              f"given, fit(net=...), or the source network differs); delete it (or give another checkpoint_dir) to "
+              f"train from the start, or start from the network it began from")
         try:
             method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         except RuntimeError as e:  # e.g. a discriminator built for other layers by an older version

@@ -14,7 +14,7 @@ import torch
 
 from .backbones import build_backbone, check_unitnet, is_built_in, known_outputs
 from .engine import content_text
-from .errors import TransferkitError, check
+from .errors import TransferkitError, UnknownNameError, check
 from .heads import PrototypeHead
 from .io import load_safetensors, save_safetensors
 from .methods.base import Method
@@ -107,11 +107,13 @@ def _torch_file(path: Path) -> bool:
         return False
 
 
-def load_network_file(net, path: Path, classes: list[str] | None = None, hint: str = "", read=None) -> None:
+def load_network_file(net, path: str | os.PathLike, classes: list[str] | None = None, hint: str = "",
+                      read=None) -> None:
     """Load ``path`` into ``net``. With ``classes`` (the source's), a file that names the
     classes of its head's rows (transferkit's pre-trainings since 2026-12-01) must name
     these, in this order: the rows are taken by position. ``hint``: what to do when it is unreadable;
     ``read``: its ``(state, metadata)`` when the caller has read them (:func:`read_network_file`)."""
+    path = Path(path).expanduser()
     state, metadata = read or read_network_file(path, hint)
     stored = stored_classes(path, metadata)
     if classes is not None and stored is not None and stored != list(classes):
@@ -187,8 +189,15 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int | None
     check(rows is not None, f"load_network: {path} names no classes and holds no head weight to count its rows by")
     if in_channels is None:
         in_channels = file_channels(backbone, rows, image_size, state) or 1
-    net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size,
-                         head=head_kind(state))  # a cosine or prototype head, as finetune_cosine / _proto train
+    try:
+        net = build_backbone(backbone, num_classes=rows, in_channels=in_channels, image_size=image_size,
+                             head=head_kind(state))  # a cosine or prototype head, as finetune_cosine / _proto train
+    except UnknownNameError as e:
+        if e.kind != "backbone":
+            raise
+        raise TransferkitError(f"load_network: {e}; a network of your own module (from_modules, from_sequential) "
+                               f"is not built by name: build and cut it again, then "
+                               f"transferkit.networks.load_network_file(net, {str(path)!r})") from None
     load_network_file(net, path, read=(state, metadata))
     restore_head(net, metadata)
     net.class_names = names

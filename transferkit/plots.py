@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,9 @@ def check_png(path: str | os.PathLike | None, what: str) -> None:
                                                 f"itself), got {type(path).__name__}")
     check(Path(path).suffix.lower() == ".png", f"the {what} is a PNG image: name it *.png, got {str(path)!r}")
     check(not Path(path).is_dir(), f"the {what} goes to a file; {str(path)!r} is a directory")
+    above = next((p for p in Path(path).parents if p.exists()), None)  # the folders to make must not be files
+    check(above is None or above.is_dir(), f"the {what} goes to {str(path)!r}, but {str(above)!r} is a file, "
+                                           f"not a folder")
 
 
 def save_png(fig, path: str | os.PathLike | None, dpi: int, what: str):
@@ -207,6 +211,10 @@ def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathL
     each unit, over ratios and seeds (marker area ~ count)."""
     flex_rows = [r for r in rows if r["method"] == "flex"]
     check(len(flex_rows) > 0, "units_picked_plot: no flex rows")
+    lacking = next((r for r in flex_rows if not ("candidate_test_accuracy" in r and "ratio" in r)), None)
+    check(lacking is None, "units_picked_plot draws the flex rows of `transferkit bench flex`, which carry "
+                           "candidate_test_accuracy and ratio; a run's flex rows have candidate_val_accuracy: "
+                           "per_unit_accuracy_plot draws those")
     units = list(dict.fromkeys(u for r in flex_rows for u in r["candidate_test_accuracy"]))
     targets = [t for t in targets if any(r["target"] == t for r in flex_rows)]
     check(len(targets) > 0, "units_picked_plot: none of the targets has a flex row")
@@ -260,16 +268,16 @@ def _panel_sets(name, value) -> list[torch.Tensor]:
 def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", seed: int = 0,
                     domain_names: tuple[str, str] = ("source", "target"), labels=None):
     """Seed 000 Figure 4: t-SNE of embeddings, one panel per network (e.g. before and after
-    adaptation). ``panels``: ``name -> (source_features, target_features)`` (coloured by
-    domain) or ``name -> features`` (one set), each ``N x D``; a single array is one panel.
-    ``labels``: class ids or names per point (source then target), one sequence for every panel
-    or a dict ``name -> labels``; the points are then coloured by class (source o, target x),
-    one colour per class over all the panels (a panel of classes 1 and 2 draws them as the
-    legend does), and the legend, beside the panels, names the classes (up to 20, each its own
-    colour: tab10, tab20 above 10 classes) and the two markers; above 20 classes the colours
-    repeat and the title says so. A panel left out of a ``labels`` dict is drawn grey.
-    Each panel gets its own t-SNE (``seed``), perplexity 30 (lowered to ``(n - 1) / 3`` for
-    fewer than 91 points)."""
+    adaptation). ``panels``: ``name -> (source_features, target_features)`` (coloured by domain) or
+    ``name -> features`` (one set), each ``N x D``; a single array is one panel. ``labels``: class
+    ids or names per point (source then target, or a pair ``(source_labels, target_labels)``), one
+    for every panel or a dict ``name -> labels`` (of panels it has); the points are then coloured by
+    class (source o, target x), one colour per class over all the panels (a panel of classes 1 and 2
+    draws them as the legend does), and the legend, beside the panels, names the classes (up to 20,
+    each its own colour: tab10, tab20 above 10 classes) and the two markers; above 20 classes the
+    colours repeat and the title says so. A panel left out of a ``labels`` dict is drawn grey. Each
+    panel gets its own t-SNE (``seed``), perplexity 30 (lowered to ``(n - 1) / 3`` for fewer than 91
+    points)."""
     from sklearn.manifold import TSNE
 
     if hasattr(panels, "shape"):
@@ -278,8 +286,13 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
           f"tsne_embeddings: panels must be a dict name -> features (or -> (source, target) features), got "
           f"{type(panels).__name__ if not isinstance(panels, dict) else 'an empty dict'}")
     check_png(path, "t-SNE figure")  # before the t-SNE runs
+    check(isinstance(domain_names, (tuple, list)) and len(domain_names) == 2,
+          f"tsne_embeddings: domain_names must be two names (source, target), got {domain_names!r}")
+    unknown = [k for k in labels if k not in panels] if isinstance(labels, dict) else []
+    check(not unknown, f"tsne_embeddings: labels name panel(s) {unknown} that panels do not have; the panels are "
+                       f"{list(panels)}")
     sets = {name: _panel_sets(name, value) for name, value in panels.items()}
-    names, classes = _class_ids({name: _point_labels(name, labels, sum(len(f) for f in fs))
+    names, classes = _class_ids({name: _point_labels(name, labels, [len(f) for f in fs])
                                  for name, fs in sets.items()})
     labelled = names is not None
     paired = any(len(fs) == 2 for fs in sets.values())  # the legend then names the two domains' markers
@@ -309,7 +322,7 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
                     mine = np.flatnonzero(ids[a:b] == c) + a
                     ax.scatter(z[mine, 0], z[mine, 1], s=3 if j == 0 else 6, marker="ox"[j], alpha=0.6,
                                color=class_colour(int(c), len(names)))
-        ax.set_title(name + (" (no labels)" if labelled and ids is None else ""), fontsize=9)
+        ax.set_title(str(name) + (" (no labels)" if labelled and ids is None else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     if labelled:  # classes by colour (one map over all panels), domains by marker, beside the panels
@@ -345,15 +358,27 @@ def class_colour(c: int, n_classes: int):
     return colormaps["tab20"].colors[2 * (c % 10) + (c // 10) % 2]
 
 
-def _point_labels(name, labels, n: int):
-    """A panel's ``n`` labels as a 1-D array, or ``None``."""
+def _point_labels(name, labels, sizes: list[int]):
+    """A panel's labels (one per point of its feature sets of ``sizes``) as a 1-D array, or
+    ``None``; a pair ``(source_labels, target_labels)`` for a pair of sets is joined."""
     mine = labels.get(name) if isinstance(labels, dict) else labels
     if mine is None:
         return None
-    values = np.asarray(mine.detach().cpu() if isinstance(mine, torch.Tensor) else mine)
+    as_array = lambda v: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)  # noqa: E731
+    if isinstance(mine, (tuple, list)) and len(mine) == len(sizes) == 2 \
+            and all(not isinstance(v, str) and hasattr(v, "__len__") for v in mine):
+        parts = [as_array(v) for v in mine]
+        check([len(v) for v in parts] == sizes, f"tsne_embeddings: panel {name!r} has {sizes[0]} source and "
+                                                f"{sizes[1]} target points but {len(parts[0])} and {len(parts[1])} "
+                                                f"labels; give one label per point")
+        mine = np.concatenate(parts)
+    values, n = as_array(mine), sum(sizes)
     check(values.ndim == 1 and len(values) == n,
           f"tsne_embeddings: panel {name!r} has {n} points (source then target) but {values.size} labels of shape "
           f"{values.shape}; give one label per point")
+    missing = int(np.isnan(values).sum()) if values.dtype.kind == "f" else 0
+    check(not missing, f"tsne_embeddings: panel {name!r}'s labels: {missing} of the {n} are NaN (missing); give "
+                       f"every point a label")
     unique_ids(values, f"tsne_embeddings: panel {name!r}'s labels")  # names and numbers, not both
     return values
 
@@ -417,6 +442,15 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: 
     bad = sorted({str(r.get("setting")) for r in rows if not re.fullmatch(r"k=(0|[1-9][0-9]*)", str(r.get("setting")))})
     check(not bad, f"accuracy_vs_k_plot needs rows with setting 'k=K' (K a whole number, as a run writes it: no "
                    f"leading zero), got {bad}")
+    for key in ("source", "target", "run"):
+        values = list(dict.fromkeys(str(r[key]) for r in rows if key in r)) or [""]
+        check(len(values) < 2, f"accuracy_vs_k_plot: the rows mix {key}s {', '.join(values)}, which one curve per "
+                               f"method would average; pass the rows of one {key}, e.g. "
+                               f"[r for r in rows if r['{key}'] == {values[0]!r}]")
+    seeds = [(r["method"], r["setting"], r["seed"]) for r in rows if "seed" in r]
+    twice = next((s for s, n in Counter(seeds).items() if n > 1), None)
+    check(twice is None, f"accuracy_vs_k_plot: rows of {twice and twice[0]} at {twice and twice[1]} repeat seed "
+                         f"{twice and twice[2]} (runs merged twice?): the standard error would count one run as two")
     fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
     curves, group_curves = {}, {}

@@ -215,6 +215,10 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         missing = [k for k in ("method", "seed", "accuracy") if k not in r]
         check(not missing, f"rows[{i}] has no {', '.join(missing)}: a row needs method, seed and accuracy (a "
                            f"fraction, e.g. model.score(test)); source, target, setting and wall_s are optional")
+        a = r["accuracy"]
+        check(isinstance(a, Real) and not isinstance(a, bool) and math.isfinite(a) and 0.0 <= a <= 1.0,
+              f"rows[{i}] has accuracy {a!r}; accuracies are finite fractions in [0, 1]"
+              + (" (a percentage?)" if isinstance(a, Real) and 1.0 < a <= 100.0 else ""))
         groups.setdefault((r["method"], r.get("source", ""), r.get("target", ""), r.get("setting", ""),
                            r.get("run")), []).append(r)
     for key, rs in groups.items():
@@ -233,7 +237,8 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         summary = {**({"run": run} if run is not None else {}),
                    "method": method, "source": source, "target": target, "setting": setting,
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
-                   "wall_s": sum(r["wall_s"] for r in rs) / len(rs) if all("wall_s" in r for r in rs) else None,
+                   "wall_s": sum(r["wall_s"] for r in rs) / len(rs)
+                   if all(r.get("wall_s") is not None for r in rs) else None,
                    "seeds": sorted(r["seed"] for r in rs)}
         ci = rs[0].get("ci95") if len(rs) == 1 else None  # one row over episodes: its own 95 % interval
         if isinstance(ci, Real) and not isinstance(ci, bool) and math.isfinite(ci):  # NaN: one episode, none

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from numbers import Real
 
+from .errors import TransferkitError
 from .evaluate import format_mean_se
 
 
@@ -531,12 +532,23 @@ def environment_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def check_summary(summary: list[dict], who: str) -> None:
+    """Refuse result rows given where :func:`~transferkit.results.summarize`'s entries belong."""
+    entry = next((s for s in summary if not (isinstance(s, dict) and "accuracy_mean" in s and "n" in s)), None)
+    if entry is not None:
+        rows = isinstance(entry, dict) and "accuracy" in entry
+        raise TransferkitError(f"{who} takes summarize(rows)'s entries (accuracy_mean, n, ...); "
+                               + ("these look like result rows (accuracy, seed): give summarize(rows), e.g. "
+                                  "markdown_table(summarize(rows), rows)" if rows else f"got {str(entry)[:80]}"))
+
+
 def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,
                 notes: list[str] = (), markdown: bool = True) -> dict:
     """The parts of the results table, as text: ``classes`` (the class subsets, a line above the
     table, or ``""``), ``header`` and ``cells`` (one list of cell texts per summary entry,
     unescaped), and ``notes`` (the lines under it; ``markdown``: as markdown, else plain text).
     :func:`markdown_table` and :func:`latex_table` render them alike."""
+    check_summary(summary, "markdown_table" if markdown else "latex_table")
     grouped = any("group_accuracy_mean" in s for s in summary)
     gzsl, balanced = any("h_accuracy_mean" in s for s in summary), balanced_shown(summary)
     splits = {r.get("split", "test") for r in rows}
@@ -643,6 +655,7 @@ def csv_table(summary: list[dict]) -> str:
     """The summary entries as CSV, one line per table row: the fields of :data:`CSV_FIELDS` that
     some entry has, as ``results.json``'s ``summary`` holds them (accuracies as fractions, full
     precision; a standard error of one seed empty; ``seeds`` separated by spaces)."""
+    check_summary(summary, "csv_table")
     fields = [f for f in CSV_FIELDS if any(f in s for s in summary)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

@@ -78,6 +78,13 @@ class UnitNet(nn.Module):
                  pool: nn.Module | None = None, name: str = "unitnet",
                  input_shape: Sequence[int] | None = None):
         super().__init__()
+        if not isinstance(units, Mapping):  # pairs: a name given twice would keep only its last module
+            units = list(units)
+            names = [pair[0] if isinstance(pair, (tuple, list)) and pair else None for pair in units]
+            twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+            check(twice is None, f"UnitNet: unit name {twice!r} is given twice (units "
+                                 f"{' and '.join(str(i + 1) for i, n in enumerate(names) if n == twice)}); names must "
+                                 f"be unique (a repeated name keeps only the last module)")
         units = OrderedDict(units)
         for n in units:
             check(isinstance(n, str) and n and "." not in n and ":" not in n and n not in (HEAD, EMBEDDING, ALL_UNITS),

@@ -43,6 +43,7 @@ import torch
 
 from ..backbones import HEAD, build_backbone
 from ..data import check_spec, load_domain, parse_spec
+from ..distributed import world_size
 from ..engine import Engine, TrainConfig
 from ..errors import TransferkitError, check
 from ..evaluate import fraction_correct, mean_se, mean_se_text, paired_difference, predict_logits
@@ -251,7 +252,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
                                               f"not {label}: use another directory")
     log(f"source network: val accuracy {100 * info['val_accuracy']:.1f}% on {label}")
     gallery = embed(pretrained, source.val.images)  # AP@10's gallery: the same for every job
-    made_by = {"invocation": invocation(), "workers": default_workers()}
+    made_by = {"invocation": invocation(), "workers": default_workers(), "world_size": world_size()}  # --nproc
     jobs = []
     for target in p.target_names():
         split = target_splits(target, tgt_half, p.source, p.val_fraction, p.val_per_class)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import world_size
 from ..engine import Engine, content_text
 from ..evaluate import mean_se
 from ..fitting import evaluate_on
@@ -95,7 +96,7 @@ def uda_tune_suite(b: Budget, bench_dir, log):
             cfg = pair_config(source, target, seed, b, ["source_only"], adaptation_epochs(data, b)[1])
             net, info = pretrain_source(cfg, data, log)  # once here; every job loads this file
             cfg = replace(cfg, pretrained=info["path"])  # (a worker's own cache key may differ: its thread count)
-            head = {"source": source, "target": target, "seed": seed, "split": "val"}
+            head = {"source": source, "target": target, "seed": seed, "split": "val", "world_size": world_size()}
             rows.append({**head, "method": "source_only", "setting": "-", "wall_s": 0.0,
                          "accuracy": evaluate_on(source_only_model(net, data), data.target.val)["accuracy"]})
             inputs = content_text({"net": net, "data": [data.source.train, data.target.train, data.target.val],

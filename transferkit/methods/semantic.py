@@ -44,8 +44,10 @@ from ..discriminators import (
 from ..engine import FitResult
 from ..errors import check, class_ids, warn
 from ..evaluate import predict_logits
+from ..frozen import frozen_activations, hooked
 from ..heads import class_means, prototype_logits
 from ..losses import frozen_call
+from ..unitnet import EMBEDDING, UnitNet
 from .adaptation import resolve_layers
 from .base import Method, register
 from .finetune import Finetune
@@ -235,9 +237,14 @@ class SemanticTransfer(Method):
         the source network's device, where the losses compare with them."""
         source, self._prototype_source = self._prototype_source, None
         dev = next(self.source_net.parameters()).device
+        net = self.source_net
+        if feats is None and isinstance(net, UnitNet) and not hooked(net) \
+                and type(net).forward_features is UnitNet.forward_features:  # the same pass as another job's
+            net.eval()  # of this source network: read from (or stored in) transferkit.frozen's memo
+            feats = frozen_activations(net, source.images, EMBEDDING)
         if feats is None:  # a source the fit does not cache: its images are where the domain keeps them
-            self.source_net.eval()
-            feats = predict_logits(lambda x: self.source_net.forward_features(x.to(dev)), source.images)
+            net.eval()
+            feats = predict_logits(lambda x: net.forward_features(x.to(dev)), source.images)
         self.source_prototypes = class_means(feats.float().to(dev), source.labels, source.num_classes)  # fp32 (amp)
 
     def load_state_dict(self, state_dict, *args, **kwargs):

@@ -9,7 +9,8 @@ content's map the style's per-channel mean and standard deviation over positions
     AdaIN(x, y) = σ(y) · (x − μ(x)) / σ(x) + μ(y),     t = AdaIN(E(c), E(s)),
 
 and a decoder ``D`` maps ``t`` back to an image, ``g = D(α · t + (1 − α) · E(c))``. The decoder
-learns (stage 1) with the paper's content and style losses, ``E`` fixed,
+learns (stage 1) with the content and style losses of the authors' code (the paper writes them as
+Euclidean distances, unsquared), ``E`` fixed,
 
     L_c = ‖E(g) − t‖²,   L_s = Σ_i ‖μ(φ_i(g)) − μ(φ_i(s))‖² + ‖σ(φ_i(g)) − σ(φ_i(s))‖²,
     L_D = L_c + λ · L_s,
@@ -24,9 +25,11 @@ a classifier: the encoder is the source network itself (frozen copy), not VGG; `
 defaults to its first unit with a spatial output (the paper's relu4_1 of a 3-layer digit net
 keeps too few positions to draw an image from); the decoder is a small convolutional net
 (3 x 3 convolutions, nearest upsampling to the image size, sigmoid output), not VGG's mirror;
-``‖·‖²`` is a mean over elements (the paper's squared L2 norm up to a constant per layer);
-λ = 10 and α = 1 are the defaults of the authors' code; styles pair each source image with
-a target image of the same batch. The fixed encoder's maps of the source and target images
+``‖·‖²`` is a mean over elements (the authors' Lua code sums the style terms over channels:
+its ``styleWeight`` 1e-2 is about 0.01 · C per layer here, 0.2 on LeNet's ``conv1``); λ = 10 with
+means is the default of the widely used PyTorch port (naoto0804/pytorch-AdaIN), α = 1 the
+authors'; the decoder trains at the experiment's learning rate with Adam's β1 0.9 (the authors'
+code: 1e-4, decaying); styles pair each source image with a target image of the same batch. The fixed encoder's maps of the source and target images
 are computed once per stage (:meth:`AdaIN.cache_inputs`), not per batch.
 """
 

@@ -29,8 +29,9 @@ keeps too few positions to draw an image from); the decoder is a small convoluti
 its ``styleWeight`` 1e-2 is about 0.01 · C per layer here, 0.2 on LeNet's ``conv1``); λ = 10 with
 means is the default of the widely used PyTorch port (naoto0804/pytorch-AdaIN), α = 1 the
 authors'; the decoder trains at the experiment's learning rate with Adam's β1 0.9 (the authors'
-code: 1e-4, decaying); styles pair each source image with a target image of the same batch. The fixed encoder's maps of the source and target images
-are computed once per stage (:meth:`AdaIN.cache_inputs`), not per batch.
+code: 1e-4, decaying); styles pair each source image with a target image of the same batch.
+The fixed encoder's maps of the source and target images are computed once per stage
+(:meth:`AdaIN.cache_inputs`), not per batch.
 """
 
 from __future__ import annotations

@@ -449,7 +449,10 @@ class MatchingNet(Method):
     D_3 is the unlabelled target, which gives no label to pre-train with, so this reads it as
     D_1, the labelled source, whose pre-trained network ``finetune`` starts from too (and the
     seed's "due to domain shift, matching networks perform poorly" fits a source embedding).
-    ``scale``: inverse temperature of the cosine attention.
+    ``scale``: inverse temperature of the cosine attention: 10, transferkit's choice (Vinyals et
+    al. 2016, the seed's [70], attend with ``softmax`` of the plain cosine, scale 1, over an
+    embedding trained in episodes through it; this one reads a cross-entropy embedding, whose
+    cosines in [-1, 1] give a nearly flat attention at scale 1; ``scale: 1`` is [70]'s kernel).
     ``predict``: ``"attention"`` (default, the matching-network rule it is trained with) or
     ``"nearest"``, the label of the nearest support example, the rule by which seed 000
     Table 1 scores both matching-net baselines ("calculated based on nearest neighbors in the

@@ -352,3 +352,112 @@ def test_episodes_of_a_stopped_run_say_to_score_again_once_it_has_finished(tmp_p
     notes = json.loads((tmp_path / "episodes.json").read_text())["notes"]
     assert any("completes it. These episodes score its models so far: run `transferkit episodes` again once it has "
                "finished." in n for n in notes)
+
+
+# -- benchmark settings on a resume ----------------------------------------------------------------
+
+def _stored(tmp_path, name, overrides):
+    import dataclasses
+    import json
+
+    from transferkit.bench import make_plan
+    plan = make_plan(name, False, overrides)
+    (tmp_path / "plan.json").write_text(json.dumps({"benchmark": name, **dataclasses.asdict(plan)}))
+
+
+def test_a_resume_that_sets_flex_image_targets_keeps_the_directory_s_targets(tmp_path):
+    # before: `--set image_targets=mnistm` on a resume reset targets to every target of the source (hours of jobs)
+    from transferkit.bench import resumed_plan
+    _stored(tmp_path, "flex", ["targets=mnist+blur,mnistm"])
+    plan = resumed_plan("flex", False, ["image_targets=mnistm"], tmp_path)
+    assert (plan.targets, plan.image_targets) == (["mnist+blur", "mnistm"], ["mnistm"])
+    with pytest.raises(TransferkitError, match=r"image_targets \['mnist\+inversion'\] are not among the targets "
+                                               r"\['mnist\+blur', 'mnistm'\]"):
+        resumed_plan("flex", False, ["image_targets=mnist+inversion"], tmp_path)
+    assert resumed_plan("flex", False, ["targets=mnistm"], tmp_path).image_targets == []  # targets reset them
+
+
+def test_a_resume_checks_set_values_against_the_directory_s_plan(tmp_path):
+    # before: `--set cats=6` of a directory made with n_max=6 was refused against the default n_max 4, and a quick
+    # directory's refusal listed every field where the defaults differ from it
+    from transferkit.bench import resumed_plan
+    _stored(tmp_path, "represent", ["n_max=6", "cats=2,6"])
+    assert resumed_plan("represent", False, ["cats=6"], tmp_path).cats == [6]
+    with pytest.raises(TransferkitError) as refused:
+        resumed_plan("represent", False, ["cats=8"], tmp_path)
+    assert "n_max=6" in str(refused.value) and "there" not in str(refused.value)
+
+
+def test_a_resume_refused_before_a_new_job_keeps_the_finished_results(tmp_path, bench_sandbox):
+    # before: the plan was replaced and results.json / .md deleted before the suite read the new pair's data, so
+    # a finished directory became one that the suggested command could not complete
+    from test_bench_core_mutation import ROW, toy_plan
+
+    from transferkit.io import write_json
+    state = {"fail": None}
+
+    def suite(plan, bench_dir, log):
+        if state["fail"] == "before a job":  # e.g. the new pair's data unreadable
+            raise TransferkitError("2 class folders contain no images")
+        for seed in plan.seeds:
+            write_json(bench_dir / "jobs" / f"s{seed}.json", {**ROW, "seed": seed})
+            if state["fail"] == "after a job" and seed == plan.seeds[-1]:
+                raise TransferkitError("the last job failed")
+        return [{**ROW, "seed": s} for s in plan.seeds]
+
+    bench_sandbox.benchmark("toyr", "a toy suite", plan=toy_plan)(suite)
+    bench_dir = tmp_path / "b"
+    bench_sandbox.run_benchmark("toyr", run_dir=bench_dir, log=lambda *a: None)
+    finished = {n: (bench_dir / n).read_bytes() for n in ("plan.json", "results.json", "results.md")}
+    state["fail"] = "before a job"
+    with pytest.raises(TransferkitError, match="contain no images"):
+        bench_sandbox.run_benchmark("toyr", run_dir=bench_dir, overrides=["seeds=[0, 1]"], log=lambda *a: None)
+    assert {n: (bench_dir / n).read_bytes() for n in finished} == finished
+    state["fail"] = "after a job"  # a job of the new plan ran: the directory is that plan's, unfinished
+    with pytest.raises(TransferkitError):
+        bench_sandbox.run_benchmark("toyr", run_dir=bench_dir, overrides=["seeds=[0, 1, 2]"], log=lambda *a: None)
+    assert not (bench_dir / "results.json").exists() and (bench_dir / "plan.json").read_bytes() != finished["plan.json"]
+
+
+def test_a_pair_of_one_domain_warns_that_it_adapts_a_domain_to_itself():
+    # before: mnist:mnist ran without a word (a misspelt mnist:mnistm looks the same)
+    from transferkit.bench import as_pairs
+    with pytest.warns(UserWarning, match=r"pairs: mnist:mnist adapts a domain to itself"):
+        as_pairs("mnist:mnist,mnist:digits")
+
+
+# -- runs at once ----------------------------------------------------------------------------------
+
+def test_a_torchrun_group_waits_for_another_run_s_pre_training_of_the_same_network(tmp_path, monkeypatch):
+    # before: under torchrun no rank took the pre-training lock, so a second --nproc run resumed from the first's
+    # live checkpoint, each rank at its own step, and gloo aborted on the mismatched collectives
+    import threading
+    import time
+
+    import transferkit.source as source
+    from transferkit.io import waiting_lock
+    events, lock = [], tmp_path / "lenet-k.lock"
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    monkeypatch.setattr(source, "world_size", lambda: 2)
+    monkeypatch.setattr(source, "is_main_process", lambda: threading.current_thread().name == "rank0")
+    gate = threading.Barrier(2, timeout=10)  # torch.distributed's barrier of the group's two ranks
+    monkeypatch.setattr(source, "barrier", lambda: events.append(("barrier", threading.current_thread().name))
+                        or gate.wait())
+
+    def rank():
+        name = threading.current_thread().name
+        with source.pretraining_lock(lock, lambda: events.append(("waits", name)), poll_s=0.01):
+            events.append(("in", name))
+
+    with waiting_lock(lock):  # another run pre-training the same network
+        ranks = [threading.Thread(target=rank, name=f"rank{r}", daemon=True) for r in (1, 0)]
+        for r in ranks:
+            r.start()
+        time.sleep(0.3)
+        assert events == [("waits", "rank0")]  # neither rank went on while the other run holds the lock
+    for r in ranks:
+        r.join(timeout=10)
+    assert not any(r.is_alive() for r in ranks)
+    assert sorted(events) == [("barrier", "rank0"), ("barrier", "rank1"), ("in", "rank0"), ("in", "rank1"),
+                              ("waits", "rank0")]
+    assert not (tmp_path / "lenet-k.held-29511").exists()

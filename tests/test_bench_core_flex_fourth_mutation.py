@@ -56,7 +56,7 @@ class Section:
 
 @dataclass
 class GroupPlan(Plan):
-    """Selection fields ``seeds`` and the section ``train``, which a resume keeps or replaces together."""
+    """Selection fields ``seeds`` and the section ``train``, a group whose first field resets the other."""
 
     selects: ClassVar[tuple[str, ...]] = ("seeds", "train")
     select_groups: ClassVar[tuple[tuple[str, ...], ...]] = (("seeds", "train"),)
@@ -74,12 +74,13 @@ def toy(bench_sandbox):
     return bench_sandbox
 
 
-def test_a_dotted_set_of_a_section_in_a_select_group_replaces_the_whole_group(tmp_path, toy):
-    # kills: `(given | set(dotted)) & set(group)` -> `given & set(group)` in _resumed_selection (`--set train.steps=3`
-    # kept the stored seeds of its group)
+def test_a_set_of_a_group_s_first_field_resets_the_others_and_a_set_of_another_keeps_it(tmp_path, toy):
+    # kills: the group's reset made two-way again (before stop 72 it was: flex's `--set image_targets=...` on a
+    # resume ran every target of the source); a dotted set of the first field's section not counted
     store_plan(tmp_path, GroupPlan(seeds=[4], train=Section(steps=9)), owner="grouped")
     assert resumed_plan("grouped", False, [], tmp_path) == GroupPlan(seeds=[4], train=Section(steps=9))
-    assert resumed_plan("grouped", False, ["train.steps=3"], tmp_path) == GroupPlan(seeds=[0], train=Section(steps=3))
+    assert resumed_plan("grouped", False, ["train.steps=3"], tmp_path) == GroupPlan(seeds=[4], train=Section(steps=3))
+    assert resumed_plan("grouped", False, ["seeds=[5]"], tmp_path) == GroupPlan(seeds=[5], train=Section())
 
 
 # --- run_benchmark's notes -----------------------------------------------------------------------------------------

@@ -222,7 +222,7 @@ def test_a_set_key_of_a_plain_dict_field_is_the_given_one_and_then_compared(tmp_
 def test_another_benchmark_s_directory_of_the_same_plan_type_is_not_taken_as_this_one_s(tmp_path, toy):
     # kills: `owner not in (None, name)` dropped from _resumed_selection (toy2's plan was resumed as toy's)
     store_plan(tmp_path, toy_plan(True), owner="toy2")
-    assert _resumed_selection(toy_plan(False), tmp_path, [], "toy") == toy_plan(False)
+    assert _resumed_selection("toy", False, tmp_path, []) == toy_plan(False)
     with pytest.raises(TransferkitError, match="holds a run of the toy2 benchmark, not of toy"):
         resumed_plan("toy", False, [], tmp_path)
 

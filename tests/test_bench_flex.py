@@ -307,15 +307,15 @@ def test_a_resume_keeps_the_directory_s_selection_with_its_groups_and_ignores_ot
         make_plan("flex", False, ["targets=mnist+blur,mnistm", "image_targets=mnistm", "ratios=30"]))}
     (tmp_path / "plan.json").write_text(json.dumps(stored))
     default = make_plan("flex", False, [])
-    kept = _resumed_selection(default, tmp_path, [], "flex")
+    kept = _resumed_selection("flex", False, tmp_path, [])
     assert (kept.targets, kept.image_targets, kept.ratios) == (["mnist+blur", "mnistm"], ["mnistm"], [30])
-    other = _resumed_selection(make_plan("flex", False, ["targets=digits"]), tmp_path, ["targets=digits"], "flex")
+    other = _resumed_selection("flex", False, tmp_path, ["targets=digits"])
     assert (other.targets, other.image_targets, other.ratios) == (["digits"], [], [30])  # image_targets go along
     (tmp_path / "plan.json").write_text(json.dumps({"benchmark": "uda", "seeds": [0, 1], "pairs": [["a", "b"]]}))
-    assert _resumed_selection(default, tmp_path, [], "flex") == default  # refused later, by name
+    assert _resumed_selection("flex", False, tmp_path, []) == default  # refused later, by name
     (tmp_path / "plan.json").unlink()
     (tmp_path / "results.json").write_text(json.dumps({"config": {"benchmark": "flex", "plan": stored}}))
-    assert _resumed_selection(default, tmp_path, [], "flex").targets == ["mnist+blur", "mnistm"]  # older directory
+    assert _resumed_selection("flex", False, tmp_path, []).targets == ["mnist+blur", "mnistm"]  # older directory
 
 
 def test_a_resumed_benchmark_keeps_its_budgets_but_runs_where_this_invocation_runs(tmp_path, monkeypatch):
@@ -326,11 +326,11 @@ def test_a_resumed_benchmark_keeps_its_budgets_but_runs_where_this_invocation_ru
     from transferkit.engine import TrainConfig
     stored = {"benchmark": "flex", **dataclasses.asdict(make_plan("flex", True, ["train.steps=7"]))}
     (tmp_path / "plan.json").write_text(json.dumps(stored))
-    resumed = _resumed_selection(make_plan("flex", False), tmp_path, [], "flex")
+    resumed = _resumed_selection("flex", False, tmp_path, [])
     assert isinstance(resumed.train, TrainConfig) and resumed.train.steps == 7 and resumed.quick
     _check_same_plan(tmp_path, resumed, "flex")
     monkeypatch.setenv("TRANSFERKIT_DEVICE", "cuda")  # --device cuda on a run that trained on the CPU
-    on_gpu = _resumed_selection(make_plan("flex", False), tmp_path, [], "flex")
+    on_gpu = _resumed_selection("flex", False, tmp_path, [])
     assert on_gpu.train.device == "cuda"  # not silently the stored cpu: the plan check names the change
     with pytest.raises(TransferkitError, match=r"pretrain.device: 'cpu' there, 'cuda' now; train.device: 'cpu' "
                                                r"there, 'cuda' now \(a stage's device is where this invocation runs"):

@@ -319,11 +319,11 @@ def test_a_uda_directory_from_before_the_row_selection_resumes_with_every_row(tm
     from transferkit.io import write_json
     old = {k: v for k, v in dataclasses.asdict(make_plan("uda", True)).items() if k not in ("methods", "skada")}
     write_json(tmp_path / "plan.json", {"benchmark": "uda", **old})  # written before methods and skada existed
-    plan = _resumed_selection(make_plan("uda", False), tmp_path, [], "uda")
+    plan = _resumed_selection("uda", False, tmp_path, [])
     assert plan.quick and plan.pretrain_steps == old["pretrain_steps"]  # the stored plan is kept ...
     assert plan.methods == make_plan("uda", False).methods and plan.skada == SKADA_METHODS  # ... with every row
     _check_same_plan(tmp_path, plan, "uda")
-    chosen = _resumed_selection(make_plan("uda", False, ["methods=dann"]), tmp_path, ["methods=dann"], "uda")
+    chosen = _resumed_selection("uda", False, tmp_path, ["methods=dann"])
     assert chosen.quick and chosen.methods == ("source_only", "dann")
     _check_same_plan(tmp_path, chosen, "uda")
     write_json(tmp_path / "plan.json", {"benchmark": "uda", **old, "workers": 3})  # a field this version lacks

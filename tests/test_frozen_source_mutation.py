@@ -316,12 +316,17 @@ def test_a_pre_training_waits_while_another_holds_its_network_s_lock(tmp_path, m
     data = _data()
     path = Path(source.pretrain_source(CFG, data, **QUIET)[1]["path"])
     path.unlink()  # to be trained again, by the thread below
-    started, result = threading.Event(), {}
-    thread = threading.Thread(target=lambda: result.update(
-        source.pretrain_source(CFG, data, log=lambda m: started.set())[1]))
+    started, result, lines = threading.Event(), {}, []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("pre-training"):
+            started.set()
+    thread = threading.Thread(target=lambda: result.update(source.pretrain_source(CFG, data, log=log)[1]))
     with waiting_lock(path.with_suffix(".lock")):  # another process pre-training this network
         thread.start()
         assert not started.wait(1.0)  # it waits: no "pre-training ..." while the lock is held
+        assert lines[-1].startswith("waiting for another process that pre-trains the same network")
     thread.join(30)
     assert started.is_set() and not result["cached"] and path.exists()
 

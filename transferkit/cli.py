@@ -294,10 +294,10 @@ def _checked_for_torchrun(args) -> bool:
         name = "demo" if args.command == "demo" else args.name
         if name == "list" or args.print_plan:
             return False
-        from .bench import make_plan
+        from .bench import resumed_plan
         _runtime_flag_checks(args)
         _check_bench_resume(args)
-        make_plan(name, args.quick, args.set)
+        resumed_plan(name, args.quick, args.set, getattr(args, "resume", None))  # --set against a resumed plan
         check_processes_have_gpus(args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"), args.nproc)
     return True
 

@@ -211,16 +211,22 @@ def check_job_name(path: str | os.PathLike, row: dict) -> None:
 
 
 @contextlib.contextmanager
-def waiting_lock(path: str | os.PathLike):
+def waiting_lock(path: str | os.PathLike, on_wait: Callable[[], Any] | None = None):
     """Hold the operating-system lock (``flock``) of the file ``path``, waiting while another
-    process holds it (released when its holder ends or dies). Without ``fcntl`` it does not lock."""
+    process holds it (released when its holder ends or dies; ``on_wait()`` is called first, e.g.
+    to say so). Without ``fcntl`` it does not lock."""
     if fcntl is None:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiter)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -100,9 +101,10 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         "train": keyed_fields(result_neutral_defaults(train)), "seed": cfg.seed, **run, **definition},
         sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
-    # one process trains a given network at a time; another run that needs it waits, then reads it
-    # (not under torchrun, whose ranks train it together)
-    with waiting_lock(path.with_suffix(".lock")) if world_size() == 1 else contextlib.nullcontext():
+    # one process (one torchrun group) trains a given network at a time; another run that needs it waits,
+    # then reads it
+    with pretraining_lock(path.with_suffix(".lock"), lambda: log(
+            f"waiting for another process that pre-trains the same network ({path.with_suffix('.lock')})")):
         if path.exists():
             try:
                 load_network_file(net, path)
@@ -127,6 +129,34 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
             shutil.rmtree(ckpt, ignore_errors=True)
         barrier()
     return net, {**meta, "cached": False, "path": str(path)}
+
+
+@contextlib.contextmanager
+def pretraining_lock(path: Path, on_wait=None, poll_s: float = 0.2):
+    """Hold ``path``'s lock while pre-training (or reading) the network it guards. Under
+    torchrun the group's rank 0 holds it for its ranks, which wait for the marker it then writes
+    (``.held-<MASTER_PORT>``, the port of this group): a collective would time out while another
+    run pre-trains, and ranks that went on without the lock resumed from another run's live
+    checkpoint, each at its own step (gloo aborted on the mismatched collectives). ``on_wait()``:
+    called by the process that finds the lock held, before it waits (a line to say so)."""
+    if world_size() == 1:
+        with waiting_lock(path, on_wait):
+            yield
+        return
+    held = path.with_suffix(f".held-{os.environ.get('MASTER_PORT', '0')}")
+    if not is_main_process():
+        while not held.exists():
+            time.sleep(poll_s)
+        barrier()  # with rank 0, which keeps the marker until every rank has seen it
+        yield
+        return
+    with waiting_lock(path, on_wait):
+        held.touch()
+        try:
+            barrier()
+            yield
+        finally:
+            held.unlink(missing_ok=True)
 
 
 def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log=print, check_digest=None):

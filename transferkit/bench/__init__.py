@@ -31,9 +31,9 @@ from ..config import override
 from ..data import check_spec, parse_spec
 from ..distributed import is_main_process, world_size
 from ..engine import ADDED_TRAIN_FIELDS
-from ..errors import TransferkitError, UnknownNameError, check
+from ..errors import TransferkitError, UnknownNameError, check, warn
 from ..fields import updated
-from ..io import directory_lock, read_json, write_json
+from ..io import atomic_write, directory_lock, read_json, write_json
 from ..jobs import default_workers
 from ..results import RESULT_FILES, summarize, world_sizes, write_results
 from ..runtime import holding_work_dir, job_threads, new_invocation, note_kernels, note_work_dir, preload_lazy_imports
@@ -48,7 +48,8 @@ class Plan:
     (budgets and protocol), whose jobs would not be comparable."""
 
     selects: ClassVar[tuple[str, ...]] = ()
-    #: selection fields that a resume keeps or replaces together
+    #: selection fields that depend on the first of their group: a resume that sets the first takes the
+    #: others' defaults (flex's image_targets among its targets); one that sets another keeps the first
     select_groups: ClassVar[tuple[tuple[str, ...], ...]] = ()
     #: False where the budget is not plan fields but fixed by ``quick`` (``--set`` does not change it)
     budget_fields: ClassVar[bool] = True
@@ -164,6 +165,10 @@ def as_pairs(value) -> tuple:
     check(pairs and all(len(p) == 2 and all(isinstance(n, str) and n for n in p) for p in pairs),
           f"pairs must be source:target items such as syndigits:mnist,mnist:digits; got {value!r}")
     check(len(set(pairs)) == len(pairs), f"pairs: a pair is given more than once in {value!r}")
+    for a, b in pairs:
+        if a == b:
+            warn(f"pairs: {a}:{b} adapts a domain to itself (its target is the source's own images, scored on the "
+                 f"source's test split): a control, or a misspelt target?")
     for name in dict.fromkeys(n for p in pairs for n in p):  # a misspelt domain fails before any training (the first)
         check_spec(name)
         check_canonical(name, "pairs")
@@ -269,50 +274,42 @@ def _added_selects(plan: Plan, stored: dict) -> set[str]:
     return set(plan.selects) - set(stored)
 
 
-def _resumed_selection(plan: Plan, run_dir, overrides: list[str], name: str) -> Plan:
+def _resumed_selection(name: str, quick: bool, run_dir, overrides: list[str]) -> Plan:
     """A resumed directory runs under its stored plan (``plan.json``, or an older
-    directory's ``results.json``) except for the fields ``--set`` names (and ``quick`` when
+    directory's ``results.json``) with the ``--set`` overrides applied to it (and ``quick`` when
     ``--quick`` is given): ``--resume DIR`` of a run made with ``--set pairs=...`` or
-    ``--set train.steps=...`` finishes that run. A named selection field (targets, ratios,
-    seeds, pairs, parts...) may differ; a named budget or protocol field must match
-    (:func:`_check_same_plan`). Fields of one ``select_groups`` entry go together (flex's
-    ``image_targets`` are among its ``targets``)."""
-    if not run_dir:
-        return plan
-    try:
-        stored, owner = _stored_plan(Path(run_dir))
-    except TransferkitError:
-        return plan  # _check_same_plan names the problem
-    if stored is None or owner not in (None, name):
-        return plan  # a new directory, or another benchmark's (_check_same_plan refuses it)
-    given, dotted = {"quick"} if plan.quick else set(), {}  # dotted: section -> its keys --set names
+    ``--set train.steps=...`` finishes that run, and an override is checked against the
+    directory's plan (``cats`` against its ``n_max``), not the defaults. A named selection field
+    (targets, ratios, seeds, pairs, parts...) may differ; a named budget or protocol field must
+    match (:func:`_check_same_plan`). The first field of a ``select_groups`` entry resets the
+    others (flex's new ``targets`` take their default ``image_targets``; new ``image_targets``
+    keep the stored ``targets``)."""
+    default = make_plan(name, quick)
+    stored, owner = None, None
+    if run_dir:
+        with contextlib.suppress(TransferkitError):  # an unreadable plan: _check_same_plan names the problem
+            stored, owner = _stored_plan(Path(run_dir))
+    fields = {f.name for f in dataclasses.fields(default)}
+    if stored is None or owner not in (None, name) or set(stored) | _added_selects(default, stored) != fields:
+        return make_plan(name, quick, overrides)  # new, another benchmark's or an older version's: checked later
+    given, dotted = {"quick"} if quick else set(), set()  # dotted: sections --set changes a key of
     for a in overrides:
         top, _, rest = a.split("=", 1)[0].strip().partition(".")
-        if rest:
-            dotted.setdefault(top, set()).add(rest.split(".")[0])
-        else:
-            given.add(top)
-    for group in plan.select_groups:
-        if (given | set(dotted)) & set(group):
-            given |= set(group)
-    fields = {f.name for f in dataclasses.fields(plan)}
-    if set(stored) | _added_selects(plan, stored) != fields:
-        return plan  # another benchmark's or an older version's plan: _check_same_plan names the fields
+        (dotted if rest else given).add(top)
+    for group in default.select_groups:
+        if group[0] in given | dotted:
+            given |= set(group[1:])
     keep = {k: stored[k] for k in fields & set(stored) if k not in given}
-    for top, keys in dotted.items():  # --set train.steps=...: the stored train section with that key changed
-        section = getattr(plan, top, None)
-        if isinstance(keep.get(top), dict) and dataclasses.is_dataclass(section):
-            now = dataclasses.asdict(section)
-            keep[top] = {**keep[top], **{k: now[k] for k in keys if k in now}}
-        else:
-            keep.pop(top, None)
     for k, value in keep.items():  # a stage's device is where this invocation runs (--device): compared, not kept
-        if isinstance(value, dict) and "device" in value and hasattr(getattr(plan, k), "device"):
-            keep[k] = {**value, "device": getattr(plan, k).device}
+        if isinstance(value, dict) and "device" in value and hasattr(getattr(default, k), "device"):
+            keep[k] = {**value, "device": getattr(default, k).device}
     try:  # built as from YAML: stored sections (flex's train: {...}) become their dataclasses again
-        return updated(plan, keep) if keep else plan
+        base = updated(default, keep) if keep else default
     except (TypeError, ValueError, TransferkitError):
-        return plan  # a stored value of another form: _check_same_plan compares the plans
+        return make_plan(name, quick, overrides)  # a stored value of another form: _check_same_plan compares them
+    for assignment in overrides:
+        check(assignment.split("=")[0].strip() != "quick", "use --quick, not --set quick=...")
+    return override(base, overrides)  # the overrides' errors name the directory's values they meet
 
 
 def resumed_plan(name: str, quick: bool = False, overrides: list[str] = (), run_dir=None) -> Plan:
@@ -323,7 +320,7 @@ def resumed_plan(name: str, quick: bool = False, overrides: list[str] = (), run_
     if run_dir is not None:
         check(not Path(run_dir).is_file(), f"--resume {run_dir}: a file, not a benchmark directory")
         _check_bench_dir(Path(run_dir))
-    plan = _resumed_selection(make_plan(name, quick, overrides), run_dir, overrides, name)
+    plan = _resumed_selection(name, quick, run_dir, overrides)
     if run_dir is not None:
         _check_same_plan(Path(run_dir), plan, name)
     return plan
@@ -374,6 +371,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
         with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
             before = _entries(bench_dir)  # under the lock: no other process works here
             fresh = is_main_process() and not before - {".lock"}  # this invocation's to clear if it stops early
+            kept = {} if fresh or not is_main_process() else _finished_files(bench_dir)
             try:
                 if is_main_process():  # under the lock: a refused second process changes nothing here
                     _check_same_world(bench_dir)  # before the results are cleared: a refusal keeps them
@@ -403,6 +401,8 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
             except BaseException:
                 if fresh:
                     _clear_start_files(bench_dir, before)
+                elif kept and _job_files(bench_dir) == kept["jobs"]:  # refused before a new job: as it was
+                    _restore_finished_files(bench_dir, kept)
                 raise
     except BaseException:
         if is_main_process() and not existed:  # after the lock is released (its file removed). rmdir removes
@@ -417,6 +417,30 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
 
 #: what a benchmark writes before its first job's work
 _START_FILES = ("plan.json", "kernels.json")
+
+
+def _job_files(bench_dir: Path) -> set[str]:
+    """Every file under a ``jobs`` folder of ``bench_dir`` (rows, failed jobs' records)."""
+    return {str(p.relative_to(bench_dir)) for p in bench_dir.glob("**/jobs/**/*") if p.is_file()}
+
+
+def _finished_files(bench_dir: Path) -> dict:
+    """What a resume changes before its first job (its plan, the results it clears), with the
+    job files there: a resume that fails before a new job (a new pair's data unreadable) puts
+    them back, so that a finished directory stays finished."""
+    kept = {name: (bench_dir / name).read_bytes() if (bench_dir / name).is_file() else None
+            for name in ("plan.json", *RESULT_FILES)}
+    return {**kept, "jobs": _job_files(bench_dir)} if any(v is not None for v in kept.values()) else {}
+
+
+def _restore_finished_files(bench_dir: Path, kept: dict) -> None:
+    for name, data in kept.items():
+        if name == "jobs":
+            continue
+        if data is None:
+            (bench_dir / name).unlink(missing_ok=True)
+        else:
+            atomic_write(bench_dir / name, lambda p, data=data: p.write_bytes(data))
 
 
 def _entries(bench_dir: Path) -> set[str]:

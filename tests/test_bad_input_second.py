@@ -461,3 +461,12 @@ def test_a_torchrun_group_waits_for_another_run_s_pre_training_of_the_same_netwo
     assert sorted(events) == [("barrier", "rank0"), ("barrier", "rank1"), ("in", "rank0"), ("in", "rank1"),
                               ("waits", "rank0")]
     assert not (tmp_path / "lenet-k.held-29511").exists()
+
+
+def test_uda_tune_refuses_tsne_points_it_would_ignore(tmp_path, monkeypatch):
+    # before: `--set tsne_points=7` was shown by --print-plan and accepted, and uda_tune drew no t-SNE at all
+    import transferkit.bench.uda_tune as uda_tune
+    from transferkit.bench import make_plan
+    monkeypatch.setattr(uda_tune, "prepare_domains", lambda cfg: pytest.fail("read data before the refusal"))
+    with pytest.raises(TransferkitError, match=r"uda_tune draws no t-SNE figure: tsne_points does not apply"):
+        uda_tune.uda_tune_suite(make_plan("uda_tune", True, ["tsne_points=7"]), tmp_path, lambda *a: None)

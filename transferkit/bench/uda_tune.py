@@ -31,6 +31,7 @@ import torch
 
 from ..distributed import world_size
 from ..engine import Engine, content_text
+from ..errors import check
 from ..evaluate import mean_se
 from ..fitting import evaluate_on
 from ..io import write_json, write_text
@@ -88,6 +89,8 @@ def tune_budget(quick: bool) -> Budget:
 @benchmark("uda_tune", "target-validation grid that chose the dann, multilayer_adv and mcc settings",
            plan=tune_budget)
 def uda_tune_suite(b: Budget, bench_dir, log):
+    check(b.tsne_points == tune_budget(b.quick).tsne_points, f"uda_tune draws no t-SNE figure: tsne_points does not "
+                                                              f"apply (got {b.tsne_points}); leave it out")
     rows, jobs, digests = [], [], []
     for source, target in b.pairs:
         for seed in b.seeds:

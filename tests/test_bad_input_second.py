@@ -218,6 +218,9 @@ def test_set_params_to_another_method_names_the_option_the_method_before_kept():
     with pytest.raises(TransferkitError, match=r"^method 'mmd' has no option 'wieght'; did you mean 'weight'\?$"):
         model.set_params(wieght=1.0)
     assert model.set_params(method="coral").method_cls.name == "coral"
+    with pytest.raises(TransferkitError, match=r"set_params: method 'finetune' takes no options.*weight=2\.0 was set "
+                                               r"for 'coral', the method before"):
+        model.set_params(method="finetune")  # (audit h1: the first form of this message reached only unknown options)
 
 
 # -- tables, summaries and figures ---------------------------------------------------------------
@@ -470,3 +473,44 @@ def test_uda_tune_refuses_tsne_points_it_would_ignore(tmp_path, monkeypatch):
     monkeypatch.setattr(uda_tune, "prepare_domains", lambda cfg: pytest.fail("read data before the refusal"))
     with pytest.raises(TransferkitError, match=r"uda_tune draws no t-SNE figure: tsne_points does not apply"):
         uda_tune.uda_tune_suite(make_plan("uda_tune", True, ["tsne_points=7"]), tmp_path, lambda *a: None)
+
+
+# -- advice that works when followed -------------------------------------------------------------
+
+def test_a_built_in_network_of_another_size_is_told_to_be_built_for_the_images():
+    # before: "build it for them (input_shape=(1, 32, 32))", which build_backbone refuses ("known: " and nothing)
+    from transferkit import TrainConfig, Transfer
+    from transferkit.backbones import build_backbone
+    from transferkit.domain import Domain
+    big = Domain("b", torch.rand(8, 1, 32, 32), torch.arange(8) % 4, ["0", "1", "2", "3"])
+    model = Transfer("ft_all", backbone="lenet", train=TrainConfig(steps=1, batch_size=8, progress=False))
+    with pytest.raises(TransferkitError, match=r"build it for them \(build_backbone\('lenet', num_classes=\.\.\., "
+                                               r"in_channels=1, image_size=32\)\)"):
+        model.fit(target=big, net=build_backbone("lenet", num_classes=4))
+    model.fit(target=big, net=build_backbone("lenet", num_classes=4, in_channels=1, image_size=32))
+    with pytest.raises(TransferkitError, match=r"unknown option of backbone 'lenet' 'input_shape'; there is none "
+                                               r"\(build_backbone takes num_classes, in_channels, image_size and head"):
+        build_backbone("lenet", num_classes=4, input_shape=(1, 32, 32))
+
+
+def test_domain_and_select_classes_advice_works_as_written():
+    # before: "torch.as_tensor(...) converts it" for a list of image tensors (as_tensor fails on it) and
+    # "parse_classes reads '0-4' or 'a,b'" (not in transferkit's namespace; it needs the domain for names)
+    from transferkit.domain import Domain
+    from transferkit.splits import parse_classes
+    images = [torch.rand(1, 28, 28) for _ in range(4)]
+    with pytest.raises(TransferkitError, match=r"torch\.stack\(images\) joins a list of image tensors"):
+        Domain("q", images, torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    assert len(Domain("q", torch.stack(images), torch.tensor([0, 1, 0, 1]), ["a", "b"])) == 4
+    domain = Domain("n", torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 0]), ["a", "b", "c"])
+    with pytest.raises(TransferkitError, match=r"transferkit\.splits\.parse_classes\('a,b', domain\) reads"):
+        domain.select_classes("a,b")
+    assert domain.select_classes(parse_classes("a,b", domain)).class_names == ["a", "b"]
+
+
+def test_none_for_an_option_that_takes_no_null_is_told_to_be_left_out():
+    # before: "(YAML's null is `null` or `~` ...)", and null was then refused as "must be a number"
+    from transferkit import Transfer
+    with pytest.raises(TransferkitError, match=r"option weight must be a number >= 0, got 'None' \(None is the text "
+                                               r"'None'; this option takes no null: leave it out for its default\)"):
+        Transfer("dann", weight="None")

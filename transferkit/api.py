@@ -26,6 +26,7 @@ from .backbones import (
     check_unitnet,
     definition_digest,
     evaluating,
+    is_built_in,
     known_outputs,
     reinitialise,
 )
@@ -41,7 +42,7 @@ from .domain import (
     warn_unshared_classes,
 )
 from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams, engine_hooks
-from .errors import TransferkitError, TransferkitWarning, UnknownOptionError, check, first_line, torch_seed, warn
+from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import load_model
 from .fields import updated
@@ -160,13 +161,18 @@ class Transfer:
         method does not take is refused). The fitted model, if any, is dropped: fit again."""
         try:
             fresh = type(self)(**{**self.get_params(), **params})
-        except UnknownOptionError as e:  # an option of the method set before, which the new method does not take
-            if e.name not in self.options or e.name in params or "method" not in params:
+        except TransferkitError as e:  # options of the method set before, which the new method does not take?
+            kept = {k: v for k, v in self.options.items() if k not in params}
+            if "method" not in params or not kept:
                 raise
+            try:
+                type(self)(**{k: v for k, v in {**self.get_params(), **params}.items() if k not in kept})
+            except TransferkitError:
+                raise e from None
             new = getattr(params["method"], "name", params["method"])
-            raise TransferkitError(f"set_params: {e}; {e.name}={self.options[e.name]!r} was set for "
-                                   f"{self.method_cls.name!r}, the method before: build a new model, Transfer({new!r}, "
-                                   f"...), for another method with other options") from None
+            raise TransferkitError(f"set_params: {e}; {', '.join(f'{k}={v!r}' for k, v in kept.items())} was set "
+                                   f"for {self.method_cls.name!r}, the method before: build a new model, "
+                                   f"Transfer({new!r}, ...), for another method with other options") from None
         memo = getattr(self, "_pretrained", None)  # its key names everything the pre-training read
         self.__dict__.clear()
         self.__dict__.update(fresh.__dict__)
@@ -251,11 +257,14 @@ class Transfer:
         guessed = net is not None and getattr(net, "input_shape_guessed", False)  # from_modules' 224 x 224
         if net is not None and getattr(net, "input_shape", None) is not None and not guessed:
             have, want = next(iter(shapes.values())), tuple(net.input_shape)
+            built = is_built_in(getattr(net, "name", "")) and have[1] == have[2]
+            build = (f"build_backbone({net.name!r}, num_classes=..., in_channels={have[0]}, image_size={have[1]})"
+                     if built else f"input_shape={have}")
             check(have == want,
                   f"fit: the images are {have} (C, H, W) and the network was built for {want} (its input_shape: "
                   f"UnitNet(..., input_shape=), from_modules(model, ..., input_shape=) or a builder's in_channels "
                   f"and image_size set it): convert the images (domain.to_format(size=..., channels=...)) or, when "
-                  f"the network takes images of this shape, build it for them (input_shape={have})")
+                  f"the network takes images of this shape, build it for them ({build})")
         torch.manual_seed(self.seed)
         given_net = net is not None
         classes = list((target if target is not None else source).class_names)  # a copy: the caller may rename theirs

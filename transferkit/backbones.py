@@ -354,7 +354,8 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size
     known = [p for p in inspect.signature(fn).parameters if p not in fixed]
     for k in kw:
         if k not in known:
-            raise UnknownNameError(f"option of backbone {name!r}", k, known)
+            raise UnknownNameError(f"option of backbone {name!r}", k, known,
+                                   "build_backbone takes num_classes, in_channels, image_size and head for it")
     net = fn(num_classes, in_channels=in_channels, image_size=image_size, **kw)
     _check_built(name, net, num_classes, in_channels, image_size)
     if not is_built_in(name):

@@ -324,7 +324,10 @@ class Domain:
         for what, value in (("images", x), ("labels", y)):
             check(isinstance(value, torch.Tensor), f"domain {self.name!r}: {what} must be a torch tensor, got "
                                                    f"{type(value).__module__}.{type(value).__name__} "
-                                                   f"(torch.as_tensor(...) converts it)")
+                                                   + ("(torch.stack(images) joins a list of image tensors, "
+                                                      "numpy.stack(images) one of arrays)"
+                                                      if what == "images" and isinstance(value, (list, tuple))
+                                                      else "(torch.as_tensor(...) converts it)"))
         self.images, self.labels = x, y = x.detach(), y.detach()  # data, not a graph: no grad kept
         if x.dim() == 3:  # N x H x W grey images, as the npz loader reads them
             self.images = x = x.unsqueeze(1)
@@ -518,7 +521,8 @@ class Domain:
         ``class_names`` shrink accordingly. ``allow_empty``: a domain without an image of them
         is returned, not refused (a split part of small classes)."""
         check(not isinstance(classes, str), f"domain {self.name!r}: select_classes takes a list of class names or "
-                                            f"ids, got the string {classes!r} (parse_classes reads '0-4' or 'a,b')")
+                                            f"ids, got the string {classes!r} (transferkit.splits.parse_classes("
+                                            f"{classes!r}, domain) reads '0-4' or 'a,b')")
         ids = [self._class_id(c) for c in classes]
         check(len(ids) > 0, f"domain {self.name!r}: empty class subset")
         check(len(set(ids)) == len(ids), f"domain {self.name!r}: repeated class in {list(classes)}")

@@ -71,7 +71,8 @@ class UnknownNameError(TransferkitError, KeyError):
         self.kind, self.name, self.known, self.hint = kind, name, sorted(known), hint
         close = near_name(str(name), self.known)
         note = f"did you mean {close!r}?" if close else hint
-        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}" + (f" ({note})" if note else ""))
+        known = f"known: {', '.join(self.known)}" if self.known else "there is none"
+        super().__init__(f"unknown {kind} {name!r}; {known}" + (f" ({note})" if note else ""))
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]

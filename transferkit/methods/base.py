@@ -216,7 +216,7 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         passed_on = isinstance(value, dict) and (param is None or param.kind is inspect.Parameter.VAR_KEYWORD)
         flat.update(value if passed_on else {name: value})  # not a dict-valued option (clip's captions by class)
     for name, value in flat.items():
-        null = _null_hint(value)
+        null = _null_hint(value, None if cls is None else _inherited_parameter(cls, name))
         check(name not in switches or isinstance(value, bool),
               f"{method}: option {name} must be true or false, got {value!r}{null}")
         if name in _CHOICES:
@@ -238,16 +238,20 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
     for name, value in flat.items() if cls is not None else ():
         param = _inherited_parameter(cls, name)
         kinds = None if param is None else _simple_types(param.annotation)
-        null = _null_hint(value)
+        null = _null_hint(value, param)
         check(not kinds or any(_fits(value, kind) for kind in kinds),
               f"{method}: option {name} must be {' or '.join(_KIND_WORDS[k] for k in kinds or ())}, got {value!r}"
               f"{null}")
 
 
-def _null_hint(value) -> str:
-    """What to write for null, where a config gave the text 'None' (YAML reads None as text)."""
-    return (" (YAML's null is `null` or `~`; None is the text 'None')"
-            if isinstance(value, str) and value.strip().lower() == "none" else "")
+def _null_hint(value, param: inspect.Parameter | None = None) -> str:
+    """What to write for null, where a config gave the text 'None' (YAML reads None as text);
+    for an option whose parameter ``param`` takes no null, to leave it out instead."""
+    if not (isinstance(value, str) and value.strip().lower() == "none"):
+        return ""
+    takes_none = param is None or param.default is None or "None" in (_simple_types(param.annotation) or ["None"])
+    return (" (YAML's null is `null` or `~`; None is the text 'None')" if takes_none else
+            " (None is the text 'None'; this option takes no null: leave it out for its default)")
 
 
 _KIND_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text", "None": "null"}

@@ -108,7 +108,8 @@ def test_subset_of_an_empty_list_is_an_empty_domain_and_float_indices_are_refuse
 def test_select_classes_refuses_a_string_of_class_names():
     # kills: select_classes without its str check ("ab" read as the classes 'a' and 'b')
     d = Domain("d", torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2]), ["a", "b", "c"])
-    with pytest.raises(TransferkitError, match=r"got the string 'ab' \(transferkit\.splits\.parse_classes\('ab', domain\) reads"):
+    with pytest.raises(TransferkitError, match=r"got the string 'ab' \(transferkit\.splits\.parse_classes\('ab', "
+                                               r"domain\) reads"):
         d.select_classes("ab")
 
 

@@ -25,8 +25,10 @@ benchmark (seeds, pairs and budget are written in the tables, rows and ``results
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import importlib.metadata
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ from ..engine import TrainConfig, content_text
 from ..errors import TransferkitError, UnknownNameError, check, near_name
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, run_experiment
-from ..io import load_safetensors, write_text
+from ..io import load_safetensors, read_json, write_json, write_text
 from ..jobs import job_result
 from ..methods import get_method
 from ..rundata import prepare_domains
@@ -387,10 +389,18 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: UdaPlan, log) -> P
         except (OSError, RuntimeError, TransferkitError) as e:
             log(f"t-SNE: no adapted {name} network ({e})")
     panels = {k: (net.forward_features(xs), net.forward_features(xt)) for k, net in nets.items()}
-    path = tsne_embeddings(panels, bench_dir / f"tsne_{path_part(source).replace('+', '_')}_"
-                                               f"{path_part(target).replace('+', '_')}.png",
-                           title=f"LeNet embeddings, {source} (blue) → {target} (orange), test images, seed {seed}",
-                           domain_names=(source, target))
+    path = bench_dir / f"tsne_{path_part(source).replace('+', '_')}_{path_part(target).replace('+', '_')}.png"
+    title = f"LeNet embeddings, {source} (blue) → {target} (orange), test images, seed {seed}"
+    # a resume of a directory whose figure shows these very embeddings keeps it (the t-SNE is seconds)
+    key = hashlib.sha256(content_text({"panels": panels, "title": title, "domains": [source, target],
+                                       "sklearn": importlib.metadata.version("scikit-learn")}).encode()).hexdigest()
+    record = path.with_suffix(".json")
+    with contextlib.suppress(OSError, AttributeError, TransferkitError):  # no record, or not one of these
+        if path.is_file() and read_json(record).get("key") == key:
+            log(f"t-SNE figure: {path} (unchanged: the same embeddings)")
+            return path
+    path = tsne_embeddings(panels, path, title=title, domain_names=(source, target))
+    write_json(record, {"key": key})
     log(f"t-SNE figure: {path}")
     return path
 

@@ -514,3 +514,55 @@ def test_none_for_an_option_that_takes_no_null_is_told_to_be_left_out():
     with pytest.raises(TransferkitError, match=r"option weight must be a number >= 0, got 'None' \(None is the text "
                                                r"'None'; this option takes no null: leave it out for its default\)"):
         Transfer("dann", weight="None")
+
+
+def test_a_damaged_plan_json_gets_advice_that_resumes(tmp_path, bench_sandbox):
+    # before: "delete it to resume with this plan", after which the directory was "not a benchmark directory"
+    import dataclasses
+    import json
+
+    from test_bench_core_mutation import ROW, toy_plan
+
+    from transferkit.bench import resumed_plan
+    bench_sandbox.benchmark("toyp", "a toy suite", plan=toy_plan)(lambda plan, bench_dir, log: [dict(ROW)])
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "a.json").write_text(json.dumps(ROW))
+    (tmp_path / "plan.json").write_text('{"quick": tr')
+    with pytest.raises(TransferkitError, match=r"write plan\.json back: \{\"benchmark\": \"NAME\", \.\.\.\} with the "
+                                               r"fields `transferkit bench NAME --print-plan` prints"):
+        resumed_plan("toyp", True, [], tmp_path)
+    (tmp_path / "plan.json").write_text(json.dumps({"benchmark": "toyp", **dataclasses.asdict(toy_plan(True))}))
+    assert resumed_plan("toyp", True, [], tmp_path) == toy_plan(True)  # the advice followed
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"benchmark": "toyp",
+                                                                  "plan": dataclasses.asdict(toy_plan(True))}}))
+    (tmp_path / "plan.json").write_text("[]")  # an older form's results.json records the plan: deleting works
+    with pytest.raises(TransferkitError, match=r"delete it: results\.json records the plan"):
+        resumed_plan("toyp", True, [], tmp_path)
+    (tmp_path / "plan.json").unlink()
+    assert resumed_plan("toyp", True, [], tmp_path) == toy_plan(True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="auto is cpu here")
+def test_a_benchmark_resumed_with_device_auto_takes_its_runs_device(tmp_path, monkeypatch):
+    # before: `bench NAME --resume DIR --device auto` of a cpu benchmark: "DIR/demo holds a run with another config
+    # (device: 'cpu' there, 'auto' now ...); resume it with the same config", which bench takes none of
+    from transferkit import cli
+    from transferkit.config import dump_config, load_config
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "config.yaml").write_text(dump_config(load_config(None, ["device=cpu"])))
+    monkeypatch.setenv("TRANSFERKIT_DEVICE", "auto")
+    cli._resume_bench_device(str(tmp_path))
+    assert cli.os.environ["TRANSFERKIT_DEVICE"] == "cpu"
+
+
+def test_a_run_begun_on_a_device_this_machine_lacks_gets_advice_for_the_run(tmp_path):
+    # before: "use --device cpu, or auto", both then refused as "another config (device: 'cuda' there ...)"
+    from transferkit.config import dump_config, load_config
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(load_config(None, ["k=2"])).replace("device: cpu", "device: cuda"))
+    with pytest.raises(TransferkitError, match=r"the run began on cuda \(its config\.yaml\), which this machine does "
+                                               r"not have: resume it on a machine that has it"):
+        _run_config("--resume", str(run))

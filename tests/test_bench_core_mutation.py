@@ -168,7 +168,8 @@ def test_a_plan_json_that_holds_no_object_is_refused_like_an_unreadable_one(tmp_
     (tmp_path / "jobs" / "a.json").write_text(json.dumps(ROW))
     for text in ("[]", "null", '"plan"'):
         (tmp_path / "plan.json").write_text(text)
-        with pytest.raises(TransferkitError, match=r"plan\.json is not a benchmark plan \(not a mapping\): delete it"):
+        with pytest.raises(TransferkitError, match=r"plan\.json is not a benchmark plan \(not a mapping\): write "
+                                                   r"plan\.json back"):
             resumed_plan("toy", True, [], tmp_path)
 
 

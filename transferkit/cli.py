@@ -388,6 +388,15 @@ def _resumed_device(device: str, stored: Path) -> str:
     return device
 
 
+def _resume_bench_device(resume: str | None) -> None:
+    """``--device auto`` (or ``$TRANSFERKIT_DEVICE``) resumes a benchmark whose runs ran on the
+    device it picks here: the runs' own spelling of it is taken (:func:`_resumed_device`)."""
+    device = os.environ.get("TRANSFERKIT_DEVICE")
+    run = next(Path(resume).glob("**/config.yaml"), None) if resume and device else None
+    if run is not None:
+        os.environ["TRANSFERKIT_DEVICE"] = _resumed_device(device, run)
+
+
 def _run_config(args):
     """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
     / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
@@ -426,6 +435,14 @@ def _run_config(args):
                                                f"each finished job is checked against it)")
     check(resume is None or stored or config is not None, f"--resume {resume}: {missing}")
     cfg = load_config(config, overrides)
+    if stored and not device:  # the run's own device: one this machine lacks gets advice for the run
+        from .runtime import resolve_device
+        try:
+            resolve_device(cfg.device)
+        except TransferkitError:
+            raise TransferkitError(f"--resume {resume}: the run began on {cfg.device} (its config.yaml), which this "
+                                   f"machine does not have: resume it on a machine that has it; here, start a new "
+                                   f"run (--device cpu), whose rows differ from its") from None
     if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
         check(not resume.exists() or stored or empty or lost,
               f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})"
@@ -516,6 +533,7 @@ def _bench(args) -> None:
             print(f"{name:<12} {description}")
         return
     _check_bench_resume(args)
+    _resume_bench_device(args.resume)
     if args.print_plan:
         print(plan_yaml(resumed_plan(args.name, args.quick, args.set, args.resume)), end="")
         return

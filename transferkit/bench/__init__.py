@@ -208,18 +208,26 @@ def _stored_plan(bench_dir: Path) -> tuple[dict | None, str | None]:
     """``(plan, benchmark)`` that ``bench_dir``'s jobs were run with (``plan.json``, or the
     plan in an older ``results.json``); ``(None, None)`` for a new directory. A directory
     that is not a benchmark directory (a `transferkit run` one) is refused."""
+    rewrite = ('write plan.json back: {"benchmark": "NAME", ...} with the fields `transferkit bench NAME '
+               '--print-plan` prints for the --quick and --set the benchmark began with (JSON), or start a new '
+               'benchmark directory')
+
     def results_config() -> dict:  # read only when plan.json does not say it all
         if not (bench_dir / "results.json").is_file():
             return {}
-        results = read_json(bench_dir / "results.json", "results file", "delete it to resume")
+        results = read_json(bench_dir / "results.json", "results file",
+                            "delete it to resume" if (bench_dir / "plan.json").is_file() else rewrite)
         config = results.get("config") if isinstance(results, dict) else None
         return config if isinstance(config, dict) else {}
 
     stored = config = None
     if (bench_dir / "plan.json").is_file():
-        stored = read_json(bench_dir / "plan.json", "benchmark plan", "delete it to resume with this plan")
-        check(isinstance(stored, dict), f"{bench_dir / 'plan.json'} is not a benchmark plan (not a mapping): delete "
-                                        f"it to resume with this plan")
+        recorded = False  # an older form's results.json holds the plan too: then plan.json may go
+        with contextlib.suppress(TransferkitError, AttributeError):
+            recorded = isinstance(results_config().get("plan"), dict)
+        fix = "delete it: results.json records the plan" if recorded else rewrite
+        stored = read_json(bench_dir / "plan.json", "benchmark plan", fix)
+        check(isinstance(stored, dict), f"{bench_dir / 'plan.json'} is not a benchmark plan (not a mapping): {fix}")
     elif (bench_dir / "results.json").is_file():
         config = results_config()
         stored = config.get("plan")

@@ -566,3 +566,35 @@ def test_a_run_begun_on_a_device_this_machine_lacks_gets_advice_for_the_run(tmp_
     with pytest.raises(TransferkitError, match=r"the run began on cuda \(its config\.yaml\), which this machine does "
                                                r"not have: resume it on a machine that has it"):
         _run_config("--resume", str(run))
+
+
+def test_a_benchmark_resumed_under_nproc_builds_its_plan_on_the_device_given(tmp_path, monkeypatch):
+    # before: the launcher's check built the resumed plan before --device reached $TRANSFERKIT_DEVICE, so a
+    # benchmark run on cuda was refused "cuda there, cpu now (a stage's device is where this invocation runs:
+    # --device ...)" although --device cuda was given
+    import dataclasses
+    import json
+
+    from transferkit import cli
+    from transferkit.bench import make_plan
+    plan = dataclasses.asdict(make_plan("flex", True))
+    for stage in ("train", "pretrain"):
+        plan[stage]["device"] = "cuda"
+    (tmp_path / "plan.json").write_text(json.dumps({"benchmark": "flex", **plan}))
+    monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
+    import transferkit.runtime as runtime
+    monkeypatch.setattr(runtime, "check_processes_have_gpus", lambda device, nproc: None)  # no GPU here: the plan
+    args = cli.build_parser().parse_args(["bench", "flex", "--quick", "--resume", str(tmp_path), "--device", "cuda",
+                                          "--nproc", "2"])
+    assert cli._checked_for_torchrun(args)
+
+
+def test_grey_numpy_images_for_a_colour_model_get_numpy_s_spelling():
+    # before: images[:, None].expand(...), which a NumPy array does not have
+    import numpy as np
+
+    from transferkit.domain import image_batch
+    with pytest.raises(TransferkitError, match=r"numpy\.repeat\(images\[:, None\], 3, axis=1\)"):
+        image_batch(np.random.rand(5, 28, 28).astype("float32"), "predict", (3, 28, 28), exact=True)
+    grey = np.random.rand(5, 28, 28).astype("float32")
+    assert image_batch(np.repeat(grey[:, None], 3, axis=1), "predict", (3, 28, 28), exact=True).shape == (5, 3, 28, 28)

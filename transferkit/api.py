@@ -119,10 +119,10 @@ class Transfer:
     then names its head's classes, and a method that trains on source batches reads them.
     A ``pretrain`` config other than the default that is not used (``net=`` given, or a method
     that does not pre-train, such as ``source_only``, which trains with ``train``) warns.
-    The fitted network is ``self.net_``. A later ``fit`` of the same model with the same
-    source (images, labels, classes, ``source_val``), backbone, ``pretrain`` config, seed
-    and torch thread count reuses that pre-training instead of repeating it, with the same
-    result.
+    The fitted network is ``self.net_``. A later ``fit``, of the same model or of another
+    ``Transfer`` of the process (:data:`PRETRAINED` keeps the last two), with the same source
+    (images, labels, classes, ``source_val``), backbone, ``pretrain`` config, seed and torch
+    thread count reuses that pre-training instead of repeating it, with the same result.
     """
 
     def __init__(self, method: str | type = "finetune", backbone: str = "convnet4", train: TrainConfig | None = None,

@@ -295,8 +295,9 @@ def _checked_for_torchrun(args) -> bool:
         if name == "list" or args.print_plan:
             return False
         from .bench import resumed_plan
-        _runtime_flag_checks(args)
+        _apply_runtime_flags(args)  # the plan's stage devices are --device's, as each process builds them
         _check_bench_resume(args)
+        _resume_bench_device(getattr(args, "resume", None))
         resumed_plan(name, args.quick, args.set, getattr(args, "resume", None))  # --set against a resumed plan
         check_processes_have_gpus(args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"), args.nproc)
     return True

@@ -73,8 +73,10 @@ def _three_dim_hint(images: torch.Tensor, shape: tuple, transpose: str) -> str:
     if got == (*shape[1:], shape[0]):
         return f"; one channels-last image (H x W x C): {transpose.replace('0, 3, 1, 2', '2, 0, 1')}[None]"
     if got[1:] == shape[1:]:
-        return (f"; these look like {got[0]} grey images (N x H x W) for a model of {shape[0]} channels: "
-                f"images[:, None].expand(-1, {shape[0]}, -1, -1), or domain.to_format(channels={shape[0]})")
+        spread = (f"numpy.repeat(images[:, None], {shape[0]}, axis=1)" if transpose.startswith("images.transpose")
+                  else f"images[:, None].expand(-1, {shape[0]}, -1, -1)")  # NumPy's name for it, as transpose
+        return (f"; these look like {got[0]} grey images (N x H x W) for a model of {shape[0]} channels: {spread}, "
+                f"or domain.to_format(channels={shape[0]})")
     return ""
 
 

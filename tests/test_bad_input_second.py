@@ -160,14 +160,16 @@ def test_from_modules_of_a_model_without_convolution_and_input_shape_warns_it_is
             return self.fc2(F.relu(self.fc1(self.flat(x))))
 
     with pytest.warns(UserWarning, match=r"MLP has no convolution to guess its input's shape from, so it is not "
-                                         r"checked.*give input_shape=\(C, H, W\)"):
+                                         r"checked.*give input_shape=, the shape of one input \(\(C, H, W\), or "
+                                         r"\(16,\) for a model of 16 features\)"):
         from_modules(MLP(), units=["flat", "fc1"], head="fc2")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from_modules(MLP(), units=["flat", "fc1"], head="fc2", verify=False)
         from_modules(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), ["0"], head="1")
-    with pytest.raises(TransferkitError, match="the units compute another function than the model"):
-        from_modules(MLP(), units=["flat", "fc1"], head="fc2", input_shape=(1, 4, 4))
+    for shape in ((1, 4, 4), (16,)):  # the advice followed: the check runs and finds the lost F.relu
+        with pytest.raises(TransferkitError, match="the units compute another function than the model"):
+            from_modules(MLP(), units=["flat", "fc1"], head="fc2", input_shape=shape)
 
 
 @pytest.mark.parametrize("images, hint", [
@@ -598,3 +600,33 @@ def test_grey_numpy_images_for_a_colour_model_get_numpy_s_spelling():
         image_batch(np.random.rand(5, 28, 28).astype("float32"), "predict", (3, 28, 28), exact=True)
     grey = np.random.rand(5, 28, 28).astype("float32")
     assert image_batch(np.repeat(grey[:, None], 3, axis=1), "predict", (3, 28, 28), exact=True).shape == (5, 3, 28, 28)
+
+
+def test_the_queries_that_fit_are_those_of_every_k_asked():
+    # before: "--n-query 124 fits it" from the first K that failed, then refused again for K = 50
+    from transferkit.domain import Domain
+    from transferkit.fewshot_eval import _check_episodes_fit
+    test = Domain("t", torch.rand(375, 1, 4, 4), torch.arange(375) % 3, ["0", "1", "2"])
+    with pytest.raises(TransferkitError, match=r"--n-query 75 fits it \(every K asked\)"):
+        _check_episodes_fit(test, 3, [1, 50], 130)
+    _check_episodes_fit(test, 3, [1, 50], 75)
+
+
+def test_clip_validation_of_other_classes_is_told_what_works_in_python():
+    # before: "(select_on: none for a zero-shot protocol)", which neither Transfer nor TrainConfig takes
+    from types import SimpleNamespace
+
+    from transferkit.clip import ClipMethod
+    method = SimpleNamespace(class_names=["x", "y"])
+    with pytest.raises(TransferkitError, match=r"leave out val= \(in a config, select_on: none\), or give class_names "
+                                               r"that begin with the validation classes"):
+        ClipMethod.check_validation(method, SimpleNamespace(class_names=["0", "1"], name="toy"))
+
+
+def test_tap_s_num_classes_advice_names_the_number_that_works():
+    # before: "pass num_classes = the number of classes" (4 here), which was refused again
+    from transferkit.methods.tap import fit_linear
+    x, y = torch.rand(10, 5), torch.tensor([0, 1, 2, 5, 0, 1, 2, 5, 0, 1])
+    with pytest.raises(TransferkitError, match=r"pass num_classes above the largest label \(6 here\)"):
+        fit_linear("svm", x, y, 4)
+    fit_linear("svm", x, y, 6)

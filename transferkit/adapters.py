@@ -336,7 +336,8 @@ def from_modules(model: nn.Module, units, head: str | Sequence[str], pool: nn.Mo
                 and not any(nn.parameter.is_lazy(p) for p in model.parameters()):
             warn(f"from_modules: {type(model).__name__} has no convolution to guess its input's shape from, so it is "
                  f"not checked that the units compute the model's function (code of its forward between modules, "
-                 f"such as F.relu, would be lost); give input_shape=(C, H, W) to check it")
+                 f"such as F.relu, would be lost); give input_shape=, the shape of one input ((C, H, W), or (16,) "
+                 f"for a model of 16 features), to check it")
     return net
 
 

@@ -542,7 +542,8 @@ class ClipMethod(Method):
         check(names == self.class_names[:len(names)],
               f"clip scores the classes {self.class_names[:10]} while it trains, but the validation domain "
               f"{val.name!r} has the classes {names[:10]}: early stopping would compare labels of one list with "
-              f"outputs of another (select_on: none for a zero-shot protocol)")
+              f"outputs of another: for a zero-shot protocol leave out val= (in a config, select_on: none), or "
+              f"give class_names that begin with the validation classes, in their order")
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         if getattr(self, "file_captions", None) is not None and source is not None:

@@ -114,7 +114,8 @@ def _fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c
                         f"got {present} ({len(y)} examples)")
     check(int(y.min()) >= 0 and int(y.max()) < num_classes,
           f"a linear classifier over {num_classes} classes needs labels in [0, {num_classes - 1}], got labels "
-          f"from {int(y.min())} to {int(y.max())}; pass num_classes = the number of classes")
+          f"from {int(y.min())} to {int(y.max())}; pass num_classes above the largest label ("
+          f"{int(y.max()) + 1} here), or renumber the labels 0..C-1")
     check(bool(torch.isfinite(x).all()), "a linear classifier needs finite features; these hold NaN or infinite "
                                          "values")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)

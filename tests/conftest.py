@@ -130,6 +130,7 @@ def bench_sandbox(monkeypatch):
     import transferkit.bench as bench
     monkeypatch.setattr(bench, "BENCHMARKS", dict(bench.load_suites()))
     monkeypatch.setattr(bench, "ONE_PROCESS", set(bench.ONE_PROCESS))
+    monkeypatch.setattr(bench, "OUTPUTS", dict(bench.OUTPUTS))
     monkeypatch.setenv("TRANSFERKIT_WORKERS", "1")
     monkeypatch.setattr(bench, "preload_lazy_imports", lambda: None)
     return bench

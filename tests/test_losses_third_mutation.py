@@ -61,7 +61,7 @@ def test_mmd2_and_mcc_argument_errors_name_the_offending_value_and_the_fix():
         mmd2(x, x, scales=(1.0, -1.0))
     with pytest.raises(TransferkitError, match=r"temperature must be > 0, got -0\.5"):
         minimum_class_confusion(x, temperature=-0.5)
-    with pytest.raises(TransferkitError, match="raise batch_size"):
+    with pytest.raises(TransferkitError, match="raise train.batch_size to 2 or more"):
         minimum_class_confusion(x[:1])
 
 

@@ -139,7 +139,9 @@ RUNTIME_FLAG_ENVIRONMENT = ("TRANSFERKIT_WORKERS", "TRANSFERKIT_DEVICE")
 
 def _apply_runtime_flags(args) -> None:
     """--workers / --device as the environment defaults every config and worker of this command sees."""
+    from .frozen import limit_from_env
     _runtime_flag_checks(args)  # a clear error now rather than inside a worker
+    limit_from_env()  # $TRANSFERKIT_FROZEN_MEMO_MB, read by the first job that memoises: named before any work
     if getattr(args, "workers", None):
         os.environ["TRANSFERKIT_WORKERS"] = str(args.workers)
     if getattr(args, "device", None):

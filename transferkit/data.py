@@ -446,16 +446,19 @@ def checked_arrays(b: Builtin, built) -> tuple[np.ndarray, np.ndarray]:
     labels), or an error naming what is wrong with it: a registered builder is the user's code."""
     what = f"domain {b.name!r}: its builder {qualified_name(b.build)} returned"
     check(isinstance(built, tuple) and len(built) == 2, f"{what} a {type(built).__name__}; return (images, labels)")
+    tensors = isinstance(built[0], torch.Tensor)  # the fixes below in torch's spelling, else NumPy's
     x, y = (a.numpy(force=True) if isinstance(a, torch.Tensor) else np.asarray(a) for a in built)
     check(len(x) > 0, f"{what} no images")
     check(x.dtype == np.uint8, f"{what} images of dtype {x.dtype}; return uint8 in 0-255 (floats in [0, 1]: "
-                               f"(x * 255).round().astype(np.uint8))")
+                               + ("(x * 255).round().to(torch.uint8))" if tensors else
+                                  "(x * 255).round().astype(np.uint8))"))
     x = x[:, None] if x.ndim == 3 and b.channels == 1 else x
     shape = (len(x) if b.size is None else b.size, b.channels, b.native_size, b.native_size)
     last = x.ndim == 4 and x.shape[3] == b.channels != x.shape[1]
     check(x.shape == shape, f"{what} images of shape {x.shape}; it was registered for {' x '.join(map(str, shape))}"
                             f"{' (or N x H x W grey)' if b.channels == 1 else ''}"
-                            f"{': channels last? x.transpose(0, 3, 1, 2)' if last else ''}")
+                            + (f": channels last? {'x.permute' if tensors else 'x.transpose'}(0, 3, 1, 2)" if last
+                               else ""))
     check(y.shape == (len(x),) and y.dtype.kind in "iu",
           f"{what} labels of shape {y.shape} and dtype {y.dtype} for {len(x)} images; return one integer per image")
     n = len(b.class_names)
@@ -505,6 +508,10 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
               f"domain spec {spec!r}: a path needs its kind in front: {kind}:{base}"
               + (" (one sub-folder per class; images without labels: unlabeled: folder:PATH)" if kind == "folder"
                  else ""))
+        if base != base.lower() and base.lower() not in BUILTINS and os.path.exists(base):  # named as written
+            check(not os.path.isdir(base), f"domain spec {spec!r}: {base!r} is a folder here: give it as "
+                                           f"folder:{base}")
+            check(not os.path.isfile(base), f"domain spec {spec!r}: {_file_hint(base)}")
         base = base.lower()
     return base, shift_names
 

@@ -33,9 +33,10 @@ def text_ids(*arrays, what: str) -> list:
     return list(ids.split([len(v) for v in values]))
 
 
-def unique_ids(values, what: str) -> tuple[np.ndarray, torch.Tensor]:
+def unique_ids(values, what: str, instead: str = "or no ids at all (groups=None)") -> tuple[np.ndarray, torch.Tensor]:
     """``(distinct, ids)``: the distinct values in sorted order (``np.unique``) and each value's
-    index among them, a ``long`` tensor; names and numbers, not both in one sequence."""
+    index among them, a ``long`` tensor; names and numbers, not both in one sequence.
+    ``instead``: what the caller takes in place of ids that are all missing."""
     v = np.asarray(values)
     check(v.ndim == 1, f"{what} must be 1-D, one per item; got shape {v.shape}")
     try:
@@ -44,7 +45,7 @@ def unique_ids(values, what: str) -> tuple[np.ndarray, torch.Tensor]:
         missing = sum(x is None or (isinstance(x, float) and x != x) for x in v.tolist())  # None or NaN
         if missing == len(v):
             raise TransferkitError(f"{what} are all None (missing): give every item an id (a string or an "
-                                   f"integer), or no ids at all (groups=None)") from None
+                                   f"integer), {instead}") from None
         raise TransferkitError(f"{what}: " + (f"{missing} of the {len(v)} are None or NaN (missing); give every item "
                                               f"an id" if missing else "names of mixed kinds (strings and numbers) "
                                               "cannot be sorted; give them all as strings")) from None
@@ -147,7 +148,8 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
 def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups) -> float:
     """Accuracy of groups (e.g. videos) classified by their mean softmax (seed 000 §4.2), on the CPU.
     Group ids are integers or names (strings such as video ids); labels are class ids."""
-    names, groups = unique_ids(groups, "group ids") if is_text(groups) else (None, groups)
+    names, groups = unique_ids(groups, "group ids", "or score per image: classification_report without groups="
+                               ) if is_text(groups) else (None, groups)
     logits, labels, groups = (torch.as_tensor(t).detach().cpu() for t in (logits, _class_id_labels(labels), groups))
     labels = class_ids(labels)
     check(groups.dim() == 1 and not groups.is_floating_point(), f"group ids must be a 1-D tensor of integers, got "

@@ -138,9 +138,18 @@ class FrozenMemo:
     """Least-recently-used store ``key -> activations`` of at most ``limit_mb`` megabytes."""
 
     def __init__(self, limit_mb: float | None = None):
-        self.limit_mb = limit_from_env() if limit_mb is None else limit_mb
+        self._limit_mb = limit_mb  # None: $TRANSFERKIT_FROZEN_MEMO_MB when used (a bad value: a named error then,
+        # not a traceback at import)
         self.hits = self.misses = self.extended = 0  # extended: misses that ran on from a shorter prefix
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @property
+    def limit_mb(self) -> float:
+        return limit_from_env() if self._limit_mb is None else self._limit_mb
+
+    @limit_mb.setter
+    def limit_mb(self, value: float) -> None:
+        self._limit_mb = value
 
     def __len__(self) -> int:
         return len(self._store)

@@ -139,7 +139,8 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5,
           f"logits must be a non-empty B x K matrix, got shape {tuple(logits.shape)}")
     check(temperature > 0, f"minimum_class_confusion: temperature must be > 0, got {temperature!r}")
     check(len(logits) >= 2, "mcc needs 2 target samples or more per batch: the class confusion of one sample is "
-                            "(K - 1) / K whatever it predicts, so the term would train nothing; raise batch_size")
+                            "(K - 1) / K whatever it predicts, so the term would train nothing; raise "
+                            "train.batch_size to 2 or more (for a run: in a new run, as a resume keeps its config)")
     y = F.softmax(logits / temperature, dim=1)
     h = -(y * torch.log(y.clamp_min(1e-12))).sum(1)
     if detach_weights:

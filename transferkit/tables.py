@@ -537,9 +537,10 @@ def check_summary(summary: list[dict], who: str) -> None:
     entry = next((s for s in summary if not (isinstance(s, dict) and "accuracy_mean" in s and "n" in s)), None)
     if entry is not None:
         rows = isinstance(entry, dict) and "accuracy" in entry
+        call = f"{who}(summarize(rows))" if who == "csv_table" else f"{who}(summarize(rows), rows)"
         raise TransferkitError(f"{who} takes summarize(rows)'s entries (accuracy_mean, n, ...); "
-                               + ("these look like result rows (accuracy, seed): give summarize(rows), e.g. "
-                                  "markdown_table(summarize(rows), rows)" if rows else f"got {str(entry)[:80]}"))
+                               + (f"these look like result rows (accuracy, seed): give summarize(rows), {call}"
+                                  if rows else f"got {str(entry)[:80]}"))
 
 
 def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list | None = None,

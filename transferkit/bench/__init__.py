@@ -71,11 +71,18 @@ ONE_PROCESS: set[str] = set()
 SUITE_MODULES = ["demo", "flex", "uda", "uda_tune", "zeroshot", "represent", "fewshot"]
 
 
-def benchmark(name: str, description: str, plan: PlanFactory = Plan, workers: bool = True):
+#: the tables a suite writes from its rows besides results.json / .md (cleared with them when a resume starts)
+OUTPUTS: dict[str, tuple[str, ...]] = {}
+
+
+def benchmark(name: str, description: str, plan: PlanFactory = Plan, workers: bool = True,
+              outputs: tuple[str, ...] = ()):
     """Register a suite; ``plan(quick)`` makes its default plan; ``workers=False``: it runs
-    its jobs in one process, whatever ``--workers`` says."""
+    its jobs in one process, whatever ``--workers`` says; ``outputs``: the files it writes from
+    its rows at its end (a resume removes them until it writes them again, as results.json)."""
     def wrap(fn: Suite) -> Suite:
         BENCHMARKS[name] = (fn, description, plan)
+        OUTPUTS[name] = tuple(outputs)
         if not workers:
             ONE_PROCESS.add(name)
         return fn
@@ -379,12 +386,13 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
         with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
             before = _entries(bench_dir)  # under the lock: no other process works here
             fresh = is_main_process() and not before - {".lock"}  # this invocation's to clear if it stops early
-            kept = {} if fresh or not is_main_process() else _finished_files(bench_dir)
+            outputs = (*RESULT_FILES, *OUTPUTS.get(name, ()))
+            kept = {} if fresh or not is_main_process() else _finished_files(bench_dir, outputs)
             try:
                 if is_main_process():  # under the lock: a refused second process changes nothing here
                     _check_same_world(bench_dir)  # before the results are cleared: a refusal keeps them
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
-                    for stale in RESULT_FILES:  # the plan is kept: until the suite ends, the directory is unfinished
+                    for stale in outputs:  # the plan is kept: until the suite ends, the directory is unfinished
                         (bench_dir / stale).unlink(missing_ok=True)
                     note_kernels(bench_dir, log, workers)
                 log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
@@ -432,12 +440,12 @@ def _job_files(bench_dir: Path) -> set[str]:
     return {str(p.relative_to(bench_dir)) for p in bench_dir.glob("**/jobs/**/*") if p.is_file()}
 
 
-def _finished_files(bench_dir: Path) -> dict:
-    """What a resume changes before its first job (its plan, the results it clears), with the
+def _finished_files(bench_dir: Path, outputs: tuple[str, ...] = RESULT_FILES) -> dict:
+    """What a resume changes before its first job (its plan, the ``outputs`` it clears), with the
     job files there: a resume that fails before a new job (a new pair's data unreadable) puts
     them back, so that a finished directory stays finished."""
     kept = {name: (bench_dir / name).read_bytes() if (bench_dir / name).is_file() else None
-            for name in ("plan.json", *RESULT_FILES)}
+            for name in ("plan.json", *outputs)}
     return {**kept, "jobs": _job_files(bench_dir)} if any(v is not None for v in kept.values()) else {}
 
 

@@ -107,7 +107,8 @@ def fewshot_plan(quick: bool) -> FewshotPlan:
 
 
 @benchmark("fewshot", "seed 000 Table 1/2: syndigits 0-4 -> mnist 5-9 and mnist 0-4 -> digits 5-9, k = 2..5, "
-                      "full model (lext) vs baselines; grouped accuracy; ablation; t-SNE", plan=fewshot_plan)
+                      "full model (lext) vs baselines; grouped accuracy; ablation; t-SNE", plan=fewshot_plan,
+           outputs=("fewshot.md",))
 def fewshot_suite(plan: FewshotPlan, bench_dir, log):
     """``--quick``: k = 2, 5, 2 subsets, 30 steps, main pair + grouped + t-SNE. Full: k = 2..5,
     10 subsets, 100 steps, every part. ``--set ks=... repeats=... parts=...`` reduce a run."""
@@ -140,8 +141,12 @@ def fewshot_suite(plan: FewshotPlan, bench_dir, log):
 
             accuracy_vs_k_plot([r for r in rows if r["part"] == part], plot_dir / f"accuracy_vs_k_{part}.png",
                                title=f"{' -> '.join(PAIRS[part])} (classes 0-4 -> 5-9)")
+        else:  # a resume that dropped the part: its figure of an earlier plan would not match the results
+            (plot_dir / f"accuracy_vs_k_{part}.png").unlink(missing_ok=True)
     if "tsne" in parts:
         tsne_figure(fewshot_config("tsne", *PAIRS["main"], ks[0], quick, 1, ["finetune", "lext"]), bench_dir, log)
+    else:
+        (plot_dir / "tsne.png").unlink(missing_ok=True)
     return rows
 
 

@@ -123,7 +123,7 @@ def _transfer(rep: str, net, method: str):
 
 @benchmark("represent", "ERM vs CAT2/CAT4 vs DISTILL with linear probe / fine-tune / two-stage at several target "
                         "sizes, and 5-way 1/5-shot episodes with Baseline, Baseline++ and prototype heads (seed 004)",
-           plan=represent_plan, workers=False)
+           plan=represent_plan, workers=False, outputs=("represent.md",))
 def represent_suite(s: RepresentPlan, bench_dir, log):
     bench_dir = Path(bench_dir)
     jobs = bench_dir / "jobs"

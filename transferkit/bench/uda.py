@@ -198,7 +198,7 @@ def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
 
 @benchmark("uda", "unsupervised domain adaptation, seed 000 Table 3 form, digit pairs (5; --quick: the 2 SKADA "
                   "pairs), SKADA side by side",
-           plan=uda_plan)
+           plan=uda_plan, outputs=("uda_tables.md",))
 def uda_suite(b: UdaPlan, bench_dir, log):
     rows, tables = [], []
     for source, target in b.pairs:

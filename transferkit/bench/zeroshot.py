@@ -128,7 +128,7 @@ def zeroshot_plan(quick: bool) -> ZeroshotPlan:
 @benchmark("zeroshot", "digits 0-6 seen, 7-9 unseen on mnist and syndigits: attribute, embedding and CLIP-style "
                        "zero-shot (seed 001), GZSL harmonic mean (Xian et al. 2017), cross-domain retrieval Recall@K "
                        "(seed 001)",
-           plan=zeroshot_plan, workers=False)
+           plan=zeroshot_plan, workers=False, outputs=("zeroshot.md",))
 def zeroshot_suite(plan: ZeroshotPlan, bench_dir, log):
     text = "all-MiniLM-L6-v2" if text_available() else "hashing"
     if text == "hashing":

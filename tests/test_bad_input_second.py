@@ -721,7 +721,7 @@ def test_advice_of_grouped_accuracy_csv_table_mcc_and_failed_jobs_fits_the_call(
     with pytest.raises(TransferkitError, match=r"raise train\.batch_size to 2 or more \(for a run: in a new run"):
         minimum_class_confusion(torch.randn(1, 3))
     failure = JobFailure("TransferkitError: mcc needs 2", "", job="mcc seed 0")
-    assert "(a config it was run with changes in a new run)" in failures_message([failure], 1, "kept", "again")
+    assert "(a fix of the config they ran with needs a new run)" in failures_message([failure], 1, "kept", "again")
 
 
 def test_a_bad_frozen_memo_size_in_the_environment_is_named_before_any_work(capsys, monkeypatch):

@@ -231,9 +231,8 @@ def failures_message(failures: list[JobFailure], total: int, kept: str, again: s
     shown = "; ".join(f"{f.job} ({f.error[:200]})" for f in failures[:5]) + (
         f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
     where = Path(failures[0].path).parent if failures and failures[0].path else "failed/"
-    return (f"{len(failures)} of {total} job(s) failed: {shown}; tracebacks in {where}; {kept}; after a fix of "
-            f"the code, data or environment, {again} runs only the failed jobs (a config it was run with changes "
-            f"in a new run)")
+    return (f"{len(failures)} of {total} job(s) failed: {shown}; tracebacks in {where}; {kept}; after a fix, "
+            f"{again} runs only the failed jobs (a fix of the config they ran with needs a new run)")
 
 
 def job_result(path: str | os.PathLike, compute: Callable[[], Any], log: Callable[[Any], None] | None = None,

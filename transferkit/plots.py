@@ -379,7 +379,7 @@ def _point_labels(name, labels, sizes: list[int]):
     missing = int(np.isnan(values).sum()) if values.dtype.kind == "f" else 0
     check(not missing, f"tsne_embeddings: panel {name!r}'s labels: {missing} of the {n} are NaN (missing); give "
                        f"every point a label")
-    unique_ids(values, f"tsne_embeddings: panel {name!r}'s labels")  # names and numbers, not both
+    unique_ids(values, f"tsne_embeddings: panel {name!r}'s labels", "or no labels (labels=None)")  # not both kinds
     return values
 
 

@@ -692,17 +692,25 @@ def test_a_folder_or_file_named_in_capitals_without_its_kind_gets_its_own_spelli
         load_domain("Mine.NPZ")
 
 
-def test_a_domain_builder_that_returns_tensors_gets_torch_s_spelling_of_the_fix():
-    # before: "(x * 255).round().astype(np.uint8)" and "x.transpose(0, 3, 1, 2)", which tensors do not have
+@pytest.mark.parametrize("kind, float_fix, last_fix", [
+    (torch.from_numpy, r"\(x \* 255\)\.round\(\)\.to\(torch\.uint8\)", r"x\.permute\(0, 3, 1, 2\)"),
+    (lambda a: a, r"\(x \* 255\)\.round\(\)\.astype\(np\.uint8\)", r"x\.transpose\(0, 3, 1, 2\)"),
+])
+def test_a_domain_builder_gets_the_fix_in_the_spelling_of_its_images(kind, float_fix, last_fix):
+    # before: "(x * 255).round().astype(np.uint8)" and "x.transpose(0, 3, 1, 2)" for tensors too, which they do not
+    # have; (mutation pass) the spelling taken from the labels (torch here either way) or from either of the two
+    import numpy as np
+
     from transferkit.data import Builtin, checked_arrays
     b = Builtin(name="mine", build=lambda: None, size=None, channels=3, native_size=16, description="",
                 origin="", class_names=("a", "b"))
     y = torch.tensor([0, 1] * 3)
-    with pytest.raises(TransferkitError, match=r"\(x \* 255\)\.round\(\)\.to\(torch\.uint8\)"):
-        checked_arrays(b, (torch.rand(6, 3, 16, 16), y))
-    with pytest.raises(TransferkitError, match=r"channels last\? x\.permute\(0, 3, 1, 2\)"):
-        checked_arrays(b, (torch.zeros(6, 16, 16, 3, dtype=torch.uint8), y))
-    x, _ = checked_arrays(b, (torch.zeros(6, 16, 16, 3, dtype=torch.uint8).permute(0, 3, 1, 2), y))
+    with pytest.raises(TransferkitError, match=float_fix):
+        checked_arrays(b, (kind(np.random.default_rng(0).random((6, 3, 16, 16), dtype=np.float32)), y))
+    last = np.zeros((6, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(TransferkitError, match=rf"channels last\? {last_fix}"):
+        checked_arrays(b, (kind(last), y))
+    x, _ = checked_arrays(b, (kind(np.ascontiguousarray(last.transpose(0, 3, 1, 2))), y))
     assert x.shape == (6, 3, 16, 16)
 
 

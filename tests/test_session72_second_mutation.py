@@ -1,18 +1,19 @@
 """Tests from a second mutation pass over stop 72's changes (the code changed since 5f414df): the
-episodes' advice for one K (no "(every K asked)"); ``bench --resume --nproc`` taking its runs' device
-before it builds the resumed plan; the grey-images hint of torch images (``expand``); a folder named
-as a built-in domain in capitals (still the built-in); a domain builder's NumPy images with torch
-labels (NumPy's spelling); ``unique_ids``' default advice (``groups=None``); ``latex_table`` of rows
-told its own call; the frozen memo's limit read when used (a bad value named then, a later value
-seen); uda_tune's plan checked as uda's (its ``__post_init__`` checks kept); the tables each suite
-declares as its outputs (those it writes); the t-SNE figure's record keyed by scikit-learn's
-version; failures_message naming five failures and "1 more" of six. Each test fails when the code it
-names is changed in the way its comment says.
+episodes' advice for one K (no "(every K asked)"); ``bench --resume --nproc`` taking its runs'
+device before it builds the resumed plan; the grey-images hint of torch images (``expand``); a
+folder named as a built-in domain in capitals (still the built-in) (a domain builder's NumPy images
+with torch labels, NumPy's spelling: in test_bad_input_second.py's test of both spellings);
+``unique_ids``' default advice (``groups=None``); ``latex_table`` of rows told its own call; the
+frozen memo's limit read when used (a bad value named then, a later value seen); uda_tune's plan
+checked as uda's (its ``__post_init__`` checks kept); the tables each suite declares as its outputs
+(those it writes); the t-SNE figure's record keyed by scikit-learn's version; failures_message
+naming five failures and "1 more" of six. Each test fails when the code it names is changed in the
+way its comment says.
 
 Judged equivalent, so not tested: ``_three_dim_hint``'s ``transpose.startswith("images.transpose")``
 as ``"transpose" in transpose`` or ``not transpose.startswith("images.permute")`` (the caller gives
-only those two spellings); ``parse_spec`` without ``base != base.lower()`` (a lower-case name that is
-neither a domain nor registered is refused later as an unknown domain either way) and without
+only those two spellings); ``parse_spec`` without ``base != base.lower()`` (a lower-case name that
+is neither a domain nor registered is refused later as an unknown domain either way) and without
 ``os.path.exists(base)`` (both checks below it test the path); ``tsne_figure``'s key without its
 title or domain names (the figure's path names the domains, and the seed in the title draws other
 points). Killed by older tests, so not tested here: the episodes' fit taken from the first K, the
@@ -21,21 +22,14 @@ queries' ``fits >= 1``, tap's ``y.max() + 1``, ``_checked_for_torchrun`` with th
 grouped_accuracy's ``instead``, mcc's ``>= 2``, a lazy limit read as ``_limit_mb or ...`` and its
 setter dropped, every clearing and restoring of a suite's outputs in ``run_benchmark``, fewshot's
 figures of dropped parts, uda_tune's ``selects``, its quick/full seeds and pairs, the quick budget's
-t-SNE points, the t-SNE record without its ``is_file``, clip's validation classes compared with all of
-class_names, ``limit_from_env`` taking NaN, parse_spec's folder check as a file check, the episodes'
-``len(per_class) >= n_way``. Left surviving: ``_finished_files`` returning the job files when none of
-the kept files exists (a refused resume of a directory with no plan.json nor results then only puts
-back what was there: no visible difference found in the time given).
-
-Four tests of the tree at 81ce2c2 fail on it (their code changed, the tests not):
-test_frozen.py::test_the_limit_comes_from_the_environment (FrozenMemo() no longer reads the
-environment when made), test_evaluate_fourth_mutation.py::test_group_ids_that_are_all_none_get_their_own_error
-(grouped_accuracy's advice no longer says groups=None) and two of test_io_jobs_second_mutation.py
-("after a fix, " is now "after a fix of the code, data or environment, ")."""
+t-SNE points, the t-SNE record without its ``is_file``, clip's validation classes compared with all
+of class_names, ``limit_from_env`` taking NaN, parse_spec's folder check as a file check, the
+episodes' ``len(per_class) >= n_way``. Left surviving: ``_finished_files`` returning the job files
+when none of the kept files exists (a refused resume of a directory with no plan.json nor results
+then only puts back what was there: no visible difference found in the time given)."""
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -74,18 +68,6 @@ def test_a_folder_named_as_a_built_in_domain_in_capitals_is_the_built_in(tmp_pat
     (tmp_path / "Other" / "a").mkdir(parents=True)
     with pytest.raises(TransferkitError, match=r"give it as folder:Other"):
         parse_spec("Other")
-
-
-def test_a_builder_of_numpy_images_and_torch_labels_gets_numpy_s_spelling():
-    # kills checked_arrays: `tensors` read from the labels (built[1]) or from any of the two
-    from transferkit.data import Builtin, checked_arrays
-    b = Builtin(name="mine", build=lambda: None, size=None, channels=3, native_size=16, description="",
-                origin="", class_names=("a", "b"))
-    y = torch.tensor([0, 1] * 3)
-    with pytest.raises(TransferkitError, match=r"\(x \* 255\)\.round\(\)\.astype\(np\.uint8\)"):
-        checked_arrays(b, (np.random.rand(6, 3, 16, 16).astype("float32"), y))
-    with pytest.raises(TransferkitError, match=r"channels last\? x\.transpose\(0, 3, 1, 2\)"):
-        checked_arrays(b, (np.zeros((6, 16, 16, 3), dtype=np.uint8), y))
 
 
 def test_ids_all_missing_are_told_to_be_left_out_by_default():

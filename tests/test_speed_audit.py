@@ -83,3 +83,19 @@ def test_a_resumed_uda_benchmark_keeps_a_t_sne_figure_of_the_same_embeddings(tmp
     first.unlink()
     uda.tsne_figure(tmp_path, "mnist", "digits", b, lines.append)
     assert len(drawn) == 3
+
+
+def test_a_resumed_fewshot_benchmark_keeps_a_t_sne_figure_of_the_same_embeddings(tmp_path, monkeypatch):
+    # before: fewshot kept the embeddings (tsne/embeddings-<key>.pt) but ran the t-SNE itself again on every resume,
+    # the twin of uda's (both now go through bench.kept_tsne)
+    from test_bench_fewshot_zeroshot_fourth_mutation import _fake_tsne
+
+    from transferkit import plots
+    from transferkit.bench.fewshot import fewshot_config, tsne_figure
+    _fake_tsne(monkeypatch)
+    drawn = []
+    monkeypatch.setattr(plots, "tsne_embeddings", lambda panels, path, **kw: drawn.append(path)
+                        or path.parent.mkdir(parents=True, exist_ok=True) or path.write_bytes(b"png") and path)
+    cfg = fewshot_config("tsne", "syndigits", "mnist", 2, True, 1, ["lext"])
+    first = tsne_figure(cfg, tmp_path, lambda *a: None, n=8)
+    assert tsne_figure(cfg, tmp_path, lambda *a: None, n=8) == first and drawn == [tmp_path / "img" / "tsne.png"]

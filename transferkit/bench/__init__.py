@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import importlib.metadata
 import json
 import re
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import yaml
 from ..config import override
 from ..data import check_spec, parse_spec
 from ..distributed import is_main_process, world_size
-from ..engine import ADDED_TRAIN_FIELDS
+from ..engine import ADDED_TRAIN_FIELDS, content_text
 from ..errors import TransferkitError, UnknownNameError, check, warn
 from ..fields import updated
 from ..io import atomic_write, directory_lock, read_json, write_json
@@ -190,6 +191,26 @@ def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan
     for assignment in overrides:
         check(assignment.split("=")[0].strip() != "quick", "use --quick, not --set quick=...")
     return override(suites[name][2](quick), overrides)
+
+
+def kept_tsne(panels: dict, path: Path, log, **options) -> Path:
+    """``plots.tsne_embeddings(panels, path, **options)``, unless ``path`` holds the figure of
+    these very panels and options: a record beside it (``path.json``) keys them with
+    scikit-learn's version, so a resume keeps the figure instead of running the t-SNE again
+    (seconds per panel)."""
+    from ..plots import tsne_embeddings
+
+    key = hashlib.sha256(content_text({"panels": panels, **options,
+                                       "sklearn": importlib.metadata.version("scikit-learn")}).encode()).hexdigest()
+    record = Path(path).with_suffix(".json")
+    with contextlib.suppress(OSError, AttributeError, TransferkitError):  # no record, or not one of these
+        if Path(path).is_file() and read_json(record).get("key") == key:
+            log(f"t-SNE figure: {path} (unchanged: the same embeddings)")
+            return Path(path)
+    path = tsne_embeddings(panels, path, **options)
+    write_json(record, {"key": key})
+    log(f"t-SNE figure: {path}")
+    return path
 
 
 def plan_yaml(plan: Plan) -> str:

@@ -34,7 +34,7 @@ from ..methods import get_method
 from ..rundata import label_subset, prepare_domains
 from ..source import pretrain_source
 from ..tables import grouped_k_line, small_test_line
-from . import Plan, as_list, benchmark, budget_line
+from . import Plan, as_list, benchmark, budget_line, kept_tsne
 
 METHODS = ["target_only", "finetune", "multitask", "matching_net", "matching_ft", "finetune_adv", "lext",
            "finetune_proto", "finetune_cosine"]
@@ -146,7 +146,8 @@ def fewshot_suite(plan: FewshotPlan, bench_dir, log):
     if "tsne" in parts:
         tsne_figure(fewshot_config("tsne", *PAIRS["main"], ks[0], quick, 1, ["finetune", "lext"]), bench_dir, log)
     else:
-        (plot_dir / "tsne.png").unlink(missing_ok=True)
+        for name in ("tsne.png", "tsne.json"):  # the figure and its record
+            (plot_dir / name).unlink(missing_ok=True)
     return rows
 
 
@@ -222,9 +223,8 @@ def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Pa
     with target test embeddings under the source network, the fine-tuned network and the
     full model (one subset, seed ``cfg.seed``); the embeddings are cached in
     ``tsne/embeddings-<key>.pt``, keyed by what they depend on (domains, classes, k, seed,
-    methods, options, budgets), so a resume with another k or options trains them anew."""
-    from ..plots import tsne_embeddings
-
+    methods, options, budgets), so a resume with another k or options trains them anew, and the
+    figure of the same embeddings is kept (:func:`~transferkit.bench.kept_tsne`)."""
     used = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "out_dir", "workers", "repeats")}
     used.update(train=keyed_fields(cfg.train), pretrain=keyed_fields(cfg.pretrain))  # new fields at their defaults:
     # the key of before they were added
@@ -246,6 +246,6 @@ def tsne_figure(cfg: ExperimentConfig, bench_dir: Path, log, n: int = 600) -> Pa
             panels[name] = (source_feats, embed(_train(name, cfg, data, pretrained, labeled, unlabeled).net, xt))
         atomic_write(cache, lambda p: torch.save(panels, p))
     options = "; ".join(f"{m} {o}" for m, o in cfg.options.items() if o)
-    return tsne_embeddings(panels, bench_dir / "img" / "tsne.png", domain_names=("source 0-4", "target 5-9"),
+    return kept_tsne(panels, bench_dir / "img" / "tsne.png", log, domain_names=("source 0-4", "target 5-9"),
                            title=f"{cfg.source} 0-4 (source network) and {cfg.target} 5-9 test embeddings, "
                                  f"k={cfg.k}, seed {cfg.seed}" + (f" ({options})" if options else ""))

@@ -25,10 +25,8 @@ benchmark (seeds, pairs and budget are written in the tables, rows and ``results
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import importlib.metadata
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +39,14 @@ from ..engine import TrainConfig, content_text
 from ..errors import TransferkitError, UnknownNameError, check, near_name
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, run_experiment
-from ..io import load_safetensors, read_json, write_json, write_text
+from ..io import load_safetensors, write_text
 from ..jobs import job_result
 from ..methods import get_method
 from ..rundata import prepare_domains
 from ..rundir import model_path
 from ..runtime import invocation
 from ..source import run_source_network
-from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part, skada_compare
+from . import Plan, as_list, as_pairs, benchmark, budget_line, kept_tsne, path_part, skada_compare
 
 PAIRS = (("syndigits", "mnist"), ("mnist", "mnistm"), ("mnist", "digits"), ("digits", "mnist"),
          ("mnist", "mnist+inversion"))
@@ -372,8 +370,6 @@ def _adapted(cfg: ExperimentConfig, run_dir: Path, name: str, pretrained):
 
 @torch.no_grad()
 def tsne_figure(bench_dir: Path, source: str, target: str, b: UdaPlan, log) -> Path | None:
-    from ..plots import tsne_embeddings
-
     seed = b.seeds[0]
     cfg = pair_config(source, target, seed, b, ["source_only", *ADAPTATION], 1)
     run_dir = bench_dir / path_part(source, target) / f"s{seed}"
@@ -389,18 +385,9 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: UdaPlan, log) -> P
         except (OSError, RuntimeError, TransferkitError) as e:
             log(f"t-SNE: no adapted {name} network ({e})")
     panels = {k: (net.forward_features(xs), net.forward_features(xt)) for k, net in nets.items()}
-    path = bench_dir / f"tsne_{path_part(source).replace('+', '_')}_{path_part(target).replace('+', '_')}.png"
-    title = f"LeNet embeddings, {source} (blue) → {target} (orange), test images, seed {seed}"
-    # a resume of a directory whose figure shows these very embeddings keeps it (the t-SNE is seconds)
-    key = hashlib.sha256(content_text({"panels": panels, "title": title, "domains": [source, target],
-                                       "sklearn": importlib.metadata.version("scikit-learn")}).encode()).hexdigest()
-    record = path.with_suffix(".json")
-    with contextlib.suppress(OSError, AttributeError, TransferkitError):  # no record, or not one of these
-        if path.is_file() and read_json(record).get("key") == key:
-            log(f"t-SNE figure: {path} (unchanged: the same embeddings)")
-            return path
-    path = tsne_embeddings(panels, path, title=title, domain_names=(source, target))
-    write_json(record, {"key": key})
-    log(f"t-SNE figure: {path}")
+    path = kept_tsne(panels, bench_dir / f"tsne_{path_part(source).replace('+', '_')}_"
+                                         f"{path_part(target).replace('+', '_')}.png", log,
+                     title=f"LeNet embeddings, {source} (blue) → {target} (orange), test images, seed {seed}",
+                     domain_names=(source, target))
     return path
 

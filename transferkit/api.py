@@ -41,7 +41,15 @@ from .domain import (
     warn_numbered_match,
     warn_unshared_classes,
 )
-from .engine import Engine, FitResult, TrainConfig, check_select_metric, check_streams, engine_hooks
+from .engine import (
+    Engine,
+    FitResult,
+    TrainConfig,
+    check_select_metric,
+    check_streams,
+    engine_hooks,
+    parameter_dtypes,
+)
 from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import load_model
@@ -500,7 +508,7 @@ class Transfer:
         check(hasattr(self, "net_"), f"call fit before {who}")
         images = images.images if isinstance(images, Domain) else images
         images = image_batch(images, who, self.input_shape_, exact=True)
-        dtypes = {str(p.dtype).replace("torch.", "") for p in self.method_.parameters() if p.is_floating_point()}
+        dtypes = parameter_dtypes(self.method_)
         check(dtypes <= {"float32"}, f"{who}: the fitted network's parameters are {', '.join(sorted(dtypes))} (changed "
                                      f"after fit); it scores float32 images, as it trained: model.net_.float() "
                                      f"converts them back (or convert a copy, copy.deepcopy(model.net_))")

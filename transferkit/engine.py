@@ -380,11 +380,11 @@ class Engine:
                   f"the {name} domain {d and d.name!r} has images of {d and d.images.shape[1]} channel(s), the "
                   f"network takes {shape and shape[0]} (Domain.to_format(channels=...) converts them)")
         other_size = _other_size(method.net, {n: given[n] for n in method.streams} | {"val": val})
-        dtypes = {p.dtype for p in method.parameters() if p.is_floating_point()}
-        check(dtypes <= {torch.float32}, f"method {method.name!r}: its network's parameters are "
-                                         f"{', '.join(sorted(str(d).replace('torch.', '') for d in dtypes))}; "
-                                         f"training takes float32 parameters, as the images are (net.float() "
-                                         f"converts them; amp: true computes in half precision where it is safe)")
+        dtypes = parameter_dtypes(method)
+        check(dtypes <= {"float32"}, f"method {method.name!r}: its network's parameters are "
+                                     f"{', '.join(sorted(dtypes))}; training takes float32 parameters, as the images "
+                                     f"are (net.float() converts them; amp: true computes in half precision where it "
+                                     f"is safe)")
 
         device = resolve_device(cfg.device)
         method.prepare(given)
@@ -906,6 +906,12 @@ def _train_layout(method: torch.nn.Module, device: torch.device, channels_last: 
 
 def _as_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
     return x.contiguous(memory_format=layout) if x.dim() == 4 else x
+
+
+def parameter_dtypes(module: torch.nn.Module) -> set[str]:
+    """The dtypes (``"float32"``, ...) of ``module``'s floating-point parameters: training and
+    scoring take float32 ones, as the images are."""
+    return {str(p.dtype).replace("torch.", "") for p in module.parameters() if p.is_floating_point()}
 
 
 def content_text(value) -> str:

@@ -399,7 +399,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)
     every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
                       for setting, rows in finished.items() for (name, seed), row in rows.items()}
-    preload_lazy_imports()  # after the checks: a refused run says so 2 s sooner
+    if len(every_finished) < len(jobs):  # after the checks (a refused run says so 2 s sooner); none for no job left
+        preload_lazy_imports()
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
     before = old.read_text() if old.exists() else None

@@ -101,6 +101,10 @@ def as_list(value, cast=str, what: str = "list", empty: bool = False, minimum=No
     an empty list (no job to run), repeated values and values below ``minimum`` are refused
     (``empty`` allows an empty list)."""
     if isinstance(value, str):
+        text = value.strip()
+        check(not (text.startswith("[") and text.endswith("]")),
+              f"{what}: got the text {value!r}, a YAML list in quotes; give the list itself, "
+              f"--set '{what}={text}', or its items with commas, --set {what}={text[1:-1].replace(' ', '')}")
         value = [v.strip() for v in value.split(",") if v.strip()]
     elif value is None:
         value = []

@@ -53,3 +53,60 @@ def test_a_resume_with_no_job_left_does_not_pay_for_torchs_lazy_imports(tmp_path
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
     assert calls == [1]
     assert run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1] == rows and calls == [1]
+
+
+def test_a_marker_left_by_a_killed_torchrun_group_neither_releases_the_next_group_nor_stays(tmp_path, monkeypatch):
+    # before: the marker was named by MASTER_PORT only, so one left by a killed group of the same port let the next
+    # group's other ranks pass (and meet rank 0 at a barrier that could time out) while another run pre-trained
+    import threading
+    import time
+
+    import transferkit.source as source
+    from transferkit.io import waiting_lock
+    events, lock = [], tmp_path / "lenet-k.lock"
+    (tmp_path / "lenet-k.held-29511").touch()  # a killed group's (the same port)
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-2")
+    monkeypatch.setattr(source, "world_size", lambda: 2)
+    monkeypatch.setattr(source, "is_main_process", lambda: threading.current_thread().name == "rank0")
+    gate = threading.Barrier(2, timeout=10)
+    monkeypatch.setattr(source, "barrier", lambda: events.append(("barrier", threading.current_thread().name))
+                        or gate.wait())
+
+    def rank():
+        with source.pretraining_lock(lock, poll_s=0.01):
+            events.append(("in", threading.current_thread().name))
+
+    with waiting_lock(lock):  # another run pre-training the same network
+        ranks = [threading.Thread(target=rank, name=f"rank{r}", daemon=True) for r in (1, 0)]
+        for r in ranks:
+            r.start()
+        time.sleep(0.3)
+        assert events == []  # rank 1 waits for this launch's marker, not the killed group's
+    for r in ranks:
+        r.join(timeout=10)
+    assert sorted(events) == [("barrier", "rank0"), ("barrier", "rank1"), ("in", "rank0"), ("in", "rank1")]
+    assert not list(tmp_path.glob("lenet-k.held-*"))  # the stale marker went with this group's
+
+
+def test_an_nproc_launcher_removes_the_temporary_folders_killed_launchers_left(tmp_path, monkeypatch):
+    # before: a launcher killed with SIGKILL left its transferkit-nproc-* folder (torchrun's logs) in $TMPDIR for good
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import transferkit.cli as cli
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed, live = tmp_path / f"transferkit-nproc-{dead.pid}-abc", tmp_path / f"transferkit-nproc-{os.getpid()}-xyz"
+    for folder in (killed, live):
+        (folder / "torchrun").mkdir(parents=True)
+    other = tmp_path / "transferkit-nproc-notes"  # not a launcher's folder
+    other.mkdir()
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no torchrun here")))
+    with pytest.raises(RuntimeError, match="no torchrun here"):
+        cli._relaunch_with_torchrun(2, ["run", "x.yaml"])
+    assert not killed.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])  # its own went at its end

@@ -176,7 +176,8 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     import tempfile
 
     from .distributed import EXIT_DIR_ENV, LAUNCHER_ENV, rank_errors
-    with tempfile.TemporaryDirectory(prefix="transferkit-nproc-") as folder:  # torchrun's log folder too
+    _remove_folders_of_killed_launchers()
+    with tempfile.TemporaryDirectory(prefix=f"{_NPROC_FOLDER}{os.getpid()}-") as folder:  # torchrun's log folder too
         cmd = [*_python_c(_TORCHRUN), "--standalone", f"--nproc_per_node={nproc}",
                f"--log-dir={Path(folder) / 'torchrun'}", "--no-python", *_python_c(_RANK, "-u"),
                *_argv_without(argv, "--nproc")]
@@ -189,6 +190,23 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     for text in dict.fromkeys(text for _, _, text in errors if text):  # each error once (every rank may meet it)
         print(f"transferkit: error: {text}", file=sys.stderr)
     return errors[0][1] if errors else code
+
+
+#: the name of a ``--nproc`` launcher's temporary folder, before its process id
+_NPROC_FOLDER = "transferkit-nproc-"
+
+
+def _remove_folders_of_killed_launchers() -> None:
+    """Remove the temporary folders that ``--nproc`` launchers killed with SIGKILL left (a
+    launcher removes its own when it ends): those whose process id is no longer running."""
+    import shutil
+    import tempfile
+
+    from .io import process_running
+    for folder in Path(tempfile.gettempdir()).glob(f"{_NPROC_FOLDER}*-*"):
+        pid = folder.name[len(_NPROC_FOLDER):].split("-", 1)[0]
+        if pid.isdigit() and folder.is_dir() and not process_running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 #: what the process that ``--nproc`` starts runs: torchrun, whose report of a failed rank is left out when

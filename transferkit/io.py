@@ -322,7 +322,7 @@ def _pid_file_lock(directory, path: Path):
             pid = int(path.read_text().strip() or 0)
         except (OSError, ValueError):
             pid = 0
-        if pid and pid != os.getpid() and _running(pid):
+        if pid and pid != os.getpid() and process_running(pid):
             raise _in_use(directory, path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -358,7 +358,8 @@ def _create_lock(path: Path) -> bool:
             tmp.unlink()
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
     if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
         return _running_windows(pid)
     try:

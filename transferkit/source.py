@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -135,15 +136,18 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
 def pretraining_lock(path: Path, on_wait=None, poll_s: float = 0.2):
     """Hold ``path``'s lock while pre-training (or reading) the network it guards. Under
     torchrun the group's rank 0 holds it for its ranks, which wait for the marker it then writes
-    (``.held-<MASTER_PORT>``, the port of this group): a collective would time out while another
-    run pre-trains, and ranks that went on without the lock resumed from another run's live
-    checkpoint, each at its own step (gloo aborted on the mismatched collectives). ``on_wait()``:
-    called by the process that finds the lock held, before it waits (a line to say so)."""
+    (``.held-<id>``, torchrun's id of this launch, or its ``MASTER_PORT``; a marker a killed group
+    left is removed by the next rank 0 that takes the lock, and never matches another launch): a
+    collective would time out while another run pre-trains, and ranks that went on without the
+    lock resumed from another run's live checkpoint, each at its own step (gloo aborted on the
+    mismatched collectives). ``on_wait()``: called by the process that finds the lock held,
+    before it waits (a line to say so)."""
     if world_size() == 1:
         with waiting_lock(path, on_wait):
             yield
         return
-    held = path.with_suffix(f".held-{os.environ.get('MASTER_PORT', '0')}")
+    group = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_PORT", "0")  # torchrun: one per launch
+    held = path.with_suffix(f".held-{group}")
     if not is_main_process():
         while not held.exists():
             time.sleep(poll_s)
@@ -151,6 +155,8 @@ def pretraining_lock(path: Path, on_wait=None, poll_s: float = 0.2):
         yield
         return
     with waiting_lock(path, on_wait):
+        for stale in path.parent.glob(f"{glob.escape(path.stem)}.held-*"):  # of a killed group: none holds the lock
+            stale.unlink(missing_ok=True)
         held.touch()
         try:
             barrier()

@@ -110,3 +110,18 @@ def test_an_nproc_launcher_removes_the_temporary_folders_killed_launchers_left(t
         cli._relaunch_with_torchrun(2, ["run", "x.yaml"])
     assert not killed.exists() and live.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])  # its own went at its end
+
+
+def test_a_key_set_twice_with_other_values_warns_that_the_last_is_used(tmp_path):
+    # before: `--set seeds=1 --set seeds=2` (or --workers 2 with --set workers=1) kept the last without a word
+    import warnings
+
+    from transferkit.config import load_config
+    from transferkit.errors import TransferkitWarning
+    with pytest.warns(TransferkitWarning, match=r"seeds is given 2 times \('1', '2'\): the last, '2', is used"):
+        assert make_plan("uda", True, ["seeds=1", "seeds=2"]).seeds == (2,)
+    with pytest.warns(TransferkitWarning, match=r"workers is given 2 times \('1', '2'\)"):
+        assert load_config(None, ["workers=1", "k=3", "workers=2"]).workers == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(None, ["k=3", "k=3", "train.steps=5"])  # the same value twice, and other keys: nothing to say

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from .engine import ADDED_TRAIN_FIELDS, TrainConfig, check_select_metric
-from .errors import TransferkitError, UnknownNameError, check, is_whole
+from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .fields import check_fields, from_dict
 from .io import VARIABLE
 from .runtime import check_device_name, env_int
@@ -277,8 +277,22 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         node[parts[-1]] = value
 
 
+def warn_repeated(assignments: list[str]) -> None:
+    """Warn of a key that ``--set`` (or ``--workers`` / ``--device``) gives twice with other
+    values: the last wins, as for other options, but the first was meant too."""
+    values: dict[str, list[str]] = {}
+    for assignment in assignments:
+        key, _, raw = assignment.partition("=")
+        values.setdefault(key.strip(), []).append(raw.strip())
+    for key, given in values.items():
+        if len(set(given)) > 1:
+            warn(f"{key} is given {len(given)} times ({', '.join(map(repr, given))}): the last, {given[-1]!r}, is "
+                 f"used")
+
+
 def override(obj, assignments: list[str] = ()):
     """A copy of dataclass ``obj`` with ``key.sub=value`` assignments applied (checked like YAML)."""
+    warn_repeated(assignments)
     data = dataclasses.asdict(obj)
     for assignment in assignments:
         set_dotted(data, assignment, type(obj))
@@ -361,6 +375,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
                                       f"got {type(data).__name__}: {data!r:.60}")
     before = data.get("device")
+    warn_repeated(overrides)
     for assignment in overrides:
         set_dotted(data, assignment, ExperimentConfig)
     if data.get("device") != before:

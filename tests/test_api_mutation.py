@@ -58,7 +58,7 @@ def _quiet(fn):
 
 def test_an_option_value_outside_its_domain_is_refused_when_the_model_is_made():
     # kills: `check_option_values(self.method_cls, options)` dropped from __init__ (refused only at fit)
-    with pytest.raises(TransferkitError, match="weight must be a number >= 0"):
+    with pytest.raises(TransferkitError, match="weight must be a finite number >= 0"):
         Transfer("dann", weight=-1.0)
 
 

@@ -636,7 +636,7 @@ def test_a_run_imports_its_plugins_whatever_its_config_names(tmp_path, monkeypat
 
 @pytest.mark.parametrize("option, message", [
     ("lr_schedule=None", r"must be one of constant, cosine, dann, null, got 'None' \(YAML's null is `null` or `~`"),
-    ("lr=None", r"must be a number > 0, got 'None' \(YAML's null is `null` or `~`"),
+    ("lr=None", r"must be a finite number > 0, got 'None' \(YAML's null is `null` or `~`"),
 ])
 def test_none_written_in_yaml_is_told_to_be_null(option, message):
     # before: "option lr_schedule must be one of constant, cosine, dann, None, got 'None'"

@@ -514,8 +514,9 @@ def test_domain_and_select_classes_advice_works_as_written():
 def test_none_for_an_option_that_takes_no_null_is_told_to_be_left_out():
     # before: "(YAML's null is `null` or `~` ...)", and null was then refused as "must be a number"
     from transferkit import Transfer
-    with pytest.raises(TransferkitError, match=r"option weight must be a number >= 0, got 'None' \(None is the text "
-                                               r"'None'; this option takes no null: leave it out for its default\)"):
+    with pytest.raises(TransferkitError, match=r"option weight must be a finite number >= 0, got 'None' "
+                                               r"\(None is the text 'None'; this option takes no null: leave it out "
+                                               r"for its default\)"):
         Transfer("dann", weight="None")
 
 

@@ -384,7 +384,8 @@ def test_an_option_the_method_name_fixes_is_refused_before_any_work(tmp_path, me
 
 @pytest.mark.parametrize("option, message", [
     ("options.dann.wieght=1", r"'wieght'.*dann is not in methods, but its options are kept .*--set options.dann=null"),
-    ("options.dann.weight=abc", r"method dann with options {'weight': 'abc'}: option weight must be a number >= 0"),
+    ("options.dann.weight=abc", r"method dann with options {'weight': 'abc'}: option weight must be a finite number "
+                                r">= 0"),
     ("options.dann.lr_schedule=cosin", "option lr_schedule must be one of constant"),
     ("options.finetune_proto.metric=3", "option metric must be text, got 3"),
 ])
@@ -405,7 +406,7 @@ def test_options_of_a_method_not_run_are_kept_but_must_be_valid(tmp_path, option
     (["methods=[finetune]", "target=npz:{npz}"], "has no test images"),
     (["methods=[dann]", "options={{dann: {{lr_schedule: cosin}}}}"], "option lr_schedule must be one of constant"),
     (["methods=[dann]", "options={{dann: {{weight: -1}}}}"],
-     "^method dann with options {'weight': -1}: option weight must be a number >= 0, got -1$"),
+     "^method dann with options {'weight': -1}: option weight must be a finite number >= 0, got -1$"),
     (["methods=[dann]", "options={{dann: {{hidden: 0}}}}"], "option hidden must be a whole number >= 1"),
     (["methods=[flex]", "options={{flex: {{image_units: [stnn]}}}}"], "unknown image unit kind 'stnn'"),
     (["methods=[lext]", "options={{lext: {{layers: [fc1, bogus]}}}}"], "unknown layer 'bogus'"),
@@ -1419,7 +1420,7 @@ def test_yaml_exponents_are_numbers_for_numeric_options_and_text_stays_text(tmp_
     path.write_text(dump_config(cfg))  # a run's config.yaml: name 2e3 unquoted was read back as 2000 (a trial)
     assert "name: '2e3'" in path.read_text() and load_config(path).name == "2e3"
     for text in ("heavy", "1__0"):  # "1__0" looks like a number to the pattern, not to float()
-        with pytest.raises(TransferkitError, match=f"must be a number >= 0, got '{text}'"):
+        with pytest.raises(TransferkitError, match=f"must be a finite number >= 0, got '{text}'"):
             get_method("dann")(net, weight=text)
 
 

@@ -280,8 +280,9 @@ def test_tap_without_validation_says_it_picked_on_training_accuracy():
 
 def test_option_names_are_checked_by_pattern_for_new_methods():
     from transferkit.methods.base import _check_option_values
-    for name, value, message in (("head_lr_mult", 0, "must be a number > 0"), ("tau_new", -1.0, "must be a number > 0"),
-                                 ("extra_weight", -0.5, "must be a number >= 0")):
+    for name, value, message in (("head_lr_mult", 0, "must be a finite number > 0"),
+                                 ("tau_new", -1.0, "must be a finite number > 0"),
+                                 ("extra_weight", -0.5, "must be a finite number >= 0")):
         with pytest.raises(TransferkitError, match=f"m: option {name} {message}"):
             _check_option_values("m", {name: value})
     _check_option_values("m", {"head_lr_mult": 0.5, "tau_new": 2.0, "extra_weight": 0.0})

@@ -45,7 +45,7 @@ def test_none_means_not_given_and_is_not_checked_as_a_number():
 
 
 def test_options_passed_on_with_star_star_options_are_checked_too():
-    with pytest.raises(TransferkitError, match="adda_encoder: option weight must be a number >= 0, got -1"):
+    with pytest.raises(TransferkitError, match="adda_encoder: option weight must be a finite number >= 0, got -1"):
         get_method("adda_encoder")(_net(), weight=-1)
     with pytest.raises(TransferkitError, match="multilayer_adda: option hidden must be a whole number >= 1, got 0"):
         get_method("multilayer_adda")(_net(), hidden=0)
@@ -77,7 +77,7 @@ def test_numbers_take_their_options_type_as_the_config_counts_do():
     assert type(method.init_options["hidden"]) is int and type(method.init_options["weight"]) is float
     with pytest.raises(TransferkitError, match=r"dann: option hidden must be a whole number >= 1, got 2\.5"):
         get_method("dann")(_net(), hidden=2.5)
-    with pytest.raises(TransferkitError, match="dann: option weight must be a number >= 0, got True"):
+    with pytest.raises(TransferkitError, match="dann: option weight must be a finite number >= 0, got True"):
         get_method("dann")(_net(), weight=True)  # a bool is no number: not made 1.0
     from transferkit import rundir
     from transferkit.config import load_config
@@ -228,5 +228,5 @@ def test_gamma_lies_in_0_1_for_the_multi_layer_discriminator_only():
         def __init__(self, net, gamma: float = 2.0):
             super().__init__(net)
     check_option_values(Focal, {"gamma": 2})
-    with pytest.raises(TransferkitError, match="option gamma must be a number >= 0"):
+    with pytest.raises(TransferkitError, match="option gamma must be a finite number >= 0"):
         check_option_values(Focal, {"gamma": -1})

@@ -160,7 +160,7 @@ def test_text_that_only_looks_like_a_whole_number_is_refused_by_name():
 @pytest.mark.parametrize("option", ["lr", "head_lr_mult", "tau", "temperature"])
 def test_rates_scales_and_temperatures_must_be_above_zero(option):
     # kills: `value > 0` -> `>= 0`; the `*lr_mult` and `tau*` patterns dropped
-    with pytest.raises(TransferkitError, match=f"m: option {option} must be a number > 0, got 0"):
+    with pytest.raises(TransferkitError, match=f"m: option {option} must be a finite number > 0, got 0"):
         _check_option_values("m", {option: 0})
     _check_option_values("m", {option: 1e-6})
 

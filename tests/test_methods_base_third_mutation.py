@@ -103,9 +103,9 @@ def test_precompute_estimates_from_one_row_and_takes_a_result_of_exactly_its_lim
 
 def test_an_error_shows_a_whole_number_as_given():
     # kills: _recording_options' `_typed_numbers(..., floats=False)` -> floats; check_option_values' likewise
-    with pytest.raises(TransferkitError, match=r"dann: option weight must be a number >= 0, got -1$"):
+    with pytest.raises(TransferkitError, match=r"dann: option weight must be a finite number >= 0, got -1$"):
         get_method("dann")(_net(), weight=-1)
-    with pytest.raises(TransferkitError, match=r"dann: option weight must be a number >= 0, got -1$"):
+    with pytest.raises(TransferkitError, match=r"dann: option weight must be a finite number >= 0, got -1$"):
         check_option_values(get_method("dann"), {"weight": -1})
 
 
@@ -134,14 +134,14 @@ def test_text_of_list_and_tuple_parameters_stays_text():
 def test_weights_of_loss_terms_take_zero_and_refuse_negatives(option):
     # kills: a name dropped from _NONNEGATIVE; `name.endswith("weight")` narrowed
     _check_option_values("m", {option: 0})
-    with pytest.raises(TransferkitError, match=f"m: option {option} must be a number >= 0, got -1"):
+    with pytest.raises(TransferkitError, match=f"m: option {option} must be a finite number >= 0, got -1"):
         _check_option_values("m", {option: -1})
 
 
 @pytest.mark.parametrize("option", ["c", "scale", "query_scale"])
 def test_scales_must_be_above_zero(option):
     # kills: a name dropped from _POSITIVE
-    with pytest.raises(TransferkitError, match=f"m: option {option} must be a number > 0, got 0"):
+    with pytest.raises(TransferkitError, match=f"m: option {option} must be a finite number > 0, got 0"):
         _check_option_values("m", {option: 0})
 
 

@@ -62,7 +62,7 @@ def test_refusals_are_named():
         get_method("multitask")(net, private_units=units)
     with pytest.raises(TransferkitError, match="private_units must be a whole number"):
         get_method("multitask")(net, private_units=-1)
-    with pytest.raises(TransferkitError, match="source_weight must be a number >= 0"):
+    with pytest.raises(TransferkitError, match="source_weight must be a finite number >= 0"):
         get_method("multitask")(net, source_weight=-1)
     headless = seeded_lenet()
     headless.reset_classifier(0)

@@ -244,7 +244,7 @@ def test_episodes_and_tap_refuse_bad_features_and_c():
         episode_accuracies(np.zeros((60, 4), np.float32), labels, n_way=3, k_shot=1, n_query=2, episodes=2)
     with pytest.raises(TransferkitError, match="N x D features"):
         episode_accuracies(torch.zeros(60, 0), labels, n_way=3, k_shot=1, n_query=2, episodes=2)
-    with pytest.raises(TransferkitError, match="c must be a number > 0"):
+    with pytest.raises(TransferkitError, match="c must be a finite number > 0"):
         tap(tiny_net(4), _domain(), _domain(), c=0)
 
 

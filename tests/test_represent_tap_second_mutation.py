@@ -51,7 +51,7 @@ def test_tap_refuses_an_empty_unit_list_and_a_boolean_c():
     for run in (lambda: tap(net, train, test, units=[]), lambda: Tap(net, units=[])):  # kills: len(units) > 0 check
         with pytest.raises(TransferkitError, match="at least one unit"):
             run()
-    with pytest.raises(TransferkitError, match="c must be a number > 0, got True"):  # kills: bool not refused
+    with pytest.raises(TransferkitError, match="c must be a finite number > 0, got True"):  # kills: bool not refused
         tap(net, train, test, c=True)
 
 

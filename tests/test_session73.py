@@ -1,8 +1,10 @@
 """Session 73: the items the stop 72 note left, each with a test that fails on the code before it."""
 
+import math
 import shutil
 
 import pytest
+import torch
 
 from transferkit.bench import make_plan
 from transferkit.config import ExperimentConfig
@@ -125,3 +127,111 @@ def test_a_key_set_twice_with_other_values_warns_that_the_last_is_used(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_config(None, ["k=3", "k=3", "train.steps=5"])  # the same value twice, and other keys: nothing to say
+
+
+# ---- numerical robustness (audit n1) ----------------------------------------------------------------------------
+def _custom(losses):
+    from test_engine_mutation import custom
+    return custom(losses)
+
+
+def test_a_training_whose_loss_explodes_without_nan_warns_once_that_it_diverged():
+    # before: lr 1e6 with Adam gave losses of 1e16-1e20 and rows at chance level, recorded without a word
+    import warnings
+
+    import helpers
+
+    from transferkit.engine import Engine
+    from transferkit.errors import TransferkitWarning
+
+    def exploding(method, batch):  # finite, but 1e4 times larger every window
+        return {"ce": method.supervised(batch.target) * 10.0 ** (4 * (batch.step // 2))}
+    with pytest.warns(TransferkitWarning, match=r"'custom': the training loss grew from .* \(the first 2 steps\) to "
+                                               r".* by step 4: the training diverged.*lower the learning rate") as w:
+        Engine(TrainConfig(steps=8, batch_size=8, eval_every=2, lr=1e-9, progress=False)).fit(
+            _custom(exploding), target=helpers.toy_domain(16))
+    assert sum("diverged" in str(m.message) for m in w) == 1  # once, at the first window past the limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Engine(TrainConfig(steps=8, batch_size=8, eval_every=2, progress=False)).fit(
+            _custom(None), target=helpers.toy_domain(16))  # an ordinary training says nothing
+
+
+def test_weights_that_became_nan_under_a_finite_loss_are_refused_before_a_checkpoint_keeps_them(tmp_path):
+    # before: an update left NaN weights while its loss was finite; the checkpoint saved them, the next step's loss
+    # was NaN, and every resume failed again at that step
+    import helpers
+
+    from transferkit.engine import Engine
+
+    def poisoned(method, batch):
+        if batch.step == 3:
+            with torch.no_grad():
+                method.net.head.weight.fill_(float("nan"))
+            return {"ce": method.supervised(batch.target).nan_to_num(0.0)}
+        return {"ce": method.supervised(batch.target)}
+    engine = Engine(TrainConfig(steps=10, batch_size=8, eval_every=5, checkpoint_every=1, progress=False),
+                    checkpoint_dir=tmp_path / "ck")
+    with pytest.raises(TransferkitError, match=r"'custom': parameters net\.units\.unit1\.0\.weight, .* became NaN "
+                                               r"or infinite by step 4 \(the loss was still finite\): lower the "
+                                               r"learning rate"):
+        engine.fit(_custom(poisoned), target=helpers.toy_domain(16))
+    from safetensors.torch import load_file
+    saved = load_file(str(next((tmp_path / "ck").glob("last*.safetensors"))))
+    assert all(bool(torch.isfinite(v).all()) for v in saved.values() if v.is_floating_point())
+
+
+def test_a_loss_not_finite_before_any_update_does_not_blame_the_learning_rate():
+    import helpers
+
+    from transferkit.engine import Engine
+    with pytest.raises(TransferkitError, match=r"at step 0 .*no update has run yet, so the learning rate is not the "
+                                               r"cause: the method's options"):
+        Engine(TrainConfig(steps=2, batch_size=8, progress=False)).fit(
+            _custom(lambda m, b: {"ce": m.supervised(b.target) * float("inf")}), target=helpers.toy_domain(16))
+
+
+@pytest.mark.parametrize("method, options", [("dann", {"weight": float("inf")}), ("lext", {"tau_target": math.inf}),
+                                             ("matching_net", {"scale": float("inf")})])
+def test_infinite_option_values_are_refused(method, options):
+    from transferkit import Transfer
+    name = next(iter(options))
+    with pytest.raises(TransferkitError, match=rf"option {name} must be a finite number"):
+        Transfer(method, **options)
+
+
+def test_predict_and_score_refuse_outputs_that_are_not_finite():
+    # before: NaN logits gave class 0 for every image (score: the share of class 0)
+    import helpers
+
+    from transferkit import Transfer
+    d = helpers.toy_domain(16)
+    model = Transfer("source_only", train=TrainConfig(steps=1, batch_size=8, progress=False),
+                     backbone="convnet4").fit(source=d)
+    with torch.no_grad():
+        model.net_.head.weight.fill_(float("nan"))
+    for call, images in ((model.predict, d.images[:4]), (model.score, d)):
+        with pytest.raises(TransferkitError, match=r"outputs for these images hold NaN or infinite values"):
+            call(images)
+
+
+def test_a_prototype_head_scores_the_dtype_it_was_fitted_in():
+    from transferkit.heads import PrototypeHead
+    head = PrototypeHead(4, 2).fit(torch.randn(4, 4, dtype=torch.float64), torch.tensor([0, 1, 0, 1]))
+    assert head(torch.randn(3, 4, dtype=torch.float64)).shape == (3, 2)  # before: torch's dtype error
+
+
+def test_the_gzsl_report_masks_below_any_score():
+    # before: seen classes were masked with -1e9, above scores of -2e9, so the ZSL accuracy counted them
+    from transferkit.zeroshot import zero_shot_report
+    scores = torch.tensor([[0.0, -2e9, -3e9], [0.0, -3e9, -2e9], [5.0, 0.0, 0.0]])
+    report = zero_shot_report(scores, torch.tensor([1, 2, 0]), seen=[0], unseen=[1, 2])
+    assert report["zsl"] == 1.0
+
+
+def test_entropy_and_coral_name_what_is_missing():
+    from transferkit.losses import coral, entropy
+    with pytest.raises(TransferkitError, match=r"entropy needs N x C logits of one sample or more, got shape \(0, 4\)"):
+        entropy(torch.zeros(0, 4))
+    with pytest.raises(TransferkitError, match=r"raise train.batch_size"):
+        coral(torch.randn(1, 3), torch.randn(4, 3))

@@ -536,6 +536,9 @@ class Transfer:
         # the method's forward (a zero-shot one scores descriptions); a frozen prefix's activations of these
         # images are read from transferkit.frozen's memo when they ran before (score, then report: one pass)
         logits = self.method_.logits(images)
+        check(bool(torch.isfinite(logits).all()), f"{who}: the model's outputs for these images hold NaN or infinite "
+                                                  f"values (a diverged training, or an extreme option such as a "
+                                                  f"scale or temperature): no class can be read from them")
         check(logits.shape[1] == len(self.classes_),
               f"{who}: the model gives {logits.shape[1]} outputs for its {len(self.classes_)} classes: its head was "
               f"changed after fit (e.g. net_.reset_classifier); use a copy for that, copy.deepcopy(model.net_)")

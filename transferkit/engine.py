@@ -480,8 +480,10 @@ class Engine:
                 loss = sum(terms.values())
                 if not torch.isfinite(loss):
                     bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v)}
+                    why = ("lower the learning rate" if step else "no update has run yet, so the learning rate is not "
+                           "the cause: the method's options (a weight, temperature or scale) or the data give it")
                     raise TransferkitError(f"method {method.name!r}: loss became {float(loss.detach())} at step {step} "
-                                           f"(terms {bad}); lower the learning rate")
+                                           f"(terms {bad}); {why}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -507,6 +509,7 @@ class Engine:
                             state["bad_evals"] += 1
                             if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
                                 state["stopped"] = True
+                    _warn_if_diverged(method, history, record, cfg)
                     history.append(record)
                     state["record"] = record  # for the hooks; not checkpointed
                     if self.metrics_path and main:
@@ -521,11 +524,13 @@ class Engine:
                 if self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                               or state["stopped"]):
                     kept = _window_sums(window)  # every rank: a collective under torchrun
+                    _check_finite_parameters(method, step)  # a checkpoint of NaN weights never resumes
                     if main:
                         state["trained_s"] = self.resumed_s + time.perf_counter() - t0  # a resume counts them too
                         state["threads"] = sorted({*state.get("threads", ()), torch.get_num_threads()})  # each run's
                         state["loss_window"] = kept
                         self._save(method, opt, state, best_weights, signature, history, device)
+            _check_finite_parameters(method, state["step"])
             if resumed and val_x is not None and history:  # evaluations before the stop were not checkpointed
                 last_eval, best_eval = self._rescored(method, val_x, val_y, last_eval, best_eval, best_weights)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
@@ -941,3 +946,28 @@ def _clone_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+#: a window's mean loss this many times the first window's (or 1) says the training diverged
+DIVERGED_FACTOR = 1000.0
+
+
+def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfig) -> None:
+    """Warn, once per fit, when a window's mean loss grew past :data:`DIVERGED_FACTOR` times the
+    first window's: a learning rate far too high gives finite losses of 1e16 and rows at chance
+    level, which would otherwise pass as results."""
+    first = next((r["loss"] for r in history if "loss" in r), None)
+    if first is None or "loss" not in record:
+        return
+    limit = DIVERGED_FACTOR * max(first, 1.0)
+    if record["loss"] > limit and all(r.get("loss", 0.0) <= limit for r in history):  # the first window past it
+        warn(f"method {method.name!r}: the training loss grew from {first:.3g} (the first {cfg.eval_every} steps) "
+             f"to {record['loss']:.3g} by step {record['step']}: the training diverged, and its results are not "
+             f"worth reading; lower the learning rate (lr {cfg.lr:g})")
+
+
+def _check_finite_parameters(method, step: int) -> None:
+    """Refuse weights that became NaN or infinite (an update diverged while the loss was still
+    finite): saved, a checkpoint of them would fail again on every resume; returned, the model
+    predicts one class."""
+    bad = [name for name, p in method.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+    check(not bad, f"method {method.name!r}: parameters {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} "
+                   f"became NaN or infinite by step {step} (the loss was still finite): lower the learning rate")

@@ -141,7 +141,7 @@ class PrototypeHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check(self.fitted, "PrototypeHead has no prototypes yet: call fit(features, labels) first")
-        return prototype_logits(x, self.prototypes, self.metric, self.scale)
+        return prototype_logits(x.to(self.prototypes.dtype), self.prototypes, self.metric, self.scale)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, metric={self.metric}"

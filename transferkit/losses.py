@@ -109,7 +109,7 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     s, t = source.flatten(1), target.flatten(1)
     _check_pair("coral", s, t)
     check(len(s) >= 2 and len(t) >= 2, f"coral needs 2 samples or more per domain for a covariance, got {len(s)} "
-                                       f"source and {len(t)} target")
+                                       f"source and {len(t)} target (in training: raise train.batch_size)")
     d = s.shape[1]
     if d <= CORAL_GRAM_WIDTH or d <= len(s) + len(t):
         return (covariance(s) - covariance(t)).pow(2).sum() / (4 * d * d)
@@ -122,6 +122,8 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean over samples of ``-Σ_c p_c log p_c`` with ``p = softmax(logits)`` (nats); a ``-inf`` logit (a
     masked class) adds ``0 log 0 = 0``, with zero gradient."""
+    check(logits.dim() == 2 and len(logits) > 0, f"entropy needs N x C logits of one sample or more, got shape "
+                                                 f"{tuple(logits.shape)}")
     logp = F.log_softmax(logits, 1)
     return -(logp.exp() * logp.masked_fill(torch.isneginf(logp), 0)).sum(1).mean()
 

@@ -630,14 +630,14 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, seen, unseen, g
     if absent:
         warn(f"the classes {absent[:10]} have no test image: they are left out of the per-class means (seen, unseen, "
              f"zsl)")
-    masked = torch.full_like(scores, MASKED)
+    masked = torch.full_like(scores, -math.inf)  # below any score (MASKED is not: scores may lie under -1e9)
     masked[:, unseen] = scores[:, unseen]
     zsl = mean_class_accuracy(masked[is_unseen].argmax(1), labels[is_unseen], unseen)
     calibrated = scores.clone()
     calibrated[:, seen] -= gamma
     keep = torch.isin(torch.arange(scores.shape[1], device=scores.device), torch.tensor(seen + unseen,
                                                                                         device=scores.device))
-    pred = calibrated.masked_fill(~keep, MASKED).argmax(1)
+    pred = calibrated.masked_fill(~keep, -math.inf).argmax(1)
     s = mean_class_accuracy(pred[~is_unseen], labels[~is_unseen], seen)
     u = mean_class_accuracy(pred[is_unseen], labels[is_unseen], unseen)
     return {"zsl": zsl, "seen": s, "unseen": u, "h": harmonic_mean(s, u)}

@@ -24,6 +24,7 @@ import functools
 import importlib
 import inspect
 import itertools
+import math
 import numbers
 import re
 from typing import Callable
@@ -232,9 +233,11 @@ def _check_option_values(method: str, options: dict, switches: set[str] = frozen
         elif name in getattr(cls, "unit_interval_options", ()):
             check(number and 0 < value <= 1, f"{method}: option {name} must be a number in (0, 1], got {value!r}")
         elif name in _POSITIVE or name.endswith("lr_mult") or name.startswith("tau"):
-            check(number and value > 0, f"{method}: option {name} must be a number > 0, got {value!r}{null}")
+            check(number and 0 < value < math.inf,
+                  f"{method}: option {name} must be a finite number > 0, got {value!r}{null}")
         elif name.endswith("weight") or name in _NONNEGATIVE:
-            check(number and value >= 0, f"{method}: option {name} must be a number >= 0, got {value!r}{null}")
+            check(number and 0 <= value < math.inf,
+                  f"{method}: option {name} must be a finite number >= 0, got {value!r}{null}")
     for name, value in flat.items() if cls is not None else ():
         param = _inherited_parameter(cls, name)
         kinds = None if param is None else _simple_types(param.annotation)

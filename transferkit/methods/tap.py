@@ -23,6 +23,7 @@ earlier one); a unit listed twice, or one whose output is no tensor, is refused.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -179,8 +180,8 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
     ``progress``: a bar counting the fits (None: when standard error is a terminal)."""
     check_unitnet(net, "tap")
     units = tap_units(net, units)
-    check(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0,
-          f"tap: the regularisation strength c must be a number > 0, got {c!r}")
+    check(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < math.inf,
+          f"tap: the regularisation strength c must be a finite number > 0, got {c!r}")
     check(len(test) > 0, "tap: the test domain is empty; pass a domain with images to measure the accuracy on")
     check_labeled(train, "tap: the training domain")
     check_labeled(test, "tap: the test domain")

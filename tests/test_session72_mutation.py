@@ -25,8 +25,8 @@ forward_units, so hooks on the net itself never ran; the memo checks the units' 
 its ``net.eval()`` (the source network is a frozen copy already in eval mode); ``_point_labels``
 without ``not isinstance(v, str)`` (two names as a pair are the labels of a one-and-one panel, which
 t-SNE refuses for its size first); ``_resumed_selection`` without its field-set test (a plan of
-another version is refused by ``_check_same_plan`` either way); PRETRAINED's ``copy=True`` and
-``.cpu()`` (no one writes to the stored tensors; the CPU is the only device here).
+another version is refused by ``_check_same_plan`` either way); PRETRAINED's ``.cpu()`` (no one
+writes to the stored tensors; the CPU is the only device here).
 Killed by older tests, so not tested here: ``_damaged_config``'s dict test, ``_resumed_device``
 returning ``device``, the checkpoint's ``start`` not stored, the streams of the message, PRETRAINED's
 size and restored random state, ``accuracy_vs_k_plot``'s repeated-seed key, NaN labels, the

@@ -235,3 +235,20 @@ def test_entropy_and_coral_name_what_is_missing():
         entropy(torch.zeros(0, 4))
     with pytest.raises(TransferkitError, match=r"raise train.batch_size"):
         coral(torch.randn(1, 3), torch.randn(4, 3))
+
+
+def test_models_pre_trained_alike_share_one_copy_of_the_pre_trained_weights(monkeypatch):
+    # before (audit m1): each later Transfer kept its own copy of the process memo's weights (twice the weights
+    # per model held in memory); load_state_dict copies them into the network anyway
+    import helpers
+
+    import transferkit.api as api
+    from transferkit import Transfer
+    monkeypatch.setattr(api, "PRETRAINED", api.OrderedDict())
+    tiny = TrainConfig(steps=2, batch_size=8, progress=False)
+    models = [Transfer(name, backbone="lenet", pretrain=tiny, train=TrainConfig(steps=1, batch_size=8, progress=False))
+              .fit(source=helpers.toy_domain(16, name="s"), target=helpers.toy_domain(8, seed=1, name="t"))
+              for name in ("finetune", "ft_fc", "linear_probe")]
+    pointers = [{k: v.data_ptr() for k, v in m._pretrained[1].items()} for m in models]
+    assert pointers[0] == pointers[1] == pointers[2]
+    assert all(v.data_ptr() != pointers[0][k] for k, v in models[0].net_.state_dict().items())  # the nets' own

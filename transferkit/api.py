@@ -446,7 +446,7 @@ class Transfer:
         if (memo is None or memo[0] != key) and key in PRETRAINED:  # another Transfer's pre-training of the same
             state, rng, cuda, device = PRETRAINED[key]
             PRETRAINED.move_to_end(key)
-            memo = self._pretrained = (key, {k: v.to(device, copy=True) for k, v in state.items()}, rng, cuda)
+            memo = self._pretrained = (key, {k: v.to(device) for k, v in state.items()}, rng, cuda)  # on CPU: shared
         if memo is not None and memo[0] == key:
             net.load_state_dict(memo[1])
             net.to(next(iter(memo[1].values())).device).eval()  # where and as the pre-training left it

@@ -269,3 +269,52 @@ def test_a_domain_is_resized_in_chunks_into_one_tensor_with_the_same_pixels(monk
     d = Domain("d", x, torch.arange(50) % 5, list("abcde"))
     assert torch.equal(d.to_format(28).images, whole)
     assert sizes == [8] * 6 + [2]  # 0.1 MB of 12 KB images: 8 at a time
+
+
+# ---- what a user sees (audit o1) --------------------------------------------------------------------------------
+def test_training_bars_are_off_in_pool_workers_and_named_by_the_job(monkeypatch):
+    # before: each worker of --workers 2 drew its bar on the parent's line (garbled), every bar named by the method
+    # only (two seeds alike), and the pre-training's bar was called source_only
+    import sys
+
+    import helpers
+
+    import transferkit.engine as engine
+    from transferkit.jobs import _worker_init
+    bars = []
+    monkeypatch.setattr(engine, "tqdm", lambda **kw: bars.append(kw) or helpers_bar())
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+
+    def helpers_bar():
+        from tqdm import tqdm
+        return tqdm(disable=True)
+    fit = TrainConfig(steps=2, batch_size=8)
+    engine.Engine(fit, run_name="finetune-k=5-s1/train").fit(_custom(None), target=helpers.toy_domain(16))
+    assert bars[-1]["desc"] == "finetune-k=5-s1/train" and bars[-1]["disable"] is False
+    import signal
+
+    import transferkit.jobs as jobs
+    monkeypatch.setattr(engine, "BARS", True)  # _worker_init sets it off for the rest of this process: undone after
+    monkeypatch.setenv("TRANSFERKIT_WORKERS", "1")
+    for name in ("one_line_warnings", "keep_freed_memory", "preload_lazy_imports"):  # a worker's, not pytest's
+        monkeypatch.setattr(jobs, name, lambda: None)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    monkeypatch.setattr(jobs.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(jobs.threading.Thread, "start", lambda self: None)  # not the watch of a parent process
+    monkeypatch.setattr("tqdm.tqdm.set_lock", lambda lock: None)
+    _worker_init(1, 0)
+    engine.Engine(fit).fit(_custom(None), target=helpers.toy_domain(16))
+    assert bars[-1]["desc"] == "custom" and bars[-1]["disable"] is True
+
+
+def test_the_pre_training_bar_says_pre_training(tmp_path, monkeypatch):
+    import transferkit.engine as engine
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    names = []
+    real = engine.Engine.__init__
+    monkeypatch.setattr(engine.Engine, "__init__", lambda self, *a, **kw: names.append(kw.get("run_name")) or
+                        real(self, *a, **kw))
+    cfg = ExperimentConfig(name="bar", source="digits", target="digits", k=2, repeats=1, methods=["source_only"],
+                           pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path / "runs"))
+    run_experiment(cfg, log=lambda *a: None)
+    assert names == ["pre-training"]

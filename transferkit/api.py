@@ -456,7 +456,7 @@ class Transfer:
             return
         self._pretrained = None  # a pre-training that fails leaves no stale weights behind
         Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=ckpt / "pretrain" if ckpt is not None else None,
-               start=start).fit(SourceOnly(net), source=source, val=source_val)
+               start=start, run_name="pre-training").fit(SourceOnly(net), source=source, val=source_val)
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self._pretrained = (key, {k: v.detach().clone() for k, v in net.state_dict().items()},
                             torch.get_rng_state(), cuda)

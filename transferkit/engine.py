@@ -352,7 +352,7 @@ class Engine:
         self.start = start  # a digest of the network the caller starts from: a checkpoint begun from another is refused
         self.select_metric = check_select_metric(select_metric)  # what validation (early stopping, best weights) scores
         self.cfg = config or TrainConfig()
-        self.run_name = run_name  # tags this training's records in a metrics file shared by several
+        self.run_name = run_name  # tags this training's records in a metrics file shared by several, and its bar
         self.seed = torch_seed(seed)
         self.ckpt = Path(checkpoint_dir) if checkpoint_dir else None
         self.metrics_path = Path(metrics_path) if metrics_path else None
@@ -452,8 +452,9 @@ class Engine:
         writer = _tensorboard(self.tensorboard_dir) if main else None
 
         modes_stale = True
-        show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-        bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=method.name, leave=False)
+        show = (BARS and main and sys.stderr.isatty()) if cfg.progress is None else cfg.progress
+        bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=self.run_name or method.name,
+                   leave=False)
         try:
             if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
                 method.input_cache = self._cache_inputs(method, streams, device)
@@ -945,6 +946,10 @@ def content_text(value) -> str:
 def _clone_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
+
+#: progress bars on a terminal (``progress=None``): off in the worker processes of a pool, whose bars
+#: would share one line, and on ranks other than 0
+BARS = True
 
 #: a window's mean loss this many times the first window's (or 1) says the training diverged
 DIVERGED_FACTOR = 1000.0

@@ -253,6 +253,8 @@ def _worker_init(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
     preload_lazy_imports()
     os.environ["TRANSFERKIT_WORKERS"] = "1"  # no nested pools inside a worker
+    from . import engine
+    engine.BARS = False  # the workers' bars would overwrite each other on the parent's terminal
     # tqdm's default lock adds a multiprocessing RLock, a named semaphore that a worker ended by _stop_pool
     # never unlinks ("leaked semaphore objects" at exit); a spawned worker's own RLock locks nothing across processes
     from tqdm import tqdm

@@ -121,7 +121,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
         method = SourceOnly(net)
         ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
-        fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt).fit(method, source=source.train, val=source.val)
+        fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt, run_name="pre-training").fit(
+            method, source=source.train, val=source.val)
         meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s,
                 "digest": network_digest(net)}
         if is_main_process():

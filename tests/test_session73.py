@@ -318,3 +318,23 @@ def test_the_pre_training_bar_says_pre_training(tmp_path, monkeypatch):
                            pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path / "runs"))
     run_experiment(cfg, log=lambda *a: None)
     assert names == ["pre-training"]
+
+
+def test_a_resume_with_no_job_left_gives_no_warning_about_the_jobs(tmp_path, monkeypatch):
+    # before: "finetune trains on 20 labelled target images ... selects on the 269 labels" on a resume that trains
+    # nothing; a resume with a job left still says it, and so does a run
+    import warnings
+
+    from transferkit.errors import TransferkitWarning
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    cfg = ExperimentConfig(name="quiet", source="digits", target="digits", k=2, repeats=1,
+                           methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
+                           out_dir=str(tmp_path / "runs"))
+    with pytest.warns(TransferkitWarning, match="selects .* on the 269 labels"):
+        run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)[1] == rows
+    (run_dir / "jobs" / "finetune-k=2-s0.json").unlink()
+    with pytest.warns(TransferkitWarning, match="selects .* on the 269 labels"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)

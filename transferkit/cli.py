@@ -597,7 +597,7 @@ def _episodes(args) -> None:
     write_json(run_dir / "episodes.json", {"name": f"{run_dir.name} episodes", "config": config, "rows": rows,
                                            "summary": summary, "notes": notes})
     write_text(run_dir / "episodes.md", f"# {run_dir.name}: episodes\n\n{table}")
-    print("\n" + table + f"\nepisodes: {run_dir / 'episodes.json'}"
+    print("\n" + table + f"\nepisodes: {run_dir / 'episodes.json'} (table: episodes.md)"
           + (f" (the previous ones, of {kept})" if kept else ""))
 
 
@@ -660,11 +660,11 @@ def _summary(args) -> None:
 
 def _runtime_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, metavar="N",
-                   help="run independent jobs in N processes (default: run: the config's workers; else "
+                   help="run independent jobs in N processes (default: for run, the config's workers; else "
                         "$TRANSFERKIT_WORKERS, else 1); the rows are those of one process with as many torch threads: "
                         "set OMP_NUM_THREADS (unset, each worker gets cores / N)")
-    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: run: the config's device; else "
-                                    "$TRANSFERKIT_DEVICE, else cpu)")
+    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: for run, the config's device; "
+                                    "else $TRANSFERKIT_DEVICE, else cpu)")
     s.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel training in N processes (torchrun, torch.distributed; default 1): "
                         "batch_size is the global batch and BatchNorm statistics are per process, so the rows "
@@ -722,9 +722,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_run)
     for name, helptext in (("bench", "run a benchmark suite (see `transferkit bench list`)"),
                            ("demo", "the main job: syndigits -> mnist, k=5")):
-        s = sub.add_parser(name, help=helptext)
+        s = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + (
+            ": its rows, tables and figures go to a directory that --resume finishes" if name == "bench" else
+            " as a benchmark (`transferkit bench demo`): the README's table"))
         if name == "bench":
-            s.add_argument("name")
+            s.add_argument("name", help="the suite to run (demo, flex, uda, uda_tune, fewshot, zeroshot, represent), "
+                                        "or list: each suite in a line")
         s.add_argument("--quick", action="store_true", help="a few-minute version")
         s.add_argument("--out", default="runs",
                        help="parent folder of a new benchmark: it goes to OUT/bench-NAME[-quick]/<timestamp>/ "
@@ -732,7 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--resume", metavar="DIR", help="continue this benchmark directory (it must exist)")
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a field of the benchmark's plan as --print-plan shows it (flex: --set "
-                            "seeds=5 is a count; uda: --set seeds=0,1,2 lists the seeds)")
+                            "seeds=5 is a count; uda: --set seeds=0,1,2 lists the seeds)" if name == "bench" else
+                       "demo's plan has no field to set (--quick is its budget); `transferkit bench NAME "
+                       "--print-plan` shows the fields of the other suites")
         s.add_argument("--print-plan", action="store_true", help="print the plan (seeds, budgets) as YAML and exit")
         _runtime_flags(s)
         s.set_defaults(func=_bench if name == "bench" else _demo)

@@ -384,6 +384,27 @@ def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
                 pass
 
 
+@contextlib.contextmanager
+def _said_unless(quiet):
+    """The warnings of the block, given at its end unless ``quiet()`` (then true: there is
+    nothing they could be about); given when the block fails too."""
+    said: list = []
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            yield
+    except BaseException:
+        _give(said)
+        raise
+    if not quiet():
+        _give(said)
+
+
+def _give(said: list) -> None:
+    for w in said:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
     """The body of :func:`run_experiment` in its run directory: every job's row, in job order
     (setting by setting: one per value of a list ``k`` or ``ratio``, on one source network)."""
@@ -391,14 +412,15 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     stored = check_same_config(old, cfg) if old.exists() else None
     data = prepare_domains(cfg, run_dir=run_dir)
     subs = cfg.settings()
-    check_settings(subs, data, methods)
-    jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
-    finished = {sub.setting: finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
+    with _said_unless(lambda: len(every_finished) == len(jobs)):  # a resume with no job left: nothing to warn of
+        check_settings(subs, data, methods)
+        jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
+        finished = {sub.setting: finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
+        every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
+                          for setting, rows in finished.items() for (name, seed), row in rows.items()}
     check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
     for sub in subs:
         check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)
-    every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
-                      for setting, rows in finished.items() for (name, seed), row in rows.items()}
     if len(every_finished) < len(jobs):  # after the checks (a refused run says so 2 s sooner); none for no job left
         preload_lazy_imports()
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
@@ -440,7 +462,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         val_acc = pre_info.get("val_accuracy")
         log(f"source network: from the pretrained file {cfg.pretrained}" if cfg.pretrained else
             f"source network: source val accuracy {'n/a' if val_acc is None else f'{100 * val_acc:.1f}%'}, "
-            f"{pre_info['wall_s']:.1f}s{' (cached)' if pre_info['cached'] else ''}")
+            + (f"read back (pre-trained earlier in {pre_info['wall_s']:.1f}s)" if pre_info["cached"] else
+               f"{pre_info['wall_s']:.1f}s"))
     rows, todo, order = [], [], {}
     for sub, cls, seed in jobs:
         job = job_path(run_dir, sub, cls.name, seed)

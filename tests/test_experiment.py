@@ -1235,6 +1235,21 @@ def test_a_resume_starts_from_the_run_s_own_source_network_and_refuses_changed_d
             run_experiment(other, run_dir=run_dir, log=logs.append)
 
 
+def _refused_until_the_pinned_network_is_deleted(cfg, run_dir, hint: str) -> list[str]:
+    """Corrupt a run's pinned source network (in place), take a job's row away: the resume is refused
+    with ``hint``; deleted as told, the run resumes. Returns the resume's log."""
+    pinned = run_dir / "source.safetensors"
+    with open(pinned, "r+b") as f:  # in place: a cache file it is linked to as well
+        f.write(b"\xff" * 8)
+    (run_dir / "jobs" / "finetune-k=2-s0.json").unlink()
+    with pytest.raises(TransferkitError, match=r"source.safetensors is unreadable .*: delete it and resume to " + hint):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    pinned.unlink()
+    logs: list = []
+    run_experiment(cfg, run_dir=run_dir, log=logs.append)
+    return logs
+
+
 def test_a_corrupted_pinned_network_says_what_to_do_and_doing_it_gives_the_same_network(tmp_path, monkeypatch):
     from safetensors.torch import load_file
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
@@ -1242,21 +1257,27 @@ def test_a_corrupted_pinned_network_says_what_to_do_and_doing_it_gives_the_same_
                            methods=["source_only", "finetune"], pretrain=TINY_PRE, train=TINY,
                            out_dir=str(tmp_path / "runs"))
     run_dir, rows = run_experiment(cfg, log=lambda *a: None)
-    pinned = run_dir / "source.safetensors"
-    first = load_file(str(pinned))
-    with open(pinned, "r+b") as f:  # corrupted in place: the cache file it is linked to as well
-        f.write(b"\xff" * 8)
-    (run_dir / "jobs" / "finetune-k=2-s0.json").unlink()
-    with pytest.raises(TransferkitError, match=r"source.safetensors is unreadable .*: delete it and resume to pin "
-                                               r"the source network again: .*pre-trained again"):
-        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
-    pinned.unlink()
-    logs: list = []
-    resumed = run_experiment(cfg, run_dir=run_dir, log=logs.append)[1]
+    first = load_file(str(run_dir / "source.safetensors"))
+    logs = _refused_until_the_pinned_network_is_deleted(cfg, run_dir, r"pin the source network again: .*pre-trained "
+                                                                      r"again")
+    resumed = json.loads((run_dir / "results.json").read_text())["rows"]
     assert [r["per_class_accuracy"] for r in resumed] == [r["per_class_accuracy"] for r in rows]
     assert any("pre-training" in line for line in logs)
-    again = load_file(str(pinned))
+    again = load_file(str(run_dir / "source.safetensors"))
     assert again.keys() == first.keys() and all(torch.equal(v, again[k]) for k, v in first.items())
+
+
+def test_a_damaged_pinned_copy_of_a_pretrained_file_is_told_to_copy_it_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    base = ExperimentConfig(name="pre", source="digits", target="digits", k=2, repeats=1, methods=["source_only"],
+                            pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path / "runs"))
+    shutil.copyfile(run_experiment(base, log=lambda *a: None)[0] / "source.safetensors", tmp_path / "net.safetensors")
+    cfg = replace(base, name="from-file", pretrained=str(tmp_path / "net.safetensors"),
+                  methods=["source_only", "finetune"])
+    run_dir, rows = run_experiment(cfg, log=lambda *a: None)
+    _refused_until_the_pinned_network_is_deleted(cfg, run_dir, r"copy the pretrained: file .*net.safetensors again")
+    resumed = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert [r["per_class_accuracy"] for r in resumed] == [r["per_class_accuracy"] for r in rows]
 
 
 def test_rows_record_their_data_parallel_processes_and_a_resume_with_another_count_is_refused(tmp_path, monkeypatch):

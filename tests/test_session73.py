@@ -317,3 +317,35 @@ def test_a_resume_with_no_job_left_gives_no_warning_about_the_jobs(tmp_path, mon
     (run_dir / "jobs" / "finetune-k=2-s0.json").unlink()
     with pytest.warns(TransferkitWarning, match="selects .* on the 269 labels"):
         run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+
+
+# ---- GPU code paths, shown on the CPU (audit g1) ------------------------------------------------------------------
+def test_a_domain_holds_its_tensors_on_the_cpu(monkeypatch):
+    # before: a Domain kept GPU tensors, and its class lookups (select_classes, split_domain, score of other class
+    # names) indexed CPU tables with them: torch's "indices should be either on cpu or on the same device"
+    import helpers
+
+    from transferkit.domain import Domain
+    toy = helpers.toy_domain(8)
+    moved = []
+
+    class OnDevice(torch.Tensor):  # a tensor that says when it is taken off its (pretend) device
+        def cpu(self, *a, **kw):
+            moved.append(self.shape)
+            return torch.Tensor.cpu(torch.Tensor(self))
+    groups = torch.arange(8).as_subclass(OnDevice)
+    d = Domain("g", toy.images.as_subclass(OnDevice), toy.labels.as_subclass(OnDevice), toy.class_names,
+               groups=groups, keys=torch.arange(8).as_subclass(OnDevice))
+    assert len(moved) == 4 and all(type(t) is torch.Tensor for t in (d.images, d.labels, d.groups, d.keys))
+
+
+def test_retrieval_group_ids_on_two_devices_are_compared_on_the_cpu():
+    from transferkit import retrieval
+    calls = []
+
+    class OnDevice(torch.Tensor):
+        def cpu(self, *a, **kw):
+            calls.append(1)
+            return torch.Tensor.cpu(torch.Tensor(self))
+    ids = retrieval._group_ids(torch.tensor([3, 4]).as_subclass(OnDevice), torch.tensor([4, 3, 3]), 2, 3, False)
+    assert calls == [1] and [t.tolist() for t in ids] == [[0, 1], [1, 0, 0]]

@@ -273,7 +273,8 @@ class Domain:
 
     images: ``N x C x H x W`` float32 tensor with values in [0, 1] (uint8 0-255 is scaled),
         any C (C > 4 equal to H or W warns: the layout is ambiguous); ``N x H x W`` is read as
-        grey ``N x 1 x H x W``; detached from autograd.
+        grey ``N x 1 x H x W``; detached from autograd; held on the CPU (tensors on a GPU are
+        copied there: training and scoring move each batch to the device).
     labels: ``N`` int64 tensor with values in ``range(len(class_names))`` (whole-number
         floats are converted; booleans are refused).
     class_names: name of each label id (label ``i`` is ``class_names[i]``).
@@ -330,7 +331,9 @@ class Domain:
                                                       "numpy.stack(images) one of arrays)"
                                                       if what == "images" and isinstance(value, (list, tuple))
                                                       else "(torch.as_tensor(...) converts it)"))
-        self.images, self.labels = x, y = x.detach(), y.detach()  # data, not a graph: no grad kept
+        # data, not a graph: no grad kept; on the CPU, where the class lookups, splits and subsets index them
+        # (training and scoring copy each batch to the device)
+        self.images, self.labels = x, y = x.detach().cpu(), y.detach().cpu()
         if x.dim() == 3:  # N x H x W grey images, as the npz loader reads them
             self.images = x = x.unsqueeze(1)
         check(x.dim() == 4, f"domain {self.name!r}: images must be an N x C x H x W tensor (or N x H x W grey), got "
@@ -385,7 +388,7 @@ class Domain:
                                            f": {len(self.class_names)} class_names for labels up to {hi}, one "
                                            f"name per class id is needed" if lo >= 0 else ""))
         if self.keys is not None:
-            self.keys = torch.as_tensor(self.keys)
+            self.keys = torch.as_tensor(self.keys).cpu()
             check(self.keys.dtype == torch.int64 and self.keys.shape == y.shape,
                   f"domain {self.name!r}: keys must be one int64 per image, got {self.keys.dtype} of shape "
                   f"{tuple(self.keys.shape)}")
@@ -395,7 +398,7 @@ class Domain:
             if is_text(self.groups):  # video ids such as "v1": numbered in sorted order
                 names, self.groups = unique_ids(self.groups, f"domain {self.name!r}: group ids")
             try:
-                self.groups = torch.as_tensor(self.groups)
+                self.groups = torch.as_tensor(self.groups).cpu()
             except (TypeError, ValueError, RuntimeError):
                 raise TransferkitError(f"domain {self.name!r}: groups must be ids, one per image: integers or "
                                        f"names (strings), got {type(self.groups).__name__}") from None

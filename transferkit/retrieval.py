@@ -160,7 +160,7 @@ def _group_ids(groups, gallery_groups, n_queries: int, n_gallery: int, same_item
           f"{n_queries} queries with {len(groups)} group ids, {n_gallery} gallery items with {len(gallery_groups)}: "
           f"one group id per embedding")
     groups, gallery_groups = text_ids(groups, gallery_groups, what="retrieval group ids")
-    groups, gallery_groups = torch.as_tensor(groups), torch.as_tensor(gallery_groups)
+    groups, gallery_groups = torch.as_tensor(groups).cpu(), torch.as_tensor(gallery_groups).cpu()  # either device
     check(groups.dim() == 1 and gallery_groups.dim() == 1 and not groups.is_floating_point()
           and not gallery_groups.is_floating_point(), "retrieval group ids must be 1-D integers or names")
     check(not same_items or torch.equal(groups, gallery_groups), "with exclude_self the gallery is the queries: "

@@ -214,3 +214,19 @@ def test_a_model_moved_to_the_gpu_scores_cpu_images_and_gzsl_takes_gpu_scores():
     seen, unseen = [0, 1], [2, 3]
     on_gpu = zero_shot_report(scores.cuda(), labels.cuda(), seen, unseen)
     assert on_gpu == zero_shot_report(scores, labels, seen, unseen)
+
+
+def test_a_domain_of_gpu_tensors_is_held_on_the_cpu_and_its_class_lookups_work():
+    # audit g1: GPU-held labels were indexed into CPU lookup tables (select_classes, split_domain, score of a domain
+    # naming the classes in another order)
+    from transferkit.domain import Domain
+    from transferkit.splits import split_domain
+    t = toy_domain(32)
+    g = Domain("g", t.images.cuda(), t.labels.cuda(), t.class_names)
+    assert g.images.device.type == "cpu" and g.labels.device.type == "cpu"
+    assert len(g.select_classes([t.class_names[0], t.class_names[2]])) == 16
+    split_domain(g)
+    model = Transfer("target_only", backbone="lenet",
+                     train=TrainConfig(steps=2, batch_size=8, progress=False, device="cuda")).fit(target=t)
+    flipped = Domain("p", t.images.cuda(), (3 - t.labels).cuda(), list(reversed(t.class_names)))
+    assert model.score(flipped) == model.score(t)

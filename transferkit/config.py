@@ -285,9 +285,17 @@ def warn_repeated(assignments: list[str]) -> None:
         key, _, raw = assignment.partition("=")
         values.setdefault(key.strip(), []).append(raw.strip())
     for key, given in values.items():
-        if len(set(given)) > 1:
+        if len({_parsed(raw) for raw in given}) > 1:
             warn(f"{key} is given {len(given)} times ({', '.join(map(repr, given))}): the last, {given[-1]!r}, is "
                  f"used")
+
+
+def _parsed(raw: str) -> str:
+    """``raw`` as the value YAML reads (``1e-3`` and ``0.001`` alike), or the text where it reads none."""
+    try:
+        return repr(yaml.load(raw, Loader=_UniqueKeyLoader))
+    except yaml.YAMLError:
+        return raw
 
 
 def override(obj, assignments: list[str] = ()):

@@ -479,6 +479,8 @@ class Engine:
                 if step == first_step:
                     _check_terms(method, terms)
                 loss = sum(terms.values())
+                if step == 0:  # before any update: what a diverged training's losses are measured against
+                    state["first_loss"] = float(loss.detach())
                 if not torch.isfinite(loss):
                     bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v)}
                     why = ("lower the learning rate" if step else "no update has run yet, so the learning rate is not "
@@ -510,7 +512,7 @@ class Engine:
                             state["bad_evals"] += 1
                             if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
                                 state["stopped"] = True
-                    _warn_if_diverged(method, history, record, cfg)
+                    _warn_if_diverged(method, history, record, cfg, state.get("first_loss"))
                     history.append(record)
                     state["record"] = record  # for the hooks; not checkpointed
                     if self.metrics_path and main:
@@ -955,18 +957,21 @@ BARS = True
 DIVERGED_FACTOR = 1000.0
 
 
-def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfig) -> None:
+def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfig, first: float | None) -> None:
     """Warn, once per fit, when a window's mean loss grew past :data:`DIVERGED_FACTOR` times the
-    first window's: a learning rate far too high gives finite losses of 1e16 and rows at chance
-    level, which would otherwise pass as results."""
-    first = next((r["loss"] for r in history if "loss" in r), None)
+    loss before any update (``first``; a checkpoint without it: the first window's mean), or 1:
+    a learning rate far too high gives finite losses of 1e16 and rows at chance level, which
+    would otherwise pass as results."""
+    at = "before any update"
+    if first is None:
+        first, at = next((r["loss"] for r in history if "loss" in r), None), f"the first {cfg.eval_every} steps"
     if first is None or "loss" not in record:
         return
     limit = DIVERGED_FACTOR * max(first, 1.0)
     if record["loss"] > limit and all(r.get("loss", 0.0) <= limit for r in history):  # the first window past it
-        warn(f"method {method.name!r}: the training loss grew from {first:.3g} (the first {cfg.eval_every} steps) "
-             f"to {record['loss']:.3g} by step {record['step']}: the training diverged, and its results are not "
-             f"worth reading; lower the learning rate (lr {cfg.lr:g})")
+        warn(f"method {method.name!r}: the training loss grew from {first:.3g} ({at}) to {record['loss']:.3g} "
+             f"by step {record['step']}: the training diverged, and its results are not worth reading; lower the "
+             f"learning rate (lr {cfg.lr:g})")
 
 
 def _check_finite_parameters(method, step: int) -> None:

@@ -214,8 +214,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     numbers, so a job gives the same row in the main process and in a worker process.
     ``source_digest``: that network's :func:`~transferkit.networks.network_digest`, recorded in the row."""
     job = job_path(run_dir, cfg, cls.name, seed)
-    with warnings.catch_warnings():  # check_jobs drew every label subset and showed their warnings once
-        warnings.simplefilter("ignore", TransferkitWarning)
+    with _quiet():  # check_jobs drew every label subset and showed their warnings once
         labeled, unlabeled = label_subset(cfg, data.target, seed, data.unlabeled)
     before_s, before_threads = trained_before(run_dir / "checkpoints" / job.stem)  # a job resumed midway
     t0 = time.perf_counter() - before_s
@@ -225,8 +224,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         if net is None:
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
-        with warnings.catch_warnings():  # check_jobs built it with these options and showed its warnings
-            warnings.simplefilter("ignore", TransferkitWarning)
+        with _quiet():  # check_jobs built it with these options and showed its warnings
             method = job_method(cfg, data, cls, net)
 
         def make_engine(tag, config=None):
@@ -385,24 +383,11 @@ def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def _said_unless(quiet):
-    """The warnings of the block, given at its end unless ``quiet()`` (then true: there is
-    nothing they could be about); given when the block fails too."""
-    said: list = []
-    try:
-        with warnings.catch_warnings(record=True) as said:
-            warnings.simplefilter("always")
-            yield
-    except BaseException:
-        _give(said)
-        raise
-    if not quiet():
-        _give(said)
-
-
-def _give(said: list) -> None:
-    for w in said:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+def _quiet():
+    """transferkit's warnings left out (of checks whose jobs have all run)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TransferkitWarning)
+        yield
 
 
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
@@ -412,12 +397,16 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     stored = check_same_config(old, cfg) if old.exists() else None
     data = prepare_domains(cfg, run_dir=run_dir)
     subs = cfg.settings()
-    with _said_unless(lambda: len(every_finished) == len(jobs)):  # a resume with no job left: nothing to warn of
-        check_settings(subs, data, methods)
-        jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
+    jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
+    try:
         finished = {sub.setting: finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
-        every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
-                          for setting, rows in finished.items() for (name, seed), row in rows.items()}
+    except TransferkitError:
+        check_settings(subs, data, methods)  # its refusal comes first, as its warnings do
+        raise
+    every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
+                      for setting, rows in finished.items() for (name, seed), row in rows.items()}
+    with _quiet() if len(every_finished) == len(jobs) else contextlib.nullcontext():  # no job left to warn of
+        check_settings(subs, data, methods)
     check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
     for sub in subs:
         check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)

@@ -192,9 +192,18 @@ def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan
     suites = load_suites()
     if name not in suites:
         raise UnknownNameError("benchmark", name, suites)
+    plan = suites[name][2](quick)
+    _check_overrides(name, plan, overrides)
+    return override(plan, overrides)
+
+
+def _check_overrides(name: str, plan: Plan, overrides: list[str]) -> None:
+    """Refuse ``--set quick=...`` (``--quick`` is the flag) and any ``--set`` of a plan with no
+    other field (demo's)."""
     for assignment in overrides:
         check(assignment.split("=")[0].strip() != "quick", "use --quick, not --set quick=...")
-    return override(suites[name][2](quick), overrides)
+    check(not overrides or {f.name for f in dataclasses.fields(plan)} - {"quick"},
+          f"benchmark {name} has no plan field that --set could change (--quick sets its budget): leave out --set")
 
 
 def kept_tsne(panels: dict, path: Path, log, **options) -> Path:
@@ -347,8 +356,7 @@ def _resumed_selection(name: str, quick: bool, run_dir, overrides: list[str]) ->
         base = updated(default, keep) if keep else default
     except (TypeError, ValueError, TransferkitError):
         return make_plan(name, quick, overrides)  # a stored value of another form: _check_same_plan compares them
-    for assignment in overrides:
-        check(assignment.split("=")[0].strip() != "quick", "use --quick, not --set quick=...")
+    _check_overrides(name, base, overrides)
     return override(base, overrides)  # the overrides' errors name the directory's values they meet
 
 

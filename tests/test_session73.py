@@ -1,4 +1,6 @@
-"""Session 73: the items the stop 72 note left, each with a test that fails on the code before it."""
+"""Session 73: the items the stop 72 note left, and the findings of this session's audits (numerical robustness
+n1, memory m1, terminal output o1, GPU code paths g1, the mutation pass), each with a test that fails on the code
+before it."""
 
 import math
 

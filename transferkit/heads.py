@@ -35,7 +35,8 @@ def _check_scale(scale) -> None:
 
 
 class CosineHead(nn.Module):
-    """Cosine classifier: ``logits = s * cos(w_c, f)`` (Baseline++ of Chen et al., seed 004).
+    """Cosine classifier: ``logits = s * cos(w_c, f)`` (Baseline++ of Chen et al., seed 004; their
+    ``distLinear`` also learns a norm per class, ``2 * g_c * cos``, which this head does not).
 
     Logits are bounded by ``|s|`` in absolute value. ``s`` is learned when ``learn_scale``.
     """

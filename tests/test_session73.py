@@ -382,3 +382,63 @@ def test_demo_s_set_says_it_has_no_field_to_set():
     # before: "unknown config key 'seeds'; known: quick", and --set quick=... was then refused as "use --quick"
     with pytest.raises(TransferkitError, match=r"benchmark demo has no plan field that --set could change"):
         make_plan("demo", True, ["seeds=1"])
+
+
+# ---- results under write failures (audit w1) ----------------------------------------------------------------------
+def test_a_directory_made_read_only_keeps_the_real_error_and_frees_the_lock(tmp_path, monkeypatch):
+    # before: the lock file's unlink raised PermissionError in place of the error that ended the work, and the
+    # descriptor was never closed: the same process then found its own directory "in use by another process"
+    import errno
+    from pathlib import Path
+
+    from transferkit import io
+    real_unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(
+        PermissionError(errno.EACCES, "Permission denied", str(self))) if self.name == ".lock" else
+        real_unlink(self, missing_ok))
+    with pytest.raises(OSError, match=r"No space left on device \(writing"):
+        with io.directory_lock(tmp_path):
+            raise OSError(errno.ENOSPC, f"No space left on device (writing {str(tmp_path / 'results.json')!r})")
+    with io.directory_lock(tmp_path):  # free again in this process
+        pass
+
+
+def test_a_writer_s_error_names_the_file_it_was_writing(tmp_path):
+    # before: `[Errno 27] File too large` or `[Errno 28] No space left on device`, with no file named
+    import errno
+
+    from transferkit.io import atomic_path
+    target = tmp_path / "results.md"
+    target.write_text("the old table")
+    with pytest.raises(OSError, match=r"No space left on device \(writing '.*results\.md'\)") as caught:
+        with atomic_path(target):
+            raise OSError(errno.ENOSPC, "No space left on device")  # as Path.write_text raises it: no file name
+    assert caught.value.filename == str(target) and target.read_text() == "the old table"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.md"]  # no temporary file left
+
+
+def test_write_failures_that_every_later_job_would_meet_stop_the_jobs():
+    import errno
+
+    from transferkit.jobs import _machine_error
+    assert _machine_error(OSError(errno.EFBIG, "File too large"))
+    assert _machine_error(PermissionError(errno.EACCES, "Permission denied (writing '/r/jobs/a.json')"))
+    assert not _machine_error(PermissionError(errno.EACCES, "Permission denied"))  # a plugin's own file, say
+
+
+def test_a_command_stopped_by_a_full_disk_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import transferkit.cli as cli
+    from transferkit.runtime import note_work_dir
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("k: 2\n")
+
+    def stopped(args, argv):
+        note_work_dir(run_dir)
+        raise OSError(errno.ENOSPC, f"No space left on device (writing {str(run_dir / 'results.json')!r})")
+    monkeypatch.setattr(cli, "_dispatch", stopped)
+    assert cli.main(["run", "--set", "k=2"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and f"go on with: transferkit run --set k=2 --resume {run_dir}" in err

@@ -806,6 +806,13 @@ def _sigterm_as_interrupt():
             signal.signal(s, handler)
 
 
+def _is_full_or_denied(e: OSError) -> bool:
+    """A full disk or quota, a file too large, a read-only or write-protected place: after a fix, a
+    resume goes on from what was kept."""
+    import errno
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def _resume_hint(args, argv: list[str]) -> str | None:
     """What a stopped command kept and the command that goes on from there; None in the
     processes of ``--nproc`` that leave it to rank 0 (the launcher and the other ranks)."""
@@ -881,7 +888,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
         return _error("", CLOSED_PIPE)
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
-        return _error(f"{e}{_cache_hint(e)}")
+        hint = _resume_hint(args, argv) if _is_full_or_denied(e) else None
+        return _error(f"{e}{_cache_hint(e)}{f'; {hint}' if hint else ''}")
     except KeyboardInterrupt as e:
         from .distributed import peer_failed
         from .jobs import interrupts_ignored

@@ -54,7 +54,12 @@ def atomic_path(path: str | os.PathLike):
         raise type(e)(e.errno, f"{e.strerror} (writing {str(path)!r})", str(path.parent)) from None
     os.close(fd)
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except OSError as e:  # the writer's (a full disk, a file too large): named by the file asked for
+            if e.filename is not None or e.errno is None:
+                raise
+            raise type(e)(e.errno, f"{e.strerror} (writing {str(path)!r})", str(path)) from e
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         _fsync(tmp)  # on disk before the rename: a power loss leaves the old file or the new one
         os.replace(tmp, path)
@@ -253,9 +258,11 @@ def directory_lock(directory: str | os.PathLike):
         os.write(fd, str(os.getpid()).encode())
         yield path
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # while still held: a process that opened this file checks that it is still the lock
-        os.close(fd)
+        try:
+            with contextlib.suppress(OSError):  # gone, or a directory made read-only: the error that ends the work
+                path.unlink()  # while still held: a process that opened this file checks that it is still the lock
+        finally:
+            os.close(fd)  # releases the lock whatever happened
 
 
 def _flock(directory, path: Path) -> int | None:

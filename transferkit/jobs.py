@@ -197,9 +197,14 @@ def guarded(fn, *args):
 
 
 def _machine_error(e: Exception) -> bool:
-    """A full disk or quota, or a read-only file system: every job after it would fail the same way."""
+    """A full disk or quota, a file-size limit, a read-only file system, or a result file that
+    cannot be written (permissions): every job after it would fail the same way."""
     import errno
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+    if not isinstance(e, OSError):
+        return False
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return True
+    return e.errno in (errno.EACCES, errno.EPERM) and "(writing " in str(e.strerror)  # io.atomic_path's outputs
 
 
 def failure_path(job_path: str | os.PathLike) -> Path:

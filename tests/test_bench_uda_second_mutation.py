@@ -315,5 +315,6 @@ def test_grid_table_header_names_each_budget():
     rows = [{"source": "x", "target": "y", "method": "source_only", "setting": "-", "accuracy": 0.5}]
     plan = SimpleNamespace(pairs=(("x", "y"),), seeds=(0,), pretrain_steps=11, adapt_steps=3, batch_size=8)
     assert grid_table(rows, plan).startswith("Target **validation** accuracy, seeds [0], 11 pre-training steps, "
-                                             "≈3 adaptation steps (whole SKADA epochs), batch 8+8.")
+                                             "adaptation 3 steps rounded to whole SKADA epochs of each pair (at "
+                                             "least one), batch 8+8.")
 

@@ -442,3 +442,30 @@ def test_a_command_stopped_by_a_full_disk_says_how_to_go_on(tmp_path, monkeypatc
     assert cli.main(["run", "--set", "k=2"]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and f"go on with: transferkit run --set k=2 --resume {run_dir}" in err
+
+
+# ---- what a user sees, part 2 (audit o2) ----------------------------------------------------------------------------
+def test_a_benchmark_s_last_lines_name_its_own_tables_and_figures(tmp_path, capsys, monkeypatch):
+    # before: only `results: .../results.json`, never fewshot.md, uda_tables.md, flex's tables or the figures
+    from helpers import run_cli
+
+    import transferkit.bench as bench
+    out_dir = tmp_path / "b"
+    (out_dir / "img").mkdir(parents=True)
+    for name in ("results.md", "fewshot.md", "img/accuracy_vs_k_main.png", "img/tsne.png"):
+        (out_dir / name).write_text("x")
+    (out_dir / "jobs" / "r1" / "img").mkdir(parents=True)
+    (out_dir / "jobs" / "r1" / "img" / "a.png").write_text("x")  # a job's own: not the suite's
+    monkeypatch.setattr(bench, "run_benchmark", lambda *a, **kw: (out_dir, []))
+    code, out, err = run_cli(capsys, "bench", "fewshot", "--quick")
+    assert code == 0, err
+    assert out.strip().splitlines()[-2:] == [
+        f"tables fewshot.md; figures img/accuracy_vs_k_main.png, img/tsne.png: in {out_dir}",
+        f"results: {out_dir / 'results.json'}"]
+
+
+def test_the_report_s_cost_figure_is_named_by_what_it_draws():
+    from transferkit.report import cost_figure
+    rows = [{"method": "a", "wall_s": 1.0}, {"method": "b", "wall_s": 2.0}]
+    assert cost_figure([], rows)[0][0] == "Wall time per method"  # before: "... and peak memory", none drawn
+    assert cost_figure([], [{**r, "peak_rss_mb": 10.0} for r in rows])[0][0] == "Wall time and peak memory per method"

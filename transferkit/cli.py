@@ -562,7 +562,21 @@ def _bench(args) -> None:
                                  overrides=args.set)
     from .distributed import is_main_process
     if is_main_process():
-        print(f"results: {bench_dir / 'results.json'}")
+        others = _other_outputs(bench_dir)
+        if others:
+            print(others)
+        print(f"results: {bench_dir / 'results.json'}")  # last: scripts read the path from it
+
+
+def _other_outputs(bench_dir: Path) -> str:
+    """The suite's own tables and figures beside results.json / .md, in words (or "")."""
+    tables = sorted(p.name for p in bench_dir.glob("*.md") if p.name != "results.md")
+    figures = sorted(p.relative_to(bench_dir).as_posix() for p in bench_dir.glob("**/*.png")
+                     if "jobs" not in p.relative_to(bench_dir).parts)
+    said = ([f"tables {', '.join(tables)}"] if tables else []) + (
+        [f"figures {', '.join(figures[:6])}{f' and {len(figures) - 6} more' if len(figures) > 6 else ''}"]
+        if figures else [])
+    return f"{'; '.join(said)}: in {bench_dir}" if said else ""
 
 
 def _demo(args) -> None:

@@ -309,7 +309,7 @@ def cost_figure(summary: list[dict], rows: list[dict]) -> list[tuple[str, bytes]
         ax.barh(methods, [mean_se(memory[m])[0] if memory.get(m) else float("nan") for m in methods])
         ax.set_xlabel("peak memory (MiB; none: not measured)", fontsize=8)
         ax.tick_params(axis="y", labelleft=False)
-    return [("Wall time and peak memory per method", _png(fig))]
+    return [("Wall time and peak memory per method" if memory else "Wall time per method", _png(fig))]
 
 
 def training_curves(path: Path) -> dict[str, list[dict]]:

@@ -150,7 +150,8 @@ def grid_table(rows: list[dict], b) -> str:
     keys = sorted({(r["method"], r["setting"]) for r in rows})
     accs = _accuracies(rows)
     lines = [f"Target **validation** accuracy, seeds {list(b.seeds)}, {b.pretrain_steps} pre-training steps, "
-             f"≈{b.adapt_steps} adaptation steps (whole SKADA epochs), batch {b.batch_size}+{b.batch_size}.\n",
+             f"adaptation {b.adapt_steps} steps rounded to whole SKADA epochs of each pair (at least one), batch "
+             f"{b.batch_size}+{b.batch_size}.\n",
              "| method | options | " + " | ".join(pairs) + " | mean |", "|---|---|" + "---|" * (len(pairs) + 1)]
     ranked = []
     for method, setting in keys:

@@ -469,3 +469,20 @@ def test_the_report_s_cost_figure_is_named_by_what_it_draws():
     rows = [{"method": "a", "wall_s": 1.0}, {"method": "b", "wall_s": 2.0}]
     assert cost_figure([], rows)[0][0] == "Wall time per method"  # before: "... and peak memory", none drawn
     assert cost_figure([], [{**r, "peak_rss_mb": 10.0} for r in rows])[0][0] == "Wall time and peak memory per method"
+
+
+def test_flex_says_when_a_ratio_takes_every_image_of_a_class(tmp_path, monkeypatch):
+    # before: "r=300" rows trained on the whole train split (about 150 per class) with no note (represent has one)
+    import helpers
+
+    import transferkit.bench.flex as flex
+    monkeypatch.setattr(flex, "source_network", lambda *a, **k: (helpers.tiny_net(10), {"val_accuracy": 0.5}))
+    monkeypatch.setattr(flex, "embed", lambda net, images: torch.zeros(len(images), 4))
+    monkeypatch.setattr(flex, "accuracy", lambda net, domain: 0.5)
+    monkeypatch.setattr(flex, "run_jobs", lambda jobs, *a, **k: [])
+    monkeypatch.setattr(flex, "directory_reports", lambda *a, **k: [])
+    lines: list = []
+    flex.flex_suite(make_plan("flex", True, ["ratios=3,300", "targets=mnist+blur"]), tmp_path, lines.append)
+    notes = [line for line in lines if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: mnist+blur: ratio 300 takes every training image of a "
+                                                   "class with fewer (")

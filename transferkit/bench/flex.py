@@ -260,6 +260,11 @@ def flex_suite(p: FlexPlan, bench_dir, log):
         log(f"{target}: base accuracy {100 * base:.1f}%, train {len(split.train)} / val {len(split.val)}"
             f" / test {len(split.test)}")
         check_validation_split(bench_dir, target, len(split.val))
+        counts = split.train.class_counts()
+        smallest = int(counts[counts > 0].min())
+        for ratio in (r for r in p.ratios if r > smallest):
+            log(f"note: {target}: ratio {ratio} takes every training image of a class with fewer ({smallest} in its "
+                f"smallest class); the rows' n_labeled say how many")
         for ratio in p.ratios:
             for seed in range(p.n_seeds(ratio)):
                 head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,

@@ -39,6 +39,13 @@ from transferkit.errors import TransferkitError
 # --- flex_suite: the jobs it plans, with the data, the source network and the jobs' work faked ------------------
 
 
+class _Train(list):
+    """A target's train split of the fake suite: class counts above any ratio (no note of a capped ratio)."""
+
+    def class_counts(self):
+        return torch.tensor([1000])
+
+
 @pytest.fixture
 def fake_flex(monkeypatch):
     """``flex_suite`` with no data and no training: each job returns its head with the method and an accuracy;
@@ -53,7 +60,8 @@ def fake_flex(monkeypatch):
     monkeypatch.setattr(flex, "source_network", lambda bench_dir, source, cfg, log, label: (
         torch.nn.Identity(), {"val_accuracy": 0.9, "source": state.get("source", label)}))
     monkeypatch.setattr(flex, "embed", lambda net, images: None)
-    monkeypatch.setattr(flex, "target_splits", lambda *a: SimpleNamespace(train=[0] * 6, val=[0] * 3, test=[0] * 2))
+    monkeypatch.setattr(flex, "target_splits", lambda *a: SimpleNamespace(train=_Train([0] * 6), val=[0] * 3,
+                                                                          test=[0] * 2))
     monkeypatch.setattr(flex, "accuracy", lambda net, d: 0.5)
 
     def run_job(m, pretrained, split, source_val, ratio, seed, cfg, head, gallery):

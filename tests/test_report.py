@@ -987,7 +987,8 @@ def test_config_differ_lines_compare_whole_values_nested_plans_and_ignore_key_or
              ("y", {"benchmark": "flex", "quick": True, "plan": {"train": {"lr": 0.1}, "val_per_class": 5,
                                                                    "workers": 4}})]
     assert config_differ_lines(plans) == ["The runs' configs differ in plan.train.lr: 0.01 in x; 0.1 in y "
-                                          "(config.yaml): the rows of one method are not of one config."]
+                                          "(results.json's config): the rows of one method are not of one "
+                                          "config."]  # benchmarks have no config.yaml
 
 
 def test_the_class_subset_line_of_a_benchmark_table_is_tied_to_its_pair_unless_every_row_shares_it():

@@ -122,7 +122,8 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
     if not parts:
         return []
     more = f"; and {len(parts) - DIFFER_KEYS} more key(s)" if len(parts) > DIFFER_KEYS else ""
-    return [f"The runs' configs differ in {' / '.join(parts[:DIFFER_KEYS])}{more} (config.yaml): the rows of one "
+    where = "config.yaml" if all("backbone" in f for _, f in flats) else "results.json's config"
+    return [f"The runs' configs differ in {' / '.join(parts[:DIFFER_KEYS])}{more} ({where}): the rows of one "
             f"method are not of one config."]
 
 

@@ -99,7 +99,7 @@ class FewshotPlan(Plan):
     def budget(self) -> str:
         pretrain, train = steps(self.quick)
         return (f"pre-training up to {pretrain} steps, training {train} steps per label subset, {self.repeats} label "
-                f"subsets per k")
+                f"subset{'s' if self.repeats != 1 else ''} per k")
 
 
 def fewshot_plan(quick: bool) -> FewshotPlan:

@@ -297,8 +297,10 @@ def test_the_pre_training_bar_says_pre_training(tmp_path, monkeypatch):
                         real(self, *a, **kw))
     cfg = ExperimentConfig(name="bar", source="digits", target="digits", k=2, repeats=1, methods=["source_only"],
                            pretrain=TINY_PRE, train=TINY, out_dir=str(tmp_path / "runs"))
-    run_experiment(cfg, log=lambda *a: None)
+    logs: list = []
+    run_experiment(cfg, log=logs.append)
     assert names == ["pre-training"]
+    assert any(line.startswith("pre-training") and line.endswith("20 steps, seed 0)") for line in logs), logs
 
 
 def test_a_resume_with_no_job_left_gives_no_warning_about_the_jobs(tmp_path, monkeypatch):

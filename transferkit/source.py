@@ -118,7 +118,8 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
             except (TransferkitError, OSError, ValueError) as e:  # the network's file or its record
                 log(f"pre-trained cache {path.with_suffix('.*')} unreadable or changed ({e}); training again")
                 net = _initial_source_net(cfg, data)  # from the initial weights, not from what was loaded
-        log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps)")
+        log(f"pre-training {cfg.backbone} on {cfg.source} ({len(source.train)} images, {cfg.pretrain.steps} steps, "
+            f"seed {cfg.seed})")  # a benchmark pre-trains several networks alike but for their seed
         method = SourceOnly(net)
         ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
         fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt, run_name="pre-training").fit(

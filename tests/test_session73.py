@@ -488,3 +488,12 @@ def test_flex_says_when_a_ratio_takes_every_image_of_a_class(tmp_path, monkeypat
     notes = [line for line in lines if line.startswith("note:")]
     assert len(notes) == 1 and notes[0].startswith("note: mnist+blur: ratio 300 takes every training image of a "
                                                    "class with fewer (")
+
+
+def test_latex_tables_write_the_method_labels_of_the_benchmarks_in_ascii():
+    # before: `summary --format latex` wrote `lext α=0` as it is, which pdflatex rejects
+    from transferkit.bench.fewshot import ABLATIONS, VARIANTS
+    from transferkit.tables import latex_text
+    for label in [*ABLATIONS, *VARIANTS, "mnist → digits", "≈300 steps"]:
+        assert latex_text(label).isascii(), label
+    assert latex_text("lext α=0") == r"lext $\alpha$=0"

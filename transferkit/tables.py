@@ -620,11 +620,13 @@ def markdown_table(summary: list[dict], rows: list[dict] = (), config: dict | li
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                  "±": r"$\pm$", "–": "--", "×": r"$\times$", "|": r"\textbar{}", "<": r"\textless{}",
-                 ">": r"\textgreater{}"}
+                 ">": r"\textgreater{}", "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "λ": r"$\lambda$",
+                 "τ": r"$\tau$", "ψ": r"$\psi$", "·": r"$\cdot$", "→": r"$\rightarrow$", "≈": r"$\approx$"}
 
 
 def latex_text(value) -> str:
-    """``value`` as LaTeX text: its special characters escaped, ± and × in math mode."""
+    """``value`` as LaTeX text: its special characters escaped, ±, ×, the Greek letters of method
+    labels (α, β, γ, λ, τ, ψ, ·), → and ≈ in math mode (pdflatex rejects them as text)."""
     return "".join(LATEX_ESCAPES.get(c, c) for c in " ".join(str(value).splitlines()))
 
 

@@ -497,3 +497,16 @@ def test_latex_tables_write_the_method_labels_of_the_benchmarks_in_ascii():
     for label in [*ABLATIONS, *VARIANTS, "mnist → digits", "≈300 steps"]:
         assert latex_text(label).isascii(), label
     assert latex_text("lext α=0") == r"lext $\alpha$=0"
+
+
+def test_a_permission_error_before_any_work_gives_no_resume_advice(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import transferkit.cli as cli
+    from transferkit.runtime import note_work_dir
+    note_work_dir(None)
+    monkeypatch.setattr(cli, "_dispatch", lambda args, argv: (_ for _ in ()).throw(
+        PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "my.yaml"))))
+    assert cli.main(["run", str(tmp_path / "my.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "Permission denied" in err and "resume" not in err and "kept" not in err

@@ -902,7 +902,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `transferkit summary ... | head` closed the pipe: not an error of ours
         return _error("", CLOSED_PIPE)
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
-        hint = _resume_hint(args, argv) if _is_full_or_denied(e) else None
+        from .runtime import work_dir
+        hint = _resume_hint(args, argv) if _is_full_or_denied(e) and work_dir() is not None else None  # once begun
         return _error(f"{e}{_cache_hint(e)}{f'; {hint}' if hint else ''}")
     except KeyboardInterrupt as e:
         from .distributed import peer_failed

@@ -432,7 +432,9 @@ def test_a_command_stopped_by_a_full_disk_says_how_to_go_on(tmp_path, monkeypatc
     import errno
 
     import transferkit.cli as cli
+    import transferkit.runtime as runtime
     from transferkit.runtime import note_work_dir
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])  # this test's directory is not left to the next ones
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("k: 2\n")
@@ -503,8 +505,8 @@ def test_a_permission_error_before_any_work_gives_no_resume_advice(tmp_path, mon
     import errno
 
     import transferkit.cli as cli
-    from transferkit.runtime import note_work_dir
-    note_work_dir(None)
+    import transferkit.runtime as runtime
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])
     monkeypatch.setattr(cli, "_dispatch", lambda args, argv: (_ for _ in ()).throw(
         PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "my.yaml"))))
     assert cli.main(["run", str(tmp_path / "my.yaml")]) == 2

@@ -512,3 +512,31 @@ def test_a_permission_error_before_any_work_gives_no_resume_advice(tmp_path, mon
     assert cli.main(["run", str(tmp_path / "my.yaml")]) == 2
     err = capsys.readouterr().err
     assert "Permission denied" in err and "resume" not in err and "kept" not in err
+
+
+def test_a_value_yaml_reads_as_a_date_that_does_not_exist_is_named(tmp_path):
+    # before: PyYAML's ValueError ("month must be in 1..12") as a raw traceback, from --set and from a config file
+    from transferkit.config import load_config
+    with pytest.raises(TransferkitError, match=r"--set seed: YAML reads '2001-13-45' as a date, and month must be "
+                                               r"in 1\.\.12 \(quoted, it is text\)"):
+        load_config(None, ["seed=1", "seed=2001-13-45"])
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 2001-13-45\n")
+    with pytest.raises(TransferkitError, match=r"c\.yaml: a value YAML reads as a date does not exist"):
+        load_config(path)
+
+
+def test_a_full_disk_in_a_command_without_resume_gives_no_resume_advice(tmp_path, monkeypatch, capsys):
+    # before: `transferkit show ... --out` past a file-size limit was told to --resume, which show does not take
+    import errno
+
+    import transferkit.cli as cli
+    import transferkit.runtime as runtime
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])
+
+    def full(args, argv):
+        runtime.note_work_dir(tmp_path)  # even with a directory noted
+        raise OSError(errno.EFBIG, "File too large (writing 'g.png')", "g.png")
+    monkeypatch.setattr(cli, "_dispatch", full)
+    assert cli.main(["show", "mnist", "--out", str(tmp_path / "g.png")]) == 2
+    assert "resume" not in capsys.readouterr().err

@@ -1,10 +1,13 @@
-"""A mutation pass over this session's library changes (tests/test_session73.py holds their tests):
-64 mutants, 33 killed by the tests before this file; each test here kills a survivor (named in its comment).
+"""Two mutation passes over this session's library changes (tests/test_session73.py holds their tests): the
+first, 64 mutants, 33 killed by the tests before this file; the second, over the changes after it, 52 mutants, 37
+killed before. Each test here kills a survivor (named in its comment).
 
 Judged equivalent, so not tested: the launcher's ``folder.is_dir()`` (rmtree with ignore_errors of a file does
 nothing), its glob ``*-*`` (the pid filter skips other names), ``_resized``'s default chunk (bit-identical; only
 memory changes), ``"loss" not in record`` (every record has it). Not tested (text only): episodes' "(table:
-episodes.md)", the bench / demo parser descriptions.
+episodes.md)", the bench / demo parser descriptions. Second pass: flex's ``counts[counts > 0]`` (every class of
+the built-in targets has training images) judged equivalent; ``run_job``'s quieted ``job_method`` is killed by
+the last test here.
 """
 import math
 import os
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_bench_core_flex_second_mutation import toy  # noqa: F401, F811 (a fixture)
 
 from transferkit.bench import make_plan
 from transferkit.engine import Engine, TrainConfig
@@ -249,3 +253,148 @@ def test_one_nan_weight_is_refused():  # eng12
     with pytest.raises(TransferkitError, match=r"net\.head\.weight became NaN or infinite by step 4"):
         Engine(TrainConfig(steps=4, batch_size=8, progress=False), hooks=hook).fit(method,
                                                                                 target=helpers.toy_domain(16))
+
+
+# ---- the second pass -----------------------------------------------------------------------------------------
+def test_resume_refuses_set_quick(tmp_path, toy):  # noqa: F811  # kills: _check_overrides dropped from _resumed_selection
+    from helpers import store_plan
+    from test_bench_core_flex_second_mutation import sec_plan
+
+    from transferkit.bench import resumed_plan
+    store_plan(tmp_path, sec_plan(True))
+    with pytest.raises(TransferkitError, match="use --quick, not --set quick"):
+        resumed_plan("toy", False, ["quick=true"], tmp_path)
+
+
+def _flex_notes(tmp_path, monkeypatch, ratios):
+    import helpers
+    import torch
+
+    import transferkit.bench.flex as flex
+    from transferkit.bench import make_plan
+    monkeypatch.setattr(flex, "source_network", lambda *a, **k: (helpers.tiny_net(10), {"val_accuracy": 0.5}))
+    monkeypatch.setattr(flex, "embed", lambda net, images: torch.zeros(len(images), 4))
+    monkeypatch.setattr(flex, "accuracy", lambda net, domain: 0.5)
+    monkeypatch.setattr(flex, "run_jobs", lambda jobs, *a, **k: [])
+    monkeypatch.setattr(flex, "directory_reports", lambda *a, **k: [])
+    lines: list = []
+    flex.flex_suite(make_plan("flex", True, [f"ratios={ratios}", "targets=mnist+blur"]), tmp_path, lines.append)
+    return [line for line in lines if line.startswith("note:")]
+
+
+def test_flex_ratio_equal_to_the_smallest_class_has_no_note(tmp_path, monkeypatch):  # kills: `r > smallest` -> `>=`
+    import re
+    note, = _flex_notes(tmp_path / "a", monkeypatch, "300")
+    smallest = int(re.search(r"\((\d+) in its smallest", note).group(1))
+    assert _flex_notes(tmp_path / "b", monkeypatch, str(smallest)) == []
+    assert len(_flex_notes(tmp_path / "c", monkeypatch, str(smallest + 1))) == 1
+
+
+def test_other_outputs_lists_six_figures_then_a_count_and_skips_jobs(tmp_path):
+    # kills: figures[:6] -> [:5]; `> 6` -> `> 7`; the "jobs" exclusion dropped
+    from transferkit.cli import _other_outputs
+    (tmp_path / "img").mkdir()
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "x.png").write_bytes(b"")
+    for i in range(7):
+        (tmp_path / "img" / f"f{i}.png").write_bytes(b"")
+    said = _other_outputs(tmp_path)
+    assert said == (f"figures {', '.join(f'img/f{i}.png' for i in range(6))} and 1 more: in {tmp_path}")
+    (tmp_path / "img" / "f6.png").unlink()
+    assert _other_outputs(tmp_path) == f"figures {', '.join(f'img/f{i}.png' for i in range(6))}: in {tmp_path}"
+
+
+def test_machine_error_and_full_or_denied_take_every_named_errno():
+    # kills: EPERM dropped from jobs._machine_error; EFBIG / EACCES / EPERM dropped from cli._is_full_or_denied
+    import errno
+
+    from transferkit import cli
+    from transferkit.jobs import _machine_error
+    assert _machine_error(PermissionError(errno.EPERM, "Operation not permitted (writing '/r/jobs/a.json')"))
+    assert not _machine_error(OSError(errno.ENOENT, "No such file (writing '/r/jobs/a.json')"))
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM):
+        assert cli._is_full_or_denied(OSError(code, "x"))
+    assert not cli._is_full_or_denied(OSError(errno.ENOENT, "x"))
+
+
+def test_atomic_path_leaves_named_or_errno_less_errors_alone(tmp_path):
+    # kills: either operand of `e.filename is not None or e.errno is None` dropped in io.atomic_path
+    import errno
+
+    from transferkit.io import atomic_path
+    with pytest.raises(FileNotFoundError) as info:
+        with atomic_path(tmp_path / "a.json"):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "other"))
+    assert info.value.filename == str(tmp_path / "other") and "writing" not in str(info.value)
+    with pytest.raises(OSError) as info:
+        with atomic_path(tmp_path / "a.json"):
+            raise OSError("a plugin's own message")
+    assert str(info.value) == "a plugin's own message"
+    with pytest.raises(OSError, match=r"No space left on device \(writing .*a\.json") as info:
+        with atomic_path(tmp_path / "a.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(tmp_path / "a.json") and not list(tmp_path.iterdir())
+
+
+def test_an_oserror_other_than_full_or_denied_gets_no_resume_hint(monkeypatch, capsys):
+    # kills: `if _is_full_or_denied(e)` dropped from cli.main's OSError branch
+    import errno
+
+    from transferkit import cli
+
+    def fails(args, argv):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "x.yaml")
+    monkeypatch.setattr(cli, "_dispatch", fails)
+    assert cli.main(["domains"]) != 0
+    err = capsys.readouterr().err
+    assert "No such file or directory" in err and "kept" not in err and "--resume" not in err
+
+
+def test_a_resumed_fit_measures_divergence_from_the_loss_before_any_update(tmp_path):
+    # kills: `if step == 0` -> `if step == first_step` (a resume re-measured from its first, already diverged, step)
+    import helpers
+    from helpers import Interrupt
+    from test_session73 import _custom
+
+    from transferkit.config import TrainConfig
+    from transferkit.engine import Engine
+    from transferkit.errors import TransferkitWarning
+
+    def late(method, batch):
+        return {"ce": method.supervised(batch.target) * (1.0 if batch.step < 4 else 1e14)}
+    cfg = TrainConfig(steps=8, batch_size=8, eval_every=2, checkpoint_every=2, lr=1e-9, progress=False)
+    with pytest.raises(Interrupt):
+        Engine(cfg, checkpoint_dir=tmp_path, hooks=(helpers.crash_at(5),)).fit(_custom(late),
+                                                                                target=helpers.toy_domain(16))
+    with pytest.warns(TransferkitWarning, match=r"\(before any update\) to .* by step 6: the training diverged"):
+        Engine(cfg, checkpoint_dir=tmp_path).fit(_custom(late), target=helpers.toy_domain(16))
+
+
+def test_quiet_leaves_out_transferkit_s_warnings_only():  # kills: _quiet ignoring UserWarning (torch's, a plugin's)
+    import warnings
+
+    from transferkit.errors import TransferkitWarning
+    from transferkit.experiment import _quiet
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _quiet():
+            warnings.warn("ours", TransferkitWarning, stacklevel=1)
+            warnings.warn("a plugin's", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a plugin's"]
+
+
+def test_a_job_builds_its_method_without_repeating_the_warnings_the_checks_gave(tmp_path, monkeypatch):
+    # kills: run_job's `with _quiet()` around job_method dropped (each job repeated what check_jobs had said once)
+    import transferkit.experiment as experiment
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import warn
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    real = experiment.job_method
+    monkeypatch.setattr(experiment, "job_method", lambda *a, **k: (warn("built in a job"), real(*a, **k))[1])
+    cfg = ExperimentConfig(name="q", source="digits", target="digits", k=2, repeats=2, methods=["finetune"],
+                           select_on="none", pretrain=TrainConfig(steps=20, eval_every=10),
+                           train=TrainConfig(steps=4, eval_every=2, batch_size=16), out_dir=str(tmp_path / "runs"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        experiment.run_experiment(cfg, log=lambda *a: None)
+    assert not [w for w in caught if "built in a job" in str(w.message)]

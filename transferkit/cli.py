@@ -903,7 +903,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error("", CLOSED_PIPE)
     except OSError as e:  # the file system: a folder that cannot be made, a full disk, an existing file
         from .runtime import work_dir
-        hint = _resume_hint(args, argv) if _is_full_or_denied(e) and work_dir() is not None else None  # once begun
+        begun = hasattr(args, "resume") and work_dir() is not None  # a run or benchmark that kept something
+        hint = _resume_hint(args, argv) if _is_full_or_denied(e) and begun else None
         return _error(f"{e}{_cache_hint(e)}{f'; {hint}' if hint else ''}")
     except KeyboardInterrupt as e:
         from .distributed import peer_failed

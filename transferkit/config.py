@@ -264,6 +264,8 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         except yaml.YAMLError as e:
             what = "" if isinstance(e, NumberFormError) else "the value is not valid YAML: "
             raise TransferkitError(f"--set {key}: {what}{_one_line(e)}") from e
+        except ValueError as e:  # a date YAML reads that does not exist (2001-13-45)
+            raise TransferkitError(f"--set {key}: YAML reads {text!r} as a date, and {e} (quoted, it is text)") from e
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -294,7 +296,7 @@ def _parsed(raw: str) -> str:
     """``raw`` as the value YAML reads (``1e-3`` and ``0.001`` alike), or the text where it reads none."""
     try:
         return repr(yaml.load(raw, Loader=_UniqueKeyLoader))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: a date that does not exist (set_dotted names it)
         return raw
 
 
@@ -378,6 +380,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         except yaml.YAMLError as e:
             what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
             raise TransferkitError(f"config file {path}{what} {_one_line(e, str(path))}") from e
+        except ValueError as e:  # a date YAML reads that does not exist (seed: 2001-13-45)
+            raise TransferkitError(f"config file {path}: a value YAML reads as a date does not exist ({e}; quoted, "
+                                   f"it is text)") from e
         check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
                                 f"[finetune]'), or leave out the config file to run the defaults")
         check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "

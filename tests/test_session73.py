@@ -475,8 +475,8 @@ def test_the_report_s_cost_figure_is_named_by_what_it_draws():
     assert cost_figure([], [{**r, "peak_rss_mb": 10.0} for r in rows])[0][0] == "Wall time and peak memory per method"
 
 
-def test_flex_says_when_a_ratio_takes_every_image_of_a_class(tmp_path, monkeypatch):
-    # before: "r=300" rows trained on the whole train split (about 150 per class) with no note (represent has one)
+def _flex_notes(tmp_path, monkeypatch, ratios: str) -> list[str]:
+    """The note lines of flex_suite on mnist+blur at ``ratios``, with no network trained and no job run."""
     import helpers
 
     import transferkit.bench.flex as flex
@@ -486,8 +486,13 @@ def test_flex_says_when_a_ratio_takes_every_image_of_a_class(tmp_path, monkeypat
     monkeypatch.setattr(flex, "run_jobs", lambda jobs, *a, **k: [])
     monkeypatch.setattr(flex, "directory_reports", lambda *a, **k: [])
     lines: list = []
-    flex.flex_suite(make_plan("flex", True, ["ratios=3,300", "targets=mnist+blur"]), tmp_path, lines.append)
-    notes = [line for line in lines if line.startswith("note:")]
+    flex.flex_suite(make_plan("flex", True, [f"ratios={ratios}", "targets=mnist+blur"]), tmp_path, lines.append)
+    return [line for line in lines if line.startswith("note:")]
+
+
+def test_flex_says_when_a_ratio_takes_every_image_of_a_class(tmp_path, monkeypatch):
+    # before: "r=300" rows trained on the whole train split (about 150 per class) with no note (represent has one)
+    notes = _flex_notes(tmp_path, monkeypatch, "3,300")
     assert len(notes) == 1 and notes[0].startswith("note: mnist+blur: ratio 300 takes every training image of a "
                                                    "class with fewer (")
 

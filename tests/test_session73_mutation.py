@@ -266,24 +266,10 @@ def test_resume_refuses_set_quick(tmp_path, toy):  # noqa: F811  # kills: _check
         resumed_plan("toy", False, ["quick=true"], tmp_path)
 
 
-def _flex_notes(tmp_path, monkeypatch, ratios):
-    import helpers
-    import torch
-
-    import transferkit.bench.flex as flex
-    from transferkit.bench import make_plan
-    monkeypatch.setattr(flex, "source_network", lambda *a, **k: (helpers.tiny_net(10), {"val_accuracy": 0.5}))
-    monkeypatch.setattr(flex, "embed", lambda net, images: torch.zeros(len(images), 4))
-    monkeypatch.setattr(flex, "accuracy", lambda net, domain: 0.5)
-    monkeypatch.setattr(flex, "run_jobs", lambda jobs, *a, **k: [])
-    monkeypatch.setattr(flex, "directory_reports", lambda *a, **k: [])
-    lines: list = []
-    flex.flex_suite(make_plan("flex", True, [f"ratios={ratios}", "targets=mnist+blur"]), tmp_path, lines.append)
-    return [line for line in lines if line.startswith("note:")]
-
-
 def test_flex_ratio_equal_to_the_smallest_class_has_no_note(tmp_path, monkeypatch):  # kills: `r > smallest` -> `>=`
     import re
+
+    from test_session73 import _flex_notes
     note, = _flex_notes(tmp_path / "a", monkeypatch, "300")
     smallest = int(re.search(r"\((\d+) in its smallest", note).group(1))
     assert _flex_notes(tmp_path / "b", monkeypatch, str(smallest)) == []

@@ -953,7 +953,7 @@ def _clone_state(module: torch.nn.Module) -> dict:
 #: would share one line, and on ranks other than 0
 BARS = True
 
-#: a window's mean loss this many times the first window's (or 1) says the training diverged
+#: a window's mean loss this many times the loss before any update (or 1) says the training diverged
 DIVERGED_FACTOR = 1000.0
 
 

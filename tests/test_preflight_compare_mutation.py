@@ -123,9 +123,9 @@ def _configs(n_keys: int) -> list:
 def test_the_config_line_names_six_keys_and_counts_the_rest():
     # kills: DIFFER_KEYS changed; parts[:DIFFER_KEYS] -> parts; `len(parts) > DIFFER_KEYS` -> `>=`
     (seven,) = compare.config_differ_lines(_configs(7))
-    assert "key5: x5 in x; y5 in y; and 1 more key(s) (config.yaml)" in seven and "key6" not in seven
+    assert "key5: x5 in x; y5 in y; and 1 more key(s) (results.json's config)" in seven and "key6" not in seven
     (six,) = compare.config_differ_lines(_configs(6))
-    assert "key5: x5 in x; y5 in y (config.yaml)" in six and "more key" not in six
+    assert "key5: x5 in x; y5 in y (results.json's config)" in six and "more key" not in six
 
 
 def test_values_are_shortened_past_forty_characters_and_none_reads_null():

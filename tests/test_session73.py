@@ -545,3 +545,59 @@ def test_a_full_disk_in_a_command_without_resume_gives_no_resume_advice(tmp_path
     monkeypatch.setattr(cli, "_dispatch", full)
     assert cli.main(["show", "mnist", "--out", str(tmp_path / "g.png")]) == 2
     assert "resume" not in capsys.readouterr().err
+
+
+# ---- the code review (audit r1) ------------------------------------------------------------------------------------
+def test_a_loss_not_finite_from_nan_starting_weights_names_the_weights():
+    # before: "the method's options ... or the data give it" for a network that began with NaN weights
+    import helpers
+
+    from transferkit.engine import Engine
+    method = _custom(None)
+    with torch.no_grad():
+        method.net.head.weight.fill_(float("nan"))
+    with pytest.raises(TransferkitError, match=r"at step 0 .*the starting weights hold NaN or infinite values "
+                                               r"\(net\.head\.weight\)"):
+        Engine(TrainConfig(steps=2, batch_size=8, progress=False)).fit(method, target=helpers.toy_domain(16))
+
+
+def test_a_loss_that_grows_toward_minus_infinity_warns_too():
+    import helpers
+
+    from transferkit.engine import Engine
+    from transferkit.errors import TransferkitWarning
+
+    def maximised(method, batch):  # a plugin's term that the training maximises, run away
+        return {"gain": -method.supervised(batch.target) * 10.0 ** (4 * (batch.step // 2))}
+    with pytest.warns(TransferkitWarning, match=r"the training diverged"):
+        Engine(TrainConfig(steps=6, batch_size=8, eval_every=2, lr=1e-9, progress=False)).fit(
+            _custom(maximised), target=helpers.toy_domain(16))
+
+
+def test_a_flag_given_with_a_set_of_its_key_says_which_wins(capsys):
+    # before: "workers is given 2 times ('1', '2'): the last, '2', is used" for --workers 2 --set workers=1 (the flag
+    # won, not the last written)
+    import warnings
+
+    from helpers import run_cli
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(capsys, "run", "--workers", "2", "--set", "workers=1", "--print-config")
+    assert code == 0 and "workers: 2" in out, err
+    assert [str(w.message) for w in said] == ["--workers 2 wins over --set workers=1"]
+
+
+def test_warnings_of_the_checks_before_nproc_starts_processes_are_left_to_rank_0(monkeypatch, capsys):
+    # before: `run --nproc 2 --set seed=1 --set seed=2` printed the repeated-key warning twice (launcher and rank 0)
+    import warnings
+
+    from helpers import run_cli
+
+    import transferkit.cli as cli
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(cli, "_relaunch_with_torchrun", lambda nproc, argv: 0)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", "seed=1", "--set", "seed=2")
+    assert code == 0, err
+    assert not [w for w in said if "given 2 times" in str(w.message)]

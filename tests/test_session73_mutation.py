@@ -322,16 +322,23 @@ def test_atomic_path_leaves_named_or_errno_less_errors_alone(tmp_path):
     assert info.value.filename == str(tmp_path / "a.json") and not list(tmp_path.iterdir())
 
 
-def test_an_oserror_other_than_full_or_denied_gets_no_resume_hint(monkeypatch, capsys):
-    # kills: `if _is_full_or_denied(e)` dropped from cli.main's OSError branch
+def test_an_oserror_other_than_full_or_denied_gets_no_resume_hint(tmp_path, monkeypatch, capsys):
+    # kills: `if _is_full_or_denied(e)` dropped from cli.main's OSError branch (a run with a directory kept, so that
+    # only that test stands between the error and the advice)
     import errno
 
+    import transferkit.runtime as runtime
     from transferkit import cli
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("k: 2\n")
 
     def fails(args, argv):
+        runtime.note_work_dir(run_dir)
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "x.yaml")
     monkeypatch.setattr(cli, "_dispatch", fails)
-    assert cli.main(["domains"]) != 0
+    assert cli.main(["run", "--set", "k=2"]) != 0
     err = capsys.readouterr().err
     assert "No such file or directory" in err and "kept" not in err and "--resume" not in err
 

@@ -12,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check
+from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check, warn
 
 
 def _domains(args) -> None:
@@ -429,7 +429,14 @@ def _run_config(args):
     stored = resume is not None and (resume / "config.yaml").is_file()
     device = getattr(args, "device", None)
     device = _resumed_device(device, resume / "config.yaml") if stored and device else device
-    overrides += [f"{k}={v}" for k, v in (("workers", getattr(args, "workers", None)), ("device", device)) if v]
+    flags = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("device", device)) if v}
+    for key, value in flags.items():  # the flag wins over a --set of its key, wherever each was written
+        given = [a for a in overrides if a.partition("=")[0].strip() == key]
+        beaten = [a for a in given if a.partition("=")[2].strip() != str(value)]
+        if beaten:
+            warn(f"--{key} {value} wins over --set {', --set '.join(beaten)}")
+        overrides = [a for a in overrides if a not in given]
+    overrides += [f"{k}={v}" for k, v in flags.items()]
     damage = _damaged_config(resume / "config.yaml") if stored else None
     check(not damage, f"--resume {resume}: its config.yaml {damage}; if it was damaged, move it away and give the "
                       f"config the run ran with: transferkit run CONFIG --resume {resume} (each finished job is "
@@ -952,7 +959,10 @@ def _dispatch(args, argv: list[str]) -> int:
         from .runtime import portable_kernels
         portable_kernels()
     if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
-        if not _checked_for_torchrun(args):  # listing and printing need no processes
+        with warnings.catch_warnings():  # rank 0 gives them, reading the same config or plan
+            warnings.simplefilter("ignore", TransferkitWarning)
+            checked = _checked_for_torchrun(args)
+        if not checked:  # listing and printing need no processes
             args.func(args)
             return 0
         return _relaunch_with_torchrun(args.nproc, argv)

@@ -483,8 +483,7 @@ class Engine:
                     state["first_loss"] = float(loss.detach())
                 if not torch.isfinite(loss):
                     bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v)}
-                    why = ("lower the learning rate" if step else "no update has run yet, so the learning rate is not "
-                           "the cause: the method's options (a weight, temperature or scale) or the data give it")
+                    why = ("lower the learning rate" if step else _before_any_update(method))
                     raise TransferkitError(f"method {method.name!r}: loss became {float(loss.detach())} at step {step} "
                                            f"(terms {bad}); {why}")
                 opt.zero_grad(set_to_none=True)
@@ -958,7 +957,7 @@ DIVERGED_FACTOR = 1000.0
 
 
 def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfig, first: float | None) -> None:
-    """Warn, once per fit, when a window's mean loss grew past :data:`DIVERGED_FACTOR` times the
+    """Warn, once per fit, when a window's mean loss grew (in size) past :data:`DIVERGED_FACTOR` times the
     loss before any update (``first``; a checkpoint without it: the first window's mean), or 1:
     a learning rate far too high gives finite losses of 1e16 and rows at chance level, which
     would otherwise pass as results."""
@@ -967,11 +966,23 @@ def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfi
         first, at = next((r["loss"] for r in history if "loss" in r), None), f"the first {cfg.eval_every} steps"
     if first is None or "loss" not in record:
         return
-    limit = DIVERGED_FACTOR * max(first, 1.0)
-    if record["loss"] > limit and all(r.get("loss", 0.0) <= limit for r in history):  # the first window past it
+    limit = DIVERGED_FACTOR * max(abs(first), 1.0)  # either way: a plugin's loss may hold maximised terms
+    if abs(record["loss"]) > limit and all(abs(r.get("loss", 0.0)) <= limit for r in history):  # the first past it
         warn(f"method {method.name!r}: the training loss grew from {first:.3g} ({at}) to {record['loss']:.3g} "
              f"by step {record['step']}: the training diverged, and its results are not worth reading; lower the "
              f"learning rate (lr {cfg.lr:g})")
+
+
+def _before_any_update(method) -> str:
+    """Why a loss is not finite at step 0, when no update has run: the starting weights, else the
+    method's options or the data."""
+    bad = [name for name, p in method.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+    if bad:
+        return (f"the starting weights hold NaN or infinite values ({', '.join(bad[:4])}"
+                f"{' ...' if len(bad) > 4 else ''}): the network given (net=, a pretrained: file) or a cached "
+                f"pre-training that diverged")
+    return ("no update has run yet, so the learning rate is not the cause: the method's options (a weight, "
+            "temperature or scale) or the data give it")
 
 
 def _check_finite_parameters(method, step: int) -> None:

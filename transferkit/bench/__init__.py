@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -102,9 +103,11 @@ def as_list(value, cast=str, what: str = "list", empty: bool = False, minimum=No
     (``empty`` allows an empty list)."""
     if isinstance(value, str):
         text = value.strip()
+        items = ",".join(item.strip() for item in text[1:-1].split(","))
         check(not (text.startswith("[") and text.endswith("]")),
               f"{what}: got the text {value!r}, a YAML list in quotes; give the list itself, "
-              f"--set '{what}={text}', or its items with commas, --set {what}={text[1:-1].replace(' ', '')}")
+              f"--set {shlex.quote(f'{what}={text}')}, or its items with commas, "
+              f"--set {shlex.quote(f'{what}={items}')}")
         value = [v.strip() for v in value.split(",") if v.strip()]
     elif value is None:
         value = []

@@ -363,14 +363,13 @@ def test_a_resumed_fit_measures_divergence_from_the_loss_before_any_update(tmp_p
         Engine(cfg, checkpoint_dir=tmp_path).fit(_custom(late), target=helpers.toy_domain(16))
 
 
-def test_quiet_leaves_out_transferkit_s_warnings_only():  # kills: _quiet ignoring UserWarning (torch's, a plugin's)
+def test_quiet_leaves_out_transferkit_s_warnings_only():  # kills: quiet ignoring UserWarning (torch's, a plugin's)
     import warnings
 
-    from transferkit.errors import TransferkitWarning
-    from transferkit.experiment import _quiet
+    from transferkit.errors import TransferkitWarning, quiet
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with _quiet():
+        with quiet():
             warnings.warn("ours", TransferkitWarning, stacklevel=1)
             warnings.warn("a plugin's", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a plugin's"]

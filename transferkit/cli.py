@@ -12,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check, warn
+from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check, quiet, warn
 
 
 def _domains(args) -> None:
@@ -959,8 +959,7 @@ def _dispatch(args, argv: list[str]) -> int:
         from .runtime import portable_kernels
         portable_kernels()
     if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
-        with warnings.catch_warnings():  # rank 0 gives them, reading the same config or plan
-            warnings.simplefilter("ignore", TransferkitWarning)
+        with quiet():  # rank 0 gives them, reading the same config or plan
             checked = _checked_for_torchrun(args)
         if not checked:  # listing and printing need no processes
             args.func(args)

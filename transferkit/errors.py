@@ -1,5 +1,6 @@
 """User-facing errors: the CLI prints these without a traceback and exits with code 2."""
 
+import contextlib
 import difflib
 import numbers
 import os
@@ -41,6 +42,14 @@ class TransferkitWarning(UserWarning):
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+@contextlib.contextmanager
+def quiet():
+    """transferkit's warnings left out (a repeat of what a check said once; other warnings pass)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TransferkitWarning)
+        yield
 
 
 def warn(message: str) -> None:

@@ -22,7 +22,6 @@ import pickle
 import re
 import shutil
 import time
-import warnings
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ from .config import (
 )
 from .distributed import barrier, is_main_process, world_size
 from .engine import Engine
-from .errors import JobsFailed, TransferkitError, TransferkitWarning, check, is_whole, warn
+from .errors import JobsFailed, TransferkitError, check, is_whole, quiet, warn
 from .fitting import (
     all_source_classes_fields,
     evaluate_on,
@@ -214,7 +213,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
     numbers, so a job gives the same row in the main process and in a worker process.
     ``source_digest``: that network's :func:`~transferkit.networks.network_digest`, recorded in the row."""
     job = job_path(run_dir, cfg, cls.name, seed)
-    with _quiet():  # check_jobs drew every label subset and showed their warnings once
+    with quiet():  # check_jobs drew every label subset and showed their warnings once
         labeled, unlabeled = label_subset(cfg, data.target, seed, data.unlabeled)
     before_s, before_threads = trained_before(run_dir / "checkpoints" / job.stem)  # a job resumed midway
     t0 = time.perf_counter() - before_s
@@ -224,7 +223,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         if net is None:
             net = build_backbone(cfg.backbone, num_classes=data.source.train.num_classes,
                                  in_channels=data.channels, image_size=cfg.image_size)
-        with _quiet():  # check_jobs built it with these options and showed its warnings
+        with quiet():  # check_jobs built it with these options and showed its warnings
             method = job_method(cfg, data, cls, net)
 
         def make_engine(tag, config=None):
@@ -382,14 +381,6 @@ def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
                 pass
 
 
-@contextlib.contextmanager
-def _quiet():
-    """transferkit's warnings left out (of checks whose jobs have all run)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TransferkitWarning)
-        yield
-
-
 def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
     """The body of :func:`run_experiment` in its run directory: every job's row, in job order
     (setting by setting: one per value of a list ``k`` or ``ratio``, on one source network)."""
@@ -405,7 +396,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         raise
     every_finished = {(name, seed if len(subs) == 1 else f"{seed} ({setting})"): row
                       for setting, rows in finished.items() for (name, seed), row in rows.items()}
-    with _quiet() if len(every_finished) == len(jobs) else contextlib.nullcontext():  # no job left to warn of
+    with quiet() if len(every_finished) == len(jobs) else contextlib.nullcontext():  # no job left to warn of
         check_settings(subs, data, methods)
     check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
     for sub in subs:

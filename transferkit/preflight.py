@@ -18,7 +18,7 @@ from .config import ADDED_FIELDS, ExperimentConfig
 from .data import check_spec
 from .domain import Domain, warn_unshared_classes
 from .engine import check_streams
-from .errors import TransferkitError, TransferkitWarning, UnknownNameError, check, warn
+from .errors import TransferkitError, UnknownNameError, check, quiet, warn
 from .fitting import check_selection_classes, method_error, source_head_rows
 from .io import read_json
 from .methods import get_method
@@ -157,8 +157,7 @@ def check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
     if cfg.k is not None and data.target.train.groups is None:
         _check_k_fits(cfg, data.target.train)
     subsets = [label_subset(cfg, data.target, cfg.seed, data.unlabeled)]
-    with warnings.catch_warnings():  # the other seeds' subsets repeat its warnings (a ratio above a class's images)
-        warnings.simplefilter("ignore", TransferkitWarning)
+    with quiet():  # the other seeds' subsets repeat its warnings (a ratio above a class's images)
         subsets += [label_subset(cfg, data.target, cfg.seed + r, data.unlabeled) for r in range(1, cfg.repeats)]
     labelled = [labeled for labeled, _ in subsets]
     _check_unlabelled_left(cfg, data, methods, [unlabeled for _, unlabeled in subsets])

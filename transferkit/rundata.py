@@ -5,7 +5,6 @@ split (:func:`selection_domain`)."""
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from .config import ExperimentConfig
 from .data import channels_chosen, has_colour_shift, load_domain
 from .domain import Domain, warn_numbered_match
 from .engine import ADDED_TRAIN_FIELDS, TrainConfig
-from .errors import TransferkitWarning, check, warn
+from .errors import check, quiet, warn
 from .fitting import build_method, reads_no_target_label, zero_shot_options
 from .grouped import sample_k_groups
 from .networks import SAVE_NETWORK, file_channels, read_network_file, stored_classes
@@ -300,8 +299,7 @@ def process_domains(cfg: ExperimentConfig, run_dir: Path | None = None) -> Prepa
     key = json.dumps(asdict(cfg), sort_keys=True, default=repr)
     if key not in _PROCESS_DATA:
         _PROCESS_DATA.clear()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TransferkitWarning)
+        with quiet():
             _PROCESS_DATA[key] = prepare_domains(cfg, progress=False, run_dir=run_dir)  # no bar of each worker
     return _PROCESS_DATA[key]
 

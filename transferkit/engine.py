@@ -973,14 +973,19 @@ def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfi
              f"learning rate (lr {cfg.lr:g})")
 
 
+def _nonfinite_parameters(method) -> str:
+    """The names of ``method``'s parameters that hold NaN or infinite values (the first four), or ""."""
+    bad = [name for name, p in method.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+    return ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
+
+
 def _before_any_update(method) -> str:
     """Why a loss is not finite at step 0, when no update has run: the starting weights, else the
     method's options or the data."""
-    bad = [name for name, p in method.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+    bad = _nonfinite_parameters(method)
     if bad:
-        return (f"the starting weights hold NaN or infinite values ({', '.join(bad[:4])}"
-                f"{' ...' if len(bad) > 4 else ''}): the network given (net=, a pretrained: file) or a cached "
-                f"pre-training that diverged")
+        return (f"the starting weights hold NaN or infinite values ({bad}): the network given (net=, a pretrained: "
+                f"file) or a cached pre-training that diverged")
     return ("no update has run yet, so the learning rate is not the cause: the method's options (a weight, "
             "temperature or scale) or the data give it")
 
@@ -989,6 +994,6 @@ def _check_finite_parameters(method, step: int) -> None:
     """Refuse weights that became NaN or infinite (an update diverged while the loss was still
     finite): saved, a checkpoint of them would fail again on every resume; returned, the model
     predicts one class."""
-    bad = [name for name, p in method.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
-    check(not bad, f"method {method.name!r}: parameters {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} "
-                   f"became NaN or infinite by step {step} (the loss was still finite): lower the learning rate")
+    bad = _nonfinite_parameters(method)
+    check(not bad, f"method {method.name!r}: parameters {bad} became NaN or infinite by step {step} (the loss was "
+                   f"still finite): lower the learning rate")

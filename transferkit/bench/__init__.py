@@ -103,11 +103,11 @@ def as_list(value, cast=str, what: str = "list", empty: bool = False, minimum=No
     (``empty`` allows an empty list)."""
     if isinstance(value, str):
         text = value.strip()
-        items = ",".join(item.strip() for item in text[1:-1].split(","))
-        check(not (text.startswith("[") and text.endswith("]")),
-              f"{what}: got the text {value!r}, a YAML list in quotes; give the list itself, "
-              f"--set {shlex.quote(f'{what}={text}')}, or its items with commas, "
-              f"--set {shlex.quote(f'{what}={items}')}")
+        if text.startswith("[") and text.endswith("]"):
+            items = ",".join(item.strip() for item in text[1:-1].split(","))
+            raise TransferkitError(f"{what}: got the text {value!r}, a YAML list in quotes; give the list itself, "
+                                   f"--set {shlex.quote(f'{what}={text}')}, or its items with commas, "
+                                   f"--set {shlex.quote(f'{what}={items}')}")
         value = [v.strip() for v in value.split(",") if v.strip()]
     elif value is None:
         value = []
@@ -207,6 +207,17 @@ def _check_overrides(name: str, plan: Plan, overrides: list[str]) -> None:
         check(assignment.split("=")[0].strip() != "quick", "use --quick, not --set quick=...")
     check(not overrides or {f.name for f in dataclasses.fields(plan)} - {"quick"},
           f"benchmark {name} has no plan field that --set could change (--quick sets its budget): leave out --set")
+
+
+def note_capped_sizes(train, sizes, log, said: str) -> None:
+    """Log, for each per-class size ``n`` in ``sizes`` above ``train``'s smallest class, that it
+    takes every image of a class with fewer; ``said`` names the size (``{n}``) and what it takes
+    ("ratio {n} takes every training image"); the rows' ``n_labeled`` say how many."""
+    counts = train.class_counts()
+    smallest = int(counts[counts > 0].min())
+    for n in (n for n in sizes if n > smallest):
+        log(f"note: {said.replace('{n}', str(n))} of a class with fewer ({smallest} in its smallest class); the rows' "
+            f"n_labeled say how many")
 
 
 def kept_tsne(panels: dict, path: Path, log, **options) -> Path:

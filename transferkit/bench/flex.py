@@ -58,7 +58,7 @@ from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
 from ..runtime import invocation
 from ..splits import split_domain, subsample_per_class
-from . import Plan, as_list, benchmark, budget_line, check_canonical, path_part
+from . import Plan, as_list, benchmark, budget_line, check_canonical, note_capped_sizes, path_part
 
 TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
            "mnist+rotation", "mnist+inversion", "mnistm", "digits", "syndigits"]
@@ -260,11 +260,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
         log(f"{target}: base accuracy {100 * base:.1f}%, train {len(split.train)} / val {len(split.val)}"
             f" / test {len(split.test)}")
         check_validation_split(bench_dir, target, len(split.val))
-        counts = split.train.class_counts()
-        smallest = int(counts[counts > 0].min())
-        for ratio in (r for r in p.ratios if r > smallest):
-            log(f"note: {target}: ratio {ratio} takes every training image of a class with fewer ({smallest} in its "
-                f"smallest class); the rows' n_labeled say how many")
+        note_capped_sizes(split.train, p.ratios, log, f"{target}: ratio {{n}} takes every training image")
         for ratio in p.ratios:
             for seed in range(p.n_seeds(ratio)):
                 head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,

@@ -37,7 +37,7 @@ from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, source_members
 from ..rundata import prepare_domains
 from ..splits import subsample_per_class
-from . import Plan, as_list, as_pairs, benchmark, budget_line, path_part
+from . import Plan, as_list, as_pairs, benchmark, budget_line, note_capped_sizes, path_part
 
 PAIRS = (("mnist", "digits"), ("syndigits", "mnist"), ("mnist", "mnistm"))
 BACKBONE = "lenet"
@@ -145,11 +145,8 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
                                lambda job_rows: log("  " + ", ".join(
                                    f"{r['method']} {r['setting']} {_with_interval(r)}"
                                    for r in job_rows)))
-        counts = data.target.train.class_counts()
-        smallest = int(counts[counts > 0].min())
-        for n in (n for n in s.sizes if n > smallest):
-            log(f"note: {source} -> {target}: column '{n}/class' takes every image of a class with fewer "
-                f"({smallest} in its smallest class); the rows' n_labeled say how many")
+        note_capped_sizes(data.target.train, s.sizes, log,
+                          f"{source} -> {target}: column '{{n}}/class' takes every image")
         for n in s.sizes:
             for seed in s.seeds:
                 labeled = subsample_per_class(data.target.train, n, seed)

@@ -831,7 +831,9 @@ def _is_full_or_denied(e: OSError) -> bool:
     """A full disk or quota, a file too large, a read-only or write-protected place: after a fix, a
     resume goes on from what was kept."""
     import errno
-    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+    from .io import STORAGE_FULL
+    return e.errno in (*STORAGE_FULL, errno.EACCES, errno.EPERM)
 
 
 def _resume_hint(args, argv: list[str]) -> str | None:

@@ -8,6 +8,7 @@ leaves a half-written file where a finished one is expected.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import math
@@ -36,6 +37,21 @@ os.umask(_UMASK)
 STALE_TMP_S = 3600
 
 
+#: errno values of a storage that takes no more (a full disk or quota, a file-size limit, a read-only file
+#: system): every later write fails alike
+STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _writing(e: OSError, path: Path, filename: str) -> OSError:
+    """``e`` named by the file :func:`atomic_path` was asked to write (see :func:`failed_writing`)."""
+    return type(e)(e.errno, f"{e.strerror} (writing {str(path)!r})", filename)
+
+
+def failed_writing(e: OSError) -> bool:
+    """Whether ``e`` is :func:`atomic_path`'s, writing one of transferkit's outputs."""
+    return "(writing " in str(e.strerror)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
@@ -51,7 +67,7 @@ def atomic_path(path: str | os.PathLike):
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # named by the file asked for, not by the temporary one
-        raise type(e)(e.errno, f"{e.strerror} (writing {str(path)!r})", str(path.parent)) from None
+        raise _writing(e, path, str(path.parent)) from None
     os.close(fd)
     try:
         try:
@@ -59,7 +75,7 @@ def atomic_path(path: str | os.PathLike):
         except OSError as e:  # the writer's (a full disk, a file too large): named by the file asked for
             if e.filename is not None or e.errno is None:
                 raise
-            raise type(e)(e.errno, f"{e.strerror} (writing {str(path)!r})", str(path)) from e
+            raise _writing(e, path, str(path)) from e
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         _fsync(tmp)  # on disk before the rename: a power loss leaves the old file or the new one
         os.replace(tmp, path)

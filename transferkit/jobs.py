@@ -15,7 +15,7 @@ import torch
 
 from .distributed import is_main_process, peer_failed, world_size
 from .errors import JobsFailed, TransferkitError, WorkerDied, check
-from .io import read_job, read_json, write_json, write_text
+from .io import STORAGE_FULL, failed_writing, read_job, read_json, write_json, write_text
 from .runtime import (
     env_int,
     invocation,
@@ -202,9 +202,7 @@ def _machine_error(e: Exception) -> bool:
     import errno
     if not isinstance(e, OSError):
         return False
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
-        return True
-    return e.errno in (errno.EACCES, errno.EPERM) and "(writing " in str(e.strerror)  # io.atomic_path's outputs
+    return e.errno in STORAGE_FULL or (e.errno in (errno.EACCES, errno.EPERM) and failed_writing(e))
 
 
 def failure_path(job_path: str | os.PathLike) -> Path:

@@ -408,7 +408,11 @@ class _ClassDescriptionMethod(Method):
         raise NotImplementedError
 
     def forward_from_input(self, x):
-        return self.class_scores(x).masked_fill(~self.candidates, MASKED)
+        scores = self.class_scores(x)  # masked with MASKED, or below a row's lowest score where that lies under it
+        if not len(scores):
+            return scores
+        fill = (2 * scores.detach().amin(1, keepdim=True) - 1).clamp(max=MASKED)
+        return torch.where(self.candidates, scores, fill)
 
     def forward(self, images):
         scores = self.forward_from_input(images)

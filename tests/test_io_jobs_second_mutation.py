@@ -79,7 +79,7 @@ def test_a_directory_where_no_temporary_file_can_be_made_is_named_by_the_file_as
     def refuse(**kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
     monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
-    with pytest.raises(PermissionError, match=r"Permission denied \(writing '.*r\.json'\)") as raised:
+    with pytest.raises(PermissionError, match=r"Permission denied while writing '.*r\.json' in the folder: ") as raised:
         io.write_text(tmp_path / "r.json", "x")
     assert raised.value.errno == errno.EACCES
 

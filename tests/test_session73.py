@@ -398,9 +398,10 @@ def test_a_directory_made_read_only_keeps_the_real_error_and_frees_the_lock(tmp_
     monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(
         PermissionError(errno.EACCES, "Permission denied", str(self))) if self.name == ".lock" else
         real_unlink(self, missing_ok))
-    with pytest.raises(OSError, match=r"No space left on device \(writing"):
+    with pytest.raises(OSError, match=r"No space left on device while writing"):
         with io.directory_lock(tmp_path):
-            raise OSError(errno.ENOSPC, f"No space left on device (writing {str(tmp_path / 'results.json')!r})")
+            raise OSError(errno.ENOSPC, "No space left on device while writing",
+                          str(tmp_path / 'results.json'))
     with io.directory_lock(tmp_path):  # free again in this process
         pass
 
@@ -412,7 +413,7 @@ def test_a_writer_s_error_names_the_file_it_was_writing(tmp_path):
     from transferkit.io import atomic_path
     target = tmp_path / "results.md"
     target.write_text("the old table")
-    with pytest.raises(OSError, match=r"No space left on device \(writing '.*results\.md'\)") as caught:
+    with pytest.raises(OSError, match=r"No space left on device while writing: '.*results\.md'$") as caught:
         with atomic_path(target):
             raise OSError(errno.ENOSPC, "No space left on device")  # as Path.write_text raises it: no file name
     assert caught.value.filename == str(target) and target.read_text() == "the old table"
@@ -424,7 +425,7 @@ def test_write_failures_that_every_later_job_would_meet_stop_the_jobs():
 
     from transferkit.jobs import _machine_error
     assert _machine_error(OSError(errno.EFBIG, "File too large"))
-    assert _machine_error(PermissionError(errno.EACCES, "Permission denied (writing '/r/jobs/a.json')"))
+    assert _machine_error(PermissionError(errno.EACCES, "Permission denied while writing", "/r/jobs/a.json"))
     assert not _machine_error(PermissionError(errno.EACCES, "Permission denied"))  # a plugin's own file, say
 
 
@@ -441,7 +442,7 @@ def test_a_command_stopped_by_a_full_disk_says_how_to_go_on(tmp_path, monkeypatc
 
     def stopped(args, argv):
         note_work_dir(run_dir)
-        raise OSError(errno.ENOSPC, f"No space left on device (writing {str(run_dir / 'results.json')!r})")
+        raise OSError(errno.ENOSPC, "No space left on device while writing", str(run_dir / 'results.json'))
     monkeypatch.setattr(cli, "_dispatch", stopped)
     assert cli.main(["run", "--set", "k=2"]) == 2
     err = capsys.readouterr().err
@@ -541,7 +542,7 @@ def test_a_full_disk_in_a_command_without_resume_gives_no_resume_advice(tmp_path
 
     def full(args, argv):
         runtime.note_work_dir(tmp_path)  # even with a directory noted
-        raise OSError(errno.EFBIG, "File too large (writing 'g.png')", "g.png")
+        raise OSError(errno.EFBIG, "File too large while writing", "g.png")
     monkeypatch.setattr(cli, "_dispatch", full)
     assert cli.main(["show", "mnist", "--out", str(tmp_path / "g.png")]) == 2
     assert "resume" not in capsys.readouterr().err

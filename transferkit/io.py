@@ -42,14 +42,18 @@ STALE_TMP_S = 3600
 STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
-def _writing(e: OSError, path: Path, filename: str) -> OSError:
-    """``e`` named by the file :func:`atomic_path` was asked to write (see :func:`failed_writing`)."""
-    return type(e)(e.errno, f"{e.strerror} (writing {str(path)!r})", filename)
+def _writing(e: OSError, path: Path, in_folder: bool = False) -> OSError:
+    """``e`` named by the file :func:`atomic_path` was asked to write (see :func:`failed_writing`):
+    ``[Errno 28] No space left on device while writing: 'r.json'``, or, where no temporary file
+    could be made (``in_folder``), ``... while writing 'r.json' in the folder: 'runs/x'``."""
+    if in_folder:
+        return type(e)(e.errno, f"{e.strerror} while writing {str(path)!r} in the folder", str(path.parent))
+    return type(e)(e.errno, f"{e.strerror} while writing", str(path))
 
 
 def failed_writing(e: OSError) -> bool:
     """Whether ``e`` is :func:`atomic_path`'s, writing one of transferkit's outputs."""
-    return "(writing " in str(e.strerror)
+    return " while writing" in str(e.strerror)
 
 
 @contextlib.contextmanager
@@ -67,7 +71,7 @@ def atomic_path(path: str | os.PathLike):
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # named by the file asked for, not by the temporary one
-        raise _writing(e, path, str(path.parent)) from None
+        raise _writing(e, path, in_folder=True) from None
     os.close(fd)
     try:
         try:
@@ -75,7 +79,7 @@ def atomic_path(path: str | os.PathLike):
         except OSError as e:  # the writer's (a full disk, a file too large): named by the file asked for
             if e.filename is not None or e.errno is None:
                 raise
-            raise _writing(e, path, str(path)) from e
+            raise _writing(e, path) from e
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         _fsync(tmp)  # on disk before the rename: a power loss leaves the old file or the new one
         os.replace(tmp, path)

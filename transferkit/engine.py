@@ -47,7 +47,7 @@ from .backbones import evaluating
 from .distributed import all_reduce_mean, broadcast_state, is_main_process, rank, world_size
 from .domain import Domain, check_labeled
 from .errors import TransferkitError, check, torch_seed, warn
-from .evaluate import mean_recall, predict_logits
+from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
 from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
@@ -358,6 +358,7 @@ class Engine:
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.hooks = engine_hooks(hooks)
         self.tensorboard_dir = tensorboard_dir
+        self._val_rows = None  # rows per chunk of validation scoring: the images' (evaluate.chunk_rows)
 
     # ------------------------------------------------------------------ public
     def fit(self, method, source: Domain | None = None, target: Domain | None = None,
@@ -444,6 +445,7 @@ class Engine:
                                             f"the {world_size()} processes (--nproc) that each score a share of it: "
                                             f"raise val_per_class (or val_fraction) or lower --nproc")
             val_x = _as_layout(self._prefix(method, val.images[rank()::world_size()].to(device), start_unit), layout)
+            self._val_rows = chunk_rows(val.images)  # chunks of images, also where val_x holds their activations
             val_y = val.labels[rank()::world_size()].to(device)
         loss_fn = method.losses
         if world_size() > 1:
@@ -615,7 +617,7 @@ class Engine:
         method on the validation set; the second only where it describes the whole set (one
         rank, the network's own rows)."""
         method.eval()
-        logits = predict_logits(method.forward_from_input, x)
+        logits = predict_logits(method.forward_from_input, x, self._val_rows)
         rows = getattr(method, "eval_rows", None)
         if rows is not None:  # a source head scored on target classes (fitting.fit_for_target)
             logits = logits[:, torch.tensor(rows, device=logits.device)]

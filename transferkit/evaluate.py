@@ -75,16 +75,31 @@ def module_device(module) -> torch.device | None:
     return None if first is None else first.device
 
 
+#: values (pixels x channels) of the images that one chunk of scoring holds at most: 1,024 colour 32 x 32 images.
+#: Larger images go in fewer rows (colour 224 x 224: 20), so that a chunk's activations stay bounded
+CHUNK_VALUES = 1024 * 3 * 32 * 32
+
+
+def chunk_rows(images: torch.Tensor, most: int = 1024) -> int:
+    """Rows per chunk when scoring ``images``: ``most``, fewer for images of more than
+    ``CHUNK_VALUES / most`` values each (at least one). A pass over activations of these images
+    takes the images' rows, so that its chunks are the same images (and give the same bits)."""
+    per_image = images[0].numel() if len(images) else 1
+    return max(1, min(most, CHUNK_VALUES // max(per_image, 1)))
+
+
 @torch.no_grad()
 def predict_logits(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-                   batch_size: int = 1024, device: torch.device | None = None) -> torch.Tensor:
-    """Run ``forward`` over ``inputs`` in chunks and concatenate the outputs, on the device
-    of ``inputs``. Each chunk is a copy, on ``device`` (by default the module ``forward``'s:
-    CPU images score with a model on a GPU), so ``inputs`` stays as it was when ``forward``
-    changes its input in place (e.g. a unit that starts with ``LeakyReLU(inplace=True)`` run
-    on cached activations)."""
+                   batch_size: int | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """Run ``forward`` over ``inputs`` in chunks of ``batch_size`` rows (by default
+    :func:`chunk_rows`: 1,024 images up to colour 32 x 32, fewer of larger ones) and concatenate
+    the outputs, on the device of ``inputs``. Each chunk is a copy, on ``device`` (by default the
+    module ``forward``'s: CPU images score with a model on a GPU), so ``inputs`` stays as it was
+    when ``forward`` changes its input in place (e.g. a unit that starts with
+    ``LeakyReLU(inplace=True)`` run on cached activations)."""
     if len(inputs) == 0:
         return torch.empty(0)
+    batch_size = chunk_rows(inputs) if batch_size is None else batch_size
     device = device if device is not None else module_device(forward)
     return torch.cat([forward(inputs[i:i + batch_size].to(device or inputs.device, copy=True)).to(inputs.device)
                       for i in range(0, len(inputs), batch_size)])

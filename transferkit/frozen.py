@@ -44,7 +44,7 @@ from torch import nn
 
 from .backbones import UnitNet
 from .errors import TransferkitError
-from .evaluate import module_device, predict_logits
+from .evaluate import chunk_rows, module_device, predict_logits
 
 LIMIT_ENV = "TRANSFERKIT_FROZEN_MEMO_MB"
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
@@ -228,8 +228,9 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
     key = keys[-1] if keys else None
     hit = MEMO.get(key)
     device = module_device(net)  # chunks run where the net is
+    rows = chunk_rows(images)  # the images' chunks, whether images or stored activations are run
     if hit is not None:
-        return hit if then is None else predict_logits(then, hit, device=device)
+        return hit if then is None else predict_logits(then, hit, rows, device=device)
     # a shorter prefix stored: its chunks (the same boundaries and strides) feed the units after it
     start, inputs = (MEMO.longest_stored(net, keys) if keys else None) or (0, images)
     chunks: list[torch.Tensor] = []
@@ -238,6 +239,6 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
         chunks.append(net.forward_units(x, start, stop))
         return chunks[-1] if then is None else then(chunks[-1].clone())  # then may change its input in place
 
-    out = predict_logits(run, inputs, device=device)
+    out = predict_logits(run, inputs, rows, device=device)
     MEMO.put(key, out if then is None else torch.cat(chunks), chunks)
     return out

@@ -22,7 +22,7 @@ import torch
 from .backbones import check_input_shape, evaluating
 from .domain import as_images, head_mapping
 from .errors import check, class_ids, is_whole, warn
-from .evaluate import text_ids
+from .evaluate import chunk_rows, text_ids
 
 
 def _same_items(queries: torch.Tensor, gallery: torch.Tensor) -> bool:
@@ -181,15 +181,17 @@ def map_at_k(queries, query_labels, gallery=None, gallery_labels=None, k: int = 
 
 
 @torch.no_grad()
-def embed(net, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """``N x D`` embeddings (input of the head) in eval mode (the net's mode is restored)."""
+def embed(net, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """``N x D`` embeddings (input of the head) in eval mode (the net's mode is restored), in
+    chunks of ``batch_size`` images (by default :func:`~transferkit.evaluate.chunk_rows`)."""
     images = as_images(images, "embed")
     check_input_shape(net, images, "embed")
     with evaluating(net):
         dev = next(net.parameters()).device
         if len(images) == 0:
             return torch.zeros(0, net.embed_dim)
-        return torch.cat([net.forward_features(x.to(dev)).cpu() for x in images.split(batch_size)])
+        rows = chunk_rows(images) if batch_size is None else batch_size
+        return torch.cat([net.forward_features(x.to(dev)).cpu() for x in images.split(rows)])
 
 
 def retrieval_map(source_net, tuned_net, source_val, target_test, k: int = 10,

@@ -37,7 +37,7 @@ from ..backbones import UnitNet
 from ..distributed import all_reduce_mean, world_size
 from ..domain import image_batch
 from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, check, is_whole
-from ..evaluate import predict_logits
+from ..evaluate import chunk_rows, predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
 from ..runtime import import_plugins, plugin_hint
@@ -121,9 +121,11 @@ def method_doc(cls) -> str:
 
 @torch.no_grad()
 def precompute(forward: Callable[[torch.Tensor], object], inputs: torch.Tensor, limit_mb: float = 2048,
-               chunk: int = 1024):
-    """``forward`` over ``inputs`` in chunks, concatenated (a tensor, or a dict of tensors);
+               chunk: int | None = None):
+    """``forward`` over ``inputs`` in chunks of ``chunk`` rows (by default
+    :func:`~transferkit.evaluate.chunk_rows`), concatenated (a tensor, or a dict of tensors);
     ``None`` when the result would take more than ``limit_mb`` (estimated from the first chunk)."""
+    chunk = chunk_rows(inputs) if chunk is None else chunk
     parts = [forward(inputs[:chunk])]
     first = parts[0] if isinstance(parts[0], dict) else {"": parts[0]}
     if sum(v[0].numel() * v.element_size() for v in first.values()) * len(inputs) > limit_mb * 2**20:

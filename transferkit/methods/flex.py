@@ -34,7 +34,7 @@ import torch
 from ..backbones import ALL_UNITS, EMBEDDING, HEAD, evaluating
 from ..engine import FitResult, _as_layout, _train_layout, check_select_metric
 from ..errors import UnknownNameError, check, warn
-from ..evaluate import mean_recall, predict_logits
+from ..evaluate import chunk_rows, mean_recall, predict_logits
 from ..jobs import map_jobs
 from .base import Method, register
 from .finetune import FtAll, FtUnit
@@ -119,7 +119,7 @@ def proxy_network(base, donor, unit: str, with_head: bool = False):
 
 
 @torch.no_grad()
-def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_head: bool = False,
+def proxy_accuracies(base, donor, units, domain, batch_size: int | None = None, with_head: bool = False,
                      metric: str = "accuracy") -> dict[str, float]:
     """Validation accuracy of the proxy network of every unit in ``units`` (Algorithm 2
     lines 4-5; ``metric="balanced_accuracy"``: the mean per-class accuracy over the classes
@@ -127,9 +127,9 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_hea
     the same numbers as ``val_accuracy(proxy_network(base, donor, u, with_head), domain)``
     at a fraction of the cost: one pass of ``base`` gives each unit's input, so proxy ``u``
     runs only ``donor``'s unit ``u`` and ``base``'s units after it (chunks of ``batch_size``
-    images, so only one chunk's activations are held). Convolutions run in the channels-last
-    layout on CPU, as the engine trains them (about 40 % faster here; the same numbers up to
-    floating-point rounding)."""
+    images, by default 256, fewer of large images: only one chunk's activations are held).
+    Convolutions run in the channels-last layout on CPU, as the engine trains them (about 40 %
+    faster here; the same numbers up to floating-point rounding)."""
     for u in units:
         base.unit(u)  # unknown names fail here, with the known ones
     check(len(domain) > 0, "proxy networks are scored on a labelled validation set; it is empty")
@@ -140,6 +140,7 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int = 256, with_hea
     width = max(domain.num_classes, 1)
     correct = {u: torch.zeros(width, dtype=torch.long) for u in units}  # per class
     with evaluating(base), evaluating(donor):  # each submodule gets its own mode back, also after a failure
+        batch_size = chunk_rows(domain.images, most=256) if batch_size is None else batch_size  # fewer of large ones
         for i in range(0, len(domain), batch_size):
             h, y = _as_layout(domain.images[i:i + batch_size].to(dev), layout), domain.labels[i:i + batch_size].to(dev)
             for j, u in enumerate(names):  # h is the input of unit u

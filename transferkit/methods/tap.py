@@ -36,7 +36,7 @@ from ..backbones import check_input_shape, check_unitnet, evaluating
 from ..domain import check_labeled, image_batch, labels_by_name
 from ..engine import FitResult
 from ..errors import check, warn
-from ..evaluate import fraction_correct
+from ..evaluate import chunk_rows, fraction_correct
 from ..frozen import frozen_activations
 from .base import Method, register
 
@@ -70,7 +70,7 @@ def _fit_pairs(units: list[str], progress: bool | None):
 
 
 @torch.no_grad()
-def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int = 512,
+def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int | None = None,
                   what: str = "tap") -> dict[str, torch.Tensor]:
     """``unit -> N x D`` flattened activations of the frozen ``net`` (computed in eval mode;
     each submodule's mode is restored). Images of another shape than ``net.input_shape`` are
@@ -79,7 +79,8 @@ def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int =
         check_input_shape(net, images, what)
     dev = next(net.parameters()).device
     with evaluating(net):
-        chunks = [net.forward_features(x.to(dev), units) for x in images.split(batch_size)]
+        rows = chunk_rows(images, most=512) if batch_size is None else batch_size  # fewer of large images
+        chunks = [net.forward_features(x.to(dev), units) for x in images.split(rows)]
     for u in units:
         bad = next((type(c[u]) for c in chunks if not isinstance(c[u], torch.Tensor)), None)
         check(bad is None, f"tap: unit {u!r} gives a {bad and bad.__name__}, not a tensor, and a linear classifier "

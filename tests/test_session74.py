@@ -87,3 +87,79 @@ def test_the_engine_scores_validation_activations_in_the_chunks_of_their_images(
     Engine(TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False)).fit(
         FtFc(build_backbone("lenet", 3, in_channels=1, image_size=28)), target=dom, val=dom)
     assert calls and all(rows == 20 for _, rows in calls) and calls[0][0] != (1, 28, 28)  # activations, image rows
+
+
+# ---- the scikit-learn surface (audit sk) -------------------------------------------------------------------------
+def _fitted_toy():
+    import numpy as np
+
+    from transferkit.api import Transfer
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+    x = np.random.default_rng(0).random((40, 1, 28, 28)).astype(np.float32)
+    y = np.arange(40) % 4
+    model = Transfer("target_only", train=TrainConfig(steps=2, batch_size=8, eval_every=1, progress=False))
+    return model.fit(target=Domain("toy", x, y, list("abcd"))), x, y
+
+
+def test_scikit_learn_scores_and_checks_a_fitted_model(one_thread):
+    # before: every scikit-learn helper (scorers, check_is_fitted, ConfusionMatrixDisplay, a predicting Pipeline)
+    # stopped with "Transfer.fit takes Domain objects ... cannot fit it", fitted or not
+    import numpy as np
+    import pytest
+    from sklearn.base import is_classifier
+    from sklearn.metrics import get_scorer
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.utils.validation import check_is_fitted
+
+    from transferkit.api import Transfer
+    from transferkit.errors import TransferkitError
+    model, x, y = _fitted_toy()
+    check_is_fitted(model)
+    assert is_classifier(model)
+    assert get_scorer("accuracy")(model, x, y) == model.score(x, y)
+    pipe = make_pipeline(FunctionTransformer(lambda a: a.reshape(-1, 1, 28, 28)), model)
+    assert np.array_equal(np.asarray(pipe.predict(x.reshape(40, -1))), model.predict(x).numpy())
+    with pytest.raises(TransferkitError, match="cannot fit it"):  # fitting by scikit-learn is still refused
+        cross_val_score(model, x, y, cv=2)
+    with pytest.raises(TransferkitError, match="cannot fit it"):
+        is_classifier(Transfer("target_only"))
+
+
+def test_score_takes_sample_weights(one_thread):
+    import numpy as np
+    import pytest
+
+    from transferkit.domain import Domain
+    from transferkit.errors import TransferkitError
+    model, x, y = _fitted_toy()
+    right = (model.predict(x).numpy() == y).astype(float)
+    w = np.linspace(0.0, 2.0, 40)
+    assert model.score(x, y, sample_weight=w) == pytest.approx((w * right).sum() / w.sum())
+    assert model.score(x, y, sample_weight=np.ones(40)) == pytest.approx(model.score(x, y))
+    dom = Domain("toy", x, y, list("abcd"))
+    assert model.score(dom, sample_weight=w) == pytest.approx((w * right).sum() / w.sum())
+    for bad, message in ((np.ones(39), r"one weight per image \(40\)"), (-w, "non-negative"),
+                         (np.zeros(40), "not all zero"), (np.full(40, np.inf), "finite")):
+        with pytest.raises(TransferkitError, match=message):
+            model.score(x, y, sample_weight=bad)
+
+
+def test_set_params_of_nothing_keeps_the_fit_and_a_new_method_keeping_options_warns(one_thread):
+    import pytest
+
+    from transferkit.api import Transfer
+    from transferkit.errors import TransferkitWarning
+    model, x, _ = _fitted_toy()
+    assert model.set_params() is model and hasattr(model, "net_")  # before: the fit was dropped
+    with pytest.warns(TransferkitWarning, match=r"set_params: weight=0\.5, set for 'dann', the method before, now go "
+                                                r"to 'mmd'"):
+        changed = Transfer("dann", weight=0.5).set_params(method="mmd")
+    assert changed.options == {"weight": 0.5}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferkitWarning)
+        Transfer("dann", weight=0.5).set_params(method="mmd", weight=1.0)  # given again: said so
+        Transfer("dann", weight=0.5).set_params(seed=3)

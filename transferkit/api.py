@@ -77,6 +77,18 @@ def pretrain_default() -> TrainConfig:
     return TrainConfig(steps=600)
 
 
+def _sample_weights(sample_weight, n: int) -> torch.Tensor | None:
+    """``score``'s ``sample_weight`` as ``n`` float64 weights (``None`` stays ``None``)."""
+    if sample_weight is None:
+        return None
+    weights = torch.as_tensor(sample_weight, dtype=torch.float64)
+    check(weights.shape == (n,), f"score: sample_weight must hold one weight per image ({n}), got shape "
+                                 f"{tuple(weights.shape)}")
+    check(bool(torch.isfinite(weights).all()) and bool((weights >= 0).all()) and float(weights.sum()) > 0,
+          "score: sample_weight must be finite and non-negative, and not all zero")
+    return weights
+
+
 def _warn_rows_by_position(method, target: Domain | None) -> None:
     """A network given without its classes (no source, no ``net.class_names`` of its rows) whose head ``method``
     keeps and predicts with: its rows are the target's classes by position, said in a warning."""
@@ -166,7 +178,11 @@ class Transfer:
 
     def set_params(self, **params) -> "Transfer":
         """Change constructor arguments, checked as the constructor checks them (an option the
-        method does not take is refused). The fitted model, if any, is dropped: fit again."""
+        method does not take is refused). The fitted model, if any, is dropped: fit again (no
+        argument changes nothing). Options set for the method before, which a new ``method`` takes
+        too, are kept, with a warning."""
+        if not params:
+            return self
         try:
             fresh = type(self)(**{**self.get_params(), **params})
         except TransferkitError as e:  # options of the method set before, which the new method does not take?
@@ -181,6 +197,11 @@ class Transfer:
             raise TransferkitError(f"set_params: {e}; {', '.join(f'{k}={v!r}' for k, v in kept.items())} was set "
                                    f"for {self.method_cls.name!r}, the method before: build a new model, "
                                    f"Transfer({new!r}, ...), for another method with other options") from None
+        kept = {k: v for k, v in self.options.items() if k not in params}
+        if kept and "method" in params and fresh.method_cls is not self.method_cls:
+            warn(f"set_params: {', '.join(f'{k}={v!r}' for k, v in kept.items())}, set for {self.method_cls.name!r}, "
+                 f"the method before, now go to {fresh.method_cls.name!r}; give them again (or their defaults, "
+                 f"transferkit.method_options({fresh.method_cls.name!r})) to say so")
         memo = getattr(self, "_pretrained", None)  # its key names everything the pre-training read
         self.__dict__.clear()
         self.__dict__.update(fresh.__dict__)
@@ -466,9 +487,19 @@ class Transfer:
             PRETRAINED.popitem(last=False)
 
     def __sklearn_tags__(self):
-        raise TransferkitError("Transfer.fit takes Domain objects (target=, source=, unlabeled=), not scikit-learn's "
-                               "(X, y), so GridSearchCV, cross_val_score and Pipeline cannot fit it: loop over the "
-                               "settings with clone(model).set_params(...) and fit each on your domains")
+        """A fitted model is a classifier of image arrays to scikit-learn (its scorers, ``check_is_fitted``,
+        ``ConfusionMatrixDisplay.from_estimator``, a ``Pipeline`` that predicts); an unfitted one is refused,
+        since scikit-learn would fit it with ``(X, y)`` (``GridSearchCV`` and ``cross_val_score`` fit clones)."""
+        check(hasattr(self, "net_"), "Transfer.fit takes Domain objects (target=, source=, unlabeled=), not "
+                                     "scikit-learn's (X, y), so GridSearchCV, cross_val_score and Pipeline cannot fit "
+                                     "it: loop over the settings with clone(model).set_params(...) and fit each on "
+                                     "your domains")
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags(two_d_array=False, three_d_array=True))
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "net_")
 
     def __getstate__(self) -> dict:
         """Without the pre-training memo, and without the hooks (functions of the session, often
@@ -560,11 +591,13 @@ class Transfer:
         return predict_logits(method.classifier_input, images, device=module_device(net))
 
     def predict_proba(self, images) -> torch.Tensor:
-        """Softmax of :meth:`predict_logits`."""
+        """Softmax of :meth:`predict_logits` (a float32 tensor; ``.numpy()`` for NumPy)."""
         return torch.softmax(self.predict_logits(images), 1)
 
     def predict(self, images) -> torch.Tensor:
-        """Class ids (indices into ``classes_``) of images or a :class:`Domain`."""
+        """Class ids (indices into ``classes_``, not its names) of images or a :class:`Domain`: an
+        int64 tensor on the images' device (``.numpy()`` for NumPy;
+        ``numpy.asarray(model.classes_)[ids]`` gives the names)."""
         return self.predict_logits(images).argmax(1)
 
     def _check_classes(self, domain: Domain, who: str) -> None:
@@ -591,10 +624,11 @@ class Transfer:
         """``domain``'s labels as ids into ``classes_`` (its classes are all or some of them, by name)."""
         return labels_by_name(domain, self.classes_)
 
-    def score(self, domain, labels=None) -> float:
+    def score(self, domain, labels=None, sample_weight=None) -> float:
         """Accuracy on a :class:`Domain` of the fitted classes (or of some of them: a test set
         without images of a class; predictions range over every fitted class), or on ``images``
-        with ``labels`` (ids into ``classes_``), as scikit-learn's ``score(X, y)``."""
+        with ``labels`` (ids into ``classes_``), as scikit-learn's ``score(X, y)``;
+        ``sample_weight``: one finite, non-negative weight per image, for the weighted fraction correct."""
         if labels is not None:
             check(not isinstance(domain, Domain), "score: give a Domain, or images and labels, not both")
             check(hasattr(self, "classes_"), "call fit before score")
@@ -603,13 +637,18 @@ class Transfer:
                 lo, hi = int(labels.min()), int(labels.max())
                 check(lo >= 0 and hi < len(self.classes_), f"score: labels out of range [0, {len(self.classes_) - 1}]"
                                                            f" (found {lo}..{hi}): they are positions in classes_")
+            weights = _sample_weights(sample_weight, len(labels))
             pred = self._logits(domain, "score").argmax(1)
             check(labels.shape == pred.shape, f"score: {len(pred)} images but labels of shape {tuple(labels.shape)}")
             check(len(pred) > 0, "score: no images")
+        else:
+            self._check_classes(domain, "score")
+            check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
+            weights = _sample_weights(sample_weight, len(domain))
+            pred, labels = self._logits(domain.images, "score").argmax(1), self._fitted_labels(domain)
+        if weights is None:
             return fraction_correct(pred, labels.to(pred.device))
-        self._check_classes(domain, "score")
-        check(len(domain) > 0, f"score: domain {domain.name!r} is empty")
-        return fraction_correct(self._logits(domain.images, "score").argmax(1), self._fitted_labels(domain))
+        return float((weights * (pred.cpu() == labels.cpu())).sum() / weights.sum())
 
     def report(self, domain: Domain, gzsl_gamma: float | str = 0.0) -> dict:
         """:func:`~transferkit.evaluate.classification_report` on ``domain``, with ``class_names``:

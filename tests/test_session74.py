@@ -163,3 +163,120 @@ def test_set_params_of_nothing_keeps_the_fit_and_a_new_method_keeping_options_wa
         warnings.simplefilter("error", TransferkitWarning)
         Transfer("dann", weight=0.5).set_params(method="mmd", weight=1.0)  # given again: said so
         Transfer("dann", weight=0.5).set_params(seed=3)
+
+
+# ---- several processes sharing a cache or a run directory (audit conc) ------------------------------------------
+def test_a_waiting_lock_names_its_holder_and_reminds_while_it_waits(tmp_path):
+    # before: the waiter said once that it waits, naming no process (the lock file was empty), then blocked
+    import re
+    import threading
+    import time
+
+    from transferkit.io import waiting_lock
+    lock, said = tmp_path / "x.lock", []
+    with waiting_lock(lock):
+        assert re.fullmatch(r"pid \d+ since \d\d:\d\d:\d\d", lock.read_text())
+        thread = threading.Thread(target=lambda: waiting_lock(lock, said.append, remind_s=0.3, poll_s=0.05)
+                                  .__enter__())
+        thread.start()
+        time.sleep(0.8)
+        assert said and said[0] == lock.read_text() and len(said) >= 2 and said[1].endswith("waited 0 min")
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_pre_training_waiter_says_which_process_holds_the_network(tmp_path, monkeypatch):
+    import threading
+
+    from transferkit import source
+    from transferkit.io import waiting_lock
+    lines = []
+    with waiting_lock(tmp_path / "net.lock"):
+        thread = threading.Thread(target=lambda: source.pretraining_lock(
+            tmp_path / "net.lock", lambda holder: lines.append(holder)).__enter__(), daemon=True)
+        thread.start()
+        thread.join(0.5)
+        assert lines and lines[0].startswith(f"pid {__import__('os').getpid()} since ")
+    thread.join(5)
+
+
+def test_processes_decoding_one_new_folder_decode_it_once(tmp_path, monkeypatch):
+    # before: each process that missed the folder cache at once decoded the whole folder
+    import threading
+
+    import numpy as np
+    from PIL import Image
+
+    from transferkit import userdata
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(userdata, "CACHED_FOLDER_FILES", 4)
+    for c in ("a", "b"):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "f" / c / f"{i}.png")
+    real, decoded = userdata._decode_images, []
+
+    def slow(*args):
+        decoded.append(1)
+        __import__("time").sleep(0.5)
+        return real(*args)
+    monkeypatch.setattr(userdata, "_decode_images", slow)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(userdata.load_image_folder(tmp_path / "f", size=8)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(decoded) == 1 and len(results) == 2 and torch.equal(results[0].images, results[1].images)
+
+
+def test_the_text_embedding_cache_keeps_what_other_processes_stored(tmp_path, monkeypatch):
+    # before: a process wrote its own embeddings over the file, dropping those another process stored since
+    from transferkit import text
+
+    class Stub:
+        def encode(self, texts, **kw):
+            return torch.stack([torch.tensor([float(len(t)), 1.0]) for t in texts])
+
+        def get_sentence_embedding_dimension(self):
+            return 2
+    monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: Stub())
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    a, b = text.SentenceEncoder("stub"), text.SentenceEncoder("stub")  # two processes, both from an empty cache
+    a.encode(["a cat", "a dog"])
+    b.encode(["a car"])
+    assert sorted(text.SentenceEncoder("stub")._cache) == ["a car", "a cat", "a dog"]
+
+
+def test_summary_of_several_runs_shows_the_finished_jobs_of_one_not_finished(tmp_path, capsys, monkeypatch):
+    # before: `summary r1 r2` with r2 still working (or stopped) showed no table, only r2's missing results.json
+    import json
+
+    import transferkit.runtime as runtime
+    from transferkit.cli import main
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])
+    base = {"method": "finetune", "source": "s", "target": "t", "setting": "k=1", "wall_s": 1.0}
+    for name, accs in (("r1", (0.5, 0.7)), ("r2", (0.9,))):
+        (tmp_path / name / "jobs").mkdir(parents=True)
+        (tmp_path / name / "config.yaml").write_text(f"name: {name}\n")
+        for seed, acc in enumerate(accs):
+            (tmp_path / name / "jobs" / f"finetune-k=1-s{seed}.json").write_text(
+                json.dumps({**base, "seed": seed, "accuracy": acc}))
+    assert main(["summary", str(tmp_path / "r1"), str(tmp_path / "r2")]) == 2
+    out, err = capsys.readouterr()
+    assert "| r1 | finetune |" in out and "| r2 | finetune |" in out, out
+    assert err.count("holds 2 finished job(s)") == 1 and err.count("holds 1 finished job(s)") == 1, err
+    assert f"transferkit run --resume {tmp_path / 'r2'}" in err
+
+
+def test_episodes_of_a_run_scored_again_with_more_methods_replace_the_earlier_file(tmp_path):
+    # before: each `episodes` call during a run, seeing one more finished method, kept the last file aside
+    import json
+
+    from transferkit.cli import _keep_other_episodes
+    plan = {"n_way": 5, "k_shot": [1], "n_query": 15, "episodes": 5, "seed": 0, "heads": ["prototype"]}
+    rows = lambda *ms: [{"method": m} for m in ms]  # noqa: E731
+    (tmp_path / "episodes.json").write_text(json.dumps({"config": {"episodes": plan}, "rows": rows("a")}))
+    assert _keep_other_episodes(tmp_path, plan, rows("a", "b")) is None  # more methods: replaced
+    assert _keep_other_episodes(tmp_path, plan, rows("b")) == "another plan or other methods, kept as episodes-1.json"

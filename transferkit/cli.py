@@ -623,8 +623,9 @@ def _episodes(args) -> None:
 
 
 def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | None:
-    """Move an ``episodes.json`` (and ``.md``) of another plan or other methods aside, to the first
-    free ``episodes-N``, so that a new plan never overwrites finished episodes; what was kept where."""
+    """Move an ``episodes.json`` (and ``.md``) of another plan or of methods the new one lacks aside,
+    to the first free ``episodes-N``, so that a new plan never overwrites finished episodes; what was
+    kept where. The same plan of more methods (a run scored again as it finishes jobs) replaces it."""
     from .io import read_json
     old = run_dir / "episodes.json"
     if not old.is_file():
@@ -636,8 +637,8 @@ def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | N
     data = data if isinstance(data, dict) else {}
     methods = lambda rs: sorted({str(r.get("method")) for r in rs if isinstance(r, dict)})  # noqa: E731
     before = (data.get("config") or {}).get("episodes") if isinstance(data.get("config"), dict) else None
-    if before == plan and methods(data.get("rows") or []) == methods(rows):
-        return None  # the same episodes again: replaced
+    if before == plan and set(methods(data.get("rows") or [])) <= set(methods(rows)):
+        return None  # the same episodes again, or of more methods (a run's models so far, then more): replaced
     n = 1
     while (run_dir / f"episodes-{n}.json").exists() or (run_dir / f"episodes-{n}.md").exists():
         n += 1

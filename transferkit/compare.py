@@ -12,7 +12,7 @@ import yaml
 from .config import ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS
 from .errors import TransferkitError, check
 from .io import read_json
-from .results import read_results, text_notes
+from .results import read_results, text_notes, unfinished_run
 
 
 def combine_runs(paths) -> dict:
@@ -22,7 +22,8 @@ def combine_runs(paths) -> dict:
     spec that two runs read into other data (:func:`data_differ_lines`), ``config_differ``: the
     line naming the config keys the runs differ in (:func:`config_differ_lines`), ``notes``: each
     run's own notes (named by run), the environment-differ lines and a note when episode rows are
-    mixed with test-split rows. The same directory twice is refused."""
+    mixed with test-split rows; ``unfinished`` (when one is): what completes the runs not
+    finished, whose finished jobs' rows are in. The same directory twice is refused."""
     files = [Path(p) / "results.json" if Path(p).is_dir() else Path(p) for p in paths]
     where = [f.resolve() for f in files]
     twice = sorted({str(f) for f, w in zip(files, where) if where.count(w) > 1})
@@ -30,9 +31,11 @@ def combine_runs(paths) -> dict:
     names = [_run_label(f.parent) for f in files]
     labels = [n if names.count(n) == 1 else str(f.parent) for n, f in zip(names, files)]
     labels = [label if labels.count(label) == 1 else str(f) for label, f in zip(labels, files)]  # one folder's files
-    rows, config, failed, notes, episodes, envs = [], [], [], [], [], []
-    for label, f in zip(labels, files):
-        data = read_results(f)
+    rows, config, failed, notes, episodes, envs, unfinished = [], [], [], [], [], [], []
+    for label, f in zip(labels, files):  # a run not finished (one still working, or stopped): its finished jobs
+        data = (unfinished_run(f.parent) if f.name == "results.json" and not f.exists() else None) or read_results(f)
+        if data.get("unfinished"):
+            unfinished.append(data["unfinished"].removeprefix(": "))
         rows += [{**r, "run": label} for r in data["rows"]]
         notes += [f"Run {label}: {n}" for n in text_notes(data)]
         envs.append((label, data.get("environment") if isinstance(data.get("environment"), dict) else None))
@@ -48,7 +51,8 @@ def combine_runs(paths) -> dict:
         notes.append(f"The rows of {', '.join(episodes)} are N-way K-shot episode accuracies (transferkit episodes), "
                      f"those of {', '.join(others)} accuracies on a test split: not one measure.")
     return {"rows": rows, "config": config, "failed": failed, "data_differ": differ,
-            "config_differ": config_differ_lines(config), "notes": notes}
+            "config_differ": config_differ_lines(config), "notes": notes,
+            **({"unfinished": f": {'; '.join(unfinished)}"} if unfinished else {})}
 
 
 #: what a results.json's ``environment`` records that moves the numbers (docs/scale.md), as a table names it

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -236,25 +237,54 @@ def check_job_name(path: str | os.PathLike, row: dict) -> None:
 
 
 @contextlib.contextmanager
-def waiting_lock(path: str | os.PathLike, on_wait: Callable[[], Any] | None = None):
+def waiting_lock(path: str | os.PathLike, on_wait: Callable[[str], Any] | None = None, remind_s: float = 300,
+                 poll_s: float = 0.2):
     """Hold the operating-system lock (``flock``) of the file ``path``, waiting while another
-    process holds it (released when its holder ends or dies; ``on_wait()`` is called first, e.g.
-    to say so). Without ``fcntl`` it does not lock."""
+    process holds it (released when its holder ends or dies). The holder writes ``pid N since
+    HH:MM:SS`` in the file; ``on_wait(holder)`` is called with that text when the lock is found
+    held, and again every ``remind_s`` seconds of waiting (``..., waited N min``). Without
+    ``fcntl`` it does not lock."""
     if fcntl is None:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        start, said = time.monotonic(), None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if on_wait is not None and (said is None or waited - said >= remind_s):
+                    holder = _lock_holder(fd)
+                    on_wait(holder if said is None else f"{holder}, waited {waited / 60:.0f} min")
+                    said = waited
+                time.sleep(poll_s)
+        with contextlib.suppress(OSError):  # who holds it, for a process that waits (nothing else reads it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiter)
+
+
+def say_waiting(what: str, lock: str | os.PathLike) -> Callable[[str], None]:
+    """An ``on_wait`` of :func:`waiting_lock` that says on stderr that this process waits for
+    another that ``what`` (``builds the domain syndigits``)."""
+    return lambda holder: print(f"transferkit: waiting for another process that {what} ({holder}; {lock})",
+                                file=sys.stderr, flush=True)
+
+
+def _lock_holder(fd: int) -> str:
+    """What the holder of :func:`waiting_lock`'s file wrote (``pid N since HH:MM:SS``), or
+    ``another process`` (a lock file written before it named its holder)."""
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text if text.startswith("pid ") else "another process"
 
 
 @contextlib.contextmanager

@@ -104,8 +104,9 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     path = cache_dir() / "pretrained" / f"{cfg.backbone}-{key}.safetensors"
     # one process (one torchrun group) trains a given network at a time; another run that needs it waits,
     # then reads it
-    with pretraining_lock(path.with_suffix(".lock"), lambda: log(
-            f"waiting for another process that pre-trains the same network ({path.with_suffix('.lock')})")):
+    with pretraining_lock(path.with_suffix(".lock"), lambda holder: log(
+            f"waiting for another process that pre-trains the same network ({holder}; {path.with_suffix('.lock')}): "
+            f"it is read back once that process ends; a stopped or hung one holds it until it is ended")):
         if path.exists():
             try:
                 load_network_file(net, path)
@@ -142,8 +143,8 @@ def pretraining_lock(path: Path, on_wait=None, poll_s: float = 0.2):
     left is removed by the next rank 0 that takes the lock, and never matches another launch): a
     collective would time out while another run pre-trains, and ranks that went on without the
     lock resumed from another run's live checkpoint, each at its own step (gloo aborted on the
-    mismatched collectives). ``on_wait()``: called by the process that finds the lock held,
-    before it waits (a line to say so)."""
+    mismatched collectives). ``on_wait(holder)``: called by the process that finds the lock held,
+    before it waits and every few minutes of waiting (:func:`~transferkit.io.waiting_lock`)."""
     if world_size() == 1:
         with waiting_lock(path, on_wait):
             yield

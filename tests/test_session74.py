@@ -1,4 +1,5 @@
-"""Tests of stop 74's fixes; each fails on the library before its fix."""
+"""Tests of stop 74's fixes; each fails on the library before its fix, but those marked as guards of
+reworked code (they pass before too)."""
 import torch
 from helpers import tiny_net
 from test_zeroshot import _toy_domain
@@ -280,3 +281,36 @@ def test_episodes_of_a_run_scored_again_with_more_methods_replace_the_earlier_fi
     (tmp_path / "episodes.json").write_text(json.dumps({"config": {"episodes": plan}, "rows": rows("a")}))
     assert _keep_other_episodes(tmp_path, plan, rows("a", "b")) is None  # more methods: replaced
     assert _keep_other_episodes(tmp_path, plan, rows("b")) == "another plan or other methods, kept as episodes-1.json"
+
+
+# ---- large images (audit big) -----------------------------------------------------------------------------------
+def test_frozen_activations_fill_one_tensor_alike_on_a_miss_a_hit_and_beyond_the_memo_limit(monkeypatch):
+    # a guard of the reworked loop (each chunk written into one tensor, not kept in a list)
+    from transferkit import evaluate, frozen
+    from transferkit.backbones import build_backbone
+    monkeypatch.setattr(evaluate, "CHUNK_VALUES", 7 * 28 * 28)  # chunks of 7 images: 3 chunks, the last short
+    net = build_backbone("lenet", 10, in_channels=1, image_size=28).eval()
+    x = torch.rand(17, 1, 28, 28)
+    expected = net.forward_units(x, 0, "conv2")
+    then = lambda h: net.forward_units(h.relu_(), "conv2")  # noqa: E731  (changes its input in place)
+    scores = net.forward_units(expected.clone().relu_(), "conv2")
+    for limit in (0.0001, 1024):  # activations of ~0.04 MB: not kept, then kept
+        frozen.MEMO.clear()
+        monkeypatch.setattr(frozen.MEMO, "_limit_mb", limit)
+        assert torch.allclose(frozen.frozen_activations(net, x, "conv2", then=then), scores, atol=1e-6)
+        assert len(frozen.MEMO) == (limit > 1) and frozen.MEMO.misses == 1
+        miss = frozen.frozen_activations(net, x, "conv2")
+        assert torch.equal(miss, expected) or torch.allclose(miss, expected, atol=1e-6)
+        hit = frozen.frozen_activations(net, x, "conv2")
+        assert torch.equal(hit, miss) and hit.stride() == miss.stride()
+    frozen.MEMO.clear()
+
+
+def test_activations_laid_out_otherwise_are_kept_in_their_own_layout():
+    from transferkit.frozen import _rows_like
+    h = torch.rand(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert _rows_like(h, 10).stride() == h.stride() and _rows_like(h, 10).shape == (10, 3, 5, 5)
+    view = torch.rand(4, 3, 5, 5).permute(0, 2, 3, 1)  # dense rows, outermost: kept as they are
+    assert _rows_like(view, 9)[:4].stride() == view.stride()
+    gaps = torch.rand(4, 6, 5)[:, ::2]  # not dense: contiguous
+    assert _rows_like(gaps, 9).is_contiguous()

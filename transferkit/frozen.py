@@ -27,8 +27,9 @@ recently used dropped first beyond ``limit_mb``: ``$TRANSFERKIT_FROZEN_MEMO_MB``
 1024, ``0`` turns the memo off; read at import, so worker processes and DDP ranks follow it)
 or ``MEMO.limit_mb``. The key costs about 1 ms per megabyte hashed (2,000 colour 28-px
 images and a LeNet: 23 ms, against 1.2 s for their forward pass on one thread); a miss holds
-the activations twice for a moment (the result and the stored copy). A unit that changes
-its input images in place (an in-place activation first) does not do so on a hit.
+the activations twice for a moment (the result and the stored copy), a scoring miss (``then``) once:
+each chunk is written into one tensor as it is computed. A unit that changes its input images in place
+(an in-place activation first) does not do so on a hit.
 """
 
 from __future__ import annotations
@@ -197,19 +198,23 @@ class FrozenMemo:
         self.hits += 1
         return self._store[key].clone()
 
-    def put(self, key: str | None, out: torch.Tensor, chunks: list[torch.Tensor]) -> None:
+    def put(self, key: str | None, out: torch.Tensor | None, chunks: list[torch.Tensor] = (),
+            copy: bool = True) -> None:
         """Store ``out``, the concatenated ``chunks`` as they were computed, when each chunk has
-        the strides of its slice of ``out`` and ``out`` fits in the limit."""
+        the strides of its slice of ``out`` and ``out`` fits in the limit (``None``: a miss whose
+        activations were not kept); ``copy=False``: ``out`` is the memo's own, which nothing else holds."""
         if key is None:
             return
         self.misses += 1
+        if out is None:
+            return
         start = 0
         for c in chunks:
             if out[start:start + len(c)].stride() != c.stride():
                 return
             start += len(c)
         if out.device.type == "cpu" and out.numel() * out.element_size() / 2**20 <= self.limit_mb:
-            self._store[key] = out.detach().clone()
+            self._store[key] = out.detach().clone() if copy else out.detach()
             while self.megabytes() > self.limit_mb:
                 self._store.popitem(last=False)
 
@@ -233,12 +238,38 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
         return hit if then is None else predict_logits(then, hit, rows, device=device)
     # a shorter prefix stored: its chunks (the same boundaries and strides) feed the units after it
     start, inputs = (MEMO.longest_stored(net, keys) if keys else None) or (0, images)
-    chunks: list[torch.Tensor] = []
+    n, kept, outs, alike = len(inputs), None, [], True  # each chunk goes into one tensor of n rows, not a list
+    keep = key is not None or then is None  # the activations: stored, or the result
+    for i in range(0, n, rows):
+        h = net.forward_units(inputs[i:i + rows].to(device or inputs.device, copy=True), start, stop)
+        if then is None:
+            h = h.to(inputs.device)
+        if keep and kept is None:
+            keep = then is None or h.device.type == "cpu" and h[:1].numel() * h.element_size() * n / 2**20 \
+                <= MEMO.limit_mb  # beyond the memo's limit they are not kept
+            kept = _rows_like(h, n) if keep else None
+        if kept is not None:
+            part = kept[i:i + len(h)]
+            alike = alike and part.stride() == h.stride()  # a hit feeds the next units the layout a miss gave them
+            part.copy_(h)
+            if not alike and then is not None:
+                keep, kept = False, None
+        if then is not None:
+            outs.append(then(h).to(inputs.device))  # then may change its input in place: kept holds a copy
+    if then is None:
+        out = kept if kept is not None else torch.empty(0)
+        MEMO.put(key, out if alike else None)  # a copy: the caller owns out
+        return out
+    MEMO.put(key, kept, copy=False)
+    return torch.cat(outs) if outs else torch.empty(0)
 
-    def run(x):
-        chunks.append(net.forward_units(x, start, stop))
-        return chunks[-1] if then is None else then(chunks[-1].clone())  # then may change its input in place
 
-    out = predict_logits(run, inputs, rows, device=device)
-    MEMO.put(key, out if then is None else torch.cat(chunks), chunks)
-    return out
+def _rows_like(h: torch.Tensor, n: int) -> torch.Tensor:
+    """An empty tensor of ``n`` rows laid out as the chunk ``h``'s rows (its strides, where ``h`` is
+    dense with its rows outermost; else contiguous), on ``h``'s device."""
+    row, expected, dense = h[0], 1, True
+    for stride, size in sorted((s, z) for s, z in zip(h[0].stride(), h[0].shape) if z != 1):
+        dense, expected = dense and stride == expected, expected * size
+    if dense and h.stride(0) == row.numel():
+        return torch.empty_strided((n, *h.shape[1:]), h.stride(), dtype=h.dtype, device=h.device)
+    return torch.empty((n, *h.shape[1:]), dtype=h.dtype, device=h.device)

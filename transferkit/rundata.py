@@ -15,6 +15,7 @@ from .data import channels_chosen, has_colour_shift, load_domain
 from .domain import Domain, warn_numbered_match
 from .engine import ADDED_TRAIN_FIELDS, TrainConfig
 from .errors import check, quiet, warn
+from .evaluate import chunk_rows
 from .fitting import build_method, reads_no_target_label, zero_shot_options
 from .grouped import sample_k_groups
 from .networks import SAVE_NETWORK, file_channels, read_network_file, stored_classes
@@ -174,7 +175,7 @@ def shared_images(pool: Domain, other: Domain) -> int:
     probe = torch.randint(0, 2**31, (pool.images[0].numel(),), generator=torch.Generator().manual_seed(0))
 
     def prints(images):  # pixels to 0..255 integers: equal images give equal numbers (int64 sums wrap alike)
-        return torch.cat([(c * 255).round().long() @ probe for c in images.flatten(1).split(4096)])
+        return torch.cat([(c * 255).round().long() @ probe for c in images.flatten(1).split(chunk_rows(images))])
     mine, order = torch.sort(prints(pool.images))
     theirs = prints(other.images)
     pos = torch.searchsorted(mine, theirs).clamp(max=len(mine) - 1)

@@ -18,6 +18,7 @@ import torch
 
 from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
 from .errors import TransferkitError, UnknownNameError, check, warn
+from .evaluate import chunk_rows
 from .io import atomic_write, cache_dir, relative_hint, say_waiting, waiting_lock
 
 #: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
@@ -348,7 +349,7 @@ def _decode_images(paths: list[Path], size: int | None, channels: int | None,
             f"{str(p)!r} is {s[1]}x{s[0]}; pass a size to resize them (size=28 in Python, "
             f"--size 28 for transferkit show)")
     grey = channels is None and x.shape[1] == 3 and all(  # whether or not the caller chose: the cache keeps it
-        bool((c[:, 0] == c[:, 1]).all() and (c[:, 1] == c[:, 2]).all()) for c in x.split(4096))
+        bool((c[:, 0] == c[:, 1]).all() and (c[:, 1] == c[:, 2]).all()) for c in x.split(chunk_rows(x)))
     return x.div_(255), {"stretched": int(stretched), "grey": bool(grey)}
 
 
@@ -502,7 +503,8 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
         try:
             def write(tmp: Path) -> None:
                 pixels = torch.empty(x.shape, dtype=torch.uint8)
-                for part, out in zip(x.split(4096), pixels.split(4096)):  # no float copy of the whole folder
+                rows = chunk_rows(x)  # no float copy of the whole folder (a chunk of 12 MB of floats)
+                for part, out in zip(x.split(rows), pixels.split(rows)):
                     out.copy_(part.mul(255).round_())
                 with open(tmp, "wb") as f:
                     np.savez(f, x=pixels.numpy(), stretched=np.int64(facts["stretched"]),

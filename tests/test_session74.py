@@ -314,3 +314,20 @@ def test_activations_laid_out_otherwise_are_kept_in_their_own_layout():
     assert _rows_like(view, 9)[:4].stride() == view.stride()
     gaps = torch.rand(4, 6, 5)[:, ::2]  # not dense: contiguous
     assert _rows_like(gaps, 9).is_contiguous()
+
+
+def test_tap_warns_when_its_features_are_large(monkeypatch):
+    # before: no word of features of GBs (resnet18's early units at 224 px: ~800k values per image)
+    import pytest
+
+    from transferkit.backbones import build_backbone
+    from transferkit.errors import TransferkitWarning
+    from transferkit.methods import tap
+    net = build_backbone("lenet", 3, in_channels=1, image_size=28)
+    x = torch.rand(30, 1, 28, 28)
+    monkeypatch.setattr(tap, "LARGE_FEATURES_MB", 0.1)  # conv1: 2,880 values per image, 0.33 MB for 30
+    with pytest.warns(TransferkitWarning, match=r"tap: test: the features of its 2 unit\(s\) take 0 MB \(conv1: "
+                                                r"2,880 values per image, conv2: 800 values per image\).*units="):
+        feats = tap.unit_features(net, x, ["conv1", "conv2"], batch_size=7, what="tap: test")
+    whole = net.eval().forward_features(x, ["conv1"])["conv1"].flatten(1)
+    assert torch.allclose(feats["conv1"], whole, atol=1e-6) and feats["conv1"].shape == (30, 2880)

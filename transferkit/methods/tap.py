@@ -78,18 +78,41 @@ def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int |
     if not getattr(net, "input_shape_guessed", False):  # from_modules' guessed 224 x 224 binds nothing
         check_input_shape(net, images, what)
     dev = next(net.parameters()).device
+    rows = chunk_rows(images, most=512) if batch_size is None else batch_size  # fewer of large images
+    feats: dict[str, torch.Tensor] = {}  # one N x D tensor per unit, filled chunk by chunk
     with evaluating(net):
-        rows = chunk_rows(images, most=512) if batch_size is None else batch_size  # fewer of large images
-        chunks = [net.forward_features(x.to(dev), units) for x in images.split(rows)]
-    for u in units:
-        bad = next((type(c[u]) for c in chunks if not isinstance(c[u], torch.Tensor)), None)
-        check(bad is None, f"tap: unit {u!r} gives a {bad and bad.__name__}, not a tensor, and a linear classifier "
-                           f"reads a tensor of features: leave that unit out (units=) or tap a unit that gives one")
-    feats = {u: torch.cat([c[u].flatten(1).cpu() for c in chunks]) for u in units}
+        for i in range(0, len(images), rows):
+            chunk = net.forward_features(images[i:i + rows].to(dev), units)
+            for u in units:
+                check(isinstance(chunk[u], torch.Tensor), f"tap: unit {u!r} gives a {type(chunk[u]).__name__}, not a "
+                                                          f"tensor, and a linear classifier reads a tensor of "
+                                                          f"features: leave that unit out (units=) or tap a unit "
+                                                          f"that gives one")
+                f = chunk[u].flatten(1)
+                if u not in feats:
+                    feats[u] = torch.empty(len(images), f.shape[1], dtype=f.dtype)
+                feats[u][i:i + len(f)] = f
+            if i == 0:
+                _warn_if_large(feats, what)
     for u, f in feats.items():
         check(bool(torch.isfinite(f).all()), f"tap: the features of unit {u!r} hold NaN or infinite values; check "
                                              f"the network's weights and the images, or leave that unit out (units=)")
     return feats
+
+
+#: features (float32, every unit's) of one domain above which tap warns: its linear classifiers hold them
+#: again in float64, and more (liblinear's copy)
+LARGE_FEATURES_MB = 2048
+
+
+def _warn_if_large(feats: dict[str, torch.Tensor], what: str) -> None:
+    """Warn when the features ``feats`` are allocated for take more than ``LARGE_FEATURES_MB``."""
+    mb = sum(f.numel() * f.element_size() for f in feats.values()) / 2**20
+    if mb > LARGE_FEATURES_MB:
+        widest = ", ".join(f"{u}: {feats[u].shape[1]:,} values per image"
+                           for u in sorted(feats, key=lambda u: -feats[u].shape[1])[:3])
+        warn(f"{what}: the features of its {len(feats)} unit(s) take {mb:,.0f} MB ({widest}), and each linear "
+             f"classifier holds them again in float64: tap fewer or later units (units=[...]) or smaller images")
 
 
 def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0,
@@ -121,7 +144,10 @@ def _fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c
     check(bool(torch.isfinite(x).all()), "a linear classifier needs finite features; these hold NaN or infinite "
                                          "values")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    xs = ((x - mean) / std).double().numpy()
+    xs = np.empty(tuple(x.shape), dtype=np.float64)  # standardised chunk by chunk: no float32 copy of x besides
+    step = max(1, 2**22 // max(1, x.shape[1]))
+    for i in range(0, len(x), step):
+        xs[i:i + step] = ((x[i:i + step] - mean) / std).double().numpy()
     clf = (LinearSVC(C=c, random_state=seed, max_iter=MAX_ITER[kind]) if kind == "svm"
            else LogisticRegression(C=c, max_iter=MAX_ITER[kind], random_state=seed))
     with warnings.catch_warnings(record=True) as caught:  # the outer filters still apply

@@ -331,3 +331,18 @@ def test_tap_warns_when_its_features_are_large(monkeypatch):
         feats = tap.unit_features(net, x, ["conv1", "conv2"], batch_size=7, what="tap: test")
     whole = net.eval().forward_features(x, ["conv1"])["conv1"].flatten(1)
     assert torch.allclose(feats["conv1"], whole, atol=1e-6) and feats["conv1"].shape == (30, 2880)
+
+
+def test_streams_keep_their_images_and_lay_out_each_batch_for_training():
+    # before: every stream (and the validation set) was copied whole into the channels-last layout before step 0
+    from transferkit.engine import Stream, StreamInputs
+    x = torch.rand(20, 3, 6, 6)
+    s = Stream("source", x, torch.arange(20) % 2, batch_size=8, seed=0, layout=torch.channels_last)
+    (xb, yb), idx = s.batch(3)
+    assert s.x is x and xb.is_contiguous(memory_format=torch.channels_last) and torch.equal(xb, x[idx])
+    whole = x.contiguous(memory_format=torch.channels_last)
+    assert xb.stride() == whole[idx].stride() and torch.equal(yb, torch.arange(20)[idx] % 2)
+    inputs = StreamInputs({"source": x}, given=["source"], steps=5, layout=torch.channels_last)
+    for got in (inputs["source"], inputs.get("source"), *inputs.values(), *(v for _, v in inputs.items())):
+        assert got.stride() == whole.stride() and torch.equal(got, x)
+    assert inputs.get("target") is None and "target" not in inputs

@@ -22,7 +22,9 @@ Memory layout: on CPU a method with 4-D (convolution) weights trains in PyTorch'
 channels-last layout (``TrainConfig.channels_last``, default on), which oneDNN's
 convolution and pooling kernels run 15-35 % faster for the built-in backbones; the model
 goes back to the default layout when ``fit`` returns. Same model and arithmetic up to
-floating-point rounding, and deterministic for a fixed seed.
+floating-point rounding, and deterministic for a fixed seed. The streams keep their images as
+given: each batch (and each validation chunk) is laid out as it is drawn, and ``cache_inputs``
+gets its stream in that layout when it asks for it.
 """
 
 from __future__ import annotations
@@ -227,9 +229,11 @@ class Stream:
     samples one process would see with the same global batch size."""
 
     def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, seed: int,
-                 rank: int = 0, world: int = 1, balanced: bool = False):
+                 rank: int = 0, world: int = 1, balanced: bool = False,
+                 layout: torch.memory_format | None = None):
         check(len(x) > 0, f"the {name} stream is empty")
         self.name, self.x, self.y = name, x, y
+        self.layout = layout  # each batch's (channels-last on CPU): no copy of the whole stream in it
         self.rank, self.world = rank, world
         # a multiple of the process count: equal shards, so DDP's average of per-rank means is the batch mean
         self.batch_size = math.ceil(max(min(batch_size, len(x)), world) / world) * world
@@ -273,7 +277,8 @@ class Stream:
         """``(samples, idx)``: this rank's share of batch ``step`` (``x`` or ``(x, y)``) and
         its positions in the stream."""
         idx = self.indices(step)[self.rank::self.world]
-        return (self.x[idx] if self.y is None else (self.x[idx], self.y[idx])), idx
+        x = self.x[idx] if self.layout is None else _as_layout(self.x[idx], self.layout)
+        return (x if self.y is None else (x, self.y[idx])), idx
 
 
 @dataclass
@@ -304,9 +309,22 @@ class StreamInputs(dict):
     """The streams handed to ``Method.cache_inputs``: a dict of input tensors whose missing
     keys raise an error that says why the stream is absent (``in`` and ``get`` work as usual)."""
 
-    def __init__(self, inputs: dict, given: list, steps: int):
+    def __init__(self, inputs: dict, given: list, steps: int, layout: torch.memory_format | None = None):
         super().__init__(inputs)
-        self.given, self.steps = list(given), steps
+        self.given, self.steps, self.layout = list(given), steps, layout
+
+    def __getitem__(self, key):  # in the training layout, as the batches come (a copy made when asked for)
+        x = super().__getitem__(key)
+        return x if self.layout is None else _as_layout(x, self.layout)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def items(self):
+        return [(k, self[k]) for k in self]
 
     def __missing__(self, key):
         why = (f"the budget of {self.steps} steps does not draw it in full, so caching it would cost more "
@@ -359,6 +377,7 @@ class Engine:
         self.hooks = engine_hooks(hooks)
         self.tensorboard_dir = tensorboard_dir
         self._val_rows = None  # rows per chunk of validation scoring: the images' (evaluate.chunk_rows)
+        self._val_layout = None  # and the memory layout each chunk is scored in (the training one)
 
     # ------------------------------------------------------------------ public
     def fit(self, method, source: Domain | None = None, target: Domain | None = None,
@@ -433,10 +452,10 @@ class Engine:
         streams = {}
         for name in method.streams:
             d = given[name]
-            x = _as_layout(self._prefix(method, d.images.to(device), start_unit), layout)
+            x = self._prefix(method, d.images.to(device), start_unit)
             y = None if name == "unlabeled" else d.labels.to(device)
             streams[name] = Stream(name, x, y, cfg.batch_size, self.seed, rank=rank(), world=world_size(),
-                                   balanced=cfg.sampler == "balanced")
+                                   balanced=cfg.sampler == "balanced", layout=layout)
         method.class_weights = {name: balanced_class_weights(s.y).to(device) for name, s in streams.items()
                                 if s.y is not None and cfg.class_weight == "balanced"}
         val_x = val_y = None
@@ -444,8 +463,9 @@ class Engine:
             check(len(val) >= world_size(), f"the validation domain {val.name!r} has {len(val)} image(s), fewer than "
                                             f"the {world_size()} processes (--nproc) that each score a share of it: "
                                             f"raise val_per_class (or val_fraction) or lower --nproc")
-            val_x = _as_layout(self._prefix(method, val.images[rank()::world_size()].to(device), start_unit), layout)
+            val_x = self._prefix(method, val.images[rank()::world_size()].to(device), start_unit)
             self._val_rows = chunk_rows(val.images)  # chunks of images, also where val_x holds their activations
+            self._val_layout = layout  # each chunk's, as the batches
             val_y = val.labels[rank()::world_size()].to(device)
         loss_fn = method.losses
         if world_size() > 1:
@@ -586,7 +606,8 @@ class Engine:
         an uninterrupted one does), under the autocast the steps run in."""
         full = StreamInputs({n: s.x for n, s in streams.items()
                              if self.cfg.steps * math.ceil(s.batch_size / s.world) >= len(s.x)},
-                            given=list(streams), steps=self.cfg.steps)
+                            given=list(streams), steps=self.cfg.steps,
+                            layout=next(iter(streams.values())).layout if streams else None)
         with autocast(device, self.cfg.amp):
             return method.cache_inputs(full)
 
@@ -617,7 +638,9 @@ class Engine:
         method on the validation set; the second only where it describes the whole set (one
         rank, the network's own rows)."""
         method.eval()
-        logits = predict_logits(method.forward_from_input, x, self._val_rows)
+        layout = self._val_layout
+        logits = predict_logits(method.forward_from_input if layout is None else
+                                lambda c: method.forward_from_input(_as_layout(c, layout)), x, self._val_rows)
         rows = getattr(method, "eval_rows", None)
         if rows is not None:  # a source head scored on target classes (fitting.fit_for_target)
             logits = logits[:, torch.tensor(rows, device=logits.device)]

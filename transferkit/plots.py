@@ -301,7 +301,9 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
     fig = new_figure(3.2 * len(panels) + (1.2 * columns if labelled else 0), 3.5)  # room for the legend beside
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, fs) in zip(axes, sets.items()):
-        x = torch.cat([f.flatten(1) for f in fs]).double().numpy()
+        x = np.empty((sum(len(f) for f in fs), math.prod(fs[0].shape[1:])))  # float64, filled set by set
+        for f, part in zip(fs, np.split(x, np.cumsum([len(f) for f in fs])[:-1])):
+            torch.from_numpy(part).copy_(f.flatten(1))
         check(len(x) >= 4, f"tsne_embeddings: panel {name!r} has {len(x)} points; t-SNE needs at least 4")
         check(bool(np.isfinite(x).all()), f"tsne_embeddings: panel {name!r} has NaN or infinite features")
         check(bool((x != x[0]).any()), f"tsne_embeddings: panel {name!r} has identical features for every point "

@@ -451,7 +451,7 @@ def test_a_torchrun_group_waits_for_another_run_s_pre_training_of_the_same_netwo
 
     def rank():
         name = threading.current_thread().name
-        with source.pretraining_lock(lock, lambda: events.append(("waits", name)), poll_s=0.01):
+        with source.pretraining_lock(lock, lambda holder: events.append(("waits", name)), poll_s=0.01):
             events.append(("in", name))
 
     with waiting_lock(lock):  # another run pre-training the same network

@@ -412,7 +412,7 @@ def test_a_free_lock_is_taken_without_saying_it_waits(tmp_path):
     # kills waiting_lock: on_wait() called before trying the lock (every run said it waited)
     from transferkit.io import waiting_lock
     waited = []
-    with waiting_lock(tmp_path / "x.lock", lambda: waited.append(1)):
+    with waiting_lock(tmp_path / "x.lock", lambda holder: waited.append(1)):
         pass
     assert waited == []
 

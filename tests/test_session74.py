@@ -346,3 +346,82 @@ def test_streams_keep_their_images_and_lay_out_each_batch_for_training():
     for got in (inputs["source"], inputs.get("source"), *inputs.values(), *(v for _, v in inputs.items())):
         assert got.stride() == whole.stride() and torch.equal(got, x)
     assert inputs.get("target") is None and "target" not in inputs
+
+
+# ---- portability (audit port) ------------------------------------------------------------------------------------
+def test_memory_is_read_without_proc_on_macos_and_left_out_where_it_cannot_be(monkeypatch):
+    # before: without /proc, `import resource` failed every job on Windows; macOS's bytes were read as KiB
+    import sys
+    import types
+
+    from transferkit import runtime
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc")
+    monkeypatch.setattr(runtime, "open", no_proc, raising=False)
+    usage = types.SimpleNamespace(getrusage=lambda who: types.SimpleNamespace(ru_maxrss=5000), RUSAGE_SELF=0)
+    monkeypatch.setitem(sys.modules, "resource", usage)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert runtime._rss_bytes() == 5000
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert runtime._rss_bytes() == 5000 * 1024
+    monkeypatch.setitem(sys.modules, "resource", None)  # Windows
+    assert runtime._rss_bytes() is None
+    with runtime.peak_memory(device="cpu") as memory:
+        pass
+    assert "peak_rss_mb" not in memory and memory["measured_s"] >= 0
+
+
+def test_windows_job_files_name_no_colon_and_linux_ones_are_as_before(monkeypatch, tmp_path):
+    # before: ft_unit:conv2's job, model, checkpoint and tensorboard names held a colon, which NTFS refuses
+    from transferkit import io
+    row = {"method": "ft_unit:conv2", "setting": "k=5", "seed": 0}
+    assert io.job_stem("ft_unit:conv2", "k=5", 0) == "ft_unit:conv2-k=5-s0"  # Linux: existing runs resume
+    monkeypatch.setattr(io, "WINDOWS", True)
+    assert io.job_stem("ft_unit:conv2", "k=5", 0) == "ft_unit@conv2-k=5-s0"
+    io.check_job_name(tmp_path / "ft_unit@conv2-k=5-s0.json", row)
+
+
+def test_without_sigkill_a_failed_rank_is_not_read_as_killed(monkeypatch, tmp_path):
+    # before: AttributeError (Windows' signal has no SIGKILL), hiding the rank's own error
+    import signal
+    import types
+
+    from transferkit import cli
+    monkeypatch.delattr(signal, "SIGKILL")
+    failure = types.SimpleNamespace(exitcode=1, signal_name=lambda: "")
+    cli._record_killed_ranks(str(tmp_path), {0: failure}, set())
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_worker_on_windows_watches_its_parent_by_its_process(monkeypatch):
+    # before: os.getppid() never changes there when the parent dies, so an orphan went on writing job files
+    import pytest
+
+    from transferkit import jobs
+    monkeypatch.setattr(jobs, "WINDOWS", True)
+    monkeypatch.setattr(jobs, "process_running", lambda pid: False)
+    monkeypatch.setattr(jobs.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    with pytest.raises(SystemExit):
+        jobs._exit_with_parent(jobs.os.getppid(), interval_s=0.01)
+
+
+def test_without_fcntl_a_directory_s_holder_is_named_and_a_lock_taken_over_is_not_removed(monkeypatch, tmp_path):
+    # before: directory_holder said None without fcntl, so an unfinished run held by a live process was said to be
+    # resumable; the pid-file lock's release removed whatever lock file was there
+    import os
+
+    from transferkit import io
+    monkeypatch.setattr(io, "fcntl", None)
+    with io.directory_lock(tmp_path):
+        assert io.directory_holder(tmp_path) == f"pid {os.getpid()}"
+        (tmp_path / ".lock").write_text("999999999")  # another process took it over meanwhile
+    assert (tmp_path / ".lock").read_text() == "999999999" and io.directory_holder(tmp_path) is None
+
+
+def test_a_pair_keeps_a_windows_drive_path_whole():
+    # before: 'folder:C:\data\src:mnist' was read as three specs ('folder:C', '\data\src', 'mnist')
+    from transferkit.bench import _pair
+    assert _pair("folder:C:\\data\\src:mnist") == ("folder:C:\\data\\src", "mnist")
+    assert _pair("digits:npz:D:/a.npz") == ("digits", "npz:D:/a.npz")
+    assert _pair("mnist:npz:x.npz") == ("mnist", "npz:x.npz") and _pair("folder:a:b") == ("folder:a", "b")

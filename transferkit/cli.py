@@ -264,7 +264,7 @@ def _record_killed_ranks(folder: str, failures: dict, reported: set) -> None:
     rank with SIGTERM, which is not one)."""
     from .io import write_json
     for rank, failure in sorted(failures.items()):
-        if failure.exitcode == -signal.SIGKILL and rank not in reported:
+        if failure.exitcode == -getattr(signal, "SIGKILL", 9) and rank not in reported:  # Windows has no SIGKILL
             write_json(Path(folder) / f"rank-{rank}.json", {
                 "code": 1,
                 "error": f"the process of rank {rank} of --nproc was killed by {failure.signal_name()} (out of memory? "

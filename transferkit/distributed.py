@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import TransferkitError, check
-from .io import read_json, write_json
+from .io import WINDOWS, process_running, read_json, write_json
 
 
 def check_one_gpu_per_process(device: str) -> None:
@@ -149,12 +149,18 @@ def _exit_with_launcher(launcher: int, interval_s: float = 0.5) -> None:
     SIGKILL leaves torchrun and the ranks running on, writing into a run directory a resume wants), and
     remove the folder of the ranks' errors, which the killed launcher made and cannot remove."""
     while True:
-        try:
-            os.kill(launcher, 0)
-        except ProcessLookupError:
+        if WINDOWS:  # os.kill(pid, 0) would send CTRL_C_EVENT there
+            gone = not process_running(launcher)
+        else:
+            try:
+                os.kill(launcher, 0)
+                gone = False
+            except ProcessLookupError:
+                gone = True
+            except PermissionError:  # alive, another user's (a reused pid): nothing to watch
+                return
+        if gone:
             if os.environ.get(EXIT_DIR_ENV):
                 shutil.rmtree(os.environ[EXIT_DIR_ENV], ignore_errors=True)
             os._exit(1)
-        except PermissionError:  # alive, another user's (a reused pid): nothing to watch
-            return
         time.sleep(interval_s)

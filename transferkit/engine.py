@@ -760,7 +760,8 @@ class Engine:
         path = self.ckpt / "last.safetensors"
         tensors, metadata = load_safetensors(path, "checkpoint", "delete it to train that stage again from its start")
         stored = metadata.get("transferkit")
-        meta = json.loads(stored if stored else (self.ckpt / "last.json").read_text())  # older checkpoints
+        meta = json.loads(stored if stored else  # older checkpoints
+                          (self.ckpt / "last.json").read_text(encoding="utf-8"))
         if meta["signature"] != signature:
             then, now = meta.get("signed") or {}, getattr(self, "_signed", None) or {}
             differ = [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))

@@ -405,7 +405,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         preload_lazy_imports()
     barrier()  # every rank sees what rank 0 kept of the source network and checkpoints
     (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
-    before = old.read_text() if old.exists() else None
+    before = old.read_text(encoding="utf-8") if old.exists() else None
     if main:  # only now: a refused resume leaves the run's config as it was (and so does a refused source)
         placed = {k: stored[k] for k in ("name", "out_dir") if isinstance((stored or {}).get(k), str)}
         inside = run_dir.resolve().is_relative_to(Path(cfg.out_dir).expanduser().resolve())  # a moved benchmark's

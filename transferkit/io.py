@@ -34,6 +34,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: Windows: file names refuse ``:`` and other characters, and ``os.kill(pid, 0)`` sends CTRL_C_EVENT
+WINDOWS = os.name == "nt"
+
 #: age after which a temporary file of an atomic write belongs to a killed writer
 STALE_TMP_S = 3600
 
@@ -106,7 +109,7 @@ def _temporaries(path: Path):
 
 
 def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)  # Windows flushes writable handles only
+    fd = os.open(path, os.O_RDWR if WINDOWS else os.O_RDONLY)  # Windows flushes writable handles only
     try:
         os.fsync(fd)
     finally:
@@ -115,7 +118,7 @@ def _fsync(path: str) -> None:
 
 def _fsync_dir(path: Path) -> None:
     """Flush a directory's entries (POSIX; Windows has no directory handles for this)."""
-    if os.name == "nt":
+    if WINDOWS:
         return
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -227,10 +230,17 @@ def read_job(path: str | os.PathLike, keys=()) -> dict:
     return row
 
 
+def job_stem(method, setting, seed) -> str:
+    """The file name (without suffix) of a run's job: ``METHOD-SETTING-sSEED``; on Windows the
+    characters its file names refuse (``ft_unit:conv2``'s colon) are written ``@``."""
+    stem = f"{method}-{setting}-s{seed}"
+    return re.sub(r'[<>:"|?*]', "@", stem) if WINDOWS else stem
+
+
 def check_job_name(path: str | os.PathLike, row: dict) -> None:
     """Refuse a run's job file ``METHOD-SETTING-sSEED.json`` that holds another job's row (one
     copied or renamed by hand): its rows would count a job twice, or under another name."""
-    named = f"{row.get('method')}-{row.get('setting')}-s{row.get('seed')}"
+    named = job_stem(row.get("method"), row.get("setting"), row.get("seed"))
     check(Path(path).stem == named, f"job result {path} holds the row of {row.get('method')} seed {row.get('seed')} "
                                     f"({row.get('setting')}), whose file is {named}.json: copied or renamed by hand? "
                                     f"delete it to run that job again")
@@ -339,10 +349,14 @@ def _flock(directory, path: Path) -> int | None:
 
 def directory_holder(directory: str | os.PathLike) -> str | None:
     """``"pid N"`` of the process that holds ``directory``'s lock (:func:`directory_lock`) now,
-    or None where none does (or the file system cannot tell: without ``flock``)."""
+    or None where none does (without ``fcntl``: the pid-file lock's process while it runs; on a file
+    system without ``flock``, None: it cannot tell)."""
     path = Path(directory) / ".lock"
-    if fcntl is None or not path.is_file():
+    if not path.is_file():
         return None
+    if fcntl is None:  # the pid-file lock: held while its process runs
+        pid = _lock_pid(path)
+        return f"pid {pid}" if pid and process_running(pid) else None
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -375,10 +389,7 @@ def _pid_file_lock(directory, path: Path):
     """The lock without ``fcntl``: a file created whole with this process's id; one whose
     process no longer runs is taken over."""
     while not _create_lock(path):
-        try:
-            pid = int(path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
+        pid = _lock_pid(path)
         if pid and pid != os.getpid() and process_running(pid):
             raise _in_use(directory, path)
         with contextlib.suppress(FileNotFoundError):
@@ -386,8 +397,17 @@ def _pid_file_lock(directory, path: Path):
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        with contextlib.suppress(OSError):
+            if _lock_pid(path) == os.getpid():  # not a lock another process took over meanwhile
+                path.unlink()
+
+
+def _lock_pid(path: Path) -> int:
+    """The process id a pid-file lock holds (0 where it holds none)."""
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _create_lock(path: Path) -> bool:
@@ -417,7 +437,7 @@ def _create_lock(path: Path) -> bool:
 
 def process_running(pid: int) -> bool:
     """Whether process ``pid`` exists (another user's counts)."""
-    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+    if WINDOWS:  # os.kill(pid, 0) would send CTRL_C_EVENT there
         return _running_windows(pid)
     try:
         os.kill(pid, 0)

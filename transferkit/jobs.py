@@ -15,7 +15,16 @@ import torch
 
 from .distributed import is_main_process, peer_failed, world_size
 from .errors import JobsFailed, TransferkitError, WorkerDied, check
-from .io import STORAGE_FULL, failed_writing, read_job, read_json, write_json, write_text
+from .io import (
+    STORAGE_FULL,
+    WINDOWS,
+    failed_writing,
+    process_running,
+    read_job,
+    read_json,
+    write_json,
+    write_text,
+)
 from .runtime import (
     env_int,
     invocation,
@@ -269,6 +278,6 @@ def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
     """End this worker when the process that started it is gone (e.g. killed with SIGKILL,
     which leaves it no time to stop its pool): an orphan would go on writing job files into
     a run directory that a resumed run now holds."""
-    while os.getppid() == parent:
+    while os.getppid() == parent and (not WINDOWS or process_running(parent)):  # Windows keeps the ppid
         time.sleep(interval_s)
     os._exit(1)

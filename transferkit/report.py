@@ -472,7 +472,7 @@ def _config_files(run_dir: Path, stored) -> str:
     same = yaml.safe_load(yaml.safe_dump(stored, sort_keys=False)) if isinstance(stored, dict) else None
     differing = []
     for sub in sorted(run_dir.rglob("config.yaml")):
-        text = sub.read_text()
+        text = sub.read_text(encoding="utf-8")
         try:
             parsed = yaml.safe_load(text)
         except yaml.YAMLError:

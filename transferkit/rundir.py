@@ -25,7 +25,7 @@ from .config import (
 )
 from .distributed import world_size
 from .errors import TransferkitError, check
-from .io import MATRIX_FILES, check_job_name, read_job, read_json, write_json
+from .io import MATRIX_FILES, check_job_name, job_stem, read_job, read_json, write_json
 from .methods import get_method
 from .methods.base import number_spellings, resolved_options, trained_options
 from .results import ROW_KEYS
@@ -33,11 +33,11 @@ from .rundata import Prepared
 
 
 def job_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:
-    return Path(run_dir) / "jobs" / f"{method}-{cfg.setting}-s{seed}.json"
+    return Path(run_dir) / "jobs" / f"{job_stem(method, cfg.setting, seed)}.json"
 
 
 def model_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> Path:
-    return Path(run_dir) / "models" / f"{method}-{cfg.setting}-s{seed}.pt"
+    return Path(run_dir) / "models" / f"{job_stem(method, cfg.setting, seed)}.pt"
 
 
 def trained_before(checkpoints: Path) -> tuple[float, set[int]]:

@@ -445,13 +445,19 @@ def one_line_warnings():
 
 
 # ---- memory ------------------------------------------------------------------------------------
-def _rss_bytes() -> int:
+def _rss_bytes() -> int | None:
+    """This process's resident memory (Linux: ``/proc``), else its peak so far (``ru_maxrss``: KiB on
+    Linux, bytes on macOS); ``None`` where neither can be read (Windows has no ``resource`` module)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except (OSError, ValueError, IndexError, AttributeError):  # no /proc; os.sysconf is POSIX's
+        try:
+            import resource
+        except ImportError:
+            return None
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
 @contextmanager
@@ -459,7 +465,8 @@ def peak_memory(interval_s: float = 0.05, device: str | None = None):
     """Measure the peak resident memory of this process while the block runs (sampled every
     ``interval_s``), and the peak CUDA memory of ``device`` (a config's device name; ``None``
     or ``auto``: the current CUDA device when CUDA is available; another kind: none). Yields
-    a dict that holds ``peak_rss_mb`` (and ``peak_cuda_mb``) when the block ends."""
+    a dict that holds ``peak_rss_mb`` (and ``peak_cuda_mb``) when the block ends (no ``peak_rss_mb``
+    where the memory of a process cannot be read: Windows)."""
     cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
     gpu = None if device in (None, "auto", "cuda") or not cuda else torch.device(device)
     result: dict = {}
@@ -470,8 +477,9 @@ def peak_memory(interval_s: float = 0.05, device: str | None = None):
         while not stop.wait(interval_s):
             peak[0] = max(peak[0], _rss_bytes())
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
+    thread = threading.Thread(target=sample, daemon=True) if peak[0] is not None else None
+    if thread is not None:
+        thread.start()
     if cuda:
         torch.cuda.reset_peak_memory_stats(gpu)
     t0 = time.perf_counter()
@@ -479,9 +487,10 @@ def peak_memory(interval_s: float = 0.05, device: str | None = None):
         yield result
     finally:
         stop.set()
-        thread.join()
-        peak[0] = max(peak[0], _rss_bytes())
-        result["peak_rss_mb"] = round(peak[0] / 2**20, 1)
+        if thread is not None:
+            thread.join()
+            peak[0] = max(peak[0], _rss_bytes())
+            result["peak_rss_mb"] = round(peak[0] / 2**20, 1)
         result["measured_s"] = time.perf_counter() - t0
         if cuda:
             result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(gpu) / 2**20, 1)

@@ -110,7 +110,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
         if path.exists():
             try:
                 load_network_file(net, path)
-                meta = json.loads(path.with_suffix(".json").read_text())
+                meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
                 check(isinstance(meta, dict), f"{path.with_suffix('.json')} holds no record")
                 digest = network_digest(net)
                 check(meta.get("digest", digest) == digest,  # records from before: none

@@ -134,12 +134,14 @@ def _strict_int(value) -> int:
 
 def _pair(item) -> tuple:
     """``("mnist", "npz:x.npz")`` from ``"mnist:npz:x.npz"``: a ``folder:`` or ``npz:`` prefix
-    stays with the path after it."""
+    stays with the path after it, and a Windows drive letter with the rest of its path
+    (``folder:C:\\data``)."""
     if not isinstance(item, str):
         return tuple(item) if isinstance(item, (list, tuple)) else ()
     parts: list[str] = []
     for token in item.split(":"):
-        if parts and parts[-1] in ("folder", "npz"):
+        if parts and (parts[-1] in ("folder", "npz") or re.fullmatch(r"(folder|npz):[A-Za-z]", parts[-1])
+                      and token[:1] in ("/", "\\")):
             parts[-1] += ":" + token
         else:
             parts.append(token)

@@ -39,7 +39,7 @@ from ..engine import TrainConfig, content_text
 from ..errors import TransferkitError, UnknownNameError, check, near_name
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_model, run_experiment
-from ..io import load_safetensors, write_text
+from ..io import job_stem, load_safetensors, write_text
 from ..jobs import job_result
 from ..methods import get_method
 from ..rundata import prepare_domains
@@ -362,7 +362,7 @@ def _adapted(cfg: ExperimentConfig, run_dir: Path, name: str, pretrained):
     if model_path(run_dir, cfg, name, cfg.seed).is_file():
         return load_model(run_dir, name, cfg.seed).net.eval()
     method = get_method(name)(copy.deepcopy(pretrained), **cfg.options.get(name, {}))
-    ckpt = run_dir / "checkpoints" / f"{name}-{cfg.setting}-s{cfg.seed}" / "main" / "last.safetensors"
+    ckpt = run_dir / "checkpoints" / job_stem(name, cfg.setting, cfg.seed) / "main" / "last.safetensors"
     state = load_safetensors(ckpt, "checkpoint", "resume the benchmark to finish that job")[0]
     method.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
     return method.net.eval()

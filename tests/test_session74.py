@@ -425,3 +425,37 @@ def test_a_pair_keeps_a_windows_drive_path_whole():
     assert _pair("folder:C:\\data\\src:mnist") == ("folder:C:\\data\\src", "mnist")
     assert _pair("digits:npz:D:/a.npz") == ("digits", "npz:D:/a.npz")
     assert _pair("mnist:npz:x.npz") == ("mnist", "npz:x.npz") and _pair("folder:a:b") == ("folder:a", "b")
+
+
+# ---- older run directories and caches (audit compat) ------------------------------------------------------------
+def test_a_folder_cache_entry_of_other_decoding_code_is_not_read(tmp_path, monkeypatch):
+    # before: the key held no trace of the decoding rules (a 32-bit image refused since 2026-12-05 was still
+    # served from an older entry)
+    import numpy as np
+    from PIL import Image
+
+    from transferkit import userdata
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(userdata, "CACHED_FOLDER_FILES", 2)
+    (tmp_path / "f" / "a").mkdir(parents=True)
+    (tmp_path / "f" / "b").mkdir(parents=True)
+    for c in ("a", "b"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "f" / c / "0.png")
+    real, decoded = userdata._decode_images, []
+    monkeypatch.setattr(userdata, "_decode_images", lambda *a: decoded.append(1) or real(*a))
+    userdata.load_image_folder(tmp_path / "f", size=4)
+    userdata.load_image_folder(tmp_path / "f", size=4)
+    assert len(decoded) == 1
+    monkeypatch.setattr(userdata, "_decoding_digest", lambda: "other code")
+    userdata.load_image_folder(tmp_path / "f", size=4)
+    assert len(decoded) == 2
+
+
+def test_dsn_rows_of_before_its_revision_are_refused_on_resume():
+    # before: dsn's difference loss changed on 2026-11-30 with revision 0: older rows were averaged with new ones
+    from transferkit.config import ExperimentConfig
+    from transferkit.methods import get_method
+    from transferkit.rundir import row_digests
+    cfg = ExperimentConfig(methods=["dsn"])
+    assert get_method("dsn").revision == 1 and "B²" in get_method("dsn").revision_note
+    assert not row_digests(cfg, "dsn") & row_digests(cfg, "dsn", 0)

@@ -479,7 +479,9 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
     ``TRANSFERKIT_FOLDER_CACHE=0`` (or ``false``, ``off``, ``no``) turns it off. The entry keeps
     what the decoding's warnings need (how many images were stretched, whether colour files are
     grey in content), so a cache hit gives them as the first read did (until 2026-12-02 a hit gave
-    none; an entry of then, without them, is not read: the key changed, so the folder is decoded once more)."""
+    none; an entry of then, without them, is not read: the key changed, so the folder is decoded once more).
+    Since 2026-12-07 the key holds the decoding code too (:func:`_decoding_digest`): a change of what a
+    file decodes to, or refuses, decodes the folder again."""
     where = f"in {str(root)!r}"
     if len(files) < CACHED_FOLDER_FILES or not folder_cache_on():
         return _read_images(files, size, channels, where)
@@ -488,7 +490,7 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
     contents = [(unicodedata.normalize("NFC", p.relative_to(root).as_posix()),
                  hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()) for p in files]
     key = hashlib.sha256(json.dumps({"format": 3, "size": size, "channels": channels, "pillow": PIL.__version__,
-                                     "files": contents}).encode()).hexdigest()[:24]
+                                     "code": _decoding_digest(), "files": contents}).encode()).hexdigest()[:24]
     path = cache_dir() / "folders" / f"{key}.npz"
     if (hit := _cached_folder(path, len(files), size, where)) is not None:
         return hit
@@ -513,6 +515,19 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
         except OSError as e:  # a read-only cache costs the speed-up, not the run
             warn(f"image folder {str(root)!r}: its decoded pixels are not cached ({e})")
     return x
+
+
+def _decoding_digest() -> str:
+    """A digest of the code that decodes a folder's files (the functions that read, convert,
+    check and resize them), or of transferkit's version where their source cannot be read."""
+    import inspect
+
+    from . import __version__
+    try:
+        text = "".join(inspect.getsource(f) for f in (_on_white, _decode_image, _decode_images, _check_size_channels))
+    except (OSError, TypeError):
+        text = __version__
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _cached_folder(path: Path, n: int, size, where: str) -> torch.Tensor | None:

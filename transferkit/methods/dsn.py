@@ -57,6 +57,8 @@ class DSN(AdaptationMethod):
 
     name = "dsn"
     description = "domain separation networks: shared/private encoders, decoder, difference and similarity"
+    revision = 1  # marked 2026-12-07: rows made before hold no mark of which form trained them
+    revision_note = "its difference loss divided by B² until 2026-11-30, the authors' mean since"
 
     def __init__(self, net, recon_weight: float = 0.01, diff_weight: float = 0.05, sim_weight: float = 0.25,
                  lambda_schedule: str = "dann", hidden: int = 500, entmin_weight: float = 0.0):

@@ -459,3 +459,32 @@ def test_dsn_rows_of_before_its_revision_are_refused_on_resume():
     cfg = ExperimentConfig(methods=["dsn"])
     assert get_method("dsn").revision == 1 and "B²" in get_method("dsn").revision_note
     assert not row_digests(cfg, "dsn") & row_digests(cfg, "dsn", 0)
+
+
+def test_episodes_warn_when_the_target_split_made_now_differs_from_the_run_s_record(tmp_path):
+    # before: episodes of a folder run made before 2026-12-02 drew on today's split, whose test images its jobs had
+    # partly trained on, without a word
+    import json
+
+    import pytest
+
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import TransferkitWarning
+    from transferkit.experiment import run_experiment
+    from transferkit.fewshot_eval import run_episodes
+    cfg = ExperimentConfig(name="fs", source="digits", target="digits", source_classes="0-4", target_classes="5-9",
+                           methods=["linear_probe"], k=2, repeats=1, select_on="none", out_dir=str(tmp_path),
+                           pretrain=TrainConfig(steps=4, eval_every=4), train=TrainConfig(steps=2, eval_every=2))
+    run = tmp_path / "fs"
+    run_experiment(cfg, run_dir=run, log=lambda *a: None)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferkitWarning)
+        run_episodes(run, None, ["prototype"], 5, [1], 5, 5, 0)  # the recorded data: quiet
+    record = json.loads((run / "data.json").read_text())
+    record["target.test"] = "0" * 16
+    (run / "data.json").write_text(json.dumps(record))
+    with pytest.warns(TransferkitWarning, match=r"episodes: the target's target\.test made now differ from the data "
+                                                r"the run recorded"):
+        run_episodes(run, None, ["prototype"], 5, [1], 5, 5, 0)

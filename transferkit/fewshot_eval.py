@@ -347,6 +347,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     from .networks import network_digest
     from .results import read_results, unfinished_run
     from .rundata import class_fields, prepare_domains
+    from .rundir import changed_since
 
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)")
@@ -360,7 +361,14 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
         check(not unknown, f"{run_dir} has no finished job of {unknown}; its methods: {sorted(known)}")
         jobs = [j for j in jobs if j[0] in methods]
     cfg = load_config(run_dir / "config.yaml")
-    test = prepare_domains(cfg, run_dir=run_dir).target.test
+    prepared = prepare_domains(cfg, run_dir=run_dir)
+    test = prepared.target.test
+    changed = changed_since(run_dir, prepared, ("target.train", "target.val", "target.test"))
+    if changed:
+        warn(f"episodes: the target's {', '.join(changed)} made now differ from the data the run recorded "
+             f"({run_dir / 'data.json'}): the episodes' images may include ones its models trained on (a folder run "
+             f"made before 2026-12-02 is split otherwise now; a changed folder or npz file), so these episodes do "
+             f"not measure transfer to unseen images")
     _check_episodes_fit(test, n_way, k_shots, n_query)
     if test.groups is not None:
         log(f"episodes: the target {cfg.target!r} is grouped (videos): {GROUPED_EPISODES}")

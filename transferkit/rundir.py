@@ -156,6 +156,21 @@ def check_worker_data(run_dir: Path, data: Prepared) -> None:
                        f"restore the files and resume")
 
 
+def changed_since(run_dir: Path, data: Prepared, keys: tuple[str, ...]) -> list[str]:
+    """The splits among ``keys`` (``"target.test"``, ...) whose data differ from what the run's
+    ``data.json`` records, and ``folder_label_draws`` where a folder's split rule changed since;
+    read only (none where the record is missing or of another format)."""
+    path = Path(run_dir) / "data.json"
+    try:
+        then = read_json(path) if path.is_file() else None
+    except TransferkitError:
+        return []
+    now = data_digests(data)
+    if not isinstance(then, dict) or then.get("format") != now["format"]:
+        return []
+    return sorted(k for k in _changed_keys(then, now) if k in keys or k == "folder_label_draws")
+
+
 def _changed_keys(then: dict, now: dict) -> set[str]:
     """The keys of two ``data.json`` records whose values differ (or that one of them lacks)."""
     return {k for k in set(then) | set(now) if then.get(k) != now.get(k)}

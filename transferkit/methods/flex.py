@@ -24,6 +24,7 @@ and the engine seeds each training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -33,7 +34,7 @@ import torch
 
 from ..backbones import ALL_UNITS, EMBEDDING, HEAD, evaluating
 from ..engine import FitResult, _as_layout, _train_layout, check_select_metric
-from ..errors import UnknownNameError, check, warn
+from ..errors import TransferkitError, UnknownNameError, check, warn
 from ..evaluate import chunk_rows, mean_recall, predict_logits
 from ..jobs import map_jobs
 from .base import Method, register
@@ -49,6 +50,9 @@ def candidate_method(net, candidate: str, image_lr_mult: float = 1.0, with_head:
     ``with_head``: a unit candidate trains the head too (seed 002 §3.1: for a head with new
     outputs, "fine-tuning both the unit selected by flex-tuning and the last fully-connected
     layer")."""
+    if not candidate.startswith("image:") and getattr(net, "input_shape", None) is not None:
+        with contextlib.suppress(TransferkitError):  # one dry run for every copy (the engine reads the shapes)
+            net.unit_output_shapes()
     net = copy.deepcopy(net)
     if candidate == ALL:
         return FtAll(net)
@@ -139,6 +143,7 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int | None = None, 
     layout = _train_layout(base, dev, channels_last=True)
     width = max(domain.num_classes, 1)
     correct = {u: torch.zeros(width, dtype=torch.long) for u in units}  # per class
+    last = max(names.index(u) for u in units)  # base's units after the last candidate are never read
     with evaluating(base), evaluating(donor):  # each submodule gets its own mode back, also after a failure
         batch_size = chunk_rows(domain.images, most=256) if batch_size is None else batch_size  # fewer of large ones
         for i in range(0, len(domain), batch_size):
@@ -152,8 +157,9 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int | None = None, 
                     elif nxt is not None:
                         out = base.forward_units(out, nxt)
                     correct[u] += torch.bincount(y[out.argmax(1) == y].cpu(), minlength=width)
-                if nxt is not None:
-                    h = base.forward_units(h, u, nxt)
+                if j == last:
+                    break
+                h = base.forward_units(h, u, nxt)
     if metric == "accuracy":
         return {u: int(correct[u].sum()) / len(domain) for u in units}
     support = torch.bincount(domain.labels.cpu(), minlength=width).tolist()

@@ -8,9 +8,11 @@ so a fitted one is turned into an ``nn.Linear`` on the raw features, ``W' = W / 
 ``b' = b - W' m``, and the ``tap`` method predicts with the unit and classifier that are
 best on validation.
 
-Cost: the linear SVM (liblinear, up to 5,000 iterations) dominates; the softmax takes well
-under a second. On 1,078 images of 512-d features an SVM fit took about 20 s on one slow CPU
-core (2026-12, 812 iterations), so a network with several 512-1,024-d units takes minutes; a
+Cost: the classifiers' fits dominate. On 1,078 images of 512-d features an SVM fit (liblinear,
+up to 5,000 iterations) took about 20 s on one slow CPU core (2026-12, 812 iterations); on
+features of many thousand values per image the softmax (lbfgs) takes longer than the SVM (an
+audit of 2026-12-07: 7.8 vs 0.9 s for a 28 px run's units, 32 vs 12 s for resnet18's at 128 px),
+so a network with several large units takes minutes; a
 progress bar counts the fits (``progress``, as the training engine's: by default when
 standard error is a terminal; the ``tap`` method takes its stage config's). To spend less,
 tap fewer units (``units=``) or tap on fewer images; the solver and its settings are kept,

@@ -526,3 +526,25 @@ def test_flex_candidates_are_copied_with_the_shapes_of_their_units():
     from transferkit.methods.flex import candidate_method
     net = build_backbone("lenet", 3, in_channels=1, image_size=28)
     assert candidate_method(net, "conv1").net._shapes is not None  # no dry run per copy in the engine
+
+
+def test_a_resume_names_every_job_file_it_refuses_at_once(tmp_path):
+    # before: one job file per try (a resume of an old benchmark took three tries to learn which files to delete)
+    from dataclasses import replace
+
+    import pytest
+
+    from transferkit.config import ExperimentConfig, dump_config
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.experiment import run_experiment
+    tiny = TrainConfig(steps=2, batch_size=8, eval_every=2)
+    cfg = ExperimentConfig(name="e", source="digits", target="digits", k=2, repeats=1,
+                           methods=["finetune", "linear_probe"], pretrain=TrainConfig(steps=4, batch_size=8),
+                           train=tiny, out_dir=str(tmp_path / "runs"))
+    run_dir, _ = run_experiment(cfg, log=lambda *a: None)
+    edited = replace(cfg, train=replace(tiny, steps=3))
+    (run_dir / "config.yaml").write_text(dump_config(edited))
+    with pytest.raises(TransferkitError, match=r"2 job files cannot be resumed as they are:\n  .*finetune-k=2-s0\.json "
+                                               r"was run .*\n  .*linear_probe-k=2-s0\.json was run"):
+        run_experiment(edited, run_dir=run_dir, log=lambda *a: None)

@@ -229,7 +229,7 @@ def finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict
     """``{(method, seed): row}`` of the jobs already finished in ``run_dir``, each checked
     against ``cfg`` by its digest; a row from before digests (no ``config_digest``) by the
     options that the run's stored config gave its method."""
-    out = {}
+    out, refused = {}, []  # every job file refused, named at once
     for cls, seed in jobs:
         job = job_path(run_dir, cfg, cls.name, seed)
         if not job.exists():
@@ -241,8 +241,10 @@ def finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict
             same = row["config_digest"] in row_digests(cfg, cls.name)
             older = cls.revision and any(row["config_digest"] in row_digests(cfg, cls.name, revision)
                                          for revision in range(cls.revision))
-            check(same or not older, f"{job} was trained by an older form of {cls.name} ({cls.revision_note}); "
-                                     f"delete the job file to run the job again, or use a new run directory")
+            if older and not same:
+                refused.append(f"{job} was trained by an older form of {cls.name} ({cls.revision_note}); delete the "
+                               f"job file to run the job again, or use a new run directory")
+                continue
         else:
             same = stored is not None and then == now
         hint = f" (options of {cls.name}: {then!r} there, {now!r} now)" if stored is not None and then != now else ""
@@ -254,9 +256,13 @@ def finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict
         if not same and not hint and files:
             hint = (f" (the options of {cls.name} read {', '.join(f'{k} {v}' for k, v in files.items())}, whose "
                     f"contents the job's digest holds: edited since the job ran?)")
-        check(same, f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives now{hint}; "
-                    f"restore that config, or delete the job file to run the job again")
+        if not same:
+            refused.append(f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives "
+                           f"now{hint}; restore that config, or delete the job file to run the job again")
+            continue
         out[cls.name, seed] = row
+    check(len(refused) < 2, f"{len(refused)} job files cannot be resumed as they are:\n  " + "\n  ".join(refused))
+    check(not refused, refused[0] if refused else "")
     check_same_world(cfg, run_dir, out)
     return out
 

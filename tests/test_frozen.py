@@ -146,13 +146,17 @@ def test_a_class_redefined_under_its_old_name_is_another_key():  # as importlib.
     assert torch.equal(_run(net, x, "conv2"), first * 2) and MEMO.misses == 2
 
 
-def test_activations_whose_layout_a_concatenation_changes_are_not_stored():
-    x = torch.rand(4, 3, 5, 5)
-    chunks = [x[:2].permute(0, 2, 3, 1), x[2:].permute(0, 2, 3, 1)]  # views, not contiguous
-    MEMO.put("k", torch.cat(chunks), chunks)
-    contiguous = [c.contiguous() for c in chunks]
-    MEMO.put("c", torch.cat(contiguous), contiguous)
-    assert MEMO.get("k") is None and torch.equal(MEMO.get("c"), torch.cat(chunks))
+def test_activations_are_stored_and_read_back_in_the_layout_they_were_computed_in(monkeypatch):
+    from transferkit import evaluate
+    monkeypatch.setattr(evaluate, "CHUNK_VALUES", 3 * 28 * 28)  # chunks of 3 images: the last one short
+    net = helpers.seeded_lenet().to(memory_format=torch.channels_last)
+    x = torch.rand(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    computed = torch.cat([net.eval().forward_units(x[i:i + 3], 0, "conv2") for i in range(0, 8, 3)])
+    miss = frozen_activations(net, x, "conv2")
+    hit = frozen_activations(net, x, "conv2")
+    assert (MEMO.misses, MEMO.hits) == (1, 1) and torch.equal(miss, computed) and torch.equal(hit, computed)
+    chunk = net.forward_units(x[:3], 0, "conv2")
+    assert miss.stride() == hit.stride() and miss[:3].stride() == chunk.stride()
 
 
 def test_a_lazy_unit_is_memoised_once_its_parameters_are_made():  # until then it has a pre-hook

@@ -291,18 +291,21 @@ def test_frozen_activations_fill_one_tensor_alike_on_a_miss_a_hit_and_beyond_the
     monkeypatch.setattr(evaluate, "CHUNK_VALUES", 7 * 28 * 28)  # chunks of 7 images: 3 chunks, the last short
     net = build_backbone("lenet", 10, in_channels=1, image_size=28).eval()
     x = torch.rand(17, 1, 28, 28)
-    expected = net.forward_units(x, 0, "conv2")
+    computed = torch.cat([net.forward_units(x[i:i + 7], 0, "conv2") for i in range(0, 17, 7)])
     then = lambda h: net.forward_units(h.relu_(), "conv2")  # noqa: E731  (changes its input in place)
-    scores = net.forward_units(expected.clone().relu_(), "conv2")
-    for limit in (0.0001, 1024):  # activations of ~0.04 MB: not kept, then kept
-        frozen.MEMO.clear()
-        monkeypatch.setattr(frozen.MEMO, "_limit_mb", limit)
-        assert torch.allclose(frozen.frozen_activations(net, x, "conv2", then=then), scores, atol=1e-6)
-        assert len(frozen.MEMO) == (limit > 1) and frozen.MEMO.misses == 1
-        miss = frozen.frozen_activations(net, x, "conv2")
-        assert torch.equal(miss, expected) or torch.allclose(miss, expected, atol=1e-6)
-        hit = frozen.frozen_activations(net, x, "conv2")
-        assert torch.equal(hit, miss) and hit.stride() == miss.stride()
+    scores = torch.cat([net.forward_units(c.clone().relu_(), "conv2") for c in computed.split(7)])
+    frozen.MEMO.clear()
+    monkeypatch.setattr(frozen.MEMO, "_limit_mb", 0.0001)  # activations of ~0.04 MB: never kept
+    assert torch.equal(frozen.frozen_activations(net, x, "conv2", then=then), scores)
+    assert torch.equal(frozen.frozen_activations(net, x, "conv2"), computed)
+    assert (frozen.MEMO.misses, frozen.MEMO.hits, len(frozen.MEMO)) == (2, 0, 0)
+    frozen.MEMO.clear()
+    monkeypatch.setattr(frozen.MEMO, "_limit_mb", 1024)
+    assert torch.equal(frozen.frozen_activations(net, x, "conv2", then=then), scores)  # a miss, stored unchanged
+    hit = frozen.frozen_activations(net, x, "conv2")
+    assert torch.equal(hit, computed) and hit.stride() == computed.stride()
+    assert torch.equal(frozen.frozen_activations(net, x, "conv2", then=then), scores)  # then on the hit's chunks
+    assert (frozen.MEMO.misses, frozen.MEMO.hits) == (1, 2)
     frozen.MEMO.clear()
 
 
@@ -548,3 +551,35 @@ def test_a_resume_names_every_job_file_it_refuses_at_once(tmp_path):
     with pytest.raises(TransferkitError, match=r"2 job files cannot be resumed as they are:\n  .*finetune-k=2-s0\.json "
                                                r"was run .*\n  .*linear_probe-k=2-s0\.json was run"):
         run_experiment(edited, run_dir=run_dir, log=lambda *a: None)
+
+
+# ---- the code review (audit rev) --------------------------------------------------------------------------------
+def test_review_edges_of_the_reworked_loops():
+    import pytest
+
+    from transferkit.backbones import build_backbone
+    from transferkit.domain import Domain
+    from transferkit.engine import StreamInputs
+    from transferkit.methods.flex import proxy_accuracies
+    from transferkit.methods.tap import unit_features
+    net = build_backbone("lenet", 3, in_channels=1, image_size=28)
+    dom = Domain("v", torch.rand(6, 1, 28, 28), torch.arange(6) % 3, list("abc"))
+    assert proxy_accuracies(net, build_backbone("lenet", 3, in_channels=1, image_size=28), [], dom) == {}
+    empty = unit_features(net, torch.zeros(0, 1, 28, 28), ["conv1", "conv2"])  # as before: (0, D) per unit
+    assert {u: tuple(f.shape) for u, f in empty.items()} == {"conv1": (0, 2880), "conv2": (0, 800)}
+    x = torch.rand(4, 3, 5, 5)
+    inputs = StreamInputs({"source": x}, given=["source"], steps=1, layout=torch.channels_last)
+    for got in (dict(inputs)["source"], {**inputs}["source"], inputs.copy()["source"], inputs.pop("source")):
+        assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, x)
+    assert "source" not in inputs and inputs.pop("source", None) is None
+    with pytest.raises(Exception, match="not cached"):
+        inputs.pop("source")
+
+
+def test_score_names_sample_weights_that_are_not_numbers(one_thread):
+    import pytest
+
+    from transferkit.errors import TransferkitError
+    model, x, y = _fitted_toy()
+    with pytest.raises(TransferkitError, match=r"score: sample_weight must be numbers, one per image, got list"):
+        model.score(x, y, sample_weight=["a"] * 40)

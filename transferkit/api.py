@@ -81,7 +81,11 @@ def _sample_weights(sample_weight, n: int) -> torch.Tensor | None:
     """``score``'s ``sample_weight`` as ``n`` float64 weights (``None`` stays ``None``)."""
     if sample_weight is None:
         return None
-    weights = torch.as_tensor(sample_weight, dtype=torch.float64)
+    try:
+        weights = torch.as_tensor(sample_weight, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TransferkitError(f"score: sample_weight must be numbers, one per image, got "
+                               f"{type(sample_weight).__name__}") from None
     check(weights.shape == (n,), f"score: sample_weight must hold one weight per image ({n}), got shape "
                                  f"{tuple(weights.shape)}")
     check(bool(torch.isfinite(weights).all()) and bool((weights >= 0).all()) and float(weights.sum()) > 0,

@@ -307,7 +307,9 @@ class FitResult:
 
 class StreamInputs(dict):
     """The streams handed to ``Method.cache_inputs``: a dict of input tensors whose missing
-    keys raise an error that says why the stream is absent (``in`` and ``get`` work as usual)."""
+    keys raise an error that says why the stream is absent (``in`` and ``get`` work as usual).
+    Each read of a stream (``[]``, ``get``, ``values``, ``items``, ``pop``, ``copy``, ``dict(...)``)
+    gives a copy of it in the training layout."""
 
     def __init__(self, inputs: dict, given: list, steps: int, layout: torch.memory_format | None = None):
         super().__init__(inputs)
@@ -325,6 +327,19 @@ class StreamInputs(dict):
 
     def items(self):
         return [(k, self[k]) for k in self]
+
+    def __iter__(self):  # not dict's own: dict(...) and {**...} then read each stream through __getitem__
+        return iter(list(dict.keys(self)))
+
+    def copy(self):
+        return dict(self.items())
+
+    def pop(self, key, *default):
+        if key not in self and default:
+            return default[0]
+        value = self[key]
+        dict.pop(self, key)
+        return value
 
     def __missing__(self, key):
         why = (f"the budget of {self.steps} steps does not draw it in full, so caching it would cost more "

@@ -198,21 +198,15 @@ class FrozenMemo:
         self.hits += 1
         return self._store[key].clone()
 
-    def put(self, key: str | None, out: torch.Tensor | None, chunks: list[torch.Tensor] = (),
-            copy: bool = True) -> None:
-        """Store ``out``, the concatenated ``chunks`` as they were computed, when each chunk has
-        the strides of its slice of ``out`` and ``out`` fits in the limit (``None``: a miss whose
-        activations were not kept); ``copy=False``: ``out`` is the memo's own, which nothing else holds."""
+    def put(self, key: str | None, out: torch.Tensor | None, copy: bool = True) -> None:
+        """Store ``out`` (activations whose chunks, as computed, had the strides of their slices
+        of it: :func:`frozen_activations` checks) when it fits in the limit; ``None``: a miss whose
+        activations were not kept; ``copy=False``: ``out`` is the memo's own, which nothing else holds."""
         if key is None:
             return
         self.misses += 1
         if out is None:
             return
-        start = 0
-        for c in chunks:
-            if out[start:start + len(c)].stride() != c.stride():
-                return
-            start += len(c)
         if out.device.type == "cpu" and out.numel() * out.element_size() / 2**20 <= self.limit_mb:
             self._store[key] = out.detach().clone() if copy else out.detach()
             while self.megabytes() > self.limit_mb:

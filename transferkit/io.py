@@ -51,7 +51,7 @@ def _writing(e: OSError, path: Path, in_folder: bool = False) -> OSError:
     ``[Errno 28] No space left on device while writing: 'r.json'``, or, where no temporary file
     could be made (``in_folder``), ``... while writing 'r.json' in the folder: 'runs/x'``."""
     if in_folder:
-        return type(e)(e.errno, f"{e.strerror} while writing {str(path)!r} in the folder", str(path.parent))
+        return type(e)(e.errno, f"{e.strerror} while writing {path.name!r} in the folder", str(path.parent))
     return type(e)(e.errno, f"{e.strerror} while writing", str(path))
 
 

@@ -143,7 +143,7 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int | None = None, 
     layout = _train_layout(base, dev, channels_last=True)
     width = max(domain.num_classes, 1)
     correct = {u: torch.zeros(width, dtype=torch.long) for u in units}  # per class
-    last = max(names.index(u) for u in units)  # base's units after the last candidate are never read
+    last = max((names.index(u) for u in units), default=-1)  # base's units after the last candidate are never read
     with evaluating(base), evaluating(donor):  # each submodule gets its own mode back, also after a failure
         batch_size = chunk_rows(domain.images, most=256) if batch_size is None else batch_size  # fewer of large ones
         for i in range(0, len(domain), batch_size):

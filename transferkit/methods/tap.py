@@ -83,7 +83,7 @@ def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int |
     rows = chunk_rows(images, most=512) if batch_size is None else batch_size  # fewer of large images
     feats: dict[str, torch.Tensor] = {}  # one N x D tensor per unit, filled chunk by chunk
     with evaluating(net):
-        for i in range(0, len(images), rows):
+        for i in range(0, max(len(images), 1), rows):  # no image: one empty batch gives each unit's width
             chunk = net.forward_features(images[i:i + rows].to(dev), units)
             for u in units:
                 check(isinstance(chunk[u], torch.Tensor), f"tap: unit {u!r} gives a {type(chunk[u]).__name__}, not a "

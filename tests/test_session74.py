@@ -583,3 +583,19 @@ def test_score_names_sample_weights_that_are_not_numbers(one_thread):
     model, x, y = _fitted_toy()
     with pytest.raises(TransferkitError, match=r"score: sample_weight must be numbers, one per image, got list"):
         model.score(x, y, sample_weight=["a"] * 40)
+
+
+def test_episodes_compare_a_data_record_of_the_first_format_too(tmp_path, monkeypatch):
+    # before (mutation pass): changed_since said nothing for a data.json of 2026-11-29 (no "format" key)
+    import json
+    import types
+
+    from transferkit import rundir
+    now = {"format": rundir.DATA_FORMAT, "target.test": "new", "folder_label_draws": 2}
+    monkeypatch.setattr(rundir, "data_digests", lambda data: dict(now))
+    split = types.SimpleNamespace(digest=lambda: "old-digest")
+    monkeypatch.setattr(rundir, "_splits", lambda data: {"target.test": split})
+    (tmp_path / "data.json").write_text(json.dumps({"target.test": "old-digest"}))  # format 1: the same images
+    assert rundir.changed_since(tmp_path, None, ("target.test",)) == ["folder_label_draws"]
+    (tmp_path / "data.json").write_text(json.dumps({"target.test": "other"}))
+    assert rundir.changed_since(tmp_path, None, ("target.test",)) == ["folder_label_draws", "target.test"]

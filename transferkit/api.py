@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import shutil
 import warnings
 from collections import OrderedDict
@@ -75,6 +76,13 @@ def pretrain_default() -> TrainConfig:
     """The pre-training config of a ``Transfer`` given no ``pretrain=`` (made when asked: its device is
     ``$TRANSFERKIT_DEVICE``'s then, and a wrong one is named when a model is made, not when transferkit is imported)."""
     return TrainConfig(steps=600)
+
+
+@functools.cache
+def _not_fitted_error() -> type:
+    """A :class:`TransferkitError` that is also scikit-learn's ``NotFittedError`` (imported when needed)."""
+    from sklearn.exceptions import NotFittedError
+    return type("NotFittedTransfer", (TransferkitError, NotFittedError), {"__module__": __name__})
 
 
 def _sample_weights(sample_weight, n: int) -> torch.Tensor | None:
@@ -494,10 +502,11 @@ class Transfer:
         """A fitted model is a classifier of image arrays to scikit-learn (its scorers, ``check_is_fitted``,
         ``ConfusionMatrixDisplay.from_estimator``, a ``Pipeline`` that predicts); an unfitted one is refused,
         since scikit-learn would fit it with ``(X, y)`` (``GridSearchCV`` and ``cross_val_score`` fit clones)."""
-        check(hasattr(self, "net_"), "Transfer.fit takes Domain objects (target=, source=, unlabeled=), not "
-                                     "scikit-learn's (X, y), so GridSearchCV, cross_val_score and Pipeline cannot fit "
-                                     "it: loop over the settings with clone(model).set_params(...) and fit each on "
-                                     "your domains")
+        if not hasattr(self, "net_"):  # also scikit-learn's NotFittedError: check_is_fitted reads the tags first
+            raise _not_fitted_error()("this Transfer is not fitted, and scikit-learn cannot fit it: Transfer.fit "
+                                      "takes Domain objects (target=, source=, unlabeled=), not scikit-learn's (X, "
+                                      "y), so GridSearchCV, cross_val_score and Pipeline cannot fit it: loop over "
+                                      "the settings with clone(model).set_params(...) and fit each on your domains")
         from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
         return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
                     classifier_tags=ClassifierTags(), input_tags=InputTags(two_d_array=False, three_d_array=True))

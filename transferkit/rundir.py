@@ -159,15 +159,19 @@ def check_worker_data(run_dir: Path, data: Prepared) -> None:
 def changed_since(run_dir: Path, data: Prepared, keys: tuple[str, ...]) -> list[str]:
     """The splits among ``keys`` (``"target.test"``, ...) whose data differ from what the run's
     ``data.json`` records, and ``folder_label_draws`` where a folder's split rule changed since;
-    read only (none where the record is missing or of another format)."""
+    read only (none where the record is missing or unreadable). A record of format 1 (2026-11-29:
+    images and labels only) is compared as a resume compares it."""
     path = Path(run_dir) / "data.json"
     try:
         then = read_json(path) if path.is_file() else None
     except TransferkitError:
         return []
     now = data_digests(data)
-    if not isinstance(then, dict) or then.get("format") != now["format"]:
+    if not isinstance(then, dict) or then.get("format", now["format"]) != now["format"]:  # another format's digests
         return []
+    if "format" not in then:
+        old = {key: d.digest() for key, d in _splits(data).items()}
+        then = {**{k: now[k] if then.get(k) == old[k] else then.get(k) for k in old}, "format": now["format"]}
     return sorted(k for k in _changed_keys(then, now) if k in keys or k == "folder_label_draws")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -457,6 +458,9 @@ NARROW_FILES = ("16-bit files are read as 0-65535, so 12- or 10-bit images (0-40
 #: folders of at least this many files keep their decoded pixels in the cache (``folders/``)
 CACHED_FOLDER_FILES = 1000
 
+#: the functions whose code decides what a folder's files decode to (:func:`_decoding_digest`)
+_DECODING = (_on_white, _decode_image, _decode_images, _check_size_channels)
+
 
 def folder_cache_on() -> bool:
     """Whether ``$TRANSFERKIT_FOLDER_CACHE`` leaves the folder cache on (off: ``0``, ``false``,
@@ -517,14 +521,16 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
     return x
 
 
+@functools.cache
 def _decoding_digest() -> str:
     """A digest of the code that decodes a folder's files (the functions that read, convert,
-    check and resize them), or of transferkit's version where their source cannot be read."""
+    check and resize them, as this module defines them: not a stand-in put in their place), or
+    of transferkit's version where their source cannot be read; computed once."""
     import inspect
 
     from . import __version__
     try:
-        text = "".join(inspect.getsource(f) for f in (_on_white, _decode_image, _decode_images, _check_size_channels))
+        text = "".join(inspect.getsource(f) for f in _DECODING)
     except (OSError, TypeError):
         text = __version__
     return hashlib.sha256(text.encode()).hexdigest()[:16]

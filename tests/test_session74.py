@@ -232,8 +232,9 @@ def test_processes_decoding_one_new_folder_decode_it_once(tmp_path, monkeypatch)
     assert len(decoded) == 1 and len(results) == 2 and torch.equal(results[0].images, results[1].images)
 
 
-def test_the_text_embedding_cache_keeps_what_other_processes_stored(tmp_path, monkeypatch):
-    # before: a process wrote its own embeddings over the file, dropping those another process stored since
+def stub_sentence_model(monkeypatch, cache):
+    """``transferkit.text`` with a 2-d stand-in for the sentence model (sentence-transformers is not
+    installed here: the disk cache's own code runs), caching in ``cache``."""
     from transferkit import text
 
     class Stub:
@@ -243,27 +244,39 @@ def test_the_text_embedding_cache_keeps_what_other_processes_stored(tmp_path, mo
         def get_sentence_embedding_dimension(self):
             return 2
     monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: Stub())
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(cache))
+    return text
+
+
+def test_the_text_embedding_cache_keeps_what_other_processes_stored(tmp_path, monkeypatch):
+    # before: a process wrote its own embeddings over the file, dropping those another process stored since
+    text = stub_sentence_model(monkeypatch, tmp_path)
     a, b = text.SentenceEncoder("stub"), text.SentenceEncoder("stub")  # two processes, both from an empty cache
     a.encode(["a cat", "a dog"])
     b.encode(["a car"])
     assert sorted(text.SentenceEncoder("stub")._cache) == ["a car", "a cat", "a dog"]
 
 
-def test_summary_of_several_runs_shows_the_finished_jobs_of_one_not_finished(tmp_path, capsys, monkeypatch):
-    # before: `summary r1 r2` with r2 still working (or stopped) showed no table, only r2's missing results.json
+def two_unfinished_runs(root, monkeypatch) -> None:
+    """``root/r1`` (finetune seeds 0 and 1) and ``root/r2`` (seed 0): run directories with finished
+    jobs and no results.json."""
     import json
 
     import transferkit.runtime as runtime
-    from transferkit.cli import main
-    monkeypatch.setattr(runtime, "_WORK_DIR", [])
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])  # these directories are not left to the next tests
     base = {"method": "finetune", "source": "s", "target": "t", "setting": "k=1", "wall_s": 1.0}
     for name, accs in (("r1", (0.5, 0.7)), ("r2", (0.9,))):
-        (tmp_path / name / "jobs").mkdir(parents=True)
-        (tmp_path / name / "config.yaml").write_text(f"name: {name}\n")
+        (root / name / "jobs").mkdir(parents=True)
+        (root / name / "config.yaml").write_text(f"name: {name}\n")
         for seed, acc in enumerate(accs):
-            (tmp_path / name / "jobs" / f"finetune-k=1-s{seed}.json").write_text(
+            (root / name / "jobs" / f"finetune-k=1-s{seed}.json").write_text(
                 json.dumps({**base, "seed": seed, "accuracy": acc}))
+
+
+def test_summary_of_several_runs_shows_the_finished_jobs_of_one_not_finished(tmp_path, capsys, monkeypatch):
+    # before: `summary r1 r2` with r2 still working (or stopped) showed no table, only r2's missing results.json
+    from transferkit.cli import main
+    two_unfinished_runs(tmp_path, monkeypatch)
     assert main(["summary", str(tmp_path / "r1"), str(tmp_path / "r2")]) == 2
     out, err = capsys.readouterr()
     assert "| r1 | finetune |" in out and "| r2 | finetune |" in out, out

@@ -183,16 +183,8 @@ def test_the_text_cache_is_merged_and_written_under_its_lock(tmp_path, monkeypat
     # T2: the read-merge-write of the embeddings file holds TEXT.lock (another process waits)
     import fcntl
 
-    from transferkit import text
-
-    class Stub:
-        def encode(self, texts, **kw):
-            return torch.stack([torch.tensor([float(len(t)), 1.0]) for t in texts])
-
-        def get_sentence_embedding_dimension(self):
-            return 2
-    monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: Stub())
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    from test_session74 import stub_sentence_model
+    text = stub_sentence_model(monkeypatch, tmp_path)
     held, real = [], text.atomic_write
 
     def write(path, fn):
@@ -223,16 +215,10 @@ def test_frozen_activations_of_no_images_are_empty():
 # ---- compare -------------------------------------------------------------------------------------------------------
 def test_combined_unfinished_line_names_each_run_once_without_a_doubled_colon(tmp_path, monkeypatch):
     # C1: each run's unfinished hint starts with ": "; the combined one has one
-    import transferkit.runtime as runtime
+    from test_session74 import two_unfinished_runs
+
     from transferkit.compare import combine_runs
-    monkeypatch.setattr(runtime, "_WORK_DIR", [])
-    base = {"method": "finetune", "source": "s", "target": "t", "setting": "k=1", "wall_s": 1.0}
-    for name, accs in (("r1", (0.5, 0.7)), ("r2", (0.9,))):
-        (tmp_path / name / "jobs").mkdir(parents=True)
-        (tmp_path / name / "config.yaml").write_text(f"name: {name}\n")
-        for seed, acc in enumerate(accs):
-            (tmp_path / name / "jobs" / f"finetune-k=1-s{seed}.json").write_text(
-                json.dumps({**base, "seed": seed, "accuracy": acc}))
+    two_unfinished_runs(tmp_path, monkeypatch)
     data = combine_runs([tmp_path / "r1", tmp_path / "r2"])
     assert data["unfinished"].startswith(f": {tmp_path / 'r1'} holds 2") and ": :" not in data["unfinished"]
     assert f"; {tmp_path / 'r2'} holds 1" in data["unfinished"]

@@ -612,3 +612,16 @@ def test_episodes_compare_a_data_record_of_the_first_format_too(tmp_path, monkey
     assert rundir.changed_since(tmp_path, None, ("target.test",)) == ["folder_label_draws"]
     (tmp_path / "data.json").write_text(json.dumps({"target.test": "other"}))
     assert rundir.changed_since(tmp_path, None, ("target.test",)) == ["folder_label_draws", "target.test"]
+
+
+def test_a_missing_network_path_with_yaml_escapes_in_it_is_named_with_the_fix():
+    # before: 'pre-trained network C:' / 'ets\x07.safetensors does not exist', printed raw over two lines
+    from pathlib import Path
+
+    import pytest
+
+    from transferkit.errors import TransferkitError
+    from transferkit.networks import read_network_file
+    with pytest.raises(TransferkitError, match=r"pre-trained network 'C:\\nets\\x07\.safetensors' does not exist "
+                                               r"\(the path holds a tab or line break \(or another control"):
+        read_network_file(Path("C:\nets\a.safetensors"))

@@ -510,15 +510,16 @@ VARIABLE = re.compile(r"\$\{?[A-Za-z_]\w*\}?|%[A-Za-z_]\w*%")
 
 def path_hints(path: str | os.PathLike) -> list[str]:
     """What may be wrong with a path as written: an environment variable (not expanded),
-    Windows backslashes, a tab or line break (YAML reads ``\\t`` in double quotes as a tab)."""
+    Windows backslashes, a tab, line break or other control character (YAML reads ``\\t`` in
+    double quotes as a tab, ``\\a`` as a bell)."""
     text, hints = str(path), []
     if VARIABLE.search(text):
         hints.append(f"{VARIABLE.search(text).group()} is not expanded: transferkit reads paths as written (only ~ "
                      f"is the home folder), so write the path out (or let the shell expand it, e.g. --set "
                      f"\"source=folder:$DATA/train\")")
-    if any(c in text for c in "\t\n\r"):
-        hints.append("the path holds a tab or line break: in double quotes YAML reads \\t and \\n as those; write "
-                     "paths with / (or in single quotes)")
+    if any(c < " " for c in text):
+        hints.append("the path holds a tab or line break (or another control character): in double quotes YAML "
+                     "reads \\t, \\n, \\a... as those (C:\\nets\\a.pt); write paths with / (or in single quotes)")
     elif "\\" in text and os.sep == "/":  # on Windows a backslash is the separator
         hints.append("write the path with / instead of Windows backslashes (data/train, not data\\train)")
     return hints

@@ -16,7 +16,7 @@ from .backbones import build_backbone, check_unitnet, is_built_in, known_outputs
 from .engine import content_text
 from .errors import TransferkitError, UnknownNameError, check
 from .heads import PrototypeHead
-from .io import load_safetensors, save_safetensors
+from .io import load_safetensors, relative_hint, save_safetensors
 from .methods.base import Method
 
 #: what a ``pretrained:`` file must be, and what writes one
@@ -131,7 +131,7 @@ def load_network_file(net, path: str | os.PathLike, classes: list[str] | None = 
 def read_network_file(path: Path, hint: str = "") -> tuple[dict, dict]:
     """A network file's tensors and metadata (its stored class names); a ``torch.save`` file is
     refused, naming what to write instead."""
-    check(path.exists(), f"pre-trained network {path} does not exist")
+    check(path.exists(), f"pre-trained network {str(path)!r} does not exist{relative_hint(path)}")
     try:
         return load_safetensors(path, "pre-trained network", hint)
     except TransferkitError as e:
@@ -180,7 +180,7 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int | None
     ``Transfer.fit(net=net)`` without ``source=`` then matches the target's classes to those rows
     by name, not by position."""
     path = Path(path).expanduser()
-    check(path.is_file(), f"load_network: {path} does not exist or is not a file")
+    check(path.is_file(), f"load_network: {path} does not exist or is not a file{relative_hint(path)}")
     state, metadata = read_network_file(path)
     names = stored_classes(path, metadata)
     heads = [v for k, v in state.items() if k.startswith("head.") and k.endswith(("weight", "prototypes"))

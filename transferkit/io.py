@@ -364,10 +364,7 @@ def directory_holder(directory: str | os.PathLike) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        try:
-            return f"pid {int(path.read_text().strip())}"
-        except (OSError, ValueError):
-            return "pid unknown"
+        return f"pid {_lock_pid(path) or 'unknown'}"
     except OSError:
         return None
     finally:
@@ -376,10 +373,7 @@ def directory_holder(directory: str | os.PathLike) -> str | None:
 
 
 def _in_use(directory, path: Path) -> TransferkitError:
-    try:
-        holder = f"pid {int(path.read_text().strip())}"
-    except (OSError, ValueError):
-        holder = "pid unknown"
+    holder = f"pid {_lock_pid(path) or 'unknown'}"
     return TransferkitError(f"{directory} is in use by another transferkit process ({holder}); let it "
                             f"finish or stop it, then resume")
 

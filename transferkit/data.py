@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from . import shifts as _shifts
 from .domain import Domain
 from .errors import UnknownNameError, check, is_whole, warn
-from .io import atomic_write, cache_dir, relative_hint, say_waiting, waiting_lock
+from .io import atomic_write, cache_dir, cache_lock, relative_hint
 from .registry import Registry, qualified_name
 
 CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
@@ -429,13 +429,9 @@ def builtin_arrays(name: str, *, use_cache: bool = True) -> tuple[np.ndarray, np
     path = cache_path(name)
     if use_cache and (hit := _read_cache(path, b)) is not None:
         return hit
-    with contextlib.ExitStack() as held:
-        if use_cache:  # one process builds it; another that needs it meanwhile waits, then reads it
-            with contextlib.suppress(OSError):  # a cache that cannot be written: build unlocked (and warn)
-                lock = path.with_suffix(".lock")
-                held.enter_context(waiting_lock(lock, say_waiting(f"builds the domain {name}", lock)))
-            if (hit := _read_cache(path, b)) is not None:
-                return hit
+    with cache_lock(path, f"builds the domain {name}") if use_cache else contextlib.nullcontext():
+        if use_cache and (hit := _read_cache(path, b)) is not None:  # built by the process it waited for
+            return hit
         x, y = checked_arrays(b, b.build(use_cache) if b.digest is None else b.build())
         if use_cache:
             _write_cache(path, {"x": x, "y": y})

@@ -494,7 +494,7 @@ class Engine:
                    leave=False)
         try:
             if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
-                method.input_cache = self._cache_inputs(method, streams, device)
+                method.input_cache = self._cache_inputs(method, streams, device, layout)
             first_step = state["step"]
             window = {k: (torch.tensor(total, dtype=torch.float32, device=device), n)  # a stop mid-window keeps it
                       for k, (total, n) in (state.get("loss_window") or {}).items()}
@@ -615,14 +615,13 @@ class Engine:
             return names[0]
         return start
 
-    def _cache_inputs(self, method, streams: dict, device) -> dict:
+    def _cache_inputs(self, method, streams: dict, device, layout: torch.memory_format) -> dict:
         """``method.cache_inputs`` of the streams the whole budget draws in full at least once
         per rank (decided on ``steps``, not on the steps left, so that a resumed fit caches as
         an uninterrupted one does), under the autocast the steps run in."""
         full = StreamInputs({n: s.x for n, s in streams.items()
                              if self.cfg.steps * math.ceil(s.batch_size / s.world) >= len(s.x)},
-                            given=list(streams), steps=self.cfg.steps,
-                            layout=next(iter(streams.values())).layout if streams else None)
+                            given=list(streams), steps=self.cfg.steps, layout=layout)
         with autocast(device, self.cfg.amp):
             return method.cache_inputs(full)
 
@@ -1016,8 +1015,9 @@ def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfi
 
 def _nonfinite_parameters(method) -> str:
     """The names of ``method``'s parameters that hold NaN or infinite values (the first four), or ""."""
-    bad = [name for name, p in method.named_parameters()  # a finite sum has finite terms: the whole check runs on
-           if not bool(torch.isfinite(p.detach().sum())) and not bool(torch.isfinite(p.detach()).all())]  # the rest
+    # a finite sum has finite terms, so each value is checked only where a parameter's sum is not finite
+    bad = [name for name, p in method.named_parameters()
+           if not bool(torch.isfinite(p.detach().sum())) and not bool(torch.isfinite(p.detach()).all())]
     return ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
 
 

@@ -233,21 +233,19 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
     # a shorter prefix stored: its chunks (the same boundaries and strides) feed the units after it
     start, inputs = (MEMO.longest_stored(net, keys) if keys else None) or (0, images)
     n, kept, outs, alike = len(inputs), None, [], True  # each chunk goes into one tensor of n rows, not a list
-    keep = key is not None or then is None  # the activations: stored, or the result
     for i in range(0, n, rows):
         h = net.forward_units(inputs[i:i + rows].to(device or inputs.device, copy=True), start, stop)
         if then is None:
             h = h.to(inputs.device)
-        if keep and kept is None:
-            keep = then is None or h.device.type == "cpu" and h[:1].numel() * h.element_size() * n / 2**20 \
-                <= MEMO.limit_mb  # beyond the memo's limit they are not kept
-            kept = _rows_like(h, n) if keep else None
+        if i == 0 and (then is None or key is not None and h.device.type == "cpu"  # the result, or stored:
+                       and h[:1].numel() * h.element_size() * n / 2**20 <= MEMO.limit_mb):  # within the memo's limit
+            kept = _rows_like(h, n)
         if kept is not None:
             part = kept[i:i + len(h)]
             alike = alike and part.stride() == h.stride()  # a hit feeds the next units the layout a miss gave them
             part.copy_(h)
-            if not alike and then is not None:
-                keep, kept = False, None
+            if not alike and then is not None:  # not stored: no need to keep them
+                kept = None
         if then is not None:
             outs.append(then(h).to(inputs.device))  # then may change its input in place: kept holds a copy
     if then is None:
@@ -262,7 +260,7 @@ def _rows_like(h: torch.Tensor, n: int) -> torch.Tensor:
     """An empty tensor of ``n`` rows laid out as the chunk ``h``'s rows (its strides, where ``h`` is
     dense with its rows outermost; else contiguous), on ``h``'s device."""
     row, expected, dense = h[0], 1, True
-    for stride, size in sorted((s, z) for s, z in zip(h[0].stride(), h[0].shape) if z != 1):
+    for stride, size in sorted((s, z) for s, z in zip(row.stride(), row.shape) if z != 1):
         dense, expected = dense and stride == expected, expected * size
     if dense and h.stride(0) == row.numel():
         return torch.empty_strided((n, *h.shape[1:]), h.stride(), dtype=h.dtype, device=h.device)

@@ -280,11 +280,19 @@ def waiting_lock(path: str | os.PathLike, on_wait: Callable[[str], Any] | None =
         os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiter)
 
 
-def say_waiting(what: str, lock: str | os.PathLike) -> Callable[[str], None]:
-    """An ``on_wait`` of :func:`waiting_lock` that says on stderr that this process waits for
-    another that ``what`` (``builds the domain syndigits``)."""
-    return lambda holder: print(f"transferkit: waiting for another process that {what} ({holder}; {lock})",
-                                file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def cache_lock(path: str | os.PathLike, what: str):
+    """Hold the lock (``.lock`` beside it) of the cache file ``path`` while this process builds
+    what it keeps: another process that needs it meanwhile waits, saying on stderr that it waits
+    for one that ``what`` (``builds the domain syndigits``), then reads it. A cache folder where no
+    lock file can be made: the build goes on unlocked (its write then warns)."""
+    lock = Path(path).with_suffix(".lock")
+    with contextlib.ExitStack() as held:
+        with contextlib.suppress(OSError):
+            held.enter_context(waiting_lock(lock, lambda holder: print(
+                f"transferkit: waiting for another process that {what} ({holder}; {lock})", file=sys.stderr,
+                flush=True)))
+        yield
 
 
 def _lock_holder(fd: int) -> str:

@@ -265,8 +265,9 @@ def finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict
                            f"now{hint}; restore that config, or delete the job file to run the job again")
             continue
         out[cls.name, seed] = row
-    check(len(refused) < 2, f"{len(refused)} job files cannot be resumed as they are:\n  " + "\n  ".join(refused))
-    check(not refused, refused[0] if refused else "")
+    if refused:
+        raise TransferkitError(refused[0] if len(refused) == 1 else
+                               f"{len(refused)} job files cannot be resumed as they are:\n  " + "\n  ".join(refused))
     check_same_world(cfg, run_dir, out)
     return out
 

@@ -20,7 +20,7 @@ import torch
 from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .evaluate import chunk_rows
-from .io import atomic_write, cache_dir, relative_hint, say_waiting, waiting_lock
+from .io import atomic_write, cache_dir, cache_lock, relative_hint
 
 #: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
 CHANNELS_CHOSEN: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_channels_chosen", default=False)
@@ -498,11 +498,8 @@ def decoded_images(root: Path, files: list[Path], size: int | None, channels: in
     path = cache_dir() / "folders" / f"{key}.npz"
     if (hit := _cached_folder(path, len(files), size, where)) is not None:
         return hit
-    with contextlib.ExitStack() as held:  # one process decodes a new folder; another that needs it waits, then reads
-        lock = path.with_suffix(".lock")
-        with contextlib.suppress(OSError):  # a cache that cannot be written: decode unlocked (and warn)
-            held.enter_context(waiting_lock(lock, say_waiting(f"decodes the image folder {str(root)!r}", lock)))
-        if (hit := _cached_folder(path, len(files), size, where)) is not None:
+    with cache_lock(path, f"decodes the image folder {str(root)!r}"):  # one process decodes a new folder
+        if (hit := _cached_folder(path, len(files), size, where)) is not None:  # decoded by the one it waited for
             return hit
         x, facts = _decode_images(files, size, channels, where)
         _warn_decoded(len(files), size, where, facts)

@@ -108,8 +108,7 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
     differ, with each value's runs: ``backbone: lenet in a; mine in b``, e.g. rows of two networks
     side by side, which the table's columns do not show. Runs without a config are left out; a run's
     config from before a key was added reads it at its default."""
-    flats = [(label, _flat_all({**c, "options": _run_options(c)} if "options" in c else c))
-             for label, c in configs if isinstance(c, dict)]
+    flats = [(label, _flat_all(_comparable(c))) for label, c in configs if isinstance(c, dict)]
     if len(flats) < 2:
         return []
     if all("backbone" in f for _, f in flats):  # run configs, not benchmark plans
@@ -129,6 +128,17 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
     where = "config.yaml" if all("backbone" in f for _, f in flats) else "results.json's config"
     return [f"The runs' configs differ in {' / '.join(parts[:DIFFER_KEYS])}{more} ({where}): the rows of one "
             f"method are not of one config."]
+
+
+def _comparable(config: dict) -> dict:
+    """A run's config with its methods' options as its jobs ran them, or a benchmark's results.json
+    config with its plan as :func:`~transferkit.bench.comparable_plan` reads it."""
+    if "options" in config:
+        return {**config, "options": _run_options(config)}
+    if isinstance(config.get("plan"), dict) and isinstance(config.get("benchmark"), str):
+        from .bench import comparable_plan
+        return {**config, "plan": comparable_plan(config["benchmark"], config.get("quick"), config["plan"])}
+    return config
 
 
 def _run_options(config: dict):

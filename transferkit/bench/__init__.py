@@ -307,9 +307,7 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
     if not isinstance(stored, dict):
         return
     now = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as stored
-    for k, section in now.items():  # a TrainConfig section stored before a field was added: at its default
-        if isinstance(section, dict) and isinstance(stored.get(k), dict):
-            stored = {**stored, k: {**{f: d for f, d in ADDED_TRAIN_FIELDS.items() if f in section}, **stored[k]}}
+    stored = with_added_fields(stored, now)
     if set(stored) | _added_selects(plan, stored) != set(now):
         owners = [owner] if owner else [n for n, (_, _, make) in BENCHMARKS.items()
                                         if set(dataclasses.asdict(make(False))) == set(stored)]
@@ -330,6 +328,24 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
         f"{k}: {a!r} there, {b!r} now" for k, a, b in diff)
         + (" (a stage's device is where this invocation runs: --device / $TRANSFERKIT_DEVICE)" if device else "")
         + (f". Only {', '.join(plan.selects)} may change when resuming" if plan.selects else ""))
+
+
+def with_added_fields(stored: dict, now: dict) -> dict:
+    """``stored`` (a plan an earlier version wrote) with the fields added to a stage's TrainConfig
+    since at their defaults, in each section that ``now`` (today's plan as a dict) has."""
+    return {**stored, **{k: {**{f: d for f, d in ADDED_TRAIN_FIELDS.items() if f in section}, **stored[k]}
+                         for k, section in now.items() if isinstance(section, dict) and isinstance(stored.get(k), dict)}}
+
+
+def comparable_plan(name, quick, stored: dict) -> dict:
+    """A results.json's plan of benchmark ``name`` as a table of several runs compares it: with a
+    stage's fields added since at their defaults, and without its selection fields (seeds, pairs, methods...: they choose the jobs, which rows
+    name). As stored where ``name`` is no benchmark of this version."""
+    if name not in load_suites():
+        return stored
+    plan = make_plan(name, bool(quick))
+    now = json.loads(json.dumps(dataclasses.asdict(plan)))
+    return {k: v for k, v in with_added_fields(stored, now).items() if k not in plan.selects}
 
 
 def _added_selects(plan: Plan, stored: dict) -> set[str]:

@@ -23,6 +23,7 @@ untested here.
 """
 
 import json
+import sys
 
 import helpers
 import pytest
@@ -83,7 +84,7 @@ def test_the_progress_bar_follows_the_setting_and_by_default_a_terminal(bars, mo
     for progress in (True, False):
         Engine(cfg(progress=progress)).fit(custom(), target=d)
     for tty in (True, False):
-        monkeypatch.setattr(engine_module.sys.stderr, "isatty", lambda tty=tty: tty, raising=False)
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty, raising=False)
         Engine(cfg(progress=None)).fit(custom(), target=d)
     assert [b.kw["disable"] for b in bars] == [False, True, False, True]
     assert all(b.kw["total"] == 2 and b.kw["desc"] == "custom" and b.n == 2 and b.closed for b in bars)

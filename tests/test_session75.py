@@ -26,3 +26,29 @@ def test_benchmark_runs_side_by_side_do_not_differ_in_fields_added_since_or_in_w
     assert compare.config_differ_lines([("old", flex_old), ("new", _plan_config("flex"))]) == []
     (line,) = compare.config_differ_lines([("old", old), ("new", _plan_config("uda", adapt_steps=60))])
     assert line.startswith("The runs' configs differ in plan.adapt_steps: 50 in old; 60 in new (results.json's")
+
+
+def test_progress_bars_show_by_default_in_a_jupyter_kernel_whose_stderr_is_no_terminal(monkeypatch):
+    import io as stdio
+    import sys
+    import types
+
+    from helpers import toy_domain
+    from test_engine_mutation import custom
+
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.io import shows_progress
+    from transferkit.methods.tap import _fit_pairs
+
+    monkeypatch.setattr(sys, "stderr", stdio.StringIO())
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert not shows_progress() and _fit_pairs(["unit1"], None).disable  # a script's pipe: none
+
+    class ZMQInteractiveShell:  # the class name ipykernel's shell has
+        pass
+    for shell, shown in ((ZMQInteractiveShell(), True), (None, False), (object(), False)):  # kernel, none, terminal
+        monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda shell=shell: shell))
+        assert shows_progress() is shown and _fit_pairs(["unit1"], None).disable is not shown
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=ZMQInteractiveShell))
+    Engine(TrainConfig(steps=3, eval_every=3)).fit(custom(), target=toy_domain(16))
+    assert "3/3" in sys.stderr.getvalue()  # the engine's bar drew into the kernel's stderr

@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
-from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
+from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, shows_progress, write_json
 from .runtime import autocast, check_device_name, resolve_device
 
 STREAMS = ("source", "target", "unlabeled")
@@ -80,7 +79,7 @@ class TrainConfig:
     the best evaluation's weights (else the last); ``checkpoint_every``: steps between
     checkpoints where a checkpoint folder is given; ``cache_frozen`` computes the activations of
     frozen leading units once per fit (up to ``cache_limit_mb``); ``progress``: a tqdm bar (None:
-    when stderr is a terminal, so notebooks show none); ``device`` (cpu, cuda, mps, auto),
+    when stderr is a terminal or in a Jupyter kernel); ``device`` (cpu, cuda, mps, auto),
     ``amp`` (bfloat16 autocast on CUDA) and ``channels_last`` (the layout of conv nets on CPU);
     ``sampler``: how labelled streams draw batches, ``shuffle`` (epochs of shuffled images) or
     ``balanced`` (each class equally likely at every draw, then one of its images: see :class:`Stream`);
@@ -100,7 +99,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints when a checkpoint dir is given
     cache_frozen: bool = True
     cache_limit_mb: int = 2048
-    progress: bool | None = None  # tqdm bar; None: when stderr is a terminal
+    progress: bool | None = None  # tqdm bar; None: when stderr is a terminal or in a Jupyter kernel
     # cpu | cuda | mps | auto; the CLI's --device sets the default of every config made after it
     device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
     amp: bool = False  # bfloat16 autocast on CUDA GPUs (ignored on CPU and MPS)
@@ -489,7 +488,7 @@ class Engine:
         writer = _tensorboard(self.tensorboard_dir) if main else None
 
         modes_stale = True
-        show = (BARS and main and sys.stderr.isatty()) if cfg.progress is None else cfg.progress
+        show = (BARS and main and shows_progress()) if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=self.run_name or method.name,
                    leave=False)
         try:

@@ -9,7 +9,6 @@ import functools
 import hashlib
 import json
 import os
-import sys
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .evaluate import chunk_rows
-from .io import atomic_write, cache_dir, cache_lock, relative_hint
+from .io import atomic_write, cache_dir, cache_lock, relative_hint, shows_progress
 
 #: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
 CHANNELS_CHOSEN: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_channels_chosen", default=False)
@@ -290,7 +289,8 @@ _progress: list = [None]  # None: a bar when stderr is a terminal; see reading_p
 @contextlib.contextmanager
 def reading_progress(show: bool | None):
     """Within it, decoding a large folder shows a tqdm bar when ``show`` (None: when stderr is a
-    terminal, as the engine's training bar): off in worker processes, which read the data again."""
+    terminal or in a Jupyter kernel, as the engine's training bar): off in worker processes, which
+    read the data again."""
     before, _progress[0] = _progress[0], show
     try:
         yield
@@ -301,7 +301,7 @@ def reading_progress(show: bool | None):
 def _with_progress(paths: list, where: str):
     from tqdm import tqdm
 
-    show = sys.stderr.isatty() if _progress[0] is None else _progress[0]
+    show = shows_progress() if _progress[0] is None else _progress[0]
     return tqdm(paths, desc=f"reading {len(paths)} images {where}", unit="image", leave=False,
                 disable=not show or len(paths) < PROGRESS_FROM)
 

@@ -333,14 +333,16 @@ def _check_same_plan(bench_dir: Path, plan: Plan, name: str | None = None) -> No
 def with_added_fields(stored: dict, now: dict) -> dict:
     """``stored`` (a plan an earlier version wrote) with the fields added to a stage's TrainConfig
     since at their defaults, in each section that ``now`` (today's plan as a dict) has."""
-    return {**stored, **{k: {**{f: d for f, d in ADDED_TRAIN_FIELDS.items() if f in section}, **stored[k]}
-                         for k, section in now.items() if isinstance(section, dict) and isinstance(stored.get(k), dict)}}
+    sections = [k for k, section in now.items() if isinstance(section, dict) and isinstance(stored.get(k), dict)]
+    return {**stored, **{k: {**{f: d for f, d in ADDED_TRAIN_FIELDS.items() if f in now[k]}, **stored[k]}
+                         for k in sections}}
 
 
 def comparable_plan(name, quick, stored: dict) -> dict:
     """A results.json's plan of benchmark ``name`` as a table of several runs compares it: with a
-    stage's fields added since at their defaults, and without its selection fields (seeds, pairs, methods...: they choose the jobs, which rows
-    name). As stored where ``name`` is no benchmark of this version."""
+    stage's fields added since at their defaults, and without its selection fields (seeds, pairs,
+    methods...: they choose the jobs, which rows name). As stored where ``name`` is no benchmark
+    of this version."""
     if name not in load_suites():
         return stored
     plan = make_plan(name, bool(quick))

@@ -26,7 +26,6 @@ earlier one); a unit listed twice, or one whose output is no tensor, is refused.
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 
@@ -40,6 +39,7 @@ from ..engine import FitResult
 from ..errors import check, warn
 from ..evaluate import chunk_rows, fraction_correct
 from ..frozen import frozen_activations
+from ..io import shows_progress
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
@@ -63,11 +63,11 @@ def tap_units(net, units) -> list[str]:
 
 def _fit_pairs(units: list[str], progress: bool | None):
     """The (unit, classifier) pairs to fit, counted by a progress bar when ``progress`` (None:
-    when standard error is a terminal)."""
+    when standard error is a terminal or in a Jupyter kernel)."""
     from tqdm import tqdm
 
     pairs = [(u, kind) for u in units for kind in CLASSIFIERS]
-    show = sys.stderr.isatty() if progress is None else progress
+    show = shows_progress() if progress is None else progress
     return tqdm(pairs, desc="tap: linear fits", disable=not show, leave=False)
 
 

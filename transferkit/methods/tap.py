@@ -119,8 +119,9 @@ def _warn_if_large(feats: dict[str, torch.Tensor], what: str) -> None:
 
 def fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float = 1.0,
                seed: int = 0) -> nn.Linear:
-    """Fit a linear SVM (``svm``) or softmax classifier (``softmax``) on standardised ``x``;
-    return it as an ``nn.Linear`` acting on the raw features. A fit that does not converge warns."""
+    """Fit a linear SVM (``svm``) or softmax classifier (``softmax``) on standardised ``x`` (a
+    column constant on ``x`` standardises to 0: it gets no weight); return it as an ``nn.Linear``
+    acting on the raw features. A fit that does not converge warns."""
     lin, converged = _fit_linear(kind, x, y, num_classes, c, seed)
     if not converged:
         warn(f"fit_linear: the {kind} classifier did not converge in {MAX_ITER[kind]:,} iterations; {_CONVERGE_HINT}")
@@ -146,6 +147,8 @@ def _fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c
     check(bool(torch.isfinite(x).all()), "a linear classifier needs finite features; these hold NaN or infinite "
                                          "values")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    constant = x.amax(0) == x.amin(0)  # a float32 mean misses a constant by rounding: it would stand out
+    mean[constant], std[constant] = x[0, constant], 1.0  # as a column of ±1 with a weight up to 1e6 x too large
     xs = np.empty(tuple(x.shape), dtype=np.float64)  # standardised chunk by chunk: no float32 copy of x besides
     step = max(1, 2**22 // max(1, x.shape[1]))
     for i in range(0, len(x), step):

@@ -71,3 +71,26 @@ def test_a_feature_constant_on_the_training_images_gets_no_weight_in_taps_linear
             moved = x.clone()
             moved[:, 1] += 0.01  # the constant column elsewhere at test time: the same predictions
             assert torch.equal(lin(moved).argmax(1), lin(x).argmax(1)) and torch.equal(lin(x).argmax(1), y)
+
+
+def test_a_refused_portable_kernels_call_leaves_the_environment_as_it_was(monkeypatch):
+    # the variables stayed set: workers then ran AVX2 kernels beside a native main process, and kernels.json
+    # recorded caps that were not in force
+    import os
+    import platform
+
+    import pytest
+    import torch
+
+    from transferkit import runtime
+    from transferkit.errors import TransferkitError
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for key in runtime.PORTABLE_KERNELS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")  # the user's own: kept
+    with pytest.raises(TransferkitError, match="torch already runs AVX512 kernels"):
+        runtime.portable_kernels()
+    assert "ATEN_CPU_CAPABILITY" not in os.environ and "ONEDNN_MAX_CPU_ISA" not in os.environ
+    assert os.environ["MKL_CBWR"] == "COMPATIBLE"

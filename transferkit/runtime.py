@@ -119,14 +119,18 @@ def portable_kernels() -> dict:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         warn(f"portable kernels pin x86 kernels; this CPU is {platform.machine()}: no effect")
         return {}
+    added = [key for key in PORTABLE_KERNELS if key not in os.environ]
     for key, value in PORTABLE_KERNELS.items():
         os.environ.setdefault(key, value)
     chosen = torch.backends.cpu.get_cpu_capability()
     wanted = os.environ["ATEN_CPU_CAPABILITY"].upper()
-    check(chosen == wanted or chosen == "DEFAULT",
-          f"portable kernels: torch already runs {chosen} kernels ({wanted} wanted); call portable_kernels() "
-          f"before the first torch operation, or set {', '.join(f'{k}={v}' for k, v in PORTABLE_KERNELS.items())} "
-          f"in the environment")
+    if chosen != wanted and chosen != "DEFAULT":  # refused: the variables would reach workers and records alone
+        for key in added:
+            del os.environ[key]
+        raise TransferkitError(
+            f"portable kernels: torch already runs {chosen} kernels ({wanted} wanted); call portable_kernels() "
+            f"before the first torch operation, or set {', '.join(f'{k}={v}' for k, v in PORTABLE_KERNELS.items())} "
+            f"in the environment")
     return {k: os.environ[k] for k in PORTABLE_KERNELS}
 
 

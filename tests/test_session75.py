@@ -94,3 +94,30 @@ def test_a_refused_portable_kernels_call_leaves_the_environment_as_it_was(monkey
         runtime.portable_kernels()
     assert "ATEN_CPU_CAPABILITY" not in os.environ and "ONEDNN_MAX_CPU_ISA" not in os.environ
     assert os.environ["MKL_CBWR"] == "COMPATIBLE"
+
+
+def test_a_source_changed_through_a_numpy_view_is_pre_trained_again_not_read_from_the_process_memo():
+    # a write through np.asarray(domain.images) leaves the tensor's version as it was: the memoised digest was
+    # stale, and the second fit reused the first fit's pre-training of the images as they were
+    import numpy as np
+    import torch
+
+    from transferkit.api import Transfer
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+    from transferkit.networks import network_digest
+
+    rng = np.random.default_rng(0)
+    source = Domain("src", rng.random((48, 1, 28, 28)).astype(np.float32), np.arange(48) % 4, list("abcd"))
+    target = Domain("tgt", rng.random((16, 1, 28, 28)).astype(np.float32), np.arange(16) % 4, list("abcd"))
+
+    def fit(src):
+        tiny = TrainConfig(steps=2, batch_size=8, eval_every=1, progress=False)
+        return network_digest(Transfer("finetune", backbone="lenet", train=tiny, pretrain=tiny)
+                              .fit(target=target, source=src).net_)
+
+    first = fit(source)
+    np.asarray(source.images)[:] *= 0.5  # in place, torch does not see it
+    changed = Domain("src", source.images.clone(), source.labels.clone(), list("abcd"))
+    assert fit(source) == fit(changed) != first
+    assert torch.equal(source.images, changed.images)

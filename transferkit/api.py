@@ -280,6 +280,7 @@ class Transfer:
             check(isinstance(d, Domain), f"fit: {k} must be a Domain, got {type(d).__name__}{how}")
             check(len(d) > 0, f"fit: the {k} domain {d.name!r} is empty")
             d.check_contents(f"fit: the {k} domain")
+            d.forget_digest()  # the caches' and checkpoints' keys: images changed through a NumPy view too
             if k != "unlabeled":
                 check_labeled(d, f"fit: the {k} domain")
             if k in ("target", "source"):

@@ -432,7 +432,9 @@ class Domain:
         """A content hash of every image and label (16 hex digits): caches and checkpoints
         are reused only for the very same data. Class names and groups are not part of it
         (a run's ``data.json`` adds both, the pre-training cache key the class names). Computed once per images
-        and labels tensor: again only after either is replaced or changed in place (its version)."""
+        and labels tensor: again only after either is replaced or changed in place by torch (its version), or
+        after :meth:`forget_digest` (a write through a NumPy view leaves the version as it was: ``Transfer.fit``
+        forgets its domains' digests, so that each fit hashes them once)."""
         stamp = (self.images._version, id(self.labels), self.labels._version)
         memo = _DIGESTS.get(self.images)
         if memo is not None and memo[0] == stamp and memo[1]() is self.labels:
@@ -441,6 +443,10 @@ class Domain:
         h.update(self.labels.detach().cpu().contiguous().numpy().data)
         _DIGESTS[self.images] = (stamp, weakref.ref(self.labels), h.hexdigest()[:16])
         return _DIGESTS[self.images][2]
+
+    def forget_digest(self) -> None:
+        """Drop the memo of :meth:`digest`: the next call hashes the images and labels again."""
+        _DIGESTS.pop(self.images, None)
 
     def check_contents(self, what: str) -> None:
         """Refuse images or labels that were replaced after the domain was built with ones it

@@ -121,3 +121,24 @@ def test_a_source_changed_through_a_numpy_view_is_pre_trained_again_not_read_fro
     changed = Domain("src", source.images.clone(), source.labels.clone(), list("abcd"))
     assert fit(source) == fit(changed) != first
     assert torch.equal(source.images, changed.images)
+
+
+def test_a_fit_on_the_cpu_reads_no_gpus_random_state(monkeypatch):
+    # fork_rng() without devices read every GPU's state (which starts CUDA on each, and warns with two) for
+    # fits, builds and checks on the CPU
+    import numpy as np
+    import torch
+
+    from transferkit.api import Transfer
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+    from transferkit.runtime import rng_devices
+
+    read = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": read.append(device) or torch.zeros(8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *a, **k: None)
+    x = np.random.default_rng(0).random((16, 1, 28, 28)).astype(np.float32)
+    target = Domain("t", x, np.arange(16) % 4, list("abcd"))
+    Transfer("target_only", train=TrainConfig(steps=1, batch_size=8, progress=False, device="cpu")).fit(target=target)
+    assert read == [] and rng_devices("cpu", "cpu") == []

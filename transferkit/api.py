@@ -69,6 +69,7 @@ from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .networks import network_digest
+from .runtime import rng_devices
 from .zeroshot import calibrated, is_zero_shot, seen_columns
 
 
@@ -255,7 +256,8 @@ class Transfer:
         ckpt = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
         check(ckpt is None or not ckpt.exists() or ckpt.is_dir(), f"fit: checkpoint_dir {str(ckpt)!r} is a file, not "
                                                                  f"a folder (the checkpoints go in it)")
-        with torch.random.fork_rng(), torch.inference_mode(False), torch.enable_grad():
+        devices = rng_devices(self.train_cfg.device, self.pretrain_cfg.device)
+        with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
             self._fit(target, source, unlabeled, val, net, source_val, ckpt)
         if ckpt is not None:
             for stage in ckpt.iterdir() if ckpt.is_dir() else ():
@@ -354,7 +356,7 @@ class Transfer:
             check(head is not None, f"method {cls.name!r} needs a source domain or a pre-trained net")
             net, head_classes = self._net(head, head.num_classes), head.class_names
         network_only = cls is SourceOnly and given_net and source is None  # the network as it is, as a run's
-        with torch.random.fork_rng():  # options and classes are checked before any training
+        with torch.random.fork_rng(devices=[]):  # options and classes are checked before any training
             try:
                 options = zero_shot_options(cls, self.options, source.class_names if source is not None else None,
                                             target_classes)

@@ -30,7 +30,7 @@ def file_channels(backbone: str, num_classes: int, image_size: int, state: dict)
     file's ``state`` has; None where neither or both fit (a builder that refuses some channels,
     e.g. a plugin's colour network, fits those it builds)."""
     def fits(channels: int) -> bool:
-        with torch.random.fork_rng():  # a check: the caller's random state stays
+        with torch.random.fork_rng(devices=[]):  # a check: the caller's random state stays
             try:
                 built = build_backbone(backbone, num_classes=num_classes, in_channels=channels,
                                        image_size=image_size, head=head_kind(state))
@@ -162,7 +162,7 @@ def _added_parameters(net) -> list[str]:
     if not is_built_in(net.name) or net.input_shape is None:
         return []
     state = net.state_dict()
-    with torch.random.fork_rng():  # a check: the caller's random state stays
+    with torch.random.fork_rng(devices=[]):  # a check: the caller's random state stays
         try:
             fresh = build_backbone(net.name, num_classes=known_outputs(net) or 1, in_channels=net.input_shape[0],
                                    image_size=net.input_shape[-1], head=head_kind(state))

@@ -166,7 +166,7 @@ def check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
              f"on unlabelled target images, so these images are not used (domain adaptation, finetune_adv and "
              f"lext do)")
     unselected = []
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):
         for cls in methods:
             check_streams(cls)  # its own message names the method
             options = cfg.options.get(cls.name, {})

@@ -56,6 +56,18 @@ def resolve_device(name: str = "cpu") -> torch.device:
     return torch.device(name)
 
 
+def rng_devices(*names: str) -> list[int]:
+    """The CUDA devices whose random state a ``torch.random.fork_rng`` around work on the devices
+    ``names`` keeps: none for work on the CPU (fork_rng's default reads every GPU's state, which
+    starts CUDA on each of them)."""
+    devices = set()
+    for name in names:
+        device = resolve_device(name) if str(name) != "cpu" else None
+        if device is not None and device.type == "cuda":
+            devices.add(device.index if device.index is not None else torch.cuda.current_device())
+    return sorted(devices)
+
+
 def check_processes_have_gpus(device: str, nproc: int) -> None:
     """Before ``--nproc`` starts its processes: on CUDA (``cuda`` or ``auto`` with a GPU) each
     process takes a GPU of its own, so ``nproc`` may not exceed the GPUs there are (else one

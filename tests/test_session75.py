@@ -142,3 +142,18 @@ def test_a_fit_on_the_cpu_reads_no_gpus_random_state(monkeypatch):
     target = Domain("t", x, np.arange(16) % 4, list("abcd"))
     Transfer("target_only", train=TrainConfig(steps=1, batch_size=8, progress=False, device="cpu")).fit(target=target)
     assert read == [] and rng_devices("cpu", "cpu") == []
+
+
+def test_glibcs_freed_memory_setting_is_the_commands_not_a_python_callers_of_cli_main(monkeypatch, capsys):
+    # cli.main(["methods"]) in a notebook changed the process's malloc settings for good (RSS stayed 190 MB higher)
+    import pytest
+
+    from transferkit import cli, runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("set") or True)
+    assert cli.main(["methods"]) == 0 and calls == []
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 0)
+    with pytest.raises(SystemExit):
+        cli.entry()
+    assert calls == ["set", "main"]

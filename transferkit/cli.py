@@ -892,13 +892,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
         return 2
-    from .runtime import keep_freed_memory, new_invocation, note_work_dir, one_line_warnings
+    from .runtime import new_invocation, note_work_dir, one_line_warnings
 
     if os.environ.get("RANK", "0") != "0":  # a rank of --nproc other than 0: rank 0 shows the warnings once
         warnings.filterwarnings("ignore", category=TransferkitWarning)
     note_work_dir(None)  # a directory of an earlier command in this process is not this one's
     new_invocation()  # nor are its rows this command's
-    keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in
     default_format = one_line_warnings()
     flag_defaults = {key: os.environ.get(key) for key in RUNTIME_FLAG_ENVIRONMENT}
     try:
@@ -984,11 +983,16 @@ def _error(text: str, code: int = 2) -> int:
 def entry() -> None:
     """The ``transferkit`` command: exits with :func:`main`'s status. After a closed pipe,
     stdout's descriptor is pointed at ``/dev/null`` first, so that the interpreter's last flush
-    raises nothing (the Python docs' recipe). Only here, in the process's entry point: ``main``
-    called in-process (a test, a notebook) never touches a file descriptor."""
+    raises nothing (the Python docs' recipe), and glibc keeps freed memory
+    (:func:`~transferkit.runtime.keep_freed_memory`). Only here, in the process's entry point:
+    ``main`` called in-process (a test, a notebook) touches neither a file descriptor nor the
+    caller's allocator."""
+    from .runtime import keep_freed_memory
+
     for stream in (sys.stdout, sys.stderr):  # a table's ± or × on an ASCII terminal: '?', not a UnicodeEncodeError
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
+    keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in (the process's own)
     code = main()
     if code == 130 or code - 128 in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # stopped: a second Ctrl-C
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # would only print tracebacks of the interpreter's exit

@@ -432,8 +432,9 @@ def keep_freed_memory(mmap_mb: int = 256, trim_mb: int = 1024) -> bool:
     of a 64-channel 28 x 28 map is 205 MB) faults its pages in again: test evaluation ran 2x
     slower and a demo run about 25 % slower (2026-12-01). Results are bit-identical; the
     price is a resident memory that stays near its peak. Set by the ``transferkit`` command
-    and in every worker process transferkit starts (also for a Python caller's ``workers``);
-    importing the library leaves the calling process as it is.
+    (its entry point, not ``cli.main`` called in a Python process) and in every worker process
+    transferkit starts (also for a Python caller's ``workers``); importing the library, or calling
+    it, leaves the calling process's allocator as it is.
     ``TRANSFERKIT_KEEP_FREED_MEMORY=0`` turns it off. ``False`` where it does not apply (another OS or C library)."""
     if os.environ.get("TRANSFERKIT_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False

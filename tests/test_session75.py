@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+from test_bench_core_flex_second_mutation import toy  # noqa: F401 (a fixture)
+
 from transferkit import compare
 from transferkit.bench import make_plan
 
@@ -146,8 +149,6 @@ def test_a_fit_on_the_cpu_reads_no_gpus_random_state(monkeypatch):
 
 def test_glibcs_freed_memory_setting_is_the_commands_not_a_python_callers_of_cli_main(monkeypatch, capsys):
     # cli.main(["methods"]) in a notebook changed the process's malloc settings for good (RSS stayed 190 MB higher)
-    import pytest
-
     from transferkit import cli, runtime
 
     calls = []
@@ -157,3 +158,46 @@ def test_glibcs_freed_memory_setting_is_the_commands_not_a_python_callers_of_cli
     with pytest.raises(SystemExit):
         cli.entry()
     assert calls == ["set", "main"]
+
+
+@pytest.mark.usefixtures("toy")
+def test_each_run_or_benchmark_of_a_python_caller_is_an_invocation_of_its_own_and_keeps_its_rng(tmp_path, monkeypatch):
+    # the id stayed in os.environ after run_experiment and cli.main: a notebook's next run recorded the same
+    # invocation (its wall seconds said to be timed together); a benchmark left the caller's torch RNG changed
+    import os
+    import re
+
+    import torch
+
+    from transferkit import runtime
+    from transferkit.bench import run_benchmark
+    from transferkit.experiment import run_experiment
+
+    monkeypatch.delenv(runtime.INVOCATION_VARIABLE, raising=False)
+    seen = []
+
+    def suite(plan, bench_dir, log):
+        torch.manual_seed(123)  # as a suite's jobs seed themselves
+        seen.append(runtime.invocation())
+        return [{"method": "m", "source": "a", "target": "b", "setting": "k=1", "seed": 0, "accuracy": 0.5}]
+    from transferkit import bench
+    bench.benchmark("toy", "a toy suite", plan=bench.BENCHMARKS["toy"][2])(suite)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    run_benchmark("toy", out_dir=str(tmp_path), log=lambda *a: None)
+    assert torch.equal(torch.get_rng_state(), state) and runtime.INVOCATION_VARIABLE not in os.environ
+    run_benchmark("toy", out_dir=str(tmp_path), log=lambda *a: None)
+    assert seen[0] != seen[1] and re.fullmatch(rf"\d{{8}}-\d{{6}}-{os.getpid()}(-\d+)?", seen[1])
+
+    def recorded(**kw):
+        from transferkit.config import ExperimentConfig
+        cfg = ExperimentConfig(source="digits", target="digits", k=1, repeats=1, methods=["target_only"],
+                               out_dir=str(tmp_path), **kw)
+        cfg.train.steps = 1
+        return run_experiment(cfg, log=lambda *a: None)[1][0]["invocation"]
+    first, second = recorded(name="a"), recorded(name="b")
+    assert first != second and runtime.INVOCATION_VARIABLE not in os.environ
+    monkeypatch.setenv(runtime.INVOCATION_VARIABLE, "outer")  # a benchmark's experiments: the benchmark's id
+    assert recorded(name="c") == "outer" and os.environ[runtime.INVOCATION_VARIABLE] == "outer"
+    from transferkit import cli
+    assert cli.main(["methods"]) == 0 and runtime.INVOCATION_VARIABLE not in os.environ  # a command's own: gone

@@ -892,16 +892,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "nproc", 1) < 1:
         print(f"transferkit: error: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
         return 2
-    from .runtime import new_invocation, note_work_dir, one_line_warnings
+    from .runtime import note_work_dir, one_line_warnings, own_invocation
 
     if os.environ.get("RANK", "0") != "0":  # a rank of --nproc other than 0: rank 0 shows the warnings once
         warnings.filterwarnings("ignore", category=TransferkitWarning)
     note_work_dir(None)  # a directory of an earlier command in this process is not this one's
-    new_invocation()  # nor are its rows this command's
     default_format = one_line_warnings()
     flag_defaults = {key: os.environ.get(key) for key in RUNTIME_FLAG_ENVIRONMENT}
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), own_invocation(new=True):  # nor are an earlier command's rows its own
             return _dispatch(args, argv)
     except WorkerDied as e:  # as an interruption: what was kept and the command that goes on
         hint = _resume_hint(args, argv)

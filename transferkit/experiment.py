@@ -90,6 +90,7 @@ from .runtime import (
     job_threads,
     note_kernels,
     note_work_dir,
+    own_invocation,
     peak_memory,
     preload_lazy_imports,
     resolve_device,
@@ -326,7 +327,13 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     With ``cfg.workers > 1`` the jobs run in that many worker processes (each row is
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files. The caller's global CPU random state is as it was
-    before (as after :meth:`Transfer.fit`)."""
+    before (as after :meth:`Transfer.fit`). Its rows' ``invocation`` is the enclosing command's (a
+    benchmark's) or, where none is, this call's own."""
+    with own_invocation():
+        return _run_experiment(cfg, run_dir, log)
+
+
+def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[Path, list[dict]]:
     methods = check_names(cfg, run_dir)
     resolve_device(cfg.device)  # CUDA or MPS that is not there: refused now, not after the data loaded
     main = is_main_process()

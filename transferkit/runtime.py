@@ -6,6 +6,7 @@ live in :mod:`transferkit.distributed`, worker processes and job files in :mod:`
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import platform
 import sys
@@ -308,18 +309,38 @@ def work_dir() -> Path | None:
 INVOCATION_VARIABLE = "TRANSFERKIT_INVOCATION"
 
 
+_INVOCATIONS = itertools.count(1)  # this process's: a second one in the same second is told apart
+
+
 def invocation() -> str:
-    """The id of the command computing jobs now (its start time and process id; its worker
-    processes inherit it), recorded in their rows: the rows of a resumed directory can come
-    from several invocations, whose wall seconds were measured under other loads."""
+    """The id of the command computing jobs now (its start time and process id, and its number
+    in the process from the second on; its worker processes inherit it), recorded in their rows:
+    the rows of a resumed directory can come from several invocations, whose wall seconds were
+    measured under other loads."""
     if not os.environ.get(INVOCATION_VARIABLE):
-        os.environ[INVOCATION_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        n = next(_INVOCATIONS)
+        os.environ[INVOCATION_VARIABLE] = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}{f'-{n}' if n > 1 else ''}"
     return os.environ[INVOCATION_VARIABLE]
 
 
 def new_invocation() -> None:
     """Forget :func:`invocation` (a new command in this process gets a new one)."""
     os.environ.pop(INVOCATION_VARIABLE, None)
+
+
+@contextmanager
+def own_invocation(new: bool = False):
+    """Within it, :func:`invocation` is the enclosing command's (a benchmark's experiments, a
+    worker's parent) or, where none is, (``new``: always) one of its own, which is forgotten on
+    exit: the next experiment or benchmark a Python caller runs is an invocation of its own."""
+    if new:
+        new_invocation()
+    mine = not os.environ.get(INVOCATION_VARIABLE)
+    try:
+        yield
+    finally:
+        if mine:
+            new_invocation()
 
 
 def kernel_environment(workers: int = 1) -> dict:

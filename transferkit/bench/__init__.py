@@ -38,7 +38,7 @@ from ..fields import updated
 from ..io import atomic_write, directory_lock, read_json, write_json
 from ..jobs import default_workers
 from ..results import RESULT_FILES, summarize, world_sizes, write_results
-from ..runtime import holding_work_dir, job_threads, new_invocation, note_kernels, note_work_dir, preload_lazy_imports
+from ..runtime import holding_work_dir, job_threads, note_kernels, note_work_dir, own_invocation, preload_lazy_imports
 from ..tables import markdown_table
 
 
@@ -429,8 +429,14 @@ def _check_same_world(bench_dir: Path) -> None:
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
                   log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME[-quick]/<time>`` by default;
-    an existing directory is resumed: finished jobs are not run again)."""
-    new_invocation()  # each call is an invocation of its own: its rows' wall seconds are timed apart
+    an existing directory is resumed: finished jobs are not run again). Each call is an
+    invocation of its own (its rows' wall seconds are timed apart), and the caller's CPU random
+    state is as it was before (as after ``run_experiment``)."""
+    with own_invocation(new=True), torch.random.fork_rng(devices=[]):
+        return _run_benchmark(name, quick, out_dir, run_dir, log, overrides)
+
+
+def _run_benchmark(name: str, quick: bool, out_dir: str, run_dir, log, overrides) -> tuple[Path, list[dict]]:
     plan = resumed_plan(name, quick, overrides, run_dir)
     quick = plan.quick  # a resumed quick run stays one
     suite, description, _ = BENCHMARKS[name]

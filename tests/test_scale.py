@@ -583,10 +583,14 @@ def test_a_resume_under_another_pillow_says_so(tmp_path, monkeypatch):
 
 _FAULTS = """
 import contextlib, io, os, resource, sys, torch
-if sys.argv[1] == "command":
-    from transferkit.cli import main
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["methods", "dann"]) == 0
+if sys.argv[1] == "command":  # the transferkit command's entry point (cli.main alone leaves a caller's allocator)
+    from transferkit.cli import entry
+    sys.argv = ["transferkit", "methods", "dann"]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            entry()
+    except SystemExit as e:
+        assert e.code == 0
 else:  # what every worker process transferkit starts runs first
     from transferkit.jobs import _worker_init
     _worker_init(1, os.getppid())

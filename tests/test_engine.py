@@ -1038,6 +1038,7 @@ def test_a_fit_refused_before_training_hands_the_method_back_as_it_was(tmp_path)
     assert other.input_unit == other.net.unit_names[0]
     assert all(p.is_contiguous() for p in other.parameters())
     (tmp_path / "file").write_text("x")
+    pytest.importorskip("torch.utils.tensorboard", reason="the tensorboard extra: without it no logs are written")
     with pytest.raises(TransferkitError, match="cannot write TensorBoard logs"):
         Engine(TrainConfig(steps=2, batch_size=8, progress=False),
                tensorboard_dir=tmp_path / "file" / "tb").fit(get_method("finetune")(helpers.seeded_lenet()), target=d)

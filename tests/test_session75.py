@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from test_bench_core_flex_second_mutation import toy  # noqa: F401 (a fixture)
@@ -201,3 +202,39 @@ def test_each_run_or_benchmark_of_a_python_caller_is_an_invocation_of_its_own_an
     assert recorded(name="c") == "outer" and os.environ[runtime.INVOCATION_VARIABLE] == "outer"
     from transferkit import cli
     assert cli.main(["methods"]) == 0 and runtime.INVOCATION_VARIABLE not in os.environ  # a command's own: gone
+
+
+def test_syndigits_names_the_fonts_an_older_matplotlib_lacks(tmp_path, monkeypatch):
+    # matplotlib 3.7-3.10 ship no cmti10: the build failed with PIL's bare "cannot open resource"
+    import shutil
+
+    import matplotlib
+
+    from transferkit import data
+    from transferkit.errors import TransferkitError
+
+    fonts = tmp_path / "fonts" / "ttf"
+    fonts.mkdir(parents=True)
+    for face in data.FONT_FACES[:-1]:
+        shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / f"{face}.ttf", fonts)
+    monkeypatch.setattr(matplotlib, "get_data_path", lambda: str(tmp_path))
+    data.glyph_masks.cache_clear()
+    try:
+        with pytest.raises(TransferkitError, match=r"lacks cmti10 \(.*install matplotlib 3.11 or newer"):
+            data.glyph_masks()
+    finally:
+        data.glyph_masks.cache_clear()
+
+
+def test_autocast_on_mps_is_no_autocast_context_and_on_the_cpu_turns_a_callers_off():
+    # torch before 2.5 refuses torch.autocast(device_type="mps"), even disabled: every step on a Mac failed
+    import contextlib
+
+    import torch
+
+    from transferkit.runtime import autocast
+
+    for enabled in (True, False):
+        assert isinstance(autocast(torch.device("mps"), enabled), contextlib.nullcontext)
+        with torch.autocast("cpu", dtype=torch.bfloat16), autocast(torch.device("cpu"), enabled):
+            assert not torch.is_autocast_enabled("cpu")

@@ -161,6 +161,10 @@ def glyph_masks() -> torch.Tensor:
     from PIL import Image, ImageDraw, ImageFont
 
     root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    missing = [face for face in FONT_FACES if not (root / f"{face}.ttf").is_file()]
+    check(not missing, f"syndigits draws its digits in matplotlib's fonts, and matplotlib {matplotlib.__version__} "
+                       f"lacks {', '.join(missing)} ({root}): install matplotlib 3.11 or newer "
+                       f"(pip install 'matplotlib>=3.11'), whose fonts make the documented syndigits images")
     masks = torch.zeros(len(FONT_FACES), 10, _GLYPH, _GLYPH)
     for f, face in enumerate(FONT_FACES):
         font = ImageFont.truetype(str(root / f"{face}.ttf"), 96)

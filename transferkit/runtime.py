@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,9 +107,12 @@ def in_float32(fn):
 
 
 def autocast(device: torch.device, enabled: bool):
-    """Mixed precision (bfloat16 autocast) on GPU when ``enabled``; a no-op on CPU."""
-    on = enabled and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+    """Mixed precision (bfloat16 autocast) on GPU when ``enabled``; off on CPU (a caller's CPU
+    autocast too); no autocast context on other devices (torch before 2.5 refuses one for ``mps``,
+    even a disabled one)."""
+    if device.type not in ("cpu", "cuda"):
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 # ---- CPU kernels ------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ import torch.nn as nn
 from .errors import TransferkitError, UnknownNameError, check, first_line, is_whole, warn
 from .heads import HEADS, HeadRows, final_layer, make_head
 
+#: torch's out-of-memory error (``torch.OutOfMemoryError`` in newer torch, ``torch.cuda.OutOfMemoryError`` in older)
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
 EMBEDDING = "embedding"
 HEAD = "head"
 ALL_UNITS = "all"
@@ -210,7 +213,7 @@ class UnitNet(nn.Module):
     def _named_input_errors(self, run, x):
         try:
             return run()
-        except torch.OutOfMemoryError:
+        except OUT_OF_MEMORY:
             raise
         except (TypeError, RuntimeError) as e:
             problem = self._input_problem(x)

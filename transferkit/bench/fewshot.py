@@ -211,7 +211,7 @@ def _cached_panels(cache: Path, log) -> dict | None:
     if not cache.exists():
         return None
     try:
-        panels = torch.load(cache)
+        panels = torch.load(cache, weights_only=True)  # tensors only: no pickled code runs
     except Exception as e:  # torn by a full disk, or not a torch file
         log(f"t-SNE cache {cache} is unreadable ({type(e).__name__}); computing the embeddings again")
         return None

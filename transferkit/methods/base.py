@@ -41,6 +41,7 @@ from ..evaluate import chunk_rows, predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
 from ..runtime import import_plugins, plugin_hint
+from ..unitnet import OUT_OF_MEMORY
 
 #: ``{name: method class}``; a name held by another class (a built-in) is refused
 METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
@@ -667,7 +668,7 @@ class Method(nn.Module):
         except (RuntimeError, TransferkitError) as e:
             cause = e.__cause__ if isinstance(e, TransferkitError) else e  # a UnitNet's named input error
             if not isinstance(cause, RuntimeError) or shape is None or tuple(images.shape[1:]) == tuple(shape) \
-                    or isinstance(cause, torch.OutOfMemoryError) or "memory" in str(cause):
+                    or isinstance(cause, OUT_OF_MEMORY) or "memory" in str(cause):
                 raise
             raise TransferkitError(f"logits: the network was built for {tuple(shape)} images and fails on "
                                    f"{tuple(images.shape[1:])} ({str(cause).splitlines()[0]}): resize them") from cause

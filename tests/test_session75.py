@@ -238,3 +238,36 @@ def test_autocast_on_mps_is_no_autocast_context_and_on_the_cpu_turns_a_callers_o
         assert isinstance(autocast(torch.device("mps"), enabled), contextlib.nullcontext)
         with torch.autocast("cpu", dtype=torch.bfloat16), autocast(torch.device("cpu"), enabled):
             assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_callers_float64_default_dtype_trains_the_float32_networks_it_would_train_anyway():
+    # torch.set_default_dtype(torch.float64) built float64 networks, discriminators and heads: every fit failed
+    # ("its network's parameters are float64 ... net.float()", for a network the library built) and tap mixed dtypes
+    import numpy as np
+    import torch
+
+    from transferkit.api import Transfer
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+    from transferkit.networks import network_digest
+
+    rng = np.random.default_rng(0)
+    src = Domain("s", rng.random((32, 1, 28, 28)).astype(np.float32), np.arange(32) % 4, list("abcd"))
+    tgt = Domain("t", rng.random((16, 1, 28, 28)).astype(np.float32), np.arange(16) % 4, list("abcd"))
+    tiny = TrainConfig(steps=2, batch_size=8, eval_every=1, progress=False)
+
+    def fits():
+        unlabeled = Domain.unlabeled("u", tgt.images)
+        dann = Transfer("dann", backbone="lenet", train=tiny, pretrain=tiny).fit(target=tgt, source=src,
+                                                                                 unlabeled=unlabeled)
+        tap = Transfer("tap", backbone="lenet", train=tiny, pretrain=tiny).fit(target=tgt, source=src, val=tgt)
+        return network_digest(dann.net_), tap.predict_logits(tgt.images)
+    plain = fits()
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        digest, logits = fits()
+        assert torch.get_default_dtype() == torch.float64  # the caller's, given back
+    finally:
+        torch.set_default_dtype(before)
+    assert digest == plain[0] and torch.equal(logits, plain[1])

@@ -37,6 +37,7 @@ from .adapters import from_modules, from_sequential  # noqa: F401  (cutting your
 from .errors import TransferkitError, UnknownNameError, check, first_line
 from .heads import make_head
 from .registry import Registry
+from .runtime import float32_default
 from .unitnet import (  # noqa: F401  (the network API's public path; run models/*.pt pickled before 2026-12-04 name it)
     ALL_UNITS,
     EMBEDDING,
@@ -356,13 +357,15 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size
         if k not in known:
             raise UnknownNameError(f"option of backbone {name!r}", k, known,
                                    "build_backbone takes num_classes, in_channels, image_size and head for it")
-    net = fn(num_classes, in_channels=in_channels, image_size=image_size, **kw)
-    _check_built(name, net, num_classes, in_channels, image_size)
-    if not is_built_in(name):
-        _check_runs(name, net, image_size)
-    if head != "linear":
-        net.reset_classifier(num_classes, head)
+    with float32_default():  # a caller's torch.set_default_dtype(torch.float64) would build float64 weights
+        net = fn(num_classes, in_channels=in_channels, image_size=image_size, **kw)
+        _check_built(name, net, num_classes, in_channels, image_size)
+        if not is_built_in(name):
+            _check_runs(name, net, image_size)
+        if head != "linear":
+            net.reset_classifier(num_classes, head)
     return net
+
 
 
 def known_outputs(net: UnitNet) -> int | None:

@@ -85,6 +85,7 @@ from .rundir import (
 )
 from .runtime import (
     cpu_kernels,
+    float32_default,
     held_benchmark_dir,
     invocation,
     job_threads,
@@ -329,7 +330,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     data-parallel and rank 0 writes the files. The caller's global CPU random state is as it was
     before (as after :meth:`Transfer.fit`). Its rows' ``invocation`` is the enclosing command's (a
     benchmark's) or, where none is, this call's own."""
-    with own_invocation():
+    with own_invocation(), float32_default():
         return _run_experiment(cfg, run_dir, log)
 
 

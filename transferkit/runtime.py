@@ -106,6 +106,18 @@ def in_float32(fn):
     return wrapper
 
 
+@contextmanager
+def float32_default():
+    """Within it, torch's default dtype is float32 (the weights and buffers transferkit trains and
+    the tensors its losses make), whatever the caller set (``torch.set_default_dtype``); restored on exit."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 def autocast(device: torch.device, enabled: bool):
     """Mixed precision (bfloat16 autocast) on GPU when ``enabled``; off on CPU (a caller's CPU
     autocast too); no autocast context on other devices (torch before 2.5 refuses one for ``mps``,

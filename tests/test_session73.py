@@ -271,7 +271,7 @@ def test_training_bars_are_off_in_pool_workers_and_named_by_the_job(monkeypatch)
         return tqdm(disable=True)
     fit = TrainConfig(steps=2, batch_size=8)
     engine.Engine(fit, run_name="finetune-k=5-s1/train").fit(_custom(None), target=helpers.toy_domain(16))
-    assert bars[-1]["desc"] == "finetune-k=5-s1/train" and bars[-1]["disable"] is False
+    assert bars[-1]["desc"] == "finetune-k=5-s1/train" and len(bars) == 1
     import signal
 
     import transferkit.jobs as jobs
@@ -285,7 +285,7 @@ def test_training_bars_are_off_in_pool_workers_and_named_by_the_job(monkeypatch)
     monkeypatch.setattr("tqdm.tqdm.set_lock", lambda lock: None)
     _worker_init(1, 0)
     engine.Engine(fit).fit(_custom(None), target=helpers.toy_domain(16))
-    assert bars[-1]["desc"] == "custom" and bars[-1]["disable"] is True
+    assert len(bars) == 1  # a worker's fit shows no bar: none is made
 
 
 def test_the_pre_training_bar_says_pre_training(tmp_path, monkeypatch):

@@ -271,3 +271,21 @@ def test_a_callers_float64_default_dtype_trains_the_float32_networks_it_would_tr
     finally:
         torch.set_default_dtype(before)
     assert digest == plain[0] and torch.equal(logits, plain[1])
+
+
+def test_a_fit_without_a_progress_bar_leaves_multiprocessings_start_method_free():
+    # a disabled tqdm bar made tqdm's multiprocessing lock (and monitor thread): a notebook's later
+    # multiprocessing.set_start_method("spawn") failed with "context has already been set"
+    import subprocess
+    import sys
+
+    code = ("import multiprocessing as mp, numpy as np\n"
+            "from transferkit.api import Transfer\nfrom transferkit.domain import Domain\n"
+            "from transferkit.engine import TrainConfig\n"
+            "x = np.random.default_rng(0).random((16, 1, 28, 28)).astype(np.float32)\n"
+            "d = Domain('t', x, np.arange(16) % 4, list('abcd'))\n"
+            "Transfer('tap').fit(target=d, val=d, net=__import__('transferkit').build_backbone('lenet', 4))\n"
+            "Transfer('target_only', train=TrainConfig(steps=2, batch_size=8)).fit(target=d)\n"
+            "mp.set_start_method('spawn')\nprint('free')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "free", out.stderr[-2000:]

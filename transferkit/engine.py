@@ -51,7 +51,7 @@ from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
-from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, shows_progress, write_json
+from .io import NoBar, append_jsonl, load_safetensors, read_jsonl, save_safetensors, shows_progress, write_json
 from .runtime import autocast, check_device_name, resolve_device
 
 STREAMS = ("source", "target", "unlabeled")
@@ -489,8 +489,8 @@ class Engine:
 
         modes_stale = True
         show = (BARS and main and shows_progress()) if cfg.progress is None else cfg.progress
-        bar = tqdm(total=cfg.steps, initial=state["step"], disable=not show, desc=self.run_name or method.name,
-                   leave=False)
+        bar = tqdm(total=cfg.steps, initial=state["step"], desc=self.run_name or method.name, leave=False) if show \
+            else NoBar()
         try:
             if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
                 method.input_cache = self._cache_inputs(method, streams, device, layout)

@@ -47,6 +47,25 @@ def shows_progress() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
+class NoBar:
+    r"""A progress bar that is not shown: iterates ``iterable``, counts ``update``\ s. A disabled tqdm
+    bar still makes tqdm's multiprocessing lock (which fixes the process's start method: a later
+    ``multiprocessing.set_start_method`` fails) and its monitor thread."""
+    disable = True
+
+    def __init__(self, iterable=None):
+        self.iterable, self.n = iterable, 0
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
 #: age after which a temporary file of an atomic write belongs to a killed writer
 STALE_TMP_S = 3600
 

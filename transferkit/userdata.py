@@ -19,7 +19,7 @@ import torch
 from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .evaluate import chunk_rows
-from .io import atomic_write, cache_dir, cache_lock, relative_hint, shows_progress
+from .io import NoBar, atomic_write, cache_dir, cache_lock, relative_hint, shows_progress
 
 #: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
 CHANNELS_CHOSEN: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_channels_chosen", default=False)
@@ -301,9 +301,9 @@ def reading_progress(show: bool | None):
 def _with_progress(paths: list, where: str):
     from tqdm import tqdm
 
-    show = shows_progress() if _progress[0] is None else _progress[0]
-    return tqdm(paths, desc=f"reading {len(paths)} images {where}", unit="image", leave=False,
-                disable=not show or len(paths) < PROGRESS_FROM)
+    show = (shows_progress() if _progress[0] is None else _progress[0]) and len(paths) >= PROGRESS_FROM
+    return tqdm(paths, desc=f"reading {len(paths)} images {where}", unit="image", leave=False) if show \
+        else NoBar(paths)
 
 
 def _read_images(paths: list[Path], size: int | None, channels: int | None, where: str) -> torch.Tensor:

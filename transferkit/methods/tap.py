@@ -39,7 +39,7 @@ from ..engine import FitResult
 from ..errors import check, warn
 from ..evaluate import chunk_rows, fraction_correct
 from ..frozen import frozen_activations
-from ..io import shows_progress
+from ..io import NoBar, shows_progress
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
@@ -68,7 +68,7 @@ def _fit_pairs(units: list[str], progress: bool | None):
 
     pairs = [(u, kind) for u in units for kind in CLASSIFIERS]
     show = shows_progress() if progress is None else progress
-    return tqdm(pairs, desc="tap: linear fits", disable=not show, leave=False)
+    return tqdm(pairs, desc="tap: linear fits", leave=False) if show else NoBar(pairs)
 
 
 @torch.no_grad()

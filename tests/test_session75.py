@@ -289,3 +289,39 @@ def test_a_fit_without_a_progress_bar_leaves_multiprocessings_start_method_free(
             "mp.set_start_method('spawn')\nprint('free')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "free", out.stderr[-2000:]
+
+
+def test_predicting_new_images_at_every_call_keeps_no_activations_once_they_are_gone(monkeypatch):
+    # a service's predict of new images stored each call's frozen activations (tap: 3 MB per 64 images) up to the
+    # memo's 1 GB, which no later call could read; a test set the caller keeps is still read back
+    import gc
+
+    import numpy as np
+    import torch
+
+    from transferkit import frozen
+    from transferkit.api import Transfer
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+
+    monkeypatch.setattr(frozen, "MEMO", frozen.FrozenMemo(limit_mb=64))
+    monkeypatch.setattr("transferkit.api.MEMO", frozen.MEMO, raising=False)
+    x = np.random.default_rng(0).random((16, 1, 28, 28)).astype(np.float32)
+    d = Domain("t", x, np.arange(16) % 4, list("abcd"))
+    tiny = TrainConfig(steps=2, batch_size=8, progress=False)
+    model = Transfer("linear_probe", backbone="lenet", train=tiny, pretrain=tiny).fit(target=d, source=d)
+    frozen.MEMO.clear()
+    for _ in range(5):
+        model.predict(torch.rand(8, 1, 28, 28))
+    gc.collect()
+    assert len(frozen.MEMO) == 0 and frozen.MEMO.megabytes() == 0
+    test = torch.rand(8, 1, 28, 28)
+    first = model.predict_logits(test)
+    assert len(frozen.MEMO) == 1 and torch.equal(model.predict_logits(test), first) and frozen.MEMO.hits == 1
+    model.score(d)  # a domain's images: kept while the domain is
+    assert len(frozen.MEMO) == 2
+    del test
+    gc.collect()
+    assert len(frozen.MEMO) == 1
+    sizes = sum(t.numel() * t.element_size() for t in frozen.MEMO._store.values()) / 2**20
+    assert frozen.MEMO.megabytes() == sizes  # the running total is the stored tensors' bytes

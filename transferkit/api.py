@@ -65,6 +65,7 @@ from .fitting import (
     source_only_of,
     zero_shot_options,
 )
+from .frozen import MEMO
 from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
@@ -571,6 +572,7 @@ class Transfer:
     @torch.no_grad()
     def _logits(self, images, who: str) -> torch.Tensor:
         """:meth:`predict_logits`, its errors naming the call ``who`` the user made."""
+        given = images.images if isinstance(images, Domain) else images
         images = self._images(images, who)
         if len(images) == 0:
             return torch.zeros(0, len(self.classes_))
@@ -583,7 +585,8 @@ class Transfer:
               f"evaluate_zero_shot(model.method_, ...), or fit with them as target=")
         # the method's forward (a zero-shot one scores descriptions); a frozen prefix's activations of these
         # images are read from transferkit.frozen's memo when they ran before (score, then report: one pass)
-        logits = self.method_.logits(images)
+        with MEMO.owned_by(given):  # as long as the caller holds the images
+            logits = self.method_.logits(images)
         check(bool(torch.isfinite(logits).all()), f"{who}: the model's outputs for these images hold NaN or infinite "
                                                   f"values (a diverged training, or an extreme option such as a "
                                                   f"scale or temperature): no class can be read from them")

@@ -24,8 +24,9 @@ precision, deterministic algorithms). An entry is stored only when each chunk of
 activations, as computed, has the strides of its slice of the stored tensor, so the units
 after the prefix see the same memory layout on a hit. Entries stay in CPU memory, least
 recently used dropped first beyond ``limit_mb``: ``$TRANSFERKIT_FROZEN_MEMO_MB`` (default
-1024, ``0`` turns the memo off; read at import, so worker processes and DDP ranks follow it)
-or ``MEMO.limit_mb``. The key costs about 1 ms per megabyte hashed (2,000 colour 28-px
+1024, ``0`` turns the memo off; read at each store, and inherited by worker processes and DDP
+ranks) or ``MEMO.limit_mb``. Within :meth:`FrozenMemo.owned_by` (``Transfer.predict``, ``score``),
+an entry lives only as long as the caller's images. The key costs about 1 ms per megabyte hashed (2,000 colour 28-px
 images and a LeNet: 23 ms, against 1.2 s for their forward pass on one thread); a miss holds
 the activations twice for a moment (the result and the stored copy), a scoring miss (``then``) once:
 each chunk is written into one tensor as it is computed. A unit that changes its input images in place
@@ -34,8 +35,11 @@ each chunk is written into one tensor as it is computed. A unit that changes its
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
+import weakref
 from collections import OrderedDict
 from typing import Callable
 
@@ -143,6 +147,7 @@ class FrozenMemo:
         # not a traceback at import)
         self.hits = self.misses = self.extended = 0  # extended: misses that ran on from a shorter prefix
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._bytes = 0  # of the stored tensors, kept as they come and go (a sum per store grew with the entries)
 
     @property
     def limit_mb(self) -> float:
@@ -157,10 +162,17 @@ class FrozenMemo:
 
     def clear(self) -> None:
         self._store.clear()
+        self._bytes = 0
         self.hits = self.misses = self.extended = 0
 
     def megabytes(self) -> float:
-        return sum(t.numel() * t.element_size() for t in self._store.values()) / 2**20
+        return self._bytes / 2**20
+
+    def _drop(self, key: str, last: bool | None = None) -> None:
+        """Remove ``key`` (``last=False``: the least recently used entry, whatever its key)."""
+        out = self._store.popitem(last=False)[1] if last is False else self._store.pop(key, None)
+        if out is not None:
+            self._bytes -= out.numel() * out.element_size()
 
     def key(self, net, images: torch.Tensor, stop: str) -> str | None:
         """The key of ``net.forward_units(images, 0, stop)``, or ``None`` when that prefix is
@@ -207,12 +219,33 @@ class FrozenMemo:
         self.misses += 1
         if out is None:
             return
+        owner = _OWNER.get()
         if out.device.type == "cpu" and out.numel() * out.element_size() / 2**20 <= self.limit_mb:
+            self._drop(key)
             self._store[key] = out.detach().clone() if copy else out.detach()
+            self._bytes += out.numel() * out.element_size()
+            if owner is not None:  # kept while the images it was computed from are (a predict of new images)
+                try:
+                    weakref.finalize(owner, self._drop, key)
+                except TypeError:  # no weak reference to it: not kept at all
+                    self._drop(key)
             while self.megabytes() > self.limit_mb:
-                self._store.popitem(last=False)
+                self._drop("", last=False)
+
+    @contextlib.contextmanager
+    def owned_by(self, images):
+        """Within it, entries stored are dropped once ``images`` (the caller's object: a tensor, an
+        array, a domain's images) is garbage-collected: a service predicting new images at every call
+        fills no memo with activations that can never be read again."""
+        token = _OWNER.set(images)
+        try:
+            yield
+        finally:
+            _OWNER.reset(token)
 
 
+#: the object whose lifetime bounds the entries stored now (:meth:`FrozenMemo.owned_by`)
+_OWNER: contextvars.ContextVar = contextvars.ContextVar("transferkit_frozen_owner", default=None)
 #: the process's memo (the engine, ``Method.logits``, ``extract_features``)
 MEMO = FrozenMemo()
 

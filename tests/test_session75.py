@@ -325,3 +325,23 @@ def test_predicting_new_images_at_every_call_keeps_no_activations_once_they_are_
     assert len(frozen.MEMO) == 1
     sizes = sum(t.numel() * t.element_size() for t in frozen.MEMO._store.values()) / 2**20
     assert frozen.MEMO.megabytes() == sizes  # the running total is the stored tensors' bytes
+
+
+def test_float64_scores_are_compared_in_float64_and_mean_recall_of_nothing_is_named():
+    # float64 logits and embeddings were cast to float32 first: differences below float32's precision became
+    # ties (a one-image group lost the class its image's own accuracy gives it; AP@1 of 0 instead of 1)
+    import torch
+
+    from transferkit.errors import TransferkitError
+    from transferkit.evaluate import classification_report, grouped_accuracy, mean_recall
+    from transferkit.retrieval import map_at_k
+
+    logits = torch.tensor([[0.0, 1e-9]], dtype=torch.float64)
+    labels = torch.tensor([1])
+    assert classification_report(logits, labels)["accuracy"] == 1.0
+    assert grouped_accuracy(logits, labels, torch.tensor([0])) == 1.0
+    queries = torch.tensor([[0.0]], dtype=torch.float64)
+    gallery = torch.tensor([[1.0], [1.0 - 1e-12]], dtype=torch.float64)  # the second is nearer, in float64 only
+    assert map_at_k(queries, torch.tensor([1]), gallery, torch.tensor([0, 1]), k=1) == 1.0
+    with pytest.raises(TransferkitError, match="no class has an image"):
+        mean_recall([0, 0], [0, 0])

@@ -177,8 +177,8 @@ def grouped_accuracy(logits: torch.Tensor, labels: torch.Tensor, groups) -> floa
           f"labels must lie in [0, {logits.shape[1] - 1}] (one logit per class), found {int(labels.min())}.."
           f"{int(labels.max())}")
     inverse, group_label = group_labels(groups, labels, names)
-    probs = torch.softmax(logits.float(), 1)
-    summed = torch.zeros(len(group_label), probs.shape[1]).index_add_(0, inverse, probs)
+    probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), 1)  # float64 stays float64
+    summed = torch.zeros(len(group_label), probs.shape[1], dtype=probs.dtype).index_add_(0, inverse, probs)
     return fraction_correct(summed.argmax(1), group_label)
 
 
@@ -186,6 +186,7 @@ def mean_recall(correct: list[int], support: list[int]) -> float:
     """The mean over classes with images of ``correct / support`` (balanced accuracy, from per-class
     counts); of one count pair, the accuracy, its exact fraction."""
     recalls = [c / n for c, n in zip(correct, support) if n > 0]
+    check(len(recalls) > 0, f"mean_recall: no class has an image (supports {list(support)[:10]}): no recall to average")
     return sum(recalls) / len(recalls)
 
 

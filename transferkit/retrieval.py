@@ -86,6 +86,7 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     check(bool(torch.isfinite(queries).all()) and bool(torch.isfinite(gallery).all()),
           "retrieval embeddings have NaN or infinite values")
     k = min(int(k), len(gallery) - exclude_self)
+    exact = torch.promote_types(torch.promote_types(queries.dtype, gallery.dtype), torch.float32)  # float64 kept
     dev = queries.device
     gallery, query_labels, gallery_labels = gallery.to(dev), query_labels.to(dev), gallery_labels.to(dev)
     n_classes = int(max(gallery_labels.max(), query_labels.max() if len(query_labels) else 0)) + 1
@@ -105,7 +106,7 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     order = torch.arange(len(gallery), dtype=torch.int64, device=dev)
     chunk = max(1, min(chunk, 2**25 // len(gallery)))  # the top-k holds chunk x G distances and keys
     for start, (q, ql, n_rel) in enumerate(zip(queries.split(chunk), query_labels.split(chunk), counts.split(chunk))):
-        dist = torch.cdist(q.float(), gallery.float(), compute_mode="donot_use_mm_for_euclid_dist") + 0.0  # no -0
+        dist = torch.cdist(q.to(exact), gallery.to(exact), compute_mode="donot_use_mm_for_euclid_dist") + 0.0  # no -0
         if exclude_self:  # +inf ranks last: never among the k <= G - 1 nearest
             rows = torch.arange(len(q), device=dev)
             dist[rows, rows + start * chunk] = torch.inf
@@ -116,7 +117,10 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
         # one integer key per (distance, gallery index): the bits of a float >= +0 order as the float does, so
         # the k smallest keys are the k nearest items, equal distances in gallery order (a stable sort's
         # order, exactly, without sorting all G; topk on the distances alone orders ties arbitrarily)
-        nn_idx = ((dist.view(torch.int32).to(torch.int64) << 32) | order).topk(k, dim=1, largest=False).indices
+        if dist.dtype == torch.float32:
+            nn_idx = ((dist.view(torch.int32).to(torch.int64) << 32) | order).topk(k, dim=1, largest=False).indices
+        else:  # float64 embeddings: no room for the index beside 64 bits; a stable sort, the same order
+            nn_idx = torch.argsort(dist, dim=1, stable=True)[:, :k]
         hits = gallery_labels[nn_idx] == ql[:, None]
         if left_out is not None:
             hits &= ~left_out.gather(1, nn_idx)

@@ -654,8 +654,9 @@ def prior_matched_gamma(scores: torch.Tensor, seen, unseen, unseen_fraction: flo
     ``m_i = max_seen s_i - max_unseen s_i``, a sample goes to an unseen class iff
     ``m_i < gamma``, so ``gamma`` is the ``unseen_fraction`` quantile of ``m`` (linearly
     interpolated between order statistics: the fraction reached is the target up to one
-    sample, e.g. 2/7 for 0.3 of 7 samples). Transductive: it reads the scores of the
-    evaluation pool, never its labels."""
+    sample, e.g. 2/7 for 0.3 of 7 samples; ``gamma`` is the quantile plus 1e-6, so margins
+    within 1e-6 above it, ties among them, count as unseen too and may take the fraction past
+    the target). Transductive: it reads the scores of the evaluation pool, never its labels."""
     check(scores.dim() == 2 and scores.shape[0] > 0,
           f"scores must be a non-empty N x C matrix, got shape {tuple(scores.shape)}")
     seen, unseen = _seen_unseen(scores, seen, unseen)

@@ -84,7 +84,8 @@ def check_processes_have_gpus(device: str, nproc: int) -> None:
 def deterministic_cuda() -> None:
     """The same results for the same seed on a GPU as well: deterministic cuDNN and cuBLAS
     kernels (an op with no deterministic CUDA kernel warns instead of failing). Without
-    this, worker processes on one GPU gave different rows for the same job."""
+    this, worker processes on one GPU gave different rows for the same job. Process settings:
+    they stay on after the fit (docs/scale.md)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False

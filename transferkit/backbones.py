@@ -367,7 +367,6 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size
     return net
 
 
-
 def known_outputs(net: UnitNet) -> int | None:
     """``net.num_classes``, or ``None`` where it takes a forward the network cannot run (a head
     without ``out_features`` on a network that declares no ``input_shape``)."""

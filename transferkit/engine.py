@@ -51,8 +51,8 @@ from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
-from .io import NoBar, append_jsonl, load_safetensors, read_jsonl, save_safetensors, shows_progress, write_json
-from .runtime import autocast, check_device_name, resolve_device
+from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
+from .runtime import NoBar, autocast, check_device_name, resolve_device, shows_progress
 
 STREAMS = ("source", "target", "unlabeled")
 
@@ -987,8 +987,8 @@ def _clone_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-#: progress bars on a terminal (``progress=None``): off in the worker processes of a pool, whose bars
-#: would share one line, and on ranks other than 0
+#: progress bars by default (``progress=None``: runtime.shows_progress): off in the worker processes of a
+#: pool, whose bars would share one line, and on ranks other than 0
 BARS = True
 
 #: a window's mean loss this many times the loss before any update (or 1) says the training diverged

@@ -148,6 +148,7 @@ class FrozenMemo:
         self.hits = self.misses = self.extended = 0  # extended: misses that ran on from a shorter prefix
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._bytes = 0  # of the stored tensors, kept as they come and go (a sum per store grew with the entries)
+        self._owned: dict[str, weakref.finalize] = {}  # an entry's drop when its owner goes (owned_by)
 
     @property
     def limit_mb(self) -> float:
@@ -161,16 +162,22 @@ class FrozenMemo:
         return len(self._store)
 
     def clear(self) -> None:
+        for drop in self._owned.values():
+            drop.detach()
         self._store.clear()
+        self._owned.clear()
         self._bytes = 0
         self.hits = self.misses = self.extended = 0
 
     def megabytes(self) -> float:
         return self._bytes / 2**20
 
-    def _drop(self, key: str, last: bool | None = None) -> None:
-        """Remove ``key`` (``last=False``: the least recently used entry, whatever its key)."""
-        out = self._store.popitem(last=False)[1] if last is False else self._store.pop(key, None)
+    def _drop(self, key: str | None = None) -> None:
+        """Remove ``key`` (``None``: the least recently used entry) and its owner's drop."""
+        key, out = self._store.popitem(last=False) if key is None else (key, self._store.pop(key, None))
+        drop = self._owned.pop(key, None)
+        if drop is not None:
+            drop.detach()
         if out is not None:
             self._bytes -= out.numel() * out.element_size()
 
@@ -226,17 +233,19 @@ class FrozenMemo:
             self._bytes += out.numel() * out.element_size()
             if owner is not None:  # kept while the images it was computed from are (a predict of new images)
                 try:
-                    weakref.finalize(owner, self._drop, key)
+                    self._owned[key] = weakref.finalize(owner, self._drop, key)
                 except TypeError:  # no weak reference to it: not kept at all
                     self._drop(key)
             while self.megabytes() > self.limit_mb:
-                self._drop("", last=False)
+                self._drop()
 
     @contextlib.contextmanager
     def owned_by(self, images):
         """Within it, entries stored are dropped once ``images`` (the caller's object: a tensor, an
-        array, a domain's images) is garbage-collected: a service predicting new images at every call
-        fills no memo with activations that can never be read again."""
+        array, a domain's images; a view's base) is garbage-collected: a service predicting new images
+        at every call fills no memo with activations that can never be read again."""
+        while getattr(images, "_base", None) is not None or isinstance(getattr(images, "base", None), np.ndarray):
+            images = images._base if isinstance(images, torch.Tensor) else images.base  # t[:4]: t's lifetime
         token = _OWNER.set(images)
         try:
             yield

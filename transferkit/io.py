@@ -37,34 +37,6 @@ os.umask(_UMASK)
 #: Windows: file names refuse ``:`` and other characters, and ``os.kill(pid, 0)`` sends CTRL_C_EVENT
 WINDOWS = os.name == "nt"
 
-def shows_progress() -> bool:
-    """Whether a progress bar shows by default: stderr is a terminal, or this is a Jupyter kernel
-    (whose stderr is no terminal but shows a text bar's updates)."""
-    if sys.stderr is not None and sys.stderr.isatty():
-        return True
-    ipython = sys.modules.get("IPython")  # never imported here: loaded where a kernel runs
-    shell = getattr(ipython, "get_ipython", lambda: None)()
-    return type(shell).__name__ == "ZMQInteractiveShell"
-
-
-class NoBar:
-    r"""A progress bar that is not shown: iterates ``iterable``, counts ``update``\ s. A disabled tqdm
-    bar still makes tqdm's multiprocessing lock (which fixes the process's start method: a later
-    ``multiprocessing.set_start_method`` fails) and its monitor thread."""
-    disable = True
-
-    def __init__(self, iterable=None):
-        self.iterable, self.n = iterable, 0
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-
-    def close(self) -> None:
-        pass
-
 
 #: age after which a temporary file of an atomic write belongs to a killed writer
 STALE_TMP_S = 3600

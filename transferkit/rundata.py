@@ -49,7 +49,7 @@ class Prepared:
 
 def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir: Path | None = None) -> Prepared:
     """The config's domains, split and formatted; ``progress``: a bar while a large folder is decoded
-    (None: ``cfg.train.progress``, whose None is when stderr is a terminal). ``run_dir``: the run
+    (None: ``cfg.train.progress``, whose None is when stderr is a terminal or in a Jupyter kernel). ``run_dir``: the run
     they are for, whose pinned network names the source classes of a ``source: null`` run that
     has one (:func:`network_source`)."""
     progress = cfg.train.progress if progress is None else progress

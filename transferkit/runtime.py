@@ -62,10 +62,13 @@ def rng_devices(*names: str) -> list[int]:
     ``names`` keeps: none for work on the CPU (fork_rng's default reads every GPU's state, which
     starts CUDA on each of them)."""
     devices = set()
-    for name in names:
-        device = resolve_device(name) if str(name) != "cpu" else None
-        if device is not None and device.type == "cuda":
-            devices.add(device.index if device.index is not None else torch.cuda.current_device())
+    for name in map(str, names):  # read, not resolved: a stage that never runs is not checked here
+        if not torch.cuda.is_available() or not (name == "auto" or name.startswith("cuda")):
+            continue
+        if world_size() > 1:
+            devices.add(int(os.environ.get("LOCAL_RANK", 0)))
+        else:
+            devices.add(int(name.split(":")[1]) if name.startswith("cuda:") else torch.cuda.current_device())
     return sorted(devices)
 
 
@@ -105,6 +108,39 @@ def in_float32(fn):
             return fn(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args),
                       **kwargs)
     return wrapper
+
+
+def shows_progress() -> bool:
+    """Whether a progress bar shows by default: stderr is a terminal, or this is a Jupyter kernel
+    (whose stderr is no terminal but shows a text bar's updates)."""
+    if sys.stderr is not None and sys.stderr.isatty():
+        return True
+    ipython = sys.modules.get("IPython")  # never imported here: loaded where a kernel runs
+    shell = getattr(ipython, "get_ipython", lambda: None)()
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)  # a hosted kernel's subclass too
+
+
+class NoBar:
+    r"""A progress bar that is not shown: iterates ``iterable``, counts ``update``\ s. A disabled tqdm
+    bar still makes tqdm's multiprocessing lock (which fixes the process's start method: a later
+    ``multiprocessing.set_start_method`` fails) and its monitor thread."""
+    disable = True
+
+    def __init__(self, iterable=None):
+        self.iterable, self.n = iterable, 0
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
+#: torch's out-of-memory error (``torch.OutOfMemoryError`` in newer torch, ``torch.cuda.OutOfMemoryError`` in older)
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @contextmanager
@@ -352,6 +388,8 @@ def own_invocation(new: bool = False):
     if new:
         new_invocation()
     mine = not os.environ.get(INVOCATION_VARIABLE)
+    if mine:
+        invocation()  # now: every experiment a benchmark runs inside shares it
     try:
         yield
     finally:

@@ -16,9 +16,7 @@ import torch.nn as nn
 
 from .errors import TransferkitError, UnknownNameError, check, first_line, is_whole, warn
 from .heads import HEADS, HeadRows, final_layer, make_head
-
-#: torch's out-of-memory error (``torch.OutOfMemoryError`` in newer torch, ``torch.cuda.OutOfMemoryError`` in older)
-OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+from .runtime import OUT_OF_MEMORY
 
 EMBEDDING = "embedding"
 HEAD = "head"

@@ -19,7 +19,8 @@ import torch
 from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .evaluate import chunk_rows
-from .io import NoBar, atomic_write, cache_dir, cache_lock, relative_hint, shows_progress
+from .io import atomic_write, cache_dir, cache_lock, relative_hint
+from .runtime import NoBar, shows_progress
 
 #: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
 CHANNELS_CHOSEN: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_channels_chosen", default=False)
@@ -281,9 +282,9 @@ def _check_size_channels(size, channels) -> None:
     check(channels in (None, 1, 3), f"channels must be 1, 3 or None, got {channels!r}")
 
 
-#: a folder of at least this many files shows a progress bar while it is decoded (stderr a terminal)
+#: a folder of at least this many files shows a progress bar while it is decoded (runtime.shows_progress)
 PROGRESS_FROM = 1000
-_progress: list = [None]  # None: a bar when stderr is a terminal; see reading_progress
+_progress: list = [None]  # None: a bar when runtime.shows_progress(); see reading_progress
 
 
 @contextlib.contextmanager

@@ -40,8 +40,7 @@ from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, che
 from ..evaluate import chunk_rows, predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
-from ..runtime import import_plugins, plugin_hint
-from ..unitnet import OUT_OF_MEMORY
+from ..runtime import OUT_OF_MEMORY, import_plugins, plugin_hint
 
 #: ``{name: method class}``; a name held by another class (a built-in) is refused
 METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")

@@ -14,7 +14,7 @@ features of many thousand values per image the softmax (lbfgs) takes longer than
 audit of 2026-12-07: 7.8 vs 0.9 s for a 28 px run's units, 32 vs 12 s for resnet18's at 128 px),
 so a network with several large units takes minutes; a
 progress bar counts the fits (``progress``, as the training engine's: by default when
-standard error is a terminal; the ``tap`` method takes its stage config's). To spend less,
+standard error is a terminal or in a Jupyter kernel; the ``tap`` method takes its stage config's). To spend less,
 tap fewer units (``units=``) or tap on fewer images; the solver and its settings are kept,
 so that results stay those of the docs; a fit that does not converge warns once per tap, naming
 its units and classifiers.
@@ -39,7 +39,7 @@ from ..engine import FitResult
 from ..errors import check, warn
 from ..evaluate import chunk_rows, fraction_correct
 from ..frozen import frozen_activations
-from ..io import NoBar, shows_progress
+from ..runtime import NoBar, shows_progress
 from .base import Method, register
 
 CLASSIFIERS = ("svm", "softmax")
@@ -147,8 +147,11 @@ def _fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c
     check(bool(torch.isfinite(x).all()), "a linear classifier needs finite features; these hold NaN or infinite "
                                          "values")
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    constant = x.amax(0) == x.amin(0)  # a float32 mean misses a constant by rounding: it would stand out
-    mean[constant], std[constant] = x[0, constant], 1.0  # as a column of ±1 with a weight up to 1e6 x too large
+    # constant up to a few units in the last place: a float32 mean misses such a column by rounding, and it would
+    # stand out as a column of ±1 with a weight up to 1e6 x too large (as scikit-learn's StandardScaler, scale 1)
+    hi, lo = x.amax(0), x.amin(0)
+    constant = hi - lo <= 8 * torch.finfo(x.dtype).eps * torch.maximum(hi.abs(), lo.abs())
+    mean[constant], std[constant] = x[0, constant], 1.0
     xs = np.empty(tuple(x.shape), dtype=np.float64)  # standardised chunk by chunk: no float32 copy of x besides
     step = max(1, 2**22 // max(1, x.shape[1]))
     for i in range(0, len(x), step):
@@ -171,7 +174,7 @@ def _fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c
     b = torch.full((num_classes,), -1e9, dtype=torch.float64)  # classes absent from training never win
     w[clf.classes_] = torch.from_numpy(coef) / std.double()
     b[clf.classes_] = torch.from_numpy(bias) - w[clf.classes_] @ mean.double()
-    lin = nn.Linear(x.shape[1], num_classes)
+    lin = nn.Linear(x.shape[1], num_classes, dtype=torch.float32)  # whatever the caller's default dtype
     with torch.no_grad():
         lin.weight.copy_(w.float())
         lin.bias.copy_(b.float())
@@ -209,7 +212,7 @@ def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
     linear SVM and of a softmax classifier trained on ``train``'s frozen features.
     Returns one row per unit, in network order: ``unit``, ``dim``, ``svm_accuracy``,
     ``softmax_accuracy``. Test classes are matched to the training classes by name.
-    ``progress``: a bar counting the fits (None: when standard error is a terminal)."""
+    ``progress``: a bar counting the fits (None: when standard error is a terminal or in a Jupyter kernel)."""
     check_unitnet(net, "tap")
     units = tap_units(net, units)
     check(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < math.inf,

@@ -669,8 +669,8 @@ def test_a_backbone_from_outside_the_package_runs_with_built_in_methods(tmp_path
 
 
 def test_methods_a_config_cannot_feed_say_what_they_need(tmp_path, capsys):
-    for method, message in (("clip", "one caption per source class"), ("distill", "not from a config"),
-                            ("cat_two_stage", "not from a config")):
+    for method, message in (("clip", "one caption per source class"), ("distill", "a config cannot give them"),
+                            ("cat_two_stage", "a config cannot give one")):
         code, _, err = run_cli(capsys, "run", "--set", "source=digits", "--set", "target=digits", "--set",
                                f"methods=[{method}]", "--set", f"out_dir={tmp_path}", *TINY)
         assert code == 2 and message in err and "Traceback" not in err, (method, err)

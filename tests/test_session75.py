@@ -407,3 +407,31 @@ def test_an_owned_memo_entry_is_dropped_only_by_its_own_owner_and_a_view_lives_a
     del b
     gc.collect()
     assert len(memo) == 0 and memo.megabytes() == 0
+
+
+def test_small_domain_and_discriminator_advice_names_what_works():
+    # a one-image unlabelled domain was told to raise the batch size; the fully connected fallback after the
+    # convolutional discriminator was refused recommended the convolutional one; a conv discriminator on fc
+    # layers alone said what was wrong, not what to change
+    import warnings
+
+    import torch
+
+    from transferkit.backbones import build_backbone
+    from transferkit.discriminators import ConvMultiLayerDiscriminator, multilayer_discriminator
+    from transferkit.errors import TransferkitError
+    from transferkit.losses import coral, minimum_class_confusion
+
+    with pytest.raises(TransferkitError, match="give each domain 2 images or more"):
+        coral(torch.rand(8, 3), torch.rand(1, 3))
+    with pytest.raises(TransferkitError, match="give the unlabelled target 2 images or more"):
+        minimum_class_confusion(torch.rand(1, 3))
+    with pytest.raises(TransferkitError, match=r"tap a convolutional unit too \(layers: \[...\]\), or use "
+                                               r"discriminator: fc"):
+        ConvMultiLayerDiscriminator([(500,)])
+    net = build_backbone("lenet", 10, image_size=64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        multilayer_discriminator(net, ["conv1", "conv2", "fc1"], "auto")
+    (said,) = [str(w.message) for w in caught if "multi-layer discriminator" in str(w.message)]
+    assert "discriminator: conv" not in said and "no strided convolution maps these layers" in said

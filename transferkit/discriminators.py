@@ -88,8 +88,9 @@ class MultiLayerDiscriminator(nn.Module):
         self.tail = nn.Sequential(*tail, nn.ReLU(), nn.Linear(hidden, 1))
 
     @classmethod
-    def for_network(cls, net, layers: Sequence[str], **kw) -> "MultiLayerDiscriminator":
-        """Size the discriminator from the backbone's unit output shapes."""
+    def for_network(cls, net, layers: Sequence[str], conv_tried: bool = False, **kw) -> "MultiLayerDiscriminator":
+        """Size the discriminator from the backbone's unit output shapes; ``conv_tried``: the
+        convolutional form was refused for these layers (the warning does not offer it)."""
         shapes = net.unit_output_shapes()
         sizes = [net.embed_dim if n == "embedding" else math.prod(shapes[n]) for n in layers]
         kw.setdefault("tail_depth", TAIL_DEPTH.get(getattr(net, "name", ""), 2))
@@ -98,8 +99,9 @@ class MultiLayerDiscriminator(nn.Module):
             warn(f"the multi-layer discriminator on {list(layers)} of {getattr(net, 'name', 'this network')} "
                  f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
                  f"gradients and optimiser state): eq. 2 maps each tapped activation to the next one's size "
-                 f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head]) or "
-                 f"use the convolutional one of seed 000 Table 6 (discriminator: conv)")
+                 f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head])"
+                 + ("" if conv_tried else " or use the convolutional one of seed 000 Table 6 (discriminator: conv)")
+                 + " (no strided convolution maps these layers' shapes onto each other)" * conv_tried)
         return cls(sizes, **kw)
 
     def layer_input_sizes(self) -> list[int]:
@@ -161,7 +163,8 @@ class ConvMultiLayerDiscriminator(nn.Module):
         check(combine in ("sum", "concat"), f"combine must be 'sum' or 'concat', got {combine!r}")
         shapes = [tuple(int(v) for v in s) if len(s) == 3 else (math.prod(s),) for s in in_shapes]
         maps = [s for s in shapes if len(s) == 3]
-        check(bool(maps), f"the convolutional discriminator needs a feature map among the tapped shapes {shapes}")
+        check(bool(maps), f"the convolutional discriminator needs a feature map among the tapped shapes {shapes}: tap "
+                          f"a convolutional unit too (layers: [...]), or use discriminator: fc")
         self.in_shapes, self.gamma, self.combine = shapes, gamma, combine
         hidden = int(hidden or maps[-1][0])
         self.act = nn.LeakyReLU(slope)
@@ -250,8 +253,8 @@ def multilayer_discriminator(net, layers: Sequence[str], kind: str = "auto", hid
             and len(in_shapes[0]) == 3):
         try:
             return ConvMultiLayerDiscriminator(in_shapes, hidden=hidden, **kw)
-        except TransferkitError:
-            pass  # no convolutional form for these shapes: the fully connected one warns
+        except TransferkitError:  # no convolutional form for these shapes: the fully connected one warns
+            return MultiLayerDiscriminator.for_network(net, layers, conv_tried=True, hidden=hidden or 500, **kw)
     return MultiLayerDiscriminator.for_network(net, layers, hidden=hidden or 500, **kw)
 
 

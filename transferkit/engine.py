@@ -908,8 +908,9 @@ def _size_named(method, other_size: str, first: bool):
         if not (first and other_size):
             raise
         raise TransferkitError(f"method {method.name!r}: {other_size}, and its own modules were sized for that "
-                               f"({e}): resize the images (Domain.to_format(size=...)) or build the backbone for "
-                               f"their size (image_size=...)") from e
+                               f"({e}): resize the images (Domain.to_format(size=...), which makes them square) "
+                               f"or build the backbone for their size (build_backbone(..., image_size=...), "
+                               f"given to fit as net=)") from e
 
 
 def _tensorboard(log_dir):

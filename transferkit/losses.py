@@ -108,8 +108,10 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     (clamped at 0) is less precise than the direct form's, the gradient stays close to it."""
     s, t = source.flatten(1), target.flatten(1)
     _check_pair("coral", s, t)
-    check(len(s) >= 2 and len(t) >= 2, f"coral needs 2 samples or more per domain for a covariance, got {len(s)} "
-                                       f"source and {len(t)} target (in training: raise train.batch_size)")
+    check(len(s) >= 2 and len(t) >= 2,
+          f"coral needs 2 samples or more per domain for a covariance, got {len(s)} source and {len(t)} target (in "
+          f"training a batch holds train.batch_size images, or all of a smaller domain's: raise batch_size, or "
+          f"give each domain 2 images or more)")
     d = s.shape[1]
     if d <= CORAL_GRAM_WIDTH or d <= len(s) + len(t):
         return (covariance(s) - covariance(t)).pow(2).sum() / (4 * d * d)
@@ -141,8 +143,10 @@ def minimum_class_confusion(logits: torch.Tensor, temperature: float = 2.5,
           f"logits must be a non-empty B x K matrix, got shape {tuple(logits.shape)}")
     check(temperature > 0, f"minimum_class_confusion: temperature must be > 0, got {temperature!r}")
     check(len(logits) >= 2, "mcc needs 2 target samples or more per batch: the class confusion of one sample is "
-                            "(K - 1) / K whatever it predicts, so the term would train nothing; raise "
-                            "train.batch_size to 2 or more (for a run: in a new run, as a resume keeps its config)")
+                            "(K - 1) / K whatever it predicts, so the term would train nothing; a batch holds "
+                            "train.batch_size images, or all of a smaller domain's: raise train.batch_size to 2 or "
+                            "more (for a run: in a new run, as a resume keeps its config), or give the unlabelled "
+                            "target 2 images or more")
     y = F.softmax(logits / temperature, dim=1)
     h = -(y * torch.log(y.clamp_min(1e-12))).sum(1)
     if detach_weights:

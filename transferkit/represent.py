@@ -116,7 +116,8 @@ class CatTwoStage(Method):
         super().__init__(net)
         check("cat" in net.unit_names and isinstance(net.unit("cat"), ConcatFeatures),
               "cat_two_stage needs a network built by transferkit.represent.cat_network (several source "
-              "networks), so it runs from Python or `transferkit bench represent`, not from a config")
+              "networks): Transfer('cat_two_stage').fit(..., net=cat_network([net1, net2])), or `transferkit "
+              "bench represent`; a config cannot give one")
         self._extra: dict = {}
 
     def trainable_units(self):
@@ -163,8 +164,9 @@ class Distill(Method):
     def __init__(self, net, teacher=(), temperature: float = 2.0, ce_weight: float = 1.0):
         super().__init__(net)
         teacher = [teacher] if isinstance(teacher, UnitNet) else teacher  # one member: CAT_1
-        check(len(teacher) >= 1, "distill needs the teacher members (teacher=[...] of source networks), so it "
-                                  "runs from Python or `transferkit bench represent`, not from a config")
+        check(len(teacher) >= 1, "distill needs the teacher members, source networks: Transfer('distill', "
+                                  "teacher=[net1, net2]).fit(...), or `transferkit bench represent`; a config "
+                                  "cannot give them")
         for i, t in enumerate(teacher):
             check(isinstance(t, UnitNet), f"distill: teacher {i} must be a UnitNet (a source network), got "
                                           f"{type(t).__name__}")

@@ -42,7 +42,9 @@ from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
 from ..runtime import OUT_OF_MEMORY, import_plugins, plugin_hint
 
-#: ``{name: method class}``; a name held by another class (a built-in) is refused
+#: ``{name: method class}``; a name held by another class (a built-in) is refused. The families of modules
+#: outside this package (represent's cat_two_stage and distill) and plugins register on the first lookup:
+#: read the whole list with :func:`list_methods`
 METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
 PREFIXES: dict[str, Callable[[str], type["Method"]]] = Registry("method prefix", "choose another prefix")

@@ -110,7 +110,7 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     _check_pair("coral", s, t)
     check(len(s) >= 2 and len(t) >= 2,
           f"coral needs 2 samples or more per domain for a covariance, got {len(s)} source and {len(t)} target (in "
-          f"training a batch holds train.batch_size images, or all of a smaller domain's: raise batch_size, or "
+          f"training a batch holds train.batch_size images, or all of a smaller domain's: raise train.batch_size, or "
           f"give each domain 2 images or more)")
     d = s.shape[1]
     if d <= CORAL_GRAM_WIDTH or d <= len(s) + len(t):

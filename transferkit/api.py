@@ -70,7 +70,7 @@ from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .networks import network_digest
-from .runtime import float32_default, rng_devices
+from .runtime import callers_state_kept, rng_devices
 from .zeroshot import calibrated, is_zero_shot, seen_columns
 
 
@@ -258,8 +258,7 @@ class Transfer:
         check(ckpt is None or not ckpt.exists() or ckpt.is_dir(), f"fit: checkpoint_dir {str(ckpt)!r} is a file, not "
                                                                  f"a folder (the checkpoints go in it)")
         devices = rng_devices(self.train_cfg.device, self.pretrain_cfg.device)
-        with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad(), \
-                float32_default():
+        with callers_state_kept(devices), torch.inference_mode(False), torch.enable_grad():
             self._fit(target, source, unlabeled, val, net, source_val, ckpt)
         if ckpt is not None:
             for stage in ckpt.iterdir() if ckpt.is_dir() else ():

@@ -84,8 +84,8 @@ from .rundir import (
     trained_before,
 )
 from .runtime import (
+    callers_state_kept,
     cpu_kernels,
-    float32_default,
     held_benchmark_dir,
     invocation,
     job_threads,
@@ -330,7 +330,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     data-parallel and rank 0 writes the files. The caller's global CPU random state is as it was
     before (as after :meth:`Transfer.fit`). Its rows' ``invocation`` is the enclosing command's (a
     benchmark's) or, where none is, this call's own."""
-    with own_invocation(), float32_default():
+    with own_invocation(), callers_state_kept():  # the CPU's RNG (each job seeds its own; no CUDA init here)
         return _run_experiment(cfg, run_dir, log)
 
 
@@ -347,8 +347,8 @@ def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[P
     parent_fresh = fresh and not run_dir.parent.exists()
     if main:
         _make_run_dir(run_dir, None if run_dir_given else cfg.out_dir)
-    try:  # the caller's CPU RNG is left as it was (each job seeds its own; CUDA's is not touched: no CUDA init here)
-        with directory_lock(run_dir) if main else contextlib.nullcontext(), torch.random.fork_rng(devices=[]):
+    try:
+        with directory_lock(run_dir) if main else contextlib.nullcontext():
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)
     except BaseException:  # refused, failed or interrupted (Ctrl-C) before any job finished: leave nothing
         if fresh:

@@ -155,6 +155,15 @@ def float32_default():
         torch.set_default_dtype(before)
 
 
+@contextmanager
+def callers_state_kept(devices: list[int] = ()):
+    """Within it, transferkit's work on a Python caller's process: torch's random state forked
+    (the CPU's and that of the GPUs ``devices``, :func:`rng_devices`) and the float32 default
+    dtype; the caller's both given back on exit (``Transfer.fit``, ``run_experiment``, a benchmark)."""
+    with torch.random.fork_rng(devices=list(devices)), float32_default():
+        yield
+
+
 def autocast(device: torch.device, enabled: bool):
     """Mixed precision (bfloat16 autocast) on GPU when ``enabled``; off on CPU (a caller's CPU
     autocast too); no autocast context on other devices (torch before 2.5 refuses one for ``mps``,

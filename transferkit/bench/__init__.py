@@ -39,7 +39,7 @@ from ..io import atomic_write, directory_lock, read_json, write_json
 from ..jobs import default_workers
 from ..results import RESULT_FILES, summarize, world_sizes, write_results
 from ..runtime import (
-    float32_default,
+    callers_state_kept,
     holding_work_dir,
     job_threads,
     note_kernels,
@@ -440,7 +440,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     an existing directory is resumed: finished jobs are not run again). Each call is an
     invocation of its own (its rows' wall seconds are timed apart), and the caller's CPU random
     state is as it was before (as after ``run_experiment``)."""
-    with own_invocation(new=True), torch.random.fork_rng(devices=[]), float32_default():
+    with own_invocation(new=True), callers_state_kept():
         return _run_benchmark(name, quick, out_dir, run_dir, log, overrides)
 
 

@@ -125,11 +125,14 @@ def test_main_restores_the_warning_format_and_forgets_an_earlier_command_s_invoc
     # on every later warning of a notebook); main's `new_invocation()` dropped (an earlier command's id reused)
     import warnings
 
-    from transferkit import runtime
+    from transferkit import cli, runtime
     before = warnings.formatwarning
     monkeypatch.setenv(runtime.INVOCATION_VARIABLE, "20260101-000000-7")
+    dispatch, used = cli._dispatch, []
+    monkeypatch.setattr(cli, "_dispatch", lambda args, argv: used.append(runtime.invocation()) or dispatch(args, argv))
     assert run_cli(capsys, "domains")[0] == 0
-    assert warnings.formatwarning is before and os.environ.get(runtime.INVOCATION_VARIABLE) != "20260101-000000-7"
+    assert warnings.formatwarning is before and used and used[0] != "20260101-000000-7"  # its own id within
+    assert os.environ.get(runtime.INVOCATION_VARIABLE) == "20260101-000000-7"  # the caller's given back
 
 
 # -- report and summary -----------------------------------------------------------------------

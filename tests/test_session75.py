@@ -207,6 +207,8 @@ def test_each_run_or_benchmark_of_a_python_caller_is_an_invocation_of_its_own_an
     monkeypatch.setenv(runtime.INVOCATION_VARIABLE, "outer")  # a benchmark's experiments: the benchmark's id
     assert recorded(name="c") == "outer" and os.environ[runtime.INVOCATION_VARIABLE] == "outer"
     from transferkit import cli
+    assert cli.main(["methods"]) == 0 and os.environ[runtime.INVOCATION_VARIABLE] == "outer"  # given back
+    monkeypatch.delenv(runtime.INVOCATION_VARIABLE)
     assert cli.main(["methods"]) == 0 and runtime.INVOCATION_VARIABLE not in os.environ  # a command's own: gone
 
 

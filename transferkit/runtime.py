@@ -393,7 +393,9 @@ def new_invocation() -> None:
 def own_invocation(new: bool = False):
     """Within it, :func:`invocation` is the enclosing command's (a benchmark's experiments, a
     worker's parent) or, where none is, (``new``: always) one of its own, which is forgotten on
-    exit: the next experiment or benchmark a Python caller runs is an invocation of its own."""
+    exit: the next experiment or benchmark a Python caller runs is an invocation of its own; an
+    enclosing id ``new`` set aside is given back then."""
+    earlier = os.environ.get(INVOCATION_VARIABLE) if new else None
     if new:
         new_invocation()
     mine = not os.environ.get(INVOCATION_VARIABLE)
@@ -404,6 +406,8 @@ def own_invocation(new: bool = False):
     finally:
         if mine:
             new_invocation()
+        if earlier:
+            os.environ[INVOCATION_VARIABLE] = earlier
 
 
 def kernel_environment(workers: int = 1) -> dict:

@@ -299,13 +299,10 @@ def test_a_fit_without_a_progress_bar_leaves_multiprocessings_start_method_free(
     assert out.returncode == 0 and out.stdout.strip() == "free", out.stderr[-2000:]
 
 
-def test_predicting_new_images_at_every_call_keeps_no_activations_once_they_are_gone(monkeypatch):
-    # a service's predict of new images stored each call's frozen activations (tap: 3 MB per 64 images) up to the
-    # memo's 1 GB, which no later call could read; a test set the caller keeps is still read back
-    import gc
-
+@pytest.fixture
+def probe_model(monkeypatch):
+    """A fitted linear probe on 16 random 28-px images (``probe_model.domain_``), with a memo of its own."""
     import numpy as np
-    import torch
 
     from transferkit import frozen
     from transferkit.api import Transfer
@@ -319,6 +316,20 @@ def test_predicting_new_images_at_every_call_keeps_no_activations_once_they_are_
     tiny = TrainConfig(steps=2, batch_size=8, progress=False)
     model = Transfer("linear_probe", backbone="lenet", train=tiny, pretrain=tiny).fit(target=d, source=d)
     frozen.MEMO.clear()
+    model.domain_ = d
+    return model
+
+
+def test_predicting_new_images_at_every_call_keeps_no_activations_once_they_are_gone(probe_model):
+    # a service's predict of new images stored each call's frozen activations (tap: 3 MB per 64 images) up to the
+    # memo's 1 GB, which no later call could read; a test set the caller keeps is still read back
+    import gc
+
+    import torch
+
+    from transferkit import frozen
+
+    model, d = probe_model, probe_model.domain_
     for _ in range(5):
         model.predict(torch.rand(8, 1, 28, 28))
     gc.collect()
@@ -382,6 +393,7 @@ def test_an_owned_memo_entry_is_dropped_only_by_its_own_owner_and_a_view_lives_a
     # t[:4] was dropped as the call returned, so predict(t[:4]) then score(t[:4], y) ran the units twice
     import gc
 
+    import numpy as np
     import torch
 
     from transferkit.frozen import FrozenMemo
@@ -394,14 +406,15 @@ def test_an_owned_memo_entry_is_dropped_only_by_its_own_owner_and_a_view_lives_a
     del a
     gc.collect()
     assert torch.equal(memo.get("k"), torch.zeros(3)) and memo.megabytes() == 12 / 2**20
-    base = torch.rand(8, 2)
-    with memo.owned_by(base[:4]):
-        memo.put("view", torch.ones(2))
-    gc.collect()
-    assert memo.get("view") is not None
-    del base
-    gc.collect()
-    assert memo.get("view") is None and len(memo._owned) == 0
+    for make in (lambda: torch.rand(8, 2), lambda: np.random.default_rng(0).random((8, 2))):  # a NumPy view too
+        base = make()
+        with memo.owned_by(base[:4]):
+            memo.put("view", torch.ones(2))
+        gc.collect()
+        assert memo.get("view") is not None
+        del base
+        gc.collect()
+        assert memo.get("view") is None and len(memo._owned) == 0
     b = torch.rand(2)
     with memo.owned_by(b):
         memo.put("b", torch.ones(2))

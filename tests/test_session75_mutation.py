@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 import torch
 from test_bench_core_flex_second_mutation import toy  # noqa: F401 (a fixture)
+from test_session75 import probe_model  # noqa: F401 (a fixture)
 
 from transferkit import bench, cli, compare, frozen, runtime
-from transferkit.api import Transfer
 from transferkit.bench import run_benchmark
 from transferkit.domain import Domain
-from transferkit.engine import TrainConfig
 from transferkit.frozen import FrozenMemo
 from transferkit.methods.tap import fit_linear
 from transferkit.retrieval import map_at_k
@@ -49,31 +48,8 @@ def test_an_owner_with_no_weak_reference_keeps_nothing():  # F9
     assert memo.get("k") is None and len(memo) == 0 and memo.megabytes() == 0
 
 
-def test_a_numpy_view_lives_as_its_base():  # F12
-    memo = FrozenMemo(limit_mb=64)
-    base = np.random.default_rng(0).random((8, 2))
-    with memo.owned_by(base[:4]):
-        memo.put("v", torch.ones(2))
-    gc.collect()
-    assert memo.get("v") is not None
-    del base
-    gc.collect()
-    assert memo.get("v") is None
-
-
-@pytest.fixture
-def model(monkeypatch):
-    monkeypatch.setattr(frozen, "MEMO", frozen.FrozenMemo(limit_mb=64))
-    monkeypatch.setattr("transferkit.api.MEMO", frozen.MEMO)
-    x = np.random.default_rng(0).random((16, 1, 28, 28)).astype(np.float32)
-    d = Domain("t", x, np.arange(16) % 4, list("abcd"))
-    tiny = TrainConfig(steps=2, batch_size=8, progress=False)
-    m = Transfer("linear_probe", backbone="lenet", train=tiny, pretrain=tiny).fit(target=d, source=d)
-    frozen.MEMO.clear()
-    return m
-
-
-def test_a_numpy_batch_the_caller_keeps_is_read_back(model):  # F16
+def test_a_numpy_batch_the_caller_keeps_is_read_back(probe_model):  # noqa: F811  (F16)
+    model = probe_model
     batch = np.random.default_rng(1).random((8, 1, 28, 28)).astype(np.float32)
     first = model.predict_logits(batch)
     gc.collect()
@@ -81,7 +57,8 @@ def test_a_numpy_batch_the_caller_keeps_is_read_back(model):  # F16
     assert torch.equal(model.predict_logits(batch), first) and frozen.MEMO.hits == 1
 
 
-def test_a_domains_entry_lives_as_long_as_its_images(model):  # F17
+def test_a_domains_entry_lives_as_long_as_its_images(probe_model):  # noqa: F811  (F17)
+    model = probe_model
     d = Domain("q", torch.rand(8, 1, 28, 28), torch.arange(8) % 4, list("abcd"))
     images = d.images
     model.predict_logits(d)

@@ -100,8 +100,8 @@ class MultiLayerDiscriminator(nn.Module):
                  f"has over {first / 1e6:.0f} M weights ({first * 4 / 2**30:.1f} GiB in float32, before "
                  f"gradients and optimiser state): eq. 2 maps each tapped activation to the next one's size "
                  f"with a fully connected layer. Tap smaller ones with `layers` (e.g. [embedding, head])"
-                 + ("" if conv_tried else " or use the convolutional one of seed 000 Table 6 (discriminator: conv)")
-                 + " (no strided convolution maps these layers' shapes onto each other)" * conv_tried)
+                 + (" (no strided convolution maps these layers' shapes onto each other)" if conv_tried else
+                    " or use the convolutional one of seed 000 Table 6 (discriminator: conv)"))
         return cls(sizes, **kw)
 
     def layer_input_sizes(self) -> list[int]:
@@ -249,13 +249,14 @@ def multilayer_discriminator(net, layers: Sequence[str], kind: str = "auto", hid
     in_shapes = [(net.embed_dim,) if n == "embedding" else tuple(shapes[n]) for n in layers]
     if kind == "conv":
         return ConvMultiLayerDiscriminator(in_shapes, hidden=hidden, **kw)
+    conv_tried = False
     if (_fc_weights([math.prod(s) for s in in_shapes], kw.get("combine", "sum")) > LARGE_DISCRIMINATOR
             and len(in_shapes[0]) == 3):
         try:
             return ConvMultiLayerDiscriminator(in_shapes, hidden=hidden, **kw)
         except TransferkitError:  # no convolutional form for these shapes: the fully connected one warns
-            return MultiLayerDiscriminator.for_network(net, layers, conv_tried=True, hidden=hidden or 500, **kw)
-    return MultiLayerDiscriminator.for_network(net, layers, hidden=hidden or 500, **kw)
+            conv_tried = True
+    return MultiLayerDiscriminator.for_network(net, layers, conv_tried=conv_tried, hidden=hidden or 500, **kw)
 
 
 class MLPDiscriminator(nn.Module):

@@ -227,17 +227,18 @@ class FrozenMemo:
         if out is None:
             return
         owner = _OWNER.get()
-        if out.device.type == "cpu" and out.numel() * out.element_size() / 2**20 <= self.limit_mb:
-            self._drop(key)
-            self._store[key] = out.detach().clone() if copy else out.detach()
-            self._bytes += out.numel() * out.element_size()
-            if owner is not None:  # kept while the images it was computed from are (a predict of new images)
-                try:
-                    self._owned[key] = weakref.finalize(owner, self._drop, key)
-                except TypeError:  # no weak reference to it: not kept at all
-                    self._drop(key)
-            while self.megabytes() > self.limit_mb:
-                self._drop()
+        if out.device.type != "cpu" or out.numel() * out.element_size() / 2**20 > self.limit_mb:
+            return
+        self._drop(key)
+        if owner is not None:  # kept while the images it was computed from are (a predict of new images)
+            try:
+                self._owned[key] = weakref.finalize(owner, self._drop, key)
+            except TypeError:  # no weak reference to it: not kept at all (nor copied)
+                return
+        self._store[key] = out.detach().clone() if copy else out.detach()
+        self._bytes += out.numel() * out.element_size()
+        while self.megabytes() > self.limit_mb:
+            self._drop()
 
     @contextlib.contextmanager
     def owned_by(self, images):

@@ -149,7 +149,7 @@ def _fit_linear(kind: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, c
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     # constant up to a few units in the last place: a float32 mean misses such a column by rounding, and it would
     # stand out as a column of ±1 with a weight up to 1e6 x too large (as scikit-learn's StandardScaler, scale 1)
-    hi, lo = x.amax(0), x.amin(0)
+    lo, hi = torch.aminmax(x, dim=0)  # one pass
     constant = hi - lo <= 8 * torch.finfo(x.dtype).eps * torch.maximum(hi.abs(), lo.abs())
     mean[constant], std[constant] = x[0, constant], 1.0
     xs = np.empty(tuple(x.shape), dtype=np.float64)  # standardised chunk by chunk: no float32 copy of x besides

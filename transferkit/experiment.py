@@ -58,7 +58,7 @@ from .jobs import JobFailure, failures_message, guarded, map_jobs, save_failure
 from .methods import get_method
 from .methods.base import resolved_options
 from .methods.supervised import SourceOnly
-from .preflight import check_names, check_settings, warn_pretrain_unused
+from .preflight import check_names, check_settings, check_workers_reach, warn_pretrain_unused
 from .results import RESULT_FILES, unfinished_hint, write_results
 from .rundata import (
     Prepared,
@@ -336,6 +336,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
 
 def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[Path, list[dict]]:
     methods = check_names(cfg, run_dir)
+    if world_size() == 1:
+        check_workers_reach(methods, cfg.workers)
     resolve_device(cfg.device)  # CUDA or MPS that is not there: refused now, not after the data loaded
     main = is_main_process()
     if cfg.pretrained is not None and main:

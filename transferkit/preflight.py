@@ -1,12 +1,15 @@
 """Checks a run makes before any work, so that what a job would meet only later fails (or is
 warned about) at once: :func:`check_names` (methods, options, backbone, domain specs; nothing
-loaded) and :func:`check_settings` (the data against each setting and method: empty splits,
-``k`` above a class's images, options a method refuses on this data)."""
+loaded), :func:`check_settings` (the data against each setting and method: empty splits,
+``k`` above a class's images, options a method refuses on this data) and :func:`check_workers_reach`
+(methods that ``--workers`` processes could not find)."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -72,6 +75,35 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
           f"{'it' if len(reading) == 1 else 'them'} out (the methods that train on target labels take the network "
           f"alone: finetune, linear_probe, the ft_ and flex families, ...)")
     return methods
+
+
+def main_only(cls) -> bool:
+    """Whether method class ``cls`` exists only in this process's ``__main__``, which a spawned worker
+    does not run: defined there, and not at the top level of a script file (spawn runs a script's top
+    level again, not its ``if __name__ == "__main__":`` block, a function's body, a notebook or
+    ``python -c``). A class whose script cannot be read is taken as reachable."""
+    if cls.__module__ != "__main__":
+        return False
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not Path(path).is_file():
+        return True
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return False
+    return cls.__qualname__ not in {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def check_workers_reach(methods: list, workers: int) -> None:
+    """Refuse, before any work, methods that ``workers`` > 1 processes would not find (:func:`main_only`):
+    each would fail there as an unknown name, after the pre-training."""
+    lost = [cls.name for cls in methods if workers > 1 and main_only(cls)]
+    many = len(lost) > 1
+    check(not lost, f"method{'s' if many else ''} {', '.join(map(repr, lost))} {'are' if many else 'is'} registered "
+                    f"only in this script's __main__ (a notebook, python -c, or in `if __name__ == \"__main__\":`), "
+                    f"which the {workers} worker processes (--workers / workers: {workers}) do not run: register "
+                    f"{'them' if many else 'it'} in a module they can import (import it here; for the CLI, name it in "
+                    f"TRANSFERKIT_PLUGINS), or run with --workers 1")
 
 
 def _recorded_plugins(run_dir: Path | None) -> list[str]:

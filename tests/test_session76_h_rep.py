@@ -1,0 +1,51 @@
+"""Session 76 (h_rep): results and report leftovers: rows of an older revision of their method,
+the selection note of rows without n_val_labeled, job lines sized to the longest method name, and
+methods that --workers processes cannot import."""
+
+import sys
+import types
+
+import pytest
+
+from transferkit import experiment
+from transferkit.config import ExperimentConfig
+from transferkit.errors import TransferkitError
+from transferkit.methods.base import METHODS, Method
+
+
+class Sentinel(Exception):
+    """Raised where a run would start loading data: the refusal must come before."""
+
+
+def _main_method(name, qualname=None):
+    cls = type(name.title(), (Method,), {"name": name, "streams": ("source",), "__module__": "__main__"})
+    cls.__qualname__ = qualname or cls.__name__
+    return cls
+
+
+def test_workers_refuse_a_method_registered_only_in_main(tmp_path, monkeypatch):
+    cls = _main_method("main_only_m", "f.<locals>.Main_Only_M")
+    METHODS["main_only_m"] = cls
+    try:
+        monkeypatch.setattr(experiment, "prepare_domains", lambda *a, **k: (_ for _ in ()).throw(Sentinel()))
+        cfg = ExperimentConfig(name="w", source="mnist", target="digits", methods=["main_only_m"], k=2, repeats=2,
+                               workers=2, out_dir=str(tmp_path))
+        with pytest.raises(TransferkitError, match=r"'main_only_m' is registered only in this script's __main__.*"
+                                                   r"importable|'main_only_m'.*module they can import.*--workers 1"):
+            experiment.run_experiment(cfg, log=lambda *a: None)
+        with pytest.raises(Sentinel):  # one process: the method is there
+            experiment.run_experiment(ExperimentConfig(**{**cfg.to_dict(), "workers": 1}), log=lambda *a: None)
+    finally:
+        del METHODS["main_only_m"]
+
+
+def test_main_only_reads_the_script_top_level(tmp_path, monkeypatch):
+    from transferkit.preflight import main_only
+    script = tmp_path / "script.py"
+    script.write_text("class Top:\n    pass\n\nif __name__ == '__main__':\n    class Guarded:\n        pass\n")
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
+    assert not main_only(_main_method("top", "Top"))
+    assert main_only(_main_method("guarded", "Guarded"))
+    assert not main_only(type("Guarded", (Method,), {"name": "g", "__module__": "my_methods"}))
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace())  # a notebook, python -c
+    assert main_only(_main_method("top", "Top"))

@@ -49,3 +49,24 @@ def test_main_only_reads_the_script_top_level(tmp_path, monkeypatch):
     assert not main_only(type("Guarded", (Method,), {"name": "g", "__module__": "my_methods"}))
     monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace())  # a notebook, python -c
     assert main_only(_main_method("top", "Top"))
+
+
+def test_job_lines_keep_their_columns_for_long_method_names(tmp_path):
+    from transferkit.engine import TrainConfig
+    from transferkit.methods.finetune import LinearProbe
+
+    class LongProbe(LinearProbe):
+        name = "linear_probe_of_a_plugin_with_a_long_name"
+    METHODS[LongProbe.name] = LongProbe
+    try:
+        lines = []
+        cfg = ExperimentConfig(name="w", source="digits", target="digits", backbone="lenet",
+                               methods=["linear_probe", LongProbe.name], k=[1, 10], repeats=1,
+                               pretrain=TrainConfig(steps=2, eval_every=2), train=TrainConfig(steps=2, eval_every=2),
+                               out_dir=str(tmp_path))
+        experiment.run_experiment(cfg, log=lines.append)
+    finally:
+        del METHODS[LongProbe.name]
+    jobs = [line for line in lines if "accuracy" in line and " seed " in line]
+    assert len(jobs) == 4 and len({line.index(" seed ") for line in jobs}) == 1, jobs
+    assert all(line.split()[0] in ("linear_probe", LongProbe.name) for line in jobs)

@@ -399,6 +399,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     data = prepare_domains(cfg, run_dir=run_dir)
     subs = cfg.settings()
     jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]
+    widths = line_widths(cfg, methods)  # the job lines' columns
     try:
         finished = {sub.setting: finished_rows(sub, run_dir, _jobs_of(sub, methods), stored) for sub in subs}
     except TransferkitError:
@@ -482,7 +483,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                 _save_evaluated(model_path(run_dir, sub, cls.name, cfg.seed), model, job.stem)
             del model  # a network's copy: not held through the jobs that follow (their peak memory)
             rows.append(_log_row(log, len(subs) > 1, _finish_row(job, row, report, data.target.test.class_names,
-                                                  _seen_classes(data))))
+                                                                 _seen_classes(data)), *widths))
         else:
             todo.append((sub, cls, seed))
     if main and todo:  # an older results.json would call the run finished while these run (or after a stop)
@@ -490,13 +491,13 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             (run_dir / name).unlink(missing_ok=True)
     failures: list = []
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
-        rows += _run_in_workers(cfg, run_dir, todo, pre_info, log, failures)
+        rows += _run_in_workers(cfg, run_dir, todo, pre_info, log, failures, widths)
     else:  # with a worker's thread count: the one job a resumed run has left computes what a worker did
         with worker_threads(cfg.workers if world_size() == 1 else 1):
             for sub, cls, seed in todo:
                 result = guarded(run_job, sub, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed,
                                  pre_info.get("digest"))
-                rows += _job_done(sub, run_dir, cls.name, seed, result, failures, log, len(subs) > 1)
+                rows += _job_done(sub, run_dir, cls.name, seed, result, failures, log, len(subs) > 1, widths)
                 if failures and world_size() > 1:  # the ranks stop together: one that went on would wait
                     raise _jobs_failed(cfg, run_dir, failures, rows, len(jobs))  # in the next job's collectives
     rows.sort(key=lambda row: order[(row["setting"], row["method"], row["seed"])])  # job order, resumed or not
@@ -515,7 +516,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
 
 
 def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, result, failures: list, log,
-              several: bool = False) -> list:
+              several: bool = False, widths: tuple[int, int] = (14, 0)) -> list:
     """``[row]`` of a finished job, logged; ``[]`` for a :class:`JobFailure`, named in one line
     and its traceback saved in ``RUN_DIR/failed/`` (the other jobs go on)."""
     job = job_path(run_dir, cfg, method, seed)
@@ -525,7 +526,7 @@ def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, resu
                                      None if log is print else log))  # a caller's own log gets the line too
         return []
     (run_dir / "failed" / f"{job.stem}.txt").unlink(missing_ok=True)  # of an earlier try of this job
-    return [_log_row(log, several, result)]
+    return [_log_row(log, several, result, *widths)]
 
 
 def _jobs_failed(cfg: ExperimentConfig, run_dir: Path, failures: list, rows: list, total: int) -> JobsFailed:
@@ -552,15 +553,15 @@ def _jobs_of(cfg: ExperimentConfig, methods: list) -> list[tuple]:
 
 
 def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: dict, log,
-                    failures: list) -> list[dict]:
+                    failures: list, widths: tuple[int, int] = (14, 0)) -> list[dict]:
     """The rows of the ``(setting's config, method class, seed)`` jobs of ``todo``, run in
-    ``cfg.workers`` processes (each row logged and written as its job ends)."""
+    ``cfg.workers`` processes (each row logged and written as its job ends; ``widths``: :func:`line_widths`)."""
     rows: list = [[]] * len(todo)
     several = len(cfg.settings()) > 1
 
     def done(i, result):
         sub, cls, seed = todo[i]
-        rows[i] = _job_done(sub, run_dir, cls.name, seed, result, failures, log, several)
+        rows[i] = _job_done(sub, run_dir, cls.name, seed, result, failures, log, several, widths)
     source = None if pre_info.get("path") is None else str(pre_info["path"])
     jobs = [(_worker_job, sub.to_dict(), str(run_dir), cls.name, seed, source, pre_info.get("digest"))
             for sub, cls, seed in todo]
@@ -568,10 +569,18 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: 
     return [row for done_rows in rows for row in done_rows]
 
 
-def _log_row(log, several: bool, row: dict) -> dict:
-    """Log a finished job's line (``several``: the run has several settings, which it names)."""
+def line_widths(cfg: ExperimentConfig, methods: list) -> tuple[int, int]:
+    """The widths of a run's job lines' method and setting columns: its longest method name (14 at
+    least) and setting, so that ``ft_unit:conv2`` or a plugin's long name keeps the lines aligned."""
+    return max([14] + [len(cls.name) for cls in methods]), max(len(sub.setting) for sub in cfg.settings())
+
+
+def _log_row(log, several: bool, row: dict, width: int = 14, setting_width: int = 0) -> dict:
+    """Log a finished job's line (``several``: the run has several settings, which it names); the method
+    and setting padded to ``width`` and ``setting_width`` (:func:`line_widths`)."""
     picked = f", picked {row['picked']}" if isinstance(row.get("picked"), str) else ""
-    log(f"  {row['method']:<14} {row['setting'] + ' ' if several else ''}seed {row['seed']}: accuracy "
+    setting = f"{row['setting']:<{setting_width}} " if several else ""
+    log(f"  {row['method']:<{width}} {setting}seed {row['seed']}: accuracy "
         f"{100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"
         + picked)
     return row

@@ -70,3 +70,23 @@ def test_job_lines_keep_their_columns_for_long_method_names(tmp_path):
     jobs = [line for line in lines if "accuracy" in line and " seed " in line]
     assert len(jobs) == 4 and len({line.index(" seed ") for line in jobs}) == 1, jobs
     assert all(line.split()[0] in ("linear_probe", LongProbe.name) for line in jobs)
+
+
+def _row(method="finetune", seed=0, **fields):
+    return {"method": method, "source": "mnist", "target": "digits", "setting": "k=2", "seed": seed,
+            "accuracy": 0.5, "wall_s": 1.0, **fields}
+
+
+def test_rows_without_n_val_labeled_say_their_selection_count_is_unknown():
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
+    old = [_row(seed=s, val_accuracy=0.6, n_labeled=20) for s in (0, 1)] + [_row("dann", val_accuracy=0.4,
+                                                                                n_labeled=0)]
+    text = markdown_table(summarize(old), old)
+    line = next((x for x in text.splitlines() if "how many unknown" in x), "")
+    assert "finetune (k=2, trained on 20 labels)" in line and "dann (k=2, trained on 0 labels)" in line, text
+    quiet = [_row(val_accuracy=0.6, n_labeled=20, n_val_labeled=10), _row("mine", val_accuracy=None, n_labeled=20),
+             _row("src", val_accuracy=0.6, n_labeled=20, select_on="source_val")]
+    assert "how many unknown" not in markdown_table(summarize(quiet), quiet)
+    counted = [_row(val_accuracy=0.6, n_labeled=20, n_val_labeled=300)]
+    assert "on 300 labelled target validation images" in markdown_table(summarize(counted), counted)

@@ -405,21 +405,50 @@ def grouped_k_line(rows: list[dict], markdown: bool = True) -> list[str]:
 def selection_labels_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the methods that chose their weights (early stopping) on more labelled target
     validation images (``n_val_labeled``) than they trained on (``n_labeled``): labels the setting
-    does not count."""
+    does not count; and one naming those whose rows chose them on a validation split (``val_accuracy``,
+    no ``select_on``) without saying how many labels it held (:func:`uncounted_selection`: rows written
+    before ``n_val_labeled``, 2026-12-02, or by a benchmark that does not record it)."""
     cell = md_cell if markdown else str
     seen: dict[tuple, set] = {}
+    uncounted: dict[tuple, set] = {}
     for r in rows:
         n_val, n = r.get("n_val_labeled"), r.get("n_labeled")
         if isinstance(n_val, int) and isinstance(n, int) and n_val > n:
             seen.setdefault((_row_name(r, cell), str(r.get("setting", ""))), set()).add(n_val)
-    if not seen:
-        return []
-    counts = sorted({v for vs in seen.values() for v in vs})
-    named = ", ".join(f"{m} ({cell(s)})" if s else m for m, s in seen)
-    return [f"Selected on target validation labels: {named} chose their weights (early stopping, select_on: "
-            f"target_val) on {' / '.join(f'{c:,}' for c in counts)} labelled target validation images "
-            f"(n_val_labeled), more than the labels they trained on (n_labeled), which the setting counts; "
-            f"val_per_class caps them, select_on: none uses none."]
+        elif uncounted_selection(r):
+            uncounted.setdefault((_row_name(r, cell), str(r.get("setting", ""))), set()).add(n)
+    out = []
+    if seen:
+        counts = sorted({v for vs in seen.values() for v in vs})
+        named = ", ".join(f"{m} ({cell(s)})" if s else m for m, s in seen)
+        out.append(f"Selected on target validation labels: {named} chose their weights (early stopping, select_on: "
+                   f"target_val) on {' / '.join(f'{c:,}' for c in counts)} labelled target validation images "
+                   f"(n_val_labeled), more than the labels they trained on (n_labeled), which the setting counts; "
+                   f"val_per_class caps them, select_on: none uses none.")
+    if uncounted:
+        named = ", ".join(f"{m} ({', '.join(([cell(s)] if s else []) + [_labels_text(ns)])})"
+                          for (m, s), ns in uncounted.items())
+        out.append(f"Selected on target validation labels, how many unknown: {named} chose their weights on a "
+                   f"labelled target validation split (val_accuracy) whose size their rows do not record (no "
+                   f"n_val_labeled: written before 2026-12-02, or by a benchmark that does not record it); it may "
+                   f"hold more labels than they trained on (n_labeled), which the setting counts.")
+    return out
+
+
+def uncounted_selection(row: dict) -> bool:
+    """Whether ``row`` chose its weights on a labelled validation split of the target without
+    recording how many labels it held: a ``val_accuracy``, no ``select_on`` (the source's split, or
+    none) and no ``n_val_labeled``."""
+    v = row.get("val_accuracy")
+    return (isinstance(v, Real) and not isinstance(v, bool) and "n_val_labeled" not in row
+            and row.get("select_on", "target_val") == "target_val")
+
+
+def _labels_text(counts: set) -> str:
+    """``"trained on 20 labels"`` (``"trained on 20 / 50 labels"``) of a cell's ``n_labeled`` values, or
+    that the rows do not record them."""
+    known = sorted(n for n in counts if isinstance(n, int) and not isinstance(n, bool))
+    return f"trained on {' / '.join(f'{n:,}' for n in known)} labels" if known else "n_labeled not recorded"
 
 
 #: what a row's training field (TrainConfig.sampler / class_weight, recorded off its default) did

@@ -2,6 +2,7 @@
 the selection note of rows without n_val_labeled, job lines sized to the longest method name, and
 methods that --workers processes cannot import."""
 
+import json
 import sys
 import types
 
@@ -90,3 +91,79 @@ def test_rows_without_n_val_labeled_say_their_selection_count_is_unknown():
     assert "how many unknown" not in markdown_table(summarize(quiet), quiet)
     counted = [_row(val_accuracy=0.6, n_labeled=20, n_val_labeled=300)]
     assert "on 300 labelled target validation images" in markdown_table(summarize(counted), counted)
+
+
+def _dsn_run(path, name, revision=None, seeds=(0, 1), record=False):
+    """A finished run directory of dsn rows, whose digests are those of ``revision`` (None: now)."""
+    from transferkit.io import write_json
+    from transferkit.rundir import job_digest
+    cfg = ExperimentConfig(name=name, source="mnist", target="digits", methods=["dsn"], k=2, repeats=len(seeds))
+    digest = job_digest(cfg, "dsn", revision=revision)
+    rows = [_row("dsn", seed=s, config_digest=digest, **({"method_revision": revision} if record else {}))
+            for s in seeds]
+    (path / name).mkdir()
+    write_json(path / name / "results.json", {"name": name, "config": cfg.to_dict(), "rows": rows})
+    return path / name
+
+
+def test_summary_of_an_old_run_beside_a_new_one_names_the_older_revision(tmp_path):
+    from transferkit.compare import combine_runs
+    from transferkit.methods import get_method
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
+    now = get_method("dsn").revision
+    assert now >= 1
+    old, new = _dsn_run(tmp_path, "old", revision=0), _dsn_run(tmp_path, "new")
+    data = combine_runs([old, new])
+    summary = summarize(data["rows"])
+    text = markdown_table(summary, data["rows"], data["config"])
+    assert "| old | dsn (revision 0) |" in text and "| new | dsn |" in text, text
+    line = next((x for x in text.splitlines() if x.startswith("Rows of an older revision")), "")
+    assert "dsn revision 0 (run old: seeds 0, 1)" in line and f"dsn is at revision {now} here" in line
+    assert "run new" not in line
+
+
+def test_report_table_of_one_old_run_names_it_and_unknown_rows_are_said_unknown(tmp_path):
+    from transferkit.results import read_results, summarize
+    from transferkit.tables import table_parts
+    data = read_results(_dsn_run(tmp_path, "old", revision=0) / "results.json")
+    notes = table_parts(summarize(data["rows"]), data["rows"], data["config"], markdown=False)["notes"]
+    assert any(n.startswith("Rows of an older revision") and "dsn revision 0 (seeds 0, 1)" in n for n in notes)
+    current = read_results(_dsn_run(tmp_path, "new") / "results.json")
+    assert not any("revision" in n for n in table_parts(summarize(current["rows"]), current["rows"],
+                                                       current["config"])["notes"])
+    bare = [_row("dsn", seed=0)]  # no digest, no config: cannot tell
+    notes = table_parts(summarize(bare), bare)["notes"]
+    assert any(n.startswith("Rows whose revision of their method is unknown") and "dsn (seed 0)" in n for n in notes)
+
+
+def test_rows_of_two_revisions_are_never_averaged():
+    from transferkit.results import summarize
+    rows = [_row("dsn", seed=0, accuracy=0.2, method_revision=0), _row("dsn", seed=1, accuracy=0.8, method_revision=1)]
+    summary = summarize(rows)
+    assert sorted((s["method_revision"], s["accuracy_mean"], s["n"]) for s in summary) == [(0, 0.2, 1), (1, 0.8, 1)]
+
+
+def test_rows_record_the_revision_of_their_method(tmp_path, monkeypatch):
+    from transferkit.engine import TrainConfig
+    from transferkit.methods.finetune import LinearProbe
+    from transferkit.rundir import row_revision
+    monkeypatch.setattr(LinearProbe, "revision", 2)
+    cfg = ExperimentConfig(name="r", source="digits", target="digits", backbone="lenet", methods=["linear_probe"],
+                           k=1, repeats=1, pretrain=TrainConfig(steps=2, eval_every=2),
+                           train=TrainConfig(steps=2, eval_every=2), out_dir=str(tmp_path))
+    run_dir, rows = experiment.run_experiment(cfg, log=lambda *a: None)
+    assert rows[0]["method_revision"] == 2
+    unrecorded = {k: v for k, v in rows[0].items() if k != "method_revision"}  # a row of before: its digest says
+    assert row_revision(unrecorded, cfg.to_dict()) == 2 and row_revision(unrecorded, None) is None
+    job = next((run_dir / "jobs").glob("linear_probe*.json"))
+    job.write_text(json.dumps(unrecorded))
+    (run_dir / "results.json").unlink()
+    _, resumed = experiment.run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    assert resumed[0]["method_revision"] == 2  # read back: of the current revision, which its digest shows
+
+
+def test_summary_of_one_old_run_marks_its_rows(tmp_path, capsys):
+    from helpers import run_cli
+    _, out, _ = run_cli(capsys, "summary", str(_dsn_run(tmp_path, "old", revision=0)))
+    assert "| dsn (revision 0) |" in out and "Rows of an older revision of their method: dsn revision 0" in out, out

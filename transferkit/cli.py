@@ -649,7 +649,7 @@ def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | N
 
 
 def _summary(args) -> None:
-    from .compare import combine_runs
+    from .compare import combine_runs, with_revisions
     from .errors import warn
     from .results import failed_line, read_results, summarize, text_notes, unfinished_run
     from .tables import csv_table, latex_table, markdown_table, md_cell, table_parts
@@ -657,6 +657,8 @@ def _summary(args) -> None:
     data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
             or read_results(path / "results.json" if path.is_dir() else path))
     config = data.get("config")
+    if len(args.results) == 1:  # combine_runs gives combined runs' rows theirs
+        data = {**data, "rows": with_revisions(data["rows"], config)}
     failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
     check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
     differ = data.get("data_differ") or []  # combined runs that name one domain spec but read other data

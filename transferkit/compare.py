@@ -36,7 +36,7 @@ def combine_runs(paths) -> dict:
         data = (unfinished_run(f.parent) if f.name == "results.json" and not f.exists() else None) or read_results(f)
         if data.get("unfinished"):
             unfinished.append(data["unfinished"].removeprefix(": "))
-        rows += [{**r, "run": label} for r in data["rows"]]
+        rows += [{**r, "run": label} for r in with_revisions(data["rows"], data.get("config"))]
         notes += [f"Run {label}: {n}" for n in text_notes(data)]
         envs.append((label, data.get("environment") if isinstance(data.get("environment"), dict) else None))
         if isinstance(data.get("config"), dict) and "episodes" in data["config"]:
@@ -53,6 +53,24 @@ def combine_runs(paths) -> dict:
     return {"rows": rows, "config": config, "failed": failed, "data_differ": differ,
             "config_differ": config_differ_lines(config), "notes": notes,
             **({"unfinished": f": {'; '.join(unfinished)}"} if unfinished else {})}
+
+
+def with_revisions(rows: list[dict], config) -> list[dict]:
+    """A run's ``rows``, each of a method that has a ``revision`` given the ``method_revision`` it does
+    not record (rows of before 2026-12-07) where its digest under the run's ``config`` tells it
+    (:func:`~transferkit.rundir.row_revision`), so that :func:`~transferkit.results.summarize` keeps
+    rows of two revisions apart; the others as they are."""
+    from .rundir import row_revision
+    from .tables import current_revision
+    out, known = [], {}
+    for r in rows:
+        if "method_revision" not in r and current_revision(str(r.get("method"))):
+            key = (r.get("method"), r.get("setting"), r.get("config_digest"))
+            if key not in known:
+                known[key] = row_revision(r, config if isinstance(config, dict) else None)
+            r = r if known[key] is None else {**r, "method_revision": known[key]}
+        out.append(r)
+    return out
 
 
 #: what a results.json's ``environment`` records that moves the numbers (docs/scale.md), as a table names it

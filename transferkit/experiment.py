@@ -260,6 +260,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                "unlabeled_in_val": data.unlabeled_overlap.get("val", 0)}
               if data.unlabeled is not None and "unlabeled" in cls.streams else {}),
            "config_digest": job_digest(cfg, cls.name), **every,
+           **({"method_revision": cls.revision} if cls.revision else {}),  # summary and report name older ones
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results(),
            **({"threads_before_resume": sorted(before_threads)}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .compare import with_revisions
 from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, write_text
@@ -31,6 +32,7 @@ from .tables import (
     gzsl_cell,
     md_cell,
     picked_unit,
+    revision_cell,
     table_parts,
 )
 
@@ -414,7 +416,7 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
         group = ([format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                   if "group_accuracy_mean" in s else "–"] if grouped else [])
         accuracy = accuracy_text(s)  # one row over many episodes: with its own 95 % interval
-        table.append([s["method"], s["source"], s["target"], s["setting"], accuracy,
+        table.append([revision_cell(s), s["source"], s["target"], s["setting"], accuracy,
                       *([balanced_cell(s)] if balanced else []), *group,
                       *([gzsl_cell(s)] if gzsl else []), str(s["n"]), f"{s['wall_s']:.1f}",
                       f"{max(mem):.0f}" if mem else "–"])
@@ -496,7 +498,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     data = unfinished_run(run_dir)  # a stopped run's finished jobs, read once
     where = run_dir / "jobs" if data is not None else check_run_dir(run_dir)
     data = data or read_results(where)
-    rows = data["rows"]
+    rows = with_revisions(data["rows"], data.get("config"))  # rows of an older revision apart in the tables
     out_dir = Path(out) if out else run_dir
     files_dir = out_dir / "report_files"
     summary = summarize(rows)

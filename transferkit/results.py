@@ -201,8 +201,9 @@ def read_results(path: str | Path) -> dict:
 
 
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
-    """Group rows by (method, source, target, setting, and ``run`` where rows name one: the
-    rows of several runs in one table, :func:`combine_runs`): mean and standard error of the
+    """Group rows by (method, source, target, setting, ``run`` where rows name one: the
+    rows of several runs in one table, :func:`combine_runs`, and ``method_revision`` where rows record
+    one: rows of two revisions of a method are never averaged, the entry keeps it): mean and standard error of the
     accuracy over seeds (``None`` for one seed: undefined), number of seeds, mean wall
     seconds, and for grouped (video) targets those of ``group_accuracy``; ``extra_keys``: the
     mean of those fields over the rows that have them. Two rows of one group and seed (runs merged
@@ -219,8 +220,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         check(isinstance(a, Real) and not isinstance(a, bool) and math.isfinite(a) and 0.0 <= a <= 1.0,
               f"rows[{i}] has accuracy {a!r}; accuracies are finite fractions in [0, 1]"
               + (" (a percentage?)" if isinstance(a, Real) and 1.0 < a <= 100.0 else ""))
+        revision = r.get("method_revision") if isinstance(r.get("method_revision"), int) else None
         groups.setdefault((r["method"], r.get("source", ""), r.get("target", ""), r.get("setting", ""),
-                           r.get("run")), []).append(r)
+                           r.get("run"), revision), []).append(r)
     for key, rs in groups.items():
         seeds = [r["seed"] for r in rs]
         twice = sorted({str(s) for s in seeds if seeds.count(s) > 1})
@@ -232,14 +234,15 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         mean, se = mean_se(values)
         return mean, se if len(values) > 1 else None
 
-    for (method, source, target, setting, run), rs in groups.items():
+    for (method, source, target, setting, run, revision), rs in groups.items():
         mean, se = mean_and_se(r["accuracy"] for r in rs)
         summary = {**({"run": run} if run is not None else {}),
                    "method": method, "source": source, "target": target, "setting": setting,
                    "accuracy_mean": mean, "accuracy_se": se, "n": len(rs),
                    "wall_s": sum(r["wall_s"] for r in rs) / len(rs)
                    if all(r.get("wall_s") is not None for r in rs) else None,
-                   "seeds": sorted(r["seed"] for r in rs)}
+                   "seeds": sorted(r["seed"] for r in rs), **({"method_revision": revision} if revision is not None
+                                                             else {})}
         ci = rs[0].get("ci95") if len(rs) == 1 else None  # one row over episodes: its own 95 % interval
         if isinstance(ci, Real) and not isinstance(ci, bool) and math.isfinite(ci):  # NaN: one episode, none
             summary["accuracy_ci95"] = ci

@@ -24,7 +24,7 @@ from .config import (
     from_dict,
 )
 from .distributed import world_size
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, quiet
 from .io import MATRIX_FILES, check_job_name, job_stem, read_job, read_json, write_json
 from .methods import get_method
 from .methods.base import number_spellings, resolved_options, trained_options
@@ -264,7 +264,9 @@ def finished_rows(cfg: ExperimentConfig, run_dir: Path, jobs: list, stored: dict
             refused.append(f"{job} was run with another configuration than {run_dir / 'config.yaml'} gives "
                            f"now{hint}; restore that config, or delete the job file to run the job again")
             continue
-        out[cls.name, seed] = row
+        # its digest is of the current revision: recorded as new rows record it (summarize keeps revisions apart)
+        out[cls.name, seed] = {**row, "method_revision": cls.revision} if cls.revision and "config_digest" in row \
+            else row
     if refused:
         raise TransferkitError(refused[0] if len(refused) == 1 else
                                f"{len(refused)} job files cannot be resumed as they are:\n  " + "\n  ".join(refused))
@@ -369,6 +371,31 @@ def row_digests(cfg: ExperimentConfig, method: str, revision: int | None = None)
     spellings = number_spellings(get_method(method), cfg.options.get(method, {}))
     return {job_digest(cfg, method, form, revision, s, options)
             for form in DIGEST_FORMS for s in stages for options in ([None] if form == "trained" else spellings)}
+
+
+def row_revision(row: dict, config: dict | None) -> int | None:
+    """The ``revision`` of its method that trained a run's ``row``: the one it records
+    (``method_revision``, rows since 2026-12-07, of a nonzero revision), 0 for a method that has
+    none, else the one whose :func:`job_digest` under the run's ``config`` (results.json's or
+    config.yaml's mapping) its ``config_digest`` is; None where that cannot tell (a method not
+    known here, a row without a digest, a benchmark's plan for a config, a config changed since)."""
+    if isinstance(row.get("method_revision"), int) and not isinstance(row["method_revision"], bool):
+        return row["method_revision"]
+    try:
+        cls = get_method(row["method"])
+    except Exception:  # a plugin's method not registered here
+        return None
+    if not cls.revision:
+        return 0
+    if not isinstance(row.get("config_digest"), str) or not isinstance(config, dict) or "source" not in config:
+        return None
+    try:
+        with quiet():  # a config of an older form warns as it is read: not here, for a table
+            sub = next(c for c in from_dict(ExperimentConfig, config).settings() if c.setting == row.get("setting"))
+        return next((rev for rev in range(cls.revision, -1, -1)
+                     if row["config_digest"] in row_digests(sub, cls.name, rev)), None)
+    except Exception:  # a config of another form, or options the method refuses now
+        return None
 
 
 def option_files(cls, given: dict) -> dict:

@@ -561,6 +561,73 @@ def environment_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def current_revision(method: str) -> int | None:
+    """The ``revision`` of the method registered here as ``method`` (0: none), None where none is
+    (a plugin's method not imported here)."""
+    from .methods import get_method
+    try:
+        return get_method(method).revision
+    except Exception:
+        return None
+
+
+def revision_cell(s: dict) -> str:
+    """A summary entry's method as the table's cell: ``"dsn (revision 0)"`` where its rows record an
+    older revision of their method than the one registered here (:func:`revision_lines` says which)."""
+    revision, now = s.get("method_revision"), current_revision(str(s["method"]))
+    return str(s["method"]) + (f" (revision {revision})" if isinstance(revision, int) and isinstance(now, int)
+                               and revision < now else "")
+
+
+def revision_lines(rows: list[dict], config: dict | list | None = None, markdown: bool = True) -> list[str]:
+    """A line naming the rows trained by an older ``revision`` of their method than the one
+    registered here (:func:`~transferkit.rundir.row_revision`: their ``method_revision``, else their
+    digest under their run's ``config``; a list of (run, config) for combined runs), with what the
+    method's ``revision_note`` says changed; and one naming the rows of a method that has a revision
+    whose own cannot be told (rows without ``method_revision`` and no run config their digest is found
+    under): they may be of an older form. Never averaged with rows of another revision that record it
+    (:func:`~transferkit.results.summarize`)."""
+    from .methods import get_method
+    from .rundir import row_revision
+    cell = md_cell if markdown else str
+    configs = dict(config) if isinstance(config, list) else {None: config}
+    older: dict[tuple, list] = {}  # (method, run, revision) -> seeds
+    unknown: dict[tuple, list] = {}  # (method, run) -> seeds
+    known: dict[tuple, int | None] = {}  # one digest's revision, worked out once
+    nows: dict[str, int | None] = {}
+    for r in rows:
+        now = nows[r["method"]] if r["method"] in nows else nows.setdefault(r["method"], current_revision(r["method"]))
+        if not now:
+            continue
+        key = (r["method"], r.get("run"), r.get("setting"), r.get("config_digest"), r.get("method_revision"))
+        if key not in known:
+            known[key] = row_revision(r, configs.get(r.get("run")))
+        revision = known[key]
+        if revision is None:
+            unknown.setdefault((r["method"], r.get("run")), []).append(r["seed"])
+        elif revision < now:
+            older.setdefault((r["method"], r.get("run"), revision), []).append(r["seed"])
+
+    def where(run, seeds) -> str:
+        shown = ", ".join(map(str, sorted(set(seeds), key=str)))
+        return f"{f'run {cell(run)}: ' if run else ''}seed{'s' if len(set(seeds)) > 1 else ''} {shown}"
+
+    def changes(methods) -> str:
+        return "; ".join(f"{cell(m)} is at revision {get_method(m).revision} here"
+                         + (f" ({cell(get_method(m).revision_note)})" if get_method(m).revision_note else "")
+                         for m in dict.fromkeys(methods))
+    out = []
+    if older:
+        parts = "; ".join(f"{cell(m)} revision {rev} ({where(run, seeds)})" for (m, run, rev), seeds in older.items())
+        out.append(f"Rows of an older revision of their method: {parts}; {changes(m for m, _, _ in older)}. Their "
+                   f"numbers are of the older form, not of the method as it trains now.")
+    if unknown:
+        parts = "; ".join(f"{cell(m)} ({where(run, seeds)})" for (m, run), seeds in unknown.items())
+        out.append(f"Rows whose revision of their method is unknown (no method_revision, and no run config their "
+                   f"config_digest matches): {parts}; {changes(m for m, _ in unknown)}: they may be of an older form.")
+    return out
+
+
 def check_summary(summary: list[dict], who: str) -> None:
     """Refuse result rows given where :func:`~transferkit.results.summarize`'s entries belong."""
     entry = next((s for s in summary if not (isinstance(s, dict) and "accuracy_mean" in s and "n" in s)), None)
@@ -593,7 +660,7 @@ def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list 
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
         cells.append(([str(s.get("run", ""))] if runs else [])
-                     + [str(s["method"]), str(s["source"]), str(s["target"]), str(s["setting"]), accuracy_text(s)]
+                     + [revision_cell(s), str(s["source"]), str(s["target"]), str(s["setting"]), accuracy_text(s)]
                      + ([balanced_cell(s)] if balanced else []) + ([group] if grouped else [])
                      + ([gzsl_cell(s)] if gzsl else [])
                      + [str(s["n"]), "–" if s["wall_s"] is None else format(s["wall_s"], ".1f")])
@@ -609,7 +676,7 @@ def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list 
     others = other_metrics(s["setting"] for s in summary)
     if others:
         picks.append(f"The {what} column holds other metrics on some rows: {'; '.join(others)}.")
-    picks += environment_lines(rows) + list(notes)
+    picks += revision_lines(rows, config, markdown) + environment_lines(rows) + list(notes)
     subsets = class_subsets(config) if not isinstance(config, list) else "; ".join(
         f"run {run}: {named}" for run, named in ((run, _run_subsets(c, [r for r in rows if r.get("run") == run]))
                                                  for run, c in config) if named)

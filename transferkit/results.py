@@ -24,7 +24,7 @@ from .evaluate import mean_se
 from .io import check_job_name, directory_holder, read_json, write_json, write_text
 from .jobs import default_workers
 from .runtime import kernel_environment
-from .tables import ALL_SOURCE, markdown_table, setting_order, test_imbalance
+from .tables import ALL_SOURCE, current_revision, markdown_table, setting_order, test_imbalance
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
@@ -203,7 +203,8 @@ def read_results(path: str | Path) -> dict:
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     """Group rows by (method, source, target, setting, ``run`` where rows name one: the
     rows of several runs in one table, :func:`combine_runs`, and ``method_revision`` where rows record
-    one: rows of two revisions of a method are never averaged, the entry keeps it): mean and standard error of the
+    an older one than the method's here: never averaged with rows of its current revision, the entry
+    keeps it): mean and standard error of the
     accuracy over seeds (``None`` for one seed: undefined), number of seeds, mean wall
     seconds, and for grouped (video) targets those of ``group_accuracy``; ``extra_keys``: the
     mean of those fields over the rows that have them. Two rows of one group and seed (runs merged
@@ -212,6 +213,7 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     ``wall_s`` may be left out."""
     extra_keys = (extra_keys,) if isinstance(extra_keys, str) else tuple(extra_keys)
     groups: dict[tuple, list[dict]] = {}
+    nows: dict = {}  # method -> its revision here
     for i, r in enumerate(rows):
         missing = [k for k in ("method", "seed", "accuracy") if k not in r]
         check(not missing, f"rows[{i}] has no {', '.join(missing)}: a row needs method, seed and accuracy (a "
@@ -220,7 +222,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         check(isinstance(a, Real) and not isinstance(a, bool) and math.isfinite(a) and 0.0 <= a <= 1.0,
               f"rows[{i}] has accuracy {a!r}; accuracies are finite fractions in [0, 1]"
               + (" (a percentage?)" if isinstance(a, Real) and 1.0 < a <= 100.0 else ""))
-        revision = r.get("method_revision") if isinstance(r.get("method_revision"), int) else None
+        now = nows[r["method"]] if r["method"] in nows else nows.setdefault(r["method"], current_revision(r["method"]))
+        revision = r.get("method_revision")  # apart when older than the method's here; its current and unknown: one
+        revision = revision if isinstance(revision, int) and revision < (now or 0) else None
         groups.setdefault((r["method"], r.get("source", ""), r.get("target", ""), r.get("setting", ""),
                            r.get("run"), revision), []).append(r)
     for key, rs in groups.items():

@@ -127,9 +127,9 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
             method, source=source.train, val=source.val)
         meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s,
                 "digest": network_digest(net)}
-        if is_main_process():
+        if is_main_process():  # the record first: a network in the cache always has its record, and a write
+            write_json(path.with_suffix(".json"), meta)  # that fails leaves the last checkpoint to resume from
             save_network(net, path, source.train.class_names)
-            write_json(path.with_suffix(".json"), meta)
             shutil.rmtree(ckpt, ignore_errors=True)
         barrier()
     return net, {**meta, "cached": False, "path": str(path)}

@@ -70,6 +70,7 @@ from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .networks import network_digest
+from .preflight import check_own_modules_take
 from .runtime import callers_state_kept, rng_devices
 from .zeroshot import calibrated, is_zero_shot, seen_columns
 
@@ -419,7 +420,9 @@ class Transfer:
             warn(f"fit: val= is not used: method {cls.name!r} selects nothing on a validation split (a fixed "
                  f"support set or training budget: `transferkit methods {cls.name}`); leave it out")
         start = network_digest(net) if ckpt is not None else None  # a checkpoint begun from another net is refused
-        if pretrains:
+        if pretrains:  # the method's own modules on these images, before the pre-training
+            check_own_modules_take(built, {"source": source, "target": target, "unlabeled": unlabeled},
+                                   self.train_cfg.batch_size)
             self._pretrain(net, source, source_val, ckpt, start)
         if network_only:  # source_only of a source: null run: no training, the head's rows of the target classes
             method = source_only_of(net, head_classes, target_classes, network_only=True)

@@ -1,12 +1,14 @@
 """Checks a run makes before any work, so that what a job would meet only later fails (or is
 warned about) at once: :func:`check_names` (methods, options, backbone, domain specs; nothing
 loaded), :func:`check_settings` (the data against each setting and method: empty splits,
-``k`` above a class's images, options a method refuses on this data) and :func:`check_workers_reach`
-(methods that ``--workers`` processes could not find)."""
+``k`` above a class's images, options a method refuses on this data), :func:`check_workers_reach`
+(methods that ``--workers`` processes could not find) and :func:`check_own_modules_take` (a method's
+own modules against images of another size than its network was built for)."""
 
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import re
 import sys
@@ -20,12 +22,12 @@ from .backbones import build_backbone, check_backbone
 from .config import ADDED_FIELDS, ExperimentConfig
 from .data import check_spec
 from .domain import Domain, warn_unshared_classes
-from .engine import check_streams
+from .engine import Batch, _other_size, _size_named, check_streams
 from .errors import TransferkitError, UnknownNameError, check, quiet, warn
 from .fitting import check_selection_classes, method_error, source_head_rows
 from .io import read_json
 from .methods import get_method
-from .methods.base import check_option_values, check_options
+from .methods.base import Method, check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
 from .runtime import import_plugins, plugin_hint
@@ -376,3 +378,35 @@ def _fewest_text(cfg: ExperimentConfig, part: str, unit: str) -> str:
         return f"{key} {fraction} gives no class a {part} image: raise it"
     return (f"a class needs at least {fewest} {unit} to give one to the {part} split{named}"
             + (f", or a larger {key}" if named else ""))
+
+
+def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
+    """Refuse now, with the engine's message, images of another size than ``method``'s network was
+    built for (``input_shape``) that the method's own modules, sized for that (DSN's private encoders,
+    a discriminator on convolutional activations), cannot take: the engine would refuse them only at
+    the first training step, after the source pre-training. ``domains``: its streams' domains. Its
+    losses run once on a copy, on CPU, on each stream's first ``batch_size`` images; another error
+    there is left to the training (that copy's weights are not the trained ones), and a method that
+    trains no step (its ``losses`` is :class:`~transferkit.methods.base.Method`'s) is not run."""
+    streams = {name: domains.get(name) for name in method.streams}
+    if type(method).losses is Method.losses or any(d is None or not len(d) for d in streams.values()):
+        return  # a method that trains no engine step (tap, matching_net), or one without its streams
+    other = _other_size(method.net, streams)
+    if not other:
+        return
+    probe = copy.deepcopy(method).cpu()
+    rows = {name: torch.arange(min(max(batch_size, 2), len(d))) for name, d in streams.items()}
+    drawn = {name: d.images[rows[name]] if name == "unlabeled" else (d.images[rows[name]], d.labels[rows[name]])
+             for name, d in streams.items()}
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            probe.prepare(streams)
+            probe.train_mode()
+            with _size_named(probe, other, True):
+                probe.losses(Batch(step=0, progress=0.0, indices=rows, **drawn))
+        except TransferkitError as e:
+            if str(e).startswith(f"method {method.name!r}: {other}"):
+                raise
+        except Exception:  # noqa: BLE001  another failure: the training meets it (or not) as it would have
+            pass

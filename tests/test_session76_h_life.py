@@ -1,0 +1,66 @@
+"""Run life-cycle leftovers: the pre-training cache writes a network's record before the network, a
+method's own modules are checked on images of another size before the source pre-training, a resumed
+run reads its config.yaml once."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import helpers
+import pytest
+import torch
+
+from transferkit import source
+from transferkit.api import Transfer
+from transferkit.config import ExperimentConfig
+from transferkit.domain import Domain
+from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.methods.supervised import SourceOnly
+from transferkit.rundata import Prepared
+from transferkit.splits import Split
+
+PRE = TrainConfig(steps=2, eval_every=1, batch_size=8)
+CFG = ExperimentConfig(source="toy", target="toy", backbone="lenet", k=2, pretrain=PRE, train=PRE)
+
+
+def _data() -> Prepared:
+    def split(seed):
+        return Split(*[helpers.toy_domain(n, seed=seed + i) for i, n in enumerate((32, 12, 12))])
+    return Prepared(source=split(0), target=split(10), channels=1)
+
+
+def test_a_pre_training_whose_record_is_not_written_leaves_no_network_and_resumes_without_a_step(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    data, write_json = _data(), source.write_json
+
+    def failing(path, obj):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(source, "write_json", failing)
+    with pytest.raises(OSError, match="No space left"):
+        source.pretrain_source(CFG, data, log=lambda *a: None)
+    cached = list((tmp_path / "cache" / "pretrained").glob("*"))
+    assert not [p for p in cached if p.suffix == ".safetensors"]  # no network without its record
+    assert [p for p in cached if p.suffix == ".ckpt"]  # the last checkpoint is kept
+    monkeypatch.setattr(source, "write_json", write_json)
+    steps, logs, losses = [], [], SourceOnly.losses
+    monkeypatch.setattr(SourceOnly, "losses", lambda self, batch: steps.append(batch.step) or losses(self, batch))
+    net, info = source.pretrain_source(CFG, data, log=logs.append)
+    assert steps == [] and not any("unreadable" in line for line in logs)  # resumed at its last step
+    path = Path(info["path"])
+    assert path.exists() and path.with_suffix(".json").exists() and not path.with_suffix(".ckpt").exists()
+    again = source.pretrain_source(CFG, data, log=logs.append)[1]
+    assert again["cached"] and again["digest"] == info["digest"]
+
+
+def test_a_method_whose_own_modules_cannot_take_the_images_is_refused_before_the_pre_training(monkeypatch):
+    d = helpers.toy_domain(16)
+    wide = Domain("wide", torch.nn.functional.pad(d.images, (0, 8)), d.labels, d.class_names)  # 28x36
+    fits, fit = [], Engine.fit
+    monkeypatch.setattr(Engine, "fit", lambda self, method, **kw: fits.append(method.name) or fit(self, method, **kw))
+    model = Transfer("dsn", backbone="resnet18", pretrain=replace(PRE, steps=1, batch_size=4),
+                     train=TrainConfig(steps=1, batch_size=4))
+    with pytest.raises(TransferkitError, match=r"method 'dsn': the source domain 'wide' has images of 28x36 pixels, "
+                                               r"the network was built for 28x28, and its own modules were sized"):
+        model.fit(source=wide, unlabeled=wide)
+    assert fits == []  # neither the pre-training nor dsn's training began

@@ -64,3 +64,31 @@ def test_a_method_whose_own_modules_cannot_take_the_images_is_refused_before_the
                                                r"the network was built for 28x28, and its own modules were sized"):
         model.fit(source=wide, unlabeled=wide)
     assert fits == []  # neither the pre-training nor dsn's training began
+
+
+@pytest.mark.parametrize("fail", ["before a job", "after a job"])
+def test_a_flex_resume_clears_its_tables_and_figures_until_it_writes_them_again(tmp_path, bench_sandbox, fail):
+    from test_bench_core_mutation import ROW
+
+    from transferkit.io import write_json, write_text
+    reports, state = ("table_ratio3.md", "wins.md", "per_unit_mnist.png", "units_picked.png"), {"fail": None}
+
+    def suite(plan, bench_dir, log):
+        if state["fail"] == "before a job":
+            raise TransferkitError("unreadable data")
+        write_json(bench_dir / "jobs" / f"j{len(list(bench_dir.glob('jobs/*.json')))}.json", ROW)
+        if state["fail"] == "after a job":
+            raise KeyboardInterrupt
+        for name in reports:
+            write_text(bench_dir / name, "x")
+        return [ROW]
+
+    _, description, plan = bench_sandbox.BENCHMARKS["flex"]
+    bench_sandbox.BENCHMARKS["flex"] = (suite, description, plan)  # flex's plan and outputs, a toy's jobs
+    bench_dir = tmp_path / "b"
+    bench_sandbox.run_benchmark("flex", quick=True, run_dir=bench_dir, log=lambda *a: None)
+    state["fail"] = fail
+    with pytest.raises((TransferkitError, KeyboardInterrupt)):
+        bench_sandbox.run_benchmark("flex", quick=True, run_dir=bench_dir, log=lambda *a: None)
+    kept = [name for name in reports if (bench_dir / name).exists()]
+    assert kept == (list(reports) if fail == "before a job" else [])  # refused before a job: put back

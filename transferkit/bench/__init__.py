@@ -89,7 +89,8 @@ def benchmark(name: str, description: str, plan: PlanFactory = Plan, workers: bo
               outputs: tuple[str, ...] = ()):
     """Register a suite; ``plan(quick)`` makes its default plan; ``workers=False``: it runs
     its jobs in one process, whatever ``--workers`` says; ``outputs``: the files it writes from
-    its rows at its end (a resume removes them until it writes them again, as results.json)."""
+    its rows at its end, by name or glob pattern (flex's ``table_ratio*.md``; a resume removes them
+    until it writes them again, as results.json)."""
     def wrap(fn: Suite) -> Suite:
         BENCHMARKS[name] = (fn, description, plan)
         OUTPUTS[name] = tuple(outputs)
@@ -467,7 +468,7 @@ def _run_benchmark(name: str, quick: bool, out_dir: str, run_dir, log, overrides
         with directory_lock(bench_dir) if is_main_process() else contextlib.nullcontext():  # one process per dir
             before = _entries(bench_dir)  # under the lock: no other process works here
             fresh = is_main_process() and not before - {".lock"}  # this invocation's to clear if it stops early
-            outputs = (*RESULT_FILES, *OUTPUTS.get(name, ()))
+            outputs = _output_names(bench_dir, (*RESULT_FILES, *OUTPUTS.get(name, ())))
             kept = {} if fresh or not is_main_process() else _finished_files(bench_dir, outputs)
             try:
                 if is_main_process():  # under the lock: a refused second process changes nothing here
@@ -514,6 +515,14 @@ def _run_benchmark(name: str, quick: bool, out_dir: str, run_dir, log, overrides
 
 #: what a benchmark writes before its first job's work
 _START_FILES = ("plan.json", "kernels.json")
+
+
+def _output_names(bench_dir: Path, outputs: tuple[str, ...]) -> tuple[str, ...]:
+    """``outputs`` with each glob pattern (``table_ratio*.md``) as the names it matches in ``bench_dir``."""
+    names: list[str] = []
+    for output in outputs:
+        names += sorted(p.name for p in bench_dir.glob(output)) if any(c in output for c in "*?[") else [output]
+    return tuple(names)
 
 
 def _job_files(bench_dir: Path) -> set[str]:

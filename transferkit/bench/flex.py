@@ -238,8 +238,13 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
     return row
 
 
+#: what :func:`write_reports` writes (a resume removes them until it writes them again)
+REPORT_FILES = ("table_ratio*.md", "wins.md", "wall.md", "retrieval.md", "selection.md", "image_units.md",
+                "per_unit_*.png", "units_picked.png")
+
+
 @benchmark("flex", "seed 002 flex-tuning: half of mnist (or of syndigits) as source -> digit targets, "
-                   "ratios 3/30/300, 8 methods", plan=plan)
+                   "ratios 3/30/300, 8 methods", plan=plan, outputs=REPORT_FILES)
 def flex_suite(p: FlexPlan, bench_dir, log):
     for target in p.target_names():  # a misspelt or grouped target fails before the source network is trained
         check_spec(target)

@@ -1,6 +1,6 @@
 """Run life-cycle leftovers: the pre-training cache writes a network's record before the network, a
-method's own modules are checked on images of another size before the source pre-training, a resumed
-run reads its config.yaml once."""
+method's own modules are checked on images of another size before the source pre-training, a flex
+resume clears its tables until it writes them again."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -92,3 +92,24 @@ def test_a_flex_resume_clears_its_tables_and_figures_until_it_writes_them_again(
         bench_sandbox.run_benchmark("flex", quick=True, run_dir=bench_dir, log=lambda *a: None)
     kept = [name for name in reports if (bench_dir / name).exists()]
     assert kept == (list(reports) if fail == "before a job" else [])  # refused before a job: put back
+
+
+def test_a_resume_builds_no_not_a_run_message_when_it_is_a_run(tmp_path, monkeypatch):
+    from transferkit import cli, results, runtime
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])
+    argv = ["run", "--set", "source=digits", "--set", "target=digits", "--set", "methods=[target_only]",
+            "--set", "k=2", "--set", "repeats=1", "--set", "train.steps=2", "--set", "select_on=none",
+            "--set", f"out_dir={tmp_path}"]
+    assert cli.main(argv) == 0
+    run_dir = next(tmp_path.glob("*/*/config.yaml")).parent
+    hints = []
+    monkeypatch.setattr(cli, "_config_copy_hint", lambda folder: hints.append(folder) or "")
+    monkeypatch.setattr(results, "unfinished_hint", lambda folder, *a, **k: hints.append(folder) or "")
+    assert cli.main(["run", "--resume", str(run_dir)]) == 0
+    assert hints == []  # before: both read the run's files for a message the checks did not send
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(TransferkitError, match="not a run directory"):  # the message, when sent, with its hints
+        cli._run_config(cli.build_parser().parse_args(["run", "--resume", str(other)]))
+    assert hints == [other, other]

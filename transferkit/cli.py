@@ -451,17 +451,8 @@ def _run_config(args):
     # a run that has written no file yet (killed while reading its data) leaves only its lock
     empty = folder and not any(p.name != ".lock" for p in resume.iterdir())
     lost = folder and ((resume / "jobs").is_dir() or (resume / "data.json").is_file())
-    if resume is not None and resume.is_file():
-        missing = "a file, not a run directory"
-    elif folder and not (empty or lost):  # giving a config would be refused below: say what the folder is
-        missing = (f"not a run directory (no config.yaml{_config_copy_hint(resume)})"
-                   f"{unfinished_hint(resume) or '; a new run needs a new or empty directory'}")
-    else:
-        missing = ((f"not a run directory (no config.yaml{_config_copy_hint(resume)})" if folder else
-                    "no such run directory") + f" (to start a new run there, or to resume one whose config.yaml "
-                                               f"was lost, give its config: transferkit run CONFIG --resume {resume}; "
-                                               f"each finished job is checked against it)")
-    check(resume is None or stored or config is not None, f"--resume {resume}: {missing}")
+    if not (resume is None or stored or config is not None):  # its hints read the folder's files: only now
+        raise TransferkitError(f"--resume {resume}: {_not_a_run(resume, folder and not (empty or lost))}")
     cfg = load_config(config, overrides)
     if stored and not device:  # the run's own device: one this machine lacks gets advice for the run
         from .runtime import resolve_device
@@ -471,11 +462,26 @@ def _run_config(args):
             raise TransferkitError(f"--resume {resume}: the run began on {cfg.device} (its config.yaml), which this "
                                    f"machine does not have: resume it on a machine that has it; here, start a new "
                                    f"run (--device cpu), whose rows differ from its") from None
-    if resume is not None:  # a new directory starts a run there; an existing one must be a run directory
-        check(not resume.exists() or stored or empty or lost,
-              f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})"
-              f"{'' if resume.is_file() else unfinished_hint(resume)}")
+    if resume is not None and not (not resume.exists() or stored or empty or lost):  # a new directory starts a
+        raise TransferkitError(  # run there; an existing one must be a run directory (its hints read its files)
+            f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})"
+            f"{'' if resume.is_file() else unfinished_hint(resume)}")
     return cfg
+
+
+def _not_a_run(resume: Path, other_folder: bool) -> str:
+    """Why ``--resume`` of ``resume`` (a file, a folder of other files when ``other_folder``, or
+    a missing or run-less folder) has no run to continue without a config."""
+    from .results import unfinished_hint
+    if resume.is_file():
+        return "a file, not a run directory"
+    if other_folder:  # giving a config would be refused below: say what the folder is
+        return (f"not a run directory (no config.yaml{_config_copy_hint(resume)})"
+                f"{unfinished_hint(resume) or '; a new run needs a new or empty directory'}")
+    return ((f"not a run directory (no config.yaml{_config_copy_hint(resume)})" if resume.is_dir() else
+             "no such run directory") + f" (to start a new run there, or to resume one whose config.yaml "
+                                        f"was lost, give its config: transferkit run CONFIG --resume {resume}; "
+                                        f"each finished job is checked against it)")
 
 
 def _benchmark_of(folder: Path) -> str | None:

@@ -4,6 +4,7 @@ split (:func:`selection_domain`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,11 +48,50 @@ class Prepared:
     test_in_source: dict = field(default_factory=dict)
 
 
+#: the fields of a config that do not choose its data (:func:`data_key`)
+NOT_DATA = ("name", "backbone", "methods", "k", "ratio", "repeats", "select_on", "select_metric", "pretrain", "train",
+            "options", "out_dir", "workers", "device")
+_SHARED: dict | None = None  # within shared_domains(): the data of the last data key prepared
+
+
+def data_key(cfg: ExperimentConfig, run_dir: Path | None = None) -> str:
+    """What :func:`prepare_domains` reads of ``cfg`` (every field but :data:`NOT_DATA`), and without source images
+    the network and run directory that name the source classes."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in NOT_DATA}
+    if cfg.source is None:
+        fields.update(backbone=cfg.backbone, run_dir=None if run_dir is None else str(run_dir))
+    return json.dumps(fields, sort_keys=True, default=repr)
+
+
+@contextlib.contextmanager
+def shared_domains():
+    """Within it, :func:`prepare_domains` prepares the data of a :func:`data_key` once and gives
+    the same :class:`Prepared` again while no other key comes between (so the runs of one seed of a
+    benchmark that differ in methods or budget share it; a repeat shows no warning again). For
+    files that do not change meanwhile: a built-in domain's, or a benchmark's."""
+    global _SHARED
+    before, _SHARED = _SHARED, {}
+    try:
+        yield
+    finally:
+        _SHARED = before
+
+
 def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir: Path | None = None) -> Prepared:
     """The config's domains, split and formatted; ``progress``: a bar while a large folder is decoded
     (None: ``cfg.train.progress``, whose None is when stderr is a terminal or in a Jupyter kernel). ``run_dir``: the run
     they are for, whose pinned network names the source classes of a ``source: null`` run that
-    has one (:func:`network_source`)."""
+    has one (:func:`network_source`). Within :func:`shared_domains`, once per data key."""
+    if _SHARED is None:
+        return _prepare(cfg, progress, run_dir)
+    key = data_key(cfg, run_dir)
+    if key not in _SHARED:
+        _SHARED.clear()
+        _SHARED[key] = _prepare(cfg, progress, run_dir)
+    return _SHARED[key]
+
+
+def _prepare(cfg: ExperimentConfig, progress: bool | None, run_dir: Path | None) -> Prepared:
     progress = cfg.train.progress if progress is None else progress
     def load(spec, labeled=True):  # a colour shift makes its domain colour unless 1 channel is asked for
         colour = cfg.channels != 1 and has_colour_shift(spec)

@@ -42,7 +42,7 @@ from ..experiment import load_model, run_experiment
 from ..io import job_stem, load_safetensors, write_text
 from ..jobs import job_result
 from ..methods import get_method
-from ..rundata import prepare_domains
+from ..rundata import prepare_domains, shared_domains
 from ..rundir import model_path
 from ..runtime import invocation
 from ..source import run_source_network
@@ -198,9 +198,14 @@ def adaptation_epochs(data, b: Budget) -> tuple[int, int]:
                   "pairs), SKADA side by side",
            plan=uda_plan, outputs=("uda_tables.md",))
 def uda_suite(b: UdaPlan, bench_dir, log):
+    with shared_domains():  # a seed's runs, its ceiling and SKADA's rows prepare its data once
+        return _uda_suite(b, bench_dir, log)
+
+
+def _uda_suite(b: UdaPlan, bench_dir, log):
     rows, tables = [], []
     for source, target in b.pairs:
-        data = prepare_domains(pair_config(source, target, 0, b, ["source_only"], 1))
+        data = prepare_domains(pair_config(source, target, b.seeds[0], b, ["source_only"], 1))  # seed: the same sizes
         epochs, steps = adaptation_epochs(data, b)
         extra = {"library": "transferkit", "epochs": epochs}
         pair_rows = []

@@ -1,0 +1,54 @@
+"""Redundant work removed (session 76): each test counts the calls of the repeated step."""
+
+from collections import Counter
+from dataclasses import replace
+
+from helpers import tiny_net
+
+import transferkit.bench.uda as uda
+import transferkit.rundata as rundata
+
+
+def _counted_loads(monkeypatch):
+    loads, real = [], rundata.load_domain
+    monkeypatch.setattr(rundata, "load_domain", lambda spec, **kw: loads.append((spec, kw["seed"])) or real(spec, **kw))
+    return loads
+
+
+# --- bench uda: a seed's data prepared once --------------------------------------------------------------------
+
+
+def test_uda_suite_prepares_each_seeds_data_once_for_its_runs_ceiling_and_skada_rows(tmp_path, monkeypatch):
+    loads = _counted_loads(monkeypatch)
+
+    def run_experiment(cfg, run_dir, log):  # the run's first step: its config's data
+        rundata.prepare_domains(cfg, run_dir=run_dir)
+        return run_dir, [{"method": m, "seed": cfg.seed, "accuracy": 0.5, "wall_s": 1.0} for m in cfg.methods]
+    monkeypatch.setattr(uda, "run_experiment", run_experiment)
+    monkeypatch.setattr(uda, "SKADA_PAIRS", (("digits", "digits+inversion"),))
+    monkeypatch.setattr(uda, "run_source_network", lambda cfg, data, run_dir, log: (tiny_net(10), {}))
+    monkeypatch.setattr(uda.skada_compare, "available", lambda: True)
+    monkeypatch.setattr(uda.skada_compare, "version", lambda: "0.6")
+    monkeypatch.setattr(uda.skada_compare, "run_skada", lambda *a: {"accuracy": 0.4, "wall_s": 1.0})
+    monkeypatch.setattr(uda, "tsne_figure", lambda *a: None)
+    plan = uda.UdaPlan(seeds=(3, 4), pairs="digits:digits+inversion", methods="dann,target_only", skada="DANN",
+                       batch_size=64)
+    rows = uda.uda_suite(plan, tmp_path, lambda *a: None)
+    assert {r["method"] for r in rows} == {"source_only", "dann", "target_only", "skada:DANN"}
+    assert {seed for _, seed in loads} == set(plan.seeds)
+    assert set(Counter(loads).values()) == {1}  # each domain of each seed loaded once
+
+
+def test_shared_domains_gives_one_preparation_per_data_key_and_nothing_outside(monkeypatch):
+    loads = _counted_loads(monkeypatch)
+    cfg = uda.pair_config("digits", "digits+inversion", 0, uda.budget(True), ["source_only"], 1)
+    other_run = replace(cfg, name="other", methods=["dann"], train=replace(cfg.train, steps=7), workers=2)
+    with rundata.shared_domains():
+        first = rundata.prepare_domains(cfg)
+        assert rundata.prepare_domains(other_run) is first
+        assert len(loads) == 2
+        assert rundata.prepare_domains(replace(cfg, seed=1)) is not first  # another seed: its own data
+        assert rundata.prepare_domains(replace(cfg, val_fraction=0.2)).target.val is not first.target.val
+        assert len(loads) == 6
+    assert rundata.prepare_domains(cfg) is not rundata.prepare_domains(cfg)  # no memo outside
+    assert rundata.data_key(cfg) == rundata.data_key(other_run) != rundata.data_key(replace(cfg, target="digits"))

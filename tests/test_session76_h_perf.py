@@ -3,6 +3,7 @@
 from collections import Counter
 from dataclasses import replace
 
+import torch
 from helpers import tiny_net
 
 import transferkit.bench.uda as uda
@@ -52,3 +53,54 @@ def test_shared_domains_gives_one_preparation_per_data_key_and_nothing_outside(m
         assert len(loads) == 6
     assert rundata.prepare_domains(cfg) is not rundata.prepare_domains(cfg)  # no memo outside
     assert rundata.data_key(cfg) == rundata.data_key(other_run) != rundata.data_key(replace(cfg, target="digits"))
+
+
+# --- tap: the test images run the tapped prefix once, for every unit's accuracy and the scoring --------------------
+
+
+def _count_first_unit_runs(monkeypatch, n_images: int) -> list:
+    """The runs of a grey-image network's first convolution over ``n_images`` images."""
+    runs, real = [], torch.nn.Conv2d.forward
+
+    def counting(self, x):
+        if x.shape[:2] == (n_images, 1):
+            runs.append(x.shape)
+        return real(self, x)
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", counting)
+    return runs
+
+
+def test_tap_scores_the_test_images_from_the_activations_its_test_results_ran(monkeypatch):
+    from helpers import toy_domain
+
+    from transferkit.backbones import build_backbone
+    from transferkit.frozen import MEMO
+    from transferkit.methods.tap import Tap
+    torch.manual_seed(0)
+    method = Tap(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28), units=["conv1", "conv2"])
+    method.fit_transfer(None, target=toy_domain(24), val=toy_domain(16, seed=1))
+    test = toy_domain(29, seed=2)
+    MEMO.clear()
+    runs = _count_first_unit_runs(monkeypatch, len(test))
+    table = method.test_results(test)["tap_test_accuracy"]
+    logits = method.logits(test.images)
+    assert set(table) == {"conv1", "conv2"}
+    assert len(runs) == 1  # the units' pass; scoring read the tapped unit's activations it kept
+    monkeypatch.undo()
+    assert torch.equal(logits, method.sized(lambda: method.forward(test.images.clone()), test.images))
+
+
+def test_a_tap_job_runs_the_network_over_the_test_images_once(tmp_path, monkeypatch, one_thread):
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.experiment import run_experiment
+    from transferkit.frozen import MEMO
+    cfg = ExperimentConfig(name="tap", source="digits", target="digits", k=3, repeats=1, backbone="lenet",
+                           methods=["tap"], options={"tap": {"units": ["conv1", "fc1"]}}, out_dir=str(tmp_path),
+                           pretrain=TrainConfig(steps=2, eval_every=2), train=TrainConfig(steps=2, eval_every=2))
+    n_test = len(rundata.prepare_domains(cfg).target.test)
+    MEMO.clear()
+    runs = _count_first_unit_runs(monkeypatch, n_test)
+    _, (row,) = run_experiment(cfg, log=lambda *a: None)
+    assert set(row["tap_test_accuracy"]) == {"conv1", "fc1"}
+    assert len(runs) == 1

@@ -242,8 +242,9 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
                              lambda m, rows: every.update(all_source_classes_fields(m, rows, data.target.test)),
                              source=data.source.train if cfg.source is not None else None, target=labeled,
                              unlabeled=unlabeled, val=val)
+        # first: tap's accuracy of every unit runs its units over the test images once, and scoring reads them
+        measured = method.test_results(data.target.test)
         report = evaluate_on(method, data.target.test)
-        measured = method.test_results(data.target.test)  # e.g. tap's accuracy of every unit
     selected = val is not None and fit.best_val_accuracy is not None  # weights chosen on a validation split
     row = {"method": cls.name, "source": cfg.source_label, "target": cfg.target, "setting": cfg.setting, "seed": seed,
            "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,

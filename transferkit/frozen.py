@@ -299,6 +299,33 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+class KeptRows:
+    """The chunks of one prefix's activations over ``n`` images that a caller ran itself (tap's pass of every
+    unit over the test images), gathered as :func:`frozen_activations` keeps them (each chunk's strides,
+    within the memo's limit) and stored under ``key`` by :meth:`store`: the next frozen prefix of the same
+    images (tap's logits) reads them. Only for chunks computed as :func:`frozen_activations`
+    computes them (the net in eval mode, its chunks of the images, a copy of each)."""
+
+    def __init__(self, key: str | None, n: int):
+        self.key, self.n, self.rows = key, n, None
+
+    def add(self, start: int, h: torch.Tensor) -> None:
+        """Chunk ``h``, the activations of rows ``start:`` (chunks in order from 0)."""
+        if self.key is None:
+            return
+        if start == 0 and h.device.type == "cpu" and h[:1].numel() * h.element_size() * self.n / 2**20 <= \
+                MEMO.limit_mb:
+            self.rows = _rows_like(h, self.n)
+        part = None if self.rows is None else self.rows[start:start + len(h)]
+        if part is None or part.stride() != h.stride():  # not the layout a miss gives: not stored
+            self.key = self.rows = None
+            return
+        part.copy_(h)
+
+    def store(self) -> None:
+        MEMO.put(self.key, self.rows, copy=False)
+
+
 def _rows_like(h: torch.Tensor, n: int) -> torch.Tensor:
     """An empty tensor of ``n`` rows laid out as the chunk ``h``'s rows (its strides, where ``h`` is
     dense with its rows outermost; else contiguous), on ``h``'s device."""

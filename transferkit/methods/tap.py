@@ -38,7 +38,7 @@ from ..domain import check_labeled, image_batch, labels_by_name
 from ..engine import FitResult
 from ..errors import check, warn
 from ..evaluate import chunk_rows, fraction_correct
-from ..frozen import frozen_activations
+from ..frozen import MEMO, KeptRows, frozen_activations
 from ..runtime import NoBar, shows_progress
 from .base import Method, register
 
@@ -73,16 +73,22 @@ def _fit_pairs(units: list[str], progress: bool | None):
 
 @torch.no_grad()
 def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int | None = None,
-                  what: str = "tap") -> dict[str, torch.Tensor]:
+                  what: str = "tap", keep: str | None = None) -> dict[str, torch.Tensor]:
     """``unit -> N x D`` flattened activations of the frozen ``net`` (computed in eval mode;
     each submodule's mode is restored). Images of another shape than ``net.input_shape`` are
-    refused (``what`` names them), as are units whose output is no tensor."""
+    refused (``what`` names them), as are units whose output is no tensor. ``keep``: one of ``units``
+    whose activations (before flattening) are stored in the frozen memo as the prefix through it
+    (:class:`~transferkit.frozen.KeptRows`), so that a logits pass that stops there reads them; with
+    ``batch_size`` :func:`~transferkit.evaluate.chunk_rows`'s, the chunks such a pass runs."""
     if not getattr(net, "input_shape_guessed", False):  # from_modules' guessed 224 x 224 binds nothing
         check_input_shape(net, images, what)
     dev = next(net.parameters()).device
     rows = chunk_rows(images, most=512) if batch_size is None else batch_size  # fewer of large images
     feats: dict[str, torch.Tensor] = {}  # one N x D tensor per unit, filled chunk by chunk
     with evaluating(net):
+        names = net.unit_names
+        key = MEMO.key(net, images, names[names.index(keep) + 1]) if keep and rows == chunk_rows(images) else None
+        kept = KeptRows(key, len(images))
         for i in range(0, max(len(images), 1), rows):  # no image: one empty batch gives each unit's width
             chunk = net.forward_features(images[i:i + rows].to(dev), units)
             for u in units:
@@ -90,6 +96,8 @@ def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int |
                                                           f"tensor, and a linear classifier reads a tensor of "
                                                           f"features: leave that unit out (units=) or tap a unit "
                                                           f"that gives one")
+                if u == keep:
+                    kept.add(i, chunk[u])
                 f = chunk[u].flatten(1)
                 if u not in feats:
                     feats[u] = torch.empty(len(images), f.shape[1], dtype=f.dtype)
@@ -99,6 +107,7 @@ def unit_features(net, images: torch.Tensor, units: list[str], batch_size: int |
     for u, f in feats.items():
         check(bool(torch.isfinite(f).all()), f"tap: the features of unit {u!r} hold NaN or infinite values; check "
                                              f"the network's weights and the images, or leave that unit out (units=)")
+    kept.store()
     return feats
 
 
@@ -326,11 +335,15 @@ class Tap(Method):
     def test_results(self, test) -> dict:
         """``tap_test_accuracy``: every unit's and classifier's accuracy on ``test`` (seed 001's table:
         which layer transfers; the pick stays the validation's). The classifiers are then dropped, so
-        that the saved model holds the picked one only."""
+        that the saved model holds the picked one only. The tapped unit's activations stay in the
+        frozen memo, in the chunks :meth:`logits` runs: scoring ``test`` after this (as a run does)
+        does not run the tapped prefix again."""
         heads, self._unit_heads = getattr(self, "_unit_heads", None), None
         if not heads or test is None or len(test) == 0:
             return {}
-        feats = unit_features(self.net, test.images, self.units, what=f"tap: the test domain {test.name!r}")
+        keep = self.tap_unit if self.plain_net("forward_features", "forward_units") else None
+        feats = unit_features(self.net, test.images, self.units, batch_size=chunk_rows(test.images),
+                              what=f"tap: the test domain {test.name!r}", keep=keep)
         with torch.no_grad():
             return {"tap_test_accuracy": {u: {k: fraction_correct(heads[u, k](feats[u]).argmax(1), test.labels)
                                               for k in CLASSIFIERS} for u in self.units}}

@@ -15,7 +15,7 @@ from transferkit.methods.base import METHODS, Method
 
 
 class Sentinel(Exception):
-    """Raised where a run would start loading data: the refusal must come before."""
+    """Raised where a run's checks before the pre-training end: the refusal must come before."""
 
 
 def _main_method(name, qualname=None):
@@ -28,14 +28,15 @@ def test_workers_refuse_a_method_registered_only_in_main(tmp_path, monkeypatch):
     cls = _main_method("main_only_m", "f.<locals>.Main_Only_M")
     METHODS["main_only_m"] = cls
     try:
-        monkeypatch.setattr(experiment, "prepare_domains", lambda *a, **k: (_ for _ in ()).throw(Sentinel()))
-        cfg = ExperimentConfig(name="w", source="mnist", target="digits", methods=["main_only_m"], k=2, repeats=2,
+        monkeypatch.setattr(experiment, "check_same_data", lambda *a, **k: (_ for _ in ()).throw(Sentinel()))
+        cfg = ExperimentConfig(name="w", source="digits", target="digits", methods=["main_only_m"], k=2, repeats=2,
                                workers=2, out_dir=str(tmp_path))
         with pytest.raises(TransferkitError, match=r"'main_only_m' is registered only in this script's __main__.*"
-                                                   r"importable|'main_only_m'.*module they can import.*--workers 1"):
+                                                   r"module they can import.*--workers 1"):
             experiment.run_experiment(cfg, log=lambda *a: None)
-        with pytest.raises(Sentinel):  # one process: the method is there
-            experiment.run_experiment(ExperimentConfig(**{**cfg.to_dict(), "workers": 1}), log=lambda *a: None)
+        for other in ({"workers": 1}, {"repeats": 1}):  # one process, or one job (it runs in this process)
+            with pytest.raises(Sentinel):
+                experiment.run_experiment(ExperimentConfig(**{**cfg.to_dict(), **other}), log=lambda *a: None)
     finally:
         del METHODS["main_only_m"]
 

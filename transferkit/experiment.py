@@ -338,8 +338,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
 
 def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[Path, list[dict]]:
     methods = check_names(cfg, run_dir)
-    if world_size() == 1:
-        check_workers_reach(methods, cfg.workers)
     resolve_device(cfg.device)  # CUDA or MPS that is not there: refused now, not after the data loaded
     main = is_main_process()
     if cfg.pretrained is not None and main:
@@ -411,6 +409,10 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                       for setting, rows in finished.items() for (name, seed), row in rows.items()}
     with quiet() if len(every_finished) == len(jobs) else contextlib.nullcontext():  # no job left to warn of
         check_settings(subs, data, methods)
+    left = [cls for sub in subs for cls, seed in _jobs_of(sub, methods)
+            if (cls.name, seed) not in finished[sub.setting] and cls is not SourceOnly]
+    if world_size() == 1 and len(left) > 1:  # before the pre-training: the jobs worker processes would run
+        check_workers_reach(list(dict.fromkeys(left)), cfg.workers)
     check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
     for sub in subs:
         check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)

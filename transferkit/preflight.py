@@ -97,8 +97,9 @@ def main_only(cls) -> bool:
 
 
 def check_workers_reach(methods: list, workers: int) -> None:
-    """Refuse, before any work, methods that ``workers`` > 1 processes would not find (:func:`main_only`):
-    each would fail there as an unknown name, after the pre-training."""
+    """Refuse, before the pre-training, methods of jobs that ``workers`` > 1 processes would run and not
+    find (:func:`main_only`): each would fail there as an unknown name. A run calls it when more than one
+    job is left (one runs in the calling process)."""
     lost = [cls.name for cls in methods if workers > 1 and main_only(cls)]
     many = len(lost) > 1
     check(not lost, f"method{'s' if many else ''} {', '.join(map(repr, lost))} {'are' if many else 'is'} registered "

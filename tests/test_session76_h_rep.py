@@ -119,7 +119,7 @@ def test_summary_of_an_old_run_beside_a_new_one_names_the_older_revision(tmp_pat
     summary = summarize(data["rows"])
     text = markdown_table(summary, data["rows"], data["config"])
     assert "| old | dsn (revision 0) |" in text and "| new | dsn |" in text, text
-    line = next((x for x in text.splitlines() if x.startswith("Rows of an older revision")), "")
+    line = next((x for x in text.splitlines() if x.startswith("Rows of another revision")), "")
     assert "dsn revision 0 (run old: seeds 0, 1)" in line and f"dsn is at revision {now} here" in line
     assert "run new" not in line
 
@@ -129,7 +129,7 @@ def test_report_table_of_one_old_run_names_it_and_unknown_rows_are_said_unknown(
     from transferkit.tables import table_parts
     data = read_results(_dsn_run(tmp_path, "old", revision=0) / "results.json")
     notes = table_parts(summarize(data["rows"]), data["rows"], data["config"], markdown=False)["notes"]
-    assert any(n.startswith("Rows of an older revision") and "dsn revision 0 (seeds 0, 1)" in n for n in notes)
+    assert any(n.startswith("Rows of another revision") and "dsn revision 0 (seeds 0, 1)" in n for n in notes)
     current = read_results(_dsn_run(tmp_path, "new") / "results.json")
     assert not any("revision" in n for n in table_parts(summarize(current["rows"]), current["rows"],
                                                        current["config"])["notes"])
@@ -169,4 +169,46 @@ def test_rows_record_the_revision_of_their_method(tmp_path, monkeypatch):
 def test_summary_of_one_old_run_marks_its_rows(tmp_path, capsys):
     from helpers import run_cli
     _, out, _ = run_cli(capsys, "summary", str(_dsn_run(tmp_path, "old", revision=0)))
-    assert "| dsn (revision 0) |" in out and "Rows of an older revision of their method: dsn revision 0" in out, out
+    assert "| dsn (revision 0) |" in out and "Rows of another revision of their method than the one here: dsn revision 0" in out, out
+
+
+# --- the review's findings ------------------------------------------------------------------------------------------
+
+
+def test_rows_of_a_newer_revision_are_kept_apart_marked_and_named():
+    from transferkit.results import summarize
+    from transferkit.tables import csv_table, markdown_table, revision_lines
+    rows = [_row("dsn", seed=0, accuracy=0.2, method_revision=2), _row("dsn", seed=1, accuracy=0.8, method_revision=1),
+            _row("dsn", seed=10, accuracy=0.6, method_revision=0), _row("dsn", seed=2, accuracy=0.6, method_revision=0)]
+    summary = summarize(rows)
+    assert sorted((s.get("method_revision", -1), s["n"]) for s in summary) == [(-1, 1), (0, 2), (2, 1)]
+    table = markdown_table(summary, rows)
+    assert "dsn (revision 2)" in table and "dsn (revision 0)" in table
+    (line,) = revision_lines(rows)
+    assert "dsn revision 2 (newer) (seed 0)" in line and "dsn revision 0 (seeds 2, 10)" in line  # 2 before 10
+    header, *lines = csv_table(summary).splitlines()
+    assert header.split(",")[:2] == ["method", "method_revision"]
+    assert sorted(line.split(",")[1] for line in lines) == ["", "0", "2"]
+
+
+def test_the_label_efficiency_figure_draws_each_revision_as_its_own_curve(monkeypatch):
+    from transferkit import plots, report
+    drawn = []
+    monkeypatch.setattr(plots, "draw_accuracy_curves", lambda ax, curves, groups: drawn.append(curves))
+    rows = [_row("dsn", seed=s, setting=f"k={k}", method_revision=r, accuracy=0.2 + 0.6 * r)
+            for s in (0, 1) for k in (1, 5) for r in (0, 1)]
+    report.label_efficiency_figures(rows)
+    (curves,) = drawn
+    assert sorted(curves) == ["dsn", "dsn (revision 0)"]
+    assert all(len(points) == 2 for points in curves.values())  # one point per k, not two
+
+
+def test_flex_benchmark_rows_record_how_many_validation_labels_chose_them():
+    from test_bench_core_flex_second_mutation import seeded_lenet, toy_domain, toy_split
+
+    from transferkit.bench import flex
+    from transferkit.engine import TrainConfig
+    split = toy_split(0, sizes=(26, 8, 12))
+    row = flex.run_job("ft_fc1", seeded_lenet(), split, toy_domain(8, seed=5), 2, 0,
+                       TrainConfig(steps=2, batch_size=4, eval_every=1, progress=False), {"target": "t"})
+    assert row["n_val_labeled"] == len(split.val) == 8

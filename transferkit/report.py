@@ -110,9 +110,9 @@ def label_efficiency_figures(rows: list[dict]) -> list[tuple[str, bytes]]:
             x = used.get(s["setting"], _setting_value(s["setting"]))
             if x is not None:
                 se = s["accuracy_se"] or 0.0  # None for one seed: no bar
-                curves[s["method"]].append((x, 100 * s["accuracy_mean"], 100 * se))
+                curves[revision_cell(s)].append((x, 100 * s["accuracy_mean"], 100 * se))  # a revision: its own
                 if "group_accuracy_mean" in s:
-                    group_curves[s["method"]].append((x, 100 * s["group_accuracy_mean"],
+                    group_curves[revision_cell(s)].append((x, 100 * s["group_accuracy_mean"],
                                                       100 * (s["group_accuracy_se"] or 0.0)))
         draw_accuracy_curves(ax, dict(sorted(curves.items())), group_curves)
         capped = sorted((s for s in settings if used.get(s, _setting_value(s)) < _setting_value(s)), key=_setting_value)

@@ -203,8 +203,8 @@ def read_results(path: str | Path) -> dict:
 def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     """Group rows by (method, source, target, setting, ``run`` where rows name one: the
     rows of several runs in one table, :func:`combine_runs`, and ``method_revision`` where rows record
-    an older one than the method's here: never averaged with rows of its current revision, the entry
-    keeps it): mean and standard error of the
+    another than the method's here, older or newer, or the method is not registered here: never averaged
+    with rows of its current revision, the entry keeps it): mean and standard error of the
     accuracy over seeds (``None`` for one seed: undefined), number of seeds, mean wall
     seconds, and for grouped (video) targets those of ``group_accuracy``; ``extra_keys``: the
     mean of those fields over the rows that have them. Two rows of one group and seed (runs merged
@@ -223,8 +223,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
               f"rows[{i}] has accuracy {a!r}; accuracies are finite fractions in [0, 1]"
               + (" (a percentage?)" if isinstance(a, Real) and 1.0 < a <= 100.0 else ""))
         now = nows[r["method"]] if r["method"] in nows else nows.setdefault(r["method"], current_revision(r["method"]))
-        revision = r.get("method_revision")  # apart when older than the method's here; its current and unknown: one
-        revision = revision if isinstance(revision, int) and revision < (now or 0) else None
+        revision = r.get("method_revision")  # apart when not the method's here; its current and unknown: one
+        revision = revision if isinstance(revision, int) and not isinstance(revision, bool) and revision != now \
+            else None
         groups.setdefault((r["method"], r.get("source", ""), r.get("target", ""), r.get("setting", ""),
                            r.get("run"), revision), []).append(r)
     for key, rs in groups.items():

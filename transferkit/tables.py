@@ -407,7 +407,7 @@ def selection_labels_line(rows: list[dict], markdown: bool = True) -> list[str]:
     validation images (``n_val_labeled``) than they trained on (``n_labeled``): labels the setting
     does not count; and one naming those whose rows chose them on a validation split (``val_accuracy``,
     no ``select_on``) without saying how many labels it held (:func:`uncounted_selection`: rows written
-    before ``n_val_labeled``, 2026-12-02, or by a benchmark that does not record it)."""
+    before ``n_val_labeled``, 2026-12-02, or by bench flex and represent before 2026-12-07)."""
     cell = md_cell if markdown else str
     seen: dict[tuple, set] = {}
     uncounted: dict[tuple, set] = {}
@@ -430,8 +430,8 @@ def selection_labels_line(rows: list[dict], markdown: bool = True) -> list[str]:
                           for (m, s), ns in uncounted.items())
         out.append(f"Selected on target validation labels, how many unknown: {named} chose their weights on a "
                    f"labelled target validation split (val_accuracy) whose size their rows do not record (no "
-                   f"n_val_labeled: written before 2026-12-02, or by a benchmark that does not record it); it may "
-                   f"hold more labels than they trained on (n_labeled), which the setting counts.")
+                   f"n_val_labeled: written before 2026-12-02, or by bench flex or represent before 2026-12-07); it "
+                   f"may hold more labels than they trained on (n_labeled), which the setting counts.")
     return out
 
 
@@ -572,32 +572,33 @@ def current_revision(method: str) -> int | None:
 
 
 def revision_cell(s: dict) -> str:
-    """A summary entry's method as the table's cell: ``"dsn (revision 0)"`` where its rows record an
-    older revision of their method than the one registered here (:func:`revision_lines` says which)."""
-    revision, now = s.get("method_revision"), current_revision(str(s["method"]))
-    return str(s["method"]) + (f" (revision {revision})" if isinstance(revision, int) and isinstance(now, int)
-                               and revision < now else "")
+    """A summary entry's method as the table's cell: ``"dsn (revision 0)"`` where its rows record
+    another revision of their method than the one registered here (:func:`revision_lines` says which;
+    :func:`~transferkit.results.summarize` keeps it only then)."""
+    revision = s.get("method_revision")
+    return str(s["method"]) + (f" (revision {revision})" if isinstance(revision, int)
+                               and revision != current_revision(str(s["method"])) else "")
 
 
 def revision_lines(rows: list[dict], config: dict | list | None = None, markdown: bool = True) -> list[str]:
-    """A line naming the rows trained by an older ``revision`` of their method than the one
-    registered here (:func:`~transferkit.rundir.row_revision`: their ``method_revision``, else their
-    digest under their run's ``config``; a list of (run, config) for combined runs), with what the
+    """A line naming the rows trained by another ``revision`` of their method than the one
+    registered here, older or newer (:func:`~transferkit.rundir.row_revision`: their ``method_revision``, else
+    their digest under their run's ``config``; a list of (run, config) for combined runs), with what the
     method's ``revision_note`` says changed; and one naming the rows of a method that has a revision
     whose own cannot be told (rows without ``method_revision`` and no run config their digest is found
-    under): they may be of an older form. Never averaged with rows of another revision that record it
-    (:func:`~transferkit.results.summarize`)."""
+    under): they may be of an older form. Rows that record another revision are never averaged with
+    the current one's (:func:`~transferkit.results.summarize`)."""
     from .methods import get_method
     from .rundir import row_revision
     cell = md_cell if markdown else str
     configs = dict(config) if isinstance(config, list) else {None: config}
-    older: dict[tuple, list] = {}  # (method, run, revision) -> seeds
+    other: dict[tuple, list] = {}  # (method, run, revision) -> seeds
     unknown: dict[tuple, list] = {}  # (method, run) -> seeds
     known: dict[tuple, int | None] = {}  # one digest's revision, worked out once
     nows: dict[str, int | None] = {}
     for r in rows:
         now = nows[r["method"]] if r["method"] in nows else nows.setdefault(r["method"], current_revision(r["method"]))
-        if not now:
+        if now is None:  # a plugin's method not imported here: its cell names a revision its rows record
             continue
         key = (r["method"], r.get("run"), r.get("setting"), r.get("config_digest"), r.get("method_revision"))
         if key not in known:
@@ -605,11 +606,12 @@ def revision_lines(rows: list[dict], config: dict | list | None = None, markdown
         revision = known[key]
         if revision is None:
             unknown.setdefault((r["method"], r.get("run")), []).append(r["seed"])
-        elif revision < now:
-            older.setdefault((r["method"], r.get("run"), revision), []).append(r["seed"])
+        elif revision != now:
+            other.setdefault((r["method"], r.get("run"), revision), []).append(r["seed"])
 
     def where(run, seeds) -> str:
-        shown = ", ".join(map(str, sorted(set(seeds), key=str)))
+        numbers = sorted(s for s in set(seeds) if isinstance(s, int))  # 2 before 10
+        shown = ", ".join(map(str, numbers + sorted((s for s in set(seeds) if not isinstance(s, int)), key=str)))
         return f"{f'run {cell(run)}: ' if run else ''}seed{'s' if len(set(seeds)) > 1 else ''} {shown}"
 
     def changes(methods) -> str:
@@ -617,10 +619,12 @@ def revision_lines(rows: list[dict], config: dict | list | None = None, markdown
                          + (f" ({cell(get_method(m).revision_note)})" if get_method(m).revision_note else "")
                          for m in dict.fromkeys(methods))
     out = []
-    if older:
-        parts = "; ".join(f"{cell(m)} revision {rev} ({where(run, seeds)})" for (m, run, rev), seeds in older.items())
-        out.append(f"Rows of an older revision of their method: {parts}; {changes(m for m, _, _ in older)}. Their "
-                   f"numbers are of the older form, not of the method as it trains now.")
+    if other:
+        parts = "; ".join(f"{cell(m)} revision {rev}{' (newer)' if rev > nows[m] else ''} ({where(run, seeds)})"
+                          for (m, run, rev), seeds in other.items())
+        out.append(f"Rows of another revision of their method than the one here: {parts}; "
+                   f"{changes(m for m, _, _ in other)}. Their numbers are of that form, not of the method as it "
+                   f"trains here.")
     if unknown:
         parts = "; ".join(f"{cell(m)} ({where(run, seeds)})" for (m, run), seeds in unknown.items())
         out.append(f"Rows whose revision of their method is unknown (no method_revision, and no run config their "
@@ -744,8 +748,9 @@ def latex_table(summary: list[dict], rows: list[dict] = (), config: dict | list 
 
 
 #: summary fields a CSV table has, in order, where some entry has them (fractions, not percent)
-CSV_FIELDS = ("run", "method", "source", "target", "setting", "accuracy_mean", "accuracy_se", "accuracy_ci95",
-              "balanced_accuracy_mean", "balanced_accuracy_se", "group_accuracy_mean", "group_accuracy_se", "group_n",
+CSV_FIELDS = ("run", "method", "method_revision", "source", "target", "setting", "accuracy_mean", "accuracy_se",
+              "accuracy_ci95", "balanced_accuracy_mean", "balanced_accuracy_se", "group_accuracy_mean",
+              "group_accuracy_se", "group_n",
               "seen_accuracy_mean", "seen_accuracy_se", "unseen_accuracy_mean", "unseen_accuracy_se",
               "h_accuracy_mean", "h_accuracy_se", f"{ALL_SOURCE}_mean", f"{ALL_SOURCE}_se", "n", "seeds", "wall_s")
 

@@ -229,6 +229,8 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
     wall = time.perf_counter() - t0
     row = {**head, "method": method_name, "accuracy": acc, "wall_s": wall, "val_accuracy": fit.val_accuracy,
            "steps": fit.steps, "n_labeled": len(labeled), "per_class_available": int(split.train.class_counts().min()),
+           **({"n_val_labeled": len(split.val)} if fit.best_val_accuracy is not None and method.selects_on_validation
+              else {}),  # the selection note's count, as a run's rows
            "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10, gallery=gallery,
                                  queries=queries),
            **method.extra_results()}

@@ -169,7 +169,8 @@ def test_rows_record_the_revision_of_their_method(tmp_path, monkeypatch):
 def test_summary_of_one_old_run_marks_its_rows(tmp_path, capsys):
     from helpers import run_cli
     _, out, _ = run_cli(capsys, "summary", str(_dsn_run(tmp_path, "old", revision=0)))
-    assert "| dsn (revision 0) |" in out and "Rows of another revision of their method than the one here: dsn revision 0" in out, out
+    assert "| dsn (revision 0) |" in out, out
+    assert "Rows of another revision of their method than the one here: dsn revision 0" in out, out
 
 
 # --- the review's findings ------------------------------------------------------------------------------------------

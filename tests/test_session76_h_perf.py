@@ -104,3 +104,18 @@ def test_a_tap_job_runs_the_network_over_the_test_images_once(tmp_path, monkeypa
     _, (row,) = run_experiment(cfg, log=lambda *a: None)
     assert set(row["tap_test_accuracy"]) == {"conv1", "fc1"}
     assert len(runs) == 1
+
+
+def test_a_worker_process_shares_one_preparation_between_settings_and_methods_of_its_data(monkeypatch):
+    from transferkit.config import ExperimentConfig
+    made = []
+    monkeypatch.setattr(rundata, "prepare_domains", lambda cfg, **kw: made.append(cfg.seed) or object())
+    monkeypatch.setattr(rundata, "_PROCESS_DATA", {})
+    a = ExperimentConfig(seed=1, k=1, methods=["dann"])
+    same_data = [replace(a, k=5), replace(a, methods=["mcc"], train=replace(a.train, steps=3)),
+                 replace(a, pretrained="source.safetensors")]  # a source's images: the file names no class
+    assert all(rundata.process_domains(c) is rundata.process_domains(a) for c in same_data)
+    assert made == [1]
+    rundata.process_domains(replace(a, seed=2))
+    rundata.process_domains(replace(a, source=None, pretrained="source.safetensors"))  # the network's classes
+    assert made == [1, 2, 1]

@@ -49,17 +49,18 @@ class Prepared:
 
 
 #: the fields of a config that do not choose its data (:func:`data_key`)
-NOT_DATA = ("name", "backbone", "methods", "k", "ratio", "repeats", "select_on", "select_metric", "pretrain", "train",
-            "options", "out_dir", "workers", "device")
+NOT_DATA = ("name", "backbone", "pretrained", "methods", "k", "ratio", "repeats", "select_on", "select_metric",
+            "pretrain", "train", "options", "out_dir", "workers", "device")
 _SHARED: dict | None = None  # within shared_domains(): the data of the last data key prepared
 
 
 def data_key(cfg: ExperimentConfig, run_dir: Path | None = None) -> str:
     """What :func:`prepare_domains` reads of ``cfg`` (every field but :data:`NOT_DATA`), and without source images
-    the network and run directory that name the source classes."""
+    the network (its file or backbone) and run directory that name the source classes."""
     fields = {k: v for k, v in asdict(cfg).items() if k not in NOT_DATA}
     if cfg.source is None:
-        fields.update(backbone=cfg.backbone, run_dir=None if run_dir is None else str(run_dir))
+        fields.update(backbone=cfg.backbone, pretrained=cfg.pretrained,
+                      run_dir=None if run_dir is None else str(run_dir))
     return json.dumps(fields, sort_keys=True, default=repr)
 
 
@@ -336,8 +337,9 @@ def process_domains(cfg: ExperimentConfig, run_dir: Path | None = None) -> Prepa
     """:func:`prepare_domains` once per process and config: a worker process's later jobs of
     the same config share the data (read from the disk cache once), as the jobs of a
     one-process run do. Its warnings about the data are not repeated: the process that
-    started the workers prepared the same data and showed them."""
-    key = json.dumps(asdict(cfg), sort_keys=True, default=repr)
+    started the workers prepared the same data and showed them. Keyed by :func:`data_key`: jobs of
+    other settings, methods or budgets on the same data share it."""
+    key = data_key(cfg, run_dir)
     if key not in _PROCESS_DATA:
         _PROCESS_DATA.clear()
         with quiet():

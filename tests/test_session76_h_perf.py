@@ -55,6 +55,36 @@ def test_shared_domains_gives_one_preparation_per_data_key_and_nothing_outside(m
     assert rundata.data_key(cfg) == rundata.data_key(other_run) != rundata.data_key(replace(cfg, target="digits"))
 
 
+# --- fast_flex: the tune step reads the base network's validation activations the proxies ran --------------------
+
+
+def test_fast_flex_runs_the_base_networks_first_unit_over_the_validation_images_once(monkeypatch):
+    from helpers import toy_domain
+
+    from transferkit.backbones import build_backbone
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.frozen import MEMO
+    from transferkit.methods.flex import FastFlex
+    from transferkit.unitnet import UnitNet
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    base_conv1 = [p.detach().clone() for p in net.unit("conv1").parameters()]
+    val, runs, real = toy_domain(37, seed=1), [], UnitNet.forward_units
+
+    def counting(self, h, start=0, stop=None):
+        if self.unit_names[self._boundary(start, True)] == "conv1" and len(h) == len(val) and all(
+                torch.equal(p, q) for p, q in zip(self.unit("conv1").parameters(), base_conv1)):
+            runs.append(stop)  # base's conv1 (not the trained donor's) over the validation images
+        return real(self, h, start, stop)
+    monkeypatch.setattr(UnitNet, "forward_units", counting)
+    MEMO.clear()
+    cfg = TrainConfig(steps=4, batch_size=16, eval_every=2, progress=False)
+    method = FastFlex(net, units=["conv2", "fc1"])  # the unit tuned has conv1 before it, frozen
+    method.fit_transfer(lambda tag, config=None: Engine(config or cfg, seed=0), target=toy_domain(16), val=val)
+    assert method.extra_results()["proxy_unit"] in ("conv2", "fc1")
+    assert len(runs) == 1
+
+
 # --- tap: the test images run the tapped prefix once, for every unit's accuracy and the scoring --------------------
 
 
@@ -119,3 +149,21 @@ def test_a_worker_process_shares_one_preparation_between_settings_and_methods_of
     rundata.process_domains(replace(a, seed=2))
     rundata.process_domains(replace(a, source=None, pretrained="source.safetensors"))  # the network's classes
     assert made == [1, 2, 1]
+
+
+def test_kept_rows_beside_each_other_share_the_memos_limit_the_first_kept_first(monkeypatch):
+    from transferkit.frozen import MEMO, KeptRows
+    MEMO.clear()
+    monkeypatch.setattr(MEMO, "limit_mb", 1.5)
+    beside: list = []
+    first, second = KeptRows("session76-a", 1024, beside), KeptRows("session76-b", 1024, beside)
+    beside += [first, second]
+    h = torch.rand(512, 256)  # 0.5 MB a chunk, 1 MB each in all
+    for start in (0, 512):
+        first.add(start, h + start)
+        second.add(start, h - start)
+    first.store()
+    second.store()
+    assert torch.equal(MEMO.get("session76-a"), torch.cat([h, h + 512]))
+    assert MEMO.get("session76-b") is None  # 2 MB together: over the limit
+    MEMO.clear()

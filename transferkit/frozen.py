@@ -300,21 +300,26 @@ def frozen_activations(net, images: torch.Tensor, stop: str, then: Callable | No
 
 
 class KeptRows:
-    """The chunks of one prefix's activations over ``n`` images that a caller ran itself (tap's pass of every
-    unit over the test images), gathered as :func:`frozen_activations` keeps them (each chunk's strides,
-    within the memo's limit) and stored under ``key`` by :meth:`store`: the next frozen prefix of the same
-    images (tap's logits) reads them. Only for chunks computed as :func:`frozen_activations`
-    computes them (the net in eval mode, its chunks of the images, a copy of each)."""
+    """The chunks of one prefix's activations over ``n`` images that a caller ran itself (flex's proxies run
+    the base network's units once for every candidate, tap its units once for every unit's features), gathered
+    as :func:`frozen_activations` keeps them (each chunk's strides) and stored under ``key`` by :meth:`store`:
+    the next frozen prefix of the same images (the engine's, tap's logits) reads them. Only for chunks
+    computed as :func:`frozen_activations` computes them (the net in eval mode, its chunks of the images, a
+    copy of each). ``beside``: the others kept at the same time (this one among them, or not), which share
+    the memo's limit with it: the first to start is kept first."""
 
-    def __init__(self, key: str | None, n: int):
-        self.key, self.n, self.rows = key, n, None
+    def __init__(self, key: str | None, n: int, beside: list | None = None):
+        self.key, self.n, self.rows, self.beside = key, n, None, [] if beside is None else beside
+
+    def megabytes(self) -> float:
+        return 0.0 if self.rows is None else self.rows.numel() * self.rows.element_size() / 2**20
 
     def add(self, start: int, h: torch.Tensor) -> None:
         """Chunk ``h``, the activations of rows ``start:`` (chunks in order from 0)."""
         if self.key is None:
             return
         if start == 0 and h.device.type == "cpu" and h[:1].numel() * h.element_size() * self.n / 2**20 <= \
-                MEMO.limit_mb:
+                MEMO.limit_mb - sum(k.megabytes() for k in self.beside if k is not self):
             self.rows = _rows_like(h, self.n)
         part = None if self.rows is None else self.rows[start:start + len(h)]
         if part is None or part.stride() != h.stride():  # not the layout a miss gives: not stored

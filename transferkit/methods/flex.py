@@ -36,6 +36,7 @@ from ..backbones import ALL_UNITS, EMBEDDING, HEAD, evaluating
 from ..engine import FitResult, _as_layout, _train_layout, check_select_metric
 from ..errors import TransferkitError, UnknownNameError, check, warn
 from ..evaluate import chunk_rows, mean_recall, predict_logits
+from ..frozen import MEMO, KeptRows
 from ..jobs import map_jobs
 from .base import Method, register
 from .finetune import FtAll, FtUnit
@@ -131,9 +132,12 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int | None = None, 
     the same numbers as ``val_accuracy(proxy_network(base, donor, u, with_head), domain)``
     at a fraction of the cost: one pass of ``base`` gives each unit's input, so proxy ``u``
     runs only ``donor``'s unit ``u`` and ``base``'s units after it (chunks of ``batch_size``
-    images, by default 256, fewer of large images: only one chunk's activations are held).
-    Convolutions run in the channels-last layout on CPU, as the engine trains them (about 40 %
-    faster here; the same numbers up to floating-point rounding)."""
+    images, by default :func:`~transferkit.evaluate.chunk_rows`'s, fewer of large images: only one chunk's
+    activations are held). Convolutions run in the channels-last layout on CPU, as the engine trains them
+    (about 40 % faster here; the same numbers up to floating-point rounding). The pass of ``base`` runs its
+    units as the engine runs a frozen prefix (a copy in the training layout, the engine's chunks), and each
+    unit's input is kept in the frozen memo (:class:`~transferkit.frozen.KeptRows`): tuning the unit picked
+    then reads the validation images' activations before it instead of running ``base``'s units again."""
     for u in units:
         base.unit(u)  # unknown names fail here, with the known ones
     check(len(domain) > 0, "proxy networks are scored on a labelled validation set; it is empty")
@@ -141,17 +145,25 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int | None = None, 
     names = base.unit_names
     dev = next(base.parameters()).device
     layout = _train_layout(base, dev, channels_last=True)
+    # base's units as the engine runs a frozen prefix: a copy in the training layout (weights included)
+    prefix = base if layout == torch.contiguous_format else copy.deepcopy(base).to(memory_format=layout)
     width = max(domain.num_classes, 1)
     correct = {u: torch.zeros(width, dtype=torch.long) for u in units}  # per class
     last = max((names.index(u) for u in units), default=-1)  # base's units after the last candidate are never read
-    with evaluating(base), evaluating(donor):  # each submodule gets its own mode back, also after a failure
-        batch_size = chunk_rows(domain.images, most=256) if batch_size is None else batch_size  # fewer of large ones
+    rows = chunk_rows(domain.images)
+    batch_size = rows if batch_size is None else batch_size
+    with evaluating(base), evaluating(prefix), evaluating(donor):  # each submodule gets its own mode back
+        beside: list = []  # each unit's input, for the engine's prefix of the unit tuned next, within the limit
+        kept = {u: KeptRows(MEMO.key(prefix, domain.images, u) if batch_size == rows else None, len(domain), beside)
+                for u in units}
+        beside += kept.values()
         for i in range(0, len(domain), batch_size):
-            h, y = _as_layout(domain.images[i:i + batch_size].to(dev), layout), domain.labels[i:i + batch_size].to(dev)
+            h, y = domain.images[i:i + batch_size].to(dev, copy=True), domain.labels[i:i + batch_size].to(dev)
             for j, u in enumerate(names):  # h is the input of unit u
                 nxt = names[j + 1] if j + 1 < len(names) else None
                 if u in correct:
-                    out = donor.forward_units(h.clone(), u, nxt)  # h feeds the source unit next
+                    kept[u].add(i, h)
+                    out = donor.forward_units(_as_layout(h.clone(), layout), u, nxt)  # h feeds the source unit next
                     if nxt is not None and with_head:
                         out = donor.forward_units(base.forward_units(out, nxt, EMBEDDING), EMBEDDING)
                     elif nxt is not None:
@@ -159,7 +171,9 @@ def proxy_accuracies(base, donor, units, domain, batch_size: int | None = None, 
                     correct[u] += torch.bincount(y[out.argmax(1) == y].cpu(), minlength=width)
                 if j == last:
                     break
-                h = base.forward_units(h, u, nxt)
+                h = prefix.forward_units(h, u, nxt)
+    for k in kept.values():
+        k.store()
     if metric == "accuracy":
         return {u: int(correct[u].sum()) / len(domain) for u in units}
     support = torch.bincount(domain.labels.cpu(), minlength=width).tolist()

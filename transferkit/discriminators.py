@@ -43,6 +43,22 @@ from .errors import TransferkitError, UnknownNameError, check, warn
 TAIL_DEPTH = {"convnet4": 2, "lenet": 1}
 #: weights of eq. 2's layers above which building the discriminator warns (100 M: 0.4 GiB)
 LARGE_DISCRIMINATOR = 100_000_000
+#: the most hidden layers (``depth``, ``tail_depth``) and the most weights of the layers sized by
+#: ``hidden`` a discriminator is built with (2 G weights: 8 GiB in float32, before gradients)
+MAX_HIDDEN_LAYERS = 1000
+MAX_HIDDEN_WEIGHTS = 2**31
+
+
+def check_hidden_size(layers: int, weights: int, **options) -> None:
+    """Refuse a discriminator with more than :data:`MAX_HIDDEN_LAYERS` hidden layers or
+    :data:`MAX_HIDDEN_WEIGHTS` weights in them, before building it; ``options``: the values
+    that size it (``depth``, ``hidden``...), named in the message."""
+    given = ", ".join(f"{k}={v}" for k, v in options.items())
+    check(layers <= MAX_HIDDEN_LAYERS, f"the discriminator ({given}) would have {layers} hidden layers, at most "
+                                       f"{MAX_HIDDEN_LAYERS}")
+    check(weights <= MAX_HIDDEN_WEIGHTS,
+          f"the discriminator ({given}) would have {weights:,} weights ({weights * 4 / 2**30:,.1f} GiB in float32, "
+          f"before gradients and optimiser state), at most {MAX_HIDDEN_WEIGHTS:,}: choose a smaller {given}")
 
 
 def default_layers(net, same_label_space: bool) -> list[str]:
@@ -76,6 +92,8 @@ class MultiLayerDiscriminator(nn.Module):
         check(combine in ("sum", "concat"), f"combine must be 'sum' or 'concat', got {combine!r}")
         self.in_sizes, self.gamma, self.combine = [int(s) for s in in_sizes], gamma, combine
         sizes = self.in_sizes
+        check_hidden_size(tail_depth, (sizes[-1] + tail_depth * hidden + 1) * hidden, hidden=hidden,
+                          tail_depth=tail_depth)
         layers = []
         for l, size in enumerate(sizes):
             d_in = size if l == 0 or combine == "sum" else sizes[l] + sizes[l]  # |d_{l-1}| = |E_l|
@@ -167,6 +185,8 @@ class ConvMultiLayerDiscriminator(nn.Module):
                           f"a convolutional unit too (layers: [...]), or use discriminator: fc")
         self.in_shapes, self.gamma, self.combine = shapes, gamma, combine
         hidden = int(hidden or maps[-1][0])
+        check_hidden_size(tail_depth, (9 * shapes[-1][0] * 2 + tail_depth * hidden + 1) * hidden, hidden=hidden,
+                          tail_depth=tail_depth)
         self.act = nn.LeakyReLU(slope)
         self.layers = nn.ModuleList(self._layer(l, shapes, hidden) for l in range(len(shapes)))
         tail = []
@@ -264,6 +284,7 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, in_size: int, hidden: int = 500, depth: int = 2):
         super().__init__()
+        check_hidden_size(depth, (in_size + (depth - 1) * hidden + 1) * hidden, hidden=hidden, depth=depth)
         layers, d = [], in_size
         for _ in range(depth):
             layers += [nn.Linear(d, hidden), nn.ReLU()]

@@ -30,3 +30,28 @@ def test_usual_discriminator_sizes_still_build():
     net = build_backbone("convnet4", 3)
     METHODS["dann"](net, depth=2, hidden=500)
     METHODS["multilayer_adv"](net, tail_depth=2, hidden=500)
+
+
+def test_too_many_episodes_refused_before_drawing(monkeypatch):
+    from transferkit import fewshot_eval
+
+    features, labels = torch.randn(40, 8), torch.arange(40) % 4
+    drawn = []
+    monkeypatch.setattr(fewshot_eval, "_drawn", lambda *a: drawn.append(a) or pytest.fail("drew the episodes"))
+    for episodes in (10_000_000_000, 10**20):
+        with pytest.raises(TransferkitError, match=f"{episodes} episodes would take .* GiB"):
+            fewshot_eval.episode_accuracies(features, labels, n_way=2, k_shot=1, n_query=2, episodes=episodes)
+    with pytest.raises(TransferkitError, match="their draw"):
+        fewshot_eval.sample_episodes(labels, 2, 1, 2, 10**20, torch.Generator())
+    assert drawn == []
+    monkeypatch.undo()
+    accs = fewshot_eval.episode_accuracies(features, labels, n_way=2, k_shot=1, n_query=2, episodes=7)
+    assert accs.shape == (7,)
+
+
+def test_episodes_seed_out_of_torch_range_is_named():
+    from transferkit.fewshot_eval import episode_accuracies
+
+    with pytest.raises(TransferkitError, match="seed must be a whole number in"):
+        episode_accuracies(torch.randn(40, 8), torch.arange(40) % 4, n_way=2, episodes=3, k_shot=1, n_query=2,
+                           seed=1180591620717411303424)

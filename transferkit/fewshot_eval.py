@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
 from .domain import as_images, group_labels
-from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, warn
+from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, torch_seed, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
@@ -40,6 +40,19 @@ TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps
 #: the last episodes drawn, by their labels, groups, sizes and seed: every head and model scored on
 #: the same test labels reads one draw (a draw sorts E x N x m keys, m the largest class's size)
 _DRAWN: dict = {}
+#: the most memory the episodes' draw and their gathered features may take at once (all episodes are drawn
+#: in one go, so that a plan's episodes are the same however they are scored)
+MAX_EPISODE_BYTES = 4 * 2**30
+
+
+def check_episode_size(episodes: int, per_episode: int, what: str) -> None:
+    """Refuse ``episodes`` whose ``per_episode`` float32 values each (the draw's keys, the gathered
+    features) exceed :data:`MAX_EPISODE_BYTES` together, before allocating them."""
+    size = episodes * per_episode * 4
+    most = max(1, MAX_EPISODE_BYTES // max(1, per_episode * 4))
+    check(size <= MAX_EPISODE_BYTES, f"{episodes} episodes would take {size / 2**30:,.1f} GiB at once for {what} "
+                                     f"(at most {MAX_EPISODE_BYTES / 2**30:.0f} GiB): use at most {most} episodes "
+                                     f"of this size")
 
 
 def _positive(value) -> bool:
@@ -100,6 +113,7 @@ def _sample(labels, n_way, k_shot, n_query, episodes, generator, what: str):
                                   f"with >= {k_shot + n_query} {what}; only {len(eligible)} have them (fewer "
                                   f"queries, n_query, fewer shots, k_shot, or fewer classes, n_way, fit a small "
                                   f"split)")
+    check_episode_size(episodes, 3 * max(len(eligible), n_way * int(counts[eligible].max())), "their draw")
     classes = eligible[torch.rand(episodes, len(eligible), generator=generator).argsort(1)[:, :n_way]]
     order = torch.argsort(labels, stable=True)
     starts = torch.cumsum(counts, 0) - counts
@@ -168,6 +182,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check(_positive(lr), f"the {head} head needs a learning rate lr > 0, got {lr!r}")
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
     check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
+    seed = torch_seed(seed)  # one that torch.Generator().manual_seed takes
     labels, = text_ids(labels, what="episode labels")
     labels, groups = class_ids(labels, "episode labels").cpu(), _as_groups(groups)
     check(isinstance(features, torch.Tensor), f"episodic evaluation needs the features as a torch.Tensor, got "
@@ -176,6 +191,9 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
           f"episodic evaluation needs N x D features and N labels, got {tuple(features.shape)} and {len(labels)}")
     check(bool(torch.isfinite(features).all()), "episodic evaluation: the features contain NaN or infinite values")
     features = features.detach().float().cpu()
+    if is_whole(episodes, 1) and is_whole(k_shot, 1) and is_whole(n_query, 1) and is_whole(n_way, 2):
+        check_episode_size(int(episodes), int(n_way) * (int(k_shot) + int(n_query)) * features.shape[1],
+                           "their features")
     sup_idx, qry_idx = _drawn(labels, n_way, k_shot, n_query, episodes, int(seed), groups)
     support, query = features[sup_idx], features[qry_idx]
     e, n, q, d = query.shape

@@ -55,3 +55,16 @@ def test_episodes_seed_out_of_torch_range_is_named():
     with pytest.raises(TransferkitError, match="seed must be a whole number in"):
         episode_accuracies(torch.randn(40, 8), torch.arange(40) % 4, n_way=2, episodes=3, k_shot=1, n_query=2,
                            seed=1180591620717411303424)
+
+
+def test_self_referencing_yaml_is_named(tmp_path):
+    from transferkit.config import load_config
+
+    with pytest.raises(TransferkitError, match="k refers to itself"):
+        load_config(None, ["k=&a [*a]"])
+    path = tmp_path / "c.yaml"
+    path.write_text("source_classes: &a [*a]\n")
+    with pytest.raises(TransferkitError, match="source_classes refers to itself"):
+        load_config(path)
+    path.write_text("source_classes: &a [0, 1]\ntarget_classes: *a\n")  # shared, not self-referencing
+    assert load_config(path).target_classes == load_config(path).source_classes

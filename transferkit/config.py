@@ -266,6 +266,7 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
             raise TransferkitError(f"--set {key}: {what}{_one_line(e)}") from e
         except ValueError as e:  # a date YAML reads that does not exist (2001-13-45)
             raise TransferkitError(f"--set {key}: YAML reads {text!r} as a date, and {e} (quoted, it is text)") from e
+    _check_no_self_reference(value, key.strip(), f"--set {key}")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -277,6 +278,28 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         node[parts[-1]] = {**old, **value}
     else:
         node[parts[-1]] = value
+
+
+def self_reference(value, key: str = "", within: tuple = ()) -> str | None:
+    """The key of the first list or mapping in ``value`` that contains itself (a YAML anchor used
+    inside its own value, ``k: &a [*a]``), dotted from ``key``; None where there is none."""
+    if not isinstance(value, (dict, list)):
+        return None
+    for outer, outer_key in within:
+        if value is outer:
+            return outer_key
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for k, v in items:
+        found = self_reference(v, f"{key}.{k}" if key else str(k), within + ((value, key),))
+        if found is not None:
+            return found
+    return None
+
+
+def _check_no_self_reference(value, key: str, where: str) -> None:
+    found = self_reference(value, key)
+    check(found is None, f"{where}: {found} refers to itself (a YAML anchor used inside its own value, "
+                         f"as in &a [*a]): write the value out")
 
 
 def warn_repeated(assignments: list[str]) -> None:
@@ -383,6 +406,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         except ValueError as e:  # a date YAML reads that does not exist (seed: 2001-13-45)
             raise TransferkitError(f"config file {path}: a value YAML reads as a date does not exist ({e}; quoted, "
                                    f"it is text)") from e
+        _check_no_self_reference(data, "", f"config file {path}")
         check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
                                 f"[finetune]'), or leave out the config file to run the defaults")
         check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "

@@ -68,3 +68,17 @@ def test_self_referencing_yaml_is_named(tmp_path):
         load_config(path)
     path.write_text("source_classes: &a [0, 1]\ntarget_classes: *a\n")  # shared, not self-referencing
     assert load_config(path).target_classes == load_config(path).source_classes
+
+
+def test_number_beyond_float_range_is_named(tmp_path):
+    from transferkit.config import ExperimentConfig, load_config
+
+    huge = "1" + "0" * 400
+    with pytest.raises(TransferkitError, match="train.lr must be a number within float's range"):
+        load_config(None, [f"train.lr={huge}"])
+    path = tmp_path / "c.yaml"
+    path.write_text(f"val_fraction: {huge}\n")
+    with pytest.raises(TransferkitError, match="val_fraction must be a number within float's range"):
+        load_config(path)
+    with pytest.raises(TransferkitError, match="test_fraction .*401 digits"):
+        ExperimentConfig(test_fraction=10**400)

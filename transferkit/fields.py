@@ -109,8 +109,12 @@ def _typed(hint, value, name: str):
         if isinstance(value, t) and (t is bool or not isinstance(value, bool)):
             return value
         if t in (int, float) and isinstance(value, numbers.Real) and not isinstance(value, bool):
-            if t is float or float(value).is_integer():
-                return t(value)
+            try:
+                if t is float or float(value).is_integer():
+                    return t(value)
+            except OverflowError:  # a whole number beyond float's range (1 and 400 zeros)
+                raise TransferkitError(f"config {name} must be a number within float's range (up to about "
+                                       f"1.8e308), got a whole number of {len(str(abs(value)))} digits") from None
     names = " or ".join(t.__name__ for t in kinds)
     wanted = names + (f" or a list of {names}s" if listed else "") + (" or null" if nullable else "")
     leaf = name.rsplit(".", 1)[-1]

@@ -82,3 +82,13 @@ def test_number_beyond_float_range_is_named(tmp_path):
         load_config(path)
     with pytest.raises(TransferkitError, match="test_fraction .*401 digits"):
         ExperimentConfig(test_fraction=10**400)
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_pretrained_refused(value):
+    from transferkit.config import ExperimentConfig
+
+    with pytest.raises(TransferkitError, match="pretrained .* names no file"):
+        ExperimentConfig(pretrained=value)
+    with pytest.raises(TransferkitError, match="pretrained .* names no file"):
+        ExperimentConfig(pretrained=value, source=None)

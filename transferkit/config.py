@@ -129,6 +129,9 @@ class ExperimentConfig:
               f"name {self.name!r} names the run's folder under out_dir: no '/' or '\\', not empty or dots")
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")
+        check(self.pretrained is None or self.pretrained.strip() != "",
+              f"pretrained {self.pretrained!r} names no file: give the source network's file (save_network writes "
+              f"one), or null (or leave it out) to pre-train on the source")
         if self.source is None:  # a network alone: its file stands for the source
             check(self.pretrained is not None, "source: null (no source images) needs `pretrained`, the source "
                                                "network's file (save_network writes one): give both, or a source")

@@ -92,3 +92,20 @@ def test_empty_pretrained_refused(value):
         ExperimentConfig(pretrained=value)
     with pytest.raises(TransferkitError, match="pretrained .* names no file"):
         ExperimentConfig(pretrained=value, source=None)
+
+
+@pytest.mark.parametrize("assignment", ["k=", "train.patience=", "val_per_class= ", "unlabeled="])
+def test_empty_set_value_refused_with_advice(assignment):
+    from transferkit.config import load_config
+
+    key = assignment.split("=")[0]
+    with pytest.raises(TransferkitError, match=f"gives no value.*--set {key}=null"):
+        load_config(None, [assignment])
+    assert load_config(None, [f"{key}=null"]) is not None
+
+
+def test_empty_device_refused(capsys):
+    from transferkit import cli
+
+    assert cli.main(["run", "--device", "", "--print-config"]) != 0
+    assert "--device '' names no device" in capsys.readouterr().err

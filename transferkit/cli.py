@@ -328,6 +328,9 @@ def _runtime_flag_checks(args) -> None:
     check(not ((getattr(args, "workers", None) or 1) > 1 and getattr(args, "nproc", 1) > 1),
           f"--workers {args.workers} and --nproc {getattr(args, 'nproc', 1)} do not combine: under --nproc every "
           f"process runs each job data-parallel, one job after another; give one of them")
+    check(getattr(args, "device", None) is None or args.device.strip() != "",
+          f"--device {getattr(args, 'device', None)!r} names no device (an unset shell variable?): give one, "
+          f"e.g. --device cpu, or leave --device out")
     if getattr(args, "device", None):
         from .runtime import check_device_name
         check_device_name(args.device)

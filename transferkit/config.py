@@ -417,6 +417,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
     before = data.get("device")
     warn_repeated(overrides)
     for assignment in overrides:
+        key, given, raw = assignment.partition("=")
+        check(not given or raw.strip() != "", f"--set {assignment!r} gives no value (an unset shell variable?): "
+                                              f"write null for null: --set {key.strip()}=null")
         set_dotted(data, assignment, ExperimentConfig)
     if data.get("device") != before:
         check_device_name(data["device"])  # named as the key given, not as the stages' copies below

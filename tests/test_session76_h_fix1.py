@@ -109,3 +109,19 @@ def test_empty_device_refused(capsys):
 
     assert cli.main(["run", "--device", "", "--print-config"]) != 0
     assert "--device '' names no device" in capsys.readouterr().err
+
+
+def test_summary_of_results_with_a_list_config_reads_it_as_none(tmp_path, capsys):
+    import json
+
+    from transferkit import cli
+
+    row = {"method": "finetune", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5,
+           "wall_s": 1.0}
+    path = tmp_path / "results.json"
+    tables = []
+    for config in ([1, "a"], None):  # a list is no config: read as none, as a report and combine_runs read it
+        path.write_text(json.dumps({"name": "x", "config": config, "rows": [row]}))
+        assert cli.main(["summary", str(path)]) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1] and "finetune" in tables[0]

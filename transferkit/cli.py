@@ -666,7 +666,8 @@ def _summary(args) -> None:
     data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
             or read_results(path / "results.json" if path.is_dir() else path))
     config = data.get("config")
-    if len(args.results) == 1:  # combine_runs gives combined runs' rows theirs
+    if len(args.results) == 1:  # combine_runs gives combined runs' rows theirs (and reads odd configs as none)
+        config = config if isinstance(config, dict) else None  # a list is no config, as a report reads it
         data = {**data, "rows": with_revisions(data["rows"], config)}
     failed = f"; {len(data['failed'])} job(s) failed (results.json's \"failed\")" if data.get("failed") else ""
     check(data["rows"], f"{path} has no rows: no job of that run or benchmark finished{failed}")
@@ -675,7 +676,7 @@ def _summary(args) -> None:
         warn(line)
     differ = differ + (data.get("config_differ") or [])
     notes = text_notes(data)  # a results file's own lines, as written
-    summary, config = summarize(data["rows"]), config if isinstance(config, (dict, list)) else None
+    summary = summarize(data["rows"])
     if args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
         print(csv_table(summary), end="")
         parts = table_parts(summary, data["rows"], config, differ + notes, markdown=False)

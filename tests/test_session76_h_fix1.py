@@ -125,3 +125,32 @@ def test_summary_of_results_with_a_list_config_reads_it_as_none(tmp_path, capsys
         assert cli.main(["summary", str(path)]) == 0
         tables.append(capsys.readouterr().out)
     assert tables[0] == tables[1] and "finetune" in tables[0]
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("ft_unit", {"unit": 0}, "option unit must be text or a list of texts or null, got 0"),
+    ("ft_unit", {"unit": [[1]]}, r"option unit must be text or a list of texts or null, got \[\[1\]\]"),
+    ("tap", {"units": 1.5}, "option units must be text or a list of texts or null, got 1.5"),
+    ("flex", {"units": 1.5}, "units must be a unit name or a list of them, got 1.5"),
+    ("clip", {"captions": False}, "clip: captions must be a list of texts .*got False"),
+    ("clip", {"text_encoder": 5}, "clip: text_encoder must be a text encoder's name .*got 5"),
+])
+def test_wrongly_typed_options_name_the_expected_type(method, options, message):
+    net = build_backbone("convnet4", 3)
+    with pytest.raises(TransferkitError, match=message):
+        METHODS[method](net, **options)
+
+
+def test_text_encoder_of_another_type_is_named():
+    from transferkit.text import get_text_encoder
+
+    with pytest.raises(TransferkitError, match="a text encoder is named by text .*got 5"):
+        get_text_encoder(5)
+
+
+def test_unit_options_still_take_a_name_or_a_list():
+    net = build_backbone("convnet4", 3)
+    assert METHODS["ft_unit"](net, unit="conv2").units == ["conv2"]
+    assert METHODS["ft_unit"](net, unit=("conv2", "conv3")).units == ["conv2", "conv3"]
+    METHODS["tap"](net, units="conv2")
+    METHODS["tap"](net, units=["conv2", "conv3"])

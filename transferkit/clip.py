@@ -30,7 +30,7 @@ import numbers
 import os
 import unicodedata
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -447,7 +447,7 @@ class ClipMethod(Method):
     file_options = ("captions_file",)  # its contents key the jobs (rundir.option_files)
     description = "CLIP-style dual encoder (image tower + frozen text encoder with projection), seed 001"
 
-    def __init__(self, net, captions: list[str] = (), text_encoder: str | TextEncoder | None = None,
+    def __init__(self, net, captions: Sequence[str] = (), text_encoder: str | TextEncoder | None = None,
                  class_names=None, templates=None, dim: int = 64,
                  loss: str = "infonce", margin: float = 0.2, tau0: float = 0.07, triplet_warmup: float = 0.2,
                  learn_temperature: bool = True, captions_file: str | os.PathLike | None = None):
@@ -463,6 +463,10 @@ class ClipMethod(Method):
         check(not isinstance(captions, Mapping), "clip: captions by class name are matched to the source's classes "
                                                  "by Transfer and transferkit run; on its own clip takes a list "
                                                  "(captions_for_classes(captions, source.class_names) builds it)")
+        check(isinstance(captions, Sequence), f"clip: captions must be a list of texts (a caption, or a list of "
+                                              f"them, per source class), got {captions!r:.80}")
+        check(text_encoder is None or isinstance(text_encoder, (str, TextEncoder)),
+              f"clip: text_encoder must be a text encoder's name (text) or a TextEncoder, got {text_encoder!r}")
         check(class_names is None or len(class_names) > 0, "clip: class_names must name at least one class")
         self.templates = prompt_templates(templates)
         if text_encoder is None:

@@ -206,6 +206,8 @@ def get_text_encoder(name: str | TextEncoder = DEFAULT_TEXT_MODEL) -> TextEncode
     model name / path), shared per name so that its cache is reused; objects pass through."""
     if isinstance(name, TextEncoder):
         return name
+    check(isinstance(name, str), f"a text encoder is named by text ('hashing', 'hashing:<dim>' or a "
+                                 f"sentence-transformers model) or given as a TextEncoder, got {name!r}")
     if name not in _ENCODERS:
         if name.startswith("hashing"):
             match = re.fullmatch(r"hashing(?::(\d+))?", name)

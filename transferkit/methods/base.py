@@ -261,12 +261,13 @@ def _null_hint(value, param: inspect.Parameter | None = None) -> str:
             " (None is the text 'None'; this option takes no null: leave it out for its default)")
 
 
-_KIND_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text", "None": "null"}
+_KIND_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text", "None": "null",
+               "list[str]": "a list of texts"}
 
 
 def _simple_types(annotation) -> list[str] | None:
-    """The kinds (``float``, ``int``, ``bool``, ``str``, ``None``) an annotation made only of
-    these allows (``float | None``, ``Optional[int]``...); None for any other (left unchecked)."""
+    """The kinds (``float``, ``int``, ``bool``, ``str``, ``list[str]``, ``None``) an annotation made only of
+    these allows (``float | None``, ``Optional[int]``, ``str | list[str]``...); None for any other (left unchecked)."""
     if annotation is inspect.Parameter.empty:
         return None
     text = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
@@ -285,6 +286,8 @@ def _fits(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == "str":
         return isinstance(value, str)
+    if kind == "list[str]":  # a tuple as well, from Python
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
     return isinstance(value, numbers.Integral if kind == "int" else numbers.Real) and not isinstance(value, bool)
 
 

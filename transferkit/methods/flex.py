@@ -28,6 +28,7 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -186,6 +187,8 @@ def candidate_units(net, units) -> list[str] | None:
     none twice. Returns them in network order, or ``None`` for every unit."""
     if units is None:
         return None
+    check(isinstance(units, (str, Sequence)), f"units must be a unit name or a list of them, got {units!r}; units are "
+                                              f"{', '.join(net.unit_names)}")
     units = [units] if isinstance(units, str) else list(units)
     check(len(units) > 0, "units must name at least one unit (leave it out for every unit)")
     twice = sorted({str(u) for u in units if units.count(u) > 1})
@@ -208,7 +211,7 @@ class _FlexBase(Method):
     needs_validation = True
     picks_unit = True
 
-    def __init__(self, net, workers: int = 1, keep_candidates: bool = False, units: list[str] | None = None):
+    def __init__(self, net, workers: int = 1, keep_candidates: bool = False, units: str | Sequence[str] | None = None):
         super().__init__(net)
         check(int(workers) >= 1, f"workers must be >= 1, got {workers}")
         self.image_lr_mult, self.with_head = 1.0, False
@@ -285,7 +288,7 @@ class Flex(_FlexBase):
     description = "tune each unit separately and ft_all, keep the best on validation (seed 002 Alg. 1)"
 
     def __init__(self, net, workers: int = 1, image_units=(), keep_candidates: bool = False,
-                 image_lr_mult: float = 1.0, units: list[str] | None = None):
+                 image_lr_mult: float = 1.0, units: str | Sequence[str] | None = None):
         super().__init__(net, workers, keep_candidates, units)
         self.image_units = [image_units] if isinstance(image_units, str) else list(image_units or ())
         twice = sorted({k for k in self.image_units if self.image_units.count(k) > 1})

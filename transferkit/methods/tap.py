@@ -215,7 +215,7 @@ def _test_labels(train, test) -> torch.Tensor:
     return labels_by_name(test, fitted)
 
 
-def tap(net, train, test, units: list[str] | None = None, c: float = 1.0,
+def tap(net, train, test, units: str | list[str] | None = None, c: float = 1.0,
         progress: bool | None = None) -> list[dict]:
     """Seed 001's table: for each feature unit (default: all), the accuracy on ``test`` of a
     linear SVM and of a softmax classifier trained on ``train``'s frozen features.
@@ -258,7 +258,7 @@ class Tap(Method):
     min_classes = 2  # a linear classifier tells classes apart
     picks_unit = True
 
-    def __init__(self, net, c: float = 1.0, units: list[str] | None = None):
+    def __init__(self, net, c: float = 1.0, units: str | list[str] | None = None):
         check_unitnet(net, "tap")
         super().__init__(net)
         self.c = float(c)

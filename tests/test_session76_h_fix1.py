@@ -39,7 +39,7 @@ def test_too_many_episodes_refused_before_drawing(monkeypatch):
     drawn = []
     monkeypatch.setattr(fewshot_eval, "_drawn", lambda *a: drawn.append(a) or pytest.fail("drew the episodes"))
     for episodes in (10_000_000_000, 10**20):
-        with pytest.raises(TransferkitError, match=f"{episodes} episodes would take .* GiB"):
+        with pytest.raises(TransferkitError, match=rf"{episodes} episodes \(their features\) need .* GiB, more than"):
             fewshot_eval.episode_accuracies(features, labels, n_way=2, k_shot=1, n_query=2, episodes=episodes)
     with pytest.raises(TransferkitError, match="their draw"):
         fewshot_eval.sample_episodes(labels, 2, 1, 2, 10**20, torch.Generator())

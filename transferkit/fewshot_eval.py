@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
-from .domain import as_images, group_labels
+from .domain import _memory_bytes, as_images, check_memory, group_labels
 from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, torch_seed, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
@@ -40,19 +40,15 @@ TRAINED_HEADS = ("linear", "cosine")  # fit by Adam for ``steps`` steps
 #: the last episodes drawn, by their labels, groups, sizes and seed: every head and model scored on
 #: the same test labels reads one draw (a draw sorts E x N x m keys, m the largest class's size)
 _DRAWN: dict = {}
-#: the most memory the episodes' draw and their gathered features may take at once (all episodes are drawn
-#: in one go, so that a plan's episodes are the same however they are scored)
-MAX_EPISODE_BYTES = 4 * 2**30
 
 
 def check_episode_size(episodes: int, per_episode: int, what: str) -> None:
     """Refuse ``episodes`` whose ``per_episode`` float32 values each (the draw's keys, the gathered
-    features) exceed :data:`MAX_EPISODE_BYTES` together, before allocating them."""
-    size = episodes * per_episode * 4
-    most = max(1, MAX_EPISODE_BYTES // max(1, per_episode * 4))
-    check(size <= MAX_EPISODE_BYTES, f"{episodes} episodes would take {size / 2**30:,.1f} GiB at once for {what} "
-                                     f"(at most {MAX_EPISODE_BYTES / 2**30:.0f} GiB): use at most {most} episodes "
-                                     f"of this size")
+    features) exceed this machine's memory together, before allocating them (all episodes are drawn in
+    one go, so that a plan's episodes are the same however they are scored)."""
+    most = max(1, (_memory_bytes() or 0) // max(1, per_episode * 4))
+    check_memory(episodes * per_episode * 4, f"{episodes} episodes ({what})",
+                 f"use fewer episodes (at most about {most:,} of this size)")
 
 
 def _positive(value) -> bool:

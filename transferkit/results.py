@@ -24,7 +24,7 @@ from .evaluate import mean_se
 from .io import check_job_name, directory_holder, read_json, write_json, write_text
 from .jobs import default_workers
 from .runtime import kernel_environment
-from .tables import ALL_SOURCE, current_revision, markdown_table, setting_order, test_imbalance
+from .tables import ALL_SOURCE, RevisionsHere, markdown_table, setting_order, test_imbalance
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
@@ -213,7 +213,7 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
     ``wall_s`` may be left out."""
     extra_keys = (extra_keys,) if isinstance(extra_keys, str) else tuple(extra_keys)
     groups: dict[tuple, list[dict]] = {}
-    nows: dict = {}  # method -> its revision here
+    nows = RevisionsHere()
     for i, r in enumerate(rows):
         missing = [k for k in ("method", "seed", "accuracy") if k not in r]
         check(not missing, f"rows[{i}] has no {', '.join(missing)}: a row needs method, seed and accuracy (a "
@@ -222,10 +222,9 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
         check(isinstance(a, Real) and not isinstance(a, bool) and math.isfinite(a) and 0.0 <= a <= 1.0,
               f"rows[{i}] has accuracy {a!r}; accuracies are finite fractions in [0, 1]"
               + (" (a percentage?)" if isinstance(a, Real) and 1.0 < a <= 100.0 else ""))
-        now = nows[r["method"]] if r["method"] in nows else nows.setdefault(r["method"], current_revision(r["method"]))
-        revision = r.get("method_revision")  # apart when not the method's here; its current and unknown: one
-        revision = revision if isinstance(revision, int) and not isinstance(revision, bool) and revision != now \
-            else None
+        revision = r.get("method_revision")  # apart when not the method's here; its current and unknown: one group
+        revision = revision if isinstance(revision, int) and not isinstance(revision, bool) \
+            and revision != nows[r["method"]] else None
         groups.setdefault((r["method"], r.get("source", ""), r.get("target", ""), r.get("setting", ""),
                            r.get("run"), revision), []).append(r)
     for key, rs in groups.items():

@@ -571,6 +571,14 @@ def current_revision(method: str) -> int | None:
         return None
 
 
+class RevisionsHere(dict):
+    """``method -> its revision here`` (:func:`current_revision`), looked up once per method."""
+
+    def __missing__(self, method: str) -> int | None:
+        self[method] = current_revision(method)
+        return self[method]
+
+
 def revision_cell(s: dict) -> str:
     """A summary entry's method as the table's cell: ``"dsn (revision 0)"`` where its rows record
     another revision of their method than the one registered here (:func:`revision_lines` says which;
@@ -595,9 +603,9 @@ def revision_lines(rows: list[dict], config: dict | list | None = None, markdown
     other: dict[tuple, list] = {}  # (method, run, revision) -> seeds
     unknown: dict[tuple, list] = {}  # (method, run) -> seeds
     known: dict[tuple, int | None] = {}  # one digest's revision, worked out once
-    nows: dict[str, int | None] = {}
+    nows = RevisionsHere()
     for r in rows:
-        now = nows[r["method"]] if r["method"] in nows else nows.setdefault(r["method"], current_revision(r["method"]))
+        now = nows[r["method"]]
         if now is None:  # a plugin's method not imported here: its cell names a revision its rows record
             continue
         key = (r["method"], r.get("run"), r.get("setting"), r.get("config_digest"), r.get("method_revision"))

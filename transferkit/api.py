@@ -670,6 +670,7 @@ class Transfer:
             pred, labels = self._logits(domain.images, "score").argmax(1), self._fitted_labels(domain)
         if weights is None:
             return fraction_correct(pred, labels.to(pred.device))
+        weights = weights / weights.max()  # a sum of huge weights would overflow to inf
         return float((weights * (pred.cpu() == labels.cpu())).sum() / weights.sum())
 
     def report(self, domain: Domain, gzsl_gamma: float | str = 0.0) -> dict:

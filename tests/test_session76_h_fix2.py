@@ -6,6 +6,7 @@ import pytest
 
 from transferkit.api import Transfer
 from transferkit.engine import TrainConfig
+from transferkit.errors import TransferkitError
 
 TINY = TrainConfig(steps=2, batch_size=8)
 
@@ -21,3 +22,29 @@ def test_huge_sample_weights_score_as_equal_ones(fitted):
     assert model.score(d, sample_weight=[1e308] * 6) == pytest.approx(model.score(d))
     assert model.score(d, sample_weight=[1e308, 1e308, 0, 0, 0, 0]) == \
         pytest.approx(model.score(d, sample_weight=[1, 1, 0, 0, 0, 0]))
+
+
+@pytest.mark.parametrize("bad", [3, b"/x"])
+def test_a_checkpoint_dir_of_another_type_is_refused(bad):
+    with pytest.raises(TransferkitError, match="checkpoint_dir must be a folder's path"):
+        Transfer("target_only", backbone="lenet", train=TINY).fit(target=helpers.toy_domain(6), checkpoint_dir=bad)
+
+
+def test_a_checkpoint_dir_that_cannot_be_made_is_named_before_any_training(tmp_path, monkeypatch):
+    from transferkit.engine import Engine
+    (tmp_path / "some_file.py").write_text("")
+    fits = []
+    monkeypatch.setattr(Engine, "fit", lambda self, *a, **kw: fits.append(1))
+    with pytest.raises(TransferkitError, match="cannot make checkpoint_dir .*some_file.py/sub"):
+        Transfer("finetune", backbone="lenet", pretrain=TINY, train=TINY).fit(
+            target=helpers.toy_domain(6), source=helpers.toy_domain(8),
+            checkpoint_dir=tmp_path / "some_file.py" / "sub")
+    assert fits == []
+
+
+def test_a_checkpoint_dir_made_for_a_fit_that_failed_before_training_is_removed(tmp_path):
+    # as before the folder was made ahead of the training: only a checkpoint made it
+    with pytest.raises(TransferkitError):
+        Transfer("target_only", backbone="lenet", train=TINY).fit(target=helpers.toy_domain(0),
+                                                                  checkpoint_dir=tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []

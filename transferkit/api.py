@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import os
 import shutil
 import warnings
 from collections import OrderedDict
@@ -102,6 +103,31 @@ def _sample_weights(sample_weight, n: int) -> torch.Tensor | None:
     check(bool(torch.isfinite(weights).all()) and bool((weights >= 0).all()) and float(weights.sum()) > 0,
           "score: sample_weight must be finite and non-negative, and not all zero")
     return weights
+
+
+def _checkpoint_dir(checkpoint_dir) -> tuple[Path | None, list[Path]]:
+    """``fit``'s ``checkpoint_dir`` as a folder made before any training (a folder that cannot be made is named
+    then, not at the first checkpoint), and the folders made for it, the deepest first."""
+    if checkpoint_dir is None:
+        return None, []
+    check(isinstance(checkpoint_dir, (str, os.PathLike)), f"fit: checkpoint_dir must be a folder's path (str or "
+                                                          f"Path), got {type(checkpoint_dir).__name__}")
+    try:
+        ckpt = Path(checkpoint_dir).expanduser()
+    except TypeError:  # a PathLike of bytes
+        raise TransferkitError(f"fit: checkpoint_dir must be a folder's path (str or Path), got "
+                               f"{checkpoint_dir!r}") from None
+    check(not ckpt.exists() or ckpt.is_dir(), f"fit: checkpoint_dir {str(ckpt)!r} is a file, not a folder (the "
+                                              f"checkpoints go in it)")
+    made = [p for p in (ckpt, *ckpt.parents) if not p.exists()]
+    try:
+        ckpt.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TransferkitError(f"fit: cannot make checkpoint_dir {str(ckpt)!r} ({e.strerror or e}): give a folder "
+                               f"that can be written") from None
+    check(os.access(ckpt, os.W_OK | os.X_OK), f"fit: checkpoint_dir {str(ckpt)!r} cannot be written: give a folder "
+                                              f"that can be")
+    return ckpt, made
 
 
 def _warn_rows_by_position(method, target: Domain | None) -> None:
@@ -252,19 +278,23 @@ class Transfer:
         ``checkpoint_every`` steps, and a fit interrupted (Ctrl-C, a killed kernel) and called
         again with the same arguments goes on from its last checkpoint, to the weights an
         uninterrupted fit gives; a checkpoint of other data, method or config is refused (delete
-        the folder). A fit that ends removes what it wrote there."""
+        the folder). It is made before any training (one that cannot be is refused then). A fit that ends
+        removes what it wrote there."""
         # the caller's global RNG is left as it was (fit seeds its own draws), and a caller's
         # no_grad / inference_mode block does not reach training
-        ckpt = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
-        check(ckpt is None or not ckpt.exists() or ckpt.is_dir(), f"fit: checkpoint_dir {str(ckpt)!r} is a file, not "
-                                                                 f"a folder (the checkpoints go in it)")
-        devices = rng_devices(self.train_cfg.device, self.pretrain_cfg.device)
-        with callers_state_kept(devices), torch.inference_mode(False), torch.enable_grad():
-            self._fit(target, source, unlabeled, val, net, source_val, ckpt)
-        if ckpt is not None:
-            for stage in ckpt.iterdir() if ckpt.is_dir() else ():
+        ckpt, made = _checkpoint_dir(checkpoint_dir)
+        devices, removed = rng_devices(self.train_cfg.device, self.pretrain_cfg.device), False
+        try:
+            with callers_state_kept(devices), torch.inference_mode(False), torch.enable_grad():
+                self._fit(target, source, unlabeled, val, net, source_val, ckpt)
+            for stage in ckpt.iterdir() if ckpt is not None and ckpt.is_dir() else ():
                 if stage.is_dir() and (stage / "last.json").exists():
                     shutil.rmtree(stage, ignore_errors=True)
+                    removed = True
+        finally:
+            for folder in made if not removed else ():  # folders made for checkpoints that no training wrote
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         return self
 
     def _fit(self, target, source, unlabeled, val, net, source_val=None, ckpt: Path | None = None) -> "Transfer":

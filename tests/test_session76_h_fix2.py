@@ -2,9 +2,12 @@
 class names, wrong argument types, a huge class range, empty images and messages that named the wrong thing."""
 
 import helpers
+import numpy as np
 import pytest
+import torch
 
 from transferkit.api import Transfer
+from transferkit.domain import Domain
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError
 
@@ -48,3 +51,12 @@ def test_a_checkpoint_dir_made_for_a_fit_that_failed_before_training_is_removed(
         Transfer("target_only", backbone="lenet", train=TINY).fit(target=helpers.toy_domain(0),
                                                                   checkpoint_dir=tmp_path / "a" / "b")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_byte_string_class_names_are_decoded():
+    x = torch.rand(2, 1, 8, 8)
+    d = Domain("d", x, [0, 1], np.array([b"cat", "dog".encode()]))
+    assert d.class_names == ["cat", "dog"]
+    assert Domain("d", x, [0, 1], [b"caf\xc3\xa9", "x"]).class_names[0] == "café"
+    with pytest.raises(TransferkitError, match="not UTF-8"):
+        Domain("d", x, [0, 1], [b"\xff", b"x"])

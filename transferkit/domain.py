@@ -167,6 +167,17 @@ def as_images(x: torch.Tensor, what: str = "images") -> torch.Tensor:
 
 
 
+def name_text(name, where: str) -> str:
+    """A name as text: bytes (as h5py and ``numpy.array([b"cat", ...])`` give them) decoded as UTF-8."""
+    if isinstance(name, bytes):
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TransferkitError(f"{where}: class_names are bytes that are not UTF-8 ({e}); store them as "
+                                   f"str (numpy.array(names, dtype=str))") from None
+    return str(name)
+
+
 def loose_name(name) -> str:
     """A class name with case and surrounding spaces ignored, in one Unicode form (NFC): names
     equal so are one class spelt two ways (``cat``, ``Cat ``)."""
@@ -370,11 +381,12 @@ class Domain:
                   for c in names),
               f"domain {self.name!r}: class_names must be a list of names, got {names!r:.80}")
         # one Unicode form (NFC): a name saved on macOS (NFD: "e" + accent) is the same name as on Windows
-        self.class_names = [unicodedata.normalize("NFC", str(c)) for c in names]
+        names = [name_text(c, f"domain {self.name!r}") for c in names]
+        self.class_names = [unicodedata.normalize("NFC", c) for c in names]
         check(all(c.strip() for c in self.class_names), f"domain {self.name!r}: a class name is empty: "
                                                         f"{self.class_names[:10]}")
         dup = sorted(c for c, n in Counter(self.class_names).items() if n > 1)
-        forms = len({str(c) for c in names}) > len(set(self.class_names))  # equal only in one Unicode form
+        forms = len(set(names)) > len(set(self.class_names))  # equal only in one Unicode form
         check(not dup, f"domain {self.name!r}: repeated class names {dup}"
                        + (" (spelt in two Unicode forms, e.g. an accent as its own character and as part of the "
                           "letter, as macOS and Windows save names: one name here; rename one class or folder)"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name
+from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name, name_text
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .evaluate import chunk_rows
 from .io import atomic_write, cache_dir, cache_lock, relative_hint
@@ -751,11 +751,7 @@ def load_npz(path: str | os.PathLike, labeled: bool = True) -> Domain:
     n_classes = int(y.max()) + 1
     if "class_names" in data:
         raw = np.asarray(data["class_names"]).reshape(-1)
-        try:
-            names = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in raw.tolist()]
-        except UnicodeDecodeError as e:
-            raise TransferkitError(f"{where}: class_names are bytes that are not UTF-8 ({e}); store them as "
-                                   f"str (numpy.array(names, dtype=str))") from None
+        names = [name_text(s, where) for s in raw.tolist()]
         check(len(names) >= n_classes, f"{where}: {len(names)} class_names but labels go up to "
                                        f"{n_classes - 1}")
         check(len(set(names)) == len(names), f"{where}: class_names are not unique")

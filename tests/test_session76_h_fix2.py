@@ -60,3 +60,20 @@ def test_byte_string_class_names_are_decoded():
     assert Domain("d", x, [0, 1], [b"caf\xc3\xa9", "x"]).class_names[0] == "café"
     with pytest.raises(TransferkitError, match="not UTF-8"):
         Domain("d", x, [0, 1], [b"\xff", b"x"])
+
+
+def test_complex_sample_weights_are_refused(fitted):
+    model, d = fitted
+    with pytest.raises(TransferkitError, match="sample_weight must be real numbers"):
+        model.score(d, sample_weight=np.array([1 + 5j] * 6))
+    with pytest.raises(TransferkitError, match="sample_weight must be real numbers"):
+        model.score(d, sample_weight=[1, 1, 1, 1, 1, 2j])
+
+
+def test_a_complex_attribute_matrix_file_is_refused(tmp_path):
+    from transferkit.zeroshot import attribute_matrix
+    path = tmp_path / "a.npy"
+    np.save(path, np.eye(3) * (0.5 + 0.5j))
+    with pytest.raises(TransferkitError, match="must be real numbers"):
+        attribute_matrix(str(path))
+    assert attribute_matrix(np.eye(3)).shape == (3, 3)

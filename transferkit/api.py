@@ -38,6 +38,7 @@ from .domain import (
     Domain,
     check_labeled,
     image_batch,
+    is_complex,
     label_ids,
     labels_by_name,
     warn_numbered_match,
@@ -93,6 +94,7 @@ def _sample_weights(sample_weight, n: int) -> torch.Tensor | None:
     """``score``'s ``sample_weight`` as ``n`` float64 weights (``None`` stays ``None``)."""
     if sample_weight is None:
         return None
+    check(not is_complex(sample_weight), "score: sample_weight must be real numbers, got complex ones")
     try:
         weights = torch.as_tensor(sample_weight, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):

@@ -121,6 +121,17 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
     return as_images(images, who)
 
 
+def is_complex(values) -> bool:
+    """Whether ``values`` (a tensor, an array or a list) hold complex numbers, which a float conversion would cut
+    to their real parts."""
+    if isinstance(values, torch.Tensor):
+        return values.is_complex()
+    try:
+        return bool(np.iscomplexobj(values))
+    except (TypeError, ValueError):  # ragged or not numbers: the conversion names it
+        return False
+
+
 def label_ids(labels, what: str, names: str = "class_names") -> torch.Tensor:
     """``labels`` as an int64 tensor of class ids: integers, or floats that are whole numbers
     (``1.0``); refuses text, booleans, fractions, NaN and infinities (``Domain`` and

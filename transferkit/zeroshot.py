@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbones import evaluating
-from .domain import Domain
+from .domain import Domain, is_complex
 from .errors import TransferkitError, UnknownNameError, check, warn
 from .errors import class_ids as errors_class_ids
 from .evaluate import fraction_correct, harmonic_mean, predict_logits
@@ -194,7 +194,8 @@ def _is_number(text: str) -> bool:
 
 
 def description_matrix(values, what: str) -> torch.Tensor:
-    """``values`` as a float ``C x D`` matrix of finite numbers, or a named error."""
+    """``values`` as a float ``C x D`` matrix of finite real numbers, or a named error."""
+    check(not is_complex(values), f"the {what} must be real numbers, got complex ones")
     try:
         m = torch.as_tensor(values, dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError) as e:

@@ -10,6 +10,7 @@ from transferkit.api import Transfer
 from transferkit.domain import Domain
 from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError
+from transferkit.splits import parse_classes, split_domain
 
 TINY = TrainConfig(steps=2, batch_size=8)
 
@@ -77,3 +78,39 @@ def test_a_complex_attribute_matrix_file_is_refused(tmp_path):
     with pytest.raises(TransferkitError, match="must be real numbers"):
         attribute_matrix(str(path))
     assert attribute_matrix(np.eye(3)).shape == (3, 3)
+
+
+@pytest.mark.parametrize("call", [
+    lambda d: d.subset(None), lambda d: d[None], lambda d: d[...], lambda d: d.subset({0, 1}),
+    lambda d: d.subset("a"), lambda d: d.subset([1j]), lambda d: d.select_classes(1), lambda d: d.select_classes(None),
+    lambda d: Domain.unlabeled("u", np.array(0.5)), lambda d: Domain.unlabeled("u", None),
+    lambda d: Domain.unlabeled("u", 5), lambda d: Domain.unlabeled("u", d.images, provenance=[1]),
+    lambda d: Domain("d", d.images[:2], [0, 1], ["a", "b"], keys="ab"),
+])
+def test_domain_calls_of_wrong_types_are_named(call):
+    d = helpers.toy_domain(4, classes=2)
+    with pytest.raises(TransferkitError):
+        call(d)
+    assert len(d.subset([0, 1])) == 2 and d.select_classes(("1",)).class_names == ["1"]
+
+
+@pytest.mark.parametrize("call", [
+    lambda d: split_domain(d, "0.1", 0.2), lambda d: split_domain(3), lambda d: parse_classes([float("inf")], d),
+    lambda d: parse_classes([float("-inf")]),
+])
+def test_split_calls_of_wrong_types_are_named(call):
+    with pytest.raises(TransferkitError):
+        call(helpers.toy_domain(8, classes=2))
+
+
+@pytest.mark.parametrize("hooks", [-1, lambda: 0, lambda step: 0, (lambda step, state, extra: 0,)])
+def test_hooks_of_a_wrong_type_or_arity_are_refused_when_given(hooks):
+    with pytest.raises(TransferkitError, match="hook"):
+        Transfer("finetune", hooks=hooks)
+
+
+def test_hooks_that_take_step_and_state_are_kept():
+    class Hook:
+        def __call__(self, step, state, extra=None):
+            pass
+    assert len(Transfer("finetune", hooks=(lambda step, state: 0, lambda *a: 0, Hook(), print)).hooks) == 4

@@ -11,6 +11,7 @@ import os
 import unicodedata
 import weakref
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -326,7 +327,13 @@ class Domain:
         ``finetune_adv``: ``Transfer.fit(unlabeled=Domain.unlabeled("mine", images))``. Its labels
         are placeholders (0, one class named ``"(unlabeled)"``) that nothing reads: ``fit`` refuses
         it as ``target=``, ``source=`` or ``val=``, and ``score`` / ``report`` refuse it."""
-        n = images.shape[0] if hasattr(images, "shape") else len(images)
+        try:
+            n = images.shape[0] if hasattr(images, "shape") else len(images)
+        except (TypeError, IndexError):
+            raise TransferkitError(f"Domain.unlabeled({name!r}): images must be a batch, N x C x H x W, got "
+                                   f"{type(images).__name__} {images!r:.40}") from None
+        check(provenance is None or isinstance(provenance, dict), f"Domain.unlabeled({name!r}): provenance must be "
+                                                                  f"a dict, got {type(provenance).__name__}")
         return cls(name, images, torch.zeros(n, dtype=torch.long), [UNLABELED], groups, dict(provenance or {}),
                    labeled=False)
 
@@ -411,7 +418,11 @@ class Domain:
                                            f": {len(self.class_names)} class_names for labels up to {hi}, one "
                                            f"name per class id is needed" if lo >= 0 else ""))
         if self.keys is not None:
-            self.keys = torch.as_tensor(self.keys).cpu()
+            try:
+                self.keys = torch.as_tensor(self.keys).cpu()
+            except (TypeError, ValueError, RuntimeError):
+                raise TransferkitError(f"domain {self.name!r}: keys must be one int64 per image, got "
+                                       f"{type(self.keys).__name__} {self.keys!r:.40}") from None
             check(self.keys.dtype == torch.int64 and self.keys.shape == y.shape,
                   f"domain {self.name!r}: keys must be one int64 per image, got {self.keys.dtype} of shape "
                   f"{tuple(self.keys.shape)}")
@@ -510,11 +521,17 @@ class Domain:
     # ---- derived domains ---------------------------------------------------------
     def subset(self, index, name: str | None = None) -> "Domain":
         """The samples at ``index`` (bool mask or integer indices; negative ones count from the end)."""
-        index = torch.as_tensor(index)
+        takes = f"domain {self.name!r}: subset takes a bool mask or integer indices"
+        check(index is not None and index is not Ellipsis and not isinstance(index, (str, bytes, set, frozenset, dict)),
+              f"{takes}, got {type(index).__name__} {index!r:.40}")
+        try:
+            index = torch.as_tensor(index)
+        except (TypeError, ValueError, RuntimeError):
+            raise TransferkitError(f"{takes}, got {type(index).__name__} {index!r:.40}") from None
         if index.numel() == 0:
             index = index.long()
-        check(index.dtype == torch.bool or not index.is_floating_point(),
-              f"domain {self.name!r}: subset takes a bool mask or integer indices, got {index.dtype}")
+        check(index.dtype == torch.bool or not (index.is_floating_point() or index.is_complex()),
+              f"{takes}, got {index.dtype}")
         if index.dtype == torch.bool:
             check(tuple(index.shape) == (len(self),), f"domain {self.name!r}: a bool mask must have one entry per "
                                                       f"sample ({len(self)}), got shape {tuple(index.shape)}")
@@ -557,6 +574,9 @@ class Domain:
         check(not isinstance(classes, str), f"domain {self.name!r}: select_classes takes a list of class names or "
                                             f"ids, got the string {classes!r} (transferkit.splits.parse_classes("
                                             f"{classes!r}, domain) reads '0-4' or 'a,b')")
+        check(isinstance(classes, Iterable) and not isinstance(classes, bytes),
+              f"domain {self.name!r}: select_classes takes a list of class names or ids, got "
+              f"{type(classes).__name__} {classes!r:.40}")
         ids = [self._class_id(c) for c in classes]
         check(len(ids) > 0, f"domain {self.name!r}: empty class subset")
         check(len(set(ids)) == len(ids), f"domain {self.name!r}: repeated class in {list(classes)}")

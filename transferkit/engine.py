@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -368,9 +369,22 @@ def _check_terms(method, terms) -> None:
 
 def engine_hooks(hooks) -> tuple:
     """``hooks`` as a tuple of functions ``hook(step, state)``: one function, several, or None."""
-    out = (hooks,) if callable(hooks) else () if hooks is None else tuple(hooks)
-    check(all(callable(h) for h in out), f"hooks must be a function hook(step, state) or a tuple of them, got "
-                                         f"{hooks!r:.80}")
+    takes = f"hooks must be a function hook(step, state) or a tuple of them, got {hooks!r:.80}"
+    try:
+        out = (hooks,) if callable(hooks) else () if hooks is None else tuple(hooks)
+    except TypeError:  # not iterable
+        raise TransferkitError(takes) from None
+    check(all(callable(h) for h in out), takes)
+    for hook in out:
+        try:
+            signature = inspect.signature(hook)
+        except (TypeError, ValueError):  # some built-ins: found out at the first step
+            continue
+        try:
+            signature.bind(0, {})
+        except TypeError:
+            raise TransferkitError(f"hook {getattr(hook, '__name__', type(hook).__name__)}{signature} cannot be "
+                                   f"called as hook(step, state): give a function of these two") from None
     return out
 
 

@@ -15,6 +15,7 @@ key mixed with the seed (:func:`keyed_ranks`), so a file keeps its place when ot
 
 from __future__ import annotations
 
+import numbers
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -117,6 +118,10 @@ def split_parts(domain: Domain, val_fraction: float = 0.15, test_fraction: float
     """The part of every sample in :func:`split_domain`: 0 train, 1 val, 2 test (each part
     keeps the samples in domain order, so ``nonzero(parts == 1)`` are the val images' indices).
     A domain with ``keys`` (a folder's: its files' paths) places each sample (group) by its key."""
+    _check_domain(domain, "split_domain / split_parts")
+    for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        check(isinstance(v, numbers.Real) and not isinstance(v, bool),
+              f"split fractions must be numbers in [0, 1): {what} is {type(v).__name__} {v!r:.40}")
     check(0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
           f"split fractions must be in [0, 1) and sum below 1 (val={val_fraction}, test={test_fraction})")
     if domain.groups is None or len(domain) == 0:
@@ -336,7 +341,7 @@ def _parse_item(item, domain: Domain | None, numbered: dict[int, int] | None) ->
                                f"{domain.class_names}")
     try:
         i = int(item)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TransferkitError(f"invalid class {item!r}") from None
     check(i == item, f"invalid class {item!r} (not an integer)")
     return [_class_of_number(i, domain, numbered)]

@@ -114,3 +114,11 @@ def test_hooks_that_take_step_and_state_are_kept():
         def __call__(self, step, state, extra=None):
             pass
     assert len(Transfer("finetune", hooks=(lambda step, state: 0, lambda *a: 0, Hook(), print)).hooks) == 4
+
+
+@pytest.mark.parametrize("overrides", [[3], [None], "k=2"])
+def test_load_config_overrides_of_a_wrong_type_are_named(overrides):
+    from transferkit.config import load_config
+    with pytest.raises(TransferkitError, match="overrides must be a list of 'key=value' texts"):
+        load_config(None, overrides)
+    assert load_config(None, ["k=2"]).k == 2

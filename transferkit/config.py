@@ -415,6 +415,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
                                       f"got {type(data).__name__}: {data!r:.60}")
     before = data.get("device")
+    check(isinstance(overrides, (list, tuple)) and all(isinstance(a, str) for a in overrides),
+          f"load_config: overrides must be a list of 'key=value' texts, got {overrides!r:.80}")
     warn_repeated(overrides)
     for assignment in overrides:
         key, given, raw = assignment.partition("=")

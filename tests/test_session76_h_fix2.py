@@ -122,3 +122,31 @@ def test_load_config_overrides_of_a_wrong_type_are_named(overrides):
     with pytest.raises(TransferkitError, match="overrides must be a list of 'key=value' texts"):
         load_config(None, overrides)
     assert load_config(None, ["k=2"]).k == 2
+
+
+def test_a_long_class_range_is_checked_for_repeats_in_one_pass(monkeypatch):
+    from transferkit import splits
+    calls = []
+    counter = splits.Counter
+    monkeypatch.setattr(splits, "Counter", lambda ids: calls.append(len(ids)) or counter(ids))
+    assert parse_classes("0-20000") == list(range(20001)) and calls == [20001]
+    with pytest.raises(TransferkitError, match=r"repeats class\(es\) \[3, 4\]"):
+        parse_classes("0-4,3-4")
+
+
+def test_a_class_range_far_above_any_class_count_is_refused_without_a_domain(monkeypatch):
+    from transferkit import splits
+    calls, check_id = [], splits._check_id
+
+    def counted(i, domain):
+        calls.append(i)
+        assert len(calls) <= 1000, "an id made for each class of the range"
+        return check_id(i, domain)
+    monkeypatch.setattr(splits, "_check_id", counted)
+    with pytest.raises(TransferkitError, match="more classes than any dataset"):
+        parse_classes("0-999999999")
+    assert calls == []
+    d = helpers.toy_domain(8, classes=2)
+    with pytest.raises(TransferkitError, match="out of range"):
+        parse_classes("0-999999999", d)
+    assert len(calls) == 3  # ids 0, 1 and the first out of range

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numbers
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,6 +257,9 @@ def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+#: the most ids a range such as ``"0-99"`` gives without a domain to check them against (more classes than
+#: any dataset names: ImageNet-21k has 21,841)
+MAX_RANGE_IDS = 100_000
 
 
 def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
@@ -291,7 +295,7 @@ def parse_classes(text_or_list, domain: Domain | None = None) -> list[int]:
     for item in items:
         ids.extend(_parse_item(item, domain, numbered))
     check(len(ids) > 0, f"empty class subset: class list {text_or_list!r} is empty")
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
     check(not dupes, f"class list {text_or_list!r} repeats class(es) {dupes}")
     return ids
 
@@ -332,6 +336,9 @@ def _parse_item(item, domain: Domain | None, numbered: dict[int, int] | None) ->
             if numbered is not None:  # "1-3" and "1,2,3" name the same classes; both ends must be classes
                 _class_of_number(lo, domain, numbered), _class_of_number(hi, domain, numbered)
                 return [numbered[v] for v in sorted(numbered) if lo <= v <= hi]
+            check(domain is not None or hi - lo < MAX_RANGE_IDS,
+                  f"class range {item!r} gives {hi - lo + 1} ids, more classes than any dataset has (at most "
+                  f"{MAX_RANGE_IDS} without a domain to check them against)")
             return [_check_id(i, domain) for i in range(lo, hi + 1)]
         if _is_int(item):
             return [_class_of_number(int(item), domain, numbered)]

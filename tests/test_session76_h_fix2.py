@@ -150,3 +150,13 @@ def test_a_class_range_far_above_any_class_count_is_refused_without_a_domain(mon
     with pytest.raises(TransferkitError, match="out of range"):
         parse_classes("0-999999999", d)
     assert len(calls) == 3  # ids 0, 1 and the first out of range
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (5, 0), (0, 3)])
+def test_an_empty_image_is_refused(shape):
+    from PIL import Image
+
+    from transferkit.userdata import read_images
+    with pytest.raises(TransferkitError, match="has no pixels"):
+        read_images([Image.new("L", shape)], size=4)
+    assert read_images([Image.new("L", (2, 3))]).shape == (1, 1, 3, 2)

@@ -242,6 +242,7 @@ def _decode_image(path: Path, size: int | None, mode: str | None) -> tuple[np.nd
     try:
         with contextlib.nullcontext(path) if isinstance(path, Image.Image) else Image.open(path) as im:
             im.load()
+            check(im.width > 0 and im.height > 0, f"it has no pixels ({im.width} x {im.height})")
             im = ImageOps.exif_transpose(im)  # as a viewer shows it (a phone's Orientation tag)
             palette = im.mode in ("P", "PA")
             if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("L", "RGB", "P") and "transparency" in im.info):

@@ -160,3 +160,11 @@ def test_an_empty_image_is_refused(shape):
     with pytest.raises(TransferkitError, match="has no pixels"):
         read_images([Image.new("L", shape)], size=4)
     assert read_images([Image.new("L", (2, 3))]).shape == (1, 1, 3, 2)
+
+
+def test_show_of_an_npz_of_one_class_gives_no_folder_advice(tmp_path, capsys):
+    path = tmp_path / "one_class.npz"
+    np.savez(path, x=np.zeros((3, 8, 8), dtype=np.uint8), y=np.zeros(3, dtype=np.int64))
+    code, out, _ = helpers.run_cli(capsys, "show", f"npz:{path}", "--out", str(tmp_path / "g.png"))
+    assert code == 0 and "one class: a run needs two or more" in out
+    assert "class folders" not in out and "labels 'y'" in out

@@ -46,8 +46,12 @@ def _show(args) -> None:
     print(f"{domain.name}: {len(labels)} images, {domain.num_classes} class{'es' if domain.num_classes != 1 else ''} "
           f"({shown}{more}) -> {path}")
     if domain.num_classes == 1:
-        print(f"  one class: a run needs two or more (is {args.domain.split('+')[0]} one level above the class "
-              f"folders, as a zip extracted into a folder of its own?)")
+        base = args.domain.split("+")[0]
+        hint = (f" (is {base} one level above the class folders, as a zip extracted into a folder of its own?)"
+                if base.startswith("folder:") else
+                " (its labels 'y' hold one class id, or its 'class_names' one name)" if base.startswith("npz:")
+                else "")
+        print(f"  one class: a run needs two or more{hint}")
 
 
 def _drawn_of_folder(args, channels):

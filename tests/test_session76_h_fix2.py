@@ -168,3 +168,11 @@ def test_show_of_an_npz_of_one_class_gives_no_folder_advice(tmp_path, capsys):
     code, out, _ = helpers.run_cli(capsys, "show", f"npz:{path}", "--out", str(tmp_path / "g.png"))
     assert code == 0 and "one class: a run needs two or more" in out
     assert "class folders" not in out and "labels 'y'" in out
+
+
+@pytest.mark.parametrize("labels", [np.array([0, 2**63 + 5], dtype=np.uint64), [0, 1e30], np.array([0.0, -1e19])])
+def test_labels_beyond_int64_are_named_as_they_are(labels):
+    with pytest.raises(TransferkitError, match=r"found [-\d.e+]+, beyond any class id") as caught:
+        Domain("d", torch.rand(2, 1, 4, 4), labels, ["a", "b"])
+    assert "-9223372036854775" not in str(caught.value)
+    assert Domain("d", torch.rand(2, 1, 4, 4), np.array([1, 0], dtype=np.uint64), ["a", "b"]).labels.tolist() == [1, 0]

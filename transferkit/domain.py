@@ -151,6 +151,12 @@ def label_ids(labels, what: str, names: str = "class_names") -> torch.Tensor:
         check(bool(labels.isfinite().all()), f"{what}: labels contain NaN or infinite values")
         check(bool((labels == labels.round()).all()), f"{what}: labels must be {ids}, got non-integral "
                                                       f"values of dtype {labels.dtype}")
+    if labels.is_floating_point() or labels.dtype == torch.uint64:  # .long() would wrap what int64 cannot hold
+        wide = labels.double()
+        huge = wide[wide.abs() >= 2.0 ** 63]
+        if huge.numel():
+            raise TransferkitError(f"{what}: labels must be {ids}, found {float(huge[0]):.6g}, beyond any class id "
+                                   f"(too large for int64)")
     return labels if labels.dtype == torch.int64 else labels.long()
 
 

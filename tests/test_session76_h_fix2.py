@@ -176,3 +176,11 @@ def test_labels_beyond_int64_are_named_as_they_are(labels):
         Domain("d", torch.rand(2, 1, 4, 4), labels, ["a", "b"])
     assert "-9223372036854775" not in str(caught.value)
     assert Domain("d", torch.rand(2, 1, 4, 4), np.array([1, 0], dtype=np.uint64), ["a", "b"]).labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("channels", ["3", 3.0, True])
+def test_to_format_names_a_channels_value_of_another_type(channels):
+    with pytest.raises(TransferkitError, match=f"channels must be 1 or 3 \\(an int\\), got {type(channels).__name__}"):
+        helpers.toy_domain(4).to_format(channels=channels)
+    assert helpers.toy_domain(4).to_format(channels=3).images.shape[1] == 3
+

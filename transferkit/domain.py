@@ -623,6 +623,8 @@ class Domain:
         0.114; RGBA loses its alpha channel first)."""
         check(size is None or is_whole(size, 1),
               f"domain {self.name!r}: size must be a whole number of pixels >= 1 (square images), got {size!r}")
+        check(channels is None or is_whole(channels), f"domain {self.name!r}: channels must be 1 or 3 (an int), got "
+                                                      f"{type(channels).__name__} {channels!r}")
         x = self.images
         if channels in (1, 3) and x.shape[1] == 4:  # RGBA: the colour, its alpha dropped (as the npz loader)
             x = x[:, :3]

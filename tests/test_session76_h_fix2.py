@@ -184,3 +184,11 @@ def test_to_format_names_a_channels_value_of_another_type(channels):
         helpers.toy_domain(4).to_format(channels=channels)
     assert helpers.toy_domain(4).to_format(channels=3).images.shape[1] == 3
 
+
+def test_losses_returning_a_list_are_told_to_return_a_dict():
+    from test_engine_mutation import custom
+
+    from transferkit.engine import Engine
+    method = custom(lambda m, b: [m.supervised(b.target)])
+    with pytest.raises(TransferkitError, match="losses must return a dict .*, got list"):
+        Engine(TrainConfig(steps=1, batch_size=8, progress=False)).fit(method, target=helpers.toy_domain(16))

@@ -356,7 +356,9 @@ RECORD_FIELDS = ("loss", "step", "lr", "val_accuracy", "run", "method")
 def _check_terms(method, terms) -> None:
     """A method's loss terms: a non-empty dict of scalar floating tensors, named apart from
     the record's own fields, whose sum has a gradient."""
-    check(isinstance(terms, dict) and len(terms) > 0, f"method {method.name!r} returned no loss term")
+    check(isinstance(terms, dict), f"method {method.name!r}: losses must return a dict {{name: scalar loss tensor}}, "
+                                   f"got {type(terms).__name__}")
+    check(len(terms) > 0, f"method {method.name!r} returned no loss term")
     for k, v in terms.items():
         what = f"a tensor of shape {tuple(v.shape)}, {v.dtype}" if isinstance(v, torch.Tensor) else type(v).__name__
         check(isinstance(v, torch.Tensor) and v.dim() == 0 and v.is_floating_point(),

@@ -37,7 +37,7 @@ def test_the_single_discriminator_warning_gives_its_size_in_gib_at_4_bytes_a_wei
     net = seeded_lenet()
     with torch.device("meta"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        get_method("dann")(net, layers=["conv2"], hidden=2**18)
+        get_method("dann")(net, layers=["conv2"], hidden=2**18, depth=1)  # depth 2: h x h, refused
     messages = [str(w.message) for w in caught]
     assert any("over 210 M weights" in m and "0.8 GiB in float32" in m for m in messages), messages
 

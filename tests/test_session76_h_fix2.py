@@ -192,3 +192,51 @@ def test_losses_returning_a_list_are_told_to_return_a_dict():
     method = custom(lambda m, b: [m.supervised(b.target)])
     with pytest.raises(TransferkitError, match="losses must return a dict .*, got list"):
         Engine(TrainConfig(steps=1, batch_size=8, progress=False)).fit(method, target=helpers.toy_domain(16))
+
+
+# --- the second review (of the fuzzing fixes) -----------------------------------------------------------------------
+
+
+def test_a_multilayer_discriminator_beyond_the_machines_memory_is_refused_before_building(monkeypatch):
+    from transferkit import domain
+    from transferkit.backbones import build_backbone
+    from transferkit.methods import get_method
+    monkeypatch.setattr(domain, "_memory_bytes", lambda: 8 * 2**30)
+    net = build_backbone("lenet", 10, in_channels=3, image_size=224)  # eq. 2's layers: 34 G weights
+    with torch.device("meta"), pytest.warns(Warning), pytest.raises(TransferkitError, match="eq. 2 layers .* tap "
+                                                                                             "smaller ones"):
+        get_method("multilayer_adda")(net)
+
+
+def test_a_whole_number_of_thousands_of_digits_is_named_as_out_of_range():
+    with pytest.raises(TransferkitError, match="lr must be a number within float's range .* about 5001 digits"):
+        TrainConfig(lr=10**5000)
+
+
+def test_lists_of_units_captions_and_fractions_given_as_arrays_or_tensors_still_work():
+    from transferkit.backbones import build_backbone
+    from transferkit.clip import ClipMethod
+    from transferkit.config import load_config
+    from transferkit.methods import get_method
+    from transferkit.methods.base import _fits
+    from transferkit.text import HashingEncoder
+    assert _fits(np.array(["conv3", "conv4"]), "list[str]") and not _fits(np.array([["conv3"]]), "list[str]")
+    net = build_backbone("lenet", 4, in_channels=1, image_size=28)
+    assert get_method("flex")(net, units=np.array(["conv1"])).units == ["conv1"]
+    assert get_method("flex")(net, units={"conv2": 1}.keys()).units == ["conv2"]
+    ClipMethod(helpers.tiny_net(2), captions=np.array(["a", "b"]), text_encoder=HashingEncoder(16))
+    d = helpers.toy_domain(40)
+    plain = split_domain(d, 0.25, 0.25)
+    for val in (torch.tensor(0.25), np.array(0.25), np.float32(0.25)):
+        assert torch.equal(split_domain(d, val, 0.25).val.labels, plain.val.labels)
+    assert load_config(None, (a for a in ["seed=1"])).seed == 1
+
+
+def test_an_anchor_shared_many_times_is_walked_once_for_self_reference(monkeypatch):
+    from transferkit import config
+    value, calls, real = [1, 2], [], config.self_reference
+    for _ in range(5):
+        value = [value] * 10  # an anchor used ten times in each of five levels: 10^5 paths to its leaves
+    monkeypatch.setattr(config, "self_reference", lambda *a: calls.append(1) or real(*a))
+    assert config.self_reference({"k": value}) is None
+    assert len(calls) < 100

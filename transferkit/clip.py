@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -463,8 +464,8 @@ class ClipMethod(Method):
         check(not isinstance(captions, Mapping), "clip: captions by class name are matched to the source's classes "
                                                  "by Transfer and transferkit run; on its own clip takes a list "
                                                  "(captions_for_classes(captions, source.class_names) builds it)")
-        check(isinstance(captions, Sequence), f"clip: captions must be a list of texts (a caption, or a list of "
-                                              f"them, per source class), got {captions!r:.80}")
+        check(isinstance(captions, (Sequence, np.ndarray)), f"clip: captions must be a list of texts (a caption, or a "
+                                                            f"list of them, per source class), got {captions!r:.80}")
         check(text_encoder is None or isinstance(text_encoder, (str, TextEncoder)),
               f"clip: text_encoder must be a text encoder's name (text) or a TextEncoder, got {text_encoder!r}")
         check(class_names is None or len(class_names) > 0, "clip: class_names must name at least one class")

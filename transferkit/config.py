@@ -13,6 +13,7 @@ import dataclasses
 import os
 import re
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,19 +284,22 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         node[parts[-1]] = value
 
 
-def self_reference(value, key: str = "", within: tuple = ()) -> str | None:
+def self_reference(value, key: str = "", within: tuple = (), clear: set | None = None) -> str | None:
     """The key of the first list or mapping in ``value`` that contains itself (a YAML anchor used
-    inside its own value, ``k: &a [*a]``), dotted from ``key``; None where there is none."""
-    if not isinstance(value, (dict, list)):
+    inside its own value, ``k: &a [*a]``), dotted from ``key``; None where there is none. A value
+    shared by several keys (an anchor used again) is walked once (``clear``: the ids found free of it)."""
+    clear = set() if clear is None else clear
+    if not isinstance(value, (dict, list)) or id(value) in clear:
         return None
     for outer, outer_key in within:
         if value is outer:
             return outer_key
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for k, v in items:
-        found = self_reference(v, f"{key}.{k}" if key else str(k), within + ((value, key),))
+        found = self_reference(v, f"{key}.{k}" if key else str(k), within + ((value, key),), clear)
         if found is not None:
             return found
+    clear.add(id(value))
     return None
 
 
@@ -415,7 +419,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
                                       f"got {type(data).__name__}: {data!r:.60}")
     before = data.get("device")
-    check(isinstance(overrides, (list, tuple)) and all(isinstance(a, str) for a in overrides),
+    overrides = list(overrides) if isinstance(overrides, Iterable) and not isinstance(overrides, (str, bytes)) \
+        else overrides
+    check(isinstance(overrides, list) and all(isinstance(a, str) for a in overrides),
           f"load_config: overrides must be a list of 'key=value' texts, got {overrides!r:.80}")
     warn_repeated(overrides)
     for assignment in overrides:

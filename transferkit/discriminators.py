@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .domain import check_memory
 from .errors import TransferkitError, UnknownNameError, check, warn
 
 #: depth of the fully connected tail after the multi-layer part, per backbone
@@ -94,6 +95,9 @@ class MultiLayerDiscriminator(nn.Module):
         sizes = self.in_sizes
         check_hidden_size(tail_depth, (sizes[-1] + tail_depth * hidden + 1) * hidden, hidden=hidden,
                           tail_depth=tail_depth)
+        check_memory(4 * _fc_weights(sizes, combine), f"the multi-layer discriminator's eq. 2 layers between the "
+                     f"tapped activations (sizes {sizes})", "tap smaller ones with `layers` (e.g. [embedding, head]) "
+                     "or use the convolutional discriminator (discriminator: conv)")
         layers = []
         for l, size in enumerate(sizes):
             d_in = size if l == 0 or combine == "sum" else sizes[l] + sizes[l]  # |d_{l-1}| = |E_l|

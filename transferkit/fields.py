@@ -113,8 +113,9 @@ def _typed(hint, value, name: str):
                 if t is float or float(value).is_integer():
                     return t(value)
             except OverflowError:  # a whole number beyond float's range (1 and 400 zeros)
+                digits = int(int(value).bit_length() * 0.30103) + 1  # str() refuses ints above 4300 digits
                 raise TransferkitError(f"config {name} must be a number within float's range (up to about "
-                                       f"1.8e308), got a whole number of {len(str(abs(value)))} digits") from None
+                                       f"1.8e308), got a whole number of about {digits} digits") from None
     names = " or ".join(t.__name__ for t in kinds)
     wanted = names + (f" or a list of {names}s" if listed else "") + (" or null" if nullable else "")
     leaf = name.rsplit(".", 1)[-1]

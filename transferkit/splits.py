@@ -120,9 +120,14 @@ def split_parts(domain: Domain, val_fraction: float = 0.15, test_fraction: float
     keeps the samples in domain order, so ``nonzero(parts == 1)`` are the val images' indices).
     A domain with ``keys`` (a folder's: its files' paths) places each sample (group) by its key."""
     _check_domain(domain, "split_domain / split_parts")
+    fractions = []
     for what, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim == 0 and not v.dtype == bool:
+            v = v.item()  # a 0-d tensor or array holds one number
         check(isinstance(v, numbers.Real) and not isinstance(v, bool),
               f"split fractions must be numbers in [0, 1): {what} is {type(v).__name__} {v!r:.40}")
+        fractions.append(float(v))
+    val_fraction, test_fraction = fractions
     check(0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1,
           f"split fractions must be in [0, 1) and sum below 1 (val={val_fraction}, test={test_fraction})")
     if domain.groups is None or len(domain) == 0:

@@ -29,6 +29,7 @@ import numbers
 import re
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -286,8 +287,9 @@ def _fits(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == "str":
         return isinstance(value, str)
-    if kind == "list[str]":  # a tuple as well, from Python
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    if kind == "list[str]":  # a tuple or a 1-d NumPy array of texts as well, from Python
+        listed = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1)
+        return listed and all(isinstance(v, str) for v in value)
     return isinstance(value, numbers.Integral if kind == "int" else numbers.Real) and not isinstance(value, bool)
 
 

@@ -28,7 +28,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import torch
@@ -187,8 +187,8 @@ def candidate_units(net, units) -> list[str] | None:
     none twice. Returns them in network order, or ``None`` for every unit."""
     if units is None:
         return None
-    check(isinstance(units, (str, Sequence)), f"units must be a unit name or a list of them, got {units!r}; units are "
-                                              f"{', '.join(net.unit_names)}")
+    check(isinstance(units, (str, Iterable)) and not isinstance(units, (bytes, Mapping)),
+          f"units must be a unit name or a list of them, got {units!r}; units are {', '.join(net.unit_names)}")
     units = [units] if isinstance(units, str) else list(units)
     check(len(units) > 0, "units must name at least one unit (leave it out for every unit)")
     twice = sorted({str(u) for u in units if units.count(u) > 1})

@@ -61,10 +61,10 @@ def with_revisions(rows: list[dict], config) -> list[dict]:
     (:func:`~transferkit.rundir.row_revision`), so that :func:`~transferkit.results.summarize` keeps
     rows of two revisions apart; the others as they are."""
     from .rundir import row_revision
-    from .tables import current_revision
-    out, known = [], {}
+    from .tables import RevisionsHere
+    out, known, nows = [], {}, RevisionsHere()
     for r in rows:
-        if "method_revision" not in r and current_revision(str(r.get("method"))):
+        if "method_revision" not in r and nows[str(r.get("method"))]:
             key = (r.get("method"), r.get("setting"), r.get("config_digest"))
             if key not in known:
                 known[key] = row_revision(r, config if isinstance(config, dict) else None)

@@ -85,11 +85,16 @@ def prepare_domains(cfg: ExperimentConfig, progress: bool | None = None, run_dir
     has one (:func:`network_source`). Within :func:`shared_domains`, once per data key."""
     if _SHARED is None:
         return _prepare(cfg, progress, run_dir)
-    key = data_key(cfg, run_dir)
-    if key not in _SHARED:
-        _SHARED.clear()
-        _SHARED[key] = _prepare(cfg, progress, run_dir)
-    return _SHARED[key]
+    return _last_prepared(_SHARED, data_key(cfg, run_dir), lambda: _prepare(cfg, progress, run_dir))
+
+
+def _last_prepared(store: dict, key: str, prepare) -> Prepared:
+    """``store``'s data of ``key`` (:func:`data_key`), from ``prepare()`` when another key's was the last:
+    one entry, so that a process holds one run's data at a time."""
+    if key not in store:
+        store.clear()
+        store[key] = prepare()
+    return store[key]
 
 
 def _prepare(cfg: ExperimentConfig, progress: bool | None, run_dir: Path | None) -> Prepared:
@@ -339,13 +344,10 @@ def process_domains(cfg: ExperimentConfig, run_dir: Path | None = None) -> Prepa
     one-process run do. Its warnings about the data are not repeated: the process that
     started the workers prepared the same data and showed them. Keyed by :func:`data_key`: jobs of
     other settings, methods or budgets on the same data share it."""
-    key = data_key(cfg, run_dir)
-    if key not in _PROCESS_DATA:
-        _PROCESS_DATA.clear()
+    def prepare() -> Prepared:
         with quiet():
-            _PROCESS_DATA[key] = prepare_domains(cfg, progress=False, run_dir=run_dir)  # no bar of each worker
-    return _PROCESS_DATA[key]
-
+            return prepare_domains(cfg, progress=False, run_dir=run_dir)  # no bar of each worker
+    return _last_prepared(_PROCESS_DATA, data_key(cfg, run_dir), prepare)
 
 
 def class_fields(cfg: ExperimentConfig) -> dict:

@@ -130,7 +130,7 @@ def test_a_refused_resume_names_the_checkpoint_folder(tmp_path):
     assert f"checkpoint in {ckpt} " in str(e.value)
 
 
-# kills _other_size: the UnitNet's own error quoted in place of the torch error it wraps (the size said twice)
+# kills other_size_of: the UnitNet's own error quoted in place of the torch error it wraps (the size said twice)
 def test_images_a_network_cannot_take_are_named_with_the_torch_error_once():
     with pytest.raises(TransferkitError, match=r"32x32 pixels, the network was built for 28x28 and cannot take them "
                                                r"\(mat1 and mat2 shapes cannot be multiplied") as e:

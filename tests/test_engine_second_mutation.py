@@ -388,7 +388,7 @@ def test_the_frozen_prefix_cache_is_sized_for_the_streams_and_the_validation_ima
     assert sizes == [24]
 
 
-# kills _size_named: `first and` dropped (an error at a later step renamed as one of the image size)
+# kills size_named: `first and` dropped (an error at a later step renamed as one of the image size)
 def test_only_the_first_step_on_images_of_another_size_renames_an_error():
     from transferkit.backbones import from_sequential
     torch.manual_seed(0)

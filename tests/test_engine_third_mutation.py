@@ -186,7 +186,7 @@ def test_a_checkpoint_of_another_optimiser_layout_is_named(tmp_path):
         Engine(cfg(), checkpoint_dir=tmp_path).fit(custom(), target=d)
 
 
-# kills _other_size: square images of another size told to be made square (not to build the net for their size)
+# kills other_size_of: square images of another size told to be made square (not to build the net for their size)
 def test_square_images_of_another_size_are_told_to_build_the_network_for_their_size():
     d = helpers.toy_domain(8)
     big = Domain("big", torch.nn.functional.interpolate(d.images, size=(32, 32)), d.labels, d.class_names)

@@ -262,7 +262,7 @@ def test_grouped_views_beyond_the_machines_memory_are_refused_before_allocating(
     import transferkit.domain as domain_module
     import transferkit.grouped as grouped
     d = Domain("d", torch.rand(10, 1, 8, 8), torch.arange(10) % 2, ["a", "b"])
-    monkeypatch.setattr(domain_module, "_memory_bytes", lambda: 10 * 64 * 4 * 100)  # room for 99 views
+    monkeypatch.setattr(domain_module, "memory_bytes", lambda: 10 * 64 * 4 * 100)  # room for 99 views
     assert len(grouped.grouped_views(d, views=99)) == 990
     with pytest.raises(TransferkitError, match=r"d@grouped100: 10 images x 100 views need 0\.0 GiB, more than this "
                                                r"machine's 0\.0 GiB of memory: use fewer views"):

@@ -201,7 +201,7 @@ def test_a_multilayer_discriminator_beyond_the_machines_memory_is_refused_before
     from transferkit import domain
     from transferkit.backbones import build_backbone
     from transferkit.methods import get_method
-    monkeypatch.setattr(domain, "_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(domain, "memory_bytes", lambda: 8 * 2**30)
     net = build_backbone("lenet", 10, in_channels=3, image_size=224)  # eq. 2's layers: 34 G weights
     with torch.device("meta"), pytest.warns(Warning), pytest.raises(TransferkitError, match="eq. 2 layers .* tap "
                                                                                              "smaller ones"):

@@ -662,12 +662,12 @@ def _resized(x: torch.Tensor, size: int, chunk_mb: float = 64) -> torch.Tensor:
 def check_memory(need: int, what: str, advice: str) -> None:
     """Refuse, before allocating, ``need`` bytes for ``what`` when they exceed this machine's
     physical memory (a raw allocator error otherwise, or a machine swapping)."""
-    have = _memory_bytes()
+    have = memory_bytes()
     check(have is None or need < have, f"{what} need {need / 2**30:.1f} GiB, more than this machine's "
                                        f"{(have or 0) / 2**30:.1f} GiB of memory: {advice}")
 
 
-def _memory_bytes() -> int | None:
+def memory_bytes() -> int | None:
     """This machine's physical memory (None where the OS does not say)."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -429,7 +429,7 @@ class Engine:
             check(shape is None or d is None or d.images.shape[1] == shape[0],
                   f"the {name} domain {d and d.name!r} has images of {d and d.images.shape[1]} channel(s), the "
                   f"network takes {shape and shape[0]} (Domain.to_format(channels=...) converts them)")
-        other_size = _other_size(method.net, {n: given[n] for n in method.streams} | {"val": val})
+        other_size = other_size_of(method.net, {n: given[n] for n in method.streams} | {"val": val})
         dtypes = parameter_dtypes(method)
         check(dtypes <= {"float32"}, f"method {method.name!r}: its network's parameters are "
                                      f"{', '.join(sorted(dtypes))}; training takes float32 parameters, as the images "
@@ -525,7 +525,7 @@ class Engine:
                 if modes_stale:  # at the start and after an evaluation, not every step (~0.15 ms of module walk)
                     method.train_mode()
                     modes_stale = False
-                with autocast(device, cfg.amp), _size_named(method, other_size, step == first_step), \
+                with autocast(device, cfg.amp), size_named(method, other_size, step == first_step), \
                         _labels_named(method, given), _streams_named(method, drawn, step == first_step):
                     terms = loss_fn(batch)
                 if step == first_step:
@@ -851,7 +851,7 @@ class _Losses(torch.nn.Module):
         return self.method.losses(batch)
 
 
-def _other_size(net, domains: dict) -> str:
+def other_size_of(net, domains: dict) -> str:
     """``""``, or what differs when a domain's images are not of the size the network was
     built for (``input_shape``). A network that cannot take them (a fully-connected unit sized
     for its input) is named now, before anything is cached or trained."""
@@ -914,7 +914,7 @@ def _streams_named(method, drawn: dict, first: bool):
 
 
 @contextlib.contextmanager
-def _size_named(method, other_size: str, first: bool):
+def size_named(method, other_size: str, first: bool):
     """At the first step on images of another size than the network's ``input_shape``, an
     error of the method's own modules (sized for ``input_shape``: DSN's private encoders, a
     discriminator on convolutional activations) names the size."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
-from .domain import _memory_bytes, as_images, check_memory, group_labels
+from .domain import as_images, check_memory, group_labels, memory_bytes
 from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, torch_seed, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
@@ -46,7 +46,7 @@ def check_episode_size(episodes: int, per_episode: int, what: str) -> None:
     """Refuse ``episodes`` whose ``per_episode`` float32 values each (the draw's keys, the gathered
     features) exceed this machine's memory together, before allocating them (all episodes are drawn in
     one go, so that a plan's episodes are the same however they are scored)."""
-    most = max(1, (_memory_bytes() or 0) // max(1, per_episode * 4))
+    most = max(1, (memory_bytes() or 0) // max(1, per_episode * 4))
     check_memory(episodes * per_episode * 4, f"{episodes} episodes ({what})",
                  f"use fewer episodes (at most about {most:,} of this size)")
 

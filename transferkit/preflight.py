@@ -22,7 +22,7 @@ from .backbones import build_backbone, check_backbone
 from .config import ADDED_FIELDS, ExperimentConfig
 from .data import check_spec
 from .domain import Domain, warn_unshared_classes
-from .engine import Batch, _other_size, _size_named, check_streams
+from .engine import Batch, check_streams, other_size_of, size_named
 from .errors import TransferkitError, UnknownNameError, check, quiet, warn
 from .fitting import check_selection_classes, method_error, source_head_rows
 from .io import read_json
@@ -392,7 +392,7 @@ def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
     streams = {name: domains.get(name) for name in method.streams}
     if type(method).losses is Method.losses or any(d is None or not len(d) for d in streams.values()):
         return  # a method that trains no engine step (tap, matching_net), or one without its streams
-    other = _other_size(method.net, streams)
+    other = other_size_of(method.net, streams)
     if not other:
         return
     probe = copy.deepcopy(method).cpu()
@@ -404,7 +404,7 @@ def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
         try:
             probe.prepare(streams)
             probe.train_mode()
-            with _size_named(probe, other, True):
+            with size_named(probe, other, True):
                 probe.losses(Batch(step=0, progress=0.0, indices=rows, **drawn))
         except TransferkitError as e:
             if str(e).startswith(f"method {method.name!r}: {other}"):

@@ -68,6 +68,7 @@ from .fitting import (
     zero_shot_options,
 )
 from .frozen import MEMO
+from .io import make_dir
 from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
@@ -122,11 +123,7 @@ def _checkpoint_dir(checkpoint_dir) -> tuple[Path | None, list[Path]]:
     check(not ckpt.exists() or ckpt.is_dir(), f"fit: checkpoint_dir {str(ckpt)!r} is a file, not a folder (the "
                                               f"checkpoints go in it)")
     made = [p for p in (ckpt, *ckpt.parents) if not p.exists()]
-    try:
-        ckpt.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TransferkitError(f"fit: cannot make checkpoint_dir {str(ckpt)!r} ({e.strerror or e}): give a folder "
-                               f"that can be written") from None
+    make_dir(ckpt, "fit: cannot make checkpoint_dir", "give a folder that can be written")
     check(os.access(ckpt, os.W_OK | os.X_OK), f"fit: checkpoint_dir {str(ckpt)!r} cannot be written: give a folder "
                                               f"that can be")
     return ckpt, made

@@ -50,6 +50,7 @@ from .io import (
     atomic_write,
     clear_left_temporaries,
     directory_lock,
+    make_dir,
     read_job,
     write_json,
     write_text,
@@ -363,16 +364,10 @@ def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[P
 def _make_run_dir(run_dir: Path, out_dir: str | None) -> None:
     """Make ``run_dir`` (in ``out_dir``, the config's, unless the directory was given), or a
     named error: the file system's alone names neither the setting nor what to do."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        there = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
-        why = f"{there} is a file, not a directory" if there is not None and not there.is_dir() else (
-            f"{e.strerror or e}{f': {e.filename}' if e.filename and str(e.filename) != str(run_dir) else ''}")
-        where = f"out_dir {out_dir!r}: " if out_dir is not None else ""
-        fix = ("set out_dir to a directory you can write to, or to a path where one can be made (--set out_dir=DIR)"
-               if out_dir is not None else "give a directory you can write to, or a path where one can be made")
-        raise TransferkitError(f"{where}cannot make the run directory {run_dir} ({why}); {fix}") from e
+    where = f"out_dir {out_dir!r}: " if out_dir is not None else ""
+    fix = ("set out_dir to a directory you can write to, or to a path where one can be made (--set out_dir=DIR)"
+           if out_dir is not None else "give a directory you can write to, or a path where one can be made")
+    make_dir(run_dir, f"{where}cannot make the run directory", fix)
 
 
 def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:

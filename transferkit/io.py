@@ -56,6 +56,18 @@ def _writing(e: OSError, path: Path, in_folder: bool = False) -> OSError:
     return type(e)(e.errno, f"{e.strerror} while writing", str(path))
 
 
+def make_dir(path: Path, lead: str, fix: str) -> None:
+    """Make folder ``path`` and its parents, or a :class:`TransferkitError` ``"{lead} {path} (why); {fix}"``:
+    why is an ancestor that is a file, or the file system's reason (which alone names no setting)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        there = next((p for p in (path, *path.parents) if p.exists()), None)
+        why = f"{there} is a file, not a directory" if there is not None and not there.is_dir() else (
+            f"{e.strerror or e}{f': {e.filename}' if e.filename and str(e.filename) != str(path) else ''}")
+        raise TransferkitError(f"{lead} {path} ({why}); {fix}") from e
+
+
 def failed_writing(e: OSError) -> bool:
     """Whether ``e`` is :func:`atomic_path`'s, writing one of transferkit's outputs."""
     return " while writing" in str(e.strerror)

@@ -129,6 +129,15 @@ def _checkpoint_dir(checkpoint_dir) -> tuple[Path | None, list[Path]]:
     return ckpt, made
 
 
+def _stage_dir(ckpt: Path | None, name: str, used: list[Path]) -> Path | None:
+    """The checkpoint folder of a fit's stage ``name`` under ``ckpt``, noted in ``used`` (the folders the fit's
+    clean-up removes: a folder of the user's beside them is kept)."""
+    if ckpt is None:
+        return None
+    used.append(ckpt / name)
+    return ckpt / name
+
+
 def _warn_rows_by_position(method, target: Domain | None) -> None:
     """A network given without its classes (no source, no ``net.class_names`` of its rows) whose head ``method``
     keeps and predicts with: its rows are the target's classes by position, said in a warning."""
@@ -278,15 +287,15 @@ class Transfer:
         again with the same arguments goes on from its last checkpoint, to the weights an
         uninterrupted fit gives; a checkpoint of other data, method or config is refused (delete
         the folder). It is made before any training (one that cannot be is refused then). A fit that ends
-        removes what it wrote there."""
+        removes the stage folders it wrote there (others there are kept)."""
         # the caller's global RNG is left as it was (fit seeds its own draws), and a caller's
         # no_grad / inference_mode block does not reach training
         ckpt, made = _checkpoint_dir(checkpoint_dir)
-        devices, removed = rng_devices(self.train_cfg.device, self.pretrain_cfg.device), False
+        devices, removed, stages = rng_devices(self.train_cfg.device, self.pretrain_cfg.device), False, []
         try:
             with callers_state_kept(devices), torch.inference_mode(False), torch.enable_grad():
-                self._fit(target, source, unlabeled, val, net, source_val, ckpt)
-            for stage in ckpt.iterdir() if ckpt is not None and ckpt.is_dir() else ():
+                self._fit(target, source, unlabeled, val, net, source_val, ckpt, stages)
+            for stage in dict.fromkeys(stages):
                 if stage.is_dir() and (stage / "last.json").exists():
                     shutil.rmtree(stage, ignore_errors=True)
                     removed = True
@@ -296,7 +305,9 @@ class Transfer:
                     folder.rmdir()
         return self
 
-    def _fit(self, target, source, unlabeled, val, net, source_val=None, ckpt: Path | None = None) -> "Transfer":
+    def _fit(self, target, source, unlabeled, val, net, source_val=None, ckpt: Path | None = None,
+             stages: list[Path] | None = None) -> "Transfer":
+        stages = [] if stages is None else stages
         cls = self.method_cls
         check_streams(cls)  # before any pre-training
         if isinstance(source, CaptionedDomain):  # image-caption pairs: clip reads the captions off its domain
@@ -452,7 +463,7 @@ class Transfer:
         if pretrains:  # the method's own modules on these images, before the pre-training
             check_own_modules_take(built, {"source": source, "target": target, "unlabeled": unlabeled},
                                    self.train_cfg.batch_size)
-            self._pretrain(net, source, source_val, ckpt, start)
+            self._pretrain(net, source, source_val, _stage_dir(ckpt, "pretrain", stages), start)
         if network_only:  # source_only of a source: null run: no training, the head's rows of the target classes
             method = source_only_of(net, head_classes, target_classes, network_only=True)
             fit_result = FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
@@ -463,7 +474,7 @@ class Transfer:
                 _warn_rows_by_position(method, target)
             fit_result = fit_for_target(
                 method, lambda tag, config=None: Engine(config or self.train_cfg, seed=self.seed,
-                                                        checkpoint_dir=ckpt / tag if ckpt is not None else None,
+                                                        checkpoint_dir=_stage_dir(ckpt, tag, stages),
                                                         select_metric=self._select_metric(), start=start,
                                                         hooks=getattr(self, "hooks", ())),
                 head_classes, target_classes, source=source, target=target, unlabeled=unlabeled, val=val)
@@ -499,8 +510,8 @@ class Transfer:
         self.input_shape_ = getattr(model.net, "input_shape", None)  # None: a network of your own checks no shape
         return self
 
-    def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None, ckpt: Path | None = None,
-                  start: str | None = None) -> None:
+    def _pretrain(self, net: UnitNet, source: Domain, source_val: Domain | None,
+                  checkpoint_dir: Path | None = None, start: str | None = None) -> None:
         """Pre-train ``net`` on ``source``, or take the weights of this model's last pre-training
         (or of one of the last :data:`PRETRAINED_KEPT` of this process, another ``Transfer``'s)
         when it had the same source images, labels and classes, validation split, backbone (its
@@ -524,8 +535,8 @@ class Transfer:
                 torch.cuda.set_rng_state_all(memo[3])
             return
         self._pretrained = None  # a pre-training that fails leaves no stale weights behind
-        Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=ckpt / "pretrain" if ckpt is not None else None,
-               start=start, run_name="pre-training").fit(SourceOnly(net), source=source, val=source_val)
+        Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=checkpoint_dir, start=start,
+               run_name="pre-training").fit(SourceOnly(net), source=source, val=source_val)
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self._pretrained = (key, {k: v.detach().clone() for k, v in net.state_dict().items()},
                             torch.get_rng_state(), cuda)

@@ -471,8 +471,7 @@ def _run_config(args):
                                    f"run (--device cpu), whose rows differ from its") from None
     if resume is not None and not (not resume.exists() or stored or empty or lost):  # a new directory starts a
         raise TransferkitError(  # run there; an existing one must be a run directory (its hints read its files)
-            f"--resume {resume}: not a run directory (no config.yaml{_config_copy_hint(resume)})"
-            f"{'' if resume.is_file() else unfinished_hint(resume)}")
+            f"--resume {resume}: {_no_config(resume)}{'' if resume.is_file() else unfinished_hint(resume)}")
     return cfg
 
 
@@ -483,12 +482,15 @@ def _not_a_run(resume: Path, other_folder: bool) -> str:
     if resume.is_file():
         return "a file, not a run directory"
     if other_folder:  # giving a config would be refused below: say what the folder is
-        return (f"not a run directory (no config.yaml{_config_copy_hint(resume)})"
-                f"{unfinished_hint(resume) or '; a new run needs a new or empty directory'}")
-    return ((f"not a run directory (no config.yaml{_config_copy_hint(resume)})" if resume.is_dir() else
+        return f"{_no_config(resume)}{unfinished_hint(resume) or '; a new run needs a new or empty directory'}"
+    return ((_no_config(resume) if resume.is_dir() else
              "no such run directory") + f" (to start a new run there, or to resume one whose config.yaml "
                                         f"was lost, give its config: transferkit run CONFIG --resume {resume}; "
                                         f"each finished job is checked against it)")
+
+
+def _no_config(resume: Path) -> str:
+    return f"not a run directory (no config.yaml{_config_copy_hint(resume)})"
 
 
 def _benchmark_of(folder: Path) -> str | None:

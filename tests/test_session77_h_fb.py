@@ -1,0 +1,57 @@
+"""Session 77 (h_fb): leftovers of the method registry, the text cache, resumes and the file lock."""
+
+import gc
+import pickle
+
+import torch
+
+from transferkit.methods import finetune
+from transferkit.methods.base import get_method
+
+
+def test_ft_unit_classes_of_names_looked_up_and_dropped_are_not_kept():
+    held = get_method("ft_unit:conv1")
+    before = len(finetune.FtUnit.__subclasses__())
+    for i in range(50):
+        get_method(f"ft_unit:no_such_unit_{i}")
+    gc.collect()
+    assert len(finetune.FtUnit.__subclasses__()) == before
+    assert get_method("ft_unit:conv1") is held and pickle.loads(pickle.dumps(held)) is held
+
+
+def test_the_text_cache_keeps_the_strings_used_last_and_gives_the_same_rows(monkeypatch):
+    from transferkit.text import HashingEncoder
+    enc, fresh = HashingEncoder(16), HashingEncoder(16)
+    monkeypatch.setattr(enc, "cache_entries", 3, raising=False)
+    encoded = []
+    inner = enc._encode
+    monkeypatch.setattr(enc, "_encode", lambda texts: (encoded.extend(texts), inner(texts))[1])
+    texts = [f"text {i}" for i in range(6)]
+    rows = enc.encode(texts)
+    assert len(enc._cache) == 3 and torch.equal(rows, fresh.encode(texts))
+    enc.encode(["text 4"])  # a hit: used last again
+    enc.encode(["text 0"])  # evicted, encoded anew: evicts "text 3", the one used longest ago
+    assert encoded == texts + ["text 0"] and list(enc._cache) == ["text 5", "text 4", "text 0"]
+    assert torch.equal(enc.encode(texts), rows)
+
+
+def test_a_sentence_encoder_reads_a_text_evicted_from_memory_back_from_its_disk_cache(tmp_path, monkeypatch):
+    from transferkit import text
+    encoded = []
+
+    class Model(torch.nn.Module):
+        def encode(self, texts, batch_size, **kw):
+            encoded.extend(texts)
+            return torch.tensor([[1.0, float(len(t))] for t in texts])
+
+        def get_sentence_embedding_dimension(self):
+            return 2
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: Model())
+    monkeypatch.setattr(text.TextEncoder, "cache_entries", 1, raising=False)
+    enc = text.SentenceEncoder("fake")
+    first = enc.encode(["a", "bb"])
+    assert list(enc._cache) == ["bb"]
+    assert torch.equal(enc.encode(["a", "bb"]), first) and encoded == ["a", "bb"]
+    assert len(text.SentenceEncoder("fake")._cache) == 1

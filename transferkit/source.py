@@ -201,7 +201,8 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
 def _drop_checkpoints_of_another_source(run_dir: Path, digest: str, log) -> None:
     """Before a source network is pinned again (``source.safetensors`` deleted): the unfinished jobs'
     checkpoints grew from the network pinned before, so they are removed (the jobs start again) unless
-    the old record names this same network."""
+    the old record names this same network: without ``source.json`` (deleted too) they are removed, as
+    their checkpoints do not name the network they started from."""
     checkpoints = run_dir / "checkpoints"
     if not checkpoints.is_dir() or not any(checkpoints.iterdir()):
         return

@@ -1,6 +1,7 @@
 """Session 77 (h_fb): leftovers of the method registry, the text cache, resumes and the file lock."""
 
 import gc
+import os
 import pickle
 
 import torch
@@ -55,3 +56,34 @@ def test_a_sentence_encoder_reads_a_text_evicted_from_memory_back_from_its_disk_
     assert list(enc._cache) == ["bb"]
     assert torch.equal(enc.encode(["a", "bb"]), first) and encoded == ["a", "bb"]
     assert len(text.SentenceEncoder("fake")._cache) == 1
+
+
+class _FakeMsvcrt:
+    """msvcrt.locking as Windows answers it: ``busy`` tries find the byte locked by another process."""
+    LK_UNLCK, LK_NBLCK = 0, 2
+
+    def __init__(self, busy):
+        self.busy, self.calls = busy, []
+
+    def locking(self, fd, mode, nbytes):
+        self.calls.append((mode, os.lseek(fd, 0, os.SEEK_CUR), nbytes))
+        if mode == self.LK_NBLCK and self.busy:
+            self.busy -= 1
+            raise PermissionError(13, "Permission denied")
+
+
+def test_without_fcntl_the_waiting_lock_locks_a_byte_with_msvcrt_waits_while_held_and_unlocks(tmp_path, monkeypatch):
+    from transferkit import io
+    fake = _FakeMsvcrt(busy=2)
+    monkeypatch.setattr(io, "fcntl", None)
+    monkeypatch.setattr(io, "msvcrt", fake, raising=False)
+    path = tmp_path / "x.lock"
+    path.write_text("pid 4242 since 10:00:00")
+    said = []
+    with io.waiting_lock(path, said.append, poll_s=0):
+        assert path.read_text().startswith(f"pid {os.getpid()} since ")
+        tries = list(fake.calls)
+    assert said == ["pid 4242 since 10:00:00"]  # read while the other process held the lock
+    locked = [(fake.LK_NBLCK, tries[0][1], 1)]
+    assert tries == locked * 3 and tries[0][1] >= len("pid 4242 since 10:00:00")  # past the holder's text
+    assert fake.calls == tries + [(fake.LK_UNLCK, tries[0][1], 1)]

@@ -29,6 +29,10 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
+try:
+    import msvcrt
+except ImportError:  # not Windows
+    msvcrt = None
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -262,35 +266,59 @@ def check_job_name(path: str | os.PathLike, row: dict) -> None:
 @contextlib.contextmanager
 def waiting_lock(path: str | os.PathLike, on_wait: Callable[[str], Any] | None = None, remind_s: float = 300,
                  poll_s: float = 0.2):
-    """Hold the operating-system lock (``flock``) of the file ``path``, waiting while another
-    process holds it (released when its holder ends or dies). The holder writes ``pid N since
-    HH:MM:SS`` in the file; ``on_wait(holder)`` is called with that text when the lock is found
-    held, and again every ``remind_s`` seconds of waiting (``..., waited N min``). Without
-    ``fcntl`` it does not lock."""
-    if fcntl is None:
+    """Hold the operating-system lock (``flock``; on Windows ``msvcrt.locking`` of one byte past the
+    holder's text, as Windows locks keep others from reading what they cover) of the file ``path``,
+    waiting while another process holds it (released when its holder ends or dies). The holder writes
+    ``pid N since HH:MM:SS`` in the file; ``on_wait(holder)`` is called with that text when the lock is
+    found held, and again every ``remind_s`` seconds of waiting (``..., waited N min``). Without ``fcntl``
+    or ``msvcrt`` it does not lock."""
+    if fcntl is None and msvcrt is None:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    locked = False
     try:
         start, said = time.monotonic(), None
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = time.monotonic() - start
-                if on_wait is not None and (said is None or waited - said >= remind_s):
-                    holder = _lock_holder(fd)
-                    on_wait(holder if said is None else f"{holder}, waited {waited / 60:.0f} min")
-                    said = waited
-                time.sleep(poll_s)
+        while not (locked := _try_lock(fd)):
+            waited = time.monotonic() - start
+            if on_wait is not None and (said is None or waited - said >= remind_s):
+                holder = _lock_holder(fd)
+                on_wait(holder if said is None else f"{holder}, waited {waited / 60:.0f} min")
+                said = waited
+            time.sleep(poll_s)
         with contextlib.suppress(OSError):  # who holds it, for a process that waits (nothing else reads it)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode())
         yield
     finally:
+        if locked and fcntl is None:  # Windows releases a closed file's locks when it gets to it: at once here
+            with contextlib.suppress(OSError):
+                os.lseek(fd, _MSVCRT_BYTE, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiter)
+
+
+#: the byte :func:`waiting_lock` locks with ``msvcrt``: past the holder's text, which a waiting process reads
+_MSVCRT_BYTE = 1 << 20
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock of ``fd`` without waiting (``flock``, else ``msvcrt.locking``): False
+    while another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    os.lseek(fd, _MSVCRT_BYTE, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except PermissionError:  # EACCES: held
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -312,7 +340,8 @@ def _lock_holder(fd: int) -> str:
     """What the holder of :func:`waiting_lock`'s file wrote (``pid N since HH:MM:SS``), or
     ``another process`` (a lock file written before it named its holder)."""
     try:
-        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        os.lseek(fd, 0, os.SEEK_SET)  # not os.pread: Windows has none
+        text = os.read(fd, 200).decode(errors="replace").strip()
     except OSError:
         text = ""
     return text if text.startswith("pid ") else "another process"

@@ -87,3 +87,31 @@ def test_without_fcntl_the_waiting_lock_locks_a_byte_with_msvcrt_waits_while_hel
     locked = [(fake.LK_NBLCK, tries[0][1], 1)]
     assert tries == locked * 3 and tries[0][1] >= len("pid 4242 since 10:00:00")  # past the holder's text
     assert fake.calls == tries + [(fake.LK_UNLCK, tries[0][1], 1)]
+
+
+def test_run_experiment_under_a_callers_float64_default_gives_the_float32_run_bit_for_bit(tmp_path, monkeypatch):
+    # linear_probe builds a new head (outside build_backbone): without run_experiment's float32 default it
+    # trained a float64 head, a run that succeeds with other numbers
+    from transferkit import source
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import load_model, run_experiment
+    from transferkit.networks import network_digest
+
+    def run(name, dtype):
+        monkeypatch.setattr(source, "cache_dir", lambda: tmp_path / name)  # each pre-trains its own network
+        cfg = ExperimentConfig(source="digits", target="digits", target_classes="0-4", k=1, repeats=1, image_size=16,
+                               methods=["linear_probe"], out_dir=str(tmp_path), name=name, select_on="none")
+        cfg.train.steps = cfg.pretrain.steps = 2
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            run_dir, (row,) = run_experiment(cfg, log=lambda *a: None)
+        finally:
+            torch.set_default_dtype(before)
+        model = load_model(run_dir, "linear_probe")
+        return row, network_digest(model.net), {k: v.dtype for k, v in model.state_dict().items()}
+
+    plain, wide = run("f32", torch.float32), run("f64", torch.float64)
+    assert all(len(list((tmp_path / name / "pretrained").glob("*.safetensors"))) == 1 for name in ("f32", "f64"))
+    assert wide[1] == plain[1] and wide[2] == plain[2]
+    assert wide[0]["source_digest"] == plain[0]["source_digest"] and wide[0]["accuracy"] == plain[0]["accuracy"]

@@ -428,9 +428,9 @@ def _resume_bench_device(resume: str | None) -> None:
 def _run_config(args):
     """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
     / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
-    from .config import load_config
+    from .config import config_file, load_config
     from .results import unfinished_hint
-    config, overrides = args.config, list(args.set)
+    config, overrides = None if args.config is None else config_file(args.config), list(args.set)
     # --workers / --device win over the config file's keys (a run's config.yaml names both)
     resume = Path(args.resume) if args.resume else None
     stored = resume is not None and (resume / "config.yaml").is_file()
@@ -751,8 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(--set options.NAME.OPTION=VALUE).",
                        epilog="example: transferkit run --set source=mnist --set target=mnist+yuv --set k=5 "
                               "--set 'methods=[finetune,dann]' --set train.steps=100")
-    s.add_argument("config", nargs="?", help="YAML file (omit to use the defaults with --set, or, with "
-                                             "--resume, the run's own config.yaml)")
+    s.add_argument("config", nargs="?", help="YAML file, or the name of one that ships with transferkit (cross_task, "
+                                             "demo, label_efficiency); omit to use the defaults with --set, "
+                                             "or, with --resume, the run's own config.yaml")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")

@@ -453,3 +453,28 @@ def dump_config(cfg: ExperimentConfig) -> str:
     if d.get("test") is not None:
         d.pop("test_fraction")
     return yaml.dump(d, Dumper=_Dumper, sort_keys=False)
+
+
+#: the YAML configs that ship with transferkit (``transferkit run demo``)
+BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def bundled_config_names() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
+
+
+def config_file(given: str | os.PathLike) -> Path:
+    """The YAML file ``transferkit run GIVEN`` reads: the file ``given`` where it exists, else the config of
+    that name that ships with transferkit (``demo``, ``demo.yaml``, or ``configs/demo.yaml`` as a clone kept
+    them before they moved into the package), so that the documented commands run from any folder and from
+    an installed wheel. A missing file that names none is refused with the shipped configs' names."""
+    path = Path(given)
+    if path.exists():
+        return path
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    shipped = BUNDLED_CONFIGS / f"{name}.yaml"
+    if path.parent in (Path("."), Path("configs")) and shipped.is_file():
+        return shipped
+    names = ", ".join(bundled_config_names())
+    raise TransferkitError(f"config file {path} does not exist; the configs that ship with transferkit are {names} "
+                           f"(transferkit run demo; transferkit run demo --print-config > my.yaml for a copy to edit)")

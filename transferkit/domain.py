@@ -11,7 +11,8 @@ import os
 import unicodedata
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, KeysView
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -575,14 +576,20 @@ class Domain:
         ``[1, 2]`` means ids (classes ``10`` and ``2``) and ``["1", "2"]`` names; configs go
         through :func:`~transferkit.splits.parse_classes`, where a number names a class on
         numbered folders. With ``relabel`` labels become 0..len-1 in the given order and
-        ``class_names`` shrink accordingly. ``allow_empty``: a domain without an image of them
-        is returned, not refused (a split part of small classes)."""
+        ``class_names`` shrink accordingly, so a set of several classes (no order of its own; for names
+        it changes between processes) is refused then; a dict gives its keys in insertion order.
+        ``allow_empty``: a domain without an image of them is returned, not refused (a split part of
+        small classes)."""
         check(not isinstance(classes, str), f"domain {self.name!r}: select_classes takes a list of class names or "
                                             f"ids, got the string {classes!r} (transferkit.splits.parse_classes("
                                             f"{classes!r}, domain) reads '0-4' or 'a,b')")
         check(isinstance(classes, Iterable) and not isinstance(classes, bytes),
               f"domain {self.name!r}: select_classes takes a list of class names or ids, got "
               f"{type(classes).__name__} {classes!r:.40}")
+        check(not relabel or not isinstance(classes, AbstractSet) or isinstance(classes, KeysView) or len(classes) < 2,
+              f"domain {self.name!r}: select_classes relabels the classes 0..n-1 in the given order, and a "
+              f"{type(classes).__name__} has none (its order can change from one process to the next); give a list "
+              f"in the wanted order, e.g. sorted(...), or relabel=False")
         ids = [self._class_id(c) for c in classes]
         check(len(ids) > 0, f"domain {self.name!r}: empty class subset")
         check(len(set(ids)) == len(ids), f"domain {self.name!r}: repeated class in {list(classes)}")

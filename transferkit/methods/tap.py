@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -52,9 +53,11 @@ def tap_units(net, units) -> list[str]:
     ``net``: each a feature unit, none listed twice; returned in network order."""
     if units is None:
         return list(net.feature_names)
+    check(isinstance(units, (str, Iterable)) and not isinstance(units, (bytes, Mapping)),
+          f"tap: option units must be text or a list of texts or null, got {units!r}; units are {net.feature_names}")
     units = [units] if isinstance(units, str) else list(units)
     check(len(units) > 0, "tap: units must name at least one unit (leave it out for every unit)")
-    for u in units:
+    for u in units:  # an id or other non-text is an unknown unit too, named with the known ones
         check(isinstance(u, str) and u in net.feature_names, f"tap: unknown unit {u!r}; units are {net.feature_names}")
     twice = sorted({u for u in units if units.count(u) > 1})
     check(not twice, f"tap: units lists {', '.join(map(repr, twice))} more than once; list each unit once")
@@ -258,7 +261,7 @@ class Tap(Method):
     min_classes = 2  # a linear classifier tells classes apart
     picks_unit = True
 
-    def __init__(self, net, c: float = 1.0, units: str | list[str] | None = None):
+    def __init__(self, net, c: float = 1.0, units: str | Sequence[str] | None = None):  # tap_units checks them
         check_unitnet(net, "tap")
         super().__init__(net)
         self.c = float(c)

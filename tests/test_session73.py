@@ -528,7 +528,7 @@ def test_a_value_yaml_reads_as_a_date_that_does_not_exist_is_named(tmp_path):
         load_config(None, ["seed=1", "seed=2001-13-45"])
     path = tmp_path / "c.yaml"
     path.write_text("seed: 2001-13-45\n")
-    with pytest.raises(TransferkitError, match=r"c\.yaml: a value YAML reads as a date does not exist"):
+    with pytest.raises(TransferkitError, match=r"c\.yaml: YAML reads '2001-13-45' as a date, and month must be"):
         load_config(path)
 
 

@@ -35,3 +35,23 @@ def test_tap_names_the_networks_units_for_a_unit_given_as_a_number(units):
     with pytest.raises(TransferkitError, match="tap: unknown unit 3; units are") as e:
         METHODS["tap"](net, units=units)
     assert all(repr(u) in str(e.value) for u in net.feature_names)
+
+
+@pytest.mark.parametrize("value, reason", [("0x_", "as a hexadecimal number .*it has no digits"),
+                                           ("-0b__", "as a binary number .*it has no digits"),
+                                           ("[1, 0x_]", "as a hexadecimal number")])
+def test_a_set_value_yaml_cannot_read_is_named_with_its_reason_not_as_a_date(value, reason):
+    from transferkit.config import load_config
+
+    with pytest.raises(TransferkitError, match=f"--set seed: YAML reads '{value.strip('[1, ]')}' {reason}") as e:
+        load_config(None, [f"seed={value}"])
+    assert "date" not in str(e.value)
+
+
+def test_a_config_file_value_yaml_cannot_read_is_named(tmp_path):
+    from transferkit.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 2001-01-01 25:00:00\n")
+    with pytest.raises(TransferkitError, match=r"c\.yaml: YAML reads '2001-01-01 25:00:00' as a date, and hour must"):
+        load_config(path)

@@ -268,8 +268,8 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         except yaml.YAMLError as e:
             what = "" if isinstance(e, NumberFormError) else "the value is not valid YAML: "
             raise TransferkitError(f"--set {key}: {what}{_one_line(e)}") from e
-        except ValueError as e:  # a date YAML reads that does not exist (2001-13-45)
-            raise TransferkitError(f"--set {key}: YAML reads {text!r} as a date, and {e} (quoted, it is text)") from e
+        except ValueError as e:  # a value YAML's constructors cannot read (dates and numbers are named above)
+            raise TransferkitError(f"--set {key}: YAML cannot read {text!r}: {e} (quoted, it is text)") from e
     _check_no_self_reference(value, key.strip(), f"--set {key}")
     node = data
     for part in parts[:-1]:
@@ -326,7 +326,7 @@ def _parsed(raw: str) -> str:
     """``raw`` as the value YAML reads (``1e-3`` and ``0.001`` alike), or the text where it reads none."""
     try:
         return repr(yaml.load(raw, Loader=_UniqueKeyLoader))
-    except (yaml.YAMLError, ValueError):  # ValueError: a date that does not exist (set_dotted names it)
+    except (yaml.YAMLError, ValueError):  # set_dotted names the problem
         return raw
 
 
@@ -370,13 +370,35 @@ _UniqueKeyLoader.add_constructor(_EXPONENT, _exponent)
 
 
 class NumberFormError(yaml.constructor.ConstructorError):
-    """An integer that YAML 1.1 reads in another base than the decimal it looks like."""
+    """An integer that YAML 1.1 reads in another base than the decimal it looks like, or a value it
+    reads as a number or a date that is none (``0x_``, ``2001-13-45``)."""
+
+
+def _not_read(node, what: str, error) -> NumberFormError:
+    """The error of a value ``node`` whose form YAML reads as ``what`` but that is none (``error``: why)."""
+    return NumberFormError(None, None, f"YAML reads {node.value!r} as {what}, and {error} (quoted, it is text)",
+                           node.start_mark)
+
+
+def _checked_timestamp(loader, node):
+    """A YAML date or time, refused with its reason where none exists (2001-13-45)."""
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError as e:
+        raise _not_read(node, "a date", e) from None
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _checked_timestamp)
 
 
 def _plain_int(loader, node):
     """A YAML 1.1 integer, refused unless decimal: ``010`` (octal 8), ``0x10`` (16), ``1:30``
-    (base 60: 90) silently meant other numbers (or class names)."""
-    value = loader.construct_yaml_int(node)
+    (base 60: 90) silently meant other numbers (or class names); one without digits (``0x_``) too."""
+    try:
+        value = loader.construct_yaml_int(node)
+    except ValueError:  # 0x_ or 0b_: the form of a YAML 1.1 hexadecimal or binary number, without a digit
+        base = "a hexadecimal" if "x" in node.value else "a binary"
+        raise _not_read(node, f"{base} number (YAML 1.1)", "it has no digits") from None
     text = node.value.replace("_", "").lstrip("+-")
     if ":" in text or (len(text) > 1 and text[0] == "0"):
         octal = text.isdigit()
@@ -410,9 +432,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
         except yaml.YAMLError as e:
             what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
             raise TransferkitError(f"config file {path}{what} {_one_line(e, str(path))}") from e
-        except ValueError as e:  # a date YAML reads that does not exist (seed: 2001-13-45)
-            raise TransferkitError(f"config file {path}: a value YAML reads as a date does not exist ({e}; quoted, "
-                                   f"it is text)") from e
+        except ValueError as e:  # a value YAML's constructors cannot read (dates and numbers are named above)
+            raise TransferkitError(f"config file {path}: YAML cannot read a value: {e} (quoted, it is text)") from e
         _check_no_self_reference(data, "", f"config file {path}")
         check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
                                 f"[finetune]'), or leave out the config file to run the defaults")

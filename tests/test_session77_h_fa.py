@@ -55,3 +55,24 @@ def test_a_config_file_value_yaml_cannot_read_is_named(tmp_path):
     path.write_text("seed: 2001-01-01 25:00:00\n")
     with pytest.raises(TransferkitError, match=r"c\.yaml: YAML reads '2001-01-01 25:00:00' as a date, and hour must"):
         load_config(path)
+
+
+@pytest.mark.parametrize("method", ["adain", "unit_gan"])
+def test_translation_methods_refuse_images_of_another_size_before_the_pretraining(method, monkeypatch):
+    import torch
+
+    from transferkit.api import Transfer
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+
+    def rect(n, seed):  # 28x36: resnet18 (global pooling) takes them, the translator's modules do not
+        g = torch.Generator().manual_seed(seed)
+        return Domain("rect", torch.rand(n, 1, 28, 36, generator=g), torch.arange(n) % 2, ["a", "b"])
+
+    pretrained = []
+    monkeypatch.setattr(Transfer, "_pretrain", lambda self, *a, **k: pretrained.append(1))
+    model = Transfer(method, backbone="resnet18", train=TrainConfig(steps=1, batch_size=2),
+                     pretrain=TrainConfig(steps=1, batch_size=2))
+    with pytest.raises(TransferkitError, match=f"method '{method}': the source domain 'rect' has images of 28x36"):
+        model.fit(source=rect(4, 0), target=rect(2, 1), unlabeled=rect(4, 2))
+    assert pretrained == []

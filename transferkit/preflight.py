@@ -28,6 +28,7 @@ from .fitting import check_selection_classes, method_error, source_head_rows
 from .io import read_json
 from .methods import get_method
 from .methods.base import Method, check_option_values, check_options
+from .methods.pixel import TwoStageTranslation
 from .methods.supervised import SourceOnly
 from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
 from .runtime import import_plugins, plugin_hint
@@ -388,7 +389,8 @@ def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
     the first training step, after the source pre-training. ``domains``: its streams' domains. Its
     losses run once on a copy, on CPU, on each stream's first ``batch_size`` images; another error
     there is left to the training (that copy's weights are not the trained ones), and a method that
-    trains no step (its ``losses`` is :class:`~transferkit.methods.base.Method`'s) is not run."""
+    trains no step (its ``losses`` is :class:`~transferkit.methods.base.Method`'s) is not run. A
+    two-stage translation (adain, unit_gan) runs the losses of both stages (its translator's first)."""
     streams = {name: domains.get(name) for name in method.streams}
     if type(method).losses is Method.losses or any(d is None or not len(d) for d in streams.values()):
         return  # a method that trains no engine step (tap, matching_net), or one without its streams
@@ -399,15 +401,19 @@ def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
     rows = {name: torch.arange(min(max(batch_size, 2), len(d))) for name, d in streams.items()}
     drawn = {name: d.images[rows[name]] if name == "unlabeled" else (d.images[rows[name]], d.labels[rows[name]])
              for name, d in streams.items()}
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            probe.prepare(streams)
-            probe.train_mode()
-            with size_named(probe, other, True):
-                probe.losses(Batch(step=0, progress=0.0, indices=rows, **drawn))
-        except TransferkitError as e:
-            if str(e).startswith(f"method {method.name!r}: {other}"):
-                raise
-        except Exception:  # noqa: BLE001  another failure: the training meets it (or not) as it would have
-            pass
+    stages = (1, 2) if isinstance(method, TwoStageTranslation) else (None,)  # its translator's stage too
+    for stage in stages:
+        if stage is not None:
+            probe.stage = stage
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                probe.prepare(streams)
+                probe.train_mode()
+                with size_named(probe, other, True):
+                    probe.losses(Batch(step=0, progress=0.0, indices=rows, **drawn))
+            except TransferkitError as e:
+                if str(e).startswith(f"method {method.name!r}: {other}"):
+                    raise
+            except Exception:  # noqa: BLE001  another failure: the training meets it (or not) as it would have
+                pass

@@ -76,3 +76,20 @@ def test_translation_methods_refuse_images_of_another_size_before_the_pretrainin
     with pytest.raises(TransferkitError, match=f"method '{method}': the source domain 'rect' has images of 28x36"):
         model.fit(source=rect(4, 0), target=rect(2, 1), unlabeled=rect(4, 2))
     assert pretrained == []
+
+
+@pytest.mark.parametrize("method, option, value", [("dsn", "hidden", 2000), ("embedding_zsl", "dim", 20000),
+                                                   ("clip", "dim", 20000), ("adain", "width", 400),
+                                                   ("cyclegan", "disc_width", 400), ("unit_gan", "width", 200)])
+def test_size_options_are_checked_against_the_machines_memory_before_building(method, option, value, monkeypatch):
+    import transferkit.clip  # noqa: F401  registers clip
+    import transferkit.domain
+    import transferkit.zeroshot  # noqa: F401  registers embedding_zsl
+    from transferkit.backbones import build_backbone
+    from transferkit.methods.base import METHODS
+
+    net = build_backbone("convnet4", 10)
+    monkeypatch.setattr(transferkit.domain, "memory_bytes", lambda: 2**20)  # a 1 MiB machine: the modules are MiBs
+    with pytest.raises(TransferkitError, match=f"{method}: the modules sized by .*{option}={value}\\b.*more than this "
+                                               f"machine's 0.0 GiB of memory: choose a smaller .*{option}"):
+        METHODS[method](net, **{option: value})

@@ -45,7 +45,7 @@ from .domain import Domain
 from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .evaluate import predict_logits
 from .heads import class_means
-from .methods.base import Method, register
+from .methods.base import Method, register, within_memory
 from .runtime import in_float32
 from .text import (
     DEFAULT_TEXT_MODEL,
@@ -480,8 +480,8 @@ class ClipMethod(Method):
         check(0 <= triplet_warmup <= 1, f"clip: triplet_warmup is the fraction of training before the hardest "
                                         f"negatives, in [0, 1], got {triplet_warmup!r}")
         self.loss_name, self.margin, self.triplet_warmup = loss, margin, triplet_warmup
-        self.image_proj = nn.Linear(net.embed_dim, dim)
-        self.text_proj = nn.Linear(self.encoder.dim, dim)
+        self.image_proj, self.text_proj = within_memory(
+            "clip", lambda: (nn.Linear(net.embed_dim, dim), nn.Linear(self.encoder.dim, dim)), dim=dim)
         self.temperature = LearnableTemperature(tau0, learn=learn_temperature)
         self.caption_texts = list(captions)  # a captioned source's must be the same
         self.register_buffer("caption_features", caption_features(self.encoder, self.caption_texts))

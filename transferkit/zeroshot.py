@@ -45,7 +45,7 @@ from .errors import TransferkitError, UnknownNameError, check, warn
 from .errors import class_ids as errors_class_ids
 from .evaluate import fraction_correct, harmonic_mean, predict_logits
 from .io import MATRIX_FILES, relative_hint
-from .methods.base import Method, register
+from .methods.base import Method, register, within_memory
 from .text import DEFAULT_TEXT_MODEL, class_text_embeddings
 
 #: attributes of the built-in digit descriptions (see :data:`DIGIT_ATTRIBUTES`)
@@ -545,8 +545,8 @@ class EmbeddingZeroShot(_ClassDescriptionMethod):
         super().__init__(net, e.shape[0], class_names, digit_descriptions=self.built_in(class_embeddings),
                          rows_text=described_by("class_embeddings", class_embeddings))
         self.register_buffer("class_embeddings", e.clone())
-        self.image_proj = nn.Linear(net.embed_dim, dim)
-        self.class_proj = nn.Linear(e.shape[1], dim)
+        self.image_proj, self.class_proj = within_memory(
+            self.name, lambda: (nn.Linear(net.embed_dim, dim), nn.Linear(e.shape[1], dim)), dim=dim)
         self.scale = scale
 
     def trainable_units(self):

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import check, is_whole
-from .base import register
+from .base import register, within_memory
 from .image_unit import input_channels
 from .pixel import TwoStageTranslation
 
@@ -117,7 +117,8 @@ class AdaIN(TwoStageTranslation):
         self.layer, self.style_layers = layer, spatial[:spatial.index(layer) + 1]
         self.style_weight, self.alpha = float(style_weight), float(alpha)
         self.encoder = copy.deepcopy(net).eval().requires_grad_(False)
-        self.decoder = Decoder(shapes[layer][0], input_channels(net), net.input_shape[1:], width)
+        self.decoder = within_memory(
+            "adain", lambda: Decoder(shapes[layer][0], input_channels(net), net.input_shape[1:], width), width=width)
 
     def train(self, mode: bool = True):
         super().train(mode)

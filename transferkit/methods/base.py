@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..backbones import UnitNet
 from ..distributed import all_reduce_mean, world_size
-from ..domain import image_batch
+from ..domain import check_memory, image_batch
 from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, check, is_whole
 from ..evaluate import chunk_rows, predict_logits
 from ..frozen import frozen_activations, hooked
@@ -458,6 +458,19 @@ def _is_default(value, default) -> bool:
         return bool(value == default)
     except Exception:  # e.g. arrays, whose == is elementwise
         return False
+
+
+def within_memory(method: str, build: Callable, **options):
+    """``build()`` (modules, or a tuple of them), refused first where their weights in float32 would not fit
+    in this machine's memory, naming ``options`` (the values that size them, ``hidden=...``): it is run
+    first on the meta device, which allocates nothing, with the random numbers restored after."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        probe = build()
+    weights = sum(p.numel() for m in (probe if isinstance(probe, tuple) else (probe,)) for p in m.parameters())
+    given = ", ".join(f"{k}={v}" for k, v in options.items())
+    check_memory(4 * weights, f"{method}: the modules sized by {given} ({weights:,} weights in float32, before "
+                              f"gradients and optimiser state)", f"choose a smaller {' or '.join(options)}")
+    return build()
 
 
 class Method(nn.Module):

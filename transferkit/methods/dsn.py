@@ -12,7 +12,7 @@ from ..distributed import gathered
 from ..errors import check, warn
 from ..losses import dann_lambda, difference_loss, grad_reverse, scale_invariant_mse
 from .adaptation import AdaptationMethod
-from .base import register
+from .base import register, within_memory
 
 
 def private_encoder(input_shape, dim: int) -> nn.Sequential:
@@ -70,13 +70,14 @@ class DSN(AdaptationMethod):
         d = net.embed_dim
         self.private_source = private_encoder(net.input_shape, d)
         self.private_target = private_encoder(net.input_shape, d)
-        self.decoder = SharedDecoder(d, net.input_shape, hidden)
+        self.decoder, self.discriminator = within_memory(
+            "dsn", lambda: (SharedDecoder(d, net.input_shape, hidden), MLPDiscriminator(d, hidden=hidden, depth=2)),
+            hidden=hidden)
         extra = sum(p.numel() for m in (self.private_source, self.private_target, self.decoder) for p in m.parameters())
         if extra > LARGE_DISCRIMINATOR:  # their linear layers grow with the image: 281 M weights at 224 x 224
             warn(f"dsn's private encoders and decoder have {extra / 1e6:.0f} M weights on "
                  f"{tuple(net.input_shape)} images ({extra * 16 / 2**30:.1f} GiB in float32 with "
                  f"gradients and Adam's state); they map whole images, so they suit small inputs")
-        self.discriminator = MLPDiscriminator(d, hidden=hidden, depth=2)
 
     def losses(self, batch):
         (x_s, y_s), x_t = batch.source, batch.unlabeled

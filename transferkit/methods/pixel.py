@@ -45,7 +45,7 @@ from ..losses import frozen_call
 from ..unitnet import evaluating
 from .adaptation import AdaptationMethod
 from .adversarial import _beta1
-from .base import register
+from .base import register, within_memory
 from .image_unit import EncoderDecoder, input_channels
 
 
@@ -174,9 +174,10 @@ class CycleGAN(AdaptationMethod):
         self.task_weight, self.translator_lr_mult = float(task_weight), float(translator_lr_mult)
         self.beta1 = _beta1(self.name, beta1)
         channels = input_channels(net)
-        self.to_target, self.to_source = EncoderDecoder(channels, width), EncoderDecoder(channels, width)
-        self.disc_target, self.disc_source = PatchDiscriminator(channels, disc_width), PatchDiscriminator(channels,
-                                                                                                         disc_width)
+        self.to_target, self.to_source, self.disc_target, self.disc_source = within_memory(
+            "cyclegan", lambda: (EncoderDecoder(channels, width), EncoderDecoder(channels, width),
+                                 PatchDiscriminator(channels, disc_width), PatchDiscriminator(channels, disc_width)),
+            width=width, disc_width=disc_width)
 
     def param_groups(self) -> list[dict]:
         translators = [p for m in (self.to_target, self.to_source, self.disc_target, self.disc_source)

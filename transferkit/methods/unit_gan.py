@@ -47,7 +47,7 @@ from ..errors import check, is_whole
 from ..losses import frozen_call
 from ..unitnet import evaluating
 from .adversarial import _beta1
-from .base import register
+from .base import register, within_memory
 from .image_unit import input_channels
 from .pixel import PatchDiscriminator, TwoStageTranslation
 
@@ -119,9 +119,10 @@ class UNIT(TwoStageTranslation):
                         "cycle_kl": float(cycle_kl_weight), "cycle": float(cycle_weight)}
         self.translator_lr_mult, self.beta1 = float(translator_lr_mult), _beta1(self.name, beta1)
         channels = input_channels(net)
-        self.translator = SharedLatentTranslator(channels, net.input_shape[1:], width)
-        self.disc_source, self.disc_target = PatchDiscriminator(channels, disc_width), PatchDiscriminator(channels,
-                                                                                                         disc_width)
+        self.translator, self.disc_source, self.disc_target = within_memory(
+            "unit_gan", lambda: (SharedLatentTranslator(channels, net.input_shape[1:], width),
+                                 PatchDiscriminator(channels, disc_width), PatchDiscriminator(channels, disc_width)),
+            width=width, disc_width=disc_width)
 
     def translator_groups(self) -> list[dict]:
         return [{**group, "lr_mult": self.translator_lr_mult, "beta1": self.beta1}

@@ -93,3 +93,40 @@ def test_size_options_are_checked_against_the_machines_memory_before_building(me
     with pytest.raises(TransferkitError, match=f"{method}: the modules sized by .*{option}={value}\\b.*more than this "
                                                f"machine's 0.0 GiB of memory: choose a smaller .*{option}"):
         METHODS[method](net, **{option: value})
+
+
+
+def laughs(levels):
+    """Anchors a0..a{levels}, each a list of ten aliases of the one before: 10^(levels + 1) values expanded."""
+    return [f"a0: &a0 [{', '.join(['x'] * 10)}]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]"
+                                                      for i in range(1, levels + 1)]
+
+
+def test_a_billion_laughs_config_is_refused_after_parsing_before_anything_walks_it(tmp_path, monkeypatch):
+    from transferkit import config
+
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(laughs(5)) + "\n")  # 1.2 M values (laughs(8): 1.3 G)
+    walked = []
+    monkeypatch.setattr(config, "from_dict", lambda *a, **k: walked.append(1))
+    with pytest.raises(TransferkitError, match=r"laughs\.yaml: its anchors and aliases expand to [0-9,]+ values, "
+                                               r"more than 1,000,000"):
+        config.load_config(path)
+    with pytest.raises(TransferkitError, match="--set options: its anchors and aliases expand to"):
+        config.load_config(None, [f"options={{{', '.join(laughs(5))}}}"])
+    assert walked == []
+    config.load_config(None, [f"options={{{', '.join(laughs(3))}}}"])  # 10^4 values: taken
+    assert walked == [1]
+
+
+def test_a_billion_laughs_given_twice_with_set_is_refused_without_writing_it_out(monkeypatch):
+    from transferkit import config
+
+    laughing = f"{{{', '.join(laughs(5))}}}"
+    assert config._parsed(laughing) == laughing  # the text, not the expanded value written out
+    with pytest.raises(TransferkitError, match="--set options: its anchors and aliases expand to"):
+        config.load_config(None, ["options={}", f"options={laughing}"])
+    parsed = []
+    monkeypatch.setattr(config, "_parsed", lambda raw: parsed.append(raw) or raw)
+    config.load_config(None, ["seed=1", "name=a"])  # each given once: nothing to compare
+    assert parsed == []

@@ -284,29 +284,43 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
         node[parts[-1]] = value
 
 
-def self_reference(value, key: str = "", within: tuple = (), clear: set | None = None) -> str | None:
+#: the most values a config (or a --set value) may hold with its aliases expanded; real ones hold hundreds
+MAX_CONFIG_VALUES = 1_000_000
+
+
+def self_reference(value, key: str = "", within: tuple = (), clear: dict | None = None) -> str | None:
     """The key of the first list or mapping in ``value`` that contains itself (a YAML anchor used
     inside its own value, ``k: &a [*a]``), dotted from ``key``; None where there is none. A value
-    shared by several keys (an anchor used again) is walked once (``clear``: the ids found free of it)."""
-    clear = set() if clear is None else clear
+    shared by several keys (an anchor used again) is walked once (``clear``: the ids found free of it,
+    each with the number of values it holds with every alias expanded, itself included)."""
+    clear = {} if clear is None else clear
     if not isinstance(value, (dict, list)) or id(value) in clear:
         return None
     for outer, outer_key in within:
         if value is outer:
             return outer_key
     items = value.items() if isinstance(value, dict) else enumerate(value)
+    size = 1
     for k, v in items:
         found = self_reference(v, f"{key}.{k}" if key else str(k), within + ((value, key),), clear)
         if found is not None:
             return found
-    clear.add(id(value))
+        size += clear.get(id(v), 1) if isinstance(v, (dict, list)) else 1
+    clear[id(value)] = size
     return None
 
 
 def _check_no_self_reference(value, key: str, where: str) -> None:
-    found = self_reference(value, key)
+    """Refuse ``value`` where a list or mapping contains itself, or where its aliases expand it to
+    more than :data:`MAX_CONFIG_VALUES` values (nested anchors, a "billion laughs" document)."""
+    sizes: dict = {}
+    found = self_reference(value, key, clear=sizes)
     check(found is None, f"{where}: {found} refers to itself (a YAML anchor used inside its own value, "
                          f"as in &a [*a]): write the value out")
+    size = sizes.get(id(value), 1)
+    check(size <= MAX_CONFIG_VALUES, f"{where}: its anchors and aliases expand to {size:,} values, more than "
+                                     f"{MAX_CONFIG_VALUES:,} (aliases of anchors that hold aliases, nested: a 'billion "
+                                     f"laughs' document): write the values out, with fewer levels of aliases")
 
 
 def warn_repeated(assignments: list[str]) -> None:
@@ -317,7 +331,7 @@ def warn_repeated(assignments: list[str]) -> None:
         key, _, raw = assignment.partition("=")
         values.setdefault(key.strip(), []).append(raw.strip())
     for key, given in values.items():
-        if len({_parsed(raw) for raw in given}) > 1:
+        if len(given) > 1 and len({_parsed(raw) for raw in given}) > 1:
             warn(f"{key} is given {len(given)} times ({', '.join(map(repr, given))}): the last, {given[-1]!r}, is "
                  f"used")
 
@@ -325,9 +339,13 @@ def warn_repeated(assignments: list[str]) -> None:
 def _parsed(raw: str) -> str:
     """``raw`` as the value YAML reads (``1e-3`` and ``0.001`` alike), or the text where it reads none."""
     try:
-        return repr(yaml.load(raw, Loader=_UniqueKeyLoader))
+        value = yaml.load(raw, Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, ValueError):  # set_dotted names the problem
         return raw
+    sizes: dict = {}
+    if self_reference(value, clear=sizes) is not None or sizes.get(id(value), 1) > MAX_CONFIG_VALUES:
+        return raw  # refused by set_dotted, not written out here
+    return repr(value)
 
 
 def override(obj, assignments: list[str] = ()):

@@ -130,3 +130,21 @@ def test_a_billion_laughs_given_twice_with_set_is_refused_without_writing_it_out
     monkeypatch.setattr(config, "_parsed", lambda raw: parsed.append(raw) or raw)
     config.load_config(None, ["seed=1", "name=a"])  # each given once: nothing to compare
     assert parsed == []
+
+
+def test_the_discriminator_size_warning_is_shown_once_per_fit(monkeypatch):
+    import warnings
+
+    from helpers import toy_domain
+
+    import transferkit.discriminators
+    from transferkit.api import Transfer
+    from transferkit.engine import TrainConfig
+
+    monkeypatch.setattr(transferkit.discriminators, "LARGE_DISCRIMINATOR", 1000)  # lenet's layers pass it
+    model = Transfer("multilayer_adv", backbone="lenet", discriminator="fc", train=TrainConfig(steps=1, batch_size=4),
+                     pretrain=TrainConfig(steps=1, batch_size=4))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        model.fit(source=toy_domain(16), target=toy_domain(8, seed=1), unlabeled=toy_domain(8, seed=2))
+    assert sum("the multi-layer discriminator on" in str(w.message) for w in shown) == 1

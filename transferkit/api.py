@@ -53,7 +53,7 @@ from .engine import (
     engine_hooks,
     parameter_dtypes,
 )
-from .errors import TransferkitError, TransferkitWarning, check, first_line, torch_seed, warn
+from .errors import TransferkitError, TransferkitWarning, check, first_line, quiet, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import load_model
 from .fields import updated
@@ -469,7 +469,8 @@ class Transfer:
             fit_result = FitResult(steps=0, best_step=0, best_val_accuracy=None, stopped_early=False, wall_s=0.0)
         else:
             kept = net.head if given_net else None
-            method = build_method(cls, net, options, head_classes, target_classes)
+            with quiet():  # the pre-flight build (built) showed its warnings, before the pre-training
+                method = build_method(cls, net, options, head_classes, target_classes)
             if given_net and source is None and head_classes is None and method.net.head is kept:
                 _warn_rows_by_position(method, target)
             fit_result = fit_for_target(

@@ -148,3 +148,20 @@ def test_the_discriminator_size_warning_is_shown_once_per_fit(monkeypatch):
         warnings.simplefilter("always")
         model.fit(source=toy_domain(16), target=toy_domain(8, seed=1), unlabeled=toy_domain(8, seed=2))
     assert sum("the multi-layer discriminator on" in str(w.message) for w in shown) == 1
+
+
+def test_within_memory_builds_for_real_once_warning_once():
+    import warnings
+
+    import torch.nn as nn
+
+    from transferkit.methods.base import within_memory
+
+    def build():
+        warnings.warn("built", UserWarning, stacklevel=2)
+        return nn.Linear(3, 4)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        layer = within_memory("m", build, dim=4)
+    assert [str(w.message) for w in shown] == ["built"] and layer.weight.device.type == "cpu"

@@ -27,6 +27,7 @@ import itertools
 import math
 import numbers
 import re
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -463,8 +464,9 @@ def _is_default(value, default) -> bool:
 def within_memory(method: str, build: Callable, **options):
     """``build()`` (modules, or a tuple of them), refused first where their weights in float32 would not fit
     in this machine's memory, naming ``options`` (the values that size them, ``hidden=...``): it is run
-    first on the meta device, which allocates nothing, with the random numbers restored after."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+    first on the meta device, which allocates nothing and warns nothing, with the random numbers restored after."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the real build gives them
         probe = build()
     weights = sum(p.numel() for m in (probe if isinstance(probe, tuple) else (probe,)) for p in m.parameters())
     given = ", ".join(f"{k}={v}" for k, v in options.items())

@@ -440,7 +440,7 @@ def test_at_most_five_failures_are_listed_each_error_cut_at_200_characters(tmp_p
     five = failures_message(many[:5], 5, "kept", "again")
     assert "j4 (E4); tracebacks in" in five and "more" not in five
     long = failures_message([JobFailure("x" * 300, "tb", "j")], 1, "kept", "again")
-    assert "x" * 200 + ")" in long and "x" * 201 not in long and "tracebacks in failed/;" in long
+    assert "x" * 200 + ")" in long and "x" * 201 not in long and "tracebacks above (they could not be written);" in long
 
 
 def test_a_saved_failure_is_named_on_stderr_in_the_log_and_in_its_file(tmp_path, capsys):

@@ -51,3 +51,52 @@ def test_print_config_of_a_shipped_config_by_name(tmp_path, monkeypatch, capsys)
     (tmp_path / "my.yaml").write_text(capsys.readouterr().out)
     from transferkit.config import BUNDLED_CONFIGS
     assert load_config(tmp_path / "my.yaml") == load_config(BUNDLED_CONFIGS / "cross_task.yaml")
+
+
+def test_a_stopped_command_that_keeps_no_run_gets_no_resume_advice(monkeypatch, tmp_path):
+    import argparse
+
+    from transferkit import cli, runtime
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])
+    episodes = cli.build_parser().parse_args(["episodes", "runs/x"])
+    assert cli._resume_hint(episodes, ["episodes", "runs/x"]) == ""  # no --resume: nothing to go on from
+    new = cli.build_parser().parse_args(["run", "--set", "k=1"])
+    assert cli._resume_hint(new, ["run", "--set", "k=1"]) == ("it stopped before its first job, and nothing was "
+                                                              "kept: start it again")
+    old = tmp_path / "old"  # a run resumed, stopped before it noted its directory: the one given
+    (old / "jobs").mkdir(parents=True)
+    hint = cli._resume_hint(argparse.Namespace(resume=str(old)), ["run", "--resume", str(old)])
+    assert hint == f"finished jobs and checkpoints are kept in {old}; go on with: transferkit run --resume {old}"
+
+
+def test_a_stopped_episodes_command_says_only_that_it_was_interrupted(monkeypatch, capsys):
+    from transferkit import cli, runtime
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])
+
+    def stop(args, argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_dispatch", stop)
+    assert cli.main(["episodes", "runs/x"]) == 130
+    assert capsys.readouterr().err.strip() == "transferkit: interrupted"
+
+
+def test_a_file_size_limit_is_named_as_the_process_limit(tmp_path):
+    import errno
+
+    from transferkit import cli
+    error = OSError(errno.EFBIG, "File too large", str(tmp_path / "x.safetensors"))
+    assert "raise the file-size limit, e.g. ulimit -f unlimited" in cli._cache_hint(error)
+
+
+def test_a_failed_jobs_error_is_told_when_its_traceback_cannot_be_written(tmp_path, monkeypatch, capsys):
+    from transferkit import jobs
+    from transferkit.jobs import JobFailure, failures_message, save_failure
+
+    def denied(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(jobs, "write_text", denied)
+    failure = save_failure(tmp_path / "failed" / "a.txt", JobFailure("ValueError: bad", "Traceback ...", None), "a")
+    err = capsys.readouterr().err
+    assert failure.path == "" and "Traceback ..." in err
+    assert "job a failed: ValueError: bad (its traceback could not be written to" in err
+    assert "tracebacks above (they could not be written)" in failures_message([failure], 1, "kept", "again")

@@ -863,10 +863,11 @@ def _resume_hint(args, argv: list[str]) -> str | None:
 
     if os.environ.get("RANK", "0") != "0" or (getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ):
         return None
-    d = work_dir()
-    if d is None or not hasattr(args, "resume"):  # stopped before its directory
-        return ("finished jobs and checkpoints are kept (--resume the run or benchmark directory printed at the "
-                "start; one stopped before any work was kept is removed: start it again)")
+    if not hasattr(args, "resume"):  # a command that keeps no run (episodes, report, summary): nothing to go on from
+        return ""
+    d = work_dir() or (Path(args.resume) if args.resume else None)  # a resume stopped early: its directory
+    if d is None:  # a new run or benchmark stopped before its directory: removed, as nothing was kept
+        return "it stopped before its first job, and nothing was kept: start it again"
     if not (d.is_dir() and any(p.name != ".lock" for p in d.iterdir())):
         return f"nothing was kept in {d} (no job had finished): start it again"
     rest = _argv_without(argv, "--resume")  # the same command, with this directory as its --resume
@@ -941,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
             if hint is not None and not peer_failed():  # under --nproc, rank 0 alone says what was kept, unless
                 # torchrun stopped it for another rank's error (which the launcher prints)
                 what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Terminated) else "interrupted"
-                print(f"transferkit: {what}; {hint}", file=sys.stderr)
+                print(f"transferkit: {what}{f'; {hint}' if hint else ''}", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Terminated) else 130
     except Exception:
         from .distributed import peer_failed
@@ -964,6 +965,8 @@ def _cache_hint(error: OSError) -> str:
     import errno
 
     from .io import cache_dir
+    if error.errno == errno.EFBIG:  # the process's file-size limit, wherever the file is
+        return " (a file larger than this process may write: raise the file-size limit, e.g. ulimit -f unlimited)"
     cache = cache_dir()
     writing = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) and error.filename2 is not None
     name = error.filename2 if writing else error.filename

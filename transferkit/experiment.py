@@ -501,8 +501,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                     raise _jobs_failed(cfg, run_dir, failures, rows, len(jobs))  # in the next job's collectives
     rows.sort(key=lambda row: order[(row["setting"], row["method"], row["seed"])])  # job order, resumed or not
     if main:
-        failed = [{"job": f.job, "error": f.error, "traceback": str(Path(f.path).relative_to(run_dir))}
-                  for f in failures]
+        failed = [{"job": f.job, "error": f.error,  # a traceback that could not be written: none
+                   "traceback": str(Path(f.path).relative_to(run_dir)) if f.path else None} for f in failures]
         write_results(run_dir, cfg.name, cfg.to_dict(), rows, workers=cfg.workers, failed=failed)
         for kept in ("failed", "checkpoints"):  # no empty failed/ (every failed job ran again), checkpoints/
             try:

@@ -226,14 +226,19 @@ def save_failure(path: str | os.PathLike, failure: JobFailure, job: str,
     """Write ``failure``'s traceback atomically to ``path``, name it ``job`` and say so in one
     line on stderr, where a sweep script looks (and to ``log`` when given), in the main process."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = f"job {job} failed: {failure.error}"
-    write_text(path, f"{text}\n\n{failure.traceback}")
-    failure.job, failure.path = job, str(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, f"{text}\n\n{failure.traceback}")
+        failure.job, failure.path, where = job, str(path), f"traceback: {path}"
+    except OSError as e:  # a full or read-only run directory: the job's own error is still the one told
+        failure.job, failure.path, where = job, "", f"its traceback could not be written to {path}: {e}"
+        if is_main_process():
+            print(failure.traceback, file=sys.stderr)
     if is_main_process():
-        print(f"{text} (traceback: {path})", file=sys.stderr)
+        print(f"{text} ({where})", file=sys.stderr)
         if log is not None:
-            log(f"{text} (traceback: {path})")
+            log(f"{text} ({where})")
     return failure
 
 
@@ -242,8 +247,9 @@ def failures_message(failures: list[JobFailure], total: int, kept: str, again: s
     ``kept``, and ``again``: the command that runs only the failed ones."""
     shown = "; ".join(f"{f.job} ({f.error[:200]})" for f in failures[:5]) + (
         f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
-    where = Path(failures[0].path).parent if failures and failures[0].path else "failed/"
-    return (f"{len(failures)} of {total} job(s) failed: {shown}; tracebacks in {where}; {kept}; after a fix, "
+    written = [f.path for f in failures if f.path]
+    where = f"tracebacks in {Path(written[0]).parent}" if written else "tracebacks above (they could not be written)"
+    return (f"{len(failures)} of {total} job(s) failed: {shown}; {where}; {kept}; after a fix, "
             f"{again} runs only the failed jobs (a fix of the config they ran with needs a new run)")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .backbones import (
+    BACKBONES,
     UnitNet,
     build_backbone,
     check_backbone,
@@ -520,7 +521,8 @@ class Transfer:
         is restored too, so the fit that follows is the same as after a pre-training (kept across
         ``set_params``, dropped by pickling)."""
         key = (source.digest(), source.image_shape, tuple(source.class_names),
-               None if source_val is None else source_val.digest(), self.backbone, definition_digest(net),
+               None if source_val is None else source_val.digest(), self.backbone,
+               definition_digest(net, None if is_built_in(self.backbone) else BACKBONES[self.backbone]),
                network_digest(net),  # the initial weights: a plugin's builder may load a file of its own
                repr(self.pretrain_cfg), self.seed, torch.get_num_threads())  # the thread count changes CPU sums
         memo = getattr(self, "_pretrained", None)

@@ -305,13 +305,50 @@ def is_built_in(name: str) -> bool:
     return name in BUILT_IN
 
 
-def definition_digest(net: torch.nn.Module) -> str:
-    """A digest of a network's definition: its modules (``repr``, memory addresses left out) and the
-    names and shapes of its parameters and buffers. A builder changed in place (another activation,
-    other layer sizes) gives another digest; the weights do not count."""
+def definition_digest(net: torch.nn.Module, builder: Callable | None = None) -> str:
+    """A digest of a network's definition: its modules (``repr``, memory addresses left out), the
+    names and shapes of its parameters and buffers, the code of its module classes defined outside
+    torch and transferkit (:func:`own_code`) and, when given, the ``builder``'s source
+    (:func:`~transferkit.data.builder_source`). A builder changed in place (another activation,
+    other layer sizes, another ``forward``) gives another digest; the weights do not count. A
+    network of torch and transferkit modules alone, built without ``builder``, has the digest it
+    had before the code counted."""
     text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(net))
     shapes = [(n, list(t.shape)) for n, t in [*net.named_parameters(), *net.named_buffers()]]
-    return hashlib.sha256(json.dumps([text, shapes]).encode()).hexdigest()[:16]
+    code = own_code(net)
+    if builder is not None:
+        from .data import builder_source
+
+        code.append(_no_addresses(builder_source(builder)))
+    return hashlib.sha256(json.dumps([text, shapes, *([code] if code else [])]).encode()).hexdigest()[:16]
+
+
+def own_code(net: torch.nn.Module) -> list[str]:
+    """The code of the module classes of ``net`` (and their bases) defined outside torch and
+    transferkit: each one's source file (so a helper its ``forward`` calls counts too) where
+    ``inspect`` finds it, and always the compiled code of its own functions (what is left where
+    the source is not found: a class made by ``exec`` or in some notebooks)."""
+    classes = {c for m in net.modules() for c in type(m).__mro__
+               if c.__module__.split(".")[0] not in ("torch", "transferkit", "builtins")}
+    out = []
+    for c in sorted(classes, key=lambda c: (c.__module__, c.__qualname__)):
+        try:
+            source = inspect.getsource(inspect.getmodule(c) or c)
+        except (OSError, TypeError):  # no source file
+            source = ""
+        functions = [_code_text(f.__code__) for _, f in sorted(vars(c).items()) if hasattr(f, "__code__")]
+        out.append(_no_addresses(json.dumps([c.__module__, c.__qualname__, source, functions])))
+    return out
+
+
+def _code_text(code) -> str:
+    """A compiled function's instructions, constants (nested functions' code in turn) and names."""
+    consts = [_code_text(k) if inspect.iscode(k) else repr(k) for k in code.co_consts]
+    return repr((code.co_code, consts, code.co_names))
+
+
+def _no_addresses(text: str) -> str:
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def check_unitnet(net, what: str) -> None:

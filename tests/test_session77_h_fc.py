@@ -60,3 +60,46 @@ def test_built_in_digest_is_the_one_before():
     text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(net))
     shapes = [(n, list(t.shape)) for n, t in [*net.named_parameters(), *net.named_buffers()]]
     assert definition_digest(net) == hashlib.sha256(json.dumps([text, shapes]).encode()).hexdigest()[:16]
+
+
+def _net():
+    """A channel-preserving first unit (1 -> 1 channel, stride 2): net(its activations) runs."""
+    torch.manual_seed(0)
+    return from_sequential(nn.Sequential(nn.Conv2d(1, 1, 3, stride=2, padding=1),
+                                         nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1)),
+                                         nn.Flatten(), nn.Linear(4, 4)), units=[1, 2], input_shape=(1, 28, 28))
+
+
+def _head_only(calls):
+    import torch.nn.functional as F
+
+    from transferkit.methods.base import Method
+
+    class HeadOnly(Method):
+        name = "h_fc_head_only"
+        streams = ("target",)
+
+        def trainable_units(self):
+            return self.net.unit_names[-2:]
+
+        def losses(self, batch):
+            x, y = batch.target
+            return {"ce": F.cross_entropy(calls(self, x), y)}
+    return HeadOnly
+
+
+def test_net_on_cached_activations_is_refused_when_the_first_unit_takes_them():
+    import pytest
+    from helpers import toy_domain
+
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.errors import TransferkitError
+
+    net = _net()
+    net(torch.zeros(2, 1, 14, 14))  # the network takes the first unit's output: nothing else would fail
+    with pytest.raises(TransferkitError, match=r"shape \(8, 1, 14, 14\).*cached activations.*forward_from_input"):
+        Engine(TrainConfig(steps=2, batch_size=8)).fit(_head_only(lambda m, x: m.net(x))(net), target=toy_domain(16))
+    assert net.activation_shapes == frozenset()  # left as it was after the training
+    Engine(TrainConfig(steps=2, batch_size=8)).fit(_head_only(lambda m, x: m.forward_from_input(x))(_net()),
+                                                   target=toy_domain(16))
+    net(torch.zeros(2, 1, 28, 28))

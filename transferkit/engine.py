@@ -507,6 +507,9 @@ class Engine:
         show = (BARS and main and shows_progress()) if cfg.progress is None else cfg.progress
         bar = tqdm(total=cfg.steps, initial=state["step"], desc=self.run_name or method.name, leave=False) if show \
             else NoBar()
+        if start_unit != method.net.unit_names[0]:  # net(x) on these would run the frozen units again
+            method.net.activation_shapes = frozenset(tuple(s.x.shape[1:]) for s in streams.values()) - {
+                tuple(given[n].images.shape[1:]) for n in method.streams}
         try:
             if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
                 method.input_cache = self._cache_inputs(method, streams, device, layout)
@@ -589,6 +592,7 @@ class Engine:
                 last_eval, best_eval = self._rescored(method, val_x, val_y, last_eval, best_eval, best_weights)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
             bar.close()
+            method.net.activation_shapes = frozenset()
             method.input_cache = {}
             method.input_unit = method.net.unit_names[0]
             method.to(memory_format=torch.contiguous_format)

@@ -75,6 +75,11 @@ class UnitNet(nn.Module):
     State-dict keys are ``units.<unit>.<...>`` and ``head.<...>``.
     """
 
+    #: per-sample shapes of the cached activations of a frozen prefix that the engine hands a
+    #: method's losses while it trains (none of them an image shape): :meth:`forward` refuses an
+    #: input of one of them, which ``self.net(x)`` would run through the frozen units once more
+    activation_shapes: frozenset = frozenset()
+
     def __init__(self, units: Mapping[str, nn.Module] | Sequence[tuple[str, nn.Module]], head: nn.Module,
                  pool: nn.Module | None = None, name: str = "unitnet",
                  input_shape: Sequence[int] | None = None):
@@ -220,6 +225,15 @@ class UnitNet(nn.Module):
             raise TransferkitError(f"{self.name}: {problem} ({first_line(e)})") from e
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and tuple(x.shape[1:]) in self.activation_shapes:
+            built = f"; the network was built for N x {' x '.join(map(str, self.input_shape))}" \
+                if self.input_shape is not None else ""
+            raise TransferkitError(
+                f"{self.name}: got input of shape {tuple(x.shape)}{built}. That is the shape of the output of the "
+                f"frozen units, the cached activations the engine hands a method's losses when it trains only later "
+                f"units, not images: run them with self.forward_from_input(x) (or self.net.forward_units(x, "
+                f"self.input_unit)), not self.net(x), which would run the frozen units on them once more")
+
         def run(h=x):
             for m in self._modules["units"].values():
                 h = m(h)

@@ -31,7 +31,7 @@ def test_workers_refuse_a_method_registered_only_in_main(tmp_path, monkeypatch):
         monkeypatch.setattr(experiment, "check_same_data", lambda *a, **k: (_ for _ in ()).throw(Sentinel()))
         cfg = ExperimentConfig(name="w", source="digits", target="digits", methods=["main_only_m"], k=2, repeats=2,
                                workers=2, out_dir=str(tmp_path))
-        with pytest.raises(TransferkitError, match=r"'main_only_m' is registered only in this script's __main__.*"
+        with pytest.raises(TransferkitError, match=r"method 'main_only_m' is not defined and registered at the top.*"
                                                    r"module they can import.*--workers 1"):
             experiment.run_experiment(cfg, log=lambda *a: None)
         for other in ({"workers": 1}, {"repeats": 1}):  # one process, or one job (it runs in this process)

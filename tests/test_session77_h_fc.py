@@ -103,3 +103,75 @@ def test_net_on_cached_activations_is_refused_when_the_first_unit_takes_them():
     Engine(TrainConfig(steps=2, batch_size=8)).fit(_head_only(lambda m, x: m.forward_from_input(x))(_net()),
                                                    target=toy_domain(16))
     net(torch.zeros(2, 1, 28, 28))
+
+
+SCRIPT = '''
+def top_net(num_classes, in_channels=1, image_size=28):
+    pass
+
+
+def guarded_net(num_classes, in_channels=1, image_size=28):
+    pass
+
+
+def make_domain():
+    pass
+
+
+BACKBONES["top_net"] = top_net
+
+if __name__ == "__main__":
+    BACKBONES["guarded_net"] = guarded_net
+    register_domain("h_fc_dom", make_domain)
+'''
+
+
+def _main_script(tmp_path, monkeypatch):
+    import types
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    space = {"__name__": "__main__"}
+    exec(compile(SCRIPT.split("BACKBONES")[0], str(script), "exec"), space)  # the defs, as the script ran them
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
+    return space
+
+
+def test_workers_refuse_a_backbone_or_domain_registered_only_in_the_main_block(tmp_path, monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from transferkit import data
+    from transferkit.backbones import BACKBONES
+    from transferkit.errors import TransferkitError
+    from transferkit.preflight import check_workers_reach, main_only
+
+    space = _main_script(tmp_path, monkeypatch)
+    assert not main_only(space["top_net"], "top_net")
+    assert main_only(space["guarded_net"], "guarded_net")
+    monkeypatch.setitem(BACKBONES, "top_net", space["top_net"])
+    monkeypatch.setitem(BACKBONES, "guarded_net", space["guarded_net"])
+    record = dataclasses.replace(data.BUILTINS["digits"], name="h_fc_dom", build=space["make_domain"])
+    monkeypatch.setitem(data.BUILTINS, "h_fc_dom", record)
+    check_workers_reach([], 2, "top_net", ["digits", "digits+blur"])
+    with pytest.raises(TransferkitError, match=r"backbone 'guarded_net' is not defined and registered at the top"):
+        check_workers_reach([], 2, "guarded_net", ["digits"])
+    with pytest.raises(TransferkitError, match=r"domain 'h_fc_dom' is not .*TRANSFERKIT_PLUGINS"):
+        check_workers_reach([], 2, "top_net", ["digits", "h_fc_dom+blur"])
+    check_workers_reach([], 1, "guarded_net", ["h_fc_dom"])  # one process runs the jobs
+
+
+def test_main_only_message_says_what_is_checked(tmp_path, monkeypatch):
+    import pytest
+
+    from transferkit.errors import TransferkitError
+    from transferkit.methods.base import Method
+    from transferkit.preflight import check_workers_reach
+
+    _main_script(tmp_path, monkeypatch)
+    made = type("Made", (Method,), {"name": "h_fc_made", "__module__": "__main__"})
+    made.__qualname__ = "factory.<locals>.Made"
+    with pytest.raises(TransferkitError) as e:
+        check_workers_reach([made], 2)
+    assert "top level of this script" in str(e.value) and "made in a function" in str(e.value)
+    assert "registered only in this script's __main__" not in str(e.value)

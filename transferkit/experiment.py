@@ -407,7 +407,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     left = [cls for sub in subs for cls, seed in _jobs_of(sub, methods)
             if (cls.name, seed) not in finished[sub.setting] and cls is not SourceOnly]
     if world_size() == 1 and len(left) > 1:  # before the pre-training: the jobs worker processes would run
-        check_workers_reach(list(dict.fromkeys(left)), cfg.workers)
+        check_workers_reach(list(dict.fromkeys(left)), cfg.workers, cfg.backbone,
+                            [cfg.source, cfg.target, cfg.unlabeled, cfg.test])
     check_same_data(run_dir, data, main)  # first: it drops the checkpoints of changed data
     for sub in subs:
         check_unfinished_checkpoints(sub, run_dir, _jobs_of(sub, methods), finished[sub.setting], stored)

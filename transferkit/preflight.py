@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .backbones import build_backbone, check_backbone
+from .backbones import BACKBONES, build_backbone, check_backbone
 from .config import ADDED_FIELDS, ExperimentConfig
 from .data import check_spec
 from .domain import Domain, warn_unshared_classes
@@ -80,12 +80,15 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
     return methods
 
 
-def main_only(cls) -> bool:
-    """Whether method class ``cls`` exists only in this process's ``__main__``, which a spawned worker
-    does not run: defined there, and not at the top level of a script file (spawn runs a script's top
-    level again, not its ``if __name__ == "__main__":`` block, a function's body, a notebook or
-    ``python -c``). A class whose script cannot be read is taken as reachable."""
-    if cls.__module__ != "__main__":
+def main_only(obj, registered: str | None = None) -> bool:
+    """Whether ``obj`` (a method class, a backbone or domain builder) exists only in this process's
+    ``__main__``, which a spawned worker does not run: defined there, and not by a ``class`` / ``def``
+    statement at the top level of a script file (spawn runs a script's top level again, not its
+    ``if __name__ == "__main__":`` block, another ``if`` block, a function's body, a notebook or
+    ``python -c``). ``registered``: the name a builder is registered under, which must also appear
+    (a string) in the script's top-level code outside ``if __name__ == "__main__":`` blocks, where
+    the worker registers it again. An object whose script cannot be read is taken as reachable."""
+    if obj.__module__ != "__main__":
         return False
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     if not path or not Path(path).is_file():
@@ -94,20 +97,42 @@ def main_only(cls) -> bool:
         tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return False
-    return cls.__qualname__ not in {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    kind = ast.ClassDef if isinstance(obj, type) else (ast.FunctionDef, ast.AsyncFunctionDef)
+    if obj.__qualname__ not in {node.name for node in tree.body if isinstance(node, kind)}:
+        return True
+    top = [node for node in tree.body if not _main_guard(node)]
+    return registered is not None and registered not in {
+        n.value for node in top for n in ast.walk(node) if isinstance(n, ast.Constant)}
 
 
-def check_workers_reach(methods: list, workers: int) -> None:
-    """Refuse, before the pre-training, methods of jobs that ``workers`` > 1 processes would run and not
-    find (:func:`main_only`): each would fail there as an unknown name. A run calls it when more than one
-    job is left (one runs in the calling process)."""
-    lost = [cls.name for cls in methods if workers > 1 and main_only(cls)]
+def _main_guard(node) -> bool:
+    """``if __name__ == "__main__":``"""
+    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+    return isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+
+
+def check_workers_reach(methods: list, workers: int, backbone: str | None = None, domains=()) -> None:
+    """Refuse, before the pre-training, what the jobs that ``workers`` > 1 processes would run need and
+    would not find (:func:`main_only`): their methods, the ``backbone``'s builder and the builders of
+    registered ``domains`` (specs); each job would fail there on an unknown name. A run calls it when
+    more than one job is left (one runs in the calling process)."""
+    if workers <= 1:
+        return
+    from .data import BUILTINS
+
+    lost = [f"method {cls.name!r}" for cls in methods if main_only(cls)]
+    if isinstance(backbone, str) and backbone in BACKBONES and main_only(BACKBONES[backbone], backbone):
+        lost.append(f"backbone {backbone!r}")
+    bases = dict.fromkeys(check_spec(spec)[0] for spec in domains if spec is not None)
+    lost += [f"domain {b!r}" for b in bases if b in BUILTINS and main_only(BUILTINS[b].build, b)]
     many = len(lost) > 1
-    check(not lost, f"method{'s' if many else ''} {', '.join(map(repr, lost))} {'are' if many else 'is'} registered "
-                    f"only in this script's __main__ (a notebook, python -c, or in `if __name__ == \"__main__\":`), "
-                    f"which the {workers} worker processes (--workers / workers: {workers}) do not run: register "
-                    f"{'them' if many else 'it'} in a module they can import (import it here; for the CLI, name it in "
-                    f"TRANSFERKIT_PLUGINS), or run with --workers 1")
+    check(not lost, f"{', '.join(lost)} {'are' if many else 'is'} not defined and registered at the top level of "
+                    f"this script (a class or def statement there, registered outside `if __name__ == "
+                    f"\"__main__\":`): made in a function, in an `if` block or the main block, a notebook or "
+                    f"python -c, which the {workers} worker processes (--workers / workers: {workers}) do not run: "
+                    f"define and register {'them' if many else 'it'} in a module they can import (import it here; "
+                    f"for the CLI, name it in TRANSFERKIT_PLUGINS), or at the script's top level, or run with "
+                    f"--workers 1")
 
 
 def _recorded_plugins(run_dir: Path | None) -> list[str]:

@@ -175,3 +175,38 @@ def test_main_only_message_says_what_is_checked(tmp_path, monkeypatch):
         check_workers_reach([made], 2)
     assert "top level of this script" in str(e.value) and "made in a function" in str(e.value)
     assert "registered only in this script's __main__" not in str(e.value)
+
+
+def _no_image_size(num_classes, in_channels=1):
+    return from_sequential(nn.Sequential(nn.Conv2d(in_channels, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                         nn.Flatten(), nn.Linear(8, num_classes)))
+
+
+def _fc_for_28(num_classes, in_channels=1, image_size=28):  # sized for 28 px whatever it is given, no input_shape
+    return from_sequential(nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 28 * 28, 16), nn.ReLU(),
+                                         nn.Linear(16, num_classes)))
+
+
+def test_a_builder_without_image_size_is_refused_naming_the_signature(monkeypatch):
+    import pytest
+
+    from transferkit.backbones import BACKBONES
+    from transferkit.errors import TransferkitError
+
+    monkeypatch.setitem(BACKBONES, "h_fc_no_size", _no_image_size)
+    with pytest.raises(TransferkitError, match=r"backbone builder 'h_fc_no_size' has the signature \(num_classes, "
+                                               r"in_channels=1\).*\(num_classes, in_channels=1, image_size=28"):
+        build_backbone("h_fc_no_size", num_classes=3)
+
+
+def test_a_builder_without_input_shape_is_run_on_the_image_size_it_is_given(monkeypatch):
+    import pytest
+
+    from transferkit.backbones import BACKBONES
+    from transferkit.errors import TransferkitError
+
+    monkeypatch.setitem(BACKBONES, "h_fc_fc28", _fc_for_28)
+    assert build_backbone("h_fc_fc28", num_classes=3, image_size=28)(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+    with pytest.raises(TransferkitError, match=r"backbone builder 'h_fc_fc28' .*fails on the images it is built for "
+                                               r".*\(1, 32, 32\).*image_size=32"):
+        build_backbone("h_fc_fc28", num_classes=3, image_size=32)

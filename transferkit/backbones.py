@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import from_modules, from_sequential  # noqa: F401  (cutting your own modules, ditto)
-from .errors import TransferkitError, UnknownNameError, check, first_line
+from .errors import TransferkitError, UnknownNameError, check, first_line, is_whole
 from .heads import make_head
 from .registry import Registry
 from .runtime import float32_default
@@ -394,11 +394,12 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 1, image_size
         if k not in known:
             raise UnknownNameError(f"option of backbone {name!r}", k, known,
                                    "build_backbone takes num_classes, in_channels, image_size and head for it")
+    _check_callable(name, fn, num_classes, in_channels, image_size, kw)
     with float32_default():  # a caller's torch.set_default_dtype(torch.float64) would build float64 weights
         net = fn(num_classes, in_channels=in_channels, image_size=image_size, **kw)
         _check_built(name, net, num_classes, in_channels, image_size)
         if not is_built_in(name):
-            _check_runs(name, net, image_size)
+            _check_runs(name, net, in_channels, image_size)
         if head != "linear":
             net.reset_classifier(num_classes, head)
     return net
@@ -411,6 +412,22 @@ def known_outputs(net: UnitNet) -> int | None:
         return net.num_classes
     except (TransferkitError, RuntimeError):
         return None
+
+
+def _check_callable(name: str, fn, num_classes: int, in_channels: int, image_size, kw: dict) -> None:
+    """Refuse a builder (a plugin's) whose signature does not take what :func:`build_backbone`
+    calls it with, naming it, before its own ``TypeError``."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (a builtin): its call says
+        return
+    try:
+        signature.bind(num_classes, in_channels=in_channels, image_size=image_size, **kw)
+    except TypeError as e:
+        raise TransferkitError(f"backbone builder {name!r} has the signature {signature}, which cannot take how "
+                               f"transferkit calls it ({e}): give it the signature (num_classes, in_channels=1, "
+                               f"image_size=28, ...) and build the network for them (the source's classes, the "
+                               f"config's channels and image size)") from None
 
 
 def _check_built(name: str, net, num_classes: int, in_channels: int, image_size) -> None:
@@ -430,22 +447,27 @@ def _check_built(name: str, net, num_classes: int, in_channels: int, image_size)
                                    f"build it for the channels it is given (the config's channels)")
 
 
-def _check_runs(name: str, net: UnitNet, image_size) -> None:
+def _check_runs(name: str, net: UnitNet, in_channels: int, image_size) -> None:
     """Refuse a builder's network that fails on images of the ``input_shape`` it declares (e.g. a
-    fully connected layer sized for 28-pixel images in a network built for ``image_size`` 32): its
-    jobs would each fail on a shape error. One forward of two blank images in eval mode, the random
-    state kept; a network that declares no shape or has lazy parameters is left to the engine."""
-    shape = net.input_shape
-    if shape is None or getattr(net, "input_shape_guessed", False) or any(nn.parameter.is_lazy(p)
-                                                                          for p in net.parameters()):
-        return  # from_modules' guessed 224 x 224 binds nothing
+    fully connected layer sized for 28-pixel images in a network built for ``image_size`` 32),
+    or, where it declares none (or ``from_modules`` guessed one), on images of ``in_channels`` x
+    ``image_size`` x ``image_size``, the images it is built for: its jobs would each fail on a shape
+    error. One forward of two blank images in eval mode, the random state kept; a network with
+    lazy parameters is left to the engine."""
+    shape, what = net.input_shape, "the images it declares (input_shape"
+    if shape is None or getattr(net, "input_shape_guessed", False):
+        if not is_whole(image_size):
+            return
+        shape, what = (in_channels, image_size, image_size), "the images it is built for (it declares no input_shape:"
+    if any(nn.parameter.is_lazy(p) for p in net.parameters()):
+        return
     ref = next((t for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()), torch.zeros(()))
     try:
         with torch.random.fork_rng(devices=[]), evaluating(net), torch.no_grad():
             net(torch.zeros(2, *shape, dtype=ref.dtype, device=ref.device))
     except Exception as e:  # noqa: BLE001 -- whatever the user's module raises on the shape
-        raise TransferkitError(f"backbone builder {name!r} returned a network that fails on the images it declares "
-                               f"(input_shape {tuple(shape)}; the builder was given image_size={image_size}): "
+        raise TransferkitError(f"backbone builder {name!r} returned a network that fails on {what} "
+                               f"{tuple(shape)}; the builder was given image_size={image_size}): "
                                f"{first_line(e)}. Build it for the image_size it is given (e.g. size its first "
                                f"fully connected layer from image_size), or set image_size to the size it takes"
                                ) from None

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from .backbones import (
-    BACKBONES,
     UnitNet,
     build_backbone,
+    builder_of,
     check_backbone,
     check_unitnet,
     definition_digest,
@@ -522,7 +522,7 @@ class Transfer:
         ``set_params``, dropped by pickling)."""
         key = (source.digest(), source.image_shape, tuple(source.class_names),
                None if source_val is None else source_val.digest(), self.backbone,
-               definition_digest(net, None if is_built_in(self.backbone) else BACKBONES[self.backbone]),
+               definition_digest(net, None if is_built_in(self.backbone) else builder_of(self.backbone)),
                network_digest(net),  # the initial weights: a plugin's builder may load a file of its own
                repr(self.pretrain_cfg), self.seed, torch.get_num_threads())  # the thread count changes CPU sums
         memo = getattr(self, "_pretrained", None)

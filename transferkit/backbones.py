@@ -300,6 +300,11 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
+def builder_of(name: str) -> Callable[..., UnitNet]:
+    """The builder registered as backbone ``name``."""
+    return BACKBONES[name]
+
+
 def is_built_in(name: str) -> bool:
     """``name`` is registered with the builder transferkit ships (not a plugin's)."""
     return name in BUILT_IN

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .backbones import BACKBONES, build_backbone, check_backbone
+from .backbones import build_backbone, builder_of, check_backbone, list_backbones
 from .config import ADDED_FIELDS, ExperimentConfig
 from .data import check_spec
 from .domain import Domain, warn_unshared_classes
@@ -121,7 +121,7 @@ def check_workers_reach(methods: list, workers: int, backbone: str | None = None
     from .data import BUILTINS
 
     lost = [f"method {cls.name!r}" for cls in methods if main_only(cls)]
-    if isinstance(backbone, str) and backbone in BACKBONES and main_only(BACKBONES[backbone], backbone):
+    if isinstance(backbone, str) and backbone in list_backbones() and main_only(builder_of(backbone), backbone):
         lost.append(f"backbone {backbone!r}")
     bases = dict.fromkeys(check_spec(spec)[0] for spec in domains if spec is not None)
     lost += [f"domain {b!r}" for b in bases if b in BUILTINS and main_only(BUILTINS[b].build, b)]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .backbones import BACKBONES, build_backbone, definition_digest, is_built_in
+from .backbones import build_backbone, builder_of, definition_digest, is_built_in
 from .config import NOT_RESULTS, ExperimentConfig
 from .distributed import barrier, is_main_process, world_size
 from .engine import Engine, TrainConfig, keyed_fields
@@ -93,7 +93,7 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
     # it loads): its network's definition and initial weights are keyed too. A built-in's initial
     # weights follow from what the key holds (transferkit's version, seed, torch, classes, size)
     definition = {} if is_built_in(cfg.backbone) else {
-        "definition": definition_digest(net, BACKBONES[cfg.backbone]), "init": network_digest(net)}
+        "definition": definition_digest(net, builder_of(cfg.backbone)), "init": network_digest(net)}
     key = hashlib.sha256(json.dumps({
         "v": [__version__, PRETRAIN_FORMAT], "code": code_digest(), "source": cfg.source,
         "classes": source.train.class_names,

@@ -210,3 +210,18 @@ def test_a_builder_without_input_shape_is_run_on_the_image_size_it_is_given(monk
     with pytest.raises(TransferkitError, match=r"backbone builder 'h_fc_fc28' .*fails on the images it is built for "
                                                r".*\(1, 32, 32\).*image_size=32"):
         build_backbone("h_fc_fc28", num_classes=3, image_size=32)
+
+
+def test_numbered_target_classes_against_named_source_classes_name_the_cause():
+    import pytest
+
+    from transferkit.errors import TransferkitError
+    from transferkit.fitting import source_head_rows
+    from transferkit.methods import get_method
+
+    dann = get_method("dann")
+    with pytest.raises(TransferkitError, match=r"target's classes are numbers.*source's are names.*class_names"):
+        source_head_rows(dann, ["cat", "dog"], 2, ["0", "1"])
+    with pytest.raises(TransferkitError, match=r"absent from the source") as e:  # named classes the source lacks
+        source_head_rows(dann, ["cat", "dog"], 2, ["cat", "cow"])
+    assert "numbers" not in str(e.value)

@@ -121,12 +121,23 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
           f"it predicts with the network's classifier, whose classes ({list(head_classes)[:10]}) lack the target "
           f"classes {missing[:10]}: train on a few target labels (finetune, linear_probe, ...), or, if they are "
           f"the same classes, name the target's classes as the network's (class names are matched, not positions)")
+    check(not missing or not _numbered_against_named(head_classes, target_classes),
+          f"the target's classes are numbers ({list(target_classes)[:10]}: an npz file without class_names numbers "
+          f"its classes) and the source's are names ({list(head_classes)[:10]}); classes are matched by name, so "
+          f"{'none' if len(missing) == len(target_classes) else 'some'} of the target's match: save the npz with "
+          f"class_names, the source's name of each label (np.savez(path, x=x, y=y, class_names=[...]))")
     check(not missing, f"it never sees target labels and predicts with the source classifier, so it cannot "
                        f"predict target classes absent from the source: {missing}. For target classes the source "
                        f"lacks, train on a few target labels: finetune_adv or lext (seed 000's setting: k labelled "
                        f"target images per class and the unlabelled rest; set k in a run, give target= in "
                        f"Transfer.fit), or finetune")
     return rows
+
+
+def _numbered_against_named(head_classes, target_classes) -> bool:
+    """Target classes that are all numbers (an npz file without ``class_names``) beside source
+    classes none of which is."""
+    return all(str(c).isdigit() for c in target_classes) and not any(str(c).isdigit() for c in head_classes)
 
 
 def check_selection_classes(cls, val: Domain | None, head_classes: list[str] | None,

@@ -225,3 +225,20 @@ def test_numbered_target_classes_against_named_source_classes_name_the_cause():
     with pytest.raises(TransferkitError, match=r"absent from the source") as e:  # named classes the source lacks
         source_head_rows(dann, ["cat", "dog"], 2, ["cat", "cow"])
     assert "numbers" not in str(e.value)
+
+
+def test_the_adaptation_method_example_of_the_architecture_doc_trains():
+    from helpers import tiny_net, toy_domain
+    from test_docs_examples import block, patched, run_block
+
+    from transferkit.engine import Engine, TrainConfig
+
+    code = patched(block("docs/architecture.md", "class MeanMatch(AdaptationMethod)"),
+                   ("from transferkit.methods.base import register\n", ""))  # not registered by the test
+    cls = run_block(code, register=lambda c: c)["MeanMatch"]
+    method = cls(tiny_net(4), weight=0.5, entmin_weight=0.1)
+    fit = Engine(TrainConfig(steps=2, batch_size=8)).fit(method, source=toy_domain(16),
+                                                         unlabeled=toy_domain(16, seed=1))
+    batch = type("Batch", (), {"source": (toy_domain(8).images, toy_domain(8).labels),
+                               "unlabeled": toy_domain(8, seed=1).images})()
+    assert fit.steps == 2 and set(method.losses(batch)) == {"ce_source", "entmin", "mean_match"}

@@ -242,3 +242,58 @@ def test_the_adaptation_method_example_of_the_architecture_doc_trains():
     batch = type("Batch", (), {"source": (toy_domain(8).images, toy_domain(8).labels),
                                "unlabeled": toy_domain(8, seed=1).images})()
     assert fit.steps == 2 and set(method.losses(batch)) == {"ce_source", "entmin", "mean_match"}
+
+
+def test_episodes_name_the_queries_that_fit_the_smaller_k_when_no_number_fits_every_k():
+    import pytest
+
+    from transferkit.domain import Domain
+    from transferkit.errors import TransferkitError
+    from transferkit.fewshot_eval import _check_episodes_fit
+
+    labels = torch.arange(3).repeat_interleave(6)  # 6 images per class
+    test = Domain("t", torch.zeros(len(labels), 1, 4, 4), labels, ["a", "b", "c"])
+    with pytest.raises(TransferkitError, match=r"--n-query 5 fits it for 1-shot, not for 6-shot.*--k-shot"):
+        _check_episodes_fit(test, 3, [1, 6], 15)  # 1-shot with 15 queries is what fails first
+    _check_episodes_fit(test, 3, [1], 5)  # what it offers fits
+
+
+def test_one_unreadable_image_file_says_to_repair_or_remove_it(tmp_path):
+    import pytest
+    from helpers import image_file
+
+    from transferkit.data import load_domain
+    from transferkit.errors import TransferkitError
+
+    for c in ("a", "b"):
+        for i in range(2):
+            image_file(tmp_path / c / f"{i}.png")
+    (tmp_path / "b" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(TransferkitError, match=r"cannot read image file .*1\.png.*\(repair or remove it\)"):
+        load_domain(f"folder:{tmp_path}")
+
+
+def test_npz_labels_of_strings_say_how_to_convert_them(tmp_path):
+    import numpy as np
+    import pytest
+    from helpers import npz_file
+
+    from transferkit.data import load_domain
+    from transferkit.errors import TransferkitError
+
+    path = tmp_path / "d.npz"
+    npz_file(path, x=np.zeros((4, 8, 8), np.uint8), y=np.array(["cat", "dog", "cat", "dog"]))
+    with pytest.raises(TransferkitError, match=r"np\.unique\(y, return_inverse=True\).*class_names=names"):
+        load_domain(f"npz:{path}")
+
+
+def test_unit_output_shapes_without_input_shape_names_the_remedy():
+    import pytest
+
+    from transferkit.errors import TransferkitError
+
+    net = from_sequential(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+    with pytest.raises(TransferkitError, match=r"needs input_shape=\(C, H, W\).*from_modules\(\.\.\., input_shape="):
+        net.unit_output_shapes()
+    net.input_shape = (1, 4, 4)  # the remedy it names
+    assert net.unit_output_shapes()["head"] == (3,)

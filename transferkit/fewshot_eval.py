@@ -330,7 +330,8 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
         eligible = sum(int(counts[i]) >= k + n_query for i in present)
         if is_whole(k, 1) and is_whole(n_query, 1) and is_whole(n_way, 2) and eligible < n_way:
             per_class = sorted((int(counts[i]) for i in present), reverse=True)
-            fits = per_class[n_way - 1] - max(k_shots) if len(per_class) >= n_way else None  # for every K asked
+            cap = per_class[n_way - 1] if len(per_class) >= n_way else None  # the n_way-th largest class
+            fits = cap - max(k_shots) if cap is not None else None  # queries for every K asked
             shown = ", ".join(f"{test.class_names[i]} ({int(counts[i])})" for i in present[:12])
             raise TransferkitError(
                 f"episodes: {n_way}-way {k}-shot with {n_query} queries needs {n_way} classes of at least "
@@ -338,6 +339,9 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
                 f"{', ...' if len(present) > 12 else ''} ({what} per class): "
                 + (f"--n-query {fits} fits it{' (every K asked)' if len(set(k_shots)) > 1 else ''}"
                    if fits and fits >= 1 else
+                   f"--n-query {cap - k} fits it for {k}-shot, not for {max(k_shots)}-shot (at most {cap - 1} "
+                   f"shots with --n-query 1): drop the larger K from --k-shot, or lower --n-query and --k-shot"
+                   if cap is not None and cap - k >= 1 else
                    "fewer shots or classes (--k-shot, --n-way) fit it"))
 
 

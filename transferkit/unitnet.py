@@ -302,7 +302,9 @@ class UnitNet(nn.Module):
         """
         if self._shapes is None or refresh:
             check(self.input_shape is not None,
-                  f"{self.name}: unit_output_shapes needs input_shape=(C, H, W)")
+                  f"{self.name}: unit_output_shapes needs input_shape=(C, H, W), which the network does not "
+                  f"declare: give it when cutting the network (from_sequential / from_modules(..., input_shape=("
+                  f"in_channels, image_size, image_size)) in a backbone builder), or set net.input_shape")
             ref = self._ref_tensor()
             x = torch.zeros(1, *self.input_shape, device=ref.device, dtype=ref.dtype)
             try:

@@ -341,7 +341,7 @@ def _decode_images(paths: list[Path], size: int | None, channels: int | None,
             x = x.expand(-1, 3, -1, -1).contiguous()
         x[i].numpy()[...] = a.transpose(2, 0, 1)  # as float32; grey into RGB repeats it
     if len(unreadable) == 1:
-        raise TransferkitError(unreadable[0])
+        raise TransferkitError(f"{unreadable[0]} (repair or remove it)")
     check(not unreadable, f"{len(unreadable)} of the {len(paths)} image files {where} cannot be read "
                           f"(repair or remove them):\n  " + "\n  ".join(unreadable[:20])
                           + (f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""))
@@ -628,6 +628,10 @@ def _int_vector(a: np.ndarray, key: str, n: int, where: str) -> torch.Tensor:
     check(a.dtype.kind != "f" or bool(np.isfinite(a).all()), f"{where}: {key!r} contains NaN or infinite values")
     if a.dtype.kind == "f" and a.size and np.all(a == np.round(a)):
         a = a.astype(np.int64)
+    check(a.dtype.kind not in "USO" or key != "y",
+          f"{where}: 'y' must hold integers (class ids), got dtype {a.dtype} (class names?): turn the names into ids "
+          f"with names, y = np.unique(y, return_inverse=True) and save both: np.savez(path, x=x, y=y, "
+          f"class_names=names)")
     check(a.dtype.kind in "iu", f"{where}: {key!r} must hold integers, got dtype {a.dtype}")
     if a.dtype.kind == "u" and a.size:  # uint64 above 2**63 - 1 would wrap to negative ids
         check(int(a.max()) <= np.iinfo(np.int64).max, f"{where}: {key!r} holds {int(a.max())}, beyond int64")

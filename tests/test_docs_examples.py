@@ -108,7 +108,8 @@ EXECUTED = [("README.md", "TrainConfig(steps=300)"), ("README.md", "markdown_tab
             ("docs/adaptation.md", 'Transfer("multilayer_adv"'),
             ("docs/adaptation.md", "adaptation_epochs(prepare_domains"),
             ("docs/finetuning.md", 'Transfer("flex"'), ("docs/finetuning.md", "mnist_halves()[1]"),
-            ("docs/zeroshot.md", 'captions_file="data/captions.csv"'), ("docs/zeroshot.md", "encode_texts(captions)")]
+            ("docs/zeroshot.md", 'captions_file="data/captions.csv"'), ("docs/zeroshot.md", "encode_texts(captions)"),
+            ("docs/architecture.md", "class MeanMatch(AdaptationMethod)")]  # run by tests/test_session77_h_fc.py
 
 
 def test_the_docs_hold_their_python_blocks_and_every_one_compiles():

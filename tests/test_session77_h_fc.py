@@ -229,14 +229,17 @@ def test_numbered_target_classes_against_named_source_classes_name_the_cause():
 
 def test_the_adaptation_method_example_of_the_architecture_doc_trains():
     from helpers import tiny_net, toy_domain
-    from test_docs_examples import block, patched, run_block
+    from test_docs_examples import block, run_block
 
     from transferkit.engine import Engine, TrainConfig
+    from transferkit.methods import get_method
+    from transferkit.methods.base import METHODS
 
-    code = patched(block("docs/architecture.md", "class MeanMatch(AdaptationMethod)"),
-                   ("from transferkit.methods.base import register\n", ""))  # not registered by the test
-    cls = run_block(code, register=lambda c: c)["MeanMatch"]
-    method = cls(tiny_net(4), weight=0.5, entmin_weight=0.1)
+    run_block(block("docs/architecture.md", "class MeanMatch(AdaptationMethod)"))  # verbatim: it registers
+    try:
+        method = get_method("mean_match")(tiny_net(4), weight=0.5, entmin_weight=0.1)
+    finally:
+        del METHODS["mean_match"]
     fit = Engine(TrainConfig(steps=2, batch_size=8)).fit(method, source=toy_domain(16),
                                                          unlabeled=toy_domain(16, seed=1))
     batch = type("Batch", (), {"source": (toy_domain(8).images, toy_domain(8).labels),

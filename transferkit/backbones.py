@@ -334,9 +334,9 @@ def own_code(net: torch.nn.Module) -> list[str]:
     ``inspect`` finds it, and always the compiled code of its own functions (what is left where
     the source is not found: a class made by ``exec`` or in some notebooks)."""
     classes = {c for m in net.modules() for c in type(m).__mro__
-               if c.__module__.split(".")[0] not in ("torch", "transferkit", "builtins")}
+               if (c.__module__ or "").split(".")[0] not in ("torch", "transferkit", "builtins")}
     out = []
-    for c in sorted(classes, key=lambda c: (c.__module__, c.__qualname__)):
+    for c in sorted(classes, key=lambda c: (c.__module__ or "", c.__qualname__)):
         try:
             source = inspect.getsource(inspect.getmodule(c) or c)
         except (OSError, TypeError):  # no source file

@@ -285,7 +285,7 @@ def test_npz_labels_of_strings_say_how_to_convert_them(tmp_path):
     from transferkit.errors import TransferkitError
 
     path = tmp_path / "d.npz"
-    npz_file(path, x=np.zeros((4, 8, 8), np.uint8), y=np.array(["cat", "dog", "cat", "dog"]))
+    npz_file(path, x=np.full((4, 8, 8), 128, np.uint8), y=np.array(["cat", "dog", "cat", "dog"]))
     with pytest.raises(TransferkitError, match=r"np\.unique\(y, return_inverse=True\).*class_names=names"):
         load_domain(f"npz:{path}")
 

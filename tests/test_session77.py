@@ -100,3 +100,114 @@ def test_a_failed_jobs_error_is_told_when_its_traceback_cannot_be_written(tmp_pa
     assert failure.path == "" and "Traceback ..." in err
     assert "job a failed: ValueError: bad (its traceback could not be written to" in err
     assert "tracebacks above (they could not be written)" in failures_message([failure], 1, "kept", "again")
+
+
+NET_WITH_A_SET = '''
+import torch
+from torch import nn
+from transferkit.backbones import definition_digest, from_sequential
+
+
+class Act(nn.Module):
+    def forward(self, x, mode="relu"):
+        return torch.relu(x) if mode in {"relu", "gelu", "silu", "tanh", "elu", "selu"} else x
+
+
+net = from_sequential(nn.Sequential(nn.Conv2d(1, 2, 3), Act(), nn.Flatten(), nn.Linear(72, 3)), input_shape=(1, 8, 8))
+print(definition_digest(net))
+'''
+
+
+def test_definition_digest_is_the_same_in_every_process(tmp_path):
+    # a set literal compiles to a frozenset constant, whose order follows the process's string hash seed
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "hashnet.py"
+    script.write_text(NET_WITH_A_SET)
+    digests = {subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}, check=True).stdout
+               for seed in (1, 2, 3, 4)}
+    assert len(digests) == 1, digests
+
+
+SCRIPT = '''
+import sys
+BACKBONES["lam"] = lambda num_classes, in_channels=1, image_size=28: None
+if sys.version_info >= (3,):
+    def in_if(num_classes, in_channels=1, image_size=28):
+        pass
+    BACKBONES["in_if"] = in_if
+    class InIf:
+        pass
+try:
+    BACKBONES["in_try"] = in_if
+except ImportError:
+    pass
+if __name__ == "__main__":
+    BACKBONES["guarded"] = in_if
+'''
+
+
+def test_workers_reach_builders_and_classes_made_anywhere_at_the_scripts_top_level(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from transferkit.preflight import main_only
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
+
+    def made(qualname, cls=False):
+        obj = type(qualname, (), {}) if cls else (lambda: None)
+        obj.__module__, obj.__qualname__ = "__main__", qualname
+        return obj
+    assert not main_only(made("<lambda>"), "lam")  # a lambda registered at the top level
+    assert not main_only(made("in_if"), "in_if") and not main_only(made("in_if"), "in_try")
+    assert not main_only(made("InIf", cls=True))  # a class statement in a top-level if block
+    assert main_only(made("in_if"), "guarded")  # registered only in the main block
+    assert main_only(made("f.<locals>.Made", cls=True))
+
+
+def test_a_yaml_pairs_billion_laughs_is_refused_by_the_size_cap(tmp_path):
+    from transferkit.config import load_config
+    lines = ["a0: &a0 !!pairs [{k: 1}, {k: 1}, {k: 1}, {k: 1}, {k: 1}, {k: 1}, {k: 1}, {k: 1}, {k: 1}, {k: 1}]"]
+    for level in range(1, 7):
+        lines.append(f"a{level}: &a{level} !!pairs [" + ", ".join([f"{{k: *a{level - 1}}}"] * 10) + "]")
+    lines.append("k: *a6")
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TransferkitError, match=r"anchors and aliases expand to [\d,]+ values, more than 1,000,000"):
+        load_config(path)
+
+
+def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeypatch):
+    from transferkit.config import BUNDLED_CONFIGS, config_file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert config_file("demo") == BUNDLED_CONFIGS / "demo.yaml"
+    (tmp_path / "mine").mkdir()
+    assert config_file("mine") == Path("mine")  # a folder of another name: load_config says it is no file
+
+
+def test_a_sentence_encoder_reads_its_disk_cache_for_a_new_text_only_after_an_eviction(tmp_path, monkeypatch):
+    import torch
+
+    from transferkit import text
+
+    class Model(torch.nn.Module):
+        def encode(self, texts, batch_size, **kw):
+            return torch.tensor([[1.0, float(len(t))] for t in texts])
+
+        def get_sentence_embedding_dimension(self):
+            return 2
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: Model())
+    enc = text.SentenceEncoder("fake")
+    reads = []
+    on_disk = enc._on_disk
+    monkeypatch.setattr(enc, "_on_disk", lambda: reads.append(1) or on_disk())
+    enc.encode(["a"])
+    enc.encode(["bb"])
+    assert len(reads) == 2  # the merge before each write, not a look-up before encoding

@@ -318,7 +318,7 @@ def definition_digest(net: torch.nn.Module, builder: Callable | None = None) -> 
     other layer sizes, another ``forward``) gives another digest; the weights do not count. A
     network of torch and transferkit modules alone, built without ``builder``, has the digest it
     had before the code counted."""
-    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(net))
+    text = _no_addresses(repr(net))
     shapes = [(n, list(t.shape)) for n, t in [*net.named_parameters(), *net.named_buffers()]]
     code = own_code(net)
     if builder is not None:
@@ -333,6 +333,8 @@ def own_code(net: torch.nn.Module) -> list[str]:
     transferkit: each one's source file (so a helper its ``forward`` calls counts too) where
     ``inspect`` finds it, and always the compiled code of its own functions (what is left where
     the source is not found: a class made by ``exec`` or in some notebooks)."""
+    from .data import code_text
+
     classes = {c for m in net.modules() for c in type(m).__mro__
                if (c.__module__ or "").split(".")[0] not in ("torch", "transferkit", "builtins")}
     out = []
@@ -341,15 +343,9 @@ def own_code(net: torch.nn.Module) -> list[str]:
             source = inspect.getsource(inspect.getmodule(c) or c)
         except (OSError, TypeError):  # no source file
             source = ""
-        functions = [_code_text(f.__code__) for _, f in sorted(vars(c).items()) if hasattr(f, "__code__")]
+        functions = [code_text(f.__code__) for _, f in sorted(vars(c).items()) if hasattr(f, "__code__")]
         out.append(_no_addresses(json.dumps([c.__module__, c.__qualname__, source, functions])))
     return out
-
-
-def _code_text(code) -> str:
-    """A compiled function's instructions, constants (nested functions' code in turn) and names."""
-    consts = [_code_text(k) if inspect.iscode(k) else repr(k) for k in code.co_consts]
-    return repr((code.co_code, consts, code.co_names))
 
 
 def _no_addresses(text: str) -> str:

@@ -288,13 +288,17 @@ def set_dotted(data: dict, assignment: str, cls=None) -> None:
 MAX_CONFIG_VALUES = 1_000_000
 
 
+#: what YAML builds that holds other values: mappings, sequences, and the tuples of !!pairs / !!omap and !!set
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
 def self_reference(value, key: str = "", within: tuple = (), clear: dict | None = None) -> str | None:
     """The key of the first list or mapping in ``value`` that contains itself (a YAML anchor used
     inside its own value, ``k: &a [*a]``), dotted from ``key``; None where there is none. A value
     shared by several keys (an anchor used again) is walked once (``clear``: the ids found free of it,
     each with the number of values it holds with every alias expanded, itself included)."""
     clear = {} if clear is None else clear
-    if not isinstance(value, (dict, list)) or id(value) in clear:
+    if not isinstance(value, _CONTAINERS) or id(value) in clear:
         return None
     for outer, outer_key in within:
         if value is outer:
@@ -305,7 +309,7 @@ def self_reference(value, key: str = "", within: tuple = (), clear: dict | None 
         found = self_reference(v, f"{key}.{k}" if key else str(k), within + ((value, key),), clear)
         if found is not None:
             return found
-        size += clear.get(id(v), 1) if isinstance(v, (dict, list)) else 1
+        size += clear.get(id(v), 1) if isinstance(v, _CONTAINERS) else 1
     clear[id(value)] = size
     return None
 
@@ -342,8 +346,9 @@ def _parsed(raw: str) -> str:
         value = yaml.load(raw, Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, ValueError):  # set_dotted names the problem
         return raw
-    sizes: dict = {}
-    if self_reference(value, clear=sizes) is not None or sizes.get(id(value), 1) > MAX_CONFIG_VALUES:
+    try:
+        _check_no_self_reference(value, "", "")
+    except TransferkitError:
         return raw  # refused by set_dotted, not written out here
     return repr(value)
 
@@ -503,17 +508,19 @@ def bundled_config_names() -> list[str]:
 
 
 def config_file(given: str | os.PathLike) -> Path:
-    """The YAML file ``transferkit run GIVEN`` reads: the file ``given`` where it exists, else the config of
+    """The YAML file ``transferkit run GIVEN`` reads: the file ``given`` where there is one, else the config of
     that name that ships with transferkit (``demo``, ``demo.yaml``, or ``configs/demo.yaml`` as a clone kept
     them before they moved into the package), so that the documented commands run from any folder and from
     an installed wheel. A missing file that names none is refused with the shipped configs' names."""
     path = Path(given)
-    if path.exists():
+    if path.is_file():
         return path
     name = path.stem if path.suffix in (".yaml", ".yml") else path.name
     shipped = BUNDLED_CONFIGS / f"{name}.yaml"
     if path.parent in (Path("."), Path("configs")) and shipped.is_file():
         return shipped
+    if path.exists():  # a folder: load_config says it is no file
+        return path
     names = ", ".join(bundled_config_names())
     raise TransferkitError(f"config file {path} does not exist; the configs that ship with transferkit are {names} "
                            f"(transferkit run demo; transferkit run demo --print-config > my.yaml for a copy to edit)")

@@ -359,7 +359,22 @@ def builder_source(build: Callable) -> str:
         except (OSError, TypeError):  # no module, or no source file
             continue
     code = getattr(build, "__code__", None)
-    return repr((code.co_code, code.co_consts)) if code else qualified_name(build)
+    return code_text(code) if code else qualified_name(build)
+
+
+def code_text(code) -> str:
+    """A compiled function's instructions, constants (nested functions' code in turn; a set's members
+    sorted, as ``x in {"a", "b"}`` compiles to a frozenset, whose order changes between processes) and
+    names, without memory addresses: the same text in every process."""
+    def const(k) -> str:
+        if inspect.iscode(k):
+            return code_text(k)
+        if isinstance(k, (frozenset, set)):
+            return f"{type(k).__name__}({sorted(map(const, k))})"
+        if isinstance(k, tuple):
+            return f"({', '.join(map(const, k))},)"
+        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(k))
+    return repr((code.co_code, [const(k) for k in code.co_consts], code.co_names))
 
 
 def _builtin(name: str) -> Builtin:

@@ -82,11 +82,11 @@ def check_names(cfg: ExperimentConfig, run_dir: Path | None = None) -> list:
 
 def main_only(obj, registered: str | None = None) -> bool:
     """Whether ``obj`` (a method class, a backbone or domain builder) exists only in this process's
-    ``__main__``, which a spawned worker does not run: defined there, and not by a ``class`` / ``def``
-    statement at the top level of a script file (spawn runs a script's top level again, not its
-    ``if __name__ == "__main__":`` block, another ``if`` block, a function's body, a notebook or
-    ``python -c``). ``registered``: the name a builder is registered under, which must also appear
-    (a string) in the script's top-level code outside ``if __name__ == "__main__":`` blocks, where
+    ``__main__``, which a spawned worker does not run: defined there, and not reachable from the top
+    level of a script file, which spawn runs again (its ``if``, ``try`` and ``with`` blocks included, not
+    its ``if __name__ == "__main__":`` block, a function's body, a notebook or ``python -c``). A method
+    class is reachable when a ``class`` statement there makes it or its ``registered`` name appears there
+    (a factory's class); a builder (a lambda, a closure) when its ``registered`` name appears there, where
     the worker registers it again. An object whose script cannot be read is taken as reachable."""
     if obj.__module__ != "__main__":
         return False
@@ -97,12 +97,26 @@ def main_only(obj, registered: str | None = None) -> bool:
         tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return False
-    kind = ast.ClassDef if isinstance(obj, type) else (ast.FunctionDef, ast.AsyncFunctionDef)
-    if obj.__qualname__ not in {node.name for node in tree.body if isinstance(node, kind)}:
-        return True
-    top = [node for node in tree.body if not _main_guard(node)]
-    return registered is not None and registered not in {
+    top = list(_top_level(tree.body))
+    named = registered is not None and registered in {
         n.value for node in top for n in ast.walk(node) if isinstance(n, ast.Constant)}
+    if not isinstance(obj, type):  # a builder: registered at the top level, however it is made
+        return not named
+    return not named and obj.__qualname__ not in {node.name for node in top if isinstance(node, ast.ClassDef)}
+
+
+def _top_level(body: list):
+    """The statements a spawned worker runs of a script: its top level, into ``if`` / ``try`` / ``with``
+    blocks, but not ``if __name__ == "__main__":``."""
+    for node in body:
+        if _main_guard(node):
+            continue
+        yield node
+        if isinstance(node, ast.If):
+            yield from _top_level(node.body + node.orelse)
+        elif isinstance(node, (ast.With, ast.Try, getattr(ast, "TryStar", ast.Try))):
+            handlers = [h for handler in getattr(node, "handlers", []) for h in handler.body]
+            yield from _top_level(node.body + handlers + getattr(node, "orelse", []) + getattr(node, "finalbody", []))
 
 
 def _main_guard(node) -> bool:
@@ -120,19 +134,18 @@ def check_workers_reach(methods: list, workers: int, backbone: str | None = None
         return
     from .data import BUILTINS
 
-    lost = [f"method {cls.name!r}" for cls in methods if main_only(cls)]
+    lost = [f"method {cls.name!r}" for cls in methods if main_only(cls, cls.name)]
     if isinstance(backbone, str) and backbone in list_backbones() and main_only(builder_of(backbone), backbone):
         lost.append(f"backbone {backbone!r}")
     bases = dict.fromkeys(check_spec(spec)[0] for spec in domains if spec is not None)
     lost += [f"domain {b!r}" for b in bases if b in BUILTINS and main_only(BUILTINS[b].build, b)]
     many = len(lost) > 1
     check(not lost, f"{', '.join(lost)} {'are' if many else 'is'} not defined and registered at the top level of "
-                    f"this script (a class or def statement there, registered outside `if __name__ == "
-                    f"\"__main__\":`): made in a function, in an `if` block or the main block, a notebook or "
-                    f"python -c, which the {workers} worker processes (--workers / workers: {workers}) do not run: "
-                    f"define and register {'them' if many else 'it'} in a module they can import (import it here; "
-                    f"for the CLI, name it in TRANSFERKIT_PLUGINS), or at the script's top level, or run with "
-                    f"--workers 1")
+                    f"this script (outside functions and `if __name__ == \"__main__\":`; its if / try / with blocks "
+                    f"count), which the {workers} worker processes (--workers / workers: {workers}) run again, but "
+                    f"made in a function, in the main block, a notebook or python -c: define and register "
+                    f"{'them' if many else 'it'} in a module they can import (import it here; for the CLI, name it in "
+                    f"TRANSFERKIT_PLUGINS), or at the script's top level, or run with --workers 1")
 
 
 def _recorded_plugins(run_dir: Path | None) -> list[str]:

@@ -43,6 +43,7 @@ class TextEncoder:
 
     def __init__(self):
         self._cache: dict[str, torch.Tensor] = {}
+        self._evicted = False  # a text left the memory cache: a miss may be on disk
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
@@ -71,6 +72,7 @@ class TextEncoder:
             self._cache[t] = row
         for t in list(self._cache)[:max(0, len(self._cache) - self.cache_entries)]:
             del self._cache[t]
+            self._evicted = True
 
     def _stored_rows(self, texts: list[str]) -> dict:
         """The rows of ``texts`` found outside memory (disk caches)."""
@@ -140,7 +142,7 @@ class SentenceEncoder(TextEncoder):
         self._remember(self._on_disk())
 
     def _stored_rows(self, texts):  # a text evicted from memory is read back, not encoded anew
-        on_disk = self._on_disk() if texts else {}
+        on_disk = self._on_disk() if texts and getattr(self, "_evicted", True) else {}  # else all on disk is here
         return {t: on_disk[t] for t in texts if t in on_disk}
 
     def _on_disk(self) -> dict:

@@ -188,3 +188,155 @@ def test_main_only_reaches_a_factory_class_whose_name_is_registered_at_the_top_l
     guarded.__qualname__ = "factory.<locals>.Made"
     with pytest.raises(TransferkitError, match="method 'factory_method'"):
         check_workers_reach([guarded], 2)
+
+
+# ---- the config size cap: each value counted once, the container too, the bound inclusive (sr2, sr4) ------------
+
+def test_the_config_size_cap_counts_every_value_and_allows_exactly_the_cap():
+    from transferkit import config
+    leaf = ["x"] * 999  # 1000 values, itself included
+    shared = [leaf] * 999  # each alias expanded: 1 + 999 * 1000
+    rest = config.MAX_CONFIG_VALUES - 1 - 999 * 1000
+    assert rest > 0
+    config._check_no_self_reference(shared + ["y"] * rest, "k", "--set k")  # exactly the cap: taken
+    with pytest.raises(TransferkitError, match=f"expand to {config.MAX_CONFIG_VALUES + 1:,} values"):
+        config._check_no_self_reference(shared + ["y"] * (rest + 1), "k", "--set k")
+
+
+# ---- select_classes: a dict's keys are ordered, relabelled (sc1) -------------------------------------------------
+
+def test_select_classes_relabels_a_dicts_keys_in_their_order():
+    from test_session77_h_fa import named_toy
+    d = named_toy()
+    picked = d.select_classes({"owl": 1, "cat": 2}.keys())
+    assert picked.class_names == ["owl", "cat"]
+    with pytest.raises(TransferkitError, match="relabels the classes 0..n-1 in the given order"):
+        d.select_classes({"owl", "cat"})
+
+
+# ---- tap_units: a mapping is no list of units (tu1) ---------------------------------------------------------------
+
+def test_tap_refuses_a_mapping_of_units_even_of_known_names():
+    from helpers import seeded_lenet
+
+    from transferkit.methods.tap import tap_units
+    net = seeded_lenet()
+    first = net.feature_names[0]
+    assert tap_units(net, [first]) == [first]
+    with pytest.raises(TransferkitError, match="tap: option units must be text or a list of texts or null"):
+        tap_units(net, {first: 1})
+    with pytest.raises(TransferkitError, match="tap: option units must be text or a list of texts or null, got 3"):
+        tap_units(net, 3)  # a number alone is no list (not a TypeError of list(3))
+
+
+# ---- _check_runs' fallback shape: only for a whole image_size (cr1) -----------------------------------------------
+
+def _pooled(num_classes, in_channels=1, image_size=28):  # any size: no input_shape declared
+    from transferkit.backbones import from_sequential
+    return from_sequential(nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                         nn.Flatten(), nn.Linear(4, num_classes)))
+
+
+def test_a_builder_without_input_shape_given_no_image_size_is_not_run_on_a_made_up_shape(monkeypatch):
+    from transferkit.backbones import BACKBONES, build_backbone
+    monkeypatch.setitem(BACKBONES, "h_mut_pooled", _pooled)
+    net = build_backbone("h_mut_pooled", num_classes=3, image_size=None)
+    assert net(torch.zeros(2, 1, 12, 12)).shape == (2, 3)
+
+
+def _big_kernel(num_classes, in_channels=1, image_size=28):  # runs at from_modules' guessed 224, not at 8 px
+    from collections import OrderedDict
+
+    from transferkit.backbones import from_modules
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(in_channels, 2, 9), pool=nn.AdaptiveAvgPool2d(1),
+                                      flat=nn.Flatten(), fc=nn.Linear(2, num_classes)))
+    return from_modules(model, ["conv", "pool"], "fc")
+
+
+def test_a_guessed_input_shape_is_not_what_a_builders_network_is_run_on(monkeypatch):
+    from transferkit.backbones import BACKBONES, build_backbone
+    assert getattr(_big_kernel(3), "input_shape_guessed", False)
+    monkeypatch.setitem(BACKBONES, "h_mut_big_kernel", _big_kernel)
+    assert build_backbone("h_mut_big_kernel", num_classes=3, image_size=16)(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
+    with pytest.raises(TransferkitError, match=r"fails on the images it is built for .*\(1, 8, 8\)"):
+        build_backbone("h_mut_big_kernel", num_classes=3, image_size=8)
+
+
+# ---- a run whose failed job's traceback cannot be written: results.json keeps it without one (ex1) ---------------
+
+def test_a_failed_job_without_a_written_traceback_is_kept_in_results_json(tmp_path, monkeypatch):
+    import json
+
+    from test_experiment_second_mutation import TWO, _npz
+
+    from transferkit import experiment as ex
+    from transferkit import jobs
+    from transferkit.config import ExperimentConfig
+    from transferkit.jobs import JobsFailed
+    real_run, real_write = ex.run_job, jobs.write_text
+
+    def fail_seed_1(cfg, data, net, run_dir, cls, seed, digest=None):
+        if seed == 1:
+            raise ValueError("boom on seed 1")
+        return real_run(cfg, data, net, run_dir, cls, seed, digest)
+
+    def no_failed_folder(path, text):
+        if "failed" in path.parts:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_write(path, text)
+    monkeypatch.setattr(ex, "run_job", fail_seed_1)
+    monkeypatch.setattr(jobs, "write_text", no_failed_folder)
+    data = _npz(tmp_path)
+    cfg = ExperimentConfig(name="f", source=f"npz:{data}", target=f"npz:{data}", methods=["target_only"], k=1,
+                           repeats=2, select_on="none", pretrain=TWO, train=TWO, out_dir=str(tmp_path))
+    with pytest.raises(JobsFailed, match="1 of 2 job.*tracebacks above"):
+        ex.run_experiment(cfg, log=lambda *a: None)
+    (run_dir,) = (tmp_path / "f").iterdir()
+    failed = json.loads((run_dir / "results.json").read_text())["failed"]
+    assert failed == [{"job": "target_only seed 1", "error": "ValueError: boom on seed 1", "traceback": None}]
+
+
+def _lazy(num_classes, in_channels=1, image_size=28):
+    from transferkit.backbones import from_sequential
+    return from_sequential(nn.Sequential(nn.Conv2d(in_channels, 2, 3), nn.Flatten(), nn.LazyLinear(num_classes)),
+                           verify=False)
+
+
+def test_a_builders_network_with_lazy_parameters_is_left_to_the_engine(monkeypatch):
+    from transferkit.backbones import BACKBONES, build_backbone
+    monkeypatch.setitem(BACKBONES, "h_mut_lazy", _lazy)
+    net = build_backbone("h_mut_lazy", num_classes=3, image_size=8)
+    assert any(nn.parameter.is_lazy(p) for p in net.parameters())  # not materialised by a check on made-up images
+
+
+# ---- _numbered_against_named: all target classes numbers, no source class one (na1, na2) --------------------------
+
+@pytest.mark.parametrize("head, target", [(["cat", "dog"], ["0", "cow"]), (["0", "1"], ["5", "6"])])
+def test_classes_not_all_numbers_against_names_are_refused_as_absent_not_as_numbered(head, target):
+    from transferkit.fitting import source_head_rows
+    from transferkit.methods import get_method
+    with pytest.raises(TransferkitError, match="absent from the source") as e:
+        source_head_rows(get_method("dann"), head, 2, target)
+    assert "numbers" not in str(e.value)
+
+
+# ---- episodes: one query fits the smaller K (fe1) ------------------------------------------------------------------
+
+def test_episodes_offer_a_single_query_for_the_smaller_k():
+    from transferkit.domain import Domain
+    from transferkit.fewshot_eval import _check_episodes_fit
+    labels = torch.arange(3).repeat_interleave(6)  # 6 images per class: 5 shots leave one query
+    test = Domain("t", torch.zeros(len(labels), 1, 4, 4), labels, ["a", "b", "c"])
+    with pytest.raises(TransferkitError, match=r"--n-query 1 fits it for 5-shot, not for 6-shot"):
+        _check_episodes_fit(test, 3, [5, 6], 15)
+    _check_episodes_fit(test, 3, [5], 1)  # what it offers fits
+
+
+# ---- npz labels: an object array of names is named as class names too (ud1) --------------------------------------
+
+def test_labels_of_python_strings_say_how_to_turn_names_into_ids():
+    import numpy as np
+
+    from transferkit.userdata import _int_vector
+    with pytest.raises(TransferkitError, match=r"'y' must hold integers \(class ids\), got dtype object"):
+        _int_vector(np.array(["cat", "dog"], dtype=object), "y", 2, "d.npz")

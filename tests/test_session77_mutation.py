@@ -340,3 +340,80 @@ def test_labels_of_python_strings_say_how_to_turn_names_into_ids():
     from transferkit.userdata import _int_vector
     with pytest.raises(TransferkitError, match=r"'y' must hold integers \(class ids\), got dtype object"):
         _int_vector(np.array(["cat", "dog"], dtype=object), "y", 2, "d.npz")
+
+
+# ---- the engine's activation_shapes leave out the images' own shape (e2) -----------------------------------------
+
+def test_a_frozen_unit_that_keeps_the_image_shape_does_not_refuse_images():
+    from helpers import toy_domain
+    from test_session77_h_fc import _head_only
+
+    from transferkit.backbones import from_sequential
+    from transferkit.engine import Engine, TrainConfig
+    torch.manual_seed(0)
+    net = from_sequential(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1),  # 1 x 28 x 28 in and out
+                                        nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1)),
+                                        nn.Flatten(), nn.Linear(4, 4)), units=[1, 2], input_shape=(1, 28, 28))
+    seen = []
+
+    def calls(m, x):
+        seen.append(m.net(torch.zeros(1, 1, 28, 28)).shape)  # images, in training: not refused
+        return m.forward_from_input(x)
+    Engine(TrainConfig(steps=2, batch_size=8)).fit(_head_only(calls)(net), target=toy_domain(16))
+    assert seen and all(s == (1, 4) for s in seen)
+
+
+# ---- _try_lock: False while another open file holds the lock (tl1) -------------------------------------------------
+
+def test_try_lock_is_refused_while_another_descriptor_holds_the_lock(tmp_path):
+    import os
+
+    from transferkit import io
+    if io.fcntl is None:
+        pytest.skip("flock")
+    path = tmp_path / "x.lock"
+    held, other = os.open(path, os.O_RDWR | os.O_CREAT), os.open(path, os.O_RDWR)
+    try:
+        assert io._try_lock(held)
+        assert not io._try_lock(other)  # flock: another open file description waits
+        os.close(held)
+        held = None
+        assert io._try_lock(other)
+    finally:
+        for fd in (held, other):
+            if fd is not None:
+                os.close(fd)
+
+
+# ---- Transfer's pre-training memo is keyed by a plugin builder's code (ak1) ----------------------------------------
+
+def _plug(extra: str):
+    """A plugin's builder ``build`` as its file defines it, ``extra`` a line that leaves its network as it was."""
+    space = {"__name__": "h_mut_plugin"}
+    exec("from transferkit.backbones import build_backbone\n\n\n"
+         "def build(num_classes, in_channels=1, image_size=28):\n"
+         f"    {extra}\n    return build_backbone('lenet', num_classes, in_channels, image_size)\n", space)
+    return space["build"]
+
+
+def test_a_plugin_builder_changed_in_place_pretrains_again(monkeypatch, one_thread):
+    from helpers import toy_domain
+    from test_api_mutation import ONE
+
+    from transferkit import Transfer, api
+    from transferkit.backbones import BACKBONES
+    runs, real = [], api.Engine
+
+    def engine(*a, **kw):
+        runs.append(kw.get("run_name"))
+        return real(*a, **kw)
+    monkeypatch.setattr(api, "Engine", engine)
+    monkeypatch.setitem(BACKBONES, "h_mut_plug", _plug("pass"))
+    t = Transfer("finetune", backbone="h_mut_plug", train=ONE, pretrain=ONE)
+    source, target = toy_domain(16, classes=4), toy_domain(8)
+    t.fit(target=target, source=source)
+    t.fit(target=target, source=source)  # the same builder: the memo's weights
+    assert runs.count("pre-training") == 1
+    monkeypatch.setitem(BACKBONES, "h_mut_plug", _plug("image_size = int(image_size)"))  # edited
+    t.fit(target=target, source=source)
+    assert runs.count("pre-training") == 2

@@ -417,3 +417,42 @@ def test_a_plugin_builder_changed_in_place_pretrains_again(monkeypatch, one_thre
     monkeypatch.setitem(BACKBONES, "h_mut_plug", _plug("image_size = int(image_size)"))  # edited
     t.fit(target=target, source=source)
     assert runs.count("pre-training") == 2
+
+
+def test_a_runs_cached_source_network_is_keyed_by_a_plugin_builders_code(tmp_path, monkeypatch, one_thread):
+    from test_experiment_second_mutation import TWO, _npz
+
+    from transferkit.backbones import BACKBONES
+    from transferkit.config import ExperimentConfig
+    from transferkit.rundata import prepare_domains
+    from transferkit.source import pretrain_source
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(BACKBONES, "h_mut_plug", _plug("pass"))
+    data = _npz(tmp_path)
+    cfg = ExperimentConfig(name="f", source=f"npz:{data}", target=f"npz:{data}", methods=["target_only"], k=1,
+                           backbone="h_mut_plug", select_on="none", pretrain=TWO, train=TWO, out_dir=str(tmp_path))
+    prepared, quiet = prepare_domains(cfg), {"log": lambda *a: None}
+    first = pretrain_source(cfg, prepared, **quiet)[1]
+    assert pretrain_source(cfg, prepared, **quiet)[1]["cached"]
+    monkeypatch.setitem(BACKBONES, "h_mut_plug", _plug("image_size = int(image_size)"))  # edited in place
+    info = pretrain_source(cfg, prepared, **quiet)[1]
+    assert not info["cached"] and info["path"] != first["path"]
+
+
+# ---- check_own_modules_take runs a two-stage translation's losses of both stages, the translator's first (co2, co3)
+
+def test_own_modules_are_probed_in_both_stages_of_a_two_stage_translation():
+    from transferkit.backbones import build_backbone
+    from transferkit.domain import Domain
+    from transferkit.methods.base import METHODS
+    from transferkit.preflight import check_own_modules_take
+    stages = []
+
+    def losses(self, batch):
+        stages.append(self.stage)
+        return {}
+    probe = type("Probe", (METHODS["adain"],), {"name": "h_mut_probe", "losses": losses})
+    method = probe(build_backbone("resnet18", num_classes=2))
+    rect = Domain("rect", torch.rand(4, 1, 28, 36), torch.arange(4) % 2, ["a", "b"])  # another size than 28 x 28
+    check_own_modules_take(method, {"source": rect, "target": rect, "unlabeled": rect}, 2)
+    assert stages == [1, 2] and method.stage == 2  # the method itself is left as it was

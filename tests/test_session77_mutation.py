@@ -1,7 +1,42 @@
 """Session 77 mutation pass (h_mut): tests that kill the hand-made mutants of this session's library change
-(``git diff 728452f..HEAD -- transferkit``) that the session's own tests let through.
+(``git diff 728452f..HEAD -- transferkit``) that the session's tests (tests/test_session77*.py and related
+files, run with ``-x -q``) let through. Each mutant was applied alone and reverted.
 
-Mutants tried: see the report list at the end of this docstring (filled in below).
+Tried (111): config_file cf1-5; _stage_dir / fit clean-up st1-2, sd1; _resume_hint and its print rh1-4;
+save_failure sf1-3; failures_message fm1-2; results.json's traceback ex1; _cache_hint EFBIG ch1; code_text ct1-4;
+own_code oc1-5; definition_digest dd1-3; main_only / _top_level / _main_guard / check_workers_reach mo1-13;
+the experiment's specs to it ew1; self_reference's size count and MAX_CONFIG_VALUES sr1-6; warn_repeated /
+_parsed wr1, pa1; YAML constructors y1-3; within_memory wm1-7; select_classes' set check sc1-3; tap_units tu1-2;
+TextEncoder._remember / _stored_rows / _stored te1-6; _try_lock / msvcrt / _lock_holder tl1, ms1-4, lh1, lw1;
+ft_unit_named's weak cache fu1-2; UnitNet.forward's activation_shapes check u1-2; the engine's activation_shapes
+e1-4; _check_callable cc1-2; _check_runs' fallback shape cr1-4; _numbered_against_named na1-4;
+check_own_modules_take's two stages co1-3; episodes' smaller-K advice fe1-3; npz string labels ud1-2; the
+build_method quiet() aq1; Transfer's pre-training memo key ak1; the run's source-cache key sk1; _run_config's
+config_file rc1.
+
+Killed before (71): the rest of the list above, by tests/test_session77*.py (and, for a few,
+test_session73 / test_io_jobs_* / test_represent_tap_* / test_finetune_flex_second_mutation).
+
+Killed by the tests here (33): fm2 (only the first failure looked at), ex1 (no ``if f.path``), ct2 (no tuple
+branch), ct3 (no co_names), ct4 (nested code by repr), oc2 (no source file), oc4 (``__module__`` None crashes),
+oc5 (no bases), mo2 / mo3 / mo4 / mo12 (else / except / finally / with blocks not walked for class statements),
+mo7 (any ``NAME == ...`` taken for the main guard), mo11 (a registered name ignored for classes), mo13 (the name
+not passed), sr2 (a container not counted), sr4 (``<`` for ``<=``), sc1 (dict keys refused), tu1 (a mapping
+taken), tu2 (a number: TypeError), cr1 (image_size None run), cr3 (the guessed 224 run), cr4 (lazy parameters
+materialised), na1 (``any`` for ``all``), na2 (the source side dropped), fe1 (``>= 2``), ud1 (object dtype),
+e2 (the image shape not left out), tl1 (a held flock taken), ak1 / sk1 (the builder left out of the keys),
+co3 (stage 1 alone), ms2 (an unheld byte unlocked).
+
+Equivalent (6): wm3 (fork_rng dropped around the meta build: modules built on the meta device draw no CPU random
+numbers; checked for Linear / Conv2d); e1 (``if True`` for the start-unit check: at the first unit the streams'
+shapes are the images' shapes, so the set is empty anyway); na3 ('none' always: target classes all numbers
+against source classes none of which is one cannot match, so 'some' is unreachable); na4 (``not missing``
+dropped: nothing missing with numbered targets and named sources needs an empty target class list);
+dd3 (``_no_addresses`` dropped around builder_source: code_text already strips addresses and a source file
+holds one only as literal text); sd1 (a no-op rewrite of ``return None``, a mistake of the pass).
+
+Left (1): ew1 (``_run_jobs_of`` passing only ``cfg.source`` to check_workers_reach): it needs a whole run
+with workers 2 and a domain registered in the main block; check_workers_reach itself is tested in h_fc.
 """
 import re
 import sys
@@ -456,3 +491,21 @@ def test_own_modules_are_probed_in_both_stages_of_a_two_stage_translation():
     rect = Domain("rect", torch.rand(4, 1, 28, 36), torch.arange(4) % 2, ["a", "b"])  # another size than 28 x 28
     check_own_modules_take(method, {"source": rect, "target": rect, "unlabeled": rect}, 2)
     assert stages == [1, 2] and method.stage == 2  # the method itself is left as it was
+
+
+# ---- waiting_lock with msvcrt: a wait given up unlocks nothing it does not hold (ms2) ------------------------------
+
+def test_without_fcntl_a_wait_given_up_unlocks_no_byte(tmp_path, monkeypatch):
+    from test_session77_h_fb import _FakeMsvcrt
+
+    from transferkit import io
+    fake = _FakeMsvcrt(busy=10**6)  # another process holds it throughout
+    monkeypatch.setattr(io, "fcntl", None)
+    monkeypatch.setattr(io, "msvcrt", fake, raising=False)
+
+    def give_up(holder):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        with io.waiting_lock(tmp_path / "x.lock", give_up, poll_s=0):
+            pass
+    assert fake.calls and all(mode == fake.LK_NBLCK for mode, _, _ in fake.calls)

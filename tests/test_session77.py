@@ -211,3 +211,17 @@ def test_a_sentence_encoder_reads_its_disk_cache_for_a_new_text_only_after_an_ev
     enc.encode(["a"])
     enc.encode(["bb"])
     assert len(reads) == 2  # the merge before each write, not a look-up before encoding
+
+
+def _make(seed=0):
+    return seed
+
+
+def test_a_partial_builder_is_keyed_by_its_function_and_arguments():
+    from functools import partial
+
+    from transferkit.data import builder_digest
+    one = builder_digest(partial(_make, seed=1), {})
+    assert one == builder_digest(partial(_make, seed=1), {})
+    assert one != builder_digest(partial(_make, seed=2), {})  # other arguments: other pixels
+    assert one != builder_digest(partial(len, seed=1), {})  # another function

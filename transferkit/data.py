@@ -352,7 +352,11 @@ def builder_digest(build: Callable, settings: dict) -> str:
 
 def builder_source(build: Callable) -> str:
     """The text a builder's pixels follow from: its module's source (so a helper it calls from
-    the same file counts too), else its own (defined interactively), else its compiled code."""
+    the same file counts too), else its own (defined interactively), else its compiled code; a
+    ``functools.partial``'s function's with its arguments (not functools' source)."""
+    if isinstance(build, functools.partial):
+        given = re.sub(r" at 0x[0-9a-fA-F]+", "", repr((build.args, sorted(build.keywords.items()))))
+        return json.dumps([builder_source(build.func), given])
     for obj in (inspect.getmodule(build), build):
         try:
             return inspect.getsource(obj)

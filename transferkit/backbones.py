@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import re
 from collections import OrderedDict
 from typing import Callable, Mapping
 
@@ -36,7 +35,7 @@ import torch.nn as nn
 from .adapters import from_modules, from_sequential  # noqa: F401  (cutting your own modules, ditto)
 from .errors import TransferkitError, UnknownNameError, check, first_line, is_whole
 from .heads import make_head
-from .registry import Registry
+from .registry import Registry, without_addresses
 from .runtime import float32_default
 from .unitnet import (  # noqa: F401  (the network API's public path; run models/*.pt pickled before 2026-12-04 name it)
     ALL_UNITS,
@@ -318,38 +317,31 @@ def definition_digest(net: torch.nn.Module, builder: Callable | None = None) -> 
     other layer sizes, another ``forward``) gives another digest; the weights do not count. A
     network of torch and transferkit modules alone, built without ``builder``, has the digest it
     had before the code counted."""
-    text = _no_addresses(repr(net))
+    text = without_addresses(repr(net))
     shapes = [(n, list(t.shape)) for n, t in [*net.named_parameters(), *net.named_buffers()]]
     code = own_code(net)
     if builder is not None:
         from .data import builder_source
 
-        code.append(_no_addresses(builder_source(builder)))
+        code.append(without_addresses(builder_source(builder)))
     return hashlib.sha256(json.dumps([text, shapes, *([code] if code else [])]).encode()).hexdigest()[:16]
 
 
 def own_code(net: torch.nn.Module) -> list[str]:
     """The code of the module classes of ``net`` (and their bases) defined outside torch and
-    transferkit: each one's source file (so a helper its ``forward`` calls counts too) where
-    ``inspect`` finds it, and always the compiled code of its own functions (what is left where
-    the source is not found: a class made by ``exec`` or in some notebooks)."""
-    from .data import code_text
+    transferkit: each one's source file (so a helper its ``forward`` calls counts too; read as a
+    domain's builder is, :func:`~transferkit.data.builder_source`) and always the compiled code of its
+    own functions (what is left where the source is not found: a class made by ``exec`` or in some
+    notebooks)."""
+    from .data import builder_source, code_text
 
     classes = {c for m in net.modules() for c in type(m).__mro__
                if (c.__module__ or "").split(".")[0] not in ("torch", "transferkit", "builtins")}
     out = []
     for c in sorted(classes, key=lambda c: (c.__module__ or "", c.__qualname__)):
-        try:
-            source = inspect.getsource(inspect.getmodule(c) or c)
-        except (OSError, TypeError):  # no source file
-            source = ""
         functions = [code_text(f.__code__) for _, f in sorted(vars(c).items()) if hasattr(f, "__code__")]
-        out.append(_no_addresses(json.dumps([c.__module__, c.__qualname__, source, functions])))
+        out.append(without_addresses(json.dumps([c.__module__, c.__qualname__, builder_source(c), functions])))
     return out
-
-
-def _no_addresses(text: str) -> str:
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def check_unitnet(net, what: str) -> None:

@@ -41,7 +41,7 @@ from . import shifts as _shifts
 from .domain import Domain
 from .errors import UnknownNameError, check, is_whole, warn
 from .io import atomic_write, cache_dir, cache_lock, relative_hint
-from .registry import Registry, qualified_name
+from .registry import Registry, qualified_name, without_addresses
 
 CACHE_VERSION = "v2"  # bump whenever a generator changes: stale caches are then rebuilt
 DIGIT_NAMES = [str(i) for i in range(10)]
@@ -355,7 +355,7 @@ def builder_source(build: Callable) -> str:
     the same file counts too), else its own (defined interactively), else its compiled code; a
     ``functools.partial``'s function's with its arguments (not functools' source)."""
     if isinstance(build, functools.partial):
-        given = re.sub(r" at 0x[0-9a-fA-F]+", "", repr((build.args, sorted(build.keywords.items()))))
+        given = without_addresses(repr((build.args, sorted(build.keywords.items()))))
         return json.dumps([builder_source(build.func), given])
     for obj in (inspect.getmodule(build), build):
         try:
@@ -377,7 +377,7 @@ def code_text(code) -> str:
             return f"{type(k).__name__}({sorted(map(const, k))})"
         if isinstance(k, tuple):
             return f"({', '.join(map(const, k))},)"
-        return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(k))
+        return without_addresses(repr(k))
     return repr((code.co_code, [const(k) for k in code.co_consts], code.co_names))
 
 

@@ -35,7 +35,6 @@ import inspect
 import json
 import math
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
 from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
+from .registry import without_addresses
 from .runtime import NoBar, autocast, check_device_name, resolve_device, shows_progress
 
 STREAMS = ("source", "target", "unlabeled")
@@ -1001,7 +1001,7 @@ def content_text(value) -> str:
         return "{" + ",".join(sorted(content_text(v) for v in value)) + "}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(float(value))
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+    return without_addresses(repr(value))
 
 
 def _clone_state(module: torch.nn.Module) -> dict:

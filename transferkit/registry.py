@@ -1,6 +1,13 @@
 """Name registries (methods, backbones, domains) that refuse to give a taken name to another definition."""
 
+import re
+
 from .errors import TransferkitError
+
+
+def without_addresses(text: str) -> str:
+    """``text`` (a ``repr``) without memory addresses (`` at 0x7f...``), which differ from one process to the next."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def qualified_name(obj) -> str:

@@ -225,3 +225,28 @@ def test_a_partial_builder_is_keyed_by_its_function_and_arguments():
     assert one == builder_digest(partial(_make, seed=1), {})
     assert one != builder_digest(partial(_make, seed=2), {})  # other arguments: other pixels
     assert one != builder_digest(partial(len, seed=1), {})  # another function
+
+
+PARTIAL_OF_A_SET = '''
+from functools import partial
+from transferkit.data import builder_digest
+
+
+def make(classes=()):
+    return classes
+
+
+print(builder_digest(partial(make, classes={"cat", "dog", "emu", "fox", "gnu", "hen"}), {}))
+'''
+
+
+def test_a_partial_builders_key_is_the_same_in_every_process(tmp_path):
+    # its arguments' text: a set of names printed in the process's string hash order gave another key
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "partial_set.py"
+    script.write_text(PARTIAL_OF_A_SET)
+    keys = {subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}, check=True).stdout for seed in (1, 2, 3, 4)}
+    assert len(keys) == 1, keys

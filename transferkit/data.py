@@ -355,8 +355,9 @@ def builder_source(build: Callable) -> str:
     the same file counts too), else its own (defined interactively), else its compiled code; a
     ``functools.partial``'s function's with its arguments (not functools' source)."""
     if isinstance(build, functools.partial):
-        given = without_addresses(repr((build.args, sorted(build.keywords.items()))))
-        return json.dumps([builder_source(build.func), given])
+        from .engine import content_text  # arguments as checkpoints key options: a set's members sorted
+
+        return json.dumps([builder_source(build.func), content_text([list(build.args), build.keywords])])
     for obj in (inspect.getmodule(build), build):
         try:
             return inspect.getsource(obj)

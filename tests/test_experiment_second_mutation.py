@@ -291,8 +291,9 @@ def test_a_run_moved_with_its_out_dir_resumes_there_without_a_not_used_warning(t
 
 # kills: _run_jobs_of: results.json's failed traceback as an absolute path; "failed" dropped from the empty folders
 # removed; _job_done's unlink of the earlier traceback (the folder then stays)
-def test_a_failed_job_is_recorded_with_its_traceback_and_a_resume_that_runs_it_leaves_no_failed_folder(
-        tmp_path, monkeypatch):
+def run_failing_seed_1(tmp_path, monkeypatch) -> tuple[ExperimentConfig, Path, list, str]:
+    """A tiny npz run of target_only over seeds 0 and 1 whose seed 1 raises: its config, run directory,
+    results.json's ``failed`` and the JobsFailed message (``ex.run_job`` is left patched)."""
     real = ex.run_job
 
     def fail_seed_1(cfg, data, net, run_dir, cls, seed, digest=None):
@@ -303,10 +304,17 @@ def test_a_failed_job_is_recorded_with_its_traceback_and_a_resume_that_runs_it_l
     data = _npz(tmp_path)
     cfg = ExperimentConfig(name="f", source=f"npz:{data}", target=f"npz:{data}", methods=["target_only"], k=1,
                            repeats=2, select_on="none", pretrain=TWO, train=TWO, out_dir=str(tmp_path))
-    with pytest.raises(JobsFailed, match="1 of 2 job"):
+    with pytest.raises(JobsFailed) as caught:
         ex.run_experiment(cfg, log=lambda *a: None)
     (run_dir,) = (tmp_path / "f").iterdir()
-    failed = json.loads((run_dir / "results.json").read_text())["failed"]
+    return cfg, run_dir, json.loads((run_dir / "results.json").read_text())["failed"], str(caught.value)
+
+
+def test_a_failed_job_is_recorded_with_its_traceback_and_a_resume_that_runs_it_leaves_no_failed_folder(
+        tmp_path, monkeypatch):
+    real = ex.run_job
+    cfg, run_dir, failed, message = run_failing_seed_1(tmp_path, monkeypatch)
+    assert re.search("1 of 2 job", message)
     assert failed == [{"job": "target_only seed 1", "error": "ValueError: boom on seed 1",
                        "traceback": str(Path("failed") / "target_only-k=1-s1.txt")}]
     assert "boom on seed 1" in (run_dir / failed[0]["traceback"]).read_text()

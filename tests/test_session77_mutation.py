@@ -300,34 +300,18 @@ def test_a_guessed_input_shape_is_not_what_a_builders_network_is_run_on(monkeypa
 # ---- a run whose failed job's traceback cannot be written: results.json keeps it without one (ex1) ---------------
 
 def test_a_failed_job_without_a_written_traceback_is_kept_in_results_json(tmp_path, monkeypatch):
-    import json
+    from test_experiment_second_mutation import run_failing_seed_1
 
-    from test_experiment_second_mutation import TWO, _npz
-
-    from transferkit import experiment as ex
     from transferkit import jobs
-    from transferkit.config import ExperimentConfig
-    from transferkit.jobs import JobsFailed
-    real_run, real_write = ex.run_job, jobs.write_text
-
-    def fail_seed_1(cfg, data, net, run_dir, cls, seed, digest=None):
-        if seed == 1:
-            raise ValueError("boom on seed 1")
-        return real_run(cfg, data, net, run_dir, cls, seed, digest)
+    real_write = jobs.write_text
 
     def no_failed_folder(path, text):
         if "failed" in path.parts:
             raise PermissionError(13, "Permission denied", str(path))
         return real_write(path, text)
-    monkeypatch.setattr(ex, "run_job", fail_seed_1)
     monkeypatch.setattr(jobs, "write_text", no_failed_folder)
-    data = _npz(tmp_path)
-    cfg = ExperimentConfig(name="f", source=f"npz:{data}", target=f"npz:{data}", methods=["target_only"], k=1,
-                           repeats=2, select_on="none", pretrain=TWO, train=TWO, out_dir=str(tmp_path))
-    with pytest.raises(JobsFailed, match="1 of 2 job.*tracebacks above"):
-        ex.run_experiment(cfg, log=lambda *a: None)
-    (run_dir,) = (tmp_path / "f").iterdir()
-    failed = json.loads((run_dir / "results.json").read_text())["failed"]
+    _, _, failed, message = run_failing_seed_1(tmp_path, monkeypatch)
+    assert re.search("1 of 2 job.*tracebacks above", message)
     assert failed == [{"job": "target_only seed 1", "error": "ValueError: boom on seed 1", "traceback": None}]
 
 

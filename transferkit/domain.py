@@ -240,6 +240,12 @@ def _loose_names(names: list[str]) -> list[str]:
     return [str(int(k)) if k.isascii() and k.isdigit() else k for k in keys]
 
 
+def numbers_classes(names: list[str]) -> bool:
+    """Whether ``names`` number their classes (``0..9``, also ``d0..d9`` compared loosely: :func:`_loose_names`),
+    as an npz file without ``class_names`` does."""
+    return all(k.isascii() and k.isdigit() for k in _loose_names([str(n) for n in names]))
+
+
 def warn_unshared_classes(source_classes: list[str], target_classes: list[str], chosen: bool) -> None:
     """Warn when no target class is named as a source class, so that a head trained on target
     labels gets a new row for every class and keeps none of the source classifier, and the
@@ -270,7 +276,7 @@ def warn_unshared_classes(source_classes: list[str], target_classes: list[str], 
              f"source's names (folder names, npz class_names) to keep their rows; if they are other classes, this is "
              f"expected")
     elif len(source) == len(target) and not chosen and \
-            sum(all(k.isascii() and k.isdigit() for k in _loose_names(side)) for side in (source, target)) == 1:
+            sum(numbers_classes(side) for side in (source, target)) == 1:
         warn(f"{head}; one side numbers its classes and the other names them. If they are the same classes, give "
              f"them the same names (folder names, npz class_names) to keep their rows; if they are other classes, "
              f"this is expected")

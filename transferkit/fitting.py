@@ -9,7 +9,7 @@ import copy
 
 import torch
 
-from .domain import Domain, head_mapping
+from .domain import Domain, head_mapping, numbers_classes
 from .errors import TransferkitError, check, warn
 from .evaluate import classification_report, fraction_correct, harmonic_mean, predict_logits
 from .heads import head_for_classes, retargeted_head
@@ -121,7 +121,7 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
           f"it predicts with the network's classifier, whose classes ({list(head_classes)[:10]}) lack the target "
           f"classes {missing[:10]}: train on a few target labels (finetune, linear_probe, ...), or, if they are "
           f"the same classes, name the target's classes as the network's (class names are matched, not positions)")
-    check(not missing or not _numbered_against_named(head_classes, target_classes),
+    check(not missing or not (numbers_classes(target_classes) and not numbers_classes(head_classes)),
           f"the target's classes are numbers ({list(target_classes)[:10]}: an npz file without class_names numbers "
           f"its classes) and the source's are names ({list(head_classes)[:10]}); classes are matched by name, so "
           f"{'none' if len(missing) == len(target_classes) else 'some'} of the target's match: save the npz with "
@@ -132,12 +132,6 @@ def source_head_rows(cls, head_classes: list[str] | None, num_outputs: int,
                        f"target images per class and the unlabelled rest; set k in a run, give target= in "
                        f"Transfer.fit), or finetune")
     return rows
-
-
-def _numbered_against_named(head_classes, target_classes) -> bool:
-    """Target classes that are all numbers (an npz file without ``class_names``) beside source
-    classes none of which is."""
-    return all(str(c).isdigit() for c in target_classes) and not any(str(c).isdigit() for c in head_classes)
 
 
 def check_selection_classes(cls, val: Domain | None, head_classes: list[str] | None,

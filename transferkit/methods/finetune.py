@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..backbones import HEAD
 from ..engine import FitResult
-from ..errors import check, warn
+from ..errors import UnknownNameError, check, warn
 from .base import Method, check_fixed_options, register, register_prefix
 
 
@@ -114,19 +115,26 @@ class FtFc2(FtFc):
 @register
 class FtUnit(_TargetCE):
     """Tune the units in ``unit`` (a name or a list of names), everything else frozen:
-    ``N_ft-l`` of seed 002 Algorithm 1 line 2. ``ft_unit:<name>`` fixes the unit."""
+    ``N_ft-l`` of seed 002 Algorithm 1 line 2. ``ft_unit:<name>`` fixes the unit. A unit that
+    is no name (``unit: [3]``) is an unknown unit, named with the network's units."""
 
     name = "ft_unit"
     default_unit: str | None = None
     description = "tune one named unit (seed 002 N_ft-l); name it as ft_unit:<unit>"
 
-    def __init__(self, net, unit: str | list[str] | None = None):
+    def __init__(self, net, unit: str | Sequence[str] | None = None):  # checked here, with the network's units
         super().__init__(net)
         check_fixed_options(type(self), {"unit": unit})
         unit = self.default_unit if unit is None else unit
         check(unit is not None, "ft_unit needs a unit: use ft_unit:<name> or options {ft_unit: {unit: NAME}}")
+        check(isinstance(unit, (str, Iterable)) and not isinstance(unit, (bytes, Mapping)),
+              f"ft_unit: option unit must be text or a list of texts or null, got {unit!r}; units are "
+              f"{', '.join(net.unit_names)}")
         self.units = [unit] if isinstance(unit, str) else list(unit)
         check(self.units, "ft_unit needs at least one unit to tune, got an empty list")
+        odd = [u for u in self.units if not isinstance(u, str)]  # a number (unit: [3]) names no unit either
+        if odd:
+            raise UnknownNameError("unit", odd[0], net.unit_names)
         twice = sorted({u for u in self.units if self.units.count(u) > 1})
         check(not twice, f"ft_unit: unit lists {', '.join(map(repr, twice))} more than once; list each unit once")
         tunable = net.tunable_unit_names()

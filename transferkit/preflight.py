@@ -28,7 +28,6 @@ from .fitting import check_selection_classes, method_error, source_head_rows
 from .io import read_json
 from .methods import get_method
 from .methods.base import Method, check_option_values, check_options
-from .methods.pixel import TwoStageTranslation
 from .methods.supervised import SourceOnly
 from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
 from .runtime import import_plugins, plugin_hint
@@ -427,8 +426,9 @@ def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
     the first training step, after the source pre-training. ``domains``: its streams' domains. Its
     losses run once on a copy, on CPU, on each stream's first ``batch_size`` images; another error
     there is left to the training (that copy's weights are not the trained ones), and a method that
-    trains no step (its ``losses`` is :class:`~transferkit.methods.base.Method`'s) is not run. A
-    two-stage translation (adain, unit_gan) runs the losses of both stages (its translator's first)."""
+    trains no step (its ``losses`` is :class:`~transferkit.methods.base.Method`'s) is not run. A method
+    of several training stages (``training_stages``: adain's and unit_gan's translator, then their task
+    network) runs the losses of each, ``stage`` set to each value in turn."""
     streams = {name: domains.get(name) for name in method.streams}
     if type(method).losses is Method.losses or any(d is None or not len(d) for d in streams.values()):
         return  # a method that trains no engine step (tap, matching_net), or one without its streams
@@ -439,8 +439,7 @@ def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
     rows = {name: torch.arange(min(max(batch_size, 2), len(d))) for name, d in streams.items()}
     drawn = {name: d.images[rows[name]] if name == "unlabeled" else (d.images[rows[name]], d.labels[rows[name]])
              for name, d in streams.items()}
-    stages = (1, 2) if isinstance(method, TwoStageTranslation) else (None,)  # its translator's stage too
-    for stage in stages:
+    for stage in type(method).training_stages:
         if stage is not None:
             probe.stage = stage
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():

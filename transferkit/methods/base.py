@@ -512,6 +512,10 @@ class Method(nn.Module):
     #: ``n``): another value is refused before any work with ``refusal`` (formatted with ``name``
     #: and ``given``), and ``transferkit methods`` marks them
     fixed_options: dict = {}
+    #: the values of ``self.stage`` its training stages run under, in order, where ``fit_transfer`` trains in several
+    #: (``TwoStageTranslation``: ``(1, 2)``, its translator first); ``(None,)``: one stage, ``stage`` not set. The
+    #: pre-flight of :func:`~transferkit.preflight.check_own_modules_take` runs ``losses`` under each
+    training_stages: tuple = (None,)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -97,6 +97,7 @@ class TwoStageTranslation(AdaptationMethod):
     their labels, the translator fixed (term ``task_term``)."""
 
     stage_one_tag = "translator"
+    training_stages = (1, 2)
     translator_parts: tuple[str, ...] = ()
     task_term = "ce_translated"
 

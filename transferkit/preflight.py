@@ -126,9 +126,10 @@ def _main_guard(node) -> bool:
 
 def check_workers_reach(methods: list, workers: int, backbone: str | None = None, domains=()) -> None:
     """Refuse, before the pre-training, what the jobs that ``workers`` > 1 processes would run need and
-    would not find (:func:`main_only`): their methods, the ``backbone``'s builder and the builders of
-    registered ``domains`` (specs); each job would fail there on an unknown name. A run calls it when
-    more than one job is left (one runs in the calling process)."""
+    would not find (:func:`main_only`): their methods, the ``backbone``'s builder, and the builders of
+    registered ``domains`` (specs) and the functions of their shifts (registered in ``SHIFTS``); each job
+    would fail there on an unknown name. A run calls it when more than one job is left (one runs in the
+    calling process)."""
     if workers <= 1:
         return
     from .data import BUILTINS
@@ -136,8 +137,11 @@ def check_workers_reach(methods: list, workers: int, backbone: str | None = None
     lost = [f"method {cls.name!r}" for cls in methods if main_only(cls, cls.name)]
     if isinstance(backbone, str) and backbone in list_backbones() and main_only(builder_of(backbone), backbone):
         lost.append(f"backbone {backbone!r}")
-    bases = dict.fromkeys(check_spec(spec)[0] for spec in domains if spec is not None)
+    specs = [check_spec(spec) for spec in domains if spec is not None]
+    bases = dict.fromkeys(base for base, _, _ in specs)
     lost += [f"domain {b!r}" for b in bases if b in BUILTINS and main_only(BUILTINS[b].build, b)]
+    shifts = dict(pair for _, names, entries in specs for pair in zip(names, entries))
+    lost += [f"shift {name!r}" for name, (fn, _, _) in shifts.items() if main_only(fn, name)]
     many = len(lost) > 1
     check(not lost, f"{', '.join(lost)} {'are' if many else 'is'} not defined and registered at the top level of "
                     f"this script (outside functions and `if __name__ == \"__main__\":`; its if / try / with blocks "

@@ -95,3 +95,63 @@ def test_workers_refuse_a_shift_registered_only_in_the_main_block(tmp_path, monk
     with pytest.raises(TransferkitError, match=r"^shift 'h_fe_main' is not"):  # one name, however often used
         check_workers_reach([], 2, "convnet4", ["digits+h_fe_main", "digits+h_fe_main+h_fe_main@grouped3"])
     check_workers_reach([], 1, "convnet4", ["digits+h_fe_main"])  # one process runs the jobs
+
+
+# ---- flex's workers option: its network's module classes made in the main block ---------------------------------
+
+class Sentinel(Exception):
+    """Raised where the work after the pre-flight checks begins: the refusal must come before."""
+
+
+def _net(unit, num_classes=2):
+    from torch import nn
+
+    from transferkit.backbones import from_sequential
+    return from_sequential(nn.Sequential(nn.Conv2d(1, 2, 3), unit(), nn.ReLU(), nn.Flatten(),
+                                         nn.Linear(2 * 26 * 26, num_classes)), input_shape=(1, 28, 28))
+
+
+def test_flex_workers_refuse_a_module_class_of_the_main_block(tmp_path, monkeypatch):
+    import pytest
+
+    from transferkit.errors import TransferkitError
+    from transferkit.methods import get_method
+    from transferkit.preflight import check_method_workers
+
+    space = _main_script(tmp_path, monkeypatch)
+    flex, fast = get_method("flex"), get_method("fast_flex")
+    with pytest.raises(TransferkitError, match=r"^the network's module class 'MainUnit' is not defined.*2 worker "
+                                               r"processes \(flex's option workers: 2\).*set flex's option workers "
+                                               r"to 1$"):
+        check_method_workers(flex(_net(space["MainUnit"]), workers=2))
+    check_method_workers(flex(_net(space["TopUnit"]), workers=2))  # a class the script's top level makes
+    check_method_workers(flex(_net(space["MainUnit"]), workers=1))
+    check_method_workers(fast(_net(space["MainUnit"]), workers=2))  # it trains its candidates in this process
+
+
+def test_transfer_and_run_refuse_flex_workers_for_a_main_block_module_class(tmp_path, monkeypatch):
+    import pytest
+
+    from transferkit import Transfer, experiment
+    from transferkit.backbones import BACKBONES
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.methods import flex
+
+    space = _main_script(tmp_path, monkeypatch)
+    monkeypatch.setattr(flex, "train_candidates", lambda *a, **k: (_ for _ in ()).throw(Sentinel()))
+    few = Domain("few", torch.rand(8, 1, 28, 28), torch.arange(8) % 2, ["a", "b"])
+    main_net, top_net = _net(space["MainUnit"]), _net(space["TopUnit"])
+    main_net.class_names = top_net.class_names = few.class_names
+    refused = r"method flex with options \{'workers': 2\}: the network's module class 'MainUnit' is not defined"
+    with pytest.raises(TransferkitError, match=refused):
+        Transfer("flex", workers=2).fit(target=few, val=few, net=main_net)
+    with pytest.raises(Sentinel):
+        Transfer("flex", workers=2).fit(target=few, val=few, net=top_net)
+
+    monkeypatch.setitem(BACKBONES, "h_fe_net", lambda num_classes, **_: _net(space["MainUnit"], num_classes))
+    monkeypatch.setattr(experiment, "check_same_data", lambda *a, **k: (_ for _ in ()).throw(Sentinel()))
+    cfg = ExperimentConfig(name="f", source="digits", target="digits", methods=["flex"], backbone="h_fe_net", k=2,
+                           repeats=1, options={"flex": {"workers": 2}}, workers=1, out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match=refused):
+        experiment.run_experiment(cfg, log=lambda *a: None)

@@ -74,7 +74,7 @@ from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
 from .networks import network_digest
-from .preflight import check_own_modules_take
+from .preflight import check_method_workers, check_own_modules_take
 from .runtime import callers_state_kept, rng_devices
 from .zeroshot import calibrated, is_zero_shot, seen_columns
 
@@ -408,6 +408,7 @@ class Transfer:
                 else:
                     built = build_method(cls, copy.deepcopy(net), options, head_classes, target_classes)
                     built.check_classes(source.class_names if source is not None else None, target_classes)
+                    check_method_workers(built)
                 cls.check_data(target, val)
                 check_selection_classes(cls, val, head_classes, target_classes)
             except Exception as e:  # whatever building it with these options raises names the problem

@@ -2,7 +2,7 @@
 warned about) at once: :func:`check_names` (methods, options, backbone, domain specs; nothing
 loaded), :func:`check_settings` (the data against each setting and method: empty splits,
 ``k`` above a class's images, options a method refuses on this data), :func:`check_workers_reach`
-(methods that ``--workers`` processes could not find) and :func:`check_own_modules_take` (a method's
+(what ``--workers`` processes, or flex's, could not find) and :func:`check_own_modules_take` (a method's
 own modules against images of another size than its network was built for)."""
 
 from __future__ import annotations
@@ -124,12 +124,15 @@ def _main_guard(node) -> bool:
     return isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
 
 
-def check_workers_reach(methods: list, workers: int, backbone: str | None = None, domains=()) -> None:
+def check_workers_reach(methods: list, workers: int, backbone: str | None = None, domains=(), net=None,
+                        option: str | None = None) -> None:
     """Refuse, before the pre-training, what the jobs that ``workers`` > 1 processes would run need and
     would not find (:func:`main_only`): their methods, the ``backbone``'s builder, and the builders of
     registered ``domains`` (specs) and the functions of their shifts (registered in ``SHIFTS``); each job
     would fail there on an unknown name. A run calls it when more than one job is left (one runs in the
-    calling process)."""
+    calling process). ``net``: a network sent to the workers (flex's candidates), whose module classes they
+    must find; ``option``: the method option that starts them (``"flex's option workers"``), named in the
+    refusal instead of ``--workers``."""
     if workers <= 1:
         return
     from .data import BUILTINS
@@ -142,13 +145,24 @@ def check_workers_reach(methods: list, workers: int, backbone: str | None = None
     lost += [f"domain {b!r}" for b in bases if b in BUILTINS and main_only(BUILTINS[b].build, b)]
     shifts = dict(pair for _, names, entries in specs for pair in zip(names, entries))
     lost += [f"shift {name!r}" for name, (fn, _, _) in shifts.items() if main_only(fn, name)]
+    classes = dict.fromkeys(type(m) for m in net.modules()) if net is not None else {}
+    lost += [f"the network's module class {c.__qualname__!r}" for c in classes if main_only(c)]
     many = len(lost) > 1
+    given, one = (f"{option}: {workers}", f"set {option} to 1") if option else \
+        (f"--workers / workers: {workers}", "run with --workers 1")
     check(not lost, f"{', '.join(lost)} {'are' if many else 'is'} not defined and registered at the top level of "
                     f"this script (outside functions and `if __name__ == \"__main__\":`; its if / try / with blocks "
-                    f"count), which the {workers} worker processes (--workers / workers: {workers}) run again, but "
+                    f"count), which the {workers} worker processes ({given}) run again, but "
                     f"made in a function, in the main block, a notebook or python -c: define and register "
                     f"{'them' if many else 'it'} in a module they can import (import it here; for the CLI, name it in "
-                    f"TRANSFERKIT_PLUGINS), or at the script's top level, or run with --workers 1")
+                    f"TRANSFERKIT_PLUGINS), or at the script's top level, or {one}")
+
+
+def check_method_workers(method) -> None:
+    """:func:`check_workers_reach` of the worker processes ``method``'s fit starts
+    (:meth:`~transferkit.methods.base.Method.spawned_workers`: flex's candidates), which are sent its
+    network: a module class of it made in the script's main block is refused before the pre-training."""
+    check_workers_reach([], method.spawned_workers(), net=method.net, option=f"{method.name}'s option workers")
 
 
 def _recorded_plugins(run_dir: Path | None) -> list[str]:
@@ -266,6 +280,7 @@ def check_jobs(cfg: ExperimentConfig, data: Prepared, methods: list) -> None:
                 method = job_method(cfg, data, cls, net)
                 method.check_source([data.source.train, data.source.val, data.source.test])
                 method.check_classes(data.source.train.class_names, data.target.train.class_names)
+                check_method_workers(method)
                 if val is not None and hasattr(method, "check_validation"):
                     method.check_validation(val)
             except Exception as e:  # whatever building it with these options raises names the problem

@@ -636,6 +636,11 @@ class Method(nn.Module):
         so an interrupted stage resumes on its own."""
         return make_engine("main").fit(self, source=source, target=target, unlabeled=unlabeled, val=val)
 
+    def spawned_workers(self) -> int:
+        """The worker processes its fit starts, each sent a copy of its network (flex's ``workers``
+        option); 1: none, it trains in this process."""
+        return 1
+
     def extra_results(self) -> dict:
         """Extra fields for this method's results row (e.g. the unit flex-tuning picked)."""
         return {}

@@ -300,6 +300,9 @@ class Flex(_FlexBase):
                 raise UnknownNameError("image unit kind", kind, IMAGE_UNITS)
         self.image_lr_mult = float(image_lr_mult)
 
+    def spawned_workers(self) -> int:
+        return self.workers  # its candidates (fast_flex and faster_flex train one at a time, in this process)
+
     def head_has_new_rows(self, classes):
         check(not self.image_units, f"flex's image-unit candidates keep the head fixed, but the target classes "
                                     f"{classes[:10]} are not among the source head's: their rows would never be "

@@ -37,6 +37,7 @@ holds one only as literal text); sd1 (a no-op rewrite of ``return None``, a mist
 
 Left (1): ew1 (``_run_jobs_of`` passing only ``cfg.source`` to check_workers_reach): it needs a whole run
 with workers 2 and a domain registered in the main block; check_workers_reach itself is tested in h_fc.
+Killed since by tests/test_session78_h_fe.py (a run whose target domain is registered only in the main block).
 """
 import re
 import sys

@@ -155,3 +155,30 @@ def test_transfer_and_run_refuse_flex_workers_for_a_main_block_module_class(tmp_
                            repeats=1, options={"flex": {"workers": 2}}, workers=1, out_dir=str(tmp_path))
     with pytest.raises(TransferkitError, match=refused):
         experiment.run_experiment(cfg, log=lambda *a: None)
+
+
+# ---- a run with workers: 2 checks its target domain too (session 77's mutant ew1: only cfg.source checked) --------
+
+def test_a_run_with_workers_refuses_a_target_domain_registered_only_in_the_main_block(tmp_path, monkeypatch):
+    import pytest
+
+    from transferkit import data, experiment
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import TransferkitError
+
+    space = _main_script(tmp_path, monkeypatch)
+    exec("import numpy as np\n\ndef make_domain():\n    rng = np.random.default_rng(0)\n"
+         "    return rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), np.arange(60) % 2\n", space)
+    data.register_domain("h_fe_dom", space["make_domain"], channels=1, size=28, class_names=["0", "1"],
+                         description="noise in two classes")
+    monkeypatch.setitem(data.BUILTINS, "h_fe_dom", data.BUILTINS.pop("h_fe_dom"))  # removed after the test
+    monkeypatch.setattr(experiment, "check_same_data", lambda *a, **k: (_ for _ in ()).throw(Sentinel()))
+    tiny = TrainConfig(steps=1, eval_every=1)
+    cfg = ExperimentConfig(name="t", source="digits", target="h_fe_dom", methods=["target_only", "finetune"], k=2,
+                           repeats=1, workers=2, val_per_class=2, pretrain=tiny, train=tiny, out_dir=str(tmp_path))
+    with pytest.raises(TransferkitError, match=r"^domain 'h_fe_dom' is not defined and registered at the top level.*"
+                                               r"2 worker processes.*--workers 1$"):
+        experiment.run_experiment(cfg, log=lambda *a: None)
+    with pytest.raises(Sentinel):  # one process runs the jobs: it gets past the check, to where the work starts
+        experiment.run_experiment(ExperimentConfig(**{**cfg.to_dict(), "workers": 1}), log=lambda *a: None)

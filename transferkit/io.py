@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 import time
@@ -276,7 +277,7 @@ def waiting_lock(path: str | os.PathLike, on_wait: Callable[[str], Any] | None =
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT, "lock file")
     locked = False
     try:
         start, said = time.monotonic(), None
@@ -302,6 +303,37 @@ def waiting_lock(path: str | os.PathLike, on_wait: Callable[[str], Any] | None =
 
 #: the byte :func:`waiting_lock` locks with ``msvcrt``: past the holder's text, which a waiting process reads
 _MSVCRT_BYTE = 1 << 20
+
+
+#: open flags that keep a file of transferkit's from being reached through a symbolic link (where the OS has them)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular(path: str | os.PathLike, flags: int, what: str) -> int:
+    """``os.open(path, flags)`` of a regular file that is not a symbolic link, or a
+    :class:`TransferkitError` naming ``path`` (``what``: the file's role, "lock file"): a link
+    there would make transferkit write (a process id, a metrics line) into the file it leads to."""
+    if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: checked before opening
+        raise _not_regular(path, what)
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, 0o666 & ~_UMASK)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or os.path.islink(path):
+            raise _not_regular(path, what) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_regular(path, what)
+    return fd
+
+
+def _not_regular(path, what: str) -> TransferkitError:
+    try:
+        kind = f"a symbolic link (to {os.readlink(path)})"
+    except OSError:  # not a link
+        kind = "not a regular file"
+    return TransferkitError(f"the {what} {path} is {kind}: transferkit does not follow links out of its files; "
+                            f"remove it (a run or cache makes its own)")
 
 
 def _try_lock(fd: int) -> bool:
@@ -380,7 +412,7 @@ def _flock(directory, path: Path) -> int | None:
     opening and locking (its holder removed it on release). Returns the descriptor, or None
     on a file system without ``flock`` (some NFS and Lustre mounts)."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, "lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -390,7 +422,8 @@ def _flock(directory, path: Path) -> int | None:
             os.close(fd)
             return None
         try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            held, opened = os.lstat(path), os.fstat(fd)
+            if (held.st_dev, held.st_ino) == (opened.st_dev, opened.st_ino):
                 return fd
         except FileNotFoundError:
             pass
@@ -408,7 +441,7 @@ def directory_holder(directory: str | os.PathLike) -> str | None:
         pid = _lock_pid(path)
         return f"pid {pid}" if pid and process_running(pid) else None
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
     except OSError:
         return None
     try:
@@ -508,18 +541,16 @@ def _running_windows(pid: int) -> bool:
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line (metrics streams). A line torn by a kill is ended first, so that
-    :func:`read_jsonl` skips it alone and not the record appended after it."""
+    :func:`read_jsonl` skips it alone and not the record appended after it. A ``path`` that is a
+    symbolic link (or not a regular file) is refused (:func:`open_regular`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as f:
-        torn = f.tell() > 0 and _last_byte(path) != b"\n"
+    with os.fdopen(open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "metrics file"), "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+        torn = end > 0 and f.read(1) != b"\n"
         f.write((("\n" if torn else "") + json.dumps(obj, default=_jsonable) + "\n").encode("utf-8"))
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
 
 
 def read_jsonl(path: str | os.PathLike) -> list:

@@ -1,0 +1,68 @@
+"""Symbolic links in a run directory are not followed out of it: locks, metrics, removals, the
+report; and run names the file system refuses are refused by the config."""
+
+import os
+
+import pytest
+
+from transferkit.errors import TransferkitError
+from transferkit.io import append_jsonl, directory_lock, waiting_lock
+
+ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+
+
+def _victim(tmp_path, text="keep me"):
+    victim = tmp_path / "elsewhere" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text(text)
+    return victim
+
+
+def test_a_run_lock_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path):
+    victim, run = _victim(tmp_path), tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(TransferkitError, match=r"\.lock is a symbolic link"):
+        with directory_lock(run):
+            pass
+    assert victim.read_text() == "keep me"
+
+
+def test_a_run_lock_that_is_a_folder_is_refused_by_name(tmp_path):
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(TransferkitError, match=r"\.lock is not a regular file"):
+        with directory_lock(tmp_path):
+            pass
+
+
+def test_a_cache_lock_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path):
+    victim = _victim(tmp_path)
+    lock = tmp_path / "domains" / "mnist-v2-x.lock"
+    lock.parent.mkdir()
+    lock.symlink_to(victim)
+    with pytest.raises(TransferkitError, match="mnist-v2-x.lock"):
+        with waiting_lock(lock):
+            pass
+    assert victim.read_text() == "keep me"
+
+
+def test_a_lock_file_still_locks_and_names_its_holder(tmp_path):
+    with directory_lock(tmp_path) as path:
+        assert path.read_text() == str(os.getpid())
+    with waiting_lock(tmp_path / "c.lock"):
+        assert (tmp_path / "c.lock").read_text().startswith(f"pid {os.getpid()} ")
+
+
+def test_metrics_are_not_appended_through_a_symlink(tmp_path):
+    victim = _victim(tmp_path)
+    (tmp_path / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(TransferkitError, match="metrics.jsonl is a symbolic link"):
+        append_jsonl(tmp_path / "metrics.jsonl", {"step": 1})
+    assert victim.read_text() == "keep me"
+
+
+def test_metrics_append_still_ends_a_torn_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"st')
+    append_jsonl(path, {"step": 2})
+    assert path.read_text().splitlines()[-1] == '{"step": 2}' and path.read_text().count("\n") == 3

@@ -5,8 +5,11 @@ import os
 
 import pytest
 
+from transferkit import io
 from transferkit.errors import TransferkitError
 from transferkit.io import append_jsonl, directory_lock, waiting_lock
+from transferkit.jobs import run_jobs
+from transferkit.source import _drop_checkpoints_of_another_source
 
 ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
 
@@ -66,3 +69,32 @@ def test_metrics_append_still_ends_a_torn_line(tmp_path):
     path.write_text('{"step": 1}\n{"st')
     append_jsonl(path, {"step": 2})
     assert path.read_text().splitlines()[-1] == '{"step": 2}' and path.read_text().count("\n") == 3
+
+
+def test_removal_through_a_symlinked_folder_is_refused_naming_the_link(tmp_path):
+    run, victim = tmp_path / "run", _victim(tmp_path)
+    run.mkdir()
+    (run / "checkpoints").symlink_to(victim.parent)
+    with pytest.raises(TransferkitError, match=r"checkpoints is a symbolic link to .*elsewhere.*outside the run"):
+        io.removable(run / "checkpoints" / "victim.txt", run)
+    assert io.removable(run / "models" / "a.pt", run) == run / "models" / "a.pt"
+
+
+def test_a_jobs_traceback_is_not_removed_through_a_symlinked_failed_folder(tmp_path):
+    jobs = tmp_path / "bench" / "jobs"
+    jobs.mkdir(parents=True)
+    victim = _victim(tmp_path)
+    (victim.parent / "a.txt").write_text("keep me")
+    (jobs / "failed").symlink_to(victim.parent)
+    with pytest.raises(TransferkitError, match="failed is a symbolic link"):
+        run_jobs([(jobs / "a.json", lambda: {"x": 1})])
+    assert (victim.parent / "a.txt").read_text() == "keep me"
+
+
+def test_checkpoints_of_another_source_are_not_removed_through_a_symlink(tmp_path):
+    run, victim = tmp_path / "run", _victim(tmp_path)
+    run.mkdir()
+    (run / "checkpoints").symlink_to(victim.parent)
+    with pytest.raises(TransferkitError, match="does not remove files outside the run"):
+        _drop_checkpoints_of_another_source(run, "new-digest", lambda line: None)
+    assert victim.read_text() == "keep me"

@@ -73,6 +73,20 @@ def make_dir(path: Path, lead: str, fix: str) -> None:
         raise TransferkitError(f"{lead} {path} ({why}); {fix}") from e
 
 
+def removable(path: str | os.PathLike, top: str | os.PathLike) -> Path:
+    """``path``, a file or folder in the run (or benchmark) directory ``top`` that is about to be
+    removed, once it resolves inside ``top``; else a :class:`TransferkitError` naming the symbolic
+    link (``path`` or one of its folders) that leads out: removing through it would delete files
+    elsewhere (``shutil.rmtree`` refuses a link itself, not a linked folder above)."""
+    path, top = Path(path), Path(top)
+    if path.resolve().is_relative_to(top.resolve()):
+        return path
+    link = next((p for p in (path, *path.parents) if p.is_symlink()), path)
+    raise TransferkitError(f"{link} is a symbolic link to {link.resolve()}, outside {top}: transferkit does not "
+                           f"remove files outside the run (or benchmark) directory, and here it would remove "
+                           f"{path}; replace the link by the folder or file itself (move or copy it in)")
+
+
 def failed_writing(e: OSError) -> bool:
     """Whether ``e`` is :func:`atomic_path`'s, writing one of transferkit's outputs."""
     return " while writing" in str(e.strerror)

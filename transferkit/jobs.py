@@ -22,6 +22,7 @@ from .io import (
     process_running,
     read_job,
     read_json,
+    removable,
     write_json,
     write_text,
 )
@@ -159,7 +160,7 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
             return
         results[todo[j]] = result
         write_json(path, result)
-        failure_path(path).unlink(missing_ok=True)  # of an earlier try
+        removable(failure_path(path), Path(path).parent).unlink(missing_ok=True)  # of an earlier try
         if log is not None:
             log(result)
     with worker_threads(workers):  # a last job left to this process computes what a worker would

@@ -1,6 +1,8 @@
 """Symbolic links in a run directory are not followed out of it: locks, metrics, removals, the
 report; and run names the file system refuses are refused by the config."""
 
+import base64
+import json
 import os
 
 import pytest
@@ -9,6 +11,7 @@ from transferkit import io
 from transferkit.errors import TransferkitError
 from transferkit.io import append_jsonl, directory_lock, waiting_lock
 from transferkit.jobs import run_jobs
+from transferkit.report import write_report
 from transferkit.source import _drop_checkpoints_of_another_source
 
 ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
@@ -98,3 +101,36 @@ def test_checkpoints_of_another_source_are_not_removed_through_a_symlink(tmp_pat
     with pytest.raises(TransferkitError, match="does not remove files outside the run"):
         _drop_checkpoints_of_another_source(run, "new-digest", lambda line: None)
     assert victim.read_text() == "keep me"
+
+
+def _finished(run):
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [ROW]}))
+    return run
+
+
+def test_a_report_files_symlink_is_refused_and_the_folder_it_leads_to_kept(tmp_path):
+    run, victim = _finished(tmp_path / "run"), _victim(tmp_path)
+    (victim.parent / "figure07.png").write_bytes(b"not the report's")
+    (run / "report_files").symlink_to(victim.parent)
+    with pytest.raises(TransferkitError, match="report_files is a symbolic link"):
+        write_report(run)
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["figure07.png", "victim.txt"]
+
+
+def test_a_report_leaves_out_files_linked_from_outside_the_run(tmp_path):
+    run = _finished(tmp_path / "run")
+    secret = _victim(tmp_path, "name: SECRET-7f3a\n")
+    png = secret.parent / "x.png"
+    png.write_bytes(b"\x89PNG outside-the-run-0c1d")
+    (run / "sub").mkdir()
+    (run / "sub" / "config.yaml").symlink_to(secret)
+    (run / "tsne.png").symlink_to(png)
+    (run / "own.png").write_bytes(b"\x89PNG the-run-own-9e2b")
+    html_path, md_path = write_report(run)
+    page, md = html_path.read_text(), md_path.read_text()
+    assert "SECRET-7f3a" not in page + md
+    assert base64.b64encode(png.read_bytes()).decode() not in page
+    assert base64.b64encode((run / "own.png").read_bytes()).decode() in page
+    assert "figures not shown: symbolic links out of the run directory (tsne.png)" in page
+    assert "config.yaml files not shown: symbolic links out of the run directory (sub/config.yaml)" in md

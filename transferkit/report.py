@@ -390,11 +390,24 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
     return out
 
 
+def _inside(files: list[Path], run_dir: Path, what: str, notes: list | None) -> list[Path]:
+    """``files`` but those that resolve outside ``run_dir`` (symbolic links out of it: a report
+    shows what the run wrote, never other files of the machine), which ``notes`` names."""
+    top = run_dir.resolve()
+    outside = [p for p in files if not p.resolve().is_relative_to(top)]
+    if outside and notes is not None:
+        notes.append(f"{len(outside)} {what} not shown: symbolic links out of the run directory "
+                     f"({', '.join(str(p.relative_to(run_dir)) for p in outside[:10])})")
+    return [p for p in files if p not in outside]
+
+
 def saved_figures(run_dir: Path, exclude: Path, notes: list | None = None) -> list[tuple[str, bytes]]:
     """PNG figures the run or benchmark wrote itself (t-SNE, per-unit plots, ...), not those of
-    a report (``exclude`` or any other ``report_files/`` folder, e.g. of an earlier ``--out``)."""
+    a report (``exclude`` or any other ``report_files/`` folder, e.g. of an earlier ``--out``), nor
+    files linked from outside ``run_dir``."""
     files = [p for p in sorted(run_dir.rglob("*.png"))
              if exclude not in p.parents and "report_files" not in p.relative_to(run_dir).parts]
+    files = _inside(files, run_dir, "figures", notes)
     return [(str(p.relative_to(run_dir)), p.read_bytes()) for p in _capped(files, MAX_FIGURES, "saved figures", notes)]
 
 
@@ -470,10 +483,12 @@ def _config_files(run_dir: Path, stored) -> str:
     """The ``config.yaml`` files under ``run_dir`` that say something the config results.json
     stores does not (a run's own file is that config, with its name and out_dir): a benchmark's
     runs, or a run's file changed since its rows were written (e.g. a narrowing resume that failed).
-    The first ``MAX_FIGURES`` of them; a last comment line names those left out."""
+    The first ``MAX_FIGURES`` of them; a last comment line names those left out (and those that are
+    symbolic links out of ``run_dir``, not shown)."""
     same = yaml.safe_load(yaml.safe_dump(stored, sort_keys=False)) if isinstance(stored, dict) else None
     differing = []
-    for sub in sorted(run_dir.rglob("config.yaml")):
+    left_out: list[str] = []
+    for sub in _inside(sorted(run_dir.rglob("config.yaml")), run_dir, "config.yaml files", left_out):
         text = sub.read_text(encoding="utf-8")
         try:
             parsed = yaml.safe_load(text)
@@ -481,7 +496,6 @@ def _config_files(run_dir: Path, stored) -> str:
             parsed = None
         if same is None or not isinstance(parsed, dict) or parsed != same:
             differing.append((sub, text))
-    left_out: list[str] = []
     out = ""
     for sub, text in _capped(differing, MAX_FIGURES, "config.yaml files", left_out,
                              name=lambda d: str(d[0].relative_to(run_dir))):
@@ -493,7 +507,8 @@ def _config_files(run_dir: Path, stored) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``report_files/``) for the
-    run or benchmark in ``run_dir``; return their paths."""
+    run or benchmark in ``run_dir``; return their paths. A ``report_files`` there that is a
+    symbolic link is refused (the report removes its older figures in it)."""
     run_dir = Path(run_dir)
     data = unfinished_run(run_dir)  # a stopped run's finished jobs, read once
     where = run_dir / "jobs" if data is not None else check_run_dir(run_dir)
@@ -501,6 +516,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     rows = with_revisions(data["rows"], data.get("config"))  # rows of an older revision apart in the tables
     out_dir = Path(out) if out else run_dir
     files_dir = out_dir / "report_files"
+    check(not files_dir.is_symlink() and files_dir.resolve().is_relative_to(out_dir.resolve()),
+          f"{files_dir} is a symbolic link (to {files_dir.resolve()}): the report writes its figures there and "
+          f"removes older ones, and does not follow links out of its folder; remove the link (the report makes "
+          f"the folder)")
     summary = summarize(rows)
     notes: list[str] = []
     import matplotlib

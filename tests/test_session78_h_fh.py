@@ -8,6 +8,7 @@ import os
 import pytest
 
 from transferkit import io
+from transferkit.config import ExperimentConfig
 from transferkit.errors import TransferkitError
 from transferkit.io import append_jsonl, directory_lock, waiting_lock
 from transferkit.jobs import run_jobs
@@ -134,3 +135,13 @@ def test_a_report_leaves_out_files_linked_from_outside_the_run(tmp_path):
     assert base64.b64encode((run / "own.png").read_bytes()).decode() in page
     assert "figures not shown: symbolic links out of the run directory (tsne.png)" in page
     assert "config.yaml files not shown: symbolic links out of the run directory (sub/config.yaml)" in md
+
+
+@pytest.mark.parametrize("name", ["a\0b", "tab\there", "a" * 300, "é" * 128])
+def test_a_run_name_with_control_characters_or_too_long_for_a_folder_is_refused(name):
+    with pytest.raises(TransferkitError, match="names the run's folder under out_dir.*at most 255 bytes"):
+        ExperimentConfig(name=name)
+
+
+def test_a_run_name_of_255_bytes_is_taken():
+    assert ExperimentConfig(name="a" * 255).name == "a" * 255

@@ -346,8 +346,8 @@ def _not_regular(path, what: str) -> TransferkitError:
         kind = f"a symbolic link (to {os.readlink(path)})"
     except OSError:  # not a link
         kind = "not a regular file"
-    return TransferkitError(f"the {what} {path} is {kind}: transferkit does not follow links out of its files; "
-                            f"remove it (a run or cache makes its own)")
+    return TransferkitError(f"the {what} {path} is {kind}, which transferkit does not follow or write: remove it "
+                            f"(a run or cache makes its own)")
 
 
 def _try_lock(fd: int) -> bool:

@@ -197,8 +197,7 @@ def test_adapted_loads_the_saved_model_of_a_finished_run(tmp_path, monkeypatch):
     saved, loaded = seeded_lenet(seed=1).train(), []
     (tmp_path / "model.safetensors").write_bytes(b"")
     monkeypatch.setattr(uda, "model_path", lambda run_dir, c, name, seed: tmp_path / "model.safetensors")
-    monkeypatch.setattr(uda, "load_model", lambda run_dir, name, seed: loaded.append((name, seed)) or
-                        SimpleNamespace(net=saved))
+    monkeypatch.setattr(uda, "load_job_network", lambda run_dir, name, seed: loaded.append((name, seed)) or saved)
     assert uda._adapted(cfg, tmp_path, "dann", seeded_lenet()) is saved and not saved.training
     assert loaded == [("dann", 2)]
 

@@ -620,7 +620,7 @@ def _episodes(args) -> None:
     run_dir, heads = Path(args.run_dir), split(args.heads)
     check(heads, f"--heads {args.heads!r} names no head (one or more of {', '.join(FEWSHOT_HEADS)}, comma-separated)")
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
-                             args.k_shot, args.n_query, args.episodes, args.seed)
+                             args.k_shot, args.n_query, args.episodes, args.seed, print, args.trust_pickles)
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
             "seed": args.seed, "heads": heads}
     stopped = [f"{line} These episodes score its models so far: run `transferkit episodes` again once it has "
@@ -798,6 +798,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-query", type=int, default=15, help="query images per class (default: 15)")
     s.add_argument("--episodes", type=int, default=600, help="episodes (default: 600)")
     s.add_argument("--seed", type=int, default=0, help="draws the episodes, the same for every model (default: 0)")
+    s.add_argument("--trust-pickles", action="store_true",
+                   help="read a job that saved only its pickled model (models/*.pt; runs before 2026-12-07): "
+                        "unpickling runs whatever code the file names, so only for run directories you trust "
+                        "(default: each job's network file, models/*.safetensors, which runs no code)")
     s.set_defaults(func=_episodes)
     s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory); of several, "
                                        "one table with a run column")

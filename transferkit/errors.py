@@ -12,6 +12,11 @@ class TransferkitError(Exception):
     """A mistake in the user's input (unknown name, bad shape, bad config...), not a bug."""
 
 
+class UntrustedPickle(TransferkitError):
+    """A file that only unpickling reads (a run's ``models/*.pt``), which runs whatever code it names:
+    not read without the caller's opt-in (``trust_pickles``, ``--trust-pickles``)."""
+
+
 class WorkerDied(TransferkitError):
     """A worker process ended without handing back its job (killed: the out-of-memory killer,
     ``kill -9``). The rows of finished jobs are kept; the CLI prints ``reason`` with the command

@@ -39,7 +39,7 @@ from .config import (
 )
 from .distributed import barrier, is_main_process, world_size
 from .engine import Engine
-from .errors import JobsFailed, TransferkitError, check, is_whole, quiet, warn
+from .errors import JobsFailed, TransferkitError, UntrustedPickle, check, is_whole, quiet, warn
 from .fitting import (
     all_source_classes_fields,
     evaluate_on,
@@ -60,6 +60,7 @@ from .jobs import JobFailure, failures_message, guarded, map_jobs, save_failure
 from .methods import get_method
 from .methods.base import resolved_options
 from .methods.supervised import SourceOnly
+from .networks import load_network, save_network
 from .preflight import check_names, check_settings, check_workers_reach, warn_pretrain_unused
 from .results import RESULT_FILES, unfinished_hint, write_results
 from .rundata import (
@@ -83,6 +84,7 @@ from .rundir import (
     job_digest,
     job_path,
     model_path,
+    network_path,
     trained_before,
 )
 from .runtime import (
@@ -134,13 +136,11 @@ def _model_bytes(method) -> memoryview:
     return buf.getbuffer()
 
 
-def load_model(run_dir: str | Path, method: str, seed: int | None = None, setting: str | None = None):
-    """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, in eval
-    mode: ``model.logits(images)`` gives target-class logits (the images checked, in chunks;
-    ``model(images)`` runs one unchecked batch), column ``i`` for ``model.classes_[i]``
-    (the class names of the job's result row; ``seed``: the config's first by default;
-    ``setting``: ``"k=5"``, which a run of a list ``k`` or ``ratio`` needs). The
-    file is a pickle (``torch.load(weights_only=False)``): load only run directories you trust."""
+def _saved_model(run_dir: str | Path, method: str, seed: int | None, setting: str | None,
+                 network: bool = False) -> tuple:
+    """``(run_dir, cfg, name, seed, path)`` of job (``method``, ``seed``, ``setting``) of a run: ``path`` its
+    model file (``.pt``), refused, naming the run's saved models, when it does not exist (with ``network``:
+    nor its network file, :func:`~transferkit.rundir.network_path`)."""
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory (no config.yaml)"
                                                f"{unfinished_hint(run_dir)}")
@@ -149,7 +149,7 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
     check(seed is None or is_whole(seed), f"seed must be a whole number (a job's label-subset seed), got {seed!r}")
     seed = cfg.seed if seed is None else int(seed)
     path = model_path(run_dir, cfg, name, seed)
-    if not path.is_file():
+    if not path.is_file() and not (network and network_path(path).is_file()):
         saved = sorted(p.stem for p in (run_dir / "models").glob(f"*-{cfg.setting}-s*.pt"))
         listed = ", ".join(saved[:12]) + (f" and {len(saved) - 12} more" if len(saved) > 12 else "")
         why = ""
@@ -161,6 +161,18 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
                    "source.safetensors)")
         raise TransferkitError(f"{path} does not exist: {run_dir} has no finished {name} job of seed {seed} with a "
                                f"saved model{why}; its saved models (method-setting-seed): {listed or 'none'}")
+    return run_dir, cfg, name, seed, path
+
+
+def load_model(run_dir: str | Path, method: str, seed: int | None = None, setting: str | None = None):
+    """The model that job (``method``, ``seed``) of a ``transferkit run`` evaluated, in eval
+    mode: ``model.logits(images)`` gives target-class logits (the images checked, in chunks;
+    ``model(images)`` runs one unchecked batch), column ``i`` for ``model.classes_[i]``
+    (the class names of the job's result row; ``seed``: the config's first by default;
+    ``setting``: ``"k=5"``, which a run of a list ``k`` or ``ratio`` needs). The
+    file is a pickle (``torch.load(weights_only=False)``): unpickling runs whatever code the file names, so load
+    only run directories you trust (:func:`load_job_network` reads a job's network without unpickling)."""
+    run_dir, cfg, name, seed, path = _saved_model(run_dir, method, seed, setting)
     try:
         model = torch.load(path, weights_only=False, map_location="cpu")
     except (EOFError, pickle.UnpicklingError, RuntimeError, KeyError) as e:  # torn (a cut zip archive), zeroed
@@ -177,6 +189,9 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
     except (ImportError, AttributeError) as e:  # e.g. a plugin's method whose module is not importable here
         raise TransferkitError(f"model {path} needs code that is not available here ({e}); for a plugin "
                                f"method, name its module in TRANSFERKIT_PLUGINS") from e
+    check(isinstance(model, torch.nn.Module), f"model {path} holds a {type(model).__name__}, not a model (a "
+                                              f"transferkit method, a torch module): it is not a file transferkit run "
+                                              f"saved")
     row = job_path(run_dir, cfg, name, seed)
     if row.is_file():
         model.classes_ = list(read_job(row, ("class_names",))["class_names"])
@@ -186,6 +201,28 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
         warn(f"{row} does not exist: the job stopped after saving {path.name} and before its result "
              f"row, so {what} (a resume trains the job again)")
     return model.eval()
+
+
+def load_job_network(run_dir: str | Path, method: str, seed: int | None = None, setting: str | None = None,
+                     in_channels: int | None = None, trust_pickles: bool = False):
+    """The network (a :class:`~transferkit.unitnet.UnitNet`, in eval mode) of job (``method``, ``seed``,
+    ``setting``, as :func:`load_model`) of a run, for its embedding (``net.forward_features``), read from the
+    job's network file ``models/<job>.safetensors``: reading it runs no code. A job with only its pickled
+    model (a run from before 2026-12-07; a method that adds parameters to the network, as ft_ss) is refused,
+    unless ``trust_pickles``: then :func:`load_model` unpickles it, which runs whatever code the file names.
+    ``in_channels``: the images' channels (``None``: those the file fits)."""
+    run_dir, cfg, name, seed, path = _saved_model(run_dir, method, seed, setting, network=True)
+    file = network_path(path)
+    if file.is_file():
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: the caller's random state stays
+            return load_network(file, cfg.backbone, in_channels, cfg.image_size).eval()
+    if not trust_pickles:
+        raise UntrustedPickle(f"{file} does not exist: job {name} seed {seed} ({cfg.setting}) saved only its pickled "
+                              f"model {path.name} (a run from before 2026-12-07, or a method that adds parameters to "
+                              f"the network), and unpickling a file runs whatever code it names, so it is not read by "
+                              f"default. If you trust {run_dir} (you made it, or someone you trust did), pass "
+                              f"--trust-pickles (trust_pickles=True) to load it")
+    return load_model(run_dir, name, seed, setting).net
 
 
 def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path, any_one: bool = False) -> ExperimentConfig:
@@ -279,16 +316,32 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
 
 
 def _save_evaluated(path: Path, method, job: str) -> None:
-    """:func:`save_model`, or a warning: a model that does not pickle (a user's method or
-    backbone) must not cost the job's result. Writing it is not excused: a full disk fails the
-    job before its row (a resume trains it again) and stops the run."""
+    """:func:`save_model` and its network (:func:`_save_job_network`), or a warning: a model that does not
+    pickle (a user's method or backbone) must not cost the job's result. Writing
+    them is not excused: a full disk fails the job before its row (a resume trains it again) and
+    stops the run."""
     try:
         data = _model_bytes(method)
     except Exception as e:
         removable(path, path.parent.parent).unlink(missing_ok=True)  # not an older run's model (RUN_DIR/models/)
+        removable(network_path(path), path.parent.parent).unlink(missing_ok=True)
         warn(f"{job}: the trained model is not saved ({type(e).__name__}: {e})")
         return
     atomic_write(path, lambda p: p.write_bytes(data))
+    _save_job_network(network_path(path), method)
+
+
+def _save_job_network(path: Path, method) -> None:
+    """The method's network as :func:`~transferkit.networks.save_network` writes it (safetensors, which
+    load without running code): what :func:`load_job_network` reads for its embedding, the network alone
+    also where the method's predictions read more. None where it does not save so (a method's parameters
+    added to the network, a network of no UnitNet)."""
+    try:
+        save_network(getattr(method, "net", None), path)
+    except OSError:
+        raise
+    except Exception:  # save_network's refusals, a plugin builder's own
+        path.unlink(missing_ok=True)
 
 
 def _seen_classes(data: Prepared) -> list[str]:
@@ -464,7 +517,8 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             rows.append(finished[sub.setting][cls.name, seed])
             if main:  # a stop between its row and the removal of its checkpoints left them: they serve nothing
                 shutil.rmtree(removable(run_dir / "checkpoints" / job.stem, run_dir), ignore_errors=True)
-                for path in (job, model_path(run_dir, sub, cls.name, seed)):
+                saved = model_path(run_dir, sub, cls.name, seed)
+                for path in (job, saved, network_path(saved)):
                     clear_left_temporaries(path)
         elif cls is SourceOnly:
             every = {}  # partial DA: the argmax over every source class as well

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .backbones import EMBEDDING, UnitNet, check_input_shape, evaluating
 from .domain import as_images, check_memory, group_labels, memory_bytes
-from .errors import TransferkitError, UnknownNameError, check, class_ids, is_whole, torch_seed, warn
+from .errors import TransferkitError, UnknownNameError, UntrustedPickle, check, class_ids, is_whole, torch_seed, warn
 from .evaluate import predict_logits, text_ids
 from .frozen import frozen_activations
 from .heads import prototype_logits
@@ -346,7 +346,7 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
 
 
 def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_shots=(1, 5), n_query: int = 15,
-                 episodes: int = 600, seed: int = 0, log=print) -> tuple[list[dict], dict]:
+                 episodes: int = 600, seed: int = 0, log=print, trust_pickles: bool = False) -> tuple[list[dict], dict]:
     """N-way K-shot episodes (seed 004's protocol, after Chen et al. 2019) on the target test split of
     a ``transferkit run`` directory, with the frozen embedding (``net.forward_features``) of each
     finished job's saved model: one row per (job, head, K), ``method`` ``"<method>/<head>"``,
@@ -356,12 +356,15 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     grouped target (videos) each episode image is a frame of a video of its own. Jobs of
     one method and setting whose embeddings are one network (matching_net trains none of it) are
     scored once. ``methods``: the methods to score (default: every method of the run with a saved
-    model). Returns the rows and the run's results record (its config, and ``unfinished`` when
-    the run is not finished)."""
+    model). Each job's network is read from its network file (``models/<job>.safetensors``), which
+    runs no code; a job saved only as a pickle (``models/<job>.pt``: runs before 2026-12-07) is left out,
+    and a run of no other job refused, unless ``trust_pickles`` (unpickling runs whatever code the
+    file names: only for run directories you trust). Returns the rows and the run's results record
+    (its config, and ``unfinished`` when the run is not finished)."""
     from pathlib import Path
 
     from .config import load_config
-    from .experiment import load_model
+    from .experiment import load_job_network
     from .networks import network_digest
     from .results import read_results, unfinished_run
     from .rundata import class_fields, prepare_domains
@@ -390,15 +393,17 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     _check_episodes_fit(test, n_way, k_shots, n_query)
     if test.groups is not None:
         log(f"episodes: the target {cfg.target!r} is grouped (videos): {GROUPED_EPISODES}")
-    rows, scored = [], {}
+    rows, scored, refused = [], {}, []
     for method, job_seed, setting in jobs:
         try:
-            model = load_model(run_dir, method, job_seed, setting if isinstance(cfg.k, list) or isinstance(
-                cfg.ratio, list) else None)
+            net = load_job_network(run_dir, method, job_seed, setting if isinstance(cfg.k, list) or isinstance(
+                cfg.ratio, list) else None, prepared.channels, trust_pickles)
+        except UntrustedPickle as e:
+            refused.append(e)
+            continue
         except TransferkitError as e:
             warn(f"episodes: {method} seed {job_seed} ({setting}) is left out: {e}")
             continue
-        net = getattr(model, "net", None)
         if not isinstance(net, UnitNet):
             warn(f"episodes: {method} is left out: its model has no UnitNet (net) whose embedding episodes read")
             continue
@@ -431,5 +436,11 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
             f"{r['setting'].split(' (')[0]} {r['method'].split('/')[-1]} {100 * r['accuracy']:.1f}%"
             for r in rows if r["seed"] == job_seed and r["method"].startswith(f"{method}/")
             and r["setting"].endswith(f"({setting})")))
+    if refused and not rows:
+        raise UntrustedPickle(f"episodes: {run_dir} is not read: " + (
+            f"{len(refused)} jobs have only pickled models; the first: " if len(refused) > 1 else "") + str(refused[0]))
+    if refused:
+        warn(f"episodes: {len(refused)} job(s) with only a pickled model are left out (--trust-pickles reads them, "
+             f"which runs whatever code they name); the first: {refused[0]}")
     check(rows, f"{run_dir}: no finished job with a saved model to score")
     return rows, data

@@ -40,6 +40,12 @@ def model_path(run_dir: Path, cfg: ExperimentConfig, method: str, seed: int) -> 
     return Path(run_dir) / "models" / f"{job_stem(method, cfg.setting, seed)}.pt"
 
 
+def network_path(model: Path) -> Path:
+    """The network file (safetensors, :func:`~transferkit.networks.save_network`'s) saved beside a job's
+    model file ``model`` (:func:`model_path`)."""
+    return model.with_name(f"{model.stem}.safetensors")
+
+
 def trained_before(checkpoints: Path) -> tuple[float, set[int]]:
     """The seconds the stages of a job trained before it stopped and the torch thread counts
     they trained with, as its checkpoints record them (``trained_s``, 0 for checkpoints from

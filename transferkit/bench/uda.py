@@ -36,14 +36,14 @@ import torch
 
 from ..config import ExperimentConfig
 from ..engine import TrainConfig, content_text
-from ..errors import TransferkitError, UnknownNameError, check, near_name
+from ..errors import TransferkitError, UnknownNameError, UntrustedPickle, check, near_name
 from ..evaluate import mean_se, mean_se_text, paired_difference
-from ..experiment import load_model, run_experiment
+from ..experiment import load_job_network, run_experiment
 from ..io import job_stem, load_safetensors, write_text
 from ..jobs import job_result
 from ..methods import get_method
 from ..rundata import prepare_domains, shared_domains
-from ..rundir import model_path
+from ..rundir import model_path, network_path
 from ..runtime import invocation
 from ..source import run_source_network
 from . import Plan, as_list, as_pairs, benchmark, budget_line, kept_tsne, path_part, skada_compare
@@ -362,10 +362,17 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
 
 
 def _adapted(cfg: ExperimentConfig, run_dir: Path, name: str, pretrained):
-    """The adapted network of job ``name``: its saved model, or in a directory from before
+    """The adapted network of job ``name``: its saved network file (:func:`load_job_network`, no
+    unpickling: a job with only a pickled model is refused), or in a directory from before
     models were saved, its final engine checkpoint."""
-    if model_path(run_dir, cfg, name, cfg.seed).is_file():
-        return load_model(run_dir, name, cfg.seed).net.eval()
+    saved = model_path(run_dir, cfg, name, cfg.seed)
+    if saved.is_file() or network_path(saved).is_file():
+        try:
+            return load_job_network(run_dir, name, cfg.seed).eval()
+        except UntrustedPickle:
+            raise UntrustedPickle(f"{network_path(saved)} does not exist: job {name} saved only its pickled model "
+                                  f"{saved.name} (a benchmark from before 2026-12-07), which the t-SNE does not read: "
+                                  f"unpickling runs whatever code the file names") from None
     method = get_method(name)(copy.deepcopy(pretrained), **cfg.options.get(name, {}))
     ckpt = run_dir / "checkpoints" / job_stem(name, cfg.setting, cfg.seed) / "main" / "last.safetensors"
     state = load_safetensors(ckpt, "checkpoint", "resume the benchmark to finish that job")[0]

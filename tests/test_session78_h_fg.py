@@ -94,3 +94,39 @@ def test_the_uda_bench_t_sne_refuses_a_pickled_model(finished_run, tmp_path):
         uda._adapted(cfg, run, "linear_probe", None)
     assert not marker.exists()
 
+
+# ---- a network file's prototype_head metadata --------------------------------------------------------------------
+def _prototype_file(path, stored):
+    from safetensors.torch import save_file
+
+    from transferkit.backbones import build_backbone
+    net = build_backbone("lenet", num_classes=3, in_channels=1, image_size=28, head="prototype")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata={"prototype_head": stored})
+    return path
+
+
+@pytest.mark.parametrize("stored, field", [
+    ("{not json", "must be a JSON object"),
+    ('["cosine", 2]', "must be a JSON object"),
+    ('{"metric": "cosine"}', "its scale must be a finite number > 0, got 'None'"),
+    ('{"metric": "rm -rf", "scale": "nan"}', "its metric must be one of sqeuclidean, cosine, got 'rm -rf'"),
+    ('{"metric": "cosine", "scale": "nan"}', "its scale must be a finite number > 0, got 'nan'"),
+    ('{"metric": "cosine", "scale": NaN}', "its scale must be a finite number > 0, got 'nan'"),
+    ('{"metric": "cosine", "scale": -1}', "its scale must be a finite number > 0, got '-1'"),
+    ('{"metric": ["cosine"], "scale": 2}', "its metric must be one of"),
+    ('{"metric": "cosine", "scale": 1' + "0" * 400 + "}", "its scale must be a finite number > 0"),
+])
+def test_bad_prototype_head_metadata_is_named_with_its_file_and_field(tmp_path, stored, field):
+    from transferkit.networks import load_network
+    path = _prototype_file(tmp_path / "proto.safetensors", stored)
+    with pytest.raises(TransferkitError) as caught:
+        load_network(path, "lenet", 1)
+    assert f"network file {path}: its metadata prototype_head" in str(caught.value)
+    assert field in str(caught.value)
+
+
+def test_good_prototype_head_metadata_is_restored(tmp_path):
+    from transferkit.networks import load_network
+    net = load_network(_prototype_file(tmp_path / "proto.safetensors", '{"metric": "cosine", "scale": 5}'), "lenet", 1)
+    assert (net.head.metric, net.head.scale) == ("cosine", 5.0) and isinstance(net.head.scale, float)
+

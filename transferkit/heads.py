@@ -85,6 +85,10 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) 
     return sums / counts.unsqueeze(1).to(features.dtype)
 
 
+#: the metrics of :func:`prototype_logits` and :class:`PrototypeHead`
+PROTOTYPE_METRICS = ("sqeuclidean", "cosine")
+
+
 def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor, metric: str = "sqeuclidean",
                      scale: float = 10.0) -> torch.Tensor:
     """Logits ``-||f - p_c||^2`` (``sqeuclidean``) or ``scale * cos(f, p_c)`` (``cosine``).
@@ -102,7 +106,7 @@ def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor, metric: s
         return -d.clamp_min(0)
     if metric == "cosine":
         return scale * F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).t()
-    raise UnknownNameError("prototype metric", metric, ["sqeuclidean", "cosine"])
+    raise UnknownNameError("prototype metric", metric, list(PROTOTYPE_METRICS))
 
 
 class PrototypeHead(nn.Module):
@@ -113,8 +117,8 @@ class PrototypeHead(nn.Module):
 
     def __init__(self, dim: int, num_classes: int, metric: str = "sqeuclidean", scale: float = 10.0):
         super().__init__()
-        if metric not in ("sqeuclidean", "cosine"):
-            raise UnknownNameError("prototype metric", metric, ["sqeuclidean", "cosine"])
+        if metric not in PROTOTYPE_METRICS:
+            raise UnknownNameError("prototype metric", metric, list(PROTOTYPE_METRICS))
         _check_scale(scale)
         self.in_features, self.out_features = dim, num_classes
         self.metric, self.scale = metric, float(scale)

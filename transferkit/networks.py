@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from .backbones import build_backbone, check_unitnet, is_built_in, known_outputs
 from .engine import content_text
 from .errors import TransferkitError, UnknownNameError, check
-from .heads import PrototypeHead
+from .heads import PROTOTYPE_METRICS, PrototypeHead
 from .io import load_safetensors, relative_hint, save_safetensors
 from .methods.base import Method
 
@@ -86,13 +87,34 @@ def save_network(net, path: str | os.PathLike, class_names=None) -> Path:
     return save_safetensors(path, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, metadata)
 
 
-def restore_head(net, metadata: dict) -> None:
+def restore_head(net, metadata: dict, path: str | os.PathLike = "") -> None:
     """A prototype head's metric and scale, which :func:`save_network` stores beside its prototypes
-    (a file without them: the defaults, sqeuclidean)."""
+    (a file without them: the defaults, sqeuclidean); ``path``: the file, named where they are not
+    a JSON object of a known metric and a finite scale > 0."""
     stored = metadata.get("prototype_head")
     if stored is not None and isinstance(net.head, PrototypeHead):
+        net.head.metric, net.head.scale = _prototype_options(stored, path)
+
+
+def _prototype_options(stored, path) -> tuple[str, float]:
+    """The ``(metric, scale)`` of a network file's ``prototype_head`` metadata, checked."""
+    where = f"network file {path}: its metadata prototype_head"
+    try:
         options = json.loads(stored)
-        net.head.metric, net.head.scale = str(options["metric"]), float(options["scale"])
+    except (TypeError, ValueError):
+        options = None
+    check(isinstance(options, dict), f"{where} must be a JSON object {{\"metric\": ..., \"scale\": ...}} "
+                                     f"(save_network writes it), got {str(stored)[:80]!r}")
+    metric, scale = options.get("metric"), options.get("scale")
+    check(metric in PROTOTYPE_METRICS, f"{where}: its metric must be one of {', '.join(PROTOTYPE_METRICS)}, got "
+                                       f"{str(metric)[:80]!r}")
+    try:
+        value = float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else math.nan
+    except OverflowError:  # an integer past float's range
+        value = math.inf
+    check(math.isfinite(value) and value > 0, f"{where}: its scale must be a finite number > 0, got "
+                                              f"{str(scale)[:80]!r}")
+    return metric, value
 
 
 def _torch_file(path: Path) -> bool:
@@ -199,7 +221,7 @@ def load_network(path: str | os.PathLike, backbone: str, in_channels: int | None
                                f"is not built by name: build and cut it again, then "
                                f"transferkit.networks.load_network_file(net, {str(path)!r})") from None
     load_network_file(net, path, read=(state, metadata))
-    restore_head(net, metadata)
+    restore_head(net, metadata, path)
     net.class_names = names
     return net
 

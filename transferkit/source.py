@@ -58,7 +58,7 @@ def read_source_file(cfg: ExperimentConfig, data: Prepared, path: Path, classes=
     read = read_network_file(path, hint)
     net = _initial_source_net(cfg, data, head_kind(read[0]))
     load_network_file(net, path, classes=classes, hint=hint, read=read)
-    restore_head(net, read[1])
+    restore_head(net, read[1], path)
     return net
 
 

@@ -130,3 +130,26 @@ def test_good_prototype_head_metadata_is_restored(tmp_path):
     net = load_network(_prototype_file(tmp_path / "proto.safetensors", '{"metric": "cosine", "scale": 5}'), "lenet", 1)
     assert (net.head.metric, net.head.scale) == ("cosine", 5.0) and isinstance(net.head.scale, float)
 
+
+# ---- a cache others may write ------------------------------------------------------------------------------------
+@pytest.mark.skipif(__import__("os").name == "nt", reason="POSIX mode bits")
+def test_a_cache_every_user_may_write_is_named_once(tmp_path, monkeypatch):
+    import warnings
+
+    from transferkit import io
+    from transferkit.errors import TransferkitWarning
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    shared.mkdir()
+    own.mkdir()
+    shared.chmod(0o777)
+    own.chmod(0o700)
+    monkeypatch.setattr(io, "_CACHES_CHECKED", set())
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(shared))
+    with pytest.warns(TransferkitWarning, match=rf"the cache {shared} .*every user may write it.*chmod go-w"):
+        assert io.cache_dir() == shared
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(own))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert io.cache_dir() == own  # the user's own: quiet
+        monkeypatch.setenv("TRANSFERKIT_CACHE", str(shared))
+        assert io.cache_dir() == shared  # named once

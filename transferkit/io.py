@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, warn
 
 #: the files a class-description matrix option may name (zeroshot.read_matrix), whose contents a job digest holds
 MATRIX_FILES = (".npy", ".csv", ".txt")
@@ -591,7 +591,48 @@ def cache_dir() -> Path:
     (``domains/``), decoded image folders (``folders/``), source networks (``pretrained/``) and
     text embeddings (``text/``)."""
     root = os.environ.get("TRANSFERKIT_CACHE") or os.path.join(Path.home(), ".cache", "transferkit")
-    return Path(root).expanduser()  # a quoted "~/..." (a .env file) is the home folder, not a folder named ~
+    path = Path(root).expanduser()  # a quoted "~/..." (a .env file) is the home folder, not a folder named ~
+    if path not in _CACHES_CHECKED:
+        _warn_if_others_write(path)
+    return path
+
+
+_CACHES_CHECKED: set = set()  # each cache directory is checked (and named) once per process
+
+
+def _warn_if_others_write(path: Path) -> None:
+    """Warn once when others than its user may write the cache ``path`` (another owner, writable by
+    others, or by a group other than the user's own private group): they could change the images and
+    labels of its domains and the source networks every run reads. POSIX mode bits: not on Windows."""
+    try:
+        info = path.stat()
+    except OSError:  # not made yet: checked once it exists
+        return
+    _CACHES_CHECKED.add(path)
+    if os.name == "nt":
+        return
+    if info.st_uid != os.getuid():
+        why = f"it belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & 0o002:
+        why = "every user may write it"
+    elif info.st_mode & 0o020 and not _own_group(info.st_gid):
+        why = f"its group (gid {info.st_gid}) may write it"
+    else:
+        return
+    warn(f"the cache {path} ($TRANSFERKIT_CACHE) is not yours alone: {why}, so others could change the domains, "
+         f"labels and source networks every run reads from it; use a cache only you may write (chmod go-w {path}, "
+         f"or set TRANSFERKIT_CACHE to a folder of your own)")
+
+
+def _own_group(gid: int) -> bool:
+    """``gid`` is the user's own private group (named as the user, no other member)."""
+    try:
+        import grp
+        import pwd
+        group, user = grp.getgrgid(gid), pwd.getpwuid(os.getuid())
+    except (ImportError, KeyError):
+        return False
+    return group.gr_name == user.pw_name and not set(group.gr_mem) - {user.pw_name}
 
 
 VARIABLE = re.compile(r"\$\{?[A-Za-z_]\w*\}?|%[A-Za-z_]\w*%")

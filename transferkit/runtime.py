@@ -96,18 +96,27 @@ def deterministic_cuda() -> None:
 
 
 def in_float32(fn):
-    """Run ``fn`` in float32 under an enabled autocast: its floating tensor arguments are cast
-    up and autocast is off inside (losses that subtract large terms or scale similarities by
-    up to 100 lose their value in bfloat16). Without autocast ``fn`` runs as it is."""
+    """Run ``fn`` in float32 where its inputs are of lower precision: under an enabled autocast
+    its floating tensor arguments are cast up and autocast is off inside (losses that subtract
+    large terms or scale similarities by up to 100 lose their value in bfloat16); without
+    autocast float16 and bfloat16 arguments are cast up (``cdist`` has no CPU half kernel,
+    CORAL's covariances overflow float16), float32 and float64 ones run as they are."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
         if not torch.is_autocast_enabled(device):
-            return fn(*args, **kwargs)
+            return fn(*(_float32_if_low(a) for a in args), **kwargs)
         with torch.autocast(device_type=device, enabled=False):
             return fn(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args),
                       **kwargs)
     return wrapper
+
+
+def _float32_if_low(a):
+    """``a`` as float32 if it is a floating tensor of less precision than float32 (float16, bfloat16, float8)."""
+    if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype not in (torch.float32, torch.float64):
+        return a.float()
+    return a
 
 
 def shows_progress() -> bool:

@@ -1,0 +1,35 @@
+"""Session 78 (h_fj): half-precision losses, exact mean/se, prototype scale refusal, NaN advice, AP@k."""
+
+import pytest
+import torch
+
+from transferkit import losses
+from transferkit.clip import hard_negative_triplet, info_nce, similarity
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_losses_take_half_precision_inputs_outside_autocast_in_float32(dtype):
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(6, 4, generator=g), torch.randn(5, 4, generator=g)
+    sh, th, big = s.to(dtype), t.to(dtype), (s * 300).to(dtype)  # coral of big: inf in float16 before
+    pairs = {"mmd2": (losses.mmd2, (sh, th), (sh.float(), th.float())),
+             "coral": (losses.coral, (big, sh), (big.float(), sh.float())),
+             "mcc": (losses.minimum_class_confusion, (sh,), (sh.float(),)),
+             "difference": (losses.difference_loss, (sh, th[:, :2].repeat(2, 1)[:6]),
+                            (sh.float(), th[:, :2].repeat(2, 1)[:6].float())),
+             "recon": (losses.scale_invariant_mse, (sh, sh.flip(0)), (sh.float(), sh.flip(0).float())),
+             "similarity": (similarity, (sh, sh), (sh.float(), sh.float()))}
+    for name, (fn, low, exact) in pairs.items():
+        got, want = fn(*low), fn(*exact)
+        assert got.dtype == torch.float32, name
+        assert torch.isfinite(got).all(), name
+        assert torch.allclose(got, want), name
+    sim = similarity(sh, sh)
+    assert info_nce(sim.to(dtype), 100.0).dtype == torch.float32
+    assert hard_negative_triplet(sim.to(dtype)).dtype == torch.float32
+
+
+def test_losses_keep_float64_and_float32_outside_autocast():
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert losses.mmd2(x, x.flip(0)).dtype == torch.float64
+    assert losses.coral(x.float(), x.flip(0).float()).dtype == torch.float32

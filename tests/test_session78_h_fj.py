@@ -1,5 +1,7 @@
 """Session 78 (h_fj): half-precision losses, exact mean/se, prototype scale refusal, NaN advice, AP@k."""
 
+import math
+
 import pytest
 import torch
 
@@ -33,3 +35,19 @@ def test_losses_keep_float64_and_float32_outside_autocast():
     x = torch.randn(5, 3, dtype=torch.float64)
     assert losses.mmd2(x, x.flip(0)).dtype == torch.float64
     assert losses.coral(x.float(), x.flip(0).float()).dtype == torch.float32
+
+
+def test_mean_se_of_equal_values_is_the_value_with_no_spread_and_sums_exactly():
+    from transferkit.evaluate import mean_se, mean_se_text
+    from transferkit.results import summarize
+    assert mean_se([0.7, 0.7, 0.7]) == (0.7, 0.0)
+    assert mean_se([0.1] * 7) == (0.1, 0.0)
+    m, se = mean_se([1e16, 1.0, -1e16])  # a naive sum loses the 1.0
+    assert m == pytest.approx(1 / 3)
+    assert math.isnan(mean_se([0.5, math.inf])[1]) and math.isnan(mean_se([math.inf, math.inf])[1])
+    assert math.isnan(mean_se([math.inf, -math.inf])[0])
+    rows = [{"method": "m", "source": "s", "target": "t", "setting": "k=5", "seed": i, "accuracy": 0.7}
+            for i in range(3)]
+    (s,) = summarize(rows)
+    assert (s["accuracy_mean"], s["accuracy_se"]) == (0.7, 0.0)
+    assert mean_se_text([0.7] * 3, scale=1, digits=17) == f"{0.7:.17f} ± {0.0:.17f}"

@@ -51,3 +51,17 @@ def test_mean_se_of_equal_values_is_the_value_with_no_spread_and_sums_exactly():
     (s,) = summarize(rows)
     assert (s["accuracy_mean"], s["accuracy_se"]) == (0.7, 0.0)
     assert mean_se_text([0.7] * 3, scale=1, digits=17) == f"{0.7:.17f} ± {0.0:.17f}"
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("inf")])
+def test_a_sqeuclidean_prototype_head_refusing_its_scale_names_its_metric_not_a_cosine_head(scale):
+    from transferkit.errors import TransferkitError
+    from transferkit.heads import PrototypeHead, make_head
+    with pytest.raises(TransferkitError) as e:
+        PrototypeHead(16, 3, metric="sqeuclidean", scale=scale)
+    assert "cosine head" not in str(e.value) and "'sqeuclidean' does not use it" in str(e.value)
+    assert "a sqeuclidean prototype head needs a finite scale > 0" in str(e.value) and repr(scale) in str(e.value)
+    with pytest.raises(TransferkitError, match=r"a cosine head needs a finite scale > 0 \(logits = scale \* cos\)"):
+        PrototypeHead(16, 3, metric="cosine", scale=scale)
+    with pytest.raises(TransferkitError, match=r"a cosine head needs a finite scale > 0 \(logits = scale \* cos\)"):
+        make_head("cosine", 16, 3, scale=scale)

@@ -29,9 +29,15 @@ class LinearHead(nn.Linear):
         return self.out_features
 
 
-def _check_scale(scale) -> None:
+def _check_scale(scale, metric: str = "cosine") -> None:
+    """Refuse a scale that is not a finite number > 0; a ``sqeuclidean`` prototype head, which keeps it for
+    ``metric="cosine"`` (and a saved network stores it), is told that its metric does not use it."""
+    why = ("logits = scale * cos" if metric == "cosine" else
+           f"metric {metric!r} does not use it: leave it out; the head keeps it for metric='cosine' and a saved "
+           f"network stores it")
     check(isinstance(scale, numbers.Real) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0,
-          f"a cosine head needs a finite scale > 0 (logits = scale * cos), got {scale!r}")
+          f"{'a cosine' if metric == 'cosine' else f'a {metric} prototype'} head needs a finite scale > 0 ({why}), "
+          f"got {scale!r}")
 
 
 class CosineHead(nn.Module):
@@ -112,14 +118,15 @@ def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor, metric: s
 class PrototypeHead(nn.Module):
     """Nearest-class-mean classifier (prototypical networks); prototypes are buffers set by :meth:`fit`.
 
-    ``metric="sqeuclidean"``: logits are minus squared distances; ``"cosine"``: ``scale * cos``.
+    ``metric="sqeuclidean"``: logits are minus squared distances; ``"cosine"``: ``scale * cos``. The
+    scale must be a finite number > 0 whatever the metric (the head keeps it, and a saved network stores it).
     """
 
     def __init__(self, dim: int, num_classes: int, metric: str = "sqeuclidean", scale: float = 10.0):
         super().__init__()
         if metric not in PROTOTYPE_METRICS:
             raise UnknownNameError("prototype metric", metric, list(PROTOTYPE_METRICS))
-        _check_scale(scale)
+        _check_scale(scale, metric)
         self.in_features, self.out_features = dim, num_classes
         self.metric, self.scale = metric, float(scale)
         self.register_buffer("prototypes", torch.zeros(num_classes, dim))

@@ -1,6 +1,7 @@
 """Session 78 (h_fj): half-precision losses, exact mean/se, prototype scale refusal, NaN advice, AP@k."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -65,3 +66,36 @@ def test_a_sqeuclidean_prototype_head_refusing_its_scale_names_its_metric_not_a_
         PrototypeHead(16, 3, metric="cosine", scale=scale)
     with pytest.raises(TransferkitError, match=r"a cosine head needs a finite scale > 0 \(logits = scale \* cos\)"):
         make_head("cosine", 16, 3, scale=scale)
+
+
+@pytest.mark.parametrize("method, options, named", [("ft_slow", {"backbone_lr_mult": 1e30}, "backbone_lr_mult=1e+30"),
+                                                     ("finetune_adv", {"disc_lr_mult": 1e30}, "disc_lr_mult=1e+30")])
+def test_a_loss_that_diverged_names_the_methods_lr_multiplier_above_1(method, options, named):
+    import helpers
+
+    from transferkit.backbones import build_backbone
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.methods import get_method
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    d = helpers.toy_domain(32, 0, 4)
+    kwargs = {"source": d, "unlabeled": d, "target": d} if method == "finetune_adv" else {"target": d}
+    advice = r"; lower the learning rate, or the method's learning-rate multiplier option above 1 \("
+    with pytest.raises(TransferkitError, match=r"loss became .* at step 1 .*" + advice + re.escape(named)):
+        Engine(TrainConfig(steps=3, batch_size=8, optimizer="sgd", progress=False)).fit(
+            get_method(method)(net, **options), **kwargs)
+
+
+def test_a_loss_that_diverged_without_a_multiplier_above_1_advises_the_learning_rate_alone():
+    import helpers
+
+    from transferkit.backbones import build_backbone
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.methods import get_method
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    with pytest.raises(TransferkitError, match=r"at step 1 .*; lower the learning rate$"):
+        Engine(TrainConfig(steps=3, batch_size=8, lr=1e30, optimizer="sgd", progress=False)).fit(
+            get_method("ft_slow")(net, backbone_lr_mult=0.5), target=helpers.toy_domain(32, 0, 4))

@@ -538,7 +538,7 @@ class Engine:
                     state["first_loss"] = float(loss.detach())
                 if not torch.isfinite(loss):
                     bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v)}
-                    why = ("lower the learning rate" if step else _before_any_update(method))
+                    why = (_lower_the_rate(method) if step else _before_any_update(method))
                     raise TransferkitError(f"method {method.name!r}: loss became {float(loss.detach())} at step {step} "
                                            f"(terms {bad}); {why}")
                 opt.zero_grad(set_to_none=True)
@@ -1039,6 +1039,20 @@ def _nonfinite_parameters(method) -> str:
     bad = [name for name, p in method.named_parameters()
            if not bool(torch.isfinite(p.detach().sum())) and not bool(torch.isfinite(p.detach()).all())]
     return ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
+
+
+def _lower_the_rate(method) -> str:
+    """The advice for a loss that became NaN or infinite after an update: lower the learning rate, or, where
+    the method sets a learning-rate multiplier option (``*lr_mult``) above 1, that option too."""
+    from .methods.base import method_options  # the methods import this module
+    high = {name: value for name in method_options(type(method)) if name.endswith("lr_mult")
+            for value in [getattr(method, name, None)]
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1}
+    if not high:
+        return "lower the learning rate"
+    listed = ", ".join(f"{name}={value:g}" for name, value in high.items())
+    return (f"lower the learning rate, or the method's learning-rate multiplier option{'s' if len(high) > 1 else ''} "
+            f"above 1 ({listed}; a parameter group trains at lr × its multiplier)")
 
 
 def _before_any_update(method) -> str:

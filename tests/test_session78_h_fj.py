@@ -99,3 +99,28 @@ def test_a_loss_that_diverged_without_a_multiplier_above_1_advises_the_learning_
     with pytest.raises(TransferkitError, match=r"at step 1 .*; lower the learning rate$"):
         Engine(TrainConfig(steps=3, batch_size=8, lr=1e30, optimizer="sgd", progress=False)).fit(
             get_method("ft_slow")(net, backbone_lr_mult=0.5), target=helpers.toy_domain(32, 0, 4))
+
+
+def test_queries_with_no_relevant_gallery_item_score_0_in_the_mean_and_one_warning_counts_them():
+    import warnings
+
+    from transferkit.retrieval import average_precision_at_k, map_at_k
+    gallery, g_labels = torch.tensor([[0.0], [1.0], [2.0], [3.0]]), torch.tensor([0, 0, 1, 1])
+    queries, q_labels = torch.tensor([[0.1], [2.1], [5.0], [6.0], [7.0]]), torch.tensor([0, 1, 2, 2, 3])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ap = average_precision_at_k(queries, q_labels, gallery, g_labels, k=2)
+        mean = map_at_k(queries, q_labels, gallery, g_labels, k=2)
+    none = [str(w.message) for w in caught if "no relevant gallery item" in str(w.message)]
+    assert len(none) == 2 and all(m.startswith("retrieval: 3 of 5 queries have no relevant") for m in none)  # 1 a call
+    assert ap[2:].tolist() == [0.0, 0.0, 0.0] and mean == pytest.approx(float(ap.sum()) / 5)
+    with warnings.catch_warnings(record=True) as caught:  # within one set: a class of one item has none besides it
+        warnings.simplefilter("always")
+        average_precision_at_k(queries, q_labels, k=2)
+    assert [str(w.message) for w in caught if "no relevant" in str(w.message)] == [
+        "retrieval: 3 of 5 queries have no relevant gallery item (none of their class besides themselves); each "
+        "scores AP@2 0, which counts in the mean (map_at_k)"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        average_precision_at_k(queries[:2], q_labels[:2], gallery, g_labels, k=2)
+    assert not [w for w in caught if "no relevant" in str(w.message)]

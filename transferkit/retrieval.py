@@ -8,7 +8,10 @@ neighbour and ``R`` the number of relevant gallery items::
 
     AP@k = 1 / min(k, R) * sum_{i <= k} P@i * rel_i,     P@i = (1/i) sum_{j <= i} rel_j
 
-and mAP@k (reported as AP@k in seed 002 Table 4) is its mean over queries. Within one set
+and mAP@k (reported as AP@k in seed 002 Table 4) is its mean over queries. A query with no
+relevant gallery item (``R = 0``: its class is not in the gallery, or only the query itself
+or its group is) scores ``AP@k = 0`` and counts in the mean, with a warning that counts such
+queries (a target class the source lacks lowers mAP@k). Within one set
 (``gallery=None``, or ``exclude_self=True``) each query is ranked among the others, never
 itself: counting a query as its own first match inflates AP@k far above chance. With
 ``groups`` (video ids of frames) every gallery item of the query's group is left out as well:
@@ -42,6 +45,8 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
     warning counts the queries whose AP that order changes (equally distant relevant and other
     items among or at the edge of their ``k`` nearest; a gallery sorted by class lifts a
     collapsed embedding above chance).
+    A query with no relevant gallery item (``R = 0``) gets AP@k 0 (which :func:`map_at_k` averages
+    in), and a warning counts such queries once per call.
     NumPy arrays are taken as well; labels may be class ids or names (strings, matched by equality).
 
     Leave-one-out: with ``exclude_self`` query ``i`` is gallery item ``i`` and is left out of
@@ -101,6 +106,11 @@ def average_precision_at_k(queries: torch.Tensor, query_labels: torch.Tensor, ga
         counts = counts[query_labels] - (gallery_labels == query_labels).long()
     else:
         counts = counts[query_labels]
+    if bool((counts == 0).any()):
+        warn(f"retrieval: {int((counts == 0).sum())} of {len(queries)} queries have no relevant gallery item (none "
+             f"of their class{' outside their group' if groups is not None else ''}"
+             f"{' besides themselves' if exclude_self and groups is None else ''}); each scores AP@{k} 0, which "
+             f"counts in the mean (map_at_k)")
     out, tied = [], 0  # tied: queries whose AP the order of equally distant gallery items changes
     ranks = torch.arange(1, k + 1, dtype=torch.float32, device=dev)
     order = torch.arange(len(gallery), dtype=torch.int64, device=dev)
@@ -175,9 +185,9 @@ def _group_ids(groups, gallery_groups, n_queries: int, n_gallery: int, same_item
 
 def map_at_k(queries, query_labels, gallery=None, gallery_labels=None, k: int = 10,
              exclude_self: bool | None = None, groups=None, gallery_groups=None) -> float:
-    """Mean AP@k over queries; ``gallery=None``, ``exclude_self`` and ``groups`` (leave out the
-    query's whole group, e.g. the other frames of its video) as in :func:`average_precision_at_k`
-    (leave-one-out within one set)."""
+    """Mean AP@k over queries, a query with no relevant gallery item counted as 0 (with a warning);
+    ``gallery=None``, ``exclude_self`` and ``groups`` (leave out the query's whole group, e.g. the
+    other frames of its video) as in :func:`average_precision_at_k` (leave-one-out within one set)."""
     check(len(queries) > 0, "retrieval needs at least one query")
     return float(average_precision_at_k(queries, query_labels, gallery, gallery_labels, k,
                                         exclude_self=exclude_self, groups=groups,

@@ -1,0 +1,19 @@
+"""Session 78 (mine): mends of the merged helpers' changes."""
+
+import warnings
+
+import torch
+from helpers import toy_domain
+
+
+def test_retrieval_map_scores_a_class_the_source_lacks_0_without_the_per_call_warning():
+    from transferkit.domain import Domain
+    from transferkit.retrieval import retrieval_map
+    source_val = toy_domain(12, 0, 3)  # classes 0, 1, 2
+    target = Domain("t", torch.zeros(8, 1, 28, 28), torch.arange(8) % 4, ["0", "1", "2", "9"])
+    gallery, queries = torch.arange(12.0)[:, None] % 3, torch.arange(8.0)[:, None] % 4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = retrieval_map(None, None, source_val, target, k=2, gallery=gallery, queries=queries)
+    assert not [w for w in caught if "no relevant gallery item" in str(w.message)]
+    assert 0 < score <= 0.75  # the two queries of class "9" count as 0 in the mean of 8

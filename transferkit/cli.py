@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import shlex
 import signal
@@ -12,7 +13,16 @@ import threading
 import warnings
 from pathlib import Path
 
-from .errors import JobsFailed, TransferkitError, TransferkitWarning, WorkerDied, check, quiet, warn
+from .errors import (
+    JobsFailed,
+    TransferkitError,
+    TransferkitWarning,
+    WorkerDied,
+    check,
+    interrupts_ignored,
+    quiet,
+    warn,
+)
 
 
 def _domains(args) -> None:
@@ -863,13 +873,13 @@ def _is_full_or_denied(e: OSError) -> bool:
 def _resume_hint(args, argv: list[str]) -> str | None:
     """What a stopped command kept and the command that goes on from there; None in the
     processes of ``--nproc`` that leave it to rank 0 (the launcher and the other ranks)."""
-    from .runtime import work_dir
+    runtime = _loaded("runtime")  # not loaded: stopped while the library loaded, before any directory
 
     if os.environ.get("RANK", "0") != "0" or (getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ):
         return None
     if not hasattr(args, "resume"):  # a command that keeps no run (episodes, report, summary): nothing to go on from
         return ""
-    d = work_dir() or (Path(args.resume) if args.resume else None)  # a resume stopped early: its directory
+    d = (runtime and runtime.work_dir()) or (Path(args.resume) if args.resume else None)  # a resume stopped early
     if d is None:  # a new run or benchmark stopped before its directory: removed, as nothing was kept
         return "it stopped before its first job, and nothing was kept: start it again"
     if not (d.is_dir() and any(p.name != ".lock" for p in d.iterdir())):
@@ -939,15 +949,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = _resume_hint(args, argv) if _is_full_or_denied(e) and begun else None
         return _error(f"{e}{_cache_hint(e)}{f'; {hint}' if hint else ''}")
     except KeyboardInterrupt as e:
-        from .distributed import peer_failed
-        from .jobs import interrupts_ignored
-        with interrupts_ignored():  # the line saying what was kept is printed whole
-            hint = _resume_hint(args, argv)
-            if hint is not None and not peer_failed():  # under --nproc, rank 0 alone says what was kept, unless
-                # torchrun stopped it for another rank's error (which the launcher prints)
-                what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Terminated) else "interrupted"
-                print(f"transferkit: {what}{f'; {hint}' if hint else ''}", file=sys.stderr)
-        return 128 + e.signum if isinstance(e, Terminated) else 130
+        return _stopped(args, argv, e)
     except Exception:
         from .distributed import peer_failed
         if peer_failed():  # under --nproc: another rank's error closed the process group under this one
@@ -960,6 +962,25 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _stopped(args, argv: list[str], e: KeyboardInterrupt) -> int:
+    """Say that Ctrl-C or :class:`Terminated` stopped the command, with what it kept and the
+    command that goes on, and return its exit status. Reads only the modules loaded whole: after
+    a Ctrl-C while torch loads, importing it again fails."""
+    distributed = _loaded("distributed")
+    with interrupts_ignored():  # the line saying what was kept is printed whole
+        hint = _resume_hint(args, argv)
+        if hint is not None and not (distributed and distributed.peer_failed()):  # under --nproc, rank 0 alone
+            # says what was kept, unless torchrun stopped it for another rank's error (which the launcher prints)
+            what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Terminated) else "interrupted"
+            print(f"transferkit: {what}{f'; {hint}' if hint else ''}", file=sys.stderr)
+    return 128 + e.signum if isinstance(e, Terminated) else 130
+
+
+def _loaded(name: str):
+    """The module ``transferkit.name`` if it is loaded (whole: a failed import leaves none), else None."""
+    return sys.modules.get(f"{__package__}.{name}")
 
 
 def _cache_hint(error: OSError) -> str:
@@ -1011,19 +1032,40 @@ def entry() -> None:
     raises nothing (the Python docs' recipe), and glibc keeps freed memory
     (:func:`~transferkit.runtime.keep_freed_memory`). Only here, in the process's entry point:
     ``main`` called in-process (a test, a notebook) touches neither a file descriptor nor the
-    caller's allocator."""
-    from .runtime import keep_freed_memory
-
+    caller's allocator. A Ctrl-C or SIGTERM while torch and the library load (the command's first
+    seconds) stops it as one later does: its one line (:func:`_stopped_early`) and exit status
+    (that process ends at once, with ``os._exit``)."""
     for stream in (sys.stdout, sys.stderr):  # a table's ± or × on an ASCII terminal: '?', not a UnicodeEncodeError
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
-    keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in (the process's own)
-    code = main()
+    try:
+        with _sigterm_as_interrupt():
+            from .runtime import keep_freed_memory  # loads torch
+            keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in (the process's)
+            code = main()
+    except KeyboardInterrupt as e:  # main's own stop is main's: this is one before it, or between its steps
+        code = _stopped_early(e)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # an import cut short can leave CPython's mark of an unhandled Ctrl-C set: it would end
+        # the process by SIGINT after the line; nothing that needs the interpreter's exit has started
     if code == 130 or code - 128 in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # stopped: a second Ctrl-C
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # would only print tracebacks of the interpreter's exit
     if code == CLOSED_PIPE:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)
+
+
+def _stopped_early(e: KeyboardInterrupt) -> int:
+    """:func:`_stopped` for a stop before :func:`main` could read its arguments: they are read
+    here, silently (a mistake in them, or --help, leaves a plain "interrupted")."""
+    argv = sys.argv[1:]
+    with interrupts_ignored(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:
+            args = argparse.Namespace()
+    return _stopped(args, argv, e)
 
 
 if __name__ == "__main__":

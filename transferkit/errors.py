@@ -4,7 +4,9 @@ import contextlib
 import difflib
 import numbers
 import os
+import signal
 import sys
+import threading
 import warnings
 
 
@@ -55,6 +57,21 @@ def quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TransferkitWarning)
         yield
+
+
+@contextlib.contextmanager
+def interrupts_ignored():
+    """Ctrl-C (SIGINT) ignored inside: for the stop that follows a first one (the main thread
+    only; elsewhere nothing changes). Here rather than in :mod:`transferkit.jobs` (which still
+    offers it), so that the command's stop while torch loads needs no torch."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def warn(message: str) -> None:

@@ -7,14 +7,13 @@ import os
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from .distributed import is_main_process, peer_failed, world_size
-from .errors import JobsFailed, TransferkitError, WorkerDied, check
+from .errors import JobsFailed, TransferkitError, WorkerDied, check, interrupts_ignored  # noqa: F401 (its old home)
 from .io import (
     STORAGE_FULL,
     WINDOWS,
@@ -101,21 +100,6 @@ def map_jobs(fn, jobs: list[tuple], workers: int, on_done) -> None:
         raise WorkerDied(f"{how} and the other workers were stopped") from error
     if error is not None:
         raise error
-
-
-@contextmanager
-def interrupts_ignored():
-    """Ctrl-C (SIGINT) ignored inside: for the stop that follows a first one (the main thread
-    only; elsewhere nothing changes)."""
-    import signal
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _stop_pool(pool) -> None:

@@ -488,9 +488,14 @@ def _run_config(args):
 def _not_a_run(resume: Path, other_folder: bool) -> str:
     """Why ``--resume`` of ``resume`` (a file, a folder of other files when ``other_folder``, or
     a missing or run-less folder) has no run to continue without a config."""
-    from .results import unfinished_hint
+    from .io import directory_holder
+    from .results import only_its_lock, unfinished_hint
     if resume.is_file():
         return "a file, not a run directory"
+    if only_its_lock(resume):  # or one working there now, which the hint names
+        hint = unfinished_hint(resume)[2:]
+        return hint if directory_holder(resume) else (f"{hint} (or give its config: transferkit run CONFIG --resume "
+                                                      f"{resume} starts it in this directory)")
     if other_folder:  # giving a config would be refused below: say what the folder is
         return f"{_no_config(resume)}{unfinished_hint(resume) or '; a new run needs a new or empty directory'}"
     return ((_no_config(resume) if resume.is_dir() else

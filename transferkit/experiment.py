@@ -1,7 +1,8 @@
 """Run an experiment: pre-train on the source, transfer to the target with each method
 over several random label subsets, evaluate on the target test split, write results.
 
-Layout of a run directory ``runs/<name>/<timestamp>/``: ``config.yaml`` (resolved),
+Layout of a run directory ``runs/<name>/<timestamp>/``: ``config.yaml`` (resolved; a new run's
+is written before its data is read),
 ``metrics.jsonl`` (every evaluation of every job's training; the source pre-training logs
 none), ``jobs/*.json`` (one finished (method, seed) each, written atomically),
 ``models/*.pt`` (the model each finished job evaluated, :func:`load_model`),
@@ -406,6 +407,8 @@ def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[P
         _make_run_dir(run_dir, None if run_dir_given else cfg.out_dir)
     try:
         with directory_lock(run_dir) if main else contextlib.nullcontext():
+            if fresh:  # before the data is read: a run killed then (SIGKILL) goes on with `--resume DIR` alone
+                write_text(run_dir / "config.yaml", dump_config(cfg))
             rows = _run_jobs_of(cfg, run_dir, methods, main, log)
     except BaseException:  # refused, failed or interrupted (Ctrl-C) before any job finished: leave nothing
         if fresh:

@@ -40,10 +40,15 @@ def unfinished_hint(run_dir: Path) -> str:
     benchmark directory (``plan.json``) is completed by the benchmark its plan names."""
     run_dir = Path(run_dir)
     plan = bench_plan(run_dir)
-    holder = directory_holder(run_dir) if (run_dir / "config.yaml").is_file() or plan is not None else None
+    lock_only = only_its_lock(run_dir)
+    holder = directory_holder(run_dir) if (run_dir / "config.yaml").is_file() or plan is not None or lock_only \
+        else None
     if holder is not None and not (run_dir / "results.json").is_file():  # resuming it now would be refused
         return (f": {run_dir} is not finished: a transferkit process ({holder}) is working in it now and writes the "
                 f"results when it ends")
+    if lock_only:
+        return (f": {run_dir} holds only the lock of a run stopped before its first job (killed while it read its "
+                f"data): nothing was kept; run its config again")
     if plan is not None and not (run_dir / "results.json").is_file():
         found = list(run_dir.glob("**/jobs/*.json"))  # its own and those of the runs its jobs made (main-k2/jobs)
         command = shlex.join(["transferkit", "bench", *_nproc_flag(found), str(plan.get("benchmark") or "NAME"),
@@ -77,6 +82,12 @@ def stopped_lines(data: dict) -> list[str]:
     whose ``unfinished`` names what completes it); none for a finished run's."""
     return [f"The run is not finished: the jobs finished so far{data['unfinished']}."] if data.get("unfinished") \
         else []
+
+
+def only_its_lock(run_dir: Path) -> bool:
+    """``run_dir`` holds nothing but a ``.lock``: a run killed (SIGKILL) after it took its new
+    directory and before its config.yaml (written before its data is read; until 2026-12-07 after)."""
+    return run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]
 
 
 def unfinished_run(run_dir: Path) -> dict | None:

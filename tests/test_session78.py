@@ -17,3 +17,13 @@ def test_retrieval_map_scores_a_class_the_source_lacks_0_without_the_per_call_wa
         score = retrieval_map(None, None, source_val, target, k=2, gallery=gallery, queries=queries)
     assert not [w for w in caught if "no relevant gallery item" in str(w.message)]
     assert 0 < score <= 0.75  # the two queries of class "9" count as 0 in the mean of 8
+
+
+def test_the_lazy_package_still_gives_its_modules_as_attributes_after_import_transferkit():
+    import subprocess
+    import sys
+    code = ("import sys, transferkit; assert 'torch' not in sys.modules; print(transferkit.data.__name__, "
+            "transferkit.backbones.__name__); getattr(transferkit, 'no_such_module')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["transferkit.data", "transferkit.backbones"], done.stderr
+    assert "has no attribute 'no_such_module'" in done.stderr

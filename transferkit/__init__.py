@@ -25,11 +25,16 @@ __all__ = ["CaptionedDomain", "Domain", "Engine", "ExperimentConfig", "TrainConf
 
 
 def __getattr__(name: str):
-    """A name of :data:`__all__`, imported from its module on first use (PEP 562)."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """A name of :data:`__all__`, or a module of the package (``transferkit.data`` after ``import
+    transferkit``, as the eager imports gave), imported on first use (PEP 562)."""
     import importlib
-    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    import importlib.util
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
     return value
 

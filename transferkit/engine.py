@@ -299,6 +299,9 @@ class FitResult:
     #: after a resume the kept weights are scored again), so that a caller need not score them again
     val_correct: torch.Tensor | None = None
     val_loss: float | None = None
+    #: a window's mean loss grew past :data:`DIVERGED_FACTOR` times the loss before any update (the
+    #: warning's condition): the returned weights are not worth keeping (a pre-training does not cache them)
+    diverged: bool = False
 
     def __post_init__(self):
         if self.val_accuracy is None:
@@ -396,7 +399,10 @@ class Engine:
     def __init__(self, config: TrainConfig | None = None, seed: int = 0,
                  checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
                  hooks: tuple[Callable[[int, dict], None], ...] = (), tensorboard_dir: str | Path | None = None,
-                 run_name: str | None = None, select_metric: str = "accuracy", start: str | None = None):
+                 run_name: str | None = None, select_metric: str = "accuracy", start: str | None = None,
+                 label: str | None = None, lr_key: str = "lr"):
+        self.label = label  # what the divergence warning calls this training (default: "method 'NAME'")
+        self.lr_key = lr_key  # and the setting of its learning rate that it names
         self.start = start  # a digest of the network the caller starts from: a checkpoint begun from another is refused
         self.select_metric = check_select_metric(select_metric)  # what validation (early stopping, best weights) scores
         self.cfg = config or TrainConfig()
@@ -566,7 +572,8 @@ class Engine:
                             state["bad_evals"] += 1
                             if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
                                 state["stopped"] = True
-                    _warn_if_diverged(method, history, record, cfg, state.get("first_loss"))
+                    _warn_if_diverged(self.label or f"method {method.name!r}", self.lr_key, history, record, cfg,
+                                      state.get("first_loss"))
                     history.append(record)
                     state["record"] = record  # for the hooks; not checkpointed
                     if self.metrics_path and main:
@@ -611,6 +618,7 @@ class Engine:
         return FitResult(steps=state["step"], best_step=best_step, best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
                          wall_s=self.resumed_s + time.perf_counter() - t0, history=history, val_accuracy=kept_acc,
+                         diverged=_has_diverged(history, cfg, state.get("first_loss")),
                          **(dict(zip(("val_correct", "val_loss"), kept_eval)) if kept_eval else {}))
 
     # ------------------------------------------------------------------ helpers
@@ -1012,25 +1020,45 @@ def _clone_state(module: torch.nn.Module) -> dict:
 #: pool, whose bars would share one line, and on ranks other than 0
 BARS = True
 
-#: a window's mean loss this many times the loss before any update (or 1) says the training diverged
+#: a window's mean loss this many times the loss before any update (or :data:`DIVERGED_FLOOR`) says the training
+#: diverged
 DIVERGED_FACTOR = 1000.0
+#: the smallest loss that growth is measured from: a loss of 1e-6 before any update that grows to 1e-3 is still small
+DIVERGED_FLOOR = 0.1
 
 
-def _warn_if_diverged(method, history: list[dict], record: dict, cfg: TrainConfig, first: float | None) -> None:
-    """Warn, once per fit, when a window's mean loss grew (in size) past :data:`DIVERGED_FACTOR` times the
-    loss before any update (``first``; a checkpoint without it: the first window's mean), or 1:
-    a learning rate far too high gives finite losses of 1e16 and rows at chance level, which
-    would otherwise pass as results."""
+def _divergence_limit(history: list[dict], cfg: TrainConfig, first: float | None) -> tuple | None:
+    """``(first loss, when it was measured, the limit past which a window's mean loss says the training
+    diverged)``: :data:`DIVERGED_FACTOR` times the loss before any update (``first``; a checkpoint without
+    it: the first window's mean) or :data:`DIVERGED_FLOOR`, whichever is larger in size; None without a loss."""
     at = "before any update"
     if first is None:
-        first, at = next((r["loss"] for r in history if "loss" in r), None), f"the first {cfg.eval_every} steps"
-    if first is None or "loss" not in record:
+        first = next((r["loss"] for r in history if r.get("loss") is not None), None)  # a metrics line's null: none
+        at = f"the first {cfg.eval_every} steps"
+    if first is None:
+        return None
+    return first, at, DIVERGED_FACTOR * max(abs(first), DIVERGED_FLOOR)  # in size: a plugin may maximise terms
+
+
+def _warn_if_diverged(who: str, lr_key: str, history: list[dict], record: dict, cfg: TrainConfig,
+                      first: float | None) -> None:
+    """Warn, once per fit, when a window's mean loss grew (in size) past the :func:`_divergence_limit`:
+    a learning rate far too high gives finite losses of 1e16 (or 0.1 to 1e3 from a good start) and rows
+    at chance level, which would otherwise pass as results."""
+    measured = _divergence_limit(history, cfg, first)
+    if measured is None or "loss" not in record:
         return
-    limit = DIVERGED_FACTOR * max(abs(first), 1.0)  # either way: a plugin's loss may hold maximised terms
-    if abs(record["loss"]) > limit and all(abs(r.get("loss", 0.0)) <= limit for r in history):  # the first past it
-        warn(f"method {method.name!r}: the training loss grew from {first:.3g} ({at}) to {record['loss']:.3g} "
-             f"by step {record['step']}: the training diverged, and its results are not worth reading; lower the "
-             f"learning rate (lr {cfg.lr:g})")
+    first, at, limit = measured
+    if abs(record["loss"]) > limit and all(abs(r.get("loss") or 0.0) <= limit for r in history):  # the first past it
+        warn(f"{who}: the training loss grew from {first:.3g} ({at}) to {record['loss']:.3g} by step "
+             f"{record['step']}: the training diverged, and its results are not worth reading; lower the learning "
+             f"rate ({lr_key} {cfg.lr:g})")
+
+
+def _has_diverged(history: list[dict], cfg: TrainConfig, first: float | None) -> bool:
+    """Whether a window's mean loss in ``history`` grew past the :func:`_divergence_limit`."""
+    measured = _divergence_limit(history, cfg, first)
+    return measured is not None and any(abs(r.get("loss") or 0.0) > measured[2] for r in history)
 
 
 def _nonfinite_parameters(method) -> str:

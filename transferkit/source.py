@@ -24,7 +24,7 @@ from .backbones import build_backbone, builder_of, definition_digest, is_built_i
 from .config import NOT_RESULTS, ExperimentConfig
 from .distributed import barrier, is_main_process, world_size
 from .engine import Engine, TrainConfig, keyed_fields
-from .errors import TransferkitError, check
+from .errors import TransferkitError, check, warn
 from .fitting import source_only_of
 from .io import atomic_write, cache_dir, read_json, removable, waiting_lock, write_json
 from .methods.supervised import SourceOnly
@@ -69,7 +69,10 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
 
     Returns ``(net, info)`` where ``info`` has the source validation accuracy, wall
     seconds, whether the network came from the cache and (unless it is a ``pretrained:``
-    file's) its :func:`~transferkit.networks.network_digest`."""
+    file's) its :func:`~transferkit.networks.network_digest`. A pre-training that diverged
+    (:attr:`~transferkit.engine.FitResult.diverged`, which the engine warns of) is not cached: its
+    network is written to ``<key>.diverged.safetensors``, which no run reads back, and ``info``
+    has ``diverged: true``."""
     source = data.source
     if cfg.pretrained:  # checked against the class names a transferkit pre-training stored in the file
         net = read_source_file(cfg, data, Path(cfg.pretrained).expanduser(), source.train.class_names,
@@ -123,10 +126,14 @@ def pretrain_source(cfg: ExperimentConfig, data: Prepared, log=print):
             f"seed {cfg.seed})")  # a benchmark pre-trains several networks alike but for their seed
         method = SourceOnly(net)
         ckpt = path.with_suffix(".ckpt")  # a killed pre-training resumes from here
-        fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt, run_name="pre-training").fit(
+        fit = Engine(train, seed=cfg.seed, checkpoint_dir=ckpt, run_name="pre-training", lr_key="pretrain.lr",
+                     label=f"the pre-training of {cfg.backbone} on {cfg.source} (method {method.name!r})").fit(
             method, source=source.train, val=source.val)
         meta = {"val_accuracy": fit.val_accuracy, "steps": fit.steps, "wall_s": fit.wall_s,
                 "digest": network_digest(net)}
+        if fit.diverged:  # not cached: written beside the cache (for this run to pin), never read back from there
+            path, meta = path.with_name(f"{path.stem}.diverged{path.suffix}"), {**meta, "diverged": True}
+            log(f"the pre-training diverged: its network ({path}) is not cached, so a later run pre-trains again")
         if is_main_process():  # the record first: a network in the cache always has its record, and a write
             write_json(path.with_suffix(".json"), meta)  # that fails leaves the last checkpoint to resume from
             save_network(net, path, source.train.class_names)
@@ -183,7 +190,7 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
         check_digest(digest)
         if is_main_process():
             _drop_checkpoints_of_another_source(run_dir, digest, log)
-            meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s") if k in info}
+            meta = {k: info[k] for k in ("val_accuracy", "steps", "wall_s", "diverged") if k in info}
             write_json(pinned.with_suffix(".json"), {**meta, "digest": digest})  # first: a network has its record
             _pin(Path(info["path"]), pinned, link=not cfg.pretrained)
             info = {**info, "path": str(pinned)}
@@ -195,6 +202,9 @@ def run_source_network(cfg: ExperimentConfig, data: Prepared, run_dir: Path, log
     check(isinstance(meta, dict), f"{record} is not a source network record (a JSON object): {again}")
     digest = network_digest(net)
     check_digest(digest)
+    if meta.get("diverged"):
+        warn(f"the source network pinned in {run_dir} is of a pre-training that diverged ({record}: diverged): "
+             f"the results of its jobs are not worth reading; lower pretrain.lr and run again under another name")
     return net, {"wall_s": 0.0, **meta, "cached": True, "path": str(pinned), "digest": digest}
 
 

@@ -5,12 +5,13 @@ import warnings
 
 import helpers
 import pytest
+import torch
 from test_engine_mutation import custom
 
 from transferkit import source
 from transferkit.config import ExperimentConfig
 from transferkit.engine import Engine, TrainConfig
-from transferkit.errors import TransferkitWarning
+from transferkit.errors import TransferkitError, TransferkitWarning
 from transferkit.methods.supervised import SourceOnly
 from transferkit.rundata import Prepared
 from transferkit.splits import Split
@@ -92,3 +93,37 @@ def test_a_tiny_loss_that_stays_tiny_does_not_warn():
         warnings.simplefilter("error")
         fit = Engine(_cfg()).fit(custom(_scaled(1e-6, 1e-3)), target=helpers.toy_domain(16))
     assert not fit.diverged
+
+
+# ---- 3. non-finite buffers ---------------------------------------------------------------------------------------
+def _bn_net():
+    from transferkit.backbones import build_backbone
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", 4, in_channels=1, image_size=28)
+    net.class_names = ["0", "1", "2", "3"]
+    return net
+
+
+def test_nan_batchnorm_statistics_in_the_starting_network_are_refused_and_named():
+    # before: the fit returned a model whose every output was NaN (with val=: "lower the learning rate")
+    from transferkit.api import Transfer
+    net = _bn_net()
+    name = next(n for n, b in net.named_buffers() if n.endswith("running_var"))
+    with torch.no_grad():
+        dict(net.named_buffers())[name][0] = float("nan")
+    with pytest.raises(TransferkitError, match=rf"at step 0 \(before any update\): the starting weights hold NaN or "
+                                               rf"infinite values \(net\.{name} \(a buffer\)\)"):
+        Transfer("finetune", train=_cfg(steps=2, lr=1e-3)).fit(target=helpers.toy_domain(16), net=net)
+
+
+def test_a_buffer_that_becomes_nan_is_refused_before_a_checkpoint_is_saved(tmp_path):
+    # before: parameters alone were checked, and a checkpoint of the NaN statistics was saved
+    def losses(method, batch):
+        if batch.step == 1:
+            method.stat.fill_(float("nan"))
+        return {"ce": method.supervised(batch.target)}
+    method = custom(losses)
+    method.register_buffer("stat", torch.zeros(3))
+    with pytest.raises(TransferkitError, match=r"stat \(a buffer\) became NaN or infinite by step 2"):
+        Engine(_cfg(checkpoint_every=2), checkpoint_dir=tmp_path / "ckpt").fit(method, target=helpers.toy_domain(16))
+    assert not (tmp_path / "ckpt" / "last.safetensors").exists()

@@ -482,6 +482,9 @@ class Engine:
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
         state["record"] = history[-1] if history else None  # the last evaluation's, for the hooks
+        if not resumed:  # a NaN running_var gives a finite training loss (batch statistics) and NaN outputs after
+            bad = _nonfinite_start(method)
+            check(not bad, f"method {method.name!r}: at step 0 (before any update): {bad}")
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
         start_unit = self._cacheable_start(method, sizes, given[method.streams[0]].images[:1].to(device), other_size)
         method.input_unit = start_unit
@@ -1062,9 +1065,12 @@ def _has_diverged(history: list[dict], cfg: TrainConfig, first: float | None) ->
 
 
 def _nonfinite_parameters(method) -> str:
-    """The names of ``method``'s parameters that hold NaN or infinite values (the first four), or ""."""
-    # a finite sum has finite terms, so each value is checked only where a parameter's sum is not finite
-    bad = [name for name, p in method.named_parameters()
+    """The names of ``method``'s parameters and floating-point buffers (BatchNorm's running statistics, which
+    evaluation reads) that hold NaN or infinite values (the first four), or ""."""
+    # a finite sum has finite terms, so each value is checked only where a tensor's sum is not finite
+    weights = [*method.named_parameters(),
+               *((f"{name} (a buffer)", b) for name, b in method.named_buffers() if b.is_floating_point())]
+    bad = [name for name, p in weights
            if not bool(torch.isfinite(p.detach().sum())) and not bool(torch.isfinite(p.detach()).all())]
     return ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
 
@@ -1083,21 +1089,26 @@ def _lower_the_rate(method) -> str:
             f"above 1 ({listed}; a parameter group trains at lr × its multiplier)")
 
 
-def _before_any_update(method) -> str:
-    """Why a loss is not finite at step 0, when no update has run: the starting weights, else the
-    method's options or the data."""
+def _nonfinite_start(method) -> str:
+    """Why the starting weights cannot train, or "": NaN or infinite parameters or buffers."""
     bad = _nonfinite_parameters(method)
     if bad:
         return (f"the starting weights hold NaN or infinite values ({bad}): the network given (net=, a pretrained: "
                 f"file) or a cached pre-training that diverged")
-    return ("no update has run yet, so the learning rate is not the cause: the method's options (a weight, "
-            "temperature or scale) or the data give it")
+    return ""
+
+
+def _before_any_update(method) -> str:
+    """Why a loss is not finite at step 0, when no update has run: the starting weights, else the
+    method's options or the data."""
+    return _nonfinite_start(method) or ("no update has run yet, so the learning rate is not the cause: the "
+                                        "method's options (a weight, temperature or scale) or the data give it")
 
 
 def _check_finite_parameters(method, step: int) -> None:
-    """Refuse weights that became NaN or infinite (an update diverged while the loss was still
-    finite): saved, a checkpoint of them would fail again on every resume; returned, the model
-    predicts one class."""
+    """Refuse weights (parameters, or buffers such as BatchNorm's running statistics) that became NaN or
+    infinite (an update diverged while the loss was still finite): saved, a checkpoint of them would fail
+    again on every resume; returned, the model predicts one class."""
     bad = _nonfinite_parameters(method)
     check(not bad, f"method {method.name!r}: parameters {bad} became NaN or infinite by step {step} (the loss was "
                    f"still finite): lower the learning rate")

@@ -30,6 +30,11 @@ def _scaled(first: float, later: float):
     return losses
 
 
+def _strict(line: str) -> dict:
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(line, parse_constant=refuse)
+
 
 # ---- 1. a diverged pre-training ----------------------------------------------------------------------------------
 class _Exploding(SourceOnly):
@@ -127,3 +132,21 @@ def test_a_buffer_that_becomes_nan_is_refused_before_a_checkpoint_is_saved(tmp_p
     with pytest.raises(TransferkitError, match=r"stat \(a buffer\) became NaN or infinite by step 2"):
         Engine(_cfg(checkpoint_every=2), checkpoint_dir=tmp_path / "ckpt").fit(method, target=helpers.toy_domain(16))
     assert not (tmp_path / "ckpt" / "last.safetensors").exists()
+
+
+# ---- 4. metrics lines ----------------------------------------------------------------------------------------------
+def test_a_window_of_losses_near_the_float32_limit_is_logged_finite(tmp_path):
+    # before: two finite losses of ~2e38 summed in float32 to inf, logged as a bare Infinity
+    metrics = tmp_path / "metrics.jsonl"
+    fit = Engine(_cfg(steps=2), metrics_path=metrics).fit(custom(_scaled(1.5e38, 1.5e38)),
+                                                          target=helpers.toy_domain(16))
+    line = _strict(metrics.read_text().splitlines()[0])
+    assert 1e38 < line["loss"] < float("inf") and line["loss"] == pytest.approx(fit.history[0]["loss"])
+
+
+def test_a_metrics_line_writes_a_non_finite_number_as_null(tmp_path):
+    from transferkit.io import append_jsonl, read_jsonl
+    path = tmp_path / "m.jsonl"
+    append_jsonl(path, {"loss": float("inf"), "terms": [float("nan"), 1.5], "step": 3})
+    assert _strict(path.read_text().splitlines()[0]) == {"loss": None, "terms": [None, 1.5], "step": 3}
+    assert read_jsonl(path) == [{"loss": None, "terms": [None, 1.5], "step": 3}]

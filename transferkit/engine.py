@@ -523,7 +523,9 @@ class Engine:
             if state["step"] < cfg.steps and not state["stopped"]:  # after _load: the fixed networks it restored
                 method.input_cache = self._cache_inputs(method, streams, device, layout)
             first_step = state["step"]
-            window = {k: (torch.tensor(total, dtype=torch.float32, device=device), n)  # a stop mid-window keeps it
+            # float64 sums (float32 on MPS, which has none): a window of finite float32 losses of 2e38 overflowed
+            summed = torch.float32 if device.type == "mps" else torch.float64
+            window = {k: (torch.tensor(total, dtype=summed, device=device), n)  # a stop mid-window keeps it
                       for k, (total, n) in (state.get("loss_window") or {}).items()}
             while state["step"] < cfg.steps and not state["stopped"]:
                 step = state["step"]
@@ -555,7 +557,7 @@ class Engine:
                 opt.step()
                 for key, value in (("loss", loss), *terms.items()):  # sums since the last evaluation, no sync
                     total, n = window.get(key, (0.0, 0))
-                    window[key] = (value.detach().float() + total, n + 1)
+                    window[key] = (value.detach().to(summed) + total, n + 1)
                 method.after_step(batch)
                 state["step"] = step = step + 1
                 bar.update(1)

@@ -555,8 +555,9 @@ def _running_windows(pid: int) -> bool:
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line (metrics streams). A line torn by a kill is ended first, so that
-    :func:`read_jsonl` skips it alone and not the record appended after it. A ``path`` that is a
-    symbolic link (or not a regular file) is refused (:func:`open_regular`)."""
+    :func:`read_jsonl` skips it alone and not the record appended after it. A NaN or infinite number
+    is written as ``null``, as :func:`write_json` writes it. A ``path`` that is a symbolic link (or not
+    a regular file) is refused (:func:`open_regular`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with os.fdopen(open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "metrics file"), "a+b") as f:
@@ -564,7 +565,15 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         if end:
             f.seek(end - 1)
         torn = end > 0 and f.read(1) != b"\n"
-        f.write((("\n" if torn else "") + json.dumps(obj, default=_jsonable) + "\n").encode("utf-8"))
+        f.write((("\n" if torn else "") + _json_line(obj) + "\n").encode("utf-8"))
+
+
+def _json_line(obj: Any) -> str:
+    """``obj`` as one line of strict JSON: a NaN or infinite number as ``null``."""
+    try:
+        return json.dumps(obj, default=_jsonable, allow_nan=False)
+    except ValueError:  # the rare line with one is walked once more
+        return json.dumps(_finite(obj), default=lambda o: _finite(_jsonable(o)), allow_nan=False)
 
 
 def read_jsonl(path: str | os.PathLike) -> list:

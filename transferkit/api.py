@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import functools
 import os
-import shutil
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -69,7 +68,7 @@ from .fitting import (
     zero_shot_options,
 )
 from .frozen import MEMO
-from .io import make_dir, removable
+from .io import make_dir, remove_inside
 from .methods import get_method
 from .methods.base import check_option_values, check_options
 from .methods.supervised import SourceOnly
@@ -298,7 +297,7 @@ class Transfer:
                 self._fit(target, source, unlabeled, val, net, source_val, ckpt, stages)
             for stage in dict.fromkeys(stages):
                 if stage.is_dir() and (stage / "last.json").exists():
-                    shutil.rmtree(removable(stage, ckpt), ignore_errors=True)
+                    remove_inside(stage, ckpt)
                     removed = True
         finally:
             for folder in made if not removed else ():  # folders made for checkpoints that no training wrote

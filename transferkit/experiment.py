@@ -53,7 +53,7 @@ from .io import (
     directory_lock,
     make_dir,
     read_job,
-    removable,
+    remove_inside,
     write_json,
     write_text,
 )
@@ -312,7 +312,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         _save_evaluated(model_path(run_dir, cfg, cls.name, seed), method, job.stem)
     row = _finish_row(job, row, report, data.target.test.class_names, _seen_classes(data))
     if is_main_process():  # checkpoints only serve resuming an unfinished job; models/ keeps what was evaluated
-        shutil.rmtree(removable(run_dir / "checkpoints" / job.stem, run_dir), ignore_errors=True)
+        remove_inside(run_dir / "checkpoints" / job.stem, run_dir)
     return row
 
 
@@ -324,8 +324,8 @@ def _save_evaluated(path: Path, method, job: str) -> None:
     try:
         data = _model_bytes(method)
     except Exception as e:
-        removable(path, path.parent.parent).unlink(missing_ok=True)  # not an older run's model (RUN_DIR/models/)
-        removable(network_path(path), path.parent.parent).unlink(missing_ok=True)
+        remove_inside(path, path.parent.parent)  # not an older run's model (RUN_DIR/models/)
+        remove_inside(network_path(path), path.parent.parent)
         warn(f"{job}: the trained model is not saved ({type(e).__name__}: {e})")
         return
     atomic_write(path, lambda p: p.write_bytes(data))
@@ -519,7 +519,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         if (cls.name, seed) in finished[sub.setting]:
             rows.append(finished[sub.setting][cls.name, seed])
             if main:  # a stop between its row and the removal of its checkpoints left them: they serve nothing
-                shutil.rmtree(removable(run_dir / "checkpoints" / job.stem, run_dir), ignore_errors=True)
+                remove_inside(run_dir / "checkpoints" / job.stem, run_dir)
                 saved = model_path(run_dir, sub, cls.name, seed)
                 for path in (job, saved, network_path(saved)):
                     clear_left_temporaries(path)
@@ -546,7 +546,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
             todo.append((sub, cls, seed))
     if main and todo:  # an older results.json would call the run finished while these run (or after a stop)
         for name in RESULT_FILES:
-            removable(run_dir / name, run_dir).unlink(missing_ok=True)
+            remove_inside(run_dir / name, run_dir)
     failures: list = []
     if cfg.workers > 1 and len(todo) > 1 and world_size() == 1:
         rows += _run_in_workers(cfg, run_dir, todo, pre_info, log, failures, widths)
@@ -583,7 +583,7 @@ def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, resu
                                      f"{method} seed {seed}{f' ({cfg.setting})' if several else ''}",
                                      None if log is print else log))  # a caller's own log gets the line too
         return []
-    removable(run_dir / "failed" / f"{job.stem}.txt", run_dir).unlink(missing_ok=True)  # of an earlier try of this job
+    remove_inside(run_dir / "failed" / f"{job.stem}.txt", run_dir)  # of an earlier try of this job
     return [_log_row(log, several, result, *widths)]
 
 

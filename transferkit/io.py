@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -73,18 +74,31 @@ def make_dir(path: Path, lead: str, fix: str) -> None:
         raise TransferkitError(f"{lead} {path} ({why}); {fix}") from e
 
 
-def removable(path: str | os.PathLike, top: str | os.PathLike) -> Path:
-    """``path``, a file or folder in the run (or benchmark) directory ``top`` that is about to be
-    removed, once it resolves inside ``top``; else a :class:`TransferkitError` naming the symbolic
-    link (``path`` or one of its folders) that leads out: removing through it would delete files
-    elsewhere (``shutil.rmtree`` refuses a link itself, not a linked folder above)."""
+def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
+    """Remove the file or folder ``path`` of the run (or benchmark) directory ``top`` (a missing
+    one: nothing; a folder as ``shutil.rmtree(ignore_errors=True)``), unless one of its folders is
+    a symbolic link that leads out of ``top``: removing through it would delete files elsewhere
+    (``rmtree`` refuses a link itself, not a linked folder above), so ``path`` is left in place with
+    a warning naming the link. A link to a file at ``path`` itself is removed, never what it
+    leads to; a link to a folder is kept."""
     path, top = Path(path), Path(top)
-    if path.resolve().is_relative_to(top.resolve()):
-        return path
-    link = next((p for p in (path, *path.parents) if p.is_symlink()), path)
-    raise TransferkitError(f"{link} is a symbolic link to {link.resolve()}, outside {top}: transferkit does not "
-                           f"remove files outside the run (or benchmark) directory, and here it would remove "
-                           f"{path}; replace the link by the folder or file itself (move or copy it in)")
+    if not os.path.lexists(path):
+        return
+    if not path.parent.resolve().is_relative_to(top.resolve()):
+        link = next((p for p in path.parents if p.is_symlink()), path.parent)
+        if link not in _LEFT_BEHIND:  # once per link: a resume passes it for every finished job
+            _LEFT_BEHIND.add(link)
+            warn(f"{path} is left in place: {link} is a symbolic link to {link.resolve()}, outside {top}, and "
+                 f"transferkit removes nothing outside the run (or benchmark) directory")
+        return
+    if not path.is_symlink() and path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif not path.is_dir():  # a linked folder (on another disk) is kept, as rmtree keeps it
+        path.unlink(missing_ok=True)
+
+
+#: the links :func:`remove_inside` has warned of in this process
+_LEFT_BEHIND: set = set()
 
 
 def failed_writing(e: OSError) -> bool:

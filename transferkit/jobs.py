@@ -21,7 +21,7 @@ from .io import (
     process_running,
     read_job,
     read_json,
-    removable,
+    remove_inside,
     write_json,
     write_text,
 )
@@ -144,7 +144,7 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
             return
         results[todo[j]] = result
         write_json(path, result)
-        removable(failure_path(path), Path(path).parent).unlink(missing_ok=True)  # of an earlier try
+        remove_inside(failure_path(path), Path(path).parent)  # of an earlier try
         if log is not None:
             log(result)
     with worker_threads(workers):  # a last job left to this process computes what a worker would

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import yaml
@@ -25,7 +24,7 @@ from .config import (
 )
 from .distributed import world_size
 from .errors import TransferkitError, check, quiet
-from .io import MATRIX_FILES, check_job_name, job_stem, read_job, read_json, removable, write_json
+from .io import MATRIX_FILES, check_job_name, job_stem, read_job, read_json, remove_inside, write_json
 from .methods import get_method
 from .methods.base import number_spellings, resolved_options, trained_options
 from .results import ROW_KEYS
@@ -141,8 +140,8 @@ def check_same_data(run_dir: Path, data: Prepared, main: bool) -> None:
                        "images than its finished ones)" if "folder_label_draws" in diff else ""))
     if main:  # what was made from the old data: its source network and the checkpoints of unfinished jobs
         for name in ("source.safetensors", "source.json") if not unlabelled_only else ():  # no source image changed
-            removable(run_dir / name, run_dir).unlink(missing_ok=True)
-        shutil.rmtree(removable(run_dir / "checkpoints", run_dir), ignore_errors=True)
+            remove_inside(run_dir / name, run_dir)
+        remove_inside(run_dir / "checkpoints", run_dir)
         write_json(path, {**now, "sizes": sizes})
 
 

@@ -26,7 +26,7 @@ from .distributed import barrier, is_main_process, world_size
 from .engine import Engine, TrainConfig, keyed_fields
 from .errors import TransferkitError, check, warn
 from .fitting import source_only_of
-from .io import atomic_write, cache_dir, read_json, removable, waiting_lock, write_json
+from .io import atomic_write, cache_dir, read_json, remove_inside, waiting_lock, write_json
 from .methods.supervised import SourceOnly
 from .networks import (
     PRETRAINED_FILE,
@@ -224,7 +224,7 @@ def _drop_checkpoints_of_another_source(run_dir: Path, digest: str, log) -> None
     if old != digest:
         log(f"the unfinished jobs' checkpoints in {checkpoints} grew from the source network pinned before "
             f"({old or 'not recorded'}), not from this one ({digest}): they start again")
-        shutil.rmtree(removable(checkpoints, run_dir), ignore_errors=True)
+        remove_inside(checkpoints, run_dir)
 
 
 def _repin_hint(cfg: ExperimentConfig) -> str:

@@ -35,7 +35,7 @@ from ..distributed import is_main_process, world_size
 from ..engine import ADDED_TRAIN_FIELDS, content_text
 from ..errors import TransferkitError, UnknownNameError, check, warn
 from ..fields import updated
-from ..io import atomic_write, directory_lock, read_json, removable, write_json
+from ..io import atomic_write, directory_lock, read_json, remove_inside, write_json
 from ..jobs import default_workers
 from ..results import RESULT_FILES, summarize, world_sizes, write_results
 from ..runtime import (
@@ -475,7 +475,7 @@ def _run_benchmark(name: str, quick: bool, out_dir: str, run_dir, log, overrides
                     _check_same_world(bench_dir)  # before the results are cleared: a refusal keeps them
                     write_json(bench_dir / "plan.json", {PLAN_OWNER: name, **dataclasses.asdict(plan)})
                     for stale in outputs:  # the plan is kept: until the suite ends, the directory is unfinished
-                        removable(bench_dir / stale, bench_dir).unlink(missing_ok=True)
+                        remove_inside(bench_dir / stale, bench_dir)
                     note_kernels(bench_dir, log, workers)
                 log(f"benchmark {name}{' (quick)' if quick else ''}: {description}")
                 if plan.budget():
@@ -544,7 +544,7 @@ def _restore_finished_files(bench_dir: Path, kept: dict) -> None:
         if name == "jobs":
             continue
         if data is None:
-            removable(bench_dir / name, bench_dir).unlink(missing_ok=True)
+            remove_inside(bench_dir / name, bench_dir)
         else:
             atomic_write(bench_dir / name, lambda p, data=data: p.write_bytes(data))
 

@@ -29,7 +29,7 @@ from ..errors import check
 from ..evaluate import mean_se_text, predict_logits
 from ..experiment import run_experiment
 from ..fitting import build_method, fit_for_target
-from ..io import atomic_write, removable, write_text
+from ..io import atomic_write, remove_inside, write_text
 from ..methods import get_method
 from ..rundata import label_subset, prepare_domains
 from ..source import pretrain_source
@@ -142,12 +142,12 @@ def fewshot_suite(plan: FewshotPlan, bench_dir, log):
             accuracy_vs_k_plot([r for r in rows if r["part"] == part], plot_dir / f"accuracy_vs_k_{part}.png",
                                title=f"{' -> '.join(PAIRS[part])} (classes 0-4 -> 5-9)")
         else:  # a resume that dropped the part: its figure of an earlier plan would not match the results
-            removable(plot_dir / f"accuracy_vs_k_{part}.png", bench_dir).unlink(missing_ok=True)
+            remove_inside(plot_dir / f"accuracy_vs_k_{part}.png", bench_dir)
     if "tsne" in parts:
         tsne_figure(fewshot_config("tsne", *PAIRS["main"], ks[0], quick, 1, ["finetune", "lext"]), bench_dir, log)
     else:
         for name in ("tsne.png", "tsne.json"):  # the figure and its record
-            removable(plot_dir / name, bench_dir).unlink(missing_ok=True)
+            remove_inside(plot_dir / name, bench_dir)
     return rows
 
 

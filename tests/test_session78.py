@@ -27,3 +27,36 @@ def test_the_lazy_package_still_gives_its_modules_as_attributes_after_import_tra
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["transferkit.data", "transferkit.backbones"], done.stderr
     assert "has no attribute 'no_such_module'" in done.stderr
+
+
+_SIGNAL_WHILE_LOADING = """
+import importlib.abc, os, signal, sys, time
+
+SIGNAL = getattr(signal, sys.argv[1])
+
+class Stop(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            os.kill(os.getpid(), SIGNAL)
+            time.sleep(0.05)
+            print("the import went on", file=sys.stderr)  # a raising handler would have cut it here
+
+sys.meta_path.insert(0, Stop())
+sys.argv = ["transferkit", *sys.argv[2:]]
+from transferkit.cli import entry
+entry()
+"""
+
+
+def test_a_signal_while_torch_loads_is_held_until_it_has_loaded_then_stops_the_command():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    for name, code, line in (("SIGTERM", 143, "transferkit: terminated (SIGTERM)"),
+                             ("SIGINT", 130, "transferkit: interrupted")):
+        done = subprocess.run([sys.executable, "-c", _SIGNAL_WHILE_LOADING, name, "methods"], capture_output=True,
+                              text=True, env=env, timeout=120)
+        assert done.returncode == code, done.stderr
+        assert done.stderr == f"the import went on\n{line}\n" and done.stdout == ""  # methods never listed

@@ -866,6 +866,26 @@ def _sigterm_as_interrupt():
             signal.signal(s, handler)
 
 
+@contextlib.contextmanager
+def _stops_held():
+    """Ctrl-C (SIGINT, unless ignored), SIGTERM and SIGHUP (as :func:`_sigterm_as_interrupt` takes
+    it) recorded inside, not raised: yields the list of the signals that came, in order."""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    hangup = getattr(signal, "SIGHUP", None)
+    caught = [s for s, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, None),
+                                   (hangup, signal.SIG_DFL)) if s is not None
+              and (default is None or signal.getsignal(s) is default)]
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in caught}
+    try:
+        yield held
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _is_full_or_denied(e: OSError) -> bool:
     """A full disk or quota, a file too large, a read-only or write-protected place: after a fix, a
     resume goes on from what was kept."""
@@ -1037,15 +1057,18 @@ def entry() -> None:
     raises nothing (the Python docs' recipe), and glibc keeps freed memory
     (:func:`~transferkit.runtime.keep_freed_memory`). Only here, in the process's entry point:
     ``main`` called in-process (a test, a notebook) touches neither a file descriptor nor the
-    caller's allocator. A Ctrl-C or SIGTERM while torch and the library load (the command's first
-    seconds) stops it as one later does: its one line (:func:`_stopped_early`) and exit status
-    (that process ends at once, with ``os._exit``)."""
+    caller's allocator. A Ctrl-C or SIGTERM while torch loads (the command's first seconds) is held
+    until it has loaded (:func:`_stops_held`), then stops the command as one later does: its one line
+    (:func:`_stopped_early`) and exit status (that process ends at once, with ``os._exit``)."""
     for stream in (sys.stdout, sys.stderr):  # a table's ± or × on an ASCII terminal: '?', not a UnicodeEncodeError
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
     try:
+        with _stops_held() as held:  # a handler that raises inside numpy's or torch's C start-up is lost, or
+            from .runtime import keep_freed_memory  # turns into an ImportError: the stop waits for the load
+        if held:
+            raise KeyboardInterrupt if held[0] == signal.SIGINT else Terminated(held[0])
         with _sigterm_as_interrupt():
-            from .runtime import keep_freed_memory  # loads torch
             keep_freed_memory()  # large activations reuse freed heap instead of faulting fresh pages in (the process's)
             code = main()
     except KeyboardInterrupt as e:  # main's own stop is main's: this is one before it, or between its steps

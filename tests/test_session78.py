@@ -60,3 +60,21 @@ def test_a_signal_while_torch_loads_is_held_until_it_has_loaded_then_stops_the_c
                               text=True, env=env, timeout=120)
         assert done.returncode == code, done.stderr
         assert done.stderr == f"the import went on\n{line}\n" and done.stdout == ""  # methods never listed
+
+
+def test_a_buffer_that_holds_infinities_on_purpose_is_not_refused_but_a_nan_running_variance_is():
+    import pytest
+
+    from transferkit.backbones import build_backbone
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.methods import get_method
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    net.register_buffer("causal_mask", torch.full((4, 4), float("-inf")).triu(1))  # as text transformers keep
+    target, engine = toy_domain(32, 0, 4), Engine(TrainConfig(steps=2, batch_size=8, progress=False))
+    engine.fit(get_method("target_only")(net), target=target)
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var[0] = float("nan")
+    with pytest.raises(TransferkitError, match=r"running_var \(a buffer\)"):
+        Engine(TrainConfig(steps=2, batch_size=8, progress=False)).fit(get_method("target_only")(net), target=target)

@@ -125,11 +125,11 @@ def test_a_buffer_that_becomes_nan_is_refused_before_a_checkpoint_is_saved(tmp_p
     # before: parameters alone were checked, and a checkpoint of the NaN statistics was saved
     def losses(method, batch):
         if batch.step == 1:
-            method.stat.fill_(float("nan"))
+            method.running_var.fill_(float("nan"))
         return {"ce": method.supervised(batch.target)}
     method = custom(losses)
-    method.register_buffer("stat", torch.zeros(3))
-    with pytest.raises(TransferkitError, match=r"stat \(a buffer\) became NaN or infinite by step 2"):
+    method.register_buffer("running_var", torch.zeros(3))  # a running statistic's name (session 78's review)
+    with pytest.raises(TransferkitError, match=r"running_var \(a buffer\) became NaN or infinite by step 2"):
         Engine(_cfg(checkpoint_every=2), checkpoint_dir=tmp_path / "ckpt").fit(method, target=helpers.toy_domain(16))
     assert not (tmp_path / "ckpt" / "last.safetensors").exists()
 

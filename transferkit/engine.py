@@ -1066,12 +1066,17 @@ def _has_diverged(history: list[dict], cfg: TrainConfig, first: float | None) ->
     return measured is not None and any(abs(r.get("loss") or 0.0) > measured[2] for r in history)
 
 
+#: the buffers that training updates and evaluation reads (BatchNorm's running statistics), checked with the
+#: parameters; others may hold infinities on purpose (an attention mask of -inf)
+RUNNING_STATISTICS = ("running_mean", "running_var")
+
+
 def _nonfinite_parameters(method) -> str:
-    """The names of ``method``'s parameters and floating-point buffers (BatchNorm's running statistics, which
-    evaluation reads) that hold NaN or infinite values (the first four), or ""."""
+    """The names of ``method``'s parameters and running statistics (:data:`RUNNING_STATISTICS`) that
+    hold NaN or infinite values (the first four), or ""."""
     # a finite sum has finite terms, so each value is checked only where a tensor's sum is not finite
-    weights = [*method.named_parameters(),
-               *((f"{name} (a buffer)", b) for name, b in method.named_buffers() if b.is_floating_point())]
+    weights = [*method.named_parameters(), *((f"{name} (a buffer)", b) for name, b in method.named_buffers()
+                                             if name.rpartition(".")[2] in RUNNING_STATISTICS)]
     bad = [name for name, p in weights
            if not bool(torch.isfinite(p.detach().sum())) and not bool(torch.isfinite(p.detach()).all())]
     return ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")

@@ -78,3 +78,15 @@ def test_a_buffer_that_holds_infinities_on_purpose_is_not_refused_but_a_nan_runn
     bn.running_var[0] = float("nan")
     with pytest.raises(TransferkitError, match=r"running_var \(a buffer\)"):
         Engine(TrainConfig(steps=2, batch_size=8, progress=False)).fit(get_method("target_only")(net), target=target)
+
+
+def test_a_new_run_refused_while_it_reads_its_data_gets_that_refusal_not_another_config(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from helpers import run_cli, toy_named_domains
+    toy_named_domains(monkeypatch)
+    config = tmp_path / "c.yaml"  # NaN != NaN: compared with the config.yaml it had just written, "another config"
+    config.write_text(f"name: r\nsource: digits\ntarget: mnist\nout_dir: {tmp_path / 'runs'}\nmethods: [target_only]\n"
+                      "k: 2\nrepeats: 1\nsource_classes: .nan\n")
+    code, _, err = run_cli(capsys, "run", str(config))
+    assert code == 2 and "cannot read classes from nan" in err and "another config" not in err, err
+    assert not list((tmp_path / "runs").glob("r*"))  # no run directory is left

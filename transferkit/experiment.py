@@ -409,7 +409,7 @@ def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[P
         with directory_lock(run_dir) if main else contextlib.nullcontext():
             if fresh:  # before the data is read: a run killed then (SIGKILL) goes on with `--resume DIR` alone
                 write_text(run_dir / "config.yaml", dump_config(cfg))
-            rows = _run_jobs_of(cfg, run_dir, methods, main, log)
+            rows = _run_jobs_of(cfg, run_dir, methods, main, log, fresh)
     except BaseException:  # refused, failed or interrupted (Ctrl-C) before any job finished: leave nothing
         if fresh:
             _remove_if_unused(run_dir, parent_fresh)
@@ -443,11 +443,13 @@ def _remove_if_unused(run_dir: Path, parent_too: bool = False) -> None:
                 pass
 
 
-def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log) -> list[dict]:
+def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool, log,
+                 fresh: bool = False) -> list[dict]:
     """The body of :func:`run_experiment` in its run directory: every job's row, in job order
-    (setting by setting: one per value of a list ``k`` or ``ratio``, on one source network)."""
+    (setting by setting: one per value of a list ``k`` or ``ratio``, on one source network).
+    ``fresh``: a new run, whose config.yaml is its own (written before its data is read)."""
     old = run_dir / "config.yaml"
-    stored = check_same_config(old, cfg) if old.exists() else None
+    stored = check_same_config(old, cfg) if old.exists() and not fresh else None
     data = prepare_domains(cfg, run_dir=run_dir)
     subs = cfg.settings()
     jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]

@@ -90,3 +90,28 @@ def test_a_new_run_refused_while_it_reads_its_data_gets_that_refusal_not_another
     code, _, err = run_cli(capsys, "run", str(config))
     assert code == 2 and "cannot read classes from nan" in err and "another config" not in err, err
     assert not list((tmp_path / "runs").glob("r*"))  # no run directory is left
+
+
+def test_flex_workers_take_a_top_level_classes_nested_class_and_a_class_made_by_type(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from torch import nn
+
+    from transferkit.backbones import from_sequential
+    from transferkit.methods import get_method
+    from transferkit.preflight import check_method_workers, main_only
+    script = tmp_path / "script.py"
+    script.write_text("from torch import nn\n\n\nclass Units:\n    class Scale(nn.Module):\n"
+                      "        def forward(self, x):\n            return x\n\n\n"
+                      "Shift = type('Shift', (nn.Module,), {'forward': lambda self, x: x})\n\n"
+                      "if __name__ == '__main__':\n"
+                      "    Lost = type('Lost', (nn.Module,), {'forward': lambda self, x: x})\n")
+    space = {"__name__": "__main__"}
+    exec(compile(script.read_text(), str(script), "exec"), space)  # as `python script.py` makes them
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
+    for cls in (space["Units"].Scale, space["Shift"]):  # both pickle by name in a spawned worker
+        net = from_sequential(nn.Sequential(nn.Conv2d(1, 2, 3), cls(), nn.Flatten(), nn.Linear(2 * 26 * 26, 2)),
+                              input_shape=(1, 28, 28))
+        check_method_workers(get_method("flex")(net, workers=2))
+    assert main_only(space["Lost"]) and not main_only(space["Shift"]) and not main_only(space["Units"].Scale)

@@ -85,7 +85,8 @@ def main_only(obj, registered: str | None = None) -> bool:
     level of a script file, which spawn runs again (its ``if``, ``try`` and ``with`` blocks included, not
     its ``if __name__ == "__main__":`` block, a function's body, a notebook or ``python -c``). A method
     class is reachable when a ``class`` statement there makes it or its ``registered`` name appears there
-    (a factory's class); a builder (a lambda, a closure) when its ``registered`` name appears there, where
+    (a factory's class), or a top-level class holds it, or a name assigned there is its own (``X =
+    type(...)``); a builder (a lambda, a closure) when its ``registered`` name appears there, where
     the worker registers it again. An object whose script cannot be read is taken as reachable."""
     if obj.__module__ != "__main__":
         return False
@@ -101,7 +102,10 @@ def main_only(obj, registered: str | None = None) -> bool:
         n.value for node in top for n in ast.walk(node) if isinstance(n, ast.Constant)}
     if not isinstance(obj, type):  # a builder: registered at the top level, however it is made
         return not named
-    return not named and obj.__qualname__ not in {node.name for node in top if isinstance(node, ast.ClassDef)}
+    made = {node.name for node in top if isinstance(node, ast.ClassDef)} | {  # `class X:` or `X = type(...)`
+        target.id for node in top if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(target, ast.Name)}
+    return not named and obj.__qualname__.partition(".")[0] not in made  # a nested class: its top-level class's
 
 
 def _top_level(body: list):

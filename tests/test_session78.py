@@ -115,3 +115,24 @@ def test_flex_workers_take_a_top_level_classes_nested_class_and_a_class_made_by_
                               input_shape=(1, 28, 28))
         check_method_workers(get_method("flex")(net, workers=2))
     assert main_only(space["Lost"]) and not main_only(space["Shift"]) and not main_only(space["Units"].Scale)
+
+
+def test_a_cache_of_another_owner_is_advised_chown_and_the_default_cache_is_not_called_the_variable(tmp_path,
+                                                                                                    monkeypatch):
+    import os
+
+    import pytest
+
+    from transferkit import io
+    from transferkit.errors import TransferkitWarning
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    monkeypatch.setattr(io, "_CACHES_CHECKED", set())
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(cache).st_uid + 1)  # root on a volume of uid 1000, say
+    monkeypatch.delenv("TRANSFERKIT_CACHE", raising=False)  # the default cache: no variable to name
+    with pytest.warns(TransferkitWarning) as caught:
+        io._warn_if_others_write(cache)
+    message = str(caught[0].message)
+    assert "belongs to another user" in message and "chown it, or set TRANSFERKIT_CACHE" in message
+    assert "chmod" not in message  # which cannot make another's folder the user's
+    assert "$TRANSFERKIT_CACHE" not in message

@@ -635,16 +635,17 @@ def _warn_if_others_write(path: Path) -> None:
     if os.name == "nt":
         return
     if info.st_uid != os.getuid():
-        why = f"it belongs to another user (uid {info.st_uid})"
+        why, fix = f"it belongs to another user (uid {info.st_uid})", "chown it, or"
     elif info.st_mode & 0o002:
-        why = "every user may write it"
+        why, fix = "every user may write it", f"chmod go-w {path}, or"
     elif info.st_mode & 0o020 and not _own_group(info.st_gid):
-        why = f"its group (gid {info.st_gid}) may write it"
+        why, fix = f"its group (gid {info.st_gid}) may write it", f"chmod g-w {path}, or"
     else:
         return
-    warn(f"the cache {path} ($TRANSFERKIT_CACHE) is not yours alone: {why}, so others could change the domains, "
-         f"labels and source networks every run reads from it; use a cache only you may write (chmod go-w {path}, "
-         f"or set TRANSFERKIT_CACHE to a folder of your own)")
+    named = " ($TRANSFERKIT_CACHE)" if os.environ.get("TRANSFERKIT_CACHE") else ""
+    warn(f"the cache {path}{named} is not yours alone: {why}, so others could change the domains, labels and "
+         f"source networks every run reads from it; use a cache only you may write ({fix} set TRANSFERKIT_CACHE "
+         f"to a folder of your own)")
 
 
 def _own_group(gid: int) -> bool:

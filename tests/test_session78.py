@@ -23,7 +23,8 @@ def test_the_lazy_package_still_gives_its_modules_as_attributes_after_import_tra
     import subprocess
     import sys
     code = ("import sys, transferkit; assert 'torch' not in sys.modules; print(transferkit.data.__name__, "
-            "transferkit.backbones.__name__); getattr(transferkit, 'no_such_module')")
+            "transferkit.backbones.__name__); assert not hasattr(transferkit, 'a.b'); "
+            "getattr(transferkit, 'no_such_module')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["transferkit.data", "transferkit.backbones"], done.stderr
     assert "has no attribute 'no_such_module'" in done.stderr

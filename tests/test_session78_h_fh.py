@@ -142,11 +142,12 @@ def test_a_report_leaves_out_files_linked_from_outside_the_run(tmp_path):
     assert "config.yaml files not shown: symbolic links out of the run directory (sub/config.yaml)" in md
 
 
-@pytest.mark.parametrize("name", ["a\0b", "tab\there", "a" * 300, "é" * 128])
-def test_a_run_name_with_control_characters_or_too_long_for_a_folder_is_refused(name):
+@pytest.mark.parametrize("name", ["a\0b", "a" * 300, "é" * 128])
+def test_a_run_name_with_a_nul_or_too_long_for_a_folder_is_refused(name):
     with pytest.raises(TransferkitError, match="names the run's folder under out_dir.*at most 255 bytes"):
         ExperimentConfig(name=name)
 
 
-def test_a_run_name_of_255_bytes_is_taken():
+def test_a_run_name_of_255_bytes_or_with_a_tab_is_taken():  # a tab is a folder name's character (session 78)
+    assert ExperimentConfig(name="exp\t2").name == "exp\t2"
     assert ExperimentConfig(name="a" * 255).name == "a" * 255

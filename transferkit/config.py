@@ -129,9 +129,9 @@ class ExperimentConfig:
         check(variable is None, f"out_dir {self.out_dir!r}: {variable and variable.group()} is not expanded (paths are "
                                 f"read as written, ~ alone is the home folder): write the path out, or let the shell "
                                 f"expand it (--set \"out_dir=$DATA/runs\")")
-        check(self.name.strip(" .") != "" and not any(c in "/\\" or c < " " or c == "\x7f" for c in self.name)
+        check(self.name.strip(" .") != "" and not any(c in "/\\\0" for c in self.name)
               and len(os.fsencode(self.name)) <= NAME_BYTES,
-              f"name {self.name!r} names the run's folder under out_dir: no '/' or '\\' or control characters, not "
+              f"name {self.name!r} names the run's folder under out_dir: no '/', '\\' or NUL character, not "
               f"empty or dots, at most {NAME_BYTES} bytes (a longer folder name: File name too long)")
         check(self.select_on in ("target_val", "source_val", "none"),
               f"select_on must be target_val, source_val or none, got {self.select_on!r}")

@@ -137,3 +137,21 @@ def test_a_cache_of_another_owner_is_advised_chown_and_the_default_cache_is_not_
     assert "belongs to another user" in message and "chown it, or set TRANSFERKIT_CACHE" in message
     assert "chmod" not in message  # which cannot make another's folder the user's
     assert "$TRANSFERKIT_CACHE" not in message
+
+
+def test_the_apis_pre_training_that_diverged_is_named_with_its_learning_rate_setting():
+    import pytest
+
+    from transferkit import Transfer
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import TransferkitError, TransferkitWarning
+    source, target = toy_domain(64, 0, 4), toy_domain(32, 1, 4)
+    quick = dict(steps=12, batch_size=16, eval_every=4, progress=False)
+    with pytest.warns(TransferkitWarning, match=r"^the pre-training of the source network \(method 'source_only'\): "
+                                                r"the training loss grew .*\(pretrain\.lr 3\)"):
+        Transfer("finetune", pretrain=TrainConfig(lr=3, optimizer="sgd", **quick), train=TrainConfig(**quick)).fit(
+            target, source=source)
+    with pytest.raises(TransferkitError, match=r"^the pre-training of the source network \(method 'source_only'\): "
+                                               r"loss became nan"):
+        Transfer("finetune", pretrain=TrainConfig(lr=30, optimizer="sgd", **quick), train=TrainConfig(**quick)).fit(
+            target, source=source)

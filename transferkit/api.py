@@ -538,8 +538,9 @@ class Transfer:
                 torch.cuda.set_rng_state_all(memo[3])
             return
         self._pretrained = None  # a pre-training that fails leaves no stale weights behind
-        Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=checkpoint_dir, start=start,
-               run_name="pre-training").fit(SourceOnly(net), source=source, val=source_val)
+        Engine(self.pretrain_cfg, seed=self.seed, checkpoint_dir=checkpoint_dir, start=start, run_name="pre-training",
+               label="the pre-training of the source network (method 'source_only')",
+               lr_key="pretrain.lr").fit(SourceOnly(net), source=source, val=source_val)
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self._pretrained = (key, {k: v.detach().clone() for k, v in net.state_dict().items()},
                             torch.get_rng_state(), cuda)

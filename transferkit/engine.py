@@ -550,8 +550,9 @@ class Engine:
                 if not torch.isfinite(loss):
                     bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v)}
                     why = (_lower_the_rate(method) if step else _before_any_update(method))
-                    raise TransferkitError(f"method {method.name!r}: loss became {float(loss.detach())} at step {step} "
-                                           f"(terms {bad}); {why}")
+                    who = self.label or f"method {method.name!r}"
+                    raise TransferkitError(f"{who}: loss became {float(loss.detach())} at step {step} (terms {bad}); "
+                                           f"{why}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -84,7 +84,7 @@ def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
     path, top = Path(path), Path(top)
     if not os.path.lexists(path):
         return
-    if not path.parent.resolve().is_relative_to(top.resolve()):
+    if not resolves_inside(path.parent, top):
         link = next((p for p in path.parents if p.is_symlink()), path.parent)
         if link not in _LEFT_BEHIND:  # once per link: a resume passes it for every finished job
             _LEFT_BEHIND.add(link)
@@ -95,6 +95,11 @@ def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif not path.is_dir():  # a linked folder (on another disk) is kept, as rmtree keeps it
         path.unlink(missing_ok=True)
+
+
+def resolves_inside(path: str | os.PathLike, top: str | os.PathLike) -> bool:
+    """Whether ``path``, its symbolic links followed, lies in the folder ``top`` (or is it)."""
+    return Path(path).resolve().is_relative_to(Path(top).resolve())
 
 
 #: the links :func:`remove_inside` has warned of in this process

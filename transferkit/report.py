@@ -19,7 +19,7 @@ import yaml
 from .compare import with_revisions
 from .errors import check
 from .evaluate import format_mean_se, mean_se
-from .io import atomic_write, read_jsonl, write_text
+from .io import atomic_write, read_jsonl, resolves_inside, write_text
 from .plots import new_figure
 from .results import failed_line, read_results, stopped_lines, summarize, unfinished_hint, unfinished_run
 from .tables import (
@@ -393,8 +393,7 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
 def _inside(files: list[Path], run_dir: Path, what: str, notes: list | None) -> list[Path]:
     """``files`` but those that resolve outside ``run_dir`` (symbolic links out of it: a report
     shows what the run wrote, never other files of the machine), which ``notes`` names."""
-    top = run_dir.resolve()
-    outside = [p for p in files if not p.resolve().is_relative_to(top)]
+    outside = [p for p in files if not resolves_inside(p, run_dir)]
     if outside and notes is not None:
         notes.append(f"{len(outside)} {what} not shown: symbolic links out of the run directory "
                      f"({', '.join(str(p.relative_to(run_dir)) for p in outside[:10])})")
@@ -516,7 +515,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     rows = with_revisions(data["rows"], data.get("config"))  # rows of an older revision apart in the tables
     out_dir = Path(out) if out else run_dir
     files_dir = out_dir / "report_files"
-    check(not files_dir.is_symlink() and files_dir.resolve().is_relative_to(out_dir.resolve()),
+    check(not files_dir.is_symlink() and resolves_inside(files_dir, out_dir),
           f"{files_dir} is a symbolic link (to {files_dir.resolve()}): the report writes its figures there and "
           f"removes older ones, and does not follow links out of its folder; remove the link (the report makes "
           f"the folder)")

@@ -1,32 +1,35 @@
 """Session 78 mutation pass (h_mut) over the session's library change (``git diff 8f2ee24..HEAD -- transferkit``).
 
 115 hand-made mutants, each applied alone and reverted; "before" = failed by tests/test_session78*.py (the h_* files
-and test_session78.py; io_append_torn and hd_gt0 by tests/test_engine.py / tests/test_heads.py). Counts: 115 tried,
-52 killed before, 58 killed by the tests below, 4 equivalent, 1 left.
+and test_session78.py; five by older files: io_append_torn by tests/test_engine.py, hd_gt0 by tests/test_heads.py,
+three cli ones by tests/test_cli.py and tests/test_cli_fifth_mutation.py). The survivors were then run against the
+related older files (-k selections of test_cli*, test_engine*, test_io_*, test_evaluate*, test_retrieval,
+test_heads, test_config*, test_report). Counts: 115 tried, 55 killed before, 55 killed by the tests below, 4
+equivalent, 1 left.
 
-Killed before (52): __init__ __dir__ without __all__; cli _stopped_early re-raising SystemExit, _not_a_run without
-the lock-only branch; only_its_lock as ".lock in names", unfinished_hint without its lock-only line; the early
-config.yaml write dropped; load_model's type check dropped; load_job_network without the trust_pickles refusal;
-run_episodes' refused-only raise dropped; open_regular's errno list cut to ELOOP, O_NOFOLLOW dropped (the h_fh run
-hangs), _not_regular always "not a regular file"; append_jsonl's torn check dropped; _json_line with allow_nan;
-removable always inside, naming ``path`` not the link; cache_dir checking every call, not recording a checked
-cache; run names with c < " " dropped, < NAME_BYTES, len in characters; report _inside keeping all, without its
-note, config.yaml files not filtered; DIVERGED_FLOOR 1.0; _has_diverged at 10x the limit, FitResult.diverged
-False; the warning's label / lr_key dropped; buffers not checked, non-float buffers only, _nonfinite_start check
-dropped; the float32 window; source's .diverged path, "diverged" not kept in the pinned record, the pinned-run
-warning dropped, lr_key dropped; in_float32 casting float64 down, not casting half floats; retrieval_map's filter
-dropped; PrototypeHead scale >= 0; prototype metadata: dict check as "not None", metric as any str, an overflowing
-integer as 1.0, scale > 0 or finite dropped; Flex.spawned_workers 1, Method.spawned_workers 2; check_workers_reach
-without shifts, without the network's classes, naming --workers for flex's option; check_jobs and Transfer without
-check_method_workers.
+Killed before (55): __init__ __dir__ without __all__; cli _stopped_early re-raising SystemExit, _not_a_run without
+the lock-only branch, _loaded keyed by the bare name, _resume_hint ignoring the loaded runtime, _stopped printing
+when a peer failed (the last three also by the tests below); only_its_lock as ".lock in names", unfinished_hint
+without its lock-only line; the early config.yaml write dropped; load_model's type check dropped; load_job_network
+without the trust_pickles refusal; run_episodes' refused-only raise dropped; open_regular's errno list cut to ELOOP,
+O_NOFOLLOW dropped (the h_fh run hangs), _not_regular always "not a regular file"; append_jsonl's torn check
+dropped; _json_line with allow_nan; removable always inside, naming ``path`` not the link; cache_dir checking every
+call, not recording a checked cache; run names with c < " " dropped, < NAME_BYTES, len in characters; report _inside
+keeping all, without its note, config.yaml files not filtered; DIVERGED_FLOOR 1.0; _has_diverged at 10x the limit,
+FitResult.diverged False; the warning's label / lr_key dropped; buffers not checked, non-float buffers only,
+_nonfinite_start check dropped; the float32 window; source's .diverged path, "diverged" not kept in the pinned
+record, the pinned-run warning dropped, lr_key dropped; in_float32 casting float64 down, not casting half floats;
+retrieval_map's filter dropped; PrototypeHead scale >= 0; prototype metadata: dict check as "not None", metric as
+any str, an overflowing integer as 1.0, scale > 0 or finite dropped; Flex.spawned_workers 1, Method.spawned_workers
+2; check_workers_reach without shifts, without the network's classes, naming --workers for flex's option; check_jobs
+and Transfer without check_method_workers.
 
-Killed by the tests below (58): __init__.__getattr__ for dunder names (transferkit.__main__), no caching in
-globals(); cli._loaded keyed by the bare name, _stopped returning 130 for SIGTERM, printing when a peer failed,
-_not_a_run's holder test flipped, _resume_hint ignoring the loaded runtime; unfinished_hint not asking the holder of
-a lock-only directory; load_job_network without fork_rng, _saved_model ignoring the network file,
+Killed by the tests below (55): __init__.__getattr__ for dunder names (transferkit.__main__), no caching in
+globals(); cli._stopped returning 130 for SIGTERM, _not_a_run's holder test flipped; unfinished_hint not asking the
+holder of a lock-only directory; load_job_network without fork_rng, _saved_model ignoring the network file,
 _save_job_network not removing a stale file, swallowing OSError, _save_evaluated keeping a stale network file;
-run_episodes' refused warning dropped, "N jobs" prefix for one; open_regular's S_ISREG check dropped, _flock's
-lstat as stat, directory_holder following links; append_jsonl always ending the last line, reading byte end-2;
+run_episodes' refused warning dropped, "N jobs" prefix for one; open_regular's S_ISREG check dropped, _flock's lstat
+as stat, directory_holder following links; append_jsonl always ending the last line, reading byte end-2;
 _json_line's fallback without _finite; the cache warning's uid branch dropped, 0o002 as 0o004, the own-group test
 dropped, 0o020 as 0o040, _own_group ignoring other members; run names allowing DEL, refusing spaces; report_files
 link check reduced to resolve; _divergence_limit without abs, taking a null loss, without the None return;
@@ -39,14 +42,14 @@ stored value as {}; TwoStageTranslation.training_stages (2,) and (2, 1); ft_unit
 iterable check dropped, its number check dropped (repeats then fail unsortably); uda._adapted reading only a .pt.
 
 Equivalent (4): _flock comparing st_ino alone (the path and the descriptor are one directory's: a device differs
-only through a mount swapped under the lock file); write_report's ``is_relative_to`` part without the is_symlink
-part (a non-link ``out/report_files`` always resolves inside ``out``); _warn_if_diverged skipping null losses
-instead of reading them as 0 (both never exceed the limit); _lower_the_rate without its bool exclusion (True > 1
-is False).
+only through a mount swapped under the lock file); write_report's report_files check without its resolve part, the
+is_symlink part alone (a non-link ``out/report_files`` always resolves inside ``out``); _warn_if_diverged skipping
+null losses instead of reading them as 0 (both never exceed the limit); _lower_the_rate without its bool exclusion
+(True > 1 is False).
 
 Left (1): Engine.fit checking the starting weights on a resume as well (``if True``): a checkpoint this version
-writes is checked finite (parameters and buffers) before it is saved, so only an older checkpoint with NaN
-BatchNorm statistics would tell, and building one needs the previous version.
+writes is checked finite (parameters and buffers) before it is saved, so only an older checkpoint with NaN BatchNorm
+statistics would tell, and building one needs the previous version.
 """
 
 import os

@@ -155,3 +155,41 @@ def test_the_apis_pre_training_that_diverged_is_named_with_its_learning_rate_set
                                                r"loss became nan"):
         Transfer("finetune", pretrain=TrainConfig(lr=30, optimizer="sgd", **quick), train=TrainConfig(**quick)).fit(
             target, source=source)
+
+
+def test_a_nan_buffer_other_than_running_statistics_is_named_and_a_local_class_is_main_only(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import pytest
+
+    from transferkit.backbones import build_backbone
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.methods import get_method
+    from transferkit.preflight import main_only
+    torch.manual_seed(0)
+    net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
+    net.register_buffer("input_std", torch.tensor([float("nan")]))  # an input normalisation's, say
+    with pytest.raises(TransferkitError, match=r"starting weights hold NaN .*input_std \(a buffer\)"):
+        Engine(TrainConfig(steps=2, batch_size=8, progress=False)).fit(get_method("target_only")(net),
+                                                                      target=toy_domain(32, 0, 4))
+    script = tmp_path / "script.py"  # a class a top-level class's method makes, or a placeholder's name
+    script.write_text("class Builder:\n    def head(self):\n        class Head:\n            pass\n"
+                      "        return Head\n\n\nSpare = None\n\n"
+                      "if __name__ == '__main__':\n    class Spare:\n        pass\n")
+    space = {"__name__": "__main__"}
+    exec(compile(script.read_text(), str(script), "exec"), space)
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__=str(script)))
+    assert main_only(space["Builder"]().head()) and main_only(space["Spare"])
+
+
+def test_an_unfinished_runs_resume_command_quotes_a_directory_with_a_space(tmp_path):
+    import shlex
+
+    from transferkit.results import unfinished_hint
+    run = tmp_path / "my run"
+    (run / "jobs").mkdir(parents=True)
+    (run / "jobs" / "finetune-k=5-s0.json").write_text("{}")  # no config.yaml: run or bench, both named
+    hint = unfinished_hint(run)
+    assert f"transferkit run --resume {shlex.quote(str(run))}`" in hint and "--resume '" in hint, hint

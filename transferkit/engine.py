@@ -1067,19 +1067,22 @@ def _has_diverged(history: list[dict], cfg: TrainConfig, first: float | None) ->
     return measured is not None and any(abs(r.get("loss") or 0.0) > measured[2] for r in history)
 
 
-#: the buffers that training updates and evaluation reads (BatchNorm's running statistics), checked with the
-#: parameters; others may hold infinities on purpose (an attention mask of -inf)
+#: the buffers that training updates and evaluation reads (BatchNorm's running statistics), checked for NaN
+#: and infinity with the parameters; other buffers only for NaN (an attention mask holds -inf on purpose)
 RUNNING_STATISTICS = ("running_mean", "running_var")
 
 
 def _nonfinite_parameters(method) -> str:
     """The names of ``method``'s parameters and running statistics (:data:`RUNNING_STATISTICS`) that
-    hold NaN or infinite values (the first four), or ""."""
+    hold NaN or infinite values, and of its other floating-point buffers that hold NaN (the first four), or ""."""
     # a finite sum has finite terms, so each value is checked only where a tensor's sum is not finite
-    weights = [*method.named_parameters(), *((f"{name} (a buffer)", b) for name, b in method.named_buffers()
-                                             if name.rpartition(".")[2] in RUNNING_STATISTICS)]
+    buffers = [(name, b) for name, b in method.named_buffers() if b.is_floating_point()]
+    weights = [*method.named_parameters(),
+               *((f"{name} (a buffer)", b) for name, b in buffers if name.rpartition(".")[2] in RUNNING_STATISTICS)]
     bad = [name for name, p in weights
            if not bool(torch.isfinite(p.detach().sum())) and not bool(torch.isfinite(p.detach()).all())]
+    bad += [f"{name} (a buffer)" for name, b in buffers if name.rpartition(".")[2] not in RUNNING_STATISTICS
+            and bool(torch.isnan(b.detach().sum())) and bool(torch.isnan(b.detach()).any())]
     return ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
 
 
@@ -1098,7 +1101,7 @@ def _lower_the_rate(method) -> str:
 
 
 def _nonfinite_start(method) -> str:
-    """Why the starting weights cannot train, or "": NaN or infinite parameters or buffers."""
+    """Why the starting weights cannot train, or "": :func:`_nonfinite_parameters`' names."""
     bad = _nonfinite_parameters(method)
     if bad:
         return (f"the starting weights hold NaN or infinite values ({bad}): the network given (net=, a pretrained: "
@@ -1114,8 +1117,8 @@ def _before_any_update(method) -> str:
 
 
 def _check_finite_parameters(method, step: int) -> None:
-    """Refuse weights (parameters, or buffers such as BatchNorm's running statistics) that became NaN or
-    infinite (an update diverged while the loss was still finite): saved, a checkpoint of them would fail
+    """Refuse weights (:func:`_nonfinite_parameters`: parameters, running statistics, NaN buffers) that became
+    NaN or infinite (an update diverged while the loss was still finite): saved, a checkpoint of them would fail
     again on every resume; returned, the model predicts one class."""
     bad = _nonfinite_parameters(method)
     check(not bad, f"method {method.name!r}: parameters {bad} became NaN or infinite by step {step} (the loss was "

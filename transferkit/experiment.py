@@ -21,6 +21,7 @@ import copy
 import io
 import pickle
 import re
+import shlex
 import shutil
 import time
 from dataclasses import replace
@@ -594,7 +595,8 @@ def _jobs_failed(cfg: ExperimentConfig, run_dir: Path, failures: list, rows: lis
     tracebacks are, and the two ways on (resume after a fix, or leave their methods out)."""
     failed = {f.job.split(" seed ")[0] for f in failures}
     others = [m for m in cfg.methods if m not in failed]
-    again = f"transferkit run{f' --nproc {world_size()}' if world_size() > 1 else ''} --resume {run_dir}"
+    nproc = f" --nproc {world_size()}" if world_size() > 1 else ""
+    again = f"transferkit run{nproc} --resume {shlex.quote(str(run_dir))}"
     narrow = f", or leave their methods out: {again} --set 'methods=[{','.join(others)}]'" if others else ""
     kept = f"results.json and results.md hold the {len(rows)} finished row(s)"
     if world_size() > 1:  # the run stopped at its first failure: results.json is written when every job has run
@@ -602,7 +604,7 @@ def _jobs_failed(cfg: ExperimentConfig, run_dir: Path, failures: list, rows: lis
     bench = held_benchmark_dir()
     if bench is not None:  # a benchmark's jobs: the benchmark resumes, not the run its jobs made in it
         kept, narrow = "the finished jobs are kept", ""
-        again = f"the same transferkit bench command with --resume {bench}"
+        again = f"the same transferkit bench command with --resume {shlex.quote(str(bench))}"
     return JobsFailed(failures_message(failures, total, kept, again) + narrow, failures, rows)
 
 

@@ -79,8 +79,9 @@ def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
     one: nothing; a folder as ``shutil.rmtree(ignore_errors=True)``), unless one of its folders is
     a symbolic link that leads out of ``top``: removing through it would delete files elsewhere
     (``rmtree`` refuses a link itself, not a linked folder above), so ``path`` is left in place with
-    a warning naming the link. A link to a file at ``path`` itself is removed, never what it
-    leads to; a link to a folder is kept."""
+    a warning naming the link (once per link in a process). A link at ``path`` itself (to a file or
+    a folder) is unlinked, never what it leads to: what must go (a changed source network's
+    checkpoints) is gone from the run, which starts a folder of its own there."""
     path, top = Path(path), Path(top)
     if not os.path.lexists(path):
         return
@@ -91,10 +92,10 @@ def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
             warn(f"{path} is left in place: {link} is a symbolic link to {link.resolve()}, outside {top}, and "
                  f"transferkit removes nothing outside the run (or benchmark) directory")
         return
-    if not path.is_symlink() and path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif not path.is_dir():  # a linked folder (on another disk) is kept, as rmtree keeps it
+    if path.is_symlink() or not path.is_dir():
         path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def resolves_inside(path: str | os.PathLike, top: str | os.PathLike) -> bool:

@@ -85,9 +85,9 @@ def main_only(obj, registered: str | None = None) -> bool:
     level of a script file, which spawn runs again (its ``if``, ``try`` and ``with`` blocks included, not
     its ``if __name__ == "__main__":`` block, a function's body, a notebook or ``python -c``). A method
     class is reachable when a ``class`` statement there makes it or its ``registered`` name appears there
-    (a factory's class), or a top-level class holds it, or a name assigned there is its own (``X =
-    type(...)``); a builder (a lambda, a closure) when its ``registered`` name appears there, where
-    the worker registers it again. An object whose script cannot be read is taken as reachable."""
+    (a factory's class), or a top-level class holds it (not a function's), or a name assigned a call's value
+    there is its own (``X = type(...)``); a builder (a lambda, a closure) when its ``registered`` name
+    appears there, where the worker registers it again. An object whose script cannot be read is taken as reachable."""
     if obj.__module__ != "__main__":
         return False
     path = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -103,9 +103,10 @@ def main_only(obj, registered: str | None = None) -> bool:
     if not isinstance(obj, type):  # a builder: registered at the top level, however it is made
         return not named
     made = {node.name for node in top if isinstance(node, ast.ClassDef)} | {  # `class X:` or `X = type(...)`
-        target.id for node in top if isinstance(node, (ast.Assign, ast.AnnAssign))
+        target.id for node in top if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call)
         for target in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(target, ast.Name)}
-    return not named and obj.__qualname__.partition(".")[0] not in made  # a nested class: its top-level class's
+    local = "<locals>" in obj.__qualname__  # made in a function's call: pickle cannot find it by name
+    return not named and (local or obj.__qualname__.partition(".")[0] not in made)  # nested: its top-level class's
 
 
 def _top_level(body: list):

@@ -68,8 +68,9 @@ def unfinished_hint(run_dir: Path) -> str:
         return (f": {run_dir} is a run that has finished no job yet; "
                 f"`{shlex.join(['transferkit', 'run', '--resume', str(run_dir)])}` goes on with it")
     if n:  # neither a config nor a plan: which command made it is not written down
-        return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {run_dir}` "
-                f"(or `transferkit bench NAME --resume {run_dir}`) completes it and writes the results")
+        quoted = shlex.quote(str(run_dir))
+        return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {quoted}` "
+                f"(or `transferkit bench NAME --resume {quoted}`) completes it and writes the results")
     runs = sorted(p.parent.name for p in run_dir.glob("*/config.yaml")) if run_dir.is_dir() else []
     if runs:
         shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")

@@ -851,19 +851,28 @@ def _terminate(signum, frame):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM, and SIGHUP unless it is ignored (``nohup``) or handled already, raise :class:`Terminated`."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+def _signals_handled(handler, ctrl_c: bool = False):
+    """``handler`` for SIGTERM, for SIGHUP unless it is ignored (``nohup``) or handled already, and with
+    ``ctrl_c`` for SIGINT unless it is ignored (a background job); the main thread only (only it may
+    set handlers); the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     hangup = getattr(signal, "SIGHUP", None)  # none on Windows
-    caught = [signal.SIGTERM] + ([hangup] if hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL else [])
-    previous = {s: signal.signal(s, _terminate) for s in caught}
+    wanted = [(signal.SIGTERM, None), (hangup, signal.SIG_DFL)] + ([(signal.SIGINT, signal.default_int_handler)]
+                                                                    if ctrl_c else [])
+    caught = [s for s, default in wanted if s is not None and (default is None or signal.getsignal(s) is default)]
+    previous = {s: signal.signal(s, handler) for s in caught}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM, and SIGHUP unless it is ignored (``nohup``) or handled already, raise :class:`Terminated`."""
+    return _signals_handled(_terminate)
 
 
 @contextlib.contextmanager
@@ -871,19 +880,8 @@ def _stops_held():
     """Ctrl-C (SIGINT, unless ignored), SIGTERM and SIGHUP (as :func:`_sigterm_as_interrupt` takes
     it) recorded inside, not raised: yields the list of the signals that came, in order."""
     held: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    with _signals_handled(lambda signum, frame: held.append(signum), ctrl_c=True):
         yield held
-        return
-    hangup = getattr(signal, "SIGHUP", None)
-    caught = [s for s, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, None),
-                                   (hangup, signal.SIG_DFL)) if s is not None
-              and (default is None or signal.getsignal(s) is default)]
-    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in caught}
-    try:
-        yield held
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _is_full_or_denied(e: OSError) -> bool:

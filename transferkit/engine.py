@@ -482,9 +482,10 @@ class Engine:
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
         state["record"] = history[-1] if history else None  # the last evaluation's, for the hooks
+        who = self.label or f"method {method.name!r}"  # what the refusals and the divergence warning name
         if not resumed:  # a NaN running_var gives a finite training loss (batch statistics) and NaN outputs after
             bad = _nonfinite_start(method)
-            check(not bad, f"method {method.name!r}: at step 0 (before any update): {bad}")
+            check(not bad, f"{who}: at step 0 (before any update): {bad}")
         sizes = sum(len(given[n]) for n in method.streams) + (len(val) if val is not None else 0)
         start_unit = self._cacheable_start(method, sizes, given[method.streams[0]].images[:1].to(device), other_size)
         method.input_unit = start_unit
@@ -550,7 +551,6 @@ class Engine:
                 if not torch.isfinite(loss):
                     bad = {k: float(v.detach()) for k, v in terms.items() if not torch.isfinite(v)}
                     why = (_lower_the_rate(method) if step else _before_any_update(method))
-                    who = self.label or f"method {method.name!r}"
                     raise TransferkitError(f"{who}: loss became {float(loss.detach())} at step {step} (terms {bad}); "
                                            f"{why}")
                 opt.zero_grad(set_to_none=True)
@@ -578,8 +578,7 @@ class Engine:
                             state["bad_evals"] += 1
                             if cfg.patience is not None and state["bad_evals"] >= cfg.patience:
                                 state["stopped"] = True
-                    _warn_if_diverged(self.label or f"method {method.name!r}", self.lr_key, history, record, cfg,
-                                      state.get("first_loss"))
+                    _warn_if_diverged(who, self.lr_key, history, record, cfg, state.get("first_loss"))
                     history.append(record)
                     state["record"] = record  # for the hooks; not checkpointed
                     if self.metrics_path and main:

@@ -91,6 +91,12 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) 
     return sums / counts.unsqueeze(1).to(features.dtype)
 
 
+def common_dtype(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a`` and ``b`` in the dtype both promote to (float64 with float32: float64), for a product of the two."""
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype), b.to(dtype)
+
+
 #: the metrics of :func:`prototype_logits` and :class:`PrototypeHead`
 PROTOTYPE_METRICS = ("sqeuclidean", "cosine")
 
@@ -102,10 +108,12 @@ def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor, metric: s
     The squared distance is expanded as ``||f||² − 2 f·p + ||p||²`` (one matrix product), which
     loses float32 precision when the features share a large offset (norms in the thousands);
     centre such features, or use ``cosine``. Centring here would change every few-shot table's
-    last digits, so it is left to the caller."""
+    last digits, so it is left to the caller. Features and prototypes of two dtypes are computed
+    in the one both promote to."""
     check(features.dim() == 2 and prototypes.dim() == 2 and features.shape[1] == prototypes.shape[1],
           f"prototype logits need N x D features and C x D prototypes, got {tuple(features.shape)} and "
           f"{tuple(prototypes.shape)}")
+    features, prototypes = common_dtype(features, prototypes)
     if metric == "sqeuclidean":
         d = (features.pow(2).sum(1, keepdim=True) - 2 * features @ prototypes.t()
              + prototypes.pow(2).sum(1).unsqueeze(0))

@@ -67,8 +67,7 @@ def mmd2(source: torch.Tensor, target: torch.Tensor, scales: Sequence[float] = (
     change under a common shift, so centre such features first."""
     check(len(scales) > 0 and all(c > 0 for c in scales), f"mmd2: scales must be non-empty and > 0, got {scales!r}")
     check(bandwidth is None or bandwidth > 0, f"mmd2: bandwidth must be > 0, got {bandwidth!r}")
-    s, t = source.flatten(1), target.flatten(1)
-    _check_pair("mmd2", s, t)
+    s, t = _flat_pair("mmd2", source, target)
     check(len(s) >= 1 and len(t) >= 1, f"mmd2 needs a sample or more per domain, got {len(s)} source and {len(t)} "
                                         f"target")
     x = torch.cat([s, t])
@@ -77,6 +76,16 @@ def mmd2(source: torch.Tensor, target: torch.Tensor, scales: Sequence[float] = (
     k = sum(torch.exp(-d / (c * sigma2)) for c in scales)
     n = len(s)
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+def _flat_pair(who: str, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source and target as rows of flattened features (``N x ...`` each, of one width), named in the refusal."""
+    check(source.dim() >= 2 and target.dim() >= 2,
+          f"{who} needs N x D (or N x ...) source and target features, a row per sample, got shapes "
+          f"{tuple(source.shape)} and {tuple(target.shape)}")
+    s, t = source.flatten(1), target.flatten(1)
+    _check_pair(who, s, t)
+    return s, t
 
 
 def _check_pair(who: str, s: torch.Tensor, t: torch.Tensor) -> None:
@@ -106,8 +115,7 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     in ``O(n² d)`` memory-light steps instead of two ``d x d`` matrices (2.1 GiB each for
     a 24,000-wide map). The difference cancels large terms: when ``C_s ≈ C_t`` the value
     (clamped at 0) is less precise than the direct form's, the gradient stays close to it."""
-    s, t = source.flatten(1), target.flatten(1)
-    _check_pair("coral", s, t)
+    s, t = _flat_pair("coral", source, target)
     check(len(s) >= 2 and len(t) >= 2,
           f"coral needs 2 samples or more per domain for a covariance, got {len(s)} source and {len(t)} target (in "
           f"training a batch holds train.batch_size images, or all of a smaller domain's: raise train.batch_size, or "
@@ -164,7 +172,11 @@ def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor
     (``B × d_p``) codes, normalised as the authors' implementation does it (the scale their
     loss weight β was set on): each code centred over the batch, each row L2-normalised,
     and the squared entries of the ``d_c × d_p`` matrix ``H_cᵀ H_p`` averaged (``/ (d_c d_p)``;
-    the entries are sums over the batch, so the value grows with the batch size)."""
+    the entries are sums over the batch, so the value grows with the batch size). Both codes
+    are of the same ``B`` samples."""
+    check(shared.dim() == 2 and private.dim() == 2 and len(shared) == len(private),
+          f"difference_loss needs B x d_c shared and B x d_p private codes of the same B samples, got shapes "
+          f"{tuple(shared.shape)} and {tuple(private.shape)}")
     hc = F.normalize(shared - shared.mean(0, keepdim=True), dim=1)
     hp = F.normalize(private - private.mean(0, keepdim=True), dim=1)
     return (hc.T @ hp).pow(2).mean()
@@ -172,7 +184,11 @@ def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor
 
 @in_float32
 def scale_invariant_mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """DSN's reconstruction loss ``(1/k)||x - x̂||² - (1/k²)(Σ(x - x̂))²`` per sample, averaged."""
+    """DSN's reconstruction loss ``(1/k)||x - x̂||² - (1/k²)(Σ(x - x̂))²`` per sample, averaged;
+    ``x`` and ``x̂`` are ``N x ...`` of one shape (no broadcasting)."""
+    check(x.dim() >= 2 and x.shape == x_hat.shape,
+          f"scale_invariant_mse needs an input and its reconstruction of the same N x ... shape, got "
+          f"{tuple(x.shape)} and {tuple(x_hat.shape)}")
     diff = (x - x_hat).flatten(1)
     k = diff.shape[1]
     return (diff.pow(2).sum(1) / k - diff.sum(1).pow(2) / k**2).mean()

@@ -45,7 +45,7 @@ from ..engine import FitResult
 from ..errors import check, class_ids, warn
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
-from ..heads import class_means, prototype_logits
+from ..heads import class_means, common_dtype, prototype_logits
 from ..losses import frozen_call
 from ..unitnet import EMBEDDING, UnitNet
 from .adaptation import resolve_layers
@@ -56,11 +56,13 @@ from .finetune import Finetune
 def similarity(queries: torch.Tensor, support: torch.Tensor, query_scale: float | None = None) -> torch.Tensor:
     """ψ of seed 000: ``N x S`` dot products of the unnormalised queries with the
     L2-normalised support features. With ``query_scale = s`` the queries are normalised
-    too and scaled by ``s`` (``s · cos``; a transferkit option, not the seed's ψ)."""
+    too and scaled by ``s`` (``s · cos``; a transferkit option, not the seed's ψ). Queries and
+    support of two dtypes are computed in the one both promote to."""
     check(queries.dim() == 2 and support.dim() == 2 and queries.shape[1] == support.shape[1],
           f"similarity needs N x D queries and S x D support features, got {tuple(queries.shape)} and "
           f"{tuple(support.shape)}")
     check(len(support) > 0, "similarity needs at least one support feature, got none")
+    queries, support = common_dtype(queries, support)
     if query_scale is not None:
         queries = query_scale * F.normalize(queries, dim=1)
     return queries @ F.normalize(support, dim=1).t()
@@ -405,8 +407,8 @@ def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_lab
     attention ``a = softmax_i(scale · cos(x, x_i))`` over the support set. A class with no
     support example scores ``log 1e-8``; a probability below ``1e-8`` of a class with support
     is computed in log space (a clamp there would stop the gradient of a confidently wrong
-    query, reachable at large ``scale``)."""
-    _check_support(queries, support, support_labels, num_classes)
+    query, reachable at large ``scale``). Support labels are class ids in ``[0, num_classes)``."""
+    queries, support = _check_support(queries, support, support_labels, num_classes, "matching_log_probs")
     logits = scale * F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t()
     onehot = F.one_hot(support_labels, num_classes)
     probs = torch.softmax(logits, dim=1) @ onehot.to(logits.dtype)
@@ -422,20 +424,27 @@ def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_lab
     return torch.where(tiny, torch.where(has, exact, math.log(1e-8)), log_probs)
 
 
-def _check_support(queries, support, support_labels, num_classes: int) -> None:
+def _check_support(queries, support, support_labels, num_classes: int, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and support features of one width (in a common dtype), and one class id in
+    ``[0, num_classes)`` per support example; ``who`` is named in the refusal."""
     check(queries.dim() == 2 and support.dim() == 2 and queries.shape[1] == support.shape[1],
-          f"queries and support must be N x D and S x D features of one D, got {tuple(queries.shape)} and "
+          f"{who}: queries and support must be N x D and S x D features of one D, got {tuple(queries.shape)} and "
           f"{tuple(support.shape)}")
     check(tuple(support_labels.shape) == (len(support),),
-          f"support labels must be one per support example ({len(support)}), got shape "
+          f"{who}: support labels must be one per support example ({len(support)}), got shape "
           f"{tuple(support_labels.shape)}")
+    if len(support_labels):
+        low, high = torch.stack(torch.aminmax(support_labels)).tolist()  # one sync for both
+        check(0 <= low and high < num_classes, f"{who}: support labels must be class ids in [0, {num_classes - 1}] "
+                                               f"(num_classes={num_classes}), got labels from {low} to {high}")
+    return common_dtype(queries, support)
 
 
 def nearest_support_scores(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
                            num_classes: int) -> torch.Tensor:
     """``N x C`` scores whose argmax is the label of the nearest support example (cosine):
     each class scores its most similar support example (-2, below any cosine, without one)."""
-    _check_support(queries, support, support_labels, num_classes)
+    queries, support = _check_support(queries, support, support_labels, num_classes, "nearest_support_scores")
     cos = F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t()
     out = torch.full((len(queries), num_classes), -2.0, dtype=cos.dtype, device=cos.device)
     return out.scatter_reduce(1, support_labels.expand(len(queries), -1), cos, "amax")

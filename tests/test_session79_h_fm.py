@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from transferkit.errors import TransferkitError
+from transferkit.fewshot_eval import evaluate_episodes
 from transferkit.heads import prototype_logits
 from transferkit.losses import coral, difference_loss, mmd2, scale_invariant_mse
 from transferkit.methods.semantic import matching_log_probs, nearest_support_scores, similarity_entropy
@@ -45,3 +46,22 @@ def test_support_labels_out_of_range_are_refused(fn):
         fn(q, s, torch.tensor([0, 1, 4]), 3)
     with pytest.raises(TransferkitError, match=r"from -1 to 1"):
         fn(q, s, torch.tensor([0, 1, -1]), 3)
+
+
+def test_few_episodes_note_that_the_normal_interval_is_too_narrow():
+    g = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(60, 8, generator=g), torch.arange(6).repeat(10)
+    few = evaluate_episodes(features, labels, "prototype", n_way=3, k_shot=1, n_query=2, episodes=5)["prototype"]
+    assert few["episodes"] == 5 and few["ci95"] > 0
+    assert "5 episodes" in few["note"] and "normal approximation" in few["note"] and "too narrow" in few["note"]
+    many = evaluate_episodes(features, labels, "prototype", n_way=3, k_shot=1, n_query=2,
+                             episodes=30)["prototype"]  # the z interval is fine from 30 on
+    assert "note" not in many
+
+
+def test_episodes_note_says_a_few_episodes_interval_is_too_narrow():
+    from transferkit.fewshot_eval import episodes_note
+    row = {"episodes": 600, "classes": 5, "setting": "5-way 1-shot (k=2)"}
+    assert "too narrow" not in episodes_note([row])
+    assert "too narrow" not in episodes_note([{**row, "episodes": 1}])  # no interval at all there
+    assert "too narrow" in episodes_note([row, {**row, "episodes": 10, "setting": "5-way 5-shot (k=2)"}])

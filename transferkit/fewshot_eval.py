@@ -220,11 +220,24 @@ def _drawn(labels: torch.Tensor, n_way, k_shot, n_query, episodes, seed: int, gr
     return _DRAWN[key]
 
 
+#: episodes below which :func:`evaluate_episodes` notes that its normal-approximation interval is too narrow
+NORMAL_CI_EPISODES = 30
+
+
+def few_episodes_note(episodes: int) -> str:
+    """The note of an interval over 2 to :data:`NORMAL_CI_EPISODES` - 1 episodes (its z of 1.96 is too narrow)."""
+    return (f"{episodes} episodes: ci95 is the normal approximation 1.96 · std / √E (Chen et al.'s protocol), too "
+            f"narrow for fewer than {NORMAL_CI_EPISODES} episodes (Student's t interval is wider: 6.5 times at 2 "
+            f"episodes, 1.4 times at 5); run more episodes")
+
+
 def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
     """Mean and 95 % interval half-width ``1.96 * std / sqrt(E)`` with the sample std (``E - 1`` in its
     denominator; Chen et al.'s code divides by ``E``, 0.08 % narrower at 600 episodes); NaN for one episode, where
     the spread is unknown (0 would claim none; :func:`~transferkit.evaluate.format_mean_se`
-    likewise prints the mean alone)."""
+    likewise prints the mean alone). The z of 1.96 (the field's, for hundreds of episodes) is
+    kept for any ``E``: below 30 episodes the interval is too narrow (Student's t with ``E - 1``
+    degrees of freedom is 12.7 at 2 episodes, 2.78 at 5), which :func:`evaluate_episodes` notes."""
     # float64 from the start: a list through float32 means print as 0.6225333213806152
     accs = accs.double() if isinstance(accs, torch.Tensor) else torch.as_tensor(accs, dtype=torch.float64)
     n = accs.numel()
@@ -242,8 +255,13 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
     """``{head: {"mean": ..., "ci95": ..., "episodes": E, "classes": C}}`` on the same episodes for
     every head (``C``: the classes episodes draw from, those with at least ``k_shot + n_query``
     samples, or with ``groups`` groups; smaller ones are left out with a warning naming them); with
-    one episode ``ci95`` is NaN and a ``note`` says why. ``class_names``: the names of the label
-    ids, for the warning."""
+    one episode ``ci95`` is NaN and a ``note`` says why; with 2 to 29 episodes the ``note`` says that
+    ``ci95`` (:func:`mean_ci95`, z = 1.96) is too narrow for so few. ``class_names``: the names of the
+    label ids, for the warning. The features are cast to float32 (float64 ones too), and the
+    ``prototype`` head expands ``||f - p||²`` (:func:`~transferkit.heads.prototype_logits`), which
+    loses precision when the features share a large offset (norms in the thousands): centre such
+    features (``features - features.mean(0)``, which leaves the exact distances as they are) before
+    calling."""
     given = heads
     heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
     check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
@@ -277,6 +295,8 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
             out[head]["classes"] = eligible
         if len(accs) < 2:
             out[head]["note"] = "one episode: no interval (ci95 is NaN); run more episodes to measure the spread"
+        elif len(accs) < NORMAL_CI_EPISODES:
+            out[head]["note"] = few_episodes_note(len(accs))
     return out
 
 
@@ -301,8 +321,9 @@ GROUPED_EPISODES = ("each support and query image of an episode is one frame of 
 
 
 def episodes_note(rows: list[dict]) -> str:
-    """What the rows of :func:`run_episodes` hold (a line under their table): the protocol, and the
-    classes the episodes drew from where K (or the job) changed them."""
+    """What the rows of :func:`run_episodes` hold (a line under their table): the protocol, the
+    classes the episodes drew from where K (or the job) changed them, and that the intervals of
+    fewer than :data:`NORMAL_CI_EPISODES` episodes are too narrow."""
     counts = sorted({r["episodes"] for r in rows})
     classes = sorted({r["classes"] for r in rows if isinstance(r.get("classes"), int)})
     by_setting = {r["setting"]: r.get("classes") for r in rows}
@@ -314,6 +335,8 @@ def episodes_note(rows: list[dict]) -> str:
             f"model, not the test-split accuracy of the run's table; each row's own 95 % interval over its episodes is "
             f"its ci95 in episodes.json; jobs whose embeddings are the same network (a method that trains none of "
             f"it, as matching_net) count once{drawn}"
+            + (f"; a ci95 over fewer than {NORMAL_CI_EPISODES} episodes is the normal approximation (z = 1.96), too "
+               f"narrow for so few" if 1 < counts[0] < NORMAL_CI_EPISODES else "")
             + (f"; the target is grouped (videos): {GROUPED_EPISODES}" if any(r.get("grouped_test") for r in rows)
                else "") + ".")
 

@@ -80,7 +80,13 @@ def _fc_weights(sizes: Sequence[int], combine: str = "sum") -> int:
 
 
 class MultiLayerDiscriminator(nn.Module):
-    """Seed 000 eq. 2. ``in_sizes``: flattened size of each tapped activation ``E_l``."""
+    """Seed 000 eq. 2. ``in_sizes``: flattened size of each tapped activation ``E_l``.
+
+    Deviation: the seed's ``d_1 = D_1(σ(E_1))`` is computed as ``d_1 = D_1(E_1)`` (σ, a ReLU,
+    on ``γ d_(l-1) ⊕ E_l`` from the second layer on). The default first tapped unit of every
+    built-in backbone ends in a ReLU, so the two agree there; a first tapped ``head`` (logits),
+    or a unit ending in a linear or BatchNorm layer, is read without σ (as ADDA's discriminator
+    reads logits). :class:`ConvMultiLayerDiscriminator` does the same."""
 
     #: whether a domain's logits depend on the other domain's batch (BatchNorm over both)
     joint_batch = False
@@ -166,7 +172,8 @@ class ConvMultiLayerDiscriminator(nn.Module):
     positions, linear; vector → vector: linear. The last tapped layer maps to ``hidden``
     (channels, default: those of the last feature map, Table 6's 512), followed by σ, the
     average over positions, ``tail_depth`` hidden linear layers (Table 6: none) and a
-    linear layer to one logit. σ is a leaky ReLU (``slope`` 0.2; Table 6 gives no slope).
+    linear layer to one logit. σ is a leaky ReLU (``slope`` 0.2; Table 6 gives no slope); as in
+    :class:`MultiLayerDiscriminator`, ``D_1`` reads ``E_1`` without σ.
 
     Both domains go through one pass (:meth:`forward` with ``target_activations``): the
     BatchNorm statistics are those of the mixed batch; per-domain batches would normalise

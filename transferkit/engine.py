@@ -414,6 +414,7 @@ class Engine:
         self.tensorboard_dir = tensorboard_dir
         self._val_rows = None  # rows per chunk of validation scoring: the images' (evaluate.chunk_rows)
         self._val_layout = None  # and the memory layout each chunk is scored in (the training one)
+        self.diverged = False  # whether a fit of this engine diverged (a method of several stages may not say so)
 
     # ------------------------------------------------------------------ public
     def fit(self, method, source: Domain | None = None, target: Domain | None = None,
@@ -620,10 +621,12 @@ class Engine:
         if device.type != "cpu":
             method.to("cpu")  # results and evaluation stay device-agnostic
         best_step = state["best_step"] if state["best_acc"] is not None else state["step"]  # no validation: the last
+        diverged = _has_diverged(history, cfg, state.get("first_loss"))
+        self.diverged = self.diverged or diverged
         return FitResult(steps=state["step"], best_step=best_step, best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
                          wall_s=self.resumed_s + time.perf_counter() - t0, history=history, val_accuracy=kept_acc,
-                         diverged=_has_diverged(history, cfg, state.get("first_loss")),
+                         diverged=diverged,
                          **(dict(zip(("val_correct", "val_loss"), kept_eval)) if kept_eval else {}))
 
     # ------------------------------------------------------------------ helpers

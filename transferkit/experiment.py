@@ -269,13 +269,19 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         with quiet():  # check_jobs built it with these options and showed its warnings
             method = job_method(cfg, data, cls, net)
 
+        engines = []  # a method of several stages may combine their FitResults: each engine says if it diverged
+
         def make_engine(tag, config=None):
             train = config or cfg.train
             if train.device != cfg.device:
                 train = replace(train, device=cfg.device)
-            return Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl", select_metric=cfg.select_metric,
-                          checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
-                          tensorboard_dir=run_dir / "tensorboard" / job.stem / tag, run_name=f"{job.stem}/{tag}")
+            named = job.stem if tag == "main" else f"{job.stem}/{tag}"  # what the divergence warning names
+            engines.append(Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl",
+                                  select_metric=cfg.select_metric,
+                                  checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
+                                  tensorboard_dir=run_dir / "tensorboard" / job.stem / tag,
+                                  run_name=f"{job.stem}/{tag}", label=named))
+            return engines[-1]
 
         every = {}  # partial DA: the argmax over every source class as well
         val = selection_domain(cfg, data, cls)
@@ -305,6 +311,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            **({"method_revision": cls.revision} if cls.revision else {}),  # summary and report name older ones
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results(),
+           **({"diverged": True} if fit.diverged or any(e.diverged for e in engines) else {}),
            **({"threads_before_resume": sorted(before_threads)}
               if fit.steps > 0 and before_threads - {torch.get_num_threads()} else {}),
            **measured}
@@ -536,7 +543,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                    "pretrain_cached": None if cfg.pretrained else pre_info["cached"],
                    "source_val_accuracy": pre_info.get("val_accuracy"),
                    **test_fields(cfg, data), **({} if cfg.pretrained else training_fields(cfg.pretrain)),
-                   **class_fields(cfg),
+                   **class_fields(cfg), **({"diverged": True} if pre_info.get("diverged") else {}),
                    "config_digest": job_digest(sub, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it
@@ -644,5 +651,5 @@ def _log_row(log, several: bool, row: dict, width: int = 14, setting_width: int 
     setting = f"{row['setting']:<{setting_width}} " if several else ""
     log(f"  {row['method']:<{width}} {setting}seed {row['seed']}: accuracy "
         f"{100 * row['accuracy']:.1f}%  ({row['wall_s']:.1f}s)"
-        + picked)
+        + picked + (", diverged" if row.get("diverged") is True else ""))
     return row

@@ -212,6 +212,20 @@ def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"of the test images."]
 
 
+def diverged_line(rows: list[dict], markdown: bool = True) -> list[str]:
+    """A line naming the rows whose training diverged (``diverged: true``, the run's warning): their
+    accuracy is not worth reading."""
+    cell = md_cell if markdown else str
+    cells = _cells(rows, lambda r: r.get("diverged") is True)
+    parts = [f"{cell(_cell_name(method, key, len(by_cell)))} (seed{'s' if len(rs) > 1 else ''} "
+             f"{', '.join(str(r['seed']) for r in rs)})"
+             for method, by_cell in cells.items() for key, rs in by_cell.items()]
+    if not parts:
+        return []
+    return [f"Diverged (the training loss grew a thousandfold; diverged in results.json): {'; '.join(parts)}; such an "
+            f"accuracy is not worth reading (lower the learning rate)."]
+
+
 #: how many classes (or table cells) a line under the tables names before it counts the rest
 NAMED = 5
 
@@ -370,12 +384,14 @@ def small_test_line(rows: list[dict], markdown: bool = True) -> list[str]:
 def row_notes(rows: list[dict], markdown: bool = True) -> list[str]:
     """The lines under a table that its rows call for: units picked, partial domain adaptation,
     rows that read no target label, the unlabelled images and test set given, target classes without
-    test images, rows that predicted one class, classes a method never recognised, a small test split,
-    training with a sampler or class weights off their defaults, selection on more target labels than
-    trained on, k counting groups on a grouped target, and selection on the source's validation split."""
+    test images, rows whose training diverged, rows that predicted one class, classes a method never
+    recognised, a small test split, training with a sampler or class weights off their defaults, selection on
+    more target labels than trained on, k counting groups on a grouped target, and selection on the source's
+    validation split."""
     return (picked_lines(rows, markdown) + partial_da_line(rows, markdown) + unlabelled_line(rows, markdown)
             + unlabeled_images_line(rows, markdown) + test_images_line(rows, markdown) + not_scored_line(rows, markdown)
-            + one_class_line(rows, markdown) + never_recognised_line(rows, markdown) + small_test_line(rows, markdown)
+            + diverged_line(rows, markdown) + one_class_line(rows, markdown) + never_recognised_line(rows, markdown)
+            + small_test_line(rows, markdown)
             + training_line(rows, markdown) + selection_labels_line(rows, markdown) + grouped_k_line(rows, markdown)
             + source_selection_line(rows, markdown))
 

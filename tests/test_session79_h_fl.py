@@ -1,0 +1,28 @@
+"""Session 79 (h_fl): observability: diverged jobs marked, warnings at the user's line, the interrupt
+message, small CLI mends."""
+
+
+import pytest
+from helpers import toy_named_domains
+
+
+def test_a_diverged_job_is_named_in_its_warning_its_row_and_a_line_under_the_table(tmp_path, monkeypatch):
+    from transferkit.config import load_config
+    from transferkit.errors import TransferkitWarning
+    from transferkit.experiment import run_experiment
+    from transferkit.tables import row_notes
+
+    toy_named_domains(monkeypatch)
+    cfg = load_config(None, [f"out_dir={tmp_path}", "source=digits", "target=mnist", "methods=[target_only]", "k=2",
+                             "repeats=1", "train.steps=8", "train.eval_every=2", "train.batch_size=8",
+                             "train.optimizer=sgd", "train.lr=3", "select_on=none", "train.progress=false"])
+    lines = []
+    with pytest.warns(TransferkitWarning, match=r"^target_only-k=2-s0: the training loss grew") as caught:
+        run_dir, rows = run_experiment(cfg, log=lambda *a: lines.append(" ".join(map(str, a))))
+    assert [r.get("diverged") for r in rows] == [True]
+    assert not any(str(w.message).startswith("method ") for w in caught)
+    assert any("seed 0: accuracy" in line and line.endswith(", diverged") for line in lines), lines
+    assert "Diverged" in (run_dir / "results.md").read_text()
+    notes = [line for line in row_notes(rows, markdown=False) if line.startswith("Diverged")]
+    assert len(notes) == 1 and "target_only (seed 0)" in notes[0]
+    assert not [line for line in row_notes([{**rows[0], "diverged": False}]) if line.startswith("Diverged")]

@@ -26,3 +26,24 @@ def test_a_diverged_job_is_named_in_its_warning_its_row_and_a_line_under_the_tab
     notes = [line for line in row_notes(rows, markdown=False) if line.startswith("Diverged")]
     assert len(notes) == 1 and "target_only (seed 0)" in notes[0]
     assert not [line for line in row_notes([{**rows[0], "diverged": False}]) if line.startswith("Diverged")]
+
+
+def test_warnings_of_predict_transform_and_a_domain_point_at_the_callers_line():
+    import torch
+    from helpers import toy_domain
+
+    from transferkit import Transfer
+    from transferkit.domain import Domain
+    from transferkit.engine import TrainConfig
+    from transferkit.errors import TransferkitWarning
+
+    model = Transfer("target_only", train=TrainConfig(steps=2, batch_size=8, eval_every=2, progress=False))
+    model.fit(toy_domain(16, 0, 2))
+    three = torch.rand(3, *model.input_shape_[1:])  # N x H x W, N = 3: also one colour image
+    with pytest.warns(TransferkitWarning) as caught:
+        model.predict(three)
+        model.transform(three)
+        Domain("dark", torch.full((2, 1, 4, 4), 3, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
+    assert len(caught) == 3
+    assert {w.filename for w in caught} == {__file__}, [(w.filename, w.lineno) for w in caught]
+    assert len({w.lineno for w in caught}) == 3

@@ -1,6 +1,7 @@
 """User-facing errors: the CLI prints these without a traceback and exits with code 2."""
 
 import contextlib
+import dataclasses
 import difflib
 import numbers
 import os
@@ -74,11 +75,28 @@ def interrupts_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+#: the files of the decorators that wrap a library function (``@torch.no_grad()``, ``contextlib.ContextDecorator``):
+#: a warning is not attributed to them
+_WRAPPERS = (os.path.abspath(contextlib.__file__), os.path.join("torch", "utils", "_contextlib.py"))
+
+
+def _inside(frame) -> bool:
+    """Whether ``frame`` is the library's: a transferkit file, a decorator wrapping one of its functions
+    (:data:`_WRAPPERS`), or a dataclass's generated ``__init__`` (file ``<string>``) of a transferkit class."""
+    name = frame.f_code.co_filename
+    if name.startswith(_PACKAGE) or name.endswith(_WRAPPERS):
+        return True
+    owner = frame.f_locals.get("self") if name == "<string>" else None
+    return owner is not None and dataclasses.is_dataclass(owner) and any(
+        c.__module__.startswith("transferkit.") for c in type(owner).__mro__)
+
+
 def warn(message: str) -> None:
     """Issue a :class:`TransferkitWarning` attributed to the first caller outside transferkit (the
-    user's line, as pandas does), whatever depth of the library it comes from."""
+    user's line, as pandas does), whatever depth of the library it comes from; the decorators and
+    dataclass ``__init__`` that wrap its functions (:func:`_inside`) are passed over too."""
     frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame is not None and _inside(frame):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, TransferkitWarning, stacklevel=level - 1 if frame is None else level)
 

@@ -57,7 +57,7 @@ def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes
     assert code == 130 and calls == ["target_only", "finetune"]
     command = err.split("go on with: ")[1].strip()
     run_dir = next(tmp_path.glob("*/*"))
-    assert f"finished jobs and checkpoints are kept in {run_dir}" in err
+    assert f"finished jobs are kept in {run_dir}" in err  # no checkpoint: the stop came as a job began
     assert shlex.split(command) == ["transferkit", *argv, "--resume", str(run_dir)]
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # what a rank of --nproc 2 prints keeps the --nproc its argv lost
     assert cli._resume_hint(argparse.Namespace(resume=None), argv).endswith(f"--nproc 2 --resume {run_dir}")
@@ -71,7 +71,7 @@ def test_a_stopped_run_prints_the_command_that_goes_on_and_that_command_finishes
     err = "".join(line for line in err.splitlines(keepends=True)  # (warnings reach stderr under -p no:warnings)
                   if not line.startswith("transferkit: warning:"))
     assert code == 2 and err.count("\n") == 1, err
-    assert err.startswith("transferkit: error: a worker process died; finished jobs and checkpoints are kept in ")
+    assert err.startswith("transferkit: error: a worker process died; finished jobs are kept in ")
     assert err.split("go on with: ")[1].strip() == command
     monkeypatch.setattr(experiment, "run_job", second_job_stopped)
     code, out, _ = run_cli(capsys, *shlex.split(command)[1:])  # the printed command, as a shell reads it
@@ -102,7 +102,7 @@ def test_a_stopped_benchmark_names_its_benchmark_directory_not_the_run_its_job_w
     code, _, err = run_cli(capsys, *argv)
     bench_dir = next(tmp_path.glob("bench-demo-quick/*"))
     assert code == 130 and (bench_dir / "plan.json").is_file() and (bench_dir / "demo").is_dir()
-    assert f"finished jobs and checkpoints are kept in {bench_dir};" in err, err  # not bench_dir/demo
+    assert f"finished jobs are kept in {bench_dir};" in err, err  # not bench_dir/demo
     command = err.split("go on with: ")[1].strip()
     assert shlex.split(command) == ["transferkit", *argv, "--resume", str(bench_dir)]
     code, out, err = run_cli(capsys, *shlex.split(command)[1:])

@@ -66,7 +66,8 @@ def test_a_stopped_command_that_keeps_no_run_gets_no_resume_advice(monkeypatch, 
     old = tmp_path / "old"  # a run resumed, stopped before it noted its directory: the one given
     (old / "jobs").mkdir(parents=True)
     hint = cli._resume_hint(argparse.Namespace(resume=str(old)), ["run", "--resume", str(old)])
-    assert hint == f"finished jobs and checkpoints are kept in {old}; go on with: transferkit run --resume {old}"
+    assert hint == (f"no job had finished nor written a checkpoint; {old} keeps the run's config; go on with: "
+                    f"transferkit run --resume {old}")
 
 
 def test_a_stopped_episodes_command_says_only_that_it_was_interrupted(monkeypatch, capsys):

@@ -100,7 +100,7 @@ def test_a_stopped_command_names_the_directory_its_loaded_runtime_recorded_and_t
     from transferkit import cli
     run, code, err = _stopped_run(tmp_path, monkeypatch, capsys, cli.Terminated(signal.SIGTERM))
     assert code == 128 + signal.SIGTERM
-    assert err.startswith("transferkit: terminated (SIGTERM); finished jobs and checkpoints are kept in ")
+    assert err.startswith("transferkit: terminated (SIGTERM); finished jobs are kept in ")
     assert str(run) in err
     _, code, err = _stopped_run(tmp_path, monkeypatch, capsys, KeyboardInterrupt())
     assert code == 130 and err.startswith("transferkit: interrupted; finished jobs")

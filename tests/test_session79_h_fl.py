@@ -47,3 +47,26 @@ def test_warnings_of_predict_transform_and_a_domain_point_at_the_callers_line():
     assert len(caught) == 3
     assert {w.filename for w in caught} == {__file__}, [(w.filename, w.lineno) for w in caught]
     assert len({w.lineno for w in caught}) == 3
+
+
+def test_the_interrupt_message_names_only_what_the_run_directory_keeps(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from transferkit import cli
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("k: 5\n")
+    args, argv = SimpleNamespace(resume=str(run), nproc=1), ["run", "c.yaml"]
+    hint = cli._resume_hint(args, argv)
+    assert "finished jobs" not in hint and "checkpoints are kept" not in hint, hint
+    assert "no job had finished" in hint and hint.endswith(f"go on with: transferkit run c.yaml --resume {run}")
+    (run / "checkpoints" / "finetune-k=5-s0" / "main").mkdir(parents=True)
+    assert "checkpoints are kept" not in cli._resume_hint(args, argv)  # an empty folder keeps nothing
+    (run / "checkpoints" / "finetune-k=5-s0" / "main" / "last.pt").write_bytes(b"x")
+    hint = cli._resume_hint(args, argv)
+    assert hint.startswith(f"checkpoints are kept in {run} (no job had finished)"), hint
+    (run / "jobs").mkdir()
+    (run / "jobs" / "target_only-k=5-s0.json").write_text("{}")
+    assert cli._resume_hint(args, argv).startswith(f"finished jobs and checkpoints are kept in {run};")

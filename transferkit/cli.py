@@ -910,8 +910,18 @@ def _resume_hint(args, argv: list[str]) -> str | None:
     rest = _argv_without(argv, "--resume")  # the same command, with this directory as its --resume
     per_node = os.environ.get("LOCAL_WORLD_SIZE", "1")  # a rank of --nproc N: its argv has lost the --nproc
     nproc = ["--nproc", per_node] if per_node.isdigit() and int(per_node) > 1 else []
-    return (f"finished jobs and checkpoints are kept in {d}; go on with: "
-            f"{shlex.join(['transferkit', *rest, *nproc, '--resume', str(d)])}")
+    return f"{_kept(d)}; go on with: {shlex.join(['transferkit', *rest, *nproc, '--resume', str(d)])}"
+
+
+def _kept(d: Path) -> str:
+    """What a stopped run or benchmark's directory ``d`` keeps: its finished jobs (``jobs/``), the
+    checkpoints of unfinished ones (``checkpoints/``), or its config alone (a resume starts the jobs again)."""
+    jobs = any(p.suffix == ".json" for p in d.rglob("jobs/*"))
+    checkpoints = any(p.is_file() for c in d.rglob("checkpoints") for p in c.rglob("*"))
+    if jobs or checkpoints:
+        kept = " and ".join(what for what, held in (("finished jobs", jobs), ("checkpoints", checkpoints)) if held)
+        return f"{kept} are kept in {d}" + ("" if jobs else " (no job had finished)")
+    return f"no job had finished nor written a checkpoint; {d} keeps the run's config"
 
 
 def _split_set_value(argv: list[str]) -> str | None:

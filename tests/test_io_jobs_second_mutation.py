@@ -449,7 +449,7 @@ def test_a_saved_failure_is_named_on_stderr_in_the_log_and_in_its_file(tmp_path,
     failure = save_failure(path, JobFailure("ValueError: bad", "TRACEBACK"), "j", log=lines.append)
     line = f"job j failed: ValueError: bad (traceback: {path})"
     assert (failure.job, failure.path) == ("j", str(path)) and lines == [line]
-    assert capsys.readouterr().err == line + "\n"
+    assert capsys.readouterr().err == f"transferkit: {line}\n"
     assert path.read_text() == "job j failed: ValueError: bad\n\nTRACEBACK"
 
 

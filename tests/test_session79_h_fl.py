@@ -2,6 +2,8 @@
 message, small CLI mends."""
 
 
+import warnings
+
 import pytest
 from helpers import toy_named_domains
 
@@ -52,7 +54,8 @@ def test_warnings_of_predict_transform_and_a_domain_point_at_the_callers_line():
 def test_the_interrupt_message_names_only_what_the_run_directory_keeps(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from transferkit import cli
+    from transferkit import cli, runtime
+    monkeypatch.setattr(runtime, "_WORK_DIR", [])  # an earlier run's in this process is not this one's
     for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     run = tmp_path / "run"
@@ -70,3 +73,28 @@ def test_the_interrupt_message_names_only_what_the_run_directory_keeps(tmp_path,
     (run / "jobs").mkdir()
     (run / "jobs" / "target_only-k=5-s0.json").write_text("{}")
     assert cli._resume_hint(args, argv).startswith(f"finished jobs and checkpoints are kept in {run};")
+
+
+def test_a_failed_jobs_stderr_line_has_the_prefix_and_the_subcommands_describe_themselves(tmp_path, capsys):
+    from transferkit import cli
+    from transferkit.jobs import JobFailure, save_failure
+    save_failure(tmp_path / "failed" / "boom-k=5-s0.txt", JobFailure("ValueError: x", "TB"), "boom seed 0")
+    assert capsys.readouterr().err.startswith("transferkit: job boom seed 0 failed: ValueError: x (traceback: ")
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("methods", "report", "episodes", "summary"):
+        assert commands[name].description, name
+        assert "%%" not in commands[name].format_help()
+    run_dir = next(a for a in commands["report"]._actions if a.dest == "run_dirs")
+    assert run_dir.help
+    assert "--set" not in commands["demo"].format_help() and "--set" in commands["bench"].format_help()
+
+
+def test_a_warning_made_an_error_by_python_w_error_is_one_line_and_exit_2(monkeypatch, capsys):
+    from transferkit import cli
+    from transferkit.errors import warn
+    monkeypatch.setattr(cli, "_dispatch", lambda args, argv: warn("the images look dark"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = cli.main(["summary", "nowhere.json"])
+    assert (code, capsys.readouterr().err) == (2, "transferkit: error: the images look dark\n")

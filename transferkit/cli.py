@@ -753,7 +753,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert to 1 or 3 channels (default: as stored; 3 for a colour shift, yuv/hsv, on a grey "
                         "domain, as `run` does)")
     s.set_defaults(func=_show)
-    s = sub.add_parser("methods", help="list methods, or show the named methods' options and documentation")
+    s = sub.add_parser("methods", help="list methods, or show the named methods' options and documentation",
+                       description="List the methods (built-in, and those the modules of TRANSFERKIT_PLUGINS "
+                                   "register); with NAMES, each one's options with their defaults and its "
+                                   "documentation (set them with --set options.NAME.OPTION=VALUE).")
     s.add_argument("names", nargs="*", help="methods to describe (options with their defaults, the docstring)")
     s.set_defaults(func=_methods)
     s = sub.add_parser("run", help="run an experiment from a YAML config",
@@ -792,18 +795,22 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a field of the benchmark's plan as --print-plan shows it (flex: --set "
                             "seeds=5 is a count; uda: --set seeds=0,1,2 lists the seeds)" if name == "bench" else
-                       "demo's plan has no field to set (--quick is its budget); `transferkit bench NAME "
-                       "--print-plan` shows the fields of the other suites")
+                       argparse.SUPPRESS)  # demo's plan has no field: --set is refused, saying so
         s.add_argument("--print-plan", action="store_true", help="print the plan (seeds, budgets) as YAML and exit")
         _runtime_flags(s)
         s.set_defaults(func=_bench if name == "bench" else _demo)
-    s = sub.add_parser("report", help="write an HTML + markdown report of runs or benchmarks")
-    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    s = sub.add_parser("report", help="write an HTML + markdown report of runs or benchmarks",
+                       description="Write report.html and report.md of each RUN_DIR: its table, the lines under "
+                                   "it, per-class and confusion figures and training curves.")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="a run or benchmark directory (finished, or stopped: its finished jobs)")
     s.add_argument("--out", help="output directory (default: inside each RUN_DIR; with several RUN_DIRs, "
                                  "one sub-folder per directory name)")
     s.set_defaults(func=_report)
-    s = sub.add_parser("episodes", help="N-way K-shot episodes on a run's target test split with each finished "
-                                        "job's frozen embedding (mean and 95 %% interval over the episodes)")
+    helptext = ("N-way K-shot episodes on a run's target test split with each finished job's frozen embedding "
+                "(mean and 95 %% interval over the episodes)")
+    s = sub.add_parser("episodes", help=helptext, description=helptext[0].upper() + helptext[1:].replace("%%", "%")
+                       + ".")
     s.add_argument("run_dir", metavar="RUN_DIR", help="a transferkit run directory (finished, or stopped)")
     s.add_argument("--methods", help="the methods to score, comma-separated (default: every method with a model)")
     s.add_argument("--heads", default="prototype", help="few-shot heads, comma-separated: prototype, linear, cosine "
@@ -818,8 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "unpickling runs whatever code the file names, so only for run directories you trust "
                         "(default: each job's network file, models/*.safetensors, which runs no code)")
     s.set_defaults(func=_episodes)
-    s = sub.add_parser("summary", help="print the table of a results.json (or of a run directory); of several, "
-                                       "one table with a run column")
+    helptext = "print the table of a results.json (or of a run directory); of several, one table with a run column"
+    s = sub.add_parser("summary", help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
     s.add_argument("results", nargs="+", metavar="RESULTS",
                    help="a results.json, or a run or benchmark directory holding one (exit 2 when some of its jobs "
                         "failed; a run directory not finished: the table of its finished jobs, exit 2); "
@@ -983,6 +990,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error(f"{e}{_cache_hint(e)}{f'; {hint}' if hint else ''}")
     except KeyboardInterrupt as e:
         return _stopped(args, argv, e)
+    except TransferkitWarning as e:  # python -W error: a warning raised as an error is one line too
+        return _error(str(e))
     except Exception:
         from .distributed import peer_failed
         if peer_failed():  # under --nproc: another rank's error closed the process group under this one

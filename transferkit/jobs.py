@@ -209,7 +209,8 @@ def failure_path(job_path: str | os.PathLike) -> Path:
 def save_failure(path: str | os.PathLike, failure: JobFailure, job: str,
                  log: Callable[[str], Any] | None = None) -> JobFailure:
     """Write ``failure``'s traceback atomically to ``path``, name it ``job`` and say so in one
-    line on stderr, where a sweep script looks (and to ``log`` when given), in the main process."""
+    line on stderr (``transferkit: job NAME failed: ...``), where a sweep script looks (and to ``log``, without
+    the prefix, when given), in the main process."""
     path = Path(path)
     text = f"job {job} failed: {failure.error}"
     try:
@@ -221,7 +222,7 @@ def save_failure(path: str | os.PathLike, failure: JobFailure, job: str,
         if is_main_process():
             print(failure.traceback, file=sys.stderr)
     if is_main_process():
-        print(f"{text} ({where})", file=sys.stderr)
+        print(f"transferkit: {text} ({where})", file=sys.stderr)  # prefixed as the command's other stderr lines
         if log is not None:
             log(f"{text} ({where})")
     return failure

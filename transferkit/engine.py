@@ -300,7 +300,8 @@ class FitResult:
     val_correct: torch.Tensor | None = None
     val_loss: float | None = None
     #: a window's mean loss grew past :data:`DIVERGED_FACTOR` times the loss before any update (the
-    #: warning's condition): the returned weights are not worth keeping (a pre-training does not cache them)
+    #: warning's condition): the returned weights are not worth keeping (a pre-training does not cache them);
+    #: a method of several stages says whether a stage its returned weights come from diverged
     diverged: bool = False
 
     def __post_init__(self):
@@ -414,7 +415,6 @@ class Engine:
         self.tensorboard_dir = tensorboard_dir
         self._val_rows = None  # rows per chunk of validation scoring: the images' (evaluate.chunk_rows)
         self._val_layout = None  # and the memory layout each chunk is scored in (the training one)
-        self.diverged = False  # whether a fit of this engine diverged (a method of several stages may not say so)
 
     # ------------------------------------------------------------------ public
     def fit(self, method, source: Domain | None = None, target: Domain | None = None,
@@ -621,12 +621,10 @@ class Engine:
         if device.type != "cpu":
             method.to("cpu")  # results and evaluation stay device-agnostic
         best_step = state["best_step"] if state["best_acc"] is not None else state["step"]  # no validation: the last
-        diverged = _has_diverged(history, cfg, state.get("first_loss"))
-        self.diverged = self.diverged or diverged
         return FitResult(steps=state["step"], best_step=best_step, best_val_accuracy=state["best_acc"],
                          stopped_early=state["stopped"] and state["step"] < cfg.steps,
                          wall_s=self.resumed_s + time.perf_counter() - t0, history=history, val_accuracy=kept_acc,
-                         diverged=diverged,
+                         diverged=_has_diverged(history, cfg, state.get("first_loss")),
                          **(dict(zip(("val_correct", "val_loss"), kept_eval)) if kept_eval else {}))
 
     # ------------------------------------------------------------------ helpers

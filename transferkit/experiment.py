@@ -269,19 +269,15 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
         with quiet():  # check_jobs built it with these options and showed its warnings
             method = job_method(cfg, data, cls, net)
 
-        engines = []  # a method of several stages may combine their FitResults: each engine says if it diverged
-
         def make_engine(tag, config=None):
             train = config or cfg.train
             if train.device != cfg.device:
                 train = replace(train, device=cfg.device)
             named = job.stem if tag == "main" else f"{job.stem}/{tag}"  # what the divergence warning names
-            engines.append(Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl",
-                                  select_metric=cfg.select_metric,
-                                  checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
-                                  tensorboard_dir=run_dir / "tensorboard" / job.stem / tag,
-                                  run_name=f"{job.stem}/{tag}", label=named))
-            return engines[-1]
+            return Engine(train, seed=seed, metrics_path=run_dir / "metrics.jsonl", select_metric=cfg.select_metric,
+                          checkpoint_dir=run_dir / "checkpoints" / job.stem / tag,
+                          tensorboard_dir=run_dir / "tensorboard" / job.stem / tag, run_name=f"{job.stem}/{tag}",
+                          label=named)
 
         every = {}  # partial DA: the argmax over every source class as well
         val = selection_domain(cfg, data, cls)
@@ -311,7 +307,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            **({"method_revision": cls.revision} if cls.revision else {}),  # summary and report name older ones
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results(),
-           **({"diverged": True} if fit.diverged or any(e.diverged for e in engines) else {}),
+           **({"diverged": True} if fit.diverged else {}),
            **({"threads_before_resume": sorted(before_threads)}
               if fit.steps > 0 and before_threads - {torch.get_num_threads()} else {}),
            **measured}

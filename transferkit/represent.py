@@ -128,7 +128,7 @@ class CatTwoStage(Method):
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         t0 = time.perf_counter()
-        accs, history, steps = [], [], 0
+        accs, history, steps, diverged = [], [], 0, False
         for i, member in enumerate(self.net.unit("cat").members):
             if member.num_classes != self.net.num_classes:
                 member.reset_classifier(self.net.num_classes)
@@ -137,13 +137,14 @@ class CatTwoStage(Method):
             accs.append(fit.val_accuracy)
             history += fit.history
             steps += fit.steps
+            diverged = diverged or fit.diverged
         self.net.reset_classifier(self.net.num_classes)
         probe = make_engine("probe").fit(self, target=target, val=val)
         self._extra = {"member_val_accuracy": accs}
         return FitResult(steps=steps + probe.steps, best_step=probe.best_step,
                          best_val_accuracy=probe.best_val_accuracy, val_accuracy=probe.val_accuracy,
                          stopped_early=probe.stopped_early, wall_s=time.perf_counter() - t0,
-                         history=history + probe.history)
+                         history=history + probe.history, diverged=diverged or probe.diverged)
 
     def extra_results(self):
         return dict(self._extra)

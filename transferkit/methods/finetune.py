@@ -396,7 +396,8 @@ class TwoStage(_TargetCE):
         return FitResult(steps=first.steps + second.steps, best_step=second.best_step,
                          best_val_accuracy=second.best_val_accuracy, val_accuracy=second.val_accuracy,
                          stopped_early=second.stopped_early,
-                         wall_s=time.perf_counter() - t0, history=first.history + second.history)
+                         wall_s=time.perf_counter() - t0, history=first.history + second.history,
+                         diverged=first.diverged or second.diverged)
 
     def extra_results(self):
         return dict(self._extra)

@@ -338,7 +338,7 @@ class Flex(_FlexBase):
         return FitResult(steps=sum(f.steps for _, f in results), best_step=fit.best_step,
                          best_val_accuracy=fit.best_val_accuracy, val_accuracy=fit.val_accuracy,
                          stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history,
-                         val_correct=fit.val_correct, val_loss=fit.val_loss)
+                         val_correct=fit.val_correct, val_loss=fit.val_loss, diverged=fit.diverged)
 
 
 @register
@@ -385,7 +385,7 @@ class FastFlex(_FlexBase):
         return FitResult(steps=all_fit.steps + unit_fit.steps, best_step=fit.best_step,
                          best_val_accuracy=fit.best_val_accuracy, val_accuracy=fit.val_accuracy,
                          stopped_early=fit.stopped_early, wall_s=time.perf_counter() - t0, history=fit.history,
-                         val_correct=fit.val_correct, val_loss=fit.val_loss)
+                         val_correct=fit.val_correct, val_loss=fit.val_loss, diverged=fit.diverged)
 
     def _tie_message(self, tied: list[str], score: float, n_val: int, steps: int, n_target: int, config,
                      metric: str = "accuracy") -> str:

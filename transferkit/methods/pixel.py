@@ -152,7 +152,7 @@ class TwoStageTranslation(AdaptationMethod):
         second = super().fit_transfer(make_engine, source=source, target=target, unlabeled=unlabeled, val=val)
         self.fit_wall_s = first.wall_s + second.wall_s  # a resumed stage's engine counts its seconds before the stop
         return dataclasses.replace(second, steps=first.steps + second.steps, history=first.history + second.history,
-                                   wall_s=self.fit_wall_s)
+                                   wall_s=self.fit_wall_s, diverged=first.diverged or second.diverged)
 
 
 @register

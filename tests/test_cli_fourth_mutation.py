@@ -45,7 +45,7 @@ def experiment(monkeypatch):
     import transferkit.experiment as experiment
     calls = []
 
-    def stopped(cfg, run_dir=None):
+    def stopped(cfg, run_dir=None, log=print):
         calls.append(run_dir)
         raise TransferkitError("stopped before any work")
     monkeypatch.setattr(experiment, "run_experiment", stopped)

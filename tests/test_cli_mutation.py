@@ -207,16 +207,16 @@ def test_run_says_it_reads_the_unlabelled_images_or_the_given_network(tmp_path, 
     # kills: " and unlabeled ..." left out of run's first line; "the network NAME" for a run without a source
     import transferkit.experiment as experiment
 
-    def refused(cfg, run_dir=None):
+    def refused(cfg, run_dir=None, log=print):
         raise cli.TransferkitError("stopped after the first line")
     monkeypatch.setattr(experiment, "run_experiment", refused)
     (tmp_path / "empty").mkdir()
     spec = f"folder:{tmp_path / 'empty'}"
     base = ["run", "--set", f"target={spec}", "--set", f"out_dir={tmp_path}"]
     code, out, err = run_cli(capsys, *base, "--set", "source=digits", "--set", f"unlabeled={spec}")
-    assert code == 2 and out.splitlines()[0] == f"reading source digits and target {spec} and unlabeled {spec} ...", err
+    assert code == 2 and err.splitlines()[0] == f"reading source digits and target {spec} and unlabeled {spec} ...", err
     code, out, err = run_cli(capsys, *base, "--set", "source=null", "--set", "pretrained=nosuch_net")
-    assert code == 2 and out.splitlines()[0] == f"reading the network nosuch_net and target {spec} ...", err
+    assert code == 2 and err.splitlines()[0] == f"reading the network nosuch_net and target {spec} ...", err
 
 
 # -- report, summary, episodes ------------------------------------------------------------------
@@ -271,7 +271,8 @@ def test_episodes_records_its_plan_with_the_seed_and_heads_it_drew_with(tmp_path
     code, out, err = run_cli(capsys, "episodes", str(tmp_path), "--heads", "prototype, linear,", "--seed", "7",
                              "--methods", "finetune", "--k-shot", "1")
     assert code == 0 and f"episodes: {tmp_path / 'episodes.json'}" in out, err
-    assert calls == [(tmp_path, ["finetune"], ["prototype", "linear"], 5, [1], 15, 600, 7, print, False)]
+    from transferkit.errors import progress  # its lines of progress: on stderr
+    assert calls == [(tmp_path, ["finetune"], ["prototype", "linear"], 5, [1], 15, 600, 7, progress, False)]
     stored = json.loads((tmp_path / "episodes.json").read_text())
     assert stored["config"]["k"] == 2 and stored["config"]["episodes"] == {
         "n_way": 5, "k_shot": [1], "n_query": 15, "episodes": 600, "seed": 7, "heads": ["prototype", "linear"]}

@@ -86,7 +86,7 @@ def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
     assert not (run_dir / "results.json").exists()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
-    rerun = [line for line in out.stdout.splitlines() if ": accuracy" in line]
+    rerun = [line for line in out.stderr.splitlines() if ": accuracy" in line]  # progress: on stderr
     assert len(rerun) == 8 - len(done)  # only the missing jobs trained again
     for name, content in done.items():
         assert (jobs / name).read_bytes() == content
@@ -309,7 +309,7 @@ def test_run_joins_the_process_group_with_the_configs_device_not_only_the_flags(
     class Stop(Exception):
         pass
 
-    def stop(cfg, run_dir=None):
+    def stop(cfg, run_dir=None, log=print):
         raise Stop(cfg.device)
     monkeypatch.setattr(experiment, "run_experiment", stop)
     monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
@@ -318,7 +318,7 @@ def test_run_joins_the_process_group_with_the_configs_device_not_only_the_flags(
         cli.main(["run", str(tmp_path / "c.yaml")])
     assert seen == ["auto"]  # was the environment's cpu: gloo for a cuda config
     (tmp_path / "c.yaml").write_text("source: digits\ntarget: digits\nmethods: [finetune]\n")
-    monkeypatch.setattr(experiment, "run_experiment", lambda cfg, run_dir=None: (_ for _ in ()).throw(
+    monkeypatch.setattr(experiment, "run_experiment", lambda cfg, run_dir=None, log=print: (_ for _ in ()).throw(
         Stop(f"{cfg.device} {cfg.train.device} {cfg.pretrain.device}")))
     with pytest.raises(Stop, match="auto auto auto"):  # --device reaches the stages' devices too
         cli.main(["run", str(tmp_path / "c.yaml"), "--device", "auto"])

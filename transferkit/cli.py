@@ -544,6 +544,7 @@ def _config_copy_hint(run_dir: Path) -> str:
 def _run(args) -> None:
     _apply_runtime_flags(args)  # before the config: its stages' devices default to --device
     from .distributed import init_distributed, is_main_process
+    from .errors import progress
     from .experiment import run_experiment
     from .preflight import check_names
     from .results import summarize
@@ -556,20 +557,19 @@ def _run(args) -> None:
         return
     init_distributed(cfg.device)  # nccl for a config's (or resumed run's) cuda, not only --device's
     if is_main_process():  # decoding a large folder takes a while before the run's first line
-        print(f"reading {f'source {cfg.source}' if cfg.source is not None else 'the network ' + cfg.pretrained} and "
-              f"target {cfg.target}"
-              f"{f' and unlabeled {cfg.unlabeled}' if cfg.unlabeled is not None else ''} ...", flush=True)
+        progress(f"reading {f'source {cfg.source}' if cfg.source is not None else 'the network ' + cfg.pretrained} "
+                 f"and target {cfg.target}{f' and unlabeled {cfg.unlabeled}' if cfg.unlabeled is not None else ''} ...")
     if args.resume and not Path(args.resume).exists() and is_main_process():
         print(f"transferkit: {args.resume} does not exist; starting a new run there", file=sys.stderr)
     try:
-        run_dir, rows = run_experiment(cfg, run_dir=args.resume)
+        run_dir, rows = run_experiment(cfg, run_dir=args.resume, log=progress)
     except JobsFailed as e:  # the finished rows' table, then the error that names the failed jobs (exit 2)
         if e.rows and is_main_process():
             print("\n" + markdown_table(summarize(e.rows), e.rows, cfg.to_dict()))
         raise
     if is_main_process():
         print("\n" + markdown_table(summarize(rows), rows, cfg.to_dict()))
-        print(f"results: {Path(run_dir) / 'results.json'}")
+        _results_line(Path(run_dir) / "results.json")
 
 
 def _check_bench_resume(args) -> None:
@@ -586,6 +586,7 @@ def _check_bench_resume(args) -> None:
 def _bench(args) -> None:
     _runtime(args)
     from .bench import load_suites, plan_yaml, resumed_plan, run_benchmark
+    from .errors import progress
     if args.name == "list":
         for name, (_, description, _) in sorted(load_suites().items()):
             print(f"{name:<12} {description}")
@@ -595,14 +596,26 @@ def _bench(args) -> None:
     if args.print_plan:
         print(plan_yaml(resumed_plan(args.name, args.quick, args.set, args.resume)), end="")
         return
-    bench_dir, _ = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume,
-                                 overrides=args.set)
+    bench_dir, rows = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume,
+                                    log=progress, overrides=args.set)
     from .distributed import is_main_process
     if is_main_process():
+        from .results import summarize
+        from .tables import markdown_table
+        if rows:
+            print("\n" + markdown_table(summarize(rows), rows))
         others = _other_outputs(bench_dir)
         if others:
             print(others)
-        print(f"results: {bench_dir / 'results.json'}")  # last: scripts read the path from it
+        _results_line(bench_dir / "results.json")  # last: scripts read the path from it
+
+
+def _results_line(path: Path, label: str = "results", more: str = "") -> None:
+    """Print ``label: PATH`` (and ``more``) on stdout, the last line of a long command, and keep the
+    path for the line that says where the results are if stdout was closed (:class:`_StdoutKept`)."""
+    print(f"{label}: {path}{more}")
+    if isinstance(sys.stdout, _StdoutKept):
+        sys.stdout.results = path
 
 
 def _other_outputs(bench_dir: Path) -> str:
@@ -622,6 +635,7 @@ def _demo(args) -> None:
 
 
 def _episodes(args) -> None:
+    from .errors import progress
     from .fewshot_eval import FEWSHOT_HEADS, episodes_note, run_episodes
     from .io import write_json, write_text
     from .results import stopped_lines, summarize
@@ -635,7 +649,7 @@ def _episodes(args) -> None:
     run_dir, heads = Path(args.run_dir), split(args.heads)
     check(heads, f"--heads {args.heads!r} names no head (one or more of {', '.join(FEWSHOT_HEADS)}, comma-separated)")
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
-                             args.k_shot, args.n_query, args.episodes, args.seed, print, args.trust_pickles)
+                             args.k_shot, args.n_query, args.episodes, args.seed, progress, args.trust_pickles)
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
             "seed": args.seed, "heads": heads}
     stopped = [f"{line} These episodes score its models so far: run `transferkit episodes` again once it has "
@@ -648,8 +662,9 @@ def _episodes(args) -> None:
     write_json(run_dir / "episodes.json", {"name": f"{run_dir.name} episodes", "config": config, "rows": rows,
                                            "summary": summary, "notes": notes})
     write_text(run_dir / "episodes.md", f"# {run_dir.name}: episodes\n\n{table}")
-    print("\n" + table + f"\nepisodes: {run_dir / 'episodes.json'} (table: episodes.md)"
-          + (f" (the previous ones, of {kept})" if kept else ""))
+    print("\n" + table)
+    _results_line(run_dir / "episodes.json", "episodes", " (table: episodes.md)"
+                  + (f" (the previous ones, of {kept})" if kept else ""))
 
 
 def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | None:
@@ -974,7 +989,8 @@ def main(argv: list[str] | None = None) -> int:
     default_format = one_line_warnings()
     flag_defaults = {key: os.environ.get(key) for key in RUNTIME_FLAG_ENVIRONMENT}
     try:
-        with _sigterm_as_interrupt(), own_invocation(new=True):  # nor are an earlier command's rows its own
+        # nor are an earlier command's rows its own; a closed stdout does not stop a run or benchmark
+        with _sigterm_as_interrupt(), own_invocation(new=True), _stdout_kept(args):
             return _dispatch(args, argv)
     except WorkerDied as e:  # as an interruption: what was kept and the command that goes on
         hint = _resume_hint(args, argv)
@@ -1004,6 +1020,61 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class _StdoutKept:
+    """``sys.stdout`` for a long command: the first :class:`BrokenPipeError` (its reader has gone:
+    ``| head``, a closed ``less``, a dying ``tee``) points the descriptor at ``os.devnull``, so that
+    later prints and the interpreter's last flush raise nothing, and the work goes on."""
+
+    def __init__(self, stream):
+        self.stream, self.closed, self.results = stream, False, None
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_kept(args):
+    """Around a long command (run, bench, demo, episodes; not their listings or printed configs,
+    which a closed pipe ends quietly): a closed stdout does not stop the work (:class:`_StdoutKept`);
+    at the end one stderr line says so, and where the results are (:func:`_results_line`)."""
+    long = args.func in (_run, _bench, _demo, _episodes) and not getattr(args, "print_config", False) \
+        and not getattr(args, "print_plan", False) and getattr(args, "name", None) != "list"
+    if not long or isinstance(sys.stdout, _StdoutKept):
+        yield
+        return
+    kept = sys.stdout = _StdoutKept(sys.stdout)
+    try:
+        yield
+    finally:
+        kept.flush()  # what is buffered for stdout, before the line below
+        if sys.stdout is kept:
+            sys.stdout = kept.stream
+        if kept.closed:
+            where = f"; the results are in {kept.results}" if kept.results else ""
+            print(f"transferkit: stdout was closed (its reader stopped reading); the command went on without it{where}",
+                  file=sys.stderr, flush=True)
 
 
 def _stopped(args, argv: list[str], e: KeyboardInterrupt) -> int:

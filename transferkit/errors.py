@@ -101,6 +101,12 @@ def warn(message: str) -> None:
     warnings.warn(message, TransferkitWarning, stacklevel=level - 1 if frame is None else level)
 
 
+def progress(*parts) -> None:
+    """Print a line of progress or a note on stderr, flushed (the commands' ``log``): stdout is
+    for results (tables, the ``results:`` line), so ``> file`` or ``| head`` gets those alone."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
 def near_name(name: str, known: list[str]) -> str | None:
     """The known name ``name`` most likely misspells: the same in another case (``DANN``), two
     letters swapped (``mnsit``), or a close spelling; ``None`` when none is."""

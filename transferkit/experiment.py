@@ -41,7 +41,7 @@ from .config import (
 )
 from .distributed import barrier, is_main_process, world_size
 from .engine import Engine
-from .errors import JobsFailed, TransferkitError, UntrustedPickle, check, is_whole, quiet, warn
+from .errors import JobsFailed, TransferkitError, UntrustedPickle, check, is_whole, progress, quiet, warn
 from .fitting import (
     all_source_classes_fields,
     evaluate_on,
@@ -391,7 +391,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     written as soon as its job ends); under ``torchrun`` every rank runs every job
     data-parallel and rank 0 writes the files. The caller's global CPU random state is as it was
     before (as after :meth:`Transfer.fit`). Its rows' ``invocation`` is the enclosing command's (a
-    benchmark's) or, where none is, this call's own."""
+    benchmark's) or, where none is, this call's own. ``log`` gets every progress line (``transferkit
+    run`` passes :func:`~transferkit.errors.progress`: stderr, its stdout keeping the table)."""
     with own_invocation(), callers_state_kept():  # the CPU's RNG (each job seeds its own; no CUDA init here)
         return _run_experiment(cfg, run_dir, log)
 
@@ -587,7 +588,7 @@ def _job_done(cfg: ExperimentConfig, run_dir: Path, method: str, seed: int, resu
     if isinstance(result, JobFailure):
         failures.append(save_failure(run_dir / "failed" / f"{job.stem}.txt", result,
                                      f"{method} seed {seed}{f' ({cfg.setting})' if several else ''}",
-                                     None if log is print else log))  # a caller's own log gets the line too
+                                     None if log in (print, progress) else log))  # a caller's own log gets it too
         return []
     remove_inside(run_dir / "failed" / f"{job.stem}.txt", run_dir)  # of an earlier try of this job
     return [_log_row(log, several, result, *widths)]

@@ -100,6 +100,16 @@ def test_episodes_logs_progress_on_stderr_and_prints_its_table_on_stdout(tmp_pat
     assert out.strip().splitlines()[-1].startswith(f"episodes: {tmp_path / 'episodes.json'}")
 
 
+def test_episodes_without_a_stdout_at_all_still_writes_its_files(tmp_path, monkeypatch, capsys):
+    import transferkit.fewshot_eval as fewshot_eval
+    row = {"method": "finetune/prototype", "source": "s", "target": "t", "setting": "5-way 1-shot (k=2)", "seed": 0,
+           "accuracy": 0.5, "wall_s": 1.0, "episodes": 600, "classes": 5}
+    monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: ([row], {"config": {}}))
+    monkeypatch.setattr(sys, "stdout", None)  # pythonw, a daemon: print() writes nothing
+    assert cli.main(["episodes", str(tmp_path)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "episodes.json").is_file() and sys.stdout is None
+
+
 def test_a_run_piped_into_a_reader_that_closes_after_one_line_finishes(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, "PYTHONPATH": str(ROOT),
            "OMP_NUM_THREADS": "1", "TRANSFERKIT_CACHE": str(tmp_path / "cache")}

@@ -1061,7 +1061,7 @@ def _stdout_kept(args):
     at the end one stderr line says so, and where the results are (:func:`_results_line`)."""
     long = args.func in (_run, _bench, _demo, _episodes) and not getattr(args, "print_config", False) \
         and not getattr(args, "print_plan", False) and getattr(args, "name", None) != "list"
-    if not long or isinstance(sys.stdout, _StdoutKept):
+    if not long or sys.stdout is None or isinstance(sys.stdout, _StdoutKept):  # None: print() writes nothing
         yield
         return
     kept = sys.stdout = _StdoutKept(sys.stdout)

@@ -126,8 +126,9 @@ def test_portable_kernels_accept_torchs_default_kernels(monkeypatch):  # R20
     import platform
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
-    for key in runtime.PORTABLE_KERNELS:
-        monkeypatch.delenv(key, raising=False)
+    for key in runtime.PORTABLE_KERNELS:  # set, then removed: monkeypatch takes back what portable_kernels sets
+        monkeypatch.setenv(key, "")  # (delenv of an absent variable records nothing, and AVX2 caps stayed set for
+        monkeypatch.delenv(key)  # every later test's workers beside this process's native kernels)
     assert set(runtime.portable_kernels()) == set(runtime.PORTABLE_KERNELS)
 
 

@@ -34,7 +34,9 @@ def test_uda_suite_prepares_each_seeds_data_once_for_its_runs_ceiling_and_skada_
     monkeypatch.setattr(uda, "tsne_figure", lambda *a: None)
     plan = uda.UdaPlan(seeds=(3, 4), pairs="digits:digits+inversion", methods="dann,target_only", skada="DANN",
                        batch_size=64)
-    rows = uda.uda_suite(plan, tmp_path, lambda *a: None)
+    from transferkit.runtime import own_invocation
+    with own_invocation():  # as the benchmark runner calls it: the SKADA rows' invocation id is forgotten after
+        rows = uda.uda_suite(plan, tmp_path, lambda *a: None)
     assert {r["method"] for r in rows} == {"source_only", "dann", "target_only", "skada:DANN"}
     assert {seed for _, seed in loads} == set(plan.seeds)
     assert set(Counter(loads).values()) == {1}  # each domain of each seed loaded once

@@ -55,6 +55,41 @@ def cli_environment():
 
 
 @pytest.fixture(autouse=True)
+def process_numerics_kept():
+    """Every test leaves torch's thread count, deterministic-algorithms flag and float32 matmul
+    precision, and the kernel caps of ``--portable-kernels`` (environment variables worker
+    processes inherit), as it found them: else this process computes other numbers than the
+    workers it starts (tests/test_scale.py and tests/test_flex.py compare them bit for bit), and
+    a later test fails only after it. A test that changed one is failed, and the setting restored."""
+    import torch
+
+    from transferkit.runtime import PORTABLE_KERNELS
+
+    def state():
+        return {"torch.get_num_threads()": torch.get_num_threads(),
+                "torch.are_deterministic_algorithms_enabled()": torch.are_deterministic_algorithms_enabled(),
+                "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+                "torch.get_float32_matmul_precision()": torch.get_float32_matmul_precision(),
+                **{key: os.environ.get(key) for key in PORTABLE_KERNELS}}
+    before = state()
+    yield
+    after = state()
+    changed = [f"{name}: {before[name]!r} -> {after[name]!r}" for name in before if before[name] != after[name]]
+    if not changed:
+        return
+    torch.set_num_threads(before["torch.get_num_threads()"])
+    torch.use_deterministic_algorithms(before["torch.are_deterministic_algorithms_enabled()"],
+                                       warn_only=before["warn_only"])
+    torch.set_float32_matmul_precision(before["torch.get_float32_matmul_precision()"])
+    for key in PORTABLE_KERNELS:
+        if before[key] is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before[key]
+    pytest.fail(f"the test left process settings changed (restored now): {'; '.join(changed)}")
+
+
+@pytest.fixture(autouse=True)
 def seeded_torch():
     """Every test starts from torch's RNG seeded with 0, so that what it draws (initial weights,
     random inputs) does not depend on which tests ran before it in the process: a test passes

@@ -69,6 +69,9 @@ class Plan:
         """The steps, episodes and seeds this plan runs, in words (``""``: not described)."""
         return ""
 
+    def check_named(self, named: set[str]) -> None:
+        """Checks of the fields that ``--set`` named (``named``: their top-level names); none here."""
+
 
 #: the key of ``plan.json`` that names the benchmark whose plan it is
 PLAN_OWNER = "benchmark"
@@ -208,7 +211,13 @@ def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan
         raise UnknownNameError("benchmark", name, suites)
     plan = suites[name][2](quick)
     _check_overrides(name, plan, overrides)
-    return override(plan, overrides)
+    return _named_checked(override(plan, overrides), overrides)
+
+
+def _named_checked(plan: Plan, overrides: list[str]) -> Plan:
+    """``plan`` after :meth:`Plan.check_named` of the fields ``overrides`` name."""
+    plan.check_named({a.split("=", 1)[0].strip().partition(".")[0] for a in overrides})
+    return plan
 
 
 def _check_overrides(name: str, plan: Plan, overrides: list[str]) -> None:
@@ -400,7 +409,7 @@ def _resumed_selection(name: str, quick: bool, run_dir, overrides: list[str]) ->
     except (TypeError, ValueError, TransferkitError):
         return make_plan(name, quick, overrides)  # a stored value of another form: _check_same_plan compares them
     _check_overrides(name, base, overrides)
-    return override(base, overrides)  # the overrides' errors name the directory's values they meet
+    return _named_checked(override(base, overrides), overrides)  # their errors name the directory's values
 
 
 def resumed_plan(name: str, quick: bool = False, overrides: list[str] = (), run_dir=None) -> Plan:

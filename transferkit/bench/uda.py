@@ -119,7 +119,8 @@ METHODS = ("source_only", *ADAPTATION, "target_only")
 class UdaPlan(Budget):
     """``bench uda``'s plan: :class:`Budget` and which rows run. ``methods``: transferkit's
     (``source_only``, the pre-trained network, always runs: every adaptation starts from it);
-    ``skada``: SKADA's, on the SKADA pairs (empty: none). A job does not depend on the other
+    ``skada``: SKADA's, on the SKADA pairs only (empty: none; the run's log names the other pairs, and a
+    ``--set skada`` that names methods refuses pairs with no SKADA pair). A job does not depend on the other
     methods chosen, so a selection gives the rows of the full plan. A registered method of one's
     own (a plugin's, ``TRANSFERKIT_PLUGINS``) that reads no target label may be named too: it
     runs after the built-in ones, from the same source network, with its defaults."""
@@ -135,6 +136,21 @@ class UdaPlan(Budget):
         self.methods = _chosen([m for m in given if m not in own], "methods", METHODS, always=("source_only",),
                                hint="; a method of your own: name its module in TRANSFERKIT_PLUGINS") + own
         self.skada = _chosen(self.skada, "skada", skada_compare.SKADA_METHODS, empty=True)
+
+    def check_named(self, named: set[str]) -> None:
+        """A ``--set skada=...`` that names methods refuses a plan with no SKADA pair (it would give no row)."""
+        check("skada" not in named or not self.skada or skada_less(self.pairs) != list(self.pairs),
+              f"skada: SKADA's rows run on the SKADA pairs only ({_pairs_text(SKADA_PAIRS)}), and pairs has none; "
+              f"add one of them to pairs, or leave out --set skada")
+
+
+def skada_less(pairs) -> list[tuple[str, str]]:
+    """The pairs of ``pairs`` that get no side-by-side SKADA rows (not in :data:`SKADA_PAIRS`)."""
+    return [p for p in pairs if tuple(p) not in SKADA_PAIRS]
+
+
+def _pairs_text(pairs) -> str:
+    return ", ".join(f"{s}:{t}" for s, t in pairs)
 
 
 def _own_method(name: str) -> bool:
@@ -204,6 +220,9 @@ def uda_suite(b: UdaPlan, bench_dir, log):
 
 def _uda_suite(b: UdaPlan, bench_dir, log):
     rows, tables = [], []
+    if b.skada and skada_less(b.pairs):
+        log(f"skada: no side-by-side SKADA rows on {_pairs_text(skada_less(b.pairs))} (SKADA's rows run on the SKADA "
+            f"pairs only: {_pairs_text(SKADA_PAIRS)})")
     for source, target in b.pairs:
         data = prepare_domains(pair_config(source, target, b.seeds[0], b, ["source_only"], 1))  # seed: the same sizes
         epochs, steps = adaptation_epochs(data, b)

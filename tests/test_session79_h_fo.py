@@ -1,0 +1,33 @@
+"""CLI and config leftovers (audit h_fo): bench uda's skada on pairs with no SKADA rows, the CLI seeds' range,
+--device over a stage's device, pre-training's key without cache_frozen, keep_candidates in a run config, and
+plan checks that name the field at fault."""
+import pytest
+
+from transferkit.bench import make_plan, uda
+from transferkit.errors import TransferkitError
+
+
+# ---- 1. bench uda: skada on pairs that are not SKADA pairs ----------------------------------------------------------
+def test_a_set_skada_with_no_skada_pair_is_refused_naming_the_skada_pairs():
+    # before: accepted, and the run gave no SKADA row and no word
+    with pytest.raises(TransferkitError, match=r"SKADA pairs only \(mnist:digits, syndigits:mnist\)"):
+        make_plan("uda", True, ["pairs=digits:mnist", "skada=SourceOnly"])
+    assert make_plan("uda", True, ["pairs=digits:mnist", "skada="]).skada == ()
+    assert make_plan("uda", True, ["pairs=digits:mnist"]).pairs == (("digits", "mnist"),)  # skada not named
+    assert make_plan("uda", True, ["pairs=digits:mnist,mnist:digits", "skada=DANN"]).skada == ("DANN",)
+
+
+def test_the_run_log_names_the_pairs_that_get_no_skada_rows(monkeypatch, tmp_path):
+    monkeypatch.setattr(uda, "prepare_domains", lambda cfg: None)
+    monkeypatch.setattr(uda, "adaptation_epochs", lambda data, b: (1, 1))
+    monkeypatch.setattr(uda, "run_experiment", lambda cfg, run_dir, log: (None, []))
+    monkeypatch.setattr(uda, "skada_rows", lambda *a, **k: [])
+    monkeypatch.setattr(uda, "tsne_figure", lambda *a: None)
+    lines = []
+    plan = make_plan("uda", True, ["pairs=digits:mnist,mnist:digits", "skada=DANN", "methods=source_only"])
+    uda._uda_suite(plan, tmp_path, lines.append)
+    said = [line for line in lines if "no side-by-side SKADA rows" in line]
+    assert len(said) == 1 and "digits:mnist" in said[0] and "syndigits:mnist" in said[0]
+    lines.clear()
+    uda._uda_suite(make_plan("uda", True, ["pairs=mnist:digits", "methods=source_only"]), tmp_path, lines.append)
+    assert not [line for line in lines if "no side-by-side SKADA rows" in line]

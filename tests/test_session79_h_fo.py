@@ -4,6 +4,7 @@ plan checks that name the field at fault."""
 import pytest
 
 from transferkit.bench import make_plan, uda
+from transferkit.cli import main
 from transferkit.errors import TransferkitError
 
 
@@ -31,3 +32,16 @@ def test_the_run_log_names_the_pairs_that_get_no_skada_rows(monkeypatch, tmp_pat
     lines.clear()
     uda._uda_suite(make_plan("uda", True, ["pairs=mnist:digits", "methods=source_only"]), tmp_path, lines.append)
     assert not [line for line in lines if "no side-by-side SKADA rows" in line]
+
+
+# ---- 2. the CLI's --seed of show and episodes ------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", ["4294967301", "-5"])
+def test_show_and_episodes_refuse_a_seed_outside_what_a_config_takes(seed, tmp_path, capsys):
+    # before: 4294967301 drew what 5 draws, -5 what 4294967291 draws
+    assert main(["show", "digits", "--seed", seed, "--out", str(tmp_path / "g.png")]) == 2
+    assert main(["episodes", str(tmp_path), "--seed", seed]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"--seed must be in 0..2**32 - 1 (as numpy's seeds), got {seed}") == 2
+    assert not (tmp_path / "g.png").exists()
+    assert main(["episodes", str(tmp_path), "--seed", str(2**32 - 1)]) == 2  # in range: the run dir is at fault
+    assert "--seed" not in capsys.readouterr().err

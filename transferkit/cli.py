@@ -39,8 +39,14 @@ def _domains(args) -> None:
           "`unlabeled: folder:PATH` (images at any depth) or `unlabeled: npz:PATH` (x only) in a config")
 
 
+def _check_seed(seed: int) -> None:
+    """A command's ``--seed``, in the range a config's seed has (one of 2**32 draws: not one that aliases another)."""
+    check(0 <= seed < 2**32, f"--seed must be in 0..2**32 - 1 (as numpy's seeds), got {seed}")
+
+
 def _show(args) -> None:
     import torch
+    _check_seed(args.seed)
 
     from .data import has_colour_shift, load_domain
     from .plots import sample_grid
@@ -644,6 +650,7 @@ def _episodes(args) -> None:
     for flag, values, least in (("--n-way", [args.n_way], 2), ("--k-shot", args.k_shot, 1),
                                 ("--n-query", [args.n_query], 1), ("--episodes", [args.episodes], 1)):
         check(all(v >= least for v in values), f"{flag} must be >= {least}, got {' '.join(map(str, values))}")
+    _check_seed(args.seed)
     twice = sorted({k for k in args.k_shot if args.k_shot.count(k) > 1})
     check(not twice, f"--k-shot lists {' '.join(map(str, twice))} more than once (each K is scored once)")
     run_dir, heads = Path(args.run_dir), split(args.heads)

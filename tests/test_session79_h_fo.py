@@ -1,11 +1,14 @@
 """CLI and config leftovers (audit h_fo): bench uda's skada on pairs with no SKADA rows, the CLI seeds' range,
 --device over a stage's device, pre-training's key without cache_frozen, keep_candidates in a run config, and
 plan checks that name the field at fault."""
+import warnings
+
 import pytest
+import yaml
 
 from transferkit.bench import make_plan, uda
 from transferkit.cli import main
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, TransferkitWarning
 
 
 # ---- 1. bench uda: skada on pairs that are not SKADA pairs ----------------------------------------------------------
@@ -45,3 +48,17 @@ def test_show_and_episodes_refuse_a_seed_outside_what_a_config_takes(seed, tmp_p
     assert not (tmp_path / "g.png").exists()
     assert main(["episodes", str(tmp_path), "--seed", str(2**32 - 1)]) == 2  # in range: the run dir is at fault
     assert "--seed" not in capsys.readouterr().err
+
+
+# ---- 3. --device over a stage's --set STAGE.device ---------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["run", "demo", "--print-config"], ["bench", "flex", "--quick", "--print-plan"]])
+def test_device_wins_over_a_stage_device_with_a_warning(argv, capsys):
+    # before: run turned train.device=cpu into cuda without a word; bench flex kept train.device cpu
+    with pytest.warns(TransferkitWarning, match=r"--device cuda wins over --set train\.device=cpu"):
+        assert main([*argv, "--device", "cuda", "--set", "train.device=cpu", "--set", "pretrain.device=cuda"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["device"] == printed["pretrain"]["device"] == "cuda"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # without --device a stage's key is the plan's as before, with no warning
+        assert main([*argv, "--set", "train.device=cpu"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["device"] == "cpu"

@@ -441,6 +441,20 @@ def _resume_bench_device(resume: str | None) -> None:
         os.environ["TRANSFERKIT_DEVICE"] = _resumed_device(device, run)
 
 
+def _stage_devices(overrides: list[str], device: str | None) -> list[str]:
+    """``overrides`` with each ``--set STAGE.device=...`` (``train.device``, ``pretrain.device``) set to
+    ``--device`` where it is given: the flag wins over a stage's key too, with a warning where they differ."""
+    out = []
+    for a in overrides:
+        key, _, value = a.partition("=")
+        if device and key.strip().count(".") == 1 and key.strip().endswith(".device"):
+            if value.strip() != device:
+                warn(f"--device {device} wins over --set {a}")
+            a = f"{key.strip()}={device}"
+        out.append(a)
+    return out
+
+
 def _run_config(args):
     """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
     / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
@@ -459,7 +473,7 @@ def _run_config(args):
         if beaten:
             warn(f"--{key} {value} wins over --set {', --set '.join(beaten)}")
         overrides = [a for a in overrides if a not in given]
-    overrides += [f"{k}={v}" for k, v in flags.items()]
+    overrides = _stage_devices(overrides, device) + [f"{k}={v}" for k, v in flags.items()]
     damage = _damaged_config(resume / "config.yaml") if stored else None
     check(not damage, f"--resume {resume}: its config.yaml {damage}; if it was damaged, move it away and give the "
                       f"config the run ran with: transferkit run CONFIG --resume {resume} (each finished job is "
@@ -599,6 +613,7 @@ def _bench(args) -> None:
         return
     _check_bench_resume(args)
     _resume_bench_device(args.resume)
+    args.set = _stage_devices(args.set, os.environ["TRANSFERKIT_DEVICE"] if args.device else None)
     if args.print_plan:
         print(plan_yaml(resumed_plan(args.name, args.quick, args.set, args.resume)), end="")
         return

@@ -3,12 +3,19 @@
 plan checks that name the field at fault."""
 import warnings
 
+import helpers
 import pytest
 import yaml
 
+from transferkit import engine, source
 from transferkit.bench import make_plan, uda
 from transferkit.cli import main
+from transferkit.config import ExperimentConfig
+from transferkit.engine import TrainConfig
 from transferkit.errors import TransferkitError, TransferkitWarning
+from transferkit.methods.supervised import SourceOnly
+from transferkit.rundata import Prepared
+from transferkit.splits import Split
 
 
 # ---- 1. bench uda: skada on pairs that are not SKADA pairs ----------------------------------------------------------
@@ -62,3 +69,36 @@ def test_device_wins_over_a_stage_device_with_a_warning(argv, capsys):
         warnings.simplefilter("error")  # without --device a stage's key is the plan's as before, with no warning
         assert main([*argv, "--set", "train.device=cpu"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["train"]["device"] == "cpu"
+
+
+# ---- 4. pre-training's cache key without cache_frozen -------------------------------------------------------------
+def _pretraining_key(monkeypatch, tmp_path, **pretrain) -> tuple[str, TrainConfig, TrainConfig]:
+    """The cached network's file name a pre-training of ``pretrain`` would write, the TrainConfig its key holds
+    and the config's own."""
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    keyed = []
+    monkeypatch.setattr(source, "keyed_fields", lambda train: keyed.append(train) or engine.keyed_fields(train))
+
+    class Stop(Exception):
+        pass
+
+    def engine_at(train, checkpoint_dir, **_):
+        raise Stop(checkpoint_dir.stem)
+    monkeypatch.setattr(source, "Engine", engine_at)
+    parts = [helpers.toy_domain(n, seed=i) for i, n in enumerate((32, 12, 12))]
+    data = Prepared(source=Split(*parts), target=Split(*parts), channels=1)
+    cfg = ExperimentConfig(source="toy", target="toy", backbone="lenet", k=2,
+                           pretrain=TrainConfig(steps=4, batch_size=8, **pretrain))
+    with pytest.raises(Stop) as stop:
+        source.pretrain_source(cfg, data, log=lambda *a: None)
+    return str(stop.value), keyed[-1], cfg.pretrain
+
+
+def test_cache_frozen_leaves_the_pretrained_network_key_as_it_is(monkeypatch, tmp_path):
+    # before: pretrain.cache_frozen=false keyed (and trained) another source network
+    default, keyed, pretrain = _pretraining_key(monkeypatch, tmp_path)
+    assert keyed == pretrain  # the default's key holds the config's fields as before: existing caches are found
+    assert _pretraining_key(monkeypatch, tmp_path, cache_frozen=False)[0] == default
+    assert _pretraining_key(monkeypatch, tmp_path, cache_limit_mb=0)[0] == default
+    assert _pretraining_key(monkeypatch, tmp_path, lr=0.01)[0] != default  # the key still reads the stage
+    assert SourceOnly(helpers.seeded_lenet()).frozen_prefix_end() is None  # pre-training trains every unit

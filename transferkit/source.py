@@ -271,11 +271,16 @@ def code_digest() -> str:
     return h.hexdigest()[:16]
 
 
+#: TrainConfig fields a pre-training cannot depend on: it trains every unit (source_only), so the
+#: engine has no frozen prefix to cache
+PRETRAIN_NEUTRAL = {"cache_frozen", "cache_limit_mb"}
+
+
 def result_neutral_defaults(train: TrainConfig) -> TrainConfig:
-    """``train`` with the settings that do not change what is trained (progress bar,
-    checkpoint interval; ``NOT_RESULTS``) at their defaults: a cache key that ignores them and
-    stays the key of a config that never set them."""
-    neutral = {k.split(".", 1)[1] for k in NOT_RESULTS if k.startswith("train.")}
+    """``train`` (a pre-training's) with the settings that do not change what is trained (progress
+    bar, checkpoint interval: ``NOT_RESULTS``; the frozen-prefix cache: :data:`PRETRAIN_NEUTRAL`) at
+    their defaults: a cache key that ignores them and stays the key of a config that never set them."""
+    neutral = {k.split(".", 1)[1] for k in NOT_RESULTS if k.startswith("train.")} | PRETRAIN_NEUTRAL
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in neutral}
     return replace(train, **defaults)
 

@@ -7,7 +7,7 @@ import helpers
 import pytest
 import yaml
 
-from transferkit import engine, source
+from transferkit import engine, experiment, source
 from transferkit.bench import make_plan, uda
 from transferkit.cli import main
 from transferkit.config import ExperimentConfig
@@ -102,3 +102,19 @@ def test_cache_frozen_leaves_the_pretrained_network_key_as_it_is(monkeypatch, tm
     assert _pretraining_key(monkeypatch, tmp_path, cache_limit_mb=0)[0] == default
     assert _pretraining_key(monkeypatch, tmp_path, lr=0.01)[0] != default  # the key still reads the stage
     assert SourceOnly(helpers.seeded_lenet()).frozen_prefix_end() is None  # pre-training trains every unit
+
+
+# ---- 5. keep_candidates in a run config ----------------------------------------------------------------------------
+def test_keep_candidates_in_a_run_config_warns_once_and_the_methods_say_it_is_for_the_api(monkeypatch, tmp_path,
+                                                                                             capsys):
+    # before: accepted without a word, and `transferkit methods flex` did not say what it is for
+    monkeypatch.setattr(experiment, "_run_jobs_of", lambda *a: [])
+    cfg = ExperimentConfig(source="digits", target="digits", methods=["flex", "fast_flex"], k=2, out_dir=str(tmp_path),
+                           options={"flex": {"keep_candidates": True}, "fast_flex": {"keep_candidates": False}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        experiment.run_experiment(cfg, run_dir=tmp_path / "run", log=lambda *a: None)
+    said = [str(w.message) for w in caught if "keep_candidates" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("options.flex.keep_candidates: True has no effect in a run")
+    assert main(["methods", "flex", "fast_flex", "faster_flex"]) == 0
+    assert capsys.readouterr().out.count("Python API: a run's rows and") == 3

@@ -63,7 +63,7 @@ from .methods import get_method
 from .methods.base import resolved_options
 from .methods.supervised import SourceOnly
 from .networks import load_network, save_network
-from .preflight import check_names, check_settings, check_workers_reach, warn_pretrain_unused
+from .preflight import check_names, check_settings, check_workers_reach, warn_api_only_options, warn_pretrain_unused
 from .results import RESULT_FILES, unfinished_hint, write_results
 from .rundata import (
     Prepared,
@@ -403,6 +403,8 @@ def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[P
     main = is_main_process()
     if cfg.pretrained is not None and main:
         warn_pretrain_unused(cfg)
+    if main:
+        warn_api_only_options(cfg)
     log = log if main else (lambda *a, **k: None)
     run_dir_given = bool(run_dir)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)

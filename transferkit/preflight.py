@@ -27,7 +27,7 @@ from .errors import TransferkitError, UnknownNameError, check, quiet, warn
 from .fitting import check_selection_classes, method_error, source_head_rows
 from .io import read_json
 from .methods import get_method
-from .methods.base import Method, check_option_values, check_options
+from .methods.base import Method, check_option_values, check_options, method_options
 from .methods.supervised import SourceOnly
 from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
 from .runtime import import_plugins, plugin_hint
@@ -187,6 +187,17 @@ def warn_pretrain_unused(cfg: ExperimentConfig) -> None:
     if given:
         warn(f"{', '.join(f'pretrain.{k}: {v}' for k, v in given.items())} {'is' if len(given) == 1 else 'are'} not "
              f"used: pretrained: {cfg.pretrained} is the source network, nothing is pre-trained")
+
+
+def warn_api_only_options(cfg: ExperimentConfig) -> None:
+    """A method option set in the config that only the Python API reads (``api_only_options``,
+    flex's ``keep_candidates``): the run's rows and files do not use it."""
+    for name in dict.fromkeys(cfg.methods):
+        given, cls = cfg.options.get(name) or {}, get_method(name)
+        defaults = method_options(cls)
+        for option in (o for o in cls.api_only_options if o in given and given[o] != defaults.get(o)):
+            warn(f"options.{name}.{option}: {given[option]!r} has no effect in a run: it is for the Python API "
+                 f"(`transferkit methods {name}`); the run's rows and files do not use it")
 
 
 def check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list) -> None:

@@ -501,6 +501,8 @@ class Method(nn.Module):
     description = ""
     #: constructor options that do not change what is trained (left out of ``init_options``)
     not_trained_options: tuple[str, ...] = ()
+    #: options only the Python API reads (a run's rows and files do not): a run config that sets one is warned
+    api_only_options: tuple[str, ...] = ()
     #: bumped when a default changes what the method trains; a nonzero revision enters the
     #: checkpoint signature and the job digest, so rows and checkpoints of the older form are
     #: refused on resume instead of mixed with new ones (``revision_note`` says what changed)

@@ -208,6 +208,7 @@ class _FlexBase(Method):
     stays a candidate."""
 
     not_trained_options = ("workers", "keep_candidates")
+    api_only_options = ("keep_candidates",)
     needs_validation = True
     picks_unit = True
 
@@ -282,7 +283,9 @@ class Flex(_FlexBase):
     candidates (see :class:`~.image_unit.ImageUnit`). ``units`` (a list of unit names; default
     every unit with parameters) restricts the single-unit candidates; ``all`` stays one
     (seed 002 §3.3: the cost grows with the number of candidates L, the selection error as
-    ``sqrt(log L / |D_val|)``)."""
+    ``sqrt(log L / |D_val|)``). ``keep_candidates`` (for the Python API: a run's rows and
+    files do not use it) keeps every trained candidate network in ``candidate_nets``
+    (memory: one network each)."""
 
     name = "flex"
     description = "tune each unit separately and ft_all, keep the best on validation (seed 002 Alg. 1)"
@@ -346,7 +349,9 @@ class FastFlex(_FlexBase):
     """Seed 002 Algorithm 2 (fast-flex): ``N_ft-all``, proxy networks by surgery scored on
     validation, fine-tune the best proxy's unit (proxy ties: the earlier unit), keep it if
     ``a_ft-best >= a_ft-all``. ``units`` (a list of unit names; default every unit with
-    parameters) restricts the proxies, hence the units it may tune."""
+    parameters) restricts the proxies, hence the units it may tune. ``keep_candidates`` (for the
+    Python API: a run's rows and files do not use it) keeps ``N_ft-all`` and the fine-tuned
+    unit's network in ``candidate_nets``."""
 
     name = "fast_flex"
     one_epoch = False
@@ -406,7 +411,9 @@ class FastFlex(_FlexBase):
 @register
 class FasterFlex(FastFlex):
     """Seed 002 Algorithm 3 (even faster flex): the surgery donor is ``N_ft-all`` after a
-    single epoch; the best proxy's unit is fine-tuned and always output."""
+    single epoch; the best proxy's unit is fine-tuned and always output. ``keep_candidates``
+    (for the Python API: a run's rows and files do not use it) keeps the donor and the
+    fine-tuned unit's network in ``candidate_nets``."""
 
     name = "faster_flex"
     one_epoch = True

@@ -118,3 +118,24 @@ def test_keep_candidates_in_a_run_config_warns_once_and_the_methods_say_it_is_fo
     assert len(said) == 1 and said[0].startswith("options.flex.keep_candidates: True has no effect in a run")
     assert main(["methods", "flex", "fast_flex", "faster_flex"]) == 0
     assert capsys.readouterr().out.count("Python API: a run's rows and") == 3
+
+
+# ---- 6. plan checks and refusals that name what is at fault --------------------------------------------------------
+def test_represent_refuses_n_max_itself_before_cats():
+    # before: "cats must be between 2 and n_max=0", blaming cats
+    with pytest.raises(TransferkitError, match=r"^n_max must be a whole number >= 2 .*got 0$"):
+        make_plan("represent", True, ["n_max=0"])
+    with pytest.raises(TransferkitError, match=r"cats must be between 2 and n_max=3"):
+        make_plan("represent", False, ["n_max=3"])  # the default cats [2, 4]: cats is at fault
+
+
+def test_episodes_of_a_benchmark_directory_names_run_directories_inside(tmp_path, capsys):
+    # before: "not a run directory (no config.yaml)" and nothing about the runs it holds
+    for run in ("digits-mnist/s0", "digits-mnist/s1", "mnist-digits/s0", "mnist-digits/s1"):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "config.yaml").write_text("methods: [source_only]\n")
+    assert main(["episodes", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "it holds run directories: digits-mnist/s0, digits-mnist/s1, mnist-digits/s0 and 1 more" in err
+    assert main(["episodes", str(tmp_path / "empty")]) == 2
+    assert "it holds run directories" not in capsys.readouterr().err

@@ -368,6 +368,14 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
                    "fewer shots or classes (--k-shot, --n-way) fit it"))
 
 
+def _runs_inside(folder, shown: int = 3) -> str:
+    """The run directories inside ``folder`` (a benchmark's), a few by name, as the end of a refusal ('' if none)."""
+    found = folder.rglob("config.yaml") if folder.is_dir() else ()
+    runs = sorted(p.parent.relative_to(folder).as_posix() for p in found)
+    more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+    return f"; it holds run directories: {', '.join(runs[:shown])}{more} (give one of them)" if runs else ""
+
+
 def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_shots=(1, 5), n_query: int = 15,
                  episodes: int = 600, seed: int = 0, log=print, trust_pickles: bool = False) -> tuple[list[dict], dict]:
     """N-way K-shot episodes (seed 004's protocol, after Chen et al. 2019) on the target test split of
@@ -394,7 +402,8 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     from .rundir import changed_since
 
     run_dir = Path(run_dir)
-    check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)")
+    check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)"
+                                               f"{_runs_inside(run_dir)}")
     data = unfinished_run(run_dir) or read_results(run_dir / "results.json")
     jobs = list(dict.fromkeys((r["method"], r["seed"], r.get("setting")) for r in data["rows"]))
     labels_read = {(r["method"], r["seed"], r.get("setting")): r["n_labeled"] for r in data["rows"]

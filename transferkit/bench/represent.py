@@ -28,7 +28,7 @@ import torch
 from ..backbones import build_backbone
 from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig
-from ..errors import check
+from ..errors import check, is_whole
 from ..fewshot_eval import FEWSHOT_HEADS, evaluate_episodes, extract_features
 from ..fitting import evaluate_on, retarget_head
 from ..io import load_safetensors, save_safetensors, write_text
@@ -60,6 +60,8 @@ class RepresentPlan(Plan):
         self.pairs = as_pairs(self.pairs)
         self.cats, self.sizes, self.seeds = (as_list(getattr(self, k), int, k, minimum=m)
                                              for k, m in (("cats", 2), ("sizes", 1), ("seeds", 0)))
+        check(is_whole(self.n_max, 2), f"n_max must be a whole number >= 2 (the source networks a CAT of 2 or more "
+                                       f"combines), got {self.n_max!r}")
         check(all(2 <= n <= self.n_max for n in self.cats), f"cats must be between 2 and n_max={self.n_max}")
         check(min(self.pretrain, self.distill, self.train, self.episodes) >= 1,
               "pretrain, distill, train and episodes must be >= 1")

@@ -209,16 +209,22 @@ class Transfer:
         self.backbone, self.seed, self.options = backbone, torch_seed(seed), options
         self.select_metric = check_select_metric(select_metric)
         self.hooks = engine_hooks(hooks)
-        self.train_cfg = _train_config(train, TrainConfig(), "train")
+        self.train_cfg = _train_config(train, TrainConfig(), "train")  # copies: the caller's may change later
         self.pretrain_cfg = _train_config(pretrain, pretrain_default(), "pretrain")
+        self._given_cfgs = (train, pretrain)  # for get_params: sklearn's clone checks they are the objects given
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments as this model holds them, options included (the training
         configs as :class:`TrainConfig`): scikit-learn's estimator protocol, so that
         ``sklearn.base.clone(model)`` is an unfitted copy (``deep`` changes nothing: no
-        argument is an estimator)."""
-        return {"method": self.method_cls.name, "backbone": self.backbone, "train": self.train_cfg,
-                "pretrain": self.pretrain_cfg, "seed": self.seed, "select_metric": self._select_metric(),
+        argument is an estimator). A training config given as a :class:`TrainConfig` is that object while
+        it holds what this model uses (the model keeps a copy: the caller changing theirs later changes
+        nothing here)."""
+        given = getattr(self, "_given_cfgs", (None, None))  # a model pickled before 2026-12-07 has none
+        train, pretrain = (g if isinstance(g, TrainConfig) and g == cfg else cfg
+                           for g, cfg in zip(given, (self.train_cfg, self.pretrain_cfg)))
+        return {"method": self.method_cls.name, "backbone": self.backbone, "train": train,
+                "pretrain": pretrain, "seed": self.seed, "select_metric": self._select_metric(),
                 "hooks": getattr(self, "hooks", ()), **self.options}
 
     def _select_metric(self) -> str:
@@ -787,4 +793,4 @@ def _train_config(value, default: TrainConfig, name: str) -> TrainConfig:
         return updated(default, value, f"{name}.")
     check(isinstance(value, TrainConfig), f"{name} must be a TrainConfig or a mapping of its fields, "
                                           f"got {type(value).__name__}")
-    return value
+    return dataclasses.replace(value)  # a copy: the caller changing theirs later leaves this model as it is

@@ -442,9 +442,11 @@ _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _plain_int)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a config file (or a shipped config by name, e.g. ``demo``, as ``transferkit run demo``
+    does) with ``overrides`` (``key=value`` texts, as ``--set``); None: the defaults."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
+        path = config_file(path)
         check(path.is_file(), f"config file {path} does not exist or is not a file")
         raw = path.read_bytes()
         utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))  # Windows PowerShell's `>` writes UTF-16 with a BOM

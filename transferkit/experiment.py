@@ -24,6 +24,7 @@ import re
 import shlex
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -392,9 +393,25 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     data-parallel and rank 0 writes the files. The caller's global CPU random state is as it was
     before (as after :meth:`Transfer.fit`). Its rows' ``invocation`` is the enclosing command's (a
     benchmark's) or, where none is, this call's own. ``log`` gets every progress line (``transferkit
-    run`` passes :func:`~transferkit.errors.progress`: stderr, its stdout keeping the table)."""
+    run`` passes :func:`~transferkit.errors.progress`: stderr, its stdout keeping the table; None: silent).
+    ``cfg`` may be a mapping of a config file's keys; a config file or a shipped config's name is read
+    with :func:`~transferkit.config.load_config`."""
+    cfg = _experiment_config(cfg)
+    log = log if log is not None else (lambda *a, **k: None)
+    check(callable(log), f"run_experiment: log must be a function (e.g. print) or None, got {type(log).__name__}")
     with own_invocation(), callers_state_kept():  # the CPU's RNG (each job seeds its own; no CUDA init here)
         return _run_experiment(cfg, run_dir, log)
+
+
+def _experiment_config(cfg) -> ExperimentConfig:
+    """``cfg`` as an :class:`ExperimentConfig` (a mapping read as a config file's keys); anything else refused."""
+    if isinstance(cfg, Mapping):
+        return from_dict(ExperimentConfig, dict(cfg))
+    check(isinstance(cfg, ExperimentConfig),
+          f"run_experiment takes an ExperimentConfig or a mapping of its keys, got {type(cfg).__name__} {cfg!r:.60}"
+          + (f": load_config({str(cfg)!r}) reads a config file or a shipped config by name" if
+             isinstance(cfg, (str, Path)) else ""))
+    return cfg
 
 
 def _run_experiment(cfg: ExperimentConfig, run_dir: Path | None, log) -> tuple[Path, list[dict]]:

@@ -186,9 +186,11 @@ def text_notes(data: dict) -> list[str]:
 
 
 def read_results(path: str | Path) -> dict:
-    """Read a ``results.json``, checking the shape the tables rely on (a clear error names
-    what is missing instead of a KeyError deep inside a table)."""
+    """Read a ``results.json`` (a run directory given: its ``results.json``), checking the shape
+    the tables rely on (a clear error names what is missing instead of a KeyError deep inside a table)."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
     check(path.is_file(), f"results file {path} does not exist{unfinished_hint(path.parent)}")
     data = read_json(path, "results file")
     check(isinstance(data, dict) and isinstance(data.get("rows"), list),

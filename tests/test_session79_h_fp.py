@@ -1,0 +1,52 @@
+"""Tests of session 79's notebook-audit fixes (h_fp); each fails on the library before its fix."""
+import json
+
+import pytest
+
+from transferkit import ExperimentConfig, TrainConfig, Transfer
+from transferkit.errors import TransferkitError
+
+
+def test_read_results_of_a_run_directory_reads_its_results_file(tmp_path):
+    from transferkit.results import read_results
+    row = {"method": "finetune", "source": "mnist", "target": "digits", "setting": "k=2", "seed": 0,
+           "accuracy": 0.5, "wall_s": 1.0}
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [row]}))
+    assert read_results(tmp_path)["rows"] == [row]
+    assert read_results(tmp_path / "results.json")["rows"] == [row]
+
+
+def test_run_experiment_takes_a_mapping_refuses_a_name_and_log_none_is_silent(monkeypatch):
+    from transferkit import experiment
+    seen = []
+
+    def fake(cfg, run_dir, log):
+        seen.append(cfg)
+        log("a progress line")
+        return None, []
+
+    monkeypatch.setattr(experiment, "_run_experiment", fake)
+    experiment.run_experiment({"name": "mine", "methods": ["finetune"]}, log=None)
+    assert isinstance(seen[-1], ExperimentConfig) and seen[-1].name == "mine" and seen[-1].methods == ["finetune"]
+    with pytest.raises(TransferkitError, match=r"load_config\('demo'\)"):
+        experiment.run_experiment("demo")
+    assert len(seen) == 1
+
+
+def test_load_config_reads_a_shipped_config_by_name(tmp_path, monkeypatch):
+    from transferkit.config import BUNDLED_CONFIGS, load_config
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo") == load_config(BUNDLED_CONFIGS / "demo.yaml")
+    with pytest.raises(TransferkitError, match="the configs that ship with transferkit are"):
+        load_config("no_such_config")
+
+
+def test_a_train_config_given_is_copied_and_sklearn_clone_still_works():
+    from sklearn.base import clone
+    cfg = TrainConfig(steps=3)
+    model = Transfer("finetune", train=cfg)
+    cfg.steps = 6
+    assert model.train_cfg.steps == 3 and model.get_params()["train"].steps == 3
+    assert clone(model).train_cfg.steps == 3
+    fresh = TrainConfig(steps=4)
+    assert clone(Transfer("finetune", train=fresh)).train_cfg == fresh

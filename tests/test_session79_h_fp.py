@@ -50,3 +50,16 @@ def test_a_train_config_given_is_copied_and_sklearn_clone_still_works():
     assert clone(model).train_cfg.steps == 3
     fresh = TrainConfig(steps=4)
     assert clone(Transfer("finetune", train=fresh)).train_cfg == fresh
+
+
+def test_long_reprs_are_short():
+    import numpy as np
+    import torch
+
+    from transferkit.engine import FitResult
+    text = repr(Transfer("attribute_zsl", attributes=np.random.rand(10, 85)))
+    assert len(text) < 200 and "ndarray 10x85 float64" in text
+    result = FitResult(steps=3, best_step=2, best_val_accuracy=0.5, stopped_early=False, wall_s=0.1,
+                       history=[{"step": i, "loss": 1.0} for i in range(300)], val_correct=torch.ones(750, dtype=bool))
+    text = repr(result)
+    assert len(text) < 300 and "history=<300 entries>" in text and "best_step=2" in text

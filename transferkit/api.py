@@ -775,8 +775,12 @@ def _check_runs_on(net: UnitNet, domain: Domain, why: str) -> None:
 
 
 def _option_text(value, limit: int = 80) -> str:
-    """``repr(value)``, or for a long list, tuple or dict (704 captions) its first entry and size."""
+    """``repr(value)``, or for a long list, tuple or dict (704 captions) its first entry and size, for a
+    long array or tensor (anything with a ``shape``) its type, shape and dtype."""
     text = repr(value)
+    if len(text) > limit and hasattr(value, "shape"):
+        shape = "x".join(str(n) for n in value.shape) or "scalar"
+        return f"<{type(value).__name__} {shape}{f' {value.dtype}' if hasattr(value, 'dtype') else ''}>"
     if len(text) <= limit or not isinstance(value, (list, tuple, dict)) or not value:
         return text
     first = next(iter(value.items() if isinstance(value, dict) else value))

@@ -36,7 +36,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -289,7 +289,8 @@ class FitResult:
     best_val_accuracy: float | None
     stopped_early: bool
     wall_s: float
-    history: list = field(default_factory=list)
+    #: one entry per log or evaluation (its repr shows only their number, as it leaves out ``val_correct``)
+    history: list = field(default_factory=list, repr=False)
     #: validation accuracy of the weights the fit returns: the best evaluation's when
     #: ``restore_best`` restored them, else the last evaluation's (default: ``best_val_accuracy``)
     val_accuracy: float | None = None
@@ -297,7 +298,7 @@ class FitResult:
     #: validation set, from the evaluation that gave ``val_accuracy`` (``None`` where that
     #: evaluation is not at hand: no validation, several ranks, or a head scored on other rows;
     #: after a resume the kept weights are scored again), so that a caller need not score them again
-    val_correct: torch.Tensor | None = None
+    val_correct: torch.Tensor | None = field(default=None, repr=False)
     val_loss: float | None = None
     #: a window's mean loss grew past :data:`DIVERGED_FACTOR` times the loss before any update (the
     #: warning's condition): the returned weights are not worth keeping (a pre-training does not cache them);
@@ -307,6 +308,10 @@ class FitResult:
     def __post_init__(self):
         if self.val_accuracy is None:
             self.val_accuracy = self.best_val_accuracy
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return f"FitResult({shown}, history=<{len(self.history)} entries>)"
 
 
 class StreamInputs(dict):

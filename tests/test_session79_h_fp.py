@@ -92,3 +92,38 @@ def test_quiet_still_silences_transferkit_warnings_only():
             warnings.warn("another library's", UserWarning, stacklevel=1)
         warn("after")
     assert [str(w.message) for w in caught] == ["another library's", "after"]
+
+
+def test_an_older_class_of_a_rerun_cell_is_named_so():
+    from transferkit.methods.base import METHODS, get_method, register
+    from transferkit.methods.finetune import Finetune
+
+    def define():
+        class Mine(Finetune):
+            name = "session79_mine"
+        return register(Mine)
+    try:
+        old, new = define(), define()
+        assert get_method(new) is new
+        with pytest.raises(TransferkitError, match="a newer class named 'session79_mine' was registered since"):
+            get_method(old)
+    finally:
+        METHODS.pop("session79_mine", None)
+
+
+def test_a_taken_domain_name_says_how_to_drop_the_old_entry():
+    import numpy as np
+
+    from transferkit.data import BUILTINS, register_domain
+    given = dict(channels=1, size=4, class_names=["a", "b"], description="a test domain")
+    try:
+        register_domain("session79_dom", lambda: (np.zeros((2, 4, 4), np.uint8), np.array([0, 1])), **given)
+        with pytest.raises(TransferkitError, match=r"del BUILTINS\['session79_dom'\]"):
+            register_domain("session79_dom", lambda: (np.ones((2, 4, 4), np.uint8), np.array([0, 1])), **given)
+        del BUILTINS["session79_dom"]
+        register_domain("session79_dom", lambda: (np.ones((2, 4, 4), np.uint8), np.array([0, 1])), **given)
+    finally:
+        BUILTINS.pop("session79_dom", None)
+    with pytest.raises(TransferkitError) as shipped:
+        register_domain("mnist", lambda: None, **given)
+    assert "del " not in str(shipped.value)

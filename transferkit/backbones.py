@@ -288,7 +288,7 @@ def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1", normalize: b
 #: held by another builder, a built-in, is refused)
 BACKBONES: dict[str, Callable[..., UnitNet]] = Registry("backbone", "choose another name for the builder", {
     "convnet4": convnet4, "lenet": lenet, "convnet7": convnet7, "resnet18": resnet18,
-})
+}, home="transferkit.backbones.BACKBONES")
 
 
 #: the names of the builders transferkit ships (BACKBONES refuses a plugin's builder under one)

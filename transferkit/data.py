@@ -306,7 +306,7 @@ BUILTINS: dict[str, Builtin] = DomainRegistry("domain", "choose another name for
             "printed street-number-like digits from 21 font faces, colours, photo backgrounds, "
             "neighbour digits (offline SVHN stand-in)",
             "matplotlib TrueType fonts + skimage.data photographs"),
-]})
+]}, home="transferkit.data.BUILTINS")
 
 DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 

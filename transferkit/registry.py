@@ -19,8 +19,8 @@ class Registry(dict):
     definition (a plugin that would silently replace a built-in); the same one assigned again,
     or one defined at the same place (its module imported again), replaces it."""
 
-    def __init__(self, kind: str, fix: str, *args, **kwargs):
-        self.kind, self.fix = kind, fix
+    def __init__(self, kind: str, fix: str, *args, home: str = "", **kwargs):
+        self.kind, self.fix, self.home = kind, fix, home  # home: where it is imported from, for `del HOME[name]`
         super().__init__()
         self.update(*args, **kwargs)
 
@@ -32,8 +32,12 @@ class Registry(dict):
     def __setitem__(self, name, value) -> None:
         held = self.get(name)
         if held is not None and held is not value and self.defined_at(held) != self.defined_at(value):
+            module, _, variable = self.home.rpartition(".")
+            drop = (f"; or drop the one registered before (a re-run notebook cell?): `from {module} import "
+                    f"{variable}; del {variable}[{name!r}]`" if self.home and not
+                    self.defined_at(held).startswith("transferkit.") else "")  # never a shipped one
             raise TransferkitError(f"{self.kind} name {name!r} is taken by {self.defined_at(held)}; "
-                                   f"{self.defined_at(value)} cannot register under it: {self.fix}")
+                                   f"{self.defined_at(value)} cannot register under it: {self.fix}{drop}")
         super().__setitem__(name, value)
 
     def update(self, *args, **kwargs) -> None:
@@ -50,4 +54,4 @@ class Registry(dict):
         return self[name]
 
     def __reduce__(self):
-        return type(self), (self.kind, self.fix, dict(self))
+        return type(self), (self.kind, self.fix, dict(self)), {"home": getattr(self, "home", "")}

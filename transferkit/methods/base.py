@@ -47,7 +47,8 @@ from ..runtime import OUT_OF_MEMORY, import_plugins, plugin_hint
 #: ``{name: method class}``; a name held by another class (a built-in) is refused. The families of modules
 #: outside this package (represent's cat_two_stage and distill) and plugins register on the first lookup:
 #: read the whole list with :func:`list_methods`
-METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class")
+METHODS: dict[str, type["Method"]] = Registry("method", "choose another `name` for the class",
+                                              home="transferkit.methods.base.METHODS")
 #: parameterised method families: ``"prefix:arg"`` -> ``PREFIXES[prefix](arg)`` (e.g. ``ft_unit:conv2``)
 PREFIXES: dict[str, Callable[[str], type["Method"]]] = Registry("method prefix", "choose another prefix")
 
@@ -86,7 +87,11 @@ def load_outside_families() -> None:
 def get_method(name) -> type["Method"]:
     """The method class registered as ``name`` (a registered class itself is accepted too)."""
     if isinstance(name, type) and issubclass(name, Method):
-        check(METHODS.get(name.name) is name or _from_prefix(name),
+        newer = METHODS.get(name.name)
+        check(newer is None or newer is name or qualified_name(newer) != qualified_name(name),
+              f"method class {qualified_name(name)} is an older definition: a newer class named {name.name!r} was "
+              f"registered since (a re-run notebook cell?): give the name, {name.name!r}, or the new class")
+        check(newer is name or _from_prefix(name),
               f"method class {qualified_name(name)} is not registered under its name {name.name!r}: decorate it "
               f"with @register (from transferkit.methods.base), or give a registered method's name")
         return name

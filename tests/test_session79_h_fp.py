@@ -127,3 +127,47 @@ def test_a_taken_domain_name_says_how_to_drop_the_old_entry():
     with pytest.raises(TransferkitError) as shipped:
         register_domain("mnist", lambda: None, **given)
     assert "del " not in str(shipped.value)
+
+
+def _notebook():
+    """A module without a source file whose cells' code linecache holds, as a notebook kernel's."""
+    import linecache
+    import types
+    space = types.ModuleType("session79_notebook").__dict__
+    cells = []
+
+    def run(src):
+        name = f"/tmp/session79_kernel/cell{len(cells)}.py"
+        cells.append(name)
+        linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+        exec(compile(src, name, "exec"), space)
+    return space, run
+
+
+def test_a_notebook_builder_s_digest_follows_its_helpers_and_constants():
+    from transferkit.data import builder_digest
+    space, run = _notebook()
+    settings = {"channels": 1, "size": 4}
+    builder = "def build():\n    return helper(SIDE), [0, 1]\n"
+    digests = []
+    for helper, side in (("x", 4), ("255 - x", 4), ("255 - x", 5)):
+        run(f"SIDE = {side}\ndef inner(x):\n    return {helper}\ndef helper(x):\n    return inner(x)\n")
+        run(builder)
+        digests.append(builder_digest(space["build"], settings))
+    assert len(set(digests)) == 3  # the helper's helper edited, then a constant
+    run("import os\nSIDE = 4\ndef inner(x):\n    return 255 - x\n")
+    run(builder)
+    assert builder_digest(space["build"], settings) == digests[1]  # the same code again: the same digest
+
+
+def test_a_builder_from_a_file_keeps_its_digest():
+    """A guard (it passes before too): cached domains of builders in files are still found."""
+    import hashlib
+    import inspect
+
+    import helpers
+
+    from transferkit.data import builder_digest
+    settings = {"channels": 1, "size": 4}
+    text = json.dumps([inspect.getsource(helpers), settings], sort_keys=True)
+    assert builder_digest(helpers.toy_domain, settings) == hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -352,19 +352,59 @@ def builder_digest(build: Callable, settings: dict) -> str:
 
 def builder_source(build: Callable) -> str:
     """The text a builder's pixels follow from: its module's source (so a helper it calls from
-    the same file counts too), else its own (defined interactively), else its compiled code; a
-    ``functools.partial``'s function's with its arguments (not functools' source)."""
+    the same file counts too), else (defined interactively, e.g. in a notebook) its own source or
+    compiled code with those of the functions defined beside it and the simple constants it names
+    among its globals (a helper in another cell counts too, and the helpers' in turn); a ``functools.partial``'s
+    function's with its arguments (not functools' source)."""
     if isinstance(build, functools.partial):
         from .engine import content_text  # arguments as checkpoints key options: a set's members sorted
 
         return json.dumps([builder_source(build.func), content_text([list(build.args), build.keywords])])
-    for obj in (inspect.getmodule(build), build):
-        try:
-            return inspect.getsource(obj)
-        except (OSError, TypeError):  # no module, or no source file
+    try:
+        return inspect.getsource(inspect.getmodule(build))
+    except (OSError, TypeError):  # no module, or no source file
+        pass
+    try:
+        own = inspect.getsource(build)
+    except (OSError, TypeError):
+        code = getattr(build, "__code__", None)
+        own = code_text(code) if code else qualified_name(build)
+    named = _named_globals(build, set())
+    return json.dumps([own, named]) if named else own  # the same as before where it names none
+
+
+def _named_globals(fn, seen: set) -> list:
+    """``[name, text]`` of the functions defined beside it (their compiled code; theirs in turn) and
+    simple constants (numbers, text, bytes, None and tuples of these) that ``fn`` names among its globals."""
+    code, space = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+    if code is None or not isinstance(space, dict):
+        return []
+    found = []
+    for name in _code_names(code):
+        if (id(space), name) in seen or name not in space:
             continue
-    code = getattr(build, "__code__", None)
-    return code_text(code) if code else qualified_name(build)
+        seen.add((id(space), name))
+        value = space[name]
+        if inspect.isfunction(value) and value.__globals__ is space:  # not one imported from a package
+            found += [[name, code_text(value.__code__)], *_named_globals(value, seen)]
+        elif _simple_constant(value):
+            found.append([name, repr(value)])
+    return found
+
+
+def _code_names(code) -> list[str]:
+    """The global names ``code`` and the code nested in it (functions, comprehensions) read, in order."""
+    names = list(code.co_names)
+    for k in code.co_consts:
+        if inspect.iscode(k):
+            names += [n for n in _code_names(k) if n not in names]
+    return names
+
+
+def _simple_constant(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_simple_constant(v) for v in value)
+    return value is None or type(value) in (int, float, str, bytes, bool)
 
 
 def code_text(code) -> str:

@@ -296,10 +296,10 @@ def run_failing_seed_1(tmp_path, monkeypatch) -> tuple[ExperimentConfig, Path, l
     results.json's ``failed`` and the JobsFailed message (``ex.run_job`` is left patched)."""
     real = ex.run_job
 
-    def fail_seed_1(cfg, data, net, run_dir, cls, seed, digest=None):
+    def fail_seed_1(cfg, data, net, run_dir, cls, seed, *more):
         if seed == 1:
             raise ValueError("boom on seed 1")
-        return real(cfg, data, net, run_dir, cls, seed, digest)
+        return real(cfg, data, net, run_dir, cls, seed, *more)
     monkeypatch.setattr(ex, "run_job", fail_seed_1)
     data = _npz(tmp_path)
     cfg = ExperimentConfig(name="f", source=f"npz:{data}", target=f"npz:{data}", methods=["target_only"], k=1,

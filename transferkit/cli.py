@@ -1045,7 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class _StdoutKept:
-    """``sys.stdout`` for a long command: the first :class:`BrokenPipeError` (its reader has gone:
+    """``sys.stdout`` (or ``sys.stderr``) for a long command: the first :class:`BrokenPipeError` (its reader has gone:
     ``| head``, a closed ``less``, a dying ``tee``) points the descriptor at ``os.devnull``, so that
     later prints and the interpreter's last flush raise nothing, and the work goes on."""
 
@@ -1079,24 +1079,28 @@ class _StdoutKept:
 @contextlib.contextmanager
 def _stdout_kept(args):
     """Around a long command (run, bench, demo, episodes; not their listings or printed configs,
-    which a closed pipe ends quietly): a closed stdout does not stop the work (:class:`_StdoutKept`);
-    at the end one stderr line says so, and where the results are (:func:`_results_line`)."""
+    which a closed pipe ends quietly): a closed stdout, or stderr (``2>&1 | tee log`` where tee
+    died), does not stop the work (:class:`_StdoutKept`); at the end one stderr line says so, and
+    where the results are (:func:`_results_line`), where stderr is still read."""
     long = args.func in (_run, _bench, _demo, _episodes) and not getattr(args, "print_config", False) \
         and not getattr(args, "print_plan", False) and getattr(args, "name", None) != "list"
     if not long or sys.stdout is None or isinstance(sys.stdout, _StdoutKept):  # None: print() writes nothing
         yield
         return
     kept = sys.stdout = _StdoutKept(sys.stdout)
+    err = sys.stderr = _StdoutKept(sys.stderr) if sys.stderr is not None else None
     try:
         yield
     finally:
         kept.flush()  # what is buffered for stdout, before the line below
         if sys.stdout is kept:
             sys.stdout = kept.stream
-        if kept.closed:
+        if kept.closed and not (err is not None and err.closed):
             where = f"; the results are in {kept.results}" if kept.results else ""
             print(f"transferkit: stdout was closed (its reader stopped reading); the command went on without it{where}",
                   file=sys.stderr, flush=True)
+        if err is not None and sys.stderr is err:
+            sys.stderr = err.stream
 
 
 def _stopped(args, argv: list[str], e: KeyboardInterrupt) -> int:

@@ -250,12 +250,13 @@ def _setting_of(cfg: ExperimentConfig, setting: str | None, run_dir: Path, any_o
 
 
 def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cls, seed: int,
-            source_digest: str | None = None) -> dict:
+            source_digest: str | None = None, source_diverged: bool = False) -> dict:
     """Train and evaluate one (method, label subset) job; write its row atomically.
 
     ``source_net()`` returns a fresh copy of the source network; it draws no random
     numbers, so a job gives the same row in the main process and in a worker process.
-    ``source_digest``: that network's :func:`~transferkit.networks.network_digest`, recorded in the row."""
+    ``source_digest``: that network's :func:`~transferkit.networks.network_digest`, recorded in the row;
+    ``source_diverged``: its pre-training diverged, so the row of a method that starts from it is too."""
     job = job_path(run_dir, cfg, cls.name, seed)
     with quiet():  # check_jobs drew every label subset and showed their warnings once
         labeled, unlabeled = label_subset(cfg, data.target, seed, data.unlabeled)
@@ -308,7 +309,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            **({"method_revision": cls.revision} if cls.revision else {}),  # summary and report name older ones
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results(),
-           **({"diverged": True} if fit.diverged else {}),
+           **({"diverged": True} if fit.diverged or (source_diverged and cls.needs_pretrained) else {}),
            **({"threads_before_resume": sorted(before_threads)}
               if fit.steps > 0 and before_threads - {torch.get_num_threads()} else {}),
            **measured}
@@ -372,7 +373,7 @@ def _finish_row(job: Path, row: dict, report: dict, class_names: list[str], seen
 
 
 def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_path: str | None,
-                source_digest: str | None = None):
+                source_digest: str | None = None, source_diverged: bool = False):
     """Entry point of a worker process: the data (see :func:`~transferkit.rundata.process_domains`) and one job."""
     cfg = from_dict(ExperimentConfig, cfg_dict)
     data = process_domains(cfg, Path(run_dir))
@@ -381,7 +382,7 @@ def _worker_job(cfg_dict: dict, run_dir: str, method: str, seed: int, source_pat
 
     def source_net():
         return read_source_file(cfg, data, Path(source_path))
-    return run_job(cfg, data, source_net, Path(run_dir), cls, seed, source_digest)
+    return run_job(cfg, data, source_net, Path(run_dir), cls, seed, source_digest, source_diverged)
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print) -> tuple[Path, list[dict]]:
@@ -580,7 +581,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
         with worker_threads(cfg.workers if world_size() == 1 else 1):
             for sub, cls, seed in todo:
                 result = guarded(run_job, sub, data, lambda: copy.deepcopy(pretrained), run_dir, cls, seed,
-                                 pre_info.get("digest"))
+                                 pre_info.get("digest"), bool(pre_info.get("diverged")))
                 rows += _job_done(sub, run_dir, cls.name, seed, result, failures, log, len(subs) > 1, widths)
                 if failures and world_size() > 1:  # the ranks stop together: one that went on would wait
                     raise _jobs_failed(cfg, run_dir, failures, rows, len(jobs))  # in the next job's collectives
@@ -648,8 +649,8 @@ def _run_in_workers(cfg: ExperimentConfig, run_dir: Path, todo: list, pre_info: 
         sub, cls, seed = todo[i]
         rows[i] = _job_done(sub, run_dir, cls.name, seed, result, failures, log, several, widths)
     source = None if pre_info.get("path") is None else str(pre_info["path"])
-    jobs = [(_worker_job, sub.to_dict(), str(run_dir), cls.name, seed, source, pre_info.get("digest"))
-            for sub, cls, seed in todo]
+    jobs = [(_worker_job, sub.to_dict(), str(run_dir), cls.name, seed, source, pre_info.get("digest"),
+             bool(pre_info.get("diverged"))) for sub, cls, seed in todo]
     map_jobs(guarded, jobs, cfg.workers, done)
     return [row for done_rows in rows for row in done_rows]
 

@@ -368,9 +368,11 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
                    "fewer shots or classes (--k-shot, --n-way) fit it"))
 
 
-def _runs_inside(folder, shown: int = 3) -> str:
-    """The run directories inside ``folder`` (a benchmark's), a few by name, as the end of a refusal ('' if none)."""
-    found = folder.rglob("config.yaml") if folder.is_dir() else ()
+def _runs_inside(folder, shown: int = 3, depth: int = 3) -> str:
+    """The run directories inside ``folder`` (a benchmark's: runs 1 to ``depth`` levels down, each with its
+    ``config.yaml`` and ``jobs/``), a few by name, as the end of a refusal ('' if none)."""
+    found = [p for level in range(1, depth + 1) for p in folder.glob("/".join(["*"] * level) + "/config.yaml")
+             if (p.parent / "jobs").is_dir()] if folder.is_dir() else []
     runs = sorted(p.parent.relative_to(folder).as_posix() for p in found)
     more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
     return f"; it holds run directories: {', '.join(runs[:shown])}{more} (give one of them)" if runs else ""

@@ -29,7 +29,13 @@ from ..backbones import build_backbone
 from ..config import ExperimentConfig
 from ..engine import Engine, TrainConfig
 from ..errors import check, is_whole
-from ..fewshot_eval import FEWSHOT_HEADS, evaluate_episodes, extract_features
+from ..fewshot_eval import (
+    FEWSHOT_HEADS,
+    NORMAL_CI_EPISODES,
+    evaluate_episodes,
+    extract_features,
+    few_episodes_note,
+)
 from ..fitting import evaluate_on, retarget_head
 from ..io import load_safetensors, save_safetensors, write_text
 from ..jobs import job_result
@@ -249,4 +255,7 @@ def represent_tables(rows: list[dict], plan: RepresentPlan | None = None) -> str
             cells = [_with_interval(rs[s], " ± ") if s in rs else "-"
                      for s in ("5-way 1-shot", "5-way 5-shot")]
             out.append(f"| {key[0]} -> {key[1]} | {rep} | {head} | " + " | ".join(cells) + " |")
+        few = min((r["episodes"] for r in fs if isinstance(r.get("episodes"), int)), default=0)
+        if 1 < few < NORMAL_CI_EPISODES:
+            out += ["", few_episodes_note(few)]
     return "\n".join(out) + "\n"

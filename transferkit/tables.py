@@ -222,8 +222,8 @@ def diverged_line(rows: list[dict], markdown: bool = True) -> list[str]:
              for method, by_cell in cells.items() for key, rs in by_cell.items()]
     if not parts:
         return []
-    return [f"Diverged (the training loss grew a thousandfold; diverged in results.json): {'; '.join(parts)}; such an "
-            f"accuracy is not worth reading (lower the learning rate)."]
+    return [f"Diverged (the training loss, or the pre-training's it started from, grew a thousandfold; diverged in "
+            f"results.json): {'; '.join(parts)}; such an accuracy is not worth reading (lower the learning rate)."]
 
 
 #: how many classes (or table cells) a line under the tables names before it counts the rest

@@ -65,21 +65,6 @@ def test_long_reprs_are_short():
     assert len(text) < 300 and "history=<300 entries>" in text and "best_step=2" in text
 
 
-def test_a_loop_of_fits_shows_a_warning_once():
-    import warnings
-
-    from helpers import toy_domain
-    src, tgt, val = toy_domain(32, seed=1, name="src"), toy_domain(8, seed=2, name="tgt"), toy_domain(16, seed=3,
-                                                                                                       name="tgt")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        for seed in range(2):
-            Transfer("dann", train=TrainConfig(steps=2, eval_every=5), pretrain=TrainConfig(steps=2),
-                     seed=seed).fit(target=tgt, source=src, unlabeled=tgt, val=val)
-    said = [str(w.message) for w in caught if "ignoring the labelled target validation" in str(w.message)]
-    assert len(said) == 1
-
-
 def test_quiet_still_silences_transferkit_warnings_only():
     """A guard of the reworked quiet (it passes before too)."""
     import warnings

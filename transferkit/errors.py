@@ -1,7 +1,6 @@
 """User-facing errors: the CLI prints these without a traceback and exits with code 2."""
 
 import contextlib
-import contextvars
 import dataclasses
 import difflib
 import numbers
@@ -53,20 +52,12 @@ class TransferkitWarning(UserWarning):
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-#: set inside :func:`quiet`: :func:`warn` says nothing
-_QUIET = contextvars.ContextVar("transferkit_quiet", default=False)
-
-
 @contextlib.contextmanager
 def quiet():
-    """transferkit's warnings left out (a repeat of what a check said once; other warnings pass). A flag
-    :func:`warn` reads, not ``warnings.catch_warnings``, whose exit makes Python forget which warnings it
-    has shown (a loop of fits would show one line's warning at every fit)."""
-    token = _QUIET.set(True)
-    try:
+    """transferkit's warnings left out (a repeat of what a check said once; other warnings pass)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TransferkitWarning)
         yield
-    finally:
-        _QUIET.reset(token)
 
 
 @contextlib.contextmanager
@@ -103,10 +94,7 @@ def _inside(frame) -> bool:
 def warn(message: str) -> None:
     """Issue a :class:`TransferkitWarning` attributed to the first caller outside transferkit (the
     user's line, as pandas does), whatever depth of the library it comes from; the decorators and
-    dataclass ``__init__`` that wrap its functions (:func:`_inside`) are passed over too. Nothing
-    inside :func:`quiet`."""
-    if _QUIET.get():
-        return
+    dataclass ``__init__`` that wrap its functions (:func:`_inside`) are passed over too."""
     frame, level = sys._getframe(1), 2
     while frame is not None and _inside(frame):
         frame, level = frame.f_back, level + 1

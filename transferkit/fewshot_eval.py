@@ -335,8 +335,7 @@ def episodes_note(rows: list[dict]) -> str:
             f"model, not the test-split accuracy of the run's table; each row's own 95 % interval over its episodes is "
             f"its ci95 in episodes.json; jobs whose embeddings are the same network (a method that trains none of "
             f"it, as matching_net) count once{drawn}"
-            + (f"; a ci95 over fewer than {NORMAL_CI_EPISODES} episodes is the normal approximation (z = 1.96), too "
-               f"narrow for so few" if 1 < counts[0] < NORMAL_CI_EPISODES else "")
+            + (f"; {few_episodes_note(counts[0])}" if 1 < counts[0] < NORMAL_CI_EPISODES else "")
             + (f"; the target is grouped (videos): {GROUPED_EPISODES}" if any(r.get("grouped_test") for r in rows)
                else "") + ".")
 

@@ -191,6 +191,13 @@ def _one_column(row: dict) -> bool:
             and sum(1 for column in zip(*conf) if sum(column) > 0) == 1)
 
 
+def _cell_seeds(cell, method: str, key, n_cells: int, rs: list[dict]) -> str:
+    """``NAME (seed(s) S, ...`` of a table cell's rows ``rs``, for a line under the tables (the caller
+    closes the parenthesis, after what it adds)."""
+    return (f"{cell(_cell_name(method, key, n_cells))} (seed{'s' if len(rs) > 1 else ''} "
+            f"{', '.join(str(r['seed']) for r in rs)}")
+
+
 def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the rows whose test images, of two classes or more, were all predicted as
     one class (their ``confusion``, true class x predicted class, has one non-empty column):
@@ -203,9 +210,7 @@ def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
             predicted = {next(j for j, v in enumerate(zip(*r["confusion"])) if sum(v) > 0) for r in rs}
             names = rs[0].get("class_names") or []
             shown = ", ".join(_class_name(names, j) for j in sorted(predicted))
-            seeds = ", ".join(str(r["seed"]) for r in rs)
-            parts.append(f"{cell(_cell_name(method, key, len(by_cell)))} (seed{'s' if len(rs) > 1 else ''} {seeds}: "
-                         f"class {cell(shown)})")
+            parts.append(f"{_cell_seeds(cell, method, key, len(by_cell), rs)}: class {cell(shown)})")
     if not parts:
         return []
     return [f"Every test image predicted as one class: {'; '.join(parts)}; such an accuracy is that class's share "
@@ -217,8 +222,7 @@ def diverged_line(rows: list[dict], markdown: bool = True) -> list[str]:
     accuracy is not worth reading."""
     cell = md_cell if markdown else str
     cells = _cells(rows, lambda r: r.get("diverged") is True)
-    parts = [f"{cell(_cell_name(method, key, len(by_cell)))} (seed{'s' if len(rs) > 1 else ''} "
-             f"{', '.join(str(r['seed']) for r in rs)})"
+    parts = [f"{_cell_seeds(cell, method, key, len(by_cell), rs)})"
              for method, by_cell in cells.items() for key, rs in by_cell.items()]
     if not parts:
         return []

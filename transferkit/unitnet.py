@@ -270,6 +270,13 @@ class UnitNet(nn.Module):
             return self._named_input_errors(lambda: self.forward_units(x, 0, EMBEDDING), x)
         return self._named_input_errors(lambda: self._activations(x, layers), x)
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The head on ``x``, the ``N x D`` embedding :meth:`forward_features` gives (timm's
+        split: ``forward_head(forward_features(x)) == forward(x)``); ``pre_logits=True`` returns
+        the embedding itself (the pool is part of :meth:`forward_features`, so there is nothing
+        between it and the head)."""
+        return x if pre_logits else self.head(x)
+
     def _activations(self, x: torch.Tensor, layers: Sequence[str] | str) -> dict[str, torch.Tensor]:
         names = [layers] if isinstance(layers, str) else list(layers)
         want: dict[int, list[str]] = {}
@@ -337,6 +344,11 @@ class UnitNet(nn.Module):
         if isinstance(d, int) and d > 0:  # a lazy head reports 0 until it has seen an input
             return d
         return int(self.unit_output_shapes()[EMBEDDING][0])
+
+    @property
+    def num_features(self) -> int:
+        """timm's name for :attr:`embed_dim`: the size D of the embedding the head reads."""
+        return self.embed_dim
 
     @property
     def num_classes(self) -> int:

@@ -26,3 +26,11 @@ def test_headless_net_forward_head_gives_features():
     with torch.no_grad():
         assert torch.equal(net.forward_head(net.forward_features(x)), net(x))
     assert net.num_classes == 0 and net.num_features == net(x).shape[1]
+
+
+def test_small_modules_show_their_settings_in_repr():
+    from transferkit.clip import LearnableTemperature
+    from transferkit.heads import HeadRows, LinearHead
+    assert "rows=[2, 0]" in repr(HeadRows(LinearHead(4, 3), [2, 0]))
+    text = repr(LearnableTemperature(0.07, learn=False))
+    assert "temperature=0.07" in text and "max_scale=100" in text and "learn=False" in text

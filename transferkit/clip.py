@@ -137,6 +137,10 @@ class LearnableTemperature(nn.Module):
     def temperature(self) -> float:
         return float(1 / self.forward().detach())
 
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature:.4g}, max_scale={math.exp(self.max_log):.4g}, " \
+               f"learn={self.log_scale.requires_grad}"
+
 
 # ---- captions ------------------------------------------------------------------------------
 def _face_style(face: str) -> str:

@@ -190,6 +190,9 @@ class HeadRows(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)[:, self.rows]
 
+    def extra_repr(self) -> str:
+        return f"rows={self.rows.tolist()}"
+
 
 def _has_state(module: nn.Module) -> bool:
     return next(module.parameters(), None) is not None or next(module.buffers(), None) is not None

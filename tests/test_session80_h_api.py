@@ -34,3 +34,35 @@ def test_small_modules_show_their_settings_in_repr():
     assert "rows=[2, 0]" in repr(HeadRows(LinearHead(4, 3), [2, 0]))
     text = repr(LearnableTemperature(0.07, learn=False))
     assert "temperature=0.07" in text and "max_scale=100" in text and "learn=False" in text
+
+
+def test_loss_modules_give_their_functions_values_and_show_their_options():
+    import inspect
+
+    from transferkit import losses
+    torch.manual_seed(0)
+    s, t, logits = torch.randn(6, 4), torch.randn(5, 4) + 1, torch.randn(6, 3)
+    pairs = [(losses.MMDLoss(scales=(1.0, 2.0)), losses.mmd2(s, t, scales=(1.0, 2.0)), (s, t)),
+             (losses.CoralLoss(), losses.coral(s, t), (s, t)),
+             (losses.EntropyLoss(), losses.entropy(logits), (logits,)),
+             (losses.MinimumClassConfusionLoss(temperature=1.5), losses.minimum_class_confusion(logits, 1.5),
+              (logits,)),
+             (losses.DifferenceLoss(), losses.difference_loss(s, s[:, :2]), (s, s[:, :2])),
+             (losses.ScaleInvariantMSELoss(), losses.scale_invariant_mse(s, s + 0.1 * s ** 2), (s, s + 0.1 * s ** 2))]
+    for module, value, tensors in pairs:
+        assert isinstance(module, torch.nn.Module) and torch.equal(module(*tensors), value), type(module).__name__
+    assert "scales=(1.0, 2.0), bandwidth=None" in repr(pairs[0][0]) and "temperature=1.5" in repr(pairs[3][0])
+    # the modules' defaults are the functions'
+    for module, fn in [(losses.MMDLoss, losses.mmd2), (losses.GradientReversal, losses.grad_reverse),
+                       (losses.MinimumClassConfusionLoss, losses.minimum_class_confusion)]:
+        given = inspect.signature(module).parameters
+        assert {k: p.default for k, p in given.items()} == \
+            {k: p.default for k, p in inspect.signature(fn).parameters.items() if k in given}
+
+
+def test_gradient_reversal_module_flips_the_gradient():
+    from transferkit.losses import GradientReversal
+    x = torch.ones(3, requires_grad=True)
+    layer = GradientReversal(0.5)
+    layer(x).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -0.5)) and "coeff=0.5" in repr(layer)

@@ -11,12 +11,16 @@
   reconstruction losses (seed 003, Bousmalis et al. 2016).
 * :func:`frozen_call` -- run a module with detached parameters: its output carries gradient
   to the inputs only (the encoder's step of an adversarial game, seed 000 eq. 4).
+
+Each loss is also an ``nn.Module`` (options at construction, tensors to ``forward``, options in
+``repr``): :class:`GradientReversal`, :class:`MMDLoss`, :class:`CoralLoss`, :class:`EntropyLoss`,
+:class:`MinimumClassConfusionLoss`, :class:`DifferenceLoss`, :class:`ScaleInvariantMSELoss`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -199,3 +203,71 @@ def frozen_call(module: torch.nn.Module, *args, **kwargs):
     module's parameters (buffers are used as they are)."""
     params = {n: p.detach() for n, p in module.named_parameters()}
     return functional_call(module, params, args, kwargs)
+
+
+class _LossModule(torch.nn.Module):
+    """A loss function of this module as an ``nn.Module`` (PyTorch's loss convention): its options
+    given once, at construction, shown by ``repr``; ``forward`` takes the tensors the function takes."""
+
+    loss: Callable[..., torch.Tensor]  # the function, a staticmethod of each subclass
+
+    def __init__(self, **options):
+        super().__init__()
+        self.options = options
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return type(self).loss(*tensors, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class GradientReversal(_LossModule):
+    """:func:`grad_reverse` as a layer: identity forward, ``-coeff ·`` gradient backward (seed 003)."""
+
+    loss = staticmethod(grad_reverse)
+
+    def __init__(self, coeff: float = 1.0):
+        super().__init__(coeff=coeff)
+
+
+class MMDLoss(_LossModule):
+    """:func:`mmd2`: ``forward(source, target)``, the multi-kernel MMD² (DDC, seed 003)."""
+
+    loss = staticmethod(mmd2)
+
+    def __init__(self, scales: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0), bandwidth: float | None = None):
+        super().__init__(scales=tuple(scales), bandwidth=bandwidth)
+
+
+class CoralLoss(_LossModule):
+    """:func:`coral`: ``forward(source, target)``, Deep CORAL's ``||C_s - C_t||_F² / (4 d²)``."""
+
+    loss = staticmethod(coral)
+
+
+class EntropyLoss(_LossModule):
+    """:func:`entropy`: ``forward(logits)``, the mean Shannon entropy of the softmax predictions."""
+
+    loss = staticmethod(entropy)
+
+
+class MinimumClassConfusionLoss(_LossModule):
+    """:func:`minimum_class_confusion`: ``forward(logits)`` of a target batch (Jin et al. 2020)."""
+
+    loss = staticmethod(minimum_class_confusion)
+
+    def __init__(self, temperature: float = 2.5, detach_weights: bool = True):
+        super().__init__(temperature=temperature, detach_weights=detach_weights)
+
+
+class DifferenceLoss(_LossModule):
+    """:func:`difference_loss`: ``forward(shared, private)``, DSN's soft orthogonality (seed 003)."""
+
+    loss = staticmethod(difference_loss)
+
+
+class ScaleInvariantMSELoss(_LossModule):
+    """:func:`scale_invariant_mse`: ``forward(x, x_hat)``, DSN's reconstruction loss (seed 003)."""
+
+    loss = staticmethod(scale_invariant_mse)

@@ -419,7 +419,9 @@ def check_captions_file(captions: CaptionsFile, path, source_splits: list[Domain
 # ---- the dual encoder ----------------------------------------------------------------------
 @register
 class ClipMethod(Method):
-    """Dual encoder trained on ``(image, caption id)`` pairs (see the module docstring).
+    """Dual encoder trained on ``(image, caption id)`` pairs: seed 001 "CLIP: Vision + Language Models"
+    (contrastive loss, "Mining hard negative contrastive example"), with :func:`info_nce` or
+    :func:`hard_negative_triplet`, whose equations the module docstring gives.
 
     ``captions``: the caption strings indexed by the stream's labels (an entry may be a list of
     texts: their frozen encodings are averaged); in a run or ``Transfer`` also a mapping class

@@ -152,9 +152,13 @@ class CatTwoStage(Method):
 
 @register
 class Distill(Method):
-    """Distil ``CAT_n`` into ``net`` (a fresh network of the base size; see the module
-    docstring). ``teacher``: the members (frozen, eval mode; one network is one member);
-    ``temperature``: ``T``."""
+    """Distil ``CAT_n`` into ``net`` (a fresh network of the base size): seed 004's ``DISTILL_n``
+    (README, Fig. 1: "obtained by distilling CATn into one ResNet50"; Fig. 3), with
+
+        L = ce_weight · CE(h_0(f(x)), y) + T² Σ_i KL(softmax(t_i(x) / T) || softmax(h_i(f(x)) / T))
+
+    (the seed names no loss: this is Hinton et al.'s, one student head ``h_i`` per member ``t_i``).
+    ``teacher``: the members (frozen, eval mode; one network is one member); ``temperature``: ``T``."""
 
     name = "distill"
     streams = ("source",)

@@ -13,8 +13,9 @@ from .base import register
 
 @register
 class MMD(AdaptationMethod):
-    """Deep domain confusion (Tzeng et al. 2014, seed 003) with a multi-kernel Gaussian MMD
-    (Long et al. 2015): ``L = CE(source) + weight · Σ_{l ∈ layers} MMD²_k(E_l(x^s), E_l(x^t))``,
+    """Deep domain confusion (Tzeng et al. 2014, seed 003 "Deep Domain Confusion (DDC)") with a
+    multi-kernel Gaussian MMD (Long et al. 2015):
+    ``L = CE(source) + weight · Σ_{l ∈ layers} MMD²_k(E_l(x^s), E_l(x^t))``,
     ``k`` a sum of Gaussian kernels with bandwidths ``scales × σ²`` (σ² the mean pairwise
     squared distance of the batch); see :func:`transferkit.losses.mmd2`."""
 
@@ -65,7 +66,8 @@ class DeepCORAL(AdaptationMethod):
 @register
 class EntropyMinimisation(AdaptationMethod):
     """Entropy minimisation (Grandvalet & Bengio 2005): ``L = CE(source) + weight · H(p(y|x^t))``
-    with ``H`` the mean Shannon entropy of the target predictions. The same term is available
+    with ``H`` the mean Shannon entropy of the target predictions (the principle seed 000 §3.3
+    builds its semantic transfer on, its ref. [16]; no seed trains with it alone). The same term is available
     in every adaptation method through ``entmin_weight``."""
 
     name = "entmin"

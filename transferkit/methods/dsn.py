@@ -38,7 +38,8 @@ class SharedDecoder(nn.Module):
 
 @register
 class DSN(AdaptationMethod):
-    """Domain separation networks (DSN-DANN variant):
+    """Domain separation networks (DSN-DANN variant; seed 003 "Beyond Domain Confusion: Domain
+    Separation Network (DSN)", Bousmalis et al. 2016):
 
         L = L_task + α L_recon + β L_difference + γ L_similarity
 

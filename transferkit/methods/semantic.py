@@ -600,7 +600,8 @@ class FinetunePrototype(Finetune):
 
 @register
 class FinetuneCosine(Finetune):
-    """Fine-tune every unit with a cosine classifier head (Baseline++, Chen et al. 2019):
+    """Fine-tune every unit with a cosine classifier head (Baseline++, Chen et al. 2019; seed 004
+    Fig. 3's "cosine-based classifier (BASELINE++)"):
     ``logits = s · cos(w_c, f)`` with a learned scale ``s`` (initial ``scale``). The cosine
     head is new, as Baseline++ trains a new classifier, also for classes the source head
     knew (``finetune`` keeps their rows)."""

@@ -66,3 +66,11 @@ def test_gradient_reversal_module_flips_the_gradient():
     layer = GradientReversal(0.5)
     layer(x).sum().backward()
     assert torch.equal(x.grad, torch.full((3,), -0.5)) and "coeff=0.5" in repr(layer)
+
+
+def test_captioned_domain_has_a_length_and_a_short_repr_as_domain():
+    from transferkit import CaptionedDomain, Domain
+    images = Domain("toy", torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 1]), ["zero", "one"])
+    cd = CaptionedDomain(images, ["a zero", ["a one", "one"], "a one"])
+    assert len(cd) == len(cd.domain) == 4
+    assert repr(cd) == "CaptionedDomain('toy/captions', 4 pairs, 3 captions)"

@@ -290,6 +290,13 @@ class CaptionedDomain:
                              provenance={**images.provenance, "captions": len(self.captions),
                                          **({"classes": present} if present is not None else {})})
 
+    def __len__(self) -> int:
+        """The image-caption pairs (as ``len(domain)``)."""
+        return len(self.domain)
+
+    def __repr__(self) -> str:
+        return f"CaptionedDomain({self.domain.name!r}, {len(self)} pairs, {len(self.captions)} captions)"
+
 
 @dataclass
 class CaptionsFile:

@@ -268,7 +268,7 @@ def _panel_sets(name, value) -> list[torch.Tensor]:
 def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", seed: int = 0,
                     domain_names: tuple[str, str] = ("source", "target"), labels=None):
     """Seed 000 Figure 4: t-SNE of embeddings, one panel per network (e.g. before and after
-    adaptation). ``panels``: ``name -> (source_features, target_features)`` (coloured by domain) or
+    adaptation). ``panels``: ``name -> (source_features, target_features)`` (source blue o, target orange x) or
     ``name -> features`` (one set), each ``N x D``; a single array is one panel. ``labels``: class
     ids or names per point (source then target, or a pair ``(source_labels, target_labels)``), one
     for every panel or a dict ``name -> labels`` (of panels it has); the points are then coloured by
@@ -315,8 +315,8 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
         ids = classes.get(name)
         for j, (a, b) in enumerate(zip(ends[:-1], ends[1:])):
             if not labelled:
-                ax.scatter(z[a:b, 0], z[a:b, 1], s=3, c=f"tab:{('blue', 'orange')[j]}", alpha=0.6,
-                           label=domain_names[j] if len(fs) == 2 else None)
+                ax.scatter(z[a:b, 0], z[a:b, 1], s=3 if j == 0 else 6, marker="ox"[j], alpha=0.6,
+                           c=f"tab:{('blue', 'orange')[j]}", label=domain_names[j] if len(fs) == 2 else None)
             elif ids is None:  # a panel the labels dict leaves out: no class colours to show
                 ax.scatter(z[a:b, 0], z[a:b, 1], s=3 if j == 0 else 6, marker="ox"[j], alpha=0.6, color="0.6")
             else:

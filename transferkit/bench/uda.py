@@ -418,7 +418,7 @@ def tsne_figure(bench_dir: Path, source: str, target: str, b: UdaPlan, log) -> P
     panels = {k: (net.forward_features(xs), net.forward_features(xt)) for k, net in nets.items()}
     path = kept_tsne(panels, bench_dir / f"tsne_{path_part(source).replace('+', '_')}_"
                                          f"{path_part(target).replace('+', '_')}.png", log,
-                     title=f"LeNet embeddings, {source} (blue) → {target} (orange), test images, seed {seed}",
+                     title=f"LeNet embeddings, {source} (blue o) → {target} (orange x), test images, seed {seed}",
                      domain_names=(source, target))
     return path
 

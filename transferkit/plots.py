@@ -296,9 +296,11 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
                                  for name, fs in sets.items()})
     labelled = names is not None
     paired = any(len(fs) == 2 for fs in sets.values())  # the legend then names the two domains' markers
-    entries = (len(names) if labelled and len(names) <= 20 else 0) + 2 * paired
-    columns = 1 if entries <= 12 else 2  # a 3.5 in tall legend holds about 12 entries per column
-    fig = new_figure(3.2 * len(panels) + (1.2 * columns if labelled else 0), 3.5)  # room for the legend beside
+    shown = len(names) if labelled and len(names) <= 20 else 0  # classes the legend names
+    texts = [legend_name(str(n)) for n in [*(domain_names if paired else []), *(names if shown else [])]]
+    columns = 1 if len(texts) <= 12 else 2  # a 3.5 in tall legend holds about 12 entries per column
+    column_in = max([1.2] + [0.5 + 0.055 * len(n) for n in texts])  # 7-pt text: about 0.055 in a character
+    fig = new_figure(3.2 * len(panels) + (column_in * columns if labelled else 0), 3.5)  # the legend beside
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, fs) in zip(axes, sets.items()):
         x = np.empty((sum(len(f) for f in fs), math.prod(fs[0].shape[1:])))  # float64, filled set by set
@@ -329,16 +331,11 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
         ax.set_yticks([])
     if labelled:  # classes by colour (one map over all panels), domains by marker, beside the panels
         from matplotlib.lines import Line2D
-        shown = names if len(names) <= 20 else []
-        handles, legend_names = [], []
-        if paired:  # first: which marker is which domain is never cut off
-            handles += [Line2D([], [], ls="none", marker=m, color="0.4", ms=2.5) for m in "ox"]
-            legend_names += list(domain_names)
+        handles = [Line2D([], [], ls="none", marker=m, color="0.4", ms=2.5) for m in "ox"] if paired else []
         handles += [Line2D([], [], ls="none", marker="o", color=class_colour(c, len(names)), ms=2.5)
-                    for c in range(len(shown))]
-        legend_names += [str(cls) for cls in shown]
+                    for c in range(shown)]  # first: which marker is which domain is never cut off
         if handles:
-            axes[-1].legend(handles, legend_names, fontsize=7, markerscale=2, loc="upper left",
+            axes[-1].legend(handles, texts, fontsize=7, markerscale=2, loc="upper left",
                             bbox_to_anchor=(1.02, 1), borderaxespad=0, ncol=columns)
         if len(names) > 20:
             title = (f"{title}\n" if title else "") + f"{len(names)} classes: colours repeat every 20 (not named)"
@@ -348,6 +345,12 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_png(fig, path, 110, "t-SNE figure")
+
+
+def legend_name(text: str, limit: int = 28) -> str:
+    """``text`` for a legend beside the axes: at most ``limit`` characters, a longer one shortened in
+    the middle (``"a very long c…r 1 of the set"``: its start and its end, where numbers often are, stay)."""
+    return text if len(text) <= limit else text[:limit // 2 - 1] + "…" + text[-(limit - limit // 2):]
 
 
 def class_colour(c: int, n_classes: int):

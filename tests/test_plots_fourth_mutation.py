@@ -123,7 +123,7 @@ def test_per_unit_plot_draws_each_ratios_test_curve_dashed_in_its_colour_with_it
 def test_per_unit_plot_is_as_wide_as_its_candidates_need():
     # kills: the figure's width not grown with the number of candidates
     fig = plots.per_unit_accuracy_plot([flex_row({"a": 0.2, "b": 0.4, "c": 0.1, "all": 0.3})], None)
-    assert fig.get_figwidth() == pytest.approx(1.2 + 0.8 * 4)
+    assert fig.get_figwidth() == pytest.approx(1.2 + 0.8 * 4 + plots.LEGEND_IN)
 
 
 def test_per_unit_plot_refuses_rows_of_several_targets_and_names_the_fix():
@@ -317,15 +317,15 @@ def test_accuracy_curves_draw_capped_error_bars_and_a_hollow_dashed_per_group_cu
     assert len(image.lines[1]) == 2  # the caps below and above
     assert ax.get_legend_handles_labels()[1] == ["a", "m", "m (per group)"]
     line = group.lines[0]
-    assert line.get_markerfacecolor() == "none" and line.get_color() == "C1" and line.get_marker() == "o"
+    assert line.get_markerfacecolor() == "none" and line.get_color() == "C1" and line.get_marker() == "s"
 
 
 def test_an_eleventh_methods_per_group_curve_takes_its_methods_marker():
-    # kills: the per-group curve always drawn with circles (the eleventh method's curve has squares)
+    # kills: the per-group curve always drawn with circles (the eleventh method's curve has stars)
     from matplotlib.figure import Figure
     ax = Figure().subplots()
     plots.draw_accuracy_curves(ax, {f"m{i}": [(1, 0.5, 0.0)] for i in range(11)}, {"m10": [(1, 0.4, 0.0)]})
-    assert [c.lines[0].get_marker() for c in ax.containers[10:]] == ["s", "s"]
+    assert [c.lines[0].get_marker() for c in ax.containers[10:]] == ["*", "*"]
 
 
 def test_accuracy_curves_of_whole_and_fractional_x_keep_the_default_ticks():

@@ -450,7 +450,7 @@ def test_training_curves_label_their_log_axis_in_plain_text_and_name_their_folde
         labels = [t.get_text() for t in loss_axis.get_yticklabels(which="both")
                   if t.get_text() and low <= t.get_position()[1] <= high]  # labels in view
         assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels  # was $\mathdefault{..}$
-        assert all(line.get_marker() == "o" for line in loss_axis.lines + acc_axis.lines)  # one evaluation: a dot
+        assert all(line.get_marker() in "os" for line in loss_axis.lines + acc_axis.lines)  # one evaluation: a dot
 
 
 def test_tables_and_reports_name_the_class_subsets_of_the_run(tmp_path, capsys):

@@ -433,13 +433,14 @@ def test_accuracy_vs_k_refuses_a_k_that_is_not_a_number():
     assert plots.accuracy_vs_k_plot([{**ROW, "setting": "k=0"}, {**ROW, "setting": "k=10"}], None).axes
 
 
-def test_accuracy_curves_change_marker_every_ten_methods():
-    # kills: a new marker per method instead of per ten (colours and markers would cycle together)
+def test_accuracy_curves_give_each_method_a_marker_that_does_not_cycle_with_the_colours():
+    # kills: one marker for the first ten methods (told apart by colour alone); 10 markers (a colour's
+    # eleventh method would look as its first)
     from matplotlib.figure import Figure
     ax = Figure().subplots()
     plots.draw_accuracy_curves(ax, {f"m{i}": [(1, 0.5, 0.0), (2, 0.6, 0.0)] for i in range(11)})
     markers = [c.lines[0].get_marker() for c in ax.containers]
-    assert markers == ["o"] * 10 + ["s"]
+    assert markers == list("osD^<>pPXh*") and len(set(markers)) == 11
 
 
 # ---- sample grid -------------------------------------------------------------------------------

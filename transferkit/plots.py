@@ -19,6 +19,12 @@ from .errors import check
 from .evaluate import mean_se, unique_ids
 from .io import atomic_write
 
+#: one marker per curve beside its colour (grayscale, colour-blind readers): 11 markers against
+#: matplotlib's 10 colours, so that a (colour, marker) pair repeats only after 110 curves
+MARKERS = "osD^<>pPXh*"  # no "v": per_unit_accuracy_plot marks the best candidate with it
+#: the room (inches) beside the axes for the legend of a per-unit or accuracy-vs-k figure
+LEGEND_IN = 1.5
+
 
 def sample_grid(domain: Domain, path: str | os.PathLike | None, per_class: int = 8, seed: int = 0,
                 title: str | None = None):
@@ -139,17 +145,17 @@ def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike | None, tit
         values = [r[key][c] for r in rs if c in r.get(key, {})]
         return sum(values) / len(values) if values else float("nan")
 
-    fig = new_figure(1.2 + 0.8 * len(cands), 3.2)
+    fig = new_figure(1.2 + 0.8 * len(cands) + LEGEND_IN, 3.2)
     ax = fig.subplots()
     ratios = list(dict.fromkeys(r.get("ratio") for r in rows))
     for i, ratio in enumerate(sorted(ratios, key=lambda v: (v is None, v if v is not None else 0))):
         rs = [r for r in rows if r.get("ratio") == ratio]
         val = [mean_over(rs, "candidate_val_accuracy", c) for c in cands]
         test = [mean_over(rs, "candidate_test_accuracy", c) for c in cands]
-        colour, label = f"C{i}", "" if ratio is None else f"~{ratio}/class "
-        ax.plot(range(len(cands)), val, "-o", color=colour, ms=3, label=f"{label}val (n={len(rs)})")
-        if not all(math.isnan(t) for t in test):
-            ax.plot(range(len(cands)), test, "--x", color=colour, ms=4, label=f"{label}test")  # a lone point too
+        colour, marker, label = f"C{i % 10}", MARKERS[i % len(MARKERS)], "" if ratio is None else f"~{ratio}/class "
+        ax.plot(range(len(cands)), val, "-", marker=marker, color=colour, ms=3, label=f"{label}val (n={len(rs)})")
+        if not all(math.isnan(t) for t in test):  # a lone point too; hollow markers, dashed
+            ax.plot(range(len(cands)), test, "--", marker=marker, mfc="none", color=colour, ms=4, label=f"{label}test")
         best = best_index(val, [mean_over(rs, "candidate_val_loss", c) for c in cands])
         ax.plot([best], [val[best]], "v", color=colour, ms=9, mec="k", label="best on val" if i == 0 else None)
     ax.set_xticks(range(len(cands)), cands)
@@ -176,7 +182,7 @@ def _tap_plot(rows: list[dict], path, title: str):
     check(len(kinds) > 0, "per_unit_accuracy_plot: tap rows need <classifier>_accuracy values (svm_accuracy, "
                           f"softmax_accuracy) beside unit; got keys {sorted(rows[0])}")
     units = list(dict.fromkeys(str(r["unit"]) for r in rows))
-    fig = new_figure(1.2 + 0.8 * len(units), 3.2)
+    fig = new_figure(1.2 + 0.8 * len(units) + LEGEND_IN, 3.2)
     ax = fig.subplots()
     for i, kind in enumerate(kinds):
         stats = []
@@ -185,9 +191,11 @@ def _tap_plot(rows: list[dict], path, title: str):
             stats.append((mean_se(values), len(values)) if values else ((float("nan"), 0.0), 0))
         means = [m for (m, _), _ in stats]
         n = max(count for _, count in stats)
-        ax.plot(range(len(units)), means, "-o", color=f"C{i}", ms=3, label=f"{kind} (test, n={n})")
+        ax.plot(range(len(units)), means, "-", marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", ms=3,
+                label=f"{kind} (test, n={n})")
         if n > 1:  # the standard error over the rows (seeds, label subsets) of each unit
-            ax.errorbar(range(len(units)), means, yerr=[se for (_, se), _ in stats], fmt="none", ecolor=f"C{i}")
+            ax.errorbar(range(len(units)), means, yerr=[se for (_, se), _ in stats], fmt="none",
+                        ecolor=f"C{i % 10}")
     ax.set_xticks(range(len(units)), units)
     ax.set_xlabel("tapped unit")
     return _finish_unit_plot(fig, ax, path, title)
@@ -195,9 +203,10 @@ def _tap_plot(rows: list[dict], path, title: str):
 
 def _finish_unit_plot(fig, ax, path, title: str):
     ax.set_ylabel("accuracy")
+    ax.yaxis.set_major_formatter(percent_ticks())
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: over no curve
     fig.tight_layout()
     return save_png(fig, path, 110, "per-unit accuracy figure")
 
@@ -414,16 +423,23 @@ def k_axis_label(rows: list[dict], settings) -> str:
     return "labelled target groups (videos) per class" if all(ks) else "labelled target groups (k) or images per class"
 
 
+def percent_ticks():
+    """A tick formatter that writes an accuracy held as a fraction in %, as the tables give it (0.85: 85%)."""
+    from matplotlib.ticker import PercentFormatter
+
+    return PercentFormatter(xmax=1)
+
+
 def draw_accuracy_curves(ax, curves: dict, group_curves: dict | None = None) -> None:
     """A label-efficiency curve per method of ``curves`` (``{method: [(x, mean, standard error)]}``,
-    in the caller's order; colours repeat after 10 methods, markers do not), with the same method's
+    in the caller's order; a colour and a marker per method, see :data:`MARKERS`), with the same method's
     ``group_curves`` (per-group accuracy of a grouped target) dashed in its colour; whole-number
     ticks where every x is whole (k = 2, 3: no tick at 2.5)."""
     from matplotlib.ticker import MaxNLocator
 
     group_curves = group_curves or {}
     for i, (method, pts) in enumerate(curves.items()):
-        marker, pts = "osD^v"[i // 10 % 5], sorted(pts)
+        marker, pts = MARKERS[i % len(MARKERS)], sorted(pts)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=marker, ms=4,
                     capsize=3, color=f"C{i % 10}", label=method)
         pts = sorted(group_curves.get(method, []))
@@ -458,6 +474,7 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: 
                          f"{twice and twice[2]} (runs merged twice?): the standard error would count one run as two")
     fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
+    ax.yaxis.set_major_formatter(percent_ticks())
     curves, group_curves = {}, {}
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]

@@ -20,7 +20,7 @@ from .compare import with_revisions
 from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, resolves_inside, write_text
-from .plots import new_figure
+from .plots import MARKERS, new_figure
 from .results import failed_line, read_results, stopped_lines, summarize, unfinished_hint, unfinished_run
 from .tables import (
     BALANCED_HEADER,
@@ -189,11 +189,11 @@ def per_unit_figures(rows: list[dict], notes: list | None = None) -> list[tuple[
         key, source, target, setting = group_key
         fig = _figure()
         ax = fig.add_subplot()
-        for method, dicts in sorted(by_method.items()):
+        for i, (method, dicts) in enumerate(sorted(by_method.items())):
             names = list(dict.fromkeys(n for d in dicts for n in d))  # every seed's units, in first-seen order
             stats = [mean_se([100 * d[n] for d in dicts if n in d]) for n in names]  # over the seeds that have it
             means = [m for m, _ in stats]
-            (line,) = ax.plot(names, means, marker="o", label=method)
+            (line,) = ax.plot(names, means, marker=MARKERS[i % len(MARKERS)], label=method)
             if any(se for _, se in stats):  # one seed: no bar
                 ax.errorbar(names, means, yerr=[se or 0.0 for _, se in stats], fmt="none", ecolor=line.get_color())
             picked = [n for n in names if n in picks[group_key][method]]
@@ -355,11 +355,11 @@ def training_curve_figures(run_dir: Path, notes: list | None = None) -> list[tup
         fig = _figure()
         ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
         for i, (m, recs) in enumerate(sorted(curves.items())):  # a method's colour is the same in both panels
-            steps, colour = [r["step"] for r in recs], f"C{i % 10}"
-            ax1.plot(steps, [r["loss"] for r in recs], marker="o", ms=2, label=m, color=colour)  # one evaluation: a dot
+            steps, colour, marker = [r["step"] for r in recs], f"C{i % 10}", MARKERS[i % len(MARKERS)]
+            ax1.plot(steps, [r["loss"] for r in recs], marker=marker, ms=3, label=m, color=colour)  # one: a dot
             if any("val_accuracy" in r for r in recs):
                 ax2.plot([r["step"] for r in recs if "val_accuracy" in r],
-                         [100 * r["val_accuracy"] for r in recs if "val_accuracy" in r], marker="o", ms=2, label=m,
+                         [100 * r["val_accuracy"] for r in recs if "val_accuracy" in r], marker=marker, ms=3, label=m,
                          color=colour)
         ax1.set_xlabel("step")
         ax1.set_ylabel("training loss")

@@ -97,7 +97,7 @@ def test_a_loss_that_diverged_without_a_multiplier_above_1_advises_the_learning_
     torch.manual_seed(0)
     net = build_backbone("convnet4", num_classes=4, in_channels=1, image_size=28)
     with pytest.raises(TransferkitError, match=r"at step 1 .*; lower the learning rate$"):
-        Engine(TrainConfig(steps=3, batch_size=8, lr=1e30, optimizer="sgd", progress=False)).fit(
+        Engine(TrainConfig(steps=3, batch_size=8, lr=1e15, optimizer="sgd", progress=False)).fit(
             get_method("ft_slow")(net, backbone_lr_mult=0.5), target=helpers.toy_domain(32, 0, 4))
 
 

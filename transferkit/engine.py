@@ -122,7 +122,7 @@ class TrainConfig:
         check_fields(self)
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")
+        check_rate(self.lr)
         check(self.optimizer in ("adam", "sgd"), f"unknown optimizer {self.optimizer!r} (adam, sgd)")
         check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
         check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
@@ -131,6 +131,9 @@ class TrainConfig:
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
         check(all(v >= 0 and math.isfinite(v) for v in (self.momentum, self.weight_decay)),
               f"momentum and weight_decay must be finite numbers >= 0, got {self.momentum} and {self.weight_decay}")
+        check(self.weight_decay <= LARGEST_RATE, f"weight_decay must be at most 2**64 ({LARGEST_RATE:.3g}): the "
+                                                 f"optimiser adds weight_decay x the weights to each gradient in "
+                                                 f"float32, which overflows past it; got {self.weight_decay:g}")
         check(self.momentum < 1, f"momentum must be below 1 (SGD's velocity keeps that share of itself each step: "
                                  f"1 or more never decays, and the steps grow), got {self.momentum}")
         check(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}: shuffle (epochs of shuffled images) or "
@@ -139,6 +142,19 @@ class TrainConfig:
                                                        f"image alike) or balanced (a class weighed by n / (classes "
                                                        f"x its images))")
         check_device_name(self.device)
+
+
+#: the largest learning rate (and weight decay) a config takes, 2**64: its square overflows float32, and the
+#: optimiser's float32 step (lr x a group's multiplier, / (1 - beta1) in Adam's first step) overflows near it
+LARGEST_RATE = 2.0 ** 64
+
+
+def check_rate(lr: float, name: str = "lr") -> None:
+    """Refuse a learning rate that is not a finite number in (0, :data:`LARGEST_RATE`]."""
+    check(lr > 0 and math.isfinite(lr), f"{name} must be a finite number > 0, got {lr}")
+    check(lr <= LARGEST_RATE, f"{name} must be at most 2**64 ({LARGEST_RATE:.3g}): the optimiser's float32 "
+                              f"arithmetic overflows past it, and a training diverges far below it (1 is already "
+                              f"large for Adam); got {lr:g}")
 
 
 #: how a labelled stream draws its batches (Stream)
@@ -561,7 +577,14 @@ class Engine:
                                            f"{why}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                try:
+                    opt.step()
+                except RuntimeError as e:  # a group's lr (x its lr_mult) or weight decay past float32's range
+                    if "without overflow" not in str(e):
+                        raise
+                    raise TransferkitError(f"{who}: the optimiser's step at step {step} overflowed float32 ({e}): a "
+                                           f"parameter group's learning rate (lr {cfg.lr:g} x its multiplier) or "
+                                           f"weight decay is too large; {_lower_the_rate(method)}") from None
                 for key, value in (("loss", loss), *terms.items()):  # sums since the last evaluation, no sync
                     total, n = window.get(key, (0.0, 0))
                     window[key] = (value.detach().to(summed) + total, n + 1)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -35,7 +34,7 @@ from typing import ClassVar
 import torch
 
 from ..config import ExperimentConfig
-from ..engine import TrainConfig, content_text
+from ..engine import TrainConfig, check_rate, content_text
 from ..errors import TransferkitError, UnknownNameError, UntrustedPickle, check, near_name
 from ..evaluate import mean_se, mean_se_text, paired_difference
 from ..experiment import load_job_network, run_experiment
@@ -98,7 +97,7 @@ class Budget(Plan):
               "pretrain_steps, adapt_steps and batch_size must be >= 1")
         check(self.tsne_points >= 2, f"tsne_points must be >= 2 (t-SNE needs 4 points: 2 per domain), got "
                                      f"{self.tsne_points}")
-        check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")
+        check_rate(self.lr)
 
     def budget(self) -> str:
         return (f"pairs {', '.join(f'{s} → {t}' for s, t in self.pairs)}; seeds {', '.join(map(str, self.seeds))}; "

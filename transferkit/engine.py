@@ -51,7 +51,7 @@ from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
-from .io import append_jsonl, load_safetensors, read_jsonl, save_safetensors, write_json
+from .io import append_jsonl, is_stream, load_safetensors, read_jsonl, save_safetensors, write_json
 from .registry import without_addresses
 from .runtime import NoBar, autocast, check_device_name, resolve_device, shows_progress
 
@@ -796,7 +796,7 @@ class Engine:
     def _logged_history(self, step: int) -> list:
         """Evaluation records up to ``step`` from the metrics log (a step logged again after a
         kill: the last record counts); empty without a log."""
-        if not (self.metrics_path and self.metrics_path.exists()):
+        if not (self.metrics_path and self.metrics_path.is_file()) or is_stream(self.metrics_path):  # /dev/stdout
             return []
         by_step = {r.get("step", 0): {k: v for k, v in r.items() if k not in ("method", "run")}
                    for r in read_jsonl(self.metrics_path) if r.get("run") == self.run_name and r.get("step", 0) <= step}

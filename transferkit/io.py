@@ -343,31 +343,50 @@ _MSVCRT_BYTE = 1 << 20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def open_regular(path: str | os.PathLike, flags: int, what: str) -> int:
+def open_regular(path: str | os.PathLike, flags: int, what: str, instead: str = "") -> int:
     """``os.open(path, flags)`` of a regular file that is not a symbolic link, or a
-    :class:`TransferkitError` naming ``path`` (``what``: the file's role, "lock file"): a link
-    there would make transferkit write (a process id, a metrics line) into the file it leads to."""
+    :class:`TransferkitError` naming ``path`` (``what``: the file's role, "lock file"; ``instead``: what
+    else it may be, said in the error): a link there would make transferkit write (a process id, a
+    metrics line) into the file it leads to."""
     if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: checked before opening
-        raise _not_regular(path, what)
+        raise _not_regular(path, what, instead)
     try:
         fd = os.open(path, flags | _NOFOLLOW, 0o666 & ~_UMASK)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or os.path.islink(path):
-            raise _not_regular(path, what) from None
+            raise _not_regular(path, what, instead) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise _not_regular(path, what)
+        raise _not_regular(path, what, instead)
     return fd
 
 
-def _not_regular(path, what: str) -> TransferkitError:
+def _not_regular(path, what: str, instead: str = "") -> TransferkitError:
     try:
         kind = f"a symbolic link (to {os.readlink(path)})"
     except OSError:  # not a link
         kind = "not a regular file"
     return TransferkitError(f"the {what} {path} is {kind}, which transferkit does not follow or write: remove it "
-                            f"(a run or cache makes its own)")
+                            f"(a run or cache makes its own){instead}")
+
+
+#: the process's own output streams: links, but to what the user opened (a terminal, a pipe, ``> log.txt``)
+_OWN_STREAMS = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/self/fd/\d+")
+
+
+def is_stream(path: str | os.PathLike, mode: int | None = None) -> bool:
+    """Whether ``path`` is one of the process's own output streams (``/dev/stdout``, ``/dev/stderr``,
+    ``/dev/fd/N``, whatever they lead to) or, through links too, a character device or a named pipe
+    (``/dev/null``, a terminal, ``mkfifo``'s; or the ``st_mode`` given is one): written to, never read back."""
+    if _OWN_STREAMS.fullmatch(str(path)):
+        return True
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:  # absent, or a dangling link
+            return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def _try_lock(fd: int) -> bool:
@@ -577,10 +596,18 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line (metrics streams). A line torn by a kill is ended first, so that
     :func:`read_jsonl` skips it alone and not the record appended after it. A NaN or infinite number
     is written as ``null``, as :func:`write_json` writes it. A ``path`` that is a symbolic link (or not
-    a regular file) is refused (:func:`open_regular`)."""
+    a regular file) is refused (:func:`open_regular`), but for a character device or a named pipe
+    (:func:`is_stream`: ``/dev/null`` keeps no lines, ``/dev/stdout`` shows them), which is written to."""
     path = Path(path)
+    if is_stream(path):  # a pipe's reader or a terminal has no end to look at: the line alone
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)), "wb") as f:
+            check(is_stream(path, os.fstat(f.fileno()).st_mode), f"the metrics file {path} changed while it was "
+                                                                 f"opened: it is no longer a device or a pipe")
+            f.write((_json_line(obj) + "\n").encode("utf-8"))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with os.fdopen(open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "metrics file"), "a+b") as f:
+    instead = "; a metrics file may also be a character device or a named pipe (/dev/null, /dev/stdout)"
+    with os.fdopen(open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "metrics file", instead), "a+b") as f:
         end = f.seek(0, os.SEEK_END)
         if end:
             f.seek(end - 1)

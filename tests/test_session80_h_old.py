@@ -1,7 +1,8 @@
 """Session 80 (h_old): older open items. An absurd learning rate or weight decay is refused up front (not a raw
 float32 overflow inside the optimiser), and a group's lr x lr_mult that overflows names the learning rate. A
 metrics file may be a character device, a named pipe or the process's own stdout/stderr (links to regular files
-and directories stay refused)."""
+and directories stay refused). ft_ss and image_unit jobs, which write no network file, are named as such by
+load_job_network with what reads them instead."""
 
 import os
 
@@ -65,3 +66,27 @@ def test_a_link_to_a_regular_file_or_a_directory_is_still_refused_and_the_error_
                                                    r"\(/dev/null, /dev/stdout\)"):
             append_jsonl(path, {"step": 1})
     assert (tmp_path / "real.jsonl").read_text() == ""
+
+
+@pytest.fixture(scope="module")
+def added_run(tmp_path_factory):
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import run_experiment
+    out = tmp_path_factory.mktemp("h_old_runs")
+    cfg = ExperimentConfig(name="ss", source="digits", target="digits", source_classes="0-4", target_classes="0-4",
+                           methods=["ft_ss", "image_unit"], options={"image_unit": {"kind": "colour"}}, k=2,
+                           repeats=1, select_on="none", out_dir=str(out), pretrain=TrainConfig(steps=2, eval_every=2),
+                           train=TrainConfig(steps=1, eval_every=1))
+    run_experiment(cfg, run_dir=out / "ss", log=lambda *a: None)
+    return out / "ss"
+
+
+@pytest.mark.parametrize("method, added", [("ft_ss", "a scale-and-shift module"), ("image_unit", "an image unit")])
+def test_a_method_that_adds_to_its_network_is_named_with_what_reads_its_jobs(added_run, method, added):
+    from transferkit.experiment import load_job_network, load_model
+    assert not list((added_run / "models").glob("*.safetensors"))  # the file format cannot describe them
+    with pytest.raises(TransferkitError, match=rf"{method} writes no network file, as it adds {added}.*"
+                                               rf"load_model\(run_dir, '{method}', seed=0\)\.net"):
+        load_job_network(added_run, method)
+    net = load_job_network(added_run, method, trust_pickles=True)
+    assert torch.equal(net.state_dict()["head.weight"], load_model(added_run, method).net.state_dict()["head.weight"])

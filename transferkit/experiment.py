@@ -211,7 +211,8 @@ def load_job_network(run_dir: str | Path, method: str, seed: int | None = None, 
     """The network (a :class:`~transferkit.unitnet.UnitNet`, in eval mode) of job (``method``, ``seed``,
     ``setting``, as :func:`load_model`) of a run, for its embedding (``net.forward_features``), read from the
     job's network file ``models/<job>.safetensors``: reading it runs no code. A job with only its pickled
-    model (a run from before 2026-12-07; a method that adds parameters to the network, as ft_ss) is refused,
+    model (a run from before 2026-12-07; a method that adds parameters to the network, ``Method.adds_to_network``:
+    ft_ss, image_unit) is refused, saying which,
     unless ``trust_pickles``: then :func:`load_model` unpickles it, which runs whatever code the file names.
     ``in_channels``: the images' channels (``None``: those the file fits)."""
     run_dir, cfg, name, seed, path = _saved_model(run_dir, method, seed, setting, network=True)
@@ -219,6 +220,13 @@ def load_job_network(run_dir: str | Path, method: str, seed: int | None = None, 
     if file.is_file():
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: the caller's random state stays
             return load_network(file, cfg.backbone, in_channels, cfg.image_size).eval()
+    added = get_method(name).adds_to_network
+    if added and not trust_pickles:
+        raise UntrustedPickle(f"{file} does not exist: {name} writes no network file, as it adds {added} (which a "
+                              f"network file, the backbone's weights, cannot describe); job {name} seed {seed} "
+                              f"({cfg.setting}) is only its pickled model {path.name}: load_model(run_dir, {name!r}, "
+                              f"seed={seed}).net, or trust_pickles=True here (--trust-pickles), reads it, which "
+                              f"runs whatever code the file names: only for a run you trust")
     if not trust_pickles:
         raise UntrustedPickle(f"{file} does not exist: job {name} seed {seed} ({cfg.setting}) saved only its pickled "
                               f"model {path.name} (a run from before 2026-12-07, or a method that adds parameters to "

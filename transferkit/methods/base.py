@@ -523,6 +523,9 @@ class Method(nn.Module):
     #: (``TwoStageTranslation``: ``(1, 2)``, its translator first); ``(None,)``: one stage, ``stage`` not set. The
     #: pre-flight of :func:`~transferkit.preflight.check_own_modules_take` runs ``losses`` under each
     training_stages: tuple = (None,)
+    #: what the method adds to its network that a network file (the backbone's state_dict, load_network) cannot
+    #: describe (ft_ss's scale-and-shift modules): its jobs save no network file, only the pickled model
+    adds_to_network: str | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

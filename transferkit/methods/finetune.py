@@ -309,6 +309,7 @@ class FtSS(_TargetCE):
 
     name = "ft_ss"
     cache_frozen_prefix = False
+    adds_to_network = "a scale-and-shift module to every layer of its feature units"
     description = "tune the head plus kernel scales and bias shifts at every layer (seed 002 ft-ss)"
 
     def __init__(self, net, scaling: str = "kernel"):

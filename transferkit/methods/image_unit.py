@@ -166,6 +166,7 @@ class ImageUnit(_TargetCE):
         self.input_unit = net.unit_names[0]
 
     keeps_head_fixed = True
+    adds_to_network = "an image unit before its first unit"
 
     def trainable_units(self):
         return [IMAGE_UNIT]

@@ -23,7 +23,7 @@ def test_ft_unit_classes_of_names_looked_up_and_dropped_are_not_kept():
 def test_the_text_cache_keeps_the_strings_used_last_and_gives_the_same_rows(monkeypatch):
     from transferkit.text import HashingEncoder
     enc, fresh = HashingEncoder(16), HashingEncoder(16)
-    monkeypatch.setattr(enc, "cache_entries", 3, raising=False)
+    monkeypatch.setattr(enc, "cache_mb", 3 * 16 * 4 / 2**20)  # 3 rows of 16 float32
     encoded = []
     inner = enc._encode
     monkeypatch.setattr(enc, "_encode", lambda texts: (encoded.extend(texts), inner(texts))[1])
@@ -50,7 +50,7 @@ def test_a_sentence_encoder_reads_a_text_evicted_from_memory_back_from_its_disk_
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(text, "_load_sentence_model", lambda model, device: Model())
-    monkeypatch.setattr(text.TextEncoder, "cache_entries", 1, raising=False)
+    monkeypatch.setattr(text.TextEncoder, "cache_mb", 2 * 4 / 2**20)  # 1 row of 2 float32
     enc = text.SentenceEncoder("fake")
     first = enc.encode(["a", "bb"])
     assert list(enc._cache) == ["bb"]

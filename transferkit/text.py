@@ -40,6 +40,7 @@ class TextEncoder:
     name = "text"
     dim = 0
     cache_mb = 80.0  # of rows in memory: MiniLM's 384 floats a row, about 55,000 texts
+    cache_entries = 50_000  # and at most this many texts (the bound before cache_mb; a user's setting still holds)
 
     def __init__(self):
         self._cache: dict[str, torch.Tensor] = {}
@@ -67,8 +68,9 @@ class TextEncoder:
         return torch.stack([rows[t] for t in texts])
 
     def _remember(self, rows: dict) -> None:
-        """Put ``rows`` last in the memory cache and drop the rows used longest ago beyond ``cache_mb``; a row that
-        is a view of a larger tensor (a batch's) is kept as a copy, so that the bytes counted are the bytes held."""
+        """Put ``rows`` last in the memory cache and drop the rows used longest ago beyond ``cache_mb`` (or
+        ``cache_entries`` texts); a row that is a view of a larger tensor (a batch's) is kept as a copy, so that the
+        bytes counted are the bytes held."""
         held = self.__dict__.get("_bytes")
         if held is None:  # an encoder pickled before the cache was bounded in bytes
             held = sum(row.nbytes for row in self._cache.values())
@@ -77,7 +79,7 @@ class TextEncoder:
             row = row if row.untyped_storage().nbytes() == row.nbytes else row.clone()
             self._cache[t] = row
             held += row.nbytes - (0 if old is None else old.nbytes)
-        while self._cache and held > self.cache_mb * 2**20:
+        while self._cache and (held > self.cache_mb * 2**20 or len(self._cache) > self.cache_entries):
             held -= self._cache.pop(next(iter(self._cache))).nbytes
             self._evicted = True
         self._bytes = held

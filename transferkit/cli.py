@@ -441,24 +441,48 @@ def _resume_bench_device(resume: str | None) -> None:
         os.environ["TRANSFERKIT_DEVICE"] = _resumed_device(device, run)
 
 
-def _stage_devices(overrides: list[str], device: str | None) -> list[str]:
-    """``overrides`` with each ``--set STAGE.device=...`` (``train.device``, ``pretrain.device``) set to
-    ``--device`` where it is given: the flag wins over a stage's key too, with a warning where they differ."""
+def _stage_devices(overrides: list[str], device: str | None, cls, config: Path | None = None) -> list[str]:
+    """``overrides`` with each stage device of ``cls`` (a section with a ``device``: ``train``, ``pretrain``)
+    set to ``--device`` where it is given: in ``--set STAGE.device=...``, in ``--set 'STAGE={device: ...}'``
+    and in the config file ``config`` (where it is not a copy of the file's own ``device``, which the flag
+    follows). The flag wins over a stage's key, with a warning where they differ."""
+    import yaml
+
+    from .config import config_data, stage_sections
+    stages = stage_sections(cls)
+    if not device or not stages:
+        return list(overrides)
     out = []
+    if config is not None:
+        with contextlib.suppress(TransferkitError):  # load_config refuses a file it cannot read, in its turn
+            data = config_data(config)
+            for stage in sorted(stages):
+                given = data.get(stage).get("device") if isinstance(data.get(stage), dict) else None
+                if isinstance(given, str) and given not in (device, data.get("device")):
+                    warn(f"--device {device} wins over {stage}.device={given} of config file {config}")
+                    out.append(f"{stage}.device={device}")
     for a in overrides:
-        key, _, value = a.partition("=")
-        if device and key.strip().count(".") == 1 and key.strip().endswith(".device"):
-            if value.strip() != device:
+        key, _, value = (part.strip() for part in a.partition("="))
+        stage, _, sub = key.partition(".")
+        if stage in stages and sub == "device":
+            if value != device:
                 warn(f"--device {device} wins over --set {a}")
-            a = f"{key.strip()}={device}"
+            a = f"{key}={device}"
         out.append(a)
+        if stage in stages and not sub:  # a whole section: its device follows the flag too
+            with contextlib.suppress(yaml.YAMLError, ValueError):
+                given = yaml.safe_load(value)
+                if isinstance(given, dict) and "device" in given:
+                    if given["device"] != device:
+                        warn(f"--device {device} wins over --set {a}")
+                    out.append(f"{stage}.device={device}")
     return out
 
 
 def _run_config(args):
     """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
     / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
-    from .config import config_file, load_config
+    from .config import ExperimentConfig, config_file, load_config
     from .results import unfinished_hint
     config, overrides = None if args.config is None else config_file(args.config), list(args.set)
     # --workers / --device win over the config file's keys (a run's config.yaml names both)
@@ -473,7 +497,7 @@ def _run_config(args):
         if beaten:
             warn(f"--{key} {value} wins over --set {', --set '.join(beaten)}")
         overrides = [a for a in overrides if a not in given]
-    overrides = _stage_devices(overrides, device) + [f"{k}={v}" for k, v in flags.items()]
+    overrides = _stage_devices(overrides, device, ExperimentConfig, config) + [f"{k}={v}" for k, v in flags.items()]
     damage = _damaged_config(resume / "config.yaml") if stored else None
     check(not damage, f"--resume {resume}: its config.yaml {damage}; if it was damaged, move it away and give the "
                       f"config the run ran with: transferkit run CONFIG --resume {resume} (each finished job is "
@@ -613,7 +637,9 @@ def _bench(args) -> None:
         return
     _check_bench_resume(args)
     _resume_bench_device(args.resume)
-    args.set = _stage_devices(args.set, os.environ["TRANSFERKIT_DEVICE"] if args.device else None)
+    plan = load_suites().get(args.name)  # an unknown name is refused with the suites' names below
+    args.set = _stage_devices(args.set, os.environ["TRANSFERKIT_DEVICE"] if args.device else None,
+                              plan and type(plan[2](args.quick)))
     if args.print_plan:
         print(plan_yaml(resumed_plan(args.name, args.quick, args.set, args.resume)), end="")
         return

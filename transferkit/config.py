@@ -245,6 +245,14 @@ def _field_hint(cls, parts: list[str]):
     return hint
 
 
+def stage_sections(cls) -> set[str]:
+    """The sections of dataclass ``cls`` that are stages with a ``device`` (``train``, ``pretrain``)."""
+    if not dataclasses.is_dataclass(cls):
+        return set()
+    return {f.name for f in dataclasses.fields(cls)
+            if dataclasses.is_dataclass(hint := _field_hint(cls, [f.name])) and _field_hint(hint, ["device"])}
+
+
 def _one_line(error: Exception, source: str = "the value") -> str:
     """A YAML error on one line: its problem and where (PyYAML spreads them over several and
     calls text it was given ``"<unicode string>"``: ``source`` names it)."""
@@ -444,31 +452,7 @@ _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _plain_int)
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
     """Read a config file (or a shipped config by name, e.g. ``demo``, as ``transferkit run demo``
     does) with ``overrides`` (``key=value`` texts, as ``--set``); None: the defaults."""
-    data: dict = {}
-    if path is not None:
-        path = config_file(path)
-        check(path.is_file(), f"config file {path} does not exist or is not a file")
-        raw = path.read_bytes()
-        utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))  # Windows PowerShell's `>` writes UTF-16 with a BOM
-        try:
-            text = raw.decode("utf-16" if utf16 else "utf-8")
-        except UnicodeDecodeError as e:
-            what = ("it starts with a UTF-16 byte-order mark but is not UTF-16 text" if utf16 else
-                    f"it is not UTF-8 text (byte {raw[e.start]:#04x} at position {e.start}, e.g. a file saved as "
-                    f"Windows 'ANSI' / cp1252)")
-            raise TransferkitError(f"config file {path} is not valid YAML: {what}: save it as UTF-8") from None
-        try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)
-        except yaml.YAMLError as e:
-            what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
-            raise TransferkitError(f"config file {path}{what} {_one_line(e, str(path))}") from e
-        except ValueError as e:  # a value YAML's constructors cannot read (dates and numbers are named above)
-            raise TransferkitError(f"config file {path}: YAML cannot read a value: {e} (quoted, it is text)") from e
-        _check_no_self_reference(data, "", f"config file {path}")
-        check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
-                                f"[finetune]'), or leave out the config file to run the defaults")
-        check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
-                                      f"got {type(data).__name__}: {data!r:.60}")
+    data = {} if path is None else config_data(path)
     before = data.get("device")
     overrides = list(overrides) if isinstance(overrides, Iterable) and not isinstance(overrides, (str, bytes)) \
         else overrides
@@ -487,6 +471,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
             if isinstance(data.get(stage), dict) and data[stage].get("device") == before:
                 data[stage]["device"] = data["device"]
     return from_dict(ExperimentConfig, data)
+
+
+def config_data(path: str | Path) -> dict:
+    """The mapping of keys a config file (or a shipped config by name) holds, checked: each
+    problem of the file is refused naming it."""
+    path = config_file(path)
+    check(path.is_file(), f"config file {path} does not exist or is not a file")
+    raw = path.read_bytes()
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))  # Windows PowerShell's `>` writes UTF-16 with a BOM
+    try:
+        text = raw.decode("utf-16" if utf16 else "utf-8")
+    except UnicodeDecodeError as e:
+        what = ("it starts with a UTF-16 byte-order mark but is not UTF-16 text" if utf16 else
+                f"it is not UTF-8 text (byte {raw[e.start]:#04x} at position {e.start}, e.g. a file saved as "
+                f"Windows 'ANSI' / cp1252)")
+        raise TransferkitError(f"config file {path} is not valid YAML: {what}: save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        what = ":" if isinstance(e, NumberFormError) else " is not valid YAML:"
+        raise TransferkitError(f"config file {path}{what} {_one_line(e, str(path))}") from e
+    except ValueError as e:  # a value YAML's constructors cannot read (dates and numbers are named above)
+        raise TransferkitError(f"config file {path}: YAML cannot read a value: {e} (quoted, it is text)") from e
+    _check_no_self_reference(data, "", f"config file {path}")
+    check(data is not None, f"config file {path} is empty (or only comments): give its keys (e.g. 'methods: "
+                            f"[finetune]'), or leave out the config file to run the defaults")
+    check(isinstance(data, dict), f"config file {path} must be a mapping of keys (e.g. 'methods: [finetune]'), "
+                                  f"got {type(data).__name__}: {data!r:.60}")
+    return data
 
 
 class _Dumper(yaml.SafeDumper):

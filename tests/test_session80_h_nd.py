@@ -1,0 +1,53 @@
+"""Session 80 leftovers (helper h_nd): --device over a config file's stage device and over a whole-section
+``--set 'train={device: ...}'``, only for the stages a config or plan has; the job label in the engine's
+non-finite-outputs refusal; float support labels; no host sync per matching step; bench flex / represent rows'
+``diverged`` field."""
+import warnings
+
+import pytest
+import yaml
+
+from transferkit.cli import main
+from transferkit.errors import TransferkitWarning
+
+
+# ---- 1. --device over a config file's train.device / pretrain.device -------------------------------------------
+@pytest.mark.parametrize("stage, given, flag", [("train", "cuda", "cpu"), ("pretrain", "cpu", "cuda")])
+def test_device_wins_over_a_stage_device_of_the_config_file_with_a_warning(stage, given, flag, tmp_path, capsys):
+    # before: train.device cuda under --device cpu was refused; pretrain.device cpu under --device cuda lost silently
+    path = tmp_path / "c.yaml"
+    path.write_text(f"methods: [finetune]\n{stage}: {{device: {given}, steps: 3}}\n")
+    with pytest.warns(TransferkitWarning, match=rf"^--device {flag} wins over {stage}\.device={given} of config file "):
+        assert main(["run", str(path), "--device", flag, "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["device"] == printed["train"]["device"] == printed["pretrain"]["device"] == flag
+    assert printed[stage]["steps"] == 3
+
+
+def test_a_stage_device_that_copies_the_files_device_follows_the_flag_silently(tmp_path, capsys):
+    path = tmp_path / "c.yaml"  # as a run's config.yaml stores it
+    path.write_text("methods: [finetune]\ndevice: cuda\ntrain: {device: cuda}\npretrain: {device: cuda}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["run", str(path), "--device", "cpu", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["device"] == printed["pretrain"]["device"] == "cpu"
+
+
+# ---- 2. only real stages, and the whole-section form ----------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["run", "demo", "--print-config"], ["bench", "flex", "--quick", "--print-plan"]])
+def test_device_wins_over_a_whole_stage_section_given_to_set(argv, capsys):
+    # before: --set 'train={device: cuda, ...}' kept cuda (run refused it; bench flex ran its training there)
+    with pytest.warns(TransferkitWarning, match=r"--device cpu wins over --set train=\{device: cuda, steps: 5\}"):
+        assert main([*argv, "--device", "cpu", "--set", "train={device: cuda, steps: 5}"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["device"] == "cpu" and printed["train"]["steps"] == 5
+
+
+def test_a_device_key_of_no_stage_is_not_rewritten_nor_warned_of(capsys):
+    # before: bench uda (no train stage) warned "--device cpu wins over --set train.device=cuda", then refused the key
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["bench", "uda", "--quick", "--device", "cpu", "--set", "train.device=cuda", "--print-plan"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'train'" in err and "wins over" not in err

@@ -5,10 +5,12 @@ non-finite-outputs refusal; float support labels; no host sync per matching step
 import warnings
 
 import pytest
+import torch
 import yaml
 
 from transferkit.cli import main
-from transferkit.errors import TransferkitWarning
+from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import TransferkitError, TransferkitWarning
 
 
 # ---- 1. --device over a config file's train.device / pretrain.device -------------------------------------------
@@ -51,3 +53,23 @@ def test_a_device_key_of_no_stage_is_not_rewritten_nor_warned_of(capsys):
         assert main(["bench", "uda", "--quick", "--device", "cpu", "--set", "train.device=cuda", "--print-plan"]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'train'" in err and "wins over" not in err
+
+
+# ---- 3. the job's label in the engine's non-finite refusals ------------------------------------------------------
+def test_non_finite_outputs_and_weights_name_the_job_label():
+    # before: both said "method 'coral'" / "method 'custom'" where the loss's refusal named the job
+    import helpers
+    from test_engine import make
+    from test_engine_mutation import custom
+    d = helpers.toy_domain()
+    with pytest.raises(TransferkitError, match=r"^finetune-k=5-s0: its outputs on the validation images"):
+        Engine(TrainConfig(steps=1, batch_size=16, lr=1e6, eval_every=1), label="finetune-k=5-s0").fit(
+            make("coral"), source=d, unlabeled=d, val=d)
+
+    def poisoned(method, batch):
+        with torch.no_grad():
+            method.net.head.weight[0, 0] = float("nan")
+        return {"ce": method.supervised(batch.target).nan_to_num(0.0)}
+    with pytest.raises(TransferkitError, match=r"^finetune-k=5-s0: parameters .* became NaN"):
+        Engine(TrainConfig(steps=1, batch_size=8, progress=False), label="finetune-k=5-s0").fit(
+            custom(poisoned), target=helpers.toy_domain(16))

@@ -504,7 +504,7 @@ class Engine:
             if history is None:  # a checkpoint from before the history was saved in it: the metrics log
                 history = self._logged_history(state["step"])
         state["record"] = history[-1] if history else None  # the last evaluation's, for the hooks
-        who = self.label or f"method {method.name!r}"  # what the refusals and the divergence warning name
+        who = self._who(method)
         if not resumed:  # a NaN running_var gives a finite training loss (batch statistics) and NaN outputs after
             bad = _nonfinite_start(method)
             check(not bad, f"{who}: at step 0 (before any update): {bad}")
@@ -622,13 +622,13 @@ class Engine:
                 if self.ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps
                                               or state["stopped"]):
                     kept = _window_sums(window)  # every rank: a collective under torchrun
-                    _check_finite_parameters(method, step)  # a checkpoint of NaN weights never resumes
+                    _check_finite_parameters(method, step, who)  # a checkpoint of NaN weights never resumes
                     if main:
                         state["trained_s"] = self.resumed_s + time.perf_counter() - t0  # a resume counts them too
                         state["threads"] = sorted({*state.get("threads", ()), torch.get_num_threads()})  # each run's
                         state["loss_window"] = kept
                         self._save(method, opt, state, best_weights, signature, history, device)
-            _check_finite_parameters(method, state["step"])
+            _check_finite_parameters(method, state["step"], who)
             if resumed and val_x is not None and history:  # evaluations before the stop were not checkpointed
                 last_eval, best_eval = self._rescored(method, val_x, val_y, last_eval, best_eval, best_weights)
         finally:  # also when training fails: the method is left as it was handed over, but its weights
@@ -708,6 +708,10 @@ class Engine:
             method.load_state_dict(current)
         return last_eval, best_eval
 
+    def _who(self, method) -> str:
+        """What the refusals and the divergence warning call this training: its label, else the method."""
+        return self.label or f"method {method.name!r}"
+
     def _accuracy(self, method, x: torch.Tensor, y: torch.Tensor) -> tuple[float, tuple | None]:
         """``(selection score, (per-image correctness, mean cross entropy) or None)`` of the
         method on the validation set; the second only where it describes the whole set (one
@@ -719,7 +723,7 @@ class Engine:
         rows = getattr(method, "eval_rows", None)
         if rows is not None:  # a source head scored on target classes (fitting.fit_for_target)
             logits = logits[:, torch.tensor(rows, device=logits.device)]
-        check(bool(torch.isfinite(logits).all()), f"method {method.name!r}: its outputs on the validation images are "
+        check(bool(torch.isfinite(logits).all()), f"{self._who(method)}: its outputs on the validation images are "
                                                   f"not finite (NaN or infinite): the training diverged; lower the "
                                                   f"learning rate")  # an argmax of NaN rows would count as class 0
         top = int(y.max()) if len(y) else -1
@@ -1144,10 +1148,10 @@ def _before_any_update(method) -> str:
                                         "method's options (a weight, temperature or scale) or the data give it")
 
 
-def _check_finite_parameters(method, step: int) -> None:
+def _check_finite_parameters(method, step: int, who: str) -> None:
     """Refuse weights (:func:`_nonfinite_parameters`: parameters, running statistics, NaN buffers) that became
     NaN or infinite (an update diverged while the loss was still finite): saved, a checkpoint of them would fail
     again on every resume; returned, the model predicts one class."""
     bad = _nonfinite_parameters(method)
-    check(not bad, f"method {method.name!r}: parameters {bad} became NaN or infinite by step {step} (the loss was "
+    check(not bad, f"{who}: parameters {bad} became NaN or infinite by step {step} (the loss was "
                    f"still finite): lower the learning rate")

@@ -73,3 +73,36 @@ def test_non_finite_outputs_and_weights_name_the_job_label():
     with pytest.raises(TransferkitError, match=r"^finetune-k=5-s0: parameters .* became NaN"):
         Engine(TrainConfig(steps=1, batch_size=8, progress=False), label="finetune-k=5-s0").fit(
             custom(poisoned), target=helpers.toy_domain(16))
+
+
+# ---- 4. support labels of a non-integer dtype -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["matching_log_probs", "nearest_support_scores"])
+def test_float_support_labels_are_refused_naming_the_dtype(name):
+    # before: torch's "one_hot is only applicable to index tensor" / "scatter(): Expected dtype int32/int64"
+    from transferkit.methods import semantic
+    fn = getattr(semantic, name)
+    q, s, labels = torch.randn(3, 4), torch.randn(4, 4), torch.tensor([0, 1, 2, 1])
+    with pytest.raises(TransferkitError, match=rf"^{name}: support labels must be integer class ids, got a tensor of "
+                                               rf"torch\.float32: pass them as labels\.long\(\)"):
+        fn(q, s, labels.float(), 3)
+    assert torch.equal(fn(q, s, labels.int(), 3), fn(q, s, labels, 3))  # int32 ids: as long ones (one_hot refused)
+
+
+# ---- 5. no host sync per matching_ft step for the support labels' check --------------------------------------------
+def test_matching_ft_steps_check_the_labels_once_per_fit_not_per_step(monkeypatch):
+    # before: _check_support's aminmax(...).tolist() ran (and synced with the device) at every step
+    import helpers
+
+    from transferkit.backbones import build_backbone
+    from transferkit.methods import semantic
+    from transferkit.methods.semantic import FinetunedMatchingNet
+    calls = []
+    checked = semantic._check_support  # its aminmax(...).tolist() is the sync
+    monkeypatch.setattr(semantic, "_check_support", lambda *a: calls.append(a[-1]) or checked(*a))
+    torch.manual_seed(0)
+    method = FinetunedMatchingNet(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28))
+    Engine(TrainConfig(steps=3, batch_size=16, eval_every=3, progress=False)).fit(method, target=helpers.toy_domain(32))
+    assert calls == []
+    method = FinetunedMatchingNet(build_backbone("lenet", num_classes=3, in_channels=1, image_size=28))
+    with pytest.raises(TransferkitError, match=r"^matching_ft: the target domain 'toy' has 4 classes, more than the 3"):
+        Engine(TrainConfig(steps=1, batch_size=16, progress=False)).fit(method, target=helpers.toy_domain(32))

@@ -408,7 +408,13 @@ def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_lab
     support example scores ``log 1e-8``; a probability below ``1e-8`` of a class with support
     is computed in log space (a clamp there would stop the gradient of a confidently wrong
     query, reachable at large ``scale``). Support labels are class ids in ``[0, num_classes)``."""
-    queries, support = _check_support(queries, support, support_labels, num_classes, "matching_log_probs")
+    checked = _check_support(queries, support, support_labels, num_classes, "matching_log_probs")
+    return _matching_log_probs(*checked, num_classes, scale)
+
+
+def _matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
+                        num_classes: int, scale: float) -> torch.Tensor:
+    """:func:`matching_log_probs` of inputs already checked (no host sync for the check)."""
     logits = scale * F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t()
     onehot = F.one_hot(support_labels, num_classes)
     probs = torch.softmax(logits, dim=1) @ onehot.to(logits.dtype)
@@ -424,9 +430,13 @@ def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_lab
     return torch.where(tiny, torch.where(has, exact, math.log(1e-8)), log_probs)
 
 
-def _check_support(queries, support, support_labels, num_classes: int, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_support(queries, support, support_labels, num_classes: int, who: str) -> tuple[torch.Tensor, ...]:
     """Queries and support features of one width (in a common dtype), and one class id in
-    ``[0, num_classes)`` per support example; ``who`` is named in the refusal."""
+    ``[0, num_classes)`` per support example (as ``long``); ``who`` is named in the refusal."""
+    dtype = support_labels.dtype
+    check(not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool),
+          f"{who}: support labels must be integer class ids, got a tensor of {dtype}: pass them as "
+          f"labels.long() (torch.long)")
     check(queries.dim() == 2 and support.dim() == 2 and queries.shape[1] == support.shape[1],
           f"{who}: queries and support must be N x D and S x D features of one D, got {tuple(queries.shape)} and "
           f"{tuple(support.shape)}")
@@ -437,14 +447,15 @@ def _check_support(queries, support, support_labels, num_classes: int, who: str)
         low, high = torch.stack(torch.aminmax(support_labels)).tolist()  # one sync for both
         check(0 <= low and high < num_classes, f"{who}: support labels must be class ids in [0, {num_classes - 1}] "
                                                f"(num_classes={num_classes}), got labels from {low} to {high}")
-    return common_dtype(queries, support)
+    return *common_dtype(queries, support), support_labels.long()
 
 
 def nearest_support_scores(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
                            num_classes: int) -> torch.Tensor:
     """``N x C`` scores whose argmax is the label of the nearest support example (cosine):
     each class scores its most similar support example (-2, below any cosine, without one)."""
-    queries, support = _check_support(queries, support, support_labels, num_classes, "nearest_support_scores")
+    queries, support, support_labels = _check_support(queries, support, support_labels, num_classes,
+                                                      "nearest_support_scores")
     cos = F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t()
     out = torch.full((len(queries), num_classes), -2.0, dtype=cos.dtype, device=cos.device)
     return out.scatter_reduce(1, support_labels.expand(len(queries), -1), cos, "amax")
@@ -534,8 +545,16 @@ class FinetunedMatchingNet(MatchingNet):
         query = first_occurrences(y) & (torch.bincount(y)[y] >= 2)  # the first example of each class twice
         if not query.any():  # no class twice in this batch: nothing to match
             return {"episode_ce": f.sum() * 0.0}
-        logp = matching_log_probs(f[query], f[~query], y[~query], self.num_target_classes, self.scale)
+        # the batch's labels are the target's class ids, below num_target_classes (prepare): no check, no sync
+        logp = _matching_log_probs(f[query], f[~query], y[~query], self.num_target_classes, self.scale)
         return {"episode_ce": F.nll_loss(logp, y[query])}
+
+    def prepare(self, domains: dict) -> None:
+        super().prepare(domains)
+        classes = domains["target"].num_classes  # a domain's labels lie below its number of classes
+        check(classes <= self.num_target_classes, f"{self.name}: the target domain {domains['target'].name!r} has "
+                                                  f"{classes} classes, more than the {self.num_target_classes} it "
+                                                  f"matches (fit_transfer sets them from the target)")
 
     def fit_transfer(self, make_engine, source=None, target=None, unlabeled=None, val=None):
         counts = target.class_counts()

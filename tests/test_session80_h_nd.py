@@ -106,3 +106,50 @@ def test_matching_ft_steps_check_the_labels_once_per_fit_not_per_step(monkeypatc
     method = FinetunedMatchingNet(build_backbone("lenet", num_classes=3, in_channels=1, image_size=28))
     with pytest.raises(TransferkitError, match=r"^matching_ft: the target domain 'toy' has 4 classes, more than the 3"):
         Engine(TrainConfig(steps=1, batch_size=16, progress=False)).fit(method, target=helpers.toy_domain(32))
+
+
+# ---- 6. bench flex / represent rows say when their training diverged -------------------------------------------
+def _diverging_engine(monkeypatch, module):
+    """``module.Engine`` whose fits report a diverged training (as a thousandfold loss would)."""
+    import dataclasses
+
+    class Diverging(Engine):
+        def fit(self, *a, **k):
+            return dataclasses.replace(super().fit(*a, **k), diverged=True)
+    monkeypatch.setattr(module, "Engine", Diverging)
+
+
+def _toy_split(channels: int = 1, classes: int = 4):
+    import helpers
+
+    from transferkit.splits import Split
+    parts = [helpers.toy_domain(n, seed=i, classes=classes) for i, n in enumerate((16, 8, 8))]
+    return Split(*(d.to_format(channels=channels) for d in parts))
+
+
+def test_flex_and_represent_rows_of_a_diverged_fit_say_so_and_the_line_names_them(monkeypatch):
+    # before: neither row had "diverged", so results.md's diverged line left them out
+    from transferkit.backbones import build_backbone
+    from transferkit.bench import flex, represent
+    from transferkit.tables import diverged_line
+    cfg = TrainConfig(steps=1, batch_size=8, eval_every=1, progress=False)
+    split = _toy_split(flex.CHANNELS)
+    torch.manual_seed(0)
+    net = build_backbone(flex.BACKBONE, num_classes=4, in_channels=flex.CHANNELS, image_size=28)
+    head = {"source": "toy", "target": "toy2", "setting": "ratio=2", "seed": 0}
+    assert "diverged" not in flex.run_job("ft_all", net, split, split.val, 2, 0, cfg, head)
+    _diverging_engine(monkeypatch, flex)
+    row = flex.run_job("ft_all", net, split, split.val, 2, 0, cfg, head)
+    assert row["diverged"] is True
+
+    from types import SimpleNamespace
+    split = _toy_split()
+    data = SimpleNamespace(source=split, target=split)
+    torch.manual_seed(0)
+    net = build_backbone("lenet", num_classes=4, in_channels=1, image_size=28)
+    _diverging_engine(monkeypatch, represent)
+    other = represent._transfer_row("erm", net, "finetune", 2, 0, split.train, data,
+                                    SimpleNamespace(train=cfg), {"source": "toy", "target": "toy"})
+    assert other["diverged"] is True
+    line = diverged_line([row, other])
+    assert len(line) == 1 and "ft_all" in line[0] and "erm/finetune" in line[0]

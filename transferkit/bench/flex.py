@@ -233,7 +233,7 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
               else {}),  # the selection note's count, as a run's rows
            "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10, gallery=gallery,
                                  queries=queries),
-           **method.extra_results()}
+           **method.extra_results(), **({"diverged": True} if fit.diverged else {})}  # as a run's rows
     if name == "flex":
         row["candidate_test_accuracy"] = {c: candidate_accuracy(n, c, split.test)
                                           for c, n in method.candidate_nets.items()}

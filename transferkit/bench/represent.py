@@ -217,6 +217,7 @@ def _transfer_row(rep: str, net, method_name: str, n: int, seed: int, labeled, d
     return {**base, "method": f"{rep}/{method_name}", "setting": f"{n}/class", "seed": seed,
             "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
             "n_labeled": len(labeled), "feature_dim": int(copy_net.embed_dim), **method.extra_results(),
+            **({"diverged": True} if fit.diverged else {}),  # as a run's rows
             **({"n_val_labeled": len(data.target.val)} if fit.best_val_accuracy is not None
                and method.selects_on_validation else {})}  # the selection note's count, as a run's rows
 

@@ -53,11 +53,26 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 @contextlib.contextmanager
-def quiet():
-    """transferkit's warnings left out (a repeat of what a check said once; other warnings pass)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TransferkitWarning)
+def ignored(category: type[Warning] = Warning):
+    """Warnings of ``category`` left out inside, by an ``ignore`` filter put first and taken out after rather
+    than by ``warnings.catch_warnings``, whose entry and exit make Python forget which warnings it has shown
+    (``__warningregistry__``): a warning that a loop of fits gives at one line would come back at every fit.
+    An ignored warning writes nothing in the registries, and the other warnings meet the same filters as
+    without this one, so the registries stay right. Filters added inside (``simplefilter``) are kept."""
+    rule, filters = ("ignore", None, category, None, 0), warnings.filters
+    filters.insert(0, rule)
+    try:
         yield
+    finally:
+        index = next((i for i, f in enumerate(filters) if f is rule), None)  # not another's equal filter
+        if index is not None:
+            del filters[index]
+
+
+def quiet():
+    """transferkit's warnings left out (a repeat of what a check said once; other warnings pass), however
+    they are issued (:func:`warn`, a plugin's own ``warnings.warn``); see :func:`ignored`."""
+    return ignored(TransferkitWarning)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from .config import ADDED_FIELDS, ExperimentConfig
 from .data import check_spec
 from .domain import Domain, warn_unshared_classes
 from .engine import Batch, check_streams, other_size_of, size_named
-from .errors import TransferkitError, UnknownNameError, check, quiet, warn
+from .errors import TransferkitError, UnknownNameError, check, ignored, quiet, warn
 from .fitting import check_selection_classes, method_error, source_head_rows
 from .io import read_json
 from .methods import get_method
@@ -238,8 +238,7 @@ def check_settings(subs: list[ExperimentConfig], data: Prepared, methods: list) 
 def _passes(cfg: ExperimentConfig, data: Prepared, methods: list) -> bool:
     """Whether :func:`check_jobs` accepts ``cfg`` (its warnings unshown)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with ignored():
             check_jobs(cfg, data, methods)
     except TransferkitError:
         return False
@@ -477,8 +476,7 @@ def check_own_modules_take(method, domains: dict, batch_size: int) -> None:
     for stage in type(method).training_stages:
         if stage is not None:
             probe.stage = stage
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch.random.fork_rng(devices=[]), ignored():
             try:
                 probe.prepare(streams)
                 probe.train_mode()

@@ -27,7 +27,6 @@ import itertools
 import math
 import numbers
 import re
-import warnings
 from typing import Callable
 
 import numpy as np
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from ..backbones import UnitNet
 from ..distributed import all_reduce_mean, world_size
 from ..domain import check_memory, image_batch
-from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, check, is_whole
+from ..errors import TransferkitError, UnknownNameError, UnknownOptionError, check, ignored, is_whole
 from ..evaluate import chunk_rows, predict_logits
 from ..frozen import frozen_activations, hooked
 from ..registry import Registry, qualified_name
@@ -470,8 +469,7 @@ def within_memory(method: str, build: Callable, **options):
     """``build()`` (modules, or a tuple of them), refused first where their weights in float32 would not fit
     in this machine's memory, naming ``options`` (the values that size them, ``hidden=...``): it is run
     first on the meta device, which allocates nothing and warns nothing, with the random numbers restored after."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the real build gives them
+    with torch.random.fork_rng(devices=[]), torch.device("meta"), ignored():  # the real build gives them
         probe = build()
     weights = sum(p.numel() for m in (probe if isinstance(probe, tuple) else (probe,)) for p in m.parameters())
     given = ", ".join(f"{k}={v}" for k, v in options.items())

@@ -228,7 +228,7 @@ def _on_white(im):
 
     rgba = im.convert("RGBA")
     out = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return out.convert("L") if im.mode in ("L", "LA") else out
+    return out.convert("L") if im.mode in ("1", "L", "LA") else out
 
 
 def _read_image(path: Path, size: int | None, mode: str | None):
@@ -245,7 +245,7 @@ def _decode_image(path: Path, size: int | None, mode: str | None) -> tuple[np.nd
             check(im.width > 0 and im.height > 0, f"it has no pixels ({im.width} x {im.height})")
             im = ImageOps.exif_transpose(im)  # as a viewer shows it (a phone's Orientation tag)
             palette = im.mode in ("P", "PA")
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("L", "RGB", "P") and "transparency" in im.info):
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("1", "L", "RGB", "P") and "transparency" in im.info):
                 im = _on_white(im)
             if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # convert() would clip them at 255
                 a = np.asarray(im, dtype=np.float64)  # integers: 16-bit grey; floats: [0, 1] (one rule for all files)
@@ -259,6 +259,8 @@ def _decode_image(path: Path, size: int | None, mode: str | None) -> tuple[np.nd
                     raise TransferkitError(f"a 32-bit integer image is read as 16-bit grey (0..65535); this one "
                                            f"holds {int(a.min())}..{int(a.max())} (rescale it to 0..65535 or 0..255)")
                 top = 1.0 if im.mode == "F" else 65535.0
+                if im.mode != "F" and "transparency" in im.info:  # a 16-bit grey PNG's tRNS value: on white
+                    a[a == im.info["transparency"]] = top
                 im = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
             if palette:  # a palette is an encoding: grey when every colour of the image is
                 im = im.convert("RGB")

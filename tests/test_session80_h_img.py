@@ -4,7 +4,7 @@ scanner or web scrape gives (1-bit and 16-bit grey transparency, JPEG and PNM su
 import numpy as np
 from PIL import Image
 
-from transferkit.userdata import read_images
+from transferkit.userdata import load_image_folder, read_images
 
 
 def test_transparent_pixels_of_1_bit_and_16_bit_grey_pngs_are_white(tmp_path):
@@ -15,3 +15,18 @@ def test_transparent_pixels_of_1_bit_and_16_bit_grey_pngs_are_white(tmp_path):
     assert x.shape == (3, 1, 4, 4)
     assert x[0].eq(1).all() and x[1].eq(1).all()
     assert x[2].eq(round(40000 / 65535 * 255) / 255).all()  # no transparency: 16-bit scaled, not white
+
+
+
+def test_browser_jpeg_and_scanner_netpbm_suffixes_are_read_in_any_case(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()
+    for name in ("a.jfif", "b.JPE"):  # a browser's "save image as" of a JPEG
+        Image.new("L", (4, 4), 200).save(tmp_path / "cat" / name, format="JPEG")
+    for name, mode, value in (("c.pgm", "L", 50), ("d.PPM", "RGB", (50, 50, 50)), ("e.pnm", "L", 50),
+                              ("f.pbm", "1", 0)):
+        Image.new(mode, (4, 4), value).save(tmp_path / "dog" / name, format="PPM")
+    d = load_image_folder(tmp_path)
+    assert d.class_names == ["cat", "dog"] and d.labels.tolist() == [0, 0, 1, 1, 1, 1]
+    assert d.provenance["files"] == 6 and d.images.shape == (6, 3, 4, 4)
+    assert d.images[:2].mul(255).round().eq(200).all() and d.images[5].eq(0).all()

@@ -24,7 +24,10 @@ from .runtime import NoBar, shows_progress
 
 #: set while a caller converts what it reads to the channels it chose (data.channels_chosen): no grey-in-RGB warning
 CHANNELS_CHOSEN: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_channels_chosen", default=False)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # a GIF gives its first frame
+#: the image files read, by suffix in any case (a GIF or multi-page TIFF gives its first frame): .jfif and
+#: .jpe are JPEGs (a browser saves them so), .pbm/.pgm/.ppm/.pnm a scanner's or an old dataset's netpbm files
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                  ".pbm", ".pgm", ".ppm", ".pnm"}
 
 
 # ---- image folders -----------------------------------------------------------------------
@@ -414,7 +417,7 @@ def path_keys(names) -> torch.Tensor:
 
 def load_image_folder(path: str | os.PathLike, size: int | None = None,
                       channels: int | None = None) -> Domain:
-    """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP, GIF, TIFF, WebP:
+    """A domain from ``path/<class>/<image>`` (PNG, JPEG, BMP, GIF, TIFF, WebP, netpbm:
     :data:`IMAGE_SUFFIXES`; class names = sorted sub-folder names). ``channels`` 1 or 3
     converts every image; ``None`` keeps grayscale if all images are grayscale, otherwise RGB.
     Images of different sizes need ``size`` (they are resized to ``size x size``). All images

@@ -278,8 +278,27 @@ def _decode_image(path: Path, size: int | None, mode: str | None) -> tuple[np.nd
                 im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
             arr = np.asarray(im, dtype=np.uint8)
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for corrupt files
-        raise TransferkitError(f"cannot read image file {str(path)!r}: {e}") from None
+        raise TransferkitError(f"cannot read image file {str(path)!r}: {_why_unreadable(path, e)}") from None
     return (arr if arr.ndim == 3 else arr[:, :, None]), native
+
+
+def _why_unreadable(path, e: Exception) -> str:
+    """Pillow's error for a file it cannot decode, said plainly when the file is empty, cut short
+    or text (a web page saved under an image name)."""
+    if isinstance(e, TransferkitError) or not isinstance(path, (str, os.PathLike)):
+        return str(e)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return str(e)
+    if not head:
+        return "it is empty (0 bytes: an interrupted copy or download?)"
+    if "truncated" in str(e).lower():
+        return f"{e}: the file is cut short (an interrupted copy or download?)"
+    if head.lstrip().startswith(b"<"):
+        return "it holds text, not an image (a web page saved under an image name?)"
+    return str(e)
 
 
 def _check_size_channels(size, channels) -> None:

@@ -258,12 +258,13 @@ def test_the_page_and_markdown_hold_title_table_failures_notes_and_config_escape
     assert f"<p>2 results from <code>{run / 'results.json'}</code>; the accuracy column is" in page
     assert "<p>failed: job c-k=1-s0: x&lt;y (traceback: tb)</p><p>failed: plain &amp; text</p>" in page
     assert "<td>a&lt;b&gt;</td><td>s</td><td>t</td><td>k=1</td>" in page and "<td>101</td>" in page
-    assert page.count("<th>") == 8 and page.index("<h2>Results</h2>") < page.index("<h2>Figures</h2>") \
+    assert page.count('<th scope="col">') == 8 and page.index("<h2>Results</h2>") < page.index("<h2>Figures</h2>") \
         < page.index("<h2>Configuration</h2>")
     assert "note: &lt;i&gt;" in page and "# environment (results.json)\nenvironment:\n  torch: 2.x" in page
     assert '<img alt="Wall time and peak memory per method" src="data:image/png;base64,' \
            + base64.b64encode(b"png").decode() + '">' in page and "<p>no figures</p>" not in page
-    assert md.startswith("# transferkit report: n\\<&\\>\n\n2 results; the accuracy column is")
+    assert md.startswith("# transferkit report: n\\<&\\>\n\n2 job(s) failed and have no row in the table: c-k=1-s0, "
+                         "plain & text (their errors are under the table).\n\n2 results; the accuracy column is")
     assert "| a\\<b\\> | s | t | k=1 | 55.0 ± 5.0 | 2 | 1.0 | 101 |" in md
     assert "\n\nfailed: job c-k=1-s0: x\\<y (traceback: tb)\n\nfailed: plain & text\n" in md
     assert "## Figures\n\n![Wall time and peak memory per method](report_files/figure00.png)\n" in md

@@ -504,6 +504,15 @@ def _config_files(run_dir: Path, stored) -> str:
     return out + "".join(f"\n# {line}\n" for line in left_out)
 
 
+def _failed_status(failed: list) -> list[str]:
+    """The line at the top of a report whose results.json names failed jobs: how many, which."""
+    if not failed:
+        return []
+    names = [str(f.get("job")) if isinstance(f, dict) else str(f) for f in failed]
+    return [f"{len(failed)} job(s) failed and have no row in the table: {', '.join(names)} (their errors are under "
+            f"the table)."]
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``report_files/``) for the
     run or benchmark in ``run_dir``; return their paths. A ``report_files`` there that is a
@@ -530,8 +539,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     config = data.get("config") if isinstance(data.get("config"), dict) else None
     parts = [table_parts(summary, rows, config, markdown=m) for m in (True, False)]  # results.md's lines
     picks, plain, subsets = parts[0]["notes"], parts[1]["notes"], parts[1]["classes"]
-    picks, plain = stopped_lines(data) + picks, stopped_lines(data) + plain  # a stopped run's, as `summary`'s
     failed = data.get("failed") if isinstance(data.get("failed"), list) else []
+    status = stopped_lines(data) + _failed_status(failed)  # at the top: a reader sees first what the table lacks
     shown = yaml.safe_dump(data.get("config", {}), sort_keys=False)
     if data.get("environment"):
         shown += "\n# environment (results.json)\n" + yaml.safe_dump({"environment": data["environment"]},
@@ -540,7 +549,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     title = f"transferkit report: {data.get('name', run_dir.name)}"
     note = metric_note(rows, config, subsets)
 
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    cells = "".join(f'<th scope="col">{html.escape(h)}</th>' for h in header)
     body_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table)
     figs_html = "".join(
         f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -559,10 +568,11 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
 </style></head>
 <body>
 <h1>{html.escape(title)}</h1>
+{"".join(f"<p>{html.escape(line)}</p>" for line in status)}
 <p>{len(rows)} results from <code>{html.escape(str(where))}</code>; {html.escape(note)}</p>
 <h2>Results</h2>
-{"".join(f"<p>failed: {html.escape(failed_line(f))}</p>" for f in failed)}
 <table id="results"><thead><tr>{cells}</tr></thead><tbody>{body_rows}</tbody></table>
+{"".join(f"<p>failed: {html.escape(failed_line(f))}</p>" for f in failed)}
 {"".join(f"<p>{html.escape(p)}</p>" for p in plain)}
 <h2>Figures</h2>
 {figs_html or "<p>no figures</p>"}{"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
@@ -574,7 +584,8 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
     html_path = write_text(out_dir / "report.html", page)
 
     files_dir.mkdir(parents=True, exist_ok=True)
-    md = [f"# {md_cell(title)}", "", f"{len(rows)} results; {note}", "",
+    md = [f"# {md_cell(title)}", "", *(x for line in status for x in (md_cell(line), "")),
+          f"{len(rows)} results; {note}", "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in table]
     md += [line for f in failed for line in ("", f"failed: {md_cell(failed_line(f))}")]
@@ -586,9 +597,10 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
             stale.unlink()
     for name, (cap, png) in zip(names, figures):
         atomic_write(files_dir / name, lambda p, png=png: p.write_bytes(png))
-        alt = re.sub(r"([][\\])", r"\\\1", cap)  # a ] in a name would end the alt text
+        alt = re.sub(r"([][\\])", r"\\\1", " ".join(cap.splitlines()))  # a ] or line break would end the alt text
         md += [f"![{alt}](report_files/{name})", ""]
-    md += [f"{n}." for n in notes] + ([""] if notes else [])
-    md += ["## Configuration", "", "```yaml", shown.rstrip(), "```", ""]
+    md += [line for n in notes for line in (f"{md_cell(n)}.", "")]  # a paragraph each, names escaped
+    fence = "`" * max(3, 1 + max(map(len, re.findall("`+", shown)), default=0))  # longer than any ``` in a value
+    md += ["## Configuration", "", f"{fence}yaml", shown.rstrip(), fence, ""]
     md_path = write_text(out_dir / "report.md", "\n".join(md))
     return html_path, md_path

@@ -126,3 +126,13 @@ def test_markdown_config_fence_outlasts_backticks_in_a_value_and_alt_text_keeps_
     assert block.startswith("`````yaml\n") and block.endswith("\n`````\n") and "  ````'\n`````" in block
     alts = re.findall(r"!\[([^\n]*?)\]\(report_files/figure\d+\.png\)", md)
     assert len(alts) == md.count("](report_files/figure") and any("k=1 ## not a heading" in a for a in alts), alts
+
+
+def test_an_entity_in_a_name_stays_text_in_markdown_and_results_md_escapes_its_title(tmp_path, figures):
+    from transferkit.results import write_results
+    from transferkit.tables import md_cell
+    assert md_cell("a &lt; b") == "a \\&lt; b" and md_cell("&#60;") == "\\&#60;" and md_cell("R&D & co") == "R&D & co"
+    run = _run(tmp_path, [{**ROW, "method": "a&lt;b"}])
+    assert "| a\\&lt;b | s | t | k=1 |" in report.write_report(run)[1].read_text()
+    write_results(tmp_path / "r", "x<b>|y", {}, [ROW])
+    assert (tmp_path / "r" / "results.md").read_text().startswith("# x\\<b\\>\\|y\n\n| method |")

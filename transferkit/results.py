@@ -24,7 +24,7 @@ from .evaluate import mean_se
 from .io import check_job_name, directory_holder, read_json, write_json, write_text
 from .jobs import default_workers
 from .runtime import kernel_environment
-from .tables import ALL_SOURCE, RevisionsHere, markdown_table, setting_order, test_imbalance
+from .tables import ALL_SOURCE, RevisionsHere, markdown_table, md_cell, setting_order, test_imbalance
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
@@ -304,6 +304,6 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], work
     env = kernel_environment(default_workers() if workers is None else workers)
     path = write_json(run_dir / "results.json", {"name": name, "config": config, "rows": rows, "summary": summary,
                                                  "environment": env, **({"failed": failed} if failed else {})})
-    write_text(run_dir / "results.md", f"# {name}\n\n" + markdown_table(summary, rows, config)
+    write_text(run_dir / "results.md", f"# {md_cell(name)}\n\n" + markdown_table(summary, rows, config)
                + "".join(f"\n\nfailed: {failed_line(f)}" for f in failed or ()))
     return path

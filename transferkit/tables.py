@@ -31,10 +31,11 @@ INTERVAL_NOTE = "95 %: ± x: a row over episodes (n = 1): the 95 % interval of i
 def md_cell(value) -> str:
     """``value`` as the text of one markdown table cell: line breaks as spaces, and ``|`` and
     the characters that would start markup (``\\ * ` < >``: emphasis, code, HTML; ``[ ]``
-    only where they would make a link, ``](``) backslash-escaped. The table is printed as
-    text too (``transferkit summary``), so ``mnist[0-6]`` and ``ft_unit`` stay as they are."""
+    only where they would make a link, ``](``; ``&`` only where it starts an entity, ``&lt;``)
+    backslash-escaped. The table is printed as text too (``transferkit summary``), so
+    ``mnist[0-6]``, ``a & b`` and ``ft_unit`` stay as they are."""
     text = " ".join(str(value).splitlines())
-    return re.sub(r"([\\|*`<>]" + (r"|[\[\]]" if "](" in text else "") + ")", r"\\\1", text)
+    return re.sub(r"([\\|*`<>]" + (r"|[\[\]]" if "](" in text else "") + r"|&(?=#?\w+;))", r"\\\1", text)
 
 
 def class_subsets(config: dict | None) -> str:

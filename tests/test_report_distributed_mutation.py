@@ -304,7 +304,7 @@ def test_figure_notes_end_both_pages_and_stale_figures_are_removed(tmp_path, fig
 def test_captions_are_escaped_in_the_page_and_alt_text_brackets_in_markdown(tmp_path, figures):
     rows = [{**ROW, "target": "t[1]\\2<&>", "confusion": [[1, 0], [0, 1]]}]
     page, md = (p.read_text() for p in report.write_report(_run(tmp_path, rows)))
-    assert "![Confusion matrices, s → t\\[1\\]\\\\2<&> (k=1); colour:" in md
+    assert "![Confusion matrices, s → t\\[1\\]\\\\2\\<&\\> (k=1); colour:" in md
     caption = "Confusion matrices, s → t[1]\\2&lt;&amp;&gt; (k=1); colour:"
     assert f'<img alt="{caption}' in page and f"<figcaption>{caption}" in page
 

@@ -3,7 +3,7 @@ parses as well-formed HTML5 (every element closed and nested, doctype, lang, cha
 in order, no address off the machine, alt text on every image) with column headers scoped and every
 name from the data escaped; a stopped or failed run says so at the top of both files; the markdown's
 figure notes are a paragraph each with names escaped, its config fence outlasts backticks in a value,
-and a line break in a caption does not end an image's alt text.
+and an image's alt text keeps to one line with its markup escaped.
 
 Results files are written by hand and figures replaced by the stub PNG of the ``figures`` fixture."""
 
@@ -136,3 +136,9 @@ def test_an_entity_in_a_name_stays_text_in_markdown_and_results_md_escapes_its_t
     assert "| a\\&lt;b | s | t | k=1 |" in report.write_report(run)[1].read_text()
     write_results(tmp_path / "r", "x<b>|y", {}, [ROW])
     assert (tmp_path / "r" / "results.md").read_text().startswith("# x\\<b\\>\\|y\n\n| method |")
+
+
+def test_markdown_alt_text_escapes_the_markup_of_a_name(tmp_path, figures):
+    row = {**ROW, "target": "t*x* `c` <b>[1]", "class_names": ["a", "b"], "confusion": [[1, 0], [0, 1]]}
+    md = report.write_report(_run(tmp_path, [row]))[1].read_text()
+    assert "![Confusion matrices, s → t\\*x\\* \\`c\\` \\<b\\>\\[1\\] (k=1);" in md

@@ -597,7 +597,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
             stale.unlink()
     for name, (cap, png) in zip(names, figures):
         atomic_write(files_dir / name, lambda p, png=png: p.write_bytes(png))
-        alt = re.sub(r"([][\\])", r"\\\1", " ".join(cap.splitlines()))  # a ] or line break would end the alt text
+        alt = md_cell(cap) if "](" in cap else re.sub(r"([][])", r"\\\1", md_cell(cap))  # a ] would end it
         md += [f"![{alt}](report_files/{name})", ""]
     md += [line for n in notes for line in (f"{md_cell(n)}.", "")]  # a paragraph each, names escaped
     fence = "`" * max(3, 1 + max(map(len, re.findall("`+", shown)), default=0))  # longer than any ``` in a value

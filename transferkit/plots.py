@@ -274,6 +274,12 @@ def _panel_sets(name, value) -> list[torch.Tensor]:
     return sets
 
 
+#: the drawing style of :func:`tsne_embeddings`' figures: bump it whenever their drawing changes (markers, colours,
+#: legend, layout), so that a resumed benchmark redraws a kept figure (``bench.kept_tsne`` keys figures by it).
+#: 2: target points as crosses, long legend names shortened in the middle
+TSNE_STYLE = 2
+
+
 def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", seed: int = 0,
                     domain_names: tuple[str, str] = ("source", "target"), labels=None):
     """Seed 000 Figure 4: t-SNE of embeddings, one panel per network (e.g. before and after

@@ -243,18 +243,18 @@ def note_capped_sizes(train, sizes, log, said: str) -> None:
 def kept_tsne(panels: dict, path: Path, log, **options) -> Path:
     """``plots.tsne_embeddings(panels, path, **options)``, unless ``path`` holds the figure of
     these very panels and options: a record beside it (``path.json``) keys them with
-    scikit-learn's version, so a resume keeps the figure instead of running the t-SNE again
-    (seconds per panel)."""
-    from ..plots import tsne_embeddings
+    scikit-learn's version and the drawing's (``plots.TSNE_STYLE``), so a resume keeps the figure
+    instead of running the t-SNE again (seconds per panel), and redraws one of older drawing code."""
+    from .. import plots
 
-    key = hashlib.sha256(content_text({"panels": panels, **options,
+    key = hashlib.sha256(content_text({"panels": panels, **options, "style": plots.TSNE_STYLE,
                                        "sklearn": importlib.metadata.version("scikit-learn")}).encode()).hexdigest()
     record = Path(path).with_suffix(".json")
     with contextlib.suppress(OSError, AttributeError, TransferkitError):  # no record, or not one of these
         if Path(path).is_file() and read_json(record).get("key") == key:
             log(f"t-SNE figure: {path} (unchanged: the same embeddings)")
             return Path(path)
-    path = tsne_embeddings(panels, path, **options)
+    path = plots.tsne_embeddings(panels, path, **options)
     write_json(record, {"key": key})
     log(f"t-SNE figure: {path}")
     return path

@@ -109,6 +109,13 @@ class Interrupt(Exception):
     """A stop raised from an engine hook, as a kill between two steps."""
 
 
+def fit_result(**fields):
+    """A :class:`~transferkit.engine.FitResult` of no steps (a fake fit's), with ``fields`` set."""
+    from transferkit.engine import FitResult
+    return FitResult(**{"steps": 0, "best_step": 0, "best_val_accuracy": None, "stopped_early": False,
+                        "wall_s": 0.0, **fields})
+
+
 def crash_at(at: int):
     """An engine hook that raises :class:`Interrupt` after step ``at``."""
     def crash(step, state):

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import tiny_net, toy_domain
+from helpers import fit_result, tiny_net, toy_domain
 from test_bench_represent_second_mutation import _data, _fake_suite, _row
 from test_bench_represent_third_mutation import _Clock, _finetune_heads
 
@@ -86,7 +86,7 @@ def test_the_distillation_is_given_every_member_and_the_log_says_how_many_and_it
 
     def fake_distill(members, make_net, make_engine, source, val):
         seen["members"] = list(members)
-        return make_net(), None
+        return make_net(), fit_result()
     monkeypatch.setattr(bench, "distill_network", fake_distill)
     members = [tiny_net(4) for _ in range(4)]
     bench._distilled(SimpleNamespace(seed=0, backbone="lenet", image_size=28), _data(), members,
@@ -115,7 +115,7 @@ def test_the_distilled_students_start_follows_the_configs_seed(tmp_path, monkeyp
     def fake_distill(members, make_net, make_engine, source, val):
         net = make_net()
         starts.append(net.head.weight.detach().clone())
-        return net, None
+        return net, fit_result()
     monkeypatch.setattr(bench, "distill_network", fake_distill)
     for seed in (0, 1, 0):
         bench._distilled(SimpleNamespace(seed=seed, backbone="lenet", image_size=28), _data(), [tiny_net(4)],

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import store_plan, tiny_net, toy_domain
+from helpers import fit_result, store_plan, tiny_net, toy_domain
 
 from transferkit.domain import Domain
 from transferkit.errors import TransferkitError
@@ -88,7 +88,7 @@ def test_the_distilled_student_starts_from_the_config_seed_and_trains_the_distil
         net = make_net()
         seen.append(([v.clone() for v in net.state_dict().values()], make_engine("distill").cfg.steps,
                      net.num_classes))
-        return net, None
+        return net, fit_result()
     monkeypatch.setattr(bench, "distill_network", fake_distill)
     cfg = SimpleNamespace(seed=0, backbone="lenet", image_size=28)
     s = SimpleNamespace(distill=3, pretrain=7)

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import tiny_net, toy_domain
+from helpers import fit_result, tiny_net, toy_domain
 from test_bench_represent_second_mutation import _data, _fake_suite, _row
 
 from transferkit.domain import Domain
@@ -42,7 +42,7 @@ def test_the_distillation_learns_from_the_source_splits_in_its_own_batches(tmp_p
 
     def fake_distill(members, make_net, make_engine, source, val):
         seen.update(source=source, val=val, cfg=make_engine("distill").cfg)
-        return make_net(), None
+        return make_net(), fit_result()
     monkeypatch.setattr(bench, "distill_network", fake_distill)
     data = _data()
     bench._distilled(SimpleNamespace(seed=0, backbone="lenet", image_size=28), data, [tiny_net(4)],

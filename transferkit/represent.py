@@ -93,10 +93,16 @@ def source_members(cfg, data, n: int, log=print, pin_dir=None) -> list[UnitNet]:
         if pin_dir is None:
             members.append(pretrain_source(member_cfg, data, log)[0])
             continue
-        where = Path(pin_dir) / f"member{i}"
+        where = member_dir(pin_dir, i)
         where.mkdir(parents=True, exist_ok=True)
         members.append(run_source_network(member_cfg, data, where, log)[0])
     return members
+
+
+def member_dir(pin_dir, i: int) -> Path:
+    """Where :func:`source_members` pins member ``i``: its ``source.safetensors`` and record ``source.json``
+    (``diverged: true`` where its pre-training diverged)."""
+    return Path(pin_dir) / f"member{i}"
 
 
 @register

@@ -45,7 +45,7 @@ from ..backbones import HEAD, build_backbone
 from ..data import check_spec, load_domain, parse_spec
 from ..distributed import world_size
 from ..engine import Engine, TrainConfig
-from ..errors import TransferkitError, check
+from ..errors import TransferkitError, check, warn
 from ..evaluate import fraction_correct, mean_se, mean_se_text, paired_difference, predict_logits
 from ..fields import updated
 from ..frozen import frozen_activations
@@ -162,7 +162,8 @@ def target_splits(spec: str, target_half: torch.Tensor, source: str = "mnist", v
 
 
 def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = "mnist/half"):
-    """The pre-trained source network, trained once and stored in the benchmark directory."""
+    """The pre-trained source network, trained once and stored in the benchmark directory; its record
+    (``source.json``) has ``diverged: true`` where the pre-training diverged (a record without it: not)."""
     torch.manual_seed(0)  # the initial weights
     net = build_backbone(BACKBONE, num_classes=10, in_channels=CHANNELS, image_size=28)
     path = bench_dir / "source.safetensors"
@@ -173,10 +174,15 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = 
         check(isinstance(info, dict) and isinstance(info.get("val_accuracy"), (int, float)),
               f"{path.with_suffix('.json')} is not a source network record (a JSON object with val_accuracy): {redo}")
         net.load_state_dict(load_safetensors(path, "source network", redo)[0])
+        if info.get("diverged") is True:
+            warn(f"the source network of {bench_dir} is of a pre-training that diverged ({path.with_suffix('.json')}: "
+                 f"diverged): its rows are marked diverged and are not worth reading; run the benchmark again in "
+                 f"another directory with a lower pretrain.lr (--set pretrain.lr=...)")
         return net, info
     log(f"pre-training {BACKBONE} on {label} ({len(source.train)} images)")
     fit = Engine(cfg, seed=0).fit(SourceOnly(net), source=source.train, val=source.val)
-    info = {"val_accuracy": fit.val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label}
+    info = {"val_accuracy": fit.val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label,
+            **({"diverged": True} if fit.diverged else {})}
     write_json(path.with_suffix(".json"), info)
     save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()})
     return net, info
@@ -271,7 +277,8 @@ def flex_suite(p: FlexPlan, bench_dir, log):
         for ratio in p.ratios:
             for seed in range(p.n_seeds(ratio)):
                 head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
-                        "seed": seed, "base_accuracy": base, "n_val": len(split.val), **made_by}
+                        "seed": seed, "base_accuracy": base, "n_val": len(split.val), **made_by,
+                        **({"diverged": True} if info.get("diverged") is True else {})}  # as run_job's source_diverged
                 for m in METHODS + ([IMAGE_FLEX] if target in p.image_targets else []):
                     job = partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head, gallery)
                     jobs.append((bench_dir / "jobs" / f"{path_part(target)}-r{ratio}-s{seed}-{m}.json", job))

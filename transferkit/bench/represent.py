@@ -37,10 +37,10 @@ from ..fewshot_eval import (
     few_episodes_note,
 )
 from ..fitting import evaluate_on, retarget_head
-from ..io import load_safetensors, save_safetensors, write_text
+from ..io import load_safetensors, read_json, save_safetensors, write_json, write_text
 from ..jobs import job_result
 from ..methods.finetune import Finetune, LinearProbe, TwoStage
-from ..represent import CatTwoStage, cat_network, distill_network, source_members
+from ..represent import CatTwoStage, cat_network, distill_network, member_dir, source_members
 from ..rundata import prepare_domains
 from ..splits import subsample_per_class
 from . import Plan, as_list, as_pairs, benchmark, budget_line, note_capped_sizes, path_part
@@ -100,6 +100,8 @@ def _config(source: str, target: str, s: RepresentPlan) -> ExperimentConfig:
 
 
 def _distilled(cfg, data, members, s, path: Path, log):
+    """DISTILL of ``members``, stored in ``path`` (read back from there); its record (``path`` ``.json``) has
+    ``diverged: true`` where the distillation diverged."""
     torch.manual_seed(cfg.seed)  # the student's initial weights
     net = build_backbone(cfg.backbone, data.source.train.num_classes, data.channels, cfg.image_size)
     if path.exists():
@@ -107,8 +109,10 @@ def _distilled(cfg, data, members, s, path: Path, log):
         return net
     log(f"  distilling cat{len(members)} into one {cfg.backbone} ({s.distill} steps)")
     train = TrainConfig(steps=s.distill, batch_size=64, eval_every=100)
-    net, _ = distill_network(members, lambda: net, lambda tag, config=None: Engine(config or train, seed=cfg.seed),
-                             data.source.train, data.source.val)
+    net, fit = distill_network(members, lambda: net, lambda tag, config=None: Engine(config or train, seed=cfg.seed),
+                               data.source.train, data.source.val)
+    write_json(path.with_suffix(".json"), {"val_accuracy": fit.val_accuracy, "steps": fit.steps,
+                                           **({"diverged": True} if fit.diverged else {})})  # first, as flex's source
     save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()})
     return net
 
@@ -142,14 +146,20 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
         cfg = _config(source, target, s)
         data = prepare_domains(cfg)
         log(f"{source} -> {target}: {len(data.source.train)} source train images, {len(data.target.test)} target test")
-        members = source_members(cfg, data, s.n_max, log, pin_dir=bench_dir / "nets" / path_part(source, target))
+        pins = bench_dir / "nets" / path_part(source, target)
+        members = source_members(cfg, data, s.n_max, log, pin_dir=pins)
         reps = _representations(members, s.cats, cfg.seed)
         net_path = bench_dir / "nets" / f"distill-{path_part(source, target)}.safetensors"
         reps["distill"] = _distilled(cfg, data, members, s, net_path, log)
-        base = {"source": source, "target": target}
+        # the rows of a representation built on a diverged pre-training or distillation: diverged (as run_job's)
+        member_diverged = [_diverged(member_dir(pins, i) / "source.json") for i in range(s.n_max)]
+        diverged = {"erm": member_diverged[0], **{f"cat{n}": any(member_diverged[:n]) for n in s.cats},
+                    "distill": any(member_diverged) or _diverged(net_path.with_suffix(".json"))}
+        bases = {rep: {"source": source, "target": target, **({"diverged": True} if diverged[rep] else {})}
+                 for rep in reps}
         for rep, net in reps.items():
             rows += job_result(jobs / f"fewshot-{rep}-{path_part(source, target)}.json",
-                               partial(_fewshot_rows, rep, net, data, s, base),
+                               partial(_fewshot_rows, rep, net, data, s, bases[rep]),
                                lambda job_rows: log("  " + ", ".join(
                                    f"{r['method']} {r['setting']} {_with_interval(r)}"
                                    for r in job_rows)))
@@ -162,11 +172,20 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
                     for method_name in ("linear_probe", "finetune", "two_stage"):
                         rows.append(job_result(
                             jobs / f"{rep}-{method_name}-{path_part(source, target)}-n{n}-s{seed}.json",
-                            partial(_transfer_row, rep, net, method_name, n, seed, labeled, data, cfg, base),
+                            partial(_transfer_row, rep, net, method_name, n, seed, labeled, data, cfg, bases[rep]),
                             lambda row: log(f"  {row['method']:<21} {row['setting']:>9} seed {row['seed']}: "
                                             f"{100 * row['accuracy']:.1f}% ({row['wall_s']:.0f}s)")))
     write_text(bench_dir / "represent.md", represent_tables(rows, s))
     return rows
+
+
+def _diverged(record: Path) -> bool:
+    """Whether a stored network's record says its training diverged (no record, or an older one without
+    the flag: not)."""
+    if not record.is_file():
+        return False
+    info = read_json(record, "network record", "delete it and its network to train the network again")
+    return isinstance(info, dict) and info.get("diverged") is True
 
 
 _METHOD_ORDER = ("linear_probe", "finetune", "two_stage", "linear", "cosine", "prototype")

@@ -97,3 +97,45 @@ def test_the_distillation_s_record_says_whether_it_diverged(diverged, monkeypatc
     bench._distilled(SimpleNamespace(seed=0, backbone="lenet", image_size=28), _data(), [tiny_net(4)],
                      SimpleNamespace(distill=1), path, lambda *a: None)
     assert path.is_file() and (json.loads(path.with_suffix(".json").read_text()).get("diverged") is True) is diverged
+
+
+# ---- 3. the diverged line under bench flex's and bench represent's own tables ----------------------------------
+def _without_line(text: str) -> str:
+    """``text`` less its Diverged line and the blank line before it."""
+    lines = text.splitlines(keepends=True)
+    i = next(i for i, line in enumerate(lines) if line.startswith("Diverged ("))
+    return "".join(lines[:i - 1] + lines[i + 1:])
+
+
+def test_flex_table_names_its_diverged_rows_below_and_is_unchanged_without():
+    # before: table_ratio*.md had no line naming diverged rows (results.md had one)
+    from test_bench_flex import _rows
+
+    from transferkit.bench.flex import table3
+    rows, base = _rows(), {"t": 0.5}
+    plain = table3(rows, base, 30)
+    assert "Diverged" not in plain
+    rows[0]["diverged"] = True
+    text = table3(rows, base, 30)
+    assert text.endswith(f"|\n\nDiverged (the training loss, or the pre-training's it started from, grew a "
+                         f"thousandfold; diverged in results.json): {rows[0]['method']} (seed 0); such an accuracy is "
+                         f"not worth reading (lower the learning rate).\n")
+    assert _without_line(text) == plain  # the table itself, byte for byte
+    assert "Diverged" not in table3(rows, base, 3)  # another ratio's table: not its rows
+
+
+def test_represent_tables_name_their_diverged_rows_below_each_table():
+    from test_bench_other_mutation import _represent_rows
+
+    from transferkit.bench.represent import represent_tables
+    rows = _represent_rows()
+    plain = represent_tables(rows)
+    assert "Diverged" not in plain
+    rows[1]["diverged"] = True  # distill/finetune, mnist -> digits: the first pair's transfer table
+    text = represent_tables(rows)
+    assert "\n| zzz/linear_probe | - | 10.0 | - |\n\nDiverged (" in text and "distill/finetune (seed 0)" in text
+    assert _without_line(text) == plain
+    rows[1]["diverged"], rows[9]["diverged"] = False, True  # distill/fewshot_linear: the episodic table
+    text = represent_tables(rows)
+    assert text.endswith("distill/fewshot_linear (seed 0); such an accuracy is not worth reading (lower the learning "
+                         "rate).\n") and _without_line(text) == plain

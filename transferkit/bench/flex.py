@@ -58,6 +58,7 @@ from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
 from ..runtime import invocation
 from ..splits import split_domain, subsample_per_class
+from ..tables import diverged_line
 from . import Plan, as_list, benchmark, budget_line, check_canonical, note_capped_sizes, path_part
 
 TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
@@ -300,7 +301,8 @@ def _cell(rows, target, ratio, method):
 
 def table3(rows, base, ratio) -> str:
     """Seed 002 Table 3 form: mean ± standard error of test accuracy, best per row bold (the
-    seed's bold marks a score better than every ft- baseline instead)."""
+    seed's bold marks a score better than every ft- baseline instead); a line under it names its
+    diverged rows (:func:`~transferkit.tables.diverged_line`), where any."""
     targets = [t for t in base if any(r["target"] == t and r["ratio"] == ratio for r in rows)]
     n = sorted({len(_cell(rows, t, ratio, "flex")) for t in targets})
     lines = [f"ratio ~{ratio} images per class (n seeds: {', '.join(map(str, n))}; labelled per class "
@@ -318,7 +320,8 @@ def table3(rows, base, ratio) -> str:
             txt = _pm(r["accuracy"] for r in _cell(rows, t, ratio, m))
             cells.append(f"**{txt}**" if stats[m][0] >= best - TIE else txt)
         lines.append(f"| {t} ({100 * base[t]:.1f}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    diverged = diverged_line([r for t in targets for m in METHODS for r in _cell(rows, t, ratio, m)])
+    return "\n".join(lines + ([""] if diverged else []) + diverged) + "\n"
 
 
 def earlier_tie_accuracy(row: dict) -> float:

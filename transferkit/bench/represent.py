@@ -43,6 +43,7 @@ from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, member_dir, source_members
 from ..rundata import prepare_domains
 from ..splits import subsample_per_class
+from ..tables import diverged_line
 from . import Plan, as_list, as_pairs, benchmark, budget_line, note_capped_sizes, path_part
 
 PAIRS = (("mnist", "digits"), ("syndigits", "mnist"), ("mnist", "mnistm"))
@@ -244,7 +245,8 @@ def _transfer_row(rep: str, net, method_name: str, n: int, seed: int, labeled, d
 def represent_tables(rows: list[dict], plan: RepresentPlan | None = None) -> str:
     """Markdown: transfer accuracy per (representation, method) x target size, per pair; and
     the episodic few-shot table; ``plan``: the one the rows ran with (its budget, and whether
-    quick, in a header)."""
+    quick, in a header); a line under a table names its diverged rows
+    (:func:`~transferkit.tables.diverged_line`), where any."""
     from ..evaluate import mean_se
 
     out = [f"# represent benchmark{' (quick)' if plan.quick else ''}", "", budget_line(plan, represent_plan(False)),
@@ -263,7 +265,7 @@ def represent_tables(rows: list[dict], plan: RepresentPlan | None = None) -> str
                 mean, se = mean_se(acc) if acc else (float("nan"), 0.0)
                 cells.append("-" if not acc else f"{100 * mean:.1f}" + (f" ± {100 * se:.1f}" if len(acc) > 1 else ""))
             out.append(f"| {m} | " + " | ".join(cells) + " |")
-        out.append("")
+        out += ["", *[text for line in diverged_line(pr) for text in (line, "")]]
     fs = [r for r in rows if "fewshot" in r["method"]]
     if fs:
         out += ["### 5-way episodic accuracy on the target test split (frozen features; mean ± 95 % interval)", "",
@@ -278,4 +280,5 @@ def represent_tables(rows: list[dict], plan: RepresentPlan | None = None) -> str
         few = min((r["episodes"] for r in fs if isinstance(r.get("episodes"), int)), default=0)
         if 1 < few < NORMAL_CI_EPISODES:
             out += ["", few_episodes_note(few)]
+        out += [text for line in diverged_line(fs) for text in ("", line)]
     return "\n".join(out) + "\n"

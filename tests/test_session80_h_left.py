@@ -215,3 +215,21 @@ def test_a_tiny_matching_ft_fit_gives_the_losses_and_weights_of_before(monkeypat
     (now, net_now), (before, net_before) = fits
     assert len(now) == 4 and now == before
     assert all(torch.equal(v, net_before[k]) for k, v in net_now.items())
+
+
+# ---- 5. one rule for float labels: prototypes' class_ids and the matching functions ----------------------------
+@pytest.mark.parametrize("name", ["matching_log_probs", "nearest_support_scores"])
+def test_matching_takes_whole_float_labels_as_class_means_do_and_refuses_what_class_ids_refuses(name):
+    # before: float support labels were refused outright, while heads.class_means took whole-valued floats
+    from transferkit.errors import TransferkitError
+    from transferkit.heads import class_means
+    from transferkit.methods import semantic
+    fn = getattr(semantic, name)
+    q, s, labels = torch.randn(3, 4), torch.randn(4, 4), torch.tensor([0, 1, 2, 1])
+    assert torch.equal(class_means(s, labels.double(), 3), class_means(s, labels, 3))
+    assert torch.equal(fn(q, s, labels.double(), 3), fn(q, s, labels, 3))
+    for bad in (labels.float() + 0.5, labels.float().index_fill(0, torch.tensor([1]), float("nan")), labels.bool()):
+        with pytest.raises(TransferkitError, match=rf"^{name}: support labels must be whole class ids, got a tensor "):
+            fn(q, s, bad, 3)
+        with pytest.raises(TransferkitError, match="whole class ids"):
+            class_means(s, bad, 3)

@@ -82,9 +82,10 @@ def test_float_support_labels_are_refused_naming_the_dtype(name):
     from transferkit.methods import semantic
     fn = getattr(semantic, name)
     q, s, labels = torch.randn(3, 4), torch.randn(4, 4), torch.tensor([0, 1, 2, 1])
-    with pytest.raises(TransferkitError, match=rf"^{name}: support labels must be integer class ids, got a tensor of "
-                                               rf"torch\.float32: pass them as labels\.long\(\)"):
-        fn(q, s, labels.float(), 3)
+    with pytest.raises(TransferkitError, match=rf"^{name}: support labels must be whole class ids, got a tensor of "
+                                               rf"torch\.float32 with values that are not whole numbers: pass them as "
+                                               rf"labels\.long\(\)"):
+        fn(q, s, labels.float() + 0.5, 3)  # whole-valued floats are ids (errors.class_ids' rule: h_left)
     assert torch.equal(fn(q, s, labels.int(), 3), fn(q, s, labels, 3))  # int32 ids: as long ones (one_hot refused)
 
 

@@ -42,7 +42,7 @@ from ..discriminators import (
     multilayer_discriminator,
 )
 from ..engine import FitResult
-from ..errors import check, class_ids, warn
+from ..errors import check, class_ids, warn, whole_valued
 from ..evaluate import predict_logits
 from ..frozen import frozen_activations, hooked
 from ..heads import class_means, common_dtype, prototype_logits
@@ -435,10 +435,13 @@ def _matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_la
 
 def _check_support(queries, support, support_labels, num_classes: int, who: str) -> tuple[torch.Tensor, ...]:
     """Queries and support features of one width (in a common dtype), and one class id in
-    ``[0, num_classes)`` per support example (as ``long``); ``who`` is named in the refusal."""
+    ``[0, num_classes)`` per support example (as ``long``); ``who`` is named in the refusal. Labels
+    follow :func:`~transferkit.errors.class_ids`' rule (whole-valued floats are ids; fractions, NaN,
+    boolean or complex values are refused): only float labels cost a host sync more."""
     dtype = support_labels.dtype
-    check(not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool),
-          f"{who}: support labels must be integer class ids, got a tensor of {dtype}: pass them as "
+    check(dtype != torch.bool and whole_valued(support_labels),
+          f"{who}: support labels must be whole class ids, got a tensor of {dtype}"
+          f"{' with values that are not whole numbers' if dtype.is_floating_point else ''}: pass them as "
           f"labels.long() (torch.long)")
     check(queries.dim() == 2 and support.dim() == 2 and queries.shape[1] == support.shape[1],
           f"{who}: queries and support must be N x D and S x D features of one D, got {tuple(queries.shape)} and "

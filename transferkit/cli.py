@@ -787,6 +787,11 @@ def _runtime_flags(s: argparse.ArgumentParser) -> None:
                    help="data-parallel training in N processes (torchrun, torch.distributed; default 1): "
                         "batch_size is the global batch and BatchNorm statistics are per process, so the rows "
                         "differ from one process's (docs/scale.md)")
+    _portable_kernels_flag(s)
+
+
+def _portable_kernels_flag(s: argparse.ArgumentParser) -> None:
+    """``--portable-kernels``, for each command whose numbers are compared across machines."""
     s.add_argument("--portable-kernels", action="store_true",
                    help="cap torch's CPU kernels at AVX2 (ATen, MKL, oneDNN), so that a seed gives the same numbers "
                         "on x86 machines with other native kernels (AVX-512, AMX); MKL honours its cap on Intel "
@@ -887,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read a job that saved only its pickled model (models/*.pt; runs before 2026-12-07): "
                         "unpickling runs whatever code the file names, so only for run directories you trust "
                         "(default: each job's network file, models/*.safetensors, which runs no code)")
+    _portable_kernels_flag(s)
     s.set_defaults(func=_episodes)
     helptext = "print the table of a results.json (or of a run directory); of several, one table with a run column"
     s = sub.add_parser("summary", help=helptext, description=helptext[0].upper() + helptext[1:] + ".")

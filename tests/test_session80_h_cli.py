@@ -1,5 +1,10 @@
 """The CLI's subcommands agree with each other (session 80's audit): a flag means the same on every
-command that takes it (``--portable-kernels`` where numbers are compared)."""
+command that takes it (``--portable-kernels`` where numbers are compared), and the listings
+(``domains``, ``methods``, ``bench list``) and ``summary`` have one machine-readable form (``--format json``)."""
+
+import json
+
+import pytest
 
 from transferkit import cli
 
@@ -12,3 +17,38 @@ def test_episodes_takes_portable_kernels_and_caps_the_kernels_before_its_work(mo
     assert cli.main(["episodes", str(tmp_path), "--portable-kernels"]) == 2  # no run there: refused after the cap
     assert capped == [True]
     assert "not a run directory" in capsys.readouterr().err
+
+
+def _json_of(capsys, *argv):
+    assert cli.main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_listings_print_json_with_format_json(capsys):
+    from transferkit.bench import load_suites
+    listed = _json_of(capsys, "domains", "--format", "json")
+    assert "mnist" in {d["name"] for d in listed["domains"]} and "blur" in {s["name"] for s in listed["shifts"]}
+    methods = {m["name"]: m for m in _json_of(capsys, "methods", "--format", "json")}
+    assert methods["dann"]["streams"] == ["source", "unlabeled"] and "options" not in methods["dann"]
+    dann = _json_of(capsys, "methods", "dann", "--format", "json")
+    assert [m["name"] for m in dann] == ["dann"] and dann[0]["options"]["weight"] == {"default": 0.1}
+    assert dann[0]["options"]["lambda_schedule"]["choices"] == ["dann", "constant"] and dann[0]["doc"]
+    suites = _json_of(capsys, "bench", "list", "--format", "json")
+    assert [s["name"] for s in suites] == sorted(load_suites()) and all(s["description"] for s in suites)
+
+
+def test_bench_refuses_format_json_but_for_its_list(capsys):
+    assert cli.main(["bench", "demo", "--quick", "--format", "json", "--print-plan"]) == 2
+    assert "--format json is for `transferkit bench list`" in capsys.readouterr().err
+
+
+def test_summary_prints_json_of_the_summary_entries_and_the_notes(tmp_path, capsys):
+    from transferkit.results import write_results
+    rows = [{"method": "finetune", "source": "s", "target": "t", "setting": "k=1", "seed": s, "accuracy": a,
+             "wall_s": 1.0} for s, a in ((0, 0.5), (1, 0.7))]
+    write_results(tmp_path / "a", "a", {"target_classes": "5-9"}, rows)
+    out = _json_of(capsys, "summary", str(tmp_path / "a"), "--format", "json")
+    [entry] = out["summary"]
+    assert entry["method"] == "finetune" and entry["accuracy_mean"] == pytest.approx(0.6) and entry["seeds"] == [0, 1]
+    assert "Classes: target classes 5-9." in out["notes"]
+    assert any(n.startswith("Mean ± standard error over n seeds") for n in out["notes"])

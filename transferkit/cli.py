@@ -25,8 +25,17 @@ from .errors import (
 )
 
 
+def _print_json(obj) -> None:
+    """``obj`` on stdout as ``--format json`` writes it (as the run's JSON files are: NaN as null)."""
+    from .io import json_text
+    print(json_text(obj), end="")
+
+
 def _domains(args) -> None:
     from .data import list_domains, list_shifts
+    if args.format == "json":
+        _print_json({"domains": list_domains(), "shifts": list_shifts()})
+        return
     print(f"{'domain':<12} {'images':>7} {'classes':>7} {'channels':>8} {'size':>5}  description")
     for d in list_domains():
         plugin = f" (registered by {d['registered_in']})" if d["registered_in"] else ""
@@ -109,13 +118,17 @@ def _drawn_of_folder(args, channels):
 
 
 def _methods(args) -> None:
-    import inspect
     import json
     import textwrap
 
     from .methods import METHODS, get_method
-    from .methods.base import load_outside_families, method_doc, method_options, option_choices
+    from .methods.base import load_outside_families, method_doc
     load_outside_families()
+    if args.format == "json":
+        _print_json([{"name": name, "description": cls.description, "streams": list(cls.streams),
+                      **({"options": _option_entries(name, cls), "doc": method_doc(cls)} if args.names else {})}
+                     for name, cls in ([(n, get_method(n)) for n in args.names] or sorted(METHODS.items()))])
+        return
     if not args.names:
         for name, cls in sorted(METHODS.items()):
             print(f"{name:<16} streams={','.join(cls.streams):<24} {cls.description or '(no description)'}")
@@ -124,23 +137,44 @@ def _methods(args) -> None:
     for name in args.names:
         cls = get_method(name)
         print(f"{name}: {cls.description or '(no description)'}\n  streams: {', '.join(cls.streams)}")
-        options = method_options(cls)
+        options = _option_entries(name, cls)
         print(f"  options (a config's `options: {{{name}: {{...}}}}`, or keyword arguments):" if options
               else "  options: none")
-        for option, default in options.items():
-            if default is inspect.Parameter.empty:
+        for option, e in options.items():
+            if e.get("required"):
                 print(f"    {option} (required)")
-            else:
-                shown = list(default) if isinstance(default, tuple) else default
-                names = option_choices(option)
-                choices = f"  (one of {', '.join(json.dumps(c) for c in names)})" if names else ""
-                if option in cls.fixed_options:
-                    shown, choices = cls.fixed_options[option][0], f"  (fixed by the name {name})"
-                try:
-                    print(f"    {option}: {json.dumps(shown)}{choices}")
-                except TypeError:
-                    print(f"    {option}: {default!r}{choices}")
+                continue
+            choices = f"  (fixed by the name {name})" if e.get("fixed") else \
+                f"  (one of {', '.join(json.dumps(c) for c in e['choices'])})" if e.get("choices") else ""
+            print(f"    {option}: {e['repr'] if 'repr' in e else json.dumps(e['default'])}{choices}")
         print(textwrap.indent(method_doc(cls) or "no description", "  ") + "\n")
+
+
+def _option_entries(name: str, cls) -> dict[str, dict]:
+    """Each option of method ``cls`` (named ``name``) as ``methods`` shows it: ``required``, or its
+    ``default`` (a JSON value; ``null`` with its Python ``repr`` where it is none) with its ``choices``,
+    or ``fixed`` by the name."""
+    import inspect
+    import json
+
+    from .methods.base import method_options, option_choices
+    entries = {}
+    for option, default in method_options(cls).items():
+        if default is inspect.Parameter.empty:
+            entries[option] = {"required": True}
+            continue
+        if option in cls.fixed_options:
+            entry = {"default": cls.fixed_options[option][0], "fixed": True}
+        else:
+            entry = {"default": list(default) if isinstance(default, tuple) else default}
+            if option_choices(option):
+                entry["choices"] = list(option_choices(option))
+        try:
+            json.dumps(entry["default"])
+        except TypeError:
+            entry.update(default=None, repr=repr(default))
+        entries[option] = entry
+    return entries
 
 
 def _runtime(args, device: str | None = None) -> None:
@@ -335,6 +369,7 @@ def _checked_for_torchrun(args) -> bool:
         if name == "list" or args.print_plan:
             return False
         from .bench import resumed_plan
+        _check_list_format(args)
         _apply_runtime_flags(args)  # the plan's stage devices are --device's, as each process builds them
         _check_bench_resume(args)
         _resume_bench_device(getattr(args, "resume", None))
@@ -616,6 +651,14 @@ def _run(args) -> None:
         _results_line(Path(run_dir) / "results.json")
 
 
+def _check_list_format(args) -> None:
+    """``bench --format json`` is ``bench list``'s: a suite's run writes its rows in results.json."""
+    form = getattr(args, "format", "text")  # a Namespace made by hand may have none
+    check(form == "text",
+          f"--format {form} is for `transferkit bench list`; a benchmark's rows are written as JSON in its "
+          f"results.json (`transferkit summary DIR --format json` prints its table's)")
+
+
 def _check_bench_resume(args) -> None:
     """``--resume`` continues a benchmark directory: a missing one (a typo) is refused, not
     started as a new, possibly hours-long, benchmark."""
@@ -632,9 +675,14 @@ def _bench(args) -> None:
     from .bench import load_suites, plan_yaml, resumed_plan, run_benchmark
     from .errors import progress
     if args.name == "list":
+        if args.format == "json":
+            _print_json([{"name": name, "description": description}
+                         for name, (_, description, _) in sorted(load_suites().items())])
+            return
         for name, (_, description, _) in sorted(load_suites().items()):
             print(f"{name:<12} {description}")
         return
+    _check_list_format(args)
     _check_bench_resume(args)
     _resume_bench_device(args.resume)
     plan = load_suites().get(args.name)  # an unknown name is refused with the suites' names below
@@ -761,7 +809,11 @@ def _summary(args) -> None:
     differ = differ + (data.get("config_differ") or [])
     notes = text_notes(data)  # a results file's own lines, as written
     summary = summarize(data["rows"])
-    if args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
+    if args.format == "json":  # the summary entries (results.json's "summary") and the table's lines
+        parts = table_parts(summary, data["rows"], config, differ + notes, markdown=False)
+        _print_json({"summary": summary, "notes": ([f"Classes: {parts['classes']}."] if parts["classes"] else [])
+                     + parts["notes"]})
+    elif args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
         print(csv_table(summary), end="")
         parts = table_parts(summary, data["rows"], config, differ + notes, markdown=False)
         for line in ([f"Classes: {parts['classes']}."] if parts["classes"] else []) + parts["notes"]:
@@ -798,6 +850,13 @@ def _portable_kernels_flag(s: argparse.ArgumentParser) -> None:
                         "processors only; see docs/scale.md")
 
 
+def _listing_format(s: argparse.ArgumentParser, which: str = "") -> None:
+    """``--format text|json`` of a listing (``summary`` has its own, with ``json`` among them)."""
+    s.add_argument("--format", choices=("text", "json"), default="text",
+                   help=f"text: the listing{which} for reading (default); json: the same as one JSON document, "
+                        f"for scripts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferkit", description="Label-efficient transfer learning across "
                                 "domains and tasks.")
@@ -809,6 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "TRANSFERKIT_PLUGINS register) and shifts (DOMAIN+SHIFT, e.g. mnist+yuv); "
                                    "your own data: folder:PATH (class sub-folders) or npz:FILE (x, y). Any of these "
                                    "names goes to a config's source / target and to `transferkit show`.")
+    _listing_format(s)
     s.set_defaults(func=_domains)
     s = sub.add_parser("show", help="save a picture of samples per class",
                        description="Draw up to --per-class random images of each class of DOMAIN into a PNG.")
@@ -826,6 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "register); with NAMES, each one's options with their defaults and its "
                                    "documentation (set them with --set options.NAME.OPTION=VALUE).")
     s.add_argument("names", nargs="*", help="methods to describe (options with their defaults, the docstring)")
+    _listing_format(s)
     s.set_defaults(func=_methods)
     s = sub.add_parser("run", help="run an experiment from a YAML config",
                        description="Run every (method, repeat) job of a config: pre-train the backbone on the "
@@ -865,6 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "seeds=5 is a count; uda: --set seeds=0,1,2 lists the seeds)" if name == "bench" else
                        argparse.SUPPRESS)  # demo's plan has no field: --set is refused, saying so
         s.add_argument("--print-plan", action="store_true", help="print the plan (seeds, budgets) as YAML and exit")
+        if name == "bench":
+            _listing_format(s, " (of `bench list`)")
         _runtime_flags(s)
         s.set_defaults(func=_bench if name == "bench" else _demo)
     s = sub.add_parser("report", help="write an HTML + markdown report of runs or benchmarks",
@@ -901,10 +964,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "failed; a run directory not finished: the table of its finished jobs, exit 2); "
                         "several: one table, each row naming its run (seeds of one method are averaged "
                         "within a run, never across runs)")
-    s.add_argument("--format", choices=("md", "csv", "latex"), default="md",
+    s.add_argument("--format", choices=("md", "csv", "latex", "json"), default="md",
                    help="md: the markdown table with its notes (default); csv: the summary's numbers, one line per "
                         "table row, as fractions (the notes go to stderr); latex: a booktabs tabular, the notes as "
-                        "%% comments")
+                        "%% comments; json: {\"summary\": results.json's summary entries, \"notes\": the lines "
+                        "under the table}")
     s.set_defaults(func=_summary)
     return p
 

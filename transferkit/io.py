@@ -239,14 +239,20 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """``obj`` as JSON, atomically; a NaN or infinite number is written as ``null`` (JSON has no such
-    number: strict parsers, ``jq`` and JavaScript refuse Python's ``NaN``)."""
+    """``obj`` as JSON (:func:`json_text`), atomically."""
+    return write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as indented JSON ending in a newline, as the run's files and the commands' ``--format json``
+    write it; a NaN or infinite number is written as ``null`` (JSON has no such number: strict parsers,
+    ``jq`` and JavaScript refuse Python's ``NaN``)."""
     try:
         text = json.dumps(obj, indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
     except ValueError:  # a NaN or infinity somewhere: the rare file that has one is walked once more
         text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=lambda o: _finite(_jsonable(o)),
                           allow_nan=False)
-    return write_text(path, text + "\n")
+    return text + "\n"
 
 
 def _finite(obj: Any) -> Any:

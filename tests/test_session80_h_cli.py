@@ -52,3 +52,11 @@ def test_summary_prints_json_of_the_summary_entries_and_the_notes(tmp_path, caps
     assert entry["method"] == "finetune" and entry["accuracy_mean"] == pytest.approx(0.6) and entry["seeds"] == [0, 1]
     assert "Classes: target classes 5-9." in out["notes"]
     assert any(n.startswith("Mean ± standard error over n seeds") for n in out["notes"])
+
+
+def test_run_takes_out_as_bench_does_and_it_wins_over_a_set_of_out_dir(tmp_path):
+    parse = cli.build_parser().parse_args
+    assert cli._run_config(parse(["run", "--out", str(tmp_path / "2026")])).out_dir == str(tmp_path / "2026")
+    assert cli._run_config(parse(["run", "--out", "2026"])).out_dir == "2026"  # a path, not YAML's number
+    with pytest.warns(UserWarning, match="--out mine wins over --set out_dir=theirs"):
+        assert cli._run_config(parse(["run", "--set", "out_dir=theirs", "--out", "mine"])).out_dir == "mine"

@@ -516,7 +516,9 @@ def _stage_devices(overrides: list[str], device: str | None, cls, config: Path |
 
 def _run_config(args):
     """The config ``transferkit run`` runs (checked), from the file, ``--set``, ``--workers``
-    / ``--device`` and, with ``--resume``, the run's own ``config.yaml``."""
+    / ``--device`` / ``--out`` and, with ``--resume``, the run's own ``config.yaml``."""
+    import json
+
     from .config import ExperimentConfig, config_file, load_config
     from .results import unfinished_hint
     config, overrides = None if args.config is None else config_file(args.config), list(args.set)
@@ -525,13 +527,16 @@ def _run_config(args):
     stored = resume is not None and (resume / "config.yaml").is_file()
     device = getattr(args, "device", None)
     device = _resumed_device(device, resume / "config.yaml") if stored and device else device
-    flags = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("device", device)) if v}
+    flags = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("device", device),
+                               ("out_dir", getattr(args, "out", None))) if v}
     for key, value in flags.items():  # the flag wins over a --set of its key, wherever each was written
         given = [a for a in overrides if a.partition("=")[0].strip() == key]
         beaten = [a for a in given if a.partition("=")[2].strip() != str(value)]
         if beaten:
-            warn(f"--{key} {value} wins over --set {', --set '.join(beaten)}")
+            warn(f"--{'out' if key == 'out_dir' else key} {value} wins over --set {', --set '.join(beaten)}")
         overrides = [a for a in overrides if a not in given]
+    flags = {k: json.dumps(v) if k == "out_dir" else v for k, v in flags.items()}  # a path as a string, never
+    # YAML's reading of it (2026 a number, a ': ' a mapping)
     overrides = _stage_devices(overrides, device, ExperimentConfig, config) + [f"{k}={v}" for k, v in flags.items()]
     damage = _damaged_config(resume / "config.yaml") if stored else None
     check(not damage, f"--resume {resume}: its config.yaml {damage}; if it was damaged, move it away and give the "
@@ -904,8 +909,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory, skipping finished jobs")
+    s.add_argument("--out", help="parent folder of a new run: it goes to OUT/NAME/<timestamp>/ (default: the "
+                                 "config's out_dir, runs; the same as --set out_dir=OUT)")
     s.add_argument("--print-config", action="store_true",
-                   help="print the resolved config (file, --set, --workers, --device) as YAML and exit")
+                   help="print the resolved config (file, --set, --workers, --device, --out) as YAML and exit")
     _runtime_flags(s)
     s.set_defaults(func=_run)
     for name, helptext in (("bench", "run a benchmark suite (see `transferkit bench list`)"),

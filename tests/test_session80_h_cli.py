@@ -1,6 +1,7 @@
 """The CLI's subcommands agree with each other (session 80's audit): a flag means the same on every
 command that takes it (``--portable-kernels`` where numbers are compared), and the listings
-(``domains``, ``methods``, ``bench list``) and ``summary`` have one machine-readable form (``--format json``)."""
+(``domains``, ``methods``, ``bench list``) and ``summary`` have one machine-readable form (``--format json``), ``run``
+takes ``--out`` as ``bench`` does, and every command the docs show is accepted by the real parser."""
 
 import json
 
@@ -60,3 +61,27 @@ def test_run_takes_out_as_bench_does_and_it_wins_over_a_set_of_out_dir(tmp_path)
     assert cli._run_config(parse(["run", "--out", "2026"])).out_dir == "2026"  # a path, not YAML's number
     with pytest.warns(UserWarning, match="--out mine wins over --set out_dir=theirs"):
         assert cli._run_config(parse(["run", "--set", "out_dir=theirs", "--out", "mine"])).out_dir == "mine"
+
+
+def test_every_documented_command_is_accepted_by_the_parser(capsys):
+    """Each `transferkit ...` of README.md and docs/*.md, cut at a shell redirection, parses with the real
+    parser (no work runs); prose that names a command (`transferkit summary`, `bench --resume`) or a
+    placeholder (`--workers N`, `[--quick]`, `...`) is left out."""
+    import re
+    import shlex
+
+    from test_docs_examples import _commands
+    parsed, wrong = [], []
+    for f, n, cmd in _commands():
+        words = shlex.split(cmd)
+        words = words[:next((i for i, w in enumerate(words) if re.match(r"\d?>", w)), len(words))]
+        if re.search(r"\.\.\.|\[|\bN\b| / ", cmd) or all(w.startswith("-") for w in words[2:4]) and len(words) <= 3:
+            continue
+        try:
+            cli.build_parser().parse_args(words[1:])
+            parsed.append(" ".join(words))
+        except SystemExit:
+            wrong.append(f"{f}:{n} {cmd}: {capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert not wrong, "\n".join(wrong)
+    assert len(parsed) >= 100 and "transferkit run demo --out /tmp/r" in parsed
+    assert "transferkit bench list --format json" in parsed

@@ -85,3 +85,12 @@ def test_every_documented_command_is_accepted_by_the_parser(capsys):
     assert not wrong, "\n".join(wrong)
     assert len(parsed) >= 100 and "transferkit run demo --out /tmp/r" in parsed
     assert "transferkit bench list --format json" in parsed
+
+
+def test_counts_and_paths_have_the_metavars_of_the_other_commands():
+    usage = {name: cli.build_parser()._subparsers._group_actions[0].choices[name].format_usage()
+             for name in ("show", "episodes", "report", "run")}
+    assert "[--per-class N] [--size PX]" in usage["show"] and "[--out FILE]" in usage["show"]
+    assert "[--n-way N]" in usage["episodes"] and "[--k-shot K [K ...]]" in usage["episodes"]
+    assert "[--episodes N]" in usage["episodes"] and "[--heads NAMES]" in usage["episodes"]
+    assert "[--out DIR]" in usage["report"] and "[--workers N]" in usage["run"]

@@ -878,9 +878,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="save a picture of samples per class",
                        description="Draw up to --per-class random images of each class of DOMAIN into a PNG.")
     s.add_argument("domain", help="a domain name as `transferkit domains` lists it (mnist, mnist+yuv, folder:PATH)")
-    s.add_argument("--out", default="grid.png", help="the PNG file to write (default: grid.png)")
-    s.add_argument("--per-class", type=int, default=8, help="images per class (default: 8)")
-    s.add_argument("--size", type=int, default=28, help="image side in pixels (default: 28)")
+    s.add_argument("--out", default="grid.png", metavar="FILE", help="the PNG file to write (default: grid.png)")
+    s.add_argument("--per-class", type=int, default=8, metavar="N", help="images per class (default: 8)")
+    s.add_argument("--size", type=int, default=28, metavar="PX", help="image side in pixels (default: 28)")
     s.add_argument("--seed", type=int, default=0, help="which images (and random shifts) are drawn (default: 0)")
     s.add_argument("--channels", type=int, choices=(1, 3),
                    help="convert to 1 or 3 channels (default: as stored; 3 for a colour shift, yuv/hsv, on a grey "
@@ -942,21 +942,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "it, per-class and confusion figures and training curves.")
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="a run or benchmark directory (finished, or stopped: its finished jobs)")
-    s.add_argument("--out", help="output directory (default: inside each RUN_DIR; with several RUN_DIRs, "
-                                 "one sub-folder per directory name)")
+    s.add_argument("--out", metavar="DIR", help="output directory (default: inside each RUN_DIR; with several "
+                                                "RUN_DIRs, one sub-folder per directory name)")
     s.set_defaults(func=_report)
     helptext = ("N-way K-shot episodes on a run's target test split with each finished job's frozen embedding "
                 "(mean and 95 %% interval over the episodes)")
     s = sub.add_parser("episodes", help=helptext, description=helptext[0].upper() + helptext[1:].replace("%%", "%")
                        + ".")
     s.add_argument("run_dir", metavar="RUN_DIR", help="a transferkit run directory (finished, or stopped)")
-    s.add_argument("--methods", help="the methods to score, comma-separated (default: every method with a model)")
-    s.add_argument("--heads", default="prototype", help="few-shot heads, comma-separated: prototype, linear, cosine "
-                                                        "(default: prototype)")
-    s.add_argument("--n-way", type=int, default=5, help="classes per episode (default: 5)")
-    s.add_argument("--k-shot", type=int, nargs="+", default=[1, 5], help="support images per class (default: 1 5)")
-    s.add_argument("--n-query", type=int, default=15, help="query images per class (default: 15)")
-    s.add_argument("--episodes", type=int, default=600, help="episodes (default: 600)")
+    s.add_argument("--methods", metavar="NAMES",
+                   help="the methods to score, comma-separated (default: every method with a model)")
+    s.add_argument("--heads", default="prototype", metavar="NAMES",
+                   help="few-shot heads, comma-separated: prototype, linear, cosine (default: prototype)")
+    s.add_argument("--n-way", type=int, default=5, metavar="N", help="classes per episode (default: 5)")
+    s.add_argument("--k-shot", type=int, nargs="+", default=[1, 5], metavar="K",
+                   help="support images per class (default: 1 5)")
+    s.add_argument("--n-query", type=int, default=15, metavar="N", help="query images per class (default: 15)")
+    s.add_argument("--episodes", type=int, default=600, metavar="N", help="episodes (default: 600)")
     s.add_argument("--seed", type=int, default=0, help="draws the episodes, the same for every model (default: 0)")
     s.add_argument("--trust-pickles", action="store_true",
                    help="read a job that saved only its pickled model (models/*.pt; runs before 2026-12-07): "

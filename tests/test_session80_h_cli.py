@@ -94,3 +94,10 @@ def test_counts_and_paths_have_the_metavars_of_the_other_commands():
     assert "[--n-way N]" in usage["episodes"] and "[--k-shot K [K ...]]" in usage["episodes"]
     assert "[--episodes N]" in usage["episodes"] and "[--heads NAMES]" in usage["episodes"]
     assert "[--out DIR]" in usage["report"] and "[--workers N]" in usage["run"]
+
+
+def test_summary_refuses_a_folder_without_results_in_the_words_of_report(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for command in ("report", "summary"):
+        assert cli.main([command, str(tmp_path / "empty")]) == 2
+        assert f"no results.json in {tmp_path / 'empty'}: not a run or benchmark directory" in capsys.readouterr().err

@@ -797,8 +797,11 @@ def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | N
 def _summary(args) -> None:
     from .compare import combine_runs, with_revisions
     from .errors import warn
-    from .results import failed_line, read_results, summarize, text_notes, unfinished_run
+    from .results import check_run_dir, failed_line, read_results, summarize, text_notes, unfinished_run
     from .tables import csv_table, latex_table, markdown_table, md_cell, table_parts
+    for given in args.results:  # a folder with no results.json is refused in the words of `report`
+        if Path(given).is_dir():
+            check_run_dir(given)
     path = Path(args.results[0]) if len(args.results) == 1 else " + ".join(args.results)
     data = (combine_runs(args.results) if len(args.results) > 1 else unfinished_run(path)
             or read_results(path / "results.json" if path.is_dir() else path))

@@ -21,7 +21,14 @@ from .errors import check
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, resolves_inside, write_text
 from .plots import MARKERS, new_figure
-from .results import failed_line, read_results, stopped_lines, summarize, unfinished_hint, unfinished_run
+from .results import (  # check_run_dir: report.check_run_dir as before
+    check_run_dir,
+    failed_line,
+    read_results,
+    stopped_lines,
+    summarize,
+    unfinished_run,
+)
 from .tables import (
     BALANCED_HEADER,
     GZSL_HEADER,
@@ -463,19 +470,6 @@ window.addEventListener('load', function () {
     imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; }).length);
 });
 </script>"""
-
-
-def check_run_dir(run_dir: str | Path) -> Path:
-    """The ``results.json`` of a run or benchmark directory (of a stopped run with finished jobs,
-    where it would be: :func:`write_report` draws those jobs); an error says what is missing."""
-    run_dir = Path(run_dir)
-    check(run_dir.exists(), f"{run_dir} does not exist: give a run or benchmark directory (the 'run directory:' "
-                            f"`transferkit run` prints, under its config's out_dir, or one under `transferkit bench`'s "
-                            f"--out)")
-    check((run_dir / "results.json").is_file() or unfinished_run(run_dir) is not None,
-          f"no results.json in {run_dir}"
-          f"{unfinished_hint(run_dir) or ': not a run or benchmark directory (a finished one holds results.json)'}")
-    return run_dir / "results.json"
 
 
 def _config_files(run_dir: Path, stored) -> str:

@@ -307,3 +307,16 @@ def write_results(run_dir: Path, name: str, config: dict, rows: list[dict], work
     write_text(run_dir / "results.md", f"# {md_cell(name)}\n\n" + markdown_table(summary, rows, config)
                + "".join(f"\n\nfailed: {failed_line(f)}" for f in failed or ()))
     return path
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """The ``results.json`` of a run or benchmark directory (of a stopped run with finished jobs,
+    where it would be: :func:`write_report` draws those jobs); an error says what is missing."""
+    run_dir = Path(run_dir)
+    check(run_dir.exists(), f"{run_dir} does not exist: give a run or benchmark directory (the 'run directory:' "
+                            f"`transferkit run` prints, under its config's out_dir, or one under `transferkit bench`'s "
+                            f"--out)")
+    check((run_dir / "results.json").is_file() or unfinished_run(run_dir) is not None,
+          f"no results.json in {run_dir}"
+          f"{unfinished_hint(run_dir) or ': not a run or benchmark directory (a finished one holds results.json)'}")
+    return run_dir / "results.json"

@@ -58,7 +58,8 @@ def _show(args) -> None:
     _check_seed(args.seed)
 
     from .data import has_colour_shift, load_domain
-    from .plots import sample_grid
+    from .plots import check_png, sample_grid
+    check_png(args.out, "sample grid")  # before the domain is read (a digits build can take a minute)
     channels = args.channels or (3 if has_colour_shift(args.domain) else None)  # as `run` loads it (channels: auto)
     drawn = _drawn_of_folder(args, channels)
     domain, labels = drawn or (load_domain(args.domain, seed=args.seed, size=args.size, channels=channels), None)

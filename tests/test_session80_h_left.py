@@ -1,7 +1,7 @@
 """Session 80 leftovers (helper h_left): ``bench.kept_tsne`` keys a kept figure by the drawing style
 (``plots.TSNE_STYLE``); a diverged pre-training marks bench flex's and bench represent's rows ``diverged``
 (stored in their source records, read back on resume); the diverged line under those suites' own tables;
-no host sync per ``matching_ft`` step; one rule for whole-valued float labels in prototypes and matching."""
+one rule for whole-valued float labels in prototypes and matching."""
 import json
 
 import pytest
@@ -141,83 +141,7 @@ def test_represent_tables_name_their_diverged_rows_below_each_table():
                          "rate).\n") and _without_line(text) == plain
 
 
-# ---- 4. no host sync per matching_ft step ---------------------------------------------------------------------------
-def _matching_ft(scale: float = 10.0):
-    from transferkit.backbones import build_backbone
-    from transferkit.methods.semantic import FinetunedMatchingNet
-    torch.manual_seed(0)
-    return FinetunedMatchingNet(build_backbone("lenet", num_classes=4, in_channels=1, image_size=28), scale=scale)
-
-
-def _losses_before(method, batch):
-    """matching_ft's losses as they were (two host syncs per step): the reference of the values."""
-    import torch.nn.functional as F
-
-    from transferkit.methods.semantic import _matching_log_probs, first_occurrences
-    x, y = batch.target
-    once = first_occurrences(batch.indices["target"])
-    x, y = x[once], y[once]
-    f = method.net.forward_units(x, method.input_unit, "embedding")
-    query = first_occurrences(y) & (torch.bincount(y)[y] >= 2)
-    if not query.any():
-        return {"episode_ce": f.sum() * 0.0}
-    logp = _matching_log_probs(f[query], f[~query], y[~query], method.num_target_classes, method.scale)
-    return {"episode_ce": F.nll_loss(logp, y[query])}
-
-
-def _batch(labels, indices=None):
-    from transferkit.engine import Batch
-    g = torch.Generator().manual_seed(len(labels))
-    y = torch.tensor(labels)
-    idx = torch.tensor(indices if indices is not None else range(len(labels)))
-    return Batch(step=0, progress=0.0, target=(torch.rand(len(y), 1, 28, 28, generator=g), y),
-                 indices={"target": idx})
-
-
-@pytest.mark.parametrize("labels, indices", [([0, 1, 2, 3], None), ([0, 0, 1, 2, 1, 3, 3], None),
-                                             ([0, 0, 1, 1, 2], [5, 5, 6, 7, 8])])
-@pytest.mark.parametrize("scale", [10.0, 1e4])  # 1e4: probabilities below 1e-8, the log-space values
-def test_a_matching_ft_step_takes_no_host_sync_and_gives_the_same_loss_and_gradients(labels, indices, scale,
-                                                                                    monkeypatch):
-    # before: `if not query.any()` and `bool(tiny.any())` (and first_occurrences' int(max)) synced at every step
-    method = _matching_ft(scale)
-    method.num_target_classes = 4
-    batch = _batch(labels, indices)
-    want = _losses_before(method, batch)["episode_ce"]
-    want.backward()
-    grads = {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None}
-    method.zero_grad(set_to_none=True)
-    syncs = []
-    for name in ("__bool__", "__int__", "item", "tolist"):
-        real = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _r=real: syncs.append(_n) or _r(self, *a))
-    got = method.losses(batch)["episode_ce"]
-    assert syncs == []
-    monkeypatch.undo()
-    got.backward()
-    assert got.item().hex() == want.item().hex()
-    assert grads.keys() == {k for k, p in method.named_parameters() if p.grad is not None}
-    assert all(torch.equal(p.grad, grads[k]) for k, p in method.named_parameters() if k in grads)
-
-
-def test_a_tiny_matching_ft_fit_gives_the_losses_and_weights_of_before(monkeypatch):
-    import helpers
-
-    from transferkit.engine import Engine
-    from transferkit.methods.semantic import FinetunedMatchingNet
-    cfg = TrainConfig(steps=4, batch_size=6, eval_every=1, progress=False)
-    fits = []
-    for losses in (FinetunedMatchingNet.losses, _losses_before):
-        monkeypatch.setattr(FinetunedMatchingNet, "losses", losses)
-        method = _matching_ft(1e4)  # probabilities below 1e-8 too
-        fit = Engine(cfg, seed=0).fit(method, target=helpers.toy_domain(12))
-        fits.append(([float(h["loss"]).hex() for h in fit.history if "loss" in h], method.net.state_dict()))
-    (now, net_now), (before, net_before) = fits
-    assert len(now) == 4 and now == before
-    assert all(torch.equal(v, net_before[k]) for k, v in net_now.items())
-
-
-# ---- 5. one rule for float labels: prototypes' class_ids and the matching functions ----------------------------
+# ---- 4. one rule for float labels: prototypes' class_ids and the matching functions ----------------------------
 @pytest.mark.parametrize("name", ["matching_log_probs", "nearest_support_scores"])
 def test_matching_takes_whole_float_labels_as_class_means_do_and_refuses_what_class_ids_refuses(name):
     # before: float support labels were refused outright, while heads.class_means took whole-valued floats

@@ -394,12 +394,11 @@ def first_occurrences(ids: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the first position of every distinct value of ``ids`` (1-d)."""
     _, inverse = torch.unique(ids, return_inverse=True)
     pos = torch.arange(len(ids), device=ids.device)
-    # a slot per position (at least as many as distinct values: no host sync for their count); a slot of no
-    # value keeps len(ids), which marks the extra last element dropped below
-    first = torch.full((len(ids),), len(ids), device=ids.device).scatter_reduce(0, inverse, pos, "amin")
-    mask = torch.zeros(len(ids) + 1, dtype=torch.bool, device=ids.device)
+    first = torch.full((int(inverse.max()) + 1 if len(ids) else 0,), len(ids), device=ids.device)
+    first = first.scatter_reduce(0, inverse, pos, "amin")
+    mask = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     mask[first] = True
-    return mask[:-1]
+    return mask
 
 
 def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
@@ -414,16 +413,14 @@ def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_lab
 
 
 def _matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor,
-                        num_classes: int, scale: float, sync: bool = True) -> torch.Tensor:
-    """:func:`matching_log_probs` of inputs already checked (no host sync for the check). ``sync``: skip the
-    log-space values when no probability is below ``1e-8``, which costs a host sync; ``False`` computes them
-    always (an ``N x C x S`` tensor; the same values, bit for bit: a training step's choice)."""
+                        num_classes: int, scale: float) -> torch.Tensor:
+    """:func:`matching_log_probs` of inputs already checked (no host sync for the check)."""
     logits = scale * F.normalize(queries, dim=1) @ F.normalize(support, dim=1).t()
     onehot = F.one_hot(support_labels, num_classes)
     probs = torch.softmax(logits, dim=1) @ onehot.to(logits.dtype)
     tiny = probs < 1e-8
     log_probs = probs.clamp_min(1e-8).log()  # the clamp keeps log's gradient at 0 finite where tiny
-    if sync and not bool(tiny.any()):
+    if not bool(tiny.any()):
         return log_probs
     member = onehot.t().bool()  # C x S
     has = member.any(1)
@@ -549,10 +546,11 @@ class FinetunedMatchingNet(MatchingNet):
             x, y = x[once], y[once]
         f = self.net.forward_units(x, self.input_unit, "embedding")
         query = first_occurrences(y) & (torch.bincount(y)[y] >= 2)  # the first example of each class twice
+        if not query.any():  # no class twice in this batch: nothing to match
+            return {"episode_ce": f.sum() * 0.0}
         # the batch's labels are the target's class ids, below num_target_classes (prepare): no check, no sync
-        logp = _matching_log_probs(f[query], f[~query], y[~query], self.num_target_classes, self.scale, sync=False)
-        # no class twice in this batch: nothing to match (the loss of no query, NaN, is not taken; no host sync)
-        return {"episode_ce": torch.where(query.any(), F.nll_loss(logp, y[query]), f.sum() * 0.0)}
+        logp = _matching_log_probs(f[query], f[~query], y[~query], self.num_target_classes, self.scale)
+        return {"episode_ce": F.nll_loss(logp, y[query])}
 
     def prepare(self, domains: dict) -> None:
         super().prepare(domains)

@@ -116,9 +116,13 @@ def image_batch(images, who: str, shape: tuple | None = None, exact: bool = Fals
         what = "the shape fit saw" if exact else "the channels the network was built for"
         hint = (f"; image files: transferkit.read_images(paths, size={shape[1]}, channels={shape[0]}), a domain: "
                 f"domain.to_format(size={shape[1]}, channels={shape[0]})"
-                if exact and len(shape) == 3 and shape[1] == shape[2] and images.dim() == 4 else
+                if len(shape) == 3 and shape[1] == shape[2] and images.dim() == 4 else
                 _three_dim_hint(images, shape, transpose) if images.dim() == 3 else "")
         check(fits, f"{who}: expected an {want} image tensor ({what}), got {tuple(images.shape)}{hint}")
+        if not exact and len(shape) == 3 and tuple(images.shape[2:]) != tuple(shape[1:]):
+            warn(f"{who}: images of {images.shape[2]} x {images.shape[3]} pixels for a network built for "
+                 f"{shape[1]} x {shape[2]} (the size it was trained at): its predictions at another size are not "
+                 f"those it was scored with{hint}")
     check(images.dim() == 4, f"{who}: expected an {want} image tensor, got shape {tuple(images.shape)}")
     return as_images(images, who)
 

@@ -584,7 +584,10 @@ class Method(nn.Module):
         ``needs_every_class``, or no ``val`` for a method that ``needs_validation``.
         ``transferkit run`` calls it for every label subset, ``Transfer.fit`` for its domains."""
         check(not cls.needs_validation or (val is not None and len(val) > 0),
-              "it selects on a labelled validation set and none is given (select_on: target_val, or fit(val=...))")
+              "it selects on a labelled validation set and none is given (select_on: target_val in a run; in Python "
+              "fit(val=...): with a few labels per class and a test set of your own, split = "
+              "transferkit.splits.split_domain(target, test_fraction=0) gives split.train for target= and split.val "
+              "for val=)")
         if "target" not in cls.streams or target is None:
             return
         counts = target.class_counts()

@@ -177,18 +177,31 @@ def tiny_run(tmp_path_factory):
     return run_dir, rows
 
 
-def test_readme_load_model_block(tiny_run, one_thread):
+def test_readme_load_model_block(tiny_run, one_thread, tmp_path):
     """README "To use a trained model": its run path replaced by a tiny run's; ``images`` and
-    ``domain`` (the reader's) are that run's target test split."""
+    ``domain`` (the reader's) are that run's target test split; ``new_images/`` three PNG files of another
+    size, ``predictions.csv`` in ``tmp_path``."""
+    import csv
+
+    from PIL import Image
+
     from transferkit.config import load_config
     from transferkit.experiment import prepare_domains
     run_dir, _ = tiny_run
     test = prepare_domains(load_config(run_dir / "config.yaml")).target.test
+    (tmp_path / "new").mkdir()
+    for i in range(3):
+        Image.new("L", (16, 16), 60 * i).save(tmp_path / "new" / f"f{i}.png")
     code = patched(block("README.md", 'transferkit.load_model("runs/demo'),
-                   ("runs/demo/20261129-101500-123456", str(run_dir)))
+                   ("runs/demo/20261129-101500-123456", str(run_dir)), ("new_images", str(tmp_path / "new")),
+                   ('"predictions.csv"', repr(str(tmp_path / "predictions.csv"))))
     ns = run_block(code,
                    images=test.images[:20], domain=test)
     assert ns["logits"].shape == (20, len(ns["names"]))
+    rows = list(csv.reader(open(tmp_path / "predictions.csv")))
+    assert rows[0] == ["file", "class"] and [r[0] for r in rows[1:]] == [str(tmp_path / "new" / f"f{i}.png")
+                                                                         for i in range(3)]
+    assert all(r[1] in ns["fitted"].classes_ for r in rows[1:])
     assert not ns["model"].training  # "eval mode"
     assert torch.equal(ns["fitted"].predict(test.images[:20]), ns["logits"].argmax(1))
 

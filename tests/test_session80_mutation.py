@@ -92,3 +92,16 @@ def test_a_metrics_stream_is_not_read_back_as_the_history(capfd):
     append_jsonl("/dev/stdout", {"method": "m", "run": "r", "step": 1, "loss": 0.5})  # pytest's fd 1: a regular file
     assert engine._logged_history(5) == []
     capfd.readouterr()
+
+
+# ---- cli._stage_devices: only the stages' device keys and sections follow --device -----------------------------------
+@pytest.mark.parametrize("given", ["source.device=cuda", "options={device: cuda}", "source={device: cuda}"])
+def test_a_device_of_a_section_that_is_no_stage_is_left_as_given(given):
+    from transferkit.cli import _stage_devices
+    from transferkit.config import ExperimentConfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _stage_devices([given], "cpu", ExperimentConfig) == [given]
+    with pytest.warns(TransferkitWarning, match="wins over"):
+        assert _stage_devices(["train={device: cuda}"], "cpu", ExperimentConfig) == ["train={device: cuda}",
+                                                                                     "train.device=cpu"]

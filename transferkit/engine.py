@@ -51,7 +51,7 @@ from .errors import TransferkitError, check, torch_seed, warn
 from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
-from .io import append_jsonl, is_stream, load_safetensors, read_jsonl, save_safetensors, write_json
+from .io import append_jsonl, check_stream, is_stream, load_safetensors, read_jsonl, save_safetensors, write_json
 from .registry import without_addresses
 from .runtime import NoBar, autocast, check_device_name, resolve_device, shows_progress
 
@@ -442,6 +442,8 @@ class Engine:
             unlabeled: Domain | None = None, val: Domain | None = None, resume: bool = True) -> FitResult:
         cfg = self.cfg
         cfg.check()
+        if self.metrics_path:  # a named pipe or a closed descriptor: refused before the first step, not at it
+            check_stream(self.metrics_path)
         t0 = time.perf_counter()
         self.resumed_s = 0.0  # seconds a checkpoint this fit resumes from had trained (FitResult.wall_s counts them)
         torch.manual_seed(self.seed)

@@ -380,19 +380,41 @@ def _not_regular(path, what: str, instead: str = "") -> TransferkitError:
 #: the process's own output streams: links, but to what the user opened (a terminal, a pipe, ``> log.txt``)
 _OWN_STREAMS = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/self/fd/\d+")
 
+#: what a metrics file may be besides a regular file, said where one is refused
+_STREAMS_INSTEAD = "a character device or the process's own output stream (/dev/null, /dev/stdout, /dev/stderr)"
+
 
 def is_stream(path: str | os.PathLike, mode: int | None = None) -> bool:
-    """Whether ``path`` is one of the process's own output streams (``/dev/stdout``, ``/dev/stderr``,
-    ``/dev/fd/N``, whatever they lead to) or, through links too, a character device or a named pipe
-    (``/dev/null``, a terminal, ``mkfifo``'s; or the ``st_mode`` given is one): written to, never read back."""
+    """Whether ``path`` is one of the process's own output streams that is open (``/dev/stdout``,
+    ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``, whatever they lead to) or, through links too, a
+    character device (``/dev/null``, a terminal; or the ``st_mode`` given is one): written to, never read
+    back. A named pipe is not one (:func:`check_stream` refuses it)."""
     if _OWN_STREAMS.fullmatch(str(path)):
-        return True
+        return mode is not None or os.path.exists(path)
     if mode is None:
         try:
             mode = os.stat(path).st_mode
         except OSError:  # absent, or a dangling link
             return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+    return stat.S_ISCHR(mode)
+
+
+def check_stream(path: str | os.PathLike, what: str = "metrics file") -> None:
+    """Refuse a ``path`` that names a stream transferkit does not write: a named pipe (each line
+    reopens it: with no reader the open waits for one, and a reader gone blocks the next line), or one
+    of the process's own streams whose descriptor is not open (or that the system has not: macOS has
+    no ``/proc``)."""
+    fix = f"give a regular file (follow it with tail -f) or {_STREAMS_INSTEAD}"
+    check(not _OWN_STREAMS.fullmatch(str(path)) or os.path.exists(path),
+          f"the {what} {path} names no open output stream of this process (a closed descriptor, or a path "
+          f"this system has not); {fix}")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent: a regular file is made
+        return
+    check(not stat.S_ISFIFO(mode) or _OWN_STREAMS.fullmatch(str(path)),
+          f"the {what} {path} is a named pipe, which transferkit does not write (each line would reopen it: "
+          f"training would wait for a reader, or stop when one goes); {fix}")
 
 
 def _try_lock(fd: int) -> bool:
@@ -602,17 +624,21 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line (metrics streams). A line torn by a kill is ended first, so that
     :func:`read_jsonl` skips it alone and not the record appended after it. A NaN or infinite number
     is written as ``null``, as :func:`write_json` writes it. A ``path`` that is a symbolic link (or not
-    a regular file) is refused (:func:`open_regular`), but for a character device or a named pipe
-    (:func:`is_stream`: ``/dev/null`` keeps no lines, ``/dev/stdout`` shows them), which is written to."""
+    a regular file) is refused (:func:`open_regular`), but for a character device or one of the
+    process's own streams (:func:`is_stream`: ``/dev/null`` keeps no lines, ``/dev/stdout`` shows them),
+    which is written to; a named pipe is refused (:func:`check_stream`). A stream whose reader has gone
+    (``| head``) drops the line, as the commands' closed stdout does."""
     path = Path(path)
-    if is_stream(path):  # a pipe's reader or a terminal has no end to look at: the line alone
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)), "wb") as f:
+    check_stream(path)
+    if is_stream(path):  # a terminal or the process's stream has no end to look at: the line alone
+        with contextlib.suppress(BrokenPipeError), \
+                os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)), "wb") as f:
             check(is_stream(path, os.fstat(f.fileno()).st_mode), f"the metrics file {path} changed while it was "
-                                                                 f"opened: it is no longer a device or a pipe")
+                                                                 f"opened: it is no longer {_STREAMS_INSTEAD}")
             f.write((_json_line(obj) + "\n").encode("utf-8"))
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    instead = "; a metrics file may also be a character device or a named pipe (/dev/null, /dev/stdout)"
+    instead = f"; a metrics file may also be {_STREAMS_INSTEAD}"
     with os.fdopen(open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "metrics file", instead), "a+b") as f:
         end = f.seek(0, os.SEEK_END)
         if end:

@@ -1,0 +1,60 @@
+"""Session 80 (h_fix2): a review's findings on this session's change. A metrics file that is a named pipe,
+or a closed descriptor's /dev/fd/N, is refused before training (not a hang or a raw error mid-training), and a
+line to the process's own stream whose reader has gone is dropped; quiet() under threads leaves no ignore
+rule behind and takes out no other filter; a loss module without options refuses a misspelt one at
+construction; --device does not warn of a config file's stage device that follows `device` anyway; the
+failed-jobs line of a report names five jobs and counts the rest; load_job_network's hint for a method that
+adds to its network names the setting of a run of several."""
+
+import os
+
+import helpers
+import pytest
+
+from transferkit.backbones import build_backbone
+from transferkit.engine import Engine, TrainConfig
+from transferkit.errors import TransferkitError
+from transferkit.io import append_jsonl
+from transferkit.methods import get_method
+
+fifos = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+
+
+# ---- 1. metrics streams -----------------------------------------------------------------------------------------
+@fifos
+def test_a_named_pipe_as_metrics_file_is_refused_before_training_saying_what_to_give(tmp_path):
+    # before: each record reopened the pipe: a one-shot reader's exit, or none at all, blocked training for good
+    fifo = tmp_path / "lines"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader there: the old code wrote (and took) the line
+    try:
+        with pytest.raises(TransferkitError, match=r"lines is a named pipe, which transferkit does not write.*"
+                                                   r"give a regular file .*/dev/null, /dev/stdout"):
+            append_jsonl(fifo, {"step": 1})
+        net = build_backbone("lenet", num_classes=4, in_channels=1)
+        with pytest.raises(TransferkitError, match="is a named pipe"):
+            Engine(TrainConfig(steps=1, batch_size=8, progress=False), metrics_path=fifo).fit(
+                get_method("finetune")(net), target=helpers.toy_domain(8))
+        assert os.read(reader, 100) == b""
+    finally:
+        os.close(reader)
+
+
+def test_a_closed_descriptor_s_path_is_refused_clearly_not_a_raw_file_not_found():
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)  # fd w is closed now: /dev/fd/w names nothing
+    for path in (f"/dev/fd/{w}", f"/proc/self/fd/{w}"):
+        with pytest.raises(TransferkitError, match=rf"{path} names no open output stream of this process"):
+            append_jsonl(path, {"step": 1})
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fd"), reason="no /dev/fd")
+def test_a_line_to_the_process_s_own_stream_whose_reader_has_gone_is_dropped():
+    # before: a raw BrokenPipeError (stdout closed by `| head`) stopped training
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone
+    try:
+        append_jsonl(f"/dev/fd/{w}", {"step": 1})
+    finally:
+        os.close(w)

@@ -7,6 +7,9 @@ failed-jobs line of a report names five jobs and counts the rest; load_job_netwo
 adds to its network names the setting of a run of several."""
 
 import os
+import sys
+import threading
+import warnings
 
 import helpers
 import pytest
@@ -58,3 +61,54 @@ def test_a_line_to_the_process_s_own_stream_whose_reader_has_gone_is_dropped():
         append_jsonl(f"/dev/fd/{w}", {"step": 1})
     finally:
         os.close(w)
+
+
+# ---- 2. quiet() under threads -----------------------------------------------------------------------------------
+def test_quiet_under_threads_leaves_no_rule_behind_and_keeps_the_user_s_filter():
+    # before: the exit found its rule, then deleted by index: another thread's insert between deleted that
+    # thread's rule (or the user's filter) instead, and left its own behind for good
+    from transferkit.errors import quiet
+    deleting, b_inserted = threading.Event(), threading.Event()
+
+    class Paused(list):  # a's delete waits for b's insert (50 ms at most): the thread switch the race needs
+        def insert(self, index, item):
+            super().insert(index, item)
+            if threading.current_thread().name == "b":
+                b_inserted.set()
+
+        def __delitem__(self, index):
+            if threading.current_thread().name == "a":
+                deleting.set()
+                b_inserted.wait(0.05)
+            super().__delitem__(index)
+
+    def a():
+        with quiet():
+            pass
+
+    def b():  # in quiet() while a takes its rule out
+        deleting.wait(1)
+        with quiet():
+            threads[0].join(1)
+
+    def loop():
+        for _ in range(3000):
+            with quiet():
+                pass
+
+    interval = sys.getswitchinterval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the user's")
+        before = list(warnings.filters)
+        warnings.filters = Paused(before)
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=a, name="a"), threading.Thread(target=b, name="b")]
+            threads += [threading.Thread(target=loop) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert deleting.is_set() and warnings.filters == before

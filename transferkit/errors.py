@@ -60,13 +60,19 @@ def ignored(category: type[Warning] = Warning):
     An ignored warning writes nothing in the registries, and the other warnings meet the same filters as
     without this one, so the registries stay right. Filters added inside (``simplefilter``) are kept."""
     rule, filters = ("ignore", None, category, None, 0), warnings.filters
-    filters.insert(0, rule)
+    with _IGNORED_LOCK:
+        filters.insert(0, rule)
     try:
         yield
     finally:
-        index = next((i for i, f in enumerate(filters) if f is rule), None)  # not another's equal filter
-        if index is not None:
-            del filters[index]
+        with _IGNORED_LOCK:  # found and taken out at once: another thread's insert would move it between
+            index = next((i for i, f in enumerate(filters) if f is rule), None)  # not another's equal filter
+            if index is not None:
+                del filters[index]
+
+
+#: held by :func:`ignored` while it puts its filter in or takes it out
+_IGNORED_LOCK = threading.Lock()
 
 
 def quiet():

@@ -112,3 +112,24 @@ def test_quiet_under_threads_leaves_no_rule_behind_and_keeps_the_user_s_filter()
         finally:
             sys.setswitchinterval(interval)
         assert deleting.is_set() and warnings.filters == before
+
+
+# ---- 3. loss modules' options ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["CoralLoss", "EntropyLoss", "DifferenceLoss", "ScaleInvariantMSELoss"])
+def test_a_loss_module_without_options_refuses_one_at_construction(name):
+    # before: CoralLoss(wieght=2.0) was built and failed at forward with a raw TypeError of the function
+    from transferkit import losses
+    with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument 'wieght'; it takes none$"):
+        getattr(losses, name)(wieght=2.0)
+    assert getattr(losses, name)().options == {}
+
+
+def test_a_loss_module_s_options_are_checked_against_its_function():
+    from transferkit import losses
+
+    class Reversal(losses._LossModule):
+        loss = staticmethod(losses.grad_reverse)
+
+    assert Reversal(coeff=0.5).options == {"coeff": 0.5}
+    with pytest.raises(TypeError, match=r"^Reversal\(\) got an unexpected keyword argument 'cof'; it takes coeff$"):
+        Reversal(cof=0.5)

@@ -19,6 +19,7 @@ Each loss is also an ``nn.Module`` (options at construction, tensors to ``forwar
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Sequence
 
@@ -213,6 +214,11 @@ class _LossModule(torch.nn.Module):
 
     def __init__(self, **options):
         super().__init__()
+        known = [n for n, p in inspect.signature(type(self).loss).parameters.items() if p.default is not p.empty]
+        unknown = next((k for k in options if k not in known), None)
+        if unknown is not None:  # a subclass without a constructor of its own: refused here, not at forward
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown!r}; it takes "
+                            f"{', '.join(known) or 'none'}")
         self.options = options
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,11 @@ import warnings
 
 import helpers
 import pytest
+import yaml
 
 from transferkit.backbones import build_backbone
 from transferkit.engine import Engine, TrainConfig
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, TransferkitWarning
 from transferkit.io import append_jsonl
 from transferkit.methods import get_method
 
@@ -133,3 +134,18 @@ def test_a_loss_module_s_options_are_checked_against_its_function():
     assert Reversal(coeff=0.5).options == {"coeff": 0.5}
     with pytest.raises(TypeError, match=r"^Reversal\(\) got an unexpected keyword argument 'cof'; it takes coeff$"):
         Reversal(cof=0.5)
+
+
+# ---- 4. --device over a config file's stage device that follows `device` anyway ---------------------------------
+def test_device_does_not_warn_of_a_stage_device_that_follows_device_anyway(tmp_path, capsys, monkeypatch):
+    # before: "--device cuda:0 wins over train.device=cpu of config file ...", though cpu is the unset default
+    from transferkit.cli import main
+    monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text("methods: [finetune]\ndevice: cuda:1\ntrain: {device: cpu}\npretrain: {device: cuda:2}\n")
+    with pytest.warns(TransferkitWarning) as said:
+        assert main(["run", str(path), "--device", "cuda:0", "--print-config"]) == 0
+    assert [str(w.message) for w in said] == [f"--device cuda:0 wins over pretrain.device=cuda:2 of config file "
+                                              f"{path}"]
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["device"] == printed["train"]["device"] == printed["pretrain"]["device"] == "cuda:0"

@@ -14,9 +14,10 @@ from transferkit.errors import TransferkitError, TransferkitWarning
 
 
 # ---- 1. --device over a config file's train.device / pretrain.device -------------------------------------------
-@pytest.mark.parametrize("stage, given, flag", [("train", "cuda", "cpu"), ("pretrain", "cpu", "cuda")])
+@pytest.mark.parametrize("stage, given, flag", [("train", "cuda", "cpu"), ("pretrain", "cuda:1", "cuda")])
 def test_device_wins_over_a_stage_device_of_the_config_file_with_a_warning(stage, given, flag, tmp_path, capsys):
-    # before: train.device cuda under --device cpu was refused; pretrain.device cpu under --device cuda lost silently
+    # before: train.device cuda under --device cpu was refused; pretrain.device cuda:1 under --device cuda lost
+    # silently (a stage's cpu, the unset default, follows `device` anyway: no warning, test_session80_h_fix2)
     path = tmp_path / "c.yaml"
     path.write_text(f"methods: [finetune]\n{stage}: {{device: {given}, steps: 3}}\n")
     with pytest.warns(TransferkitWarning, match=rf"^--device {flag} wins over {stage}\.device={given} of config file "):

@@ -481,10 +481,11 @@ def _stage_devices(overrides: list[str], device: str | None, cls, config: Path |
     """``overrides`` with each stage device of ``cls`` (a section with a ``device``: ``train``, ``pretrain``)
     set to ``--device`` where it is given: in ``--set STAGE.device=...``, in ``--set 'STAGE={device: ...}'``
     and in the config file ``config`` (where it is not a copy of the file's own ``device``, which the flag
-    follows). The flag wins over a stage's key, with a warning where they differ."""
+    follows, nor the default one, which follows ``device`` anyway: :func:`~transferkit.config.unset_stage_device`).
+    The flag wins over a stage's key, with a warning where they differ."""
     import yaml
 
-    from .config import config_data, stage_sections
+    from .config import config_data, stage_sections, unset_stage_device
     stages = stage_sections(cls)
     if not device or not stages:
         return list(overrides)
@@ -494,7 +495,8 @@ def _stage_devices(overrides: list[str], device: str | None, cls, config: Path |
             data = config_data(config)
             for stage in sorted(stages):
                 given = data.get(stage).get("device") if isinstance(data.get(stage), dict) else None
-                if isinstance(given, str) and given not in (device, data.get("device")):
+                followed = (device, data.get("device"))  # the flag's, or the file's that the flag replaces
+                if isinstance(given, str) and given not in followed and not unset_stage_device(given):
                     warn(f"--device {device} wins over {stage}.device={given} of config file {config}")
                     out.append(f"{stage}.device={device}")
     for a in overrides:

@@ -99,12 +99,11 @@ class ExperimentConfig:
             self.methods = list(self.methods)
         check_fields(self)
         check_device_name(self.device)
-        unset = os.environ.get("TRANSFERKIT_DEVICE", "cpu")  # a stage device nobody set: the environment's default
         for stage in ("pretrain", "train"):  # a stage's device follows `device`; one that differs would be ignored
             d = getattr(self, stage).device
-            check(d in ("cpu", unset, self.device), f"{stage}.device is {d!r} but device is {self.device!r}: an "
-                                                    f"experiment runs on `device` (--device); set that instead (a "
-                                                    f"run's config.yaml keeps the device it began on: resume with it)")
+            check(unset_stage_device(d) or d == self.device,
+                  f"{stage}.device is {d!r} but device is {self.device!r}: an experiment runs on `device` (--device); "
+                  f"set that instead (a run's config.yaml keeps the device it began on: resume with it)")
             if d != self.device:  # the stage runs on `device`: stored so (in a copy, the caller's object stays),
                 # so that config.yaml and --print-config name the device it runs on
                 setattr(self, stage, dataclasses.replace(getattr(self, stage), device=self.device))
@@ -243,6 +242,12 @@ def _field_hint(cls, parts: list[str]):
             return None
         hint = typing.get_type_hints(hint)[part]
     return hint
+
+
+def unset_stage_device(device: str) -> bool:
+    """Whether a stage's ``device`` is one nobody set, the default (``cpu``, or ``$TRANSFERKIT_DEVICE``'s):
+    an experiment's stage then runs on its ``device``, as one equal to it does."""
+    return device in ("cpu", os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
 
 
 def stage_sections(cls) -> set[str]:

@@ -149,3 +149,14 @@ def test_device_does_not_warn_of_a_stage_device_that_follows_device_anyway(tmp_p
                                               f"{path}"]
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["device"] == printed["train"]["device"] == printed["pretrain"]["device"] == "cuda:0"
+
+
+# ---- 5. a report's failed-jobs line ----------------------------------------------------------------------------
+def test_the_failed_jobs_line_of_a_report_names_five_and_counts_the_rest():
+    # before: it named every failed job, however many
+    from transferkit.report import _failed_status
+    failed = [{"job": f"j{i}", "error": "E"} for i in range(8)]
+    assert _failed_status(failed) == ["8 job(s) failed and have no row in the table: j0, j1, j2, j3, j4 and 3 more "
+                                      "jobs (their errors are under the table)."]
+    assert _failed_status(failed[:5])[0].startswith("5 job(s) failed and have no row in the table: j0, j1, j2, j3, "
+                                                    "j4 (their")

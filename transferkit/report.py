@@ -32,6 +32,7 @@ from .results import (  # check_run_dir: report.check_run_dir as before
 from .tables import (
     BALANCED_HEADER,
     GZSL_HEADER,
+    _first_named,
     accuracy_text,
     balanced_cell,
     balanced_shown,
@@ -499,12 +500,13 @@ def _config_files(run_dir: Path, stored) -> str:
 
 
 def _failed_status(failed: list) -> list[str]:
-    """The line at the top of a report whose results.json names failed jobs: how many, which."""
+    """The line at the top of a report whose results.json names failed jobs: how many, which (the first
+    :data:`~transferkit.tables.NAMED`, the rest counted)."""
     if not failed:
         return []
     names = [str(f.get("job")) if isinstance(f, dict) else str(f) for f in failed]
-    return [f"{len(failed)} job(s) failed and have no row in the table: {', '.join(names)} (their errors are under "
-            f"the table)."]
+    return [f"{len(failed)} job(s) failed and have no row in the table: {_first_named(names, 'jobs')} (their errors "
+            f"are under the table)."]
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:

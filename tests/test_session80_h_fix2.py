@@ -160,3 +160,20 @@ def test_the_failed_jobs_line_of_a_report_names_five_and_counts_the_rest():
                                       "jobs (their errors are under the table)."]
     assert _failed_status(failed[:5])[0].startswith("5 job(s) failed and have no row in the table: j0, j1, j2, j3, "
                                                     "j4 (their")
+
+
+# ---- 6. load_job_network's hint names the setting of a run of several -------------------------------------------
+def test_the_hint_for_a_method_that_adds_to_its_network_names_the_setting_of_a_run_of_several(tmp_path):
+    # before: it said load_model(run_dir, 'ft_ss', seed=0).net, which such a run refuses without setting=
+    from transferkit.config import ExperimentConfig
+    from transferkit.experiment import load_job_network, load_model, run_experiment
+    cfg = ExperimentConfig(name="ss", source="digits", target="digits", source_classes="0-4", target_classes="0-4",
+                           methods=["ft_ss"], k=[1, 2], repeats=1, select_on="none", out_dir=str(tmp_path),
+                           pretrain=TrainConfig(steps=1, eval_every=1), train=TrainConfig(steps=1, eval_every=1))
+    run = tmp_path / "ss"
+    run_experiment(cfg, run_dir=run, log=lambda *a: None)
+    with pytest.raises(TransferkitError, match=r"load_model\(run_dir, 'ft_ss', seed=0, setting='k=2'\)\.net, or"):
+        load_job_network(run, "ft_ss", setting="k = 2")
+    with pytest.raises(TransferkitError, match="ran the settings k=1, k=2: say which"):
+        load_model(run, "ft_ss", seed=0)
+    assert load_model(run, "ft_ss", seed=0, setting="k=2").net is not None  # the hint's call reads it

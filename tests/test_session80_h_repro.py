@@ -1,0 +1,20 @@
+"""Reproducing the docs' benchmark tables (session 80, h_repro): what a benchmark's own tables
+say about how they differ from the docs' ones (the zeroshot text encoder)."""
+
+from transferkit.bench.zeroshot import zeroshot_plan, zeroshot_tables
+
+
+def _zsl_rows(text_encoder):
+    base = {"method": "clip_infonce", "source": "mnist[0-6]", "seed": 0, "text_encoder": text_encoder}
+    return [{**base, "setting": "zsl", "accuracy": 0.3},
+            {**base, "setting": "gzsl", "accuracy": 0.1, "seen": 0.9, "unseen": 0.05},
+            {**base, "setting": "gzsl_prior", "accuracy": 0.2, "seen": 0.7, "unseen": 0.1},
+            {**base, "method": "attr_zones", "text_encoder": None, "setting": "zsl", "accuracy": 0.4}]
+
+
+def test_zeroshot_tables_name_the_hashing_text_encoder_that_stood_in_for_minilm():
+    text = zeroshot_tables(_zsl_rows("hashing"), zeroshot_plan(True))
+    (note,) = [line for line in text.splitlines() if line.startswith("Text encoder:")]
+    assert "hashing" in note and "all-MiniLM-L6-v2" in note and "not comparable" in note
+    assert text.index(note) < text.index("| method |")
+    assert "Text encoder:" not in zeroshot_tables(_zsl_rows("all-MiniLM-L6-v2"), zeroshot_plan(False))

@@ -1,5 +1,6 @@
 """Reproducing the docs' benchmark tables (session 80, h_repro): what a benchmark's own tables
-say about how they differ from the docs' ones (the zeroshot text encoder)."""
+say about how they differ from the docs' ones (the zeroshot text encoder), and what
+``--print-plan`` shows of the plan behind a table (uda's per-pair settings)."""
 
 from transferkit.bench.zeroshot import zeroshot_plan, zeroshot_tables
 
@@ -18,3 +19,19 @@ def test_zeroshot_tables_name_the_hashing_text_encoder_that_stood_in_for_minilm(
     assert "hashing" in note and "all-MiniLM-L6-v2" in note and "not comparable" in note
     assert text.index(note) < text.index("| method |")
     assert "Text encoder:" not in zeroshot_tables(_zsl_rows("all-MiniLM-L6-v2"), zeroshot_plan(False))
+
+
+def test_uda_print_plan_names_the_per_pair_settings_the_tables_ran_with():
+    from transferkit.bench import make_plan, plan_yaml
+
+    text = plan_yaml(make_plan("uda", True))
+    lines = [line for line in text.splitlines() if "chosen on target validation" in line]
+    assert len(lines) == 6 and all(line.startswith("# ") for line in lines)
+    assert ("# syndigits → mnist: `dann`: depth=2, hidden=500, layers=conv2, lr_schedule=dann, weight=1.0 "
+            "(chosen on target validation)") in lines
+    assert text.index("# budget:") < text.index(lines[0])
+    only = plan_yaml(make_plan("uda", True, ["methods=coral", "pairs=mnist:digits,mnist:mnistm"]))
+    assert "chosen on target validation" not in only
+    (mcc,) = [line for line in plan_yaml(make_plan("uda", False, ["methods=mcc", "pairs=mnist:digits"])).splitlines()
+              if "chosen" in line]
+    assert mcc == "# mnist → digits: `mcc`: detach_weights=False (chosen on target validation)"

@@ -69,6 +69,11 @@ class Plan:
         """The steps, episodes and seeds this plan runs, in words (``""``: not described)."""
         return ""
 
+    def settings(self) -> list[str]:
+        """What the plan's jobs run with besides its fields (uda's per-pair settings), a line each, as
+        ``--print-plan`` shows them under the budget; none here."""
+        return []
+
     def check_named(self, named: set[str]) -> None:
         """Checks of the fields that ``--set`` named (``named``: their top-level names); none here."""
 
@@ -262,12 +267,13 @@ def kept_tsne(panels: dict, path: Path, log, **options) -> Path:
 
 def plan_yaml(plan: Plan) -> str:
     """The plan as ``--print-plan`` shows it: its fields, and its budget as a comment (read-only
-    where ``--quick`` fixes it rather than a field)."""
+    where ``--quick`` fixes it rather than a field), then its :meth:`Plan.settings` as comments."""
     text = yaml.safe_dump(dataclasses.asdict(plan), sort_keys=False, default_flow_style=False)
+    settings = "".join(f"# {line}\n" for line in plan.settings())
     if not plan.budget():
-        return text
+        return text + settings
     fixed = "" if plan.budget_fields else " (its steps are set by --quick, not plan fields: --set does not change them)"
-    return text + f"# budget{fixed}: {plan.budget()}\n"
+    return text + f"# budget{fixed}: {plan.budget()}\n" + settings
 
 
 def budget_line(plan: Plan, full: Plan) -> str:

@@ -136,6 +136,11 @@ class UdaPlan(Budget):
                                hint="; a method of your own: name its module in TRANSFERKIT_PLUGINS") + own
         self.skada = _chosen(self.skada, "skada", skada_compare.SKADA_METHODS, empty=True)
 
+    def settings(self) -> list[str]:
+        """The per-pair settings (:data:`TUNED`) of the plan's pairs and methods, as the tables name them."""
+        return [f"{s} → {t}: `{m}`: {describe(o)} (chosen on target validation)" for s, t in self.pairs
+                for m, o in TUNED.get((s, t), {}).items() if m in self.methods]
+
     def check_named(self, named: set[str]) -> None:
         """A ``--set skada=...`` that names methods refuses a plan with no SKADA pair (it would give no row)."""
         check("skada" not in named or not self.skada or skada_less(self.pairs) != list(self.pairs),

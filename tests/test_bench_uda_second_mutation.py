@@ -159,7 +159,7 @@ def test_table3_names_the_rows_seeds_labels_the_ceiling_and_lists_multilayer_bes
             + _rows("target_only", (0.9, 0.9), seeds=(3, 4), wall=4.0)
             + _rows("skada:DANN", (0.4, 0.4), library="skada", wall=3.0, seeds=(3, 4)))
     text = uda.table3("mnist", "digits", rows, uda.Budget(pretrain_steps=7, adapt_steps=5), 1, 5)
-    assert "LeNet, seeds [3, 4], adaptation 5 steps = 1 epochs" in text and "pre-training 7 steps" in text
+    assert "LeNet, seeds [3, 4], adaptation 5 steps = 1 epoch of" in text and "pre-training 7 steps" in text
     assert "| Target only (ceiling) | 0.900 ± 0.000 | 2 | 4.0 |" in text
     assert "| Ours: multi-layer (multilayer_adv) | 0.750 ± 0.050 | 2 | 1.0 |" in text
     assert "| transferkit | multilayer_adv | 0.750 ± 0.050 | 2 | 1.0 |" in text

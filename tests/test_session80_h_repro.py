@@ -35,3 +35,11 @@ def test_uda_print_plan_names_the_per_pair_settings_the_tables_ran_with():
     (mcc,) = [line for line in plan_yaml(make_plan("uda", False, ["methods=mcc", "pairs=mnist:digits"])).splitlines()
               if "chosen" in line]
     assert mcc == "# mnist → digits: `mcc`: detach_weights=False (chosen on target validation)"
+
+
+def test_uda_table_says_one_epoch_in_the_singular():
+    from transferkit.bench.uda import table3, uda_plan
+
+    rows = [{"method": "source_only", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}]
+    assert "adaptation 46 steps = 1 epoch of batch 64+64," in table3("mnist", "digits", rows, uda_plan(True), 1, 46)
+    assert "= 7 epochs of batch" in table3("mnist", "digits", rows, uda_plan(False), 7, 322)

@@ -353,7 +353,8 @@ def table3(source: str, target: str, rows: list[dict], b: Budget, epochs: int, s
     """Seed 000 Table 3 form (accuracy as a fraction, mean ± standard error over seeds)."""
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"### {source} → {target}\n",
-             f"LeNet, seeds {seeds}, adaptation {steps} steps = {epochs} epochs of batch {b.batch_size}+"
+             f"LeNet, seeds {seeds}, adaptation {steps} steps = {epochs} epoch{'s' if epochs != 1 else ''} of batch "
+             f"{b.batch_size}+"
              f"{b.batch_size}, pre-training {b.pretrain_steps} steps; wall s = training time of the "
              f"adaptation (SKADA: `fit`; source only: the pre-training; target only: its job, training "
              f"and test evaluation)."

@@ -43,3 +43,28 @@ def test_uda_table_says_one_epoch_in_the_singular():
     rows = [{"method": "source_only", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}]
     assert "adaptation 46 steps = 1 epoch of batch 64+64," in table3("mnist", "digits", rows, uda_plan(True), 1, 46)
     assert "= 7 epochs of batch" in table3("mnist", "digits", rows, uda_plan(False), 7, 322)
+
+
+def test_results_environment_records_the_git_revision_of_the_code(monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    from transferkit import compare, runtime
+
+    root = Path(runtime.__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    runtime.source_revision.cache_clear()
+    assert runtime.kernel_environment()["revision"] in (head, f"{head}+dirty")
+    (line,) = compare.environment_differ_lines([("a", {"revision": "abc"}), ("b", {"revision": "def"})])
+    assert "transferkit revision abc in a; def in b" in line
+
+    def no_git(*args, **kwargs):
+        raise OSError("no git")
+
+    monkeypatch.setattr(runtime.subprocess, "run", no_git)
+    runtime.source_revision.cache_clear()
+    try:
+        assert runtime.source_revision() is None
+    finally:
+        runtime.source_revision.cache_clear()

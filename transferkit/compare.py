@@ -74,8 +74,8 @@ def with_revisions(rows: list[dict], config) -> list[dict]:
 
 
 #: what a results.json's ``environment`` records that moves the numbers (docs/scale.md), as a table names it
-VERSIONED = {"transferkit": "transferkit", "torch": "torch", "cuda": "CUDA", "packages.pillow": "Pillow",
-             "packages.numpy": "NumPy"}
+VERSIONED = {"transferkit": "transferkit", "revision": "transferkit revision", "torch": "torch", "cuda": "CUDA",
+             "packages.pillow": "Pillow", "packages.numpy": "NumPy"}
 
 
 def environment_differ_lines(envs: list[tuple[str, dict | None]]) -> list[str]:

@@ -9,6 +9,7 @@ import functools
 import itertools
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -419,15 +420,34 @@ def own_invocation(new: bool = False):
             os.environ[INVOCATION_VARIABLE] = earlier
 
 
+@functools.lru_cache(maxsize=1)
+def source_revision() -> str | None:
+    """The git commit of the transferkit source tree this process imported (``+dirty`` when its
+    tracked files under ``transferkit/`` differ from it), None outside a git checkout or without
+    git: ``transferkit``'s version alone does not tell the code of the docs' tables apart."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    git = ["git", "-C", str(root)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                timeout=30, check=True).stdout.strip()
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "transferkit"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+dirty" if changed else commit or None
+
+
 def kernel_environment(workers: int = 1) -> dict:
-    """What the numbers of a run depend on besides the code, the config and the seed: versions,
-    the CPU, the kernels torch chose on it, the threads per process, the data-parallel
-    processes (``world_size``, ``--nproc``) and the GPU (if any).
+    """What the numbers of a run depend on besides the config and the seed: versions (and the git
+    ``revision`` of the code, :func:`source_revision`), the CPU, the kernels torch chose on it,
+    the threads per process, the data-parallel processes (``world_size``, ``--nproc``) and the GPU (if any).
     Stored in every ``results.json`` (``environment``) so that a table can be reproduced on a
     matching machine."""
     from . import __version__
-    return {"transferkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": sys.platform, "cpu": cpu_model(), **cpu_kernels(),
+    return {"transferkit": __version__, "revision": source_revision(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": sys.platform, "cpu": cpu_model(), **cpu_kernels(),
             "portable_kernels": all(os.environ.get(k, "").upper() == v.upper() for k, v in PORTABLE_KERNELS.items()),
             "threads_per_process": job_threads(workers),
             "workers": workers, "world_size": world_size(),

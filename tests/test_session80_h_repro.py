@@ -1,6 +1,7 @@
 """Reproducing the docs' benchmark tables (session 80, h_repro): what a benchmark's own tables
-say about how they differ from the docs' ones (the zeroshot text encoder), and what
-``--print-plan`` shows of the plan behind a table (uda's per-pair settings)."""
+say about how they differ from the docs' ones (the zeroshot text encoder, uda's epoch count),
+what ``--print-plan`` shows of the plan behind a table (uda's per-pair settings), and the git
+revision of the code in results.json's environment."""
 
 from transferkit.bench.zeroshot import zeroshot_plan, zeroshot_tables
 

@@ -105,6 +105,7 @@ from .runtime import (
     worker_threads,
 )
 from .source import read_source_file, run_source_network, source_only_model
+from .tables import diverged_mark
 
 
 def job_environment(source_digest: str | None, trained: bool = True) -> dict:
@@ -318,7 +319,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            **({"method_revision": cls.revision} if cls.revision else {}),  # summary and report name older ones
            "method_options": resolved_options(cls, cfg.options.get(cls.name, {})),
            **job_environment(source_digest if cls.needs_pretrained else None), **method.extra_results(),
-           **({"diverged": True} if fit.diverged or (source_diverged and cls.needs_pretrained) else {}),
+           **diverged_mark(fit.diverged or (source_diverged and cls.needs_pretrained)),
            **({"threads_before_resume": sorted(before_threads)}
               if fit.steps > 0 and before_threads - {torch.get_num_threads()} else {}),
            **measured}
@@ -569,7 +570,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
                    "pretrain_cached": None if cfg.pretrained else pre_info["cached"],
                    "source_val_accuracy": pre_info.get("val_accuracy"),
                    **test_fields(cfg, data), **({} if cfg.pretrained else training_fields(cfg.pretrain)),
-                   **class_fields(cfg), **({"diverged": True} if pre_info.get("diverged") else {}),
+                   **class_fields(cfg), **diverged_mark(pre_info.get("diverged")),
                    "config_digest": job_digest(sub, cls.name), **every,
                    **job_environment(pre_info.get("digest"), trained=False)}
             if main:  # before the row, as run_job: load_model / Transfer.from_run read it

@@ -218,6 +218,12 @@ def one_class_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"of the test images."]
 
 
+def diverged_mark(diverged) -> dict:
+    """A row's ``diverged: true`` field where ``diverged`` (its training, or the pre-training it started
+    from, diverged), else no field: a row of a normal training has none."""
+    return {"diverged": True} if diverged else {}
+
+
 def diverged_line(rows: list[dict], markdown: bool = True) -> list[str]:
     """A line naming the rows whose training diverged (``diverged: true``, the run's warning): their
     accuracy is not worth reading."""

@@ -58,7 +58,7 @@ from ..results import ROW_KEYS, write_results
 from ..retrieval import embed, retrieval_map
 from ..runtime import invocation
 from ..splits import split_domain, subsample_per_class
-from ..tables import diverged_line
+from ..tables import diverged_line, diverged_mark
 from . import Plan, as_list, benchmark, budget_line, check_canonical, note_capped_sizes, path_part
 
 TARGETS = ["mnist+blur", "mnist+noise", "mnist+occlusion", "mnist+affine_random", "mnist+affine_fixed",
@@ -183,7 +183,7 @@ def source_network(bench_dir: Path, source, cfg: TrainConfig, log, label: str = 
     log(f"pre-training {BACKBONE} on {label} ({len(source.train)} images)")
     fit = Engine(cfg, seed=0).fit(SourceOnly(net), source=source.train, val=source.val)
     info = {"val_accuracy": fit.val_accuracy, "wall_s": fit.wall_s, "steps": fit.steps, "source": label,
-            **({"diverged": True} if fit.diverged else {})}
+            **diverged_mark(fit.diverged)}
     write_json(path.with_suffix(".json"), info)
     save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()})
     return net, info
@@ -240,7 +240,7 @@ def run_job(method_name: str, pretrained, split, source_val, ratio: int, seed: i
               else {}),  # the selection note's count, as a run's rows
            "ap10": retrieval_map(pretrained, method.net, source_val, split.test, k=10, gallery=gallery,
                                  queries=queries),
-           **method.extra_results(), **({"diverged": True} if fit.diverged else {})}  # as a run's rows
+           **method.extra_results(), **diverged_mark(fit.diverged)}  # as a run's rows
     if name == "flex":
         row["candidate_test_accuracy"] = {c: candidate_accuracy(n, c, split.test)
                                           for c, n in method.candidate_nets.items()}
@@ -279,7 +279,7 @@ def flex_suite(p: FlexPlan, bench_dir, log):
             for seed in range(p.n_seeds(ratio)):
                 head = {"source": label, "target": target, "setting": f"ratio={ratio}", "ratio": ratio,
                         "seed": seed, "base_accuracy": base, "n_val": len(split.val), **made_by,
-                        **({"diverged": True} if info.get("diverged") is True else {})}  # as run_job's source_diverged
+                        **diverged_mark(info.get("diverged") is True)}  # as run_job's source_diverged
                 for m in METHODS + ([IMAGE_FLEX] if target in p.image_targets else []):
                     job = partial(run_job, m, pretrained, split, source.val, ratio, seed, p.train, head, gallery)
                     jobs.append((bench_dir / "jobs" / f"{path_part(target)}-r{ratio}-s{seed}-{m}.json", job))

@@ -43,7 +43,7 @@ from ..methods.finetune import Finetune, LinearProbe, TwoStage
 from ..represent import CatTwoStage, cat_network, distill_network, member_dir, source_members
 from ..rundata import prepare_domains
 from ..splits import subsample_per_class
-from ..tables import diverged_line
+from ..tables import diverged_line, diverged_mark
 from . import Plan, as_list, as_pairs, benchmark, budget_line, note_capped_sizes, path_part
 
 PAIRS = (("mnist", "digits"), ("syndigits", "mnist"), ("mnist", "mnistm"))
@@ -113,7 +113,7 @@ def _distilled(cfg, data, members, s, path: Path, log):
     net, fit = distill_network(members, lambda: net, lambda tag, config=None: Engine(config or train, seed=cfg.seed),
                                data.source.train, data.source.val)
     write_json(path.with_suffix(".json"), {"val_accuracy": fit.val_accuracy, "steps": fit.steps,
-                                           **({"diverged": True} if fit.diverged else {})})  # first, as flex's source
+                                           **diverged_mark(fit.diverged)})  # first, as flex's source
     save_safetensors(path, {k: v.contiguous() for k, v in net.state_dict().items()})
     return net
 
@@ -156,7 +156,7 @@ def represent_suite(s: RepresentPlan, bench_dir, log):
         member_diverged = [_diverged(member_dir(pins, i) / "source.json") for i in range(s.n_max)]
         diverged = {"erm": member_diverged[0], **{f"cat{n}": any(member_diverged[:n]) for n in s.cats},
                     "distill": any(member_diverged) or _diverged(net_path.with_suffix(".json"))}
-        bases = {rep: {"source": source, "target": target, **({"diverged": True} if diverged[rep] else {})}
+        bases = {rep: {"source": source, "target": target, **diverged_mark(diverged[rep])}
                  for rep in reps}
         for rep, net in reps.items():
             rows += job_result(jobs / f"fewshot-{rep}-{path_part(source, target)}.json",
@@ -237,7 +237,7 @@ def _transfer_row(rep: str, net, method_name: str, n: int, seed: int, labeled, d
     return {**base, "method": f"{rep}/{method_name}", "setting": f"{n}/class", "seed": seed,
             "accuracy": report["accuracy"], "wall_s": time.perf_counter() - t0, "val_accuracy": fit.val_accuracy,
             "n_labeled": len(labeled), "feature_dim": int(copy_net.embed_dim), **method.extra_results(),
-            **({"diverged": True} if fit.diverged else {}),  # as a run's rows
+            **diverged_mark(fit.diverged),  # as a run's rows
             **({"n_val_labeled": len(data.target.val)} if fit.best_val_accuracy is not None
                and method.selects_on_validation else {})}  # the selection note's count, as a run's rows
 

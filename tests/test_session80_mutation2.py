@@ -1,0 +1,131 @@
+"""Session 80 second mutation pass (tests only): hand-made mutants of the library changes 1e30d3c..ac3be20
+(metrics streams, errors.ignored's lock, loss modules' options, unset stage devices, the failed-jobs line,
+load_job_network's hint, image_batch's size warning, check_data's message, bench's Plan.settings and uda /
+zeroshot tables, runtime.source_revision, cli._show's early PNG check). Each mutant was applied alone in a clone
+and run with -x against every tests/test_session80*.py file and the module's own test file(s); a survivor that
+is not equivalent is killed by a test below (checked: it fails with the mutant, passes without).
+
+MUTANTS
+"""
+
+import os
+import subprocess
+import warnings
+
+import helpers
+import pytest
+import torch
+
+from transferkit.errors import TransferkitError, TransferkitWarning
+
+
+# ---- io.is_stream: one of the process's own streams is one only while open -------------------------------------
+def test_a_closed_descriptor_s_path_is_no_stream():
+    from transferkit.io import is_stream
+    r, w = os.pipe()
+    os.close(r)
+    assert is_stream(f"/dev/fd/{w}")
+    os.close(w)
+    assert not is_stream(f"/dev/fd/{w}") and not is_stream(f"/proc/self/fd/{w}")
+
+
+# ---- io.append_jsonl: a stream that is no longer one once opened is refused -------------------------------------
+def test_a_metrics_stream_that_is_a_regular_file_once_opened_is_refused(tmp_path, monkeypatch):
+    from transferkit import io
+    real, path = io.is_stream, tmp_path / "m.jsonl"
+    path.write_text("")
+    # the path said a stream, the descriptor opened is a regular file (replaced in between)
+    monkeypatch.setattr(io, "is_stream", lambda p, mode=None: True if mode is None else real(p, mode))
+    with pytest.raises(TransferkitError, match="changed while it was opened: it is no longer a character device"):
+        io.append_jsonl(path, {"step": 1})
+    assert path.read_text() == ""
+
+
+# ---- Engine.fit: a refused metrics path stops the fit before its first step -------------------------------------
+def test_a_closed_descriptor_as_metrics_path_is_refused_before_any_step():
+    from transferkit.backbones import build_backbone
+    from transferkit.engine import Engine, TrainConfig
+    from transferkit.methods import get_method
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    method = get_method("finetune")(build_backbone("lenet", num_classes=4, in_channels=1))
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    with pytest.raises(TransferkitError, match="names no open output stream"):
+        Engine(TrainConfig(steps=1, batch_size=8, progress=False), metrics_path=f"/dev/fd/{w}").fit(
+            method, target=helpers.toy_domain(8))
+    assert all(torch.equal(before[k], v) for k, v in method.state_dict().items())
+
+
+# ---- config.unset_stage_device: cpu and $TRANSFERKIT_DEVICE's both -------------------------------------------------
+def test_a_stage_device_nobody_set_is_cpu_or_the_environment_s(monkeypatch):
+    from transferkit.config import unset_stage_device
+    monkeypatch.setenv("TRANSFERKIT_DEVICE", "cuda:3")
+    assert unset_stage_device("cpu") and unset_stage_device("cuda:3")
+    assert not unset_stage_device("cuda:2")
+    monkeypatch.delenv("TRANSFERKIT_DEVICE")
+    assert unset_stage_device("cpu") and not unset_stage_device("cuda:3")
+
+
+# ---- domain.image_batch: a height alone that differs warns too ------------------------------------------------------
+def test_images_of_another_height_alone_warn():
+    from transferkit.domain import image_batch
+    with pytest.warns(TransferkitWarning, match="images of 16 x 28 pixels for a network built for 28 x 28"):
+        image_batch(torch.rand(2, 3, 16, 28), "logits", (3, 28, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransferkitWarning)
+        image_batch(torch.rand(2, 3, 28, 28), "logits", (3, 28, 28))
+
+
+# ---- bench.plan_yaml: a plan's settings are shown without a budget too ---------------------------------------------
+def test_print_plan_shows_the_settings_of_a_plan_without_a_budget():
+    import dataclasses
+
+    from transferkit.bench import Plan, plan_yaml
+
+    @dataclasses.dataclass
+    class Tuned(Plan):
+        def settings(self):
+            return ["a → b: `m`: weight=2"]
+
+    assert plan_yaml(Tuned()) == "quick: false\n# a → b: `m`: weight=2\n"
+
+
+# ---- runtime.source_revision: the commit, +dirty for tracked changes under transferkit/ alone --------------------
+def _git(root, *args):
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                   capture_output=True)
+
+
+def _revision(monkeypatch, root):
+    from transferkit import runtime
+    monkeypatch.setattr(runtime, "__file__", str(root / "transferkit" / "runtime.py"))
+    return runtime.source_revision.__wrapped__()
+
+
+def test_source_revision_is_the_commit_dirty_only_for_tracked_changes_of_the_package(tmp_path, monkeypatch):
+    root = tmp_path / "checkout"
+    (root / "transferkit").mkdir(parents=True)
+    (root / "transferkit" / "runtime.py").write_text("x = 1\n")
+    (root / "README.md").write_text("r\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "transferkit/runtime.py", "README.md")
+    _git(root, "commit", "-q", "-m", "one")
+    _git(root, "commit", "-q", "--allow-empty", "-m", "two")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert _revision(monkeypatch, root) == head
+    (root / "README.md").write_text("changed\n")  # outside transferkit/
+    (root / "transferkit" / "new.py").write_text("")  # untracked
+    assert _revision(monkeypatch, root) == head
+    (root / "transferkit" / "runtime.py").write_text("x = 2\n")
+    assert _revision(monkeypatch, root) == f"{head}+dirty"
+
+
+def test_source_revision_of_a_package_inside_another_checkout_is_none(tmp_path, monkeypatch):
+    # site-packages of a virtual environment kept in a project's git checkout: not transferkit's commit
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "commit", "-q", "--allow-empty", "-m", "project")
+    root = tmp_path / "venv" / "site-packages"
+    (root / "transferkit").mkdir(parents=True)
+    assert _revision(monkeypatch, root) is None

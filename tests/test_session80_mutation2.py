@@ -29,6 +29,13 @@ def test_a_closed_descriptor_s_path_is_no_stream():
     assert not is_stream(f"/dev/fd/{w}") and not is_stream(f"/proc/self/fd/{w}")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+def test_a_named_pipe_is_no_stream(tmp_path):
+    from transferkit.io import is_stream
+    os.mkfifo(tmp_path / "p")
+    assert not is_stream(tmp_path / "p") and is_stream("/dev/null")
+
+
 # ---- io.append_jsonl: a stream that is no longer one once opened is refused -------------------------------------
 def test_a_metrics_stream_that_is_a_regular_file_once_opened_is_refused(tmp_path, monkeypatch):
     from transferkit import io

@@ -136,3 +136,24 @@ def test_source_revision_of_a_package_inside_another_checkout_is_none(tmp_path, 
     root = tmp_path / "venv" / "site-packages"
     (root / "transferkit").mkdir(parents=True)
     assert _revision(monkeypatch, root) is None
+
+
+# ---- ExperimentConfig: a stage device equal to `device` is kept ------------------------------------------------------
+def test_a_stage_device_equal_to_the_experiment_s_is_accepted(monkeypatch):
+    from transferkit.config import ExperimentConfig
+    from transferkit.engine import TrainConfig
+    monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
+    cfg = ExperimentConfig(name="d", methods=["finetune"], device="cuda:1", train=TrainConfig(device="cuda:1"),
+                           pretrain=TrainConfig(device="cpu"))
+    assert cfg.train.device == cfg.pretrain.device == "cuda:1"
+    with pytest.raises(TransferkitError, match="train.device is 'cuda:2' but device is 'cuda:1'"):
+        ExperimentConfig(name="d", methods=["finetune"], device="cuda:1", train=TrainConfig(device="cuda:2"))
+
+
+# ---- cli show: a grid name that is not *.png is refused before the domain is read ----------------------------------
+def test_show_refuses_a_grid_name_before_reading_the_domain(monkeypatch, capsys):
+    import transferkit.data as data
+    from transferkit.cli import main
+    monkeypatch.setattr(data, "load_domain", lambda *a, **k: pytest.fail("the domain was read"))
+    assert main(["show", "digits", "--out", "grid.jpg"]) != 0
+    assert "the sample grid is a PNG image: name it *.png, got 'grid.jpg'" in capsys.readouterr().err

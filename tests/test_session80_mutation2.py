@@ -5,7 +5,54 @@ zeroshot tables, runtime.source_revision, cli._show's early PNG check). Each mut
 and run with -x against every tests/test_session80*.py file and the module's own test file(s); a survivor that
 is not equivalent is killed by a test below (checked: it fails with the mutant, passes without).
 
-MUTANTS
+45 mutants: 31 killed by the tests before, 13 survived and are killed by a test here, 1 equivalent.
+
+A01 io.py:is_stream: an own stream's name is always a stream (closed fd too): killed-by-new-test
+A02 io.py:is_stream: mode is not None and exists: killed-before (session80_h_fix2)
+A03 io.py:is_stream: a FIFO is a stream again: killed-by-new-test
+A04 io.py:check_stream: closed-descriptor check dropped: killed-before (session80_h_fix2)
+A05 io.py:check_stream: named-pipe check dropped: killed-before (session80_h_fix2)
+A06 io.py:check_stream: an own stream that is a pipe refused: killed-before (session80_h_fix2)
+A07 io.py:append_jsonl: no check_stream: killed-before (session80_h_fix2)
+A08 io.py:append_jsonl: BrokenPipeError not suppressed: killed-before (session80_h_fix2)
+A09 io.py:append_jsonl: opened descriptor's is_stream check -> True: killed-by-new-test
+A10 engine.py:Engine.fit: no check_stream before the first step: killed-by-new-test
+A11 errors.py:ignored: no lock around the insert: killed-before (session80_h_fix2)
+A12 errors.py:ignored: no lock around find-and-delete: killed-before (session80_h_fix2)
+A13 losses.py:_LossModule: known = params without a default: killed-before (session80_h_fix2)
+A14 losses.py:_LossModule: known = every parameter: killed-before (session80_h_fix2)
+A15 losses.py:_LossModule: unknown option not refused: killed-before (session80_h_fix2)
+A16 losses.py:_LossModule: no 'none' for an empty list: killed-before (session80_h_fix2)
+A17 config.py:unset_stage_device: cpu left out: killed-before (session80_h_fix2)
+A18 config.py:unset_stage_device: $TRANSFERKIT_DEVICE left out: killed-by-new-test
+A19 config.py:__post_init__: `or d == self.device` dropped: killed-by-new-test
+A20 cli.py:_stage_devices: no unset_stage_device: killed-before (session80_h_fix2)
+A21 cli.py:_stage_devices: the file's device not followed: killed-before (session80_h_nd)
+A22 cli.py:_show: no early check_png: killed-by-new-test
+A23 report.py:_failed_status: every name joined: killed-before (session80_h_fix2)
+A24 experiment.py:load_job_network: setting condition inverted: killed-before (session80_h_fix2, h_old)
+A25 experiment.py:load_job_network: no setting= in the hint: killed-before (session80_h_fix2)
+A26 domain.py:image_batch: `not exact` dropped from the warning: equivalent (exact=True passes `fits` only
+    with the exact shape, so the sizes are equal wherever the warning is reached)
+A27 domain.py:image_batch: width alone compared: killed-by-new-test
+A28 domain.py:image_batch: no size warning: killed-before (session80_h_prac)
+A29 domain.py:image_batch: read_images hint only when exact: killed-before (session80_h_prac)
+A30 methods/base.py:check_data: no split_domain hint: killed-before (session80_h_prac)
+A31 bench/__init__.py:plan_yaml: no settings without a budget: killed-by-new-test
+A32 bench/__init__.py:plan_yaml: no settings after the budget: killed-before (session80_h_repro)
+A33 bench/uda.py:UdaPlan.settings: methods not filtered: killed-before (session80_h_repro)
+A34 bench/uda.py:table3: 's' if epochs != 0: killed-before (session80_h_repro)
+A35 bench/zeroshot.py:_encoder_note: None counted as another encoder: killed-before (session80_h_repro)
+A36 bench/zeroshot.py:_encoder_note: a note with no other encoder: killed-before (session80_h_repro)
+A37 bench/zeroshot.py:zeroshot_tables: no note: killed-before (session80_h_repro)
+A38 bench/zeroshot.py:TEXT_ENCODER another name: killed-before (session80_h_repro)
+A39 runtime.py:source_revision: never +dirty: killed-by-new-test
+A40 runtime.py:source_revision: no .git check (a parent checkout's commit): killed-by-new-test
+A41 runtime.py:source_revision: untracked files make it dirty: killed-by-new-test
+A42 runtime.py:source_revision: changes outside transferkit/ make it dirty: killed-by-new-test
+A43 runtime.py:kernel_environment: no revision: killed-before (session80_h_repro)
+A44 compare.py:VERSIONED: no revision: killed-before (session80_h_repro)
+A45 runtime.py:source_revision: HEAD~1: killed-before (session80_h_repro)
 """
 
 import os

@@ -588,9 +588,6 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
     md += [line for p in picks for line in ("", p)]
     md += ["", "## Figures", ""]
     names = [f"figure{i:02d}.png" for i in range(len(figures))]
-    for stale in files_dir.glob("figure*.png"):  # of an earlier report with more figures
-        if stale.name not in names:
-            stale.unlink()
     for name, (cap, png) in zip(names, figures):
         atomic_write(files_dir / name, lambda p, png=png: p.write_bytes(png))
         alt = md_cell(cap) if "](" in cap else re.sub(r"([][])", r"\\\1", md_cell(cap))  # a ] would end it
@@ -599,4 +596,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; font-size: 0.8em; max-height: 25em; 
     fence = "`" * max(3, 1 + max(map(len, re.findall("`+", shown)), default=0))  # longer than any ``` in a value
     md += ["## Configuration", "", f"{fence}yaml", shown.rstrip(), fence, ""]
     md_path = write_text(out_dir / "report.md", "\n".join(md))
+    for stale in files_dir.glob("figure*.png"):  # of an earlier report with more figures; after report.md, so a
+        if stale.name not in names:  # failed write leaves the old report.md with its images
+            stale.unlink()
     return html_path, md_path

@@ -1,0 +1,40 @@
+"""Session 80 helper h_nd2: a report's stale figures are removed only after its new report.md is
+written; ``bench list`` warns about run flags it ignores; ``--version`` names the git revision;
+HEIC / HEIF photos in a user image folder are named with what to do; ``episodes --device``."""
+
+import json
+import re
+
+import pytest
+
+import transferkit.report as report
+
+ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+
+
+def test_a_failed_report_write_keeps_the_old_report_md_images(tmp_path, figures, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [ROW]}))
+    files = run / "report_files"
+    files.mkdir()
+    old = "".join(f"![old](report_files/figure{i:02d}.png)\n" for i in range(6))  # more figures than now
+    (run / "report.md").write_text(old)
+    for i in range(6):
+        (files / f"figure{i:02d}.png").write_bytes(b"old")
+    write_text = report.write_text
+
+    def failing(path, text):
+        if path.name == "report.md":
+            raise OSError("disk full")
+        return write_text(path, text)
+
+    monkeypatch.setattr(report, "write_text", failing)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_report(run)
+    assert (run / "report.md").read_text() == old
+    assert all((run / name).exists() for name in re.findall(r"\((report_files/figure\d+\.png)\)", old))
+    monkeypatch.setattr(report, "write_text", write_text)
+    md = report.write_report(run)[1].read_text()  # written: the stale ones go
+    kept = sorted(p.name for p in files.iterdir())
+    assert kept == re.findall(r"\(report_files/(figure\d+\.png)\)", md) and len(kept) < 6

@@ -4,10 +4,12 @@ HEIC / HEIF photos in a user image folder are named with what to do; ``episodes 
 
 import json
 import re
+import warnings
 
 import pytest
 
 import transferkit.report as report
+from transferkit.errors import TransferkitWarning
 
 ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
 
@@ -38,3 +40,17 @@ def test_a_failed_report_write_keeps_the_old_report_md_images(tmp_path, figures,
     md = report.write_report(run)[1].read_text()  # written: the stale ones go
     kept = sorted(p.name for p in files.iterdir())
     assert kept == re.findall(r"\(report_files/(figure\d+\.png)\)", md) and len(kept) < 6
+
+
+def test_bench_list_warns_about_the_run_flags_it_ignores(capsys):
+    from helpers import run_cli
+    with pytest.warns(TransferkitWarning) as caught:
+        code, out, _ = run_cli(capsys, "bench", "list", "--quick", "--resume", "r/x", "--print-plan",
+                               "--set", "seeds=2")
+    assert code == 0 and out.splitlines()[0].startswith("demo ")  # it still lists
+    assert [str(w.message) for w in caught] == [
+        "`bench list` only lists the suites: it ignores --quick, --resume r/x, --print-plan, --set seeds=2 (give "
+        "a suite's name to run it with them)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run_cli(capsys, "bench", "list")[0] == 0  # nothing given: no warning

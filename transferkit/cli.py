@@ -683,6 +683,11 @@ def _bench(args) -> None:
     from .bench import load_suites, plan_yaml, resumed_plan, run_benchmark
     from .errors import progress
     if args.name == "list":
+        ignored = ((["--quick"] if args.quick else []) + ([f"--resume {args.resume}"] if args.resume else [])
+                   + (["--print-plan"] if args.print_plan else []) + [f"--set {a}" for a in args.set])
+        if ignored:
+            warn(f"`bench list` only lists the suites: it ignores {', '.join(ignored)} (give a suite's name to run "
+                 f"it with them)")
         if args.format == "json":
             _print_json([{"name": name, "description": description}
                          for name, (_, description, _) in sorted(load_suites().items())])

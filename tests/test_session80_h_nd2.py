@@ -54,3 +54,22 @@ def test_bench_list_warns_about_the_run_flags_it_ignores(capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert run_cli(capsys, "bench", "list")[0] == 0  # nothing given: no warning
+
+
+@pytest.mark.parametrize("revision, line", [("0123456789ab+dirty", "transferkit 0.1.0 (revision 0123456789ab+dirty)"),
+                                            (None, "transferkit 0.1.0")])
+def test_version_names_the_git_revision_where_there_is_one(capsys, monkeypatch, revision, line):
+    import transferkit.runtime as runtime
+    from transferkit import __version__, cli
+    assert __version__ == "0.1.0"
+    monkeypatch.setattr(runtime, "source_revision", lambda: revision)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == line + "\n"
+
+
+def test_the_revision_is_looked_up_only_for_version(monkeypatch):
+    import transferkit.runtime as runtime
+    from transferkit import cli
+    monkeypatch.setattr(runtime, "source_revision", lambda: pytest.fail("git ran for another command"))
+    assert cli.build_parser().parse_args(["domains"]).command == "domains"

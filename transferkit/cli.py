@@ -873,11 +873,27 @@ def _listing_format(s: argparse.ArgumentParser, which: str = "") -> None:
                         f"for scripts")
 
 
+class _Version(argparse.Action):
+    """``--version``: ``transferkit VERSION (revision COMMIT[+dirty])``, the revision as results.json
+    records it (:func:`~transferkit.runtime.source_revision`, looked up only when asked), the version
+    alone where there is none (an installed wheel)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+        from .runtime import source_revision
+        revision = source_revision()
+        print(f"transferkit {__version__}{f' (revision {revision})' if revision else ''}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferkit", description="Label-efficient transfer learning across "
                                 "domains and tasks.")
-    from . import __version__
-    p.add_argument("--version", action="version", version=f"transferkit {__version__}")
+    p.add_argument("--version", action=_Version, help="print the version (and the git revision of a source checkout) "
+                                                     "and exit")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("domains", help="list named domains and shifts",
                        description="List the named domains (DOMAIN: built-in, and those the modules of "

@@ -73,3 +73,27 @@ def test_the_revision_is_looked_up_only_for_version(monkeypatch):
     from transferkit import cli
     monkeypatch.setattr(runtime, "source_revision", lambda: pytest.fail("git ran for another command"))
     assert cli.build_parser().parse_args(["domains"]).command == "domains"
+
+
+def test_heic_and_heif_photos_are_named_in_the_skipped_files_warning_with_what_to_do(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from transferkit.userdata import load_image_folder
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((4, 4), 40 * i + 60, np.uint8)).save(tmp_path / c / f"{i}.png")
+    for name in ("cat/IMG_1.HEIC", "dog/IMG_2.heif", "dog/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.warns(TransferkitWarning) as caught:
+        load_image_folder(tmp_path)
+    skipped = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert len(skipped) == 1 and "skipped 3 file(s) that are not images by their name" in skipped[0]
+    assert "; 2 of them are HEIC / HEIF photos (an iPhone's), which transferkit does not read: convert them to " \
+           "JPEG or PNG (e.g. with pillow-heif installed, `pip install pillow-heif`" in skipped[0]
+    (tmp_path / "cat/IMG_1.HEIC").unlink()
+    (tmp_path / "dog/IMG_2.heif").unlink()
+    with pytest.warns(TransferkitWarning) as caught:
+        load_image_folder(tmp_path)
+    assert not any("HEIC" in str(w.message) for w in caught)  # a .txt alone: no such words

@@ -907,7 +907,8 @@ def test_a_class_folder_of_other_files_only_names_them_and_npz_files_are_not_fol
     for p in (tmp_path / "set" / "dog").iterdir():
         p.rename(p.with_suffix(".heic"))
     with pytest.raises(TransferkitError, match=r"dog' contains no images \(.*\); it holds 3 file\(s\) of other kinds: "
-                                               r"'dog/000\.heic', 'dog/001\.heic', 'dog/002\.heic'; add images"):
+                                               r"'dog/000\.heic', 'dog/001\.heic', 'dog/002\.heic'; 3 of them are "
+                                               r"HEIC / HEIF photos .*pip install pillow-heif.*; add images"):
         load_image_folder(tmp_path / "set")
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 1]))
     with pytest.raises(TransferkitError, match=r"is an \.npz file: give it as npz:"):

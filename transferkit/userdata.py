@@ -107,11 +107,24 @@ def _image_files(folder: Path, root: Path, skipped: list[str], seen: dict | None
                                              for part in p.relative_to(folder).parts))
 
 
+#: photos Pillow does not decode without a plug-in (an iPhone's): named apart among the skipped files
+HEIF_SUFFIXES = (".heic", ".heif")
+
+
+def _heif_hint(files: list[str]) -> str:
+    """``"; N of them are HEIC / HEIF photos ..."`` with what to do, or "" when ``files`` holds none."""
+    heif = sum(Path(f).suffix.lower() in HEIF_SUFFIXES for f in files)
+    return (f"; {heif} of them {'is a' if heif == 1 else 'are'} HEIC / HEIF photo{'' if heif == 1 else 's'} (an "
+            f"iPhone's), which transferkit does not read: convert them to JPEG or PNG (e.g. with pillow-heif "
+            f"installed, `pip install pillow-heif`: pillow_heif.register_heif_opener(), then Image.open(f).save("
+            f"'x.jpg'))" if heif else "")
+
+
 def _warn_skipped(root: Path, skipped: list[str]) -> None:
     if skipped:
         shown = ", ".join(map(repr, sorted(skipped)[:5])) + (", ..." if len(skipped) > 5 else "")
         warn(f"image folder {str(root)!r}: skipped {len(skipped)} file(s) that are not images by their name "
-             f"({shown}); images need one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))}")
+             f"({shown}){_heif_hint(skipped)}; images need one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))}")
 
 
 def _top_files(root: Path, skipped: list[str]) -> list[Path]:
@@ -202,7 +215,8 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         listed = f": {', '.join(map(repr, empty[:10]))}" if len(empty) > 1 else ""
         inside = sorted(f for f in skipped if any(Path(root, f).is_relative_to(folder) for folder in empty))
         held = (f"; {'it holds' if len(empty) == 1 else 'they hold'} {len(inside)} file(s) of other kinds: "
-                f"{', '.join(map(repr, inside[:5]))}{', ...' if len(inside) > 5 else ''}" if inside else "")
+                f"{', '.join(map(repr, inside[:5]))}{', ...' if len(inside) > 5 else ''}{_heif_hint(inside)}"
+                if inside else "")
         raise TransferkitError(f"{which} no images ({', '.join(sorted(IMAGE_SUFFIXES))}){listed}{held}; add images "
                                f"or remove the folder (a class without images could never be learnt; class ids are "
                                f"the positions of the sorted folder names)")

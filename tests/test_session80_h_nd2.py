@@ -97,3 +97,26 @@ def test_heic_and_heif_photos_are_named_in_the_skipped_files_warning_with_what_t
     with pytest.warns(TransferkitWarning) as caught:
         load_image_folder(tmp_path)
     assert not any("HEIC" in str(w.message) for w in caught)  # a .txt alone: no such words
+
+
+def test_episodes_takes_a_device_and_refuses_an_unavailable_gpu_as_run_does(tmp_path, capsys, monkeypatch):
+    import torch
+    from helpers import run_cli
+
+    import transferkit.fewshot_eval as fewshot_eval
+    run_episodes = fewshot_eval.run_episodes
+    calls = []
+    row = {"method": "finetune/prototype", "source": "s", "target": "t", "setting": "5-way 1-shot (k=2)", "seed": 0,
+           "accuracy": 0.5, "wall_s": 1.0, "episodes": 600, "classes": 5}
+    monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: calls.append(a[-1]) or ([row], {"config": {}}))
+    monkeypatch.delenv("TRANSFERKIT_DEVICE", raising=False)
+    assert run_cli(capsys, "episodes", str(tmp_path), "--device", "cpu")[0] == 0
+    assert run_cli(capsys, "episodes", str(tmp_path))[0] == 0
+    code, _, err = run_cli(capsys, "episodes", str(tmp_path), "--device", "gpu")
+    assert calls == ["cpu", "cpu"] and code == 2 and "unknown device 'gpu'; choose one of" in err
+    if torch.cuda.is_available():
+        return
+    monkeypatch.setattr(fewshot_eval, "run_episodes", run_episodes)  # the real one: refused before reading the run
+    code, _, err = run_cli(capsys, "episodes", str(tmp_path / "none"), "--device", "cuda")
+    assert code == 2 and err.strip() == (f"transferkit: error: device cuda requested but CUDA is not available "
+                                         f"(this torch {torch.__version__} sees no GPU): use --device cpu, or auto")

@@ -380,9 +380,11 @@ def _checked_for_torchrun(args) -> bool:
 
 
 def _runtime_flag_checks(args) -> None:
-    check(getattr(args, "workers", None) is None or args.workers >= 1, f"--workers must be >= 1, got {args.workers}")
-    check(not ((getattr(args, "workers", None) or 1) > 1 and getattr(args, "nproc", 1) > 1),
-          f"--workers {args.workers} and --nproc {getattr(args, 'nproc', 1)} do not combine: under --nproc every "
+    """--workers / --nproc / --device, those of them the command has (``episodes``: --device alone)."""
+    workers = getattr(args, "workers", None)
+    check(workers is None or workers >= 1, f"--workers must be >= 1, got {workers}")
+    check(not ((workers or 1) > 1 and getattr(args, "nproc", 1) > 1),
+          f"--workers {workers} and --nproc {getattr(args, 'nproc', 1)} do not combine: under --nproc every "
           f"process runs each job data-parallel, one job after another; give one of them")
     check(getattr(args, "device", None) is None or args.device.strip() != "",
           f"--device {getattr(args, 'device', None)!r} names no device (an unset shell variable?): give one, "
@@ -757,8 +759,10 @@ def _episodes(args) -> None:
     check(not twice, f"--k-shot lists {' '.join(map(str, twice))} more than once (each K is scored once)")
     run_dir, heads = Path(args.run_dir), split(args.heads)
     check(heads, f"--heads {args.heads!r} names no head (one or more of {', '.join(FEWSHOT_HEADS)}, comma-separated)")
+    _runtime_flag_checks(args)
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
-                             args.k_shot, args.n_query, args.episodes, args.seed, progress, args.trust_pickles)
+                             args.k_shot, args.n_query, args.episodes, args.seed, progress, args.trust_pickles,
+                             args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
             "seed": args.seed, "heads": heads}
     stopped = [f"{line} These episodes score its models so far: run `transferkit episodes` again once it has "
@@ -991,6 +995,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read a job that saved only its pickled model (models/*.pt; runs before 2026-12-07): "
                         "unpickling runs whatever code the file names, so only for run directories you trust "
                         "(default: each job's network file, models/*.safetensors, which runs no code)")
+    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto: where the embeddings are computed (the heads "
+                                    "fit on the CPU; default: $TRANSFERKIT_DEVICE, else cpu)")
     _portable_kernels_flag(s)
     s.set_defaults(func=_episodes)
     helptext = "print the table of a results.json (or of a run directory); of several, one table with a run column"

@@ -378,7 +378,8 @@ def _runs_inside(folder, shown: int = 3, depth: int = 3) -> str:
 
 
 def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_shots=(1, 5), n_query: int = 15,
-                 episodes: int = 600, seed: int = 0, log=print, trust_pickles: bool = False) -> tuple[list[dict], dict]:
+                 episodes: int = 600, seed: int = 0, log=print, trust_pickles: bool = False,
+                 device: str = "cpu") -> tuple[list[dict], dict]:
     """N-way K-shot episodes (seed 004's protocol, after Chen et al. 2019) on the target test split of
     a ``transferkit run`` directory, with the frozen embedding (``net.forward_features``) of each
     finished job's saved model: one row per (job, head, K), ``method`` ``"<method>/<head>"``,
@@ -391,8 +392,9 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     model). Each job's network is read from its network file (``models/<job>.safetensors``), which
     runs no code; a job saved only as a pickle (``models/<job>.pt``: runs before 2026-12-07) is left out,
     and a run of no other job refused, unless ``trust_pickles`` (unpickling runs whatever code the
-    file names: only for run directories you trust). Returns the rows and the run's results record
-    (its config, and ``unfinished`` when the run is not finished)."""
+    file names: only for run directories you trust). ``device`` (:func:`~transferkit.runtime.resolve_device`)
+    computes the embeddings; the heads fit on the CPU (:func:`episode_accuracies`). Returns the rows and the
+    run's results record (its config, and ``unfinished`` when the run is not finished)."""
     from pathlib import Path
 
     from .config import load_config
@@ -401,7 +403,9 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     from .results import read_results, unfinished_run
     from .rundata import class_fields, prepare_domains
     from .rundir import changed_since
+    from .runtime import resolve_device
 
+    device = resolve_device(device)  # a GPU that is not there: refused before the run is read
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)"
                                                f"{_runs_inside(run_dir)}")
@@ -447,7 +451,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
             continue
         scored[method, setting, embedding] = job_seed
         t0 = time.perf_counter()
-        feats = extract_features(net, test.images)
+        feats = extract_features(net.to(device), test.images)
         extract_s = time.perf_counter() - t0
         for k in k_shots:
             t1 = time.perf_counter()

@@ -184,7 +184,8 @@ def _runtime(args, device: str | None = None) -> None:
     (a run's config; by default --device or ``$TRANSFERKIT_DEVICE``)."""
     _apply_runtime_flags(args)
     from .distributed import init_distributed
-    init_distributed(device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+    from .runtime import default_device
+    init_distributed(device or default_device())
 
 
 #: Where --workers / --device put their values for the command (its configs and worker processes);
@@ -352,7 +353,7 @@ def _checked_for_torchrun(args) -> bool:
     """Before ``--nproc`` starts processes: check what they would run (a bad config, plan or
     name is one error line here, not one per rank and a torchrun traceback); ``False`` when
     the command needs no processes (``bench list``, ``--print-plan``)."""
-    from .runtime import check_processes_have_gpus
+    from .runtime import check_processes_have_gpus, default_device
     if args.command == "run":
         if args.print_config:
             return False
@@ -375,7 +376,7 @@ def _checked_for_torchrun(args) -> bool:
         _check_bench_resume(args)
         _resume_bench_device(getattr(args, "resume", None))
         resumed_plan(name, args.quick, args.set, getattr(args, "resume", None))  # --set against a resumed plan
-        check_processes_have_gpus(args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"), args.nproc)
+        check_processes_have_gpus(args.device or default_device(), args.nproc)
     return True
 
 
@@ -749,6 +750,7 @@ def _episodes(args) -> None:
     from .fewshot_eval import FEWSHOT_HEADS, episodes_note, run_episodes
     from .io import write_json, write_text
     from .results import stopped_lines, summarize
+    from .runtime import default_device
     from .tables import markdown_table
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
     for flag, values, least in (("--n-way", [args.n_way], 2), ("--k-shot", args.k_shot, 1),
@@ -762,7 +764,7 @@ def _episodes(args) -> None:
     _runtime_flag_checks(args)
     rows, run = run_episodes(run_dir, split(args.methods) if args.methods else None, heads, args.n_way,
                              args.k_shot, args.n_query, args.episodes, args.seed, progress, args.trust_pickles,
-                             args.device or os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+                             args.device or default_device())
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
             "seed": args.seed, "heads": heads}
     stopped = [f"{line} These episodes score its models so far: run `transferkit episodes` again once it has "
@@ -829,15 +831,15 @@ def _summary(args) -> None:
     differ = differ + (data.get("config_differ") or [])
     notes = text_notes(data)  # a results file's own lines, as written
     summary = summarize(data["rows"])
-    if args.format == "json":  # the summary entries (results.json's "summary") and the table's lines
+    if args.format in ("json", "csv"):  # the table's lines as text, beside the numbers
         parts = table_parts(summary, data["rows"], config, differ + notes, markdown=False)
-        _print_json({"summary": summary, "notes": ([f"Classes: {parts['classes']}."] if parts["classes"] else [])
-                     + parts["notes"]})
-    elif args.format == "csv":  # the numbers alone on stdout; what the table's lines say goes to stderr
-        print(csv_table(summary), end="")
-        parts = table_parts(summary, data["rows"], config, differ + notes, markdown=False)
-        for line in ([f"Classes: {parts['classes']}."] if parts["classes"] else []) + parts["notes"]:
-            print(f"note: {line}", file=sys.stderr)
+        lines = ([f"Classes: {parts['classes']}."] if parts["classes"] else []) + parts["notes"]
+        if args.format == "json":  # the summary entries (results.json's "summary") and the table's lines
+            _print_json({"summary": summary, "notes": lines})
+        else:  # the numbers alone on stdout; what the table's lines say goes to stderr
+            print(csv_table(summary), end="")
+            for line in lines:
+                print(f"note: {line}", file=sys.stderr)
     elif args.format == "latex":
         print(latex_table(summary, data["rows"], config, differ + notes), end="")
     else:

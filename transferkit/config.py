@@ -23,7 +23,7 @@ from .engine import ADDED_TRAIN_FIELDS, TrainConfig, check_select_metric
 from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
 from .fields import check_fields, from_dict
 from .io import VARIABLE
-from .runtime import check_device_name, env_int
+from .runtime import check_device_name, default_device, env_int
 
 #: config keys added since runs were first made (a stage's as ``train.KEY``), with their defaults: a
 #: run's config.yaml or a job's digest from before a key was added reads as its default
@@ -92,7 +92,7 @@ class ExperimentConfig:
     out_dir: str = "runs"
     # where and how jobs run; the CLI's --workers / --device set the environment defaults
     workers: int = field(default_factory=lambda: env_int("TRANSFERKIT_WORKERS", 1, least=1))
-    device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+    device: str = field(default_factory=default_device)
 
     def __post_init__(self):
         if isinstance(self.methods, tuple):
@@ -247,7 +247,7 @@ def _field_hint(cls, parts: list[str]):
 def unset_stage_device(device: str) -> bool:
     """Whether a stage's ``device`` is one nobody set, the default (``cpu``, or ``$TRANSFERKIT_DEVICE``'s):
     an experiment's stage then runs on its ``device``, as one equal to it does."""
-    return device in ("cpu", os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+    return device in ("cpu", default_device())
 
 
 def stage_sections(cls) -> set[str]:

@@ -34,7 +34,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -53,7 +52,7 @@ from .fields import check_fields
 from .frozen import frozen_activations
 from .io import append_jsonl, check_stream, is_stream, load_safetensors, read_jsonl, save_safetensors, write_json
 from .registry import without_addresses
-from .runtime import NoBar, autocast, check_device_name, resolve_device, shows_progress
+from .runtime import NoBar, autocast, check_device_name, default_device, resolve_device, shows_progress
 
 STREAMS = ("source", "target", "unlabeled")
 
@@ -102,7 +101,7 @@ class TrainConfig:
     cache_limit_mb: int = 2048
     progress: bool | None = None  # tqdm bar; None: when stderr is a terminal or in a Jupyter kernel
     # cpu | cuda | mps | auto; the CLI's --device sets the default of every config made after it
-    device: str = field(default_factory=lambda: os.environ.get("TRANSFERKIT_DEVICE", "cpu"))
+    device: str = field(default_factory=default_device)
     amp: bool = False  # bfloat16 autocast on CUDA GPUs (ignored on CPU and MPS)
     channels_last: bool = True  # on CPU, train conv nets in the channels-last layout (see Engine.fit)
     sampler: str = "shuffle"  # labelled streams: shuffle | balanced (classes drawn equally often)

@@ -27,6 +27,12 @@ from .io import read_json, write_json
 DEVICES = ("cpu", "cuda", "mps", "auto")
 
 
+def default_device() -> str:
+    """The device of a config or command that names none: ``$TRANSFERKIT_DEVICE`` (``--device`` sets it),
+    else ``cpu``."""
+    return os.environ.get("TRANSFERKIT_DEVICE", "cpu")
+
+
 def check_device_name(name) -> None:
     """Refuse a device name :func:`resolve_device` cannot take, naming the choices."""
     check(isinstance(name, str) and name.split(":")[0] in DEVICES and name.count(":") <= 1

@@ -132,6 +132,8 @@ def _prepare(cfg: ExperimentConfig, progress: bool | None, run_dir: Path | None)
         if src is not None:  # the source network trains and selects on the source's train / val splits
             test_in_source = _test_overlap(cfg, source, target.test, "source", "the source network trained or "
                                            "selected on images the methods are scored on")
+    else:  # the target's own test split: a duplicate file, or a source holding target images, leaks into it
+        _own_test_overlap(cfg, source, target)
     warn_numbered_match(source.train, target.train)
     _check_two_classes("target", cfg.target, target.train, cfg.target_classes, tgt, "every model would score 100 %")
     if src is not None:
@@ -161,6 +163,21 @@ def _test_overlap(cfg: ExperimentConfig, split: Split, test: Domain, side: str, 
                                                      for part, n in shared.items() if n)
              + f" (pixel for pixel): {why}; give a test set apart from the {side}'s images")
     return shared
+
+
+def _own_test_overlap(cfg: ExperimentConfig, source: Split, target: Split) -> None:
+    """Warn of images of the target's test split that are also target train / val images or source
+    train / val images, pixel for pixel (a file saved twice in a folder, or a source folder holding
+    target images): the split is by file, so such copies would be scored after being trained on.
+    Built-in domains have none (a source and a target cut from one pool share its split)."""
+    test = target.test
+    found = {f"{side} {part}": shared_images(getattr(split, part), test)
+             for side, split in (("target", target), ("source", source)) for part in ("train", "val")}
+    if any(found.values()):
+        warn(f"target {cfg.target!r}: of its {len(test)} test images, "
+             + ", ".join(f"{n} are {where} images" for where, n in found.items() if n)
+             + " (pixel for pixel: copies of one image): the methods (or the source network) would be scored on "
+               "images they trained or selected on; remove the copies, or give a test set of its own (test)")
 
 
 def _check_two_classes(side: str, spec: str, train: Domain, classes, whole: Domain, why: str) -> None:

@@ -183,3 +183,17 @@ def test_grouped_accuracy_is_the_argmax_of_the_mean_softmax_by_hand():
     want = [int(probs[groups == g].mean(0).argmax()) == int(labels[groups == g][0]) for g in (7, 9)]
     assert want == [False, True]
     assert grouped_accuracy(logits, labels, groups) == 0.5
+
+
+def test_bench_flex_targets_of_the_source_pool_come_from_its_other_half():
+    """bench flex pre-trains on half of mnist; a target cut from mnist (here plain, so that pixels
+    compare) holds none of that half's images in any of its splits."""
+    from transferkit.bench.flex import mnist_halves, target_splits
+
+    src_half, tgt_half = mnist_halves("mnist")
+    assert not set(src_half.tolist()) & set(tgt_half.tolist())
+    mnist = load_domain("mnist", size=28, channels=3)
+    source = mnist.subset(src_half)
+    split = target_splits("mnist", tgt_half)
+    assert all(shared_images(source, part) == 0 for part in split)
+    assert shared_images(mnist.subset(tgt_half), split.test) == len(split.test) > 0

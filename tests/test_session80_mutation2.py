@@ -86,10 +86,10 @@ def test_a_named_pipe_is_no_stream(tmp_path):
 # ---- io.append_jsonl: a stream that is no longer one once opened is refused -------------------------------------
 def test_a_metrics_stream_that_is_a_regular_file_once_opened_is_refused(tmp_path, monkeypatch):
     from transferkit import io
-    real, path = io.is_stream, tmp_path / "m.jsonl"
+    path = tmp_path / "m.jsonl"
     path.write_text("")
-    # the path said a stream, the descriptor opened is a regular file (replaced in between)
-    monkeypatch.setattr(io, "is_stream", lambda p, mode=None: True if mode is None else real(p, mode))
+    # the path said a stream (check_stream's one stat), the descriptor opened is a regular file (replaced in between)
+    monkeypatch.setattr(io, "check_stream", lambda p, what="metrics file": True)
     with pytest.raises(TransferkitError, match="changed while it was opened: it is no longer a character device"):
         io.append_jsonl(path, {"step": 1})
     assert path.read_text() == ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import glob
 import json
 import math
@@ -399,22 +400,40 @@ def is_stream(path: str | os.PathLike, mode: int | None = None) -> bool:
     return stat.S_ISCHR(mode)
 
 
-def check_stream(path: str | os.PathLike, what: str = "metrics file") -> None:
+@functools.cache
+def _pipe_device() -> int:
+    """The ``st_dev`` of an anonymous pipe (``| tee``): the system's pipe file system, which no named
+    pipe is on (those live on the file system of their path)."""
+    r, w = os.pipe()
+    try:
+        return os.fstat(r).st_dev
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def check_stream(path: str | os.PathLike, what: str = "metrics file") -> bool:
     """Refuse a ``path`` that names a stream transferkit does not write: a named pipe (each line
-    reopens it: with no reader the open waits for one, and a reader gone blocks the next line), or one
-    of the process's own streams whose descriptor is not open (or that the system has not: macOS has
-    no ``/proc``)."""
+    reopens it: with no reader the open waits for one, and a reader gone blocks the next line), also
+    behind one of the process's own streams (``/dev/fd/N`` of a named pipe it opened; an anonymous pipe,
+    ``| tee``, is written), or one of the process's own streams whose descriptor is not open (or that
+    the system has not: macOS has no ``/proc``). Returns :func:`is_stream` of ``path`` (one ``stat``)."""
     fix = f"give a regular file (follow it with tail -f) or {_STREAMS_INSTEAD}"
-    check(not _OWN_STREAMS.fullmatch(str(path)) or os.path.exists(path),
+    own = bool(_OWN_STREAMS.fullmatch(str(path)))
+    try:
+        info = os.stat(path)
+    except OSError:  # absent (a regular file is made), or a closed descriptor
+        info = None
+    check(not own or info is not None,
           f"the {what} {path} names no open output stream of this process (a closed descriptor, or a path "
           f"this system has not); {fix}")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:  # absent: a regular file is made
-        return
-    check(not stat.S_ISFIFO(mode) or _OWN_STREAMS.fullmatch(str(path)),
-          f"the {what} {path} is a named pipe, which transferkit does not write (each line would reopen it: "
-          f"training would wait for a reader, or stop when one goes); {fix}")
+    if info is None:
+        return False
+    check(not stat.S_ISFIFO(info.st_mode) or (own and info.st_dev == _pipe_device()),
+          f"the {what} {path} is a named pipe{' (the one that descriptor opened)' if own else ''}, which "
+          f"transferkit does not write (each line would reopen it: training would wait for a reader, or stop "
+          f"when one goes); {fix}")
+    return is_stream(path, info.st_mode)
 
 
 def _try_lock(fd: int) -> bool:
@@ -626,11 +645,10 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     is written as ``null``, as :func:`write_json` writes it. A ``path`` that is a symbolic link (or not
     a regular file) is refused (:func:`open_regular`), but for a character device or one of the
     process's own streams (:func:`is_stream`: ``/dev/null`` keeps no lines, ``/dev/stdout`` shows them),
-    which is written to; a named pipe is refused (:func:`check_stream`). A stream whose reader has gone
-    (``| head``) drops the line, as the commands' closed stdout does."""
+    which is written to; a named pipe is refused (:func:`check_stream`, which stats ``path`` once). A
+    stream whose reader has gone (``| head``) drops the line, as the commands' closed stdout does."""
     path = Path(path)
-    check_stream(path)
-    if is_stream(path):  # a terminal or the process's stream has no end to look at: the line alone
+    if check_stream(path):  # a terminal or the process's stream has no end to look at: the line alone
         with contextlib.suppress(BrokenPipeError), \
                 os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)), "wb") as f:
             check(is_stream(path, os.fstat(f.fileno()).st_mode), f"the metrics file {path} changed while it was "

@@ -54,3 +54,41 @@ def test_append_jsonl_stats_the_metrics_path_once(tmp_path, monkeypatch):
         io.append_jsonl(path, {"step": 1})
         assert calls.count(str(path)) == 1, calls
     assert (tmp_path / "m.jsonl").read_text() == '{"step": 1}\n'
+
+
+# ---- userdata: a 16-bit grey+alpha PNG reads as grey, transparency on white (as an 8-bit LA PNG) ---------------
+def _png_la16(path, grey, alpha):
+    """A 16-bit grey+alpha PNG (colour type 4, depth 16), written by hand: Pillow saves none."""
+    import struct
+    import zlib
+
+    import numpy as np
+    a = np.stack([grey, alpha], axis=-1).astype(">u2")
+    raw = b"".join(b"\x00" + row.tobytes() for row in a)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], 16, 4, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_16_bit_grey_alpha_png_reads_as_grey_on_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from transferkit.userdata import load_image_folder, read_images
+    grey = np.tile(np.arange(4) * 20000, (3, 1))  # 0, 20000, 40000, 60000 (16-bit)
+    alpha = np.full((3, 4), 65535)
+    alpha[0, 0] = 0  # a transparent black pixel: white
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        _png_la16(tmp_path / c / "x.png", grey, alpha)
+    assert Image.open(tmp_path / "a" / "x.png").mode == "RGBA"  # what Pillow makes of it
+    x = read_images([tmp_path / "a" / "x.png"])
+    assert x.shape == (1, 1, 3, 4)  # one grey channel, as an 8-bit LA PNG
+    want = np.round(grey / 65535 * 255) / 255
+    want[0, 0] = 1.0
+    np.testing.assert_allclose(x[0, 0].numpy(), want, atol=1 / 255)
+    ds = load_image_folder(tmp_path)
+    assert ds.images.shape == (2, 1, 3, 4)

@@ -237,15 +237,16 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
     return classes, files
 
 
-def _on_white(im):
+def _on_white(im, grey: bool = False):
     """An image with transparency composited onto white, as a viewer shows it (a dropped
     alpha keeps the colour stored under transparent pixels, often black: a black sketch on a
-    transparent background became a black square). Grey stays grey."""
+    transparent background became a black square). Grey stays grey (``grey``: an image stored
+    as grey that Pillow opens as colour)."""
     from PIL import Image
 
     rgba = im.convert("RGBA")
     out = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return out.convert("L") if im.mode in ("1", "L", "LA") else out
+    return out.convert("L") if grey or im.mode in ("1", "L", "LA") else out
 
 
 def _read_image(path: Path, size: int | None, mode: str | None):
@@ -258,12 +259,14 @@ def _decode_image(path: Path, size: int | None, mode: str | None) -> tuple[np.nd
 
     try:
         with contextlib.nullcontext(path) if isinstance(path, Image.Image) else Image.open(path) as im:
+            # a 16-bit grey+alpha PNG, which Pillow opens as RGBA
+            grey_alpha = any(t[3] == "LA;16B" for t in getattr(im, "tile", ()))
             im.load()
             check(im.width > 0 and im.height > 0, f"it has no pixels ({im.width} x {im.height})")
             im = ImageOps.exif_transpose(im)  # as a viewer shows it (a phone's Orientation tag)
             palette = im.mode in ("P", "PA")
             if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("1", "L", "RGB", "P") and "transparency" in im.info):
-                im = _on_white(im)
+                im = _on_white(im, grey_alpha)
             if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # convert() would clip them at 255
                 a = np.asarray(im, dtype=np.float64)  # integers: 16-bit grey; floats: [0, 1] (one rule for all files)
                 if im.mode == "F":

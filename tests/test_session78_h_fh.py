@@ -96,9 +96,10 @@ def test_a_jobs_traceback_is_not_removed_through_a_symlinked_failed_folder(tmp_p
     victim = _victim(tmp_path)
     (victim.parent / "a.txt").write_text("keep me")
     (jobs / "failed").symlink_to(victim.parent)
-    with pytest.warns(TransferkitWarning, match="failed is a symbolic link"):
+    # since session 81: refused before any job (written through, never removed: the link is not followed)
+    with pytest.raises(TransferkitError, match="failed is a symbolic link .*outside .*remove the link"):
         run_jobs([(jobs / "a.json", lambda: {"x": 1})])
-    assert (victim.parent / "a.txt").read_text() == "keep me" and (jobs / "a.json").is_file()
+    assert (victim.parent / "a.txt").read_text() == "keep me" and not (jobs / "a.json").exists()
 
 
 def test_checkpoints_of_another_source_are_not_removed_through_a_symlink(tmp_path):

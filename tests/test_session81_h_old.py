@@ -92,3 +92,77 @@ def test_a_16_bit_grey_alpha_png_reads_as_grey_on_white(tmp_path):
     np.testing.assert_allclose(x[0, 0].numpy(), want, atol=1 / 255)
     ds = load_image_folder(tmp_path)
     assert ds.images.shape == (2, 1, 3, 4)
+
+
+# ---- run_experiment: a checkpoints/ or failed/ linked out of the run directory is refused before any job ------
+@pytest.mark.parametrize("folder", ["checkpoints", "failed"])
+def test_a_written_folder_linked_out_of_the_run_is_refused(tmp_path, monkeypatch, folder):
+    from helpers import toy_named_domains
+
+    from transferkit.config import load_config
+    from transferkit.experiment import run_experiment
+    toy_named_domains(monkeypatch)
+    cfg = load_config(None, [f"out_dir={tmp_path / 'runs'}", "name=r", "source=digits", "target=mnist",
+                             "methods=[target_only]", "k=2", "repeats=1", "train.steps=4", "train.checkpoint_every=2",
+                             "train.eval_every=2", "train.batch_size=8", "select_on=none", "train.progress=false"])
+    run_dir, elsewhere = tmp_path / "runs" / "r", tmp_path / "elsewhere"
+    run_dir.mkdir(parents=True)
+    elsewhere.mkdir()
+    (run_dir / folder).symlink_to(elsewhere)
+    with pytest.raises(TransferkitError, match=rf"{folder} is a symbolic link .*outside .*remove the link"):
+        run_experiment(cfg, run_dir=run_dir, log=lambda *a: None)
+    assert not any(elsewhere.iterdir())
+
+
+def test_a_written_folder_linked_inside_the_run_is_followed(tmp_path):
+    from transferkit.io import check_written_folders
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "checkpoints").symlink_to(tmp_path / "kept")
+    check_written_folders(tmp_path)  # remove_inside removes through it too
+
+
+def test_a_benchmark_s_failed_folder_linked_out_is_refused_before_any_job(tmp_path):
+    from transferkit.jobs import run_jobs
+    jobs, elsewhere = tmp_path / "bench" / "jobs", tmp_path / "elsewhere"
+    jobs.mkdir(parents=True)
+    elsewhere.mkdir()
+    (jobs / "failed").symlink_to(elsewhere)
+    ran = []
+    with pytest.raises(TransferkitError, match="failed is a symbolic link .*failed jobs' tracebacks there"):
+        run_jobs([(jobs / "a.json", lambda: ran.append(1) or {"x": 1})])
+    assert not ran and not any(elsewhere.iterdir())
+
+
+# ---- io.remove_inside: a link left behind is warned of once per run, each run of the process ------------------
+def test_a_second_run_in_one_process_is_told_of_a_link_again(tmp_path, monkeypatch):
+    import warnings
+
+    from helpers import toy_named_domains
+
+    from transferkit.config import load_config
+    from transferkit.errors import TransferkitWarning
+    from transferkit.experiment import run_experiment
+    from transferkit.io import remove_inside
+    bench, elsewhere = tmp_path / "bench", tmp_path / "elsewhere"
+    bench.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "a.png").write_text("keep me")
+    (bench / "img").symlink_to(elsewhere)
+
+    def warned() -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            remove_inside(bench / "img" / "a.png", bench)
+        return sum("img is a symbolic link" in str(w.message) for w in caught)
+    first = warned()
+    assert warned() == 0  # once per link in a run (a resume passes it for every finished job)
+    toy_named_domains(monkeypatch)
+    cfg = load_config(None, [f"out_dir={tmp_path / 'runs'}", "source=digits", "target=mnist", "methods=[target_only]",
+                             "k=2", "repeats=1", "train.steps=2", "train.batch_size=8", "select_on=none",
+                             "train.progress=false"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TransferkitWarning)
+        run_experiment(cfg, log=None)
+    assert (first, warned()) == (1, 1)  # the second run is told too
+    assert (elsewhere / "a.png").read_text() == "keep me"
+

@@ -51,8 +51,10 @@ from .fitting import (
 )
 from .io import (
     atomic_write,
+    check_written_folders,
     clear_left_temporaries,
     directory_lock,
+    forget_warned_links,
     make_dir,
     read_job,
     remove_inside,
@@ -409,6 +411,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     with :func:`~transferkit.config.load_config`."""
     cfg = _experiment_config(cfg)
     log = log if log is not None else (lambda *a, **k: None)
+    forget_warned_links()  # a link left behind is named in each run, not only the process's first
     check(callable(log), f"run_experiment: log must be a function (e.g. print) or None, got {type(log).__name__}")
     with own_invocation(), callers_state_kept():  # the CPU's RNG (each job seeds its own; no CUDA init here)
         return _run_experiment(cfg, run_dir, log)
@@ -485,6 +488,7 @@ def _run_jobs_of(cfg: ExperimentConfig, run_dir: Path, methods: list, main: bool
     ``fresh``: a new run, whose config.yaml is its own (written before its data is read)."""
     old = run_dir / "config.yaml"
     stored = check_same_config(old, cfg) if old.exists() and not fresh else None
+    check_written_folders(run_dir)
     data = prepare_domains(cfg, run_dir=run_dir)
     subs = cfg.settings()
     jobs = [(sub, cls, seed) for sub in subs for cls, seed in _jobs_of(sub, methods)]

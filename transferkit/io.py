@@ -80,15 +80,15 @@ def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
     one: nothing; a folder as ``shutil.rmtree(ignore_errors=True)``), unless one of its folders is
     a symbolic link that leads out of ``top``: removing through it would delete files elsewhere
     (``rmtree`` refuses a link itself, not a linked folder above), so ``path`` is left in place with
-    a warning naming the link (once per link in a process). A link at ``path`` itself (to a file or
-    a folder) is unlinked, never what it leads to: what must go (a changed source network's
-    checkpoints) is gone from the run, which starts a folder of its own there."""
+    a warning naming the link (once per link in a run: :func:`forget_warned_links`). A link at
+    ``path`` itself (to a file or a folder) is unlinked, never what it leads to: what must go (a
+    changed source network's checkpoints) is gone from the run, which starts a folder of its own there."""
     path, top = Path(path), Path(top)
     if not os.path.lexists(path):
         return
     if not resolves_inside(path.parent, top):
         link = next((p for p in path.parents if p.is_symlink()), path.parent)
-        if link not in _LEFT_BEHIND:  # once per link: a resume passes it for every finished job
+        if link not in _LEFT_BEHIND:  # once per link in a run: a resume passes it for every finished job
             _LEFT_BEHIND.add(link)
             warn(f"{path} is left in place: {link} is a symbolic link to {link.resolve()}, outside {top}, and "
                  f"transferkit removes nothing outside the run (or benchmark) directory")
@@ -104,8 +104,32 @@ def resolves_inside(path: str | os.PathLike, top: str | os.PathLike) -> bool:
     return Path(path).resolve().is_relative_to(Path(top).resolve())
 
 
-#: the links :func:`remove_inside` has warned of in this process
+#: the folders of a run (or benchmark) directory that transferkit writes into and removes from: what they hold
+WRITTEN_FOLDERS = {"checkpoints": "checkpoints", "failed": "failed jobs' tracebacks"}
+
+
+def check_written_folders(top: str | os.PathLike, names: tuple[str, ...] = tuple(WRITTEN_FOLDERS)) -> None:
+    """Refuse a ``top/NAME`` (:data:`WRITTEN_FOLDERS`) that is a symbolic link out of ``top``: what
+    transferkit writes there would land elsewhere and never be removed (:func:`remove_inside`), as the
+    report refuses a linked ``report_files/``. A link that stays inside ``top`` is followed."""
+    for name in names:
+        path = Path(top) / name
+        check(not path.is_symlink() or resolves_inside(path, top),
+              f"{path} is a symbolic link (to {path.resolve()}), outside {top}: transferkit writes its "
+              f"{WRITTEN_FOLDERS[name]} there and removes them, and does not follow links out of the run (or "
+              f"benchmark) directory; remove the link (a folder is made there)")
+
+
+#: the links :func:`remove_inside` has warned of in this run (:func:`forget_warned_links`)
 _LEFT_BEHIND: set = set()
+
+
+def forget_warned_links() -> None:
+    """Let :func:`remove_inside` warn again of the links it warned of: each run
+    (:func:`~transferkit.experiment.run_experiment`, :func:`~transferkit.bench.run_benchmark`) starts
+    with this, so that a second run in one process (a notebook, a script resuming a directory again)
+    is told of a link too, not only the first."""
+    _LEFT_BEHIND.clear()
 
 
 def failed_writing(e: OSError) -> bool:

@@ -17,6 +17,7 @@ from .errors import JobsFailed, TransferkitError, WorkerDied, check, interrupts_
 from .io import (
     STORAGE_FULL,
     WINDOWS,
+    check_written_folders,
     failed_writing,
     process_running,
     read_job,
@@ -132,6 +133,8 @@ def run_jobs(jobs: list[tuple[str | os.PathLike, Callable[[], Any]]], workers: i
         check(r is None or (isinstance(r, dict) and r.get("config_digest", digest) == digest),
               f"{path} was {stale}; delete the job file to run it again, or use a new directory")
     todo = [i for i, r in enumerate(results) if r is None]
+    for folder in dict.fromkeys(Path(jobs[i][0]).parent for i in todo):  # where failed/ is
+        check_written_folders(folder, ("failed",))
 
     failures: list[JobFailure] = []
 

@@ -263,7 +263,7 @@ def test_known_values_that_pin_grouped_accuracy_paired_counts_and_retrieval_at_s
 def test_each_ratios_best_unit_marker_has_its_ratios_colour(monkeypatch):
     from transferkit import plots
     figures = []
-    monkeypatch.setattr(plots, "save_png", lambda fig, path, dpi, what: figures.append(fig))
+    monkeypatch.setattr(plots, "save_png", lambda fig, path, dpi, what, description="": figures.append(fig))
     rows = [{"ratio": ratio, "candidate_val_accuracy": {"conv1": 0.5, "all": 0.6},
              "candidate_test_accuracy": {"conv1": 0.5, "all": 0.6}, "candidate_val_loss": {"conv1": 1, "all": 1}}
             for ratio in (10, 30)]
@@ -449,7 +449,7 @@ def test_per_unit_plot_counts_only_flex_rows_and_refuses_mixed_methods_or_settin
     others = [{"method": m, "source": "s", "target": "t", "setting": "k=5", "seed": i, "accuracy": 0.5}
               for m in ("ft_fc1", "finetune") for i in range(3)]
     labels = []
-    monkeypatch.setattr(plots, "_finish_unit_plot", lambda fig, ax, path, title: labels.extend(
+    monkeypatch.setattr(plots, "_finish_unit_plot", lambda fig, ax, path, title, shows: labels.extend(
         line.get_label() for line in ax.lines))
     plots.per_unit_accuracy_plot(flex + others, tmp_path / "u.png")
     assert "val (n=3)" in labels  # was n=9: every row of the run counted
@@ -463,7 +463,7 @@ def test_per_unit_plot_counts_only_flex_rows_and_refuses_mixed_methods_or_settin
 def test_tsne_with_labels_names_the_domain_markers_in_a_legend_beside_the_points(tmp_path, monkeypatch):
     from transferkit import plots
     figs = []
-    monkeypatch.setattr(plots, "save_png", lambda fig, path, dpi, what: figs.append(fig))
+    monkeypatch.setattr(plots, "save_png", lambda fig, path, dpi, what, description="": figs.append(fig))
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(12, 4, generator=g), torch.randn(10, 4, generator=g)
     labels = [f"c{i % 3}" for i in range(22)]

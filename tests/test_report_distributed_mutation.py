@@ -208,7 +208,8 @@ def test_saved_figures_are_the_runs_own_sorted_and_named_by_their_path(tmp_path)
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(name.encode())
     got = report.saved_figures(tmp_path, tmp_path / "mine")
-    assert got == [("a.png", b"a.png"), ("b/t.png", b"b/t.png")]
+    # captioned by what they show (session 81: none told here, not PNGs), then their path
+    assert got == [("a figure the run saved (a.png)", b"a.png"), ("a figure the run saved (b/t.png)", b"b/t.png")]
 
 
 def test_config_files_show_what_differs_from_the_stored_config(tmp_path):
@@ -315,7 +316,8 @@ def test_the_report_embeds_the_runs_own_figures_not_its_earlier_report(tmp_path,
     report.write_report(run)  # the first report's report_files/figure*.png are no figures of the run
     page, md = (p.read_text() for p in report.write_report(run))
     assert page.count("<figure>") == 2 and base64.b64encode(b"tsne-bytes").decode() in page
-    assert "<figcaption>tsne.png</figcaption>" in page and "![tsne.png](report_files/figure01.png)" in md
+    shown = "t-SNE of source and target embeddings, before and after adaptation (tsne.png)"  # session 81: what it shows
+    assert f"<figcaption>{shown}</figcaption>" in page and f"![{shown}](report_files/figure01.png)" in md
 
 
 # ---- distributed.py ---------------------------------------------------------------------------

@@ -166,3 +166,30 @@ def test_a_second_run_in_one_process_is_told_of_a_link_again(tmp_path, monkeypat
     assert (first, warned()) == (1, 1)  # the second run is told too
     assert (elsewhere / "a.png").read_text() == "keep me"
 
+
+# ---- report: a saved figure's alt text says what it shows (then its path), not its path alone ------------------
+def test_a_saved_t_sne_figure_s_alt_text_says_what_it_shows(tmp_path):
+    import json
+
+    import torch
+
+    from transferkit.plots import tsne_embeddings
+    from transferkit.report import write_report
+    run = tmp_path / "run"
+    run.mkdir()
+    row = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    (run / "results.json").write_text(json.dumps({"name": "x", "config": {}, "rows": [row]}))
+    g = torch.Generator().manual_seed(0)
+    pair = (torch.randn(12, 3, generator=g), torch.randn(12, 3, generator=g))
+    tsne_embeddings({"source only (before)": pair, "dann (after)": pair}, run / "tsne_mnist_usps.png",
+                    domain_names=("mnist", "usps"))
+    (run / "img").mkdir()
+    (run / "img" / "accuracy_vs_k_old.png").write_bytes((run / "tsne_mnist_usps.png").read_bytes()[:8])  # older
+    html_path, md_path = write_report(run)
+    page, md = html_path.read_text(), md_path.read_text()
+    shown = "t-SNE of mnist and usps embeddings, panels: source only (before), dann (after) (tsne_mnist_usps.png)"
+    assert f'alt="{shown}"' in page and f"![{shown}](" in md
+    # a figure without a description (an older run's): what its file name tells
+    assert 'alt="accuracy against labels per class (k), one line per method (img/accuracy_vs_k_old.png)"' in page
+    assert 'alt="tsne_mnist_usps.png"' not in page
+

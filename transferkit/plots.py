@@ -74,7 +74,8 @@ def sample_grid(domain: Domain, path: str | os.PathLike | None, per_class: int =
                  y=1 - 0.08 / height, va="top")
     fig.subplots_adjust(left=label_in / width, right=1 - 0.05 / width,
                         top=1 - 0.35 / height, bottom=0.02, hspace=0.08)
-    return save_png(fig, path, 100, "sample grid")
+    return save_png(fig, path, 100, "sample grid", f"sample images of {domain.name}, up to {per_class} per class, "
+                                                   f"one row per class")
 
 
 def check_png(path: str | os.PathLike | None, what: str) -> None:
@@ -90,14 +91,20 @@ def check_png(path: str | os.PathLike | None, what: str) -> None:
                                            f"not a folder")
 
 
-def save_png(fig, path: str | os.PathLike | None, dpi: int, what: str):
+#: the PNG text key of a saved figure's ``description``: the report's alt text for it
+DESCRIPTION_KEY = "Description"
+
+
+def save_png(fig, path: str | os.PathLike | None, dpi: int, what: str, description: str = ""):
     """Write ``fig`` to ``path`` (a ``*.png`` file, not a directory) atomically and return the
     path; ``path=None``: return the matplotlib ``Figure`` (a notebook shows it; ``fig.savefig``
-    writes it in any format and resolution)."""
+    writes it in any format and resolution). ``description`` (what the figure shows) is kept in the
+    PNG's text (:data:`DESCRIPTION_KEY`), which the report gives as the figure's alt text."""
     if path is None:
         return fig
     check_png(path, what)
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi))
+    metadata = {DESCRIPTION_KEY: description} if description else None
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi, metadata=metadata))
     return Path(path)
 
 
@@ -160,7 +167,8 @@ def per_unit_accuracy_plot(rows: list[dict], path: str | os.PathLike | None, tit
         ax.plot([best], [val[best]], "v", color=colour, ms=9, mec="k", label="best on val" if i == 0 else None)
     ax.set_xticks(range(len(cands)), cands)
     ax.set_xlabel("tuned unit")
-    return _finish_unit_plot(fig, ax, path, title)
+    return _finish_unit_plot(fig, ax, path, title, "validation and test accuracy of fine-tuning each unit alone "
+                                                   "(flex's candidates), its pick marked")
 
 
 def _check_one_curve_set(rows: list[dict]) -> None:
@@ -198,17 +206,17 @@ def _tap_plot(rows: list[dict], path, title: str):
                         ecolor=f"C{i % 10}")
     ax.set_xticks(range(len(units)), units)
     ax.set_xlabel("tapped unit")
-    return _finish_unit_plot(fig, ax, path, title)
+    return _finish_unit_plot(fig, ax, path, title, "test accuracy of each tap classifier per tapped unit")
 
 
-def _finish_unit_plot(fig, ax, path, title: str):
+def _finish_unit_plot(fig, ax, path, title: str, shows: str):
     ax.set_ylabel("accuracy")
     ax.yaxis.set_major_formatter(percent_ticks())
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: over no curve
     fig.tight_layout()
-    return save_png(fig, path, 110, "per-unit accuracy figure")
+    return save_png(fig, path, 110, "per-unit accuracy figure", shows + (f", {title}" if title else ""))
 
 
 def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathLike | None):
@@ -257,7 +265,8 @@ def units_picked_plot(rows: list[dict], targets: list[str], path: str | os.PathL
     ax.set_title("units picked (markers) over test-accuracy rank of each unit (darker = better)", fontsize=8)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    return save_png(fig, path, 110, "units-picked figure")
+    return save_png(fig, path, 110, "units-picked figure", "the units each flex method picked, per target, over "
+                                                            "each unit's test-accuracy rank")
 
 
 def _panel_sets(name, value) -> list[torch.Tensor]:
@@ -359,7 +368,9 @@ def tsne_embeddings(panels, path: str | os.PathLike | None, title: str = "", see
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return save_png(fig, path, 110, "t-SNE figure")
+    shown = f"{domain_names[0]} and {domain_names[1]} embeddings" if paired else "embeddings"
+    described = f"t-SNE of {shown}" + (f", panels: {', '.join(map(str, panels))}" if any(map(str, panels)) else "")
+    return save_png(fig, path, 110, "t-SNE figure", described + (f" ({title})" if title else ""))
 
 
 def legend_name(text: str, limit: int = 28) -> str:
@@ -498,4 +509,5 @@ def accuracy_vs_k_plot(rows: list[dict], path: str | os.PathLike | None, title: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    return save_png(fig, path, 110, "accuracy-vs-k figure")
+    return save_png(fig, path, 110, "accuracy-vs-k figure", "accuracy against labels per class (k), one line per "
+                                                             "method" + (f", {title}" if title else ""))

@@ -41,6 +41,7 @@ from .tables import (
     md_cell,
     picked_unit,
     revision_cell,
+    setting_text,
     table_parts,
 )
 
@@ -408,14 +409,42 @@ def _inside(files: list[Path], run_dir: Path, what: str, notes: list | None) -> 
     return [p for p in files if p not in outside]
 
 
+#: what a run's figure of an older transferkit (no description in the PNG) shows, by its file name
+_FIGURES_BY_NAME = (("tsne*.png", "t-SNE of source and target embeddings, before and after adaptation"),
+                    ("per_unit_*.png", "accuracy of each unit fine-tuned alone"),
+                    ("units_picked*.png", "the units each flex method picked, per target"),
+                    ("accuracy_vs_k_*.png", "accuracy against labels per class (k), one line per method"))
+
+
+def saved_figure_caption(relative: str, png: bytes) -> str:
+    """What a figure the run saved shows, then its path: the description its PNG keeps
+    (:func:`~transferkit.plots.save_png`), else what its file name tells, else that the run saved it."""
+    import fnmatch
+
+    from PIL import Image
+
+    from .plots import DESCRIPTION_KEY
+    try:
+        with Image.open(io.BytesIO(png)) as im:
+            text = im.info.get(DESCRIPTION_KEY)
+    except Exception:  # not a PNG Pillow reads: named by its path alone
+        text = None
+    name = Path(relative).name
+    text = text or next((shows for pattern, shows in _FIGURES_BY_NAME if fnmatch.fnmatch(name, pattern)),
+                        "a figure the run saved")
+    return f"{text} ({relative})"
+
+
 def saved_figures(run_dir: Path, exclude: Path, notes: list | None = None) -> list[tuple[str, bytes]]:
     """PNG figures the run or benchmark wrote itself (t-SNE, per-unit plots, ...), not those of
     a report (``exclude`` or any other ``report_files/`` folder, e.g. of an earlier ``--out``), nor
-    files linked from outside ``run_dir``."""
+    files linked from outside ``run_dir``; each captioned (and its alt text) by what it shows and its path
+    (:func:`saved_figure_caption`)."""
     files = [p for p in sorted(run_dir.rglob("*.png"))
              if exclude not in p.parents and "report_files" not in p.relative_to(run_dir).parts]
     files = _inside(files, run_dir, "figures", notes)
-    return [(str(p.relative_to(run_dir)), p.read_bytes()) for p in _capped(files, MAX_FIGURES, "saved figures", notes)]
+    return [(saved_figure_caption(str(p.relative_to(run_dir)), png), png)
+            for p in _capped(files, MAX_FIGURES, "saved figures", notes) for png in [p.read_bytes()]]
 
 
 def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -436,7 +465,7 @@ def _table_rows(summary: list[dict], rows: list[dict]) -> tuple[list[str], list[
         group = ([format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                   if "group_accuracy_mean" in s else "–"] if grouped else [])
         accuracy = accuracy_text(s)  # one row over many episodes: with its own 95 % interval
-        table.append([revision_cell(s), s["source"], s["target"], s["setting"], accuracy,
+        table.append([revision_cell(s), s["source"], s["target"], setting_text(s, rows), accuracy,
                       *([balanced_cell(s)] if balanced else []), *group,
                       *([gzsl_cell(s)] if gzsl else []), str(s["n"]), f"{s['wall_s']:.1f}",
                       f"{max(mem):.0f}" if mem else "–"])

@@ -193,3 +193,33 @@ def test_a_saved_t_sne_figure_s_alt_text_says_what_it_shows(tmp_path):
     assert 'alt="accuracy against labels per class (k), one line per method (img/accuracy_vs_k_old.png)"' in page
     assert 'alt="tsne_mnist_usps.png"' not in page
 
+
+# ---- tables: setting "all" says the labels per class its rows trained on -----------------------------------------
+def test_the_setting_all_says_how_many_labels_per_class_were_used():
+    from transferkit.results import summarize
+    from transferkit.tables import markdown_table
+    row = {"method": "target_only", "source": "s", "target": "t", "setting": "all", "accuracy": 0.5, "wall_s": 1.0,
+           "n_labeled": 8, "labels_per_class": [4, 4]}
+    rows = [{**row, "seed": 0}, {**row, "seed": 1},
+            {**row, "method": "source_only", "seed": 0, "n_labeled": 0, "labels_per_class": None},
+            {**row, "method": "finetune", "seed": 0, "labels_per_class": [3, 5]},
+            {**row, "method": "older", "seed": 0, "labels_per_class": None}]  # a row before labels_per_class
+    rows[-1].pop("labels_per_class")
+    table = markdown_table(summarize(rows), rows)
+    assert "| target_only | s | t | all (4 per class) |" in table
+    assert "| finetune | s | t | all (3-5 per class) |" in table
+    assert "| source_only | s | t | all |" in table  # it read no target label
+    assert "| older | s | t | all (8 labels) |" in table  # its count where the row has no labels_per_class
+    from transferkit.tables import setting_text
+    k = {**row, "setting": "k=4", "seed": 0}
+    assert setting_text(summarize([k])[0], [k]) == "k=4"  # a setting that says its count: as it is
+
+
+def test_a_run_s_rows_record_their_labels_per_class():
+    import torch
+
+    from transferkit.domain import Domain
+    from transferkit.rundata import labels_per_class
+    d = Domain("d", torch.zeros(7, 1, 2, 2), torch.tensor([0, 0, 0, 1, 1, 1, 1]), ["a", "b", "c"])
+    assert labels_per_class(d) == [0, 4]  # class c has none
+

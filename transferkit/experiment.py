@@ -73,6 +73,7 @@ from .rundata import (
     class_fields,
     job_method,
     label_subset,
+    labels_per_class,
     prepare_domains,
     process_domains,
     selection_domain,
@@ -312,6 +313,7 @@ def run_job(cfg: ExperimentConfig, data: Prepared, source_net, run_dir: Path, cl
            **({"n_val_labeled": len(val)} if selected and val is data.target.val and cls.selects_on_validation
               else {}),
            "n_labeled": len(labeled) if "target" in cls.streams else 0, **memory,
+           **({"labels_per_class": labels_per_class(labeled)} if "target" in cls.streams else {}),
            **test_fields(cfg, data),
            **({"n_unlabeled": len(unlabeled)} if "unlabeled" in cls.streams else {}),
            **({"unlabeled": cfg.unlabeled, "unlabeled_in_test": data.unlabeled_overlap.get("test", 0),

@@ -375,6 +375,13 @@ def class_fields(cfg: ExperimentConfig) -> dict:
             if v is not None}  # a tuple as config.yaml and results.json keep it: a list
 
 
+def labels_per_class(labeled: Domain) -> list[int]:
+    """``[fewest, most]`` labelled images of a class of the target (a class with none: 0), for a row:
+    the table says it where the setting does not (``all``)."""
+    counts = torch.bincount(labeled.labels, minlength=labeled.num_classes)
+    return [int(counts.min()), int(counts.max())]
+
+
 def training_fields(train: TrainConfig) -> dict:
     """``sampler`` and ``class_weight`` of ``train`` where they are not their defaults, for the row of a
     job it trained (rows without them trained as before they were added)."""

@@ -131,6 +131,25 @@ def partial_da_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"seeds, {ALL_SOURCE}): {'; '.join(parts)}."]
 
 
+def setting_text(s: dict, rows: list[dict]) -> str:
+    """A summary entry's setting for the table: ``all`` with the labels per class its rows trained on,
+    which it does not say (``all (4 per class)``, ``all (3-5 per class)``), as the rows record them
+    (``labels_per_class``: fewest and most); rows that record none, their count (``all (12 labels)``)
+    where their seeds agree. Other settings, and rows that read no target label, as they are."""
+    setting = str(s["setting"])
+    mine = [r for r in rows if r.get("n_labeled") and str(r.get("setting", "")) == setting
+            and (r.get("method"), r.get("source", ""), r.get("target", ""), r.get("run"))
+            == (s["method"], s["source"], s["target"], s.get("run"))]
+    if setting != "all" or not mine:
+        return setting
+    spans = [r.get("labels_per_class") for r in mine]
+    if all(isinstance(v, list) and len(v) == 2 for v in spans):
+        lo, hi = min(v[0] for v in spans), max(v[1] for v in spans)
+        return f"all ({lo if lo == hi else f'{lo}-{hi}'} per class)"
+    counts = {r["n_labeled"] for r in mine}
+    return f"all ({counts.pop()} labels)" if len(counts) == 1 else setting
+
+
 def setting_order(setting: str) -> tuple:
     """A sort key that puts ``k=2`` before ``k=10`` (settings of one kind by their number)."""
     return len(setting), setting
@@ -699,7 +718,7 @@ def table_parts(summary: list[dict], rows: list[dict] = (), config: dict | list 
         group = (format_mean_se(s["group_accuracy_mean"], s["group_accuracy_se"], s["group_n"])
                  if "group_accuracy_mean" in s else "–")
         cells.append(([str(s.get("run", ""))] if runs else [])
-                     + [revision_cell(s), str(s["source"]), str(s["target"]), str(s["setting"]), accuracy_text(s)]
+                     + [revision_cell(s), str(s["source"]), str(s["target"]), setting_text(s, rows), accuracy_text(s)]
                      + ([balanced_cell(s)] if balanced else []) + ([group] if grouped else [])
                      + ([gzsl_cell(s)] if gzsl else [])
                      + [str(s["n"]), "–" if s["wall_s"] is None else format(s["wall_s"], ".1f")])

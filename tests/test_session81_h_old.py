@@ -223,3 +223,47 @@ def test_a_run_s_rows_record_their_labels_per_class():
     d = Domain("d", torch.zeros(7, 1, 2, 2), torch.tensor([0, 0, 0, 1, 1, 1, 1]), ["a", "b", "c"])
     assert labels_per_class(d) == [0, 4]  # class c has none
 
+
+# ---- fewshot_eval.episode_accuracies: the heads computed on the device given; the CPU's results as before -------
+def _episode_features():
+    import torch
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(6).repeat_interleave(8)
+    return torch.randn(48, 5, generator=g) + labels[:, None].float(), labels
+
+
+@pytest.mark.parametrize("head", ["prototype", "linear", "cosine"])
+def test_episode_heads_on_the_cpu_given_are_bitwise_those_of_the_default(head):
+    import torch
+
+    from transferkit.fewshot_eval import episode_accuracies
+    feats, labels = _episode_features()
+    kw = dict(n_way=3, k_shot=2, n_query=4, episodes=7, seed=3, steps=5)
+    default = episode_accuracies(feats, labels, head, **kw)
+    given = episode_accuracies(feats, labels, head, device="cpu", **kw)
+    assert torch.equal(default, given) and given.device.type == "cpu" and given.dtype == torch.float64
+
+
+def test_episode_heads_are_fit_on_the_device_given(monkeypatch):
+    import torch
+
+    from transferkit import fewshot_eval, runtime
+    feats, labels = _episode_features()
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def spy(kind, support, *a):
+        seen.append(support.device)
+        raise Seen
+    monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("meta"))  # a device this CPU machine has
+    monkeypatch.setattr(fewshot_eval, "_fit_head", spy)
+    with pytest.raises(Seen):
+        fewshot_eval.episode_accuracies(feats, labels, "linear", n_way=3, k_shot=2, n_query=4, episodes=2,
+                                        device="cuda")
+    with pytest.raises(Seen):  # evaluate_episodes (transferkit episodes --device) hands it on
+        fewshot_eval.evaluate_episodes(feats, labels, "cosine", n_way=3, k_shot=2, n_query=4, episodes=2,
+                                       device="cuda")
+    assert seen == [torch.device("meta")] * 2
+

@@ -997,8 +997,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read a job that saved only its pickled model (models/*.pt; runs before 2026-12-07): "
                         "unpickling runs whatever code the file names, so only for run directories you trust "
                         "(default: each job's network file, models/*.safetensors, which runs no code)")
-    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto: where the embeddings are computed (the heads "
-                                    "fit on the CPU; default: $TRANSFERKIT_DEVICE, else cpu)")
+    s.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto: where the embeddings and the heads are "
+                                    "computed (default: $TRANSFERKIT_DEVICE, else cpu)")
     _portable_kernels_flag(s)
     s.set_defaults(func=_episodes)
     helptext = "print the table of a results.json (or of a run directory); of several, one table with a run column"

@@ -123,15 +123,16 @@ def _sample(labels, n_way, k_shot, n_query, episodes, generator, what: str):
 
 def _fit_head(kind: str, support: torch.Tensor, steps: int, lr: float, scale: float) -> torch.Tensor:
     """Per-episode weights (``E x N x D+1`` with the bias last for ``linear``) fit on the
-    ``E x N x K x D`` support features by full-batch Adam on the summed episode losses."""
+    ``E x N x K x D`` support features by full-batch Adam on the summed episode losses, on their
+    device (the cosine head's initial weights drawn on the CPU: the same on every device)."""
     e, n, k, d = support.shape
     x = support.reshape(e, n * k, d)
     if kind == "cosine":  # the support side is fixed: normalised once, not at every step
         x = F.normalize(x, dim=-1)
-    y = torch.arange(n).repeat_interleave(k).expand(e, -1)
-    w = torch.zeros(e, n, d + 1)
+    y = torch.arange(n, device=x.device).repeat_interleave(k).expand(e, -1)
+    w = torch.zeros(e, n, d + 1, device=x.device)
     if kind == "cosine":
-        w = torch.randn(e, n, d + 1, generator=torch.Generator().manual_seed(0)) * 0.01
+        w = (torch.randn(e, n, d + 1, generator=torch.Generator().manual_seed(0)) * 0.01).to(x.device)
     # weights and bias as two contiguous leaves and the logits as W x^T (E x N x NK, the classes
     # on dim 1 of the cross entropy), with x^T made once: every product of the backward then
     # takes contiguous operands (transposing the logits made them 2-5x slower)
@@ -166,10 +167,15 @@ def _logits(kind: str, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor
 def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str = "prototype", n_way: int = 5,
                        k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0,
                        steps: int = 100, lr: float = 0.01, scale: float = 10.0,
-                       groups: torch.Tensor | None = None) -> torch.Tensor:
-    """Accuracy of every episode (``E`` values) of ``head`` on ``N x D`` frozen features (on
-    the CPU: features on another device are copied there). Labels are class ids or names;
-    ``groups`` (e.g. video ids): each episode image from a group of its own (:func:`sample_episodes`)."""
+                       groups: torch.Tensor | None = None, device: str | torch.device | None = None) -> torch.Tensor:
+    """Accuracy of every episode (``E`` values, on the CPU) of ``head`` on ``N x D`` frozen features.
+    The heads are computed on ``device`` (:func:`~transferkit.runtime.resolve_device`; ``None``: the
+    CPU, features on another device copied there); the episodes drawn are the same on every device, and
+    a GPU's float32 kernels may change an accuracy where a query's logits nearly tie. Labels are class
+    ids or names; ``groups`` (e.g. video ids): each episode image from a group of its own
+    (:func:`sample_episodes`)."""
+    from .runtime import resolve_device
+
     if head not in FEWSHOT_HEADS:
         raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
     if head in TRAINED_HEADS:
@@ -179,6 +185,7 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check(head != "cosine" or _positive(scale), f"the cosine head needs a scale > 0, got {scale!r}")
     check(is_whole(seed), f"episodic evaluation needs a whole-number seed, got {seed!r}")
     seed = torch_seed(seed)  # one that torch.Generator().manual_seed takes
+    device = torch.device("cpu") if device is None else resolve_device(str(device))
     labels, = text_ids(labels, what="episode labels")
     labels, groups = class_ids(labels, "episode labels").cpu(), _as_groups(groups)
     check(isinstance(features, torch.Tensor), f"episodic evaluation needs the features as a torch.Tensor, got "
@@ -191,6 +198,8 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         check_episode_size(int(episodes), int(n_way) * (int(k_shot) + int(n_query)) * features.shape[1],
                            "their features")
     sup_idx, qry_idx = _drawn(labels, n_way, k_shot, n_query, episodes, int(seed), groups)
+    if device.type != "cpu":
+        features, sup_idx, qry_idx = features.to(device), sup_idx.to(device), qry_idx.to(device)
     support, query = features[sup_idx], features[qry_idx]
     e, n, q, d = query.shape
     flat_q = query.reshape(e, n * q, d)
@@ -198,8 +207,8 @@ def episode_accuracies(features: torch.Tensor, labels: torch.Tensor, head: str =
         logits = torch.vmap(partial(prototype_logits, metric="sqeuclidean"))(flat_q, support.mean(2))
     else:
         logits = _head_logits(head, _fit_head(head, support, steps, lr, scale), flat_q, scale)
-    truth = torch.arange(n).repeat_interleave(q)
-    return (logits.argmax(-1) == truth).double().mean(1)  # float64: an episode's exact fraction
+    truth = torch.arange(n, device=device).repeat_interleave(q)
+    return (logits.argmax(-1) == truth).cpu().double().mean(1)  # float64: an episode's exact fraction
 
 
 def _drawn(labels: torch.Tensor, n_way, k_shot, n_query, episodes, seed: int, groups) -> tuple:
@@ -393,7 +402,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     runs no code; a job saved only as a pickle (``models/<job>.pt``: runs before 2026-12-07) is left out,
     and a run of no other job refused, unless ``trust_pickles`` (unpickling runs whatever code the
     file names: only for run directories you trust). ``device`` (:func:`~transferkit.runtime.resolve_device`)
-    computes the embeddings; the heads fit on the CPU (:func:`episode_accuracies`). Returns the rows and the
+    computes the embeddings and the heads (:func:`episode_accuracies`). Returns the rows and the
     run's results record (its config, and ``unfinished`` when the run is not finished)."""
     from pathlib import Path
 
@@ -457,7 +466,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
             t1 = time.perf_counter()
             scores = evaluate_episodes(feats, test.labels, heads, n_way=n_way, k_shot=k, n_query=n_query,
                                        episodes=episodes, seed=seed, class_names=test.class_names,
-                                       groups=test.groups)
+                                       groups=test.groups, device=device)
             call_s = time.perf_counter() - t1
             for head, r in scores.items():
                 rows.append({"method": f"{method}/{head}", "source": cfg.source_label, "target": cfg.target,

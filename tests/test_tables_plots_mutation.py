@@ -23,7 +23,7 @@ import torch
 from helpers import toy_domain
 
 from transferkit import plots, tables
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, first_named
 from transferkit.results import summarize
 
 ROW = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
@@ -140,8 +140,8 @@ def test_one_class_line_of_one_seed_says_seed_not_seeds():
 def test_first_named_names_five_and_counts_the_rest():
     # kills: NAMED 6; "and 0 more" at exactly NAMED items (">=" for ">")
     five, six = list("abcde"), list("abcdef")
-    assert tables._first_named(five, "classes") == "a, b, c, d, e"
-    assert tables._first_named(six, "classes") == "a, b, c, d, e and 1 more classes"
+    assert first_named(five, "classes") == "a, b, c, d, e"
+    assert first_named(six, "classes") == "a, b, c, d, e and 1 more classes"
 
 
 def test_a_class_recognised_on_some_seed_is_not_never_recognised():

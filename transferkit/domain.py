@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .errors import TransferkitError, check, is_whole, warn
+from .errors import TransferkitError, check, first_named, is_whole, warn
 
 
 def group_labels(groups: torch.Tensor, labels: torch.Tensor, names=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,14 +268,14 @@ def warn_unshared_classes(source_classes: list[str], target_classes: list[str], 
         return
 
     def show(names):
-        return ", ".join(repr(c) for c in names[:5]) + (", ..." if len(names) > 5 else "")
+        return first_named(repr(c) for c in names)
     loose_source = dict(zip(_loose_names(source), source))
     pairs = [(t, loose_source[k]) for t, k in zip(target, _loose_names(target)) if k in loose_source]
     head = (f"no target class is named as a source class (source {show(source)}; target {show(target)}), so a "
             f"method trained on target labels gets a new classifier row for every target class and keeps none of "
             f"the source's (classes are matched by exact name)")
     if pairs and 2 * len(pairs) >= len(target):
-        alike = ", ".join(f"target {t!r} ~ source {s!r}" for t, s in pairs[:5]) + (", ..." if len(pairs) > 5 else "")
+        alike = first_named(f"target {t!r} ~ source {s!r}" for t, s in pairs)
         warn(f"{head}; they look like the same classes named otherwise ({alike}). Give the target's classes the "
              f"source's names (folder names, npz class_names) to keep their rows; if they are other classes, this is "
              f"expected")

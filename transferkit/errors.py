@@ -139,6 +139,21 @@ def near_name(name: str, known: list[str]) -> str | None:
     return close[0] if close else None
 
 
+#: how many items a message names before it counts or elides the rest
+NAMED = 5
+
+
+def first_named(items, what: str | None = None, sep: str = ", ") -> str:
+    """``items`` (strings) joined by ``sep``, the first :data:`NAMED` of them only, so that a
+    message stays short: the rest counted, ``"a, b, c, d, e and 7 more classes"``, where ``what``
+    names them; else elided, ``"a, b, c, d, e, ..."``."""
+    items = list(items)
+    shown = sep.join(items[:NAMED])
+    if len(items) <= NAMED:
+        return shown
+    return shown + (f" and {len(items) - NAMED} more {what}" if what is not None else ", ...")
+
+
 class UnknownNameError(TransferkitError, KeyError):
     """An unknown domain, shift, method, backbone, benchmark or config key. A known name close
     to it (a typo) is suggested; else ``hint`` (e.g. where a plugin's names come from) is added."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .compare import with_revisions
-from .errors import check
+from .errors import check, first_named
 from .evaluate import format_mean_se, mean_se
 from .io import atomic_write, read_jsonl, resolves_inside, write_text
 from .plots import MARKERS, new_figure
@@ -32,7 +32,6 @@ from .results import (  # check_run_dir: report.check_run_dir as before
 from .tables import (
     BALANCED_HEADER,
     GZSL_HEADER,
-    _first_named,
     accuracy_text,
     balanced_cell,
     balanced_shown,
@@ -530,11 +529,11 @@ def _config_files(run_dir: Path, stored) -> str:
 
 def _failed_status(failed: list) -> list[str]:
     """The line at the top of a report whose results.json names failed jobs: how many, which (the first
-    :data:`~transferkit.tables.NAMED`, the rest counted)."""
+    :data:`~transferkit.errors.NAMED`, the rest counted)."""
     if not failed:
         return []
     names = [str(f.get("job")) if isinstance(f, dict) else str(f) for f in failed]
-    return [f"{len(failed)} job(s) failed and have no row in the table: {_first_named(names, 'jobs')} (their errors "
+    return [f"{len(failed)} job(s) failed and have no row in the table: {first_named(names, 'jobs')} (their errors "
             f"are under the table)."]
 
 

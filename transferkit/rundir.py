@@ -23,7 +23,7 @@ from .config import (
     from_dict,
 )
 from .distributed import world_size
-from .errors import TransferkitError, check, quiet
+from .errors import TransferkitError, check, first_named, quiet
 from .io import MATRIX_FILES, check_job_name, job_stem, read_job, read_json, remove_inside, write_json
 from .methods import get_method
 from .methods.base import number_spellings, resolved_options, trained_options
@@ -319,7 +319,7 @@ def check_same_world(cfg: ExperimentConfig, run_dir: Path, finished: dict) -> No
                    for name, seed in _made_otherwise(finished, "world_size", now))
     if other:
         then = sorted({row.get("world_size", now) for row in finished.values()} - {now})
-        counts, named = " and ".join(map(str, then)), ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+        counts, named = " and ".join(map(str, then)), first_named(other)
         raise TransferkitError(
             f"{run_dir}: {len(other)} finished job(s) ({named}) ran "
             f"in {counts} data-parallel process(es) and this resume runs {now}: --nproc changes a job's rows "

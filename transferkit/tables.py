@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from numbers import Real
 
-from .errors import TransferkitError
+from .errors import TransferkitError, first_named
 from .evaluate import format_mean_se
 
 
@@ -256,10 +256,6 @@ def diverged_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"results.json): {'; '.join(parts)}; such an accuracy is not worth reading (lower the learning rate)."]
 
 
-#: how many classes (or table cells) a line under the tables names before it counts the rest
-NAMED = 5
-
-
 def _class_name(names, j: int) -> str:
     """Class ``j``'s name in a row's ``class_names``, ``"id j"`` where it has none."""
     return str(names[j]) if j < len(names) else f"id {j}"
@@ -273,13 +269,6 @@ def _per_class(row: dict) -> list | None:
                                         for v in values):
         return values
     return None
-
-
-def _first_named(items: list[str], what: str, sep: str = ", ") -> str:
-    """``items`` joined by ``sep``, the first :data:`NAMED` named and the rest counted, so that a
-    line stays short for a target of many classes: ``"a, b, c, d, e and 7 more classes"``."""
-    shown = sep.join(items[:NAMED])
-    return shown + (f" and {len(items) - NAMED} more {what}" if len(items) > NAMED else "")
 
 
 def _short_cell_namer(rows: list[dict]):
@@ -318,9 +307,9 @@ def never_recognised_line(rows: list[dict], markdown: bool = True) -> list[str]:
         by_cells.setdefault(tuple(where), []).append(cell(name))
     if not by_cells:
         return []
-    parts = [f"{_first_named(classes, 'classes')} ({_first_named(list(where), 'cells', '; ')})"
+    parts = [f"{first_named(classes, 'classes')} ({first_named(list(where), 'cells', '; ')})"
              for where, classes in by_cells.items()]
-    return [f"Never recognised (per-class accuracy 0 on every seed): {_first_named(parts, 'groups of classes')} "
+    return [f"Never recognised (per-class accuracy 0 on every seed): {first_named(parts, 'groups of classes')} "
             f"(per_class_accuracy in results.json)."]
 
 
@@ -346,7 +335,7 @@ def not_scored_line(rows: list[dict], markdown: bool = True) -> list[str]:
                                                                                        else []))
         over = "" if counted else f"; accuracy is over the other {scored} class{'es' if scored > 1 else ''}"
         lines.append(f"Not scored (no test images{f'; {where}' if where else ''}): "
-                     f"{_first_named([cell(m) for m in missing], 'classes')}{over}.")
+                     f"{first_named([cell(m) for m in missing], 'classes')}{over}.")
     return lines
 
 

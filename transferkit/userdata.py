@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .domain import DARK_UINT8, RANGE_TOL, Domain, loose_name, name_text
-from .errors import TransferkitError, UnknownNameError, check, warn
+from .errors import TransferkitError, UnknownNameError, check, first_named, warn
 from .evaluate import chunk_rows
 from .io import atomic_write, cache_dir, cache_lock, relative_hint
 from .runtime import NoBar, shows_progress
@@ -122,7 +122,7 @@ def _heif_hint(files: list[str]) -> str:
 
 def _warn_skipped(root: Path, skipped: list[str]) -> None:
     if skipped:
-        shown = ", ".join(map(repr, sorted(skipped)[:5])) + (", ..." if len(skipped) > 5 else "")
+        shown = first_named(map(repr, sorted(skipped)))
         warn(f"image folder {str(root)!r}: skipped {len(skipped)} file(s) that are not images by their name "
              f"({shown}){_heif_hint(skipped)}; images need one of the suffixes {', '.join(sorted(IMAGE_SUFFIXES))}")
 
@@ -187,7 +187,7 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         inner = sorted(p.name for p in (root / classes[0]).iterdir() if p.is_dir() and not _skipped(p.name))
         if len(inner) > 1:
             warn(f"image folder {str(root)!r} has one class folder {classes[0]!r}, whose sub-folders "
-                 f"{', '.join(inner[:5])}{', ...' if len(inner) > 5 else ''} are read as groups (videos) of that "
+                 f"{first_named(inner)} are read as groups (videos) of that "
                  f"class; if they are the classes, give folder:{root / classes[0]}")
     class_ids: dict = {}
     for name in classes:
@@ -215,14 +215,14 @@ def _class_files(root: Path) -> tuple[list[str], list[tuple[Path, int, str | Non
         listed = f": {', '.join(map(repr, empty[:10]))}" if len(empty) > 1 else ""
         inside = sorted(f for f in skipped if any(Path(root, f).is_relative_to(folder) for folder in empty))
         held = (f"; {'it holds' if len(empty) == 1 else 'they hold'} {len(inside)} file(s) of other kinds: "
-                f"{', '.join(map(repr, inside[:5]))}{', ...' if len(inside) > 5 else ''}{_heif_hint(inside)}"
+                f"{first_named(map(repr, inside))}{_heif_hint(inside)}"
                 if inside else "")
         raise TransferkitError(f"{which} no images ({', '.join(sorted(IMAGE_SUFFIXES))}){listed}{held}; add images "
                                f"or remove the folder (a class without images could never be learnt; class ids are "
                                f"the positions of the sorted folder names)")
     _warn_skipped(root, skipped)
     if loose:
-        one, shown = len(loose) == 1, ", ".join(repr(p.name) for p in loose[:5]) + (", ..." if len(loose) > 5 else "")
+        one, shown = len(loose) == 1, first_named(repr(p.name) for p in loose)
         warn(f"image folder {str(root)!r}: {len(loose)} image file{' lies' if one else 's lie'} outside any class "
              f"folder (directly in it: {shown}) "
              f"and {'is' if one else 'are'} not read: put {'it' if one else 'them'} in a class folder, or read the "

@@ -1,0 +1,55 @@
+"""Session 81 (helper h_nd): one form of each rule, public names."""
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transferkit import errors, report, tables
+from transferkit.errors import TransferkitError, first_named
+from transferkit.userdata import load_image_folder
+
+
+def _image(path):
+    Image.fromarray(np.zeros((4, 4), np.uint8), "L").save(path)
+
+
+# item 2: the "first five" listing has one public home, errors.first_named
+
+def test_first_named_elides_or_counts_past_five():
+    assert first_named([]) == ""
+    assert first_named(list("abcde")) == "a, b, c, d, e"
+    assert first_named(list("abcdef")) == "a, b, c, d, e, ..."
+    assert first_named(iter("abcdefg"), "classes") == "a, b, c, d, e and 2 more classes"
+    assert first_named(list("abcdef"), "cells", "; ") == "a; b; c; d; e and 1 more cells"
+
+
+def test_tables_and_report_use_the_one_listing():
+    assert not hasattr(tables, "_first_named")
+    assert report.first_named is tables.first_named is errors.first_named
+
+
+def test_image_folder_skipped_files_are_listed_five_then_elided(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        _image(tmp_path / c / "0.png")
+    for i in range(7):
+        (tmp_path / "a" / f"note{i}.txt").write_text("x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_image_folder(tmp_path)
+    said = [str(w.message) for w in caught if "skipped 7 file(s)" in str(w.message)]
+    assert len(said) == 1
+    assert "('a/note0.txt', 'a/note1.txt', 'a/note2.txt', 'a/note3.txt', 'a/note4.txt', ...)" in said[0]
+
+
+def test_image_folder_empty_class_lists_its_other_files_five_then_elided(tmp_path):
+    (tmp_path / "a").mkdir()
+    _image(tmp_path / "a" / "0.png")
+    (tmp_path / "b").mkdir()
+    for i in range(6):
+        (tmp_path / "b" / f"n{i}.txt").write_text("x")
+    with pytest.raises(TransferkitError, match=r"it holds 6 file\(s\) of other kinds: 'b/n0.txt', 'b/n1.txt', "
+                                               r"'b/n2.txt', 'b/n3.txt', 'b/n4.txt', \.\.\.; add images"):
+        load_image_folder(tmp_path)

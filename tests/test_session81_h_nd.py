@@ -53,3 +53,35 @@ def test_image_folder_empty_class_lists_its_other_files_five_then_elided(tmp_pat
     with pytest.raises(TransferkitError, match=r"it holds 6 file\(s\) of other kinds: 'b/n0.txt', 'b/n1.txt', "
                                                r"'b/n2.txt', 'b/n3.txt', 'b/n4.txt', \.\.\.; add images"):
         load_image_folder(tmp_path)
+
+
+# item 3: load_job_network refuses a missing network file in one form, with the reason why it is missing
+
+@pytest.fixture(scope="module")
+def pickled_run(tmp_path_factory):
+    from transferkit.config import ExperimentConfig, TrainConfig
+    from transferkit.experiment import run_experiment
+    out = tmp_path_factory.mktemp("h_nd_runs")
+    cfg = ExperimentConfig(name="r", source="digits", target="digits", source_classes="0-4", target_classes="0-4",
+                           methods=["linear_probe", "ft_ss"], k=2, repeats=1, select_on="none", out_dir=str(out),
+                           pretrain=TrainConfig(steps=1, eval_every=1), train=TrainConfig(steps=1, eval_every=1))
+    run_experiment(cfg, run_dir=out / "r", log=lambda *a: None)
+    for f in (out / "r" / "models").glob("*.safetensors"):
+        f.unlink()  # as a run from before network files
+    return out / "r"
+
+
+@pytest.mark.parametrize("method, why", [
+    ("linear_probe", "a run from before 2026-12-07 saved only pickled models"),
+    ("ft_ss", "ft_ss writes no network file, as it adds a scale-and-shift module")])
+def test_a_missing_network_file_is_refused_in_one_form(pickled_run, method, why):
+    from transferkit.errors import UntrustedPickle
+    from transferkit.experiment import load_job_network
+    with pytest.raises(UntrustedPickle) as got:
+        load_job_network(pickled_run, method)
+    said = str(got.value)
+    assert why in said
+    assert f"job {method} seed 0 (k=2) is only its pickled model {method}-k=2-s0.pt" in said
+    assert f"load_model(run_dir, '{method}', seed=0).net, or trust_pickles=True here (--trust-pickles)" in said
+    assert "unpickling a file runs whatever code it names" in said
+    assert load_job_network(pickled_run, method, trust_pickles=True) is not None

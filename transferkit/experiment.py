@@ -224,20 +224,16 @@ def load_job_network(run_dir: str | Path, method: str, seed: int | None = None, 
     if file.is_file():
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: the caller's random state stays
             return load_network(file, cfg.backbone, in_channels, cfg.image_size).eval()
-    added = get_method(name).adds_to_network
-    if added and not trust_pickles:
-        which = f", setting={cfg.setting!r}" if setting is not None else ""  # a run of several: load_model needs it
-        raise UntrustedPickle(f"{file} does not exist: {name} writes no network file, as it adds {added} (which a "
-                              f"network file, the backbone's weights, cannot describe); job {name} seed {seed} "
-                              f"({cfg.setting}) is only its pickled model {path.name}: load_model(run_dir, {name!r}, "
-                              f"seed={seed}{which}).net, or trust_pickles=True here (--trust-pickles), reads it, which "
-                              f"runs whatever code the file names: only for a run you trust")
     if not trust_pickles:
-        raise UntrustedPickle(f"{file} does not exist: job {name} seed {seed} ({cfg.setting}) saved only its pickled "
-                              f"model {path.name} (a run from before 2026-12-07, or a method that adds parameters to "
-                              f"the network), and unpickling a file runs whatever code it names, so it is not read by "
-                              f"default. If you trust {run_dir} (you made it, or someone you trust did), pass "
-                              f"--trust-pickles (trust_pickles=True) to load it")
+        added = get_method(name).adds_to_network
+        why = (f"{name} writes no network file, as it adds {added} (which a network file, the backbone's weights, "
+               f"cannot describe)" if added else "a run from before 2026-12-07 saved only pickled models")
+        which = f", setting={cfg.setting!r}" if setting is not None else ""  # a run of several: load_model needs it
+        raise UntrustedPickle(f"{file} does not exist: {why}; job {name} seed {seed} ({cfg.setting}) is only its "
+                              f"pickled model {path.name}, and unpickling a file runs whatever code it names, so it "
+                              f"is not read by default: load_model(run_dir, {name!r}, seed={seed}{which}).net, or "
+                              f"trust_pickles=True here (--trust-pickles), reads it; only for a run you trust (you "
+                              f"made {run_dir}, or someone you trust did)")
     return load_model(run_dir, name, seed, setting).net
 
 

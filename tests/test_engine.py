@@ -1090,8 +1090,7 @@ def test_the_frozen_prefix_cache_is_sized_by_the_images_it_holds_not_the_size_th
 
 def test_infinite_rates_are_refused_and_a_diverged_loss_names_its_terms(recwarn):
     for field in ("lr", "momentum", "weight_decay"):
-        with pytest.raises(TransferkitError, match=f"{'lr' if field == 'lr' else 'momentum and weight_decay'} must "
-                                                   f"be (a )?finite number"):
+        with pytest.raises(TransferkitError, match=f"{field} must be a finite number"):
             TrainConfig(**{field: float("inf")})
     with pytest.raises(TransferkitError, match=r"loss became (inf|nan) at step 1 \(terms \{'ce_target': (inf|nan)\}\); "
                                                r"lower"):

@@ -107,7 +107,7 @@ def test_a_refused_resume_names_five_differing_settings_and_no_more(tmp_path):
 
 # kills TrainConfig.check: the weight decay's value left out of its refusal
 def test_a_negative_weight_decay_is_refused_naming_its_value():
-    with pytest.raises(TransferkitError, match=r"weight_decay must be finite numbers >= 0, got 0.9 and -0.25"):
+    with pytest.raises(TransferkitError, match=r"weight_decay must be a finite number >= 0, got -0.25"):
         TrainConfig(weight_decay=-0.25)
 
 

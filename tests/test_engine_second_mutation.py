@@ -72,7 +72,7 @@ def test_a_learning_rate_of_zero_is_refused():
 def test_sgd_without_momentum_is_taken_but_a_negative_momentum_or_weight_decay_is_refused():
     assert TrainConfig(optimizer="sgd", momentum=0.0).momentum == 0.0
     for field in ("momentum", "weight_decay"):
-        with pytest.raises(TransferkitError, match="momentum and weight_decay must be finite numbers >= 0"):
+        with pytest.raises(TransferkitError, match=f"{field} must be a finite number >= 0, got -0.1"):
             TrainConfig(**{field: -0.1})
 
 

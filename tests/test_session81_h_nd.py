@@ -85,3 +85,25 @@ def test_a_missing_network_file_is_refused_in_one_form(pickled_run, method, why)
     assert f"load_model(run_dir, '{method}', seed=0).net, or trust_pickles=True here (--trust-pickles)" in said
     assert "unpickling a file runs whatever code it names" in said
     assert load_job_network(pickled_run, method, trust_pickles=True) is not None
+
+
+# item 4: lr and weight_decay are refused by one rule, check_rate, in one form
+
+def _refusal(**field):
+    from transferkit.engine import TrainConfig
+    with pytest.raises(TransferkitError) as got:
+        TrainConfig(**field)
+    return str(got.value)
+
+
+def test_lr_and_weight_decay_are_refused_in_one_form():
+    from transferkit.engine import TrainConfig, check_rate
+    assert _refusal(lr=1e300).replace("lr", "X") == _refusal(weight_decay=1e300).replace("weight_decay", "X")
+    assert _refusal(weight_decay=-0.25) == "weight_decay must be a finite number >= 0, got -0.25"
+    assert _refusal(weight_decay=float("nan")) == "weight_decay must be a finite number >= 0, got nan"
+    assert _refusal(lr=0.0) == "lr must be a finite number > 0, got 0.0"
+    assert _refusal(momentum=-0.1) == "momentum must be a finite number >= 0, got -0.1"
+    assert TrainConfig(weight_decay=0.0).weight_decay == 0.0
+    check_rate(0.0, "weight_decay", zero_ok=True)
+    with pytest.raises(TransferkitError, match="c must be a finite number > 0, got 0"):
+        check_rate(0, "c")

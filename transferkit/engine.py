@@ -128,11 +128,9 @@ class TrainConfig:
         check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         check(self.cache_limit_mb >= 0, f"cache_limit_mb must be >= 0 (0 caches nothing), got {self.cache_limit_mb}")
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
-        check(all(v >= 0 and math.isfinite(v) for v in (self.momentum, self.weight_decay)),
-              f"momentum and weight_decay must be finite numbers >= 0, got {self.momentum} and {self.weight_decay}")
-        check(self.weight_decay <= LARGEST_RATE, f"weight_decay must be at most 2**64 ({LARGEST_RATE:.3g}): the "
-                                                 f"optimiser adds weight_decay x the weights to each gradient in "
-                                                 f"float32, which overflows past it; got {self.weight_decay:g}")
+        check(self.momentum >= 0 and math.isfinite(self.momentum),
+              f"momentum must be a finite number >= 0, got {self.momentum}")
+        check_rate(self.weight_decay, "weight_decay", zero_ok=True)
         check(self.momentum < 1, f"momentum must be below 1 (SGD's velocity keeps that share of itself each step: "
                                  f"1 or more never decays, and the steps grow), got {self.momentum}")
         check(self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}: shuffle (epochs of shuffled images) or "
@@ -148,12 +146,13 @@ class TrainConfig:
 LARGEST_RATE = 2.0 ** 64
 
 
-def check_rate(lr: float, name: str = "lr") -> None:
-    """Refuse a learning rate that is not a finite number in (0, :data:`LARGEST_RATE`]."""
-    check(lr > 0 and math.isfinite(lr), f"{name} must be a finite number > 0, got {lr}")
-    check(lr <= LARGEST_RATE, f"{name} must be at most 2**64 ({LARGEST_RATE:.3g}): the optimiser's float32 "
-                              f"arithmetic overflows past it, and a training diverges far below it (1 is already "
-                              f"large for Adam); got {lr:g}")
+def check_rate(value: float, name: str = "lr", zero_ok: bool = False) -> None:
+    """Refuse a learning rate (``zero_ok``: a weight decay, which may be 0) that is not a finite
+    number in (0, :data:`LARGEST_RATE`] ([0, :data:`LARGEST_RATE`])."""
+    check(math.isfinite(value) and (value > 0 or zero_ok and value == 0),
+          f"{name} must be a finite number {'>=' if zero_ok else '>'} 0, got {value}")
+    check(value <= LARGEST_RATE, f"{name} must be at most 2**64 ({LARGEST_RATE:.3g}): the optimiser's float32 "
+                                 f"arithmetic overflows past it, and a training diverges far below it; got {value:g}")
 
 
 #: how a labelled stream draws its batches (Stream)

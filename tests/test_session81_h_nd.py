@@ -107,3 +107,48 @@ def test_lr_and_weight_decay_are_refused_in_one_form():
     check_rate(0.0, "weight_decay", zero_ok=True)
     with pytest.raises(TransferkitError, match="c must be a finite number > 0, got 0"):
         check_rate(0, "c")
+
+
+# item 5: a flag wins over a --set of its key in one form (cli._beaten_sets); a seed's range is one rule
+
+def test_device_over_stage_devices_warns_once_in_the_flags_form():
+    from transferkit import cli
+    from transferkit.config import ExperimentConfig
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = cli._stage_devices(["train.device=cpu", "pretrain.device=cpu", "steps=1", "train.device=cuda"],
+                                 "cuda", ExperimentConfig)
+    assert out == ["train.device=cuda", "pretrain.device=cuda", "steps=1", "train.device=cuda"]
+    assert [str(w.message) for w in caught] == [
+        "--device cuda wins over --set train.device=cpu, --set pretrain.device=cpu"]
+
+
+def test_a_seed_out_of_numpys_range_is_refused_by_one_rule(capsys):
+    from transferkit import cli
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import check_seed_range
+    assert not hasattr(cli, "_check_seed")
+    check_seed_range(2**32 - 1, "--seed")
+    check_seed_range(2**32 - 3, repeats=3)
+    with pytest.raises(TransferkitError, match=r"^--seed must be in 0..2\*\*32 - 1 \(as numpy's seeds\), got -1$"):
+        check_seed_range(-1, "--seed")
+    with pytest.raises(TransferkitError, match=r"^seed must be in 0..2\*\*32 - repeats \(as numpy's seeds\), got "
+                                               r"4294967294$"):
+        ExperimentConfig(seed=2**32 - 2, repeats=3)
+    assert cli.main(["show", "digits", "--seed", str(2**32)]) == 2
+    assert "--seed must be in 0..2**32 - 1 (as numpy's seeds), got 4294967296" in capsys.readouterr().err
+
+
+# item 6: run_benchmark logs the table unless told not to (log_table), not by which callback it was given
+
+def test_run_benchmark_logs_its_table_by_an_explicit_flag(tmp_path, monkeypatch, capsys):
+    import transferkit.bench as bench
+    from transferkit.errors import progress
+    row = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}
+    monkeypatch.setitem(bench.BENCHMARKS, "table_toy", (lambda plan, bench_dir, log: [row], "toy", bench.Plan))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    bench.run_benchmark("table_toy", out_dir=str(tmp_path / "a"), log=progress)  # a Python caller's stderr log
+    assert "| m " in capsys.readouterr().err
+    lines = []
+    bench.run_benchmark("table_toy", out_dir=str(tmp_path / "b"), log=lines.append, log_table=False)
+    assert lines and not any("| m " in line for line in lines)

@@ -19,6 +19,7 @@ from .errors import (
     TransferkitWarning,
     WorkerDied,
     check,
+    check_seed_range,
     interrupts_ignored,
     quiet,
     warn,
@@ -48,14 +49,9 @@ def _domains(args) -> None:
           "`unlabeled: folder:PATH` (images at any depth) or `unlabeled: npz:PATH` (x only) in a config")
 
 
-def _check_seed(seed: int) -> None:
-    """A command's ``--seed``, in the range a config's seed has (one of 2**32 draws: not one that aliases another)."""
-    check(0 <= seed < 2**32, f"--seed must be in 0..2**32 - 1 (as numpy's seeds), got {seed}")
-
-
 def _show(args) -> None:
     import torch
-    _check_seed(args.seed)
+    check_seed_range(args.seed, "--seed")
 
     from .data import has_colour_shift, load_domain
     from .plots import check_png, sample_grid
@@ -480,6 +476,16 @@ def _resume_bench_device(resume: str | None) -> None:
         os.environ["TRANSFERKIT_DEVICE"] = _resumed_device(device, run)
 
 
+def _beaten_sets(flag: str, value, keys: set[str], overrides: list[str]) -> list[str]:
+    """The entries of ``overrides`` (``--set KEY=VALUE``) of ``keys`` that ``--flag value`` replaces, as a
+    flag wins over a ``--set`` of its key wherever each was written; a warning names those of another value."""
+    given = [a for a in overrides if a.partition("=")[0].strip() in keys]
+    beaten = [a for a in given if a.partition("=")[2].strip() != str(value)]
+    if beaten:
+        warn(f"--{flag} {value} wins over --set {', --set '.join(beaten)}")
+    return given
+
+
 def _stage_devices(overrides: list[str], device: str | None, cls, config: Path | None = None) -> list[str]:
     """``overrides`` with each stage device of ``cls`` (a section with a ``device``: ``train``, ``pretrain``)
     set to ``--device`` where it is given: in ``--set STAGE.device=...``, in ``--set 'STAGE={device: ...}'``
@@ -502,14 +508,11 @@ def _stage_devices(overrides: list[str], device: str | None, cls, config: Path |
                 if isinstance(given, str) and given not in followed and not unset_stage_device(given):
                     warn(f"--device {device} wins over {stage}.device={given} of config file {config}")
                     out.append(f"{stage}.device={device}")
+    replaced = _beaten_sets("device", device, {f"{stage}.device" for stage in stages}, overrides)
     for a in overrides:
         key, _, value = (part.strip() for part in a.partition("="))
         stage, _, sub = key.partition(".")
-        if stage in stages and sub == "device":
-            if value != device:
-                warn(f"--device {device} wins over --set {a}")
-            a = f"{key}={device}"
-        out.append(a)
+        out.append(f"{key}={device}" if a in replaced else a)
         if stage in stages and not sub:  # a whole section: its device follows the flag too
             with contextlib.suppress(yaml.YAMLError, ValueError):
                 given = yaml.safe_load(value)
@@ -536,10 +539,7 @@ def _run_config(args):
     flags = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("device", device),
                                ("out_dir", getattr(args, "out", None))) if v}
     for key, value in flags.items():  # the flag wins over a --set of its key, wherever each was written
-        given = [a for a in overrides if a.partition("=")[0].strip() == key]
-        beaten = [a for a in given if a.partition("=")[2].strip() != str(value)]
-        if beaten:
-            warn(f"--{'out' if key == 'out_dir' else key} {value} wins over --set {', --set '.join(beaten)}")
+        given = _beaten_sets("out" if key == "out_dir" else key, value, {key}, overrides)
         overrides = [a for a in overrides if a not in given]
     flags = {k: json.dumps(v) if k == "out_dir" else v for k, v in flags.items()}  # a path as a string, never
     # YAML's reading of it (2026 a number, a ': ' a mapping)
@@ -708,7 +708,7 @@ def _bench(args) -> None:
         print(plan_yaml(resumed_plan(args.name, args.quick, args.set, args.resume)), end="")
         return
     bench_dir, rows = run_benchmark(args.name, quick=args.quick, out_dir=args.out, run_dir=args.resume,
-                                    log=progress, overrides=args.set)
+                                    log=progress, overrides=args.set, log_table=False)
     from .distributed import is_main_process
     if is_main_process():
         from .results import summarize
@@ -756,7 +756,7 @@ def _episodes(args) -> None:
     for flag, values, least in (("--n-way", [args.n_way], 2), ("--k-shot", args.k_shot, 1),
                                 ("--n-query", [args.n_query], 1), ("--episodes", [args.episodes], 1)):
         check(all(v >= least for v in values), f"{flag} must be >= {least}, got {' '.join(map(str, values))}")
-    _check_seed(args.seed)
+    check_seed_range(args.seed, "--seed")
     twice = sorted({k for k in args.k_shot if args.k_shot.count(k) > 1})
     check(not twice, f"--k-shot lists {' '.join(map(str, twice))} more than once (each K is scored once)")
     run_dir, heads = Path(args.run_dir), split(args.heads)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .engine import ADDED_TRAIN_FIELDS, TrainConfig, check_select_metric
-from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
+from .errors import TransferkitError, UnknownNameError, check, check_seed_range, is_whole, warn
 from .fields import check_fields, from_dict
 from .io import VARIABLE
 from .runtime import check_device_name, default_device, env_int
@@ -107,8 +107,7 @@ class ExperimentConfig:
             if d != self.device:  # the stage runs on `device`: stored so (in a copy, the caller's object stays),
                 # so that config.yaml and --print-config name the device it runs on
                 setattr(self, stage, dataclasses.replace(getattr(self, stage), device=self.device))
-        check(0 <= self.seed and self.seed + self.repeats <= 2**32, f"seed must be in 0..2**32 - repeats (as "
-                                                                   f"numpy's seeds), got {self.seed}")
+        check_seed_range(self.seed, "seed", self.repeats)
         check(1 <= self.repeats <= MAX_REPEATS, f"repeats must be in 1..{MAX_REPEATS} (one training per method "
                                                 f"and repeat), got {self.repeats}")
         self.k, self.ratio = _budget(self.k, "k"), _budget(self.ratio, "ratio")

@@ -195,6 +195,13 @@ def torch_seed(seed) -> int:
     return int(seed)
 
 
+def check_seed_range(seed: int, name: str = "seed", repeats: int | None = None) -> None:
+    """Refuse a seed outside numpy's 0..2**32 - 1, where one seed would alias another's draws; with
+    ``repeats`` (a config's), the seeds ``seed .. seed + repeats - 1`` its repeats run with."""
+    check(0 <= seed and seed + (1 if repeats is None else repeats) <= 2**32,
+          f"{name} must be in 0..2**32 - {1 if repeats is None else 'repeats'} (as numpy's seeds), got {seed}")
+
+
 def whole_valued(t) -> bool:
     """Every value of tensor ``t`` is a finite whole number (integer dtypes always are)."""
     import torch

@@ -78,7 +78,7 @@ def benchmarks(monkeypatch, tmp_path):
     import transferkit.bench as bench
     calls = []
 
-    def fake(name, quick=False, out_dir="runs", run_dir=None, log=print, overrides=()):
+    def fake(name, quick=False, out_dir="runs", run_dir=None, log=print, overrides=(), log_table=True):
         calls.append((name, quick, out_dir, run_dir, list(overrides)))
         return tmp_path / "b", []
     monkeypatch.setattr(bench, "run_benchmark", fake)

@@ -33,7 +33,7 @@ from ..config import override
 from ..data import check_spec, parse_spec
 from ..distributed import is_main_process, world_size
 from ..engine import ADDED_TRAIN_FIELDS, content_text
-from ..errors import TransferkitError, UnknownNameError, check, progress, warn
+from ..errors import TransferkitError, UnknownNameError, check, warn
 from ..fields import updated
 from ..io import atomic_write, directory_lock, forget_warned_links, read_json, remove_inside, write_json
 from ..jobs import default_workers
@@ -451,19 +451,20 @@ def _check_same_world(bench_dir: Path) -> None:
 
 
 def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir: str | Path | None = None,
-                  log=print, overrides: list[str] = ()) -> tuple[Path, list[dict]]:
+                  log=print, overrides: list[str] = (), log_table: bool = True) -> tuple[Path, list[dict]]:
     """Run suite ``name`` into ``run_dir`` (a new ``out_dir/bench-NAME[-quick]/<time>`` by default;
     an existing directory is resumed: finished jobs are not run again). Each call is an
     invocation of its own (its rows' wall seconds are timed apart), and the caller's CPU random
-    state is as it was before (as after ``run_experiment``). ``log`` gets the progress lines, then
-    the rows' table (but :func:`~transferkit.errors.progress`, stderr, not the table: the command
-    prints it on stdout)."""
+    state is as it was before (as after ``run_experiment``). ``log`` gets the progress lines, then,
+    with ``log_table``, the rows' table (``transferkit bench`` logs on stderr and prints the table
+    on stdout itself: ``log_table=False``)."""
     forget_warned_links()  # a link left behind is named in each benchmark, not only the process's first
     with own_invocation(new=True), callers_state_kept():
-        return _run_benchmark(name, quick, out_dir, run_dir, log, overrides)
+        return _run_benchmark(name, quick, out_dir, run_dir, log, overrides, log_table)
 
 
-def _run_benchmark(name: str, quick: bool, out_dir: str, run_dir, log, overrides) -> tuple[Path, list[dict]]:
+def _run_benchmark(name: str, quick: bool, out_dir: str, run_dir, log, overrides,
+                   log_table: bool = True) -> tuple[Path, list[dict]]:
     plan = resumed_plan(name, quick, overrides, run_dir)
     quick = plan.quick  # a resumed quick run stays one
     suite, description, _ = BENCHMARKS[name]
@@ -527,7 +528,7 @@ def _run_benchmark(name: str, quick: bool, out_dir: str, run_dir, log, overrides
                 if not parent_existed:  # out_dir/bench-NAME[-quick] made for it
                     bench_dir.parent.rmdir()
         raise
-    if log is not progress:  # the command's log is stderr's: `transferkit bench` prints the table on stdout
+    if log_table:
         log("\n" + markdown_table(summarize(rows), rows))
     return bench_dir, rows
 

@@ -336,7 +336,7 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["run", "--set", "train.stpes=3"], "unknown config key 'train.stpes'"),
     (["run", "--set", "sampler=balanced"], "(sampler belongs to the pretrain and train sections: write "
                                            "pretrain.sampler or train.sampler, in YAML under pretrain: / train:)"),
-    (["bench", "nosuchbench"], "unknown benchmark 'nosuchbench'"),
+    (["bench", "nosuchbench"], "unknown suite 'nosuchbench'"),
     (["bench", "flex", "--set", "ratioz=3", "--print-plan"], "unknown config key 'ratioz'"),
     (["bench", "uda", "--set", "pairs=mnist", "--print-plan"], "pairs must be source:target items"),
     (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
@@ -593,7 +593,7 @@ def test_nproc_checks_the_command_before_starting_processes_and_a_bad_worker_cou
         code, _, err = run_cli(capsys, "run", "--nproc", "2", "--set", name)
         assert code == 2 and err.count("transferkit: error:") == 1 and message in err, err
     code, _, err = run_cli(capsys, "bench", "nosuch", "--nproc", "2")
-    assert code == 2 and "unknown benchmark 'nosuch'" in err
+    assert code == 2 and "unknown suite 'nosuch'" in err
     code, out, _ = run_cli(capsys, "bench", "list", "--nproc", "2")
     assert code == 0 and out.count("flex ") == 1
     monkeypatch.setenv("TRANSFERKIT_WORKERS", "abc")

@@ -152,3 +152,15 @@ def test_run_benchmark_logs_its_table_by_an_explicit_flag(tmp_path, monkeypatch,
     lines = []
     bench.run_benchmark("table_toy", out_dir=str(tmp_path / "b"), log=lines.append, log_table=False)
     assert lines and not any("| m " in line for line in lines)
+
+
+# item 7: an unknown suite is called what the CLI's help calls it ("the suite to run")
+
+def test_an_unknown_bench_name_is_an_unknown_suite(capsys):
+    from transferkit.bench import make_plan
+    from transferkit.cli import main
+    with pytest.raises(TransferkitError, match=r"^unknown suite 'fleks'; known: demo, fewshot, flex, "):
+        make_plan("fleks")
+    assert main(["bench", "fleks"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown suite 'fleks'" in err and "benchmark 'fleks'" not in err

@@ -155,7 +155,7 @@ def first_named(items, what: str | None = None, sep: str = ", ") -> str:
 
 
 class UnknownNameError(TransferkitError, KeyError):
-    """An unknown domain, shift, method, backbone, benchmark or config key. A known name close
+    """An unknown domain, shift, method, backbone, benchmark suite or config key. A known name close
     to it (a typo) is suggested; else ``hint`` (e.g. where a plugin's names come from) is added."""
 
     def __init__(self, kind: str, name: str, known, hint: str = ""):

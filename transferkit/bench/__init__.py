@@ -213,7 +213,7 @@ def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan
     """Suite ``name``'s default plan for ``quick`` with ``--set`` overrides applied."""
     suites = load_suites()
     if name not in suites:
-        raise UnknownNameError("benchmark", name, suites)
+        raise UnknownNameError("suite", name, suites)
     plan = suites[name][2](quick)
     _check_overrides(name, plan, overrides)
     return _named_checked(override(plan, overrides), overrides)

@@ -164,3 +164,25 @@ def test_an_unknown_bench_name_is_an_unknown_suite(capsys):
     assert main(["bench", "fleks"]) == 2
     err = capsys.readouterr().err
     assert "unknown suite 'fleks'" in err and "benchmark 'fleks'" not in err
+
+
+# item 8: sample_k_shot takes k_shot= as the few-shot functions name it (k= kept)
+
+def test_sample_k_shot_takes_k_shot_as_another_name_of_k():
+    import torch
+
+    from transferkit.domain import Domain
+    from transferkit.splits import sample_k_shot
+    d = Domain("d", torch.rand(30, 1, 4, 4), torch.arange(30) % 3, ["a", "b", "c"])
+    by_k, rest_k = sample_k_shot(d, k=2, seed=1)
+    by_shot, rest_shot = sample_k_shot(d, k_shot=2, seed=1)
+    assert torch.equal(by_k.images, by_shot.images) and torch.equal(rest_k.labels, rest_shot.labels)
+    assert len(sample_k_shot(d, 2, 1)[0]) == 6  # positional, as before
+    with pytest.raises(TransferkitError, match=r"give k or k_shot \(two names of one number\), not both"):
+        sample_k_shot(d, k=2, k_shot=2, seed=1)
+    with pytest.raises(TransferkitError, match=r"needs k \(or k_shot\), the labelled samples per class"):
+        sample_k_shot(d, seed=1)
+    with pytest.raises(TransferkitError, match=r"seed must be a whole number"):
+        sample_k_shot(d, k_shot=2)
+    with pytest.raises(TransferkitError, match=r"^k_shot must be an integer >= 1, got 0$"):
+        sample_k_shot(d, k_shot=0, seed=1)

@@ -219,13 +219,20 @@ def _check_domain(domain, where: str) -> None:
     check(isinstance(domain, Domain), f"{where} takes a Domain, got {type(domain).__name__}")
 
 
-def sample_k_shot(domain: Domain, k: int, seed: int) -> tuple[Domain, Domain]:
+def sample_k_shot(domain: Domain, k: int | None = None, seed: int | None = None, *,
+                  k_shot: int | None = None) -> tuple[Domain, Domain]:
     """Exactly ``k`` labelled samples of every class present, chosen with ``seed``; the rest
-    is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1. A domain
-    with groups (frames of videos) is refused: use :func:`~transferkit.grouped.sample_k_groups`,
-    which keeps each group on one side."""
+    is the unlabelled part (its labels are kept for evaluation only). Seed 000 §4.1. ``k_shot=``
+    is another name of ``k``, as the few-shot functions (``sample_episodes``, ``evaluate_episodes``)
+    call it; give one of them. A domain with groups (frames of videos) is refused: use
+    :func:`~transferkit.grouped.sample_k_groups`, which keeps each group on one side."""
+    check(k is None or k_shot is None, f"sample_k_shot: give k or k_shot (two names of one number), not both: got "
+                                       f"k={k!r}, k_shot={k_shot!r}")
+    name, k = ("k_shot", k_shot) if k is None else ("k", k)
+    check(k is not None, "sample_k_shot needs k (or k_shot), the labelled samples per class, e.g. "
+                         "sample_k_shot(domain, k=5, seed=0)")
     _check_domain(domain, "sample_k_shot")
-    check(is_whole(k, 1), f"k must be an integer >= 1, got {k!r}")
+    check(is_whole(k, 1), f"{name} must be an integer >= 1, got {k!r}")
     k = int(k)
     check(domain.groups is None, f"domain {domain.name!r} has groups (frames of one video): k-shot sampling of "
                                  f"frames would put frames of one group on both sides; use "

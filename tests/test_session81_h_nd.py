@@ -186,3 +186,29 @@ def test_sample_k_shot_takes_k_shot_as_another_name_of_k():
         sample_k_shot(d, k_shot=2)
     with pytest.raises(TransferkitError, match=r"^k_shot must be an integer >= 1, got 0$"):
         sample_k_shot(d, k_shot=0, seed=1)
+
+
+# item 9: UnitNet.reset_classifier takes timm's global_pool keyword (None honoured, others refused by name)
+
+def test_reset_classifier_takes_timms_global_pool_keyword():
+    import torch
+
+    from transferkit.backbones import build_backbone
+    net = build_backbone("lenet", num_classes=4, in_channels=1)
+    x = torch.rand(2, 1, 28, 28)
+    embedding = net.forward_features(x)
+    head = net.reset_classifier(7, global_pool=None)  # a timm-style call: the network's pooling kept
+    assert net.num_classes == 7 and net.head is head and net(x).shape == (2, 7)
+    assert torch.equal(net.forward_features(x), embedding)
+    net.reset_classifier(0, global_pool=None)
+    assert torch.equal(net(x), embedding)
+    net.reset_classifier(3, "cosine")  # the head kind, positional, as before
+    assert net(x).shape == (2, 3)
+    for pool in ("avg", ""):
+        with pytest.raises(TransferkitError, match=rf"reset_classifier\(global_pool={pool!r}\): a UnitNet keeps the "
+                                                   rf"pooling it was built with"):
+            net.reset_classifier(5, global_pool=pool)
+    with pytest.raises(TransferkitError, match=r"the second argument of UnitNet.reset_classifier is the head kind "
+                                               r"\(linear, cosine, prototype\), not timm's global_pool"):
+        net.reset_classifier(5, "avg")
+    assert net(x).shape == (2, 3)  # a refused call changes nothing

@@ -62,6 +62,10 @@ def reinitialise(module: nn.Module) -> nn.Module:
     return module
 
 
+#: timm's global_pool values, which a UnitNet's reset_classifier refuses by name (it keeps its own pool)
+TIMM_POOLS = ("", "avg", "max", "avgmax", "catavgmax", "fast", "token", "map", "avgmaxc")
+
+
 class UnitNet(nn.Module):
     """A network cut into ordered, named units; the head is the last unit, ``"head"``.
 
@@ -370,12 +374,25 @@ class UnitNet(nn.Module):
             add_input_norm(self, mean, std)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def reset_classifier(self, num_classes: int, kind: str = "linear", **kw) -> nn.Module:
+    def reset_classifier(self, num_classes: int, kind: str = "linear", *, global_pool: str | None = None,
+                         **kw) -> nn.Module:
         """Replace the head by a fresh ``kind`` head (``linear``/``cosine``/``prototype``).
         ``num_classes=0`` removes the classifier, as in timm: the head becomes ``nn.Identity``,
-        ``net(x)`` returns the ``N x D`` embedding and ``num_classes`` is 0."""
+        ``net(x)`` returns the ``N x D`` embedding and ``num_classes`` is 0. ``global_pool`` is
+        timm's keyword, taken so that timm-style calls work: ``None``, the network's own pooling
+        (its ``pool``) kept, is the only value honoured; any other is refused, saying why."""
         check(is_whole(num_classes, 0), f"reset_classifier needs a whole num_classes >= 1, or 0 for no classifier, "
                                         f"got {num_classes!r}")
+        keep = ("leave it out (None keeps the network's pooling), or build the UnitNet with the pool you want "
+                "(UnitNet(..., pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())), from_modules(..., pool=)); "
+                "unpooled features: net.forward_features(x, layers=[net.unit_names[-1]])")
+        check(global_pool is None, f"reset_classifier(global_pool={global_pool!r}): a UnitNet keeps the pooling it "
+                                   f"was built with ({type(self.pool).__name__}), which the embedding and the "
+                                   f"cached features are computed with, so it cannot change it here: {keep}")
+        check(kind in HEADS or kind not in TIMM_POOLS,
+              f"reset_classifier({num_classes!r}, {kind!r}): the second argument of UnitNet.reset_classifier is "
+              f"the head kind ({', '.join(HEADS)}), not timm's global_pool; a UnitNet keeps the pooling it was "
+              f"built with: {keep}")
         if kind not in HEADS:
             raise UnknownNameError("head", kind, HEADS)
         hidden = hidden_layers(self.head)

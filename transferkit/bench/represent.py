@@ -75,8 +75,9 @@ class RepresentPlan(Plan):
 
     def budget(self) -> str:
         return (f"{self.n_max} source networks of up to {self.pretrain} pre-training steps, distillation up to "
-                f"{self.distill} steps, transfer up to {self.train} steps, {self.episodes} episodes per few-shot "
-                f"evaluation, seeds {', '.join(map(str, self.seeds))}")
+                f"{self.distill} steps, transfer up to {self.train} steps per training (two_stage: two, the network "
+                f"then a new head, up to {2 * self.train} steps; CAT_n's: one per member, then the head), "
+                f"{self.episodes} episodes per few-shot evaluation, seeds {', '.join(map(str, self.seeds))}")
 
 
 

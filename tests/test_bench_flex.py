@@ -257,9 +257,11 @@ def test_quick_suite_tables_say_they_are_quick_and_name_their_budget(tmp_path):
     directory_reports(tmp_path, lambda *a: None, make_plan("flex", True))
     for name in ("table_ratio30.md", "wins.md", "wall.md", "retrieval.md"):
         assert (tmp_path / name).read_text().startswith(
-            "Quick run (--quick): source pre-training up to 300 steps, each method up to 150 steps (early stopping, "
-            "patience 3 evaluations every 15 steps). The docs' tables are of the full run (source pre-training up to "
-            "1500 steps, each method up to 300 steps (early stopping, patience 4 evaluations every 20 steps)): these "
+            "Quick run (--quick): source pre-training up to 300 steps, each training up to 150 steps (early stopping, "
+            "patience 3 evaluations every 15 steps; flex trains one per candidate, fast_flex and faster_flex two). The "
+            "docs' tables are of the full run (source pre-training up to 1500 steps, each training up to 300 steps "
+            "(early stopping, patience 4 evaluations every 20 steps; flex trains one per candidate, fast_flex and "
+            "faster_flex two)): these "
             "numbers are not comparable with them.\n\n"), name
     directory_reports(tmp_path, lambda *a: None, make_plan("flex", False))
     assert (tmp_path / "wall.md").read_text().startswith("Budget: source pre-training up to 1500 steps")

@@ -64,3 +64,10 @@ def test_represent_budget_says_two_stage_trains_twice():
     text = RepresentPlan(train=33).budget()
     assert "transfer up to 33 steps per training (two_stage: two, the network then a new head, up to 66 steps; " \
            "CAT_n's: one per member, then the head)" in text
+
+
+def test_flex_budget_line_counts_trainings_not_methods():
+    # before: "each method up to N steps", which flex (one training per candidate) exceeds by design
+    text = flex.plan(False).budget()
+    assert "each training up to 300 steps" in text and "each method up to" not in text
+    assert text.endswith("flex trains one per candidate, fast_flex and faster_flex two)")

@@ -117,8 +117,9 @@ class FlexPlan(Plan):
             check_canonical(t, "targets")
 
     def budget(self) -> str:  # not the selection fields: a directory's tables hold the rows of every resume
-        return (f"source pre-training up to {self.pretrain.steps} steps, each method up to {self.train.steps} steps "
-                f"(early stopping, patience {self.train.patience} evaluations every {self.train.eval_every} steps)")
+        return (f"source pre-training up to {self.pretrain.steps} steps, each training up to {self.train.steps} steps "
+                f"(early stopping, patience {self.train.patience} evaluations every {self.train.eval_every} steps; "
+                f"flex trains one per candidate, fast_flex and faster_flex two)")
 
     def target_names(self) -> list[str]:
         return SOURCES[self.source] if self.targets == "all" else self.targets

@@ -83,7 +83,7 @@ def test_a_fit_after_other_fits_in_the_process_predicts_as_one_fitted_alone():
     few, _ = sample_k_shot(tgt.train, k=3, seed=0)
     test = tgt.test
     torch.manual_seed(11)  # the caller's state, moved by nothing but the fits' own draws (none leak)
-    after = {m: _logits(m, few, src, test) for m in ("dann", "tap", "matching_ft", "finetune")}
+    after = {m: _logits(m, few, src, test) for m in ("finetune", "tap", "matching_ft", "dann")}
     torch.manual_seed(99)
     api.PRETRAINED.clear()  # as a new process: the pre-training is done again, not read from the memo
     alone = _logits("finetune", few, src, test)

@@ -131,3 +131,18 @@ def test_data_builds_are_the_same_in_every_process_hash_seed_and_build_order(tmp
         printed.add(out.stdout)
     assert len(printed) == 1, printed
     assert len(json.loads(printed.pop())) == 3
+
+
+def test_callers_numpy_random_state_is_given_back_after_transferkits_work():
+    """The SKADA side-by-side seeds NumPy's global generator (``run_skada``): a benchmark or a fit
+    gives the caller's NumPy state back, as it gives torch's."""
+    import numpy as np
+
+    from transferkit.runtime import callers_state_kept
+
+    np.random.seed(123)
+    expected = np.random.get_state()[1].copy()
+    with callers_state_kept():
+        np.random.seed(7)
+        np.random.rand(5)
+    assert np.array_equal(np.random.get_state()[1], expected)

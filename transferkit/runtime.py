@@ -174,10 +174,17 @@ def float32_default():
 @contextmanager
 def callers_state_kept(devices: list[int] = ()):
     """Within it, transferkit's work on a Python caller's process: torch's random state forked
-    (the CPU's and that of the GPUs ``devices``, :func:`rng_devices`) and the float32 default
-    dtype; the caller's both given back on exit (``Transfer.fit``, ``run_experiment``, a benchmark)."""
-    with torch.random.fork_rng(devices=list(devices)), float32_default():
-        yield
+    (the CPU's and that of the GPUs ``devices``, :func:`rng_devices`), NumPy's global random state
+    (the SKADA side-by-side seeds it) and the float32 default dtype; the caller's given back on exit
+    (``Transfer.fit``, ``run_experiment``, a benchmark)."""
+    import numpy as np
+
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=list(devices)), float32_default():
+            yield
+    finally:
+        np.random.set_state(numpy_state)
 
 
 def autocast(device: torch.device, enabled: bool):

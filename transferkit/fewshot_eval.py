@@ -372,8 +372,18 @@ def _check_episodes_fit(test, n_way: int, k_shots, n_query: int) -> None:
                    if fits and fits >= 1 else
                    f"--n-query {cap - k} fits it for {k}-shot, not for {max(k_shots)}-shot (at most {cap - 1} "
                    f"shots with --n-query 1): drop the larger K from --k-shot, or lower --n-query and --k-shot"
-                   if cap is not None and cap - k >= 1 else
-                   "fewer shots or classes (--k-shot, --n-way) fit it"))
+                   if cap is not None and cap - k >= 1 else _fewer_episodes(per_class, n_way, k, what)))
+
+
+def _fewer_episodes(per_class: list[int], n_way: int, k: int, what: str) -> str:
+    """The hint of :func:`_check_episodes_fit` where no number of queries fits ``n_way``-way ``k``-shot
+    (``per_class``: the classes' sizes, largest first): the most classes and shots that fit with queries, as flags."""
+    ways = n_way if len(per_class) >= n_way and per_class[n_way - 1] >= 2 else sum(c >= 2 for c in per_class)
+    if ways < 2:
+        return f"no episode fits: it needs 2 classes of at least 2 {what} (a support and a query image each)"
+    shots = min(k, per_class[ways - 1] - 1)
+    return (f"fewer shots or classes fit it with fewer queries, e.g. --n-way {ways} --k-shot {shots} "
+            f"--n-query {per_class[ways - 1] - shots}")
 
 
 def _runs_inside(folder, shown: int = 3, depth: int = 3) -> str:

@@ -90,7 +90,8 @@ def _require_colour(images: torch.Tensor, name: str) -> None:
     if images.shape[1] != 3:
         raise TransferkitError(
             f"shift {name!r} re-interprets RGB colour channels and needs 3-channel images, got "
-            f"{images.shape[1]} channel(s); load the domain with channels=3 (e.g. --channels 3)")
+            f"{images.shape[1]} channel(s); load the domain with 3 channels (load_domain(spec, channels=3), "
+            f"Domain.to_format(channels=3), `channels: 3` in a config, --channels 3 for `transferkit show`)")
 
 
 # ---- pixel-level shifts ----------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""Actionable hints: each message that tells the user what to do names flags, keys and functions that exist,
+and following it literally resolves the problem."""
+
+import inspect
+import re
+import shlex
+
+import pytest
+import torch
+
+from transferkit.cli import build_parser
+from transferkit.domain import Domain
+from transferkit.errors import TransferkitError
+
+
+def _subparser(command: str):
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.choices and command in a.choices)
+    return action.choices[command]
+
+
+def _split(counts):
+    labels = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
+    return Domain("t", torch.rand(len(labels), 1, 4, 4), labels, [f"c{i}" for i in range(len(counts))])
+
+
+@pytest.mark.parametrize("counts, n_way, k_shot, n_query", [
+    ([2, 8, 5], 5, 1, 15),  # fewer classes than --n-way: fewer shots alone never fit, the queries must drop too
+    ([10, 8, 3], 3, 5, 15),  # the third class holds fewer images than the shots
+    ([9, 9], 3, 1, 2),
+])
+def test_episodes_fit_hint_gives_flags_that_fit(counts, n_way, k_shot, n_query):
+    from transferkit.fewshot_eval import _check_episodes_fit
+    test = _split(counts)
+    with pytest.raises(TransferkitError, match="e.g. --n-way") as e:
+        _check_episodes_fit(test, n_way, [k_shot], n_query)
+    flags = re.search(r"e\.g\. (--n-way \d+ --k-shot \d+ --n-query \d+)", str(e.value)).group(1)
+    args = _subparser("episodes").parse_args(["RUN_DIR", *shlex.split(flags)])
+    _check_episodes_fit(test, args.n_way, args.k_shot, args.n_query)  # followed: it fits
+
+
+def test_episodes_fit_says_when_no_episode_fits():
+    from transferkit.fewshot_eval import _check_episodes_fit
+    with pytest.raises(TransferkitError, match="no episode fits: it needs 2 classes of at least 2 images"):
+        _check_episodes_fit(_split([1, 1, 9]), 2, [1], 5)
+
+
+def test_colour_shift_on_grey_tensor_names_the_python_way_to_three_channels():
+    from transferkit import load_domain
+    from transferkit.shifts import yuv
+    with pytest.raises(TransferkitError, match=r"load_domain\(spec, channels=3\)") as e:
+        yuv(torch.rand(2, 1, 8, 8))
+    assert "channels" in inspect.signature(load_domain).parameters
+    assert "--channels 3 for `transferkit show`" in str(e.value)
+    assert _subparser("show").parse_args(["mnist", "--channels", "3"]).channels == 3
+    yuv(Domain("g", torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), ["a", "b"]).to_format(channels=3).images)

@@ -54,3 +54,23 @@ def test_colour_shift_on_grey_tensor_names_the_python_way_to_three_channels():
     assert "--channels 3 for `transferkit show`" in str(e.value)
     assert _subparser("show").parse_args(["mnist", "--channels", "3"]).channels == 3
     yuv(Domain("g", torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), ["a", "b"]).to_format(channels=3).images)
+
+
+def test_summary_of_the_out_folder_names_the_runs_two_levels_down_and_the_named_one_is_read(tmp_path):
+    # `transferkit run --out DIR` writes DIR/NAME/<timestamp>/: summary DIR named no run to give (only runs/NAME did)
+    from transferkit.results import check_run_dir
+    run = tmp_path / "demo" / "20261201-101500-000001"
+    (run / "jobs").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: demo\n")
+    bench = tmp_path / "bench-demo" / "20261201-111500-000002"
+    (bench / "demo" / "jobs").mkdir(parents=True)
+    (bench / "plan.json").write_text("{}")
+    (bench / "demo" / "config.yaml").write_text("name: demo\n")
+    with pytest.raises(TransferkitError, match=r"holds runs, one directory each "
+                                               r"\(bench-demo/20261201-111500-000002, demo/20261201-101500-000001\): "
+                                               r"give one, e.g. ") as e:
+        check_run_dir(tmp_path)
+    given = str(e.value).rsplit("e.g. ", 1)[1]
+    assert given == str(run) and (tmp_path / given).is_dir()
+    with pytest.raises(TransferkitError, match="is a run that has finished no job yet"):  # followed: a run
+        check_run_dir(given)

@@ -71,11 +71,19 @@ def unfinished_hint(run_dir: Path) -> str:
         quoted = shlex.quote(str(run_dir))
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {quoted}` "
                 f"(or `transferkit bench NAME --resume {quoted}`) completes it and writes the results")
-    runs = sorted(p.parent.name for p in run_dir.glob("*/config.yaml")) if run_dir.is_dir() else []
+    runs = _directories_inside(run_dir)
     if runs:
         shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")
         return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {run_dir / runs[-1]}"
     return ""
+
+
+def _directories_inside(folder: Path) -> list[str]:
+    """The run and benchmark directories (``config.yaml``, ``plan.json``) one or two levels inside ``folder`` (a
+    config's ``runs/NAME``, or the ``--out`` folder that holds ``NAME/<timestamp>``), not those inside another."""
+    found = {p.parent for pattern in ("*/config.yaml", "*/plan.json", "*/*/config.yaml", "*/*/plan.json")
+             for p in folder.glob(pattern)} if folder.is_dir() else set()
+    return sorted(p.relative_to(folder).as_posix() for p in found if not any(q in p.parents for q in found))
 
 
 def stopped_lines(data: dict) -> list[str]:

@@ -129,7 +129,8 @@ def test_episodes_fit_offers_the_queries_of_the_n_way_th_largest_class_and_never
     d = Domain("t", base.images, torch.tensor([0] * 10 + [1] * 8 + [2] * 3), ["a", "b", "c"])
     with pytest.raises(TransferkitError, match="--n-query 3 fits it"):
         _check_episodes_fit(d, 2, [5], 15)  # the two largest classes hold 5 + 3 images
-    with pytest.raises(TransferkitError, match="fewer shots or classes fit it with fewer queries, e.g. --n-way 3 --k-shot 2 --n-query 1") as e:
+    with pytest.raises(TransferkitError, match="fewer shots or classes fit it with fewer queries, "
+                                               "e.g. --n-way 3 --k-shot 2 --n-query 1") as e:
         _check_episodes_fit(d, 3, [5], 15)  # the third class holds only 3 images: no number of queries fits
     assert "--n-query -" not in str(e.value) and "c (3)" in str(e.value)
     with pytest.raises(TransferkitError, match="--n-query 1 fits it"):

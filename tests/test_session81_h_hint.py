@@ -1,9 +1,12 @@
 """Actionable hints: each message that tells the user what to do names flags, keys and functions that exist,
 and following it literally resolves the problem."""
 
+import ast
+import dataclasses
 import inspect
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +77,78 @@ def test_summary_of_the_out_folder_names_the_runs_two_levels_down_and_the_named_
     assert given == str(run) and (tmp_path / given).is_dir()
     with pytest.raises(TransferkitError, match="is a run that has finished no job yet"):  # followed: a run
         check_run_dir(given)
+
+
+# ---- static: the names the library's messages quote exist ---------------------------------------------------------
+_PACKAGE = Path(__file__).resolve().parent.parent / "transferkit"
+#: flags of other programs a message or command line names: torchrun's (cli's launcher) and git's (source_revision)
+_OTHER_PROGRAMS = {"--standalone", "--nproc_per_node", "--log-dir", "--no-python", "--porcelain", "--untracked-files",
+                   "--short"}
+_COMMANDS = "domains|show|methods|run|bench|demo|report|episodes|summary"
+
+
+def _library_strings():
+    """Every string constant of the package but docstrings (f-strings' literal parts included), with its place."""
+    for file in sorted(_PACKAGE.rglob("*.py")):
+        tree = ast.parse(file.read_text())
+        docs = {id(node.body[0].value) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                yield f"{file.relative_to(_PACKAGE.parent)}:{node.lineno}", node.value
+
+
+def _options(parser) -> set[str]:
+    return {o for a in parser._actions for o in a.option_strings}
+
+
+def test_every_flag_a_message_names_is_a_flag_of_transferkit_and_of_the_command_it_is_given_with():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.choices).choices
+    known = _options(parser).union(*(_options(s) for s in commands.values())) | _OTHER_PROGRAMS
+    unknown = [f"{where}: {flag}" for where, text in _library_strings()
+               for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", text) if flag not in known]
+    assert not unknown
+    wrong = [f"{where}: transferkit {command} ... {flag}" for where, text in _library_strings()
+             for command, rest in re.findall(rf"transferkit ({_COMMANDS})([^`;,)]*)", text)
+             for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest) if flag not in _options(commands[command])]
+    assert not wrong
+
+
+def test_every_set_key_a_message_names_is_a_config_key_or_a_benchmark_plan_field():
+    from transferkit.bench import load_suites
+    from transferkit.config import ExperimentConfig, TrainConfig
+    stages = {f.name for f in dataclasses.fields(TrainConfig)}
+    keys = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    keys |= {f"{stage}.{k}" for stage in ("pretrain", "train") for k in stages}
+    plans = {f.name for _, _, plan in load_suites().values() for f in dataclasses.fields(plan(False))}
+    named = {(where, key) for where, text in _library_strings()
+             for key in re.findall(r"--set ['\"]?([a-z_][\w.]*)=", text)}
+    assert len(named) >= 8  # the pattern still finds them
+    assert not [f"{where}: --set {key}=" for where, key in named
+                if key not in keys | plans and not key.startswith("options.")]
+
+
+def test_every_transferkit_name_and_extra_a_message_names_exists():
+    import importlib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    missing = []
+    for where, text in _library_strings():
+        for dotted in re.findall(r"transferkit(?:\.[A-Za-z_]\w*)+", text):
+            parts, obj = dotted.split("."), None
+            for i in range(len(parts), 0, -1):  # the longest importable module, then attributes
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                    break
+                except ImportError:
+                    continue
+            for part in parts[i:]:
+                obj = getattr(obj, part, None)
+            if obj is None:
+                missing.append(f"{where}: {dotted}")
+    assert not missing
+    extras = tomllib.loads((_PACKAGE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = [(where, extra) for where, text in _library_strings()
+             for extra in re.findall(r"transferkit\[(\w+)\]", text)]
+    assert named and not [f"{where}: transferkit[{extra}]" for where, extra in named if extra not in extras]

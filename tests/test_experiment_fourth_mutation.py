@@ -40,7 +40,8 @@ def test_a_torn_model_file_of_either_mark_says_run_the_job_again(tmp_path, monke
     def load(*args, **kwargs):
         raise RuntimeError(message)
     monkeypatch.setattr(torch, "load", load)
-    with pytest.raises(TransferkitError, match="is unreadable.*delete its job file and resume"):
+    with pytest.raises(TransferkitError,
+                       match=r"is unreadable.*delete its job file .*finetune-k=2-s0\.json and resume"):
         ex.load_model(run, "finetune")
 
 

@@ -152,3 +152,24 @@ def test_every_transferkit_name_and_extra_a_message_names_exists():
     named = [(where, extra) for where, text in _library_strings()
              for extra in re.findall(r"transferkit\[(\w+)\]", text)]
     assert named and not [f"{where}: transferkit[{extra}]" for where, extra in named if extra not in extras]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("not a zip archive"), OSError(22, "Invalid argument")])
+def test_a_torn_model_file_names_the_job_file_to_delete(tmp_path, monkeypatch, error):
+    # "delete its job file and resume" left the user to find which of jobs/ it is
+    import json
+
+    from transferkit import load_model
+    from transferkit.config import ExperimentConfig, dump_config
+    (tmp_path / "config.yaml").write_text(dump_config(ExperimentConfig(methods=["finetune"], k=2, seed=0)))
+    for folder, name in (("models", "finetune-k=2-s0.pt"), ("jobs", "finetune-k=2-s0.json")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text(json.dumps({"class_names": ["a", "b"]}))
+
+    def torn(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(torch, "load", torn)
+    with pytest.raises(TransferkitError, match="delete its job file") as e:
+        load_model(tmp_path, "finetune")
+    named = Path(re.search(r"delete its job file (\S+) and resume", str(e.value)).group(1))
+    assert named == tmp_path / "jobs" / "finetune-k=2-s0.json" and named.is_file()

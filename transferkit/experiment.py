@@ -189,10 +189,10 @@ def load_model(run_dir: str | Path, method: str, seed: int | None = None, settin
         if isinstance(e, KeyError) and "storages" not in str(e):  # a method's own unpickling
             raise
         raise TransferkitError(f"model {path} is unreadable ({type(e).__name__}: {e}): run the job again "
-                               f"(delete its job file and resume)") from e
+                               f"(delete its job file {job_path(run_dir, cfg, name, seed)} and resume)") from e
     except OSError as e:  # a file cut short inside its archive reads as [Errno 22] Invalid argument
         raise TransferkitError(f"model {path} cannot be read ({e}): if it is cut short or damaged, run the job "
-                               f"again (delete its job file and resume)") from e
+                               f"again (delete its job file {job_path(run_dir, cfg, name, seed)} and resume)") from e
     except (ImportError, AttributeError) as e:  # e.g. a plugin's method whose module is not importable here
         raise TransferkitError(f"model {path} needs code that is not available here ({e}); for a plugin "
                                f"method, name its module in TRANSFERKIT_PLUGINS") from e

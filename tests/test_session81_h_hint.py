@@ -173,3 +173,18 @@ def test_a_torn_model_file_names_the_job_file_to_delete(tmp_path, monkeypatch, e
         load_model(tmp_path, "finetune")
     named = Path(re.search(r"delete its job file (\S+) and resume", str(e.value)).group(1))
     assert named == tmp_path / "jobs" / "finetune-k=2-s0.json" and named.is_file()
+
+
+@pytest.mark.parametrize("written", ["0..4", "0...4", "0 to 4"])
+def test_a_class_range_in_another_notation_names_the_one_that_reads(written):
+    from transferkit.splits import parse_classes
+    domain = _split([2] * 10)
+    with pytest.raises(TransferkitError, match=f"unknown class '{written}'.*a range of ids is written '0-4'") as e:
+        parse_classes(written, domain)
+    assert parse_classes(re.search(r"written '(.+)'$", str(e.value)).group(1), domain) == [0, 1, 2, 3, 4]
+
+
+def test_an_unknown_class_name_gets_no_range_hint():
+    from transferkit.splits import parse_classes
+    with pytest.raises(TransferkitError, match=r"unknown class 'c11'.*\]$"):
+        parse_classes("c11", _split([2] * 10))

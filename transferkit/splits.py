@@ -269,6 +269,7 @@ def subsample_per_class(domain: Domain, n: int, seed: int) -> Domain:
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+_OTHER_RANGE = re.compile(r"\s*(\d+)\s*(?:\.\.\.?|:|–|—|to)\s*(\d+)\s*")
 #: the most ids a range such as ``"0-99"`` gives without a domain to check them against (more classes than
 #: any dataset names: ImageNet-21k has 21,841)
 MAX_RANGE_IDS = 100_000
@@ -356,8 +357,10 @@ def _parse_item(item, domain: Domain | None, numbered: dict[int, int] | None) ->
             return [_class_of_number(int(item), domain, numbered)]
         if domain is None:
             raise TransferkitError(f"class name {item!r} needs a domain to resolve")
+        other = _OTHER_RANGE.fullmatch(item)  # 0..4, 0:4, 0 to 4: a range in another notation
         raise TransferkitError(f"unknown class {item!r} in domain {dataset_name(domain.name)!r}; classes are "
-                               f"{domain.class_names}")
+                               f"{domain.class_names}" + (f"; a range of ids is written '{other[1]}-{other[2]}'"
+                                                          if other else ""))
     try:
         i = int(item)
     except (TypeError, ValueError, OverflowError):

@@ -188,3 +188,8 @@ def test_an_unknown_class_name_gets_no_range_hint():
     from transferkit.splits import parse_classes
     with pytest.raises(TransferkitError, match=r"unknown class 'c11'.*\]$"):
         parse_classes("c11", _split([2] * 10))
+
+
+def test_every_document_a_message_points_to_exists():
+    named = {(where, doc) for where, text in _library_strings() for doc in re.findall(r"docs/\w+\.md", text)}
+    assert named and not [f"{where}: {doc}" for where, doc in named if not (_PACKAGE.parent / doc).is_file()]

@@ -193,3 +193,20 @@ def test_an_unknown_class_name_gets_no_range_hint():
 def test_every_document_a_message_points_to_exists():
     named = {(where, doc) for where, text in _library_strings() for doc in re.findall(r"docs/\w+\.md", text)}
     assert named and not [f"{where}: {doc}" for where, doc in named if not (_PACKAGE.parent / doc).is_file()]
+
+
+def test_a_resume_with_another_config_names_the_command_that_reads_the_run_s_own(tmp_path):
+    from transferkit.config import ExperimentConfig, dump_config, load_config
+    from transferkit.rundir import check_same_config
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(ExperimentConfig(methods=["finetune"], val_per_class=2)))
+    with pytest.raises(TransferkitError, match="val_per_class: 2 there") as e:
+        check_same_config(run / "config.yaml", ExperimentConfig(methods=["finetune"]))
+    command = shlex.split(re.search(r"\(`(transferkit run [^`]+)` alone reads its config.yaml\)", str(e.value))[1])
+    args = build_parser().parse_args(command[1:])
+    assert args.config is None and args.set == [] and args.resume == str(run)
+    check_same_config(run / "config.yaml", load_config(run / "config.yaml"))  # followed: the same config
+    (tmp_path / "plan.json").write_text("{}")  # a benchmark's run is resumed by `transferkit bench`, not run
+    with pytest.raises(TransferkitError, match=r"resume it with the same config$"):
+        check_same_config(run / "config.yaml", ExperimentConfig(methods=["finetune"]))

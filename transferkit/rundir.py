@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
 import yaml
@@ -433,8 +434,10 @@ def check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
         raise TransferkitError(f"{path} is unreadable: {e}") from e
     check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
     diff = _config_changes(stored, cfg)
+    in_bench = any((p / "plan.json").is_file() for p in path.parent.parents)  # a benchmark's run: bench resumes it
+    command = shlex.join(["transferkit", "run", "--resume", str(path.parent)])
     check(not diff, f"{path.parent} holds a run with another config ({'; '.join(diff)}); resume it with the same "
-                    f"config")
+                    f"config" + ("" if in_bench else f" (`{command}` alone reads its config.yaml)"))
     return stored
 
 

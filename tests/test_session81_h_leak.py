@@ -71,7 +71,7 @@ def test_a_target_image_copied_into_its_test_split_is_warned_of(tmp_path):
     np.savez(tmp_path / "twice.npz", x=np.concatenate([x, x]), y=np.concatenate([y, y]))
     np.savez(tmp_path / "src.npz", x=x, y=y)
     with pytest.warns(UserWarning, match=r"of its 15 test images, 10 are target train images, 3 are target val "
-                                         r"images, 10 are source train images, 1 are source val images \(pixel"):
+                                         r"images, 10 are source train images, 1 is a source val image \(pixel"):
         data = prepare_domains(ExperimentConfig(source=f"npz:{tmp_path / 'src.npz'}",
                                                 target=f"npz:{tmp_path / 'twice.npz'}", k=1))
     assert shared_images(data.target.train, data.target.test) > 0

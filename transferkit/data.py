@@ -682,6 +682,16 @@ def channels_chosen(channels):
         CHANNELS_CHOSEN.reset(token)
 
 
+def is_shipped(spec: str) -> bool:
+    """Whether ``spec``'s base is a domain transferkit ships (``mnist``, ``mnistm``...; not a folder, an
+    npz or a registered domain), whose images hold no copy of one another."""
+    from .grouped import parse_grouped
+
+    grouped = parse_grouped(spec)
+    base = parse_spec(grouped[0] if grouped else spec)[0]
+    return base in BUILTINS and BUILTINS[base].digest is None
+
+
 def has_colour_shift(spec: str) -> bool:
     """Whether ``spec`` applies a colour-only shift (``yuv``, ``hsv``), which needs 3 channels."""
     from .grouped import parse_grouped

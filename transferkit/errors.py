@@ -81,6 +81,17 @@ def quiet():
     return ignored(TransferkitWarning)
 
 
+def is_quiet() -> bool:
+    """Whether a transferkit warning issued here is left out (inside :func:`quiet`, or under the caller's
+    ``ignore`` filter): a check whose only outcome is a warning may then be skipped. The first filter that
+    takes every :class:`TransferkitWarning` decides; one with a message or module pattern may not take it,
+    so it counts as shown."""
+    for action, message, category, module, lineno in warnings.filters:
+        if issubclass(TransferkitWarning, category):
+            return action == "ignore" and message is None and module is None and not lineno
+    return False
+
+
 @contextlib.contextmanager
 def interrupts_ignored():
     """Ctrl-C (SIGINT) ignored inside: for the stop that follows a first one (the main thread

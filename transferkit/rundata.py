@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from .config import ExperimentConfig
-from .data import channels_chosen, has_colour_shift, load_domain
+from .data import channels_chosen, has_colour_shift, is_shipped, load_domain
 from .domain import Domain, warn_numbered_match
 from .engine import ADDED_TRAIN_FIELDS, TrainConfig
-from .errors import check, quiet, warn
+from .errors import check, is_quiet, quiet, warn
 from .evaluate import chunk_rows
 from .fitting import build_method, reads_no_target_label, zero_shot_options
 from .grouped import sample_k_groups
@@ -169,13 +169,18 @@ def _own_test_overlap(cfg: ExperimentConfig, source: Split, target: Split) -> No
     """Warn of images of the target's test split that are also target train / val images or source
     train / val images, pixel for pixel (a file saved twice in a folder, or a source folder holding
     target images): the split is by file, so such copies would be scored after being trained on.
-    Built-in domains have none (a source and a target cut from one pool share its split)."""
+    Shipped domains have none (a source and a target cut from one pool share its split), so they are
+    not searched, nor where the warning is not shown (a worker's :func:`process_domains`)."""
     test = target.test
-    found = {f"{side} {part}": shared_images(getattr(split, part), test)
+    if is_quiet() or len(test) == 0 or all(is_shipped(s) for s in (cfg.source, cfg.target) if s is not None):
+        return
+    prints = image_prints(test.images)  # once, for the four pools
+    found = {f"{side} {part}": shared_images(getattr(split, part), test, prints)
              for side, split in (("target", target), ("source", source)) for part in ("train", "val")}
     if any(found.values()):
         warn(f"target {cfg.target!r}: of its {len(test)} test images, "
-             + ", ".join(f"{n} are {where} images" for where, n in found.items() if n)
+             + ", ".join(f"{n} is a {where} image" if n == 1 else f"{n} are {where} images"
+                         for where, n in found.items() if n)
              + " (pixel for pixel: copies of one image): the methods (or the source network) would be scored on "
                "images they trained or selected on; remove the copies, or give a test set of its own (test)")
 
@@ -229,18 +234,23 @@ def network_source(cfg: ExperimentConfig, target: Domain, run_dir: Path | None =
     return Split(*parts), channels
 
 
-def shared_images(pool: Domain, other: Domain) -> int:
-    """How many images of ``other`` are also in ``pool``, pixel for pixel (vectorised: an integer
-    fingerprint per image, exact whatever the thread count, finds the candidates, whose pixels
-    are then compared; computed in chunks, so no copy of a whole domain is made)."""
+def image_prints(images: torch.Tensor) -> torch.Tensor:
+    """An int64 fingerprint per image (pixels to 0..255 integers against a fixed random probe; equal images
+    give equal numbers, int64 sums wrap alike, exact whatever the thread count), computed in chunks."""
+    if len(images) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    probe = torch.randint(0, 2**31, (images[0].numel(),), generator=torch.Generator().manual_seed(0))
+    return torch.cat([(c * 255).round().long() @ probe for c in images.flatten(1).split(chunk_rows(images))])
+
+
+def shared_images(pool: Domain, other: Domain, other_prints: torch.Tensor | None = None) -> int:
+    """How many images of ``other`` are also in ``pool``, pixel for pixel (vectorised: the fingerprints
+    of :func:`image_prints` find the candidates, whose pixels are then compared; no copy of a whole
+    domain is made). ``other_prints``: ``other``'s fingerprints, computed once for several pools."""
     if len(pool) == 0 or len(other) == 0 or pool.images.shape[1:] != other.images.shape[1:]:
         return 0
-    probe = torch.randint(0, 2**31, (pool.images[0].numel(),), generator=torch.Generator().manual_seed(0))
-
-    def prints(images):  # pixels to 0..255 integers: equal images give equal numbers (int64 sums wrap alike)
-        return torch.cat([(c * 255).round().long() @ probe for c in images.flatten(1).split(chunk_rows(images))])
-    mine, order = torch.sort(prints(pool.images))
-    theirs = prints(other.images)
+    mine, order = torch.sort(image_prints(pool.images))
+    theirs = image_prints(other.images) if other_prints is None else other_prints
     pos = torch.searchsorted(mine, theirs).clamp(max=len(mine) - 1)
     hit = (mine[pos] == theirs).nonzero().flatten()
     return int((pool.images[order[pos[hit]]] == other.images[hit]).flatten(1).all(1).sum())

@@ -1,0 +1,54 @@
+"""The review's findings on the session's change, mended: each test fails on the code before its mend."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from transferkit import rundata
+from transferkit.config import ExperimentConfig
+from transferkit.errors import TransferkitWarning, is_quiet, quiet
+from transferkit.rundata import prepare_domains
+
+# ---- 1: the pixel-copy warning of the target's own test split ------------------------------------
+
+def _copies(tmp_path) -> ExperimentConfig:
+    """A source and a target (every image saved twice) of npz files: copies on both sides of the split."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((30, 8, 8)).astype("float32"), np.repeat(np.arange(3), 10)
+    np.savez(tmp_path / "twice.npz", x=np.concatenate([x, x]), y=np.concatenate([y, y]))
+    np.savez(tmp_path / "src.npz", x=x, y=y)
+    return ExperimentConfig(source=f"npz:{tmp_path / 'src.npz'}", target=f"npz:{tmp_path / 'twice.npz'}", k=1)
+
+
+def _fingerprinted(monkeypatch) -> list:
+    """The sizes of the image sets fingerprinted (each fingerprinting asks chunk_rows once)."""
+    sizes, chunk_rows = [], rundata.chunk_rows
+    monkeypatch.setattr(rundata, "chunk_rows", lambda images: sizes.append(len(images)) or chunk_rows(images))
+    return sizes
+
+
+def test_the_test_split_is_fingerprinted_once_for_the_four_pools(tmp_path, monkeypatch):
+    cfg = _copies(tmp_path)
+    sizes = _fingerprinted(monkeypatch)
+    with pytest.warns(TransferkitWarning, match=r"of its 15 test images, 10 are target train images, 3 are target "
+                                                r"val images, 10 are source train images, 1 is a source val image"):
+        data = prepare_domains(cfg)
+    assert sizes.count(len(data.target.test)) == 1 and len(sizes) == 5  # the test split, then four pools
+
+
+def test_no_pixel_search_where_its_warning_is_not_shown_or_both_domains_are_shipped(tmp_path, monkeypatch):
+    cfg = _copies(tmp_path)
+    sizes = _fingerprinted(monkeypatch)
+    with quiet():  # a worker's process_domains: the starting process showed the warning
+        assert is_quiet()
+        prepare_domains(cfg)
+    assert sizes == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not is_quiet()
+        prepare_domains(ExperimentConfig(source="digits", target="digits+noise@grouped5", k=1))
+    assert sizes == []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="something else")  # may not take it: the search runs
+        assert not is_quiet()

@@ -52,3 +52,27 @@ def test_no_pixel_search_where_its_warning_is_not_shown_or_both_domains_are_ship
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="something else")  # may not take it: the search runs
         assert not is_quiet()
+
+
+# ---- 2: the setting column reads the summary entry, not every row --------------------------------------
+
+class _Unread(list):
+    def __iter__(self):
+        raise AssertionError("the rows were scanned")
+
+
+def test_setting_text_reads_what_summarize_records_in_the_entry():
+    from transferkit.results import summarize
+    from transferkit.tables import setting_text
+    row = {"source": "s", "target": "t", "setting": "all", "accuracy": 0.5, "n_labeled": 12}
+    rows = [{**row, "method": "a", "seed": 0, "labels_per_class": [3, 5]},
+            {**row, "method": "a", "seed": 1, "labels_per_class": [4, 4]},
+            {**row, "method": "older", "seed": 0}, {**row, "method": "da", "seed": 0, "n_labeled": 0}]
+    summary = summarize(rows)
+    assert [s["labels_per_class"] for s in summary] == [[3, 5], None, None]
+    assert [s.get("n_labeled") for s in summary] == [None, 12, None]
+    assert [setting_text(s, _Unread(rows)) for s in summary] == ["all (3-5 per class)", "all (12 labels in all)",
+                                                                    "all"]
+    older = [{k: v for k, v in s.items() if k not in ("labels_per_class", "n_labeled")} for s in summary]
+    assert [setting_text(s, rows) for s in older] == ["all (3-5 per class)", "all (12 labels in all)", "all"]
+    assert [setting_text(s) for s in older] == ["all"] * 3  # an older results.json's entry without its rows

@@ -209,7 +209,7 @@ def test_the_setting_all_says_how_many_labels_per_class_were_used():
     assert "| target_only | s | t | all (4 per class) |" in table
     assert "| finetune | s | t | all (3-5 per class) |" in table
     assert "| source_only | s | t | all |" in table  # it read no target label
-    assert "| older | s | t | all (8 labels) |" in table  # its count where the row has no labels_per_class
+    assert "| older | s | t | all (8 labels in all) |" in table  # its count where the row has no labels_per_class
     from transferkit.tables import setting_text
     k = {**row, "setting": "k=4", "seed": 0}
     assert setting_text(summarize([k])[0], [k]) == "k=4"  # a setting that says its count: as it is

@@ -24,7 +24,7 @@ from .evaluate import mean_se
 from .io import check_job_name, directory_holder, read_json, write_json, write_text
 from .jobs import default_workers
 from .runtime import kernel_environment
-from .tables import ALL_SOURCE, RevisionsHere, markdown_table, md_cell, setting_order, test_imbalance
+from .tables import ALL_SOURCE, RevisionsHere, labels_used, markdown_table, md_cell, setting_order, test_imbalance
 
 ROW_KEYS = ("method", "source", "target", "setting", "seed", "accuracy", "wall_s")
 
@@ -269,6 +269,8 @@ def summarize(rows: list[dict], extra_keys: tuple[str, ...] = ()) -> list[dict]:
                    if all(r.get("wall_s") is not None for r in rs) else None,
                    "seeds": sorted(r["seed"] for r in rs), **({"method_revision": revision} if revision is not None
                                                              else {})}
+        if str(setting) == "all":  # the table says the labels its rows trained on (tables.setting_text)
+            summary.update(labels_used(rs))
         ci = rs[0].get("ci95") if len(rs) == 1 else None  # one row over episodes: its own 95 % interval
         if isinstance(ci, Real) and not isinstance(ci, bool) and math.isfinite(ci):  # NaN: one episode, none
             summary["accuracy_ci95"] = ci

@@ -131,23 +131,34 @@ def partial_da_line(rows: list[dict], markdown: bool = True) -> list[str]:
             f"seeds, {ALL_SOURCE}): {'; '.join(parts)}."]
 
 
-def setting_text(s: dict, rows: list[dict]) -> str:
-    """A summary entry's setting for the table: ``all`` with the labels per class its rows trained on,
-    which it does not say (``all (4 per class)``, ``all (3-5 per class)``), as the rows record them
-    (``labels_per_class``: fewest and most); rows that record none, their count (``all (12 labels)``)
-    where their seeds agree. Other settings, and rows that read no target label, as they are."""
-    setting = str(s["setting"])
-    mine = [r for r in rows if r.get("n_labeled") and str(r.get("setting", "")) == setting
-            and (r.get("method"), r.get("source", ""), r.get("target", ""), r.get("run"))
-            == (s["method"], s["source"], s["target"], s.get("run"))]
-    if setting != "all" or not mine:
-        return setting
+def labels_used(rows: list[dict]) -> dict:
+    """Of the rows of one summary entry of setting ``all``, which does not say its labels: ``labels_per_class``,
+    ``[fewest, most]`` over the rows that read target labels (None where none did or a row records none), and
+    where it is None and those rows (written before it) agree, their ``n_labeled``."""
+    mine = [r for r in rows if r.get("n_labeled")]
     spans = [r.get("labels_per_class") for r in mine]
-    if all(isinstance(v, list) and len(v) == 2 for v in spans):
-        lo, hi = min(v[0] for v in spans), max(v[1] for v in spans)
-        return f"all ({lo if lo == hi else f'{lo}-{hi}'} per class)"
+    if mine and all(isinstance(v, list) and len(v) == 2 for v in spans):
+        return {"labels_per_class": [min(v[0] for v in spans), max(v[1] for v in spans)]}
     counts = {r["n_labeled"] for r in mine}
-    return f"all ({counts.pop()} labels)" if len(counts) == 1 else setting
+    return {"labels_per_class": None, **({"n_labeled": counts.pop()} if len(counts) == 1 else {})}
+
+
+def setting_text(s: dict, rows: list[dict] | None = None) -> str:
+    """A summary entry's setting for the table: ``all`` with the labels per class its rows trained on,
+    which it does not say (``all (4 per class)``, ``all (3-5 per class)``), as :func:`~transferkit.results.summarize`
+    records them (:func:`labels_used`); rows that record none, their total count (``all (12 labels in all)``).
+    Other settings, and rows that read no target label, as they are. An entry of an older ``results.json``,
+    which records neither: from ``rows`` where they are given (its rows among them)."""
+    setting = str(s["setting"])
+    if setting != "all":
+        return setting
+    used = s if "labels_per_class" in s or rows is None else labels_used(
+        [r for r in rows if str(r.get("setting", "")) == setting and (r.get("method"), r.get("source", ""),
+         r.get("target", ""), r.get("run")) == (s["method"], s["source"], s["target"], s.get("run"))])
+    if used.get("labels_per_class"):
+        lo, hi = used["labels_per_class"]
+        return f"all ({lo if lo == hi else f'{lo}-{hi}'} per class)"
+    return f"all ({used['n_labeled']} labels in all)" if "n_labeled" in used else setting
 
 
 def setting_order(setting: str) -> tuple:

@@ -231,6 +231,7 @@ def sample_k_shot(domain: Domain, k: int | None = None, seed: int | None = None,
     name, k = ("k_shot", k_shot) if k is None else ("k", k)
     check(k is not None, "sample_k_shot needs k (or k_shot), the labelled samples per class, e.g. "
                          "sample_k_shot(domain, k=5, seed=0)")
+    check(seed is not None, "sample_k_shot needs a seed, e.g. sample_k_shot(domain, k=5, seed=0)")
     _check_domain(domain, "sample_k_shot")
     check(is_whole(k, 1), f"{name} must be an integer >= 1, got {k!r}")
     k = int(k)

@@ -76,3 +76,32 @@ def test_setting_text_reads_what_summarize_records_in_the_entry():
     older = [{k: v for k, v in s.items() if k not in ("labels_per_class", "n_labeled")} for s in summary]
     assert [setting_text(s, rows) for s in older] == ["all (3-5 per class)", "all (12 labels in all)", "all"]
     assert [setting_text(s) for s in older] == ["all"] * 3  # an older results.json's entry without its rows
+
+
+# ---- 4: a linked folder is warned of once per benchmark, not once per run it holds -----------------------
+
+def test_a_benchmark_of_two_runs_warns_of_a_link_once_and_two_runs_twice(tmp_path, monkeypatch):
+    from transferkit import bench, experiment
+    from transferkit.io import remove_inside
+    top, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    (elsewhere / "figs").mkdir(parents=True)
+    top.mkdir()
+    (top / "figs").symlink_to(elsewhere / "figs")
+    (elsewhere / "figs" / "old.png").write_bytes(b"x")
+
+    def a_run(cfg, run_dir, log):  # a run removing an old figure through the link
+        remove_inside(top / "figs" / "old.png", top)
+        return top, []
+    monkeypatch.setattr(experiment, "_run_experiment", a_run)
+    monkeypatch.setattr(bench, "_run_benchmark", lambda *a: [experiment.run_experiment(ExperimentConfig(), log=None)
+                                                             for _ in range(2)])
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        bench.run_benchmark("uda", log=None)
+    assert sum("is left in place" in str(w.message) for w in said) == 1
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two runs of a Python caller: each is told
+            experiment.run_experiment(ExperimentConfig(), log=None)
+    assert sum("is left in place" in str(w.message) for w in said) == 2
+    assert (elsewhere / "figs" / "old.png").exists()

@@ -54,7 +54,7 @@ from .io import (
     check_written_folders,
     clear_left_temporaries,
     directory_lock,
-    forget_warned_links,
+    links_warned_once,
     make_dir,
     read_job,
     remove_inside,
@@ -409,9 +409,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path | None = None, log=print
     with :func:`~transferkit.config.load_config`."""
     cfg = _experiment_config(cfg)
     log = log if log is not None else (lambda *a, **k: None)
-    forget_warned_links()  # a link left behind is named in each run, not only the process's first
     check(callable(log), f"run_experiment: log must be a function (e.g. print) or None, got {type(log).__name__}")
-    with own_invocation(), callers_state_kept():  # the CPU's RNG (each job seeds its own; no CUDA init here)
+    with own_invocation(), links_warned_once(), callers_state_kept():  # the CPU RNG (no CUDA init here)
         return _run_experiment(cfg, run_dir, log)
 
 

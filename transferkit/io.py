@@ -80,7 +80,7 @@ def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
     one: nothing; a folder as ``shutil.rmtree(ignore_errors=True)``), unless one of its folders is
     a symbolic link that leads out of ``top``: removing through it would delete files elsewhere
     (``rmtree`` refuses a link itself, not a linked folder above), so ``path`` is left in place with
-    a warning naming the link (once per link in a run: :func:`forget_warned_links`). A link at
+    a warning naming the link (once per link in a run or benchmark: :func:`links_warned_once`). A link at
     ``path`` itself (to a file or a folder) is unlinked, never what it leads to: what must go (a
     changed source network's checkpoints) is gone from the run, which starts a folder of its own there."""
     path, top = Path(path), Path(top)
@@ -120,16 +120,32 @@ def check_written_folders(top: str | os.PathLike, names: tuple[str, ...] = tuple
               f"benchmark) directory; remove the link (a folder is made there)")
 
 
-#: the links :func:`remove_inside` has warned of in this run (:func:`forget_warned_links`)
+#: the links :func:`remove_inside` has warned of in this run or benchmark (:func:`links_warned_once`)
 _LEFT_BEHIND: set = set()
 
 
 def forget_warned_links() -> None:
-    """Let :func:`remove_inside` warn again of the links it warned of: each run
-    (:func:`~transferkit.experiment.run_experiment`, :func:`~transferkit.bench.run_benchmark`) starts
-    with this, so that a second run in one process (a notebook, a script resuming a directory again)
-    is told of a link too, not only the first."""
+    """Let :func:`remove_inside` warn again of the links it warned of (:func:`links_warned_once` does at the
+    outermost run or benchmark)."""
     _LEFT_BEHIND.clear()
+
+
+_LINK_SCOPES = [0]  # how many links_warned_once are open
+
+
+@contextlib.contextmanager
+def links_warned_once():
+    """Within it, :func:`remove_inside` warns of each link once. The outermost (a run
+    :func:`~transferkit.experiment.run_experiment`, a benchmark :func:`~transferkit.bench.run_benchmark`
+    with the runs it holds) starts afresh, so that a second run in one process (a notebook, a script
+    resuming a directory again) is told of a link too, while a benchmark's runs tell of it once."""
+    if _LINK_SCOPES[0] == 0:
+        forget_warned_links()
+    _LINK_SCOPES[0] += 1
+    try:
+        yield
+    finally:
+        _LINK_SCOPES[0] -= 1
 
 
 def failed_writing(e: OSError) -> bool:

@@ -35,7 +35,7 @@ from ..distributed import is_main_process, world_size
 from ..engine import ADDED_TRAIN_FIELDS, content_text
 from ..errors import TransferkitError, UnknownNameError, check, warn
 from ..fields import updated
-from ..io import atomic_write, directory_lock, forget_warned_links, read_json, remove_inside, write_json
+from ..io import atomic_write, directory_lock, links_warned_once, read_json, remove_inside, write_json
 from ..jobs import default_workers
 from ..results import RESULT_FILES, summarize, world_sizes, write_results
 from ..runtime import (
@@ -458,8 +458,7 @@ def run_benchmark(name: str, quick: bool = False, out_dir: str = "runs", run_dir
     state is as it was before (as after ``run_experiment``). ``log`` gets the progress lines, then,
     with ``log_table``, the rows' table (``transferkit bench`` logs on stderr and prints the table
     on stdout itself: ``log_table=False``)."""
-    forget_warned_links()  # a link left behind is named in each benchmark, not only the process's first
-    with own_invocation(new=True), callers_state_kept():
+    with own_invocation(new=True), links_warned_once(), callers_state_kept():  # a link named once per benchmark
         return _run_benchmark(name, quick, out_dir, run_dir, log, overrides, log_table)
 
 

@@ -435,7 +435,7 @@ def test_at_most_five_failures_are_listed_each_error_cut_at_200_characters(tmp_p
     # kills: `[:5]` -> `[:6]`, `> 5` -> `>= 5`, `len - 5` off by one, `error[:200]` dropped, the `failed/` fallback
     many = [JobFailure(f"E{i}", "tb", f"j{i}", str(tmp_path / "failed" / f"j{i}.txt")) for i in range(7)]
     message = failures_message(many, 9, "kept", "again")
-    assert message.startswith("7 of 9 job(s) failed: j0 (E0); ") and "j4 (E4); and 2 more; " in message
+    assert message.startswith("7 of 9 job(s) failed: j0 (E0); ") and "j4 (E4) and 2 more job(s); " in message
     assert "j5" not in message and f"tracebacks in {tmp_path / 'failed'}; kept; after a fix, again runs" in message
     five = failures_message(many[:5], 5, "kept", "again")
     assert "j4 (E4); tracebacks in" in five and "more" not in five

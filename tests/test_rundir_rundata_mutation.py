@@ -206,8 +206,8 @@ def test_a_refusal_for_another_source_network_names_five_jobs_at_most(tmp_path):
     finished = {("finetune", s): {"source_digest": "old"} for s in range(7)}
     finished["dann", 0] = {}  # written before source_digest was recorded: not checked
     with pytest.raises(TransferkitError, match=r": 7 finished job\(s\) \(finetune seed 0, finetune seed 1, finetune "
-                                               r"seed 2, finetune seed 3, finetune seed 4\) started from another "
-                                               r"source network than this resume has \(new;"):
+                                               r"seed 2, finetune seed 3, finetune seed 4, \.\.\.\) started from "
+                                               r"another source network than this resume has \(new;"):
         rundir.check_same_source(tmp_path, finished, "new")
     rundir.check_same_source(tmp_path, {("dann", 0): {}, ("finetune", 0): {"source_digest": "new"}}, "new")
 

@@ -105,3 +105,16 @@ def test_a_benchmark_of_two_runs_warns_of_a_link_once_and_two_runs_twice(tmp_pat
             experiment.run_experiment(ExperimentConfig(), log=None)
     assert sum("is left in place" in str(w.message) for w in said) == 2
     assert (elsewhere / "figs" / "old.png").exists()
+
+
+# ---- 5: the first five named, then counted or elided, by errors.first_named -------------------------------
+
+def test_messages_that_name_five_elide_or_count_the_rest_alike(tmp_path):
+    from transferkit import rundir
+    from transferkit.errors import TransferkitError
+    from transferkit.jobs import JobFailure, failures_message
+    finished = {("finetune", s): {"source_digest": "old"} for s in range(7)}
+    with pytest.raises(TransferkitError, match=r"seed 3, finetune seed 4, \.\.\.\) started from another source"):
+        rundir.check_same_source(tmp_path, finished, "new")
+    message = failures_message([JobFailure(f"E{i}", "tb", f"j{i}") for i in range(7)], 9, "kept", "again")
+    assert "j3 (E3); j4 (E4) and 2 more job(s); tracebacks" in message

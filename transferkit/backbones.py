@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import from_modules, from_sequential  # noqa: F401  (cutting your own modules, ditto)
-from .errors import TransferkitError, UnknownNameError, check, first_line, is_whole
+from .errors import TransferkitError, UnknownNameError, check, first_line, first_named, is_whole
 from .heads import make_head
 from .registry import Registry, without_addresses
 from .runtime import float32_default
@@ -273,7 +273,7 @@ def load_torchvision_weights(net: UnitNet, weights="IMAGENET1K_V1", normalize: b
         new[nk] = v
         loaded.append(nk)
     missing = [k for k in own if k not in new and not k.startswith(("head.", "units.stem.norm."))]
-    check(not missing, f"torchvision weights lack {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    check(not missing, f"torchvision weights lack [{first_named(map(repr, missing))}]")
     net.load_state_dict(new, strict=False)
     if normalize:
         c = net.unit("stem").conv1.weight.shape[1]

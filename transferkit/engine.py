@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .backbones import evaluating
 from .distributed import all_reduce_mean, broadcast_state, is_main_process, rank, world_size
 from .domain import Domain, check_labeled
-from .errors import TransferkitError, check, torch_seed, warn
+from .errors import TransferkitError, check, first_named, torch_seed, warn
 from .evaluate import chunk_rows, mean_recall, predict_logits
 from .fields import check_fields
 from .frozen import frozen_activations
@@ -761,7 +761,7 @@ class Engine:
               f"method {method.name!r} has no trainable parameter")
         left = ungrouped_modules(method, owner)
         if left:
-            warn(f"method {method.name!r}: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} "
+            warn(f"method {method.name!r}: {first_named(left)} "
                  f"{'has' if len(left) == 1 else 'have'} parameters with requires_grad that no param group "
                  f"holds, so they are never trained: list them in param_groups(), or, if they are fixed, set "
                  f"requires_grad_(False) on them")

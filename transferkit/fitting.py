@@ -10,7 +10,7 @@ import copy
 import torch
 
 from .domain import Domain, head_mapping, numbers_classes
-from .errors import TransferkitError, check, warn
+from .errors import TransferkitError, check, first_named, warn
 from .evaluate import classification_report, fraction_correct, harmonic_mean, predict_logits
 from .heads import head_for_classes, retargeted_head
 from .methods.base import Method
@@ -49,7 +49,7 @@ def retarget_head(net, source_classes: list[str] | None, target_classes: list[st
              f"retargeted (a linear or cosine head, or an nn.Sequential whose last layer with parameters is one), "
              f"so it is replaced by a new linear head on the {net.embed_dim}-d embedding for the {n} target "
              f"classes: none of its layers" + (f", nor the rows of the classes it shares with the target "
-                                              f"({kept[:5]}{', ...' if len(kept) > 5 else ''}), are kept"
+                                              f"([{first_named(map(repr, kept))}]), are kept"
                                               if kept else " are kept") +
              ". To keep them, give the head as an nn.Sequential ending in its nn.Linear classifier")
     net._new_classifier(n)  # reset_classifier without its own warning about the layers dropped

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from .distributed import is_main_process, peer_failed, world_size
-from .errors import JobsFailed, TransferkitError, WorkerDied, check, interrupts_ignored  # noqa: F401 (its old home)
+from .errors import JobsFailed, TransferkitError, WorkerDied, check, first_named, interrupts_ignored  # noqa: F401 (its old home)
 from .io import (
     STORAGE_FULL,
     WINDOWS,
@@ -234,8 +234,7 @@ def save_failure(path: str | os.PathLike, failure: JobFailure, job: str,
 def failures_message(failures: list[JobFailure], total: int, kept: str, again: str) -> str:
     """One line: which of ``total`` jobs failed and why, where their tracebacks are, what is
     ``kept``, and ``again``: the command that runs only the failed ones."""
-    shown = "; ".join(f"{f.job} ({f.error[:200]})" for f in failures[:5]) + (
-        f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
+    shown = first_named((f"{f.job} ({f.error[:200]})" for f in failures), "job(s)", sep="; ")
     written = [f.path for f in failures if f.path]
     where = f"tracebacks in {Path(written[0]).parent}" if written else "tracebacks above (they could not be written)"
     return (f"{len(failures)} of {total} job(s) failed: {shown}; {where}; {kept}; after a fix, "

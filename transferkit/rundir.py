@@ -209,7 +209,7 @@ def check_same_source(run_dir: Path, finished: dict, digest: str) -> None:
     deleted ``source.safetensors`` pre-trained again under other threads or kernels); rows
     without ``source_digest`` (written before it was recorded) are not checked."""
     other = [f"{name} seed {seed}" for name, seed in _made_otherwise(finished, "source_digest", digest)]
-    check(not other, f"{run_dir}: {len(other)} finished job(s) ({', '.join(other[:5])}) started from another "
+    check(not other, f"{run_dir}: {len(other)} finished job(s) ({first_named(other)}) started from another "
                      f"source network than this resume has ({digest}; source.safetensors was made again, under other "
                      f"threads, CPU kernels or torch than kernels.json records, or by a plugin backbone's builder "
                      f"that changed since?): their rows and new ones would not go together; restore "

@@ -232,16 +232,27 @@ def _episode_features():
     return torch.randn(48, 5, generator=g) + labels[:, None].float(), labels
 
 
+#: episode_accuracies of _episode_features (n_way=3, k_shot=2, n_query=4, episodes=7, seed=3, steps=5) as the code
+#: of commit 7609309, before the heads took a device, gives them (run there, one thread)
+BEFORE_DEVICE = {
+    "prototype": [1.0, 0.5833333333333334, 0.9166666666666666, 0.75, 0.75, 0.8333333333333334, 0.4166666666666667],
+    "linear": [0.5833333333333334, 0.3333333333333333, 0.3333333333333333, 0.3333333333333333, 0.4166666666666667,
+               0.3333333333333333, 0.4166666666666667],
+    "cosine": [0.6666666666666666, 0.4166666666666667, 0.5833333333333334, 0.4166666666666667, 0.3333333333333333,
+               0.25, 0.5],
+}
+
+
 @pytest.mark.parametrize("head", ["prototype", "linear", "cosine"])
-def test_episode_heads_on_the_cpu_given_are_bitwise_those_of_the_default(head):
+def test_episode_heads_on_the_cpu_give_bitwise_the_accuracies_of_before_the_device(head):
     import torch
 
     from transferkit.fewshot_eval import episode_accuracies
     feats, labels = _episode_features()
     kw = dict(n_way=3, k_shot=2, n_query=4, episodes=7, seed=3, steps=5)
-    default = episode_accuracies(feats, labels, head, **kw)
-    given = episode_accuracies(feats, labels, head, device="cpu", **kw)
-    assert torch.equal(default, given) and given.device.type == "cpu" and given.dtype == torch.float64
+    for device in (None, "cpu"):
+        got = episode_accuracies(feats, labels, head, device=device, **kw)
+        assert got.tolist() == BEFORE_DEVICE[head] and got.device.type == "cpu" and got.dtype == torch.float64
 
 
 def test_episode_heads_are_fit_on_the_device_given(monkeypatch):

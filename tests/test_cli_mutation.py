@@ -275,7 +275,8 @@ def test_episodes_records_its_plan_with_the_seed_and_heads_it_drew_with(tmp_path
     assert calls == [(tmp_path, ["finetune"], ["prototype", "linear"], 5, [1], 15, 600, 7, progress, False, "cpu")]
     stored = json.loads((tmp_path / "episodes.json").read_text())
     assert stored["config"]["k"] == 2 and stored["config"]["episodes"] == {
-        "n_way": 5, "k_shot": [1], "n_query": 15, "episodes": 600, "seed": 7, "heads": ["prototype", "linear"]}
+        "n_way": 5, "k_shot": [1], "n_query": 15, "episodes": 600, "seed": 7, "heads": ["prototype", "linear"],
+        "device": "cpu"}
     assert (tmp_path / "episodes.md").read_text().startswith(f"# {tmp_path.name}: episodes")
 
 

@@ -118,3 +118,45 @@ def test_messages_that_name_five_elide_or_count_the_rest_alike(tmp_path):
         rundir.check_same_source(tmp_path, finished, "new")
     message = failures_message([JobFailure(f"E{i}", "tb", f"j{i}") for i in range(7)], 9, "kept", "again")
     assert "j3 (E3); j4 (E4) and 2 more job(s); tracebacks" in message
+
+
+# ---- 7: episodes record their device; a plan on another device keeps the earlier file ---------------------
+
+def test_episodes_of_another_device_keep_the_earlier_file_and_rows_say_their_device(tmp_path, capsys, monkeypatch):
+    import json
+
+    import transferkit.fewshot_eval as fewshot_eval
+    from transferkit.cli import main
+    row = {"method": "finetune/prototype", "source": "s", "target": "t", "setting": "5-way 1-shot (k=2)", "seed": 0,
+           "accuracy": 0.5, "wall_s": 1.0, "episodes": 600, "classes": 5}
+    answer = {}
+    monkeypatch.setattr(fewshot_eval, "run_episodes", lambda *a: ([answer["row"]], {"config": {}}))
+
+    def episodes() -> str:
+        assert main(["episodes", str(tmp_path), "--k-shot", "1"]) in (0, None)
+        return capsys.readouterr().out
+    answer["row"] = row  # an older run_episodes' row: no device, the CPU
+    episodes()
+    plan = json.loads((tmp_path / "episodes.json").read_text())["config"]["episodes"]
+    assert plan["device"] == "cpu"
+    plan.pop("device")  # as an older episodes.json keeps it
+    older = json.loads((tmp_path / "episodes.json").read_text())
+    older["config"]["episodes"] = plan
+    (tmp_path / "episodes.json").write_text(json.dumps(older))
+    answer["row"] = {**row, "device": "cpu"}
+    assert "kept as" not in episodes()  # the same plan: replaced
+    answer["row"] = {**row, "device": "cuda"}
+    assert "kept as episodes-1.json" in episodes()
+    assert json.loads((tmp_path / "episodes.json").read_text())["config"]["episodes"]["device"] == "cuda"
+
+
+def test_an_episode_row_records_the_device_its_heads_ran_on(tmp_path):
+    from transferkit.engine import TrainConfig
+    from transferkit.experiment import run_experiment
+    from transferkit.fewshot_eval import run_episodes
+    cfg = ExperimentConfig(name="fs", source="digits", target="digits", source_classes="0-4", target_classes="5-9",
+                           methods=["finetune"], k=2, repeats=1, select_on="none", out_dir=str(tmp_path),
+                           pretrain=TrainConfig(steps=2, eval_every=2), train=TrainConfig(steps=2, eval_every=2))
+    run_dir, _ = run_experiment(cfg, log=None)
+    rows, _ = run_episodes(run_dir, None, ["prototype"], 5, [1], 5, 3, 0, lambda *a: None, device="cpu")
+    assert [r["device"] for r in rows] == ["cpu"]

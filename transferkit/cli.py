@@ -766,7 +766,7 @@ def _episodes(args) -> None:
                              args.k_shot, args.n_query, args.episodes, args.seed, progress, args.trust_pickles,
                              args.device or default_device())
     plan = {"n_way": args.n_way, "k_shot": args.k_shot, "n_query": args.n_query, "episodes": args.episodes,
-            "seed": args.seed, "heads": heads}
+            "seed": args.seed, "heads": heads, "device": rows[0].get("device", "cpu")}  # a GPU's may differ
     stopped = [f"{line} These episodes score its models so far: run `transferkit episodes` again once it has "
                f"finished." for line in stopped_lines(run)]  # the resume writes results.json, not episodes.json
     notes = [episodes_note(rows)] + stopped
@@ -783,9 +783,9 @@ def _episodes(args) -> None:
 
 
 def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | None:
-    """Move an ``episodes.json`` (and ``.md``) of another plan or of methods the new one lacks aside,
-    to the first free ``episodes-N``, so that a new plan never overwrites finished episodes; what was
-    kept where. The same plan of more methods (a run scored again as it finishes jobs) replaces it."""
+    """Move an ``episodes.json`` (and ``.md``) of another plan (its device too: an older file's is the CPU) or
+    of methods the new one lacks aside, to the first free ``episodes-N``, so that a new plan never overwrites
+    finished episodes; what was kept where. The same plan of more methods (a run scored again as it finishes jobs) replaces it."""
     from .io import read_json
     old = run_dir / "episodes.json"
     if not old.is_file():
@@ -797,6 +797,7 @@ def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | N
     data = data if isinstance(data, dict) else {}
     methods = lambda rs: sorted({str(r.get("method")) for r in rs if isinstance(r, dict)})  # noqa: E731
     before = (data.get("config") or {}).get("episodes") if isinstance(data.get("config"), dict) else None
+    before = {"device": "cpu", **before} if isinstance(before, dict) else before  # older files: scored on the CPU
     if before == plan and set(methods(data.get("rows") or [])) <= set(methods(rows)):
         return None  # the same episodes again, or of more methods (a run's models so far, then more): replaced
     n = 1

@@ -483,7 +483,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
                              "setting": f"{n_way}-way {k}-shot ({setting})", "seed": job_seed, "accuracy": r["mean"],
                              "ci95": r["ci95"], "episodes": r["episodes"], "classes": r.get("classes"),
                              **({"grouped_test": True} if test.groups is not None else {}),
-                             "feature_dim": int(feats.shape[1]), "episode_seed": seed,
+                             "feature_dim": int(feats.shape[1]), "episode_seed": seed, "device": device.type,
                              **class_fields(cfg), "features_wall_s": extract_s,
                              **({"n_labeled": labels_read[method, job_seed, setting]}
                                 if (method, job_seed, setting) in labels_read else {}),

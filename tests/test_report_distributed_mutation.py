@@ -316,7 +316,7 @@ def test_the_report_embeds_the_runs_own_figures_not_its_earlier_report(tmp_path,
     report.write_report(run)  # the first report's report_files/figure*.png are no figures of the run
     page, md = (p.read_text() for p in report.write_report(run))
     assert page.count("<figure>") == 2 and base64.b64encode(b"tsne-bytes").decode() in page
-    shown = "t-SNE of source and target embeddings, before and after adaptation (tsne.png)"  # session 81: what it shows
+    shown = "t-SNE of source and target embeddings (tsne.png)"  # session 81: what it shows (the file name tells)
     assert f"<figcaption>{shown}</figcaption>" in page and f"![{shown}](report_files/figure01.png)" in md
 
 

@@ -160,3 +160,10 @@ def test_an_episode_row_records_the_device_its_heads_ran_on(tmp_path):
     run_dir, _ = run_experiment(cfg, log=None)
     rows, _ = run_episodes(run_dir, None, ["prototype"], 5, [1], 5, 3, 0, lambda *a: None, device="cpu")
     assert [r["device"] for r in rows] == ["cpu"]
+
+
+# ---- 8: an older figure named tsne*.png is captioned neutrally --------------------------------------------
+
+def test_an_older_bench_fewshot_tsne_is_not_said_to_be_before_and_after_adaptation():
+    from transferkit.report import saved_figure_caption
+    assert saved_figure_caption("img/tsne.png", b"not a png") == "t-SNE of source and target embeddings (img/tsne.png)"

@@ -409,7 +409,7 @@ def _inside(files: list[Path], run_dir: Path, what: str, notes: list | None) -> 
 
 
 #: what a run's figure of an older transferkit (no description in the PNG) shows, by its file name
-_FIGURES_BY_NAME = (("tsne*.png", "t-SNE of source and target embeddings, before and after adaptation"),
+_FIGURES_BY_NAME = (("tsne*.png", "t-SNE of source and target embeddings"),
                     ("per_unit_*.png", "accuracy of each unit fine-tuned alone"),
                     ("units_picked*.png", "the units each flex method picked, per target"),
                     ("accuracy_vs_k_*.png", "accuracy against labels per class (k), one line per method"))

@@ -785,7 +785,8 @@ def _episodes(args) -> None:
 def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | None:
     """Move an ``episodes.json`` (and ``.md``) of another plan (its device too: an older file's is the CPU) or
     of methods the new one lacks aside, to the first free ``episodes-N``, so that a new plan never overwrites
-    finished episodes; what was kept where. The same plan of more methods (a run scored again as it finishes jobs) replaces it."""
+    finished episodes; what was kept where. The same plan of more methods (a run scored again as it finishes
+    jobs) replaces it."""
     from .io import read_json
     old = run_dir / "episodes.json"
     if not old.is_file():

@@ -167,3 +167,18 @@ def test_an_episode_row_records_the_device_its_heads_ran_on(tmp_path):
 def test_an_older_bench_fewshot_tsne_is_not_said_to_be_before_and_after_adaptation():
     from transferkit.report import saved_figure_caption
     assert saved_figure_caption("img/tsne.png", b"not a png") == "t-SNE of source and target embeddings (img/tsne.png)"
+
+
+# ---- 9: --device over stage devices: one warning, whole sections too --------------------------------------
+
+def test_device_over_stage_devices_and_whole_sections_warns_once():
+    from transferkit import cli
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = cli._stage_devices(["train.device=cpu", "pretrain={device: cpu, steps: 3}", "train={steps: 2}",
+                                  "pretrain={device: cuda}"], "cuda", ExperimentConfig)
+    assert out == ["train.device=cuda", "pretrain={device: cpu, steps: 3}", "pretrain.device=cuda", "train={steps: 2}",
+                   "pretrain={device: cuda}", "pretrain.device=cuda"]
+    assert [str(w.message) for w in caught] == [
+        "--device cuda wins over --set train.device=cpu, --set pretrain={device: cpu, steps: 3}"]
+    assert not hasattr(cli, "_beaten_sets")

@@ -109,7 +109,7 @@ def test_lr_and_weight_decay_are_refused_in_one_form():
         check_rate(0, "c")
 
 
-# item 5: a flag wins over a --set of its key in one form (cli._beaten_sets); a seed's range is one rule
+# item 5: a flag wins over a --set of its key in one form (cli._flag_sets); a seed's range is one rule
 
 def test_device_over_stage_devices_warns_once_in_the_flags_form():
     from transferkit import cli

@@ -476,11 +476,26 @@ def _resume_bench_device(resume: str | None) -> None:
         os.environ["TRANSFERKIT_DEVICE"] = _resumed_device(device, run)
 
 
-def _beaten_sets(flag: str, value, keys: set[str], overrides: list[str]) -> list[str]:
-    """The entries of ``overrides`` (``--set KEY=VALUE``) of ``keys`` that ``--flag value`` replaces, as a
-    flag wins over a ``--set`` of its key wherever each was written; a warning names those of another value."""
-    given = [a for a in overrides if a.partition("=")[0].strip() in keys]
-    beaten = [a for a in given if a.partition("=")[2].strip() != str(value)]
+def _flag_sets(flag: str, value, keys: set[str], overrides: list[str], sections=()) -> list[str]:
+    """The entries of ``overrides`` (``--set KEY=VALUE``) that set what ``--flag value`` sets: of ``keys``, and
+    of ``sections`` a whole section naming the flag's key (``'train={device: cpu}'``). The flag wins over each,
+    wherever each was written; one warning names those of another value."""
+    import yaml
+
+    unset = object()
+
+    def set_value(entry: str):  # what the entry sets the flag's key to (unset: nothing)
+        key, _, text = (part.strip() for part in entry.partition("="))
+        if key in keys:
+            return text
+        with contextlib.suppress(yaml.YAMLError, ValueError):
+            section = yaml.safe_load(text) if key in sections else None
+            if isinstance(section, dict) and flag in section:
+                return section[flag]
+        return unset
+    values = {a: set_value(a) for a in overrides}
+    given = [a for a in overrides if values[a] is not unset]
+    beaten = [a for a in given if str(values[a]) != str(value)]
     if beaten:
         warn(f"--{flag} {value} wins over --set {', --set '.join(beaten)}")
     return given
@@ -492,8 +507,6 @@ def _stage_devices(overrides: list[str], device: str | None, cls, config: Path |
     and in the config file ``config`` (where it is not a copy of the file's own ``device``, which the flag
     follows, nor the default one, which follows ``device`` anyway: :func:`~transferkit.config.unset_stage_device`).
     The flag wins over a stage's key, with a warning where they differ."""
-    import yaml
-
     from .config import config_data, stage_sections, unset_stage_device
     stages = stage_sections(cls)
     if not device or not stages:
@@ -508,18 +521,15 @@ def _stage_devices(overrides: list[str], device: str | None, cls, config: Path |
                 if isinstance(given, str) and given not in followed and not unset_stage_device(given):
                     warn(f"--device {device} wins over {stage}.device={given} of config file {config}")
                     out.append(f"{stage}.device={device}")
-    replaced = _beaten_sets("device", device, {f"{stage}.device" for stage in stages}, overrides)
+    replaced = _flag_sets("device", device, {f"{stage}.device" for stage in stages}, overrides, stages)
     for a in overrides:
-        key, _, value = (part.strip() for part in a.partition("="))
-        stage, _, sub = key.partition(".")
-        out.append(f"{key}={device}" if a in replaced else a)
-        if stage in stages and not sub:  # a whole section: its device follows the flag too
-            with contextlib.suppress(yaml.YAMLError, ValueError):
-                given = yaml.safe_load(value)
-                if isinstance(given, dict) and "device" in given:
-                    if given["device"] != device:
-                        warn(f"--device {device} wins over --set {a}")
-                    out.append(f"{stage}.device={device}")
+        key = a.partition("=")[0].strip()
+        if a not in replaced:
+            out.append(a)
+        elif "." in key:
+            out.append(f"{key}={device}")
+        else:  # a whole section: as written, its device following the flag
+            out += [a, f"{key}.device={device}"]
     return out
 
 
@@ -539,7 +549,7 @@ def _run_config(args):
     flags = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("device", device),
                                ("out_dir", getattr(args, "out", None))) if v}
     for key, value in flags.items():  # the flag wins over a --set of its key, wherever each was written
-        given = _beaten_sets("out" if key == "out_dir" else key, value, {key}, overrides)
+        given = _flag_sets("out" if key == "out_dir" else key, value, {key}, overrides)
         overrides = [a for a in overrides if a not in given]
     flags = {k: json.dumps(v) if k == "out_dir" else v for k, v in flags.items()}  # a path as a string, never
     # YAML's reading of it (2026 a number, a ': ' a mapping)

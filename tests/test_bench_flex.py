@@ -258,11 +258,12 @@ def test_quick_suite_tables_say_they_are_quick_and_name_their_budget(tmp_path):
     for name in ("table_ratio30.md", "wins.md", "wall.md", "retrieval.md"):
         assert (tmp_path / name).read_text().startswith(
             "Quick run (--quick): source pre-training up to 300 steps, each training up to 150 steps (early stopping, "
-            "patience 3 evaluations every 15 steps; flex trains one per candidate, fast_flex and faster_flex two). The "
+            "patience 3 evaluations every 15 steps; flex trains one per candidate (every unit and ft_all), fast_flex "
+            "and faster_flex two (ft_all, faster_flex one epoch of it, then the picked unit)). The "
             "docs' tables are of the full run (source pre-training up to 1500 steps, each training up to 300 steps "
-            "(early stopping, patience 4 evaluations every 20 steps; flex trains one per candidate, fast_flex and "
-            "faster_flex two)): these "
-            "numbers are not comparable with them.\n\n"), name
+            "(early stopping, patience 4 evaluations every 20 steps; flex trains one per candidate (every unit and "
+            "ft_all), fast_flex and faster_flex two (ft_all, faster_flex one epoch of it, then the picked unit))): "
+            "these numbers are not comparable with them.\n\n"), name
     directory_reports(tmp_path, lambda *a: None, make_plan("flex", False))
     assert (tmp_path / "wall.md").read_text().startswith("Budget: source pre-training up to 1500 steps")
     fewshot = fewshot_report([], make_plan("fewshot", True))

@@ -70,4 +70,4 @@ def test_flex_budget_line_counts_trainings_not_methods():
     # before: "each method up to N steps", which flex (one training per candidate) exceeds by design
     text = flex.plan(False).budget()
     assert "each training up to 300 steps" in text and "each method up to" not in text
-    assert text.endswith("flex trains one per candidate, fast_flex and faster_flex two)")
+    assert text.endswith(f"; {flex.TRAININGS})") and flex.TRAININGS.startswith("flex trains one per candidate")

@@ -82,6 +82,11 @@ TIE = 1e-6
 VAL_FRACTION = 0.15
 
 
+#: the trainings of a job of each flex method (seed 002 §4: the cost that Table 1 counts), each of the plan's steps
+TRAININGS = ("flex trains one per candidate (every unit and ft_all), fast_flex and faster_flex two (ft_all, "
+             "faster_flex one epoch of it, then the picked unit)")
+
+
 @dataclass
 class FlexPlan(Plan):
     selects: ClassVar[tuple[str, ...]] = ("targets", "ratios", "seeds", "seeds_ratio3", "image_targets")
@@ -119,7 +124,7 @@ class FlexPlan(Plan):
     def budget(self) -> str:  # not the selection fields: a directory's tables hold the rows of every resume
         return (f"source pre-training up to {self.pretrain.steps} steps, each training up to {self.train.steps} steps "
                 f"(early stopping, patience {self.train.patience} evaluations every {self.train.eval_every} steps; "
-                f"flex trains one per candidate, fast_flex and faster_flex two)")
+                f"{TRAININGS})")
 
     def target_names(self) -> list[str]:
         return SOURCES[self.source] if self.targets == "all" else self.targets
@@ -336,8 +341,7 @@ def steps_line(rows) -> list[str]:
         return []
     said = ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in steps.items() if v)
     return [f"Mean training steps per job, every training counted ({said}): each training has the budget's steps, "
-            f"but flex trains one per candidate (every unit and ft_all), fast_flex ft_all then the picked unit, "
-            f"faster_flex one epoch of ft_all then the picked unit."]
+            f"but {TRAININGS}."]
 
 
 def earlier_tie_accuracy(row: dict) -> float:

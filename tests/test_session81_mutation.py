@@ -179,3 +179,58 @@ def test_run_episodes_computes_the_heads_on_its_device(tmp_path, monkeypatch):
     monkeypatch.setattr(fewshot_eval, "evaluate_episodes", spy)
     rows, _ = fewshot_eval.run_episodes(run, None, ["prototype"], 5, [1], 5, 3, 0, lambda *a: None, device="cpu")
     assert rows and given == [torch.device("cpu")]
+
+
+# ---- bench uda.steps_note: a method with one seed off the budget is named; SKADA's rows are not ---------------------
+
+def _uda_row(method: str, seed: int, steps: int, library: str = "transferkit") -> dict:
+    return {"method": method, "seed": seed, "accuracy": 0.5, "wall_s": 1.0, "library": library, "steps": steps}
+
+
+def test_uda_steps_note_names_a_method_whose_seeds_trained_unalike():
+    from transferkit.bench import uda
+    note = uda.steps_note([_uda_row("dann", 0, 322), _uda_row("dann", 1, 200), _uda_row("mmd", 0, 322)], 322)
+    assert note == " Not the same steps: `dann` 261 (mean steps per job, every stage counted)."
+
+
+def test_uda_steps_note_leaves_out_the_skada_rows():
+    from transferkit.bench import uda
+    rows = [_uda_row("dann", 0, 322), _uda_row("skada:DANN", 0, 50, "skada")]
+    assert uda.steps_note(rows, 322) == ""
+
+
+# ---- bench flex.steps_line: given where some methods record steps, naming those -------------------------------------
+
+def test_flex_steps_line_names_the_methods_that_record_steps_where_others_do_not():
+    from transferkit.bench import flex
+    rows = [{"method": "flex", "steps": 900}, {"method": "flex", "steps": 1100}, {"method": "ft_all"}]
+    line = flex.steps_line(rows)
+    assert len(line) == 1 and line[0].startswith("Mean training steps per job, every training counted (flex 1000): ")
+    assert flex.steps_line([{"method": "flex"}]) == []
+
+
+# ---- report.saved_figure_caption: a figure neither described nor known by name is still said to be one ------------
+
+def test_a_figure_of_no_description_nor_known_name_is_a_figure_the_run_saved():
+    from transferkit.report import saved_figure_caption
+    assert saved_figure_caption("img/other.png", b"not a png") == "a figure the run saved (img/other.png)"
+    assert saved_figure_caption("tsne_x.png", b"") == ("t-SNE of source and target embeddings, before and after "
+                                                       "adaptation (tsne_x.png)")
+
+
+# ---- plots.tsne_embeddings: panel names are described where any panel has one ---------------------------------------
+
+def test_a_t_sne_description_names_the_panels_where_one_has_a_name(tmp_path):
+    import torch
+    from PIL import Image
+
+    from transferkit import plots
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(12, 3, generator=g)
+    path = plots.tsne_embeddings({"": feats, "after": feats}, tmp_path / "t.png")
+    with Image.open(path) as im:
+        said = im.info.get(plots.DESCRIPTION_KEY)
+    assert said.startswith("t-SNE of embeddings, panels: ") and said.endswith("after")
+    path = plots.tsne_embeddings(feats, tmp_path / "u.png")  # one unnamed panel: none named
+    with Image.open(path) as im:
+        assert im.info.get(plots.DESCRIPTION_KEY) == "t-SNE of embeddings"

@@ -234,3 +234,28 @@ def test_a_t_sne_description_names_the_panels_where_one_has_a_name(tmp_path):
     path = plots.tsne_embeddings(feats, tmp_path / "u.png")  # one unnamed panel: none named
     with Image.open(path) as im:
         assert im.info.get(plots.DESCRIPTION_KEY) == "t-SNE of embeddings"
+
+
+# ---- fewshot_eval._fit_head: every tensor of the fit on the support's device (meta: a device this CPU machine has) --
+
+@pytest.mark.parametrize("head", ["linear", "cosine"])
+def test_episode_heads_fit_on_the_support_s_device(head):
+    import torch
+
+    from transferkit.fewshot_eval import _fit_head
+    support = torch.randn(2, 3, 2, 4, generator=torch.Generator().manual_seed(0))
+    on_meta = _fit_head(head, support.to("meta"), 2, 0.01, 10.0)
+    assert on_meta.device.type == "meta" and on_meta.shape == (2, 3, 5)
+    assert _fit_head(head, support, 2, 0.01, 10.0).device.type == "cpu"
+
+
+# ---- cli._beaten_sets: a --set key written with spaces is still the flag's key ---------------------------------------
+
+def test_device_wins_over_a_stage_device_set_with_spaces_around_its_key():
+    from transferkit import cli
+    from transferkit.config import ExperimentConfig
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = cli._stage_devices(["train.device = cpu", "steps=1"], "cuda", ExperimentConfig)
+    assert out == ["train.device=cuda", "steps=1"]
+    assert _messages(caught) == ["--device cuda wins over --set train.device = cpu"]

@@ -73,7 +73,7 @@ def test_setting_all_gives_no_count_where_the_seeds_disagree():
     from transferkit.tables import setting_text
     rows = [{**_ALL, "seed": 0, "n_labeled": 8}, {**_ALL, "seed": 1, "n_labeled": 9}]
     assert setting_text({**_ALL}, rows) == "all"
-    assert setting_text({**_ALL}, rows[:1]) == "all (8 labels)"
+    assert setting_text({**_ALL}, rows[:1]) == "all (8 labels in all)"
 
 
 def test_setting_all_reads_the_rows_of_the_summary_s_own_run():
@@ -214,8 +214,7 @@ def test_flex_steps_line_names_the_methods_that_record_steps_where_others_do_not
 def test_a_figure_of_no_description_nor_known_name_is_a_figure_the_run_saved():
     from transferkit.report import saved_figure_caption
     assert saved_figure_caption("img/other.png", b"not a png") == "a figure the run saved (img/other.png)"
-    assert saved_figure_caption("tsne_x.png", b"") == ("t-SNE of source and target embeddings, before and after "
-                                                       "adaptation (tsne_x.png)")
+    assert saved_figure_caption("tsne_x.png", b"") == "t-SNE of source and target embeddings (tsne_x.png)"
 
 
 # ---- plots.tsne_embeddings: panel names are described where any panel has one ---------------------------------------

@@ -30,7 +30,7 @@ from .methods import get_method
 from .methods.base import Method, check_option_values, check_options, method_options
 from .methods.supervised import SourceOnly
 from .rundata import Prepared, job_method, label_subset, selection_domain, training_fields
-from .runtime import import_plugins, plugin_hint
+from .runtime import held_benchmark_dir, import_plugins, plugin_hint
 from .splits import Split, fewest_for, split_units
 
 
@@ -396,7 +396,9 @@ def _check_unlabelled_left(cfg: ExperimentConfig, data: Prepared, methods: list,
 def _warn_more_validation_labels(cfg: ExperimentConfig, data: Prepared, methods: list, labelled: list) -> None:
     """Warn (once per run) when methods trained on the labelled subset (k or ratio per class)
     select on the target's validation split (select_on: target_val) and that split holds more
-    labels than they train on: their rows' ``n_labeled`` counts the training labels only."""
+    labels than they train on: their rows' ``n_labeled`` counts the training labels only. Inside a
+    benchmark (:func:`~transferkit.runtime.held_benchmark_dir`), whose plan fixes ``select_on`` and
+    ``val_per_class``, it says that the protocol selects so and the table's note says it, not how to change it."""
     val = data.target.val if cfg.select_on == "target_val" else None
     few = [cls.name for cls in methods if "target" in cls.streams and cls.selects_on_validation
            and selection_domain(cfg, data, cls) is val]
@@ -407,8 +409,10 @@ def _warn_more_validation_labels(cfg: ExperimentConfig, data: Prepared, methods:
     one = len(few) == 1
     warn(f"{', '.join(few)} train{'s' if one else ''} on {trained} labelled target images ({subset}) but "
          f"select{'s' if one else ''} (early stopping, select_on: target_val) on the {len(val)} labels of the "
-         f"target's validation split, which {'its' if one else 'their'} rows' n_labeled does not count: set "
-         f"val_per_class to cap them, or select_on: none for a fixed budget")
+         f"target's validation split, which {'its' if one else 'their'} rows' n_labeled does not count: " + (
+             "the benchmark's protocol selects on them, and the note under its table says so"
+             if held_benchmark_dir() is not None else
+             "set val_per_class to cap them, or select_on: none for a fixed budget"))
 
 
 def _warn_unscored_classes(cfg: ExperimentConfig, data: Prepared, counts: torch.Tensor, unit: str) -> None:

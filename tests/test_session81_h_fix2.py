@@ -1,9 +1,14 @@
 """Advice a user can follow: a benchmark's selection warning, a mistyped episodes head named before any
 data is read, and a benchmark plan's field errors that name the plan, not a config."""
 
+import pytest
+from helpers import run_cli
+
 from transferkit import runtime
 from transferkit.bench.demo import demo_config
 from transferkit.config import ExperimentConfig
+from transferkit.errors import TransferkitError, UnknownNameError
+from transferkit.fewshot_eval import run_episodes
 from transferkit.preflight import check_jobs, check_names
 from transferkit.rundata import prepare_domains
 from transferkit.tables import selection_labels_line
@@ -35,3 +40,16 @@ def test_inside_a_benchmark_the_selection_warning_points_to_the_table_note_not_t
     assert (demo.select_on, demo.val_per_class) == ("target_val", None)
     note = selection_labels_line([{"method": "finetune", "setting": "k=5", "n_labeled": 50, "n_val_labeled": 750}])
     assert note and note[0].startswith("Selected on target validation labels: finetune (k=5)")
+
+
+def test_a_mistyped_episodes_head_is_named_before_the_run_s_data_is_read(tmp_path, monkeypatch, capsys):
+    # before: the head was checked only when scoring, after the run's domains were read and the episodes fitted
+    import transferkit.rundata as rundata
+    monkeypatch.setattr(rundata, "prepare_domains", lambda *a, **k: pytest.fail("read the run's data"))
+    (tmp_path / "config.yaml").write_text("source: digits\ntarget: digits\n")
+    with pytest.raises(UnknownNameError, match=r"unknown few-shot head 'protoype'.*prototype"):
+        run_episodes(tmp_path, heads=["protoype"], log=lambda *a: None)
+    code, _, err = run_cli(capsys, "episodes", str(tmp_path), "--heads", "protoype")
+    assert code == 2 and "unknown few-shot head 'protoype'" in err
+    with pytest.raises(TransferkitError, match=r"got n_query=0, k_shots=\[\]$"):
+        run_episodes(tmp_path, k_shots=[], n_query=0, log=lambda *a: None)

@@ -258,6 +258,19 @@ def mean_ci95(accs: torch.Tensor) -> tuple[float, float]:
     return float(accs.mean()), 1.96 * float(accs.std()) / math.sqrt(n)
 
 
+def check_heads(heads, who: str) -> list[str]:
+    """``heads`` (a head name or a list of them) as a list, each one of :data:`FEWSHOT_HEADS`;
+    ``who`` (the function or command) names what needs them in the error."""
+    given = heads
+    heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
+    check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
+          f"{who} needs heads: a head name or a non-empty list of them ({', '.join(FEWSHOT_HEADS)}); got {given!r}")
+    for head in heads:
+        if head not in FEWSHOT_HEADS:
+            raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
+    return heads
+
+
 def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHOT_HEADS, n_way: int = 5,
                       k_shot: int = 1, n_query: int = 15, episodes: int = 600, seed: int = 0, class_names=None,
                       groups: torch.Tensor | None = None, **kw) -> dict:
@@ -271,14 +284,7 @@ def evaluate_episodes(features: torch.Tensor, labels: torch.Tensor, heads=FEWSHO
     loses precision when the features share a large offset (norms in the thousands): centre such
     features (``features - features.mean(0)``, which leaves the exact distances as they are) before
     calling."""
-    given = heads
-    heads = [heads] if isinstance(heads, str) else list(heads) if isinstance(heads, Iterable) else []
-    check(len(heads) > 0 and all(isinstance(h, str) for h in heads),
-          f"evaluate_episodes needs heads: a head name or a non-empty list of them ({', '.join(FEWSHOT_HEADS)}); "
-          f"got {given!r}")
-    for head in heads:
-        if head not in FEWSHOT_HEADS:
-            raise UnknownNameError("few-shot head", head, FEWSHOT_HEADS)
+    heads = check_heads(heads, "evaluate_episodes")
     groups = _as_groups(groups)
     counts, what = None, "groups" if groups is not None else "samples"
     if is_whole(k_shot) and is_whole(n_query):
@@ -424,6 +430,13 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     from .rundir import changed_since
     from .runtime import resolve_device
 
+    heads = check_heads(heads, "episodes")  # the arguments alone: refused before the run's data is read
+    shots = list(k_shots) if isinstance(k_shots, Iterable) and not isinstance(k_shots, str) else []
+    sizes = {"n_way": (n_way, 2), "n_query": (n_query, 1), "episodes": (episodes, 1)}
+    bad = [f"{name}={value!r}" for name, (value, least) in sizes.items() if not is_whole(value, least)]
+    bad += [] if shots and all(is_whole(k, 1) for k in shots) else [f"k_shots={k_shots!r}"]
+    check(not bad, f"episodes need ints n_way >= 2, n_query >= 1, episodes >= 1 and a non-empty list of k_shots "
+                   f">= 1; got {', '.join(bad)}")
     device = resolve_device(device)  # a GPU that is not there: refused before the run is read
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)"

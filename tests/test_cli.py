@@ -337,7 +337,7 @@ def test_run_end_to_end_writes_results_and_resumes(tmp_path, capsys):
     (["run", "--set", "sampler=balanced"], "(sampler belongs to the pretrain and train sections: write "
                                            "pretrain.sampler or train.sampler, in YAML under pretrain: / train:)"),
     (["bench", "nosuchbench"], "unknown suite 'nosuchbench'"),
-    (["bench", "flex", "--set", "ratioz=3", "--print-plan"], "unknown config key 'ratioz'"),
+    (["bench", "flex", "--set", "ratioz=3", "--print-plan"], "unknown bench flex plan key 'ratioz'"),
     (["bench", "uda", "--set", "pairs=mnist", "--print-plan"], "pairs must be source:target items"),
     (["show", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
     (["run", "--workers", "0"], "--workers must be >= 1"),

@@ -53,7 +53,7 @@ def test_a_device_key_of_no_stage_is_not_rewritten_nor_warned_of(capsys):
         warnings.simplefilter("error")
         assert main(["bench", "uda", "--quick", "--device", "cpu", "--set", "train.device=cuda", "--print-plan"]) == 2
     err = capsys.readouterr().err
-    assert "unknown config key 'train'" in err and "wins over" not in err
+    assert "unknown bench uda plan key 'train'" in err and "wins over" not in err
 
 
 # ---- 3. the job's label in the engine's non-finite refusals ------------------------------------------------------

@@ -53,3 +53,15 @@ def test_a_mistyped_episodes_head_is_named_before_the_run_s_data_is_read(tmp_pat
     assert code == 2 and "unknown few-shot head 'protoype'" in err
     with pytest.raises(TransferkitError, match=r"got n_query=0, k_shots=\[\]$"):
         run_episodes(tmp_path, k_shots=[], n_query=0, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("seeds=0,1", "bench flex plan seeds must be int, got the text '0,1'"),
+    ("seedz=2", "unknown bench flex plan key 'seedz'"),
+])
+def test_a_benchmark_plan_field_s_error_names_the_plan_not_a_config(assignment, message, capsys):
+    # before: "config seeds must be int ...", "unknown config key 'seedz'": a config the command has none of
+    code, _, err = run_cli(capsys, "bench", "flex", "--set", assignment, "--print-plan")
+    assert code == 2 and message in err and "config" not in err
+    code, _, err = run_cli(capsys, "run", "--set", "seed=0,1", "--print-config")  # a config's message is kept
+    assert code == 2 and "config seed must be int, got the text '0,1'" in err

@@ -370,13 +370,14 @@ def _parsed(raw: str) -> str:
     return repr(value)
 
 
-def override(obj, assignments: list[str] = ()):
-    """A copy of dataclass ``obj`` with ``key.sub=value`` assignments applied (checked like YAML)."""
+def override(obj, assignments: list[str] = (), what: str = "config"):
+    """A copy of dataclass ``obj`` with ``key.sub=value`` assignments applied (checked like YAML;
+    ``what`` names it in the errors: ``"config"``, ``"bench flex plan"``)."""
     warn_repeated(assignments)
     data = dataclasses.asdict(obj)
     for assignment in assignments:
         set_dotted(data, assignment, type(obj))
-    return from_dict(type(obj), data)
+    return from_dict(type(obj), data, what=what)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

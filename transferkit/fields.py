@@ -19,17 +19,18 @@ import torch
 from .errors import TransferkitError, UnknownNameError, check, is_whole
 
 
-def check_fields(obj, where: str = "") -> None:
-    """Check and convert every field of dataclass instance ``obj`` in place (see the module)."""
+def check_fields(obj, where: str = "", what: str = "config") -> None:
+    """Check and convert every field of dataclass instance ``obj`` in place (see the module);
+    ``what`` names it in the errors (``"config"``, ``"bench flex plan"``)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value, hint = getattr(obj, f.name), hints[f.name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = updated(_default(f), value, f"{where}{f.name}.")
+            value = updated(_default(f), value, f"{where}{f.name}.", what)
         elif dataclasses.is_dataclass(hint):
-            check(isinstance(value, hint), f"config {where}{f.name} must be a {hint.__name__} or a mapping of its "
+            check(isinstance(value, hint), f"{what} {where}{f.name} must be a {hint.__name__} or a mapping of its "
                                            f"fields, got {type(value).__name__}")
-        setattr(obj, f.name, plain(_typed(hint, value, f"{where}{f.name}")))
+        setattr(obj, f.name, plain(_typed(hint, value, f"{where}{f.name}", what)))
 
 
 def plain(value):
@@ -47,10 +48,11 @@ def plain(value):
     return value
 
 
-def from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass ``cls`` from a mapping, recursing into dataclass-typed fields."""
+def from_dict(cls, data: dict, where: str = "", what: str = "config"):
+    """Build dataclass ``cls`` from a mapping, recursing into dataclass-typed fields; ``what``
+    names it in the errors (``"config"``, ``"bench flex plan"``)."""
     if not isinstance(data, dict):
-        raise TransferkitError(f"config{where or ''} must be a mapping, got {type(data).__name__}")
+        raise TransferkitError(f"{what}{where or ''} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -61,34 +63,34 @@ def from_dict(cls, data: dict, where: str = ""):
             hint = (f"{key} belongs to the {' and '.join(sections)} section{'s' if len(sections) > 1 else ''}: "
                     f"write {' or '.join(f'{where}{s}.{key}' for s in sections)}, in YAML under "
                     f"{' / '.join(f'{s}:' for s in sections)}" if sections else "")
-            raise UnknownNameError("config key", f"{where}{key}", [f"{where}{k}" for k in fields], hint)
+            raise UnknownNameError(f"{what} key", f"{where}{key}", [f"{where}{k}" for k in fields], hint)
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            check(isinstance(value, dict), f"config {where}{key} must be a mapping of "
+            check(isinstance(value, dict), f"{what} {where}{key} must be a mapping of "
                                            f"{hint.__name__} fields, got {value!r}")
-            value = updated(_default(fields[key]), value, f"{where}{key}.")
-        kwargs[key] = _typed(hint, value, f"{where}{key}")
+            value = updated(_default(fields[key]), value, f"{where}{key}.", what)
+        kwargs[key] = _typed(hint, value, f"{where}{key}", what)
     try:
         return cls(**kwargs)
     except TypeError as e:
-        raise TransferkitError(f"bad config{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
+        raise TransferkitError(f"bad {what}{(' ' + where.rstrip('.')) if where else ''}: {e}") from e
     except TransferkitError as e:  # a section's own check ("steps must be >= 1") names which section
         if not where:
             raise
-        raise TransferkitError(f"config {where.rstrip('.')}: {e}") from e
+        raise TransferkitError(f"{what} {where.rstrip('.')}: {e}") from e
 
 
-def updated(default, changes: dict, where: str = ""):
+def updated(default, changes: dict, where: str = "", what: str = "config"):
     """Dataclass instance ``default`` with the fields ``changes`` gives, built and checked by
     :func:`from_dict` (a config section given in part keeps the defaults of the rest)."""
-    return from_dict(type(default), {**dataclasses.asdict(default), **changes}, where)
+    return from_dict(type(default), {**dataclasses.asdict(default), **changes}, where, what)
 
 
 def _default(f: dataclasses.Field):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def _typed(hint, value, name: str):
+def _typed(hint, value, name: str, what: str = "config"):
     """``value`` checked against a scalar field type (``int``, ``float``, ``bool``, ``str``,
     optionally ``| None``); other types pass through. ``int`` takes integral numbers; text is
     no number (``k: "5"``) and a number no text (``name: 1.10``, which YAML reads as 1.1):
@@ -103,7 +105,7 @@ def _typed(hint, value, name: str):
     if not kinds or not all(t in (int, float, bool, str) for t in kinds):
         return value
     if value is None:
-        check(nullable, f"config {name} may not be null")
+        check(nullable, f"{what} {name} may not be null")
         return None
     for t in kinds:
         if isinstance(value, t) and (t is bool or not isinstance(value, bool)):
@@ -114,13 +116,13 @@ def _typed(hint, value, name: str):
                     return t(value)
             except OverflowError:  # a whole number beyond float's range (1 and 400 zeros)
                 digits = int(int(value).bit_length() * 0.30103) + 1  # str() refuses ints above 4300 digits
-                raise TransferkitError(f"config {name} must be a number within float's range (up to about "
+                raise TransferkitError(f"{what} {name} must be a number within float's range (up to about "
                                        f"1.8e308), got a whole number of about {digits} digits") from None
     names = " or ".join(t.__name__ for t in kinds)
     wanted = names + (f" or a list of {names}s" if listed else "") + (" or null" if nullable else "")
     leaf = name.rsplit(".", 1)[-1]
     if str in kinds and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        raise TransferkitError(f"config {name} must be text, got the number {value!r} (YAML reads unquoted digits as "
+        raise TransferkitError(f"{what} {name} must be text, got the number {value!r} (YAML reads unquoted digits as "
                                f"a number): quote it as written ({leaf}: \"...\"), so that YAML keeps its text")
     if isinstance(value, str) and any(t in (int, float) for t in kinds):
         text = value.strip().strip("'\"")
@@ -134,9 +136,9 @@ def _typed(hint, value, name: str):
             " without quotes" if not bracketed and (value[:1] in "'\"" or number) else "")
         example = text if bracketed or number else f"[{', '.join(parts)}]" if listed and several else \
             "5" if int in kinds else "0.5"
-        raise TransferkitError(f"config {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: "
+        raise TransferkitError(f"{what} {name} must be {wanted}, got the text {value!r}: write {how}, e.g. {leaf}: "
                                f"{example}")
     if str in kinds and isinstance(value, (bool, datetime.date)):  # yes / on / 2026-12-05 unquoted
-        raise TransferkitError(f"config {name} must be text, got {value!r} (YAML reads unquoted yes, no, on, off, "
+        raise TransferkitError(f"{what} {name} must be text, got {value!r} (YAML reads unquoted yes, no, on, off, "
                                f"true, false and dates as such): quote it as written ({leaf}: \"...\")")
-    raise TransferkitError(f"config {name} must be {wanted}, got {value!r}")
+    raise TransferkitError(f"{what} {name} must be {wanted}, got {value!r}")

@@ -216,7 +216,12 @@ def make_plan(name: str, quick: bool = False, overrides: list[str] = ()) -> Plan
         raise UnknownNameError("suite", name, suites)
     plan = suites[name][2](quick)
     _check_overrides(name, plan, overrides)
-    return _named_checked(override(plan, overrides), overrides)
+    return _named_checked(override(plan, overrides, plan_label(name)), overrides)
+
+
+def plan_label(name: str) -> str:
+    """What errors of a plan's fields call it (``"bench flex plan seeds must be int ..."``), not a config."""
+    return f"bench {name} plan"
 
 
 def _named_checked(plan: Plan, overrides: list[str]) -> Plan:
@@ -415,7 +420,7 @@ def _resumed_selection(name: str, quick: bool, run_dir, overrides: list[str]) ->
     except (TypeError, ValueError, TransferkitError):
         return make_plan(name, quick, overrides)  # a stored value of another form: _check_same_plan compares them
     _check_overrides(name, base, overrides)
-    return _named_checked(override(base, overrides), overrides)  # their errors name the directory's values
+    return _named_checked(override(base, overrides, plan_label(name)), overrides)  # errors: the directory's values
 
 
 def resumed_plan(name: str, quick: bool = False, overrides: list[str] = (), run_dir=None) -> Plan:

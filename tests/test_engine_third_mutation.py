@@ -200,7 +200,7 @@ def test_more_than_five_modules_left_out_of_the_param_groups_are_named_five_and_
     method = custom()
     for i in range(6):
         setattr(method, f"extra{i}", torch.nn.Linear(1, 1))
-    with pytest.warns(TransferkitWarning, match=r"extra0, extra1, extra2, extra3, extra4 \.\.\. have parameters") as w:
+    with pytest.warns(TransferkitWarning, match=r"extra0, extra1, extra2, extra3, extra4, \.\.\. have parameters") as w:
         Engine(cfg())._optimizer(method)
     assert "extra5" not in str(w[0].message)
 

@@ -289,7 +289,8 @@ def test_episodes_of_a_run_scored_again_with_more_methods_replace_the_earlier_fi
     import json
 
     from transferkit.cli import _keep_other_episodes
-    plan = {"n_way": 5, "k_shot": [1], "n_query": 15, "episodes": 5, "seed": 0, "heads": ["prototype"]}
+    plan = {"n_way": 5, "k_shot": [1], "n_query": 15, "episodes": 5, "seed": 0, "heads": ["prototype"],
+            "device": "cpu"}  # the plan the command records (its device since session 81)
     rows = lambda *ms: [{"method": m} for m in ms]  # noqa: E731
     (tmp_path / "episodes.json").write_text(json.dumps({"config": {"episodes": plan}, "rows": rows("a")}))
     assert _keep_other_episodes(tmp_path, plan, rows("a", "b")) is None  # more methods: replaced

@@ -285,3 +285,23 @@ def store_plan(path, plan, owner="toy", results=False):
     else:
         (path / "plan.json").write_text(json.dumps({**({"benchmark": owner} if owner else {}),
                                                     **dataclasses.asdict(plan)}))
+
+
+def linked_img_folder(tmp_path, top_name="top"):
+    """A folder ``top`` whose ``img`` is a symbolic link to ``elsewhere`` (holding ``a.png``), and
+    ``warned()``: how many warnings naming that link one ``remove_inside`` of ``img/a.png`` gives."""
+    import warnings
+
+    from transferkit.io import remove_inside
+    top, elsewhere = tmp_path / top_name, tmp_path / "elsewhere"
+    top.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "a.png").write_text("keep me")
+    (top / "img").symlink_to(elsewhere)
+
+    def warned() -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            remove_inside(top / "img" / "a.png", top)
+        return sum("img is a symbolic link" in str(w.message) for w in caught)
+    return top, elsewhere, warned

@@ -137,23 +137,12 @@ def test_a_benchmark_s_failed_folder_linked_out_is_refused_before_any_job(tmp_pa
 def test_a_second_run_in_one_process_is_told_of_a_link_again(tmp_path, monkeypatch):
     import warnings
 
-    from helpers import toy_named_domains
+    from helpers import linked_img_folder, toy_named_domains
 
     from transferkit.config import load_config
     from transferkit.errors import TransferkitWarning
     from transferkit.experiment import run_experiment
-    from transferkit.io import remove_inside
-    bench, elsewhere = tmp_path / "bench", tmp_path / "elsewhere"
-    bench.mkdir()
-    elsewhere.mkdir()
-    (elsewhere / "a.png").write_text("keep me")
-    (bench / "img").symlink_to(elsewhere)
-
-    def warned() -> int:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            remove_inside(bench / "img" / "a.png", bench)
-        return sum("img is a symbolic link" in str(w.message) for w in caught)
+    _, elsewhere, warned = linked_img_folder(tmp_path, "bench")
     first = warned()
     assert warned() == 0  # once per link in a run (a resume passes it for every finished job)
     toy_named_domains(monkeypatch)

@@ -35,19 +35,10 @@ def test_copies_inside_the_target_alone_are_warned_of_naming_only_the_target(tmp
 # ---- run_benchmark forgets the links warned of, as run_experiment does ------------------------------------------
 
 def test_a_benchmark_after_a_warning_of_a_link_is_told_of_it_again(tmp_path, monkeypatch):
-    import transferkit.bench as bench
-    from transferkit.io import remove_inside
-    top, elsewhere = tmp_path / "top", tmp_path / "elsewhere"
-    top.mkdir()
-    elsewhere.mkdir()
-    (elsewhere / "a.png").write_text("keep me")
-    (top / "img").symlink_to(elsewhere)
+    from helpers import linked_img_folder
 
-    def warned() -> int:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            remove_inside(top / "img" / "a.png", top)
-        return sum("img is a symbolic link" in m for m in _messages(caught))
+    import transferkit.bench as bench
+    top, elsewhere, warned = linked_img_folder(tmp_path)
     warned()
     assert warned() == 0
     row = {"method": "m", "source": "s", "target": "t", "setting": "k=1", "seed": 0, "accuracy": 0.5, "wall_s": 1.0}

@@ -83,18 +83,10 @@ def test_is_quiet_under_no_filter_and_under_a_filter_of_every_warning():
 
 def test_a_nested_links_warned_once_does_not_forget_the_links_warned_of(tmp_path):
     # kills: links_warned_once forgetting at every level (`if _LINK_SCOPES[0] == 0` made always true)
-    from transferkit.io import links_warned_once, remove_inside
-    top, elsewhere = tmp_path / "top", tmp_path / "elsewhere"
-    top.mkdir()
-    elsewhere.mkdir()
-    (elsewhere / "a.png").write_text("keep me")
-    (top / "img").symlink_to(elsewhere)
+    from helpers import linked_img_folder
 
-    def warned() -> int:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            remove_inside(top / "img" / "a.png", top)
-        return sum("img is a symbolic link" in m for m in _messages(caught))
+    from transferkit.io import links_warned_once
+    top, elsewhere, warned = linked_img_folder(tmp_path)
     with links_warned_once():  # a benchmark
         assert warned() == 1
         with links_warned_once():  # one of its runs: told once already

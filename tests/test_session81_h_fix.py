@@ -70,10 +70,10 @@ def test_setting_text_reads_what_summarize_records_in_the_entry():
             {**row, "method": "older", "seed": 0}, {**row, "method": "da", "seed": 0, "n_labeled": 0}]
     summary = summarize(rows)
     assert [s["labels_per_class"] for s in summary] == [[3, 5], None, None]
-    assert [s.get("n_labeled") for s in summary] == [None, 12, None]
+    assert [s["labels_in_all"] for s in summary] == [12, 12, None]
     assert [setting_text(s, _Unread(rows)) for s in summary] == ["all (3-5 per class)", "all (12 labels in all)",
                                                                     "all"]
-    older = [{k: v for k, v in s.items() if k not in ("labels_per_class", "n_labeled")} for s in summary]
+    older = [{k: v for k, v in s.items() if k not in ("labels_per_class", "labels_in_all")} for s in summary]
     assert [setting_text(s, rows) for s in older] == ["all (3-5 per class)", "all (12 labels in all)", "all"]
     assert [setting_text(s) for s in older] == ["all"] * 3  # an older results.json's entry without its rows
 

@@ -134,13 +134,14 @@ def partial_da_line(rows: list[dict], markdown: bool = True) -> list[str]:
 def labels_used(rows: list[dict]) -> dict:
     """Of the rows of one summary entry of setting ``all``, which does not say its labels: ``labels_per_class``,
     ``[fewest, most]`` over the rows that read target labels (None where none did or a row records none), and
-    where it is None and those rows (written before it) agree, their ``n_labeled``."""
+    ``labels_in_all``, the ``n_labeled`` of those rows where they agree (None where they differ or none read
+    labels). Its own key: a ``summarize`` of ``extra_keys=("n_labeled",)`` writes the mean under ``n_labeled``."""
     mine = [r for r in rows if r.get("n_labeled")]
     spans = [r.get("labels_per_class") for r in mine]
-    if mine and all(isinstance(v, list) and len(v) == 2 for v in spans):
-        return {"labels_per_class": [min(v[0] for v in spans), max(v[1] for v in spans)]}
     counts = {r["n_labeled"] for r in mine}
-    return {"labels_per_class": None, **({"n_labeled": counts.pop()} if len(counts) == 1 else {})}
+    return {"labels_per_class": [min(v[0] for v in spans), max(v[1] for v in spans)]
+            if mine and all(isinstance(v, list) and len(v) == 2 for v in spans) else None,
+            "labels_in_all": counts.pop() if len(counts) == 1 else None}
 
 
 def setting_text(s: dict, rows: list[dict] | None = None) -> str:
@@ -148,17 +149,17 @@ def setting_text(s: dict, rows: list[dict] | None = None) -> str:
     which it does not say (``all (4 per class)``, ``all (3-5 per class)``), as :func:`~transferkit.results.summarize`
     records them (:func:`labels_used`); rows that record none, their total count (``all (12 labels in all)``).
     Other settings, and rows that read no target label, as they are. An entry of an older ``results.json``,
-    which records neither: from ``rows`` where they are given (its rows among them)."""
+    which records no ``labels_in_all``: from ``rows`` where they are given (its rows among them)."""
     setting = str(s["setting"])
     if setting != "all":
         return setting
-    used = s if "labels_per_class" in s or rows is None else labels_used(
+    used = s if "labels_in_all" in s or rows is None else labels_used(
         [r for r in rows if str(r.get("setting", "")) == setting and (r.get("method"), r.get("source", ""),
          r.get("target", ""), r.get("run")) == (s["method"], s["source"], s["target"], s.get("run"))])
     if used.get("labels_per_class"):
         lo, hi = used["labels_per_class"]
         return f"all ({lo if lo == hi else f'{lo}-{hi}'} per class)"
-    return f"all ({used['n_labeled']} labels in all)" if "n_labeled" in used else setting
+    return f"all ({used['labels_in_all']} labels in all)" if used.get("labels_in_all") else setting
 
 
 def setting_order(setting: str) -> tuple:

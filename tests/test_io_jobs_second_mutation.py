@@ -499,7 +499,7 @@ def test_a_folder_of_many_runs_names_the_latest_five_and_gives_the_last(tmp_path
         (tmp_path / f"r{i}").mkdir()
         (tmp_path / f"r{i}" / "config.yaml").write_text("k: 1\n")
     assert unfinished_hint(tmp_path) == (f": {tmp_path} holds runs, one directory each (r2, r3, r4, r5, r6 and 2 "
-                                         f"earlier): give one, e.g. {tmp_path / 'r6'}")
+                                         f"more): give one, e.g. {tmp_path / 'r6'}")
 
 
 def test_a_benchmark_without_a_name_counts_the_jobs_of_its_runs_too(tmp_path):

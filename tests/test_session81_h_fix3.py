@@ -15,3 +15,31 @@ def test_extra_keys_n_labeled_does_not_change_the_setting_text():
     assert [setting_text(s) for s in summary] == ["all", "all", "all (12 labels in all)"]
     written_before = [{k: v for k, v in s.items() if k != "labels_in_all"} for s in summary]  # n_labeled: a count
     assert [setting_text(s, rows) for s in written_before] == ["all", "all", "all (12 labels in all)"]
+
+
+# ---- 2, 3: the runs of a folder, listed by one helper: the newest last, and the example the newest ------------
+
+def test_the_out_folder_listing_gives_the_newest_run_by_its_timestamp(tmp_path):
+    from transferkit.results import unfinished_hint
+    stamps = {"alpha": "20270101-000000-000001", "demo": "20261201-000000-000001", "zeta": "20261101-000000-000001"}
+    for name, stamp in stamps.items():
+        (tmp_path / name / stamp).mkdir(parents=True)
+        (tmp_path / name / stamp / "config.yaml").write_text("k: 1\n")
+    for i in range(4):  # older runs of demo
+        (tmp_path / "demo" / f"2026010{i}-000000-000001").mkdir()
+        (tmp_path / "demo" / f"2026010{i}-000000-000001" / "config.yaml").write_text("k: 1\n")
+    hint = unfinished_hint(tmp_path)
+    assert hint.endswith(f"demo/20260103-000000-000001, zeta/20261101-000000-000001, demo/20261201-000000-000001, "
+                         f"alpha/20270101-000000-000001 and 2 more): give one, e.g. "
+                         f"{tmp_path / 'alpha' / '20270101-000000-000001'}"), hint
+
+
+def test_one_helper_lists_the_runs_of_a_folder_for_summary_and_episodes(tmp_path):
+    from transferkit.results import runs_inside
+    (tmp_path / "bench" / "pair" / "s0" / "jobs").mkdir(parents=True)
+    (tmp_path / "bench" / "pair" / "s0" / "config.yaml").write_text("k: 1\n")
+    (tmp_path / "bench" / "plan.json").write_text("{}")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "config.yaml").write_text("b: 1\n")  # no jobs/ beside it
+    assert runs_inside(tmp_path) == ["bench", "docs"]  # the benchmark, not the run inside it
+    assert runs_inside(tmp_path, depth=3, with_jobs=True) == ["bench/pair/s0"]

@@ -70,13 +70,15 @@ def test_summary_of_the_out_folder_names_the_runs_two_levels_down_and_the_named_
     (bench / "plan.json").write_text("{}")
     (bench / "demo" / "config.yaml").write_text("name: demo\n")
     with pytest.raises(TransferkitError, match=r"holds runs, one directory each "
-                                               r"\(bench-demo/20261201-111500-000002, demo/20261201-101500-000001\): "
-                                               r"give one, e.g. ") as e:
+                                               r"\(demo/20261201-101500-000001, bench-demo/20261201-111500-000002\): "
+                                               r"give one, e.g. ") as e:  # by timestamp, the newest last
         check_run_dir(tmp_path)
     given = str(e.value).rsplit("e.g. ", 1)[1]
-    assert given == str(run) and (tmp_path / given).is_dir()
-    with pytest.raises(TransferkitError, match="is a run that has finished no job yet"):  # followed: a run
+    assert given == str(bench) and (tmp_path / given).is_dir()
+    with pytest.raises(TransferkitError, match="is a benchmark directory that is not finished"):  # followed
         check_run_dir(given)
+    with pytest.raises(TransferkitError, match="is a run that has finished no job yet"):
+        check_run_dir(run)
 
 
 # ---- static: the names the library's messages quote exist ---------------------------------------------------------

@@ -392,12 +392,11 @@ def _fewer_episodes(per_class: list[int], n_way: int, k: int, what: str) -> str:
             f"--n-query {per_class[ways - 1] - shots}")
 
 
-def _runs_inside(folder, shown: int = 3, depth: int = 3) -> str:
-    """The run directories inside ``folder`` (a benchmark's: runs 1 to ``depth`` levels down, each with its
+def _runs_inside(folder, shown: int = 3) -> str:
+    """The run directories inside ``folder`` (a benchmark's: runs 1 to 3 levels down, each with its
     ``config.yaml`` and ``jobs/``), a few by name, as the end of a refusal ('' if none)."""
-    found = [p for level in range(1, depth + 1) for p in folder.glob("/".join(["*"] * level) + "/config.yaml")
-             if (p.parent / "jobs").is_dir()] if folder.is_dir() else []
-    runs = sorted(p.parent.relative_to(folder).as_posix() for p in found)
+    from .results import runs_inside
+    runs = runs_inside(folder, depth=3, with_jobs=True)
     more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
     return f"; it holds run directories: {', '.join(runs[:shown])}{more} (give one of them)" if runs else ""
 

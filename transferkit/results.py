@@ -71,18 +71,23 @@ def unfinished_hint(run_dir: Path) -> str:
         quoted = shlex.quote(str(run_dir))
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {quoted}` "
                 f"(or `transferkit bench NAME --resume {quoted}`) completes it and writes the results")
-    runs = _directories_inside(run_dir)
+    runs = sorted(runs_inside(run_dir), key=lambda r: (r.rsplit("/", 1)[-1], r))  # by <timestamp>: newest last
     if runs:
-        shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")
+        shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
         return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {run_dir / runs[-1]}"
     return ""
 
 
-def _directories_inside(folder: Path) -> list[str]:
-    """The run and benchmark directories (``config.yaml``, ``plan.json``) one or two levels inside ``folder`` (a
-    config's ``runs/NAME``, or the ``--out`` folder that holds ``NAME/<timestamp>``), not those inside another."""
-    found = {p.parent for pattern in ("*/config.yaml", "*/plan.json", "*/*/config.yaml", "*/*/plan.json")
-             for p in folder.glob(pattern)} if folder.is_dir() else set()
+def runs_inside(folder: Path, depth: int = 2, with_jobs: bool = False) -> list[str]:
+    """The run and benchmark directories (``config.yaml``, ``plan.json``) 1 to ``depth`` levels inside ``folder``
+    (a config's ``runs/NAME``, or the ``--out`` folder that holds ``NAME/<timestamp>``), not those inside another,
+    as paths relative to it, sorted; ``with_jobs``: only runs (``config.yaml``) with their ``jobs/``, such as
+    those inside a benchmark directory."""
+    folder = Path(folder)
+    names = ("config.yaml",) if with_jobs else ("config.yaml", "plan.json")
+    found = {p.parent for level in range(1, depth + 1) for name in names
+             for p in folder.glob("*/" * level + name)
+             if not with_jobs or (p.parent / "jobs").is_dir()} if folder.is_dir() else set()
     return sorted(p.relative_to(folder).as_posix() for p in found if not any(q in p.parents for q in found))
 
 

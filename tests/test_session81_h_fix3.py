@@ -1,5 +1,7 @@
 """The second review's findings on the session's change, mended: each test fails on the code before its mend."""
 
+import pytest
+
 # ---- 1: the setting column's count has its own key, which summarize's extra_keys cannot overwrite ----------
 
 
@@ -43,3 +45,30 @@ def test_one_helper_lists_the_runs_of_a_folder_for_summary_and_episodes(tmp_path
     (tmp_path / "docs" / "config.yaml").write_text("b: 1\n")  # no jobs/ beside it
     assert runs_inside(tmp_path) == ["bench", "docs"]  # the benchmark, not the run inside it
     assert runs_inside(tmp_path, depth=3, with_jobs=True) == ["bench/pair/s0"]
+
+
+# ---- 4: a test set of its own and the unlabelled pool are fingerprinted once each ------------------------------
+
+def test_a_test_set_of_its_own_and_the_unlabelled_pool_are_fingerprinted_once(tmp_path, monkeypatch):
+    import numpy as np
+
+    from transferkit import rundata
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitWarning
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 8, 8)).astype("float32"), np.repeat(np.arange(4), 10)
+    np.savez(tmp_path / "src.npz", x=x, y=y)
+    np.savez(tmp_path / "tgt.npz", x=x[::-1].copy(), y=y[::-1].copy())
+    np.savez(tmp_path / "test.npz", x=np.concatenate([x[:10], x[:3]]), y=np.concatenate([y[:10], y[:3]]))  # 13
+    np.savez(tmp_path / "unl.npz", x=np.concatenate([x[:10], x[10:17]]), y=np.zeros(17, dtype=int))  # 17
+    cfg = ExperimentConfig(source=f"npz:{tmp_path / 'src.npz'}", target=f"npz:{tmp_path / 'tgt.npz'}", k=1,
+                           test=f"npz:{tmp_path / 'test.npz'}", unlabeled=f"npz:{tmp_path / 'unl.npz'}")
+    sizes, chunk_rows = [], rundata.chunk_rows
+    monkeypatch.setattr(rundata, "chunk_rows", lambda images: sizes.append(len(images)) or chunk_rows(images))
+    with pytest.warns(TransferkitWarning, match=r"test .*images are target train images"):
+        data = rundata.prepare_domains(cfg)
+    assert len(data.target.test) == 13 and len(data.unlabeled) == 17
+    assert sorted(sizes) == sorted([13, 32, 8, 24, 8] + [17, 8, 13]), sizes  # test + four pools; unlabelled, val, test
+    assert (data.test_overlap, data.test_in_source, data.unlabeled_overlap) == \
+        ({"train": 10, "val": 3}, {"train": 8, "val": 3}, {"val": 3, "test": 13}), \
+        (data.test_overlap, data.test_in_source, data.unlabeled_overlap)  # as before, when each was fingerprinted

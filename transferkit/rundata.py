@@ -127,11 +127,12 @@ def _prepare(cfg: ExperimentConfig, progress: bool | None, run_dir: Path | None)
     test_overlap, test_in_source = {}, {}  # of a test set of its own: its images that are target / source images
     if test is not None:  # a test set of its own: the target is cut into train and val only
         target.test = as_target_test(cfg, test, target.train, channels)
+        prints = image_prints(target.test.images)  # once, for the (up to) four pools
         test_overlap = _test_overlap(cfg, target, target.test, "target", "the methods would be scored on images "
-                                     "they trained or selected on")
+                                     "they trained or selected on", prints)
         if src is not None:  # the source network trains and selects on the source's train / val splits
             test_in_source = _test_overlap(cfg, source, target.test, "source", "the source network trained or "
-                                           "selected on images the methods are scored on")
+                                           "selected on images the methods are scored on", prints)
     else:  # the target's own test split: a duplicate file, or a source holding target images, leaks into it
         _own_test_overlap(cfg, source, target)
     warn_numbered_match(source.train, target.train)
@@ -154,10 +155,12 @@ def _prepare(cfg: ExperimentConfig, progress: bool | None, run_dir: Path | None)
                     test_overlap=test_overlap, test_in_source=test_in_source)
 
 
-def _test_overlap(cfg: ExperimentConfig, split: Split, test: Domain, side: str, why: str) -> dict:
+def _test_overlap(cfg: ExperimentConfig, split: Split, test: Domain, side: str, why: str,
+                  test_prints: torch.Tensor | None = None) -> dict:
     """How many images of the config's own ``test`` set are images of ``split``'s train and val
-    parts (pixel for pixel), with a warning that says so and ``why`` it matters."""
-    shared = {part: shared_images(getattr(split, part), test) for part in ("train", "val")}
+    parts (pixel for pixel), with a warning that says so and ``why`` it matters (``test_prints``:
+    ``test``'s :func:`image_prints`, computed once for both sides)."""
+    shared = {part: shared_images(getattr(split, part), test, test_prints) for part in ("train", "val")}
     if any(shared.values()):
         warn(f"test {cfg.test!r}: " + " and ".join(f"{n} of its {len(test)} images are {side} {part} images"
                                                      for part, n in shared.items() if n)
@@ -243,13 +246,16 @@ def image_prints(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([(c * 255).round().long() @ probe for c in images.flatten(1).split(chunk_rows(images))])
 
 
-def shared_images(pool: Domain, other: Domain, other_prints: torch.Tensor | None = None) -> int:
+def shared_images(pool: Domain, other: Domain, other_prints: torch.Tensor | None = None,
+                  pool_prints: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
     """How many images of ``other`` are also in ``pool``, pixel for pixel (vectorised: the fingerprints
     of :func:`image_prints` find the candidates, whose pixels are then compared; no copy of a whole
-    domain is made). ``other_prints``: ``other``'s fingerprints, computed once for several pools."""
+    domain is made). ``other_prints``: ``other``'s fingerprints, computed once for several pools;
+    ``pool_prints``: ``pool``'s, sorted with their order (``torch.sort(image_prints(pool.images))``),
+    computed once for several others."""
     if len(pool) == 0 or len(other) == 0 or pool.images.shape[1:] != other.images.shape[1:]:
         return 0
-    mine, order = torch.sort(image_prints(pool.images))
+    mine, order = torch.sort(image_prints(pool.images)) if pool_prints is None else pool_prints
     theirs = image_prints(other.images) if other_prints is None else other_prints
     pos = torch.searchsorted(mine, theirs).clamp(max=len(mine) - 1)
     hit = (mine[pos] == theirs).nonzero().flatten()
@@ -260,7 +266,8 @@ def _unlabeled_overlap(cfg: ExperimentConfig, unlabeled: Domain, target: Split) 
     """``{"val": n, "test": n}``: the config's unlabelled images that are also target val / test
     images, pixel for pixel (a warning names them: the methods would adapt on images they are
     scored on, a transductive protocol that the target's own split avoids)."""
-    found = {part: shared_images(unlabeled, getattr(target, part)) for part in ("val", "test")}
+    prints = torch.sort(image_prints(unlabeled.images))  # once, for both parts
+    found = {part: shared_images(unlabeled, getattr(target, part), pool_prints=prints) for part in ("val", "test")}
     if any(found.values()):
         warn(f"unlabeled {cfg.unlabeled!r}: " + " and ".join(f"{n} of its images are target {part} images"
                                                              for part, n in found.items() if n)

@@ -83,9 +83,9 @@ def quiet():
 
 def is_quiet() -> bool:
     """Whether a transferkit warning issued here is left out (inside :func:`quiet`, or under the caller's
-    ``ignore`` filter): a check whose only outcome is a warning may then be skipped. The first filter that
-    takes every :class:`TransferkitWarning` decides; one with a message or module pattern may not take it,
-    so it counts as shown."""
+    ``ignore`` filter): a check whose only outcome is a warning may then be skipped. The first filter of a
+    matching category decides: an ``ignore`` with no message, module or line pattern leaves it out; any other
+    (another action, or one with a pattern, which may not take it) counts as shown."""
     for action, message, category, module, lineno in warnings.filters:
         if issubclass(TransferkitWarning, category):
             return action == "ignore" and message is None and module is None and not lineno

@@ -72,3 +72,21 @@ def test_a_test_set_of_its_own_and_the_unlabelled_pool_are_fingerprinted_once(tm
     assert (data.test_overlap, data.test_in_source, data.unlabeled_overlap) == \
         ({"train": 10, "val": 3}, {"train": 8, "val": 3}, {"val": 3, "test": 13}), \
         (data.test_overlap, data.test_in_source, data.unlabeled_overlap)  # as before, when each was fingerprinted
+
+
+# ---- 6: a run resumed with another config is told of `run --resume` unless a benchmark holds it ---------------
+
+@pytest.mark.parametrize("below, hinted", [("bench/run", False), ("bench/pair/s0", False),
+                                           ("bench/a/b/c", True), ("bench/a/b/c/d", True)])
+def test_the_resume_hint_is_left_out_only_for_a_benchmark_s_run(tmp_path, below, hinted):
+    from transferkit.config import ExperimentConfig
+    from transferkit.errors import TransferkitError
+    from transferkit.rundir import check_same_config
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "plan.json").write_text("{}")  # a benchmark's, or any folder's plan.json above the run
+    run = tmp_path / below
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(TransferkitError, match="holds a run with another config") as e:
+        check_same_config(run / "config.yaml", ExperimentConfig(seed=1))
+    assert ("`transferkit run --resume" in str(e.value)) == hinted

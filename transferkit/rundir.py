@@ -434,7 +434,8 @@ def check_same_config(path: Path, cfg: ExperimentConfig) -> dict:
         raise TransferkitError(f"{path} is unreadable: {e}") from e
     check(isinstance(stored, dict), f"{path} is not a run config (not a mapping)")
     diff = _config_changes(stored, cfg)
-    in_bench = any((p / "plan.json").is_file() for p in path.parent.parents)  # a benchmark's run: bench resumes it
+    # a benchmark's run (BENCH/NAME, uda's BENCH/pair/s0): bench resumes it
+    in_bench = any((p / "plan.json").is_file() for p in path.parent.parents[:2])
     command = shlex.join(["transferkit", "run", "--resume", str(path.parent)])
     check(not diff, f"{path.parent} holds a run with another config ({'; '.join(diff)}); resume it with the same "
                     f"config" + ("" if in_bench else f" (`{command}` alone reads its config.yaml)"))

@@ -90,3 +90,29 @@ def test_the_resume_hint_is_left_out_only_for_a_benchmark_s_run(tmp_path, below,
     with pytest.raises(TransferkitError, match="holds a run with another config") as e:
         check_same_config(run / "config.yaml", ExperimentConfig(seed=1))
     assert ("`transferkit run --resume" in str(e.value)) == hinted
+
+
+# ---- 7: links_warned_once is a scope of its own thread ------------------------------------------------------------
+
+def test_a_run_in_a_second_thread_warns_of_a_link_the_first_thread_s_benchmark_warned_of(tmp_path, monkeypatch):
+    import threading
+
+    from transferkit import io
+    top, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    (elsewhere / "figs").mkdir(parents=True)
+    top.mkdir()
+    (top / "figs").symlink_to(elsewhere / "figs")
+    (elsewhere / "figs" / "old.png").write_bytes(b"x")
+    said = []
+    monkeypatch.setattr(io, "warn", lambda message, *a, **k: said.append(threading.current_thread().name))
+
+    def a_run():  # a top-level run of its own, while the benchmark of the main thread is open
+        with io.links_warned_once():
+            io.remove_inside(top / "figs" / "old.png", top)
+    with io.links_warned_once():  # the main thread's benchmark
+        io.remove_inside(top / "figs" / "old.png", top)
+        second = threading.Thread(target=a_run, name="second")
+        second.start()
+        second.join()
+        io.remove_inside(top / "figs" / "old.png", top)  # its own run's link, warned of already
+    assert said == ["MainThread", "second"]

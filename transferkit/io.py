@@ -8,6 +8,7 @@ leaves a half-written file where a finished one is expected.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import functools
 import glob
@@ -88,8 +89,8 @@ def remove_inside(path: str | os.PathLike, top: str | os.PathLike) -> None:
         return
     if not resolves_inside(path.parent, top):
         link = next((p for p in path.parents if p.is_symlink()), path.parent)
-        if link not in _LEFT_BEHIND:  # once per link in a run: a resume passes it for every finished job
-            _LEFT_BEHIND.add(link)
+        if link not in _warned_links():  # once per link in a run: a resume passes it for every finished job
+            _warned_links().add(link)
             warn(f"{path} is left in place: {link} is a symbolic link to {link.resolve()}, outside {top}, and "
                  f"transferkit removes nothing outside the run (or benchmark) directory")
         return
@@ -120,17 +121,21 @@ def check_written_folders(top: str | os.PathLike, names: tuple[str, ...] = tuple
               f"benchmark) directory; remove the link (a folder is made there)")
 
 
-#: the links :func:`remove_inside` has warned of in this run or benchmark (:func:`links_warned_once`)
+#: the links :func:`remove_inside` has warned of outside any :func:`links_warned_once`
 _LEFT_BEHIND: set = set()
+#: those of the outermost :func:`links_warned_once` open in this thread (or task); None outside one
+_SCOPE_LINKS: contextvars.ContextVar[set | None] = contextvars.ContextVar("transferkit_warned_links", default=None)
+
+
+def _warned_links() -> set:
+    scoped = _SCOPE_LINKS.get()
+    return _LEFT_BEHIND if scoped is None else scoped
 
 
 def forget_warned_links() -> None:
     """Let :func:`remove_inside` warn again of the links it warned of (:func:`links_warned_once` does at the
     outermost run or benchmark)."""
-    _LEFT_BEHIND.clear()
-
-
-_LINK_SCOPES = [0]  # how many links_warned_once are open
+    _warned_links().clear()
 
 
 @contextlib.contextmanager
@@ -138,14 +143,17 @@ def links_warned_once():
     """Within it, :func:`remove_inside` warns of each link once. The outermost (a run
     :func:`~transferkit.experiment.run_experiment`, a benchmark :func:`~transferkit.bench.run_benchmark`
     with the runs it holds) starts afresh, so that a second run in one process (a notebook, a script
-    resuming a directory again) is told of a link too, while a benchmark's runs tell of it once."""
-    if _LINK_SCOPES[0] == 0:
-        forget_warned_links()
-    _LINK_SCOPES[0] += 1
+    resuming a directory again) is told of a link too, while a benchmark's runs tell of it once. The scope
+    is its thread's (a context variable): a run in another thread starts its own."""
+    if _SCOPE_LINKS.get() is not None:
+        yield
+        return
+    _LEFT_BEHIND.clear()  # those warned of outside one too: after a run, a call of its own is told again
+    token = _SCOPE_LINKS.set(set())
     try:
         yield
     finally:
-        _LINK_SCOPES[0] -= 1
+        _SCOPE_LINKS.reset(token)
 
 
 def failed_writing(e: OSError) -> bool:

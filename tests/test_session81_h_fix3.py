@@ -116,3 +116,22 @@ def test_a_run_in_a_second_thread_warns_of_a_link_the_first_thread_s_benchmark_w
         second.join()
         io.remove_inside(top / "figs" / "old.png", top)  # its own run's link, warned of already
     assert said == ["MainThread", "second"]
+
+
+# ---- 8: summary --format csv gives the labels the markdown table's setting column names ----------------------------
+
+def test_the_csv_table_has_the_labels_of_setting_all_beside_a_plain_setting():
+    import csv
+    import io
+
+    from transferkit.results import summarize
+    from transferkit.tables import csv_table
+    row = {"source": "s", "target": "t", "setting": "all", "accuracy": 0.5}
+    rows = [{**row, "method": "ft", "seed": 0, "n_labeled": 12, "labels_per_class": [3, 5]},
+            {**row, "method": "older", "seed": 0, "n_labeled": 12},
+            {**row, "method": "dann", "seed": 0, "n_labeled": 0},
+            {**row, "method": "ft", "seed": 0, "setting": "k=2", "n_labeled": 6, "labels_per_class": [2, 2]}]
+    table = list(csv.DictReader(io.StringIO(csv_table(summarize(rows)))))
+    assert [(r["setting"], r["labels_per_class"], r["labels_in_all"]) for r in table] == \
+        [("all", "3 5", "12"), ("all", "", "12"), ("all", "", ""), ("k=2", "", "")]
+    assert "labels_per_class" not in csv_table(summarize(rows[3:]))  # no entry of setting all: no column

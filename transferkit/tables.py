@@ -803,7 +803,8 @@ def latex_table(summary: list[dict], rows: list[dict] = (), config: dict | list 
 
 
 #: summary fields a CSV table has, in order, where some entry has them (fractions, not percent)
-CSV_FIELDS = ("run", "method", "method_revision", "source", "target", "setting", "accuracy_mean", "accuracy_se",
+CSV_FIELDS = ("run", "method", "method_revision", "source", "target", "setting", "labels_per_class", "labels_in_all",
+              "accuracy_mean", "accuracy_se",
               "accuracy_ci95", "balanced_accuracy_mean", "balanced_accuracy_se", "group_accuracy_mean",
               "group_accuracy_se", "group_n",
               "seen_accuracy_mean", "seen_accuracy_se", "unseen_accuracy_mean", "unseen_accuracy_se",
@@ -813,15 +814,17 @@ CSV_FIELDS = ("run", "method", "method_revision", "source", "target", "setting",
 def csv_table(summary: list[dict]) -> str:
     """The summary entries as CSV, one line per table row: the fields of :data:`CSV_FIELDS` that
     some entry has, as ``results.json``'s ``summary`` holds them (accuracies as fractions, full
-    precision; a standard error of one seed empty; ``seeds`` separated by spaces)."""
+    precision; a standard error of one seed empty; ``seeds`` and ``labels_per_class`` separated by spaces). The
+    labels of setting ``all``, which the markdown table gives in its setting column (``all (3-5 per class)``), are
+    columns of their own: ``setting`` holds the setting alone, as in ``results.json``."""
     check_summary(summary, "csv_table")
     fields = [f for f in CSV_FIELDS if any(f in s for s in summary)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fields)
     for s in summary:
-        writer.writerow(["" if s.get(f) is None else " ".join(map(str, s[f])) if f == "seeds" else s[f]
-                         for f in fields])
+        writer.writerow(["" if s.get(f) is None else " ".join(map(str, s[f])) if f in ("seeds", "labels_per_class")
+                         else s[f] for f in fields])
     return out.getvalue()
 
 

@@ -181,4 +181,3 @@ def test_device_over_stage_devices_and_whole_sections_warns_once():
                    "pretrain={device: cuda}", "pretrain.device=cuda"]
     assert [str(w.message) for w in caught] == [
         "--device cuda wins over --set train.device=cpu, --set pretrain={device: cpu, steps: 3}"]
-    assert not hasattr(cli, "_beaten_sets")

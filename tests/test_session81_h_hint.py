@@ -109,13 +109,16 @@ def test_every_flag_a_message_names_is_a_flag_of_transferkit_and_of_the_command_
     parser = build_parser()
     commands = next(a for a in parser._actions if a.choices).choices
     known = _options(parser).union(*(_options(s) for s in commands.values())) | _OTHER_PROGRAMS
-    unknown = [f"{where}: {flag}" for where, text in _library_strings()
-               for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", text) if flag not in known]
-    assert not unknown
-    wrong = [f"{where}: transferkit {command} ... {flag}" for where, text in _library_strings()
+    flags = [(where, flag) for where, text in _library_strings()
+             for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", text)]
+    assert len(flags) >= 100  # the pattern still finds them
+    assert not [f"{where}: {flag}" for where, flag in flags if flag not in known]
+    pairs = [(where, command, flag) for where, text in _library_strings()
              for command, rest in re.findall(rf"transferkit ({_COMMANDS})([^`;,)]*)", text)
-             for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest) if flag not in _options(commands[command])]
-    assert not wrong
+             for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest)]
+    assert len(pairs) >= 10  # the pattern still finds them
+    assert not [f"{where}: transferkit {command} ... {flag}" for where, command, flag in pairs
+                if flag not in _options(commands[command])]
 
 
 def test_every_set_key_a_message_names_is_a_config_key_or_a_benchmark_plan_field():
@@ -135,9 +138,10 @@ def test_every_set_key_a_message_names_is_a_config_key_or_a_benchmark_plan_field
 def test_every_transferkit_name_and_extra_a_message_names_exists():
     import importlib
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    missing = []
+    missing, found = [], 0
     for where, text in _library_strings():
         for dotted in re.findall(r"transferkit(?:\.[A-Za-z_]\w*)+", text):
+            found += 1
             parts, obj = dotted.split("."), None
             for i in range(len(parts), 0, -1):  # the longest importable module, then attributes
                 try:
@@ -149,7 +153,7 @@ def test_every_transferkit_name_and_extra_a_message_names_exists():
                 obj = getattr(obj, part, None)
             if obj is None:
                 missing.append(f"{where}: {dotted}")
-    assert not missing
+    assert found >= 20 and not missing  # the pattern still finds them
     extras = tomllib.loads((_PACKAGE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     named = [(where, extra) for where, text in _library_strings()
              for extra in re.findall(r"transferkit\[(\w+)\]", text)]

@@ -797,6 +797,7 @@ def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | N
     of methods the new one lacks aside, to the first free ``episodes-N``, so that a new plan never overwrites
     finished episodes; what was kept where. The same plan of more methods (a run scored again as it finishes
     jobs) replaces it."""
+    from .config import ADDED_EPISODE_FIELDS
     from .io import read_json
     old = run_dir / "episodes.json"
     if not old.is_file():
@@ -808,7 +809,7 @@ def _keep_other_episodes(run_dir: Path, plan: dict, rows: list[dict]) -> str | N
     data = data if isinstance(data, dict) else {}
     methods = lambda rs: sorted({str(r.get("method")) for r in rs if isinstance(r, dict)})  # noqa: E731
     before = (data.get("config") or {}).get("episodes") if isinstance(data.get("config"), dict) else None
-    before = {"device": "cpu", **before} if isinstance(before, dict) else before  # older files: scored on the CPU
+    before = {**ADDED_EPISODE_FIELDS, **before} if isinstance(before, dict) else before  # older files: on the CPU
     if before == plan and set(methods(data.get("rows") or [])) <= set(methods(rows)):
         return None  # the same episodes again, or of more methods (a run's models so far, then more): replaced
     n = 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS
+from .config import ADDED_EPISODE_FIELDS, ADDED_FIELDS, CHOOSES_JOBS, NOT_RESULTS
 from .errors import TransferkitError, check
 from .io import read_json
 from .results import read_results, text_notes, unfinished_run
@@ -149,8 +149,11 @@ def config_differ_lines(configs: list[tuple[str, dict | None]]) -> list[str]:
 
 
 def _comparable(config: dict) -> dict:
-    """A run's config with its methods' options as its jobs ran them, or a benchmark's results.json
-    config with its plan as :func:`~transferkit.bench.comparable_plan` reads it."""
+    """A run's config with its methods' options as its jobs ran them (an episodes.json's with the episodes
+    plan's keys added since at an older file's values), or a benchmark's results.json config with its plan as
+    :func:`~transferkit.bench.comparable_plan` reads it."""
+    if isinstance(config.get("episodes"), dict):
+        config = {**config, "episodes": {**ADDED_EPISODE_FIELDS, **config["episodes"]}}
     if "options" in config:
         return {**config, "options": _run_options(config)}
     if isinstance(config.get("plan"), dict) and isinstance(config.get("benchmark"), str):

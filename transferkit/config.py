@@ -30,6 +30,9 @@ from .runtime import check_device_name, default_device, env_int
 ADDED_FIELDS = {"unlabeled": None, "test": None, "val_fraction": 0.15, "test_fraction": 0.25,
                 "select_metric": "accuracy",
                 **{f"{stage}.{k}": v for stage in ("pretrain", "train") for k, v in ADDED_TRAIN_FIELDS.items()}}
+#: keys of an episodes plan (``episodes.json``'s ``config.episodes``) added since episodes were first scored, with
+#: the value an older file's were scored at (before 2026-12-08 on the CPU)
+ADDED_EPISODE_FIELDS = {"device": "cpu"}
 #: config keys that do not change a job's rows: a run may be resumed with other values
 NOT_RESULTS = {"workers", "out_dir", "name", "train.progress", "pretrain.progress", "train.checkpoint_every",
                "pretrain.checkpoint_every"}

@@ -436,6 +436,7 @@ def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_
     bad += [] if shots and all(is_whole(k, 1) for k in shots) else [f"k_shots={k_shots!r}"]
     check(not bad, f"episodes need ints n_way >= 2, n_query >= 1, episodes >= 1 and a non-empty list of k_shots "
                    f">= 1; got {', '.join(bad)}")
+    k_shots = shots  # an iterator of shots is read once, here
     device = resolve_device(device)  # a GPU that is not there: refused before the run is read
     run_dir = Path(run_dir)
     check((run_dir / "config.yaml").is_file(), f"{run_dir} is not a run directory of transferkit run (no config.yaml)"

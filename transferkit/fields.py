@@ -19,9 +19,10 @@ import torch
 from .errors import TransferkitError, UnknownNameError, check, is_whole
 
 
-def check_fields(obj, where: str = "", what: str = "config") -> None:
-    """Check and convert every field of dataclass instance ``obj`` in place (see the module);
-    ``what`` names it in the errors (``"config"``, ``"bench flex plan"``)."""
+def check_fields(obj, where: str = "") -> None:
+    """Check and convert every field of dataclass instance ``obj`` (a config's ``__post_init__``) in place (see
+    the module)."""
+    what = "config"
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value, hint = getattr(obj, f.name), hints[f.name]
@@ -52,7 +53,8 @@ def from_dict(cls, data: dict, where: str = "", what: str = "config"):
     """Build dataclass ``cls`` from a mapping, recursing into dataclass-typed fields; ``what``
     names it in the errors (``"config"``, ``"bench flex plan"``)."""
     if not isinstance(data, dict):
-        raise TransferkitError(f"{what}{where or ''} must be a mapping, got {type(data).__name__}")
+        named = f"{what} {where.rstrip('.')}" if where else what
+        raise TransferkitError(f"{named} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}

@@ -13,6 +13,7 @@ resumed directory may have been computed by an earlier process.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from numbers import Real
 from pathlib import Path
@@ -71,11 +72,22 @@ def unfinished_hint(run_dir: Path) -> str:
         quoted = shlex.quote(str(run_dir))
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {quoted}` "
                 f"(or `transferkit bench NAME --resume {quoted}`) completes it and writes the results")
-    runs = sorted(runs_inside(run_dir), key=lambda r: (r.rsplit("/", 1)[-1], r))  # by <timestamp>: newest last
+    runs = sorted(runs_inside(run_dir), key=_by_time)  # newest last
     if runs:
         shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
         return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {run_dir / runs[-1]}"
     return ""
+
+
+#: a run or benchmark directory's own name: its start time (``20261208-012345-123456``)
+_STARTED = re.compile(r"\d{8}-\d{6}(-\d+)?")
+
+
+def _by_time(relative: str) -> tuple:
+    """A sort key of run directories (``NAME/<timestamp>``) by their start time, those named otherwise
+    (a folder made for ``--resume``, ``runs/bench-flex/v5``) first, by name."""
+    name = relative.rsplit("/", 1)[-1]
+    return bool(_STARTED.fullmatch(name)), name, relative
 
 
 def runs_inside(folder: Path, depth: int = 2, with_jobs: bool = False) -> list[str]:

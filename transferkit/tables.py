@@ -153,7 +153,7 @@ def setting_text(s: dict, rows: list[dict] | None = None) -> str:
     setting = str(s["setting"])
     if setting != "all":
         return setting
-    used = s if "labels_in_all" in s or rows is None else labels_used(
+    used = s if "labels_in_all" in s or not rows else labels_used(
         [r for r in rows if str(r.get("setting", "")) == setting and (r.get("method"), r.get("source", ""),
          r.get("target", ""), r.get("run")) == (s["method"], s["source"], s["target"], s.get("run"))])
     if used.get("labels_per_class"):

@@ -81,16 +81,15 @@ def test_setting_text_reads_what_summarize_records_in_the_entry():
 # ---- 4: a linked folder is warned of once per benchmark, not once per run it holds -----------------------
 
 def test_a_benchmark_of_two_runs_warns_of_a_link_once_and_two_runs_twice(tmp_path, monkeypatch):
+    from helpers import linked_img_folder
+
     from transferkit import bench, experiment
     from transferkit.io import remove_inside
-    top, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
-    (elsewhere / "figs").mkdir(parents=True)
-    top.mkdir()
-    (top / "figs").symlink_to(elsewhere / "figs")
-    (elsewhere / "figs" / "old.png").write_bytes(b"x")
+
+    top, elsewhere, _ = linked_img_folder(tmp_path, "run")
 
     def a_run(cfg, run_dir, log):  # a run removing an old figure through the link
-        remove_inside(top / "figs" / "old.png", top)
+        remove_inside(top / "img" / "a.png", top)
         return top, []
     monkeypatch.setattr(experiment, "_run_experiment", a_run)
     monkeypatch.setattr(bench, "_run_benchmark", lambda *a: [experiment.run_experiment(ExperimentConfig(), log=None)
@@ -104,7 +103,7 @@ def test_a_benchmark_of_two_runs_warns_of_a_link_once_and_two_runs_twice(tmp_pat
         for _ in range(2):  # two runs of a Python caller: each is told
             experiment.run_experiment(ExperimentConfig(), log=None)
     assert sum("is left in place" in str(w.message) for w in said) == 2
-    assert (elsewhere / "figs" / "old.png").exists()
+    assert (elsewhere / "a.png").exists()
 
 
 # ---- 5: the first five named, then counted or elided, by errors.first_named -------------------------------

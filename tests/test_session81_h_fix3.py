@@ -97,24 +97,23 @@ def test_the_resume_hint_is_left_out_only_for_a_benchmark_s_run(tmp_path, below,
 def test_a_run_in_a_second_thread_warns_of_a_link_the_first_thread_s_benchmark_warned_of(tmp_path, monkeypatch):
     import threading
 
+    from helpers import linked_img_folder
+
     from transferkit import io
-    top, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
-    (elsewhere / "figs").mkdir(parents=True)
-    top.mkdir()
-    (top / "figs").symlink_to(elsewhere / "figs")
-    (elsewhere / "figs" / "old.png").write_bytes(b"x")
+
+    top, elsewhere, _ = linked_img_folder(tmp_path, "run")
     said = []
     monkeypatch.setattr(io, "warn", lambda message, *a, **k: said.append(threading.current_thread().name))
 
     def a_run():  # a top-level run of its own, while the benchmark of the main thread is open
         with io.links_warned_once():
-            io.remove_inside(top / "figs" / "old.png", top)
+            io.remove_inside(top / "img" / "a.png", top)
     with io.links_warned_once():  # the main thread's benchmark
-        io.remove_inside(top / "figs" / "old.png", top)
+        io.remove_inside(top / "img" / "a.png", top)
         second = threading.Thread(target=a_run, name="second")
         second.start()
         second.join()
-        io.remove_inside(top / "figs" / "old.png", top)  # its own run's link, warned of already
+        io.remove_inside(top / "img" / "a.png", top)  # its own run's link, warned of already
     assert said == ["MainThread", "second"]
 
 

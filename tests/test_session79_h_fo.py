@@ -131,13 +131,15 @@ def test_represent_refuses_n_max_itself_before_cats():
 
 def test_episodes_of_a_benchmark_directory_names_run_directories_inside(tmp_path, capsys):
     # before: "not a run directory (no config.yaml)" and nothing about the runs it holds
-    for run in ("digits-mnist/s0", "digits-mnist/s1", "mnist-digits/s0", "mnist-digits/s1"):
+    for run in ("digits-mnist/s0", "digits-mnist/s1", "digits-mnist/s2", "mnist-digits/s0", "mnist-digits/s1",
+                "mnist-digits/s2"):
         (tmp_path / run / "jobs").mkdir(parents=True)
         (tmp_path / run / "config.yaml").write_text("methods: [source_only]\n")
     (tmp_path / "docs").mkdir()  # a config.yaml of something else (no jobs/ beside it): not named
     (tmp_path / "docs" / "config.yaml").write_text("b: 1\n")
     assert main(["episodes", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "it holds run directories: digits-mnist/s0, digits-mnist/s1, mnist-digits/s0 and 1 more" in err
+    assert ("it holds runs, one directory each (mnist-digits/s0, digits-mnist/s1, mnist-digits/s1, digits-mnist/s2, "
+            f"mnist-digits/s2 and 1 more): give one, e.g. {tmp_path / 'mnist-digits' / 's2'}") in err
     assert main(["episodes", str(tmp_path / "empty")]) == 2
-    assert "it holds run directories" not in capsys.readouterr().err
+    assert "holds runs" not in capsys.readouterr().err

@@ -53,7 +53,8 @@ def test_episodes_of_a_folder_names_runs_three_levels_down(tmp_path, capsys):
     (run / "jobs").mkdir(parents=True)
     (run / "config.yaml").write_text("methods: [source_only]\n")
     assert main(["episodes", str(tmp_path)]) == 2
-    assert "it holds run directories: bench-uda/pair/s0 (give one of them)" in capsys.readouterr().err
+    assert (f"it holds runs, one directory each (bench-uda/pair/s0): give one, e.g. {run}"
+            in capsys.readouterr().err)
 
 
 # ---- fields / config.override / bench: a plan's field errors name the plan --------------------------------------

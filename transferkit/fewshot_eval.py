@@ -392,13 +392,12 @@ def _fewer_episodes(per_class: list[int], n_way: int, k: int, what: str) -> str:
             f"--n-query {per_class[ways - 1] - shots}")
 
 
-def _runs_inside(folder, shown: int = 3) -> str:
+def _runs_inside(folder) -> str:
     """The run directories inside ``folder`` (a benchmark's: runs 1 to 3 levels down, each with its
-    ``config.yaml`` and ``jobs/``), a few by name, as the end of a refusal ('' if none)."""
-    from .results import runs_inside
-    runs = runs_inside(folder, depth=3, with_jobs=True)
-    more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
-    return f"; it holds run directories: {', '.join(runs[:shown])}{more} (give one of them)" if runs else ""
+    ``config.yaml`` and ``jobs/``), as the end of a refusal ('' if none)."""
+    from .results import runs_inside, runs_listing
+    listing = runs_listing(folder, runs_inside(folder, depth=3, with_jobs=True))
+    return f"; it {listing}" if listing else ""
 
 
 def run_episodes(run_dir, methods=None, heads=("prototype",), n_way: int = 5, k_shots=(1, 5), n_query: int = 15,

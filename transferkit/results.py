@@ -72,11 +72,19 @@ def unfinished_hint(run_dir: Path) -> str:
         quoted = shlex.quote(str(run_dir))
         return (f": {run_dir} holds {n} finished job(s) but is not finished; `transferkit run --resume {quoted}` "
                 f"(or `transferkit bench NAME --resume {quoted}`) completes it and writes the results")
-    runs = sorted(runs_inside(run_dir), key=_by_time)  # newest last
-    if runs:
-        shown = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
-        return f": {run_dir} holds runs, one directory each ({shown}): give one, e.g. {run_dir / runs[-1]}"
-    return ""
+    listing = runs_listing(run_dir, runs_inside(run_dir))
+    return f": {run_dir} {listing}" if listing else ""
+
+
+def runs_listing(folder: Path, runs: list[str], shown: int = 5) -> str:
+    """``runs`` (:func:`runs_inside` of ``folder``) as the end of a message: the newest ``shown`` by start
+    time (:func:`_by_time`) and how many more, and the newest as an example ('' if none)."""
+    runs = sorted(runs, key=_by_time)  # newest last
+    if not runs:
+        return ""
+    more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+    listed = ", ".join(runs[-shown:])
+    return f"holds runs, one directory each ({listed}{more}): give one, e.g. {Path(folder) / runs[-1]}"
 
 
 #: a run or benchmark directory's own name: its start time (``20261208-012345-123456``)

@@ -166,5 +166,5 @@ def test_six_failed_jobs_name_five_and_one_more():
     from transferkit.jobs import JobFailure, failures_message
     failures = [JobFailure(f"E{i}", "", job=f"j{i}") for i in range(6)]
     message = failures_message(failures, 9, "kept", "again")
-    assert message.startswith("6 of 9 job(s) failed: j0 (E0)") and "j4 (E4) and 1 more job(s);" in message
+    assert message.startswith("6 of 9 job(s) failed: j0 (E0)") and "j4 (E4) and 1 more job;" in message
     assert "j5" not in message

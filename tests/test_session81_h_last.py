@@ -17,3 +17,16 @@ def test_episodes_lists_the_newest_runs_of_a_folder_as_summary_does(tmp_path, ca
     newest = [f"demo/20270101-00000{stamp}-000001" for stamp in range(3, 7)]
     assert (f"; it holds runs, one directory each (demo/20270101-000002-000001, {', '.join(newest)} and 2 more): "
             f"give one, e.g. {tmp_path / newest[-1]}") in capsys.readouterr().err
+
+
+def test_first_named_counts_one_more_in_the_singular():
+    # before: "and 1 more classes", "and 1 more groups of classes", "and 1 more job(s)"
+    from transferkit.errors import first_named
+    six, seven = list("abcdef"), list("abcdefg")
+    assert first_named(six, "classes") == "a, b, c, d, e and 1 more class"
+    assert first_named(six, "groups of classes") == "a, b, c, d, e and 1 more group of classes"
+    assert first_named(six, "job(s)", "; ") == "a; b; c; d; e and 1 more job"
+    assert first_named(six, "jobs") == "a, b, c, d, e and 1 more job"
+    assert first_named(seven, "classes") == "a, b, c, d, e and 2 more classes"
+    assert first_named(seven, "job(s)") == "a, b, c, d, e and 2 more job(s)"
+    assert first_named(six) == "a, b, c, d, e, ..."

@@ -22,7 +22,7 @@ def test_first_named_elides_or_counts_past_five():
     assert first_named(list("abcde")) == "a, b, c, d, e"
     assert first_named(list("abcdef")) == "a, b, c, d, e, ..."
     assert first_named(iter("abcdefg"), "classes") == "a, b, c, d, e and 2 more classes"
-    assert first_named(list("abcdef"), "cells", "; ") == "a; b; c; d; e and 1 more cells"
+    assert first_named(list("abcdef"), "cells", "; ") == "a; b; c; d; e and 1 more cell"
 
 
 def test_tables_and_report_use_the_one_listing():

@@ -141,7 +141,7 @@ def test_first_named_names_five_and_counts_the_rest():
     # kills: NAMED 6; "and 0 more" at exactly NAMED items (">=" for ">")
     five, six = list("abcde"), list("abcdef")
     assert first_named(five, "classes") == "a, b, c, d, e"
-    assert first_named(six, "classes") == "a, b, c, d, e and 1 more classes"
+    assert first_named(six, "classes") == "a, b, c, d, e and 1 more class"
 
 
 def test_a_class_recognised_on_some_seed_is_not_never_recognised():

@@ -78,7 +78,7 @@ def test_never_recognised_counts_groups_of_classes_beyond_five():
             for k, vs in ks.items()]
     assert tables.never_recognised_line(rows) == [
         "Never recognised (per-class accuracy 0 on every seed): a (m, k=1), d (m, k=1; m, k=2), e (m, k=1; m, k=3), "
-        "b (m, k=2), f (m, k=2; m, k=3) and 1 more groups of classes (per_class_accuracy in results.json)."]
+        "b (m, k=2), f (m, k=2; m, k=3) and 1 more group of classes (per_class_accuracy in results.json)."]
 
 
 # ---- lines on classes without test images, unlabelled images, test sets, small splits -------------

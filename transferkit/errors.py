@@ -157,12 +157,25 @@ NAMED = 5
 def first_named(items, what: str | None = None, sep: str = ", ") -> str:
     """``items`` (strings) joined by ``sep``, the first :data:`NAMED` of them only, so that a
     message stays short: the rest counted, ``"a, b, c, d, e and 7 more classes"``, where ``what``
-    names them; else elided, ``"a, b, c, d, e, ..."``."""
+    names them (one of them when one more: ``"and 1 more class"``); else elided, ``"a, b, c, d, e, ..."``."""
     items = list(items)
     shown = sep.join(items[:NAMED])
     if len(items) <= NAMED:
         return shown
-    return shown + (f" and {len(items) - NAMED} more {what}" if what is not None else ", ...")
+    if what is None:
+        return shown + ", ..."
+    more = len(items) - NAMED
+    return shown + f" and {more} more {what if more > 1 else _one_of(what)}"
+
+
+def _one_of(what: str) -> str:
+    """The singular of a plural ``what`` whose first word is the noun: ``"jobs"``, ``"job(s)"``, ``"classes"``,
+    ``"groups of classes"``."""
+    noun, space, rest = what.partition(" ")
+    for plural, one in (("(s)", ""), ("sses", "ss"), ("s", "")):
+        if noun.endswith(plural):
+            return noun[:-len(plural)] + one + space + rest
+    return what
 
 
 class UnknownNameError(TransferkitError, KeyError):

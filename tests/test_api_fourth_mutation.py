@@ -76,10 +76,10 @@ def test_fit_warns_of_a_target_class_without_images_even_the_last_one():
 @pytest.mark.parametrize("classes, more", [(5, False), (6, True)])
 def test_the_rows_by_position_warning_lists_five_classes_and_says_there_are_more_only_past_five(classes, more,
                                                                                                 one_thread):
-    # kills: _warn_rows_by_position's `target.num_classes > 5` made `>= 5` (", ..." after exactly five classes)
+    # kills: ", ..." after exactly five classes (first_named lists five, then ", ...")
     names = ", ".join(f"'{c}'" for c in range(5))
-    with pytest.warns(TransferkitWarning, match=rf"row i as target class i \(\[{names}\]"
-                                                rf"{', ...' if more else ''}\); set net.class_names"):
+    with pytest.warns(TransferkitWarning, match=rf"row i as target class i \(\[{names}"
+                                                rf"{', ...' if more else ''}\]\); set net.class_names"):
         Transfer("finetune", train=ONE).fit(target=toy_domain(2 * classes, classes=classes), net=tiny_net(classes))
 
 

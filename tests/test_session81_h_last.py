@@ -30,3 +30,21 @@ def test_first_named_counts_one_more_in_the_singular():
     assert first_named(seven, "classes") == "a, b, c, d, e and 2 more classes"
     assert first_named(seven, "job(s)") == "a, b, c, d, e and 2 more job(s)"
     assert first_named(six) == "a, b, c, d, e, ..."
+
+
+def test_lists_past_five_say_how_many_more():
+    # before: check_distinct named the first five pairs and reinitialise the first five parameters, nothing more
+    import pytest
+    import torch
+    from torch import nn
+
+    from transferkit.errors import TransferkitError
+    from transferkit.text import check_distinct
+    from transferkit.unitnet import reinitialise
+    with pytest.raises(TransferkitError, match=r"'row 1' and 'row 3' and 1 more pair get the same description"):
+        check_distinct(torch.ones(4, 3), None, "who")  # 6 pairs of 4 alike rows
+    raw = nn.Module()
+    for name in "abcdefg":
+        setattr(raw, name, nn.Parameter(torch.zeros(1)))
+    with pytest.raises(TransferkitError, match=r"cannot re-initialise \['a', 'b', 'c', 'd', 'e', \.\.\.\]: their"):
+        reinitialise(raw)

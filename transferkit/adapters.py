@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .errors import TransferkitError, UnknownNameError, check, first_line, warn
+from .errors import TransferkitError, UnknownNameError, check, first_line, first_named, warn
 from .unitnet import HEAD, UnitNet, evaluating
 
 
@@ -152,7 +152,7 @@ def _check_same_function(model: nn.Module, net: UnitNet, what: str, guessed: boo
             want = seeded(model)
         except Exception as e:  # noqa: BLE001 -- another signature, or a shape the model does not take
             acting = [f"{n!r} ({type(m).__name__})" for n, m in left_out if _mode_dependent(m)]
-            also = (f"; nor whether the modules it leaves out that may act in training ({', '.join(acting[:5])}) "
+            also = (f"; nor whether the modules it leaves out that may act in training ({first_named(acting)}) "
                     f"belong in a unit" if acting else "")
             if guessed:
                 warn(f"{what}: could not check the cut at the guessed input shape {tuple(net.input_shape)} (without "
@@ -202,7 +202,7 @@ def _check_same_function(model: nn.Module, net: UnitNet, what: str, guessed: boo
                 return "runs before the first listed module"
             return f"runs after {before[-1]!r}" + ("" if unit_of[before[-1]] == before[-1] else
                                                    f", in unit {unit_of[before[-1]]!r}")
-        named = "; ".join(f"{n!r} ({ran[n][0]!r}, {where(n)})" for n in acting[:5])
+        named = first_named((f"{n!r} ({ran[n][0]!r}, {where(n)})" for n in acting), "module(s)", "; ")
         raise TransferkitError(
             f"{what}: the cut leaves out module(s) that the model's forward runs and that act otherwise in training "
             f"than in eval mode: {named}. The check above compares in eval mode, where they make no difference, "

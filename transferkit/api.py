@@ -53,7 +53,7 @@ from .engine import (
     engine_hooks,
     parameter_dtypes,
 )
-from .errors import TransferkitError, TransferkitWarning, check, first_line, quiet, torch_seed, warn
+from .errors import TransferkitError, TransferkitWarning, check, first_line, first_named, quiet, torch_seed, warn
 from .evaluate import classification_report, fraction_correct, module_device, predict_logits
 from .experiment import load_model
 from .fields import updated
@@ -149,8 +149,8 @@ def _warn_rows_by_position(method, target: Domain | None) -> None:
     said = (f"the network's class_names lists {len(named)} names for its head's {net.num_classes} rows (not used)"
             if named is not None else f"the network names no classes for its head's {net.num_classes} rows")
     warn(f"fit: {said}, as many as the target's: they "
-         f"are kept by position, row i as target class i ({list(target.class_names)[:5]}"
-         f"{', ...' if target.num_classes > 5 else ''}); set net.class_names = [the class of each row] to match "
+         f"are kept by position, row i as target class i ([{first_named(map(repr, target.class_names))}]); "
+         f"set net.class_names = [the class of each row] to match "
          f"them by name (load_network's networks have them)")
 
 

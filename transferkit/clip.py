@@ -42,7 +42,7 @@ from .backbones import evaluating
 from .data import FONT_FACES
 from .distributed import gathered, world_size
 from .domain import Domain
-from .errors import TransferkitError, UnknownNameError, check, is_whole, warn
+from .errors import TransferkitError, UnknownNameError, check, first_named, is_whole, warn
 from .evaluate import predict_logits
 from .heads import class_means
 from .methods.base import Method, register, within_memory
@@ -221,8 +221,8 @@ def captions_for_classes(captions, source_classes) -> list:
     else:
         captions = list(captions)
         check(len(captions) == len(names),
-              f"clip: captions is a list of {len(captions)} for {len(names)} source classes {names[:5]}"
-              f"{' ...' if len(names) > 5 else ''}: caption i describes source class i, so give one caption (or a "
+              f"clip: captions is a list of {len(captions)} for {len(names)} source classes "
+              f"[{first_named(map(repr, names))}]: caption i describes source class i, so give one caption (or a "
               f"list of captions) per source class, in their order, or a mapping class name -> caption. With a "
               f"CaptionedDomain cd pass captions=cd.captions (its distinct captions, which its labels index), not "
               f"the list of one caption per image, or fit(source=cd), which reads them")

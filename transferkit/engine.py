@@ -845,7 +845,7 @@ class Engine:
             then, now = meta.get("signed") or {}, getattr(self, "_signed", None) or {}
             differ = [f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
                       if then.get(k) != now.get(k)] if then else []
-            what = "; ".join(differ[:5]) if differ else "method, data or config changed"
+            what = first_named(differ, "differences", "; ") if differ else "method, data or config changed"
             raise TransferkitError(f"checkpoint in {self.ckpt} belongs to a different training ({what}); delete it "
                                    f"(or give another checkpoint_dir) to train from the start, or train as it did")
         then = meta.get("world_size", world_size())  # unknown before 2026-12-07: not checked

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import TransferkitError, check, warn
+from .errors import TransferkitError, check, first_named, warn
 from .io import atomic_write, cache_dir, waiting_lock
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -317,7 +317,8 @@ def check_distinct(rows: torch.Tensor, names, who: str, what: str = "description
     close = torch.cdist(rows, rows) <= 1e-6 * (1 + rows.norm(dim=1).max())
     pairs = [(int(i), int(j)) for i, j in close.triu(1).nonzero()]
     label = [str(n) for n in names] if names is not None else [f"row {i}" for i in range(len(rows))]
-    check(not pairs, f"{who}: the classes {', '.join(f'{label[i]!r} and {label[j]!r}' for i, j in pairs[:5])} get the "
+    alike = first_named((f"{label[i]!r} and {label[j]!r}" for i, j in pairs), "pairs")
+    check(not pairs, f"{who}: the classes {alike} get the "
                      f"same {what}, so one of each pair could never be predicted (names that differ only in case, "
                      f"spaces or punctuation embed alike): rename or merge them")
 

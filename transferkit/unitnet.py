@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .errors import TransferkitError, UnknownNameError, check, first_line, is_whole, warn
+from .errors import TransferkitError, UnknownNameError, check, first_line, first_named, is_whole, warn
 from .heads import HEADS, HeadRows, final_layer, make_head
 from .runtime import OUT_OF_MEMORY
 
@@ -55,7 +55,7 @@ def reinitialise(module: nn.Module) -> nn.Module:
         if own and callable(getattr(m, "reset_parameters", None)):
             redrawn.update(id(p) for p in own)
     kept = [n for n, p in module.named_parameters() if id(p) not in redrawn]
-    check(not kept, f"cannot re-initialise {kept[:5]}: their modules have no reset_parameters")
+    check(not kept, f"cannot re-initialise [{first_named(map(repr, kept))}]: their modules have no reset_parameters")
     for m in module.modules():
         if next(m.parameters(recurse=False), None) is not None:
             m.reset_parameters()

@@ -48,3 +48,28 @@ def test_lists_past_five_say_how_many_more():
         setattr(raw, name, nn.Parameter(torch.zeros(1)))
     with pytest.raises(TransferkitError, match=r"cannot re-initialise \['a', 'b', 'c', 'd', 'e', \.\.\.\]: their"):
         reinitialise(raw)
+
+
+def test_the_held_benchmark_is_its_threads(tmp_path):
+    # before: a run in another thread during a benchmark read the benchmark's directory (and its wording)
+    import threading
+
+    from transferkit import runtime
+    bench, seen = tmp_path / "bench", []
+
+    def other_run():
+        seen.append(runtime.held_benchmark_dir())
+        runtime.note_work_dir(tmp_path / "other")
+        seen.append(runtime.work_dir())
+
+    runtime.note_work_dir(None)
+    try:
+        with runtime.holding_work_dir(bench):
+            thread = threading.Thread(target=other_run)
+            thread.start()
+            thread.join()
+            runtime.note_work_dir(bench / "run")  # one of the benchmark's runs: not recorded
+            assert runtime.held_benchmark_dir() == bench
+        assert seen == [None, tmp_path / "other"] and runtime.held_benchmark_dir() is None
+    finally:
+        runtime.note_work_dir(None)

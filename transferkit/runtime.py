@@ -5,6 +5,7 @@ live in :mod:`transferkit.distributed`, worker processes and job files in :mod:`
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 import os
@@ -353,7 +354,9 @@ def _change(key: str, before, now) -> str:
 
 
 _WORK_DIR: list[Path] = []  # the run or benchmark directory this process works in, for the CLI's stop message
-_HELD: list[bool] = []  # a benchmark runs: its directory, not the runs its jobs make in it, is what --resume takes
+#: the benchmark directory :func:`holding_work_dir` holds in this thread (or task): its runs' directories are not
+#: what --resume takes; a run in another thread is no run of the benchmark
+_HELD: contextvars.ContextVar[Path | None] = contextvars.ContextVar("transferkit_held_benchmark", default=None)
 
 
 def note_work_dir(path: str | os.PathLike | None) -> None:
@@ -361,8 +364,8 @@ def note_work_dir(path: str | os.PathLike | None) -> None:
     None forgets it (a new command). While :func:`holding_work_dir` holds a benchmark's
     directory, the run directories its jobs make inside it are not recorded."""
     if path is None:
-        _HELD.clear()
-    elif _HELD:
+        _HELD.set(None)
+    elif _HELD.get() is not None:
         return
     _WORK_DIR[:] = [] if path is None else [Path(path)]
 
@@ -370,18 +373,20 @@ def note_work_dir(path: str | os.PathLike | None) -> None:
 @contextmanager
 def holding_work_dir(path: str | os.PathLike):
     """Record ``path`` (a benchmark directory) and keep it recorded while the block runs: a
-    stopped benchmark is resumed there, not in the run directory of the job it stopped in."""
+    stopped benchmark is resumed there, not in the run directory of the job it stopped in. The hold
+    is its thread's (a context variable, as :func:`~transferkit.io.links_warned_once`'s scope)."""
     note_work_dir(path)
-    _HELD.append(True)
+    token = _HELD.set(Path(path))
     try:
         yield
     finally:
-        _HELD.clear()  # the directory stays recorded for the stop message
+        _HELD.reset(token)  # the directory stays recorded for the stop message
 
 
 def held_benchmark_dir() -> Path | None:
-    """The benchmark directory :func:`holding_work_dir` holds now, or None (no benchmark runs)."""
-    return work_dir() if _HELD else None
+    """The benchmark directory :func:`holding_work_dir` holds now in this thread, or None (no benchmark runs
+    here)."""
+    return _HELD.get()
 
 
 def work_dir() -> Path | None:

@@ -295,7 +295,7 @@ class Many(nn.Module):
 def test_the_guess_warning_lists_five_left_out_batch_norms_and_drop_paths():
     # kills: BatchNorm dropped from `_mode_dependent`; its `"drop" in` name test dropped; `acting[:5]` -> `[:4]`
     with pytest.warns(TransferkitWarning, match=r"may act in training \('bn' \(BatchNorm2d\), 'dp' \(DropPath\), "
-                                                r"'d3' \(Dropout\), 'd4' \(Dropout\), 'd5' \(Dropout\)\)"):
+                                                r"'d3' \(Dropout\), 'd4' \(Dropout\), 'd5' \(Dropout\), \.\.\.\)"):
         from_modules(Many(), units=["conv"], head="fc")
 
 
@@ -319,7 +319,8 @@ def test_a_refusal_names_five_left_out_modules_where_they_run():
     # kills: `acting[:5]` -> `[:4]`; `if not before` dropped; `", in unit"` added for a unit named as its module
     with pytest.raises(TransferkitError, match=r"'first' \(Dropout.*runs before the first listed module\); 'd1' "
                                                r"\(Dropout.*runs after 'conv'\);.*'d3' .*; 'd4' \(Dropout\(p=0.5, "
-                                               r"inplace=False\), runs after 'conv'\)\. The check") as e:
+                                               r"inplace=False\), runs after 'conv'\) and 2 more module\(s\)\. "
+                                               r"The check") as e:
         _cut(Drops(), units=["conv"])
     assert "'d5'" not in str(e.value)
 
